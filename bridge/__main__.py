@@ -1,0 +1,46 @@
+"""CLI entry point: ``webrtc-bridge`` / ``python -m bridge``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from .app import create_app
+from .config import ConfigError, load_settings
+from .logs import setup_logging
+
+log = logging.getLogger("bridge")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load_settings(sys.argv[1:] if argv is None else argv)
+        setup_logging(settings)
+        app = create_app(settings)
+    except ConfigError as exc:
+        print(f"webrtc-bridge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    log.info(
+        "starting on http://%s:%d with engine %s", settings.host, settings.port, settings.engine
+    )
+    if not settings.auth_enabled:
+        log.warning("no BRIDGE_API_TOKENS set: the API is open to anyone who can reach it")
+    # run_app turns SIGINT/SIGTERM into a graceful shutdown: on_shutdown, then cleanup_ctx
+    # (which hangs up calls and closes every peer connection).
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        shutdown_timeout=5.0,
+        access_log=None,
+    )
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

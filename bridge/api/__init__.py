@@ -1,0 +1,21 @@
+"""HTTP and WebSocket handlers; the only place domain errors become HTTP responses."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import calls, health, sim, webrtc
+from .errors import error_middleware
+from .keys import ENGINE, MANAGER, SETTINGS
+
+
+def setup_routes(app: web.Application, *, with_sim: bool) -> None:
+    """Register every route (the sim's only when the engine is the simulator)."""
+    app.router.add_routes(health.routes)
+    app.router.add_routes(webrtc.routes)
+    if with_sim:
+        app.router.add_routes(sim.routes)
+    app.router.add_routes(calls.routes)
+
+
+__all__ = ["ENGINE", "MANAGER", "SETTINGS", "error_middleware", "setup_routes"]

@@ -1,0 +1,114 @@
+"""Call control routes: make, status, get, answer, hang up, mute, events (SSE)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import BadRequest
+from .errors import read_json, require_str
+from .keys import MANAGER
+
+routes = web.RouteTableDef()
+
+SSE_KEEPALIVE = 15.0
+
+
+def _call_id(body: dict[str, Any]) -> str:
+    return require_str(body, "callID", max_len=128)
+
+
+@routes.post("/call/make")
+async def make_call(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    metadata = body.get("metadata", {})
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise BadRequest("field 'metadata' must be a JSON object")
+    if "phone" not in body:
+        raise BadRequest("field 'phone' is required", code="invalid_phone")
+    call = await request.app[MANAGER].make(body["phone"], metadata)
+    return web.json_response(call.snapshot(), status=201)
+
+
+@routes.get("/call/status")
+async def call_status(request: web.Request) -> web.Response:
+    calls = request.app[MANAGER].live_calls()
+    return web.json_response({"calls": [c.snapshot() for c in calls]})
+
+
+@routes.get("/call/events")
+async def call_events(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: one ``event: <type>`` with a JSON ``data`` line per change."""
+    manager = request.app[MANAGER]
+    only = request.query.get("callID")
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    await response.write(b"retry: 2000\n: connected\n\n")
+    async with manager.events.subscribe() as sub:
+        while True:
+            try:
+                event = await sub.get(SSE_KEEPALIVE)
+            except TimeoutError:
+                await response.write(b": keepalive\n\n")
+                continue
+            if event is None:
+                break
+            if only and event.call["callID"] != only:
+                continue
+            await response.write(f"event: {event.type}\ndata: {event.to_json()}\n\n".encode())
+    return response
+
+
+@routes.get("/call/{callID}")
+async def get_call(request: web.Request) -> web.Response:
+    call = request.app[MANAGER].get(request.match_info["callID"])
+    return web.json_response(call.snapshot())
+
+
+@routes.post("/call/answer")
+async def answer_call(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    call = await request.app[MANAGER].answer(_call_id(body))
+    return web.json_response(call.snapshot())
+
+
+@routes.post("/call/hangup")
+async def hangup_call(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    call = await request.app[MANAGER].hangup(_call_id(body))
+    return web.json_response(call.snapshot())
+
+
+@routes.post("/call/mute")
+async def mute_call(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    muted = body.get("muted", True)
+    if not isinstance(muted, bool):
+        raise BadRequest("field 'muted' must be true or false")
+    call = request.app[MANAGER].set_muted(_call_id(body), muted)
+    return web.json_response(call.snapshot())
+
+
+async def wait_for_engine_call(
+    request: web.Request, engine_call_id: str, timeout: float = 2.0
+) -> Any:
+    """The call the manager created for an engine's call id (events are asynchronous)."""
+    manager = request.app[MANAGER]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        call = manager.registry.by_engine_id(engine_call_id)
+        if call is not None:
+            return call
+        await asyncio.sleep(0.005)
+    return None

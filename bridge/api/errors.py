@@ -1,0 +1,113 @@
+"""The one place domain errors become HTTP responses with the JSON error body."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from .. import errors
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_STATUS: list[tuple[type[errors.BridgeError], int]] = [
+    (errors.BadRequest, 400),
+    (errors.BadOffer, 400),
+    (errors.Unauthorized, 401),
+    (errors.CallNotFound, 404),
+    (errors.EngineCallNotFound, 404),
+    (errors.CallStateError, 409),
+    (errors.TooLarge, 413),
+    (errors.RateLimited, 429),
+    (errors.PeerUnreachable, 502),
+    (errors.EngineUnavailable, 503),
+    (errors.AtCapacity, 503),
+    (errors.ShuttingDown, 503),
+    (errors.EngineError, 502),
+]
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def error_response(status: int, code: str, message: str, **headers: str) -> web.Response:
+    body = {"error": {"code": code, "message": message}}
+    return web.json_response(body, status=status, headers=headers or None)
+
+
+def status_for(exc: errors.BridgeError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except errors.BridgeError as exc:
+        status = status_for(exc)
+        headers: dict[str, str] = {}
+        if isinstance(exc, errors.AtCapacity | errors.RateLimited):
+            headers["Retry-After"] = str(exc.retry_after)
+        elif isinstance(exc, errors.EngineUnavailable | errors.ShuttingDown):
+            headers["Retry-After"] = "5"
+        if isinstance(exc, errors.Unauthorized):
+            headers["WWW-Authenticate"] = 'Bearer realm="webrtc-bridge"'
+        if status >= 500:
+            log.warning("%s %s: %s (%s)", request.method, request.path, exc.message, exc.code)
+        return error_response(status, exc.code, exc.message, **headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        message = exc.reason
+        if exc.status == 404:
+            message = f"no route {request.method} {request.path}"
+        elif exc.status == 413:
+            message = "request body too large"
+        return error_response(exc.status, code, message)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "internal error; see the bridge's log")
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object body, or :class:`~bridge.errors.BadRequest`."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise errors.TooLarge("request body too large") from None
+    if not raw.strip():
+        raise errors.BadRequest("a JSON object body is required", code="invalid_json")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise errors.BadRequest("the JSON body must be an object", code="invalid_json")
+    return body
+
+
+def require_str(body: dict[str, Any], name: str, *, max_len: int = 256) -> str:
+    """A required non-empty string field."""
+    value = body.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise errors.BadRequest(f"field {name!r} is required and must be a non-empty string")
+    if len(value) > max_len:
+        raise errors.BadRequest(f"field {name!r} is longer than {max_len} characters")
+    return value.strip()

@@ -1,0 +1,37 @@
+"""Health routes (open): liveness and readiness."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .keys import ENGINE, MANAGER, SETTINGS
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the engine is reachable, there is room for calls and we are not stopping."""
+    manager = request.app[MANAGER]
+    settings = request.app[SETTINGS]
+    health = await request.app[ENGINE].health()
+    live = len(manager.live_calls())
+    reasons = []
+    if not health.up:
+        reasons.append(f"engine down: {health.detail}")
+    if live >= settings.max_calls:
+        reasons.append(f"at capacity: {live}/{settings.max_calls} calls")
+    if manager.shutting_down:
+        reasons.append("shutting down")
+    body = {
+        "ready": not reasons,
+        "reasons": reasons,
+        "engine": {"name": request.app[ENGINE].name, "up": health.up, "detail": health.detail},
+        "calls": {"live": live, "max": settings.max_calls},
+    }
+    return web.json_response(body, status=200 if not reasons else 503)

@@ -1,0 +1,13 @@
+"""Application keys of app-scoped resources."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..calls import CallManager
+from ..config import Settings
+from ..legs import Engine
+
+SETTINGS = web.AppKey("settings", Settings)
+MANAGER = web.AppKey("manager", CallManager)
+ENGINE = web.AppKey("engine", Engine)

@@ -1,0 +1,31 @@
+"""Routes of the simulated engine (mounted only when ``BRIDGE_ENGINE=sim``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..calls import normalize_phone
+from ..errors import BadRequest, EngineError
+from ..legs import SimEngine
+from .calls import wait_for_engine_call
+from .errors import read_json
+from .keys import ENGINE, MANAGER
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/call/sim/incoming")
+async def sim_incoming(request: web.Request) -> web.Response:
+    """Make the simulated network ring us from ``phone``; returns the ringing call."""
+    body = await read_json(request)
+    if "phone" not in body:
+        raise BadRequest("field 'phone' is required", code="invalid_phone")
+    phone = normalize_phone(body["phone"])
+    engine = request.app[ENGINE]
+    assert isinstance(engine, SimEngine)
+    request.app[MANAGER].check_capacity()
+    engine_id = engine.incoming(phone)
+    call = await wait_for_engine_call(request, engine_id)
+    if call is None:
+        raise EngineError("the simulated inbound call was not registered")
+    return web.json_response(call.snapshot(), status=201)

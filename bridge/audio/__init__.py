@@ -1,0 +1,29 @@
+"""Pure, synchronous DSP on the bus format (16 kHz mono s16, 20 ms frames)."""
+
+from .analysis import dominant_frequency, rms_dbfs, tone
+from .jitter import JitterBuffer
+from .pcm import (
+    FRAME_MS,
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    Reframer,
+    f32_to_s16,
+    s16_to_f32,
+    silence,
+)
+from .resample import Resampler
+
+__all__ = [
+    "FRAME_MS",
+    "FRAME_SAMPLES",
+    "SAMPLE_RATE",
+    "JitterBuffer",
+    "Reframer",
+    "Resampler",
+    "dominant_frequency",
+    "f32_to_s16",
+    "rms_dbfs",
+    "s16_to_f32",
+    "silence",
+    "tone",
+]

@@ -1,0 +1,73 @@
+"""The bus PCM format, sample conversions and reframing."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+SAMPLE_RATE = 16_000
+"""Bus sample rate in Hz."""
+FRAME_MS = 20
+"""Bus frame duration in milliseconds."""
+FRAME_SAMPLES = SAMPLE_RATE * FRAME_MS // 1000
+"""Samples in one bus frame (320)."""
+
+Pcm = npt.NDArray[np.int16]
+"""A mono s16 PCM buffer."""
+
+
+def silence(samples: int = FRAME_SAMPLES) -> Pcm:
+    """Return ``samples`` of digital silence."""
+    return np.zeros(samples, dtype=np.int16)
+
+
+def s16_to_f32(pcm: Pcm) -> npt.NDArray[np.float32]:
+    """Convert s16 to float32 in [-1, 1) (divides by 32768, so -32768 maps to -1.0)."""
+    return pcm.astype(np.float32) * np.float32(1.0 / 32768.0)
+
+
+def f32_to_s16(samples: npt.NDArray[np.floating]) -> Pcm:
+    """Convert float samples to s16, clipping to full scale (never wrapping around).
+
+    +1.0 maps to 32767 and -1.0 to -32768; NaN becomes 0.
+    """
+    scaled = np.nan_to_num(np.asarray(samples, dtype=np.float32), nan=0.0) * np.float32(32768.0)
+    return np.clip(np.rint(scaled), -32768, 32767).astype(np.int16)
+
+
+class Reframer:
+    """Cuts a stream of arbitrary-length PCM chunks into exact fixed-size frames.
+
+    Keeps the remainder between calls, so no sample is dropped or duplicated. The buffer is
+    bounded: at most ``max_pending`` samples are held (oldest dropped and counted beyond that).
+    """
+
+    def __init__(self, frame_samples: int = FRAME_SAMPLES, max_pending: int | None = None) -> None:
+        if frame_samples <= 0:
+            raise ValueError("frame_samples must be positive")
+        self.frame_samples = frame_samples
+        self.max_pending = max_pending if max_pending is not None else frame_samples * 50
+        self._pending: Pcm = np.empty(0, dtype=np.int16)
+        self.dropped_samples = 0
+
+    @property
+    def pending(self) -> int:
+        """Samples held, waiting for a full frame."""
+        return int(self._pending.size)
+
+    def push(self, pcm: Pcm) -> list[Pcm]:
+        """Add samples; return every complete frame now available, in order."""
+        buf = np.concatenate((self._pending, pcm)) if self._pending.size else pcm
+        n = buf.size // self.frame_samples
+        cut = n * self.frame_samples
+        frames = [buf[i : i + self.frame_samples].copy() for i in range(0, cut, self.frame_samples)]
+        rest = buf[cut:]
+        if rest.size > self.max_pending:
+            self.dropped_samples += rest.size - self.max_pending
+            rest = rest[-self.max_pending :]
+        self._pending = rest.copy()
+        return frames
+
+    def clear(self) -> None:
+        """Drop any partial frame."""
+        self._pending = np.empty(0, dtype=np.int16)

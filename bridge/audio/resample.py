@@ -1,0 +1,62 @@
+"""Stateful resampling to the bus format with PyAV (libswresample).
+
+PyAV's resampler keeps its filter state across frames, so consecutive frames join without
+clicks and no sample is dropped or duplicated; it is C code, so no per-sample Python runs.
+"""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+
+from .pcm import SAMPLE_RATE, Pcm
+
+
+class Resampler:
+    """Converts audio frames of any format, layout and rate to mono s16 at ``rate``.
+
+    One instance per stream: it holds filter state. A change of input format rebuilds it
+    (the old filter's tail is flushed first so nothing already fed is lost).
+    """
+
+    def __init__(self, rate: int = SAMPLE_RATE) -> None:
+        self.rate = rate
+        self._resampler: av.AudioResampler | None = None
+        self._input_key: tuple[str, str, int] | None = None
+
+    def _setup(self, frame: av.AudioFrame) -> list[Pcm]:
+        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        out: list[Pcm] = []
+        if key != self._input_key:
+            if self._resampler is not None:
+                out = self._drain(self._resampler.resample(None))
+            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=self.rate)
+            self._input_key = key
+        return out
+
+    @staticmethod
+    def _drain(frames: list[av.AudioFrame]) -> list[Pcm]:
+        return [f.to_ndarray().reshape(-1).astype(np.int16, copy=False) for f in frames]
+
+    def resample(self, frame: av.AudioFrame) -> Pcm:
+        """Resample one frame; returns the samples now available (length may vary)."""
+        out = self._setup(frame)
+        # The bus is a continuous stream: drop timestamps so the filter never inserts or
+        # trims samples to "fix" a pts gap (packet loss is concealed upstream by the decoder).
+        frame.pts = None
+        assert self._resampler is not None
+        out += self._drain(self._resampler.resample(frame))
+        if not out:
+            return np.empty(0, dtype=np.int16)
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
+    def resample_array(self, pcm: Pcm, rate: int, layout: str = "mono") -> Pcm:
+        """Resample an s16 numpy buffer (interleaved when ``layout`` is stereo)."""
+        channels = 2 if layout == "stereo" else 1
+        if pcm.size % channels:
+            raise ValueError("interleaved stereo needs an even number of samples")
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1), format="s16", layout=layout
+        )
+        frame.sample_rate = rate
+        return self.resample(frame)

@@ -1,0 +1,61 @@
+"""Token authentication middleware."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Iterable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from .errors import Unauthorized
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+PROTECTED_PREFIX = "/call/"
+"""Every route under this prefix needs a token when tokens are configured."""
+
+
+def _is_query_token_route(path: str) -> bool:
+    # Browsers cannot set headers on EventSource and WebSocket: those routes take ?token=.
+    return path == "/call/events" or path.endswith("/stream")
+
+
+def request_token(request: web.Request) -> str | None:
+    """The token a request presents, if any."""
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    header = request.headers.get("token")
+    if header:
+        return header.strip()
+    if _is_query_token_route(request.path):
+        return request.query.get("token")
+    return None
+
+
+def token_matches(presented: str, tokens: Iterable[str]) -> bool:
+    """Constant-time comparison against every configured token."""
+    ok = False
+    raw = presented.encode()
+    for token in tokens:
+        ok |= hmac.compare_digest(raw, token.encode())
+    return ok
+
+
+def auth_middleware(tokens: tuple[str, ...]) -> Middleware:
+    """Require one of ``tokens`` on ``/call/*`` routes (no-op when there are none)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if tokens and request.path.startswith(PROTECTED_PREFIX):
+            presented = request_token(request)
+            if presented is None:
+                raise Unauthorized(
+                    "missing API token: send 'Authorization: Bearer <token>' or a 'token' header"
+                )
+            if not token_matches(presented, tokens):
+                raise Unauthorized("invalid API token")
+        return await handler(request)
+
+    return middleware

@@ -1,0 +1,593 @@
+"""Calls: the ``Call`` model and its state machine, the registry, events, and the manager.
+
+``Call`` is the record a client sees (and that a shared directory could hold); its media
+runtime (bus, WebRTC session, engine leg) lives beside it in :class:`CallManager`, owned by
+the process that carries the call (``Call.owner``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import os
+import re
+import socket
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from .bus import CallBus
+from .config import Settings
+from .errors import (
+    AtCapacity,
+    BadRequest,
+    CallNotFound,
+    CallStateError,
+    EngineCallNotFound,
+    EngineError,
+    ShuttingDown,
+)
+from .legs import Engine, EngineEvent, EngineEventKind, LegPump
+from .rtc import WebRTCSession
+from .tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+
+class CallState(enum.StrEnum):
+    CALLING = "calling"
+    RINGING = "ringing"
+    ACTIVE = "active"
+    ENDED = "ended"
+
+
+class Direction(enum.StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class EndReason(enum.StrEnum):
+    HANGUP = "hangup"  # we hung up an active call
+    REMOTE_HANGUP = "remote_hangup"  # the WhatsApp peer hung up
+    CANCELED = "canceled"  # we hung up our outbound call before it was answered
+    DECLINED = "declined"  # we declined an inbound call
+    REMOTE_CANCELED = "remote_canceled"  # the caller gave up before we answered
+    REJECTED = "rejected"  # the peer did not take our call
+    BUSY = "busy"  # refused: the bridge was at capacity
+    FAILED = "failed"  # the engine or the media failed
+    SHUTDOWN = "shutdown"  # the bridge shut down
+
+
+_TRANSITIONS: dict[CallState, frozenset[CallState]] = {
+    CallState.CALLING: frozenset({CallState.RINGING, CallState.ACTIVE, CallState.ENDED}),
+    CallState.RINGING: frozenset({CallState.ACTIVE, CallState.ENDED}),
+    CallState.ACTIVE: frozenset({CallState.ENDED}),
+    CallState.ENDED: frozenset(),
+}
+
+_PHONE_RE = re.compile(r"^\+?(\d{6,15})(@s\.whatsapp\.net)?$")
+
+
+def normalize_phone(raw: object) -> str:
+    """E.164 digits from ``5521…``, ``+5521…`` or ``5521…@s.whatsapp.net``."""
+    if not isinstance(raw, str):
+        raise BadRequest("phone must be a string of digits", code="invalid_phone")
+    m = _PHONE_RE.match(raw.strip())
+    if m is None:
+        raise BadRequest(
+            f"phone {raw[:40]!r} is not a phone number: give 6-15 digits with the country code, "
+            "optionally with a leading + or as a …@s.whatsapp.net JID",
+            code="invalid_phone",
+        )
+    return m.group(1)
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def default_owner() -> str:
+    """This process's identity as a call owner."""
+    return os.environ.get("BRIDGE_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Call:
+    """One WhatsApp call as the API shows it."""
+
+    id: str
+    peer: str
+    direction: Direction
+    owner: str
+    engine_call_id: str
+    state: CallState
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
+    answered_at: float | None = None
+    ended_at: float | None = None
+    end_reason: EndReason | None = None
+    muted: bool = False
+    transport: str | None = None
+    webrtc_state: str | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.state is not CallState.ENDED
+
+    def transition(self, new: CallState, reason: EndReason | None = None) -> None:
+        """Move to ``new`` or raise :class:`CallStateError` if the state machine forbids it."""
+        if new not in _TRANSITIONS[self.state]:
+            raise CallStateError(f"call {self.id} is {self.state}; it cannot become {new}")
+        self.state = new
+        now = time.time()
+        if new is CallState.ACTIVE:
+            self.answered_at = now
+        elif new is CallState.ENDED:
+            self.ended_at = now
+            self.end_reason = reason or EndReason.FAILED
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "callID": self.id,
+            "peer": self.peer,
+            "direction": str(self.direction),
+            "state": str(self.state),
+            "transport": self.transport,
+            "webrtc": {"state": self.webrtc_state} if self.webrtc_state else None,
+            "muted": self.muted,
+            "metadata": self.metadata,
+            "createdAt": _iso(self.created_at),
+            "answeredAt": _iso(self.answered_at),
+            "endedAt": _iso(self.ended_at),
+            "endReason": str(self.end_reason) if self.end_reason else None,
+        }
+
+
+class CallRegistry(Protocol):
+    """Where calls are looked up; in memory today, a shared directory later."""
+
+    def add(self, call: Call) -> None: ...
+    def get(self, call_id: str) -> Call | None: ...
+    def by_engine_id(self, engine_call_id: str) -> Call | None: ...
+    def live(self) -> list[Call]: ...
+    def ended(self, call: Call) -> None: ...
+    def sweep(self) -> int: ...
+
+
+class InMemoryCallRegistry:
+    """Calls of this process. Ended calls stay readable for ``ended_ttl`` seconds."""
+
+    def __init__(self, ended_ttl: float = 900.0, max_ended: int = 100_000) -> None:
+        self.ended_ttl = ended_ttl
+        self.max_ended = max_ended
+        self._live: dict[str, Call] = {}
+        self._ended: OrderedDict[str, Call] = OrderedDict()
+        self._by_engine: dict[str, str] = {}
+
+    def add(self, call: Call) -> None:
+        self._live[call.id] = call
+        self._by_engine[call.engine_call_id] = call.id
+
+    def get(self, call_id: str) -> Call | None:
+        return self._live.get(call_id) or self._ended.get(call_id)
+
+    def by_engine_id(self, engine_call_id: str) -> Call | None:
+        call_id = self._by_engine.get(engine_call_id)
+        return self._live.get(call_id) if call_id else None
+
+    def live(self) -> list[Call]:
+        return list(self._live.values())
+
+    def ended(self, call: Call) -> None:
+        self._live.pop(call.id, None)
+        if self._by_engine.get(call.engine_call_id) == call.id:
+            del self._by_engine[call.engine_call_id]
+        self._ended[call.id] = call
+        while len(self._ended) > self.max_ended:
+            self._ended.popitem(last=False)
+
+    def sweep(self, now: float | None = None) -> int:
+        """Forget ended calls older than the TTL; returns how many."""
+        now = time.time() if now is None else now
+        removed = 0
+        while self._ended:
+            call = next(iter(self._ended.values()))
+            if call.ended_at is not None and now - call.ended_at < self.ended_ttl:
+                break
+            self._ended.popitem(last=False)
+            removed += 1
+        return removed
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    type: str
+    call: dict[str, Any]
+    at: str
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"type": self.type, "callID": self.call["callID"], "at": self.at, "call": self.call}
+        )
+
+
+class CallEvents:
+    """Fan-out of call events to subscribers, each with a bounded queue (oldest dropped)."""
+
+    def __init__(self, queue_size: int = 256) -> None:
+        self.queue_size = queue_size
+        self._subscribers: set[_Subscription] = set()
+        self._closed = False
+
+    def publish(self, type_: str, call: Call) -> None:
+        event = CallEvent(type_, call.snapshot(), _iso(time.time()) or "")
+        for sub in self._subscribers:
+            sub.put(event)
+
+    @asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[_Subscription]:
+        sub = _Subscription(self.queue_size)
+        if self._closed:
+            sub.close()
+        self._subscribers.add(sub)
+        try:
+            yield sub
+        finally:
+            self._subscribers.discard(sub)
+
+    def close(self) -> None:
+        """End every subscription (at shutdown)."""
+        self._closed = True
+        for sub in self._subscribers:
+            sub.close()
+
+
+class _Subscription:
+    def __init__(self, size: int) -> None:
+        self._queue: deque[CallEvent | None] = deque()
+        self._size = size
+        self._ready = asyncio.Event()
+        self.dropped = 0
+
+    def put(self, event: CallEvent | None) -> None:
+        if len(self._queue) >= self._size:
+            self._queue.popleft()
+            self.dropped += 1
+        self._queue.append(event)
+        self._ready.set()
+
+    def close(self) -> None:
+        self.put(None)
+
+    async def get(self, timeout: float) -> CallEvent | None:
+        """Next event; ``None`` at close. Raises ``TimeoutError`` after ``timeout``."""
+        if not self._queue:
+            self._ready.clear()
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        event = self._queue.popleft()
+        if event is None:
+            self._queue.appendleft(None)
+        return event
+
+
+@dataclass
+class CallMedia:
+    """The media runtime of one call in this process."""
+
+    bus: CallBus
+    session: WebRTCSession | None = None
+    leg: LegPump | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class CallManager:
+    """Runs calls: drives the engine, the state machine, the bus and the WebRTC sessions."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        registry: CallRegistry | None = None,
+        events: CallEvents | None = None,
+        owner: str | None = None,
+        session_factory: Callable[..., WebRTCSession] = WebRTCSession,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.registry: CallRegistry = registry or InMemoryCallRegistry(settings.ended_call_ttl)
+        self.events = events or CallEvents()
+        self.owner = owner or default_owner()
+        self._session_factory = session_factory
+        self._media: dict[str, CallMedia] = {}
+        self._tasks = TaskSet("calls")
+        self.shutting_down = False
+
+    # -- lifecycle
+    async def start(self) -> None:
+        self._tasks.spawn(self._consume_engine_events(), "engine-events")
+        self._tasks.spawn(self._sweep_loop(), "sweeper")
+
+    async def close(self) -> None:
+        """Hang up every live call, close every peer connection, stop every task."""
+        self.shutting_down = True
+        for call in self.registry.live():
+            try:
+                await asyncio.wait_for(self.engine.hangup(call.engine_call_id), 2.0)
+            except (EngineError, TimeoutError, ConnectionError) as exc:
+                log.info("call %s: hangup at shutdown: %s", call.id, exc)
+            await self._end(call, EndReason.SHUTDOWN)
+        await self._tasks.close()
+        self.events.close()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            self.registry.sweep()
+
+    # -- queries
+    def get(self, call_id: str) -> Call:
+        call = self.registry.get(call_id) if isinstance(call_id, str) else None
+        if call is None:
+            raise CallNotFound(f"no call {str(call_id)[:64]!r}")
+        return call
+
+    def live_calls(self) -> list[Call]:
+        return self.registry.live()
+
+    def media(self, call_id: str) -> CallMedia | None:
+        return self._media.get(call_id)
+
+    def check_capacity(self) -> None:
+        if self.shutting_down:
+            raise ShuttingDown("the bridge is shutting down")
+        if len(self.registry.live()) >= self.settings.max_calls:
+            raise AtCapacity(f"the bridge carries its maximum of {self.settings.max_calls} calls")
+
+    # -- call control
+    async def make(self, phone: str, metadata: dict[str, Any] | None = None) -> Call:
+        digits = normalize_phone(phone)
+        self.check_capacity()
+        engine_id = await self.engine.dial(digits)
+        call = Call(
+            id=uuid.uuid4().hex,
+            peer=f"{digits}@s.whatsapp.net",
+            direction=Direction.OUTBOUND,
+            owner=self.owner,
+            engine_call_id=engine_id,
+            state=CallState.CALLING,
+            metadata=metadata or {},
+        )
+        self._add(call)
+        log.info(
+            "call %s: dialled %s (engine id %s)",
+            call.id,
+            call.peer,
+            engine_id,
+            extra={"call_id": call.id},
+        )
+        return call
+
+    def _add(self, call: Call) -> None:
+        self.registry.add(call)
+        bus = CallBus(call.id)
+        bus.muted = call.muted
+        self._media[call.id] = CallMedia(bus=bus)
+        self.events.publish("call.created", call)
+
+    async def answer(self, call_id: str) -> Call:
+        call = self.get(call_id)
+        if call.direction is not Direction.INBOUND or call.state is not CallState.RINGING:
+            raise CallStateError(
+                f"call {call.id} is {call.direction} and {call.state}; only a ringing inbound "
+                "call can be answered"
+            )
+        await self.engine.answer(call.engine_call_id)
+        if call.state is CallState.RINGING:
+            self._activate(call)
+        return call
+
+    async def hangup(self, call_id: str) -> Call:
+        call = self.get(call_id)
+        if not call.live:
+            raise CallStateError(f"call {call.id} has already ended ({call.end_reason})")
+        try:
+            await self.engine.hangup(call.engine_call_id)
+        except EngineCallNotFound:
+            log.info("call %s: engine no longer knew it", call.id, extra={"call_id": call.id})
+        if not call.live:
+            return call
+        if call.state is CallState.ACTIVE:
+            reason = EndReason.HANGUP
+        elif call.direction is Direction.INBOUND:
+            reason = EndReason.DECLINED
+        else:
+            reason = EndReason.CANCELED
+        await self._end(call, reason)
+        return call
+
+    def set_muted(self, call_id: str, muted: bool) -> Call:
+        call = self.get(call_id)
+        if not call.live:
+            raise CallStateError(f"call {call.id} has ended")
+        call.muted = muted
+        media = self._media.get(call.id)
+        if media is not None:
+            media.bus.muted = muted
+        self.events.publish("call.muted" if muted else "call.unmuted", call)
+        return call
+
+    # -- engine events
+    async def _consume_engine_events(self) -> None:
+        while True:
+            event = await self.engine.events.get()
+            try:
+                await self._on_engine_event(event)
+            except Exception:
+                log.exception("handling engine event %s", event)
+
+    async def _on_engine_event(self, event: EngineEvent) -> None:
+        if event.kind is EngineEventKind.INCOMING:
+            await self._incoming(event)
+            return
+        call = self.registry.by_engine_id(event.engine_call_id)
+        if call is None:
+            log.debug("engine event for an unknown or ended call: %s", event)
+            return
+        if event.kind is EngineEventKind.RINGING and call.state is CallState.CALLING:
+            call.transition(CallState.RINGING)
+            self.events.publish("call.ringing", call)
+        elif event.kind is EngineEventKind.ANSWERED and call.state in (
+            CallState.CALLING,
+            CallState.RINGING,
+        ):
+            self._activate(call)
+        elif event.kind is EngineEventKind.ENDED:
+            if call.state is CallState.ACTIVE:
+                reason = EndReason.REMOTE_HANGUP
+            elif call.direction is Direction.INBOUND:
+                reason = EndReason.REMOTE_CANCELED
+            else:
+                reason = EndReason.REJECTED
+            if event.reason in EndReason.__members__.values():
+                reason = EndReason(event.reason)
+            await self._end(call, reason)
+
+    async def _incoming(self, event: EngineEvent) -> None:
+        if self.registry.by_engine_id(event.engine_call_id) is not None:
+            return  # already known (a webhook and a poll can both report it)
+        peer = event.peer or "unknown"
+        call = Call(
+            id=uuid.uuid4().hex,
+            peer=peer,
+            direction=Direction.INBOUND,
+            owner=self.owner,
+            engine_call_id=event.engine_call_id,
+            state=CallState.RINGING,
+        )
+        try:
+            self.check_capacity()
+        except (AtCapacity, ShuttingDown) as exc:
+            log.warning("declining inbound call from %s: %s", peer, exc.message)
+            try:
+                await self.engine.hangup(event.engine_call_id)
+            except EngineError as err:
+                log.info("declining inbound call: %s", err)
+            return
+        self._add(call)
+        log.info("call %s: inbound from %s is ringing", call.id, peer, extra={"call_id": call.id})
+
+    def _activate(self, call: Call) -> None:
+        call.transition(CallState.ACTIVE)
+        log.info("call %s: active", call.id, extra={"call_id": call.id})
+        self.events.publish("call.active", call)
+        self._tasks.spawn(self._ensure_leg(call), f"leg:{call.id}")
+
+    async def _ensure_leg(self, call: Call) -> None:
+        """Open the engine media for an active call that has a bus user (idempotent)."""
+        media = self._media.get(call.id)
+        if media is None:
+            return
+        async with media.lock:
+            if media.leg is not None or call.state is not CallState.ACTIVE or not media.bus.users:
+                return
+            try:
+                channel = await self.engine.open_media(call.engine_call_id)
+            except (EngineError, ConnectionError) as exc:
+                log.warning(
+                    "call %s: cannot open engine media: %s",
+                    call.id,
+                    exc,
+                    extra={"call_id": call.id},
+                )
+                return
+            if call.state is not CallState.ACTIVE:
+                await channel.close()
+                return
+            media.leg = LegPump(
+                media.bus, channel, on_closed=lambda exc: self._leg_closed(call, exc)
+            )
+            media.leg.start()
+
+    def _leg_closed(self, call: Call, exc: BaseException | None) -> None:
+        log.info("call %s: engine media closed (%r)", call.id, exc, extra={"call_id": call.id})
+
+    async def _end(self, call: Call, reason: EndReason) -> None:
+        if not call.live:
+            return
+        call.transition(CallState.ENDED, reason)
+        self.registry.ended(call)
+        log.info("call %s: ended (%s)", call.id, reason, extra={"call_id": call.id})
+        media = self._media.pop(call.id, None)
+        if media is not None:
+            if media.session is not None:
+                await media.session.close()
+            if media.leg is not None:
+                await media.leg.close()
+            media.bus.close()
+        self.events.publish("call.ended", call)
+
+    # -- WebRTC
+    async def webrtc_offer(self, call_id: str, sdp: str) -> str:
+        """Answer a browser's offer for a call, replacing any previous peer connection."""
+        call = self.get(call_id)
+        if not call.live:
+            raise CallStateError(f"call {call.id} has ended; start a new call")
+        media = self._media[call.id]
+        if media.session is None:
+            sessions = sum(1 for m in self._media.values() if m.session is not None)
+            if self.shutting_down:
+                raise ShuttingDown("the bridge is shutting down")
+            if sessions >= self.settings.max_calls:
+                raise AtCapacity("the bridge carries its maximum of WebRTC sessions")
+        old, media.session = media.session, None
+        if old is not None:
+            await old.close()
+        session = self._session_factory(call.id, media.bus, self.settings, self._on_webrtc_state)
+        media.session = session
+        try:
+            answer = await session.accept_offer(sdp)
+        except BaseException:
+            if media.session is session:
+                media.session = None
+                call.transport = None
+                call.webrtc_state = None
+            raise
+        if not call.live or media.session is not session:
+            # The call ended, or another offer replaced us, while we gathered.
+            await session.close()
+            raise CallStateError(f"call {call.id} changed while the offer was answered")
+        call.transport = "webrtc"
+        call.webrtc_state = session.state
+        self.events.publish("webrtc.offer", call)
+        if call.state is CallState.ACTIVE:
+            self._tasks.spawn(self._ensure_leg(call), f"leg:{call.id}")
+        return answer
+
+    def _on_webrtc_state(self, session: WebRTCSession, state: str) -> None:
+        call = self.registry.get(session.call_id)
+        media = self._media.get(session.call_id)
+        if call is None or media is None or media.session is not session:
+            return  # a replaced session's last words
+        call.webrtc_state = state
+        self.events.publish("webrtc.state", call)
+
+    async def webrtc_close(self, call_id: str) -> Call:
+        """Close the call's peer connection if any (idempotent); the WhatsApp call stays up."""
+        call = self.get(call_id)
+        media = self._media.get(call.id)
+        if media is not None and media.session is not None:
+            session, media.session = media.session, None
+            await session.close()
+            call.webrtc_state = "closed"
+            call.transport = None
+            self.events.publish("webrtc.state", call)
+        return call

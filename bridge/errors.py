@@ -1,0 +1,89 @@
+"""Flat domain exceptions. Core code raises these; ``api/`` alone maps them to HTTP."""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base of every domain error. ``code`` is the snake_case error code clients see."""
+
+    code = "bridge_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(BridgeError):
+    """The request is malformed (bad JSON, missing or invalid field)."""
+
+    code = "bad_request"
+
+
+class Unauthorized(BridgeError):
+    code = "unauthorized"
+
+
+class CallNotFound(BridgeError):
+    code = "call_not_found"
+
+
+class CallStateError(BridgeError):
+    """The call is not in a state that allows the operation (an illegal transition)."""
+
+    code = "invalid_call_state"
+
+
+class BadOffer(BridgeError):
+    """The SDP offer cannot be parsed or answered."""
+
+    code = "bad_offer"
+
+
+class TooLarge(BridgeError):
+    code = "too_large"
+
+
+class AtCapacity(BridgeError):
+    code = "at_capacity"
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(BridgeError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class EngineError(BridgeError):
+    """The WhatsApp engine refused or failed an operation."""
+
+    code = "engine_error"
+
+
+class EngineUnavailable(EngineError):
+    """The engine cannot be reached (or is not enabled)."""
+
+    code = "engine_unavailable"
+
+
+class PeerUnreachable(EngineError):
+    """The engine could not reach the WhatsApp peer."""
+
+    code = "peer_unreachable"
+
+
+class EngineCallNotFound(EngineError):
+    """The engine does not know the call."""
+
+    code = "call_not_found"
+
+
+class ShuttingDown(BridgeError):
+    code = "shutting_down"

@@ -1,0 +1,92 @@
+"""The ``Engine`` protocol every WhatsApp engine adapter implements, and its event types."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..audio.pcm import Pcm
+
+log = logging.getLogger(__name__)
+
+
+class EngineEventKind(enum.StrEnum):
+    INCOMING = "incoming"  # a new inbound call is ringing
+    RINGING = "ringing"  # our outbound call rings at the peer
+    ANSWERED = "answered"  # the call is up (either side answered)
+    ENDED = "ended"  # the call ended on the engine's side
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    """A call event reported by an engine, keyed by the engine's own call id."""
+
+    kind: EngineEventKind
+    engine_call_id: str
+    peer: str = ""
+    reason: str = ""
+
+
+@dataclass
+class EngineHealth:
+    """Whether the engine can be used now, and why not."""
+
+    up: bool
+    detail: str = ""
+    info: dict[str, object] = field(default_factory=dict)
+
+
+class MediaClosed(ConnectionError):
+    """The engine's media channel for a call has closed."""
+
+
+class MediaChannel(Protocol):
+    """A full-duplex 16 kHz mono s16 PCM channel to the engine for one call."""
+
+    async def send(self, pcm: Pcm) -> None:
+        """Send one 20 ms bus frame towards the WhatsApp peer."""
+
+    async def recv(self) -> Pcm:
+        """Next chunk of the peer's audio (any length); raises :class:`MediaClosed` at end."""
+
+    async def close(self) -> None:
+        """Close the channel (idempotent)."""
+
+
+class Engine(Protocol):
+    """A WhatsApp VoIP engine: dial, answer, hang up, call events, and per-call media."""
+
+    name: str
+    events: asyncio.Queue[EngineEvent]
+
+    async def start(self) -> None:
+        """Connect and start reporting events (must not fail if the engine is down)."""
+
+    async def close(self) -> None:
+        """Stop every task and connection (idempotent)."""
+
+    async def health(self) -> EngineHealth:
+        """Whether the engine is reachable and usable."""
+
+    async def dial(self, phone: str) -> str:
+        """Place an outbound call to ``phone`` (E.164 digits); returns the engine call id."""
+
+    async def answer(self, engine_call_id: str) -> None:
+        """Answer a ringing inbound call."""
+
+    async def hangup(self, engine_call_id: str) -> None:
+        """End (or decline) a call."""
+
+    async def open_media(self, engine_call_id: str) -> MediaChannel:
+        """Open the call's PCM channel."""
+
+
+def emit(queue: asyncio.Queue[EngineEvent], event: EngineEvent) -> None:
+    """Report an event without blocking; a full queue (a stuck consumer) is logged."""
+    try:
+        queue.put_nowait(event)
+    except asyncio.QueueFull:
+        log.error("engine event queue full, dropping %s", event)

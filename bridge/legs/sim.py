@@ -1,0 +1,189 @@
+"""The embedded simulated WhatsApp network (``BRIDGE_ENGINE=sim``, the default).
+
+It behaves like a remote engine seen through the ``Engine`` protocol: dialling rings for
+``sim_answer_delay`` seconds and then answers; the remote party echoes what it hears after
+``sim_echo_delay`` seconds (or sends a tone, or silence); it can hang up by itself after
+``sim_hangup_after`` seconds; inbound calls are created on demand. Its media channel runs
+on its own 20 ms clock like a real engine's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, tone
+from ..audio.pcm import Pcm
+from ..config import Settings, SimPeer
+from ..errors import EngineCallNotFound, EngineError
+from ..tasks import TaskSet
+from .base import EngineEvent, EngineEventKind, EngineHealth, MediaClosed, emit
+
+log = logging.getLogger(__name__)
+
+FRAME_S = FRAME_MS / 1000
+
+
+@dataclass
+class SimCall:
+    """The simulated network's view of one call."""
+
+    id: str
+    peer: str
+    direction: str
+    state: str = "ringing"
+    heard: deque[Pcm] = field(default_factory=lambda: deque(maxlen=50 * 30))
+    """The last 30 s of audio the simulated peer received (for demos and tests)."""
+    frames_heard: int = 0
+    channel: SimMediaChannel | None = None
+
+
+class SimMediaChannel:
+    """The simulated peer's end of a call's audio, paced on its own clock."""
+
+    def __init__(self, call: SimCall, settings: Settings) -> None:
+        self.call = call
+        self.behaviour = settings.sim_peer
+        self.echo_delay = settings.sim_echo_delay
+        self.tone_hz = settings.sim_tone_hz
+        self._delay: deque[tuple[float, Pcm]] = deque(
+            maxlen=int((settings.sim_echo_delay + 2.0) / FRAME_S)
+        )
+        self._next: float | None = None
+        self._phase = 0
+        self._closed = asyncio.Event()
+
+    async def send(self, pcm: Pcm) -> None:
+        if self._closed.is_set():
+            raise MediaClosed(self.call.id)
+        self.call.heard.append(pcm)
+        self.call.frames_heard += 1
+        if self.behaviour is SimPeer.ECHO:
+            self._delay.append((time.monotonic(), pcm))
+
+    async def recv(self) -> Pcm:
+        if self._closed.is_set():
+            raise MediaClosed(self.call.id)
+        now = time.monotonic()
+        if self._next is None or now - self._next > 0.2:
+            self._next = now  # first frame, or resync after a stall
+        wait = self._next - now
+        if wait > 0:
+            await asyncio.sleep(wait)
+            if self._closed.is_set():
+                raise MediaClosed(self.call.id)
+        self._next += FRAME_S
+        return self._produce(self._next - FRAME_S)
+
+    def _produce(self, at: float) -> Pcm:
+        if self.behaviour is SimPeer.TONE:
+            frame = tone(self.tone_hz, FRAME_SAMPLES, SAMPLE_RATE, amplitude=0.3, start=self._phase)
+            self._phase += FRAME_SAMPLES
+            return frame
+        if self.behaviour is SimPeer.ECHO and self._delay:
+            t, pcm = self._delay[0]
+            if t + self.echo_delay <= at + 1e-3:
+                self._delay.popleft()
+                return pcm
+        return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+    async def close(self) -> None:
+        self._closed.set()
+
+
+class SimEngine:
+    """An in-process simulated WhatsApp engine implementing the ``Engine`` protocol."""
+
+    name = "sim"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.events: asyncio.Queue[EngineEvent] = asyncio.Queue(maxsize=1000)
+        self.calls: dict[str, SimCall] = {}
+        self._tasks = TaskSet("sim")
+        self._ids = itertools.count(1)
+        self.dials: list[str] = []
+
+    async def start(self) -> None:
+        log.info("simulated WhatsApp engine ready (peer behaviour: %s)", self.settings.sim_peer)
+
+    async def close(self) -> None:
+        await self._tasks.close()
+        for call in self.calls.values():
+            if call.channel is not None:
+                await call.channel.close()
+        self.calls.clear()
+
+    async def health(self) -> EngineHealth:
+        return EngineHealth(up=True, detail="simulated engine", info={"calls": len(self.calls)})
+
+    def _new_id(self) -> str:
+        return f"SIM{next(self._ids):04d}{uuid.uuid4().hex[:8].upper()}"
+
+    async def dial(self, phone: str) -> str:
+        call = SimCall(id=self._new_id(), peer=f"{phone}@s.whatsapp.net", direction="outbound")
+        self.calls[call.id] = call
+        self.dials.append(phone)
+        self._tasks.spawn(self._ring_then_answer(call), f"dial:{call.id}")
+        return call.id
+
+    async def _ring_then_answer(self, call: SimCall) -> None:
+        await asyncio.sleep(0)
+        emit(self.events, EngineEvent(EngineEventKind.RINGING, call.id, call.peer))
+        await asyncio.sleep(self.settings.sim_answer_delay)
+        if call.state != "ringing":
+            return
+        self._answered(call)
+
+    def _answered(self, call: SimCall) -> None:
+        call.state = "active"
+        emit(self.events, EngineEvent(EngineEventKind.ANSWERED, call.id, call.peer))
+        if self.settings.sim_hangup_after > 0:
+            self._tasks.spawn(self._remote_hangup(call), f"hangup:{call.id}")
+
+    async def _remote_hangup(self, call: SimCall) -> None:
+        await asyncio.sleep(self.settings.sim_hangup_after)
+        if call.state == "active":
+            await self._end(call)
+            emit(self.events, EngineEvent(EngineEventKind.ENDED, call.id, reason="remote_hangup"))
+
+    def incoming(self, phone: str) -> str:
+        """Simulate an inbound call from ``phone``; it rings until answered or declined."""
+        call = SimCall(id=self._new_id(), peer=f"{phone}@s.whatsapp.net", direction="inbound")
+        self.calls[call.id] = call
+        emit(self.events, EngineEvent(EngineEventKind.INCOMING, call.id, call.peer))
+        return call.id
+
+    def _get(self, engine_call_id: str) -> SimCall:
+        call = self.calls.get(engine_call_id)
+        if call is None or call.state == "ended":
+            raise EngineCallNotFound(f"simulated engine has no live call {engine_call_id}")
+        return call
+
+    async def answer(self, engine_call_id: str) -> None:
+        call = self._get(engine_call_id)
+        if call.direction != "inbound" or call.state != "ringing":
+            raise EngineError(f"call {engine_call_id} is not ringing inbound")
+        self._answered(call)
+
+    async def hangup(self, engine_call_id: str) -> None:
+        await self._end(self._get(engine_call_id))
+
+    async def _end(self, call: SimCall) -> None:
+        call.state = "ended"
+        if call.channel is not None:
+            await call.channel.close()
+
+    async def open_media(self, engine_call_id: str) -> SimMediaChannel:
+        call = self._get(engine_call_id)
+        if call.channel is not None:
+            await call.channel.close()
+        call.channel = SimMediaChannel(call, self.settings)
+        return call.channel

@@ -1,0 +1,66 @@
+"""Bus-backed outgoing audio track, paced on the media clock."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from ..audio import FRAME_SAMPLES, SAMPLE_RATE
+from ..bus import DownlinkSink
+
+_TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+
+
+class BusAudioTrack(MediaStreamTrack):
+    """Plays a call's downlink to the browser: one 20 ms frame per tick of the media clock.
+
+    ``recv`` keeps time with ``pts`` (sleeping until ``start + pts / rate``) and returns
+    silence whenever the jitter buffer has nothing to play, so RTP keeps flowing on an
+    even clock whatever the engine does.
+    """
+
+    kind = "audio"
+
+    def __init__(self, sink: DownlinkSink) -> None:
+        super().__init__()
+        self.sink = sink
+        self._start: float | None = None
+        self._pts = 0
+        self._silence = np.zeros((1, FRAME_SAMPLES), dtype=np.int16)
+        self.frames_sent = 0
+        self.silent_frames = 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            self._pts += FRAME_SAMPLES
+            wait = self._start + self._pts / SAMPLE_RATE - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif wait < -0.2:
+                # The loop stalled: resync the clock rather than burst to catch up.
+                self._start = time.monotonic() - self._pts / SAMPLE_RATE
+        pcm = self.sink.pop()
+        if pcm is None:
+            self.silent_frames += 1
+            data = self._silence
+        else:
+            data = pcm.reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(data, format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = self._pts
+        frame.time_base = _TIME_BASE
+        self.frames_sent += 1
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self.sink.detach()

@@ -1,0 +1,64 @@
+"""Owned background tasks: every task is named, tracked, cancelled and awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_NORMAL_EXITS: tuple[type[BaseException], ...] = (asyncio.CancelledError, ConnectionError)
+
+
+class TaskSet:
+    """A set of tasks owned by one object.
+
+    Finished tasks leave the set on their own; an exception other than a normal exit
+    (cancellation, ``ConnectionError``) is logged, never lost. :meth:`close` cancels what is
+    left and waits for it, so the owner's teardown cannot leave tasks behind.
+    """
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Start ``coro`` as a task owned by this set."""
+        if self._closed:
+            coro.close()
+            raise RuntimeError(f"{self.owner}: task set is closed")
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.owner}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, _NORMAL_EXITS):
+            log.error("task %s failed", task.get_name(), exc_info=exc)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Cancel every task and wait for them (bounded by ``timeout``)."""
+        self._closed = True
+        await cancel_and_wait(list(self._tasks), timeout)
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[Any]], timeout: float = 5.0) -> None:
+    """Cancel ``tasks`` (never the caller itself) and wait up to ``timeout`` for them."""
+    current = asyncio.current_task()
+    tasks = [t for t in tasks if t is not current and not t.done()]
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for t in pending:
+            log.warning("task %s did not stop within %.1fs", t.get_name(), timeout)
