@@ -11,9 +11,10 @@ from .pcm import (
     s16_to_f32,
     silence,
 )
-from .resample import Resampler
+from .resample import BusFramer, Resampler
 
 __all__ = [
+    "BusFramer",
     "FRAME_MS",
     "FRAME_SAMPLES",
     "SAMPLE_RATE",

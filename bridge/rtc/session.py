@@ -10,7 +10,7 @@ from collections.abc import Callable
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from ..audio import FRAME_SAMPLES, Reframer, Resampler
+from ..audio import BusFramer
 from ..bus import CallBus
 from ..config import Settings
 from ..errors import BadOffer
@@ -103,12 +103,11 @@ class WebRTCSession:
         return pc.localDescription.sdp
 
     async def _run_uplink(self, track: MediaStreamTrack) -> None:
-        resampler = Resampler()
-        reframer = Reframer(FRAME_SAMPLES)
+        framer = BusFramer()
         try:
             while True:
                 frame = await track.recv()
-                for pcm in reframer.push(resampler.resample(frame)):  # type: ignore[arg-type]
+                for pcm in framer.push(frame):  # type: ignore[arg-type]
                     self.bus.push_uplink(pcm)
                     self.uplink_frames += 1
         except MediaStreamError:

@@ -22,6 +22,9 @@ class BusAudioTrack(MediaStreamTrack):
     ``recv`` keeps time with ``pts`` (sleeping until ``start + pts / rate``) and returns
     silence whenever the jitter buffer has nothing to play, so RTP keeps flowing on an
     even clock whatever the engine does.
+
+    Frames are handed to aiortc as interleaved stereo: its Opus encoder works in stereo and
+    libswresample's mono→stereo upmix would cost 3 dB of level.
     """
 
     kind = "audio"
@@ -31,7 +34,7 @@ class BusAudioTrack(MediaStreamTrack):
         self.sink = sink
         self._start: float | None = None
         self._pts = 0
-        self._silence = np.zeros((1, FRAME_SAMPLES), dtype=np.int16)
+        self._silence = np.zeros((1, 2 * FRAME_SAMPLES), dtype=np.int16)
         self.frames_sent = 0
         self.silent_frames = 0
 
@@ -53,8 +56,8 @@ class BusAudioTrack(MediaStreamTrack):
             self.silent_frames += 1
             data = self._silence
         else:
-            data = pcm.reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(data, format="s16", layout="mono")
+            data = np.repeat(pcm, 2).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(data, format="s16", layout="stereo")
         frame.sample_rate = SAMPLE_RATE
         frame.pts = self._pts
         frame.time_base = _TIME_BASE

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from bridge.app import create_app
+from bridge.config import settings_for_tests
+
+
+@pytest.fixture
+def make_client(aiohttp_client: Any) -> Callable[..., Any]:
+    """Start the bridge on loopback with test settings (overridable) and return a client."""
+
+    async def factory(**overrides: Any) -> TestClient:
+        settings = settings_for_tests(**overrides)
+        return await aiohttp_client(create_app(settings))
+
+    return factory
+
+
+@pytest.fixture
+async def client(make_client: Callable[..., Any]) -> AsyncIterator[TestClient]:
+    yield await make_client()
+
+
+async def wait_state(client: TestClient, call_id: str, state: str, timeout: float = 5.0,
+                     headers: Any = None) -> dict[str, Any]:
+    """Poll a call until it reaches ``state``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        resp = await client.get(f"/call/{call_id}", headers=headers)
+        body = await resp.json()
+        if body.get("state") == state:
+            return body
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"call {call_id} never became {state}: {body}")
+        await asyncio.sleep(0.05)
