@@ -6,7 +6,6 @@ import asyncio
 import time
 
 import numpy as np
-
 import pytest
 
 from bridge.api.keys import ENGINE

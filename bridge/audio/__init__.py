@@ -14,10 +14,10 @@ from .pcm import (
 from .resample import BusFramer, Resampler
 
 __all__ = [
-    "BusFramer",
     "FRAME_MS",
     "FRAME_SAMPLES",
     "SAMPLE_RATE",
+    "BusFramer",
     "JitterBuffer",
     "Reframer",
     "Resampler",

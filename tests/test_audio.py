@@ -1,0 +1,166 @@
+"""DSP on the bus format: conversions, reframing, resampling, jitter buffer, the paced track."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import av
+import numpy as np
+import pytest
+
+from bridge.audio import (
+    FRAME_SAMPLES,
+    BusFramer,
+    JitterBuffer,
+    Reframer,
+    Resampler,
+    dominant_frequency,
+    f32_to_s16,
+    rms_dbfs,
+    s16_to_f32,
+    tone,
+)
+from bridge.bus import CallBus
+from bridge.rtc import BusAudioTrack
+
+
+def decoder_like_frames(freq: float, seconds: float, rate: int = 48_000):
+    """Frames shaped as aiortc's Opus decoder hands them over: s16 stereo 48 kHz, 20 ms."""
+    n = rate // 50
+    for i in range(int(seconds * 50)):
+        mono = tone(freq, n, rate, 0.5, start=i * n)
+        frame = av.AudioFrame.from_ndarray(np.repeat(mono, 2).reshape(1, -1), "s16", "stereo")
+        frame.sample_rate = rate
+        frame.pts = i * n
+        yield frame
+
+
+def test_uplink_framing_440hz_48k_to_bus_over_5s() -> None:
+    framer = BusFramer()
+    bus = CallBus("t")
+    taps: list[np.ndarray] = []
+    bus.add_uplink_tap(lambda f: taps.append(f.pcm))
+    for frame in decoder_like_frames(440.0, 5.0):
+        for pcm in framer.push(frame):
+            bus.push_uplink(pcm)
+    assert {p.shape for p in taps} == {(FRAME_SAMPLES,)}
+    assert {p.dtype for p in taps} == {np.dtype(np.int16)}
+    out = np.concatenate(taps)
+    # 5 s at 16 kHz is 80 000 samples; the filter holds back less than one frame.
+    total = out.size + framer.reframer.pending
+    assert 80_000 - 64 <= total <= 80_000
+    assert dominant_frequency(out, 16_000) == pytest.approx(440.0, abs=0.5)
+    # No sample dropped or duplicated anywhere: one sinusoid fits the whole 5 s (a single
+    # slipped sample would shift the phase by 0.17 rad and leave a ~12 % residual).
+    x = s16_to_f32(out[200:]).astype(np.float64)
+    t = np.arange(x.size) / 16_000
+    basis = np.column_stack([np.sin(2 * np.pi * 440 * t), np.cos(2 * np.pi * 440 * t)])
+    coef, *_ = np.linalg.lstsq(basis, x, rcond=None)
+    residual = x - basis @ coef
+    assert np.sqrt(np.mean(residual**2)) < 0.005 * np.hypot(*coef)
+    assert np.hypot(*coef) == pytest.approx(0.5, rel=0.01)
+
+
+def test_resampler_handles_rate_change_without_losing_samples() -> None:
+    r = Resampler(16_000)
+    a = r.resample_array(tone(300, 48_000, 48_000), 48_000)
+    b = r.resample_array(tone(300, 8_000, 8_000), 8_000)
+    assert a.size + b.size == pytest.approx(32_000, abs=64)
+
+
+def test_reframer_keeps_every_sample() -> None:
+    rf = Reframer(320)
+    data = np.arange(10_000, dtype=np.int16)
+    frames: list[np.ndarray] = []
+    rng = np.random.default_rng(1)
+    pos = 0
+    while pos < data.size:
+        n = int(rng.integers(1, 700))
+        frames += rf.push(data[pos : pos + n])
+        pos += n
+    out = np.concatenate(frames)
+    assert all(f.size == 320 for f in frames)
+    assert np.array_equal(out, data[: out.size])
+    assert out.size + rf.pending == data.size
+
+
+def test_reframer_is_bounded() -> None:
+    rf = Reframer(960, max_pending=1000)
+    assert rf.push(np.zeros(500, dtype=np.int16)) == []
+    assert rf.push(np.zeros(300, dtype=np.int16)) == []
+    assert rf.pending == 800
+    rf.max_pending = 100
+    rf.push(np.zeros(10, dtype=np.int16))
+    assert rf.pending == 100 and rf.dropped_samples == 710
+
+
+def test_s16_f32_conversions_clip_at_full_scale() -> None:
+    assert f32_to_s16(np.array([1.0, -1.0, 2.0, -2.0, 0.0, np.nan])).tolist() == [
+        32767,
+        -32768,
+        32767,
+        -32768,
+        0,
+        0,
+    ]
+    s = np.array([32767, -32768, 0, 16384], dtype=np.int16)
+    f = s16_to_f32(s)
+    assert f.dtype == np.float32
+    assert f.min() == -1.0 and f.max() < 1.0
+    assert np.array_equal(f32_to_s16(f), s)
+
+
+def test_analysis_helpers() -> None:
+    x = tone(1000, 16_000, 16_000, amplitude=1.0)
+    assert rms_dbfs(x) == pytest.approx(-3.01, abs=0.05)
+    assert dominant_frequency(x, 16_000) == pytest.approx(1000, abs=0.5)
+    assert rms_dbfs(np.zeros(10, dtype=np.int16)) == float("-inf")
+
+
+def test_jitter_buffer_prefill_underrun_and_adaptation() -> None:
+    jb = JitterBuffer(target=2, min_target=1, max_target=4, slack=2, capacity=10, shrink_after=5)
+    f = np.ones(320, dtype=np.int16)
+    jb.push(f)
+    assert jb.pop() is None  # prefilling to the target
+    jb.push(f)
+    assert jb.pop() is not None and jb.pop() is not None
+    assert jb.pop() is None  # underrun: silence, and the target grows
+    assert jb.stats.underruns == 1 and jb.target == 3
+    for _ in range(3):
+        jb.push(f)
+    for _ in range(5):
+        assert jb.pop() is not None
+        jb.push(f)
+    assert jb.target == 2  # shrank after 5 clean frames
+
+
+def test_jitter_buffer_bounds_latency_and_capacity() -> None:
+    jb = JitterBuffer(target=2, slack=2, capacity=6, max_target=4)
+    for i in range(10):
+        jb.push(np.full(320, i, dtype=np.int16))
+    assert len(jb) == 6 and jb.stats.overflow_drops == 4
+    first = jb.pop()
+    assert first is not None and first[0] == 5  # oldest trimmed to stay near the target
+    assert jb.stats.latency_drops == 1
+
+
+async def test_bus_track_paced_and_silent_on_underrun() -> None:
+    bus = CallBus("t")
+    track = BusAudioTrack(bus.add_downlink("test", JitterBuffer(target=1)))
+    for i in range(5):
+        bus.push_downlink(tone(500, FRAME_SAMPLES, start=i * FRAME_SAMPLES))
+    start = time.monotonic()
+    frames = [await track.recv() for _ in range(25)]
+    elapsed = time.monotonic() - start
+    # 25 frames are 24 ticks of 20 ms after the first: the media clock paces recv().
+    assert elapsed == pytest.approx(0.48, abs=0.15)
+    assert [f.pts for f in frames] == [i * FRAME_SAMPLES for i in range(25)]
+    assert {f.samples for f in frames} == {FRAME_SAMPLES} and frames[0].sample_rate == 16_000
+    pcm = [f.to_ndarray().reshape(-1, 2)[:, 0] for f in frames]
+    assert dominant_frequency(np.concatenate(pcm[:5]), 16_000) == pytest.approx(500, abs=5)
+    assert all(not p.any() for p in pcm[5:])  # underrun plays silence, never stalls
+    assert track.silent_frames == 20
+    track.stop()
+    assert bus._sinks == []
+    await asyncio.sleep(0)
