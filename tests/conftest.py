@@ -27,8 +27,9 @@ async def client(make_client: Callable[..., Any]) -> AsyncIterator[TestClient]:
     yield await make_client()
 
 
-async def wait_state(client: TestClient, call_id: str, state: str, timeout: float = 5.0,
-                     headers: Any = None) -> dict[str, Any]:
+async def wait_state(
+    client: TestClient, call_id: str, state: str, timeout: float = 5.0, headers: Any = None
+) -> dict[str, Any]:
     """Poll a call until it reaches ``state``."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:

@@ -36,8 +36,18 @@ async def make_call(client, phone: str = "5521999999999", headers=None) -> dict:
 async def test_make_returns_snapshot_and_rings_then_answers(client) -> None:
     call = await make_call(client, "5521999999999@s.whatsapp.net")
     assert set(call) == {
-        "callID", "peer", "direction", "state", "transport", "webrtc", "muted", "metadata",
-        "createdAt", "answeredAt", "endedAt", "endReason",
+        "callID",
+        "peer",
+        "direction",
+        "state",
+        "transport",
+        "webrtc",
+        "muted",
+        "metadata",
+        "createdAt",
+        "answeredAt",
+        "endedAt",
+        "endReason",
     }
     assert call["state"] == "calling" and call["transport"] is None and call["webrtc"] is None
     assert call["createdAt"].endswith("Z") and call["answeredAt"] is None
@@ -72,8 +82,15 @@ async def test_make_rejects_bad_input(client, payload, code) -> None:
 
 @pytest.mark.parametrize(
     "route",
-    ["/call/make", "/call/answer", "/call/hangup", "/call/mute", "/call/webrtc/offer",
-     "/call/webrtc/close", "/call/sim/incoming"],
+    [
+        "/call/make",
+        "/call/answer",
+        "/call/hangup",
+        "/call/mute",
+        "/call/webrtc/offer",
+        "/call/webrtc/close",
+        "/call/sim/incoming",
+    ],
 )
 @pytest.mark.parametrize("body", [b"{not json", b"", b"[1,2]", b"\xff\xfe", b"null"])
 async def test_malformed_json_is_400(client, route, body) -> None:
@@ -177,8 +194,9 @@ async def test_events_stream_reports_lifecycle(client) -> None:
             seen.append((event, json.loads(line[6:])))
     types = [e for e, _ in seen]
     assert types[0] == "call.created" and types[-1] == "call.ended"
-    assert all(d["callID"] == call["callID"] and d["call"]["callID"] == call["callID"]
-               for _, d in seen)
+    assert all(
+        d["callID"] == call["callID"] and d["call"]["callID"] == call["callID"] for _, d in seen
+    )
     resp.close()
 
 
@@ -192,8 +210,14 @@ async def test_offer_rules(client) -> None:
         ({"callID": cid, "sdp": "garbage"}, 400),
         ({"callID": cid, "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}, 400),
         ({"callID": cid, "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nx=garbage\r\n"}, 400),
-        ({"callID": cid, "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
-          "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n"}, 400),
+        (
+            {
+                "callID": cid,
+                "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+                "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n",
+            },
+            400,
+        ),
     ]:
         resp = await client.post("/call/webrtc/offer", json=body)
         assert resp.status == status, (body, await resp.text())
@@ -209,7 +233,8 @@ async def test_offer_rules(client) -> None:
     rtc.pc.addTrack(rtc.track)
     await rtc.pc.setLocalDescription(await rtc.pc.createOffer())
     resp = await client.post(
-        "/call/webrtc/offer", json={"callID": cid, "type": "offer", "sdp": rtc.pc.localDescription.sdp}
+        "/call/webrtc/offer",
+        json={"callID": cid, "type": "offer", "sdp": rtc.pc.localDescription.sdp},
     )
     assert resp.status == 409
     assert_error(await resp.json(), "invalid_call_state")
@@ -289,10 +314,17 @@ async def test_mute_sends_silence_to_whatsapp(client) -> None:
 async def test_auth_required_on_every_call_route(make_client) -> None:
     client = await make_client(api_tokens=(TOKEN,))
     routes = [
-        ("GET", "/call/status"), ("GET", "/call/abc"), ("GET", "/call/events"),
-        ("GET", "/call/webrtc/config"), ("POST", "/call/make"), ("POST", "/call/answer"),
-        ("POST", "/call/hangup"), ("POST", "/call/mute"), ("POST", "/call/webrtc/offer"),
-        ("POST", "/call/webrtc/close"), ("POST", "/call/sim/incoming"),
+        ("GET", "/call/status"),
+        ("GET", "/call/abc"),
+        ("GET", "/call/events"),
+        ("GET", "/call/webrtc/config"),
+        ("POST", "/call/make"),
+        ("POST", "/call/answer"),
+        ("POST", "/call/hangup"),
+        ("POST", "/call/mute"),
+        ("POST", "/call/webrtc/offer"),
+        ("POST", "/call/webrtc/close"),
+        ("POST", "/call/sim/incoming"),
     ]
     for method, path in routes:
         for headers in [{}, {"Authorization": "Bearer wrong"}, {"token": "wrong"}]:
