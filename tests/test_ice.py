@@ -1,0 +1,36 @@
+"""The host-candidate hook: BRIDGE_ICE_ADDRESSES decides where aioice gathers."""
+
+from __future__ import annotations
+
+import aioice
+import aioice.ice
+
+from bridge.config import settings_for_tests
+from bridge.rtc import restrict_host_addresses, server_rtc_configuration
+
+
+async def test_gathers_only_on_configured_addresses() -> None:
+    restrict_host_addresses(["127.0.0.1"])
+    try:
+        conn = aioice.Connection(ice_controlling=True)
+        await conn.gather_candidates()
+        hosts = {(c.host, c.type) for c in conn.local_candidates}
+        assert hosts == {("127.0.0.1", "host")}
+        await conn.close()
+        assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1"]
+        restrict_host_addresses(["::1", "127.0.0.1"])
+        assert aioice.ice.get_host_addresses(True, False) == ["127.0.0.1"]
+        assert aioice.ice.get_host_addresses(False, True) == ["::1"]
+    finally:
+        restrict_host_addresses([])
+    # Empty restores aioice's own lookup, which never offers loopback.
+    assert "127.0.0.1" not in aioice.ice.get_host_addresses(True, False)
+    restrict_host_addresses(["127.0.0.1"])
+
+
+def test_server_configuration_never_falls_back_to_google() -> None:
+    assert server_rtc_configuration(settings_for_tests()).iceServers == []
+    conf = server_rtc_configuration(
+        settings_for_tests(server_stun_urls=("stun:a.example:3478", "stun:b.example:3478"))
+    )
+    assert [s.urls for s in conf.iceServers] == ["stun:a.example:3478"]
