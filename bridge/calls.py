@@ -530,6 +530,7 @@ class CallManager:
         if media is not None:
             if media.session is not None:
                 await media.session.close()
+                call.webrtc_state = "closed"
             if media.leg is not None:
                 await media.leg.close()
             media.bus.close()

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from bridge.api.keys import ENGINE
+from bridge.api.keys import ENGINE, MANAGER
 from bridge.audio import dominant_frequency, rms_dbfs, s16_to_f32
 
 from .conftest import wait_state
@@ -60,5 +60,12 @@ async def test_hears_own_tone_echoed(client) -> None:
 
     resp = await client.post("/call/hangup", json={"callID": call["callID"]})
     assert resp.status == 200
-    assert (await resp.json())["endReason"] == "hangup"
+    ended = await resp.json()
+    assert ended["endReason"] == "hangup" and ended["webrtc"] == {"state": "closed"}
+    # Ending the WhatsApp call closes the browser's peer connection.
+    for _ in range(50):
+        if rtc.pc.connectionState == "closed" or not rtc.recorder.chunks:
+            break
+        await asyncio.sleep(0.05)
+    assert client.app[MANAGER].media(call["callID"]) is None
     await rtc.close()
