@@ -12,13 +12,14 @@ from .errors import Unauthorized
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-PROTECTED_PREFIX = "/call/"
-"""Every route under this prefix needs a token when tokens are configured."""
+PROTECTED_PREFIXES = ("/call/", "/engine/")
+"""Every route under these prefixes needs a token when tokens are configured."""
 
 
 def _is_query_token_route(path: str) -> bool:
     # Browsers cannot set headers on EventSource and WebSocket: those routes take ?token=.
-    return path == "/call/events" or path.endswith("/stream")
+    # An engine's webhook sender may only be able to put the token in the URL.
+    return path in ("/call/events", "/engine/webhook") or path.endswith("/stream")
 
 
 def request_token(request: web.Request) -> str | None:
@@ -48,7 +49,7 @@ def auth_middleware(tokens: tuple[str, ...]) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if tokens and request.path.startswith(PROTECTED_PREFIX):
+        if tokens and request.path.startswith(PROTECTED_PREFIXES):
             presented = request_token(request)
             if presented is None:
                 raise Unauthorized(

@@ -518,7 +518,25 @@ class CallManager:
             media.leg.start()
 
     def _leg_closed(self, call: Call, exc: BaseException | None) -> None:
-        log.info("call %s: engine media closed (%r)", call.id, exc, extra={"call_id": call.id})
+        """The engine media ended by itself (after any reconnects the channel made)."""
+        log.info("call %s: engine media closed (%s)", call.id, exc, extra={"call_id": call.id})
+        if call.live and not self.shutting_down:
+            self._tasks.spawn(self._fail_without_media(call), f"media-lost:{call.id}")
+
+    async def _fail_without_media(self, call: Call, grace: float = 2.0) -> None:
+        # The engine usually reports the call's end right after closing its media; give
+        # that report a moment to arrive so the end reason stays accurate.
+        await asyncio.sleep(grace)
+        if not call.live:
+            return
+        log.warning(
+            "call %s: engine media lost for good, hanging up", call.id, extra={"call_id": call.id}
+        )
+        try:
+            await self.engine.hangup(call.engine_call_id)
+        except (EngineError, ConnectionError) as exc:
+            log.info("call %s: hangup after media loss: %s", call.id, exc)
+        await self._end(call, EndReason.FAILED)
 
     async def _end(self, call: Call, reason: EndReason) -> None:
         if not call.live:

@@ -66,6 +66,9 @@ class Settings:
     engine: EngineKind = _opt(EngineKind.SIM, "WhatsApp engine: sim, zuckzapgo, wadial")
     engine_url: str = _opt("", "the engine's base URL")
     engine_token: str = _opt("", "the engine's token", secret=True)
+    engine_session: str = _opt("", "WADial session id (BRIDGE_ENGINE=wadial)")
+    engine_poll_interval: float = _opt(1.0, "seconds between polls of the engine's call list")
+    engine_reconnect_attempts: int = _opt(5, "media socket reconnect attempts per drop")
     stun_urls: tuple[str, ...] = _opt(
         ("stun:stun.l.google.com:19302",),
         "STUN servers advertised to clients (empty: none)",
@@ -230,6 +233,12 @@ def _validate(s: Settings) -> None:
     if s.engine is not EngineKind.SIM:
         if not re.match(r"^https?://[^\s/]+", s.engine_url):
             raise bad("engine_url", f"an http(s):// URL is required with BRIDGE_ENGINE={s.engine}")
+    if s.engine is EngineKind.WADIAL and not s.engine_session:
+        raise bad("engine_session", "the WADial session id is required with BRIDGE_ENGINE=wadial")
+    if not 0.05 <= s.engine_poll_interval <= 60:
+        raise bad("engine_poll_interval", "must be between 0.05 and 60 seconds")
+    if not 0 <= s.engine_reconnect_attempts <= 100:
+        raise bad("engine_reconnect_attempts", "must be between 0 and 100")
     if s.sim_answer_delay < 0 or s.sim_echo_delay < 0 or s.sim_hangup_after < 0:
         raise ConfigError("BRIDGE_SIM_*: delays must not be negative")
     if not 20 <= s.sim_tone_hz <= 7900:

@@ -6,13 +6,19 @@ from ..config import ConfigError, EngineKind, Settings
 from .base import Engine, EngineEvent, EngineEventKind, EngineHealth, MediaChannel, MediaClosed
 from .pump import LegPump
 from .sim import SimEngine
+from .wadial import WadialEngine
+from .zuckzapgo import ZuckZapGoEngine
 
 
 def create_engine(settings: Settings) -> Engine:
     """The engine selected by ``BRIDGE_ENGINE``."""
     if settings.engine is EngineKind.SIM:
         return SimEngine(settings)
-    raise ConfigError(f"BRIDGE_ENGINE={settings.engine}: this engine is not available yet")
+    if settings.engine is EngineKind.ZUCKZAPGO:
+        return ZuckZapGoEngine(settings)
+    if settings.engine is EngineKind.WADIAL:
+        return WadialEngine(settings)
+    raise ConfigError(f"BRIDGE_ENGINE={settings.engine}: unknown engine")
 
 
 __all__ = [
@@ -24,5 +30,7 @@ __all__ = [
     "MediaChannel",
     "MediaClosed",
     "SimEngine",
+    "WadialEngine",
+    "ZuckZapGoEngine",
     "create_engine",
 ]

@@ -43,6 +43,10 @@ class MediaClosed(ConnectionError):
     """The engine's media channel for a call has closed."""
 
 
+class MediaFatal(MediaClosed):
+    """The media channel cannot work (e.g. a format mismatch): do not reconnect."""
+
+
 class MediaChannel(Protocol):
     """A full-duplex 16 kHz mono s16 PCM channel to the engine for one call."""
 

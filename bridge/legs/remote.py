@@ -1,0 +1,323 @@
+"""What the remote engine adapters share: an HTTP client with error mapping, call discovery by
+polling, and a media channel that reconnects while the engine still lists the call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from ..audio.pcm import Pcm
+from ..config import Settings
+from ..errors import EngineError, EngineUnavailable
+from ..tasks import TaskSet
+from .base import (
+    EngineEvent,
+    EngineEventKind,
+    EngineHealth,
+    MediaChannel,
+    MediaClosed,
+    MediaFatal,
+    emit,
+)
+
+log = logging.getLogger(__name__)
+
+RINGING_STATES = frozenset({"ringing", "connecting", "calling", "offer", "incoming"})
+ACTIVE_STATES = frozenset({"active", "connected", "answered", "in_progress"})
+ENDED_STATES = frozenset({"ended", "terminated", "rejected", "completed", "failed"})
+LIST_GRACE = 5.0
+"""Seconds a call we just dialled may be missing from the engine's list before it counts as
+ended (an engine may list a new call a little after answering the dial request)."""
+
+
+@dataclass(frozen=True)
+class RemoteCall:
+    """One entry of an engine's list of live calls, normalised."""
+
+    id: str
+    peer: str
+    state: str
+    direction: str
+
+
+@dataclass
+class LegStats:
+    """Counters of an engine leg (exported as metrics later)."""
+
+    reconnects: int = 0
+    bad_frames: int = 0
+    bad_messages: int = 0
+    uplink_dropped: int = 0
+    requests: int = 0
+    request_errors: int = 0
+
+
+class PollingEngine:
+    """Base of engines whose calls are discovered by polling a list of live calls.
+
+    Subclasses implement :meth:`list_calls` (and the call-control methods). Each poll turns
+    differences into events: a new inbound call rings (``INCOMING``), our outbound call rings
+    or goes active, and a call that disappears from the list has ended — for ZuckZapGo, the
+    only remote-hangup signal.
+    """
+
+    name = "remote"
+
+    def __init__(self, settings: Settings, poll_interval: float) -> None:
+        self.settings = settings
+        self.poll_interval = poll_interval
+        self.events: asyncio.Queue[EngineEvent] = asyncio.Queue(maxsize=1000)
+        self.stats = LegStats()
+        self.up = False
+        self.detail = "not polled yet"
+        self._known: dict[str, RemoteCall] = {}
+        self._unlisted_since: dict[str, float] = {}
+        self._ended: set[str] = set()
+        self._tasks = TaskSet(self.name)
+        self._poke = asyncio.Event()
+        self._http: aiohttp.ClientSession | None = None
+
+    # -- lifecycle
+    async def start(self) -> None:
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5, connect=2))
+        self._tasks.spawn(self._poll_loop(), "poll")
+
+    async def close(self) -> None:
+        await self._tasks.close()
+        if self._http is not None:
+            await self._http.close()
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        assert self._http is not None, "engine not started"
+        return self._http
+
+    async def health(self) -> EngineHealth:
+        return EngineHealth(up=self.up, detail=self.detail, info={"calls": len(self._known)})
+
+    def _mark(self, up: bool, detail: str) -> None:
+        if up != self.up:
+            log.log(
+                logging.INFO if up else logging.WARNING,
+                "engine %s is %s: %s",
+                self.name,
+                "up" if up else "down",
+                detail,
+            )
+        self.up = up
+        self.detail = detail
+
+    # -- discovery
+    async def list_calls(self) -> list[RemoteCall]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def poke(self) -> None:
+        """Poll now (a webhook said something changed)."""
+        self._poke.set()
+
+    async def _poll_loop(self) -> None:
+        while True:
+            try:
+                await self.poll_once()
+            except EngineError as exc:
+                self._mark(False, exc.message)
+            self._poke.clear()
+            try:
+                await asyncio.wait_for(self._poke.wait(), self.poll_interval)
+            except TimeoutError:
+                pass
+
+    async def poll_once(self) -> None:
+        calls = await self.list_calls()
+        self._mark(True, "reachable")
+        seen = {c.id: c for c in calls}
+        for call in calls:
+            before = self._known.get(call.id)
+            if call.state in ENDED_STATES:
+                continue
+            if before is None and call.direction == "inbound" and call.state in RINGING_STATES:
+                emit(self.events, EngineEvent(EngineEventKind.INCOMING, call.id, call.peer))
+            elif call.state in ACTIVE_STATES and (
+                before is None or before.state not in ACTIVE_STATES
+            ):
+                emit(self.events, EngineEvent(EngineEventKind.ANSWERED, call.id, call.peer))
+            elif (
+                call.state == "ringing"
+                and call.direction == "outbound"
+                and (before is None or before.state != "ringing")
+            ):
+                emit(self.events, EngineEvent(EngineEventKind.RINGING, call.id, call.peer))
+        now = time.monotonic()
+        for call_id in list(self._known):
+            listed = seen.get(call_id)
+            if listed is None and now - self._unlisted_since.get(call_id, 0.0) < LIST_GRACE:
+                seen[call_id] = self._known[call_id]  # just dialled: not listed yet
+            elif listed is None or listed.state in ENDED_STATES:
+                self.forget(call_id)
+            else:
+                self._unlisted_since.pop(call_id, None)
+        self._known = {k: v for k, v in seen.items() if v.state not in ENDED_STATES}
+
+    def track(self, call_id: str, peer: str, state: str, direction: str) -> None:
+        """Remember a call we created, so its disappearance is noticed."""
+        self._known[call_id] = RemoteCall(call_id, peer, state, direction)
+        self._unlisted_since[call_id] = time.monotonic()
+
+    def forget(self, call_id: str, reason: str = "") -> None:
+        """The call is gone from the engine: report it ended (once)."""
+        self._known.pop(call_id, None)
+        self._unlisted_since.pop(call_id, None)
+        if call_id in self._ended:
+            return
+        self._ended.add(call_id)
+        if len(self._ended) > 10_000:
+            self._ended.clear()
+        emit(self.events, EngineEvent(EngineEventKind.ENDED, call_id, reason=reason))
+
+    def is_live(self, call_id: str) -> bool:
+        return call_id in self._known
+
+    async def still_live(self, call_id: str) -> bool:
+        """Ask the engine now whether the call is still listed."""
+        try:
+            await self.poll_once()
+        except EngineError:
+            return call_id in self._known  # cannot tell: keep trying while it was live
+        return call_id in self._known
+
+    # -- HTTP
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        map_error: Callable[[int, str], EngineError],
+    ) -> Any:
+        """One REST call; transport failures become ``EngineUnavailable``."""
+        self.stats.requests += 1
+        try:
+            async with self.http.request(method, url, json=json, headers=headers) as resp:
+                text = await resp.text()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self.stats.request_errors += 1
+            self._mark(False, f"unreachable: {type(exc).__name__}")
+            raise EngineUnavailable(
+                f"the {self.name} engine at {self.settings.engine_url} is unreachable"
+            ) from exc
+        try:
+            body = json.loads(text) if text else None
+        except ValueError:
+            body = None
+        if status >= 400:
+            self.stats.request_errors += 1
+            message = ""
+            if isinstance(body, dict):
+                message = str(body.get("error") or body.get("message") or "")
+            raise map_error(status, message or text[:200])
+        return body
+
+
+class ReconnectingChannel:
+    """A media channel that reopens its socket while the engine still lists the call.
+
+    ``connect`` opens a fresh inner channel. When the inner channel closes, ``still_live``
+    decides: the call is gone → :class:`MediaClosed`; otherwise reconnect with exponential
+    backoff, up to ``attempts`` times. Meanwhile uplink frames are dropped (counted), so the
+    caller never blocks and nothing piles up; the browser's peer connection is untouched.
+    """
+
+    def __init__(
+        self,
+        call_id: str,
+        connect: Callable[[], Awaitable[MediaChannel]],
+        still_live: Callable[[], Awaitable[bool]],
+        stats: LegStats,
+        *,
+        attempts: int = 5,
+        backoff: float = 0.2,
+    ) -> None:
+        self.call_id = call_id
+        self._connect = connect
+        self._still_live = still_live
+        self.stats = stats
+        self.attempts = attempts
+        self.backoff = backoff
+        self._inner: MediaChannel | None = None
+        self._closed = False
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self._inner = await self._connect()
+
+    async def send(self, pcm: Pcm) -> None:
+        if self._closed:
+            raise MediaClosed(self.call_id)
+        inner = self._inner
+        if inner is None:
+            self.stats.uplink_dropped += 1
+            return
+        try:
+            await inner.send(pcm)
+        except ConnectionError:
+            self.stats.uplink_dropped += 1  # recv() notices and reconnects
+
+    async def recv(self) -> Pcm:
+        while True:
+            if self._closed:
+                raise MediaClosed(self.call_id)
+            inner = self._inner
+            if inner is not None:
+                try:
+                    return await inner.recv()
+                except MediaFatal:
+                    self._closed = True
+                    raise
+                except ConnectionError as exc:
+                    log.info("call %s: media socket closed (%s)", self.call_id, exc)
+            await self._reconnect(inner)
+
+    async def _reconnect(self, failed: MediaChannel | None) -> None:
+        async with self._lock:
+            if self._inner is not failed:
+                return  # someone else already reconnected
+            self._inner = None
+            if failed is not None:
+                await failed.close()
+            delay = self.backoff
+            for attempt in range(1, self.attempts + 1):
+                if self._closed or not await self._still_live():
+                    self._closed = True
+                    raise MediaClosed(self.call_id)
+                try:
+                    self._inner = await self._connect()
+                except (ConnectionError, EngineError) as exc:
+                    log.info(
+                        "call %s: media reconnect %d/%d failed: %s",
+                        self.call_id,
+                        attempt,
+                        self.attempts,
+                        exc,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                self.stats.reconnects += 1
+                log.info("call %s: media socket reconnected (attempt %d)", self.call_id, attempt)
+                return
+            self._closed = True
+            raise MediaClosed(f"{self.call_id}: media reconnect failed {self.attempts} times")
+
+    async def close(self) -> None:
+        self._closed = True
+        inner, self._inner = self._inner, None
+        if inner is not None:
+            await inner.close()

@@ -1,0 +1,272 @@
+"""WADial engine: ``POST /api/v1/sessions/{sessionId}/calls {to}`` with bearer auth, and the
+media WebSocket ``…/calls/{callId}/media`` carrying Float32LE 16 kHz mono with JSON text
+frames ``ready``, ``buffer``, ``call_state``, ``error``, ``ended``.
+Source: ``specs/000_3a0a6f13ef2b1872.txt``.
+
+The WADial document names only the ``calls`` collection and the media socket. Everything it
+is silent about — answer, hang-up, listing calls, and the field names inside the JSON text
+frames — is a guess, collected in :data:`ROUTES` and :class:`WadialMedia` so it can be fixed
+in one place when the real shape is known (see the README).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import numpy as np
+
+from ..audio import SAMPLE_RATE, f32_to_s16, s16_to_f32
+from ..audio.pcm import Pcm
+from ..config import Settings
+from ..errors import EngineCallNotFound, EngineError, EngineUnavailable, PeerUnreachable
+from .base import EngineEvent, EngineEventKind, MediaClosed, MediaFatal, emit
+from .remote import ACTIVE_STATES, LegStats, PollingEngine, ReconnectingChannel, RemoteCall
+
+log = logging.getLogger(__name__)
+
+ROUTES = {
+    # documented
+    "dial": ("POST", "/api/v1/sessions/{session}/calls"),
+    "media": ("GET", "/api/v1/sessions/{session}/calls/{call}/media"),
+    # guessed: the most plausible REST shape next to the documented ``calls`` resource
+    "list": ("GET", "/api/v1/sessions/{session}/calls"),
+    "answer": ("POST", "/api/v1/sessions/{session}/calls/{call}/answer"),
+    "hangup": ("POST", "/api/v1/sessions/{session}/calls/{call}/hangup"),
+}
+
+ENCODINGS = frozenset({"f32le", "float32le", "pcm_f32le", "float32"})
+
+
+def _map_error(status: int, message: str) -> EngineError:
+    if status in (401, 403):
+        return EngineUnavailable(
+            f"WADial refused BRIDGE_ENGINE_TOKEN ({status}): {message}", code="engine_unauthorized"
+        )
+    if status == 404:
+        return EngineCallNotFound(f"WADial does not know this call: {message}")
+    if status == 409:
+        return EngineUnavailable(
+            f"the WADial session is not paired or connected: {message}", code="engine_not_enabled"
+        )
+    if status == 502:
+        return PeerUnreachable(f"the WhatsApp peer is unreachable: {message}")
+    return EngineError(f"WADial error {status}: {message}")
+
+
+def _snapshot(body: Any) -> dict[str, Any]:
+    if isinstance(body, dict) and isinstance(body.get("data"), dict):
+        body = body["data"]
+    if isinstance(body, dict) and isinstance(body.get("call"), dict):
+        body = body["call"]
+    return body if isinstance(body, dict) else {}
+
+
+class WadialMedia:
+    """One WADial media socket: s16 bus frames ⇄ Float32LE, with its JSON control frames.
+
+    Backpressure: ``buffer`` frames report the engine's queued outbound audio and its
+    watermarks. Above the high watermark uplink frames are dropped (counted) until the depth
+    falls below the low watermark, so the engine's queue never grows without bound and the
+    bridge never blocks.
+    """
+
+    def __init__(
+        self, ws: aiohttp.ClientWebSocketResponse, engine: WadialEngine, call_id: str
+    ) -> None:
+        self.ws = ws
+        self.engine = engine
+        self.call_id = call_id
+        self.stats: LegStats = engine.stats
+        self.ready: dict[str, Any] | None = None
+        self.throttled = False
+
+    async def send(self, pcm: Pcm) -> None:
+        if self.ws.closed:
+            raise MediaClosed(self.call_id)
+        if self.throttled:
+            self.stats.uplink_dropped += 1
+            return
+        try:
+            await self.ws.send_bytes(s16_to_f32(pcm).astype("<f4", copy=False).tobytes())
+        except (ConnectionError, RuntimeError) as exc:
+            raise MediaClosed(f"{self.call_id}: {exc}") from exc
+
+    async def recv(self) -> Pcm:
+        while True:
+            msg = await self.ws.receive()
+            if msg.type is aiohttp.WSMsgType.BINARY:
+                data: bytes = msg.data
+                if len(data) % 4:
+                    self.stats.bad_frames += 1
+                    log.warning(
+                        "call %s: WADial sent a %d-byte frame (not float32), dropped",
+                        self.call_id,
+                        len(data),
+                    )
+                    continue
+                return f32_to_s16(np.frombuffer(data, dtype="<f4"))
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                self._control(msg.data)
+                continue
+            raise MediaClosed(f"{self.call_id}: socket {msg.type.name.lower()}")
+
+    def _control(self, text: str) -> None:
+        try:
+            frame = json.loads(text)
+            if not isinstance(frame, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            self.stats.bad_messages += 1
+            log.warning("call %s: WADial sent unparseable text %r", self.call_id, text[:80])
+            return
+        kind = frame.get("type")
+        if kind == "ready":
+            self._check_ready(frame)
+        elif kind == "buffer":
+            depth = _num(frame, "bufferedMs", "buffered_ms", "depthMs")
+            high = _num(frame, "highWatermarkMs", "high_watermark_ms", "highMs")
+            low = _num(frame, "lowWatermarkMs", "low_watermark_ms", "lowMs")
+            if depth is not None and high is not None and depth >= high:
+                self.throttled = True
+            elif depth is not None and (low is None or depth <= low):
+                self.throttled = False
+        elif kind == "call_state":
+            state = str(frame.get("state", "")).lower()
+            if state in ACTIVE_STATES:
+                emit(self.engine.events, EngineEvent(EngineEventKind.ANSWERED, self.call_id))
+            elif state == "ended":
+                self.engine.forget(self.call_id, "")
+        elif kind == "ended":
+            self.engine.forget(self.call_id, str(frame.get("reason") or ""))
+        elif kind == "error":
+            self.stats.bad_messages += 1
+            log.warning(
+                "call %s: WADial media error: %s",
+                self.call_id,
+                frame.get("message") or frame.get("error") or frame,
+            )
+        else:
+            self.stats.bad_messages += 1
+
+    def _check_ready(self, frame: dict[str, Any]) -> None:
+        encoding = str(frame.get("encoding", "")).lower()
+        rate = _num(frame, "sampleRate", "sample_rate")
+        channels = _num(frame, "channels")
+        if encoding not in ENCODINGS or rate != SAMPLE_RATE or channels not in (None, 1):
+            self.stats.bad_messages += 1
+            log.error(
+                "call %s: WADial media is %s at %s Hz x%s; the bridge needs f32le 16000 Hz "
+                "mono — closing the socket",
+                self.call_id,
+                encoding or "?",
+                rate,
+                channels,
+            )
+            raise MediaFatal(f"{self.call_id}: unsupported media format {frame}")
+        self.ready = frame
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+def _num(frame: dict[str, Any], *names: str) -> float | None:
+    for name in names:
+        value = frame.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+class WadialEngine(PollingEngine):
+    """Drives a WADial session (``BRIDGE_ENGINE=wadial``)."""
+
+    name = "wadial"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, settings.engine_poll_interval)
+        self.base = settings.engine_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {settings.engine_token}"}
+        self.session = settings.engine_session
+
+    def _url(self, route: str, call: str = "") -> tuple[str, str]:
+        method, path = ROUTES[route]
+        return method, self.base + path.format(
+            session=quote(self.session, safe=""), call=quote(call, safe="")
+        )
+
+    async def _call(self, route: str, call: str = "", body: Any = None) -> Any:
+        method, url = self._url(route, call)
+        return await self.request(
+            method, url, json=body, headers=self.headers, map_error=_map_error
+        )
+
+    async def list_calls(self) -> list[RemoteCall]:
+        body = await self._call("list")
+        if isinstance(body, dict):
+            body = body.get("calls", body.get("data", []))
+        out = []
+        for item in body if isinstance(body, list) else []:
+            snap = _snapshot(item)
+            if not snap.get("callId"):
+                self.stats.bad_messages += 1
+                continue
+            out.append(
+                RemoteCall(
+                    id=str(snap["callId"]),
+                    peer=str(snap.get("peerJid") or snap.get("peer") or ""),
+                    state=str(snap.get("state") or "unknown").lower(),
+                    direction=str(snap.get("direction") or "").lower(),
+                )
+            )
+        return out
+
+    async def dial(self, phone: str) -> str:
+        snap = _snapshot(await self._call("dial", body={"to": f"{phone}@s.whatsapp.net"}))
+        call_id = snap.get("callId")
+        if not call_id:
+            raise EngineError(f"WADial's answer to the dial has no callId: {snap!r:.200}")
+        self.track(
+            str(call_id), f"{phone}@s.whatsapp.net", str(snap.get("state") or "calling"), "outbound"
+        )
+        return str(call_id)
+
+    async def answer(self, engine_call_id: str) -> None:
+        await self._call("answer", engine_call_id)
+
+    async def hangup(self, engine_call_id: str) -> None:
+        try:
+            await self._call("hangup", engine_call_id)
+        finally:
+            self._known.pop(engine_call_id, None)
+            self._ended.add(engine_call_id)
+
+    async def open_media(self, engine_call_id: str) -> ReconnectingChannel:
+        _, url = self._url("media", engine_call_id)
+        url = "ws" + url[4:] if url.startswith("http") else url
+
+        async def connect() -> WadialMedia:
+            try:
+                ws = await self.http.ws_connect(
+                    url,
+                    headers=self.headers,
+                    heartbeat=20,
+                    max_msg_size=1 << 20,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=2),
+                )
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise MediaClosed(f"cannot open the WADial media socket: {exc}") from exc
+            return WadialMedia(ws, self, engine_call_id)
+
+        channel = ReconnectingChannel(
+            engine_call_id,
+            connect,
+            lambda: self.still_live(engine_call_id),
+            self.stats,
+            attempts=self.settings.engine_reconnect_attempts,
+        )
+        await channel.open()
+        return channel

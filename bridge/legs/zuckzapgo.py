@@ -1,0 +1,207 @@
+"""ZuckZapGo (meowcaller) engine: REST ``/call/*`` with a ``token`` header and the
+``{code,data,success}`` envelope; media over ``GET /call/{id}/stream?token=`` as raw s16le
+16 kHz mono in 960-sample (1920-byte, 60 ms) frames both ways.
+Source: ``specs/003_c1cacae3d4bfb7b5.txt`` (§2 envelope, §4 endpoints, §6 media)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import numpy as np
+
+from ..audio import FRAME_SAMPLES
+from ..audio.pcm import Pcm
+from ..config import Settings
+from ..errors import (
+    EngineCallNotFound,
+    EngineError,
+    EngineUnavailable,
+    PeerUnreachable,
+)
+from .base import EngineEvent, EngineEventKind, MediaClosed, emit
+from .remote import LegStats, PollingEngine, ReconnectingChannel, RemoteCall
+
+log = logging.getLogger(__name__)
+
+ENGINE_FRAME_SAMPLES = 960
+"""§6: the engine's frame, 960 samples = 1920 bytes = 60 ms (three bus frames)."""
+ENGINE_FRAME_BYTES = ENGINE_FRAME_SAMPLES * 2
+
+
+def _map_error(status: int, message: str) -> EngineError:
+    if status == 409:
+        return EngineUnavailable(
+            "the ZuckZapGo calls engine is not enabled for this instance: "
+            'PUT /call/config {"callsEnabled": true, "callInboundMode": "manual"} on the engine, '
+            "then reconnect its session (POST /session/disconnect, POST /session/connect) "
+            f"— engine said: {message}",
+            code="engine_not_enabled",
+        )
+    if status == 502:
+        return PeerUnreachable(f"the WhatsApp peer is unreachable: {message}")
+    if status == 404:
+        return EngineCallNotFound(f"the engine does not know this call: {message}")
+    if status in (401, 403):
+        return EngineUnavailable(
+            f"the engine refused BRIDGE_ENGINE_TOKEN ({status}): {message}",
+            code="engine_unauthorized",
+        )
+    return EngineError(f"engine error {status}: {message}")
+
+
+def _unwrap(body: Any) -> Any:
+    """§2: payload in ``.data`` of ``{code, data, success}``."""
+    if isinstance(body, dict) and "data" in body and "success" in body:
+        if body.get("success") is False:
+            raise EngineError(f"engine error: {body.get('error') or body}")
+        return body["data"]
+    return body
+
+
+class ZuckZapGoMedia:
+    """One media WebSocket: bus frames in threes to 1920-byte frames, and back."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, call_id: str, stats: LegStats) -> None:
+        self.ws = ws
+        self.call_id = call_id
+        self.stats = stats
+        self._out: list[Pcm] = []
+
+    async def send(self, pcm: Pcm) -> None:
+        # Exactly 1920-byte frames (§6): the engine zero-pads partial frames, which would put
+        # gaps in the call, so a partial batch is never sent (at close it is dropped).
+        self._out.append(pcm)
+        if len(self._out) * FRAME_SAMPLES < ENGINE_FRAME_SAMPLES:
+            return
+        payload = np.concatenate(self._out).astype("<i2", copy=False).tobytes()
+        self._out.clear()
+        if self.ws.closed:
+            raise MediaClosed(self.call_id)
+        try:
+            await self.ws.send_bytes(payload)
+        except (ConnectionError, RuntimeError) as exc:
+            raise MediaClosed(f"{self.call_id}: {exc}") from exc
+
+    async def recv(self) -> Pcm:
+        while True:
+            msg = await self.ws.receive()
+            if msg.type is aiohttp.WSMsgType.BINARY:
+                data: bytes = msg.data
+                if len(data) % 2:
+                    self.stats.bad_frames += 1
+                    log.warning(
+                        "call %s: engine sent an odd-length frame (%d bytes), dropped",
+                        self.call_id,
+                        len(data),
+                    )
+                    continue
+                return np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                continue  # §6: text frames are not part of the protocol
+            raise MediaClosed(f"{self.call_id}: socket {msg.type.name.lower()}")
+
+    async def close(self) -> None:
+        self._out.clear()
+        await self.ws.close()
+
+
+class ZuckZapGoEngine(PollingEngine):
+    """Drives a ZuckZapGo instance (``BRIDGE_ENGINE=zuckzapgo``)."""
+
+    name = "zuckzapgo"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, settings.engine_poll_interval)
+        self.base = settings.engine_url.rstrip("/")
+        self.headers = {"token": settings.engine_token}
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        raw = await self.request(
+            method, self.base + path, json=body, headers=self.headers, map_error=_map_error
+        )
+        return _unwrap(raw)
+
+    async def list_calls(self) -> list[RemoteCall]:
+        data = await self._call("GET", "/call/status")
+        items = data.get("calls") if isinstance(data, dict) else None
+        out = []
+        for item in items or []:
+            if not isinstance(item, dict) or not item.get("callId"):
+                self.stats.bad_messages += 1
+                continue
+            out.append(
+                RemoteCall(
+                    id=str(item["callId"]),
+                    peer=str(item.get("peer") or ""),
+                    state=str(item.get("state") or "unknown").lower(),
+                    direction=str(item.get("direction") or "").lower(),
+                )
+            )
+        return out
+
+    async def dial(self, phone: str) -> str:
+        data = await self._call("POST", "/call/dial", {"phone": phone})
+        call_id = data.get("callId") if isinstance(data, dict) else None
+        if not call_id:
+            raise EngineError(f"the engine's dial answer has no callId: {data!r:.200}")
+        self.track(str(call_id), f"{phone}@s.whatsapp.net", "calling", "outbound")
+        return str(call_id)
+
+    async def answer(self, engine_call_id: str) -> None:
+        await self._call("POST", "/call/answer", {"callId": engine_call_id})
+
+    async def hangup(self, engine_call_id: str) -> None:
+        try:
+            await self._call("POST", "/call/hangup", {"callId": engine_call_id})
+        finally:
+            self._known.pop(engine_call_id, None)
+            self._ended.add(engine_call_id)
+
+    async def open_media(self, engine_call_id: str) -> ReconnectingChannel:
+        ws_base = "ws" + self.base[4:] if self.base.startswith("http") else self.base
+
+        async def connect() -> ZuckZapGoMedia:
+            url = f"{ws_base}/call/{quote(engine_call_id, safe='')}/stream"
+            try:
+                ws = await self.http.ws_connect(
+                    url,
+                    params={"token": self.settings.engine_token},
+                    heartbeat=20,
+                    max_msg_size=1 << 20,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=2),
+                )
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise MediaClosed(f"cannot open the media socket: {exc}") from exc
+            return ZuckZapGoMedia(ws, engine_call_id, self.stats)
+
+        channel = ReconnectingChannel(
+            engine_call_id,
+            connect,
+            lambda: self.still_live(engine_call_id),
+            self.stats,
+            attempts=self.settings.engine_reconnect_attempts,
+        )
+        await channel.open()
+        return channel
+
+    def handle_webhook(self, payload: Any) -> bool:
+        """A ``v1.call.*`` webhook (§5): ring at once on ``v1.call.offer``; re-poll on any."""
+        if not isinstance(payload, dict):
+            return False
+        kind = str(payload.get("type") or payload.get("event") or "")
+        if not kind.startswith("v1.call."):
+            return False
+        data = payload.get("data") if isinstance(payload.get("data"), dict) else payload
+        assert isinstance(data, dict)
+        call_id = data.get("callId") or data.get("call_id") or data.get("CallID") or data.get("id")
+        peer = data.get("peer") or data.get("from") or data.get("From") or ""
+        if kind == "v1.call.offer" and call_id and str(call_id) not in self._known:
+            self.track(str(call_id), str(peer), "ringing", "inbound")
+            emit(self.events, EngineEvent(EngineEventKind.INCOMING, str(call_id), str(peer)))
+        elif kind in ("v1.call.terminate", "v1.call.reject") and call_id:
+            self.forget(str(call_id), "")
+        self.poke()
+        return True
