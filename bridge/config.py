@@ -96,6 +96,13 @@ class Settings:
         0.0, "seconds after answer the simulated peer hangs up (0: never)"
     )
 
+    def __post_init__(self) -> None:
+        # Accept plain strings for enum settings (programmatic construction, tests).
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(f.default, enum.Enum) and not isinstance(value, enum.Enum):
+                object.__setattr__(self, f.name, type(f.default)(value))
+
     def public(self) -> dict[str, Any]:
         """Settings as a dict with secrets masked, for logs."""
         out: dict[str, Any] = {}

@@ -4,6 +4,7 @@ polling, and a media channel that reconnects while the engine still lists the ca
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -197,14 +198,14 @@ class PollingEngine:
         method: str,
         url: str,
         *,
-        json: Any = None,
+        payload: Any = None,
         headers: dict[str, str] | None = None,
         map_error: Callable[[int, str], EngineError],
     ) -> Any:
         """One REST call; transport failures become ``EngineUnavailable``."""
         self.stats.requests += 1
         try:
-            async with self.http.request(method, url, json=json, headers=headers) as resp:
+            async with self.http.request(method, url, json=payload, headers=headers) as resp:
                 text = await resp.text()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:

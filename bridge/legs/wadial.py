@@ -201,7 +201,7 @@ class WadialEngine(PollingEngine):
     async def _call(self, route: str, call: str = "", body: Any = None) -> Any:
         method, url = self._url(route, call)
         return await self.request(
-            method, url, json=body, headers=self.headers, map_error=_map_error
+            method, url, payload=body, headers=self.headers, map_error=_map_error
         )
 
     async def list_calls(self) -> list[RemoteCall]:

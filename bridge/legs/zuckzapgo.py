@@ -120,7 +120,7 @@ class ZuckZapGoEngine(PollingEngine):
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         raw = await self.request(
-            method, self.base + path, json=body, headers=self.headers, map_error=_map_error
+            method, self.base + path, payload=body, headers=self.headers, map_error=_map_error
         )
         return _unwrap(raw)
 

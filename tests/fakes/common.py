@@ -1,0 +1,92 @@
+"""Shared parts of the fake engines: a loopback aiohttp server with a paced tone sender."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from aiohttp import web
+
+from bridge.audio import tone
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class FakeCall:
+    id: str
+    peer: str
+    direction: str
+    state: str
+    received: list[bytes] = field(default_factory=list)
+    sockets: list[web.WebSocketResponse] = field(default_factory=list)
+    connects: int = 0
+    answered: bool = False
+
+    def heard(self) -> np.ndarray:
+        """Everything the engine received, as int16 samples."""
+        return np.frombuffer(b"".join(self.received), dtype="<i2")
+
+
+class FakeServer:
+    """Runs an aiohttp app on 127.0.0.1 at a fixed port, stoppable and restartable."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._runner: web.AppRunner | None = None
+        self.calls: dict[str, FakeCall] = {}
+        self.requests: list[tuple[str, str, object]] = []
+        self._ids = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def build(self) -> web.Application:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.build(), shutdown_timeout=0.5)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        for call in self.calls.values():
+            for ws in list(call.sockets):
+                await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def new_id(self) -> str:
+        self._ids += 1
+        return f"FAKE{self._ids:03d}AbC"
+
+    async def kill_media(self, call_id: str) -> None:
+        for ws in list(self.calls[call_id].sockets):
+            await ws.close()
+
+
+async def send_tone(
+    ws: web.WebSocketResponse, call: FakeCall, freq: float, frame: int, encode
+) -> None:
+    """Send a tone on the engine's clock, ``frame`` samples per message, while active."""
+    start = time.monotonic()
+    n = 0
+    while not ws.closed:
+        wait = start + n / 16_000 - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if call.state == "active":
+            try:
+                await ws.send_bytes(encode(tone(freq, frame, 16_000, 0.4, start=n)))
+            except ConnectionError:
+                return
+        n += frame

@@ -1,0 +1,145 @@
+"""A fake ZuckZapGo written from specs/003 (§2 envelope, §4 REST, §6 media), for tests."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from .common import FakeCall, FakeServer, send_tone
+
+
+class FakeZuckZapGo(FakeServer):
+    def __init__(
+        self,
+        token: str = "ztok",
+        tone_hz: float = 700.0,
+        port: int | None = None,
+        answer_delay: float = 0.2,
+    ) -> None:
+        super().__init__(port)
+        self.token = token
+        self.tone_hz = tone_hz
+        self.answer_delay = answer_delay
+        self.enabled = True
+        self.unreachable_peers: set[str] = set()
+        self.extra_frames: list[bytes] = []  # sent once on the next media socket
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @staticmethod
+    def ok(data: Any) -> web.Response:
+        return web.json_response({"code": 200, "data": data, "success": True})
+
+    @staticmethod
+    def err(code: int, message: str) -> web.Response:
+        return web.json_response({"code": code, "error": message, "success": False}, status=code)
+
+    def build(self) -> web.Application:
+        app = web.Application(middlewares=[self._auth])
+        app.router.add_get("/call/status", self.status)
+        app.router.add_post("/call/dial", self.dial)
+        app.router.add_post("/call/answer", self.answer)
+        app.router.add_post("/call/hangup", self.hangup)
+        app.router.add_get("/call/{id}/stream", self.stream)
+        return app
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        token = request.headers.get("token") or request.query.get("token")
+        if token != self.token:
+            return self.err(401, "invalid token")
+        if request.method == "POST":
+            self.requests.append((request.method, request.path, await request.json()))
+        return await handler(request)
+
+    async def status(self, request: web.Request) -> web.Response:
+        calls = [
+            {
+                "callId": c.id,
+                "peer": c.peer,
+                "state": c.state,
+                "direction": c.direction,
+                "video": False,
+                "recording": False,
+                "startedAt": "2026-06-28T12:00:00Z",
+            }
+            for c in self.calls.values()
+            if c.state != "ended"
+        ]
+        return self.ok({"calls": calls})
+
+    async def dial(self, request: web.Request) -> web.Response:
+        if not self.enabled:
+            return self.err(409, "calls engine not enabled for this instance")
+        phone = (await request.json())["phone"]
+        if phone in self.unreachable_peers:
+            return self.err(502, "peer unreachable")
+        call = FakeCall(self.new_id(), f"{phone}@s.whatsapp.net", "outbound", "calling")
+        self.calls[call.id] = call
+        task = asyncio.ensure_future(self._answer_later(call))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return self.ok({"callId": call.id})
+
+    async def _answer_later(self, call: FakeCall) -> None:
+        await asyncio.sleep(self.answer_delay / 2)
+        if call.state == "calling":
+            call.state = "ringing"
+        await asyncio.sleep(self.answer_delay / 2)
+        if call.state == "ringing":
+            call.state = "active"
+
+    def ring_inbound(self, phone: str) -> str:
+        call = FakeCall(self.new_id(), f"{phone}@s.whatsapp.net", "inbound", "ringing")
+        self.calls[call.id] = call
+        return call.id
+
+    def remote_hangup(self, call_id: str) -> None:
+        # §4.3: the call just disappears from /call/status; the socket may stay open.
+        self.calls[call_id].state = "ended"
+
+    async def answer(self, request: web.Request) -> web.Response:
+        call = self.calls.get((await request.json()).get("callId"))
+        if call is None or call.state == "ended":
+            return self.err(404, "call not found")
+        call.state = "active"
+        call.answered = True
+        return self.ok({"ok": True})
+
+    async def hangup(self, request: web.Request) -> web.Response:
+        call = self.calls.get((await request.json()).get("callId"))
+        if call is None or call.state == "ended":
+            return self.err(404, "call not found")
+        call.state = "ended"
+        for ws in list(call.sockets):
+            await ws.close()
+        return self.ok({"ok": True})
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        call = self.calls.get(request.match_info["id"])
+        if call is None or call.state == "ended":
+            return self.err(404, "call not found")
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        call.sockets.append(ws)
+        call.connects += 1
+        for extra in self.extra_frames:
+            await ws.send_bytes(extra)
+        self.extra_frames.clear()
+        sender = asyncio.ensure_future(
+            send_tone(ws, call, self.tone_hz, 960, lambda pcm: pcm.astype("<i2").tobytes())
+        )
+        try:
+            async for msg in ws:
+                if msg.type is WSMsgType.BINARY:
+                    call.received.append(msg.data)
+        finally:
+            sender.cancel()
+            call.sockets.remove(ws)
+        return ws
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await super().stop()
