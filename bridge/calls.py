@@ -491,13 +491,20 @@ class CallManager:
         self.events.publish("call.active", call)
         self._tasks.spawn(self._ensure_leg(call), f"leg:{call.id}")
 
+    def _wants_media(self, call: Call) -> bool:
+        # Engines whose media socket also carries call state (WADial) open it as soon as the
+        # call exists; the others once it is answered.
+        if getattr(self.engine, "media_before_answer", False):
+            return call.live
+        return call.state is CallState.ACTIVE
+
     async def _ensure_leg(self, call: Call) -> None:
         """Open the engine media for an active call that has a bus user (idempotent)."""
         media = self._media.get(call.id)
         if media is None:
             return
         async with media.lock:
-            if media.leg is not None or call.state is not CallState.ACTIVE or not media.bus.users:
+            if media.leg is not None or not self._wants_media(call) or not media.bus.users:
                 return
             try:
                 channel = await self.engine.open_media(call.engine_call_id)
@@ -509,7 +516,7 @@ class CallManager:
                     extra={"call_id": call.id},
                 )
                 return
-            if call.state is not CallState.ACTIVE:
+            if not self._wants_media(call):
                 await channel.close()
                 return
             media.leg = LegPump(
@@ -587,7 +594,7 @@ class CallManager:
         call.transport = "webrtc"
         call.webrtc_state = session.state
         self.events.publish("webrtc.offer", call)
-        if call.state is CallState.ACTIVE:
+        if self._wants_media(call):
             self._tasks.spawn(self._ensure_leg(call), f"leg:{call.id}")
         return answer
 

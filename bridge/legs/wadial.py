@@ -185,6 +185,8 @@ class WadialEngine(PollingEngine):
     """Drives a WADial session (``BRIDGE_ENGINE=wadial``)."""
 
     name = "wadial"
+    media_before_answer = True
+    """The media socket reports ``call_state``/``ended``: open it before the answer."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, settings.engine_poll_interval)
