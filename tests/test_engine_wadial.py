@@ -51,7 +51,7 @@ async def start_call(client, freq=440.0):
 
 async def test_outbound_float32_audio_both_ways(wclient, fake) -> None:
     client = await wclient()
-    call, rtc = await start_call(client)
+    _call, rtc = await start_call(client)
     assert ("POST", "/api/v1/sessions/s1/calls", {"to": "5521999999999@s.whatsapp.net"}) in (
         fake.requests
     )
@@ -100,7 +100,7 @@ async def test_backpressure_watermarks_throttle_uplink(wclient, fake) -> None:
             {"type": "buffer", "bufferedMs": 900, "lowWatermarkMs": 200, "highWatermarkMs": 800}
         )
     )
-    call, rtc = await start_call(client)
+    _call, rtc = await start_call(client)
     await asyncio.sleep(1.0)
     engine = client.app[ENGINE]
     engine_call = next(iter(fake.calls.values()))
