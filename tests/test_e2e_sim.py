@@ -65,3 +65,24 @@ async def test_hears_own_tone_echoed(client) -> None:
     # Ending the WhatsApp call tears down its media runtime, peer connection included.
     assert client.app[MANAGER].media(call["callID"]) is None
     await rtc.close()
+
+
+@pytest.mark.parametrize("peer,expect_hz", [("tone", 660.0), ("silence", None)])
+async def test_sim_peer_behaviours(make_client, peer, expect_hz) -> None:
+    client = await make_client(sim_peer=peer)
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    rtc = RtcClient(client, call["callID"], freq=440.0)
+    await rtc.offer()
+    await asyncio.wait_for(rtc.connected.wait(), 10)
+    await wait_state(client, call["callID"], "active")
+    await asyncio.sleep(0.8)
+    t0 = time.monotonic()
+    await asyncio.sleep(1.0)
+    heard = rtc.recorder.since(t0)
+    assert heard.size > 0.9 * rtc.recorder.rate  # frames keep coming even when silent
+    if expect_hz is None:
+        assert rms_dbfs(heard / 32768.0) < -60
+    else:
+        assert dominant_frequency(heard, rtc.recorder.rate) == pytest.approx(expect_hz, abs=5)
+        assert rms_dbfs(heard / 32768.0) == pytest.approx(-13.5, abs=1.5)  # amplitude 0.3
+    await rtc.close()
