@@ -319,14 +319,16 @@ class CallManager:
     async def close(self) -> None:
         """Hang up every live call, close every peer connection, stop every task."""
         self.shutting_down = True
-        for call in self.registry.live():
-            try:
-                await asyncio.wait_for(self.engine.hangup(call.engine_call_id), 2.0)
-            except (EngineError, TimeoutError, ConnectionError) as exc:
-                log.info("call %s: hangup at shutdown: %s", call.id, exc)
-            await self._end(call, EndReason.SHUTDOWN)
+        await asyncio.gather(*(self._shutdown_call(c) for c in self.registry.live()))
         await self._tasks.close()
         self.events.close()
+
+    async def _shutdown_call(self, call: Call) -> None:
+        try:
+            await asyncio.wait_for(self.engine.hangup(call.engine_call_id), 2.0)
+        except (EngineError, TimeoutError, ConnectionError) as exc:
+            log.info("call %s: hangup at shutdown: %s", call.id, exc)
+        await self._end(call, EndReason.SHUTDOWN)
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -494,7 +496,7 @@ class CallManager:
     def _wants_media(self, call: Call) -> bool:
         # Engines whose media socket also carries call state (WADial) open it as soon as the
         # call exists; the others once it is answered.
-        if getattr(self.engine, "media_before_answer", False):
+        if self.engine.media_before_answer:
             return call.live
         return call.state is CallState.ACTIVE
 

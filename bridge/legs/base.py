@@ -65,6 +65,8 @@ class Engine(Protocol):
 
     name: str
     events: asyncio.Queue[EngineEvent]
+    media_before_answer: bool
+    """Open the call's media as soon as the call exists (its socket carries call state)."""
 
     async def start(self) -> None:
         """Connect and start reporting events (must not fail if the engine is down)."""

@@ -69,6 +69,7 @@ class PollingEngine:
     """
 
     name = "remote"
+    media_before_answer = False
 
     def __init__(self, settings: Settings, poll_interval: float) -> None:
         self.settings = settings

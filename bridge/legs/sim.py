@@ -29,6 +29,7 @@ from .base import EngineEvent, EngineEventKind, EngineHealth, MediaClosed, emit
 log = logging.getLogger(__name__)
 
 FRAME_S = FRAME_MS / 1000
+ECHO_EARLY = 0.06
 
 
 @dataclass
@@ -89,7 +90,9 @@ class SimMediaChannel:
             return frame
         if self.behaviour is SimPeer.ECHO and self._delay:
             t, pcm = self._delay[0]
-            if t + self.echo_delay <= at + 1e-3:
+            # A frame may play up to ECHO_EARLY before its nominal time, so uplink frames
+            # that arrive in small bursts (receive jitter) do not leave silent gaps.
+            if t + self.echo_delay <= at + ECHO_EARLY:
                 self._delay.popleft()
                 return pcm
         return np.zeros(FRAME_SAMPLES, dtype=np.int16)
@@ -102,6 +105,7 @@ class SimEngine:
     """An in-process simulated WhatsApp engine implementing the ``Engine`` protocol."""
 
     name = "sim"
+    media_before_answer = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
