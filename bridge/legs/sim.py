@@ -59,6 +59,9 @@ class SimMediaChannel:
         )
         self._next: float | None = None
         self._phase = 0
+        self._echoing = False
+        self._depth = max(1, round(settings.sim_echo_delay / FRAME_S))
+        self.underruns = 0
         self._closed = asyncio.Event()
 
     async def send(self, pcm: Pcm) -> None:
@@ -88,14 +91,27 @@ class SimMediaChannel:
             frame = tone(self.tone_hz, FRAME_SAMPLES, SAMPLE_RATE, amplitude=0.3, start=self._phase)
             self._phase += FRAME_SAMPLES
             return frame
-        if self.behaviour is SimPeer.ECHO and self._delay:
-            t, pcm = self._delay[0]
-            # A frame may play up to ECHO_EARLY before its nominal time, so uplink frames
-            # that arrive in small bursts (receive jitter) do not leave silent gaps.
-            if t + self.echo_delay <= at + ECHO_EARLY:
-                self._delay.popleft()
-                return pcm
+        if self.behaviour is SimPeer.ECHO:
+            return self._echo(at)
         return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+
+    def _echo(self, at: float) -> Pcm:
+        # The echo is a delay line that doubles as the far end's jitter buffer: playout starts
+        # once the oldest frame is ``echo_delay`` old, then one frame per tick, so uplink
+        # bursts and event-loop stalls shorter than the delay leave no gap. Depth is kept near
+        # the delay (drift would otherwise grow it), and an empty line waits to refill.
+        line = self._delay
+        if not self._echoing:
+            if not line or line[0][0] + self.echo_delay > at + ECHO_EARLY:
+                return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+            self._echoing = True
+        if not line:
+            self._echoing = False
+            self.underruns += 1
+            return np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        while len(line) > self._depth + 5:
+            line.popleft()
+        return line.popleft()[1]
 
     async def close(self) -> None:
         self._closed.set()
