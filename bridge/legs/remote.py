@@ -228,6 +228,61 @@ class PollingEngine:
         return body
 
 
+class WebSocketMedia:
+    """Base of the engines' media sockets: binary PCM frames both ways, text to a handler.
+
+    Subclasses set ``sample_bytes`` and implement :meth:`decode` (and :meth:`on_text` when
+    their protocol has control frames). A binary frame that is not a whole number of samples
+    is logged, counted and dropped; the call goes on.
+    """
+
+    sample_bytes = 2
+    engine = "engine"
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, call_id: str, stats: LegStats) -> None:
+        self.ws = ws
+        self.call_id = call_id
+        self.stats = stats
+
+    async def send_payload(self, payload: bytes) -> None:
+        if self.ws.closed:
+            raise MediaClosed(self.call_id)
+        try:
+            await self.ws.send_bytes(payload)
+        except (ConnectionError, RuntimeError) as exc:
+            raise MediaClosed(f"{self.call_id}: {exc}") from exc
+
+    def decode(self, data: bytes) -> Pcm:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def on_text(self, text: str) -> None:
+        """A text frame (ignored unless the protocol defines control frames)."""
+
+    async def recv(self) -> Pcm:
+        while True:
+            msg = await self.ws.receive()
+            if msg.type is aiohttp.WSMsgType.BINARY:
+                data: bytes = msg.data
+                if len(data) % self.sample_bytes:
+                    self.stats.bad_frames += 1
+                    log.warning(
+                        "call %s: %s sent a %d-byte frame, not whole %d-byte samples; dropped",
+                        self.call_id,
+                        self.engine,
+                        len(data),
+                        self.sample_bytes,
+                    )
+                    continue
+                return self.decode(data)
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                self.on_text(msg.data)
+                continue
+            raise MediaClosed(f"{self.call_id}: socket {msg.type.name.lower()}")
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
 class ReconnectingChannel:
     """A media channel that reopens its socket while the engine still lists the call.
 

@@ -24,7 +24,7 @@ from ..audio.pcm import Pcm
 from ..config import Settings
 from ..errors import EngineCallNotFound, EngineError, EngineUnavailable, PeerUnreachable
 from .base import EngineEvent, EngineEventKind, MediaClosed, MediaFatal, emit
-from .remote import ACTIVE_STATES, LegStats, PollingEngine, ReconnectingChannel, RemoteCall
+from .remote import ACTIVE_STATES, PollingEngine, ReconnectingChannel, RemoteCall, WebSocketMedia
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _snapshot(body: Any) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-class WadialMedia:
+class WadialMedia(WebSocketMedia):
     """One WADial media socket: s16 bus frames ⇄ Float32LE, with its JSON control frames.
 
     Backpressure: ``buffer`` frames report the engine's queued outbound audio and its
@@ -74,45 +74,28 @@ class WadialMedia:
     bridge never blocks.
     """
 
+    sample_bytes = 4
+    engine = "WADial"
+
     def __init__(
         self, ws: aiohttp.ClientWebSocketResponse, engine: WadialEngine, call_id: str
     ) -> None:
-        self.ws = ws
-        self.engine = engine
-        self.call_id = call_id
-        self.stats: LegStats = engine.stats
+        super().__init__(ws, call_id, engine.stats)
+        self.wadial = engine
         self.ready: dict[str, Any] | None = None
         self.throttled = False
 
     async def send(self, pcm: Pcm) -> None:
-        if self.ws.closed:
-            raise MediaClosed(self.call_id)
         if self.throttled:
             self.stats.uplink_dropped += 1
             return
-        try:
-            await self.ws.send_bytes(s16_to_f32(pcm).astype("<f4", copy=False).tobytes())
-        except (ConnectionError, RuntimeError) as exc:
-            raise MediaClosed(f"{self.call_id}: {exc}") from exc
+        await self.send_payload(s16_to_f32(pcm).astype("<f4", copy=False).tobytes())
 
-    async def recv(self) -> Pcm:
-        while True:
-            msg = await self.ws.receive()
-            if msg.type is aiohttp.WSMsgType.BINARY:
-                data: bytes = msg.data
-                if len(data) % 4:
-                    self.stats.bad_frames += 1
-                    log.warning(
-                        "call %s: WADial sent a %d-byte frame (not float32), dropped",
-                        self.call_id,
-                        len(data),
-                    )
-                    continue
-                return f32_to_s16(np.frombuffer(data, dtype="<f4"))
-            if msg.type is aiohttp.WSMsgType.TEXT:
-                self._control(msg.data)
-                continue
-            raise MediaClosed(f"{self.call_id}: socket {msg.type.name.lower()}")
+    def decode(self, data: bytes) -> Pcm:
+        return f32_to_s16(np.frombuffer(data, dtype="<f4"))
+
+    def on_text(self, text: str) -> None:
+        self._control(text)
 
     def _control(self, text: str) -> None:
         try:
@@ -137,11 +120,11 @@ class WadialMedia:
         elif kind == "call_state":
             state = str(frame.get("state", "")).lower()
             if state in ACTIVE_STATES:
-                emit(self.engine.events, EngineEvent(EngineEventKind.ANSWERED, self.call_id))
+                emit(self.wadial.events, EngineEvent(EngineEventKind.ANSWERED, self.call_id))
             elif state == "ended":
-                self.engine.forget(self.call_id, "")
+                self.wadial.forget(self.call_id, "")
         elif kind == "ended":
-            self.engine.forget(self.call_id, str(frame.get("reason") or ""))
+            self.wadial.forget(self.call_id, str(frame.get("reason") or ""))
         elif kind == "error":
             self.stats.bad_messages += 1
             log.warning(
@@ -168,9 +151,6 @@ class WadialMedia:
             )
             raise MediaFatal(f"{self.call_id}: unsupported media format {frame}")
         self.ready = frame
-
-    async def close(self) -> None:
-        await self.ws.close()
 
 
 def _num(frame: dict[str, Any], *names: str) -> float | None:

@@ -22,7 +22,7 @@ from ..errors import (
     PeerUnreachable,
 )
 from .base import EngineEvent, EngineEventKind, MediaClosed, emit
-from .remote import LegStats, PollingEngine, ReconnectingChannel, RemoteCall
+from .remote import LegStats, PollingEngine, ReconnectingChannel, RemoteCall, WebSocketMedia
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +61,16 @@ def _unwrap(body: Any) -> Any:
     return body
 
 
-class ZuckZapGoMedia:
-    """One media WebSocket: bus frames in threes to 1920-byte frames, and back."""
+class ZuckZapGoMedia(WebSocketMedia):
+    """One media WebSocket (§6): bus frames in threes to 1920-byte frames, and back.
+
+    Text frames are not part of the protocol and are ignored.
+    """
+
+    engine = "ZuckZapGo"
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, call_id: str, stats: LegStats) -> None:
-        self.ws = ws
-        self.call_id = call_id
-        self.stats = stats
+        super().__init__(ws, call_id, stats)
         self._out: list[Pcm] = []
 
     async def send(self, pcm: Pcm) -> None:
@@ -78,34 +81,14 @@ class ZuckZapGoMedia:
             return
         payload = np.concatenate(self._out).astype("<i2", copy=False).tobytes()
         self._out.clear()
-        if self.ws.closed:
-            raise MediaClosed(self.call_id)
-        try:
-            await self.ws.send_bytes(payload)
-        except (ConnectionError, RuntimeError) as exc:
-            raise MediaClosed(f"{self.call_id}: {exc}") from exc
+        await self.send_payload(payload)
 
-    async def recv(self) -> Pcm:
-        while True:
-            msg = await self.ws.receive()
-            if msg.type is aiohttp.WSMsgType.BINARY:
-                data: bytes = msg.data
-                if len(data) % 2:
-                    self.stats.bad_frames += 1
-                    log.warning(
-                        "call %s: engine sent an odd-length frame (%d bytes), dropped",
-                        self.call_id,
-                        len(data),
-                    )
-                    continue
-                return np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
-            if msg.type is aiohttp.WSMsgType.TEXT:
-                continue  # §6: text frames are not part of the protocol
-            raise MediaClosed(f"{self.call_id}: socket {msg.type.name.lower()}")
+    def decode(self, data: bytes) -> Pcm:
+        return np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
 
     async def close(self) -> None:
         self._out.clear()
-        await self.ws.close()
+        await super().close()
 
 
 class ZuckZapGoEngine(PollingEngine):
