@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit install clean
+.PHONY: run test lint typecheck unit install system-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,16 +19,29 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/webrtc-bridge
 
+# Debian packages the tests drive for real (Chromium for the browser test). Installed when
+# missing and we are root on a Debian-like system; otherwise those tests skip (or fail under CI).
+SYSTEM_PKGS = chromium
+system-deps:
+	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing (need root and apt-get); their tests will skip"; fi; \
+	fi
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check bridge tests
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy bridge
 
-unit: $(STAMP)
+unit: $(STAMP) system-deps
 	$(PY) -m pytest -q
 
-test: lint typecheck unit
+test: system-deps lint typecheck unit
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

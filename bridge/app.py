@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
@@ -12,6 +13,9 @@ from .calls import CallManager
 from .config import EngineKind, Settings
 from .legs import Engine, create_engine
 from .rtc import restrict_host_addresses
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+"""The browser client and demo page (served at ``/`` and ``/web/``)."""
 
 MAX_BODY = 64 * 1024
 """Largest request body accepted (JSON bodies and SDP offers)."""
@@ -49,4 +53,12 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
     app.cleanup_ctx.append(resources)
     app.on_shutdown.append(on_shutdown)
     setup_routes(app, with_sim=settings.engine is EngineKind.SIM)
+    if WEB_DIR.is_dir():
+        index = WEB_DIR / "index.html"
+
+        async def demo_page(request: web.Request) -> web.FileResponse:
+            return web.FileResponse(index)
+
+        app.router.add_get("/", demo_page)
+        app.router.add_static("/web/", WEB_DIR, follow_symlinks=False)
     return app

@@ -1,0 +1,149 @@
+"""Real Chromium (Debian's package, driven by Playwright) through the demo page and
+bridge-client.js, with a fake microphone playing a WAV tone."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import wave
+from pathlib import Path
+
+import pytest
+
+from bridge.audio import tone
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+HOW = (
+    "install Debian's chromium (`apt-get install chromium`) and `pip install playwright`, "
+    "or run `make test`, which does both"
+)
+
+try:
+    from playwright.async_api import async_playwright
+except ImportError:  # pragma: no cover - depends on the machine
+    async_playwright = None
+
+if async_playwright is None or not os.path.exists(CHROMIUM):
+    if os.environ.get("CI") == "true":
+        raise RuntimeError(f"the browser test cannot run under CI: {HOW}")
+    pytest.skip(f"no Chromium/Playwright here: {HOW}", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def tone_wav(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("mic") / "tone440.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48_000)
+        w.writeframes(tone(440.0, 48_000 * 10, 48_000, 0.5).astype("<i2").tobytes())
+    return str(path)
+
+
+@pytest.fixture
+async def browser(tone_wav):
+    async with async_playwright() as p:
+        b = await p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={tone_wav}",
+                "--allow-loopback-in-peer-connection",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
+        )
+        yield b
+        await b.close()
+
+
+async def loopback_only(route) -> None:
+    """Offer only Chromium's loopback candidates, so every packet stays on 127.0.0.1."""
+    body = route.request.post_data_json
+    lines = body["sdp"].split("\r\n")
+    kept = [ln for ln in lines if not ln.startswith("a=candidate:") or " 127.0.0.1 " in ln]
+    body["sdp"] = "\r\n".join(kept)
+    await route.continue_(post_data=__import__("json").dumps(body))
+
+
+FREQ_JS = """async () => {
+  const a = window.demo.client.outputAnalyser;
+  if (!a) return null;
+  a.fftSize = 16384;
+  await new Promise(r => setTimeout(r, 600));
+  const bins = new Float32Array(a.frequencyBinCount);
+  a.getFloatFrequencyData(bins);
+  let k = 1;
+  for (let i = 1; i < bins.length; i++) if (bins[i] > bins[k]) k = i;
+  return {hz: k * a.context.sampleRate / a.fftSize, peakDb: bins[k], level: window.demo.client.outputLevel()};
+}"""
+
+
+async def wait_for(page, js: str, timeout: float = 10.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await page.evaluate(js)
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {js}")
+        await asyncio.sleep(0.1)
+
+
+async def test_demo_page_call_echo_mute_hangup_and_inbound(client, browser) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = await browser.new_page()
+    await page.route("**/call/webrtc/offer", loopback_only)
+    await page.goto(str(client.make_url("/")))
+    await page.click("#call")
+    await wait_for(page, "document.getElementById('state').textContent.includes('active')")
+    await wait_for(
+        page, "window.demo.client.pc && window.demo.client.pc.connectionState === 'connected'"
+    )
+    await asyncio.sleep(1.5)
+    echo = await page.evaluate(FREQ_JS)
+    await page.screenshot(path=str(ARTIFACTS / "demo-in-call.png"))
+    assert echo["hz"] == pytest.approx(440, abs=8), echo
+    assert echo["level"] > -30, echo
+
+    # Mute: the WhatsApp side hears silence, so the echo goes silent.
+    await page.click("#mute")
+    await asyncio.sleep(1.5)
+    muted = await page.evaluate("window.demo.client.outputLevel()")
+    assert muted < -50, muted
+    snap = (await (await client.get("/call/status")).json())["calls"][0]
+    assert snap["muted"] is True
+    await page.click("#mute")
+
+    await page.click("#hangup")
+    await asyncio.sleep(0.3)
+    ended = await (await client.get(f"/call/{snap['callID']}")).json()
+    assert ended["state"] == "ended" and ended["endReason"] == "hangup"
+    assert "ended" in await page.text_content("#state")
+
+    # An inbound simulated call rings in the page and can be answered there.
+    resp = await client.post("/call/sim/incoming", json={"phone": "+15550001111"})
+    inbound = await resp.json()
+    await page.wait_for_selector(
+        f"li[data-callid='{inbound['callID']}'] button.answer", timeout=5000
+    )
+    await page.screenshot(path=str(ARTIFACTS / "demo-ringing.png"))
+    await page.click(f"li[data-callid='{inbound['callID']}'] button.answer")
+    await wait_for(
+        page, "window.demo.client.pc && window.demo.client.pc.connectionState === 'connected'"
+    )
+    answered = await (await client.get(f"/call/{inbound['callID']}")).json()
+    assert answered["state"] == "active" and answered["transport"] == "webrtc"
+    await asyncio.sleep(1.5)
+    echo = await page.evaluate(FREQ_JS)
+    assert echo["hz"] == pytest.approx(440, abs=8), echo
+    await page.close()

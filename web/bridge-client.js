@@ -1,0 +1,436 @@
+// bridge-client.js — talk on a WhatsApp call from a browser through the WebRTC bridge.
+// An ES module with no dependencies and no build step. Copy it, import it:
+//
+//   import { BridgeClient } from "./bridge-client.js";
+//   const client = new BridgeClient({ baseUrl: "https://bridge.example", token: "…" });
+//   const call = await client.makeCall("+5521999999999");
+//   await client.connect(call.callID);      // mic → WhatsApp, WhatsApp → <audio>
+//   client.addEventListener("stats", (e) => console.log(e.detail));
+//   await client.mute(true);
+//   await client.hangup();
+//
+// It follows the browser checklist of the bridge: fetch /call/webrtc/config, create the
+// RTCPeerConnection with its iceServers and iceTransportPolicy, getUserMedia with echo
+// cancellation and noise suppression, offer, wait for ICE gathering (with a cap), POST the
+// offer, apply the answer.
+
+/**
+ * @typedef {Object} CallSnapshot
+ * @property {string} callID
+ * @property {string} peer
+ * @property {"inbound"|"outbound"} direction
+ * @property {"calling"|"ringing"|"active"|"ended"} state
+ * @property {null|"webrtc"|"websocket"} transport
+ * @property {null|{state: string}} webrtc
+ * @property {boolean} muted
+ * @property {Object} metadata
+ * @property {string} createdAt
+ * @property {string|null} answeredAt
+ * @property {string|null} endedAt
+ * @property {string|null} endReason
+ */
+
+/**
+ * @typedef {Object} QualityStats
+ * @property {number|null} rttMs        round-trip time of the selected candidate pair
+ * @property {number|null} jitterMs     interarrival jitter of the audio we receive
+ * @property {number} packetsReceived
+ * @property {number} packetsLost
+ * @property {number|null} lossPercent  loss since the previous sample
+ * @property {number} concealedSamples  samples the browser had to invent (PLC)
+ * @property {number} totalSamplesReceived
+ * @property {number} bytesSent
+ * @property {number} bytesReceived
+ */
+
+/**
+ * @typedef {Object} BridgeClientOptions
+ * @property {string} [baseUrl]              the bridge's URL (default: this page's origin)
+ * @property {string} [token]                API token, sent as "Authorization: Bearer"
+ * @property {HTMLAudioElement} [audioElement] where the call is heard (one is created if absent)
+ * @property {number} [iceGatheringTimeoutMs] cap on waiting for ICE gathering (default 2000)
+ * @property {number} [maxRecoveries]        new offers tried after a failed connection (default 3)
+ * @property {number} [statsIntervalMs]      how often "stats" fires (default 2000; 0 = never)
+ * @property {string} [microphoneId]         deviceId of the microphone to use
+ */
+
+/** An error answered by the bridge: `code` is its snake_case error code. */
+export class BridgeError extends Error {
+  /**
+   * @param {number} status
+   * @param {string} code
+   * @param {string} message
+   */
+  constructor(status, code, message) {
+    super(message);
+    this.name = "BridgeError";
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/**
+ * One browser's seat on WhatsApp calls. Events (all `CustomEvent`, data in `detail`):
+ * `state` ({state}: new|connecting|connected|failed|closed|recovering), `stats` (QualityStats),
+ * `call` (a call event from the bridge: {type, callID, call}), `track` (the remote MediaStream),
+ * `error` (an Error during recovery).
+ */
+export class BridgeClient extends EventTarget {
+  /** @param {BridgeClientOptions} [options] */
+  constructor(options = {}) {
+    super();
+    this.baseUrl = (options.baseUrl || globalThis.location?.origin || "").replace(/\/$/, "");
+    this.token = options.token || "";
+    this.iceGatheringTimeoutMs = options.iceGatheringTimeoutMs ?? 2000;
+    this.maxRecoveries = options.maxRecoveries ?? 3;
+    this.statsIntervalMs = options.statsIntervalMs ?? 2000;
+    this.microphoneId = options.microphoneId || "";
+    /** @type {HTMLAudioElement} */
+    this.audio = options.audioElement || Object.assign(document.createElement("audio"), { autoplay: true });
+    /** @type {string|null} */
+    this.callID = null;
+    /** @type {RTCPeerConnection|null} */
+    this.pc = null;
+    /** @type {MediaStream|null} */
+    this.micStream = null;
+    /** @type {MediaStream|null} */
+    this.remoteStream = null;
+    this.muted = false;
+    this.recoveries = 0;
+    /** @type {AnalyserNode|null} the microphone, for a level meter */
+    this.inputAnalyser = null;
+    /** @type {AnalyserNode|null} what the call sounds like, for a level meter */
+    this.outputAnalyser = null;
+    /** @type {AudioContext|null} */
+    this._ctx = null;
+    /** @type {number|undefined} */
+    this._statsTimer = undefined;
+    /** @type {EventSource|null} */
+    this._events = null;
+    this._closing = false;
+    /** @type {Record<string, number>} */
+    this._lastLoss = {};
+  }
+
+  // ---- HTTP API -------------------------------------------------------------------------
+
+  /**
+   * Call a bridge route; resolves with the JSON answer, rejects with a BridgeError.
+   * @param {string} path
+   * @param {Object} [body]  POSTed as JSON when given, else a GET
+   * @returns {Promise<any>}
+   */
+  async api(path, body) {
+    /** @type {Record<string, string>} */
+    const headers = {};
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const resp = await fetch(this.baseUrl + path, {
+      method: body === undefined ? "GET" : "POST",
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const data = await resp.json().catch(() => ({}));
+    if (!resp.ok) {
+      const err = data.error || {};
+      throw new BridgeError(resp.status, err.code || "http_error", err.message || resp.statusText);
+    }
+    return data;
+  }
+
+  /**
+   * Place a WhatsApp call.
+   * @param {string} phone  digits with country code, "+digits" or a …@s.whatsapp.net JID
+   * @param {Object} [metadata]
+   * @returns {Promise<CallSnapshot>}
+   */
+  makeCall(phone, metadata) {
+    return this.api("/call/make", metadata ? { phone, metadata } : { phone });
+  }
+
+  /** @param {string} callID @returns {Promise<CallSnapshot>} */
+  answer(callID) {
+    return this.api("/call/answer", { callID });
+  }
+
+  /** @param {string} callID @returns {Promise<CallSnapshot>} */
+  getCall(callID) {
+    return this.api(`/call/${encodeURIComponent(callID)}`);
+  }
+
+  /** @returns {Promise<{calls: CallSnapshot[]}>} */
+  listCalls() {
+    return this.api("/call/status");
+  }
+
+  // ---- WebRTC ---------------------------------------------------------------------------
+
+  /**
+   * Join a call's audio: microphone to WhatsApp, WhatsApp to the audio element.
+   * Works while the call is calling, ringing or active (audio flows once it is active).
+   * @param {string} callID
+   */
+  async connect(callID) {
+    this.callID = callID;
+    this._closing = false;
+    this.recoveries = 0;
+    await this._ensureMicrophone();
+    await this._negotiate();
+    this._startStats();
+  }
+
+  async _ensureMicrophone() {
+    if (this.micStream) return;
+    this.micStream = await navigator.mediaDevices.getUserMedia({
+      audio: {
+        echoCancellation: true,
+        noiseSuppression: true,
+        autoGainControl: true,
+        channelCount: 1,
+        ...(this.microphoneId ? { deviceId: { exact: this.microphoneId } } : {}),
+      },
+    });
+    for (const track of this.micStream.getAudioTracks()) track.enabled = !this.muted;
+    this.inputAnalyser = this._analyse(this.micStream);
+  }
+
+  async _negotiate() {
+    const config = await this.api("/call/webrtc/config");
+    const pc = new RTCPeerConnection({
+      iceServers: config.iceServers,
+      iceTransportPolicy: config.iceTransportPolicy || "all",
+    });
+    if (this.pc) this.pc.close();
+    this.pc = pc;
+    for (const track of /** @type {MediaStream} */ (this.micStream).getAudioTracks()) {
+      pc.addTrack(track, /** @type {MediaStream} */ (this.micStream));
+    }
+    pc.ontrack = (ev) => {
+      const stream = ev.streams[0] || new MediaStream([ev.track]);
+      this.remoteStream = stream;
+      this.audio.srcObject = stream;
+      this.audio.play?.().catch(() => {});
+      this.outputAnalyser = this._analyse(stream);
+      this._emit("track", stream);
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc !== this.pc) return;
+      this._emit("state", { state: pc.connectionState });
+      if (pc.connectionState === "failed") this._recover();
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    await this._gathered(pc);
+    const answer = await this.api("/call/webrtc/offer", {
+      callID: this.callID,
+      type: "offer",
+      sdp: /** @type {RTCSessionDescription} */ (pc.localDescription).sdp,
+    });
+    if (pc !== this.pc) return;
+    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+  }
+
+  /**
+   * Wait for ICE gathering to complete, but never longer than the cap: an unreachable STUN
+   * server must not stall a call; whatever candidates are ready by then are sent.
+   * @param {RTCPeerConnection} pc
+   */
+  _gathered(pc) {
+    if (pc.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        pc.removeEventListener("icegatheringstatechange", check);
+        resolve(undefined);
+      };
+      const check = () => {
+        if (pc.iceGatheringState === "complete") done();
+      };
+      const timer = setTimeout(done, this.iceGatheringTimeoutMs);
+      pc.addEventListener("icegatheringstatechange", check);
+    });
+  }
+
+  async _recover() {
+    if (this._closing || !this.callID) return;
+    if (this.recoveries >= this.maxRecoveries) {
+      this._emit("error", new Error(`connection failed after ${this.recoveries} recoveries`));
+      return;
+    }
+    this.recoveries += 1;
+    this._emit("state", { state: "recovering", attempt: this.recoveries });
+    await new Promise((r) => setTimeout(r, 500 * this.recoveries));
+    try {
+      await this._negotiate();
+    } catch (err) {
+      this._emit("error", err);
+      if (!(err instanceof BridgeError && (err.status === 404 || err.status === 409))) {
+        this._recover();
+      }
+    }
+  }
+
+  /**
+   * Mute or unmute: the WhatsApp side hears silence while muted.
+   * @param {boolean} muted
+   */
+  async mute(muted) {
+    this.muted = muted;
+    for (const track of this.micStream?.getAudioTracks() || []) track.enabled = !muted;
+    if (this.callID) await this.api("/call/mute", { callID: this.callID, muted });
+  }
+
+  /** @returns {Promise<MediaDeviceInfo[]>} the microphones (labels need mic permission) */
+  async listMicrophones() {
+    const devices = await navigator.mediaDevices.enumerateDevices();
+    return devices.filter((d) => d.kind === "audioinput");
+  }
+
+  /**
+   * Switch microphone, live if a call is connected.
+   * @param {string} deviceId
+   */
+  async setMicrophone(deviceId) {
+    this.microphoneId = deviceId;
+    if (!this.micStream) return;
+    const old = this.micStream;
+    this.micStream = null;
+    await this._ensureMicrophone();
+    const track = /** @type {MediaStream} */ (this.micStream).getAudioTracks()[0];
+    const sender = this.pc?.getSenders().find((s) => s.track?.kind === "audio");
+    if (sender) await sender.replaceTrack(track);
+    old.getTracks().forEach((t) => t.stop());
+  }
+
+  /** Leave the call's audio (the WhatsApp call stays up). Safe to call twice. */
+  async close() {
+    this._closing = true;
+    clearInterval(this._statsTimer);
+    this.pc?.close();
+    this.pc = null;
+    const callID = this.callID;
+    if (callID) await this.api("/call/webrtc/close", { callID }).catch(() => {});
+    this.micStream?.getTracks().forEach((t) => t.stop());
+    this.micStream = null;
+    this.audio.srcObject = null;
+    this._emit("state", { state: "closed" });
+  }
+
+  /**
+   * Hang up the WhatsApp call (or decline it while it rings), then close.
+   * @param {string} [callID]  defaults to the connected call
+   * @returns {Promise<CallSnapshot|null>}
+   */
+  async hangup(callID) {
+    const id = callID || this.callID;
+    const snap = id ? await this.api("/call/hangup", { callID: id }) : null;
+    if (!callID || callID === this.callID) await this.close();
+    return snap;
+  }
+
+  // ---- events, levels, stats ------------------------------------------------------------
+
+  /**
+   * Follow call events (Server-Sent Events); each arrives as a "call" event.
+   * @param {string} [callID]  only this call's events
+   * @returns {EventSource}
+   */
+  subscribeEvents(callID) {
+    this._events?.close();
+    const q = new URLSearchParams();
+    if (this.token) q.set("token", this.token);
+    if (callID) q.set("callID", callID);
+    const src = new EventSource(`${this.baseUrl}/call/events?${q}`);
+    const forward = (/** @type {MessageEvent} */ ev) => this._emit("call", JSON.parse(ev.data));
+    for (const type of ["call.created", "call.ringing", "call.active", "call.ended", "call.muted",
+      "call.unmuted", "webrtc.offer", "webrtc.state"]) {
+      src.addEventListener(type, forward);
+    }
+    this._events = src;
+    return src;
+  }
+
+  /**
+   * @param {MediaStream} stream
+   * @returns {AnalyserNode}
+   */
+  _analyse(stream) {
+    this._ctx = this._ctx || new AudioContext();
+    this._ctx.resume?.().catch(() => {});
+    const analyser = this._ctx.createAnalyser();
+    analyser.fftSize = 2048;
+    this._ctx.createMediaStreamSource(stream).connect(analyser);
+    return analyser;
+  }
+
+  /**
+   * RMS level of an analyser's current window, in dBFS (-Infinity for silence).
+   * @param {AnalyserNode|null} analyser
+   */
+  static level(analyser) {
+    if (!analyser) return -Infinity;
+    const buf = new Float32Array(analyser.fftSize);
+    analyser.getFloatTimeDomainData(buf);
+    let sum = 0;
+    for (const x of buf) sum += x * x;
+    const rms = Math.sqrt(sum / buf.length);
+    return rms > 0 ? 20 * Math.log10(rms) : -Infinity;
+  }
+
+  /** Microphone level in dBFS. */
+  inputLevel() {
+    return BridgeClient.level(this.inputAnalyser);
+  }
+
+  /** Call audio level in dBFS. */
+  outputLevel() {
+    return BridgeClient.level(this.outputAnalyser);
+  }
+
+  /** @returns {Promise<QualityStats|null>} */
+  async stats() {
+    if (!this.pc) return null;
+    const report = await this.pc.getStats();
+    /** @type {QualityStats} */
+    const out = {
+      rttMs: null, jitterMs: null, packetsReceived: 0, packetsLost: 0, lossPercent: null,
+      concealedSamples: 0, totalSamplesReceived: 0, bytesSent: 0, bytesReceived: 0,
+    };
+    report.forEach((s) => {
+      if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime != null) {
+        out.rttMs = s.currentRoundTripTime * 1000;
+      } else if (s.type === "inbound-rtp" && s.kind === "audio") {
+        out.jitterMs = s.jitter != null ? s.jitter * 1000 : null;
+        out.packetsReceived = s.packetsReceived || 0;
+        out.packetsLost = s.packetsLost || 0;
+        out.concealedSamples = s.concealedSamples || 0;
+        out.totalSamplesReceived = s.totalSamplesReceived || 0;
+        out.bytesReceived = s.bytesReceived || 0;
+      } else if (s.type === "outbound-rtp" && s.kind === "audio") {
+        out.bytesSent = s.bytesSent || 0;
+      }
+    });
+    const prev = this._lastLoss;
+    const dRecv = out.packetsReceived - (prev.received || 0);
+    const dLost = out.packetsLost - (prev.lost || 0);
+    if (dRecv + dLost > 0) out.lossPercent = (100 * dLost) / (dRecv + dLost);
+    this._lastLoss = { received: out.packetsReceived, lost: out.packetsLost };
+    return out;
+  }
+
+  _startStats() {
+    clearInterval(this._statsTimer);
+    if (!this.statsIntervalMs) return;
+    this._statsTimer = setInterval(async () => {
+      const s = await this.stats().catch(() => null);
+      if (s) this._emit("stats", s);
+    }, this.statsIntervalMs);
+  }
+
+  /**
+   * @param {string} type
+   * @param {any} detail
+   */
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
