@@ -4,6 +4,7 @@ bridge-client.js, with a fake microphone playing a WAV tone."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import wave
@@ -72,7 +73,7 @@ async def loopback_only(route) -> None:
     lines = body["sdp"].split("\r\n")
     kept = [ln for ln in lines if not ln.startswith("a=candidate:") or " 127.0.0.1 " in ln]
     body["sdp"] = "\r\n".join(kept)
-    await route.continue_(post_data=__import__("json").dumps(body))
+    await route.continue_(post_data=json.dumps(body))
 
 
 FREQ_JS = """async () => {
@@ -84,7 +85,8 @@ FREQ_JS = """async () => {
   a.getFloatFrequencyData(bins);
   let k = 1;
   for (let i = 1; i < bins.length; i++) if (bins[i] > bins[k]) k = i;
-  return {hz: k * a.context.sampleRate / a.fftSize, peakDb: bins[k], level: window.demo.client.outputLevel()};
+  const level = window.demo.client.outputLevel();
+  return {hz: k * a.context.sampleRate / a.fftSize, peakDb: bins[k], level};
 }"""
 
 
