@@ -38,9 +38,10 @@ def request_token(request: web.Request) -> str | None:
 def token_matches(presented: str, tokens: Iterable[str]) -> bool:
     """Constant-time comparison against every configured token."""
     ok = False
-    raw = presented.encode()
+    # Header values can carry any byte; surrogateescape keeps them comparable, never a crash.
+    raw = presented.encode("utf-8", "surrogateescape")
     for token in tokens:
-        ok |= hmac.compare_digest(raw, token.encode())
+        ok |= hmac.compare_digest(raw, token.encode("utf-8", "surrogateescape"))
     return ok
 
 

@@ -308,6 +308,7 @@ class CallManager:
         self.owner = owner or default_owner()
         self._session_factory = session_factory
         self._media: dict[str, CallMedia] = {}
+        self._dialling = 0  # dials in flight hold a capacity slot
         self._tasks = TaskSet("calls")
         self.shutting_down = False
 
@@ -319,9 +320,20 @@ class CallManager:
     async def close(self) -> None:
         """Hang up every live call, close every peer connection, stop every task."""
         self.shutting_down = True
-        await asyncio.gather(*(self._shutdown_call(c) for c in self.registry.live()))
+        results = await asyncio.gather(
+            *(self._shutdown_call(c) for c in self.registry.live()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, Exception):
+                log.error("ending a call at shutdown", exc_info=result)
         await self._tasks.close()
         self.events.close()
+
+    async def _hangup_quietly(self, engine_call_id: str) -> None:
+        try:
+            await asyncio.wait_for(self.engine.hangup(engine_call_id), 2.0)
+        except (EngineError, TimeoutError, ConnectionError) as exc:
+            log.info("hanging up engine call %s: %s", engine_call_id, exc)
 
     async def _shutdown_call(self, call: Call) -> None:
         try:
@@ -351,14 +363,21 @@ class CallManager:
     def check_capacity(self) -> None:
         if self.shutting_down:
             raise ShuttingDown("the bridge is shutting down")
-        if len(self.registry.live()) >= self.settings.max_calls:
+        if len(self.registry.live()) + self._dialling >= self.settings.max_calls:
             raise AtCapacity(f"the bridge carries its maximum of {self.settings.max_calls} calls")
 
     # -- call control
     async def make(self, phone: str, metadata: dict[str, Any] | None = None) -> Call:
         digits = normalize_phone(phone)
         self.check_capacity()
-        engine_id = await self.engine.dial(digits)
+        self._dialling += 1
+        try:
+            engine_id = await self.engine.dial(digits)
+        finally:
+            self._dialling -= 1
+        if self.shutting_down:
+            await self._hangup_quietly(engine_id)
+            raise ShuttingDown("the bridge is shutting down")
         call = Call(
             id=uuid.uuid4().hex,
             peer=f"{digits}@s.whatsapp.net",
@@ -517,6 +536,7 @@ class CallManager:
                     exc,
                     extra={"call_id": call.id},
                 )
+                self._leg_closed(call, exc)  # a call that cannot carry audio is failed
                 return
             if not self._wants_media(call):
                 await channel.close()
@@ -554,14 +574,24 @@ class CallManager:
         self.registry.ended(call)
         log.info("call %s: ended (%s)", call.id, reason, extra={"call_id": call.id})
         media = self._media.pop(call.id, None)
-        if media is not None:
+        try:
+            if media is not None:
+                # Teardown runs to completion even if the caller is cancelled meanwhile.
+                await asyncio.shield(self._teardown(call, media))
+        finally:
+            self.events.publish("call.ended", call)
+
+    async def _teardown(self, call: Call, media: CallMedia) -> None:
+        try:
             if media.session is not None:
                 await media.session.close()
                 call.webrtc_state = "closed"
-            if media.leg is not None:
-                await media.leg.close()
-            media.bus.close()
-        self.events.publish("call.ended", call)
+        finally:
+            try:
+                if media.leg is not None:
+                    await media.leg.close()
+            finally:
+                media.bus.close()
 
     # -- WebRTC
     async def webrtc_offer(self, call_id: str, sdp: str) -> str:
@@ -588,6 +618,7 @@ class CallManager:
                 media.session = None
                 call.transport = None
                 call.webrtc_state = None
+            await asyncio.shield(session.close())  # also when the request is cancelled
             raise
         if not call.live or media.session is not session:
             # The call ended, or another offer replaced us, while we gathered.

@@ -367,3 +367,16 @@ async def test_health_and_config(make_client) -> None:
 async def test_empty_stun_list_advertises_none(client) -> None:
     config = await (await client.get("/call/webrtc/config")).json()
     assert config["iceServers"] == []
+
+
+async def test_hostile_bytes_never_500(client, make_client) -> None:
+    resp = await client.post("/call/make", data=b"[" * 30_000)
+    assert resp.status == 400
+    assert_error(await resp.json(), "invalid_json")
+    authed = await make_client(api_tokens=(TOKEN,))
+    resp = await authed.get(
+        "/call/status",
+        headers={"token": "caf\udcc3".encode("utf-8", "surrogateescape").decode("latin-1")},
+    )
+    assert resp.status == 401
+    assert_error(await resp.json(), "unauthorized")

@@ -53,19 +53,22 @@ async def call_events(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    await response.write(b"retry: 2000\n: connected\n\n")
-    async with manager.events.subscribe() as sub:
-        while True:
-            try:
-                event = await sub.get(SSE_KEEPALIVE)
-            except TimeoutError:
-                await response.write(b": keepalive\n\n")
-                continue
-            if event is None:
-                break
-            if only and event.call["callID"] != only:
-                continue
-            await response.write(f"event: {event.type}\ndata: {event.to_json()}\n\n".encode())
+    try:
+        await response.write(b"retry: 2000\n: connected\n\n")
+        async with manager.events.subscribe() as sub:
+            while True:
+                try:
+                    event = await sub.get(SSE_KEEPALIVE)
+                except TimeoutError:
+                    await response.write(b": keepalive\n\n")
+                    continue
+                if event is None:
+                    break
+                if only and event.call["callID"] != only:
+                    continue
+                await response.write(f"event: {event.type}\ndata: {event.to_json()}\n\n".encode())
+    except ConnectionError:
+        pass  # the client went away
     return response
 
 

@@ -98,6 +98,8 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise errors.BadRequest("body is nested too deeply", code="invalid_json") from None
     if not isinstance(body, dict):
         raise errors.BadRequest("the JSON body must be an object", code="invalid_json")
     return body

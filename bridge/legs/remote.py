@@ -83,6 +83,7 @@ class PollingEngine:
         self._ended: set[str] = set()
         self._tasks = TaskSet(self.name)
         self._poke = asyncio.Event()
+        self._poll_lock = asyncio.Lock()
         self._http: aiohttp.ClientSession | None = None
 
     # -- lifecycle
@@ -129,6 +130,9 @@ class PollingEngine:
                 await self.poll_once()
             except EngineError as exc:
                 self._mark(False, exc.message)
+            except Exception:  # a malformed answer must not end call discovery for good
+                log.exception("polling the %s engine", self.name)
+                self._mark(False, "malformed answer to the call list")
             self._poke.clear()
             try:
                 await asyncio.wait_for(self._poke.wait(), self.poll_interval)
@@ -136,7 +140,13 @@ class PollingEngine:
                 pass
 
     async def poll_once(self) -> None:
-        calls = await self.list_calls()
+        # One poll at a time: the loop and still_live() may both poll; an overlapping pair
+        # could each diff against a stale view and report a call twice.
+        async with self._poll_lock:
+            await self._poll()
+
+    async def _poll(self) -> None:
+        calls = [c for c in await self.list_calls() if c.id not in self._ended]
         self._mark(True, "reachable")
         seen = {c.id: c for c in calls}
         for call in calls:
@@ -170,6 +180,12 @@ class PollingEngine:
         """Remember a call we created, so its disappearance is noticed."""
         self._known[call_id] = RemoteCall(call_id, peer, state, direction)
         self._unlisted_since[call_id] = time.monotonic()
+
+    def hung_up(self, call_id: str) -> None:
+        """We ended the call ourselves: stop tracking it, report nothing."""
+        self._known.pop(call_id, None)
+        self._unlisted_since.pop(call_id, None)
+        self._ended.add(call_id)
 
     def forget(self, call_id: str, reason: str = "") -> None:
         """The call is gone from the engine: report it ended (once)."""
@@ -207,7 +223,7 @@ class PollingEngine:
         self.stats.requests += 1
         try:
             async with self.http.request(method, url, json=payload, headers=headers) as resp:
-                text = await resp.text()
+                text = await resp.text(errors="replace")
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self.stats.request_errors += 1

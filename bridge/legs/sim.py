@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 FRAME_S = FRAME_MS / 1000
 ECHO_EARLY = 0.06
+MAX_ENDED_CALLS = 100
 
 
 @dataclass
@@ -200,6 +201,11 @@ class SimEngine:
         call.state = "ended"
         if call.channel is not None:
             await call.channel.close()
+        # Keep a bounded history of ended calls (tests and demos read it), without their audio.
+        call.heard = deque(list(call.heard)[-50:], maxlen=50)
+        ended = [k for k, c in self.calls.items() if c.state == "ended"]
+        for key in ended[: max(0, len(ended) - MAX_ENDED_CALLS)]:
+            del self.calls[key]
 
     async def open_media(self, engine_call_id: str) -> SimMediaChannel:
         call = self._get(engine_call_id)

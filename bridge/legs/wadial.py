@@ -222,9 +222,10 @@ class WadialEngine(PollingEngine):
     async def hangup(self, engine_call_id: str) -> None:
         try:
             await self._call("hangup", engine_call_id)
-        finally:
-            self._known.pop(engine_call_id, None)
-            self._ended.add(engine_call_id)
+        except EngineCallNotFound:
+            self.hung_up(engine_call_id)
+            raise
+        self.hung_up(engine_call_id)
 
     async def open_media(self, engine_call_id: str) -> ReconnectingChannel:
         _, url = self._url("media", engine_call_id)

@@ -139,9 +139,10 @@ class ZuckZapGoEngine(PollingEngine):
     async def hangup(self, engine_call_id: str) -> None:
         try:
             await self._call("POST", "/call/hangup", {"callId": engine_call_id})
-        finally:
-            self._known.pop(engine_call_id, None)
-            self._ended.add(engine_call_id)
+        except EngineCallNotFound:
+            self.hung_up(engine_call_id)
+            raise
+        self.hung_up(engine_call_id)
 
     async def open_media(self, engine_call_id: str) -> ReconnectingChannel:
         ws_base = "ws" + self.base[4:] if self.base.startswith("http") else self.base
@@ -181,6 +182,8 @@ class ZuckZapGoEngine(PollingEngine):
         assert isinstance(data, dict)
         call_id = data.get("callId") or data.get("call_id") or data.get("CallID") or data.get("id")
         peer = data.get("peer") or data.get("from") or data.get("From") or ""
+        if call_id and str(call_id) in self._ended:
+            return True  # a late event about a call that has already ended
         if kind == "v1.call.offer" and call_id and str(call_id) not in self._known:
             self.track(str(call_id), str(peer), "ringing", "inbound")
             emit(self.events, EngineEvent(EngineEventKind.INCOMING, str(call_id), str(peer)))
