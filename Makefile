@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit install system-deps clean
+.PHONY: run test lint typecheck unit install system-deps node-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,16 +32,24 @@ system-deps:
 	  else echo "missing Debian packages:$$missing (need root and apt-get); their tests will skip"; fi; \
 	fi
 
+# The libwebrtc peer (Node + @roamhq/wrtc, locked in tests/node/package-lock.json).
+NODE_STAMP = tests/node/node_modules/.installed
+$(NODE_STAMP): tests/node/package-lock.json
+	@if command -v npm >/dev/null; then \
+	  cd tests/node && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: the libwebrtc test will skip"; fi
+node-deps: $(NODE_STAMP)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check bridge tests
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy bridge
 
-unit: $(STAMP) system-deps
+unit: $(STAMP) system-deps node-deps
 	$(PY) -m pytest -q
 
-test: system-deps lint typecheck unit
+test: system-deps node-deps lint typecheck unit
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
