@@ -12,6 +12,8 @@ from .auth import auth_middleware
 from .calls import CallManager
 from .config import EngineKind, Settings
 from .legs import Engine, create_engine
+from .metrics import Metrics
+from .tasks import TaskSet
 from .rtc import restrict_host_addresses
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -33,15 +35,19 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
     eng = engine if engine is not None else create_engine(settings)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
+        metrics = Metrics()
+        tasks = TaskSet("app")
         await eng.start()
-        manager = CallManager(settings, eng)
+        manager = CallManager(settings, eng, metrics=metrics)
         await manager.start()
+        tasks.spawn(metrics.run_loop_lag_monitor(), "loop-lag")
         app[ENGINE] = eng
         app[MANAGER] = manager
         try:
             yield
         finally:
             await manager.close()
+            await tasks.close()
             await eng.close()
 
     async def on_shutdown(app: web.Application) -> None:

@@ -9,9 +9,10 @@ nothing here blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -27,13 +28,66 @@ class BusFrame(NamedTuple):
     t: float
 
 
+TRANSIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3,
+                   0.5, 1.0)
+"""Upper bounds (seconds) of the frame-transit histograms."""
+
+
+class FixedHistogram:
+    """A histogram cheap enough for every frame: fixed buckets, plain integer counts.
+
+    Exported to Prometheus by the metrics collector; ``counts[i]`` counts observations
+    ``<= bounds[i]`` (non-cumulative), the last slot is +Inf.
+    """
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...] = TRANSIT_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def merge(self, other: FixedHistogram) -> None:
+        for i, c in enumerate(other.counts):
+            self.counts[i] += c
+        self.sum += other.sum
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def quantile(self, q: float) -> float | None:
+        """Upper bound of the bucket holding the q-quantile (``None`` if empty)."""
+        total = self.count
+        if not total:
+            return None
+        rank = q * total
+        seen = 0
+        for bound, c in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            seen += c
+            if seen >= rank:
+                return bound
+        return float("inf")
+
+
 @dataclass
 class BusStats:
+    """Counters of one call's bus (plain ints: updated per frame, read by the collector)."""
+
     uplink_frames: int = 0
     uplink_dropped_overflow: int = 0
     uplink_discarded_inactive: int = 0
     downlink_frames: int = 0
+    downlink_played: int = 0
     bad_frames: int = 0
+    uplink_transit: FixedHistogram = field(default_factory=FixedHistogram)
+    """Seconds from a frame entering the bus to its hand-off to the engine leg."""
+    downlink_transit: FixedHistogram = field(default_factory=FixedHistogram)
+    """Seconds from a frame entering the bus to its hand-off to the browser's encoder."""
 
 
 class BusClosed(ConnectionError):
@@ -43,19 +97,25 @@ class BusClosed(ConnectionError):
 class DownlinkSink:
     """A listener's view of the downlink: a jitter buffer fed by the bus."""
 
-    def __init__(self, bus: CallBus, name: str, jitter: JitterBuffer) -> None:
+    def __init__(self, bus: CallBus, name: str, jitter: JitterBuffer[BusFrame]) -> None:
         self.bus = bus
         self.name = name
         self.jitter = jitter
         self.last_frame_t: float | None = None
 
     def push(self, frame: BusFrame) -> None:
-        self.jitter.push(frame.pcm)
+        self.jitter.push(frame)
         self.last_frame_t = frame.t
 
     def pop(self) -> Pcm | None:
-        """Next frame to play, or ``None`` for silence."""
-        return self.jitter.pop()
+        """Next frame to play, or ``None`` for silence (its bus transit time is recorded)."""
+        frame = self.jitter.pop()
+        if frame is None:
+            return None
+        stats = self.bus.stats
+        stats.downlink_played += 1
+        stats.downlink_transit.observe(time.monotonic() - frame.t)
+        return frame.pcm
 
     def detach(self) -> None:
         self.bus.remove_downlink(self)
@@ -128,6 +188,7 @@ class CallBus:
         frame = await self._uplink.get()
         if frame.pcm.size == 0:  # the close() sentinel
             raise BusClosed(self.call_id)
+        self.stats.uplink_transit.observe(time.monotonic() - frame.t)
         return frame
 
     def add_uplink_tap(self, tap: UplinkTap) -> None:
@@ -138,7 +199,9 @@ class CallBus:
             self._uplink_taps.remove(tap)
 
     # -- downlink
-    def add_downlink(self, name: str, jitter: JitterBuffer | None = None) -> DownlinkSink:
+    def add_downlink(
+        self, name: str, jitter: JitterBuffer[BusFrame] | None = None
+    ) -> DownlinkSink:
         sink = DownlinkSink(self, name, jitter or JitterBuffer())
         self._sinks.append(sink)
         return sink

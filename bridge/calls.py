@@ -27,6 +27,7 @@ from .bus import CallBus
 from .config import Settings
 from .errors import (
     AtCapacity,
+    BadOffer,
     BadRequest,
     CallNotFound,
     CallStateError,
@@ -34,7 +35,8 @@ from .errors import (
     EngineError,
     ShuttingDown,
 )
-from .legs import Engine, EngineEvent, EngineEventKind, LegPump
+from .legs import Engine, EngineEvent, EngineEventKind, LegPump, LegStats
+from .metrics import MediaTotals, Metrics, estimate_mos
 from .rtc import WebRTCSession
 from .tasks import TaskSet
 
@@ -95,6 +97,10 @@ def _iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
 def default_owner() -> str:
     """This process's identity as a call owner."""
     return os.environ.get("BRIDGE_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}"
@@ -118,6 +124,7 @@ class Call:
     muted: bool = False
     transport: str | None = None
     webrtc_state: str | None = None
+    final_stats: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def live(self) -> bool:
@@ -289,6 +296,21 @@ class CallMedia:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+def _offer_result(exc: BaseException) -> str:
+    """A bounded label for a failed offer."""
+    if isinstance(exc, BadOffer):
+        return "bad_offer"
+    if isinstance(exc, CallNotFound):
+        return "not_found"
+    if isinstance(exc, CallStateError):
+        return "conflict"
+    if isinstance(exc, AtCapacity | ShuttingDown):
+        return "capacity"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return "error"
+
+
 class CallManager:
     """Runs calls: drives the engine, the state machine, the bus and the WebRTC sessions."""
 
@@ -300,6 +322,7 @@ class CallManager:
         events: CallEvents | None = None,
         owner: str | None = None,
         session_factory: Callable[..., WebRTCSession] = WebRTCSession,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -311,11 +334,15 @@ class CallManager:
         self._dialling = 0  # dials in flight hold a capacity slot
         self._tasks = TaskSet("calls")
         self.shutting_down = False
+        self.metrics = metrics or Metrics()
+        self.metrics.attach_media(self.media_totals, self._engine_stats)
+        self.metrics.sessions_active.set_function(self._live_sessions)
 
     # -- lifecycle
     async def start(self) -> None:
         self._tasks.spawn(self._consume_engine_events(), "engine-events")
         self._tasks.spawn(self._sweep_loop(), "sweeper")
+        self._tasks.spawn(self._quality_loop(), "quality")
 
     async def close(self) -> None:
         """Hang up every live call, close every peer connection, stop every task."""
@@ -399,9 +426,11 @@ class CallManager:
 
     def _add(self, call: Call) -> None:
         self.registry.add(call)
+        self.metrics.calls_started.labels(str(call.direction)).inc()
         bus = CallBus(call.id)
         bus.muted = call.muted
         self._media[call.id] = CallMedia(bus=bus)
+        self._count_active()
         self.events.publish("call.created", call)
 
     async def answer(self, call_id: str) -> Call:
@@ -574,6 +603,15 @@ class CallManager:
         self.registry.ended(call)
         log.info("call %s: ended (%s)", call.id, reason, extra={"call_id": call.id})
         media = self._media.pop(call.id, None)
+        self.metrics.calls_ended.labels(str(call.direction), str(reason)).inc()
+        if call.answered_at is not None and call.ended_at is not None:
+            self.metrics.call_duration.observe(call.ended_at - call.answered_at)
+        self._count_active()
+        if media is not None:
+            call.final_stats = self._stats_json(call, media)
+            self.metrics.ended_totals.add_bus(media.bus.stats)
+            if media.session is not None:
+                self._absorb_session(media.session)
         try:
             if media is not None:
                 # Teardown runs to completion even if the caller is cancelled meanwhile.
@@ -593,9 +631,127 @@ class CallManager:
             finally:
                 media.bus.close()
 
+    # -- metrics and per-call stats
+    def _count_active(self) -> None:
+        live = self.registry.live()
+        for direction in Direction:
+            count = sum(1 for c in live if c.direction is direction)
+            self.metrics.calls_active.labels(str(direction)).set(count)
+
+    def _live_sessions(self) -> int:
+        return sum(
+            1
+            for m in self._media.values()
+            if m.session is not None and m.session.state not in ("closed", "failed")
+        )
+
+    def _absorb_session(self, session: WebRTCSession) -> None:
+        """Keep a retiring session's jitter-buffer counters in the ended totals."""
+        jitter = session.jitter_buffer
+        if jitter is not None:
+            t = self.metrics.ended_totals
+            t.jitter_underruns += jitter.stats.underruns
+            t.jitter_overflow_drops += jitter.stats.overflow_drops
+            t.jitter_latency_drops += jitter.stats.latency_drops
+
+    def media_totals(self) -> MediaTotals:
+        """Bus and jitter-buffer counters of every call, ended ones included."""
+        ended = self.metrics.ended_totals
+        out = MediaTotals(
+            jitter_underruns=ended.jitter_underruns,
+            jitter_overflow_drops=ended.jitter_overflow_drops,
+            jitter_latency_drops=ended.jitter_latency_drops,
+        )
+        out.add_bus(ended.bus)
+        for media in self._media.values():
+            out.add_bus(media.bus.stats)
+            jitter = media.session.jitter_buffer if media.session is not None else None
+            if jitter is not None:
+                out.jitter_underruns += jitter.stats.underruns
+                out.jitter_overflow_drops += jitter.stats.overflow_drops
+                out.jitter_latency_drops += jitter.stats.latency_drops
+                out.jitter_depth += len(jitter)
+        return out
+
+    def _engine_stats(self) -> tuple[str, LegStats, bool]:
+        up = getattr(self.engine, "up", True)
+        return self.engine.name, self.engine.stats, bool(up)
+
+    async def _quality_loop(self) -> None:
+        """Sample every live session's RTP/RTCP statistics into the metrics."""
+        m = self.metrics
+        while True:
+            await asyncio.sleep(self.settings.stats_interval)
+            worst = 5.0
+            for media in list(self._media.values()):
+                session = media.session
+                if session is None or session.state != "connected":
+                    continue
+                try:
+                    q = await session.sample_quality()
+                except Exception:
+                    log.exception("sampling WebRTC stats of call %s", media.bus.call_id)
+                    continue
+                if q is None:
+                    continue
+                m.rtp_packets.labels("uplink").inc(q.uplink_packets)
+                m.rtp_lost.labels("uplink").inc(q.uplink_lost)
+                m.rtp_jitter.labels("uplink").observe(q.uplink_jitter_s)
+                m.rtp_packets.labels("downlink").inc(q.downlink_packets)
+                m.rtp_lost.labels("downlink").inc(q.downlink_lost)
+                if q.downlink_jitter_s is not None:
+                    m.rtp_jitter.labels("downlink").observe(q.downlink_jitter_s)
+                if q.rtt_s is not None:
+                    m.rtt.observe(q.rtt_s)
+                jitter = max(q.uplink_jitter_s, q.downlink_jitter_s or 0.0)
+                session.mos = estimate_mos(q.loss_fraction, jitter, q.rtt_s)
+                m.mos.observe(session.mos)
+                worst = min(worst, session.mos)
+            m.mos_current.set(worst)
+
+    def stats(self, call_id: str) -> dict[str, Any]:
+        """One call's numbers as JSON (for support cases)."""
+        call = self.get(call_id)
+        media = self._media.get(call.id)
+        if media is None:
+            return call.final_stats or {"callID": call.id, "state": str(call.state)}
+        return self._stats_json(call, media)
+
+    def _stats_json(self, call: Call, media: CallMedia) -> dict[str, Any]:
+        b = media.bus.stats
+        return {
+            "callID": call.id,
+            "state": str(call.state),
+            "webrtc": media.session.stats_json() if media.session is not None else None,
+            "bus": {
+                "uplinkFrames": b.uplink_frames,
+                "downlinkFrames": b.downlink_frames,
+                "downlinkPlayed": b.downlink_played,
+                "uplinkDroppedOverflow": b.uplink_dropped_overflow,
+                "uplinkDiscardedInactive": b.uplink_discarded_inactive,
+                "badFrames": b.bad_frames,
+                "uplinkTransitP50Ms": _ms(b.uplink_transit.quantile(0.5)),
+                "uplinkTransitP99Ms": _ms(b.uplink_transit.quantile(0.99)),
+                "downlinkTransitP50Ms": _ms(b.downlink_transit.quantile(0.5)),
+                "downlinkTransitP99Ms": _ms(b.downlink_transit.quantile(0.99)),
+            },
+            "leg": {"engine": self.engine.name, "open": media.leg is not None},
+        }
+
     # -- WebRTC
     async def webrtc_offer(self, call_id: str, sdp: str) -> str:
         """Answer a browser's offer for a call, replacing any previous peer connection."""
+        started = time.monotonic()
+        try:
+            answer = await self._webrtc_offer(call_id, sdp)
+        except BaseException as exc:
+            self.metrics.offers.labels(_offer_result(exc)).inc()
+            raise
+        self.metrics.offers.labels("answered").inc()
+        self.metrics.offer_to_answer.observe(time.monotonic() - started)
+        return answer
+
+    async def _webrtc_offer(self, call_id: str, sdp: str) -> str:
         call = self.get(call_id)
         if not call.live:
             raise CallStateError(f"call {call.id} has ended; start a new call")
@@ -608,6 +764,7 @@ class CallManager:
                 raise AtCapacity("the bridge carries its maximum of WebRTC sessions")
         old, media.session = media.session, None
         if old is not None:
+            self._absorb_session(old)
             await old.close()
         session = self._session_factory(call.id, media.bus, self.settings, self._on_webrtc_state)
         media.session = session
@@ -636,6 +793,9 @@ class CallManager:
         media = self._media.get(session.call_id)
         if call is None or media is None or media.session is not session:
             return  # a replaced session's last words
+        self.metrics.webrtc_states.labels(state).inc()
+        if state == "connected" and session.connected_at is not None:
+            self.metrics.offer_to_connected.observe(session.connected_at - session.offered_at)
         call.webrtc_state = state
         self.events.publish("webrtc.state", call)
 
@@ -645,6 +805,7 @@ class CallManager:
         media = self._media.get(call.id)
         if media is not None and media.session is not None:
             session, media.session = media.session, None
+            self._absorb_session(session)
             await session.close()
             call.webrtc_state = "closed"
             call.transport = None

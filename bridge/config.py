@@ -86,6 +86,8 @@ class Settings:
     turn_ttl: int = _opt(3600, "lifetime of ephemeral TURN credentials, seconds")
     max_calls: int = _opt(200, "live calls before /call/make and /offer answer 503")
     log_format: LogFormat = _opt(LogFormat.TEXT, "log format: text or json")
+    metrics_token: str = _opt("", "token /metrics requires (empty: /metrics is open)", secret=True)
+    stats_interval: float = _opt(5.0, "seconds between RTP/RTCP quality samples per session")
     log_level: str = _opt("info", "log level: debug, info, warning, error")
     ended_call_ttl: float = _opt(900.0, "seconds an ended call stays readable (min 600)")
     sim_peer: SimPeer = _opt(SimPeer.ECHO, "simulated remote party: echo, tone, silence")
@@ -242,6 +244,8 @@ def _validate(s: Settings) -> None:
             raise bad("engine_url", f"an http(s):// URL is required with BRIDGE_ENGINE={s.engine}")
     if s.engine is EngineKind.WADIAL and not s.engine_session:
         raise bad("engine_session", "the WADial session id is required with BRIDGE_ENGINE=wadial")
+    if not 0.2 <= s.stats_interval <= 300:
+        raise bad("stats_interval", "must be between 0.2 and 300 seconds")
     if not 0.05 <= s.engine_poll_interval <= 60:
         raise bad("engine_poll_interval", "must be between 0.05 and 60 seconds")
     if not 0 <= s.engine_reconnect_attempts <= 100:

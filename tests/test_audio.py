@@ -150,6 +150,7 @@ async def test_bus_track_paced_and_silent_on_underrun() -> None:
     track = BusAudioTrack(bus.add_downlink("test", JitterBuffer(target=1)))
     for i in range(5):
         bus.push_downlink(tone(500, FRAME_SAMPLES, start=i * FRAME_SAMPLES))
+    assert bus.stats.downlink_frames == 5
     start = time.monotonic()
     frames = [await track.recv() for _ in range(25)]
     elapsed = time.monotonic() - start
@@ -161,6 +162,7 @@ async def test_bus_track_paced_and_silent_on_underrun() -> None:
     assert dominant_frequency(np.concatenate(pcm[:5]), 16_000) == pytest.approx(500, abs=5)
     assert all(not p.any() for p in pcm[5:])  # underrun plays silence, never stalls
     assert track.silent_frames == 20
+    assert bus.stats.downlink_played == 5 and bus.stats.downlink_transit.count == 5
     track.stop()
     assert bus._sinks == []
     await asyncio.sleep(0)

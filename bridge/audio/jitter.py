@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from .pcm import Pcm
+T = TypeVar("T")
 
 
 @dataclass
@@ -19,7 +20,7 @@ class JitterStats:
     latency_drops: int = 0
 
 
-class JitterBuffer:
+class JitterBuffer(Generic[T]):
     """Bounded FIFO of frames that absorbs arrival jitter before a paced playout clock.
 
     Playout starts once ``target`` frames are queued. On underrun the reader gets ``None``
@@ -48,7 +49,7 @@ class JitterBuffer:
         self.slack = slack
         self.capacity = capacity
         self.shrink_after = shrink_after
-        self._frames: deque[Pcm] = deque()
+        self._frames: deque[T] = deque()
         self._playing = False
         self._since_underrun = 0
         self.stats = JitterStats()
@@ -56,7 +57,7 @@ class JitterBuffer:
     def __len__(self) -> int:
         return len(self._frames)
 
-    def push(self, frame: Pcm) -> None:
+    def push(self, frame: T) -> None:
         """Queue one frame (never blocks; drops the oldest past capacity)."""
         self.stats.pushed += 1
         self._frames.append(frame)
@@ -64,7 +65,7 @@ class JitterBuffer:
             self._frames.popleft()
             self.stats.overflow_drops += 1
 
-    def pop(self) -> Pcm | None:
+    def pop(self) -> T | None:
         """Next frame to play, or ``None`` when the reader should play silence."""
         if not self._playing:
             if len(self._frames) < self.target:

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from ..config import ConfigError, EngineKind, Settings
-from .base import Engine, EngineEvent, EngineEventKind, EngineHealth, MediaChannel, MediaClosed
+from .base import (
+    Engine,
+    EngineEvent,
+    EngineEventKind,
+    EngineHealth,
+    LegStats,
+    MediaChannel,
+    MediaClosed,
+)
 from .pump import LegPump
 from .sim import SimEngine
 from .wadial import WadialEngine
@@ -27,6 +35,7 @@ __all__ = [
     "EngineEventKind",
     "EngineHealth",
     "LegPump",
+    "LegStats",
     "MediaChannel",
     "MediaClosed",
     "SimEngine",

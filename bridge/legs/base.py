@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..audio.pcm import Pcm
+from ..bus import FixedHistogram
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,25 @@ class EngineHealth:
     info: dict[str, object] = field(default_factory=dict)
 
 
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Upper bounds (seconds) of the engine request-latency histogram."""
+
+
+@dataclass
+class LegStats:
+    """Counters of an engine and its media legs (read by the metrics collector)."""
+
+    reconnects: int = 0
+    bad_frames: int = 0
+    bad_messages: int = 0
+    uplink_dropped: int = 0
+    requests: int = 0
+    request_errors: int = 0
+    request_seconds: FixedHistogram = field(
+        default_factory=lambda: FixedHistogram(REQUEST_BUCKETS)
+    )
+
+
 class MediaClosed(ConnectionError):
     """The engine's media channel for a call has closed."""
 
@@ -65,6 +85,7 @@ class Engine(Protocol):
 
     name: str
     events: asyncio.Queue[EngineEvent]
+    stats: LegStats
     media_before_answer: bool
     """Open the call's media as soon as the call exists (its socket carries call state)."""
 

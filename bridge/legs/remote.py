@@ -21,6 +21,7 @@ from .base import (
     EngineEvent,
     EngineEventKind,
     EngineHealth,
+    LegStats,
     MediaChannel,
     MediaClosed,
     MediaFatal,
@@ -45,18 +46,6 @@ class RemoteCall:
     peer: str
     state: str
     direction: str
-
-
-@dataclass
-class LegStats:
-    """Counters of an engine leg (exported as metrics later)."""
-
-    reconnects: int = 0
-    bad_frames: int = 0
-    bad_messages: int = 0
-    uplink_dropped: int = 0
-    requests: int = 0
-    request_errors: int = 0
 
 
 class PollingEngine:
@@ -221,10 +210,12 @@ class PollingEngine:
     ) -> Any:
         """One REST call; transport failures become ``EngineUnavailable``."""
         self.stats.requests += 1
+        started = time.monotonic()
         try:
             async with self.http.request(method, url, json=payload, headers=headers) as resp:
                 text = await resp.text(errors="replace")
                 status = resp.status
+            self.stats.request_seconds.observe(time.monotonic() - started)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self.stats.request_errors += 1
             self._mark(False, f"unreachable: {type(exc).__name__}")

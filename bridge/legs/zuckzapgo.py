@@ -21,8 +21,8 @@ from ..errors import (
     EngineUnavailable,
     PeerUnreachable,
 )
-from .base import EngineEvent, EngineEventKind, MediaClosed, emit
-from .remote import LegStats, PollingEngine, ReconnectingChannel, RemoteCall, WebSocketMedia
+from .base import EngineEvent, EngineEventKind, LegStats, MediaClosed, emit
+from .remote import PollingEngine, ReconnectingChannel, RemoteCall, WebSocketMedia
 
 log = logging.getLogger(__name__)
 

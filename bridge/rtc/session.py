@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -30,6 +33,37 @@ _STATES = {
     "failed": "failed",
     "closed": "closed",
 }
+
+
+OPUS_CLOCK = 48_000
+"""RTP clock rate of Opus (RFC 7587): aiortc reports jitter in these units."""
+
+
+@dataclass
+class Quality:
+    """One sample of a session's RTP/RTCP statistics (deltas since the previous sample)."""
+
+    uplink_packets: int = 0
+    uplink_lost: int = 0
+    uplink_jitter_s: float = 0.0
+    downlink_packets: int = 0
+    downlink_lost: int = 0
+    downlink_jitter_s: float | None = None
+    rtt_s: float | None = None
+    loss_fraction: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "uplinkPacketsReceived": self.uplink_packets,
+            "uplinkPacketsLost": self.uplink_lost,
+            "uplinkJitterMs": round(self.uplink_jitter_s * 1000, 2),
+            "downlinkPacketsReceived": self.downlink_packets,
+            "downlinkPacketsLost": self.downlink_lost,
+            "downlinkJitterMs": None
+            if self.downlink_jitter_s is None
+            else round(self.downlink_jitter_s * 1000, 2),
+            "rttMs": None if self.rtt_s is None else round(self.rtt_s * 1000, 2),
+        }
 
 
 class WebRTCSession:
@@ -58,11 +92,19 @@ class WebRTCSession:
         self._close_lock = asyncio.Lock()
         self._closed = False
         self.uplink_frames = 0
+        self.offered_at = time.monotonic()
+        self.connected_at: float | None = None
+        self.totals = Quality()
+        """Cumulative RTP counters (absolute, not deltas)."""
+        self.last: Quality | None = None
+        self.mos: float | None = None
 
     def _set_state(self, state: str) -> None:
         if state == self.state or self.state == "closed":
             return
         self.state = state
+        if state == "connected" and self.connected_at is None:
+            self.connected_at = time.monotonic()
         if self._on_state is not None:
             self._on_state(self, state)
 
@@ -112,6 +154,74 @@ class WebRTCSession:
                     self.uplink_frames += 1
         except MediaStreamError:
             pass
+
+    @property
+    def jitter_buffer(self) -> Any:
+        """The downlink jitter buffer (``None`` before the offer was answered)."""
+        return self._track.sink.jitter if self._track is not None else None
+
+    async def sample_quality(self) -> Quality | None:
+        """Read aiortc's RTP/RTCP statistics; returns the change since the last sample."""
+        pc = self._pc
+        if pc is None or self._closed:
+            return None
+        report = await pc.getStats()
+        now = Quality()
+        for stat in report.values():
+            kind = getattr(stat, "type", "")
+            if kind == "inbound-rtp":
+                now.uplink_packets += stat.packetsReceived or 0
+                now.uplink_lost += max(0, stat.packetsLost or 0)
+                now.uplink_jitter_s = max(now.uplink_jitter_s, (stat.jitter or 0) / OPUS_CLOCK)
+            elif kind == "remote-inbound-rtp":
+                now.downlink_packets += stat.packetsReceived or 0
+                now.downlink_lost += max(0, stat.packetsLost or 0)
+                now.downlink_jitter_s = (stat.jitter or 0) / OPUS_CLOCK
+                if stat.roundTripTime is not None:
+                    now.rtt_s = float(stat.roundTripTime)
+        prev = self.totals
+        delta = Quality(
+            uplink_packets=max(0, now.uplink_packets - prev.uplink_packets),
+            uplink_lost=max(0, now.uplink_lost - prev.uplink_lost),
+            uplink_jitter_s=now.uplink_jitter_s,
+            downlink_packets=max(0, now.downlink_packets - prev.downlink_packets),
+            downlink_lost=max(0, now.downlink_lost - prev.downlink_lost),
+            downlink_jitter_s=now.downlink_jitter_s,
+            rtt_s=now.rtt_s,
+        )
+        up = delta.uplink_packets + delta.uplink_lost
+        down = delta.downlink_packets + delta.downlink_lost
+        delta.loss_fraction = max(
+            delta.uplink_lost / up if up else 0.0, delta.downlink_lost / down if down else 0.0
+        )
+        self.totals = now
+        self.last = delta
+        return delta
+
+    def stats_json(self) -> dict[str, Any]:
+        """This session's numbers for ``GET /call/{callID}/stats``."""
+        jitter = self.jitter_buffer
+        return {
+            "state": self.state,
+            "totals": self.totals.as_json(),
+            "lastSample": self.last.as_json() if self.last else None,
+            "lossFraction": self.last.loss_fraction if self.last else None,
+            "mos": None if self.mos is None else round(self.mos, 2),
+            "offerToConnectedMs": None
+            if self.connected_at is None
+            else round((self.connected_at - self.offered_at) * 1000, 1),
+            "uplinkFrames": self.uplink_frames,
+            "jitterBuffer": None
+            if jitter is None
+            else {
+                "depth": len(jitter),
+                "target": jitter.target,
+                "underruns": jitter.stats.underruns,
+                "overflowDrops": jitter.stats.overflow_drops,
+                "latencyDrops": jitter.stats.latency_drops,
+                "played": jitter.stats.played,
+            },
+        }
 
     async def close(self) -> None:
         """Close the peer connection and stop both directions (idempotent)."""

@@ -1,0 +1,29 @@
+"""``GET /metrics`` (Prometheus text format) and ``GET /call/{callID}/stats`` (JSON)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..auth import request_token, token_matches
+from ..errors import Unauthorized
+from ..metrics import CONTENT_TYPE
+from .keys import MANAGER, SETTINGS
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Open unless ``BRIDGE_METRICS_TOKEN`` is set (then Bearer, ``token:`` or ``?token=``)."""
+    token = request.app[SETTINGS].metrics_token
+    if token:
+        presented = request_token(request) or request.query.get("token")
+        if presented is None or not token_matches(presented, (token,)):
+            raise Unauthorized("/metrics needs BRIDGE_METRICS_TOKEN")
+    body = request.app[MANAGER].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+@routes.get("/call/{callID}/stats")
+async def call_stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[MANAGER].stats(request.match_info["callID"]))

@@ -1,0 +1,239 @@
+"""Prometheus collectors: calls, WebRTC quality, the bus and the engine legs, the process.
+
+Everything lives in one :class:`Metrics` object per application (its own
+``CollectorRegistry``, never the global one). Labels are bounded sets (direction, reason,
+result, state, engine); a call id is never a label — per-call numbers are served as JSON by
+``GET /call/{callID}/stats``.
+
+Per-frame counters are plain integers on each call's bus; :class:`MediaCollector` reads them
+at scrape time (live calls plus the totals of ended ones), so the media path pays no
+Prometheus cost per frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics_core import Metric
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from .bus import BusStats, FixedHistogram
+from .legs import LegStats
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def estimate_mos(loss_fraction: float, jitter_s: float, rtt_s: float | None) -> float:
+    """Mean opinion score from the ITU-T G.107 E-model, in the common simplified form.
+
+    One-way delay is half the RTT, jitter counts twice (it becomes playout buffering) plus
+    10 ms of codec delay; the R factor loses 2.5 points per percent of packet loss.
+    """
+    one_way_ms = (rtt_s or 0.0) * 500.0
+    effective = one_way_ms + 2 * jitter_s * 1000.0 + 10.0
+    if effective < 160:
+        r = 93.2 - effective / 40
+    else:
+        r = 93.2 - (effective - 120) / 10
+    r -= 2.5 * (loss_fraction * 100)
+    r = max(0.0, min(100.0, r))
+    return 1 + 0.035 * r + 7e-6 * r * (r - 60) * (100 - r)
+
+
+@dataclass
+class MediaTotals:
+    """Media counters summed over calls (the collector's input)."""
+
+    bus: BusStats = field(default_factory=BusStats)
+    jitter_underruns: int = 0
+    jitter_overflow_drops: int = 0
+    jitter_latency_drops: int = 0
+    jitter_depth: int = 0
+
+    def add_bus(self, stats: BusStats) -> None:
+        b = self.bus
+        b.uplink_frames += stats.uplink_frames
+        b.uplink_dropped_overflow += stats.uplink_dropped_overflow
+        b.uplink_discarded_inactive += stats.uplink_discarded_inactive
+        b.downlink_frames += stats.downlink_frames
+        b.downlink_played += stats.downlink_played
+        b.bad_frames += stats.bad_frames
+        b.uplink_transit.merge(stats.uplink_transit)
+        b.downlink_transit.merge(stats.downlink_transit)
+
+
+def _histogram(name: str, doc: str, labels: dict[str, str], hists: Iterable[tuple[dict[str, str],
+               FixedHistogram]]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=list(labels))
+    for values, h in hists:
+        buckets = []
+        running = 0
+        for bound, c in zip((*h.bounds, float("inf")), h.counts, strict=True):
+            running += c
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        family.add_metric([values[k] for k in labels], buckets, h.sum)
+    return family
+
+
+class MediaCollector:
+    """Reads bus, jitter-buffer and engine counters at scrape time."""
+
+    def __init__(self, totals: Callable[[], MediaTotals], engine: Callable[[], tuple[str, LegStats,
+                 bool]]) -> None:
+        self._totals = totals
+        self._engine = engine
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        t = self._totals()
+        b = t.bus
+        frames = CounterMetricFamily("bridge_bus_frames", "20 ms frames carried by the bus",
+                                     labels=["direction"])
+        frames.add_metric(["uplink"], b.uplink_frames)
+        frames.add_metric(["downlink"], b.downlink_frames)
+        yield frames
+        dropped = CounterMetricFamily(
+            "bridge_bus_frames_dropped", "frames dropped inside the bridge, by reason",
+            labels=["direction", "reason"],
+        )
+        dropped.add_metric(["uplink", "overflow"], b.uplink_dropped_overflow)
+        dropped.add_metric(["uplink", "inactive"], b.uplink_discarded_inactive)
+        dropped.add_metric(["uplink", "conversion"], b.bad_frames)
+        dropped.add_metric(["downlink", "overflow"], t.jitter_overflow_drops)
+        dropped.add_metric(["downlink", "late"], t.jitter_latency_drops)
+        name, leg, up = self._engine()
+        dropped.add_metric(["uplink", "backpressure"], leg.uplink_dropped)
+        dropped.add_metric(["downlink", "conversion"], leg.bad_frames)
+        yield dropped
+        yield _histogram(
+            "bridge_frame_transit_seconds",
+            "time a frame spends inside the bridge (bus entry to hand-off)",
+            {"direction": ""},
+            [({"direction": "uplink"}, b.uplink_transit),
+             ({"direction": "downlink"}, b.downlink_transit)],
+        )
+        under = CounterMetricFamily("bridge_jitter_buffer_underruns",
+                                    "downlink jitter-buffer underruns (silence played)")
+        under.add_metric([], t.jitter_underruns)
+        yield under
+        depth = GaugeMetricFamily("bridge_jitter_buffer_depth_frames",
+                                  "frames queued in all downlink jitter buffers now")
+        depth.add_metric([], t.jitter_depth)
+        yield depth
+        req = CounterMetricFamily("bridge_engine_requests", "REST requests to the engine",
+                                  labels=["engine"])
+        req.add_metric([name], leg.requests)
+        yield req
+        err = CounterMetricFamily("bridge_engine_request_errors",
+                                  "engine requests that failed", labels=["engine"])
+        err.add_metric([name], leg.request_errors)
+        yield err
+        yield _histogram("bridge_engine_request_seconds", "engine REST request latency",
+                         {"engine": ""}, [({"engine": name}, leg.request_seconds)])
+        rec = CounterMetricFamily("bridge_engine_media_reconnects",
+                                  "engine media socket reconnects", labels=["engine"])
+        rec.add_metric([name], leg.reconnects)
+        yield rec
+        bad = CounterMetricFamily("bridge_engine_bad_messages",
+                                  "malformed frames or messages from the engine", labels=["engine"])
+        bad.add_metric([name], leg.bad_messages + leg.bad_frames)
+        yield bad
+        upg = GaugeMetricFamily("bridge_engine_up", "1 when the engine is reachable",
+                                labels=["engine"])
+        upg.add_metric([name], 1.0 if up else 0.0)
+        yield upg
+
+
+class Metrics:
+    """The application's Prometheus registry and the series the code updates directly."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.calls_active = Gauge("bridge_calls_active", "live calls", ["direction"], registry=r)
+        self.calls_started = Counter("bridge_calls_started", "calls created", ["direction"],
+                                     registry=r)
+        self.calls_ended = Counter("bridge_calls_ended", "calls ended", ["direction", "reason"],
+                                   registry=r)
+        self.call_duration = Histogram(
+            "bridge_call_duration_seconds", "answered call duration",
+            buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200), registry=r,
+        )
+        self.offers = Counter("bridge_webrtc_offers", "WebRTC offers by result", ["result"],
+                              registry=r)
+        self.offer_to_answer = Histogram(
+            "bridge_webrtc_offer_to_answer_seconds", "offer received to answer sent",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=r,
+        )
+        self.offer_to_connected = Histogram(
+            "bridge_webrtc_offer_to_connected_seconds", "offer received to ICE+DTLS connected",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20), registry=r,
+        )
+        self.webrtc_states = Counter("bridge_webrtc_state_transitions",
+                                     "peer connection state changes", ["state"], registry=r)
+        self.sessions_active = Gauge("bridge_webrtc_sessions_active",
+                                     "live WebRTC peer connections", registry=r)
+        self.rtp_packets = Counter("bridge_rtp_packets_received",
+                                   "RTP packets received (uplink: by the bridge; downlink: "
+                                   "by browsers, from RTCP)", ["direction"], registry=r)
+        self.rtp_lost = Counter("bridge_rtp_packets_lost",
+                                "RTP packets lost (uplink: browser→bridge; downlink: "
+                                "bridge→browser, from RTCP receiver reports)", ["direction"],
+                                registry=r)
+        self.rtp_jitter = Histogram(
+            "bridge_rtp_jitter_seconds", "RTP interarrival jitter, sampled per session",
+            ["direction"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32),
+            registry=r,
+        )
+        self.rtt = Histogram(
+            "bridge_rtt_seconds", "round-trip time from RTCP receiver reports",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2), registry=r,
+        )
+        self.mos = Histogram(
+            "bridge_mos_estimate", "estimated MOS (E-model) per session sample",
+            buckets=(1.0, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.4, 4.5), registry=r,
+        )
+        self.mos_current = Gauge("bridge_mos_estimate_min",
+                                 "lowest MOS estimate among live sessions (5 when none)",
+                                 registry=r)
+        self.mos_current.set(5.0)
+        self.loop_lag = Histogram(
+            "bridge_event_loop_lag_seconds", "event-loop scheduling delay",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=r,
+        )
+        self.ended_totals = MediaTotals()
+        """Bus counters of calls that have ended (live ones are read at scrape)."""
+
+    def attach_media(self, totals: Callable[[], MediaTotals],
+                     engine: Callable[[], tuple[str, LegStats, bool]]) -> None:
+        self.registry.register(MediaCollector(totals, engine))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def run_loop_lag_monitor(self, interval: float = 0.25) -> None:
+        """Measure how late the event loop wakes a sleeping task (owned by the app)."""
+        while True:
+            start = time.monotonic()
+            await asyncio.sleep(interval)
+            self.loop_lag.observe(max(0.0, time.monotonic() - start - interval))
