@@ -13,8 +13,8 @@ from .calls import CallManager
 from .config import EngineKind, Settings
 from .legs import Engine, create_engine
 from .metrics import Metrics
-from .tasks import TaskSet
 from .rtc import restrict_host_addresses
+from .tasks import TaskSet
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 """The browser client and demo page (served at ``/`` and ``/web/``)."""

@@ -28,8 +28,23 @@ class BusFrame(NamedTuple):
     t: float
 
 
-TRANSIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3,
-                   0.5, 1.0)
+TRANSIT_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.03,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    1.0,
+)
 """Upper bounds (seconds) of the frame-transit histograms."""
 
 
@@ -199,9 +214,7 @@ class CallBus:
             self._uplink_taps.remove(tap)
 
     # -- downlink
-    def add_downlink(
-        self, name: str, jitter: JitterBuffer[BusFrame] | None = None
-    ) -> DownlinkSink:
+    def add_downlink(self, name: str, jitter: JitterBuffer[BusFrame] | None = None) -> DownlinkSink:
         sink = DownlinkSink(self, name, jitter or JitterBuffer())
         self._sinks.append(sink)
         return sink

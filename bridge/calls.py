@@ -337,6 +337,7 @@ class CallManager:
         self.metrics = metrics or Metrics()
         self.metrics.attach_media(self.media_totals, self._engine_stats)
         self.metrics.sessions_active.set_function(self._live_sessions)
+        self.metrics.calls_max.set(settings.max_calls)
 
     # -- lifecycle
     async def start(self) -> None:

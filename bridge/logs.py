@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 
 from .config import LogFormat, Settings
+
+_CALL_PREFIX = re.compile(r"call ([0-9a-f]{32})\b")
+
+
+def call_id_of(record: logging.LogRecord) -> str | None:
+    """The call a record is about: its ``call_id`` extra, or the ``call <id>:`` prefix that
+    every call-related message of the bridge starts with."""
+    if isinstance(record.msg, str) and record.msg.startswith("call %s") and record.args:
+        args = record.args if isinstance(record.args, tuple) else (record.args,)
+        first = str(args[0])
+        if _CALL_PREFIX.fullmatch(f"call {first}"):
+            return first
+    return None
 
 
 class JsonFormatter(logging.Formatter):
@@ -20,7 +34,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        call_id = getattr(record, "call_id", None)
+        call_id = getattr(record, "call_id", None) or call_id_of(record)
         if call_id:
             out["call_id"] = call_id
         if record.exc_info:

@@ -78,8 +78,12 @@ class MediaTotals:
         b.downlink_transit.merge(stats.downlink_transit)
 
 
-def _histogram(name: str, doc: str, labels: dict[str, str], hists: Iterable[tuple[dict[str, str],
-               FixedHistogram]]) -> HistogramMetricFamily:
+def _histogram(
+    name: str,
+    doc: str,
+    labels: dict[str, str],
+    hists: Iterable[tuple[dict[str, str], FixedHistogram]],
+) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, doc, labels=list(labels))
     for values, h in hists:
         buckets = []
@@ -94,8 +98,9 @@ def _histogram(name: str, doc: str, labels: dict[str, str], hists: Iterable[tupl
 class MediaCollector:
     """Reads bus, jitter-buffer and engine counters at scrape time."""
 
-    def __init__(self, totals: Callable[[], MediaTotals], engine: Callable[[], tuple[str, LegStats,
-                 bool]]) -> None:
+    def __init__(
+        self, totals: Callable[[], MediaTotals], engine: Callable[[], tuple[str, LegStats, bool]]
+    ) -> None:
         self._totals = totals
         self._engine = engine
 
@@ -105,13 +110,15 @@ class MediaCollector:
     def collect(self) -> Iterator[Metric]:
         t = self._totals()
         b = t.bus
-        frames = CounterMetricFamily("bridge_bus_frames", "20 ms frames carried by the bus",
-                                     labels=["direction"])
+        frames = CounterMetricFamily(
+            "bridge_bus_frames", "20 ms frames carried by the bus", labels=["direction"]
+        )
         frames.add_metric(["uplink"], b.uplink_frames)
         frames.add_metric(["downlink"], b.downlink_frames)
         yield frames
         dropped = CounterMetricFamily(
-            "bridge_bus_frames_dropped", "frames dropped inside the bridge, by reason",
+            "bridge_bus_frames_dropped",
+            "frames dropped inside the bridge, by reason",
             labels=["direction", "reason"],
         )
         dropped.add_metric(["uplink", "overflow"], b.uplink_dropped_overflow)
@@ -127,37 +134,52 @@ class MediaCollector:
             "bridge_frame_transit_seconds",
             "time a frame spends inside the bridge (bus entry to hand-off)",
             {"direction": ""},
-            [({"direction": "uplink"}, b.uplink_transit),
-             ({"direction": "downlink"}, b.downlink_transit)],
+            [
+                ({"direction": "uplink"}, b.uplink_transit),
+                ({"direction": "downlink"}, b.downlink_transit),
+            ],
         )
-        under = CounterMetricFamily("bridge_jitter_buffer_underruns",
-                                    "downlink jitter-buffer underruns (silence played)")
+        under = CounterMetricFamily(
+            "bridge_jitter_buffer_underruns", "downlink jitter-buffer underruns (silence played)"
+        )
         under.add_metric([], t.jitter_underruns)
         yield under
-        depth = GaugeMetricFamily("bridge_jitter_buffer_depth_frames",
-                                  "frames queued in all downlink jitter buffers now")
+        depth = GaugeMetricFamily(
+            "bridge_jitter_buffer_depth_frames", "frames queued in all downlink jitter buffers now"
+        )
         depth.add_metric([], t.jitter_depth)
         yield depth
-        req = CounterMetricFamily("bridge_engine_requests", "REST requests to the engine",
-                                  labels=["engine"])
+        req = CounterMetricFamily(
+            "bridge_engine_requests", "REST requests to the engine", labels=["engine"]
+        )
         req.add_metric([name], leg.requests)
         yield req
-        err = CounterMetricFamily("bridge_engine_request_errors",
-                                  "engine requests that failed", labels=["engine"])
+        err = CounterMetricFamily(
+            "bridge_engine_request_errors", "engine requests that failed", labels=["engine"]
+        )
         err.add_metric([name], leg.request_errors)
         yield err
-        yield _histogram("bridge_engine_request_seconds", "engine REST request latency",
-                         {"engine": ""}, [({"engine": name}, leg.request_seconds)])
-        rec = CounterMetricFamily("bridge_engine_media_reconnects",
-                                  "engine media socket reconnects", labels=["engine"])
+        yield _histogram(
+            "bridge_engine_request_seconds",
+            "engine REST request latency",
+            {"engine": ""},
+            [({"engine": name}, leg.request_seconds)],
+        )
+        rec = CounterMetricFamily(
+            "bridge_engine_media_reconnects", "engine media socket reconnects", labels=["engine"]
+        )
         rec.add_metric([name], leg.reconnects)
         yield rec
-        bad = CounterMetricFamily("bridge_engine_bad_messages",
-                                  "malformed frames or messages from the engine", labels=["engine"])
+        bad = CounterMetricFamily(
+            "bridge_engine_bad_messages",
+            "malformed frames or messages from the engine",
+            labels=["engine"],
+        )
         bad.add_metric([name], leg.bad_messages + leg.bad_frames)
         yield bad
-        upg = GaugeMetricFamily("bridge_engine_up", "1 when the engine is reachable",
-                                labels=["engine"])
+        upg = GaugeMetricFamily(
+            "bridge_engine_up", "1 when the engine is reachable", labels=["engine"]
+        )
         upg.add_metric([name], 1.0 if up else 0.0)
         yield upg
 
@@ -171,61 +193,93 @@ class Metrics:
         PlatformCollector(registry=r)
         GCCollector(registry=r)
         self.calls_active = Gauge("bridge_calls_active", "live calls", ["direction"], registry=r)
-        self.calls_started = Counter("bridge_calls_started", "calls created", ["direction"],
-                                     registry=r)
-        self.calls_ended = Counter("bridge_calls_ended", "calls ended", ["direction", "reason"],
-                                   registry=r)
-        self.call_duration = Histogram(
-            "bridge_call_duration_seconds", "answered call duration",
-            buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200), registry=r,
+        self.calls_max = Gauge("bridge_calls_max", "BRIDGE_MAX_CALLS", registry=r)
+        self.calls_started = Counter(
+            "bridge_calls_started", "calls created", ["direction"], registry=r
         )
-        self.offers = Counter("bridge_webrtc_offers", "WebRTC offers by result", ["result"],
-                              registry=r)
+        self.calls_ended = Counter(
+            "bridge_calls_ended", "calls ended", ["direction", "reason"], registry=r
+        )
+        self.call_duration = Histogram(
+            "bridge_call_duration_seconds",
+            "answered call duration",
+            buckets=(5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+            registry=r,
+        )
+        self.offers = Counter(
+            "bridge_webrtc_offers", "WebRTC offers by result", ["result"], registry=r
+        )
         self.offer_to_answer = Histogram(
-            "bridge_webrtc_offer_to_answer_seconds", "offer received to answer sent",
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=r,
+            "bridge_webrtc_offer_to_answer_seconds",
+            "offer received to answer sent",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+            registry=r,
         )
         self.offer_to_connected = Histogram(
-            "bridge_webrtc_offer_to_connected_seconds", "offer received to ICE+DTLS connected",
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20), registry=r,
+            "bridge_webrtc_offer_to_connected_seconds",
+            "offer received to ICE+DTLS connected",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20),
+            registry=r,
         )
-        self.webrtc_states = Counter("bridge_webrtc_state_transitions",
-                                     "peer connection state changes", ["state"], registry=r)
-        self.sessions_active = Gauge("bridge_webrtc_sessions_active",
-                                     "live WebRTC peer connections", registry=r)
-        self.rtp_packets = Counter("bridge_rtp_packets_received",
-                                   "RTP packets received (uplink: by the bridge; downlink: "
-                                   "by browsers, from RTCP)", ["direction"], registry=r)
-        self.rtp_lost = Counter("bridge_rtp_packets_lost",
-                                "RTP packets lost (uplink: browser→bridge; downlink: "
-                                "bridge→browser, from RTCP receiver reports)", ["direction"],
-                                registry=r)
+        self.webrtc_states = Counter(
+            "bridge_webrtc_state_transitions",
+            "peer connection state changes",
+            ["state"],
+            registry=r,
+        )
+        self.sessions_active = Gauge(
+            "bridge_webrtc_sessions_active", "live WebRTC peer connections", registry=r
+        )
+        self.rtp_packets = Counter(
+            "bridge_rtp_packets_received",
+            "RTP packets received (uplink: by the bridge; downlink: by browsers, from RTCP)",
+            ["direction"],
+            registry=r,
+        )
+        self.rtp_lost = Counter(
+            "bridge_rtp_packets_lost",
+            "RTP packets lost (uplink: browser→bridge; downlink: "
+            "bridge→browser, from RTCP receiver reports)",
+            ["direction"],
+            registry=r,
+        )
         self.rtp_jitter = Histogram(
-            "bridge_rtp_jitter_seconds", "RTP interarrival jitter, sampled per session",
-            ["direction"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32),
+            "bridge_rtp_jitter_seconds",
+            "RTP interarrival jitter, sampled per session",
+            ["direction"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32),
             registry=r,
         )
         self.rtt = Histogram(
-            "bridge_rtt_seconds", "round-trip time from RTCP receiver reports",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2), registry=r,
+            "bridge_rtt_seconds",
+            "round-trip time from RTCP receiver reports",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2),
+            registry=r,
         )
         self.mos = Histogram(
-            "bridge_mos_estimate", "estimated MOS (E-model) per session sample",
-            buckets=(1.0, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.4, 4.5), registry=r,
+            "bridge_mos_estimate",
+            "estimated MOS (E-model) per session sample",
+            buckets=(1.0, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.4, 4.5),
+            registry=r,
         )
-        self.mos_current = Gauge("bridge_mos_estimate_min",
-                                 "lowest MOS estimate among live sessions (5 when none)",
-                                 registry=r)
+        self.mos_current = Gauge(
+            "bridge_mos_estimate_min",
+            "lowest MOS estimate among live sessions (5 when none)",
+            registry=r,
+        )
         self.mos_current.set(5.0)
         self.loop_lag = Histogram(
-            "bridge_event_loop_lag_seconds", "event-loop scheduling delay",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1), registry=r,
+            "bridge_event_loop_lag_seconds",
+            "event-loop scheduling delay",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+            registry=r,
         )
         self.ended_totals = MediaTotals()
         """Bus counters of calls that have ended (live ones are read at scrape)."""
 
-    def attach_media(self, totals: Callable[[], MediaTotals],
-                     engine: Callable[[], tuple[str, LegStats, bool]]) -> None:
+    def attach_media(
+        self, totals: Callable[[], MediaTotals], engine: Callable[[], tuple[str, LegStats, bool]]
+    ) -> None:
         self.registry.register(MediaCollector(totals, engine))
 
     def render(self) -> bytes:

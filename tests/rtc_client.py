@@ -119,7 +119,7 @@ class RtcClient:
             if self.pc.connectionState == "connected":
                 self.connected.set()
 
-    async def offer(self) -> dict[str, Any]:
+    async def offer(self, rewrite_answer: Any = None) -> dict[str, Any]:
         if self.track is not None:
             self.pc.addTrack(self.track)
         else:
@@ -132,7 +132,8 @@ class RtcClient:
         )
         body = await resp.json()
         assert resp.status == 200, body
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="answer"))
+        sdp = body["sdp"] if rewrite_answer is None else await rewrite_answer(body["sdp"])
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         return body
 
     async def close(self) -> None:

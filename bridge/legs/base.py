@@ -54,9 +54,7 @@ class LegStats:
     uplink_dropped: int = 0
     requests: int = 0
     request_errors: int = 0
-    request_seconds: FixedHistogram = field(
-        default_factory=lambda: FixedHistogram(REQUEST_BUCKETS)
-    )
+    request_seconds: FixedHistogram = field(default_factory=lambda: FixedHistogram(REQUEST_BUCKETS))
 
 
 class MediaClosed(ConnectionError):
