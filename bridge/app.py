@@ -13,7 +13,7 @@ from .calls import CallManager
 from .config import EngineKind, Settings
 from .legs import Engine, create_engine
 from .metrics import Metrics
-from .rtc import restrict_host_addresses
+from .rtc import create_turn_provider, restrict_host_addresses, set_gather_timeout
 from .tasks import TaskSet
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -31,14 +31,16 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
     )
     app[SETTINGS] = settings
     restrict_host_addresses(settings.ice_addresses)
+    set_gather_timeout(settings.ice_gather_timeout)
 
     eng = engine if engine is not None else create_engine(settings)
+    turn = create_turn_provider(settings)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         metrics = Metrics()
         tasks = TaskSet("app")
         await eng.start()
-        manager = CallManager(settings, eng, metrics=metrics)
+        manager = CallManager(settings, eng, metrics=metrics, turn=turn)
         await manager.start()
         tasks.spawn(metrics.run_loop_lag_monitor(), "loop-lag")
         app[ENGINE] = eng

@@ -37,7 +37,7 @@ from .errors import (
 )
 from .legs import Engine, EngineEvent, EngineEventKind, LegPump, LegStats
 from .metrics import MediaTotals, Metrics, estimate_mos
-from .rtc import WebRTCSession
+from .rtc import TurnProvider, WebRTCSession, create_turn_provider, server_rtc_configuration
 from .tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -323,6 +323,7 @@ class CallManager:
         owner: str | None = None,
         session_factory: Callable[..., WebRTCSession] = WebRTCSession,
         metrics: Metrics | None = None,
+        turn: TurnProvider | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -334,6 +335,7 @@ class CallManager:
         self._dialling = 0  # dials in flight hold a capacity slot
         self._tasks = TaskSet("calls")
         self.shutting_down = False
+        self.turn = turn or create_turn_provider(settings)
         self.metrics = metrics or Metrics()
         self.metrics.attach_media(self.media_totals, self._engine_stats)
         self.metrics.sessions_active.set_function(self._live_sessions)
@@ -355,6 +357,7 @@ class CallManager:
             if isinstance(result, Exception):
                 log.error("ending a call at shutdown", exc_info=result)
         await self._tasks.close()
+        await self.turn.close()
         self.events.close()
 
     async def _hangup_quietly(self, engine_call_id: str) -> None:
@@ -767,7 +770,11 @@ class CallManager:
         if old is not None:
             self._absorb_session(old)
             await old.close()
-        session = self._session_factory(call.id, media.bus, self.settings, self._on_webrtc_state)
+        grant = await self.turn.grant(f"bridge-{call.id[:12]}")
+        configuration = server_rtc_configuration(self.settings, grant)
+        session = self._session_factory(
+            call.id, media.bus, self.settings, self._on_webrtc_state, configuration
+        )
         media.session = session
         try:
             answer = await session.accept_offer(sdp)

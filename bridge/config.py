@@ -84,6 +84,14 @@ class Settings:
     turn_username: str = _opt("", "static TURN username")
     turn_password: str = _opt("", "static TURN password", secret=True)
     turn_ttl: int = _opt(3600, "lifetime of ephemeral TURN credentials, seconds")
+    turn_provider: str = _opt(
+        "", "none, static, rest-secret, http or package.module:Class (empty: from the above)"
+    )
+    turn_http_url: str = _opt("", "credential service returning iceServers (provider http)")
+    turn_http_token: str = _opt("", "bearer token for BRIDGE_TURN_HTTP_URL", secret=True)
+    ice_gather_timeout: float = _opt(
+        0.8, "seconds the bridge waits for STUN/TURN candidates before answering"
+    )
     max_calls: int = _opt(200, "live calls before /call/make and /offer answer 503")
     log_format: LogFormat = _opt(LogFormat.TEXT, "log format: text or json")
     metrics_token: str = _opt("", "token /metrics requires (empty: /metrics is open)", secret=True)
@@ -226,11 +234,29 @@ def _validate(s: Settings) -> None:
             ipaddress.ip_address(s.public_ip)
         except ValueError:
             raise bad("public_ip", "must be an IP address") from None
-    if s.turn_urls and not (s.turn_secret or (s.turn_username and s.turn_password)):
+    if s.turn_urls and not (
+        s.turn_secret or (s.turn_username and s.turn_password) or s.turn_provider
+    ):
         raise ConfigError(
             "BRIDGE_TURN_URLS: needs BRIDGE_TURN_SECRET or BRIDGE_TURN_USERNAME and "
             "BRIDGE_TURN_PASSWORD"
         )
+    if s.turn_provider in ("static", "rest-secret") and not s.turn_urls:
+        raise bad("turn_provider", "needs BRIDGE_TURN_URLS")
+    if s.turn_provider == "rest-secret" and not s.turn_secret:
+        raise bad("turn_provider", "rest-secret needs BRIDGE_TURN_SECRET")
+    if s.turn_provider == "static" and not (s.turn_username and s.turn_password):
+        raise bad("turn_provider", "static needs BRIDGE_TURN_USERNAME and BRIDGE_TURN_PASSWORD")
+    if s.turn_provider == "http" and not s.turn_http_url:
+        raise bad("turn_provider", "http needs BRIDGE_TURN_HTTP_URL")
+    if s.turn_provider not in ("", "none", "static", "rest-secret", "http") and not re.match(
+        r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", s.turn_provider
+    ):
+        raise bad("turn_provider", "expected none, static, rest-secret, http or module:Class")
+    if s.turn_http_url and not re.match(r"^https?://", s.turn_http_url):
+        raise bad("turn_http_url", "must be an http(s):// URL")
+    if not 0.05 <= s.ice_gather_timeout <= 10:
+        raise bad("ice_gather_timeout", "must be between 0.05 and 10 seconds")
     if s.turn_ttl < 60:
         raise bad("turn_ttl", "must be at least 60 seconds")
     if s.max_calls < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from aiohttp import web
@@ -15,32 +16,24 @@ routes = web.RouteTableDef()
 MAX_SDP = 16 * 1024
 
 
-def ice_config(request: web.Request) -> dict[str, Any]:
+async def ice_config(request: web.Request) -> dict[str, Any]:
+    """STUN URLs plus freshly minted TURN credentials (never the shared secret)."""
     settings = request.app[SETTINGS]
     servers: list[dict[str, Any]] = []
     if settings.stun_urls:
         servers.append({"urls": list(settings.stun_urls)})
-    status = "disabled"
-    ttl = None
-    if settings.turn_urls and settings.turn_username:
-        servers.append(
-            {
-                "urls": list(settings.turn_urls),
-                "username": settings.turn_username,
-                "credential": settings.turn_password,
-            }
-        )
-        status = "static"
+    grant = await request.app[MANAGER].turn.grant(f"web-{secrets.token_hex(6)}")
+    servers.extend(grant.servers)
     return {
         "iceServers": servers,
         "iceTransportPolicy": str(settings.ice_policy),
-        "turn": {"enabled": status != "disabled", "status": status, "ttl": ttl},
+        "turn": {"enabled": grant.status != "disabled", "status": grant.status, "ttl": grant.ttl},
     }
 
 
 @routes.get("/call/webrtc/config")
 async def webrtc_config(request: web.Request) -> web.Response:
-    return web.json_response(ice_config(request), headers={"Cache-Control": "no-store"})
+    return web.json_response(await ice_config(request), headers={"Cache-Control": "no-store"})
 
 
 @routes.post("/call/webrtc/offer")

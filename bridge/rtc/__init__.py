@@ -1,7 +1,24 @@
 """WebRTC per call: aiortc peer connection lifecycle, bus-backed tracks, ICE configuration."""
 
-from .ice import restrict_host_addresses, server_rtc_configuration
+from .ice import (
+    advertise_public_ip,
+    restrict_host_addresses,
+    server_rtc_configuration,
+    set_gather_timeout,
+)
 from .session import WebRTCSession
 from .tracks import BusAudioTrack
+from .turn import TurnGrant, TurnProvider, create_turn_provider, rest_credential
 
-__all__ = ["BusAudioTrack", "WebRTCSession", "restrict_host_addresses", "server_rtc_configuration"]
+__all__ = [
+    "BusAudioTrack",
+    "TurnGrant",
+    "TurnProvider",
+    "WebRTCSession",
+    "advertise_public_ip",
+    "create_turn_provider",
+    "rest_credential",
+    "restrict_host_addresses",
+    "server_rtc_configuration",
+    "set_gather_timeout",
+]

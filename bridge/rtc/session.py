@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..audio import BusFramer
@@ -18,7 +18,7 @@ from ..bus import CallBus
 from ..config import Settings
 from ..errors import BadOffer
 from ..tasks import TaskSet
-from .ice import server_rtc_configuration
+from .ice import advertise_public_ip, server_rtc_configuration
 from .tracks import BusAudioTrack
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class WebRTCSession:
         bus: CallBus,
         settings: Settings,
         on_state: Callable[[WebRTCSession, str], None] | None = None,
+        configuration: RTCConfiguration | None = None,
     ) -> None:
         self.call_id = call_id
         self.bus = bus
@@ -86,6 +87,7 @@ class WebRTCSession:
         self.id = f"webrtc:{next(_ids)}"
         self.state = "new"
         self._on_state = on_state
+        self._configuration = configuration or server_rtc_configuration(settings)
         self._pc: RTCPeerConnection | None = None
         self._track: BusAudioTrack | None = None
         self._tasks = TaskSet(f"rtc[{call_id}]")
@@ -110,7 +112,7 @@ class WebRTCSession:
 
     async def accept_offer(self, sdp: str) -> str:
         """Apply the browser's offer; return the answer SDP with every candidate in it."""
-        pc = RTCPeerConnection(server_rtc_configuration(self.settings))
+        pc = RTCPeerConnection(self._configuration)
         self._pc = pc
         self.bus.add_user(self.id)
 
@@ -142,7 +144,7 @@ class WebRTCSession:
             await self.close()
             raise BadOffer(f"cannot answer this offer: {exc or type(exc).__name__}") from exc
         self._set_state("connecting")
-        return pc.localDescription.sdp
+        return advertise_public_ip(pc.localDescription.sdp, self.settings.public_ip)
 
     async def _run_uplink(self, track: MediaStreamTrack) -> None:
         framer = BusFramer()
