@@ -100,12 +100,19 @@ class Recorder:
 class RtcClient:
     """A WebRTC client as a browser would be: offer, wait for gathering, POST, answer."""
 
-    def __init__(self, http: Any, call_id: str, freq: float = 440.0, headers: Any = None) -> None:
+    def __init__(
+        self,
+        http: Any,
+        call_id: str,
+        freq: float = 440.0,
+        headers: Any = None,
+        configuration: RTCConfiguration | None = None,
+    ) -> None:
         restrict_host_addresses(["127.0.0.1"])
         self.http = http
         self.call_id = call_id
         self.headers = headers or {}
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(configuration or RTCConfiguration(iceServers=[]))
         self.track = ToneTrack(freq) if freq else None
         self.recorder = Recorder()
         self.connected = asyncio.Event()
