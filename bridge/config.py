@@ -93,6 +93,16 @@ class Settings:
         0.8, "seconds the bridge waits for STUN/TURN candidates before answering"
     )
     max_calls: int = _opt(200, "live calls before /call/make and /offer answer 503")
+    opus_direct: bool = _opt(
+        True, "encode the downlink as 16 kHz mono Opus ourselves (false: aiortc's encoder)"
+    )
+    opus_bitrate: int = _opt(24_000, "downlink Opus bitrate, bit/s")
+    opus_complexity: int = _opt(5, "downlink Opus complexity 0-10 (CPU vs quality)")
+    opus_fec: bool = _opt(True, "downlink Opus in-band FEC")
+    opus_dtx: bool = _opt(False, "downlink Opus DTX (discontinuous transmission in silence)")
+    rtp_prefetch: int = _opt(
+        1, "RTP frames aiortc holds before decoding the uplink (its default: 4)"
+    )
     log_format: LogFormat = _opt(LogFormat.TEXT, "log format: text or json")
     metrics_token: str = _opt("", "token /metrics requires (empty: /metrics is open)", secret=True)
     stats_interval: float = _opt(5.0, "seconds between RTP/RTCP quality samples per session")
@@ -259,6 +269,12 @@ def _validate(s: Settings) -> None:
         raise bad("ice_gather_timeout", "must be between 0.05 and 10 seconds")
     if s.turn_ttl < 60:
         raise bad("turn_ttl", "must be at least 60 seconds")
+    if not 6_000 <= s.opus_bitrate <= 128_000:
+        raise bad("opus_bitrate", "must be between 6000 and 128000 bit/s")
+    if not 0 <= s.opus_complexity <= 10:
+        raise bad("opus_complexity", "must be between 0 and 10")
+    if not 1 <= s.rtp_prefetch <= 8:
+        raise bad("rtp_prefetch", "must be between 1 and 8 frames")
     if s.max_calls < 1:
         raise bad("max_calls", "must be at least 1")
     if s.ended_call_ttl < 600:

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.jitterbuffer import JitterBuffer as RtpJitterBuffer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 from ..audio import BusFramer
 from ..bus import CallBus
@@ -19,7 +21,7 @@ from ..config import Settings
 from ..errors import BadOffer
 from ..tasks import TaskSet
 from .ice import advertise_public_ip, server_rtc_configuration
-from .tracks import BusAudioTrack
+from .tracks import BusAudioTrack, OpusBusTrack
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,24 @@ class Quality:
         }
 
 
+def set_receive_prefetch(receiver: RTCRtpReceiver, frames: int) -> None:
+    """Make aiortc hold ``frames`` RTP frames (not its fixed 4) before decoding the uplink.
+
+    aiortc's audio jitter buffer releases a frame only once ``prefetch`` later frames have
+    arrived, so its default adds 80 ms before the bus. The bridge needs no playout buffer of
+    its own on this path: the WhatsApp engine's receiver has one, and the bus carries frames
+    on as they come. One frame (20 ms, the least aiortc's buffer can hold: it needs the next
+    packet to know a frame is complete) still reorders adjacent packets. aiortc has no option
+    for this; its receiver keeps the buffer in a private attribute, checked here so that a
+    change in aiortc fails loudly.
+    """
+    attr = "_RTCRtpReceiver__jitter_buffer"
+    current = getattr(receiver, attr, None)
+    if not isinstance(current, RtpJitterBuffer):
+        raise RuntimeError("aiortc's RTCRtpReceiver changed: cannot set the receive prefetch")
+    setattr(receiver, attr, RtpJitterBuffer(capacity=current.capacity, prefetch=frames))
+
+
 class WebRTCSession:
     """Terminates one browser's Opus RTP for a call.
 
@@ -89,7 +109,7 @@ class WebRTCSession:
         self._on_state = on_state
         self._configuration = configuration or server_rtc_configuration(settings)
         self._pc: RTCPeerConnection | None = None
-        self._track: BusAudioTrack | None = None
+        self._track: BusAudioTrack | OpusBusTrack | None = None
         self._tasks = TaskSet(f"rtc[{call_id}]")
         self._close_lock = asyncio.Lock()
         self._closed = False
@@ -132,8 +152,21 @@ class WebRTCSession:
             audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
             if not audio:
                 raise BadOffer("the offer has no audio m-line", code="unsupported_media")
-            self._track = BusAudioTrack(self.bus.add_downlink(self.id))
+            sink = self.bus.add_downlink(self.id)
+            st = self.settings
+            self._track = (
+                OpusBusTrack(
+                    sink,
+                    bitrate=st.opus_bitrate,
+                    complexity=st.opus_complexity,
+                    fec=st.opus_fec,
+                    dtx=st.opus_dtx,
+                )
+                if st.opus_direct
+                else BusAudioTrack(sink)
+            )
             audio[0].sender.replaceTrack(self._track)
+            set_receive_prefetch(audio[0].receiver, st.rtp_prefetch)
             audio[0].direction = "sendrecv"
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)

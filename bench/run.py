@@ -1,0 +1,294 @@
+"""``make bench``: how many calls a core carries, and how much delay the bridge adds.
+
+Starts the server under test pinned to CPU 0 (when ``taskset`` exists) — the bridge on its sim
+engine, then a bare aiortc echo server for comparison — and drives N concurrent two-way calls
+from ``bench/loadgen.py`` pinned to CPU 1. For each N it reports server CPU per call, the
+bridge/echo ratio, frames delivered per call, the bridge-added latency per direction (from the
+bridge's own frame-transit histograms), offer-to-answer p50/p99, RSS per call and the share of
+downlink frames on time. Writes ``bench/results/<stamp>.json`` and a PNG plot, prints a table.
+This is a benchmark, not a test: nothing here asserts on speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TASKSET = shutil.which("taskset") if (os.cpu_count() or 1) >= 2 else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinned(cpu: int, argv: list[str]) -> list[str]:
+    return [TASKSET, "-c", str(cpu), *argv] if TASKSET else argv
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime, all threads
+
+
+def rss_bytes(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+
+
+async def scrape(http: aiohttp.ClientSession, base: str) -> dict[tuple[str, tuple], float]:
+    async with http.get(base + "/metrics") as r:
+        text = await r.text()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def quantile_from_buckets(before: dict, after: dict, name: str, q: float, **labels: str) -> float | None:
+    """histogram_quantile() over the increase between two scrapes (linear within a bucket)."""
+    rows = []
+    for (metric, lab), value in after.items():
+        d = dict(lab)
+        if metric != name + "_bucket" or any(d.get(k) != v for k, v in labels.items()):
+            continue
+        le = float("inf") if d["le"] == "+Inf" else float(d["le"])
+        rows.append((le, value - before.get((metric, lab), 0.0)))
+    rows.sort()
+    if not rows or rows[-1][1] <= 0:
+        return None
+    rank = q * rows[-1][1]
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in rows:
+        if count >= rank:
+            if le == float("inf"):
+                return prev_le
+            span = count - prev_count
+            return prev_le + (le - prev_le) * ((rank - prev_count) / span if span else 1.0)
+        prev_le, prev_count = le, count
+    return None
+
+
+def delta(before: dict, after: dict, name: str, **labels: str) -> float:
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def start_server(target: str, port: int) -> asyncio.subprocess.Process:
+    env = dict(os.environ, BRIDGE_ICE_ADDRESSES="127.0.0.1", BRIDGE_STUN_URLS="",
+               BRIDGE_MAX_CALLS="2000", BRIDGE_SIM_ANSWER_DELAY="0.05", BRIDGE_LOG_LEVEL="warning",
+               BRIDGE_STATS_INTERVAL="5")
+    if target == "bridge":
+        argv = [sys.executable, "-m", "bridge", "--port", str(port)]
+    else:
+        argv = [sys.executable, "-m", "bench.echo_server", "--port", str(port)]
+    proc = await asyncio.create_subprocess_exec(*pinned(0, argv), env=env, cwd=ROOT,
+                                                stdout=asyncio.subprocess.DEVNULL)
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            try:
+                async with http.post(f"http://127.0.0.1:{port}/call/make", json={"phone": "5521999999999"}) as r:
+                    if r.status == 201:
+                        return proc
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{target} did not start")
+
+
+async def run_point(target: str, proc: asyncio.subprocess.Process, base: str, calls: int,
+                    warmup: float, window: float, idle_rss: int) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "bench.loadgen", "--base", base, "--calls", str(calls),
+            "--warmup", str(warmup), "--window", str(window)]
+    if target == "bridge":
+        argv.append("--hangup")
+    gen = await asyncio.create_subprocess_exec(*pinned(1, argv), cwd=ROOT,
+                                               stdout=asyncio.subprocess.PIPE)
+    assert gen.stdout is not None
+    point: dict[str, Any] = {"target": target, "calls": calls}
+    async with aiohttp.ClientSession() as http:
+        m0 = m1 = {}
+        c0 = c1 = 0.0
+        while True:
+            line = (await gen.stdout.readline()).decode().strip()
+            if not line:
+                break
+            if line == "WINDOW_START":
+                c0 = cpu_seconds(proc.pid)
+                if target == "bridge":
+                    m0 = await scrape(http, base)
+            elif line == "WINDOW_END":
+                c1 = cpu_seconds(proc.pid)
+                point["rss_bytes"] = rss_bytes(proc.pid)
+                if target == "bridge":
+                    m1 = await scrape(http, base)
+            elif line.startswith("{"):
+                point.update(json.loads(line))
+        await gen.wait()
+        window_s = point.get("window_s", window)
+        cpu = (c1 - c0) / window_s
+        point["server_cpu_pct"] = 100 * cpu
+        point["cpu_pct_per_call"] = 100 * cpu / calls
+        point["rss_per_call_bytes"] = (point.get("rss_bytes", idle_rss) - idle_rss) / calls
+        offers = point.pop("offer_to_answer_s", [])
+        point["offer_to_answer_p50_ms"] = 1000 * (percentile(offers, 0.5) or 0)
+        point["offer_to_answer_p99_ms"] = 1000 * (percentile(offers, 0.99) or 0)
+        if target == "bridge" and m0 and m1:
+            for d in ("uplink", "downlink"):
+                point[f"{d}_frames_per_call"] = delta(m0, m1, "bridge_bus_frames_total", direction=d) / calls
+                for q in (0.5, 0.99):
+                    v = quantile_from_buckets(m0, m1, "bridge_frame_transit_seconds", q, direction=d)
+                    point[f"{d}_latency_p{int(q * 100)}_ms"] = None if v is None else 1000 * v
+            point["loop_lag_p99_ms"] = 1000 * (quantile_from_buckets(m0, m1, "bridge_event_loop_lag_seconds", 0.99) or 0)
+            # wait until the bridge has torn the calls down
+            for _ in range(100):
+                async with http.get(base + "/call/status") as r:
+                    if not (await r.json())["calls"]:
+                        break
+                await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    return point
+
+
+async def bench(calls_list: list[int], warmup: float, window: float, targets: list[str]) -> dict[str, Any]:
+    points = []
+    for target in targets:
+        port = free_port()
+        proc = await start_server(target, port)
+        base = f"http://127.0.0.1:{port}"
+        await asyncio.sleep(1.0)
+        idle_rss = rss_bytes(proc.pid)
+        try:
+            for n in calls_list:
+                point = await run_point(target, proc, base, n, warmup, window, idle_rss)
+                points.append(point)
+                print(f"  {target:6} N={n:3}  cpu/call={point['cpu_pct_per_call']:.2f}%  "
+                      f"on-time={100 * point.get('downlink_on_time', 0):.2f}%", flush=True)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+    return summarize(points, calls_list, warmup, window)
+
+
+def summarize(points: list[dict[str, Any]], calls_list: list[int], warmup: float, window: float) -> dict[str, Any]:
+    echo = {p["calls"]: p for p in points if p["target"] == "echo"}
+    for p in points:
+        if p["target"] == "bridge" and p["calls"] in echo and echo[p["calls"]]["cpu_pct_per_call"]:
+            p["ratio_vs_echo"] = p["cpu_pct_per_call"] / echo[p["calls"]]["cpu_pct_per_call"]
+    def best(target: str) -> int:
+        ok = [p["calls"] for p in points if p["target"] == target
+              and p.get("downlink_on_time", 0) >= 0.995 and p.get("connected") == p["calls"]]
+        return max(ok) if ok else 0
+    return {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "processor": platform.processor() or platform.machine(),
+                    "python": platform.python_version(), "pinned": bool(TASKSET)},
+        "settings": {"calls": calls_list, "warmup_s": warmup, "window_s": window},
+        "points": points,
+        "max_calls_on_time": {"bridge": best("bridge"), "echo": best("echo")},
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    head = ("target", "N", "cpu%/call", "ratio", "on-time%", "up fr/call", "down fr/call",
+            "up p50/p99 ms", "down p50/p99 ms", "offer p50/p99 ms", "RSS/call MB")
+    rows = [head]
+    def f(v: Any, fmt: str = "{:.2f}") -> str:
+        return "-" if v is None else fmt.format(v)
+    for p in result["points"]:
+        rows.append((
+            p["target"], str(p["calls"]), f(p["cpu_pct_per_call"]), f(p.get("ratio_vs_echo")),
+            f(100 * p.get("downlink_on_time", 0)), f(p.get("uplink_frames_per_call"), "{:.0f}"),
+            f(p.get("downlink_frames_per_call"), "{:.0f}"),
+            f"{f(p.get('uplink_latency_p50_ms'), '{:.1f}')}/{f(p.get('uplink_latency_p99_ms'), '{:.1f}')}",
+            f"{f(p.get('downlink_latency_p50_ms'), '{:.1f}')}/{f(p.get('downlink_latency_p99_ms'), '{:.1f}')}",
+            f"{p['offer_to_answer_p50_ms']:.0f}/{p['offer_to_answer_p99_ms']:.0f}",
+            f(p["rss_per_call_bytes"] / 1e6),
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.append(f"largest N with >= 99.5 % of frames on time: bridge {result['max_calls_on_time']['bridge']}, "
+                 f"echo {result['max_calls_on_time']['echo']}")
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for target in ("bridge", "echo"):
+        pts = [p for p in result["points"] if p["target"] == target]
+        if pts:
+            a.plot([p["calls"] for p in pts], [p["cpu_pct_per_call"] for p in pts], "o-", label=target)
+    a.set_xlabel("concurrent two-way calls"); a.set_ylabel("server CPU % of a core per call")
+    a.set_title("CPU per call"); a.legend(); a.grid(alpha=0.3)
+    pts = [p for p in result["points"] if p["target"] == "bridge"]
+    for key, label in (("uplink_latency_p50_ms", "uplink p50"), ("uplink_latency_p99_ms", "uplink p99"),
+                       ("downlink_latency_p50_ms", "downlink p50"), ("downlink_latency_p99_ms", "downlink p99")):
+        b.plot([p["calls"] for p in pts], [p.get(key) or 0 for p in pts], "o-", label=label)
+    b.set_xlabel("concurrent two-way calls"); b.set_ylabel("ms inside the bridge")
+    b.set_title("bridge-added latency"); b.legend(); b.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", default="1,10,20,30,40", help="comma-separated N values")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--window", type=float, default=10.0)
+    parser.add_argument("--targets", default="bridge,echo")
+    parser.add_argument("--smoke", action="store_true", help="2 calls, 2 s: proves the bench runs")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    calls = [int(x) for x in args.calls.split(",")]
+    warmup, window = args.warmup, args.window
+    if args.smoke:
+        calls, warmup, window = [2], 1.5, 2.0
+    result = asyncio.run(bench(calls, warmup, window, args.targets.split(",")))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S") + ("-smoke" if args.smoke else "")
+    (out / f"{stamp}.json").write_text(json.dumps(result, indent=2))
+    plotted = plot(result, out / f"{stamp}.png")
+    print(table(result))
+    print(f"wrote {out / (stamp + '.json')}" + (f" and {stamp}.png" if plotted else ""))
+
+
+if __name__ == "__main__":
+    main()
