@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit install system-deps node-deps clean
+.PHONY: run test lint typecheck unit install system-deps node-deps bench bench-smoke clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ $(NODE_STAMP): tests/node/package-lock.json
 node-deps: $(NODE_STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check bridge tests
+	$(VENV)/bin/ruff check bridge tests bench
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy bridge
@@ -50,6 +50,14 @@ unit: $(STAMP) system-deps node-deps
 	$(PY) -m pytest -q
 
 test: system-deps node-deps lint typecheck unit
+
+# The benchmark: bridge vs a bare aiortc echo server, N concurrent calls (see bench/run.py).
+bench: $(STAMP)
+	$(PY) -m pip install --quiet matplotlib
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-smoke: $(STAMP)
+	$(PY) -m bench.run --smoke --out $${TMPDIR:-/tmp}/bench-smoke
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -32,8 +32,9 @@ async def offer(request: web.Request) -> web.Response:
 
     await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="offer"))
     await pc.setLocalDescription(await pc.createAnswer())
-    return web.json_response({"callID": body["callID"], "type": "answer",
-                              "sdp": pc.localDescription.sdp})
+    return web.json_response(
+        {"callID": body["callID"], "type": "answer", "sdp": pc.localDescription.sdp}
+    )
 
 
 async def close_all(app: web.Application) -> None:

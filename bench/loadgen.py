@@ -93,8 +93,10 @@ async def place_call(http: aiohttp.ClientSession, base: str, packets: list[bytes
     pc.addTrack(PacketTrack(packets))
     await pc.setLocalDescription(await pc.createOffer())
     t0 = time.monotonic()
-    async with http.post(base + "/call/webrtc/offer", json={
-        "callID": call["callID"], "type": "offer", "sdp": pc.localDescription.sdp}) as r:
+    async with http.post(
+        base + "/call/webrtc/offer",
+        json={"callID": call["callID"], "type": "offer", "sdp": pc.localDescription.sdp},
+    ) as r:
         answer = await r.json()
     offer_s = time.monotonic() - t0
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
@@ -104,7 +106,7 @@ async def place_call(http: aiohttp.ClientSession, base: str, packets: list[bytes
 def on_time_share(arrivals: list[tuple[float, int]], t0: float, t1: float) -> tuple[int, int]:
     """(on-time packets, expected packets) inside [t0, t1]: lateness against the RTP clock."""
     inside = [(t, ts) for t, ts in arrivals if t0 <= t <= t1]
-    expected = int(round((t1 - t0) / 0.02))
+    expected = round((t1 - t0) / 0.02)
     if not inside:
         return 0, expected
     times = np.array([t for t, _ in inside])
@@ -151,15 +153,20 @@ async def main() -> None:
             await pc.close()
     on_time = sum(a for a, _ in per_call)
     expected = sum(b for _, b in per_call)
-    print(json.dumps({
-        "calls": args.calls,
-        "connected": connected,
-        "window_s": t1 - t0,
-        "downlink_on_time": on_time / expected if expected else 0.0,
-        "downlink_frames_per_call": on_time / max(1, args.calls),
-        "downlink_expected_per_call": expected / max(1, args.calls),
-        "offer_to_answer_s": offers,
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "calls": args.calls,
+                "connected": connected,
+                "window_s": t1 - t0,
+                "downlink_on_time": on_time / expected if expected else 0.0,
+                "downlink_frames_per_call": on_time / max(1, args.calls),
+                "downlink_expected_per_call": expected / max(1, args.calls),
+                "offer_to_answer_s": offers,
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -63,7 +63,9 @@ async def scrape(http: aiohttp.ClientSession, base: str) -> dict[tuple[str, tupl
     return out
 
 
-def quantile_from_buckets(before: dict, after: dict, name: str, q: float, **labels: str) -> float | None:
+def quantile_from_buckets(
+    before: dict, after: dict, name: str, q: float, **labels: str
+) -> float | None:
     """histogram_quantile() over the increase between two scrapes (linear within a bucket)."""
     rows = []
     for (metric, lab), value in after.items():
@@ -100,19 +102,28 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 async def start_server(target: str, port: int) -> asyncio.subprocess.Process:
-    env = dict(os.environ, BRIDGE_ICE_ADDRESSES="127.0.0.1", BRIDGE_STUN_URLS="",
-               BRIDGE_MAX_CALLS="2000", BRIDGE_SIM_ANSWER_DELAY="0.05", BRIDGE_LOG_LEVEL="warning",
-               BRIDGE_STATS_INTERVAL="5")
+    env = dict(
+        os.environ,
+        BRIDGE_ICE_ADDRESSES="127.0.0.1",
+        BRIDGE_STUN_URLS="",
+        BRIDGE_MAX_CALLS="2000",
+        BRIDGE_SIM_ANSWER_DELAY="0.05",
+        BRIDGE_LOG_LEVEL="warning",
+        BRIDGE_STATS_INTERVAL="5",
+    )
     if target == "bridge":
         argv = [sys.executable, "-m", "bridge", "--port", str(port)]
     else:
         argv = [sys.executable, "-m", "bench.echo_server", "--port", str(port)]
-    proc = await asyncio.create_subprocess_exec(*pinned(0, argv), env=env, cwd=ROOT,
-                                                stdout=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        *pinned(0, argv), env=env, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL
+    )
     async with aiohttp.ClientSession() as http:
         for _ in range(300):
             try:
-                async with http.post(f"http://127.0.0.1:{port}/call/make", json={"phone": "5521999999999"}) as r:
+                async with http.post(
+                    f"http://127.0.0.1:{port}/call/make", json={"phone": "5521999999999"}
+                ) as r:
                     if r.status == 201:
                         return proc
             except aiohttp.ClientConnectionError:
@@ -121,14 +132,33 @@ async def start_server(target: str, port: int) -> asyncio.subprocess.Process:
     raise RuntimeError(f"{target} did not start")
 
 
-async def run_point(target: str, proc: asyncio.subprocess.Process, base: str, calls: int,
-                    warmup: float, window: float, idle_rss: int) -> dict[str, Any]:
-    argv = [sys.executable, "-m", "bench.loadgen", "--base", base, "--calls", str(calls),
-            "--warmup", str(warmup), "--window", str(window)]
+async def run_point(
+    target: str,
+    proc: asyncio.subprocess.Process,
+    base: str,
+    calls: int,
+    warmup: float,
+    window: float,
+    idle_rss: int,
+) -> dict[str, Any]:
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        "--base",
+        base,
+        "--calls",
+        str(calls),
+        "--warmup",
+        str(warmup),
+        "--window",
+        str(window),
+    ]
     if target == "bridge":
         argv.append("--hangup")
-    gen = await asyncio.create_subprocess_exec(*pinned(1, argv), cwd=ROOT,
-                                               stdout=asyncio.subprocess.PIPE)
+    gen = await asyncio.create_subprocess_exec(
+        *pinned(1, argv), cwd=ROOT, stdout=asyncio.subprocess.PIPE
+    )
     assert gen.stdout is not None
     point: dict[str, Any] = {"target": target, "calls": calls}
     async with aiohttp.ClientSession() as http:
@@ -160,11 +190,17 @@ async def run_point(target: str, proc: asyncio.subprocess.Process, base: str, ca
         point["offer_to_answer_p99_ms"] = 1000 * (percentile(offers, 0.99) or 0)
         if target == "bridge" and m0 and m1:
             for d in ("uplink", "downlink"):
-                point[f"{d}_frames_per_call"] = delta(m0, m1, "bridge_bus_frames_total", direction=d) / calls
+                point[f"{d}_frames_per_call"] = (
+                    delta(m0, m1, "bridge_bus_frames_total", direction=d) / calls
+                )
                 for q in (0.5, 0.99):
-                    v = quantile_from_buckets(m0, m1, "bridge_frame_transit_seconds", q, direction=d)
+                    v = quantile_from_buckets(
+                        m0, m1, "bridge_frame_transit_seconds", q, direction=d
+                    )
                     point[f"{d}_latency_p{int(q * 100)}_ms"] = None if v is None else 1000 * v
-            point["loop_lag_p99_ms"] = 1000 * (quantile_from_buckets(m0, m1, "bridge_event_loop_lag_seconds", 0.99) or 0)
+            point["loop_lag_p99_ms"] = 1000 * (
+                quantile_from_buckets(m0, m1, "bridge_event_loop_lag_seconds", 0.99) or 0
+            )
             # wait until the bridge has torn the calls down
             for _ in range(100):
                 async with http.get(base + "/call/status") as r:
@@ -175,7 +211,9 @@ async def run_point(target: str, proc: asyncio.subprocess.Process, base: str, ca
     return point
 
 
-async def bench(calls_list: list[int], warmup: float, window: float, targets: list[str]) -> dict[str, Any]:
+async def bench(
+    calls_list: list[int], warmup: float, window: float, targets: list[str]
+) -> dict[str, Any]:
     points = []
     for target in targets:
         port = free_port()
@@ -187,8 +225,11 @@ async def bench(calls_list: list[int], warmup: float, window: float, targets: li
             for n in calls_list:
                 point = await run_point(target, proc, base, n, warmup, window, idle_rss)
                 points.append(point)
-                print(f"  {target:6} N={n:3}  cpu/call={point['cpu_pct_per_call']:.2f}%  "
-                      f"on-time={100 * point.get('downlink_on_time', 0):.2f}%", flush=True)
+                print(
+                    f"  {target:6} N={n:3}  cpu/call={point['cpu_pct_per_call']:.2f}%  "
+                    f"on-time={100 * point.get('downlink_on_time', 0):.2f}%",
+                    flush=True,
+                )
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -199,19 +240,38 @@ async def bench(calls_list: list[int], warmup: float, window: float, targets: li
     return summarize(points, calls_list, warmup, window)
 
 
-def summarize(points: list[dict[str, Any]], calls_list: list[int], warmup: float, window: float) -> dict[str, Any]:
-    echo = {p["calls"]: p for p in points if p["target"] == "echo"}
+def summarize(
+    points: list[dict[str, Any]], calls_list: list[int], warmup: float, window: float
+) -> dict[str, Any]:
+    # The ratio is only meaningful where the echo server kept up: a saturated server's CPU per
+    # call is just 100 % / N.
+    echo = {
+        p["calls"]: p
+        for p in points
+        if p["target"] == "echo" and p.get("downlink_on_time", 0) >= 0.995
+    }
     for p in points:
         if p["target"] == "bridge" and p["calls"] in echo and echo[p["calls"]]["cpu_pct_per_call"]:
             p["ratio_vs_echo"] = p["cpu_pct_per_call"] / echo[p["calls"]]["cpu_pct_per_call"]
+
     def best(target: str) -> int:
-        ok = [p["calls"] for p in points if p["target"] == target
-              and p.get("downlink_on_time", 0) >= 0.995 and p.get("connected") == p["calls"]]
+        ok = [
+            p["calls"]
+            for p in points
+            if p["target"] == target
+            and p.get("downlink_on_time", 0) >= 0.995
+            and p.get("connected") == p["calls"]
+        ]
         return max(ok) if ok else 0
+
     return {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version(), "pinned": bool(TASKSET)},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "pinned": bool(TASKSET),
+        },
         "settings": {"calls": calls_list, "warmup_s": warmup, "window_s": window},
         "points": points,
         "max_calls_on_time": {"bridge": best("bridge"), "echo": best("echo")},
@@ -219,32 +279,60 @@ def summarize(points: list[dict[str, Any]], calls_list: list[int], warmup: float
     }
 
 
+def pair(p: dict[str, Any], key: str) -> str:
+    """``p50/p99`` of a latency, in ms."""
+    a, b = p.get(f"{key}_p50_ms"), p.get(f"{key}_p99_ms")
+    return f"{'-' if a is None else f'{a:.1f}'}/{'-' if b is None else f'{b:.1f}'}"
+
+
 def table(result: dict[str, Any]) -> str:
-    head = ("target", "N", "cpu%/call", "ratio", "on-time%", "up fr/call", "down fr/call",
-            "up p50/p99 ms", "down p50/p99 ms", "offer p50/p99 ms", "RSS/call MB")
+    head = (
+        "target",
+        "N",
+        "cpu%/call",
+        "ratio",
+        "on-time%",
+        "up fr/call",
+        "down fr/call",
+        "up p50/p99 ms",
+        "down p50/p99 ms",
+        "offer p50/p99 ms",
+        "RSS/call MB",
+    )
     rows = [head]
+
     def f(v: Any, fmt: str = "{:.2f}") -> str:
         return "-" if v is None else fmt.format(v)
+
     for p in result["points"]:
-        rows.append((
-            p["target"], str(p["calls"]), f(p["cpu_pct_per_call"]), f(p.get("ratio_vs_echo")),
-            f(100 * p.get("downlink_on_time", 0)), f(p.get("uplink_frames_per_call"), "{:.0f}"),
-            f(p.get("downlink_frames_per_call"), "{:.0f}"),
-            f"{f(p.get('uplink_latency_p50_ms'), '{:.1f}')}/{f(p.get('uplink_latency_p99_ms'), '{:.1f}')}",
-            f"{f(p.get('downlink_latency_p50_ms'), '{:.1f}')}/{f(p.get('downlink_latency_p99_ms'), '{:.1f}')}",
-            f"{p['offer_to_answer_p50_ms']:.0f}/{p['offer_to_answer_p99_ms']:.0f}",
-            f(p["rss_per_call_bytes"] / 1e6),
-        ))
+        rows.append(
+            (
+                p["target"],
+                str(p["calls"]),
+                f(p["cpu_pct_per_call"]),
+                f(p.get("ratio_vs_echo")),
+                f(100 * p.get("downlink_on_time", 0)),
+                f(p.get("uplink_frames_per_call"), "{:.0f}"),
+                f(p.get("downlink_frames_per_call"), "{:.0f}"),
+                pair(p, "uplink_latency"),
+                pair(p, "downlink_latency"),
+                f"{p['offer_to_answer_p50_ms']:.0f}/{p['offer_to_answer_p99_ms']:.0f}",
+                f(p["rss_per_call_bytes"] / 1e6),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    lines.append(f"largest N with >= 99.5 % of frames on time: bridge {result['max_calls_on_time']['bridge']}, "
-                 f"echo {result['max_calls_on_time']['echo']}")
+    lines.append(
+        "largest N with >= 99.5 % of frames on time: "
+        + ", ".join(f"{k} {v}" for k, v in result["max_calls_on_time"].items())
+    )
     return "\n".join(lines)
 
 
 def plot(result: dict[str, Any], path: Path) -> bool:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -253,15 +341,27 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     for target in ("bridge", "echo"):
         pts = [p for p in result["points"] if p["target"] == target]
         if pts:
-            a.plot([p["calls"] for p in pts], [p["cpu_pct_per_call"] for p in pts], "o-", label=target)
-    a.set_xlabel("concurrent two-way calls"); a.set_ylabel("server CPU % of a core per call")
-    a.set_title("CPU per call"); a.legend(); a.grid(alpha=0.3)
+            a.plot(
+                [p["calls"] for p in pts], [p["cpu_pct_per_call"] for p in pts], "o-", label=target
+            )
+    a.set_xlabel("concurrent two-way calls")
+    a.set_ylabel("server CPU % of a core per call")
+    a.set_title("CPU per call")
+    a.legend()
+    a.grid(alpha=0.3)
     pts = [p for p in result["points"] if p["target"] == "bridge"]
-    for key, label in (("uplink_latency_p50_ms", "uplink p50"), ("uplink_latency_p99_ms", "uplink p99"),
-                       ("downlink_latency_p50_ms", "downlink p50"), ("downlink_latency_p99_ms", "downlink p99")):
+    for key, label in (
+        ("uplink_latency_p50_ms", "uplink p50"),
+        ("uplink_latency_p99_ms", "uplink p99"),
+        ("downlink_latency_p50_ms", "downlink p50"),
+        ("downlink_latency_p99_ms", "downlink p99"),
+    ):
         b.plot([p["calls"] for p in pts], [p.get(key) or 0 for p in pts], "o-", label=label)
-    b.set_xlabel("concurrent two-way calls"); b.set_ylabel("ms inside the bridge")
-    b.set_title("bridge-added latency"); b.legend(); b.grid(alpha=0.3)
+    b.set_xlabel("concurrent two-way calls")
+    b.set_ylabel("ms inside the bridge")
+    b.set_title("bridge-added latency")
+    b.legend()
+    b.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return True

@@ -97,9 +97,12 @@ class Settings:
         True, "encode the downlink as 16 kHz mono Opus ourselves (false: aiortc's encoder)"
     )
     opus_bitrate: int = _opt(24_000, "downlink Opus bitrate, bit/s")
-    opus_complexity: int = _opt(5, "downlink Opus complexity 0-10 (CPU vs quality)")
+    opus_complexity: int = _opt(1, "downlink Opus complexity 0-10 (CPU vs quality)")
     opus_fec: bool = _opt(True, "downlink Opus in-band FEC")
     opus_dtx: bool = _opt(False, "downlink Opus DTX (discontinuous transmission in silence)")
+    uplink_direct: bool = _opt(
+        True, "decode the uplink ourselves at 16 kHz on the event loop (false: aiortc's path)"
+    )
     rtp_prefetch: int = _opt(
         1, "RTP frames aiortc holds before decoding the uplink (its default: 4)"
     )

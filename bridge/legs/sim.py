@@ -41,8 +41,8 @@ class SimCall:
     peer: str
     direction: str
     state: str = "ringing"
-    heard: deque[Pcm] = field(default_factory=lambda: deque(maxlen=50 * 30))
-    """The last 30 s of audio the simulated peer received (for demos and tests)."""
+    heard: deque[Pcm] = field(default_factory=lambda: deque(maxlen=50 * 2))
+    """The last 2 s of audio the simulated peer received (for demos and tests)."""
     frames_heard: int = 0
     channel: SimMediaChannel | None = None
 
@@ -56,7 +56,7 @@ class SimMediaChannel:
         self.echo_delay = settings.sim_echo_delay
         self.tone_hz = settings.sim_tone_hz
         self._delay: deque[tuple[float, Pcm]] = deque(
-            maxlen=int((settings.sim_echo_delay + 2.0) / FRAME_S)
+            maxlen=int((settings.sim_echo_delay + 0.5) / FRAME_S)
         )
         self._next: float | None = None
         self._phase = 0

@@ -22,6 +22,7 @@ from ..errors import BadOffer
 from ..tasks import TaskSet
 from .ice import advertise_public_ip, server_rtc_configuration
 from .tracks import BusAudioTrack, OpusBusTrack
+from .uplink import DirectDecoder, take_over_receiver
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class WebRTCSession:
         self._close_lock = asyncio.Lock()
         self._closed = False
         self.uplink_frames = 0
+        self._decoder: DirectDecoder | None = None
         self.offered_at = time.monotonic()
         self.connected_at: float | None = None
         self.totals = Quality()
@@ -144,7 +146,7 @@ class WebRTCSession:
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "audio":
+            if track.kind == "audio" and not self.settings.uplink_direct:
                 self._tasks.spawn(self._run_uplink(track), "uplink")
 
         try:
@@ -166,7 +168,10 @@ class WebRTCSession:
                 else BusAudioTrack(sink)
             )
             audio[0].sender.replaceTrack(self._track)
-            set_receive_prefetch(audio[0].receiver, st.rtp_prefetch)
+            if st.uplink_direct:
+                self._decoder = take_over_receiver(audio[0].receiver, self._uplink_frame)
+            else:
+                set_receive_prefetch(audio[0].receiver, st.rtp_prefetch)
             audio[0].direction = "sendrecv"
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
@@ -178,6 +183,10 @@ class WebRTCSession:
             raise BadOffer(f"cannot answer this offer: {exc or type(exc).__name__}") from exc
         self._set_state("connecting")
         return advertise_public_ip(pc.localDescription.sdp, self.settings.public_ip)
+
+    def _uplink_frame(self, pcm: Any) -> None:
+        self.bus.push_uplink(pcm)
+        self.uplink_frames += 1
 
     async def _run_uplink(self, track: MediaStreamTrack) -> None:
         framer = BusFramer()

@@ -33,7 +33,7 @@ class OpusBusTrack(MediaStreamTrack):
         sink: DownlinkSink,
         *,
         bitrate: int = 24_000,
-        complexity: int = 5,
+        complexity: int = 1,
         fec: bool = True,
         dtx: bool = False,
         expected_loss: int = 10,

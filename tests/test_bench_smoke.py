@@ -1,0 +1,41 @@
+"""The benchmark still runs (2 calls, a few seconds). Nothing here asserts on speed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+
+async def test_bench_smoke_run(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.run",
+        "--smoke",
+        "--out",
+        str(tmp_path),
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, out.decode()[-3000:]
+    result = json.loads(next(tmp_path.glob("*.json")).read_text())
+    points = {p["target"]: p for p in result["points"]}
+    assert set(points) == {"bridge", "echo"}
+    bridge = points["bridge"]
+    assert bridge["calls"] == 2 and bridge["connected"] == 2
+    # Audio really flowed both ways during the window (counts, not timings).
+    assert bridge["uplink_frames_per_call"] > 50 and bridge["downlink_frames_per_call"] > 50
+    for key in (
+        "cpu_pct_per_call",
+        "ratio_vs_echo",
+        "uplink_latency_p50_ms",
+        "downlink_latency_p99_ms",
+        "offer_to_answer_p50_ms",
+        "rss_per_call_bytes",
+    ):
+        assert key in bridge, key
+    assert "largest N" in out.decode()
