@@ -12,6 +12,7 @@ from .auth import auth_middleware
 from .calls import CallManager
 from .config import EngineKind, Settings
 from .legs import Engine, create_engine
+from .limits import cors_middleware, rate_limit_middleware
 from .metrics import Metrics
 from .rtc import create_turn_provider, restrict_host_addresses, set_gather_timeout
 from .tasks import TaskSet
@@ -26,7 +27,12 @@ MAX_BODY = 64 * 1024
 def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Application:
     """Build the bridge application. ``engine`` overrides the configured one (tests)."""
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(settings.api_tokens)],
+        middlewares=[
+            cors_middleware(settings.cors_origins),
+            error_middleware,
+            auth_middleware(settings.api_tokens),
+            rate_limit_middleware(settings.rate_limit, settings.rate_burst),
+        ],
         client_max_size=MAX_BODY,
     )
     app[SETTINGS] = settings

@@ -38,6 +38,7 @@ from .errors import (
 from .legs import Engine, EngineEvent, EngineEventKind, LegPump, LegStats
 from .metrics import MediaTotals, Metrics, estimate_mos
 from .rtc import TurnProvider, WebRTCSession, create_turn_provider, server_rtc_configuration
+from .rtc.sdp import validate_offer
 from .tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,11 @@ class EndReason(enum.StrEnum):
     REJECTED = "rejected"  # the peer did not take our call
     BUSY = "busy"  # refused: the bridge was at capacity
     FAILED = "failed"  # the engine or the media failed
-    SHUTDOWN = "shutdown"  # the bridge shut down
+    NO_ANSWER = "no_answer"  # our outbound call rang past BRIDGE_RING_TIMEOUT
+    MISSED = "missed"  # an inbound call rang past BRIDGE_RING_TIMEOUT unanswered
+    MAX_DURATION = "max_duration"  # the call reached BRIDGE_MAX_CALL_DURATION
+    SHUTDOWN = "shutdown"  # the bridge shut down and hung up
+    HANDOVER = "handover"  # the bridge shut down and left the WhatsApp call up
 
 
 _TRANSITIONS: dict[CallState, frozenset[CallState]] = {
@@ -346,6 +351,7 @@ class CallManager:
         self._tasks.spawn(self._consume_engine_events(), "engine-events")
         self._tasks.spawn(self._sweep_loop(), "sweeper")
         self._tasks.spawn(self._quality_loop(), "quality")
+        self._tasks.spawn(self._watchdog(), "watchdog")
 
     async def close(self) -> None:
         """Hang up every live call, close every peer connection, stop every task."""
@@ -367,11 +373,56 @@ class CallManager:
             log.info("hanging up engine call %s: %s", engine_call_id, exc)
 
     async def _shutdown_call(self, call: Call) -> None:
+        if self.settings.shutdown_calls == "keep":
+            await self._end(call, EndReason.HANDOVER)
+            return
         try:
             await asyncio.wait_for(self.engine.hangup(call.engine_call_id), 2.0)
         except (EngineError, TimeoutError, ConnectionError) as exc:
             log.info("call %s: hangup at shutdown: %s", call.id, exc)
         await self._end(call, EndReason.SHUTDOWN)
+
+    async def _watchdog(self, interval: float = 0.25) -> None:
+        """Enforce the time limits: ringing, call duration, WebRTC connect and media."""
+        st = self.settings
+        while True:
+            await asyncio.sleep(interval)
+            now, wall = time.monotonic(), time.time()
+            for call in self.registry.live():
+                if call.state in (CallState.CALLING, CallState.RINGING):
+                    if wall - call.created_at > st.ring_timeout:
+                        reason = (
+                            EndReason.NO_ANSWER
+                            if call.direction is Direction.OUTBOUND
+                            else EndReason.MISSED
+                        )
+                        self._tasks.spawn(self._end_by_bridge(call, reason), f"ring:{call.id}")
+                        continue
+                elif (
+                    st.max_call_duration
+                    and call.answered_at is not None
+                    and wall - call.answered_at > st.max_call_duration
+                ):
+                    self._tasks.spawn(
+                        self._end_by_bridge(call, EndReason.MAX_DURATION), f"limit:{call.id}"
+                    )
+                    continue
+                media = self._media.get(call.id)
+                session = media.session if media is not None else None
+                if session is None or session.state in ("closed", "failed"):
+                    continue
+                if session.state != "connected":
+                    if now - session.offered_at > st.connect_timeout:
+                        session.fail(f"not connected within {st.connect_timeout:g} s")
+                elif now - (session.last_media or session.connected_at or now) > st.media_timeout:
+                    session.fail(f"no RTP for {st.media_timeout:g} s")
+
+    async def _end_by_bridge(self, call: Call, reason: EndReason) -> None:
+        if not call.live:
+            return
+        log.info("call %s: ending (%s)", call.id, reason, extra={"call_id": call.id})
+        await self._hangup_quietly(call.engine_call_id)
+        await self._end(call, reason)
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -759,6 +810,7 @@ class CallManager:
         call = self.get(call_id)
         if not call.live:
             raise CallStateError(f"call {call.id} has ended; start a new call")
+        validate_offer(sdp)  # before any socket or peer connection exists
         media = self._media[call.id]
         if media.session is None:
             sessions = sum(1 for m in self._media.values() if m.session is not None)

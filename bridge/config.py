@@ -93,6 +93,18 @@ class Settings:
         0.8, "seconds the bridge waits for STUN/TURN candidates before answering"
     )
     max_calls: int = _opt(200, "live calls before /call/make and /offer answer 503")
+    rate_limit: float = _opt(
+        2.0, "requests per second per client (token, else address) on /call/make and /offer"
+    )
+    rate_burst: int = _opt(20, "burst allowed above BRIDGE_RATE_LIMIT")
+    cors_origins: tuple[str, ...] = _opt((), "origins allowed by CORS (empty: none)")
+    connect_timeout: float = _opt(20.0, "seconds a WebRTC session may take to connect")
+    media_timeout: float = _opt(10.0, "seconds without RTP before a WebRTC session is failed")
+    ring_timeout: float = _opt(60.0, "seconds a call may ring before it is given up")
+    max_call_duration: float = _opt(14_400.0, "seconds an answered call may last (0: no limit)")
+    shutdown_calls: str = _opt(
+        "hangup", "at shutdown: hangup (end calls) or keep (leave WhatsApp calls up for handover)"
+    )
     opus_direct: bool = _opt(
         True, "encode the downlink as 16 kHz mono Opus ourselves (false: aiortc's encoder)"
     )
@@ -278,6 +290,20 @@ def _validate(s: Settings) -> None:
         raise bad("opus_complexity", "must be between 0 and 10")
     if not 1 <= s.rtp_prefetch <= 8:
         raise bad("rtp_prefetch", "must be between 1 and 8 frames")
+    if s.rate_limit <= 0 or s.rate_burst < 1:
+        raise bad("rate_limit", "BRIDGE_RATE_LIMIT must be > 0 and BRIDGE_RATE_BURST >= 1")
+    for origin in s.cors_origins:
+        if not re.match(r"^https?://[^/\s]+$", origin):
+            raise ConfigError(
+                f"BRIDGE_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port])"
+            )
+    for name in ("connect_timeout", "media_timeout", "ring_timeout"):
+        if not 0.5 <= getattr(s, name) <= 3600:
+            raise bad(name, "must be between 0.5 and 3600 seconds")
+    if s.max_call_duration < 0:
+        raise bad("max_call_duration", "must not be negative")
+    if s.shutdown_calls not in ("hangup", "keep"):
+        raise bad("shutdown_calls", "expected hangup or keep")
     if s.max_calls < 1:
         raise bad("max_calls", "must be at least 1")
     if s.ended_call_ttl < 600:
@@ -354,6 +380,8 @@ def settings_for_tests(**overrides: Any) -> Settings:
         "stun_urls": (),
         "ice_addresses": ("127.0.0.1",),
         "sim_answer_delay": 0.2,
+        "rate_limit": 1000.0,
+        "rate_burst": 1000,
     }
     base.update(overrides)
     settings = Settings(**base)

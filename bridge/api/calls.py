@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import BadRequest
-from .errors import read_json, require_str
+from .errors import read_json, require_call_id
 from .keys import MANAGER
 
 routes = web.RouteTableDef()
@@ -17,7 +17,7 @@ SSE_KEEPALIVE = 15.0
 
 
 def _call_id(body: dict[str, Any]) -> str:
-    return require_str(body, "callID", max_len=128)
+    return require_call_id(body)
 
 
 @routes.post("/call/make")

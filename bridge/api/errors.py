@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -113,3 +114,18 @@ def require_str(body: dict[str, Any], name: str, *, max_len: int = 256) -> str:
     if len(value) > max_len:
         raise errors.BadRequest(f"field {name!r} is longer than {max_len} characters")
     return value.strip()
+
+
+_CALL_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def require_call_id(body: dict[str, Any]) -> str:
+    """The ``callID`` field, checked against the shape call ids have."""
+    value = body.get("callID")
+    if not isinstance(value, str) or not value:
+        raise errors.BadRequest("field 'callID' is required and must be a string")
+    if not _CALL_ID.match(value):
+        raise errors.BadRequest(
+            "field 'callID' must be 1-128 characters of letters, digits, '.', '_', ':' or '-'"
+        )
+    return value

@@ -118,6 +118,8 @@ class WebRTCSession:
         self._decoder: DirectDecoder | None = None
         self.offered_at = time.monotonic()
         self.connected_at: float | None = None
+        self.last_media: float | None = None
+        """When the last uplink frame arrived (monotonic)."""
         self.totals = Quality()
         """Cumulative RTP counters (absolute, not deltas)."""
         self.last: Quality | None = None
@@ -185,6 +187,7 @@ class WebRTCSession:
         return advertise_public_ip(pc.localDescription.sdp, self.settings.public_ip)
 
     def _uplink_frame(self, pcm: Any) -> None:
+        self.last_media = time.monotonic()
         self.bus.push_uplink(pcm)
         self.uplink_frames += 1
 
@@ -194,8 +197,7 @@ class WebRTCSession:
             while True:
                 frame = await track.recv()
                 for pcm in framer.push(frame):  # type: ignore[arg-type]
-                    self.bus.push_uplink(pcm)
-                    self.uplink_frames += 1
+                    self._uplink_frame(pcm)
         except MediaStreamError:
             pass
 
@@ -266,6 +268,14 @@ class WebRTCSession:
                 "played": jitter.stats.played,
             },
         }
+
+    def fail(self, why: str) -> None:
+        """Mark the session failed (a timeout) and close it in the background."""
+        if self._closed or self.state in ("failed", "closed"):
+            return
+        log.warning("call %s: WebRTC session failed: %s", self.call_id, why)
+        self._set_state("failed")
+        self._tasks.spawn(self.close(), "close-failed")
 
     async def close(self) -> None:
         """Close the peer connection and stop both directions (idempotent)."""

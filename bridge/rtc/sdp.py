@@ -1,0 +1,76 @@
+"""Offer validation before any peer connection exists.
+
+aiortc accepts SDP it cannot answer (garbage passes ``setRemoteDescription`` and then fails in
+``setLocalDescription``), so the bridge checks an offer's shape first and refuses what it cannot
+serve with a precise 400: exactly one audio m-line over ``UDP/TLS/RTP/SAVPF`` (RFC 5764), a
+``sha-256`` DTLS fingerprint (RFC 8122), ICE credentials (RFC 8839), and Opus among the offered
+codecs (RFC 7587).
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import BadOffer, TooLarge
+
+MAX_OFFER_BYTES = 16 * 1024
+_LINE = re.compile(r"^[a-z]=.*$")
+
+
+def validate_offer(sdp: str) -> None:
+    """Raise :class:`BadOffer` (or :class:`TooLarge`) unless the bridge can answer ``sdp``."""
+    if len(sdp.encode("utf-8", "surrogateescape")) > MAX_OFFER_BYTES:
+        raise TooLarge(f"the SDP offer is larger than {MAX_OFFER_BYTES} bytes")
+    lines = [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln]
+    if not lines or lines[0] != "v=0":
+        raise BadOffer("the SDP offer must start with 'v=0'")
+    for ln in lines:
+        if not _LINE.match(ln) or "\x00" in ln:
+            raise BadOffer(f"malformed SDP line: {ln[:60]!r}")
+    session: list[str] = []
+    media: list[list[str]] = []
+    for ln in lines:
+        if ln.startswith("m="):
+            media.append([ln])
+        elif media:
+            media[-1].append(ln)
+        else:
+            session.append(ln)
+    kinds = [m[0][2:].split(" ", 1)[0] for m in media]
+    if kinds.count("audio") != 1 or len(kinds) != 1:
+        others = sorted(set(k for k in kinds if k != "audio"))
+        detail = f" (it has {', '.join(others)})" if others else ""
+        raise BadOffer(
+            "the bridge carries audio only: the offer must have exactly one audio m-line and "
+            f"no video or data channel{detail}",
+            code="unsupported_media",
+        )
+    section = media[0]
+    parts = section[0][2:].split()
+    if len(parts) < 4 or not parts[1].isdigit():
+        raise BadOffer(f"malformed m-line: {section[0][:80]!r}")
+    if parts[2] != "UDP/TLS/RTP/SAVPF":
+        raise BadOffer(
+            f"the audio m-line uses {parts[2][:40]!r}; WebRTC needs UDP/TLS/RTP/SAVPF (DTLS-SRTP)"
+        )
+    attrs = session + section
+    fingerprints = [a for a in attrs if a.startswith("a=fingerprint:")]
+    if not any(a[len("a=fingerprint:") :].lower().startswith("sha-256 ") for a in fingerprints):
+        raise BadOffer("the offer has no sha-256 DTLS fingerprint (a=fingerprint:sha-256 …)")
+    if not any(a.startswith("a=ice-ufrag:") and len(a) > 12 for a in attrs) or not any(
+        a.startswith("a=ice-pwd:") and len(a) > 10 for a in attrs
+    ):
+        raise BadOffer("the offer has no ICE credentials (a=ice-ufrag and a=ice-pwd)")
+    payloads = set(parts[3:])
+    opus = [
+        a
+        for a in section
+        if a.lower().startswith("a=rtpmap:")
+        and a.split(":", 1)[1].split(" ", 1)[0] in payloads
+        and " opus/48000" in a.lower()
+    ]
+    if not opus:
+        raise BadOffer(
+            "the offer has no Opus (opus/48000/2); the bridge speaks Opus only",
+            code="no_common_codec",
+        )
