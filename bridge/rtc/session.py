@@ -126,8 +126,8 @@ class WebRTCSession:
         self.mos: float | None = None
 
     def _set_state(self, state: str) -> None:
-        if state == self.state or self.state == "closed":
-            return
+        if state == self.state or self.state in ("closed", "failed"):
+            return  # both are final
         self.state = state
         if state == "connected" and self.connected_at is None:
             self.connected_at = time.monotonic()
