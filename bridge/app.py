@@ -2,26 +2,74 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from .api import ENGINE, MANAGER, SETTINGS, error_middleware, setup_routes
+from .api.keys import PLAYBACK, RECORDINGS
 from .auth import auth_middleware
-from .calls import CallManager
+from .bus import CallBus
+from .calls import Call, CallManager
 from .config import EngineKind, Settings
 from .legs import Engine, create_engine
 from .limits import cors_middleware, rate_limit_middleware
 from .metrics import Metrics
+from .playback import PlaybackService
+from .recording import RecordingService
 from .rtc import create_turn_provider, restrict_host_addresses, set_gather_timeout
 from .tasks import TaskSet
+
+log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 """The browser client and demo page (served at ``/`` and ``/web/``)."""
 
-MAX_BODY = 64 * 1024
-"""Largest request body accepted (JSON bodies and SDP offers)."""
+MAX_BODY = 48 * 1024 * 1024
+"""Largest request body aiohttp reads (uploads, ``audioBase64``); JSON routes cap their own
+bodies at 64 KiB (``api.errors.read_json``)."""
+
+
+def media_services(
+    settings: Settings, manager: CallManager
+) -> tuple[PlaybackService, RecordingService]:
+    """Playback and recording, wired to the manager's buses and events."""
+
+    def bus_of(call_id: str) -> CallBus | None:
+        media = manager.media(call_id)
+        call = manager.registry.get(call_id)
+        return media.bus if media is not None and call is not None and call.live else None
+
+    def publish(type_: str, call_id: str, **data: Any) -> None:
+        call = manager.registry.get(call_id)
+        if call is not None:
+            manager.events.publish(type_, call, **data)
+
+    playback = PlaybackService(settings, bus_of, publish)
+    recordings = RecordingService(
+        Path(settings.data_dir), settings.recording_retention_days, bus_of, publish
+    )
+
+    def on_event(type_: str, call: Call) -> None:
+        if type_ == "call.active" and settings.record_all and call.id not in recordings.active:
+            recordings.start(call.id)
+        elif type_ == "call.ended" and call.id in recordings.active:
+            recordings.stop(call.id)
+
+    manager.events.listen(on_event)
+    return playback, recordings
+
+
+async def sweep_recordings(recordings: RecordingService, interval: float) -> None:
+    while True:
+        removed = recordings.sweep()
+        if removed:
+            log.info("retention: deleted %d expired recordings", removed)
+        await asyncio.sleep(interval)
 
 
 def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Application:
@@ -47,15 +95,20 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
         tasks = TaskSet("app")
         await eng.start()
         manager = CallManager(settings, eng, metrics=metrics, turn=turn)
+        playback, recordings = media_services(settings, manager)
         await manager.start()
         tasks.spawn(metrics.run_loop_lag_monitor(), "loop-lag")
+        tasks.spawn(sweep_recordings(recordings, settings.retention_sweep_interval), "retention")
         app[ENGINE] = eng
         app[MANAGER] = manager
+        app[PLAYBACK] = playback
+        app[RECORDINGS] = recordings
         try:
             yield
         finally:
             await manager.close()
             await tasks.close()
+            await playback.close()
             await eng.close()
 
     async def on_shutdown(app: web.Application) -> None:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import bisect
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from .audio import FRAME_SAMPLES, JitterBuffer
 from .audio.pcm import Pcm
@@ -137,6 +139,33 @@ class DownlinkSink:
 
 
 UplinkTap = Callable[[BusFrame], None]
+DownlinkTap = Callable[[BusFrame], None]
+
+
+class UplinkSource(Protocol):
+    """Audio mixed into what the WhatsApp peer hears (a file playing, a socket client)."""
+
+    to_downlink: bool
+    """Also mix it into what the browser hears (playback ``target: both``)."""
+
+    def next_frame(self) -> Pcm | None:
+        """The next 20 ms frame, an all-zero frame to wait, or ``None`` when finished."""
+
+    def finished(self) -> None:
+        """Called once after :meth:`next_frame` returned ``None`` or the source was removed."""
+
+
+def mix_into(acc: npt.NDArray[np.int32], pcm: Pcm) -> None:
+    """Add ``pcm`` into an int32 accumulator (clip once at the end, never wrap)."""
+    acc += pcm
+
+
+def clip16(acc: npt.NDArray[np.int32]) -> Pcm:
+    return np.clip(acc, -32768, 32767).astype(np.int16)
+
+
+SOURCE_CLOCK_IDLE = 0.06
+"""Seconds without microphone frames before sources are clocked by the bus itself."""
 
 
 class CallBus:
@@ -150,13 +179,24 @@ class CallBus:
         self._uplink_open = False
         self._sinks: list[DownlinkSink] = []
         self._uplink_taps: list[UplinkTap] = []
+        self._downlink_taps: list[DownlinkTap] = []
+        self._sources: list[UplinkSource] = []
+        self._to_downlink: deque[Pcm] = deque(maxlen=10)
+        self._last_mic = 0.0
+        self._clock: asyncio.Task[None] | None = None
         self._users: set[str] = set()
         self._closed = False
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
-    # -- users: anything that makes the call's audio worth carrying (a browser, a socket)
+    # -- users: anything that makes the call's audio worth carrying (a browser, a socket, a
+    # file playing); the call's owner opens the engine leg when the first one arrives
+    on_user: Callable[[], None] | None = None
+
     def add_user(self, name: str) -> None:
+        first = not self._users
         self._users.add(name)
+        if first and self.on_user is not None:
+            self.on_user()
 
     def remove_user(self, name: str) -> None:
         self._users.discard(name)
@@ -184,7 +224,14 @@ class CallBus:
         if pcm.shape != (FRAME_SAMPLES,) or pcm.dtype != np.int16:
             self.stats.bad_frames += 1
             return
-        frame = BusFrame(self._silence if self.muted else pcm, time.monotonic() if t is None else t)
+        now = time.monotonic()
+        self._last_mic = now
+        self._emit_uplink(self._silence if self.muted else pcm, now if t is None else t)
+
+    def _emit_uplink(self, pcm: Pcm, t: float) -> None:
+        if self._sources:
+            pcm = self._mix_sources(pcm)
+        frame = BusFrame(pcm, t)
         for tap in self._uplink_taps:
             tap(frame)
         if not self._uplink_open or self._closed:
@@ -195,6 +242,60 @@ class CallBus:
             self.stats.uplink_dropped_overflow += 1
         self._uplink.put_nowait(frame)
         self.stats.uplink_frames += 1
+
+    # -- sources mixed into the uplink
+    def add_source(self, source: UplinkSource) -> None:
+        """Mix ``source`` into the uplink from the next frame on."""
+        self._sources.append(source)
+        self.add_user(f"source:{id(source)}")
+        if self._clock is None and not self._closed:
+            self._clock = asyncio.get_running_loop().create_task(
+                self._source_clock(), name=f"bus[{self.call_id}]:source-clock"
+            )
+
+    def remove_source(self, source: UplinkSource) -> None:
+        if source in self._sources:
+            self._sources.remove(source)
+            self.remove_user(f"source:{id(source)}")
+            source.finished()
+
+    @property
+    def sources(self) -> list[UplinkSource]:
+        return list(self._sources)
+
+    def _mix_sources(self, pcm: Pcm) -> Pcm:
+        acc = pcm.astype(np.int32)
+        to_downlink: npt.NDArray[np.int32] | None = None
+        for source in list(self._sources):
+            frame = source.next_frame()
+            if frame is None:
+                self.remove_source(source)
+                continue
+            mix_into(acc, frame)
+            if source.to_downlink:
+                if to_downlink is None:
+                    to_downlink = frame.astype(np.int32)
+                else:
+                    mix_into(to_downlink, frame)
+        if to_downlink is not None:
+            self._to_downlink.append(clip16(to_downlink))
+        return clip16(acc)
+
+    async def _source_clock(self) -> None:
+        """Clock the sources on the media clock while no microphone frames arrive."""
+        start = time.monotonic()
+        n = 0
+        while self._sources and not self._closed:
+            n += 1
+            wait = start + n * FRAME_SAMPLES / 16_000 - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif wait < -0.2:
+                start, n = time.monotonic(), 0
+            now = time.monotonic()
+            if now - self._last_mic > SOURCE_CLOCK_IDLE:
+                self._emit_uplink(self._silence, now)
+        self._clock = None
 
     async def read_uplink(self) -> BusFrame:
         """Wait for the next uplink frame (raises :class:`BusClosed` once closed)."""
@@ -230,8 +331,32 @@ class CallBus:
             return
         frame = BusFrame(pcm, time.monotonic() if t is None else t)
         self.stats.downlink_frames += 1
+        for tap in self._downlink_taps:
+            tap(frame)
+        if self._to_downlink:
+            acc = pcm.astype(np.int32)
+            mix_into(acc, self._to_downlink.popleft())
+            frame = BusFrame(clip16(acc), frame.t)
         for sink in self._sinks:
             sink.push(frame)
+
+    def add_downlink_tap(self, tap: DownlinkTap) -> None:
+        """See every frame from the WhatsApp peer, before anything is mixed in."""
+        self._downlink_taps.append(tap)
+
+    def remove_downlink_tap(self, tap: DownlinkTap) -> None:
+        if tap in self._downlink_taps:
+            self._downlink_taps.remove(tap)
+
+    async def aclose(self) -> None:
+        """:meth:`close`, then wait for the source clock task to finish."""
+        clock = self._clock
+        self.close()
+        if clock is not None:
+            try:
+                await clock
+            except asyncio.CancelledError:
+                pass
 
     def close(self) -> None:
         """Stop the bus; a waiting uplink reader gets :class:`BusClosed`."""
@@ -241,6 +366,12 @@ class CallBus:
         self._uplink_open = False
         self._sinks.clear()
         self._uplink_taps.clear()
+        self._downlink_taps.clear()
+        for source in list(self._sources):
+            self.remove_source(source)
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
         while not self._uplink.empty():
             self._uplink.get_nowait()
         self._uplink.put_nowait(BusFrame(np.empty(0, dtype=np.int16), 0.0))

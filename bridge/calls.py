@@ -225,11 +225,12 @@ class CallEvent:
     type: str
     call: dict[str, Any]
     at: str
+    data: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"type": self.type, "callID": self.call["callID"], "at": self.at, "call": self.call}
-        )
+        body = {"type": self.type, "callID": self.call["callID"], "at": self.at, "call": self.call}
+        body.update(self.data)
+        return json.dumps(body)
 
 
 class CallEvents:
@@ -238,12 +239,22 @@ class CallEvents:
     def __init__(self, queue_size: int = 256) -> None:
         self.queue_size = queue_size
         self._subscribers: set[_Subscription] = set()
+        self._listeners: list[Callable[[str, Call], None]] = []
         self._closed = False
 
-    def publish(self, type_: str, call: Call) -> None:
-        event = CallEvent(type_, call.snapshot(), _iso(time.time()) or "")
+    def listen(self, listener: Callable[[str, Call], None]) -> None:
+        """Call ``listener(type, call)`` synchronously on every event (in-process features)."""
+        self._listeners.append(listener)
+
+    def publish(self, type_: str, call: Call, **data: Any) -> None:
+        event = CallEvent(type_, call.snapshot(), _iso(time.time()) or "", data)
         for sub in self._subscribers:
             sub.put(event)
+        for listener in self._listeners:
+            try:
+                listener(type_, call)
+            except Exception:
+                log.exception("event listener failed on %s", type_)
 
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[_Subscription]:
@@ -484,6 +495,7 @@ class CallManager:
         self.metrics.calls_started.labels(str(call.direction)).inc()
         bus = CallBus(call.id)
         bus.muted = call.muted
+        bus.on_user = lambda: self._wake_leg(call)
         self._media[call.id] = CallMedia(bus=bus)
         self._count_active()
         self.events.publish("call.created", call)
@@ -596,6 +608,11 @@ class CallManager:
         self.events.publish("call.active", call)
         self._tasks.spawn(self._ensure_leg(call), f"leg:{call.id}")
 
+    def _wake_leg(self, call: Call) -> None:
+        """A first bus user arrived (browser, socket, playback): open the engine leg if due."""
+        if self._wants_media(call) and not self._tasks.closed:
+            self._tasks.spawn(self._ensure_leg(call), f"leg:{call.id}")
+
     def _wants_media(self, call: Call) -> bool:
         # Engines whose media socket also carries call state (WADial) open it as soon as the
         # call exists; the others once it is answered.
@@ -684,7 +701,7 @@ class CallManager:
                 if media.leg is not None:
                     await media.leg.close()
             finally:
-                media.bus.close()
+                await media.bus.aclose()
 
     # -- metrics and per-call stats
     def _count_active(self) -> None:

@@ -118,6 +118,14 @@ class Settings:
     rtp_prefetch: int = _opt(
         1, "RTP frames aiortc holds before decoding the uplink (its default: 4)"
     )
+    data_dir: str = _opt("data", "where recordings and audio assets are stored")
+    media_dir: str = _opt("media", "directory /call/play may read files from")
+    play_url_allow: tuple[str, ...] = _opt((), "hosts /call/play may fetch audioUrl from")
+    play_url_max_bytes: int = _opt(32 * 1024 * 1024, "largest audio fetched or uploaded")
+    play_url_timeout: float = _opt(10.0, "seconds to fetch an audioUrl")
+    record_all: bool = _opt(False, "record every call from answer to end")
+    recording_retention_days: float = _opt(30.0, "days recordings are kept")
+    retention_sweep_interval: float = _opt(3600.0, "seconds between retention sweeps")
     log_format: LogFormat = _opt(LogFormat.TEXT, "log format: text or json")
     metrics_token: str = _opt("", "token /metrics requires (empty: /metrics is open)", secret=True)
     stats_interval: float = _opt(5.0, "seconds between RTP/RTCP quality samples per session")
@@ -290,6 +298,12 @@ def _validate(s: Settings) -> None:
         raise bad("opus_complexity", "must be between 0 and 10")
     if not 1 <= s.rtp_prefetch <= 8:
         raise bad("rtp_prefetch", "must be between 1 and 8 frames")
+    if s.recording_retention_days <= 0:
+        raise bad("recording_retention_days", "must be positive")
+    if not 1 <= s.retention_sweep_interval <= 86400:
+        raise bad("retention_sweep_interval", "must be between 1 and 86400 seconds")
+    if not 1024 <= s.play_url_max_bytes <= 512 * 1024 * 1024:
+        raise bad("play_url_max_bytes", "must be between 1 KiB and 512 MiB")
     if s.rate_limit <= 0 or s.rate_burst < 1:
         raise bad("rate_limit", "BRIDGE_RATE_LIMIT must be > 0 and BRIDGE_RATE_BURST >= 1")
     for origin in s.cors_origins:

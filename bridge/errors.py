@@ -29,6 +29,18 @@ class CallNotFound(BridgeError):
     code = "call_not_found"
 
 
+class NotFound(BridgeError):
+    """Something other than a call (an asset, a recording, a playback) does not exist."""
+
+    code = "not_found"
+
+
+class Forbidden(BridgeError):
+    """The request is understood but not allowed (e.g. a URL outside the allow-list)."""
+
+    code = "forbidden"
+
+
 class CallStateError(BridgeError):
     """The call is not in a state that allows the operation (an illegal transition)."""
 

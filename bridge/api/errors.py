@@ -20,7 +20,9 @@ _STATUS: list[tuple[type[errors.BridgeError], int]] = [
     (errors.BadRequest, 400),
     (errors.BadOffer, 400),
     (errors.Unauthorized, 401),
+    (errors.Forbidden, 403),
     (errors.CallNotFound, 404),
+    (errors.NotFound, 404),
     (errors.EngineCallNotFound, 404),
     (errors.CallStateError, 409),
     (errors.TooLarge, 413),
@@ -87,12 +89,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, "internal_error", "internal error; see the bridge's log")
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
+JSON_LIMIT = 64 * 1024
+"""Largest JSON body (routes that carry audio pass a larger ``limit``)."""
+
+
+async def read_json(request: web.Request, limit: int = JSON_LIMIT) -> dict[str, Any]:
     """The request's JSON object body, or :class:`~bridge.errors.BadRequest`."""
+    if (request.content_length or 0) > limit:
+        raise errors.TooLarge(f"request body larger than {limit} bytes")
     try:
-        raw = await request.read()
+        raw = await request.content.read(limit + 1)
     except web.HTTPRequestEntityTooLarge:
         raise errors.TooLarge("request body too large") from None
+    if len(raw) > limit:
+        raise errors.TooLarge(f"request body larger than {limit} bytes")
     if not raw.strip():
         raise errors.BadRequest("a JSON object body is required", code="invalid_json")
     try:

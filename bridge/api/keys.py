@@ -7,7 +7,11 @@ from aiohttp import web
 from ..calls import CallManager
 from ..config import Settings
 from ..legs import Engine
+from ..playback import PlaybackService
+from ..recording import RecordingService
 
 SETTINGS = web.AppKey("settings", Settings)
 MANAGER = web.AppKey("manager", CallManager)
 ENGINE = web.AppKey("engine", Engine)
+PLAYBACK = web.AppKey("playback", PlaybackService)
+RECORDINGS = web.AppKey("recordings", RecordingService)

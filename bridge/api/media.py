@@ -1,0 +1,99 @@
+"""Playback, audio assets and recordings."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..errors import BadRequest, TooLarge
+from .errors import read_json, require_call_id
+from .keys import MANAGER, PLAYBACK, RECORDINGS, SETTINGS
+
+routes = web.RouteTableDef()
+
+PLAY_BODY_LIMIT = 48 * 1024 * 1024
+"""``/call/play`` may carry ``audioBase64`` (32 MiB of audio is ~43 MiB of base64)."""
+
+
+@routes.post("/call/play")
+async def play(request: web.Request) -> web.Response:
+    body = await read_json(request, limit=PLAY_BODY_LIMIT)
+    call_id = require_call_id(body)
+    request.app[MANAGER].get(call_id)  # 404 for unknown calls
+    playback = await request.app[PLAYBACK].start(call_id, body)
+    return web.json_response({"playbackId": playback.id}, status=201)
+
+
+@routes.post("/call/play/stop")
+async def play_stop(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    call_id = require_call_id(body)
+    request.app[MANAGER].get(call_id)
+    playback_id = body.get("playbackId")
+    if playback_id is not None and not isinstance(playback_id, str):
+        raise BadRequest("field 'playbackId' must be a string")
+    stopped = request.app[PLAYBACK].stop(call_id, playback_id)
+    return web.json_response({"callID": call_id, "stopped": stopped})
+
+
+@routes.post("/call/audio-assets")
+async def upload_asset(request: web.Request) -> web.Response:
+    limit = request.app[SETTINGS].play_url_max_bytes
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequest("send multipart/form-data with the file in field 'audio'")
+    reader = await request.multipart()
+    while True:
+        part = await reader.next()
+        if part is None:
+            raise BadRequest("multipart field 'audio' is missing")
+        if getattr(part, "name", None) == "audio":
+            break
+    data = bytearray()
+    while chunk := await part.read_chunk(65536):  # type: ignore[union-attr]
+        data += chunk
+        if len(data) > limit:
+            raise TooLarge(f"the upload is larger than {limit} bytes")
+    name = getattr(part, "filename", None) or "audio"
+    asset = request.app[PLAYBACK].assets.add(bytes(data), name)
+    return web.json_response(asset.as_json(), status=201)
+
+
+@routes.get("/call/audio-assets")
+async def list_assets(request: web.Request) -> web.Response:
+    return web.json_response({"assets": [a.as_json() for a in request.app[PLAYBACK].assets.list()]})
+
+
+@routes.delete("/call/audio-assets/{assetId}")
+async def delete_asset(request: web.Request) -> web.Response:
+    request.app[PLAYBACK].assets.delete(request.match_info["assetId"])
+    return web.json_response({"assetId": request.match_info["assetId"], "deleted": True})
+
+
+@routes.post("/call/record")
+async def record(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    call_id = require_call_id(body)
+    request.app[MANAGER].get(call_id)
+    recorder = request.app[RECORDINGS].start(call_id, body.get("path"))
+    return web.json_response(
+        {
+            "callID": call_id,
+            "recording": True,
+            "path": str(recorder.base.relative_to(recorder.root)),
+        },
+        status=201,
+    )
+
+
+@routes.post("/call/record/stop")
+async def record_stop(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    call_id = require_call_id(body)
+    request.app[MANAGER].get(call_id)
+    recordings = request.app[RECORDINGS].stop(call_id)
+    return web.json_response({"callID": call_id, "recordings": [r.as_json() for r in recordings]})
+
+
+@routes.get("/call/recordings/{recordingId}")
+async def get_recording(request: web.Request) -> web.FileResponse:
+    rec = request.app[RECORDINGS].get(request.match_info["recordingId"])
+    return web.FileResponse(rec.path, headers={"Content-Type": "audio/wav"})

@@ -1,0 +1,301 @@
+"""Playback of audio files into calls, and the audio-asset store.
+
+A playback is an ``UplinkSource`` on the call's bus: its frames are decoded lazily from the
+file (PyAV, any format FFmpeg reads, detected from the content) and mixed with the browser's
+microphone, clipping-safe; ``target: both`` mixes them into what the browser hears too.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import calendar
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from .audio.decode import AudioInfo, UndecodableAudio, bus_frames, measure_duration_ms, probe
+from .audio.pcm import Pcm
+from .bus import CallBus
+from .config import Settings
+from .errors import BadRequest, CallNotFound, Forbidden, NotFound, TooLarge
+
+log = logging.getLogger(__name__)
+
+
+def iso_utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def parse_iso_utc(text: str) -> float:
+    return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
+
+
+def inside(base: Path, relative: str) -> Path:
+    """``base / relative`` if it stays inside ``base`` (no ``..``, no absolute escape)."""
+    if not relative or "\x00" in relative:
+        raise BadRequest("a path is required", code="bad_path")
+    root = base.resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise BadRequest(f"path {relative[:80]!r} leaves {base}", code="bad_path")
+    return path
+
+
+class Playback:
+    """One audio file playing into one call (an ``UplinkSource``)."""
+
+    def __init__(
+        self,
+        call_id: str,
+        frames: Callable[[], Iterator[Pcm]],
+        *,
+        to_downlink: bool,
+        loop: bool,
+        on_done: Callable[[Playback], None],
+    ) -> None:
+        self.id = "pb_" + secrets.token_hex(8)
+        self.call_id = call_id
+        self.to_downlink = to_downlink
+        self.loop = loop
+        self._factory = frames
+        self._frames = frames()
+        self._on_done = on_done
+        self.frames_played = 0
+        self.error: str | None = None
+        self._done = False
+
+    def next_frame(self) -> Pcm | None:
+        try:
+            frame = next(self._frames, None)
+            if frame is None and self.loop and self.frames_played:
+                self._frames = self._factory()
+                frame = next(self._frames, None)
+        except UndecodableAudio as exc:
+            self.error = str(exc)
+            return None
+        if frame is not None:
+            self.frames_played += 1
+        return frame
+
+    def finished(self) -> None:
+        if not self._done:
+            self._done = True
+            self._on_done(self)
+
+
+@dataclass(frozen=True)
+class Asset:
+    id: str
+    path: Path
+    duration_ms: int
+    format: str
+    name: str
+    created_at: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "assetId": self.id,
+            "durationMs": self.duration_ms,
+            "format": self.format,
+            "name": self.name,
+            "createdAt": iso_utc(self.created_at),
+        }
+
+
+class AssetStore:
+    """Uploaded audio under ``BRIDGE_DATA_DIR/assets`` (file + JSON metadata each)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def add(self, data: bytes, name: str) -> Asset:
+        info = self._check(data)
+        asset_id = "as_" + uuid.uuid4().hex
+        path = self.root / f"{asset_id}.audio"
+        path.write_bytes(data)
+        duration = info.duration_ms if info.duration_ms is not None else measure_duration_ms(path)
+        asset = Asset(asset_id, path, duration, info.format, name[:200], time.time())
+        (self.root / f"{asset_id}.json").write_text(json.dumps(asset.as_json()))
+        return asset
+
+    @staticmethod
+    def _check(data: bytes) -> AudioInfo:
+        try:
+            return probe(data)
+        except UndecodableAudio as exc:
+            raise BadRequest(
+                f"the upload is not audio the bridge can decode: {exc}", code="undecodable_audio"
+            ) from None
+
+    def get(self, asset_id: str) -> Asset:
+        if not asset_id.startswith("as_") or not asset_id[3:].isalnum():
+            raise NotFound(f"no audio asset {asset_id[:80]!r}")
+        meta_path = self.root / f"{asset_id}.json"
+        if not meta_path.is_file():
+            raise NotFound(f"no audio asset {asset_id[:80]!r}")
+        meta = json.loads(meta_path.read_text())
+        created = parse_iso_utc(meta["createdAt"])
+        return Asset(
+            asset_id,
+            self.root / f"{asset_id}.audio",
+            meta["durationMs"],
+            meta["format"],
+            meta.get("name", ""),
+            created,
+        )
+
+    def list(self) -> list[Asset]:
+        return sorted(
+            (self.get(p.stem) for p in self.root.glob("as_*.json")), key=lambda a: a.created_at
+        )
+
+    def delete(self, asset_id: str) -> None:
+        asset = self.get(asset_id)
+        asset.path.unlink(missing_ok=True)
+        (self.root / f"{asset_id}.json").unlink(missing_ok=True)
+
+
+class PlaybackService:
+    """Starts and stops playbacks; resolves ``file`` / ``assetId`` / ``audioBase64`` /
+    ``audioUrl`` to something decodable, refusing what is unsafe or undecodable."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bus_of: Callable[[str], CallBus | None],
+        publish: Callable[..., None],
+    ) -> None:
+        self.settings = settings
+        self.media_dir = Path(settings.media_dir)
+        self.assets = AssetStore(Path(settings.data_dir) / "assets")
+        self._bus_of = bus_of
+        self._publish = publish
+        self._playing: dict[str, Playback] = {}
+        self._http: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+
+    async def start(self, call_id: str, body: dict[str, Any]) -> Playback:
+        bus = self._bus_of(call_id)
+        if bus is None:
+            raise CallNotFound(f"no live call {call_id[:64]!r}")
+        kinds = [k for k in ("file", "assetId", "audioBase64", "audioUrl") if body.get(k)]
+        if len(kinds) != 1:
+            raise BadRequest("give exactly one of file, assetId, audioBase64, audioUrl")
+        target = body.get("target", "peer")
+        if target not in ("peer", "both"):
+            raise BadRequest('field \'target\' must be "peer" or "both"')
+        loop = body.get("loop", False)
+        if not isinstance(loop, bool):
+            raise BadRequest("field 'loop' must be true or false")
+        source = await self._resolve(kinds[0], body[kinds[0]])
+        try:
+            probe(source)
+        except UndecodableAudio as exc:
+            raise BadRequest(str(exc), code="undecodable_audio") from None
+        playback = Playback(
+            call_id,
+            lambda: bus_frames(source),
+            to_downlink=target == "both",
+            loop=loop,
+            on_done=self._done,
+        )
+        # The call may have ended while the audio was fetched.
+        bus = self._bus_of(call_id)
+        if bus is None:
+            raise CallNotFound(f"no live call {call_id[:64]!r}")
+        self._playing[playback.id] = playback
+        bus.add_source(playback)
+        self._publish("playback.started", call_id, playbackId=playback.id, target=target)
+        return playback
+
+    async def _resolve(self, kind: str, value: Any) -> Path | bytes:
+        if not isinstance(value, str):
+            raise BadRequest(f"field {kind!r} must be a string")
+        if kind == "file":
+            path = inside(self.media_dir, value)
+            if not path.is_file():
+                raise NotFound(f"no file {value[:80]!r} in BRIDGE_MEDIA_DIR")
+            return path
+        if kind == "assetId":
+            return self.assets.get(value).path
+        if kind == "audioBase64":
+            try:
+                data = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                raise BadRequest("audioBase64 is not valid base64") from None
+            if len(data) > self.settings.play_url_max_bytes:
+                raise TooLarge("the audio is larger than BRIDGE_PLAY_URL_MAX_BYTES")
+            return data
+        return await self._fetch(value)
+
+    async def _fetch(self, url: str) -> bytes:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if parts.scheme not in ("http", "https") or not host:
+            raise BadRequest("audioUrl must be an http(s) URL")
+        if host not in {h.lower() for h in self.settings.play_url_allow}:
+            raise Forbidden(
+                f"host {host!r} is not in BRIDGE_PLAY_URL_ALLOW", code="url_not_allowed"
+            )
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.settings.play_url_timeout)
+            )
+        limit = self.settings.play_url_max_bytes
+        try:
+            async with self._http.get(url, allow_redirects=False) as resp:
+                if resp.status != 200:
+                    raise BadRequest(f"audioUrl answered {resp.status}", code="url_failed")
+                if (resp.content_length or 0) > limit:
+                    raise TooLarge("the audio at audioUrl is too large")
+                data = bytearray()
+                async for chunk in resp.content.iter_chunked(65536):
+                    data += chunk
+                    if len(data) > limit:
+                        raise TooLarge("the audio at audioUrl is too large")
+                return bytes(data)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BadRequest(
+                f"cannot fetch audioUrl: {exc or type(exc).__name__}", code="url_failed"
+            ) from None
+
+    def stop(self, call_id: str, playback_id: str | None) -> list[str]:
+        """Stop one playback (or all of the call's); returns the ids stopped."""
+        bus = self._bus_of(call_id)
+        chosen = [
+            p
+            for p in self._playing.values()
+            if p.call_id == call_id and (playback_id is None or p.id == playback_id)
+        ]
+        if playback_id is not None and not chosen:
+            raise NotFound(f"no playback {playback_id[:80]!r} on this call")
+        for playback in chosen:
+            if bus is not None:
+                bus.remove_source(playback)
+            else:
+                playback.finished()
+        return [p.id for p in chosen]
+
+    def _done(self, playback: Playback) -> None:
+        self._playing.pop(playback.id, None)
+        self._publish(
+            "playback.finished",
+            playback.call_id,
+            playbackId=playback.id,
+            framesPlayed=playback.frames_played,
+            error=playback.error,
+        )

@@ -1,0 +1,312 @@
+"""Call recording to WAV (16 kHz mono s16): inbound (the WhatsApp peer), outbound (what the
+peer hears: microphone and playback mixed) and mixed (both), with metadata and retention.
+
+Frames are written as they pass the bus taps; gaps are filled with silence from the frames'
+timestamps, so every file lasts exactly as long as the recording did. WAV headers are written
+with the final sizes at stop; files left open by a crash are repaired at start-up. Each
+recording has a JSON sidecar (its metadata), which is also the index after a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from .audio import FRAME_SAMPLES, SAMPLE_RATE
+from .bus import BusFrame, CallBus
+from .errors import BadRequest, CallStateError, NotFound
+from .playback import inside, iso_utc, parse_iso_utc
+
+log = logging.getLogger(__name__)
+
+HEADER_BYTES = 44
+CHUNK = 1 << 16
+
+
+def wav_header(data_bytes: int) -> bytes:
+    """RIFF/WAVE header for 16 kHz mono s16 PCM with ``data_bytes`` of samples."""
+    return struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + data_bytes,
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        SAMPLE_RATE,
+        SAMPLE_RATE * 2,
+        2,
+        16,
+        b"data",
+        data_bytes,
+    )
+
+
+def repair_wav(path: Path) -> bool:
+    """Fix the sizes in a WAV header left unfinished (e.g. by a crash); True if changed."""
+    size = path.stat().st_size
+    if size < HEADER_BYTES:
+        return False
+    with path.open("r+b") as f:
+        head = f.read(HEADER_BYTES)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE" or head[36:40] != b"data":
+            return False
+        data = size - HEADER_BYTES
+        data -= data % 2
+        if (
+            struct.unpack("<I", head[4:8])[0] == 36 + data
+            and struct.unpack("<I", head[40:44])[0] == data
+        ):
+            return False
+        f.seek(0)
+        f.write(wav_header(data))
+    return True
+
+
+class WavTrack:
+    """One growing WAV file, aligned to wall-clock time from ``t0`` (monotonic)."""
+
+    def __init__(self, path: Path, t0: float) -> None:
+        self.path = path
+        self.t0 = t0
+        self.samples = 0
+        self._file: BinaryIO | None = path.open("wb")
+        self._file.write(wav_header(0))
+
+    def write_at(self, pcm: np.ndarray, t: float) -> None:
+        if self._file is None:
+            return
+        # A frame stamped at t covers [t - 20 ms, t); fill a gap longer than two frames.
+        expected = int((t - self.t0) * SAMPLE_RATE) - FRAME_SAMPLES
+        if expected - self.samples > 2 * FRAME_SAMPLES:
+            self._silence(expected - self.samples)
+        self._file.write(pcm.astype("<i2", copy=False).tobytes())
+        self.samples += pcm.size
+
+    def _silence(self, samples: int) -> None:
+        assert self._file is not None
+        zeros = bytes(min(samples, CHUNK) * 2)
+        left = samples
+        while left > 0:
+            n = min(left, CHUNK)
+            self._file.write(zeros[: n * 2])
+            left -= n
+        self.samples += samples
+
+    def finish(self, t_end: float) -> None:
+        if self._file is None:
+            return
+        target = int((t_end - self.t0) * SAMPLE_RATE)
+        if target > self.samples:
+            self._silence(target - self.samples)
+        self._file.seek(0)
+        self._file.write(wav_header(self.samples * 2))
+        self._file.close()
+        self._file = None
+
+
+def mix_files(a: Path, b: Path, out: Path) -> int:
+    """Sum two of our WAVs into ``out`` (clipping-safe), chunk by chunk; returns samples."""
+    total = 0
+    with a.open("rb") as fa, b.open("rb") as fb, out.open("wb") as fo:
+        fa.seek(HEADER_BYTES)
+        fb.seek(HEADER_BYTES)
+        fo.write(wav_header(0))
+        while True:
+            xa = np.frombuffer(fa.read(CHUNK * 2), dtype="<i2")
+            xb = np.frombuffer(fb.read(CHUNK * 2), dtype="<i2")
+            if not xa.size and not xb.size:
+                break
+            n = max(xa.size, xb.size)
+            acc = np.zeros(n, dtype=np.int32)
+            acc[: xa.size] += xa
+            acc[: xb.size] += xb
+            fo.write(np.clip(acc, -32768, 32767).astype("<i2").tobytes())
+            total += n
+        fo.seek(0)
+        fo.write(wav_header(total * 2))
+    return total
+
+
+@dataclass
+class Recording:
+    id: str
+    call_id: str
+    kind: str
+    path: Path
+    relative: str
+    duration_ms: int
+    size_bytes: int
+    created_at: float
+    expires_at: float
+
+    def as_json(self) -> dict[str, Any]:
+        iso = iso_utc
+        return {
+            "recordingId": self.id,
+            "callID": self.call_id,
+            "kind": self.kind,
+            "path": self.relative,
+            "durationMs": self.duration_ms,
+            "sizeBytes": self.size_bytes,
+            "createdAt": iso(self.created_at),
+            "expiresAt": iso(self.expires_at),
+        }
+
+
+class CallRecorder:
+    """Taps one call's bus into inbound and outbound tracks; makes the mixed one at stop."""
+
+    def __init__(self, call_id: str, base: Path, root: Path, bus: CallBus) -> None:
+        self.call_id = call_id
+        self.base = base
+        self.root = root
+        self.bus = bus
+        self.started_wall = time.time()
+        t0 = time.monotonic()
+        self.t0 = t0
+        base.parent.mkdir(parents=True, exist_ok=True)
+        self.inbound = WavTrack(base.with_name(base.name + "-inbound.wav"), t0)
+        self.outbound = WavTrack(base.with_name(base.name + "-outbound.wav"), t0)
+        bus.add_downlink_tap(self._down)
+        bus.add_uplink_tap(self._up)
+
+    def _down(self, frame: BusFrame) -> None:
+        self.inbound.write_at(frame.pcm, frame.t)
+
+    def _up(self, frame: BusFrame) -> None:
+        self.outbound.write_at(frame.pcm, frame.t)
+
+    def stop(self, retention_s: float) -> list[Recording]:
+        end = time.monotonic()
+        self.bus.remove_downlink_tap(self._down)
+        self.bus.remove_uplink_tap(self._up)
+        self.inbound.finish(end)
+        self.outbound.finish(end)
+        mixed = self.base.with_name(self.base.name + "-mixed.wav")
+        mix_files(self.inbound.path, self.outbound.path, mixed)
+        out = []
+        for kind, path in (
+            ("inbound", self.inbound.path),
+            ("outbound", self.outbound.path),
+            ("mixed", mixed),
+        ):
+            size = path.stat().st_size
+            rec = Recording(
+                id="rec_" + uuid.uuid4().hex,
+                call_id=self.call_id,
+                kind=kind,
+                path=path,
+                relative=str(path.relative_to(self.root)),
+                duration_ms=(size - HEADER_BYTES) // 2 * 1000 // SAMPLE_RATE,
+                size_bytes=size,
+                created_at=self.started_wall,
+                expires_at=self.started_wall + retention_s,
+            )
+            path.with_suffix(".json").write_text(json.dumps(rec.as_json()))
+            out.append(rec)
+        return out
+
+
+class RecordingService:
+    """Starts/stops recordings, serves them, repairs and sweeps the store."""
+
+    def __init__(
+        self,
+        root: Path,
+        retention_days: float,
+        bus_of: Callable[[str], CallBus | None],
+        publish: Callable[..., None],
+    ) -> None:
+        self.root = root
+        self.calls_dir = root / "files" / "calls"
+        self.calls_dir.mkdir(parents=True, exist_ok=True)
+        self.retention_s = retention_days * 86400
+        self._bus_of = bus_of
+        self._publish = publish
+        self.active: dict[str, CallRecorder] = {}
+        self.index: dict[str, Recording] = {}
+        self.repaired = self._load()
+
+    def _load(self) -> int:
+        """Index the sidecars; repair WAV headers of files a crash left open."""
+        repaired = 0
+        for wav in self.root.glob("files/**/*.wav"):
+            if repair_wav(wav):
+                repaired += 1
+                log.warning("repaired the WAV header of %s (left open by a crash)", wav)
+        for meta in self.root.glob("files/**/*.json"):
+            try:
+                d = json.loads(meta.read_text())
+                path = meta.with_suffix(".wav")
+                parse = parse_iso_utc
+                self.index[d["recordingId"]] = Recording(
+                    d["recordingId"],
+                    d["callID"],
+                    d["kind"],
+                    path,
+                    d["path"],
+                    d["durationMs"],
+                    d["sizeBytes"],
+                    parse(d["createdAt"]),
+                    parse(d["expiresAt"]),
+                )
+            except (ValueError, KeyError, OSError) as exc:
+                log.warning("ignoring recording metadata %s: %s", meta, exc)
+        return repaired
+
+    def start(self, call_id: str, path: str | None = None) -> CallRecorder:
+        bus = self._bus_of(call_id)
+        if bus is None:
+            raise CallStateError(f"call {call_id[:64]} is not live")
+        if call_id in self.active:
+            raise CallStateError(f"call {call_id[:64]} is already being recorded")
+        if path is not None:
+            if not isinstance(path, str):
+                raise BadRequest("field 'path' must be a string")
+            target = inside(self.root, path.removesuffix(".wav"))
+            base = target
+        else:
+            base = self.calls_dir / call_id
+        recorder = CallRecorder(call_id, base, self.root.resolve(), bus)
+        self.active[call_id] = recorder
+        self._publish("recording.started", call_id)
+        return recorder
+
+    def stop(self, call_id: str) -> list[Recording]:
+        recorder = self.active.pop(call_id, None)
+        if recorder is None:
+            raise CallStateError(f"call {call_id[:64]} is not being recorded")
+        recordings = recorder.stop(self.retention_s)
+        for rec in recordings:
+            self.index[rec.id] = rec
+        self._publish("recording.ready", call_id, recordings=[r.as_json() for r in recordings])
+        return recordings
+
+    def get(self, recording_id: str) -> Recording:
+        rec = self.index.get(recording_id)
+        if rec is None or not rec.path.is_file():
+            raise NotFound(f"no recording {recording_id[:80]!r}")
+        return rec
+
+    def sweep(self, now: float | None = None) -> int:
+        """Delete recordings past their retention; returns how many files went."""
+        now = time.time() if now is None else now
+        removed = 0
+        for rec_id, rec in list(self.index.items()):
+            if rec.expires_at <= now:
+                rec.path.unlink(missing_ok=True)
+                rec.path.with_suffix(".json").unlink(missing_ok=True)
+                del self.index[rec_id]
+                removed += 1
+        return removed
