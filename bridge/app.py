@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from .api import ENGINE, MANAGER, SETTINGS, error_middleware, setup_routes
-from .api.keys import PLAYBACK, RECORDINGS
+from .api.keys import FORKS, PLAYBACK, RECORDINGS
 from .auth import auth_middleware
 from .bus import CallBus
 from .calls import Call, CallManager
 from .config import EngineKind, Settings
+from .forks import ForkService
 from .legs import Engine, create_engine
 from .limits import cors_middleware, rate_limit_middleware
 from .metrics import Metrics
@@ -34,21 +35,33 @@ MAX_BODY = 48 * 1024 * 1024
 bodies at 64 KiB (``api.errors.read_json``)."""
 
 
-def media_services(
-    settings: Settings, manager: CallManager
-) -> tuple[PlaybackService, RecordingService]:
-    """Playback and recording, wired to the manager's buses and events."""
+def bus_of_live(manager: CallManager) -> Callable[[str], CallBus | None]:
+    """The bus of a live call (``None`` for unknown or ended calls)."""
 
     def bus_of(call_id: str) -> CallBus | None:
         media = manager.media(call_id)
         call = manager.registry.get(call_id)
         return media.bus if media is not None and call is not None and call.live else None
 
+    return bus_of
+
+
+def publish_to(manager: CallManager) -> Callable[..., None]:
+    """Publish an event about a call by its id."""
+
     def publish(type_: str, call_id: str, **data: Any) -> None:
         call = manager.registry.get(call_id)
         if call is not None:
             manager.events.publish(type_, call, **data)
 
+    return publish
+
+
+def media_services(
+    settings: Settings, manager: CallManager
+) -> tuple[PlaybackService, RecordingService]:
+    """Playback and recording, wired to the manager's buses and events."""
+    bus_of, publish = bus_of_live(manager), publish_to(manager)
     playback = PlaybackService(settings, bus_of, publish)
     recordings = RecordingService(
         Path(settings.data_dir), settings.recording_retention_days, bus_of, publish
@@ -96,6 +109,13 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
         await eng.start()
         manager = CallManager(settings, eng, metrics=metrics, turn=turn)
         playback, recordings = media_services(settings, manager)
+        forks = ForkService(settings.fork_url_allow, bus_of_live(manager), publish_to(manager))
+
+        def stop_forks(type_: str, call: Call) -> None:
+            if type_ == "call.ended" and any(f.call_id == call.id for f in forks.forks.values()):
+                tasks.spawn(forks.stop_call(call.id), f"forks:{call.id}")
+
+        manager.events.listen(stop_forks)
         await manager.start()
         tasks.spawn(metrics.run_loop_lag_monitor(), "loop-lag")
         tasks.spawn(sweep_recordings(recordings, settings.retention_sweep_interval), "retention")
@@ -103,10 +123,12 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
         app[MANAGER] = manager
         app[PLAYBACK] = playback
         app[RECORDINGS] = recordings
+        app[FORKS] = forks
         try:
             yield
         finally:
             await manager.close()
+            await forks.close()
             await tasks.close()
             await playback.close()
             await eng.close()

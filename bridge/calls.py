@@ -309,6 +309,7 @@ class CallMedia:
     bus: CallBus
     session: WebRTCSession | None = None
     leg: LegPump | None = None
+    sockets: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -608,6 +609,29 @@ class CallManager:
         self.events.publish("call.active", call)
         self._tasks.spawn(self._ensure_leg(call), f"leg:{call.id}")
 
+    def update_transport(self, call: Call) -> None:
+        """``webrtc`` while a peer connection is up, else ``websocket`` while a PCM socket is."""
+        media = self._media.get(call.id)
+        transport = None
+        if media is not None:
+            session = media.session
+            if session is not None and session.state not in ("closed", "failed"):
+                transport = "webrtc"
+            elif media.sockets:
+                transport = "websocket"
+        if transport != call.transport:
+            call.transport = transport
+            self.events.publish("call.transport", call)
+
+    def attach_socket(self, call_id: str, delta: int) -> None:
+        """A PCM WebSocket joined (+1) or left (-1) the call."""
+        call = self.registry.get(call_id)
+        media = self._media.get(call_id)
+        if call is None or media is None:
+            return
+        media.sockets = max(0, media.sockets + delta)
+        self.update_transport(call)
+
     def _wake_leg(self, call: Call) -> None:
         """A first bus user arrived (browser, socket, playback): open the engine leg if due."""
         if self._wants_media(call) and not self._tasks.closed:
@@ -850,16 +874,16 @@ class CallManager:
         except BaseException:
             if media.session is session:
                 media.session = None
-                call.transport = None
                 call.webrtc_state = None
+                self.update_transport(call)
             await asyncio.shield(session.close())  # also when the request is cancelled
             raise
         if not call.live or media.session is not session:
             # The call ended, or another offer replaced us, while we gathered.
             await session.close()
             raise CallStateError(f"call {call.id} changed while the offer was answered")
-        call.transport = "webrtc"
         call.webrtc_state = session.state
+        self.update_transport(call)
         self.events.publish("webrtc.offer", call)
         if self._wants_media(call):
             self._tasks.spawn(self._ensure_leg(call), f"leg:{call.id}")
@@ -871,6 +895,8 @@ class CallManager:
         if call is None or media is None or media.session is not session:
             return  # a replaced session's last words
         self.metrics.webrtc_states.labels(state).inc()
+        if state in ("failed", "closed"):
+            self.update_transport(call)
         if state == "connected" and session.connected_at is not None:
             self.metrics.offer_to_connected.observe(session.connected_at - session.offered_at)
         call.webrtc_state = state
@@ -885,6 +911,6 @@ class CallManager:
             self._absorb_session(session)
             await session.close()
             call.webrtc_state = "closed"
-            call.transport = None
             self.events.publish("webrtc.state", call)
+            self.update_transport(call)
         return call

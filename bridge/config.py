@@ -124,6 +124,7 @@ class Settings:
     play_url_max_bytes: int = _opt(32 * 1024 * 1024, "largest audio fetched or uploaded")
     play_url_timeout: float = _opt(10.0, "seconds to fetch an audioUrl")
     record_all: bool = _opt(False, "record every call from answer to end")
+    fork_url_allow: tuple[str, ...] = _opt((), "hosts media forks may connect to (empty: none)")
     recording_retention_days: float = _opt(30.0, "days recordings are kept")
     retention_sweep_interval: float = _opt(3600.0, "seconds between retention sweeps")
     log_format: LogFormat = _opt(LogFormat.TEXT, "log format: text or json")

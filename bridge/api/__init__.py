@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import calls, engine, health, media, metrics, sim, webrtc
+from . import calls, engine, health, media, metrics, sim, streams, webrtc
 from .errors import error_middleware
 from .keys import ENGINE, MANAGER, SETTINGS
 
@@ -16,6 +16,7 @@ def setup_routes(app: web.Application, *, with_sim: bool) -> None:
     app.router.add_routes(webrtc.routes)
     app.router.add_routes(engine.routes)
     app.router.add_routes(media.routes)
+    app.router.add_routes(streams.routes)
     if with_sim:
         app.router.add_routes(sim.routes)
     app.router.add_routes(calls.routes)

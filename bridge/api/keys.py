@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ..calls import CallManager
 from ..config import Settings
+from ..forks import ForkService
 from ..legs import Engine
 from ..playback import PlaybackService
 from ..recording import RecordingService
@@ -15,3 +16,4 @@ MANAGER = web.AppKey("manager", CallManager)
 ENGINE = web.AppKey("engine", Engine)
 PLAYBACK = web.AppKey("playback", PlaybackService)
 RECORDINGS = web.AppKey("recordings", RecordingService)
+FORKS = web.AppKey("forks", ForkService)

@@ -1,0 +1,331 @@
+"""Media forks (Wavix-style): the bridge connects out to an app's WebSocket and streams the
+call's audio to it as JSON events — ``connected``, ``start``, ``media`` (base64, per 20 ms
+frame and track), ``stop`` — and, for a two-way fork, plays the app's ``media`` into the call
+and answers its ``mark`` and ``clear``.
+
+``inbound`` is what the WhatsApp peer says, ``outbound`` what the call sends to the peer
+(microphone, playback, sockets), as in the recordings. Payloads are the bus audio (s16le
+16 kHz mono) or, with ``"format": "pcmu"``, 8 kHz G.711 µ-law. A fork that cannot keep up
+(its send queue fills) is dropped with a ``stream.dropped`` event; it never slows the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import secrets
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import numpy as np
+
+from .audio import Resampler
+from .audio.g711 import ulaw_decode, ulaw_encode
+from .audio.pcm import Pcm
+from .bus import BusFrame, CallBus
+from .errors import BadRequest, CallStateError, Forbidden, NotFound
+from .streams import QueuedSource
+from .tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+QUEUE_LIMIT = 250
+"""Messages a fork may have waiting (5 s of one track) before it is dropped."""
+SEND_BUFFER = 64 * 1024
+"""Kernel send buffer of a fork's socket: small, so a stalled app is noticed within about a
+second of audio instead of after megabytes of autotuned TCP buffer."""
+MAX_TWOWAY, MAX_ONEWAY = 1, 5
+
+
+def _now() -> str:
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        + f".{int(time.time() * 1000) % 1000:03d}Z"
+    )
+
+
+class Fork:
+    """One outgoing media stream of one call."""
+
+    def __init__(
+        self,
+        call_id: str,
+        url: str,
+        channel: str,
+        kind: str,
+        fmt: str,
+        bus: CallBus,
+        on_end: Callable[[Fork, str], None],
+    ) -> None:
+        self.id = "st_" + secrets.token_hex(8)
+        self.call_id = call_id
+        self.url = url
+        self.channel = channel
+        self.kind = kind
+        self.format = fmt
+        self.bus = bus
+        self._on_end = on_end
+        self._queue: deque[str] = deque()
+        self._wake = asyncio.Event()
+        self._seq = 0
+        self._chunks = {"inbound": 0, "outbound": 0}
+        self._t0 = time.monotonic()
+        self._to8k = {"inbound": Resampler(8000), "outbound": Resampler(8000)}
+        self._from8k = Resampler(16_000)
+        self.source: QueuedSource | None = None
+        self._tasks = TaskSet(f"fork[{self.id}]")
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._stopping = False
+        self.dropped = False
+        self.sent_media = 0
+
+    # -- events to the app
+    def _event(self, event: str, **fields: Any) -> dict[str, Any]:
+        self._seq += 1
+        return {
+            "event": event,
+            "event_time": _now(),
+            "call_id": self.call_id,
+            "stream_id": self.id,
+            "sequence_number": self._seq,
+            **fields,
+        }
+
+    def _enqueue(self, body: dict[str, Any]) -> None:
+        if self.dropped:
+            return
+        if len(self._queue) >= QUEUE_LIMIT:
+            self.dropped = True
+            log.warning("call %s: media fork %s cannot keep up; dropped", self.call_id, self.id)
+            self._tasks.spawn(self._finish("dropped"), "drop")
+            return
+        self._queue.append(json.dumps(body))
+        self._wake.set()
+
+    def _tap(self, track: str) -> Callable[[BusFrame], None]:
+        def tap(frame: BusFrame) -> None:
+            pcm = frame.pcm
+            if self.format == "pcmu":
+                payload = ulaw_encode(self._to8k[track].resample_array(pcm, 16_000))
+            else:
+                payload = pcm.astype("<i2", copy=False).tobytes()
+            self._chunks[track] += 1
+            self.sent_media += 1
+            self._enqueue(
+                self._event(
+                    "media",
+                    media={
+                        "payload": base64.b64encode(payload).decode(),
+                        "track": track,
+                        "timestamp": int((time.monotonic() - self._t0) * 1000),
+                        "chunk": self._chunks[track],
+                    },
+                )
+            )
+
+        return tap
+
+    # -- lifecycle
+    async def start(self, http: aiohttp.ClientSession) -> None:
+        try:
+            self._ws = await http.ws_connect(
+                self.url,
+                heartbeat=20,
+                max_msg_size=1 << 20,
+                timeout=aiohttp.ClientWSTimeout(ws_close=2),
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise BadRequest(
+                f"cannot connect to the stream url: {exc or type(exc).__name__}",
+                code="stream_connect_failed",
+            ) from None
+        sock = self._ws.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        self._enqueue({"event": "connected", "event_time": _now()})
+        self._enqueue(
+            self._event(
+                "start",
+                stream_type=self.kind,
+                channel=self.channel,
+                media_format={
+                    "encoding": "audio/x-mulaw" if self.format == "pcmu" else "audio/x-l16",
+                    "sample_rate": 8000 if self.format == "pcmu" else 16_000,
+                    "channels": 1,
+                },
+            )
+        )
+        self._taps: list[tuple[str, Callable[[BusFrame], None]]] = []
+        if self.channel in ("inbound", "both"):
+            tap = self._tap("inbound")
+            self.bus.add_downlink_tap(tap)
+            self._taps.append(("down", tap))
+        if self.channel in ("outbound", "both"):
+            tap = self._tap("outbound")
+            self.bus.add_uplink_tap(tap)
+            self._taps.append(("up", tap))
+        if self.kind == "twoway":
+            self.source = QueuedSource(on_mark=self._marked)
+            self.bus.add_source(self.source)
+        else:
+            self.bus.add_user(f"fork:{self.id}")
+        self._tasks.spawn(self._sender(), "sender")
+        self._tasks.spawn(self._receiver(), "receiver")
+
+    def _marked(self, name: str, status: str) -> None:
+        self._enqueue(self._event("mark", mark={"name": name, "status": status}))
+
+    async def _sender(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        try:
+            while not ws.closed:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._queue and not ws.closed:
+                    await ws.send_str(self._queue.popleft())
+        except (ConnectionError, RuntimeError):
+            self._tasks.spawn(self._finish("disconnected"), "lost")
+
+    async def _receiver(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        async for msg in ws:
+            if msg.type is not aiohttp.WSMsgType.TEXT or self.source is None:
+                continue  # a one-way fork ignores what the app sends
+            try:
+                body = json.loads(msg.data)
+                event = body.get("event")
+                if event == "media":
+                    raw = base64.b64decode(body["media"]["payload"], validate=True)
+                    self.source.push(self._decode(raw))
+                elif event == "mark":
+                    self.source.mark(str(body["mark"]["name"])[:200])
+                elif event == "clear":
+                    self.source.clear()
+            except (ValueError, KeyError, TypeError, AttributeError):
+                log.info("call %s: fork %s sent a malformed message", self.call_id, self.id)
+        if not self._stopping:
+            self._tasks.spawn(self._finish("disconnected"), "closed")
+
+    def _decode(self, raw: bytes) -> Pcm:
+        if self.format == "pcmu":
+            return self._from8k.resample_array(ulaw_decode(raw), 8000)
+        if len(raw) % 2:
+            raise ValueError("odd-length PCM")
+        return np.frombuffer(raw, dtype="<i2").astype(np.int16)
+
+    def _detach(self) -> None:
+        for where, tap in getattr(self, "_taps", []):
+            if where == "down":
+                self.bus.remove_downlink_tap(tap)
+            else:
+                self.bus.remove_uplink_tap(tap)
+        self._taps = []
+        if self.source is not None:
+            self.bus.remove_source(self.source)
+        self.bus.remove_user(f"fork:{self.id}")
+
+    async def _finish(self, reason: str) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self._detach()
+        if reason == "stopped" and self._ws is not None and not self._ws.closed:
+            self._queue.append(json.dumps(self._event("stop")))
+            self._wake.set()
+            for _ in range(50):
+                if not self._queue:
+                    break
+                await asyncio.sleep(0.01)
+        if self._ws is not None:
+            await self._ws.close()
+        self._on_end(self, reason)
+        await self._tasks.close()
+
+    async def stop(self) -> None:
+        await self._finish("stopped")
+
+
+class ForkService:
+    """The forks of every call; URLs restricted to ``BRIDGE_FORK_URL_ALLOW`` hosts."""
+
+    def __init__(
+        self,
+        allow: tuple[str, ...],
+        bus_of: Callable[[str], CallBus | None],
+        publish: Callable[..., None],
+    ) -> None:
+        self.allow = {h.lower() for h in allow}
+        self._bus_of = bus_of
+        self._publish = publish
+        self.forks: dict[str, Fork] = {}
+        self._http: aiohttp.ClientSession | None = None
+
+    async def start(self, call_id: str, body: dict[str, Any]) -> Fork:
+        url = body.get("url")
+        if not isinstance(url, str):
+            raise BadRequest("field 'url' must be a ws:// or wss:// URL")
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise BadRequest("field 'url' must be a ws:// or wss:// URL")
+        if parts.hostname.lower() not in self.allow:
+            raise Forbidden(
+                f"host {parts.hostname!r} is not in BRIDGE_FORK_URL_ALLOW", code="url_not_allowed"
+            )
+        channel = body.get("channel", "inbound")
+        kind = body.get("type", "oneway")
+        fmt = body.get("format", "pcm16")
+        if channel not in ("inbound", "outbound", "both"):
+            raise BadRequest("channel must be inbound, outbound or both")
+        if kind not in ("oneway", "twoway"):
+            raise BadRequest("type must be oneway or twoway")
+        if fmt not in ("pcm16", "pcmu"):
+            raise BadRequest("format must be pcm16 or pcmu")
+        bus = self._bus_of(call_id)
+        if bus is None:
+            raise CallStateError(f"call {call_id[:64]} is not live")
+        mine = [f for f in self.forks.values() if f.call_id == call_id]
+        if kind == "twoway" and sum(f.kind == "twoway" for f in mine) >= MAX_TWOWAY:
+            raise CallStateError("a call can have one two-way stream")
+        if kind == "oneway" and sum(f.kind == "oneway" for f in mine) >= MAX_ONEWAY:
+            raise CallStateError(f"a call can have {MAX_ONEWAY} one-way streams")
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5))
+        fork = Fork(call_id, url, channel, kind, fmt, bus, self._ended)
+        self.forks[fork.id] = fork
+        try:
+            await fork.start(self._http)
+        except BaseException:
+            self.forks.pop(fork.id, None)
+            raise
+        self._publish("stream.started", call_id, streamId=fork.id, channel=channel, type=kind)
+        return fork
+
+    def _ended(self, fork: Fork, reason: str) -> None:
+        self.forks.pop(fork.id, None)
+        event = "stream.dropped" if reason == "dropped" else "stream.stopped"
+        self._publish(event, fork.call_id, streamId=fork.id, reason=reason)
+
+    async def stop(self, call_id: str, stream_id: str) -> None:
+        fork = self.forks.get(stream_id)
+        if fork is None or fork.call_id != call_id:
+            raise NotFound(f"no stream {stream_id[:80]!r} on this call")
+        await fork.stop()
+
+    async def stop_call(self, call_id: str) -> None:
+        for fork in [f for f in self.forks.values() if f.call_id == call_id]:
+            await fork.stop()
+
+    async def close(self) -> None:
+        for fork in list(self.forks.values()):
+            await fork.stop()
+        if self._http is not None:
+            await self._http.close()
