@@ -18,7 +18,7 @@ from .calls import Call, CallManager
 from .config import EngineKind, Settings
 from .forks import ForkService
 from .legs import Engine, create_engine
-from .limits import cors_middleware, rate_limit_middleware
+from .limits import cors_middleware, cors_on_prepare, rate_limit_middleware
 from .metrics import Metrics
 from .playback import PlaybackService
 from .recording import RecordingService
@@ -58,7 +58,7 @@ def publish_to(manager: CallManager) -> Callable[..., None]:
 
 
 def media_services(
-    settings: Settings, manager: CallManager
+    settings: Settings, manager: CallManager, tasks: TaskSet
 ) -> tuple[PlaybackService, RecordingService]:
     """Playback and recording, wired to the manager's buses and events."""
     bus_of, publish = bus_of_live(manager), publish_to(manager)
@@ -71,7 +71,7 @@ def media_services(
         if type_ == "call.active" and settings.record_all and call.id not in recordings.active:
             recordings.start(call.id)
         elif type_ == "call.ended" and call.id in recordings.active:
-            recordings.stop(call.id)
+            tasks.spawn(recordings.stop(call.id), f"record-stop:{call.id}")
 
     manager.events.listen(on_event)
     return playback, recordings
@@ -92,7 +92,9 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
             cors_middleware(settings.cors_origins),
             error_middleware,
             auth_middleware(settings.api_tokens),
-            rate_limit_middleware(settings.rate_limit, settings.rate_burst),
+            rate_limit_middleware(
+                settings.rate_limit, settings.rate_burst, by_token=settings.auth_enabled
+            ),
         ],
         client_max_size=MAX_BODY,
     )
@@ -108,7 +110,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
         tasks = TaskSet("app")
         await eng.start()
         manager = CallManager(settings, eng, metrics=metrics, turn=turn)
-        playback, recordings = media_services(settings, manager)
+        playback, recordings = media_services(settings, manager, tasks)
         forks = ForkService(settings.fork_url_allow, bus_of_live(manager), publish_to(manager))
 
         def stop_forks(type_: str, call: Call) -> None:
@@ -139,6 +141,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
             app[MANAGER].shutting_down = True
             app[MANAGER].events.close()
 
+    app.on_response_prepare.append(cors_on_prepare(settings.cors_origins))
     app.cleanup_ctx.append(resources)
     app.on_shutdown.append(on_shutdown)
     setup_routes(app, with_sim=settings.engine is EngineKind.SIM)

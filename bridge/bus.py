@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import numpy.typing as npt
 
 from .audio import FRAME_SAMPLES, JitterBuffer
 from .audio.pcm import Pcm
+from .clock import MediaClock
 
 
 class BusFrame(NamedTuple):
@@ -29,6 +31,8 @@ class BusFrame(NamedTuple):
     pcm: Pcm
     t: float
 
+
+log = logging.getLogger(__name__)
 
 TRANSIT_BUCKETS = (
     0.001,
@@ -229,11 +233,13 @@ class CallBus:
         self._emit_uplink(self._silence if self.muted else pcm, now if t is None else t)
 
     def _emit_uplink(self, pcm: Pcm, t: float) -> None:
-        if self._sources:
+        # Sources are consumed only while a leg carries the audio, so nothing a file or a
+        # socket queued is lost (or reported played) before the peer can hear it.
+        if self._sources and self._uplink_open:
             pcm = self._mix_sources(pcm)
         frame = BusFrame(pcm, t)
-        for tap in self._uplink_taps:
-            tap(frame)
+        for tap in list(self._uplink_taps):
+            self._call_tap(tap, frame, self._uplink_taps)
         if not self._uplink_open or self._closed:
             self.stats.uplink_discarded_inactive += 1
             return
@@ -267,7 +273,11 @@ class CallBus:
         acc = pcm.astype(np.int32)
         to_downlink: npt.NDArray[np.int32] | None = None
         for source in list(self._sources):
-            frame = source.next_frame()
+            try:
+                frame = source.next_frame()
+            except Exception:
+                log.exception("call %s: an uplink source failed and was removed", self.call_id)
+                frame = None
             if frame is None:
                 self.remove_source(source)
                 continue
@@ -283,19 +293,15 @@ class CallBus:
 
     async def _source_clock(self) -> None:
         """Clock the sources on the media clock while no microphone frames arrive."""
-        start = time.monotonic()
-        n = 0
-        while self._sources and not self._closed:
-            n += 1
-            wait = start + n * FRAME_SAMPLES / 16_000 - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            elif wait < -0.2:
-                start, n = time.monotonic(), 0
-            now = time.monotonic()
-            if now - self._last_mic > SOURCE_CLOCK_IDLE:
-                self._emit_uplink(self._silence, now)
-        self._clock = None
+        clock = MediaClock()
+        try:
+            while self._sources and not self._closed:
+                await clock.tick()
+                now = time.monotonic()
+                if now - self._last_mic > SOURCE_CLOCK_IDLE:
+                    self._emit_uplink(self._silence, now)
+        finally:
+            self._clock = None
 
     async def read_uplink(self) -> BusFrame:
         """Wait for the next uplink frame (raises :class:`BusClosed` once closed)."""
@@ -331,14 +337,24 @@ class CallBus:
             return
         frame = BusFrame(pcm, time.monotonic() if t is None else t)
         self.stats.downlink_frames += 1
-        for tap in self._downlink_taps:
-            tap(frame)
+        for tap in list(self._downlink_taps):
+            self._call_tap(tap, frame, self._downlink_taps)
         if self._to_downlink:
             acc = pcm.astype(np.int32)
             mix_into(acc, self._to_downlink.popleft())
             frame = BusFrame(clip16(acc), frame.t)
         for sink in self._sinks:
             sink.push(frame)
+
+    def _call_tap(self, tap: UplinkTap, frame: BusFrame, taps: list[UplinkTap]) -> None:
+        """A failing tap (a full disk under a recorder, ...) is logged and removed; the call's
+        audio goes on."""
+        try:
+            tap(frame)
+        except Exception:
+            log.exception("call %s: a bus tap failed and was removed", self.call_id)
+            if tap in taps:
+                taps.remove(tap)
 
     def add_downlink_tap(self, tap: DownlinkTap) -> None:
         """See every frame from the WhatsApp peer, before anything is mixed in."""
@@ -357,6 +373,8 @@ class CallBus:
                 await clock
             except asyncio.CancelledError:
                 pass
+            except Exception:
+                log.exception("call %s: the source clock failed", self.call_id)
 
     def close(self) -> None:
         """Stop the bus; a waiting uplink reader gets :class:`BusClosed`."""

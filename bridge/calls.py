@@ -130,6 +130,8 @@ class Call:
     transport: str | None = None
     webrtc_state: str | None = None
     final_stats: dict[str, Any] | None = field(default=None, repr=False)
+    mono_created: float = field(default_factory=time.monotonic, repr=False)
+    mono_answered: float | None = field(default=None, repr=False)
 
     @property
     def live(self) -> bool:
@@ -143,6 +145,7 @@ class Call:
         now = time.time()
         if new is CallState.ACTIVE:
             self.answered_at = now
+            self.mono_answered = time.monotonic()
         elif new is CallState.ENDED:
             self.ended_at = now
             self.end_reason = reason or EndReason.FAILED
@@ -350,6 +353,7 @@ class CallManager:
         self._session_factory = session_factory
         self._media: dict[str, CallMedia] = {}
         self._dialling = 0  # dials in flight hold a capacity slot
+        self._ending: set[str] = set()  # calls the watchdog is already ending
         self._tasks = TaskSet("calls")
         self.shutting_down = False
         self.turn = turn or create_turn_provider(settings)
@@ -399,25 +403,27 @@ class CallManager:
         st = self.settings
         while True:
             await asyncio.sleep(interval)
-            now, wall = time.monotonic(), time.time()
+            now = time.monotonic()
             for call in self.registry.live():
+                if call.id in self._ending:
+                    continue
+                reason = None
                 if call.state in (CallState.CALLING, CallState.RINGING):
-                    if wall - call.created_at > st.ring_timeout:
+                    if now - call.mono_created > st.ring_timeout:
                         reason = (
                             EndReason.NO_ANSWER
                             if call.direction is Direction.OUTBOUND
                             else EndReason.MISSED
                         )
-                        self._tasks.spawn(self._end_by_bridge(call, reason), f"ring:{call.id}")
-                        continue
                 elif (
                     st.max_call_duration
-                    and call.answered_at is not None
-                    and wall - call.answered_at > st.max_call_duration
+                    and call.mono_answered is not None
+                    and now - call.mono_answered > st.max_call_duration
                 ):
-                    self._tasks.spawn(
-                        self._end_by_bridge(call, EndReason.MAX_DURATION), f"limit:{call.id}"
-                    )
+                    reason = EndReason.MAX_DURATION
+                if reason is not None:
+                    self._ending.add(call.id)
+                    self._tasks.spawn(self._end_by_bridge(call, reason), f"limit:{call.id}")
                     continue
                 media = self._media.get(call.id)
                 session = media.session if media is not None else None
@@ -430,11 +436,14 @@ class CallManager:
                     session.fail(f"no RTP for {st.media_timeout:g} s")
 
     async def _end_by_bridge(self, call: Call, reason: EndReason) -> None:
-        if not call.live:
-            return
-        log.info("call %s: ending (%s)", call.id, reason, extra={"call_id": call.id})
-        await self._hangup_quietly(call.engine_call_id)
-        await self._end(call, reason)
+        try:
+            if not call.live:
+                return
+            log.info("call %s: ending (%s)", call.id, reason, extra={"call_id": call.id})
+            await self._hangup_quietly(call.engine_call_id)
+            await self._end(call, reason)
+        finally:
+            self._ending.discard(call.id)
 
     async def _sweep_loop(self) -> None:
         while True:

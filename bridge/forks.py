@@ -42,6 +42,16 @@ SEND_BUFFER = 64 * 1024
 """Kernel send buffer of a fork's socket: small, so a stalled app is noticed within about a
 second of audio instead of after megabytes of autotuned TCP buffer."""
 MAX_TWOWAY, MAX_ONEWAY = 1, 5
+CONNECT_TIMEOUT = 10.0
+"""Seconds to open a fork's WebSocket, handshake included."""
+
+
+class RedirectRefused(aiohttp.ClientError):
+    """A fork URL answered with a redirect: followed, it could reach any host."""
+
+
+async def _refuse_redirect(session: Any, ctx: Any, params: Any) -> None:
+    raise RedirectRefused(f"redirect to {params.response.headers.get('Location', '?')[:100]}")
 
 
 def _now() -> str:
@@ -135,17 +145,22 @@ class Fork:
     # -- lifecycle
     async def start(self, http: aiohttp.ClientSession) -> None:
         try:
-            self._ws = await http.ws_connect(
-                self.url,
-                heartbeat=20,
-                max_msg_size=1 << 20,
-                timeout=aiohttp.ClientWSTimeout(ws_close=2),
+            self._ws = await asyncio.wait_for(
+                http.ws_connect(
+                    self.url,
+                    heartbeat=20,
+                    max_msg_size=1 << 20,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=2),
+                ),
+                CONNECT_TIMEOUT,
             )
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (aiohttp.ClientError, TimeoutError, OSError, RedirectRefused):
             raise BadRequest(
-                f"cannot connect to the stream url: {exc or type(exc).__name__}",
-                code="stream_connect_failed",
+                "cannot open a WebSocket to the stream url", code="stream_connect_failed"
             ) from None
+        if self._stopping:  # the call ended while we connected
+            await self._ws.close()
+            raise CallStateError(f"call {self.call_id} has ended")
         sock = self._ws.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
@@ -298,7 +313,11 @@ class ForkService:
         if kind == "oneway" and sum(f.kind == "oneway" for f in mine) >= MAX_ONEWAY:
             raise CallStateError(f"a call can have {MAX_ONEWAY} one-way streams")
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=5))
+            trace = aiohttp.TraceConfig()
+            trace.on_request_redirect.append(_refuse_redirect)
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, connect=5), trace_configs=[trace]
+            )
         fork = Fork(call_id, url, channel, kind, fmt, bus, self._ended)
         self.forks[fork.id] = fork
         try:
@@ -306,6 +325,9 @@ class ForkService:
         except BaseException:
             self.forks.pop(fork.id, None)
             raise
+        if self._bus_of(call_id) is None:  # the call ended while the fork connected
+            await fork.stop()
+            raise CallStateError(f"call {call_id[:64]} has ended")
         self._publish("stream.started", call_id, streamId=fork.id, channel=channel, type=kind)
         return fork
 

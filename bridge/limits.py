@@ -42,22 +42,23 @@ class TokenBuckets:
         return wait
 
 
-def client_key(request: web.Request) -> str:
-    """Who is asking: the API token when there is one, else the peer address."""
-    token = request_token(request)
+def client_key(request: web.Request, by_token: bool) -> str:
+    """Who is asking: the (already authenticated) token, else the peer address. Without
+    configured tokens a presented one proves nothing, so the address is used."""
+    token = request_token(request) if by_token else None
     if token:
         return "t:" + token
     return "a:" + (request.remote or "?")
 
 
-def rate_limit_middleware(rate: float, burst: int) -> Middleware:
+def rate_limit_middleware(rate: float, burst: int, by_token: bool) -> Middleware:
     buckets = TokenBuckets(rate, burst)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = LIMITED_ROUTES.get((request.method, request.path))
         if route is not None:
-            wait = buckets.take((client_key(request), route))
+            wait = buckets.take((client_key(request, by_token), route))
             if wait > 0:
                 raise RateLimited(
                     f"too many {route} requests: at most {rate:g}/s (burst {burst})",
@@ -101,10 +102,21 @@ def cors_middleware(origins: tuple[str, ...]) -> Middleware:
                     "Vary": "Origin",
                 },
             )
-        response = await handler(request)
-        if origin in allowed:
-            response.headers["Access-Control-Allow-Origin"] = origin or ""
-            response.headers["Vary"] = "Origin"
-        return response
+        return await handler(request)
 
     return middleware
+
+
+def cors_on_prepare(
+    origins: tuple[str, ...],
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """Add the CORS headers as a response is prepared, so streamed ones (SSE) carry them."""
+    allowed = frozenset(origins)
+
+    async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin")
+        if origin in allowed and "Access-Control-Allow-Origin" not in response.headers:
+            response.headers["Access-Control-Allow-Origin"] = origin or ""
+            response.headers["Vary"] = "Origin"
+
+    return on_prepare

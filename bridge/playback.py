@@ -27,7 +27,7 @@ from .audio.decode import AudioInfo, UndecodableAudio, bus_frames, measure_durat
 from .audio.pcm import Pcm
 from .bus import CallBus
 from .config import Settings
-from .errors import BadRequest, CallNotFound, Forbidden, NotFound, TooLarge
+from .errors import BadRequest, CallNotFound, CallStateError, Forbidden, NotFound, TooLarge
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,10 @@ def inside(base: Path, relative: str) -> Path:
     if not path.is_relative_to(root):
         raise BadRequest(f"path {relative[:80]!r} leaves {base}", code="bad_path")
     return path
+
+
+MAX_PER_CALL = 8
+"""Playbacks mixed into one call at the same time."""
 
 
 class Playback:
@@ -192,6 +196,8 @@ class PlaybackService:
         bus = self._bus_of(call_id)
         if bus is None:
             raise CallNotFound(f"no live call {call_id[:64]!r}")
+        if sum(p.call_id == call_id for p in self._playing.values()) >= MAX_PER_CALL:
+            raise CallStateError(f"a call can play at most {MAX_PER_CALL} files at once")
         kinds = [k for k in ("file", "assetId", "audioBase64", "audioUrl") if body.get(k)]
         if len(kinds) != 1:
             raise BadRequest("give exactly one of file, assetId, audioBase64, audioUrl")

@@ -9,8 +9,10 @@ recording has a JSON sidecar (its metadata), which is also the index after a res
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import struct
 import time
 import uuid
@@ -94,13 +96,9 @@ class WavTrack:
         self.samples += pcm.size
 
     def _silence(self, samples: int) -> None:
+        # Seek over the gap: the hole reads as zeros, and a long one costs no writing.
         assert self._file is not None
-        zeros = bytes(min(samples, CHUNK) * 2)
-        left = samples
-        while left > 0:
-            n = min(left, CHUNK)
-            self._file.write(zeros[: n * 2])
-            left -= n
+        self._file.seek(samples * 2, os.SEEK_CUR)
         self.samples += samples
 
     def finish(self, t_end: float) -> None:
@@ -109,6 +107,7 @@ class WavTrack:
         target = int((t_end - self.t0) * SAMPLE_RATE)
         if target > self.samples:
             self._silence(target - self.samples)
+        self._file.truncate(HEADER_BYTES + self.samples * 2)  # materialise a trailing hole
         self._file.seek(0)
         self._file.write(wav_header(self.samples * 2))
         self._file.close()
@@ -176,6 +175,7 @@ class CallRecorder:
         t0 = time.monotonic()
         self.t0 = t0
         base.parent.mkdir(parents=True, exist_ok=True)
+        self.ended_at = t0
         self.inbound = WavTrack(base.with_name(base.name + "-inbound.wav"), t0)
         self.outbound = WavTrack(base.with_name(base.name + "-outbound.wav"), t0)
         bus.add_downlink_tap(self._down)
@@ -187,10 +187,14 @@ class CallRecorder:
     def _up(self, frame: BusFrame) -> None:
         self.outbound.write_at(frame.pcm, frame.t)
 
-    def stop(self, retention_s: float) -> list[Recording]:
-        end = time.monotonic()
+    def detach(self) -> None:
+        """Stop receiving frames (on the event loop, before :meth:`stop` in a thread)."""
+        self.ended_at = time.monotonic()
         self.bus.remove_downlink_tap(self._down)
         self.bus.remove_uplink_tap(self._up)
+
+    def stop(self, retention_s: float) -> list[Recording]:
+        end = self.ended_at
         self.inbound.finish(end)
         self.outbound.finish(end)
         mixed = self.base.with_name(self.base.name + "-mixed.wav")
@@ -271,23 +275,32 @@ class RecordingService:
             raise CallStateError(f"call {call_id[:64]} is not live")
         if call_id in self.active:
             raise CallStateError(f"call {call_id[:64]} is already being recorded")
+        files = (self.root / "files").resolve()
         if path is not None:
             if not isinstance(path, str):
                 raise BadRequest("field 'path' must be a string")
-            target = inside(self.root, path.removesuffix(".wav"))
-            base = target
+            base = inside(files, path.removesuffix(".wav"))
+            if base == files or not base.name or base.name.startswith("."):
+                raise BadRequest("field 'path' must name a file under files/", code="bad_path")
         else:
-            base = self.calls_dir / call_id
+            base = self.calls_dir.resolve() / call_id
+        if any(
+            base.with_name(f"{base.name}-{k}.wav").exists()
+            for k in ("inbound", "outbound", "mixed")
+        ):
+            raise CallStateError(f"recording path {base.name!r} is already in use")
         recorder = CallRecorder(call_id, base, self.root.resolve(), bus)
         self.active[call_id] = recorder
         self._publish("recording.started", call_id)
         return recorder
 
-    def stop(self, call_id: str) -> list[Recording]:
+    async def stop(self, call_id: str) -> list[Recording]:
         recorder = self.active.pop(call_id, None)
         if recorder is None:
             raise CallStateError(f"call {call_id[:64]} is not being recorded")
-        recordings = recorder.stop(self.retention_s)
+        recorder.detach()
+        # Finishing writes headers and mixes two whole files: off the event loop.
+        recordings = await asyncio.to_thread(recorder.stop, self.retention_s)
         for rec in recordings:
             self.index[rec.id] = rec
         self._publish("recording.ready", call_id, recordings=[r.as_json() for r in recordings])

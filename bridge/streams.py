@@ -16,6 +16,10 @@ from .audio.pcm import Pcm
 log = logging.getLogger(__name__)
 
 
+MAX_MARKS = 1000
+"""Marks one client may have waiting."""
+
+
 @dataclass(frozen=True)
 class Mark:
     name: str
@@ -50,6 +54,7 @@ class QueuedSource:
         self.high_ms = high_ms
         self._items: deque[Pcm | Mark] = deque()
         self._frames = 0
+        self._marks = 0
         self._reframer = Reframer(FRAME_SAMPLES)
         self._on_mark = on_mark
         self._on_buffer = on_buffer
@@ -76,11 +81,20 @@ class QueuedSource:
                 self.dropped_frames += 1
         self._watermarks()
 
-    def mark(self, name: str) -> None:
-        if self._frames == 0:
-            self._ack(name, "played")
-        else:
-            self._items.append(Mark(name))
+    def mark(self, name: str) -> bool:
+        """Queue a mark behind the audio so far; False when too many marks wait already."""
+        if self._reframer.pending:
+            # The tail shorter than a frame belongs before the mark: pad it and queue it.
+            self.push(np.zeros(FRAME_SAMPLES - self._reframer.pending, dtype=np.int16))
+        if self.closed or self._frames == 0:
+            if self._on_mark is not None:
+                self._on_mark(name, "cleared" if self.closed else "played")
+            return True
+        if self._marks >= MAX_MARKS:
+            return False
+        self._marks += 1
+        self._items.append(Mark(name))
+        return True
 
     def clear(self) -> int:
         """Drop every queued frame (and the partial one); returns how many frames went."""
@@ -121,6 +135,7 @@ class QueuedSource:
         self._frames = 0
 
     def _ack(self, name: str, status: str) -> None:
+        self._marks = max(0, self._marks - 1)
         if self._on_mark is not None:
             self._on_mark(name, status)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from ..errors import BadRequest, TooLarge
@@ -53,7 +55,8 @@ async def upload_asset(request: web.Request) -> web.Response:
         if len(data) > limit:
             raise TooLarge(f"the upload is larger than {limit} bytes")
     name = getattr(part, "filename", None) or "audio"
-    asset = request.app[PLAYBACK].assets.add(bytes(data), name)
+    # Probing (and, when the header has no duration, decoding) happens off the event loop.
+    asset = await asyncio.to_thread(request.app[PLAYBACK].assets.add, bytes(data), name)
     return web.json_response(asset.as_json(), status=201)
 
 
@@ -89,7 +92,7 @@ async def record_stop(request: web.Request) -> web.Response:
     body = await read_json(request)
     call_id = require_call_id(body)
     request.app[MANAGER].get(call_id)
-    recordings = request.app[RECORDINGS].stop(call_id)
+    recordings = await request.app[RECORDINGS].stop(call_id)
     return web.json_response({"callID": call_id, "recordings": [r.as_json() for r in recordings]})
 
 

@@ -29,6 +29,8 @@ MAX_MESSAGE = 1 << 20
 """Largest WebSocket message accepted from a client (1 MiB ≈ 32 s of s16 audio)."""
 OUTGOING_FRAMES = 100
 """Peer audio queued for a slow socket client before the oldest is dropped (2 s)."""
+OUTGOING_CONTROL = 1000
+"""Control messages queued for a client that does not read; beyond it the socket is closed."""
 
 
 class PcmSocket:
@@ -59,10 +61,14 @@ class PcmSocket:
         self._wake = asyncio.Event()
         self._tasks = TaskSet(f"ws[{call.id}]")
         self.dropped = 0
+        self.overflow = False
         self.source = QueuedSource(on_mark=self._marked, on_buffer=self._buffer)
 
     # -- outgoing (never awaited from the media path: queued for the sender task)
     def _send_json(self, body: dict[str, Any]) -> None:
+        if len(self._out) - self._audio_out >= OUTGOING_CONTROL:
+            self.overflow = True  # the receive loop closes the socket (1008)
+            return
         self._out.append(json.dumps(body))
         self._wake.set()
 
@@ -116,6 +122,9 @@ class PcmSocket:
 
     async def _call_events(self) -> None:
         async with self.manager.events.subscribe() as sub:
+            if not self.call.live:  # it ended before we subscribed
+                self._send_json({"type": "ended", "reason": str(self.call.end_reason)})
+                sub.close()
             while True:
                 try:
                     event = await sub.get(30)
@@ -176,8 +185,8 @@ class PcmSocket:
             name = msg.get("name")
             if not isinstance(name, str) or not name or len(name) > 200:
                 self._error("bad_mark", "mark needs a 'name' string (1-200 characters)")
-            else:
-                self.source.mark(name)
+            elif not self.source.mark(name):
+                self._error("too_many_marks", "too many marks waiting; send fewer")
         else:
             self._error("unknown_type", f"unknown message type {str(kind)[:40]!r}")
 
@@ -213,6 +222,9 @@ class PcmSocket:
                     self._audio_in(msg.data)
                 elif msg.type is WSMsgType.TEXT:
                     self._control(msg.data)
+                if self.overflow:
+                    await self.ws.close(code=1008, message=b"client does not read its messages")
+                    break
         finally:
             self.bus.remove_downlink_tap(self._peer_frame)
             self.bus.remove_source(self.source)

@@ -198,6 +198,20 @@ class PollingEngine:
             return call_id in self._known  # cannot tell: keep trying while it was live
         return call_id in self._known
 
+    async def reconnecting(
+        self, engine_call_id: str, connect: Callable[[], Awaitable[MediaChannel]]
+    ) -> ReconnectingChannel:
+        """Open a media channel that reconnects while this engine still lists the call."""
+        channel = ReconnectingChannel(
+            engine_call_id,
+            connect,
+            lambda: self.still_live(engine_call_id),
+            self.stats,
+            attempts=self.settings.engine_reconnect_attempts,
+        )
+        await channel.open()
+        return channel
+
     # -- HTTP
     async def request(
         self,

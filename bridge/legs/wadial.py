@@ -244,12 +244,4 @@ class WadialEngine(PollingEngine):
                 raise MediaClosed(f"cannot open the WADial media socket: {exc}") from exc
             return WadialMedia(ws, self, engine_call_id)
 
-        channel = ReconnectingChannel(
-            engine_call_id,
-            connect,
-            lambda: self.still_live(engine_call_id),
-            self.stats,
-            attempts=self.settings.engine_reconnect_attempts,
-        )
-        await channel.open()
-        return channel
+        return await self.reconnecting(engine_call_id, connect)

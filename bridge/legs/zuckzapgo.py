@@ -161,15 +161,7 @@ class ZuckZapGoEngine(PollingEngine):
                 raise MediaClosed(f"cannot open the media socket: {exc}") from exc
             return ZuckZapGoMedia(ws, engine_call_id, self.stats)
 
-        channel = ReconnectingChannel(
-            engine_call_id,
-            connect,
-            lambda: self.still_live(engine_call_id),
-            self.stats,
-            attempts=self.settings.engine_reconnect_attempts,
-        )
-        await channel.open()
-        return channel
+        return await self.reconnecting(engine_call_id, connect)
 
     def handle_webhook(self, payload: Any) -> bool:
         """A ``v1.call.*`` webhook (§5): ring at once on ``v1.call.offer``; re-poll on any."""

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import fractions
-import time
 
 import av
 import numpy as np
@@ -12,6 +10,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
 from ..bus import DownlinkSink
+from ..clock import MediaClock
 
 _TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 
@@ -57,7 +56,7 @@ class OpusBusTrack(MediaStreamTrack):
         codec.options = options
         codec.open()
         self._codec = codec
-        self._start: float | None = None
+        self._clock = MediaClock()
         self._pts = 0
         self._silence = np.zeros((1, FRAME_SAMPLES), dtype=np.int16)
         self._pending: list[av.Packet] = []
@@ -68,7 +67,8 @@ class OpusBusTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         while not self._pending:
-            await self._tick()
+            await self._clock.tick()
+            self._pts = self._clock.ticks * FRAME_SAMPLES
             pcm = self.sink.pop()
             if pcm is None:
                 self.silent_frames += 1
@@ -87,17 +87,6 @@ class OpusBusTrack(MediaStreamTrack):
         packet.time_base = _TIME_BASE
         self.frames_sent += 1
         return packet
-
-    async def _tick(self) -> None:
-        if self._start is None:
-            self._start = time.monotonic()
-            return
-        self._pts += FRAME_SAMPLES
-        wait = self._start + self._pts / SAMPLE_RATE - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        elif wait < -0.2:
-            self._start = time.monotonic() - self._pts / SAMPLE_RATE
 
     def stop(self) -> None:
         super().stop()
@@ -120,8 +109,7 @@ class BusAudioTrack(MediaStreamTrack):
     def __init__(self, sink: DownlinkSink) -> None:
         super().__init__()
         self.sink = sink
-        self._start: float | None = None
-        self._pts = 0
+        self._clock = MediaClock()
         self._silence = np.zeros((1, 2 * FRAME_SAMPLES), dtype=np.int16)
         self.frames_sent = 0
         self.silent_frames = 0
@@ -129,16 +117,7 @@ class BusAudioTrack(MediaStreamTrack):
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            self._pts += FRAME_SAMPLES
-            wait = self._start + self._pts / SAMPLE_RATE - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            elif wait < -0.2:
-                # The loop stalled: resync the clock rather than burst to catch up.
-                self._start = time.monotonic() - self._pts / SAMPLE_RATE
+        await self._clock.tick()
         pcm = self.sink.pop()
         if pcm is None:
             self.silent_frames += 1
@@ -147,7 +126,7 @@ class BusAudioTrack(MediaStreamTrack):
             data = np.repeat(pcm, 2).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(data, format="s16", layout="stereo")
         frame.sample_rate = SAMPLE_RATE
-        frame.pts = self._pts
+        frame.pts = self._clock.ticks * FRAME_SAMPLES
         frame.time_base = _TIME_BASE
         self.frames_sent += 1
         return frame

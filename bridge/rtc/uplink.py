@@ -78,6 +78,8 @@ class DirectDecoder:
             self._stop.put(None)
             return
         _, encoded = task
+        if not encoded.data:
+            return  # an empty payload would read as end-of-stream and end the decoder
         try:
             decoded = self._codec.decode(av.Packet(encoded.data))
         except av.FFmpegError as exc:
@@ -87,7 +89,10 @@ class DirectDecoder:
         for frame in decoded:
             for chunk in self._framer.push(frame):
                 self.frames += 1
-                self.on_frame(chunk)
+                try:
+                    self.on_frame(chunk)
+                except Exception:  # never let a bus problem reach aiortc's DTLS loop
+                    log.exception("uplink frame handling failed")
 
     def get(self) -> None:
         """What aiortc's idle decoder thread blocks on; returns ``None`` at stop."""
