@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -156,8 +157,9 @@ async def run_point(
     ]
     if target == "bridge":
         argv.append("--hangup")
+    errors = tempfile.TemporaryFile()
     gen = await asyncio.create_subprocess_exec(
-        *pinned(1, argv), cwd=ROOT, stdout=asyncio.subprocess.PIPE
+        *pinned(1, argv), cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=errors
     )
     assert gen.stdout is not None
     point: dict[str, Any] = {"target": target, "calls": calls}
@@ -179,7 +181,11 @@ async def run_point(
                     m1 = await scrape(http, base)
             elif line.startswith("{"):
                 point.update(json.loads(line))
+        assert gen.stderr is not None
+        err = (await gen.stderr.read()).decode()
         await gen.wait()
+        if "connected" not in point:
+            raise RuntimeError(f"the load generator failed at N={calls}:\n{err[-2000:]}")
         window_s = point.get("window_s", window)
         cpu = (c1 - c0) / window_s
         point["server_cpu_pct"] = 100 * cpu
