@@ -181,11 +181,12 @@ async def run_point(
                     m1 = await scrape(http, base)
             elif line.startswith("{"):
                 point.update(json.loads(line))
-        assert gen.stderr is not None
-        err = (await gen.stderr.read()).decode()
         await gen.wait()
         if "connected" not in point:
-            raise RuntimeError(f"the load generator failed at N={calls}:\n{err[-2000:]}")
+            errors.seek(0)
+            tail = errors.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"the load generator failed at N={calls}:\n{tail}")
+        errors.close()
         window_s = point.get("window_s", window)
         cpu = (c1 - c0) / window_s
         point["server_cpu_pct"] = 100 * cpu

@@ -126,6 +126,21 @@ async def test_demo_page_call_echo_mute_hangup_and_inbound(client, browser) -> N
     assert snap["muted"] is True
     await page.click("#mute")
 
+    # Recovery: a new offer on the same call (what the client does by itself when the
+    # connection fails) replaces the peer connection, and the echo comes back.
+    first_pc = await page.evaluate_handle("window.demo.client.pc")
+    await page.evaluate("window.demo.client.reconnect()")
+    await wait_for(page, "window.demo.client.pc && window.demo.client.pc.connectionState === "
+                   "'connected' && window.demo.client.recoveries === 1")
+    assert await page.evaluate("pc => pc.connectionState", first_pc) == "closed"
+    await asyncio.sleep(1.5)
+    echo = await page.evaluate(FREQ_JS)
+    assert echo["hz"] == pytest.approx(440, abs=8), echo
+    metrics = await (await client.get("/metrics")).text()
+    assert 'bridge_webrtc_offers_total{result="answered"} 2.0' in metrics
+    same = await (await client.get(f"/call/{snap['callID']}")).json()
+    assert same["state"] == "active" and same["webrtc"]["state"] == "connected"
+
     await page.click("#hangup")
     await asyncio.sleep(0.3)
     ended = await (await client.get(f"/call/{snap['callID']}")).json()

@@ -52,6 +52,7 @@
  * @property {number} [maxRecoveries]        new offers tried after a failed connection (default 3)
  * @property {number} [statsIntervalMs]      how often "stats" fires (default 2000; 0 = never)
  * @property {string} [microphoneId]         deviceId of the microphone to use
+ * @property {number} [disconnectGraceMs]    "disconnected" this long triggers recovery (5000)
  */
 
 /** An error answered by the bridge: `code` is its snake_case error code. */
@@ -84,6 +85,10 @@ export class BridgeClient extends EventTarget {
     this.iceGatheringTimeoutMs = options.iceGatheringTimeoutMs ?? 2000;
     this.maxRecoveries = options.maxRecoveries ?? 3;
     this.statsIntervalMs = options.statsIntervalMs ?? 2000;
+    /** How long a "disconnected" connection may last before a recovery offer. */
+    this.disconnectGraceMs = options.disconnectGraceMs ?? 5000;
+    /** @type {number|undefined} */
+    this._disconnectTimer = undefined;
     this.microphoneId = options.microphoneId || "";
     /** @type {HTMLAudioElement} */
     this.audio = options.audioElement || Object.assign(document.createElement("audio"), { autoplay: true });
@@ -216,7 +221,14 @@ export class BridgeClient extends EventTarget {
     pc.onconnectionstatechange = () => {
       if (pc !== this.pc) return;
       this._emit("state", { state: pc.connectionState });
+      clearTimeout(this._disconnectTimer);
       if (pc.connectionState === "failed") this._recover();
+      // "disconnected" often heals by itself (a brief network blip); give it a few seconds.
+      if (pc.connectionState === "disconnected") {
+        this._disconnectTimer = setTimeout(() => {
+          if (pc === this.pc && pc.connectionState === "disconnected") this._recover();
+        }, this.disconnectGraceMs);
+      }
     };
     await pc.setLocalDescription(await pc.createOffer());
     await this._gathered(pc);
@@ -248,6 +260,12 @@ export class BridgeClient extends EventTarget {
       const timer = setTimeout(done, this.iceGatheringTimeoutMs);
       pc.addEventListener("icegatheringstatechange", check);
     });
+  }
+
+  /** Make a new offer on the same call now (what happens by itself after a failure). */
+  async reconnect() {
+    this.recoveries = 0;
+    await this._recover();
   }
 
   async _recover() {
