@@ -89,6 +89,8 @@ RTCRtpReceiver._handle_rtp_packet = _count_only  # type: ignore[method-assign]
 async def place_call(http: aiohttp.ClientSession, base: str, packets: list[bytes]):
     async with http.post(base + "/call/make", json={"phone": "5521999999999"}) as r:
         call = await r.json()
+        if r.status != 201:
+            raise RuntimeError(f"/call/make answered {r.status}: {call}")
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTrack(PacketTrack(packets))
     await pc.setLocalDescription(await pc.createOffer())

@@ -111,6 +111,9 @@ async def start_server(target: str, port: int) -> asyncio.subprocess.Process:
         BRIDGE_SIM_ANSWER_DELAY="0.05",
         BRIDGE_LOG_LEVEL="warning",
         BRIDGE_STATS_INTERVAL="5",
+        # One load generator places every call: lift the per-client rate limit.
+        BRIDGE_RATE_LIMIT="10000",
+        BRIDGE_RATE_BURST="10000",
     )
     if target == "bridge":
         argv = [sys.executable, "-m", "bridge", "--port", str(port)]
@@ -184,7 +187,7 @@ async def run_point(
         await gen.wait()
         if "connected" not in point:
             errors.seek(0)
-            tail = errors.read().decode(errors="replace")[-2000:]
+            tail = errors.read().decode(errors="replace")[:3000]
             raise RuntimeError(f"the load generator failed at N={calls}:\n{tail}")
         errors.close()
         window_s = point.get("window_s", window)
