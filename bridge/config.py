@@ -90,7 +90,7 @@ class Settings:
     turn_http_url: str = _opt("", "credential service returning iceServers (provider http)")
     turn_http_token: str = _opt("", "bearer token for BRIDGE_TURN_HTTP_URL", secret=True)
     ice_gather_timeout: float = _opt(
-        0.8, "seconds the bridge waits for STUN/TURN candidates before answering"
+        0.7, "seconds the bridge waits for STUN/TURN candidates before answering"
     )
     max_calls: int = _opt(200, "live calls before /call/make and /offer answer 503")
     rate_limit: float = _opt(
