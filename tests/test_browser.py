@@ -130,8 +130,11 @@ async def test_demo_page_call_echo_mute_hangup_and_inbound(client, browser) -> N
     # connection fails) replaces the peer connection, and the echo comes back.
     first_pc = await page.evaluate_handle("window.demo.client.pc")
     await page.evaluate("window.demo.client.reconnect()")
-    await wait_for(page, "window.demo.client.pc && window.demo.client.pc.connectionState === "
-                   "'connected' && window.demo.client.recoveries === 1")
+    await wait_for(
+        page,
+        "window.demo.client.pc && window.demo.client.pc.connectionState === "
+        "'connected' && window.demo.client.recoveries === 1",
+    )
     assert await page.evaluate("pc => pc.connectionState", first_pc) == "closed"
     await asyncio.sleep(1.5)
     echo = await page.evaluate(FREQ_JS)

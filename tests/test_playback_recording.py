@@ -19,17 +19,9 @@ from bridge.audio import rms_dbfs
 from bridge.recording import repair_wav, wav_header
 
 from .audio_files import make
-from .conftest import wait_state
+from .conftest import band_energy, wait_state
 from .fakes.zuckzapgo import FakeZuckZapGo
 from .rtc_client import RtcClient
-
-
-def band_level(pcm: np.ndarray, rate: int, freq: float) -> float:
-    """Share of the signal's energy within ±15 Hz of ``freq``."""
-    x = np.asarray(pcm, dtype=np.float64)
-    spec = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
-    freqs = np.fft.rfftfreq(x.size, 1 / rate)
-    return float(spec[(freqs > freq - 15) & (freqs < freq + 15)].sum() / spec.sum())
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
@@ -74,8 +66,8 @@ async def test_file_is_mixed_with_the_microphone(media_client, tmp_path, kind) -
     sim_call = next(iter(client.app[ENGINE].calls.values()))
     heard = np.concatenate(list(sim_call.heard)[-50:])
     # The WhatsApp side hears both: the browser's 440 Hz and the file's 1000 Hz.
-    assert band_level(heard, 16_000, 440) > 0.25
-    assert band_level(heard, 16_000, 1000) > 0.25
+    assert band_energy(heard, 16_000, 440) > 0.25
+    assert band_energy(heard, 16_000, 1000) > 0.25
     assert np.abs(heard.astype(np.int32)).max() <= 32767
     await asyncio.sleep(2.2)  # the 3 s file finishes
     types = []
@@ -91,7 +83,7 @@ async def test_file_is_mixed_with_the_microphone(media_client, tmp_path, kind) -
                 types.append(d["type"])
     assert types == ["playback.started", "playback.finished"]
     heard = np.concatenate(list(sim_call.heard)[-25:])
-    assert band_level(heard, 16_000, 1000) < 0.05  # finished: only the microphone now
+    assert band_energy(heard, 16_000, 1000) < 0.05  # finished: only the microphone now
     events.close()
     await rtc.close()
 
@@ -108,7 +100,7 @@ async def test_target_both_and_stop(media_client, tmp_path) -> None:
     t0 = time.monotonic()
     await asyncio.sleep(1.0)
     heard = rtc.recorder.since(t0)
-    assert band_level(heard, rtc.recorder.rate, 1000) > 0.5  # the browser hears it too
+    assert band_energy(heard, rtc.recorder.rate, 1000) > 0.5  # the browser hears it too
     resp = await client.post("/call/play/stop", json={"callID": call["callID"]})
     assert (await resp.json())["stopped"] == [playback_id]
     await asyncio.sleep(0.8)
@@ -152,7 +144,7 @@ async def test_play_without_a_browser_and_from_asset_base64_url(
     await asyncio.sleep(1.0)
     sim_call = next(iter(client.app[ENGINE].calls.values()))
     heard = np.concatenate(list(sim_call.heard)[-25:])
-    assert band_level(heard, 16_000, 1000) > 0.8
+    assert band_energy(heard, 16_000, 1000) > 0.8
     assert {f.size for f in sim_call.heard} == {320}
     resp = await client.delete(f"/call/audio-assets/{asset['assetId']}")
     assert resp.status == 200
@@ -222,11 +214,11 @@ async def test_recording_three_tracks(media_client, tmp_path) -> None:
         assert pcm.size * 1000 / rate == pytest.approx(elapsed_ms, abs=100)
         tail = pcm[8000:]  # skip the first half second
         if kind == "inbound":
-            assert band_level(tail, rate, 660) > 0.8 and band_level(tail, rate, 440) < 0.02
+            assert band_energy(tail, rate, 660) > 0.8 and band_energy(tail, rate, 440) < 0.02
         elif kind == "outbound":
-            assert band_level(tail, rate, 440) > 0.8 and band_level(tail, rate, 660) < 0.02
+            assert band_energy(tail, rate, 440) > 0.8 and band_energy(tail, rate, 660) < 0.02
         else:
-            assert band_level(tail, rate, 440) > 0.25 and band_level(tail, rate, 660) > 0.25
+            assert band_energy(tail, rate, 440) > 0.25 and band_energy(tail, rate, 660) > 0.25
     assert recordings["inbound"]["expiresAt"] > recordings["inbound"]["createdAt"]
     await rtc.close()
 
@@ -292,7 +284,7 @@ async def test_playback_reaches_a_zuckzapgo_engine(make_client, tmp_path) -> Non
         await client.post("/call/play", json={"callID": call["callID"], "file": "p.wav"})
         await asyncio.sleep(1.5)
         pcm = next(iter(fake.calls.values())).heard()[-16000:]
-        assert band_level(pcm, 16_000, 440) > 0.25 and band_level(pcm, 16_000, 1000) > 0.25
+        assert band_energy(pcm, 16_000, 440) > 0.25 and band_energy(pcm, 16_000, 1000) > 0.25
         await rtc.close()
     finally:
         await fake.stop()

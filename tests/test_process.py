@@ -5,20 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import time
 
 import aiohttp
 import pytest
 
+from .fakes.common import free_port
 from .rtc_client import RtcClient
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_bad_config_exits_2_with_one_line() -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import aiohttp
 import pytest
+
+from .fakes.common import free_port
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
 PROMETHEUS = shutil.which("prometheus")
@@ -20,12 +21,6 @@ if PROMETHEUS is None or PROMTOOL is None:
     if os.environ.get("CI") == "true":
         raise RuntimeError(f"the Prometheus test cannot run under CI: {HOW}")
     pytest.skip(f"no prometheus/promtool here: {HOW}", allow_module_level=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_shipped_alert_rules_are_valid() -> None:

@@ -17,15 +17,8 @@ from bridge.api.keys import ENGINE
 from bridge.audio import dominant_frequency, rms_dbfs, tone
 from bridge.audio.g711 import ulaw_decode
 
-from .conftest import wait_state
+from .conftest import band_energy, wait_state
 from .rtc_client import RtcClient
-
-
-def band(pcm: np.ndarray, rate: int, freq: float) -> float:
-    x = np.asarray(pcm, dtype=np.float64)
-    spec = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
-    f = np.fft.rfftfreq(x.size, 1 / rate)
-    return float(spec[(f > freq - 15) & (f < freq + 15)].sum() / max(spec.sum(), 1e-12))
 
 
 async def active_call(client) -> dict:
@@ -163,7 +156,7 @@ async def test_clear_and_marks(make_client) -> None:
     await ws.send_bytes(tone(440, 48_000, 16_000).astype("<i2").tobytes())
     await ws.send_str(json.dumps({"type": "mark", "name": "second"}))
     await asyncio.sleep(0.4)
-    assert band(np.concatenate(list(sc.heard)[-10:]), 16_000, 440) > 0.9
+    assert band_energy(np.concatenate(list(sc.heard)[-10:]), 16_000, 440) > 0.9
     n0 = sc.frames_heard
     await ws.send_str(json.dumps({"type": "clear"}))
     _, control = await collect(ws, 0.5)
@@ -266,7 +259,7 @@ async def test_twoway_fork_plays_into_the_call(make_client, aiohttp_server) -> N
     assert resp.status == 201
     await asyncio.sleep(1.0)
     heard = np.concatenate(list(sim_call(client).heard)[-25:])
-    assert band(heard, 16_000, 1000) > 0.9
+    assert band_energy(heard, 16_000, 1000) > 0.9
     await asyncio.sleep(1.5)
     marks = [m for m in fs.messages if m["event"] == "mark"]
     assert marks and marks[0]["mark"] == {"name": "done", "status": "played"}

@@ -3,6 +3,7 @@ polling, and a media channel that reconnects while the engine still lists the ca
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import logging
@@ -48,7 +49,7 @@ class RemoteCall:
     direction: str
 
 
-class PollingEngine:
+class PollingEngine(abc.ABC):
     """Base of engines whose calls are discovered by polling a list of live calls.
 
     Subclasses implement :meth:`list_calls` (and the call-control methods). Each poll turns
@@ -106,8 +107,9 @@ class PollingEngine:
         self.detail = detail
 
     # -- discovery
+    @abc.abstractmethod
     async def list_calls(self) -> list[RemoteCall]:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """The engine's live calls, normalised."""
 
     def poke(self) -> None:
         """Poll now (a webhook said something changed)."""
@@ -249,7 +251,7 @@ class PollingEngine:
         return body
 
 
-class WebSocketMedia:
+class WebSocketMedia(abc.ABC):
     """Base of the engines' media sockets: binary PCM frames both ways, text to a handler.
 
     Subclasses set ``sample_bytes`` and implement :meth:`decode` (and :meth:`on_text` when
@@ -273,10 +275,11 @@ class WebSocketMedia:
         except (ConnectionError, RuntimeError) as exc:
             raise MediaClosed(f"{self.call_id}: {exc}") from exc
 
+    @abc.abstractmethod
     def decode(self, data: bytes) -> Pcm:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """One binary frame (a whole number of samples) as s16 PCM."""
 
-    def on_text(self, text: str) -> None:
+    def on_text(self, text: str) -> None:  # noqa: B027 - deliberately optional hook
         """A text frame (ignored unless the protocol defines control frames)."""
 
     async def recv(self) -> Pcm:
