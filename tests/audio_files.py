@@ -38,6 +38,6 @@ FORMATS = {
 }
 
 
-def make(kind: str, freq: float, seconds: float) -> bytes:
+def make(kind: str, freq: float, seconds: float, amplitude: float = 0.4) -> bytes:
     fmt, codec, rate = FORMATS[kind]
-    return encode(fmt, codec, freq, seconds, rate)
+    return encode(fmt, codec, freq, seconds, rate, amplitude)

@@ -33,7 +33,8 @@ async def make_call(client, phone: str = "5521999999999", headers=None) -> dict:
     return await resp.json()
 
 
-async def test_make_returns_snapshot_and_rings_then_answers(client) -> None:
+async def test_make_returns_snapshot_and_rings_then_answers(make_client) -> None:
+    client = await make_client(sim_answer_delay=1.0)
     call = await make_call(client, "5521999999999@s.whatsapp.net")
     assert set(call) == {
         "callID",
@@ -52,7 +53,7 @@ async def test_make_returns_snapshot_and_rings_then_answers(client) -> None:
     assert call["state"] == "calling" and call["transport"] is None and call["webrtc"] is None
     assert call["createdAt"].endswith("Z") and call["answeredAt"] is None
     await wait_state(client, call["callID"], "ringing", timeout=1)
-    active = await wait_state(client, call["callID"], "active", timeout=2)
+    active = await wait_state(client, call["callID"], "active", timeout=3)
     assert active["answeredAt"] is not None
     status = await (await client.get("/call/status")).json()
     assert [c["callID"] for c in status["calls"]] == [call["callID"]]

@@ -35,7 +35,7 @@ async def test_bench_smoke_run(tmp_path: Path) -> None:
         "uplink_latency_p50_ms",
         "downlink_latency_p99_ms",
         "offer_to_answer_p50_ms",
-        "rss_per_call_bytes",
     ):
-        assert key in bridge, key
+        value = bridge[key]
+        assert isinstance(value, float) and 0 < value < 1e6, (key, value)
     assert "largest N" in out.decode()

@@ -118,6 +118,7 @@ async def test_webhook_rings_at_once(zclient, fake) -> None:
             "data": {"callId": engine_id},
         },
     )
+    assert resp.status == 200 and (await resp.json()) == {"accepted": True}
     await wait_state(client, calls[0]["callID"], "ended", timeout=1)
     resp = await client.post("/engine/webhook", data=b"nope")
     assert resp.status == 400

@@ -241,6 +241,8 @@ async def test_capacity_boundary_refuses_before_any_socket(make_client) -> None:
     assert udp_sockets() == baseline
     resp = await client.post("/call/sim/incoming", json={"phone": "15550001111"})
     assert resp.status == 503
+    live = (await (await client.get("/call/status")).json())["calls"]
+    assert len(live) == 2  # the refused calls never existed
     # Offers for the two admitted calls are fine.
     rtcs = []
     for call in calls:

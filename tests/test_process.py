@@ -11,6 +11,8 @@ import time
 import aiohttp
 import pytest
 
+from bridge.audio import dominant_frequency
+
 from .fakes.common import free_port
 from .rtc_client import RtcClient
 
@@ -84,10 +86,13 @@ async def test_signal_with_live_call_exits_cleanly(sig) -> None:
             await rtc.offer()
             await asyncio.wait_for(rtc.connected.wait(), 10)
             await asyncio.sleep(0.5)
-            assert rtc.recorder.chunks, "audio was flowing before the signal"
+            t_audio = time.monotonic()
+            await asyncio.sleep(1.0)
+            heard = rtc.recorder.since(t_audio)
+            assert dominant_frequency(heard, rtc.recorder.rate) == pytest.approx(440, abs=5)
             t0 = time.monotonic()
             proc.send_signal(sig)
-            _out, err = await asyncio.wait_for(proc.communicate(), 10)
+            _out, err = await asyncio.wait_for(proc.communicate(), 15)
             elapsed = time.monotonic() - t0
             await rtc.close()
     finally:

@@ -71,7 +71,7 @@ def test_mark_waits_for_the_partial_frame_and_clear_reports_cleared() -> None:
     assert acks[-1] == ("late", "cleared")
 
 
-async def test_sources_wait_for_the_leg(make_client) -> None:
+async def test_sources_wait_for_the_leg() -> None:
     bus = CallBus("t")
     src = QueuedSource()
     src.push(np.ones(FRAME_SAMPLES * 3, dtype=np.int16))
@@ -104,3 +104,33 @@ async def test_cors_headers_reach_streamed_responses(make_client) -> None:
     resp = await client.get("/call/events", headers={"Origin": "https://app.example"})
     assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example"
     resp.close()
+
+
+async def test_mixing_clips_at_full_scale_never_wraps() -> None:
+    bus = CallBus("t")
+    src = QueuedSource()
+    src.push(np.full(FRAME_SAMPLES, 30_000, dtype=np.int16))
+    bus.add_source(src)
+    bus.open_uplink()
+    out = []
+    bus.add_uplink_tap(lambda f: out.append(f.pcm))
+    bus.push_uplink(np.full(FRAME_SAMPLES, 30_000, dtype=np.int16))
+    assert out[0].dtype == np.int16 and (out[0] == 32767).all()  # 60 000 clipped, not wrapped
+    src.push(np.full(FRAME_SAMPLES, -30_000, dtype=np.int16))
+    bus.push_uplink(np.full(FRAME_SAMPLES, -30_000, dtype=np.int16))
+    assert (out[1] == -32768).all()
+    await bus.aclose()
+
+
+async def test_large_json_bodies_are_read_whole(make_client) -> None:
+    # A ~700 KB audioBase64 body arrives in many chunks; it must be read to its end.
+    from .audio_files import make
+
+    client = await make_client()
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    import base64
+
+    b64 = base64.b64encode(make("wav", 1000.0, 4.0)).decode()
+    assert len(b64) > 500_000
+    resp = await client.post("/call/play", json={"callID": call["callID"], "audioBase64": b64})
+    assert resp.status == 201, await resp.text()

@@ -114,7 +114,6 @@ async def test_f32le_60ms_and_errors_do_not_disconnect(make_client) -> None:
     pcm = np.frombuffer(b"".join(audio), dtype="<f4")
     assert dominant_frequency(pcm, 16_000) == pytest.approx(660, abs=3)
     assert not ws.closed  # errors are reported, the socket stays
-    await ws.send_bytes(tone(440, 320, 16_000).astype("<f4").tobytes())
     await ws.close()
     for bad in ("format=mp3", "frame_ms=40", "role=boss"):
         resp = await client.get(f"/call/{call['callID']}/stream?token=tok&{bad}")
@@ -131,6 +130,7 @@ async def test_listen_role_is_receive_only(make_client) -> None:
     await ws.send_bytes(tone(440, 320, 16_000).astype("<i2").tobytes())
     audio, control = await collect(ws, 0.6)
     assert audio and [c["code"] for c in control if c["type"] == "error"] == ["listen_only"]
+    assert sim_call(client).frames_heard == 0  # nothing the listener sent reached the peer
     await ws.close()
 
 

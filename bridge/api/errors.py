@@ -97,12 +97,16 @@ async def read_json(request: web.Request, limit: int = JSON_LIMIT) -> dict[str, 
     """The request's JSON object body, or :class:`~bridge.errors.BadRequest`."""
     if (request.content_length or 0) > limit:
         raise errors.TooLarge(f"request body larger than {limit} bytes")
+    # StreamReader.read(n) returns what has arrived so far: read to the end, bounded.
+    chunks = bytearray()
     try:
-        raw = await request.content.read(limit + 1)
+        while chunk := await request.content.read(65536):
+            chunks += chunk
+            if len(chunks) > limit:
+                raise errors.TooLarge(f"request body larger than {limit} bytes")
     except web.HTTPRequestEntityTooLarge:
         raise errors.TooLarge("request body too large") from None
-    if len(raw) > limit:
-        raise errors.TooLarge(f"request body larger than {limit} bytes")
+    raw = bytes(chunks)
     if not raw.strip():
         raise errors.BadRequest("a JSON object body is required", code="invalid_json")
     try:
