@@ -122,11 +122,9 @@ class DownlinkSink:
         self.bus = bus
         self.name = name
         self.jitter = jitter
-        self.last_frame_t: float | None = None
 
     def push(self, frame: BusFrame) -> None:
         self.jitter.push(frame)
-        self.last_frame_t = frame.t
 
     def pop(self) -> Pcm | None:
         """Next frame to play, or ``None`` for silence (its bus transit time is recorded)."""

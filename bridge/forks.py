@@ -94,7 +94,6 @@ class Fork:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._stopping = False
         self.dropped = False
-        self.sent_media = 0
 
     # -- events to the app
     def _event(self, event: str, **fields: Any) -> dict[str, Any]:
@@ -127,7 +126,6 @@ class Fork:
             else:
                 payload = pcm.astype("<i2", copy=False).tobytes()
             self._chunks[track] += 1
-            self.sent_media += 1
             self._enqueue(
                 self._event(
                     "media",

@@ -50,3 +50,15 @@ def band_energy(pcm, rate: int, freq: float) -> float:
     spec = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
     f = np.fft.rfftfreq(x.size, 1 / rate)
     return float(spec[(f > freq - 15) & (f < freq + 15)].sum() / max(spec.sum(), 1e-12))
+
+
+async def webrtc_call(client: TestClient, freq: float = 440.0) -> tuple[dict[str, Any], Any]:
+    """Place a call, connect an aiortc client sending ``freq`` to it, wait until it is active."""
+    from .rtc_client import RtcClient
+
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    rtc = RtcClient(client, call["callID"], freq=freq)
+    await rtc.offer()
+    await asyncio.wait_for(rtc.connected.wait(), 10)
+    await wait_state(client, call["callID"], "active")
+    return call, rtc

@@ -11,9 +11,8 @@ import pytest
 from bridge.api.keys import ENGINE
 from bridge.audio import dominant_frequency, rms_dbfs
 
-from .conftest import wait_state
+from .conftest import wait_state, webrtc_call
 from .fakes.wadial import FakeWadial
-from .rtc_client import RtcClient
 
 
 @pytest.fixture
@@ -40,18 +39,9 @@ def wclient(make_client, fake):
     return factory
 
 
-async def start_call(client, freq=440.0):
-    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
-    rtc = RtcClient(client, call["callID"], freq=freq)
-    await rtc.offer()
-    await wait_state(client, call["callID"], "active")
-    await asyncio.wait_for(rtc.connected.wait(), 10)
-    return call, rtc
-
-
 async def test_outbound_float32_audio_both_ways(wclient, fake) -> None:
     client = await wclient()
-    _call, rtc = await start_call(client)
+    _call, rtc = await webrtc_call(client)
     assert ("POST", "/api/v1/sessions/s1/calls", {"to": "5521999999999@s.whatsapp.net"}) in (
         fake.requests
     )
@@ -72,7 +62,7 @@ async def test_outbound_float32_audio_both_ways(wclient, fake) -> None:
 
 async def test_ended_frame_ends_call_at_once(wclient, fake) -> None:
     client = await wclient(engine_poll_interval=30.0)
-    call, rtc = await start_call(client)
+    call, rtc = await webrtc_call(client)
     engine_id = next(iter(fake.calls))
     await asyncio.sleep(0.3)
     await fake.end_remote(engine_id)
@@ -100,7 +90,7 @@ async def test_backpressure_watermarks_throttle_uplink(wclient, fake) -> None:
             {"type": "buffer", "bufferedMs": 900, "lowWatermarkMs": 200, "highWatermarkMs": 800}
         )
     )
-    _call, rtc = await start_call(client)
+    _call, rtc = await webrtc_call(client)
     await asyncio.sleep(1.0)
     engine = client.app[ENGINE]
     engine_call = next(iter(fake.calls.values()))
@@ -118,7 +108,7 @@ async def test_backpressure_watermarks_throttle_uplink(wclient, fake) -> None:
 async def test_garbage_text_and_bad_frames_are_counted(wclient, fake) -> None:
     client = await wclient()
     fake.text_frames += ["{not json", json.dumps({"type": "error", "message": "bad frame"})]
-    call, rtc = await start_call(client)
+    call, rtc = await webrtc_call(client)
     engine_call = next(iter(fake.calls.values()))
     await asyncio.sleep(0.3)
     for ws in engine_call.sockets:
@@ -139,7 +129,7 @@ async def test_garbage_text_and_bad_frames_are_counted(wclient, fake) -> None:
 async def test_ready_with_wrong_format_is_refused(wclient, fake) -> None:
     client = await wclient()
     fake.ready = {"type": "ready", "encoding": "s16le", "sampleRate": 8000, "channels": 1}
-    call, rtc = await start_call(client)
+    call, rtc = await webrtc_call(client)
     ended = await wait_state(client, call["callID"], "ended", timeout=5)
     assert ended["endReason"] == "failed"
     assert next(iter(fake.calls.values())).connects == 1  # a format error is not retried

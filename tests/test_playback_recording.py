@@ -19,9 +19,8 @@ from bridge.audio import rms_dbfs
 from bridge.recording import repair_wav, wav_header
 
 from .audio_files import make
-from .conftest import band_energy, wait_state
+from .conftest import band_energy, wait_state, webrtc_call
 from .fakes.zuckzapgo import FakeZuckZapGo
-from .rtc_client import RtcClient
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
@@ -41,21 +40,12 @@ def media_client(make_client, tmp_path):
     return factory
 
 
-async def live_call(client, freq=440.0):
-    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
-    rtc = RtcClient(client, call["callID"], freq=freq)
-    await rtc.offer()
-    await asyncio.wait_for(rtc.connected.wait(), 10)
-    await wait_state(client, call["callID"], "active")
-    return call, rtc
-
-
 @pytest.mark.parametrize("kind", ["wav", "mp3", "opus"])
 async def test_file_is_mixed_with_the_microphone(media_client, tmp_path, kind) -> None:
     client = await media_client(sim_peer="silence")
     (tmp_path / "media" / f"prompt.{kind}").write_bytes(make(kind, 1000.0, 3.0))
     events = await client.get("/call/events")
-    call, rtc = await live_call(client)
+    call, rtc = await webrtc_call(client)
     await asyncio.sleep(0.5)
     resp = await client.post(
         "/call/play", json={"callID": call["callID"], "file": f"prompt.{kind}"}
@@ -90,7 +80,7 @@ async def test_file_is_mixed_with_the_microphone(media_client, tmp_path, kind) -
 async def test_target_both_and_stop(media_client, tmp_path) -> None:
     client = await media_client(sim_peer="silence")
     (tmp_path / "media" / "long.wav").write_bytes(make("wav", 1000.0, 10.0))
-    call, rtc = await live_call(client)
+    call, rtc = await webrtc_call(client)
     resp = await client.post(
         "/call/play", json={"callID": call["callID"], "file": "long.wav", "target": "both"}
     )
@@ -193,7 +183,7 @@ async def test_bad_media_requests_are_clear_4xx(media_client, tmp_path) -> None:
 
 async def test_recording_three_tracks(media_client, tmp_path) -> None:
     client = await media_client(sim_peer="tone", sim_tone_hz=660.0)
-    call, rtc = await live_call(client, freq=440.0)
+    call, rtc = await webrtc_call(client, freq=440.0)
     await asyncio.sleep(1.0)
     resp = await client.post("/call/record", json={"callID": call["callID"]})
     assert resp.status == 201
@@ -227,7 +217,7 @@ async def test_recording_three_tracks(media_client, tmp_path) -> None:
 async def test_record_all_and_ready_event(media_client) -> None:
     client = await media_client(record_all=True)
     events = await client.get("/call/events")
-    call, rtc = await live_call(client)
+    call, rtc = await webrtc_call(client)
     await asyncio.sleep(1.0)
     await client.post("/call/hangup", json={"callID": call["callID"]})
     ready = None
@@ -252,7 +242,7 @@ async def test_crash_repair_and_retention_sweeper(media_client, tmp_path) -> Non
     with wave.open(str(crashed)) as w:
         assert w.getnframes() == 16000  # the header now says what the file holds
     assert not repair_wav(crashed)
-    call, rtc = await live_call(client)
+    call, rtc = await webrtc_call(client)
     await client.post("/call/record", json={"callID": call["callID"]})
     await asyncio.sleep(0.5)
     fresh = await (await client.post("/call/record/stop", json={"callID": call["callID"]})).json()
@@ -280,7 +270,7 @@ async def test_playback_reaches_a_zuckzapgo_engine(make_client, tmp_path) -> Non
             media_dir=str(tmp_path / "media"),
             data_dir=str(tmp_path / "data"),
         )
-        call, rtc = await live_call(client, freq=440.0)
+        call, rtc = await webrtc_call(client, freq=440.0)
         await asyncio.sleep(0.8)
         await client.post("/call/play", json={"callID": call["callID"], "file": "p.wav"})
         await asyncio.sleep(1.5)

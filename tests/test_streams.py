@@ -17,8 +17,7 @@ from bridge.api.keys import ENGINE
 from bridge.audio import dominant_frequency, rms_dbfs, tone
 from bridge.audio.g711 import ulaw_decode
 
-from .conftest import band_energy, wait_state
-from .rtc_client import RtcClient
+from .conftest import band_energy, wait_state, webrtc_call
 
 
 async def active_call(client) -> dict:
@@ -207,10 +206,7 @@ async def fork_server(aiohttp_server, reply=None):
 async def test_fork_streams_both_tracks(make_client, aiohttp_server, fmt) -> None:
     client = await make_client(sim_peer="tone", sim_tone_hz=660.0, fork_url_allow=("127.0.0.1",))
     fs, url = await fork_server(aiohttp_server)
-    call = await active_call(client)
-    rtc = RtcClient(client, call["callID"], freq=440.0)
-    await rtc.offer()
-    await asyncio.wait_for(rtc.connected.wait(), 10)
+    call, rtc = await webrtc_call(client, 440.0)
     resp = await client.post(
         f"/call/{call['callID']}/streams",
         json={"url": url, "channel": "both", "type": "oneway", "format": fmt},
@@ -319,10 +315,7 @@ async def test_stalled_fork_is_dropped_and_the_call_is_unaffected(make_client) -
     server, port, held = await stalled_ws_server()
     try:
         events = await client.get("/call/events")
-        call = await active_call(client)
-        rtc = RtcClient(client, call["callID"], freq=440.0)
-        await rtc.offer()
-        await asyncio.wait_for(rtc.connected.wait(), 10)
+        call, rtc = await webrtc_call(client, 440.0)
         resp = await client.post(
             f"/call/{call['callID']}/streams",
             json={"url": f"ws://127.0.0.1:{port}/", "channel": "both"},

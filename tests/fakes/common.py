@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from bridge.audio import tone
 
@@ -90,3 +90,17 @@ async def send_tone(
             except ConnectionError:
                 return
         n += frame
+
+
+async def serve_media(
+    ws: web.WebSocketResponse, call: FakeCall, freq: float, frame: int, encode
+) -> None:
+    """An engine's media socket: play a tone on its clock, keep what the bridge sends."""
+    sender = asyncio.ensure_future(send_tone(ws, call, freq, frame, encode))
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.BINARY:
+                call.received.append(msg.data)
+    finally:
+        sender.cancel()
+        call.sockets.remove(ws)

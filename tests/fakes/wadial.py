@@ -8,9 +8,9 @@ import json
 from typing import Any
 
 import numpy as np
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from .common import FakeCall, FakeServer, send_tone
+from .common import FakeCall, FakeServer, serve_media
 
 PREFIX = "/api/v1/sessions/{session}/calls"
 
@@ -128,18 +128,9 @@ class FakeWadial(FakeServer):
         for text in self.text_frames:
             await ws.send_str(text)
         self.text_frames.clear()
-        sender = asyncio.ensure_future(
-            send_tone(
-                ws, call, self.tone_hz, 320, lambda pcm: (pcm / 32768.0).astype("<f4").tobytes()
-            )
+        await serve_media(
+            ws, call, self.tone_hz, 320, lambda pcm: (pcm / 32768.0).astype("<f4").tobytes()
         )
-        try:
-            async for msg in ws:
-                if msg.type is WSMsgType.BINARY:
-                    call.received.append(msg.data)
-        finally:
-            sender.cancel()
-            call.sockets.remove(ws)
         return ws
 
     def heard_f32(self, call_id: str) -> np.ndarray:

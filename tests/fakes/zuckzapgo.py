@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from .common import FakeCall, FakeServer, send_tone
+from .common import FakeCall, FakeServer, serve_media
 
 
 class FakeZuckZapGo(FakeServer):
@@ -127,16 +127,7 @@ class FakeZuckZapGo(FakeServer):
         for extra in self.extra_frames:
             await ws.send_bytes(extra)
         self.extra_frames.clear()
-        sender = asyncio.ensure_future(
-            send_tone(ws, call, self.tone_hz, 960, lambda pcm: pcm.astype("<i2").tobytes())
-        )
-        try:
-            async for msg in ws:
-                if msg.type is WSMsgType.BINARY:
-                    call.received.append(msg.data)
-        finally:
-            sender.cancel()
-            call.sockets.remove(ws)
+        await serve_media(ws, call, self.tone_hz, 960, lambda pcm: pcm.astype("<i2").tobytes())
         return ws
 
     async def stop(self) -> None:
