@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
-from .api import ENGINE, MANAGER, SETTINGS, error_middleware, setup_routes
-from .api.keys import FORKS, PLAYBACK, RECORDINGS
-from .auth import auth_middleware
-from .bus import CallBus
+from .api import setup_routes
+from .api.auth import auth_middleware
+from .api.errors import error_middleware
+from .api.keys import ENGINE, FORKS, MANAGER, METRICS, PLAYBACK, RECORDINGS, SETTINGS, TURN
+from .api.limits import cors_middleware, cors_on_prepare, rate_limit_middleware
+from .attachments import ForkService, PlaybackService, RecordingService
 from .calls import Call, CallManager
 from .config import EngineKind, Settings
-from .forks import ForkService
-from .legs import Engine, create_engine
-from .limits import cors_middleware, cors_on_prepare, rate_limit_middleware
+from .engines import Engine, create_engine
+from .http import create_http_session
 from .metrics import Metrics
-from .playback import PlaybackService
-from .recording import RecordingService
 from .rtc import create_turn_provider, restrict_host_addresses, set_gather_timeout
 from .tasks import TaskSet
 
@@ -33,48 +31,6 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 MAX_BODY = 48 * 1024 * 1024
 """Largest request body aiohttp reads (uploads, ``audioBase64``); JSON routes cap their own
 bodies at 64 KiB (``api.errors.read_json``)."""
-
-
-def bus_of_live(manager: CallManager) -> Callable[[str], CallBus | None]:
-    """The bus of a live call (``None`` for unknown or ended calls)."""
-
-    def bus_of(call_id: str) -> CallBus | None:
-        media = manager.media(call_id)
-        call = manager.registry.get(call_id)
-        return media.bus if media is not None and call is not None and call.live else None
-
-    return bus_of
-
-
-def publish_to(manager: CallManager) -> Callable[..., None]:
-    """Publish an event about a call by its id."""
-
-    def publish(type_: str, call_id: str, **data: Any) -> None:
-        call = manager.registry.get(call_id)
-        if call is not None:
-            manager.events.publish(type_, call, **data)
-
-    return publish
-
-
-def media_services(
-    settings: Settings, manager: CallManager, tasks: TaskSet
-) -> tuple[PlaybackService, RecordingService]:
-    """Playback and recording, wired to the manager's buses and events."""
-    bus_of, publish = bus_of_live(manager), publish_to(manager)
-    playback = PlaybackService(settings, bus_of, publish)
-    recordings = RecordingService(
-        Path(settings.data_dir), settings.recording_retention_days, bus_of, publish
-    )
-
-    def on_event(type_: str, call: Call) -> None:
-        if type_ == "call.active" and settings.record_all and call.id not in recordings.active:
-            recordings.start(call.id)
-        elif type_ == "call.ended" and call.id in recordings.active:
-            tasks.spawn(recordings.stop(call.id), f"record-stop:{call.id}")
-
-    manager.events.listen(on_event)
-    return playback, recordings
 
 
 async def sweep_recordings(recordings: RecordingService, interval: float) -> None:
@@ -101,45 +57,51 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
     app[SETTINGS] = settings
     restrict_host_addresses(settings.ice_addresses)
     set_gather_timeout(settings.ice_gather_timeout)
-
-    eng = engine if engine is not None else create_engine(settings)
     turn = create_turn_provider(settings)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
+        # Created in order, closed in reverse: HTTP client, engine, manager (and with it every
+        # call's runtime), background tasks.
+        http = create_http_session()
+        eng = engine if engine is not None else create_engine(settings, http)
         metrics = Metrics()
         tasks = TaskSet("app")
         await eng.start()
-        manager = CallManager(settings, eng, metrics=metrics, turn=turn)
-        playback, recordings = media_services(settings, manager, tasks)
-        forks = ForkService(settings.fork_url_allow, bus_of_live(manager), publish_to(manager))
+        manager = CallManager(settings, eng, metrics, turn)
+        recordings = RecordingService(Path(settings.data_dir), settings.recording_retention_days)
+        if settings.record_all:
 
-        def stop_forks(type_: str, call: Call) -> None:
-            if type_ == "call.ended" and any(f.call_id == call.id for f in forks.forks.values()):
-                tasks.spawn(forks.stop_call(call.id), f"forks:{call.id}")
+            def record_every_call(type_: str, call: Call) -> None:
+                runtime = manager.find_runtime(call.id)
+                if type_ == "call.active" and runtime is not None:
+                    tasks.spawn(recordings.start(runtime), f"record:{call.id}")
 
-        manager.events.listen(stop_forks)
+            manager.events.listen(record_every_call)
         await manager.start()
         tasks.spawn(metrics.run_loop_lag_monitor(), "loop-lag")
         tasks.spawn(sweep_recordings(recordings, settings.retention_sweep_interval), "retention")
         app[ENGINE] = eng
         app[MANAGER] = manager
-        app[PLAYBACK] = playback
+        app[TURN] = turn
+        app[METRICS] = metrics
+        app[PLAYBACK] = PlaybackService(settings, http)
         app[RECORDINGS] = recordings
-        app[FORKS] = forks
+        app[FORKS] = ForkService(settings.fork_url_allow, http)
         try:
             yield
         finally:
-            await manager.close()
-            await forks.close()
-            await tasks.close()
-            await playback.close()
-            await eng.close()
+            try:
+                await manager.close()
+                await tasks.close()
+                await eng.close()
+                await turn.close()
+            finally:
+                await http.close()
 
     async def on_shutdown(app: web.Application) -> None:
         # End SSE streams and refuse new calls before the server waits for handlers.
         if MANAGER in app:
-            app[MANAGER].shutting_down = True
-            app[MANAGER].events.close()
+            app[MANAGER].stop_accepting()
 
     app.on_response_prepare.append(cors_on_prepare(settings.cors_origins))
     app.cleanup_ctx.append(resources)

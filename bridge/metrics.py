@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -31,8 +32,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from .bus import BusStats, FixedHistogram
-from .legs import LegStats
+from .engines import EngineStats
+from .media import BusStats, FixedHistogram
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,16 @@ class MediaTotals:
         b.uplink_transit.merge(stats.uplink_transit)
         b.downlink_transit.merge(stats.downlink_transit)
 
+    def absorb_jitter(self, jitter: Any, *, depth: bool = False) -> None:
+        """Add one downlink jitter buffer's counters (``None``: a session never answered)."""
+        if jitter is None:
+            return
+        self.jitter_underruns += jitter.stats.underruns
+        self.jitter_overflow_drops += jitter.stats.overflow_drops
+        self.jitter_latency_drops += jitter.stats.latency_drops
+        if depth:
+            self.jitter_depth += len(jitter)
+
 
 def _histogram(
     name: str,
@@ -99,7 +110,7 @@ class MediaCollector:
     """Reads bus, jitter-buffer and engine counters at scrape time."""
 
     def __init__(
-        self, totals: Callable[[], MediaTotals], engine: Callable[[], tuple[str, LegStats, bool]]
+        self, totals: Callable[[], MediaTotals], engine: Callable[[], tuple[str, EngineStats, bool]]
     ) -> None:
         self._totals = totals
         self._engine = engine
@@ -278,7 +289,7 @@ class Metrics:
         """Bus counters of calls that have ended (live ones are read at scrape)."""
 
     def attach_media(
-        self, totals: Callable[[], MediaTotals], engine: Callable[[], tuple[str, LegStats, bool]]
+        self, totals: Callable[[], MediaTotals], engine: Callable[[], tuple[str, EngineStats, bool]]
     ) -> None:
         self.registry.register(MediaCollector(totals, engine))
 

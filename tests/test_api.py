@@ -226,7 +226,7 @@ async def test_offer_rules(client) -> None:
     # After failed offers the call has no session and nothing is left open.
     snap = await (await client.get(f"/call/{cid}")).json()
     assert snap["transport"] is None
-    media = client.app[MANAGER].media(cid)
+    media = client.app[MANAGER].find_runtime(cid)
     assert media is not None and media.session is None and not media.bus.users
 
     await client.post("/call/hangup", json={"callID": cid})
@@ -248,12 +248,12 @@ async def test_reoffer_replaces_session_and_close_is_idempotent(client) -> None:
     first = RtcClient(client, cid, freq=440.0)
     await first.offer()
     await asyncio.wait_for(first.connected.wait(), 10)
-    old_session = client.app[MANAGER].media(cid).session
+    old_session = client.app[MANAGER].find_runtime(cid).session
 
     second = RtcClient(client, cid, freq=880.0)
     await second.offer()
     await asyncio.wait_for(second.connected.wait(), 10)
-    media = client.app[MANAGER].media(cid)
+    media = client.app[MANAGER].find_runtime(cid)
     assert media.session is not old_session
     assert old_session.state == "closed" and old_session._pc.connectionState == "closed"
     assert len(old_session._tasks) == 0

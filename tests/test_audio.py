@@ -21,7 +21,7 @@ from bridge.audio import (
     s16_to_f32,
     tone,
 )
-from bridge.bus import CallBus
+from bridge.media import CallBus
 from bridge.rtc import BusAudioTrack
 
 

@@ -45,7 +45,7 @@ async def test_hears_own_tone_echoed(client) -> None:
     win = rtc.recorder.rate // 50
     windows = heard[: heard.size // win * win].reshape(-1, win) / 32768.0
     quiet = [w for w in windows if rms_dbfs(w) < -20.0]
-    media = client.app[MANAGER].media(call["callID"])
+    media = client.app[MANAGER].find_runtime(call["callID"])
     jitter = media.session._track.sink.jitter
     assert not quiet, (
         f"{len(quiet)} silent 20 ms windows out of {len(windows)}; bridge jitter buffer "
@@ -68,7 +68,7 @@ async def test_hears_own_tone_echoed(client) -> None:
     ended = await resp.json()
     assert ended["endReason"] == "hangup" and ended["webrtc"] == {"state": "closed"}
     # Ending the WhatsApp call tears down its media runtime, peer connection included.
-    assert client.app[MANAGER].media(call["callID"]) is None
+    assert client.app[MANAGER].find_runtime(call["callID"]) is None
     await rtc.close()
 
 

@@ -326,7 +326,7 @@ async def test_no_leaks_after_many_sessions(make_client) -> None:
         assert resp.status == 200
         await rtc.pc.close()
     await asyncio.sleep(2.0)  # the last abandoned session is reaped by the connect timeout
-    session = manager.media(call["callID"]).session
+    session = manager.find_runtime(call["callID"]).session
     assert session is not None and session.state == "failed"
     for _ in range(40):
         if abs(open_fds() - base_fds) <= 2 and abs(udp_sockets() - base_udp) <= 2:
@@ -369,7 +369,7 @@ async def test_vanished_peer_is_reaped_within_media_timeout(make_client) -> None
     assert snap["webrtc"]["state"] == "failed", snap
     assert time.monotonic() - t0 < 1.5 + 1.0  # reaped within the media timeout (+ a tick)
     assert snap["state"] == "active"  # the WhatsApp call stays up for a reconnecting client
-    media = client.app[MANAGER].media(call["callID"])
+    media = client.app[MANAGER].find_runtime(call["callID"])
     assert not media.bus.users
     await rtc.close()
 

@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 
 from bridge.api.keys import ENGINE, RECORDINGS
+from bridge.attachments.recording import repair_wav, wav_header
 from bridge.audio import rms_dbfs
-from bridge.recording import repair_wav, wav_header
 
 from .audio_files import make
 from .conftest import band_energy, wait_state, webrtc_call

@@ -6,10 +6,10 @@ import av
 import numpy as np
 from aiortc.jitterbuffer import JitterFrame
 
+from bridge.attachments.queued_source import QueuedSource
 from bridge.audio import FRAME_SAMPLES, tone
-from bridge.bus import CallBus
+from bridge.media import CallBus
 from bridge.rtc.uplink import DirectDecoder
-from bridge.streams import QueuedSource
 
 
 def opus_packets(n: int) -> list[bytes]:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..attachments import ForkService, PlaybackService, RecordingService
 from ..calls import CallManager
 from ..config import Settings
-from ..forks import ForkService
-from ..legs import Engine
-from ..playback import PlaybackService
-from ..recording import RecordingService
+from ..engines import Engine
+from ..metrics import Metrics
+from ..rtc import TurnProvider
 
 SETTINGS = web.AppKey("settings", Settings)
 MANAGER = web.AppKey("manager", CallManager)
 ENGINE = web.AppKey("engine", Engine)
+TURN = web.AppKey("turn", TurnProvider)
+METRICS = web.AppKey("metrics", Metrics)
 PLAYBACK = web.AppKey("playback", PlaybackService)
 RECORDINGS = web.AppKey("recordings", RecordingService)
 FORKS = web.AppKey("forks", ForkService)

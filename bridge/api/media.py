@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from ..attachments import PlaybackService
 from ..errors import BadRequest, TooLarge
 from .errors import read_json, require_call_id
 from .keys import MANAGER, PLAYBACK, RECORDINGS, SETTINGS
@@ -19,9 +20,8 @@ PLAY_BODY_LIMIT = 48 * 1024 * 1024
 @routes.post("/call/play")
 async def play(request: web.Request) -> web.Response:
     body = await read_json(request, limit=PLAY_BODY_LIMIT)
-    call_id = require_call_id(body)
-    request.app[MANAGER].get(call_id)  # 404 for unknown calls
-    playback = await request.app[PLAYBACK].start(call_id, body)
+    runtime = request.app[MANAGER].runtime(require_call_id(body))
+    playback = await request.app[PLAYBACK].start(runtime, body)
     return web.json_response({"playbackId": playback.id}, status=201)
 
 
@@ -29,11 +29,10 @@ async def play(request: web.Request) -> web.Response:
 async def play_stop(request: web.Request) -> web.Response:
     body = await read_json(request)
     call_id = require_call_id(body)
-    request.app[MANAGER].get(call_id)
     playback_id = body.get("playbackId")
     if playback_id is not None and not isinstance(playback_id, str):
         raise BadRequest("field 'playbackId' must be a string")
-    stopped = request.app[PLAYBACK].stop(call_id, playback_id)
+    stopped = PlaybackService.stop(request.app[MANAGER].runtime(call_id), playback_id)
     return web.json_response({"callID": call_id, "stopped": stopped})
 
 
@@ -75,8 +74,8 @@ async def delete_asset(request: web.Request) -> web.Response:
 async def record(request: web.Request) -> web.Response:
     body = await read_json(request)
     call_id = require_call_id(body)
-    request.app[MANAGER].get(call_id)
-    recorder = request.app[RECORDINGS].start(call_id, body.get("path"))
+    runtime = request.app[MANAGER].runtime(call_id)
+    recorder = await request.app[RECORDINGS].start(runtime, body.get("path"))
     return web.json_response(
         {
             "callID": call_id,
@@ -91,8 +90,7 @@ async def record(request: web.Request) -> web.Response:
 async def record_stop(request: web.Request) -> web.Response:
     body = await read_json(request)
     call_id = require_call_id(body)
-    request.app[MANAGER].get(call_id)
-    recordings = await request.app[RECORDINGS].stop(call_id)
+    recordings = await request.app[RECORDINGS].stop(request.app[MANAGER].runtime(call_id))
     return web.json_response({"callID": call_id, "recordings": [r.as_json() for r in recordings]})
 
 

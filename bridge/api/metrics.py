@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..auth import request_token, token_matches
 from ..errors import Unauthorized
 from ..metrics import CONTENT_TYPE
-from .keys import MANAGER, SETTINGS
+from .auth import request_token, token_matches
+from .keys import MANAGER, METRICS, SETTINGS
 
 routes = web.RouteTableDef()
 
@@ -20,7 +20,7 @@ async def metrics(request: web.Request) -> web.Response:
         presented = request_token(request) or request.query.get("token")
         if presented is None or not token_matches(presented, (token,)):
             raise Unauthorized("/metrics needs BRIDGE_METRICS_TOKEN")
-    body = request.app[MANAGER].metrics.render()
+    body = request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..calls import normalize_phone
+from ..engines import SimEngine
 from ..errors import BadRequest, EngineError
-from ..legs import SimEngine
 from .calls import wait_for_engine_call
 from .errors import read_json
 from .keys import ENGINE, MANAGER

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ..errors import BadRequest
 from .errors import read_json, require_call_id
-from .keys import MANAGER, SETTINGS
+from .keys import MANAGER, SETTINGS, TURN
 
 routes = web.RouteTableDef()
 
@@ -20,7 +20,7 @@ async def ice_config(request: web.Request) -> dict[str, Any]:
     servers: list[dict[str, Any]] = []
     if settings.stun_urls:
         servers.append({"urls": list(settings.stun_urls)})
-    grant = await request.app[MANAGER].turn.grant(f"web-{secrets.token_hex(6)}")
+    grant = await request.app[TURN].grant(f"web-{secrets.token_hex(6)}")
     servers.extend(grant.servers)
     return {
         "iceServers": servers,

@@ -16,9 +16,9 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 from ..audio import BusFramer
-from ..bus import CallBus
 from ..config import Settings
 from ..errors import BadOffer
+from ..media import CallBus
 from ..tasks import TaskSet
 from .ice import advertise_public_ip, server_rtc_configuration
 from .tracks import BusAudioTrack, OpusBusTrack

@@ -9,8 +9,8 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
-from ..bus import DownlinkSink
-from ..clock import MediaClock
+from ..media import DownlinkSink
+from ..media.clock import MediaClock
 
 _TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 

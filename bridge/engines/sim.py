@@ -24,7 +24,7 @@ from ..audio.pcm import Pcm
 from ..config import Settings, SimPeer
 from ..errors import EngineCallNotFound, EngineError
 from ..tasks import TaskSet
-from .base import EngineEvent, EngineEventKind, EngineHealth, LegStats, MediaClosed, emit
+from .base import EngineEvent, EngineEventKind, EngineHealth, EngineStats, MediaClosed, emit
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class SimEngine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.events: asyncio.Queue[EngineEvent] = asyncio.Queue(maxsize=1000)
-        self.stats = LegStats()
+        self.stats = EngineStats()
         self.calls: dict[str, SimCall] = {}
         self._tasks = TaskSet("sim")
         self._ids = itertools.count(1)

@@ -1,4 +1,4 @@
-"""``LegPump``: moves audio between a call's bus and its engine media channel."""
+"""``EnginePump``: moves audio between a call's bus and its engine media channel."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import logging
 from collections.abc import Callable
 
 from ..audio import FRAME_SAMPLES, Reframer
-from ..bus import BusClosed, CallBus
+from ..media import BusClosed, CallBus
 from ..tasks import TaskSet
 from .base import MediaChannel, MediaClosed
 
 log = logging.getLogger(__name__)
 
 
-class LegPump:
+class EnginePump:
     """Two owned tasks: bus uplink → channel, and channel → 20 ms frames → bus downlink.
 
     Uplink frames go to the engine one by one as they arrive (no batching here; an engine

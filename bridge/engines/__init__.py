@@ -1,6 +1,10 @@
-"""WhatsApp engine adapters behind one ``Engine`` protocol, and the factory that picks one."""
+"""The WhatsApp side of a call: engine adapters behind one ``Engine`` protocol (``base``), the
+pump that moves a call's audio between its bus and its engine media (``pump``), and the
+factory that picks the configured engine."""
 
 from __future__ import annotations
+
+import aiohttp
 
 from ..config import ConfigError, EngineKind, Settings
 from .base import (
@@ -8,24 +12,24 @@ from .base import (
     EngineEvent,
     EngineEventKind,
     EngineHealth,
-    LegStats,
+    EngineStats,
     MediaChannel,
     MediaClosed,
 )
-from .pump import LegPump
+from .pump import EnginePump
 from .sim import SimEngine
 from .wadial import WadialEngine
 from .zuckzapgo import ZuckZapGoEngine
 
 
-def create_engine(settings: Settings) -> Engine:
-    """The engine selected by ``BRIDGE_ENGINE``."""
+def create_engine(settings: Settings, http: aiohttp.ClientSession | None = None) -> Engine:
+    """The engine selected by ``BRIDGE_ENGINE`` (remote ones use ``http``, the app's client)."""
     if settings.engine is EngineKind.SIM:
         return SimEngine(settings)
     if settings.engine is EngineKind.ZUCKZAPGO:
-        return ZuckZapGoEngine(settings)
+        return ZuckZapGoEngine(settings, http)
     if settings.engine is EngineKind.WADIAL:
-        return WadialEngine(settings)
+        return WadialEngine(settings, http)
     raise ConfigError(f"BRIDGE_ENGINE={settings.engine}: unknown engine")
 
 
@@ -34,8 +38,8 @@ __all__ = [
     "EngineEvent",
     "EngineEventKind",
     "EngineHealth",
-    "LegPump",
-    "LegStats",
+    "EnginePump",
+    "EngineStats",
     "MediaChannel",
     "MediaClosed",
     "SimEngine",

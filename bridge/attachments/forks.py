@@ -18,7 +18,6 @@ import logging
 import secrets
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,13 +25,17 @@ from urllib.parse import urlsplit
 import aiohttp
 import numpy as np
 
-from .audio import Resampler
-from .audio.g711 import ulaw_decode, ulaw_encode
-from .audio.pcm import Pcm
-from .bus import BusFrame, CallBus
-from .errors import BadRequest, CallStateError, Forbidden, NotFound
-from .streams import QueuedSource
-from .tasks import TaskSet
+from ..audio import Resampler
+from ..audio.g711 import ulaw_decode, ulaw_encode
+from ..audio.pcm import Pcm
+from ..errors import BadRequest, CallStateError, Forbidden, NotFound
+from ..http import RedirectRefused
+from ..media import BusFrame
+from ..tasks import TaskSet
+from ..timefmt import iso_utc
+from .base import AttachmentHost
+from .queued_source import QueuedSource
+from .wire import OutgoingQueue
 
 log = logging.getLogger(__name__)
 
@@ -46,44 +49,28 @@ CONNECT_TIMEOUT = 10.0
 """Seconds to open a fork's WebSocket, handshake included."""
 
 
-class RedirectRefused(aiohttp.ClientError):
-    """A fork URL answered with a redirect: followed, it could reach any host."""
-
-
-async def _refuse_redirect(session: Any, ctx: Any, params: Any) -> None:
-    raise RedirectRefused(f"redirect to {params.response.headers.get('Location', '?')[:100]}")
-
-
 def _now() -> str:
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        + f".{int(time.time() * 1000) % 1000:03d}Z"
-    )
+    return iso_utc(time.time())
 
 
 class Fork:
-    """One outgoing media stream of one call."""
+    """One outgoing media stream of one call; an attachment of the call's runtime."""
 
-    def __init__(
-        self,
-        call_id: str,
-        url: str,
-        channel: str,
-        kind: str,
-        fmt: str,
-        bus: CallBus,
-        on_end: Callable[[Fork, str], None],
-    ) -> None:
+    kind = "fork"
+    wants_media = True
+
+    def __init__(self, host: AttachmentHost, url: str, channel: str, kind: str, fmt: str) -> None:
         self.id = "st_" + secrets.token_hex(8)
-        self.call_id = call_id
+        self.host = host
+        self.call_id = host.call_id
         self.url = url
         self.channel = channel
-        self.kind = kind
+        self.stream_type = kind
         self.format = fmt
-        self.bus = bus
-        self._on_end = on_end
-        self._queue: deque[str] = deque()
-        self._wake = asyncio.Event()
+        self.bus = host.bus
+        self._queue = OutgoingQueue(
+            max_audio=QUEUE_LIMIT, max_control=QUEUE_LIMIT, drop_oldest_audio=False
+        )
         self._seq = 0
         self._chunks = {"inbound": 0, "outbound": 0}
         self._t0 = time.monotonic()
@@ -107,16 +94,14 @@ class Fork:
             **fields,
         }
 
-    def _enqueue(self, body: dict[str, Any]) -> None:
+    def _enqueue(self, body: dict[str, Any], *, audio: bool = False) -> None:
         if self.dropped:
             return
-        if len(self._queue) >= QUEUE_LIMIT:
+        message = json.dumps(body)
+        if not (self._queue.put_audio(message) if audio else self._queue.put_control(message)):
             self.dropped = True
             log.warning("call %s: media fork %s cannot keep up; dropped", self.call_id, self.id)
             self._tasks.spawn(self._finish("dropped"), "drop")
-            return
-        self._queue.append(json.dumps(body))
-        self._wake.set()
 
     def _tap(self, track: str) -> Callable[[BusFrame], None]:
         def tap(frame: BusFrame) -> None:
@@ -135,7 +120,8 @@ class Fork:
                         "timestamp": int((time.monotonic() - self._t0) * 1000),
                         "chunk": self._chunks[track],
                     },
-                )
+                ),
+                audio=True,
             )
 
         return tap
@@ -166,7 +152,7 @@ class Fork:
         self._enqueue(
             self._event(
                 "start",
-                stream_type=self.kind,
+                stream_type=self.stream_type,
                 channel=self.channel,
                 media_format={
                     "encoding": "audio/x-mulaw" if self.format == "pcmu" else "audio/x-l16",
@@ -184,7 +170,7 @@ class Fork:
             tap = self._tap("outbound")
             self.bus.add_uplink_tap(tap)
             self._taps.append(("up", tap))
-        if self.kind == "twoway":
+        if self.stream_type == "twoway":
             self.source = QueuedSource(on_mark=self._marked)
             self.bus.add_source(self.source)
         else:
@@ -198,12 +184,13 @@ class Fork:
     async def _sender(self) -> None:
         ws = self._ws
         assert ws is not None
+
+        async def send(message: bytes | str) -> None:
+            assert isinstance(message, str)
+            await ws.send_str(message)
+
         try:
-            while not ws.closed:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._queue and not ws.closed:
-                    await ws.send_str(self._queue.popleft())
+            await self._queue.run(send, lambda: ws.closed)
         except (ConnectionError, RuntimeError):
             self._tasks.spawn(self._finish("disconnected"), "lost")
 
@@ -252,37 +239,30 @@ class Fork:
         self._stopping = True
         self._detach()
         if reason == "stopped" and self._ws is not None and not self._ws.closed:
-            self._queue.append(json.dumps(self._event("stop")))
-            self._wake.set()
-            for _ in range(50):
-                if not self._queue:
-                    break
-                await asyncio.sleep(0.01)
+            self._queue.put_control(json.dumps(self._event("stop")))
+            await self._queue.drain()
         if self._ws is not None:
             await self._ws.close()
-        self._on_end(self, reason)
+        self.host.detach(self)
+        event = "stream.dropped" if reason == "dropped" else "stream.stopped"
+        self.host.emit(event, streamId=self.id, reason=reason)
         await self._tasks.close()
 
-    async def stop(self) -> None:
+    def call_state(self, state: str, end_reason: str | None) -> None:
+        pass  # a fork follows the call through its runtime's close()
+
+    async def close(self) -> None:
         await self._finish("stopped")
 
 
 class ForkService:
-    """The forks of every call; URLs restricted to ``BRIDGE_FORK_URL_ALLOW`` hosts."""
+    """Opens media forks; URLs restricted to ``BRIDGE_FORK_URL_ALLOW`` hosts."""
 
-    def __init__(
-        self,
-        allow: tuple[str, ...],
-        bus_of: Callable[[str], CallBus | None],
-        publish: Callable[..., None],
-    ) -> None:
+    def __init__(self, allow: tuple[str, ...], http: aiohttp.ClientSession) -> None:
         self.allow = {h.lower() for h in allow}
-        self._bus_of = bus_of
-        self._publish = publish
-        self.forks: dict[str, Fork] = {}
-        self._http: aiohttp.ClientSession | None = None
+        self._http = http
 
-    async def start(self, call_id: str, body: dict[str, Any]) -> Fork:
+    async def start(self, host: AttachmentHost, body: dict[str, Any]) -> Fork:
         url = body.get("url")
         if not isinstance(url, str):
             raise BadRequest("field 'url' must be a ws:// or wss:// URL")
@@ -302,50 +282,24 @@ class ForkService:
             raise BadRequest("type must be oneway or twoway")
         if fmt not in ("pcm16", "pcmu"):
             raise BadRequest("format must be pcm16 or pcmu")
-        bus = self._bus_of(call_id)
-        if bus is None:
-            raise CallStateError(f"call {call_id[:64]} is not live")
-        mine = [f for f in self.forks.values() if f.call_id == call_id]
-        if kind == "twoway" and sum(f.kind == "twoway" for f in mine) >= MAX_TWOWAY:
+        mine: list[Fork] = host.attached("fork")
+        if kind == "twoway" and sum(f.stream_type == "twoway" for f in mine) >= MAX_TWOWAY:
             raise CallStateError("a call can have one two-way stream")
-        if kind == "oneway" and sum(f.kind == "oneway" for f in mine) >= MAX_ONEWAY:
+        if kind == "oneway" and sum(f.stream_type == "oneway" for f in mine) >= MAX_ONEWAY:
             raise CallStateError(f"a call can have {MAX_ONEWAY} one-way streams")
-        if self._http is None:
-            trace = aiohttp.TraceConfig()
-            trace.on_request_redirect.append(_refuse_redirect)
-            self._http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, connect=5), trace_configs=[trace]
-            )
-        fork = Fork(call_id, url, channel, kind, fmt, bus, self._ended)
-        self.forks[fork.id] = fork
+        fork = Fork(host, url, channel, kind, fmt)
+        host.attach(fork)  # counted against the limits while it connects
         try:
             await fork.start(self._http)
         except BaseException:
-            self.forks.pop(fork.id, None)
+            host.detach(fork)
             raise
-        if self._bus_of(call_id) is None:  # the call ended while the fork connected
-            await fork.stop()
-            raise CallStateError(f"call {call_id[:64]} has ended")
-        self._publish("stream.started", call_id, streamId=fork.id, channel=channel, type=kind)
+        host.emit("stream.started", streamId=fork.id, channel=channel, type=kind)
         return fork
 
-    def _ended(self, fork: Fork, reason: str) -> None:
-        self.forks.pop(fork.id, None)
-        event = "stream.dropped" if reason == "dropped" else "stream.stopped"
-        self._publish(event, fork.call_id, streamId=fork.id, reason=reason)
-
-    async def stop(self, call_id: str, stream_id: str) -> None:
-        fork = self.forks.get(stream_id)
-        if fork is None or fork.call_id != call_id:
+    @staticmethod
+    async def stop(host: AttachmentHost, stream_id: str) -> None:
+        fork = next((f for f in host.attached("fork") if f.id == stream_id), None)
+        if fork is None:
             raise NotFound(f"no stream {stream_id[:80]!r} on this call")
-        await fork.stop()
-
-    async def stop_call(self, call_id: str) -> None:
-        for fork in [f for f in self.forks.values() if f.call_id == call_id]:
-            await fork.stop()
-
-    async def close(self) -> None:
-        for fork in list(self.forks.values()):
-            await fork.stop()
-        if self._http is not None:
-            await self._http.close()
+        await fork.close()

@@ -13,7 +13,9 @@ import asyncio
 import json
 import logging
 import os
+import queue
 import struct
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -23,10 +25,12 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .audio import FRAME_SAMPLES, SAMPLE_RATE
-from .bus import BusFrame, CallBus
-from .errors import BadRequest, CallStateError, NotFound
-from .playback import inside, iso_utc, parse_iso_utc
+from ..audio import FRAME_SAMPLES, SAMPLE_RATE
+from ..errors import BadRequest, CallStateError, NotFound
+from ..media import BusFrame
+from ..timefmt import iso_utc, parse_iso_utc
+from .base import AttachmentHost
+from .playback import inside
 
 log = logging.getLogger(__name__)
 
@@ -163,14 +167,37 @@ class Recording:
         }
 
 
-class CallRecorder:
-    """Taps one call's bus into inbound and outbound tracks; makes the mixed one at stop."""
+WRITE_QUEUE_FRAMES = 500
+"""Frames (both tracks) waiting for the writer thread: 5 s of a call; beyond it frames are
+dropped and counted rather than letting a slow disk hold the event loop."""
 
-    def __init__(self, call_id: str, base: Path, root: Path, bus: CallBus) -> None:
-        self.call_id = call_id
+
+class CallRecorder:
+    """Taps one call's bus into inbound and outbound tracks; makes the mixed one at stop.
+
+    The taps run on the event loop and only queue frames; one writer thread per recording
+    does the file writes (a bounded queue: a disk slower than real time drops frames, counted
+    in ``dropped_frames``, and the gap is filled with silence by the timestamps).
+    """
+
+    kind = "recorder"
+    wants_media = False  # a recording alone does not make the call's audio worth carrying
+
+    def __init__(
+        self,
+        host: AttachmentHost,
+        base: Path,
+        root: Path,
+        retention_s: float,
+        on_ready: Callable[[list[Recording]], None],
+    ) -> None:
+        self.id = "rec:" + host.call_id
+        self._on_ready = on_ready
+        self.host = host
+        self.call_id = host.call_id
         self.base = base
         self.root = root
-        self.bus = bus
+        self.retention_s = retention_s
         self.started_wall = time.time()
         t0 = time.monotonic()
         self.t0 = t0
@@ -178,22 +205,67 @@ class CallRecorder:
         self.ended_at = t0
         self.inbound = WavTrack(base.with_name(base.name + "-inbound.wav"), t0)
         self.outbound = WavTrack(base.with_name(base.name + "-outbound.wav"), t0)
-        bus.add_downlink_tap(self._down)
-        bus.add_uplink_tap(self._up)
+        self.dropped_frames = 0
+        self._queue: queue.Queue[tuple[WavTrack, BusFrame] | None] = queue.Queue(WRITE_QUEUE_FRAMES)
+        self._writer = threading.Thread(
+            target=self._write_loop, name=f"recorder[{self.call_id[:12]}]", daemon=True
+        )
+        self._writer.start()
+        self._result: list[Recording] | None = None
+        self._closing: asyncio.Future[list[Recording]] | None = None
+        host.bus.add_downlink_tap(self._down)
+        host.bus.add_uplink_tap(self._up)
+
+    def _put(self, track: WavTrack, frame: BusFrame) -> None:
+        try:
+            self._queue.put_nowait((track, frame))
+        except queue.Full:
+            self.dropped_frames += 1
 
     def _down(self, frame: BusFrame) -> None:
-        self.inbound.write_at(frame.pcm, frame.t)
+        self._put(self.inbound, frame)
 
     def _up(self, frame: BusFrame) -> None:
-        self.outbound.write_at(frame.pcm, frame.t)
+        self._put(self.outbound, frame)
 
-    def detach(self) -> None:
-        """Stop receiving frames (on the event loop, before :meth:`stop` in a thread)."""
+    def _write_loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            track, frame = item
+            try:
+                track.write_at(frame.pcm, frame.t)
+            except OSError as exc:  # a full disk: the call goes on, the recording stops
+                log.warning("call %s: recording write failed: %s", self.call_id, exc)
+                self.dropped_frames += 1
+
+    def call_state(self, state: str, end_reason: str | None) -> None:
+        pass
+
+    async def close(self) -> list[Recording]:
+        """Stop, finish the files off the event loop, publish ``recording.ready`` (idempotent)."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        return await asyncio.shield(self._closing)
+
+    async def _close(self) -> list[Recording]:
         self.ended_at = time.monotonic()
-        self.bus.remove_downlink_tap(self._down)
-        self.bus.remove_uplink_tap(self._up)
+        self.host.bus.remove_downlink_tap(self._down)
+        self.host.bus.remove_uplink_tap(self._up)
+        self.host.detach(self)
+        self._queue.put(None)  # the writer finishes what is queued, then stops
+        # Finishing writes headers and mixes two whole files: off the event loop.
+        recordings = await asyncio.to_thread(self._finish)
+        if self.dropped_frames:
+            log.warning(
+                "call %s: recording dropped %d frames (disk too slow)",
+                self.call_id,
+                self.dropped_frames,
+            )
+        self._on_ready(recordings)
+        self.host.emit("recording.ready", recordings=[r.as_json() for r in recordings])
+        return recordings
 
-    def stop(self, retention_s: float) -> list[Recording]:
+    def _finish(self) -> list[Recording]:
+        self._writer.join()
         end = self.ended_at
         self.inbound.finish(end)
         self.outbound.finish(end)
@@ -215,7 +287,7 @@ class CallRecorder:
                 duration_ms=(size - HEADER_BYTES) // 2 * 1000 // SAMPLE_RATE,
                 size_bytes=size,
                 created_at=self.started_wall,
-                expires_at=self.started_wall + retention_s,
+                expires_at=self.started_wall + self.retention_s,
             )
             path.with_suffix(".json").write_text(json.dumps(rec.as_json()))
             out.append(rec)
@@ -225,20 +297,11 @@ class CallRecorder:
 class RecordingService:
     """Starts/stops recordings, serves them, repairs and sweeps the store."""
 
-    def __init__(
-        self,
-        root: Path,
-        retention_days: float,
-        bus_of: Callable[[str], CallBus | None],
-        publish: Callable[..., None],
-    ) -> None:
+    def __init__(self, root: Path, retention_days: float) -> None:
         self.root = root
         self.calls_dir = root / "files" / "calls"
         self.calls_dir.mkdir(parents=True, exist_ok=True)
         self.retention_s = retention_days * 86400
-        self._bus_of = bus_of
-        self._publish = publish
-        self.active: dict[str, CallRecorder] = {}
         self.index: dict[str, Recording] = {}
         self.repaired = self._load()
 
@@ -269,12 +332,9 @@ class RecordingService:
                 log.warning("ignoring recording metadata %s: %s", meta, exc)
         return repaired
 
-    def start(self, call_id: str, path: str | None = None) -> CallRecorder:
-        bus = self._bus_of(call_id)
-        if bus is None:
-            raise CallStateError(f"call {call_id[:64]} is not live")
-        if call_id in self.active:
-            raise CallStateError(f"call {call_id[:64]} is already being recorded")
+    async def start(self, host: AttachmentHost, path: str | None = None) -> CallRecorder:
+        if host.attached("recorder"):
+            raise CallStateError(f"call {host.call_id[:64]} is already being recorded")
         files = (self.root / "files").resolve()
         if path is not None:
             if not isinstance(path, str):
@@ -283,28 +343,31 @@ class RecordingService:
             if base == files or not base.name or base.name.startswith("."):
                 raise BadRequest("field 'path' must name a file under files/", code="bad_path")
         else:
-            base = self.calls_dir.resolve() / call_id
+            base = self.calls_dir.resolve() / host.call_id
         if any(
             base.with_name(f"{base.name}-{k}.wav").exists()
             for k in ("inbound", "outbound", "mixed")
         ):
             raise CallStateError(f"recording path {base.name!r} is already in use")
-        recorder = CallRecorder(call_id, base, self.root.resolve(), bus)
-        self.active[call_id] = recorder
-        self._publish("recording.started", call_id)
+        recorder = CallRecorder(host, base, self.root.resolve(), self.retention_s, self.add)
+        try:
+            host.attach(recorder)
+        except CallStateError:  # the call ended meanwhile: finish the empty files
+            await recorder.close()
+            raise
+        host.emit("recording.started")
         return recorder
 
-    async def stop(self, call_id: str) -> list[Recording]:
-        recorder = self.active.pop(call_id, None)
-        if recorder is None:
-            raise CallStateError(f"call {call_id[:64]} is not being recorded")
-        recorder.detach()
-        # Finishing writes headers and mixes two whole files: off the event loop.
-        recordings = await asyncio.to_thread(recorder.stop, self.retention_s)
+    async def stop(self, host: AttachmentHost) -> list[Recording]:
+        recorders: list[CallRecorder] = host.attached("recorder")
+        if not recorders:
+            raise CallStateError(f"call {host.call_id[:64]} is not being recorded")
+        return await recorders[0].close()
+
+    def add(self, recordings: list[Recording]) -> None:
+        """Index finished recordings (also those a call's end finished)."""
         for rec in recordings:
             self.index[rec.id] = rec
-        self._publish("recording.ready", call_id, recordings=[r.as_json() for r in recordings])
-        return recordings
 
     def get(self, recording_id: str) -> Recording:
         rec = self.index.get(recording_id)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..audio.pcm import Pcm
-from ..bus import FixedHistogram
+from ..media import FixedHistogram
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 @dataclass
-class LegStats:
+class EngineStats:
     """Counters of an engine and its media legs (read by the metrics collector)."""
 
     reconnects: int = 0
@@ -83,7 +83,7 @@ class Engine(Protocol):
 
     name: str
     events: asyncio.Queue[EngineEvent]
-    stats: LegStats
+    stats: EngineStats
     media_before_answer: bool
     """Open the call's media as soon as the call exists (its socket carries call state)."""
 

@@ -1,5 +1,7 @@
-"""What the remote engine adapters share: an HTTP client with error mapping, call discovery by
-polling, and a media channel that reconnects while the engine still lists the call."""
+"""``PollingEngine``: the base of engines reached over HTTP whose calls are discovered by
+polling their list of live calls (ZuckZapGo, WADial): the REST request with error mapping, the
+poll loop that turns list differences into engine events, and media that reconnects while the
+engine still lists the call (:mod:`.socket`)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ from typing import Any
 
 import aiohttp
 
-from ..audio.pcm import Pcm
 from ..config import Settings
 from ..errors import EngineError, EngineUnavailable
 from ..tasks import TaskSet
@@ -22,12 +23,11 @@ from .base import (
     EngineEvent,
     EngineEventKind,
     EngineHealth,
-    LegStats,
+    EngineStats,
     MediaChannel,
-    MediaClosed,
-    MediaFatal,
     emit,
 )
+from .socket import ReconnectingChannel
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,15 @@ class PollingEngine(abc.ABC):
     name = "remote"
     media_before_answer = False
 
-    def __init__(self, settings: Settings, poll_interval: float) -> None:
+    REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2)
+
+    def __init__(
+        self, settings: Settings, poll_interval: float, http: aiohttp.ClientSession | None = None
+    ) -> None:
         self.settings = settings
         self.poll_interval = poll_interval
         self.events: asyncio.Queue[EngineEvent] = asyncio.Queue(maxsize=1000)
-        self.stats = LegStats()
+        self.stats = EngineStats()
         self.up = False
         self.detail = "not polled yet"
         self._known: dict[str, RemoteCall] = {}
@@ -74,16 +78,18 @@ class PollingEngine(abc.ABC):
         self._tasks = TaskSet(self.name)
         self._poke = asyncio.Event()
         self._poll_lock = asyncio.Lock()
-        self._http: aiohttp.ClientSession | None = None
+        self._http = http
+        self._own_http = http is None
 
     # -- lifecycle
     async def start(self) -> None:
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5, connect=2))
+        if self._http is None:  # standalone use; the app passes its one session
+            self._http = aiohttp.ClientSession()
         self._tasks.spawn(self._poll_loop(), "poll")
 
     async def close(self) -> None:
         await self._tasks.close()
-        if self._http is not None:
+        if self._http is not None and self._own_http:
             await self._http.close()
 
     @property
@@ -228,7 +234,9 @@ class PollingEngine(abc.ABC):
         self.stats.requests += 1
         started = time.monotonic()
         try:
-            async with self.http.request(method, url, json=payload, headers=headers) as resp:
+            async with self.http.request(
+                method, url, json=payload, headers=headers, timeout=self.REQUEST_TIMEOUT
+            ) as resp:
                 text = await resp.text(errors="replace")
                 status = resp.status
             self.stats.request_seconds.observe(time.monotonic() - started)
@@ -249,156 +257,3 @@ class PollingEngine(abc.ABC):
                 message = str(body.get("error") or body.get("message") or "")
             raise map_error(status, message or text[:200])
         return body
-
-
-class WebSocketMedia(abc.ABC):
-    """Base of the engines' media sockets: binary PCM frames both ways, text to a handler.
-
-    Subclasses set ``sample_bytes`` and implement :meth:`decode` (and :meth:`on_text` when
-    their protocol has control frames). A binary frame that is not a whole number of samples
-    is logged, counted and dropped; the call goes on.
-    """
-
-    sample_bytes = 2
-    engine = "engine"
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, call_id: str, stats: LegStats) -> None:
-        self.ws = ws
-        self.call_id = call_id
-        self.stats = stats
-
-    async def send_payload(self, payload: bytes) -> None:
-        if self.ws.closed:
-            raise MediaClosed(self.call_id)
-        try:
-            await self.ws.send_bytes(payload)
-        except (ConnectionError, RuntimeError) as exc:
-            raise MediaClosed(f"{self.call_id}: {exc}") from exc
-
-    @abc.abstractmethod
-    def decode(self, data: bytes) -> Pcm:
-        """One binary frame (a whole number of samples) as s16 PCM."""
-
-    def on_text(self, text: str) -> None:  # noqa: B027 - deliberately optional hook
-        """A text frame (ignored unless the protocol defines control frames)."""
-
-    async def recv(self) -> Pcm:
-        while True:
-            msg = await self.ws.receive()
-            if msg.type is aiohttp.WSMsgType.BINARY:
-                data: bytes = msg.data
-                if len(data) % self.sample_bytes:
-                    self.stats.bad_frames += 1
-                    log.warning(
-                        "call %s: %s sent a %d-byte frame, not whole %d-byte samples; dropped",
-                        self.call_id,
-                        self.engine,
-                        len(data),
-                        self.sample_bytes,
-                    )
-                    continue
-                return self.decode(data)
-            if msg.type is aiohttp.WSMsgType.TEXT:
-                self.on_text(msg.data)
-                continue
-            raise MediaClosed(f"{self.call_id}: socket {msg.type.name.lower()}")
-
-    async def close(self) -> None:
-        await self.ws.close()
-
-
-class ReconnectingChannel:
-    """A media channel that reopens its socket while the engine still lists the call.
-
-    ``connect`` opens a fresh inner channel. When the inner channel closes, ``still_live``
-    decides: the call is gone → :class:`MediaClosed`; otherwise reconnect with exponential
-    backoff, up to ``attempts`` times. Meanwhile uplink frames are dropped (counted), so the
-    caller never blocks and nothing piles up; the browser's peer connection is untouched.
-    """
-
-    def __init__(
-        self,
-        call_id: str,
-        connect: Callable[[], Awaitable[MediaChannel]],
-        still_live: Callable[[], Awaitable[bool]],
-        stats: LegStats,
-        *,
-        attempts: int = 5,
-        backoff: float = 0.2,
-    ) -> None:
-        self.call_id = call_id
-        self._connect = connect
-        self._still_live = still_live
-        self.stats = stats
-        self.attempts = attempts
-        self.backoff = backoff
-        self._inner: MediaChannel | None = None
-        self._closed = False
-        self._lock = asyncio.Lock()
-
-    async def open(self) -> None:
-        self._inner = await self._connect()
-
-    async def send(self, pcm: Pcm) -> None:
-        if self._closed:
-            raise MediaClosed(self.call_id)
-        inner = self._inner
-        if inner is None:
-            self.stats.uplink_dropped += 1
-            return
-        try:
-            await inner.send(pcm)
-        except ConnectionError:
-            self.stats.uplink_dropped += 1  # recv() notices and reconnects
-
-    async def recv(self) -> Pcm:
-        while True:
-            if self._closed:
-                raise MediaClosed(self.call_id)
-            inner = self._inner
-            if inner is not None:
-                try:
-                    return await inner.recv()
-                except MediaFatal:
-                    self._closed = True
-                    raise
-                except ConnectionError as exc:
-                    log.info("call %s: media socket closed (%s)", self.call_id, exc)
-            await self._reconnect(inner)
-
-    async def _reconnect(self, failed: MediaChannel | None) -> None:
-        async with self._lock:
-            if self._inner is not failed:
-                return  # someone else already reconnected
-            self._inner = None
-            if failed is not None:
-                await failed.close()
-            delay = self.backoff
-            for attempt in range(1, self.attempts + 1):
-                if self._closed or not await self._still_live():
-                    self._closed = True
-                    raise MediaClosed(self.call_id)
-                try:
-                    self._inner = await self._connect()
-                except (ConnectionError, EngineError) as exc:
-                    log.info(
-                        "call %s: media reconnect %d/%d failed: %s",
-                        self.call_id,
-                        attempt,
-                        self.attempts,
-                        exc,
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
-                self.stats.reconnects += 1
-                log.info("call %s: media socket reconnected (attempt %d)", self.call_id, attempt)
-                return
-            self._closed = True
-            raise MediaClosed(f"{self.call_id}: media reconnect failed {self.attempts} times")
-
-    async def close(self) -> None:
-        self._closed = True
-        inner, self._inner = self._inner, None
-        if inner is not None:
-            await inner.close()

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import FRAME_MS, FRAME_SAMPLES, Reframer
-from .audio.pcm import Pcm
+from ..audio import FRAME_MS, FRAME_SAMPLES, Reframer
+from ..audio.pcm import Pcm
 
 log = logging.getLogger(__name__)
 

@@ -9,20 +9,19 @@ nothing here blocks the event loop.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from .audio import FRAME_SAMPLES, JitterBuffer
-from .audio.pcm import Pcm
+from ..audio import FRAME_SAMPLES, JitterBuffer
+from ..audio.pcm import Pcm
 from .clock import MediaClock
+from .stats import BusStats
 
 
 class BusFrame(NamedTuple):
@@ -33,82 +32,6 @@ class BusFrame(NamedTuple):
 
 
 log = logging.getLogger(__name__)
-
-TRANSIT_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.02,
-    0.03,
-    0.04,
-    0.06,
-    0.08,
-    0.1,
-    0.15,
-    0.2,
-    0.3,
-    0.5,
-    1.0,
-)
-"""Upper bounds (seconds) of the frame-transit histograms."""
-
-
-class FixedHistogram:
-    """A histogram cheap enough for every frame: fixed buckets, plain integer counts.
-
-    Exported to Prometheus by the metrics collector; ``counts[i]`` counts observations
-    ``<= bounds[i]`` (non-cumulative), the last slot is +Inf.
-    """
-
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: tuple[float, ...] = TRANSIT_BUCKETS) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.sum += value
-
-    def merge(self, other: FixedHistogram) -> None:
-        for i, c in enumerate(other.counts):
-            self.counts[i] += c
-        self.sum += other.sum
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-    def quantile(self, q: float) -> float | None:
-        """Upper bound of the bucket holding the q-quantile (``None`` if empty)."""
-        total = self.count
-        if not total:
-            return None
-        rank = q * total
-        seen = 0
-        for bound, c in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            seen += c
-            if seen >= rank:
-                return bound
-        return float("inf")
-
-
-@dataclass
-class BusStats:
-    """Counters of one call's bus (plain ints: updated per frame, read by the collector)."""
-
-    uplink_frames: int = 0
-    uplink_dropped_overflow: int = 0
-    uplink_discarded_inactive: int = 0
-    downlink_frames: int = 0
-    downlink_played: int = 0
-    bad_frames: int = 0
-    uplink_transit: FixedHistogram = field(default_factory=FixedHistogram)
-    """Seconds from a frame entering the bus to its hand-off to the engine leg."""
-    downlink_transit: FixedHistogram = field(default_factory=FixedHistogram)
-    """Seconds from a frame entering the bus to its hand-off to the browser's encoder."""
 
 
 class BusClosed(ConnectionError):
@@ -191,14 +114,9 @@ class CallBus:
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
     # -- users: anything that makes the call's audio worth carrying (a browser, a socket, a
-    # file playing); the call's owner opens the engine leg when the first one arrives
-    on_user: Callable[[], None] | None = None
-
+    # file playing); the call's runtime opens the engine media once there is one
     def add_user(self, name: str) -> None:
-        first = not self._users
         self._users.add(name)
-        if first and self.on_user is not None:
-            self.on_user()
 
     def remove_user(self, name: str) -> None:
         self._users.discard(name)
@@ -262,10 +180,6 @@ class CallBus:
             self._sources.remove(source)
             self.remove_user(f"source:{id(source)}")
             source.finished()
-
-    @property
-    def sources(self) -> list[UplinkSource]:
-        return list(self._sources)
 
     def _mix_sources(self, pcm: Pcm) -> Pcm:
         acc = pcm.astype(np.int32)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import calendar
 import json
 import logging
 import secrets
@@ -23,21 +22,14 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from .audio.decode import AudioInfo, UndecodableAudio, bus_frames, measure_duration_ms, probe
-from .audio.pcm import Pcm
-from .bus import CallBus
-from .config import Settings
-from .errors import BadRequest, CallNotFound, CallStateError, Forbidden, NotFound, TooLarge
+from ..audio.decode import AudioInfo, UndecodableAudio, bus_frames, measure_duration_ms, probe
+from ..audio.pcm import Pcm
+from ..config import Settings
+from ..errors import BadRequest, CallStateError, Forbidden, NotFound, TooLarge
+from ..timefmt import iso_utc, parse_iso_utc
+from .base import AttachmentHost
 
 log = logging.getLogger(__name__)
-
-
-def iso_utc(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-def parse_iso_utc(text: str) -> float:
-    return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
 
 
 def inside(base: Path, relative: str) -> Path:
@@ -56,24 +48,26 @@ MAX_PER_CALL = 8
 
 
 class Playback:
-    """One audio file playing into one call (an ``UplinkSource``)."""
+    """One audio file playing into one call: an ``UplinkSource`` on its bus and an attachment
+    of its runtime."""
+
+    kind = "playback"
+    wants_media = True
 
     def __init__(
         self,
-        call_id: str,
+        host: AttachmentHost,
         frames: Callable[[], Iterator[Pcm]],
         *,
         to_downlink: bool,
         loop: bool,
-        on_done: Callable[[Playback], None],
     ) -> None:
         self.id = "pb_" + secrets.token_hex(8)
-        self.call_id = call_id
+        self.host = host
         self.to_downlink = to_downlink
         self.loop = loop
         self._factory = frames
         self._frames = frames()
-        self._on_done = on_done
         self.frames_played = 0
         self.error: str | None = None
         self._done = False
@@ -92,9 +86,24 @@ class Playback:
         return frame
 
     def finished(self) -> None:
-        if not self._done:
-            self._done = True
-            self._on_done(self)
+        """The bus let go of it (played out, failed or stopped): tell the call, once."""
+        if self._done:
+            return
+        self._done = True
+        self.host.detach(self)
+        self.host.emit(
+            "playback.finished",
+            playbackId=self.id,
+            framesPlayed=self.frames_played,
+            error=self.error,
+        )
+
+    def call_state(self, state: str, end_reason: str | None) -> None:
+        pass
+
+    async def close(self) -> None:
+        self.host.bus.remove_source(self)  # calls finished()
+        self.finished()  # never added (the call ended first)
 
 
 @dataclass(frozen=True)
@@ -174,29 +183,14 @@ class PlaybackService:
     """Starts and stops playbacks; resolves ``file`` / ``assetId`` / ``audioBase64`` /
     ``audioUrl`` to something decodable, refusing what is unsafe or undecodable."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        bus_of: Callable[[str], CallBus | None],
-        publish: Callable[..., None],
-    ) -> None:
+    def __init__(self, settings: Settings, http: aiohttp.ClientSession) -> None:
         self.settings = settings
         self.media_dir = Path(settings.media_dir)
         self.assets = AssetStore(Path(settings.data_dir) / "assets")
-        self._bus_of = bus_of
-        self._publish = publish
-        self._playing: dict[str, Playback] = {}
-        self._http: aiohttp.ClientSession | None = None
+        self._http = http
 
-    async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-
-    async def start(self, call_id: str, body: dict[str, Any]) -> Playback:
-        bus = self._bus_of(call_id)
-        if bus is None:
-            raise CallNotFound(f"no live call {call_id[:64]!r}")
-        if sum(p.call_id == call_id for p in self._playing.values()) >= MAX_PER_CALL:
+    async def start(self, host: AttachmentHost, body: dict[str, Any]) -> Playback:
+        if len(host.attached("playback")) >= MAX_PER_CALL:
             raise CallStateError(f"a call can play at most {MAX_PER_CALL} files at once")
         kinds = [k for k in ("file", "assetId", "audioBase64", "audioUrl") if body.get(k)]
         if len(kinds) != 1:
@@ -213,19 +207,11 @@ class PlaybackService:
         except UndecodableAudio as exc:
             raise BadRequest(str(exc), code="undecodable_audio") from None
         playback = Playback(
-            call_id,
-            lambda: bus_frames(source),
-            to_downlink=target == "both",
-            loop=loop,
-            on_done=self._done,
+            host, lambda: bus_frames(source), to_downlink=target == "both", loop=loop
         )
-        # The call may have ended while the audio was fetched.
-        bus = self._bus_of(call_id)
-        if bus is None:
-            raise CallNotFound(f"no live call {call_id[:64]!r}")
-        self._playing[playback.id] = playback
-        bus.add_source(playback)
-        self._publish("playback.started", call_id, playbackId=playback.id, target=target)
+        host.attach(playback)  # 409 if the call ended while the audio was fetched
+        host.bus.add_source(playback)
+        host.emit("playback.started", playbackId=playback.id, target=target)
         return playback
 
     async def _resolve(self, kind: str, value: Any) -> Path | bytes:
@@ -257,13 +243,10 @@ class PlaybackService:
             raise Forbidden(
                 f"host {host!r} is not in BRIDGE_PLAY_URL_ALLOW", code="url_not_allowed"
             )
-        if self._http is None:
-            self._http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.settings.play_url_timeout)
-            )
         limit = self.settings.play_url_max_bytes
+        timeout = aiohttp.ClientTimeout(total=self.settings.play_url_timeout)
         try:
-            async with self._http.get(url, allow_redirects=False) as resp:
+            async with self._http.get(url, allow_redirects=False, timeout=timeout) as resp:
                 if resp.status != 200:
                     raise BadRequest(f"audioUrl answered {resp.status}", code="url_failed")
                 if (resp.content_length or 0) > limit:
@@ -279,29 +262,14 @@ class PlaybackService:
                 f"cannot fetch audioUrl: {exc or type(exc).__name__}", code="url_failed"
             ) from None
 
-    def stop(self, call_id: str, playback_id: str | None) -> list[str]:
+    @staticmethod
+    def stop(host: AttachmentHost, playback_id: str | None) -> list[str]:
         """Stop one playback (or all of the call's); returns the ids stopped."""
-        bus = self._bus_of(call_id)
-        chosen = [
-            p
-            for p in self._playing.values()
-            if p.call_id == call_id and (playback_id is None or p.id == playback_id)
+        chosen: list[Playback] = [
+            p for p in host.attached("playback") if playback_id is None or p.id == playback_id
         ]
         if playback_id is not None and not chosen:
             raise NotFound(f"no playback {playback_id[:80]!r} on this call")
         for playback in chosen:
-            if bus is not None:
-                bus.remove_source(playback)
-            else:
-                playback.finished()
+            host.bus.remove_source(playback)
         return [p.id for p in chosen]
-
-    def _done(self, playback: Playback) -> None:
-        self._playing.pop(playback.id, None)
-        self._publish(
-            "playback.finished",
-            playback.call_id,
-            playbackId=playback.id,
-            framesPlayed=playback.frames_played,
-            error=playback.error,
-        )

@@ -24,7 +24,8 @@ from ..audio.pcm import Pcm
 from ..config import Settings
 from ..errors import EngineCallNotFound, EngineError, EngineUnavailable, PeerUnreachable
 from .base import EngineEvent, EngineEventKind, MediaClosed, MediaFatal, emit
-from .remote import ACTIVE_STATES, PollingEngine, ReconnectingChannel, RemoteCall, WebSocketMedia
+from .polling import ACTIVE_STATES, PollingEngine, RemoteCall
+from .socket import ReconnectingChannel, WebSocketMedia
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,8 @@ class WadialEngine(PollingEngine):
     media_before_answer = True
     """The media socket reports ``call_state``/``ended``: open it before the answer."""
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings, settings.engine_poll_interval)
+    def __init__(self, settings: Settings, http: aiohttp.ClientSession | None = None) -> None:
+        super().__init__(settings, settings.engine_poll_interval, http)
         self.base = settings.engine_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {settings.engine_token}"}
         self.session = settings.engine_session

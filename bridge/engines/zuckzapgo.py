@@ -21,8 +21,9 @@ from ..errors import (
     EngineUnavailable,
     PeerUnreachable,
 )
-from .base import EngineEvent, EngineEventKind, LegStats, MediaClosed, emit
-from .remote import PollingEngine, ReconnectingChannel, RemoteCall, WebSocketMedia
+from .base import EngineEvent, EngineEventKind, EngineStats, MediaClosed, emit
+from .polling import PollingEngine, RemoteCall
+from .socket import ReconnectingChannel, WebSocketMedia
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,9 @@ class ZuckZapGoMedia(WebSocketMedia):
 
     engine = "ZuckZapGo"
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, call_id: str, stats: LegStats) -> None:
+    def __init__(
+        self, ws: aiohttp.ClientWebSocketResponse, call_id: str, stats: EngineStats
+    ) -> None:
         super().__init__(ws, call_id, stats)
         self._out: list[Pcm] = []
 
@@ -96,8 +99,8 @@ class ZuckZapGoEngine(PollingEngine):
 
     name = "zuckzapgo"
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings, settings.engine_poll_interval)
+    def __init__(self, settings: Settings, http: aiohttp.ClientSession | None = None) -> None:
+        super().__init__(settings, settings.engine_poll_interval, http)
         self.base = settings.engine_url.rstrip("/")
         self.headers = {"token": settings.engine_token}
 

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from ..errors import RateLimited
 from .auth import request_token
-from .errors import RateLimited
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

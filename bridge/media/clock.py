@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from .audio import FRAME_MS
+from ..audio import FRAME_MS
 
 
 class MediaClock:

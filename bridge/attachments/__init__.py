@@ -1,0 +1,24 @@
+"""Bus users besides the browser, each an attachment of a call's runtime: playback, the
+recorder, media forks and PCM sockets, with the queued source and the outgoing queue the
+socket-based ones share."""
+
+from .base import Attachment, AttachmentHost
+from .forks import Fork, ForkService
+from .pcm_socket import PcmSocket
+from .playback import AssetStore, Playback, PlaybackService
+from .queued_source import QueuedSource
+from .recording import CallRecorder, RecordingService
+
+__all__ = [
+    "AssetStore",
+    "Attachment",
+    "AttachmentHost",
+    "CallRecorder",
+    "Fork",
+    "ForkService",
+    "PcmSocket",
+    "Playback",
+    "PlaybackService",
+    "QueuedSource",
+    "RecordingService",
+]

@@ -1,0 +1,48 @@
+"""What every bus user besides the browser is: an ``Attachment`` of one call's runtime.
+
+Attachments (a playback, the recorder, a media fork, a PCM socket) are created by their
+service, adopted by the call's runtime (``runtime.attach``) and closed by it when the call
+ends. They see the call only through :class:`AttachmentHost` — its bus, its id, a way to
+publish an event and to detach — so this package never imports the call layer above it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..media import CallBus
+
+
+class AttachmentHost(Protocol):
+    """The call runtime as an attachment sees it."""
+
+    @property
+    def call_id(self) -> str: ...
+
+    @property
+    def bus(self) -> CallBus: ...
+
+    def emit(self, type_: str, **data: Any) -> None:
+        """Publish an event about the call (``playback.finished``, ``stream.started`` …)."""
+
+    def attach(self, attachment: Attachment) -> None: ...
+
+    def detach(self, attachment: Attachment) -> None:
+        """Forget an attachment that ended by itself."""
+
+    def attached(self, kind: str) -> list[Any]:
+        """The call's attachments of one kind."""
+
+
+class Attachment(Protocol):
+    id: str
+    kind: str
+    """``playback``, ``recorder``, ``fork`` or ``socket``."""
+    wants_media: bool
+    """Whether it makes the call's audio worth carrying (opens the engine media)."""
+
+    def call_state(self, state: str, end_reason: str | None) -> None:
+        """The call changed state (sockets forward it to their client)."""
+
+    async def close(self) -> Any:
+        """Detach from the bus and release everything (idempotent)."""

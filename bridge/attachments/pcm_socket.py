@@ -1,0 +1,221 @@
+"""A client on a call's PCM WebSocket (``GET /call/{callID}/stream``), ZuckZapGo-compatible.
+
+Binary messages are raw PCM (``s16le`` or ``f32le``, 16 kHz mono) both ways, in 20 or 60 ms
+frames out; text messages are JSON control: ``ready``, ``buffer``, ``call_state``, ``ended``,
+``error``, ``mark``/``cleared`` out, ``clear`` and ``mark`` in. What the client sends is
+queued into the call (:class:`QueuedSource`); with ``role=listen`` it only listens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from ..audio import FRAME_MS, SAMPLE_RATE, f32_to_s16, s16_to_f32
+from ..audio.pcm import Pcm
+from ..errors import CallStateError
+from ..media import BusFrame
+from ..tasks import TaskSet
+from .base import AttachmentHost
+from .queued_source import QueuedSource
+from .wire import OutgoingQueue
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 1 << 20
+"""Largest WebSocket message accepted from a client (1 MiB ≈ 32 s of s16 audio)."""
+OUTGOING_FRAMES = 100
+"""Peer audio queued for a slow socket client before the oldest is dropped (2 s)."""
+OUTGOING_CONTROL = 1000
+"""Control messages queued for a client that does not read; beyond it the socket is closed."""
+
+
+class PcmSocket:
+    """One client on a call's PCM WebSocket; an attachment of the call's runtime."""
+
+    kind = "socket"
+    wants_media = True
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        host: AttachmentHost,
+        *,
+        state: str,
+        encoding: str,
+        frame_ms: int,
+        listen_only: bool,
+    ) -> None:
+        self.ws = ws
+        self.host = host
+        self.bus = host.bus
+        self.state = state
+        self.encoding = encoding
+        self.batch = frame_ms // FRAME_MS
+        self.listen_only = listen_only
+        self.id = f"ws:{id(self)}"
+        self._out = OutgoingQueue(
+            max_audio=max(1, OUTGOING_FRAMES // self.batch),
+            max_control=OUTGOING_CONTROL,
+            drop_oldest_audio=True,
+        )
+        self._pending: list[Pcm] = []
+        self._tasks = TaskSet(f"ws[{host.call_id[:12]}]")
+        self.overflow = False
+        self._closed = False
+        self.source = QueuedSource(on_mark=self._marked, on_buffer=self._buffer)
+
+    @property
+    def dropped(self) -> int:
+        """Peer audio messages dropped because the client read too slowly."""
+        return self._out.dropped
+
+    # -- outgoing (never awaited from the media path: queued for the sender task)
+    def _send_json(self, body: dict[str, Any]) -> None:
+        if not self._out.put_control(json.dumps(body)):
+            self.overflow = True  # the receive loop closes the socket (1008)
+
+    def _marked(self, name: str, status: str) -> None:
+        self._send_json({"type": "mark", "name": name, "status": status})
+
+    def _buffer(self, ms: int) -> None:
+        self._send_json(
+            {
+                "type": "buffer",
+                "bufferedMs": ms,
+                "lowWatermarkMs": self.source.low_ms,
+                "highWatermarkMs": self.source.high_ms,
+            }
+        )
+
+    def _peer_frame(self, frame: BusFrame) -> None:
+        self._pending.append(frame.pcm)
+        if len(self._pending) < self.batch:
+            return
+        pcm = np.concatenate(self._pending) if self.batch > 1 else self._pending[0]
+        self._pending = []
+        payload = (
+            s16_to_f32(pcm).astype("<f4").tobytes()
+            if self.encoding == "f32le"
+            else pcm.astype("<i2", copy=False).tobytes()
+        )
+        self._out.put_audio(payload)  # a slow client loses its oldest audio, never control
+
+    async def _send(self, message: bytes | str) -> None:
+        if isinstance(message, bytes):
+            await self.ws.send_bytes(message)
+        else:
+            await self.ws.send_str(message)
+
+    # -- the call, as the runtime reports it
+    def call_state(self, state: str, end_reason: str | None) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        self._send_json({"type": "call_state", "state": state})
+        if state == "ended":
+            self._send_json({"type": "ended", "reason": end_reason})
+
+    # -- incoming
+    def _error(self, code: str, message: str) -> None:
+        self._send_json({"type": "error", "code": code, "message": message})
+
+    def _audio_in(self, data: bytes) -> None:
+        if self.listen_only:
+            self._error("listen_only", "this socket is receive-only (role=listen)")
+            return
+        width = 4 if self.encoding == "f32le" else 2
+        if len(data) % width:
+            self._error(
+                "bad_frame",
+                f"a {self.encoding} frame must be a multiple of {width} "
+                f"bytes; got {len(data)}; dropped",
+            )
+            return
+        pcm = (
+            f32_to_s16(np.frombuffer(data, dtype="<f4"))
+            if width == 4
+            else np.frombuffer(data, dtype="<i2").astype(np.int16)
+        )
+        self.source.push(pcm)
+
+    def _control(self, text: str) -> None:
+        try:
+            msg = json.loads(text)
+            if not isinstance(msg, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            self._error("bad_json", "text frames must be JSON objects")
+            return
+        kind = msg.get("type")
+        if kind == "clear":
+            dropped = self.source.clear()
+            self._send_json({"type": "cleared", "droppedMs": dropped * FRAME_MS})
+        elif kind == "mark":
+            name = msg.get("name")
+            if not isinstance(name, str) or not name or len(name) > 200:
+                self._error("bad_mark", "mark needs a 'name' string (1-200 characters)")
+            elif not self.source.mark(name):
+                self._error("too_many_marks", "too many marks waiting; send fewer")
+        else:
+            self._error("unknown_type", f"unknown message type {str(kind)[:40]!r}")
+
+    async def run(self) -> None:
+        """Serve the client until it leaves or the call ends (the request handler awaits it)."""
+        self._send_json(
+            {
+                "type": "ready",
+                "callID": self.host.call_id,
+                "encoding": self.encoding,
+                "sampleRate": SAMPLE_RATE,
+                "channels": 1,
+                "frameMs": self.batch * FRAME_MS,
+                "frameBytes": self.batch
+                * FRAME_MS
+                * SAMPLE_RATE
+                // 1000
+                * (4 if self.encoding == "f32le" else 2),
+                "role": "listen" if self.listen_only else "talk",
+                "state": self.state,
+            }
+        )
+        self._tasks.spawn(self._out.run(self._send, lambda: self.ws.closed), "sender")
+        self.bus.add_downlink_tap(self._peer_frame)
+        if self.listen_only:
+            self.bus.add_user(self.id)
+        else:
+            self.bus.add_source(self.source)
+        try:
+            self.host.attach(self)
+        except CallStateError:  # the call ended while the socket opened
+            self.call_state("ended", None)
+            await self.close()
+            return
+        try:
+            async for msg in self.ws:
+                if msg.type is WSMsgType.BINARY:
+                    self._audio_in(msg.data)
+                elif msg.type is WSMsgType.TEXT:
+                    self._control(msg.data)
+                if self.overflow:
+                    await self.ws.close(code=1008, message=b"client does not read its messages")
+                    break
+        finally:
+            self.host.detach(self)
+            await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.bus.remove_downlink_tap(self._peer_frame)
+        self.bus.remove_source(self.source)
+        self.bus.remove_user(self.id)
+        if not self.ws.closed:
+            await self._out.drain()  # the last call_state / ended messages
+            await self.ws.close()
+        await self._tasks.close()

@@ -1,0 +1,100 @@
+"""Call events: a fan-out to subscribers (SSE, sockets), each with a bounded queue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..timefmt import iso_utc
+from .model import Call
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    type: str
+    call: dict[str, Any]
+    at: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        body = {"type": self.type, "callID": self.call["callID"], "at": self.at, "call": self.call}
+        body.update(self.data)
+        return json.dumps(body)
+
+
+class CallEvents:
+    """Fan-out of call events to subscribers, each with a bounded queue (oldest dropped)."""
+
+    def __init__(self, queue_size: int = 256) -> None:
+        self.queue_size = queue_size
+        self._subscribers: set[_Subscription] = set()
+        self._listeners: list[Callable[[str, Call], None]] = []
+        self._closed = False
+
+    def listen(self, listener: Callable[[str, Call], None]) -> None:
+        """Call ``listener(type, call)`` synchronously on every event (in-process features)."""
+        self._listeners.append(listener)
+
+    def publish(self, type_: str, call: Call, **data: Any) -> None:
+        event = CallEvent(type_, call.snapshot(), iso_utc(time.time()), data)
+        for sub in self._subscribers:
+            sub.put(event)
+        for listener in self._listeners:
+            try:
+                listener(type_, call)
+            except Exception:
+                log.exception("event listener failed on %s", type_)
+
+    @asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[_Subscription]:
+        sub = _Subscription(self.queue_size)
+        if self._closed:
+            sub.close()
+        self._subscribers.add(sub)
+        try:
+            yield sub
+        finally:
+            self._subscribers.discard(sub)
+
+    def close(self) -> None:
+        """End every subscription (at shutdown)."""
+        self._closed = True
+        for sub in self._subscribers:
+            sub.close()
+
+
+class _Subscription:
+    def __init__(self, size: int) -> None:
+        self._queue: deque[CallEvent | None] = deque()
+        self._size = size
+        self._ready = asyncio.Event()
+        self.dropped = 0
+
+    def put(self, event: CallEvent | None) -> None:
+        if len(self._queue) >= self._size:
+            self._queue.popleft()
+            self.dropped += 1
+        self._queue.append(event)
+        self._ready.set()
+
+    def close(self) -> None:
+        self.put(None)
+
+    async def get(self, timeout: float) -> CallEvent | None:
+        """Next event; ``None`` at close. Raises ``TimeoutError`` after ``timeout``."""
+        if not self._queue:
+            self._ready.clear()
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        event = self._queue.popleft()
+        if event is None:
+            self._queue.appendleft(None)
+        return event

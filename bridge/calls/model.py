@@ -1,0 +1,127 @@
+"""A call as clients see it: its states, directions, end reasons and the state machine."""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import BadRequest, CallStateError
+from ..timefmt import iso_utc_or_none as _iso
+
+
+class CallState(enum.StrEnum):
+    CALLING = "calling"
+    RINGING = "ringing"
+    ACTIVE = "active"
+    ENDED = "ended"
+
+
+class Direction(enum.StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class EndReason(enum.StrEnum):
+    HANGUP = "hangup"  # we hung up an active call
+    REMOTE_HANGUP = "remote_hangup"  # the WhatsApp peer hung up
+    CANCELED = "canceled"  # we hung up our outbound call before it was answered
+    DECLINED = "declined"  # we declined an inbound call
+    REMOTE_CANCELED = "remote_canceled"  # the caller gave up before we answered
+    REJECTED = "rejected"  # the peer did not take our call
+    BUSY = "busy"  # refused: the bridge was at capacity
+    FAILED = "failed"  # the engine or the media failed
+    NO_ANSWER = "no_answer"  # our outbound call rang past BRIDGE_RING_TIMEOUT
+    MISSED = "missed"  # an inbound call rang past BRIDGE_RING_TIMEOUT unanswered
+    MAX_DURATION = "max_duration"  # the call reached BRIDGE_MAX_CALL_DURATION
+    SHUTDOWN = "shutdown"  # the bridge shut down and hung up
+    HANDOVER = "handover"  # the bridge shut down and left the WhatsApp call up
+
+
+_TRANSITIONS: dict[CallState, frozenset[CallState]] = {
+    CallState.CALLING: frozenset({CallState.RINGING, CallState.ACTIVE, CallState.ENDED}),
+    CallState.RINGING: frozenset({CallState.ACTIVE, CallState.ENDED}),
+    CallState.ACTIVE: frozenset({CallState.ENDED}),
+    CallState.ENDED: frozenset(),
+}
+
+_PHONE_RE = re.compile(r"^\+?(\d{6,15})(@s\.whatsapp\.net)?$")
+
+
+def normalize_phone(raw: object) -> str:
+    """E.164 digits from ``5521…``, ``+5521…`` or ``5521…@s.whatsapp.net``."""
+    if not isinstance(raw, str):
+        raise BadRequest("phone must be a string of digits", code="invalid_phone")
+    m = _PHONE_RE.match(raw.strip())
+    if m is None:
+        raise BadRequest(
+            f"phone {raw[:40]!r} is not a phone number: give 6-15 digits with the country code, "
+            "optionally with a leading + or as a …@s.whatsapp.net JID",
+            code="invalid_phone",
+        )
+    return m.group(1)
+
+
+def default_owner() -> str:
+    """This process's identity as a call owner."""
+    return os.environ.get("BRIDGE_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Call:
+    """One WhatsApp call as the API shows it."""
+
+    id: str
+    peer: str
+    direction: Direction
+    owner: str
+    engine_call_id: str
+    state: CallState
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
+    answered_at: float | None = None
+    ended_at: float | None = None
+    end_reason: EndReason | None = None
+    muted: bool = False
+    transport: str | None = None
+    webrtc_state: str | None = None
+    final_stats: dict[str, Any] | None = field(default=None, repr=False)
+    mono_created: float = field(default_factory=time.monotonic, repr=False)
+    mono_answered: float | None = field(default=None, repr=False)
+
+    @property
+    def live(self) -> bool:
+        return self.state is not CallState.ENDED
+
+    def transition(self, new: CallState, reason: EndReason | None = None) -> None:
+        """Move to ``new`` or raise :class:`CallStateError` if the state machine forbids it."""
+        if new not in _TRANSITIONS[self.state]:
+            raise CallStateError(f"call {self.id} is {self.state}; it cannot become {new}")
+        self.state = new
+        now = time.time()
+        if new is CallState.ACTIVE:
+            self.answered_at = now
+            self.mono_answered = time.monotonic()
+        elif new is CallState.ENDED:
+            self.ended_at = now
+            self.end_reason = reason or EndReason.FAILED
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "callID": self.id,
+            "peer": self.peer,
+            "direction": str(self.direction),
+            "state": str(self.state),
+            "transport": self.transport,
+            "webrtc": {"state": self.webrtc_state} if self.webrtc_state else None,
+            "muted": self.muted,
+            "metadata": self.metadata,
+            "createdAt": _iso(self.created_at),
+            "answeredAt": _iso(self.answered_at),
+            "endedAt": _iso(self.ended_at),
+            "endReason": str(self.end_reason) if self.end_reason else None,
+        }

@@ -1,0 +1,253 @@
+"""``CallRuntime``: the one owner of everything a live call has in this process.
+
+A runtime is created with its call and closed when the call ends. It owns, in the order they
+come to life:
+
+1. the call's :class:`~bridge.media.CallBus` (16 kHz mono PCM, both directions);
+2. the browser's WebRTC session (at most one; a new offer replaces it);
+3. the engine media pump (opened once the call is active and something uses the bus);
+4. the attachments: playbacks, the recorder, media forks, PCM sockets.
+
+Everything is attached and detached through the runtime, which is also where ``transport``
+is computed. :meth:`close` is idempotent and tears the children down in reverse order, the
+way aiortc's ``RTCPeerConnection.close`` closes its transceivers, transports and SCTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..attachments.base import Attachment
+from ..engines import Engine, EnginePump
+from ..errors import CallStateError, EngineError
+from ..media import CallBus
+from ..metrics import Metrics
+from ..rtc import WebRTCSession
+from ..tasks import TaskSet
+from .events import CallEvents
+from .model import Call, CallState
+
+log = logging.getLogger(__name__)
+
+MediaLost = Callable[["CallRuntime", BaseException | None], None]
+"""Told when the engine media ended by itself (the manager decides what the call does)."""
+
+
+class CallRuntime:
+    """The media runtime of one live call. See the module docstring."""
+
+    def __init__(
+        self,
+        call: Call,
+        engine: Engine,
+        events: CallEvents,
+        metrics: Metrics,
+        on_media_lost: MediaLost,
+    ) -> None:
+        self.call = call
+        self.engine = engine
+        self.events = events
+        self.metrics = metrics
+        self._on_media_lost = on_media_lost
+        self.bus = CallBus(call.id)
+        self.bus.muted = call.muted
+        self.session: WebRTCSession | None = None
+        self.pump: EnginePump | None = None
+        self.attachments: dict[str, Attachment] = {}
+        self._pump_lock = asyncio.Lock()
+        self._tasks = TaskSet(f"call[{call.id[:12]}]")
+        self._closed = False
+
+    @property
+    def call_id(self) -> str:
+        return self.call.id
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def emit(self, type_: str, **data: Any) -> None:
+        """Publish an event about this call (attachments use it through ``AttachmentHost``)."""
+        self.events.publish(type_, self.call, **data)
+
+    # -- attachments
+    def attach(self, attachment: Attachment) -> None:
+        """Adopt an attachment; it is closed with the call unless it detaches first."""
+        if self._closed or not self.call.live:
+            raise CallStateError(f"call {self.call.id} has ended")
+        self.attachments[attachment.id] = attachment
+        self.update_transport()
+        if attachment.wants_media:
+            self.wake_engine_media()
+
+    def detach(self, attachment: Attachment) -> None:
+        """An attachment ended (by itself or stopped); forget it."""
+        if self.attachments.pop(attachment.id, None) is not None:
+            self.update_transport()
+
+    def attached(self, kind: str) -> list[Any]:
+        """This call's attachments of one kind, oldest first."""
+        return [a for a in self.attachments.values() if a.kind == kind]
+
+    def state_changed(self) -> None:
+        """The call changed state: tell the attachments that follow it (PCM sockets)."""
+        for attachment in list(self.attachments.values()):
+            attachment.call_state(str(self.call.state), self._end_reason())
+
+    def _end_reason(self) -> str | None:
+        return str(self.call.end_reason) if self.call.end_reason else None
+
+    # -- transport
+    @property
+    def transport(self) -> str | None:
+        """``webrtc`` while a peer connection is up, else ``websocket`` while a PCM socket is."""
+        session = self.session
+        if session is not None and session.state not in ("closed", "failed"):
+            return "webrtc"
+        if self.attached("socket"):
+            return "websocket"
+        return None
+
+    def update_transport(self) -> None:
+        transport = self.transport
+        if transport != self.call.transport:
+            self.call.transport = transport
+            self.emit("call.transport")
+
+    # -- the browser's WebRTC session
+    async def replace_session(self, session: WebRTCSession, sdp: str) -> str:
+        """Close the current session, answer ``sdp`` with ``session``; returns the answer."""
+        old, self.session = self.session, None
+        if old is not None:
+            self.metrics.ended_totals.absorb_jitter(old.jitter_buffer)
+            await old.close()
+        self.session = session
+        try:
+            answer = await session.accept_offer(sdp)
+        except BaseException:
+            if self.session is session:
+                self.session = None
+                self.call.webrtc_state = None
+                self.update_transport()
+            await asyncio.shield(session.close())  # also when the request is cancelled
+            raise
+        if self._closed or not self.call.live or self.session is not session:
+            # The call ended, or another offer replaced us, while we gathered.
+            await session.close()
+            raise CallStateError(f"call {self.call.id} changed while the offer was answered")
+        self.call.webrtc_state = session.state
+        self.update_transport()
+        self.emit("webrtc.offer")
+        self.wake_engine_media()
+        return answer
+
+    def on_session_state(self, session: WebRTCSession, state: str) -> None:
+        """A session's state changed (its callback; a replaced session's last words are ignored)."""
+        if self.session is not session or self._closed:
+            return
+        self.metrics.webrtc_states.labels(state).inc()
+        if state in ("failed", "closed"):
+            self.update_transport()
+        if state == "connected" and session.connected_at is not None:
+            self.metrics.offer_to_connected.observe(session.connected_at - session.offered_at)
+        self.call.webrtc_state = state
+        self.emit("webrtc.state")
+
+    async def close_session(self) -> None:
+        """Close the peer connection if any (idempotent); the WhatsApp call stays up."""
+        session, self.session = self.session, None
+        if session is None:
+            return
+        self.metrics.ended_totals.absorb_jitter(session.jitter_buffer)
+        await session.close()
+        self.call.webrtc_state = "closed"
+        self.emit("webrtc.state")
+        self.update_transport()
+
+    # -- the engine media
+    def _wants_engine_media(self) -> bool:
+        users = self.bus.users or any(a.wants_media for a in self.attachments.values())
+        if self._closed or not users:
+            return False
+        # Engines whose media socket also carries call state (WADial) open it as soon as the
+        # call exists; the others once it is answered.
+        if self.engine.media_before_answer:
+            return self.call.live
+        return self.call.state is CallState.ACTIVE
+
+    def wake_engine_media(self) -> None:
+        """Open the engine media in the background if it is due (idempotent)."""
+        if self._wants_engine_media() and self.pump is None and not self._tasks.closed:
+            self._tasks.spawn(self._open_engine_media(), "engine-media")
+
+    async def _open_engine_media(self) -> None:
+        async with self._pump_lock:
+            if self.pump is not None or not self._wants_engine_media():
+                return
+            call = self.call
+            try:
+                channel = await self.engine.open_media(call.engine_call_id)
+            except (EngineError, ConnectionError) as exc:
+                log.warning(
+                    "call %s: cannot open engine media: %s",
+                    call.id,
+                    exc,
+                    extra={"call_id": call.id},
+                )
+                self._on_media_lost(self, exc)  # a call that cannot carry audio is failed
+                return
+            if not self._wants_engine_media():
+                await channel.close()
+                return
+            self.pump = EnginePump(self.bus, channel, on_closed=self._pump_closed)
+            self.pump.start()
+
+    def _pump_closed(self, exc: BaseException | None) -> None:
+        log.info(
+            "call %s: engine media closed (%s)", self.call.id, exc, extra={"call_id": self.call.id}
+        )
+        if not self._closed:
+            self._on_media_lost(self, exc)
+
+    # -- stats
+    def stats_json(self) -> dict[str, Any]:
+        """This call's media numbers (``GET /call/{callID}/stats``)."""
+        b = self.bus.stats
+        return {
+            "callID": self.call.id,
+            "state": str(self.call.state),
+            "webrtc": self.session.stats_json() if self.session is not None else None,
+            "bus": b.as_json(),
+            "leg": {"engine": self.engine.name, "open": self.pump is not None and not self._closed},
+        }
+
+    # -- teardown
+    async def close(self) -> None:
+        """Close every child in reverse order of creation (idempotent; runs to completion)."""
+        if self._closed:
+            return
+        self._closed = True
+        started = time.monotonic()
+        self.state_changed()  # sockets say "ended" before they go
+        try:
+            for attachment in reversed(list(self.attachments.values())):
+                try:
+                    await attachment.close()
+                except Exception:
+                    log.exception("call %s: closing %s", self.call.id, attachment.kind)
+            self.attachments.clear()
+            if self.session is not None:  # kept (closed) for the final stats
+                self.metrics.ended_totals.absorb_jitter(self.session.jitter_buffer)
+                await self.session.close()
+                self.call.webrtc_state = "closed"
+            await self._tasks.close()
+            if self.pump is not None:
+                await self.pump.close()
+        finally:
+            self.metrics.ended_totals.add_bus(self.bus.stats)
+            await self.bus.aclose()
+        log.debug("call %s: runtime closed in %.3f s", self.call.id, time.monotonic() - started)

@@ -1,0 +1,16 @@
+"""One call's audio in this process: the PCM bus, its media clock and its counters."""
+
+from .bus import BusClosed, BusFrame, CallBus, DownlinkSink, UplinkSource
+from .clock import MediaClock
+from .stats import BusStats, FixedHistogram
+
+__all__ = [
+    "BusClosed",
+    "BusFrame",
+    "BusStats",
+    "CallBus",
+    "DownlinkSink",
+    "FixedHistogram",
+    "MediaClock",
+    "UplinkSource",
+]

@@ -1,0 +1,101 @@
+"""Per-call media counters cheap enough to update on every frame."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Any
+
+TRANSIT_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.03,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    1.0,
+)
+"""Upper bounds (seconds) of the frame-transit histograms."""
+
+
+class FixedHistogram:
+    """A histogram cheap enough for every frame: fixed buckets, plain integer counts.
+
+    Exported to Prometheus by the metrics collector; ``counts[i]`` counts observations
+    ``<= bounds[i]`` (non-cumulative), the last slot is +Inf.
+    """
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...] = TRANSIT_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def merge(self, other: FixedHistogram) -> None:
+        for i, c in enumerate(other.counts):
+            self.counts[i] += c
+        self.sum += other.sum
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def quantile(self, q: float) -> float | None:
+        """Upper bound of the bucket holding the q-quantile (``None`` if empty)."""
+        total = self.count
+        if not total:
+            return None
+        rank = q * total
+        seen = 0
+        for bound, c in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            seen += c
+            if seen >= rank:
+                return bound
+        return float("inf")
+
+
+@dataclass
+class BusStats:
+    """Counters of one call's bus (plain ints: updated per frame, read by the collector)."""
+
+    uplink_frames: int = 0
+    uplink_dropped_overflow: int = 0
+    uplink_discarded_inactive: int = 0
+    downlink_frames: int = 0
+    downlink_played: int = 0
+    bad_frames: int = 0
+    uplink_transit: FixedHistogram = field(default_factory=FixedHistogram)
+    """Seconds from a frame entering the bus to its hand-off to the engine leg."""
+    downlink_transit: FixedHistogram = field(default_factory=FixedHistogram)
+    """Seconds from a frame entering the bus to its hand-off to the browser's encoder."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "uplinkFrames": self.uplink_frames,
+            "downlinkFrames": self.downlink_frames,
+            "downlinkPlayed": self.downlink_played,
+            "uplinkDroppedOverflow": self.uplink_dropped_overflow,
+            "uplinkDiscardedInactive": self.uplink_discarded_inactive,
+            "badFrames": self.bad_frames,
+            "uplinkTransitP50Ms": _ms(self.uplink_transit.quantile(0.5)),
+            "uplinkTransitP99Ms": _ms(self.uplink_transit.quantile(0.99)),
+            "downlinkTransitP50Ms": _ms(self.downlink_transit.quantile(0.5)),
+            "downlinkTransitP99Ms": _ms(self.downlink_transit.quantile(0.99)),
+        }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
