@@ -18,22 +18,25 @@ log = logging.getLogger("bridge")
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(sys.argv[1:] if argv is None else argv)
-        setup_logging(settings)
+        setup_logging(settings.server)
         app = create_app(settings)
     except ConfigError as exc:
         print(f"webrtc-bridge: configuration error: {exc}", file=sys.stderr)
         return 2
     log.info(
-        "starting on http://%s:%d with engine %s", settings.host, settings.port, settings.engine
+        "starting on http://%s:%d with engine %s",
+        settings.server.host,
+        settings.server.port,
+        settings.engine.engine,
     )
-    if not settings.auth_enabled:
+    if not settings.server.auth_enabled:
         log.warning("no BRIDGE_API_TOKENS set: the API is open to anyone who can reach it")
     # run_app turns SIGINT/SIGTERM into a graceful shutdown: on_shutdown, then cleanup_ctx
     # (which hangs up calls and closes every peer connection).
     web.run_app(
         app,
-        host=settings.host,
-        port=settings.port,
+        host=settings.server.host,
+        port=settings.server.port,
         print=None,
         shutdown_timeout=5.0,
         access_log=None,

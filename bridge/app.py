@@ -20,7 +20,7 @@ from .config import EngineKind, Settings
 from .engines import Engine, create_engine
 from .http import create_http_session
 from .metrics import Metrics
-from .rtc import create_turn_provider, restrict_host_addresses, set_gather_timeout
+from .rtc import SessionFactory, create_turn_provider, restrict_host_addresses, set_gather_timeout
 from .tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -43,33 +43,35 @@ async def sweep_recordings(recordings: RecordingService, interval: float) -> Non
 
 def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Application:
     """Build the bridge application. ``engine`` overrides the configured one (tests)."""
+    server, storage = settings.server, settings.storage
     app = web.Application(
         middlewares=[
-            cors_middleware(settings.cors_origins),
+            cors_middleware(server.cors_origins),
             error_middleware,
-            auth_middleware(settings.api_tokens),
+            auth_middleware(server.api_tokens),
             rate_limit_middleware(
-                settings.rate_limit, settings.rate_burst, by_token=settings.auth_enabled
+                server.rate_limit, server.rate_burst, by_token=server.auth_enabled
             ),
         ],
         client_max_size=MAX_BODY,
     )
     app[SETTINGS] = settings
-    restrict_host_addresses(settings.ice_addresses)
-    set_gather_timeout(settings.ice_gather_timeout)
-    turn = create_turn_provider(settings)
+    restrict_host_addresses(settings.ice.ice_addresses)
+    set_gather_timeout(settings.ice.ice_gather_timeout)
+    turn = create_turn_provider(settings.ice)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         # Created in order, closed in reverse: HTTP client, engine, manager (and with it every
         # call's runtime), background tasks.
         http = create_http_session()
-        eng = engine if engine is not None else create_engine(settings, http)
+        eng = engine if engine is not None else create_engine(settings.engine, settings.sim, http)
         metrics = Metrics()
         tasks = TaskSet("app")
         await eng.start()
-        manager = CallManager(settings, eng, metrics, turn)
-        recordings = RecordingService(Path(settings.data_dir), settings.recording_retention_days)
-        if settings.record_all:
+        sessions = SessionFactory(settings.media, settings.ice, turn)
+        manager = CallManager(settings.calls, eng, metrics, sessions)
+        recordings = RecordingService(Path(storage.data_dir), storage.recording_retention_days)
+        if storage.record_all:
 
             def record_every_call(type_: str, call: Call) -> None:
                 runtime = manager.find_runtime(call.id)
@@ -79,14 +81,14 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
             manager.events.listen(record_every_call)
         await manager.start()
         tasks.spawn(metrics.run_loop_lag_monitor(), "loop-lag")
-        tasks.spawn(sweep_recordings(recordings, settings.retention_sweep_interval), "retention")
+        tasks.spawn(sweep_recordings(recordings, storage.retention_sweep_interval), "retention")
         app[ENGINE] = eng
         app[MANAGER] = manager
         app[TURN] = turn
         app[METRICS] = metrics
-        app[PLAYBACK] = PlaybackService(settings, http)
+        app[PLAYBACK] = PlaybackService(storage, http)
         app[RECORDINGS] = recordings
-        app[FORKS] = ForkService(settings.fork_url_allow, http)
+        app[FORKS] = ForkService(storage.fork_url_allow, http)
         try:
             yield
         finally:
@@ -103,10 +105,10 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
         if MANAGER in app:
             app[MANAGER].stop_accepting()
 
-    app.on_response_prepare.append(cors_on_prepare(settings.cors_origins))
+    app.on_response_prepare.append(cors_on_prepare(server.cors_origins))
     app.cleanup_ctx.append(resources)
     app.on_shutdown.append(on_shutdown)
-    setup_routes(app, with_sim=settings.engine is EngineKind.SIM)
+    setup_routes(app, with_sim=settings.engine.engine is EngineKind.SIM)
     if WEB_DIR.is_dir():
         index = WEB_DIR / "index.html"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 
-from .config import LogFormat, Settings
+from .config import LogFormat, ServerSettings
+from .timefmt import iso_utc
 
 _CALL_PREFIX = re.compile(r"call ([0-9a-f]{32})\b")
 
@@ -28,8 +28,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": iso_utc(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -42,7 +41,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
-def setup_logging(settings: Settings) -> None:
+def setup_logging(settings: ServerSettings) -> None:
     handler = logging.StreamHandler()
     if settings.log_format is LogFormat.JSON:
         handler.setFormatter(JsonFormatter())

@@ -75,6 +75,9 @@ class MediaTotals:
         b.downlink_frames += stats.downlink_frames
         b.downlink_played += stats.downlink_played
         b.bad_frames += stats.bad_frames
+        b.uplink_rtp_late += stats.uplink_rtp_late
+        b.uplink_decode_errors += stats.uplink_decode_errors
+        b.source_frames_dropped += stats.source_frames_dropped
         b.uplink_transit.merge(stats.uplink_transit)
         b.downlink_transit.merge(stats.downlink_transit)
 
@@ -135,6 +138,9 @@ class MediaCollector:
         dropped.add_metric(["uplink", "overflow"], b.uplink_dropped_overflow)
         dropped.add_metric(["uplink", "inactive"], b.uplink_discarded_inactive)
         dropped.add_metric(["uplink", "conversion"], b.bad_frames)
+        dropped.add_metric(["uplink", "late_rtp"], b.uplink_rtp_late)
+        dropped.add_metric(["uplink", "decode_error"], b.uplink_decode_errors)
+        dropped.add_metric(["uplink", "client_overflow"], b.source_frames_dropped)
         dropped.add_metric(["downlink", "overflow"], t.jitter_overflow_drops)
         dropped.add_metric(["downlink", "late"], t.jitter_latency_drops)
         name, leg, up = self._engine()

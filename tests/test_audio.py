@@ -85,14 +85,13 @@ def test_reframer_keeps_every_sample() -> None:
     assert out.size + rf.pending == data.size
 
 
-def test_reframer_is_bounded() -> None:
-    rf = Reframer(960, max_pending=1000)
+def test_reframer_holds_less_than_a_frame() -> None:
+    rf = Reframer(960)
     assert rf.push(np.zeros(500, dtype=np.int16)) == []
     assert rf.push(np.zeros(300, dtype=np.int16)) == []
     assert rf.pending == 800
-    rf.max_pending = 100
-    rf.push(np.zeros(10, dtype=np.int16))
-    assert rf.pending == 100 and rf.dropped_samples == 710
+    out = rf.push(np.arange(5000, dtype=np.int16))  # 5800 samples: 6 frames, 40 left over
+    assert len(out) == 6 and rf.pending == 40
 
 
 def test_s16_f32_conversions_clip_at_full_scale() -> None:

@@ -29,9 +29,14 @@ async def test_bench_smoke_run(tmp_path: Path) -> None:
     assert bridge["calls"] == 2 and bridge["connected"] == 2
     # Audio really flowed both ways during the window (counts, not timings).
     assert bridge["uplink_frames_per_call"] > 50 and bridge["downlink_frames_per_call"] > 50
+    # The ratio is only defined where the echo server kept up (>= 99.5 % on time): on a loaded
+    # machine even 2 calls can be too many for it.
+    if points["echo"]["downlink_on_time"] >= 0.995:
+        assert isinstance(bridge["ratio_vs_echo"], float) and bridge["ratio_vs_echo"] > 0
+    else:
+        assert "ratio_vs_echo" not in bridge
     for key in (
         "cpu_pct_per_call",
-        "ratio_vs_echo",
         "uplink_latency_p50_ms",
         "downlink_latency_p99_ms",
         "offer_to_answer_p50_ms",

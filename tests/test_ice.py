@@ -29,8 +29,8 @@ async def test_gathers_only_on_configured_addresses() -> None:
 
 
 def test_server_configuration_never_falls_back_to_google() -> None:
-    assert server_rtc_configuration(settings_for_tests()).iceServers == []
+    assert server_rtc_configuration(settings_for_tests().ice).iceServers == []
     conf = server_rtc_configuration(
-        settings_for_tests(server_stun_urls=("stun:a.example:3478", "stun:b.example:3478"))
+        settings_for_tests(server_stun_urls=("stun:a.example:3478", "stun:b.example:3478")).ice
     )
     assert [s.urls for s in conf.iceServers] == ["stun:a.example:3478"]

@@ -8,7 +8,7 @@ from aiortc.jitterbuffer import JitterFrame
 
 from bridge.attachments.queued_source import QueuedSource
 from bridge.audio import FRAME_SAMPLES, tone
-from bridge.media import CallBus
+from bridge.media import BusStats, CallBus
 from bridge.rtc.uplink import DirectDecoder
 
 
@@ -27,13 +27,31 @@ def opus_packets(n: int) -> list[bytes]:
 
 def test_empty_rtp_payload_does_not_end_the_uplink_decoder() -> None:
     frames: list[np.ndarray] = []
-    decoder = DirectDecoder(frames.append)
+    decoder = DirectDecoder(frames.append, BusStats())
     packets = opus_packets(10)
     decoder.put((None, JitterFrame(packets[0], 0)))
     decoder.put((None, JitterFrame(b"", 0)))  # padding-only RTP
     for p in packets[1:]:
         decoder.put((None, JitterFrame(p, 0)))
     assert len(frames) >= 8 and {f.size for f in frames} == {FRAME_SAMPLES}
+
+
+def test_late_rtp_and_undecodable_opus_are_counted() -> None:
+    from types import SimpleNamespace
+
+    from bridge.rtc.uplink import PassThroughBuffer
+
+    stats = BusStats()
+    buffer = PassThroughBuffer(stats)
+    for seq in (1, 2, 2, 1, 3, 65535):  # a duplicate, a late one, a wrap-around-old one
+        buffer.add(SimpleNamespace(sequence_number=seq, _data=b"x", timestamp=seq * 960))
+    assert stats.uplink_rtp_late == 3
+    frames: list[np.ndarray] = []
+    decoder = DirectDecoder(frames.append, stats)
+    decoder.put((None, JitterFrame(b"\xff" * 3, 0)))  # not Opus
+    for p in opus_packets(3):
+        decoder.put((None, JitterFrame(p, 0)))
+    assert stats.uplink_decode_errors == 1 and len(frames) >= 2
 
 
 async def test_a_failing_tap_is_removed_and_audio_goes_on() -> None:

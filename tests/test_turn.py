@@ -38,7 +38,7 @@ async def test_rest_secret_provider_expiry_from_ttl() -> None:
     settings = settings_for_tests(
         turn_urls=("turn:t.example:3478",), turn_secret="north-secret", turn_ttl=3600
     )
-    grant = await RestSecretTurn(settings, clock=lambda: 1700000000).grant("alice")
+    grant = await RestSecretTurn(settings.ice, clock=lambda: 1700000000).grant("alice")
     assert grant.status == "ephemeral" and grant.ttl == 3600
     assert grant.servers[0] == {
         "urls": ["turn:t.example:3478"],

@@ -120,16 +120,6 @@ async def read_json(request: web.Request, limit: int = JSON_LIMIT) -> dict[str, 
     return body
 
 
-def require_str(body: dict[str, Any], name: str, *, max_len: int = 256) -> str:
-    """A required non-empty string field."""
-    value = body.get(name)
-    if not isinstance(value, str) or not value.strip():
-        raise errors.BadRequest(f"field {name!r} is required and must be a non-empty string")
-    if len(value) > max_len:
-        raise errors.BadRequest(f"field {name!r} is longer than {max_len} characters")
-    return value.strip()
-
-
 _CALL_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 

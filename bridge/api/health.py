@@ -24,14 +24,14 @@ async def readyz(request: web.Request) -> web.Response:
     reasons = []
     if not health.up:
         reasons.append(f"engine down: {health.detail}")
-    if live >= settings.max_calls:
-        reasons.append(f"at capacity: {live}/{settings.max_calls} calls")
+    if live >= settings.calls.max_calls:
+        reasons.append(f"at capacity: {live}/{settings.calls.max_calls} calls")
     if manager.shutting_down:
         reasons.append("shutting down")
     body = {
         "ready": not reasons,
         "reasons": reasons,
         "engine": {"name": request.app[ENGINE].name, "up": health.up, "detail": health.detail},
-        "calls": {"live": live, "max": settings.max_calls},
+        "calls": {"live": live, "max": settings.calls.max_calls},
     }
     return web.json_response(body, status=200 if not reasons else 503)

@@ -38,7 +38,7 @@ async def play_stop(request: web.Request) -> web.Response:
 
 @routes.post("/call/audio-assets")
 async def upload_asset(request: web.Request) -> web.Response:
-    limit = request.app[SETTINGS].play_url_max_bytes
+    limit = request.app[SETTINGS].storage.play_url_max_bytes
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send multipart/form-data with the file in field 'audio'")
     reader = await request.multipart()

@@ -15,7 +15,7 @@ routes = web.RouteTableDef()
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     """Open unless ``BRIDGE_METRICS_TOKEN`` is set (then Bearer, ``token:`` or ``?token=``)."""
-    token = request.app[SETTINGS].metrics_token
+    token = request.app[SETTINGS].server.metrics_token
     if token:
         presented = request_token(request) or request.query.get("token")
         if presented is None or not token_matches(presented, (token,)):

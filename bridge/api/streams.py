@@ -13,6 +13,7 @@ from .keys import FORKS, MANAGER
 
 routes = web.RouteTableDef()
 
+
 @routes.get("/call/{callID}/stream")
 async def call_stream(request: web.Request) -> web.StreamResponse:
     manager = request.app[MANAGER]

@@ -18,13 +18,13 @@ async def ice_config(request: web.Request) -> dict[str, Any]:
     """STUN URLs plus freshly minted TURN credentials (never the shared secret)."""
     settings = request.app[SETTINGS]
     servers: list[dict[str, Any]] = []
-    if settings.stun_urls:
-        servers.append({"urls": list(settings.stun_urls)})
+    if settings.ice.stun_urls:
+        servers.append({"urls": list(settings.ice.stun_urls)})
     grant = await request.app[TURN].grant(f"web-{secrets.token_hex(6)}")
     servers.extend(grant.servers)
     return {
         "iceServers": servers,
-        "iceTransportPolicy": str(settings.ice_policy),
+        "iceTransportPolicy": str(settings.ice.ice_policy),
         "turn": {"enabled": grant.status != "disabled", "status": grant.status, "ttl": grant.ttl},
     }
 

@@ -67,7 +67,9 @@ class PcmSocket:
         self._tasks = TaskSet(f"ws[{host.call_id[:12]}]")
         self.overflow = False
         self._closed = False
-        self.source = QueuedSource(on_mark=self._marked, on_buffer=self._buffer)
+        self.source = QueuedSource(
+            on_mark=self._marked, on_buffer=self._buffer, stats=self.bus.stats
+        )
 
     @property
     def dropped(self) -> int:

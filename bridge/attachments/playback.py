@@ -24,7 +24,7 @@ import aiohttp
 
 from ..audio.decode import AudioInfo, UndecodableAudio, bus_frames, measure_duration_ms, probe
 from ..audio.pcm import Pcm
-from ..config import Settings
+from ..config import StorageSettings
 from ..errors import BadRequest, CallStateError, Forbidden, NotFound, TooLarge
 from ..timefmt import iso_utc, parse_iso_utc
 from .base import AttachmentHost
@@ -183,7 +183,7 @@ class PlaybackService:
     """Starts and stops playbacks; resolves ``file`` / ``assetId`` / ``audioBase64`` /
     ``audioUrl`` to something decodable, refusing what is unsafe or undecodable."""
 
-    def __init__(self, settings: Settings, http: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: StorageSettings, http: aiohttp.ClientSession) -> None:
         self.settings = settings
         self.media_dir = Path(settings.media_dir)
         self.assets = AssetStore(Path(settings.data_dir) / "assets")

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..audio import FRAME_MS, FRAME_SAMPLES, Reframer
 from ..audio.pcm import Pcm
+from ..media import BusStats
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class QueuedSource:
         high_ms: int = 2_000,
         on_mark: Callable[[str, str], None] | None = None,
         on_buffer: Callable[[int], None] | None = None,
+        stats: BusStats | None = None,
     ) -> None:
         self.to_downlink = to_downlink
         self.max_frames = max_ms // FRAME_MS
@@ -61,7 +63,7 @@ class QueuedSource:
         self._above = False
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self.closed = False
-        self.dropped_frames = 0
+        self.stats = stats if stats is not None else BusStats()
         self.played_frames = 0
 
     @property
@@ -78,7 +80,7 @@ class QueuedSource:
                 self._ack(item.name, "cleared")
             else:
                 self._frames -= 1
-                self.dropped_frames += 1
+                self.stats.source_frames_dropped += 1
         self._watermarks()
 
     def mark(self, name: str) -> bool:

@@ -9,7 +9,6 @@ from .pcm import (
     Reframer,
     f32_to_s16,
     s16_to_f32,
-    silence,
 )
 from .resample import BusFramer, Resampler
 
@@ -25,6 +24,5 @@ __all__ = [
     "f32_to_s16",
     "rms_dbfs",
     "s16_to_f32",
-    "silence",
     "tone",
 ]

@@ -89,7 +89,7 @@ def bus_frames(source: Source) -> Iterator[Pcm]:
             raise UndecodableAudio("the file has no audio stream")
         stream = container.streams.audio[0]
         resampler = Resampler()
-        reframer = Reframer(FRAME_SAMPLES, max_pending=FRAME_SAMPLES * 500)
+        reframer = Reframer(FRAME_SAMPLES)
         try:
             for frame in container.decode(stream):
                 yield from reframer.push(resampler.resample(frame))

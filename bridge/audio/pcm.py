@@ -16,11 +16,6 @@ Pcm = npt.NDArray[np.int16]
 """A mono s16 PCM buffer."""
 
 
-def silence(samples: int = FRAME_SAMPLES) -> Pcm:
-    """Return ``samples`` of digital silence."""
-    return np.zeros(samples, dtype=np.int16)
-
-
 def s16_to_f32(pcm: Pcm) -> npt.NDArray[np.float32]:
     """Convert s16 to float32 in [-1, 1) (divides by 32768, so -32768 maps to -1.0)."""
     return pcm.astype(np.float32) * np.float32(1.0 / 32768.0)
@@ -38,17 +33,15 @@ def f32_to_s16(samples: npt.NDArray[np.floating]) -> Pcm:
 class Reframer:
     """Cuts a stream of arbitrary-length PCM chunks into exact fixed-size frames.
 
-    Keeps the remainder between calls, so no sample is dropped or duplicated. The buffer is
-    bounded: at most ``max_pending`` samples are held (oldest dropped and counted beyond that).
+    Keeps the remainder between calls, so no sample is dropped or duplicated. What it holds
+    is always shorter than one frame, so it needs no bound of its own.
     """
 
-    def __init__(self, frame_samples: int = FRAME_SAMPLES, max_pending: int | None = None) -> None:
+    def __init__(self, frame_samples: int = FRAME_SAMPLES) -> None:
         if frame_samples <= 0:
             raise ValueError("frame_samples must be positive")
         self.frame_samples = frame_samples
-        self.max_pending = max_pending if max_pending is not None else frame_samples * 50
         self._pending: Pcm = np.empty(0, dtype=np.int16)
-        self.dropped_samples = 0
 
     @property
     def pending(self) -> int:
@@ -61,11 +54,7 @@ class Reframer:
         n = buf.size // self.frame_samples
         cut = n * self.frame_samples
         frames = [buf[i : i + self.frame_samples].copy() for i in range(0, cut, self.frame_samples)]
-        rest = buf[cut:]
-        if rest.size > self.max_pending:
-            self.dropped_samples += rest.size - self.max_pending
-            rest = rest[-self.max_pending :]
-        self._pending = rest.copy()
+        self._pending = buf[cut:].copy()
         return frames
 
     def clear(self) -> None:

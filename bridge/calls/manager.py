@@ -13,10 +13,9 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
-from ..config import Settings
+from ..config import CallSettings, ShutdownCalls
 from ..engines import Engine, EngineEvent, EngineEventKind
 from ..errors import (
     AtCapacity,
@@ -28,7 +27,7 @@ from ..errors import (
     ShuttingDown,
 )
 from ..metrics import Metrics
-from ..rtc import TurnProvider, WebRTCSession, server_rtc_configuration
+from ..rtc import SessionFactory
 from ..rtc.sdp import validate_offer
 from ..tasks import TaskSet
 from .events import CallEvents
@@ -65,22 +64,20 @@ class CallManager:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: CallSettings,
         engine: Engine,
         metrics: Metrics,
-        turn: TurnProvider,
+        sessions: SessionFactory,
         *,
         registry: CallRegistry | None = None,
-        session_factory: Callable[..., WebRTCSession] = WebRTCSession,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.metrics = metrics
-        self.turn = turn
+        self.sessions = sessions
         self.registry: CallRegistry = registry or InMemoryCallRegistry(settings.ended_call_ttl)
         self.events = CallEvents()
         self.owner = default_owner()
-        self._session_factory = session_factory
         self._runtimes: dict[str, CallRuntime] = {}
         self._dialling = 0  # dials in flight hold a capacity slot
         self._ending: set[str] = set()  # calls being ended by the bridge
@@ -122,7 +119,7 @@ class CallManager:
         self.events.close()
 
     async def _shutdown_call(self, call: Call) -> None:
-        if self.settings.shutdown_calls == "keep":
+        if self.settings.shutdown_calls is ShutdownCalls.KEEP:
             await self._end(call, EndReason.HANDOVER)
             return
         await self._hangup_quietly(call)
@@ -279,14 +276,7 @@ class CallManager:
             sessions = sum(1 for r in self._runtimes.values() if r.session is not None)
             if sessions >= self.settings.max_calls:
                 raise AtCapacity("the bridge carries its maximum of WebRTC sessions")
-        grant = await self.turn.grant(f"bridge-{call.id[:12]}")
-        session = self._session_factory(
-            call.id,
-            runtime.bus,
-            self.settings,
-            runtime.on_session_state,
-            server_rtc_configuration(self.settings, grant),
-        )
+        session = await self.sessions.create(call.id, runtime.bus, runtime.on_session_state)
         return await runtime.replace_session(session, sdp)
 
     async def webrtc_close(self, call_id: str) -> Call:
@@ -418,6 +408,8 @@ class CallManager:
         self.registry.ended(call)
         log.info("call %s: ended (%s)", call.id, reason, extra={"call_id": call.id})
         runtime = self._runtimes.pop(call.id, None)
+        if runtime is not None:
+            runtime.retire_counters()
         self.metrics.calls_ended.labels(str(call.direction), str(reason)).inc()
         if call.answered_at is not None and call.ended_at is not None:
             self.metrics.call_duration.observe(call.ended_at - call.answered_at)

@@ -226,6 +226,13 @@ class CallRuntime:
         }
 
     # -- teardown
+    def retire_counters(self) -> None:
+        """Move this call's counters into the ended totals (when the call leaves the live set,
+        before teardown, so no scrape misses them)."""
+        self.metrics.ended_totals.add_bus(self.bus.stats)
+        if self.session is not None:
+            self.metrics.ended_totals.absorb_jitter(self.session.jitter_buffer)
+
     async def close(self) -> None:
         """Close every child in reverse order of creation (idempotent; runs to completion)."""
         if self._closed:
@@ -241,13 +248,11 @@ class CallRuntime:
                     log.exception("call %s: closing %s", self.call.id, attachment.kind)
             self.attachments.clear()
             if self.session is not None:  # kept (closed) for the final stats
-                self.metrics.ended_totals.absorb_jitter(self.session.jitter_buffer)
                 await self.session.close()
                 self.call.webrtc_state = "closed"
             await self._tasks.close()
             if self.pump is not None:
                 await self.pump.close()
         finally:
-            self.metrics.ended_totals.add_bus(self.bus.stats)
             await self.bus.aclose()
         log.debug("call %s: runtime closed in %.3f s", self.call.id, time.monotonic() - started)

@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 
-from ..config import Settings
+from ..config import CallSettings
 from .model import Call, CallState, Direction, EndReason
 from .runtime import CallRuntime
 
@@ -14,7 +14,7 @@ EndCall = Callable[[Call, EndReason], None]
 
 
 def check_limits(
-    settings: Settings, runtimes: Iterable[CallRuntime], end_call: EndCall, now: float
+    settings: CallSettings, runtimes: Iterable[CallRuntime], end_call: EndCall, now: float
 ) -> None:
     """One pass: ringing too long, answered too long, not connected, no RTP."""
     st = settings
@@ -45,7 +45,7 @@ def check_limits(
 
 
 async def watch_forever(
-    settings: Settings,
+    settings: CallSettings,
     runtimes: Callable[[], Iterable[CallRuntime]],
     end_call: EndCall,
     interval: float = 0.25,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from ..config import ConfigError, EngineKind, Settings
+from ..config import ConfigError, EngineKind, EngineSettings, SimSettings
 from .base import (
     Engine,
     EngineEvent,
@@ -22,10 +22,12 @@ from .wadial import WadialEngine
 from .zuckzapgo import ZuckZapGoEngine
 
 
-def create_engine(settings: Settings, http: aiohttp.ClientSession | None = None) -> Engine:
+def create_engine(
+    settings: EngineSettings, sim: SimSettings, http: aiohttp.ClientSession | None = None
+) -> Engine:
     """The engine selected by ``BRIDGE_ENGINE`` (remote ones use ``http``, the app's client)."""
     if settings.engine is EngineKind.SIM:
-        return SimEngine(settings)
+        return SimEngine(sim)
     if settings.engine is EngineKind.ZUCKZAPGO:
         return ZuckZapGoEngine(settings, http)
     if settings.engine is EngineKind.WADIAL:

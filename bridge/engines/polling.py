@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from ..config import Settings
+from ..config import EngineSettings
 from ..errors import EngineError, EngineUnavailable
 from ..tasks import TaskSet
 from .base import (
@@ -64,7 +64,10 @@ class PollingEngine(abc.ABC):
     REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2)
 
     def __init__(
-        self, settings: Settings, poll_interval: float, http: aiohttp.ClientSession | None = None
+        self,
+        settings: EngineSettings,
+        poll_interval: float,
+        http: aiohttp.ClientSession | None = None,
     ) -> None:
         self.settings = settings
         self.poll_interval = poll_interval
@@ -194,9 +197,6 @@ class PollingEngine(abc.ABC):
         if len(self._ended) > 10_000:
             self._ended.clear()
         emit(self.events, EngineEvent(EngineEventKind.ENDED, call_id, reason=reason))
-
-    def is_live(self, call_id: str) -> bool:
-        return call_id in self._known
 
     async def still_live(self, call_id: str) -> bool:
         """Ask the engine now whether the call is still listed."""

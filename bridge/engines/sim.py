@@ -21,8 +21,9 @@ import numpy as np
 
 from ..audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, tone
 from ..audio.pcm import Pcm
-from ..config import Settings, SimPeer
+from ..config import SimPeer, SimSettings
 from ..errors import EngineCallNotFound, EngineError
+from ..media import MediaClock
 from ..tasks import TaskSet
 from .base import EngineEvent, EngineEventKind, EngineHealth, EngineStats, MediaClosed, emit
 
@@ -50,7 +51,7 @@ class SimCall:
 class SimMediaChannel:
     """The simulated peer's end of a call's audio, paced on its own clock."""
 
-    def __init__(self, call: SimCall, settings: Settings) -> None:
+    def __init__(self, call: SimCall, settings: SimSettings) -> None:
         self.call = call
         self.behaviour = settings.sim_peer
         self.echo_delay = settings.sim_echo_delay
@@ -58,7 +59,7 @@ class SimMediaChannel:
         self._delay: deque[tuple[float, Pcm]] = deque(
             maxlen=int((settings.sim_echo_delay + 0.5) / FRAME_S)
         )
-        self._next: float | None = None
+        self._clock = MediaClock()
         self._phase = 0
         self._echoing = False
         self._depth = max(1, round(settings.sim_echo_delay / FRAME_S))
@@ -76,16 +77,10 @@ class SimMediaChannel:
     async def recv(self) -> Pcm:
         if self._closed.is_set():
             raise MediaClosed(self.call.id)
-        now = time.monotonic()
-        if self._next is None or now - self._next > 0.2:
-            self._next = now  # first frame, or resync after a stall
-        wait = self._next - now
-        if wait > 0:
-            await asyncio.sleep(wait)
-            if self._closed.is_set():
-                raise MediaClosed(self.call.id)
-        self._next += FRAME_S
-        return self._produce(self._next - FRAME_S)
+        await self._clock.tick()  # the simulated peer's own 20 ms clock
+        if self._closed.is_set():
+            raise MediaClosed(self.call.id)
+        return self._produce(self._clock.now)
 
     def _produce(self, at: float) -> Pcm:
         if self.behaviour is SimPeer.TONE:
@@ -124,7 +119,7 @@ class SimEngine:
     name = "sim"
     media_before_answer = False
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: SimSettings) -> None:
         self.settings = settings
         self.events: asyncio.Queue[EngineEvent] = asyncio.Queue(maxsize=1000)
         self.stats = EngineStats()

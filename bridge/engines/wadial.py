@@ -21,7 +21,7 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE, f32_to_s16, s16_to_f32
 from ..audio.pcm import Pcm
-from ..config import Settings
+from ..config import EngineSettings
 from ..errors import EngineCallNotFound, EngineError, EngineUnavailable, PeerUnreachable
 from .base import EngineEvent, EngineEventKind, MediaClosed, MediaFatal, emit
 from .polling import ACTIVE_STATES, PollingEngine, RemoteCall
@@ -169,7 +169,7 @@ class WadialEngine(PollingEngine):
     media_before_answer = True
     """The media socket reports ``call_state``/``ended``: open it before the answer."""
 
-    def __init__(self, settings: Settings, http: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, settings: EngineSettings, http: aiohttp.ClientSession | None = None) -> None:
         super().__init__(settings, settings.engine_poll_interval, http)
         self.base = settings.engine_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {settings.engine_token}"}

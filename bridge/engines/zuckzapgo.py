@@ -14,7 +14,7 @@ import numpy as np
 
 from ..audio import FRAME_SAMPLES
 from ..audio.pcm import Pcm
-from ..config import Settings
+from ..config import EngineSettings
 from ..errors import (
     EngineCallNotFound,
     EngineError,
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 ENGINE_FRAME_SAMPLES = 960
 """§6: the engine's frame, 960 samples = 1920 bytes = 60 ms (three bus frames)."""
-ENGINE_FRAME_BYTES = ENGINE_FRAME_SAMPLES * 2
 
 
 def _map_error(status: int, message: str) -> EngineError:
@@ -99,7 +98,7 @@ class ZuckZapGoEngine(PollingEngine):
 
     name = "zuckzapgo"
 
-    def __init__(self, settings: Settings, http: aiohttp.ClientSession | None = None) -> None:
+    def __init__(self, settings: EngineSettings, http: aiohttp.ClientSession | None = None) -> None:
         super().__init__(settings, settings.engine_poll_interval, http)
         self.base = settings.engine_url.rstrip("/")
         self.headers = {"token": settings.engine_token}

@@ -21,6 +21,11 @@ class MediaClock:
         self._start: float | None = None
         self.ticks = 0
 
+    @property
+    def now(self) -> float:
+        """The scheduled (monotonic) time of the latest tick."""
+        return (self._start or time.monotonic()) + self.ticks * self.period
+
     async def tick(self) -> None:
         if self._start is None:
             self._start = time.monotonic()

@@ -77,6 +77,12 @@ class BusStats:
     downlink_frames: int = 0
     downlink_played: int = 0
     bad_frames: int = 0
+    uplink_rtp_late: int = 0
+    """Browser RTP packets dropped because they came after a newer one (late or duplicate)."""
+    uplink_decode_errors: int = 0
+    """Browser Opus packets that failed to decode."""
+    source_frames_dropped: int = 0
+    """Client audio dropped by a queued source (a PCM socket or fork sending too far ahead)."""
     uplink_transit: FixedHistogram = field(default_factory=FixedHistogram)
     """Seconds from a frame entering the bus to its hand-off to the engine leg."""
     downlink_transit: FixedHistogram = field(default_factory=FixedHistogram)
@@ -90,6 +96,9 @@ class BusStats:
             "uplinkDroppedOverflow": self.uplink_dropped_overflow,
             "uplinkDiscardedInactive": self.uplink_discarded_inactive,
             "badFrames": self.bad_frames,
+            "uplinkRtpLate": self.uplink_rtp_late,
+            "uplinkDecodeErrors": self.uplink_decode_errors,
+            "sourceFramesDropped": self.source_frames_dropped,
             "uplinkTransitP50Ms": _ms(self.uplink_transit.quantile(0.5)),
             "uplinkTransitP99Ms": _ms(self.uplink_transit.quantile(0.99)),
             "downlinkTransitP50Ms": _ms(self.downlink_transit.quantile(0.5)),

@@ -1,5 +1,6 @@
 """WebRTC per call: aiortc peer connection lifecycle, bus-backed tracks, ICE configuration."""
 
+from .factory import SessionFactory
 from .ice import (
     advertise_public_ip,
     restrict_host_addresses,
@@ -12,6 +13,7 @@ from .turn import TurnGrant, TurnProvider, create_turn_provider, rest_credential
 
 __all__ = [
     "BusAudioTrack",
+    "SessionFactory",
     "TurnGrant",
     "TurnProvider",
     "WebRTCSession",

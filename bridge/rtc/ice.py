@@ -23,7 +23,7 @@ from typing import Any
 import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer
 
-from ..config import Settings
+from ..config import IceSettings
 from .turn import TurnGrant, pick_server_turn_url
 
 _ORIGINAL: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
@@ -59,7 +59,9 @@ def set_gather_timeout(seconds: float) -> None:
     aioice.ice.Connection.get_component_candidates = get_component_candidates  # type: ignore[method-assign]
 
 
-def server_rtc_configuration(settings: Settings, turn: TurnGrant | None = None) -> RTCConfiguration:
+def server_rtc_configuration(
+    settings: IceSettings, turn: TurnGrant | None = None
+) -> RTCConfiguration:
     """The bridge side's ``RTCConfiguration``.
 
     aiortc uses only the first STUN and the first TURN URL it is given, so exactly one of

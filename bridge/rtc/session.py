@@ -11,12 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.jitterbuffer import JitterBuffer as RtpJitterBuffer
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
-from ..audio import BusFramer
-from ..config import Settings
+from ..config import IceSettings, MediaSettings
 from ..errors import BadOffer
 from ..media import CallBus
 from ..tasks import TaskSet
@@ -69,24 +65,6 @@ class Quality:
         }
 
 
-def set_receive_prefetch(receiver: RTCRtpReceiver, frames: int) -> None:
-    """Make aiortc hold ``frames`` RTP frames (not its fixed 4) before decoding the uplink.
-
-    aiortc's audio jitter buffer releases a frame only once ``prefetch`` later frames have
-    arrived, so its default adds 80 ms before the bus. The bridge needs no playout buffer of
-    its own on this path: the WhatsApp engine's receiver has one, and the bus carries frames
-    on as they come. One frame (20 ms, the least aiortc's buffer can hold: it needs the next
-    packet to know a frame is complete) still reorders adjacent packets. aiortc has no option
-    for this; its receiver keeps the buffer in a private attribute, checked here so that a
-    change in aiortc fails loudly.
-    """
-    attr = "_RTCRtpReceiver__jitter_buffer"
-    current = getattr(receiver, attr, None)
-    if not isinstance(current, RtpJitterBuffer):
-        raise RuntimeError("aiortc's RTCRtpReceiver changed: cannot set the receive prefetch")
-    setattr(receiver, attr, RtpJitterBuffer(capacity=current.capacity, prefetch=frames))
-
-
 class WebRTCSession:
     """Terminates one browser's Opus RTP for a call.
 
@@ -98,17 +76,19 @@ class WebRTCSession:
         self,
         call_id: str,
         bus: CallBus,
-        settings: Settings,
+        media: MediaSettings,
+        ice: IceSettings,
         on_state: Callable[[WebRTCSession, str], None] | None = None,
         configuration: RTCConfiguration | None = None,
     ) -> None:
         self.call_id = call_id
         self.bus = bus
-        self.settings = settings
+        self.media = media
+        self.public_ip = ice.public_ip
         self.id = f"webrtc:{next(_ids)}"
         self.state = "new"
         self._on_state = on_state
-        self._configuration = configuration or server_rtc_configuration(settings)
+        self._configuration = configuration or server_rtc_configuration(ice)
         self._pc: RTCPeerConnection | None = None
         self._track: BusAudioTrack | OpusBusTrack | None = None
         self._tasks = TaskSet(f"rtc[{call_id}]")
@@ -146,18 +126,13 @@ class WebRTCSession:
             if pc.connectionState == "failed":
                 self._tasks.spawn(self.close(), "close-failed")
 
-        @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            if track.kind == "audio" and not self.settings.uplink_direct:
-                self._tasks.spawn(self._run_uplink(track), "uplink")
-
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
             if not audio:
                 raise BadOffer("the offer has no audio m-line", code="unsupported_media")
             sink = self.bus.add_downlink(self.id)
-            st = self.settings
+            st = self.media
             self._track = (
                 OpusBusTrack(
                     sink,
@@ -170,10 +145,10 @@ class WebRTCSession:
                 else BusAudioTrack(sink)
             )
             audio[0].sender.replaceTrack(self._track)
-            if st.uplink_direct:
-                self._decoder = take_over_receiver(audio[0].receiver, self._uplink_frame)
-            else:
-                set_receive_prefetch(audio[0].receiver, st.rtp_prefetch)
+            # The uplink skips aiortc's jitter buffer and decoder thread (see uplink.py).
+            self._decoder = take_over_receiver(
+                audio[0].receiver, self._uplink_frame, self.bus.stats
+            )
             audio[0].direction = "sendrecv"
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
@@ -184,22 +159,12 @@ class WebRTCSession:
             await self.close()
             raise BadOffer(f"cannot answer this offer: {exc or type(exc).__name__}") from exc
         self._set_state("connecting")
-        return advertise_public_ip(pc.localDescription.sdp, self.settings.public_ip)
+        return advertise_public_ip(pc.localDescription.sdp, self.public_ip)
 
     def _uplink_frame(self, pcm: Any) -> None:
         self.last_media = time.monotonic()
         self.bus.push_uplink(pcm)
         self.uplink_frames += 1
-
-    async def _run_uplink(self, track: MediaStreamTrack) -> None:
-        framer = BusFramer()
-        try:
-            while True:
-                frame = await track.recv()
-                for pcm in framer.push(frame):  # type: ignore[arg-type]
-                    self._uplink_frame(pcm)
-        except MediaStreamError:
-            pass
 
     @property
     def jitter_buffer(self) -> Any:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from ..config import ConfigError, Settings
+from ..config import ConfigError, IceSettings
 from ..errors import EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class NoTurn:
 class StaticTurn:
     """The same long-term credentials for everyone."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: IceSettings) -> None:
         self.entry = {
             "urls": list(settings.turn_urls),
             "username": settings.turn_username,
@@ -90,7 +90,7 @@ class StaticTurn:
 class RestSecretTurn:
     """Short-lived credentials derived from a secret shared with coturn."""
 
-    def __init__(self, settings: Settings, clock: Any = time.time) -> None:
+    def __init__(self, settings: IceSettings, clock: Any = time.time) -> None:
         self._secret = settings.turn_secret
         self.urls = list(settings.turn_urls)
         self.ttl = settings.turn_ttl
@@ -139,7 +139,7 @@ def parse_ice_servers(body: Any) -> tuple[tuple[dict[str, Any], ...], int | None
 class HttpTurn:
     """ICE servers fetched from an external credential service, cached until half their TTL."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: IceSettings) -> None:
         self.url = settings.turn_http_url
         self.headers = (
             {"Authorization": f"Bearer {settings.turn_http_token}"}
@@ -186,7 +186,7 @@ class HttpTurn:
             await self._http.close()
 
 
-def create_turn_provider(settings: Settings) -> TurnProvider:
+def create_turn_provider(settings: IceSettings) -> TurnProvider:
     """The provider ``BRIDGE_TURN_PROVIDER`` selects (see the module docstring)."""
     kind = settings.turn_provider
     if not kind:

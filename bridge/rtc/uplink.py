@@ -33,6 +33,7 @@ from aiortc.utils import uint16_gt
 
 from ..audio import BusFramer
 from ..audio.pcm import Pcm
+from ..media import BusStats
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +43,14 @@ class PassThroughBuffer:
 
     capacity = 16
 
-    def __init__(self) -> None:
+    def __init__(self, stats: BusStats) -> None:
         self._last: int | None = None
-        self.late = 0
+        self.stats = stats
 
     def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
         seq = packet.sequence_number
         if self._last is not None and not uint16_gt(seq, self._last):
-            self.late += 1
+            self.stats.uplink_rtp_late += 1  # late or duplicate: dropped, not reordered
             return False, None
         self._last = seq
         return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
@@ -62,8 +63,9 @@ class DirectDecoder:
     (``put(None)``), so it costs nothing per frame and exits as it always did.
     """
 
-    def __init__(self, on_frame: Callable[[Pcm], None]) -> None:
+    def __init__(self, on_frame: Callable[[Pcm], None], stats: BusStats) -> None:
         self.on_frame = on_frame
+        self.stats = stats
         self._stop: queue.Queue[None] = queue.Queue()
         self._codec = av.CodecContext.create("libopus", "r")
         self._codec.sample_rate = 48_000
@@ -71,7 +73,6 @@ class DirectDecoder:
         self._codec.format = "s16"
         self._framer = BusFramer()
         self.frames = 0
-        self.errors = 0
 
     def put(self, task: tuple[Any, JitterFrame] | None) -> None:
         if task is None:
@@ -83,7 +84,7 @@ class DirectDecoder:
         try:
             decoded = self._codec.decode(av.Packet(encoded.data))
         except av.FFmpegError as exc:
-            self.errors += 1
+            self.stats.uplink_decode_errors += 1
             log.debug("uplink Opus frame failed to decode: %s", exc)
             return
         for frame in decoded:
@@ -103,7 +104,9 @@ _BUFFER = "_RTCRtpReceiver__jitter_buffer"
 _QUEUE = "_RTCRtpReceiver__decoder_queue"
 
 
-def take_over_receiver(receiver: RTCRtpReceiver, on_frame: Callable[[Pcm], None]) -> DirectDecoder:
+def take_over_receiver(
+    receiver: RTCRtpReceiver, on_frame: Callable[[Pcm], None], stats: BusStats
+) -> DirectDecoder:
     """Install :class:`PassThroughBuffer` and :class:`DirectDecoder` on an audio receiver.
 
     Must run before the receiver starts (i.e. before the connection is up).
@@ -112,7 +115,7 @@ def take_over_receiver(receiver: RTCRtpReceiver, on_frame: Callable[[Pcm], None]
         getattr(receiver, _QUEUE, None), queue.Queue
     ):
         raise RuntimeError("aiortc's RTCRtpReceiver changed: cannot take over the uplink")
-    decoder = DirectDecoder(on_frame)
-    setattr(receiver, _BUFFER, PassThroughBuffer())
+    decoder = DirectDecoder(on_frame, stats)
+    setattr(receiver, _BUFFER, PassThroughBuffer(stats))
     setattr(receiver, _QUEUE, decoder)
     return decoder

@@ -1,0 +1,397 @@
+"""The settings, in groups: each a frozen dataclass that validates itself.
+
+A component receives only its group (the engine its ``EngineSettings``, the WebRTC session
+its ``MediaSettings`` and ``IceSettings`` …). Field names are unique across groups: each is
+also the name of its environment variable (``BRIDGE_`` + upper case) and CLI flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names it and says what is expected."""
+
+
+class EngineKind(enum.StrEnum):
+    """Which WhatsApp engine carries the call leg."""
+
+    SIM = "sim"
+    ZUCKZAPGO = "zuckzapgo"
+    WADIAL = "wadial"
+
+
+class SimPeer(enum.StrEnum):
+    """What the simulated remote party sends back."""
+
+    ECHO = "echo"
+    TONE = "tone"
+    SILENCE = "silence"
+
+
+class LogFormat(enum.StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class IcePolicy(enum.StrEnum):
+    ALL = "all"
+    RELAY = "relay"
+
+
+class ShutdownCalls(enum.StrEnum):
+    """What SIGTERM does to live calls."""
+
+    HANGUP = "hangup"
+    KEEP = "keep"
+
+
+def _opt(default: Any, help: str, *, secret: bool = False) -> Any:
+    return field(default=default, metadata={"help": help, "secret": secret})
+
+
+def env_name(name: str) -> str:
+    return "BRIDGE_" + name.upper()
+
+
+class _Group:
+    """What every group shares: enum coercion, and a one-line error naming the setting."""
+
+    def __post_init__(self) -> None:
+        # Accept plain strings for enum settings (programmatic construction, tests).
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(f.default, enum.Enum) and not isinstance(value, enum.Enum):
+                object.__setattr__(self, f.name, type(f.default)(value))
+
+    def bad(self, name: str, why: str) -> ConfigError:
+        return ConfigError(f"{env_name(name)}={getattr(self, name)!r}: {why}")
+
+    def between(self, name: str, low: float, high: float, unit: str = "") -> None:
+        value = getattr(self, name)
+        if not low <= value <= high:
+            raise self.bad(name, f"must be between {low:g} and {high:g}{unit}")
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for the first bad value."""
+
+
+_STUN_RE = re.compile(r"^stuns?:[^\s:]+(:\d{1,5})?$")
+_TURN_RE = re.compile(r"^turns?:[^\s:?]+(:\d{1,5})?(\?transport=(udp|tcp))?$")
+_ORIGIN_RE = re.compile(r"^https?://[^/\s]+$")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ServerSettings(_Group):
+    """The HTTP server: where it listens, who may call it, logs."""
+
+    host: str = _opt("127.0.0.1", "listen address")
+    port: int = _opt(8080, "listen port")
+    api_tokens: tuple[str, ...] = _opt((), "comma-separated API tokens", secret=True)
+    insecure_no_auth: bool = _opt(
+        False, "allow a non-loopback BRIDGE_HOST with no API token (unsafe)"
+    )
+    rate_limit: float = _opt(
+        2.0, "requests per second per client (token, else address) on /call/make and /offer"
+    )
+    rate_burst: int = _opt(20, "burst allowed above BRIDGE_RATE_LIMIT")
+    cors_origins: tuple[str, ...] = _opt((), "origins allowed by CORS (empty: none)")
+    metrics_token: str = _opt("", "token /metrics requires (empty: /metrics is open)", secret=True)
+    log_format: LogFormat = _opt(LogFormat.TEXT, "log format: text or json")
+    log_level: LogLevel = _opt(LogLevel.INFO, "log level: debug, info, warning, error")
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_tokens)
+
+    def validate(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise self.bad("port", "must be a port number 1-65535")
+        if not self.host:
+            raise self.bad("host", "must not be empty")
+        if self.rate_limit <= 0 or self.rate_burst < 1:
+            raise self.bad("rate_limit", "BRIDGE_RATE_LIMIT must be > 0 and BRIDGE_RATE_BURST >= 1")
+        for origin in self.cors_origins:
+            if not _ORIGIN_RE.match(origin):
+                raise ConfigError(
+                    f"BRIDGE_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port])"
+                )
+        if not self.api_tokens and not _is_loopback(self.host) and not self.insecure_no_auth:
+            raise ConfigError(
+                f"BRIDGE_HOST={self.host!r}: refusing to listen beyond loopback with no "
+                "BRIDGE_API_TOKENS; set a token or pass --insecure-no-auth"
+            )
+
+
+@dataclass(frozen=True)
+class CallSettings(_Group):
+    """Call control: capacity, time limits, shutdown policy, how long ended calls are kept."""
+
+    max_calls: int = _opt(200, "live calls before /call/make and /offer answer 503")
+    connect_timeout: float = _opt(20.0, "seconds a WebRTC session may take to connect")
+    media_timeout: float = _opt(10.0, "seconds without RTP before a WebRTC session is failed")
+    ring_timeout: float = _opt(60.0, "seconds a call may ring before it is given up")
+    max_call_duration: float = _opt(14_400.0, "seconds an answered call may last (0: no limit)")
+    shutdown_calls: ShutdownCalls = _opt(
+        ShutdownCalls.HANGUP,
+        "at shutdown: hangup (end calls) or keep (leave WhatsApp calls up for handover)",
+    )
+    ended_call_ttl: float = _opt(900.0, "seconds an ended call stays readable (min 600)")
+    stats_interval: float = _opt(5.0, "seconds between RTP/RTCP quality samples per session")
+
+    def validate(self) -> None:
+        if self.max_calls < 1:
+            raise self.bad("max_calls", "must be at least 1")
+        for name in ("connect_timeout", "media_timeout", "ring_timeout"):
+            self.between(name, 0.5, 3600, " seconds")
+        if self.max_call_duration < 0:
+            raise self.bad("max_call_duration", "must not be negative")
+        if self.ended_call_ttl < 600:
+            raise self.bad("ended_call_ttl", "must be at least 600 seconds")
+        self.between("stats_interval", 0.2, 300, " seconds")
+
+
+@dataclass(frozen=True)
+class EngineSettings(_Group):
+    """The WhatsApp engine the call legs go through."""
+
+    engine: EngineKind = _opt(EngineKind.SIM, "WhatsApp engine: sim, zuckzapgo, wadial")
+    engine_url: str = _opt("", "the engine's base URL")
+    engine_token: str = _opt("", "the engine's token", secret=True)
+    engine_session: str = _opt("", "WADial session id (BRIDGE_ENGINE=wadial)")
+    engine_poll_interval: float = _opt(1.0, "seconds between polls of the engine's call list")
+    engine_reconnect_attempts: int = _opt(5, "media socket reconnect attempts per drop")
+
+    def validate(self) -> None:
+        if self.engine is not EngineKind.SIM and not re.match(
+            r"^https?://[^\s/]+", self.engine_url
+        ):
+            raise self.bad(
+                "engine_url", f"an http(s):// URL is required with BRIDGE_ENGINE={self.engine}"
+            )
+        if self.engine is EngineKind.WADIAL and not self.engine_session:
+            raise self.bad(
+                "engine_session", "the WADial session id is required with BRIDGE_ENGINE=wadial"
+            )
+        self.between("engine_poll_interval", 0.05, 60, " seconds")
+        self.between("engine_reconnect_attempts", 0, 100)
+
+
+@dataclass(frozen=True)
+class IceSettings(_Group):
+    """STUN/TURN for clients and for the bridge's own ICE agent."""
+
+    stun_urls: tuple[str, ...] = _opt(
+        ("stun:stun.l.google.com:19302",),
+        "STUN servers advertised to clients (empty: none)",
+    )
+    server_stun_urls: tuple[str, ...] = _opt((), "STUN servers the bridge itself gathers with")
+    ice_addresses: tuple[str, ...] = _opt(
+        (), "local addresses to gather host candidates on (empty: all non-loopback)"
+    )
+    public_ip: str = _opt("", "address advertised in the bridge's candidates behind 1:1 NAT")
+    ice_policy: IcePolicy = _opt(IcePolicy.ALL, "iceTransportPolicy for clients: all or relay")
+    turn_urls: tuple[str, ...] = _opt((), "TURN URLs advertised to clients")
+    turn_secret: str = _opt("", "TURN REST API shared secret (ephemeral credentials)", secret=True)
+    turn_username: str = _opt("", "static TURN username")
+    turn_password: str = _opt("", "static TURN password", secret=True)
+    turn_ttl: int = _opt(3600, "lifetime of ephemeral TURN credentials, seconds")
+    turn_provider: str = _opt(
+        "", "none, static, rest-secret, http or package.module:Class (empty: from the above)"
+    )
+    turn_http_url: str = _opt("", "credential service returning iceServers (provider http)")
+    turn_http_token: str = _opt("", "bearer token for BRIDGE_TURN_HTTP_URL", secret=True)
+    ice_gather_timeout: float = _opt(
+        0.7, "seconds the bridge waits for STUN/TURN candidates before answering"
+    )
+
+    def validate(self) -> None:
+        for url in self.stun_urls:
+            if not _STUN_RE.match(url):
+                raise ConfigError(f"BRIDGE_STUN_URLS: {url!r} is not a stun: URL")
+        for url in self.server_stun_urls:
+            if not _STUN_RE.match(url):
+                raise ConfigError(f"BRIDGE_SERVER_STUN_URLS: {url!r} is not a stun: URL")
+        for url in self.turn_urls:
+            if not _TURN_RE.match(url):
+                raise ConfigError(f"BRIDGE_TURN_URLS: {url!r} is not a turn: or turns: URL")
+        for addr in self.ice_addresses:
+            try:
+                ipaddress.ip_address(addr)
+            except ValueError:
+                raise ConfigError(f"BRIDGE_ICE_ADDRESSES: {addr!r} is not an IP address") from None
+        if self.public_ip:
+            try:
+                ipaddress.ip_address(self.public_ip)
+            except ValueError:
+                raise self.bad("public_ip", "must be an IP address") from None
+        self._validate_turn()
+        self.between("ice_gather_timeout", 0.05, 10, " seconds")
+        if self.turn_ttl < 60:
+            raise self.bad("turn_ttl", "must be at least 60 seconds")
+
+    def _validate_turn(self) -> None:
+        kind = self.turn_provider
+        if self.turn_urls and not (
+            self.turn_secret or (self.turn_username and self.turn_password) or kind
+        ):
+            raise ConfigError(
+                "BRIDGE_TURN_URLS: needs BRIDGE_TURN_SECRET or BRIDGE_TURN_USERNAME and "
+                "BRIDGE_TURN_PASSWORD"
+            )
+        if kind in ("static", "rest-secret") and not self.turn_urls:
+            raise self.bad("turn_provider", "needs BRIDGE_TURN_URLS")
+        if kind == "rest-secret" and not self.turn_secret:
+            raise self.bad("turn_provider", "rest-secret needs BRIDGE_TURN_SECRET")
+        if kind == "static" and not (self.turn_username and self.turn_password):
+            raise self.bad(
+                "turn_provider", "static needs BRIDGE_TURN_USERNAME and BRIDGE_TURN_PASSWORD"
+            )
+        if kind == "http" and not self.turn_http_url:
+            raise self.bad("turn_provider", "http needs BRIDGE_TURN_HTTP_URL")
+        if kind not in ("", "none", "static", "rest-secret", "http") and not re.match(
+            r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", kind
+        ):
+            raise self.bad(
+                "turn_provider", "expected none, static, rest-secret, http or module:Class"
+            )
+        if self.turn_http_url and not re.match(r"^https?://", self.turn_http_url):
+            raise self.bad("turn_http_url", "must be an http(s):// URL")
+        has_turn = bool(self.turn_urls or self.turn_http_url) or kind not in ("", "none")
+        if self.ice_policy is IcePolicy.RELAY and not has_turn:
+            raise self.bad(
+                "ice_policy", "relay needs a TURN server (BRIDGE_TURN_URLS or a TURN provider)"
+            )
+
+
+@dataclass(frozen=True)
+class MediaSettings(_Group):
+    """How the bridge encodes the browser's downlink."""
+
+    opus_direct: bool = _opt(
+        True, "encode the downlink as 16 kHz mono Opus ourselves (false: aiortc's encoder)"
+    )
+    opus_bitrate: int = _opt(24_000, "downlink Opus bitrate, bit/s")
+    opus_complexity: int = _opt(1, "downlink Opus complexity 0-10 (CPU vs quality)")
+    opus_fec: bool = _opt(True, "downlink Opus in-band FEC")
+    opus_dtx: bool = _opt(False, "downlink Opus DTX (discontinuous transmission in silence)")
+
+    def validate(self) -> None:
+        self.between("opus_bitrate", 6_000, 128_000, " bit/s")
+        self.between("opus_complexity", 0, 10)
+
+
+@dataclass(frozen=True)
+class StorageSettings(_Group):
+    """Files: recordings and assets, what playback may read or fetch, where forks may go."""
+
+    data_dir: str = _opt("data", "where recordings and audio assets are stored")
+    media_dir: str = _opt("media", "directory /call/play may read files from")
+    play_url_allow: tuple[str, ...] = _opt((), "hosts /call/play may fetch audioUrl from")
+    play_url_max_bytes: int = _opt(32 * 1024 * 1024, "largest audio fetched or uploaded")
+    play_url_timeout: float = _opt(10.0, "seconds to fetch an audioUrl")
+    record_all: bool = _opt(False, "record every call from answer to end")
+    fork_url_allow: tuple[str, ...] = _opt((), "hosts media forks may connect to (empty: none)")
+    recording_retention_days: float = _opt(30.0, "days recordings are kept")
+    retention_sweep_interval: float = _opt(3600.0, "seconds between retention sweeps")
+
+    def validate(self) -> None:
+        if self.recording_retention_days <= 0:
+            raise self.bad("recording_retention_days", "must be positive")
+        self.between("retention_sweep_interval", 1, 86400, " seconds")
+        if not 1024 <= self.play_url_max_bytes <= 512 * 1024 * 1024:
+            raise self.bad("play_url_max_bytes", "must be between 1 KiB and 512 MiB")
+
+
+@dataclass(frozen=True)
+class SimSettings(_Group):
+    """The simulated WhatsApp network (``BRIDGE_ENGINE=sim``)."""
+
+    sim_peer: SimPeer = _opt(SimPeer.ECHO, "simulated remote party: echo, tone, silence")
+    sim_answer_delay: float = _opt(0.5, "seconds the simulated callee rings before answering")
+    sim_echo_delay: float = _opt(0.3, "seconds before the simulated echo plays back")
+    sim_tone_hz: float = _opt(660.0, "frequency of the simulated peer's tone")
+    sim_hangup_after: float = _opt(
+        0.0, "seconds after answer the simulated peer hangs up (0: never)"
+    )
+
+    def validate(self) -> None:
+        if self.sim_answer_delay < 0 or self.sim_echo_delay < 0 or self.sim_hangup_after < 0:
+            raise ConfigError("BRIDGE_SIM_*: delays must not be negative")
+        self.between("sim_tone_hz", 20, 7900, " Hz")
+
+
+GROUPS: dict[str, type[_Group]] = {
+    "server": ServerSettings,
+    "calls": CallSettings,
+    "engine": EngineSettings,
+    "ice": IceSettings,
+    "media": MediaSettings,
+    "storage": StorageSettings,
+    "sim": SimSettings,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All runtime configuration of the bridge, one group per concern. Immutable once loaded."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    calls: CallSettings = field(default_factory=CallSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    ice: IceSettings = field(default_factory=IceSettings)
+    media: MediaSettings = field(default_factory=MediaSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    sim: SimSettings = field(default_factory=SimSettings)
+
+    @classmethod
+    def from_flat(cls, values: dict[str, Any]) -> Settings:
+        """Settings from flat field names (``{"port": 9000, "sim_peer": "tone"}``)."""
+        owner = {f.name: group for group, gcls in GROUPS.items() for f in setting_fields(gcls)}
+        per_group: dict[str, dict[str, Any]] = {group: {} for group in GROUPS}
+        for name, value in values.items():
+            if name not in owner:
+                raise ConfigError(f"unknown setting {name!r}")
+            per_group[owner[name]][name] = value
+        groups: dict[str, Any] = {g: GROUPS[g](**kw) for g, kw in per_group.items()}
+        return cls(**groups)
+
+    def validate(self) -> None:
+        for group in GROUPS:
+            getattr(self, group).validate()
+
+    def public(self) -> dict[str, Any]:
+        """Every setting by its flat name, secrets masked, for logs."""
+        out: dict[str, Any] = {}
+        for group in GROUPS:
+            g = getattr(self, group)
+            for f in setting_fields(type(g)):
+                value = getattr(g, f.name)
+                out[f.name] = "***" if f.metadata.get("secret") and value else value
+        return out
+
+
+def setting_fields(group: type[Any]) -> tuple[dataclasses.Field[Any], ...]:
+    return dataclasses.fields(group)

@@ -1,0 +1,186 @@
+"""Reading the settings: ``BRIDGE_*`` environment variables and CLI flags, validated.
+
+Every setting is an environment variable (``BRIDGE_PORT``) and a CLI flag (``--port``); a flag
+wins over the environment, which wins over the default. Booleans have both ``--x`` and
+``--no-x``. :func:`load_settings` validates everything at start and raises
+:class:`ConfigError` with a one-line message naming the bad setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from .groups import GROUPS, ConfigError, Settings, env_name, setting_fields
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def all_fields() -> Iterator[dataclasses.Field[Any]]:
+    """Every setting's field, group by group."""
+    for group in GROUPS.values():
+        yield from setting_fields(group)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _parse_bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_int(raw: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise ValueError("expected an integer") from None
+
+
+def _parse_float(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("expected a finite number")
+    return value
+
+
+def _parse_list(raw: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+def _parser_for(f: dataclasses.Field[Any]) -> Callable[[str], Any]:
+    default = f.default
+    if isinstance(default, bool):
+        return _parse_bool
+    if isinstance(default, enum.Enum):
+        enum_type = type(default)
+
+        def parse_enum(raw: str) -> Any:
+            try:
+                return enum_type(raw.strip().lower())
+            except ValueError:
+                choices = ", ".join(m.value for m in enum_type)
+                raise ValueError(f"expected one of {choices}") from None
+
+        return parse_enum
+    if isinstance(default, int):
+        return _parse_int
+    if isinstance(default, float):
+        return _parse_float
+    if isinstance(default, tuple):
+        return _parse_list
+    return lambda raw: raw.strip()
+
+
+def _kind(f: dataclasses.Field[Any]) -> str:
+    """The value's type as ``--help`` shows it."""
+    default = f.default
+    if isinstance(default, enum.Enum):
+        return "{" + ",".join(m.value for m in type(default)) + "}"
+    if isinstance(default, bool):
+        return "BOOL"
+    if isinstance(default, int):
+        return "INT"
+    if isinstance(default, float):
+        return "SECONDS" if f.metadata["help"].startswith("seconds") else "NUMBER"
+    if isinstance(default, tuple):
+        return "LIST"
+    return "TEXT"
+
+
+def _shown_default(f: dataclasses.Field[Any]) -> str:
+    default = f.default
+    if f.metadata.get("secret"):
+        return "unset"
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, enum.Enum):
+        return str(default.value)
+    if isinstance(default, tuple):
+        return ",".join(default) or "empty"
+    return str(default) if default != "" else "empty"
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    """The CLI: one flag per setting (``--no-…`` too for booleans), defaults left to the env."""
+    parser = argparse.ArgumentParser(
+        prog="webrtc-bridge",
+        description="WebRTC media bridge for WhatsApp calls. Every flag is also an environment "
+        "variable (shown with each); a flag wins over the environment.",
+    )
+    for group_name, group in GROUPS.items():
+        section = parser.add_argument_group(f"{group_name} settings")
+        for f in setting_fields(group):
+            helptext = (
+                f"{f.metadata['help']} [{_kind(f)}, default {_shown_default(f)}; "
+                f"env {env_name(f.name)}]"
+            )
+            if isinstance(f.default, bool):
+                section.add_argument(
+                    flag_name(f.name),
+                    dest=f.name,
+                    action=argparse.BooleanOptionalAction,
+                    default=None,
+                    help=helptext,
+                )
+            else:
+                section.add_argument(
+                    flag_name(f.name), dest=f.name, metavar=_kind(f), help=helptext
+                )
+    return parser
+
+
+def load_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read settings from ``environ`` (default ``os.environ``) and ``argv`` flags, validated."""
+    env = os.environ if environ is None else environ
+    args = vars(build_arg_parser().parse_args(list(argv) if argv is not None else []))
+    values: dict[str, Any] = {}
+    for f in all_fields():
+        raw = args.get(f.name)
+        source = flag_name(f.name)
+        if isinstance(raw, bool):  # --x / --no-x
+            values[f.name] = raw
+            continue
+        if raw is None:
+            raw = env.get(env_name(f.name))
+            source = env_name(f.name)
+        if raw is None:
+            continue
+        try:
+            values[f.name] = _parser_for(f)(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{source}={raw!r}: {exc}") from None
+    settings = Settings.from_flat(values)
+    settings.validate()
+    return settings
+
+
+def settings_for_tests(**overrides: Any) -> Settings:
+    """Settings with test-friendly defaults (loopback ICE, no STUN), validated."""
+    base: dict[str, Any] = {
+        "stun_urls": (),
+        "ice_addresses": ("127.0.0.1",),
+        "sim_answer_delay": 0.2,
+        "rate_limit": 1000.0,
+        "rate_burst": 1000,
+    }
+    base.update(overrides)
+    settings = Settings.from_flat(base)
+    settings.validate()
+    return settings

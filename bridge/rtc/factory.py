@@ -1,0 +1,27 @@
+"""``SessionFactory``: the one place that turns a call's offer into a configured session."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..config import IceSettings, MediaSettings
+from ..media import CallBus
+from .ice import server_rtc_configuration
+from .session import WebRTCSession
+from .turn import TurnProvider
+
+StateCallback = Callable[[WebRTCSession, str], None]
+
+
+class SessionFactory:
+    """Makes browser sessions with the media and ICE settings and fresh TURN credentials."""
+
+    def __init__(self, media: MediaSettings, ice: IceSettings, turn: TurnProvider) -> None:
+        self.media = media
+        self.ice = ice
+        self.turn = turn
+
+    async def create(self, call_id: str, bus: CallBus, on_state: StateCallback) -> WebRTCSession:
+        grant = await self.turn.grant(f"bridge-{call_id[:12]}")
+        configuration = server_rtc_configuration(self.ice, grant)
+        return WebRTCSession(call_id, bus, self.media, self.ice, on_state, configuration)

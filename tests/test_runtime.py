@@ -1,0 +1,241 @@
+"""The call manager and the per-call runtime without HTTP: a fake ``Engine`` at the protocol
+seam, fake attachments, no sockets. State machine, teardown order, attachment lifecycle,
+engine media, and no task left behind."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bridge.audio import FRAME_SAMPLES, dominant_frequency, tone
+from bridge.calls import CallManager, CallRuntime, CallState, EndReason
+from bridge.calls import manager as manager_module
+from bridge.config import settings_for_tests
+from bridge.engines import EngineEvent, EngineEventKind, EngineHealth, EngineStats, MediaClosed
+from bridge.errors import CallStateError
+from bridge.metrics import Metrics
+from bridge.rtc import SessionFactory
+from bridge.rtc.turn import NoTurn
+
+
+class FakeChannel:
+    """Loops what the bridge sends back as the peer's audio; records its close."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.sent: list[np.ndarray] = []
+        self._back: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
+        self._log = log
+        self.closed = False
+
+    async def send(self, pcm: np.ndarray) -> None:
+        self.sent.append(pcm)
+        await self._back.put(pcm)
+
+    async def recv(self) -> np.ndarray:
+        item = await self._back.get()
+        if item is None:
+            raise MediaClosed("fake channel closed")
+        return item
+
+    def drop(self) -> None:
+        """The engine's media went away by itself."""
+        self._back.put_nowait(None)
+
+    async def close(self) -> None:
+        self.closed = True
+        self._log.append("engine-media")
+
+
+class FakeEngine:
+    """Strict about the protocol: hang-ups of unknown calls and double answers raise."""
+
+    name = "fake"
+    media_before_answer = False
+
+    def __init__(self) -> None:
+        self.events: asyncio.Queue[EngineEvent] = asyncio.Queue()
+        self.stats = EngineStats()
+        self.calls: dict[str, str] = {}
+        self.hung_up: list[str] = []
+        self.channels: list[FakeChannel] = []
+        self.closing: list[str] = []
+        self._n = 0
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def health(self) -> EngineHealth:
+        return EngineHealth(up=True)
+
+    async def dial(self, phone: str) -> str:
+        self._n += 1
+        engine_id = f"e{self._n}"
+        self.calls[engine_id] = "calling"
+        return engine_id
+
+    async def answer(self, engine_call_id: str) -> None:
+        assert self.calls[engine_call_id] == "ringing"
+        self.calls[engine_call_id] = "active"
+
+    async def hangup(self, engine_call_id: str) -> None:
+        self.calls.pop(engine_call_id)
+        self.hung_up.append(engine_call_id)
+
+    async def open_media(self, engine_call_id: str) -> FakeChannel:
+        channel = FakeChannel(self.closing)
+        self.channels.append(channel)
+        return channel
+
+
+class FakeAttachment:
+    def __init__(self, name: str, log: list[str], *, kind: str = "playback", media: bool = True):
+        self.id = name
+        self.kind = kind
+        self.wants_media = media
+        self.states: list[str] = []
+        self._log = log
+
+    def call_state(self, state: str, end_reason: str | None) -> None:
+        self.states.append(state)
+
+    async def close(self) -> None:
+        self._log.append(self.id)
+
+
+@pytest.fixture
+async def setup() -> Any:
+    settings = settings_for_tests(max_calls=2)
+    engine = FakeEngine()
+    manager = CallManager(
+        settings.calls, engine, Metrics(), SessionFactory(settings.media, settings.ice, NoTurn())
+    )
+    await manager.start()
+    before = set(asyncio.all_tasks())
+    yield manager, engine
+    await manager.close()
+    leftover = {t for t in asyncio.all_tasks() - before if not t.done()}
+    assert leftover <= {asyncio.current_task()}, leftover
+
+
+async def answered_call(manager: CallManager, engine: FakeEngine) -> CallRuntime:
+    call = await manager.make("5521999999999")
+    engine.events.put_nowait(EngineEvent(EngineEventKind.ANSWERED, call.engine_call_id))
+    for _ in range(100):
+        if call.state is CallState.ACTIVE:
+            break
+        await asyncio.sleep(0.01)
+    assert call.state is CallState.ACTIVE
+    return manager.runtime(call.id)
+
+
+async def test_engine_media_opens_only_for_an_active_call_with_a_user(setup) -> None:
+    manager, engine = setup
+    call = await manager.make("5521999999999")
+    runtime = manager.runtime(call.id)
+    runtime.attach(FakeAttachment("pb", []))  # a user, but the call is not answered yet
+    await asyncio.sleep(0.05)
+    assert engine.channels == [] and runtime.pump is None
+    engine.events.put_nowait(EngineEvent(EngineEventKind.ANSWERED, call.engine_call_id))
+    for _ in range(100):
+        if runtime.pump is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert len(engine.channels) == 1 and runtime.pump is not None
+
+
+async def test_audio_flows_through_the_pump(setup) -> None:
+    manager, engine = setup
+    runtime = await answered_call(manager, engine)
+    heard: list[np.ndarray] = []
+    runtime.bus.add_downlink_tap(lambda frame: heard.append(frame.pcm))
+    runtime.attach(FakeAttachment("pb", []))
+    for _ in range(100):
+        if runtime.pump is not None:
+            break
+        await asyncio.sleep(0.01)
+    signal = tone(440, FRAME_SAMPLES * 25, 16_000, 0.3).astype(np.int16)
+    for i in range(25):
+        runtime.bus.push_uplink(signal[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES])
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)
+    assert len(heard) == 25 and all(f.shape == (FRAME_SAMPLES,) for f in heard)
+    assert abs(dominant_frequency(np.concatenate(heard), 16_000) - 440) < 10
+
+
+async def test_teardown_closes_children_in_reverse_order(setup) -> None:
+    manager, engine = setup
+    runtime = await answered_call(manager, engine)
+    log = engine.closing
+    first, second = FakeAttachment("first", log), FakeAttachment("second", log, kind="socket")
+    runtime.attach(first)
+    runtime.attach(second)
+    assert runtime.call.transport == "websocket"
+    for _ in range(100):
+        if runtime.pump is not None:
+            break
+        await asyncio.sleep(0.01)
+    call = await manager.hangup(runtime.call_id)
+    assert call.state is CallState.ENDED and call.end_reason is EndReason.HANGUP
+    assert log == ["second", "first", "engine-media"]
+    assert first.states == ["ended"] and second.states == ["ended"]
+    assert runtime.closed and engine.hung_up == [call.engine_call_id]
+    await runtime.close()  # idempotent
+    assert log == ["second", "first", "engine-media"]
+    with pytest.raises(CallStateError):
+        runtime.attach(FakeAttachment("late", log))
+    with pytest.raises(CallStateError):
+        manager.runtime(call.id)
+    assert manager.stats(call.id)["leg"] == {"engine": "fake", "open": False}
+
+
+async def test_detached_attachments_are_not_closed_again(setup) -> None:
+    manager, engine = setup
+    runtime = await answered_call(manager, engine)
+    log: list[str] = []
+    gone = FakeAttachment("gone", log, kind="socket")
+    runtime.attach(gone)
+    assert runtime.call.transport == "websocket"
+    runtime.detach(gone)
+    assert runtime.call.transport is None and runtime.attached("socket") == []
+    await manager.hangup(runtime.call_id)
+    assert "gone" not in log
+
+
+async def test_lost_engine_media_fails_the_call(setup, monkeypatch) -> None:
+    monkeypatch.setattr(manager_module, "MEDIA_LOST_GRACE", 0.01)
+    manager, engine = setup
+    runtime = await answered_call(manager, engine)
+    runtime.attach(FakeAttachment("pb", []))
+    for _ in range(100):
+        if engine.channels:
+            break
+        await asyncio.sleep(0.01)
+    engine.channels[0].drop()
+    for _ in range(200):
+        if not runtime.call.live:
+            break
+        await asyncio.sleep(0.01)
+    assert runtime.call.end_reason is EndReason.FAILED
+    assert engine.hung_up == [runtime.call.engine_call_id]
+
+
+async def test_remote_hangup_and_inbound_at_capacity(setup) -> None:
+    manager, engine = setup
+    runtime = await answered_call(manager, engine)
+    engine.events.put_nowait(EngineEvent(EngineEventKind.ENDED, runtime.call.engine_call_id))
+    await asyncio.sleep(0.05)
+    assert runtime.call.end_reason is EndReason.REMOTE_HANGUP and runtime.closed
+    await manager.make("5521000000001")
+    await manager.make("5521000000002")  # max_calls=2: full
+    engine.calls["in1"] = "ringing"
+    engine.events.put_nowait(EngineEvent(EngineEventKind.INCOMING, "in1", "15550001111"))
+    await asyncio.sleep(0.05)
+    busy = [c for c in manager.registry._ended.values() if c.end_reason is EndReason.BUSY]  # type: ignore[attr-defined]
+    assert len(busy) == 1 and busy[0].direction == "inbound"
+    assert "in1" in engine.hung_up
