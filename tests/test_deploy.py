@@ -572,8 +572,10 @@ def test_k8s_manifests_validate_offline_and_strictly() -> None:
     }
     version = kubernetes_validate.latest_version()
     for name, doc in docs:
-        kubernetes_validate.validate(doc, version, strict=True)
-        assert name
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            raise AssertionError(f"{name} ({doc['kind']}): {exc}") from None
     # The validator is strict: a misspelt field fails.
     (deployment,) = [d for _, d in docs if d["kind"] == "Deployment"]
     broken = json.loads(json.dumps(deployment))
