@@ -21,7 +21,7 @@ run: $(STAMP)
 
 # Debian packages the tests drive for real (Chromium for the browser test). Installed when
 # missing and we are root on a Debian-like system; otherwise those tests skip (or fail under CI).
-SYSTEM_PKGS = chromium prometheus coturn
+SYSTEM_PKGS = chromium prometheus coturn python3-venv
 system-deps:
 	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

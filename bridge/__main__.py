@@ -11,6 +11,7 @@ from aiohttp import web
 from .app import create_app
 from .config import ConfigError, load_settings
 from .logs import setup_logging
+from .startup import StartupError
 
 log = logging.getLogger("bridge")
 
@@ -22,6 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         app = create_app(settings)
     except ConfigError as exc:
         print(f"webrtc-bridge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except StartupError as exc:
+        print(f"webrtc-bridge: cannot start: {exc}", file=sys.stderr)
         return 2
     log.info(
         "starting on http://%s:%d with engine %s",

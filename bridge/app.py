@@ -21,12 +21,10 @@ from .engines import Engine, create_engine
 from .http import create_http_session
 from .metrics import Metrics
 from .rtc import SessionFactory, create_turn_provider, restrict_host_addresses, set_gather_timeout
+from .startup import prepare_data_dir, web_dir
 from .tasks import TaskSet
 
 log = logging.getLogger(__name__)
-
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-"""The browser client and demo page (served at ``/`` and ``/web/``)."""
 
 MAX_BODY = 48 * 1024 * 1024
 """Largest request body aiohttp reads (uploads, ``audioBase64``); JSON routes cap their own
@@ -42,8 +40,13 @@ async def sweep_recordings(recordings: RecordingService, interval: float) -> Non
 
 
 def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Application:
-    """Build the bridge application. ``engine`` overrides the configured one (tests)."""
+    """Build the bridge application. ``engine`` overrides the configured one (tests).
+
+    Raises :class:`~bridge.startup.StartupError` when the packaged browser client is missing
+    or ``BRIDGE_DATA_DIR`` is not writable."""
     server, storage = settings.server, settings.storage
+    static = web_dir()
+    prepare_data_dir(storage.data_dir)
     app = web.Application(
         middlewares=[
             cors_middleware(server.cors_origins),
@@ -109,12 +112,11 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
     app.cleanup_ctx.append(resources)
     app.on_shutdown.append(on_shutdown)
     setup_routes(app, with_sim=settings.engine.engine is EngineKind.SIM)
-    if WEB_DIR.is_dir():
-        index = WEB_DIR / "index.html"
+    index = static / "index.html"
 
-        async def demo_page(request: web.Request) -> web.FileResponse:
-            return web.FileResponse(index)
+    async def demo_page(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(index)
 
-        app.router.add_get("/", demo_page)
-        app.router.add_static("/web/", WEB_DIR, follow_symlinks=False)
+    app.router.add_get("/", demo_page)
+    app.router.add_static("/web/", static, follow_symlinks=False)
     return app
