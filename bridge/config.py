@@ -89,6 +89,11 @@ class Settings:
     )
     turn_http_url: str = _opt("", "credential service returning iceServers (provider http)")
     turn_http_token: str = _opt("", "bearer token for BRIDGE_TURN_HTTP_URL", secret=True)
+    rtp_ports: str = _opt(
+        "",
+        "UDP port range for media (ICE host and TURN sockets), e.g. 40000-40999 "
+        "(empty: the OS's ephemeral ports)",
+    )
     ice_gather_timeout: float = _opt(
         0.7, "seconds the bridge waits for STUN/TURN candidates before answering"
     )
@@ -289,6 +294,12 @@ def _validate(s: Settings) -> None:
         raise bad("turn_provider", "expected none, static, rest-secret, http or module:Class")
     if s.turn_http_url and not re.match(r"^https?://", s.turn_http_url):
         raise bad("turn_http_url", "must be an http(s):// URL")
+    if s.rtp_ports:
+        m = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", s.rtp_ports)
+        if not m or not 1024 <= int(m.group(1)) <= int(m.group(2)) <= 65535:
+            raise bad(
+                "rtp_ports", "expected a range first-last within 1024-65535, e.g. 40000-40999"
+            )
     if not 0.05 <= s.ice_gather_timeout <= 10:
         raise bad("ice_gather_timeout", "must be between 0.05 and 10 seconds")
     if s.turn_ttl < 60:

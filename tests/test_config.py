@@ -54,6 +54,9 @@ def test_empty_stun_urls_means_none() -> None:
         ({"BRIDGE_INSECURE_NO_AUTH": "maybe"}, "BRIDGE_INSECURE_NO_AUTH"),
         ({"BRIDGE_SIM_ECHO_DELAY": "nan"}, "BRIDGE_SIM_ECHO_DELAY"),
         ({"BRIDGE_ENGINE": "zuckzapgo"}, "BRIDGE_ENGINE_URL"),
+        ({"BRIDGE_RTP_PORTS": "40000"}, "BRIDGE_RTP_PORTS"),
+        ({"BRIDGE_RTP_PORTS": "41000-40000"}, "BRIDGE_RTP_PORTS"),
+        ({"BRIDGE_RTP_PORTS": "80-90"}, "BRIDGE_RTP_PORTS"),
     ],
 )
 def test_bad_values_name_the_setting(env, name) -> None:
@@ -124,6 +127,7 @@ def test_each_setting_is_read_from_its_environment_variable() -> None:
                 "log_level": "debug",
                 "turn_http_url": "http://t.example/c",
                 "shutdown_calls": "keep",
+                "rtp_ports": "40000-40999",
             }.get(f.name, "x-value")
             expected = raw
         env = {env_name(f.name): raw}

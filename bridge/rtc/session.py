@@ -18,9 +18,10 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from ..audio import BusFramer
 from ..bus import CallBus
 from ..config import Settings
-from ..errors import BadOffer
+from ..errors import AtCapacity, BadOffer
 from ..tasks import TaskSet
 from .ice import advertise_public_ip, server_rtc_configuration
+from .ports import port_scope
 from .tracks import BusAudioTrack, OpusBusTrack
 from .uplink import DirectDecoder, take_over_receiver
 
@@ -152,39 +153,45 @@ class WebRTCSession:
                 self._tasks.spawn(self._run_uplink(track), "uplink")
 
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
-            if not audio:
-                raise BadOffer("the offer has no audio m-line", code="unsupported_media")
-            sink = self.bus.add_downlink(self.id)
-            st = self.settings
-            self._track = (
-                OpusBusTrack(
-                    sink,
-                    bitrate=st.opus_bitrate,
-                    complexity=st.opus_complexity,
-                    fec=st.opus_fec,
-                    dtx=st.opus_dtx,
-                )
-                if st.opus_direct
-                else BusAudioTrack(sink)
-            )
-            audio[0].sender.replaceTrack(self._track)
-            if st.uplink_direct:
-                self._decoder = take_over_receiver(audio[0].receiver, self._uplink_frame)
-            else:
-                set_receive_prefetch(audio[0].receiver, st.rtp_prefetch)
-            audio[0].direction = "sendrecv"
-            answer = await pc.createAnswer()
-            await pc.setLocalDescription(answer)
-        except BadOffer:
+            with port_scope(self.settings.rtp_ports):  # aioice binds inside BRIDGE_RTP_PORTS
+                answer_sdp = await self._negotiate(pc, sdp)
+        except (BadOffer, AtCapacity):
             await self.close()
             raise
         except Exception as exc:  # aiortc raises ValueError, KeyError, ... on bad SDP
             await self.close()
             raise BadOffer(f"cannot answer this offer: {exc or type(exc).__name__}") from exc
         self._set_state("connecting")
-        return advertise_public_ip(pc.localDescription.sdp, self.settings.public_ip)
+        return advertise_public_ip(answer_sdp, self.settings.public_ip)
+
+    async def _negotiate(self, pc: RTCPeerConnection, sdp: str) -> str:
+        """setRemoteDescription, tracks, createAnswer, setLocalDescription (which gathers)."""
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
+        if not audio:
+            raise BadOffer("the offer has no audio m-line", code="unsupported_media")
+        sink = self.bus.add_downlink(self.id)
+        st = self.settings
+        self._track = (
+            OpusBusTrack(
+                sink,
+                bitrate=st.opus_bitrate,
+                complexity=st.opus_complexity,
+                fec=st.opus_fec,
+                dtx=st.opus_dtx,
+            )
+            if st.opus_direct
+            else BusAudioTrack(sink)
+        )
+        audio[0].sender.replaceTrack(self._track)
+        if st.uplink_direct:
+            self._decoder = take_over_receiver(audio[0].receiver, self._uplink_frame)
+        else:
+            set_receive_prefetch(audio[0].receiver, st.rtp_prefetch)
+        audio[0].direction = "sendrecv"
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)
+        return str(pc.localDescription.sdp)
 
     def _uplink_frame(self, pcm: Any) -> None:
         self.last_media = time.monotonic()
