@@ -909,7 +909,11 @@ class CallManager:
         if state == "connected" and session.connected_at is not None:
             self.metrics.offer_to_connected.observe(session.connected_at - session.offered_at)
         call.webrtc_state = state
-        self.events.publish("webrtc.state", call)
+        reason = getattr(session, "failure_reason", None) if state == "failed" else None
+        if reason:
+            self.events.publish("webrtc.state", call, reason=reason)
+        else:
+            self.events.publish("webrtc.state", call)
 
     async def webrtc_close(self, call_id: str) -> Call:
         """Close the call's peer connection if any (idempotent); the WhatsApp call stays up."""

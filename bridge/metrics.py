@@ -33,6 +33,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from .bus import BusStats, FixedHistogram
 from .legs import LegStats
+from .rtc.counters import RtcCollector
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +275,7 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
             registry=r,
         )
+        r.register(RtcCollector())  # bridge_udp_dropped_total, bridge_webrtc_failures_total
         self.ended_totals = MediaTotals()
         """Bus counters of calls that have ended (live ones are read at scrape)."""
 

@@ -20,7 +20,10 @@ from ..bus import CallBus
 from ..config import Settings
 from ..errors import AtCapacity, BadOffer
 from ..tasks import TaskSet
-from .ice import advertise_public_ip, server_rtc_configuration
+from . import counters
+from .dtls import diagnose, install_dtls_hooks
+from .guard import install_udp_guard
+from .ice import advertise_public_ip, install_port_hook, server_rtc_configuration
 from .ports import port_scope
 from .tracks import BusAudioTrack, OpusBusTrack
 from .uplink import DirectDecoder, take_over_receiver
@@ -88,6 +91,14 @@ def set_receive_prefetch(receiver: RTCRtpReceiver, frames: int) -> None:
     setattr(receiver, attr, RtpJitterBuffer(capacity=current.capacity, prefetch=frames))
 
 
+def install_transport_hooks() -> None:
+    """The process-wide aioice/aiortc hooks every session relies on (idempotent): pinned
+    ports, the UDP guard, DTLS ciphers and failure reasons."""
+    install_port_hook()
+    install_udp_guard()
+    install_dtls_hooks()
+
+
 class WebRTCSession:
     """Terminates one browser's Opus RTP for a call.
 
@@ -103,6 +114,7 @@ class WebRTCSession:
         on_state: Callable[[WebRTCSession, str], None] | None = None,
         configuration: RTCConfiguration | None = None,
     ) -> None:
+        install_transport_hooks()
         self.call_id = call_id
         self.bus = bus
         self.settings = settings
@@ -125,6 +137,9 @@ class WebRTCSession:
         """Cumulative RTP counters (absolute, not deltas)."""
         self.last: Quality | None = None
         self.mos: float | None = None
+        self.failure_stage: str | None = None
+        self.failure_reason: str | None = None
+        """Why the session failed (``ice``/``dtls``/``timeout`` and a reason), else ``None``."""
 
     def _set_state(self, state: str) -> None:
         if state == self.state or self.state in ("closed", "failed"):
@@ -143,6 +158,8 @@ class WebRTCSession:
 
         @pc.on("connectionstatechange")
         def on_connectionstatechange() -> None:
+            if pc.connectionState == "failed":
+                self._record_failure(*diagnose(pc))
             self._set_state(_STATES.get(pc.connectionState, "connecting"))
             if pc.connectionState == "failed":
                 self._tasks.spawn(self.close(), "close-failed")
@@ -276,11 +293,25 @@ class WebRTCSession:
             },
         }
 
+    def _record_failure(self, stage: str, reason: str) -> None:
+        """Log (WARNING) and count the first failure of this session; later ones are echoes."""
+        if self.failure_reason is not None:
+            return
+        self.failure_stage, self.failure_reason = stage, reason
+        counters.failure(stage, reason)
+        log.warning(
+            "call %s: WebRTC session failed (%s): %s",
+            self.call_id,
+            stage,
+            reason,
+            extra={"call_id": self.call_id},
+        )
+
     def fail(self, why: str) -> None:
         """Mark the session failed (a timeout) and close it in the background."""
         if self._closed or self.state in ("failed", "closed"):
             return
-        log.warning("call %s: WebRTC session failed: %s", self.call_id, why)
+        self._record_failure("timeout", why)
         self._set_state("failed")
         self._tasks.spawn(self.close(), "close-failed")
 
