@@ -44,24 +44,28 @@ _ORIGINAL_HANDSHAKE = RTCDtlsTransport._do_handshake
 _ORIGINAL_IDENTITY = RTCDtlsTransport._validate_peer_identity
 _ORIGINAL_SRTP = RTCDtlsTransport._setup_srtp
 _ORIGINAL_CONNECT = aioice.ice.Connection.connect
+_ORIGINAL_SET_STATE = RTCDtlsTransport._set_state
 
 
 def ssl_error_reason(exc: BaseException) -> str:
     """OpenSSL's reason string (``no shared cipher``), not its whole error stack."""
     args = getattr(exc, "args", ())
-    if args and isinstance(args[0], list) and args[0]:
-        entry = args[0][0]
-        if isinstance(entry, tuple) and entry:
-            return str(entry[-1])
+    if args and isinstance(args[0], list):
+        for entry in args[0]:
+            if isinstance(entry, tuple) and entry and entry[-1]:
+                return str(entry[-1])
+        # OpenSSL queued nothing: the peer ended the handshake (a fatal alert, e.g. when it
+        # found no cipher suite it could use with its certificate).
+        return "the peer aborted the DTLS handshake"
     return str(exc) or type(exc).__name__
 
 
 class _HandshakeSpy:
     """Stands in for the ``SSL.Connection`` during the handshake to keep its error."""
 
-    def __init__(self, real: SSL.Connection) -> None:
+    def __init__(self, real: SSL.Connection, transport: RTCDtlsTransport) -> None:
         self._real = real
-        self.error: SSL.Error | None = None
+        self._transport = transport
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
@@ -72,7 +76,8 @@ class _HandshakeSpy:
         except SSL.WantReadError:
             raise
         except SSL.Error as exc:
-            self.error = exc
+            # Before aiortc sets the state to failed (its listeners read the reason then).
+            self._transport._bridge_hint = ssl_error_reason(exc)  # type: ignore[attr-defined]
             raise
 
 
@@ -83,37 +88,43 @@ def _create_ssl_context(self: RTCCertificate, srtp_profiles: list[Any]) -> SSL.C
     return ctx
 
 
-def _fail_reason(transport: RTCDtlsTransport, reason: str) -> None:
-    if transport._state == State.FAILED and not getattr(transport, "_bridge_failure", None):
-        transport._bridge_failure = reason  # type: ignore[attr-defined]
+@functools.wraps(_ORIGINAL_SET_STATE)
+def _set_state(self: RTCDtlsTransport, state: State) -> None:
+    if state == State.FAILED and not getattr(self, "_bridge_failure", None):
+        self._bridge_failure = getattr(self, "_bridge_hint", None) or "DTLS handshake failed"  # type: ignore[attr-defined]
+    _ORIGINAL_SET_STATE(self, state)
 
 
 @functools.wraps(_ORIGINAL_HANDSHAKE)
 async def _do_handshake(self: RTCDtlsTransport) -> None:
     real = self._ssl
-    spy = _HandshakeSpy(real)  # type: ignore[arg-type]
+    spy = _HandshakeSpy(real, self)  # type: ignore[arg-type]
     self._ssl = spy  # type: ignore[assignment]
+    self._bridge_hint = "the connection closed during the DTLS handshake"  # type: ignore[attr-defined]
     try:
         await _ORIGINAL_HANDSHAKE(self)
     finally:
+        self._bridge_hint = None  # type: ignore[attr-defined]
         if self._ssl is spy:
             self._ssl = real
-    if spy.error is not None:
-        _fail_reason(self, ssl_error_reason(spy.error))
-    else:
-        _fail_reason(self, "the connection closed during the DTLS handshake")
 
 
 @functools.wraps(_ORIGINAL_IDENTITY)
 def _validate_peer_identity(self: RTCDtlsTransport, remoteParameters: Any) -> None:
-    _ORIGINAL_IDENTITY(self, remoteParameters)
-    _fail_reason(self, "certificate fingerprint mismatch")
+    self._bridge_hint = "certificate fingerprint mismatch"  # type: ignore[attr-defined]
+    try:
+        _ORIGINAL_IDENTITY(self, remoteParameters)
+    finally:
+        self._bridge_hint = None  # type: ignore[attr-defined]
 
 
 @functools.wraps(_ORIGINAL_SRTP)
 def _setup_srtp(self: RTCDtlsTransport) -> None:
-    _ORIGINAL_SRTP(self)
-    _fail_reason(self, "no SRTP protection profile negotiated")
+    self._bridge_hint = "no SRTP protection profile negotiated"  # type: ignore[attr-defined]
+    try:
+        _ORIGINAL_SRTP(self)
+    finally:
+        self._bridge_hint = None  # type: ignore[attr-defined]
 
 
 @functools.wraps(_ORIGINAL_CONNECT)
@@ -131,6 +142,7 @@ def install_dtls_hooks() -> None:
     RTCDtlsTransport._do_handshake = _do_handshake  # type: ignore[method-assign]
     RTCDtlsTransport._validate_peer_identity = _validate_peer_identity  # type: ignore[method-assign]
     RTCDtlsTransport._setup_srtp = _setup_srtp  # type: ignore[method-assign]
+    RTCDtlsTransport._set_state = _set_state  # type: ignore[method-assign]
     aioice.ice.Connection.connect = _connect  # type: ignore[method-assign]
 
 
