@@ -25,6 +25,7 @@ from .dtls import diagnose, install_dtls_hooks
 from .guard import install_udp_guard
 from .ice import advertise_public_ip, install_port_hook, server_rtc_configuration
 from .ports import port_scope
+from .release import release_peer_connection
 from .tracks import BusAudioTrack, OpusBusTrack
 from .uplink import DirectDecoder, take_over_receiver
 
@@ -324,11 +325,16 @@ class WebRTCSession:
             self.bus.remove_user(self.id)
             if self._track is not None:
                 self._track.stop()
-            if self._pc is not None:
+            pc, self._pc = self._pc, None
+            if pc is not None:
                 try:
-                    await asyncio.wait_for(self._pc.close(), 5.0)
+                    await asyncio.wait_for(pc.close(), 5.0)
                 except TimeoutError:
                     log.warning("call %s: peer connection close timed out", self.call_id)
+                else:
+                    # Free it (and the codec threads it owns) now, not at the next gc run.
+                    release_peer_connection(pc)
+            self._decoder = None  # its resampler's threads go with it
             await self._tasks.close()
             if self.state != "failed":
                 self._set_state("closed")
