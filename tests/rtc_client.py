@@ -147,4 +147,4 @@ class RtcClient:
     async def close(self) -> None:
         await self.recorder.stop()
         await self.pc.close()
-        release_peer_connection(self.pc)  # no cycles left for the gc (the thread test)
+        await release_peer_connection(self.pc)  # no cycles left for the gc (the thread test)

@@ -55,6 +55,6 @@ async def test_threads_back_to_baseline_after_twenty_calls(make_client) -> None:
         # would stay, and so would its weak reference). The manager's watchdog and stats
         # loops may hold the last session they looked at in a local variable: one at most.
         assert sum(r() is not None for r in sessions) <= 1
-        assert all(r() is None for r in pcs)
+        assert sum(r() is not None for r in pcs) <= 1  # that session's own
     finally:
         gc.enable()

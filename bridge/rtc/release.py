@@ -18,16 +18,19 @@ codecs and resamplers, and so their threads.
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 from typing import Any
 
 from OpenSSL import SSL
+
+log = logging.getLogger(__name__)
 
 _OWNED = ("aiortc.", "aioice.")
 
 PER_CONNECTION = frozenset(
     {
-        "RTCPeerConnection",
         "RTCRtpTransceiver",
         "RTCRtpSender",
         "RTCRtpReceiver",
@@ -47,7 +50,9 @@ PER_CONNECTION = frozenset(
         "Transaction",
     }
 )
-"""Classes whose instances belong to one connection (their state is safe to drop)."""
+"""Classes whose instances belong to one connection (their state is safe to drop). The
+``RTCPeerConnection`` itself keeps its state (its closed state stays readable): once the
+objects below are emptied nothing points back at it, so it is no longer in a cycle."""
 
 
 def _owned(obj: Any) -> bool:
@@ -67,8 +72,7 @@ def _release_ssl(conn: SSL.Connection) -> None:
         helper.__dict__.clear()
 
 
-def release_peer_connection(pc: Any) -> int:
-    """Empty the state of every aiortc/aioice object reachable from a closed ``pc``."""
+def _reachable(pc: Any) -> dict[int, Any]:
     seen: dict[int, Any] = {}
     stack = [pc]
     while stack:
@@ -80,13 +84,48 @@ def release_peer_connection(pc: Any) -> int:
             if id(ref) in seen or isinstance(ref, type):
                 continue
             if isinstance(ref, SSL.Connection):
-                _release_ssl(ref)
+                seen[id(ref)] = ref
             elif _owned(ref):
                 stack.append(ref)
             elif isinstance(ref, dict | list | tuple | set | frozenset):
                 stack.append(ref)  # containers inside aiortc objects (listeners, lists)
             elif hasattr(ref, "__self__") and _owned(getattr(ref, "__self__", None)):
                 stack.append(ref.__self__)  # bound methods (event listeners)
+    return seen
+
+
+def _pending_tasks(seen: dict[int, Any]) -> list[asyncio.Task[Any]]:
+    """Tasks still running a method of one of these objects (aiortc does not await its
+    ``__connect`` task at close, for one)."""
+    pending = []
+    for task in asyncio.all_tasks():
+        if task.done() or task is asyncio.current_task():
+            continue
+        frame = getattr(task.get_coro(), "cr_frame", None)
+        owner = frame.f_locals.get("self") if frame is not None else None
+        if owner is not None and id(owner) in seen:
+            pending.append(task)
+    return pending
+
+
+async def release_peer_connection(pc: Any, timeout: float = 5.0) -> int:
+    """Empty the state of the per-connection aiortc/aioice objects of a closed ``pc``.
+
+    Waits (up to ``timeout``) for tasks still running on those objects first; if they do not
+    finish, releases nothing (the cyclic collector will, later) rather than pull state from
+    under them.
+    """
+    seen = _reachable(pc)
+    pending = _pending_tasks(seen)
+    if pending:
+        _, still = await asyncio.wait(pending, timeout=timeout)
+        if still:
+            log.debug("not releasing %r: %d tasks still running", pc, len(still))
+            return 0
+        seen = _reachable(pc)
+    for obj in seen.values():
+        if isinstance(obj, SSL.Connection):
+            _release_ssl(obj)
     released = 0
     for obj in seen.values():
         if _owned(obj) and type(obj).__name__ in PER_CONNECTION:

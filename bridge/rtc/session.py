@@ -325,7 +325,7 @@ class WebRTCSession:
             self.bus.remove_user(self.id)
             if self._track is not None:
                 self._track.stop()
-            pc, self._pc = self._pc, None
+            pc = self._pc
             if pc is not None:
                 try:
                     await asyncio.wait_for(pc.close(), 5.0)
@@ -333,7 +333,7 @@ class WebRTCSession:
                     log.warning("call %s: peer connection close timed out", self.call_id)
                 else:
                     # Free it (and the codec threads it owns) now, not at the next gc run.
-                    release_peer_connection(pc)
+                    await release_peer_connection(pc)
             self._decoder = None  # its resampler's threads go with it
             await self._tasks.close()
             if self.state != "failed":
