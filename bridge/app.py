@@ -21,6 +21,7 @@ from .engines import Engine, create_engine
 from .http import create_http_session
 from .metrics import Metrics
 from .rtc import SessionFactory, create_turn_provider, restrict_host_addresses, set_gather_timeout
+from .rtc.counters import RtcCollector
 from .startup import prepare_data_dir, web_dir
 from .tasks import TaskSet
 
@@ -69,6 +70,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
         http = create_http_session()
         eng = engine if engine is not None else create_engine(settings.engine, settings.sim, http)
         metrics = Metrics()
+        metrics.registry.register(RtcCollector())  # UDP drops, WebRTC failures by reason
         tasks = TaskSet("app")
         await eng.start()
         sessions = SessionFactory(settings.media, settings.ice, turn)

@@ -14,6 +14,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from bridge.audio import tone
 from bridge.rtc import restrict_host_addresses
+from bridge.rtc.release import release_peer_connection
 
 
 class ToneTrack(MediaStreamTrack):
@@ -146,3 +147,4 @@ class RtcClient:
     async def close(self) -> None:
         await self.recorder.stop()
         await self.pc.close()
+        await release_peer_connection(self.pc)  # no cycles left for the gc (the thread test)

@@ -72,6 +72,9 @@ def test_empty_stun_urls_means_none() -> None:
         ({"BRIDGE_ICE_POLICY": "relay"}, "BRIDGE_ICE_POLICY"),
         ({"BRIDGE_SHUTDOWN_CALLS": "later"}, "BRIDGE_SHUTDOWN_CALLS"),
         ({"BRIDGE_LOG_LEVEL": "loud"}, "BRIDGE_LOG_LEVEL"),
+        ({"BRIDGE_RTP_PORTS": "40000"}, "BRIDGE_RTP_PORTS"),
+        ({"BRIDGE_RTP_PORTS": "41000-40000"}, "BRIDGE_RTP_PORTS"),
+        ({"BRIDGE_RTP_PORTS": "80-90"}, "BRIDGE_RTP_PORTS"),
     ],
 )
 def test_bad_values_name_the_setting(env, name) -> None:
@@ -142,6 +145,7 @@ ENV_SAMPLES = [
     ("BRIDGE_TURN_HTTP_URL", "http://t.example/c", "ice", "turn_http_url", "http://t.example/c"),
     ("BRIDGE_TURN_HTTP_TOKEN", "h", "ice", "turn_http_token", "h"),
     ("BRIDGE_ICE_GATHER_TIMEOUT", "1.5", "ice", "ice_gather_timeout", 1.5),
+    ("BRIDGE_RTP_PORTS", "40000-40999", "ice", "rtp_ports", "40000-40999"),
     ("BRIDGE_OPUS_DIRECT", "false", "media", "opus_direct", False),
     ("BRIDGE_OPUS_BITRATE", "32000", "media", "opus_bitrate", 32000),
     ("BRIDGE_OPUS_COMPLEXITY", "5", "media", "opus_complexity", 5),

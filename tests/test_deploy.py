@@ -41,7 +41,7 @@ DEPLOY = ROOT / "deploy"
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 KNOWN_SETTINGS = {env_name(f.name) for f in all_fields()}
-PENDING_SETTINGS = {"BRIDGE_RTP_PORTS"}
+PENDING_SETTINGS: set[str] = set()
 """Settings the deployment files set ahead of the code (issue 14: the media port range)."""
 
 

@@ -418,7 +418,7 @@ class CallManager:
             if runtime is not None:
                 # Teardown runs to completion even if the caller is cancelled meanwhile.
                 await asyncio.shield(runtime.close())
-                call.final_stats = runtime.stats_json()
+                call.final_stats = runtime.final_stats
         finally:
             self.events.publish("call.ended", call)
 

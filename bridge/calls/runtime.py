@@ -58,6 +58,8 @@ class CallRuntime:
         self.session: WebRTCSession | None = None
         self.pump: EnginePump | None = None
         self.attachments: dict[str, Attachment] = {}
+        self.final_stats: dict[str, Any] | None = None
+        """The media numbers as the call ended (set by :meth:`close`)."""
         self._pump_lock = asyncio.Lock()
         self._tasks = TaskSet(f"call[{call.id[:12]}]")
         self._closed = False
@@ -155,7 +157,11 @@ class CallRuntime:
         if state == "connected" and session.connected_at is not None:
             self.metrics.offer_to_connected.observe(session.connected_at - session.offered_at)
         self.call.webrtc_state = state
-        self.emit("webrtc.state")
+        reason = session.failure_reason if state == "failed" else None
+        if reason:
+            self.emit("webrtc.state", reason=reason)
+        else:
+            self.emit("webrtc.state")
 
     async def close_session(self) -> None:
         """Close the peer connection if any (idempotent); the WhatsApp call stays up."""
@@ -247,7 +253,7 @@ class CallRuntime:
                 except Exception:
                     log.exception("call %s: closing %s", self.call.id, attachment.kind)
             self.attachments.clear()
-            if self.session is not None:  # kept (closed) for the final stats
+            if self.session is not None:
                 await self.session.close()
                 self.call.webrtc_state = "closed"
             await self._tasks.close()
@@ -255,4 +261,9 @@ class CallRuntime:
                 await self.pump.close()
         finally:
             await self.bus.aclose()
+            self.final_stats = self.stats_json()
+            # The session and the pump call back into this runtime: drop them, so nothing of
+            # the call waits for the cyclic garbage collector (their codec threads included).
+            self.session = None
+            self.pump = None
         log.debug("call %s: runtime closed in %.3f s", self.call.id, time.monotonic() - started)

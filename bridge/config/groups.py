@@ -223,11 +223,22 @@ class IceSettings(_Group):
     )
     turn_http_url: str = _opt("", "credential service returning iceServers (provider http)")
     turn_http_token: str = _opt("", "bearer token for BRIDGE_TURN_HTTP_URL", secret=True)
+    rtp_ports: str = _opt(
+        "",
+        "UDP port range for media (ICE host and TURN sockets), e.g. 40000-40999 "
+        "(empty: the OS's ephemeral ports)",
+    )
     ice_gather_timeout: float = _opt(
         0.7, "seconds the bridge waits for STUN/TURN candidates before answering"
     )
 
     def validate(self) -> None:
+        if self.rtp_ports:
+            m = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", self.rtp_ports)
+            if not m or not 1024 <= int(m.group(1)) <= int(m.group(2)) <= 65535:
+                raise self.bad(
+                    "rtp_ports", "expected a range first-last within 1024-65535, e.g. 40000-40999"
+                )
         for url in self.stun_urls:
             if not _STUN_RE.match(url):
                 raise ConfigError(f"BRIDGE_STUN_URLS: {url!r} is not a stun: URL")

@@ -10,20 +10,36 @@ aioice waits up to 5 s for server-reflexive and relayed candidates, and aiortc's
 would hold every answer for seconds. :func:`set_gather_timeout` caps that wait (aioice's
 ``get_component_candidates`` takes the timeout as a parameter; pending STUN/TURN attempts are
 cancelled and aioice closes their sockets). Both hooks are process-wide, as aioice's are.
+
+Pinned media ports (:mod:`bridge.rtc.ports`): aioice binds its UDP sockets with
+``asyncio.get_running_loop().create_datagram_endpoint(...)`` in two places (host candidates in
+``aioice.ice``, the TURN server socket in ``aioice.turn``). :func:`install_port_hook` gives
+those two modules an ``asyncio`` whose running loop binds the socket itself, inside the range,
+when a :func:`~bridge.rtc.ports.port_scope` is active, and hands it to the real loop
+(``create_datagram_endpoint(sock=...)``). Everything else goes to the real ``asyncio`` and the
+real loop untouched. When the range is exhausted aioice would log and skip the candidate; the
+gathering wrapper turns that into :class:`~bridge.rtc.ports.PortsExhausted` (503).
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import functools
 import ipaddress
 import re
+import socket
+import types
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import aioice.ice
+import aioice.turn
 from aiortc import RTCConfiguration, RTCIceServer
 
 from ..config import IceSettings
+from .ports import PortAllocator, PortsExhausted, bind_in_range, current_allocator
 from .turn import TurnGrant, pick_server_turn_url
 
 _ORIGINAL: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
@@ -45,18 +61,104 @@ def restrict_host_addresses(addresses: Sequence[str]) -> None:
     aioice.ice.get_host_addresses = get_host_addresses
 
 
+_gather_timeout: float | None = None
+_EXHAUSTED: ContextVar[list[PortsExhausted] | None] = ContextVar(
+    "bridge_ports_exhausted", default=None
+)
+
+
 def set_gather_timeout(seconds: float) -> None:
     """Wait at most ``seconds`` for STUN/TURN candidates (host candidates are immediate)."""
+    global _gather_timeout
+    _gather_timeout = seconds
+    install_port_hook()
 
-    @functools.wraps(_ORIGINAL_COMPONENT)
-    async def get_component_candidates(
-        self: Any, component: int, addresses: list[str], timeout: float = seconds
-    ) -> Any:
+
+@functools.wraps(_ORIGINAL_COMPONENT)
+async def _get_component_candidates(
+    self: Any, component: int, addresses: list[str], timeout: float = 5
+) -> Any:
+    if _gather_timeout is not None:
+        timeout = min(timeout, _gather_timeout)
+    exhausted: list[PortsExhausted] = []
+    token = _EXHAUSTED.set(exhausted)
+    try:
         # aioice annotates the timeout as int; it goes to asyncio.wait, which takes a float.
-        cap = min(timeout, seconds)
-        return await _ORIGINAL_COMPONENT(self, component, addresses, timeout=cap)  # type: ignore[arg-type]
+        candidates = await _ORIGINAL_COMPONENT(self, component, addresses, timeout=timeout)  # type: ignore[arg-type]
+    finally:
+        _EXHAUSTED.reset(token)
+    if exhausted:
+        # aioice skipped the candidate (it logs and goes on at an OSError); sockets it did
+        # open are in the connection's protocols and close with it.
+        raise exhausted[0]
+    return candidates
 
-    aioice.ice.Connection.get_component_candidates = get_component_candidates  # type: ignore[method-assign]
+
+class _RangeLoop:
+    """The running loop as aioice sees it: binds its UDP sockets inside the port range."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, allocator: PortAllocator) -> None:
+        self._loop = loop
+        self._allocator = allocator
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+    async def create_datagram_endpoint(
+        self,
+        protocol_factory: Callable[[], Any],
+        local_addr: tuple[str, int] | None = None,
+        remote_addr: tuple[str, int] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if kwargs or (local_addr is not None and local_addr[1] != 0):
+            return await self._loop.create_datagram_endpoint(
+                protocol_factory, local_addr=local_addr, remote_addr=remote_addr, **kwargs
+            )
+        if remote_addr is not None and local_addr is None:
+            infos = await self._loop.getaddrinfo(*remote_addr, type=socket.SOCK_DGRAM)
+            remote_addr = (str(infos[0][4][0]), int(infos[0][4][1]))
+        try:
+            sock = bind_in_range(self._allocator, local_addr, remote_addr)
+        except PortsExhausted as exc:
+            box = _EXHAUSTED.get()
+            if box is not None:
+                box.append(exc)
+            # What aioice expects from a failed bind: it skips this candidate.
+            raise OSError(errno.EADDRINUSE, exc.message) from None
+        try:
+            return await self._loop.create_datagram_endpoint(protocol_factory, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+
+
+def _running_loop() -> Any:
+    loop = asyncio.get_running_loop()
+    allocator = current_allocator()
+    return loop if allocator is None else _RangeLoop(loop, allocator)
+
+
+class _AsyncioForAioice(types.ModuleType):
+    """``asyncio`` as ``aioice.ice`` and ``aioice.turn`` see it: only the loop differs."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    get_running_loop = staticmethod(_running_loop)
+
+
+_SHIM = _AsyncioForAioice("asyncio")
+
+
+def install_port_hook() -> None:
+    """Install the gathering wrapper and the port-range loop (idempotent, process-wide).
+
+    Without an active :func:`~bridge.rtc.ports.port_scope` both behave exactly as aioice.
+    """
+    aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
+    aioice.ice.asyncio = _SHIM
+    aioice.turn.asyncio = _SHIM
 
 
 def server_rtc_configuration(

@@ -13,10 +13,15 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from ..config import IceSettings, MediaSettings
-from ..errors import BadOffer
+from ..errors import AtCapacity, BadOffer
 from ..media import CallBus
 from ..tasks import TaskSet
-from .ice import advertise_public_ip, server_rtc_configuration
+from . import counters
+from .dtls import diagnose, install_dtls_hooks
+from .guard import install_udp_guard
+from .ice import advertise_public_ip, install_port_hook, server_rtc_configuration
+from .ports import port_scope
+from .release import release_peer_connection
 from .tracks import BusAudioTrack, OpusBusTrack
 from .uplink import DirectDecoder, take_over_receiver
 
@@ -65,6 +70,14 @@ class Quality:
         }
 
 
+def install_transport_hooks() -> None:
+    """The process-wide aioice/aiortc hooks every session relies on (idempotent): pinned
+    ports, the UDP guard, DTLS ciphers and failure reasons."""
+    install_port_hook()
+    install_udp_guard()
+    install_dtls_hooks()
+
+
 class WebRTCSession:
     """Terminates one browser's Opus RTP for a call.
 
@@ -81,10 +94,12 @@ class WebRTCSession:
         on_state: Callable[[WebRTCSession, str], None] | None = None,
         configuration: RTCConfiguration | None = None,
     ) -> None:
+        install_transport_hooks()
         self.call_id = call_id
         self.bus = bus
         self.media = media
         self.public_ip = ice.public_ip
+        self.rtp_ports = ice.rtp_ports
         self.id = f"webrtc:{next(_ids)}"
         self.state = "new"
         self._on_state = on_state
@@ -104,6 +119,9 @@ class WebRTCSession:
         """Cumulative RTP counters (absolute, not deltas)."""
         self.last: Quality | None = None
         self.mos: float | None = None
+        self.failure_stage: str | None = None
+        self.failure_reason: str | None = None
+        """Why the session failed (``ice``/``dtls``/``timeout`` and a reason), else ``None``."""
 
     def _set_state(self, state: str) -> None:
         if state == self.state or self.state in ("closed", "failed"):
@@ -122,44 +140,50 @@ class WebRTCSession:
 
         @pc.on("connectionstatechange")
         def on_connectionstatechange() -> None:
+            if pc.connectionState == "failed":
+                self._record_failure(*diagnose(pc))
             self._set_state(_STATES.get(pc.connectionState, "connecting"))
             if pc.connectionState == "failed":
                 self._tasks.spawn(self.close(), "close-failed")
 
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
-            if not audio:
-                raise BadOffer("the offer has no audio m-line", code="unsupported_media")
-            sink = self.bus.add_downlink(self.id)
-            st = self.media
-            self._track = (
-                OpusBusTrack(
-                    sink,
-                    bitrate=st.opus_bitrate,
-                    complexity=st.opus_complexity,
-                    fec=st.opus_fec,
-                    dtx=st.opus_dtx,
-                )
-                if st.opus_direct
-                else BusAudioTrack(sink)
-            )
-            audio[0].sender.replaceTrack(self._track)
-            # The uplink skips aiortc's jitter buffer and decoder thread (see uplink.py).
-            self._decoder = take_over_receiver(
-                audio[0].receiver, self._uplink_frame, self.bus.stats
-            )
-            audio[0].direction = "sendrecv"
-            answer = await pc.createAnswer()
-            await pc.setLocalDescription(answer)
-        except BadOffer:
+            with port_scope(self.rtp_ports):  # aioice binds inside BRIDGE_RTP_PORTS
+                answer_sdp = await self._negotiate(pc, sdp)
+        except (BadOffer, AtCapacity):
             await self.close()
             raise
         except Exception as exc:  # aiortc raises ValueError, KeyError, ... on bad SDP
             await self.close()
             raise BadOffer(f"cannot answer this offer: {exc or type(exc).__name__}") from exc
         self._set_state("connecting")
-        return advertise_public_ip(pc.localDescription.sdp, self.public_ip)
+        return advertise_public_ip(answer_sdp, self.public_ip)
+
+    async def _negotiate(self, pc: RTCPeerConnection, sdp: str) -> str:
+        """setRemoteDescription, tracks, createAnswer, setLocalDescription (which gathers)."""
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
+        if not audio:
+            raise BadOffer("the offer has no audio m-line", code="unsupported_media")
+        sink = self.bus.add_downlink(self.id)
+        st = self.media
+        self._track = (
+            OpusBusTrack(
+                sink,
+                bitrate=st.opus_bitrate,
+                complexity=st.opus_complexity,
+                fec=st.opus_fec,
+                dtx=st.opus_dtx,
+            )
+            if st.opus_direct
+            else BusAudioTrack(sink)
+        )
+        audio[0].sender.replaceTrack(self._track)
+        # The uplink skips aiortc's jitter buffer and decoder thread (see uplink.py).
+        self._decoder = take_over_receiver(audio[0].receiver, self._uplink_frame, self.bus.stats)
+        audio[0].direction = "sendrecv"
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)
+        return str(pc.localDescription.sdp)
 
     def _uplink_frame(self, pcm: Any) -> None:
         self.last_media = time.monotonic()
@@ -234,11 +258,25 @@ class WebRTCSession:
             },
         }
 
+    def _record_failure(self, stage: str, reason: str) -> None:
+        """Log (WARNING) and count the first failure of this session; later ones are echoes."""
+        if self.failure_reason is not None:
+            return
+        self.failure_stage, self.failure_reason = stage, reason
+        counters.failure(stage, reason)
+        log.warning(
+            "call %s: WebRTC session failed (%s): %s",
+            self.call_id,
+            stage,
+            reason,
+            extra={"call_id": self.call_id},
+        )
+
     def fail(self, why: str) -> None:
         """Mark the session failed (a timeout) and close it in the background."""
         if self._closed or self.state in ("failed", "closed"):
             return
-        log.warning("call %s: WebRTC session failed: %s", self.call_id, why)
+        self._record_failure("timeout", why)
         self._set_state("failed")
         self._tasks.spawn(self.close(), "close-failed")
 
@@ -251,11 +289,16 @@ class WebRTCSession:
             self.bus.remove_user(self.id)
             if self._track is not None:
                 self._track.stop()
-            if self._pc is not None:
+            pc = self._pc
+            if pc is not None:
                 try:
-                    await asyncio.wait_for(self._pc.close(), 5.0)
+                    await asyncio.wait_for(pc.close(), 5.0)
                 except TimeoutError:
                     log.warning("call %s: peer connection close timed out", self.call_id)
+                else:
+                    # Free it (and the codec threads it owns) now, not at the next gc run.
+                    await release_peer_connection(pc)
+            self._decoder = None  # its resampler's threads go with it
             await self._tasks.close()
             if self.state != "failed":
                 self._set_state("closed")

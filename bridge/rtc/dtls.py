@@ -1,0 +1,164 @@
+"""DTLS with every stack, and the reasons ICE and DTLS fail.
+
+**Ciphers.** aiortc's DTLS context offers only ECDHE-ECDSA suites
+(``RTCCertificate._create_ssl_context`` in aiortc 1.16). That is enough while the peer's
+certificate is ECDSA (browsers, libwebrtc), but a peer whose certificate is RSA — GStreamer's
+webrtcbin generates only RSA, as do many gateways and embedded stacks — cannot take a suite
+from that list when it is the DTLS server (the bridge answers ``a=setup:active``, so it is the
+client): the handshake fails with ``no shared cipher``. :func:`install_dtls_hooks` wraps that
+method and sets :data:`CIPHERS`: aiortc's own ECDSA suites first, then the same suites with RSA
+authentication. The bridge keeps aiortc's ECDSA certificate; the RSA suites only let an
+RSA-certificate server be chosen. In the server role the bridge picks an ECDSA suite and
+accepts any client certificate type (its fingerprint is what is checked).
+
+**Reasons.** aiortc logs DTLS failures at DEBUG only and keeps no reason. The hooks record one
+on the transport (``_bridge_failure``), from the OpenSSL error of the handshake, a fingerprint
+mismatch, or no SRTP profile; ICE records the error of ``Connection.connect`` on the aioice
+connection. :func:`diagnose` reads them for a failed peer connection.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import aioice.ice
+from aiortc import RTCPeerConnection
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport, State
+from OpenSSL import SSL
+
+AIORTC_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:"
+    "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA"
+)
+"""What aiortc sets (its ``_create_ssl_context``): ECDSA authentication only."""
+
+CIPHERS = (
+    AIORTC_CIPHERS + ":ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-CHACHA20-POLY1305:"
+    "ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA"
+)
+"""aiortc's suites, then the same with RSA authentication (for RSA-certificate servers)."""
+
+_ORIGINAL_CONTEXT = RTCCertificate._create_ssl_context
+_ORIGINAL_HANDSHAKE = RTCDtlsTransport._do_handshake
+_ORIGINAL_IDENTITY = RTCDtlsTransport._validate_peer_identity
+_ORIGINAL_SRTP = RTCDtlsTransport._setup_srtp
+_ORIGINAL_CONNECT = aioice.ice.Connection.connect
+_ORIGINAL_SET_STATE = RTCDtlsTransport._set_state
+
+
+def ssl_error_reason(exc: BaseException) -> str:
+    """OpenSSL's reason string (``no shared cipher``), not its whole error stack."""
+    args = getattr(exc, "args", ())
+    if args and isinstance(args[0], list):
+        for entry in args[0]:
+            if isinstance(entry, tuple) and entry and entry[-1]:
+                return str(entry[-1])
+        # OpenSSL queued nothing: the peer ended the handshake (a fatal alert, e.g. when it
+        # found no cipher suite it could use with its certificate).
+        return "the peer aborted the DTLS handshake"
+    return str(exc) or type(exc).__name__
+
+
+class _HandshakeSpy:
+    """Stands in for the ``SSL.Connection`` during the handshake to keep its error."""
+
+    def __init__(self, real: SSL.Connection, transport: RTCDtlsTransport) -> None:
+        self._real = real
+        self._transport = transport
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def do_handshake(self) -> None:
+        try:
+            self._real.do_handshake()
+        except SSL.WantReadError:
+            raise
+        except SSL.Error as exc:
+            # Before aiortc sets the state to failed (its listeners read the reason then).
+            self._transport._bridge_hint = ssl_error_reason(exc)  # type: ignore[attr-defined]
+            raise
+
+
+@functools.wraps(_ORIGINAL_CONTEXT)
+def _create_ssl_context(self: RTCCertificate, srtp_profiles: list[Any]) -> SSL.Context:
+    ctx = _ORIGINAL_CONTEXT(self, srtp_profiles)
+    ctx.set_cipher_list(CIPHERS.encode())
+    return ctx
+
+
+@functools.wraps(_ORIGINAL_SET_STATE)
+def _set_state(self: RTCDtlsTransport, state: State) -> None:
+    if state == State.FAILED and not getattr(self, "_bridge_failure", None):
+        self._bridge_failure = getattr(self, "_bridge_hint", None) or "DTLS handshake failed"  # type: ignore[attr-defined]
+    _ORIGINAL_SET_STATE(self, state)
+
+
+@functools.wraps(_ORIGINAL_HANDSHAKE)
+async def _do_handshake(self: RTCDtlsTransport) -> None:
+    real = self._ssl
+    spy = _HandshakeSpy(real, self)  # type: ignore[arg-type]
+    self._ssl = spy  # type: ignore[assignment]
+    self._bridge_hint = "the connection closed during the DTLS handshake"  # type: ignore[attr-defined]
+    try:
+        await _ORIGINAL_HANDSHAKE(self)
+    finally:
+        self._bridge_hint = None  # type: ignore[attr-defined]
+        if self._ssl is spy:
+            self._ssl = real
+
+
+@functools.wraps(_ORIGINAL_IDENTITY)
+def _validate_peer_identity(self: RTCDtlsTransport, remoteParameters: Any) -> None:
+    self._bridge_hint = "certificate fingerprint mismatch"  # type: ignore[attr-defined]
+    try:
+        _ORIGINAL_IDENTITY(self, remoteParameters)
+    finally:
+        self._bridge_hint = None  # type: ignore[attr-defined]
+
+
+@functools.wraps(_ORIGINAL_SRTP)
+def _setup_srtp(self: RTCDtlsTransport) -> None:
+    self._bridge_hint = "no SRTP protection profile negotiated"  # type: ignore[attr-defined]
+    try:
+        _ORIGINAL_SRTP(self)
+    finally:
+        self._bridge_hint = None  # type: ignore[attr-defined]
+
+
+@functools.wraps(_ORIGINAL_CONNECT)
+async def _connect(self: aioice.ice.Connection) -> None:
+    try:
+        await _ORIGINAL_CONNECT(self)
+    except ConnectionError as exc:
+        self._bridge_failure = str(exc) or "ICE connectivity checks failed"  # type: ignore[attr-defined]
+        raise
+
+
+def install_dtls_hooks() -> None:
+    """Install the cipher list and the failure reasons (idempotent, process-wide)."""
+    RTCCertificate._create_ssl_context = _create_ssl_context  # type: ignore[method-assign]
+    RTCDtlsTransport._do_handshake = _do_handshake  # type: ignore[method-assign]
+    RTCDtlsTransport._validate_peer_identity = _validate_peer_identity  # type: ignore[method-assign]
+    RTCDtlsTransport._setup_srtp = _setup_srtp  # type: ignore[method-assign]
+    RTCDtlsTransport._set_state = _set_state  # type: ignore[method-assign]
+    aioice.ice.Connection.connect = _connect  # type: ignore[method-assign]
+
+
+def diagnose(pc: RTCPeerConnection) -> tuple[str, str]:
+    """``(stage, reason)`` for a failed peer connection: ICE first, then DTLS."""
+    dtls_transports = []
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        if dtls is not None and dtls not in dtls_transports:
+            dtls_transports.append(dtls)
+    for dtls in dtls_transports:
+        ice = dtls.transport
+        if ice.state == "failed":
+            why = getattr(ice._connection, "_bridge_failure", None)
+            return "ice", why or "ICE connection lost (consent expired)"
+    for dtls in dtls_transports:
+        if dtls.state == "failed":
+            return "dtls", getattr(dtls, "_bridge_failure", None) or "DTLS handshake failed"
+    return "webrtc", "peer connection failed"

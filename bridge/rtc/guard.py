@@ -1,0 +1,186 @@
+"""Hostile UDP cannot hurt a call: a filter in front of aioice and aiortc.
+
+Anyone who can reach a media port can send it anything. Left alone, aioice hands every
+datagram that is not STUN to aiortc's DTLS transport, whatever its source, and aiortc's
+receive loop ends the transport on the first one it cannot handle (an empty datagram: an
+``IndexError``; a 1600-byte RTP-looking one: libsrtp's "packet is too long"); a malformed STUN
+message raises inside the datagram callback. :func:`install_udp_guard` puts a filter in
+front of ``aioice.ice.StunProtocol.datagram_received`` (host and relayed candidates both go
+through it). A datagram is dropped — counted in ``bridge_udp_dropped_total{reason}``, never
+raised — when:
+
+* it is empty (``empty``);
+* once the ICE pair of its component is selected, it is not STUN and does not come from the
+  selected pair's remote address on the selected socket (``unknown_source``);
+* its first byte puts it in none of the RFC 7983 ranges the bridge speaks — STUN 0-3, DTLS
+  20-63, RTP/RTCP 128-191 (``unknown_type``);
+* it does not parse as what its first byte says: ``stun_malformed``, ``dtls_malformed``,
+  ``rtp_malformed`` (too short, a header longer than the datagram, or longer than libsrtp's
+  1500-byte buffer);
+* it is a STUN request without a valid MESSAGE-INTEGRITY under our ICE password (RFC 8445
+  §7.3; ``stun_unauthenticated``), a response to no transaction of ours (``stun_unexpected``),
+  or an indication (``stun_indication``: aioice has no use for them on this socket).
+
+A second line, for anything that still gets through: aiortc's DTLS receive step
+(``RTCDtlsTransport._recv_next``) is wrapped so that an exception raised by one datagram is
+counted (``dtls_receive_error``) instead of ending the transport; and aioice's TURN client
+callback drops what it cannot parse (``turn_malformed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import struct
+from typing import Any
+
+import aioice.ice
+import aioice.turn
+from aioice import stun
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+from .counters import drop
+
+log = logging.getLogger(__name__)
+
+MAX_SRTP = 1500
+"""libsrtp's buffer in pylibsrtp: longer (S)RTP raises ``ValueError`` inside aiortc."""
+
+_DTLS_TYPES = {20, 21, 22, 23, 24, 25}  # ChangeCipherSpec, Alert, Handshake, Data, heartbeat, ACK
+_DTLS_VERSIONS = {b"\xfe\xff", b"\xfe\xfd", b"\xfe\xfc"}
+
+
+def _dtls_ok(data: bytes) -> bool:
+    """Every record of the datagram has a sane header and fits in it."""
+    pos, n = 0, len(data)
+    while pos < n:
+        first = data[pos]
+        if first in _DTLS_TYPES:  # DTLSPlaintext / DTLSCiphertext 1.2 header, 13 bytes
+            if n - pos < 13 or data[pos + 1 : pos + 3] not in _DTLS_VERSIONS:
+                return False
+            length = struct.unpack_from("!H", data, pos + 11)[0]
+            pos += 13 + length
+            if pos > n:
+                return False
+        elif 32 <= first <= 63:  # DTLS 1.3 unified header: 001CSLEE
+            if first & 0x10:
+                return True  # connection ID of a length we do not know: leave it to OpenSSL
+            head = 1 + (2 if first & 0x08 else 1)
+            if not first & 0x04:
+                return n - pos > head  # the record runs to the end of the datagram
+            if n - pos < head + 2:
+                return False
+            pos += head + 2 + struct.unpack_from("!H", data, pos + head)[0]
+            if pos > n:
+                return False
+        else:
+            return False
+    return True
+
+
+def _rtp_ok(data: bytes) -> bool:
+    n = len(data)
+    if n > MAX_SRTP:
+        return False
+    if 192 <= data[1] <= 223:  # RTCP (RFC 5761 §4): header and SSRC, SRTCP index
+        return n >= 12
+    if n < 12:
+        return False
+    head = 12 + 4 * (data[0] & 0x0F)
+    if data[0] & 0x10:  # header extension
+        if n < head + 4:
+            return False
+        head += 4 + 4 * struct.unpack_from("!H", data, head + 2)[0]
+    return n >= head
+
+
+def _stun_verdict(protocol: Any, data: bytes) -> str | None:
+    try:
+        message = stun.parse_message(data)
+    except Exception:  # ValueError, struct.error, KeyError, ...: all malformed
+        return "stun_malformed"
+    cls = message.message_class
+    if cls == stun.Class.REQUEST:
+        connection = protocol.receiver
+        if "USERNAME" not in message.attributes or not message.check_message_integrity(
+            connection.local_password.encode("utf8")
+        ):
+            return "stun_unauthenticated"
+        return None
+    if cls in (stun.Class.RESPONSE, stun.Class.ERROR):
+        if message.transaction_id not in protocol.transactions:
+            return "stun_unexpected"
+        return None  # aioice's transaction checks the response's integrity
+    return "stun_indication"
+
+
+def verdict(protocol: Any, data: bytes, addr: tuple[Any, ...]) -> str | None:
+    """Why ``data`` from ``addr`` must be dropped, or ``None`` to let aioice have it."""
+    if not data:
+        return "empty"
+    first = data[0]
+    if first < 4:
+        return _stun_verdict(protocol, data)
+    pair = protocol.receiver._nominated.get(protocol.local_candidate.component)
+    if pair is not None and (
+        pair.protocol is not protocol or pair.remote_addr != (addr[0], addr[1])
+    ):
+        return "unknown_source"
+    if 20 <= first <= 63:
+        return None if _dtls_ok(data) else "dtls_malformed"
+    if 128 <= first <= 191:
+        return None if _rtp_ok(data) else "rtp_malformed"
+    return "unknown_type"
+
+
+_ORIGINAL_STUN = aioice.ice.StunProtocol.datagram_received
+_ORIGINAL_TURN = aioice.turn.TurnClientMixin.datagram_received
+_ORIGINAL_RECV_NEXT = RTCDtlsTransport._recv_next
+
+
+@functools.wraps(_ORIGINAL_STUN)
+def _guarded_datagram_received(self: Any, data: bytes | str, addr: tuple[Any, ...]) -> None:
+    try:
+        reason = verdict(self, data if isinstance(data, bytes) else data.encode(), addr)
+    except Exception:
+        log.debug("UDP guard could not classify a datagram from %s", addr, exc_info=True)
+        reason = "unclassified"
+    if reason is not None:
+        drop(reason)
+        return
+    try:
+        _ORIGINAL_STUN(self, data, addr)
+    except Exception:
+        drop("ice_error")
+        log.debug("aioice failed on a datagram from %s", addr, exc_info=True)
+
+
+@functools.wraps(_ORIGINAL_TURN)
+def _guarded_turn_datagram_received(self: Any, data: bytes | str, addr: tuple[str, int]) -> None:
+    if not data:
+        drop("empty")
+        return
+    try:
+        _ORIGINAL_TURN(self, data, addr)
+    except Exception:
+        drop("turn_malformed")
+        log.debug("TURN client failed on a datagram from %s", addr, exc_info=True)
+
+
+@functools.wraps(_ORIGINAL_RECV_NEXT)
+async def _robust_recv_next(self: RTCDtlsTransport) -> None:
+    try:
+        await _ORIGINAL_RECV_NEXT(self)
+    except (ConnectionError, asyncio.CancelledError):
+        raise  # how aiortc's loop learns the transport is gone
+    except Exception:
+        drop("dtls_receive_error")
+        log.debug("DTLS transport failed on one datagram", exc_info=True)
+
+
+def install_udp_guard() -> None:
+    """Install the filter and the robust DTLS receive step (idempotent, process-wide)."""
+    aioice.ice.StunProtocol.datagram_received = _guarded_datagram_received  # type: ignore[method-assign]
+    aioice.turn.TurnClientMixin.datagram_received = _guarded_turn_datagram_received  # type: ignore[method-assign]
+    RTCDtlsTransport._recv_next = _robust_recv_next  # type: ignore[method-assign]

@@ -1,0 +1,134 @@
+"""Break a closed peer connection's reference cycles, so it is freed at once (no gc).
+
+aiortc's objects point at each other (the peer connection, its transceivers, senders,
+receivers, the DTLS and ICE transports and their event listeners, aioice's connection and
+its protocols, the RTP router, codecs...). Closed, they form one large cycle that only
+Python's cyclic collector frees — and it owns native threads meanwhile: every PyAV
+``AudioResampler`` (aiortc's Opus encoder and decoder, the bridge's uplink decoder) runs an
+FFmpeg filter graph with its own thread pool, 2 threads each here. With the collector running
+rarely, threads piled up call after call (82 left after 20 calls were hung up).
+
+:func:`release_peer_connection` runs after ``RTCPeerConnection.close()`` has completed (every
+transport stopped, every task awaited): it walks the objects reachable from the connection that
+belong to aiortc or aioice and empties the ``__dict__`` of the per-connection ones
+(:data:`PER_CONNECTION`: never the codec tables and parameters aiortc shares between
+connections), which breaks the cycles among them; reference counting then frees them, their
+codecs and resamplers, and so their threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from typing import Any
+
+from OpenSSL import SSL
+
+log = logging.getLogger(__name__)
+
+_OWNED = ("aiortc.", "aioice.")
+
+PER_CONNECTION = frozenset(
+    {
+        "RTCRtpTransceiver",
+        "RTCRtpSender",
+        "RTCRtpReceiver",
+        "RemoteStreamTrack",
+        "RTCDtlsTransport",
+        "RtpRouter",
+        "RTCIceTransport",
+        "RTCIceGatherer",
+        "RTCSctpTransport",
+        "RTCDataChannel",
+        "Connection",
+        "StunProtocol",
+        "CandidatePair",
+        "TurnTransport",
+        "TurnClientUdpProtocol",
+        "TurnClientTcpProtocol",
+        "Transaction",
+    }
+)
+"""Classes whose instances belong to one connection (their state is safe to drop). The
+``RTCPeerConnection`` itself keeps its state (its closed state stays readable): once the
+objects below are emptied nothing points back at it, so it is no longer in a cycle."""
+
+
+def _owned(obj: Any) -> bool:
+    return type(obj).__module__.startswith(_OWNED) and hasattr(obj, "__dict__")
+
+
+def _release_ssl(conn: SSL.Connection) -> None:
+    """pyOpenSSL's context and its verify helper point at each other (a cycle per DTLS
+    transport); the helper is only needed during a handshake."""
+    ctx = conn.get_context()
+    helper = getattr(ctx, "_verify_helper", None)
+    if helper is not None and hasattr(helper, "__dict__"):
+        # The helper and its cffi callback refer to each other. The connection is closed
+        # and its context never verifies again: drop both (the C side goes with the
+        # context, freed by reference counting right after).
+        ctx._verify_helper = None
+        helper.__dict__.clear()
+
+
+def _reachable(pc: Any) -> dict[int, Any]:
+    seen: dict[int, Any] = {}
+    stack = [pc]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen[id(obj)] = obj
+        for ref in gc.get_referents(obj):
+            if id(ref) in seen or isinstance(ref, type):
+                continue
+            if isinstance(ref, SSL.Connection):
+                seen[id(ref)] = ref
+            elif _owned(ref):
+                stack.append(ref)
+            elif isinstance(ref, dict | list | tuple | set | frozenset):
+                stack.append(ref)  # containers inside aiortc objects (listeners, lists)
+            elif hasattr(ref, "__self__") and _owned(getattr(ref, "__self__", None)):
+                stack.append(ref.__self__)  # bound methods (event listeners)
+    return seen
+
+
+def _pending_tasks(seen: dict[int, Any]) -> list[asyncio.Task[Any]]:
+    """Tasks still running a method of one of these objects (aiortc does not await its
+    ``__connect`` task at close, for one)."""
+    pending = []
+    for task in asyncio.all_tasks():
+        if task.done() or task is asyncio.current_task():
+            continue
+        frame = getattr(task.get_coro(), "cr_frame", None)
+        owner = frame.f_locals.get("self") if frame is not None else None
+        if owner is not None and id(owner) in seen:
+            pending.append(task)
+    return pending
+
+
+async def release_peer_connection(pc: Any, timeout: float = 5.0) -> int:
+    """Empty the state of the per-connection aiortc/aioice objects of a closed ``pc``.
+
+    Waits (up to ``timeout``) for tasks still running on those objects first; if they do not
+    finish, releases nothing (the cyclic collector will, later) rather than pull state from
+    under them.
+    """
+    seen = _reachable(pc)
+    pending = _pending_tasks(seen)
+    if pending:
+        _, still = await asyncio.wait(pending, timeout=timeout)
+        if still:
+            log.debug("not releasing %r: %d tasks still running", pc, len(still))
+            return 0
+        seen = _reachable(pc)
+    for obj in seen.values():
+        if isinstance(obj, SSL.Connection):
+            _release_ssl(obj)
+    released = 0
+    for obj in seen.values():
+        if _owned(obj) and type(obj).__name__ in PER_CONNECTION:
+            obj.__dict__.clear()
+            released += 1
+    return released
