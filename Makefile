@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
+RUNTIME = $(VENV)/.runtime
 STAMP   = $(VENV)/.installed
 
 .PHONY: run test lint typecheck unit install system-deps node-deps bench bench-smoke clean
@@ -9,20 +10,25 @@ STAMP   = $(VENV)/.installed
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
+# `make run` installs the runtime only; `make test` adds the test tooling (the dev extra).
+$(RUNTIME): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(RUNTIME)
 	$(VENV)/bin/webrtc-bridge
 
 # Debian packages the tests drive for real (Chromium for the browser test; GStreamer's
 # webrtcbin, driven from Debian's python3, for the RSA-certificate DTLS peer). Installed when
 # missing and we are root on a Debian-like system; otherwise those tests skip (or fail under CI).
-SYSTEM_PKGS = chromium prometheus coturn python3-venv \
+SYSTEM_PKGS = chromium prometheus coturn python3-venv curl jq \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-good gstreamer1.0-plugins-base \
 	gstreamer1.0-nice gstreamer1.0-tools python3-gi gir1.2-gstreamer-1.0 \
 	gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1

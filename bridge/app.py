@@ -11,7 +11,7 @@ from aiohttp import web
 
 from .api import setup_routes
 from .api.auth import auth_middleware
-from .api.errors import error_middleware
+from .api.errors import BODY_TIMEOUT, error_middleware
 from .api.keys import ENGINE, FORKS, MANAGER, METRICS, PLAYBACK, RECORDINGS, SETTINGS, TURN
 from .api.limits import cors_middleware, cors_on_prepare, rate_limit_middleware
 from .attachments import ForkService, PlaybackService, RecordingService
@@ -60,6 +60,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
         client_max_size=MAX_BODY,
     )
     app[SETTINGS] = settings
+    app[BODY_TIMEOUT] = server.body_timeout
     restrict_host_addresses(settings.ice.ice_addresses)
     set_gather_timeout(settings.ice.ice_gather_timeout)
     turn = create_turn_provider(settings.ice)

@@ -21,6 +21,12 @@ class BadRequest(BridgeError):
     code = "bad_request"
 
 
+class BodyTimeout(BridgeError):
+    """The client did not send its whole request body in time (``BRIDGE_BODY_TIMEOUT``)."""
+
+    code = "body_timeout"
+
+
 class Unauthorized(BridgeError):
     code = "unauthorized"
 

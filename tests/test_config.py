@@ -110,6 +110,15 @@ def test_readme_documents_every_setting() -> None:
         assert f"`{env_name(f.name)}`" in readme, env_name(f.name)
 
 
+def test_readme_settings_table_is_generated_from_the_settings() -> None:
+    from pathlib import Path
+
+    from bridge.config.docs import settings_table
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert settings_table() in readme, "run: python -m bridge.config.docs, paste into README"
+
+
 # Written out by hand (not derived from the code's own field list), so a setting that the
 # parser silently stopped reading, or read into the wrong group, fails here.
 ENV_SAMPLES = [
@@ -119,6 +128,7 @@ ENV_SAMPLES = [
     ("BRIDGE_RATE_BURST", "7", "server", "rate_burst", 7),
     ("BRIDGE_CORS_ORIGINS", "https://app.example", "server", "cors_origins", ("https://app.example",)),
     ("BRIDGE_METRICS_TOKEN", "m", "server", "metrics_token", "m"),
+    ("BRIDGE_BODY_TIMEOUT", "3", "server", "body_timeout", 3.0),
     ("BRIDGE_LOG_FORMAT", "json", "server", "log_format", "json"),
     ("BRIDGE_LOG_LEVEL", "debug", "server", "log_level", "debug"),
     ("BRIDGE_MAX_CALLS", "12", "calls", "max_calls", 12),

@@ -395,3 +395,29 @@ async def test_bad_call_ids_are_400(client) -> None:
         resp = await client.post("/call/hangup", json={"callID": bad})
         assert resp.status == 400, bad
         assert_error(await resp.json())
+
+
+async def test_half_sent_body_gets_408_after_the_body_timeout(make_client) -> None:
+    """A client that sends half a POST body is answered 408 with the JSON error body once
+    BRIDGE_BODY_TIMEOUT passes, instead of holding its connection and handler for ever."""
+    client = await make_client(body_timeout=1.0)
+    host, port = client.server.host, client.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    body = b'{"phone": "5521999999999"}'
+    writer.write(
+        b"POST /call/make HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body[:10]
+    )
+    await writer.drain()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    waited = loop.time() - started
+    rest = await asyncio.wait_for(reader.read(4096), 5)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 408"), head
+    assert 0.8 < waited < 5  # the configured second, not the old 200 s
+    assert b'"code": "body_timeout"' in rest
+    status = await (await client.get("/call/status")).json()
+    assert status["calls"] == []  # nothing was created from half a body

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +22,7 @@ _STATUS: list[tuple[type[errors.BridgeError], int]] = [
     (errors.BadRequest, 400),
     (errors.BadOffer, 400),
     (errors.Unauthorized, 401),
+    (errors.BodyTimeout, 408),
     (errors.Forbidden, 403),
     (errors.CallNotFound, 404),
     (errors.NotFound, 404),
@@ -71,6 +74,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             headers["Retry-After"] = "5"
         if isinstance(exc, errors.Unauthorized):
             headers["WWW-Authenticate"] = 'Bearer realm="webrtc-bridge"'
+        if isinstance(exc, errors.BodyTimeout):
+            headers["Connection"] = "close"  # the rest of the body may still be on its way
+            log.warning("%s %s: %s", request.method, request.path, exc.message)
         if status >= 500:
             log.warning("%s %s: %s (%s)", request.method, request.path, exc.message, exc.code)
         return error_response(status, exc.code, exc.message, **headers)
@@ -92,6 +98,22 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 JSON_LIMIT = 64 * 1024
 """Largest JSON body (routes that carry audio pass a larger ``limit``)."""
 
+BODY_TIMEOUT = web.AppKey("body_timeout", float)
+"""Seconds a client has to send a whole request body (``BRIDGE_BODY_TIMEOUT``)."""
+
+
+@asynccontextmanager
+async def body_deadline(request: web.Request) -> AsyncIterator[None]:
+    """Bound a body read: a client that sends half a body would hold its handler forever."""
+    seconds = request.config_dict.get(BODY_TIMEOUT, 10.0)
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise errors.BodyTimeout(
+            f"the request body did not arrive within {seconds:g} s (BRIDGE_BODY_TIMEOUT)"
+        ) from None
+
 
 async def read_json(request: web.Request, limit: int = JSON_LIMIT) -> dict[str, Any]:
     """The request's JSON object body, or :class:`~bridge.errors.BadRequest`."""
@@ -100,10 +122,11 @@ async def read_json(request: web.Request, limit: int = JSON_LIMIT) -> dict[str, 
     # StreamReader.read(n) returns what has arrived so far: read to the end, bounded.
     chunks = bytearray()
     try:
-        while chunk := await request.content.read(65536):
-            chunks += chunk
-            if len(chunks) > limit:
-                raise errors.TooLarge(f"request body larger than {limit} bytes")
+        async with body_deadline(request):
+            while chunk := await request.content.read(65536):
+                chunks += chunk
+                if len(chunks) > limit:
+                    raise errors.TooLarge(f"request body larger than {limit} bytes")
     except web.HTTPRequestEntityTooLarge:
         raise errors.TooLarge("request body too large") from None
     raw = bytes(chunks)

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from ..attachments import PlaybackService
 from ..errors import BadRequest, TooLarge
-from .errors import read_json, require_call_id
+from .errors import body_deadline, read_json, require_call_id
 from .keys import MANAGER, PLAYBACK, RECORDINGS, SETTINGS
 
 routes = web.RouteTableDef()
@@ -42,17 +42,18 @@ async def upload_asset(request: web.Request) -> web.Response:
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send multipart/form-data with the file in field 'audio'")
     reader = await request.multipart()
-    while True:
-        part = await reader.next()
-        if part is None:
-            raise BadRequest("multipart field 'audio' is missing")
-        if getattr(part, "name", None) == "audio":
-            break
     data = bytearray()
-    while chunk := await part.read_chunk(65536):  # type: ignore[union-attr]
-        data += chunk
-        if len(data) > limit:
-            raise TooLarge(f"the upload is larger than {limit} bytes")
+    async with body_deadline(request):
+        while True:
+            part = await reader.next()
+            if part is None:
+                raise BadRequest("multipart field 'audio' is missing")
+            if getattr(part, "name", None) == "audio":
+                break
+        while chunk := await part.read_chunk(65536):  # type: ignore[union-attr]
+            data += chunk
+            if len(data) > limit:
+                raise TooLarge(f"the upload is larger than {limit} bytes")
     name = getattr(part, "filename", None) or "audio"
     # Probing (and, when the header has no duration, decoding) happens off the event loop.
     asset = await asyncio.to_thread(request.app[PLAYBACK].assets.add, bytes(data), name)

@@ -119,6 +119,7 @@ class ServerSettings(_Group):
     rate_burst: int = _opt(20, "burst allowed above BRIDGE_RATE_LIMIT")
     cors_origins: tuple[str, ...] = _opt((), "origins allowed by CORS (empty: none)")
     metrics_token: str = _opt("", "token /metrics requires (empty: /metrics is open)", secret=True)
+    body_timeout: float = _opt(10.0, "seconds a client has to send a whole request body (else 408)")
     log_format: LogFormat = _opt(LogFormat.TEXT, "log format: text or json")
     log_level: LogLevel = _opt(LogLevel.INFO, "log level: debug, info, warning, error")
 
@@ -131,6 +132,7 @@ class ServerSettings(_Group):
             raise self.bad("port", "must be a port number 1-65535")
         if not self.host:
             raise self.bad("host", "must not be empty")
+        self.between("body_timeout", 0.5, 600, " seconds")
         if self.rate_limit <= 0 or self.rate_burst < 1:
             raise self.bad("rate_limit", "BRIDGE_RATE_LIMIT must be > 0 and BRIDGE_RATE_BURST >= 1")
         for origin in self.cors_origins:

@@ -86,7 +86,7 @@ def _parser_for(f: dataclasses.Field[Any]) -> Callable[[str], Any]:
     return lambda raw: raw.strip()
 
 
-def _kind(f: dataclasses.Field[Any]) -> str:
+def describe_kind(f: dataclasses.Field[Any]) -> str:
     """The value's type as ``--help`` shows it."""
     default = f.default
     if isinstance(default, enum.Enum):
@@ -102,7 +102,7 @@ def _kind(f: dataclasses.Field[Any]) -> str:
     return "TEXT"
 
 
-def _shown_default(f: dataclasses.Field[Any]) -> str:
+def describe_default(f: dataclasses.Field[Any]) -> str:
     default = f.default
     if f.metadata.get("secret"):
         return "unset"
@@ -126,7 +126,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
         section = parser.add_argument_group(f"{group_name} settings")
         for f in setting_fields(group):
             helptext = (
-                f"{f.metadata['help']} [{_kind(f)}, default {_shown_default(f)}; "
+                f"{f.metadata['help']} [{describe_kind(f)}, default {describe_default(f)}; "
                 f"env {env_name(f.name)}]"
             )
             if isinstance(f.default, bool):
@@ -139,7 +139,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
                 )
             else:
                 section.add_argument(
-                    flag_name(f.name), dest=f.name, metavar=_kind(f), help=helptext
+                    flag_name(f.name), dest=f.name, metavar=describe_kind(f), help=helptext
                 )
     return parser
 
