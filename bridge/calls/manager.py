@@ -5,6 +5,9 @@ offer, end on a time limit or an engine event — and keeps the registry. Everyt
 call *has* (bus, WebRTC session, engine media, attachments) belongs to its
 :class:`~bridge.calls.runtime.CallRuntime`, which the manager creates with the call and
 closes when it ends.
+
+(Over 400 lines on purpose: call control and engine events drive one state machine, and
+reading them side by side is what keeps its transitions honest.)
 """
 
 from __future__ import annotations

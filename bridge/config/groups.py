@@ -3,6 +3,9 @@
 A component receives only its group (the engine its ``EngineSettings``, the WebRTC session
 its ``MediaSettings`` and ``IceSettings`` …). Field names are unique across groups: each is
 also the name of its environment variable (``BRIDGE_`` + upper case) and CLI flag.
+
+(Over 400 lines on purpose: the whole configuration surface, with its checks, reads in one
+place.)
 """
 
 from __future__ import annotations
