@@ -258,7 +258,7 @@ async def test_reoffer_replaces_session_and_close_is_idempotent(client) -> None:
     assert old_session.state == "closed" and old_session._pc.connectionState == "closed"
     assert len(old_session._tasks) == 0
     assert media.bus.users == {media.session.id}
-    assert len(media.bus._sinks) == 1
+    assert list(media.bus.conference.participants) == ["agent"]  # one listener, the new one
 
     await wait_state(client, cid, "active")
     await asyncio.sleep(1.0)
@@ -275,6 +275,7 @@ async def test_reoffer_replaces_session_and_close_is_idempotent(client) -> None:
     assert snap["state"] == "active"  # closing WebRTC leaves the WhatsApp call up
     assert snap["transport"] is None and snap["webrtc"] == {"state": "closed"}
     assert media.session is None and not media.bus.users
+    assert not media.bus.conference.participants
     await first.close()
     await second.close()
     resp = await client.post("/call/hangup", json={"callID": cid})

@@ -2,6 +2,7 @@
 
 from .bus import BusClosed, BusFrame, CallBus, DownlinkSink, UplinkSource
 from .clock import MediaClock
+from .conference import Conference, Role
 from .stats import BusStats, FixedHistogram
 
 __all__ = [
@@ -9,8 +10,10 @@ __all__ = [
     "BusFrame",
     "BusStats",
     "CallBus",
+    "Conference",
     "DownlinkSink",
     "FixedHistogram",
     "MediaClock",
+    "Role",
     "UplinkSource",
 ]

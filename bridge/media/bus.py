@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
@@ -21,6 +20,7 @@ import numpy.typing as npt
 from ..audio import FRAME_SAMPLES, JitterBuffer
 from ..audio.pcm import Pcm
 from .clock import MediaClock
+from .conference import Conference
 from .stats import BusStats
 
 
@@ -106,12 +106,13 @@ class CallBus:
         self._uplink_taps: list[UplinkTap] = []
         self._downlink_taps: list[DownlinkTap] = []
         self._sources: list[UplinkSource] = []
-        self._to_downlink: deque[Pcm] = deque(maxlen=10)
         self._last_mic = 0.0
         self._clock: asyncio.Task[None] | None = None
         self._users: set[str] = set()
         self._closed = False
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        self.conference = Conference(self)
+        """The browser participants and who hears whom (see :mod:`.conference`)."""
 
     # -- users: anything that makes the call's audio worth carrying (a browser, a socket, a
     # file playing); the call's runtime opens the engine media once there is one
@@ -148,28 +149,41 @@ class CallBus:
         self._last_mic = now
         self._emit_uplink(self._silence if self.muted else pcm, now if t is None else t)
 
-    def _emit_uplink(self, pcm: Pcm, t: float) -> None:
+    def emit_mixed_uplink(self, acc: npt.NDArray[np.int32], t: float) -> Pcm | None:
+        """The conference's tick: ``acc`` (the participants WhatsApp hears, int32) plus the
+        sources goes out; returns what the sources play to the participants (``both``)."""
+        self._last_mic = time.monotonic()  # the mixer clocks the sources now
+        return self._emit_uplink(acc, t)
+
+    def _emit_uplink(self, pcm: Pcm | npt.NDArray[np.int32], t: float) -> Pcm | None:
         # Sources are consumed only while a leg carries the audio, so nothing a file or a
         # socket queued is lost (or reported played) before the peer can hear it.
+        to_participants: Pcm | None = None
         if self._sources and self._uplink_open:
-            pcm = self._mix_sources(pcm)
-        frame = BusFrame(pcm, t)
+            out, to_participants = self._mix_sources(pcm)
+        else:
+            wide = pcm.dtype != np.int16
+            out = clip16(pcm) if wide else pcm  # type: ignore[arg-type,assignment]
+        frame = BusFrame(out, t)
         for tap in list(self._uplink_taps):
             self._call_tap(tap, frame, self._uplink_taps)
         if not self._uplink_open or self._closed:
             self.stats.uplink_discarded_inactive += 1
-            return
+            return to_participants
         if self._uplink.full():
             self._uplink.get_nowait()
             self.stats.uplink_dropped_overflow += 1
         self._uplink.put_nowait(frame)
         self.stats.uplink_frames += 1
+        return to_participants
 
     # -- sources mixed into the uplink
     def add_source(self, source: UplinkSource) -> None:
         """Mix ``source`` into the uplink from the next frame on."""
         self._sources.append(source)
         self.add_user(f"source:{id(source)}")
+        if source.to_downlink:
+            self.conference.update()  # the participants hear it: mix on one clock
         if self._clock is None and not self._closed:
             self._clock = asyncio.get_running_loop().create_task(
                 self._source_clock(), name=f"bus[{self.call_id}]:source-clock"
@@ -180,9 +194,19 @@ class CallBus:
             self._sources.remove(source)
             self.remove_user(f"source:{id(source)}")
             source.finished()
+            if source.to_downlink:
+                self.conference.update()
 
-    def _mix_sources(self, pcm: Pcm) -> Pcm:
-        acc = pcm.astype(np.int32)
+    @property
+    def has_downlink_sources(self) -> bool:
+        return any(s.to_downlink for s in self._sources)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _mix_sources(self, pcm: Pcm | npt.NDArray[np.int32]) -> tuple[Pcm, Pcm | None]:
+        acc = pcm.astype(np.int32)  # a copy: the caller's frame is never changed
         to_downlink: npt.NDArray[np.int32] | None = None
         for source in list(self._sources):
             try:
@@ -199,9 +223,7 @@ class CallBus:
                     to_downlink = frame.astype(np.int32)
                 else:
                     mix_into(to_downlink, frame)
-        if to_downlink is not None:
-            self._to_downlink.append(clip16(to_downlink))
-        return clip16(acc)
+        return clip16(acc), None if to_downlink is None else clip16(to_downlink)
 
     async def _source_clock(self) -> None:
         """Clock the sources on the media clock while no microphone frames arrive."""
@@ -210,7 +232,7 @@ class CallBus:
             while self._sources and not self._closed:
                 await clock.tick()
                 now = time.monotonic()
-                if now - self._last_mic > SOURCE_CLOCK_IDLE:
+                if now - self._last_mic > SOURCE_CLOCK_IDLE and not self.conference.mixing:
                     self._emit_uplink(self._silence, now)
         finally:
             self._clock = None
@@ -251,12 +273,13 @@ class CallBus:
         self.stats.downlink_frames += 1
         for tap in list(self._downlink_taps):
             self._call_tap(tap, frame, self._downlink_taps)
-        if self._to_downlink:
-            acc = pcm.astype(np.int32)
-            mix_into(acc, self._to_downlink.popleft())
-            frame = BusFrame(clip16(acc), frame.t)
+        if self.conference.from_whatsapp(frame):
+            return  # the mixer builds every participant's mix on its own tick
         for sink in self._sinks:
             sink.push(frame)
+        agent = self.conference.agent
+        if agent is not None:
+            agent.sink.push(frame)  # the direct path: the agent hears the peer as it comes
 
     def _call_tap(self, tap: UplinkTap, frame: BusFrame, taps: list[UplinkTap]) -> None:
         """A failing tap (a full disk under a recorder, ...) is logged and removed; the call's
@@ -277,9 +300,10 @@ class CallBus:
             self._downlink_taps.remove(tap)
 
     async def aclose(self) -> None:
-        """:meth:`close`, then wait for the source clock task to finish."""
+        """:meth:`close`, then wait for the source clock and mixer tasks to finish."""
         clock = self._clock
         self.close()
+        await self.conference.aclose()
         if clock is not None:
             try:
                 await clock

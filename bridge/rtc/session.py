@@ -12,9 +12,10 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from ..audio.pcm import Pcm
 from ..config import IceSettings, MediaSettings
 from ..errors import AtCapacity, BadOffer
-from ..media import CallBus
+from ..media import CallBus, Role
 from ..tasks import TaskSet
 from . import counters
 from .dtls import diagnose, install_dtls_hooks
@@ -93,10 +94,16 @@ class WebRTCSession:
         ice: IceSettings,
         on_state: Callable[[WebRTCSession, str], None] | None = None,
         configuration: RTCConfiguration | None = None,
+        *,
+        participant_id: str = "agent",
+        role: Role = Role.AGENT,
     ) -> None:
         install_transport_hooks()
         self.call_id = call_id
         self.bus = bus
+        self.participant_id = participant_id
+        self.role = role
+        self._microphone: Callable[[Pcm], None] | None = None
         self.media = media
         self.public_ip = ice.public_ip
         self.rtp_ports = ice.rtp_ports
@@ -164,7 +171,9 @@ class WebRTCSession:
         audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
         if not audio:
             raise BadOffer("the offer has no audio m-line", code="unsupported_media")
-        sink = self.bus.add_downlink(self.id)
+        # The participant's microphone and what it hears go through the call's conference
+        # (straight to the bus while it is the only one: see media/conference.py).
+        self._microphone, sink = self.bus.conference.join(self.participant_id, self.role)
         st = self.media
         self._track = (
             OpusBusTrack(
@@ -187,7 +196,8 @@ class WebRTCSession:
 
     def _uplink_frame(self, pcm: Any) -> None:
         self.last_media = time.monotonic()
-        self.bus.push_uplink(pcm)
+        if self._microphone is not None:
+            self._microphone(pcm)
         self.uplink_frames += 1
 
     @property
@@ -287,6 +297,9 @@ class WebRTCSession:
                 return
             self._closed = True
             self.bus.remove_user(self.id)
+            if self._microphone is not None and self._track is not None:
+                self.bus.conference.leave(self.participant_id, self._track.sink)
+            self._microphone = None
             if self._track is not None:
                 self._track.stop()
             pc = self._pc
