@@ -44,6 +44,8 @@ async def test_make_returns_snapshot_and_rings_then_answers(make_client) -> None
         "transport",
         "webrtc",
         "muted",
+        "held",
+        "participants",
         "metadata",
         "createdAt",
         "answeredAt",
@@ -51,6 +53,7 @@ async def test_make_returns_snapshot_and_rings_then_answers(make_client) -> None
         "endReason",
     }
     assert call["state"] == "calling" and call["transport"] is None and call["webrtc"] is None
+    assert call["participants"] == [] and call["held"] is False
     assert call["createdAt"].endswith("Z") and call["answeredAt"] is None
     await wait_state(client, call["callID"], "ringing", timeout=1)
     active = await wait_state(client, call["callID"], "active", timeout=3)

@@ -132,6 +132,7 @@ ENV_SAMPLES = [
     ("BRIDGE_LOG_FORMAT", "json", "server", "log_format", "json"),
     ("BRIDGE_LOG_LEVEL", "debug", "server", "log_level", "debug"),
     ("BRIDGE_MAX_CALLS", "12", "calls", "max_calls", 12),
+    ("BRIDGE_MAX_PARTICIPANTS", "3", "calls", "max_participants", 3),
     ("BRIDGE_CONNECT_TIMEOUT", "21", "calls", "connect_timeout", 21.0),
     ("BRIDGE_MEDIA_TIMEOUT", "11", "calls", "media_timeout", 11.0),
     ("BRIDGE_RING_TIMEOUT", "61", "calls", "ring_timeout", 61.0),

@@ -36,6 +36,29 @@ async def play_stop(request: web.Request) -> web.Response:
     return web.json_response({"callID": call_id, "stopped": stopped})
 
 
+@routes.post("/call/hold")
+async def hold(request: web.Request) -> web.Response:
+    """Hold: WhatsApp hears the ``music`` asset looped (or silence) and nobody's microphone;
+    the agent and supervisors keep hearing each other. ``held: false`` resumes."""
+    body = await read_json(request)
+    held = body.get("held", True)
+    if not isinstance(held, bool):
+        raise BadRequest("field 'held' must be true or false")
+    music = body.get("music")
+    if music is not None and not isinstance(music, str):
+        raise BadRequest("field 'music' must be an audio asset id")
+    runtime = request.app[MANAGER].runtime(require_call_id(body))
+    if held and music and runtime.hold_music is None:
+        playback = await request.app[PLAYBACK].start(runtime, {"assetId": music, "loop": True})
+        runtime.hold_music = playback.id
+    runtime.set_held(held)
+    if not held and runtime.hold_music is not None:
+        music_id, runtime.hold_music = runtime.hold_music, None
+        if any(p.id == music_id for p in runtime.attached("playback")):
+            PlaybackService.stop(runtime, music_id)
+    return web.json_response(runtime.call.snapshot())
+
+
 @routes.post("/call/audio-assets")
 async def upload_asset(request: web.Request) -> web.Response:
     limit = request.app[SETTINGS].storage.play_url_max_bytes

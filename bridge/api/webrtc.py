@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
 from aiohttp import web
 
 from ..errors import BadRequest
+from ..media import Role
 from .errors import read_json, require_call_id
 from .keys import MANAGER, SETTINGS, TURN
 
@@ -44,12 +46,60 @@ async def webrtc_offer(request: web.Request) -> web.Response:
     sdp = body.get("sdp")
     if not isinstance(sdp, str) or not sdp.strip():
         raise BadRequest("field 'sdp' is required and must be the offer's SDP text")
-    answer = await request.app[MANAGER].webrtc_offer(call_id, sdp)
-    return web.json_response({"callID": call_id, "type": "answer", "sdp": answer})
+    participant_id = participant_of(body)
+    role = role_of(body, default=Role.AGENT)
+    answer = await request.app[MANAGER].webrtc_offer(call_id, sdp, participant_id, role)
+    return web.json_response(
+        {"callID": call_id, "type": "answer", "sdp": answer, "participantID": participant_id}
+    )
 
 
 @routes.post("/call/webrtc/close")
 async def webrtc_close(request: web.Request) -> web.Response:
     body = await read_json(request)
-    call = await request.app[MANAGER].webrtc_close(require_call_id(body))
+    call = await request.app[MANAGER].webrtc_close(require_call_id(body), participant_of(body))
     return web.json_response({"callID": call.id, "closed": True})
+
+
+def participant_of(body: dict[str, Any], field: str = "participantID") -> str:
+    """A participant id: ``[A-Za-z0-9_-]{1,64}``, ``"agent"`` when absent."""
+    value = body.get(field, "agent")
+    if not isinstance(value, str) or not _PARTICIPANT.match(value):
+        raise BadRequest(f"field {field!r} must be 1-64 letters, digits, '_' or '-'")
+    return value
+
+
+def role_of(body: dict[str, Any], default: Role | None = None) -> Role:
+    value = body.get("role", default)
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return Role(value)
+    except ValueError:
+        roles = ", ".join(r.value for r in Role)
+        raise BadRequest(f"field 'role' must be one of {roles}") from None
+
+
+_PARTICIPANT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@routes.post("/call/participants/role")
+async def participant_role(request: web.Request) -> web.Response:
+    """Change a participant's role live (a supervisor barging in, a whisperer taking over)."""
+    body = await read_json(request)
+    if "participantID" not in body or "role" not in body:
+        raise BadRequest("fields 'participantID' and 'role' are required")
+    call = request.app[MANAGER].set_role(
+        require_call_id(body), participant_of(body), role_of(body)
+    )
+    return web.json_response(call.snapshot())
+
+
+@routes.post("/call/transfer")
+async def transfer(request: web.Request) -> web.Response:
+    """Cold hand-off: participant ``to`` becomes the agent; the old agent is disconnected."""
+    body = await read_json(request)
+    if "to" not in body:
+        raise BadRequest("field 'to' (a participantID on the call) is required")
+    call = await request.app[MANAGER].transfer(require_call_id(body), participant_of(body, "to"))
+    return web.json_response(call.snapshot())

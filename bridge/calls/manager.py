@@ -29,6 +29,7 @@ from ..errors import (
     EngineError,
     ShuttingDown,
 )
+from ..media import Role
 from ..metrics import Metrics
 from ..rtc import SessionFactory
 from ..rtc.sdp import validate_offer
@@ -255,11 +256,14 @@ class CallManager:
         return call
 
     # -- the browser's WebRTC leg
-    async def webrtc_offer(self, call_id: str, sdp: str) -> str:
-        """Answer a browser's offer for a call, replacing any previous peer connection."""
+    async def webrtc_offer(
+        self, call_id: str, sdp: str, participant_id: str = "agent", role: Role = Role.AGENT
+    ) -> str:
+        """Answer a browser's offer for a call, replacing that participant's previous peer
+        connection."""
         started = time.monotonic()
         try:
-            answer = await self._webrtc_offer(call_id, sdp)
+            answer = await self._webrtc_offer(call_id, sdp, participant_id, role)
         except BaseException as exc:
             self.metrics.offers.labels(_offer_result(exc)).inc()
             raise
@@ -267,28 +271,43 @@ class CallManager:
         self.metrics.offer_to_answer.observe(time.monotonic() - started)
         return answer
 
-    async def _webrtc_offer(self, call_id: str, sdp: str) -> str:
+    async def _webrtc_offer(self, call_id: str, sdp: str, participant_id: str, role: Role) -> str:
         call = self.get(call_id)
         if not call.live:
             raise CallStateError(f"call {call.id} has ended; start a new call")
         validate_offer(sdp)  # before any socket or peer connection exists
         runtime = self.runtime(call.id)
-        if runtime.session is None:
+        runtime.check_join(participant_id, role, self.settings.max_participants)
+        if not runtime.sessions:
             if self.shutting_down:
                 raise ShuttingDown("the bridge is shutting down")
-            sessions = sum(1 for r in self._runtimes.values() if r.session is not None)
+            sessions = sum(1 for r in self._runtimes.values() if r.sessions)
             if sessions >= self.settings.max_calls:
                 raise AtCapacity("the bridge carries its maximum of WebRTC sessions")
-        session = await self.sessions.create(call.id, runtime.bus, runtime.on_session_state)
+        session = await self.sessions.create(
+            call.id, runtime.bus, runtime.on_session_state, participant_id=participant_id, role=role
+        )
         return await runtime.replace_session(session, sdp)
 
-    async def webrtc_close(self, call_id: str) -> Call:
-        """Close the call's peer connection if any (idempotent); the WhatsApp call stays up."""
+    async def webrtc_close(self, call_id: str, participant_id: str = "agent") -> Call:
+        """Close a participant's peer connection if any (idempotent); the WhatsApp call stays
+        up."""
         call = self.get(call_id)
         runtime = self._runtimes.get(call.id)
         if runtime is not None:
-            await runtime.close_session()
+            await runtime.close_session(participant_id)
         return call
+
+    # -- contact-centre control
+    def set_role(self, call_id: str, participant_id: str, role: Role) -> Call:
+        runtime = self.runtime(call_id)
+        runtime.set_role(participant_id, role, self.settings.max_participants)
+        return runtime.call
+
+    async def transfer(self, call_id: str, to: str) -> Call:
+        runtime = self.runtime(call_id)
+        await runtime.transfer(to)
+        return runtime.call
 
     # -- engine events
     async def _consume_engine_events(self) -> None:
@@ -436,7 +455,8 @@ class CallManager:
         return sum(
             1
             for r in self._runtimes.values()
-            if r.session is not None and r.session.state not in ("closed", "failed")
+            for s in r.sessions.values()
+            if s.state not in ("closed", "failed")
         )
 
     def _engine(self) -> tuple[str, Any, bool]:

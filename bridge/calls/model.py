@@ -89,6 +89,9 @@ class Call:
     muted: bool = False
     transport: str | None = None
     webrtc_state: str | None = None
+    participants: list[dict[str, Any]] = field(default_factory=list)
+    """The browsers on the call: ``{participantID, role, webrtc: {state}}`` each."""
+    held: bool = False
     final_stats: dict[str, Any] | None = field(default=None, repr=False)
     mono_created: float = field(default_factory=time.monotonic, repr=False)
     mono_answered: float | None = field(default=None, repr=False)
@@ -119,6 +122,8 @@ class Call:
             "transport": self.transport,
             "webrtc": {"state": self.webrtc_state} if self.webrtc_state else None,
             "muted": self.muted,
+            "held": self.held,
+            "participants": self.participants,
             "metadata": self.metadata,
             "createdAt": _iso(self.created_at),
             "answeredAt": _iso(self.answered_at),

@@ -24,8 +24,8 @@ def media_totals(metrics: Metrics, runtimes: Iterable[CallRuntime]) -> MediaTota
     out.add_bus(ended.bus)
     for runtime in runtimes:
         out.add_bus(runtime.bus.stats)
-        if runtime.session is not None:
-            out.absorb_jitter(runtime.session.jitter_buffer, depth=True)
+        for session in runtime.sessions.values():
+            out.absorb_jitter(session.jitter_buffer, depth=True)
     return out
 
 
@@ -37,14 +37,14 @@ async def sample_quality_forever(
     while True:
         await asyncio.sleep(interval)
         worst = 5.0
-        for runtime in list(runtimes()):
-            session = runtime.session
-            if session is None or session.state != "connected":
+        sessions = [s for r in list(runtimes()) for s in r.sessions.values()]
+        for session in sessions:
+            if session.state != "connected":
                 continue
             try:
                 q = await session.sample_quality()
             except Exception:
-                log.exception("sampling WebRTC stats of call %s", runtime.call_id)
+                log.exception("sampling WebRTC stats of call %s", session.call_id)
                 continue
             if q is None:
                 continue

@@ -4,7 +4,8 @@ A runtime is created with its call and closed when the call ends. It owns, in th
 come to life:
 
 1. the call's :class:`~bridge.media.CallBus` (16 kHz mono PCM, both directions);
-2. the browser's WebRTC session (at most one; a new offer replaces it);
+2. the browsers' WebRTC sessions, one per participant (a new offer replaces that
+   participant's; who hears whom is the bus's conference);
 3. the engine media pump (opened once the call is active and something uses the bus);
 4. the attachments: playbacks, the recorder, media forks, PCM sockets.
 
@@ -24,7 +25,7 @@ from typing import Any
 from ..attachments.base import Attachment
 from ..engines import Engine, EnginePump
 from ..errors import CallStateError, EngineError
-from ..media import CallBus
+from ..media import CallBus, Role
 from ..metrics import Metrics
 from ..rtc import WebRTCSession
 from ..tasks import TaskSet
@@ -55,7 +56,10 @@ class CallRuntime:
         self._on_media_lost = on_media_lost
         self.bus = CallBus(call.id)
         self.bus.muted = call.muted
-        self.session: WebRTCSession | None = None
+        self.sessions: dict[str, WebRTCSession] = {}
+        """The browsers on the call, by participant id (see :mod:`bridge.media.conference`)."""
+        self.hold_music: str | None = None
+        """The id of the playback WhatsApp hears while the call is held."""
         self.pump: EnginePump | None = None
         self.attachments: dict[str, Attachment] = {}
         self.final_stats: dict[str, Any] | None = None
@@ -107,8 +111,7 @@ class CallRuntime:
     @property
     def transport(self) -> str | None:
         """``webrtc`` while a peer connection is up, else ``websocket`` while a PCM socket is."""
-        session = self.session
-        if session is not None and session.state not in ("closed", "failed"):
+        if any(s.state not in ("closed", "failed") for s in self.sessions.values()):
             return "webrtc"
         if self.attached("socket"):
             return "websocket"
@@ -120,59 +123,139 @@ class CallRuntime:
             self.call.transport = transport
             self.emit("call.transport")
 
-    # -- the browser's WebRTC session
+    # -- the browsers' WebRTC sessions: one per participant
+    @property
+    def session(self) -> WebRTCSession | None:
+        """The agent's session (or the only one): the call's ``webrtc`` in its snapshot."""
+        agent = next((s for s in self.sessions.values() if s.role is Role.AGENT), None)
+        return agent or next(iter(self.sessions.values()), None)
+
+    def _show_participants(self) -> None:
+        self.call.participants = [
+            {"participantID": pid, "role": str(s.role), "webrtc": {"state": s.state}}
+            for pid, s in self.sessions.items()
+        ]
+        agent = self.session
+        self.call.webrtc_state = agent.state if agent is not None else self.call.webrtc_state
+
+    def check_join(self, participant_id: str, role: Role, max_participants: int) -> None:
+        """Refuse a participant the call cannot take (409): too many, or a second agent."""
+        if participant_id not in self.sessions and len(self.sessions) >= max_participants:
+            raise CallStateError(f"a call takes at most {max_participants} participants")
+        if role is Role.AGENT:
+            agent = self.session
+            if (
+                agent is not None
+                and agent.role is Role.AGENT
+                and agent.participant_id != participant_id
+            ):
+                raise CallStateError(
+                    f"participant {agent.participant_id!r} is the agent; a call has one "
+                    "(use /call/transfer or a role change)"
+                )
+
     async def replace_session(self, session: WebRTCSession, sdp: str) -> str:
-        """Close the current session, answer ``sdp`` with ``session``; returns the answer."""
-        old, self.session = self.session, None
+        """Answer ``sdp`` with ``session`` for its participant, replacing that participant's
+        previous session (closed first); returns the answer."""
+        pid = session.participant_id
+        old = self.sessions.pop(pid, None)
+        joined = old is None
         if old is not None:
             self.metrics.ended_totals.absorb_jitter(old.jitter_buffer)
             await old.close()
-        self.session = session
+        self.sessions[pid] = session
         try:
             answer = await session.accept_offer(sdp)
         except BaseException:
-            if self.session is session:
-                self.session = None
-                self.call.webrtc_state = None
+            if self.sessions.get(pid) is session:
+                del self.sessions[pid]
+                if session.role is Role.AGENT:
+                    self.call.webrtc_state = None
+                self._show_participants()
                 self.update_transport()
             await asyncio.shield(session.close())  # also when the request is cancelled
             raise
-        if self._closed or not self.call.live or self.session is not session:
+        if self._closed or not self.call.live or self.sessions.get(pid) is not session:
             # The call ended, or another offer replaced us, while we gathered.
             await session.close()
             raise CallStateError(f"call {self.call.id} changed while the offer was answered")
-        self.call.webrtc_state = session.state
+        self._show_participants()
         self.update_transport()
-        self.emit("webrtc.offer")
+        self.emit("webrtc.offer", participantID=pid)
+        if joined:
+            self.emit("participant.joined", participantID=pid, role=str(session.role))
         self.wake_engine_media()
         return answer
 
     def on_session_state(self, session: WebRTCSession, state: str) -> None:
         """A session's state changed (its callback; a replaced session's last words are ignored)."""
-        if self.session is not session or self._closed:
+        pid = session.participant_id
+        if self.sessions.get(pid) is not session or self._closed:
             return
         self.metrics.webrtc_states.labels(state).inc()
-        if state in ("failed", "closed"):
-            self.update_transport()
         if state == "connected" and session.connected_at is not None:
             self.metrics.offer_to_connected.observe(session.connected_at - session.offered_at)
-        self.call.webrtc_state = state
+        self._show_participants()
+        if state in ("failed", "closed"):
+            self.update_transport()
+        data: dict[str, Any] = {"participantID": pid}
         reason = session.failure_reason if state == "failed" else None
         if reason:
-            self.emit("webrtc.state", reason=reason)
-        else:
-            self.emit("webrtc.state")
+            data["reason"] = reason
+        self.emit("webrtc.state", **data)
 
-    async def close_session(self) -> None:
-        """Close the peer connection if any (idempotent); the WhatsApp call stays up."""
-        session, self.session = self.session, None
+    async def close_session(self, participant_id: str = "agent") -> None:
+        """Close a participant's peer connection if any (idempotent); the call stays up."""
+        session = self.sessions.pop(participant_id, None)
         if session is None:
             return
         self.metrics.ended_totals.absorb_jitter(session.jitter_buffer)
         await session.close()
-        self.call.webrtc_state = "closed"
-        self.emit("webrtc.state")
+        if session.role is Role.AGENT or not self.sessions:
+            self.call.webrtc_state = "closed"
+        self._show_participants()
+        self.emit("webrtc.state", participantID=participant_id)
+        self.emit("participant.left", participantID=participant_id, role=str(session.role))
         self.update_transport()
+
+    def set_role(self, participant_id: str, role: Role, max_participants: int) -> None:
+        """Change a participant's role live (a supervisor barging, a whisperer taking over)."""
+        session = self.sessions.get(participant_id)
+        if session is None:
+            raise CallStateError(f"no participant {participant_id[:64]!r} on this call")
+        self.check_join(participant_id, role, max_participants)
+        session.role = role
+        self.bus.conference.set_role(participant_id, role)
+        self._show_participants()
+        self.emit("participant.role", participantID=participant_id, role=str(role))
+
+    async def transfer(self, to: str) -> None:
+        """Cold hand-off: ``to`` becomes the agent and the old agent's connection is dropped."""
+        new = self.sessions.get(to)
+        if new is None:
+            raise CallStateError(f"no participant {to[:64]!r} on this call to transfer to")
+        old = self.session if self.session is not new else None
+        if old is not None and old.role is Role.AGENT:
+            # The new agent is heard first: the mixer never has a tick without one.
+            old.role = Role.LISTEN
+            self.bus.conference.set_role(old.participant_id, Role.LISTEN)
+        new.role = Role.AGENT
+        self.bus.conference.set_role(to, Role.AGENT)
+        if old is not None:
+            await self.close_session(old.participant_id)
+        self._show_participants()
+        self.emit(
+            "call.transferred",
+            participantID=to,
+            fromParticipantID=old.participant_id if old is not None else None,
+        )
+
+    def set_held(self, held: bool) -> None:
+        if held == self.call.held:
+            return
+        self.call.held = held
+        self.bus.conference.set_held(held)
+        self.emit("call.held" if held else "call.unheld")
 
     # -- the engine media
     def _wants_engine_media(self) -> bool:
@@ -223,10 +306,11 @@ class CallRuntime:
     def stats_json(self) -> dict[str, Any]:
         """This call's media numbers (``GET /call/{callID}/stats``)."""
         b = self.bus.stats
+        session = self.session
         return {
             "callID": self.call.id,
             "state": str(self.call.state),
-            "webrtc": self.session.stats_json() if self.session is not None else None,
+            "webrtc": session.stats_json() if session is not None else None,
             "bus": b.as_json(),
             "leg": {"engine": self.engine.name, "open": self.pump is not None and not self._closed},
         }
@@ -236,8 +320,8 @@ class CallRuntime:
         """Move this call's counters into the ended totals (when the call leaves the live set,
         before teardown, so no scrape misses them)."""
         self.metrics.ended_totals.add_bus(self.bus.stats)
-        if self.session is not None:
-            self.metrics.ended_totals.absorb_jitter(self.session.jitter_buffer)
+        for session in self.sessions.values():
+            self.metrics.ended_totals.absorb_jitter(session.jitter_buffer)
 
     async def close(self) -> None:
         """Close every child in reverse order of creation (idempotent; runs to completion)."""
@@ -253,8 +337,10 @@ class CallRuntime:
                 except Exception:
                     log.exception("call %s: closing %s", self.call.id, attachment.kind)
             self.attachments.clear()
-            if self.session is not None:
-                await self.session.close()
+            agent = self.session
+            for session in reversed(list(self.sessions.values())):
+                await session.close()
+            if agent is not None:
                 self.call.webrtc_state = "closed"
             await self._tasks.close()
             if self.pump is not None:
@@ -262,8 +348,8 @@ class CallRuntime:
         finally:
             await self.bus.aclose()
             self.final_stats = self.stats_json()
-            # The session and the pump call back into this runtime: drop them, so nothing of
+            # The sessions and the pump call back into this runtime: drop them, so nothing of
             # the call waits for the cyclic garbage collector (their codec threads included).
-            self.session = None
+            self.sessions.clear()
             self.pump = None
         log.debug("call %s: runtime closed in %.3f s", self.call.id, time.monotonic() - started)

@@ -34,14 +34,14 @@ def check_limits(
         if reason is not None:
             end_call(call, reason)
             continue
-        session = runtime.session
-        if session is None or session.state in ("closed", "failed"):
-            continue
-        if session.state != "connected":
-            if now - session.offered_at > st.connect_timeout:
-                session.fail(f"not connected within {st.connect_timeout:g} s")
-        elif now - (session.last_media or session.connected_at or now) > st.media_timeout:
-            session.fail(f"no RTP for {st.media_timeout:g} s")
+        for session in list(runtime.sessions.values()):
+            if session.state in ("closed", "failed"):
+                continue
+            if session.state != "connected":
+                if now - session.offered_at > st.connect_timeout:
+                    session.fail(f"not connected within {st.connect_timeout:g} s")
+            elif now - (session.last_media or session.connected_at or now) > st.media_timeout:
+                session.fail(f"no RTP for {st.media_timeout:g} s")
 
 
 async def watch_forever(

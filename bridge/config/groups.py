@@ -163,12 +163,14 @@ class CallSettings(_Group):
         ShutdownCalls.HANGUP,
         "at shutdown: hangup (end calls) or keep (leave WhatsApp calls up for handover)",
     )
+    max_participants: int = _opt(4, "browser participants one call may have (agent, supervisors)")
     ended_call_ttl: float = _opt(900.0, "seconds an ended call stays readable (min 600)")
     stats_interval: float = _opt(5.0, "seconds between RTP/RTCP quality samples per session")
 
     def validate(self) -> None:
         if self.max_calls < 1:
             raise self.bad("max_calls", "must be at least 1")
+        self.between("max_participants", 1, 32)
         for name in ("connect_timeout", "media_timeout", "ring_timeout"):
             self.between(name, 0.5, 3600, " seconds")
         if self.max_call_duration < 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..config import IceSettings, MediaSettings
-from ..media import CallBus
+from ..media import CallBus, Role
 from .ice import server_rtc_configuration
 from .session import WebRTCSession
 from .turn import TurnProvider
@@ -21,7 +21,24 @@ class SessionFactory:
         self.ice = ice
         self.turn = turn
 
-    async def create(self, call_id: str, bus: CallBus, on_state: StateCallback) -> WebRTCSession:
+    async def create(
+        self,
+        call_id: str,
+        bus: CallBus,
+        on_state: StateCallback,
+        *,
+        participant_id: str = "agent",
+        role: Role = Role.AGENT,
+    ) -> WebRTCSession:
         grant = await self.turn.grant(f"bridge-{call_id[:12]}")
         configuration = server_rtc_configuration(self.ice, grant)
-        return WebRTCSession(call_id, bus, self.media, self.ice, on_state, configuration)
+        return WebRTCSession(
+            call_id,
+            bus,
+            self.media,
+            self.ice,
+            on_state,
+            configuration,
+            participant_id=participant_id,
+            role=role,
+        )
