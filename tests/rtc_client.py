@@ -108,13 +108,16 @@ class RtcClient:
         freq: float = 440.0,
         headers: Any = None,
         configuration: RTCConfiguration | None = None,
+        participant: dict[str, str] | None = None,
+        amplitude: float = 0.5,
     ) -> None:
         restrict_host_addresses(["127.0.0.1"])
+        self.participant = participant or {}
         self.http = http
         self.call_id = call_id
         self.headers = headers or {}
         self.pc = RTCPeerConnection(configuration or RTCConfiguration(iceServers=[]))
-        self.track = ToneTrack(freq) if freq else None
+        self.track = ToneTrack(freq, amplitude=amplitude) if freq else None
         self.recorder = Recorder()
         self.connected = asyncio.Event()
 
@@ -135,7 +138,12 @@ class RtcClient:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         resp = await self.http.post(
             "/call/webrtc/offer",
-            json={"callID": self.call_id, "type": "offer", "sdp": self.pc.localDescription.sdp},
+            json={
+                "callID": self.call_id,
+                "type": "offer",
+                "sdp": self.pc.localDescription.sdp,
+                **self.participant,
+            },
             headers=self.headers,
         )
         body = await resp.json()

@@ -301,7 +301,7 @@ class CallManager:
     # -- contact-centre control
     def set_role(self, call_id: str, participant_id: str, role: Role) -> Call:
         runtime = self.runtime(call_id)
-        runtime.set_role(participant_id, role, self.settings.max_participants)
+        runtime.set_role(participant_id, role)
         return runtime.call
 
     async def transfer(self, call_id: str, to: str) -> Call:

@@ -218,16 +218,22 @@ class CallRuntime:
         self.emit("participant.left", participantID=participant_id, role=str(session.role))
         self.update_transport()
 
-    def set_role(self, participant_id: str, role: Role, max_participants: int) -> None:
+    def set_role(self, participant_id: str, role: Role) -> None:
         """Change a participant's role live (a supervisor barging, a whisperer taking over)."""
         session = self.sessions.get(participant_id)
         if session is None:
             raise CallStateError(f"no participant {participant_id[:64]!r} on this call")
-        self.check_join(participant_id, role, max_participants)
+        previous = self.session
+        if role is Role.AGENT and previous is not None and previous is not session:
+            if previous.role is Role.AGENT:  # taking over (a warm hand-off): one agent only
+                self._assign(previous, Role.LISTEN)
+        self._assign(session, role)
+
+    def _assign(self, session: WebRTCSession, role: Role) -> None:
         session.role = role
-        self.bus.conference.set_role(participant_id, role)
+        self.bus.conference.set_role(session.participant_id, role)
         self._show_participants()
-        self.emit("participant.role", participantID=participant_id, role=str(role))
+        self.emit("participant.role", participantID=session.participant_id, role=str(role))
 
     async def transfer(self, to: str) -> None:
         """Cold hand-off: ``to`` becomes the agent and the old agent's connection is dropped."""
@@ -235,12 +241,11 @@ class CallRuntime:
         if new is None:
             raise CallStateError(f"no participant {to[:64]!r} on this call to transfer to")
         old = self.session if self.session is not new else None
-        if old is not None and old.role is Role.AGENT:
-            # The new agent is heard first: the mixer never has a tick without one.
-            old.role = Role.LISTEN
-            self.bus.conference.set_role(old.participant_id, Role.LISTEN)
-        new.role = Role.AGENT
-        self.bus.conference.set_role(to, Role.AGENT)
+        if old is not None and old.role is not Role.AGENT:
+            old = None
+        # The new agent is heard at once (the old one demoted), then the old one hangs up:
+        # the mixer never has a tick without an agent.
+        self.set_role(to, Role.AGENT)
         if old is not None:
             await self.close_session(old.participant_id)
         self._show_participants()

@@ -44,6 +44,8 @@ class SimCall:
     state: str = "ringing"
     heard: deque[Pcm] = field(default_factory=lambda: deque(maxlen=50 * 2))
     """The last 2 s of audio the simulated peer received (for demos and tests)."""
+    heard_at: deque[float] = field(default_factory=lambda: deque(maxlen=50 * 10))
+    """When the last 10 s of those frames arrived (monotonic): gaps show as jumps."""
     frames_heard: int = 0
     channel: SimMediaChannel | None = None
 
@@ -70,6 +72,7 @@ class SimMediaChannel:
         if self._closed.is_set():
             raise MediaClosed(self.call.id)
         self.call.heard.append(pcm)
+        self.call.heard_at.append(time.monotonic())
         self.call.frames_heard += 1
         if self.behaviour is SimPeer.ECHO:
             self._delay.append((time.monotonic(), pcm))

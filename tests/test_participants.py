@@ -1,0 +1,192 @@
+"""Several browser participants on one call: who hears whom, hand-off, hold.
+
+Every participant is a real aiortc peer over loopback sending its own tone; assertions are on
+the spectrum each one receives and on what the simulated WhatsApp peer hears. These run with
+aiortc's full-band Opus encoder (``opus_direct=False``): the 16 kHz voice encoder puts
+distortion products of harmonically related tones at -35 to -45 dB, which would hide a leak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import numpy as np
+
+from bridge.api.keys import ENGINE, MANAGER
+
+from .audio_files import make
+from .conftest import wait_state
+from .rtc_client import RtcClient
+
+AGENT, WHISPER, BARGE, LISTEN, PEER, MUSIC = 440.0, 880.0, 1320.0, 1760.0, 660.0, 1000.0
+SETTINGS = {"sim_peer": "tone", "sim_tone_hz": PEER, "opus_direct": False}
+
+
+def levels_db(pcm: np.ndarray, rate: int, freqs: list[float]) -> dict[float, float]:
+    """Energy within ±15 Hz of each frequency, in dB relative to the strongest of them."""
+    x = np.asarray(pcm, dtype=np.float64)
+    spec = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
+    f = np.fft.rfftfreq(x.size, 1 / rate)
+    power = {fr: float(spec[(f > fr - 15) & (f < fr + 15)].sum()) + 1e-12 for fr in freqs}
+    top = max(power.values())
+    return {fr: 10 * np.log10(p / top) for fr, p in power.items()}
+
+
+def assert_hears(pcm: np.ndarray, rate: int, present: set[float], absent: set[float]) -> None:
+    db = levels_db(pcm, rate, sorted(present | absent))
+    for fr in present:
+        assert db[fr] >= -30, (fr, db)
+    for fr in absent:
+        assert db[fr] <= -50, (fr, db)
+
+
+async def join(client, call_id: str, pid: str, role: str, freq: float) -> RtcClient:
+    # Quiet enough that four tones and the peer's sum without clipping (clipping would put
+    # intermodulation products, e.g. 1320 - 880 = 440 Hz, where a leak would show).
+    rtc = RtcClient(
+        client,
+        call_id,
+        freq=freq,
+        participant={"participantID": pid, "role": role},
+        amplitude=0.15,
+    )
+    await rtc.offer()
+    await asyncio.wait_for(rtc.connected.wait(), 10)
+    return rtc
+
+
+async def active_call(client) -> str:
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    return call["callID"]
+
+
+def sim_call(client, call_id: str):
+    engine_id = client.app[MANAGER].get(call_id).engine_call_id
+    return client.app[ENGINE].calls[engine_id]
+
+
+def peer_heard(client, call_id: str, frames: int = 50) -> np.ndarray:
+    return np.concatenate(list(sim_call(client, call_id).heard)[-frames:]).astype(np.float64)
+
+
+async def test_each_role_hears_exactly_its_mix(make_client) -> None:
+    client = await make_client(**SETTINGS)
+    cid = await active_call(client)
+    agent = await join(client, cid, "agent", "agent", AGENT)
+    whisper = await join(client, cid, "coach", "whisper", WHISPER)
+    barge = await join(client, cid, "boss", "barge", BARGE)
+    listen = await join(client, cid, "qa", "listen", LISTEN)
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert [(p["participantID"], p["role"]) for p in snap["participants"]] == [
+        ("agent", "agent"),
+        ("coach", "whisper"),
+        ("boss", "barge"),
+        ("qa", "listen"),
+    ]
+    await asyncio.sleep(1.5)
+    t0 = time.monotonic()
+    await asyncio.sleep(1.5)
+    tones = {AGENT, WHISPER, BARGE, LISTEN, PEER}
+    expect = {
+        agent: {PEER, WHISPER, BARGE},
+        whisper: {AGENT, PEER, BARGE},
+        barge: {AGENT, PEER},
+        listen: {AGENT, PEER, BARGE},
+    }
+    for rtc, present in expect.items():
+        heard = rtc.recorder.since(t0)
+        assert heard.size > rtc.recorder.rate  # over a second of it
+        assert_hears(heard, rtc.recorder.rate, present, tones - present)
+    # WhatsApp hears the agent and the barge, never the whisper or the listener.
+    assert_hears(peer_heard(client, cid), 16_000, {AGENT, BARGE}, {WHISPER, LISTEN, PEER})
+    # A fifth participant is over BRIDGE_MAX_PARTICIPANTS (4); a second agent is refused.
+    extra = RtcClient(client, cid, freq=0, participant={"participantID": "five", "role": "listen"})
+    extra.pc.addTransceiver("audio", direction="recvonly")
+    await extra.pc.setLocalDescription(await extra.pc.createOffer())
+    body = {"callID": cid, "type": "offer", "sdp": extra.pc.localDescription.sdp}
+    resp = await client.post("/call/webrtc/offer", json={**body, "participantID": "five"})
+    assert resp.status == 409
+    resp = await client.post(
+        "/call/webrtc/offer", json={**body, "participantID": "qa", "role": "agent"}
+    )
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "invalid_call_state"
+    await extra.pc.close()
+    for rtc in (agent, whisper, barge, listen):
+        await rtc.close()
+
+
+def largest_gap_ms(times: list[float]) -> float:
+    return float(np.max(np.diff(times))) * 1000 if len(times) > 1 else float("inf")
+
+
+async def hand_off(client, cid: str, warm: bool) -> None:
+    agent = await join(client, cid, "agent", "agent", AGENT)
+    new = await join(client, cid, "next", "barge" if warm else "listen", WHISPER)
+    await asyncio.sleep(1.0)
+    assert_hears(peer_heard(client, cid, 25), 16_000, {AGENT}, {WHISPER} if not warm else set())
+    changed = time.monotonic()
+    if warm:  # the new agent has been talking as a barge; it takes over by a role change
+        resp = await client.post(
+            "/call/participants/role",
+            json={"callID": cid, "participantID": "next", "role": "agent"},
+        )
+        assert resp.status == 200
+        await client.post("/call/webrtc/close", json={"callID": cid, "participantID": "agent"})
+    else:
+        resp = await client.post("/call/transfer", json={"callID": cid, "to": "next"})
+        assert resp.status == 200
+    snap = await resp.json()
+    agents = [p["participantID"] for p in snap["participants"] if p["role"] == "agent"]
+    assert agents == ["next"]
+    await asyncio.sleep(1.5)
+    sim = sim_call(client, cid)
+    around = [t for t in sim.heard_at if changed - 1.0 <= t <= changed + 1.5]
+    assert len(around) > 100 and largest_gap_ms(around) <= 40, largest_gap_ms(around)
+    assert_hears(peer_heard(client, cid, 25), 16_000, {WHISPER}, {AGENT})
+    await agent.close()
+    await new.close()
+
+
+async def test_cold_transfer_switches_the_agent_without_a_gap(make_client) -> None:
+    client = await make_client(**SETTINGS)
+    cid = await active_call(client)
+    events = client.app[MANAGER].events
+    seen: list[str] = []
+    events.listen(lambda type_, call: seen.append(type_))
+    await hand_off(client, cid, warm=False)
+    assert "call.transferred" in seen and "participant.left" in seen
+
+
+async def test_warm_transfer_by_role_change_without_a_gap(make_client) -> None:
+    client = await make_client(**SETTINGS)
+    cid = await active_call(client)
+    await hand_off(client, cid, warm=True)
+
+
+async def test_hold_plays_music_to_whatsapp_and_never_the_agent(make_client) -> None:
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    form = aiohttp.FormData()
+    form.add_field("audio", make("wav", MUSIC, 2.0), filename="hold.wav")
+    asset = await (await client.post("/call/audio-assets", data=form)).json()
+    cid = await active_call(client)
+    agent = await join(client, cid, "agent", "agent", AGENT)
+    coach = await join(client, cid, "coach", "barge", WHISPER)
+    await asyncio.sleep(1.0)
+    resp = await client.post(
+        "/call/hold", json={"callID": cid, "held": True, "music": asset["assetId"]}
+    )
+    assert resp.status == 200 and (await resp.json())["held"] is True
+    await asyncio.sleep(1.2)
+    assert_hears(peer_heard(client, cid, 40), 16_000, {MUSIC}, {AGENT, WHISPER})
+    t0 = time.monotonic()
+    await asyncio.sleep(1.0)  # the agent and the supervisor still hear each other
+    assert_hears(agent.recorder.since(t0), agent.recorder.rate, {WHISPER}, {MUSIC})
+    resp = await client.post("/call/hold", json={"callID": cid, "held": False})
+    assert (await resp.json())["held"] is False
+    await asyncio.sleep(1.2)
+    assert_hears(peer_heard(client, cid, 40), 16_000, {AGENT, WHISPER}, {MUSIC})
+    await agent.close()
+    await coach.close()
