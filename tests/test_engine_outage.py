@@ -132,7 +132,8 @@ async def test_engine_back_after_10_s_call_stays_active_and_audio_resumes(make_c
     assert heard_at is not None, "the browser never heard the engine again"
     assert sent_at is not None, "the engine never heard the browser again"
     print(
-        f"resumed after the engine's return: down {heard_at - t_back:.2f} s, up {sent_at - t_back:.2f} s"
+        f"resumed after the engine's return: down {heard_at - t_back:.2f} s,"
+        f" up {sent_at - t_back:.2f} s"
     )
     assert heard_at - t_back < 2.0, f"downlink resumed {heard_at - t_back:.2f} s after return"
     assert sent_at - t_back < 2.0, f"uplink resumed {sent_at - t_back:.2f} s after return"
