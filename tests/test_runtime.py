@@ -5,6 +5,7 @@ engine media, and no task left behind."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import numpy as np
@@ -14,8 +15,15 @@ from bridge.audio import FRAME_SAMPLES, dominant_frequency, tone
 from bridge.calls import CallManager, CallRuntime, CallState, EndReason
 from bridge.calls import manager as manager_module
 from bridge.config import settings_for_tests
-from bridge.engines import EngineEvent, EngineEventKind, EngineHealth, EngineStats, MediaClosed
-from bridge.errors import CallStateError
+from bridge.engines import (
+    EngineEvent,
+    EngineEventKind,
+    EngineHealth,
+    EngineStats,
+    MediaClosed,
+    RemoteCall,
+)
+from bridge.errors import CallStateError, EngineUnavailable
 from bridge.metrics import Metrics
 from bridge.rtc import SessionFactory
 from bridge.rtc.turn import NoTurn
@@ -62,6 +70,8 @@ class FakeEngine:
         self.hung_up: list[str] = []
         self.channels: list[FakeChannel] = []
         self.closing: list[str] = []
+        self.later: list[str] = []
+        self.listed_at_start: list[RemoteCall] = []
         self._n = 0
 
     async def start(self) -> None:
@@ -91,6 +101,12 @@ class FakeEngine:
         channel = FakeChannel(self.closing)
         self.channels.append(channel)
         return channel
+
+    def hangup_later(self, engine_call_id: str, why: str) -> None:
+        self.later.append(engine_call_id)
+
+    async def startup_calls(self) -> list[RemoteCall]:
+        return list(self.listed_at_start)
 
 
 class FakeAttachment:
@@ -239,3 +255,68 @@ async def test_remote_hangup_and_inbound_at_capacity(setup) -> None:
     busy = [c for c in manager.registry._ended.values() if c.end_reason is EndReason.BUSY]  # type: ignore[attr-defined]
     assert len(busy) == 1 and busy[0].direction == "inbound"
     assert "in1" in engine.hung_up
+
+
+async def test_hangup_while_the_engine_is_unreachable_ends_here_and_retries_later(
+    setup, caplog
+) -> None:
+    manager, engine = setup
+    runtime = await answered_call(manager, engine)
+
+    async def unreachable(engine_call_id: str) -> None:
+        raise EngineUnavailable("the fake engine is unreachable")
+
+    engine.hangup = unreachable  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="bridge.calls.manager"):
+        call = await manager.hangup(runtime.call_id)
+    assert call.state is CallState.ENDED and call.end_reason is EndReason.HANGUP
+    assert runtime.closed and engine.later == [call.engine_call_id]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
+
+
+async def test_orphans_at_start_up_are_hung_up_but_ringing_inbound_calls_are_offered(
+    caplog,
+) -> None:
+    settings = settings_for_tests()
+    engine = FakeEngine()
+    engine.listed_at_start = [
+        RemoteCall("act", "1@s.whatsapp.net", "active", "inbound"),
+        RemoteCall("dial", "2@s.whatsapp.net", "ringing", "outbound"),
+        RemoteCall("ring", "3@s.whatsapp.net", "ringing", "inbound"),
+        RemoteCall("gone", "4@s.whatsapp.net", "ended", "outbound"),
+    ]
+    engine.calls.update({"act": "active", "dial": "ringing", "ring": "ringing"})
+    manager = CallManager(
+        settings.calls, engine, Metrics(), SessionFactory(settings.media, settings.ice, NoTurn())
+    )
+    with caplog.at_level(logging.WARNING, logger="bridge.calls.manager"):
+        await manager.start()
+        engine.events.put_nowait(EngineEvent(EngineEventKind.INCOMING, "ring", "3@s.whatsapp.net"))
+        for _ in range(100):
+            if len(engine.hung_up) == 2:
+                break
+            await asyncio.sleep(0.01)
+    try:
+        assert sorted(engine.hung_up) == ["act", "dial"]
+        assert [c.engine_call_id for c in manager.live_calls()] == ["ring"]
+        orphan_lines = [r.getMessage() for r in caplog.records if "orphaned" in r.getMessage()]
+        assert len(orphan_lines) == 2 and all("hanging it up" in m for m in orphan_lines)
+    finally:
+        await manager.close()
+
+
+async def test_orphans_are_kept_with_orphan_calls_keep(caplog) -> None:
+    settings = settings_for_tests(orphan_calls="keep")
+    engine = FakeEngine()
+    engine.listed_at_start = [RemoteCall("act", "1@s.whatsapp.net", "active", "outbound")]
+    engine.calls["act"] = "active"
+    manager = CallManager(
+        settings.calls, engine, Metrics(), SessionFactory(settings.media, settings.ice, NoTurn())
+    )
+    with caplog.at_level(logging.WARNING, logger="bridge.calls.manager"):
+        await manager.start()
+        await asyncio.sleep(0.05)
+    await manager.close()
+    assert engine.hung_up == [] and engine.calls == {"act": "active"}
+    assert any("left up" in r.getMessage() for r in caplog.records)

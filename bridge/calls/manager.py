@@ -13,13 +13,14 @@ reading them side by side is what keeps its transitions honest.)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from typing import Any
 
-from ..config import CallSettings, ShutdownCalls
-from ..engines import Engine, EngineEvent, EngineEventKind
+from ..config import CallSettings, OrphanCalls, ShutdownCalls
+from ..engines import Engine, EngineEvent, EngineEventKind, RemoteCall
 from ..errors import (
     AtCapacity,
     BadOffer,
@@ -27,6 +28,7 @@ from ..errors import (
     CallStateError,
     EngineCallNotFound,
     EngineError,
+    EngineUnavailable,
     ShuttingDown,
 )
 from ..media import Role
@@ -46,6 +48,10 @@ log = logging.getLogger(__name__)
 MEDIA_LOST_GRACE = 2.0
 """Seconds to wait, after the engine media closed for good, for the engine's own report of
 the call's end (so the end reason stays accurate) before failing the call."""
+
+HANGUP_TIMEOUT = 2.0
+"""Seconds the bridge waits for the engine to take a hang-up it decided itself (time limits,
+lost media, shutdown, orphans); past it the hang-up is retried in the background."""
 
 
 def _offer_result(exc: BaseException) -> str:
@@ -84,6 +90,8 @@ class CallManager:
         self.owner = default_owner()
         self._runtimes: dict[str, CallRuntime] = {}
         self._dialling = 0  # dials in flight hold a capacity slot
+        self._dials_idle = asyncio.Event()  # set while no dial is in flight
+        self._dials_idle.set()
         self._ending: set[str] = set()  # calls being ended by the bridge
         self._tasks = TaskSet("calls")
         self.shutting_down = False
@@ -104,6 +112,7 @@ class CallManager:
         self._tasks.spawn(
             watch_forever(self.settings, self._runtimes.values, self._end_by_bridge), "watchdog"
         )
+        self._tasks.spawn(self._sweep_orphans(), "orphans")
 
     def stop_accepting(self) -> None:
         """Refuse new calls and end the event streams (first step of a shutdown)."""
@@ -131,9 +140,67 @@ class CallManager:
 
     async def _hangup_quietly(self, call: Call) -> None:
         try:
-            await asyncio.wait_for(self.engine.hangup(call.engine_call_id), 2.0)
+            await asyncio.wait_for(self.engine.hangup(call.engine_call_id), HANGUP_TIMEOUT)
+        except EngineCallNotFound:
+            log.info("call %s: engine no longer knew it", call.id, extra={"call_id": call.id})
         except (EngineError, TimeoutError, ConnectionError) as exc:
-            log.info("call %s: engine hangup: %s", call.id, exc, extra={"call_id": call.id})
+            self._hangup_later(call, exc)
+
+    def _hangup_later(self, call: Call, exc: BaseException) -> None:
+        """The engine did not take our hang-up: the engine layer retries it once it is back."""
+        why = str(exc) or type(exc).__name__
+        log.warning(
+            "call %s: could not hang up engine call %s (%s); retrying until the engine is back",
+            call.id,
+            call.engine_call_id,
+            why,
+            extra={"call_id": call.id},
+        )
+        self.engine.hangup_later(call.engine_call_id, why)
+
+    async def _sweep_orphans(self) -> None:
+        """Once the engine first lists its calls, hang up those no live call here owns.
+
+        Orphans are answered calls and outbound calls (a bridge that died dialled or carried
+        them); a ringing inbound call is a new call, offered like any other, not an orphan.
+        """
+        listed = await self.engine.startup_calls()
+        # A dial in flight may be in the listing before it is ours: let those dials finish.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._dials_idle.wait(), 10.0)
+        for remote in listed:
+            if remote.ended or remote.ringing_inbound:
+                continue
+            if self.registry.by_engine_id(remote.id) is not None:
+                continue  # a live call owns it
+            await self._orphan(remote)
+
+    async def _orphan(self, remote: RemoteCall) -> None:
+        what = (
+            f"{remote.state} {remote.direction or '?'} call {remote.id} with {remote.peer or '?'}"
+        )
+        if self.settings.orphan_calls is OrphanCalls.KEEP:
+            log.warning(
+                "engine %s has an orphaned %s (no live call of this bridge owns it); "
+                "left up (BRIDGE_ORPHAN_CALLS=keep)",
+                self.engine.name,
+                what,
+            )
+            return
+        log.warning(
+            "engine %s has an orphaned %s (no live call of this bridge owns it); hanging it up "
+            "(BRIDGE_ORPHAN_CALLS=hangup)",
+            self.engine.name,
+            what,
+        )
+        try:
+            await asyncio.wait_for(self.engine.hangup(remote.id), HANGUP_TIMEOUT)
+        except EngineCallNotFound:
+            pass  # gone meanwhile
+        except (EngineError, TimeoutError, ConnectionError) as exc:
+            why = str(exc) or type(exc).__name__
+            log.warning("engine call %s: orphan hang-up failed (%s); retrying", remote.id, why)
+            self.engine.hangup_later(remote.id, f"orphan: {why}")
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -181,10 +248,13 @@ class CallManager:
         digits = normalize_phone(phone)
         self.check_capacity()
         self._dialling += 1
+        self._dials_idle.clear()
         try:
             engine_id = await self.engine.dial(digits)
         finally:
             self._dialling -= 1
+            if not self._dialling:
+                self._dials_idle.set()
         call = Call(
             id=uuid.uuid4().hex,
             peer=f"{digits}@s.whatsapp.net",
@@ -236,6 +306,9 @@ class CallManager:
             await self.engine.hangup(call.engine_call_id)
         except EngineCallNotFound:
             log.info("call %s: engine no longer knew it", call.id, extra={"call_id": call.id})
+        except (EngineUnavailable, TimeoutError, ConnectionError) as exc:
+            # The user wants out: the call ends here now, the engine's side once it is back.
+            self._hangup_later(call, exc)
         if not call.live:
             return call
         if call.state is CallState.ACTIVE:

@@ -62,6 +62,13 @@ class ShutdownCalls(enum.StrEnum):
     KEEP = "keep"
 
 
+class OrphanCalls(enum.StrEnum):
+    """What start-up does to engine calls no live call of this bridge owns."""
+
+    HANGUP = "hangup"
+    KEEP = "keep"
+
+
 def _opt(default: Any, help: str, *, secret: bool = False) -> Any:
     return field(default=default, metadata={"help": help, "secret": secret})
 
@@ -164,6 +171,11 @@ class CallSettings(_Group):
         "at shutdown: hangup (end calls) or keep (leave WhatsApp calls up for handover)",
     )
     max_participants: int = _opt(4, "browser participants one call may have (agent, supervisors)")
+    orphan_calls: OrphanCalls = _opt(
+        OrphanCalls.HANGUP,
+        "at start-up: hangup (end engine calls no live call of this bridge owns: answered "
+        "calls and outbound calls; ringing inbound calls are offered as new calls) or keep",
+    )
     ended_call_ttl: float = _opt(900.0, "seconds an ended call stays readable (min 600)")
     stats_interval: float = _opt(5.0, "seconds between RTP/RTCP quality samples per session")
 
@@ -189,7 +201,11 @@ class EngineSettings(_Group):
     engine_token: str = _opt("", "the engine's token", secret=True)
     engine_session: str = _opt("", "WADial session id (BRIDGE_ENGINE=wadial)")
     engine_poll_interval: float = _opt(1.0, "seconds between polls of the engine's call list")
-    engine_reconnect_attempts: int = _opt(5, "media socket reconnect attempts per drop")
+    engine_reconnect_window: float = _opt(
+        30.0,
+        "seconds the engine media keeps reconnecting after a drop while the engine may still "
+        "have the call (backoff 0.2 s doubling, at most 2 s)",
+    )
 
     def validate(self) -> None:
         if self.engine is not EngineKind.SIM and not re.match(
@@ -203,7 +219,7 @@ class EngineSettings(_Group):
                 "engine_session", "the WADial session id is required with BRIDGE_ENGINE=wadial"
             )
         self.between("engine_poll_interval", 0.05, 60, " seconds")
-        self.between("engine_reconnect_attempts", 0, 100)
+        self.between("engine_reconnect_window", 0, 3600, " seconds")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from .base import (
     EngineStats,
     MediaChannel,
     MediaClosed,
+    RemoteCall,
 )
 from .pump import EnginePump
 from .sim import SimEngine
@@ -44,6 +45,7 @@ __all__ = [
     "EngineStats",
     "MediaChannel",
     "MediaClosed",
+    "RemoteCall",
     "SimEngine",
     "WadialEngine",
     "ZuckZapGoEngine",

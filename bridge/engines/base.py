@@ -31,6 +31,30 @@ class EngineEvent:
     reason: str = ""
 
 
+RINGING_STATES = frozenset({"ringing", "connecting", "calling", "offer", "incoming"})
+ACTIVE_STATES = frozenset({"active", "connected", "answered", "in_progress"})
+ENDED_STATES = frozenset({"ended", "terminated", "rejected", "completed", "failed"})
+
+
+@dataclass(frozen=True)
+class RemoteCall:
+    """One entry of an engine's list of live calls, normalised."""
+
+    id: str
+    peer: str
+    state: str
+    direction: str
+
+    @property
+    def ringing_inbound(self) -> bool:
+        """A new inbound call still ringing (offered to us, not answered by anyone yet)."""
+        return self.direction == "inbound" and self.state in RINGING_STATES
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED_STATES
+
+
 @dataclass
 class EngineHealth:
     """Whether the engine can be used now, and why not."""
@@ -107,6 +131,14 @@ class Engine(Protocol):
 
     async def open_media(self, engine_call_id: str) -> MediaChannel:
         """Open the call's PCM channel."""
+
+    def hangup_later(self, engine_call_id: str, why: str) -> None:
+        """The bridge ended this call but its hang-up failed (the engine was unreachable):
+        hang it up once the engine is back (bounded retries with backoff)."""
+
+    async def startup_calls(self) -> list[RemoteCall]:
+        """The engine's calls as first listed after :meth:`start` (waits until the engine
+        answers); the manager finds the orphans among them."""
 
 
 def emit(queue: asyncio.Queue[EngineEvent], event: EngineEvent) -> None:

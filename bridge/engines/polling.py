@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -20,33 +20,25 @@ from ..config import EngineSettings
 from ..errors import EngineError, EngineUnavailable
 from ..tasks import TaskSet
 from .base import (
+    ACTIVE_STATES,
+    ENDED_STATES,
+    RINGING_STATES,
     EngineEvent,
     EngineEventKind,
     EngineHealth,
     EngineStats,
     MediaChannel,
+    RemoteCall,
     emit,
 )
+from .hangups import PendingHangups
 from .socket import ReconnectingChannel
 
 log = logging.getLogger(__name__)
 
-RINGING_STATES = frozenset({"ringing", "connecting", "calling", "offer", "incoming"})
-ACTIVE_STATES = frozenset({"active", "connected", "answered", "in_progress"})
-ENDED_STATES = frozenset({"ended", "terminated", "rejected", "completed", "failed"})
 LIST_GRACE = 5.0
 """Seconds a call we just dialled may be missing from the engine's list before it counts as
 ended (an engine may list a new call a little after answering the dial request)."""
-
-
-@dataclass(frozen=True)
-class RemoteCall:
-    """One entry of an engine's list of live calls, normalised."""
-
-    id: str
-    peer: str
-    state: str
-    direction: str
 
 
 class PollingEngine(abc.ABC):
@@ -83,15 +75,30 @@ class PollingEngine(abc.ABC):
         self._poll_lock = asyncio.Lock()
         self._http = http
         self._own_http = http is None
+        self._back = asyncio.Event()
+        """Set while the engine answers; a fresh (unset) one each time it stops answering."""
+        self._first_listing: list[RemoteCall] | None = None
+        self._listed = asyncio.Event()
+        self.pending_hangups = PendingHangups(self.name, self.hangup, self.pause)
 
     # -- lifecycle
     async def start(self) -> None:
         if self._http is None:  # standalone use; the app passes its one session
             self._http = aiohttp.ClientSession()
         self._tasks.spawn(self._poll_loop(), "poll")
+        self._tasks.spawn(self.pending_hangups.run(), "pending-hangups")
 
     async def close(self) -> None:
         await self._tasks.close()
+        left = self.pending_hangups.abandon_all()
+        if left:
+            log.warning(
+                "%s engine: closing with %d calls not hung up on the engine (%s); the next "
+                "start-up hangs them up as orphans (BRIDGE_ORPHAN_CALLS=hangup)",
+                self.name,
+                len(left),
+                ", ".join(left[:20]),
+            )
         if self._http is not None and self._own_http:
             await self._http.close()
 
@@ -112,13 +119,30 @@ class PollingEngine(abc.ABC):
                 "up" if up else "down",
                 detail,
             )
+        if up and not self.up:
+            self._back.set()
+        elif not up and self.up:
+            self._back = asyncio.Event()
         self.up = up
         self.detail = detail
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep ``seconds``; while the engine does not answer, return as soon as it does."""
+        back = self._back
+        if self.up or back.is_set():
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(back.wait(), seconds)
 
     # -- discovery
     @abc.abstractmethod
     async def list_calls(self) -> list[RemoteCall]:
         """The engine's live calls, normalised."""
+
+    @abc.abstractmethod
+    async def hangup(self, engine_call_id: str) -> None:
+        """End (or decline) a call on the engine."""
 
     def poke(self) -> None:
         """Poll now (a webhook said something changed)."""
@@ -148,6 +172,9 @@ class PollingEngine(abc.ABC):
     async def _poll(self) -> None:
         calls = [c for c in await self.list_calls() if c.id not in self._ended]
         self._mark(True, "reachable")
+        if self._first_listing is None:
+            self._first_listing = calls
+            self._listed.set()
         seen = {c.id: c for c in calls}
         for call in calls:
             before = self._known.get(call.id)
@@ -176,6 +203,15 @@ class PollingEngine(abc.ABC):
                 self._unlisted_since.pop(call_id, None)
         self._known = {k: v for k, v in seen.items() if v.state not in ENDED_STATES}
 
+    async def startup_calls(self) -> list[RemoteCall]:
+        """The engine's calls at its first successful listing (waits for the engine)."""
+        await self._listed.wait()
+        return list(self._first_listing or [])
+
+    def hangup_later(self, engine_call_id: str, why: str) -> None:
+        """Hang the call up once the engine answers again (see :class:`PendingHangups`)."""
+        self.pending_hangups.add(engine_call_id, why)
+
     def track(self, call_id: str, peer: str, state: str, direction: str) -> None:
         """Remember a call we created, so its disappearance is noticed."""
         self._known[call_id] = RemoteCall(call_id, peer, state, direction)
@@ -203,19 +239,23 @@ class PollingEngine(abc.ABC):
         try:
             await self.poll_once()
         except EngineError:
-            return call_id in self._known  # cannot tell: keep trying while it was live
+            pass  # unreachable: cannot tell, so it stays live while it was
+        except Exception:  # a malformed answer: cannot tell either
+            log.exception("polling the %s engine", self.name)
         return call_id in self._known
 
     async def reconnecting(
         self, engine_call_id: str, connect: Callable[[], Awaitable[MediaChannel]]
     ) -> ReconnectingChannel:
-        """Open a media channel that reconnects while this engine still lists the call."""
+        """Open a media channel that reconnects, for up to ``BRIDGE_ENGINE_RECONNECT_WINDOW``
+        seconds per drop, while this engine may still have the call."""
         channel = ReconnectingChannel(
             engine_call_id,
             connect,
             lambda: self.still_live(engine_call_id),
             self.stats,
-            attempts=self.settings.engine_reconnect_attempts,
+            window=self.settings.engine_reconnect_window,
+            pause=self.pause,
         )
         await channel.open()
         return channel

@@ -25,7 +25,15 @@ from ..config import SimPeer, SimSettings
 from ..errors import EngineCallNotFound, EngineError
 from ..media import MediaClock
 from ..tasks import TaskSet
-from .base import EngineEvent, EngineEventKind, EngineHealth, EngineStats, MediaClosed, emit
+from .base import (
+    EngineEvent,
+    EngineEventKind,
+    EngineHealth,
+    EngineStats,
+    MediaClosed,
+    RemoteCall,
+    emit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +203,13 @@ class SimEngine:
 
     async def hangup(self, engine_call_id: str) -> None:
         await self._end(self._get(engine_call_id))
+
+    def hangup_later(self, engine_call_id: str, why: str) -> None:
+        """Never needed: the in-process network is always reachable."""
+
+    async def startup_calls(self) -> list[RemoteCall]:
+        """A simulated network starts with no calls: nothing is ever orphaned."""
+        return []
 
     async def _end(self, call: SimCall) -> None:
         call.state = "ended"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -75,13 +76,24 @@ class WebSocketMedia(abc.ABC):
         await self.ws.close()
 
 
-class ReconnectingChannel:
-    """A media channel that reopens its socket while the engine still lists the call.
+Pause = Callable[[float], Awaitable[None]]
+"""Sleeps up to the given seconds between attempts; an engine cuts it short when it is back."""
 
-    ``connect`` opens a fresh inner channel. When the inner channel closes, ``still_live``
-    decides: the call is gone → :class:`MediaClosed`; otherwise reconnect with exponential
-    backoff, up to ``attempts`` times. Meanwhile uplink frames are dropped (counted), so the
-    caller never blocks and nothing piles up; the browser's peer connection is untouched.
+CONNECT_TIMEOUT = 5.0
+"""Seconds one attempt to open the socket may take (a partition can swallow the handshake)."""
+
+
+class ReconnectingChannel:
+    """A media channel that reopens its socket while the engine may still have the call.
+
+    ``connect`` opens a fresh inner channel. When the inner channel closes (or the first open
+    fails), it is reopened for up to ``window`` seconds, with a backoff that starts at
+    ``backoff`` and doubles up to ``max_backoff``. Before each attempt ``still_live`` asks the
+    engine: a call it no longer lists stops the reconnects at once (:class:`MediaClosed`); an
+    engine that does not answer cannot tell, so the attempts go on within the window.
+    Meanwhile uplink frames are dropped (counted) and nothing reaches the downlink, so the
+    caller never blocks, nothing piles up, the browser hears silence (its jitter buffer plays
+    silence on underrun) and its peer connection is untouched.
     """
 
     def __init__(
@@ -91,21 +103,38 @@ class ReconnectingChannel:
         still_live: Callable[[], Awaitable[bool]],
         stats: EngineStats,
         *,
-        attempts: int = 5,
+        window: float = 30.0,
         backoff: float = 0.2,
+        max_backoff: float = 2.0,
+        pause: Pause | None = None,
     ) -> None:
         self.call_id = call_id
         self._connect = connect
         self._still_live = still_live
         self.stats = stats
-        self.attempts = attempts
+        self.window = window
         self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._pause: Pause = pause or asyncio.sleep
+        self._delay = backoff
+        self._connected_at = 0.0
         self._inner: MediaChannel | None = None
         self._closed = False
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
-        self._inner = await self._connect()
+        """Open the socket; if the engine cannot be reached now, :meth:`recv` keeps trying
+        within the window (the call is not failed for an engine that is restarting)."""
+        try:
+            self._inner = await asyncio.wait_for(self._connect(), CONNECT_TIMEOUT)
+            self._connected_at = time.monotonic()
+        except (ConnectionError, EngineError, TimeoutError) as exc:
+            log.warning(
+                "call %s: cannot open the engine media (%s); retrying for up to %g s",
+                self.call_id,
+                _why(exc),
+                self.window,
+            )
 
     async def send(self, pcm: Pcm) -> None:
         if self._closed:
@@ -131,7 +160,12 @@ class ReconnectingChannel:
                     self._closed = True
                     raise
                 except ConnectionError as exc:
-                    log.info("call %s: media socket closed (%s)", self.call_id, exc)
+                    log.warning(
+                        "call %s: engine media lost (%s); reconnecting for up to %g s",
+                        self.call_id,
+                        _why(exc),
+                        self.window,
+                    )
             await self._reconnect(inner)
 
     async def _reconnect(self, failed: MediaChannel | None) -> None:
@@ -141,32 +175,69 @@ class ReconnectingChannel:
             self._inner = None
             if failed is not None:
                 await failed.close()
-            delay = self.backoff
-            for attempt in range(1, self.attempts + 1):
-                if self._closed or not await self._still_live():
-                    self._closed = True
+                if time.monotonic() - self._connected_at >= self.max_backoff:
+                    self._delay = self.backoff  # it had been up a while: start over quickly
+            started = time.monotonic()
+            deadline = started + self.window
+            attempt = 0
+            while True:
+                if self._closed:
                     raise MediaClosed(self.call_id)
-                try:
-                    self._inner = await self._connect()
-                except (ConnectionError, EngineError) as exc:
+                if not await self._still_live():
+                    self._closed = True
                     log.info(
-                        "call %s: media reconnect %d/%d failed: %s",
+                        "call %s: the engine no longer lists the call; media closed", self.call_id
+                    )
+                    raise MediaClosed(f"{self.call_id}: the engine no longer lists the call")
+                if self._closed:
+                    raise MediaClosed(self.call_id)
+                attempt += 1
+                try:
+                    inner = await asyncio.wait_for(self._connect(), CONNECT_TIMEOUT)
+                except (ConnectionError, EngineError, TimeoutError) as exc:
+                    remaining = deadline - time.monotonic()
+                    log.debug(
+                        "call %s: media reconnect %d failed (%s); %.1f s of the window left",
                         self.call_id,
                         attempt,
-                        self.attempts,
-                        exc,
+                        _why(exc),
+                        remaining,
                     )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                    if remaining <= 0:
+                        self._closed = True
+                        log.warning(
+                            "call %s: engine media not back within %g s (%d attempts, last: %s)",
+                            self.call_id,
+                            self.window,
+                            attempt,
+                            _why(exc),
+                        )
+                        raise MediaClosed(
+                            f"{self.call_id}: engine media not back within {self.window:g} s"
+                        ) from exc
+                    await self._pause(min(self._delay, remaining))
+                    self._delay = min(self._delay * 2, self.max_backoff)
                     continue
+                if self._closed:  # closed while connecting
+                    await inner.close()
+                    raise MediaClosed(self.call_id)
+                self._inner = inner
+                self._connected_at = time.monotonic()
                 self.stats.reconnects += 1
-                log.info("call %s: media socket reconnected (attempt %d)", self.call_id, attempt)
+                log.info(
+                    "call %s: engine media reconnected after %.1f s (attempt %d)",
+                    self.call_id,
+                    self._connected_at - started,
+                    attempt,
+                )
                 return
-            self._closed = True
-            raise MediaClosed(f"{self.call_id}: media reconnect failed {self.attempts} times")
 
     async def close(self) -> None:
         self._closed = True
         inner, self._inner = self._inner, None
         if inner is not None:
             await inner.close()
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__

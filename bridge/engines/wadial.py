@@ -23,8 +23,16 @@ from ..audio import SAMPLE_RATE, f32_to_s16, s16_to_f32
 from ..audio.pcm import Pcm
 from ..config import EngineSettings
 from ..errors import EngineCallNotFound, EngineError, EngineUnavailable, PeerUnreachable
-from .base import EngineEvent, EngineEventKind, MediaClosed, MediaFatal, emit
-from .polling import ACTIVE_STATES, PollingEngine, RemoteCall
+from .base import (
+    ACTIVE_STATES,
+    EngineEvent,
+    EngineEventKind,
+    MediaClosed,
+    MediaFatal,
+    RemoteCall,
+    emit,
+)
+from .polling import PollingEngine
 from .socket import ReconnectingChannel, WebSocketMedia
 
 log = logging.getLogger(__name__)

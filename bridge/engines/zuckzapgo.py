@@ -21,8 +21,8 @@ from ..errors import (
     EngineUnavailable,
     PeerUnreachable,
 )
-from .base import EngineEvent, EngineEventKind, EngineStats, MediaClosed, emit
-from .polling import PollingEngine, RemoteCall
+from .base import EngineEvent, EngineEventKind, EngineStats, MediaClosed, RemoteCall, emit
+from .polling import PollingEngine
 from .socket import ReconnectingChannel, WebSocketMedia
 
 log = logging.getLogger(__name__)

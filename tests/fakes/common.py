@@ -26,6 +26,7 @@ class FakeCall:
     direction: str
     state: str
     received: list[bytes] = field(default_factory=list)
+    received_at: list[float] = field(default_factory=list)  # time.monotonic() of each frame
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     connects: int = 0
     answered: bool = False
@@ -101,6 +102,7 @@ async def serve_media(
         async for msg in ws:
             if msg.type is WSMsgType.BINARY:
                 call.received.append(msg.data)
+                call.received_at.append(time.monotonic())
     finally:
         sender.cancel()
         call.sockets.remove(ws)

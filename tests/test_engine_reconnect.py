@@ -1,0 +1,128 @@
+"""The engine layer's outage parts on their own: the reconnect window and pending hang-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import numpy as np
+import pytest
+
+from bridge.engines.base import EngineStats, MediaClosed
+from bridge.engines.hangups import PendingHangups
+from bridge.engines.socket import ReconnectingChannel
+from bridge.errors import EngineCallNotFound, EngineUnavailable
+
+
+class Inner:
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+
+    async def send(self, pcm: np.ndarray) -> None:
+        if self.closed.is_set():
+            raise MediaClosed("closed")
+
+    async def recv(self) -> np.ndarray:
+        await self.closed.wait()
+        raise MediaClosed("socket closed")
+
+    async def close(self) -> None:
+        self.closed.set()
+
+
+async def test_reconnects_stop_at_once_when_the_engine_no_longer_lists_the_call() -> None:
+    first = Inner()
+    opened = [first]
+    live = [True]
+
+    async def connect() -> Inner:
+        raise MediaClosed("refused")
+
+    async def still_live() -> bool:
+        return live[0]
+
+    channel = ReconnectingChannel("c1", connect, still_live, EngineStats(), window=30.0)
+    channel._inner = opened[0]  # type: ignore[assignment]
+    recv = asyncio.ensure_future(channel.recv())
+    await first.close()
+    await asyncio.sleep(0.5)
+    assert not recv.done()  # unreachable: keeps trying within the window
+    live[0] = False
+    t0 = time.monotonic()
+    with pytest.raises(MediaClosed):
+        await asyncio.wait_for(recv, 5)
+    assert time.monotonic() - t0 <= 2.5  # at most one capped backoff
+    await channel.close()
+
+
+async def test_window_runs_out_with_backoff_capped_and_one_warning(caplog) -> None:
+    attempts: list[float] = []
+
+    async def connect() -> Inner:
+        attempts.append(time.monotonic())
+        raise MediaClosed("refused")
+
+    async def still_live() -> bool:
+        return True
+
+    stats = EngineStats()
+    channel = ReconnectingChannel("c2", connect, still_live, stats, window=4.0, max_backoff=1.0)
+    with caplog.at_level(logging.WARNING, logger="bridge.engines.socket"):
+        await channel.open()  # the first open fails: not fatal
+        await channel.send(np.zeros(320, dtype=np.int16))  # dropped, counted, never blocks
+        with pytest.raises(MediaClosed):
+            await asyncio.wait_for(channel.recv(), 10)
+    gaps = np.diff(attempts)
+    assert gaps.max() <= 1.3 and attempts[-1] - attempts[1] >= 3.5
+    assert stats.uplink_dropped == 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("not back within 4 s" in m for m in lines) == 1, lines
+
+
+async def test_pending_hangups_retry_until_done_and_are_bounded(caplog) -> None:
+    up = [False]
+    done: list[str] = []
+
+    async def hangup(engine_call_id: str) -> None:
+        if engine_call_id == "gone":
+            raise EngineCallNotFound("no such call")
+        if not up[0]:
+            raise EngineUnavailable("unreachable")
+        done.append(engine_call_id)
+
+    pending = PendingHangups("fake", hangup, asyncio.sleep, limit=2, backoff=0.05)
+    with caplog.at_level(logging.INFO, logger="bridge.engines.hangups"):
+        pending.add("a", "test")
+        pending.add("a", "test")  # once
+        pending.add("b", "test")
+        pending.add("c", "test")  # over the limit: "a" is given up, with a warning
+        assert pending.ids() == ["b", "c"]
+        task = asyncio.ensure_future(pending.run())
+        await asyncio.sleep(0.3)
+        assert done == [] and len(pending) == 2
+        up[0] = True
+        await asyncio.sleep(0.5)
+        assert sorted(done) == ["b", "c"] and len(pending) == 0
+        pending.add("gone", "test")  # the engine says 404: done, not retried
+        await asyncio.sleep(0.3)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert len(pending) == 0 and pending.done == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "giving up on call a" in warnings[0]
+
+
+async def test_pending_hangups_give_up_after_max_age(caplog) -> None:
+    async def hangup(engine_call_id: str) -> None:
+        raise EngineUnavailable("unreachable")
+
+    pending = PendingHangups("fake", hangup, asyncio.sleep, max_age=0.3, backoff=0.05)
+    with caplog.at_level(logging.WARNING, logger="bridge.engines.hangups"):
+        pending.add("x", "test")
+        task = asyncio.ensure_future(pending.run())
+        await asyncio.sleep(0.8)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert len(pending) == 0 and pending.abandoned == 1
+    assert any("giving up hanging up call x" in r.getMessage() for r in caplog.records)
