@@ -20,6 +20,7 @@ _STATUS: list[tuple[type[errors.BridgeError], int]] = [
     (errors.BadRequest, 400),
     (errors.BadOffer, 400),
     (errors.Unauthorized, 401),
+    (errors.NoCallPermission, 403),
     (errors.Forbidden, 403),
     (errors.CallNotFound, 404),
     (errors.NotFound, 404),
@@ -31,6 +32,7 @@ _STATUS: list[tuple[type[errors.BridgeError], int]] = [
     (errors.EngineUnavailable, 503),
     (errors.AtCapacity, 503),
     (errors.ShuttingDown, 503),
+    (errors.GraphApiError, 502),
     (errors.EngineError, 502),
 ]
 
@@ -46,8 +48,17 @@ _HTTP_CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str, **headers: str) -> web.Response:
-    body = {"error": {"code": code, "message": message}}
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, object] | None = None,
+    **headers: str,
+) -> web.Response:
+    error: dict[str, object] = {"code": code, "message": message}
+    if details:
+        error["details"] = details  # e.g. Meta's code, subcode and message
+    body = {"error": error}
     return web.json_response(body, status=status, headers=headers or None)
 
 
@@ -73,7 +84,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             headers["WWW-Authenticate"] = 'Bearer realm="webrtc-bridge"'
         if status >= 500:
             log.warning("%s %s: %s (%s)", request.method, request.path, exc.message, exc.code)
-        return error_response(status, exc.code, exc.message, **headers)
+        details = getattr(exc, "details", None)
+        return error_response(status, exc.code, exc.message, details, **headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from ..metrics import MediaTotals, Metrics, estimate_mos
+from ..rtc.session import Quality
 from .runtime import CallRuntime
 
 log = logging.getLogger(__name__)
@@ -29,15 +30,44 @@ def media_totals(metrics: Metrics, runtimes: Iterable[CallRuntime]) -> MediaTota
     return out
 
 
+def _observe(metrics: Metrics, leg: str, q: Quality) -> float:
+    """Record one sample of one leg; returns its MOS estimate."""
+    m = metrics
+    m.leg_packets.labels(leg, "received").inc(q.uplink_packets)
+    m.leg_lost.labels(leg, "received").inc(q.uplink_lost)
+    m.leg_jitter.labels(leg, "received").observe(q.uplink_jitter_s)
+    m.leg_packets.labels(leg, "sent").inc(q.downlink_packets)
+    m.leg_lost.labels(leg, "sent").inc(q.downlink_lost)
+    if q.downlink_jitter_s is not None:
+        m.leg_jitter.labels(leg, "sent").observe(q.downlink_jitter_s)
+    if q.rtt_s is not None:
+        m.leg_rtt.labels(leg).observe(q.rtt_s)
+    jitter = max(q.uplink_jitter_s, q.downlink_jitter_s or 0.0)
+    mos = estimate_mos(q.loss_fraction, jitter, q.rtt_s)
+    m.leg_mos.labels(leg).observe(mos)
+    return mos
+
+
 async def sample_quality_forever(
     metrics: Metrics, runtimes: Callable[[], Iterable[CallRuntime]], interval: float
 ) -> None:
-    """Every ``interval`` s, sample each connected session's RTP/RTCP statistics."""
+    """Every ``interval`` s, sample each connected session's RTP/RTCP statistics, and the
+    WhatsApp side's own WebRTC leg where the engine has one (cloudapi)."""
     m = metrics
     while True:
         await asyncio.sleep(interval)
         worst = 5.0
         for runtime in list(runtimes()):
+            leg = runtime.webrtc_leg
+            if leg is not None:
+                try:
+                    lq = await leg.sample_quality()
+                except Exception:
+                    log.exception("sampling the WhatsApp leg of call %s", runtime.call_id)
+                    lq = None
+                if lq is not None:
+                    leg.mos = _observe(m, "whatsapp", lq)
+                    worst = min(worst, leg.mos)
             session = runtime.session
             if session is None or session.state != "connected":
                 continue
@@ -57,8 +87,7 @@ async def sample_quality_forever(
                 m.rtp_jitter.labels("downlink").observe(q.downlink_jitter_s)
             if q.rtt_s is not None:
                 m.rtt.observe(q.rtt_s)
-            jitter = max(q.uplink_jitter_s, q.downlink_jitter_s or 0.0)
-            session.mos = estimate_mos(q.loss_fraction, jitter, q.rtt_s)
+            session.mos = _observe(m, "browser", q)
             m.mos.observe(session.mos)
             worst = min(worst, session.mos)
         m.mos_current.set(worst)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from ..config import ConfigError, EngineKind, EngineSettings, SimSettings
+from ..config import ConfigError, EngineKind, EngineSettings, IceSettings, SimSettings
 from .base import (
     Engine,
     EngineEvent,
@@ -15,6 +15,7 @@ from .base import (
     EngineStats,
     MediaChannel,
     MediaClosed,
+    WebRTCLeg,
 )
 from .pump import EnginePump
 from .sim import SimEngine
@@ -23,15 +24,23 @@ from .zuckzapgo import ZuckZapGoEngine
 
 
 def create_engine(
-    settings: EngineSettings, sim: SimSettings, http: aiohttp.ClientSession | None = None
+    settings: EngineSettings,
+    sim: SimSettings,
+    http: aiohttp.ClientSession | None = None,
+    ice: IceSettings | None = None,
 ) -> Engine:
-    """The engine selected by ``BRIDGE_ENGINE`` (remote ones use ``http``, the app's client)."""
+    """The engine selected by ``BRIDGE_ENGINE`` (remote ones use ``http``, the app's client;
+    cloudapi's WhatsApp-side peer connections use ``ice``)."""
     if settings.engine is EngineKind.SIM:
         return SimEngine(sim)
     if settings.engine is EngineKind.ZUCKZAPGO:
         return ZuckZapGoEngine(settings, http)
     if settings.engine is EngineKind.WADIAL:
         return WadialEngine(settings, http)
+    if settings.engine is EngineKind.CLOUDAPI:
+        from .cloudapi import CloudApiEngine
+
+        return CloudApiEngine(settings, http, ice)
     raise ConfigError(f"BRIDGE_ENGINE={settings.engine}: unknown engine")
 
 
@@ -46,6 +55,7 @@ __all__ = [
     "MediaClosed",
     "SimEngine",
     "WadialEngine",
+    "WebRTCLeg",
     "ZuckZapGoEngine",
     "create_engine",
 ]
