@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from bridge.api.keys import ENGINE, MANAGER
 from bridge.audio import dominant_frequency, rms_dbfs
 
 from .conftest import wait_state
@@ -43,8 +44,8 @@ async def until(predicate, timeout: float = 5.0, what: str = "condition"):
     return value
 
 
-async def live_calls(client) -> list[dict]:
-    return (await (await client.get("/call/status")).json())["calls"]
+async def live_calls(client, headers=None) -> list[dict]:
+    return (await (await client.get("/call/status", headers=headers)).json())["calls"]
 
 
 def heard(recorder, seconds: float = 1.0) -> np.ndarray:
@@ -102,7 +103,7 @@ async def test_inbound_pre_accept_accept_audio_both_ways_and_remote_hangup(cclie
     await until(lambda: mcall.pre_accept_at, 1.0, "pre_accept within 1 s")
     assert mcall.pre_accept_at - mcall.offered_at < 1.0
     assert_meta_sdp(mcall.pre_accept_sdp, answer=True)
-    calls = await until(lambda: None, 0) if False else await live_calls(client)
+    calls = await live_calls(client)
     assert len(calls) == 1
     call = calls[0]
     assert (call["state"], call["direction"]) == ("ringing", "inbound")
@@ -133,3 +134,185 @@ async def test_inbound_pre_accept_accept_audio_both_ways_and_remote_hangup(cclie
     ended = await wait_state(client, call["callID"], "ended", timeout=3)
     assert ended["endReason"] == "remote_hangup"
     await rtc.close()
+
+
+async def test_outbound_connect_ringing_answer_accepted_audio_and_hangup(cclient, meta):
+    client = await cclient()
+    resp = await client.post("/call/make", json={"phone": "+5521999999999"})
+    assert resp.status == 201, await resp.text()
+    call = await resp.json()
+    connect = next(a for a in meta.actions if a["action"] == "connect")
+    assert connect["to"] == "5521999999999"
+    assert connect["biz_opaque_callback_data"] == call["callID"]
+    assert connect["session"]["sdp_type"] == "offer"
+    assert_meta_sdp(connect["session"]["sdp"], answer=False)
+    mcall = next(iter(meta.meta_calls.values()))
+    snap = await (await client.get(f"/call/{call['callID']}")).json()
+    assert snap["state"] == "calling"
+
+    rtc = await connect_browser(client, call["callID"])
+    resp = await meta.post(client, meta.envelope(meta.status_event(mcall, "RINGING")))
+    assert resp.status == 200
+    await wait_state(client, call["callID"], "ringing", timeout=2)
+    # The answer and ACCEPTED in one body (two changes): both handled, in order.
+    body = meta.envelope(meta.answer_event(mcall), meta.status_event(mcall, "ACCEPTED"))
+    assert (await meta.post(client, body)).status == 200
+    await wait_state(client, call["callID"], "active", timeout=3)
+    await asyncio.wait_for(mcall.peer.connected.wait(), 5)
+
+    await asyncio.sleep(2.0)
+    assert_tone(heard(rtc.recorder), rtc.recorder.rate, 660, "agent hears the WhatsApp user")
+    assert_tone(
+        heard(mcall.peer.recorder), mcall.peer.recorder.rate, 440, "WhatsApp user hears the agent"
+    )
+    resp = await client.post("/call/hangup", json={"callID": call["callID"]})
+    assert (await resp.json())["endReason"] == "hangup"
+    assert [a["action"] for a in meta.actions if a.get("call_id") == mcall.wacid] == ["terminate"]
+    assert not meta.refused
+    await rtc.close()
+
+
+async def test_no_call_permission_is_403_and_other_graph_errors_502(cclient, meta):
+    client = await cclient()
+    meta.no_permission.add("5521888888888")
+    resp = await client.post("/call/make", json={"phone": "5521888888888"})
+    body = await resp.json()
+    assert resp.status == 403 and body["error"]["code"] == "no_call_permission", body
+    assert "No approved call permission" in body["error"]["message"]
+    assert body["error"]["details"]["metaCode"] == 138006
+    assert await live_calls(client) == []
+
+    meta.phone_number_id = "1"  # Meta now answers 100 "object does not exist"
+    resp = await client.post("/call/make", json={"phone": "5521999999999"})
+    body = await resp.json()
+    assert resp.status == 502 and body["error"]["code"] == "engine_error", body
+    assert body["error"]["details"]["metaCode"] == 100
+
+    await meta.stop()  # nothing listens any more
+    resp = await client.post("/call/make", json={"phone": "5521999999999"})
+    assert resp.status == 503 and (await resp.json())["error"]["code"] == "engine_unavailable"
+    await meta.start()
+
+
+async def test_meta_refuses_other_fingerprints_like_meta(meta):
+    import aiohttp
+
+    from .fakes.cloudapi import MetaPeer
+
+    peer = MetaPeer(0)
+    try:
+        await peer.offer()
+        sdp = peer.pc.localDescription.sdp  # aiortc's own: sha-256, sha-384 and sha-512
+        assert "a=fingerprint:sha-384" in sdp
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(
+                f"{meta.graph_url}/{meta.phone_number_id}/calls",
+                json={
+                    "messaging_product": "whatsapp",
+                    "action": "connect",
+                    "to": "5521999999999",
+                    "session": {"sdp_type": "offer", "sdp": sdp},
+                },
+                headers={"Authorization": f"Bearer {meta.token}"},
+            )
+            body = await resp.json()
+        assert resp.status == 400
+        assert (body["error"]["code"], body["error"]["error_subcode"]) == (100, 2494010)
+    finally:
+        await peer.close()
+
+
+async def test_webhook_verification_signature_duplicates_and_hostile_bodies(cclient, meta):
+    client = await cclient(api_tokens=("apitok",))
+    auth = {"Authorization": "Bearer apitok"}
+    q = "hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token="
+    resp = await client.get(f"/engine/webhook?{q}verify-me")
+    assert resp.status == 200 and await resp.text() == "1158201444"
+    resp = await client.get(f"/engine/webhook?{q}wrong")
+    assert resp.status == 403
+
+    mcall, event = await meta.user_offer("15550002222")
+    body = meta.envelope(event)
+    for signature in (None, "sha256=" + "0" * 64, "garbage"):
+        resp = await meta.post(client, body, signature=signature)
+        assert resp.status == 401, signature
+    await asyncio.sleep(0.3)
+    assert await live_calls(client, auth) == [] and not meta.actions
+
+    # The same connect delivered twice (and once more in one batch): one call, one pre_accept.
+    for _ in range(2):
+        assert (await meta.post(client, body)).status == 200
+    assert (await meta.post(client, meta.envelope(event, event))).status == 200
+    await until(lambda: mcall.pre_accept_at, 2, "pre_accept")
+    await asyncio.sleep(0.3)
+    calls = await live_calls(client, auth)
+    assert len(calls) == 1 and calls[0]["state"] == "ringing"
+    assert [a["action"] for a in meta.actions] == ["pre_accept"]
+
+    # A batch with two events: a second user's call and the first one's terminate.
+    other, event2 = await meta.user_offer("15550003333")
+    batch = meta.envelope(event2, meta.terminate_event(mcall, "COMPLETED"))
+    assert (await meta.post(client, batch)).status == 200
+    await wait_state(client, calls[0]["callID"], "ended", timeout=3, headers=auth)
+    await until(lambda: other.pre_accept_at, 2, "second pre_accept")
+    # A redelivered terminate for an ended call, and a status for an unknown one: no change.
+    assert (await meta.post(client, batch)).status == 200
+    unknown = meta.envelope({"statuses": [{"id": "wacid.nope", "status": "ACCEPTED"}]})
+    assert (await meta.post(client, unknown)).status == 200
+    await asyncio.sleep(0.3)
+    live = await live_calls(client, auth)
+    assert len(live) == 1 and live[0]["peer"] == "15550003333@s.whatsapp.net"
+
+    hostile = [
+        b"",
+        b"not json",
+        b"[1, 2]",
+        b'{"entry": 5}',
+        b"{" * 100_000,
+        b'{"entry": [{"changes": [{"field": "calls", "value": {"calls": [5, {"id": 7}], '
+        b'"statuses": "x", "errors": 3}}]}, 4, {"changes": "x"}]}',
+        b'{"entry": [{"changes": [{"field": "calls", "value": {"calls": [{"id": "wacid.x", '
+        b'"event": "connect", "direction": "USER_INITIATED", "session": {"sdp_type": "offer", '
+        b'"sdp": "v=0 garbage"}}]}}]}]}',
+        '{"entry": [], "\udcff": 1}'.encode("utf-8", "surrogateescape"),
+    ]
+    for raw in hostile:
+        resp = await meta.post(client, raw)
+        assert 400 <= resp.status < 500 or resp.status == 200, (raw[:40], resp.status)
+    await asyncio.sleep(0.5)
+    assert len(await live_calls(client, auth)) == 1
+    assert client.app[ENGINE].stats.bad_messages >= 3
+    # The bridge's own API still needs its token.
+    assert (await client.get("/call/status")).status == 401
+
+
+async def test_dtmf_digits_from_the_whatsapp_user(cclient, meta):
+    client = await cclient()
+    manager = client.app[MANAGER]
+    mcall = await meta.user_calls(client, "15550004444")
+    await until(lambda: mcall.pre_accept_at, 2, "pre_accept")
+    call = (await live_calls(client))[0]
+    await asyncio.wait_for(mcall.peer.connected.wait(), 5)
+    async with manager.events.subscribe() as sub:
+        resp = await client.post("/call/answer", json={"callID": call["callID"]})
+        assert resp.status == 200
+        await asyncio.sleep(0.3)
+        for digit in "15#":
+            await mcall.peer.send_dtmf(digit)
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)
+        dtmf = []
+        while True:
+            try:
+                event = await sub.get(0.05)
+            except TimeoutError:
+                break
+            if event is not None and event.type == "call.dtmf":
+                dtmf.append(event.data)
+    assert dtmf == [
+        {"digit": "1", "durationMs": 200},
+        {"digit": "5", "durationMs": 200},
+        {"digit": "#", "durationMs": 200},
+    ]
+    metrics = await (await client.get("/metrics")).text()
+    assert "bridge_dtmf_events_total 3.0" in metrics

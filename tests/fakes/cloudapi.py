@@ -75,7 +75,7 @@ def meta_offer(sdp: str) -> str:
     for ln in lines:
         if ln.startswith("m=audio "):
             parts = ln.split()
-            ln = " ".join(parts[:3] + ["111", "126"])
+            ln = " ".join([*parts[:3], "111", "126"])
         elif ln.startswith("a=rtpmap:") or ln.startswith("a=fmtp:") or ln.startswith("a=rtcp-fb:"):
             if ln.startswith(f"a=rtpmap:{opus} "):
                 out += ["a=rtpmap:111 opus/48000/2", f"a=fmtp:111 {META_OPUS_FMTP}"]
