@@ -52,7 +52,13 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
         middlewares=[
             cors_middleware(server.cors_origins),
             error_middleware,
-            auth_middleware(server.api_tokens),
+            # Cloud API webhooks carry Meta's signature, never our token.
+            auth_middleware(
+                server.api_tokens,
+                open_paths=("/engine/webhook",)
+                if settings.engine.engine is EngineKind.CLOUDAPI
+                else (),
+            ),
             rate_limit_middleware(
                 server.rate_limit, server.rate_burst, by_token=server.auth_enabled
             ),
@@ -69,7 +75,11 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
         # Created in order, closed in reverse: HTTP client, engine, manager (and with it every
         # call's runtime), background tasks.
         http = create_http_session()
-        eng = engine if engine is not None else create_engine(settings.engine, settings.sim, http)
+        eng = (
+            engine
+            if engine is not None
+            else create_engine(settings.engine, settings.sim, http, settings.ice)
+        )
         metrics = Metrics()
         metrics.registry.register(RtcCollector())  # UDP drops, WebRTC failures by reason
         tasks = TaskSet("app")

@@ -103,5 +103,26 @@ class EngineCallNotFound(EngineError):
     code = "call_not_found"
 
 
+class GraphApiError(EngineError):
+    """Meta's Graph API refused a call action; ``details`` carries Meta's code, subcode and
+    message (they go into the JSON error body)."""
+
+    code = "engine_error"
+
+    def __init__(self, message: str, *, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
+
+
+class NoCallPermission(Forbidden):
+    """Meta's 138006: the business may not call this WhatsApp user (no call permission)."""
+
+    code = "no_call_permission"
+
+    def __init__(self, message: str, *, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
+
+
 class ShuttingDown(BridgeError):
     code = "shutting_down"

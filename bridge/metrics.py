@@ -285,6 +285,46 @@ class Metrics:
             registry=r,
         )
         self.mos_current.set(5.0)
+        # Per leg: "browser" (the agent's peer connection) and "whatsapp" (the engine's own
+        # WebRTC peer, for engines whose WhatsApp side is WebRTC: cloudapi).
+        self.leg_rtt = Histogram(
+            "bridge_leg_rtt_seconds",
+            "round-trip time from RTCP receiver reports, by leg",
+            ["leg"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2),
+            registry=r,
+        )
+        self.leg_jitter = Histogram(
+            "bridge_leg_rtp_jitter_seconds",
+            "RTP interarrival jitter by leg and direction (received: by the bridge; "
+            "sent: at the far end, from RTCP)",
+            ["leg", "direction"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32),
+            registry=r,
+        )
+        self.leg_packets = Counter(
+            "bridge_leg_rtp_packets",
+            "RTP packets by leg and direction (received: by the bridge; sent: as the far end "
+            "reports receiving them)",
+            ["leg", "direction"],
+            registry=r,
+        )
+        self.leg_lost = Counter(
+            "bridge_leg_rtp_packets_lost",
+            "RTP packets lost by leg and direction",
+            ["leg", "direction"],
+            registry=r,
+        )
+        self.leg_mos = Histogram(
+            "bridge_leg_mos_estimate",
+            "estimated MOS (E-model) per sample, by leg",
+            ["leg"],
+            buckets=(1.0, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.4, 4.5),
+            registry=r,
+        )
+        self.dtmf = Counter(
+            "bridge_dtmf_events", "DTMF key presses received from WhatsApp users", registry=r
+        )
         self.loop_lag = Histogram(
             "bridge_event_loop_lag_seconds",
             "event-loop scheduling delay",

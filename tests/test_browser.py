@@ -167,3 +167,57 @@ async def test_demo_page_call_echo_mute_hangup_and_inbound(client, browser) -> N
     echo = await page.evaluate(FREQ_JS)
     assert echo["hz"] == pytest.approx(440, abs=8), echo
     await page.close()
+
+
+@pytest.fixture
+async def meta():
+    from .fakes.cloudapi import FakeMeta
+
+    server = FakeMeta()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def test_chromium_agent_on_a_cloudapi_call(make_client, meta, browser) -> None:
+    """Real Chromium answers a WhatsApp user's Cloud API call: two WebRTC legs, one bus."""
+    import numpy as np
+
+    from bridge.audio import dominant_frequency, rms_dbfs
+
+    client = await make_client(**meta.bridge_settings())
+    page = await browser.new_page()
+    await page.route("**/call/webrtc/offer", loopback_only)
+    await page.goto(str(client.make_url("/")))
+    await asyncio.sleep(0.5)  # the page's event stream is up
+    mcall = await meta.user_calls(client, "15550007777")
+    calls = []
+    for _ in range(50):
+        calls = (await (await client.get("/call/status")).json())["calls"]
+        if calls:
+            break
+        await asyncio.sleep(0.05)
+    call_id = calls[0]["callID"]
+    await page.wait_for_selector(f"li[data-callid='{call_id}'] button.answer", timeout=5000)
+    await page.click(f"li[data-callid='{call_id}'] button.answer")
+    await wait_for(
+        page, "window.demo.client.pc && window.demo.client.pc.connectionState === 'connected'"
+    )
+    answered = await (await client.get(f"/call/{call_id}")).json()
+    assert answered["state"] == "active" and answered["transport"] == "webrtc"
+    assert any(a["action"] == "accept" for a in meta.actions) and not meta.refused
+    await asyncio.sleep(2.0)
+    heard = await page.evaluate(FREQ_JS)
+    assert heard["hz"] == pytest.approx(660, abs=8), heard  # the WhatsApp user's tone
+    assert heard["level"] > -30, heard
+    rec = mcall.peer.recorder
+    pcm = np.concatenate(rec.chunks)[-rec.rate :]
+    assert dominant_frequency(pcm, rec.rate) == pytest.approx(440, abs=5)  # Chromium's mic
+    # Chromium processes its (fake) microphone (AGC, noise suppression): about -25 dBFS here.
+    assert rms_dbfs(pcm / 32768) > -35
+    await page.click("#hangup")
+    await asyncio.sleep(0.5)
+    ended = await (await client.get(f"/call/{call_id}")).json()
+    assert ended["state"] == "ended" and ended["endReason"] == "hangup"
+    assert [a["action"] for a in meta.actions if a.get("call_id") == mcall.wacid][-1] == "terminate"
+    await page.close()

@@ -69,6 +69,19 @@ def test_empty_stun_urls_means_none() -> None:
         ({"BRIDGE_INSECURE_NO_AUTH": "maybe"}, "BRIDGE_INSECURE_NO_AUTH"),
         ({"BRIDGE_SIM_ECHO_DELAY": "nan"}, "BRIDGE_SIM_ECHO_DELAY"),
         ({"BRIDGE_ENGINE": "zuckzapgo"}, "BRIDGE_ENGINE_URL"),
+        ({"BRIDGE_ENGINE": "cloudapi"}, "BRIDGE_ENGINE_TOKEN"),
+        (
+            {"BRIDGE_ENGINE": "cloudapi", "BRIDGE_ENGINE_TOKEN": "t", "BRIDGE_CLOUDAPI_APP_SECRET": "s", "BRIDGE_CLOUDAPI_VERIFY_TOKEN": "v"},
+            "BRIDGE_CLOUDAPI_PHONE_NUMBER_ID",
+        ),
+        (
+            {"BRIDGE_ENGINE": "cloudapi", "BRIDGE_ENGINE_TOKEN": "t", "BRIDGE_CLOUDAPI_PHONE_NUMBER_ID": "1", "BRIDGE_CLOUDAPI_VERIFY_TOKEN": "v"},
+            "BRIDGE_CLOUDAPI_APP_SECRET",
+        ),
+        (
+            {"BRIDGE_ENGINE": "cloudapi", "BRIDGE_ENGINE_TOKEN": "t", "BRIDGE_CLOUDAPI_PHONE_NUMBER_ID": "1", "BRIDGE_CLOUDAPI_APP_SECRET": "s"},
+            "BRIDGE_CLOUDAPI_VERIFY_TOKEN",
+        ),
         ({"BRIDGE_ICE_POLICY": "relay"}, "BRIDGE_ICE_POLICY"),
         ({"BRIDGE_SHUTDOWN_CALLS": "later"}, "BRIDGE_SHUTDOWN_CALLS"),
         ({"BRIDGE_LOG_LEVEL": "loud"}, "BRIDGE_LOG_LEVEL"),
@@ -91,6 +104,21 @@ def test_non_loopback_without_token_refused() -> None:
     assert insecure.server.insecure_no_auth
     assert load_settings([], {"BRIDGE_HOST": "0.0.0.0", "BRIDGE_API_TOKENS": "t"}).server.api_tokens
     assert load_settings([], {"BRIDGE_HOST": "::1"}).server.host == "::1"
+
+
+def test_cloudapi_defaults_to_the_graph_api() -> None:
+    env = {
+        "BRIDGE_ENGINE": "cloudapi",
+        "BRIDGE_ENGINE_TOKEN": "t",
+        "BRIDGE_CLOUDAPI_PHONE_NUMBER_ID": "1234",
+        "BRIDGE_CLOUDAPI_APP_SECRET": "s",
+        "BRIDGE_CLOUDAPI_VERIFY_TOKEN": "v",
+    }
+    s = load_settings([], env)
+    assert s.engine.engine is EngineKind.CLOUDAPI
+    assert s.engine.engine_url == "https://graph.facebook.com/v23.0"
+    shown = repr(s.public())
+    assert "'cloudapi_app_secret': '***'" in shown and "'cloudapi_verify_token': '***'" in shown
 
 
 def test_public_masks_secrets() -> None:
@@ -146,6 +174,9 @@ ENV_SAMPLES = [
     ("BRIDGE_ENGINE_URL", "http://e.example", "engine", "engine_url", "http://e.example"),
     ("BRIDGE_ENGINE_POLL_INTERVAL", "0.5", "engine", "engine_poll_interval", 0.5),
     ("BRIDGE_ENGINE_RECONNECT_WINDOW", "4.5", "engine", "engine_reconnect_window", 4.5),
+    ("BRIDGE_CLOUDAPI_PHONE_NUMBER_ID", "1234567890", "engine", "cloudapi_phone_number_id", "1234567890"),
+    ("BRIDGE_CLOUDAPI_APP_SECRET", "appsecret", "engine", "cloudapi_app_secret", "appsecret"),
+    ("BRIDGE_CLOUDAPI_VERIFY_TOKEN", "vtok", "engine", "cloudapi_verify_token", "vtok"),
     ("BRIDGE_STUN_URLS", "stun:a.example:3478", "ice", "stun_urls", ("stun:a.example:3478",)),
     ("BRIDGE_SERVER_STUN_URLS", "stun:b.example:1", "ice", "server_stun_urls", ("stun:b.example:1",)),
     ("BRIDGE_ICE_ADDRESSES", "127.0.0.1", "ice", "ice_addresses", ("127.0.0.1",)),

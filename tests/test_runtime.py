@@ -83,7 +83,7 @@ class FakeEngine:
     async def health(self) -> EngineHealth:
         return EngineHealth(up=True)
 
-    async def dial(self, phone: str) -> str:
+    async def dial(self, phone: str, *, call_id: str = "") -> str:
         self._n += 1
         engine_id = f"e{self._n}"
         self.calls[engine_id] = "calling"

@@ -45,12 +45,19 @@ def token_matches(presented: str, tokens: Iterable[str]) -> bool:
     return ok
 
 
-def auth_middleware(tokens: tuple[str, ...]) -> Middleware:
-    """Require one of ``tokens`` on ``/call/*`` routes (no-op when there are none)."""
+def auth_middleware(tokens: tuple[str, ...], open_paths: tuple[str, ...] = ()) -> Middleware:
+    """Require one of ``tokens`` on ``/call/*`` routes (no-op when there are none).
+
+    ``open_paths`` need no token: routes that authenticate their caller themselves (the
+    Cloud API webhook, signed by Meta with the app secret)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if tokens and request.path.startswith(PROTECTED_PREFIXES):
+        if (
+            tokens
+            and request.path.startswith(PROTECTED_PREFIXES)
+            and request.path not in open_paths
+        ):
             presented = request_token(request)
             if presented is None:
                 raise Unauthorized(

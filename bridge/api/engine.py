@@ -4,21 +4,50 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..errors import BadRequest
+from ..errors import BadRequest, NotFound, TooLarge
 from .errors import read_json
 from .keys import ENGINE
 
 routes = web.RouteTableDef()
 
+SIGNED_WEBHOOK_LIMIT = 256 * 1024
+"""Largest signed (Cloud API) webhook body: a few calls with their SDP."""
+
+
+@routes.get("/engine/webhook")
+async def engine_webhook_verify(request: web.Request) -> web.Response:
+    """Meta's subscription check (cloudapi): echo ``hub.challenge`` when the token matches."""
+    verify = getattr(request.app[ENGINE], "verify_subscription", None)
+    if verify is None:
+        raise NotFound(f"the {request.app[ENGINE].name} engine has no webhook verification")
+    q = request.query
+    challenge = verify(
+        q.get("hub.mode", ""), q.get("hub.verify_token", ""), q.get("hub.challenge", "")
+    )
+    return web.Response(text=challenge, content_type="text/plain")
+
 
 @routes.post("/engine/webhook")
 async def engine_webhook(request: web.Request) -> web.Response:
-    """Call events pushed by the engine (ZuckZapGo ``v1.call.*``), so ringing shows at once."""
+    """Call events pushed by the engine: ZuckZapGo ``v1.call.*`` (so ringing shows at once),
+    or Meta's signed Cloud API webhooks (verified on the raw body, worked on after the 200)."""
+    engine = request.app[ENGINE]
+    receive = getattr(engine, "receive_webhook", None)
+    if receive is not None:
+        if (request.content_length or 0) > SIGNED_WEBHOOK_LIMIT:
+            raise TooLarge(f"webhook body larger than {SIGNED_WEBHOOK_LIMIT} bytes")
+        raw = await request.content.read(SIGNED_WEBHOOK_LIMIT + 1)
+        while len(raw) <= SIGNED_WEBHOOK_LIMIT and (chunk := await request.content.read(65536)):
+            raw += chunk
+        if len(raw) > SIGNED_WEBHOOK_LIMIT:
+            raise TooLarge(f"webhook body larger than {SIGNED_WEBHOOK_LIMIT} bytes")
+        receive(raw, request.headers.get("X-Hub-Signature-256"))
+        return web.json_response({"accepted": True})
     body = await read_json(request)
-    handler = getattr(request.app[ENGINE], "handle_webhook", None)
+    handler = getattr(engine, "handle_webhook", None)
     if handler is None:
         raise BadRequest(
-            f"the {request.app[ENGINE].name} engine takes no webhooks", code="webhook_not_supported"
+            f"the {engine.name} engine takes no webhooks", code="webhook_not_supported"
         )
     accepted = handler(body)
     return web.json_response({"accepted": bool(accepted)})

@@ -23,6 +23,7 @@ _STATUS: list[tuple[type[errors.BridgeError], int]] = [
     (errors.BadOffer, 400),
     (errors.Unauthorized, 401),
     (errors.BodyTimeout, 408),
+    (errors.NoCallPermission, 403),
     (errors.Forbidden, 403),
     (errors.CallNotFound, 404),
     (errors.NotFound, 404),
@@ -34,6 +35,7 @@ _STATUS: list[tuple[type[errors.BridgeError], int]] = [
     (errors.EngineUnavailable, 503),
     (errors.AtCapacity, 503),
     (errors.ShuttingDown, 503),
+    (errors.GraphApiError, 502),
     (errors.EngineError, 502),
 ]
 
@@ -49,8 +51,17 @@ _HTTP_CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str, **headers: str) -> web.Response:
-    body = {"error": {"code": code, "message": message}}
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, object] | None = None,
+    **headers: str,
+) -> web.Response:
+    error: dict[str, object] = {"code": code, "message": message}
+    if details:
+        error["details"] = details  # e.g. Meta's code, subcode and message
+    body = {"error": error}
     return web.json_response(body, status=status, headers=headers or None)
 
 
@@ -79,7 +90,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             log.warning("%s %s: %s", request.method, request.path, exc.message)
         if status >= 500:
             log.warning("%s %s: %s (%s)", request.method, request.path, exc.message, exc.code)
-        return error_response(status, exc.code, exc.message, **headers)
+        details = getattr(exc, "details", None)
+        return error_response(status, exc.code, exc.message, details, **headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

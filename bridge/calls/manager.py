@@ -247,16 +247,17 @@ class CallManager:
     async def make(self, phone: str, metadata: dict[str, Any] | None = None) -> Call:
         digits = normalize_phone(phone)
         self.check_capacity()
+        call_id = uuid.uuid4().hex
         self._dialling += 1
         self._dials_idle.clear()
         try:
-            engine_id = await self.engine.dial(digits)
+            engine_id = await self.engine.dial(digits, call_id=call_id)
         finally:
             self._dialling -= 1
             if not self._dialling:
                 self._dials_idle.set()
         call = Call(
-            id=uuid.uuid4().hex,
+            id=call_id,
             peer=f"{digits}@s.whatsapp.net",
             direction=Direction.OUTBOUND,
             owner=self.owner,
@@ -399,6 +400,11 @@ class CallManager:
         if call is None:
             log.debug("engine event for an unknown or ended call: %s", event)
             return
+        if event.kind is EngineEventKind.DTMF:
+            if call.live:
+                self.metrics.dtmf.inc()
+                self.events.publish("call.dtmf", call, **dict(event.data))
+            return
         if event.kind is EngineEventKind.RINGING and call.state is CallState.CALLING:
             self._ring(call)
         elif event.kind is EngineEventKind.ANSWERED and call.state in (
@@ -415,7 +421,7 @@ class CallManager:
                 reason = EndReason.REJECTED
             if event.reason in EndReason.__members__.values():
                 reason = EndReason(event.reason)
-            await self._end(call, reason)
+            await self._end(call, reason, **dict(event.data))
 
     async def _incoming(self, event: EngineEvent) -> None:
         if self.registry.by_engine_id(event.engine_call_id) is not None:
@@ -496,7 +502,7 @@ class CallManager:
 
         self._tasks.spawn(end(), f"limit:{call.id}")
 
-    async def _end(self, call: Call, reason: EndReason) -> None:
+    async def _end(self, call: Call, reason: EndReason, **data: Any) -> None:
         if not call.live:
             return
         call.transition(CallState.ENDED, reason)
@@ -515,7 +521,7 @@ class CallManager:
                 await asyncio.shield(runtime.close())
                 call.final_stats = runtime.final_stats
         finally:
-            self.events.publish("call.ended", call)
+            self.events.publish("call.ended", call, **data)
 
     # -- metrics
     def _count_active(self) -> None:

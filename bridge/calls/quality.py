@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from ..metrics import MediaTotals, Metrics, estimate_mos
-from ..rtc import WebRTCSession
+from ..rtc.session import Quality
 from .runtime import CallRuntime
 
 log = logging.getLogger(__name__)
@@ -30,40 +30,69 @@ def media_totals(metrics: Metrics, runtimes: Iterable[CallRuntime]) -> MediaTota
     return out
 
 
+def _observe(metrics: Metrics, leg: str, q: Quality) -> float:
+    """Record one sample of one leg; returns its MOS estimate."""
+    m = metrics
+    m.leg_packets.labels(leg, "received").inc(q.uplink_packets)
+    m.leg_lost.labels(leg, "received").inc(q.uplink_lost)
+    m.leg_jitter.labels(leg, "received").observe(q.uplink_jitter_s)
+    m.leg_packets.labels(leg, "sent").inc(q.downlink_packets)
+    m.leg_lost.labels(leg, "sent").inc(q.downlink_lost)
+    if q.downlink_jitter_s is not None:
+        m.leg_jitter.labels(leg, "sent").observe(q.downlink_jitter_s)
+    if q.rtt_s is not None:
+        m.leg_rtt.labels(leg).observe(q.rtt_s)
+    jitter = max(q.uplink_jitter_s, q.downlink_jitter_s or 0.0)
+    mos = estimate_mos(q.loss_fraction, jitter, q.rtt_s)
+    m.leg_mos.labels(leg).observe(mos)
+    return mos
+
+
 async def sample_quality_forever(
     metrics: Metrics, runtimes: Callable[[], Iterable[CallRuntime]], interval: float
 ) -> None:
-    """Every ``interval`` s, sample each connected session's RTP/RTCP statistics."""
+    """Every ``interval`` s, sample each connected session's RTP/RTCP statistics, and the
+    WhatsApp side's own WebRTC leg where the engine has one (cloudapi)."""
     while True:
         await asyncio.sleep(interval)
         # One pass per call of a function: nothing of a pass (a session of a call that ends
         # meanwhile, with its codec threads) stays referenced while the loop sleeps.
-        await sample_quality_once(metrics, [s for r in runtimes() for s in r.sessions.values()])
+        await sample_quality_once(metrics, runtimes)
 
 
-async def sample_quality_once(m: Metrics, sessions: list[WebRTCSession]) -> None:
+async def sample_quality_once(m: Metrics, runtimes: Callable[[], Iterable[CallRuntime]]) -> None:
     worst = 5.0
-    for session in sessions:
-        if session.state != "connected":
-            continue
-        try:
-            q = await session.sample_quality()
-        except Exception:
-            log.exception("sampling WebRTC stats of call %s", session.call_id)
-            continue
-        if q is None:
-            continue
-        m.rtp_packets.labels("uplink").inc(q.uplink_packets)
-        m.rtp_lost.labels("uplink").inc(q.uplink_lost)
-        m.rtp_jitter.labels("uplink").observe(q.uplink_jitter_s)
-        m.rtp_packets.labels("downlink").inc(q.downlink_packets)
-        m.rtp_lost.labels("downlink").inc(q.downlink_lost)
-        if q.downlink_jitter_s is not None:
-            m.rtp_jitter.labels("downlink").observe(q.downlink_jitter_s)
-        if q.rtt_s is not None:
-            m.rtt.observe(q.rtt_s)
-        jitter = max(q.uplink_jitter_s, q.downlink_jitter_s or 0.0)
-        session.mos = estimate_mos(q.loss_fraction, jitter, q.rtt_s)
-        m.mos.observe(session.mos)
-        worst = min(worst, session.mos)
+    for runtime in list(runtimes()):
+        leg = runtime.webrtc_leg
+        if leg is not None:
+            try:
+                lq = await leg.sample_quality()
+            except Exception:
+                log.exception("sampling the WhatsApp leg of call %s", runtime.call_id)
+                lq = None
+            if lq is not None:
+                leg.mos = _observe(m, "whatsapp", lq)
+                worst = min(worst, leg.mos)
+        for session in list(runtime.sessions.values()):
+            if session.state != "connected":
+                continue
+            try:
+                q = await session.sample_quality()
+            except Exception:
+                log.exception("sampling WebRTC stats of call %s", runtime.call_id)
+                continue
+            if q is None:
+                continue
+            m.rtp_packets.labels("uplink").inc(q.uplink_packets)
+            m.rtp_lost.labels("uplink").inc(q.uplink_lost)
+            m.rtp_jitter.labels("uplink").observe(q.uplink_jitter_s)
+            m.rtp_packets.labels("downlink").inc(q.downlink_packets)
+            m.rtp_lost.labels("downlink").inc(q.downlink_lost)
+            if q.downlink_jitter_s is not None:
+                m.rtp_jitter.labels("downlink").observe(q.downlink_jitter_s)
+            if q.rtt_s is not None:
+                m.rtt.observe(q.rtt_s)
+            session.mos = _observe(m, "browser", q)
+            m.mos.observe(session.mos)
+            worst = min(worst, session.mos)
     m.mos_current.set(worst)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..attachments.base import Attachment
-from ..engines import Engine, EnginePump
+from ..engines import Engine, EnginePump, WebRTCLeg
 from ..errors import CallStateError, EngineError
 from ..media import CallBus, Role
 from ..metrics import Metrics
@@ -317,8 +317,24 @@ class CallRuntime:
             "state": str(self.call.state),
             "webrtc": session.stats_json() if session is not None else None,
             "bus": b.as_json(),
-            "leg": {"engine": self.engine.name, "open": self.pump is not None and not self._closed},
+            "leg": self._leg_json(),
         }
+
+    def _leg_json(self) -> dict[str, Any]:
+        leg: dict[str, Any] = {
+            "engine": self.engine.name,
+            "open": self.pump is not None and not self._closed,
+        }
+        channel = self.webrtc_leg
+        if channel is not None:
+            leg["webrtc"] = channel.leg_json()  # the WhatsApp side's own peer connection
+        return leg
+
+    @property
+    def webrtc_leg(self) -> WebRTCLeg | None:
+        """The engine media channel when it is a WebRTC peer connection (cloudapi)."""
+        channel = self.pump.channel if self.pump is not None else None
+        return channel if isinstance(channel, WebRTCLeg) else None
 
     # -- teardown
     def retire_counters(self) -> None:

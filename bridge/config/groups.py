@@ -17,6 +17,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+GRAPH_URL = "https://graph.facebook.com/v23.0"
+"""The Graph API base (with its version) the cloudapi engine uses by default."""
+
 
 class ConfigError(ValueError):
     """A setting has a bad value; the message names it and says what is expected."""
@@ -28,6 +31,7 @@ class EngineKind(enum.StrEnum):
     SIM = "sim"
     ZUCKZAPGO = "zuckzapgo"
     WADIAL = "wadial"
+    CLOUDAPI = "cloudapi"
 
 
 class SimPeer(enum.StrEnum):
@@ -196,9 +200,13 @@ class CallSettings(_Group):
 class EngineSettings(_Group):
     """The WhatsApp engine the call legs go through."""
 
-    engine: EngineKind = _opt(EngineKind.SIM, "WhatsApp engine: sim, zuckzapgo, wadial")
-    engine_url: str = _opt("", "the engine's base URL")
-    engine_token: str = _opt("", "the engine's token", secret=True)
+    engine: EngineKind = _opt(EngineKind.SIM, "WhatsApp engine: sim, zuckzapgo, wadial, cloudapi")
+    engine_url: str = _opt(
+        "", "the engine's base URL (cloudapi: the Graph API with its version, " + GRAPH_URL + ")"
+    )
+    engine_token: str = _opt(
+        "", "the engine's token (cloudapi: the Graph API access token)", secret=True
+    )
     engine_session: str = _opt("", "WADial session id (BRIDGE_ENGINE=wadial)")
     engine_poll_interval: float = _opt(1.0, "seconds between polls of the engine's call list")
     engine_reconnect_window: float = _opt(
@@ -206,8 +214,33 @@ class EngineSettings(_Group):
         "seconds the engine media keeps reconnecting after a drop while the engine may still "
         "have the call (backoff 0.2 s doubling, at most 2 s)",
     )
+    cloudapi_phone_number_id: str = _opt(
+        "", "Cloud API: the business number's PHONE_NUMBER_ID (BRIDGE_ENGINE=cloudapi)"
+    )
+    cloudapi_app_secret: str = _opt(
+        "", "Cloud API: the Meta app secret that signs webhooks (X-Hub-Signature-256)", secret=True
+    )
+    cloudapi_verify_token: str = _opt(
+        "", "Cloud API: the token Meta echoes when it verifies the webhook URL", secret=True
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.engine is EngineKind.CLOUDAPI and not self.engine_url:
+            object.__setattr__(self, "engine_url", GRAPH_URL)
 
     def validate(self) -> None:
+        if self.engine is EngineKind.CLOUDAPI:
+            for name in (
+                "engine_token",
+                "cloudapi_phone_number_id",
+                "cloudapi_app_secret",
+                "cloudapi_verify_token",
+            ):
+                if not getattr(self, name):
+                    raise ConfigError(f"{env_name(name)} is required with BRIDGE_ENGINE=cloudapi")
+            if not re.fullmatch(r"[0-9]{1,32}", self.cloudapi_phone_number_id):
+                raise self.bad("cloudapi_phone_number_id", "must be the number's numeric id")
         if self.engine is not EngineKind.SIM and not re.match(
             r"^https?://[^\s/]+", self.engine_url
         ):

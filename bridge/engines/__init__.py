@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from ..config import ConfigError, EngineKind, EngineSettings, SimSettings
+from ..config import ConfigError, EngineKind, EngineSettings, IceSettings, SimSettings
 from .base import (
     Engine,
     EngineEvent,
@@ -16,6 +16,7 @@ from .base import (
     MediaChannel,
     MediaClosed,
     RemoteCall,
+    WebRTCLeg,
 )
 from .pump import EnginePump
 from .sim import SimEngine
@@ -24,15 +25,23 @@ from .zuckzapgo import ZuckZapGoEngine
 
 
 def create_engine(
-    settings: EngineSettings, sim: SimSettings, http: aiohttp.ClientSession | None = None
+    settings: EngineSettings,
+    sim: SimSettings,
+    http: aiohttp.ClientSession | None = None,
+    ice: IceSettings | None = None,
 ) -> Engine:
-    """The engine selected by ``BRIDGE_ENGINE`` (remote ones use ``http``, the app's client)."""
+    """The engine selected by ``BRIDGE_ENGINE`` (remote ones use ``http``, the app's client;
+    cloudapi's WhatsApp-side peer connections use ``ice``)."""
     if settings.engine is EngineKind.SIM:
         return SimEngine(sim)
     if settings.engine is EngineKind.ZUCKZAPGO:
         return ZuckZapGoEngine(settings, http)
     if settings.engine is EngineKind.WADIAL:
         return WadialEngine(settings, http)
+    if settings.engine is EngineKind.CLOUDAPI:
+        from .cloudapi import CloudApiEngine
+
+        return CloudApiEngine(settings, http, ice)
     raise ConfigError(f"BRIDGE_ENGINE={settings.engine}: unknown engine")
 
 
@@ -48,6 +57,7 @@ __all__ = [
     "RemoteCall",
     "SimEngine",
     "WadialEngine",
+    "WebRTCLeg",
     "ZuckZapGoEngine",
     "create_engine",
 ]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..audio.pcm import Pcm
 from ..media import FixedHistogram
@@ -19,6 +20,7 @@ class EngineEventKind(enum.StrEnum):
     RINGING = "ringing"  # our outbound call rings at the peer
     ANSWERED = "answered"  # the call is up (either side answered)
     ENDED = "ended"  # the call ended on the engine's side
+    DTMF = "dtmf"  # the WhatsApp user pressed a key (data: digit, durationMs)
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class EngineEvent:
     engine_call_id: str
     peer: str = ""
     reason: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+    """Extra fields for the call event (``call.dtmf``'s digit, an end's errors)."""
 
 
 RINGING_STATES = frozenset({"ringing", "connecting", "calling", "offer", "incoming"})
@@ -102,6 +106,20 @@ class MediaChannel(Protocol):
         """Close the channel (idempotent)."""
 
 
+@runtime_checkable
+class WebRTCLeg(Protocol):
+    """A media channel that is itself a WebRTC peer connection (the cloudapi engine's): the
+    runtime samples its RTP/RTCP quality like the browser's, labelled ``leg="whatsapp"``."""
+
+    mos: float | None
+
+    async def sample_quality(self) -> Any:
+        """The change of its RTP/RTCP counters since the last sample (an ``rtc`` Quality)."""
+
+    def leg_json(self) -> dict[str, Any]:
+        """Its numbers for ``GET /call/{callID}/stats``."""
+
+
 class Engine(Protocol):
     """A WhatsApp VoIP engine: dial, answer, hang up, call events, and per-call media."""
 
@@ -120,8 +138,11 @@ class Engine(Protocol):
     async def health(self) -> EngineHealth:
         """Whether the engine is reachable and usable."""
 
-    async def dial(self, phone: str) -> str:
-        """Place an outbound call to ``phone`` (E.164 digits); returns the engine call id."""
+    async def dial(self, phone: str, *, call_id: str = "") -> str:
+        """Place an outbound call to ``phone`` (E.164 digits); returns the engine call id.
+
+        ``call_id`` is the bridge's id of the call being made; engines that can carry an
+        opaque value with the call (Cloud API's ``biz_opaque_callback_data``) send it."""
 
     async def answer(self, engine_call_id: str) -> None:
         """Answer a ringing inbound call."""

@@ -155,7 +155,7 @@ class SimEngine:
     def _new_id(self) -> str:
         return f"SIM{next(self._ids):04d}{uuid.uuid4().hex[:8].upper()}"
 
-    async def dial(self, phone: str) -> str:
+    async def dial(self, phone: str, *, call_id: str = "") -> str:
         call = SimCall(id=self._new_id(), peer=f"{phone}@s.whatsapp.net", direction="outbound")
         self.calls[call.id] = call
         self.dials.append(phone)

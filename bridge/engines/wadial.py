@@ -215,15 +215,18 @@ class WadialEngine(PollingEngine):
             )
         return out
 
-    async def dial(self, phone: str) -> str:
+    async def dial(self, phone: str, *, call_id: str = "") -> str:
         snap = _snapshot(await self._call("dial", body={"to": f"{phone}@s.whatsapp.net"}))
-        call_id = snap.get("callId")
-        if not call_id:
+        engine_id = snap.get("callId")
+        if not engine_id:
             raise EngineError(f"WADial's answer to the dial has no callId: {snap!r:.200}")
         self.track(
-            str(call_id), f"{phone}@s.whatsapp.net", str(snap.get("state") or "calling"), "outbound"
+            str(engine_id),
+            f"{phone}@s.whatsapp.net",
+            str(snap.get("state") or "calling"),
+            "outbound",
         )
-        return str(call_id)
+        return str(engine_id)
 
     async def answer(self, engine_call_id: str) -> None:
         await self._call("answer", engine_call_id)

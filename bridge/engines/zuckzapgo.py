@@ -127,13 +127,13 @@ class ZuckZapGoEngine(PollingEngine):
             )
         return out
 
-    async def dial(self, phone: str) -> str:
+    async def dial(self, phone: str, *, call_id: str = "") -> str:
         data = await self._call("POST", "/call/dial", {"phone": phone})
-        call_id = data.get("callId") if isinstance(data, dict) else None
-        if not call_id:
+        engine_id = data.get("callId") if isinstance(data, dict) else None
+        if not engine_id:
             raise EngineError(f"the engine's dial answer has no callId: {data!r:.200}")
-        self.track(str(call_id), f"{phone}@s.whatsapp.net", "calling", "outbound")
-        return str(call_id)
+        self.track(str(engine_id), f"{phone}@s.whatsapp.net", "calling", "outbound")
+        return str(engine_id)
 
     async def answer(self, engine_call_id: str) -> None:
         await self._call("POST", "/call/answer", {"callId": engine_call_id})

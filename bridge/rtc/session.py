@@ -15,7 +15,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from ..audio.pcm import Pcm
 from ..config import IceSettings, MediaSettings
 from ..errors import AtCapacity, BadOffer
-from ..media import CallBus, Role
+from ..media import CallBus, DownlinkSink, Role
 from ..tasks import TaskSet
 from . import counters
 from .dtls import diagnose, install_dtls_hooks
@@ -71,6 +71,42 @@ class Quality:
         }
 
 
+async def sample_peer_quality(pc: RTCPeerConnection, prev: Quality) -> tuple[Quality, Quality]:
+    """A peer connection's RTP/RTCP statistics now (cumulative) and their change since ``prev``.
+
+    ``uplink`` is what the bridge receives on this peer connection, ``downlink`` what it sends
+    (as the far end's RTCP receiver reports tell it)."""
+    report = await pc.getStats()
+    now = Quality()
+    for stat in report.values():
+        kind = getattr(stat, "type", "")
+        if kind == "inbound-rtp":
+            now.uplink_packets += stat.packetsReceived or 0
+            now.uplink_lost += max(0, stat.packetsLost or 0)
+            now.uplink_jitter_s = max(now.uplink_jitter_s, (stat.jitter or 0) / OPUS_CLOCK)
+        elif kind == "remote-inbound-rtp":
+            now.downlink_packets += stat.packetsReceived or 0
+            now.downlink_lost += max(0, stat.packetsLost or 0)
+            now.downlink_jitter_s = (stat.jitter or 0) / OPUS_CLOCK
+            if stat.roundTripTime is not None:
+                now.rtt_s = float(stat.roundTripTime)
+    delta = Quality(
+        uplink_packets=max(0, now.uplink_packets - prev.uplink_packets),
+        uplink_lost=max(0, now.uplink_lost - prev.uplink_lost),
+        uplink_jitter_s=now.uplink_jitter_s,
+        downlink_packets=max(0, now.downlink_packets - prev.downlink_packets),
+        downlink_lost=max(0, now.downlink_lost - prev.downlink_lost),
+        downlink_jitter_s=now.downlink_jitter_s,
+        rtt_s=now.rtt_s,
+    )
+    up = delta.uplink_packets + delta.uplink_lost
+    down = delta.downlink_packets + delta.downlink_lost
+    delta.loss_fraction = max(
+        delta.uplink_lost / up if up else 0.0, delta.downlink_lost / down if down else 0.0
+    )
+    return now, delta
+
+
 def install_transport_hooks() -> None:
     """The process-wide aioice/aiortc hooks every session relies on (idempotent): pinned
     ports, the UDP guard, DTLS ciphers and failure reasons."""
@@ -113,6 +149,7 @@ class WebRTCSession:
         self._configuration = configuration or server_rtc_configuration(ice)
         self._pc: RTCPeerConnection | None = None
         self._track: BusAudioTrack | OpusBusTrack | None = None
+        self._sink: DownlinkSink | None = None
         self._tasks = TaskSet(f"rtc[{call_id}]")
         self._close_lock = asyncio.Lock()
         self._closed = False
@@ -174,6 +211,7 @@ class WebRTCSession:
         # The participant's microphone and what it hears go through the call's conference
         # (straight to the bus while it is the only one: see media/conference.py).
         self._microphone, sink = self.bus.conference.join(self.participant_id, self.role)
+        self._sink = sink
         st = self.media
         self._track = (
             OpusBusTrack(
@@ -203,43 +241,14 @@ class WebRTCSession:
     @property
     def jitter_buffer(self) -> Any:
         """The downlink jitter buffer (``None`` before the offer was answered)."""
-        return self._track.sink.jitter if self._track is not None else None
+        return self._sink.jitter if self._sink is not None else None
 
     async def sample_quality(self) -> Quality | None:
         """Read aiortc's RTP/RTCP statistics; returns the change since the last sample."""
         pc = self._pc
         if pc is None or self._closed:
             return None
-        report = await pc.getStats()
-        now = Quality()
-        for stat in report.values():
-            kind = getattr(stat, "type", "")
-            if kind == "inbound-rtp":
-                now.uplink_packets += stat.packetsReceived or 0
-                now.uplink_lost += max(0, stat.packetsLost or 0)
-                now.uplink_jitter_s = max(now.uplink_jitter_s, (stat.jitter or 0) / OPUS_CLOCK)
-            elif kind == "remote-inbound-rtp":
-                now.downlink_packets += stat.packetsReceived or 0
-                now.downlink_lost += max(0, stat.packetsLost or 0)
-                now.downlink_jitter_s = (stat.jitter or 0) / OPUS_CLOCK
-                if stat.roundTripTime is not None:
-                    now.rtt_s = float(stat.roundTripTime)
-        prev = self.totals
-        delta = Quality(
-            uplink_packets=max(0, now.uplink_packets - prev.uplink_packets),
-            uplink_lost=max(0, now.uplink_lost - prev.uplink_lost),
-            uplink_jitter_s=now.uplink_jitter_s,
-            downlink_packets=max(0, now.downlink_packets - prev.downlink_packets),
-            downlink_lost=max(0, now.downlink_lost - prev.downlink_lost),
-            downlink_jitter_s=now.downlink_jitter_s,
-            rtt_s=now.rtt_s,
-        )
-        up = delta.uplink_packets + delta.uplink_lost
-        down = delta.downlink_packets + delta.downlink_lost
-        delta.loss_fraction = max(
-            delta.uplink_lost / up if up else 0.0, delta.downlink_lost / down if down else 0.0
-        )
-        self.totals = now
+        self.totals, delta = await sample_peer_quality(pc, self.totals)
         self.last = delta
         return delta
 
@@ -297,8 +306,8 @@ class WebRTCSession:
                 return
             self._closed = True
             self.bus.remove_user(self.id)
-            if self._microphone is not None and self._track is not None:
-                self.bus.conference.leave(self.participant_id, self._track.sink)
+            if self._microphone is not None and self._sink is not None:
+                self.bus.conference.leave(self.participant_id, self._sink)
             self._microphone = None
             if self._track is not None:
                 self._track.stop()

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import fractions
+from typing import Protocol
 
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
+from ..audio.pcm import Pcm
 from ..media import DownlinkSink
 from ..media.clock import MediaClock
 
 _TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+
+
+class FrameSource(Protocol):
+    """What :class:`OpusBusTrack` plays: 20 ms frames, ``None`` when there is none now."""
+
+    def pop(self) -> Pcm | None: ...
+
+    def detach(self) -> None: ...
 
 
 class OpusBusTrack(MediaStreamTrack):
@@ -29,7 +39,7 @@ class OpusBusTrack(MediaStreamTrack):
 
     def __init__(
         self,
-        sink: DownlinkSink,
+        sink: FrameSource,
         *,
         bitrate: int = 24_000,
         complexity: int = 1,

@@ -1,0 +1,369 @@
+"""``CloudApiEngine``: WhatsApp Business Cloud API Calling (``BRIDGE_ENGINE=cloudapi``).
+
+Signalling is Graph API requests (:mod:`.graph`) and signed webhooks (:mod:`.webhook`); the
+WhatsApp side of each call is a WebRTC peer connection to Meta (:mod:`.peer`). The engine
+keeps its own per-engine-call state (:class:`CloudCall`, by Meta's ``wacid``), like the
+simulator does; everything of the call on the bridge's side belongs to its runtime.
+
+Inbound: connect webhook (offer) → answer → ``pre_accept`` → ``INCOMING`` (ringing);
+``answer`` → ``accept`` with the same SDP; ``hangup`` → ``reject`` while ringing, else
+``terminate``. Outbound: ``dial`` → offer → ``connect`` (``biz_opaque_callback_data`` = our
+call id) → ``wacid``; statuses RINGING/ACCEPTED/REJECTED; the connect webhook's answer is
+applied. A terminate webhook ends the call: COMPLETED → ``remote_hangup`` (an unanswered call
+keeps the manager's own reason), REJECTED → ``rejected``, FAILED → ``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from ...config import EngineSettings, IceSettings
+from ...errors import (
+    AtCapacity,
+    BadRequest,
+    EngineCallNotFound,
+    EngineError,
+    Forbidden,
+    Unauthorized,
+)
+from ...tasks import TaskSet
+from ..base import EngineEvent, EngineEventKind, EngineHealth, EngineStats, RemoteCall, emit
+from ..hangups import PendingHangups
+from .graph import GraphClient
+from .peer import PeerChannel, WhatsAppPeer
+from .webhook import CallWebhook, call_events, signature_ok
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_QUEUE = 256
+"""Webhook bodies accepted but not yet worked through; a full queue answers 503 (Meta
+retries)."""
+REMEMBERED = 4096
+"""Ended calls and handled events remembered, so a redelivered webhook changes nothing."""
+
+_END_REASONS = {"COMPLETED": "remote_hangup", "REJECTED": "rejected", "FAILED": "failed"}
+
+
+@dataclass
+class CloudCall:
+    """The engine's view of one call (keyed by Meta's ``wacid``)."""
+
+    wacid: str
+    peer_wa: str
+    direction: str  # "inbound" or "outbound"
+    peer: WhatsAppPeer
+    state: str = "connecting"  # connecting, ringing, accepted, ended
+    answer_sdp: str = ""  # inbound: what pre_accept and accept send
+    call_id: str = ""  # outbound: our call id (biz_opaque_callback_data)
+    seen: set[str] = field(default_factory=set)
+
+    @property
+    def jid(self) -> str:
+        return f"{self.peer_wa}@s.whatsapp.net"
+
+
+class _Remembered:
+    """A bounded set (oldest forgotten first)."""
+
+    def __init__(self, size: int = REMEMBERED) -> None:
+        self._items: OrderedDict[str, None] = OrderedDict()
+        self.size = size
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def add(self, key: str) -> None:
+        self._items[key] = None
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
+class CloudApiEngine:
+    """Drives Meta's Cloud API Calling for one business number."""
+
+    name = "cloudapi"
+    media_before_answer = False
+    webhook_is_signed = True
+    """The webhook authenticates itself (X-Hub-Signature-256): no API token on it."""
+
+    def __init__(
+        self,
+        settings: EngineSettings,
+        http: aiohttp.ClientSession | None = None,
+        ice: IceSettings | None = None,
+    ) -> None:
+        self.settings = settings
+        self.ice = ice
+        self.events: asyncio.Queue[EngineEvent] = asyncio.Queue(maxsize=1000)
+        self.stats = EngineStats()
+        self.graph = GraphClient(
+            settings.engine_url,
+            settings.engine_token,
+            settings.cloudapi_phone_number_id,
+            self.stats,
+        )
+        self.calls: dict[str, CloudCall] = {}
+        self._ended = _Remembered()
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=WEBHOOK_QUEUE)
+        self._tasks = TaskSet("cloudapi")
+        self._http = http
+        self._own_http = http is None
+        self.webhooks = 0
+        self.dtmf_presses = 0
+        self.pending_hangups = PendingHangups("cloudapi", self.hangup, asyncio.sleep)
+
+    # -- lifecycle
+    async def start(self) -> None:
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        self.graph.http = self._http
+        self._tasks.spawn(self._work_webhooks(), "webhooks")
+        self._tasks.spawn(self.pending_hangups.run(), "pending-hangups")
+        log.info(
+            "Cloud API engine for number %s via %s; webhooks at /engine/webhook",
+            self.settings.cloudapi_phone_number_id,
+            self.settings.engine_url,
+        )
+
+    def hangup_later(self, engine_call_id: str, why: str) -> None:
+        """Terminate the call once Graph answers again (see :class:`PendingHangups`)."""
+        self.pending_hangups.add(engine_call_id, why)
+
+    async def startup_calls(self) -> list[RemoteCall]:
+        """Graph has no list of live calls: nothing to sweep at start-up (Meta ends a call
+        whose media stops, and a terminate webhook for an unknown call is ignored)."""
+        return []
+
+    async def close(self) -> None:
+        await self._tasks.close()
+        for call in list(self.calls.values()):
+            await call.peer.close()
+        self.calls.clear()
+        if self._http is not None and self._own_http:
+            await self._http.close()
+
+    @property
+    def up(self) -> bool:
+        return self.graph.reachable is not False
+
+    async def health(self) -> EngineHealth:
+        return EngineHealth(
+            up=self.up,
+            detail=f"Graph API {self.graph.detail}",
+            info={"calls": len(self.calls), "webhooks": self.webhooks},
+        )
+
+    def _peer(self, label: str) -> WhatsAppPeer:
+        return WhatsAppPeer(
+            label, self.ice, self.stats, on_dtmf=self._on_dtmf, on_media=self._on_media
+        )
+
+    def _on_dtmf(self, peer: WhatsAppPeer, digit: str, duration_ms: int) -> None:
+        call = self.calls.get(peer.wacid)
+        if call is None or call.state == "ended":
+            return
+        self.dtmf_presses += 1
+        data = {"digit": digit, "durationMs": duration_ms}
+        emit(self.events, EngineEvent(EngineEventKind.DTMF, call.wacid, data=data))
+
+    def _on_media(self, peer: WhatsAppPeer) -> None:
+        # Media flowing on an outbound call whose answer was applied: it is up, even if the
+        # ACCEPTED status has not arrived (yet).
+        call = self.calls.get(peer.wacid)
+        if call is not None and call.direction == "outbound" and call.peer.answered:
+            self._accepted(call)
+
+    # -- call control
+    async def dial(self, phone: str, *, call_id: str = "") -> str:
+        peer = self._peer(f"cloudapi:dial:{call_id[:12]}")
+        try:
+            offer = await peer.offer()
+            fields: dict[str, Any] = {"to": phone, "session": {"sdp_type": "offer", "sdp": offer}}
+            if call_id:
+                fields["biz_opaque_callback_data"] = call_id[:512]
+            answer = await self.graph.call_action("connect", **fields)
+            calls = answer.get("calls")
+            wacid = ""
+            if isinstance(calls, list) and calls and isinstance(calls[0], dict):
+                wacid = str(calls[0].get("id") or "")
+            if not wacid:
+                raise EngineError(f"the Graph API's connect answer has no call id: {answer!r:.200}")
+        except BaseException:
+            await asyncio.shield(peer.close())
+            raise
+        call = CloudCall(wacid, phone, "outbound", peer, state="calling", call_id=call_id)
+        peer.wacid, peer.name = wacid, f"cloudapi:{wacid}"
+        self.calls[wacid] = call
+        return wacid
+
+    def _get(self, wacid: str) -> CloudCall:
+        call = self.calls.get(wacid)
+        if call is None or call.state == "ended":
+            raise EngineCallNotFound(f"the Cloud API engine has no live call {wacid}")
+        return call
+
+    async def answer(self, engine_call_id: str) -> None:
+        call = self._get(engine_call_id)
+        if call.direction != "inbound" or call.state != "ringing":
+            raise EngineError(f"call {engine_call_id} is not ringing inbound")
+        await self.graph.call_action(
+            "accept",
+            call_id=call.wacid,
+            session={"sdp_type": "answer", "sdp": call.answer_sdp},
+        )
+        call.state = "accepted"
+
+    async def hangup(self, engine_call_id: str) -> None:
+        call = self._get(engine_call_id)
+        ringing = call.direction == "inbound" and call.state != "accepted"
+        action = "reject" if ringing else "terminate"
+        try:
+            await self.graph.call_action(action, call_id=call.wacid)
+        finally:
+            await self._forget(call)
+
+    async def open_media(self, engine_call_id: str) -> PeerChannel:
+        return self._get(engine_call_id).peer.open_channel()
+
+    async def _forget(self, call: CloudCall) -> None:
+        call.state = "ended"
+        self.calls.pop(call.wacid, None)
+        self._ended.add(call.wacid)
+        await call.peer.close()
+
+    def _accepted(self, call: CloudCall) -> None:
+        if call.state in ("calling", "ringing"):
+            call.state = "accepted"
+            emit(self.events, EngineEvent(EngineEventKind.ANSWERED, call.wacid, call.jid))
+
+    # -- webhooks
+    def verify_subscription(self, mode: str, token: str, challenge: str) -> str:
+        """``GET /engine/webhook``: the challenge when the verify token matches, else 403."""
+        expected = self.settings.cloudapi_verify_token.encode()
+        ok = hmac.compare_digest(expected, token.encode("utf-8", "surrogateescape"))
+        if mode != "subscribe" or not ok or not expected:
+            raise Forbidden("webhook verification refused: hub.verify_token does not match")
+        return challenge
+
+    def receive_webhook(self, raw: bytes, signature: str | None) -> None:
+        """``POST /engine/webhook``: check the signature and shape, queue the work, return.
+
+        401 for a missing or wrong signature (nothing is looked at), 400 for a body that is
+        not a JSON object, 503 when the queue is full (Meta delivers again later)."""
+        if not signature_ok(self.settings.cloudapi_app_secret, raw, signature):
+            raise Unauthorized(
+                "missing or invalid X-Hub-Signature-256 (HMAC-SHA256 of the body, app secret)"
+            )
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            self.stats.bad_messages += 1
+            raise BadRequest("webhook body is not valid JSON", code="invalid_json") from None
+        if not isinstance(body, dict) or not isinstance(body.get("entry"), list):
+            self.stats.bad_messages += 1
+            raise BadRequest("webhook body must be an object with an 'entry' list")
+        try:
+            self._inbox.put_nowait(raw)
+        except asyncio.QueueFull:
+            raise AtCapacity("too many webhooks waiting; deliver again later") from None
+        self.webhooks += 1
+
+    async def _work_webhooks(self) -> None:
+        while True:
+            raw = await self._inbox.get()
+            try:
+                events, bad = call_events(json.loads(raw))
+                self.stats.bad_messages += bad
+                for event in events:
+                    await self._on_webhook(event)
+            except Exception:  # one bad body must not stop the webhooks
+                log.exception("handling a Cloud API webhook")
+
+    async def _on_webhook(self, ev: CallWebhook) -> None:
+        if ev.wacid in self._ended:
+            return  # a late or repeated event about a call that has ended
+        call = self.calls.get(ev.wacid)
+        if ev.kind == "connect":
+            if ev.direction == "USER_INITIATED" and ev.sdp_type == "offer":
+                if call is None:
+                    self._inbound(ev)
+            elif call is not None and ev.sdp_type == "answer" and "answer" not in call.seen:
+                call.seen.add("answer")
+                self._tasks.spawn(self._apply_answer(call, ev.sdp), f"answer:{call.wacid}")
+        elif ev.kind == "terminate":
+            if call is not None:
+                await self._terminated(call, ev)
+        elif ev.kind == "status" and call is not None and ev.status not in call.seen:
+            call.seen.add(ev.status)
+            if ev.status == "RINGING" and call.state == "calling":
+                call.state = "ringing"
+                emit(self.events, EngineEvent(EngineEventKind.RINGING, call.wacid, call.jid))
+            elif ev.status == "ACCEPTED":
+                self._accepted(call)
+            elif ev.status == "REJECTED":
+                await self._forget(call)
+                emit(self.events, EngineEvent(EngineEventKind.ENDED, call.wacid, reason="declined"))
+
+    def _inbound(self, ev: CallWebhook) -> None:
+        peer = self._peer(f"cloudapi:{ev.wacid}")
+        call = CloudCall(ev.wacid, ev.peer, "inbound", peer)
+        peer.wacid = ev.wacid
+        self.calls[ev.wacid] = call
+        self._tasks.spawn(self._pre_accept(call, ev.sdp), f"pre-accept:{ev.wacid}")
+
+    async def _pre_accept(self, call: CloudCall, offer: str) -> None:
+        try:
+            call.answer_sdp = await call.peer.answer(offer)
+            await self.graph.call_action(
+                "pre_accept",
+                call_id=call.wacid,
+                session={"sdp_type": "answer", "sdp": call.answer_sdp},
+            )
+        except Exception as exc:
+            log.warning("Cloud API call %s: cannot pre-accept: %s", call.wacid, exc)
+            try:
+                await self.graph.call_action("reject", call_id=call.wacid)
+            except EngineError as again:
+                log.info("Cloud API call %s: reject: %s", call.wacid, again)
+            await self._forget(call)
+            return
+        if call.state != "connecting":
+            return  # terminated meanwhile
+        call.state = "ringing"
+        emit(self.events, EngineEvent(EngineEventKind.INCOMING, call.wacid, call.jid))
+
+    async def _apply_answer(self, call: CloudCall, sdp: str) -> None:
+        try:
+            await call.peer.apply_answer(sdp)
+        except Exception as exc:
+            log.warning("Cloud API call %s: Meta's answer cannot be applied: %s", call.wacid, exc)
+            try:
+                await self.graph.call_action("terminate", call_id=call.wacid)
+            except EngineError as again:
+                log.info("Cloud API call %s: terminate: %s", call.wacid, again)
+            await self._forget(call)
+            emit(self.events, EngineEvent(EngineEventKind.ENDED, call.wacid, reason="failed"))
+
+    async def _terminated(self, call: CloudCall, ev: CallWebhook) -> None:
+        reason = _END_REASONS.get(ev.status, "")
+        if reason == "remote_hangup" and call.state != "accepted":
+            reason = ""  # unanswered: the manager's own reason (remote_canceled, rejected)
+        data: dict[str, Any] = {"engineStatus": ev.status}
+        if ev.errors:
+            data["errors"] = ev.errors
+            log.warning("Cloud API call %s ended %s: %s", call.wacid, ev.status, ev.errors)
+        if ev.duration is not None:
+            data["engineDurationS"] = ev.duration
+        was_ringing = call.state == "connecting"
+        await self._forget(call)
+        if not was_ringing:  # the manager never heard of a call still being pre-accepted
+            event = EngineEvent(EngineEventKind.ENDED, call.wacid, reason=reason, data=data)
+            emit(self.events, event)

@@ -1,0 +1,95 @@
+"""The Graph API calls of Cloud API Calling: ``POST /{PHONE_NUMBER_ID}/calls`` with an action.
+
+Errors: Meta answers ``{"error": {"message", "type", "code", "error_subcode"?, "fbtrace_id"}}``
+with a 4xx status. 138006 (no permission to call this user) → :class:`NoCallPermission`
+(403); any other → :class:`GraphApiError` (502) carrying Meta's code, subcode and message;
+no answer at all → :class:`EngineUnavailable` (503).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import aiohttp
+
+from ...errors import EngineUnavailable, GraphApiError, NoCallPermission
+from ..base import EngineStats
+
+log = logging.getLogger(__name__)
+
+NO_CALL_PERMISSION = 138006
+TIMEOUT = aiohttp.ClientTimeout(total=10, connect=3)
+
+
+class GraphClient:
+    """Posts call actions for one business number."""
+
+    def __init__(self, base: str, token: str, phone_number_id: str, stats: EngineStats) -> None:
+        self.url = f"{base.rstrip('/')}/{phone_number_id}/calls"
+        self.base = base
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self.stats = stats
+        self.http: aiohttp.ClientSession | None = None
+        self.reachable: bool | None = None
+        self.detail = "no request yet"
+
+    async def call_action(self, action: str, **fields: Any) -> dict[str, Any]:
+        """One call action; returns Meta's JSON object answer."""
+        assert self.http is not None, "engine not started"
+        body = {"messaging_product": "whatsapp", "action": action, **fields}
+        self.stats.requests += 1
+        started = time.monotonic()
+        try:
+            async with self.http.post(
+                self.url, json=body, headers=self._headers, timeout=TIMEOUT
+            ) as resp:
+                text = await resp.text(errors="replace")
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self.stats.request_errors += 1
+            self.reachable, self.detail = False, f"unreachable: {type(exc).__name__}"
+            raise EngineUnavailable(
+                f"the Graph API at {self.base} is unreachable ({type(exc).__name__})"
+            ) from exc
+        self.stats.request_seconds.observe(time.monotonic() - started)
+        self.reachable, self.detail = True, "reachable"
+        try:
+            answer = json.loads(text) if text else {}
+        except ValueError:
+            answer = {}
+        if status >= 400 or not isinstance(answer, dict):
+            self.stats.request_errors += 1
+            raise _graph_error(action, status, answer, text)
+        return answer
+
+
+def _graph_error(action: str, status: int, answer: Any, text: str) -> Exception:
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if not isinstance(error, dict):
+        return GraphApiError(
+            f"the Graph API answered {action} with HTTP {status}: {text[:200]}",
+            details={"status": status},
+        )
+    code = error.get("code")
+    subcode = error.get("error_subcode")
+    message = str(error.get("message") or "")
+    details: dict[str, object] = {
+        "status": status,
+        "metaCode": code,
+        "metaSubcode": subcode,
+        "metaMessage": message,
+        "fbtraceId": error.get("fbtrace_id"),
+    }
+    log.warning("Graph API %s: HTTP %s, error %s/%s: %s", action, status, code, subcode, message)
+    if code == NO_CALL_PERMISSION:
+        return NoCallPermission(
+            f"WhatsApp does not permit this business to call the user: {message}",
+            details=details,
+        )
+    sub = f"/{subcode}" if subcode is not None else ""
+    return GraphApiError(
+        f"the Graph API refused {action}: error {code}{sub}: {message}", details=details
+    )

@@ -1,0 +1,109 @@
+"""SDP as Meta's media servers take it (``specs/meta-cloud-calling.md``, Media).
+
+aiortc's SDP differs from what Meta accepts in three ways, fixed here on the text we send:
+it lists sha-384 and sha-512 fingerprints besides sha-256 (Meta refuses them: 100/2494010),
+it does not know ``telephone-event`` (Meta's DTMF, payload type 126), and its Opus ``fmtp``
+describes 48 kHz stereo. Everything else (one audio m-line, BUNDLE, rtcp-mux, every candidate,
+``a=setup:active`` in answers) is what aiortc already writes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DTMF_PT = 126
+"""The payload type Meta offers ``telephone-event/8000`` on (and the one our offers use)."""
+
+OPUS_FMTP = (
+    "minptime=20;useinbandfec=1;maxaveragebitrate=20000;maxplaybackrate=16000;"
+    "sprop-maxcapturerate=16000"
+)
+"""What we ask for and describe: wideband (16 kHz) voice at about 20 kbit/s, in-band FEC."""
+
+DEFAULT_BITRATE = 20_000
+MIN_BITRATE, MAX_BITRATE = 6_000, 24_000
+
+
+@dataclass(frozen=True)
+class RemoteAudio:
+    """What the far end's SDP says about the audio we send it and its DTMF."""
+
+    opus_pt: int | None
+    dtmf_pt: int | None
+    bitrate: int
+    fec: bool
+
+
+def _lines(sdp: str) -> list[str]:
+    return [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln]
+
+
+def _rtpmap(lines: list[str], codec: str) -> int | None:
+    pat = re.compile(rf"^a=rtpmap:(\d+) {re.escape(codec)}", re.I)
+    for ln in lines:
+        m = pat.match(ln)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def fingerprint_algorithms(sdp: str) -> set[str]:
+    return {
+        ln[len("a=fingerprint:") :].split(" ", 1)[0].lower()
+        for ln in _lines(sdp)
+        if ln.startswith("a=fingerprint:")
+    }
+
+
+def read_remote(sdp: str) -> RemoteAudio:
+    """Opus' payload type and fmtp (bitrate cap, FEC) and telephone-event's payload type."""
+    lines = _lines(sdp)
+    opus = _rtpmap(lines, "opus/48000")
+    dtmf = _rtpmap(lines, "telephone-event/8000")
+    params: dict[str, str] = {}
+    if opus is not None:
+        for ln in lines:
+            if ln.startswith(f"a=fmtp:{opus} "):
+                for part in ln.split(" ", 1)[1].split(";"):
+                    key, _, value = part.strip().partition("=")
+                    params[key.lower()] = value.strip()
+    try:
+        bitrate = int(params.get("maxaveragebitrate", DEFAULT_BITRATE))
+    except ValueError:
+        bitrate = DEFAULT_BITRATE
+    bitrate = max(MIN_BITRATE, min(MAX_BITRATE, bitrate))
+    return RemoteAudio(opus, dtmf, bitrate, params.get("useinbandfec", "1") != "0")
+
+
+def for_meta(sdp: str, dtmf_pt: int = DTMF_PT) -> str:
+    """Our SDP (offer or answer) as Meta accepts it: only the sha-256 fingerprint, Opus with
+    the wideband-voice fmtp and ``ptime:20``, and ``telephone-event/8000`` on ``dtmf_pt``."""
+    lines = _lines(sdp)
+    opus = _rtpmap(lines, "opus/48000")
+    out: list[str] = []
+    in_audio = False
+    for ln in lines:
+        if ln.startswith("a=fingerprint:") and not ln.lower().startswith("a=fingerprint:sha-256 "):
+            continue
+        if opus is not None and ln.startswith(f"a=fmtp:{opus} "):
+            continue  # rewritten below
+        if ln.startswith("a=ptime:") or ln.startswith(f"a=rtpmap:{dtmf_pt} "):
+            continue
+        if ln.startswith(f"a=fmtp:{dtmf_pt} "):
+            continue
+        if ln.startswith("m="):
+            in_audio = ln.startswith("m=audio ")
+            if in_audio:
+                parts = ln.split()
+                pts = [p for p in parts[3:] if p != str(dtmf_pt)]
+                ln = " ".join(parts[:3] + pts + [str(dtmf_pt)])
+        out.append(ln)
+        if in_audio and opus is not None and ln.startswith(f"a=rtpmap:{opus} "):
+            out.append(f"a=fmtp:{opus} {OPUS_FMTP}")
+            out.append(f"a=rtpmap:{dtmf_pt} telephone-event/8000")
+            out.append(f"a=fmtp:{dtmf_pt} 0-15")
+            out.append("a=ptime:20")
+    if "a=fingerprint:sha-256 " not in "\n".join(out):
+        raise ValueError("aiortc's SDP has no sha-256 fingerprint")
+    return "\r\n".join(out) + "\r\n"

@@ -1,0 +1,120 @@
+"""Cloud API webhooks: signature, verification handshake, and the envelope's call events.
+
+Meta signs every POST with ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body,
+keyed with the app secret>``; the bridge checks it on the raw bytes in constant time before it
+parses anything. The envelope ``{"object", "entry": [{"changes": [{"field": "calls",
+"value": {"calls": [...], "statuses": [...]}}]}]}`` may carry several entries and changes;
+:func:`call_events` flattens it and skips (counting) what does not have the documented shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from typing import Any
+
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The header value Meta sends for ``body`` (tests sign their webhooks with it)."""
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
+    if not header or not secret:
+        return False
+    expected = sign(secret, body).encode()
+    return hmac.compare_digest(expected, header.strip().encode("utf-8", "surrogateescape"))
+
+
+def _s(value: Any) -> str:
+    return value if isinstance(value, str) else str(value) if isinstance(value, int) else ""
+
+
+@dataclass(frozen=True)
+class CallWebhook:
+    """One item of ``value.calls`` (connect or terminate) or ``value.statuses``."""
+
+    kind: str  # "connect", "terminate" or "status"
+    wacid: str
+    direction: str = ""
+    peer: str = ""  # the user's wa_id
+    sdp_type: str = ""
+    sdp: str = ""
+    status: str = ""
+    opaque: str = ""
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    duration: int | None = None
+
+
+def call_events(body: dict[str, Any]) -> tuple[list[CallWebhook], int]:
+    """Every call event of a webhook body, in order, and how many items were malformed."""
+    out: list[CallWebhook] = []
+    bad = 0
+    entries = body.get("entry")
+    for entry in entries if isinstance(entries, list) else []:
+        changes = entry.get("changes") if isinstance(entry, dict) else None
+        for change in changes if isinstance(changes, list) else []:
+            if not isinstance(change, dict) or change.get("field") != "calls":
+                continue
+            value = change.get("value")
+            if not isinstance(value, dict):
+                bad += 1
+                continue
+            calls = value.get("calls")
+            for item in calls if isinstance(calls, list) else []:
+                event = _call_item(item, value)
+                if event is None:
+                    bad += 1
+                else:
+                    out.append(event)
+            statuses = value.get("statuses")
+            for item in statuses if isinstance(statuses, list) else []:
+                if (
+                    not isinstance(item, dict)
+                    or not _s(item.get("id"))
+                    or not _s(item.get("status"))
+                ):
+                    bad += 1
+                    continue
+                out.append(
+                    CallWebhook(
+                        kind="status",
+                        wacid=_s(item.get("id")),
+                        status=_s(item.get("status")).upper(),
+                        peer=_s(item.get("recipient_id")),
+                        opaque=_s(item.get("biz_opaque_callback_data")),
+                    )
+                )
+    return out, bad
+
+
+def _call_item(item: Any, value: dict[str, Any]) -> CallWebhook | None:
+    if not isinstance(item, dict):
+        return None
+    wacid = _s(item.get("id"))
+    kind = _s(item.get("event"))
+    if not wacid or kind not in ("connect", "terminate"):
+        return None
+    session = item.get("session") if isinstance(item.get("session"), dict) else {}
+    assert isinstance(session, dict)
+    raw_errors = item.get("errors") or value.get("errors")
+    errors = [e for e in raw_errors if isinstance(e, dict)] if isinstance(raw_errors, list) else []
+    duration = item.get("duration")
+    direction = _s(item.get("direction")).upper()
+    peer = _s(item.get("from")) if direction == "USER_INITIATED" else _s(item.get("to"))
+    return CallWebhook(
+        kind=kind,
+        wacid=wacid,
+        direction=direction,
+        peer=peer,
+        sdp_type=_s(session.get("sdp_type")),
+        sdp=_s(session.get("sdp")),
+        status=_s(item.get("status")).upper(),
+        opaque=_s(item.get("biz_opaque_callback_data")),
+        errors=errors[:10],
+        duration=duration if isinstance(duration, int) else None,
+    )

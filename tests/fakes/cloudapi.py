@@ -1,0 +1,427 @@
+"""A fake of Meta's WhatsApp Cloud API Calling, written from specs/meta-cloud-calling.md.
+
+* Graph API: ``POST /v23.0/{PHONE_NUMBER_ID}/calls`` with the bearer token, the actions
+  ``connect``, ``pre_accept``, ``accept``, ``reject``, ``terminate``, Meta's error envelope,
+  138006 for users without call permission, and 100/2494010 for any SDP whose fingerprints are
+  not sha-256 only (exactly as Meta refuses them). ``accept`` must repeat ``pre_accept``'s SDP.
+* Webhooks: signed with the app secret (``X-Hub-Signature-256``) in Meta's envelope.
+* Media: each call's WhatsApp side is a real aiortc peer on loopback playing Meta's part: its
+  offers carry only a sha-256 fingerprint, ``a=ice-lite``, Opus on 111 with Meta's fmtp and
+  ``telephone-event/8000`` on 126; it plays a tone and records what it hears, and can send
+  RFC 4733 DTMF packets crafted here in its own RTP stream (same SSRC and sequence space).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.rtp import RtpPacket
+
+from bridge.engines.cloudapi import SIGNATURE_HEADER, sign
+from bridge.rtc import restrict_host_addresses
+from bridge.rtc.release import release_peer_connection
+
+from ..rtc_client import Recorder, ToneTrack
+from .common import FakeServer
+
+META_OPUS_FMTP = (
+    "maxaveragebitrate=20000;maxplaybackrate=16000;minptime=20;sprop-maxcapturerate=16000;"
+    "useinbandfec=1"
+)
+
+
+def meta_error(status: int, code: int, message: str, subcode: int | None = None) -> web.Response:
+    error: dict[str, Any] = {
+        "message": message,
+        "type": "OAuthException",
+        "code": code,
+        "fbtrace_id": "A" + str(random.randrange(10**9)),
+    }
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    return web.json_response({"error": error}, status=status)
+
+
+def _lines(sdp: str) -> list[str]:
+    return [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln]
+
+
+def sha256_only(sdp: str) -> str:
+    return (
+        "\r\n".join(
+            ln
+            for ln in _lines(sdp)
+            if not ln.startswith("a=fingerprint:") or ln.startswith("a=fingerprint:sha-256 ")
+        )
+        + "\r\n"
+    )
+
+
+def meta_offer(sdp: str) -> str:
+    """aiortc's offer rewritten as Meta writes one (see the module docstring)."""
+    lines = _lines(sha256_only(sdp))
+    opus = next(
+        int(m.group(1)) for ln in lines if (m := re.match(r"a=rtpmap:(\d+) opus/48000", ln))
+    )
+    out = []
+    for ln in lines:
+        if ln.startswith("m=audio "):
+            parts = ln.split()
+            ln = " ".join([*parts[:3], "111", "126"])
+        elif ln.startswith("a=rtpmap:") or ln.startswith("a=fmtp:") or ln.startswith("a=rtcp-fb:"):
+            if ln.startswith(f"a=rtpmap:{opus} "):
+                out += ["a=rtpmap:111 opus/48000/2", f"a=fmtp:111 {META_OPUS_FMTP}"]
+                out += ["a=rtpmap:126 telephone-event/8000", "a=ptime:20"]
+            continue
+        elif ln.startswith("t="):
+            out += [ln, "a=ice-lite"]
+            continue
+        out.append(ln)
+    return "\r\n".join(out) + "\r\n"
+
+
+def meta_answer(sdp: str) -> str:
+    """aiortc's answer as Meta's: sha-256 only, ice-lite, telephone-event on 126 kept."""
+    out = []
+    for ln in _lines(sha256_only(sdp)):
+        if ln.startswith("m=audio "):
+            ln = ln + " 126"
+        out.append(ln)
+        if ln.startswith("t="):
+            out.append("a=ice-lite")
+        if re.match(r"a=rtpmap:\d+ opus/48000", ln):
+            out.append("a=rtpmap:126 telephone-event/8000")
+    return "\r\n".join(out) + "\r\n"
+
+
+class MetaPeer:
+    """The WhatsApp user's side of one call, as Meta's media server relays it."""
+
+    def __init__(self, freq: float) -> None:
+        restrict_host_addresses(["127.0.0.1"])
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.track = ToneTrack(freq) if freq else None
+        self.recorder = Recorder()
+        self.connected = asyncio.Event()
+        self._seq = random.randrange(1 << 16)
+        self._send: Any = None
+
+        @self.pc.on("track")
+        def on_track(track: Any) -> None:
+            self.recorder.start(track)
+
+        @self.pc.on("connectionstatechange")
+        def on_state() -> None:
+            if self.pc.connectionState == "connected":
+                self.connected.set()
+
+    def _add_track(self) -> None:
+        if self.track is not None:
+            self.pc.addTrack(self.track)
+        else:
+            self.pc.addTransceiver("audio", direction="recvonly")
+
+    def _renumber(self) -> None:
+        """Own the RTP sequence numbers, so crafted DTMF packets share the audio's stream."""
+        sender = self.pc.getTransceivers()[0].sender
+        dtls = sender.transport
+        original = dtls._send_rtp
+
+        async def send_rtp(data: bytes) -> None:
+            b = bytearray(data)
+            b[2:4] = self._seq.to_bytes(2, "big")
+            self._seq = (self._seq + 1) & 0xFFFF
+            await original(bytes(b))
+
+        dtls._send_rtp = send_rtp
+        self._send = send_rtp
+        self.ssrc = sender._ssrc
+
+    async def offer(self) -> str:
+        self._add_track()
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        ice = self.pc.getTransceivers()[0].sender.transport.transport
+        ice._connection.ice_controlling = False  # Meta is ICE-lite: never controlling
+        ice._role_set = True
+        self._renumber()
+        return meta_offer(self.pc.localDescription.sdp)
+
+    async def answer_offer(self, sdp: str) -> str:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        self._add_track()
+        transceiver = self.pc.getTransceivers()[0]
+        if self.track is not None:
+            transceiver.sender.replaceTrack(self.track)
+        transceiver.direction = "sendrecv"
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self._renumber()
+        return meta_answer(self.pc.localDescription.sdp)
+
+    async def apply_answer(self, sdp: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+    async def send_dtmf(self, digit: str, *, steps: int = 3, end_repeats: int = 3) -> None:
+        """One key press as RFC 4733 packets: growing durations, then the end packet sent
+        ``end_repeats`` times (the retransmissions RFC 4733 §2.5.1.4 asks for)."""
+        event = "0123456789*#ABCD".index(digit)
+        timestamp = random.randrange(1 << 32)
+        for i in range(steps + end_repeats):
+            end = i >= steps
+            duration = 1600 if end else 400 * (i + 1)  # 8 kHz units: 50, 100, 150 ms, 200
+            packet = RtpPacket(
+                payload_type=126, sequence_number=0, timestamp=timestamp, marker=int(i == 0)
+            )
+            packet.ssrc = self.ssrc
+            packet.payload = bytes([event, (0x80 if end else 0) | 10]) + duration.to_bytes(2, "big")
+            await self._send(packet.serialize())
+            await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        await self.recorder.stop()
+        await self.pc.close()
+        await release_peer_connection(self.pc)
+
+
+@dataclass
+class MetaCall:
+    wacid: str
+    user: str
+    direction: str
+    peer: MetaPeer
+    state: str = "ringing"
+    pre_accept_sdp: str | None = None
+    pre_accept_at: float | None = None
+    accepted: bool = False
+    offered_at: float = field(default_factory=time.monotonic)
+    actions: list[str] = field(default_factory=list)
+
+
+class FakeMeta(FakeServer):
+    """Graph API + webhook sender + the WhatsApp users' media (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        token: str = "graph-token",
+        phone_number_id: str = "1098765432",
+        app_secret: str = "app-secret",
+        user_tone_hz: float = 660.0,
+    ) -> None:
+        super().__init__()
+        self.token = token
+        self.phone_number_id = phone_number_id
+        self.app_secret = app_secret
+        self.user_tone_hz = user_tone_hz
+        self.no_permission: set[str] = set()
+        self.meta_calls: dict[str, MetaCall] = {}
+        self.actions: list[dict[str, Any]] = []
+        self.refused: list[dict[str, Any]] = []
+
+    @property
+    def graph_url(self) -> str:
+        return f"{self.url}/v23.0"
+
+    def bridge_settings(self, verify_token: str = "verify-me") -> dict[str, Any]:
+        return {
+            "engine": "cloudapi",
+            "engine_url": self.graph_url,
+            "engine_token": self.token,
+            "cloudapi_phone_number_id": self.phone_number_id,
+            "cloudapi_app_secret": self.app_secret,
+            "cloudapi_verify_token": verify_token,
+        }
+
+    def build(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v23.0/{pnid}/calls", self.calls_endpoint)
+        return app
+
+    def _wacid(self) -> str:
+        return "wacid.HBgL" + "".join(random.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", k=24))
+
+    async def calls_endpoint(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return meta_error(401, 190, "Invalid OAuth access token - Cannot parse access token")
+        if request.match_info["pnid"] != self.phone_number_id:
+            return meta_error(400, 100, "Unsupported post request. Object does not exist")
+        try:
+            body = await request.json()
+        except ValueError:
+            return meta_error(400, 100, "Invalid JSON")
+        self.actions.append(body)
+        if body.get("messaging_product") != "whatsapp":
+            return meta_error(400, 100, "(#100) The parameter messaging_product is required.")
+        session = body.get("session")
+        if isinstance(session, dict):
+            algorithms = {
+                ln.split(":", 1)[1].split(" ", 1)[0].lower()
+                for ln in _lines(str(session.get("sdp", "")))
+                if ln.startswith("a=fingerprint:")
+            }
+            if algorithms != {"sha-256"}:
+                self.refused.append(body)
+                return meta_error(
+                    400,
+                    100,
+                    "(#100) Invalid parameter: SDP fingerprint must use the sha-256 algorithm",
+                    subcode=2494010,
+                )
+        action = body.get("action")
+        if action == "connect":
+            return await self._connect(body)
+        call = self.meta_calls.get(str(body.get("call_id")))
+        if call is None or call.state == "ended":
+            return meta_error(400, 138001, "(#138001) Call not found or already ended")
+        call.actions.append(str(action))
+        if action == "pre_accept":
+            if call.direction != "USER_INITIATED" or call.pre_accept_sdp is not None:
+                return meta_error(400, 138002, "(#138002) pre_accept not allowed now")
+            sdp = session["sdp"]
+            call.pre_accept_sdp = sdp
+            call.pre_accept_at = time.monotonic()
+            await call.peer.apply_answer(sdp)
+        elif action == "accept":
+            if call.pre_accept_sdp is not None and session["sdp"] != call.pre_accept_sdp:
+                return meta_error(400, 100, "(#100) accept SDP differs from pre_accept's")
+            if call.pre_accept_sdp is None:
+                call.pre_accept_sdp = session["sdp"]
+                await call.peer.apply_answer(session["sdp"])
+            call.accepted = True
+            call.state = "active"
+        elif action in ("reject", "terminate"):
+            call.state = "ended"
+        else:
+            return meta_error(400, 100, f"(#100) Invalid action {action!r}")
+        return web.json_response({"success": True})
+
+    async def _connect(self, body: dict[str, Any]) -> web.Response:
+        to = str(body.get("to", ""))
+        if to in self.no_permission:
+            return meta_error(
+                400,
+                138006,
+                "(#138006) No approved call permission from the recipient",
+            )
+        session = body.get("session") or {}
+        if session.get("sdp_type") != "offer":
+            return meta_error(400, 100, "(#100) session.sdp_type must be offer")
+        peer = MetaPeer(self.user_tone_hz)
+        answer = await peer.answer_offer(session["sdp"])
+        call = MetaCall(self._wacid(), to, "BUSINESS_INITIATED", peer, state="calling")
+        call.pre_accept_sdp = answer  # Meta's answer, sent in the connect webhook
+        call.opaque = str(body.get("biz_opaque_callback_data", ""))  # type: ignore[attr-defined]
+        self.meta_calls[call.wacid] = call
+        return web.json_response({"messaging_product": "whatsapp", "calls": [{"id": call.wacid}]})
+
+    # -- webhooks
+    def envelope(self, *values: dict[str, Any]) -> dict[str, Any]:
+        changes = [
+            {
+                "field": "calls",
+                "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": {
+                        "display_phone_number": "15550009999",
+                        "phone_number_id": self.phone_number_id,
+                    },
+                    **value,
+                },
+            }
+            for value in values
+        ]
+        return {
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "WABA123", "changes": changes}],
+        }
+
+    async def post(self, client: Any, body: Any, *, signature: str | None = "sign") -> Any:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if signature == "sign":
+            headers[SIGNATURE_HEADER] = sign(self.app_secret, raw)
+        elif signature is not None:
+            headers[SIGNATURE_HEADER] = signature
+        return await client.post("/engine/webhook", data=raw, headers=headers)
+
+    async def user_offer(self, user: str) -> tuple[MetaCall, dict[str, Any]]:
+        """A WhatsApp user calls the business: the call and its connect event (not sent)."""
+        peer = MetaPeer(self.user_tone_hz)
+        offer = await peer.offer()
+        call = MetaCall(self._wacid(), user, "USER_INITIATED", peer)
+        self.meta_calls[call.wacid] = call
+        event = {
+            "calls": [
+                {
+                    "id": call.wacid,
+                    "from": user,
+                    "to": "15550009999",
+                    "event": "connect",
+                    "timestamp": str(int(time.time())),
+                    "direction": "USER_INITIATED",
+                    "session": {"sdp_type": "offer", "sdp": offer},
+                }
+            ],
+            "contacts": [{"profile": {"name": "Ana"}, "wa_id": user}],
+        }
+        return call, event
+
+    async def user_calls(self, client: Any, user: str = "15550001111") -> MetaCall:
+        call, event = await self.user_offer(user)
+        resp = await self.post(client, self.envelope(event))
+        assert resp.status == 200, await resp.text()
+        call.offered_at = time.monotonic()
+        return call
+
+    def terminate_event(self, call: MetaCall, status: str = "COMPLETED", **extra: Any) -> dict:
+        item = {
+            "id": call.wacid,
+            "from": call.user if call.direction == "USER_INITIATED" else "15550009999",
+            "to": "15550009999" if call.direction == "USER_INITIATED" else call.user,
+            "event": "terminate",
+            "direction": call.direction,
+            "timestamp": str(int(time.time())),
+            "status": status,
+            **extra,
+        }
+        call.state = "ended"
+        return {"calls": [item]}
+
+    def status_event(self, call: MetaCall, status: str) -> dict:
+        item = {
+            "id": call.wacid,
+            "timestamp": str(int(time.time())),
+            "type": "call",
+            "status": status,
+            "recipient_id": call.user,
+            "biz_opaque_callback_data": getattr(call, "opaque", ""),
+        }
+        return {"statuses": [item]}
+
+    def answer_event(self, call: MetaCall) -> dict:
+        return {
+            "calls": [
+                {
+                    "id": call.wacid,
+                    "from": call.user,
+                    "to": "15550009999",
+                    "event": "connect",
+                    "direction": "BUSINESS_INITIATED",
+                    "timestamp": str(int(time.time())),
+                    "session": {"sdp_type": "answer", "sdp": call.pre_accept_sdp},
+                    "biz_opaque_callback_data": getattr(call, "opaque", ""),
+                }
+            ]
+        }
+
+    async def stop(self) -> None:
+        for call in self.meta_calls.values():
+            await call.peer.close()
+        await super().stop()
