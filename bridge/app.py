@@ -12,7 +12,17 @@ from aiohttp import web
 from .api import setup_routes
 from .api.auth import auth_middleware
 from .api.errors import error_middleware
-from .api.keys import ENGINE, FORKS, MANAGER, METRICS, PLAYBACK, RECORDINGS, SETTINGS, TURN
+from .api.keys import (
+    ENGINE,
+    FORKS,
+    MANAGER,
+    METRICS,
+    PLAYBACK,
+    RECORDINGS,
+    SETTINGS,
+    TURN,
+    WEBHOOKS,
+)
 from .api.limits import cors_middleware, cors_on_prepare, rate_limit_middleware
 from .attachments import ForkService, PlaybackService, RecordingService
 from .calls import Call, CallManager
@@ -24,6 +34,7 @@ from .rtc import SessionFactory, create_turn_provider, restrict_host_addresses, 
 from .rtc.counters import RtcCollector
 from .startup import prepare_data_dir, web_dir
 from .tasks import TaskSet
+from .webhooks import WebhookService
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +77,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         # Created in order, closed in reverse: HTTP client, engine, manager (and with it every
-        # call's runtime), background tasks.
+        # call's runtime), webhooks (flushed), background tasks.
         http = create_http_session()
         eng = engine if engine is not None else create_engine(settings.engine, settings.sim, http)
         metrics = Metrics()
@@ -75,6 +86,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
         await eng.start()
         sessions = SessionFactory(settings.media, settings.ice, turn)
         manager = CallManager(settings.calls, eng, metrics, sessions)
+        webhooks = WebhookService(settings.webhooks, http, metrics)
+        manager.events.observe(webhooks.observe)
         recordings = RecordingService(Path(storage.data_dir), storage.recording_retention_days)
         if storage.record_all:
 
@@ -94,11 +107,14 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
         app[PLAYBACK] = PlaybackService(storage, http)
         app[RECORDINGS] = recordings
         app[FORKS] = ForkService(storage.fork_url_allow, http)
+        app[WEBHOOKS] = webhooks
         try:
             yield
         finally:
             try:
                 await manager.close()
+                # The calls' last events (call.ended) are queued now: flush them (bounded).
+                await webhooks.close()
                 await tasks.close()
                 await eng.close()
                 await turn.close()

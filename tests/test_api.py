@@ -49,6 +49,7 @@ async def test_make_returns_snapshot_and_rings_then_answers(make_client) -> None
         "answeredAt",
         "endedAt",
         "endReason",
+        "duration",
     }
     assert call["state"] == "calling" and call["transport"] is None and call["webrtc"] is None
     assert call["createdAt"].endswith("Z") and call["answeredAt"] is None

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ..errors import BadRequest
 from .errors import read_json, require_call_id
-from .keys import MANAGER
+from .keys import MANAGER, WEBHOOKS
 
 routes = web.RouteTableDef()
 
@@ -30,7 +30,10 @@ async def make_call(request: web.Request) -> web.Response:
         raise BadRequest("field 'metadata' must be a JSON object")
     if "phone" not in body:
         raise BadRequest("field 'phone' is required", code="invalid_phone")
-    call = await request.app[MANAGER].make(body["phone"], metadata)
+    callback = body.get("statusCallback")
+    if callback is not None:
+        callback = request.app[WEBHOOKS].check_callback(callback)
+    call = await request.app[MANAGER].make(body["phone"], metadata, status_callback=callback)
     return web.json_response(call.snapshot(), status=201)
 
 
@@ -75,13 +78,17 @@ async def call_events(request: web.Request) -> web.StreamResponse:
 @routes.get("/call/{callID}")
 async def get_call(request: web.Request) -> web.Response:
     call = request.app[MANAGER].get(request.match_info["callID"])
-    return web.json_response(call.snapshot())
+    return web.json_response({**call.snapshot(), "webhook": call.webhook_status})
 
 
 @routes.post("/call/answer")
 async def answer_call(request: web.Request) -> web.Response:
     body = await read_json(request)
-    call = await request.app[MANAGER].answer(_call_id(body))
+    call_id = _call_id(body)
+    callback = body.get("statusCallback")
+    if callback is not None:
+        callback = request.app[WEBHOOKS].check_callback(callback)
+    call = await request.app[MANAGER].answer(call_id, status_callback=callback)
     return web.json_response(call.snapshot())
 
 

@@ -18,6 +18,7 @@ from .groups import (
     SimPeer,
     SimSettings,
     StorageSettings,
+    WebhookSettings,
     env_name,
 )
 from .loader import all_fields, build_arg_parser, flag_name, load_settings, settings_for_tests
@@ -39,6 +40,7 @@ __all__ = [
     "SimPeer",
     "SimSettings",
     "StorageSettings",
+    "WebhookSettings",
     "all_fields",
     "build_arg_parser",
     "env_name",
