@@ -8,8 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import BadRequest
-from .errors import read_json, require_call_id
+from .errors import require_call_id
 from .keys import MANAGER, WEBHOOKS
+from .schema import read_body
 
 routes = web.RouteTableDef()
 
@@ -22,7 +23,7 @@ def _call_id(body: dict[str, Any]) -> str:
 
 @routes.post("/call/make")
 async def make_call(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_body(request, "MakeCallRequest")
     metadata = body.get("metadata", {})
     if metadata is None:
         metadata = {}
@@ -83,7 +84,7 @@ async def get_call(request: web.Request) -> web.Response:
 
 @routes.post("/call/answer")
 async def answer_call(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_body(request, "AnswerRequest")
     call_id = _call_id(body)
     callback = body.get("statusCallback")
     if callback is not None:
@@ -94,14 +95,14 @@ async def answer_call(request: web.Request) -> web.Response:
 
 @routes.post("/call/hangup")
 async def hangup_call(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_body(request, "CallIdRequest")
     call = await request.app[MANAGER].hangup(_call_id(body))
     return web.json_response(call.snapshot())
 
 
 @routes.post("/call/mute")
 async def mute_call(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_body(request, "MuteRequest")
     muted = body.get("muted", True)
     if not isinstance(muted, bool):
         raise BadRequest("field 'muted' must be true or false")

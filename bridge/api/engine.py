@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..errors import BadRequest
-from .errors import read_json
 from .keys import ENGINE
+from .schema import read_body
 
 routes = web.RouteTableDef()
 
@@ -14,7 +14,7 @@ routes = web.RouteTableDef()
 @routes.post("/engine/webhook")
 async def engine_webhook(request: web.Request) -> web.Response:
     """Call events pushed by the engine (ZuckZapGo ``v1.call.*``), so ringing shows at once."""
-    body = await read_json(request)
+    body = await read_body(request, "EngineEvent")
     handler = getattr(request.app[ENGINE], "handle_webhook", None)
     if handler is None:
         raise BadRequest(

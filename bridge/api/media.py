@@ -8,8 +8,9 @@ from aiohttp import web
 
 from ..attachments import PlaybackService
 from ..errors import BadRequest, TooLarge
-from .errors import read_json, require_call_id
+from .errors import require_call_id
 from .keys import MANAGER, PLAYBACK, RECORDINGS, SETTINGS
+from .schema import read_body
 
 routes = web.RouteTableDef()
 
@@ -19,7 +20,7 @@ PLAY_BODY_LIMIT = 48 * 1024 * 1024
 
 @routes.post("/call/play")
 async def play(request: web.Request) -> web.Response:
-    body = await read_json(request, limit=PLAY_BODY_LIMIT)
+    body = await read_body(request, "PlayRequest", limit=PLAY_BODY_LIMIT)
     runtime = request.app[MANAGER].runtime(require_call_id(body))
     playback = await request.app[PLAYBACK].start(runtime, body)
     return web.json_response({"playbackId": playback.id}, status=201)
@@ -27,7 +28,7 @@ async def play(request: web.Request) -> web.Response:
 
 @routes.post("/call/play/stop")
 async def play_stop(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_body(request, "PlayStopRequest")
     call_id = require_call_id(body)
     playback_id = body.get("playbackId")
     if playback_id is not None and not isinstance(playback_id, str):
@@ -72,7 +73,7 @@ async def delete_asset(request: web.Request) -> web.Response:
 
 @routes.post("/call/record")
 async def record(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_body(request, "RecordRequest")
     call_id = require_call_id(body)
     runtime = request.app[MANAGER].runtime(call_id)
     recorder = await request.app[RECORDINGS].start(runtime, body.get("path"))
@@ -88,7 +89,7 @@ async def record(request: web.Request) -> web.Response:
 
 @routes.post("/call/record/stop")
 async def record_stop(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_body(request, "CallIdRequest")
     call_id = require_call_id(body)
     recordings = await request.app[RECORDINGS].stop(request.app[MANAGER].runtime(call_id))
     return web.json_response({"callID": call_id, "recordings": [r.as_json() for r in recordings]})

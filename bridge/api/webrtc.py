@@ -8,8 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import BadRequest
-from .errors import read_json, require_call_id
+from .errors import require_call_id
 from .keys import MANAGER, SETTINGS, TURN
+from .schema import read_body
 
 routes = web.RouteTableDef()
 
@@ -36,7 +37,7 @@ async def webrtc_config(request: web.Request) -> web.Response:
 
 @routes.post("/call/webrtc/offer")
 async def webrtc_offer(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_body(request, "OfferRequest")
     call_id = require_call_id(body)
     kind = body.get("type", "offer")
     if kind != "offer":
@@ -50,6 +51,6 @@ async def webrtc_offer(request: web.Request) -> web.Response:
 
 @routes.post("/call/webrtc/close")
 async def webrtc_close(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_body(request, "CallIdRequest")
     call = await request.app[MANAGER].webrtc_close(require_call_id(body))
     return web.json_response({"callID": call.id, "closed": True})
