@@ -28,6 +28,7 @@ from .attachments import ForkService, PlaybackService, RecordingService
 from .calls import Call, CallManager
 from .config import EngineKind, Settings
 from .engines import Engine, create_engine
+from .errors import NotFound
 from .http import create_http_session
 from .metrics import Metrics
 from .rtc import SessionFactory, create_turn_provider, restrict_host_addresses, set_gather_timeout
@@ -135,6 +136,15 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
     async def demo_page(request: web.Request) -> web.FileResponse:
         return web.FileResponse(index)
 
+    files = {f.name: f for f in static.iterdir() if f.is_file()}
+
+    async def web_file(request: web.Request) -> web.FileResponse:
+        # The packaged files only, by name: no directory walk, and a 404 with the JSON body.
+        path = files.get(request.match_info["filename"])
+        if path is None:
+            raise NotFound(f"no file {request.match_info['filename'][:80]!r} under /web/")
+        return web.FileResponse(path)
+
     app.router.add_get("/", demo_page)
-    app.router.add_static("/web/", static, follow_symlinks=False)
+    app.router.add_get("/web/{filename}", web_file)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..attachments import PlaybackService
 from ..errors import BadRequest, TooLarge
@@ -42,19 +43,23 @@ async def upload_asset(request: web.Request) -> web.Response:
     limit = request.app[SETTINGS].storage.play_url_max_bytes
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send multipart/form-data with the file in field 'audio'")
-    reader = await request.multipart()
-    while True:
-        part = await reader.next()
-        if part is None:
-            raise BadRequest("multipart field 'audio' is missing")
-        if getattr(part, "name", None) == "audio":
-            break
     data = bytearray()
-    while chunk := await part.read_chunk(65536):  # type: ignore[union-attr]
-        data += chunk
-        if len(data) > limit:
-            raise TooLarge(f"the upload is larger than {limit} bytes")
-    name = getattr(part, "filename", None) or "audio"
+    try:
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                raise BadRequest("multipart field 'audio' is missing")
+            if getattr(part, "name", None) == "audio":
+                break
+        while chunk := await part.read_chunk(65536):  # type: ignore[union-attr]
+            data += chunk
+            if len(data) > limit:
+                raise TooLarge(f"the upload is larger than {limit} bytes")
+        name = getattr(part, "filename", None) or "audio"
+    except (ValueError, AssertionError, HttpProcessingError) as exc:
+        # aiohttp's multipart reader: no boundary, bad part headers, a truncated body.
+        raise BadRequest(f"malformed multipart body: {str(exc)[:200]}") from None
     # Probing (and, when the header has no duration, decoding) happens off the event loop.
     asset = await asyncio.to_thread(request.app[PLAYBACK].assets.add, bytes(data), name)
     return web.json_response(asset.as_json(), status=201)

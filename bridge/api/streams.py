@@ -48,8 +48,8 @@ async def call_stream(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/call/{callID}/streams")
 async def start_fork(request: web.Request) -> web.Response:
-    runtime = request.app[MANAGER].runtime(request.match_info["callID"])
     body = await read_body(request, "ForkRequest")
+    runtime = request.app[MANAGER].runtime(request.match_info["callID"])
     fork = await request.app[FORKS].start(runtime, body)
     return web.json_response({"streamId": fork.id, "callID": runtime.call_id}, status=201)
 
