@@ -184,8 +184,15 @@ async def test_schemathesis_against_a_live_bridge(tmp_path) -> None:
             "--no-shrink",
             "--output-truncate",
             "false",
-            env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks"},
-            cwd=str(ROOT),
+            # Run in tmp_path so schemathesis's cache stays out of the work tree.
+            env={
+                **os.environ,
+                "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks",
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])
+                ),
+            },
+            cwd=str(tmp_path),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
@@ -205,9 +212,10 @@ async def test_the_sse_route_answers_as_documented(client) -> None:
     """The one route schemathesis cannot drive (an endless stream): checked here."""
     resp = await client.get("/call/events")
     assert resp.status == 200 and resp.content_type == "text/event-stream"
-    assert "text/event-stream" in openapi_document()["paths"]["/call/events"]["get"][
-        "responses"
-    ]["200"]["content"]
+    assert (
+        "text/event-stream"
+        in openapi_document()["paths"]["/call/events"]["get"]["responses"]["200"]["content"]
+    )
     await client.post("/call/make", json={"phone": "5521999999999"})
     data = b""
     while b"data: " not in data:
