@@ -12,18 +12,30 @@ from aiohttp import web
 from .api import setup_routes
 from .api.auth import auth_middleware
 from .api.errors import BODY_TIMEOUT, error_middleware
-from .api.keys import ENGINE, FORKS, MANAGER, METRICS, PLAYBACK, RECORDINGS, SETTINGS, TURN
+from .api.keys import (
+    ENGINE,
+    FORKS,
+    MANAGER,
+    METRICS,
+    PLAYBACK,
+    RECORDINGS,
+    SETTINGS,
+    TURN,
+    WEBHOOKS,
+)
 from .api.limits import cors_middleware, cors_on_prepare, rate_limit_middleware
 from .attachments import ForkService, PlaybackService, RecordingService
 from .calls import Call, CallManager
 from .config import EngineKind, Settings
 from .engines import Engine, create_engine
+from .errors import NotFound
 from .http import create_http_session
 from .metrics import Metrics
 from .rtc import SessionFactory, create_turn_provider, restrict_host_addresses, set_gather_timeout
 from .rtc.counters import RtcCollector
 from .startup import prepare_data_dir, web_dir
 from .tasks import TaskSet
+from .webhooks import WebhookService
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +85,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         # Created in order, closed in reverse: HTTP client, engine, manager (and with it every
-        # call's runtime), background tasks.
+        # call's runtime), webhooks (flushed), background tasks.
         http = create_http_session()
         eng = (
             engine
@@ -86,6 +98,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
         await eng.start()
         sessions = SessionFactory(settings.media, settings.ice, turn)
         manager = CallManager(settings.calls, eng, metrics, sessions)
+        webhooks = WebhookService(settings.webhooks, http, metrics)
+        manager.events.observe(webhooks.observe)
         recordings = RecordingService(Path(storage.data_dir), storage.recording_retention_days)
         if storage.record_all:
 
@@ -105,11 +119,14 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
         app[PLAYBACK] = PlaybackService(storage, http)
         app[RECORDINGS] = recordings
         app[FORKS] = ForkService(storage.fork_url_allow, http)
+        app[WEBHOOKS] = webhooks
         try:
             yield
         finally:
             try:
                 await manager.close()
+                # The calls' last events (call.ended) are queued now: flush them (bounded).
+                await webhooks.close()
                 await tasks.close()
                 await eng.close()
                 await turn.close()
@@ -130,6 +147,15 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
     async def demo_page(request: web.Request) -> web.FileResponse:
         return web.FileResponse(index)
 
+    files = {f.name: f for f in static.iterdir() if f.is_file()}
+
+    async def web_file(request: web.Request) -> web.FileResponse:
+        # The packaged files only, by name: no directory walk, and a 404 with the JSON body.
+        path = files.get(request.match_info["filename"])
+        if path is None:
+            raise NotFound(f"no file {request.match_info['filename'][:80]!r} under /web/")
+        return web.FileResponse(path)
+
     app.router.add_get("/", demo_page)
-    app.router.add_static("/web/", static, follow_symlinks=False)
+    app.router.add_get("/web/{filename}", web_file)
     return app

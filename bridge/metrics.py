@@ -331,6 +331,28 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
             registry=r,
         )
+        self.webhook_deliveries = Counter(
+            "bridge_webhook_deliveries",
+            "call-event webhooks by final outcome (delivered, rejected: a 4xx or redirect, "
+            "gave_up: out of tries, dropped: queue overflow, abandoned: shutdown)",
+            ["outcome"],
+            registry=r,
+        )
+        self.webhook_attempts = Counter(
+            "bridge_webhook_attempts",
+            "webhook HTTP attempts by result (2xx, 3xx, 4xx, 5xx, timeout, error)",
+            ["result"],
+            registry=r,
+        )
+        self.webhook_latency = Histogram(
+            "bridge_webhook_delivery_seconds",
+            "event published to webhook delivered (retries included)",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r,
+        )
+        self.webhook_queued = Gauge(
+            "bridge_webhook_queued", "webhook deliveries waiting or in flight", registry=r
+        )
         self.ended_totals = MediaTotals()
         """Bus counters of calls that have ended (live ones are read at scrape)."""
 

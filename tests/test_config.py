@@ -208,6 +208,14 @@ ENV_SAMPLES = [
     ("BRIDGE_SIM_ECHO_DELAY", "0.1", "sim", "sim_echo_delay", 0.1),
     ("BRIDGE_SIM_TONE_HZ", "440", "sim", "sim_tone_hz", 440.0),
     ("BRIDGE_SIM_HANGUP_AFTER", "9", "sim", "sim_hangup_after", 9.0),
+    ("BRIDGE_WEBHOOK_URL", "https://hooks.example/in", "webhooks", "webhook_url", "https://hooks.example/in"),
+    ("BRIDGE_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "webhooks", "webhook_secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+    ("BRIDGE_WEBHOOK_URL_ALLOW", "a.example,b.example", "webhooks", "webhook_url_allow", ("a.example", "b.example")),
+    ("BRIDGE_WEBHOOK_TIMEOUT", "3", "webhooks", "webhook_timeout", 3.0),
+    ("BRIDGE_WEBHOOK_MAX_ATTEMPTS", "4", "webhooks", "webhook_max_attempts", 4),
+    ("BRIDGE_WEBHOOK_RETRY_BASE", "0.5", "webhooks", "webhook_retry_base", 0.5),
+    ("BRIDGE_WEBHOOK_QUEUE_SIZE", "50", "webhooks", "webhook_queue_size", 50),
+    ("BRIDGE_WEBHOOK_FLUSH_TIMEOUT", "2", "webhooks", "webhook_flush_timeout", 2.0),
 ]
 
 
@@ -218,6 +226,8 @@ def test_each_setting_is_read_from_its_environment_variable(env, raw, group, nam
         extra["BRIDGE_TURN_SECRET"] = "s" if group == "ice" else ""
     if env == "BRIDGE_TURN_USERNAME":
         extra["BRIDGE_TURN_PASSWORD"] = "p"
+    if group == "webhooks" and env != "BRIDGE_WEBHOOK_SECRET":
+        extra["BRIDGE_WEBHOOK_SECRET"] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     settings = load_settings([], {**extra, env: raw})
     assert getattr(getattr(settings, group), name) == expected
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import calls, engine, health, media, metrics, sim, streams, webrtc
+from . import calls, engine, health, media, metrics, schema, sim, streams, webrtc
 from .errors import error_middleware
 from .keys import ENGINE, MANAGER, SETTINGS
 
@@ -12,6 +12,7 @@ from .keys import ENGINE, MANAGER, SETTINGS
 def setup_routes(app: web.Application, *, with_sim: bool) -> None:
     """Register every route (the sim's only when the engine is the simulator)."""
     app.router.add_routes(health.routes)
+    app.router.add_routes(schema.routes)
     app.router.add_routes(metrics.routes)
     app.router.add_routes(webrtc.routes)
     app.router.add_routes(engine.routes)

@@ -8,8 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import BadRequest
-from .errors import read_json, require_call_id
-from .keys import MANAGER
+from .errors import require_call_id
+from .keys import MANAGER, WEBHOOKS
+from .schema import read_body
 
 routes = web.RouteTableDef()
 
@@ -22,7 +23,7 @@ def _call_id(body: dict[str, Any]) -> str:
 
 @routes.post("/call/make")
 async def make_call(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_body(request, "MakeCallRequest")
     metadata = body.get("metadata", {})
     if metadata is None:
         metadata = {}
@@ -30,7 +31,10 @@ async def make_call(request: web.Request) -> web.Response:
         raise BadRequest("field 'metadata' must be a JSON object")
     if "phone" not in body:
         raise BadRequest("field 'phone' is required", code="invalid_phone")
-    call = await request.app[MANAGER].make(body["phone"], metadata)
+    callback = body.get("statusCallback")
+    if callback is not None:
+        callback = request.app[WEBHOOKS].check_callback(callback)
+    call = await request.app[MANAGER].make(body["phone"], metadata, status_callback=callback)
     return web.json_response(call.snapshot(), status=201)
 
 
@@ -75,26 +79,30 @@ async def call_events(request: web.Request) -> web.StreamResponse:
 @routes.get("/call/{callID}")
 async def get_call(request: web.Request) -> web.Response:
     call = request.app[MANAGER].get(request.match_info["callID"])
-    return web.json_response(call.snapshot())
+    return web.json_response({**call.snapshot(), "webhook": call.webhook_status})
 
 
 @routes.post("/call/answer")
 async def answer_call(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    call = await request.app[MANAGER].answer(_call_id(body))
+    body = await read_body(request, "AnswerRequest")
+    call_id = _call_id(body)
+    callback = body.get("statusCallback")
+    if callback is not None:
+        callback = request.app[WEBHOOKS].check_callback(callback)
+    call = await request.app[MANAGER].answer(call_id, status_callback=callback)
     return web.json_response(call.snapshot())
 
 
 @routes.post("/call/hangup")
 async def hangup_call(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_body(request, "CallIdRequest")
     call = await request.app[MANAGER].hangup(_call_id(body))
     return web.json_response(call.snapshot())
 
 
 @routes.post("/call/mute")
 async def mute_call(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_body(request, "MuteRequest")
     muted = body.get("muted", True)
     if not isinstance(muted, bool):
         raise BadRequest("field 'muted' must be true or false")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..errors import BadRequest, NotFound, TooLarge
-from .errors import read_json
 from .keys import ENGINE
+from .schema import read_body
 
 routes = web.RouteTableDef()
 
@@ -43,7 +43,7 @@ async def engine_webhook(request: web.Request) -> web.Response:
             raise TooLarge(f"webhook body larger than {SIGNED_WEBHOOK_LIMIT} bytes")
         receive(raw, request.headers.get("X-Hub-Signature-256"))
         return web.json_response({"accepted": True})
-    body = await read_json(request)
+    body = await read_body(request, "EngineEvent")
     handler = getattr(engine, "handle_webhook", None)
     if handler is None:
         raise BadRequest(

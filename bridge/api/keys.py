@@ -10,6 +10,7 @@ from ..config import Settings
 from ..engines import Engine
 from ..metrics import Metrics
 from ..rtc import TurnProvider
+from ..webhooks import WebhookService
 
 SETTINGS = web.AppKey("settings", Settings)
 MANAGER = web.AppKey("manager", CallManager)
@@ -19,3 +20,4 @@ METRICS = web.AppKey("metrics", Metrics)
 PLAYBACK = web.AppKey("playback", PlaybackService)
 RECORDINGS = web.AppKey("recordings", RecordingService)
 FORKS = web.AppKey("forks", ForkService)
+WEBHOOKS = web.AppKey("webhooks", WebhookService)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..attachments import PlaybackService
 from ..errors import BadRequest, TooLarge
-from .errors import body_deadline, read_json, require_call_id
+from .errors import body_deadline, require_call_id
 from .keys import MANAGER, PLAYBACK, RECORDINGS, SETTINGS
+from .schema import read_body
 
 routes = web.RouteTableDef()
 
@@ -19,7 +21,7 @@ PLAY_BODY_LIMIT = 48 * 1024 * 1024
 
 @routes.post("/call/play")
 async def play(request: web.Request) -> web.Response:
-    body = await read_json(request, limit=PLAY_BODY_LIMIT)
+    body = await read_body(request, "PlayRequest", limit=PLAY_BODY_LIMIT)
     runtime = request.app[MANAGER].runtime(require_call_id(body))
     playback = await request.app[PLAYBACK].start(runtime, body)
     return web.json_response({"playbackId": playback.id}, status=201)
@@ -27,7 +29,7 @@ async def play(request: web.Request) -> web.Response:
 
 @routes.post("/call/play/stop")
 async def play_stop(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_body(request, "PlayStopRequest")
     call_id = require_call_id(body)
     playback_id = body.get("playbackId")
     if playback_id is not None and not isinstance(playback_id, str):
@@ -40,7 +42,7 @@ async def play_stop(request: web.Request) -> web.Response:
 async def hold(request: web.Request) -> web.Response:
     """Hold: WhatsApp hears the ``music`` asset looped (or silence) and nobody's microphone;
     the agent and supervisors keep hearing each other. ``held: false`` resumes."""
-    body = await read_json(request)
+    body = await read_body(request, "HoldRequest")
     held = body.get("held", True)
     if not isinstance(held, bool):
         raise BadRequest("field 'held' must be true or false")
@@ -64,20 +66,24 @@ async def upload_asset(request: web.Request) -> web.Response:
     limit = request.app[SETTINGS].storage.play_url_max_bytes
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send multipart/form-data with the file in field 'audio'")
-    reader = await request.multipart()
     data = bytearray()
-    async with body_deadline(request):
-        while True:
-            part = await reader.next()
-            if part is None:
-                raise BadRequest("multipart field 'audio' is missing")
-            if getattr(part, "name", None) == "audio":
-                break
-        while chunk := await part.read_chunk(65536):  # type: ignore[union-attr]
-            data += chunk
-            if len(data) > limit:
-                raise TooLarge(f"the upload is larger than {limit} bytes")
-    name = getattr(part, "filename", None) or "audio"
+    try:
+        async with body_deadline(request):
+            reader = await request.multipart()
+            while True:
+                part = await reader.next()
+                if part is None:
+                    raise BadRequest("multipart field 'audio' is missing")
+                if getattr(part, "name", None) == "audio":
+                    break
+            while chunk := await part.read_chunk(65536):  # type: ignore[union-attr]
+                data += chunk
+                if len(data) > limit:
+                    raise TooLarge(f"the upload is larger than {limit} bytes")
+            name = getattr(part, "filename", None) or "audio"
+    except (ValueError, AssertionError, HttpProcessingError) as exc:
+        # aiohttp's multipart reader: no boundary, bad part headers, a truncated body.
+        raise BadRequest(f"malformed multipart body: {str(exc)[:200]}") from None
     # Probing (and, when the header has no duration, decoding) happens off the event loop.
     asset = await asyncio.to_thread(request.app[PLAYBACK].assets.add, bytes(data), name)
     return web.json_response(asset.as_json(), status=201)
@@ -96,7 +102,7 @@ async def delete_asset(request: web.Request) -> web.Response:
 
 @routes.post("/call/record")
 async def record(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_body(request, "RecordRequest")
     call_id = require_call_id(body)
     runtime = request.app[MANAGER].runtime(call_id)
     recorder = await request.app[RECORDINGS].start(runtime, body.get("path"))
@@ -112,7 +118,7 @@ async def record(request: web.Request) -> web.Response:
 
 @routes.post("/call/record/stop")
 async def record_stop(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_body(request, "CallIdRequest")
     call_id = require_call_id(body)
     recordings = await request.app[RECORDINGS].stop(request.app[MANAGER].runtime(call_id))
     return web.json_response({"callID": call_id, "recordings": [r.as_json() for r in recordings]})

@@ -8,8 +8,8 @@ from ..calls import normalize_phone
 from ..engines import SimEngine
 from ..errors import BadRequest, EngineError
 from .calls import wait_for_engine_call
-from .errors import read_json
 from .keys import ENGINE, MANAGER
+from .schema import read_body
 
 routes = web.RouteTableDef()
 
@@ -17,7 +17,7 @@ routes = web.RouteTableDef()
 @routes.post("/call/sim/incoming")
 async def sim_incoming(request: web.Request) -> web.Response:
     """Make the simulated network ring us from ``phone``; returns the ringing call."""
-    body = await read_json(request)
+    body = await read_body(request, "SimIncomingRequest")
     if "phone" not in body:
         raise BadRequest("field 'phone' is required", code="invalid_phone")
     phone = normalize_phone(body["phone"])

@@ -8,8 +8,8 @@ from aiohttp import web
 from ..attachments import ForkService, PcmSocket
 from ..attachments.pcm_socket import MAX_MESSAGE
 from ..errors import BadRequest, CallStateError
-from .errors import read_json
 from .keys import FORKS, MANAGER
+from .schema import read_body
 
 routes = web.RouteTableDef()
 
@@ -48,8 +48,8 @@ async def call_stream(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/call/{callID}/streams")
 async def start_fork(request: web.Request) -> web.Response:
+    body = await read_body(request, "ForkRequest")
     runtime = request.app[MANAGER].runtime(request.match_info["callID"])
-    body = await read_json(request)
     fork = await request.app[FORKS].start(runtime, body)
     return web.json_response({"streamId": fork.id, "callID": runtime.call_id}, status=201)
 

@@ -10,8 +10,9 @@ from aiohttp import web
 
 from ..errors import BadRequest
 from ..media import Role
-from .errors import read_json, require_call_id
+from .errors import require_call_id
 from .keys import MANAGER, SETTINGS, TURN
+from .schema import read_body
 
 routes = web.RouteTableDef()
 
@@ -38,7 +39,7 @@ async def webrtc_config(request: web.Request) -> web.Response:
 
 @routes.post("/call/webrtc/offer")
 async def webrtc_offer(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_body(request, "OfferRequest")
     call_id = require_call_id(body)
     kind = body.get("type", "offer")
     if kind != "offer":
@@ -56,7 +57,7 @@ async def webrtc_offer(request: web.Request) -> web.Response:
 
 @routes.post("/call/webrtc/close")
 async def webrtc_close(request: web.Request) -> web.Response:
-    body = await read_json(request)
+    body = await read_body(request, "CallIdRequest")
     call = await request.app[MANAGER].webrtc_close(require_call_id(body), participant_of(body))
     return web.json_response({"callID": call.id, "closed": True})
 
@@ -86,7 +87,7 @@ _PARTICIPANT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 @routes.post("/call/participants/role")
 async def participant_role(request: web.Request) -> web.Response:
     """Change a participant's role live (a supervisor barging in, a whisperer taking over)."""
-    body = await read_json(request)
+    body = await read_body(request, "RoleRequest")
     if "participantID" not in body or "role" not in body:
         raise BadRequest("fields 'participantID' and 'role' are required")
     call = request.app[MANAGER].set_role(
@@ -98,7 +99,7 @@ async def participant_role(request: web.Request) -> web.Response:
 @routes.post("/call/transfer")
 async def transfer(request: web.Request) -> web.Response:
     """Cold hand-off: participant ``to`` becomes the agent; the old agent is disconnected."""
-    body = await read_json(request)
+    body = await read_body(request, "TransferRequest")
     if "to" not in body:
         raise BadRequest("field 'to' (a participantID on the call) is required")
     call = await request.app[MANAGER].transfer(require_call_id(body), participant_of(body, "to"))

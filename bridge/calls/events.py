@@ -38,16 +38,27 @@ class CallEvents:
         self.queue_size = queue_size
         self._subscribers: set[_Subscription] = set()
         self._listeners: list[Callable[[str, Call], None]] = []
+        self._observers: list[Callable[[CallEvent, Call], None]] = []
         self._closed = False
 
     def listen(self, listener: Callable[[str, Call], None]) -> None:
         """Call ``listener(type, call)`` synchronously on every event (in-process features)."""
         self._listeners.append(listener)
 
+    def observe(self, observer: Callable[[CallEvent, Call], None]) -> None:
+        """Call ``observer(event, call)`` synchronously on every event, with the event exactly
+        as subscribers get it (webhooks). It must not block: queue and return."""
+        self._observers.append(observer)
+
     def publish(self, type_: str, call: Call, **data: Any) -> None:
         event = CallEvent(type_, call.snapshot(), iso_utc(time.time()), data)
         for sub in self._subscribers:
             sub.put(event)
+        for observer in self._observers:
+            try:
+                observer(event, call)
+            except Exception:
+                log.exception("event observer failed on %s", type_)
         for listener in self._listeners:
             try:
                 listener(type_, call)

@@ -244,7 +244,15 @@ class CallManager:
         return runtime.stats_json()
 
     # -- call control
-    async def make(self, phone: str, metadata: dict[str, Any] | None = None) -> Call:
+    async def make(
+        self,
+        phone: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        status_callback: str | None = None,
+    ) -> Call:
+        """Dial ``phone``. ``status_callback`` (already checked by the caller) receives the
+        call's events instead of ``BRIDGE_WEBHOOK_URL``."""
         digits = normalize_phone(phone)
         self.check_capacity()
         call_id = uuid.uuid4().hex
@@ -264,6 +272,7 @@ class CallManager:
             engine_call_id=engine_id,
             state=CallState.CALLING,
             metadata=metadata or {},
+            status_callback=status_callback,
         )
         if self.shutting_down:
             await self._hangup_quietly(call)
@@ -287,13 +296,17 @@ class CallManager:
         self._count_active()
         self.events.publish("call.created", call)
 
-    async def answer(self, call_id: str) -> Call:
+    async def answer(self, call_id: str, *, status_callback: str | None = None) -> Call:
+        """Answer a ringing inbound call; ``status_callback`` (already checked) receives its
+        events from now on."""
         call = self.get(call_id)
         if call.direction is not Direction.INBOUND or call.state is not CallState.RINGING:
             raise CallStateError(
                 f"call {call.id} is {call.direction} and {call.state}; only a ringing inbound "
                 "call can be answered"
             )
+        if status_callback is not None:
+            call.status_callback = status_callback
         await self.engine.answer(call.engine_call_id)
         if call.state is CallState.RINGING:
             self._activate(call)

@@ -95,6 +95,11 @@ class Call:
     final_stats: dict[str, Any] | None = field(default=None, repr=False)
     mono_created: float = field(default_factory=time.monotonic, repr=False)
     mono_answered: float | None = field(default=None, repr=False)
+    status_callback: str | None = field(default=None, repr=False)
+    """Where this call's events are POSTed instead of ``BRIDGE_WEBHOOK_URL`` (checked
+    against ``BRIDGE_WEBHOOK_URL_ALLOW`` by the API)."""
+    webhook_status: dict[str, Any] | None = field(default=None, repr=False)
+    """The outcome of the latest webhook delivery of this call's events (``GET /call/{id}``)."""
 
     @property
     def live(self) -> bool:
@@ -113,6 +118,15 @@ class Call:
             self.ended_at = now
             self.end_reason = reason or EndReason.FAILED
 
+    @property
+    def duration(self) -> int | None:
+        """Whole seconds from answer to end (0 if never answered); ``None`` until ended."""
+        if self.ended_at is None:
+            return None
+        if self.answered_at is None:
+            return 0
+        return max(0, int(self.ended_at - self.answered_at))
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "callID": self.id,
@@ -129,4 +143,5 @@ class Call:
             "answeredAt": _iso(self.answered_at),
             "endedAt": _iso(self.ended_at),
             "endReason": str(self.end_reason) if self.end_reason else None,
+            "duration": self.duration,
         }

@@ -19,6 +19,7 @@ from .groups import (
     SimPeer,
     SimSettings,
     StorageSettings,
+    WebhookSettings,
     env_name,
 )
 from .loader import all_fields, build_arg_parser, flag_name, load_settings, settings_for_tests
@@ -41,6 +42,7 @@ __all__ = [
     "SimPeer",
     "SimSettings",
     "StorageSettings",
+    "WebhookSettings",
     "all_fields",
     "build_arg_parser",
     "env_name",

@@ -410,6 +410,54 @@ class SimSettings(_Group):
         self.between("sim_tone_hz", 20, 7900, " Hz")
 
 
+_WHSEC_RE = re.compile(r"^whsec_[A-Za-z0-9+/]{24,}={0,2}$")
+
+
+@dataclass(frozen=True)
+class WebhookSettings(_Group):
+    """Signed call-event webhooks out (Standard Webhooks): where, with which key, how hard."""
+
+    webhook_url: str = _opt("", "service-wide http(s) URL every call event is POSTed to")
+    webhook_secret: str = _opt(
+        "", "signing key in whsec_<base64> form (Standard Webhooks)", secret=True
+    )
+    webhook_url_allow: tuple[str, ...] = _opt(
+        (), "hosts a per-call statusCallback may point at (empty: only BRIDGE_WEBHOOK_URL)"
+    )
+    webhook_timeout: float = _opt(10.0, "seconds one delivery attempt may take")
+    webhook_max_attempts: int = _opt(6, "tries per event (network errors, timeouts, 5xx, 429)")
+    webhook_retry_base: float = _opt(
+        2.0, "seconds before the first retry; doubled each time, with jitter"
+    )
+    webhook_queue_size: int = _opt(1000, "events queued per destination URL (oldest dropped)")
+    webhook_flush_timeout: float = _opt(5.0, "seconds pending deliveries get at shutdown")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.webhook_url or self.webhook_url_allow)
+
+    def validate(self) -> None:
+        if self.webhook_url and not re.match(r"^https?://[^\s/?#]+", self.webhook_url):
+            raise self.bad("webhook_url", "must be an http(s):// URL")
+        for host in self.webhook_url_allow:
+            if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", host) or "//" in host:
+                raise ConfigError(f"BRIDGE_WEBHOOK_URL_ALLOW: {host!r} is not a host name")
+        if self.enabled and not self.webhook_secret:
+            raise ConfigError(
+                "BRIDGE_WEBHOOK_SECRET: required with BRIDGE_WEBHOOK_URL or "
+                "BRIDGE_WEBHOOK_URL_ALLOW (whsec_ followed by a base64 key of 24+ bytes)"
+            )
+        if self.webhook_secret and not _WHSEC_RE.match(self.webhook_secret):
+            raise ConfigError(
+                "BRIDGE_WEBHOOK_SECRET: must be whsec_ followed by a base64 key (24+ characters)"
+            )
+        self.between("webhook_timeout", 0.1, 120, " seconds")
+        self.between("webhook_max_attempts", 1, 20)
+        self.between("webhook_retry_base", 0.001, 600, " seconds")
+        self.between("webhook_queue_size", 1, 100_000)
+        self.between("webhook_flush_timeout", 0, 60, " seconds")
+
+
 GROUPS: dict[str, type[_Group]] = {
     "server": ServerSettings,
     "calls": CallSettings,
@@ -418,6 +466,7 @@ GROUPS: dict[str, type[_Group]] = {
     "media": MediaSettings,
     "storage": StorageSettings,
     "sim": SimSettings,
+    "webhooks": WebhookSettings,
 }
 
 
@@ -432,6 +481,7 @@ class Settings:
     media: MediaSettings = field(default_factory=MediaSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     sim: SimSettings = field(default_factory=SimSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     @classmethod
     def from_flat(cls, values: dict[str, Any]) -> Settings:

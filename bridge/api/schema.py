@@ -1,0 +1,96 @@
+"""The OpenAPI document (``api/openapi.yaml``, kept by hand) and request validation from it.
+
+One source of truth: ``GET /openapi.json`` serves the file, and :func:`read_body` checks JSON
+bodies against the same ``components/schemas`` (JSON Schema 2020-12, as OpenAPI 3.1 uses), so a
+body that breaks the document is a 400 with the JSON error body naming the field. A schema's
+``x-error-codes`` maps a field to the error code its violations get (``phone`` →
+``invalid_phone``); every other violation is ``bad_request``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+from typing import Any
+
+import yaml
+from aiohttp import web
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
+
+from ..errors import BadRequest
+from .errors import JSON_LIMIT, read_json
+
+routes = web.RouteTableDef()
+
+_URI = "urn:bridge:openapi"
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The parsed ``openapi.yaml`` (read once)."""
+    text = resources.files("bridge.api").joinpath("openapi.yaml").read_text(encoding="utf-8")
+    doc: dict[str, Any] = yaml.safe_load(text)
+    return doc
+
+
+@functools.cache
+def openapi_json() -> bytes:
+    return json.dumps(openapi_document(), ensure_ascii=False).encode()
+
+
+@functools.cache
+def _validator(name: str) -> Draft202012Validator:
+    doc = openapi_document()
+    if name not in doc["components"]["schemas"]:
+        raise KeyError(f"no schema {name!r} in openapi.yaml")
+    registry: Registry[Any] = Registry().with_resource(_URI, DRAFT202012.create_resource(doc))
+    return Draft202012Validator({"$ref": f"{_URI}#/components/schemas/{name}"}, registry=registry)
+
+
+def _field(error: ValidationError) -> str | None:
+    """The top-level field an error is about (``None``: the body as a whole)."""
+    if error.absolute_path:
+        return str(error.absolute_path[0])
+    if error.validator == "required":
+        # "'phone' is a required property"
+        message = error.message
+        if message.startswith("'") and "'" in message[1:]:
+            return message[1 : message.index("'", 1)]
+    return None
+
+
+def validate_body(name: str, body: dict[str, Any]) -> None:
+    """Raise :class:`BadRequest` naming the field when ``body`` breaks schema ``name``."""
+    validator = _validator(name)
+    error = best_match(validator.iter_errors(body))
+    if error is None:
+        return
+    field = _field(error)
+    codes: dict[str, str] = openapi_document()["components"]["schemas"][name].get(
+        "x-error-codes", {}
+    )
+    code = codes.get(field or "", "bad_request")
+    detail = error.message if len(error.message) <= 200 else error.message[:200] + "…"
+    if field is None:
+        raise BadRequest(f"the body does not match {name}: {detail}", code=code)
+    if error.validator == "required":
+        raise BadRequest(f"field {field!r} is required", code=code)
+    location = "/".join(str(p) for p in error.absolute_path)
+    raise BadRequest(f"field {location!r}: {detail}", code=code)
+
+
+async def read_body(request: web.Request, schema: str, limit: int = JSON_LIMIT) -> dict[str, Any]:
+    """The request's JSON object body, checked against ``components/schemas/<schema>``."""
+    body = await read_json(request, limit)
+    validate_body(schema, body)
+    return body
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document (open: it holds no secret)."""
+    return web.Response(body=openapi_json(), content_type="application/json")

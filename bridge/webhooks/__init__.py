@@ -1,0 +1,7 @@
+"""Webhooks out: every call event POSTed, signed per Standard Webhooks, to the call's
+``statusCallback`` or ``BRIDGE_WEBHOOK_URL``. Fed by ``CallEvents.observe``; sits beside the
+API (it imports ``calls``, nothing below imports it)."""
+
+from .delivery import Delivery, Destination, WebhookService, display_url
+
+__all__ = ["Delivery", "Destination", "WebhookService", "display_url"]

@@ -1,0 +1,353 @@
+"""Signed call-event webhooks out, per the Standard Webhooks specification.
+
+Every call event (the JSON of the SSE ``data`` line) goes to the call's ``statusCallback`` or,
+without one, to ``BRIDGE_WEBHOOK_URL``, signed with ``BRIDGE_WEBHOOK_SECRET``
+(``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64 HMAC-SHA256>``, made by
+the ``standardwebhooks`` package).
+
+- The event source (:meth:`WebhookService.observe`) only appends to a bounded queue: nothing
+  on the media path or in a request handler waits for a receiver.
+- One :class:`Destination` per URL: a bounded queue (overflow drops the oldest, counted,
+  logged once per burst) and up to ``CONCURRENCY`` workers. A worker never takes an event of a
+  call another worker is still delivering, so each call's events arrive in order, while a
+  slow or failing call does not hold up the others.
+- Network errors, timeouts, 5xx and 429 are retried with exponential backoff and jitter, up to
+  ``BRIDGE_WEBHOOK_MAX_ATTEMPTS`` tries; other answers are final. Redirects are not followed.
+- At shutdown pending deliveries get ``BRIDGE_WEBHOOK_FLUSH_TIMEOUT`` seconds, then are
+  abandoned (counted).
+
+The per-call state (the callback URL, the latest delivery's outcome) lives on the
+:class:`~bridge.calls.Call`; destinations are per URL and go away when idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+from standardwebhooks import Webhook
+
+from ..calls import Call, CallEvent
+from ..config import WebhookSettings
+from ..errors import BadRequest, Forbidden
+from ..metrics import Metrics
+from ..tasks import TaskSet
+from ..timefmt import iso_utc
+
+log = logging.getLogger(__name__)
+
+CONCURRENCY = 4
+"""Workers per destination URL (distinct calls delivered side by side)."""
+MAX_DESTINATIONS = 1000
+"""Distinct destination URLs with work at once; events for more are dropped (counted)."""
+IDLE_SECONDS = 30.0
+"""A destination's workers stop after this long without work; the destination goes away."""
+MAX_RETRY_DELAY = 60.0
+USER_AGENT = "webrtc-bridge-webhooks/1"
+
+
+def display_url(url: str) -> str:
+    """A URL without credentials or query (tokens live there), for logs and snapshots."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+@dataclass
+class Delivery:
+    """One event on its way to one URL."""
+
+    id: str
+    call: Call
+    event: str
+    body: str
+    published: float
+    attempts: int = 0
+
+    def record(self, url: str, outcome: str, status: int | None = None, error: str = "") -> None:
+        """Note the outcome on the call, for ``GET /call/{callID}``."""
+        self.call.webhook_status = {
+            "url": display_url(url),
+            "webhookId": self.id,
+            "event": self.event,
+            "outcome": outcome,
+            "attempts": self.attempts,
+            "statusCode": status,
+            "error": error or None,
+            "at": iso_utc(time.time()),
+        }
+
+
+class Destination:
+    """One receiver URL: its bounded queue and its workers."""
+
+    def __init__(self, url: str, service: WebhookService) -> None:
+        self.url = url
+        self.shown = display_url(url)
+        self.service = service
+        self.queue: deque[Delivery] = deque()
+        self.workers = 0
+        self._busy: set[str] = set()  # ids of the calls being delivered now (≤ CONCURRENCY)
+        self._wake = asyncio.Event()
+        self._overflowing = False
+
+    @property
+    def idle(self) -> bool:
+        return not self.queue and not self._busy
+
+    @property
+    def pending(self) -> int:
+        return len(self.queue) + len(self._busy)
+
+    def put(self, delivery: Delivery) -> None:
+        if len(self.queue) >= self.service.settings.webhook_queue_size:
+            dropped = self.queue.popleft()
+            dropped.record(self.url, "dropped", error="queue full")
+            self.service.count("dropped")
+            if not self._overflowing:
+                self._overflowing = True
+                log.warning(
+                    "webhooks to %s: queue full (%d), dropping the oldest events",
+                    self.shown,
+                    self.service.settings.webhook_queue_size,
+                )
+        elif self._overflowing and len(self.queue) < self.service.settings.webhook_queue_size // 2:
+            self._overflowing = False
+        self.queue.append(delivery)
+        self._wake.set()
+        if self.workers < CONCURRENCY and self.workers < self.pending:
+            self.workers += 1
+            self.service.tasks.spawn(self._worker(), f"webhook:{self.shown[:60]}")
+
+    def _take(self) -> Delivery | None:
+        """The oldest event whose call has no delivery in flight (keeps per-call order)."""
+        for i, delivery in enumerate(self.queue):
+            if delivery.call.id not in self._busy:
+                del self.queue[i]
+                return delivery
+        return None
+
+    async def _worker(self) -> None:
+        try:
+            while True:
+                delivery = self._take()
+                if delivery is None:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), IDLE_SECONDS)
+                    except TimeoutError:
+                        if self.idle:
+                            return
+                    continue
+                self._busy.add(delivery.call.id)
+                try:
+                    await self.service.deliver(self.url, delivery)
+                finally:
+                    self._busy.discard(delivery.call.id)
+                    self._wake.set()  # the call's next event may now go
+                    self.service.progressed()
+        finally:
+            self.workers -= 1
+            self.service.forget(self)
+
+
+class WebhookService:
+    """Signs and delivers call events. See the module docstring."""
+
+    def __init__(
+        self, settings: WebhookSettings, http: aiohttp.ClientSession, metrics: Metrics
+    ) -> None:
+        self.settings = settings
+        self.http = http
+        self.metrics = metrics
+        self.allow = {h.lower() for h in settings.webhook_url_allow}
+        self.signer = Webhook(settings.webhook_secret) if settings.webhook_secret else None
+        self.tasks = TaskSet("webhooks")
+        self.destinations: dict[str, Destination] = {}
+        self._closing = False
+        self._progress = asyncio.Event()  # set after every finished delivery (for close)
+        metrics.webhook_queued.set_function(
+            lambda: sum(d.pending for d in self.destinations.values())
+        )
+
+    # -- the API's side
+    def check_callback(self, url: object, field: str = "statusCallback") -> str:
+        """A per-call callback URL, or 400 (not an http(s) URL) / 403 ``url_not_allowed``."""
+        if not isinstance(url, str) or len(url) > 2048:
+            raise BadRequest(f"field '{field}' must be an http(s) URL")
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise BadRequest(f"field '{field}' has a bad port") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise BadRequest(f"field '{field}' must be an http(s) URL")
+        if self.signer is None:
+            raise Forbidden(
+                "webhooks are not configured (BRIDGE_WEBHOOK_SECRET)", code="url_not_allowed"
+            )
+        if url != self.settings.webhook_url and parts.hostname.lower() not in self.allow:
+            raise Forbidden(
+                f"host {parts.hostname[:100]!r} is not in BRIDGE_WEBHOOK_URL_ALLOW",
+                code="url_not_allowed",
+            )
+        return url
+
+    # -- the event source's side: never blocks
+    def observe(self, event: CallEvent, call: Call) -> None:
+        url = call.status_callback or self.settings.webhook_url
+        if not url or self.signer is None or self._closing:
+            return
+        delivery = Delivery(
+            id=f"msg_{uuid.uuid4().hex}",
+            call=call,
+            event=event.type,
+            body=event.to_json(),
+            published=time.monotonic(),
+        )
+        destination = self.destinations.get(url)
+        if destination is None:
+            if len(self.destinations) >= MAX_DESTINATIONS:
+                delivery.record(url, "dropped", error="too many destinations")
+                self.count("dropped")
+                return
+            destination = self.destinations[url] = Destination(url, self)
+        destination.put(delivery)
+
+    def forget(self, destination: Destination) -> None:
+        if destination.workers == 0 and destination.idle:
+            if self.destinations.get(destination.url) is destination:
+                del self.destinations[destination.url]
+
+    def progressed(self) -> None:
+        self._progress.set()
+
+    def count(self, outcome: str) -> None:
+        self.metrics.webhook_deliveries.labels(outcome).inc()
+
+    # -- delivery
+    def headers(self, delivery: Delivery) -> dict[str, str]:
+        assert self.signer is not None
+        now = int(time.time())
+        stamp = dt.datetime.fromtimestamp(now, dt.UTC)
+        return {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "webhook-id": delivery.id,
+            "webhook-timestamp": str(now),
+            "webhook-signature": self.signer.sign(delivery.id, stamp, delivery.body),
+        }
+
+    async def deliver(self, url: str, delivery: Delivery) -> None:
+        """Try until delivered, refused, or out of tries. Cancelled: abandoned."""
+        settings = self.settings
+        try:
+            while True:
+                delivery.attempts += 1
+                status, error, retry_after = await self._attempt(url, delivery)
+                if status is not None and 200 <= status < 300:
+                    delivery.record(url, "delivered", status)
+                    self.count("delivered")
+                    self.metrics.webhook_latency.observe(time.monotonic() - delivery.published)
+                    return
+                retryable = status is None or status >= 500 or status == 429
+                if not retryable:
+                    delivery.record(url, "rejected", status, error)
+                    self.count("rejected")
+                    log.info(
+                        "webhook %s (%s) to %s refused: %s",
+                        delivery.id,
+                        delivery.event,
+                        display_url(url),
+                        error or status,
+                    )
+                    return
+                if delivery.attempts >= settings.webhook_max_attempts:
+                    delivery.record(url, "gave_up", status, error)
+                    self.count("gave_up")
+                    log.warning(
+                        "webhook %s (%s) to %s: gave up after %d tries (%s)",
+                        delivery.id,
+                        delivery.event,
+                        display_url(url),
+                        delivery.attempts,
+                        error or status,
+                    )
+                    return
+                delivery.record(url, "retrying", status, error)
+                delay = settings.webhook_retry_base * 2 ** (delivery.attempts - 1)
+                delay *= random.uniform(0.5, 1.5)
+                delay = min(max(delay, retry_after or 0.0), MAX_RETRY_DELAY)
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            delivery.record(url, "abandoned", error="the bridge shut down")
+            self.count("abandoned")
+            raise
+
+    async def _attempt(self, url: str, delivery: Delivery) -> tuple[int | None, str, float | None]:
+        """One POST: (status or None, error text, Retry-After seconds)."""
+        timeout = aiohttp.ClientTimeout(total=self.settings.webhook_timeout)
+        try:
+            async with self.http.post(
+                url,
+                data=delivery.body.encode(),
+                headers=self.headers(delivery),
+                allow_redirects=False,
+                timeout=timeout,
+            ) as resp:
+                status = resp.status
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+        except TimeoutError:
+            self.metrics.webhook_attempts.labels("timeout").inc()
+            return None, f"timed out after {self.settings.webhook_timeout:g} s", None
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            self.metrics.webhook_attempts.labels("error").inc()
+            return None, f"{type(exc).__name__}: {str(exc)[:200]}", None
+        self.metrics.webhook_attempts.labels(f"{status // 100}xx").inc()
+        error = "" if 200 <= status < 300 else f"HTTP {status}"
+        if 300 <= status < 400:
+            error = f"HTTP {status}: redirects are not followed"
+        return status, error, retry_after
+
+    # -- shutdown
+    async def close(self) -> None:
+        """Stop taking events, give pending ones the flush time, abandon the rest."""
+        self._closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.webhook_flush_timeout
+        while any(not d.idle for d in self.destinations.values()):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._progress.clear()
+            try:
+                await asyncio.wait_for(self._progress.wait(), remaining)
+            except TimeoutError:
+                break
+        for destination in list(self.destinations.values()):
+            for delivery in destination.queue:
+                delivery.record(destination.url, "abandoned", error="the bridge shut down")
+                self.count("abandoned")
+            destination.queue.clear()
+        await self.tasks.close()
+        self.destinations.clear()
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

@@ -1,0 +1,33 @@
+"""Schemathesis hooks for the live-bridge run (tests/test_openapi.py): the check that every 4xx
+carries the JSON error body, and no call id that is really another route's name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import schemathesis
+
+RESERVED = {"status", "events", "audio-assets"}
+
+
+@schemathesis.check
+def json_error_body_on_4xx(ctx: Any, response: Any, case: Any) -> bool | None:
+    if not 400 <= response.status_code < 500:
+        return None
+    try:
+        body = response.json()
+    except Exception as exc:
+        raise AssertionError(f"{response.status_code} without a JSON body: {exc}") from None
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"code", "message"}, error
+    assert isinstance(error["code"], str) and error["code"], error
+    assert isinstance(error["message"], str) and error["message"], error
+    return None
+
+
+@schemathesis.hook
+def filter_path_parameters(ctx: Any, path_parameters: dict[str, Any] | None) -> bool:
+    """``/call/events`` is an endless stream: never reach it through ``/call/{callID}``."""
+    value = (path_parameters or {}).get("callID")
+    return not (isinstance(value, str) and value.strip("/").split("/")[0] in RESERVED)
