@@ -13,6 +13,18 @@ from aiohttp import WSMsgType, web
 from bridge.audio import tone
 
 
+async def stop_process(proc: asyncio.subprocess.Process | None, grace: float = 5.0) -> None:
+    """Stop a process a test started (SIGTERM, then SIGKILL after ``grace``), by its pid."""
+    if proc is None or proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
