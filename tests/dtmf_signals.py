@@ -23,15 +23,20 @@ def goertzel_power(block: np.ndarray, freq: float, rate: int = RATE) -> float:
     return s1 * s1 + s2 * s2 - coeff * s1 * s2
 
 
-def decode_digits(pcm: np.ndarray, rate: int = RATE, block_ms: int = 20) -> str:
+def decode_digits(
+    pcm: np.ndarray, rate: int = RATE, block_ms: int = 20, exclude: float | None = None
+) -> str:
     """The keys in ``pcm``, in order: a key is two or more blocks whose strongest row and
-    column tones hold most of the block's energy; any other block separates presses."""
+    column tones hold most of the block's energy (less a known tone at ``exclude``: the
+    agent's microphone); any other block separates presses."""
     n = rate * block_ms // 1000
     x = pcm.astype(np.float64)
     labels: list[str | None] = []
     for i in range(0, x.size - n + 1, n):
         block = x[i : i + n]
         energy = float(block @ block)
+        if exclude is not None:
+            energy -= goertzel_power(block, exclude, rate) * 2 / n
         if energy < n * (32768 * 10 ** (-40 / 20)) ** 2:
             labels.append(None)
             continue
