@@ -3,10 +3,10 @@
 One participant — the agent — is the common case: its microphone goes straight to the bus's
 uplink and it hears the WhatsApp peer, as before (the *direct* path: no clock, no added
 latency). As soon as the call needs a real mix — a second participant, hold, or playback
-that the agent must hear too — the call switches to the *mixed* path for the rest of the call: one 20 ms
-:class:`MediaClock` takes one frame from every input (each participant's microphone, the
-WhatsApp peer, the playing sources) and builds every output from that same tick, so nothing
-is mixed across two unsynchronised clocks.
+that the agent must hear too — the call switches to the *mixed* path for the rest of the
+call: one 20 ms :class:`MediaClock` takes one frame from every input (each participant's
+microphone, the WhatsApp peer, the playing sources) and builds every output from that same
+tick, so nothing is mixed across two unsynchronised clocks.
 
 Who hears what (Asterisk ChanSpy / Jambonz / Twilio coach semantics):
 
