@@ -402,3 +402,44 @@ async def test_ringing_inbound_call_times_out_as_missed_and_is_rejected_at_meta(
     assert mcall.actions == ["pre_accept", "reject"]
     assert mcall.state == "ended"
     assert not meta.refused
+
+
+async def test_webhooks_before_connect_answers_are_applied(cclient, meta):
+    """Meta's RINGING, answer and ACCEPTED can reach the bridge before the connect request
+    has returned the call id: they are found by ``biz_opaque_callback_data`` (our callID)."""
+    client = await cclient()
+    engine = client.app[ENGINE]
+    early = {}
+
+    async def webhooks_first(mcall) -> None:
+        body = meta.envelope(
+            meta.status_event(mcall, "RINGING"),
+            meta.answer_event(mcall),
+            meta.status_event(mcall, "ACCEPTED"),
+        )
+        early["status"] = (await meta.post(client, body)).status
+        # The bridge works through them (finding no call with that wacid yet) before we answer.
+        await until(engine._inbox.empty, 3, "the early webhook taken")
+        await asyncio.sleep(0.3)
+        dialling = getattr(engine, "_dialling", {})
+        early["parked"] = [ev.kind for q in dialling.values() for ev in q]
+
+    meta.before_connect_answer = webhooks_first
+    resp = await client.post("/call/make", json={"phone": "5521999999999"})
+    assert resp.status == 201, await resp.text()
+    call = await resp.json()
+    assert early == {"status": 200, "parked": ["status", "connect", "status"]}
+    mcall = next(iter(meta.meta_calls.values()))
+    assert mcall.opaque == call["callID"]
+    rtc = await connect_browser(client, call["callID"])
+    await wait_state(client, call["callID"], "active", timeout=3)
+    await asyncio.wait_for(mcall.peer.connected.wait(), 5)
+    await asyncio.sleep(2.0)
+    assert_tone(heard(rtc.recorder), rtc.recorder.rate, 660, "agent hears the WhatsApp user")
+    assert_tone(
+        heard(mcall.peer.recorder), mcall.peer.recorder.rate, 440, "WhatsApp user hears the agent"
+    )
+    assert not engine._dialling
+    resp = await client.post("/call/hangup", json={"callID": call["callID"]})
+    assert (await resp.json())["endReason"] == "hangup"
+    await rtc.close()
