@@ -207,7 +207,7 @@ async def run_point(
     warmup: float,
     window: float,
     idle_rss: int,
-    meta_base: str = "",
+    meta: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     argv = [
         sys.executable,
@@ -230,20 +230,26 @@ async def run_point(
     )
     assert gen.stdout is not None
     point: dict[str, Any] = {"target": target, "calls": calls}
+    meta_base, meta_pid = meta if meta else ("", 0)
+
+    def generator_cpu() -> float:
+        """CPU seconds of the load generator (and of the Meta stand-in beside it)."""
+        return cpu_seconds(gen.pid) + (cpu_seconds(meta_pid) if meta_pid else 0.0)
+
     async with aiohttp.ClientSession() as http:
         m0 = m1 = {}
-        c0 = c1 = 0.0
+        c0 = c1 = g0 = g1 = 0.0
         while True:
             line = (await gen.stdout.readline()).decode().strip()
             if not line:
                 break
             if line.startswith("WINDOW_START"):
-                c0 = cpu_seconds(proc.pid)
+                c0, g0 = cpu_seconds(proc.pid), generator_cpu()
                 t0 = float(line.split()[1])
                 if target in BRIDGES:
                     m0 = await scrape(http, base)
             elif line.startswith("WINDOW_END"):
-                c1 = cpu_seconds(proc.pid)
+                c1, g1 = cpu_seconds(proc.pid), generator_cpu()
                 point["rss_bytes"] = rss_bytes(proc.pid)
                 if target in BRIDGES:
                     m1 = await scrape(http, base)
@@ -266,6 +272,8 @@ async def run_point(
         window_s = point.get("window_s", window)
         cpu = (c1 - c0) / window_s
         point["server_cpu_pct"] = 100 * cpu
+        # Near 100 %: the generator side (CPU 1) is saturated, and lateness is partly its own.
+        point["generator_cpu_pct"] = 100 * (g1 - g0) / window_s
         point["cpu_pct_per_call"] = 100 * cpu / calls
         point["rss_per_call_bytes"] = (point.get("rss_bytes", idle_rss) - idle_rss) / calls
         offers = point.pop("offer_to_answer_s", [])
@@ -302,11 +310,11 @@ async def bench(
     for target in targets:
         port = free_port()
         meta = None
-        meta_base = ""
+        meta_at: tuple[str, int] | None = None
         if target == "cloudapi":
             meta_port = free_port()
             meta = await start_meta(meta_port, port)
-            meta_base = f"http://127.0.0.1:{meta_port}"
+            meta_at = (f"http://127.0.0.1:{meta_port}", meta.pid)
         try:
             proc = await start_server(target, port, meta_port if meta else 0)
             base = f"http://127.0.0.1:{port}"
@@ -315,7 +323,7 @@ async def bench(
             try:
                 for n in calls_list:
                     point = await run_point(
-                        target, proc, base, n, warmup, window, idle_rss, meta_base
+                        target, proc, base, n, warmup, window, idle_rss, meta_at
                     )
                     points.append(point)
                     print(
@@ -385,6 +393,7 @@ def table(result: dict[str, Any]) -> str:
         "target",
         "N",
         "cpu%/call",
+        "gen cpu%",
         "ratio",
         "on-time%",
         "wa on-time%",
@@ -406,6 +415,7 @@ def table(result: dict[str, Any]) -> str:
                 p["target"],
                 str(p["calls"]),
                 f(p["cpu_pct_per_call"]),
+                f(p.get("generator_cpu_pct"), "{:.0f}"),
                 f(p.get("ratio_vs_echo")),
                 f(100 * p.get("downlink_on_time", 0)),
                 f(None if "whatsapp_on_time" not in p else 100 * p["whatsapp_on_time"]),
