@@ -290,6 +290,14 @@ async def run_point(
                         m0, m1, "bridge_frame_transit_seconds", q, direction=d
                     )
                     point[f"{d}_latency_p{int(q * 100)}_ms"] = None if v is None else 1000 * v
+            # The browser's adaptive jitter buffer grows after an underrun (late arrivals from
+            # the engine side): these explain a high downlink latency.
+            point["jitter_underruns_per_call"] = (
+                delta(m0, m1, "bridge_jitter_buffer_underruns_total") / calls
+            )
+            point["jitter_depth_frames_per_call"] = (
+                m1.get(("bridge_jitter_buffer_depth_frames", ()), 0.0) / calls
+            )
             point["loop_lag_p99_ms"] = 1000 * (
                 quantile_from_buckets(m0, m1, "bridge_event_loop_lag_seconds", 0.99) or 0
             )
@@ -401,6 +409,7 @@ def table(result: dict[str, Any]) -> str:
         "down fr/call",
         "up p50/p99 ms",
         "down p50/p99 ms",
+        "jb under/depth",
         "offer p50/p99 ms",
         "RSS/call MB",
     )
@@ -423,6 +432,9 @@ def table(result: dict[str, Any]) -> str:
                 f(p.get("downlink_frames_per_call"), "{:.0f}"),
                 pair(p, "uplink_latency"),
                 pair(p, "downlink_latency"),
+                f(p.get("jitter_underruns_per_call"), "{:.1f}")
+                + "/"
+                + f(p.get("jitter_depth_frames_per_call"), "{:.1f}"),
                 f"{p['offer_to_answer_p50_ms']:.0f}/{p['offer_to_answer_p99_ms']:.0f}",
                 f(p["rss_per_call_bytes"] / 1e6),
             )
