@@ -344,9 +344,11 @@ async def collect_until_ended(sub, call_id: str, timeout: float) -> list:
     raise AssertionError(f"call {call_id} did not end within {timeout} s: {events}")
 
 
-async def test_whatsapp_peer_going_away_fails_the_call(cclient, meta, monkeypatch):
-    """ICE consent loss on the WhatsApp leg (Meta's side stops answering mid-call) ends the
-    call ``failed``, with its events, without waiting for any webhook."""
+@pytest.mark.parametrize("how", ["udp_dropped", "pc_closed"])
+async def test_whatsapp_peer_going_away_fails_the_call(cclient, meta, monkeypatch, how):
+    """The WhatsApp side going away mid-call with no terminate webhook ends the call
+    ``failed``, with its events: its UDP silently dropped (ICE consent lost), or its peer
+    connection closed abruptly (DTLS close, nothing more)."""
     import aioice.ice
 
     # RFC 7675's 5 s consent interval (6 misses: ~30 s) shortened so the test stays short.
@@ -364,7 +366,10 @@ async def test_whatsapp_peer_going_away_fails_the_call(cclient, meta, monkeypatc
 
     peer = client.app[ENGINE].calls[mcall.wacid].peer  # the bridge's WhatsApp-side peer
     async with manager.events.subscribe() as sub:
-        drop_udp(mcall.peer.pc)
+        if how == "udp_dropped":
+            drop_udp(mcall.peer.pc)
+        else:
+            await mcall.peer.pc.close()
         events = await collect_until_ended(sub, call["callID"], timeout=20)
     ended = events[-1]
     assert ended.call["state"] == "ended" and ended.call["endReason"] == "failed", ended
