@@ -129,6 +129,8 @@ class Meta:
     async def end(self, call: EchoCall) -> None:
         call.ended = time.monotonic()
         ECHOES.pop(call.receiver_id, None)
+        if len(self.ended) == self.ended.maxlen:  # forgotten: its arrivals go too
+            ARRIVALS.pop(self.ended[0].receiver_id, None)
         self.ended.append(call)
         await call.pc.close()
 
