@@ -61,7 +61,8 @@ unit: $(STAMP) system-deps node-deps
 
 test: system-deps node-deps lint typecheck unit
 
-# The benchmark: bridge vs a bare aiortc echo server, N concurrent calls (see bench/run.py).
+# The benchmark: the bridge (sim engine; Cloud API engine against bench/meta.py) vs a bare
+# aiortc echo server, N concurrent calls (see bench/run.py).
 bench: $(STAMP)
 	$(PY) -m pip install --quiet matplotlib
 	$(PY) -m bench.run $(BENCH_ARGS)

@@ -2,8 +2,10 @@
 
 Each call sends pre-encoded Opus (a 440 Hz tone encoded once at start-up) as RTP, so the
 generator never encodes; and it counts the RTP packets it receives without decoding them.
-It prints ``WINDOW_START`` and ``WINDOW_END`` lines around the measurement window, then one
-JSON line with its measurements.
+It prints ``WINDOW_START <t>`` and ``WINDOW_END <t>`` lines (``time.monotonic()``, the same
+clock in every process) around the measurement window, then one JSON line with its
+measurements. ``bench/meta.py`` (the Meta stand-in of the ``cloudapi`` target) reuses the
+packet track, the counting receive path and the on-time measure, and echoes what it hears.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import fractions
 import json
 import sys
 import time
+from collections import deque
 
 import aiohttp
 import av
@@ -53,9 +56,11 @@ class PacketTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, packets: list[bytes]) -> None:
+    def __init__(self, packets: list[bytes], echo: deque[bytes] | None = None) -> None:
         super().__init__()
         self.packets = packets
+        self.echo = echo
+        """When given: send what arrived there (oldest first) instead, while there is any."""
         self.n = 0
         self.start: float | None = None
 
@@ -68,7 +73,10 @@ class PacketTrack(MediaStreamTrack):
             wait = self.start + self.n * 0.02 - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-        packet = av.Packet(self.packets[self.n % len(self.packets)])
+        if self.echo:
+            packet = av.Packet(self.echo.popleft())
+        else:
+            packet = av.Packet(self.packets[self.n % len(self.packets)])
         packet.pts = self.n * FRAME
         packet.time_base = fractions.Fraction(1, RATE)
         self.n += 1
@@ -76,11 +84,16 @@ class PacketTrack(MediaStreamTrack):
 
 
 ARRIVALS: dict[int, list[tuple[float, int]]] = {}
+ECHOES: dict[int, deque[bytes]] = {}
+"""Per receiver (by id): a bounded deque its payloads are copied to, for an echoing track."""
 
 
 async def _count_only(self: RTCRtpReceiver, packet, arrival_time_ms: int) -> None:
     """Replaces aiortc's receive path in the generator: record arrival, skip decoding."""
     ARRIVALS.setdefault(id(self), []).append((time.monotonic(), packet.timestamp))
+    echo = ECHOES.get(id(self))
+    if echo is not None and packet.payload:
+        echo.append(packet.payload)
 
 
 RTCRtpReceiver._handle_rtp_packet = _count_only  # type: ignore[method-assign]
@@ -137,10 +150,10 @@ async def main() -> None:
             calls.append(await place_call(http, args.base, packets))
         await asyncio.sleep(args.warmup)
         t0 = time.monotonic()
-        print("WINDOW_START", flush=True)
+        print(f"WINDOW_START {t0}", flush=True)
         await asyncio.sleep(args.window)
         t1 = time.monotonic()
-        print("WINDOW_END", flush=True)
+        print(f"WINDOW_END {t1}", flush=True)
         per_call = []
         for _, pc, _ in calls:
             receivers = [t.receiver for t in pc.getTransceivers()]
@@ -161,6 +174,8 @@ async def main() -> None:
                 "calls": args.calls,
                 "connected": connected,
                 "window_s": t1 - t0,
+                "window_t0": t0,
+                "window_t1": t1,
                 "downlink_on_time": on_time / expected if expected else 0.0,
                 "downlink_frames_per_call": on_time / max(1, args.calls),
                 "downlink_expected_per_call": expected / max(1, args.calls),

@@ -1,11 +1,15 @@
 """``make bench``: how many calls a core carries, and how much delay the bridge adds.
 
-Starts the server under test pinned to CPU 0 (when ``taskset`` exists) — the bridge on its sim
-engine, then a bare aiortc echo server for comparison — and drives N concurrent two-way calls
-from ``bench/loadgen.py`` pinned to CPU 1. For each N it reports server CPU per call, the
-bridge/echo ratio, frames delivered per call, the bridge-added latency per direction (from the
-bridge's own frame-transit histograms), offer-to-answer p50/p99, RSS per call and the share of
-downlink frames on time. Writes ``bench/results/<stamp>.json`` and a PNG plot, prints a table.
+Starts the server under test pinned to CPU 0 (when ``taskset`` exists) and drives N
+concurrent two-way calls from ``bench/loadgen.py`` pinned to CPU 1. Targets: ``bridge`` (the
+bridge on its sim engine), ``cloudapi`` (the bridge with ``BRIDGE_ENGINE=cloudapi``: two WebRTC
+legs per call, the WhatsApp one to ``bench/meta.py``, a Meta stand-in on CPU 1 that answers the
+Graph actions, sends the signed webhooks and echoes the audio) and ``echo`` (a bare aiortc echo
+server, for comparison). For each N it reports server CPU per call, the bridge/echo ratio,
+frames delivered per call, the bridge-added latency per direction (from the bridge's own
+frame-transit histograms), offer-to-answer p50/p99, RSS per call and the share of downlink
+frames on time (and, for ``cloudapi``, of the frames the WhatsApp side heard on time). Writes
+``bench/results/<stamp>.json`` and a PNG plot, prints a table.
 This is a benchmark, not a test: nothing here asserts on speed.
 """
 
@@ -102,7 +106,51 @@ def percentile(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def start_server(target: str, port: int) -> asyncio.subprocess.Process:
+BRIDGES = ("bridge", "cloudapi")
+"""The targets that are the bridge (scraped for its own histograms)."""
+META_TOKEN, META_PNID, META_SECRET = "bench-token", "1098765432", "bench-secret"
+
+
+async def start_meta(port: int, bridge_port: int) -> asyncio.subprocess.Process:
+    """The Meta stand-in of the ``cloudapi`` target, on the load generator's CPU."""
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.meta",
+        "--port",
+        str(port),
+        "--bridge",
+        f"http://127.0.0.1:{bridge_port}",
+        "--token",
+        META_TOKEN,
+        "--phone-number-id",
+        META_PNID,
+        "--app-secret",
+        META_SECRET,
+    ]
+    proc = await asyncio.create_subprocess_exec(*pinned(1, argv), cwd=ROOT)
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
+                    if r.status == 200:
+                        return proc
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the Meta stand-in did not start")
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), 15)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+async def start_server(target: str, port: int, meta_port: int = 0) -> asyncio.subprocess.Process:
     env = dict(
         os.environ,
         BRIDGE_ICE_ADDRESSES="127.0.0.1",
@@ -115,7 +163,16 @@ async def start_server(target: str, port: int) -> asyncio.subprocess.Process:
         BRIDGE_RATE_LIMIT="10000",
         BRIDGE_RATE_BURST="10000",
     )
-    if target == "bridge":
+    if target == "cloudapi":
+        env.update(
+            BRIDGE_ENGINE="cloudapi",
+            BRIDGE_ENGINE_URL=f"http://127.0.0.1:{meta_port}/v23.0",
+            BRIDGE_ENGINE_TOKEN=META_TOKEN,
+            BRIDGE_CLOUDAPI_PHONE_NUMBER_ID=META_PNID,
+            BRIDGE_CLOUDAPI_APP_SECRET=META_SECRET,
+            BRIDGE_CLOUDAPI_VERIFY_TOKEN="bench-verify",
+        )
+    if target in BRIDGES:
         argv = [sys.executable, "-m", "bridge", "--port", str(port)]
     else:
         argv = [sys.executable, "-m", "bench.echo_server", "--port", str(port)]
@@ -129,6 +186,12 @@ async def start_server(target: str, port: int) -> asyncio.subprocess.Process:
                     f"http://127.0.0.1:{port}/call/make", json={"phone": "5521999999999"}
                 ) as r:
                     if r.status == 201:
+                        call = await r.json()
+                        # The probe call must not linger through the measured points.
+                        async with http.post(
+                            f"http://127.0.0.1:{port}/call/hangup", json={"callID": call["callID"]}
+                        ):
+                            pass
                         return proc
             except aiohttp.ClientConnectionError:
                 pass
@@ -144,6 +207,7 @@ async def run_point(
     warmup: float,
     window: float,
     idle_rss: int,
+    meta: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     argv = [
         sys.executable,
@@ -158,7 +222,7 @@ async def run_point(
         "--window",
         str(window),
     ]
-    if target == "bridge":
+    if target in BRIDGES:
         argv.append("--hangup")
     errors = tempfile.TemporaryFile()
     gen = await asyncio.create_subprocess_exec(
@@ -166,22 +230,37 @@ async def run_point(
     )
     assert gen.stdout is not None
     point: dict[str, Any] = {"target": target, "calls": calls}
+    meta_base, meta_pid = meta if meta else ("", 0)
+
+    def generator_cpu() -> float:
+        """CPU seconds of the load generator (and of the Meta stand-in beside it)."""
+        return cpu_seconds(gen.pid) + (cpu_seconds(meta_pid) if meta_pid else 0.0)
+
     async with aiohttp.ClientSession() as http:
         m0 = m1 = {}
-        c0 = c1 = 0.0
+        c0 = c1 = g0 = g1 = t0 = 0.0
         while True:
             line = (await gen.stdout.readline()).decode().strip()
             if not line:
                 break
-            if line == "WINDOW_START":
-                c0 = cpu_seconds(proc.pid)
-                if target == "bridge":
+            if line.startswith("WINDOW_START"):
+                c0, g0 = cpu_seconds(proc.pid), generator_cpu()
+                t0 = float(line.split()[1])
+                if target in BRIDGES:
                     m0 = await scrape(http, base)
-            elif line == "WINDOW_END":
-                c1 = cpu_seconds(proc.pid)
+            elif line.startswith("WINDOW_END"):
+                c1, g1 = cpu_seconds(proc.pid), generator_cpu()
                 point["rss_bytes"] = rss_bytes(proc.pid)
-                if target == "bridge":
+                if target in BRIDGES:
                     m1 = await scrape(http, base)
+                if meta_base:  # what the WhatsApp side heard, before the calls are hung up
+                    q = {"t0": str(t0), "t1": line.split()[1]}
+                    async with http.get(meta_base + "/bench/stats", params=q) as r:
+                        heard = await r.json()
+                    point["whatsapp_on_time"] = heard["uplink_on_time"]
+                    point["whatsapp_heard_per_call"] = heard["uplink_heard_per_call"]
+                    point["whatsapp_connected"] = heard["connected"]
+                    point["meta_refused"] = heard["refused"]
             elif line.startswith("{"):
                 point.update(json.loads(line))
         await gen.wait()
@@ -193,12 +272,16 @@ async def run_point(
         window_s = point.get("window_s", window)
         cpu = (c1 - c0) / window_s
         point["server_cpu_pct"] = 100 * cpu
+        # Near 100 %: the generator side (CPU 1) is saturated, and lateness is partly its own.
+        point["generator_cpu_pct"] = 100 * (g1 - g0) / window_s
         point["cpu_pct_per_call"] = 100 * cpu / calls
         point["rss_per_call_bytes"] = (point.get("rss_bytes", idle_rss) - idle_rss) / calls
         offers = point.pop("offer_to_answer_s", [])
         point["offer_to_answer_p50_ms"] = 1000 * (percentile(offers, 0.5) or 0)
         point["offer_to_answer_p99_ms"] = 1000 * (percentile(offers, 0.99) or 0)
-        if target == "bridge" and m0 and m1:
+        for key in ("window_t0", "window_t1"):  # only used to ask the Meta stand-in
+            point.pop(key, None)
+        if target in BRIDGES and m0 and m1:
             for d in ("uplink", "downlink"):
                 point[f"{d}_frames_per_call"] = (
                     delta(m0, m1, "bridge_bus_frames_total", direction=d) / calls
@@ -208,6 +291,14 @@ async def run_point(
                         m0, m1, "bridge_frame_transit_seconds", q, direction=d
                     )
                     point[f"{d}_latency_p{int(q * 100)}_ms"] = None if v is None else 1000 * v
+            # The browser's adaptive jitter buffer grows after an underrun (late arrivals from
+            # the engine side): these explain a high downlink latency.
+            point["jitter_underruns_per_call"] = (
+                delta(m0, m1, "bridge_jitter_buffer_underruns_total") / calls
+            )
+            point["jitter_depth_frames_per_call"] = (
+                m1.get(("bridge_jitter_buffer_depth_frames", ()), 0.0) / calls
+            )
             point["loop_lag_p99_ms"] = 1000 * (
                 quantile_from_buckets(m0, m1, "bridge_event_loop_lag_seconds", 0.99) or 0
             )
@@ -227,26 +318,33 @@ async def bench(
     points = []
     for target in targets:
         port = free_port()
-        proc = await start_server(target, port)
-        base = f"http://127.0.0.1:{port}"
-        await asyncio.sleep(1.0)
-        idle_rss = rss_bytes(proc.pid)
+        meta = None
+        meta_at: tuple[str, int] | None = None
+        if target == "cloudapi":
+            meta_port = free_port()
+            meta = await start_meta(meta_port, port)
+            meta_at = (f"http://127.0.0.1:{meta_port}", meta.pid)
         try:
-            for n in calls_list:
-                point = await run_point(target, proc, base, n, warmup, window, idle_rss)
-                points.append(point)
-                print(
-                    f"  {target:6} N={n:3}  cpu/call={point['cpu_pct_per_call']:.2f}%  "
-                    f"on-time={100 * point.get('downlink_on_time', 0):.2f}%",
-                    flush=True,
-                )
-        finally:
-            proc.send_signal(signal.SIGTERM)
+            proc = await start_server(target, port, meta_port if meta else 0)
+            base = f"http://127.0.0.1:{port}"
+            await asyncio.sleep(1.0)
+            idle_rss = rss_bytes(proc.pid)
             try:
-                await asyncio.wait_for(proc.wait(), 15)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+                for n in calls_list:
+                    point = await run_point(
+                        target, proc, base, n, warmup, window, idle_rss, meta_at
+                    )
+                    points.append(point)
+                    print(
+                        f"  {target:8} N={n:3}  cpu/call={point['cpu_pct_per_call']:.2f}%  "
+                        f"on-time={100 * point.get('downlink_on_time', 0):.2f}%",
+                        flush=True,
+                    )
+            finally:
+                await stop(proc)
+        finally:
+            if meta is not None:
+                await stop(meta)
     return summarize(points, calls_list, warmup, window)
 
 
@@ -261,7 +359,7 @@ def summarize(
         if p["target"] == "echo" and p.get("downlink_on_time", 0) >= 0.995
     }
     for p in points:
-        if p["target"] == "bridge" and p["calls"] in echo and echo[p["calls"]]["cpu_pct_per_call"]:
+        if p["target"] in BRIDGES and p["calls"] in echo and echo[p["calls"]]["cpu_pct_per_call"]:
             p["ratio_vs_echo"] = p["cpu_pct_per_call"] / echo[p["calls"]]["cpu_pct_per_call"]
 
     def best(target: str) -> int:
@@ -284,7 +382,11 @@ def summarize(
         },
         "settings": {"calls": calls_list, "warmup_s": warmup, "window_s": window},
         "points": points,
-        "max_calls_on_time": {"bridge": best("bridge"), "echo": best("echo")},
+        "max_calls_on_time": {
+            t: best(t)
+            for t in ("bridge", "cloudapi", "echo")
+            if any(p["target"] == t for p in points)
+        },
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -300,12 +402,15 @@ def table(result: dict[str, Any]) -> str:
         "target",
         "N",
         "cpu%/call",
+        "gen cpu%",
         "ratio",
         "on-time%",
+        "wa on-time%",
         "up fr/call",
         "down fr/call",
         "up p50/p99 ms",
         "down p50/p99 ms",
+        "jb under/depth",
         "offer p50/p99 ms",
         "RSS/call MB",
     )
@@ -320,12 +425,17 @@ def table(result: dict[str, Any]) -> str:
                 p["target"],
                 str(p["calls"]),
                 f(p["cpu_pct_per_call"]),
+                f(p.get("generator_cpu_pct"), "{:.0f}"),
                 f(p.get("ratio_vs_echo")),
                 f(100 * p.get("downlink_on_time", 0)),
+                f(None if "whatsapp_on_time" not in p else 100 * p["whatsapp_on_time"]),
                 f(p.get("uplink_frames_per_call"), "{:.0f}"),
                 f(p.get("downlink_frames_per_call"), "{:.0f}"),
                 pair(p, "uplink_latency"),
                 pair(p, "downlink_latency"),
+                f(p.get("jitter_underruns_per_call"), "{:.1f}")
+                + "/"
+                + f(p.get("jitter_depth_frames_per_call"), "{:.1f}"),
                 f"{p['offer_to_answer_p50_ms']:.0f}/{p['offer_to_answer_p99_ms']:.0f}",
                 f(p["rss_per_call_bytes"] / 1e6),
             )
@@ -348,7 +458,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for target in ("bridge", "echo"):
+    for target in ("bridge", "cloudapi", "echo"):
         pts = [p for p in result["points"] if p["target"] == target]
         if pts:
             a.plot(
@@ -359,14 +469,22 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     a.set_title("CPU per call")
     a.legend()
     a.grid(alpha=0.3)
-    pts = [p for p in result["points"] if p["target"] == "bridge"]
-    for key, label in (
-        ("uplink_latency_p50_ms", "uplink p50"),
-        ("uplink_latency_p99_ms", "uplink p99"),
-        ("downlink_latency_p50_ms", "downlink p50"),
-        ("downlink_latency_p99_ms", "downlink p99"),
-    ):
-        b.plot([p["calls"] for p in pts], [p.get(key) or 0 for p in pts], "o-", label=label)
+    for target in BRIDGES:
+        pts = [p for p in result["points"] if p["target"] == target]
+        if not pts:
+            continue
+        for key, label in (
+            ("uplink_latency_p50_ms", "uplink p50"),
+            ("uplink_latency_p99_ms", "uplink p99"),
+            ("downlink_latency_p50_ms", "downlink p50"),
+            ("downlink_latency_p99_ms", "downlink p99"),
+        ):
+            b.plot(
+                [p["calls"] for p in pts],
+                [p.get(key) or 0 for p in pts],
+                "o-" if target == "bridge" else "s--",
+                label=f"{target} {label}",
+            )
     b.set_xlabel("concurrent two-way calls")
     b.set_ylabel("ms inside the bridge")
     b.set_title("bridge-added latency")
@@ -382,7 +500,9 @@ def main() -> None:
     parser.add_argument("--calls", default="1,10,20,30,40", help="comma-separated N values")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--window", type=float, default=10.0)
-    parser.add_argument("--targets", default="bridge,echo")
+    parser.add_argument(
+        "--targets", default="bridge,cloudapi,echo", help="of bridge (sim), cloudapi, echo"
+    )
     parser.add_argument("--smoke", action="store_true", help="2 calls, 2 s: proves the bench runs")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()

@@ -23,6 +23,17 @@ def make_client(aiohttp_client: Any) -> Callable[..., Any]:
 
 
 @pytest.fixture
+async def meta() -> AsyncIterator[Any]:
+    """A fake of Meta's Cloud API (Graph + signed webhooks + a WebRTC peer), on loopback."""
+    from .fakes.cloudapi import FakeMeta
+
+    server = FakeMeta()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
 async def client(make_client: Callable[..., Any]) -> AsyncIterator[TestClient]:
     yield await make_client()
 

@@ -1,4 +1,6 @@
-"""The benchmark still runs (2 calls, a few seconds). Nothing here asserts on speed."""
+"""The benchmark still runs (2 calls, a few seconds, per target: the bridge on its sim engine,
+the bridge on the Cloud API engine against the bench's Meta stand-in, the echo server).
+Nothing here asserts on speed."""
 
 from __future__ import annotations
 
@@ -24,23 +26,30 @@ async def test_bench_smoke_run(tmp_path: Path) -> None:
     assert proc.returncode == 0, out.decode()[-3000:]
     result = json.loads(next(tmp_path.glob("*.json")).read_text())
     points = {p["target"]: p for p in result["points"]}
-    assert set(points) == {"bridge", "echo"}
+    assert set(points) == {"bridge", "cloudapi", "echo"}
     bridge = points["bridge"]
-    assert bridge["calls"] == 2 and bridge["connected"] == 2
-    # Audio really flowed both ways during the window (counts, not timings).
-    assert bridge["uplink_frames_per_call"] > 50 and bridge["downlink_frames_per_call"] > 50
+    for target in ("bridge", "cloudapi"):
+        p = points[target]
+        assert p["calls"] == 2 and p["connected"] == 2, p
+        # Audio really flowed both ways during the window (counts, not timings).
+        assert p["uplink_frames_per_call"] > 50 and p["downlink_frames_per_call"] > 50, p
+    # Cloud API: both WhatsApp-side peers connected, heard the agent, and Meta refused no SDP.
+    cloud = points["cloudapi"]
+    assert cloud["whatsapp_connected"] == 2 and cloud["meta_refused"] == 0, cloud
+    assert cloud["whatsapp_heard_per_call"] > 50, cloud
     # The ratio is only defined where the echo server kept up (>= 99.5 % on time): on a loaded
     # machine even 2 calls can be too many for it.
     if points["echo"]["downlink_on_time"] >= 0.995:
         assert isinstance(bridge["ratio_vs_echo"], float) and bridge["ratio_vs_echo"] > 0
     else:
         assert "ratio_vs_echo" not in bridge
-    for key in (
-        "cpu_pct_per_call",
-        "uplink_latency_p50_ms",
-        "downlink_latency_p99_ms",
-        "offer_to_answer_p50_ms",
-    ):
-        value = bridge[key]
-        assert isinstance(value, float) and 0 < value < 1e6, (key, value)
+    for p in (bridge, cloud):
+        for key in (
+            "cpu_pct_per_call",
+            "uplink_latency_p50_ms",
+            "downlink_latency_p99_ms",
+            "offer_to_answer_p50_ms",
+        ):
+            value = p[key]
+            assert isinstance(value, float) and 0 < value < 1e6, (p["target"], key, value)
     assert "largest N" in out.decode()

@@ -222,16 +222,6 @@ async def test_chromium_rtcdtmfsender_digits_become_events(client, browser) -> N
     await page.close()
 
 
-@pytest.fixture
-async def meta():
-    from .fakes.cloudapi import FakeMeta
-
-    server = FakeMeta()
-    await server.start()
-    yield server
-    await server.stop()
-
-
 async def test_chromium_agent_on_a_cloudapi_call(make_client, meta, browser) -> None:
     """Real Chromium answers a WhatsApp user's Cloud API call: two WebRTC legs, one bus."""
     import numpy as np

@@ -18,7 +18,6 @@ from bridge.audio.dtmf import DtmfToneDetector
 
 from .conftest import wait_state
 from .dtmf_signals import decode_digits, digits_between_speech, goertzel_power, music, speech_like
-from .fakes.cloudapi import FakeMeta
 from .fakes.zuckzapgo import FakeZuckZapGo
 from .rtc_client import RtcClient
 
@@ -174,14 +173,6 @@ async def test_dtmf_in_band_from_the_whatsapp_side_becomes_events(zclient, zfake
 
 
 # -- the Cloud API leg: RFC 4733
-@pytest.fixture
-async def meta():
-    server = FakeMeta()
-    await server.start()
-    yield server
-    await server.stop()
-
-
 async def test_dtmf_out_as_rfc4733_on_the_cloudapi_leg(make_client, meta) -> None:
     client = await make_client(**meta.bridge_settings())
     mcall = await meta.user_calls(client, "15550009999")

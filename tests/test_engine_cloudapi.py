@@ -13,18 +13,9 @@ from bridge.api.keys import ENGINE, MANAGER
 from bridge.audio import dominant_frequency, rms_dbfs
 
 from .conftest import wait_state
-from .fakes.cloudapi import FakeMeta
 from .rtc_client import RtcClient
 
 TONE_DBFS = -9.0  # both sides send a tone at amplitude 0.5 (RMS -9 dBFS)
-
-
-@pytest.fixture
-async def meta():
-    server = FakeMeta()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
@@ -316,3 +307,135 @@ async def test_dtmf_digits_from_the_whatsapp_user(cclient, meta):
     ]
     metrics = await (await client.get("/metrics")).text()
     assert 'bridge_dtmf_events_total{direction="received",source="whatsapp"} 3.0' in metrics
+
+
+def drop_udp(pc) -> None:
+    """The WhatsApp side goes away without a word: its ICE sockets close, nothing more is sent
+    (no DTLS close_notify, no terminate webhook)."""
+    for transceiver in pc.getTransceivers():
+        connection = transceiver.sender.transport.transport._connection
+        for protocol in list(connection._protocols):
+            protocol.transport.close()
+
+
+async def collect_until_ended(sub, call_id: str, timeout: float) -> list:
+    """The call's events until (and with) its ``call.ended``; fails after ``timeout``."""
+    events = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            event = await sub.get(0.1)
+        except TimeoutError:
+            continue
+        if event is None or event.call.get("callID") != call_id:
+            continue
+        events.append(event)
+        if event.type == "call.ended":
+            return events
+    raise AssertionError(f"call {call_id} did not end within {timeout} s: {events}")
+
+
+@pytest.mark.parametrize("how", ["udp_dropped", "pc_closed"])
+async def test_whatsapp_peer_going_away_fails_the_call(cclient, meta, monkeypatch, how):
+    """The WhatsApp side going away mid-call with no terminate webhook ends the call
+    ``failed``, with its events: its UDP silently dropped (ICE consent lost), or its peer
+    connection closed abruptly (DTLS close, nothing more)."""
+    import aioice.ice
+
+    # RFC 7675's 5 s consent interval (6 misses: ~30 s) shortened so the test stays short.
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.2)
+    client = await cclient()
+    manager = client.app[MANAGER]
+    mcall = await meta.user_calls(client, "15550005555")
+    await until(lambda: mcall.pre_accept_at, 2, "pre_accept")
+    call = (await live_calls(client))[0]
+    await asyncio.wait_for(mcall.peer.connected.wait(), 5)
+    rtc = await connect_browser(client, call["callID"])
+    assert (await client.post("/call/answer", json={"callID": call["callID"]})).status == 200
+    await asyncio.sleep(1.0)
+    assert_tone(heard(rtc.recorder, 0.6), rtc.recorder.rate, 660, "agent hears the user")
+
+    peer = client.app[ENGINE].calls[mcall.wacid].peer  # the bridge's WhatsApp-side peer
+    async with manager.events.subscribe() as sub:
+        if how == "udp_dropped":
+            drop_udp(mcall.peer.pc)
+        else:
+            await mcall.peer.pc.close()
+        events = await collect_until_ended(sub, call["callID"], timeout=20)
+    ended = events[-1]
+    assert ended.call["state"] == "ended" and ended.call["endReason"] == "failed", ended
+    snap = await (await client.get(f"/call/{call['callID']}")).json()
+    assert (snap["state"], snap["endReason"]) == ("ended", "failed")
+    # The leg says why (its peer connection closed by itself: consent expired), and counts it.
+    assert peer.state == "failed" and peer.failure and "consent" in peer.failure
+    metrics = await (await client.get("/metrics")).text()
+    assert (
+        'reason="connection lost",stage="ice"' in metrics
+        or 'stage="ice",reason="connection lost"' in metrics
+    )
+    # The bridge told Meta it is over (the terminate is answered even though media is gone),
+    # and no webhook was needed for it.
+    assert "terminate" in mcall.actions
+    # The browser leg was torn down with the call, and the bridge has no live call left.
+    assert await live_calls(client) == []
+    await rtc.close()
+
+
+async def test_ringing_inbound_call_times_out_as_missed_and_is_rejected_at_meta(cclient, meta):
+    client = await cclient(ring_timeout=1.0)
+    manager = client.app[MANAGER]
+    async with manager.events.subscribe() as sub:
+        mcall = await meta.user_calls(client, "15550006666")
+        await until(lambda: mcall.pre_accept_at, 2, "pre_accept")
+        call = (await live_calls(client))[0]
+        assert call["state"] == "ringing"
+        events = await collect_until_ended(sub, call["callID"], timeout=10)
+    types = [e.type for e in events]
+    assert types[0] == "call.created" and "call.ringing" in types, types
+    ended = events[-1]
+    assert (ended.call["state"], ended.call["endReason"]) == ("ended", "missed"), ended
+    # Meta heard a reject (not a terminate) for that call, and nothing after it.
+    assert mcall.actions == ["pre_accept", "reject"]
+    assert mcall.state == "ended"
+    assert not meta.refused
+
+
+async def test_webhooks_before_connect_answers_are_applied(cclient, meta):
+    """Meta's RINGING, answer and ACCEPTED can reach the bridge before the connect request
+    has returned the call id: they are found by ``biz_opaque_callback_data`` (our callID)."""
+    client = await cclient()
+    engine = client.app[ENGINE]
+    early = {}
+
+    async def webhooks_first(mcall) -> None:
+        body = meta.envelope(
+            meta.status_event(mcall, "RINGING"),
+            meta.answer_event(mcall),
+            meta.status_event(mcall, "ACCEPTED"),
+        )
+        early["status"] = (await meta.post(client, body)).status
+        # The bridge works through them (finding no call with that wacid yet) before we answer.
+        await until(engine._inbox.empty, 3, "the early webhook taken")
+        await asyncio.sleep(0.3)
+        dialling = getattr(engine, "_dialling", {})
+        early["parked"] = [ev.kind for q in dialling.values() for ev in q]
+
+    meta.before_connect_answer = webhooks_first
+    resp = await client.post("/call/make", json={"phone": "5521999999999"})
+    assert resp.status == 201, await resp.text()
+    call = await resp.json()
+    assert early == {"status": 200, "parked": ["status", "connect", "status"]}
+    mcall = next(iter(meta.meta_calls.values()))
+    assert mcall.opaque == call["callID"]
+    rtc = await connect_browser(client, call["callID"])
+    await wait_state(client, call["callID"], "active", timeout=3)
+    await asyncio.wait_for(mcall.peer.connected.wait(), 5)
+    await asyncio.sleep(2.0)
+    assert_tone(heard(rtc.recorder), rtc.recorder.rate, 660, "agent hears the WhatsApp user")
+    assert_tone(
+        heard(mcall.peer.recorder), mcall.peer.recorder.rate, 440, "WhatsApp user hears the agent"
+    )
+    assert not engine._dialling
+    resp = await client.post("/call/hangup", json={"callID": call["callID"]})
+    assert (await resp.json())["endReason"] == "hangup"
+    await rtc.close()

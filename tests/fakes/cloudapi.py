@@ -241,6 +241,8 @@ class FakeMeta(FakeServer):
         self.meta_calls: dict[str, MetaCall] = {}
         self.actions: list[dict[str, Any]] = []
         self.refused: list[dict[str, Any]] = []
+        self.before_connect_answer: Any = None
+        """``async (call) -> None`` awaited before ``connect`` is answered (webhook races)."""
 
     @property
     def graph_url(self) -> str:
@@ -336,6 +338,8 @@ class FakeMeta(FakeServer):
         call.pre_accept_sdp = answer  # Meta's answer, sent in the connect webhook
         call.opaque = str(body.get("biz_opaque_callback_data", ""))  # type: ignore[attr-defined]
         self.meta_calls[call.wacid] = call
+        if self.before_connect_answer is not None:
+            await self.before_connect_answer(call)
         return web.json_response({"messaging_product": "whatsapp", "calls": [{"id": call.wacid}]})
 
     # -- webhooks

@@ -9,8 +9,10 @@ Inbound: connect webhook (offer) → answer → ``pre_accept`` → ``INCOMING`` 
 ``answer`` → ``accept`` with the same SDP; ``hangup`` → ``reject`` while ringing, else
 ``terminate``. Outbound: ``dial`` → offer → ``connect`` (``biz_opaque_callback_data`` = our
 call id) → ``wacid``; statuses RINGING/ACCEPTED/REJECTED; the connect webhook's answer is
-applied. A terminate webhook ends the call: COMPLETED → ``remote_hangup`` (an unanswered call
-keeps the manager's own reason), REJECTED → ``rejected``, FAILED → ``failed``.
+applied. Webhooks about a dial that arrive before ``connect`` has answered are found by their
+``biz_opaque_callback_data`` and applied once the ``wacid`` is known. A terminate webhook
+ends the call: COMPLETED → ``remote_hangup`` (an unanswered call keeps the manager's own
+reason), REJECTED → ``rejected``, FAILED → ``failed``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import asyncio
 import hmac
 import json
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +50,9 @@ WEBHOOK_QUEUE = 256
 retries)."""
 REMEMBERED = 4096
 """Ended calls and handled events remembered, so a redelivered webhook changes nothing."""
+PARKED = 16
+"""Webhook events kept per dial that arrive before ``connect`` has returned Meta's call id
+(found by their ``biz_opaque_callback_data``, our call id); the oldest go first."""
 
 _END_REASONS = {"COMPLETED": "remote_hangup", "REJECTED": "rejected", "FAILED": "failed"}
 
@@ -111,6 +116,9 @@ class CloudApiEngine:
             self.stats,
         )
         self.calls: dict[str, CloudCall] = {}
+        self._dialling: dict[str, deque[CallWebhook]] = {}
+        """Our call id → webhook events that came before ``connect`` answered (one per dial
+        in flight, so as bounded as the calls)."""
         self._ended = _Remembered()
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=WEBHOOK_QUEUE)
         self._tasks = TaskSet("cloudapi")
@@ -184,11 +192,14 @@ class CloudApiEngine:
     # -- call control
     async def dial(self, phone: str, *, call_id: str = "") -> str:
         peer = self._peer(f"cloudapi:dial:{call_id[:12]}")
+        opaque = call_id[:512]
+        if opaque:
+            self._dialling[opaque] = deque(maxlen=PARKED)
         try:
             offer = await peer.offer()
             fields: dict[str, Any] = {"to": phone, "session": {"sdp_type": "offer", "sdp": offer}}
-            if call_id:
-                fields["biz_opaque_callback_data"] = call_id[:512]
+            if opaque:
+                fields["biz_opaque_callback_data"] = opaque
             answer = await self.graph.call_action("connect", **fields)
             calls = answer.get("calls")
             wacid = ""
@@ -197,11 +208,20 @@ class CloudApiEngine:
             if not wacid:
                 raise EngineError(f"the Graph API's connect answer has no call id: {answer!r:.200}")
         except BaseException:
+            self._dialling.pop(opaque, None)
             await asyncio.shield(peer.close())
             raise
         call = CloudCall(wacid, phone, "outbound", peer, state="calling", call_id=call_id)
         peer.wacid, peer.name = wacid, f"cloudapi:{wacid}"
         self.calls[wacid] = call
+        # Webhooks Meta sent before its connect answer reached us: apply them now, in order
+        # (the manager sees their events after it has registered the call).
+        for ev in self._dialling.pop(opaque, ()):
+            if ev.wacid == wacid:
+                try:
+                    await self._on_webhook(ev)
+                except Exception:
+                    log.exception("Cloud API call %s: an early webhook", wacid)
         return wacid
 
     def _get(self, wacid: str) -> CloudCall:
@@ -291,6 +311,10 @@ class CloudApiEngine:
         if ev.wacid in self._ended:
             return  # a late or repeated event about a call that has ended
         call = self.calls.get(ev.wacid)
+        if call is None and ev.opaque and ev.opaque in self._dialling:
+            # Our own dial, whose connect has not returned the wacid yet: keep it for dial.
+            self._dialling[ev.opaque].append(ev)
+            return
         if ev.kind == "connect":
             if ev.direction == "USER_INITIATED" and ev.sdp_type == "offer":
                 if call is None:

@@ -247,7 +247,14 @@ class WhatsAppPeer:
         state = self.pc.connectionState
         if state == "connected" and self.connected_at is None:
             self.connected_at = time.monotonic()
-        if state == "failed" and self.failure is None:
+        if state == "closed" and not self._closed and self.failure is None:
+            # Nobody here closed it: aioice closes the connection when ICE consent expires
+            # (RFC 7675: Meta stopped answering), and a DTLS close from Meta ends it too.
+            state = "failed"
+            self.failure = "ice: connection lost (consent expired or Meta closed it)"
+            counters.failure("ice", "connection lost")
+            log.warning("%s: WhatsApp-side WebRTC failed (%s)", self.name, self.failure)
+        elif state == "failed" and self.failure is None:
             stage, reason = diagnose(self.pc)
             self.failure = f"{stage}: {reason}"
             counters.failure(stage, reason)

@@ -1,0 +1,259 @@
+"""Meta's part for ``bench.run``'s ``cloudapi`` target: the Graph calls endpoint, the signed
+webhooks, and one real WebRTC peer per call (the WhatsApp user's side) that echoes.
+
+It is the stand-in of ``tests/fakes/cloudapi.py`` made cheap enough to run beside the load
+generator: the SDP rewriting (sha-256 fingerprint only, ``a=ice-lite``, ``telephone-event`` on
+126) and Meta's error envelope come from the fake; the media side is the load generator's
+(``bench.loadgen``): its receive path only records RTP arrivals (no decoding), and its track
+sends back the Opus payloads it received (a packet echo, no encoding), falling back to the
+pre-encoded tone while nothing has arrived.
+
+Per outbound call (the bench places them with ``POST /call/make``): ``connect`` (offer) →
+answer it, return the ``wacid`` → a moment later one signed webhook with three changes:
+``RINGING``, the ``connect`` event carrying the answer, ``ACCEPTED``. ``terminate`` or
+``reject`` closes the peer. ``GET /bench/stats?t0=&t1=`` reports what the WhatsApp side heard
+in a window (``time.monotonic()``, the load generator's clock); ``GET /healthz`` is 200.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from bench.loadgen import ARRIVALS, ECHOES, PacketTrack, encode_tone, on_time_share
+from bridge.engines.cloudapi import SIGNATURE_HEADER, sign
+from bridge.rtc import restrict_host_addresses
+from tests.fakes.cloudapi import _lines, meta_answer, meta_error
+
+ECHO_DEPTH = 6
+"""Received payloads waiting to be sent back (120 ms); the oldest go first."""
+ENDED_KEPT = 1000
+"""Ended calls kept for ``/bench/stats`` (their arrivals)."""
+
+
+@dataclass
+class EchoCall:
+    wacid: str
+    to: str
+    opaque: str
+    pc: RTCPeerConnection
+    receiver_id: int = 0
+    answer: str = ""
+    created: float = field(default_factory=time.monotonic)
+    ended: float | None = None
+    connected: bool = False
+
+
+class Meta:
+    def __init__(self, bridge: str, token: str, pnid: str, secret: str, delay: float) -> None:
+        self.bridge = bridge.rstrip("/")
+        self.token = token
+        self.pnid = pnid
+        self.secret = secret
+        self.delay = delay
+        self.packets = encode_tone()
+        self.calls: dict[str, EchoCall] = {}
+        self.ended: deque[EchoCall] = deque(maxlen=ENDED_KEPT)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.refused = 0
+        self.webhooks_failed = 0
+        self.http: aiohttp.ClientSession | None = None
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- Graph
+    async def calls_endpoint(self, request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return meta_error(401, 190, "Invalid OAuth access token")
+        if request.match_info["pnid"] != self.pnid:
+            return meta_error(400, 100, "Unsupported post request. Object does not exist")
+        body = await request.json()
+        session = body.get("session")
+        if isinstance(session, dict):
+            algorithms = {
+                ln.split(":", 1)[1].split(" ", 1)[0].lower()
+                for ln in _lines(str(session.get("sdp", "")))
+                if ln.startswith("a=fingerprint:")
+            }
+            if algorithms != {"sha-256"}:
+                self.refused += 1
+                return meta_error(400, 100, "SDP fingerprint must use sha-256", subcode=2494010)
+        action = body.get("action")
+        if action == "connect":
+            return await self.connect(body)
+        call = self.calls.pop(str(body.get("call_id")), None)
+        if call is None:
+            return meta_error(400, 138001, "(#138001) Call not found or already ended")
+        if action in ("terminate", "reject"):
+            self.spawn(self.end(call))
+        return web.json_response({"success": True})
+
+    async def connect(self, body: dict[str, Any]) -> web.Response:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        wacid = "wacid.BENCH" + "".join(random.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZ", k=20))
+        call = EchoCall(wacid, str(body.get("to")), str(body.get("biz_opaque_callback_data")), pc)
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState == "connected":
+                call.connected = True
+
+        await pc.setRemoteDescription(
+            RTCSessionDescription(sdp=body["session"]["sdp"], type="offer")
+        )
+        transceiver = pc.getTransceivers()[0]
+        call.receiver_id = id(transceiver.receiver)
+        echo: deque[bytes] = deque(maxlen=ECHO_DEPTH)
+        ECHOES[call.receiver_id] = echo
+        transceiver.sender.replaceTrack(PacketTrack(self.packets, echo))
+        transceiver.direction = "sendrecv"
+        await pc.setLocalDescription(await pc.createAnswer())
+        call.answer = meta_answer(pc.localDescription.sdp)
+        self.calls[wacid] = call
+        self.spawn(self.answered(call))
+        return web.json_response({"messaging_product": "whatsapp", "calls": [{"id": wacid}]})
+
+    async def end(self, call: EchoCall) -> None:
+        call.ended = time.monotonic()
+        ECHOES.pop(call.receiver_id, None)
+        if len(self.ended) == self.ended.maxlen:  # forgotten: its arrivals go too
+            ARRIVALS.pop(self.ended[0].receiver_id, None)
+        self.ended.append(call)
+        await call.pc.close()
+
+    # -- webhooks
+    def envelope(self, *values: dict[str, Any]) -> bytes:
+        changes = [
+            {
+                "field": "calls",
+                "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": {
+                        "display_phone_number": "15550009999",
+                        "phone_number_id": self.pnid,
+                    },
+                    **value,
+                },
+            }
+            for value in values
+        ]
+        body = {
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "WABA", "changes": changes}],
+        }
+        return json.dumps(body).encode()
+
+    def status(self, call: EchoCall, status: str) -> dict[str, Any]:
+        item = {
+            "id": call.wacid,
+            "timestamp": str(int(time.time())),
+            "type": "call",
+            "status": status,
+            "recipient_id": call.to,
+            "biz_opaque_callback_data": call.opaque,
+        }
+        return {"statuses": [item]}
+
+    async def answered(self, call: EchoCall) -> None:
+        """RINGING, Meta's answer and ACCEPTED, in one signed body (after ``delay``)."""
+        await asyncio.sleep(self.delay)
+        answer = {
+            "calls": [
+                {
+                    "id": call.wacid,
+                    "from": call.to,
+                    "to": "15550009999",
+                    "event": "connect",
+                    "direction": "BUSINESS_INITIATED",
+                    "timestamp": str(int(time.time())),
+                    "session": {"sdp_type": "answer", "sdp": call.answer},
+                    "biz_opaque_callback_data": call.opaque,
+                }
+            ]
+        }
+        raw = self.envelope(self.status(call, "RINGING"), answer, self.status(call, "ACCEPTED"))
+        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self.secret, raw)}
+        assert self.http is not None
+        try:
+            async with self.http.post(
+                self.bridge + "/engine/webhook", data=raw, headers=headers
+            ) as r:
+                if r.status != 200:
+                    self.webhooks_failed += 1
+        except aiohttp.ClientError:
+            self.webhooks_failed += 1
+
+    # -- what the WhatsApp side heard
+    async def stats(self, request: web.Request) -> web.Response:
+        t0, t1 = float(request.query["t0"]), float(request.query["t1"])
+        calls = [
+            c
+            for c in [*self.calls.values(), *self.ended]
+            if c.created < t0 and (c.ended is None or c.ended > t1)
+        ]
+        shares = [on_time_share(ARRIVALS.get(c.receiver_id, []), t0, t1) for c in calls]
+        on_time = sum(a for a, _ in shares)
+        expected = sum(b for _, b in shares)
+        n = max(1, len(calls))
+        return web.json_response(
+            {
+                "calls": len(calls),
+                "connected": sum(1 for c in calls if c.connected),
+                "uplink_on_time": on_time / expected if expected else 0.0,
+                "uplink_heard_per_call": on_time / n,
+                "refused": self.refused,
+                "webhooks_failed": self.webhooks_failed,
+            }
+        )
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def on_startup(self, app: web.Application) -> None:
+        self.http = aiohttp.ClientSession()
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for call in list(self.calls.values()):
+            await call.pc.close()
+        if self.http is not None:
+            await self.http.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--bridge", required=True, help="the bridge's base URL (webhooks)")
+    parser.add_argument("--token", required=True)
+    parser.add_argument("--phone-number-id", required=True)
+    parser.add_argument("--app-secret", required=True)
+    parser.add_argument("--answer-delay", type=float, default=0.05)
+    args = parser.parse_args()
+    restrict_host_addresses(["127.0.0.1"])
+    meta = Meta(args.bridge, args.token, args.phone_number_id, args.app_secret, args.answer_delay)
+    app = web.Application()
+    app.router.add_post("/v23.0/{pnid}/calls", meta.calls_endpoint)
+    app.router.add_get("/bench/stats", meta.stats)
+    app.router.add_get("/healthz", meta.healthz)
+    app.on_startup.append(meta.on_startup)
+    app.on_shutdown.append(meta.on_shutdown)
+    web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
