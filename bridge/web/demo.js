@@ -17,11 +17,13 @@ const pidInput = $("pid");
 pidInput.value = new URLSearchParams(location.search).get("pid") || sessionStorage.getItem("bridgePid") || "";
 pidInput.placeholder = "agent";
 let callEnded = false;
+/** the call's state as the bridge last told it ("calling", "active", …) */
+let callState = "";
 
 function newClient() {
   const c = new BridgeClient({ token: tokenInput.value, audioElement: $("remote"), statsIntervalMs: 1000 });
   c.addEventListener("state", (/** @type {any} */ e) => {
-    if (!callEnded) setState(`webrtc ${e.detail.state}`);
+    if (!callEnded) setState(`${callState ? callState + " · " : ""}webrtc ${e.detail.state}`);
   });
   c.addEventListener("stats", (/** @type {any} */ e) => showStats(e.detail));
   c.addEventListener("call", (/** @type {any} */ e) => onCallEvent(e.detail));
@@ -72,6 +74,7 @@ function inCall(/** @type {boolean} */ on) {
  */
 async function join(callID, role = "agent") {
   callEnded = false;
+  callState = "";
   let pid = pidInput.value.trim();
   if (!pid && role !== "agent") pid = pidInput.value = `sup-${Math.random().toString(36).slice(2, 6)}`;
   if (pid) sessionStorage.setItem("bridgePid", pid);
@@ -206,6 +209,7 @@ function onCallEvent(/** @type {any} */ ev) {
   if (call.callID === client.callID && !callEnded) {
     const me = (call.participants || []).find((/** @type {any} */ p) => p.participantID === client.id);
     const webrtc = me ? me.webrtc : call.webrtc;
+    callState = call.state;
     setState(call.state + (webrtc ? ` · webrtc ${webrtc.state}` : ""));
     showCall(call);
     if (ev.type === "call.dtmf") $("dtmf-log").textContent += ev.digit;
