@@ -174,17 +174,19 @@ async def run_point(
     point: dict[str, Any] = {"target": target, "calls": calls, "participants": participants}
     async with aiohttp.ClientSession() as http:
         m0 = m1 = {}
-        c0 = c1 = 0.0
+        c0 = c1 = g0 = g1 = 0.0
         while True:
             line = (await gen.stdout.readline()).decode().strip()
             if not line:
                 break
             if line == "WINDOW_START":
                 c0 = cpu_seconds(proc.pid)
+                g0 = cpu_seconds(gen.pid)
                 if target == "bridge":
                     m0 = await scrape(http, base)
             elif line == "WINDOW_END":
                 c1 = cpu_seconds(proc.pid)
+                g1 = cpu_seconds(gen.pid)
                 point["rss_bytes"] = rss_bytes(proc.pid)
                 if target == "bridge":
                     m1 = await scrape(http, base)
@@ -199,6 +201,8 @@ async def run_point(
         window_s = point.get("window_s", window)
         cpu = (c1 - c0) / window_s
         point["server_cpu_pct"] = 100 * cpu
+        # The generator near 100 % of its core means late frames are its own, not the server's.
+        point["loadgen_cpu_pct"] = 100 * (g1 - g0) / window_s
         point["cpu_pct_per_call"] = 100 * cpu / calls
         point["rss_per_call_bytes"] = (point.get("rss_bytes", idle_rss) - idle_rss) / calls
         offers = point.pop("offer_to_answer_s", [])
@@ -339,6 +343,7 @@ def table(result: dict[str, Any]) -> str:
         "N",
         "seats",
         "cpu%/call",
+        "gen cpu%",
         "ratio",
         "on-time%",
         "up fr/call",
@@ -360,6 +365,7 @@ def table(result: dict[str, Any]) -> str:
                 str(p["calls"]),
                 str(p.get("participants", 1)),
                 f(p["cpu_pct_per_call"]),
+                f(p.get("loadgen_cpu_pct"), "{:.0f}"),
                 f(p.get("ratio_vs_echo", p.get("ratio_vs_1_participant"))),
                 f(100 * p.get("downlink_on_time", 0)),
                 f(p.get("uplink_frames_per_call"), "{:.0f}"),

@@ -235,7 +235,8 @@ function onCallEvent(/** @type {any} */ ev) {
 
 /** Active calls this tab is not on, each with a "Supervise" button. */
 function renderLive() {
-  const items = [...live.values()].filter((call) => call.callID !== client.callID || callEnded).map((call) => {
+  const busy = Boolean(client.callID) && !callEnded; // one call per tab: leave before supervising
+  const items = [...live.values()].filter(() => !busy).map((call) => {
     const li = document.createElement("li");
     li.dataset.callid = call.callID;
     const agents = (call.participants || []).filter((/** @type {any} */ p) => p.role === "agent");
