@@ -246,9 +246,10 @@ async def bench(
         await asyncio.sleep(1.0)
         idle_rss = rss_bytes(proc.pid)
         try:
-            # The echo server knows nothing of participants: plain calls only.
-            for seats in participants_list if target == "bridge" else (1,):
-                for n in calls_list:
+            # The echo server knows nothing of participants: plain calls only. Each N's
+            # plain and contact-centre points run back to back (same machine conditions).
+            for n in calls_list:
+                for seats in participants_list if target == "bridge" else (1,):
                     point = await run_point(target, proc, base, n, warmup, window, idle_rss, seats)
                     points.append(point)
                     print(
