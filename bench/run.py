@@ -238,6 +238,7 @@ async def bench(
     targets: list[str],
     participants_list: tuple[int, ...] = (1,),
 ) -> dict[str, Any]:
+    load_at_start = os.getloadavg()  # the machine is shared: say how busy it was
     points = []
     for target in targets:
         port = free_port()
@@ -265,7 +266,9 @@ async def bench(
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
-    return summarize(points, calls_list, warmup, window, participants_list)
+    result = summarize(points, calls_list, warmup, window, participants_list)
+    result["load_at_start"] = load_at_start
+    return result
 
 
 def summarize(
@@ -325,7 +328,7 @@ def summarize(
             "warmup_s": warmup,
             "window_s": window,
         },
-        "load_before": os.getloadavg(),
+        "load_at_end": os.getloadavg(),
         "points": points,
         "max_calls_on_time": {"bridge": best("bridge"), "echo": best("echo")},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
