@@ -1,5 +1,5 @@
 """Two real Chromiums on one simulated call through the demo page: an agent, and a supervisor
-who listens, then barges in, then puts the customer on hold with music.
+who listens, then barges in, puts the customer on hold with music, and takes the call over.
 
 Each browser has its own fake microphone (a WAV tone): the agent 440 Hz, the supervisor
 1250 Hz (no harmonic or intermodulation product of 440/660 lands there); the simulated
@@ -117,7 +117,7 @@ def _json(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-async def test_supervisor_listens_then_barges_and_holds(make_client, browsers) -> None:
+async def test_supervisor_listens_barges_holds_and_takes_over(make_client, browsers) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     client = await make_client(**SETTINGS)
     form = aiohttp.FormData()
@@ -198,10 +198,21 @@ async def test_supervisor_listens_then_barges_and_holds(make_client, browsers) -
     else:
         assert response.status == 200, await response.text()
 
-    # The supervisor leaves; the agent's list follows; the call stays up.
-    await sup.click("#leave")
-    await participants_shown(agent, [["agent", "agent"]])
+    # Warm hand-off: the barging supervisor takes over; the old agent's page follows its
+    # demotion to listener (from the events), and WhatsApp now hears only the new agent.
+    await sup.click("#roles button[data-role='agent']")
+    await wait_for(agent, "document.getElementById('role').textContent === 'listen'")
+    await participants_shown(sup, [["agent", "listen"], ["sup-1", "agent"]])
+    await asyncio.sleep(1.5)
+    assert_hears(peer_heard(client, cid, 25), 16_000, {SUPERVISOR}, {AGENT})
+    await hears(agent, {SUPERVISOR, PEER}, set())
+
+    # The old agent leaves; the new agent's list follows; the call stays up.
+    await agent.click("#leave")
+    await participants_shown(sup, [["sup-1", "agent"]])
     assert (await (await client.get(f"/call/{cid}")).json())["state"] == "active"
-    await agent.click("#hangup")
+    await sup.screenshot(path=str(ARTIFACTS / "supervisor-took-over.png"), full_page=True)
+    await sup.click("#hangup")
+    await wait_state(client, cid, "ended")
     await sup.close()
     await agent.close()
