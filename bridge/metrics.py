@@ -323,7 +323,11 @@ class Metrics:
             registry=r,
         )
         self.dtmf = Counter(
-            "bridge_dtmf_events", "DTMF key presses received from WhatsApp users", registry=r
+            "bridge_dtmf_events",
+            "DTMF key presses: received (from the WhatsApp user or a browser) and sent to "
+            "WhatsApp (by the API or a browser)",
+            ["direction", "source"],
+            registry=r,
         )
         self.loop_lag = Histogram(
             "bridge_event_loop_lag_seconds",

@@ -310,9 +310,9 @@ async def test_dtmf_digits_from_the_whatsapp_user(cclient, meta):
             if event is not None and event.type == "call.dtmf":
                 dtmf.append(event.data)
     assert dtmf == [
-        {"digit": "1", "durationMs": 200},
-        {"digit": "5", "durationMs": 200},
-        {"digit": "#", "durationMs": 200},
+        {"digit": "1", "durationMs": 200, "source": "whatsapp"},
+        {"digit": "5", "durationMs": 200, "source": "whatsapp"},
+        {"digit": "#", "durationMs": 200, "source": "whatsapp"},
     ]
     metrics = await (await client.get("/metrics")).text()
-    assert "bridge_dtmf_events_total 3.0" in metrics
+    assert 'bridge_dtmf_events_total{direction="received",source="whatsapp"} 3.0' in metrics

@@ -18,6 +18,7 @@ import pytest
 from bridge.audio import dominant_frequency
 
 from .conftest import band_energy, wait_state
+from .fakes.common import stop_process
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 PEER = Path(__file__).parent / "gst" / "peer.py"
@@ -92,13 +93,7 @@ class GstPeer:
         self.proc.stdin.write((json.dumps({"answer": sdp}) + "\n").encode())
 
     async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 5)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await stop_process(self.proc)
 
 
 @needs_gst

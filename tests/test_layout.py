@@ -1,6 +1,6 @@
 """The package layout keeps the data path readable: imports only run down the flow
-api → calls → (rtc | engines | attachments) → media → audio, and importing the DSP layer
-stays cheap."""
+api → (webhooks →) calls → (rtc | engines | attachments) → media → audio, and importing the
+DSP layer stays cheap."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ BRIDGE = Path(__file__).resolve().parent.parent / "bridge"
 # metrics, logs, http, timefmt) sit beside the path and may be used by any layer.
 BASE = {"config", "errors", "tasks", "metrics", "logs", "http", "timefmt"}
 ALLOWED = {
-    "api": {"calls", "rtc", "engines", "attachments", "media", "audio"},
+    "api": {"webhooks", "calls", "rtc", "engines", "attachments", "media", "audio"},
+    "webhooks": {"calls", "media", "audio"},
     "calls": {"rtc", "engines", "attachments", "media", "audio"},
     "rtc": {"media", "audio"},
     "engines": {"rtc", "media", "audio"},

@@ -8,6 +8,8 @@ import shutil
 import socket
 from pathlib import Path
 
+from .fakes.common import stop_process
+
 TURNSERVER = shutil.which("turnserver")
 
 
@@ -76,10 +78,4 @@ class Coturn:
         return data[:2] == b"\x01\x01"
 
     async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(self.proc.wait(), 5)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+        await stop_process(self.proc)

@@ -1,4 +1,4 @@
-"""Call control routes: make, status, get, answer, hang up, mute, events (SSE)."""
+"""Call control routes: make, status, get, answer, hang up, mute, DTMF, events (SSE)."""
 
 from __future__ import annotations
 
@@ -108,6 +108,30 @@ async def mute_call(request: web.Request) -> web.Response:
         raise BadRequest("field 'muted' must be true or false")
     call = request.app[MANAGER].set_muted(_call_id(body), muted)
     return web.json_response(call.snapshot())
+
+
+@routes.post("/call/dtmf")
+async def send_dtmf(request: web.Request) -> web.Response:
+    """Key presses to the WhatsApp peer: RFC 4733 on the Cloud API leg, in-band tones on PCM
+    engines; 202 once queued (``call.dtmf.sent`` follows when they have been sent)."""
+    body = await read_body(request, "DtmfRequest")
+    call_id = _call_id(body)
+    digits = body.get("digits")
+    if not isinstance(digits, str) or not 1 <= len(digits) <= 32:
+        raise BadRequest("field 'digits' must be 1-32 of 0-9 * # A-D")
+    if any(d not in "0123456789*#ABCDabcd" for d in digits):
+        raise BadRequest("field 'digits' must be 1-32 of 0-9 * # A-D")
+    timing = {}
+    for name, default in (("durationMs", 100), ("gapMs", 60)):
+        value = body.get(name, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not 40 <= value <= 2000:
+            raise BadRequest(f"field {name!r} must be an integer of 40-2000 (ms)")
+        timing[name] = value
+    runtime = request.app[MANAGER].runtime(call_id)
+    method = await runtime.send_dtmf(digits.upper(), timing["durationMs"], timing["gapMs"])
+    return web.json_response(
+        {"callID": call_id, "digits": digits.upper(), "method": method, **timing}, status=202
+    )
 
 
 async def wait_for_engine_call(

@@ -372,7 +372,12 @@ class CallManager:
             if sessions >= self.settings.max_calls:
                 raise AtCapacity("the bridge carries its maximum of WebRTC sessions")
         session = await self.sessions.create(
-            call.id, runtime.bus, runtime.on_session_state, participant_id=participant_id, role=role
+            call.id,
+            runtime.bus,
+            runtime.on_session_state,
+            participant_id=participant_id,
+            role=role,
+            on_dtmf=runtime.on_session_dtmf,
         )
         return await runtime.replace_session(session, sdp)
 
@@ -415,8 +420,8 @@ class CallManager:
             return
         if event.kind is EngineEventKind.DTMF:
             if call.live:
-                self.metrics.dtmf.inc()
-                self.events.publish("call.dtmf", call, **dict(event.data))
+                self.metrics.dtmf.labels("received", "whatsapp").inc()
+                self.events.publish("call.dtmf", call, **{**event.data, "source": "whatsapp"})
             return
         if event.kind is EngineEventKind.RINGING and call.state is CallState.CALLING:
             self._ring(call)

@@ -7,7 +7,10 @@ come to life:
 2. the browsers' WebRTC sessions, one per participant (a new offer replaces that
    participant's; who hears whom is the bus's conference);
 3. the engine media pump (opened once the call is active and something uses the bus);
-4. the attachments: playbacks, the recorder, media forks, PCM sockets.
+4. the attachments: playbacks, the recorder, media forks, PCM sockets;
+
+and the call's DTMF (:mod:`.dtmf`): the in-band tone source it adds to the bus when key
+presses go out on a PCM engine, and the in-band detector on the downlink of a PCM engine.
 
 Everything is attached and detached through the runtime, which is also where ``transport``
 is computed. :meth:`close` is idempotent and tears the children down in reverse order, the
@@ -23,12 +26,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..attachments.base import Attachment
-from ..engines import Engine, EnginePump, WebRTCLeg
+from ..engines import DtmfLeg, Engine, EnginePump, WebRTCLeg
+from ..engines.base import MediaClosed
 from ..errors import CallStateError, EngineError
 from ..media import CallBus, Role
 from ..metrics import Metrics
 from ..rtc import WebRTCSession
 from ..tasks import TaskSet
+from .dtmf import DtmfTones, InbandDtmf
 from .events import CallEvents
 from .model import Call, CallState
 
@@ -64,6 +69,8 @@ class CallRuntime:
         self.attachments: dict[str, Attachment] = {}
         self.final_stats: dict[str, Any] | None = None
         """The media numbers as the call ended (set by :meth:`close`)."""
+        self._tones: DtmfTones | None = None
+        self._dtmf_in: InbandDtmf | None = None
         self._pump_lock = asyncio.Lock()
         self._tasks = TaskSet(f"call[{call.id[:12]}]")
         self._closed = False
@@ -262,6 +269,73 @@ class CallRuntime:
         self.bus.conference.set_held(held)
         self.emit("call.held" if held else "call.unheld")
 
+    # -- DTMF
+    async def send_dtmf(
+        self, digits: str, duration_ms: int = 100, gap_ms: int = 60, source: str = "api"
+    ) -> str:
+        """Send key presses to the WhatsApp peer: RFC 4733 on a leg that carries it (cloudapi),
+        else in-band tones mixed into the uplink. Returns ``rfc4733`` or ``inband``;
+        ``call.dtmf.sent`` follows once the last press (and its gap) went out."""
+        if self._closed or self.call.state is not CallState.ACTIVE:
+            raise CallStateError(f"call {self.call.id} is {self.call.state}, not active")
+        if self.pump is None:  # nobody used the bus yet: the key presses do
+            self.bus.add_user("dtmf")
+            await self._open_engine_media()
+        if self._closed or not self.call.live:
+            raise CallStateError(f"call {self.call.id} has ended")
+        channel = self.pump.channel if self.pump is not None else None
+        data = {"digits": digits, "durationMs": duration_ms, "gapMs": gap_ms, "source": source}
+
+        def sent(method: str) -> Callable[[], None]:
+            def done() -> None:
+                if not self._closed:
+                    self.emit("call.dtmf.sent", **data, method=method)
+
+            return done
+
+        try:
+            if isinstance(channel, DtmfLeg):
+                channel.send_dtmf(digits, duration_ms, gap_ms, sent("rfc4733"))
+                method = "rfc4733"
+            else:
+                if self._tones is None:
+                    self._tones = DtmfTones(self.bus)
+                self._tones.add(digits, duration_ms, gap_ms, sent("inband"))
+                method = "inband"
+        except ValueError as exc:
+            raise CallStateError(f"call {self.call.id}: {exc}") from None
+        except MediaClosed as exc:
+            raise CallStateError(f"call {self.call.id}: the WhatsApp leg is down ({exc})") from None
+        self.metrics.dtmf.labels("sent", source).inc(len(digits))
+        return method
+
+    def on_session_dtmf(self, session: WebRTCSession, digit: str, duration_ms: int) -> None:
+        """A browser pressed a key (its ``RTCDTMFSender``): tell everyone and, from a
+        participant WhatsApp hears (agent, barge), pass it on like ``POST /call/dtmf``."""
+        pid = session.participant_id
+        if self._closed or self.sessions.get(pid) is not session or not self.call.live:
+            return
+        self.metrics.dtmf.labels("received", "agent").inc()
+        self.emit(
+            "call.dtmf", digit=digit, durationMs=duration_ms, source="agent", participantID=pid
+        )
+        if session.role not in (Role.AGENT, Role.BARGE) or self.call.held:
+            return
+        duration = max(40, min(2000, duration_ms))
+        self._tasks.spawn(self._pass_on(digit, duration), "dtmf-agent")
+
+    async def _pass_on(self, digit: str, duration_ms: int) -> None:
+        try:
+            await self.send_dtmf(digit, duration_ms, 60, source="agent")
+        except CallStateError as exc:
+            log.info("call %s: agent's key press not passed on: %s", self.call.id, exc.message)
+
+    def _whatsapp_dtmf(self, digit: str, duration_ms: int) -> None:
+        if self._closed or not self.call.live:
+            return
+        self.metrics.dtmf.labels("received", "whatsapp").inc()
+        self.emit("call.dtmf", digit=digit, durationMs=duration_ms, source="whatsapp")
+
     # -- the engine media
     def _wants_engine_media(self) -> bool:
         users = self.bus.users or any(a.wants_media for a in self.attachments.values())
@@ -298,6 +372,9 @@ class CallRuntime:
                 await channel.close()
                 return
             self.pump = EnginePump(self.bus, channel, on_closed=self._pump_closed)
+            if self._dtmf_in is None and not isinstance(channel, WebRTCLeg):
+                # A PCM engine: the WhatsApp user's key presses are tones in its audio.
+                self._dtmf_in = InbandDtmf(self.bus, self._whatsapp_dtmf)
             self.pump.start()
 
     def _pump_closed(self, exc: BaseException | None) -> None:
@@ -364,6 +441,10 @@ class CallRuntime:
             if agent is not None:
                 self.call.webrtc_state = "closed"
             await self._tasks.close()
+            if self._tones is not None:
+                self._tones.close()
+            if self._dtmf_in is not None:
+                self._dtmf_in.close()
             if self.pump is not None:
                 await self.pump.close()
         finally:

@@ -8,6 +8,7 @@ import aiohttp
 
 from ..config import ConfigError, EngineKind, EngineSettings, IceSettings, SimSettings
 from .base import (
+    DtmfLeg,
     Engine,
     EngineEvent,
     EngineEventKind,
@@ -46,6 +47,7 @@ def create_engine(
 
 
 __all__ = [
+    "DtmfLeg",
     "Engine",
     "EngineEvent",
     "EngineEventKind",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -118,6 +118,18 @@ class WebRTCLeg(Protocol):
 
     def leg_json(self) -> dict[str, Any]:
         """Its numbers for ``GET /call/{callID}/stats``."""
+
+
+@runtime_checkable
+class DtmfLeg(Protocol):
+    """A media channel that carries DTMF out of band (cloudapi: RFC 4733 events); on the
+    others the runtime mixes in-band tones into the uplink instead."""
+
+    def send_dtmf(
+        self, digits: str, duration_ms: int, gap_ms: int, done: Callable[[], None] | None = None
+    ) -> None:
+        """Queue key presses (``ValueError`` when the queue is full, ``MediaClosed`` when the
+        leg is down); ``done`` is called once the last one was sent."""
 
 
 class Engine(Protocol):

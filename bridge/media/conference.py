@@ -3,10 +3,10 @@
 One participant — the agent — is the common case: its microphone goes straight to the bus's
 uplink and it hears the WhatsApp peer, as before (the *direct* path: no clock, no added
 latency). As soon as the call needs a real mix — a second participant, hold, or playback
-that the agent must hear too — the call switches to the *mixed* path: one 20 ms
-:class:`MediaClock` takes one frame from every input (each participant's microphone, the
-WhatsApp peer, the playing sources) and builds every output from that same tick, so nothing
-is mixed across two unsynchronised clocks.
+that the agent must hear too — the call switches to the *mixed* path for the rest of the
+call: one 20 ms :class:`MediaClock` takes one frame from every input (each participant's
+microphone, the WhatsApp peer, the playing sources) and builds every output from that same
+tick, so nothing is mixed across two unsynchronised clocks.
 
 Who hears what (Asterisk ChanSpy / Jambonz / Twilio coach semantics):
 
@@ -144,18 +144,19 @@ class Conference:
         return self.bus.has_downlink_sources
 
     def update(self) -> None:
-        """Start or stop the mixing clock to match the participants and sources."""
-        if self.mixed:
-            if self._clock is None and not self.bus.closed:
-                for p in self.participants.values():
-                    p.inbox.clear()
-                self._from_whatsapp.clear()
-                self._clock = asyncio.get_running_loop().create_task(
-                    self._run(), name=f"bus[{self.bus.call_id}]:mixer"
-                )
-        elif self._clock is not None:
-            self._clock.cancel()
-            self._clock = None
+        """Start the mixing clock once the call needs a mix.
+
+        It then runs until the call ends, even if the call goes back to one agent: switching
+        paths mid-call (after a hand-off, say) would put the WhatsApp side's frames on a new
+        phase, a gap of up to a frame plus jitter; on one clock there is none.
+        """
+        if self.mixed and self._clock is None and not self.bus.closed:
+            for p in self.participants.values():
+                p.inbox.clear()
+            self._from_whatsapp.clear()
+            self._clock = asyncio.get_running_loop().create_task(
+                self._run(), name=f"bus[{self.bus.call_id}]:mixer"
+            )
 
     async def aclose(self) -> None:
         clock, self._clock = self._clock, None

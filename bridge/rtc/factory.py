@@ -29,6 +29,7 @@ class SessionFactory:
         *,
         participant_id: str = "agent",
         role: Role = Role.AGENT,
+        on_dtmf: Callable[[WebRTCSession, str, int], None] | None = None,
     ) -> WebRTCSession:
         grant = await self.turn.grant(f"bridge-{call_id[:12]}")
         configuration = server_rtc_configuration(self.ice, grant)
@@ -41,4 +42,5 @@ class SessionFactory:
             configuration,
             participant_id=participant_id,
             role=role,
+            on_dtmf=on_dtmf,
         )

@@ -23,6 +23,7 @@ from .guard import install_udp_guard
 from .ice import advertise_public_ip, install_port_hook, server_rtc_configuration
 from .ports import port_scope
 from .release import release_peer_connection
+from .rfc4733 import DtmfDetector, add_telephone_event, hook_receive, offered_telephone_event
 from .tracks import BusAudioTrack, OpusBusTrack
 from .uplink import DirectDecoder, take_over_receiver
 
@@ -133,8 +134,12 @@ class WebRTCSession:
         *,
         participant_id: str = "agent",
         role: Role = Role.AGENT,
+        on_dtmf: Callable[[WebRTCSession, str, int], None] | None = None,
     ) -> None:
         install_transport_hooks()
+        self._on_dtmf = on_dtmf
+        self.dtmf: DtmfDetector | None = None
+        """The browser's key presses (``RTCDTMFSender``: RFC 4733 on the negotiated type)."""
         self.call_id = call_id
         self.bus = bus
         self.participant_id = participant_id
@@ -230,7 +235,20 @@ class WebRTCSession:
         audio[0].direction = "sendrecv"
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
-        return str(pc.localDescription.sdp)
+        answer_sdp = str(pc.localDescription.sdp)
+        # aiortc has no telephone-event: answer it ourselves and take its packets out before
+        # aiortc's router (see rfc4733.py), so the browser's RTCDTMFSender works.
+        event = offered_telephone_event(sdp)
+        if event is not None:
+            pt, rate = event
+            self.dtmf = DtmfDetector(self._dtmf_press, rate)
+            hook_receive(audio[0].receiver.transport, lambda: pt, self.dtmf)
+            answer_sdp = add_telephone_event(answer_sdp, pt, rate)
+        return answer_sdp
+
+    def _dtmf_press(self, digit: str, duration_ms: int) -> None:
+        if self._on_dtmf is not None and not self._closed:
+            self._on_dtmf(self, digit, duration_ms)
 
     def _uplink_frame(self, pcm: Any) -> None:
         self.last_media = time.monotonic()

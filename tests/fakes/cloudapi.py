@@ -113,6 +113,8 @@ class MetaPeer:
         self.connected = asyncio.Event()
         self._seq = random.randrange(1 << 16)
         self._send: Any = None
+        self.dtmf_received: list[RtpPacket] = []
+        """RFC 4733 packets from the bridge (payload type 126), as they arrived."""
 
         @self.pc.on("track")
         def on_track(track: Any) -> None:
@@ -144,6 +146,21 @@ class MetaPeer:
         dtls._send_rtp = send_rtp
         self._send = send_rtp
         self.ssrc = sender._ssrc
+        self.audio_received: list[RtpPacket] = []
+        receive = self.pc.getTransceivers()[0].receiver.transport
+        handle = receive._handle_rtp_data
+
+        async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+            if len(data) >= 12 and not 192 <= data[1] <= 208:
+                packet = RtpPacket.parse(data)
+                if packet.payload_type == 126:
+                    self.dtmf_received.append(packet)
+                    return  # aiortc would drop it (no such codec)
+                if len(self.audio_received) < 2000:
+                    self.audio_received.append(packet)
+            await handle(data, arrival_time_ms=arrival_time_ms)
+
+        receive._handle_rtp_data = handle_rtp_data
 
     async def offer(self) -> str:
         self._add_track()

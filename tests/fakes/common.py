@@ -13,6 +13,18 @@ from aiohttp import WSMsgType, web
 from bridge.audio import tone
 
 
+async def stop_process(proc: asyncio.subprocess.Process | None, grace: float = 5.0) -> None:
+    """Stop a process a test started (SIGTERM, then SIGKILL after ``grace``), by its pid."""
+    if proc is None or proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -30,6 +42,8 @@ class FakeCall:
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     connects: int = 0
     answered: bool = False
+    signal: np.ndarray | None = None
+    """16 kHz s16 to play once instead of the tone (then silence), e.g. DTMF and speech."""
 
     def heard(self) -> np.ndarray:
         """Everything the engine received, as int16 samples."""
@@ -80,14 +94,21 @@ async def send_tone(
 ) -> None:
     """Send a tone on the engine's clock, ``frame`` samples per message, while active."""
     start = time.monotonic()
-    n = 0
+    n = played = 0  # ``played``: where ``call.signal`` starts (the tone plays until it is set)
     while not ws.closed:
         wait = start + n / 16_000 - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
         if call.state == "active":
+            if call.signal is not None:
+                chunk = call.signal[n - played : n - played + frame]
+                pcm = np.zeros(frame, dtype=np.int16)
+                pcm[: chunk.size] = chunk
+            else:
+                played = n + frame
+                pcm = tone(freq, frame, 16_000, 0.4, start=n)
             try:
-                await ws.send_bytes(encode(tone(freq, frame, 16_000, 0.4, start=n)))
+                await ws.send_bytes(encode(pcm))
             except ConnectionError:
                 return
         n += frame

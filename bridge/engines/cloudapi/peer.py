@@ -7,7 +7,10 @@ bridged to the call's bus through the same ``MediaChannel`` the PCM engines give
 * What the agent hears: RTP → the pass-through receive path of :mod:`bridge.rtc.uplink`
   (no jitter-buffer hold, Opus decoded to 16 kHz in the loop) → a bounded queue → ``recv()``.
 * DTMF: RTP packets of ``telephone-event``'s payload type are taken out before aiortc routes
-  RTP (it would drop them: it has no such codec) and fed to :class:`.dtmf.DtmfDetector`.
+  RTP (it would drop them: it has no such codec) and fed to :class:`.dtmf.DtmfDetector`; key
+  presses the agent sends (``POST /call/dtmf``, a browser's ``RTCDTMFSender``) go to Meta as
+  RFC 4733 packets in our audio stream (:class:`.dtmf.EventSender`, one owned task, a bounded
+  queue of presses).
 
 We are the full ICE agent against Meta's ICE-lite (aiortc takes the controlling role when the
 offer says ``a=ice-lite``, and as the offerer) and the DTLS client in answers
@@ -31,7 +34,6 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.rtp import RtpPacket
 
 from ...audio.pcm import Pcm
 from ...config import IceSettings
@@ -41,11 +43,13 @@ from ...rtc.dtls import diagnose
 from ...rtc.ice import advertise_public_ip, server_rtc_configuration
 from ...rtc.ports import port_scope
 from ...rtc.release import release_peer_connection
+from ...rtc.rfc4733 import hook_receive
 from ...rtc.session import Quality, install_transport_hooks, sample_peer_quality
 from ...rtc.tracks import OpusBusTrack
 from ...rtc.uplink import DirectDecoder, take_over_receiver
+from ...tasks import TaskSet
 from ..base import EngineStats, MediaClosed, MediaFatal
-from .dtmf import DtmfDetector
+from .dtmf import DtmfDetector, EventSender
 from .sdp import DEFAULT_BITRATE, DTMF_PT, for_meta, read_remote
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,8 @@ IN_QUEUE = 25
 OUT_LIMIT = 8
 """Frames (160 ms) of the agent's audio waiting for the encoder's clock; the oldest go first."""
 OUT_PREFILL = 2
+DTMF_QUEUE = 64
+"""Key presses waiting to be sent as RFC 4733 events; more are refused (409)."""
 """Frames queued before the encoder starts taking them (absorbs the uplink's bursts)."""
 
 
@@ -121,6 +127,10 @@ class WhatsAppPeer:
         self._media_seen = False
         self.dtmf = DtmfDetector(lambda digit, ms: on_dtmf(self, digit, ms))
         self.dtmf_pt = DTMF_PT
+        self._events: EventSender | None = None
+        self._dtmf_out: deque[tuple[str, int, int, Callable[[], None] | None]] = deque()
+        self._tasks = TaskSet(f"meta-peer[{name}]")
+        self._dtmf_task: asyncio.Task[None] | None = None
         self._track: OpusBusTrack | None = None
         self._decoder: DirectDecoder | None = None
         self.state = "new"
@@ -200,22 +210,37 @@ class WhatsAppPeer:
         return self.pc.remoteDescription is not None
 
     def _hook_dtmf(self) -> None:
-        """Take ``telephone-event`` RTP out before aiortc's router (which would drop it)."""
-        dtls = self._transceiver().receiver.transport
-        original = dtls._handle_rtp_data
+        """Take ``telephone-event`` RTP out before aiortc's router (which would drop it), and
+        own the audio stream's sequence numbers so our events can join it."""
+        transceiver = self._transceiver()
+        hook_receive(transceiver.receiver.transport, lambda: self.dtmf_pt, self.dtmf)
+        sender = transceiver.sender
+        self._events = EventSender(sender.transport, sender._ssrc)
 
-        async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
-            if len(data) >= 12 and data[1] & 0x7F == self.dtmf_pt:
-                try:
-                    packet = RtpPacket.parse(data)
-                except ValueError:
-                    self.dtmf.malformed += 1
-                    return
-                self.dtmf.feed(packet.timestamp, packet.payload)
-                return
-            await original(data, arrival_time_ms=arrival_time_ms)
+    # -- DTMF out (RFC 4733)
+    def send_dtmf(
+        self, digits: str, duration_ms: int, gap_ms: int, done: Callable[[], None] | None
+    ) -> None:
+        """Queue key presses; ``done`` is called once the last one was sent."""
+        if self._events is None or self.dead:
+            raise MediaClosed(f"{self.name}: the WhatsApp-side peer connection is not up")
+        if len(self._dtmf_out) + len(digits) > DTMF_QUEUE:
+            raise ValueError("too many key presses queued")
+        for i, digit in enumerate(digits):
+            last = i == len(digits) - 1
+            self._dtmf_out.append((digit, duration_ms, gap_ms, done if last else None))
+        if not self._tasks.closed and (self._dtmf_task is None or self._dtmf_task.done()):
+            self._dtmf_task = self._tasks.spawn(self._send_dtmf(), "dtmf-out")
 
-        dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
+    async def _send_dtmf(self) -> None:
+        while self._dtmf_out and self._events is not None and not self.dead:
+            digit, duration_ms, gap_ms, done = self._dtmf_out[0]
+            await self._events.play(digit, duration_ms, self.dtmf_pt)
+            await asyncio.sleep(gap_ms / 1000)
+            if self._dtmf_out:
+                self._dtmf_out.popleft()
+            if done is not None:
+                done()
 
     # -- state
     def _on_state(self) -> None:
@@ -311,6 +336,7 @@ class WhatsAppPeer:
             "rtpLate": self.rx.uplink_rtp_late,
             "decodeErrors": self.rx.uplink_decode_errors,
             "dtmfPresses": self.dtmf.presses,
+            "dtmfSent": self._events.presses if self._events is not None else 0,
         }
 
     async def close(self) -> None:
@@ -319,6 +345,8 @@ class WhatsAppPeer:
         self._closed = True
         self._attached = False
         self._end_channel()
+        self._dtmf_out.clear()
+        await self._tasks.close()
         if self._track is not None:
             self._track.stop()
         try:
@@ -362,6 +390,14 @@ class PeerChannel:
 
     async def sample_quality(self) -> Quality | None:
         return await self.peer.sample_quality()
+
+    def send_dtmf(
+        self, digits: str, duration_ms: int, gap_ms: int, done: Callable[[], None] | None = None
+    ) -> None:
+        """RFC 4733 key presses to the WhatsApp user (the runtime's ``DtmfLeg``)."""
+        if self._closed:
+            raise MediaClosed(self.peer.name)
+        self.peer.send_dtmf(digits, duration_ms, gap_ms, done)
 
     def leg_json(self) -> dict[str, Any]:
         return self.peer.leg_json()

@@ -1,0 +1,237 @@
+"""In-band DTMF on the bus format (16 kHz mono s16): ITU-T Q.23 tones out, a Q.24 detector in.
+
+**Tones** (:class:`ToneSequence`): each digit is the sum of its row and column sines (Q.23),
+``DIGIT_DBFS`` each, phase-continuous across 20 ms frames, with a 2 ms raised-cosine ramp at
+both ends (no clicks, no splatter into neighbouring bins), then silence for the gap.
+
+**Detector** (:class:`DtmfToneDetector`): per 20 ms bus frame it analyses two 20 ms windows
+hopping by 10 ms (the previous frame's second half + this frame's first half, and this frame),
+so a 40 ms tone always covers at least two whole windows. Each window's energy at the eight
+Q.23 frequencies and their second harmonics is one matrix product (a Goertzel / single-bin DFT
+for 16 frequencies at once, vectorised: ``(32, 320) @ (320, 2)``). A window holds a digit when
+
+* the strongest row and column tones are each at least ``MIN_TONE_DBFS``;
+* twist: the column tone is at most 8 dB above the row tone (normal twist) and at most 4 dB
+  below it (reverse twist) — Q.24's limits;
+* the two tones hold at least ``MIN_TONE_SHARE`` of the window's energy (signal to other energy:
+  speech, music and noise spread theirs);
+* each beats the others in its group by ``GROUP_MARGIN_DB``, and neither has a strong second
+  harmonic (voiced speech and instruments do; see ``ROW_HARMONIC_MARGIN_DB``).
+
+Timing (Q.24): a digit starts after two consecutive windows agree (a tone of 30 ms and more;
+40 ms always), and ends after two windows without it (a pause of 40 ms always separates two
+presses of the same key; drop-outs of 10 ms inside a tone are bridged). A press is reported
+once, when it ends, with its duration (window count x 10 ms + 10 ms).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .pcm import FRAME_SAMPLES, SAMPLE_RATE, Pcm
+
+ROWS = (697.0, 770.0, 852.0, 941.0)
+COLS = (1209.0, 1336.0, 1477.0, 1633.0)
+KEYPAD = ("123A", "456B", "789C", "*0#D")
+DIGITS = "0123456789*#ABCD"
+"""The sixteen DTMF keys (RFC 4733 event codes 0-15 in this order)."""
+
+DIGIT_DBFS = -10.0
+"""Level of each of a digit's two sines (peak-referenced: amplitude 10^(-10/20))."""
+RAMP_SAMPLES = 32
+"""2 ms raised-cosine fade in and out of each tone."""
+
+
+def frequencies(digit: str) -> tuple[float, float]:
+    """The (row, column) frequencies of a key (Q.23)."""
+    for r, keys in enumerate(KEYPAD):
+        c = keys.find(digit.upper())
+        if c >= 0:
+            return ROWS[r], COLS[c]
+    raise ValueError(f"not a DTMF key: {digit!r}")
+
+
+def valid_digits(digits: str) -> bool:
+    return bool(digits) and all(d in DIGITS for d in digits.upper())
+
+
+@dataclass
+class _Press:
+    digit: str
+    tone: int  # samples
+    gap: int  # samples
+
+
+class ToneSequence:
+    """Queued key presses rendered as 16 kHz PCM, one 20 ms frame at a time."""
+
+    def __init__(self, max_presses: int = 128, level_dbfs: float = DIGIT_DBFS) -> None:
+        self.max_presses = max_presses
+        self._amp = 32767 * 10 ** (level_dbfs / 20)
+        self._presses: deque[_Press] = deque()
+        self._pos = 0  # sample index inside the current press
+        self._n = np.arange(FRAME_SAMPLES, dtype=np.float64)
+        ramp = 0.5 - 0.5 * np.cos(np.pi * np.arange(RAMP_SAMPLES) / RAMP_SAMPLES)
+        self._ramp = ramp
+
+    def __len__(self) -> int:
+        return len(self._presses)
+
+    def room(self) -> int:
+        return self.max_presses - len(self._presses)
+
+    def add(self, digits: str, duration_ms: int, gap_ms: int) -> None:
+        """Queue ``digits`` (raises ``ValueError`` when there is no room or a key is bad)."""
+        if not valid_digits(digits):
+            raise ValueError(f"not DTMF keys: {digits!r}")
+        if len(digits) > self.room():
+            raise ValueError("too many key presses queued")
+        rate = SAMPLE_RATE // 1000
+        for d in digits.upper():
+            self._presses.append(_Press(d, duration_ms * rate, gap_ms * rate))
+
+    def clear(self) -> None:
+        self._presses.clear()
+        self._pos = 0
+
+    def next_frame(self) -> tuple[Pcm, list[str]] | None:
+        """The next 20 ms and the keys whose press (tone and gap) finished in it; ``None``
+        when nothing is queued."""
+        if not self._presses:
+            return None
+        out = np.zeros(FRAME_SAMPLES, dtype=np.float64)
+        done: list[str] = []
+        filled = 0
+        while filled < FRAME_SAMPLES and self._presses:
+            press = self._presses[0]
+            take = min(FRAME_SAMPLES - filled, press.tone + press.gap - self._pos)
+            start, end = self._pos, self._pos + take
+            tone_end = min(end, press.tone)
+            if start < tone_end:
+                n = np.arange(start, tone_end, dtype=np.float64)
+                low, high = frequencies(press.digit)
+                w = 2 * np.pi / SAMPLE_RATE
+                chunk = np.sin(w * low * n) + np.sin(w * high * n)
+                env = np.ones(n.size)
+                head = n < RAMP_SAMPLES
+                env[head] = self._ramp[n[head].astype(np.int64)]
+                tail = n >= press.tone - RAMP_SAMPLES
+                env[tail] = self._ramp[(press.tone - 1 - n[tail]).astype(np.int64)]
+                out[filled : filled + (tone_end - start)] = chunk * env * self._amp
+            filled += take
+            self._pos = end
+            if self._pos >= press.tone + press.gap:
+                self._presses.popleft()
+                self._pos = 0
+                done.append(press.digit)
+        return np.rint(out).astype(np.int16), done
+
+
+# -- the detector
+MIN_TONE_DBFS = -36.0
+"""Weakest tone accepted (RMS of each sine, dBFS)."""
+NORMAL_TWIST_DB = 8.0
+REVERSE_TWIST_DB = 4.0
+MIN_TONE_SHARE = 0.80
+"""Part of a window's energy the two tones must hold (other energy at most about -7 dB)."""
+GROUP_MARGIN_DB = 10.0
+HARMONIC_MARGIN_DB = 15.0
+ROW_HARMONIC_MARGIN_DB = 8.0
+"""Twice a row frequency lies 58-71 Hz from a column one (1394/1336, 1540/1477, 1704/1633):
+a 20 ms window leaks the column tone there at about -13 dB, so the row check is looser."""
+WINDOW = FRAME_SAMPLES
+HOP = FRAME_SAMPLES // 2
+HOP_MS = 10
+
+
+def _basis() -> npt.NDArray[np.float64]:
+    freqs = np.array(ROWS + COLS + tuple(2 * f for f in ROWS + COLS))
+    n = np.arange(WINDOW)
+    arg = 2 * np.pi * freqs[:, None] * n[None, :] / SAMPLE_RATE
+    # Scaled so that |X|^2 is the energy (sum of squares) of a sine at that frequency.
+    scale = np.sqrt(2.0 / WINDOW)
+    return np.vstack([np.cos(arg), np.sin(arg)]) * scale
+
+
+class DtmfToneDetector:
+    """Feeds on 20 ms bus frames; calls ``on_digit(digit, duration_ms)`` once per press."""
+
+    def __init__(self, on_digit: Callable[[str, int], None]) -> None:
+        self.on_digit = on_digit
+        self._basis = _basis()
+        self._nf = len(ROWS) + len(COLS)
+        self._prev_half = np.zeros(HOP, dtype=np.float64)
+        self._buf = np.empty((WINDOW, 2), dtype=np.float64)
+        self._min_energy = (10 ** (MIN_TONE_DBFS / 20) * 32768) ** 2 * WINDOW
+        self._normal = 10 ** (NORMAL_TWIST_DB / 10)
+        self._reverse = 10 ** (REVERSE_TWIST_DB / 10)
+        self._group = 10 ** (GROUP_MARGIN_DB / 10)
+        self._harmonic = 10 ** (-HARMONIC_MARGIN_DB / 10)
+        self._row_harmonic = 10 ** (-ROW_HARMONIC_MARGIN_DB / 10)
+        # state
+        self._candidate: str | None = None
+        self._run = 0
+        self._digit: str | None = None
+        self._hits = 0
+        self._misses = 0
+        self.presses = 0
+
+    def feed(self, pcm: Pcm) -> None:
+        x = pcm.astype(np.float64)
+        buf = self._buf
+        buf[:HOP, 0] = self._prev_half
+        buf[HOP:, 0] = x[:HOP]
+        buf[:, 1] = x
+        self._prev_half = x[HOP:]
+        y = self._basis @ buf  # (32, 2): cos and sin parts of 16 frequencies, 2 windows
+        nf2 = 2 * self._nf
+        power = y[:nf2] ** 2 + y[nf2:] ** 2  # (16, 2)
+        total = np.einsum("ij,ij->j", buf, buf)
+        self._window(self._classify(power[:, 0], float(total[0])))
+        self._window(self._classify(power[:, 1], float(total[1])))
+
+    def _classify(self, p: npt.NDArray[np.float64], total: float) -> str | None:
+        rows, cols = p[:4], p[4:8]
+        r = int(rows.argmax())
+        c = int(cols.argmax())
+        pr, pc = float(rows[r]), float(cols[c])
+        if pr < self._min_energy or pc < self._min_energy:
+            return None
+        if pc > pr * self._normal or pr > pc * self._reverse:
+            return None  # twist
+        if pr + pc < MIN_TONE_SHARE * total:
+            return None  # too much other energy
+        others_r = np.delete(rows, r).max()
+        others_c = np.delete(cols, c).max()
+        if others_r * self._group > pr or others_c * self._group > pc:
+            return None
+        if p[8 + r] > pr * self._row_harmonic or p[12 + c] > pc * self._harmonic:
+            return None  # a strong second harmonic: a voice or an instrument
+        return KEYPAD[r][c]
+
+    def _window(self, hit: str | None) -> None:
+        if hit is not None and hit == self._candidate:
+            self._run += 1
+        else:
+            self._candidate, self._run = hit, (1 if hit is not None else 0)
+        if self._digit is None:
+            if hit is not None and self._run >= 2:
+                self._digit, self._hits, self._misses = hit, 2, 0
+            return
+        if hit == self._digit:
+            self._hits += self._misses + 1
+            self._misses = 0
+            return
+        self._misses += 1
+        if self._misses >= 2:
+            digit, hits = self._digit, self._hits
+            self._digit = None
+            self.presses += 1
+            self.on_digit(digit, hits * HOP_MS + HOP_MS)
+            if hit is not None and self._run >= 2:  # another key without a pause
+                self._digit, self._hits, self._misses = hit, self._run, 0

@@ -1,0 +1,226 @@
+"""RFC 4733 ``telephone-event`` on an aiortc peer connection, both ways.
+
+aiortc has no telephone-event codec: its RTP router drops such packets, and it never sends
+them. Two small hooks on a peer connection's ``RTCDtlsTransport`` fill the gap:
+
+* :func:`hook_receive` takes packets of the telephone-event payload type out before aiortc's
+  router and feeds them to a :class:`DtmfDetector` (one report per key press);
+* :class:`EventSender` owns the RTP sequence numbers of the audio sender's SSRC (it renumbers
+  aiortc's Opus packets as they leave), so telephone-event packets it writes share the audio's
+  stream: same SSRC, one sequence space. Each press is packets every 20 ms with one RTP
+  timestamp (the audio's timestamp as the press begins, libwebrtc's choice), the marker bit on
+  the first, a growing duration in the telephone-event clock, and the end packet sent three
+  times (RFC 4733 §2.5.1.4). Audio keeps flowing meanwhile.
+
+A key press is a run of packets with the same RTP timestamp; the duration grows in each, and
+the last three carry the end bit. The detector reports a press once, at its first end packet;
+if the end packets are all lost, it is reported when the next press (a new timestamp) begins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiortc.rtp import RtpPacket
+
+log = logging.getLogger(__name__)
+
+EVENTS = "0123456789*#ABCD"
+"""Event codes 0-15 (RFC 4733 §3.2): digits, ``*``, ``#``, ``A``-``D``."""
+PACKET_MS = 20
+END_REPEATS = 3
+VOLUME = 10
+"""The events' power level: -10 dBm0 (RFC 4733 §2.3.4)."""
+
+
+class DtmfDetector:
+    """Feeds on RFC 4733 payloads; calls ``on_digit(digit, duration_ms)`` once per press."""
+
+    def __init__(self, on_digit: Callable[[str, int], None], clock_rate: int = 8000) -> None:
+        self.on_digit = on_digit
+        self.clock_rate = clock_rate
+        self._timestamp: int | None = None
+        self._digit = ""
+        self._duration = 0
+        self._reported = True
+        self.presses = 0
+        self.malformed = 0
+
+    def feed(self, timestamp: int, payload: bytes) -> None:
+        if len(payload) < 4:
+            self.malformed += 1
+            return
+        event, flags = payload[0], payload[1]
+        duration = int.from_bytes(payload[2:4], "big")
+        if event >= len(EVENTS):
+            return  # tones and flash hooks other than DTMF
+        if timestamp != self._timestamp:
+            if not self._reported:  # the previous press lost all its end packets
+                self._report()
+            self._timestamp = timestamp
+            self._digit = EVENTS[event]
+            self._reported = False
+            self._duration = 0
+        if self._reported:
+            return  # a retransmitted end packet of a press already reported
+        self._duration = max(self._duration, duration)
+        if flags & 0x80:
+            self._report()
+
+    def _report(self) -> None:
+        self._reported = True
+        self.presses += 1
+        self.on_digit(self._digit, round(self._duration * 1000 / self.clock_rate))
+
+
+def is_rtcp(data: bytes) -> bool:
+    return len(data) >= 2 and 192 <= data[1] <= 208
+
+
+def hook_receive(dtls: Any, payload_type: Callable[[], int | None], detector: DtmfDetector) -> None:
+    """Take telephone-event RTP (``payload_type()``, read per packet) out before aiortc routes
+    RTP on ``dtls`` (an ``RTCDtlsTransport``), into ``detector``."""
+    original = dtls._handle_rtp_data
+
+    async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+        pt = payload_type()
+        if pt is not None and len(data) >= 12 and data[1] & 0x7F == pt and not is_rtcp(data):
+            try:
+                packet = RtpPacket.parse(data)
+            except ValueError:
+                detector.malformed += 1
+                return
+            detector.feed(packet.timestamp, packet.payload)
+            return
+        await original(data, arrival_time_ms=arrival_time_ms)
+
+    dtls._handle_rtp_data = handle_rtp_data
+
+
+def event_payload(event: int, end: bool, duration: int, volume: int = VOLUME) -> bytes:
+    return bytes([event, (0x80 if end else 0) | (volume & 0x3F)]) + min(duration, 0xFFFF).to_bytes(
+        2, "big"
+    )
+
+
+class EventSender:
+    """Writes telephone-event packets into an audio sender's RTP stream (see module doc)."""
+
+    def __init__(self, dtls: Any, ssrc: int, audio_clock: int = 48_000) -> None:
+        self.ssrc = ssrc
+        self.audio_clock = audio_clock
+        self._seq: int | None = None
+        self._last_ts: int | None = None
+        self.packets = 0
+        self.presses = 0
+        self._event_pt = -1
+        original: Callable[[bytes], Awaitable[None]] = dtls._send_rtp
+        self._send_raw = original
+
+        async def send_rtp(data: bytes) -> None:
+            if is_rtcp(data) or len(data) < 12 or int.from_bytes(data[8:12], "big") != ssrc:
+                await original(data)
+                return
+            await original(self._renumber(data))
+
+        dtls._send_rtp = send_rtp
+
+    def _renumber(self, data: bytes) -> bytes:
+        b = bytearray(data)
+        if self._seq is None:
+            self._seq = int.from_bytes(b[2:4], "big")
+        b[2:4] = self._seq.to_bytes(2, "big")
+        self._seq = (self._seq + 1) & 0xFFFF
+        if data[1] & 0x7F != self._event_pt:
+            self._last_ts = int.from_bytes(b[4:8], "big")
+        return bytes(b)
+
+    def _now_ts(self) -> int:
+        ts = self._last_ts if self._last_ts is not None else 0
+        return (ts + self.audio_clock * PACKET_MS // 1000) & 0xFFFFFFFF
+
+    async def play(
+        self, digit: str, duration_ms: int, payload_type: int, clock_rate: int = 8000
+    ) -> None:
+        """Send one key press (returns after its last end packet)."""
+        event = EVENTS.index(digit.upper())
+        self._event_pt = payload_type
+        timestamp = self._now_ts()
+        step = clock_rate * PACKET_MS // 1000
+        total = clock_rate * duration_ms // 1000
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        n = max(1, -(-duration_ms // PACKET_MS))
+        for i in range(n + END_REPEATS - 1):
+            end = i >= n - 1
+            duration = total if end else (i + 1) * step
+            packet = RtpPacket(
+                payload_type=payload_type,
+                marker=int(i == 0),
+                sequence_number=0,  # numbered as it leaves
+                timestamp=timestamp,
+                ssrc=self.ssrc,
+                payload=event_payload(event, end, duration),
+            )
+            await self._send(packet.serialize())
+            self.packets += 1
+            wait = start + (i + 1) * PACKET_MS / 1000 - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        self.presses += 1
+
+    async def _send(self, data: bytes) -> None:
+        await self._send_raw(self._renumber(data))
+
+
+def _sdp_lines(sdp: str) -> list[str]:
+    return [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln]
+
+
+def offered_telephone_event(offer: str) -> tuple[int, int] | None:
+    """The ``telephone-event`` payload type and clock rate of the offer's first audio m-line
+    (8000 Hz preferred: its durations reach 8 s, 48 kHz's only 1.36 s)."""
+    found: dict[int, int] = {}
+    in_audio = seen_audio = False
+    for ln in _sdp_lines(offer):
+        if ln.startswith("m="):
+            in_audio = ln.startswith("m=audio ") and not seen_audio
+            seen_audio = seen_audio or in_audio
+        elif in_audio and ln.lower().startswith("a=rtpmap:") and "telephone-event/" in ln.lower():
+            number, _, codec = ln[len("a=rtpmap:") :].partition(" ")
+            try:
+                found[int(number)] = int(codec.split("/")[1])
+            except (ValueError, IndexError):
+                continue
+    for rate in (8000, 48_000, 16_000):
+        for pt, r in found.items():
+            if r == rate:
+                return pt, rate
+    return None
+
+
+def add_telephone_event(answer: str, pt: int, rate: int) -> str:
+    """``answer`` (aiortc's, which has no telephone-event) with ``pt`` added to its first audio
+    m-line: the browser may then use its ``RTCDTMFSender``."""
+    out: list[str] = []
+    in_audio = done = False
+    for ln in _sdp_lines(answer):
+        if ln.startswith("m="):
+            if in_audio and not done:
+                out += [f"a=rtpmap:{pt} telephone-event/{rate}", f"a=fmtp:{pt} 0-15"]
+                done = True
+            in_audio = ln.startswith("m=audio ") and not done
+            if in_audio:
+                parts = ln.split()
+                if parts[1] == "0":  # rejected m-line
+                    in_audio = False
+                else:
+                    ln = " ".join([*parts[:3], *[p for p in parts[3:] if p != str(pt)], str(pt)])
+        out.append(ln)
+        if in_audio and not done and ln.startswith("a=rtpmap:"):
+            out += [f"a=rtpmap:{pt} telephone-event/{rate}", f"a=fmtp:{pt} 0-15"]
+            done = True
+    return "\r\n".join(out) + "\r\n"
