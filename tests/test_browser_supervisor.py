@@ -186,17 +186,19 @@ async def test_supervisor_listens_barges_holds_and_takes_over(make_client, brows
     await asyncio.sleep(1.5)
     assert_hears(peer_heard(client, cid, 25), 16_000, {AGENT, SUPERVISOR}, {MUSIC})
 
-    # The keypad POSTs /call/dtmf {callID, digits}. The route comes with the DTMF work; until
-    # it is merged (the bridge answers 404/405 here) only the request's shape is checked.
+    # The keypad POSTs /call/dtmf {callID, digits}; the page shows the digits once sent
+    # (call.dtmf.sent). Without the DTMF route (404/405) only the request's shape is checked.
     async with sup.expect_response("**/call/dtmf") as info:
         await sup.click("#keypad button[data-digit='5']")
     response = await info.value
     assert response.request.method == "POST"
     assert response.request.post_data_json == {"callID": cid, "digits": "5"}
     if response.status in (404, 405):
-        print("POST /call/dtmf is not on this branch yet: only the keypad's request was checked")
+        print("POST /call/dtmf is not on this branch: only the keypad's request was checked")
     else:
-        assert response.status == 200, await response.text()
+        assert response.status == 202, await response.text()
+        assert (await response.json())["method"] == "inband"  # the sim engine carries PCM
+        await wait_for(agent, "document.getElementById('dtmf-sent').textContent === '5'")
 
     # Warm hand-off: the barging supervisor takes over; the old agent's page follows its
     # demotion to listener (from the events), and WhatsApp now hears only the new agent.

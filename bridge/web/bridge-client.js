@@ -392,10 +392,10 @@ export class BridgeClient extends EventTarget {
 
   /**
    * Send DTMF digits to the WhatsApp side (an IVR): RFC 4733 events on a Cloud API call,
-   * in-band tones on the others.
-   * @param {string} digits  0-9 * # A-D
+   * in-band tones on the others. Resolves once queued (202); `call.dtmf.sent` follows.
+   * @param {string} digits  0-9 * # A-D (1-32 of them)
    * @param {{durationMs?: number, gapMs?: number}} [options]  defaults 100 and 60 ms
-   * @returns {Promise<any>}
+   * @returns {Promise<{callID: string, digits: string, method: "rfc4733"|"inband", durationMs: number, gapMs: number}>}
    */
   sendDtmf(digits, options = {}) {
     /** @type {Record<string, any>} */
@@ -531,7 +531,7 @@ export class BridgeClient extends EventTarget {
   static EVENT_TYPES = ["call.created", "call.ringing", "call.active", "call.ended", "call.muted",
     "call.unmuted", "call.transport", "webrtc.offer", "webrtc.state", "participant.joined",
     "participant.left", "participant.role", "call.transferred", "call.held", "call.unheld",
-    "call.dtmf"];
+    "call.dtmf", "call.dtmf.sent"];
 
   /**
    * @param {MediaStream} stream

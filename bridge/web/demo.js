@@ -80,6 +80,7 @@ async function join(callID, role = "agent") {
   if (pid) sessionStorage.setItem("bridgePid", pid);
   $("callid").textContent = callID;
   $("dtmf-log").textContent = "";
+  $("dtmf-sent").textContent = "";
   inCall(true);
   await client.connect(callID, { participantID: pid, role });
   showRole();
@@ -213,6 +214,7 @@ function onCallEvent(/** @type {any} */ ev) {
     setState(call.state + (webrtc ? ` · webrtc ${webrtc.state}` : ""));
     showCall(call);
     if (ev.type === "call.dtmf") $("dtmf-log").textContent += ev.digit;
+    if (ev.type === "call.dtmf.sent") $("dtmf-sent").textContent += ev.digits;
     if (ev.type === "participant.left" && ev.participantID === client.id) {
       callEnded = true;
       setState(`left the call (${ev.type})`);
