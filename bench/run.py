@@ -10,6 +10,9 @@ frames delivered per call, the bridge-added latency per direction (from the brid
 frame-transit histograms), offer-to-answer p50/p99, RSS per call and the share of downlink
 frames on time (and, for ``cloudapi``, of the frames the WhatsApp side heard on time). Writes
 ``bench/results/<stamp>.json`` and a PNG plot, prints a table.
+``--participants 1,3`` also measures contact-centre calls on the bridge (an agent plus a
+whispering and a barging supervisor, each its own peer connection) next to the plain ones, in
+the same run, and reports the 3-participant/1-participant CPU ratio per N.
 This is a benchmark, not a test: nothing here asserts on speed.
 """
 
@@ -208,6 +211,7 @@ async def run_point(
     window: float,
     idle_rss: int,
     meta: tuple[str, int] | None = None,
+    participants: int = 1,
 ) -> dict[str, Any]:
     argv = [
         sys.executable,
@@ -224,12 +228,14 @@ async def run_point(
     ]
     if target in BRIDGES:
         argv.append("--hangup")
+    if participants > 1:
+        argv += ["--participants", str(participants)]
     errors = tempfile.TemporaryFile()
     gen = await asyncio.create_subprocess_exec(
         *pinned(1, argv), cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=errors
     )
     assert gen.stdout is not None
-    point: dict[str, Any] = {"target": target, "calls": calls}
+    point: dict[str, Any] = {"target": target, "calls": calls, "participants": participants}
     meta_base, meta_pid = meta if meta else ("", 0)
 
     def generator_cpu() -> float:
@@ -313,8 +319,13 @@ async def run_point(
 
 
 async def bench(
-    calls_list: list[int], warmup: float, window: float, targets: list[str]
+    calls_list: list[int],
+    warmup: float,
+    window: float,
+    targets: list[str],
+    participants_list: tuple[int, ...] = (1,),
 ) -> dict[str, Any]:
+    load_at_start = os.getloadavg()  # the machine is shared: say how busy it was
     points = []
     for target in targets:
         port = free_port()
@@ -331,25 +342,35 @@ async def bench(
             idle_rss = rss_bytes(proc.pid)
             try:
                 for n in calls_list:
-                    point = await run_point(
-                        target, proc, base, n, warmup, window, idle_rss, meta_at
-                    )
-                    points.append(point)
-                    print(
-                        f"  {target:8} N={n:3}  cpu/call={point['cpu_pct_per_call']:.2f}%  "
-                        f"on-time={100 * point.get('downlink_on_time', 0):.2f}%",
-                        flush=True,
-                    )
+                    # Each N's plain and contact-centre points run back to back (same
+                    # machine conditions); the echo server knows nothing of participants.
+                    for seats in participants_list if target == "bridge" else (1,):
+                        point = await run_point(
+                            target, proc, base, n, warmup, window, idle_rss, meta_at, seats
+                        )
+                        points.append(point)
+                        print(
+                            f"  {target:8} N={n:3} participants={seats}  "
+                            f"cpu/call={point['cpu_pct_per_call']:.2f}%  "
+                            f"on-time={100 * point.get('downlink_on_time', 0):.2f}%",
+                            flush=True,
+                        )
             finally:
                 await stop(proc)
         finally:
             if meta is not None:
                 await stop(meta)
-    return summarize(points, calls_list, warmup, window)
+    result = summarize(points, calls_list, warmup, window, participants_list)
+    result["load_at_start"] = load_at_start
+    return result
 
 
 def summarize(
-    points: list[dict[str, Any]], calls_list: list[int], warmup: float, window: float
+    points: list[dict[str, Any]],
+    calls_list: list[int],
+    warmup: float,
+    window: float,
+    participants_list: tuple[int, ...] = (1,),
 ) -> dict[str, Any]:
     # The ratio is only meaningful where the echo server kept up: a saturated server's CPU per
     # call is just 100 % / N.
@@ -359,14 +380,29 @@ def summarize(
         if p["target"] == "echo" and p.get("downlink_on_time", 0) >= 0.995
     }
     for p in points:
-        if p["target"] in BRIDGES and p["calls"] in echo and echo[p["calls"]]["cpu_pct_per_call"]:
+        if (
+            p["target"] in BRIDGES
+            and p.get("participants", 1) == 1
+            and p["calls"] in echo
+            and echo[p["calls"]]["cpu_pct_per_call"]
+        ):
             p["ratio_vs_echo"] = p["cpu_pct_per_call"] / echo[p["calls"]]["cpu_pct_per_call"]
+    # A contact-centre call's cost next to a plain call's, same run, same N.
+    plain = {
+        p["calls"]: p for p in points if p["target"] == "bridge" and p.get("participants", 1) == 1
+    }
+    for p in points:
+        base = plain.get(p["calls"])
+        if p["target"] == "bridge" and p.get("participants", 1) > 1 and base:
+            if base["cpu_pct_per_call"]:
+                p["ratio_vs_1_participant"] = p["cpu_pct_per_call"] / base["cpu_pct_per_call"]
 
     def best(target: str) -> int:
         ok = [
             p["calls"]
             for p in points
             if p["target"] == target
+            and p.get("participants", 1) == 1
             and p.get("downlink_on_time", 0) >= 0.995
             and p.get("connected") == p["calls"]
         ]
@@ -380,7 +416,13 @@ def summarize(
             "python": platform.python_version(),
             "pinned": bool(TASKSET),
         },
-        "settings": {"calls": calls_list, "warmup_s": warmup, "window_s": window},
+        "settings": {
+            "calls": calls_list,
+            "participants": list(participants_list),
+            "warmup_s": warmup,
+            "window_s": window,
+        },
+        "load_at_end": os.getloadavg(),
         "points": points,
         "max_calls_on_time": {
             t: best(t)
@@ -401,6 +443,7 @@ def table(result: dict[str, Any]) -> str:
     head = (
         "target",
         "N",
+        "seats",
         "cpu%/call",
         "gen cpu%",
         "ratio",
@@ -424,9 +467,10 @@ def table(result: dict[str, Any]) -> str:
             (
                 p["target"],
                 str(p["calls"]),
+                str(p.get("participants", 1)),
                 f(p["cpu_pct_per_call"]),
                 f(p.get("generator_cpu_pct"), "{:.0f}"),
-                f(p.get("ratio_vs_echo")),
+                f(p.get("ratio_vs_echo", p.get("ratio_vs_1_participant"))),
                 f(100 * p.get("downlink_on_time", 0)),
                 f(None if "whatsapp_on_time" not in p else 100 * p["whatsapp_on_time"]),
                 f(p.get("uplink_frames_per_call"), "{:.0f}"),
@@ -446,6 +490,10 @@ def table(result: dict[str, Any]) -> str:
         "largest N with >= 99.5 % of frames on time: "
         + ", ".join(f"{k} {v}" for k, v in result["max_calls_on_time"].items())
     )
+    if any(p.get("participants", 1) > 1 for p in result["points"]):
+        lines.append(
+            "ratio: bridge/echo for 1 seat; for more seats, CPU per call / the 1-seat call's"
+        )
     return "\n".join(lines)
 
 
@@ -458,19 +506,24 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for target in ("bridge", "cloudapi", "echo"):
-        pts = [p for p in result["points"] if p["target"] == target]
-        if pts:
-            a.plot(
-                [p["calls"] for p in pts], [p["cpu_pct_per_call"] for p in pts], "o-", label=target
-            )
+    series = sorted({(p["target"], p.get("participants", 1)) for p in result["points"]})
+    for target, seats in series:
+        pts = [
+            p
+            for p in result["points"]
+            if p["target"] == target and p.get("participants", 1) == seats
+        ]
+        label = target if seats == 1 else f"{target}, {seats} participants"
+        a.plot([p["calls"] for p in pts], [p["cpu_pct_per_call"] for p in pts], "o-", label=label)
     a.set_xlabel("concurrent two-way calls")
     a.set_ylabel("server CPU % of a core per call")
     a.set_title("CPU per call")
     a.legend()
     a.grid(alpha=0.3)
     for target in BRIDGES:
-        pts = [p for p in result["points"] if p["target"] == target]
+        pts = [
+            p for p in result["points"] if p["target"] == target and p.get("participants", 1) == 1
+        ]
         if not pts:
             continue
         for key, label in (
@@ -503,6 +556,12 @@ def main() -> None:
     parser.add_argument(
         "--targets", default="bridge,cloudapi,echo", help="of bridge (sim), cloudapi, echo"
     )
+    parser.add_argument(
+        "--participants",
+        default="1",
+        help="comma-separated peer connections per bridge call: 1 = plain, 3 = agent + whisper "
+        "+ barge (e.g. 1,3 measures both in one run)",
+    )
     parser.add_argument("--smoke", action="store_true", help="2 calls, 2 s: proves the bench runs")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
@@ -510,7 +569,8 @@ def main() -> None:
     warmup, window = args.warmup, args.window
     if args.smoke:
         calls, warmup, window = [2], 1.5, 2.0
-    result = asyncio.run(bench(calls, warmup, window, args.targets.split(",")))
+    seats = tuple(int(x) for x in args.participants.split(","))
+    result = asyncio.run(bench(calls, warmup, window, args.targets.split(","), seats))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S") + ("-smoke" if args.smoke else "")

@@ -53,3 +53,34 @@ async def test_bench_smoke_run(tmp_path: Path) -> None:
             value = p[key]
             assert isinstance(value, float) and 0 < value < 1e6, (p["target"], key, value)
     assert "largest N" in out.decode()
+
+
+async def test_bench_smoke_contact_centre_calls(tmp_path: Path) -> None:
+    """The 3-participant mode runs: every seat of every call connected and received its mix."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.run",
+        "--smoke",
+        "--targets",
+        "bridge",
+        "--participants",
+        "1,3",
+        "--out",
+        str(tmp_path),
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, out.decode()[-3000:]
+    result = json.loads(next(tmp_path.glob("*.json")).read_text())
+    points = {p["participants"]: p for p in result["points"]}
+    assert set(points) == {1, 3}
+    three = points[3]
+    assert three["target"] == "bridge" and three["calls"] == 2 and three["connected"] == 2
+    # Every participant (agent, whisper, barge) received its own mix during the window.
+    assert three["participant_frames"] > 50 and three["downlink_frames_per_call"] > 50
+    ratio = three["ratio_vs_1_participant"]
+    assert isinstance(ratio, float) and ratio > 0
+    assert "ratio_vs_echo" not in three

@@ -9,6 +9,14 @@
 //   await client.mute(true);
 //   await client.hangup();
 //
+// Contact centres: a second browser joins the same call as a supervisor and changes role live.
+//
+//   const sup = new BridgeClient({ participantID: "sup-1", role: "listen" });
+//   await sup.connect(callID);              // hears the agent and WhatsApp, says nothing
+//   await sup.setRole("barge");             // now both sides hear the supervisor
+//   await sup.hold(true, assetId);          // WhatsApp hears the music; agent ⇄ supervisor talk
+//   await sup.sendDtmf("123#");             // digits to the WhatsApp side (an IVR)
+//
 // It follows the browser checklist of the bridge: fetch /call/webrtc/config, create the
 // RTCPeerConnection with its iceServers and iceTransportPolicy, getUserMedia with echo
 // cancellation and noise suppression, offer, wait for ICE gathering (with a cap), POST the
@@ -23,11 +31,26 @@
  * @property {null|"webrtc"|"websocket"} transport
  * @property {null|{state: string}} webrtc
  * @property {boolean} muted
+ * @property {boolean} [held]
+ * @property {Participant[]} [participants]
  * @property {Object} metadata
  * @property {string} createdAt
  * @property {string|null} answeredAt
  * @property {string|null} endedAt
  * @property {string|null} endReason
+ */
+
+/**
+ * @typedef {"agent"|"listen"|"whisper"|"barge"} Role
+ *   agent: talks with WhatsApp (one per call); listen: hears agent + WhatsApp, says nothing;
+ *   whisper: hears both, only the agent hears it; barge: hears both, both hear it.
+ */
+
+/**
+ * @typedef {Object} Participant
+ * @property {string} participantID
+ * @property {Role} role
+ * @property {null|{state: string}} webrtc
  */
 
 /**
@@ -53,6 +76,15 @@
  * @property {number} [statsIntervalMs]      how often "stats" fires (default 2000; 0 = never)
  * @property {string} [microphoneId]         deviceId of the microphone to use
  * @property {number} [disconnectGraceMs]    "disconnected" this long triggers recovery (5000)
+ * @property {string} [participantID]        this browser's id on the call ([A-Za-z0-9_-]{1,64});
+ *                                           unset = the bridge's default, "agent"
+ * @property {Role} [role]                   the role to join with (default "agent")
+ */
+
+/**
+ * @typedef {Object} ConnectOptions
+ * @property {string} [participantID]  overrides the client's participantID for this call
+ * @property {Role} [role]             overrides the client's role for this call
  */
 
 /** An error answered by the bridge: `code` is its snake_case error code. */
@@ -74,7 +106,7 @@ export class BridgeError extends Error {
  * One browser's seat on WhatsApp calls. Events (all `CustomEvent`, data in `detail`):
  * `state` ({state}: new|connecting|connected|failed|closed|recovering), `stats` (QualityStats),
  * `call` (a call event from the bridge: {type, callID, call}), `track` (the remote MediaStream),
- * `error` (an Error during recovery).
+ * `error` (an Error during recovery), `role` ({role}: this participant's role changed).
  */
 export class BridgeClient extends EventTarget {
   /** @param {BridgeClientOptions} [options] */
@@ -90,6 +122,10 @@ export class BridgeClient extends EventTarget {
     /** @type {number|undefined} */
     this._disconnectTimer = undefined;
     this.microphoneId = options.microphoneId || "";
+    /** @type {string} this browser's participant id ("" = the bridge's default, "agent") */
+    this.participantID = options.participantID || "";
+    /** @type {Role} this browser's role, kept current from the role route and call events */
+    this.role = options.role || "agent";
     /** @type {HTMLAudioElement} */
     this.audio = options.audioElement || Object.assign(document.createElement("audio"), { autoplay: true });
     /** @type {string|null} */
@@ -173,9 +209,14 @@ export class BridgeClient extends EventTarget {
   /**
    * Join a call's audio: microphone to WhatsApp, WhatsApp to the audio element.
    * Works while the call is calling, ringing or active (audio flows once it is active).
+   * With a `participantID`/`role` (here or in the constructor's options) this browser joins as
+   * one of several participants: a supervisor listening, whispering to the agent or barging in.
    * @param {string} callID
+   * @param {ConnectOptions} [options]
    */
-  async connect(callID) {
+  async connect(callID, options = {}) {
+    if (options.participantID !== undefined) this.participantID = options.participantID;
+    if (options.role !== undefined) this.role = options.role;
     this.callID = callID;
     this._closing = false;
     this.recoveries = 0;
@@ -236,6 +277,9 @@ export class BridgeClient extends EventTarget {
       callID: this.callID,
       type: "offer",
       sdp: /** @type {RTCSessionDescription} */ (pc.localDescription).sdp,
+      ...this._who(),
+      // A re-offer keeps the role this participant has now (it may have changed live).
+      ...(this.participantID || this.role !== "agent" ? { role: this.role } : {}),
     });
     if (pc !== this.pc) return;
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
@@ -287,14 +331,104 @@ export class BridgeClient extends EventTarget {
     }
   }
 
+  /** @returns {{participantID?: string}} this participant's id for request bodies */
+  _who() {
+    return this.participantID ? { participantID: this.participantID } : {};
+  }
+
+  /** This browser's id on the call: its participantID, or the bridge's default "agent". */
+  get id() {
+    return this.participantID || "agent";
+  }
+
   /**
-   * Mute or unmute: the WhatsApp side hears silence while muted.
+   * Mute or unmute. The agent's mute is the call's (the WhatsApp side hears silence); a
+   * supervisor's only silences its own microphone.
    * @param {boolean} muted
    */
   async mute(muted) {
     this.muted = muted;
     for (const track of this.micStream?.getAudioTracks() || []) track.enabled = !muted;
-    if (this.callID) await this.api("/call/mute", { callID: this.callID, muted });
+    if (this.callID && this.role === "agent") await this.api("/call/mute", { callID: this.callID, muted });
+  }
+
+  // ---- call control (contact centres) -----------------------------------------------------
+
+  /**
+   * Change a participant's role live: a supervisor barging in, a whisperer taking over as
+   * agent (a warm hand-off: the old agent becomes a listener).
+   * @param {Role} role
+   * @param {string} [participantID]  defaults to this browser
+   * @returns {Promise<CallSnapshot>}
+   */
+  async setRole(role, participantID) {
+    const pid = participantID || this.id;
+    const snap = await this.api("/call/participants/role", { callID: this._call(), participantID: pid, role });
+    this._followRole(snap);
+    return snap;
+  }
+
+  /**
+   * Cold hand-off: participant `to` becomes the agent; the old agent's connection is dropped.
+   * @param {string} to  a participantID on the call
+   * @returns {Promise<CallSnapshot>}
+   */
+  async transfer(to) {
+    const snap = await this.api("/call/transfer", { callID: this._call(), to });
+    this._followRole(snap);
+    return snap;
+  }
+
+  /**
+   * Hold or resume. While held WhatsApp hears `music` (an audio asset id, looped) or silence,
+   * and the agent and supervisors still hear each other.
+   * @param {boolean} held
+   * @param {string} [music]  an assetId from GET /call/audio-assets
+   * @returns {Promise<CallSnapshot>}
+   */
+  hold(held, music) {
+    return this.api("/call/hold", { callID: this._call(), held, ...(held && music ? { music } : {}) });
+  }
+
+  /**
+   * Send DTMF digits to the WhatsApp side (an IVR): RFC 4733 events on a Cloud API call,
+   * in-band tones on the others. Resolves once queued (202); `call.dtmf.sent` follows.
+   * @param {string} digits  0-9 * # A-D (1-32 of them)
+   * @param {{durationMs?: number, gapMs?: number}} [options]  defaults 100 and 60 ms
+   * @returns {Promise<{callID: string, digits: string, method: "rfc4733"|"inband", durationMs: number, gapMs: number}>}
+   */
+  sendDtmf(digits, options = {}) {
+    /** @type {Record<string, any>} */
+    const body = { callID: this._call(), digits };
+    if (options.durationMs !== undefined) body.durationMs = options.durationMs;
+    if (options.gapMs !== undefined) body.gapMs = options.gapMs;
+    return this.api("/call/dtmf", body);
+  }
+
+  /**
+   * Audio assets uploaded to the bridge (hold music, prompts).
+   * @returns {Promise<{assets: {assetId: string, name: string, durationMs: number}[]}>}
+   */
+  listAudioAssets() {
+    return this.api("/call/audio-assets");
+  }
+
+  /** @returns {string} the connected call's id (throws when there is none) */
+  _call() {
+    if (!this.callID) throw new BridgeError(0, "no_call", "not connected to a call");
+    return this.callID;
+  }
+
+  /**
+   * Keep `role` current from a snapshot (a role change, a transfer, a demotion).
+   * @param {any} call
+   */
+  _followRole(call) {
+    const me = (call?.participants || []).find((/** @type {Participant} */ p) => p.participantID === this.id);
+    if (me && me.role !== this.role) {
+      this.role = me.role;
+      this._emit("role", { role: me.role });
+    }
   }
 
   /** @returns {Promise<MediaDeviceInfo[]>} the microphones (labels need mic permission) */
@@ -326,7 +460,20 @@ export class BridgeClient extends EventTarget {
     this.pc?.close();
     this.pc = null;
     const callID = this.callID;
-    if (callID) await this.api("/call/webrtc/close", { callID }).catch(() => {});
+    if (callID) await this.api("/call/webrtc/close", { callID, ...this._who() }).catch(() => {});
+    this.micStream?.getTracks().forEach((t) => t.stop());
+    this.micStream = null;
+    this.audio.srcObject = null;
+    this._emit("state", { state: "closed" });
+  }
+
+  /** The bridge closed our peer connection (we left the call by someone else's doing). */
+  _dropped() {
+    this._closing = true;
+    clearInterval(this._statsTimer);
+    clearTimeout(this._disconnectTimer);
+    this.pc?.close();
+    this.pc = null;
     this.micStream?.getTracks().forEach((t) => t.stop());
     this.micStream = null;
     this.audio.srcObject = null;
@@ -358,14 +505,33 @@ export class BridgeClient extends EventTarget {
     if (this.token) q.set("token", this.token);
     if (callID) q.set("callID", callID);
     const src = new EventSource(`${this.baseUrl}/call/events?${q}`);
-    const forward = (/** @type {MessageEvent} */ ev) => this._emit("call", JSON.parse(ev.data));
-    for (const type of ["call.created", "call.ringing", "call.active", "call.ended", "call.muted",
-      "call.unmuted", "webrtc.offer", "webrtc.state"]) {
+    const forward = (/** @type {MessageEvent} */ ev) => {
+      const data = JSON.parse(ev.data);
+      if (data.callID === this.callID) {
+        this._followRole(data.call);
+        // Removed from the call by someone else (a cold transfer away from us): stop here
+        // rather than try to recover a connection the bridge closed on purpose.
+        if (data.type === "participant.left" && data.participantID === this.id && this.pc && !this._closing) {
+          this._dropped();
+        }
+      }
+      this._emit("call", data);
+    };
+    for (const type of BridgeClient.EVENT_TYPES) {
       src.addEventListener(type, forward);
     }
     this._events = src;
     return src;
   }
+
+  /**
+   * The call event types `subscribeEvents` forwards.
+   * @type {string[]}
+   */
+  static EVENT_TYPES = ["call.created", "call.ringing", "call.active", "call.ended", "call.muted",
+    "call.unmuted", "call.transport", "webrtc.offer", "webrtc.state", "participant.joined",
+    "participant.left", "participant.role", "call.transferred", "call.held", "call.unheld",
+    "call.dtmf", "call.dtmf.sent"];
 
   /**
    * @param {MediaStream} stream
