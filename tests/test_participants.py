@@ -190,3 +190,35 @@ async def test_hold_plays_music_to_whatsapp_and_never_the_agent(make_client) -> 
     assert_hears(peer_heard(client, cid, 40), 16_000, {AGENT, WHISPER}, {MUSIC})
     await agent.close()
     await coach.close()
+
+
+async def test_recording_keeps_the_whatsapp_conversation_never_the_whisper(make_client) -> None:
+    """The outbound track is what WhatsApp hears (agent + barge), never a whisper or a
+    listener; the inbound track is the WhatsApp peer alone."""
+    import io
+    import wave
+
+    client = await make_client(**SETTINGS)
+    cid = await active_call(client)
+    rtcs = [
+        await join(client, cid, "agent", "agent", AGENT),
+        await join(client, cid, "coach", "whisper", WHISPER),
+        await join(client, cid, "boss", "barge", BARGE),
+    ]
+    await asyncio.sleep(0.5)
+    assert (await client.post("/call/record", json={"callID": cid})).status == 201
+    await asyncio.sleep(2.0)
+    resp = await client.post("/call/record/stop", json={"callID": cid})
+    recordings = {r["kind"]: r for r in (await resp.json())["recordings"]}
+    tracks = {}
+    for kind in ("inbound", "outbound"):
+        data = await (
+            await client.get(f"/call/recordings/{recordings[kind]['recordingId']}")
+        ).read()
+        with wave.open(io.BytesIO(data)) as w:
+            pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
+        tracks[kind] = pcm[8000:]  # past the first half second
+    assert_hears(tracks["outbound"], 16_000, {AGENT, BARGE}, {WHISPER, PEER})
+    assert_hears(tracks["inbound"], 16_000, {PEER}, {AGENT, WHISPER, BARGE})
+    for rtc in rtcs:
+        await rtc.close()
