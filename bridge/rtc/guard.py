@@ -10,8 +10,8 @@ through it). A datagram is dropped — counted in ``bridge_udp_dropped_total{rea
 raised — when:
 
 * it is empty (``empty``);
-* once the ICE pair of its component is selected, it is not STUN and does not come from the
-  selected pair's remote address on the selected socket (``unknown_source``);
+* once the ICE pair of its component is selected, it is not STUN and comes from none of the
+  peer's candidates paired with that socket (``unknown_source``);
 * its first byte puts it in none of the RFC 7983 ranges the bridge speaks — STUN 0-3, DTLS
   20-63, RTP/RTCP 128-191 (``unknown_type``);
 * it does not parse as what its first byte says: ``stun_malformed``, ``dtls_malformed``,
@@ -115,6 +115,18 @@ def _stun_verdict(protocol: Any, data: bytes) -> str | None:
     return "stun_indication"
 
 
+def _on_known_pair(protocol: Any, source: tuple[Any, Any]) -> bool:
+    """Whether ``source`` on this socket is one of the peer's candidates in our check list.
+
+    Media may arrive on any pair the peer found valid (RFC 8445 §12.1), and the two agents can
+    settle on different pairs — the browser on its relay to our host candidate, we on our
+    relay to its relay — before our own check of the peer's pair has come back. A third party
+    is still refused: its address is none of the peer's candidates."""
+    return any(
+        p.protocol is protocol and p.remote_addr == source for p in protocol.receiver._check_list
+    )
+
+
 def verdict(protocol: Any, data: bytes, addr: tuple[Any, ...]) -> str | None:
     """Why ``data`` from ``addr`` must be dropped, or ``None`` to let aioice have it."""
     if not data:
@@ -123,10 +135,10 @@ def verdict(protocol: Any, data: bytes, addr: tuple[Any, ...]) -> str | None:
     if first < 4:
         return _stun_verdict(protocol, data)
     pair = protocol.receiver._nominated.get(protocol.local_candidate.component)
-    if pair is not None and (
-        pair.protocol is not protocol or pair.remote_addr != (addr[0], addr[1])
-    ):
-        return "unknown_source"
+    source = (addr[0], addr[1])
+    if pair is not None and (pair.protocol is not protocol or pair.remote_addr != source):
+        if not _on_known_pair(protocol, source):
+            return "unknown_source"
     if 20 <= first <= 63:
         return None if _dtls_ok(data) else "dtls_malformed"
     if 128 <= first <= 191:
