@@ -8,14 +8,17 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
-async def test_bench_smoke_run(tmp_path: Path) -> None:
+async def run_smoke(tmp_path: Path, *args: str) -> tuple[str, dict[str, Any]]:
+    """``python -m bench.run --smoke ARGS``: its output and the JSON result it wrote."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bench.run",
         "--smoke",
+        *args,
         "--out",
         str(tmp_path),
         cwd=Path(__file__).resolve().parent.parent,
@@ -24,7 +27,11 @@ async def test_bench_smoke_run(tmp_path: Path) -> None:
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, out.decode()[-3000:]
-    result = json.loads(next(tmp_path.glob("*.json")).read_text())
+    return out.decode(), json.loads(next(tmp_path.glob("*.json")).read_text())
+
+
+async def test_bench_smoke_run(tmp_path: Path) -> None:
+    out, result = await run_smoke(tmp_path)
     points = {p["target"]: p for p in result["points"]}
     assert set(points) == {"bridge", "cloudapi", "echo"}
     bridge = points["bridge"]
@@ -52,29 +59,12 @@ async def test_bench_smoke_run(tmp_path: Path) -> None:
         ):
             value = p[key]
             assert isinstance(value, float) and 0 < value < 1e6, (p["target"], key, value)
-    assert "largest N" in out.decode()
+    assert "largest N" in out
 
 
 async def test_bench_smoke_contact_centre_calls(tmp_path: Path) -> None:
     """The 3-participant mode runs: every seat of every call connected and received its mix."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench.run",
-        "--smoke",
-        "--targets",
-        "bridge",
-        "--participants",
-        "1,3",
-        "--out",
-        str(tmp_path),
-        cwd=Path(__file__).resolve().parent.parent,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, out.decode()[-3000:]
-    result = json.loads(next(tmp_path.glob("*.json")).read_text())
+    _out, result = await run_smoke(tmp_path, "--targets", "bridge", "--participants", "1,3")
     points = {p["participants"]: p for p in result["points"]}
     assert set(points) == {1, 3}
     three = points[3]

@@ -43,25 +43,28 @@ def tone_wav(tmp_path_factory) -> str:
     return str(path)
 
 
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--autoplay-policy=no-user-gesture-required",
+]
+"""Headless Chromium for the tests: fake devices, loopback peer connections, no network."""
+
+
 @pytest.fixture
 async def browser(tone_wav):
     async with async_playwright() as p:
         b = await p.chromium.launch(
             executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={tone_wav}",
-                "--allow-loopback-in-peer-connection",
-                "--autoplay-policy=no-user-gesture-required",
-            ],
+            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={tone_wav}"],
         )
         yield b
         await b.close()

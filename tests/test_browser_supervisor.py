@@ -20,25 +20,19 @@ from bridge.audio import tone
 
 from .audio_files import make
 from .conftest import wait_state
-from .test_browser import ARTIFACTS, CHROMIUM, async_playwright, loopback_only, wait_for
+from .test_browser import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    async_playwright,
+    loopback_only,
+    wait_for,
+)
 from .test_participants import assert_hears, peer_heard
 
 AGENT, SUPERVISOR, PEER, MUSIC = 440.0, 1250.0, 660.0, 1000.0
 SETTINGS = {"sim_peer": "tone", "sim_tone_hz": PEER, "opus_direct": False}
 
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--autoplay-policy=no-user-gesture-required",
-]
 
 # Energy within ±15 Hz of each frequency in what the page hears, in dB relative to the
 # strongest of them (the page's analyser, 16384-point FFT at the context's rate).
@@ -85,7 +79,7 @@ async def browsers(tmp_path):
             launched.append(
                 await p.chromium.launch(
                     executable_path=CHROMIUM,
-                    args=[*ARGS, f"--use-file-for-fake-audio-capture={wav}"],
+                    args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}"],
                 )
             )
         yield launched
