@@ -34,12 +34,25 @@ def levels_db(pcm: np.ndarray, rate: int, freqs: list[float]) -> dict[float, flo
     return {fr: 10 * np.log10(p / top) for fr, p in power.items()}
 
 
+# Bands at least 40 Hz from every tone and every sum or difference of two tones: their
+# median is the track's broadband floor, relative to the strongest tone.
+OFF_TONE_BANDS = [510.0, 610.0, 710.0, 820.0, 940.0, 1050.0, 1190.0, 1380.0, 1490.0, 1600.0]
+
+
 def assert_hears(pcm: np.ndarray, rate: int, present: set[float], absent: set[float]) -> None:
-    db = levels_db(pcm, rate, sorted(present | absent))
+    """Each present tone within 30 dB of the strongest; each absent tone at least 50 dB down.
+
+    A leak is a peak: a whispered 880 Hz tone reaching the wrong ear shows within ~20 dB of the
+    tones that belong there. A frame lost on a loaded machine (a 2-core CI runner) instead
+    clicks, and a click raises every band alike, to about -46 dB. So an absent tone may sit up
+    to 10 dB above the broadband floor measured between the tones, never higher than -35 dB.
+    """
+    db = levels_db(pcm, rate, sorted(present | absent) + OFF_TONE_BANDS)
+    floor = float(np.median([db[fr] for fr in OFF_TONE_BANDS]))
     for fr in present:
         assert db[fr] >= -30, (fr, db)
     for fr in absent:
-        assert db[fr] <= -50, (fr, db)
+        assert db[fr] <= min(-35.0, max(-50.0, floor + 10)), (fr, floor, db)
 
 
 async def join(client, call_id: str, pid: str, role: str, freq: float) -> RtcClient:
