@@ -216,6 +216,12 @@ ENV_SAMPLES = [
     ("BRIDGE_WEBHOOK_RETRY_BASE", "0.5", "webhooks", "webhook_retry_base", 0.5),
     ("BRIDGE_WEBHOOK_QUEUE_SIZE", "50", "webhooks", "webhook_queue_size", 50),
     ("BRIDGE_WEBHOOK_FLUSH_TIMEOUT", "2", "webhooks", "webhook_flush_timeout", 2.0),
+    ("BRIDGE_WORKERS", "auto", "cluster", "workers", "auto"),
+    ("BRIDGE_DIRECTORY", "redis://10.0.0.5:6379/2", "cluster", "directory", "redis://10.0.0.5:6379/2"),
+    ("BRIDGE_INTERNAL_URL", "http://10.0.0.5:8181", "cluster", "internal_url", "http://10.0.0.5:8181"),
+    ("BRIDGE_INTERNAL_SECRET", "0123456789abcdef", "cluster", "internal_secret", "0123456789abcdef"),
+    ("BRIDGE_HEARTBEAT_TTL", "2.5", "cluster", "heartbeat_ttl", 2.5),
+    ("BRIDGE_EVENT_BACKLOG", "500", "cluster", "event_backlog", 500),
 ]
 
 
@@ -226,6 +232,13 @@ def test_each_setting_is_read_from_its_environment_variable(env, raw, group, nam
         extra["BRIDGE_TURN_SECRET"] = "s" if group == "ice" else ""
     if env == "BRIDGE_TURN_USERNAME":
         extra["BRIDGE_TURN_PASSWORD"] = "p"
+    if group == "cluster":
+        extra.update(
+            {
+                "BRIDGE_DIRECTORY": "redis://127.0.0.1:6379",
+                "BRIDGE_INTERNAL_SECRET": "0123456789abcdef",
+            }
+        )
     if group == "webhooks" and env != "BRIDGE_WEBHOOK_SECRET":
         extra["BRIDGE_WEBHOOK_SECRET"] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     settings = load_settings([], {**extra, env: raw})

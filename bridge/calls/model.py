@@ -86,6 +86,8 @@ class Call:
     answered_at: float | None = None
     ended_at: float | None = None
     end_reason: EndReason | None = None
+    end_detail: str | None = None
+    """Why, beyond the reason (``worker_lost``: the owning worker died)."""
     muted: bool = False
     transport: str | None = None
     webrtc_state: str | None = None
@@ -130,6 +132,7 @@ class Call:
     def snapshot(self) -> dict[str, Any]:
         return {
             "callID": self.id,
+            "owner": self.owner,
             "peer": self.peer,
             "direction": str(self.direction),
             "state": str(self.state),
@@ -143,5 +146,6 @@ class Call:
             "answeredAt": _iso(self.answered_at),
             "endedAt": _iso(self.ended_at),
             "endReason": str(self.end_reason) if self.end_reason else None,
+            "endDetail": self.end_detail,
             "duration": self.duration,
         }

@@ -4,6 +4,7 @@ variables and CLI flags (``loader``)."""
 from .groups import (
     GROUPS,
     CallSettings,
+    ClusterSettings,
     ConfigError,
     EngineKind,
     EngineSettings,
@@ -27,6 +28,7 @@ from .loader import all_fields, build_arg_parser, flag_name, load_settings, sett
 __all__ = [
     "GROUPS",
     "CallSettings",
+    "ClusterSettings",
     "ConfigError",
     "EngineKind",
     "EngineSettings",

@@ -458,6 +458,64 @@ class WebhookSettings(_Group):
         self.between("webhook_flush_timeout", 0, 60, " seconds")
 
 
+@dataclass(frozen=True)
+class ClusterSettings(_Group):
+    """Past one process: worker processes, the shared call directory, routing between them."""
+
+    workers: str = _opt(
+        "1", "worker processes: a number or auto (usable cores); more than 1 needs Redis"
+    )
+    directory: str = _opt(
+        "memory", "call directory: memory (this process only) or redis://host:port/db"
+    )
+    internal_url: str = _opt(
+        "",
+        "where other instances reach this one, http://host:port (worker i of N listens on "
+        "port+i); empty: http://127.0.0.1:<BRIDGE_PORT+1>",
+    )
+    internal_secret: str = _opt(
+        "", "secret that requests between instances carry (required with Redis)", secret=True
+    )
+    heartbeat_ttl: float = _opt(
+        5.0, "seconds a worker's heartbeat lives: a worker silent that long is dead"
+    )
+    event_backlog: int = _opt(
+        10_000, "call events kept for SSE clients that reconnect with Last-Event-ID"
+    )
+
+    @property
+    def shared(self) -> bool:
+        """Whether calls live in a directory other processes share (Redis)."""
+        return self.directory != "memory"
+
+    def worker_count(self, cores: int) -> int:
+        return cores if self.workers == "auto" else int(self.workers)
+
+    def validate(self) -> None:
+        if self.workers != "auto" and not (
+            self.workers.isdigit() and 1 <= int(self.workers) <= 256
+        ):
+            raise self.bad("workers", "must be a number 1-256 or auto")
+        if self.directory != "memory" and not re.match(
+            r"^rediss?://[^\s/]+(/\d+)?$", self.directory
+        ):
+            raise self.bad("directory", "must be memory or redis://host:port[/db]")
+        if self.workers != "1" and not self.shared:
+            raise ConfigError(
+                f"BRIDGE_WORKERS={self.workers}: several workers need a shared call directory "
+                "(BRIDGE_DIRECTORY=redis://host:port)"
+            )
+        if self.internal_url and not re.match(r"^http://[^\s/:]+:\d{1,5}$", self.internal_url):
+            raise self.bad("internal_url", "must be http://host:port")
+        if self.shared and len(self.internal_secret) < 16:
+            raise ConfigError(
+                "BRIDGE_INTERNAL_SECRET: required with a shared directory (16+ characters; "
+                "every instance sharing the directory uses the same one)"
+            )
+        self.between("heartbeat_ttl", 1, 300, " seconds")
+        self.between("event_backlog", 100, 1_000_000)
+
+
 GROUPS: dict[str, type[_Group]] = {
     "server": ServerSettings,
     "calls": CallSettings,
@@ -467,6 +525,7 @@ GROUPS: dict[str, type[_Group]] = {
     "storage": StorageSettings,
     "sim": SimSettings,
     "webhooks": WebhookSettings,
+    "cluster": ClusterSettings,
 }
 
 
@@ -482,6 +541,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     sim: SimSettings = field(default_factory=SimSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     @classmethod
     def from_flat(cls, values: dict[str, Any]) -> Settings:
