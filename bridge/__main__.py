@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import socket
 import sys
 from collections.abc import Sequence
 
 from aiohttp import web
 
 from .app import create_app
-from .config import ConfigError, load_settings
+from .cluster import internal_url_for
+from .config import ConfigError, Settings, load_settings
 from .logs import setup_logging
 from .startup import StartupError
 
@@ -18,44 +21,100 @@ log = logging.getLogger("bridge")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        settings = load_settings(sys.argv[1:] if argv is None else argv)
+        settings = load_settings(args)
         setup_logging(settings.server)
-        app = create_app(settings)
+        workers = settings.cluster.worker_count(_usable_cores())
+        index = os.environ.get("BRIDGE_WORKER_INDEX")
+        if workers > 1 and index is None:
+            return _supervise(settings, workers, args)
+        worker_index = int(index or 0)
+        app = create_app(settings, worker_index=worker_index)
     except ConfigError as exc:
         print(f"webrtc-bridge: configuration error: {exc}", file=sys.stderr)
         return 2
     except StartupError as exc:
         print(f"webrtc-bridge: cannot start: {exc}", file=sys.stderr)
         return 2
-    log.info(
-        "starting on http://%s:%d with engine %s",
-        settings.server.host,
-        settings.server.port,
-        settings.engine.engine,
-    )
-    if not settings.server.auth_enabled:
-        log.warning("no BRIDGE_API_TOKENS set: the API is open to anyone who can reach it")
-    # run_app turns SIGINT/SIGTERM into a graceful shutdown: on_shutdown, then cleanup_ctx
-    # (which hangs up calls and closes every peer connection).
+    server, cluster = settings.server, settings.cluster
+    internal = internal_url_for(cluster, server.port, worker_index) if cluster.shared else None
     try:
-        web.run_app(
-            app,
-            host=settings.server.host,
-            port=settings.server.port,
-            print=None,
-            shutdown_timeout=5.0,
-            access_log=None,
-        )
+        # Several workers share the public port: SO_REUSEPORT lets the kernel spread new
+        # connections over them. Each also listens on its own internal address, where other
+        # instances forward requests about the calls it owns.
+        sockets = [_listen(server.host, server.port, reuse_port=workers > 1)]
+        if internal is not None:
+            host, _, port = internal.removeprefix("http://").rpartition(":")
+            sockets.append(_listen(host, int(port), reuse_port=False))
     except OSError as exc:
         if exc.errno not in _BIND_ERRORS:
             raise
-        where = f"{settings.server.host}:{settings.server.port}"
-        why = _BIND_ERRORS[exc.errno]
-        print(f"webrtc-bridge: cannot listen on {where}: {why}", file=sys.stderr)
+        where = getattr(exc, "where", f"{server.host}:{server.port}")
+        print(
+            f"webrtc-bridge: cannot listen on {where}: {_BIND_ERRORS[exc.errno]}", file=sys.stderr
+        )
         return 2
+    log.info(
+        "starting on http://%s:%d with engine %s%s",
+        server.host,
+        server.port,
+        settings.engine.engine,
+        f" (worker {worker_index}, internal {internal})" if internal else "",
+    )
+    if not server.auth_enabled:
+        log.warning("no BRIDGE_API_TOKENS set: the API is open to anyone who can reach it")
+    # run_app turns SIGINT/SIGTERM into a graceful shutdown: on_shutdown, then cleanup_ctx
+    # (which hangs up calls and closes every peer connection).
+    web.run_app(app, sock=sockets, print=None, shutdown_timeout=5.0, access_log=None)
     log.info("stopped")
     return 0
+
+
+def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        exc.where = f"{host}:{port}"  # type: ignore[attr-defined]
+        raise
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+DRAIN_TIMEOUT = 30.0
+"""Seconds workers get after SIGTERM to end or hand over their calls before SIGKILL."""
+
+
+def _supervise(settings: Settings, workers: int, args: list[str]) -> int:
+    """Start ``workers`` worker processes and keep them running (``BRIDGE_WORKERS``)."""
+    from .cluster.supervisor import Supervisor, worker_command
+
+    log.info(
+        "supervising %d workers on http://%s:%d",
+        workers,
+        settings.server.host,
+        settings.server.port,
+    )
+    return Supervisor(
+        count=workers,
+        command=lambda i: worker_command(args),
+        env=lambda i: {},
+        drain_timeout=DRAIN_TIMEOUT,
+    ).run()
 
 
 _BIND_ERRORS = {

@@ -13,8 +13,10 @@ from .api import setup_routes
 from .api.auth import auth_middleware
 from .api.errors import BODY_TIMEOUT, error_middleware
 from .api.keys import (
+    DIRECTORY,
     ENGINE,
     FORKS,
+    HTTP,
     MANAGER,
     METRICS,
     PLAYBACK,
@@ -24,11 +26,14 @@ from .api.keys import (
     WEBHOOKS,
 )
 from .api.limits import cors_middleware, cors_on_prepare, rate_limit_middleware
+from .api.routing import routing_middleware
 from .attachments import ForkService, PlaybackService, RecordingService
 from .calls import Call, CallManager
+from .calls.model import default_owner
+from .cluster import create_directory, internal_url_for
 from .config import EngineKind, Settings
 from .engines import Engine, create_engine
-from .errors import NotFound
+from .errors import DirectoryUnavailable, NotFound
 from .http import create_http_session
 from .metrics import Metrics
 from .rtc import SessionFactory, create_turn_provider, restrict_host_addresses, set_gather_timeout
@@ -52,31 +57,33 @@ async def sweep_recordings(recordings: RecordingService, interval: float) -> Non
         await asyncio.sleep(interval)
 
 
-def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Application:
-    """Build the bridge application. ``engine`` overrides the configured one (tests).
+def create_app(
+    settings: Settings, *, engine: Engine | None = None, worker_index: int = 0
+) -> web.Application:
+    """Build the bridge application. ``engine`` overrides the configured one (tests);
+    ``worker_index`` is this worker's place among ``BRIDGE_WORKERS`` (its internal port).
 
     Raises :class:`~bridge.startup.StartupError` when the packaged browser client is missing
     or ``BRIDGE_DATA_DIR`` is not writable."""
-    server, storage = settings.server, settings.storage
+    server, storage, cluster = settings.server, settings.storage, settings.cluster
     static = web_dir()
     prepare_data_dir(storage.data_dir)
-    app = web.Application(
-        middlewares=[
-            cors_middleware(server.cors_origins),
-            error_middleware,
-            # Cloud API webhooks carry Meta's signature, never our token.
-            auth_middleware(
-                server.api_tokens,
-                open_paths=("/engine/webhook",)
-                if settings.engine.engine is EngineKind.CLOUDAPI
-                else (),
-            ),
-            rate_limit_middleware(
-                server.rate_limit, server.rate_burst, by_token=server.auth_enabled
-            ),
-        ],
-        client_max_size=MAX_BODY,
-    )
+    middlewares = [
+        cors_middleware(server.cors_origins),
+        error_middleware,
+        # Cloud API webhooks carry Meta's signature, never our token.
+        auth_middleware(
+            server.api_tokens,
+            open_paths=("/engine/webhook",)
+            if settings.engine.engine is EngineKind.CLOUDAPI
+            else (),
+            internal_secret=cluster.internal_secret,
+        ),
+        rate_limit_middleware(server.rate_limit, server.rate_burst, by_token=server.auth_enabled),
+    ]
+    if cluster.shared:
+        middlewares.append(routing_middleware(cluster.internal_secret))
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     app[BODY_TIMEOUT] = server.body_timeout
     restrict_host_addresses(settings.ice.ice_addresses)
@@ -84,8 +91,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
     turn = create_turn_provider(settings.ice)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        # Created in order, closed in reverse: HTTP client, engine, manager (and with it every
-        # call's runtime), webhooks (flushed), background tasks.
+        # Created in order, closed in reverse: HTTP client, engine, directory, manager (and
+        # with it every call's runtime), webhooks (flushed), directory (flushed), tasks.
         http = create_http_session()
         eng = (
             engine
@@ -97,7 +104,32 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
         tasks = TaskSet("app")
         await eng.start()
         sessions = SessionFactory(settings.media, settings.ice, turn)
-        manager = CallManager(settings.calls, eng, metrics, sessions)
+        directory = create_directory(
+            cluster,
+            worker_id=default_owner(),
+            internal_url=internal_url_for(cluster, server.port, worker_index),
+            ended_ttl=settings.calls.ended_call_ttl,
+            max_calls=settings.calls.max_calls,
+            local_calls=lambda: manager.live_calls(),
+            end_lost_call=lambda call: manager.end_lost_call(call),
+        )
+
+        async def known_elsewhere(engine_call_id: str) -> bool:
+            try:
+                record = await directory.record_by_engine_id(engine_call_id)
+            except DirectoryUnavailable:
+                return True  # cannot tell: never hang up what may be another worker's call
+            return record is not None and record.live and record.owner != directory.worker_id
+
+        manager = CallManager(
+            settings.calls,
+            eng,
+            metrics,
+            sessions,
+            claim_inbound=directory.claim_engine_call,
+            known_elsewhere=known_elsewhere,
+        )
+        manager.events.observe(directory.observe)
         webhooks = WebhookService(settings.webhooks, http, metrics)
         manager.events.observe(webhooks.observe)
         recordings = RecordingService(Path(storage.data_dir), storage.recording_retention_days)
@@ -109,10 +141,13 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
                     tasks.spawn(recordings.start(runtime), f"record:{call.id}")
 
             manager.events.listen(record_every_call)
+        await directory.start()
         await manager.start()
         tasks.spawn(metrics.run_loop_lag_monitor(), "loop-lag")
         tasks.spawn(sweep_recordings(recordings, storage.retention_sweep_interval), "retention")
         app[ENGINE] = eng
+        app[HTTP] = http
+        app[DIRECTORY] = directory
         app[MANAGER] = manager
         app[TURN] = turn
         app[METRICS] = metrics
@@ -127,6 +162,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
                 await manager.close()
                 # The calls' last events (call.ended) are queued now: flush them (bounded).
                 await webhooks.close()
+                await directory.close()  # after the last events were recorded
                 await tasks.close()
                 await eng.close()
                 await turn.close()
@@ -137,6 +173,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> web.Appli
         # End SSE streams and refuse new calls before the server waits for handlers.
         if MANAGER in app:
             app[MANAGER].stop_accepting()
+            app[DIRECTORY].close_streams()
 
     app.on_response_prepare.append(cors_on_prepare(server.cors_origins))
     app.cleanup_ctx.append(resources)

@@ -126,3 +126,15 @@ class NoCallPermission(Forbidden):
 
 class ShuttingDown(BridgeError):
     code = "shutting_down"
+
+
+class DirectoryUnavailable(BridgeError):
+    """The shared call directory (Redis) cannot be reached: no new calls until it is back."""
+
+    code = "directory_unavailable"
+
+
+class OwnerUnreachable(BridgeError):
+    """The worker that owns a call did not answer a forwarded request."""
+
+    code = "owner_unreachable"

@@ -51,7 +51,9 @@ async def test_make_returns_snapshot_and_rings_then_answers(make_client) -> None
         "answeredAt",
         "endedAt",
         "endReason",
+        "endDetail",
         "duration",
+        "owner",
     }
     assert call["state"] == "calling" and call["transport"] is None and call["webrtc"] is None
     assert call["participants"] == [] and call["held"] is False

@@ -15,7 +15,8 @@ BRIDGE = Path(__file__).resolve().parent.parent / "bridge"
 # metrics, logs, http, timefmt) sit beside the path and may be used by any layer.
 BASE = {"config", "errors", "tasks", "metrics", "logs", "http", "timefmt"}
 ALLOWED = {
-    "api": {"webhooks", "calls", "rtc", "engines", "attachments", "media", "audio"},
+    "api": {"cluster", "webhooks", "calls", "rtc", "engines", "attachments", "media", "audio"},
+    "cluster": {"calls", "media", "audio"},
     "webhooks": {"calls", "media", "audio"},
     "calls": {"rtc", "engines", "attachments", "media", "audio"},
     "rtc": {"media", "audio"},

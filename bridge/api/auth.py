@@ -13,6 +13,12 @@ from ..errors import Unauthorized
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PROTECTED_PREFIXES = ("/call/", "/engine/")
+
+INTERNAL_HEADER = "X-Bridge-Internal"
+"""Carries ``BRIDGE_INTERNAL_SECRET`` on requests one instance forwards to another."""
+FORWARDED = web.RequestKey("forwarded", bool)
+"""Request key: set on a request another instance forwarded here (served locally, never
+forwarded again)."""
 """Every route under these prefixes needs a token when tokens are configured."""
 
 
@@ -45,14 +51,23 @@ def token_matches(presented: str, tokens: Iterable[str]) -> bool:
     return ok
 
 
-def auth_middleware(tokens: tuple[str, ...], open_paths: tuple[str, ...] = ()) -> Middleware:
+def auth_middleware(
+    tokens: tuple[str, ...], open_paths: tuple[str, ...] = (), internal_secret: str = ""
+) -> Middleware:
     """Require one of ``tokens`` on ``/call/*`` routes (no-op when there are none).
 
     ``open_paths`` need no token: routes that authenticate their caller themselves (the
-    Cloud API webhook, signed by Meta with the app secret)."""
+    Cloud API webhook, signed by Meta with the app secret). A request forwarded by another
+    instance authenticates with ``internal_secret`` instead."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        internal = request.headers.get(INTERNAL_HEADER)
+        if internal is not None:
+            if not internal_secret or not token_matches(internal, (internal_secret,)):
+                raise Unauthorized("invalid internal secret")
+            request[FORWARDED] = True
+            return await handler(request)
         if (
             tokens
             and request.path.startswith(PROTECTED_PREFIXES)

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ..errors import BadRequest
 from .errors import require_call_id
-from .keys import MANAGER, WEBHOOKS
+from .keys import DIRECTORY, MANAGER, WEBHOOKS
 from .schema import read_body
 
 routes = web.RouteTableDef()
@@ -40,15 +40,22 @@ async def make_call(request: web.Request) -> web.Response:
 
 @routes.get("/call/status")
 async def call_status(request: web.Request) -> web.Response:
+    """Every live call: of this process, or of the whole cluster with a shared directory."""
+    directory = request.app[DIRECTORY]
+    if directory.shared:
+        return web.json_response({"calls": await directory.live_snapshots()})
     calls = request.app[MANAGER].live_calls()
     return web.json_response({"calls": [c.snapshot() for c in calls]})
 
 
 @routes.get("/call/events")
 async def call_events(request: web.Request) -> web.StreamResponse:
-    """Server-Sent Events: one ``event: <type>`` with a JSON ``data`` line per change."""
-    manager = request.app[MANAGER]
+    """Server-Sent Events: ``id``, ``event: <type>`` and a JSON ``data`` line per change, of
+    every call of the cluster. A client that reconnects with ``Last-Event-ID`` first gets
+    the events it missed (as many as ``BRIDGE_EVENT_BACKLOG`` keeps)."""
+    directory = request.app[DIRECTORY]
     only = request.query.get("callID")
+    last_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -59,18 +66,14 @@ async def call_events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     try:
         await response.write(b"retry: 2000\n: connected\n\n")
-        async with manager.events.subscribe() as sub:
-            while True:
-                try:
-                    event = await sub.get(SSE_KEEPALIVE)
-                except TimeoutError:
-                    await response.write(b": keepalive\n\n")
-                    continue
-                if event is None:
-                    break
-                if only and event.call["callID"] != only:
-                    continue
-                await response.write(f"event: {event.type}\ndata: {event.to_json()}\n\n".encode())
+        async for entry in directory.follow(last_id, SSE_KEEPALIVE):
+            if entry is None:
+                await response.write(b": keepalive\n\n")
+                continue
+            event_id, type_, call_id, data = entry
+            if only and call_id != only:
+                continue
+            await response.write(f"id: {event_id}\nevent: {type_}\ndata: {data}\n\n".encode())
     except ConnectionError:
         pass  # the client went away
     return response

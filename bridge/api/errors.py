@@ -35,6 +35,8 @@ _STATUS: list[tuple[type[errors.BridgeError], int]] = [
     (errors.EngineUnavailable, 503),
     (errors.AtCapacity, 503),
     (errors.ShuttingDown, 503),
+    (errors.DirectoryUnavailable, 503),
+    (errors.OwnerUnreachable, 503),
     (errors.GraphApiError, 502),
     (errors.EngineError, 502),
 ]
@@ -81,7 +83,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers: dict[str, str] = {}
         if isinstance(exc, errors.AtCapacity | errors.RateLimited):
             headers["Retry-After"] = str(exc.retry_after)
-        elif isinstance(exc, errors.EngineUnavailable | errors.ShuttingDown):
+        elif isinstance(
+            exc, errors.EngineUnavailable | errors.ShuttingDown | errors.DirectoryUnavailable
+        ):
             headers["Retry-After"] = "5"
         if isinstance(exc, errors.Unauthorized):
             headers["WWW-Authenticate"] = 'Bearer realm="webrtc-bridge"'
@@ -127,8 +131,15 @@ async def body_deadline(request: web.Request) -> AsyncIterator[None]:
         ) from None
 
 
-async def read_json(request: web.Request, limit: int = JSON_LIMIT) -> dict[str, Any]:
-    """The request's JSON object body, or :class:`~bridge.errors.BadRequest`."""
+RAW_BODY = web.RequestKey("raw_body", bytes)
+"""Where :func:`read_raw_json` keeps a request's body once read (the router reads it to find
+the call; the handler reads it again)."""
+
+
+async def read_raw_json(request: web.Request, limit: int = JSON_LIMIT) -> bytes:
+    """The request's body, read to the end within the body deadline and ``limit`` bytes."""
+    if RAW_BODY in request:
+        return request[RAW_BODY]
     if (request.content_length or 0) > limit:
         raise errors.TooLarge(f"request body larger than {limit} bytes")
     # StreamReader.read(n) returns what has arrived so far: read to the end, bounded.
@@ -142,6 +153,12 @@ async def read_json(request: web.Request, limit: int = JSON_LIMIT) -> dict[str, 
     except web.HTTPRequestEntityTooLarge:
         raise errors.TooLarge("request body too large") from None
     raw = bytes(chunks)
+    request[RAW_BODY] = raw
+    return raw
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object from a body, or :class:`~bridge.errors.BadRequest`."""
     if not raw.strip():
         raise errors.BadRequest("a JSON object body is required", code="invalid_json")
     try:
@@ -153,6 +170,11 @@ async def read_json(request: web.Request, limit: int = JSON_LIMIT) -> dict[str, 
     if not isinstance(body, dict):
         raise errors.BadRequest("the JSON body must be an object", code="invalid_json")
     return body
+
+
+async def read_json(request: web.Request, limit: int = JSON_LIMIT) -> dict[str, Any]:
+    """The request's JSON object body, or :class:`~bridge.errors.BadRequest`."""
+    return parse_json_object(await read_raw_json(request, limit))
 
 
 _CALL_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .keys import ENGINE, MANAGER, SETTINGS
+from .keys import DIRECTORY, ENGINE, MANAGER, SETTINGS
 
 routes = web.RouteTableDef()
 
@@ -28,10 +28,19 @@ async def readyz(request: web.Request) -> web.Response:
         reasons.append(f"at capacity: {live}/{settings.calls.max_calls} calls")
     if manager.shutting_down:
         reasons.append("shutting down")
+    directory = request.app[DIRECTORY]
+    if not directory.available:
+        reasons.append(f"call directory (Redis) unreachable: {directory.detail}")
     body = {
         "ready": not reasons,
         "reasons": reasons,
         "engine": {"name": request.app[ENGINE].name, "up": health.up, "detail": health.detail},
         "calls": {"live": live, "max": settings.calls.max_calls},
+        "directory": {
+            "shared": directory.shared,
+            "up": directory.available,
+            "detail": directory.detail,
+            "worker": directory.worker_id,
+        },
     }
     return web.json_response(body, status=200 if not reasons else 503)

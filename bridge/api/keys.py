@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import aiohttp
 from aiohttp import web
 
 from ..attachments import ForkService, PlaybackService, RecordingService
 from ..calls import CallManager
+from ..cluster import Directory
 from ..config import Settings
 from ..engines import Engine
 from ..metrics import Metrics
@@ -21,3 +23,5 @@ PLAYBACK = web.AppKey("playback", PlaybackService)
 RECORDINGS = web.AppKey("recordings", RecordingService)
 FORKS = web.AppKey("forks", ForkService)
 WEBHOOKS = web.AppKey("webhooks", WebhookService)
+DIRECTORY = web.AppKey("directory", Directory)
+HTTP = web.AppKey("http", aiohttp.ClientSession)

@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ..errors import RateLimited
-from .auth import request_token
+from .auth import FORWARDED, request_token
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -57,7 +57,8 @@ def rate_limit_middleware(rate: float, burst: int, by_token: bool) -> Middleware
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = LIMITED_ROUTES.get((request.method, request.path))
-        if route is not None:
+        # A forwarded request was counted where the client sent it.
+        if route is not None and not request.get(FORWARDED):
             wait = buckets.take((client_key(request, by_token), route))
             if wait > 0:
                 raise RateLimited(

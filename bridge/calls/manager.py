@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..config import CallSettings, OrphanCalls, ShutdownCalls
@@ -80,7 +81,12 @@ class CallManager:
         sessions: SessionFactory,
         *,
         registry: CallRegistry | None = None,
+        claim_inbound: Callable[[str], Awaitable[bool]] | None = None,
+        known_elsewhere: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
+        """``claim_inbound(engine call id)`` says whether this process creates the call for a
+        newly seen inbound engine call (one worker of several does); ``known_elsewhere``
+        whether another live worker carries an engine call (so it is no orphan)."""
         self.settings = settings
         self.engine = engine
         self.metrics = metrics
@@ -88,6 +94,8 @@ class CallManager:
         self.registry: CallRegistry = registry or InMemoryCallRegistry(settings.ended_call_ttl)
         self.events = CallEvents()
         self.owner = default_owner()
+        self._claim_inbound = claim_inbound or _always
+        self._known_elsewhere = known_elsewhere or _never
         self._runtimes: dict[str, CallRuntime] = {}
         self._dialling = 0  # dials in flight hold a capacity slot
         self._dials_idle = asyncio.Event()  # set while no dial is in flight
@@ -173,6 +181,8 @@ class CallManager:
                 continue
             if self.registry.by_engine_id(remote.id) is not None:
                 continue  # a live call owns it
+            if await self._known_elsewhere(remote.id):
+                continue  # another worker's live call
             await self._orphan(remote)
 
     async def _orphan(self, remote: RemoteCall) -> None:
@@ -444,6 +454,8 @@ class CallManager:
     async def _incoming(self, event: EngineEvent) -> None:
         if self.registry.by_engine_id(event.engine_call_id) is not None:
             return  # already known (a webhook and a poll can both report it)
+        if not await self._claim_inbound(event.engine_call_id):
+            return  # another worker polled the same engine first and took it
         peer = event.peer or "unknown"
         call = Call(
             id=uuid.uuid4().hex,
@@ -487,6 +499,23 @@ class CallManager:
             runtime.wake_engine_media()
 
     # -- ending
+    async def end_lost_call(self, call: Call) -> None:
+        """End a call whose worker died (rebuilt from the shared directory by a survivor):
+        hang up on the engine where it allows it, end it ``failed``/``worker_lost``, emit."""
+        if self.registry.get(call.id) is not None or not call.live:
+            return
+        await self._hangup_quietly(call)
+        call.transition(CallState.ENDED, EndReason.FAILED)
+        call.end_detail = "worker_lost"
+        self.metrics.calls_ended.labels(str(call.direction), str(EndReason.FAILED)).inc()
+        log.warning(
+            "call %s: ended (failed, worker_lost: worker %s died)",
+            call.id,
+            call.owner,
+            extra={"call_id": call.id},
+        )
+        self.events.publish("call.ended", call)
+
     def _media_lost(self, runtime: CallRuntime, exc: BaseException | None) -> None:
         """The engine media ended for good (after any reconnects the channel made)."""
         if runtime.call.live and not self.shutting_down and not self._tasks.closed:
@@ -558,3 +587,11 @@ class CallManager:
 
     def _engine(self) -> tuple[str, Any, bool]:
         return self.engine.name, self.engine.stats, bool(getattr(self.engine, "up", True))
+
+
+async def _always(engine_call_id: str) -> bool:
+    return True
+
+
+async def _never(engine_call_id: str) -> bool:
+    return False

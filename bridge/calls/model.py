@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import BadRequest, CallStateError
 from ..timefmt import iso_utc_or_none as _iso
+from ..timefmt import parse_iso_utc
 
 
 class CallState(enum.StrEnum):
@@ -149,3 +150,34 @@ class Call:
             "endDetail": self.end_detail,
             "duration": self.duration,
         }
+
+    @classmethod
+    def from_snapshot(
+        cls,
+        snap: dict[str, Any],
+        engine_call_id: str,
+        status_callback: str | None = None,
+    ) -> Call:
+        """A call rebuilt from its snapshot (a dead worker's call, read from the shared
+        directory, so a survivor can end it and emit its events)."""
+
+        def when(key: str) -> float | None:
+            value = snap.get(key)
+            return parse_iso_utc(value) if isinstance(value, str) else None
+
+        return cls(
+            id=snap["callID"],
+            peer=snap["peer"],
+            direction=Direction(snap["direction"]),
+            owner=snap.get("owner") or "",
+            engine_call_id=engine_call_id,
+            state=CallState(snap["state"]),
+            metadata=dict(snap.get("metadata") or {}),
+            created_at=when("createdAt") or time.time(),
+            answered_at=when("answeredAt"),
+            muted=bool(snap.get("muted")),
+            transport=snap.get("transport"),
+            participants=list(snap.get("participants") or []),
+            held=bool(snap.get("held")),
+            status_callback=status_callback,
+        )

@@ -1,0 +1,271 @@
+"""Routing between instances: a request about a call runs on the worker that owns the call.
+
+With a shared directory (Redis), any worker may receive any request. This middleware finds
+the call a request is about (the ``{callID}`` in its path, or ``callID`` in its JSON body),
+and when another worker owns it, forwards the request to that worker's internal address with
+``BRIDGE_INTERNAL_SECRET`` and gives the client the owner's status and body unchanged (the
+``/call/{callID}/stream`` WebSocket is relayed message by message). ``POST /call/make`` is
+placed on the least-loaded worker with room. A Cloud API webhook goes to the worker that owns
+the call it is about. With the in-memory directory none of this is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import WSMsgType, web
+from aiohttp.typedefs import Middleware
+
+from ..cluster import CallRecord
+from ..errors import AtCapacity, CallStateError, OwnerUnreachable
+from .auth import FORWARDED, INTERNAL_HEADER
+from .errors import RAW_BODY, error_response, read_raw_json
+from .keys import DIRECTORY, HTTP, MANAGER
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CALL_BODY_ROUTES = frozenset(
+    {
+        "/call/answer",
+        "/call/hangup",
+        "/call/mute",
+        "/call/dtmf",
+        "/call/play",
+        "/call/play/stop",
+        "/call/hold",
+        "/call/record",
+        "/call/record/stop",
+        "/call/webrtc/offer",
+        "/call/webrtc/close",
+        "/call/participants/role",
+        "/call/transfer",
+    }
+)
+"""POST routes whose JSON body names the call (``callID``)."""
+
+FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=2)
+"""A forwarded request may take as long as an offer's ICE gathering; connecting is quick
+or the owner is gone."""
+
+_HOP_BY_HOP = frozenset(
+    {
+        "host",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "content-length",
+        "proxy-authorization",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-accept",
+    }
+)
+SIGNED_WEBHOOK_LIMIT = 256 * 1024
+
+
+def routing_middleware(secret: str) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.get(FORWARDED):
+            return await handler(request)  # the sender routed it here: serve it
+        if request.method == "POST" and request.path == "/call/make":
+            return await _place(request, handler, secret)
+        if request.method == "POST" and request.path == "/engine/webhook":
+            return await _route_webhook(request, handler, secret)
+        call_id = await _call_id_of(request)
+        if call_id is None or request.app[MANAGER].registry.get(call_id) is not None:
+            return await handler(request)  # not about a call, or ours
+        directory = request.app[DIRECTORY]
+        record = await directory.record(call_id)
+        if record is None or record.owner == directory.worker_id:
+            return await handler(request)  # unknown (the handler says 404) or ours
+        if not record.live:
+            return _ended(request, record)
+        return await forward(request, record.url, secret)
+
+    return middleware
+
+
+async def _call_id_of(request: web.Request) -> str | None:
+    call_id = request.match_info.get("callID")
+    if call_id is not None:
+        return call_id
+    if request.method != "POST" or request.path not in CALL_BODY_ROUTES:
+        return None
+    with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
+        body = json.loads(await read_raw_json(request))
+        if isinstance(body, dict) and isinstance(body.get("callID"), str):
+            return body["callID"]
+    return None  # malformed: the handler answers 400
+
+
+def _ended(request: web.Request, record: CallRecord) -> web.Response:
+    """A call that ended on another worker: its snapshot, or 409 for anything else."""
+    if request.method == "GET" and request.match_info.route.resource is not None:
+        if request.match_info.route.resource.canonical == "/call/{callID}":
+            return web.json_response({**record.snapshot, "webhook": None})
+    raise CallStateError(f"call {record.call_id} has ended ({record.snapshot.get('endReason')})")
+
+
+async def _place(request: web.Request, handler: Handler, secret: str) -> web.StreamResponse:
+    """Create the call on the least-loaded worker with room; all full → 503 ``at_capacity``."""
+    directory = request.app[DIRECTORY]
+    workers = [w for w in await directory.workers() if w.has_room]
+    # Least loaded first (by share of its capacity); on a tie, this worker (no hop).
+    workers.sort(key=lambda w: (w.calls / w.max_calls, w.id != directory.worker_id))
+    await read_raw_json(request)  # kept for the handler or the forward
+    for worker in workers:
+        if worker.id == directory.worker_id:
+            try:
+                return await handler(request)
+            except AtCapacity:
+                continue  # filled meanwhile: try the next
+        response = await forward(request, worker.url, secret)
+        body = response.body if isinstance(response, web.Response) else None
+        if response.status == 503 and isinstance(body, bytes) and b'"at_capacity"' in body:
+            continue  # filled meanwhile: try the next
+        return response
+    raise AtCapacity("every worker carries its maximum of calls (BRIDGE_MAX_CALLS each)")
+
+
+async def _route_webhook(request: web.Request, handler: Handler, secret: str) -> web.StreamResponse:
+    """A Cloud API webhook about calls another worker owns goes to that worker (it checks
+    Meta's signature on the same raw body); a new call stays here."""
+    raw = await read_raw_json(request, SIGNED_WEBHOOK_LIMIT)
+    directory = request.app[DIRECTORY]
+    owners: dict[str, str] = {}
+    for engine_call_id in _webhook_call_ids(raw):
+        record = await directory.record_by_engine_id(engine_call_id)
+        if record is not None and record.live:
+            owners[record.owner] = record.url
+    if len(owners) == 1:
+        owner, url = next(iter(owners.items()))
+        if owner != directory.worker_id:
+            return await forward(request, url, secret)
+    return await handler(request)
+
+
+def _webhook_call_ids(raw: bytes) -> list[str]:
+    """The ``calls[].id`` of a Cloud API webhook (entry → changes → value → calls)."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return []
+    found: list[str] = []
+    entries = body.get("entry") if isinstance(body, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        changes = entry.get("changes") if isinstance(entry, dict) else None
+        for change in changes if isinstance(changes, list) else []:
+            value = change.get("value") if isinstance(change, dict) else None
+            calls = value.get("calls") if isinstance(value, dict) else None
+            for item in calls if isinstance(calls, list) else []:
+                if isinstance(item, dict) and isinstance(item.get("id"), str):
+                    found.append(item["id"])
+    return found
+
+
+def _forward_headers(request: web.Request, secret: str) -> dict[str, str]:
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+    headers[INTERNAL_HEADER] = secret
+    return headers
+
+
+async def forward(request: web.Request, base_url: str, secret: str) -> web.StreamResponse:
+    """Send ``request`` to another instance and answer with its response unchanged."""
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        return await _relay_websocket(request, base_url, secret)
+    http = request.app[HTTP]
+    body = request.get(RAW_BODY)
+    if body is None and request.method in ("POST", "DELETE") and request.can_read_body:
+        body = await read_raw_json(request)
+    try:
+        async with http.request(
+            request.method,
+            base_url + request.path_qs,
+            data=body,
+            headers=_forward_headers(request, secret),
+            timeout=FORWARD_TIMEOUT,
+            allow_redirects=False,
+        ) as upstream:
+            payload = await upstream.read()
+            headers = {}
+            for name in ("Content-Type", "Retry-After", "WWW-Authenticate"):
+                if name in upstream.headers:
+                    headers[name] = upstream.headers[name]
+            return web.Response(status=upstream.status, body=payload, headers=headers)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise OwnerUnreachable(
+            f"the worker that owns this call ({base_url}) did not answer: "
+            f"{str(exc) or type(exc).__name__}"
+        ) from None
+
+
+async def _relay_websocket(request: web.Request, base_url: str, secret: str) -> web.StreamResponse:
+    """Relay the ``/call/{callID}/stream`` WebSocket to the owner, message by message."""
+    http = request.app[HTTP]
+    try:
+        upstream = await http.ws_connect(
+            base_url.replace("http://", "ws://", 1) + request.path_qs,
+            headers=_forward_headers(request, secret),
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5),
+            max_msg_size=0,
+            autoping=True,
+            heartbeat=20,
+        )
+    except aiohttp.WSServerHandshakeError as exc:
+        # The owner refused before upgrading (404, 409, 400): the client sees that status.
+        code = _REFUSAL_CODES.get(exc.status, "http_error")
+        return error_response(exc.status, code, f"the owning worker refused the stream: {code}")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise OwnerUnreachable(
+            f"the worker that owns this call ({base_url}) did not answer: "
+            f"{str(exc) or type(exc).__name__}"
+        ) from None
+    client = web.WebSocketResponse(max_msg_size=0, heartbeat=20)
+    await client.prepare(request)
+
+    async def pump(
+        source: Any,
+        send_bytes: Callable[[bytes], Awaitable[None]],
+        send_str: Callable[[str], Awaitable[None]],
+    ) -> None:
+        async for msg in source:
+            if msg.type is WSMsgType.BINARY:
+                await send_bytes(msg.data)
+            elif msg.type is WSMsgType.TEXT:
+                await send_str(msg.data)
+            else:
+                break
+
+    async with upstream:
+        tasks = [
+            asyncio.ensure_future(pump(upstream, client.send_bytes, client.send_str)),
+            asyncio.ensure_future(pump(client, upstream.send_bytes, upstream.send_str)),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await client.close(code=upstream.close_code or 1000)
+    return client
+
+
+_REFUSAL_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "call_not_found",
+    409: "invalid_call_state",
+}

@@ -1,0 +1,203 @@
+"""The call directory: where every instance finds a call's owner, the workers and the event log.
+
+One process (the default) needs none of it: :class:`MemoryDirectory` answers from this
+process and keeps the recent events for SSE clients that reconnect with ``Last-Event-ID``.
+Several workers or machines share :class:`~bridge.cluster.redis.RedisDirectory` instead.
+
+The directory is fed by one observer of the calls' events (:meth:`Directory.observe`): every
+change of a call is an event, so the record of a call in the directory is its snapshot as of
+its latest event, and the event log is those same events. Media never waits for the directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..calls import Call
+from ..calls.events import CallEvent
+
+LogEntry = tuple[str, str, str, str]
+"""One logged event: ``(id, type, callID, JSON)``, the JSON exactly as SSE ``data``."""
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """What the directory knows of one call: its latest snapshot and who carries it."""
+
+    call_id: str
+    owner: str
+    url: str
+    engine_call_id: str
+    snapshot: dict[str, Any]
+    status_callback: str | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.snapshot.get("state") != "ended"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "callID": self.call_id,
+                "owner": self.owner,
+                "url": self.url,
+                "engineCallID": self.engine_call_id,
+                "statusCallback": self.status_callback,
+                "snapshot": self.snapshot,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> CallRecord:
+        data = json.loads(raw)
+        return cls(
+            call_id=data["callID"],
+            owner=data["owner"],
+            url=data["url"],
+            engine_call_id=data["engineCallID"],
+            snapshot=data["snapshot"],
+            status_callback=data.get("statusCallback"),
+        )
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A live worker as its heartbeat describes it."""
+
+    id: str
+    url: str
+    calls: int
+    max_calls: int
+
+    @property
+    def has_room(self) -> bool:
+        return self.calls < self.max_calls
+
+
+class Directory(Protocol):
+    """What the API and the manager need from the call directory."""
+
+    shared: bool
+    worker_id: str
+    url: str
+
+    @property
+    def available(self) -> bool: ...
+    @property
+    def detail(self) -> str: ...
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    def close_streams(self) -> None:
+        """End every :meth:`follow` (first step of a shutdown)."""
+
+    def observe(self, event: CallEvent, call: Call) -> None:
+        """Record a call's event (synchronous: it queues, it never blocks)."""
+
+    async def record(self, call_id: str) -> CallRecord | None: ...
+    async def record_by_engine_id(self, engine_call_id: str) -> CallRecord | None: ...
+    async def live_snapshots(self) -> list[dict[str, Any]]: ...
+    async def workers(self) -> list[WorkerInfo]:
+        """Live workers with their load (raises ``DirectoryUnavailable``)."""
+
+    async def claim_engine_call(self, engine_call_id: str) -> bool:
+        """Whether this worker may create the call for a newly seen engine call (exactly one
+        worker of the cluster gets ``True``)."""
+
+    def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
+        """Events after ``last_id`` (or from now), then live ones; ``None`` every
+        ``keepalive`` seconds without one."""
+
+
+class EventRing:
+    """The last ``size`` events with increasing ids, and followers waiting for the next."""
+
+    def __init__(self, size: int) -> None:
+        self._entries: deque[tuple[int, LogEntry]] = deque(maxlen=size)
+        self._seq = 0
+        self._changed = asyncio.Event()
+        self._closed = False
+
+    def append(self, type_: str, call_id: str, data: str) -> None:
+        self._seq += 1
+        self._entries.append((self._seq, (str(self._seq), type_, call_id, data)))
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def close(self) -> None:
+        self._closed = True
+        self._changed.set()
+
+    async def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
+        position = self._seq
+        if last_id is not None:
+            with contextlib.suppress(ValueError):
+                position = min(int(last_id), self._seq)
+        while not self._closed:
+            changed = self._changed
+            for seq, entry in list(self._entries):
+                if seq > position:
+                    position = seq
+                    yield entry
+            try:
+                await asyncio.wait_for(changed.wait(), keepalive)
+            except TimeoutError:
+                yield None
+
+
+class MemoryDirectory:
+    """This process alone: its calls are all there is (``BRIDGE_DIRECTORY=memory``)."""
+
+    shared = False
+
+    def __init__(
+        self, worker_id: str, url: str, backlog: int, local_calls: Callable[[], list[Call]]
+    ) -> None:
+        self.worker_id = worker_id
+        self.url = url
+        self._ring = EventRing(backlog)
+        self._local_calls = local_calls
+
+    @property
+    def available(self) -> bool:
+        return True
+
+    @property
+    def detail(self) -> str:
+        return "in memory"
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        self._ring.close()
+
+    def close_streams(self) -> None:
+        self._ring.close()
+
+    def observe(self, event: CallEvent, call: Call) -> None:
+        self._ring.append(event.type, call.id, event.to_json())
+
+    async def record(self, call_id: str) -> CallRecord | None:
+        return None  # every call of this process is in its registry
+
+    async def record_by_engine_id(self, engine_call_id: str) -> CallRecord | None:
+        return None
+
+    async def live_snapshots(self) -> list[dict[str, Any]]:
+        return [c.snapshot() for c in self._local_calls()]
+
+    async def workers(self) -> list[WorkerInfo]:
+        return []
+
+    async def claim_engine_call(self, engine_call_id: str) -> bool:
+        return True
+
+    def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
+        return self._ring.follow(last_id, keepalive)

@@ -1,0 +1,429 @@
+"""``RedisDirectory``: the call directory several workers and machines share.
+
+Keys (all under ``bridge:``):
+
+- ``worker:{id}`` — the worker's heartbeat ``{url, calls, maxCalls}``, expiring after
+  ``BRIDGE_HEARTBEAT_TTL``; ``workers`` — the set of worker ids ever seen (a member whose
+  heartbeat expired is dead and gets reaped).
+- ``call:{callID}`` — a :class:`CallRecord` (latest snapshot, owner, owner's internal URL,
+  engine call id); live ones stay, ended ones expire after ``BRIDGE_ENDED_CALL_TTL``.
+- ``owned:{worker}`` — the live calls of one worker (its load, and what to end if it dies).
+- ``engine:{engineCallID}`` — the call id of an engine call (webhook routing);
+  ``claim:{engineCallID}`` — which worker created the call for a newly seen engine call.
+- ``events`` — a stream of every call event (``XADD … MAXLEN ~ BRIDGE_EVENT_BACKLOG``): the SSE
+  log every worker follows; stream ids are the SSE ``id:``s, so ``Last-Event-ID`` resumes.
+
+Writes go through one queue per worker, in event order, off the media path; when Redis is
+unreachable they wait (bounded, oldest dropped) and the worker refuses new calls. When Redis
+is back the worker re-registers its heartbeat and rewrites the records of its live calls, so a
+Redis restarted empty catches up by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ..calls import Call
+from ..calls.events import CallEvent
+from ..errors import DirectoryUnavailable
+from ..tasks import TaskSet
+from .directory import CallRecord, LogEntry, WorkerInfo
+
+log = logging.getLogger(__name__)
+
+P = "bridge:"
+EVENTS = P + "events"
+WORKERS = P + "workers"
+WRITE_QUEUE = 10_000
+"""Directory writes a worker keeps while Redis is unreachable (oldest dropped beyond)."""
+OP_TIMEOUT = 2.0
+"""Seconds one Redis command may take before the directory counts as unreachable."""
+_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+_FAILURES = (RedisError, OSError, TimeoutError)
+
+
+def _worker_key(worker: str) -> str:
+    return f"{P}worker:{worker}"
+
+
+def _owned_key(worker: str) -> str:
+    return f"{P}owned:{worker}"
+
+
+class RedisDirectory:
+    """See the module docstring."""
+
+    shared = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        worker_id: str,
+        internal_url: str,
+        heartbeat_ttl: float,
+        ended_ttl: float,
+        backlog: int,
+        max_calls: int,
+        local_calls: Callable[[], list[Call]],
+        end_lost_call: Callable[[Call], Awaitable[None]],
+    ) -> None:
+        self.worker_id = worker_id
+        self.url = internal_url
+        self.heartbeat_ttl = heartbeat_ttl
+        self.ended_ttl = int(ended_ttl)
+        self.backlog = backlog
+        self.max_calls = max_calls
+        self._local_calls = local_calls
+        self._end_lost_call = end_lost_call
+        # One client for commands (short timeouts), one for blocking stream reads. (Typed Any:
+        # redis-py annotates every command as "Awaitable or value" for its sync and async
+        # clients alike.)
+        self._redis: Any = aioredis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=OP_TIMEOUT,
+            socket_connect_timeout=OP_TIMEOUT,
+        )
+        self._blocking: Any = aioredis.from_url(
+            url, decode_responses=True, socket_timeout=30, socket_connect_timeout=OP_TIMEOUT
+        )
+        self._writes: deque[tuple[CallEvent | None, CallRecord]] = deque()
+        self._pending = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._dropped = 0
+        self._up = False
+        self._up_since = 0.0
+        self._detail = "not connected yet"
+        self._streams_closed = asyncio.Event()
+        self._tasks = TaskSet("directory")
+
+    # -- state
+    @property
+    def available(self) -> bool:
+        return self._up
+
+    @property
+    def detail(self) -> str:
+        return self._detail
+
+    def _check(self) -> None:
+        if not self._up:
+            raise DirectoryUnavailable(f"the call directory (Redis) is unreachable: {self._detail}")
+
+    def _mark_down(self, exc: BaseException) -> None:
+        why = str(exc) or type(exc).__name__
+        if self._up or self._detail == "not connected yet":
+            log.warning("call directory (Redis) unreachable: %s; new calls are refused", why)
+        self._up = False
+        self._detail = why
+
+    async def _mark_up(self) -> None:
+        if self._up:
+            return
+        await self._catch_up()
+        self._up = True
+        self._up_since = time.monotonic()
+        self._detail = "reachable"
+        log.info("call directory (Redis) reachable; worker %s registered", self.worker_id)
+
+    # -- lifecycle
+    async def start(self) -> None:
+        with contextlib.suppress(*_FAILURES):
+            await self._heartbeat_once()
+            await self._mark_up()
+        self._tasks.spawn(self._heartbeat_loop(), "heartbeat")
+        self._tasks.spawn(self._write_loop(), "writer")
+        self._tasks.spawn(self._reap_loop(), "reaper")
+
+    def close_streams(self) -> None:
+        self._streams_closed.set()
+
+    async def close(self) -> None:
+        """Flush the queued writes (bounded), drop this worker's heartbeat, stop."""
+        self._streams_closed.set()
+        if self._up:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), 3.0)
+        await self._tasks.close()
+        if self._up:
+            with contextlib.suppress(*_FAILURES):
+                await self._redis.delete(_worker_key(self.worker_id))
+                if not await self._redis.scard(_owned_key(self.worker_id)):
+                    await self._redis.srem(WORKERS, self.worker_id)
+        await self._redis.aclose()
+        await self._blocking.aclose()
+
+    # -- heartbeat and catch-up
+    async def _heartbeat_once(self) -> None:
+        beat = json.dumps(
+            {"url": self.url, "calls": len(self._local_calls()), "maxCalls": self.max_calls}
+        )
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(_worker_key(self.worker_id), beat, px=int(self.heartbeat_ttl * 1000))
+            pipe.sadd(WORKERS, self.worker_id)
+            await pipe.execute()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            # A third of the TTL: two beats may be lost before the worker counts as dead.
+            await asyncio.sleep(self.heartbeat_ttl / 3 if self._up else 0.5)
+            try:
+                await self._heartbeat_once()
+                await self._mark_up()
+            except _FAILURES as exc:
+                self._mark_down(exc)
+
+    async def _catch_up(self) -> None:
+        """Write every live call of this worker again (Redis may have come back empty)."""
+        calls = self._local_calls()
+        if not calls:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for call in calls:
+                self._queue_record(pipe, self._record(call))
+            await pipe.execute()
+
+    # -- writes
+    def _record(self, call: Call) -> CallRecord:
+        return CallRecord(
+            call_id=call.id,
+            owner=call.owner,
+            url=self.url if call.owner == self.worker_id else "",
+            engine_call_id=call.engine_call_id,
+            snapshot=call.snapshot(),
+            status_callback=call.status_callback,
+        )
+
+    def observe(self, event: CallEvent, call: Call) -> None:
+        if len(self._writes) >= WRITE_QUEUE:
+            self._writes.popleft()
+            self._dropped += 1
+            if self._dropped == 1 or self._dropped % 1000 == 0:
+                log.warning(
+                    "call directory: %d event writes dropped while Redis is unreachable "
+                    "(queue of %d full)",
+                    self._dropped,
+                    WRITE_QUEUE,
+                )
+        self._writes.append((event, self._record(call)))
+        self._drained.clear()
+        self._pending.set()
+
+    def _queue_record(self, pipe: Any, record: CallRecord) -> None:
+        key = f"{P}call:{record.call_id}"
+        engine_key = f"{P}engine:{record.engine_call_id}"
+        if record.live:
+            pipe.set(key, record.to_json())
+            pipe.sadd(_owned_key(record.owner), record.call_id)
+            pipe.set(engine_key, record.call_id)
+        else:
+            pipe.set(key, record.to_json(), ex=self.ended_ttl)
+            pipe.srem(_owned_key(record.owner), record.call_id)
+            pipe.set(engine_key, record.call_id, ex=self.ended_ttl)
+
+    async def _write_loop(self) -> None:
+        backoff = 0.2
+        while True:
+            if not self._writes:
+                self._drained.set()
+                self._pending.clear()
+                await self._pending.wait()
+                continue
+            batch = list(self._writes)[:200]
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for event, record in batch:
+                        self._queue_record(pipe, record)
+                        if event is not None:
+                            pipe.xadd(
+                                EVENTS,
+                                {"t": event.type, "c": record.call_id, "d": event.to_json()},
+                                maxlen=self.backlog,
+                                approximate=True,
+                            )
+                    await pipe.execute()
+            except _FAILURES as exc:
+                self._mark_down(exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.2
+            for _ in batch:
+                if self._writes:
+                    self._writes.popleft()
+
+    # -- dead workers
+    async def _reap_loop(self) -> None:
+        interval = min(0.5, self.heartbeat_ttl / 4)
+        while True:
+            await asyncio.sleep(interval)
+            # Just reconnected: other workers may not have re-registered yet; wait one TTL
+            # before calling anyone dead.
+            if not self._up or time.monotonic() - self._up_since < self.heartbeat_ttl:
+                continue
+            try:
+                await self._reap_once()
+            except _FAILURES as exc:
+                self._mark_down(exc)
+
+    async def _reap_once(self) -> None:
+        for worker in await self._redis.smembers(WORKERS):
+            if worker == self.worker_id or await self._redis.exists(_worker_key(worker)):
+                continue
+            # Exactly one survivor ends a dead worker's calls.
+            claim = f"{P}reap:{worker}"
+            if not await self._redis.set(claim, self.worker_id, nx=True, px=30_000):
+                continue
+            call_ids = await self._redis.smembers(_owned_key(worker))
+            log.warning(
+                "worker %s lost (no heartbeat for %.0f s): ending its %d calls",
+                worker,
+                self.heartbeat_ttl,
+                len(call_ids),
+            )
+            for call_id in call_ids:
+                raw = await self._redis.get(f"{P}call:{call_id}")
+                if raw is None:
+                    continue
+                record = CallRecord.from_json(raw)
+                if record.live:
+                    call = Call.from_snapshot(
+                        record.snapshot, record.engine_call_id, record.status_callback
+                    )
+                    await self._end_lost_call(call)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), 5.0)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.delete(_owned_key(worker))
+                pipe.srem(WORKERS, worker)
+                await pipe.execute()
+
+    # -- reads
+    async def record(self, call_id: str) -> CallRecord | None:
+        self._check()
+        try:
+            raw = await self._redis.get(f"{P}call:{call_id}")
+        except _FAILURES as exc:
+            self._mark_down(exc)
+            self._check()
+            raise
+        return CallRecord.from_json(raw) if raw else None
+
+    async def record_by_engine_id(self, engine_call_id: str) -> CallRecord | None:
+        self._check()
+        try:
+            call_id = await self._redis.get(f"{P}engine:{engine_call_id}")
+        except _FAILURES as exc:
+            self._mark_down(exc)
+            self._check()
+            raise
+        return await self.record(call_id) if call_id else None
+
+    async def workers(self) -> list[WorkerInfo]:
+        self._check()
+        try:
+            ids = sorted(await self._redis.smembers(WORKERS))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for worker in ids:
+                    pipe.get(_worker_key(worker))
+                    pipe.scard(_owned_key(worker))
+                answers = await pipe.execute()
+        except _FAILURES as exc:
+            self._mark_down(exc)
+            self._check()
+            raise
+        found = []
+        for i, worker in enumerate(ids):
+            beat, calls = answers[2 * i], answers[2 * i + 1]
+            if beat is None:
+                continue  # dead (or not beating yet)
+            info = json.loads(beat)
+            if worker == self.worker_id:
+                calls = len(self._local_calls())  # fresher than the directory
+            found.append(WorkerInfo(worker, info["url"], int(calls), int(info["maxCalls"])))
+        return found
+
+    async def live_snapshots(self) -> list[dict[str, Any]]:
+        self._check()
+        try:
+            workers = await self._redis.smembers(WORKERS)
+            call_ids: set[str] = set()
+            for worker in workers:
+                call_ids |= await self._redis.smembers(_owned_key(worker))
+            raws = (
+                await self._redis.mget([f"{P}call:{c}" for c in sorted(call_ids)])
+                if call_ids
+                else []
+            )
+        except _FAILURES as exc:
+            self._mark_down(exc)
+            self._check()
+            raise
+        records = [CallRecord.from_json(r) for r in raws if r]
+        snaps = [r.snapshot for r in records if r.live]
+        return sorted(snaps, key=lambda s: s.get("createdAt") or "")
+
+    async def claim_engine_call(self, engine_call_id: str) -> bool:
+        try:
+            return bool(
+                await self._redis.set(
+                    f"{P}claim:{engine_call_id}", self.worker_id, nx=True, ex=self.ended_ttl
+                )
+            )
+        except _FAILURES as exc:
+            # Without the directory nobody can coordinate: take the call rather than lose it.
+            self._mark_down(exc)
+            return True
+
+    # -- the event log
+    async def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
+        position = last_id if last_id and _STREAM_ID.match(last_id) else None
+        closed = asyncio.ensure_future(self._streams_closed.wait())
+        try:
+            while not self._streams_closed.is_set():
+                try:
+                    if position is None:
+                        newest = await self._redis.xrevrange(EVENTS, count=1)
+                        position = newest[0][0] if newest else "0-0"
+                    read = asyncio.ensure_future(
+                        self._blocking.xread(
+                            {EVENTS: position}, count=200, block=int(keepalive * 1000)
+                        )
+                    )
+                    done, _ = await asyncio.wait(
+                        {read, closed}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if read not in done:
+                        read.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, *_FAILURES):
+                            await read
+                        return
+                    answer = read.result()
+                except _FAILURES:
+                    # Redis is away: keep the client's stream open and resume from where it was.
+                    yield None
+                    await asyncio.sleep(1.0)
+                    continue
+                if not answer:
+                    yield None
+                    continue
+                for _stream, entries in answer:
+                    for entry_id, fields in entries:
+                        position = entry_id
+                        yield entry_id, fields["t"], fields["c"], fields["d"]
+        finally:
+            closed.cancel()
