@@ -28,7 +28,7 @@ run: $(RUNTIME)
 # Debian packages the tests drive for real (Chromium for the browser test; GStreamer's
 # webrtcbin, driven from Debian's python3, for the RSA-certificate DTLS peer). Installed when
 # missing and we are root on a Debian-like system; otherwise those tests skip (or fail under CI).
-SYSTEM_PKGS = chromium prometheus coturn python3-venv curl jq \
+SYSTEM_PKGS = chromium prometheus coturn redis-server python3-venv curl jq \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-good gstreamer1.0-plugins-base \
 	gstreamer1.0-nice gstreamer1.0-tools python3-gi gir1.2-gstreamer-1.0 \
 	gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1

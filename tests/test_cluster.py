@@ -1,0 +1,284 @@
+"""Two bridge instances on one real Redis (Debian's redis-server on loopback): any instance
+serves any call, events reach every instance, a dead owner's calls end, Redis can go away.
+
+Each instance is a real ``python -m bridge`` process with its own public and internal port,
+as on two machines; the browser is a real aiortc peer; assertions are on the audio it hears
+and on the PCM the WebSocket carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import numpy as np
+import pytest
+
+from bridge.audio import dominant_frequency
+from bridge.timefmt import parse_iso_utc
+
+from .cluster import Bridge, Http, Redis, require_redis, sse_events
+from .rtc_client import RtcClient
+
+require_redis()
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def redis(tmp_path) -> AsyncIterator[Redis]:
+    server = Redis(tmp_path)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def start_pair(redis: Redis, session, tmp_path, **env: str) -> tuple[Bridge, Bridge]:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = Bridge(redis, tmp_path / "a", env=dict(env))
+    b = Bridge(redis, tmp_path / "b", env=dict(env))
+    await asyncio.gather(a.start(session), b.start(session))
+    return a, b
+
+
+@pytest.fixture
+async def pair(redis, session, tmp_path) -> AsyncIterator[tuple[Bridge, Bridge]]:
+    a, b = await start_pair(redis, session, tmp_path)
+    yield a, b
+    await asyncio.gather(a.stop(), b.stop())
+
+
+async def post(session, base: str, path: str, body: dict) -> tuple[int, dict]:
+    async with session.post(base + path, json=body) as r:
+        return r.status, await r.json()
+
+
+async def get(session, base: str, path: str) -> tuple[int, dict]:
+    async with session.get(base + path) as r:
+        return r.status, await r.json()
+
+
+async def wait_call(session, base: str, call_id: str, state: str, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, call = await get(session, base, f"/call/{call_id}")
+        if status == 200 and call["state"] == state:
+            return call
+        assert time.monotonic() < deadline, (status, call)
+        await asyncio.sleep(0.05)
+
+
+async def hear(rtc: RtcClient, seconds: float = 1.0) -> float:
+    t0 = time.monotonic()
+    await asyncio.sleep(seconds)
+    return dominant_frequency(rtc.recorder.since(t0), rtc.recorder.rate)
+
+
+async def test_a_call_made_through_a_is_read_offered_answered_and_hung_up_through_b(
+    pair, session
+) -> None:
+    a, b = pair
+    status, call = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+    assert status == 201 and call["owner"] == a.worker_id  # a tie stays where it landed
+    call_id = call["callID"]
+    # Read through B: the owner's snapshot.
+    read = await wait_call(session, b.base, call_id, "active")
+    assert read["owner"] == a.worker_id and read["callID"] == call_id
+    # Offer through B: A terminates the media; the browser hears the sim's echo of its tone.
+    rtc = RtcClient(Http(session, b.base), call_id, freq=440.0)
+    await rtc.offer()
+    await asyncio.wait_for(rtc.connected.wait(), 10)
+    await asyncio.sleep(0.5)
+    assert await hear(rtc) == pytest.approx(440, abs=5)
+    # The PCM WebSocket opened on B carries the call's audio: 20 ms frames of 16 kHz s16le.
+    ws_url = b.base.replace("http://", "ws://") + f"/call/{call_id}/stream"
+    frames: list[bytes] = []
+    async with session.ws_connect(ws_url) as ws:
+        deadline = time.monotonic() + 10
+        while len(frames) < 75 and time.monotonic() < deadline:
+            msg = await ws.receive(timeout=5)
+            if msg.type is aiohttp.WSMsgType.BINARY:
+                frames.append(msg.data)
+    assert len(frames) == 75 and {len(f) for f in frames} == {640}
+    pcm = np.frombuffer(b"".join(frames[25:]), dtype="<i2")
+    assert dominant_frequency(pcm, 16_000) == pytest.approx(440, abs=5)
+    assert np.sqrt(np.mean(pcm.astype(np.float64) ** 2)) > 300  # audible, not silence
+    # Hang up through B.
+    status, ended = await post(session, b.base, "/call/hangup", {"callID": call_id})
+    assert status == 200 and ended["state"] == "ended" and ended["endReason"] == "hangup"
+    await rtc.close()
+    # Both instances agree, and an ended call of A is still readable on B.
+    for base in (a.base, b.base):
+        final = await wait_call(session, base, call_id, "ended")
+        assert final["endReason"] == "hangup" and final["owner"] == a.worker_id
+
+
+async def test_an_inbound_call_of_a_is_answered_through_b(pair, session) -> None:
+    a, b = pair
+    status, call = await post(session, a.base, "/call/sim/incoming", {"phone": "5511988887777"})
+    assert status == 201 and call["owner"] == a.worker_id and call["state"] == "ringing"
+    status, answered = await post(session, b.base, "/call/answer", {"callID": call["callID"]})
+    assert status == 200 and answered["state"] == "active", answered
+    # A malformed request about the call gets B's own 400, never a forward.
+    status, body = await post(session, b.base, "/call/mute", {"callID": call["callID"], "muted": 3})
+    assert status == 400 and body["error"]["code"] == "bad_request"
+    status, body = await post(session, b.base, "/call/hangup", {"callID": "nosuchcall"})
+    assert status == 404 and body["error"]["code"] == "call_not_found"
+    # Every live call of the cluster, from either instance.
+    for base in (a.base, b.base):
+        status, listing = await get(session, base, "/call/status")
+        assert [c["callID"] for c in listing["calls"]] == [call["callID"]]
+
+
+def stream_id(event_id: str) -> tuple[int, int]:
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq)
+
+
+async def test_sse_on_b_carries_a_calls_events_in_order_and_resumes_after_last_event_id(
+    pair, session
+) -> None:
+    a, b = pair
+    seen: list[dict[str, str]] = []
+
+    async def collect() -> None:
+        async for event in sse_events(session, b.base):
+            seen.append(event)
+
+    reader = asyncio.create_task(collect())
+    await asyncio.sleep(0.5)
+    status, call = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+    call_id = call["callID"]
+    await wait_call(session, a.base, call_id, "active")
+    await post(session, a.base, "/call/hangup", {"callID": call_id})
+    deadline = time.monotonic() + 10
+    while not any(e["event"] == "call.ended" for e in seen) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    reader.cancel()
+    mine = [e for e in seen if json.loads(e["data"])["callID"] == call_id]
+    types = [e["event"] for e in mine]
+    assert types[0] == "call.created" and types[-1] == "call.ended", types
+    assert types.index("call.active") < types.index("call.ended")
+    assert all(json.loads(e["data"])["call"]["owner"] == a.worker_id for e in mine)
+    ids = [stream_id(e["id"]) for e in mine]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    # Reconnect as if the connection dropped right after call.created: the rest, in order.
+    resumed: list[dict[str, str]] = []
+
+    async def resume() -> None:
+        async for event in sse_events(session, b.base, {"Last-Event-ID": mine[0]["id"]}):
+            resumed.append(event)
+            if event["event"] == "call.ended":
+                return
+
+    await asyncio.wait_for(resume(), 10)
+    assert [e["id"] for e in resumed] == [e["id"] for e in mine[1:]]
+
+
+async def test_kill_9_of_the_owner_ends_its_calls_as_worker_lost_within_the_heartbeat_ttl(
+    pair, session
+) -> None:
+    a, b = pair
+    ttl = 2.0
+    status, made = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+    assert made["owner"] == a.worker_id
+    status, ringing = await post(session, a.base, "/call/sim/incoming", {"phone": "5511988887777"})
+    assert ringing["owner"] == a.worker_id
+    ids = {made["callID"], ringing["callID"]}
+    await wait_call(session, b.base, made["callID"], "active")
+    seen: list[dict] = []
+
+    async def collect() -> None:
+        async for event in sse_events(session, b.base):
+            seen.append(json.loads(event["data"]) | {"type": event["event"]})
+
+    reader = asyncio.create_task(collect())
+    await asyncio.sleep(0.5)
+    assert a.proc is not None
+    killed_at = time.time()
+    a.proc.kill()
+    await a.proc.wait()
+    for call_id in ids:
+        ended = await wait_call(session, b.base, call_id, "ended", timeout=ttl + 5)
+        assert ended["endReason"] == "failed" and ended["endDetail"] == "worker_lost", ended
+        # Judged by when B ended it (its clock), not by this test's polling.
+        assert parse_iso_utc(ended["endedAt"]) - killed_at <= ttl + 1.0, ended
+    status, listing = await get(session, b.base, "/call/status")
+    assert not ids & {c["callID"] for c in listing["calls"]}
+    deadline = time.monotonic() + 5
+    while {e["callID"] for e in seen if e["type"] == "call.ended"} != ids:
+        assert time.monotonic() < deadline, seen
+        await asyncio.sleep(0.05)
+    reader.cancel()
+    assert all(e["call"]["endDetail"] == "worker_lost" for e in seen if e["type"] == "call.ended")
+
+
+async def test_redis_stopped_during_a_call_keeps_its_audio_and_refuses_new_calls_until_back(
+    pair, redis, session
+) -> None:
+    a, b = pair
+    status, call = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+    call_id = call["callID"]
+    await wait_call(session, a.base, call_id, "active")
+    rtc = RtcClient(Http(session, a.base), call_id, freq=440.0)
+    await rtc.offer()
+    await asyncio.wait_for(rtc.connected.wait(), 10)
+    await asyncio.sleep(0.5)
+    await redis.stop()
+    # Media never waits for the directory.
+    assert await hear(rtc, 1.5) == pytest.approx(440, abs=5)
+    status, body = await post(session, b.base, "/call/make", {"phone": "5521999999999"})
+    assert status == 503 and body["error"]["code"] == "directory_unavailable", body
+    assert "Redis" in body["error"]["message"]
+    for bridge in (a, b):
+        deadline = time.monotonic() + 5
+        while True:
+            status, ready = await get(session, bridge.base, "/readyz")
+            if status == 503:
+                break
+            assert time.monotonic() < deadline, ready
+            await asyncio.sleep(0.1)
+        assert any("Redis" in reason for reason in ready["reasons"]), ready
+        assert ready["directory"]["up"] is False
+    assert await hear(rtc, 1.0) == pytest.approx(440, abs=5)
+    # Back, empty (no persistence): both re-register by themselves; A re-registers its call.
+    await redis.start()
+    for bridge in (a, b):
+        deadline = time.monotonic() + 10
+        while (await get(session, bridge.base, "/readyz"))[0] != 200:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+    status, made = await post(session, b.base, "/call/make", {"phone": "5521999999999"})
+    assert status == 201, made
+    read = await wait_call(session, b.base, call_id, "active")
+    assert read["owner"] == a.worker_id
+    assert await hear(rtc, 1.0) == pytest.approx(440, abs=5)
+    await rtc.close()
+
+
+async def test_capacity_spreads_six_calls_over_two_instances_and_refuses_the_seventh(
+    redis, session, tmp_path
+) -> None:
+    a, b = await start_pair(redis, session, tmp_path, BRIDGE_MAX_CALLS="3")
+    try:
+        owners = []
+        for i in range(6):
+            entry = (a, b)[i % 2]
+            status, call = await post(session, entry.base, "/call/make", {"phone": "5521999999999"})
+            assert status == 201, (i, call)
+            owners.append(call["owner"])
+        assert sorted(owners) == sorted([a.worker_id] * 3 + [b.worker_id] * 3)
+        status, body = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+        assert status == 503 and body["error"]["code"] == "at_capacity", body
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
