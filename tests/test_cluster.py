@@ -140,6 +140,14 @@ async def test_an_inbound_call_of_a_is_answered_through_b(pair, session) -> None
         assert [c["callID"] for c in listing["calls"]] == [call["callID"]]
 
 
+async def wait_for_event(seen: list, match, timeout: float = 10) -> None:
+    """Until an event collected in ``seen`` matches (events arrive on another task)."""
+    deadline = time.monotonic() + timeout
+    while not any(match(e) for e in seen):
+        assert time.monotonic() < deadline, seen
+        await asyncio.sleep(0.05)  # the list is filled by a reader task
+
+
 def stream_id(event_id: str) -> tuple[int, int]:
     ms, _, seq = event_id.partition("-")
     return int(ms), int(seq)
@@ -157,13 +165,11 @@ async def test_sse_on_b_carries_a_calls_events_in_order_and_resumes_after_last_e
 
     reader = asyncio.create_task(collect())
     await asyncio.sleep(0.5)
-    status, call = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+    _status, call = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
     call_id = call["callID"]
     await wait_call(session, a.base, call_id, "active")
     await post(session, a.base, "/call/hangup", {"callID": call_id})
-    deadline = time.monotonic() + 10
-    while not any(e["event"] == "call.ended" for e in seen) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await wait_for_event(seen, lambda e: e["event"] == "call.ended")
     reader.cancel()
     mine = [e for e in seen if json.loads(e["data"])["callID"] == call_id]
     types = [e["event"] for e in mine]
@@ -190,9 +196,9 @@ async def test_kill_9_of_the_owner_ends_its_calls_as_worker_lost_within_the_hear
 ) -> None:
     a, b = pair
     ttl = 2.0
-    status, made = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+    _status, made = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
     assert made["owner"] == a.worker_id
-    status, ringing = await post(session, a.base, "/call/sim/incoming", {"phone": "5511988887777"})
+    _status, ringing = await post(session, a.base, "/call/sim/incoming", {"phone": "5511988887777"})
     assert ringing["owner"] == a.worker_id
     ids = {made["callID"], ringing["callID"]}
     await wait_call(session, b.base, made["callID"], "active")
@@ -213,12 +219,12 @@ async def test_kill_9_of_the_owner_ends_its_calls_as_worker_lost_within_the_hear
         assert ended["endReason"] == "failed" and ended["endDetail"] == "worker_lost", ended
         # Judged by when B ended it (its clock), not by this test's polling.
         assert parse_iso_utc(ended["endedAt"]) - killed_at <= ttl + 1.0, ended
-    status, listing = await get(session, b.base, "/call/status")
+    _status, listing = await get(session, b.base, "/call/status")
     assert not ids & {c["callID"] for c in listing["calls"]}
-    deadline = time.monotonic() + 5
-    while {e["callID"] for e in seen if e["type"] == "call.ended"} != ids:
-        assert time.monotonic() < deadline, seen
-        await asyncio.sleep(0.05)
+    for call_id in ids:
+        await wait_for_event(
+            seen, lambda e, c=call_id: e["type"] == "call.ended" and e["callID"] == c
+        )
     reader.cancel()
     assert all(e["call"]["endDetail"] == "worker_lost" for e in seen if e["type"] == "call.ended")
 
