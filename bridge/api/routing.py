@@ -22,7 +22,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from aiohttp.typedefs import Middleware
 
-from ..cluster import CallRecord
+from ..cluster import CallRecord, Directory, WorkerInfo
 from ..errors import AtCapacity, CallStateError, OwnerUnreachable
 from .auth import FORWARDED, INTERNAL_HEADER
 from .errors import RAW_BODY, error_response, read_raw_json
@@ -118,12 +118,18 @@ def _ended(request: web.Request, record: CallRecord) -> web.Response:
     raise CallStateError(f"call {record.call_id} has ended ({record.snapshot.get('endReason')})")
 
 
+async def _with_room(directory: Directory) -> list[WorkerInfo]:
+    """Live workers with room, least loaded first (by share of capacity); on a tie this worker
+    first (no hop)."""
+    workers = [w for w in await directory.workers() if w.has_room]
+    workers.sort(key=lambda w: (w.calls / w.max_calls, w.id != directory.worker_id))
+    return workers
+
+
 async def _place(request: web.Request, handler: Handler, secret: str) -> web.StreamResponse:
     """Create the call on the least-loaded worker with room; all full → 503 ``at_capacity``."""
     directory = request.app[DIRECTORY]
-    workers = [w for w in await directory.workers() if w.has_room]
-    # Least loaded first (by share of its capacity); on a tie, this worker (no hop).
-    workers.sort(key=lambda w: (w.calls / w.max_calls, w.id != directory.worker_id))
+    workers = await _with_room(directory)
     await read_raw_json(request)  # kept for the handler or the forward
     for worker in workers:
         if worker.id == directory.worker_id:
@@ -140,12 +146,14 @@ async def _place(request: web.Request, handler: Handler, secret: str) -> web.Str
 
 
 async def _route_webhook(request: web.Request, handler: Handler, secret: str) -> web.StreamResponse:
-    """A Cloud API webhook about calls another worker owns goes to that worker (it checks
-    Meta's signature on the same raw body); a new call stays here."""
+    """A Cloud API webhook about a call another worker owns goes to that worker (which checks
+    Meta's signature on the same raw body); one about a new call goes to the least-loaded
+    worker with room, like ``/call/make``."""
     raw = await read_raw_json(request, SIGNED_WEBHOOK_LIMIT)
     directory = request.app[DIRECTORY]
+    call_ids = _webhook_call_ids(raw)
     owners: dict[str, str] = {}
-    for engine_call_id in _webhook_call_ids(raw):
+    for engine_call_id in call_ids:
         record = await directory.record_by_engine_id(engine_call_id)
         if record is not None and record.live:
             owners[record.owner] = record.url
@@ -153,6 +161,10 @@ async def _route_webhook(request: web.Request, handler: Handler, secret: str) ->
         owner, url = next(iter(owners.items()))
         if owner != directory.worker_id:
             return await forward(request, url, secret)
+    elif call_ids and not owners:
+        workers = await _with_room(directory)
+        if workers and workers[0].id != directory.worker_id:
+            return await forward(request, workers[0].url, secret)
     return await handler(request)
 
 
