@@ -26,7 +26,7 @@ from .api.keys import (
     WEBHOOKS,
 )
 from .api.limits import cors_middleware, cors_on_prepare, rate_limit_middleware
-from .api.routing import routing_middleware
+from .api.routing import inbound_placer, routing_middleware
 from .attachments import ForkService, PlaybackService, RecordingService
 from .calls import Call, CallManager
 from .calls.model import default_owner
@@ -128,6 +128,7 @@ def create_app(
             sessions,
             claim_inbound=directory.claim_engine_call,
             known_elsewhere=known_elsewhere,
+            place_inbound=inbound_placer(directory, http, cluster.internal_secret),
         )
         manager.events.observe(directory.observe)
         webhooks = WebhookService(settings.webhooks, http, metrics)

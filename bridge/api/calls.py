@@ -7,7 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import BadRequest
+from ..errors import BadRequest, NotFound
+from .auth import FORWARDED
 from .errors import require_call_id
 from .keys import DIRECTORY, MANAGER, WEBHOOKS
 from .schema import read_body
@@ -135,6 +136,17 @@ async def send_dtmf(request: web.Request) -> web.Response:
     return web.json_response(
         {"callID": call_id, "digits": digits.upper(), "method": method, **timing}, status=202
     )
+
+
+@routes.post("/call/adopt")
+async def adopt_call(request: web.Request) -> web.Response:
+    """Between instances only: take a new inbound call the worker that discovered it placed
+    here (the least loaded). 404 without the internal secret."""
+    if not request.get(FORWARDED):
+        raise NotFound(f"no route {request.method} {request.path}")
+    body = await read_body(request, "AdoptRequest")
+    call = await request.app[MANAGER].adopt_inbound(body["engineCallID"], body["peer"])
+    return web.json_response(call.snapshot(), status=201)
 
 
 async def wait_for_engine_call(

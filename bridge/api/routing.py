@@ -23,7 +23,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.typedefs import Middleware
 
 from ..cluster import CallRecord, Directory, WorkerInfo
-from ..errors import AtCapacity, CallStateError, OwnerUnreachable
+from ..errors import AtCapacity, CallStateError, DirectoryUnavailable, OwnerUnreachable
 from .auth import FORWARDED, INTERNAL_HEADER
 from .errors import RAW_BODY, error_response, read_raw_json
 from .keys import DIRECTORY, HTTP, MANAGER
@@ -281,3 +281,47 @@ _REFUSAL_CODES = {
     404: "call_not_found",
     409: "invalid_call_state",
 }
+
+
+ADOPT_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2)
+
+
+def inbound_placer(
+    directory: Directory, http: aiohttp.ClientSession, secret: str
+) -> Callable[[str, str], Awaitable[bool]]:
+    """``place(engine call id, peer)``: hand a new inbound call this worker claimed to the
+    least-loaded worker with room (``POST /call/adopt`` there); ``False`` keeps it here (this
+    worker is the least loaded, or the other one did not take it)."""
+
+    async def place(engine_call_id: str, peer: str) -> bool:
+        if not directory.shared:
+            return False
+        try:
+            workers = await _with_room(directory)
+        except DirectoryUnavailable:
+            return False
+        if not workers or workers[0].id == directory.worker_id:
+            return False
+        target = workers[0]
+        try:
+            async with http.post(
+                target.url + "/call/adopt",
+                json={"engineCallID": engine_call_id, "peer": peer},
+                headers={INTERNAL_HEADER: secret},
+                timeout=ADOPT_TIMEOUT,
+                allow_redirects=False,
+            ) as resp:
+                if resp.status == 201:
+                    return True
+                why = f"{resp.status} {(await resp.text())[:200]}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            why = str(exc) or type(exc).__name__
+        log.warning(
+            "inbound engine call %s: worker %s did not take it (%s); ringing it here",
+            engine_call_id,
+            target.id,
+            why,
+        )
+        return False
+
+    return place

@@ -83,10 +83,13 @@ class CallManager:
         registry: CallRegistry | None = None,
         claim_inbound: Callable[[str], Awaitable[bool]] | None = None,
         known_elsewhere: Callable[[str], Awaitable[bool]] | None = None,
+        place_inbound: Callable[[str, str], Awaitable[bool]] | None = None,
     ) -> None:
         """``claim_inbound(engine call id)`` says whether this process creates the call for a
         newly seen inbound engine call (one worker of several does); ``known_elsewhere``
-        whether another live worker carries an engine call (so it is no orphan)."""
+        whether another live worker carries an engine call (so it is no orphan);
+        ``place_inbound(engine call id, peer)`` whether a less loaded worker took a new inbound
+        call this process claimed."""
         self.settings = settings
         self.engine = engine
         self.metrics = metrics
@@ -96,6 +99,7 @@ class CallManager:
         self.owner = default_owner()
         self._claim_inbound = claim_inbound or _always
         self._known_elsewhere = known_elsewhere or _never
+        self._place_inbound = place_inbound or _stay
         self._runtimes: dict[str, CallRuntime] = {}
         self._dialling = 0  # dials in flight hold a capacity slot
         self._dials_idle = asyncio.Event()  # set while no dial is in flight
@@ -456,13 +460,26 @@ class CallManager:
             return  # already known (a webhook and a poll can both report it)
         if not await self._claim_inbound(event.engine_call_id):
             return  # another worker polled the same engine first and took it
-        peer = event.peer or "unknown"
+        if await self._place_inbound(event.engine_call_id, event.peer or "unknown"):
+            return  # a less loaded worker took it
+        await self._ring_inbound(event.engine_call_id, event.peer or "unknown")
+
+    async def adopt_inbound(self, engine_call_id: str, peer: str) -> Call:
+        """Take a new inbound call another worker discovered and placed here (at capacity:
+        :class:`AtCapacity`, and the placing worker rings it itself)."""
+        known = self.registry.by_engine_id(engine_call_id)
+        if known is not None:
+            return known
+        self.check_capacity()
+        return await self._ring_inbound(engine_call_id, peer)
+
+    async def _ring_inbound(self, engine_call_id: str, peer: str) -> Call:
         call = Call(
             id=uuid.uuid4().hex,
             peer=peer,
             direction=Direction.INBOUND,
             owner=self.owner,
-            engine_call_id=event.engine_call_id,
+            engine_call_id=engine_call_id,
             state=CallState.RINGING,
         )
         try:
@@ -477,10 +494,11 @@ class CallManager:
                 self.registry.ended(call)
                 self.metrics.calls_ended.labels(str(call.direction), "busy").inc()
                 self.events.publish("call.ended", call)
-            return
+            return call
         self._add(call)
         log.info("call %s: inbound from %s is ringing", call.id, peer, extra={"call_id": call.id})
         self.events.publish("call.ringing", call)
+        return call
 
     def _ring(self, call: Call) -> None:
         call.transition(CallState.RINGING)
@@ -594,4 +612,8 @@ async def _always(engine_call_id: str) -> bool:
 
 
 async def _never(engine_call_id: str) -> bool:
+    return False
+
+
+async def _stay(engine_call_id: str, peer: str) -> bool:
     return False
