@@ -1,0 +1,1 @@
+"""Past one process: worker supervision, the shared call directory, routing between workers."""
