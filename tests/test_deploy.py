@@ -714,6 +714,7 @@ SAMPLE_ENV = {
     "BRIDGE_API_TOKENS": "tok",
     "BRIDGE_PUBLIC_IP": "203.0.113.10",
     "TURN_SECRET": "turn-secret",
+    "BRIDGE_INTERNAL_SECRET": "internal-secret-0123456789",
     "GRAFANA_ADMIN_PASSWORD": "pw",
 }
 
@@ -782,7 +783,7 @@ def load_compose() -> dict[str, Any]:
 
 def test_compose_references_resolve() -> None:
     doc = load_compose()
-    assert set(doc["services"]) == {"bridge", "coturn", "prometheus", "grafana"}
+    assert set(doc["services"]) == {"bridge", "redis", "coturn", "prometheus", "grafana"}
     assert compose_problems(doc, DEPLOY) == []
     build = doc["services"]["bridge"]["build"]
     assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
@@ -818,6 +819,15 @@ def test_compose_services_fit_together() -> None:
     assert set(environ) - KNOWN_SETTINGS <= PENDING_SETTINGS
     settings = load_settings([], environ)
     assert settings.ice.turn_secret == SAMPLE_ENV["TURN_SECRET"] and settings.ice.turn_urls
+    # Two workers sharing the compose Redis (which it waits for), on loopback only.
+    assert settings.cluster.worker_count(cores=8) == 2
+    assert settings.cluster.internal_secret == SAMPLE_ENV["BRIDGE_INTERNAL_SECRET"]
+    redis_args = s["redis"]["command"]
+    redis_addr = redis_args[redis_args.index("--bind") + 1]
+    redis_port = redis_args[redis_args.index("--port") + 1]
+    assert redis_addr == "127.0.0.1"
+    assert settings.cluster.directory == f"redis://{redis_addr}:{redis_port}/0"
+    assert s["bridge"]["depends_on"]["redis"]["condition"] == "service_healthy"
     instrs = parse_dockerfile(DOCKERFILE.read_text())
     image_env = env_of(instrs, instrs[-1].stage)
     assert f"bridge-data:{image_env['BRIDGE_DATA_DIR']}" in s["bridge"]["volumes"]
