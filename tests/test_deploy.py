@@ -21,6 +21,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import kubernetes_validate
@@ -559,6 +560,18 @@ def k8s_docs() -> list[tuple[str, dict[str, Any]]]:
     return docs
 
 
+def k8s_one(
+    docs: list[tuple[str, dict[str, Any]]], kind: str, name: str = "webrtc-bridge"
+) -> dict[str, Any]:
+    """The one document of that kind named ``name`` or ``name-…`` (the bridge's, by default)."""
+    (doc,) = [
+        d
+        for _, d in docs
+        if d["kind"] == kind and re.match(rf"^{re.escape(name)}(-[a-z]+)?$", d["metadata"]["name"])
+    ]
+    return doc
+
+
 def test_k8s_manifests_validate_offline_and_strictly() -> None:
     docs = k8s_docs()
     assert {d["kind"] for _, d in docs} >= {
@@ -576,7 +589,7 @@ def test_k8s_manifests_validate_offline_and_strictly() -> None:
         except kubernetes_validate.ValidationError as exc:
             raise AssertionError(f"{name} ({doc['kind']}): {exc}") from None
     # The validator is strict: a misspelt field fails.
-    (deployment,) = [d for _, d in docs if d["kind"] == "Deployment"]
+    deployment = k8s_one(docs, "Deployment")
     broken = json.loads(json.dumps(deployment))
     broken["spec"]["template"]["spec"]["hostNetwrok"] = True
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -586,9 +599,8 @@ def test_k8s_manifests_validate_offline_and_strictly() -> None:
 def test_k8s_deployment_wiring() -> None:
     docs = k8s_docs()
 
-    def one(kind: str) -> dict[str, Any]:
-        (doc,) = [d for _, d in docs if d["kind"] == kind]
-        return doc
+    def one(kind: str, name: str = "webrtc-bridge") -> dict[str, Any]:
+        return k8s_one(docs, kind, name)
 
     dep, cm, secret = one("Deployment"), one("ConfigMap"), one("Secret")
     svc, pdb, pvc = one("Service"), one("PodDisruptionBudget"), one("PersistentVolumeClaim")
@@ -619,7 +631,7 @@ def test_k8s_deployment_wiring() -> None:
 
     env = {e["name"]: e for e in c["env"]}
     assert env["BRIDGE_PUBLIC_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
-    for name in ("BRIDGE_API_TOKENS", "BRIDGE_TURN_SECRET"):
+    for name in ("BRIDGE_API_TOKENS", "BRIDGE_TURN_SECRET", "BRIDGE_INTERNAL_SECRET"):
         assert "secretKeyRef" in env[name]["valueFrom"], name
     secret_values = {**secret.get("stringData", {}), **secret.get("data", {})}
     for e in c["env"]:
@@ -628,11 +640,48 @@ def test_k8s_deployment_wiring() -> None:
             assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret_values
     assert [s["configMapRef"]["name"] for s in c["envFrom"]] == [cm["metadata"]["name"]]
 
-    # Every setting is one the bridge knows, and together they load (secrets as placeholders).
-    names = set(cm["data"]) | set(env)
-    assert names - KNOWN_SETTINGS <= PENDING_SETTINGS, names - KNOWN_SETTINGS
-    environ = {**cm["data"], **{n: "placeholder" for n in env}, "BRIDGE_PUBLIC_IP": "203.0.113.10"}
-    load_settings([], environ)
+    # The container's environment as the kubelet builds it: the ConfigMap, then env in order,
+    # $(VAR) expanded from what is defined above it; the downward API and the Secret filled in.
+    pod_ip = "10.0.0.7"
+    field_values = {"status.hostIP": "203.0.113.10", "status.podIP": pod_ip}
+    environ = dict(cm["data"])
+    for e in c["env"]:
+        if "value" in e:
+            environ[e["name"]] = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: environ.get(m[1], m[0]), e["value"]
+            )
+        elif "fieldRef" in e["valueFrom"]:
+            environ[e["name"]] = field_values[e["valueFrom"]["fieldRef"]["fieldPath"]]
+        else:
+            environ[e["name"]] = secret_values[e["valueFrom"]["secretKeyRef"]["key"]]
+    # Every setting is one the bridge knows, and together they load; other names are helpers
+    # that some setting uses.
+    settings_names = {n for n in environ if n.startswith("BRIDGE_")}
+    assert settings_names - KNOWN_SETTINGS <= PENDING_SETTINGS, settings_names - KNOWN_SETTINGS
+    for helper in set(environ) - settings_names:
+        assert any(f"$({helper})" in e.get("value", "") for e in c["env"]), helper
+    settings = load_settings([], environ)
+
+    # Workers on every core, sharing the Redis Service as their call directory, reachable by
+    # the other pods at this pod's IP, with the internal secret from the Secret.
+    redis_dep, redis_svc = one("Deployment", "bridge-redis"), one("Service", "bridge-redis")
+    assert environ["BRIDGE_WORKERS"] == "auto"
+    directory = urlsplit(environ["BRIDGE_DIRECTORY"])
+    assert directory.scheme == "redis" and directory.hostname == redis_svc["metadata"]["name"]
+    (redis_port,) = redis_svc["spec"]["ports"]
+    assert directory.port == redis_port["port"]
+    redis_pod = redis_dep["spec"]["template"]
+    assert redis_svc["spec"]["selector"].items() <= redis_pod["metadata"]["labels"].items()
+    (redis_c,) = redis_pod["spec"]["containers"]
+    assert redis_port["targetPort"] in {p["name"] for p in redis_c["ports"]}
+    assert re.match(r"^redis:\d+\.\d+\.\d+", redis_c["image"]), redis_c["image"]
+    assert not selects(redis_svc["spec"]["selector"])  # the bridge Service's pods are apart
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert urlsplit(environ["BRIDGE_INTERNAL_URL"]).hostname == pod_ip
+    assert urlsplit(environ["BRIDGE_INTERNAL_URL"]).port not in ports.values()
+    assert settings.cluster.shared and settings.cluster.internal_url.startswith("http://")
+    assert env["BRIDGE_INTERNAL_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == "internal-secret"
+    assert environ["BRIDGE_SHUTDOWN_CALLS"] in ("hangup", "keep")
 
     # Recordings on the claim, at the image's data directory; the port range as in the image.
     instrs = parse_dockerfile(DOCKERFILE.read_text())
@@ -665,6 +714,7 @@ SAMPLE_ENV = {
     "BRIDGE_API_TOKENS": "tok",
     "BRIDGE_PUBLIC_IP": "203.0.113.10",
     "TURN_SECRET": "turn-secret",
+    "BRIDGE_INTERNAL_SECRET": "internal-secret-0123456789",
     "GRAFANA_ADMIN_PASSWORD": "pw",
 }
 
@@ -733,7 +783,7 @@ def load_compose() -> dict[str, Any]:
 
 def test_compose_references_resolve() -> None:
     doc = load_compose()
-    assert set(doc["services"]) == {"bridge", "coturn", "prometheus", "grafana"}
+    assert set(doc["services"]) == {"bridge", "redis", "coturn", "prometheus", "grafana"}
     assert compose_problems(doc, DEPLOY) == []
     build = doc["services"]["bridge"]["build"]
     assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
@@ -769,6 +819,15 @@ def test_compose_services_fit_together() -> None:
     assert set(environ) - KNOWN_SETTINGS <= PENDING_SETTINGS
     settings = load_settings([], environ)
     assert settings.ice.turn_secret == SAMPLE_ENV["TURN_SECRET"] and settings.ice.turn_urls
+    # Two workers sharing the compose Redis (which it waits for), on loopback only.
+    assert settings.cluster.worker_count(cores=8) == 2
+    assert settings.cluster.internal_secret == SAMPLE_ENV["BRIDGE_INTERNAL_SECRET"]
+    redis_args = s["redis"]["command"]
+    redis_addr = redis_args[redis_args.index("--bind") + 1]
+    redis_port = redis_args[redis_args.index("--port") + 1]
+    assert redis_addr == "127.0.0.1"
+    assert settings.cluster.directory == f"redis://{redis_addr}:{redis_port}/0"
+    assert s["bridge"]["depends_on"]["redis"]["condition"] == "service_healthy"
     instrs = parse_dockerfile(DOCKERFILE.read_text())
     image_env = env_of(instrs, instrs[-1].stage)
     assert f"bridge-data:{image_env['BRIDGE_DATA_DIR']}" in s["bridge"]["volumes"]
