@@ -13,6 +13,7 @@ from aiohttp import web
 
 from .app import create_app
 from .cluster import internal_url_for
+from .cluster.supervisor import Supervisor, usable_cores, worker_command
 from .config import ConfigError, Settings, load_settings
 from .logs import setup_logging
 from .startup import StartupError
@@ -25,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args)
         setup_logging(settings.server)
-        workers = settings.cluster.worker_count(_usable_cores())
+        workers = settings.cluster.worker_count(usable_cores())
         index = os.environ.get("BRIDGE_WORKER_INDEX")
         if workers > 1 and index is None:
             return _supervise(settings, workers, args)
@@ -88,21 +89,14 @@ def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-DRAIN_TIMEOUT = 30.0
-"""Seconds workers get after SIGTERM to end or hand over their calls before SIGKILL."""
+DRAIN_TIMEOUT = 20.0
+"""Seconds workers get after SIGTERM to end or hand over their calls before SIGKILL: longer
+than a worker's own shutdown (hang-ups ~10 s, then aiohttp's 5 s), shorter than Kubernetes'
+grace period minus the preStop pause (30 - 5 s)."""
 
 
 def _supervise(settings: Settings, workers: int, args: list[str]) -> int:
     """Start ``workers`` worker processes and keep them running (``BRIDGE_WORKERS``)."""
-    from .cluster.supervisor import Supervisor, worker_command
-
     log.info(
         "supervising %d workers on http://%s:%d",
         workers,
@@ -112,7 +106,6 @@ def _supervise(settings: Settings, workers: int, args: list[str]) -> int:
     return Supervisor(
         count=workers,
         command=lambda i: worker_command(args),
-        env=lambda i: {},
         drain_timeout=DRAIN_TIMEOUT,
     ).run()
 

@@ -121,14 +121,20 @@ def create_app(
                 return True  # cannot tell: never hang up what may be another worker's call
             return record is not None and record.live and record.owner != directory.worker_id
 
+        # Every worker polls a ZuckZapGo/WADial engine and sees every new inbound call: one
+        # claims it and places it on the least-loaded worker. The simulator is each worker's
+        # own; a Cloud API call arrives by webhook, routed to one worker before it exists.
+        polled = settings.engine.engine in (EngineKind.ZUCKZAPGO, EngineKind.WADIAL)
         manager = CallManager(
             settings.calls,
             eng,
             metrics,
             sessions,
-            claim_inbound=directory.claim_engine_call,
+            claim_inbound=directory.claim_engine_call if polled else None,
             known_elsewhere=known_elsewhere,
-            place_inbound=inbound_placer(directory, http, cluster.internal_secret),
+            place_inbound=inbound_placer(directory, http, cluster.internal_secret)
+            if polled
+            else None,
         )
         manager.events.observe(directory.observe)
         webhooks = WebhookService(settings.webhooks, http, metrics)

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -20,7 +25,8 @@ import pytest
 from bridge.audio import dominant_frequency
 from bridge.timefmt import parse_iso_utc
 
-from .cluster import Bridge, Http, Redis, require_redis, sse_events
+from .cluster import SECRET, Bridge, Http, Redis, require_redis, sse_events
+from .fakes.common import free_port
 from .rtc_client import RtcClient
 
 require_redis()
@@ -74,7 +80,7 @@ async def wait_call(session, base: str, call_id: str, state: str, timeout: float
         status, call = await get(session, base, f"/call/{call_id}")
         if status == 200 and call["state"] == state:
             return call
-        assert time.monotonic() < deadline, (status, call)
+        assert time.monotonic() < deadline, (status, call["state"], call.get("endReason"), call)
         await asyncio.sleep(0.05)
 
 
@@ -288,3 +294,109 @@ async def test_capacity_spreads_six_calls_over_two_instances_and_refuses_the_sev
         assert status == 503 and body["error"]["code"] == "at_capacity", body
     finally:
         await asyncio.gather(a.stop(), b.stop())
+
+
+def children_of(pid: int) -> set[int]:
+    """The direct children of a process this test started (by its pid, from /proc)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found |= {int(p) for p in text}
+    return found
+
+
+def adjacent_free_ports() -> int:
+    """A port P with P+1 free too (the internal ports of two workers)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two adjacent free ports")
+
+
+async def test_two_workers_share_the_port_and_a_killed_worker_is_replaced(
+    redis, tmp_path
+) -> None:
+    port, internal = free_port(), adjacent_free_ports()
+    env = {
+        **os.environ,
+        "BRIDGE_PORT": str(port),
+        "BRIDGE_WORKERS": "2",
+        "BRIDGE_DIRECTORY": redis.url,
+        "BRIDGE_INTERNAL_URL": f"http://127.0.0.1:{internal}",
+        "BRIDGE_INTERNAL_SECRET": SECRET,
+        "BRIDGE_HEARTBEAT_TTL": "2",
+        "BRIDGE_ICE_ADDRESSES": "127.0.0.1",
+        "BRIDGE_STUN_URLS": "",
+        "BRIDGE_SIM_ANSWER_DELAY": "0.1",
+        "BRIDGE_DATA_DIR": str(tmp_path),
+        "BRIDGE_LOG_LEVEL": "warning",
+    }
+    env.pop("BRIDGE_WORKER_INDEX", None)
+    supervisor = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    # A new connection per request, as clients behind a load balancer: a kept-alive connection
+    # to the killed worker would be reset.
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+    try:
+        deadline = time.monotonic() + 30
+        while len(children_of(supervisor.pid)) < 2:
+            assert time.monotonic() < deadline and supervisor.returncode is None
+            await asyncio.sleep(0.1)
+        # Two calls: the second goes to the less loaded worker, so both workers own one.
+        owners: dict[str, str] = {}
+        while len(set(owners.values())) < 2:
+            assert time.monotonic() < deadline, owners
+            try:
+                status, call = await post(session, base, "/call/make", {"phone": "5521999999999"})
+            except aiohttp.ClientConnectionError:
+                status = 0  # not listening yet
+            if status == 201:
+                owners[call["callID"]] = call["owner"]
+            else:
+                await asyncio.sleep(0.2)  # a worker not registered yet
+        workers = children_of(supervisor.pid)
+        victim_call, victim = next(iter(owners.items()))
+        victim_pid = int(victim.rpartition(":")[2])
+        assert victim_pid in workers
+        os.kill(victim_pid, signal.SIGKILL)
+        ended = await wait_call(session, base, victim_call, "ended", timeout=10)
+        assert ended["endDetail"] == "worker_lost" and ended["endReason"] == "failed"
+        survivor_call = next(c for c, owner in owners.items() if owner != victim)
+        assert (await wait_call(session, base, survivor_call, "active"))["owner"] != victim
+        # The supervisor started a replacement, which takes the next call (it is the emptier).
+        deadline = time.monotonic() + 20
+        while True:
+            replacements = children_of(supervisor.pid) - workers
+            if replacements:
+                break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        new_pid = replacements.pop()
+        while True:
+            status, call = await post(session, base, "/call/make", {"phone": "5521999999999"})
+            if status == 201 and call["owner"].endswith(f":{new_pid}"):
+                break
+            assert time.monotonic() < deadline, call
+            await asyncio.sleep(0.3)
+        supervisor.send_signal(signal.SIGTERM)
+        _out, err = await asyncio.wait_for(supervisor.communicate(), 30)
+        log = err.decode()
+        assert supervisor.returncode == 0, log
+        assert "Traceback" not in log, log
+    finally:
+        await session.close()
+        if supervisor.returncode is None:
+            supervisor.kill()
+            await supervisor.wait()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..cluster import Directory
+from ..errors import DirectoryUnavailable
 from .keys import DIRECTORY, ENGINE, MANAGER, SETTINGS
 
 routes = web.RouteTableDef()
@@ -24,11 +26,11 @@ async def readyz(request: web.Request) -> web.Response:
     reasons = []
     if not health.up:
         reasons.append(f"engine down: {health.detail}")
-    if live >= settings.calls.max_calls:
+    directory = request.app[DIRECTORY]
+    if live >= settings.calls.max_calls and not await _room_elsewhere(directory):
         reasons.append(f"at capacity: {live}/{settings.calls.max_calls} calls")
     if manager.shutting_down:
         reasons.append("shutting down")
-    directory = request.app[DIRECTORY]
     if not directory.available:
         reasons.append(f"call directory (Redis) unreachable: {directory.detail}")
     body = {
@@ -44,3 +46,16 @@ async def readyz(request: web.Request) -> web.Response:
         },
     }
     return web.json_response(body, status=200 if not reasons else 503)
+
+
+async def _room_elsewhere(directory: Directory) -> bool:
+    """Whether another worker sharing the directory has room: new calls placed here go there,
+    so a full worker alone does not make the instance unready (workers share one port, and a
+    probe reaches any of them)."""
+    if not directory.shared or not directory.available:
+        return False
+    try:
+        workers = await directory.workers()
+    except DirectoryUnavailable:
+        return False
+    return any(w.has_room for w in workers if w.id != directory.worker_id)
