@@ -318,9 +318,7 @@ def adjacent_free_ports() -> int:
     raise RuntimeError("no two adjacent free ports")
 
 
-async def test_two_workers_share_the_port_and_a_killed_worker_is_replaced(
-    redis, tmp_path
-) -> None:
+async def test_two_workers_share_the_port_and_a_killed_worker_is_replaced(redis, tmp_path) -> None:
     port, internal = free_port(), adjacent_free_ports()
     env = {
         **os.environ,
@@ -400,3 +398,66 @@ async def test_two_workers_share_the_port_and_a_killed_worker_is_replaced(
         if supervisor.returncode is None:
             supervisor.kill()
             await supervisor.wait()
+
+
+async def test_polled_engine_one_worker_claims_a_new_inbound_call_and_places_it_on_the_emptier(
+    redis, session, tmp_path
+) -> None:
+    """Both instances poll the same ZuckZapGo engine (a fake written from its spec): a new
+    inbound call becomes exactly one call, on the instance with fewer calls; a call of A is no
+    orphan to B starting up; answering through either instance reaches the owner."""
+    from .fakes.zuckzapgo import FakeZuckZapGo
+
+    fake = FakeZuckZapGo()
+    await fake.start()
+    env = {
+        "BRIDGE_ENGINE": "zuckzapgo",
+        "BRIDGE_ENGINE_URL": fake.url,
+        "BRIDGE_ENGINE_TOKEN": "ztok",
+        "BRIDGE_ENGINE_POLL_INTERVAL": "0.2",
+    }
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = Bridge(redis, tmp_path / "a", env=env)
+    b = Bridge(redis, tmp_path / "b", env=env)
+    try:
+        await a.start(session)
+        status, made = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+        assert status == 201 and made["owner"] == a.worker_id
+        await wait_call(session, a.base, made["callID"], "active")
+        # B starts while A carries a call on the same engine: not an orphan of B's.
+        await b.start(session)
+        await asyncio.sleep(1.0)  # B's start-up sweep and a few polls
+        engine_id = next(c.id for c in fake.calls.values() if c.direction == "outbound")
+        assert fake.calls[engine_id].state == "active"
+        assert not [r for r in fake.requests if r[1] == "/call/hangup"]
+        # A new inbound call: both poll it, one claims it, the emptier (B) gets it.
+        inbound = fake.ring_inbound("5511988887777")
+        deadline = time.monotonic() + 10
+        while True:
+            _status, listing = await get(session, a.base, "/call/status")
+            ringing = [c for c in listing["calls"] if c["direction"] == "inbound"]
+            if ringing:
+                break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)  # more polls on both: still exactly one call
+        _status, listing = await get(session, b.base, "/call/status")
+        ringing = [c for c in listing["calls"] if c["direction"] == "inbound"]
+        assert len(ringing) == 1 and ringing[0]["owner"] == b.worker_id, listing
+        # Answer it through A: forwarded to B, which answers on the engine.
+        status, answered = await post(
+            session, a.base, "/call/answer", {"callID": ringing[0]["callID"]}
+        )
+        assert status == 200 and answered["state"] == "active", answered
+        assert fake.calls[inbound].answered
+        # The browser on A's port hears the engine's 700 Hz through B.
+        rtc = RtcClient(Http(session, a.base), ringing[0]["callID"], freq=440.0)
+        await rtc.offer()
+        await asyncio.wait_for(rtc.connected.wait(), 10)
+        await asyncio.sleep(1.0)
+        assert await hear(rtc, 1.0) == pytest.approx(700, abs=5)
+        await rtc.close()
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+        await fake.stop()
