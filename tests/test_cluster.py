@@ -461,3 +461,61 @@ async def test_polled_engine_one_worker_claims_a_new_inbound_call_and_places_it_
     finally:
         await asyncio.gather(a.stop(), b.stop())
         await fake.stop()
+
+
+async def test_cloud_api_webhooks_reach_the_owner_and_a_new_call_lands_on_the_emptier(
+    redis, session, tmp_path
+) -> None:
+    """Two instances on Meta's Cloud API (a fake written from the spec): Meta posts every
+    webhook to A; those about B's calls are forwarded to B (which checks the signature on the
+    same raw body), and a user's new call goes to the emptier instance."""
+    from .fakes.cloudapi import FakeMeta
+
+    meta = FakeMeta()
+    await meta.start()
+    env = {f"BRIDGE_{name.upper()}": str(value) for name, value in meta.bridge_settings().items()}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = Bridge(redis, tmp_path / "a", env=env)
+    b = Bridge(redis, tmp_path / "b", env=env)
+    to_a = Http(session, a.base)
+    try:
+        await asyncio.gather(a.start(session), b.start(session))
+        # Outbound through B: B owns it; Meta's answer (posted to A) reaches B.
+        status, made = await post(session, b.base, "/call/make", {"phone": "15550002222"})
+        assert status == 201 and made["owner"] == b.worker_id, made
+        outbound = next(iter(meta.meta_calls.values()))
+        resp = await meta.post(to_a, meta.envelope(meta.answer_event(outbound)))
+        assert resp.status == 200
+        await wait_call(session, a.base, made["callID"], "active")
+        # A user calls: posted to A, placed on A (B carries one call, A none).
+        user = await meta.user_calls(to_a, "15550001111")
+        deadline = time.monotonic() + 10
+        while True:
+            _status, listing = await get(session, b.base, "/call/status")
+            ringing = [c for c in listing["calls"] if c["direction"] == "inbound"]
+            if ringing:
+                break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert ringing[0]["owner"] == a.worker_id and ringing[0]["state"] == "ringing"
+        # Answered through B (forwarded to A): Meta gets accept; the browser on B hears the user.
+        status, answered = await post(
+            session, b.base, "/call/answer", {"callID": ringing[0]["callID"]}
+        )
+        assert status == 200 and answered["state"] == "active", answered
+        assert "accept" in user.actions
+        rtc = RtcClient(Http(session, b.base), ringing[0]["callID"], freq=440.0)
+        await rtc.offer()
+        await asyncio.wait_for(rtc.connected.wait(), 10)
+        await asyncio.sleep(1.0)
+        assert await hear(rtc, 1.0) == pytest.approx(meta.user_tone_hz, abs=5)
+        await rtc.close()
+        # Meta ends B's outbound call with a webhook sent to A: B ends it.
+        resp = await meta.post(to_a, meta.envelope(meta.terminate_event(outbound)))
+        assert resp.status == 200
+        ended = await wait_call(session, a.base, made["callID"], "ended")
+        assert ended["endReason"] == "remote_hangup" and ended["owner"] == b.worker_id
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+        await meta.stop()

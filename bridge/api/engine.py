@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..errors import BadRequest, NotFound, TooLarge
+from ..errors import BadRequest, NotFound
+from .errors import read_raw_json
 from .keys import ENGINE
 from .schema import read_body
 
@@ -34,13 +35,8 @@ async def engine_webhook(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     receive = getattr(engine, "receive_webhook", None)
     if receive is not None:
-        if (request.content_length or 0) > SIGNED_WEBHOOK_LIMIT:
-            raise TooLarge(f"webhook body larger than {SIGNED_WEBHOOK_LIMIT} bytes")
-        raw = await request.content.read(SIGNED_WEBHOOK_LIMIT + 1)
-        while len(raw) <= SIGNED_WEBHOOK_LIMIT and (chunk := await request.content.read(65536)):
-            raw += chunk
-        if len(raw) > SIGNED_WEBHOOK_LIMIT:
-            raise TooLarge(f"webhook body larger than {SIGNED_WEBHOOK_LIMIT} bytes")
+        # The raw body, as signed (read once: the router may have read it to find the call).
+        raw = await read_raw_json(request, SIGNED_WEBHOOK_LIMIT)
         receive(raw, request.headers.get("X-Hub-Signature-256"))
         return web.json_response({"accepted": True})
     body = await read_body(request, "EngineEvent")

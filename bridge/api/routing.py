@@ -25,6 +25,7 @@ from aiohttp.typedefs import Middleware
 from ..cluster import CallRecord, Directory, WorkerInfo
 from ..errors import AtCapacity, CallStateError, DirectoryUnavailable, OwnerUnreachable
 from .auth import FORWARDED, INTERNAL_HEADER
+from .engine import SIGNED_WEBHOOK_LIMIT
 from .errors import RAW_BODY, error_response, read_raw_json
 from .keys import DIRECTORY, HTTP, MANAGER
 
@@ -71,14 +72,18 @@ _HOP_BY_HOP = frozenset(
         "sec-websocket-accept",
     }
 )
-SIGNED_WEBHOOK_LIMIT = 256 * 1024
 
 
 def routing_middleware(secret: str) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.get(FORWARDED):
-            return await handler(request)  # the sender routed it here: serve it
+            # The sender routed it here: serve it. A change (a call placed or adopted here)
+            # is in the directory before the answer goes back through the sender.
+            response = await handler(request)
+            if request.method == "POST":
+                await request.app[DIRECTORY].flush(FLUSH_TIMEOUT)
+            return response
         if request.method == "POST" and request.path == "/call/make":
             return await _place(request, handler, secret)
         if request.method == "POST" and request.path == "/engine/webhook":
@@ -134,9 +139,13 @@ async def _place(request: web.Request, handler: Handler, secret: str) -> web.Str
     for worker in workers:
         if worker.id == directory.worker_id:
             try:
-                return await handler(request)
+                response = await handler(request)
             except AtCapacity:
                 continue  # filled meanwhile: try the next
+            # The client may use the call at once, anywhere (and the engine may report on it
+            # to any worker): its record is in the directory before the answer leaves.
+            await directory.flush(FLUSH_TIMEOUT)
+            return response
         response = await forward(request, worker.url, secret)
         body = response.body if isinstance(response, web.Response) else None
         if response.status == 503 and isinstance(body, bytes) and b'"at_capacity"' in body:
@@ -151,7 +160,7 @@ async def _route_webhook(request: web.Request, handler: Handler, secret: str) ->
     worker with room, like ``/call/make``."""
     raw = await read_raw_json(request, SIGNED_WEBHOOK_LIMIT)
     directory = request.app[DIRECTORY]
-    call_ids = _webhook_call_ids(raw)
+    call_ids, new_offers = _webhook_call_ids(raw)
     owners: dict[str, str] = {}
     for engine_call_id in call_ids:
         record = await directory.record_by_engine_id(engine_call_id)
@@ -161,30 +170,40 @@ async def _route_webhook(request: web.Request, handler: Handler, secret: str) ->
         owner, url = next(iter(owners.items()))
         if owner != directory.worker_id:
             return await forward(request, url, secret)
-    elif call_ids and not owners:
+    elif new_offers and not owners:
         workers = await _with_room(directory)
         if workers and workers[0].id != directory.worker_id:
             return await forward(request, workers[0].url, secret)
     return await handler(request)
 
 
-def _webhook_call_ids(raw: bytes) -> list[str]:
-    """The ``calls[].id`` of a Cloud API webhook (entry → changes → value → calls)."""
+def _webhook_call_ids(raw: bytes) -> tuple[list[str], bool]:
+    """The call ids of a Cloud API webhook (entry → changes → value → calls / statuses), and
+    whether it carries a user's new call (a ``connect`` with an SDP offer)."""
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return []
+        return [], False
     found: list[str] = []
+    new_offer = False
     entries = body.get("entry") if isinstance(body, dict) else None
     for entry in entries if isinstance(entries, list) else []:
         changes = entry.get("changes") if isinstance(entry, dict) else None
         for change in changes if isinstance(changes, list) else []:
             value = change.get("value") if isinstance(change, dict) else None
-            calls = value.get("calls") if isinstance(value, dict) else None
-            for item in calls if isinstance(calls, list) else []:
-                if isinstance(item, dict) and isinstance(item.get("id"), str):
-                    found.append(item["id"])
-    return found
+            if not isinstance(value, dict):
+                continue
+            # ``calls`` (connect, terminate) and ``statuses`` (RINGING, ACCEPTED …) name the
+            # call by the same id.
+            for key in ("calls", "statuses"):
+                items = value.get(key)
+                for item in items if isinstance(items, list) else []:
+                    if isinstance(item, dict) and isinstance(item.get("id"), str):
+                        found.append(item["id"])
+                        session = item.get("session")
+                        if item.get("event") == "connect" and isinstance(session, dict):
+                            new_offer |= session.get("sdp_type") == "offer"
+    return found, new_offer
 
 
 def _forward_headers(request: web.Request, secret: str) -> dict[str, str]:
@@ -284,6 +303,8 @@ _REFUSAL_CODES = {
 
 
 ADOPT_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2)
+FLUSH_TIMEOUT = 2.0
+"""Seconds a new call's answer waits for its record to reach the directory."""
 
 
 def inbound_placer(

@@ -100,6 +100,9 @@ class Directory(Protocol):
     def observe(self, event: CallEvent, call: Call) -> None:
         """Record a call's event (synchronous: it queues, it never blocks)."""
 
+    async def flush(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until the events observed so far are recorded."""
+
     async def record(self, call_id: str) -> CallRecord | None: ...
     async def record_by_engine_id(self, engine_call_id: str) -> CallRecord | None: ...
     async def live_snapshots(self) -> list[dict[str, Any]]: ...
@@ -183,6 +186,9 @@ class MemoryDirectory:
 
     def observe(self, event: CallEvent, call: Call) -> None:
         self._ring.append(event.type, call.id, event.to_json())
+
+    async def flush(self, timeout: float) -> None:
+        pass
 
     async def record(self, call_id: str) -> CallRecord | None:
         return None  # every call of this process is in its registry

@@ -223,6 +223,11 @@ class RedisDirectory:
         self._drained.clear()
         self._pending.set()
 
+    async def flush(self, timeout: float) -> None:
+        if self._up:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), timeout)
+
     def _queue_record(self, pipe: Any, record: CallRecord) -> None:
         key = f"{P}call:{record.call_id}"
         engine_key = f"{P}engine:{record.engine_call_id}"
