@@ -294,6 +294,10 @@ class CallRecorder:
         return out
 
 
+REINDEX_INTERVAL = 1.0
+"""Seconds between two re-reads of the sidecars for an unknown recording id."""
+
+
 class RecordingService:
     """Starts/stops recordings, serves them, repairs and sweeps the store."""
 
@@ -303,12 +307,14 @@ class RecordingService:
         self.calls_dir.mkdir(parents=True, exist_ok=True)
         self.retention_s = retention_days * 86400
         self.index: dict[str, Recording] = {}
+        self._indexed_at = time.monotonic()
         self.repaired = self._load()
 
-    def _load(self) -> int:
-        """Index the sidecars; repair WAV headers of files a crash left open."""
+    def _load(self, *, repair: bool = True) -> int:
+        """Index the sidecars; at start-up, repair WAV headers of files a crash left open
+        (never later: another worker may be writing them)."""
         repaired = 0
-        for wav in self.root.glob("files/**/*.wav"):
+        for wav in self.root.glob("files/**/*.wav") if repair else ():
             if repair_wav(wav):
                 repaired += 1
                 log.warning("repaired the WAV header of %s (left open by a crash)", wav)
@@ -371,6 +377,12 @@ class RecordingService:
 
     def get(self, recording_id: str) -> Recording:
         rec = self.index.get(recording_id)
+        if rec is None and time.monotonic() - self._indexed_at >= REINDEX_INTERVAL:
+            # Another worker sharing BRIDGE_DATA_DIR may have written it: read the sidecars
+            # again (at most once a second, so unknown ids cannot make every request scan).
+            self._indexed_at = time.monotonic()
+            self._load(repair=False)
+            rec = self.index.get(recording_id)
         if rec is None or not rec.path.is_file():
             raise NotFound(f"no recording {recording_id[:80]!r}")
         return rec
