@@ -207,6 +207,42 @@ async def test_events_stream_reports_lifecycle(client) -> None:
     resp.close()
 
 
+async def read_sse(resp, count: int) -> list[dict[str, str]]:
+    """The next ``count`` events of an SSE response as ``{id, event, data}``."""
+    events: list[dict[str, str]] = []
+    fields: dict[str, str] = {}
+    while len(events) < count:
+        line = (await asyncio.wait_for(resp.content.readline(), 3)).decode().rstrip("\n")
+        if not line:
+            if "event" in fields:
+                events.append(fields)
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            fields[name] = value
+    return events
+
+
+async def test_events_carry_ids_and_a_reconnect_with_last_event_id_replays_what_it_missed(
+    client,
+) -> None:
+    first = await client.get("/call/events")
+    call = await make_call(client)
+    await client.post("/call/hangup", json={"callID": call["callID"]})
+    seen = await read_sse(first, 3)
+    first.close()
+    ids = [int(e["id"]) for e in seen]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert seen[0]["event"] == "call.created" and seen[-1]["event"] == "call.ended"
+    # Dropped after the first event: the reconnect gets the rest, in order, with the same ids.
+    again = await client.get("/call/events", headers={"Last-Event-ID": seen[0]["id"]})
+    replay = await read_sse(again, 2)
+    again.close()
+    assert [(e["id"], e["event"], e["data"]) for e in replay] == [
+        (e["id"], e["event"], e["data"]) for e in seen[1:]
+    ]
+
+
 async def test_offer_rules(client) -> None:
     call = await make_call(client)
     cid = call["callID"]
