@@ -137,6 +137,7 @@ def create_app(
             else None,
         )
         manager.events.observe(directory.observe)
+        metrics.directory_up.set_function(lambda: 1.0 if directory.available else 0.0)
         webhooks = WebhookService(settings.webhooks, http, metrics)
         manager.events.observe(webhooks.observe)
         recordings = RecordingService(Path(storage.data_dir), storage.recording_retention_days)

@@ -357,6 +357,18 @@ class Metrics:
         self.webhook_queued = Gauge(
             "bridge_webhook_queued", "webhook deliveries waiting or in flight", registry=r
         )
+        self.directory_up = Gauge(
+            "bridge_directory_up",
+            "1 while the call directory answers (always with BRIDGE_DIRECTORY=memory)",
+            registry=r,
+        )
+        self.forwarded = Counter(
+            "bridge_forwarded_requests",
+            "requests about a call forwarded to the worker that owns it, by outcome (answered: "
+            "the owner's status went back; unreachable: 503 owner_unreachable)",
+            ["outcome"],
+            registry=r,
+        )
         self.ended_totals = MediaTotals()
         """Bus counters of calls that have ended (live ones are read at scrape)."""
 

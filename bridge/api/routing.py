@@ -27,7 +27,7 @@ from ..errors import AtCapacity, CallStateError, DirectoryUnavailable, OwnerUnre
 from .auth import FORWARDED, INTERNAL_HEADER
 from .engine import SIGNED_WEBHOOK_LIMIT
 from .errors import RAW_BODY, error_response, read_raw_json
-from .keys import DIRECTORY, HTTP, MANAGER
+from .keys import DIRECTORY, HTTP, MANAGER, METRICS
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,7 @@ async def forward(request: web.Request, base_url: str, secret: str) -> web.Strea
     body = request.get(RAW_BODY)
     if body is None and request.method in ("POST", "DELETE") and request.can_read_body:
         body = await read_raw_json(request)
+    forwarded = request.app[METRICS].forwarded
     try:
         async with http.request(
             request.method,
@@ -234,8 +235,10 @@ async def forward(request: web.Request, base_url: str, secret: str) -> web.Strea
             for name in ("Content-Type", "Retry-After", "WWW-Authenticate"):
                 if name in upstream.headers:
                     headers[name] = upstream.headers[name]
+            forwarded.labels("answered").inc()
             return web.Response(status=upstream.status, body=payload, headers=headers)
     except (aiohttp.ClientError, TimeoutError) as exc:
+        forwarded.labels("unreachable").inc()
         raise OwnerUnreachable(
             f"the worker that owns this call ({base_url}) did not answer: "
             f"{str(exc) or type(exc).__name__}"
