@@ -34,7 +34,7 @@ async def test_shipped_alert_rules_are_valid() -> None:
     )
     out, _ = await proc.communicate()
     assert proc.returncode == 0, out.decode()
-    assert "SUCCESS: 7 rules found" in out.decode()
+    assert "SUCCESS: 8 rules found" in out.decode()
 
 
 async def test_prometheus_scrapes_the_bridge(client, tmp_path) -> None:
@@ -85,7 +85,7 @@ async def test_prometheus_scrapes_the_bridge(client, tmp_path) -> None:
             assert float(series[0]["value"][1]) == 1.0
             async with http.get(api + "/api/v1/rules") as r:
                 rules = (await r.json())["data"]["groups"][0]["rules"]
-            assert len(rules) == 7 and all(rule["health"] != "err" for rule in rules)
+            assert len(rules) == 8 and all(rule["health"] != "err" for rule in rules)
             async with http.get(api + "/api/v1/targets") as r:
                 targets = (await r.json())["data"]["activeTargets"]
             assert targets[0]["health"] == "up", targets
