@@ -71,6 +71,29 @@ class Redis:
         self.proc = None
 
 
+def bridge_env(
+    redis: Redis, port: int, internal_port: int, data_dir: Path, **extra: str
+) -> dict[str, str]:
+    """The environment of a bridge process sharing ``redis``, on loopback, with a 2 s
+    heartbeat TTL."""
+    env = {
+        **os.environ,
+        "BRIDGE_PORT": str(port),
+        "BRIDGE_DIRECTORY": redis.url,
+        "BRIDGE_INTERNAL_URL": f"http://127.0.0.1:{internal_port}",
+        "BRIDGE_INTERNAL_SECRET": SECRET,
+        "BRIDGE_HEARTBEAT_TTL": "2",
+        "BRIDGE_ICE_ADDRESSES": "127.0.0.1",
+        "BRIDGE_STUN_URLS": "",
+        "BRIDGE_SIM_ANSWER_DELAY": "0.1",
+        "BRIDGE_DATA_DIR": str(data_dir),
+        "BRIDGE_LOG_LEVEL": "warning",
+        **extra,
+    }
+    env.pop("BRIDGE_WORKER_INDEX", None)
+    return env
+
+
 @dataclass
 class Bridge:
     """One bridge process (an instance, as on its own machine) sharing the Redis directory."""
@@ -88,21 +111,7 @@ class Bridge:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self, session: aiohttp.ClientSession) -> None:
-        env = {
-            **os.environ,
-            "BRIDGE_PORT": str(self.port),
-            "BRIDGE_DIRECTORY": self.redis.url,
-            "BRIDGE_INTERNAL_URL": f"http://127.0.0.1:{self.internal_port}",
-            "BRIDGE_INTERNAL_SECRET": SECRET,
-            "BRIDGE_HEARTBEAT_TTL": "2",
-            "BRIDGE_ICE_ADDRESSES": "127.0.0.1",
-            "BRIDGE_STUN_URLS": "",
-            "BRIDGE_SIM_ANSWER_DELAY": "0.1",
-            "BRIDGE_DATA_DIR": str(self.tmp),
-            "BRIDGE_LOG_LEVEL": "warning",
-            **self.env,
-        }
-        env.pop("BRIDGE_WORKER_INDEX", None)
+        env = bridge_env(self.redis, self.port, self.internal_port, self.tmp, **self.env)
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

@@ -25,7 +25,7 @@ import pytest
 from bridge.audio import dominant_frequency
 from bridge.timefmt import parse_iso_utc
 
-from .cluster import SECRET, Bridge, Http, Redis, require_redis, sse_events
+from .cluster import Bridge, Http, Redis, bridge_env, require_redis, sse_events
 from .fakes.common import free_port
 from .rtc_client import RtcClient
 
@@ -82,6 +82,18 @@ async def wait_call(session, base: str, call_id: str, state: str, timeout: float
             return call
         assert time.monotonic() < deadline, (status, call["state"], call.get("endReason"), call)
         await asyncio.sleep(0.05)
+
+
+async def inbound_calls(session, base: str, timeout: float = 10) -> list[dict]:
+    """The cluster's live inbound calls, once there is one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _status, listing = await get(session, base, "/call/status")
+        ringing = [c for c in listing["calls"] if c["direction"] == "inbound"]
+        if ringing:
+            return ringing
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
 
 
 async def hear(rtc: RtcClient, seconds: float = 1.0) -> float:
@@ -320,21 +332,7 @@ def adjacent_free_ports() -> int:
 
 async def test_two_workers_share_the_port_and_a_killed_worker_is_replaced(redis, tmp_path) -> None:
     port, internal = free_port(), adjacent_free_ports()
-    env = {
-        **os.environ,
-        "BRIDGE_PORT": str(port),
-        "BRIDGE_WORKERS": "2",
-        "BRIDGE_DIRECTORY": redis.url,
-        "BRIDGE_INTERNAL_URL": f"http://127.0.0.1:{internal}",
-        "BRIDGE_INTERNAL_SECRET": SECRET,
-        "BRIDGE_HEARTBEAT_TTL": "2",
-        "BRIDGE_ICE_ADDRESSES": "127.0.0.1",
-        "BRIDGE_STUN_URLS": "",
-        "BRIDGE_SIM_ANSWER_DELAY": "0.1",
-        "BRIDGE_DATA_DIR": str(tmp_path),
-        "BRIDGE_LOG_LEVEL": "warning",
-    }
-    env.pop("BRIDGE_WORKER_INDEX", None)
+    env = bridge_env(redis, port, internal, tmp_path, BRIDGE_WORKERS="2")
     supervisor = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -433,14 +431,7 @@ async def test_polled_engine_one_worker_claims_a_new_inbound_call_and_places_it_
         assert not [r for r in fake.requests if r[1] == "/call/hangup"]
         # A new inbound call: both poll it, one claims it, the emptier (B) gets it.
         inbound = fake.ring_inbound("5511988887777")
-        deadline = time.monotonic() + 10
-        while True:
-            _status, listing = await get(session, a.base, "/call/status")
-            ringing = [c for c in listing["calls"] if c["direction"] == "inbound"]
-            if ringing:
-                break
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
+        await inbound_calls(session, a.base)
         await asyncio.sleep(1.0)  # more polls on both: still exactly one call
         _status, listing = await get(session, b.base, "/call/status")
         ringing = [c for c in listing["calls"] if c["direction"] == "inbound"]
@@ -490,14 +481,7 @@ async def test_cloud_api_webhooks_reach_the_owner_and_a_new_call_lands_on_the_em
         await wait_call(session, a.base, made["callID"], "active")
         # A user calls: posted to A, placed on A (B carries one call, A none).
         user = await meta.user_calls(to_a, "15550001111")
-        deadline = time.monotonic() + 10
-        while True:
-            _status, listing = await get(session, b.base, "/call/status")
-            ringing = [c for c in listing["calls"] if c["direction"] == "inbound"]
-            if ringing:
-                break
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
+        ringing = await inbound_calls(session, b.base)
         assert ringing[0]["owner"] == a.worker_id and ringing[0]["state"] == "ringing"
         # Answered through B (forwarded to A): Meta gets accept; the browser on B hears the user.
         status, answered = await post(

@@ -318,24 +318,23 @@ class RedisDirectory:
                 await pipe.execute()
 
     # -- reads
-    async def record(self, call_id: str) -> CallRecord | None:
+    async def _get(self, key: str) -> str | None:
+        """One GET for a request: ``DirectoryUnavailable`` when Redis does not answer."""
         self._check()
         try:
-            raw = await self._redis.get(f"{P}call:{call_id}")
+            value: str | None = await self._redis.get(key)
         except _FAILURES as exc:
             self._mark_down(exc)
             self._check()
             raise
+        return value
+
+    async def record(self, call_id: str) -> CallRecord | None:
+        raw = await self._get(f"{P}call:{call_id}")
         return CallRecord.from_json(raw) if raw else None
 
     async def record_by_engine_id(self, engine_call_id: str) -> CallRecord | None:
-        self._check()
-        try:
-            call_id = await self._redis.get(f"{P}engine:{engine_call_id}")
-        except _FAILURES as exc:
-            self._mark_down(exc)
-            self._check()
-            raise
+        call_id = await self._get(f"{P}engine:{engine_call_id}")
         return await self.record(call_id) if call_id else None
 
     async def workers(self) -> list[WorkerInfo]:
