@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from .fakes.common import free_port, stop_process
+from .fakes.common import free_port, spawn_bridge, stop_process
 
 REDIS_SERVER = shutil.which("redis-server")
 HOW = "install Debian's redis-server package (`apt-get install redis-server`), or run `make test`"
@@ -112,14 +111,7 @@ class Bridge:
 
     async def start(self, session: aiohttp.ClientSession) -> None:
         env = bridge_env(self.redis, self.port, self.internal_port, self.tmp, **self.env)
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bridge",
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        self.proc = await spawn_bridge(env)
         for _ in range(300):
             try:
                 async with session.get(self.base + "/readyz") as r:

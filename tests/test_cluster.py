@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from bridge.audio import dominant_frequency
 from bridge.timefmt import parse_iso_utc
 
 from .cluster import Bridge, Http, Redis, bridge_env, require_redis, sse_events
-from .fakes.common import free_port
+from .fakes.common import free_port, spawn_bridge
 from .rtc_client import RtcClient
 
 require_redis()
@@ -333,14 +332,7 @@ def adjacent_free_ports() -> int:
 async def test_two_workers_share_the_port_and_a_killed_worker_is_replaced(redis, tmp_path) -> None:
     port, internal = free_port(), adjacent_free_ports()
     env = bridge_env(redis, port, internal, tmp_path, BRIDGE_WORKERS="2")
-    supervisor = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    supervisor = await spawn_bridge(env)
     base = f"http://127.0.0.1:{port}"
     # A new connection per request, as clients behind a load balancer: a kept-alive connection
     # to the killed worker would be reset.

@@ -20,7 +20,7 @@ from openapi_spec_validator import validate
 from bridge.api.schema import openapi_document, validate_body
 from bridge.errors import BadRequest
 
-from .fakes.common import free_port
+from .fakes.common import free_port, spawn_bridge
 
 ROOT = Path(__file__).parent.parent
 DOC_FILE = ROOT / "bridge" / "api" / "openapi.yaml"
@@ -144,14 +144,7 @@ async def test_schemathesis_against_a_live_bridge(tmp_path) -> None:
         "BRIDGE_LOG_LEVEL": "warning",
     }
     (tmp_path / "media").mkdir()
-    bridge = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    bridge = await spawn_bridge(env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -23,6 +24,18 @@ async def stop_process(proc: asyncio.subprocess.Process | None, grace: float = 5
     except TimeoutError:
         proc.kill()
         await proc.wait()
+
+
+async def spawn_bridge(env: dict[str, str]) -> asyncio.subprocess.Process:
+    """``python -m bridge`` with ``env``; stdout dropped, stderr (its log) piped."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
 
 
 def free_port() -> int:
