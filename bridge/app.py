@@ -16,7 +16,7 @@ from .api.keys import (
     DIRECTORY,
     ENGINE,
     FORKS,
-    HTTP,
+    INTERNAL_HTTP,
     MANAGER,
     METRICS,
     PLAYBACK,
@@ -34,7 +34,7 @@ from .cluster import create_directory, internal_url_for
 from .config import EngineKind, Settings
 from .engines import Engine, create_engine
 from .errors import DirectoryUnavailable, NotFound
-from .http import create_http_session
+from .http import create_http_session, create_internal_session
 from .metrics import Metrics
 from .rtc import SessionFactory, create_turn_provider, restrict_host_addresses, set_gather_timeout
 from .rtc.counters import RtcCollector
@@ -94,6 +94,7 @@ def create_app(
         # Created in order, closed in reverse: HTTP client, engine, directory, manager (and
         # with it every call's runtime), webhooks (flushed), directory (flushed), tasks.
         http = create_http_session()
+        internal_http = create_internal_session()
         eng = (
             engine
             if engine is not None
@@ -112,6 +113,7 @@ def create_app(
             max_calls=settings.calls.max_calls,
             local_calls=lambda: manager.live_calls(),
             end_lost_call=lambda call: manager.end_lost_call(call),
+            end_local_calls=lambda: manager.end_local_calls_as_lost(),
         )
 
         async def known_elsewhere(engine_call_id: str) -> bool:
@@ -132,7 +134,7 @@ def create_app(
             sessions,
             claim_inbound=directory.claim_engine_call if polled else None,
             known_elsewhere=known_elsewhere,
-            place_inbound=inbound_placer(directory, http, cluster.internal_secret)
+            place_inbound=inbound_placer(directory, internal_http, cluster.internal_secret)
             if polled
             else None,
         )
@@ -154,7 +156,7 @@ def create_app(
         tasks.spawn(metrics.run_loop_lag_monitor(), "loop-lag")
         tasks.spawn(sweep_recordings(recordings, storage.retention_sweep_interval), "retention")
         app[ENGINE] = eng
-        app[HTTP] = http
+        app[INTERNAL_HTTP] = internal_http
         app[DIRECTORY] = directory
         app[MANAGER] = manager
         app[TURN] = turn
@@ -176,6 +178,7 @@ def create_app(
                 await turn.close()
             finally:
                 await http.close()
+                await internal_http.close()
 
     async def on_shutdown(app: web.Application) -> None:
         # End SSE streams and refuse new calls before the server waits for handlers.

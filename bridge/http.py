@@ -27,3 +27,13 @@ def create_http_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=None, connect=5), trace_configs=[trace]
     )
+
+
+def create_internal_session() -> aiohttp.ClientSession:
+    """The session for requests between bridge instances (forwards, WebSocket relays): its
+    own connection pool with no cap, so long-lived relays never starve the engine's,
+    forks' and webhooks' requests of the main session's connections."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0),
+        timeout=aiohttp.ClientTimeout(total=None, connect=2),
+    )

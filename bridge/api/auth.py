@@ -16,6 +16,8 @@ PROTECTED_PREFIXES = ("/call/", "/engine/")
 
 INTERNAL_HEADER = "X-Bridge-Internal"
 """Carries ``BRIDGE_INTERNAL_SECRET`` on requests one instance forwards to another."""
+OWNER_HEADER = "X-Bridge-Owner"
+"""On a forwarded request: the id of the worker it is meant for."""
 FORWARDED = web.RequestKey("forwarded", bool)
 """Request key: set on a request another instance forwarded here (served locally, never
 forwarded again)."""

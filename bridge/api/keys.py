@@ -24,4 +24,6 @@ RECORDINGS = web.AppKey("recordings", RecordingService)
 FORKS = web.AppKey("forks", ForkService)
 WEBHOOKS = web.AppKey("webhooks", WebhookService)
 DIRECTORY = web.AppKey("directory", Directory)
-HTTP = web.AppKey("http", aiohttp.ClientSession)
+INTERNAL_HTTP = web.AppKey("internal_http", aiohttp.ClientSession)
+"""Requests between instances: a session of its own, so relayed streams never take the
+connections engines, forks and webhooks need."""

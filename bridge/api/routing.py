@@ -22,12 +22,20 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from aiohttp.typedefs import Middleware
 
+from ..attachments.pcm_socket import MAX_MESSAGE
 from ..cluster import CallRecord, Directory, WorkerInfo
-from ..errors import AtCapacity, CallStateError, DirectoryUnavailable, OwnerUnreachable
-from .auth import FORWARDED, INTERNAL_HEADER
+from ..errors import (
+    AtCapacity,
+    BadRequest,
+    CallStateError,
+    DirectoryUnavailable,
+    OwnerUnreachable,
+)
+from .auth import FORWARDED, INTERNAL_HEADER, OWNER_HEADER
 from .engine import SIGNED_WEBHOOK_LIMIT
-from .errors import RAW_BODY, error_response, read_raw_json
-from .keys import DIRECTORY, HTTP, MANAGER, METRICS
+from .errors import JSON_LIMIT, RAW_BODY, error_response, read_raw_json
+from .keys import DIRECTORY, INTERNAL_HTTP, MANAGER, METRICS
+from .media import PLAY_BODY_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +86,15 @@ def routing_middleware(secret: str) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.get(FORWARDED):
-            # The sender routed it here: serve it. A change (a call placed or adopted here)
-            # is in the directory before the answer goes back through the sender.
+            # The sender routed it here: serve it (if this is the worker it meant: a worker
+            # restarted on the same internal port is another worker). A change (a call placed
+            # or adopted here) is in the directory before the answer goes back.
+            meant = request.headers.get(OWNER_HEADER)
+            if meant is not None and meant != request.app[DIRECTORY].worker_id:
+                raise OwnerUnreachable(
+                    f"worker {meant[:100]} is no longer at this address (it was restarted)",
+                    code="owner_moved",
+                )
             response = await handler(request)
             if request.method == "POST":
                 await request.app[DIRECTORY].flush(FLUSH_TIMEOUT)
@@ -95,9 +110,9 @@ def routing_middleware(secret: str) -> Middleware:
         record = await directory.record(call_id)
         if record is None or record.owner == directory.worker_id:
             return await handler(request)  # unknown (the handler says 404) or ours
-        if not record.live:
-            return _ended(request, record)
-        return await forward(request, record.url, secret)
+        if not record.live and not await _alive(directory, record.owner):
+            return _ended(request, record)  # its worker is gone: what the record knows
+        return await forward(request, record.url, secret, owner=record.owner)
 
     return middleware
 
@@ -108,15 +123,20 @@ async def _call_id_of(request: web.Request) -> str | None:
         return call_id
     if request.method != "POST" or request.path not in CALL_BODY_ROUTES:
         return None
+    limit = PLAY_BODY_LIMIT if request.path == "/call/play" else JSON_LIMIT  # the handler's
     with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
-        body = json.loads(await read_raw_json(request))
+        body = json.loads(await read_raw_json(request, limit))
         if isinstance(body, dict) and isinstance(body.get("callID"), str):
             return body["callID"]
     return None  # malformed: the handler answers 400
 
 
+async def _alive(directory: Directory, worker: str) -> bool:
+    return any(w.id == worker for w in await directory.workers())
+
+
 def _ended(request: web.Request, record: CallRecord) -> web.Response:
-    """A call that ended on another worker: its snapshot, or 409 for anything else."""
+    """A call whose worker is gone: its snapshot, or 409 for anything else."""
     if request.method == "GET" and request.match_info.route.resource is not None:
         if request.match_info.route.resource.canonical == "/call/{callID}":
             return web.json_response({**record.snapshot, "webhook": None})
@@ -146,7 +166,11 @@ async def _place(request: web.Request, handler: Handler, secret: str) -> web.Str
             # to any worker): its record is in the directory before the answer leaves.
             await directory.flush(FLUSH_TIMEOUT)
             return response
-        response = await forward(request, worker.url, secret)
+        try:
+            response = await forward(request, worker.url, secret, owner=worker.id)
+        except OwnerUnreachable as exc:
+            log.warning("placing a call: worker %s: %s; trying the next", worker.id, exc.message)
+            continue  # nothing was created there
         body = response.body if isinstance(response, web.Response) else None
         if response.status == 503 and isinstance(body, bytes) and b'"at_capacity"' in body:
             continue  # filled meanwhile: try the next
@@ -160,20 +184,29 @@ async def _route_webhook(request: web.Request, handler: Handler, secret: str) ->
     worker with room, like ``/call/make``."""
     raw = await read_raw_json(request, SIGNED_WEBHOOK_LIMIT)
     directory = request.app[DIRECTORY]
+    registry = request.app[MANAGER].registry
     call_ids, new_offers = _webhook_call_ids(raw)
-    owners: dict[str, str] = {}
-    for engine_call_id in call_ids:
-        record = await directory.record_by_engine_id(engine_call_id)
-        if record is not None and record.live:
-            owners[record.owner] = record.url
-    if len(owners) == 1:
-        owner, url = next(iter(owners.items()))
-        if owner != directory.worker_id:
-            return await forward(request, url, secret)
-    elif new_offers and not owners:
-        workers = await _with_room(directory)
-        if workers and workers[0].id != directory.worker_id:
-            return await forward(request, workers[0].url, secret)
+    owners: dict[str, tuple[str, str]] = {}
+    try:
+        for engine_call_id in call_ids:
+            if registry.by_engine_id(engine_call_id) is not None:
+                owners[directory.worker_id] = (directory.worker_id, directory.url)
+                continue  # ours: no need to ask
+            record = await directory.record_by_engine_id(engine_call_id)
+            if record is not None and record.live:
+                owners[record.owner] = (record.owner, record.url)
+        if len(owners) == 1:
+            owner, url = next(iter(owners.values()))
+            if owner != directory.worker_id:
+                return await forward(request, url, secret, owner=owner)
+        elif new_offers and not owners:
+            workers = await _with_room(directory)
+            if workers and workers[0].id != directory.worker_id:
+                return await forward(request, workers[0].url, secret, owner=workers[0].id)
+    except (DirectoryUnavailable, OwnerUnreachable) as exc:
+        # Meta would retry a 503 for a while; this worker's engine handles what it can (its
+        # own calls; a new call rings here).
+        log.warning("Cloud API webhook handled here: %s", exc.message)
     return await handler(request)
 
 
@@ -206,17 +239,22 @@ def _webhook_call_ids(raw: bytes) -> tuple[list[str], bool]:
     return found, new_offer
 
 
-def _forward_headers(request: web.Request, secret: str) -> dict[str, str]:
+def _forward_headers(request: web.Request, secret: str, owner: str) -> dict[str, str]:
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
     headers[INTERNAL_HEADER] = secret
+    headers[OWNER_HEADER] = owner
     return headers
 
 
-async def forward(request: web.Request, base_url: str, secret: str) -> web.StreamResponse:
-    """Send ``request`` to another instance and answer with its response unchanged."""
-    if request.headers.get("Upgrade", "").lower() == "websocket":
-        return await _relay_websocket(request, base_url, secret)
-    http = request.app[HTTP]
+async def forward(
+    request: web.Request, base_url: str, secret: str, *, owner: str
+) -> web.StreamResponse:
+    """Send ``request`` to worker ``owner`` at ``base_url`` and answer with its response
+    unchanged (the PCM stream's WebSocket is relayed)."""
+    resource = request.match_info.route.resource
+    if resource is not None and resource.canonical == "/call/{callID}/stream":
+        return await _relay_websocket(request, base_url, secret, owner)
+    http = request.app[INTERNAL_HTTP]
     body = request.get(RAW_BODY)
     if body is None and request.method in ("POST", "DELETE") and request.can_read_body:
         body = await read_raw_json(request)
@@ -226,7 +264,7 @@ async def forward(request: web.Request, base_url: str, secret: str) -> web.Strea
             request.method,
             base_url + request.path_qs,
             data=body,
-            headers=_forward_headers(request, secret),
+            headers=_forward_headers(request, secret, owner),
             timeout=FORWARD_TIMEOUT,
             allow_redirects=False,
         ) as upstream:
@@ -245,15 +283,20 @@ async def forward(request: web.Request, base_url: str, secret: str) -> web.Strea
         ) from None
 
 
-async def _relay_websocket(request: web.Request, base_url: str, secret: str) -> web.StreamResponse:
+async def _relay_websocket(
+    request: web.Request, base_url: str, secret: str, owner: str
+) -> web.StreamResponse:
     """Relay the ``/call/{callID}/stream`` WebSocket to the owner, message by message."""
-    http = request.app[HTTP]
+    client = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=20)
+    if not client.can_prepare(request).ok:
+        raise BadRequest("GET /call/{callID}/stream is a WebSocket: send an upgrade request")
+    http = request.app[INTERNAL_HTTP]
     try:
         upstream = await http.ws_connect(
             base_url.replace("http://", "ws://", 1) + request.path_qs,
-            headers=_forward_headers(request, secret),
+            headers=_forward_headers(request, secret, owner),
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5),
-            max_msg_size=0,
+            max_msg_size=MAX_MESSAGE,
             autoping=True,
             heartbeat=20,
         )
@@ -266,8 +309,11 @@ async def _relay_websocket(request: web.Request, base_url: str, secret: str) -> 
             f"the worker that owns this call ({base_url}) did not answer: "
             f"{str(exc) or type(exc).__name__}"
         ) from None
-    client = web.WebSocketResponse(max_msg_size=0, heartbeat=20)
-    await client.prepare(request)
+    try:
+        await client.prepare(request)
+    except BaseException:
+        await upstream.close()
+        raise
 
     async def pump(
         source: Any,
@@ -293,7 +339,9 @@ async def _relay_websocket(request: web.Request, base_url: str, secret: str) -> 
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await client.close(code=upstream.close_code or 1000)
+            # 1005/1006 (no status, abnormal) may not be sent on the wire (RFC 6455 §7.4.1).
+            close_code = upstream.close_code
+            await client.close(code=1011 if close_code in (None, 1005, 1006) else close_code)
     return client
 
 
@@ -331,7 +379,7 @@ def inbound_placer(
             async with http.post(
                 target.url + "/call/adopt",
                 json={"engineCallID": engine_call_id, "peer": peer},
-                headers={INTERNAL_HEADER: secret},
+                headers={INTERNAL_HEADER: secret, OWNER_HEADER: target.id},
                 timeout=ADOPT_TIMEOUT,
                 allow_redirects=False,
             ) as resp:

@@ -522,7 +522,6 @@ class CallManager:
         hang up on the engine where it allows it, end it ``failed``/``worker_lost``, emit."""
         if self.registry.get(call.id) is not None or not call.live:
             return
-        await self._hangup_quietly(call)
         call.transition(CallState.ENDED, EndReason.FAILED)
         call.end_detail = "worker_lost"
         self.metrics.calls_ended.labels(str(call.direction), str(EndReason.FAILED)).inc()
@@ -533,6 +532,17 @@ class CallManager:
             extra={"call_id": call.id},
         )
         self.events.publish("call.ended", call)
+        # The event first, the engine after (a dead worker may have had many calls, and each
+        # hang-up may wait for HANGUP_TIMEOUT).
+        if not self._tasks.closed:
+            self._tasks.spawn(self._hangup_quietly(call), f"lost:{call.id}")
+
+    async def end_local_calls_as_lost(self) -> None:
+        """Another worker took this one for dead and ended its calls: end them here too."""
+        for call in self.registry.live():
+            call.end_detail = "worker_lost"
+            await self._hangup_quietly(call)
+            await self._end(call, EndReason.FAILED)
 
     def _media_lost(self, runtime: CallRuntime, exc: BaseException | None) -> None:
         """The engine media ended for good (after any reconnects the channel made)."""

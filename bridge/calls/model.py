@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,9 +68,15 @@ def normalize_phone(raw: object) -> str:
     return m.group(1)
 
 
+_BOOT = uuid.uuid4().hex[:8]
+"""Tells two runs of a process apart: a restarted container keeps its host name and often
+its pid, and a new worker must never inherit a dead one's id (its calls would never be
+reaped)."""
+
+
 def default_owner() -> str:
-    """This process's identity as a call owner."""
-    return os.environ.get("BRIDGE_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}"
+    """This process's identity as a call owner: ``host:pid.boot``."""
+    return os.environ.get("BRIDGE_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}.{_BOOT}"
 
 
 @dataclass

@@ -27,6 +27,7 @@ def create_directory(
     max_calls: int,
     local_calls: Callable[[], list[Call]],
     end_lost_call: Callable[[Call], Awaitable[None]],
+    end_local_calls: Callable[[], Awaitable[None]],
 ) -> Directory:
     if not cluster.shared:
         return MemoryDirectory(worker_id, internal_url, cluster.event_backlog, local_calls)
@@ -42,6 +43,7 @@ def create_directory(
         max_calls=max_calls,
         local_calls=local_calls,
         end_lost_call=end_lost_call,
+        end_local_calls=end_local_calls,
     )
 
 

@@ -12,8 +12,8 @@ its latest event, and the event log is those same events. Media never waits for 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -118,18 +118,38 @@ class Directory(Protocol):
         ``keepalive`` seconds without one."""
 
 
+EventKey = tuple[int, int]
+"""Orders events: a Redis stream id ``ms-seq`` as two numbers, or ``(boot, seq)`` in memory."""
+
+
+def parse_event_id(text: str | None) -> EventKey | None:
+    """``"1732250000000-3"`` → ``(1732250000000, 3)``; ``None`` for anything else."""
+    if not text:
+        return None
+    first, sep, second = text.partition("-")
+    if not sep or not first.isdigit() or not second.isdigit() or len(text) > 41:
+        return None
+    return int(first), int(second)
+
+
 class EventRing:
-    """The last ``size`` events with increasing ids, and followers waiting for the next."""
+    """The last ``size`` events in id order, and followers waiting for the next ones.
+
+    Followers share the ring (no copy per subscriber): a follower remembers the key of the
+    last event it sent and takes what is newer. One that falls more than ``size`` events
+    behind skips the oldest (bounded memory, like the per-subscriber queues it replaced)."""
 
     def __init__(self, size: int) -> None:
-        self._entries: deque[tuple[int, LogEntry]] = deque(maxlen=size)
-        self._seq = 0
+        self._entries: deque[tuple[EventKey, LogEntry]] = deque(maxlen=size)
         self._changed = asyncio.Event()
         self._closed = False
 
-    def append(self, type_: str, call_id: str, data: str) -> None:
-        self._seq += 1
-        self._entries.append((self._seq, (str(self._seq), type_, call_id, data)))
+    @property
+    def last_key(self) -> EventKey:
+        return self._entries[-1][0] if self._entries else (0, 0)
+
+    def append(self, key: EventKey, entry: LogEntry) -> None:
+        self._entries.append((key, entry))
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -137,17 +157,23 @@ class EventRing:
         self._closed = True
         self._changed.set()
 
-    async def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
-        position = self._seq
-        if last_id is not None:
-            with contextlib.suppress(ValueError):
-                position = min(int(last_id), self._seq)
-        while not self._closed:
+    def _after(self, position: EventKey) -> list[tuple[EventKey, LogEntry]]:
+        newer = []
+        for key, entry in reversed(self._entries):  # newest first: only the new ones are read
+            if key <= position:
+                break
+            newer.append((key, entry))
+        newer.reverse()
+        return newer
+
+    async def follow(self, position: EventKey, keepalive: float) -> AsyncIterator[LogEntry | None]:
+        while True:
             changed = self._changed
-            for seq, entry in list(self._entries):
-                if seq > position:
-                    position = seq
-                    yield entry
+            for key, entry in self._after(position):
+                position = key
+                yield entry
+            if self._closed:
+                return  # after sending what the ring held
             try:
                 await asyncio.wait_for(changed.wait(), keepalive)
             except TimeoutError:
@@ -166,6 +192,10 @@ class MemoryDirectory:
         self.url = url
         self._ring = EventRing(backlog)
         self._local_calls = local_calls
+        # Ids are ``boot-seq``: an id from before a restart is not this process's and
+        # replays nothing (rather than skipping or repeating events).
+        self._boot = int(time.time() * 1000)
+        self._seq = 0
 
     @property
     def available(self) -> bool:
@@ -185,7 +215,9 @@ class MemoryDirectory:
         self._ring.close()
 
     def observe(self, event: CallEvent, call: Call) -> None:
-        self._ring.append(event.type, call.id, event.to_json())
+        self._seq += 1
+        entry = (f"{self._boot}-{self._seq}", event.type, call.id, event.to_json())
+        self._ring.append((self._boot, self._seq), entry)
 
     async def flush(self, timeout: float) -> None:
         pass
@@ -206,4 +238,7 @@ class MemoryDirectory:
         return True
 
     def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
-        return self._ring.follow(last_id, keepalive)
+        position = parse_event_id(last_id)
+        if position is None or position[0] != self._boot or position > self._ring.last_key:
+            position = self._ring.last_key
+        return self._ring.follow(position, keepalive)

@@ -4,14 +4,17 @@ Keys (all under ``bridge:``):
 
 - ``worker:{id}`` — the worker's heartbeat ``{url, calls, maxCalls}``, expiring after
   ``BRIDGE_HEARTBEAT_TTL``; ``workers`` — the set of worker ids ever seen (a member whose
-  heartbeat expired is dead and gets reaped).
+  heartbeat expired is dead and gets reaped); ``reaped:{id}`` — set when a survivor ended a
+  worker's calls (a worker that was only cut off finds it and ends its own calls too).
 - ``call:{callID}`` — a :class:`CallRecord` (latest snapshot, owner, owner's internal URL,
   engine call id); live ones stay, ended ones expire after ``BRIDGE_ENDED_CALL_TTL``.
 - ``owned:{worker}`` — the live calls of one worker (its load, and what to end if it dies).
 - ``engine:{engineCallID}`` — the call id of an engine call (webhook routing);
   ``claim:{engineCallID}`` — which worker created the call for a newly seen engine call.
 - ``events`` — a stream of every call event (``XADD … MAXLEN ~ BRIDGE_EVENT_BACKLOG``): the SSE
-  log every worker follows; stream ids are the SSE ``id:``s, so ``Last-Event-ID`` resumes.
+  log. Stream ids are the SSE ``id:``s, so ``Last-Event-ID`` resumes. One reader task per
+  worker copies the stream into an in-process ring that every SSE client of the worker follows
+  (one Redis connection, however many clients).
 
 Writes go through one queue per worker, in event order, off the media path; when Redis is
 unreachable they wait (bounded, oldest dropped) and the worker refuses new calls. When Redis
@@ -25,7 +28,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -38,7 +40,7 @@ from ..calls import Call
 from ..calls.events import CallEvent
 from ..errors import DirectoryUnavailable
 from ..tasks import TaskSet
-from .directory import CallRecord, LogEntry, WorkerInfo
+from .directory import CallRecord, EventKey, EventRing, LogEntry, WorkerInfo, parse_event_id
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,8 @@ WRITE_QUEUE = 10_000
 """Directory writes a worker keeps while Redis is unreachable (oldest dropped beyond)."""
 OP_TIMEOUT = 2.0
 """Seconds one Redis command may take before the directory counts as unreachable."""
-_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+REAP_CLAIM_MS = 300_000
+"""How long one survivor holds the right to end a dead worker's calls (released when done)."""
 
 _FAILURES = (RedisError, OSError, TimeoutError)
 
@@ -60,6 +63,12 @@ def _worker_key(worker: str) -> str:
 
 def _owned_key(worker: str) -> str:
     return f"{P}owned:{worker}"
+
+
+def _stream_key(entry_id: str) -> EventKey:
+    key = parse_event_id(entry_id)
+    assert key is not None, entry_id
+    return key
 
 
 class RedisDirectory:
@@ -79,6 +88,7 @@ class RedisDirectory:
         max_calls: int,
         local_calls: Callable[[], list[Call]],
         end_lost_call: Callable[[Call], Awaitable[None]],
+        end_local_calls: Callable[[], Awaitable[None]],
     ) -> None:
         self.worker_id = worker_id
         self.url = internal_url
@@ -88,9 +98,10 @@ class RedisDirectory:
         self.max_calls = max_calls
         self._local_calls = local_calls
         self._end_lost_call = end_lost_call
-        # One client for commands (short timeouts), one for blocking stream reads. (Typed Any:
-        # redis-py annotates every command as "Awaitable or value" for its sync and async
-        # clients alike.)
+        self._end_local_calls = end_local_calls
+        # One client for commands (short timeouts), one for the stream reader's blocking
+        # reads. (Typed Any: redis-py annotates every command as "Awaitable or value" for its
+        # sync and async clients alike.)
         self._redis: Any = aioredis.from_url(
             url,
             decode_responses=True,
@@ -98,17 +109,20 @@ class RedisDirectory:
             socket_connect_timeout=OP_TIMEOUT,
         )
         self._blocking: Any = aioredis.from_url(
-            url, decode_responses=True, socket_timeout=30, socket_connect_timeout=OP_TIMEOUT
+            url, decode_responses=True, socket_timeout=15, socket_connect_timeout=OP_TIMEOUT
         )
-        self._writes: deque[tuple[CallEvent | None, CallRecord]] = deque()
+        # Writes carry a sequence number: flush() waits for the ones queued before it, and a
+        # batch written while older entries were evicted removes only what it wrote.
+        self._writes: deque[tuple[int, CallEvent | None, CallRecord]] = deque()
+        self._queued_seq = 0
+        self._written_seq = 0
+        self._progress = asyncio.Event()
         self._pending = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
         self._dropped = 0
         self._up = False
         self._up_since = 0.0
         self._detail = "not connected yet"
-        self._streams_closed = asyncio.Event()
+        self._ring = EventRing(backlog)
         self._tasks = TaskSet("directory")
 
     # -- state
@@ -148,16 +162,15 @@ class RedisDirectory:
         self._tasks.spawn(self._heartbeat_loop(), "heartbeat")
         self._tasks.spawn(self._write_loop(), "writer")
         self._tasks.spawn(self._reap_loop(), "reaper")
+        self._tasks.spawn(self._read_events(), "events")
 
     def close_streams(self) -> None:
-        self._streams_closed.set()
+        self._ring.close()
 
     async def close(self) -> None:
         """Flush the queued writes (bounded), drop this worker's heartbeat, stop."""
-        self._streams_closed.set()
-        if self._up:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), 3.0)
+        self._ring.close()
+        await self.flush(3.0)
         await self._tasks.close()
         if self._up:
             with contextlib.suppress(*_FAILURES):
@@ -167,7 +180,7 @@ class RedisDirectory:
         await self._redis.aclose()
         await self._blocking.aclose()
 
-    # -- heartbeat and catch-up
+    # -- heartbeat, catch-up and fencing
     async def _heartbeat_once(self) -> None:
         beat = json.dumps(
             {"url": self.url, "calls": len(self._local_calls()), "maxCalls": self.max_calls}
@@ -175,7 +188,24 @@ class RedisDirectory:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.set(_worker_key(self.worker_id), beat, px=int(self.heartbeat_ttl * 1000))
             pipe.sadd(WORKERS, self.worker_id)
-            await pipe.execute()
+            pipe.exists(f"{P}reaped:{self.worker_id}")
+            *_, reaped = await pipe.execute()
+        if reaped:
+            await self._fenced()
+
+    async def _fenced(self) -> None:
+        """A survivor took this worker for dead (it was cut off from Redis, or stalled, for
+        longer than the heartbeat TTL) and ended its calls, hung them up and told clients.
+        This worker agrees: it ends its live calls too, rather than writing them back."""
+        calls = self._local_calls()
+        log.warning(
+            "worker %s was reaped while cut off from the directory: ending its %d live calls "
+            "(worker_lost)",
+            self.worker_id,
+            len(calls),
+        )
+        await self._end_local_calls()
+        await self._redis.delete(f"{P}reaped:{self.worker_id}")
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -219,14 +249,21 @@ class RedisDirectory:
                     self._dropped,
                     WRITE_QUEUE,
                 )
-        self._writes.append((event, self._record(call)))
-        self._drained.clear()
+        self._queued_seq += 1
+        self._writes.append((self._queued_seq, event, self._record(call)))
         self._pending.set()
 
     async def flush(self, timeout: float) -> None:
-        if self._up:
+        """Wait until what was queued before this call is written (or ``timeout``)."""
+        target = self._queued_seq
+        deadline = time.monotonic() + timeout
+        while self._up and self._written_seq < target:
+            progress = self._progress
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), timeout)
+                await asyncio.wait_for(progress.wait(), remaining)
 
     def _queue_record(self, pipe: Any, record: CallRecord) -> None:
         key = f"{P}call:{record.call_id}"
@@ -244,14 +281,13 @@ class RedisDirectory:
         backoff = 0.2
         while True:
             if not self._writes:
-                self._drained.set()
                 self._pending.clear()
                 await self._pending.wait()
                 continue
             batch = list(self._writes)[:200]
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for event, record in batch:
+                    for _seq, event, record in batch:
                         self._queue_record(pipe, record)
                         if event is not None:
                             pipe.xadd(
@@ -267,9 +303,12 @@ class RedisDirectory:
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff = 0.2
-            for _ in batch:
-                if self._writes:
-                    self._writes.popleft()
+            last = batch[-1][0]
+            while self._writes and self._writes[0][0] <= last:
+                self._writes.popleft()
+            self._written_seq = last
+            self._progress.set()
+            self._progress = asyncio.Event()
 
     # -- dead workers
     async def _reap_loop(self) -> None:
@@ -291,7 +330,7 @@ class RedisDirectory:
                 continue
             # Exactly one survivor ends a dead worker's calls.
             claim = f"{P}reap:{worker}"
-            if not await self._redis.set(claim, self.worker_id, nx=True, px=30_000):
+            if not await self._redis.set(claim, self.worker_id, nx=True, px=REAP_CLAIM_MS):
                 continue
             call_ids = await self._redis.smembers(_owned_key(worker))
             log.warning(
@@ -300,22 +339,32 @@ class RedisDirectory:
                 self.heartbeat_ttl,
                 len(call_ids),
             )
+            # Fence it first: if it was only cut off, it ends its own calls when it is back.
+            await self._redis.set(f"{P}reaped:{worker}", self.worker_id, ex=self.ended_ttl)
             for call_id in call_ids:
-                raw = await self._redis.get(f"{P}call:{call_id}")
-                if raw is None:
-                    continue
-                record = CallRecord.from_json(raw)
-                if record.live:
-                    call = Call.from_snapshot(
-                        record.snapshot, record.engine_call_id, record.status_callback
-                    )
-                    await self._end_lost_call(call)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), 5.0)
+                await self._reap_call(worker, call_id)
+            await self.flush(5.0)
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.delete(_owned_key(worker))
                 pipe.srem(WORKERS, worker)
+                pipe.delete(claim)
                 await pipe.execute()
+
+    async def _reap_call(self, worker: str, call_id: str) -> None:
+        raw = await self._redis.get(f"{P}call:{call_id}")
+        if raw is None:
+            return
+        try:
+            record = CallRecord.from_json(raw)
+            if record.live:
+                call = Call.from_snapshot(
+                    record.snapshot, record.engine_call_id, record.status_callback
+                )
+                await self._end_lost_call(call)
+        except _FAILURES:
+            raise
+        except Exception:  # one unreadable record must not stop the others being ended
+            log.exception("worker %s lost: could not end its call %s", worker, call_id)
 
     # -- reads
     async def _get(self, key: str) -> str | None:
@@ -368,11 +417,8 @@ class RedisDirectory:
             call_ids: set[str] = set()
             for worker in workers:
                 call_ids |= await self._redis.smembers(_owned_key(worker))
-            raws = (
-                await self._redis.mget([f"{P}call:{c}" for c in sorted(call_ids)])
-                if call_ids
-                else []
-            )
+            keys = [f"{P}call:{c}" for c in sorted(call_ids)]
+            raws = await self._redis.mget(keys) if keys else []
         except _FAILURES as exc:
             self._mark_down(exc)
             self._check()
@@ -389,45 +435,47 @@ class RedisDirectory:
                 )
             )
         except _FAILURES as exc:
-            # Without the directory nobody can coordinate: take the call rather than lose it.
+            # Nobody can coordinate without the directory: no worker takes the call (every
+            # worker polls the engine; taking it here would ring it once per worker). New
+            # calls are refused while Redis is away, inbound ones too.
             self._mark_down(exc)
-            return True
+            log.warning(
+                "inbound engine call %s not taken: the call directory is unreachable (%s)",
+                engine_call_id,
+                self._detail,
+            )
+            return False
 
     # -- the event log
+    async def _read_events(self) -> None:
+        """Copy the events stream into this worker's ring (one blocking reader per worker)."""
+        position: str | None = None
+        while True:
+            try:
+                if position is None:
+                    newest = await self._redis.xrevrange(EVENTS, count=1)
+                    position = newest[0][0] if newest else "0-0"
+                answer = await self._blocking.xread({EVENTS: position}, count=500, block=5000)
+            except _FAILURES:
+                await asyncio.sleep(1.0)  # the heartbeat notices and reports it
+                continue
+            for _stream, entries in answer or []:
+                for entry_id, fields in entries:
+                    position = entry_id
+                    entry = (entry_id, fields["t"], fields["c"], fields["d"])
+                    self._ring.append(_stream_key(entry_id), entry)
+
     async def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
-        position = last_id if last_id and _STREAM_ID.match(last_id) else None
-        closed = asyncio.ensure_future(self._streams_closed.wait())
-        try:
-            while not self._streams_closed.is_set():
-                try:
-                    if position is None:
-                        newest = await self._redis.xrevrange(EVENTS, count=1)
-                        position = newest[0][0] if newest else "0-0"
-                    read = asyncio.ensure_future(
-                        self._blocking.xread(
-                            {EVENTS: position}, count=200, block=int(keepalive * 1000)
-                        )
-                    )
-                    done, _ = await asyncio.wait(
-                        {read, closed}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if read not in done:
-                        read.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, *_FAILURES):
-                            await read
-                        return
-                    answer = read.result()
-                except _FAILURES:
-                    # Redis is away: keep the client's stream open and resume from where it was.
-                    yield None
-                    await asyncio.sleep(1.0)
-                    continue
-                if not answer:
-                    yield None
-                    continue
-                for _stream, entries in answer:
-                    for entry_id, fields in entries:
-                        position = entry_id
-                        yield entry_id, fields["t"], fields["c"], fields["d"]
-        finally:
-            closed.cancel()
+        position = parse_event_id(last_id)
+        if position is not None and last_id is not None and self._up:
+            # What the client missed, from the stream itself (it may be older than the ring
+            # holds); then the ring from there on.
+            with contextlib.suppress(*_FAILURES):
+                missed = await self._redis.xrange(EVENTS, min=f"({last_id}", count=self.backlog)
+                for entry_id, fields in missed:
+                    position = _stream_key(entry_id)
+                    yield entry_id, fields["t"], fields["c"], fields["d"]
+        if position is None:
+            position = self._ring.last_key
+        async for entry in self._ring.follow(position, keepalive):
+            yield entry
