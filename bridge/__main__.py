@@ -89,6 +89,9 @@ def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     return sock
 
 
+START_WINDOW = 15.0
+"""Seconds after its start within which a worker's exit counts as a failure to start."""
+
 DRAIN_TIMEOUT = 20.0
 """Seconds workers get after SIGTERM to end or hand over their calls before SIGKILL: longer
 than a worker's own shutdown (hang-ups ~10 s, then aiohttp's 5 s), shorter than Kubernetes'
@@ -107,6 +110,9 @@ def _supervise(settings: Settings, workers: int, args: list[str]) -> int:
         count=workers,
         command=lambda i: worker_command(args),
         drain_timeout=DRAIN_TIMEOUT,
+        # A worker that cannot start (a port in use, an unwritable data directory) fails
+        # within a few seconds: three such failures in a row stop the supervisor.
+        start_window=START_WINDOW,
     ).run()
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from bridge.audio import dominant_frequency
+from bridge.calls.manager import ORPHAN_RECHECK
 from bridge.timefmt import parse_iso_utc
 
 from .cluster import Bridge, Http, Redis, bridge_env, require_redis, sse_events
@@ -417,7 +418,7 @@ async def test_polled_engine_one_worker_claims_a_new_inbound_call_and_places_it_
         await wait_call(session, a.base, made["callID"], "active")
         # B starts while A carries a call on the same engine: not an orphan of B's.
         await b.start(session)
-        await asyncio.sleep(1.0)  # B's start-up sweep and a few polls
+        await asyncio.sleep(ORPHAN_RECHECK + 1.0)  # past B's start-up sweep, a few polls
         engine_id = next(c.id for c in fake.calls.values() if c.direction == "outbound")
         assert fake.calls[engine_id].state == "active"
         assert not [r for r in fake.requests if r[1] == "/call/hangup"]

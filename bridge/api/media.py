@@ -126,5 +126,5 @@ async def record_stop(request: web.Request) -> web.Response:
 
 @routes.get("/call/recordings/{recordingId}")
 async def get_recording(request: web.Request) -> web.FileResponse:
-    rec = request.app[RECORDINGS].get(request.match_info["recordingId"])
+    rec = await request.app[RECORDINGS].find(request.match_info["recordingId"])
     return web.FileResponse(rec.path, headers={"Content-Type": "audio/wav"})

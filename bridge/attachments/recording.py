@@ -310,24 +310,30 @@ class RecordingService:
         self._indexed_at = time.monotonic()
         self.repaired = self._load()
 
-    def _load(self, *, repair: bool = True) -> int:
-        """Index the sidecars; at start-up, repair WAV headers of files a crash left open
-        (never later: another worker may be writing them)."""
+    def _load(self) -> int:
+        """Index the sidecars; repair WAV headers of files a crash left open (at start-up
+        only: later, another worker may be writing them)."""
         repaired = 0
-        for wav in self.root.glob("files/**/*.wav") if repair else ():
+        for wav in self.root.glob("files/**/*.wav"):
             if repair_wav(wav):
                 repaired += 1
                 log.warning("repaired the WAV header of %s (left open by a crash)", wav)
+        self.index.update(self._read_sidecars())
+        return repaired
+
+    def _read_sidecars(self) -> dict[str, Recording]:
+        """Every recording's sidecar under the data directory (no shared state: runs in a
+        thread too)."""
+        found: dict[str, Recording] = {}
         for meta in self.root.glob("files/**/*.json"):
             try:
                 d = json.loads(meta.read_text())
-                path = meta.with_suffix(".wav")
                 parse = parse_iso_utc
-                self.index[d["recordingId"]] = Recording(
+                found[d["recordingId"]] = Recording(
                     d["recordingId"],
                     d["callID"],
                     d["kind"],
-                    path,
+                    meta.with_suffix(".wav"),
                     d["path"],
                     d["durationMs"],
                     d["sizeBytes"],
@@ -336,7 +342,7 @@ class RecordingService:
                 )
             except (ValueError, KeyError, OSError) as exc:
                 log.warning("ignoring recording metadata %s: %s", meta, exc)
-        return repaired
+        return found
 
     async def start(self, host: AttachmentHost, path: str | None = None) -> CallRecorder:
         if host.attached("recorder"):
@@ -375,14 +381,20 @@ class RecordingService:
         for rec in recordings:
             self.index[rec.id] = rec
 
+    async def find(self, recording_id: str) -> Recording:
+        """:meth:`get`, and if the id is unknown here, read the sidecars again first (another
+        worker sharing ``BRIDGE_DATA_DIR`` may have written it), off the event loop and at
+        most once a second, so unknown ids cannot make every request scan the disk."""
+        if recording_id not in self.index:
+            if time.monotonic() - self._indexed_at >= REINDEX_INTERVAL:
+                self._indexed_at = time.monotonic()
+                found = await asyncio.to_thread(self._read_sidecars)
+                for known, rec in found.items():
+                    self.index.setdefault(known, rec)
+        return self.get(recording_id)
+
     def get(self, recording_id: str) -> Recording:
         rec = self.index.get(recording_id)
-        if rec is None and time.monotonic() - self._indexed_at >= REINDEX_INTERVAL:
-            # Another worker sharing BRIDGE_DATA_DIR may have written it: read the sidecars
-            # again (at most once a second, so unknown ids cannot make every request scan).
-            self._indexed_at = time.monotonic()
-            self._load(repair=False)
-            rec = self.index.get(recording_id)
         if rec is None or not rec.path.is_file():
             raise NotFound(f"no recording {recording_id[:80]!r}")
         return rec

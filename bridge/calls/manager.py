@@ -50,6 +50,10 @@ MEDIA_LOST_GRACE = 2.0
 """Seconds to wait, after the engine media closed for good, for the engine's own report of
 the call's end (so the end reason stays accurate) before failing the call."""
 
+ORPHAN_RECHECK = 3.0
+"""Seconds a worker sharing a directory waits before it takes an unowned engine call for an
+orphan (another worker's dial may not be recorded yet)."""
+
 HANGUP_TIMEOUT = 2.0
 """Seconds the bridge waits for the engine to take a hang-up it decided itself (time limits,
 lost media, shutdown, orphans); past it the hang-up is retried in the background."""
@@ -180,11 +184,20 @@ class CallManager:
         # A dial in flight may be in the listing before it is ours: let those dials finish.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._dials_idle.wait(), 10.0)
-        for remote in listed:
-            if remote.ended or remote.ringing_inbound:
-                continue
+        candidates = [
+            remote
+            for remote in listed
+            if not remote.ended
+            and not remote.ringing_inbound
+            and self.registry.by_engine_id(remote.id) is None  # no live call of ours owns it
+        ]
+        if candidates and self._known_elsewhere is not _never:
+            # Another worker may be dialling one right now: its record reaches the directory
+            # a moment after the engine lists the call.
+            await asyncio.sleep(ORPHAN_RECHECK)
+        for remote in candidates:
             if self.registry.by_engine_id(remote.id) is not None:
-                continue  # a live call owns it
+                continue
             if await self._known_elsewhere(remote.id):
                 continue  # another worker's live call
             await self._orphan(remote)

@@ -466,7 +466,9 @@ class ClusterSettings(_Group):
         "1", "worker processes: a number or auto (usable cores); more than 1 needs Redis"
     )
     directory: str = _opt(
-        "memory", "call directory: memory (this process only) or redis://host:port/db"
+        "memory",
+        "call directory: memory (this process only) or redis://[:password@]host:port/db",
+        secret=True,  # the URL may carry Redis's password
     )
     internal_url: str = _opt(
         "",
