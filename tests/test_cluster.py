@@ -78,9 +78,9 @@ async def wait_call(session, base: str, call_id: str, state: str, timeout: float
     deadline = time.monotonic() + timeout
     while True:
         status, call = await get(session, base, f"/call/{call_id}")
-        if status == 200 and call["state"] == state:
+        if status == 200 and call.get("state") == state:
             return call
-        assert time.monotonic() < deadline, (status, call["state"], call.get("endReason"), call)
+        assert time.monotonic() < deadline, (status, call)
         await asyncio.sleep(0.05)
 
 
@@ -496,3 +496,31 @@ async def test_cloud_api_webhooks_reach_the_owner_and_a_new_call_lands_on_the_em
     finally:
         await asyncio.gather(a.stop(), b.stop())
         await meta.stop()
+
+
+async def test_a_stalled_owner_that_comes_back_after_being_reaped_ends_its_own_calls(
+    pair, session
+) -> None:
+    """A worker frozen past the heartbeat TTL (SIGSTOP: a partition or a stall) is taken for
+    dead; when it runs again it agrees, ending its calls instead of writing them back live."""
+    a, b = pair
+    status, made = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+    assert status == 201 and made["owner"] == a.worker_id
+    call_id = made["callID"]
+    await wait_call(session, a.base, call_id, "active")
+    assert a.proc is not None
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        reaped = await wait_call(session, b.base, call_id, "ended", timeout=10)
+        assert reaped["endDetail"] == "worker_lost"
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    # A, running again, ends the call itself (its own view, not the directory's).
+    own = await wait_call(session, a.base, call_id, "ended", timeout=10)
+    assert own["endReason"] == "failed" and own["endDetail"] == "worker_lost"
+    # And the cluster still sees it ended, not revived.
+    await asyncio.sleep(1.0)
+    _status, listing = await get(session, b.base, "/call/status")
+    assert call_id not in {c["callID"] for c in listing["calls"]}
+    status, again = await get(session, b.base, f"/call/{call_id}")
+    assert status == 200 and again["state"] == "ended"

@@ -63,6 +63,8 @@ CALL_BODY_ROUTES = frozenset(
 FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=2)
 """A forwarded request may take as long as an offer's ICE gathering; connecting is quick
 or the owner is gone."""
+FORWARD_READ_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2)
+"""A forwarded read (GET) answers from memory: an owner silent that long is stuck."""
 
 _HOP_BY_HOP = frozenset(
     {
@@ -110,8 +112,8 @@ def routing_middleware(secret: str) -> Middleware:
         record = await directory.record(call_id)
         if record is None or record.owner == directory.worker_id:
             return await handler(request)  # unknown (the handler says 404) or ours
-        if not record.live and not await _alive(directory, record.owner):
-            return _ended(request, record)  # its worker is gone: what the record knows
+        if not await _alive(directory, record.owner):
+            return _orphaned(request, record)  # its worker is gone: what the record knows
         return await forward(request, record.url, secret, owner=record.owner)
 
     return middleware
@@ -135,12 +137,20 @@ async def _alive(directory: Directory, worker: str) -> bool:
     return any(w.id == worker for w in await directory.workers())
 
 
-def _ended(request: web.Request, record: CallRecord) -> web.Response:
-    """A call whose worker is gone: its snapshot, or 409 for anything else."""
-    if request.method == "GET" and request.match_info.route.resource is not None:
-        if request.match_info.route.resource.canonical == "/call/{callID}":
-            return web.json_response({**record.snapshot, "webhook": None})
-    raise CallStateError(f"call {record.call_id} has ended ({record.snapshot.get('endReason')})")
+def _orphaned(request: web.Request, record: CallRecord) -> web.Response:
+    """A call whose worker has no heartbeat: ``GET /call/{id}`` answers from its record;
+    anything else is 409 once it ended, else 503 (a survivor is about to end it)."""
+    resource = request.match_info.route.resource
+    if request.method == "GET" and resource is not None and resource.canonical == "/call/{callID}":
+        return web.json_response({**record.snapshot, "webhook": None})
+    if not record.live:
+        raise CallStateError(
+            f"call {record.call_id} has ended ({record.snapshot.get('endReason')})"
+        )
+    raise OwnerUnreachable(
+        f"the worker that owns call {record.call_id} ({record.owner}) has no heartbeat; "
+        "its calls are being ended (worker_lost)"
+    )
 
 
 async def _with_room(directory: Directory) -> list[WorkerInfo]:
@@ -265,7 +275,7 @@ async def forward(
             base_url + request.path_qs,
             data=body,
             headers=_forward_headers(request, secret, owner),
-            timeout=FORWARD_TIMEOUT,
+            timeout=FORWARD_READ_TIMEOUT if request.method == "GET" else FORWARD_TIMEOUT,
             allow_redirects=False,
         ) as upstream:
             payload = await upstream.read()
