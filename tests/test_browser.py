@@ -14,6 +14,8 @@ import pytest
 
 from bridge.audio import tone
 
+from .conftest import wait_state
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 HOW = (
@@ -249,8 +251,10 @@ async def test_chromium_agent_on_a_cloudapi_call(make_client, meta, browser) -> 
     await wait_for(
         page, "window.demo.client.pc && window.demo.client.pc.connectionState === 'connected'"
     )
-    answered = await (await client.get(f"/call/{call_id}")).json()
-    assert answered["state"] == "active" and answered["transport"] == "webrtc"
+    # The page joins first (its peer connection may connect before Meta took the accept),
+    # then answers: wait for the answer rather than race it.
+    answered = await wait_state(client, call_id, "active")
+    assert answered["transport"] == "webrtc"
     assert any(a["action"] == "accept" for a in meta.actions) and not meta.refused
     await asyncio.sleep(2.0)
     heard = await page.evaluate(FREQ_JS)
