@@ -144,6 +144,26 @@ async def start_meta(port: int, bridge_port: int) -> asyncio.subprocess.Process:
     raise RuntimeError("the Meta stand-in did not start")
 
 
+async def start_profiler(pid: int, seconds: float, out: Path) -> asyncio.subprocess.Process:
+    """py-spy sampling the server over the window, on the generator's CPU.
+
+    ``--nonblocking``: py-spy reads the server's memory without stopping it, so the profile
+    does not slow down the loop it measures; the price is an occasional torn stack. (py-spy's
+    ``--native``, which would show the C frames, must stop the process at every sample: with
+    30 calls that made 99 % of the frames late, so C time shows under the Python line that
+    called it.) Raw (collapsed) stacks: one line per distinct stack with its sample count, for
+    ``python -m bench.profile`` or flamegraph.pl.
+    """
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        raise RuntimeError("--profile needs py-spy (pip install py-spy)")
+    argv = [spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds)))]
+    argv += ["--nonblocking", "--rate", "200", "--format", "raw", "--output", str(out)]
+    return await asyncio.create_subprocess_exec(
+        *pinned(1, argv), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+
+
 async def stop(proc: asyncio.subprocess.Process) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -212,6 +232,7 @@ async def run_point(
     idle_rss: int,
     meta: tuple[str, int] | None = None,
     participants: int = 1,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     argv = [
         sys.executable,
@@ -242,6 +263,7 @@ async def run_point(
         """CPU seconds of the load generator (and of the Meta stand-in beside it)."""
         return cpu_seconds(gen.pid) + (cpu_seconds(meta_pid) if meta_pid else 0.0)
 
+    spy: asyncio.subprocess.Process | None = None
     async with aiohttp.ClientSession() as http:
         m0 = m1 = {}
         c0 = c1 = g0 = g1 = t0 = 0.0
@@ -250,6 +272,8 @@ async def run_point(
             if not line:
                 break
             if line.startswith("WINDOW_START"):
+                if profile is not None:
+                    spy = await start_profiler(proc.pid, window, profile)
                 c0, g0 = cpu_seconds(proc.pid), generator_cpu()
                 t0 = float(line.split()[1])
                 if target in BRIDGES:
@@ -270,6 +294,9 @@ async def run_point(
             elif line.startswith("{"):
                 point.update(json.loads(line))
         await gen.wait()
+        if spy is not None:
+            await spy.wait()
+            point["profile"] = str(profile)
         if "connected" not in point:
             errors.seek(0)
             tail = errors.read().decode(errors="replace")[:3000]
@@ -324,6 +351,7 @@ async def bench(
     window: float,
     targets: list[str],
     participants_list: tuple[int, ...] = (1,),
+    profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     load_at_start = os.getloadavg()  # the machine is shared: say how busy it was
     points = []
@@ -345,8 +373,21 @@ async def bench(
                     # Each N's plain and contact-centre points run back to back (same
                     # machine conditions); the echo server knows nothing of participants.
                     for seats in participants_list if target == "bridge" else (1,):
+                        profile = None
+                        if profile_dir is not None:
+                            profile_dir.mkdir(parents=True, exist_ok=True)
+                            profile = profile_dir / f"{target}-N{n}-p{seats}.txt"
                         point = await run_point(
-                            target, proc, base, n, warmup, window, idle_rss, meta_at, seats
+                            target,
+                            proc,
+                            base,
+                            n,
+                            warmup,
+                            window,
+                            idle_rss,
+                            meta_at,
+                            seats,
+                            profile,
                         )
                         points.append(point)
                         print(
@@ -564,13 +605,29 @@ def main() -> None:
     )
     parser.add_argument("--smoke", action="store_true", help="2 calls, 2 s: proves the bench runs")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="sample the server with py-spy over each window; raw stacks go to DIR "
+        "(keep them out of git; summarise with python -m bench.profile)",
+    )
     args = parser.parse_args()
     calls = [int(x) for x in args.calls.split(",")]
     warmup, window = args.warmup, args.window
     if args.smoke:
         calls, warmup, window = [2], 1.5, 2.0
     seats = tuple(int(x) for x in args.participants.split(","))
-    result = asyncio.run(bench(calls, warmup, window, args.targets.split(","), seats))
+    profile_dir = Path(args.profile) if args.profile else None
+    result = asyncio.run(
+        bench(
+            calls,
+            warmup,
+            window,
+            args.targets.split(","),
+            seats,
+            profile_dir,
+        )
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S") + ("-smoke" if args.smoke else "")
