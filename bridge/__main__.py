@@ -12,6 +12,7 @@ from aiohttp import web
 from .app import create_app
 from .config import ConfigError, load_settings
 from .logs import setup_logging
+from .loop import install_event_loop
 from .startup import StartupError
 
 log = logging.getLogger("bridge")
@@ -21,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(sys.argv[1:] if argv is None else argv)
         setup_logging(settings.server)
+        install_event_loop(settings.server.uvloop)
         app = create_app(settings)
     except ConfigError as exc:
         print(f"webrtc-bridge: configuration error: {exc}", file=sys.stderr)
