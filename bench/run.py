@@ -29,6 +29,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,9 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
-async def start_server(target: str, port: int, meta_port: int = 0) -> asyncio.subprocess.Process:
+async def start_server(
+    target: str, port: int, meta_port: int = 0, loop: str = "uvloop"
+) -> asyncio.subprocess.Process:
     env = dict(
         os.environ,
         BRIDGE_ICE_ADDRESSES="127.0.0.1",
@@ -185,6 +188,7 @@ async def start_server(target: str, port: int, meta_port: int = 0) -> asyncio.su
         # One load generator places every call: lift the per-client rate limit.
         BRIDGE_RATE_LIMIT="10000",
         BRIDGE_RATE_BURST="10000",
+        BRIDGE_UVLOOP="true" if loop == "uvloop" else "false",
     )
     if target == "cloudapi":
         env.update(
@@ -281,6 +285,9 @@ async def run_point(
             elif line.startswith("WINDOW_END"):
                 c1, g1 = cpu_seconds(proc.pid), generator_cpu()
                 point["rss_bytes"] = rss_bytes(proc.pid)
+                point["fds"] = len(os.listdir(f"/proc/{proc.pid}/fd"))
+                # The machine is shared: the 1-minute load says what else wanted the CPUs.
+                point["load_1m"] = os.getloadavg()[0]
                 if target in BRIDGES:
                     m1 = await scrape(http, base)
                 if meta_base:  # what the WhatsApp side heard, before the calls are hung up
@@ -315,10 +322,16 @@ async def run_point(
         for key in ("window_t0", "window_t1"):  # only used to ask the Meta stand-in
             point.pop(key, None)
         if target in BRIDGES and m0 and m1:
+            frames = 0.0
             for d in ("uplink", "downlink"):
+                frames += delta(m0, m1, "bridge_bus_frames_total", direction=d)
                 point[f"{d}_frames_per_call"] = (
                     delta(m0, m1, "bridge_bus_frames_total", direction=d) / calls
                 )
+            # CPU per 20 ms frame carried (either direction): unlike CPU per call, it does not
+            # fall when a starved bridge (other work on its core) carries fewer frames.
+            if frames:
+                point["cpu_us_per_frame"] = 1e6 * (c1 - c0) / frames
                 for q in (0.5, 0.99):
                     v = quantile_from_buckets(
                         m0, m1, "bridge_frame_transit_seconds", q, direction=d
@@ -352,10 +365,14 @@ async def bench(
     targets: list[str],
     participants_list: tuple[int, ...] = (1,),
     profile_dir: Path | None = None,
+    loops: tuple[str, ...] = ("uvloop",),
 ) -> dict[str, Any]:
     load_at_start = os.getloadavg()  # the machine is shared: say how busy it was
     points = []
-    for target in targets:
+    # The bridge once per event loop asked for (back to back, so they share the machine's
+    # conditions); the echo server always runs on asyncio's loop.
+    runs = [(t, loop) for t in targets for loop in (loops if t in BRIDGES else ("asyncio",))]
+    for target, loop in runs:
         port = free_port()
         meta = None
         meta_at: tuple[str, int] | None = None
@@ -364,7 +381,7 @@ async def bench(
             meta = await start_meta(meta_port, port)
             meta_at = (f"http://127.0.0.1:{meta_port}", meta.pid)
         try:
-            proc = await start_server(target, port, meta_port if meta else 0)
+            proc = await start_server(target, port, meta_port if meta else 0, loop)
             base = f"http://127.0.0.1:{port}"
             await asyncio.sleep(1.0)
             idle_rss = rss_bytes(proc.pid)
@@ -376,7 +393,7 @@ async def bench(
                         profile = None
                         if profile_dir is not None:
                             profile_dir.mkdir(parents=True, exist_ok=True)
-                            profile = profile_dir / f"{target}-N{n}-p{seats}.txt"
+                            profile = profile_dir / f"{target}-{loop}-N{n}-p{seats}.txt"
                         point = await run_point(
                             target,
                             proc,
@@ -389,9 +406,10 @@ async def bench(
                             seats,
                             profile,
                         )
+                        point["loop"] = loop
                         points.append(point)
                         print(
-                            f"  {target:8} N={n:3} participants={seats}  "
+                            f"  {target:8} {loop:7} N={n:3} participants={seats}  "
                             f"cpu/call={point['cpu_pct_per_call']:.2f}%  "
                             f"on-time={100 * point.get('downlink_on_time', 0):.2f}%",
                             flush=True,
@@ -430,25 +448,30 @@ def summarize(
             p["ratio_vs_echo"] = p["cpu_pct_per_call"] / echo[p["calls"]]["cpu_pct_per_call"]
     # A contact-centre call's cost next to a plain call's, same run, same N.
     plain = {
-        p["calls"]: p for p in points if p["target"] == "bridge" and p.get("participants", 1) == 1
+        (p["calls"], p.get("loop")): p
+        for p in points
+        if p["target"] == "bridge" and p.get("participants", 1) == 1
     }
     for p in points:
-        base = plain.get(p["calls"])
+        base = plain.get((p["calls"], p.get("loop")))
         if p["target"] == "bridge" and p.get("participants", 1) > 1 and base:
             if base["cpu_pct_per_call"]:
                 p["ratio_vs_1_participant"] = p["cpu_pct_per_call"] / base["cpu_pct_per_call"]
 
-    def best(target: str) -> int:
+    def best(target: str, loop: str) -> int:
         ok = [
             p["calls"]
             for p in points
             if p["target"] == target
+            and p.get("loop") == loop
             and p.get("participants", 1) == 1
             and p.get("downlink_on_time", 0) >= 0.995
             and p.get("connected") == p["calls"]
         ]
         return max(ok) if ok else 0
 
+    runs = list(dict.fromkeys((p["target"], p.get("loop", "")) for p in points))
+    loops_of = Counter(t for t, _ in runs)
     return {
         "machine": {
             "cpus": os.cpu_count(),
@@ -459,6 +482,7 @@ def summarize(
         },
         "settings": {
             "calls": calls_list,
+            "loops": sorted({p.get("loop", "") for p in points if p["target"] in BRIDGES}),
             "participants": list(participants_list),
             "warmup_s": warmup,
             "window_s": window,
@@ -466,9 +490,7 @@ def summarize(
         "load_at_end": os.getloadavg(),
         "points": points,
         "max_calls_on_time": {
-            t: best(t)
-            for t in ("bridge", "cloudapi", "echo")
-            if any(p["target"] == t for p in points)
+            (t if loops_of[t] == 1 else f"{t}/{loop}"): best(t, loop) for t, loop in runs
         },
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -483,9 +505,11 @@ def pair(p: dict[str, Any], key: str) -> str:
 def table(result: dict[str, Any]) -> str:
     head = (
         "target",
+        "loop",
         "N",
         "seats",
         "cpu%/call",
+        "µs/frame",
         "gen cpu%",
         "ratio",
         "on-time%",
@@ -497,6 +521,7 @@ def table(result: dict[str, Any]) -> str:
         "jb under/depth",
         "offer p50/p99 ms",
         "RSS/call MB",
+        "load",
     )
     rows = [head]
 
@@ -507,9 +532,11 @@ def table(result: dict[str, Any]) -> str:
         rows.append(
             (
                 p["target"],
+                p.get("loop", "-"),
                 str(p["calls"]),
                 str(p.get("participants", 1)),
                 f(p["cpu_pct_per_call"]),
+                f(p.get("cpu_us_per_frame"), "{:.0f}"),
                 f(p.get("generator_cpu_pct"), "{:.0f}"),
                 f(p.get("ratio_vs_echo", p.get("ratio_vs_1_participant"))),
                 f(100 * p.get("downlink_on_time", 0)),
@@ -523,6 +550,7 @@ def table(result: dict[str, Any]) -> str:
                 + f(p.get("jitter_depth_frames_per_call"), "{:.1f}"),
                 f"{p['offer_to_answer_p50_ms']:.0f}/{p['offer_to_answer_p99_ms']:.0f}",
                 f(p["rss_per_call_bytes"] / 1e6),
+                f(p.get("load_1m"), "{:.1f}"),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -603,6 +631,13 @@ def main() -> None:
         help="comma-separated peer connections per bridge call: 1 = plain, 3 = agent + whisper "
         "+ barge (e.g. 1,3 measures both in one run)",
     )
+    parser.add_argument(
+        "--uvloop",
+        default="on",
+        choices=("on", "off", "on,off", "off,on"),
+        help="the bridge's event loop (BRIDGE_UVLOOP); on,off runs each bridge target on both, "
+        "back to back, and reports both",
+    )
     parser.add_argument("--smoke", action="store_true", help="2 calls, 2 s: proves the bench runs")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument(
@@ -618,6 +653,7 @@ def main() -> None:
         calls, warmup, window = [2], 1.5, 2.0
     seats = tuple(int(x) for x in args.participants.split(","))
     profile_dir = Path(args.profile) if args.profile else None
+    loops = tuple("uvloop" if x == "on" else "asyncio" for x in args.uvloop.split(","))
     result = asyncio.run(
         bench(
             calls,
@@ -626,6 +662,7 @@ def main() -> None:
             args.targets.split(","),
             seats,
             profile_dir,
+            loops,
         )
     )
     out = Path(args.out)
