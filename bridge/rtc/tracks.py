@@ -10,6 +10,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
+from ..audio.opus import OpusEncoder
 from ..audio.pcm import Pcm
 from ..media import DownlinkSink
 from ..media.clock import MediaClock
@@ -49,48 +50,29 @@ class OpusBusTrack(MediaStreamTrack):
     ) -> None:
         super().__init__()
         self.sink = sink
-        codec = av.CodecContext.create("libopus", "w")
-        codec.sample_rate = SAMPLE_RATE
-        codec.layout = "mono"
-        codec.format = "s16"
-        codec.bit_rate = bitrate
-        options = {
-            "application": "voip",
-            "frame_duration": str(FRAME_SAMPLES * 1000 // SAMPLE_RATE),
-            "compression_level": str(complexity),
-        }
-        if fec:
-            options.update(fec="1", packet_loss=str(expected_loss))
-        if dtx:
-            options["dtx"] = "1"
-        codec.options = options
-        codec.open()
-        self._codec = codec
+        self._encoder = OpusEncoder(
+            SAMPLE_RATE,
+            bitrate=bitrate,
+            complexity=complexity,
+            fec=fec,
+            expected_loss=expected_loss,
+            dtx=dtx,
+        )
         self._clock = MediaClock()
-        self._pts = 0
-        self._silence = np.zeros((1, FRAME_SAMPLES), dtype=np.int16)
-        self._pending: list[av.Packet] = []
+        self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self.frames_sent = 0
         self.silent_frames = 0
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
-        while not self._pending:
-            await self._clock.tick()
-            self._pts = self._clock.ticks * FRAME_SAMPLES
-            pcm = self.sink.pop()
-            if pcm is None:
-                self.silent_frames += 1
-                data = self._silence
-            else:
-                data = pcm.reshape(1, -1)
-            frame = av.AudioFrame.from_ndarray(data, format="s16", layout="mono")
-            frame.sample_rate = SAMPLE_RATE
-            frame.pts = self._pts
-            frame.time_base = _TIME_BASE
-            self._pending.extend(self._codec.encode(frame))
-        packet = self._pending.pop(0)
+        await self._clock.tick()
+        pcm = self.sink.pop()
+        if pcm is None:
+            self.silent_frames += 1
+            pcm = self._silence
+        # libopus directly: one 20 ms frame in, one packet out (no encoder delay queue).
+        packet = av.Packet(self._encoder.encode(pcm))
         # One packet per 20 ms frame: RTP time counts them on the 16 kHz media clock
         # (aiortc converts it to Opus' 48 kHz RTP clock).
         packet.pts = self.frames_sent * FRAME_SAMPLES
