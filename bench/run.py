@@ -110,6 +110,8 @@ def percentile(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+SIM_ECHO_DELAY = 0.3
+"""The sim engine's echo delay (its default), taken off the click's round trip."""
 BRIDGES = ("bridge", "cloudapi")
 """The targets that are the bridge (scraped for its own histograms)."""
 META_TOKEN, META_PNID, META_SECRET = "bench-token", "1098765432", "bench-secret"
@@ -183,6 +185,7 @@ async def start_server(
         BRIDGE_STUN_URLS="",
         BRIDGE_MAX_CALLS="2000",
         BRIDGE_SIM_ANSWER_DELAY="0.05",
+        BRIDGE_SIM_ECHO_DELAY=str(SIM_ECHO_DELAY),
         BRIDGE_LOG_LEVEL="warning",
         BRIDGE_STATS_INTERVAL="5",
         # One load generator places every call: lift the per-client rate limit.
@@ -237,6 +240,7 @@ async def run_point(
     meta: tuple[str, int] | None = None,
     participants: int = 1,
     profile: Path | None = None,
+    report_every: float = 0.0,
 ) -> dict[str, Any]:
     argv = [
         sys.executable,
@@ -253,6 +257,10 @@ async def run_point(
     ]
     if target in BRIDGES:
         argv.append("--hangup")
+    if target != "cloudapi":  # the latency probe needs an echo it can time: sim's or aiortc's
+        argv.append("--click")
+    if report_every:
+        argv += ["--report-every", str(report_every)]
     if participants > 1:
         argv += ["--participants", str(participants)]
     errors = tempfile.TemporaryFile()
@@ -268,9 +276,11 @@ async def run_point(
         return cpu_seconds(gen.pid) + (cpu_seconds(meta_pid) if meta_pid else 0.0)
 
     spy: asyncio.subprocess.Process | None = None
+    timeline: list[dict[str, Any]] = []
     async with aiohttp.ClientSession() as http:
         m0 = m1 = {}
         c0 = c1 = g0 = g1 = t0 = 0.0
+        c_last = 0.0
         while True:
             line = (await gen.stdout.readline()).decode().strip()
             if not line:
@@ -280,6 +290,7 @@ async def run_point(
                     spy = await start_profiler(proc.pid, window, profile)
                 c0, g0 = cpu_seconds(proc.pid), generator_cpu()
                 t0 = float(line.split()[1])
+                c_last = c0
                 if target in BRIDGES:
                     m0 = await scrape(http, base)
             elif line.startswith("WINDOW_END"):
@@ -298,6 +309,27 @@ async def run_point(
                     point["whatsapp_heard_per_call"] = heard["uplink_heard_per_call"]
                     point["whatsapp_connected"] = heard["connected"]
                     point["meta_refused"] = heard["refused"]
+            elif line.startswith("REPORT"):
+                report = json.loads(line.split(" ", 1)[1])
+                c = cpu_seconds(proc.pid)
+                span = report["t1"] - report["t0"]
+                row = {
+                    "t_s": round(report["t1"] - t0, 1),
+                    "on_time": report["on_time"],
+                    "cpu_pct": 100 * (c - c_last) / span if span > 0 else 0.0,
+                    "rss_mb": rss_bytes(proc.pid) / 1e6,
+                    "fds": len(os.listdir(f"/proc/{proc.pid}/fd")),
+                    "click_rtt_ms": report["click_rtt_ms"],
+                    "load_1m": os.getloadavg()[0],
+                }
+                c_last = c
+                timeline.append(row)
+                print(
+                    f"  t={row['t_s']:6.0f}s  on-time={100 * row['on_time']:6.2f}%  "
+                    f"cpu={row['cpu_pct']:5.1f}%  rss={row['rss_mb']:6.1f} MB  fds={row['fds']}  "
+                    f"click={row['click_rtt_ms'][-1:] or '-'} ms  load={row['load_1m']:.1f}",
+                    flush=True,
+                )
             elif line.startswith("{"):
                 point.update(json.loads(line))
         await gen.wait()
@@ -316,6 +348,18 @@ async def run_point(
         point["generator_cpu_pct"] = 100 * (g1 - g0) / window_s
         point["cpu_pct_per_call"] = 100 * cpu / calls
         point["rss_per_call_bytes"] = (point.get("rss_bytes", idle_rss) - idle_rss) / calls
+        if timeline:
+            point["timeline"] = timeline
+        # The click's round trip from outside: RTP send to RTP arrival at the load generator,
+        # through the bridge both ways and the far end's echo (for the sim, minus its delay).
+        clicks = point.pop("click_rtt_s", [])
+        if clicks:
+            echo_delay = SIM_ECHO_DELAY if target == "bridge" else 0.0
+            point["clicks"] = len(clicks)
+            for q in (0.5, 0.99):
+                rtt = percentile(clicks, q) or 0.0
+                point[f"click_rtt_p{int(q * 100)}_ms"] = 1000 * rtt
+                point[f"click_added_p{int(q * 100)}_ms"] = 1000 * (rtt - echo_delay)
         offers = point.pop("offer_to_answer_s", [])
         point["offer_to_answer_p50_ms"] = 1000 * (percentile(offers, 0.5) or 0)
         point["offer_to_answer_p99_ms"] = 1000 * (percentile(offers, 0.99) or 0)
@@ -328,15 +372,15 @@ async def run_point(
                 point[f"{d}_frames_per_call"] = (
                     delta(m0, m1, "bridge_bus_frames_total", direction=d) / calls
                 )
-            # CPU per 20 ms frame carried (either direction): unlike CPU per call, it does not
-            # fall when a starved bridge (other work on its core) carries fewer frames.
-            if frames:
-                point["cpu_us_per_frame"] = 1e6 * (c1 - c0) / frames
                 for q in (0.5, 0.99):
                     v = quantile_from_buckets(
                         m0, m1, "bridge_frame_transit_seconds", q, direction=d
                     )
                     point[f"{d}_latency_p{int(q * 100)}_ms"] = None if v is None else 1000 * v
+            # CPU per 20 ms frame carried (either direction): unlike CPU per call, it does not
+            # fall when a starved bridge (other work on its core) carries fewer frames.
+            if frames:
+                point["cpu_us_per_frame"] = 1e6 * (c1 - c0) / frames
             # The browser's adaptive jitter buffer grows after an underrun (late arrivals from
             # the engine side): these explain a high downlink latency.
             point["jitter_underruns_per_call"] = (
@@ -518,6 +562,7 @@ def table(result: dict[str, Any]) -> str:
         "down fr/call",
         "up p50/p99 ms",
         "down p50/p99 ms",
+        "click p50/p99 ms",
         "jb under/depth",
         "offer p50/p99 ms",
         "RSS/call MB",
@@ -545,6 +590,7 @@ def table(result: dict[str, Any]) -> str:
                 f(p.get("downlink_frames_per_call"), "{:.0f}"),
                 pair(p, "uplink_latency"),
                 pair(p, "downlink_latency"),
+                pair(p, "click_added"),
                 f(p.get("jitter_underruns_per_call"), "{:.1f}")
                 + "/"
                 + f(p.get("jitter_depth_frames_per_call"), "{:.1f}"),
@@ -563,7 +609,57 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             "ratio: bridge/echo for 1 seat; for more seats, CPU per call / the 1-seat call's"
         )
+    lines.append(
+        "click: one call's click timed from outside (RTP sent → its echo's RTP back at the load "
+        f"generator); for the bridge minus the sim's {SIM_ECHO_DELAY:g} s echo delay, so both "
+        "ways through the bridge; up/down: the bridge's own frame-transit histograms"
+    )
     return "\n".join(lines)
+
+
+def soak_summary(point: dict[str, Any]) -> dict[str, Any]:
+    """Is it flat? RSS and fd growth over the run and the worst interval's on-time share."""
+    rows = point.get("timeline", [])
+    if len(rows) < 2:
+        return {}
+    t = [r["t_s"] for r in rows]
+    rss = [r["rss_mb"] for r in rows]
+    half = len(rows) // 2  # the slope over the second half: past start-up's allocations
+    span = t[-1] - t[half] if len(rows) > 2 else t[-1] - t[0]
+    base = rss[half] if len(rows) > 2 else rss[0]
+    return {
+        "minutes": round(t[-1] / 60, 1),
+        "rss_mb_first": rss[0],
+        "rss_mb_last": rss[-1],
+        "rss_mb_per_min_second_half": 60 * (rss[-1] - base) / span if span > 0 else 0.0,
+        "fds_first": rows[0]["fds"],
+        "fds_last": rows[-1]["fds"],
+        "on_time_min": min(r["on_time"] for r in rows),
+        "on_time_window": point.get("downlink_on_time", 0.0),
+        "cpu_pct_per_call": point.get("cpu_pct_per_call"),
+        "click_rtt_p50_ms": point.get("click_rtt_p50_ms"),
+    }
+
+
+async def soak(minutes: float, calls: int, report_every: float, loop: str) -> dict[str, Any]:
+    """N calls for ``minutes`` on the bridge (sim engine), one timeline row per interval."""
+    load_at_start = os.getloadavg()
+    port = free_port()
+    proc = await start_server("bridge", port, 0, loop)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await asyncio.sleep(1.0)
+        idle_rss = rss_bytes(proc.pid)
+        point = await run_point(
+            "bridge", proc, base, calls, 3.0, 60 * minutes, idle_rss, report_every=report_every
+        )
+        point["loop"] = loop
+    finally:
+        await stop(proc)
+    result = summarize([point], [calls], 3.0, 60 * minutes)
+    result["load_at_start"] = load_at_start
+    result["soak"] = soak_summary(point)
+    return result
 
 
 def plot(result: dict[str, Any], path: Path) -> bool:
@@ -619,7 +715,9 @@ def plot(result: dict[str, Any], path: Path) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", default="1,10,20,30,40", help="comma-separated N values")
+    parser.add_argument(
+        "--calls", help="comma-separated N values (default 1,10,20,30,40; --soak: 20)"
+    )
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument(
@@ -639,6 +737,16 @@ def main() -> None:
         "back to back, and reports both",
     )
     parser.add_argument("--smoke", action="store_true", help="2 calls, 2 s: proves the bench runs")
+    parser.add_argument(
+        "--soak",
+        type=float,
+        metavar="MINUTES",
+        help="instead of the sweep: N calls (--calls, default 20) on the bridge for MINUTES, "
+        "reporting frames on time, CPU, RSS, fds and the click's round trip over time",
+    )
+    parser.add_argument(
+        "--report-every", type=float, default=30.0, help="--soak: seconds between timeline rows"
+    )
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument(
         "--profile",
@@ -647,13 +755,25 @@ def main() -> None:
         "(keep them out of git; summarise with python -m bench.profile)",
     )
     args = parser.parse_args()
-    calls = [int(x) for x in args.calls.split(",")]
+    loops = tuple("uvloop" if x == "on" else "asyncio" for x in args.uvloop.split(","))
+    out = Path(args.out)
+    if args.soak:
+        n = int((args.calls or "20").split(",")[0])
+        every = min(args.report_every, max(5.0, 60 * args.soak / 6))
+        result = asyncio.run(soak(args.soak, n, every, loops[0]))
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / (time.strftime("%Y%m%d-%H%M%S") + "-soak.json")
+        path.write_text(json.dumps(result, indent=2))
+        print(table(result))
+        print("soak: " + json.dumps(result["soak"]))
+        print(f"wrote {path}")
+        return
+    calls = [int(x) for x in (args.calls or "1,10,20,30,40").split(",")]
     warmup, window = args.warmup, args.window
     if args.smoke:
         calls, warmup, window = [2], 1.5, 2.0
     seats = tuple(int(x) for x in args.participants.split(","))
     profile_dir = Path(args.profile) if args.profile else None
-    loops = tuple("uvloop" if x == "on" else "asyncio" for x in args.uvloop.split(","))
     result = asyncio.run(
         bench(
             calls,
@@ -665,7 +785,6 @@ def main() -> None:
             loops,
         )
     )
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S") + ("-smoke" if args.smoke else "")
     (out / f"{stamp}.json").write_text(json.dumps(result, indent=2))
