@@ -16,6 +16,28 @@ from ..media import DownlinkSink
 from ..media.clock import MediaClock
 
 _TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+_OPUS_RATE = 48_000
+_RTP_TIME_BASE = fractions.Fraction(1, _OPUS_RATE)
+"""Opus' RTP clock (RFC 7587 §4.1): a packet stamped on it needs no conversion in aiortc."""
+
+
+class EncodedPacket:
+    """What aiortc's sender reads of a pre-encoded packet: ``bytes()``, ``pts``, ``time_base``.
+
+    Stands in for ``av.Packet``, which copies the payload into an FFmpeg buffer and builds a
+    new ``Fraction`` on every ``time_base`` read; with ``time_base`` the very object aiortc
+    compares against, its ``convert_timebase`` does no ``Fraction`` arithmetic either.
+    """
+
+    __slots__ = ("data", "pts", "time_base")
+
+    def __init__(self, data: bytes, pts: int) -> None:
+        self.data = data
+        self.pts = pts
+        self.time_base = _RTP_TIME_BASE
+
+    def __bytes__(self) -> bytes:
+        return self.data
 
 
 class FrameSource(Protocol):
@@ -63,7 +85,7 @@ class OpusBusTrack(MediaStreamTrack):
         self.frames_sent = 0
         self.silent_frames = 0
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> EncodedPacket:  # type: ignore[override]
         if self.readyState != "live":
             raise MediaStreamError
         await self._clock.tick()
@@ -71,12 +93,12 @@ class OpusBusTrack(MediaStreamTrack):
         if pcm is None:
             self.silent_frames += 1
             pcm = self._silence
-        # libopus directly: one 20 ms frame in, one packet out (no encoder delay queue).
-        packet = av.Packet(self._encoder.encode(pcm))
-        # One packet per 20 ms frame: RTP time counts them on the 16 kHz media clock
-        # (aiortc converts it to Opus' 48 kHz RTP clock).
-        packet.pts = self.frames_sent * FRAME_SAMPLES
-        packet.time_base = _TIME_BASE
+        # libopus directly: one 20 ms frame in, one packet out (no encoder delay queue). RTP
+        # time counts the packets, 20 ms each, on Opus' 48 kHz RTP clock.
+        packet = EncodedPacket(
+            self._encoder.encode(pcm),
+            self.frames_sent * (_OPUS_RATE * FRAME_SAMPLES // SAMPLE_RATE),
+        )
         self.frames_sent += 1
         return packet
 
