@@ -163,7 +163,8 @@ async def start_profiler(pid: int, seconds: float, out: Path) -> asyncio.subproc
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:
         raise RuntimeError("--profile needs py-spy (pip install py-spy)")
-    argv = [spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds)))]
+    # A second short of the window: the calls' teardown after it is not the per-packet cost.
+    argv = [spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds) - 1))]
     argv += ["--nonblocking", "--rate", "200", "--format", "raw", "--output", str(out)]
     return await asyncio.create_subprocess_exec(
         *pinned(1, argv), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
