@@ -188,10 +188,17 @@ class DtmfToneDetector:
         buf[HOP:, 0] = x[:HOP]
         buf[:, 1] = x
         self._prev_half = x[HOP:]
+        total = np.einsum("ij,ij->j", buf, buf).tolist()
+        # The basis is scaled so that cos² + sin² sums to 2/WINDOW · WINDOW: by Cauchy-Schwarz
+        # no frequency's power exceeds 2 × the window's energy. Below half the minimum tone
+        # energy (silence, quiet speech) neither window can hold a key: skip the transform.
+        if 2 * max(total) < self._min_energy:
+            self._window(None)
+            self._window(None)
+            return
         y = self._basis @ buf  # (32, 2): cos and sin parts of 16 frequencies, 2 windows
         nf2 = 2 * self._nf
         power = (y[:nf2] ** 2 + y[nf2:] ** 2).T.tolist()  # 2 windows × 16 frequencies
-        total = np.einsum("ij,ij->j", buf, buf).tolist()
         self._window(self._classify(power[0], total[0]))
         self._window(self._classify(power[1], total[1]))
 
