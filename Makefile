@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 RUNTIME = $(VENV)/.runtime
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit install system-deps node-deps bench bench-smoke clean
+.PHONY: run test lint typecheck unit install system-deps node-deps bench bench-smoke soak clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ test: system-deps node-deps lint typecheck unit
 bench: $(STAMP)
 	$(PY) -m pip install --quiet matplotlib
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# The soak: 20 calls for 10 minutes on the bridge, a timeline of frames on time, CPU, RSS and
+# fds (bench/results/<stamp>-soak.json). Override with SOAK_ARGS="--soak 1 --calls 5".
+soak: $(STAMP)
+	$(PY) -m bench.run --soak 10 --calls 20 $(SOAK_ARGS)
 
 bench-smoke: $(STAMP)
 	$(PY) -m bench.run --smoke --out $${TMPDIR:-/tmp}/bench-smoke

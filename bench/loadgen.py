@@ -9,6 +9,11 @@ packet track, the counting receive path and the on-time measure, and echoes what
 ``--participants 3`` makes each call a contact-centre call: an agent plus two supervisors (one
 whispering, one barging), each its own peer connection sending the same pre-encoded Opus and
 counting the RTP it receives (each hears its own mix, so the bridge mixes per participant).
+``--click`` makes the first call a latency probe: it sends silence with a 20 ms 1 kHz click
+once a second and decodes only its own downlink, timing each click from the moment its packet
+leaves to the moment its echo arrives (RTP send to RTP arrival, the bridge both ways plus the
+far end's echo delay). ``--report-every S`` prints a ``REPORT`` line with the last S seconds'
+on-time share (the soak's timeline) and keeps only recent arrivals in memory.
 """
 
 from __future__ import annotations
@@ -36,14 +41,14 @@ FRAME = 960  # 20 ms at 48 kHz
 ON_TIME = 0.06  # a packet later than this behind its schedule is late
 
 
-def encode_tone(seconds: float = 1.0) -> list[bytes]:
+def encode_pcm(pcm: np.ndarray) -> list[bytes]:
+    """48 kHz mono s16 → 20 ms Opus packets (encoded once, at start-up)."""
     codec = av.CodecContext.create("libopus", "w")
     codec.sample_rate = RATE
     codec.layout = "mono"
     codec.format = "s16"
     codec.bit_rate = 32_000
     codec.options = {"frame_duration": "20", "application": "voip"}
-    pcm = tone(440.0, int(RATE * seconds), RATE, 0.5)
     packets: list[bytes] = []
     for i in range(0, pcm.size, FRAME):
         frame = av.AudioFrame.from_ndarray(pcm[i : i + FRAME].reshape(1, -1), "s16", "mono")
@@ -54,16 +59,70 @@ def encode_tone(seconds: float = 1.0) -> list[bytes]:
     return packets
 
 
+def encode_tone(seconds: float = 1.0) -> list[bytes]:
+    return encode_pcm(tone(440.0, int(RATE * seconds), RATE, 0.5))
+
+
+CLICK_EVERY = 50
+"""Frames between two clicks of the probe call (1 s)."""
+
+
+def encode_clicks() -> list[bytes]:
+    """One second of probe audio: a 20 ms 1 kHz burst, then silence (loops every second)."""
+    pcm = np.zeros(CLICK_EVERY * FRAME, dtype=np.int16)
+    pcm[:FRAME] = tone(1000.0, FRAME, RATE, 0.5)
+    return encode_pcm(pcm)[:CLICK_EVERY]
+
+
+class ClickProbe:
+    """Times the probe call's clicks through the echo: send time → first loud frame back."""
+
+    def __init__(self) -> None:
+        from bridge.audio.opus import OpusDecoder
+
+        self.decoder = OpusDecoder(16_000)
+        self.sent: deque[float] = deque(maxlen=8)
+        self.loud = False
+        self.round_trips: list[float] = []
+
+    def on_send(self, n: int) -> None:
+        if n % CLICK_EVERY == 0:
+            self.sent.append(time.monotonic())
+
+    def on_receive(self, payload: bytes, at: float) -> None:
+        try:
+            pcm = self.decoder.decode(payload)
+        except Exception:
+            return
+        # -30 dBFS: far above Opus' noise in the echoed silence, far below the -6 dBFS click.
+        loud = pcm.size > 0 and float(np.sqrt(np.mean(pcm.astype(np.float64) ** 2))) > 1036
+        if loud and not self.loud:
+            before = [t for t in self.sent if t < at]
+            if before:
+                self.round_trips.append(at - before[-1])
+        self.loud = loud
+
+
+PROBES: dict[int, ClickProbe] = {}
+"""The probe's receiver (by id) → its probe."""
+
+
 class PacketTrack(MediaStreamTrack):
     """Plays pre-encoded Opus packets on a 20 ms clock (aiortc only packs them into RTP)."""
 
     kind = "audio"
 
-    def __init__(self, packets: list[bytes], echo: deque[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        packets: list[bytes],
+        echo: deque[bytes] | None = None,
+        probe: ClickProbe | None = None,
+    ) -> None:
         super().__init__()
         self.packets = packets
         self.echo = echo
         """When given: send what arrived there (oldest first) instead, while there is any."""
+        self.probe = probe
         self.n = 0
         self.start: float | None = None
 
@@ -82,6 +141,8 @@ class PacketTrack(MediaStreamTrack):
             packet = av.Packet(self.packets[self.n % len(self.packets)])
         packet.pts = self.n * FRAME
         packet.time_base = fractions.Fraction(1, RATE)
+        if self.probe is not None:
+            self.probe.on_send(self.n)  # aiortc sends it as soon as recv returns
         self.n += 1
         return packet
 
@@ -93,7 +154,11 @@ ECHOES: dict[int, deque[bytes]] = {}
 
 async def _count_only(self: RTCRtpReceiver, packet, arrival_time_ms: int) -> None:
     """Replaces aiortc's receive path in the generator: record arrival, skip decoding."""
-    ARRIVALS.setdefault(id(self), []).append((time.monotonic(), packet.timestamp))
+    now = time.monotonic()
+    ARRIVALS.setdefault(id(self), []).append((now, packet.timestamp))
+    probe = PROBES.get(id(self))
+    if probe is not None and packet.payload:
+        probe.on_receive(packet.payload, now)
     echo = ECHOES.get(id(self))
     if echo is not None and packet.payload:
         echo.append(packet.payload)
@@ -117,10 +182,17 @@ SEATS = {
 
 
 async def join(
-    http: aiohttp.ClientSession, base: str, call_id: str, packets: list[bytes], seat: dict
+    http: aiohttp.ClientSession,
+    base: str,
+    call_id: str,
+    packets: list[bytes],
+    seat: dict,
+    probe: ClickProbe | None = None,
 ) -> tuple[RTCPeerConnection, float]:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTrack(PacketTrack(packets))
+    pc.addTrack(PacketTrack(packets, probe=probe))
+    if probe is not None:
+        PROBES[id(pc.getTransceivers()[0].receiver)] = probe
     await pc.setLocalDescription(await pc.createOffer())
     t0 = time.monotonic()
     async with http.post(
@@ -136,7 +208,11 @@ async def join(
 
 
 async def place_call(
-    http: aiohttp.ClientSession, base: str, packets: list[bytes], participants: int = 1
+    http: aiohttp.ClientSession,
+    base: str,
+    packets: list[bytes],
+    participants: int = 1,
+    probe: ClickProbe | None = None,
 ):
     """A call and its peer connections: the agent first (the call's direct path), then any
     supervisors. Returns (callID, [pc…], the agent's offer-to-answer seconds)."""
@@ -147,7 +223,9 @@ async def place_call(
     pcs, offers = [], []
     for pid, role in SEATS[participants] or [(None, None)]:
         seat = {"participantID": pid, "role": role} if pid else {}
-        pc, offer_s = await join(http, base, call["callID"], packets, seat)
+        # Only the call's first peer connection (the agent) carries the probe.
+        pc, offer_s = await join(http, base, call["callID"], packets, seat, probe)
+        probe = None
         pcs.append(pc)
         offers.append(offer_s)
     return call["callID"], pcs, offers[0]
@@ -188,24 +266,58 @@ async def main() -> None:
         choices=sorted(SEATS),
         help="peer connections per call: 1 = the plain call; 3 = agent + whisper + barge",
     )
+    parser.add_argument("--click", action="store_true", help="the first call is a latency probe")
+    parser.add_argument(
+        "--report-every", type=float, default=0.0, help="seconds between REPORT lines (0: none)"
+    )
     args = parser.parse_args()
     restrict_host_addresses(["127.0.0.1"])
     packets = encode_tone()
+    probe = ClickProbe() if args.click else None
     calls = []
     async with aiohttp.ClientSession() as http:
-        for _ in range(args.calls):
-            calls.append(await place_call(http, args.base, packets, args.participants))
+        for i in range(args.calls):
+            if i == 0 and probe is not None:
+                call = await place_call(http, args.base, encode_clicks(), args.participants, probe)
+            else:
+                call = await place_call(http, args.base, packets, args.participants)
+            calls.append(call)
         await asyncio.sleep(args.warmup)
         t0 = time.monotonic()
         print(f"WINDOW_START {t0}", flush=True)
-        await asyncio.sleep(args.window)
+        if probe is not None:
+            probe.round_trips.clear()
+        reported = [0, 0, 0, 0]  # on time, expected (agents); on time, expected (every seat)
+        last, end = t0, t0 + args.window
+        while (now := time.monotonic()) < end:
+            await asyncio.sleep(min(end - now, args.report_every or end - now))
+            if not args.report_every:
+                continue
+            now = time.monotonic()
+            agents = [on_time_share(arrivals_of(pcs[0]), last, now) for _, pcs, _ in calls]
+            seats = [on_time_share(arrivals_of(pc), last, now) for _, pcs, _ in calls for pc in pcs]
+            on_time, expected = sum(a for a, _ in agents), sum(b for _, b in agents)
+            for i, v in enumerate((on_time, expected, *map(sum, zip(*seats, strict=True)))):
+                reported[i] += v
+            rtts = probe.round_trips[-10:] if probe is not None else []
+            line = {"t0": last, "t1": now, "on_time": on_time / expected if expected else 0.0}
+            line["click_rtt_ms"] = [round(1000 * r, 1) for r in rtts]
+            print("REPORT " + json.dumps(line), flush=True)
+            # A long run keeps only the last second of arrivals (the next interval's start).
+            for key, rows in ARRIVALS.items():
+                ARRIVALS[key] = [r for r in rows if r[0] >= now - 1.0]
+            last = now
         t1 = time.monotonic()
         print(f"WINDOW_END {t1}", flush=True)
         per_call = []  # the agent's downlink (what WhatsApp sends it)
         per_seat = []  # every participant's downlink (its own mix)
-        for _, pcs, _ in calls:
-            per_call.append(on_time_share(arrivals_of(pcs[0]), t0, t1))
-            per_seat += [on_time_share(arrivals_of(pc), t0, t1) for pc in pcs]
+        if args.report_every:  # arrivals were trimmed: the window is the sum of its reports
+            per_call.append((reported[0], reported[1]))
+            per_seat.append((reported[2], reported[3]))
+        else:
+            for _, pcs, _ in calls:
+                per_call.append(on_time_share(arrivals_of(pcs[0]), t0, t1))
+                per_seat += [on_time_share(arrivals_of(pc), t0, t1) for pc in pcs]
         offers = sorted(o for _, _, o in calls)
         connected = sum(
             1 for _, pcs, _ in calls if all(pc.connectionState == "connected" for pc in pcs)
@@ -234,8 +346,9 @@ async def main() -> None:
                 "downlink_expected_per_call": expected / max(1, args.calls),
                 # every participant's own mix, on time, per participant
                 "participants_on_time": seats_on_time / seats_expected if seats_expected else 0.0,
-                "participant_frames": seats_on_time / max(1, len(per_seat)),
+                "participant_frames": seats_on_time / max(1, sum(len(c[1]) for c in calls)),
                 "offer_to_answer_s": offers,
+                "click_rtt_s": probe.round_trips if probe is not None else [],
             }
         ),
         flush=True,

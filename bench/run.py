@@ -29,6 +29,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,11 @@ def percentile(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+SIM_ECHO_DELAY = 0.0
+"""The sim engine's echo delay in the bench. Not its 0.3 s default: that delay line plays up to
+60 ms early and trims itself, so subtracting it from the click's round trip left ±60 ms of
+doubt (a first run gave -19 ms). At 0 the sim echoes each frame on its next 20 ms tick, and
+the click's round trip is both ways through the bridge plus at most one tick."""
 BRIDGES = ("bridge", "cloudapi")
 """The targets that are the bridge (scraped for its own histograms)."""
 META_TOKEN, META_PNID, META_SECRET = "bench-token", "1098765432", "bench-secret"
@@ -144,6 +150,27 @@ async def start_meta(port: int, bridge_port: int) -> asyncio.subprocess.Process:
     raise RuntimeError("the Meta stand-in did not start")
 
 
+async def start_profiler(pid: int, seconds: float, out: Path) -> asyncio.subprocess.Process:
+    """py-spy sampling the server over the window, on the generator's CPU.
+
+    ``--nonblocking``: py-spy reads the server's memory without stopping it, so the profile
+    does not slow down the loop it measures; the price is an occasional torn stack. (py-spy's
+    ``--native``, which would show the C frames, must stop the process at every sample: with
+    30 calls that made 99 % of the frames late, so C time shows under the Python line that
+    called it.) Raw (collapsed) stacks: one line per distinct stack with its sample count, for
+    ``python -m bench.profile`` or flamegraph.pl.
+    """
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        raise RuntimeError("--profile needs py-spy (pip install py-spy)")
+    # A second short of the window: the calls' teardown after it is not the per-packet cost.
+    argv = [spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds) - 1))]
+    argv += ["--nonblocking", "--rate", "200", "--format", "raw", "--output", str(out)]
+    return await asyncio.create_subprocess_exec(
+        *pinned(1, argv), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+
+
 async def stop(proc: asyncio.subprocess.Process) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -153,18 +180,22 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
-async def start_server(target: str, port: int, meta_port: int = 0) -> asyncio.subprocess.Process:
+async def start_server(
+    target: str, port: int, meta_port: int = 0, loop: str = "uvloop"
+) -> asyncio.subprocess.Process:
     env = dict(
         os.environ,
         BRIDGE_ICE_ADDRESSES="127.0.0.1",
         BRIDGE_STUN_URLS="",
         BRIDGE_MAX_CALLS="2000",
         BRIDGE_SIM_ANSWER_DELAY="0.05",
+        BRIDGE_SIM_ECHO_DELAY=str(SIM_ECHO_DELAY),
         BRIDGE_LOG_LEVEL="warning",
         BRIDGE_STATS_INTERVAL="5",
         # One load generator places every call: lift the per-client rate limit.
         BRIDGE_RATE_LIMIT="10000",
         BRIDGE_RATE_BURST="10000",
+        BRIDGE_UVLOOP="true" if loop == "uvloop" else "false",
     )
     if target == "cloudapi":
         env.update(
@@ -212,6 +243,8 @@ async def run_point(
     idle_rss: int,
     meta: tuple[str, int] | None = None,
     participants: int = 1,
+    profile: Path | None = None,
+    report_every: float = 0.0,
 ) -> dict[str, Any]:
     argv = [
         sys.executable,
@@ -228,6 +261,10 @@ async def run_point(
     ]
     if target in BRIDGES:
         argv.append("--hangup")
+    if target != "cloudapi":  # the latency probe needs an echo it can time: sim's or aiortc's
+        argv.append("--click")
+    if report_every:
+        argv += ["--report-every", str(report_every)]
     if participants > 1:
         argv += ["--participants", str(participants)]
     errors = tempfile.TemporaryFile()
@@ -242,21 +279,30 @@ async def run_point(
         """CPU seconds of the load generator (and of the Meta stand-in beside it)."""
         return cpu_seconds(gen.pid) + (cpu_seconds(meta_pid) if meta_pid else 0.0)
 
+    spy: asyncio.subprocess.Process | None = None
+    timeline: list[dict[str, Any]] = []
     async with aiohttp.ClientSession() as http:
         m0 = m1 = {}
         c0 = c1 = g0 = g1 = t0 = 0.0
+        c_last = 0.0
         while True:
             line = (await gen.stdout.readline()).decode().strip()
             if not line:
                 break
             if line.startswith("WINDOW_START"):
+                if profile is not None:
+                    spy = await start_profiler(proc.pid, window, profile)
                 c0, g0 = cpu_seconds(proc.pid), generator_cpu()
                 t0 = float(line.split()[1])
+                c_last = c0
                 if target in BRIDGES:
                     m0 = await scrape(http, base)
             elif line.startswith("WINDOW_END"):
                 c1, g1 = cpu_seconds(proc.pid), generator_cpu()
                 point["rss_bytes"] = rss_bytes(proc.pid)
+                point["fds"] = len(os.listdir(f"/proc/{proc.pid}/fd"))
+                # The machine is shared: the 1-minute load says what else wanted the CPUs.
+                point["load_1m"] = os.getloadavg()[0]
                 if target in BRIDGES:
                     m1 = await scrape(http, base)
                 if meta_base:  # what the WhatsApp side heard, before the calls are hung up
@@ -267,9 +313,33 @@ async def run_point(
                     point["whatsapp_heard_per_call"] = heard["uplink_heard_per_call"]
                     point["whatsapp_connected"] = heard["connected"]
                     point["meta_refused"] = heard["refused"]
+            elif line.startswith("REPORT"):
+                report = json.loads(line.split(" ", 1)[1])
+                c = cpu_seconds(proc.pid)
+                span = report["t1"] - report["t0"]
+                row = {
+                    "t_s": round(report["t1"] - t0, 1),
+                    "on_time": report["on_time"],
+                    "cpu_pct": 100 * (c - c_last) / span if span > 0 else 0.0,
+                    "rss_mb": rss_bytes(proc.pid) / 1e6,
+                    "fds": len(os.listdir(f"/proc/{proc.pid}/fd")),
+                    "click_rtt_ms": report["click_rtt_ms"],
+                    "load_1m": os.getloadavg()[0],
+                }
+                c_last = c
+                timeline.append(row)
+                print(
+                    f"  t={row['t_s']:6.0f}s  on-time={100 * row['on_time']:6.2f}%  "
+                    f"cpu={row['cpu_pct']:5.1f}%  rss={row['rss_mb']:6.1f} MB  fds={row['fds']}  "
+                    f"click={row['click_rtt_ms'][-1:] or '-'} ms  load={row['load_1m']:.1f}",
+                    flush=True,
+                )
             elif line.startswith("{"):
                 point.update(json.loads(line))
         await gen.wait()
+        if spy is not None:
+            await spy.wait()
+            point["profile"] = str(profile)
         if "connected" not in point:
             errors.seek(0)
             tail = errors.read().decode(errors="replace")[:3000]
@@ -282,13 +352,27 @@ async def run_point(
         point["generator_cpu_pct"] = 100 * (g1 - g0) / window_s
         point["cpu_pct_per_call"] = 100 * cpu / calls
         point["rss_per_call_bytes"] = (point.get("rss_bytes", idle_rss) - idle_rss) / calls
+        if timeline:
+            point["timeline"] = timeline
+        # The click's round trip from outside: RTP send to RTP arrival at the load generator,
+        # through the server both ways and the far end's echo (for the sim, minus its delay).
+        clicks = point.pop("click_rtt_s", [])
+        if clicks:
+            echo_delay = SIM_ECHO_DELAY if target == "bridge" else 0.0
+            point["clicks"] = len(clicks)
+            for q in (0.5, 0.99):
+                rtt = percentile(clicks, q) or 0.0
+                point[f"click_rtt_p{int(q * 100)}_ms"] = 1000 * rtt
+                point[f"click_added_p{int(q * 100)}_ms"] = 1000 * (rtt - echo_delay)
         offers = point.pop("offer_to_answer_s", [])
         point["offer_to_answer_p50_ms"] = 1000 * (percentile(offers, 0.5) or 0)
         point["offer_to_answer_p99_ms"] = 1000 * (percentile(offers, 0.99) or 0)
         for key in ("window_t0", "window_t1"):  # only used to ask the Meta stand-in
             point.pop(key, None)
         if target in BRIDGES and m0 and m1:
+            frames = 0.0
             for d in ("uplink", "downlink"):
+                frames += delta(m0, m1, "bridge_bus_frames_total", direction=d)
                 point[f"{d}_frames_per_call"] = (
                     delta(m0, m1, "bridge_bus_frames_total", direction=d) / calls
                 )
@@ -297,6 +381,10 @@ async def run_point(
                         m0, m1, "bridge_frame_transit_seconds", q, direction=d
                     )
                     point[f"{d}_latency_p{int(q * 100)}_ms"] = None if v is None else 1000 * v
+            # CPU per 20 ms frame carried (either direction): unlike CPU per call, it does not
+            # fall when a starved bridge (other work on its core) carries fewer frames.
+            if frames:
+                point["cpu_us_per_frame"] = 1e6 * (c1 - c0) / frames
             # The browser's adaptive jitter buffer grows after an underrun (late arrivals from
             # the engine side): these explain a high downlink latency.
             point["jitter_underruns_per_call"] = (
@@ -324,10 +412,15 @@ async def bench(
     window: float,
     targets: list[str],
     participants_list: tuple[int, ...] = (1,),
+    profile_dir: Path | None = None,
+    loops: tuple[str, ...] = ("uvloop",),
 ) -> dict[str, Any]:
     load_at_start = os.getloadavg()  # the machine is shared: say how busy it was
     points = []
-    for target in targets:
+    # The bridge once per event loop asked for (back to back, so they share the machine's
+    # conditions); the echo server always runs on asyncio's loop.
+    runs = [(t, loop) for t in targets for loop in (loops if t in BRIDGES else ("asyncio",))]
+    for target, loop in runs:
         port = free_port()
         meta = None
         meta_at: tuple[str, int] | None = None
@@ -336,7 +429,7 @@ async def bench(
             meta = await start_meta(meta_port, port)
             meta_at = (f"http://127.0.0.1:{meta_port}", meta.pid)
         try:
-            proc = await start_server(target, port, meta_port if meta else 0)
+            proc = await start_server(target, port, meta_port if meta else 0, loop)
             base = f"http://127.0.0.1:{port}"
             await asyncio.sleep(1.0)
             idle_rss = rss_bytes(proc.pid)
@@ -345,12 +438,26 @@ async def bench(
                     # Each N's plain and contact-centre points run back to back (same
                     # machine conditions); the echo server knows nothing of participants.
                     for seats in participants_list if target == "bridge" else (1,):
+                        profile = None
+                        if profile_dir is not None:
+                            profile_dir.mkdir(parents=True, exist_ok=True)
+                            profile = profile_dir / f"{target}-{loop}-N{n}-p{seats}.txt"
                         point = await run_point(
-                            target, proc, base, n, warmup, window, idle_rss, meta_at, seats
+                            target,
+                            proc,
+                            base,
+                            n,
+                            warmup,
+                            window,
+                            idle_rss,
+                            meta_at,
+                            seats,
+                            profile,
                         )
+                        point["loop"] = loop
                         points.append(point)
                         print(
-                            f"  {target:8} N={n:3} participants={seats}  "
+                            f"  {target:8} {loop:7} N={n:3} participants={seats}  "
                             f"cpu/call={point['cpu_pct_per_call']:.2f}%  "
                             f"on-time={100 * point.get('downlink_on_time', 0):.2f}%",
                             flush=True,
@@ -389,25 +496,30 @@ def summarize(
             p["ratio_vs_echo"] = p["cpu_pct_per_call"] / echo[p["calls"]]["cpu_pct_per_call"]
     # A contact-centre call's cost next to a plain call's, same run, same N.
     plain = {
-        p["calls"]: p for p in points if p["target"] == "bridge" and p.get("participants", 1) == 1
+        (p["calls"], p.get("loop")): p
+        for p in points
+        if p["target"] == "bridge" and p.get("participants", 1) == 1
     }
     for p in points:
-        base = plain.get(p["calls"])
+        base = plain.get((p["calls"], p.get("loop")))
         if p["target"] == "bridge" and p.get("participants", 1) > 1 and base:
             if base["cpu_pct_per_call"]:
                 p["ratio_vs_1_participant"] = p["cpu_pct_per_call"] / base["cpu_pct_per_call"]
 
-    def best(target: str) -> int:
+    def best(target: str, loop: str) -> int:
         ok = [
             p["calls"]
             for p in points
             if p["target"] == target
+            and p.get("loop") == loop
             and p.get("participants", 1) == 1
             and p.get("downlink_on_time", 0) >= 0.995
             and p.get("connected") == p["calls"]
         ]
         return max(ok) if ok else 0
 
+    runs = list(dict.fromkeys((p["target"], p.get("loop", "")) for p in points))
+    loops_of = Counter(t for t, _ in runs)
     return {
         "machine": {
             "cpus": os.cpu_count(),
@@ -418,6 +530,7 @@ def summarize(
         },
         "settings": {
             "calls": calls_list,
+            "loops": sorted({p.get("loop", "") for p in points if p["target"] in BRIDGES}),
             "participants": list(participants_list),
             "warmup_s": warmup,
             "window_s": window,
@@ -425,9 +538,7 @@ def summarize(
         "load_at_end": os.getloadavg(),
         "points": points,
         "max_calls_on_time": {
-            t: best(t)
-            for t in ("bridge", "cloudapi", "echo")
-            if any(p["target"] == t for p in points)
+            (t if loops_of[t] == 1 else f"{t}/{loop}"): best(t, loop) for t, loop in runs
         },
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -442,9 +553,11 @@ def pair(p: dict[str, Any], key: str) -> str:
 def table(result: dict[str, Any]) -> str:
     head = (
         "target",
+        "loop",
         "N",
         "seats",
         "cpu%/call",
+        "µs/frame",
         "gen cpu%",
         "ratio",
         "on-time%",
@@ -453,9 +566,11 @@ def table(result: dict[str, Any]) -> str:
         "down fr/call",
         "up p50/p99 ms",
         "down p50/p99 ms",
+        "click p50/p99 ms",
         "jb under/depth",
         "offer p50/p99 ms",
         "RSS/call MB",
+        "load",
     )
     rows = [head]
 
@@ -466,9 +581,11 @@ def table(result: dict[str, Any]) -> str:
         rows.append(
             (
                 p["target"],
+                p.get("loop", "-"),
                 str(p["calls"]),
                 str(p.get("participants", 1)),
                 f(p["cpu_pct_per_call"]),
+                f(p.get("cpu_us_per_frame"), "{:.0f}"),
                 f(p.get("generator_cpu_pct"), "{:.0f}"),
                 f(p.get("ratio_vs_echo", p.get("ratio_vs_1_participant"))),
                 f(100 * p.get("downlink_on_time", 0)),
@@ -477,11 +594,13 @@ def table(result: dict[str, Any]) -> str:
                 f(p.get("downlink_frames_per_call"), "{:.0f}"),
                 pair(p, "uplink_latency"),
                 pair(p, "downlink_latency"),
+                pair(p, "click_added"),
                 f(p.get("jitter_underruns_per_call"), "{:.1f}")
                 + "/"
                 + f(p.get("jitter_depth_frames_per_call"), "{:.1f}"),
                 f"{p['offer_to_answer_p50_ms']:.0f}/{p['offer_to_answer_p99_ms']:.0f}",
                 f(p["rss_per_call_bytes"] / 1e6),
+                f(p.get("load_1m"), "{:.1f}"),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -494,7 +613,57 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             "ratio: bridge/echo for 1 seat; for more seats, CPU per call / the 1-seat call's"
         )
+    lines.append(
+        "click: one call's click timed from outside (RTP sent → its echo's RTP back at the load "
+        f"generator; the sim echoes after {SIM_ECHO_DELAY:g} s + <= 20 ms), so both ways through "
+        "the server; up/down: the bridge's own frame-transit histograms"
+    )
     return "\n".join(lines)
+
+
+def soak_summary(point: dict[str, Any]) -> dict[str, Any]:
+    """Is it flat? RSS and fd growth over the run and the worst interval's on-time share."""
+    rows = point.get("timeline", [])
+    if len(rows) < 2:
+        return {}
+    t = [r["t_s"] for r in rows]
+    rss = [r["rss_mb"] for r in rows]
+    half = len(rows) // 2  # the slope over the second half: past start-up's allocations
+    span = t[-1] - t[half] if len(rows) > 2 else t[-1] - t[0]
+    base = rss[half] if len(rows) > 2 else rss[0]
+    return {
+        "minutes": round(t[-1] / 60, 1),
+        "rss_mb_first": rss[0],
+        "rss_mb_last": rss[-1],
+        "rss_mb_per_min_second_half": 60 * (rss[-1] - base) / span if span > 0 else 0.0,
+        "fds_first": rows[0]["fds"],
+        "fds_last": rows[-1]["fds"],
+        "on_time_min": min(r["on_time"] for r in rows),
+        "on_time_window": point.get("downlink_on_time", 0.0),
+        "cpu_pct_per_call": point.get("cpu_pct_per_call"),
+        "click_rtt_p50_ms": point.get("click_rtt_p50_ms"),
+    }
+
+
+async def soak(minutes: float, calls: int, report_every: float, loop: str) -> dict[str, Any]:
+    """N calls for ``minutes`` on the bridge (sim engine), one timeline row per interval."""
+    load_at_start = os.getloadavg()
+    port = free_port()
+    proc = await start_server("bridge", port, 0, loop)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await asyncio.sleep(1.0)
+        idle_rss = rss_bytes(proc.pid)
+        point = await run_point(
+            "bridge", proc, base, calls, 3.0, 60 * minutes, idle_rss, report_every=report_every
+        )
+        point["loop"] = loop
+    finally:
+        await stop(proc)
+    result = summarize([point], [calls], 3.0, 60 * minutes)
+    result["load_at_start"] = load_at_start
+    result["soak"] = soak_summary(point)
+    return result
 
 
 def plot(result: dict[str, Any], path: Path) -> bool:
@@ -550,7 +719,9 @@ def plot(result: dict[str, Any], path: Path) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", default="1,10,20,30,40", help="comma-separated N values")
+    parser.add_argument(
+        "--calls", help="comma-separated N values (default 1,10,20,30,40; --soak: 20)"
+    )
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument(
@@ -562,16 +733,62 @@ def main() -> None:
         help="comma-separated peer connections per bridge call: 1 = plain, 3 = agent + whisper "
         "+ barge (e.g. 1,3 measures both in one run)",
     )
+    parser.add_argument(
+        "--uvloop",
+        default="on",
+        choices=("on", "off", "on,off", "off,on"),
+        help="the bridge's event loop (BRIDGE_UVLOOP); on,off runs each bridge target on both, "
+        "back to back, and reports both",
+    )
     parser.add_argument("--smoke", action="store_true", help="2 calls, 2 s: proves the bench runs")
+    parser.add_argument(
+        "--soak",
+        type=float,
+        metavar="MINUTES",
+        help="instead of the sweep: N calls (--calls, default 20) on the bridge for MINUTES, "
+        "reporting frames on time, CPU, RSS, fds and the click's round trip over time",
+    )
+    parser.add_argument(
+        "--report-every", type=float, default=30.0, help="--soak: seconds between timeline rows"
+    )
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="sample the server with py-spy over each window; raw stacks go to DIR "
+        "(keep them out of git; summarise with python -m bench.profile)",
+    )
     args = parser.parse_args()
-    calls = [int(x) for x in args.calls.split(",")]
+    loops = tuple("uvloop" if x == "on" else "asyncio" for x in args.uvloop.split(","))
+    out = Path(args.out)
+    if args.soak:
+        n = int((args.calls or "20").split(",")[0])
+        every = min(args.report_every, max(5.0, 60 * args.soak / 6))
+        result = asyncio.run(soak(args.soak, n, every, loops[0]))
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / (time.strftime("%Y%m%d-%H%M%S") + "-soak.json")
+        path.write_text(json.dumps(result, indent=2))
+        print(table(result))
+        print("soak: " + json.dumps(result["soak"]))
+        print(f"wrote {path}")
+        return
+    calls = [int(x) for x in (args.calls or "1,10,20,30,40").split(",")]
     warmup, window = args.warmup, args.window
     if args.smoke:
         calls, warmup, window = [2], 1.5, 2.0
     seats = tuple(int(x) for x in args.participants.split(","))
-    result = asyncio.run(bench(calls, warmup, window, args.targets.split(","), seats))
-    out = Path(args.out)
+    profile_dir = Path(args.profile) if args.profile else None
+    result = asyncio.run(
+        bench(
+            calls,
+            warmup,
+            window,
+            args.targets.split(","),
+            seats,
+            profile_dir,
+            loops,
+        )
+    )
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S") + ("-smoke" if args.smoke else "")
     (out / f"{stamp}.json").write_text(json.dumps(result, indent=2))

@@ -16,6 +16,7 @@ from .cluster import internal_url_for
 from .cluster.supervisor import Supervisor, usable_cores, worker_command
 from .config import ConfigError, Settings, load_settings
 from .logs import setup_logging
+from .loop import install_event_loop
 from .startup import StartupError
 
 log = logging.getLogger("bridge")
@@ -31,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if workers > 1 and index is None:
             return _supervise(settings, workers, args)
         worker_index = int(index or 0)
+        install_event_loop(settings.server.uvloop)
         app = create_app(settings, worker_index=worker_index)
     except ConfigError as exc:
         print(f"webrtc-bridge: configuration error: {exc}", file=sys.stderr)

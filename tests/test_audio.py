@@ -165,3 +165,42 @@ async def test_bus_track_paced_and_silent_on_underrun() -> None:
     track.stop()
     assert bus._sinks == []
     await asyncio.sleep(0)
+
+
+def test_libopus_round_trip_at_the_bus_rate_keeps_pitch_level_and_framing() -> None:
+    """Bus frames → libopus (16 kHz, the downlink's settings) → libopus decoder at 16 kHz."""
+    from bridge.audio.opus import OpusDecoder, OpusEncoder
+
+    enc = OpusEncoder(16_000, bitrate=24_000, complexity=1, fec=True, expected_loss=10, dtx=False)
+    dec = OpusDecoder(16_000)
+    pcm = tone(440.0, 16_000 * 2, 16_000, 0.5)
+    out = []
+    for i in range(0, pcm.size, FRAME_SAMPLES):
+        packet = enc.encode(pcm[i : i + FRAME_SAMPLES])
+        assert 10 < len(packet) < 200  # ~24 kbit/s: 60 bytes per 20 ms
+        frame = dec.decode(packet)
+        assert frame.dtype == np.int16 and frame.shape == (FRAME_SAMPLES,)
+        out.append(frame)
+    decoded = np.concatenate(out)[1600:]  # past the codec's start-up
+    assert dominant_frequency(decoded, 16_000) == pytest.approx(440.0, abs=2)
+    assert rms_dbfs(decoded) == pytest.approx(rms_dbfs(pcm), abs=1.5)
+
+
+def test_libopus_decodes_a_browsers_48k_packets_to_16k_and_refuses_garbage() -> None:
+    from bridge.audio.opus import OpusDecoder, OpusError
+
+    codec = av.CodecContext.create("libopus", "w")
+    codec.sample_rate, codec.layout, codec.format = 48_000, "stereo", "s16"
+    codec.open()
+    dec = OpusDecoder(16_000)
+    mono = tone(1000.0, 960 * 50, 48_000, 0.5)
+    out = []
+    for i in range(50):
+        chunk = np.repeat(mono[i * 960 : (i + 1) * 960], 2).reshape(1, -1)
+        f = av.AudioFrame.from_ndarray(chunk, "s16", "stereo")
+        f.sample_rate, f.pts = 48_000, i * 960
+        out += [dec.decode(bytes(p)) for p in codec.encode(f)]
+    assert {o.size for o in out} == {FRAME_SAMPLES}  # 20 ms at 16 kHz, downmixed to mono
+    assert dominant_frequency(np.concatenate(out)[1600:], 16_000) == pytest.approx(1000, abs=3)
+    with pytest.raises(OpusError):
+        dec.decode(b"\xff" * 3)

@@ -32,6 +32,27 @@ def test_boolean_flags_turn_both_ways() -> None:
     s = load_settings(["--no-opus-direct", "--record-all"], env)
     assert s.media.opus_direct is False and s.storage.record_all is True
     assert load_settings(["--no-opus-fec"], {}).media.opus_fec is False
+    assert load_settings([], {}).server.uvloop is True
+    assert load_settings(["--no-uvloop"], {"BRIDGE_UVLOOP": "true"}).server.uvloop is False
+
+
+def test_the_event_loop_follows_the_uvloop_setting() -> None:
+    import asyncio
+
+    from bridge.loop import install_event_loop
+
+    try:
+        assert install_event_loop(False) == "asyncio"
+        loop = asyncio.new_event_loop()
+        assert type(loop).__module__.startswith("asyncio")
+        loop.close()
+        pytest.importorskip("uvloop")
+        assert install_event_loop(True) == "uvloop"
+        loop = asyncio.new_event_loop()
+        assert type(loop).__module__.startswith("uvloop")
+        loop.close()
+    finally:
+        asyncio.set_event_loop_policy(None)
 
 
 def test_help_shows_types_and_defaults() -> None:
@@ -159,6 +180,7 @@ ENV_SAMPLES = [
     ("BRIDGE_BODY_TIMEOUT", "3", "server", "body_timeout", 3.0),
     ("BRIDGE_LOG_FORMAT", "json", "server", "log_format", "json"),
     ("BRIDGE_LOG_LEVEL", "debug", "server", "log_level", "debug"),
+    ("BRIDGE_UVLOOP", "false", "server", "uvloop", False),
     ("BRIDGE_MAX_CALLS", "12", "calls", "max_calls", 12),
     ("BRIDGE_MAX_PARTICIPANTS", "3", "calls", "max_participants", 3),
     ("BRIDGE_CONNECT_TIMEOUT", "21", "calls", "connect_timeout", 21.0),

@@ -136,6 +136,7 @@ class ServerSettings(_Group):
     body_timeout: float = _opt(10.0, "seconds a client has to send a whole request body (else 408)")
     log_format: LogFormat = _opt(LogFormat.TEXT, "log format: text or json")
     log_level: LogLevel = _opt(LogLevel.INFO, "log level: debug, info, warning, error")
+    uvloop: bool = _opt(True, "run on uvloop when it is installed (off: asyncio's own loop)")
 
     @property
     def auth_enabled(self) -> bool:

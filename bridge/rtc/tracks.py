@@ -10,11 +10,34 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
+from ..audio.opus import OpusEncoder
 from ..audio.pcm import Pcm
 from ..media import DownlinkSink
 from ..media.clock import MediaClock
 
 _TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
+_OPUS_RATE = 48_000
+_RTP_TIME_BASE = fractions.Fraction(1, _OPUS_RATE)
+"""Opus' RTP clock (RFC 7587 §4.1): a packet stamped on it needs no conversion in aiortc."""
+
+
+class EncodedPacket:
+    """What aiortc's sender reads of a pre-encoded packet: ``bytes()``, ``pts``, ``time_base``.
+
+    Stands in for ``av.Packet``, which copies the payload into an FFmpeg buffer and builds a
+    new ``Fraction`` on every ``time_base`` read; with ``time_base`` the very object aiortc
+    compares against, its ``convert_timebase`` does no ``Fraction`` arithmetic either.
+    """
+
+    __slots__ = ("data", "pts", "time_base")
+
+    def __init__(self, data: bytes, pts: int) -> None:
+        self.data = data
+        self.pts = pts
+        self.time_base = _RTP_TIME_BASE
+
+    def __bytes__(self) -> bytes:
+        return self.data
 
 
 class FrameSource(Protocol):
@@ -49,52 +72,33 @@ class OpusBusTrack(MediaStreamTrack):
     ) -> None:
         super().__init__()
         self.sink = sink
-        codec = av.CodecContext.create("libopus", "w")
-        codec.sample_rate = SAMPLE_RATE
-        codec.layout = "mono"
-        codec.format = "s16"
-        codec.bit_rate = bitrate
-        options = {
-            "application": "voip",
-            "frame_duration": str(FRAME_SAMPLES * 1000 // SAMPLE_RATE),
-            "compression_level": str(complexity),
-        }
-        if fec:
-            options.update(fec="1", packet_loss=str(expected_loss))
-        if dtx:
-            options["dtx"] = "1"
-        codec.options = options
-        codec.open()
-        self._codec = codec
+        self._encoder = OpusEncoder(
+            SAMPLE_RATE,
+            bitrate=bitrate,
+            complexity=complexity,
+            fec=fec,
+            expected_loss=expected_loss,
+            dtx=dtx,
+        )
         self._clock = MediaClock()
-        self._pts = 0
-        self._silence = np.zeros((1, FRAME_SAMPLES), dtype=np.int16)
-        self._pending: list[av.Packet] = []
+        self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self.frames_sent = 0
         self.silent_frames = 0
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> EncodedPacket:  # type: ignore[override]
         if self.readyState != "live":
             raise MediaStreamError
-        while not self._pending:
-            await self._clock.tick()
-            self._pts = self._clock.ticks * FRAME_SAMPLES
-            pcm = self.sink.pop()
-            if pcm is None:
-                self.silent_frames += 1
-                data = self._silence
-            else:
-                data = pcm.reshape(1, -1)
-            frame = av.AudioFrame.from_ndarray(data, format="s16", layout="mono")
-            frame.sample_rate = SAMPLE_RATE
-            frame.pts = self._pts
-            frame.time_base = _TIME_BASE
-            self._pending.extend(self._codec.encode(frame))
-        packet = self._pending.pop(0)
-        # One packet per 20 ms frame: RTP time counts them on the 16 kHz media clock
-        # (aiortc converts it to Opus' 48 kHz RTP clock).
-        packet.pts = self.frames_sent * FRAME_SAMPLES
-        packet.time_base = _TIME_BASE
+        await self._clock.tick()
+        pcm = self.sink.pop()
+        if pcm is None:
+            self.silent_frames += 1
+            pcm = self._silence
+        # libopus directly: one 20 ms frame in, one packet out (no encoder delay queue). RTP
+        # time counts the packets, 20 ms each, on Opus' 48 kHz RTP clock.
+        packet = EncodedPacket(
+            self._encoder.encode(pcm),
+            self.frames_sent * (_OPUS_RATE * FRAME_SAMPLES // SAMPLE_RATE),
+        )
         self.frames_sent += 1
         return packet
 

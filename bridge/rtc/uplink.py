@@ -11,9 +11,9 @@ playout buffer) none of that helps. Two small replacements, installed on a recei
   older than one already released (reordered late, or duplicated) is dropped and counted.
   Loss never stalls the stream.
 * :class:`DirectDecoder` sits where aiortc's decoder queue was: called on the event loop as each
-  frame is released, it decodes Opus to mono (FFmpeg's libopus wrapper always outputs 48 kHz,
-  so a stateful resampler takes it to 16 kHz), cuts exact 20 ms frames and puts them on the
-  bus — no stereo decode and no thread hop per frame.
+  frame is released, it decodes Opus straight to 16 kHz mono with libopus (``audio/opus.py``;
+  no 48 kHz decode and no resampler), cuts exact 20 ms frames and puts them on the bus — no
+  stereo decode and no thread hop per frame.
 
 aiortc keeps both in private attributes of ``RTCRtpReceiver``; :func:`take_over_receiver`
 checks they exist, so a change in aiortc fails loudly rather than silently.
@@ -26,12 +26,12 @@ import queue
 from collections.abc import Callable
 from typing import Any
 
-import av
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.utils import uint16_gt
 
-from ..audio import BusFramer
+from ..audio import FRAME_SAMPLES, SAMPLE_RATE, Reframer
+from ..audio.opus import OpusDecoder, OpusError
 from ..audio.pcm import Pcm
 from ..media import BusStats
 
@@ -67,11 +67,8 @@ class DirectDecoder:
         self.on_frame = on_frame
         self.stats = stats
         self._stop: queue.Queue[None] = queue.Queue()
-        self._codec = av.CodecContext.create("libopus", "r")
-        self._codec.sample_rate = 48_000
-        self._codec.layout = "mono"
-        self._codec.format = "s16"
-        self._framer = BusFramer()
+        self._decoder = OpusDecoder(SAMPLE_RATE)
+        self._framer = Reframer(FRAME_SAMPLES)
         self.frames = 0
 
     def put(self, task: tuple[Any, JitterFrame] | None) -> None:
@@ -82,18 +79,17 @@ class DirectDecoder:
         if not encoded.data:
             return  # an empty payload would read as end-of-stream and end the decoder
         try:
-            decoded = self._codec.decode(av.Packet(encoded.data))
-        except av.FFmpegError as exc:
+            decoded = self._decoder.decode(encoded.data)
+        except OpusError as exc:
             self.stats.uplink_decode_errors += 1
             log.debug("uplink Opus frame failed to decode: %s", exc)
             return
-        for frame in decoded:
-            for chunk in self._framer.push(frame):
-                self.frames += 1
-                try:
-                    self.on_frame(chunk)
-                except Exception:  # never let a bus problem reach aiortc's DTLS loop
-                    log.exception("uplink frame handling failed")
+        for chunk in self._framer.push(decoded):
+            self.frames += 1
+            try:
+                self.on_frame(chunk)
+            except Exception:  # never let a bus problem reach aiortc's DTLS loop
+                log.exception("uplink frame handling failed")
 
     def get(self) -> None:
         """What aiortc's idle decoder thread blocks on; returns ``None`` at stop."""
