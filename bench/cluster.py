@@ -1,5 +1,5 @@
 """What the bench needs to measure the bridge with ``BRIDGE_WORKERS`` > 1: a Redis for the
-call directory, and CPU, memory and metrics summed over the supervisor and its workers."""
+call directory, its workers' settings, and the process tree to sum CPU and memory over."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import asyncio
 import shutil
 import tempfile
 from pathlib import Path
-
-import aiohttp
 
 SECRET = "bench-internal-secret-0123456789"
 
@@ -64,15 +62,3 @@ def tree(pid: int) -> list[int]:
     except OSError:
         pass
     return pids
-
-
-async def scrape_workers(
-    scrape, http: aiohttp.ClientSession, internal_port: int, workers: int
-) -> dict[tuple[str, tuple], float]:
-    """Every worker's ``/metrics`` (each on its internal port), summed series by series: the
-    public port reaches one worker at random."""
-    total: dict[tuple[str, tuple], float] = {}
-    for i in range(workers):
-        for key, value in (await scrape(http, f"http://127.0.0.1:{internal_port + i}")).items():
-            total[key] = total.get(key, 0.0) + value
-    return total

@@ -36,6 +36,8 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.cluster import start_redis, tree, worker_env
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -53,6 +55,19 @@ def pinned(cpu: int, argv: list[str]) -> list[str]:
     return [TASKSET, "-c", str(cpu), *argv] if TASKSET else argv
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a server: the process and its workers (``BRIDGE_WORKERS``)."""
+    return sum(cpu_seconds(p) for p in tree(pid))
+
+
+def tree_rss_bytes(pid: int) -> int:
+    return sum(rss_bytes(p) for p in tree(pid))
+
+
+def tree_fds(pid: int) -> int:
+    return sum(len(os.listdir(f"/proc/{p}/fd")) for p in tree(pid))
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime, all threads
@@ -60,6 +75,18 @@ def cpu_seconds(pid: int) -> float:
 
 def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+
+
+async def scrape_all(
+    http: aiohttp.ClientSession, bases: list[str]
+) -> dict[tuple[str, tuple], float]:
+    """Every server process's metrics summed series by series (several workers: each on its
+    internal port; the public one reaches a worker at random)."""
+    total: dict[tuple[str, tuple], float] = {}
+    for base in bases:
+        for key, value in (await scrape(http, base)).items():
+            total[key] = total.get(key, 0.0) + value
+    return total
 
 
 async def scrape(http: aiohttp.ClientSession, base: str) -> dict[tuple[str, tuple], float]:
@@ -181,8 +208,14 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
 
 
 async def start_server(
-    target: str, port: int, meta_port: int = 0, loop: str = "uvloop"
+    target: str,
+    port: int,
+    meta_port: int = 0,
+    loop: str = "uvloop",
+    cluster: dict[str, str] | None = None,
 ) -> asyncio.subprocess.Process:
+    """The server under test; ``cluster`` (BRIDGE_WORKERS and its directory settings) runs
+    the bridge as several workers, on every CPU (no pinning: they are the machine's)."""
     env = dict(
         os.environ,
         BRIDGE_ICE_ADDRESSES="127.0.0.1",
@@ -206,12 +239,17 @@ async def start_server(
             BRIDGE_CLOUDAPI_APP_SECRET=META_SECRET,
             BRIDGE_CLOUDAPI_VERIFY_TOKEN="bench-verify",
         )
+    if cluster:
+        env.update(cluster)
     if target in BRIDGES:
         argv = [sys.executable, "-m", "bridge", "--port", str(port)]
     else:
         argv = [sys.executable, "-m", "bench.echo_server", "--port", str(port)]
     proc = await asyncio.create_subprocess_exec(
-        *pinned(0, argv), env=env, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL
+        *(argv if cluster else pinned(0, argv)),
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
     )
     async with aiohttp.ClientSession() as http:
         for _ in range(300):
@@ -245,6 +283,8 @@ async def run_point(
     participants: int = 1,
     profile: Path | None = None,
     report_every: float = 0.0,
+    metric_bases: list[str] | None = None,
+    pin: bool = True,
 ) -> dict[str, Any]:
     argv = [
         sys.executable,
@@ -269,7 +309,10 @@ async def run_point(
         argv += ["--participants", str(participants)]
     errors = tempfile.TemporaryFile()
     gen = await asyncio.create_subprocess_exec(
-        *pinned(1, argv), cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=errors
+        *(pinned(1, argv) if pin else argv),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=errors,
     )
     assert gen.stdout is not None
     point: dict[str, Any] = {"target": target, "calls": calls, "participants": participants}
@@ -292,19 +335,19 @@ async def run_point(
             if line.startswith("WINDOW_START"):
                 if profile is not None:
                     spy = await start_profiler(proc.pid, window, profile)
-                c0, g0 = cpu_seconds(proc.pid), generator_cpu()
+                c0, g0 = tree_cpu_seconds(proc.pid), generator_cpu()
                 t0 = float(line.split()[1])
                 c_last = c0
                 if target in BRIDGES:
-                    m0 = await scrape(http, base)
+                    m0 = await scrape_all(http, metric_bases or [base])
             elif line.startswith("WINDOW_END"):
-                c1, g1 = cpu_seconds(proc.pid), generator_cpu()
-                point["rss_bytes"] = rss_bytes(proc.pid)
-                point["fds"] = len(os.listdir(f"/proc/{proc.pid}/fd"))
+                c1, g1 = tree_cpu_seconds(proc.pid), generator_cpu()
+                point["rss_bytes"] = tree_rss_bytes(proc.pid)
+                point["fds"] = tree_fds(proc.pid)
                 # The machine is shared: the 1-minute load says what else wanted the CPUs.
                 point["load_1m"] = os.getloadavg()[0]
                 if target in BRIDGES:
-                    m1 = await scrape(http, base)
+                    m1 = await scrape_all(http, metric_bases or [base])
                 if meta_base:  # what the WhatsApp side heard, before the calls are hung up
                     q = {"t0": str(t0), "t1": line.split()[1]}
                     async with http.get(meta_base + "/bench/stats", params=q) as r:
@@ -315,14 +358,14 @@ async def run_point(
                     point["meta_refused"] = heard["refused"]
             elif line.startswith("REPORT"):
                 report = json.loads(line.split(" ", 1)[1])
-                c = cpu_seconds(proc.pid)
+                c = tree_cpu_seconds(proc.pid)
                 span = report["t1"] - report["t0"]
                 row = {
                     "t_s": round(report["t1"] - t0, 1),
                     "on_time": report["on_time"],
                     "cpu_pct": 100 * (c - c_last) / span if span > 0 else 0.0,
-                    "rss_mb": rss_bytes(proc.pid) / 1e6,
-                    "fds": len(os.listdir(f"/proc/{proc.pid}/fd")),
+                    "rss_mb": tree_rss_bytes(proc.pid) / 1e6,
+                    "fds": tree_fds(proc.pid),
                     "click_rtt_ms": report["click_rtt_ms"],
                     "load_1m": os.getloadavg()[0],
                 }
@@ -414,25 +457,42 @@ async def bench(
     participants_list: tuple[int, ...] = (1,),
     profile_dir: Path | None = None,
     loops: tuple[str, ...] = ("uvloop",),
+    workers_list: tuple[int, ...] = (1,),
 ) -> dict[str, Any]:
     load_at_start = os.getloadavg()  # the machine is shared: say how busy it was
     points = []
     # The bridge once per event loop asked for (back to back, so they share the machine's
-    # conditions); the echo server always runs on asyncio's loop.
-    runs = [(t, loop) for t in targets for loop in (loops if t in BRIDGES else ("asyncio",))]
-    for target, loop in runs:
+    # conditions); the echo server always runs on asyncio's loop. --workers runs the sim
+    # bridge once per worker count too.
+    runs = [
+        (t, loop, w)
+        for t in targets
+        for loop in (loops if t in BRIDGES else ("asyncio",))
+        for w in (workers_list if t == "bridge" else (1,))
+    ]
+    for target, loop, workers in runs:
         port = free_port()
         meta = None
         meta_at: tuple[str, int] | None = None
+        redis = None
+        cluster: dict[str, str] | None = None
+        metric_bases: list[str] | None = None
         if target == "cloudapi":
             meta_port = free_port()
             meta = await start_meta(meta_port, port)
             meta_at = (f"http://127.0.0.1:{meta_port}", meta.pid)
+        if workers > 1:
+            # Several workers share a Redis call directory; each serves its metrics on its
+            # internal port (the public one reaches a worker at random).
+            redis_port, internal_port = free_port(), free_port()
+            redis = await start_redis(redis_port)
+            cluster = worker_env(workers, redis_port, internal_port)
+            metric_bases = [f"http://127.0.0.1:{internal_port + i}" for i in range(workers)]
         try:
-            proc = await start_server(target, port, meta_port if meta else 0, loop)
+            proc = await start_server(target, port, meta_port if meta else 0, loop, cluster)
             base = f"http://127.0.0.1:{port}"
             await asyncio.sleep(1.0)
-            idle_rss = rss_bytes(proc.pid)
+            idle_rss = tree_rss_bytes(proc.pid)
             try:
                 for n in calls_list:
                     # Each N's plain and contact-centre points run back to back (same
@@ -453,11 +513,16 @@ async def bench(
                             meta_at,
                             seats,
                             profile,
+                            metric_bases=metric_bases,
+                            # With workers the server has every CPU, and the load generator
+                            # shares them (a 2-core machine has none to give it).
+                            pin=workers == 1 and len(workers_list) == 1,
                         )
                         point["loop"] = loop
+                        point["workers"] = workers
                         points.append(point)
                         print(
-                            f"  {target:8} {loop:7} N={n:3} participants={seats}  "
+                            f"  {target:8} {loop:7} W={workers} N={n:3} participants={seats}  "
                             f"cpu/call={point['cpu_pct_per_call']:.2f}%  "
                             f"on-time={100 * point.get('downlink_on_time', 0):.2f}%",
                             flush=True,
@@ -467,6 +532,8 @@ async def bench(
         finally:
             if meta is not None:
                 await stop(meta)
+            if redis is not None:
+                await stop(redis)
     result = summarize(points, calls_list, warmup, window, participants_list)
     result["load_at_start"] = load_at_start
     return result
@@ -506,20 +573,40 @@ def summarize(
             if base["cpu_pct_per_call"]:
                 p["ratio_vs_1_participant"] = p["cpu_pct_per_call"] / base["cpu_pct_per_call"]
 
-    def best(target: str, loop: str) -> int:
+    # Several workers next to one, same N, same run: their CPU per call summed over every
+    # worker, divided by one worker's (1.0: no cross-worker cost on the media path).
+    single = {
+        (p["calls"], p.get("loop")): p
+        for p in points
+        if p["target"] == "bridge" and p.get("workers", 1) == 1 and p.get("participants", 1) == 1
+    }
+    for p in points:
+        one = single.get((p["calls"], p.get("loop")))
+        if p.get("workers", 1) > 1 and one and one["cpu_pct_per_call"]:
+            p["ratio_vs_1_worker"] = p["cpu_pct_per_call"] / one["cpu_pct_per_call"]
+
+    def best(target: str, loop: str, workers: int) -> int:
         ok = [
             p["calls"]
             for p in points
             if p["target"] == target
             and p.get("loop") == loop
+            and p.get("workers", 1) == workers
             and p.get("participants", 1) == 1
             and p.get("downlink_on_time", 0) >= 0.995
             and p.get("connected") == p["calls"]
         ]
         return max(ok) if ok else 0
 
-    runs = list(dict.fromkeys((p["target"], p.get("loop", "")) for p in points))
-    loops_of = Counter(t for t, _ in runs)
+    runs = list(
+        dict.fromkeys((p["target"], p.get("loop", ""), p.get("workers", 1)) for p in points)
+    )
+    loops_of = Counter(t for t, _ in dict.fromkeys((t, loop) for t, loop, _ in runs))
+
+    def label(target: str, loop: str, workers: int) -> str:
+        name = target if loops_of[target] == 1 else f"{target}/{loop}"
+        return name if workers == 1 else f"{name}/{workers} workers"
+
     return {
         "machine": {
             "cpus": os.cpu_count(),
@@ -537,9 +624,7 @@ def summarize(
         },
         "load_at_end": os.getloadavg(),
         "points": points,
-        "max_calls_on_time": {
-            (t if loops_of[t] == 1 else f"{t}/{loop}"): best(t, loop) for t, loop in runs
-        },
+        "max_calls_on_time": {label(t, loop, w): best(t, loop, w) for t, loop, w in runs},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
@@ -554,6 +639,7 @@ def table(result: dict[str, Any]) -> str:
     head = (
         "target",
         "loop",
+        "W",
         "N",
         "seats",
         "cpu%/call",
@@ -582,12 +668,17 @@ def table(result: dict[str, Any]) -> str:
             (
                 p["target"],
                 p.get("loop", "-"),
+                str(p.get("workers", 1)),
                 str(p["calls"]),
                 str(p.get("participants", 1)),
                 f(p["cpu_pct_per_call"]),
                 f(p.get("cpu_us_per_frame"), "{:.0f}"),
                 f(p.get("generator_cpu_pct"), "{:.0f}"),
-                f(p.get("ratio_vs_echo", p.get("ratio_vs_1_participant"))),
+                f(
+                    p.get(
+                        "ratio_vs_echo", p.get("ratio_vs_1_participant", p.get("ratio_vs_1_worker"))
+                    )
+                ),
                 f(100 * p.get("downlink_on_time", 0)),
                 f(None if "whatsapp_on_time" not in p else 100 * p["whatsapp_on_time"]),
                 f(p.get("uplink_frames_per_call"), "{:.0f}"),
@@ -612,6 +703,11 @@ def table(result: dict[str, Any]) -> str:
     if any(p.get("participants", 1) > 1 for p in result["points"]):
         lines.append(
             "ratio: bridge/echo for 1 seat; for more seats, CPU per call / the 1-seat call's"
+        )
+    if any(p.get("workers", 1) > 1 for p in result["points"]):
+        lines.append(
+            "W: worker processes (BRIDGE_WORKERS, on every CPU, the load generator sharing them); "
+            "for W > 1, cpu%/call sums every worker and ratio is it / 1 worker's at the same N"
         )
     lines.append(
         "click: one call's click timed from outside (RTP sent → its echo's RTP back at the load "
@@ -653,7 +749,7 @@ async def soak(minutes: float, calls: int, report_every: float, loop: str) -> di
     base = f"http://127.0.0.1:{port}"
     try:
         await asyncio.sleep(1.0)
-        idle_rss = rss_bytes(proc.pid)
+        idle_rss = tree_rss_bytes(proc.pid)
         point = await run_point(
             "bridge", proc, base, calls, 3.0, 60 * minutes, idle_rss, report_every=report_every
         )
@@ -740,6 +836,12 @@ def main() -> None:
         help="the bridge's event loop (BRIDGE_UVLOOP); on,off runs each bridge target on both, "
         "back to back, and reports both",
     )
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="comma-separated BRIDGE_WORKERS for the bridge (sim) target, e.g. 1,2: each count "
+        "runs back to back, unpinned, with a loopback redis-server as the call directory",
+    )
     parser.add_argument("--smoke", action="store_true", help="2 calls, 2 s: proves the bench runs")
     parser.add_argument(
         "--soak",
@@ -787,6 +889,7 @@ def main() -> None:
             seats,
             profile_dir,
             loops,
+            tuple(int(x) for x in args.workers.split(",")),
         )
     )
     out.mkdir(parents=True, exist_ok=True)
