@@ -32,7 +32,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if workers > 1 and index is None:
             return _supervise(settings, workers, args)
         worker_index = int(index or 0)
-        install_event_loop(settings.server.uvloop)
         app = create_app(settings, worker_index=worker_index)
     except ConfigError as exc:
         print(f"webrtc-bridge: configuration error: {exc}", file=sys.stderr)
@@ -69,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("no BRIDGE_API_TOKENS set: the API is open to anyone who can reach it")
     # run_app turns SIGINT/SIGTERM into a graceful shutdown: on_shutdown, then cleanup_ctx
     # (which hangs up calls and closes every peer connection).
+    # Once the app was built and the ports bound (a start-up error stays one line on stderr).
+    install_event_loop(settings.server.uvloop)
     web.run_app(app, sock=sockets, print=None, shutdown_timeout=5.0, access_log=None)
     log.info("stopped")
     return 0
