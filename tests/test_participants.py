@@ -157,7 +157,12 @@ async def hand_off(client, cid: str, warm: bool) -> None:
     await asyncio.sleep(1.5)
     sim = sim_call(client, cid)
     around = [t for t in sim.heard_at if changed - 1.0 <= t <= changed + 1.5]
-    assert len(around) > 100 and largest_gap_ms(around) <= 40, largest_gap_ms(around)
+    # A hand-off that drops audio leaves a hole of hundreds of ms. A loaded machine (a 2-core
+    # CI runner) delays single frames by a tick or two anyway: the bar is 40 ms, or the worst
+    # gap of the second before the hand-off plus one frame, whichever is larger.
+    before = [t for t in sim.heard_at if changed - 2.0 <= t <= changed - 1.0]
+    bar = max(40.0, largest_gap_ms(before) + 20.0 if len(before) > 10 else 40.0)
+    assert len(around) > 100 and largest_gap_ms(around) <= bar, (largest_gap_ms(around), bar)
     assert_hears(peer_heard(client, cid, 25), 16_000, {WHISPER}, {AGENT})
     await agent.close()
     await new.close()
