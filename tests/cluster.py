@@ -13,6 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bench.cluster import start_redis
+
 from .fakes.common import free_port, spawn_bridge, stop_process
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -30,9 +32,8 @@ def require_redis() -> None:
 class Redis:
     """A ``redis-server`` on a loopback port, without persistence (a restart comes back empty)."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self) -> None:
         self.port = free_port()
-        self.tmp = tmp
         self.proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -40,30 +41,7 @@ class Redis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     async def start(self) -> None:
-        assert REDIS_SERVER is not None
-        self.proc = await asyncio.create_subprocess_exec(
-            REDIS_SERVER,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(self.tmp),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        for _ in range(200):
-            try:
-                _r, w = await asyncio.open_connection("127.0.0.1", self.port)
-                w.close()
-                return
-            except OSError:
-                await asyncio.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        self.proc = await start_redis(self.port)  # the bench's: the same server, the same flags
 
     async def stop(self) -> None:
         await stop_process(self.proc)

@@ -35,8 +35,8 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-async def redis(tmp_path) -> AsyncIterator[Redis]:
-    server = Redis(tmp_path)
+async def redis() -> AsyncIterator[Redis]:
+    server = Redis()
     await server.start()
     yield server
     await server.stop()
