@@ -42,11 +42,11 @@ system-deps:
 	  else echo "missing Debian packages:$$missing (need root and apt-get); their tests will skip"; fi; \
 	fi
 
-# The libwebrtc peer (Node + @roamhq/wrtc, locked in tests/node/package-lock.json).
-NODE_STAMP = tests/node/node_modules/.installed
-$(NODE_STAMP): tests/node/package-lock.json
+# The libwebrtc peer (Node + @roamhq/wrtc, locked in tests/interop/node/package-lock.json).
+NODE_STAMP = tests/interop/node/node_modules/.installed
+$(NODE_STAMP): tests/interop/node/package-lock.json
 	@if command -v npm >/dev/null; then \
-	  cd tests/node && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	  cd tests/interop/node && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else echo "npm not found: the libwebrtc test will skip"; fi
 node-deps: $(NODE_STAMP)
 

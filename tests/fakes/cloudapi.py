@@ -29,7 +29,7 @@ from bridge.engines.cloudapi import SIGNATURE_HEADER, sign
 from bridge.rtc import restrict_host_addresses
 from bridge.rtc.release import release_peer_connection
 
-from ..rtc_client import Recorder, ToneTrack
+from ..support.rtc_client import Recorder, ToneTrack
 from .common import FakeServer
 
 META_OPUS_FMTP = (

@@ -1,0 +1,426 @@
+"""The v1 HTTP API: status codes, error bodies, state machine, auth, WebRTC session rules."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+import pytest
+
+from bridge.api.keys import ENGINE, MANAGER
+from bridge.audio import dominant_frequency, rms_dbfs, s16_to_f32
+
+from ..support.calls import wait_state
+from ..support.rtc_client import RtcClient
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def assert_error(body: dict, code: str | None = None) -> None:
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message"}
+    assert body["error"]["message"]
+    if code is not None:
+        assert body["error"]["code"] == code, body
+
+
+async def make_call(client, phone: str = "5521999999999", headers=None) -> dict:
+    resp = await client.post("/call/make", json={"phone": phone}, headers=headers)
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def test_make_returns_snapshot_and_rings_then_answers(make_client) -> None:
+    client = await make_client(sim_answer_delay=1.0)
+    call = await make_call(client, "5521999999999@s.whatsapp.net")
+    assert set(call) == {
+        "callID",
+        "peer",
+        "direction",
+        "state",
+        "transport",
+        "webrtc",
+        "muted",
+        "held",
+        "participants",
+        "metadata",
+        "createdAt",
+        "answeredAt",
+        "endedAt",
+        "endReason",
+        "endDetail",
+        "duration",
+        "owner",
+    }
+    assert call["state"] == "calling" and call["transport"] is None and call["webrtc"] is None
+    assert call["participants"] == [] and call["held"] is False
+    assert call["createdAt"].endswith("Z") and call["answeredAt"] is None
+    await wait_state(client, call["callID"], "ringing", timeout=1)
+    active = await wait_state(client, call["callID"], "active", timeout=3)
+    assert active["answeredAt"] is not None
+    status = await (await client.get("/call/status")).json()
+    assert [c["callID"] for c in status["calls"]] == [call["callID"]]
+
+
+async def test_metadata_is_kept(client) -> None:
+    resp = await client.post("/call/make", json={"phone": "+447700900123", "metadata": {"a": 1}})
+    body = await resp.json()
+    assert resp.status == 201 and body["metadata"] == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    "payload,code",
+    [
+        ({}, "invalid_phone"),
+        ({"phone": "abc"}, "invalid_phone"),
+        ({"phone": 5521999}, "invalid_phone"),
+        ({"phone": "12"}, "invalid_phone"),
+        ({"phone": "5521999999999", "metadata": [1]}, "bad_request"),
+    ],
+)
+async def test_make_rejects_bad_input(client, payload, code) -> None:
+    resp = await client.post("/call/make", json=payload)
+    assert resp.status == 400
+    assert_error(await resp.json(), code)
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        "/call/make",
+        "/call/answer",
+        "/call/hangup",
+        "/call/mute",
+        "/call/webrtc/offer",
+        "/call/webrtc/close",
+        "/call/sim/incoming",
+    ],
+)
+@pytest.mark.parametrize("body", [b"{not json", b"", b"[1,2]", b"\xff\xfe", b"null"])
+async def test_malformed_json_is_400(client, route, body) -> None:
+    resp = await client.post(route, data=body, headers={"Content-Type": "application/json"})
+    assert resp.status == 400
+    assert_error(await resp.json(), "invalid_json")
+
+
+async def test_unknown_call_is_404_everywhere(client) -> None:
+    assert_error(await (await client.get("/call/nope")).json(), "call_not_found")
+    for route in ["/call/answer", "/call/hangup", "/call/webrtc/close", "/call/mute"]:
+        resp = await client.post(route, json={"callID": "nope"})
+        assert resp.status == 404, route
+        assert_error(await resp.json(), "call_not_found")
+    resp = await client.post(
+        "/call/webrtc/offer", json={"callID": "nope", "type": "offer", "sdp": "v=0\r\nm=audio 9"}
+    )
+    assert resp.status == 404
+
+
+async def test_unknown_route_and_method_get_the_error_body(client) -> None:
+    resp = await client.get("/nowhere")
+    assert resp.status == 404
+    assert_error(await resp.json(), "not_found")
+    resp = await client.put("/call/hangup")
+    assert resp.status == 405
+    assert_error(await resp.json(), "method_not_allowed")
+
+
+async def test_oversize_body_is_413(client) -> None:
+    resp = await client.post("/call/make", data=b'{"phone": "' + b"1" * 70_000 + b'"}')
+    assert resp.status == 413
+    assert_error(await resp.json(), "too_large")
+    call = await make_call(client)
+    sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n" + "a=x\r\n" * 4000
+    resp = await client.post("/call/webrtc/offer", json={"callID": call["callID"], "sdp": sdp})
+    assert resp.status == 413
+
+
+async def test_state_machine_conflicts_are_409(client) -> None:
+    call = await make_call(client)
+    cid = call["callID"]
+    resp = await client.post("/call/answer", json={"callID": cid})
+    assert resp.status == 409  # an outbound call cannot be answered by us
+    assert_error(await resp.json(), "invalid_call_state")
+    resp = await client.post("/call/hangup", json={"callID": cid})
+    assert resp.status == 200
+    ended = await resp.json()
+    assert ended["state"] == "ended" and ended["endReason"] == "canceled" and ended["endedAt"]
+    for route, body in [
+        ("/call/hangup", {"callID": cid}),
+        ("/call/answer", {"callID": cid}),
+        ("/call/mute", {"callID": cid, "muted": True}),
+    ]:
+        resp = await client.post(route, json=body)
+        assert resp.status == 409, route
+        assert_error(await resp.json())
+    # Ended calls stay readable, and leave the live list.
+    assert (await (await client.get(f"/call/{cid}")).json())["state"] == "ended"
+    assert (await (await client.get("/call/status")).json())["calls"] == []
+
+
+async def test_inbound_ring_answer_and_decline(client) -> None:
+    resp = await client.post("/call/sim/incoming", json={"phone": "+15550001111"})
+    assert resp.status == 201
+    call = await resp.json()
+    assert call["direction"] == "inbound" and call["state"] == "ringing"
+    assert call["peer"] == "15550001111@s.whatsapp.net"
+    resp = await client.post("/call/answer", json={"callID": call["callID"]})
+    assert resp.status == 200 and (await resp.json())["state"] == "active"
+    resp = await client.post("/call/answer", json={"callID": call["callID"]})
+    assert resp.status == 409
+
+    second = await (await client.post("/call/sim/incoming", json={"phone": "15550002222"})).json()
+    resp = await client.post("/call/hangup", json={"callID": second["callID"]})
+    assert (await resp.json())["endReason"] == "declined"
+    engine = client.app[ENGINE]
+    assert {c.state for c in engine.calls.values()} == {"active", "ended"}
+
+
+async def test_remote_hangup_ends_the_call(make_client) -> None:
+    client = await make_client(sim_hangup_after=0.3)
+    call = await make_call(client)
+    ended = await wait_state(client, call["callID"], "ended", timeout=3)
+    assert ended["endReason"] == "remote_hangup"
+
+
+async def test_events_stream_reports_lifecycle(client) -> None:
+    resp = await client.get("/call/events")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/event-stream")
+    call = await make_call(client)
+    await client.post("/call/hangup", json={"callID": call["callID"]})
+    seen: list[tuple[str, dict]] = []
+    event = None
+    while len(seen) < 3:
+        line = (await asyncio.wait_for(resp.content.readline(), 3)).decode().strip()
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            seen.append((event, json.loads(line[6:])))
+    types = [e for e, _ in seen]
+    assert types[0] == "call.created" and types[-1] == "call.ended"
+    assert all(
+        d["callID"] == call["callID"] and d["call"]["callID"] == call["callID"] for _, d in seen
+    )
+    resp.close()
+
+
+async def read_sse(resp, count: int) -> list[dict[str, str]]:
+    """The next ``count`` events of an SSE response as ``{id, event, data}``."""
+    events: list[dict[str, str]] = []
+    fields: dict[str, str] = {}
+    while len(events) < count:
+        line = (await asyncio.wait_for(resp.content.readline(), 3)).decode().rstrip("\n")
+        if not line:
+            if "event" in fields:
+                events.append(fields)
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            fields[name] = value
+    return events
+
+
+async def test_events_carry_ids_and_a_reconnect_with_last_event_id_replays_what_it_missed(
+    client,
+) -> None:
+    first = await client.get("/call/events")
+    call = await make_call(client)
+    await client.post("/call/hangup", json={"callID": call["callID"]})
+    seen = await read_sse(first, 3)
+    first.close()
+    ids = [tuple(int(part) for part in e["id"].split("-")) for e in seen]  # boot-seq
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    assert seen[0]["event"] == "call.created" and seen[-1]["event"] == "call.ended"
+    # Dropped after the first event: the reconnect gets the rest, in order, with the same ids.
+    again = await client.get("/call/events", headers={"Last-Event-ID": seen[0]["id"]})
+    replay = await read_sse(again, 2)
+    again.close()
+    assert [(e["id"], e["event"], e["data"]) for e in replay] == [
+        (e["id"], e["event"], e["data"]) for e in seen[1:]
+    ]
+
+
+async def test_offer_rules(client) -> None:
+    call = await make_call(client)
+    cid = call["callID"]
+    for body, status in [
+        ({"callID": cid}, 400),  # no sdp
+        ({"callID": cid, "sdp": 42}, 400),
+        ({"callID": cid, "type": "answer", "sdp": "v=0"}, 400),
+        ({"callID": cid, "sdp": "garbage"}, 400),
+        ({"callID": cid, "sdp": "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"}, 400),
+        ({"callID": cid, "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nx=garbage\r\n"}, 400),
+        (
+            {
+                "callID": cid,
+                "sdp": "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+                "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n",
+            },
+            400,
+        ),
+    ]:
+        resp = await client.post("/call/webrtc/offer", json=body)
+        assert resp.status == status, (body, await resp.text())
+        assert_error(await resp.json())
+    # After failed offers the call has no session and nothing is left open.
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["transport"] is None
+    media = client.app[MANAGER].find_runtime(cid)
+    assert media is not None and media.session is None and not media.bus.users
+
+    await client.post("/call/hangup", json={"callID": cid})
+    rtc = RtcClient(client, cid)
+    rtc.pc.addTrack(rtc.track)
+    await rtc.pc.setLocalDescription(await rtc.pc.createOffer())
+    resp = await client.post(
+        "/call/webrtc/offer",
+        json={"callID": cid, "type": "offer", "sdp": rtc.pc.localDescription.sdp},
+    )
+    assert resp.status == 409
+    assert_error(await resp.json(), "invalid_call_state")
+    await rtc.close()
+
+
+async def test_reoffer_replaces_session_and_close_is_idempotent(client) -> None:
+    call = await make_call(client)
+    cid = call["callID"]
+    first = RtcClient(client, cid, freq=440.0)
+    await first.offer()
+    await asyncio.wait_for(first.connected.wait(), 10)
+    old_session = client.app[MANAGER].find_runtime(cid).session
+
+    second = RtcClient(client, cid, freq=880.0)
+    await second.offer()
+    await asyncio.wait_for(second.connected.wait(), 10)
+    media = client.app[MANAGER].find_runtime(cid)
+    assert media.session is not old_session
+    assert old_session.state == "closed" and old_session._pc.connectionState == "closed"
+    assert len(old_session._tasks) == 0
+    assert media.bus.users == {media.session.id}
+    assert list(media.bus.conference.participants) == ["agent"]  # one listener, the new one
+
+    await wait_state(client, cid, "active")
+    await asyncio.sleep(1.0)
+    t0 = time.monotonic()
+    await asyncio.sleep(1.0)
+    heard = second.recorder.since(t0)
+    assert dominant_frequency(heard, second.recorder.rate) == pytest.approx(880, abs=6)
+
+    for _ in range(2):
+        resp = await client.post("/call/webrtc/close", json={"callID": cid})
+        assert resp.status == 200
+        assert await resp.json() == {"callID": cid, "closed": True}
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["state"] == "active"  # closing WebRTC leaves the WhatsApp call up
+    assert snap["transport"] is None and snap["webrtc"] == {"state": "closed"}
+    assert media.session is None and not media.bus.users
+    assert not media.bus.conference.participants
+    await first.close()
+    await second.close()
+    resp = await client.post("/call/hangup", json={"callID": cid})
+    assert (await resp.json())["endReason"] == "hangup"
+    resp = await client.post("/call/webrtc/close", json={"callID": cid})
+    assert resp.status == 200
+
+
+async def test_mute_sends_silence_to_whatsapp(client) -> None:
+    call = await make_call(client)
+    cid = call["callID"]
+    rtc = RtcClient(client, cid, freq=440.0)
+    await rtc.offer()
+    await wait_state(client, cid, "active")
+    await asyncio.sleep(0.8)
+    sim_call = client.app[ENGINE].calls[client.app[MANAGER].get(cid).engine_call_id]
+    before = s16_to_f32(np.concatenate(list(sim_call.heard)[-20:]))
+    assert dominant_frequency(before, 16_000) == pytest.approx(440, abs=3)
+
+    resp = await client.post("/call/mute", json={"callID": cid, "muted": True})
+    assert resp.status == 200 and (await resp.json())["muted"] is True
+    n = sim_call.frames_heard
+    await asyncio.sleep(0.6)
+    assert sim_call.frames_heard - n > 20  # frames keep flowing, as silence
+    muted = np.concatenate(list(sim_call.heard)[-20:])
+    assert not muted.any()
+
+    resp = await client.post("/call/mute", json={"callID": cid, "muted": False})
+    assert (await resp.json())["muted"] is False
+    await asyncio.sleep(0.6)
+    after = s16_to_f32(np.concatenate(list(sim_call.heard)[-20:]))
+    assert rms_dbfs(after) > -12
+    resp = await client.post("/call/mute", json={"callID": cid, "muted": "yes"})
+    assert resp.status == 400
+    await rtc.close()
+
+
+async def test_auth_required_on_every_call_route(make_client) -> None:
+    client = await make_client(api_tokens=(TOKEN,))
+    routes = [
+        ("GET", "/call/status"),
+        ("GET", "/call/abc"),
+        ("GET", "/call/events"),
+        ("GET", "/call/webrtc/config"),
+        ("POST", "/call/make"),
+        ("POST", "/call/answer"),
+        ("POST", "/call/hangup"),
+        ("POST", "/call/mute"),
+        ("POST", "/call/webrtc/offer"),
+        ("POST", "/call/webrtc/close"),
+        ("POST", "/call/sim/incoming"),
+    ]
+    for method, path in routes:
+        for headers in [{}, {"Authorization": "Bearer wrong"}, {"token": "wrong"}]:
+            resp = await client.request(method, path, json={}, headers=headers)
+            assert resp.status == 401, (method, path, headers)
+            assert_error(await resp.json(), "unauthorized")
+    # ?token= only on SSE/WebSocket routes.
+    resp = await client.get(f"/call/status?token={TOKEN}")
+    assert resp.status == 401
+    resp = await client.get(f"/call/events?token={TOKEN}")
+    assert resp.status == 200
+    resp.close()
+    # Both header forms work.
+    call = await make_call(client, headers=AUTH)
+    resp = await client.get(f"/call/{call['callID']}", headers={"token": TOKEN})
+    assert resp.status == 200
+    for path in ["/healthz", "/readyz"]:
+        assert (await client.get(path)).status == 200
+
+
+async def test_health_and_config(make_client) -> None:
+    client = await make_client(stun_urls=("stun:stun.example.org:3478",), max_calls=1)
+    assert await (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await (await client.get("/readyz")).json()
+    assert ready["ready"] is True and ready["engine"]["name"] == "sim"
+    config = await (await client.get("/call/webrtc/config")).json()
+    assert config == {
+        "iceServers": [{"urls": ["stun:stun.example.org:3478"]}],
+        "iceTransportPolicy": "all",
+        "turn": {"enabled": False, "status": "disabled", "ttl": None},
+    }
+    await make_call(client)
+    resp = await client.post("/call/make", json={"phone": "5511999999999"})
+    assert resp.status == 503 and resp.headers["Retry-After"]
+    assert_error(await resp.json(), "at_capacity")
+    resp = await client.get("/readyz")
+    assert resp.status == 503 and "at capacity" in (await resp.json())["reasons"][0]
+
+
+async def test_empty_stun_list_advertises_none(client) -> None:
+    config = await (await client.get("/call/webrtc/config")).json()
+    assert config["iceServers"] == []
+
+
+async def test_hostile_bytes_never_500(client, make_client) -> None:
+    resp = await client.post("/call/make", data=b"[" * 30_000)
+    assert resp.status == 400
+    assert_error(await resp.json(), "invalid_json")
+    authed = await make_client(api_tokens=(TOKEN,))
+    resp = await authed.get(
+        "/call/status",
+        headers={"token": "caf\udcc3".encode("utf-8", "surrogateescape").decode("latin-1")},
+    )
+    assert resp.status == 401
+    assert_error(await resp.json(), "unauthorized")

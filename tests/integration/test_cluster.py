@@ -1,0 +1,526 @@
+"""Two bridge instances on one real Redis (Debian's redis-server on loopback): any instance
+serves any call, events reach every instance, a dead owner's calls end, Redis can go away.
+
+Each instance is a real ``python -m bridge`` process with its own public and internal port,
+as on two machines; the browser is a real aiortc peer; assertions are on the audio it hears
+and on the PCM the WebSocket carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+
+from bridge.audio import dominant_frequency
+from bridge.calls.manager import ORPHAN_RECHECK
+from bridge.timefmt import parse_iso_utc
+
+from ..fakes.common import free_port, spawn_bridge
+from ..support.cluster import Bridge, Http, Redis, bridge_env, require_redis, sse_events
+from ..support.rtc_client import RtcClient
+
+require_redis()
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    server = Redis()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def start_pair(redis: Redis, session, tmp_path, **env: str) -> tuple[Bridge, Bridge]:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = Bridge(redis, tmp_path / "a", env=dict(env))
+    b = Bridge(redis, tmp_path / "b", env=dict(env))
+    await asyncio.gather(a.start(session), b.start(session))
+    return a, b
+
+
+@pytest.fixture
+async def pair(redis, session, tmp_path) -> AsyncIterator[tuple[Bridge, Bridge]]:
+    a, b = await start_pair(redis, session, tmp_path)
+    yield a, b
+    await asyncio.gather(a.stop(), b.stop())
+
+
+async def post(session, base: str, path: str, body: dict) -> tuple[int, dict]:
+    async with session.post(base + path, json=body) as r:
+        return r.status, await r.json()
+
+
+async def get(session, base: str, path: str) -> tuple[int, dict]:
+    async with session.get(base + path) as r:
+        return r.status, await r.json()
+
+
+async def wait_call(session, base: str, call_id: str, state: str, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, call = await get(session, base, f"/call/{call_id}")
+        if status == 200 and call.get("state") == state:
+            return call
+        assert time.monotonic() < deadline, (status, call)
+        await asyncio.sleep(0.05)
+
+
+async def inbound_calls(session, base: str, timeout: float = 10) -> list[dict]:
+    """The cluster's live inbound calls, once there is one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _status, listing = await get(session, base, "/call/status")
+        ringing = [c for c in listing["calls"] if c["direction"] == "inbound"]
+        if ringing:
+            return ringing
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+
+
+async def hear(rtc: RtcClient, seconds: float = 1.0) -> float:
+    t0 = time.monotonic()
+    await asyncio.sleep(seconds)
+    return dominant_frequency(rtc.recorder.since(t0), rtc.recorder.rate)
+
+
+async def test_a_call_made_through_a_is_read_offered_answered_and_hung_up_through_b(
+    pair, session
+) -> None:
+    a, b = pair
+    status, call = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+    assert status == 201 and call["owner"] == a.worker_id  # a tie stays where it landed
+    call_id = call["callID"]
+    # Read through B: the owner's snapshot.
+    read = await wait_call(session, b.base, call_id, "active")
+    assert read["owner"] == a.worker_id and read["callID"] == call_id
+    # Offer through B: A terminates the media; the browser hears the sim's echo of its tone.
+    rtc = RtcClient(Http(session, b.base), call_id, freq=440.0)
+    await rtc.offer()
+    await asyncio.wait_for(rtc.connected.wait(), 10)
+    await asyncio.sleep(0.5)
+    assert await hear(rtc) == pytest.approx(440, abs=5)
+    # The PCM WebSocket opened on B carries the call's audio: 20 ms frames of 16 kHz s16le.
+    ws_url = b.base.replace("http://", "ws://") + f"/call/{call_id}/stream"
+    frames: list[bytes] = []
+    async with session.ws_connect(ws_url) as ws:
+        deadline = time.monotonic() + 10
+        while len(frames) < 75 and time.monotonic() < deadline:
+            msg = await ws.receive(timeout=5)
+            if msg.type is aiohttp.WSMsgType.BINARY:
+                frames.append(msg.data)
+    assert len(frames) == 75 and {len(f) for f in frames} == {640}
+    pcm = np.frombuffer(b"".join(frames[25:]), dtype="<i2")
+    assert dominant_frequency(pcm, 16_000) == pytest.approx(440, abs=5)
+    assert np.sqrt(np.mean(pcm.astype(np.float64) ** 2)) > 300  # audible, not silence
+    # Hang up through B.
+    status, ended = await post(session, b.base, "/call/hangup", {"callID": call_id})
+    assert status == 200 and ended["state"] == "ended" and ended["endReason"] == "hangup"
+    await rtc.close()
+    # Both instances agree, and an ended call of A is still readable on B.
+    for base in (a.base, b.base):
+        final = await wait_call(session, base, call_id, "ended")
+        assert final["endReason"] == "hangup" and final["owner"] == a.worker_id
+
+
+async def test_an_inbound_call_of_a_is_answered_through_b(pair, session) -> None:
+    a, b = pair
+    status, call = await post(session, a.base, "/call/sim/incoming", {"phone": "5511988887777"})
+    assert status == 201 and call["owner"] == a.worker_id and call["state"] == "ringing"
+    status, answered = await post(session, b.base, "/call/answer", {"callID": call["callID"]})
+    assert status == 200 and answered["state"] == "active", answered
+    # A malformed request about the call gets B's own 400, never a forward.
+    status, body = await post(session, b.base, "/call/mute", {"callID": call["callID"], "muted": 3})
+    assert status == 400 and body["error"]["code"] == "bad_request"
+    status, body = await post(session, b.base, "/call/hangup", {"callID": "nosuchcall"})
+    assert status == 404 and body["error"]["code"] == "call_not_found"
+    # Every live call of the cluster, from either instance.
+    for base in (a.base, b.base):
+        status, listing = await get(session, base, "/call/status")
+        assert [c["callID"] for c in listing["calls"]] == [call["callID"]]
+
+
+async def wait_for_event(seen: list, match, timeout: float = 10) -> None:
+    """Until an event collected in ``seen`` matches (events arrive on another task)."""
+    deadline = time.monotonic() + timeout
+    while not any(match(e) for e in seen):
+        assert time.monotonic() < deadline, seen
+        await asyncio.sleep(0.05)  # the list is filled by a reader task
+
+
+def stream_id(event_id: str) -> tuple[int, int]:
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq)
+
+
+async def test_sse_on_b_carries_a_calls_events_in_order_and_resumes_after_last_event_id(
+    pair, session
+) -> None:
+    a, b = pair
+    seen: list[dict[str, str]] = []
+
+    async def collect() -> None:
+        async for event in sse_events(session, b.base):
+            seen.append(event)
+
+    reader = asyncio.create_task(collect())
+    await asyncio.sleep(0.5)
+    _status, call = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+    call_id = call["callID"]
+    await wait_call(session, a.base, call_id, "active")
+    await post(session, a.base, "/call/hangup", {"callID": call_id})
+    await wait_for_event(seen, lambda e: e["event"] == "call.ended")
+    reader.cancel()
+    mine = [e for e in seen if json.loads(e["data"])["callID"] == call_id]
+    types = [e["event"] for e in mine]
+    assert types[0] == "call.created" and types[-1] == "call.ended", types
+    assert types.index("call.active") < types.index("call.ended")
+    assert all(json.loads(e["data"])["call"]["owner"] == a.worker_id for e in mine)
+    ids = [stream_id(e["id"]) for e in mine]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    # Reconnect as if the connection dropped right after call.created: the rest, in order.
+    resumed: list[dict[str, str]] = []
+
+    async def resume() -> None:
+        async for event in sse_events(session, b.base, {"Last-Event-ID": mine[0]["id"]}):
+            resumed.append(event)
+            if event["event"] == "call.ended":
+                return
+
+    await asyncio.wait_for(resume(), 10)
+    assert [e["id"] for e in resumed] == [e["id"] for e in mine[1:]]
+
+
+async def test_kill_9_of_the_owner_ends_its_calls_as_worker_lost_within_the_heartbeat_ttl(
+    pair, session
+) -> None:
+    a, b = pair
+    ttl = 2.0
+    _status, made = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+    assert made["owner"] == a.worker_id
+    _status, ringing = await post(session, a.base, "/call/sim/incoming", {"phone": "5511988887777"})
+    assert ringing["owner"] == a.worker_id
+    ids = {made["callID"], ringing["callID"]}
+    await wait_call(session, b.base, made["callID"], "active")
+    seen: list[dict] = []
+
+    async def collect() -> None:
+        async for event in sse_events(session, b.base):
+            seen.append(json.loads(event["data"]) | {"type": event["event"]})
+
+    reader = asyncio.create_task(collect())
+    await asyncio.sleep(0.5)
+    assert a.proc is not None
+    killed_at = time.time()
+    a.proc.kill()
+    await a.proc.wait()
+    for call_id in ids:
+        ended = await wait_call(session, b.base, call_id, "ended", timeout=ttl + 5)
+        assert ended["endReason"] == "failed" and ended["endDetail"] == "worker_lost", ended
+        # Judged by when B ended it (its clock), not by this test's polling.
+        assert parse_iso_utc(ended["endedAt"]) - killed_at <= ttl + 1.0, ended
+    _status, listing = await get(session, b.base, "/call/status")
+    assert not ids & {c["callID"] for c in listing["calls"]}
+    for call_id in ids:
+        await wait_for_event(
+            seen, lambda e, c=call_id: e["type"] == "call.ended" and e["callID"] == c
+        )
+    reader.cancel()
+    assert all(e["call"]["endDetail"] == "worker_lost" for e in seen if e["type"] == "call.ended")
+
+
+async def test_redis_stopped_during_a_call_keeps_its_audio_and_refuses_new_calls_until_back(
+    pair, redis, session
+) -> None:
+    a, b = pair
+    status, call = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+    call_id = call["callID"]
+    await wait_call(session, a.base, call_id, "active")
+    rtc = RtcClient(Http(session, a.base), call_id, freq=440.0)
+    await rtc.offer()
+    await asyncio.wait_for(rtc.connected.wait(), 10)
+    await asyncio.sleep(0.5)
+    await redis.stop()
+    # Media never waits for the directory.
+    assert await hear(rtc, 1.5) == pytest.approx(440, abs=5)
+    status, body = await post(session, b.base, "/call/make", {"phone": "5521999999999"})
+    assert status == 503 and body["error"]["code"] == "directory_unavailable", body
+    assert "Redis" in body["error"]["message"]
+    for bridge in (a, b):
+        deadline = time.monotonic() + 5
+        while True:
+            status, ready = await get(session, bridge.base, "/readyz")
+            if status == 503:
+                break
+            assert time.monotonic() < deadline, ready
+            await asyncio.sleep(0.1)
+        assert any("Redis" in reason for reason in ready["reasons"]), ready
+        assert ready["directory"]["up"] is False
+    assert await hear(rtc, 1.0) == pytest.approx(440, abs=5)
+    # Back, empty (no persistence): both re-register by themselves; A re-registers its call.
+    await redis.start()
+    for bridge in (a, b):
+        deadline = time.monotonic() + 10
+        while (await get(session, bridge.base, "/readyz"))[0] != 200:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+    status, made = await post(session, b.base, "/call/make", {"phone": "5521999999999"})
+    assert status == 201, made
+    read = await wait_call(session, b.base, call_id, "active")
+    assert read["owner"] == a.worker_id
+    assert await hear(rtc, 1.0) == pytest.approx(440, abs=5)
+    await rtc.close()
+
+
+async def test_capacity_spreads_six_calls_over_two_instances_and_refuses_the_seventh(
+    redis, session, tmp_path
+) -> None:
+    a, b = await start_pair(redis, session, tmp_path, BRIDGE_MAX_CALLS="3")
+    try:
+        owners = []
+        for i in range(6):
+            entry = (a, b)[i % 2]
+            status, call = await post(session, entry.base, "/call/make", {"phone": "5521999999999"})
+            assert status == 201, (i, call)
+            owners.append(call["owner"])
+        assert sorted(owners) == sorted([a.worker_id] * 3 + [b.worker_id] * 3)
+        status, body = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+        assert status == 503 and body["error"]["code"] == "at_capacity", body
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
+def children_of(pid: int) -> set[int]:
+    """The direct children of a process this test started (by its pid, from /proc)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found |= {int(p) for p in text}
+    return found
+
+
+def adjacent_free_ports() -> int:
+    """A port P with P+1 free too (the internal ports of two workers)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two adjacent free ports")
+
+
+async def test_two_workers_share_the_port_and_a_killed_worker_is_replaced(redis, tmp_path) -> None:
+    port, internal = free_port(), adjacent_free_ports()
+    env = bridge_env(redis, port, internal, tmp_path, BRIDGE_WORKERS="2")
+    supervisor = await spawn_bridge(env)
+    base = f"http://127.0.0.1:{port}"
+    # A new connection per request, as clients behind a load balancer: a kept-alive connection
+    # to the killed worker would be reset.
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+    try:
+        deadline = time.monotonic() + 30
+        while len(children_of(supervisor.pid)) < 2:
+            assert time.monotonic() < deadline and supervisor.returncode is None
+            await asyncio.sleep(0.1)
+        # Two calls: the second goes to the less loaded worker, so both workers own one.
+        owners: dict[str, str] = {}
+        while len(set(owners.values())) < 2:
+            assert time.monotonic() < deadline, owners
+            try:
+                status, call = await post(session, base, "/call/make", {"phone": "5521999999999"})
+            except aiohttp.ClientConnectionError:
+                status = 0  # not listening yet
+            if status == 201:
+                owners[call["callID"]] = call["owner"]
+            else:
+                await asyncio.sleep(0.2)  # a worker not registered yet
+        workers = children_of(supervisor.pid)
+        victim_call, victim = next(iter(owners.items()))
+        victim_pid = int(victim.rpartition(":")[2].partition(".")[0])  # host:pid.boot
+        assert victim_pid in workers
+        os.kill(victim_pid, signal.SIGKILL)
+        ended = await wait_call(session, base, victim_call, "ended", timeout=10)
+        assert ended["endDetail"] == "worker_lost" and ended["endReason"] == "failed"
+        survivor_call = next(c for c, owner in owners.items() if owner != victim)
+        assert (await wait_call(session, base, survivor_call, "active"))["owner"] != victim
+        # The supervisor started a replacement, which takes the next call (it is the emptier).
+        deadline = time.monotonic() + 20
+        while True:
+            replacements = children_of(supervisor.pid) - workers
+            if replacements:
+                break
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        new_pid = replacements.pop()
+        while True:
+            status, call = await post(session, base, "/call/make", {"phone": "5521999999999"})
+            if status == 201 and f":{new_pid}." in call["owner"]:
+                break
+            assert time.monotonic() < deadline, call
+            await asyncio.sleep(0.3)
+        supervisor.send_signal(signal.SIGTERM)
+        _out, err = await asyncio.wait_for(supervisor.communicate(), 30)
+        log = err.decode()
+        assert supervisor.returncode == 0, log
+        assert "Traceback" not in log, log
+    finally:
+        await session.close()
+        if supervisor.returncode is None:
+            supervisor.kill()
+            await supervisor.wait()
+
+
+async def test_polled_engine_one_worker_claims_a_new_inbound_call_and_places_it_on_the_emptier(
+    redis, session, tmp_path
+) -> None:
+    """Both instances poll the same ZuckZapGo engine (a fake written from its spec): a new
+    inbound call becomes exactly one call, on the instance with fewer calls; a call of A is no
+    orphan to B starting up; answering through either instance reaches the owner."""
+    from ..fakes.zuckzapgo import FakeZuckZapGo
+
+    fake = FakeZuckZapGo()
+    await fake.start()
+    env = {
+        "BRIDGE_ENGINE": "zuckzapgo",
+        "BRIDGE_ENGINE_URL": fake.url,
+        "BRIDGE_ENGINE_TOKEN": "ztok",
+        "BRIDGE_ENGINE_POLL_INTERVAL": "0.2",
+    }
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = Bridge(redis, tmp_path / "a", env=env)
+    b = Bridge(redis, tmp_path / "b", env=env)
+    try:
+        await a.start(session)
+        status, made = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+        assert status == 201 and made["owner"] == a.worker_id
+        await wait_call(session, a.base, made["callID"], "active")
+        # B starts while A carries a call on the same engine: not an orphan of B's.
+        await b.start(session)
+        await asyncio.sleep(ORPHAN_RECHECK + 1.0)  # past B's start-up sweep, a few polls
+        engine_id = next(c.id for c in fake.calls.values() if c.direction == "outbound")
+        assert fake.calls[engine_id].state == "active"
+        assert not [r for r in fake.requests if r[1] == "/call/hangup"]
+        # A new inbound call: both poll it, one claims it, the emptier (B) gets it.
+        inbound = fake.ring_inbound("5511988887777")
+        await inbound_calls(session, a.base)
+        await asyncio.sleep(1.0)  # more polls on both: still exactly one call
+        _status, listing = await get(session, b.base, "/call/status")
+        ringing = [c for c in listing["calls"] if c["direction"] == "inbound"]
+        assert len(ringing) == 1 and ringing[0]["owner"] == b.worker_id, listing
+        # Answer it through A: forwarded to B, which answers on the engine.
+        status, answered = await post(
+            session, a.base, "/call/answer", {"callID": ringing[0]["callID"]}
+        )
+        assert status == 200 and answered["state"] == "active", answered
+        assert fake.calls[inbound].answered
+        # The browser on A's port hears the engine's 700 Hz through B.
+        rtc = RtcClient(Http(session, a.base), ringing[0]["callID"], freq=440.0)
+        await rtc.offer()
+        await asyncio.wait_for(rtc.connected.wait(), 10)
+        await asyncio.sleep(1.0)
+        assert await hear(rtc, 1.0) == pytest.approx(700, abs=5)
+        await rtc.close()
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+        await fake.stop()
+
+
+async def test_cloud_api_webhooks_reach_the_owner_and_a_new_call_lands_on_the_emptier(
+    redis, session, tmp_path
+) -> None:
+    """Two instances on Meta's Cloud API (a fake written from the spec): Meta posts every
+    webhook to A; those about B's calls are forwarded to B (which checks the signature on the
+    same raw body), and a user's new call goes to the emptier instance."""
+    from ..fakes.cloudapi import FakeMeta
+
+    meta = FakeMeta()
+    await meta.start()
+    env = {f"BRIDGE_{name.upper()}": str(value) for name, value in meta.bridge_settings().items()}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = Bridge(redis, tmp_path / "a", env=env)
+    b = Bridge(redis, tmp_path / "b", env=env)
+    to_a = Http(session, a.base)
+    try:
+        await asyncio.gather(a.start(session), b.start(session))
+        # Outbound through B: B owns it; Meta's answer (posted to A) reaches B.
+        status, made = await post(session, b.base, "/call/make", {"phone": "15550002222"})
+        assert status == 201 and made["owner"] == b.worker_id, made
+        outbound = next(iter(meta.meta_calls.values()))
+        resp = await meta.post(to_a, meta.envelope(meta.answer_event(outbound)))
+        assert resp.status == 200
+        await wait_call(session, a.base, made["callID"], "active")
+        # A user calls: posted to A, placed on A (B carries one call, A none).
+        user = await meta.user_calls(to_a, "15550001111")
+        ringing = await inbound_calls(session, b.base)
+        assert ringing[0]["owner"] == a.worker_id and ringing[0]["state"] == "ringing"
+        # Answered through B (forwarded to A): Meta gets accept; the browser on B hears the user.
+        status, answered = await post(
+            session, b.base, "/call/answer", {"callID": ringing[0]["callID"]}
+        )
+        assert status == 200 and answered["state"] == "active", answered
+        assert "accept" in user.actions
+        rtc = RtcClient(Http(session, b.base), ringing[0]["callID"], freq=440.0)
+        await rtc.offer()
+        await asyncio.wait_for(rtc.connected.wait(), 10)
+        await asyncio.sleep(1.0)
+        assert await hear(rtc, 1.0) == pytest.approx(meta.user_tone_hz, abs=5)
+        await rtc.close()
+        # Meta ends B's outbound call with a webhook sent to A: B ends it.
+        resp = await meta.post(to_a, meta.envelope(meta.terminate_event(outbound)))
+        assert resp.status == 200
+        ended = await wait_call(session, a.base, made["callID"], "ended")
+        assert ended["endReason"] == "remote_hangup" and ended["owner"] == b.worker_id
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+        await meta.stop()
+
+
+async def test_a_stalled_owner_that_comes_back_after_being_reaped_ends_its_own_calls(
+    pair, session
+) -> None:
+    """A worker frozen past the heartbeat TTL (SIGSTOP: a partition or a stall) is taken for
+    dead; when it runs again it agrees, ending its calls instead of writing them back live."""
+    a, b = pair
+    status, made = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+    assert status == 201 and made["owner"] == a.worker_id
+    call_id = made["callID"]
+    await wait_call(session, a.base, call_id, "active")
+    assert a.proc is not None
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        reaped = await wait_call(session, b.base, call_id, "ended", timeout=10)
+        assert reaped["endDetail"] == "worker_lost"
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    # A, running again, ends the call itself (its own view, not the directory's).
+    own = await wait_call(session, a.base, call_id, "ended", timeout=10)
+    assert own["endReason"] == "failed" and own["endDetail"] == "worker_lost"
+    # And the cluster still sees it ended, not revived.
+    await asyncio.sleep(1.0)
+    _status, listing = await get(session, b.base, "/call/status")
+    assert call_id not in {c["callID"] for c in listing["calls"]}
+    status, again = await get(session, b.base, f"/call/{call_id}")
+    assert status == 200 and again["state"] == "ended"

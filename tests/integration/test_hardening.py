@@ -1,0 +1,423 @@
+"""Hostile input, limits at their boundaries, leak-free teardown and timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bridge.api.keys import MANAGER
+from bridge.errors import BadOffer, TooLarge
+from bridge.rtc.sdp import validate_offer
+
+from ..support.calls import wait_state
+from ..support.rtc_client import RtcClient
+from ..support.udp_relay import LossyRelay, bridge_candidate, point_at
+
+OFFERS = {
+    p.stem: p.read_bytes().decode()
+    for p in (Path(__file__).resolve().parents[1] / "fixtures" / "offers").glob("*.sdp")
+}
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def udp_sockets() -> int:
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/self/net/udp", "/proc/self/net/udp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        count += sum(1 for ln in lines if ln.split()[9] in inodes)
+    return count
+
+
+def assert_error(body: dict) -> None:
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+
+
+def test_real_offers_pass_validation() -> None:
+    assert set(OFFERS) == {"chromium", "firefox", "safari", "android-libwebrtc"}
+    for sdp in OFFERS.values():
+        validate_offer(sdp)
+
+
+@pytest.mark.parametrize(
+    "mutate,code",
+    [
+        (
+            lambda s: s + "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n",
+            "unsupported_media",
+        ),
+        (lambda s: s + "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n", "unsupported_media"),
+        (lambda s: s.replace("m=audio", "m=video"), "unsupported_media"),
+        (lambda s: s.replace("UDP/TLS/RTP/SAVPF", "RTP/AVP"), "bad_offer"),
+        (lambda s: s.replace("a=fingerprint:sha-256", "a=fingerprint:sha-1"), "bad_offer"),
+        (
+            lambda s: "\r\n".join(ln for ln in s.split("\r\n") if not ln.startswith("a=ice-ufrag")),
+            "bad_offer",
+        ),
+        (lambda s: s.replace("opus/48000", "speex/48000"), "no_common_codec"),
+        (lambda s: s.replace("v=0", "v=1", 1), "bad_offer"),
+        (lambda s: s + "garbage line\r\n", "bad_offer"),
+    ],
+)
+def test_validation_rejects(mutate, code) -> None:
+    for sdp in OFFERS.values():
+        with pytest.raises(BadOffer) as info:
+            validate_offer(mutate(sdp))
+        assert info.value.code == code
+
+
+def test_oversize_offer() -> None:
+    with pytest.raises(TooLarge):
+        validate_offer(OFFERS["chromium"] + "a=x\r\n" * 4000)
+
+
+async def test_every_real_offer_is_answered(client) -> None:
+    for name, sdp in OFFERS.items():
+        call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+        resp = await client.post(
+            "/call/webrtc/offer", json={"callID": call["callID"], "type": "offer", "sdp": sdp}
+        )
+        body = await resp.json()
+        assert resp.status == 200, (name, body)
+        assert body["type"] == "answer" and "a=fingerprint:sha-256" in body["sdp"]
+        assert "opus/48000/2" in body["sdp"]
+        await client.post("/call/webrtc/close", json={"callID": call["callID"]})
+        await client.post("/call/hangup", json={"callID": call["callID"]})
+
+
+def mutations():
+    def apply(base: str, ops: list[tuple[str, int, str]]) -> str:
+        lines = base.split("\r\n")
+        for op, pos, text in ops:
+            if not lines:
+                break
+            i = pos % len(lines)
+            if op == "drop":
+                del lines[i]
+            elif op == "dup":
+                lines.insert(i, lines[i])
+            elif op == "replace":
+                lines[i] = text
+            elif op == "insert":
+                lines.insert(i, text)
+            elif op == "truncate":
+                lines[i] = lines[i][: len(text)]
+        return "\r\n".join(lines)
+
+    op = st.tuples(
+        st.sampled_from(["drop", "dup", "replace", "insert", "truncate"]),
+        st.integers(0, 80),
+        st.one_of(
+            st.text(max_size=40),
+            st.sampled_from(
+                [
+                    "m=video 9 UDP/TLS/RTP/SAVPF 96",
+                    "a=rtpmap:111 opus/48000/2",
+                    "m=audio 0 RTP/AVP 0",
+                    "a=fingerprint:sha-256 00",
+                    "a=ice-ufrag:",
+                    "a=setup:active",
+                    "a=mid:",
+                    "c=IN IP6 ::1",
+                    "a=rtpmap:111",
+                    "m=audio",
+                    "a=candidate:1 1 udp 1 127.0.0.1 9 typ host",
+                    "a=group:BUNDLE 0 1",
+                    "a=ssrc-group:FID 1 2",
+                    "a=rtcp-mux-only",
+                    "a=extmap:99 x",
+                ]
+            ),
+        ),
+    )
+    return st.builds(
+        apply, st.sampled_from(sorted(OFFERS.values())), st.lists(op, min_size=1, max_size=4)
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(sdp=mutations())
+async def test_mutated_offers_never_5xx(make_client, caplog, sdp) -> None:
+    caplog.set_level(logging.ERROR)
+    client = await make_client()
+    try:
+        call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+        resp = await client.post(
+            "/call/webrtc/offer", json={"callID": call["callID"], "type": "offer", "sdp": sdp}
+        )
+        body = await resp.json()
+        assert resp.status in (200, 400, 413), (resp.status, body, sdp)
+        if resp.status != 200:
+            assert_error(body)
+        await client.post("/call/webrtc/close", json={"callID": call["callID"]})
+    finally:
+        await client.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+ROUTES = [
+    "/call/make",
+    "/call/answer",
+    "/call/hangup",
+    "/call/mute",
+    "/call/webrtc/offer",
+    "/call/webrtc/close",
+    "/call/sim/incoming",
+    "/engine/webhook",
+]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    route=st.sampled_from(ROUTES),
+    body=st.one_of(
+        json_values,
+        st.fixed_dictionaries(
+            {
+                "callID": json_values,
+                "phone": json_values,
+                "muted": json_values,
+                "sdp": json_values,
+                "type": json_values,
+                "metadata": json_values,
+            }
+        ),
+        st.fixed_dictionaries({"phone": st.text(max_size=20)}),
+    ),
+)
+async def test_json_routes_never_5xx(make_client, caplog, route, body) -> None:
+    caplog.set_level(logging.ERROR)
+    client = await make_client()
+    try:
+        resp = await client.post(route, json=body)
+        assert resp.status < 500, (route, body, resp.status, await resp.text())
+        if resp.status >= 400:
+            assert_error(await resp.json())
+        if resp.status == 201:
+            call = await resp.json()
+            await client.post("/call/hangup", json={"callID": call["callID"]})
+    finally:
+        await client.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_capacity_boundary_refuses_before_any_socket(make_client) -> None:
+    client = await make_client(max_calls=2)
+    calls = [
+        await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+        for _ in range(2)
+    ]
+    baseline = udp_sockets()
+    resp = await client.post("/call/make", json={"phone": "5521999999999"})
+    assert resp.status == 503 and int(resp.headers["Retry-After"]) >= 1
+    assert (await resp.json())["error"]["code"] == "at_capacity"
+    assert udp_sockets() == baseline
+    resp = await client.post("/call/sim/incoming", json={"phone": "15550001111"})
+    assert resp.status == 503
+    live = (await (await client.get("/call/status")).json())["calls"]
+    assert len(live) == 2  # the refused calls never existed
+    # Offers for the two admitted calls are fine.
+    rtcs = []
+    for call in calls:
+        rtc = RtcClient(client, call["callID"])
+        await rtc.offer()
+        rtcs.append(rtc)
+    for rtc in rtcs:
+        await rtc.close()
+
+
+async def test_rate_limit_429_with_retry_after(make_client) -> None:
+    client = await make_client(rate_limit=0.5, rate_burst=3, api_tokens=("a", "b"))
+    for _ in range(3):
+        resp = await client.post(
+            "/call/make", json={"phone": "5521999999999"}, headers={"token": "a"}
+        )
+        assert resp.status == 201
+    resp = await client.post("/call/make", json={"phone": "5521999999999"}, headers={"token": "a"})
+    assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
+    assert (await resp.json())["error"]["code"] == "rate_limited"
+    # Per token: another client is unaffected; other routes are not limited.
+    resp = await client.post("/call/make", json={"phone": "5521999999999"}, headers={"token": "b"})
+    assert resp.status == 201
+    assert (await client.get("/call/status", headers={"token": "a"})).status == 200
+
+
+async def test_cors_allow_list(make_client) -> None:
+    client = await make_client(cors_origins=("https://app.example",))
+    pre = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    resp = await client.options("/call/make", headers={"Origin": "https://evil.example", **pre})
+    assert resp.status == 403 and "Access-Control-Allow-Origin" not in resp.headers
+    assert_error(await resp.json())
+    resp = await client.options("/call/make", headers={"Origin": "https://app.example", **pre})
+    assert resp.status == 204
+    assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    resp = await client.get("/call/status", headers={"Origin": "https://app.example"})
+    assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    resp = await client.get("/call/status", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in resp.headers
+    nothing_open = await make_client()
+    resp = await nothing_open.options(
+        "/call/make", headers={"Origin": "https://app.example", **pre}
+    )
+    assert resp.status == 403
+
+
+async def test_no_leaks_after_many_sessions(make_client) -> None:
+    client = await make_client(connect_timeout=1.0)
+    manager = client.app[MANAGER]
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    warm = RtcClient(client, call["callID"])  # warm up lazily created resources
+    await warm.offer()
+    await asyncio.wait_for(warm.connected.wait(), 10)
+    await client.post("/call/webrtc/close", json={"callID": call["callID"]})
+    await warm.close()
+    await asyncio.sleep(0.5)
+    base_fds, base_udp, base_tasks = open_fds(), udp_sockets(), len(asyncio.all_tasks())
+
+    async def cycle() -> None:
+        rtc = RtcClient(client, call["callID"], freq=0)
+        await rtc.offer()
+        await asyncio.wait_for(rtc.connected.wait(), 10)
+        await rtc.close()
+
+    for _ in range(200):  # offer → connected → close; each new offer replaces the last
+        await cycle()
+    await client.post("/call/webrtc/close", json={"callID": call["callID"]})
+
+    for _ in range(50):  # offer → abandoned: the client never applies the answer
+        rtc = RtcClient(client, call["callID"], freq=0)
+        rtc.pc.addTransceiver("audio", direction="recvonly")
+        await rtc.pc.setLocalDescription(await rtc.pc.createOffer())
+        resp = await client.post(
+            "/call/webrtc/offer",
+            json={"callID": call["callID"], "type": "offer", "sdp": rtc.pc.localDescription.sdp},
+        )
+        assert resp.status == 200
+        await rtc.pc.close()
+    await asyncio.sleep(2.0)  # the last abandoned session is reaped by the connect timeout
+    session = manager.find_runtime(call["callID"]).session
+    assert session is not None and session.state == "failed"
+    for _ in range(40):
+        if abs(open_fds() - base_fds) <= 2 and abs(udp_sockets() - base_udp) <= 2:
+            break
+        await asyncio.sleep(0.25)
+    assert abs(open_fds() - base_fds) <= 2, (base_fds, open_fds())
+    assert abs(udp_sockets() - base_udp) <= 2, (base_udp, udp_sockets())
+    assert abs(len(asyncio.all_tasks()) - base_tasks) <= 2, (base_tasks, len(asyncio.all_tasks()))
+    metrics = await (await client.get("/metrics")).text()
+    assert "bridge_webrtc_sessions_active 0.0" in metrics
+    await client.post("/call/hangup", json={"callID": call["callID"]})
+    metrics = await (await client.get("/metrics")).text()
+    assert 'bridge_calls_active{direction="outbound"} 0.0' in metrics
+
+
+async def test_vanished_peer_is_reaped_within_media_timeout(make_client) -> None:
+    client = await make_client(media_timeout=1.5)
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    rtc = RtcClient(client, call["callID"])
+    relay = None
+
+    async def via_relay(sdp: str) -> str:
+        nonlocal relay
+        relay = LossyRelay(bridge_candidate(sdp), drop_every=10**9)
+        await relay.start()
+        return point_at(sdp, relay.port)
+
+    await rtc.offer(rewrite_answer=via_relay)
+    await asyncio.wait_for(rtc.connected.wait(), 10)
+    await wait_state(client, call["callID"], "active")
+    await asyncio.sleep(0.5)
+    relay.close()  # the peer vanishes: its UDP is silently dropped from now on
+    t0 = time.monotonic()
+    snap = None
+    for _ in range(40):
+        snap = await (await client.get(f"/call/{call['callID']}")).json()
+        if snap["webrtc"]["state"] == "failed":
+            break
+        await asyncio.sleep(0.1)
+    assert snap["webrtc"]["state"] == "failed", snap
+    assert time.monotonic() - t0 < 1.5 + 1.0  # reaped within the media timeout (+ a tick)
+    assert snap["state"] == "active"  # the WhatsApp call stays up for a reconnecting client
+    media = client.app[MANAGER].find_runtime(call["callID"])
+    assert not media.bus.users
+    await rtc.close()
+
+
+async def test_ring_timeout_and_max_duration(make_client) -> None:
+    client = await make_client(ring_timeout=0.5, sim_answer_delay=5.0, max_call_duration=0)
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    ended = await wait_state(client, call["callID"], "ended", timeout=3)
+    assert ended["endReason"] == "no_answer"
+    inbound = await (await client.post("/call/sim/incoming", json={"phone": "15550001111"})).json()
+    ended = await wait_state(client, inbound["callID"], "ended", timeout=3)
+    assert ended["endReason"] == "missed"
+
+    limited = await make_client(max_call_duration=0.6)
+    call = await (await limited.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(limited, call["callID"], "active")
+    ended = await wait_state(limited, call["callID"], "ended", timeout=3)
+    assert ended["endReason"] == "max_duration"
+
+
+async def test_bad_call_ids_are_400(client) -> None:
+    for bad in ["../etc", "a b", "x" * 200, "", "é"]:
+        resp = await client.post("/call/hangup", json={"callID": bad})
+        assert resp.status == 400, bad
+        assert_error(await resp.json())
+
+
+async def test_half_sent_body_gets_408_after_the_body_timeout(make_client) -> None:
+    """A client that sends half a POST body is answered 408 with the JSON error body once
+    BRIDGE_BODY_TIMEOUT passes, instead of holding its connection and handler for ever."""
+    client = await make_client(body_timeout=1.0)
+    host, port = client.server.host, client.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    body = b'{"phone": "5521999999999"}'
+    writer.write(
+        b"POST /call/make HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body[:10]
+    )
+    await writer.drain()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    waited = loop.time() - started
+    rest = await asyncio.wait_for(reader.read(4096), 5)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 408"), head
+    assert 0.8 < waited < 5  # the configured second, not the old 200 s
+    assert b'"code": "body_timeout"' in rest
+    status = await (await client.get("/call/status")).json()
+    assert status["calls"] == []  # nothing was created from half a body

@@ -1,0 +1,158 @@
+"""Metrics during live calls: parsed with prometheus-client's parser, moving with the audio."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ..support.calls import wait_state
+from ..support.rtc_client import RtcClient
+from ..support.udp_relay import LossyRelay, bridge_candidate, point_at
+
+
+async def scrape(client) -> dict[tuple[str, tuple], float]:
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    out: dict[tuple[str, tuple], float] = {}
+    for family in text_string_to_metric_families(await resp.text()):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def value(samples, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_metrics_move_during_a_call_and_settle_after(make_client) -> None:
+    client = await make_client(stats_interval=0.5)
+    before = await scrape(client)
+    assert value(before, "bridge_calls_active", direction="outbound") == 0
+    assert value(before, "bridge_engine_up", engine="sim") == 1
+    assert value(before, "process_resident_memory_bytes") > 0
+
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    rtc = RtcClient(client, call["callID"], freq=440.0)
+    await rtc.offer()
+    await asyncio.wait_for(rtc.connected.wait(), 10)
+    await wait_state(client, call["callID"], "active")
+    await asyncio.sleep(1.5)
+    mid = await scrape(client)
+    await asyncio.sleep(1.5)
+    later = await scrape(client)
+
+    assert value(mid, "bridge_calls_active", direction="outbound") == 1
+    assert value(mid, "bridge_calls_started_total", direction="outbound") == 1
+    assert value(mid, "bridge_webrtc_sessions_active") == 1
+    assert value(mid, "bridge_webrtc_offers_total", result="answered") == 1
+    assert value(mid, "bridge_webrtc_offer_to_answer_seconds_count") == 1
+    assert value(mid, "bridge_webrtc_offer_to_connected_seconds_count") == 1
+    assert value(mid, "bridge_webrtc_state_transitions_total", state="connected") == 1
+    # Frames flow at 50/s each way: 1.5 s between scrapes is ~75 frames.
+    for direction in ("uplink", "downlink"):
+        moved = value(later, "bridge_bus_frames_total", direction=direction) - value(
+            mid, "bridge_bus_frames_total", direction=direction
+        )
+        assert 55 <= moved <= 95, (direction, moved)
+        transit = value(later, "bridge_frame_transit_seconds_count", direction=direction)
+        assert transit > 100
+        # Frames spend little time inside the bridge: most within 80 ms.
+        within = value(later, "bridge_frame_transit_seconds_bucket", direction=direction, le="0.08")
+        assert within / transit > 0.9, (direction, within, transit)
+    rtp = value(later, "bridge_rtp_packets_received_total", direction="uplink")
+    assert rtp > 50
+    assert value(later, "bridge_rtp_packets_lost_total", direction="uplink") == 0
+    assert value(later, "bridge_mos_estimate_count") >= 2
+    assert value(later, "bridge_mos_estimate_min") > 4.0
+    assert value(later, "bridge_jitter_buffer_underruns_total") <= 2
+
+    stats = await (await client.get(f"/call/{call['callID']}/stats")).json()
+    assert stats["webrtc"]["state"] == "connected" and stats["webrtc"]["mos"] > 4.0
+    assert stats["webrtc"]["totals"]["uplinkPacketsReceived"] > 50
+    assert stats["bus"]["uplinkFrames"] > 100 and stats["bus"]["downlinkPlayed"] > 100
+
+    await client.post("/call/hangup", json={"callID": call["callID"]})
+    await rtc.close()
+    after = await scrape(client)
+    assert value(after, "bridge_calls_active", direction="outbound") == 0
+    assert value(after, "bridge_webrtc_sessions_active") == 0
+    assert value(after, "bridge_calls_ended_total", direction="outbound", reason="hangup") == 1
+    assert value(after, "bridge_call_duration_seconds_count") == 1
+    # Ended calls' counters stay in the totals: counters never go backwards.
+    assert value(after, "bridge_bus_frames_total", direction="uplink") >= value(
+        later, "bridge_bus_frames_total", direction="uplink"
+    )
+    ended = await (await client.get(f"/call/{call['callID']}/stats")).json()
+    assert ended["state"] == "ended" and ended["bus"]["uplinkFrames"] > 100
+
+
+async def call_through(client, relay_every: int | None):
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    rtc = RtcClient(client, call["callID"], freq=440.0)
+    relay = None
+
+    async def via_relay(sdp: str) -> str:
+        nonlocal relay
+        relay = LossyRelay(bridge_candidate(sdp), drop_every=relay_every or 10**9)
+        await relay.start()
+        return point_at(sdp, relay.port)
+
+    await rtc.offer(rewrite_answer=via_relay)
+    await asyncio.wait_for(rtc.connected.wait(), 10)
+    await wait_state(client, call["callID"], "active")
+    await asyncio.sleep(3.0)
+    stats = await (await client.get(f"/call/{call['callID']}/stats")).json()
+    await client.post("/call/hangup", json={"callID": call["callID"]})
+    await rtc.close()
+    relay.close()
+    return stats, relay
+
+
+async def test_loss_is_seen_and_lowers_mos(make_client) -> None:
+    client = await make_client(stats_interval=0.5)
+    clean, relay = await call_through(client, None)
+    assert relay.rtp_seen["to_bridge"] > 100 and relay.dropped["to_bridge"] == 0
+    assert clean["webrtc"]["totals"]["uplinkPacketsLost"] == 0
+    clean_mos = clean["webrtc"]["mos"]
+    before = await scrape(client)
+
+    lossy, relay = await call_through(client, 5)  # drops 20 % of uplink RTP
+    assert relay.dropped["to_bridge"] > 20
+    totals = lossy["webrtc"]["totals"]
+    share = totals["uplinkPacketsLost"] / (
+        totals["uplinkPacketsLost"] + totals["uplinkPacketsReceived"]
+    )
+    assert share == pytest.approx(0.2, abs=0.05)
+    assert lossy["webrtc"]["lossFraction"] == pytest.approx(0.2, abs=0.08)
+    assert lossy["webrtc"]["mos"] < clean_mos - 1.0
+    assert lossy["webrtc"]["mos"] < 3.0 < 4.0 < clean_mos
+    after = await scrape(client)
+    lost = value(after, "bridge_rtp_packets_lost_total", direction="uplink") - value(
+        before, "bridge_rtp_packets_lost_total", direction="uplink"
+    )
+    assert lost > 20
+    low = value(after, "bridge_mos_estimate_bucket", le="3.0") - value(
+        before, "bridge_mos_estimate_bucket", le="3.0"
+    )
+    assert low >= 1
+
+
+async def test_metrics_token(make_client) -> None:
+    client = await make_client(metrics_token="m3tr1cs")
+    assert (await client.get("/metrics")).status == 401
+    assert (await client.get("/metrics", headers={"Authorization": "Bearer m3tr1cs"})).status == 200
+    assert (await client.get("/metrics?token=m3tr1cs")).status == 200
+
+
+def test_mos_estimate_shape() -> None:
+    from bridge.metrics import estimate_mos
+
+    perfect = estimate_mos(0.0, 0.0, 0.0)
+    assert 4.3 < perfect < 4.5
+    assert estimate_mos(0.05, 0.0, 0.0) < perfect
+    assert estimate_mos(0.0, 0.05, 0.0) < perfect
+    assert estimate_mos(0.0, 0.0, 0.6) < estimate_mos(0.0, 0.0, 0.1)
+    assert estimate_mos(0.5, 0.2, 1.0) == pytest.approx(1.0, abs=0.1)

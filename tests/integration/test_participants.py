@@ -1,0 +1,242 @@
+"""Several browser participants on one call: who hears whom, hand-off, hold.
+
+Every participant is a real aiortc peer over loopback sending its own tone; assertions are on
+the spectrum each one receives and on what the simulated WhatsApp peer hears. These run with
+aiortc's full-band Opus encoder (``opus_direct=False``): the 16 kHz voice encoder puts
+distortion products of harmonically related tones at -35 to -45 dB, which would hide a leak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import numpy as np
+
+from bridge.api.keys import ENGINE, MANAGER
+
+from ..support.audio_files import make
+from ..support.calls import wait_state
+from ..support.rtc_client import RtcClient
+
+AGENT, WHISPER, BARGE, LISTEN, PEER, MUSIC = 440.0, 880.0, 1320.0, 1760.0, 660.0, 1000.0
+SETTINGS = {"sim_peer": "tone", "sim_tone_hz": PEER, "opus_direct": False}
+
+
+def levels_db(pcm: np.ndarray, rate: int, freqs: list[float]) -> dict[float, float]:
+    """Energy within ±15 Hz of each frequency, in dB relative to the strongest of them."""
+    x = np.asarray(pcm, dtype=np.float64)
+    spec = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
+    f = np.fft.rfftfreq(x.size, 1 / rate)
+    power = {fr: float(spec[(f > fr - 15) & (f < fr + 15)].sum()) + 1e-12 for fr in freqs}
+    top = max(power.values())
+    return {fr: 10 * np.log10(p / top) for fr, p in power.items()}
+
+
+# Bands at least 40 Hz from every tone and every sum or difference of two tones: their
+# median is the track's broadband floor, relative to the strongest tone.
+OFF_TONE_BANDS = [510.0, 610.0, 710.0, 820.0, 940.0, 1050.0, 1190.0, 1380.0, 1490.0, 1600.0]
+
+
+def assert_hears(pcm: np.ndarray, rate: int, present: set[float], absent: set[float]) -> None:
+    """Each present tone within 30 dB of the strongest; each absent tone at least 50 dB down.
+
+    A leak is a peak: a whispered 880 Hz tone reaching the wrong ear shows within ~20 dB of the
+    tones that belong there. A frame lost on a loaded machine (a 2-core CI runner) instead
+    clicks, and a click raises every band alike, to about -46 dB. So an absent tone may sit up
+    to 10 dB above the broadband floor measured between the tones, never higher than -35 dB.
+    """
+    db = levels_db(pcm, rate, sorted(present | absent) + OFF_TONE_BANDS)
+    floor = float(np.median([db[fr] for fr in OFF_TONE_BANDS]))
+    for fr in present:
+        assert db[fr] >= -30, (fr, db)
+    for fr in absent:
+        assert db[fr] <= min(-35.0, max(-50.0, floor + 10)), (fr, floor, db)
+
+
+async def join(client, call_id: str, pid: str, role: str, freq: float) -> RtcClient:
+    # Quiet enough that four tones and the peer's sum without clipping (clipping would put
+    # intermodulation products, e.g. 1320 - 880 = 440 Hz, where a leak would show).
+    rtc = RtcClient(
+        client,
+        call_id,
+        freq=freq,
+        participant={"participantID": pid, "role": role},
+        amplitude=0.15,
+    )
+    await rtc.offer()
+    await asyncio.wait_for(rtc.connected.wait(), 10)
+    return rtc
+
+
+async def active_call(client) -> str:
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    return call["callID"]
+
+
+def sim_call(client, call_id: str):
+    engine_id = client.app[MANAGER].get(call_id).engine_call_id
+    return client.app[ENGINE].calls[engine_id]
+
+
+def peer_heard(client, call_id: str, frames: int = 50) -> np.ndarray:
+    return np.concatenate(list(sim_call(client, call_id).heard)[-frames:]).astype(np.float64)
+
+
+async def test_each_role_hears_exactly_its_mix(make_client) -> None:
+    client = await make_client(**SETTINGS)
+    cid = await active_call(client)
+    agent = await join(client, cid, "agent", "agent", AGENT)
+    whisper = await join(client, cid, "coach", "whisper", WHISPER)
+    barge = await join(client, cid, "boss", "barge", BARGE)
+    listen = await join(client, cid, "qa", "listen", LISTEN)
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert [(p["participantID"], p["role"]) for p in snap["participants"]] == [
+        ("agent", "agent"),
+        ("coach", "whisper"),
+        ("boss", "barge"),
+        ("qa", "listen"),
+    ]
+    await asyncio.sleep(1.5)
+    t0 = time.monotonic()
+    await asyncio.sleep(1.5)
+    tones = {AGENT, WHISPER, BARGE, LISTEN, PEER}
+    expect = {
+        agent: {PEER, WHISPER, BARGE},
+        whisper: {AGENT, PEER, BARGE},
+        barge: {AGENT, PEER},
+        listen: {AGENT, PEER, BARGE},
+    }
+    for rtc, present in expect.items():
+        heard = rtc.recorder.since(t0)
+        assert heard.size > rtc.recorder.rate  # over a second of it
+        assert_hears(heard, rtc.recorder.rate, present, tones - present)
+    # WhatsApp hears the agent and the barge, never the whisper or the listener.
+    assert_hears(peer_heard(client, cid), 16_000, {AGENT, BARGE}, {WHISPER, LISTEN, PEER})
+    # A fifth participant is over BRIDGE_MAX_PARTICIPANTS (4); a second agent is refused.
+    extra = RtcClient(client, cid, freq=0, participant={"participantID": "five", "role": "listen"})
+    extra.pc.addTransceiver("audio", direction="recvonly")
+    await extra.pc.setLocalDescription(await extra.pc.createOffer())
+    body = {"callID": cid, "type": "offer", "sdp": extra.pc.localDescription.sdp}
+    resp = await client.post("/call/webrtc/offer", json={**body, "participantID": "five"})
+    assert resp.status == 409
+    resp = await client.post(
+        "/call/webrtc/offer", json={**body, "participantID": "qa", "role": "agent"}
+    )
+    assert resp.status == 409 and (await resp.json())["error"]["code"] == "invalid_call_state"
+    await extra.pc.close()
+    for rtc in (agent, whisper, barge, listen):
+        await rtc.close()
+
+
+def largest_gap_ms(times: list[float]) -> float:
+    return float(np.max(np.diff(times))) * 1000 if len(times) > 1 else float("inf")
+
+
+async def hand_off(client, cid: str, warm: bool) -> None:
+    agent = await join(client, cid, "agent", "agent", AGENT)
+    new = await join(client, cid, "next", "barge" if warm else "listen", WHISPER)
+    await asyncio.sleep(1.0)
+    assert_hears(peer_heard(client, cid, 25), 16_000, {AGENT}, {WHISPER} if not warm else set())
+    changed = time.monotonic()
+    if warm:  # the new agent has been talking as a barge; it takes over by a role change
+        resp = await client.post(
+            "/call/participants/role",
+            json={"callID": cid, "participantID": "next", "role": "agent"},
+        )
+        assert resp.status == 200
+        await client.post("/call/webrtc/close", json={"callID": cid, "participantID": "agent"})
+    else:
+        resp = await client.post("/call/transfer", json={"callID": cid, "to": "next"})
+        assert resp.status == 200
+    snap = await resp.json()
+    agents = [p["participantID"] for p in snap["participants"] if p["role"] == "agent"]
+    assert agents == ["next"]
+    await asyncio.sleep(1.5)
+    sim = sim_call(client, cid)
+    around = [t for t in sim.heard_at if changed - 1.0 <= t <= changed + 1.5]
+    # A hand-off that drops audio leaves a hole of hundreds of ms. A loaded machine (a 2-core
+    # CI runner) delays single frames by a tick or two anyway: the bar is 40 ms, or the worst
+    # gap of the second before the hand-off plus one frame, whichever is larger.
+    before = [t for t in sim.heard_at if changed - 2.0 <= t <= changed - 1.0]
+    bar = max(40.0, largest_gap_ms(before) + 20.0 if len(before) > 10 else 40.0)
+    assert len(around) > 100 and largest_gap_ms(around) <= bar, (largest_gap_ms(around), bar)
+    assert_hears(peer_heard(client, cid, 25), 16_000, {WHISPER}, {AGENT})
+    await agent.close()
+    await new.close()
+
+
+async def test_cold_transfer_switches_the_agent_without_a_gap(make_client) -> None:
+    client = await make_client(**SETTINGS)
+    cid = await active_call(client)
+    events = client.app[MANAGER].events
+    seen: list[str] = []
+    events.listen(lambda type_, call: seen.append(type_))
+    await hand_off(client, cid, warm=False)
+    assert "call.transferred" in seen and "participant.left" in seen
+
+
+async def test_warm_transfer_by_role_change_without_a_gap(make_client) -> None:
+    client = await make_client(**SETTINGS)
+    cid = await active_call(client)
+    await hand_off(client, cid, warm=True)
+
+
+async def test_hold_plays_music_to_whatsapp_and_never_the_agent(make_client) -> None:
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    form = aiohttp.FormData()
+    form.add_field("audio", make("wav", MUSIC, 2.0), filename="hold.wav")
+    asset = await (await client.post("/call/audio-assets", data=form)).json()
+    cid = await active_call(client)
+    agent = await join(client, cid, "agent", "agent", AGENT)
+    coach = await join(client, cid, "coach", "barge", WHISPER)
+    await asyncio.sleep(1.0)
+    resp = await client.post(
+        "/call/hold", json={"callID": cid, "held": True, "music": asset["assetId"]}
+    )
+    assert resp.status == 200 and (await resp.json())["held"] is True
+    await asyncio.sleep(1.2)
+    assert_hears(peer_heard(client, cid, 40), 16_000, {MUSIC}, {AGENT, WHISPER})
+    t0 = time.monotonic()
+    await asyncio.sleep(1.0)  # the agent and the supervisor still hear each other
+    assert_hears(agent.recorder.since(t0), agent.recorder.rate, {WHISPER}, {MUSIC})
+    resp = await client.post("/call/hold", json={"callID": cid, "held": False})
+    assert (await resp.json())["held"] is False
+    await asyncio.sleep(1.2)
+    assert_hears(peer_heard(client, cid, 40), 16_000, {AGENT, WHISPER}, {MUSIC})
+    await agent.close()
+    await coach.close()
+
+
+async def test_recording_keeps_the_whatsapp_conversation_never_the_whisper(make_client) -> None:
+    """The outbound track is what WhatsApp hears (agent + barge), never a whisper or a
+    listener; the inbound track is the WhatsApp peer alone."""
+    import io
+    import wave
+
+    client = await make_client(**SETTINGS)
+    cid = await active_call(client)
+    rtcs = [
+        await join(client, cid, "agent", "agent", AGENT),
+        await join(client, cid, "coach", "whisper", WHISPER),
+        await join(client, cid, "boss", "barge", BARGE),
+    ]
+    await asyncio.sleep(0.5)
+    assert (await client.post("/call/record", json={"callID": cid})).status == 201
+    await asyncio.sleep(2.0)
+    resp = await client.post("/call/record/stop", json={"callID": cid})
+    recordings = {r["kind"]: r for r in (await resp.json())["recordings"]}
+    tracks = {}
+    for kind in ("inbound", "outbound"):
+        data = await (
+            await client.get(f"/call/recordings/{recordings[kind]['recordingId']}")
+        ).read()
+        with wave.open(io.BytesIO(data)) as w:
+            pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
+        tracks[kind] = pcm[8000:]  # past the first half second
+    assert_hears(tracks["outbound"], 16_000, {AGENT, BARGE}, {WHISPER, PEER})
+    assert_hears(tracks["inbound"], 16_000, {PEER}, {AGENT, WHISPER, BARGE})
+    for rtc in rtcs:
+        await rtc.close()

@@ -1,0 +1,282 @@
+"""Playback into calls and recording out of them, over real calls."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import wave
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+from aiohttp import web
+
+from bridge.api.keys import ENGINE, RECORDINGS
+from bridge.attachments.recording import repair_wav, wav_header
+from bridge.audio import rms_dbfs
+
+from ..fakes.zuckzapgo import FakeZuckZapGo
+from ..support.audio_files import make
+from ..support.calls import wait_state, webrtc_call
+from ..support.spectrum import band_energy
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    with wave.open(str(path)) as w:
+        assert (w.getnchannels(), w.getsampwidth()) == (1, 2)
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2"), w.getframerate()
+
+
+@pytest.fixture
+def media_client(make_client, tmp_path):
+    async def factory(**kw):
+        (tmp_path / "media").mkdir(exist_ok=True)
+        opts = dict(data_dir=str(tmp_path / "data"), media_dir=str(tmp_path / "media"))
+        opts.update(kw)
+        return await make_client(**opts)
+
+    return factory
+
+
+@pytest.mark.parametrize("kind", ["wav", "mp3", "opus"])
+async def test_file_is_mixed_with_the_microphone(media_client, tmp_path, kind) -> None:
+    client = await media_client(sim_peer="silence")
+    (tmp_path / "media" / f"prompt.{kind}").write_bytes(make(kind, 1000.0, 3.0))
+    events = await client.get("/call/events")
+    call, rtc = await webrtc_call(client)
+    await asyncio.sleep(0.5)
+    resp = await client.post(
+        "/call/play", json={"callID": call["callID"], "file": f"prompt.{kind}"}
+    )
+    assert resp.status == 201, await resp.text()
+    playback_id = (await resp.json())["playbackId"]
+    await asyncio.sleep(1.2)
+    sim_call = next(iter(client.app[ENGINE].calls.values()))
+    heard = np.concatenate(list(sim_call.heard)[-50:])
+    # The WhatsApp side hears both: the browser's 440 Hz and the file's 1000 Hz.
+    assert band_energy(heard, 16_000, 440) > 0.25
+    assert band_energy(heard, 16_000, 1000) > 0.25
+    await asyncio.sleep(2.8)  # the 3 s file finishes (the window below starts after its end)
+    types = []
+    while len(types) < 50:
+        try:
+            line = (await asyncio.wait_for(events.content.readline(), 0.2)).decode()
+        except TimeoutError:
+            break
+        if line.startswith("data: "):
+            d = json.loads(line[6:])
+            if d["type"].startswith("playback."):
+                assert d["playbackId"] == playback_id
+                types.append(d["type"])
+    assert types == ["playback.started", "playback.finished"]
+    heard = np.concatenate(list(sim_call.heard)[-25:])
+    assert band_energy(heard, 16_000, 1000) < 0.05  # finished: only the microphone now
+    events.close()
+    await rtc.close()
+
+
+async def test_target_both_and_stop(media_client, tmp_path) -> None:
+    client = await media_client(sim_peer="silence")
+    (tmp_path / "media" / "long.wav").write_bytes(make("wav", 1000.0, 10.0))
+    call, rtc = await webrtc_call(client)
+    resp = await client.post(
+        "/call/play", json={"callID": call["callID"], "file": "long.wav", "target": "both"}
+    )
+    playback_id = (await resp.json())["playbackId"]
+    await asyncio.sleep(1.5)
+    t0 = time.monotonic()
+    await asyncio.sleep(1.0)
+    heard = rtc.recorder.since(t0)
+    assert band_energy(heard, rtc.recorder.rate, 1000) > 0.5  # the browser hears it too
+    resp = await client.post("/call/play/stop", json={"callID": call["callID"]})
+    assert (await resp.json())["stopped"] == [playback_id]
+    await asyncio.sleep(0.8)
+    t0 = time.monotonic()
+    await asyncio.sleep(0.6)
+    assert rms_dbfs(rtc.recorder.since(t0) / 32768) < -50
+    await rtc.close()
+
+
+async def test_play_without_a_browser_and_from_asset_base64_url(
+    media_client, tmp_path, aiohttp_server
+) -> None:
+    clip = make("mp3", 1400.0, 3.0, amplitude=0.25)
+
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(body=clip, content_type="application/octet-stream")
+
+    app = web.Application()
+    app.router.add_get("/clip", serve)
+    server = await aiohttp_server(app)
+    client = await media_client(sim_peer="silence", play_url_allow=("127.0.0.1",))
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    form = aiohttp.FormData()
+    form.add_field("audio", make("opus", 600.0, 3.0, amplitude=0.25), filename="hello.opus")
+    resp = await client.post("/call/audio-assets", data=form)
+    asset = await resp.json()
+    assert resp.status == 201 and asset["format"] == "ogg"
+    assert asset["durationMs"] == pytest.approx(3000, abs=60)
+    listed = (await (await client.get("/call/audio-assets")).json())["assets"]
+    assert [a["assetId"] for a in listed] == [asset["assetId"]]
+    for body in (
+        {"assetId": asset["assetId"]},
+        {"audioBase64": base64.b64encode(make("wav", 1000.0, 3.0, amplitude=0.25)).decode()},
+        {"audioUrl": str(server.make_url("/clip"))},
+    ):
+        resp = await client.post("/call/play", json={"callID": call["callID"], **body})
+        assert resp.status == 201, await resp.text()
+    # No browser at all: the playbacks alone open the engine leg and, clocked by the bus,
+    # reach the WhatsApp side.
+    await asyncio.sleep(1.0)
+    sim_call = next(iter(client.app[ENGINE].calls.values()))
+    heard = np.concatenate(list(sim_call.heard)[-25:])
+    # Each source is heard: the asset at 600 Hz, base64 at 1000 Hz, the URL at 1400 Hz.
+    for freq in (600, 1000, 1400):
+        assert band_energy(heard, 16_000, freq) > 0.15, freq
+    assert {f.size for f in sim_call.heard} == {320}
+    resp = await client.delete(f"/call/audio-assets/{asset['assetId']}")
+    assert resp.status == 200
+    assert (await (await client.get("/call/audio-assets")).json())["assets"] == []
+
+
+async def test_bad_media_requests_are_clear_4xx(media_client, tmp_path) -> None:
+    client = await media_client(play_url_max_bytes=4096)
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    cid = call["callID"]
+    (tmp_path / "secret.wav").write_bytes(make("wav", 1000.0, 0.2))
+    cases = [
+        ({"callID": cid, "file": "../secret.wav"}, 400, "bad_path"),
+        ({"callID": cid, "file": "/etc/passwd"}, 400, "bad_path"),
+        ({"callID": cid, "file": "missing.wav"}, 404, "not_found"),
+        ({"callID": cid, "audioUrl": "http://169.254.169.254/latest"}, 403, "url_not_allowed"),
+        ({"callID": cid, "audioUrl": "file:///etc/passwd"}, 400, "bad_request"),
+        (
+            {"callID": cid, "audioBase64": base64.b64encode(b"not audio at all" * 10).decode()},
+            400,
+            "undecodable_audio",
+        ),
+        ({"callID": cid, "audioBase64": "%%%"}, 400, "bad_request"),
+        ({"callID": cid, "file": "a.wav", "assetId": "as_x"}, 400, "bad_request"),
+        ({"callID": cid, "assetId": "as_nope"}, 404, "not_found"),
+        ({"callID": "nope", "file": "a.wav"}, 404, "call_not_found"),
+    ]
+    for body, status, code in cases:
+        resp = await client.post("/call/play", json=body)
+        got = await resp.json()
+        assert (resp.status, got["error"]["code"]) == (status, code), (body, got)
+    form = aiohttp.FormData()
+    form.add_field("audio", b"\x00" * 5000, filename="big.wav")
+    resp = await client.post("/call/audio-assets", data=form)
+    assert resp.status == 413 and (await resp.json())["error"]["code"] == "too_large"
+    form = aiohttp.FormData()
+    form.add_field("audio", b"this is text, not audio", filename="x.mp3")
+    resp = await client.post("/call/audio-assets", data=form)
+    assert resp.status == 400 and (await resp.json())["error"]["code"] == "undecodable_audio"
+    resp = await client.post("/call/record", json={"callID": cid, "path": "../../etc/evil"})
+    assert resp.status == 400 and (await resp.json())["error"]["code"] == "bad_path"
+    resp = await client.get("/call/recordings/rec_nope")
+    assert resp.status == 404
+
+
+async def test_recording_three_tracks(media_client, tmp_path) -> None:
+    client = await media_client(sim_peer="tone", sim_tone_hz=660.0)
+    call, rtc = await webrtc_call(client, freq=440.0)
+    await asyncio.sleep(1.0)
+    resp = await client.post("/call/record", json={"callID": call["callID"]})
+    assert resp.status == 201
+    t0 = time.monotonic()
+    await asyncio.sleep(2.5)
+    resp = await client.post("/call/record/stop", json={"callID": call["callID"]})
+    elapsed_ms = (time.monotonic() - t0) * 1000
+    recordings = {r["kind"]: r for r in (await resp.json())["recordings"]}
+    assert set(recordings) == {"inbound", "outbound", "mixed"}
+    for kind, rec in recordings.items():
+        assert rec["path"] == f"files/calls/{call['callID']}-{kind}.wav"
+        assert rec["durationMs"] == pytest.approx(elapsed_ms, abs=100)
+        resp = await client.get(f"/call/recordings/{rec['recordingId']}")
+        assert resp.status == 200 and resp.headers["Content-Type"] == "audio/wav"
+        path = tmp_path / "data" / rec["path"]
+        assert len(await resp.read()) == rec["sizeBytes"] == path.stat().st_size
+        pcm, rate = read_wav(path)
+        assert rate == 16_000
+        assert pcm.size * 1000 / rate == pytest.approx(elapsed_ms, abs=100)
+        tail = pcm[8000:]  # skip the first half second
+        if kind == "inbound":
+            assert band_energy(tail, rate, 660) > 0.8 and band_energy(tail, rate, 440) < 0.02
+        elif kind == "outbound":
+            assert band_energy(tail, rate, 440) > 0.8 and band_energy(tail, rate, 660) < 0.02
+        else:
+            assert band_energy(tail, rate, 440) > 0.25 and band_energy(tail, rate, 660) > 0.25
+    assert recordings["inbound"]["expiresAt"] > recordings["inbound"]["createdAt"]
+    await rtc.close()
+
+
+async def test_record_all_and_ready_event(media_client) -> None:
+    client = await media_client(record_all=True)
+    events = await client.get("/call/events")
+    call, rtc = await webrtc_call(client)
+    await asyncio.sleep(1.0)
+    await client.post("/call/hangup", json={"callID": call["callID"]})
+    ready = None
+    while ready is None:
+        line = (await asyncio.wait_for(events.content.readline(), 3)).decode()
+        if line.startswith("data: ") and '"recording.ready"' in line:
+            ready = json.loads(line[6:])
+    assert {r["kind"] for r in ready["recordings"]} == {"inbound", "outbound", "mixed"}
+    assert "pcm" not in line and all("recordingId" in r for r in ready["recordings"])
+    events.close()
+    await rtc.close()
+
+
+async def test_crash_repair_and_retention_sweeper(media_client, tmp_path) -> None:
+    calls = tmp_path / "data" / "files" / "calls"
+    calls.mkdir(parents=True)
+    crashed = calls / "crashed-inbound.wav"
+    crashed.write_bytes(wav_header(0) + np.zeros(16000, dtype="<i2").tobytes())
+    client = await media_client()
+    service = client.app[RECORDINGS]
+    assert service.repaired == 1
+    with wave.open(str(crashed)) as w:
+        assert w.getnframes() == 16000  # the header now says what the file holds
+    assert not repair_wav(crashed)
+    call, rtc = await webrtc_call(client)
+    await client.post("/call/record", json={"callID": call["callID"]})
+    await asyncio.sleep(0.5)
+    fresh = await (await client.post("/call/record/stop", json={"callID": call["callID"]})).json()
+    old = service.index[fresh["recordings"][0]["recordingId"]]
+    old.expires_at = time.time() - 1  # as if recorded 31 days ago
+    assert service.sweep() == 1
+    assert not old.path.exists() and not old.path.with_suffix(".json").exists()
+    for rec in fresh["recordings"][1:]:
+        assert (tmp_path / "data" / rec["path"]).exists()
+        assert (await client.get(f"/call/recordings/{rec['recordingId']}")).status == 200
+    await rtc.close()
+
+
+async def test_playback_reaches_a_zuckzapgo_engine(make_client, tmp_path) -> None:
+    fake = FakeZuckZapGo(tone_hz=700.0)
+    await fake.start()
+    try:
+        (tmp_path / "media").mkdir()
+        (tmp_path / "media" / "p.wav").write_bytes(make("wav", 1000.0, 5.0))
+        client = await make_client(
+            engine="zuckzapgo",
+            engine_url=fake.url,
+            engine_token="ztok",
+            engine_poll_interval=0.2,
+            media_dir=str(tmp_path / "media"),
+            data_dir=str(tmp_path / "data"),
+        )
+        call, rtc = await webrtc_call(client, freq=440.0)
+        await asyncio.sleep(0.8)
+        await client.post("/call/play", json={"callID": call["callID"], "file": "p.wav"})
+        await asyncio.sleep(1.5)
+        pcm = next(iter(fake.calls.values())).heard()[-16000:]
+        assert band_energy(pcm, 16_000, 440) > 0.25 and band_energy(pcm, 16_000, 1000) > 0.25
+        await rtc.close()
+    finally:
+        await fake.stop()

@@ -1,0 +1,129 @@
+"""The real process: CLI errors, and SIGTERM with a live call closes everything cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+
+import aiohttp
+import pytest
+
+from bridge.audio import dominant_frequency
+
+from ..fakes.common import free_port
+from ..support.rtc_client import RtcClient
+
+
+async def test_bad_config_exits_2_with_one_line() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        "--port",
+        "abc",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and "--port" in lines[0], lines
+
+
+async def test_busy_port_exits_2_with_one_line(tmp_path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bridge",
+            "--port",
+            str(port),
+            env={**os.environ, "BRIDGE_DATA_DIR": str(tmp_path), "BRIDGE_LOG_LEVEL": "error"},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "in use" in lines[0], lines
+
+
+class Http:
+    """The minimal client interface RtcClient needs, over a real aiohttp session."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session = session
+        self.base = base
+
+    def post(self, path, **kw):
+        return self.session.post(self.base + path, **kw)
+
+    def get(self, path, **kw):
+        return self.session.get(self.base + path, **kw)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_with_live_call_exits_cleanly(sig) -> None:
+    port = free_port()
+    env = dict(
+        os.environ,
+        BRIDGE_ICE_ADDRESSES="127.0.0.1",
+        BRIDGE_STUN_URLS="",
+        BRIDGE_SIM_ANSWER_DELAY="0.1",
+        BRIDGE_API_TOKENS="tok",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        "--port",
+        str(port),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": "Bearer tok"}
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                try:
+                    async with session.get(base + "/healthz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+            async with session.post(
+                base + "/call/make", json={"phone": "5521999999999"}, headers=headers
+            ) as r:
+                call = await r.json()
+            rtc = RtcClient(Http(session, base), call["callID"], headers=headers)
+            await rtc.offer()
+            await asyncio.wait_for(rtc.connected.wait(), 10)
+            await asyncio.sleep(0.5)
+            t_audio = time.monotonic()
+            await asyncio.sleep(1.0)
+            heard = rtc.recorder.since(t_audio)
+            assert dominant_frequency(heard, rtc.recorder.rate) == pytest.approx(440, abs=5)
+            t0 = time.monotonic()
+            proc.send_signal(sig)
+            _out, err = await asyncio.wait_for(proc.communicate(), 15)
+            elapsed = time.monotonic() - t0
+            await rtc.close()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    log = err.decode()
+    assert proc.returncode == 0, log
+    assert elapsed < 10
+    assert "Traceback" not in log and "ERROR" not in log, log
+    assert "ended (shutdown)" in log and "stopped" in log

@@ -1,0 +1,60 @@
+"""A closed session leaves no thread and no reference cycle behind (without the gc's help)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import threading
+import time
+import weakref
+
+from bridge.api.keys import MANAGER
+
+from ..support.calls import webrtc_call
+
+
+def native_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+async def test_threads_back_to_baseline_after_twenty_calls(make_client) -> None:
+    client = await make_client(stats_interval=0.5)
+    gc.collect()
+    gc.disable()
+    try:
+        call, rtc = await webrtc_call(client)  # warm up: executors, codecs, imports
+        await client.post("/call/hangup", json={"callID": call["callID"]})
+        await rtc.close()
+        del rtc
+        # The loop's default executor is a bounded pool (aioice resolves names, aiortc
+        # encodes in it) that grows on demand: grow it to its size before counting.
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(None, time.sleep, 0.1) for _ in range(40)))
+        await asyncio.sleep(0.5)
+        baseline = native_threads()
+        calls = [await webrtc_call(client) for _ in range(20)]
+        during = native_threads()
+        assert during > baseline + 20  # the calls did run their codec threads
+        manager = client.server.app[MANAGER]
+        sessions = [weakref.ref(manager.find_runtime(c["callID"]).session) for c, _ in calls]
+        pcs = [weakref.ref(s()._pc) for s in sessions]
+        for call, rtc in calls:
+            await client.post("/call/hangup", json={"callID": call["callID"]})
+            await rtc.close()
+        calls.clear()
+        del rtc
+        for _ in range(40):  # threads end as they are joined; no gc.collect() anywhere
+            await asyncio.sleep(0.25)
+            if native_threads() <= baseline + 2:
+                break
+        after = native_threads()
+        names = sorted(t.name for t in threading.enumerate())
+        assert after <= baseline + 2, (baseline, during, after, names)
+        # Nothing of the sessions waits for the cyclic collector (off: an object in a cycle
+        # would stay, and so would its weak reference). The manager's watchdog and stats
+        # loops may hold the last session they looked at in a local variable: one at most.
+        assert sum(r() is not None for r in sessions) <= 1
+        assert sum(r() is not None for r in pcs) <= 1  # that session's own
+    finally:
+        gc.enable()

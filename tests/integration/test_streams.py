@@ -1,0 +1,345 @@
+"""The call's PCM WebSocket and Wavix-style media forks."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import socket
+import time
+
+import numpy as np
+import pytest
+from aiohttp import WSMsgType, web
+
+from bridge.api.keys import ENGINE
+from bridge.audio import dominant_frequency, rms_dbfs, tone
+from bridge.audio.g711 import ulaw_decode
+
+from ..support.calls import wait_state, webrtc_call
+from ..support.spectrum import band_energy
+
+
+async def active_call(client) -> dict:
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    return call
+
+
+async def collect(ws, seconds: float) -> tuple[list[bytes], list[dict]]:
+    audio, control = [], []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = await asyncio.wait_for(ws.receive(), left)
+        except TimeoutError:
+            break
+        if msg.type is WSMsgType.BINARY:
+            audio.append(msg.data)
+        elif msg.type is WSMsgType.TEXT:
+            control.append(json.loads(msg.data))
+        else:
+            break
+    return audio, control
+
+
+async def send_paced(ws, pcm: np.ndarray, chunk: int = 500) -> None:
+    """Send s16 audio in odd-sized (even-length) chunks, in real time."""
+    start = time.monotonic()
+    for i in range(0, pcm.size, chunk):
+        await ws.send_bytes(pcm[i : i + chunk].astype("<i2").tobytes())
+        wait = start + (i + chunk) / 16_000 - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+def sim_call(client):
+    return next(iter(client.app[ENGINE].calls.values()))
+
+
+async def test_socket_hears_peer_and_peer_hears_socket(make_client) -> None:
+    client = await make_client(sim_peer="tone", sim_tone_hz=660.0)
+    call = await active_call(client)
+    ws = await client.ws_connect(f"/call/{call['callID']}/stream")
+    ready = json.loads((await ws.receive()).data)
+    assert ready == {
+        "type": "ready",
+        "callID": call["callID"],
+        "encoding": "s16le",
+        "sampleRate": 16000,
+        "channels": 1,
+        "frameMs": 20,
+        "frameBytes": 640,
+        "role": "talk",
+        "state": "active",
+    }
+    sender = asyncio.ensure_future(send_paced(ws, tone(440, 16_000 * 2, 16_000, 0.5)))
+    audio, _ = await collect(ws, 1.5)
+    assert {len(a) for a in audio} == {640}
+    pcm = np.frombuffer(b"".join(audio[-40:]), dtype="<i2")
+    assert dominant_frequency(pcm, 16_000) == pytest.approx(660, abs=3)
+    await sender
+    heard = np.concatenate(list(sim_call(client).heard)[-40:])
+    assert dominant_frequency(heard, 16_000) == pytest.approx(440, abs=3)
+    assert rms_dbfs(heard) == pytest.approx(-9.0, abs=1.0)
+    snap = await (await client.get(f"/call/{call['callID']}")).json()
+    assert snap["transport"] == "websocket"
+    await ws.close()
+    await asyncio.sleep(0.1)
+    snap = await (await client.get(f"/call/{call['callID']}")).json()
+    assert snap["transport"] is None
+
+
+async def test_f32le_60ms_and_errors_do_not_disconnect(make_client) -> None:
+    client = await make_client(sim_peer="tone", sim_tone_hz=660.0, api_tokens=("tok",))
+    call = await (
+        await client.post("/call/make", json={"phone": "5521999999999"}, headers={"token": "tok"})
+    ).json()
+    await wait_state(client, call["callID"], "active", headers={"token": "tok"})
+    resp = await client.get(f"/call/{call['callID']}/stream")
+    assert resp.status == 401
+    ws = await client.ws_connect(
+        f"/call/{call['callID']}/stream?token=tok&format=f32le&frame_ms=60"
+    )
+    ready = json.loads((await ws.receive()).data)
+    assert (ready["encoding"], ready["frameMs"], ready["frameBytes"]) == ("f32le", 60, 3840)
+    await ws.send_bytes(b"\x00\x00\x80")  # not a whole float32 sample
+    await ws.send_str("{not json")
+    await ws.send_str(json.dumps({"type": "dance"}))
+    audio, control = await collect(ws, 1.0)
+    errors = [c["code"] for c in control if c["type"] == "error"]
+    assert errors == ["bad_frame", "bad_json", "unknown_type"]
+    assert {len(a) for a in audio} == {3840}
+    pcm = np.frombuffer(b"".join(audio), dtype="<f4")
+    assert dominant_frequency(pcm, 16_000) == pytest.approx(660, abs=3)
+    assert not ws.closed  # errors are reported, the socket stays
+    await ws.close()
+    for bad in ("format=mp3", "frame_ms=40", "role=boss"):
+        resp = await client.get(f"/call/{call['callID']}/stream?token=tok&{bad}")
+        assert resp.status == 400 and (await resp.json())["error"]["code"] == "bad_request"
+    resp = await client.get("/call/nope/stream?token=tok")
+    assert resp.status == 404
+
+
+async def test_listen_role_is_receive_only(make_client) -> None:
+    client = await make_client(sim_peer="tone")
+    call = await active_call(client)
+    ws = await client.ws_connect(f"/call/{call['callID']}/stream?role=listen")
+    assert json.loads((await ws.receive()).data)["role"] == "listen"
+    await ws.send_bytes(tone(440, 320, 16_000).astype("<i2").tobytes())
+    audio, control = await collect(ws, 0.6)
+    assert audio and [c["code"] for c in control if c["type"] == "error"] == ["listen_only"]
+    assert sim_call(client).frames_heard == 0  # nothing the listener sent reached the peer
+    await ws.close()
+
+
+async def test_clear_and_marks(make_client) -> None:
+    client = await make_client(sim_peer="silence")
+    call = await active_call(client)
+    ws = await client.ws_connect(f"/call/{call['callID']}/stream")
+    await ws.receive()  # ready
+    # 1 s of audio queued at once, then a mark: acknowledged as played after the audio.
+    t0 = time.monotonic()
+    await ws.send_bytes(tone(440, 16_000, 16_000).astype("<i2").tobytes())
+    await ws.send_str(json.dumps({"type": "mark", "name": "first"}))
+    marks = []
+    while not marks:
+        msg = await asyncio.wait_for(ws.receive(), 3)
+        if msg.type is WSMsgType.TEXT and json.loads(msg.data)["type"] == "mark":
+            marks.append(json.loads(msg.data))
+    assert marks == [{"type": "mark", "name": "first", "status": "played"}]
+    assert time.monotonic() - t0 == pytest.approx(1.0, abs=0.25)
+    sc = sim_call(client)
+    # 3 s queued, a mark behind it, then clear: the audio stops within a frame and the mark
+    # comes back as cleared, never as played.
+    await ws.send_bytes(tone(440, 48_000, 16_000).astype("<i2").tobytes())
+    await ws.send_str(json.dumps({"type": "mark", "name": "second"}))
+    await asyncio.sleep(0.4)
+    assert band_energy(np.concatenate(list(sc.heard)[-10:]), 16_000, 440) > 0.9
+    n0 = sc.frames_heard
+    await ws.send_str(json.dumps({"type": "clear"}))
+    _, control = await collect(ws, 0.5)
+    cleared = [c for c in control if c["type"] == "cleared"]
+    assert cleared and cleared[0]["droppedMs"] > 2000
+    assert [c for c in control if c["type"] == "mark"] == [
+        {"type": "mark", "name": "second", "status": "cleared"}
+    ]
+    after = list(sc.heard)[-(sc.frames_heard - n0) :]
+    loud = [i for i, f in enumerate(after) if np.abs(f).max() > 100]
+    assert len(after) > 15 and (not loud or max(loud) <= 2), loud  # stopped within a frame or two
+    await ws.close()
+
+
+class ForkServer:
+    """A test WebSocket server the bridge forks media to."""
+
+    def __init__(self, reply: list[dict] | None = None) -> None:
+        self.messages: list[dict] = []
+        self.reply = reply or []
+        self.closed = asyncio.Event()
+
+    async def handler(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            body = json.loads(msg.data)
+            self.messages.append(body)
+            if body["event"] == "start":
+                for r in self.reply:
+                    await ws.send_str(json.dumps(r))
+        self.closed.set()
+        return ws
+
+    def media(self, track: str) -> list[dict]:
+        return [m for m in self.messages if m["event"] == "media" and m["media"]["track"] == track]
+
+
+async def fork_server(aiohttp_server, reply=None):
+    fs = ForkServer(reply)
+    app = web.Application()
+    app.router.add_get("/ws", fs.handler)
+    server = await aiohttp_server(app)
+    return fs, f"ws://127.0.0.1:{server.port}/ws"
+
+
+@pytest.mark.parametrize("fmt", ["pcm16", "pcmu"])
+async def test_fork_streams_both_tracks(make_client, aiohttp_server, fmt) -> None:
+    client = await make_client(sim_peer="tone", sim_tone_hz=660.0, fork_url_allow=("127.0.0.1",))
+    fs, url = await fork_server(aiohttp_server)
+    call, rtc = await webrtc_call(client, 440.0)
+    resp = await client.post(
+        f"/call/{call['callID']}/streams",
+        json={"url": url, "channel": "both", "type": "oneway", "format": fmt},
+    )
+    assert resp.status == 201, await resp.text()
+    stream_id = (await resp.json())["streamId"]
+    await asyncio.sleep(2.0)
+    await client.post("/call/hangup", json={"callID": call["callID"]})
+    await asyncio.wait_for(fs.closed.wait(), 3)
+    events = [m["event"] for m in fs.messages]
+    assert events[0] == "connected" and events[1] == "start" and events[-1] == "stop"
+    start = fs.messages[1]
+    assert start["stream_id"] == stream_id and start["call_id"] == call["callID"]
+    assert [m["sequence_number"] for m in fs.messages[1:]] == list(range(1, len(fs.messages)))
+    rate = 8000 if fmt == "pcmu" else 16_000
+    for track, freq in (("inbound", 660), ("outbound", 440)):
+        media = fs.media(track)
+        assert len(media) >= 80  # a steady 50 per second
+        assert [m["media"]["chunk"] for m in media] == list(range(1, len(media) + 1))
+        raw = b"".join(base64.b64decode(m["media"]["payload"]) for m in media[-40:])
+        pcm = ulaw_decode(raw) if fmt == "pcmu" else np.frombuffer(raw, dtype="<i2")
+        assert len(base64.b64decode(media[-1]["media"]["payload"])) == (
+            160 if fmt == "pcmu" else 640
+        )
+        assert dominant_frequency(pcm, rate) == pytest.approx(freq, abs=4)
+    await rtc.close()
+
+
+async def test_twoway_fork_plays_into_the_call(make_client, aiohttp_server) -> None:
+    clip = tone(1000, 16_000 * 2, 16_000, 0.4).astype("<i2").tobytes()
+    reply = [
+        {
+            "event": "media",
+            "stream_id": "x",
+            "media": {"payload": base64.b64encode(clip[i : i + 6400]).decode()},
+        }
+        for i in range(0, len(clip), 6400)
+    ]
+    reply.append({"event": "mark", "stream_id": "x", "mark": {"name": "done"}})
+    client = await make_client(sim_peer="silence", fork_url_allow=("127.0.0.1",))
+    fs, url = await fork_server(aiohttp_server, reply)
+    call = await active_call(client)
+    resp = await client.post(
+        f"/call/{call['callID']}/streams", json={"url": url, "channel": "inbound", "type": "twoway"}
+    )
+    assert resp.status == 201
+    await asyncio.sleep(1.0)
+    heard = np.concatenate(list(sim_call(client).heard)[-25:])
+    assert band_energy(heard, 16_000, 1000) > 0.9
+    await asyncio.sleep(1.5)
+    marks = [m for m in fs.messages if m["event"] == "mark"]
+    assert marks and marks[0]["mark"] == {"name": "done", "status": "played"}
+    # Limits: one two-way and five one-way streams per call.
+    resp = await client.post(
+        f"/call/{call['callID']}/streams", json={"url": url, "channel": "inbound", "type": "twoway"}
+    )
+    assert resp.status == 409
+    for _ in range(5):
+        resp = await client.post(
+            f"/call/{call['callID']}/streams",
+            json={"url": url, "channel": "inbound", "type": "oneway"},
+        )
+        assert resp.status == 201
+    resp = await client.post(
+        f"/call/{call['callID']}/streams", json={"url": url, "channel": "inbound", "type": "oneway"}
+    )
+    assert resp.status == 409
+    resp = await client.post(
+        f"/call/{call['callID']}/streams",
+        json={"url": "ws://example.com/x", "channel": "inbound", "type": "oneway"},
+    )
+    assert resp.status == 403
+    resp = await client.delete(f"/call/{call['callID']}/streams/st_nope")
+    assert resp.status == 404
+
+
+async def stalled_ws_server() -> tuple[asyncio.AbstractServer, int, list]:
+    """Completes the WebSocket handshake, then never reads again."""
+    held = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            ln.split(b":", 1)[1].strip()
+            for ln in head.split(b"\r\n")
+            if ln.lower().startswith(b"sec-websocket-key")
+        )
+        accept = base64.b64encode(
+            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+        )
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        await writer.drain()
+        held.append(writer)  # keep the socket open, unread
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, limit=1024)
+    for sock in server.sockets:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return server, server.sockets[0].getsockname()[1], held
+
+
+async def test_stalled_fork_is_dropped_and_the_call_is_unaffected(make_client) -> None:
+    client = await make_client(fork_url_allow=("127.0.0.1",))
+    server, port, held = await stalled_ws_server()
+    try:
+        events = await client.get("/call/events")
+        call, rtc = await webrtc_call(client, 440.0)
+        resp = await client.post(
+            f"/call/{call['callID']}/streams",
+            json={"url": f"ws://127.0.0.1:{port}/", "channel": "both"},
+        )
+        assert resp.status == 201
+        dropped = None
+        deadline = time.monotonic() + 12
+        while dropped is None and time.monotonic() < deadline:
+            line = (await asyncio.wait_for(events.content.readline(), 12)).decode()
+            if line.startswith("data: ") and '"stream.dropped"' in line:
+                dropped = json.loads(line[6:])
+        assert dropped is not None and dropped["reason"] == "dropped"
+        # The call's own audio never stopped: the echo is continuous and on pitch.
+        t0 = time.monotonic()
+        await asyncio.sleep(1.0)
+        heard = rtc.recorder.since(t0)
+        assert dominant_frequency(heard, rtc.recorder.rate) == pytest.approx(440, abs=5)
+        win = rtc.recorder.rate // 50
+        windows = heard[: heard.size // win * win].reshape(-1, win) / 32768
+        assert all(rms_dbfs(w) > -20 for w in windows)
+        events.close()
+        await rtc.close()
+    finally:
+        for w in held:
+            w.close()
+        server.close()

@@ -1,0 +1,259 @@
+"""Signed webhooks out: a local receiver (aiohttp on 127.0.0.1) gets every call event, in order,
+signed per Standard Webhooks; retries, refusals, hanging receivers, the allow-list, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from bridge.api.keys import METRICS
+
+from ..support.calls import wait_state
+
+SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+LIFECYCLE = ["call.created", "call.ringing", "call.active", "call.ended"]
+
+
+class Receiver:
+    """A webhook receiver: ``/ok`` 200, ``/flaky`` 503 twice then 200, ``/hang`` never answers,
+    ``/gone`` 404. Every request is kept (path, headers, body, arrival time)."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.flaky_left = 2
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()  # set at teardown: hanging requests then end
+        app = web.Application()
+        app.router.add_post("/{kind}", self.handle)
+        self.app = app
+        self.base = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.text()
+        kind = request.match_info["kind"]
+        self.requests.append(
+            {"kind": kind, "headers": dict(request.headers), "body": body, "at": time.monotonic()}
+        )
+        self.arrived.set()
+        if kind == "hang":
+            await self.release.wait()
+        if kind == "gone":
+            return web.Response(status=404)
+        if kind == "flaky" and self.flaky_left > 0:
+            self.flaky_left -= 1
+            return web.Response(status=503)
+        return web.Response(status=200)
+
+    def url(self, kind: str) -> str:
+        return f"{self.base}/{kind}"
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        return [json.loads(r["body"]) for r in self.requests if r["kind"] == kind]
+
+    async def wait_for(self, kind: str, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.events(kind)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{kind}: {len(self.events(kind))}/{count} requests")
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), 0.2)
+            except TimeoutError:
+                pass
+        return self.events(kind)
+
+
+@pytest.fixture
+async def receiver(aiohttp_server: Any) -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    server = await aiohttp_server(rec.app, host="127.0.0.1")
+    rec.base = f"http://127.0.0.1:{server.port}"
+    yield rec
+    rec.release.set()
+
+
+def hooks(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "webhook_secret": SECRET,
+        "webhook_url_allow": ("127.0.0.1",),
+        "webhook_retry_base": 0.05,
+        "webhook_timeout": 5.0,
+        "webhook_flush_timeout": 1.0,
+    }
+    base.update(overrides)
+    return base
+
+
+async def make(client: Any, callback: str | None, metadata: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"phone": "5521999999999"}
+    if callback is not None:
+        body["statusCallback"] = callback
+    if metadata is not None:
+        body["metadata"] = metadata
+    resp = await client.post("/call/make", json=body)
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def test_every_event_in_order_signed_with_metadata(make_client, receiver) -> None:
+    client = await make_client(**hooks())
+    call = await make(client, receiver.url("ok"), {"order": "A-17", "n": 3})
+    await wait_state(client, call["callID"], "active")
+    await client.post("/call/hangup", json={"callID": call["callID"]})
+    events = await receiver.wait_for("ok", 4)
+    assert [e["type"] for e in events] == LIFECYCLE
+    assert {e["callID"] for e in events} == {call["callID"]}
+    assert all(e["call"]["metadata"] == {"order": "A-17", "n": 3} for e in events)
+    ended = events[-1]["call"]
+    assert ended["state"] == "ended" and isinstance(ended["duration"], int)
+    ids = set()
+    for req in receiver.requests:
+        headers = req["headers"]
+        assert headers["webhook-signature"].startswith("v1,")
+        assert abs(int(headers["webhook-timestamp"]) - time.time()) < 30
+        ids.add(headers["webhook-id"])
+        assert Webhook(SECRET).verify(req["body"], headers) == json.loads(req["body"])
+        wrong = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+        with pytest.raises(WebhookVerificationError):
+            Webhook(wrong).verify(req["body"], headers)
+        tampered = req["body"].replace("A-17", "A-18")
+        with pytest.raises(WebhookVerificationError):
+            Webhook(SECRET).verify(tampered, headers)
+    assert len(ids) == 4  # one id per event
+    snap = await (await client.get(f"/call/{call['callID']}")).json()
+    assert snap["webhook"]["outcome"] == "delivered" and snap["webhook"]["event"] == "call.ended"
+    assert snap["webhook"]["statusCode"] == 200 and snap["webhook"]["url"] == receiver.url("ok")
+
+
+async def test_503_twice_then_200_is_delivered_on_the_third_try(make_client, receiver) -> None:
+    client = await make_client(**hooks())
+    call = await make(client, receiver.url("flaky"))
+    await wait_state(client, call["callID"], "active")
+    events = await receiver.wait_for("flaky", 5)  # created x3, then ringing, active
+    assert [e["type"] for e in events[:5]] == ["call.created"] * 3 + [
+        "call.ringing",
+        "call.active",
+    ]
+    first_ids = [r["headers"]["webhook-id"] for r in receiver.requests[:3]]
+    assert len(set(first_ids)) == 1  # the same message, retried
+    text = (await (await client.get("/metrics")).read()).decode()
+    assert 'bridge_webhook_deliveries_total{outcome="delivered"}' in text
+    assert 'bridge_webhook_attempts_total{result="5xx"} 2.0' in text
+
+
+async def test_404_receiver_is_not_retried(make_client, receiver) -> None:
+    client = await make_client(**hooks())
+    call = await make(client, receiver.url("gone"))
+    await wait_state(client, call["callID"], "active")
+    await receiver.wait_for("gone", 3)
+    await asyncio.sleep(0.5)  # retries would have come by now (base 0.05 s)
+    per_id = Counter(r["headers"]["webhook-id"] for r in receiver.requests)
+    assert set(per_id.values()) == {1}
+    snap = await (await client.get(f"/call/{call['callID']}")).json()
+    assert snap["webhook"]["outcome"] == "rejected" and snap["webhook"]["attempts"] == 1
+    assert snap["webhook"]["statusCode"] == 404
+    metrics = client.app[METRICS]
+    assert metrics.webhook_deliveries.labels("rejected")._value.get() >= 3
+
+
+async def test_a_hanging_receiver_delays_neither_other_calls_nor_the_api(
+    make_client, receiver
+) -> None:
+    client = await make_client(**hooks(webhook_timeout=30.0))
+    stuck = await make(client, receiver.url("hang"))
+    await receiver.wait_for("hang", 1)
+    started = time.monotonic()
+    other = await make(client, receiver.url("ok"))
+    resp = await client.get("/call/status")
+    assert resp.status == 200 and time.monotonic() - started < 1.0
+    await wait_state(client, other["callID"], "active")
+    events = await receiver.wait_for("ok", 3, timeout=3.0)
+    assert [e["type"] for e in events] == ["call.created", "call.ringing", "call.active"]
+    assert time.monotonic() - started < 3.0
+    # The stuck call's later events wait behind its first one (its order is kept).
+    assert len(receiver.events("hang")) == 1
+    assert (await client.get(f"/call/{stuck['callID']}")).status == 200
+
+
+async def test_disallowed_status_callback_is_403(make_client, receiver) -> None:
+    client = await make_client(**hooks())
+    for url in ("http://example.com/hook", "https://10.0.0.1/x", "http://127.0.0.2:9/x"):
+        body = {"phone": "5521999999999", "statusCallback": url}
+        resp = await client.post("/call/make", json=body)
+        assert resp.status == 403, url
+        assert (await resp.json())["error"]["code"] == "url_not_allowed"
+    for url in ("ftp://127.0.0.1/x", "not a url", 42, "http://127.0.0.1:99999/x"):
+        body = {"phone": "5521999999999", "statusCallback": url}
+        resp = await client.post("/call/make", json=body)
+        assert resp.status == 400, url
+        assert (await resp.json())["error"]["code"] == "bad_request"
+    assert (await (await client.get("/call/status")).json())["calls"] == []
+    # With no allow-list, only the service-wide URL itself is accepted.
+    client2 = await make_client(**hooks(webhook_url=receiver.url("ok"), webhook_url_allow=()))
+    resp = await client2.post(
+        "/call/make", json={"phone": "5521999999999", "statusCallback": receiver.url("other")}
+    )
+    assert resp.status == 403
+    await make(client2, receiver.url("ok"))
+
+
+async def test_service_wide_url_and_answer_override(make_client, receiver) -> None:
+    client = await make_client(**hooks(webhook_url=receiver.url("ok")))
+    resp = await client.post("/call/sim/incoming", json={"phone": "15550001111"})
+    inbound = await resp.json()
+    await receiver.wait_for("ok", 2)  # created, ringing: to the service-wide URL
+    resp = await client.post(
+        "/call/answer", json={"callID": inbound["callID"], "statusCallback": receiver.url("flaky")}
+    )
+    assert resp.status == 200
+    events = await receiver.wait_for("flaky", 3)  # call.active, after two 503s
+    assert {e["type"] for e in events} == {"call.active"}
+    assert [e["type"] for e in receiver.events("ok")] == ["call.created", "call.ringing"]
+
+
+async def test_pending_deliveries_are_flushed_at_shutdown(make_client, receiver) -> None:
+    client = await make_client(**hooks(webhook_url=receiver.url("ok")))
+    call = await make(client, None)
+    await wait_state(client, call["callID"], "active")
+    await receiver.wait_for("ok", 3)
+    await client.close()  # the app's cleanup: calls end, their call.ended is flushed
+    events = receiver.events("ok")
+    assert events[-1]["type"] == "call.ended" and events[-1]["call"]["endReason"] == "shutdown"
+
+
+async def test_queue_overflow_drops_the_oldest_and_counts(make_client, receiver, caplog) -> None:
+    client = await make_client(**hooks(webhook_queue_size=1, webhook_flush_timeout=0.1))
+    call = await make(client, receiver.url("hang"))
+    await wait_state(client, call["callID"], "active")  # created (hanging), ringing, active
+    metrics = client.app[METRICS]
+    assert metrics.webhook_deliveries.labels("dropped")._value.get() == 1
+    assert "queue full" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "env,needle",
+    [
+        ({"BRIDGE_WEBHOOK_URL": "http://127.0.0.1:9/h"}, "BRIDGE_WEBHOOK_SECRET"),
+        ({"BRIDGE_WEBHOOK_URL": "ftp://x/h", "BRIDGE_WEBHOOK_SECRET": SECRET}, "WEBHOOK_URL"),
+        ({"BRIDGE_WEBHOOK_SECRET": "plain-secret"}, "BRIDGE_WEBHOOK_SECRET"),
+        ({"BRIDGE_WEBHOOK_URL_ALLOW": "https://x.example/"}, "BRIDGE_WEBHOOK_URL_ALLOW"),
+        ({"BRIDGE_WEBHOOK_MAX_ATTEMPTS": "0"}, "BRIDGE_WEBHOOK_MAX_ATTEMPTS"),
+        ({"BRIDGE_WEBHOOK_QUEUE_SIZE": "0"}, "BRIDGE_WEBHOOK_QUEUE_SIZE"),
+    ],
+)
+def test_bad_webhook_settings_are_refused(env, needle) -> None:
+    from bridge.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match=needle):
+        load_settings([], env)

@@ -1,0 +1,214 @@
+"""Two real Chromiums on one simulated call through the demo page: an agent, and a supervisor
+who listens, then barges in, puts the customer on hold with music, and takes the call over.
+
+Each browser has its own fake microphone (a WAV tone): the agent 440 Hz, the supervisor
+1250 Hz (no harmonic or intermodulation product of 440/660 lands there); the simulated
+WhatsApp peer sends 660 Hz. Assertions are on the spectrum each side receives and on the
+state the pages show (participants list, role, held), never on timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bridge.audio import tone
+
+from ..integration.test_participants import assert_hears, peer_heard
+from ..support.audio_files import make
+from ..support.calls import wait_state
+from .test_browser import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    async_playwright,
+    loopback_only,
+    wait_for,
+)
+
+AGENT, SUPERVISOR, PEER, MUSIC = 440.0, 1250.0, 660.0, 1000.0
+SETTINGS = {"sim_peer": "tone", "sim_tone_hz": PEER, "opus_direct": False}
+
+
+# Energy within ±15 Hz of each frequency in what the page hears, in dB relative to the
+# strongest of them (the page's analyser, 16384-point FFT at the context's rate).
+BANDS_JS = """async (freqs) => {
+  const a = window.demo.client.outputAnalyser;
+  if (!a) return null;
+  a.fftSize = 16384;
+  a.smoothingTimeConstant = 0;
+  await new Promise(r => setTimeout(r, 400));
+  const bins = new Float32Array(a.frequencyBinCount);
+  a.getFloatFrequencyData(bins);
+  const hz = a.context.sampleRate / a.fftSize;
+  const power = freqs.map(f => {
+    let p = 0;
+    for (let i = Math.ceil((f - 15) / hz); i <= Math.floor((f + 15) / hz); i++) {
+      p += Math.pow(10, bins[i] / 10);
+    }
+    return p + 1e-20;
+  });
+  const top = Math.max(...power);
+  return Object.fromEntries(freqs.map((f, i) => [f, 10 * Math.log10(power[i] / top)]));
+}"""
+
+PARTICIPANTS_JS = """() => [...document.querySelectorAll('#participants li')]
+  .map(li => [li.dataset.pid, li.dataset.role])"""
+
+
+def tone_file(path: Path, freq: float) -> str:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48_000)
+        w.writeframes(tone(freq, 48_000 * 10, 48_000, 0.5).astype("<i2").tobytes())
+    return str(path)
+
+
+@pytest.fixture
+async def browsers(tmp_path):
+    """Two Chromiums, each with its own fake microphone tone."""
+    async with async_playwright() as p:
+        launched = []
+        for name, freq in (("agent", AGENT), ("supervisor", SUPERVISOR)):
+            wav = tone_file(tmp_path / f"{name}.wav", freq)
+            launched.append(
+                await p.chromium.launch(
+                    executable_path=CHROMIUM,
+                    args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}"],
+                )
+            )
+        yield launched
+        for b in launched:
+            await b.close()
+
+
+async def hears(page, present: set[float], absent: set[float]) -> dict[float, float]:
+    """What the page's call audio contains, as test_participants.py asserts it."""
+    freqs = sorted(present | absent)
+    db = {float(k): v for k, v in (await page.evaluate(BANDS_JS, freqs)).items()}
+    for f in present:
+        assert db[f] >= -30, (f, db)
+    for f in absent:
+        assert db[f] <= -50, (f, db)
+    return db
+
+
+async def participants_shown(page, expected: list[list[str]]) -> None:
+    try:
+        await wait_for(page, f"JSON.stringify(({PARTICIPANTS_JS})()) === '{_json(expected)}'")
+    except AssertionError:
+        raise AssertionError(await page.evaluate(PARTICIPANTS_JS)) from None
+
+
+def _json(value: object) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"))
+
+
+async def test_supervisor_listens_barges_holds_and_takes_over(make_client, browsers) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    client = await make_client(**SETTINGS)
+    form = aiohttp.FormData()
+    form.add_field("audio", make("wav", MUSIC, 2.0), filename="hold.wav")
+    asset = await (await client.post("/call/audio-assets", data=form)).json()
+
+    # Page A: the agent dials from the demo page.
+    agent = await browsers[0].new_page()
+    await agent.route("**/call/webrtc/offer", loopback_only)
+    await agent.goto(str(client.make_url("/")))
+    await agent.click("#call")
+    await wait_for(agent, "document.getElementById('state').textContent.includes('active')")
+    await wait_for(agent, "window.demo.client.pc?.connectionState === 'connected'")
+    cid = await agent.evaluate("window.demo.client.callID")
+    await wait_state(client, cid, "active")
+
+    # Page B: a supervisor (its own participant id) joins the call in progress as a listener.
+    sup = await browsers[1].new_page()
+    await sup.route("**/call/webrtc/offer", loopback_only)
+    await sup.goto(str(client.make_url("/?pid=sup-1")))
+    await sup.wait_for_selector(f"#live li[data-callid='{cid}'] button.supervise", timeout=5000)
+    assert await sup.input_value("#join-role") == "listen"
+    await sup.click(f"#live li[data-callid='{cid}'] button.supervise")
+    await wait_for(sup, "window.demo.client.pc?.connectionState === 'connected'")
+    assert await sup.text_content("#role") == "listen"
+    await participants_shown(sup, [["agent", "agent"], ["sup-1", "listen"]])
+    await participants_shown(agent, [["agent", "agent"], ["sup-1", "listen"]])
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert [(p["participantID"], p["role"]) for p in snap["participants"]] == [
+        ("agent", "agent"),
+        ("sup-1", "listen"),
+    ]
+
+    await asyncio.sleep(2.0)
+    # Listening: the supervisor hears both sides; nobody hears the supervisor's microphone.
+    await hears(sup, {AGENT, PEER}, set())
+    await hears(agent, {PEER}, {SUPERVISOR})
+    assert_hears(peer_heard(client, cid), 16_000, {AGENT}, {SUPERVISOR})
+    await sup.screenshot(path=str(ARTIFACTS / "supervisor-listen.png"), full_page=True)
+
+    # Barge: one click on page B; both sides hear the supervisor from then on.
+    await sup.click("#roles button[data-role='barge']")
+    await wait_for(sup, "document.getElementById('role').textContent === 'barge'")
+    assert await sup.get_attribute("#roles button[data-role='barge']", "aria-pressed") == "true"
+    await participants_shown(agent, [["agent", "agent"], ["sup-1", "barge"]])
+    await participants_shown(sup, [["agent", "agent"], ["sup-1", "barge"]])
+    await asyncio.sleep(1.5)
+    assert_hears(peer_heard(client, cid, 25), 16_000, {AGENT, SUPERVISOR}, set())
+    await hears(agent, {PEER, SUPERVISOR}, set())
+    await hears(sup, {AGENT, PEER}, set())
+    await agent.screenshot(path=str(ARTIFACTS / "agent-with-barge.png"), full_page=True)
+    await sup.screenshot(path=str(ARTIFACTS / "supervisor-barge.png"), full_page=True)
+
+    # Hold with the uploaded music, from the supervisor's page: WhatsApp hears the music and
+    # neither microphone; both pages show it held; resume brings the voices back.
+    await sup.select_option("#music", asset["assetId"])
+    await sup.click("#hold")
+    await wait_for(agent, "document.getElementById('held').textContent === 'yes'")
+    await wait_for(sup, "document.getElementById('hold').textContent === 'Resume'")
+    await asyncio.sleep(1.5)
+    assert_hears(peer_heard(client, cid, 25), 16_000, {MUSIC}, {AGENT, SUPERVISOR})
+    await hears(agent, {SUPERVISOR}, {MUSIC})  # the agent and the supervisor still talk
+    await sup.screenshot(path=str(ARTIFACTS / "supervisor-hold.png"), full_page=True)
+    await sup.click("#hold")
+    await wait_for(agent, "document.getElementById('held').textContent === 'no'")
+    await asyncio.sleep(1.5)
+    assert_hears(peer_heard(client, cid, 25), 16_000, {AGENT, SUPERVISOR}, {MUSIC})
+
+    # The keypad POSTs /call/dtmf {callID, digits}; the page shows the digits once sent
+    # (call.dtmf.sent). Without the DTMF route (404/405) only the request's shape is checked.
+    async with sup.expect_response("**/call/dtmf") as info:
+        await sup.click("#keypad button[data-digit='5']")
+    response = await info.value
+    assert response.request.method == "POST"
+    assert response.request.post_data_json == {"callID": cid, "digits": "5"}
+    if response.status in (404, 405):
+        print("POST /call/dtmf is not on this branch: only the keypad's request was checked")
+    else:
+        assert response.status == 202, await response.text()
+        assert (await response.json())["method"] == "inband"  # the sim engine carries PCM
+        await wait_for(agent, "document.getElementById('dtmf-sent').textContent === '5'")
+
+    # Warm hand-off: the barging supervisor takes over; the old agent's page follows its
+    # demotion to listener (from the events), and WhatsApp now hears only the new agent.
+    await sup.click("#roles button[data-role='agent']")
+    await wait_for(agent, "document.getElementById('role').textContent === 'listen'")
+    await participants_shown(sup, [["agent", "listen"], ["sup-1", "agent"]])
+    await asyncio.sleep(1.5)
+    assert_hears(peer_heard(client, cid, 25), 16_000, {SUPERVISOR}, {AGENT})
+    await hears(agent, {SUPERVISOR, PEER}, set())
+
+    # The old agent leaves; the new agent's list follows; the call stays up.
+    await agent.click("#leave")
+    await participants_shown(sup, [["sup-1", "agent"]])
+    assert (await (await client.get(f"/call/{cid}")).json())["state"] == "active"
+    await sup.screenshot(path=str(ARTIFACTS / "supervisor-took-over.png"), full_page=True)
+    await sup.click("#hangup")
+    await wait_state(client, cid, "ended")
+    await sup.close()
+    await agent.close()

@@ -1,0 +1,36 @@
+"""Driving a call from a test: wait for a state, place a call with an aiortc peer on it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+
+async def wait_state(
+    client: TestClient, call_id: str, state: str, timeout: float = 5.0, headers: Any = None
+) -> dict[str, Any]:
+    """Poll a call until it reaches ``state``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        resp = await client.get(f"/call/{call_id}", headers=headers)
+        body = await resp.json()
+        if body.get("state") == state:
+            return body
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"call {call_id} never became {state}: {body}")
+        await asyncio.sleep(0.05)
+
+
+
+async def webrtc_call(client: TestClient, freq: float = 440.0) -> tuple[dict[str, Any], Any]:
+    """Place a call, connect an aiortc client sending ``freq`` to it, wait until it is active."""
+    from .rtc_client import RtcClient
+
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    rtc = RtcClient(client, call["callID"], freq=freq)
+    await rtc.offer()
+    await asyncio.wait_for(rtc.connected.wait(), 10)
+    await wait_state(client, call["callID"], "active")
+    return call, rtc

@@ -1,0 +1,149 @@
+"""Helpers of the multi-instance tests: a real ``redis-server`` and bridge processes on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bench.cluster import start_redis
+
+from ..fakes.common import free_port, spawn_bridge, stop_process
+
+REDIS_SERVER = shutil.which("redis-server")
+HOW = "install Debian's redis-server package (`apt-get install redis-server`), or run `make test`"
+SECRET = "internal-secret-for-tests-0123456789"
+
+
+def require_redis() -> None:
+    if REDIS_SERVER is None:
+        if os.environ.get("CI") == "true":
+            raise RuntimeError(f"the cluster tests cannot run under CI: {HOW}")
+        pytest.skip(f"no redis-server here: {HOW}", allow_module_level=True)
+
+
+class Redis:
+    """A ``redis-server`` on a loopback port, without persistence (a restart comes back empty)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self.proc = await start_redis(self.port)  # the bench's: the same server, the same flags
+
+    async def stop(self) -> None:
+        await stop_process(self.proc)
+        self.proc = None
+
+
+def bridge_env(
+    redis: Redis, port: int, internal_port: int, data_dir: Path, **extra: str
+) -> dict[str, str]:
+    """The environment of a bridge process sharing ``redis``, on loopback, with a 2 s
+    heartbeat TTL."""
+    env = {
+        **os.environ,
+        "BRIDGE_PORT": str(port),
+        "BRIDGE_DIRECTORY": redis.url,
+        "BRIDGE_INTERNAL_URL": f"http://127.0.0.1:{internal_port}",
+        "BRIDGE_INTERNAL_SECRET": SECRET,
+        "BRIDGE_HEARTBEAT_TTL": "2",
+        "BRIDGE_ICE_ADDRESSES": "127.0.0.1",
+        "BRIDGE_STUN_URLS": "",
+        "BRIDGE_SIM_ANSWER_DELAY": "0.1",
+        "BRIDGE_DATA_DIR": str(data_dir),
+        "BRIDGE_LOG_LEVEL": "warning",
+        **extra,
+    }
+    env.pop("BRIDGE_WORKER_INDEX", None)
+    return env
+
+
+@dataclass
+class Bridge:
+    """One bridge process (an instance, as on its own machine) sharing the Redis directory."""
+
+    redis: Redis
+    tmp: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    internal_port: int = field(default_factory=free_port)
+    proc: asyncio.subprocess.Process | None = None
+    worker_id: str = ""
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, session: aiohttp.ClientSession) -> None:
+        env = bridge_env(self.redis, self.port, self.internal_port, self.tmp, **self.env)
+        self.proc = await spawn_bridge(env)
+        for _ in range(300):
+            try:
+                async with session.get(self.base + "/readyz") as r:
+                    body = await r.json()
+                    if r.status == 200:
+                        self.worker_id = body["directory"]["worker"]
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            if self.proc.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"bridge on {self.port} did not become ready")
+
+    async def stop(self) -> str:
+        """Stop it (SIGTERM); its log."""
+        if self.proc is None:
+            return ""
+        await stop_process(self.proc, grace=10)
+        assert self.proc.stderr is not None
+        return (await self.proc.stderr.read()).decode()
+
+
+class Http:
+    """The client interface RtcClient needs, over a real session to one instance."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session = session
+        self.base = base
+
+    def post(self, path: str, **kw: Any) -> Any:
+        return self.session.post(self.base + path, **kw)
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.session.get(self.base + path, **kw)
+
+
+async def sse_events(
+    session: aiohttp.ClientSession, base: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[dict[str, str]]:
+    """Each SSE event of ``base``'s ``/call/events`` as ``{id, event, data}``."""
+    async with session.get(
+        base + "/call/events", headers=headers or {}, timeout=aiohttp.ClientTimeout(total=None)
+    ) as resp:
+        assert resp.status == 200
+        fields: dict[str, str] = {}
+        async for raw in resp.content:
+            line = raw.decode().rstrip("\n")
+            if not line:
+                if "event" in fields:
+                    yield fields
+                fields = {}
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(": ")
+            fields[name] = value

@@ -1,0 +1,275 @@
+"""Configuration: env and flags, validation with one-line errors naming the setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.config import ConfigError, EngineKind, env_name, load_settings
+
+
+def test_defaults_match_design() -> None:
+    s = load_settings([], {})
+    assert (s.server.host, s.server.port) == ("127.0.0.1", 8080)
+    assert s.engine.engine is EngineKind.SIM
+    assert s.ice.stun_urls == ("stun:stun.l.google.com:19302",)
+    assert s.ice.server_stun_urls == () and s.ice.ice_addresses == () and s.server.api_tokens == ()
+    assert s.ice.turn_ttl == 3600 and s.calls.max_calls == 200 and s.server.log_format == "text"
+    # The documented defaults of the media switches.
+    assert s.media.opus_direct is True and s.media.opus_fec is True and s.media.opus_dtx is False
+
+
+def test_env_and_flags_flag_wins() -> None:
+    env = {"BRIDGE_PORT": "9000", "BRIDGE_API_TOKENS": "a, b,", "BRIDGE_SIM_PEER": "tone"}
+    s = load_settings(["--port", "9100", "--ice-addresses", "127.0.0.1,::1"], env)
+    assert s.server.port == 9100
+    assert s.server.api_tokens == ("a", "b")
+    assert s.sim.sim_peer == "tone"
+    assert s.ice.ice_addresses == ("127.0.0.1", "::1")
+
+
+def test_boolean_flags_turn_both_ways() -> None:
+    env = {"BRIDGE_OPUS_DIRECT": "true", "BRIDGE_RECORD_ALL": "false"}
+    s = load_settings(["--no-opus-direct", "--record-all"], env)
+    assert s.media.opus_direct is False and s.storage.record_all is True
+    assert load_settings(["--no-opus-fec"], {}).media.opus_fec is False
+    assert load_settings([], {}).server.uvloop is True
+    assert load_settings(["--no-uvloop"], {"BRIDGE_UVLOOP": "true"}).server.uvloop is False
+
+
+def test_the_event_loop_follows_the_uvloop_setting() -> None:
+    import asyncio
+
+    from bridge.loop import install_event_loop
+
+    try:
+        assert install_event_loop(False) == "asyncio"
+        loop = asyncio.new_event_loop()
+        assert type(loop).__module__.startswith("asyncio")
+        loop.close()
+        pytest.importorskip("uvloop")
+        assert install_event_loop(True) == "uvloop"
+        loop = asyncio.new_event_loop()
+        assert type(loop).__module__.startswith("uvloop")
+        loop.close()
+    finally:
+        asyncio.set_event_loop_policy(None)
+
+
+def test_help_shows_types_and_defaults() -> None:
+    from bridge.config import build_arg_parser
+
+    text = build_arg_parser().format_help()
+    assert "--port INT" in text and "default 8080" in text and "env BRIDGE_PORT" in text
+    assert "--no-opus-direct" in text and "--log-format {text,json}" in text
+
+
+def test_every_setting_has_env_and_flag() -> None:
+    from bridge.config import all_fields, build_arg_parser
+
+    flags = {a.dest for a in build_arg_parser()._actions}
+    for f in all_fields():
+        assert f.name in flags
+        assert env_name(f.name).startswith("BRIDGE_")
+
+
+def test_empty_stun_urls_means_none() -> None:
+    assert load_settings([], {"BRIDGE_STUN_URLS": ""}).ice.stun_urls == ()
+
+
+@pytest.mark.parametrize(
+    "env,name",
+    [
+        ({"BRIDGE_PORT": "abc"}, "BRIDGE_PORT"),
+        ({"BRIDGE_PORT": "70000"}, "BRIDGE_PORT"),
+        ({"BRIDGE_ENGINE": "skype"}, "BRIDGE_ENGINE"),
+        ({"BRIDGE_STUN_URLS": "http://x"}, "BRIDGE_STUN_URLS"),
+        ({"BRIDGE_ICE_ADDRESSES": "localhost"}, "BRIDGE_ICE_ADDRESSES"),
+        ({"BRIDGE_MAX_CALLS": "0"}, "BRIDGE_MAX_CALLS"),
+        ({"BRIDGE_LOG_FORMAT": "xml"}, "BRIDGE_LOG_FORMAT"),
+        ({"BRIDGE_TURN_URLS": "turn:t.example:3478"}, "BRIDGE_TURN_URLS"),
+        ({"BRIDGE_INSECURE_NO_AUTH": "maybe"}, "BRIDGE_INSECURE_NO_AUTH"),
+        ({"BRIDGE_SIM_ECHO_DELAY": "nan"}, "BRIDGE_SIM_ECHO_DELAY"),
+        ({"BRIDGE_ENGINE": "zuckzapgo"}, "BRIDGE_ENGINE_URL"),
+        ({"BRIDGE_ENGINE": "cloudapi"}, "BRIDGE_ENGINE_TOKEN"),
+        (
+            {"BRIDGE_ENGINE": "cloudapi", "BRIDGE_ENGINE_TOKEN": "t", "BRIDGE_CLOUDAPI_APP_SECRET": "s", "BRIDGE_CLOUDAPI_VERIFY_TOKEN": "v"},
+            "BRIDGE_CLOUDAPI_PHONE_NUMBER_ID",
+        ),
+        (
+            {"BRIDGE_ENGINE": "cloudapi", "BRIDGE_ENGINE_TOKEN": "t", "BRIDGE_CLOUDAPI_PHONE_NUMBER_ID": "1", "BRIDGE_CLOUDAPI_VERIFY_TOKEN": "v"},
+            "BRIDGE_CLOUDAPI_APP_SECRET",
+        ),
+        (
+            {"BRIDGE_ENGINE": "cloudapi", "BRIDGE_ENGINE_TOKEN": "t", "BRIDGE_CLOUDAPI_PHONE_NUMBER_ID": "1", "BRIDGE_CLOUDAPI_APP_SECRET": "s"},
+            "BRIDGE_CLOUDAPI_VERIFY_TOKEN",
+        ),
+        ({"BRIDGE_ICE_POLICY": "relay"}, "BRIDGE_ICE_POLICY"),
+        ({"BRIDGE_SHUTDOWN_CALLS": "later"}, "BRIDGE_SHUTDOWN_CALLS"),
+        ({"BRIDGE_LOG_LEVEL": "loud"}, "BRIDGE_LOG_LEVEL"),
+        ({"BRIDGE_RTP_PORTS": "40000"}, "BRIDGE_RTP_PORTS"),
+        ({"BRIDGE_RTP_PORTS": "41000-40000"}, "BRIDGE_RTP_PORTS"),
+        ({"BRIDGE_RTP_PORTS": "80-90"}, "BRIDGE_RTP_PORTS"),
+    ],
+)
+def test_bad_values_name_the_setting(env, name) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings([], env)
+    message = str(info.value)
+    assert name in message and "\n" not in message
+
+
+def test_non_loopback_without_token_refused() -> None:
+    with pytest.raises(ConfigError, match="BRIDGE_HOST"):
+        load_settings([], {"BRIDGE_HOST": "0.0.0.0"})
+    insecure = load_settings(["--insecure-no-auth"], {"BRIDGE_HOST": "0.0.0.0"})
+    assert insecure.server.insecure_no_auth
+    assert load_settings([], {"BRIDGE_HOST": "0.0.0.0", "BRIDGE_API_TOKENS": "t"}).server.api_tokens
+    assert load_settings([], {"BRIDGE_HOST": "::1"}).server.host == "::1"
+
+
+def test_cloudapi_defaults_to_the_graph_api() -> None:
+    env = {
+        "BRIDGE_ENGINE": "cloudapi",
+        "BRIDGE_ENGINE_TOKEN": "t",
+        "BRIDGE_CLOUDAPI_PHONE_NUMBER_ID": "1234",
+        "BRIDGE_CLOUDAPI_APP_SECRET": "s",
+        "BRIDGE_CLOUDAPI_VERIFY_TOKEN": "v",
+    }
+    s = load_settings([], env)
+    assert s.engine.engine is EngineKind.CLOUDAPI
+    assert s.engine.engine_url == "https://graph.facebook.com/v23.0"
+    shown = repr(s.public())
+    assert "'cloudapi_app_secret': '***'" in shown and "'cloudapi_verify_token': '***'" in shown
+
+
+def test_public_masks_secrets() -> None:
+    s = load_settings([], {"BRIDGE_API_TOKENS": "topsecret", "BRIDGE_ENGINE_TOKEN": "x"})
+    shown = repr(s.public())
+    assert "topsecret" not in shown and "***" in shown
+
+
+def test_readme_documents_every_setting() -> None:
+    from pathlib import Path
+
+    from bridge.config import all_fields
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "make run" in readme and "make test" in readme
+    for f in all_fields():
+        assert f"`{env_name(f.name)}`" in readme, env_name(f.name)
+
+
+def test_readme_settings_table_is_generated_from_the_settings() -> None:
+    from pathlib import Path
+
+    from bridge.config.docs import settings_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert settings_table() in readme, "run: python -m bridge.config.docs, paste into README"
+
+
+# Written out by hand (not derived from the code's own field list), so a setting that the
+# parser silently stopped reading, or read into the wrong group, fails here.
+ENV_SAMPLES = [
+    ("BRIDGE_PORT", "9001", "server", "port", 9001),
+    ("BRIDGE_API_TOKENS", "t1,t2", "server", "api_tokens", ("t1", "t2")),
+    ("BRIDGE_RATE_LIMIT", "3.5", "server", "rate_limit", 3.5),
+    ("BRIDGE_RATE_BURST", "7", "server", "rate_burst", 7),
+    ("BRIDGE_CORS_ORIGINS", "https://app.example", "server", "cors_origins", ("https://app.example",)),
+    ("BRIDGE_METRICS_TOKEN", "m", "server", "metrics_token", "m"),
+    ("BRIDGE_BODY_TIMEOUT", "3", "server", "body_timeout", 3.0),
+    ("BRIDGE_LOG_FORMAT", "json", "server", "log_format", "json"),
+    ("BRIDGE_LOG_LEVEL", "debug", "server", "log_level", "debug"),
+    ("BRIDGE_UVLOOP", "false", "server", "uvloop", False),
+    ("BRIDGE_MAX_CALLS", "12", "calls", "max_calls", 12),
+    ("BRIDGE_MAX_PARTICIPANTS", "3", "calls", "max_participants", 3),
+    ("BRIDGE_CONNECT_TIMEOUT", "21", "calls", "connect_timeout", 21.0),
+    ("BRIDGE_MEDIA_TIMEOUT", "11", "calls", "media_timeout", 11.0),
+    ("BRIDGE_RING_TIMEOUT", "61", "calls", "ring_timeout", 61.0),
+    ("BRIDGE_MAX_CALL_DURATION", "100", "calls", "max_call_duration", 100.0),
+    ("BRIDGE_SHUTDOWN_CALLS", "keep", "calls", "shutdown_calls", "keep"),
+    ("BRIDGE_ORPHAN_CALLS", "keep", "calls", "orphan_calls", "keep"),
+    ("BRIDGE_ENDED_CALL_TTL", "700", "calls", "ended_call_ttl", 700.0),
+    ("BRIDGE_STATS_INTERVAL", "2", "calls", "stats_interval", 2.0),
+    ("BRIDGE_ENGINE_TOKEN", "e", "engine", "engine_token", "e"),
+    ("BRIDGE_ENGINE_SESSION", "s1", "engine", "engine_session", "s1"),
+    ("BRIDGE_ENGINE_URL", "http://e.example", "engine", "engine_url", "http://e.example"),
+    ("BRIDGE_ENGINE_POLL_INTERVAL", "0.5", "engine", "engine_poll_interval", 0.5),
+    ("BRIDGE_ENGINE_RECONNECT_WINDOW", "4.5", "engine", "engine_reconnect_window", 4.5),
+    ("BRIDGE_CLOUDAPI_PHONE_NUMBER_ID", "1234567890", "engine", "cloudapi_phone_number_id", "1234567890"),
+    ("BRIDGE_CLOUDAPI_APP_SECRET", "appsecret", "engine", "cloudapi_app_secret", "appsecret"),
+    ("BRIDGE_CLOUDAPI_VERIFY_TOKEN", "vtok", "engine", "cloudapi_verify_token", "vtok"),
+    ("BRIDGE_STUN_URLS", "stun:a.example:3478", "ice", "stun_urls", ("stun:a.example:3478",)),
+    ("BRIDGE_SERVER_STUN_URLS", "stun:b.example:1", "ice", "server_stun_urls", ("stun:b.example:1",)),
+    ("BRIDGE_ICE_ADDRESSES", "127.0.0.1", "ice", "ice_addresses", ("127.0.0.1",)),
+    ("BRIDGE_PUBLIC_IP", "203.0.113.9", "ice", "public_ip", "203.0.113.9"),
+    ("BRIDGE_TURN_USERNAME", "u", "ice", "turn_username", "u"),
+    ("BRIDGE_TURN_PASSWORD", "p", "ice", "turn_password", "p"),
+    ("BRIDGE_TURN_SECRET", "s", "ice", "turn_secret", "s"),
+    ("BRIDGE_TURN_TTL", "120", "ice", "turn_ttl", 120),
+    ("BRIDGE_TURN_HTTP_URL", "http://t.example/c", "ice", "turn_http_url", "http://t.example/c"),
+    ("BRIDGE_TURN_HTTP_TOKEN", "h", "ice", "turn_http_token", "h"),
+    ("BRIDGE_ICE_GATHER_TIMEOUT", "1.5", "ice", "ice_gather_timeout", 1.5),
+    ("BRIDGE_RTP_PORTS", "40000-40999", "ice", "rtp_ports", "40000-40999"),
+    ("BRIDGE_OPUS_DIRECT", "false", "media", "opus_direct", False),
+    ("BRIDGE_OPUS_BITRATE", "32000", "media", "opus_bitrate", 32000),
+    ("BRIDGE_OPUS_COMPLEXITY", "5", "media", "opus_complexity", 5),
+    ("BRIDGE_OPUS_FEC", "false", "media", "opus_fec", False),
+    ("BRIDGE_OPUS_DTX", "true", "media", "opus_dtx", True),
+    ("BRIDGE_DATA_DIR", "/tmp/d", "storage", "data_dir", "/tmp/d"),
+    ("BRIDGE_MEDIA_DIR", "/tmp/m", "storage", "media_dir", "/tmp/m"),
+    ("BRIDGE_PLAY_URL_ALLOW", "a.example", "storage", "play_url_allow", ("a.example",)),
+    ("BRIDGE_PLAY_URL_MAX_BYTES", "2048", "storage", "play_url_max_bytes", 2048),
+    ("BRIDGE_PLAY_URL_TIMEOUT", "3", "storage", "play_url_timeout", 3.0),
+    ("BRIDGE_RECORD_ALL", "yes", "storage", "record_all", True),
+    ("BRIDGE_FORK_URL_ALLOW", "f.example", "storage", "fork_url_allow", ("f.example",)),
+    ("BRIDGE_RECORDING_RETENTION_DAYS", "2", "storage", "recording_retention_days", 2.0),
+    ("BRIDGE_RETENTION_SWEEP_INTERVAL", "60", "storage", "retention_sweep_interval", 60.0),
+    ("BRIDGE_SIM_PEER", "tone", "sim", "sim_peer", "tone"),
+    ("BRIDGE_SIM_ANSWER_DELAY", "1.5", "sim", "sim_answer_delay", 1.5),
+    ("BRIDGE_SIM_ECHO_DELAY", "0.1", "sim", "sim_echo_delay", 0.1),
+    ("BRIDGE_SIM_TONE_HZ", "440", "sim", "sim_tone_hz", 440.0),
+    ("BRIDGE_SIM_HANGUP_AFTER", "9", "sim", "sim_hangup_after", 9.0),
+    ("BRIDGE_WEBHOOK_URL", "https://hooks.example/in", "webhooks", "webhook_url", "https://hooks.example/in"),
+    ("BRIDGE_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "webhooks", "webhook_secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+    ("BRIDGE_WEBHOOK_URL_ALLOW", "a.example,b.example", "webhooks", "webhook_url_allow", ("a.example", "b.example")),
+    ("BRIDGE_WEBHOOK_TIMEOUT", "3", "webhooks", "webhook_timeout", 3.0),
+    ("BRIDGE_WEBHOOK_MAX_ATTEMPTS", "4", "webhooks", "webhook_max_attempts", 4),
+    ("BRIDGE_WEBHOOK_RETRY_BASE", "0.5", "webhooks", "webhook_retry_base", 0.5),
+    ("BRIDGE_WEBHOOK_QUEUE_SIZE", "50", "webhooks", "webhook_queue_size", 50),
+    ("BRIDGE_WEBHOOK_FLUSH_TIMEOUT", "2", "webhooks", "webhook_flush_timeout", 2.0),
+    ("BRIDGE_WORKERS", "auto", "cluster", "workers", "auto"),
+    ("BRIDGE_DIRECTORY", "redis://10.0.0.5:6379/2", "cluster", "directory", "redis://10.0.0.5:6379/2"),
+    ("BRIDGE_INTERNAL_URL", "http://10.0.0.5:8181", "cluster", "internal_url", "http://10.0.0.5:8181"),
+    ("BRIDGE_INTERNAL_SECRET", "0123456789abcdef", "cluster", "internal_secret", "0123456789abcdef"),
+    ("BRIDGE_HEARTBEAT_TTL", "2.5", "cluster", "heartbeat_ttl", 2.5),
+    ("BRIDGE_EVENT_BACKLOG", "500", "cluster", "event_backlog", 500),
+]
+
+
+@pytest.mark.parametrize("env,raw,group,name,expected", ENV_SAMPLES)
+def test_each_setting_is_read_from_its_environment_variable(env, raw, group, name, expected):
+    extra = {"BRIDGE_TURN_URLS": "turn:t.example:3478"} if group == "ice" else {}
+    if "BRIDGE_TURN_SECRET" not in extra and env not in ("BRIDGE_TURN_USERNAME",):
+        extra["BRIDGE_TURN_SECRET"] = "s" if group == "ice" else ""
+    if env == "BRIDGE_TURN_USERNAME":
+        extra["BRIDGE_TURN_PASSWORD"] = "p"
+    if group == "cluster":
+        extra.update(
+            {
+                "BRIDGE_DIRECTORY": "redis://127.0.0.1:6379",
+                "BRIDGE_INTERNAL_SECRET": "0123456789abcdef",
+            }
+        )
+    if group == "webhooks" and env != "BRIDGE_WEBHOOK_SECRET":
+        extra["BRIDGE_WEBHOOK_SECRET"] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    settings = load_settings([], {**extra, env: raw})
+    assert getattr(getattr(settings, group), name) == expected
+
+
+def test_samples_cover_every_setting() -> None:
+    from bridge.config import all_fields
+
+    sampled = {name for _, _, _, name, _ in ENV_SAMPLES}
+    special = {"host", "insecure_no_auth", "engine", "turn_provider", "ice_policy", "turn_urls"}
+    assert {f.name for f in all_fields()} - special == sampled

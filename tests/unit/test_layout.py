@@ -1,0 +1,78 @@
+"""The package layout keeps the data path readable: imports only run down the flow
+api → (webhooks →) calls → (rtc | engines | attachments) → media → audio, and importing the
+DSP layer stays cheap."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+BRIDGE = Path(__file__).resolve().parents[2] / "bridge"
+
+# What each layer may import from inside the package. Base modules (config, errors, tasks,
+# metrics, logs, http, timefmt) sit beside the path and may be used by any layer.
+BASE = {"config", "errors", "tasks", "metrics", "logs", "http", "timefmt"}
+ALLOWED = {
+    "api": {"cluster", "webhooks", "calls", "rtc", "engines", "attachments", "media", "audio"},
+    "cluster": {"calls", "media", "audio"},
+    "webhooks": {"calls", "media", "audio"},
+    "calls": {"rtc", "engines", "attachments", "media", "audio"},
+    "rtc": {"media", "audio"},
+    "engines": {"rtc", "media", "audio"},
+    "attachments": {"media", "audio"},
+    "media": {"audio"},
+    "audio": set(),
+}
+
+
+def bridge_imports(path: Path) -> set[str]:
+    """Top-level ``bridge`` subpackages/modules a file imports."""
+    tree = ast.parse(path.read_text())
+    package = path.relative_to(BRIDGE).parts
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = list(package[:-1])[: len(package) - node.level]
+            target = base + (node.module.split(".") if node.module else [])
+            if target:
+                found.add(target[0])
+            else:  # from .. import x
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bridge."):
+            found.add(node.module.split(".")[1])  # type: ignore[union-attr]
+    return found
+
+
+def test_imports_follow_the_data_path() -> None:
+    wrong = []
+    for layer, allowed in ALLOWED.items():
+        for path in (BRIDGE / layer).rglob("*.py"):
+            for target in bridge_imports(path) - {layer} - BASE:
+                if target not in allowed:
+                    wrong.append(f"{path.relative_to(BRIDGE)} imports {target}")
+    assert not wrong, wrong
+
+
+def test_base_modules_import_no_layer_above_media() -> None:
+    wrong = []
+    for name in BASE:
+        path = BRIDGE / f"{name}.py"
+        if not path.exists():
+            path = BRIDGE / name / "__init__.py"
+        files = [path] if path.name != "__init__.py" else list(path.parent.rglob("*.py"))
+        for f in files:
+            for target in bridge_imports(f) - BASE - {name}:
+                if target not in {"media", "audio", "engines"}:
+                    wrong.append(f"{f.relative_to(BRIDGE)} imports {target}")
+    assert not wrong, wrong
+
+
+def test_importing_the_dsp_layer_is_cheap() -> None:
+    code = (
+        "import sys, bridge.audio.pcm;"
+        "print(','.join(m for m in ('aiohttp', 'aiortc', 'prometheus_client') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", out.stdout
