@@ -135,12 +135,24 @@ class OpusEncoder:
         if fec:
             settings.append((_SET_PACKET_LOSS_PERC, expected_loss))
         for request, value in settings:
-            code = lib.opus_encoder_ctl(
-                ctypes.c_void_p(self._state), ctypes.c_int(request), ctypes.c_int(value)
-            )
-            if code != 0:
-                raise OpusError(f"opus_encoder_ctl({request}, {value})", code)
+            self._ctl(request, value)
         self._out = ctypes.create_string_buffer(_MAX_PACKET)
+
+    def _ctl(self, request: int, value: int) -> None:
+        code = self._lib.opus_encoder_ctl(
+            ctypes.c_void_p(self._state), ctypes.c_int(request), ctypes.c_int(value)
+        )
+        if code != 0:
+            raise OpusError(f"opus_encoder_ctl({request}, {value})", code)
+
+    def set_bitrate(self, bitrate: int) -> None:
+        """Change the target bitrate (bit/s) from the next frame on."""
+        self._ctl(_SET_BITRATE, bitrate)
+
+    def set_expected_loss(self, percent: int) -> None:
+        """Tell the encoder how much loss to expect (0–100 %): with in-band FEC on, it spends
+        that much more on LBRR data (RFC 6716 §2.1.7); 0 turns the FEC data off."""
+        self._ctl(_SET_PACKET_LOSS_PERC, max(0, min(100, percent)))
 
     def encode(self, pcm: Pcm) -> bytes:
         """One frame (a length libopus accepts: 2.5–60 ms) → one packet (may be 1–2 bytes
@@ -173,9 +185,24 @@ class OpusDecoder:
     def decode(self, packet: bytes) -> Pcm:
         """The packet's samples (a copy: the decoder reuses its buffer); raises
         :class:`OpusError` on a corrupt packet."""
-        n = self._lib.opus_decode(
-            self._state, packet, len(packet), self._buf.ctypes.data, self._max, 0
-        )
+        return self._run(packet, self._max, 0)
+
+    def decode_fec(self, packet: bytes, samples: int) -> Pcm:
+        """The *previous* frame, ``samples`` long, rebuilt from the in-band FEC (LBRR) data
+        that ``packet`` carries (RFC 6716 §2.1.7; ``opus_decode`` with ``decode_fec=1``).
+        Where ``packet`` has no FEC data, libopus conceals instead, so the result is always
+        ``samples`` long."""
+        return self._run(packet, samples, 1)
+
+    def conceal(self, samples: int) -> Pcm:
+        """``samples`` of packet-loss concealment (``opus_decode`` with no packet): the
+        decoder extrapolates from what it decoded last, fading towards silence."""
+        return self._run(None, samples, 0)
+
+    def _run(self, packet: bytes | None, samples: int, fec: int) -> Pcm:
+        size = len(packet) if packet else 0
+        samples = min(samples, self._max)
+        n = self._lib.opus_decode(self._state, packet, size, self._buf.ctypes.data, samples, fec)
         if n < 0:
             raise OpusError("opus_decode", n)
         return self._buf[:n].copy()
