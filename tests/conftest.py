@@ -1,3 +1,7 @@
+"""Fixtures every test directory shares: the bridge app on loopback, and one fixture per fake
+engine (each a loopback server written from its engine's spec) with a client factory that
+points the bridge at it."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
@@ -8,6 +12,9 @@ from aiohttp.test_utils import TestClient
 
 from bridge.app import create_app
 from bridge.config import settings_for_tests
+
+from .fakes.wadial import FakeWadial
+from .fakes.zuckzapgo import FakeZuckZapGo
 
 
 @pytest.fixture
@@ -22,6 +29,11 @@ def make_client(aiohttp_client: Any) -> Callable[..., Any]:
 
 
 @pytest.fixture
+async def client(make_client: Callable[..., Any]) -> AsyncIterator[TestClient]:
+    yield await make_client()
+
+
+@pytest.fixture
 async def meta() -> AsyncIterator[Any]:
     """A fake of Meta's Cloud API (Graph + signed webhooks + a WebRTC peer), on loopback."""
     from .fakes.cloudapi import FakeMeta
@@ -33,5 +45,52 @@ async def meta() -> AsyncIterator[Any]:
 
 
 @pytest.fixture
-async def client(make_client: Callable[..., Any]) -> AsyncIterator[TestClient]:
-    yield await make_client()
+async def zuckzapgo() -> AsyncIterator[FakeZuckZapGo]:
+    """A fake ZuckZapGo engine on loopback."""
+    server = FakeZuckZapGo()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def zclient(make_client: Callable[..., Any], zuckzapgo: FakeZuckZapGo) -> Callable[..., Any]:
+    """A factory of bridges on the ZuckZapGo engine, pointed at the fake (settings
+    overridable)."""
+
+    async def factory(**overrides: Any) -> TestClient:
+        opts: dict[str, Any] = dict(
+            engine="zuckzapgo",
+            engine_url=zuckzapgo.url,
+            engine_token="ztok",
+            engine_poll_interval=0.2,
+        )
+        return await make_client(**{**opts, **overrides})
+
+    return factory
+
+
+@pytest.fixture
+async def wadial() -> AsyncIterator[FakeWadial]:
+    """A fake WADial engine on loopback."""
+    server = FakeWadial()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def wclient(make_client: Callable[..., Any], wadial: FakeWadial) -> Callable[..., Any]:
+    """A factory of bridges on the WADial engine, pointed at the fake (settings overridable)."""
+
+    async def factory(**overrides: Any) -> TestClient:
+        opts: dict[str, Any] = dict(
+            engine="wadial",
+            engine_url=wadial.url,
+            engine_token="wkey",
+            engine_session="s1",
+            engine_poll_interval=0.2,
+        )
+        return await make_client(**{**opts, **overrides})
+
+    return factory

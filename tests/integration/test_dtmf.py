@@ -16,7 +16,6 @@ from bridge.api.keys import MANAGER
 from bridge.audio import FRAME_SAMPLES
 from bridge.audio.dtmf import DtmfToneDetector
 
-from ..fakes.zuckzapgo import FakeZuckZapGo
 from ..support.calls import wait_state
 from ..support.dtmf_signals import (
     decode_digits,
@@ -98,26 +97,7 @@ def test_detector_cost_per_frame() -> None:
 
 
 # -- through the bridge, on a fake ZuckZapGo
-@pytest.fixture
-async def zfake():
-    server = FakeZuckZapGo()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-def zclient(make_client, zfake):
-    async def factory(**kw):
-        opts = dict(
-            engine="zuckzapgo", engine_url=zfake.url, engine_token="ztok", engine_poll_interval=0.2
-        )
-        return await make_client(**{**opts, **kw})
-
-    return factory
-
-
-async def test_dtmf_out_in_band_on_zuckzapgo_with_the_agent_still_heard(zclient, zfake) -> None:
+async def test_dtmf_out_in_band_on_zuckzapgo_with_the_agent_still_heard(zclient, zuckzapgo) -> None:
     client = await zclient()
     call = await (await client.post("/call/make", json={"phone": "+5521999999999"})).json()
     rtc = RtcClient(client, call["callID"], freq=440.0, amplitude=0.1)
@@ -125,7 +105,7 @@ async def test_dtmf_out_in_band_on_zuckzapgo_with_the_agent_still_heard(zclient,
     await wait_state(client, call["callID"], "active")
     await asyncio.wait_for(rtc.connected.wait(), 10)
     await asyncio.sleep(0.5)
-    engine_call = next(iter(zfake.calls.values()))
+    engine_call = next(iter(zuckzapgo.calls.values()))
     manager = client.app[MANAGER]
     bad = await client.post("/call/dtmf", json={"callID": call["callID"], "digits": "12x"})
     assert bad.status == 400
@@ -156,14 +136,14 @@ async def test_dtmf_out_in_band_on_zuckzapgo_with_the_agent_still_heard(zclient,
     await rtc.close()
 
 
-async def test_dtmf_in_band_from_the_whatsapp_side_becomes_events(zclient, zfake) -> None:
+async def test_dtmf_in_band_from_the_whatsapp_side_becomes_events(zclient, zuckzapgo) -> None:
     client = await zclient()
     call = await (await client.post("/call/make", json={"phone": "+5521999999998"})).json()
     rtc = RtcClient(client, call["callID"], freq=440.0)
     await rtc.offer()
     await wait_state(client, call["callID"], "active")
     await asyncio.wait_for(rtc.connected.wait(), 10)
-    engine_call = next(iter(zfake.calls.values()))
+    engine_call = next(iter(zuckzapgo.calls.values()))
     keys = "2580#*"
     signal = digits_between_speech(keys, seed=7)
     async with client.app[MANAGER].events.subscribe() as sub:

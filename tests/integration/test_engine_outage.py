@@ -23,19 +23,10 @@ import pytest
 from bridge.audio import dominant_frequency, rms_dbfs
 
 from ..fakes.common import FakeCall, free_port
-from ..fakes.zuckzapgo import FakeZuckZapGo
 from ..support.calls import wait_state
 from ..support.rtc_client import RtcClient
 
 AUDIBLE_RMS = 300.0  # int16 scale; the tones are sent at 0.4 of full scale (~9000 RMS)
-
-
-@pytest.fixture
-async def fake():
-    server = FakeZuckZapGo()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def until(predicate, timeout: float) -> float | None:
@@ -76,7 +67,7 @@ def engine_heard_since(call: FakeCall, t0: float) -> np.ndarray:
     return np.frombuffer(b"".join(parts), dtype="<i2")
 
 
-async def active_call_with_audio(client, fake) -> tuple[dict, RtcClient, FakeCall]:
+async def active_call_with_audio(client, zuckzapgo) -> tuple[dict, RtcClient, FakeCall]:
     resp = await client.post("/call/make", json={"phone": "5521999999999"})
     assert resp.status == 201
     call = await resp.json()
@@ -87,7 +78,7 @@ async def active_call_with_audio(client, fake) -> tuple[dict, RtcClient, FakeCal
     await asyncio.sleep(1.0)
     t0 = time.monotonic()
     await asyncio.sleep(1.0)
-    engine_call = next(iter(fake.calls.values()))
+    engine_call = next(iter(zuckzapgo.calls.values()))
     assert dominant_frequency(rtc.recorder.since(t0), rtc.recorder.rate) == pytest.approx(
         700, abs=5
     )
@@ -97,16 +88,14 @@ async def active_call_with_audio(client, fake) -> tuple[dict, RtcClient, FakeCal
     return call, rtc, engine_call
 
 
-async def test_engine_back_after_10_s_call_stays_active_and_audio_resumes(make_client, fake):
-    client = await make_client(
-        engine="zuckzapgo", engine_url=fake.url, engine_token="ztok", engine_poll_interval=0.2
-    )
-    call, rtc, engine_call = await active_call_with_audio(client, fake)
+async def test_engine_back_after_10_s_call_stays_active_and_audio_resumes(zclient, zuckzapgo):
+    client = await zclient()
+    call, rtc, engine_call = await active_call_with_audio(client, zuckzapgo)
     cid = call["callID"]
 
-    await fake.stop()
+    await zuckzapgo.stop()
     t_down = time.monotonic()
-    assert port_refuses(fake.port)
+    assert port_refuses(zuckzapgo.port)
     await asyncio.sleep(2.0)
     # Meanwhile: the call is active, the browser still gets packets, and they are silence.
     t_quiet = time.monotonic()
@@ -119,9 +108,9 @@ async def test_engine_back_after_10_s_call_stays_active_and_audio_resumes(make_c
     ready = await client.get("/readyz")
     assert ready.status == 503  # the engine is reported down meanwhile
     await asyncio.sleep(max(0.0, 10.0 - (time.monotonic() - t_down)))
-    assert port_refuses(fake.port)
+    assert port_refuses(zuckzapgo.port)
 
-    await fake.start()
+    await zuckzapgo.start()
     t_back = time.monotonic()
     deadline = t_back + 5.0
     heard_at = sent_at = None
@@ -152,20 +141,14 @@ async def test_engine_back_after_10_s_call_stays_active_and_audio_resumes(make_c
 
 
 async def test_engine_down_past_the_window_call_is_hung_up_when_it_is_back(
-    make_client, fake, caplog
+    zclient, zuckzapgo, caplog
 ):
-    client = await make_client(
-        engine="zuckzapgo",
-        engine_url=fake.url,
-        engine_token="ztok",
-        engine_poll_interval=0.2,
-        engine_reconnect_window=3.0,
-    )
-    call, rtc, engine_call = await active_call_with_audio(client, fake)
+    client = await zclient(engine_reconnect_window=3.0)
+    call, rtc, engine_call = await active_call_with_audio(client, zuckzapgo)
     cid = call["callID"]
     with caplog.at_level(logging.WARNING):
-        await fake.stop()
-        assert port_refuses(fake.port)
+        await zuckzapgo.stop()
+        assert port_refuses(zuckzapgo.port)
         ended = await wait_state(client, cid, "ended", timeout=12)
         assert ended["endReason"] == "failed"
         await asyncio.sleep(1.0)
@@ -175,32 +158,30 @@ async def test_engine_down_past_the_window_call_is_hung_up_when_it_is_back(
     assert any("not back within 3 s" in m for m in warnings), warnings
     assert any("could not hang up engine call" in m for m in warnings), warnings
 
-    await fake.start()
+    await zuckzapgo.start()
     took = await until(lambda: engine_call.state == "ended", 10)
     assert took is not None, "the engine still lists the call 10 s after its return"
     async with (
         aiohttp.ClientSession() as session,
-        session.get(f"{fake.url}/call/status", headers={"token": "ztok"}) as r,
+        session.get(f"{zuckzapgo.url}/call/status", headers={"token": "ztok"}) as r,
     ):
         assert (await r.json())["data"]["calls"] == []
-    assert ("POST", "/call/hangup", {"callId": engine_call.id}) in fake.requests
+    assert ("POST", "/call/hangup", {"callId": engine_call.id}) in zuckzapgo.requests
     await rtc.close()
 
 
-async def test_hangup_during_an_outage_reaches_the_engine_when_it_is_back(make_client, fake):
-    client = await make_client(
-        engine="zuckzapgo", engine_url=fake.url, engine_token="ztok", engine_poll_interval=0.2
-    )
+async def test_hangup_during_an_outage_reaches_the_engine_when_it_is_back(zclient, zuckzapgo):
+    client = await zclient()
     resp = await client.post("/call/make", json={"phone": "5521999999999"})
     cid = (await resp.json())["callID"]
     await wait_state(client, cid, "active")
-    engine_call = next(iter(fake.calls.values()))
-    await fake.stop()
+    engine_call = next(iter(zuckzapgo.calls.values()))
+    await zuckzapgo.stop()
     resp = await client.post("/call/hangup", json={"callID": cid})
     assert resp.status == 200 and (await resp.json())["endReason"] == "hangup"
     await asyncio.sleep(1.0)
     assert engine_call.state == "active"
-    await fake.start()
+    await zuckzapgo.start()
     assert await until(lambda: engine_call.state == "ended", 10) is not None
 
 
@@ -259,9 +240,9 @@ class Bridge:
             return f.read()
 
 
-async def test_sigkilled_bridge_hangs_up_its_orphaned_call_at_restart(fake, tmp_path) -> None:
+async def test_sigkilled_bridge_hangs_up_its_orphaned_call_at_restart(zuckzapgo, tmp_path) -> None:
     async with aiohttp.ClientSession() as session:
-        first = Bridge(fake.url, str(tmp_path / "first.log"))
+        first = Bridge(zuckzapgo.url, str(tmp_path / "first.log"))
         await first.start(session)
         try:
             async with session.post(
@@ -274,15 +255,15 @@ async def test_sigkilled_bridge_hangs_up_its_orphaned_call_at_restart(fake, tmp_
                     if (await r.json())["state"] == "active":
                         break
                 await asyncio.sleep(0.05)
-            engine_call = next(iter(fake.calls.values()))
+            engine_call = next(iter(zuckzapgo.calls.values()))
             assert engine_call.state == "active"
         finally:
             assert await first.kill(signal.SIGKILL) == -signal.SIGKILL
         await asyncio.sleep(0.5)
         assert engine_call.state == "active"  # nobody hung it up: the bridge died
-        inbound = fake.ring_inbound("15550001111")  # rings while no bridge runs
+        inbound = zuckzapgo.ring_inbound("15550001111")  # rings while no bridge runs
 
-        second = Bridge(fake.url, str(tmp_path / "second.log"))
+        second = Bridge(zuckzapgo.url, str(tmp_path / "second.log"))
         await second.start(session)
         try:
             took = await until(lambda: engine_call.state == "ended", 10)
@@ -291,7 +272,7 @@ async def test_sigkilled_bridge_hangs_up_its_orphaned_call_at_restart(fake, tmp_
             async with session.get(second.base + "/call/status") as r:
                 calls = (await r.json())["calls"]
             assert [(c["direction"], c["state"]) for c in calls] == [("inbound", "ringing")]
-            assert fake.calls[inbound].state == "ringing"
+            assert zuckzapgo.calls[inbound].state == "ringing"
         finally:
             assert await second.kill(signal.SIGTERM) == 0
     log = second.log()

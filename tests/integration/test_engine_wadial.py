@@ -11,39 +11,14 @@ import pytest
 from bridge.api.keys import ENGINE
 from bridge.audio import dominant_frequency, rms_dbfs
 
-from ..fakes.wadial import FakeWadial
 from ..support.calls import wait_state, webrtc_call
 
 
-@pytest.fixture
-async def fake():
-    server = FakeWadial()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-def wclient(make_client, fake):
-    async def factory(**kw):
-        opts = dict(
-            engine="wadial",
-            engine_url=fake.url,
-            engine_token="wkey",
-            engine_session="s1",
-            engine_poll_interval=0.2,
-        )
-        opts.update(kw)
-        return await make_client(**opts)
-
-    return factory
-
-
-async def test_outbound_float32_audio_both_ways(wclient, fake) -> None:
+async def test_outbound_float32_audio_both_ways(wclient, wadial) -> None:
     client = await wclient()
     _call, rtc = await webrtc_call(client)
     assert ("POST", "/api/v1/sessions/s1/calls", {"to": "5521999999999@s.whatsapp.net"}) in (
-        fake.requests
+        wadial.requests
     )
     await asyncio.sleep(1.0)
     t0 = time.monotonic()
@@ -51,41 +26,41 @@ async def test_outbound_float32_audio_both_ways(wclient, fake) -> None:
     heard = rtc.recorder.since(t0)
     assert dominant_frequency(heard, rtc.recorder.rate) == pytest.approx(600, abs=5)
     assert rms_dbfs(heard / 32768) == pytest.approx(-11.0, abs=2.0)
-    engine_call = next(iter(fake.calls.values()))
+    engine_call = next(iter(wadial.calls.values()))
     assert {len(f) % 4 for f in engine_call.received} == {0}
-    pcm = fake.heard_f32(engine_call.id)[-16_000:]
+    pcm = wadial.heard_f32(engine_call.id)[-16_000:]
     assert dominant_frequency(pcm, 16_000) == pytest.approx(440, abs=3)
     assert rms_dbfs(pcm) == pytest.approx(-9.0, abs=1.5)
     assert abs(pcm).max() <= 1.0
     await rtc.close()
 
 
-async def test_ended_frame_ends_call_at_once(wclient, fake) -> None:
+async def test_ended_frame_ends_call_at_once(wclient, wadial) -> None:
     client = await wclient(engine_poll_interval=30.0)
     call, rtc = await webrtc_call(client)
-    engine_id = next(iter(fake.calls))
+    engine_id = next(iter(wadial.calls))
     await asyncio.sleep(0.3)
-    await fake.end_remote(engine_id)
+    await wadial.end_remote(engine_id)
     ended = await wait_state(client, call["callID"], "ended", timeout=1.0)
     assert ended["endReason"] == "remote_hangup"
     await rtc.close()
 
 
-async def test_inbound_answer_and_hangup_use_guessed_routes(wclient, fake) -> None:
+async def test_inbound_answer_and_hangup_use_guessed_routes(wclient, wadial) -> None:
     client = await wclient()
-    engine_id = fake.ring_inbound("15550001111")
+    engine_id = wadial.ring_inbound("15550001111")
     await asyncio.sleep(0.6)
     calls = (await (await client.get("/call/status")).json())["calls"]
     assert calls and calls[0]["state"] == "ringing"
     await client.post("/call/answer", json={"callID": calls[0]["callID"]})
-    assert fake.calls[engine_id].answered
+    assert wadial.calls[engine_id].answered
     await client.post("/call/hangup", json={"callID": calls[0]["callID"]})
-    assert ("POST", f"/api/v1/sessions/s1/calls/{engine_id}/hangup", None) in fake.requests
+    assert ("POST", f"/api/v1/sessions/s1/calls/{engine_id}/hangup", None) in wadial.requests
 
 
-async def test_backpressure_watermarks_throttle_uplink(wclient, fake) -> None:
+async def test_backpressure_watermarks_throttle_uplink(wclient, wadial) -> None:
     client = await wclient()
-    fake.text_frames.append(
+    wadial.text_frames.append(
         json.dumps(
             {"type": "buffer", "bufferedMs": 900, "lowWatermarkMs": 200, "highWatermarkMs": 800}
         )
@@ -93,10 +68,10 @@ async def test_backpressure_watermarks_throttle_uplink(wclient, fake) -> None:
     _call, rtc = await webrtc_call(client)
     await asyncio.sleep(1.0)
     engine = client.app[ENGINE]
-    engine_call = next(iter(fake.calls.values()))
+    engine_call = next(iter(wadial.calls.values()))
     assert engine.stats.uplink_dropped > 20  # above the high watermark: nothing sent
     assert len(engine_call.received) == 0
-    await fake.broadcast(
+    await wadial.broadcast(
         engine_call,
         {"type": "buffer", "bufferedMs": 100, "lowWatermarkMs": 200, "highWatermarkMs": 800},
     )
@@ -105,11 +80,11 @@ async def test_backpressure_watermarks_throttle_uplink(wclient, fake) -> None:
     await rtc.close()
 
 
-async def test_garbage_text_and_bad_frames_are_counted(wclient, fake) -> None:
+async def test_garbage_text_and_bad_frames_are_counted(wclient, wadial) -> None:
     client = await wclient()
-    fake.text_frames += ["{not json", json.dumps({"type": "error", "message": "bad frame"})]
+    wadial.text_frames += ["{not json", json.dumps({"type": "error", "message": "bad frame"})]
     call, rtc = await webrtc_call(client)
-    engine_call = next(iter(fake.calls.values()))
+    engine_call = next(iter(wadial.calls.values()))
     await asyncio.sleep(0.3)
     for ws in engine_call.sockets:
         await ws.send_bytes(b"\x00\x01\x02")
@@ -126,11 +101,11 @@ async def test_garbage_text_and_bad_frames_are_counted(wclient, fake) -> None:
     await rtc.close()
 
 
-async def test_ready_with_wrong_format_is_refused(wclient, fake) -> None:
+async def test_ready_with_wrong_format_is_refused(wclient, wadial) -> None:
     client = await wclient()
-    fake.ready = {"type": "ready", "encoding": "s16le", "sampleRate": 8000, "channels": 1}
+    wadial.ready = {"type": "ready", "encoding": "s16le", "sampleRate": 8000, "channels": 1}
     call, rtc = await webrtc_call(client)
     ended = await wait_state(client, call["callID"], "ended", timeout=5)
     assert ended["endReason"] == "failed"
-    assert next(iter(fake.calls.values())).connects == 1  # a format error is not retried
+    assert next(iter(wadial.calls.values())).connects == 1  # a format error is not retried
     await rtc.close()

@@ -16,38 +16,18 @@ from ..support.calls import wait_state
 from ..support.rtc_client import RtcClient
 
 
-@pytest.fixture
-async def fake():
-    server = FakeZuckZapGo()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-def zclient(make_client, fake):
-    async def factory(**kw):
-        opts = dict(
-            engine="zuckzapgo", engine_url=fake.url, engine_token="ztok", engine_poll_interval=0.2
-        )
-        opts.update(kw)
-        return await make_client(**opts)
-
-    return factory
-
-
 async def settle_audio(rtc: RtcClient, seconds: float = 1.0) -> np.ndarray:
     t0 = time.monotonic()
     await asyncio.sleep(seconds)
     return rtc.recorder.since(t0)
 
 
-async def test_outbound_call_audio_both_ways(zclient, fake) -> None:
+async def test_outbound_call_audio_both_ways(zclient, zuckzapgo) -> None:
     client = await zclient()
     resp = await client.post("/call/make", json={"phone": "+5521999999999"})
     assert resp.status == 201
     call = await resp.json()
-    assert ("POST", "/call/dial", {"phone": "5521999999999"}) in fake.requests
+    assert ("POST", "/call/dial", {"phone": "5521999999999"}) in zuckzapgo.requests
     rtc = RtcClient(client, call["callID"], freq=440.0)
     await rtc.offer()
     await wait_state(client, call["callID"], "active")
@@ -57,7 +37,7 @@ async def test_outbound_call_audio_both_ways(zclient, fake) -> None:
     assert dominant_frequency(heard, rtc.recorder.rate) == pytest.approx(700, abs=5)
     assert rms_dbfs(heard / 32768) == pytest.approx(-11.0, abs=2.0)  # sent at 0.4 = -11 dBFS
 
-    engine_call = next(iter(fake.calls.values()))
+    engine_call = next(iter(zuckzapgo.calls.values()))
     assert engine_call.connects == 1
     sizes = {len(f) for f in engine_call.received}
     assert sizes == {1920}, sizes  # exactly 960-sample frames, never padded
@@ -67,13 +47,13 @@ async def test_outbound_call_audio_both_ways(zclient, fake) -> None:
 
     resp = await client.post("/call/hangup", json={"callID": call["callID"]})
     assert (await resp.json())["endReason"] == "hangup"
-    assert ("POST", "/call/hangup", {"callId": engine_call.id}) in fake.requests
+    assert ("POST", "/call/hangup", {"callId": engine_call.id}) in zuckzapgo.requests
     await rtc.close()
 
 
-async def test_inbound_ring_answer_and_remote_hangup_by_poll(zclient, fake) -> None:
+async def test_inbound_ring_answer_and_remote_hangup_by_poll(zclient, zuckzapgo) -> None:
     client = await zclient(engine_poll_interval=1.0)
-    engine_id = fake.ring_inbound("15550001111")
+    engine_id = zuckzapgo.ring_inbound("15550001111")
     deadline = time.monotonic() + 2.5
     calls = []
     while time.monotonic() < deadline and not calls:
@@ -83,19 +63,19 @@ async def test_inbound_ring_answer_and_remote_hangup_by_poll(zclient, fake) -> N
     cid = calls[0]["callID"]
     resp = await client.post("/call/answer", json={"callID": cid})
     assert resp.status == 200 and (await resp.json())["state"] == "active"
-    assert fake.calls[engine_id].answered
+    assert zuckzapgo.calls[engine_id].answered
 
-    fake.remote_hangup(engine_id)
+    zuckzapgo.remote_hangup(engine_id)
     t0 = time.monotonic()
     ended = await wait_state(client, cid, "ended", timeout=3)
     assert time.monotonic() - t0 < 2.2  # one poll interval, plus a request
     assert ended["endReason"] == "remote_hangup"
 
 
-async def test_webhook_rings_at_once(zclient, fake) -> None:
+async def test_webhook_rings_at_once(zclient, zuckzapgo) -> None:
     client = await zclient(engine_poll_interval=30.0)
     await asyncio.sleep(0.2)
-    engine_id = fake.ring_inbound("15550002222")
+    engine_id = zuckzapgo.ring_inbound("15550002222")
     resp = await client.post(
         "/engine/webhook",
         json={
@@ -124,17 +104,17 @@ async def test_webhook_rings_at_once(zclient, fake) -> None:
     assert resp.status == 400
 
 
-async def test_local_hangup_reaches_engine_and_decline(zclient, fake) -> None:
+async def test_local_hangup_reaches_engine_and_decline(zclient, zuckzapgo) -> None:
     client = await zclient()
-    engine_id = fake.ring_inbound("15550003333")
+    engine_id = zuckzapgo.ring_inbound("15550003333")
     await asyncio.sleep(0.6)
     cid = (await (await client.get("/call/status")).json())["calls"][0]["callID"]
     resp = await client.post("/call/hangup", json={"callID": cid})
     assert (await resp.json())["endReason"] == "declined"
-    assert fake.calls[engine_id].state == "ended"
+    assert zuckzapgo.calls[engine_id].state == "ended"
 
 
-async def test_media_socket_dropped_reconnects_without_touching_webrtc(zclient, fake) -> None:
+async def test_media_socket_dropped_reconnects_without_touching_webrtc(zclient, zuckzapgo) -> None:
     client = await zclient()
     call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
     rtc = RtcClient(client, call["callID"], freq=440.0)
@@ -142,9 +122,9 @@ async def test_media_socket_dropped_reconnects_without_touching_webrtc(zclient, 
     await wait_state(client, call["callID"], "active")
     await asyncio.wait_for(rtc.connected.wait(), 10)
     await asyncio.sleep(0.8)
-    engine_call = next(iter(fake.calls.values()))
+    engine_call = next(iter(zuckzapgo.calls.values()))
     pc_before = client.app[MANAGER].find_runtime(call["callID"]).session
-    await fake.kill_media(engine_call.id)
+    await zuckzapgo.kill_media(engine_call.id)
     await asyncio.sleep(1.5)
     assert engine_call.connects == 2
     assert client.app[ENGINE].stats.reconnects == 1
@@ -160,9 +140,9 @@ async def test_media_socket_dropped_reconnects_without_touching_webrtc(zclient, 
     await rtc.close()
 
 
-async def test_odd_length_frame_is_counted_and_call_survives(zclient, fake) -> None:
+async def test_odd_length_frame_is_counted_and_call_survives(zclient, zuckzapgo) -> None:
     client = await zclient()
-    fake.extra_frames.append(b"\x01\x02\x03")
+    zuckzapgo.extra_frames.append(b"\x01\x02\x03")
     call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
     rtc = RtcClient(client, call["callID"], freq=440.0)
     await rtc.offer()
@@ -174,23 +154,23 @@ async def test_odd_length_frame_is_counted_and_call_survives(zclient, fake) -> N
     await rtc.close()
 
 
-async def test_engine_errors_map_to_ours(zclient, fake) -> None:
+async def test_engine_errors_map_to_ours(zclient, zuckzapgo) -> None:
     client = await zclient()
-    fake.enabled = False
+    zuckzapgo.enabled = False
     resp = await client.post("/call/make", json={"phone": "5521999999999"})
     body = await resp.json()
     assert resp.status == 503 and body["error"]["code"] == "engine_not_enabled"
     assert "callsEnabled" in body["error"]["message"] and "reconnect" in body["error"]["message"]
-    fake.enabled = True
-    fake.unreachable_peers.add("5521000000000")
+    zuckzapgo.enabled = True
+    zuckzapgo.unreachable_peers.add("5521000000000")
     resp = await client.post("/call/make", json={"phone": "5521000000000"})
     assert resp.status == 502 and (await resp.json())["error"]["code"] == "peer_unreachable"
 
 
 async def test_engine_down_at_start_then_recovers(make_client) -> None:
-    fake = FakeZuckZapGo()  # not started yet
+    zuckzapgo = FakeZuckZapGo()  # not started yet
     client = await make_client(
-        engine="zuckzapgo", engine_url=fake.url, engine_token="ztok", engine_poll_interval=0.2
+        engine="zuckzapgo", engine_url=zuckzapgo.url, engine_token="ztok", engine_poll_interval=0.2
     )
     await asyncio.sleep(0.3)
     resp = await client.get("/readyz")
@@ -200,11 +180,11 @@ async def test_engine_down_at_start_then_recovers(make_client) -> None:
     resp = await client.post("/call/make", json={"phone": "5521999999999"})
     assert resp.status == 503
     assert (await resp.json())["error"]["code"] == "engine_unavailable"
-    await fake.start()
+    await zuckzapgo.start()
     try:
         await asyncio.sleep(0.5)
         assert (await client.get("/readyz")).status == 200
         resp = await client.post("/call/make", json={"phone": "5521999999999"})
         assert resp.status == 201
     finally:
-        await fake.stop()
+        await zuckzapgo.stop()

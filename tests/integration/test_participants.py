@@ -14,45 +14,15 @@ import time
 import aiohttp
 import numpy as np
 
-from bridge.api.keys import ENGINE, MANAGER
+from bridge.api.keys import MANAGER
 
 from ..support.audio_files import make
-from ..support.calls import wait_state
+from ..support.calls import peer_heard, sim_call, wait_state
 from ..support.rtc_client import RtcClient
+from ..support.spectrum import assert_hears
 
 AGENT, WHISPER, BARGE, LISTEN, PEER, MUSIC = 440.0, 880.0, 1320.0, 1760.0, 660.0, 1000.0
 SETTINGS = {"sim_peer": "tone", "sim_tone_hz": PEER, "opus_direct": False}
-
-
-def levels_db(pcm: np.ndarray, rate: int, freqs: list[float]) -> dict[float, float]:
-    """Energy within ±15 Hz of each frequency, in dB relative to the strongest of them."""
-    x = np.asarray(pcm, dtype=np.float64)
-    spec = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
-    f = np.fft.rfftfreq(x.size, 1 / rate)
-    power = {fr: float(spec[(f > fr - 15) & (f < fr + 15)].sum()) + 1e-12 for fr in freqs}
-    top = max(power.values())
-    return {fr: 10 * np.log10(p / top) for fr, p in power.items()}
-
-
-# Bands at least 40 Hz from every tone and every sum or difference of two tones: their
-# median is the track's broadband floor, relative to the strongest tone.
-OFF_TONE_BANDS = [510.0, 610.0, 710.0, 820.0, 940.0, 1050.0, 1190.0, 1380.0, 1490.0, 1600.0]
-
-
-def assert_hears(pcm: np.ndarray, rate: int, present: set[float], absent: set[float]) -> None:
-    """Each present tone within 30 dB of the strongest; each absent tone at least 50 dB down.
-
-    A leak is a peak: a whispered 880 Hz tone reaching the wrong ear shows within ~20 dB of the
-    tones that belong there. A frame lost on a loaded machine (a 2-core CI runner) instead
-    clicks, and a click raises every band alike, to about -46 dB. So an absent tone may sit up
-    to 10 dB above the broadband floor measured between the tones, never higher than -35 dB.
-    """
-    db = levels_db(pcm, rate, sorted(present | absent) + OFF_TONE_BANDS)
-    floor = float(np.median([db[fr] for fr in OFF_TONE_BANDS]))
-    for fr in present:
-        assert db[fr] >= -30, (fr, db)
-    for fr in absent:
-        assert db[fr] <= min(-35.0, max(-50.0, floor + 10)), (fr, floor, db)
 
 
 async def join(client, call_id: str, pid: str, role: str, freq: float) -> RtcClient:
@@ -74,15 +44,6 @@ async def active_call(client) -> str:
     call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
     await wait_state(client, call["callID"], "active")
     return call["callID"]
-
-
-def sim_call(client, call_id: str):
-    engine_id = client.app[MANAGER].get(call_id).engine_call_id
-    return client.app[ENGINE].calls[engine_id]
-
-
-def peer_heard(client, call_id: str, frames: int = 50) -> np.ndarray:
-    return np.concatenate(list(sim_call(client, call_id).heard)[-frames:]).astype(np.float64)
 
 
 async def test_each_role_hears_exactly_its_mix(make_client) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import socket
 import time
@@ -14,6 +13,7 @@ from bridge.audio import dominant_frequency
 from bridge.rtc.ports import PortAllocator, PortsExhausted, parse_port_range, port_scope
 
 from ..support.calls import wait_state
+from ..support.requires import needs
 from ..support.rtc_client import RtcClient
 from ..support.turnserver import TURNSERVER, Coturn
 
@@ -134,10 +134,7 @@ async def test_twenty_sessions_fill_the_range_then_503_then_reusable(make_client
             await rtc.close()
 
 
-@pytest.mark.skipif(
-    TURNSERVER is None and os.environ.get("CI") != "true",
-    reason="coturn not installed: apt-get install coturn, or run `make test`",
-)
+@needs(TURNSERVER is not None, "coturn", "apt-get install coturn, or run `make test`")
 async def test_turn_socket_binds_in_the_range(make_client, tmp_path) -> None:
     """The bridge's socket to its TURN server is a media socket too."""
     coturn = Coturn("north-secret", tmp_path)

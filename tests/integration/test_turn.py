@@ -17,13 +17,11 @@ from bridge.rtc import TurnGrant, advertise_public_ip, rest_credential
 from bridge.rtc.turn import RestSecretTurn, parse_ice_servers, pick_server_turn_url
 
 from ..support.calls import wait_state
+from ..support.requires import needs
 from ..support.rtc_client import RtcClient
 from ..support.turnserver import TURNSERVER, Coturn
 
-needs_coturn = pytest.mark.skipif(
-    TURNSERVER is None and os.environ.get("CI") != "true",
-    reason="coturn not installed: apt-get install coturn, or run `make test`",
-)
+needs_coturn = needs(TURNSERVER is not None, "coturn", "apt-get install coturn, or run `make test`")
 
 
 def test_rest_credential_known_answer() -> None:
@@ -199,10 +197,7 @@ async def test_dead_stun_and_turn_do_not_hold_the_answer(make_client) -> None:
     assert abs(open_fds() - baseline) <= 2, (baseline, open_fds())
 
 
-@pytest.mark.skipif(
-    TURNSERVER is None and os.environ.get("CI") != "true",
-    reason="coturn not installed: apt-get install coturn, or run `make test`",
-)
+@needs_coturn
 async def test_relay_only_call_through_real_coturn(make_client, tmp_path) -> None:
     coturn = Coturn("north-secret", tmp_path)
     await coturn.start()
@@ -254,10 +249,7 @@ async def test_relay_only_call_through_real_coturn(make_client, tmp_path) -> Non
         await coturn.stop()
 
 
-@pytest.mark.skipif(
-    TURNSERVER is None and os.environ.get("CI") != "true",
-    reason="coturn not installed: apt-get install coturn, or run `make test`",
-)
+@needs_coturn
 async def test_coturn_refuses_expired_credentials(tmp_path) -> None:
     from aioice import turn as aioice_turn
     from aioice.stun import TransactionFailed

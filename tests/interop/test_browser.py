@@ -15,6 +15,7 @@ import pytest
 from bridge.audio import tone
 
 from ..support.calls import wait_state
+from ..support.requires import require
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -28,10 +29,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the machine
     async_playwright = None
 
-if async_playwright is None or not os.path.exists(CHROMIUM):
-    if os.environ.get("CI") == "true":
-        raise RuntimeError(f"the browser test cannot run under CI: {HOW}")
-    pytest.skip(f"no Chromium/Playwright here: {HOW}", allow_module_level=True)
+require(async_playwright is not None and os.path.exists(CHROMIUM), "Chromium/Playwright", HOW)
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ import pytest
 
 from bridge.audio import tone
 
-from ..integration.test_participants import assert_hears, peer_heard
 from ..support.audio_files import make
-from ..support.calls import wait_state
+from ..support.calls import peer_heard, wait_state
+from ..support.spectrum import assert_hears
 from .test_browser import (
     ARTIFACTS,
     CHROMIUM,

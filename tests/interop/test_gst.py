@@ -19,6 +19,7 @@ from bridge.audio import dominant_frequency
 
 from ..fakes.common import stop_process
 from ..support.calls import wait_state
+from ..support.requires import needs
 from ..support.spectrum import band_energy
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -39,10 +40,11 @@ def _gst_available() -> bool:
     return subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True).returncode == 0
 
 
-needs_gst = pytest.mark.skipif(
-    not _gst_available() and os.environ.get("CI") != "true",
-    reason="GStreamer webrtcbin not installed: `make test` installs gstreamer1.0-plugins-bad, "
-    "gstreamer1.0-nice, python3-gi, gir1.2-nice-0.1 ... (see SYSTEM_PKGS in the Makefile)",
+needs_gst = needs(
+    _gst_available(),
+    "GStreamer's webrtcbin",
+    "`make test` installs gstreamer1.0-plugins-bad, gstreamer1.0-nice, python3-gi, "
+    "gir1.2-nice-0.1 ... (see SYSTEM_PKGS in the Makefile)",
 )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -15,14 +14,17 @@ import pytest
 from bridge.api.keys import ENGINE
 from bridge.audio import dominant_frequency, rms_dbfs
 
+from ..support.requires import require
+
 NODE_DIR = Path(__file__).parent / "node"
 NODE = shutil.which("node")
 HOW = "install Node.js and run `npm ci` in tests/interop/node (or run `make test`, which does)"
 
-if NODE is None or not (NODE_DIR / "node_modules" / "@roamhq" / "wrtc").is_dir():
-    if os.environ.get("CI") == "true":
-        raise RuntimeError(f"the libwebrtc test cannot run under CI: {HOW}")
-    pytest.skip(f"no Node/@roamhq/wrtc here: {HOW}", allow_module_level=True)
+require(
+    NODE is not None and (NODE_DIR / "node_modules" / "@roamhq" / "wrtc").is_dir(),
+    "Node/@roamhq/wrtc",
+    HOW,
+)
 
 
 async def test_libwebrtc_peer_audio_both_ways(make_client) -> None:

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from ..fakes.common import free_port
+from ..support.requires import require
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 HOW = "install Debian's prometheus package (`apt-get install prometheus`), or run `make test`"
 
-if PROMETHEUS is None or PROMTOOL is None:
-    if os.environ.get("CI") == "true":
-        raise RuntimeError(f"the Prometheus test cannot run under CI: {HOW}")
-    pytest.skip(f"no prometheus/promtool here: {HOW}", allow_module_level=True)
+require(PROMETHEUS is not None and PROMTOOL is not None, "prometheus/promtool", HOW)
 
 
 async def test_shipped_alert_rules_are_valid() -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import numpy as np
 from aiohttp.test_utils import TestClient
+
+from bridge.api.keys import ENGINE, MANAGER
 
 
 async def wait_state(
@@ -34,3 +37,14 @@ async def webrtc_call(client: TestClient, freq: float = 440.0) -> tuple[dict[str
     await asyncio.wait_for(rtc.connected.wait(), 10)
     await wait_state(client, call["callID"], "active")
     return call, rtc
+
+
+def sim_call(client, call_id: str):
+    """The simulated engine's side of a call (what the WhatsApp peer hears and sends)."""
+    engine_id = client.app[MANAGER].get(call_id).engine_call_id
+    return client.app[ENGINE].calls[engine_id]
+
+
+def peer_heard(client, call_id: str, frames: int = 50) -> np.ndarray:
+    """The last ``frames`` 20 ms frames the simulated WhatsApp peer heard."""
+    return np.concatenate(list(sim_call(client, call_id).heard)[-frames:]).astype(np.float64)

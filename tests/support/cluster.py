@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from bench.cluster import start_redis
 
 from ..fakes.common import free_port, spawn_bridge, stop_process
+from .requires import require
 
 REDIS_SERVER = shutil.which("redis-server")
 HOW = "install Debian's redis-server package (`apt-get install redis-server`), or run `make test`"
@@ -23,10 +23,7 @@ SECRET = "internal-secret-for-tests-0123456789"
 
 
 def require_redis() -> None:
-    if REDIS_SERVER is None:
-        if os.environ.get("CI") == "true":
-            raise RuntimeError(f"the cluster tests cannot run under CI: {HOW}")
-        pytest.skip(f"no redis-server here: {HOW}", allow_module_level=True)
+    require(REDIS_SERVER is not None, "redis-server", HOW)
 
 
 class Redis:

@@ -1,13 +1,59 @@
-"""Spectral checks on received audio: is a tone there, and how much of the signal it is."""
+"""Spectral checks on received audio: which tones are there, and how strong.
+
+One FFT helper for every test that asks "does this signal hold that tone": a Hann-windowed
+power spectrum summed over ±15 Hz around each frequency."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 
-def band_energy(pcm, rate: int, freq: float) -> float:
-    """Share of a signal's energy within ±15 Hz of ``freq`` (is a tone present, and how much)."""
-    import numpy as np
+import numpy as np
 
+BAND_HZ = 15.0
+
+
+def band_powers(pcm: object, rate: int, freqs: Iterable[float]) -> tuple[dict[float, float], float]:
+    """Power within ±15 Hz of each frequency, and the signal's total power (both of the
+    Hann-windowed spectrum)."""
     x = np.asarray(pcm, dtype=np.float64)
     spec = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
     f = np.fft.rfftfreq(x.size, 1 / rate)
-    return float(spec[(f > freq - 15) & (f < freq + 15)].sum() / max(spec.sum(), 1e-12))
+    powers = {
+        float(fr): float(spec[(f > fr - BAND_HZ) & (f < fr + BAND_HZ)].sum()) for fr in freqs
+    }
+    return powers, float(spec.sum())
+
+
+def band_energy(pcm: object, rate: int, freq: float) -> float:
+    """Share of a signal's energy within ±15 Hz of ``freq`` (is a tone present, and how much)."""
+    powers, total = band_powers(pcm, rate, [freq])
+    return powers[float(freq)] / max(total, 1e-12)
+
+
+def levels_db(pcm: object, rate: int, freqs: list[float]) -> dict[float, float]:
+    """Energy within ±15 Hz of each frequency, in dB relative to the strongest of them."""
+    powers, _total = band_powers(pcm, rate, freqs)
+    powers = {fr: p + 1e-12 for fr, p in powers.items()}
+    top = max(powers.values())
+    return {fr: float(10 * np.log10(p / top)) for fr, p in powers.items()}
+
+
+# Bands at least 40 Hz from every tone and every sum or difference of two tones: their
+# median is the track's broadband floor, relative to the strongest tone.
+OFF_TONE_BANDS = [510.0, 610.0, 710.0, 820.0, 940.0, 1050.0, 1190.0, 1380.0, 1490.0, 1600.0]
+
+
+def assert_hears(pcm: np.ndarray, rate: int, present: set[float], absent: set[float]) -> None:
+    """Each present tone within 30 dB of the strongest; each absent tone at least 50 dB down.
+
+    A leak is a peak: a whispered 880 Hz tone reaching the wrong ear shows within ~20 dB of the
+    tones that belong there. A frame lost on a loaded machine (a 2-core CI runner) instead
+    clicks, and a click raises every band alike, to about -46 dB. So an absent tone may sit up
+    to 10 dB above the broadband floor measured between the tones, never higher than -35 dB.
+    """
+    db = levels_db(pcm, rate, sorted(present | absent) + OFF_TONE_BANDS)
+    floor = float(np.median([db[fr] for fr in OFF_TONE_BANDS]))
+    for fr in present:
+        assert db[fr] >= -30, (fr, db)
+    for fr in absent:
+        assert db[fr] <= min(-35.0, max(-50.0, floor + 10)), (fr, floor, db)
