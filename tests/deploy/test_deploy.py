@@ -32,8 +32,8 @@ from bridge.audio import dominant_frequency
 from bridge.config import ConfigError, all_fields, env_name, load_settings
 from bridge.startup import WEB_FILES
 
-from ..fakes.common import free_port
-from ..integration.test_process import Http
+from ..support.cluster import Http
+from ..support.processes import free_port
 from ..support.rtc_client import RtcClient
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ..fakes.common import free_port
+from ..support.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

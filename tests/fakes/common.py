@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -13,35 +11,7 @@ from aiohttp import WSMsgType, web
 
 from bridge.audio import tone
 
-
-async def stop_process(proc: asyncio.subprocess.Process | None, grace: float = 5.0) -> None:
-    """Stop a process a test started (SIGTERM, then SIGKILL after ``grace``), by its pid."""
-    if proc is None or proc.returncode is not None:
-        return
-    proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), grace)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-
-
-async def spawn_bridge(env: dict[str, str]) -> asyncio.subprocess.Process:
-    """``python -m bridge`` with ``env``; stdout dropped, stderr (its log) piped."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ..support.processes import free_port
 
 
 @dataclass

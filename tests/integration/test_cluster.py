@@ -25,8 +25,8 @@ from bridge.audio import dominant_frequency
 from bridge.calls.manager import ORPHAN_RECHECK
 from bridge.timefmt import parse_iso_utc
 
-from ..fakes.common import free_port, spawn_bridge
 from ..support.cluster import Bridge, Http, Redis, bridge_env, require_redis, sse_events
+from ..support.processes import free_port, spawn_bridge
 from ..support.rtc_client import RtcClient
 
 require_redis()

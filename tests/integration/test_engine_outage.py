@@ -22,8 +22,9 @@ import pytest
 
 from bridge.audio import dominant_frequency, rms_dbfs
 
-from ..fakes.common import FakeCall, free_port
+from ..fakes.common import FakeCall
 from ..support.calls import wait_state
+from ..support.processes import free_port
 from ..support.rtc_client import RtcClient
 
 AUDIBLE_RMS = 300.0  # int16 scale; the tones are sent at 0.4 of full scale (~9000 RMS)

@@ -20,7 +20,7 @@ from openapi_spec_validator import validate
 from bridge.api.schema import openapi_document, validate_body
 from bridge.errors import BadRequest
 
-from ..fakes.common import free_port, spawn_bridge
+from ..support.processes import free_port, spawn_bridge
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC_FILE = ROOT / "bridge" / "api" / "openapi.yaml"

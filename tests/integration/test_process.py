@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import time
 
 import aiohttp
@@ -13,20 +12,13 @@ import pytest
 
 from bridge.audio import dominant_frequency
 
-from ..fakes.common import free_port
+from ..support.cluster import Http
+from ..support.processes import free_port, spawn_bridge, wait_healthy
 from ..support.rtc_client import RtcClient
 
 
 async def test_bad_config_exits_2_with_one_line() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "--port",
-        "abc",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await spawn_bridge(None, "--port", "abc", stdout=asyncio.subprocess.PIPE)
     _out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     lines = err.decode().strip().splitlines()
@@ -40,34 +32,12 @@ async def test_busy_port_exits_2_with_one_line(tmp_path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bridge",
-            "--port",
-            str(port),
-            env={**os.environ, "BRIDGE_DATA_DIR": str(tmp_path), "BRIDGE_LOG_LEVEL": "error"},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        env = {**os.environ, "BRIDGE_DATA_DIR": str(tmp_path), "BRIDGE_LOG_LEVEL": "error"}
+        proc = await spawn_bridge(env, "--port", str(port), stdout=asyncio.subprocess.PIPE)
         _out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "in use" in lines[0], lines
-
-
-class Http:
-    """The minimal client interface RtcClient needs, over a real aiohttp session."""
-
-    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
-        self.session = session
-        self.base = base
-
-    def post(self, path, **kw):
-        return self.session.post(self.base + path, **kw)
-
-    def get(self, path, **kw):
-        return self.session.get(self.base + path, **kw)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -80,27 +50,12 @@ async def test_signal_with_live_call_exits_cleanly(sig) -> None:
         BRIDGE_SIM_ANSWER_DELAY="0.1",
         BRIDGE_API_TOKENS="tok",
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "--port",
-        str(port),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await spawn_bridge(env, "--port", str(port), stdout=asyncio.subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": "Bearer tok"}
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(200):
-                try:
-                    async with session.get(base + "/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
+            await wait_healthy(base)
             async with session.post(
                 base + "/call/make", json={"phone": "5521999999999"}, headers=headers
             ) as r:

@@ -17,8 +17,8 @@ import pytest
 
 from bridge.audio import dominant_frequency
 
-from ..fakes.common import stop_process
 from ..support.calls import wait_state
+from ..support.processes import stop_process
 from ..support.requires import needs
 from ..support.spectrum import band_energy
 

@@ -14,7 +14,7 @@ import aiohttp
 
 from bench.cluster import start_redis
 
-from ..fakes.common import free_port, spawn_bridge, stop_process
+from .processes import free_port, spawn_bridge, stop_process
 from .requires import require
 
 REDIS_SERVER = shutil.which("redis-server")

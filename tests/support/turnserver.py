@@ -8,7 +8,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from ..fakes.common import stop_process
+from .processes import stop_process
 
 TURNSERVER = shutil.which("turnserver")
 
