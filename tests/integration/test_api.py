@@ -424,3 +424,24 @@ async def test_hostile_bytes_never_500(client, make_client) -> None:
     )
     assert resp.status == 401
     assert_error(await resp.json(), "unauthorized")
+
+
+async def test_cors_headers_reach_streamed_responses(make_client) -> None:
+    client = await make_client(cors_origins=("https://app.example",))
+    resp = await client.get("/call/events", headers={"Origin": "https://app.example"})
+    assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    resp.close()
+
+
+async def test_large_json_bodies_are_read_whole(make_client) -> None:
+    # A ~700 KB audioBase64 body arrives in many chunks; it must be read to its end.
+    from ..support.audio_files import make
+
+    client = await make_client()
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    import base64
+
+    b64 = base64.b64encode(make("wav", 1000.0, 4.0)).decode()
+    assert len(b64) > 500_000
+    resp = await client.post("/call/play", json={"callID": call["callID"], "audioBase64": b64})
+    assert resp.status == 201, await resp.text()

@@ -280,3 +280,18 @@ async def test_playback_reaches_a_zuckzapgo_engine(make_client, tmp_path) -> Non
         await rtc.close()
     finally:
         await fake.stop()
+
+
+async def test_recording_paths_stay_under_files_and_are_not_reused(make_client, tmp_path) -> None:
+    client = await make_client(data_dir=str(tmp_path / "data"))
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    for bad in (".", "", "../x", "/abs/x"):
+        resp = await client.post("/call/record", json={"callID": call["callID"], "path": bad})
+        assert resp.status == 400, bad
+    resp = await client.post("/call/record", json={"callID": call["callID"], "path": "mine/one"})
+    assert resp.status == 201
+    assert (tmp_path / "data" / "files" / "mine" / "one-inbound.wav").exists()
+    resp = await client.post("/call/record/stop", json={"callID": call["callID"]})
+    assert resp.status == 200
+    resp = await client.post("/call/record", json={"callID": call["callID"], "path": "mine/one"})
+    assert resp.status == 409
