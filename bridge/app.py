@@ -27,7 +27,7 @@ from .api.keys import (
 )
 from .api.limits import cors_middleware, cors_on_prepare, rate_limit_middleware
 from .api.routing import inbound_placer, routing_middleware
-from .attachments import ForkService, PlaybackService, RecordingService
+from .attachments import ForkService, PlaybackService, RecordingService, dtmf_observer
 from .calls import Call, CallManager
 from .calls.model import default_owner
 from .cluster import create_directory, internal_url_for
@@ -164,6 +164,7 @@ def create_app(
         app[PLAYBACK] = PlaybackService(storage, http)
         app[RECORDINGS] = recordings
         app[FORKS] = ForkService(storage.fork_url_allow, http)
+        manager.events.observe(dtmf_observer(manager.find_runtime))  # keys to forks, sockets
         app[WEBHOOKS] = webhooks
         try:
             yield

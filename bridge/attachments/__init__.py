@@ -4,6 +4,7 @@ socket-based ones share."""
 
 from .base import Attachment, AttachmentHost
 from .forks import Fork, ForkService
+from .keys import dtmf_observer
 from .pcm_socket import PcmSocket
 from .playback import AssetStore, Playback, PlaybackService
 from .queued_source import QueuedSource
@@ -21,4 +22,5 @@ __all__ = [
     "PlaybackService",
     "QueuedSource",
     "RecordingService",
+    "dtmf_observer",
 ]

@@ -1,12 +1,17 @@
-"""Media forks (Wavix-style): the bridge connects out to an app's WebSocket and streams the
-call's audio to it as JSON events — ``connected``, ``start``, ``media`` (base64, per 20 ms
-frame and track), ``stop`` — and, for a two-way fork, plays the app's ``media`` into the call
-and answers its ``mark`` and ``clear``.
+"""Media forks: the bridge connects out to an app's WebSocket and streams the call's audio to
+it as JSON events — ``connected``, ``start``, ``media`` (base64, per 20 ms frame and track),
+``stop`` — and, for a two-way fork, plays the app's ``media`` into the call and answers its
+``mark`` and ``clear``.
+
+How the events are spelled is the fork's dialect (:class:`ForkDialect`): Wavix-style
+(:class:`WavixEvents`, ``"format": "pcm16"`` or ``"pcmu"``) or Twilio Media Streams
+(:class:`~.twilio.TwilioEvents`, ``"format": "twilio"``); everything else — the taps, the
+bounded queue, the two-way source, the lifecycle — is this module's, whatever the dialect.
 
 ``inbound`` is what the WhatsApp peer says, ``outbound`` what the call sends to the peer
 (microphone, playback, sockets), as in the recordings. Payloads are the bus audio (s16le
-16 kHz mono) or, with ``"format": "pcmu"``, 8 kHz G.711 µ-law. A fork that cannot keep up
-(its send queue fills) is dropped with a ``stream.dropped`` event; it never slows the call.
+16 kHz mono) or 8 kHz G.711 µ-law (``pcmu``, and always with Twilio). A fork that cannot keep
+up (its send queue fills) is dropped with a ``stream.dropped`` event; it never slows the call.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -35,6 +40,7 @@ from ..tasks import TaskSet
 from ..timefmt import iso_utc
 from .base import AttachmentHost
 from .queued_source import QueuedSource
+from .twilio import TwilioEvents, custom_parameters
 from .wire import OutgoingQueue
 
 log = logging.getLogger(__name__)
@@ -45,6 +51,8 @@ SEND_BUFFER = 64 * 1024
 """Kernel send buffer of a fork's socket: small, so a stalled app is noticed within about a
 second of audio instead of after megabytes of autotuned TCP buffer."""
 MAX_TWOWAY, MAX_ONEWAY = 1, 5
+FRAME_8K = 160
+"""Samples in 20 ms at 8 kHz: every µ-law payload is one whole frame (as Twilio sends)."""
 CONNECT_TIMEOUT = 10.0
 """Seconds to open a fork's WebSocket, handshake included."""
 
@@ -53,25 +61,115 @@ def _now() -> str:
     return iso_utc(time.time())
 
 
+class ForkDialect(Protocol):
+    """How one fork's events are spelled on the wire (the fork decides when to send them)."""
+
+    stream_id: str
+    codec: str
+    """``pcm16`` (s16le 16 kHz) or ``pcmu`` (G.711 µ-law 8 kHz): the media payloads both ways."""
+
+    def connected(self) -> dict[str, Any]: ...
+
+    def start(self, channel: str, stream_type: str) -> dict[str, Any]: ...
+
+    def media(self, track: str, chunk: int, timestamp_ms: int, payload: bytes) -> dict[str, Any]:
+        """One 20 ms frame of ``track`` (``inbound``/``outbound``), already encoded."""
+
+    def mark(self, name: str, status: str) -> dict[str, Any]:
+        """A mark the app sent, now played (or cleared)."""
+
+    def dtmf(self, digit: str) -> dict[str, Any] | None:
+        """A key the WhatsApp user pressed (``None``: the dialect does not carry DTMF)."""
+
+    def stop(self) -> dict[str, Any]: ...
+
+
+class WavixEvents:
+    """The Wavix-style dialect: snake_case fields, a sequence number on every event but
+    ``connected``, ``media_format`` naming the payload encoding."""
+
+    def __init__(self, call_id: str, codec: str) -> None:
+        self.stream_id = "st_" + secrets.token_hex(8)
+        self.call_id = call_id
+        self.codec = codec
+        self._seq = 0
+
+    def _event(self, event: str, **fields: Any) -> dict[str, Any]:
+        self._seq += 1
+        return {
+            "event": event,
+            "event_time": _now(),
+            "call_id": self.call_id,
+            "stream_id": self.stream_id,
+            "sequence_number": self._seq,
+            **fields,
+        }
+
+    def connected(self) -> dict[str, Any]:
+        return {"event": "connected", "event_time": _now()}
+
+    def start(self, channel: str, stream_type: str) -> dict[str, Any]:
+        pcmu = self.codec == "pcmu"
+        return self._event(
+            "start",
+            stream_type=stream_type,
+            channel=channel,
+            media_format={
+                "encoding": "audio/x-mulaw" if pcmu else "audio/x-l16",
+                "sample_rate": 8000 if pcmu else 16_000,
+                "channels": 1,
+            },
+        )
+
+    def media(self, track: str, chunk: int, timestamp_ms: int, payload: bytes) -> dict[str, Any]:
+        return self._event(
+            "media",
+            media={
+                "payload": base64.b64encode(payload).decode(),
+                "track": track,
+                "timestamp": timestamp_ms,
+                "chunk": chunk,
+            },
+        )
+
+    def mark(self, name: str, status: str) -> dict[str, Any]:
+        return self._event("mark", mark={"name": name, "status": status})
+
+    def dtmf(self, digit: str) -> dict[str, Any] | None:
+        return None  # key presses reach Wavix-style apps as call.dtmf events (SSE, webhooks)
+
+    def stop(self) -> dict[str, Any]:
+        return self._event("stop")
+
+
 class Fork:
     """One outgoing media stream of one call; an attachment of the call's runtime."""
 
     kind = "fork"
     wants_media = True
 
-    def __init__(self, host: AttachmentHost, url: str, channel: str, kind: str, fmt: str) -> None:
-        self.id = "st_" + secrets.token_hex(8)
+    def __init__(
+        self,
+        host: AttachmentHost,
+        url: str,
+        channel: str,
+        kind: str,
+        fmt: str,
+        dialect: ForkDialect,
+    ) -> None:
+        self.wire = dialect
+        self.id = dialect.stream_id
         self.host = host
         self.call_id = host.call_id
         self.url = url
         self.channel = channel
         self.stream_type = kind
         self.format = fmt
+        self.codec = dialect.codec
         self.bus = host.bus
         self._queue = OutgoingQueue(
             max_audio=QUEUE_LIMIT, max_control=QUEUE_LIMIT, drop_oldest_audio=False
         )
-        self._seq = 0
         self._chunks = {"inbound": 0, "outbound": 0}
         self._t0 = time.monotonic()
         self._to8k = {"inbound": Resampler(8000), "outbound": Resampler(8000)}
@@ -83,17 +181,6 @@ class Fork:
         self.dropped = False
 
     # -- events to the app
-    def _event(self, event: str, **fields: Any) -> dict[str, Any]:
-        self._seq += 1
-        return {
-            "event": event,
-            "event_time": _now(),
-            "call_id": self.call_id,
-            "stream_id": self.id,
-            "sequence_number": self._seq,
-            **fields,
-        }
-
     def _enqueue(self, body: dict[str, Any], *, audio: bool = False) -> None:
         if self.dropped:
             return
@@ -106,23 +193,16 @@ class Fork:
     def _tap(self, track: str) -> Callable[[BusFrame], None]:
         def tap(frame: BusFrame) -> None:
             pcm = frame.pcm
-            if self.format == "pcmu":
-                payload = ulaw_encode(self._to8k[track].resample_array(pcm, 16_000))
+            if self.codec == "pcmu":
+                narrow = self._to8k[track].resample_array(pcm, 16_000)
+                if narrow.size < FRAME_8K:  # the filter's delay, on the first frame only
+                    narrow = np.concatenate([np.zeros(FRAME_8K - narrow.size, np.int16), narrow])
+                payload = ulaw_encode(narrow)
             else:
                 payload = pcm.astype("<i2", copy=False).tobytes()
             self._chunks[track] += 1
-            self._enqueue(
-                self._event(
-                    "media",
-                    media={
-                        "payload": base64.b64encode(payload).decode(),
-                        "track": track,
-                        "timestamp": int((time.monotonic() - self._t0) * 1000),
-                        "chunk": self._chunks[track],
-                    },
-                ),
-                audio=True,
-            )
+            at_ms = int((time.monotonic() - self._t0) * 1000)
+            self._enqueue(self.wire.media(track, self._chunks[track], at_ms, payload), audio=True)
 
         return tap
 
@@ -148,19 +228,8 @@ class Fork:
         sock = self._ws.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-        self._enqueue({"event": "connected", "event_time": _now()})
-        self._enqueue(
-            self._event(
-                "start",
-                stream_type=self.stream_type,
-                channel=self.channel,
-                media_format={
-                    "encoding": "audio/x-mulaw" if self.format == "pcmu" else "audio/x-l16",
-                    "sample_rate": 8000 if self.format == "pcmu" else 16_000,
-                    "channels": 1,
-                },
-            )
-        )
+        self._enqueue(self.wire.connected())
+        self._enqueue(self.wire.start(self.channel, self.stream_type))
         self._taps: list[tuple[str, Callable[[BusFrame], None]]] = []
         if self.channel in ("inbound", "both"):
             tap = self._tap("inbound")
@@ -179,7 +248,13 @@ class Fork:
         self._tasks.spawn(self._receiver(), "receiver")
 
     def _marked(self, name: str, status: str) -> None:
-        self._enqueue(self._event("mark", mark={"name": name, "status": status}))
+        self._enqueue(self.wire.mark(name, status))
+
+    def dtmf(self, digit: str, duration_ms: int) -> None:
+        """The WhatsApp user pressed a key (see :mod:`.keys`)."""
+        message = self.wire.dtmf(digit)
+        if message is not None and not self._stopping:
+            self._enqueue(message)
 
     async def _sender(self) -> None:
         ws = self._ws
@@ -216,7 +291,7 @@ class Fork:
             self._tasks.spawn(self._finish("disconnected"), "closed")
 
     def _decode(self, raw: bytes) -> Pcm:
-        if self.format == "pcmu":
+        if self.codec == "pcmu":
             return self._from8k.resample_array(ulaw_decode(raw), 8000)
         if len(raw) % 2:
             raise ValueError("odd-length PCM")
@@ -239,7 +314,7 @@ class Fork:
         self._stopping = True
         self._detach()
         if reason == "stopped" and self._ws is not None and not self._ws.closed:
-            self._queue.put_control(json.dumps(self._event("stop")))
+            self._queue.put_control(json.dumps(self.wire.stop()))
             await self._queue.drain()
         if self._ws is not None:
             await self._ws.close()
@@ -280,21 +355,28 @@ class ForkService:
             raise BadRequest("channel must be inbound, outbound or both")
         if kind not in ("oneway", "twoway"):
             raise BadRequest("type must be oneway or twoway")
-        if fmt not in ("pcm16", "pcmu"):
-            raise BadRequest("format must be pcm16 or pcmu")
+        if fmt not in ("pcm16", "pcmu", "twilio"):
+            raise BadRequest("format must be pcm16, pcmu or twilio")
+        params = body.get("customParameters")
+        if params is not None and fmt != "twilio":
+            raise BadRequest("customParameters are for format twilio")
         mine: list[Fork] = host.attached("fork")
         if kind == "twoway" and sum(f.stream_type == "twoway" for f in mine) >= MAX_TWOWAY:
             raise CallStateError("a call can have one two-way stream")
         if kind == "oneway" and sum(f.stream_type == "oneway" for f in mine) >= MAX_ONEWAY:
             raise CallStateError(f"a call can have {MAX_ONEWAY} one-way streams")
-        fork = Fork(host, url, channel, kind, fmt)
+        if fmt == "twilio":
+            dialect: ForkDialect = TwilioEvents(host.call_id, custom_parameters(params))
+        else:
+            dialect = WavixEvents(host.call_id, fmt)
+        fork = Fork(host, url, channel, kind, fmt, dialect)
         host.attach(fork)  # counted against the limits while it connects
         try:
             await fork.start(self._http)
         except BaseException:
             host.detach(fork)
             raise
-        host.emit("stream.started", streamId=fork.id, channel=channel, type=kind)
+        host.emit("stream.started", streamId=fork.id, channel=channel, type=kind, format=fmt)
         return fork
 
     @staticmethod

@@ -2,8 +2,9 @@
 
 Binary messages are raw PCM (``s16le`` or ``f32le``, 16 kHz mono) both ways, in 20 or 60 ms
 frames out; text messages are JSON control: ``ready``, ``buffer``, ``call_state``, ``ended``,
-``error``, ``mark``/``cleared`` out, ``clear`` and ``mark`` in. What the client sends is
-queued into the call (:class:`QueuedSource`); with ``role=listen`` it only listens.
+``error``, ``mark``/``cleared``, ``dtmf`` (the WhatsApp user's key presses) out, ``clear``
+and ``mark`` in. What the client sends is queued into the call (:class:`QueuedSource`); with
+``role=listen`` it only listens.
 """
 
 from __future__ import annotations
@@ -112,6 +113,10 @@ class PcmSocket:
             await self.ws.send_bytes(message)
         else:
             await self.ws.send_str(message)
+
+    def dtmf(self, digit: str, duration_ms: int) -> None:
+        """The WhatsApp user pressed a key (see :mod:`.keys`)."""
+        self._send_json({"type": "dtmf", "digit": digit, "durationMs": duration_ms})
 
     # -- the call, as the runtime reports it
     def call_state(self, state: str, end_reason: str | None) -> None:

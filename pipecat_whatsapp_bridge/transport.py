@@ -1,0 +1,66 @@
+"""``WhatsAppBridgeTransport``: pipecat's WebSocket client transport, dialing a call's PCM
+socket on the bridge, with what a telephony transport does and the plain client does not:
+
+* an ``InterruptionFrame`` is serialized (→ ``clear``), so the caller stops hearing the bot's
+  queued speech at once, not when the bridge's queue runs dry;
+* ``EndFrame``/``CancelFrame`` reach the serializer before the socket closes (→ hang-up
+  through the bridge's API when ``auto_hang_up``).
+"""
+
+from __future__ import annotations
+
+from pipecat.frames.frames import CancelFrame, EndFrame, Frame, InterruptionFrame
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.transports.websocket.client import (
+    WebsocketClientOutputTransport,
+    WebsocketClientParams,
+    WebsocketClientTransport,
+)
+
+from .serializer import WhatsAppBridgeFrameSerializer
+
+
+class _BridgeOutput(WebsocketClientOutputTransport):
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InterruptionFrame):
+            await self._write_frame(frame)
+
+    async def stop(self, frame: EndFrame) -> None:
+        await self._write_frame(frame)
+        await super().stop(frame)
+
+    async def cancel(self, frame: CancelFrame) -> None:
+        await self._write_frame(frame)
+        await super().cancel(frame)
+
+
+class WhatsAppBridgeTransport(WebsocketClientTransport):
+    """A pipecat transport for one WhatsApp call on the bridge (see the module docstring).
+
+    ``bridge_url`` is the bridge's HTTP root (``http://host:8080``), ``token`` its API token
+    if it has one; the transport dials ``/call/{call_id}/stream`` (16 kHz s16le, 20 ms)."""
+
+    def __init__(
+        self,
+        bridge_url: str,
+        call_id: str,
+        *,
+        token: str | None = None,
+        params: WebsocketClientParams | None = None,
+        serializer: WhatsAppBridgeFrameSerializer | None = None,
+    ) -> None:
+        base = bridge_url.rstrip("/")
+        ws = "ws" + base[4:] if base.startswith("http") else base
+        uri = f"{ws}/call/{call_id}/stream" + (f"?token={token}" if token else "")
+        params = params or WebsocketClientParams(audio_in_enabled=True, audio_out_enabled=True)
+        params.add_wav_header = False  # the bridge takes raw PCM
+        params.serializer = serializer or WhatsAppBridgeFrameSerializer(
+            call_id, bridge_url=base, token=token
+        )
+        super().__init__(uri, params)
+
+    def output(self) -> WebsocketClientOutputTransport:
+        if not self._output:
+            self._output = _BridgeOutput(self, self._session, self._params)
+        return self._output
