@@ -216,4 +216,6 @@ def start_speech_activity(
             _warned = True
         return None
     host.attach(activity)
+    if on_change is not None:
+        on_change(activity.speaking)  # nobody yet
     return activity
