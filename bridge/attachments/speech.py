@@ -37,8 +37,9 @@ WINDOW = 512
 CONTEXT = 64
 """Samples of the previous window Silero's model takes in front of each window."""
 START_AT, STOP_AT = 0.5, 0.35
-ONSET_WINDOWS = 3
-"""Windows in a row at or above ``START_AT`` that make a start (~96 ms: a click is not)."""
+ONSET_WINDOWS = 5
+"""Windows in a row at or above ``START_AT`` that make a start (160 ms: a click, or a brief
+speech-like moment in music, is not; bench/vad.py sweeps it over music at every alignment)."""
 HANGOVER_MS = 600
 """Silence that ends speech: longer than the pauses between words and phrases."""
 RESET_AFTER = 10

@@ -72,12 +72,14 @@ def test_each_sentence_is_one_start_and_one_stop(tmp_path: Path) -> None:
     starts = [i for c, i in changes if c]
     gap = int(1.5 * 50)
     first = gap  # the first sentence begins after one gap
-    assert first <= starts[0] <= first + 15  # within 300 ms of the first word (frames)
+    assert first <= starts[0] <= first + 25  # within 500 ms of the first word (frames)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_no_start_on_a_minute_of_music(seed: int) -> None:
-    assert events_of(music(60, seed=seed)) == []
+    piece = music(60, seed=seed)
+    for offset in range(0, 512, 128):  # the detector's 32 ms windows fall anywhere in a note
+        assert events_of(np.concatenate([np.zeros(offset, np.int16), piece])) == [], offset
 
 
 def test_no_start_on_noise() -> None:
