@@ -51,7 +51,7 @@ $(NODE_STAMP): tests/interop/node/package-lock.json
 node-deps: $(NODE_STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check bridge tests bench
+	$(VENV)/bin/ruff check bridge tests bench examples pipecat_whatsapp_bridge
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy bridge

@@ -28,8 +28,10 @@ from .api.keys import (
 from .api.limits import cors_middleware, cors_on_prepare, rate_limit_middleware
 from .api.routing import inbound_placer, routing_middleware
 from .attachments import ForkService, PlaybackService, RecordingService, dtmf_observer
+from .attachments.speech import start_speech_activity
 from .calls import Call, CallManager
 from .calls.model import default_owner
+from .calls.runtime import CallRuntime
 from .cluster import create_directory, internal_url_for
 from .config import EngineKind, Settings
 from .engines import Engine, create_engine
@@ -151,6 +153,19 @@ def create_app(
                     tasks.spawn(recordings.start(runtime), f"record:{call.id}")
 
             manager.events.listen(record_every_call)
+        if settings.media.speech_events:
+
+            def hear_who_talks(type_: str, call: Call) -> None:
+                runtime = manager.find_runtime(call.id)
+                if type_ == "call.active" and runtime is not None:
+                    loop.call_soon(start_speech, runtime, call)
+
+            def start_speech(runtime: CallRuntime, call: Call) -> None:
+                if call.live and not runtime.closed:
+                    start_speech_activity(runtime, lambda now: setattr(call, "speaking", now))
+
+            loop = asyncio.get_running_loop()
+            manager.events.listen(hear_who_talks)
         await directory.start()
         await manager.start()
         tasks.spawn(metrics.run_loop_lag_monitor(), "loop-lag")

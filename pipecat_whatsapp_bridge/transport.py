@@ -4,20 +4,49 @@ socket on the bridge, with what a telephony transport does and the plain client 
 * an ``InterruptionFrame`` is serialized (→ ``clear``), so the caller stops hearing the bot's
   queued speech at once, not when the bridge's queue runs dry;
 * ``EndFrame``/``CancelFrame`` reach the serializer before the socket closes (→ hang-up
-  through the bridge's API when ``auto_hang_up``).
+  through the bridge's API when ``auto_hang_up``);
+* what the bridge sends before the pipeline has started is held: pipecat's client transport
+  connects while the pipeline is set up, and the bridge talks at once (``ready``, audio) —
+  control messages are replayed once the input has started, audio from before is dropped.
 """
 
 from __future__ import annotations
 
-from pipecat.frames.frames import CancelFrame, EndFrame, Frame, InterruptionFrame
+from typing import Any
+
+from pipecat.frames.frames import CancelFrame, EndFrame, Frame, InterruptionFrame, StartFrame
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.websocket.client import (
+    WebsocketClientInputTransport,
     WebsocketClientOutputTransport,
     WebsocketClientParams,
     WebsocketClientTransport,
 )
 
 from .serializer import WhatsAppBridgeFrameSerializer
+
+EARLY_MESSAGES = 100
+"""Control messages held until the pipeline has started (the bridge sends a few)."""
+
+
+class _BridgeInput(WebsocketClientInputTransport):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._started = False
+        self._early: list[tuple[Any, str]] = []
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        self._started = True
+        early, self._early = self._early, []
+        for websocket, message in early:
+            await super().on_message(websocket, message)
+
+    async def on_message(self, websocket: Any, message: str | bytes) -> None:
+        if self._started:
+            await super().on_message(websocket, message)
+        elif isinstance(message, str) and len(self._early) < EARLY_MESSAGES:
+            self._early.append((websocket, message))
 
 
 class _BridgeOutput(WebsocketClientOutputTransport):
@@ -59,6 +88,11 @@ class WhatsAppBridgeTransport(WebsocketClientTransport):
             call_id, bridge_url=base, token=token
         )
         super().__init__(uri, params)
+
+    def input(self) -> WebsocketClientInputTransport:
+        if not self._input:
+            self._input = _BridgeInput(self, self._session, self._params)
+        return self._input
 
     def output(self) -> WebsocketClientOutputTransport:
         if not self._output:

@@ -102,6 +102,8 @@ class Call:
     participants: list[dict[str, Any]] = field(default_factory=list)
     """The browsers on the call: ``{participantID, role, webrtc: {state}}`` each."""
     held: bool = False
+    speaking: dict[str, bool] | None = None
+    """Who is talking (``whatsapp``, ``agent``), with ``BRIDGE_SPEECH_EVENTS`` on."""
     final_stats: dict[str, Any] | None = field(default=None, repr=False)
     mono_created: float = field(default_factory=time.monotonic, repr=False)
     mono_answered: float | None = field(default=None, repr=False)
@@ -156,6 +158,7 @@ class Call:
             "endReason": str(self.end_reason) if self.end_reason else None,
             "endDetail": self.end_detail,
             "duration": self.duration,
+            **({"speaking": self.speaking} if self.speaking is not None else {}),
         }
 
     @classmethod

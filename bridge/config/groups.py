@@ -365,6 +365,9 @@ class MediaSettings(_Group):
     opus_complexity: int = _opt(1, "downlink Opus complexity 0-10 (CPU vs quality)")
     opus_fec: bool = _opt(True, "downlink Opus in-band FEC")
     opus_dtx: bool = _opt(False, "downlink Opus DTX (discontinuous transmission in silence)")
+    speech_events: bool = _opt(
+        False, "call.speech.started/stopped events per side from a VAD (the 'vad' extra)"
+    )
 
     def validate(self) -> None:
         self.between("opus_bitrate", 6_000, 128_000, " bit/s")

@@ -531,7 +531,7 @@ export class BridgeClient extends EventTarget {
   static EVENT_TYPES = ["call.created", "call.ringing", "call.active", "call.ended", "call.muted",
     "call.unmuted", "call.transport", "webrtc.offer", "webrtc.state", "participant.joined",
     "participant.left", "participant.role", "call.transferred", "call.held", "call.unheld",
-    "call.dtmf", "call.dtmf.sent"];
+    "call.dtmf", "call.dtmf.sent", "call.speech.started", "call.speech.stopped"];
 
   /**
    * @param {MediaStream} stream

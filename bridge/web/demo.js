@@ -111,6 +111,9 @@ function showCall(/** @type {any} */ call) {
   $("held").textContent = call.held ? "yes" : "no";
   $("hold").textContent = call.held ? "Resume" : "Hold";
   $("hold").dataset.held = String(Boolean(call.held));
+  // Who is talking (with BRIDGE_SPEECH_EVENTS on; the snapshot has no `speaking` otherwise).
+  const talking = call.speaking ? ["whatsapp", "agent"].filter((side) => call.speaking[side]) : [];
+  $("speaking").textContent = !call.speaking ? "–" : talking.length ? talking.join(" + ") : "nobody";
 }
 
 async function refreshAssets() {

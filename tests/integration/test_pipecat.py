@@ -35,14 +35,14 @@ from pipecat.frames.frames import (
     OutputTransportMessageFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.runner import PipelineRunner
-from pipecat.pipeline.task import PipelineParams, PipelineTask
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.serializers.twilio import TwilioFrameSerializer
 from pipecat.transports.websocket.server import (
     WebsocketServerParams,
     WebsocketServerTransport,
 )
+from pipecat.workers.runner import WorkerRunner
 
 from bridge.api.keys import MANAGER
 from bridge.audio import dominant_frequency, rms_dbfs, tone
@@ -117,9 +117,10 @@ async def until(check: Callable[[], bool], seconds: float = 10.0) -> None:
 
 
 @asynccontextmanager
-async def running(task: PipelineTask) -> AsyncIterator[None]:
-    runner = PipelineRunner(handle_sigint=False)
-    job = asyncio.ensure_future(runner.run(task))
+async def running(task: PipelineWorker) -> AsyncIterator[None]:
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(task)
+    job = asyncio.ensure_future(runner.run())
     try:
         yield
     finally:
@@ -219,10 +220,11 @@ async def test_pipecat_twilio_serializer_takes_a_fork_unchanged(make_client) -> 
             {"event": "mark", "streamSid": "MZ-set-by-the-app", "mark": {"name": name}}
         )
 
-    task = PipelineTask(
+    task = PipelineWorker(
         Pipeline([transport.input(), agent, transport.output()]),
         params=PipelineParams(audio_in_sample_rate=RATE, audio_out_sample_rate=RATE),
         idle_timeout_secs=None,
+        enable_rtvi=False,
     )
     async with running(task):
         await asyncio.sleep(0.3)  # the server listens
@@ -262,10 +264,11 @@ async def test_pipecat_bridge_serializer_over_the_16khz_socket(make_client) -> N
     async def send_mark(name: str) -> None:
         await agent.send({"type": "mark", "name": name})
 
-    task = PipelineTask(
+    task = PipelineWorker(
         Pipeline([transport.input(), agent, transport.output()]),
         params=PipelineParams(audio_in_sample_rate=RATE, audio_out_sample_rate=RATE),
         idle_timeout_secs=None,
+        enable_rtvi=False,
     )
     async with running(task):
         await speak_hear_mark_clear(
