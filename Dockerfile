@@ -3,14 +3,15 @@
 # Run (host networking: the media ports are the host's):
 #   docker run --network host -e BRIDGE_API_TOKENS=… -e BRIDGE_PUBLIC_IP=203.0.113.10 \
 #     -v bridge-data:/var/lib/bridge webrtc-bridge:0.1.0
-# tests/test_deploy.py replays these steps (wheel, fresh venv, unprivileged user, read-only
+# tests/deploy/test_deploy.py replays these steps (wheel, fresh venv, unprivileged user, read-only
 # working directory, the ENV below) and lints this file.
 
-# --- builder: the wheel (bridge/ with bridge/web/ as package data) ---
+# --- builder: the wheel (bridge/, and web/ as the package bridge.web) ---
 FROM python:3.11.11-slim-bookworm AS builder
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bridge ./bridge
+COPY web ./web
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # --- runtime: the wheel and its dependencies, nothing else ---

@@ -211,7 +211,8 @@ def create_app(
     async def demo_page(request: web.Request) -> web.FileResponse:
         return web.FileResponse(index)
 
-    files = {f.name: f for f in static.iterdir() if f.is_file()}
+    # The page and its scripts (web/__init__.py only makes the directory a package).
+    files = {f.name: f for f in static.iterdir() if f.suffix in (".html", ".js")}
 
     async def web_file(request: web.Request) -> web.FileResponse:
         # The packaged files only, by name: no directory walk, and a 404 with the JSON body.

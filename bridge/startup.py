@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import importlib.resources
 import tempfile
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 WEB_FILES = ("index.html", "demo.js", "bridge-client.js")
-"""The browser client and demo page, package data of ``bridge`` (``bridge/web/``)."""
+"""The browser client and demo page: ``web/`` at the top of the repository, installed as the
+package ``bridge.web`` (pyproject.toml maps it)."""
 
 
 class StartupError(RuntimeError):
@@ -16,18 +18,28 @@ class StartupError(RuntimeError):
 
 
 def web_dir() -> Path:
-    """The installed ``bridge/web`` directory (served at ``/`` and ``/web/``).
+    """The browser client's directory (served at ``/`` and ``/web/``).
 
-    Found with :mod:`importlib.resources`, so editable and regular installs both work; a
-    package installed without its data (or from a zip) is refused rather than served without
-    its demo page and client.
+    In a source checkout (``python -m bridge`` from the repository root, or an editable
+    install) it is ``web/`` beside the ``bridge/`` that is running, so the page always matches
+    the code; an installed wheel carries it as the package ``bridge.web``, found with
+    :mod:`importlib.resources`. A package installed without its data (or from a zip) is refused
+    rather than served without its demo page and client.
     """
-    where = importlib.resources.files(__package__ or "bridge").joinpath("web")
-    missing = [name for name in WEB_FILES if not where.joinpath(name).is_file()]
+    checkout = Path(__file__).resolve().parent.parent
+    where: Traversable | None = None
+    if (checkout / "pyproject.toml").is_file() and (checkout / "web").is_dir():
+        where = checkout / "web"
+    else:
+        try:
+            where = importlib.resources.files("bridge.web")
+        except ModuleNotFoundError:
+            pass
+    missing = [n for n in WEB_FILES if where is None or not where.joinpath(n).is_file()]
     if missing or not isinstance(where, Path):
         raise StartupError(
             f"the browser client is not installed: looked for {', '.join(missing or WEB_FILES)}"
-            f" in {where}"
+            f" in {where or Path(__file__).resolve().parent / 'web'}"
         )
     return where
 

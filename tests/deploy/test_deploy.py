@@ -212,7 +212,7 @@ def test_dockerignore_keeps_what_the_build_copies_and_nothing_else() -> None:
             if f.is_file() and "__pycache__" not in rel:
                 assert not dockerignore_excludes(rel, patterns), rel
     for web in WEB_FILES:
-        assert not dockerignore_excludes(f"bridge/web/{web}", patterns)
+        assert not dockerignore_excludes(f"web/{web}", patterns)
     for out in (
         ".venv/bin/python",
         ".git/HEAD",
@@ -221,6 +221,24 @@ def test_dockerignore_keeps_what_the_build_copies_and_nothing_else() -> None:
         "bridge/__pycache__/app.cpython-311.pyc",
     ):
         assert dockerignore_excludes(out, patterns), out
+
+
+def test_the_wheel_lists_every_package_and_maps_web_to_bridge_web() -> None:
+    """The package list is written out (web/ ships as bridge.web, which no directory search
+    finds), so a new package under bridge/ must be added there or the image would lack it."""
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(tool["packages"])
+    on_disk = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "bridge").rglob("__init__.py")
+    }
+    assert on_disk - listed == set(), "add these packages to [tool.setuptools] packages"
+    assert tool["package-dir"] == {"bridge.web": "web"}
+    assert {p for p in listed if p.split(".")[0] == "bridge"} - on_disk == {"bridge.web"}
+    shipped = tool["package-data"]["bridge.web"]
+    for name in WEB_FILES:
+        assert (ROOT / "web" / name).is_file(), name
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in shipped), name
 
 
 # --- the image, replayed ------------------------------------------------------------------------
@@ -472,13 +490,15 @@ async def test_image_serves_the_demo_the_client_and_a_call(image: Image) -> None
                 assert r.content_type == "text/html"
                 page = await r.read()
             assert page == (img.site / "bridge/web/index.html").read_bytes()
-            assert page == (ROOT / "bridge/web/index.html").read_bytes()
+            assert page == (ROOT / "web/index.html").read_bytes()
             async with session.get(base + "/web/bridge-client.js") as r:
                 assert r.status == 200
                 assert "javascript" in r.content_type
                 js = await r.read()
-            assert js == (ROOT / "bridge/web/bridge-client.js").read_bytes()
+            assert js == (ROOT / "web/bridge-client.js").read_bytes()
             assert b"export class BridgeClient" in js
+            async with session.get(base + "/web/__init__.py") as r:
+                assert r.status == 404  # the file that makes web/ a package is not served
 
             async with session.post(
                 base + "/call/make", json={"phone": "5521999999999"}, headers=headers
