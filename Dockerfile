@@ -12,6 +12,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bridge ./bridge
 COPY web ./web
+COPY pipecat_whatsapp_bridge ./pipecat_whatsapp_bridge
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # --- runtime: the wheel and its dependencies, nothing else ---
