@@ -5,7 +5,8 @@ PY      = $(VENV)/bin/python
 RUNTIME = $(VENV)/.runtime
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit install system-deps node-deps bench bench-smoke soak clean
+.PHONY: run test lint typecheck unit install system-deps node-deps bench bench-smoke soak clean \
+	quality quality-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +27,13 @@ run: $(RUNTIME)
 	$(VENV)/bin/webrtc-bridge
 
 # Debian packages the tests drive for real (Chromium for the browser test; GStreamer's
-# webrtcbin, driven from Debian's python3, for the RSA-certificate DTLS peer). Installed when
-# missing and we are root on a Debian-like system; otherwise those tests skip (or fail under CI).
-SYSTEM_PKGS = chromium prometheus coturn redis-server python3-venv curl jq \
+# webrtcbin, driven from Debian's python3, for the RSA-certificate DTLS peer; espeak-ng and sox
+# for the quality test's speech). Installed when missing and we are root on a Debian-like
+# system; otherwise those tests skip (or fail under CI).
+SYSTEM_PKGS = chromium prometheus coturn redis-server python3-venv curl jq espeak-ng sox \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-good gstreamer1.0-plugins-base \
 	gstreamer1.0-nice gstreamer1.0-tools python3-gi gir1.2-gstreamer-1.0 \
-	gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1 espeak-ng
+	gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1
 system-deps:
 	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -71,6 +73,25 @@ bench: $(STAMP)
 # fds (bench/results/<stamp>-soak.json). Override with SOAK_ARGS="--soak 1 --calls 5".
 soak: $(STAMP)
 	$(PY) -m bench.run --soak 10 --calls 20 $(SOAK_ARGS)
+
+# The quality bench (issue 23): speech (espeak-ng, resampled by sox) through real bridges under
+# seeded network profiles, PESQ-WB (the `pesq` package, the `quality` extra) next to an ideal
+# receiver fed the same packets; `--encoder-curve` scores libopus settings offline. Writes
+# bench/results/quality-<date>.json. QUALITY_ARGS="--quick" for a short seeded run.
+QUALITY_PKGS = espeak-ng sox
+quality-deps:
+	@missing=""; for p in $(QUALITY_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing (need root and apt-get)"; exit 1; fi; \
+	fi
+	@$(PY) -c "import pesq" 2>/dev/null || $(PY) -m pip install --quiet 'pesq>=0.0.4'
+
+quality: $(STAMP) quality-deps
+	$(PY) -m bench.quality $(QUALITY_ARGS)
 
 bench-smoke: $(STAMP)
 	$(PY) -m bench.run --smoke --out $${TMPDIR:-/tmp}/bench-smoke

@@ -1,0 +1,105 @@
+"""``make quality``: how the bridge sounds, scored with PESQ-WB (ITU-T P.862.2) on speech.
+
+Two parts (issue 23):
+
+* ``--encoder-curve``: libopus at 16 kHz, offline, complexity 0-10 × bitrate × in-band FEC,
+  PESQ-WB and µs per frame (``bench/encoder_curve.py``). Picks the bridge's encoder defaults.
+* the paths (default): speech through real bridge processes and real aiortc peers on loopback,
+  every path under seeded network profiles applied on the wire, each next to an ideal receiver
+  fed the very same packets (``bench/quality_paths.py``).
+
+Writes ``bench/results/quality-<date>.json`` (``quality-encoder-<date>.json`` for the curve)
+and prints Markdown tables for ``docs/quality.md``. A benchmark, not a test: nothing here
+asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.speech import espeak_version, missing_tools, speech
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def machine() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    import aiortc
+    import av
+    import numpy
+
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "aiortc": aiortc.__version__,
+        "av": av.__version__,
+        "numpy": numpy.__version__,
+        "pesq": version("pesq"),
+        "espeak_ng": espeak_version(),
+        "load_1min": os.getloadavg()[0],
+    }
+
+
+def write(result: dict[str, Any], out: Path, name: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def run_encoder_curve(args: argparse.Namespace) -> None:
+    from bench.encoder_curve import curve, table
+
+    reference = speech(args.seconds)
+    t0 = time.monotonic()
+    rows = curve(reference)
+    result = {
+        "kind": "encoder-curve",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "speech_seconds": round(reference.size / 16_000, 2),
+        "run_seconds": round(time.monotonic() - t0, 1),
+        "rows": rows,
+    }
+    print(table(rows))
+    path = write(result, Path(args.out), f"quality-encoder-{time.strftime('%Y%m%d')}.json")
+    print(f"wrote {path} ({result['run_seconds']} s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--encoder-curve", action="store_true", help="only the offline encoder curve"
+    )
+    parser.add_argument("--seconds", type=float, default=16.0, help="speech length")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    missing = missing_tools()
+    if missing:
+        sys.exit("the quality bench needs: " + "; ".join(missing))
+    if args.encoder_curve:
+        run_encoder_curve(args)
+        return
+
+
+if __name__ == "__main__":
+    main()
