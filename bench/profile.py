@@ -30,7 +30,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
         "Opus encode (downlink)",
         ("opus_encode", "OpusEncoder.encode (bridge", "OpusBusTrack.recv", "BusAudioTrack.recv"),
     ),
-    ("Opus decode (uplink)", ("opus_decode", "OpusDecoder.decode", "DirectDecoder.put")),
+    ("Opus decode (uplink)", ("opus_decode", "OpusDecoder.decode", "OpusReceiver.pop")),
     ("call set-up and teardown", ("bridge/rtc/release.py", "setRemoteDescription", "aiohttp/web")),
     ("resample 48→16 kHz + reframe", ("swr_", "Resampler.", "BusFramer", "Reframer", "resample")),
     ("in-band DTMF detector (downlink tap)", ("DtmfToneDetector", "InbandDtmf")),
@@ -51,7 +51,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "aiortc RTP receive (DTLS demux, receiver)",
-        ("RTCRtpReceiver", "RTCDtlsTransport", "_robust_recv_next", "PassThroughBuffer"),
+        ("RTCRtpReceiver", "RTCDtlsTransport", "_robust_recv_next", "ReceiverBuffer"),
     ),
     ("media clock (pacing)", ("MediaClock",)),
     (

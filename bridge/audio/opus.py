@@ -97,6 +97,9 @@ def _load() -> ctypes.CDLL | None:
             ctypes.c_int,
             ctypes.c_int,
         ]
+        if hasattr(lib, "opus_packet_has_lbrr"):  # libopus >= 1.5
+            lib.opus_packet_has_lbrr.restype = ctypes.c_int
+            lib.opus_packet_has_lbrr.argtypes = [ctypes.c_char_p, ctypes.c_int32]
         # opus_encoder_ctl is variadic: no argtypes, every argument passed as an explicit C int.
         lib.opus_encoder_ctl.restype = ctypes.c_int
         return lib
@@ -110,6 +113,16 @@ def _lib() -> ctypes.CDLL:
     if _LIB is None:
         raise OpusError("libopus not found (neither in PyAV's wheel nor on the system)", -1)
     return _LIB
+
+
+def has_fec(packet: bytes) -> bool:
+    """Whether ``packet`` carries in-band FEC (LBRR) data for the frame before it (RFC 6716
+    §2.1.7), so a receiver can tell a frame rebuilt from FEC from one merely concealed.
+    libopus older than 1.5 cannot say: assume it does."""
+    lib = _lib()
+    if not packet or not hasattr(lib, "opus_packet_has_lbrr"):
+        return bool(packet)
+    return bool(lib.opus_packet_has_lbrr(packet, len(packet)) > 0)
 
 
 class OpusEncoder:

@@ -13,6 +13,7 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from ..audio.pcm import Pcm
+from ..audio.receiver import ReceiverStats
 from ..config import IceSettings, MediaSettings
 from ..errors import AtCapacity, BadOffer
 from ..media import CallBus, DownlinkSink, Role
@@ -25,7 +26,7 @@ from .ports import port_scope
 from .release import release_peer_connection
 from .rfc4733 import DtmfDetector, add_telephone_event, hook_receive, offered_telephone_event
 from .tracks import BusAudioTrack, OpusBusTrack
-from .uplink import DirectDecoder, take_over_receiver
+from .uplink import Playout, take_over_receiver
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +160,9 @@ class WebRTCSession:
         self._close_lock = asyncio.Lock()
         self._closed = False
         self.uplink_frames = 0
-        self._decoder: DirectDecoder | None = None
+        self._playout: Playout | None = None
         self.offered_at = time.monotonic()
         self.connected_at: float | None = None
-        self.last_media: float | None = None
-        """When the last uplink frame arrived (monotonic)."""
         self.totals = Quality()
         """Cumulative RTP counters (absolute, not deltas)."""
         self.last: Quality | None = None
@@ -230,8 +229,11 @@ class WebRTCSession:
             else BusAudioTrack(sink)
         )
         audio[0].sender.replaceTrack(self._track)
-        # The uplink skips aiortc's jitter buffer and decoder thread (see uplink.py).
-        self._decoder = take_over_receiver(audio[0].receiver, self._uplink_frame, self.bus.stats)
+        # The uplink: the bridge's receiver instead of aiortc's jitter buffer and decoder
+        # thread (see uplink.py).
+        self._playout = take_over_receiver(
+            audio[0].receiver, self._uplink_frame, self.bus.stats, self._tasks
+        )
         audio[0].direction = "sendrecv"
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
@@ -250,8 +252,17 @@ class WebRTCSession:
         if self._on_dtmf is not None and not self._closed:
             self._on_dtmf(self, digit, duration_ms)
 
+    @property
+    def last_media(self) -> float | None:
+        """When the browser's latest RTP packet arrived (monotonic)."""
+        return self._playout.last_packet if self._playout is not None else None
+
+    @property
+    def receiver_stats(self) -> ReceiverStats | None:
+        """The uplink receiver's counters (``None`` before the offer was answered)."""
+        return self._playout.stats if self._playout is not None else None
+
     def _uplink_frame(self, pcm: Any) -> None:
-        self.last_media = time.monotonic()
         if self._microphone is not None:
             self._microphone(pcm)
         self.uplink_frames += 1
@@ -338,7 +349,8 @@ class WebRTCSession:
                 else:
                     # Free it (and the codec threads it owns) now, not at the next gc run.
                     await release_peer_connection(pc)
-            self._decoder = None  # its resampler's threads go with it
+            if self._playout is not None:
+                self._playout.stop()
             await self._tasks.close()
             if self.state != "failed":
                 self._set_state("closed")

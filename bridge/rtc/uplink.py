@@ -1,19 +1,20 @@
-"""The uplink's receive path, taken over from aiortc for speed and for loss behaviour.
+"""The receive path of every Opus leg, taken over from aiortc for quality and for speed.
 
 aiortc hands each RTP frame to a decoder thread that decodes Opus to 48 kHz stereo and hops
 back to the event loop with ``run_coroutine_threadsafe`` for every frame; before that its
-jitter buffer holds frames until ``prefetch`` (4) later ones arrive, and stalls after a lost
-packet until 16 later packets have come. For a relay into a WhatsApp engine (which has its own
-playout buffer) none of that helps. Two small replacements, installed on a receiver by
-:func:`take_over_receiver`:
+jitter buffer holds frames until ``prefetch`` (4) later ones arrive, stalls after a lost packet
+until 16 later packets have come, and neither uses Opus' in-band FEC nor conceals a loss. Two
+stand-ins, installed on an audio receiver by :func:`take_over_receiver`, replace both:
 
-* :class:`PassThroughBuffer` releases every RTP packet at once in sequence order; a packet
-  older than one already released (reordered late, or duplicated) is dropped and counted.
-  Loss never stalls the stream.
-* :class:`DirectDecoder` sits where aiortc's decoder queue was: called on the event loop as each
-  frame is released, it decodes Opus straight to 16 kHz mono with libopus (``audio/opus.py``;
-  no 48 kHz decode and no resampler), cuts exact 20 ms frames and puts them on the bus — no
-  stereo decode and no thread hop per frame.
+* :class:`ReceiverBuffer` sits where aiortc's jitter buffer was and hands every packet, as it
+  arrives, to the leg's :class:`~bridge.audio.receiver.OpusReceiver` (reorder, FEC, concealment,
+  adaptive delay: see there). It never releases a frame to aiortc's decoder.
+* :class:`Playout` sits where aiortc's decoder queue was. aiortc's idle decoder thread blocks in
+  its :meth:`~Playout.get` until the receiver stops, as it always did; meanwhile a task on a
+  steady 20 ms :class:`~bridge.media.clock.MediaClock` takes one 16 kHz frame from the receiver
+  per tick and hands it on (to the call's conference for a browser, to the engine channel for
+  the Cloud API peer): a continuous stream, decoded straight to 16 kHz by libopus in the event
+  loop, no stereo decode, no resampler, no thread hop per frame.
 
 aiortc keeps both in private attributes of ``RTCRtpReceiver``; :func:`take_over_receiver`
 checks they exist, so a change in aiortc fails loudly rather than silently.
@@ -21,75 +22,100 @@ checks they exist, so a change in aiortc fails loudly rather than silently.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
+import time
 from collections.abc import Callable
 from typing import Any
 
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
-from aiortc.utils import uint16_gt
 
-from ..audio import FRAME_SAMPLES, SAMPLE_RATE, Reframer
-from ..audio.opus import OpusDecoder, OpusError
+from ..audio import FRAME_SAMPLES, SAMPLE_RATE
 from ..audio.pcm import Pcm
+from ..audio.receiver import OpusReceiver, ReceiverStats
 from ..media import BusStats
+from ..media.clock import MediaClock
+from ..tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
 
-class PassThroughBuffer:
-    """Stands in for aiortc's audio ``JitterBuffer``: no hold, no stall (see module doc)."""
+class ReceiverBuffer:
+    """Stands in for aiortc's audio ``JitterBuffer``: every packet goes to the leg's receiver;
+    nothing is released to aiortc's decoder (see the module docstring)."""
 
     capacity = 16
 
-    def __init__(self, stats: BusStats) -> None:
-        self._last: int | None = None
-        self.stats = stats
+    def __init__(self, playout: Playout) -> None:
+        self.playout = playout
 
     def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
-        seq = packet.sequence_number
-        if self._last is not None and not uint16_gt(seq, self._last):
-            self.stats.uplink_rtp_late += 1  # late or duplicate: dropped, not reordered
-            return False, None
-        self._last = seq
-        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+        self.playout.packet(packet.sequence_number, packet.timestamp, packet._data)
+        return False, None
 
 
-class DirectDecoder:
-    """Stands in for aiortc's decoder queue: decodes on ``put`` and feeds ``on_frame``.
+class Playout:
+    """One leg's receiver and the 20 ms clock that takes frames out of it.
 
-    aiortc's decoder thread still starts and blocks in :meth:`get` until the receiver stops
-    (``put(None)``), so it costs nothing per frame and exits as it always did.
+    Also stands in for aiortc's decoder queue (:meth:`put`/:meth:`get`), so aiortc's decoder
+    thread idles in :meth:`get` and exits at ``put(None)`` as it always did. The clock starts at
+    the first packet and stops with :meth:`stop` (or aiortc's ``put(None)``); its task is owned
+    by the leg's ``tasks``.
     """
 
-    def __init__(self, on_frame: Callable[[Pcm], None], stats: BusStats) -> None:
+    def __init__(self, on_frame: Callable[[Pcm], None], stats: BusStats, tasks: TaskSet) -> None:
         self.on_frame = on_frame
-        self.stats = stats
+        self.bus_stats = stats
+        self.receiver = OpusReceiver(SAMPLE_RATE, FRAME_SAMPLES)
+        self._tasks = tasks
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
         self._stop: queue.Queue[None] = queue.Queue()
-        self._decoder = OpusDecoder(SAMPLE_RATE)
-        self._framer = Reframer(FRAME_SAMPLES)
         self.frames = 0
+        self.last_packet: float | None = None
+        """When the latest packet arrived (monotonic): the leg's media watchdog reads it."""
 
+    @property
+    def stats(self) -> ReceiverStats:
+        return self.receiver.stats
+
+    def packet(self, seq: int, timestamp: int, payload: bytes) -> None:
+        """An RTP packet of this leg, as it arrives (on the event loop)."""
+        if self._stopped:
+            return
+        self.last_packet = now = time.monotonic()
+        self.receiver.push(seq, timestamp, payload, now)
+        if self._task is None and not self._tasks.closed:
+            self._task = self._tasks.spawn(self._run(), "playout")
+
+    async def _run(self) -> None:
+        clock = MediaClock()
+        receiver = self.receiver
+        rx, bus = receiver.stats, self.bus_stats
+        while True:
+            await clock.tick()
+            frame = receiver.pop(clock.now)
+            self.frames += 1
+            bus.uplink_rtp_late = rx.packets_discarded  # the bus's counters, for the metrics
+            bus.uplink_decode_errors = rx.decode_errors
+            try:
+                self.on_frame(frame)
+            except Exception:  # a bus problem must not stop the leg's audio for good
+                log.exception("uplink frame handling failed")
+
+    def stop(self) -> None:
+        """Stop the clock (the leg is closing); later packets are ignored."""
+        self._stopped = True
+        if self._task is not None:
+            self._task.cancel()
+
+    # -- aiortc's decoder queue
     def put(self, task: tuple[Any, JitterFrame] | None) -> None:
         if task is None:
+            self.stop()
             self._stop.put(None)
-            return
-        _, encoded = task
-        if not encoded.data:
-            return  # an empty payload would read as end-of-stream and end the decoder
-        try:
-            decoded = self._decoder.decode(encoded.data)
-        except OpusError as exc:
-            self.stats.uplink_decode_errors += 1
-            log.debug("uplink Opus frame failed to decode: %s", exc)
-            return
-        for chunk in self._framer.push(decoded):
-            self.frames += 1
-            try:
-                self.on_frame(chunk)
-            except Exception:  # never let a bus problem reach aiortc's DTLS loop
-                log.exception("uplink frame handling failed")
 
     def get(self) -> None:
         """What aiortc's idle decoder thread blocks on; returns ``None`` at stop."""
@@ -101,9 +127,9 @@ _QUEUE = "_RTCRtpReceiver__decoder_queue"
 
 
 def take_over_receiver(
-    receiver: RTCRtpReceiver, on_frame: Callable[[Pcm], None], stats: BusStats
-) -> DirectDecoder:
-    """Install :class:`PassThroughBuffer` and :class:`DirectDecoder` on an audio receiver.
+    receiver: RTCRtpReceiver, on_frame: Callable[[Pcm], None], stats: BusStats, tasks: TaskSet
+) -> Playout:
+    """Install :class:`ReceiverBuffer` and :class:`Playout` on an audio receiver.
 
     Must run before the receiver starts (i.e. before the connection is up).
     """
@@ -111,7 +137,7 @@ def take_over_receiver(
         getattr(receiver, _QUEUE, None), queue.Queue
     ):
         raise RuntimeError("aiortc's RTCRtpReceiver changed: cannot take over the uplink")
-    decoder = DirectDecoder(on_frame, stats)
-    setattr(receiver, _BUFFER, PassThroughBuffer(stats))
-    setattr(receiver, _QUEUE, decoder)
-    return decoder
+    playout = Playout(on_frame, stats, tasks)
+    setattr(receiver, _BUFFER, ReceiverBuffer(playout))
+    setattr(receiver, _QUEUE, playout)
+    return playout

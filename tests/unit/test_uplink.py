@@ -1,54 +1,92 @@
-"""The uplink receive path taken over from aiortc: loss, lateness and bad payloads are counted
-and never end the stream."""
+"""The receive path taken over from aiortc (bridge/rtc/uplink.py): every packet reaches the
+leg's receiver, a steady clock takes 20 ms frames out, bad packets are counted and never end
+the stream, and aiortc's decoder thread still stops the way it expects."""
 
 from __future__ import annotations
 
-import av
+import asyncio
+import threading
+from types import SimpleNamespace
+
 import numpy as np
-from aiortc.jitterbuffer import JitterFrame
 
 from bridge.audio import FRAME_SAMPLES, tone
+from bridge.audio.opus import OpusEncoder
 from bridge.media import BusStats
-from bridge.rtc.uplink import DirectDecoder
+from bridge.rtc.uplink import Playout, ReceiverBuffer
+from bridge.tasks import TaskSet
 
 
 def opus_packets(n: int) -> list[bytes]:
-    codec = av.CodecContext.create("libopus", "w")
-    codec.sample_rate, codec.layout, codec.format = 48_000, "mono", "s16"
-    codec.open()
-    out = []
-    pcm = tone(440, 960 * n, 48_000)
-    for i in range(n):
-        f = av.AudioFrame.from_ndarray(pcm[i * 960 : (i + 1) * 960].reshape(1, -1), "s16", "mono")
-        f.sample_rate, f.pts = 48_000, i * 960
-        out += [bytes(p) for p in codec.encode(f)]
-    return out
+    enc = OpusEncoder(16_000, bitrate=32_000, complexity=5, fec=False, expected_loss=0, dtx=False)
+    pcm = tone(440, FRAME_SAMPLES * n, 16_000)
+    return [enc.encode(pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]) for i in range(n)]
 
 
-def test_empty_rtp_payload_does_not_end_the_uplink_decoder() -> None:
-    frames: list[np.ndarray] = []
-    decoder = DirectDecoder(frames.append, BusStats())
-    packets = opus_packets(10)
-    decoder.put((None, JitterFrame(packets[0], 0)))
-    decoder.put((None, JitterFrame(b"", 0)))  # padding-only RTP
-    for p in packets[1:]:
-        decoder.put((None, JitterFrame(p, 0)))
-    assert len(frames) >= 8 and {f.size for f in frames} == {FRAME_SAMPLES}
+class Frames(list[np.ndarray]):
+    """Frames handed on by the playout; :meth:`wait` until there are ``n``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._more = asyncio.Event()
+
+    def append(self, frame: np.ndarray) -> None:
+        super().append(frame)
+        self._more.set()
+
+    async def wait(self, n: int) -> None:
+        while len(self) < n:
+            self._more.clear()
+            await asyncio.wait_for(self._more.wait(), 2)
 
 
-def test_late_rtp_and_undecodable_opus_are_counted() -> None:
-    from types import SimpleNamespace
+def rtp(seq: int, payload: bytes) -> SimpleNamespace:
+    return SimpleNamespace(sequence_number=seq, timestamp=seq * 960, _data=payload)
 
-    from bridge.rtc.uplink import PassThroughBuffer
 
+async def test_packets_become_a_steady_stream_of_frames_and_bad_ones_are_counted() -> None:
+    frames = Frames()
     stats = BusStats()
-    buffer = PassThroughBuffer(stats)
-    for seq in (1, 2, 2, 1, 3, 65535):  # a duplicate, a late one, a wrap-around-old one
-        buffer.add(SimpleNamespace(sequence_number=seq, _data=b"x", timestamp=seq * 960))
-    assert stats.uplink_rtp_late == 3
-    frames: list[np.ndarray] = []
-    decoder = DirectDecoder(frames.append, stats)
-    decoder.put((None, JitterFrame(b"\xff" * 3, 0)))  # not Opus
-    for p in opus_packets(3):
-        decoder.put((None, JitterFrame(p, 0)))
-    assert stats.uplink_decode_errors == 1 and len(frames) >= 2
+    tasks = TaskSet("test")
+    playout = Playout(frames.append, stats, tasks)
+    buffer = ReceiverBuffer(playout)
+    packets = opus_packets(10)
+    assert buffer.add(rtp(1, packets[0])) == (False, None)  # nothing for aiortc's decoder
+    buffer.add(rtp(2, b""))  # padding-only RTP
+    buffer.add(rtp(3, b"\xff" * 3))  # not Opus
+    for seq, p in enumerate(packets[1:], start=4):
+        buffer.add(rtp(seq, p))
+    buffer.add(rtp(5, packets[2]))  # a duplicate
+    await frames.wait(14)
+    playout.stop()
+    await tasks.close()
+    assert {f.shape for f in frames} == {(FRAME_SAMPLES,)}
+    rx = playout.stats
+    # The empty and the broken packet were concealed in place (two frames), then the tone
+    # (and, after the last packet, concealment again while the clock runs on).
+    assert rx.total_samples_received == 10 * FRAME_SAMPLES
+    assert rx.concealed_samples == (len(frames) - 10) * FRAME_SAMPLES
+    levels = [float(np.sqrt(np.mean(f.astype(np.float64) ** 2))) for f in frames[:12]]
+    assert levels[0] > 1000 and min(levels[6:12]) > 1000
+    assert rx.decode_errors == 1 and stats.uplink_decode_errors == 1
+    assert rx.packets_discarded >= 2 and stats.uplink_rtp_late == rx.packets_discarded
+    assert playout.last_packet is not None
+
+
+async def test_aiortcs_decoder_thread_idles_until_stop_and_the_clock_stops_with_it() -> None:
+    frames = Frames()
+    tasks = TaskSet("test")
+    playout = Playout(frames.append, BusStats(), tasks)
+    thread = threading.Thread(target=playout.get)  # what aiortc's decoder thread does
+    thread.start()
+    ReceiverBuffer(playout).add(rtp(1, opus_packets(1)[0]))
+    await frames.wait(1)
+    playout.put(None)  # aiortc's stop
+    thread.join(2)
+    assert not thread.is_alive()
+    count = len(frames)
+    await asyncio.sleep(0.1)
+    assert len(frames) == count  # no frames after the stop
+    ReceiverBuffer(playout).add(rtp(2, opus_packets(1)[0]))  # late packets are ignored
+    assert len(tasks) == 0
+    await tasks.close()

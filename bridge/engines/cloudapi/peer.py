@@ -46,7 +46,7 @@ from ...rtc.release import release_peer_connection
 from ...rtc.rfc4733 import hook_receive
 from ...rtc.session import Quality, install_transport_hooks, sample_peer_quality
 from ...rtc.tracks import OpusBusTrack
-from ...rtc.uplink import DirectDecoder, take_over_receiver
+from ...rtc.uplink import Playout, take_over_receiver
 from ...tasks import TaskSet
 from ..base import EngineStats, MediaClosed, MediaFatal
 from .dtmf import DtmfDetector, EventSender
@@ -135,7 +135,7 @@ class WhatsAppPeer:
         self._tasks = TaskSet(f"meta-peer[{name}]")
         self._dtmf_task: asyncio.Task[None] | None = None
         self._track: OpusBusTrack | None = None
-        self._decoder: DirectDecoder | None = None
+        self._playout: Playout | None = None
         self.state = "new"
         self.failure: str | None = None
         self.created_at = time.monotonic()
@@ -159,7 +159,9 @@ class WhatsAppPeer:
         transceiver = self._transceiver()
         self._track = OpusBusTrack(self._out, bitrate=bitrate, complexity=OPUS_COMPLEXITY, fec=fec)
         transceiver.sender.replaceTrack(self._track)
-        self._decoder = take_over_receiver(transceiver.receiver, self._on_frame, self.rx)
+        self._playout = take_over_receiver(
+            transceiver.receiver, self._on_frame, self.rx, self._tasks
+        )
         transceiver.direction = "sendrecv"
 
     def _local_sdp(self) -> str:
@@ -365,7 +367,8 @@ class WhatsAppPeer:
             log.warning("%s: closing the WhatsApp-side peer connection timed out", self.name)
         else:
             await release_peer_connection(self.pc)
-        self._decoder = None
+        if self._playout is not None:
+            self._playout.stop()
 
 
 class PeerChannel:

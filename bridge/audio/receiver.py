@@ -1,0 +1,432 @@
+"""``OpusReceiver``: RTP Opus packets in, a continuous 20 ms PCM stream out.
+
+One receiver serves every Opus leg (the browser session and the Cloud API's WhatsApp-side peer).
+Packets go in as they arrive (:meth:`OpusReceiver.push`); a steady 20 ms clock takes exactly one
+frame out (:meth:`OpusReceiver.pop`), whatever the network did, so the engine leg and the bus see
+a continuous stream: never a hole, never a splice. What a frame is made of, in order of
+preference (the way libwebrtc's NetEq, FreeSWITCH and Asterisk decode):
+
+1. its own packet, decoded — packets that arrive out of order are put back in order (the buffer
+   is keyed by RTP timestamp), only a packet whose frame was already played is discarded;
+2. the in-band FEC (LBRR) copy the *next* packet carries, when the frame's own packet is lost
+   (RFC 6716 §2.1.7; ``opus_decode(..., decode_fec=1)``);
+3. Opus packet-loss concealment (``opus_decode(NULL)``), which fades to silence; after
+   :data:`OUTAGE_FRAMES` concealed frames with nothing buffered the stream is silent until
+   packets return, and then starts afresh.
+
+**How long to hold packets.** Every packet's *slack* is measured at arrival: how long before
+the clock will need it (negative: too late). The receiver keeps a window of recent slacks and
+steers a low quantile of them to a small margin — enough that all but ~2 % of packets are on
+time — by adding or removing one frame of delay at a time. On a clean network that is less
+than one frame; with jitter it follows the jitter (bounded by ``max_delay``). When a frame is
+missing and so is the next packet (whose FEC could rebuild it), and the sender does send FEC,
+the receiver plays one frame of concealment and waits a frame for it (NetEq's "expand"); for
+``loss_memory`` seconds after a loss it keeps that extra frame, so the next packet of a later
+loss is usually there in time.
+
+**Sender clock drift** (a sender's 48 kHz clock a few hundred ppm off ours) moves the slacks
+slowly and is absorbed the same way. A frame of delay is added by one frame of concealment
+(NetEq's "expand") and removed by skipping a frame; both happen in a quiet frame (a pause
+between words) when one comes within a few seconds, otherwise a removal cross-fades two frames
+into one so there is no click. The counts use the W3C ``RTCInboundRtpStreamStats`` names
+(``insertedSamplesForDeceleration``, ``removedSamplesForAcceleration``).
+
+Pure and synchronous (numpy and libopus only): the caller owns the clock and the socket.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from .opus import OpusDecoder, OpusError, has_fec
+from .pcm import Pcm
+
+RTP_CLOCK = 48_000
+"""Opus always uses a 48 kHz RTP clock, whatever the audio bandwidth (RFC 7587 §4.1)."""
+FRAME_SECONDS = 0.02
+OUTAGE_FRAMES = 10
+"""Concealed frames in a row, with nothing buffered, after which the stream goes silent and
+restarts from the next packet (200 ms: libopus' concealment has faded out by then)."""
+QUIET_RMS = 300.0
+"""RMS (of int16 samples; about -41 dBFS) under which a frame counts as a pause, where a frame
+of delay can be added or removed unheard."""
+
+
+@dataclass
+class ReceiverStats:
+    """Counters of one receiver, named after W3C ``RTCInboundRtpStreamStats`` where it has a
+    name (:meth:`as_w3c`); seconds and samples at the output rate."""
+
+    packets_received: int = 0
+    packets_lost: int = 0
+    """Expected minus received, from the sequence numbers (RFC 3550 A.3)."""
+    packets_discarded: int = 0
+    """Arrived too late to be played, or duplicates."""
+    packets_reordered: int = 0
+    """Arrived after a later packet and were still played."""
+    fec_packets_received: int = 0
+    """Frames rebuilt from the next packet's in-band FEC data."""
+    fec_recovered_samples: int = 0
+    concealed_samples: int = 0
+    silent_concealed_samples: int = 0
+    concealment_events: int = 0
+    inserted_samples_for_deceleration: int = 0
+    removed_samples_for_acceleration: int = 0
+    decode_errors: int = 0
+    jitter: float = 0.0
+    """Interarrival jitter estimate, seconds (RFC 3550 §6.4.1)."""
+    jitter_buffer_delay: float = 0.0
+    """Seconds each emitted sample spent in the buffer, summed over samples."""
+    jitter_buffer_target_delay: float = 0.0
+    """The delay the receiver aimed for, summed over emitted samples like the above."""
+    jitter_buffer_emitted_count: int = 0
+    total_samples_received: int = 0
+
+    def as_w3c(self) -> dict[str, float | int]:
+        """camelCase names, as ``getStats()`` reports them in a browser."""
+        out: dict[str, float | int] = {}
+        for f in fields(self):
+            head, *rest = f.name.split("_")
+            value = getattr(self, f.name)
+            out[head + "".join(w.capitalize() for w in rest)] = (
+                round(value, 6) if isinstance(value, float) else value
+            )
+        return out
+
+
+class _Packet:
+    __slots__ = ("arrival", "payload")
+
+    def __init__(self, payload: bytes, arrival: float) -> None:
+        self.payload = payload
+        self.arrival = arrival
+
+
+def _unwrap(value: int, reference: int, bits: int) -> int:
+    """``value`` (``bits`` wide, wrapping) extended to the integer closest to ``reference``."""
+    span = 1 << bits
+    delta = (value - reference) % span
+    if delta >= span // 2:
+        delta -= span
+    return reference + delta
+
+
+class OpusReceiver:
+    """Reorder buffer, FEC, concealment and adaptive delay for one Opus RTP stream (see the
+    module docstring)."""
+
+    def __init__(
+        self,
+        rate: int = 16_000,
+        frame_samples: int = 320,
+        *,
+        min_delay: float = 0.0,
+        max_delay: float = 0.2,
+        margin: float = 0.004,
+        window: int = 100,
+        quantile: float = 0.02,
+        capacity: int = 64,
+        quiet_wait: float = 2.0,
+        loss_memory: float = 10.0,
+    ) -> None:
+        if not 0 <= min_delay <= max_delay:
+            raise ValueError("need 0 <= min_delay <= max_delay")
+        self.rate = rate
+        self.frame_samples = frame_samples
+        self.frame_ts = RTP_CLOCK * frame_samples // rate
+        self.min_delay = min_delay
+        self.max_delay = max_delay
+        self.margin = margin
+        self.quantile = quantile
+        self.capacity = capacity
+        self.quiet_wait = quiet_wait
+        self.loss_memory = loss_memory
+        self.stats = ReceiverStats()
+        self._decoder = OpusDecoder(rate)
+        self._silence = np.zeros(frame_samples, dtype=np.int16)
+        self._packets: dict[int, _Packet] = {}
+        self._pending = np.zeros(0, dtype=np.int16)
+        """Decoded samples not played yet (a packet longer than one frame)."""
+        self._playing = False
+        self._next = 0
+        """Extended RTP timestamp of the next frame to play (while playing)."""
+        self._next_due = 0.0
+        """Clock time at which that frame will be taken."""
+        self._ts_ref: int | None = None
+        self._seq_ref: int | None = None
+        self._seq_base = 0
+        self._seq_max = 0
+        self._slack: deque[float] = deque(maxlen=window)
+        self._slack_offset = 0.0
+        """Added to every stored slack: the delay added (+) or removed (-) since it was stored."""
+        self._first_arrival = 0.0
+        self._last_transit: float | None = None
+        self._concealed_run = 0
+        self._last_loss = -1e9
+        self._level = 0.0
+        self._want_since: float | None = None
+        self._settle = 0
+        self._target = 0.0
+        self._delay_sample = 0.0
+        self._waited_for = -1
+        self._sender_fec = False
+        """The sender puts FEC data in its packets (worth waiting a frame for after a loss)."""
+
+    # -- packets in
+    @property
+    def started(self) -> bool:
+        """A first packet has arrived."""
+        return self._seq_ref is not None
+
+    def push(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> None:
+        """One RTP packet: 16-bit sequence number, 32-bit RTP timestamp, its Opus payload and
+        its arrival time (seconds, the clock :meth:`pop` is given). Never raises: a packet that
+        cannot be used is counted."""
+        stats = self.stats
+        if self._seq_ref is None:
+            self._seq_ref = self._seq_base = self._seq_max = seq
+            self._ts_ref = timestamp
+            self._first_arrival = arrival
+        ext_seq = _unwrap(seq, self._seq_ref, 16)
+        self._seq_ref = ext_seq
+        assert self._ts_ref is not None
+        ts = _unwrap(timestamp, self._ts_ref, 32)
+        if ext_seq > self._seq_max:
+            self._seq_max = ext_seq
+            self._ts_ref = ts
+        elif ext_seq < self._seq_max:
+            stats.packets_reordered += 1  # undone below if it turns out unusable
+        self._update_jitter(ts, arrival)
+        stats.packets_received += 1
+        stats.packets_lost = max(0, self._seq_max - self._seq_base + 1 - stats.packets_received)
+        if self._playing:
+            if abs(ts - self._next) > RTP_CLOCK * 2:
+                self._restart()  # the sender's timeline jumped (a restarted stream)
+            else:
+                due = self._next_due + (ts - self._next) / RTP_CLOCK
+                self._slack.append(due - arrival - self._slack_offset)
+                if ts < self._next:
+                    self._discard(ext_seq)
+                    return
+        if not self._sender_fec and has_fec(payload):
+            self._sender_fec = True
+        if ts in self._packets or not payload:
+            self._discard(ext_seq)
+            return
+        if len(self._packets) >= self.capacity:
+            oldest = min(self._packets)
+            if ts < oldest:
+                self._discard(ext_seq)
+                return
+            del self._packets[oldest]
+            stats.packets_discarded += 1
+        self._packets[ts] = _Packet(payload, arrival)
+
+    def _discard(self, ext_seq: int) -> None:
+        self.stats.packets_discarded += 1
+        if ext_seq < self._seq_max:
+            self.stats.packets_reordered -= 1
+
+    def _update_jitter(self, ts: int, arrival: float) -> None:
+        # RFC 3550 §6.4.1: J += (|D(i-1, i)| - J) / 16, D from the relative transit times.
+        transit = arrival - ts / RTP_CLOCK
+        if self._last_transit is not None:
+            d = abs(transit - self._last_transit)
+            if d < 1.0:  # not across a restart
+                self.stats.jitter += (d - self.stats.jitter) / 16
+        self._last_transit = transit
+
+    @property
+    def buffered(self) -> int:
+        """Packets held, plus one if decoded samples are waiting to be played."""
+        return len(self._packets) + (1 if self._pending.size else 0)
+
+    # -- frames out
+    def pop(self, now: float) -> Pcm:
+        """The next 20 ms frame (``frame_samples`` int16), for the clock tick at ``now``."""
+        if not self._playing and not self._start(now):
+            if self._seq_ref is not None:  # started once: silence while the sender is silent
+                self.stats.concealed_samples += self.frame_samples
+                self.stats.silent_concealed_samples += self.frame_samples
+            return self._silence
+        self._next_due = now
+        adjust = self._adjustment(now)
+        if adjust > 0:
+            frame = self._conceal(insertion=True)
+            self.stats.inserted_samples_for_deceleration += self.frame_samples
+        elif adjust < 0:
+            frame = self._remove_one()
+        elif self._wait_for_fec(now):
+            # The frame is missing and so is the one after, whose FEC could rebuild it: play
+            # one frame of concealment and wait a frame for it (NetEq's "expand"), which also
+            # gives every later loss its next packet in time.
+            frame = self._conceal(insertion=False)
+            self.stats.inserted_samples_for_deceleration += self.frame_samples
+        else:
+            frame = self._take()
+        self._account(frame, now)
+        self._next_due = now + FRAME_SECONDS
+        return frame
+
+    def _wait_for_fec(self, now: float) -> bool:
+        if (
+            not self._sender_fec
+            or self._pending.size >= self.frame_samples
+            or self._next in self._packets
+            or self._next + self.frame_ts in self._packets
+            or self._waited_for == self._next
+            or self._concealed_run > 0  # already concealing: an outage, not a single loss
+        ):
+            return False
+        if self._slack and self._median_slack() + FRAME_SECONDS > self.max_delay:
+            return False
+        self._waited_for = self._next
+        self._last_loss = now
+        self._slack_offset += FRAME_SECONDS
+        self._settle = 5
+        return True
+
+    def _median_slack(self) -> float:
+        ordered = sorted(self._slack)
+        return ordered[len(ordered) // 2] + self._slack_offset
+
+    def _start(self, now: float) -> bool:
+        if not self._packets or now - self._first_arrival < self.min_delay:
+            return False
+        self._playing = True
+        self._next = min(self._packets)
+        self._pending = self._pending[:0]
+        self._concealed_run = 0
+        self._slack.clear()
+        self._slack_offset = 0.0
+        self._settle = 0
+        return True
+
+    def _restart(self) -> None:
+        """Forget the timeline: the next packet starts the stream again."""
+        self._playing = False
+        self._packets.clear()
+        self._pending = self._pending[:0]
+        self._first_arrival = -1e9  # no priming delay on a restart
+
+    def _take(self) -> Pcm:
+        """One frame from the pending samples, decoding the next packet (or its stand-in)."""
+        while self._pending.size < self.frame_samples:
+            decoded = self._decode_next()
+            self._pending = decoded if not self._pending.size else np.concatenate(
+                (self._pending, decoded)
+            )
+        frame, self._pending = (
+            self._pending[: self.frame_samples],
+            self._pending[self.frame_samples :],
+        )
+        return frame
+
+    def _decode_next(self) -> Pcm:
+        packet = self._packets.pop(self._next, None)
+        if packet is not None:
+            try:
+                pcm = self._decoder.decode(packet.payload)
+            except OpusError:
+                self.stats.decode_errors += 1
+                pcm = np.zeros(0, dtype=np.int16)
+            if pcm.size:
+                self._next += pcm.size * RTP_CLOCK // self.rate
+                self._concealed_run = 0
+                self.stats.total_samples_received += pcm.size
+                self._delay_sample = self._next_due - packet.arrival
+                return pcm
+        # The frame's own packet is lost (or unusable): FEC from the next one, else conceal.
+        self._last_loss = self._next_due
+        self._next += self.frame_ts
+        later = self._packets.get(self._next)
+        if later is not None and has_fec(later.payload):
+            try:
+                pcm = self._decoder.decode_fec(later.payload, self.frame_samples)
+                self.stats.fec_packets_received += 1
+                self.stats.fec_recovered_samples += pcm.size
+                self._concealed_run = 0
+                return pcm
+            except OpusError:
+                self.stats.decode_errors += 1
+        if not self._packets and self._concealed_run >= OUTAGE_FRAMES:
+            self._restart()
+            self.stats.silent_concealed_samples += self.frame_samples
+            self.stats.concealed_samples += self.frame_samples
+            return self._silence.copy()
+        return self._conceal(insertion=False)
+
+    def _conceal(self, *, insertion: bool) -> Pcm:
+        """One frame of Opus concealment: for a lost frame, or to add a frame of delay (an
+        insertion, counted as such and not as a loss, as W3C's stats separate them)."""
+        try:
+            pcm = self._decoder.conceal(self.frame_samples)
+        except OpusError:  # pragma: no cover - libopus conceals without failing
+            pcm = self._silence.copy()
+        if insertion:
+            return pcm
+        if self._concealed_run == 0:
+            self.stats.concealment_events += 1
+        self._concealed_run += 1
+        self.stats.concealed_samples += pcm.size
+        if not np.any(pcm):
+            self.stats.silent_concealed_samples += pcm.size
+        return pcm
+
+    def _remove_one(self) -> Pcm:
+        """One frame of delay less: skip a frame in a pause, else cross-fade two into one."""
+        first = self._take()
+        second = self._take()
+        self.stats.removed_samples_for_acceleration += self.frame_samples
+        if self._level < QUIET_RMS:
+            return second
+        ramp = np.linspace(0.0, 1.0, self.frame_samples, dtype=np.float32)
+        mixed = first * (1.0 - ramp) + second * ramp
+        return np.round(mixed).astype(np.int16)
+
+    def _account(self, frame: Pcm, now: float) -> None:
+        stats = self.stats
+        n = frame.size
+        delay = self._delay_sample
+        stats.jitter_buffer_delay += max(0.0, delay) * n
+        stats.jitter_buffer_target_delay += self._target * n
+        stats.jitter_buffer_emitted_count += n
+        f = frame.astype(np.float32)
+        self._level = float(np.sqrt(np.dot(f, f) / n)) if n else 0.0
+
+    # -- delay control
+    def _adjustment(self, now: float) -> int:
+        """+1 to add a frame of delay now, -1 to remove one, 0 to play on."""
+        if self._settle > 0:
+            self._settle -= 1
+            return 0
+        if len(self._slack) < 10:
+            return 0
+        ordered = sorted(self._slack)
+        low = ordered[int(self.quantile * len(ordered))] + self._slack_offset
+        median = ordered[len(ordered) // 2] + self._slack_offset
+        floor = self.margin
+        if self._sender_fec and now - self._last_loss < self.loss_memory:
+            floor += FRAME_SECONDS  # keep the next packet at hand for its FEC
+        self._target = max(0.0, median - low + floor)
+        held = median  # how long a typical packet waits now
+        want = 0
+        if low < floor and held + FRAME_SECONDS <= self.max_delay:
+            want = 1
+        elif low > floor + FRAME_SECONDS + 0.002 and held - FRAME_SECONDS >= self.min_delay:
+            want = -1
+        if want == 0:
+            self._want_since = None
+            return 0
+        if self._want_since is None:
+            self._want_since = now
+        urgent = want > 0 and low < 0  # packets are being lost to lateness right now
+        if not (urgent or self._level < QUIET_RMS or now - self._want_since >= self.quiet_wait):
+            return 0
+        self._want_since = None
+        self._slack_offset += want * FRAME_SECONDS
+        self._settle = 5  # let the new delay show in the slacks before judging again
+        return want

@@ -1,0 +1,272 @@
+"""The Opus receiver (bridge/audio/receiver.py) on simulated networks: seeded impairments, a
+steady 20 ms output clock, assertions on the samples it plays."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from bridge.audio.opus import OpusDecoder, OpusEncoder, has_fec
+from bridge.audio.receiver import OpusReceiver
+
+from ..support.spectrum import band_energy
+
+RATE = 16_000
+FRAME = 320
+TS = 960
+OPUS_SET_SIGNAL, OPUS_SIGNAL_VOICE = 4024, 3001
+
+
+def tone(seconds: float, hz: float = 440.0, level: float = 8000.0) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (np.sin(2 * np.pi * hz * t) * level).astype(np.int16)
+
+
+def warble(seconds: float, hz: float = 440.0, level: float = 8000.0) -> np.ndarray:
+    """A tone whose pitch wavers (±40 Hz at 4 Hz), as a voice does: libopus keeps sending FEC
+    data for it, where a steady tone soon gets none."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (np.sin(2 * np.pi * (hz * t + 10 * np.sin(2 * np.pi * 4 * t))) * level).astype(np.int16)
+
+
+def packets(pcm: np.ndarray, *, fec: bool = True, seq0: int = 1000, ts0: int = 5000) -> list:
+    """(seq, ts, payload) per 20 ms frame, as a browser sends speech (FEC tuned for 10 %
+    loss). The tones are coded as speech would be (SILK: only SILK frames carry FEC)."""
+    enc = OpusEncoder(RATE, bitrate=32_000, complexity=5, fec=fec, expected_loss=10, dtx=False)
+    enc._ctl(OPUS_SET_SIGNAL, OPUS_SIGNAL_VOICE)
+    out = []
+    for i in range(pcm.size // FRAME):
+        payload = enc.encode(pcm[i * FRAME : (i + 1) * FRAME])
+        out.append(((seq0 + i) & 0xFFFF, (ts0 + i * TS) & 0xFFFFFFFF, payload))
+    return out
+
+
+def play(
+    receiver: OpusReceiver,
+    sent: list,
+    arrivals: list[float | None],
+    *,
+    phase: float = 0.007,
+    extra: float = 0.0,
+) -> np.ndarray:
+    """Push each packet at its arrival time (``None``: lost) and pop on a steady 20 ms clock
+    (ticks at ``phase`` + k * 20 ms), in time order, until every packet was played and then
+    ``extra`` seconds more; the played samples."""
+    events = sorted((t, i) for i, t in enumerate(arrivals) if t is not None)
+    out = []
+    tick = phase
+    j = 0
+    end = float("inf")
+    while True:
+        if end == float("inf") and j == len(events) and not receiver.buffered:
+            end = tick + extra
+        if tick >= end:
+            break
+        while j < len(events) and events[j][0] <= tick:
+            seq, ts, payload = sent[events[j][1]]
+            receiver.push(seq, ts, payload, events[j][0])
+            j += 1
+        frame = receiver.pop(tick)
+        assert frame.shape == (FRAME,) and frame.dtype == np.int16
+        out.append(frame)
+        tick += 0.02
+    return np.concatenate(out)
+
+
+def reference(sent: list) -> np.ndarray:
+    dec = OpusDecoder(RATE)
+    return np.concatenate([dec.decode(p) for _, _, p in sent])
+
+
+def start_of(played: np.ndarray, ref: np.ndarray) -> int:
+    """Where the reference's first frame begins in what was played (played starts with the
+    silence before the first packet)."""
+    for k in range(0, played.size - FRAME, FRAME):
+        if np.array_equal(played[k : k + FRAME], ref[:FRAME]):
+            return k
+    raise AssertionError("the first frame was never played")
+
+
+def test_a_clean_network_plays_every_packet_bit_exact_with_less_than_a_frame_of_delay() -> None:
+    sent = packets(tone(3.0))
+    arrivals = [0.001 + i * 0.02 for i in range(len(sent))]
+    rx = OpusReceiver()
+    played = play(rx, sent, arrivals)
+    ref = reference(sent)
+    k = start_of(played, ref)
+    assert np.array_equal(played[k : k + ref.size], ref)  # nothing concealed, moved or cut
+    assert rx.stats.concealed_samples == 0 and rx.stats.packets_discarded == 0
+    assert rx.stats.packets_lost == 0 and rx.stats.packets_received == len(sent)
+    delay = rx.stats.jitter_buffer_delay / rx.stats.jitter_buffer_emitted_count
+    assert delay < 0.02
+
+
+def test_reordered_packets_are_played_in_order_not_dropped() -> None:
+    sent = packets(tone(3.0))
+    arrivals: list[float | None] = [0.001 + i * 0.02 for i in range(len(sent))]
+    for i in range(20, len(sent) - 1, 10):  # every 10th pair swapped: the later one first
+        arrivals[i], arrivals[i + 1] = arrivals[i + 1], arrivals[i]  # type: ignore[assignment]
+        arrivals[i] += 0.005  # type: ignore[operator]
+    rx = OpusReceiver(min_delay=0.03)
+    played = play(rx, sent, arrivals)
+    ref = reference(sent)
+    k = start_of(played, ref)
+    assert np.array_equal(played[k : k + ref.size], ref)
+    assert rx.stats.packets_reordered >= 10 and rx.stats.packets_discarded == 0
+
+
+def test_a_lost_packet_is_rebuilt_from_the_next_packets_fec() -> None:
+    sent = packets(warble(2.0, hz=700))
+    lost = 40
+    assert has_fec(sent[lost + 1][2])
+    arrivals: list[float | None] = [0.001 + i * 0.02 for i in range(len(sent))]
+    arrivals[lost] = None
+    rx = OpusReceiver(min_delay=0.03)  # the next packet is at hand when the lost one is due
+    played = play(rx, sent, arrivals)
+    # What a decoder that saw the same packets produces for the lost frame: the LBRR copy.
+    dec = OpusDecoder(RATE)
+    for _, _, p in sent[:lost]:
+        dec.decode(p)
+    rebuilt = dec.decode_fec(sent[lost + 1][2], FRAME)
+    ref = reference(sent)
+    k = start_of(played, ref)
+    assert np.array_equal(played[k + lost * FRAME : k + (lost + 1) * FRAME], rebuilt)
+    assert rx.stats.fec_packets_received == 1 and rx.stats.concealment_events == 0
+    assert rx.stats.packets_lost == 1
+    # ... and the stream goes on at once with the next packet.
+    after = played[k + (lost + 1) * FRAME : k + (lost + 2) * FRAME].astype(np.float64)
+    assert np.sqrt(np.mean(after**2)) > 4000
+
+
+def test_without_fec_a_loss_is_concealed_never_a_hole() -> None:
+    sent = packets(tone(2.0, hz=500), fec=False)
+    arrivals: list[float | None] = [0.001 + i * 0.02 for i in range(len(sent))]
+    lost = {30, 31, 60}
+    for i in lost:
+        arrivals[i] = None
+    rx = OpusReceiver()  # no FEC from this sender: no frame of delay added to wait for it
+    played = play(rx, sent, arrivals)
+    # Exactly what libopus makes of those losses: its concealment in place of each lost frame,
+    # on the same timeline (nothing skipped, nothing silent, nothing shifted).
+    dec = OpusDecoder(RATE)
+    expected = np.concatenate(
+        [dec.conceal(FRAME) if i in lost else dec.decode(p) for i, (_, _, p) in enumerate(sent)]
+    )
+    k = start_of(played, expected)
+    assert np.array_equal(played[k : k + expected.size], expected)
+    concealed = played[k + 30 * FRAME : k + 31 * FRAME]
+    assert band_energy(concealed, RATE, 500) > 0.5  # the tone goes on through the loss
+    assert rx.stats.concealment_events == 2 and rx.stats.concealed_samples == 3 * FRAME
+    assert rx.stats.fec_packets_received == 0 and rx.stats.packets_lost == 3
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_after_a_loss_the_next_packet_is_kept_at_hand_so_fec_rebuilds_most_losses(
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
+    sent = packets(warble(20.0))
+    arrivals = [None if rng.random() < 0.05 else 0.001 + i * 0.02 for i in range(len(sent))]
+    rx = OpusReceiver()
+    play(rx, sent, arrivals)
+    s = rx.stats
+    assert 30 < s.packets_lost < 80
+    # A loss can be rebuilt when the next packet arrived and libopus put FEC data in it.
+    recoverable = sum(
+        1
+        for i in range(len(sent) - 1)
+        if arrivals[i] is None and arrivals[i + 1] is not None and has_fec(sent[i + 1][2])
+    )
+    assert s.fec_packets_received == recoverable
+    delay = s.jitter_buffer_delay / s.jitter_buffer_emitted_count
+    assert 0.02 < delay < 0.06  # a frame or two more than on a clean network, no more
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_jitter_that_reorders_is_absorbed_by_an_adaptive_delay(seed: int) -> None:
+    rng = random.Random(seed)
+    sent = packets(tone(12.0))
+    arrivals = [0.001 + i * 0.02 + rng.uniform(0, 0.04) for i in range(len(sent))]
+    rx = OpusReceiver()
+    play(rx, sent, arrivals)
+    s = rx.stats
+    assert s.packets_reordered > 50  # 0-40 ms jitter on 20 ms packets reorders many
+    # Within a second or two the delay covers the jitter: only a few packets come too late.
+    assert s.packets_discarded < 0.03 * len(sent)
+    delay = s.jitter_buffer_delay / s.jitter_buffer_emitted_count
+    assert 0.02 < delay < 0.08
+
+
+@pytest.mark.parametrize("ppm", [2000, -2000])
+def test_sender_clock_drift_moves_the_delay_a_frame_at_a_time_in_the_pauses(ppm: int) -> None:
+    """A sender whose clock runs ``ppm`` fast or slow, speech-like: 1.5 s of tone, 0.5 s of
+    silence. The delay stays bounded; frames are added or removed in the pauses, and the
+    tone is never cut or concealed."""
+    burst = np.concatenate([tone(1.5, hz=440), np.zeros(int(0.5 * RATE), np.int16)])
+    sent = packets(np.tile(burst, 15))  # 30 s
+    period = 0.02 / (1 + ppm / 1e6)
+    arrivals = [0.001 + i * period for i in range(len(sent))]
+    rx = OpusReceiver()
+    played = play(rx, sent, arrivals)
+    s = rx.stats
+    if ppm > 0:  # 60 ms more audio than wall time: about three frames removed
+        assert s.removed_samples_for_acceleration >= 2 * FRAME
+        assert s.inserted_samples_for_deceleration <= FRAME
+    else:
+        assert s.inserted_samples_for_deceleration >= 2 * FRAME
+    assert s.packets_discarded == 0 and s.concealment_events == 0
+    delay = s.jitter_buffer_delay / s.jitter_buffer_emitted_count
+    assert delay < 0.045
+    # Only pauses moved: the tone's frames are all there, as loud as sent.
+    def loud(pcm: np.ndarray) -> np.ndarray:
+        frames = pcm[: pcm.size // FRAME * FRAME].reshape(-1, FRAME).astype(np.float64)
+        return np.sqrt(np.mean(frames**2, axis=1)) > 4000
+
+    assert loud(played).sum() == loud(reference(sent)).sum()
+
+
+def test_an_outage_goes_silent_and_the_stream_restarts_when_packets_return() -> None:
+    sent = packets(tone(4.0, hz=600))
+    arrivals: list[float | None] = [0.001 + i * 0.02 for i in range(len(sent))]
+    for i in range(50, 150):  # two seconds gone
+        arrivals[i] = None
+    rx = OpusReceiver()
+    played = play(rx, sent, arrivals)
+    frames = played.reshape(-1, FRAME).astype(np.float64)
+    levels = np.sqrt(np.mean(frames**2, axis=1))
+    start = int(np.argmax(levels > 1000))
+    gap = levels[start + 62 : start + 140]
+    assert gap.max() < 50  # silence, not two seconds of smeared concealment
+    assert levels[start + 160 : start + 190].min() > 1000  # the tone is back
+    assert rx.stats.silent_concealed_samples > 50 * FRAME
+
+
+def test_sequence_numbers_and_timestamps_wrap() -> None:
+    sent = packets(tone(2.0), seq0=0xFFFF - 20, ts0=0xFFFFFFFF - 20 * TS)
+    arrivals = [0.001 + i * 0.02 for i in range(len(sent))]
+    rx = OpusReceiver()
+    played = play(rx, sent, arrivals)
+    ref = reference(sent)
+    k = start_of(played, ref)
+    assert np.array_equal(played[k : k + ref.size], ref)
+    assert rx.stats.packets_lost == 0 and rx.stats.packets_discarded == 0
+
+
+def test_garbage_and_duplicates_are_counted_never_raised() -> None:
+    sent = packets(tone(1.0))
+    rx = OpusReceiver()
+    t = 0.0
+    for seq, ts, payload in sent[:10]:
+        rx.push(seq, ts, payload, t)
+        rx.push(seq, ts, payload, t)  # duplicate
+        t += 0.02
+    rx.push(sent[10][0], sent[10][1], b"\xff" * 7, t)  # not Opus
+    rx.push(sent[11][0], sent[11][1], b"", t)  # empty
+    out = [rx.pop(0.01 + i * 0.02) for i in range(14)]
+    assert all(f.shape == (FRAME,) for f in out)
+    assert rx.stats.packets_discarded >= 11
+    w3c = rx.stats.as_w3c()
+    assert w3c["packetsDiscarded"] == rx.stats.packets_discarded
+    assert {"concealedSamples", "jitterBufferDelay", "fecPacketsReceived"} <= set(w3c)
