@@ -361,9 +361,15 @@ class MediaSettings(_Group):
     opus_direct: bool = _opt(
         True, "encode the downlink as 16 kHz mono Opus ourselves (false: aiortc's encoder)"
     )
-    opus_bitrate: int = _opt(24_000, "downlink Opus bitrate, bit/s")
-    opus_complexity: int = _opt(1, "downlink Opus complexity 0-10 (CPU vs quality)")
-    opus_fec: bool = _opt(True, "downlink Opus in-band FEC")
+    opus_bitrate: int = _opt(
+        32_000, "downlink Opus bitrate, bit/s (lowered to the browser's maxaveragebitrate)"
+    )
+    opus_complexity: int = _opt(
+        6, "downlink Opus complexity 0-10 (CPU vs quality: docs/quality.md has the curve)"
+    )
+    opus_fec: bool = _opt(
+        True, "downlink Opus in-band FEC, planned for the loss the browser's RTCP reports"
+    )
     opus_dtx: bool = _opt(False, "downlink Opus DTX (discontinuous transmission in silence)")
     speech_events: bool = _opt(
         False, "call.speech.started/stopped events per side from a VAD (the 'vad' extra)"

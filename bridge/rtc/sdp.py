@@ -74,3 +74,55 @@ def validate_offer(sdp: str) -> None:
             "the offer has no Opus (opus/48000/2); the bridge speaks Opus only",
             code="no_common_codec",
         )
+
+
+OPUS_ANSWER_FMTP = (
+    ("minptime", "10"),
+    ("useinbandfec", "1"),
+    ("stereo", "0"),
+    ("sprop-stereo", "0"),
+    ("maxplaybackrate", "16000"),
+    ("sprop-maxcapturerate", "16000"),
+)
+"""The Opus parameters of the bridge's answer (RFC 7587 §6.1). aiortc answers with none, and
+then every browser keeps its in-band FEC off (``useinbandfec`` defaults to 0), so a lost packet
+could only be concealed. The rest says what the bus is: mono, 16 kHz (the browser's encoder
+then spends its bits on wideband voice)."""
+
+
+def _opus_pt(lines: list[str]) -> str | None:
+    for ln in lines:
+        if ln.lower().startswith("a=rtpmap:") and " opus/48000" in ln.lower():
+            return ln.split(":", 1)[1].split(" ", 1)[0]
+    return None
+
+
+def opus_parameters(sdp: str) -> dict[str, str]:
+    """The Opus ``a=fmtp`` parameters of ``sdp`` (names lower-cased; empty when none)."""
+    lines = sdp.replace("\r\n", "\n").split("\n")
+    pt = _opus_pt(lines)
+    params: dict[str, str] = {}
+    for ln in lines:
+        if pt is not None and ln.startswith(f"a=fmtp:{pt} "):
+            for part in ln.split(" ", 1)[1].split(";"):
+                key, _, value = part.strip().partition("=")
+                if key:
+                    params[key.lower()] = value.strip()
+    return params
+
+
+def with_opus_fmtp(sdp: str, params: tuple[tuple[str, str], ...] = OPUS_ANSWER_FMTP) -> str:
+    """``sdp`` with its Opus ``a=fmtp`` line replaced by ``params`` (added after the rtpmap)."""
+    lines = [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln]
+    pt = _opus_pt(lines)
+    if pt is None:
+        return sdp
+    fmtp = f"a=fmtp:{pt} " + ";".join(f"{k}={v}" for k, v in params)
+    out: list[str] = []
+    for ln in lines:
+        if ln.startswith(f"a=fmtp:{pt} "):
+            continue
+        out.append(ln)
+        if ln.startswith(f"a=rtpmap:{pt} "):
+            out.append(fmtp)
+    return "\r\n".join(out) + "\r\n"

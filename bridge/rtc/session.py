@@ -25,6 +25,7 @@ from .ice import advertise_public_ip, install_port_hook, server_rtc_configuratio
 from .ports import port_scope
 from .release import release_peer_connection
 from .rfc4733 import DtmfDetector, add_telephone_event, hook_receive, offered_telephone_event
+from .sdp import opus_parameters, with_opus_fmtp
 from .tracks import BusAudioTrack, OpusBusTrack
 from .uplink import Playout, take_over_receiver
 
@@ -58,6 +59,12 @@ class Quality:
     downlink_jitter_s: float | None = None
     rtt_s: float | None = None
     loss_fraction: float = 0.0
+
+    @property
+    def far_end_loss(self) -> float:
+        """The fraction of what we sent that the far end's receiver reports say was lost."""
+        sent = self.downlink_packets + self.downlink_lost
+        return self.downlink_lost / sent if sent else 0.0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -217,10 +224,15 @@ class WebRTCSession:
         self._microphone, sink = self.bus.conference.join(self.participant_id, self.role)
         self._sink = sink
         st = self.media
+        # A browser may cap what it wants to receive (RFC 7587 §6.1 maxaveragebitrate).
+        try:
+            cap = int(opus_parameters(sdp).get("maxaveragebitrate", st.opus_bitrate))
+        except ValueError:
+            cap = st.opus_bitrate
         self._track = (
             OpusBusTrack(
                 sink,
-                bitrate=st.opus_bitrate,
+                bitrate=max(6_000, min(st.opus_bitrate, cap)),
                 complexity=st.opus_complexity,
                 fec=st.opus_fec,
                 dtx=st.opus_dtx,
@@ -237,7 +249,8 @@ class WebRTCSession:
         audio[0].direction = "sendrecv"
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
-        answer_sdp = str(pc.localDescription.sdp)
+        # Ask for in-band FEC, mono, 16 kHz (see rtc/sdp.py): aiortc's answer asks for nothing.
+        answer_sdp = with_opus_fmtp(str(pc.localDescription.sdp))
         # aiortc has no telephone-event: answer it ourselves and take its packets out before
         # aiortc's router (see rfc4733.py), so the browser's RTCDTMFSender works.
         event = offered_telephone_event(sdp)
@@ -279,6 +292,8 @@ class WebRTCSession:
             return None
         self.totals, delta = await sample_peer_quality(pc, self.totals)
         self.last = delta
+        if isinstance(self._track, OpusBusTrack):
+            self._track.report_loss(delta.far_end_loss)
         return delta
 
     def stats_json(self) -> dict[str, Any]:

@@ -54,11 +54,11 @@ from .sdp import DEFAULT_BITRATE, DTMF_PT, for_meta, read_remote
 
 log = logging.getLogger(__name__)
 
-OPUS_COMPLEXITY = 1
-"""Encoder complexity for the WhatsApp leg (20 kbit/s wideband voice with FEC), the browser
-leg's default (``BRIDGE_OPUS_COMPLEXITY``) too. Measured here, libopus at 16 kHz: 39 µs per
-20 ms frame at 1, 71 at 3, 94 at 5 — complexity 5 cost a Cloud API call 0.27 % of a core
-for a quality step a phone call's far end rarely hears."""
+OPUS_COMPLEXITY = 6
+"""Encoder complexity for the WhatsApp leg, like the browser leg's default
+(``BRIDGE_OPUS_COMPLEXITY``). Picked by ear on the quality bench's encoder curve
+(docs/quality.md): at Meta's 20 kbit/s, PESQ-WB 2.51 at complexity 1 and 3.56 at 6, for about
+100 µs more per 20 ms frame (0.5 % of a core per call)."""
 IN_QUEUE = 25
 """Frames (500 ms) of the WhatsApp user's audio waiting for the pump; the oldest go first."""
 OUT_LIMIT = 8
@@ -325,6 +325,8 @@ class WhatsAppPeer:
         if self.dead or self.state != "connected":
             return None
         self.totals, self.last = await sample_peer_quality(self.pc, self.totals)
+        if self._track is not None:
+            self._track.report_loss(self.last.far_end_loss)
         return self.last
 
     def leg_json(self) -> dict[str, Any]:
