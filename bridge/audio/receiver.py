@@ -281,17 +281,23 @@ class OpusReceiver:
             or self._concealed_run > 0  # already concealing: an outage, not a single loss
         ):
             return False
-        if self._slack and self._median_slack() + FRAME_SECONDS > self.max_delay:
-            return False
+        if len(self._slack) >= 10:
+            low, median = self._slack_quantiles()
+            if low >= self.margin + FRAME_SECONDS:
+                return False  # the next packet is usually here by now: it is lost too
+            if median + FRAME_SECONDS > self.max_delay:
+                return False
         self._waited_for = self._next
         self._last_loss = now
         self._slack_offset += FRAME_SECONDS
         self._settle = 5
         return True
 
-    def _median_slack(self) -> float:
+    def _slack_quantiles(self) -> tuple[float, float]:
+        """The low quantile and the median of recent slacks, at the current delay."""
         ordered = sorted(self._slack)
-        return ordered[len(ordered) // 2] + self._slack_offset
+        low = ordered[int(self.quantile * len(ordered))] + self._slack_offset
+        return low, ordered[len(ordered) // 2] + self._slack_offset
 
     def _start(self, now: float) -> bool:
         if not self._packets or now - self._first_arrival < self.min_delay:
@@ -400,14 +406,9 @@ class OpusReceiver:
     # -- delay control
     def _adjustment(self, now: float) -> int:
         """+1 to add a frame of delay now, -1 to remove one, 0 to play on."""
-        if self._settle > 0:
-            self._settle -= 1
+        if len(self._slack) < 3:
             return 0
-        if len(self._slack) < 10:
-            return 0
-        ordered = sorted(self._slack)
-        low = ordered[int(self.quantile * len(ordered))] + self._slack_offset
-        median = ordered[len(ordered) // 2] + self._slack_offset
+        low, median = self._slack_quantiles()
         floor = self.margin
         if self._sender_fec and now - self._last_loss < self.loss_memory:
             floor += FRAME_SECONDS  # keep the next packet at hand for its FEC
@@ -418,6 +419,10 @@ class OpusReceiver:
             want = 1
         elif low > floor + FRAME_SECONDS + 0.002 and held - FRAME_SECONDS >= self.min_delay:
             want = -1
+        if want < 0 and self._settle > 0:
+            want = 0  # a removal waits until the last change shows in the slacks
+        if self._settle > 0:
+            self._settle -= 1
         if want == 0:
             self._want_since = None
             return 0

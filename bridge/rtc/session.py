@@ -309,6 +309,8 @@ class WebRTCSession:
             if self.connected_at is None
             else round((self.connected_at - self.offered_at) * 1000, 1),
             "uplinkFrames": self.uplink_frames,
+            # The uplink receiver, in W3C RTCInboundRtpStreamStats names (audio/receiver.py).
+            "receiver": None if self._playout is None else self._playout.stats.as_w3c(),
             "jitterBuffer": None
             if jitter is None
             else {

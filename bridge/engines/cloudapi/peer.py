@@ -349,6 +349,7 @@ class WhatsAppPeer:
             "sendUnderruns": self._out.underruns,
             "rtpLate": self.rx.uplink_rtp_late,
             "decodeErrors": self.rx.uplink_decode_errors,
+            "receiver": None if self._playout is None else self._playout.stats.as_w3c(),
             "dtmfPresses": self.dtmf.presses,
             "dtmfSent": self._events.presses if self._events is not None else 0,
         }

@@ -1,0 +1,462 @@
+"""Speech through real bridge processes under seeded network profiles, scored with PESQ-WB next
+to an ideal receiver fed the very same packets.
+
+One call per profile, both directions at once:
+
+* **browser → bridge → PCM engine**: an aiortc peer sends the speech as a browser does (Opus
+  32 kbit/s, in-band FEC planned for 10 % loss, 20 ms); the profile is applied on the wire,
+  after SRTP, to what it sends; the engine (the ZuckZapGo stand-in from ``tests/fakes``) keeps
+  the 16 kHz PCM the bridge hands it. The *ideal receiver* decodes the packets that got through,
+  offline: every packet in order whatever its lateness, FEC from the next packet, libopus
+  concealment for the rest (and, to show what FEC is worth, concealment only).
+* **PCM engine → bridge → browser**: the engine plays the same speech into the call; the bridge
+  encodes it once; the browser's packets (after the profile, applied where they arrive) are
+  decoded by the same ideal receiver, standing in for a browser's NetEq.
+* **browser → sim echo → browser** (``echo``): the simulator echoes the call, so the speech goes
+  through the bridge's receiver and its encoder; scored at the browser as above.
+
+Sender clock drift (``drift±300``) runs the browser's 20 ms clock fast or slow for a minute.
+Imported by ``bench/quality.py`` (``make quality``) and by the quality tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from bench.scoring import pesq_wb
+from bench.speech import frames
+from bridge.audio.opus import OpusDecoder, has_fec
+from bridge.media.clock import MediaClock
+from bridge.rtc.tracks import OpusBusTrack
+
+ROOT = Path(__file__).resolve().parent.parent
+RATE = 16_000
+FRAME = 320
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A network, applied to every RTP packet of one direction."""
+
+    name: str
+    loss: float = 0.0
+    """Packets lost (independently, or in Gilbert bursts when ``burst`` is set)."""
+    burst: float = 0.0
+    """Mean length of a loss burst, in packets (Gilbert model: a bad state that loses all)."""
+    jitter: float = 0.0
+    """Each packet delayed by a uniform 0..``jitter`` seconds (so packets reorder)."""
+    drift_ppm: float = 0.0
+    """The sender's clock runs this fast (+) or slow (-)."""
+    repeats: int = 1
+    """How many times the speech is sent (drift needs a minute)."""
+
+
+PROFILES = {
+    p.name: p
+    for p in (
+        Profile("clean"),
+        Profile("loss3", loss=0.03),
+        Profile("loss10", loss=0.10),
+        Profile("bursts", loss=0.05, burst=2.5),
+        Profile("jitter", jitter=0.04),
+        Profile("jitter+loss3", loss=0.03, jitter=0.04),
+        Profile("drift+300", drift_ppm=300, repeats=4),
+        Profile("drift-300", drift_ppm=-300, repeats=4),
+    )
+}
+
+
+class Wire:
+    """The fate of each packet on a seeded network: ``None`` (lost) or its extra delay."""
+
+    def __init__(self, profile: Profile, seed: int) -> None:
+        self.profile = profile
+        self.rng = random.Random(seed)
+        self.bad = False
+
+    def fate(self) -> float | None:
+        p, rng = self.profile, self.rng
+        if p.burst:
+            leave = 1 / p.burst
+            enter = p.loss * leave / (1 - p.loss)  # stationary share of the bad state = loss
+            self.bad = rng.random() >= leave if self.bad else rng.random() < enter
+            if self.bad:
+                return None
+        elif p.loss and rng.random() < p.loss:
+            return None
+        return rng.uniform(0.0, p.jitter) if p.jitter else 0.0
+
+
+def rtp_header(data: bytes) -> tuple[int, int, int] | None:
+    """(sequence number, timestamp, header length) of an RTP packet (RFC 3550 §5.1), SRTP or
+    not (its header is in the clear); ``None`` for RTCP (RFC 5761 §4) and anything else."""
+    if len(data) < 12 or data[0] >> 6 != 2 or 192 <= data[1] <= 223:
+        return None
+    n = 12 + 4 * (data[0] & 0x0F)
+    if data[0] & 0x10 and len(data) >= n + 4:
+        n += 4 + 4 * struct.unpack_from("!H", data, n + 2)[0]
+    seq, ts = struct.unpack_from("!HI", data, 2)
+    return seq, ts, n
+
+
+class Unwrap:
+    """16-bit sequence numbers extended, in the order a sender produces them."""
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+
+    def __call__(self, seq: int) -> int:
+        if self.last is None:
+            self.last = seq
+            return seq
+        delta = (seq - self.last) % 65536
+        ext = self.last + (delta - 65536 if delta >= 32768 else delta)
+        self.last = max(self.last, ext)
+        return ext
+
+
+def ideal_decode(packets: dict[int, bytes], *, fec: bool = True) -> np.ndarray:
+    """What a receiver with unlimited delay makes of ``packets`` (extended seq → Opus payload):
+    every packet in order, a lost frame rebuilt from the next packet's FEC data where it has
+    some (``fec``), else libopus' concealment."""
+    if not packets:
+        return np.zeros(0, dtype=np.int16)
+    dec = OpusDecoder(RATE)
+    out = []
+    for seq in range(min(packets), max(packets) + 1):
+        payload = packets.get(seq)
+        if payload is not None:
+            out.append(dec.decode(payload))
+            continue
+        later = packets.get(seq + 1)
+        if fec and later is not None and has_fec(later):
+            out.append(dec.decode_fec(later, FRAME))
+        else:
+            out.append(dec.conceal(FRAME))
+    return np.concatenate(out)
+
+
+class SpeechSource:
+    """What the browser's microphone says: silence until :meth:`start`, then the speech."""
+
+    def __init__(self, pcm: np.ndarray) -> None:
+        self._frames = frames(pcm)
+        self._i = 0
+        self.started = False
+
+    def start(self) -> None:
+        self.started = True
+
+    @property
+    def done(self) -> bool:
+        return self._i >= len(self._frames)
+
+    def pop(self) -> np.ndarray | None:
+        if not self.started or self.done:
+            return None
+        self._i += 1
+        return self._frames[self._i - 1]
+
+    def detach(self) -> None:
+        pass
+
+
+@dataclass
+class Browser:
+    """An aiortc peer that sends like a browser and keeps every packet, both ways."""
+
+    speech: np.ndarray
+    up: Wire
+    down: Wire
+    drift_ppm: float = 0.0
+    sent: dict[int, bytes] = field(default_factory=dict)
+    """Uplink packets that got through the wire (extended seq → Opus payload)."""
+    received: dict[int, bytes] = field(default_factory=dict)
+    """Downlink packets that got through the wire."""
+    lost_up: int = 0
+
+    def __post_init__(self) -> None:
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.source = SpeechSource(self.speech)
+        # As Chromium sends speech once it has seen loss: 32 kbit/s with FEC data.
+        self.track = OpusBusTrack(
+            self.source, bitrate=32_000, complexity=9, fec=True, expected_loss=10
+        )
+        if self.drift_ppm:
+            self.track._clock = MediaClock(period=0.02 / (1 + self.drift_ppm * 1e-6))
+        self.connected = asyncio.Event()
+        self._pending: set[asyncio.Task[None]] = set()
+        self._timers: list[asyncio.TimerHandle] = []
+        self._payloads: dict[int, bytes] = {}
+        self._up_seq, self._down_seq = Unwrap(), Unwrap()
+
+        @self.pc.on("connectionstatechange")
+        def on_state() -> None:
+            if self.pc.connectionState == "connected":
+                self.connected.set()
+
+    def _hook(self) -> None:
+        dtls = self.pc.getSenders()[0].transport
+        ice = dtls.transport
+        send_rtp, send = dtls._send_rtp, ice._send
+
+        async def keep_payload(data: bytes) -> None:  # plaintext RTP, before SRTP
+            h = rtp_header(data)
+            if h is not None:
+                self._payloads[h[0]] = data[h[2] :]
+            await send_rtp(data)
+
+        async def impair(data: bytes) -> None:  # SRTP, on the wire
+            h = rtp_header(data)
+            if h is None:
+                await send(data)
+                return
+            payload = self._payloads.pop(h[0], b"")
+            fate = self.up.fate()
+            if fate is None:
+                self.lost_up += 1
+                return
+            self.sent[self._up_seq(h[0])] = payload
+            if fate <= 0:
+                await send(data)
+                return
+            self._timers.append(
+                asyncio.get_running_loop().call_later(fate, self._send_later, send, data)
+            )
+
+        dtls._send_rtp = keep_payload
+        ice._send = impair
+        receiver = self.pc.getTransceivers()[0].receiver
+        handle = receiver._handle_rtp_packet
+
+        async def arrive(packet: Any, arrival_time_ms: int) -> None:
+            if self.down.fate() is None:
+                return  # lost on the way (aiortc's RTCP then reports it to the bridge)
+            if packet.payload:
+                self.received[self._down_seq(packet.sequence_number)] = packet.payload
+            await handle(packet, arrival_time_ms=arrival_time_ms)
+
+        receiver._handle_rtp_packet = arrive
+
+    def _send_later(self, send: Callable[[bytes], Any], data: bytes) -> None:
+        async def go() -> None:
+            try:
+                await send(data)
+            except ConnectionError:
+                pass  # the call ended while the packet was on its way
+
+        task = asyncio.ensure_future(go())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def connect(self, http: aiohttp.ClientSession, base: str, call_id: str) -> None:
+        self.pc.addTrack(self.track)
+        self._hook()
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        sdp = self.pc.localDescription.sdp
+        async with http.post(
+            f"{base}/call/webrtc/offer", json={"callID": call_id, "type": "offer", "sdp": sdp}
+        ) as r:
+            body = await r.json()
+            if r.status != 200:
+                raise RuntimeError(f"offer refused: {body}")
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="answer"))
+        await asyncio.wait_for(self.connected.wait(), 10)
+
+    async def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        for task in list(self._pending):
+            task.cancel()
+        await self.pc.close()
+
+
+def restrict_to_loopback() -> None:
+    """Gather ICE candidates on 127.0.0.1 only (the bench never sends anywhere else)."""
+    from tests.support.rtc_client import restrict_host_addresses
+
+    restrict_host_addresses(["127.0.0.1"])
+
+
+@dataclass
+class Bridge:
+    """A bridge process (``python -m bridge``) with its environment."""
+
+    env: dict[str, str]
+    port: int = 0
+    proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        from tests.support.processes import free_port
+
+        self.port = free_port()
+        env = dict(
+            os.environ,
+            BRIDGE_PORT=str(self.port),
+            BRIDGE_ICE_ADDRESSES="127.0.0.1",
+            BRIDGE_STUN_URLS="",
+            BRIDGE_LOG_LEVEL="warning",
+            BRIDGE_STATS_INTERVAL="1",
+            **self.env,
+        )
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", env=env, cwd=ROOT
+        )
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):
+                try:
+                    async with http.get(f"{self.base}/healthz") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise RuntimeError("the bridge did not start")
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            await asyncio.wait_for(self.proc.wait(), 15)
+
+
+async def _place_call(http: aiohttp.ClientSession, base: str) -> str:
+    async with http.post(f"{base}/call/make", json={"phone": "5521999999999"}) as r:
+        call = await r.json()
+    for _ in range(200):
+        async with http.get(f"{base}/call/{call['callID']}") as r:
+            if (await r.json()).get("state") == "active":
+                return str(call["callID"])
+        await asyncio.sleep(0.05)
+    raise RuntimeError("the call never became active")
+
+
+async def engine_call(
+    speech: np.ndarray, profile: Profile, seed: int, bridge: Bridge, engine: Any
+) -> dict[str, Any]:
+    """One call on a PCM engine under ``profile``: both directions scored."""
+    restrict_to_loopback()
+    sent = np.tile(speech, profile.repeats)
+    browser = Browser(
+        sent, Wire(profile, seed), Wire(profile, seed + 1000), drift_ppm=profile.drift_ppm
+    )
+    async with aiohttp.ClientSession() as http:
+        call_id = await _place_call(http, bridge.base)
+        await browser.connect(http, bridge.base, call_id)
+        fake = list(engine.calls.values())[-1]
+        await asyncio.sleep(0.5)
+        cpu0 = bridge.cpu_seconds()
+        fake.received.clear()
+        browser.source.start()
+        fake.signal = sent
+        seconds = sent.size / RATE
+        await asyncio.sleep(seconds + 1.0)
+        cpu = bridge.cpu_seconds() - cpu0
+        async with http.get(f"{bridge.base}/call/{call_id}/stats") as r:
+            stats = await r.json()
+        async with http.post(f"{bridge.base}/call/hangup", json={"callID": call_id}):
+            pass
+    await browser.close()
+    heard_by_engine = fake.heard()
+    uplink = {
+        "bridge": pesq_wb(sent, heard_by_engine),
+        "ideal": pesq_wb(sent, ideal_decode(browser.sent)),
+        "ideal_plc_only": pesq_wb(sent, ideal_decode(browser.sent, fec=False)),
+        "packets_lost": browser.lost_up,
+    }
+    downlink = {"bridge": pesq_wb(sent, ideal_decode(browser.received))}
+    return {
+        "uplink": uplink,
+        "downlink": downlink,
+        "bridge_cpu_percent": round(100 * cpu / (seconds + 1.0), 2),
+        "receiver": _receiver_stats(stats),
+    }
+
+
+def _receiver_stats(stats: dict[str, Any]) -> dict[str, Any] | None:
+    """The browser leg's receiver figures from ``GET /call/{id}/stats``, where it has them."""
+    webrtc = stats.get("webrtc") or {}
+    return webrtc.get("receiver")  # type: ignore[no-any-return]
+
+
+async def echo_call(speech: np.ndarray, seed: int, bridge: Bridge) -> dict[str, Any]:
+    """Browser → bridge → simulator's echo → bridge → browser, clean network."""
+    restrict_to_loopback()
+    clean = PROFILES["clean"]
+    browser = Browser(speech, Wire(clean, seed), Wire(clean, seed + 1))
+    async with aiohttp.ClientSession() as http:
+        call_id = await _place_call(http, bridge.base)
+        await browser.connect(http, bridge.base, call_id)
+        await asyncio.sleep(0.5)
+        browser.received.clear()
+        browser.source.start()
+        await asyncio.sleep(speech.size / RATE + 1.5)
+        async with http.post(f"{bridge.base}/call/hangup", json={"callID": call_id}):
+            pass
+    await browser.close()
+    return {"round_trip": {"bridge": pesq_wb(speech, ideal_decode(browser.received))}}
+
+
+async def run_paths(
+    speech: np.ndarray,
+    profiles: list[str],
+    *,
+    seed: int = 1,
+    echo: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Every profile on a PCM-engine bridge, and the echo round trip on a sim bridge."""
+    from tests.fakes.zuckzapgo import FakeZuckZapGo
+
+    engine = FakeZuckZapGo(answer_delay=0.1)
+    await engine.start()
+    bridge = Bridge(
+        {
+            "BRIDGE_ENGINE": "zuckzapgo",
+            "BRIDGE_ENGINE_URL": engine.url,
+            "BRIDGE_ENGINE_TOKEN": engine.token,
+            "BRIDGE_ENGINE_POLL_INTERVAL": "0.2",
+        }
+    )
+    out: dict[str, Any] = {}
+    try:
+        await bridge.start()
+        for i, name in enumerate(profiles):
+            t0 = time.monotonic()
+            out[name] = await engine_call(speech, PROFILES[name], seed + i, bridge, engine)
+            log(f"  {name}: {out[name]['uplink']} {out[name]['downlink']} "
+                f"({time.monotonic() - t0:.0f} s)")
+    finally:
+        await bridge.stop()
+        await engine.stop()
+    if echo:
+        sim = Bridge({"BRIDGE_ENGINE": "sim", "BRIDGE_SIM_PEER": "echo"})
+        try:
+            await sim.start()
+            out["echo"] = await echo_call(speech, seed, sim)
+            log(f"  echo: {out['echo']}")
+        finally:
+            await sim.stop()
+    return out
