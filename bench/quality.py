@@ -6,7 +6,8 @@ Two parts (issue 23):
   PESQ-WB and µs per frame (``bench/encoder_curve.py``). Picks the bridge's encoder defaults.
 * the paths (default): speech through real bridge processes and real aiortc peers on loopback,
   every path under seeded network profiles applied on the wire, each next to an ideal receiver
-  fed the very same packets (``bench/quality_paths.py``).
+  fed the very same packets (``bench/quality_paths.py``). ``--quick``: the loss and jitter
+  profiles without the minute-long drift ones.
 
 Writes ``bench/results/quality-<date>.json`` (``quality-encoder-<date>.json`` for the curve)
 and prints Markdown tables for ``docs/quality.md``. A benchmark, not a test: nothing here
@@ -85,6 +86,54 @@ def run_encoder_curve(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({result['run_seconds']} s)")
 
 
+def paths_table(paths: dict[str, Any]) -> str:
+    """Markdown: one row per profile, each direction's score next to the ideal receiver's."""
+    out = [
+        "| network | browser → engine: bridge | ideal receiver | ideal, PLC only "
+        "| engine → browser | bridge CPU |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in paths.items():
+        if name == "echo":
+            continue
+        up = r["uplink"]
+        out.append(
+            f"| {name} | {up['bridge']:.2f} | {up['ideal']:.2f} | {up['ideal_plc_only']:.2f} "
+            f"| {r['downlink']['bridge']:.2f} | {r['bridge_cpu_percent']:.1f} % |"
+        )
+    if "echo" in paths:
+        out.append("")
+        out.append(f"Echo round trip (browser → sim echo → browser), clean: "
+                   f"{paths['echo']['round_trip']['bridge']:.2f}")
+    return "\n".join(out)
+
+
+def run_paths(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from bench.quality_paths import PROFILES
+    from bench.quality_paths import run_paths as run
+
+    reference = speech(args.seconds)
+    names = [n for n in PROFILES if not (args.quick and PROFILES[n].drift_ppm)]
+    if args.profiles:
+        names = args.profiles.split(",")
+    t0 = time.monotonic()
+    paths = asyncio.run(run(reference, names, seed=args.seed))
+    result = {
+        "kind": "paths",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "seed": args.seed,
+        "speech_seconds": round(reference.size / 16_000, 2),
+        "run_seconds": round(time.monotonic() - t0, 1),
+        "paths": paths,
+    }
+    print(paths_table(paths))
+    path = write(result, Path(args.out), f"quality-{time.strftime('%Y%m%d')}.json")
+    print(f"wrote {path} ({result['run_seconds']} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -92,6 +141,9 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=16.0, help="speech length")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--quick", action="store_true", help="no minute-long drift profiles")
+    parser.add_argument("--profiles", default="", help="comma-separated profile names")
+    parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     missing = missing_tools()
     if missing:
@@ -99,6 +151,7 @@ def main() -> None:
     if args.encoder_curve:
         run_encoder_curve(args)
         return
+    run_paths(args)
 
 
 if __name__ == "__main__":

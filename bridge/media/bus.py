@@ -38,6 +38,21 @@ class BusClosed(ConnectionError):
     """The bus was closed while a reader waited."""
 
 
+PAUSE_RMS = 300.0
+"""RMS (int16; about -41 dBFS) under which a downlink frame is a pause, where a frame of
+delay can be added or removed unheard."""
+
+
+def is_pause(frame: BusFrame) -> bool:
+    pcm = frame.pcm.astype(np.float32)
+    return float(np.dot(pcm, pcm)) < PAUSE_RMS * PAUSE_RMS * pcm.size
+
+
+def downlink_jitter() -> JitterBuffer[BusFrame]:
+    """A listener's jitter buffer: follows the engine's clock drift in the pauses."""
+    return JitterBuffer(quiet=is_pause)
+
+
 class DownlinkSink:
     """A listener's view of the downlink: a jitter buffer fed by the bus."""
 
@@ -256,7 +271,7 @@ class CallBus:
 
     # -- downlink
     def add_downlink(self, name: str, jitter: JitterBuffer[BusFrame] | None = None) -> DownlinkSink:
-        sink = DownlinkSink(self, name, jitter or JitterBuffer())
+        sink = DownlinkSink(self, name, jitter or downlink_jitter())
         self._sinks.append(sink)
         return sink
 

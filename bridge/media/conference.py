@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from ..audio import FRAME_SAMPLES, JitterBuffer
+from ..audio import FRAME_SAMPLES
 from ..audio.pcm import Pcm
 from .clock import MediaClock
 
@@ -93,11 +93,11 @@ class Conference:
     # -- membership
     def join(self, pid: str, role: Role) -> tuple[Callable[[Pcm], None], DownlinkSink]:
         """Add a participant; returns where its microphone goes and what it plays."""
-        from .bus import DownlinkSink  # the bus module imports this one
+        from .bus import DownlinkSink, downlink_jitter  # the bus module imports this one
 
         if pid in self.participants:
             self.leave(pid)
-        sink = DownlinkSink(self.bus, pid, JitterBuffer())
+        sink = DownlinkSink(self.bus, pid, downlink_jitter())
         self.participants[pid] = Participant(pid, role, sink)
         self.update()
 

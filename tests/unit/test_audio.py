@@ -204,3 +204,46 @@ def test_libopus_decodes_a_browsers_48k_packets_to_16k_and_refuses_garbage() -> 
     assert dominant_frequency(np.concatenate(out)[1600:], 16_000) == pytest.approx(1000, abs=3)
     with pytest.raises(OpusError):
         dec.decode(b"\xff" * 3)
+
+
+@pytest.mark.parametrize("ppm", [2000, -2000])
+def test_downlink_buffer_follows_an_engine_clock_drift_in_the_pauses(ppm: int) -> None:
+    """An engine whose clock runs 2000 ppm fast or slow sends speech-like audio (1.5 s of
+    tone, 0.5 s of pause) in 60 ms chunks for 45 s; the browser's clock takes a frame every
+    20 ms. No tone frame is cut or gapped: frames of delay go or come in the pauses only."""
+    from bridge.media.bus import BusFrame, downlink_jitter
+
+    jb = downlink_jitter()
+    period = 0.06 / (1 + ppm / 1e6)  # one 3-frame chunk per engine 60 ms
+    loud = np.full(320, 8000, dtype=np.int16)
+    quiet = np.zeros(320, dtype=np.int16)
+    pattern = [loud] * 75 + [quiet] * 25  # 2 s
+    sent: list[np.ndarray] = []
+    played: list[np.ndarray | None] = []
+    next_chunk, tick, i = 0.0, 0.011, 0
+    while tick < 45.0:
+        while next_chunk <= tick:
+            for _ in range(3):
+                frame = pattern[i % len(pattern)]
+                jb.push(BusFrame(frame, 0.0))
+                sent.append(frame)
+                i += 1
+            next_chunk += period
+        got = jb.pop()
+        played.append(None if got is None else got.pcm)
+        tick += 0.02
+    body = played[50:]  # after the start
+    loud_played = sum(1 for f in body if f is not None and f[0] == 8000)
+    assert jb.stats.underruns == 0  # never ran dry in speech (or anywhere)
+    net = jb.stats.latency_drops - jb.stats.inserted  # frames skipped minus frames added
+    if ppm > 0:  # 90 ms more audio than time: frames skipped, in pauses only
+        assert net >= 2
+    else:
+        assert net <= -2
+    # Every loud frame the engine sent (up to what could be played) was played, in order.
+    loud_sent = sum(1 for f in sent[: len(played) + 10] if f[0] == 8000)
+    assert abs(loud_sent - sum(1 for f in played if f is not None and f[0] == 8000)) <= 75
+    assert loud_played > 0 and len(jb) <= 6
+    # A gap inside a run of tone would show as None between two loud frames.
+    for a, b, c in zip(body, body[1:], body[2:], strict=False):
+        assert not (a is not None and a[0] == 8000 and b is None and c is not None and c[0] == 8000)
