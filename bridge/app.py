@@ -11,6 +11,7 @@ from aiohttp import web
 
 from .api import setup_routes
 from .api.auth import auth_middleware
+from .api.engine import authenticates_itself
 from .api.errors import BODY_TIMEOUT, error_middleware
 from .api.keys import (
     DIRECTORY,
@@ -33,8 +34,8 @@ from .calls import Call, CallManager
 from .calls.model import default_owner
 from .calls.runtime import CallRuntime
 from .cluster import create_directory, internal_url_for
-from .config import EngineKind, Settings
-from .engines import Engine, create_engine
+from .config import Settings
+from .engines import Engine, PolledEngine, create_engine
 from .errors import DirectoryUnavailable, NotFound
 from .http import create_http_session, create_internal_session
 from .metrics import Metrics
@@ -73,12 +74,10 @@ def create_app(
     middlewares = [
         cors_middleware(server.cors_origins),
         error_middleware,
-        # Cloud API webhooks carry Meta's signature, never our token.
+        # Signed engine webhooks (Meta's) carry their signature, never our token.
         auth_middleware(
             server.api_tokens,
-            open_paths=("/engine/webhook",)
-            if settings.engine.engine is EngineKind.CLOUDAPI
-            else (),
+            authenticates_itself=authenticates_itself,
             internal_secret=cluster.internal_secret,
         ),
         rate_limit_middleware(server.rate_limit, server.rate_burst, by_token=server.auth_enabled),
@@ -97,11 +96,7 @@ def create_app(
         # with it every call's runtime), webhooks (flushed), directory (flushed), tasks.
         http = create_http_session()
         internal_http = create_internal_session()
-        eng = (
-            engine
-            if engine is not None
-            else create_engine(settings.engine, settings.sim, http, settings.ice)
-        )
+        eng = engine if engine is not None else create_engine(settings, http)
         metrics = Metrics()
         metrics.registry.register(RtcCollector())  # UDP drops, WebRTC failures by reason
         tasks = TaskSet("app")
@@ -125,10 +120,10 @@ def create_app(
                 return True  # cannot tell: never hang up what may be another worker's call
             return record is not None and record.live and record.owner != directory.worker_id
 
-        # Every worker polls a ZuckZapGo/WADial engine and sees every new inbound call: one
-        # claims it and places it on the least-loaded worker. The simulator is each worker's
-        # own; a Cloud API call arrives by webhook, routed to one worker before it exists.
-        polled = settings.engine.engine in (EngineKind.ZUCKZAPGO, EngineKind.WADIAL)
+        # Every worker polls a polled engine (ZuckZapGo, WADial) and sees every new inbound
+        # call: one claims it and places it on the least-loaded worker. The simulator is each
+        # worker's own; a webhook engine's new call is routed to one worker before it exists.
+        polled = isinstance(eng, PolledEngine)
         manager = CallManager(
             settings.calls,
             eng,
@@ -205,7 +200,7 @@ def create_app(
     app.on_response_prepare.append(cors_on_prepare(server.cors_origins))
     app.cleanup_ctx.append(resources)
     app.on_shutdown.append(on_shutdown)
-    setup_routes(app, with_sim=settings.engine.engine is EngineKind.SIM)
+    setup_routes(app)
     index = static / "index.html"
 
     async def demo_page(request: web.Request) -> web.FileResponse:

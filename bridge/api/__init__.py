@@ -9,8 +9,8 @@ from .errors import error_middleware
 from .keys import ENGINE, MANAGER, SETTINGS
 
 
-def setup_routes(app: web.Application, *, with_sim: bool) -> None:
-    """Register every route (the sim's only when the engine is the simulator)."""
+def setup_routes(app: web.Application) -> None:
+    """Register every route (the engine's answer 404 when the engine cannot serve them)."""
     app.router.add_routes(health.routes)
     app.router.add_routes(schema.routes)
     app.router.add_routes(metrics.routes)
@@ -18,8 +18,7 @@ def setup_routes(app: web.Application, *, with_sim: bool) -> None:
     app.router.add_routes(engine.routes)
     app.router.add_routes(media.routes)
     app.router.add_routes(streams.routes)
-    if with_sim:
-        app.router.add_routes(sim.routes)
+    app.router.add_routes(sim.routes)
     app.router.add_routes(calls.routes)
 
 

@@ -53,14 +53,20 @@ def token_matches(presented: str, tokens: Iterable[str]) -> bool:
     return ok
 
 
+def _never(request: web.Request) -> bool:
+    return False
+
+
 def auth_middleware(
-    tokens: tuple[str, ...], open_paths: tuple[str, ...] = (), internal_secret: str = ""
+    tokens: tuple[str, ...],
+    authenticates_itself: Callable[[web.Request], bool] = _never,
+    internal_secret: str = "",
 ) -> Middleware:
     """Require one of ``tokens`` on ``/call/*`` routes (no-op when there are none).
 
-    ``open_paths`` need no token: routes that authenticate their caller themselves (the
-    Cloud API webhook, signed by Meta with the app secret). A request forwarded by another
-    instance authenticates with ``internal_secret`` instead."""
+    A request for which ``authenticates_itself`` is true needs no token: a route that checks
+    its caller itself (a signed engine webhook, e.g. Meta's with the app secret). A request
+    forwarded by another instance authenticates with ``internal_secret`` instead."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -73,7 +79,7 @@ def auth_middleware(
         if (
             tokens
             and request.path.startswith(PROTECTED_PREFIXES)
-            and request.path not in open_paths
+            and not authenticates_itself(request)
         ):
             presented = request_token(request)
             if presented is None:

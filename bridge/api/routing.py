@@ -5,8 +5,9 @@ the call a request is about (the ``{callID}`` in its path, or ``callID`` in its 
 and when another worker owns it, forwards the request to that worker's internal address with
 ``BRIDGE_INTERNAL_SECRET`` and gives the client the owner's status and body unchanged (the
 ``/call/{callID}/stream`` WebSocket is relayed message by message). ``POST /call/make`` is
-placed on the least-loaded worker with room. A Cloud API webhook goes to the worker that owns
-the call it is about. With the in-memory directory none of this is installed.
+placed on the least-loaded worker with room. An engine webhook goes to the worker that owns
+the calls it is about (the engine names them). With the in-memory directory none of this is
+installed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from aiohttp.typedefs import Middleware
 
 from ..attachments.pcm_socket import MAX_MESSAGE
 from ..cluster import CallRecord, Directory, WorkerInfo
+from ..engines import WebhookCalls, WebhookEngine
+from ..engines.base import WEBHOOK_LIMIT
 from ..errors import (
     AtCapacity,
     BadRequest,
@@ -32,9 +35,9 @@ from ..errors import (
     OwnerUnreachable,
 )
 from .auth import FORWARDED, INTERNAL_HEADER, OWNER_HEADER
-from .engine import SIGNED_WEBHOOK_LIMIT
+from .engine import WEBHOOK_PATH
 from .errors import JSON_LIMIT, RAW_BODY, error_response, read_raw_json
-from .keys import DIRECTORY, INTERNAL_HTTP, MANAGER, METRICS
+from .keys import DIRECTORY, ENGINE, INTERNAL_HTTP, MANAGER, METRICS
 from .media import PLAY_BODY_LIMIT
 
 log = logging.getLogger(__name__)
@@ -103,7 +106,7 @@ def routing_middleware(secret: str) -> Middleware:
             return response
         if request.method == "POST" and request.path == "/call/make":
             return await _place(request, handler, secret)
-        if request.method == "POST" and request.path == "/engine/webhook":
+        if request.method == "POST" and request.path == WEBHOOK_PATH:
             return await _route_webhook(request, handler, secret)
         call_id = await _call_id_of(request)
         if call_id is None or request.app[MANAGER].registry.get(call_id) is not None:
@@ -189,64 +192,46 @@ async def _place(request: web.Request, handler: Handler, secret: str) -> web.Str
 
 
 async def _route_webhook(request: web.Request, handler: Handler, secret: str) -> web.StreamResponse:
-    """A Cloud API webhook about a call another worker owns goes to that worker (which checks
-    Meta's signature on the same raw body); one about a new call goes to the least-loaded
-    worker with room, like ``/call/make``."""
-    raw = await read_raw_json(request, SIGNED_WEBHOOK_LIMIT)
+    """An engine webhook about a call another worker owns goes to that worker (which checks
+    it, e.g. Meta's signature, on the same raw body); one about a new call goes to the
+    least-loaded worker with room, like ``/call/make``."""
+    engine = request.app[ENGINE]
+    if not isinstance(engine, WebhookEngine):
+        return await handler(request)  # it says this engine takes no webhooks
+    about = engine.webhook_calls(await read_raw_json(request, WEBHOOK_LIMIT))
     directory = request.app[DIRECTORY]
-    registry = request.app[MANAGER].registry
-    call_ids, new_offers = _webhook_call_ids(raw)
-    owners: dict[str, tuple[str, str]] = {}
     try:
-        for engine_call_id in call_ids:
-            if registry.by_engine_id(engine_call_id) is not None:
-                owners[directory.worker_id] = (directory.worker_id, directory.url)
-                continue  # ours: no need to ask
-            record = await directory.record_by_engine_id(engine_call_id)
-            if record is not None and record.live:
-                owners[record.owner] = (record.owner, record.url)
-        if len(owners) == 1:
-            owner, url = next(iter(owners.values()))
-            if owner != directory.worker_id:
-                return await forward(request, url, secret, owner=owner)
-        elif new_offers and not owners:
-            workers = await _with_room(directory)
-            if workers and workers[0].id != directory.worker_id:
-                return await forward(request, workers[0].url, secret, owner=workers[0].id)
+        target = await _webhook_owner(request, about)
+        if target is not None and target[0] != directory.worker_id:
+            return await forward(request, target[1], secret, owner=target[0])
     except (DirectoryUnavailable, OwnerUnreachable) as exc:
         # Meta would retry a 503 for a while; this worker's engine handles what it can (its
         # own calls; a new call rings here).
-        log.warning("Cloud API webhook handled here: %s", exc.message)
+        log.warning("engine webhook handled here: %s", exc.message)
     return await handler(request)
 
 
-def _webhook_call_ids(raw: bytes) -> tuple[list[str], bool]:
-    """The call ids of a Cloud API webhook (entry → changes → value → calls / statuses), and
-    whether it carries a user's new call (a ``connect`` with an SDP offer)."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return [], False
-    found: list[str] = []
-    new_offer = False
-    entries = body.get("entry") if isinstance(body, dict) else None
-    for entry in entries if isinstance(entries, list) else []:
-        changes = entry.get("changes") if isinstance(entry, dict) else None
-        for change in changes if isinstance(changes, list) else []:
-            value = change.get("value") if isinstance(change, dict) else None
-            if not isinstance(value, dict):
-                continue
-            # ``calls`` (connect, terminate) and ``statuses`` (RINGING, ACCEPTED …) name the
-            # call by the same id.
-            for key in ("calls", "statuses"):
-                items = value.get(key)
-                for item in items if isinstance(items, list) else []:
-                    if isinstance(item, dict) and isinstance(item.get("id"), str):
-                        found.append(item["id"])
-                        session = item.get("session")
-                        if item.get("event") == "connect" and isinstance(session, dict):
-                            new_offer |= session.get("sdp_type") == "offer"
-    return found, new_offer
+async def _webhook_owner(request: web.Request, about: WebhookCalls) -> tuple[str, str] | None:
+    """The worker (id, url) a webhook belongs on: the one owner of the live calls it names,
+    or for a new call the least-loaded worker with room; ``None``: handle it here (several
+    owners, or none and nothing new)."""
+    directory = request.app[DIRECTORY]
+    registry = request.app[MANAGER].registry
+    owners: dict[str, tuple[str, str]] = {}
+    for engine_call_id in about.engine_call_ids:
+        if registry.by_engine_id(engine_call_id) is not None:
+            owners[directory.worker_id] = (directory.worker_id, directory.url)
+            continue  # ours: no need to ask
+        record = await directory.record_by_engine_id(engine_call_id)
+        if record is not None and record.live:
+            owners[record.owner] = (record.owner, record.url)
+    if len(owners) == 1:
+        return next(iter(owners.values()))
+    if about.new_call and not owners:
+        workers = await _with_room(directory)
+        if workers:
+            return workers[0].id, workers[0].url
+    return None
 
 
 def _forward_headers(request: web.Request, secret: str, owner: str) -> dict[str, str]:

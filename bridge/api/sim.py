@@ -1,12 +1,12 @@
-"""Routes of the simulated engine (mounted only when ``BRIDGE_ENGINE=sim``)."""
+"""Routes of the simulated engine (``BRIDGE_ENGINE=sim``; 404 with any other engine)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from ..calls import normalize_phone
-from ..engines import SimEngine
-from ..errors import BadRequest, EngineError
+from ..engines import SimulatedNetwork
+from ..errors import BadRequest, EngineError, NotFound
 from .calls import wait_for_engine_call
 from .keys import ENGINE, MANAGER
 from .schema import read_body
@@ -17,12 +17,13 @@ routes = web.RouteTableDef()
 @routes.post("/call/sim/incoming")
 async def sim_incoming(request: web.Request) -> web.Response:
     """Make the simulated network ring us from ``phone``; returns the ringing call."""
+    engine = request.app[ENGINE]
+    if not isinstance(engine, SimulatedNetwork):
+        raise NotFound(f"the {engine.name} engine is not the simulated network")
     body = await read_body(request, "SimIncomingRequest")
     if "phone" not in body:
         raise BadRequest("field 'phone' is required", code="invalid_phone")
     phone = normalize_phone(body["phone"])
-    engine = request.app[ENGINE]
-    assert isinstance(engine, SimEngine)
     request.app[MANAGER].check_capacity()
     engine_id = engine.incoming(phone)
     call = await wait_for_engine_call(request, engine_id)

@@ -627,7 +627,7 @@ class CallManager:
         )
 
     def _engine(self) -> tuple[str, Any, bool]:
-        return self.engine.name, self.engine.stats, bool(getattr(self.engine, "up", True))
+        return self.engine.name, self.engine.stats, self.engine.up
 
 
 async def _always(engine_call_id: str) -> bool:

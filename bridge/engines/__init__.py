@@ -1,12 +1,14 @@
-"""The WhatsApp side of a call: engine adapters behind one ``Engine`` protocol (``base``), the
-pump that moves a call's audio between its bus and its engine media (``pump``), and the
-factory that picks the configured engine."""
+"""The WhatsApp side of a call: engine adapters behind one ``Engine`` protocol and its
+capabilities (``base``), the pump that moves a call's audio between its bus and its engine
+media (``pump``), and the registry of engines by ``BRIDGE_ENGINE`` (:data:`ENGINES`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import aiohttp
 
-from ..config import ConfigError, EngineKind, EngineSettings, IceSettings, SimSettings
+from ..config import ConfigError, EngineKind, Settings
 from .base import (
     DtmfLeg,
     Engine,
@@ -16,50 +18,63 @@ from .base import (
     EngineStats,
     MediaChannel,
     MediaClosed,
+    PolledEngine,
     RemoteCall,
+    SignedWebhookEngine,
+    SimulatedNetwork,
+    WebhookCalls,
+    WebhookEngine,
     WebRTCLeg,
 )
+from .cloudapi import CloudApiEngine
 from .pump import EnginePump
 from .sim import SimEngine
 from .wadial import WadialEngine
 from .zuckzapgo import ZuckZapGoEngine
 
+EngineFactory = Callable[[Settings, aiohttp.ClientSession | None], Engine]
+"""Builds an engine from the bridge's settings; remote engines make their requests with the
+app's HTTP client."""
 
-def create_engine(
-    settings: EngineSettings,
-    sim: SimSettings,
-    http: aiohttp.ClientSession | None = None,
-    ice: IceSettings | None = None,
-) -> Engine:
-    """The engine selected by ``BRIDGE_ENGINE`` (remote ones use ``http``, the app's client;
-    cloudapi's WhatsApp-side peer connections use ``ice``)."""
-    if settings.engine is EngineKind.SIM:
-        return SimEngine(sim)
-    if settings.engine is EngineKind.ZUCKZAPGO:
-        return ZuckZapGoEngine(settings, http)
-    if settings.engine is EngineKind.WADIAL:
-        return WadialEngine(settings, http)
-    if settings.engine is EngineKind.CLOUDAPI:
-        from .cloudapi import CloudApiEngine
+ENGINES: Mapping[EngineKind, EngineFactory] = {
+    EngineKind.SIM: SimEngine.from_settings,
+    EngineKind.ZUCKZAPGO: ZuckZapGoEngine.from_settings,
+    EngineKind.WADIAL: WadialEngine.from_settings,
+    EngineKind.CLOUDAPI: CloudApiEngine.from_settings,
+}
+"""Every engine, by its ``BRIDGE_ENGINE`` name (docs/architecture.md: how to add one)."""
 
-        return CloudApiEngine(settings, http, ice)
-    raise ConfigError(f"BRIDGE_ENGINE={settings.engine}: unknown engine")
+
+def create_engine(settings: Settings, http: aiohttp.ClientSession | None = None) -> Engine:
+    """The engine selected by ``BRIDGE_ENGINE``."""
+    factory = ENGINES.get(settings.engine.engine)
+    if factory is None:
+        raise ConfigError(f"BRIDGE_ENGINE={settings.engine.engine}: no engine is registered")
+    return factory(settings, http)
 
 
 __all__ = [
+    "ENGINES",
+    "CloudApiEngine",
     "DtmfLeg",
     "Engine",
     "EngineEvent",
     "EngineEventKind",
+    "EngineFactory",
     "EngineHealth",
     "EnginePump",
     "EngineStats",
     "MediaChannel",
     "MediaClosed",
+    "PolledEngine",
     "RemoteCall",
+    "SignedWebhookEngine",
     "SimEngine",
+    "SimulatedNetwork",
     "WadialEngine",
     "WebRTCLeg",
+    "WebhookCalls",
+    "WebhookEngine",
     "ZuckZapGoEngine",
     "create_engine",
 ]

@@ -1,15 +1,29 @@
-"""The ``Engine`` protocol every WhatsApp engine adapter implements, and its event types."""
+"""The ``Engine`` protocol every WhatsApp engine adapter implements, its event types, and the
+capabilities an engine may add (each a protocol the app and the API check with ``isinstance``,
+never by the engine's kind or by probing for attributes):
+
+- :class:`WebhookEngine`: takes events at ``POST /engine/webhook`` and names the calls a
+  webhook is about (so a cluster routes it to the worker that owns them);
+- :class:`SignedWebhookEngine`: its webhooks authenticate themselves (no API token) and its
+  sender verifies the URL with a ``GET`` handshake;
+- :class:`PolledEngine`: every worker polls the same list of calls, so every worker sees each
+  new inbound call and one must claim it;
+- :class:`SimulatedNetwork`: the simulator, which can be asked to ring us;
+- on a call's media channel: :class:`WebRTCLeg` and :class:`DtmfLeg`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ..audio.pcm import Pcm
+from ..errors import BadRequest
 from ..media import FixedHistogram
 
 log = logging.getLogger(__name__)
@@ -141,6 +155,10 @@ class Engine(Protocol):
     media_before_answer: bool
     """Open the call's media as soon as the call exists (its socket carries call state)."""
 
+    @property
+    def up(self) -> bool:
+        """Whether the engine answered its last request (``bridge_engine_up``)."""
+
     async def start(self) -> None:
         """Connect and start reporting events (must not fail if the engine is down)."""
 
@@ -172,6 +190,77 @@ class Engine(Protocol):
     async def startup_calls(self) -> list[RemoteCall]:
         """The engine's calls as first listed after :meth:`start` (waits until the engine
         answers); the manager finds the orphans among them."""
+
+
+WEBHOOK_LIMIT = 256 * 1024
+"""Largest webhook body an engine takes (a Cloud API webhook: a few calls with their SDP)."""
+
+
+@dataclass(frozen=True)
+class WebhookCalls:
+    """What a webhook is about, read from its raw body before anything checks it (a cluster
+    routes the webhook by it; the worker that handles it verifies it)."""
+
+    engine_call_ids: tuple[str, ...] = ()
+    """The engine's ids of the calls the webhook names, in order (duplicates kept)."""
+    new_call: bool = False
+    """It offers a call the bridge has not seen yet (it rings on the worker that takes it)."""
+
+
+@runtime_checkable
+class WebhookEngine(Protocol):
+    """An engine that takes events pushed to ``POST /engine/webhook``."""
+
+    def receive_webhook(self, raw: bytes, headers: Mapping[str, str]) -> bool:
+        """Check and take one webhook body (raw, as sent); whether it was about calls.
+
+        Raises :class:`~bridge.errors.BadRequest` (or ``Unauthorized``, ``AtCapacity``) for
+        a body it refuses: the sender gets that 4xx/503."""
+
+    def webhook_calls(self, raw: bytes) -> WebhookCalls:
+        """The calls a webhook body names, without verifying it (empty for a malformed body,
+        or when any worker may handle it)."""
+
+
+@runtime_checkable
+class SignedWebhookEngine(WebhookEngine, Protocol):
+    """A webhook engine whose webhooks carry their own authentication (a signature the engine
+    checks), so ``/engine/webhook`` takes no API token; its sender verifies the URL first."""
+
+    def verify_subscription(self, query: Mapping[str, str]) -> str:
+        """``GET /engine/webhook``: the text to answer the sender's verification request
+        with (raises :class:`~bridge.errors.Forbidden` when it does not match)."""
+
+
+@runtime_checkable
+class PolledEngine(Protocol):
+    """An engine whose calls are discovered by polling one list every worker reads: every
+    worker sees each new inbound call, so one worker claims it (and may place it on
+    another)."""
+
+    async def list_calls(self) -> list[RemoteCall]:
+        """The engine's live calls."""
+
+
+@runtime_checkable
+class SimulatedNetwork(Protocol):
+    """The simulated WhatsApp network (``POST /call/sim/incoming`` rings us through it)."""
+
+    def incoming(self, phone: str) -> str:
+        """Make ``phone`` call us; returns the engine call id of the ringing call."""
+
+
+def webhook_json(raw: bytes) -> dict[str, Any]:
+    """A webhook's JSON object body, or :class:`~bridge.errors.BadRequest` (``invalid_json``)."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("webhook body is not valid JSON", code="invalid_json") from None
+    except RecursionError:
+        raise BadRequest("webhook body is nested too deeply", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise BadRequest("webhook body must be a JSON object", code="invalid_json")
+    return body
 
 
 def emit(queue: asyncio.Queue[EngineEvent], event: EngineEvent) -> None:

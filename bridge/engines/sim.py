@@ -21,7 +21,7 @@ import numpy as np
 
 from ..audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, tone
 from ..audio.pcm import Pcm
-from ..config import SimPeer, SimSettings
+from ..config import Settings, SimPeer, SimSettings
 from ..errors import EngineCallNotFound, EngineError
 from ..media import MediaClock
 from ..tasks import TaskSet
@@ -133,6 +133,7 @@ class SimEngine:
 
     name = "sim"
     media_before_answer = False
+    up = True  # in process: always reachable
 
     def __init__(self, settings: SimSettings) -> None:
         self.settings = settings
@@ -141,7 +142,11 @@ class SimEngine:
         self.calls: dict[str, SimCall] = {}
         self._tasks = TaskSet("sim")
         self._ids = itertools.count(1)
-        self.dials: list[str] = []
+
+    @classmethod
+    def from_settings(cls, settings: Settings, http: object = None) -> SimEngine:
+        """The engine registered for ``BRIDGE_ENGINE=sim`` (it makes no requests)."""
+        return cls(settings.sim)
 
     async def start(self) -> None:
         log.info("simulated WhatsApp engine ready (peer behaviour: %s)", self.settings.sim_peer)
@@ -162,7 +167,6 @@ class SimEngine:
     async def dial(self, phone: str, *, call_id: str = "") -> str:
         call = SimCall(id=self._new_id(), peer=f"{phone}@s.whatsapp.net", direction="outbound")
         self.calls[call.id] = call
-        self.dials.append(phone)
         self._tasks.spawn(self._ring_then_answer(call), f"dial:{call.id}")
         return call.id
 

@@ -6,6 +6,7 @@ Source: ``specs/003_c1cacae3d4bfb7b5.txt`` (§2 envelope, §4 endpoints, §6 med
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -14,14 +15,23 @@ import numpy as np
 
 from ..audio import FRAME_SAMPLES
 from ..audio.pcm import Pcm
-from ..config import EngineSettings
+from ..config import EngineSettings, Settings
 from ..errors import (
     EngineCallNotFound,
     EngineError,
     EngineUnavailable,
     PeerUnreachable,
 )
-from .base import EngineEvent, EngineEventKind, EngineStats, MediaClosed, RemoteCall, emit
+from .base import (
+    EngineEvent,
+    EngineEventKind,
+    EngineStats,
+    MediaClosed,
+    RemoteCall,
+    WebhookCalls,
+    emit,
+    webhook_json,
+)
 from .polling import PollingEngine
 from .socket import ReconnectingChannel, WebSocketMedia
 
@@ -103,6 +113,13 @@ class ZuckZapGoEngine(PollingEngine):
         self.base = settings.engine_url.rstrip("/")
         self.headers = {"token": settings.engine_token}
 
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, http: aiohttp.ClientSession | None = None
+    ) -> ZuckZapGoEngine:
+        """The engine registered for ``BRIDGE_ENGINE=zuckzapgo``."""
+        return cls(settings.engine, http)
+
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         raw = await self.request(
             method, self.base + path, payload=body, headers=self.headers, map_error=_map_error
@@ -165,10 +182,11 @@ class ZuckZapGoEngine(PollingEngine):
 
         return await self.reconnecting(engine_call_id, connect)
 
-    def handle_webhook(self, payload: Any) -> bool:
-        """A ``v1.call.*`` webhook (§5): ring at once on ``v1.call.offer``; re-poll on any."""
-        if not isinstance(payload, dict):
-            return False
+    def receive_webhook(self, raw: bytes, headers: Mapping[str, str]) -> bool:
+        """A ``v1.call.*`` webhook (§5): ring at once on ``v1.call.offer``; re-poll on any.
+        Authenticated by the bridge's API token like any ``/engine/`` route; ``False`` for
+        another event; :class:`~bridge.errors.BadRequest` when not a JSON object."""
+        payload = webhook_json(raw)
         kind = str(payload.get("type") or payload.get("event") or "")
         if not kind.startswith("v1.call."):
             return False
@@ -185,3 +203,8 @@ class ZuckZapGoEngine(PollingEngine):
             self.forget(str(call_id), "")
         self.poke()
         return True
+
+    def webhook_calls(self, raw: bytes) -> WebhookCalls:
+        """Nothing to route by: every worker polls the engine and the workers claim each new
+        call once, so a webhook (which only hurries the poll) is handled where it lands."""
+        return WebhookCalls()

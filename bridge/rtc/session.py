@@ -33,16 +33,6 @@ log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
 
-# aiortc connection states → the snapshot's webrtc.state vocabulary.
-_STATES = {
-    "new": "new",
-    "connecting": "connecting",
-    "connected": "connected",
-    "failed": "failed",
-    "closed": "closed",
-}
-
-
 OPUS_CLOCK = 48_000
 """RTP clock rate of Opus (RFC 7587): aiortc reports jitter in these units."""
 
@@ -197,7 +187,8 @@ class WebRTCSession:
         def on_connectionstatechange() -> None:
             if pc.connectionState == "failed":
                 self._record_failure(*diagnose(pc))
-            self._set_state(_STATES.get(pc.connectionState, "connecting"))
+            # aiortc's states (new, connecting, connected, failed, closed) are the snapshot's.
+            self._set_state(pc.connectionState)
             if pc.connectionState == "failed":
                 self._tasks.spawn(self.close(), "close-failed")
 

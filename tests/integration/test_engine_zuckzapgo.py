@@ -104,6 +104,16 @@ async def test_webhook_rings_at_once(zclient, zuckzapgo) -> None:
     assert resp.status == 400
 
 
+async def test_routes_of_capabilities_it_lacks_are_404(zclient, zuckzapgo) -> None:
+    # No webhook verification (its webhooks take the API token), no simulated network.
+    client = await zclient()
+    resp = await client.get("/engine/webhook?hub.mode=subscribe&hub.challenge=1")
+    assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
+    resp = await client.post("/call/sim/incoming", json={"phone": "15550002222"})
+    assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
+    assert not zuckzapgo.calls
+
+
 async def test_local_hangup_reaches_engine_and_decline(zclient, zuckzapgo) -> None:
     client = await zclient()
     engine_id = zuckzapgo.ring_inbound("15550003333")

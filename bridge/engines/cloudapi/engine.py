@@ -22,12 +22,13 @@ import hmac
 import json
 import logging
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
-from ...config import EngineSettings, IceSettings
+from ...config import EngineSettings, IceSettings, Settings
 from ...errors import (
     AtCapacity,
     BadRequest,
@@ -37,11 +38,20 @@ from ...errors import (
     Unauthorized,
 )
 from ...tasks import TaskSet
-from ..base import EngineEvent, EngineEventKind, EngineHealth, EngineStats, RemoteCall, emit
+from ..base import (
+    EngineEvent,
+    EngineEventKind,
+    EngineHealth,
+    EngineStats,
+    RemoteCall,
+    WebhookCalls,
+    emit,
+    webhook_json,
+)
 from ..hangups import PendingHangups
 from .graph import GraphClient
 from .peer import PeerChannel, WhatsAppPeer
-from .webhook import CallWebhook, call_events, signature_ok
+from .webhook import SIGNATURE_HEADER, CallWebhook, call_events, signature_ok, webhook_calls
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +102,11 @@ class _Remembered:
 
 
 class CloudApiEngine:
-    """Drives Meta's Cloud API Calling for one business number."""
+    """Drives Meta's Cloud API Calling for one business number (a ``SignedWebhookEngine``:
+    Meta signs its webhooks with X-Hub-Signature-256, so they need no API token)."""
 
     name = "cloudapi"
     media_before_answer = False
-    webhook_is_signed = True
-    """The webhook authenticates itself (X-Hub-Signature-256): no API token on it."""
 
     def __init__(
         self,
@@ -125,8 +134,15 @@ class CloudApiEngine:
         self._http = http
         self._own_http = http is None
         self.webhooks = 0
-        self.dtmf_presses = 0
         self.pending_hangups = PendingHangups("cloudapi", self.hangup, asyncio.sleep)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, http: aiohttp.ClientSession | None = None
+    ) -> CloudApiEngine:
+        """The engine registered for ``BRIDGE_ENGINE=cloudapi`` (its WhatsApp-side peer
+        connections gather with the bridge's ICE settings)."""
+        return cls(settings.engine, http, settings.ice)
 
     # -- lifecycle
     async def start(self) -> None:
@@ -178,7 +194,6 @@ class CloudApiEngine:
         call = self.calls.get(peer.wacid)
         if call is None or call.state == "ended":
             return
-        self.dtmf_presses += 1
         data = {"digit": digit, "durationMs": duration_ms}
         emit(self.events, EngineEvent(EngineEventKind.DTMF, call.wacid, data=data))
 
@@ -265,29 +280,34 @@ class CloudApiEngine:
             emit(self.events, EngineEvent(EngineEventKind.ANSWERED, call.wacid, call.jid))
 
     # -- webhooks
-    def verify_subscription(self, mode: str, token: str, challenge: str) -> str:
-        """``GET /engine/webhook``: the challenge when the verify token matches, else 403."""
+    def verify_subscription(self, query: Mapping[str, str]) -> str:
+        """``GET /engine/webhook?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…``
+        (Meta's webhook verification request): the challenge when the verify token matches,
+        else 403."""
+        mode = query.get("hub.mode", "")
+        token = query.get("hub.verify_token", "")
+        challenge = query.get("hub.challenge", "")
         expected = self.settings.cloudapi_verify_token.encode()
         ok = hmac.compare_digest(expected, token.encode("utf-8", "surrogateescape"))
         if mode != "subscribe" or not ok or not expected:
             raise Forbidden("webhook verification refused: hub.verify_token does not match")
         return challenge
 
-    def receive_webhook(self, raw: bytes, signature: str | None) -> None:
+    def receive_webhook(self, raw: bytes, headers: Mapping[str, str]) -> bool:
         """``POST /engine/webhook``: check the signature and shape, queue the work, return.
 
         401 for a missing or wrong signature (nothing is looked at), 400 for a body that is
         not a JSON object, 503 when the queue is full (Meta delivers again later)."""
-        if not signature_ok(self.settings.cloudapi_app_secret, raw, signature):
+        if not signature_ok(self.settings.cloudapi_app_secret, raw, headers.get(SIGNATURE_HEADER)):
             raise Unauthorized(
                 "missing or invalid X-Hub-Signature-256 (HMAC-SHA256 of the body, app secret)"
             )
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError):
+            body = webhook_json(raw)
+        except BadRequest:
             self.stats.bad_messages += 1
-            raise BadRequest("webhook body is not valid JSON", code="invalid_json") from None
-        if not isinstance(body, dict) or not isinstance(body.get("entry"), list):
+            raise
+        if not isinstance(body.get("entry"), list):
             self.stats.bad_messages += 1
             raise BadRequest("webhook body must be an object with an 'entry' list")
         try:
@@ -295,6 +315,10 @@ class CloudApiEngine:
         except asyncio.QueueFull:
             raise AtCapacity("too many webhooks waiting; deliver again later") from None
         self.webhooks += 1
+        return True
+
+    def webhook_calls(self, raw: bytes) -> WebhookCalls:
+        return webhook_calls(raw)
 
     async def _work_webhooks(self) -> None:
         while True:
@@ -316,7 +340,7 @@ class CloudApiEngine:
             self._dialling[ev.opaque].append(ev)
             return
         if ev.kind == "connect":
-            if ev.direction == "USER_INITIATED" and ev.sdp_type == "offer":
+            if ev.new_call:
                 if call is None:
                     self._inbound(ev)
             elif call is not None and ev.sdp_type == "answer" and "answer" not in call.seen:

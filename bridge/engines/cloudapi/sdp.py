@@ -48,14 +48,6 @@ def _rtpmap(lines: list[str], codec: str) -> int | None:
     return None
 
 
-def fingerprint_algorithms(sdp: str) -> set[str]:
-    return {
-        ln[len("a=fingerprint:") :].split(" ", 1)[0].lower()
-        for ln in _lines(sdp)
-        if ln.startswith("a=fingerprint:")
-    }
-
-
 def read_remote(sdp: str) -> RemoteAudio:
     """Opus' payload type and fmtp (bitrate cap, FEC) and telephone-event's payload type."""
     lines = _lines(sdp)

@@ -4,15 +4,19 @@ Meta signs every POST with ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the
 keyed with the app secret>``; the bridge checks it on the raw bytes in constant time before it
 parses anything. The envelope ``{"object", "entry": [{"changes": [{"field": "calls",
 "value": {"calls": [...], "statuses": [...]}}]}]}`` may carry several entries and changes;
-:func:`call_events` flattens it and skips (counting) what does not have the documented shape.
+:func:`call_events` flattens it and skips (counting) what does not have the documented shape;
+:func:`webhook_calls` reads the same events for a cluster's router (which calls, a new one?).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..base import WebhookCalls
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 
@@ -48,6 +52,12 @@ class CallWebhook:
     opaque: str = ""
     errors: list[dict[str, Any]] = field(default_factory=list)
     duration: int | None = None
+
+    @property
+    def new_call(self) -> bool:
+        """A user's new call: a ``connect`` carrying the user's SDP offer."""
+        offered = self.sdp_type == "offer"
+        return self.kind == "connect" and self.direction == "USER_INITIATED" and offered
 
 
 def call_events(body: dict[str, Any]) -> tuple[list[CallWebhook], int]:
@@ -90,6 +100,22 @@ def call_events(body: dict[str, Any]) -> tuple[list[CallWebhook], int]:
                     )
                 )
     return out, bad
+
+
+def webhook_calls(raw: bytes) -> WebhookCalls:
+    """The calls a raw webhook body names (connects, terminates and statuses name the call by
+    the same id), and whether it offers a new call; nothing for a malformed body."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return WebhookCalls()
+    if not isinstance(body, dict):
+        return WebhookCalls()
+    events, _bad = call_events(body)
+    return WebhookCalls(
+        engine_call_ids=tuple(ev.wacid for ev in events),
+        new_call=any(ev.new_call for ev in events),
+    )
 
 
 def _call_item(item: Any, value: dict[str, Any]) -> CallWebhook | None:

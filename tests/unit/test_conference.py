@@ -1,0 +1,194 @@
+"""``Conference.mix_once``, one 20 ms tick of the mixer, on its own (no sockets, no clock):
+who hears whom per role, hold, mute and clipping, read off the sample values of the frames it
+hands to each participant's sink and to the WhatsApp side (the bus's uplink).
+
+Every speaker sends a constant frame of its own level, so a mixed frame's value says exactly
+which speakers are in it (1 000 + 10 = agent and barge, say)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+import bridge.media.conference as conference_module
+from bridge.audio import FRAME_SAMPLES
+from bridge.media import BusFrame, CallBus, Role
+
+WHATSAPP = 10_000
+AGENT = 1_000
+WHISPER = 100
+BARGE = 10
+LISTEN = 1  # a listener's microphone goes nowhere: this level must never be heard
+
+
+def frame(level: int) -> np.ndarray:
+    return np.full(FRAME_SAMPLES, level, dtype=np.int16)
+
+
+class StoppedClock:
+    """The mixing clock, never ticking: only the test calls ``mix_once``."""
+
+    now = 0.0
+
+    async def tick(self) -> None:
+        await asyncio.Event().wait()
+
+
+@dataclass
+class Room:
+    """A bus whose conference mixes only when told, and what everyone was handed."""
+
+    bus: CallBus
+    mics: dict[str, object] = field(default_factory=dict)
+    heard: dict[str, list[BusFrame]] = field(default_factory=dict)
+    to_whatsapp: list[BusFrame] = field(default_factory=list)
+
+    def join(self, pid: str, role: Role) -> None:
+        mic, sink = self.bus.conference.join(pid, role)
+        self.mics[pid] = mic
+        self.heard[pid] = []
+        sink.push = self.heard[pid].append  # what the participant's jitter buffer would get
+
+    def speak(self, pid: str, level: int) -> None:
+        self.mics[pid](frame(level))  # type: ignore[operator]
+
+    def tick(self, whatsapp: int | None = WHATSAPP, t: float = 5.0) -> None:
+        if whatsapp is not None:
+            assert self.bus.conference.from_whatsapp(BusFrame(frame(whatsapp), t))
+        self.bus.conference.mix_once(t + 0.001)
+
+    def last(self, pid: str) -> int:
+        """The one value of the last frame ``pid`` was handed (every sample the same)."""
+        return _level(self.heard[pid][-1])
+
+    def whatsapp_hears(self) -> int:
+        return _level(self.to_whatsapp[-1])
+
+
+def _level(f: BusFrame) -> int:
+    assert f.pcm.dtype == np.int16 and f.pcm.shape == (FRAME_SAMPLES,)
+    values = np.unique(f.pcm)
+    assert values.size == 1, values
+    return int(values[0])
+
+
+@pytest.fixture
+async def room(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Room]:
+    monkeypatch.setattr(conference_module, "MediaClock", StoppedClock)
+    bus = CallBus("conference-test")
+    r = Room(bus)
+    bus.add_uplink_tap(r.to_whatsapp.append)
+    bus.open_uplink()
+    yield r
+    await bus.aclose()
+
+
+async def test_each_role_hears_its_table_and_nobody_hears_themselves(room: Room) -> None:
+    speakers = [
+        ("agent", Role.AGENT, AGENT),
+        ("whisper", Role.WHISPER, WHISPER),
+        ("barge", Role.BARGE, BARGE),
+        ("listen", Role.LISTEN, LISTEN),
+    ]
+    for pid, role, _level in speakers:
+        room.join(pid, role)
+    assert room.bus.conference.mixing  # more than one participant: the mixed path
+    for pid, _role, level in speakers:
+        room.speak(pid, level)
+    room.tick()
+    assert room.whatsapp_hears() == AGENT + BARGE  # never the whisper, never the listener
+    assert room.last("agent") == WHATSAPP + WHISPER + BARGE
+    assert room.last("whisper") == WHATSAPP + AGENT + BARGE
+    assert room.last("barge") == WHATSAPP + AGENT
+    assert room.last("listen") == WHATSAPP + AGENT + BARGE
+    # Each output is built once per tick, stamped with the WhatsApp frame's arrival time.
+    assert all(len(frames) == 1 for frames in room.heard.values())
+    assert {f.t for frames in room.heard.values() for f in frames} == {5.0}
+
+
+async def test_two_whisperers_reach_the_agent_but_not_each_other(room: Room) -> None:
+    room.join("agent", Role.AGENT)
+    room.join("coach1", Role.WHISPER)
+    room.join("coach2", Role.WHISPER)
+    room.speak("agent", AGENT)
+    room.speak("coach1", 100)
+    room.speak("coach2", 200)
+    room.tick()
+    assert room.last("agent") == WHATSAPP + 300
+    assert room.last("coach1") == WHATSAPP + AGENT  # not coach2's 200
+    assert room.last("coach2") == WHATSAPP + AGENT
+    assert room.whatsapp_hears() == AGENT
+
+
+async def test_a_silent_input_is_silence_and_the_tick_is_stamped_now(room: Room) -> None:
+    room.join("agent", Role.AGENT)
+    room.join("barge", Role.BARGE)
+    room.speak("barge", BARGE)  # the agent's microphone sent nothing this tick
+    room.tick(whatsapp=None, t=7.0)  # nor did WhatsApp
+    assert room.last("agent") == BARGE
+    assert room.last("barge") == 0
+    assert room.whatsapp_hears() == BARGE
+    assert room.heard["agent"][-1].t == pytest.approx(7.001)  # no WhatsApp frame: now
+
+
+async def test_hold_cuts_whatsapp_off_both_ways_and_the_room_still_talks(room: Room) -> None:
+    room.join("agent", Role.AGENT)
+    room.join("whisper", Role.WHISPER)
+    room.bus.conference.set_held(True)
+    room.speak("agent", AGENT)
+    room.speak("whisper", WHISPER)
+    room.tick()
+    assert room.whatsapp_hears() == 0  # the held peer hears nobody (only hold music, if any)
+    assert room.last("agent") == WHISPER  # not the held peer
+    assert room.last("whisper") == AGENT
+    room.bus.conference.set_held(False)
+    room.speak("agent", AGENT)
+    room.speak("whisper", WHISPER)
+    room.tick()
+    assert room.whatsapp_hears() == AGENT
+    assert room.last("agent") == WHATSAPP + WHISPER
+
+
+async def test_mute_silences_only_what_whatsapp_hears(room: Room) -> None:
+    room.join("agent", Role.AGENT)
+    room.join("listen", Role.LISTEN)
+    room.bus.muted = True
+    room.speak("agent", AGENT)
+    room.tick()
+    assert room.whatsapp_hears() == 0
+    assert room.last("listen") == WHATSAPP + AGENT
+
+
+@pytest.mark.parametrize(("level", "clipped"), [(30_000, 32_767), (-30_000, -32_768)])
+async def test_sums_clip_at_full_scale_and_never_wrap(room: Room, level: int, clipped: int) -> None:
+    room.join("agent", Role.AGENT)
+    room.join("barge", Role.BARGE)
+    room.join("whisper", Role.WHISPER)
+    room.speak("agent", level)
+    room.speak("barge", level)
+    room.speak("whisper", level)
+    room.tick(whatsapp=level)
+    assert room.whatsapp_hears() == clipped  # agent + barge: 60 000 in magnitude
+    assert room.last("agent") == clipped  # WhatsApp + whisper + barge: 90 000
+    assert room.last("barge") == clipped
+
+
+async def test_one_clip_after_the_whole_sum(room: Room) -> None:
+    # Two whisperers and two barges: each group alone is beyond 16 bits (+-60 000); what the
+    # agent hears, WhatsApp + whispers + barges, is 30 000 once summed in 32 bits.
+    room.join("agent", Role.AGENT)
+    for pid, role, level in [
+        ("whisper1", Role.WHISPER, 30_000),
+        ("whisper2", Role.WHISPER, 30_000),
+        ("barge1", Role.BARGE, -30_000),
+        ("barge2", Role.BARGE, -30_000),
+    ]:
+        room.join(pid, role)
+        room.speak(pid, level)
+    room.tick(whatsapp=30_000)
+    assert room.last("agent") == 30_000
+    assert room.whatsapp_hears() == -32_768  # the barges: -60 000, clipped once
