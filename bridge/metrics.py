@@ -33,7 +33,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from .engines import EngineStats
-from .media import BusStats, FixedHistogram
+from .media import BusStats, FixedHistogram, ReceiveStats
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,10 @@ class MediaTotals:
     jitter_overflow_drops: int = 0
     jitter_latency_drops: int = 0
     jitter_depth: int = 0
+    receive: dict[str, ReceiveStats] = field(
+        default_factory=lambda: {"browser": ReceiveStats(), "whatsapp": ReceiveStats()}
+    )
+    """The Opus receivers' counters by leg: the browsers', and the Cloud API's WhatsApp side."""
 
     def add_bus(self, stats: BusStats) -> None:
         b = self.bus
@@ -80,6 +84,7 @@ class MediaTotals:
         b.source_frames_dropped += stats.source_frames_dropped
         b.uplink_transit.merge(stats.uplink_transit)
         b.downlink_transit.merge(stats.downlink_transit)
+        self.receive["browser"].merge(stats.receive)
 
     def absorb_jitter(self, jitter: Any, *, depth: bool = False) -> None:
         """Add one downlink jitter buffer's counters (``None``: a session never answered)."""
@@ -107,6 +112,32 @@ def _histogram(
             buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
         family.add_metric([values[k] for k in labels], buckets, h.sum)
     return family
+
+
+def _receiver_metrics(receive: dict[str, ReceiveStats]) -> Iterator[Metric]:
+    """What the Opus receivers did, per leg, in seconds of audio (bridge/audio/receiver.py)."""
+    rate = 16_000.0
+    audio = CounterMetricFamily(
+        "bridge_receiver_audio_seconds",
+        "audio the Opus receivers played, by how it was made: decoded, rebuilt from in-band "
+        "FEC, concealed (a loss no FEC could rebuild), or played/skipped to follow the "
+        "network's delay",
+        labels=["leg", "kind"],
+    )
+    for leg, r in receive.items():
+        decoded = r.emitted_samples - r.concealed_samples - r.fec_recovered_samples
+        audio.add_metric([leg, "decoded"], max(0, decoded) / rate)
+        audio.add_metric([leg, "fec"], r.fec_recovered_samples / rate)
+        audio.add_metric([leg, "concealed"], r.concealed_samples / rate)
+        audio.add_metric([leg, "inserted"], r.inserted_samples / rate)
+        audio.add_metric([leg, "removed"], r.removed_samples / rate)
+    yield audio
+    yield _histogram(
+        "bridge_receiver_delay_seconds",
+        "time each played packet waited in its leg's receiver (the adaptive jitter buffer)",
+        {"leg": ""},
+        [({"leg": leg}, r.delay) for leg, r in receive.items()],
+    )
 
 
 class MediaCollector:
@@ -156,6 +187,7 @@ class MediaCollector:
                 ({"direction": "downlink"}, b.downlink_transit),
             ],
         )
+        yield from _receiver_metrics(t.receive)
         under = CounterMetricFamily(
             "bridge_jitter_buffer_underruns", "downlink jitter-buffer underruns (silence played)"
         )

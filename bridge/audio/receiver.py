@@ -240,6 +240,11 @@ class OpusReceiver:
         self._last_transit = transit
 
     @property
+    def delay(self) -> float:
+        """Seconds the latest played packet waited in the receiver."""
+        return max(0.0, self._delay_sample)
+
+    @property
     def buffered(self) -> int:
         """Packets held, plus one if decoded samples are waiting to be played."""
         return len(self._packets) + (1 if self._pending.size else 0)

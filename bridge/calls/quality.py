@@ -13,6 +13,33 @@ from .runtime import CallRuntime
 
 log = logging.getLogger(__name__)
 
+BANDS = ((4.0, "good"), (3.6, "fair"), (3.1, "poor"), (0.0, "bad"))
+"""MOS bands (ITU-T G.107 Annex B's user satisfaction: satisfied, some, many, nearly all
+users dissatisfied)."""
+
+
+def band(mos: float) -> str:
+    return next(name for floor, name in BANDS if mos >= floor)
+
+
+def report_band(runtime: CallRuntime, leg: str, mos: float, q: Quality, **who: str) -> None:
+    """Emit ``call.quality`` when a leg's band changes (not on every sample: webhooks get
+    every event), with the sample's numbers; a call that stays ``good`` says nothing."""
+    key = leg + ":" + ":".join(who.values())
+    now, before = band(mos), runtime.quality_bands.get(key, "good")
+    runtime.quality_bands[key] = now
+    if now != before:
+        runtime.emit(
+            "call.quality",
+            leg=leg,
+            band=now,
+            previous=before,
+            mos=round(mos, 2),
+            lossFraction=round(q.loss_fraction, 4),
+            concealedFraction=round(q.concealed_fraction, 4),
+            **who,
+        )
+
 
 def media_totals(metrics: Metrics, runtimes: Iterable[CallRuntime]) -> MediaTotals:
     """Bus and jitter-buffer counters of every call, ended ones included."""
@@ -23,8 +50,12 @@ def media_totals(metrics: Metrics, runtimes: Iterable[CallRuntime]) -> MediaTota
         jitter_latency_drops=ended.jitter_latency_drops,
     )
     out.add_bus(ended.bus)
+    for leg, stats in ended.receive.items():
+        out.receive[leg].merge(stats)
     for runtime in runtimes:
         out.add_bus(runtime.bus.stats)
+        if runtime.webrtc_leg is not None:
+            out.receive["whatsapp"].merge(runtime.webrtc_leg.receive_stats)
         for session in runtime.sessions.values():
             out.absorb_jitter(session.jitter_buffer, depth=True)
     return out
@@ -73,6 +104,7 @@ async def sample_quality_once(m: Metrics, runtimes: Callable[[], Iterable[CallRu
             if lq is not None:
                 leg.mos = _observe(m, "whatsapp", lq)
                 worst = min(worst, leg.mos)
+                report_band(runtime, "whatsapp", leg.mos, lq)
         for session in list(runtime.sessions.values()):
             if session.state != "connected":
                 continue
@@ -94,5 +126,6 @@ async def sample_quality_once(m: Metrics, runtimes: Callable[[], Iterable[CallRu
                 m.rtt.observe(q.rtt_s)
             session.mos = _observe(m, "browser", q)
             m.mos.observe(session.mos)
+            report_band(runtime, "browser", session.mos, q, participantID=session.participant_id)
             worst = min(worst, session.mos)
     m.mos_current.set(worst)

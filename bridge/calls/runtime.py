@@ -58,6 +58,8 @@ class CallRuntime:
         self.engine = engine
         self.events = events
         self.metrics = metrics
+        self.quality_bands: dict[str, str] = {}
+        """Each leg's last quality band (``calls/quality.py``), to report only changes."""
         self._on_media_lost = on_media_lost
         self.bus = CallBus(call.id)
         self.bus.muted = call.muted
@@ -418,6 +420,8 @@ class CallRuntime:
         """Move this call's counters into the ended totals (when the call leaves the live set,
         before teardown, so no scrape misses them)."""
         self.metrics.ended_totals.add_bus(self.bus.stats)
+        if self.webrtc_leg is not None:
+            self.metrics.ended_totals.receive["whatsapp"].merge(self.webrtc_leg.receive_stats)
         for session in self.sessions.values():
             self.metrics.ended_totals.absorb_jitter(session.jitter_buffer)
 

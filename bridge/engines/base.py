@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 from ..audio.pcm import Pcm
 from ..errors import BadRequest
 from ..media import FixedHistogram
+from ..media.stats import ReceiveStats
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,10 @@ class WebRTCLeg(Protocol):
     runtime samples its RTP/RTCP quality like the browser's, labelled ``leg="whatsapp"``."""
 
     mos: float | None
+
+    @property
+    def receive_stats(self) -> ReceiveStats:
+        """Its Opus receiver's counters (the metrics sum them with ``leg="whatsapp"``)."""
 
     async def sample_quality(self) -> Any:
         """The change of its RTP/RTCP counters since the last sample (an ``rtc`` Quality)."""

@@ -3,7 +3,7 @@
 from .bus import BusClosed, BusFrame, CallBus, DownlinkSink, UplinkSource
 from .clock import MediaClock
 from .conference import Conference, Role
-from .stats import BusStats, FixedHistogram
+from .stats import BusStats, FixedHistogram, ReceiveStats
 
 __all__ = [
     "BusClosed",
@@ -14,6 +14,7 @@ __all__ = [
     "DownlinkSink",
     "FixedHistogram",
     "MediaClock",
+    "ReceiveStats",
     "Role",
     "UplinkSource",
 ]

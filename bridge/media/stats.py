@@ -67,6 +67,33 @@ class FixedHistogram:
         return float("inf")
 
 
+RECEIVER_DELAY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3)
+"""Upper bounds (seconds) of the receiver-delay histogram."""
+
+
+@dataclass
+class ReceiveStats:
+    """What one leg's Opus receivers did (bridge/audio/receiver.py), summed over its receivers:
+    samples at 16 kHz, and the time each played packet waited in the receiver."""
+
+    concealed_samples: int = 0
+    fec_recovered_samples: int = 0
+    inserted_samples: int = 0
+    removed_samples: int = 0
+    emitted_samples: int = 0
+    delay: FixedHistogram = field(
+        default_factory=lambda: FixedHistogram(RECEIVER_DELAY_BUCKETS)
+    )
+
+    def merge(self, other: ReceiveStats) -> None:
+        self.concealed_samples += other.concealed_samples
+        self.fec_recovered_samples += other.fec_recovered_samples
+        self.inserted_samples += other.inserted_samples
+        self.removed_samples += other.removed_samples
+        self.emitted_samples += other.emitted_samples
+        self.delay.merge(other.delay)
+
+
 @dataclass
 class BusStats:
     """Counters of one call's bus (plain ints: updated per frame, read by the collector)."""
@@ -87,6 +114,8 @@ class BusStats:
     """Seconds from a frame entering the bus to its hand-off to the engine leg."""
     downlink_transit: FixedHistogram = field(default_factory=FixedHistogram)
     """Seconds from a frame entering the bus to its hand-off to the browser's encoder."""
+    receive: ReceiveStats = field(default_factory=ReceiveStats)
+    """The receivers of the legs that feed this bus (the browsers' microphones)."""
 
     def as_json(self) -> dict[str, Any]:
         return {

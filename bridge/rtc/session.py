@@ -49,6 +49,9 @@ class Quality:
     downlink_jitter_s: float | None = None
     rtt_s: float | None = None
     loss_fraction: float = 0.0
+    """What the MOS estimate counts as lost: the larger of the audio our receiver had to
+    conceal and the loss the far end reports of what we send."""
+    concealed_fraction: float = 0.0
 
     @property
     def far_end_loss(self) -> float:
@@ -67,6 +70,7 @@ class Quality:
             if self.downlink_jitter_s is None
             else round(self.downlink_jitter_s * 1000, 2),
             "rttMs": None if self.rtt_s is None else round(self.rtt_s * 1000, 2),
+            "concealedFraction": round(self.concealed_fraction, 4),
         }
 
 
@@ -104,6 +108,13 @@ async def sample_peer_quality(pc: RTCPeerConnection, prev: Quality) -> tuple[Qua
         delta.uplink_lost / up if up else 0.0, delta.downlink_lost / down if down else 0.0
     )
     return now, delta
+
+
+def account_concealment(delta: Quality, playout: Playout) -> None:
+    """Count what the listener misses, not what the network lost: a loss the receiver rebuilt
+    from FEC is heard; a concealed one (or a packet too late to play) is not."""
+    delta.concealed_fraction = playout.concealed_since_last()
+    delta.loss_fraction = max(delta.concealed_fraction, delta.far_end_loss)
 
 
 def install_transport_hooks() -> None:
@@ -282,6 +293,8 @@ class WebRTCSession:
         if pc is None or self._closed:
             return None
         self.totals, delta = await sample_peer_quality(pc, self.totals)
+        if self._playout is not None:
+            account_concealment(delta, self._playout)
         self.last = delta
         if isinstance(self._track, OpusBusTrack):
             self._track.report_loss(delta.far_end_loss)

@@ -41,6 +41,9 @@ from ..tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
+MIRROR_EVERY = 25
+"""Frames (500 ms) between copies of the receiver's counters into the bus's."""
+
 
 class ReceiverBuffer:
     """Stands in for aiortc's audio ``JitterBuffer``: every packet goes to the leg's receiver;
@@ -74,6 +77,8 @@ class Playout:
         self._stopped = False
         self._stop: queue.Queue[None] = queue.Queue()
         self.frames = 0
+        self._mirrored = (0, 0, 0, 0, 0, 0, 0)
+        self._conceal_mark = (0, 0)
         self.last_packet: float | None = None
         """When the latest packet arrived (monotonic): the leg's media watchdog reads it."""
 
@@ -93,20 +98,56 @@ class Playout:
     async def _run(self) -> None:
         clock = MediaClock()
         receiver = self.receiver
-        rx, bus = receiver.stats, self.bus_stats
+        delay = self.bus_stats.receive.delay
         while True:
             await clock.tick()
             frame = receiver.pop(clock.now)
             self.frames += 1
-            bus.uplink_rtp_late = rx.packets_discarded  # the bus's counters, for the metrics
-            bus.uplink_decode_errors = rx.decode_errors
+            delay.observe(receiver.delay)
+            if self.frames % MIRROR_EVERY == 0:
+                self._mirror()
             try:
                 self.on_frame(frame)
             except Exception:  # a bus problem must not stop the leg's audio for good
                 log.exception("uplink frame handling failed")
 
+    def concealed_since_last(self) -> float:
+        """The share of audio played since the previous call that was concealment: what the
+        listener actually misses (a loss that FEC rebuilt is not missed)."""
+        rx = self.receiver.stats
+        concealed, emitted = rx.concealed_samples, rx.jitter_buffer_emitted_count
+        c0, e0 = self._conceal_mark
+        self._conceal_mark = (concealed, emitted)
+        return (concealed - c0) / (emitted - e0) if emitted > e0 else 0.0
+
+    def _mirror(self) -> None:
+        """Add what the receiver counted since the last call to the bus's counters (several
+        legs may feed one bus: a conference), which the metrics read."""
+        rx, bus = self.receiver.stats, self.bus_stats
+        now = (
+            rx.packets_discarded,
+            rx.decode_errors,
+            rx.concealed_samples,
+            rx.fec_recovered_samples,
+            rx.inserted_samples_for_deceleration,
+            rx.removed_samples_for_acceleration,
+            rx.jitter_buffer_emitted_count,
+        )
+        d = [a - b for a, b in zip(now, self._mirrored, strict=True)]
+        self._mirrored = now
+        bus.uplink_rtp_late += d[0]
+        bus.uplink_decode_errors += d[1]
+        r = bus.receive
+        r.concealed_samples += d[2]
+        r.fec_recovered_samples += d[3]
+        r.inserted_samples += d[4]
+        r.removed_samples += d[5]
+        r.emitted_samples += d[6]
+
     def stop(self) -> None:
         """Stop the clock (the leg is closing); later packets are ignored."""
+        if not self._stopped:
+            self._mirror()
         self._stopped = True
         if self._task is not None:
             self._task.cancel()

@@ -50,3 +50,60 @@ async def test_the_echo_round_trip_through_two_bridge_hops_stays_clear(speech_8s
 
     out = await run_paths(speech_8s, [], echo=True)
     assert out["echo"]["round_trip"]["bridge"] >= 3.2
+
+
+@pytest.mark.timeout(60)
+async def test_receiver_figures_reach_the_stats_the_metrics_and_a_quality_event(
+    make_client: Any,
+) -> None:
+    """A browser on a network that loses a quarter of its packets: the call's stats show the
+    receiver's work in W3C names, Prometheus its audio by kind, and the MOS estimate (which
+    counts what had to be concealed) leaves the 'good' band with a ``call.quality`` event."""
+    import asyncio
+
+    import aiohttp
+
+    from bench.quality_paths import Browser, Profile, Wire, restrict_to_loopback
+    from bridge.api.keys import MANAGER
+
+    from ..support.calls import wait_state
+
+    client = await make_client(stats_interval=0.5, metrics_token="")
+    restrict_to_loopback()
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    lossy = Profile("loss25", loss=0.25)
+    browser = Browser(speech(6.0), Wire(lossy, 5), Wire(Profile("clean"), 6))
+    base = str(client.make_url("")).rstrip("/")
+    async with client.app[MANAGER].events.subscribe() as sub:
+        async with aiohttp.ClientSession() as http:
+            await browser.connect(http, base, call["callID"])
+        browser.source.start()
+        quality = None
+        while quality is None:
+            event = await sub.get(20)  # TimeoutError: no call.quality event
+            if event is not None and event.type == "call.quality":
+                quality = event
+    await asyncio.sleep(0.6)  # the receiver's counters reach the bus twice a second
+    stats = await (await client.get(f"/call/{call['callID']}/stats")).json()
+    metrics = await (await client.get("/metrics")).text()
+    await browser.close()
+    assert quality.data["leg"] == "browser" and quality.data["band"] != "good"
+    assert quality.data["concealedFraction"] > 0.02
+    receiver = stats["webrtc"]["receiver"]
+    assert receiver["packetsLost"] > 5 and receiver["fecPacketsReceived"] > 2
+    assert receiver["concealedSamples"] > 0
+    assert receiver["jitterBufferEmittedCount"] > 8_000  # over half a second played
+
+    def sample(kind: str) -> float:
+        line = next(
+            ln
+            for ln in metrics.splitlines()
+            if ln.startswith("bridge_receiver_audio_seconds_total{")
+            and 'leg="browser"' in ln
+            and f'kind="{kind}"' in ln
+        )
+        return float(line.rsplit(" ", 1)[1])
+
+    assert sample("fec") > 0.04 and sample("concealed") > 0.02 and sample("decoded") > 0.5
+    assert 'bridge_receiver_delay_seconds_bucket{le="0.005",leg="browser"}' in metrics

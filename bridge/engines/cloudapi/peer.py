@@ -37,14 +37,19 @@ from aiortc import (
 
 from ...audio.pcm import Pcm
 from ...config import IceSettings
-from ...media import BusStats
+from ...media import BusStats, ReceiveStats
 from ...rtc import counters
 from ...rtc.dtls import diagnose
 from ...rtc.ice import advertise_public_ip, server_rtc_configuration
 from ...rtc.ports import port_scope
 from ...rtc.release import release_peer_connection
 from ...rtc.rfc4733 import hook_receive
-from ...rtc.session import Quality, install_transport_hooks, sample_peer_quality
+from ...rtc.session import (
+    Quality,
+    account_concealment,
+    install_transport_hooks,
+    sample_peer_quality,
+)
 from ...rtc.tracks import OpusBusTrack
 from ...rtc.uplink import Playout, take_over_receiver
 from ...tasks import TaskSet
@@ -325,6 +330,8 @@ class WhatsAppPeer:
         if self.dead or self.state != "connected":
             return None
         self.totals, self.last = await sample_peer_quality(self.pc, self.totals)
+        if self._playout is not None:
+            account_concealment(self.last, self._playout)
         if self._track is not None:
             self._track.report_loss(self.last.far_end_loss)
         return self.last
@@ -403,6 +410,10 @@ class PeerChannel:
         if not self._closed:
             self._closed = True
             self.peer.detach()
+
+    @property
+    def receive_stats(self) -> ReceiveStats:
+        return self.peer.rx.receive
 
     async def sample_quality(self) -> Quality | None:
         return await self.peer.sample_quality()
