@@ -94,7 +94,7 @@ def paths_table(paths: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, r in paths.items():
-        if name == "echo":
+        if name in ("echo", "cloudapi"):
             continue
         up = r["uplink"]
         out.append(
@@ -105,6 +105,14 @@ def paths_table(paths: dict[str, Any]) -> str:
         out.append("")
         out.append(f"Echo round trip (browser → sim echo → browser), clean: "
                    f"{paths['echo']['round_trip']['bridge']:.2f}")
+    if "cloudapi" in paths:
+        c = paths["cloudapi"]
+        w2b, b2w = c["whatsapp_to_browser"], c["browser_to_whatsapp"]
+        out.append("")
+        out.append("| Cloud API call, clean | through the bridge | the sender's own packets |")
+        out.append("|---|---|---|")
+        out.append(f"| WhatsApp → browser | {w2b['bridge']:.2f} | {w2b['whatsapp_packets']:.2f} |")
+        out.append(f"| browser → WhatsApp | {b2w['bridge']:.2f} | {b2w['browser_packets']:.2f} |")
     return "\n".join(out)
 
 
@@ -119,7 +127,7 @@ def run_paths(args: argparse.Namespace) -> None:
     if args.profiles:
         names = args.profiles.split(",")
     t0 = time.monotonic()
-    paths = asyncio.run(run(reference, names, seed=args.seed))
+    paths = asyncio.run(run(reference, names, seed=args.seed, cloudapi=True))
     result = {
         "kind": "paths",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

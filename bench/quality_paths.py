@@ -177,12 +177,15 @@ class SpeechSource:
 
 @dataclass
 class Browser:
-    """An aiortc peer that sends like a browser and keeps every packet, both ways."""
+    """An aiortc peer that speaks (Opus, in-band FEC) and keeps every packet both ways: the
+    browser, or with ``bitrate=20_000`` the WhatsApp user's side of a Cloud API call."""
 
     speech: np.ndarray
     up: Wire
     down: Wire
     drift_ppm: float = 0.0
+    bitrate: int = 32_000
+    expected_loss: int = 10
     sent: dict[int, bytes] = field(default_factory=dict)
     """Uplink packets that got through the wire (extended seq → Opus payload)."""
     received: dict[int, bytes] = field(default_factory=dict)
@@ -192,9 +195,14 @@ class Browser:
     def __post_init__(self) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.source = SpeechSource(self.speech)
-        # As Chromium sends speech once it has seen loss: 32 kbit/s with FEC data.
+        # As Chromium sends speech once it has seen loss: 32 kbit/s with FEC data (WhatsApp:
+        # the 20 kbit/s its SDP asks for).
         self.track = OpusBusTrack(
-            self.source, bitrate=32_000, complexity=9, fec=True, expected_loss=10
+            self.source,
+            bitrate=self.bitrate,
+            complexity=9,
+            fec=True,
+            expected_loss=self.expected_loss,
         )
         if self.drift_ppm:
             self.track._clock = MediaClock(period=0.02 / (1 + self.drift_ppm * 1e-6))
@@ -263,6 +271,16 @@ class Browser:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
+    async def answer(self, offer: str) -> str:
+        """Answer the bridge's offer (the WhatsApp side of a business-initiated call)."""
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        transceiver = self.pc.getTransceivers()[0]
+        transceiver.sender.replaceTrack(self.track)
+        transceiver.direction = "sendrecv"
+        self._hook()
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return str(self.pc.localDescription.sdp)
+
     async def connect(self, http: aiohttp.ClientSession, base: str, call_id: str) -> None:
         self.pc.addTrack(self.track)
         self._hook()
@@ -307,7 +325,7 @@ class Bridge:
     async def start(self) -> None:
         from tests.support.processes import free_port
 
-        self.port = free_port()
+        self.port = self.port or free_port()
         env = dict(
             os.environ,
             BRIDGE_PORT=str(self.port),
@@ -425,9 +443,11 @@ async def run_paths(
     *,
     seed: int = 1,
     echo: bool = True,
+    cloudapi: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Every profile on a PCM-engine bridge, and the echo round trip on a sim bridge."""
+    """Every profile on a PCM-engine bridge, the echo round trip on a sim bridge, and a Cloud
+    API call (clean) on a bridge against the speaking Meta stand-in."""
     from tests.fakes.zuckzapgo import FakeZuckZapGo
 
     engine = FakeZuckZapGo(answer_delay=0.1)
@@ -459,4 +479,112 @@ async def run_paths(
             log(f"  echo: {out['echo']}")
         finally:
             await sim.stop()
+    if cloudapi:
+        out["cloudapi"] = await cloudapi_call(speech, seed)
+        log(f"  cloudapi: {out['cloudapi']}")
     return out
+
+
+META_TOKEN, META_PNID, META_SECRET = "quality-token", "1098765432", "quality-secret"
+
+
+def speaking_meta(bridge_base: str, speech: np.ndarray) -> Any:
+    """``bench/meta.py``'s Meta (Graph endpoint, signed webhooks) whose WhatsApp user speaks
+    ``speech`` at 20 kbit/s and keeps what it hears, instead of echoing."""
+    from bench.meta import EchoCall, Meta
+
+    class SpeakingMeta(Meta):
+        def __init__(self) -> None:
+            super().__init__(bridge_base, META_TOKEN, META_PNID, META_SECRET, 0.05)
+            self.peers: list[Browser] = []
+
+        async def connect(self, body: dict[str, Any]) -> Any:
+            from aiohttp import web
+
+            clean = PROFILES["clean"]
+            peer = Browser(
+                speech, Wire(clean, 11), Wire(clean, 12), bitrate=20_000, expected_loss=3
+            )
+            wacid = f"wacid.QUALITY{len(self.peers):04d}"
+            call = EchoCall(wacid, str(body.get("to")), "", peer.pc)
+            call.answer = meta_sdp(await peer.answer(body["session"]["sdp"]))
+            call.connected = True
+            self.peers.append(peer)
+            self.calls[wacid] = call
+            self.spawn(self.answered(call))
+            return web.json_response({"messaging_product": "whatsapp", "calls": [{"id": wacid}]})
+
+    return SpeakingMeta()
+
+
+def meta_sdp(sdp: str) -> str:
+    """An answer as Meta's media servers write it (the test fake's rewriting)."""
+    from tests.fakes.cloudapi import meta_answer
+
+    return str(meta_answer(sdp))
+
+
+async def cloudapi_call(speech: np.ndarray, seed: int) -> dict[str, Any]:
+    """A Cloud API call, clean network: WhatsApp ⇄ bridge ⇄ browser, both directions, next to
+    WhatsApp's own packets decoded directly."""
+    from aiohttp import web
+
+    from tests.support.processes import free_port
+
+    restrict_to_loopback()
+    meta_port, bridge_port = free_port(), free_port()
+    meta = speaking_meta(f"http://127.0.0.1:{bridge_port}", speech)
+    app = web.Application()
+    app.router.add_post("/v23.0/{pnid}/calls", meta.calls_endpoint)
+    app.on_startup.append(meta.on_startup)
+    app.on_shutdown.append(meta.on_shutdown)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", meta_port).start()
+    bridge = Bridge(
+        {
+            "BRIDGE_ENGINE": "cloudapi",
+            "BRIDGE_ENGINE_URL": f"http://127.0.0.1:{meta_port}/v23.0",
+            "BRIDGE_ENGINE_TOKEN": META_TOKEN,
+            "BRIDGE_CLOUDAPI_PHONE_NUMBER_ID": META_PNID,
+            "BRIDGE_CLOUDAPI_APP_SECRET": META_SECRET,
+            "BRIDGE_CLOUDAPI_VERIFY_TOKEN": "quality-verify",
+        },
+        port=bridge_port,
+    )
+    clean = PROFILES["clean"]
+    browser = Browser(speech, Wire(clean, seed), Wire(clean, seed + 1))
+    try:
+        await bridge.start()
+        async with aiohttp.ClientSession() as http:
+            call_id = await _place_call(http, bridge.base)
+            await browser.connect(http, bridge.base, call_id)
+            whatsapp = meta.peers[-1]
+            await asyncio.sleep(0.5)
+            cpu0 = bridge.cpu_seconds()
+            browser.received.clear()
+            whatsapp.received.clear()
+            whatsapp.sent.clear()
+            browser.source.start()
+            whatsapp.source.start()
+            seconds = speech.size / RATE + 1.0
+            await asyncio.sleep(seconds)
+            cpu = bridge.cpu_seconds() - cpu0
+            async with http.post(f"{bridge.base}/call/hangup", json={"callID": call_id}):
+                pass
+        await browser.close()
+        await whatsapp.close()
+    finally:
+        await bridge.stop()
+        await runner.cleanup()
+    return {
+        "whatsapp_to_browser": {
+            "bridge": pesq_wb(speech, ideal_decode(browser.received)),
+            "whatsapp_packets": pesq_wb(speech, ideal_decode(whatsapp.sent)),
+        },
+        "browser_to_whatsapp": {
+            "bridge": pesq_wb(speech, ideal_decode(whatsapp.received)),
+            "browser_packets": pesq_wb(speech, ideal_decode(browser.sent)),
+        },
+        "bridge_cpu_percent": round(100 * cpu / seconds, 2),
+    }
