@@ -164,7 +164,11 @@ async def _count_only(self: RTCRtpReceiver, packet, arrival_time_ms: int) -> Non
         echo.append(packet.payload)
 
 
-RTCRtpReceiver._handle_rtp_packet = _count_only  # type: ignore[method-assign]
+def count_only() -> None:
+    """Install :func:`_count_only` on every aiortc receiver of this process (the load
+    generator's and the Meta stand-in's mains; never on import, so a module that borrows a
+    helper from here keeps aiortc's real receive path)."""
+    RTCRtpReceiver._handle_rtp_packet = _count_only  # type: ignore[method-assign]
 
 
 # (participantID, role) of each peer connection on a call, by --participants.
@@ -253,6 +257,7 @@ def on_time_share(arrivals: list[tuple[float, int]], t0: float, t1: float) -> tu
 
 
 async def main() -> None:
+    count_only()
     parser = argparse.ArgumentParser()
     parser.add_argument("--base", required=True)
     parser.add_argument("--calls", type=int, required=True)

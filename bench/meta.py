@@ -30,7 +30,14 @@ import aiohttp
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from bench.loadgen import ARRIVALS, ECHOES, PacketTrack, encode_tone, on_time_share
+from bench.loadgen import (
+    ARRIVALS,
+    ECHOES,
+    PacketTrack,
+    count_only,
+    encode_tone,
+    on_time_share,
+)
 from bridge.engines.cloudapi import SIGNATURE_HEADER, sign
 from bridge.rtc import restrict_host_addresses
 from tests.fakes.cloudapi import _lines, meta_answer, meta_error
@@ -244,6 +251,7 @@ def main() -> None:
     parser.add_argument("--app-secret", required=True)
     parser.add_argument("--answer-delay", type=float, default=0.05)
     args = parser.parse_args()
+    count_only()
     restrict_host_addresses(["127.0.0.1"])
     meta = Meta(args.bridge, args.token, args.phone_number_id, args.app_secret, args.answer_delay)
     app = web.Application()

@@ -94,7 +94,7 @@ def paths_table(paths: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for name, r in paths.items():
-        if name in ("echo", "cloudapi"):
+        if name in ("echo", "cloudapi", "cloudapi_transcoded"):
             continue
         up = r["uplink"]
         out.append(
@@ -106,13 +106,26 @@ def paths_table(paths: dict[str, Any]) -> str:
         out.append(f"Echo round trip (browser → sim echo → browser), clean: "
                    f"{paths['echo']['round_trip']['bridge']:.2f}")
     if "cloudapi" in paths:
-        c = paths["cloudapi"]
-        w2b, b2w = c["whatsapp_to_browser"], c["browser_to_whatsapp"]
         out.append("")
-        out.append("| Cloud API call, clean | through the bridge | the sender's own packets |")
-        out.append("|---|---|---|")
-        out.append(f"| WhatsApp → browser | {w2b['bridge']:.2f} | {w2b['whatsapp_packets']:.2f} |")
-        out.append(f"| browser → WhatsApp | {b2w['bridge']:.2f} | {b2w['browser_packets']:.2f} |")
+        out.append(
+            "| Cloud API call, clean | mode | through the bridge | the sender's own packets "
+            "| bridge CPU |"
+        )
+        out.append("|---|---|---|---|---|")
+        for key, mode in (("cloudapi", "pass-through"), ("cloudapi_transcoded", "transcoding")):
+            if key not in paths:
+                continue
+            c = paths[key]
+            w2b, b2w = c["whatsapp_to_browser"], c["browser_to_whatsapp"]
+            cpu = f"{c['bridge_cpu_percent']:.1f} %"
+            out.append(
+                f"| WhatsApp → browser | {mode} | {w2b['bridge']:.2f} "
+                f"| {w2b['whatsapp_packets']:.2f} | {cpu} |"
+            )
+            out.append(
+                f"| browser → WhatsApp | {mode} | {b2w['bridge']:.2f} "
+                f"| {b2w['browser_packets']:.2f} | |"
+            )
     return "\n".join(out)
 
 

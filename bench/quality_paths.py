@@ -27,7 +27,8 @@ import random
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,8 @@ class Browser:
     """Uplink packets that got through the wire (extended seq → Opus payload)."""
     received: dict[int, bytes] = field(default_factory=dict)
     """Downlink packets that got through the wire."""
+    received_rtp: list[tuple[int, int, float]] = field(default_factory=list)
+    """(extended sequence number, RTP timestamp, arrival) of each, in arrival order."""
     lost_up: int = 0
 
     def __post_init__(self) -> None:
@@ -255,7 +258,9 @@ class Browser:
             if self.down.fate() is None:
                 return  # lost on the way (aiortc's RTCP then reports it to the bridge)
             if packet.payload:
-                self.received[self._down_seq(packet.sequence_number)] = packet.payload
+                seq = self._down_seq(packet.sequence_number)
+                self.received[seq] = packet.payload
+                self.received_rtp.append((seq, packet.timestamp, time.monotonic()))
             await handle(packet, arrival_time_ms=arrival_time_ms)
 
         receiver._handle_rtp_packet = arrive
@@ -482,13 +487,15 @@ async def run_paths(
     if cloudapi:
         out["cloudapi"] = await cloudapi_call(speech, seed)
         log(f"  cloudapi: {out['cloudapi']}")
+        out["cloudapi_transcoded"] = await cloudapi_call(speech, seed, passthrough=False)
+        log(f"  cloudapi, forced transcoding: {out['cloudapi_transcoded']}")
     return out
 
 
 META_TOKEN, META_PNID, META_SECRET = "quality-token", "1098765432", "quality-secret"
 
 
-def speaking_meta(bridge_base: str, speech: np.ndarray) -> Any:
+def speaking_meta(bridge_base: str, speech: np.ndarray, wire: Profile | None = None) -> Any:
     """``bench/meta.py``'s Meta (Graph endpoint, signed webhooks) whose WhatsApp user speaks
     ``speech`` at 20 kbit/s and keeps what it hears, instead of echoing."""
     from bench.meta import EchoCall, Meta
@@ -503,7 +510,7 @@ def speaking_meta(bridge_base: str, speech: np.ndarray) -> Any:
 
             clean = PROFILES["clean"]
             peer = Browser(
-                speech, Wire(clean, 11), Wire(clean, 12), bitrate=20_000, expected_loss=3
+                speech, Wire(wire or clean, 11), Wire(clean, 12), bitrate=20_000, expected_loss=3
             )
             wacid = f"wacid.QUALITY{len(self.peers):04d}"
             call = EchoCall(wacid, str(body.get("to")), "", peer.pc)
@@ -524,16 +531,47 @@ def meta_sdp(sdp: str) -> str:
     return str(meta_answer(sdp))
 
 
-async def cloudapi_call(speech: np.ndarray, seed: int) -> dict[str, Any]:
-    """A Cloud API call, clean network: WhatsApp ⇄ bridge ⇄ browser, both directions, next to
-    WhatsApp's own packets decoded directly."""
+@dataclass
+class CloudCall:
+    """A live Cloud API call on a bridge process: its id, the browser and the WhatsApp user."""
+
+    bridge: Bridge
+    http: aiohttp.ClientSession
+    call_id: str
+    browser: Browser
+    whatsapp: Browser
+
+    async def start_speaking(self) -> None:
+        """Both sides start their speech now (what each kept so far is forgotten)."""
+        for peer in (self.browser, self.whatsapp):
+            peer.received.clear()
+            peer.sent.clear()
+            peer.received_rtp.clear()
+            peer.source.start()
+
+
+@asynccontextmanager
+async def cloudapi(
+    speech: np.ndarray,
+    seed: int,
+    env: dict[str, str] | None = None,
+    whatsapp_wire: Profile | None = None,
+    whatsapp_speech: np.ndarray | None = None,
+) -> AsyncIterator[CloudCall]:
+    """A Cloud API call on a bridge process (``BRIDGE_ENGINE=cloudapi``) against the speaking
+    Meta stand-in, with a browser connected; ``whatsapp_wire`` impairs what WhatsApp sends,
+    ``whatsapp_speech`` is what it says (else the same speech as the browser)."""
     from aiohttp import web
 
     from tests.support.processes import free_port
 
     restrict_to_loopback()
     meta_port, bridge_port = free_port(), free_port()
-    meta = speaking_meta(f"http://127.0.0.1:{bridge_port}", speech)
+    meta = speaking_meta(
+        f"http://127.0.0.1:{bridge_port}",
+        speech if whatsapp_speech is None else whatsapp_speech,
+        whatsapp_wire,
+    )
     app = web.Application()
     app.router.add_post("/v23.0/{pnid}/calls", meta.calls_endpoint)
     app.on_startup.append(meta.on_startup)
@@ -549,6 +587,7 @@ async def cloudapi_call(speech: np.ndarray, seed: int) -> dict[str, Any]:
             "BRIDGE_CLOUDAPI_PHONE_NUMBER_ID": META_PNID,
             "BRIDGE_CLOUDAPI_APP_SECRET": META_SECRET,
             "BRIDGE_CLOUDAPI_VERIFY_TOKEN": "quality-verify",
+            **(env or {}),
         },
         port=bridge_port,
     )
@@ -559,28 +598,41 @@ async def cloudapi_call(speech: np.ndarray, seed: int) -> dict[str, Any]:
         async with aiohttp.ClientSession() as http:
             call_id = await _place_call(http, bridge.base)
             await browser.connect(http, bridge.base, call_id)
-            whatsapp = meta.peers[-1]
-            await asyncio.sleep(0.5)
-            cpu0 = bridge.cpu_seconds()
-            browser.received.clear()
-            whatsapp.received.clear()
-            whatsapp.sent.clear()
-            browser.source.start()
-            whatsapp.source.start()
-            seconds = speech.size / RATE + 1.0
-            await asyncio.sleep(seconds)
-            cpu = bridge.cpu_seconds() - cpu0
+            yield CloudCall(bridge, http, call_id, browser, meta.peers[-1])
             async with http.post(f"{bridge.base}/call/hangup", json={"callID": call_id}):
                 pass
-        await browser.close()
-        await whatsapp.close()
     finally:
+        await browser.close()
+        for peer in meta.peers:
+            await peer.close()
         await bridge.stop()
         await runner.cleanup()
+
+
+async def cloudapi_call(
+    speech: np.ndarray, seed: int, *, passthrough: bool = True
+) -> dict[str, Any]:
+    """A Cloud API call, clean network: WhatsApp ⇄ bridge ⇄ browser, both directions, next to
+    each sender's own packets decoded directly; ``passthrough=False`` forces the bridge to
+    decode and encode again (``BRIDGE_OPUS_PASSTHROUGH``)."""
+    env = {"BRIDGE_OPUS_PASSTHROUGH": "true" if passthrough else "false"}
+    async with cloudapi(speech, seed, env) as call:
+        await asyncio.sleep(0.5)
+        cpu0 = call.bridge.cpu_seconds()
+        await call.start_speaking()
+        seconds = speech.size / RATE + 1.0
+        await asyncio.sleep(seconds)
+        cpu = call.bridge.cpu_seconds() - cpu0
+        browser, whatsapp = call.browser, call.whatsapp
+    forwarded = set(browser.received.values())
     return {
         "whatsapp_to_browser": {
             "bridge": pesq_wb(speech, ideal_decode(browser.received)),
             "whatsapp_packets": pesq_wb(speech, ideal_decode(whatsapp.sent)),
+            "identical_payloads": round(
+                sum(p in forwarded for p in whatsapp.sent.values()) / max(1, len(whatsapp.sent)),
+                3,
+            ),
         },
         "browser_to_whatsapp": {
             "bridge": pesq_wb(speech, ideal_decode(whatsapp.received)),

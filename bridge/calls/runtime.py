@@ -59,6 +59,8 @@ class CallRuntime:
         self.events = events
         self.metrics = metrics
         self.quality_bands: dict[str, str] = {}
+        self._forwarding_to: WebRTCSession | None = None
+        """The browser session WhatsApp's packets are forwarded to (``update_pass_through``)."""
         """Each leg's last quality band (``calls/quality.py``), to report only changes."""
         self._on_media_lost = on_media_lost
         self.bus = CallBus(call.id)
@@ -190,6 +192,7 @@ class CallRuntime:
             raise CallStateError(f"call {self.call.id} changed while the offer was answered")
         self._show_participants()
         self.update_transport()
+        self.update_pass_through()
         self.emit("webrtc.offer", participantID=pid)
         if joined:
             self.emit("participant.joined", participantID=pid, role=str(session.role))
@@ -226,6 +229,7 @@ class CallRuntime:
         self.emit("webrtc.state", participantID=participant_id)
         self.emit("participant.left", participantID=participant_id, role=str(session.role))
         self.update_transport()
+        self.update_pass_through()
 
     def set_role(self, participant_id: str, role: Role) -> None:
         """Change a participant's role live (a supervisor barging, a whisperer taking over)."""
@@ -237,6 +241,7 @@ class CallRuntime:
             if previous.role is Role.AGENT:  # taking over (a warm hand-off): one agent only
                 self._assign(previous, Role.LISTEN)
         self._assign(session, role)
+        self.update_pass_through()
 
     def _assign(self, session: WebRTCSession, role: Role) -> None:
         session.role = role
@@ -378,6 +383,29 @@ class CallRuntime:
                 # A PCM engine: the WhatsApp user's key presses are tones in its audio.
                 self._dtmf_in = InbandDtmf(self.bus, self._whatsapp_dtmf)
             self.pump.start()
+            self.update_pass_through()
+
+    def update_pass_through(self) -> None:
+        """On a call whose WhatsApp side is a WebRTC leg, forward its Opus packets untouched to
+        the agent's browser while that browser hears nothing else (``rtc/passthrough.py``):
+        one participant, no hold, nothing played to it. The session's sender checks that per
+        packet, so mixing can start and stop mid-call."""
+        leg = self.webrtc_leg
+        session = self.session
+        if leg is None:
+            return
+        if session is None or not session.media.opus_passthrough:
+            leg.forward_to(None)
+            self._forwarding_to = None
+            return
+        if session is self._forwarding_to:
+            return
+        conference, sessions = self.bus.conference, self.sessions
+        pass_through = session.forward_downlink(
+            lambda: len(sessions) == 1 and not conference.mixed
+        )
+        self._forwarding_to = session if pass_through is not None else None
+        leg.forward_to(pass_through.offer if pass_through is not None else None)
 
     def _pump_closed(self, exc: BaseException | None) -> None:
         log.info(

@@ -371,6 +371,11 @@ class MediaSettings(_Group):
         True, "downlink Opus in-band FEC, planned for the loss the browser's RTCP reports"
     )
     opus_dtx: bool = _opt(False, "downlink Opus DTX (discontinuous transmission in silence)")
+    opus_passthrough: bool = _opt(
+        True,
+        "Cloud API calls: forward WhatsApp's Opus to the agent's browser untouched while "
+        "nothing else is mixed into what it hears (false: always decode and encode again)",
+    )
     speech_events: bool = _opt(
         False, "call.speech.started/stopped events per side from a VAD (the 'vad' extra)"
     )

@@ -132,6 +132,10 @@ class WebRTCLeg(Protocol):
     def receive_stats(self) -> ReceiveStats:
         """Its Opus receiver's counters (the metrics sum them with ``leg="whatsapp"``)."""
 
+    def forward_to(self, offer: Callable[[int, int, bytes], None] | None) -> None:
+        """Also hand each Opus packet it receives, untouched, to ``offer`` (pass-through to
+        the browser); ``None`` stops."""
+
     async def sample_quality(self) -> Any:
         """The change of its RTP/RTCP counters since the last sample (an ``rtc`` Quality)."""
 

@@ -22,6 +22,7 @@ from . import counters
 from .dtls import diagnose, install_dtls_hooks
 from .guard import install_udp_guard
 from .ice import advertise_public_ip, install_port_hook, server_rtc_configuration
+from .passthrough import PassThrough
 from .ports import port_scope
 from .release import release_peer_connection
 from .rfc4733 import DtmfDetector, add_telephone_event, hook_receive, offered_telephone_event
@@ -267,6 +268,22 @@ class WebRTCSession:
         if self._on_dtmf is not None and not self._closed:
             self._on_dtmf(self, digit, duration_ms)
 
+    def forward_downlink(self, allowed: Callable[[], bool]) -> PassThrough | None:
+        """Let this browser's sender forward another leg's Opus packets while ``allowed()``
+        (``rtc/passthrough.py``); ``None`` when it encodes with aiortc's encoder (no direct
+        Opus) or has no sender yet."""
+        pc, track = self._pc, self._track
+        if pc is None or not isinstance(track, OpusBusTrack):
+            return None
+        sender = next(
+            (t.sender for t in pc.getTransceivers() if t.kind == "audio" and t.sender), None
+        )
+        if sender is None:
+            return None
+        pass_through = PassThrough(allowed)
+        track.forward_from(pass_through, sender)
+        return pass_through
+
     @property
     def last_media(self) -> float | None:
         """When the browser's latest RTP packet arrived (monotonic)."""
@@ -313,6 +330,10 @@ class WebRTCSession:
             if self.connected_at is None
             else round((self.connected_at - self.offered_at) * 1000, 1),
             "uplinkFrames": self.uplink_frames,
+            # Downlink packets forwarded untouched from the WhatsApp leg (rtc/passthrough.py).
+            "downlinkForwarded": self._track.forwarded_frames
+            if isinstance(self._track, OpusBusTrack)
+            else 0,
             # The uplink receiver, in W3C RTCInboundRtpStreamStats names (audio/receiver.py).
             "receiver": None if self._playout is None else self._playout.stats.as_w3c(),
             "jitterBuffer": None

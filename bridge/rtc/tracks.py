@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fractions
-from typing import Protocol
+from typing import Any, Protocol
 
 import av
 import numpy as np
@@ -14,11 +14,18 @@ from ..audio.opus import OpusEncoder
 from ..audio.pcm import Pcm
 from ..media import DownlinkSink
 from ..media.clock import MediaClock
+from .passthrough import PassThrough, SequenceNumbers
 
 _TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 _OPUS_RATE = 48_000
 _RTP_TIME_BASE = fractions.Fraction(1, _OPUS_RATE)
 """Opus' RTP clock (RFC 7587 §4.1): a packet stamped on it needs no conversion in aiortc."""
+_FRAME_TS = _OPUS_RATE * FRAME_SAMPLES // SAMPLE_RATE
+FORWARD_WAIT = 0.25
+"""How long a forwarding sender waits for the source's next packet before it goes back to
+encoding the bus. Longer than a few lost packets in a row: a loss must stay a gap in what
+the far end receives (its receiver then uses the next packet's FEC), not become a frame the
+bridge encoded from its own concealment."""
 
 
 class EncodedPacket:
@@ -89,10 +96,34 @@ class OpusBusTrack(MediaStreamTrack):
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self.frames_sent = 0
         self.silent_frames = 0
+        self.forwarded_frames = 0
+        self._pts = 0
+        """RTP time (48 kHz, from 0) of the next packet: 20 ms per encoded packet."""
+        self.pass_through: PassThrough | None = None
+        self._sequence: SequenceNumbers | None = None
+        self._forwarding = False
+        self._ts_offset = 0
+        self._seq_offset = 0
+
+    def forward_from(self, pass_through: PassThrough, sender: Any) -> None:
+        """Send another leg's Opus packets untouched while ``pass_through.allowed()`` (see
+        ``rtc/passthrough.py``); ``sender`` is the aiortc sender playing this track."""
+        self._sequence = SequenceNumbers(sender.transport, sender._ssrc)
+        self.pass_through = pass_through
 
     async def recv(self) -> EncodedPacket:  # type: ignore[override]
         if self.readyState != "live":
             raise MediaStreamError
+        pt = self.pass_through
+        if pt is not None and self._sequence is not None and self._sequence.next >= 0:
+            if pt.allowed():
+                source = await pt.next(FORWARD_WAIT if self._forwarding else 0.0)
+                if source is not None:
+                    return self._forward(pt, *source)
+            if self._forwarding:  # back to encoding: a fresh clock, no burst to catch up
+                self._forwarding = False
+                pt.switches += 1
+                self._clock = MediaClock()
         await self._clock.tick()
         pcm = self.sink.pop()
         if pcm is None:
@@ -100,12 +131,28 @@ class OpusBusTrack(MediaStreamTrack):
             pcm = self._silence
         # libopus directly: one 20 ms frame in, one packet out (no encoder delay queue). RTP
         # time counts the packets, 20 ms each, on Opus' 48 kHz RTP clock.
-        packet = EncodedPacket(
-            self._encoder.encode(pcm),
-            self.frames_sent * (_OPUS_RATE * FRAME_SAMPLES // SAMPLE_RATE),
-        )
+        packet = EncodedPacket(self._encoder.encode(pcm), self._pts)
+        self._pts += _FRAME_TS
         self.frames_sent += 1
         return packet
+
+    def _forward(self, pt: PassThrough, seq: int, ts: int, payload: bytes) -> EncodedPacket:
+        assert self._sequence is not None
+        if not self._forwarding:
+            # Map the source's numbering onto ours where we are now: continuous both ways.
+            self._forwarding = True
+            pt.switches += 1
+            self._ts_offset = self._pts - ts
+            self._seq_offset = self._sequence.next - seq
+        pts = (ts + self._ts_offset) & 0xFFFFFFFF
+        self._sequence.override = (seq + self._seq_offset) & 0xFFFF
+        if (pts - self._pts) & 0x80000000 == 0:  # not a reordered (older) packet
+            self._pts = pts + _FRAME_TS
+        self.sink.pop()  # the decoded frame this packet stands for (kept fresh for a switch)
+        self.frames_sent += 1
+        self.forwarded_frames += 1
+        pt.forwarded += 1
+        return EncodedPacket(payload, pts)
 
     def report_loss(self, fraction: float) -> None:
         """The far end's latest loss fraction (its RTCP receiver reports, RFC 3550 §6.4.1):

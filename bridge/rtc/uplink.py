@@ -81,6 +81,8 @@ class Playout:
         self._conceal_mark = (0, 0)
         self.last_packet: float | None = None
         """When the latest packet arrived (monotonic): the leg's media watchdog reads it."""
+        self.forward: Callable[[int, int, bytes], None] | None = None
+        """Also hands each packet, untouched, to another leg (``rtc/passthrough.py``)."""
 
     @property
     def stats(self) -> ReceiverStats:
@@ -92,6 +94,8 @@ class Playout:
             return
         self.last_packet = now = time.monotonic()
         self.receiver.push(seq, timestamp, payload, now)
+        if self.forward is not None:
+            self.forward(seq, timestamp, payload)
         if self._task is None and not self._tasks.closed:
             self._task = self._tasks.spawn(self._run(), "playout")
 

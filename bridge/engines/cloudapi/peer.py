@@ -415,6 +415,12 @@ class PeerChannel:
     def receive_stats(self) -> ReceiveStats:
         return self.peer.rx.receive
 
+    def forward_to(self, offer: Callable[[int, int, bytes], None] | None) -> None:
+        """Hand the WhatsApp user's Opus packets, as they arrive, to ``offer`` too (a
+        browser sender forwarding them: ``rtc/passthrough.py``); ``None`` stops."""
+        if self.peer._playout is not None:
+            self.peer._playout.forward = offer
+
     async def sample_quality(self) -> Quality | None:
         return await self.peer.sample_quality()
 

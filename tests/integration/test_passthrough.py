@@ -1,0 +1,135 @@
+"""Opus forwarded untouched on a Cloud API call (rtc/passthrough.py): a bridge process against
+the Meta stand-in whose WhatsApp user speaks (bench/quality_paths.py), an aiortc browser."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench.quality_paths import Profile, cloudapi
+from bench.speech import missing_tools, speech
+
+from ..support.audio_files import make
+from ..support.requires import require
+
+require(not missing_tools(), "the quality bench's tools", "; ".join(missing_tools()) or "-")
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def speech_6s() -> Any:
+    return speech(6.0)
+
+
+async def stats(call: Any) -> dict[str, Any]:
+    async with call.http.get(f"{call.bridge.base}/call/{call.call_id}/stats") as r:
+        return await r.json()  # type: ignore[no-any-return]
+
+
+async def test_forwarding_is_bit_exact_and_loss_before_the_bridge_stays_a_gap(
+    speech_6s: Any,
+) -> None:
+    lossy = Profile("loss5", loss=0.05)
+    async with cloudapi(speech_6s, 3, whatsapp_wire=lossy) as call:
+        await asyncio.sleep(0.3)
+        await call.start_speaking()
+        await asyncio.sleep(speech_6s.size / 16_000)
+        numbers = await stats(call)
+    whatsapp, browser = call.whatsapp, call.browser
+    assert whatsapp.lost_up > 5
+    # Every packet of WhatsApp's that reached the bridge reached the browser, byte for byte,
+    # in WhatsApp's order.
+    sent = list(whatsapp.sent.values())
+    got = [browser.received[s] for s in sorted(browser.received)]
+    start = got.index(sent[0])
+    assert got[start : start + len(sent) - 5] == sent[: len(sent) - 5]
+    # The packets lost before the bridge are gaps in the browser's sequence numbers, so its
+    # receiver knows to use the next packet's FEC.
+    seqs = sorted(browser.received)[start:]
+    gaps = sum(b - a - 1 for a, b in itertools.pairwise(seqs))
+    lost_in_window = sum(
+        1 for s in range(min(whatsapp.sent), max(whatsapp.sent)) if s not in whatsapp.sent
+    )
+    assert gaps == pytest.approx(lost_in_window, abs=2) and gaps > 5
+    assert numbers["webrtc"]["downlinkForwarded"] > 200
+
+
+async def test_mixing_switches_to_encoding_and_back_with_rtp_time_continuous(
+    speech_6s: Any,
+) -> None:
+    """Playback to both sides needs a mix: the browser's sender encodes the bus meanwhile,
+    then forwards again; RTP time and sequence numbers never step, audio never stops."""
+    tone = base64.b64encode(make("wav", 1000.0, 1.0)).decode()
+    async with cloudapi(speech_6s, 4) as call:
+        await asyncio.sleep(0.3)
+        await call.start_speaking()
+        await asyncio.sleep(1.5)
+        before = (await stats(call))["webrtc"]["downlinkForwarded"]
+        async with call.http.post(
+            f"{call.bridge.base}/call/play",
+            json={"callID": call.call_id, "audioBase64": tone, "target": "both"},
+        ) as r:
+            assert r.status == 201, await r.text()
+        await asyncio.sleep(0.8)
+        during = (await stats(call))["webrtc"]["downlinkForwarded"]
+        await asyncio.sleep(1.5)  # the tone ended: forwarding again
+        after = (await stats(call))["webrtc"]["downlinkForwarded"]
+    assert before > 50 and after - during > 25
+    assert during - before < 15  # encoding while the tone played (a packet or two to switch)
+    rtp = call.browser.received_rtp
+    seqs = [s for s, _, _ in rtp]
+    stamps = [ts for _, ts, _ in rtp]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gap, no repeat
+    steps = {(b - a) & 0xFFFFFFFF for a, b in itertools.pairwise(stamps)}
+    assert steps == {960}  # 20 ms of RTP time per packet, across both switches
+    arrivals = np.diff([t for _, _, t in rtp])
+    assert arrivals.max() < 0.1  # the sender never stalled
+    # The tone was heard while mixing: the browser's audio holds 1 kHz.
+    from bench.quality_paths import ideal_decode
+
+    from ..support.spectrum import band_energy
+
+    heard = ideal_decode(call.browser.received)
+    assert band_energy(heard, 16_000, 1000.0) > 0.05
+
+
+async def test_recording_during_pass_through_holds_both_sides(tmp_path: Any) -> None:
+    """The bridge still decodes what it forwards: the recording has WhatsApp's 660 Hz in its
+    inbound file and the browser's 440 Hz in its outbound file."""
+    import wave
+    from pathlib import Path
+
+    from bridge.audio import tone
+
+    from ..support.spectrum import band_energy
+
+    agent, user = tone(440, 16_000 * 4, 16_000, 0.3), tone(660, 16_000 * 4, 16_000, 0.3)
+    env = {"BRIDGE_DATA_DIR": str(tmp_path)}
+    async with cloudapi(agent, 5, env, whatsapp_speech=user) as call:
+        await asyncio.sleep(0.3)
+        await call.start_speaking()
+        base, body = call.bridge.base, {"callID": call.call_id}
+        async with call.http.post(f"{base}/call/record", json=body) as r:
+            assert r.status in (200, 201), await r.text()
+        await asyncio.sleep(2.0)
+        async with call.http.post(f"{base}/call/record/stop", json=body) as r:
+            recordings = (await r.json())["recordings"]
+        forwarded = (await stats(call))["webrtc"]["downlinkForwarded"]
+    assert forwarded > 80
+
+    def samples(kind: str) -> np.ndarray:
+        rec = next(r for r in recordings if r["kind"] == kind)
+        path = next(tmp_path.rglob(Path(rec["path"]).name))
+        with wave.open(str(path)) as w:
+            return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+
+    inbound, outbound = samples("inbound"), samples("outbound")
+    assert inbound.size > 16_000 and outbound.size > 16_000
+    assert band_energy(inbound, 16_000, 660) > 0.5 and band_energy(inbound, 16_000, 440) < 0.05
+    assert band_energy(outbound, 16_000, 440) > 0.5 and band_energy(outbound, 16_000, 660) < 0.05
