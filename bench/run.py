@@ -142,7 +142,10 @@ SIM_ECHO_DELAY = 0.0
 60 ms early and trims itself, so subtracting it from the click's round trip left ±60 ms of
 doubt (a first run gave -19 ms). At 0 the sim echoes each frame on its next 20 ms tick, and
 the click's round trip is both ways through the bridge plus at most one tick."""
-BRIDGES = ("bridge", "cloudapi")
+BRIDGES = ("bridge", "cloudapi", "cloudapi-transcoded")
+CLOUDAPI = ("cloudapi", "cloudapi-transcoded")
+"""The Cloud API targets: with Opus pass-through (the default), and with it off
+(``BRIDGE_OPUS_PASSTHROUGH=false``: every packet decoded and encoded again)."""
 """The targets that are the bridge (scraped for its own histograms)."""
 META_TOKEN, META_PNID, META_SECRET = "bench-token", "1098765432", "bench-secret"
 
@@ -230,8 +233,9 @@ async def start_server(
         BRIDGE_RATE_BURST="10000",
         BRIDGE_UVLOOP="true" if loop == "uvloop" else "false",
     )
-    if target == "cloudapi":
+    if target in CLOUDAPI:
         env.update(
+            BRIDGE_OPUS_PASSTHROUGH="true" if target == "cloudapi" else "false",
             BRIDGE_ENGINE="cloudapi",
             BRIDGE_ENGINE_URL=f"http://127.0.0.1:{meta_port}/v23.0",
             BRIDGE_ENGINE_TOKEN=META_TOKEN,
@@ -301,7 +305,7 @@ async def run_point(
     ]
     if target in BRIDGES:
         argv.append("--hangup")
-    if target != "cloudapi":  # the latency probe needs an echo it can time: sim's or aiortc's
+    if target not in CLOUDAPI:  # the latency probe needs an echo it can time: sim's or aiortc's
         argv.append("--click")
     if report_every:
         argv += ["--report-every", str(report_every)]
@@ -477,7 +481,7 @@ async def bench(
         redis = None
         cluster: dict[str, str] | None = None
         metric_bases: list[str] | None = None
-        if target == "cloudapi":
+        if target in CLOUDAPI:
             meta_port = free_port()
             meta = await start_meta(meta_port, port)
             meta_at = (f"http://127.0.0.1:{meta_port}", meta.pid)
@@ -821,7 +825,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument(
-        "--targets", default="bridge,cloudapi,echo", help="of bridge (sim), cloudapi, echo"
+        "--targets",
+        default="bridge,cloudapi,echo",
+        help="of bridge (sim), cloudapi, cloudapi-transcoded, echo",
     )
     parser.add_argument(
         "--participants",
