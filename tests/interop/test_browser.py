@@ -269,3 +269,69 @@ async def test_chromium_agent_on_a_cloudapi_call(make_client, meta, browser) -> 
     assert ended["state"] == "ended" and ended["endReason"] == "hangup"
     assert [a["action"] for a in meta.actions if a.get("call_id") == mcall.wacid][-1] == "terminate"
     await page.close()
+
+
+@pytest.fixture
+async def warbling_browser(tmp_path):
+    """Chromium whose fake microphone plays a tone wavering like a voice (±40 Hz at 4 Hz):
+    libopus codes a steady tone with almost no FEC data, a voice with plenty."""
+    import numpy as np
+
+    path = tmp_path / "warble.wav"
+    t = np.arange(48_000 * 20) / 48_000
+    pcm = np.sin(2 * np.pi * (440 * t + 10 * np.sin(2 * np.pi * 4 * t))) * 0.5 * 32767
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48_000)
+        w.writeframes(pcm.astype("<i2").tobytes())
+    async with async_playwright() as p:
+        b = await p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={path}"],
+        )
+        yield b
+        await b.close()
+
+
+async def test_chromium_sends_fec_once_the_bridge_reports_loss(client, warbling_browser) -> None:
+    """The bridge's answer asks for in-band FEC (useinbandfec=1): once the bridge's RTCP
+    reports loss, Chromium's Opus encoder puts LBRR data in its packets, and the bridge's
+    receiver rebuilds lost frames from it (aiortc answered with no Opus parameters before,
+    and no browser sent any FEC)."""
+    import random
+
+    from bridge.api.keys import MANAGER
+
+    page = await warbling_browser.new_page()
+    await page.route("**/call/webrtc/offer", loopback_only)
+    await page.goto(str(client.make_url("/")))
+    await page.click("#call")
+    await wait_for(
+        page, "window.demo.client.pc && window.demo.client.pc.connectionState === 'connected'"
+    )
+    answer = await page.evaluate("window.demo.client.pc.remoteDescription.sdp")
+    assert "useinbandfec=1" in answer and "stereo=0" in answer
+    snap = (await (await client.get("/call/status")).json())["calls"][0]
+    session = client.app[MANAGER].runtime(snap["callID"]).session
+    receiver = next(t.receiver for t in session._pc.getTransceivers() if t.kind == "audio")
+    handle, rng = receiver._handle_rtp_packet, random.Random(9)
+
+    async def lossy(packet, arrival_time_ms):  # 15 % of Chromium's packets lost on the way
+        if rng.random() >= 0.15:
+            await handle(packet, arrival_time_ms=arrival_time_ms)
+
+    receiver._handle_rtp_packet = lossy
+    rx: dict = {}
+    for _ in range(150):  # Chromium reacts to the RTCP loss reports within a few seconds
+        await asyncio.sleep(0.1)
+        rx = (await (await client.get(f"/call/{snap['callID']}/stats")).json())["webrtc"][
+            "receiver"
+        ]
+        if rx["fecPacketsReceived"] >= 10:
+            break
+    assert rx["fecPacketsReceived"] >= 10, rx
+    assert rx["packetsLost"] > rx["fecPacketsReceived"]  # FEC rebuilt some, not all
+    echo = await page.evaluate(FREQ_JS)
+    assert echo["level"] > -30, echo  # the echo of the warble still plays
+    await page.close()

@@ -57,12 +57,13 @@ def test_the_answer_asks_for_fec_mono_and_16_khz_in_place_of_aiortcs_bare_opus()
         "sprop-stereo": "0",
         "maxplaybackrate": "16000",
         "sprop-maxcapturerate": "16000",
+        "maxaveragebitrate": "32000",
     }
     lines = out.split("\r\n")
     assert (
         lines.index(
             "a=fmtp:96 minptime=10;useinbandfec=1;stereo=0;sprop-stereo=0;"
-            "maxplaybackrate=16000;sprop-maxcapturerate=16000"
+            "maxplaybackrate=16000;sprop-maxcapturerate=16000;maxaveragebitrate=32000"
         )
         == lines.index("a=rtpmap:96 opus/48000/2") + 1
     )
