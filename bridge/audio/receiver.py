@@ -70,6 +70,8 @@ class ReceiverStats:
     fec_packets_received: int = 0
     """Frames rebuilt from the next packet's in-band FEC data."""
     fec_recovered_samples: int = 0
+    red_recovered_packets: int = 0
+    """Lost packets replaced by the redundant copy a later RED packet carried (RFC 2198)."""
     concealed_samples: int = 0
     silent_concealed_samples: int = 0
     concealment_events: int = 0
@@ -224,6 +226,19 @@ class OpusReceiver:
             del self._packets[oldest]
             stats.packets_discarded += 1
         self._packets[ts] = _Packet(payload, arrival)
+
+    def push_redundant(self, timestamp: int, payload: bytes, arrival: float) -> None:
+        """A redundant copy of an earlier frame (RFC 2198 RED): used only if that frame's own
+        packet has not arrived and its turn has not passed; never counted as a packet."""
+        if self._ts_ref is None or not payload:
+            return
+        ts = _unwrap(timestamp, self._ts_ref, 32)
+        if ts in self._packets or (self._playing and ts < self._next):
+            return
+        if self._playing and ts > self._next + RTP_CLOCK:
+            return
+        self._packets[ts] = _Packet(payload, arrival)
+        self.stats.red_recovered_packets += 1
 
     def _discard(self, ext_seq: int) -> None:
         self.stats.packets_discarded += 1

@@ -371,6 +371,9 @@ class MediaSettings(_Group):
         True, "downlink Opus in-band FEC, planned for the loss the browser's RTCP reports"
     )
     opus_dtx: bool = _opt(False, "downlink Opus DTX (discontinuous transmission in silence)")
+    opus_red: bool = _opt(
+        True, "accept RED (RFC 2198) from browsers that offer it: each Opus frame sent twice"
+    )
     opus_passthrough: bool = _opt(
         True,
         "Cloud API calls: forward WhatsApp's Opus to the agent's browser untouched while "

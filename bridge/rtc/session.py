@@ -24,6 +24,7 @@ from .guard import install_udp_guard
 from .ice import advertise_public_ip, install_port_hook, server_rtc_configuration
 from .passthrough import PassThrough
 from .ports import port_scope
+from .red import RedStats, add_red, hook_red, offered_red
 from .release import release_peer_connection
 from .rfc4733 import DtmfDetector, add_telephone_event, hook_receive, offered_telephone_event
 from .sdp import opus_parameters, with_opus_fmtp
@@ -170,6 +171,8 @@ class WebRTCSession:
         self._closed = False
         self.uplink_frames = 0
         self._playout: Playout | None = None
+        self.red = RedStats()
+        """RED packets from the browser (``rtc/red.py``), when it sends them."""
         self.offered_at = time.monotonic()
         self.connected_at: float | None = None
         self.totals = Quality()
@@ -254,6 +257,11 @@ class WebRTCSession:
         await pc.setLocalDescription(answer)
         # Ask for in-band FEC, mono, 16 kHz (see rtc/sdp.py): aiortc's answer asks for nothing.
         answer_sdp = with_opus_fmtp(str(pc.localDescription.sdp))
+        # RED (RFC 2198) when the browser offers it over Opus: every frame sent twice.
+        red = offered_red(sdp) if st.opus_red else None
+        if red is not None and self._playout is not None:
+            answer_sdp = add_red(answer_sdp, *red)
+            hook_red(audio[0].receiver.transport, *red, self._playout.redundant, self.red)
         # aiortc has no telephone-event: answer it ourselves and take its packets out before
         # aiortc's router (see rfc4733.py), so the browser's RTCDTMFSender works.
         event = offered_telephone_event(sdp)
@@ -330,6 +338,7 @@ class WebRTCSession:
             if self.connected_at is None
             else round((self.connected_at - self.offered_at) * 1000, 1),
             "uplinkFrames": self.uplink_frames,
+            "redPackets": self.red.packets,
             # Downlink packets forwarded untouched from the WhatsApp leg (rtc/passthrough.py).
             "downlinkForwarded": self._track.forwarded_frames
             if isinstance(self._track, OpusBusTrack)

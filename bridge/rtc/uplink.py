@@ -99,6 +99,11 @@ class Playout:
         if self._task is None and not self._tasks.closed:
             self._task = self._tasks.spawn(self._run(), "playout")
 
+    def redundant(self, timestamp: int, payload: bytes) -> None:
+        """A redundant copy of an earlier frame from a RED packet (``rtc/red.py``)."""
+        if not self._stopped:
+            self.receiver.push_redundant(timestamp, payload, time.monotonic())
+
     async def _run(self) -> None:
         clock = MediaClock()
         receiver = self.receiver

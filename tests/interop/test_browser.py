@@ -294,16 +294,16 @@ async def warbling_browser(tmp_path):
         await b.close()
 
 
-async def test_chromium_sends_fec_once_the_bridge_reports_loss(client, warbling_browser) -> None:
-    """The bridge's answer asks for in-band FEC (useinbandfec=1): once the bridge's RTCP
-    reports loss, Chromium's Opus encoder puts LBRR data in its packets, and the bridge's
-    receiver rebuilds lost frames from it (aiortc answered with no Opus parameters before,
-    and no browser sent any FEC)."""
+async def lossy_call(client, browser, *, until) -> tuple[dict, dict, float]:
+    """A demo-page call whose Chromium loses 15 % of its packets on the way to the bridge
+    (seeded, before aiortc: its RTCP reports the loss); polls the call's stats until
+    ``until(receiver)``; returns the uplink receiver's numbers, the session's, and the echo's
+    level."""
     import random
 
     from bridge.api.keys import MANAGER
 
-    page = await warbling_browser.new_page()
+    page = await browser.new_page()
     await page.route("**/call/webrtc/offer", loopback_only)
     await page.goto(str(client.make_url("/")))
     await page.click("#call")
@@ -314,24 +314,82 @@ async def test_chromium_sends_fec_once_the_bridge_reports_loss(client, warbling_
     assert "useinbandfec=1" in answer and "stereo=0" in answer
     snap = (await (await client.get("/call/status")).json())["calls"][0]
     session = client.app[MANAGER].runtime(snap["callID"]).session
-    receiver = next(t.receiver for t in session._pc.getTransceivers() if t.kind == "audio")
-    handle, rng = receiver._handle_rtp_packet, random.Random(9)
+    dtls = next(t.receiver for t in session._pc.getTransceivers() if t.kind == "audio").transport
+    handle, rng = dtls._handle_rtp_data, random.Random(9)
 
-    async def lossy(packet, arrival_time_ms):  # 15 % of Chromium's packets lost on the way
-        if rng.random() >= 0.15:
-            await handle(packet, arrival_time_ms=arrival_time_ms)
+    async def lossy(data, arrival_time_ms):  # RTP only: RTCP and DTLS go through
+        if (len(data) > 1 and 192 <= data[1] <= 223) or rng.random() >= 0.15:
+            await handle(data, arrival_time_ms=arrival_time_ms)
 
-    receiver._handle_rtp_packet = lossy
+    dtls._handle_rtp_data = lossy
     rx: dict = {}
-    for _ in range(150):  # Chromium reacts to the RTCP loss reports within a few seconds
+    for _ in range(150):
         await asyncio.sleep(0.1)
-        rx = (await (await client.get(f"/call/{snap['callID']}/stats")).json())["webrtc"][
-            "receiver"
-        ]
-        if rx["fecPacketsReceived"] >= 10:
+        webrtc = (await (await client.get(f"/call/{snap['callID']}/stats")).json())["webrtc"]
+        rx = webrtc["receiver"]
+        if until(rx):
             break
+    await asyncio.sleep(3.0)  # a few more seconds at the steady state, for the figures
+    webrtc = (await (await client.get(f"/call/{snap['callID']}/stats")).json())["webrtc"]
+    echo = await page.evaluate(FREQ_JS)
+    await page.close()
+    return webrtc["receiver"], webrtc, echo["level"]
+
+
+async def test_chromium_sends_fec_once_the_bridge_reports_loss(
+    make_client, warbling_browser
+) -> None:
+    """The bridge's answer asks for in-band FEC (useinbandfec=1): once the bridge's RTCP
+    reports loss, Chromium's Opus encoder puts LBRR data in its packets, and the bridge's
+    receiver rebuilds lost frames from it (aiortc answered with no Opus parameters before,
+    and no browser sent any FEC). RED off, so FEC is all there is."""
+    client = await make_client(opus_red=False)
+    rx, webrtc, level = await lossy_call(
+        client, warbling_browser, until=lambda rx: rx["fecPacketsReceived"] >= 10
+    )
     assert rx["fecPacketsReceived"] >= 10, rx
     assert rx["packetsLost"] > rx["fecPacketsReceived"]  # FEC rebuilt some, not all
-    echo = await page.evaluate(FREQ_JS)
-    assert echo["level"] > -30, echo  # the echo of the warble still plays
-    await page.close()
+    assert webrtc["redPackets"] == 0
+    assert level > -30  # the echo of the warble still plays
+    print(
+        "Chromium, FEC only:",
+        {
+            k: rx[k]
+            for k in (
+                "packetsLost",
+                "fecPacketsReceived",
+                "concealedSamples",
+                "jitterBufferEmittedCount",
+            )
+        },
+    )
+
+
+async def test_chromium_red_replaces_lost_packets_with_their_copies(
+    make_client, warbling_browser
+) -> None:
+    """Chromium offers RED (RFC 2198) over Opus; answered with it, it sends each frame twice
+    and the bridge's receiver replaces a lost packet with its copy from the next one."""
+    client = await make_client()
+    rx, webrtc, level = await lossy_call(
+        client, warbling_browser, until=lambda rx: rx["redRecoveredPackets"] >= 20
+    )
+    assert webrtc["redPackets"] > 100
+    assert rx["redRecoveredPackets"] >= 20, rx
+    # A single lost packet costs nothing: most losses never reach concealment.
+    concealed_frames = rx["concealedSamples"] / 320
+    assert concealed_frames < 0.5 * rx["packetsLost"], rx
+    assert level > -30
+    print(
+        "Chromium, RED:",
+        {
+            k: rx[k]
+            for k in (
+                "packetsLost",
+                "redRecoveredPackets",
+                "fecPacketsReceived",
+                "concealedSamples",
+                "jitterBufferEmittedCount",
+            )
+        },
+    )

@@ -217,6 +217,7 @@ ENV_SAMPLES = [
     ("BRIDGE_OPUS_FEC", "false", "media", "opus_fec", False),
     ("BRIDGE_OPUS_DTX", "true", "media", "opus_dtx", True),
     ("BRIDGE_OPUS_PASSTHROUGH", "false", "media", "opus_passthrough", False),
+    ("BRIDGE_OPUS_RED", "false", "media", "opus_red", False),
     ("BRIDGE_SPEECH_EVENTS", "true", "media", "speech_events", True),
     ("BRIDGE_DATA_DIR", "/tmp/d", "storage", "data_dir", "/tmp/d"),
     ("BRIDGE_MEDIA_DIR", "/tmp/m", "storage", "media_dir", "/tmp/m"),

@@ -1,0 +1,132 @@
+"""RED (RFC 2198) audio redundancy from browsers: each packet also carries the previous frame.
+
+Chromium offers ``red/48000/2`` carrying Opus (``a=fmtp:<red> <opus>/<opus>``); answered with
+RED first, it sends every Opus frame twice, the second time inside the next packet, so a
+single lost packet costs nothing and a burst of two costs one frame — better than in-band FEC,
+which only rebuilds a lower-quality copy. aiortc knows no RED, so the answer is rewritten here
+and a hook on the session's ``RTCDtlsTransport`` takes RED packets before aiortc routes them:
+the primary block goes on as a plain Opus packet (so aiortc's RTCP statistics, and the loss
+reports the browser gets, stay right), the redundant block goes straight to the leg's receiver
+(``audio/receiver.py``), which uses it only for a frame it has not got.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .rfc4733 import is_rtcp
+
+
+def _lines(sdp: str) -> list[str]:
+    return [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln]
+
+
+def offered_red(offer: str) -> tuple[int, int] | None:
+    """(RED payload type, Opus payload type) when the offer's audio has RED over Opus."""
+    lines = _lines(offer)
+    opus = red = None
+    for ln in lines:
+        low = ln.lower()
+        if low.startswith("a=rtpmap:") and " opus/48000" in low and opus is None:
+            opus = int(ln[len("a=rtpmap:") :].split(" ", 1)[0])
+        elif low.startswith("a=rtpmap:") and " red/48000" in low and red is None:
+            red = int(ln[len("a=rtpmap:") :].split(" ", 1)[0])
+    if opus is None or red is None:
+        return None
+    for ln in lines:
+        if ln.startswith(f"a=fmtp:{red} "):
+            blocks = ln.split(" ", 1)[1].strip().split("/")
+            if blocks and all(b == str(opus) for b in blocks):
+                return red, opus
+    return None
+
+
+def add_red(answer: str, red: int, opus: int) -> str:
+    """``answer`` with RED listed first on its audio m-line (the browser then sends RED)."""
+    out: list[str] = []
+    for ln in _lines(answer):
+        if ln.startswith("m=audio ") and str(opus) in ln.split()[3:]:
+            parts = ln.split()
+            ln = " ".join([*parts[:3], str(red), *[p for p in parts[3:] if p != str(red)]])
+        out.append(ln)
+        if ln.startswith(f"a=rtpmap:{opus} "):
+            out += [f"a=rtpmap:{red} red/48000/2", f"a=fmtp:{red} {opus}/{opus}"]
+    return "\r\n".join(out) + "\r\n"
+
+
+def split_red(payload: bytes) -> list[tuple[int, int, bytes]] | None:
+    """RFC 2198 §3: the blocks of a RED payload as (timestamp offset, payload type, data),
+    oldest first, the primary (offset 0) last; ``None`` if malformed."""
+    headers: list[tuple[int, int, int]] = []
+    i = 0
+    while True:
+        if i >= len(payload):
+            return None
+        first = payload[i]
+        if not first & 0x80:  # the last header: one byte, the primary's payload type
+            headers.append((first & 0x7F, 0, -1))
+            i += 1
+            break
+        if i + 4 > len(payload):
+            return None
+        word = int.from_bytes(payload[i + 1 : i + 4], "big")
+        headers.append((first & 0x7F, word >> 10, word & 0x3FF))
+        i += 4
+    blocks = []
+    for pt, offset, length in headers:
+        if length < 0:
+            length = len(payload) - i
+        if length < 0 or i + length > len(payload):
+            return None
+        blocks.append((offset, pt, payload[i : i + length]))
+        i += length
+    return blocks
+
+
+def _payload_start(data: bytes) -> int | None:
+    """Where an RTP packet's payload begins (after CSRCs and the header extension)."""
+    n = 12 + 4 * (data[0] & 0x0F)
+    if data[0] & 0x10:
+        if len(data) < n + 4:
+            return None
+        n += 4 + 4 * int.from_bytes(data[n + 2 : n + 4], "big")
+    return n if n <= len(data) else None
+
+
+class RedStats:
+    def __init__(self) -> None:
+        self.packets = 0
+        self.malformed = 0
+
+
+def hook_red(
+    dtls: Any,
+    red: int,
+    opus: int,
+    redundant: Callable[[int, bytes], None],
+    stats: RedStats,
+) -> None:
+    """Take RED packets (payload type ``red``) out before aiortc routes RTP on ``dtls``: the
+    primary goes on as an Opus packet, each redundant Opus block to ``redundant(timestamp,
+    payload)`` (module docstring)."""
+    original = dtls._handle_rtp_data
+
+    async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+        if len(data) >= 12 and data[1] & 0x7F == red and not is_rtcp(data):
+            start = _payload_start(data)
+            blocks = split_red(data[start:]) if start is not None and not data[0] & 0x20 else None
+            if not blocks or blocks[-1][1] != opus:
+                stats.malformed += 1
+                return
+            stats.packets += 1
+            timestamp = int.from_bytes(data[4:8], "big")
+            for offset, pt, block in blocks[:-1]:
+                if pt == opus and block:
+                    redundant((timestamp - offset) & 0xFFFFFFFF, block)
+            # The same packet with the primary block as its payload, as plain Opus: the
+            # header (extensions included) stays byte for byte, only the payload type changes.
+            data = bytes([data[0], (data[1] & 0x80) | opus]) + data[2:start] + blocks[-1][2]
+        await original(data, arrival_time_ms=arrival_time_ms)
+
+    dtls._handle_rtp_data = handle_rtp_data
