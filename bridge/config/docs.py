@@ -1,5 +1,5 @@
-"""The README's settings table, generated from the settings themselves (a test keeps the
-README equal to it: ``python -m bridge.config.docs`` prints it)."""
+"""The settings table of ``docs/configuration.md``, generated from the settings themselves (a
+test keeps the guide equal to it: ``python -m bridge.config.docs`` prints it)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,38 @@
+"""The documentation stays walkable: every relative link in README.md and docs/ leads to a file
+of this repository, and nothing points outside it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def test_every_relative_link_leads_to_a_file_of_the_repository() -> None:
+    broken = []
+    for doc in DOCS:
+        for target in LINK.findall(doc.read_text()):
+            if re.match(r"^[a-z]+:", target) or target.startswith("#"):
+                continue  # a URL, or a place on the same page
+            path = (doc.parent / target.split("#", 1)[0]).resolve()
+            if not path.exists() or ROOT not in path.parents:
+                broken.append(f"{doc.relative_to(ROOT)}: {target}")
+    assert broken == []
+
+
+def test_no_doc_points_outside_the_repository() -> None:
+    for doc in DOCS:
+        text = doc.read_text()
+        for outside in ("../shared", "/work/", "specs/"):
+            assert outside not in text, f"{doc.relative_to(ROOT)} mentions {outside!r}"
+
+
+def test_the_readme_stays_short_and_links_every_guide() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    for doc in DOCS[1:]:
+        rel = doc.relative_to(ROOT).as_posix()
+        assert rel in readme or doc.name == "README.md" and "docs/engines/" in readme, rel
