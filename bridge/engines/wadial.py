@@ -1,7 +1,7 @@
 """WADial engine: ``POST /api/v1/sessions/{sessionId}/calls {to}`` with bearer auth, and the
 media WebSocket ``…/calls/{callId}/media`` carrying Float32LE 16 kHz mono with JSON text
 frames ``ready``, ``buffer``, ``call_state``, ``error``, ``ended``.
-Source: ``specs/000_3a0a6f13ef2b1872.txt``.
+Source: WADial's public API document (the calls resource and its media socket).
 
 The WADial document names only the ``calls`` collection and the media socket. Everything it
 is silent about — answer, hang-up, listing calls, and the field names inside the JSON text

@@ -1,7 +1,7 @@
 """ZuckZapGo (meowcaller) engine: REST ``/call/*`` with a ``token`` header and the
 ``{code,data,success}`` envelope; media over ``GET /call/{id}/stream?token=`` as raw s16le
 16 kHz mono in 960-sample (1920-byte, 60 ms) frames both ways.
-Source: ``specs/003_c1cacae3d4bfb7b5.txt`` (§2 envelope, §4 endpoints, §6 media)."""
+Source: ZuckZapGo's Calls API guide (its response envelope, REST endpoints and media socket)."""
 
 from __future__ import annotations
 

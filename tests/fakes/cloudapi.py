@@ -1,4 +1,4 @@
-"""A fake of Meta's WhatsApp Cloud API Calling, written from specs/meta-cloud-calling.md.
+"""A fake of Meta's WhatsApp Cloud API Calling, written from Meta's Cloud API Calling documentation.
 
 * Graph API: ``POST /v23.0/{PHONE_NUMBER_ID}/calls`` with the bearer token, the actions
   ``connect``, ``pre_accept``, ``accept``, ``reject``, ``terminate``, Meta's error envelope,

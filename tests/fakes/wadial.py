@@ -1,4 +1,5 @@
-"""A fake WADial written from specs/000 (calls resource, bearer auth, Float32LE media socket with
+"""A fake WADial written from its public API document (calls resource, bearer auth,
+Float32LE media socket with
 JSON text frames). Where the spec is silent it follows the bridge's documented guesses."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A fake ZuckZapGo written from specs/003 (§2 envelope, §4 REST, §6 media), for tests."""
+"""A fake ZuckZapGo written from its Calls API guide (envelope, REST, media socket), for tests."""
 
 from __future__ import annotations
 

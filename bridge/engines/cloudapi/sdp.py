@@ -1,4 +1,4 @@
-"""SDP as Meta's media servers take it (``specs/meta-cloud-calling.md``, Media).
+"""SDP as Meta's media servers take it (Meta's Cloud API Calling documentation, its Media section).
 
 aiortc's SDP differs from what Meta accepts in three ways, fixed here on the text we send:
 it lists sha-384 and sha-512 fingerprints besides sha-256 (Meta refuses them: 100/2494010),
