@@ -41,6 +41,7 @@ from bench.scoring import pesq_wb
 from bench.speech import frames
 from bridge.audio.opus import OpusDecoder, has_fec
 from bridge.media.clock import MediaClock
+from bridge.rtc.sdp import opus_parameters
 from bridge.rtc.tracks import OpusBusTrack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -298,6 +299,10 @@ class Browser:
             if r.status != 200:
                 raise RuntimeError(f"offer refused: {body}")
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="answer"))
+        # As a browser does: send no more than the answer's maxaveragebitrate (RFC 7587 §6.1).
+        cap = opus_parameters(body["sdp"]).get("maxaveragebitrate")
+        if cap and cap.isdigit() and int(cap) < self.bitrate:
+            self.track._encoder.set_bitrate(int(cap))
         await asyncio.wait_for(self.connected.wait(), 10)
 
     async def close(self) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..attachments.base import Attachment
 from ..engines import DtmfLeg, Engine, EnginePump, WebRTCLeg
-from ..engines.base import MediaClosed
+from ..engines.base import MediaClosed, OpusEngine
 from ..errors import CallStateError, EngineError
 from ..media import CallBus, Role
 from ..metrics import Metrics
@@ -175,6 +175,8 @@ class CallRuntime:
             self.metrics.ended_totals.absorb_jitter(old.jitter_buffer)
             await old.close()
         self.sessions[pid] = session
+        if isinstance(self.engine, OpusEngine):  # ask the browser for what WhatsApp takes
+            session.receive_bitrate = self.engine.opus_bitrate
         try:
             answer = await session.accept_offer(sdp)
         except BaseException:
@@ -386,26 +388,35 @@ class CallRuntime:
             self.update_pass_through()
 
     def update_pass_through(self) -> None:
-        """On a call whose WhatsApp side is a WebRTC leg, forward its Opus packets untouched to
-        the agent's browser while that browser hears nothing else (``rtc/passthrough.py``):
-        one participant, no hold, nothing played to it. The session's sender checks that per
+        """On a call whose WhatsApp side is a WebRTC leg, forward Opus packets untouched
+        between it and the agent's browser while nothing else is mixed in
+        (``rtc/passthrough.py``): towards the browser while it hears only the WhatsApp user
+        (one participant, no hold, nothing played to it); towards WhatsApp while it hears
+        only the agent (not muted, nothing played, no key tones). Each sender checks that per
         packet, so mixing can start and stop mid-call."""
         leg = self.webrtc_leg
         session = self.session
         if leg is None:
             return
+        if session is self._forwarding_to and session is not None:
+            return
+        if self._forwarding_to is not None:
+            self._forwarding_to.forward_uplink(None)
+        self._forwarding_to = None
         if session is None or not session.media.opus_passthrough:
             leg.forward_to(None)
-            self._forwarding_to = None
             return
-        if session is self._forwarding_to:
-            return
-        conference, sessions = self.bus.conference, self.sessions
-        pass_through = session.forward_downlink(
-            lambda: len(sessions) == 1 and not conference.mixed
+        bus, conference, sessions = self.bus, self.bus.conference, self.sessions
+        down = session.forward_downlink(lambda: len(sessions) == 1 and not conference.mixed)
+        leg.forward_to(down.offer if down is not None else None)
+        up = leg.forward_from(
+            lambda: len(sessions) == 1
+            and not conference.mixed
+            and not bus.muted
+            and not bus.has_sources
         )
-        self._forwarding_to = session if pass_through is not None else None
-        leg.forward_to(pass_through.offer if pass_through is not None else None)
+        session.forward_uplink(up.offer if up is not None else None)
+        self._forwarding_to = session
 
     def _pump_closed(self, exc: BaseException | None) -> None:
         log.info(

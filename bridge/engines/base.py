@@ -136,6 +136,10 @@ class WebRTCLeg(Protocol):
         """Also hand each Opus packet it receives, untouched, to ``offer`` (pass-through to
         the browser); ``None`` stops."""
 
+    def forward_from(self, allowed: Callable[[], bool]) -> Any:
+        """Send the browser's Opus packets (given to the returned ``PassThrough``) untouched
+        while ``allowed()``; ``None`` if it cannot."""
+
     async def sample_quality(self) -> Any:
         """The change of its RTP/RTCP counters since the last sample (an ``rtc`` Quality)."""
 
@@ -249,6 +253,16 @@ class PolledEngine(Protocol):
 
     async def list_calls(self) -> list[RemoteCall]:
         """The engine's live calls."""
+
+
+@runtime_checkable
+class OpusEngine(Protocol):
+    """An engine whose media is itself Opus over WebRTC (Meta's Cloud API): a browser's
+    packets can be forwarded to it untouched if the browser sends what it takes."""
+
+    opus_bitrate: int
+    """The most the WhatsApp side takes (its ``maxaveragebitrate``), bit/s: the bridge asks
+    the browser for no more, so its packets can be forwarded as they are."""
 
 
 @runtime_checkable

@@ -217,6 +217,12 @@ class CallBus:
         return any(s.to_downlink for s in self._sources)
 
     @property
+    def has_sources(self) -> bool:
+        """Whether anything (a file, a socket, hold music, key tones) is mixed into what the
+        WhatsApp peer hears."""
+        return bool(self._sources)
+
+    @property
     def closed(self) -> bool:
         return self._closed
 

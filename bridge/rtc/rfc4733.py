@@ -109,8 +109,14 @@ def event_payload(event: int, end: bool, duration: int, volume: int = VOLUME) ->
 class EventSender:
     """Writes telephone-event packets into an audio sender's RTP stream (see module doc)."""
 
-    def __init__(self, dtls: Any, ssrc: int, audio_clock: int = 48_000) -> None:
+    def __init__(
+        self, dtls: Any, ssrc: int, audio_clock: int = 48_000, *, numbered_by: Any = None
+    ) -> None:
+        """``numbered_by``: a ``rtc.passthrough.SequenceNumbers`` already installed on
+        ``dtls`` that owns the stream's numbers (so forwarded packets keep their gaps); the
+        events then only join it."""
         self.ssrc = ssrc
+        self._external = numbered_by is not None
         self.audio_clock = audio_clock
         self._seq: int | None = None
         self._last_ts: int | None = None
@@ -129,6 +135,10 @@ class EventSender:
         dtls._send_rtp = send_rtp
 
     def _renumber(self, data: bytes) -> bytes:
+        if self._external:  # numbered further down; only follow the audio's RTP time
+            if data[1] & 0x7F != self._event_pt:
+                self._last_ts = int.from_bytes(data[4:8], "big")
+            return data
         b = bytearray(data)
         if self._seq is None:
             self._seq = int.from_bytes(b[2:4], "big")

@@ -114,6 +114,16 @@ def opus_parameters(sdp: str) -> dict[str, str]:
     return params
 
 
+def answer_fmtp(max_bitrate: int | None = None) -> tuple[tuple[str, str], ...]:
+    """:data:`OPUS_ANSWER_FMTP`, asking for at most ``max_bitrate`` when given (a Cloud API
+    call: what Meta takes, so the browser's packets can go to it untouched)."""
+    if max_bitrate is None:
+        return OPUS_ANSWER_FMTP
+    return tuple(
+        (k, str(max_bitrate) if k == "maxaveragebitrate" else v) for k, v in OPUS_ANSWER_FMTP
+    )
+
+
 def with_opus_fmtp(sdp: str, params: tuple[tuple[str, str], ...] = OPUS_ANSWER_FMTP) -> str:
     """``sdp`` with its Opus ``a=fmtp`` line replaced by ``params`` (added after the rtpmap)."""
     lines = [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln]

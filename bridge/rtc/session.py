@@ -27,7 +27,7 @@ from .ports import port_scope
 from .red import RedStats, add_red, hook_red, offered_red
 from .release import release_peer_connection
 from .rfc4733 import DtmfDetector, add_telephone_event, hook_receive, offered_telephone_event
-from .sdp import opus_parameters, with_opus_fmtp
+from .sdp import answer_fmtp, opus_parameters, with_opus_fmtp
 from .tracks import BusAudioTrack, OpusBusTrack
 from .uplink import Playout, take_over_receiver
 
@@ -171,6 +171,9 @@ class WebRTCSession:
         self._closed = False
         self.uplink_frames = 0
         self._playout: Playout | None = None
+        self.receive_bitrate: int | None = None
+        """The most the browser should send (its answer's ``maxaveragebitrate``), when the
+        call needs less than the default (a Cloud API call: what Meta takes)."""
         self.red = RedStats()
         """RED packets from the browser (``rtc/red.py``), when it sends them."""
         self.offered_at = time.monotonic()
@@ -256,7 +259,9 @@ class WebRTCSession:
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
         # Ask for in-band FEC, mono, 16 kHz (see rtc/sdp.py): aiortc's answer asks for nothing.
-        answer_sdp = with_opus_fmtp(str(pc.localDescription.sdp))
+        answer_sdp = with_opus_fmtp(
+            str(pc.localDescription.sdp), answer_fmtp(self.receive_bitrate)
+        )
         # RED (RFC 2198) when the browser offers it over Opus: every frame sent twice.
         red = offered_red(sdp) if st.opus_red else None
         if red is not None and self._playout is not None:
@@ -275,6 +280,11 @@ class WebRTCSession:
     def _dtmf_press(self, digit: str, duration_ms: int) -> None:
         if self._on_dtmf is not None and not self._closed:
             self._on_dtmf(self, digit, duration_ms)
+
+    def forward_uplink(self, offer: Callable[[int, int, bytes], None] | None) -> None:
+        """Also hand the browser's Opus packets, untouched, to ``offer`` (``None`` stops)."""
+        if self._playout is not None:
+            self._playout.forward = offer
 
     def forward_downlink(self, allowed: Callable[[], bool]) -> PassThrough | None:
         """Let this browser's sender forward another leg's Opus packets while ``allowed()``

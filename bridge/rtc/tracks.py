@@ -105,10 +105,14 @@ class OpusBusTrack(MediaStreamTrack):
         self._ts_offset = 0
         self._seq_offset = 0
 
-    def forward_from(self, pass_through: PassThrough, sender: Any) -> None:
+    def forward_from(
+        self, pass_through: PassThrough, sender: Any, sequence: SequenceNumbers | None = None
+    ) -> None:
         """Send another leg's Opus packets untouched while ``pass_through.allowed()`` (see
-        ``rtc/passthrough.py``); ``sender`` is the aiortc sender playing this track."""
-        self._sequence = SequenceNumbers(sender.transport, sender._ssrc)
+        ``rtc/passthrough.py``); ``sender`` is the aiortc sender playing this track, whose
+        sequence numbers ``sequence`` owns (installed here if not given)."""
+        if self._sequence is None:
+            self._sequence = sequence or SequenceNumbers(sender.transport, sender._ssrc)
         self.pass_through = pass_through
 
     async def recv(self) -> EncodedPacket:  # type: ignore[override]

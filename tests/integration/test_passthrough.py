@@ -133,3 +133,44 @@ async def test_recording_during_pass_through_holds_both_sides(tmp_path: Any) -> 
     assert inbound.size > 16_000 and outbound.size > 16_000
     assert band_energy(inbound, 16_000, 660) > 0.5 and band_energy(inbound, 16_000, 440) < 0.05
     assert band_energy(outbound, 16_000, 440) > 0.5 and band_energy(outbound, 16_000, 660) < 0.05
+
+
+async def test_the_browsers_packets_reach_whatsapp_untouched_and_mute_switches_to_silence(
+    speech_6s: Any,
+) -> None:
+    """The other direction: the browser is asked for what Meta takes (20 kbit/s), its packets
+    go to WhatsApp as they are; muting makes the bridge send its own silence (encoded), and
+    unmuting forwards again, with WhatsApp's RTP time and sequence numbers continuous."""
+    async with cloudapi(speech_6s, 6) as call:
+        answer = call.browser.pc.remoteDescription.sdp
+        assert "maxaveragebitrate=20000" in answer
+        await asyncio.sleep(0.3)
+        await call.start_speaking()
+        await asyncio.sleep(1.5)
+        mute = {"callID": call.call_id, "muted": True}
+        async with call.http.post(f"{call.bridge.base}/call/mute", json=mute) as r:
+            assert r.status == 200
+        await asyncio.sleep(1.0)
+        async with call.http.post(
+            f"{call.bridge.base}/call/mute", json={**mute, "muted": False}
+        ) as r:
+            assert r.status == 200
+        await asyncio.sleep(2.0)
+    browser, whatsapp = call.browser, call.whatsapp
+    sent = set(browser.sent.values())
+    got = [whatsapp.received[s] for s in sorted(whatsapp.received)]
+    forwarded = sum(p in sent for p in got)
+    assert forwarded > 120  # ~3.5 s of the browser's own packets
+    assert len(got) - forwarded > 30  # ~1 s of the bridge's own (muted) packets
+    rtp = whatsapp.received_rtp
+    seqs = [s for s, _, _ in rtp]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    steps = {(b - a) & 0xFFFFFFFF for (_, a, _), (_, b, _) in itertools.pairwise(rtp)}
+    assert steps == {960}
+    # While muted WhatsApp heard silence: the frames between the two forwarded runs.
+    from bench.quality_paths import ideal_decode
+
+    heard = ideal_decode(whatsapp.received)
+    frames = heard[: heard.size // 320 * 320].reshape(-1, 320).astype(np.float64)
+    levels = np.sqrt((frames**2).mean(axis=1))
+    assert (levels < 30).sum() > 30 and (levels > 300).sum() > 60

@@ -51,6 +51,7 @@ from ..base import (
 from ..hangups import PendingHangups
 from .graph import GraphClient
 from .peer import PeerChannel, WhatsAppPeer
+from .sdp import DEFAULT_BITRATE
 from .webhook import SIGNATURE_HEADER, CallWebhook, call_events, signature_ok, webhook_calls
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ class CloudApiEngine:
 
     name = "cloudapi"
     media_before_answer = False
+    opus_bitrate = DEFAULT_BITRATE
+    """Meta asks for at most 20 kbit/s (its fmtp's ``maxaveragebitrate``)."""
 
     def __init__(
         self,

@@ -41,6 +41,7 @@ from ...media import BusStats, ReceiveStats
 from ...rtc import counters
 from ...rtc.dtls import diagnose
 from ...rtc.ice import advertise_public_ip, server_rtc_configuration
+from ...rtc.passthrough import PassThrough, SequenceNumbers
 from ...rtc.ports import port_scope
 from ...rtc.release import release_peer_connection
 from ...rtc.rfc4733 import hook_receive
@@ -136,6 +137,7 @@ class WhatsAppPeer:
         self.dtmf = DtmfDetector(lambda digit, ms: on_dtmf(self, digit, ms))
         self.dtmf_pt = DTMF_PT
         self._events: EventSender | None = None
+        self._sequence: SequenceNumbers | None = None
         self._dtmf_out: deque[tuple[str, int, int, Callable[[], None] | None]] = deque()
         self._tasks = TaskSet(f"meta-peer[{name}]")
         self._dtmf_task: asyncio.Task[None] | None = None
@@ -225,7 +227,10 @@ class WhatsAppPeer:
         transceiver = self._transceiver()
         hook_receive(transceiver.receiver.transport, lambda: self.dtmf_pt, self.dtmf)
         sender = transceiver.sender
-        self._events = EventSender(sender.transport, sender._ssrc)
+        # One owner of the stream's sequence numbers: forwarded browser packets keep their
+        # gaps (rtc/passthrough.py), and our DTMF events join the same sequence.
+        self._sequence = SequenceNumbers(sender.transport, sender._ssrc)
+        self._events = EventSender(sender.transport, sender._ssrc, numbered_by=self._sequence)
 
     # -- DTMF out (RFC 4733)
     def send_dtmf(
@@ -414,6 +419,16 @@ class PeerChannel:
     @property
     def receive_stats(self) -> ReceiveStats:
         return self.peer.rx.receive
+
+    def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
+        """Send the browser's Opus packets to WhatsApp untouched while ``allowed()`` (the
+        other direction of ``forward_to``); ``None`` before the leg is negotiated."""
+        peer = self.peer
+        if peer._track is None or peer._sequence is None:
+            return None
+        pass_through = PassThrough(allowed)
+        peer._track.forward_from(pass_through, peer._transceiver().sender, peer._sequence)
+        return pass_through
 
     def forward_to(self, offer: Callable[[int, int, bytes], None] | None) -> None:
         """Hand the WhatsApp user's Opus packets, as they arrive, to ``offer`` too (a
