@@ -183,6 +183,12 @@ class OpusReceiver:
         """A first packet has arrived."""
         return self._seq_ref is not None
 
+    @property
+    def playing(self) -> bool:
+        """Packets are flowing: false before the first one, and after an outage (the sender
+        stopped, or the network did) until the next one arrives."""
+        return self._playing
+
     def push(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> None:
         """One RTP packet: 16-bit sequence number, 32-bit RTP timestamp, its Opus payload and
         its arrival time (seconds, the clock :meth:`pop` is given). Never raises: a packet that
@@ -210,7 +216,7 @@ class OpusReceiver:
             else:
                 due = self._next_due + (ts - self._next) / RTP_CLOCK
                 self._slack.append(due - arrival - self._slack_offset)
-                if ts < self._next:
+                if ts <= self._next - self.frame_ts:
                     self._discard(ext_seq)
                     return
         if not self._sender_fec and has_fec(payload):
@@ -295,8 +301,7 @@ class OpusReceiver:
         if (
             not self._sender_fec
             or self._pending.size >= self.frame_samples
-            or self._next in self._packets
-            or self._next + self.frame_ts in self._packets
+            or any(abs(t - self._next) <= self.frame_ts for t in self._packets)
             or self._waited_for == self._next
             or self._concealed_run > 0  # already concealing: an outage, not a single loss
         ):
@@ -353,6 +358,15 @@ class OpusReceiver:
 
     def _decode_next(self) -> Pcm:
         packet = self._packets.pop(self._next, None)
+        if packet is None and self._packets:
+            # Not every sender's packets sit on one 20 ms grid from its first packet (a
+            # first packet of another length, a timestamp nudged by the sender's clock): a
+            # packet less than a frame from where we are is the next one, and the timeline
+            # follows it.
+            near = [t for t in self._packets if abs(t - self._next) < self.frame_ts]
+            if near:
+                self._next = min(near)
+                packet = self._packets.pop(self._next)
         if packet is not None:
             try:
                 pcm = self._decoder.decode(packet.payload)

@@ -13,8 +13,11 @@ stand-ins, installed on an audio receiver by :func:`take_over_receiver`, replace
   its :meth:`~Playout.get` until the receiver stops, as it always did; meanwhile a task on a
   steady 20 ms :class:`~bridge.media.clock.MediaClock` takes one 16 kHz frame from the receiver
   per tick and hands it on (to the call's conference for a browser, to the engine channel for
-  the Cloud API peer): a continuous stream, decoded straight to 16 kHz by libopus in the event
-  loop, no stereo decode, no resampler, no thread hop per frame.
+  the Cloud API peer): a continuous stream while the sender sends, decoded straight to 16 kHz
+  by libopus in the event loop, no stereo decode, no resampler, no thread hop per frame. Once
+  the sender has stopped (the receiver's outage: 200 ms of concealment with nothing coming)
+  nothing more is handed on until it sends again, as a browser that stops sending is heard
+  as nothing, not as an endless stream of silence frames.
 
 aiortc keeps both in private attributes of ``RTCRtpReceiver``; :func:`take_over_receiver`
 checks they exist, so a change in aiortc fails loudly rather than silently.
@@ -43,6 +46,10 @@ log = logging.getLogger(__name__)
 
 MIRROR_EVERY = 25
 """Frames (500 ms) between copies of the receiver's counters into the bus's."""
+
+
+def _ignore(pcm: Pcm) -> None:
+    pass
 
 
 class ReceiverBuffer:
@@ -115,6 +122,8 @@ class Playout:
             delay.observe(receiver.delay)
             if self.frames % MIRROR_EVERY == 0:
                 self._mirror()
+            if not receiver.playing:
+                continue  # the sender went quiet: the bus clocks itself (CallBus sources)
             try:
                 self.on_frame(frame)
             except Exception:  # a bus problem must not stop the leg's audio for good
@@ -154,10 +163,13 @@ class Playout:
         r.emitted_samples += d[6]
 
     def stop(self) -> None:
-        """Stop the clock (the leg is closing); later packets are ignored."""
+        """Stop the clock (the leg is closing); later packets are ignored. The callbacks
+        (bound to the leg) are dropped, so no reference cycle outlives the leg."""
         if not self._stopped:
             self._mirror()
         self._stopped = True
+        self.on_frame = _ignore
+        self.forward = None
         if self._task is not None:
             self._task.cancel()
 
