@@ -270,3 +270,18 @@ def test_garbage_and_duplicates_are_counted_never_raised() -> None:
     w3c = rx.stats.as_w3c()
     assert w3c["packetsDiscarded"] == rx.stats.packets_discarded
     assert {"concealedSamples", "jitterBufferDelay", "fecPacketsReceived"} <= set(w3c)
+
+
+def test_a_first_packet_off_the_senders_20_ms_grid_does_not_derail_the_timeline() -> None:
+    """GStreamer's first packet sits 312 ticks before the grid its later packets keep: the
+    next packet, less than a frame away, is the next one — nothing is discarded as late."""
+    sent = packets(tone(2.0))
+    seq, ts, payload = sent[0]
+    sent[0] = (seq, ts - 312, payload)
+    arrivals = [0.001 + i * 0.02 for i in range(len(sent))]
+    rx = OpusReceiver()
+    played = play(rx, sent, arrivals)
+    assert rx.stats.packets_discarded == 0 and rx.stats.concealed_samples == 0
+    assert rx.stats.total_samples_received == len(sent) * FRAME
+    frames = played.reshape(-1, FRAME).astype(np.float64)
+    assert np.sqrt((frames[-50:] ** 2).mean(axis=1)).min() > 1000
