@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from ..audio import FRAME_SAMPLES, JitterBuffer
 from ..audio.pcm import Pcm
+from ..tasks import TaskSet
 from .clock import MediaClock
 from .conference import Conference
 from .stats import BusStats
@@ -123,6 +124,8 @@ class CallBus:
         self._sources: list[UplinkSource] = []
         self._last_mic = 0.0
         self._clock: asyncio.Task[None] | None = None
+        self.tasks = TaskSet(f"bus[{call_id}]")
+        """The bus's own tasks: the source clock and the conference's mixer."""
         self._users: set[str] = set()
         self._closed = False
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
@@ -199,10 +202,8 @@ class CallBus:
         self.add_user(f"source:{id(source)}")
         if source.to_downlink:
             self.conference.update()  # the participants hear it: mix on one clock
-        if self._clock is None and not self._closed:
-            self._clock = asyncio.get_running_loop().create_task(
-                self._source_clock(), name=f"bus[{self.call_id}]:source-clock"
-            )
+        if self._clock is None and not self._closed and not self.tasks.closed:
+            self._clock = self.tasks.spawn(self._source_clock(), "source-clock")
 
     def remove_source(self, source: UplinkSource) -> None:
         if source in self._sources:
@@ -322,16 +323,9 @@ class CallBus:
 
     async def aclose(self) -> None:
         """:meth:`close`, then wait for the source clock and mixer tasks to finish."""
-        clock = self._clock
         self.close()
         await self.conference.aclose()
-        if clock is not None:
-            try:
-                await clock
-            except asyncio.CancelledError:
-                pass
-            except Exception:
-                log.exception("call %s: the source clock failed", self.call_id)
+        await self.tasks.close()
 
     def close(self) -> None:
         """Stop the bus; a waiting uplink reader gets :class:`BusClosed`."""

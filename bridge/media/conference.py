@@ -154,9 +154,7 @@ class Conference:
             for p in self.participants.values():
                 p.inbox.clear()
             self._from_whatsapp.clear()
-            self._clock = asyncio.get_running_loop().create_task(
-                self._run(), name=f"bus[{self.bus.call_id}]:mixer"
-            )
+            self._clock = self.bus.tasks.spawn(self._run(), "mixer")
 
     async def aclose(self) -> None:
         clock, self._clock = self._clock, None
