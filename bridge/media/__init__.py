@@ -1,8 +1,9 @@
 """One call's audio in this process: the PCM bus, its media clock and its counters."""
 
-from .bus import BusClosed, BusFrame, CallBus, DownlinkSink, UplinkSource
+from .bus import BusClosed, CallBus, UplinkSource
 from .clock import MediaClock
 from .conference import Conference, Role
+from .frames import BusFrame, DownlinkSink
 from .stats import BusStats, FixedHistogram, ReceiveStats
 
 __all__ = [

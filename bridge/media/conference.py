@@ -42,9 +42,10 @@ import numpy.typing as npt
 from ..audio import FRAME_SAMPLES
 from ..audio.pcm import Pcm
 from .clock import MediaClock
+from .frames import BusFrame, DownlinkSink, downlink_jitter
 
 if TYPE_CHECKING:
-    from .bus import BusFrame, CallBus, DownlinkSink
+    from .bus import CallBus
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,6 @@ class Conference:
     # -- membership
     def join(self, pid: str, role: Role) -> tuple[Callable[[Pcm], None], DownlinkSink]:
         """Add a participant; returns where its microphone goes and what it plays."""
-        from .bus import DownlinkSink, downlink_jitter  # the bus module imports this one
 
         if pid in self.participants:
             self.leave(pid)
@@ -199,7 +199,6 @@ class Conference:
 
     def mix_once(self, now: float) -> None:
         """One 20 ms tick: every output from the same inputs (vectorised int32, one clip)."""
-        from .bus import BusFrame
 
         wa = self._from_whatsapp.popleft() if self._from_whatsapp else None
         inputs: dict[str, npt.NDArray[np.int32]] = {}

@@ -211,7 +211,7 @@ def test_downlink_buffer_follows_an_engine_clock_drift_in_the_pauses(ppm: int) -
     """An engine whose clock runs 2000 ppm fast or slow sends speech-like audio (1.5 s of
     tone, 0.5 s of pause) in 60 ms chunks for 45 s; the browser's clock takes a frame every
     20 ms. No tone frame is cut or gapped: frames of delay go or come in the pauses only."""
-    from bridge.media.bus import BusFrame, downlink_jitter
+    from bridge.media.frames import BusFrame, downlink_jitter
 
     jb = downlink_jitter()
     period = 0.06 / (1 + ppm / 1e6)  # one 3-frame chunk per engine 60 ms
