@@ -34,6 +34,7 @@ from bridge.startup import WEB_FILES
 
 from ..support.cluster import Http
 from ..support.processes import free_port
+from ..support.requires import require
 from ..support.rtc_client import RtcClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -276,9 +277,12 @@ def python_for(uid: int) -> str:
             continue
         if ok.returncode == 0:
             return exe
-    pytest.skip(
-        f"no Python >= 3.11 with venv that uid {uid} can run (apt-get install python3-venv)"
+    require(
+        False,
+        f"a Python >= 3.11 with venv that uid {uid} can run",
+        "apt-get install python3-venv (make test installs it)",
     )
+    raise AssertionError("unreachable")
 
 
 def replay_image(root: Path) -> Image:
@@ -378,8 +382,7 @@ def replay_image(root: Path) -> Image:
 
 @pytest.fixture(scope="module")
 def image() -> Any:
-    if os.geteuid() != 0:
-        pytest.skip("the replay runs the bridge as the image's uid: needs root")
+    require(os.geteuid() == 0, "root (the replay runs as the image's uid)", "run as root")
     root = Path(tempfile.mkdtemp(prefix="bridge-image-"))
     root.chmod(0o755)
     try:

@@ -6,12 +6,10 @@ import asyncio
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
-import pytest
-
-from ..support.processes import free_port
+from ..support.processes import free_port, spawn_bridge, stop_process
+from ..support.requires import require
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,10 +21,11 @@ def walkthrough() -> str:
 
 
 async def test_curl_walkthrough_runs_as_written(tmp_path) -> None:
-    if not (shutil.which("curl") and shutil.which("jq")):
-        if os.environ.get("CI"):
-            pytest.fail("curl and jq are needed (make test installs them)")
-        pytest.skip("curl and jq are needed: apt-get install curl jq")
+    require(
+        bool(shutil.which("curl") and shutil.which("jq")),
+        "curl and jq",
+        "apt-get install curl jq (make test installs them)",
+    )
     port = free_port()
     env = {
         **os.environ,
@@ -36,9 +35,7 @@ async def test_curl_walkthrough_runs_as_written(tmp_path) -> None:
         "BRIDGE_DATA_DIR": str(tmp_path),
         "BRIDGE_LOG_LEVEL": "warning",
     }
-    bridge = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", env=env, cwd=ROOT, stderr=asyncio.subprocess.DEVNULL
-    )
+    bridge = await spawn_bridge(env, stderr=asyncio.subprocess.DEVNULL)
     try:
         script = walkthrough().replace("http://127.0.0.1:8080", f"http://127.0.0.1:{port}")
         # Wait for the bridge like a reader would (it is up in well under a second).
@@ -55,8 +52,7 @@ async def test_curl_walkthrough_runs_as_written(tmp_path) -> None:
         )
         out, err = await asyncio.wait_for(shell.communicate(), 60)
     finally:
-        bridge.terminate()
-        await bridge.wait()
+        await stop_process(bridge)
     text = out.decode()
     assert shell.returncode == 0, (text, err.decode())
     lines = text.splitlines()

@@ -4,33 +4,24 @@ bridge-client.js, with a fake microphone playing a WAV tone."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import shutil
 import wave
-from pathlib import Path
 
 import pytest
 
 from bridge.audio import tone
 
 from ..support.calls import wait_state
-from ..support.requires import require
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-HOW = (
-    "install Debian's chromium (`apt-get install chromium`) and `pip install playwright`, "
-    "or run `make test`, which does both"
+from ..support.chromium import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    async_playwright,
+    loopback_only,
+    require_chromium,
+    wait_for,
 )
 
-try:
-    from playwright.async_api import async_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    async_playwright = None
-
-require(async_playwright is not None and os.path.exists(CHROMIUM), "Chromium/Playwright", HOW)
-
+require_chromium()
 
 @pytest.fixture(scope="module")
 def tone_wav(tmp_path_factory) -> str:
@@ -43,22 +34,6 @@ def tone_wav(tmp_path_factory) -> str:
     return str(path)
 
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--autoplay-policy=no-user-gesture-required",
-]
-"""Headless Chromium for the tests: fake devices, loopback peer connections, no network."""
-
-
 @pytest.fixture
 async def browser(tone_wav):
     async with async_playwright() as p:
@@ -68,15 +43,6 @@ async def browser(tone_wav):
         )
         yield b
         await b.close()
-
-
-async def loopback_only(route) -> None:
-    """Offer only Chromium's loopback candidates, so every packet stays on 127.0.0.1."""
-    body = route.request.post_data_json
-    lines = body["sdp"].split("\r\n")
-    kept = [ln for ln in lines if not ln.startswith("a=candidate:") or " 127.0.0.1 " in ln]
-    body["sdp"] = "\r\n".join(kept)
-    await route.continue_(post_data=json.dumps(body))
 
 
 FREQ_JS = """async () => {
@@ -91,17 +57,6 @@ FREQ_JS = """async () => {
   const level = window.demo.client.outputLevel();
   return {hz: k * a.context.sampleRate / a.fftSize, peakDb: bins[k], level};
 }"""
-
-
-async def wait_for(page, js: str, timeout: float = 10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await page.evaluate(js)
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {js}")
-        await asyncio.sleep(0.1)
 
 
 async def test_demo_page_call_echo_mute_hangup_and_inbound(client, browser) -> None:

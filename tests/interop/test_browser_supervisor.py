@@ -20,15 +20,18 @@ from bridge.audio import tone
 
 from ..support.audio_files import make
 from ..support.calls import peer_heard, wait_state
-from ..support.spectrum import assert_hears
-from .test_browser import (
+from ..support.chromium import (
     ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
     async_playwright,
     loopback_only,
+    require_chromium,
     wait_for,
 )
+from ..support.spectrum import assert_hears
+
+require_chromium()
 
 AGENT, SUPERVISOR, PEER, MUSIC = 440.0, 1250.0, 660.0, 1000.0
 SETTINGS = {"sim_peer": "tone", "sim_tone_hz": PEER, "opus_direct": False}
