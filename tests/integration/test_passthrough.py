@@ -88,8 +88,13 @@ async def test_mixing_switches_to_encoding_and_back_with_rtp_time_continuous(
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gap, no repeat
     steps = {(b - a) & 0xFFFFFFFF for a, b in itertools.pairwise(stamps)}
     assert steps == {960}  # 20 ms of RTP time per packet, across both switches
+    # The sender never stalled at a switch: no arrival gap beyond 100 ms, or on a loaded machine
+    # beyond the worst gap of the steady forwarding before the switch plus three frames (the
+    # bar follows the machine, as the hand-off tests' does; a stall of the switch itself would
+    # stand out on a quiet machine and a loaded one alike).
     arrivals = np.diff([t for _, _, t in rtp])
-    assert arrivals.max() < 0.1  # the sender never stalled
+    steady = arrivals[: max(before - 10, 10)]
+    assert arrivals.max() < max(0.1, float(steady.max()) + 0.06), (arrivals.max(), steady.max())
     # The tone was heard while mixing: the browser's audio holds 1 kHz.
     from bench.quality_paths import ideal_decode
 
