@@ -1,6 +1,6 @@
 """The call manager and the per-call runtime without HTTP: a fake ``Engine`` at the protocol
-seam, fake attachments, no sockets. State machine, teardown order, attachment lifecycle,
-engine media, and no task left behind."""
+seam (``tests/fakes/engine.py``), fake attachments, no sockets. State machine, teardown order,
+attachment lifecycle, engine media, and no task left behind."""
 
 from __future__ import annotations
 
@@ -14,127 +14,20 @@ import pytest
 from bridge.audio import FRAME_SAMPLES, dominant_frequency, tone
 from bridge.calls import CallManager, CallRuntime, CallState, EndReason
 from bridge.calls import manager as manager_module
-from bridge.config import settings_for_tests
-from bridge.engines import (
-    EngineEvent,
-    EngineEventKind,
-    EngineHealth,
-    EngineStats,
-    MediaClosed,
-    RemoteCall,
-)
+from bridge.engines import EngineEvent, EngineEventKind, RemoteCall
 from bridge.errors import CallStateError, EngineUnavailable
-from bridge.metrics import Metrics
-from bridge.rtc import SessionFactory
-from bridge.rtc.turn import NoTurn
 
-
-class FakeChannel:
-    """Loops what the bridge sends back as the peer's audio; records its close."""
-
-    def __init__(self, log: list[str]) -> None:
-        self.sent: list[np.ndarray] = []
-        self._back: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
-        self._log = log
-        self.closed = False
-
-    async def send(self, pcm: np.ndarray) -> None:
-        self.sent.append(pcm)
-        await self._back.put(pcm)
-
-    async def recv(self) -> np.ndarray:
-        item = await self._back.get()
-        if item is None:
-            raise MediaClosed("fake channel closed")
-        return item
-
-    def drop(self) -> None:
-        """The engine's media went away by itself."""
-        self._back.put_nowait(None)
-
-    async def close(self) -> None:
-        self.closed = True
-        self._log.append("engine-media")
-
-
-class FakeEngine:
-    """Strict about the protocol: hang-ups of unknown calls and double answers raise."""
-
-    name = "fake"
-    media_before_answer = False
-
-    def __init__(self) -> None:
-        self.events: asyncio.Queue[EngineEvent] = asyncio.Queue()
-        self.stats = EngineStats()
-        self.calls: dict[str, str] = {}
-        self.hung_up: list[str] = []
-        self.channels: list[FakeChannel] = []
-        self.closing: list[str] = []
-        self.later: list[str] = []
-        self.listed_at_start: list[RemoteCall] = []
-        self._n = 0
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    async def health(self) -> EngineHealth:
-        return EngineHealth(up=True)
-
-    async def dial(self, phone: str, *, call_id: str = "") -> str:
-        self._n += 1
-        engine_id = f"e{self._n}"
-        self.calls[engine_id] = "calling"
-        return engine_id
-
-    async def answer(self, engine_call_id: str) -> None:
-        assert self.calls[engine_call_id] == "ringing"
-        self.calls[engine_call_id] = "active"
-
-    async def hangup(self, engine_call_id: str) -> None:
-        self.calls.pop(engine_call_id)
-        self.hung_up.append(engine_call_id)
-
-    async def open_media(self, engine_call_id: str) -> FakeChannel:
-        channel = FakeChannel(self.closing)
-        self.channels.append(channel)
-        return channel
-
-    def hangup_later(self, engine_call_id: str, why: str) -> None:
-        self.later.append(engine_call_id)
-
-    async def startup_calls(self) -> list[RemoteCall]:
-        return list(self.listed_at_start)
-
-
-class FakeAttachment:
-    def __init__(self, name: str, log: list[str], *, kind: str = "playback", media: bool = True):
-        self.id = name
-        self.kind = kind
-        self.wants_media = media
-        self.states: list[str] = []
-        self._log = log
-
-    def call_state(self, state: str, end_reason: str | None) -> None:
-        self.states.append(state)
-
-    async def close(self) -> None:
-        self._log.append(self.id)
+from ..fakes.engine import FakeAttachment, FakeEngine, calls_for_tests
 
 
 @pytest.fixture
 async def setup() -> Any:
-    settings = settings_for_tests(max_calls=2)
     engine = FakeEngine()
-    manager = CallManager(
-        settings.calls, engine, Metrics(), SessionFactory(settings.media, settings.ice, NoTurn())
-    )
-    await manager.start()
+    calls = calls_for_tests(engine, max_calls=2)
+    await calls.start()
     before = set(asyncio.all_tasks())
-    yield manager, engine
-    await manager.close()
+    yield calls.manager, engine
+    await calls.close()
     leftover = {t for t in asyncio.all_tasks() - before if not t.done()}
     assert leftover <= {asyncio.current_task()}, leftover
 
@@ -267,7 +160,7 @@ async def test_hangup_while_the_engine_is_unreachable_ends_here_and_retries_late
         raise EngineUnavailable("the fake engine is unreachable")
 
     engine.hangup = unreachable  # type: ignore[method-assign]
-    with caplog.at_level(logging.WARNING, logger="bridge.calls.manager"):
+    with caplog.at_level(logging.WARNING, logger="bridge.calls"):
         call = await manager.hangup(runtime.call_id)
     assert call.state is CallState.ENDED and call.end_reason is EndReason.HANGUP
     assert runtime.closed and engine.later == [call.engine_call_id]
@@ -278,7 +171,6 @@ async def test_hangup_while_the_engine_is_unreachable_ends_here_and_retries_late
 async def test_orphans_at_start_up_are_hung_up_but_ringing_inbound_calls_are_offered(
     caplog,
 ) -> None:
-    settings = settings_for_tests()
     engine = FakeEngine()
     engine.listed_at_start = [
         RemoteCall("act", "1@s.whatsapp.net", "active", "inbound"),
@@ -287,11 +179,10 @@ async def test_orphans_at_start_up_are_hung_up_but_ringing_inbound_calls_are_off
         RemoteCall("gone", "4@s.whatsapp.net", "ended", "outbound"),
     ]
     engine.calls.update({"act": "active", "dial": "ringing", "ring": "ringing"})
-    manager = CallManager(
-        settings.calls, engine, Metrics(), SessionFactory(settings.media, settings.ice, NoTurn())
-    )
-    with caplog.at_level(logging.WARNING, logger="bridge.calls.manager"):
-        await manager.start()
+    calls = calls_for_tests(engine)
+    manager = calls.manager
+    with caplog.at_level(logging.WARNING, logger="bridge.calls"):
+        await calls.start()
         engine.events.put_nowait(EngineEvent(EngineEventKind.INCOMING, "ring", "3@s.whatsapp.net"))
         for _ in range(100):
             if len(engine.hung_up) == 2:
@@ -303,20 +194,17 @@ async def test_orphans_at_start_up_are_hung_up_but_ringing_inbound_calls_are_off
         orphan_lines = [r.getMessage() for r in caplog.records if "orphaned" in r.getMessage()]
         assert len(orphan_lines) == 2 and all("hanging it up" in m for m in orphan_lines)
     finally:
-        await manager.close()
+        await calls.close()
 
 
 async def test_orphans_are_kept_with_orphan_calls_keep(caplog) -> None:
-    settings = settings_for_tests(orphan_calls="keep")
     engine = FakeEngine()
     engine.listed_at_start = [RemoteCall("act", "1@s.whatsapp.net", "active", "outbound")]
     engine.calls["act"] = "active"
-    manager = CallManager(
-        settings.calls, engine, Metrics(), SessionFactory(settings.media, settings.ice, NoTurn())
-    )
-    with caplog.at_level(logging.WARNING, logger="bridge.calls.manager"):
-        await manager.start()
+    calls = calls_for_tests(engine, orphan_calls="keep")
+    with caplog.at_level(logging.WARNING, logger="bridge.calls"):
+        await calls.start()
         await asyncio.sleep(0.05)
-    await manager.close()
+    await calls.close()
     assert engine.hung_up == [] and engine.calls == {"act": "active"}
     assert any("left up" in r.getMessage() for r in caplog.records)
