@@ -208,3 +208,106 @@ async def test_orphans_are_kept_with_orphan_calls_keep(caplog) -> None:
     await calls.close()
     assert engine.hung_up == [] and engine.calls == {"act": "active"}
     assert any("left up" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_runtime_runs_one_end_at_a_time_and_knows_it_is_ending(setup) -> None:
+    manager, engine = setup
+    runtime = await answered_call(manager, engine)
+    ran: list[str] = []
+    release = asyncio.Event()
+
+    async def end(name: str) -> None:
+        ran.append(name)
+        await release.wait()
+        await manager.end(runtime.call, EndReason.MAX_DURATION)
+
+    runtime.end_soon(lambda: end("first"), "limit")
+    runtime.end_soon(lambda: end("second"), "limit")  # ignored while the first runs
+    await asyncio.sleep(0.02)
+    assert ran == ["first"] and runtime.ending and runtime.call.live
+    release.set()
+    for _ in range(100):
+        if runtime.closed:
+            break
+        await asyncio.sleep(0.01)
+    # The end task closed its own runtime: the teardown ran to the end (final stats kept).
+    assert runtime.closed and not runtime.ending and ran == ["first"]
+    assert runtime.call.end_reason is EndReason.MAX_DURATION
+    assert runtime.call.final_stats is not None
+    runtime.end_soon(lambda: end("late"), "limit")  # ended: nothing runs
+    await asyncio.sleep(0.02)
+    assert ran == ["first"]
+
+
+async def test_a_time_limit_hangs_up_once(setup) -> None:
+    manager, engine = setup
+    runtime = await answered_call(manager, engine)
+    for _ in range(3):  # the watchdog sees the limit every quarter second until it is ended
+        manager._end_by_bridge(runtime, EndReason.MAX_DURATION)
+    for _ in range(100):
+        if runtime.closed:
+            break
+        await asyncio.sleep(0.01)
+    assert engine.hung_up == [runtime.call.engine_call_id]
+    assert runtime.call.end_reason is EndReason.MAX_DURATION
+
+
+async def test_mute_and_hold_have_one_copy_each(setup) -> None:
+    manager, engine = setup
+    runtime = await answered_call(manager, engine)
+    call = runtime.call
+    published: list[str] = []
+    manager.events.listen(lambda type_, c: published.append(type_))
+    runtime.set_muted(True)
+    runtime.set_held(True)
+    runtime.set_held(True)  # no change, no event
+    assert runtime.bus.muted and runtime.bus.conference.held
+    assert call.muted and call.held and call.controls is runtime
+    assert (call.snapshot()["muted"], call.snapshot()["held"]) == (True, True)
+    assert published == ["call.muted", "call.held"]
+    runtime.set_muted(False)
+    assert not call.muted and not runtime.bus.muted
+    await manager.hangup(call.id)
+    # The ended call keeps what they were, not the runtime.
+    assert call.controls is not runtime and (call.muted, call.held) == (False, True)
+    assert (call.snapshot()["muted"], call.snapshot()["held"]) == (False, True)
+
+
+async def test_a_rebuilt_calls_controls_carry_into_its_runtime() -> None:
+    from bridge.calls import Call
+
+    from ..fakes.engine import calls_for_tests
+
+    engine = FakeEngine()
+    manager = calls_for_tests(engine).manager
+    snap = (await manager.make("5521999999999")).snapshot()
+    call = Call.from_snapshot({**snap, "callID": "other", "muted": True, "held": True}, "e9")
+    assert call.muted and call.held
+    runtime = CallRuntime(call, engine, manager.events, manager.metrics, lambda r, e: None)
+    assert runtime.bus.muted and runtime.bus.conference.held and call.controls is runtime
+    await runtime.close()
+    await manager.close()
+
+
+async def test_the_whatsapp_users_key_presses_come_in_one_way(setup) -> None:
+    manager, engine = setup
+    runtime = await answered_call(manager, engine)
+    seen: list[dict[str, Any]] = []
+    manager.events.observe(lambda event, call: seen.append(dict(event.data)))
+    heard: list[tuple[str, int]] = []
+    original = runtime.on_whatsapp_dtmf
+
+    def spy(digit: str, duration_ms: int) -> None:
+        heard.append((digit, duration_ms))
+        original(digit, duration_ms)
+
+    runtime.on_whatsapp_dtmf = spy  # type: ignore[method-assign]
+    data = {"digit": "5", "durationMs": 160}
+    engine_call_id = runtime.call.engine_call_id
+    engine.events.put_nowait(EngineEvent(EngineEventKind.DTMF, engine_call_id, data=data))
+    for _ in range(100):
+        if seen:
+            break
+        await asyncio.sleep(0.01)
+    assert heard == [("5", 160)]
+    assert seen == [{"digit": "5", "durationMs": 160, "source": "whatsapp"}]
