@@ -17,12 +17,16 @@ from .api.keys import (
     DIRECTORY,
     ENGINE,
     FORKS,
+    HTTP,
+    INBOUND,
     INTERNAL_HTTP,
     MANAGER,
     METRICS,
     PLAYBACK,
     RECORDINGS,
+    RECOVERY,
     SETTINGS,
+    TASKS,
     TURN,
     WEBHOOKS,
 )
@@ -30,7 +34,7 @@ from .api.limits import cors_middleware, cors_on_prepare, rate_limit_middleware
 from .api.routing import inbound_placer, routing_middleware
 from .attachments import ForkService, PlaybackService, RecordingService, dtmf_observer
 from .attachments.speech import start_speech_activity
-from .calls import Call, CallManager
+from .calls import Call, CallEvents, CallManager, InboundCalls, InMemoryCallRegistry, Recovery
 from .calls.model import default_owner
 from .calls.runtime import CallRuntime
 from .cluster import create_directory, internal_url_for
@@ -91,26 +95,96 @@ def create_app(
     set_gather_timeout(settings.ice.ice_gather_timeout)
     turn = create_turn_provider(settings.ice)
 
-    async def resources(app: web.Application) -> AsyncIterator[None]:
-        # Created in order, closed in reverse: HTTP client, engine, directory, manager (and
-        # with it every call's runtime), webhooks (flushed), directory (flushed), tasks.
-        http = create_http_session()
-        internal_http = create_internal_session()
-        eng = engine if engine is not None else create_engine(settings, http)
-        metrics = Metrics()
-        metrics.registry.register(RtcCollector())  # UDP drops, WebRTC failures by reason
-        tasks = TaskSet("app")
+    metrics = Metrics()
+    metrics.registry.register(RtcCollector())  # UDP drops, WebRTC failures by reason
+    app[METRICS] = metrics
+    # The calls' record and their events exist before the directory and the webhooks that
+    # read and observe them; the manager made last runs them.
+    registry = InMemoryCallRegistry(settings.calls.ended_call_ttl)
+    events = CallEvents()
+
+    # App-scoped resources: one cleanup_ctx entry each, created in this order and closed in
+    # reverse (aiohttp runs the entries' ends backwards): the calls end first (their last
+    # events queued), the webhooks flush them, the directory records them, then the app's
+    # tasks stop, the engine and the TURN provider close, and the HTTP clients last.
+
+    async def http_clients(app: web.Application) -> AsyncIterator[None]:
+        app[HTTP] = create_http_session()
+        app[INTERNAL_HTTP] = create_internal_session()
+        try:
+            yield
+        finally:
+            await app[HTTP].close()
+            await app[INTERNAL_HTTP].close()
+
+    async def turn_provider(app: web.Application) -> AsyncIterator[None]:
+        app[TURN] = turn
+        yield
+        await turn.close()
+
+    async def whatsapp_engine(app: web.Application) -> AsyncIterator[None]:
+        eng = engine if engine is not None else create_engine(settings, app[HTTP])
         await eng.start()
-        sessions = SessionFactory(settings.media, settings.ice, turn)
+        app[ENGINE] = eng
+        yield
+        await eng.close()
+
+    async def media_services(app: web.Application) -> AsyncIterator[None]:
+        http = app[HTTP]
+        recordings = RecordingService(Path(storage.data_dir), storage.recording_retention_days)
+        app[PLAYBACK] = PlaybackService(storage, http)
+        app[RECORDINGS] = recordings
+        app[FORKS] = ForkService(storage.fork_url_allow, http)
+        tasks = app[TASKS] = TaskSet("app")
+        tasks.spawn(metrics.run_loop_lag_monitor(), "loop-lag")
+        tasks.spawn(sweep_recordings(recordings, storage.retention_sweep_interval), "retention")
+        yield
+        await tasks.close()
+
+    async def call_directory(app: web.Application) -> AsyncIterator[None]:
+        async def end_lost_call(call: Call) -> None:
+            # The reaper waits a heartbeat TTL after start-up: the calls exist by then.
+            await app[RECOVERY].end_lost_call(call)
+
+        async def end_local_calls() -> None:
+            if RECOVERY in app:  # before the calls exist there is none to end
+                await app[RECOVERY].end_local_calls_as_lost()
+
         directory = create_directory(
             cluster,
             worker_id=default_owner(),
             internal_url=internal_url_for(cluster, server.port, worker_index),
             ended_ttl=settings.calls.ended_call_ttl,
             max_calls=settings.calls.max_calls,
-            local_calls=lambda: manager.live_calls(),
-            end_lost_call=lambda call: manager.end_lost_call(call),
-            end_local_calls=lambda: manager.end_local_calls_as_lost(),
+            local_calls=registry.live,
+            end_lost_call=end_lost_call,
+            end_local_calls=end_local_calls,
+        )
+        events.observe(directory.observe)
+        metrics.directory_up.set_function(lambda: 1.0 if directory.available else 0.0)
+        app[DIRECTORY] = directory
+        try:
+            await directory.start()
+            yield
+        finally:
+            await directory.close()  # after the last events were recorded
+
+    async def call_webhooks(app: web.Application) -> AsyncIterator[None]:
+        webhooks = app[WEBHOOKS] = WebhookService(settings.webhooks, app[HTTP], metrics)
+        events.observe(webhooks.observe)
+        yield
+        # The calls' last events (call.ended) are queued now: flush them (bounded).
+        await webhooks.close()
+
+    async def calls(app: web.Application) -> AsyncIterator[None]:
+        eng, directory = app[ENGINE], app[DIRECTORY]
+        manager = CallManager(
+            settings.calls,
+            eng,
+            metrics,
+            SessionFactory(settings.media, settings.ice, turn),
+            registry=registry,
+            events=events,
         )
 
         async def known_elsewhere(engine_call_id: str) -> bool:
@@ -124,22 +198,27 @@ def create_app(
         # call: one claims it and places it on the least-loaded worker. The simulator is each
         # worker's own; a webhook engine's new call is routed to one worker before it exists.
         polled = isinstance(eng, PolledEngine)
-        manager = CallManager(
-            settings.calls,
-            eng,
-            metrics,
-            sessions,
-            claim_inbound=directory.claim_engine_call if polled else None,
-            known_elsewhere=known_elsewhere,
-            place_inbound=inbound_placer(directory, internal_http, cluster.internal_secret)
+        inbound = InboundCalls(
+            manager,
+            claim=directory.claim_engine_call if polled else None,
+            place=inbound_placer(directory, app[INTERNAL_HTTP], cluster.internal_secret)
             if polled
             else None,
         )
-        manager.events.observe(directory.observe)
-        metrics.directory_up.set_function(lambda: 1.0 if directory.available else 0.0)
-        webhooks = WebhookService(settings.webhooks, http, metrics)
-        manager.events.observe(webhooks.observe)
-        recordings = RecordingService(Path(storage.data_dir), storage.recording_retention_days)
+        recovery = Recovery(manager, known_elsewhere=known_elsewhere)
+        follow_calls(manager, app[RECORDINGS], app[TASKS])
+        events.observe(dtmf_observer(manager.find_runtime))  # keys to forks, sockets
+        app[MANAGER], app[INBOUND], app[RECOVERY] = manager, inbound, recovery
+        try:
+            await manager.start()
+            await recovery.start()
+            yield
+        finally:
+            await recovery.close()
+            await manager.close()  # every live call ends (with its runtime)
+
+    def follow_calls(manager: CallManager, recordings: RecordingService, tasks: TaskSet) -> None:
+        """What the settings start on every answered call: a recording, speech events."""
         if storage.record_all:
 
             def record_every_call(type_: str, call: Call) -> None:
@@ -147,8 +226,9 @@ def create_app(
                 if type_ == "call.active" and runtime is not None:
                     tasks.spawn(recordings.start(runtime), f"record:{call.id}")
 
-            manager.events.listen(record_every_call)
+            events.listen(record_every_call)
         if settings.media.speech_events:
+            loop = asyncio.get_running_loop()
 
             def hear_who_talks(type_: str, call: Call) -> None:
                 runtime = manager.find_runtime(call.id)
@@ -159,46 +239,27 @@ def create_app(
                 if call.live and not runtime.closed:
                     start_speech_activity(runtime, lambda now: setattr(call, "speaking", now))
 
-            loop = asyncio.get_running_loop()
-            manager.events.listen(hear_who_talks)
-        await directory.start()
-        await manager.start()
-        tasks.spawn(metrics.run_loop_lag_monitor(), "loop-lag")
-        tasks.spawn(sweep_recordings(recordings, storage.retention_sweep_interval), "retention")
-        app[ENGINE] = eng
-        app[INTERNAL_HTTP] = internal_http
-        app[DIRECTORY] = directory
-        app[MANAGER] = manager
-        app[TURN] = turn
-        app[METRICS] = metrics
-        app[PLAYBACK] = PlaybackService(storage, http)
-        app[RECORDINGS] = recordings
-        app[FORKS] = ForkService(storage.fork_url_allow, http)
-        manager.events.observe(dtmf_observer(manager.find_runtime))  # keys to forks, sockets
-        app[WEBHOOKS] = webhooks
-        try:
-            yield
-        finally:
-            try:
-                await manager.close()
-                # The calls' last events (call.ended) are queued now: flush them (bounded).
-                await webhooks.close()
-                await directory.close()  # after the last events were recorded
-                await tasks.close()
-                await eng.close()
-                await turn.close()
-            finally:
-                await http.close()
-                await internal_http.close()
+            events.listen(hear_who_talks)
 
     async def on_shutdown(app: web.Application) -> None:
-        # End SSE streams and refuse new calls before the server waits for handlers.
+        # Not a resource: aiohttp runs this before it waits for the handlers, so SSE streams
+        # end and new calls are refused first (the cleanup entries run after the handlers).
         if MANAGER in app:
             app[MANAGER].stop_accepting()
             app[DIRECTORY].close_streams()
 
     app.on_response_prepare.append(cors_on_prepare(server.cors_origins))
-    app.cleanup_ctx.append(resources)
+    app.cleanup_ctx.extend(
+        [
+            http_clients,
+            turn_provider,
+            whatsapp_engine,
+            media_services,
+            call_directory,
+            call_webhooks,
+            calls,
+        ]
+    )
     app.on_shutdown.append(on_shutdown)
     setup_routes(app)
     index = static / "index.html"

@@ -10,7 +10,7 @@ from aiohttp import web
 from ..errors import BadRequest, NotFound
 from .auth import FORWARDED
 from .errors import require_call_id
-from .keys import DIRECTORY, MANAGER, WEBHOOKS
+from .keys import DIRECTORY, INBOUND, MANAGER, WEBHOOKS
 from .schema import read_body
 
 routes = web.RouteTableDef()
@@ -110,7 +110,9 @@ async def mute_call(request: web.Request) -> web.Response:
     muted = body.get("muted", True)
     if not isinstance(muted, bool):
         raise BadRequest("field 'muted' must be true or false")
-    call = request.app[MANAGER].set_muted(_call_id(body), muted)
+    runtime = request.app[MANAGER].runtime(_call_id(body))
+    runtime.set_muted(muted)
+    call = runtime.call
     return web.json_response(call.snapshot())
 
 
@@ -145,7 +147,7 @@ async def adopt_call(request: web.Request) -> web.Response:
     if not request.get(FORWARDED):
         raise NotFound(f"no route {request.method} {request.path}")
     body = await read_body(request, "AdoptRequest")
-    call = await request.app[MANAGER].adopt_inbound(body["engineCallID"], body["peer"])
+    call = await request.app[INBOUND].adopt(body["engineCallID"], body["peer"])
     return web.json_response(call.snapshot(), status=201)
 
 

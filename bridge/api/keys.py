@@ -6,16 +6,21 @@ import aiohttp
 from aiohttp import web
 
 from ..attachments import ForkService, PlaybackService, RecordingService
-from ..calls import CallManager
+from ..calls import CallManager, InboundCalls, Recovery
 from ..cluster import Directory
 from ..config import Settings
 from ..engines import Engine
 from ..metrics import Metrics
 from ..rtc import TurnProvider
+from ..tasks import TaskSet
 from ..webhooks import WebhookService
 
 SETTINGS = web.AppKey("settings", Settings)
 MANAGER = web.AppKey("manager", CallManager)
+INBOUND = web.AppKey("inbound", InboundCalls)
+"""Who takes a new inbound call (``POST /call/adopt`` lands there)."""
+RECOVERY = web.AppKey("recovery", Recovery)
+"""Orphans at start-up and a dead worker's calls (the directory hands them over)."""
 ENGINE = web.AppKey("engine", Engine)
 TURN = web.AppKey("turn", TurnProvider)
 METRICS = web.AppKey("metrics", Metrics)
@@ -24,6 +29,10 @@ RECORDINGS = web.AppKey("recordings", RecordingService)
 FORKS = web.AppKey("forks", ForkService)
 WEBHOOKS = web.AppKey("webhooks", WebhookService)
 DIRECTORY = web.AppKey("directory", Directory)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+"""The process's one outgoing client (engines, forks, playback URLs, webhooks, TURN)."""
+TASKS = web.AppKey("tasks", TaskSet)
+"""The app's own background tasks (loop-lag monitor, retention sweep, record-every-call)."""
 INTERNAL_HTTP = web.AppKey("internal_http", aiohttp.ClientSession)
 """Requests between instances: a session of its own, so relayed streams never take the
 connections engines, forks and webhooks need."""

@@ -1,34 +1,35 @@
-"""``CallManager``: call control and engine events.
+"""``CallManager``: the calls' state machine — call control and engine events.
 
-The manager decides what happens to calls — make, answer, hang up, mute, accept a browser's
-offer, end on a time limit or an engine event — and keeps the registry. Everything a live
-call *has* (bus, WebRTC session, engine media, attachments) belongs to its
+The manager decides what happens to calls — make, answer, hang up, accept a browser's offer,
+ring, activate, end on a time limit, lost media or an engine event — and keeps the registry
+and the live runtimes. Everything a live call *has* (bus, WebRTC session, engine media,
+attachments, mute and hold, the task that ends it) belongs to its
 :class:`~bridge.calls.runtime.CallRuntime`, which the manager creates with the call and
 closes when it ends.
 
-(Over 400 lines on purpose: call control and engine events drive one state machine, and
-reading them side by side is what keeps its transitions honest.)
+Two policies sit beside it and drive it through :meth:`CallManager.add`,
+:meth:`CallManager.end` and :meth:`CallManager.record_end`: who takes a new inbound call
+(:mod:`.inbound`, which the manager hands the engine's ``INCOMING`` events) and the calls
+nobody here owns any more (:mod:`.recovery`: orphans at start-up, a dead worker's calls).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..config import CallSettings, OrphanCalls, ShutdownCalls
-from ..engines import Engine, EngineEvent, EngineEventKind, RemoteCall
+from ..config import CallSettings, ShutdownCalls
+from ..engines import Engine, EngineEvent, EngineEventKind
 from ..errors import (
     AtCapacity,
     BadOffer,
     CallNotFound,
     CallStateError,
     EngineCallNotFound,
-    EngineError,
     EngineUnavailable,
     ShuttingDown,
 )
@@ -38,9 +39,10 @@ from ..rtc import SessionFactory
 from ..rtc.sdp import validate_offer
 from ..tasks import TaskSet
 from .events import CallEvents
+from .hangup import hang_up_later, hang_up_quietly
 from .model import Call, CallState, Direction, EndReason, default_owner, normalize_phone
 from .quality import media_totals, sample_quality_forever
-from .registry import CallRegistry, InMemoryCallRegistry
+from .registry import CallRegistry, InMemoryCallRegistry, sweep_forever
 from .runtime import CallRuntime
 from .watchdog import watch_forever
 
@@ -50,13 +52,8 @@ MEDIA_LOST_GRACE = 2.0
 """Seconds to wait, after the engine media closed for good, for the engine's own report of
 the call's end (so the end reason stays accurate) before failing the call."""
 
-ORPHAN_RECHECK = 3.0
-"""Seconds a worker sharing a directory waits before it takes an unowned engine call for an
-orphan (another worker's dial may not be recorded yet)."""
-
-HANGUP_TIMEOUT = 2.0
-"""Seconds the bridge waits for the engine to take a hang-up it decided itself (time limits,
-lost media, shutdown, orphans); past it the hang-up is retried in the background."""
+IncomingCalls = Callable[[EngineEvent], Awaitable[None]]
+"""Who takes a new inbound call the engine reports (``InboundCalls.incoming``)."""
 
 
 def _offer_result(exc: BaseException) -> str:
@@ -85,30 +82,22 @@ class CallManager:
         sessions: SessionFactory,
         *,
         registry: CallRegistry | None = None,
-        claim_inbound: Callable[[str], Awaitable[bool]] | None = None,
-        known_elsewhere: Callable[[str], Awaitable[bool]] | None = None,
-        place_inbound: Callable[[str, str], Awaitable[bool]] | None = None,
+        events: CallEvents | None = None,
     ) -> None:
-        """``claim_inbound(engine call id)`` says whether this process creates the call for a
-        newly seen inbound engine call (one worker of several does); ``known_elsewhere``
-        whether another live worker carries an engine call (so it is no orphan);
-        ``place_inbound(engine call id, peer)`` whether a less loaded worker took a new inbound
-        call this process claimed."""
+        """``registry`` and ``events`` may be made first (the app's directory reads the one
+        and observes the other before the manager exists)."""
         self.settings = settings
         self.engine = engine
         self.metrics = metrics
         self.sessions = sessions
         self.registry: CallRegistry = registry or InMemoryCallRegistry(settings.ended_call_ttl)
-        self.events = CallEvents()
+        self.events = events or CallEvents()
         self.owner = default_owner()
-        self._claim_inbound = claim_inbound or _always
-        self._known_elsewhere = known_elsewhere or _never
-        self._place_inbound = place_inbound or _stay
+        self._incoming: IncomingCalls | None = None
         self._runtimes: dict[str, CallRuntime] = {}
         self._dialling = 0  # dials in flight hold a capacity slot
         self._dials_idle = asyncio.Event()  # set while no dial is in flight
         self._dials_idle.set()
-        self._ending: set[str] = set()  # calls being ended by the bridge
         self._tasks = TaskSet("calls")
         self.shutting_down = False
         metrics.attach_media(lambda: media_totals(metrics, self._runtimes.values()), self._engine)
@@ -116,9 +105,14 @@ class CallManager:
         metrics.calls_max.set(settings.max_calls)
 
     # -- lifecycle
+    def take_incoming(self, incoming: IncomingCalls) -> None:
+        """Hand the engine's ``INCOMING`` events to ``incoming`` (the inbound policy,
+        :class:`~.inbound.InboundCalls`, registers itself; without one they are ignored)."""
+        self._incoming = incoming
+
     async def start(self) -> None:
         self._tasks.spawn(self._consume_engine_events(), "engine-events")
-        self._tasks.spawn(self._sweep_loop(), "sweeper")
+        self._tasks.spawn(sweep_forever(self.registry), "sweeper")
         self._tasks.spawn(
             sample_quality_forever(
                 self.metrics, self._runtimes.values, self.settings.stats_interval
@@ -128,7 +122,6 @@ class CallManager:
         self._tasks.spawn(
             watch_forever(self.settings, self._runtimes.values, self._end_by_bridge), "watchdog"
         )
-        self._tasks.spawn(self._sweep_orphans(), "orphans")
 
     def stop_accepting(self) -> None:
         """Refuse new calls and end the event streams (first step of a shutdown)."""
@@ -149,90 +142,10 @@ class CallManager:
 
     async def _shutdown_call(self, call: Call) -> None:
         if self.settings.shutdown_calls is ShutdownCalls.KEEP:
-            await self._end(call, EndReason.HANDOVER)
+            await self.end(call, EndReason.HANDOVER)
             return
-        await self._hangup_quietly(call)
-        await self._end(call, EndReason.SHUTDOWN)
-
-    async def _hangup_quietly(self, call: Call) -> None:
-        try:
-            await asyncio.wait_for(self.engine.hangup(call.engine_call_id), HANGUP_TIMEOUT)
-        except EngineCallNotFound:
-            log.info("call %s: engine no longer knew it", call.id, extra={"call_id": call.id})
-        except (EngineError, TimeoutError, ConnectionError) as exc:
-            self._hangup_later(call, exc)
-
-    def _hangup_later(self, call: Call, exc: BaseException) -> None:
-        """The engine did not take our hang-up: the engine layer retries it once it is back."""
-        why = str(exc) or type(exc).__name__
-        log.warning(
-            "call %s: could not hang up engine call %s (%s); retrying until the engine is back",
-            call.id,
-            call.engine_call_id,
-            why,
-            extra={"call_id": call.id},
-        )
-        self.engine.hangup_later(call.engine_call_id, why)
-
-    async def _sweep_orphans(self) -> None:
-        """Once the engine first lists its calls, hang up those no live call here owns.
-
-        Orphans are answered calls and outbound calls (a bridge that died dialled or carried
-        them); a ringing inbound call is a new call, offered like any other, not an orphan.
-        """
-        listed = await self.engine.startup_calls()
-        # A dial in flight may be in the listing before it is ours: let those dials finish.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._dials_idle.wait(), 10.0)
-        candidates = [
-            remote
-            for remote in listed
-            if not remote.ended
-            and not remote.ringing_inbound
-            and self.registry.by_engine_id(remote.id) is None  # no live call of ours owns it
-        ]
-        if candidates and self._known_elsewhere is not _never:
-            # Another worker may be dialling one right now: its record reaches the directory
-            # a moment after the engine lists the call.
-            await asyncio.sleep(ORPHAN_RECHECK)
-        for remote in candidates:
-            if self.registry.by_engine_id(remote.id) is not None:
-                continue
-            if await self._known_elsewhere(remote.id):
-                continue  # another worker's live call
-            await self._orphan(remote)
-
-    async def _orphan(self, remote: RemoteCall) -> None:
-        what = (
-            f"{remote.state} {remote.direction or '?'} call {remote.id} with {remote.peer or '?'}"
-        )
-        if self.settings.orphan_calls is OrphanCalls.KEEP:
-            log.warning(
-                "engine %s has an orphaned %s (no live call of this bridge owns it); "
-                "left up (BRIDGE_ORPHAN_CALLS=keep)",
-                self.engine.name,
-                what,
-            )
-            return
-        log.warning(
-            "engine %s has an orphaned %s (no live call of this bridge owns it); hanging it up "
-            "(BRIDGE_ORPHAN_CALLS=hangup)",
-            self.engine.name,
-            what,
-        )
-        try:
-            await asyncio.wait_for(self.engine.hangup(remote.id), HANGUP_TIMEOUT)
-        except EngineCallNotFound:
-            pass  # gone meanwhile
-        except (EngineError, TimeoutError, ConnectionError) as exc:
-            why = str(exc) or type(exc).__name__
-            log.warning("engine call %s: orphan hang-up failed (%s); retrying", remote.id, why)
-            self.engine.hangup_later(remote.id, f"orphan: {why}")
-
-    async def _sweep_loop(self) -> None:
-        while True:
-            await asyncio.sleep(60)
-            self.registry.sweep()
+        await hang_up_quietly(self.engine, call)
+        await self.end(call, EndReason.SHUTDOWN)
 
     # -- queries
     def get(self, call_id: str) -> Call:
@@ -257,10 +170,20 @@ class CallManager:
         return self._runtimes.get(call_id)
 
     def check_capacity(self) -> None:
+        """Room for one more call (``AtCapacity``), unless shutting down (``ShuttingDown``);
+        dials in flight hold a place."""
         if self.shutting_down:
             raise ShuttingDown("the bridge is shutting down")
         if len(self.registry.live()) + self._dialling >= self.settings.max_calls:
             raise AtCapacity(f"the bridge carries its maximum of {self.settings.max_calls} calls")
+
+    async def dials_settled(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until no dial is in flight: a call being dialled may be
+        in the engine's listing before it is in the registry."""
+        try:
+            await asyncio.wait_for(self._dials_idle.wait(), timeout)
+        except TimeoutError:
+            pass
 
     def stats(self, call_id: str) -> dict[str, Any]:
         """One call's numbers as JSON (for support cases; kept after the call ended)."""
@@ -302,9 +225,9 @@ class CallManager:
             status_callback=status_callback,
         )
         if self.shutting_down:
-            await self._hangup_quietly(call)
+            await hang_up_quietly(self.engine, call)
             raise ShuttingDown("the bridge is shutting down")
-        self._add(call)
+        self.add(call)
         log.info(
             "call %s: dialled %s (engine id %s)",
             call.id,
@@ -314,7 +237,9 @@ class CallManager:
         )
         return call
 
-    def _add(self, call: Call) -> None:
+    def add(self, call: Call) -> None:
+        """Take a new call into the live set: registered, its runtime created,
+        ``call.created`` published."""
         self.registry.add(call)
         self.metrics.calls_started.labels(str(call.direction)).inc()
         self._runtimes[call.id] = CallRuntime(
@@ -349,7 +274,7 @@ class CallManager:
             log.info("call %s: engine no longer knew it", call.id, extra={"call_id": call.id})
         except (EngineUnavailable, TimeoutError, ConnectionError) as exc:
             # The user wants out: the call ends here now, the engine's side once it is back.
-            self._hangup_later(call, exc)
+            hang_up_later(self.engine, call, exc)
         if not call.live:
             return call
         if call.state is CallState.ACTIVE:
@@ -358,15 +283,7 @@ class CallManager:
             reason = EndReason.DECLINED
         else:
             reason = EndReason.CANCELED
-        await self._end(call, reason)
-        return call
-
-    def set_muted(self, call_id: str, muted: bool) -> Call:
-        runtime = self.runtime(call_id)
-        call = runtime.call
-        call.muted = muted
-        runtime.bus.muted = muted
-        self.events.publish("call.muted" if muted else "call.unmuted", call)
+        await self.end(call, reason)
         return call
 
     # -- the browser's WebRTC leg
@@ -439,16 +356,20 @@ class CallManager:
 
     async def _on_engine_event(self, event: EngineEvent) -> None:
         if event.kind is EngineEventKind.INCOMING:
-            await self._incoming(event)
+            if self._incoming is None:
+                log.warning("no inbound policy: engine call %s not taken", event.engine_call_id)
+            else:
+                await self._incoming(event)
             return
         call = self.registry.by_engine_id(event.engine_call_id)
         if call is None:
             log.debug("engine event for an unknown or ended call: %s", event)
             return
         if event.kind is EngineEventKind.DTMF:
-            if call.live:
-                self.metrics.dtmf.labels("received", "whatsapp").inc()
-                self.events.publish("call.dtmf", call, **{**event.data, "source": "whatsapp"})
+            runtime = self._runtimes.get(call.id)
+            digit = event.data.get("digit")
+            if runtime is not None and isinstance(digit, str):
+                runtime.on_whatsapp_dtmf(digit, int(event.data.get("durationMs") or 0))
             return
         if event.kind is EngineEventKind.RINGING and call.state is CallState.CALLING:
             self._ring(call)
@@ -466,52 +387,7 @@ class CallManager:
                 reason = EndReason.REJECTED
             if event.reason in EndReason.__members__.values():
                 reason = EndReason(event.reason)
-            await self._end(call, reason, **dict(event.data))
-
-    async def _incoming(self, event: EngineEvent) -> None:
-        if self.registry.by_engine_id(event.engine_call_id) is not None:
-            return  # already known (a webhook and a poll can both report it)
-        if not await self._claim_inbound(event.engine_call_id):
-            return  # another worker polled the same engine first and took it
-        if await self._place_inbound(event.engine_call_id, event.peer or "unknown"):
-            return  # a less loaded worker took it
-        await self._ring_inbound(event.engine_call_id, event.peer or "unknown")
-
-    async def adopt_inbound(self, engine_call_id: str, peer: str) -> Call:
-        """Take a new inbound call another worker discovered and placed here (at capacity:
-        :class:`AtCapacity`, and the placing worker rings it itself)."""
-        known = self.registry.by_engine_id(engine_call_id)
-        if known is not None:
-            return known
-        self.check_capacity()
-        return await self._ring_inbound(engine_call_id, peer)
-
-    async def _ring_inbound(self, engine_call_id: str, peer: str) -> Call:
-        call = Call(
-            id=uuid.uuid4().hex,
-            peer=peer,
-            direction=Direction.INBOUND,
-            owner=self.owner,
-            engine_call_id=engine_call_id,
-            state=CallState.RINGING,
-        )
-        try:
-            self.check_capacity()
-        except (AtCapacity, ShuttingDown) as exc:
-            log.warning("declining inbound call from %s: %s", peer, exc.message)
-            await self._hangup_quietly(call)
-            if isinstance(exc, AtCapacity):
-                # Keep a record, so operators see the calls capacity turned away.
-                call.transition(CallState.ENDED, EndReason.BUSY)
-                self.registry.add(call)
-                self.registry.ended(call)
-                self.metrics.calls_ended.labels(str(call.direction), "busy").inc()
-                self.events.publish("call.ended", call)
-            return call
-        self._add(call)
-        log.info("call %s: inbound from %s is ringing", call.id, peer, extra={"call_id": call.id})
-        self.events.publish("call.ringing", call)
-        return call
+            await self.end(call, reason, **dict(event.data))
 
     def _ring(self, call: Call) -> None:
         call.transition(CallState.RINGING)
@@ -530,67 +406,50 @@ class CallManager:
             runtime.wake_engine_media()
 
     # -- ending
-    async def end_lost_call(self, call: Call) -> None:
-        """End a call whose worker died (rebuilt from the shared directory by a survivor):
-        hang up on the engine where it allows it, end it ``failed``/``worker_lost``, emit."""
-        if self.registry.get(call.id) is not None or not call.live:
-            return
-        call.transition(CallState.ENDED, EndReason.FAILED)
-        call.end_detail = "worker_lost"
-        self.metrics.calls_ended.labels(str(call.direction), str(EndReason.FAILED)).inc()
-        log.warning(
-            "call %s: ended (failed, worker_lost: worker %s died)",
-            call.id,
-            call.owner,
-            extra={"call_id": call.id},
-        )
-        self.events.publish("call.ended", call)
-        # The event first, the engine after (a dead worker may have had many calls, and each
-        # hang-up may wait for HANGUP_TIMEOUT).
-        if not self._tasks.closed:
-            self._tasks.spawn(self._hangup_quietly(call), f"lost:{call.id}")
-
-    async def end_local_calls_as_lost(self) -> None:
-        """Another worker took this one for dead and ended its calls: end them here too."""
-        for call in self.registry.live():
-            call.end_detail = "worker_lost"
-            await self._hangup_quietly(call)
-            await self._end(call, EndReason.FAILED)
-
     def _media_lost(self, runtime: CallRuntime, exc: BaseException | None) -> None:
-        """The engine media ended for good (after any reconnects the channel made)."""
-        if runtime.call.live and not self.shutting_down and not self._tasks.closed:
-            self._tasks.spawn(
-                self._fail_without_media(runtime.call), f"media-lost:{runtime.call_id}"
+        """The engine media ended for good (after any reconnects the channel made): the call
+        fails unless the engine reports its end within the grace."""
+        call = runtime.call
+        if not call.live or self.shutting_down:
+            return
+
+        async def fail() -> None:
+            log.warning(
+                "call %s: engine media lost for good, hanging up",
+                call.id,
+                extra={"call_id": call.id},
             )
+            await hang_up_quietly(self.engine, call)
+            await self.end(call, EndReason.FAILED)
 
-    async def _fail_without_media(self, call: Call) -> None:
-        await asyncio.sleep(MEDIA_LOST_GRACE)
-        if not call.live:
-            return
-        log.warning(
-            "call %s: engine media lost for good, hanging up", call.id, extra={"call_id": call.id}
-        )
-        await self._hangup_quietly(call)
-        await self._end(call, EndReason.FAILED)
+        runtime.end_soon(fail, "media-lost", after=MEDIA_LOST_GRACE)
 
-    def _end_by_bridge(self, call: Call, reason: EndReason) -> None:
-        """A time limit ran out: hang up on the engine and end the call (once)."""
-        if call.id in self._ending or not call.live or self._tasks.closed:
-            return
-        self._ending.add(call.id)
+    def _end_by_bridge(self, runtime: CallRuntime, reason: EndReason) -> None:
+        """A time limit ran out: hang up on the engine and end the call (once: the runtime
+        runs one end at a time)."""
+        call = runtime.call
 
         async def end() -> None:
-            try:
-                log.info("call %s: ending (%s)", call.id, reason, extra={"call_id": call.id})
-                await self._hangup_quietly(call)
-                await self._end(call, reason)
-            finally:
-                self._ending.discard(call.id)
+            log.info("call %s: ending (%s)", call.id, reason, extra={"call_id": call.id})
+            await hang_up_quietly(self.engine, call)
+            await self.end(call, reason)
 
-        self._tasks.spawn(end(), f"limit:{call.id}")
+        runtime.end_soon(end, "limit")
 
-    async def _end(self, call: Call, reason: EndReason, **data: Any) -> None:
+    def record_end(self, call: Call, reason: EndReason, *, keep: bool = False) -> None:
+        """End a call that never lived in this process — one turned away (``keep``: it stays
+        readable like any ended call) or a dead worker's, rebuilt from the directory — count
+        it and publish ``call.ended``."""
+        call.transition(CallState.ENDED, reason)
+        if keep:
+            self.registry.add(call)
+            self.registry.ended(call)
+        self.metrics.calls_ended.labels(str(call.direction), str(reason)).inc()
+        self.events.publish("call.ended", call)
+
+    async def end(self, call: Call, reason: EndReason, **data: Any) -> None:
+        """End a live call here (idempotent): ``ended`` with ``reason``, its runtime closed,
+        ``call.ended`` published (with ``data``). The engine's side is the caller's business."""
         if not call.live:
             return
         call.transition(CallState.ENDED, reason)
@@ -605,8 +464,7 @@ class CallManager:
         self._count_active()
         try:
             if runtime is not None:
-                # Teardown runs to completion even if the caller is cancelled meanwhile.
-                await asyncio.shield(runtime.close())
+                await runtime.close()  # runs to completion even if we are cancelled meanwhile
                 call.final_stats = runtime.final_stats
         finally:
             self.events.publish("call.ended", call, **data)
@@ -628,15 +486,3 @@ class CallManager:
 
     def _engine(self) -> tuple[str, Any, bool]:
         return self.engine.name, self.engine.stats, self.engine.up
-
-
-async def _always(engine_call_id: str) -> bool:
-    return True
-
-
-async def _never(engine_call_id: str) -> bool:
-    return False
-
-
-async def _stay(engine_call_id: str, peer: str) -> bool:
-    return False

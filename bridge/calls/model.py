@@ -9,7 +9,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import BadRequest, CallStateError
 from ..timefmt import iso_utc_or_none as _iso
@@ -79,9 +79,31 @@ def default_owner() -> str:
     return os.environ.get("BRIDGE_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}.{_BOOT}"
 
 
+class MediaControls(Protocol):
+    """Where a call's mute and hold live: its runtime while the call is live (the bus and
+    the conference act on them), :class:`Controls` once it is gone."""
+
+    @property
+    def muted(self) -> bool: ...
+
+    @property
+    def held(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Controls:
+    """Mute and hold as a call's runtime left them (or as a record in the directory says)."""
+
+    muted: bool = False
+    held: bool = False
+
+
 @dataclass
 class Call:
-    """One WhatsApp call as the API shows it."""
+    """One WhatsApp call as the API shows it.
+
+    Mute and hold are not copied here: :attr:`controls` is the call's runtime while it lives
+    (``CallRuntime.set_muted`` / ``set_held`` change them), and what it left them at after."""
 
     id: str
     peer: str
@@ -96,12 +118,11 @@ class Call:
     end_reason: EndReason | None = None
     end_detail: str | None = None
     """Why, beyond the reason (``worker_lost``: the owning worker died)."""
-    muted: bool = False
+    controls: MediaControls = field(default_factory=Controls, repr=False)
     transport: str | None = None
     webrtc_state: str | None = None
     participants: list[dict[str, Any]] = field(default_factory=list)
     """The browsers on the call: ``{participantID, role, webrtc: {state}}`` each."""
-    held: bool = False
     speaking: dict[str, bool] | None = None
     """Who is talking (``whatsapp``, ``agent``), with ``BRIDGE_SPEECH_EVENTS`` on."""
     final_stats: dict[str, Any] | None = field(default=None, repr=False)
@@ -116,6 +137,16 @@ class Call:
     @property
     def live(self) -> bool:
         return self.state is not CallState.ENDED
+
+    @property
+    def muted(self) -> bool:
+        """The browsers' audio does not reach the WhatsApp peer."""
+        return self.controls.muted
+
+    @property
+    def held(self) -> bool:
+        """The WhatsApp peer is on hold."""
+        return self.controls.held
 
     def transition(self, new: CallState, reason: EndReason | None = None) -> None:
         """Move to ``new`` or raise :class:`CallStateError` if the state machine forbids it."""
@@ -185,9 +216,8 @@ class Call:
             metadata=dict(snap.get("metadata") or {}),
             created_at=when("createdAt") or time.time(),
             answered_at=when("answeredAt"),
-            muted=bool(snap.get("muted")),
+            controls=Controls(muted=bool(snap.get("muted")), held=bool(snap.get("held"))),
             transport=snap.get("transport"),
             participants=list(snap.get("participants") or []),
-            held=bool(snap.get("held")),
             status_callback=status_callback,
         )

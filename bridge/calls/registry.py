@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from typing import Protocol
@@ -63,3 +64,10 @@ class InMemoryCallRegistry:
             self._ended.popitem(last=False)
             removed += 1
         return removed
+
+
+async def sweep_forever(registry: CallRegistry, interval: float = 60.0) -> None:
+    """Forget ended calls past their time to live, once every ``interval`` seconds."""
+    while True:
+        await asyncio.sleep(interval)
+        registry.sweep()

@@ -10,7 +10,14 @@ come to life:
 4. the attachments: playbacks, the recorder, media forks, PCM sockets;
 
 and the call's DTMF (:mod:`.dtmf`): the in-band tone source it adds to the bus when key
-presses go out on a PCM engine, and the in-band detector on the downlink of a PCM engine.
+presses go out on a PCM engine, the in-band detector on the downlink of a PCM engine, and
+:meth:`CallRuntime.on_whatsapp_dtmf`, the one way in for the WhatsApp user's key presses
+(in-band tones, or the engine's ``DTMF`` events on a leg that carries RFC 4733).
+
+It also holds the call's per-call state that is not the call's public record: mute and hold
+(what the bus and the conference act on; the ``Call`` reads them from here), and the task
+that ends the call when the bridge decides so (:meth:`CallRuntime.end_soon`: one at a time,
+so a call is ended once).
 
 Everything is attached and detached through the runtime, which is also where ``transport``
 is computed. :meth:`close` is idempotent and tears the children down in reverse order, the
@@ -22,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..attachments.base import Attachment
@@ -35,12 +42,16 @@ from ..rtc import WebRTCSession
 from ..tasks import TaskSet
 from .dtmf import DtmfTones, InbandDtmf
 from .events import CallEvents
-from .model import Call, CallState
+from .model import Call, CallState, Controls
 
 log = logging.getLogger(__name__)
 
 MediaLost = Callable[["CallRuntime", BaseException | None], None]
 """Told when the engine media ended by itself (the manager decides what the call does)."""
+
+EndCall = Callable[[], Coroutine[Any, Any, None]]
+"""The manager's decision to end a call (hang up on the engine, then end it), run by
+:meth:`CallRuntime.end_soon`."""
 
 
 class CallRuntime:
@@ -64,7 +75,12 @@ class CallRuntime:
         """Each leg's last quality band (``calls/quality.py``), to report only changes."""
         self._on_media_lost = on_media_lost
         self.bus = CallBus(call.id)
+        # The call's controls as they were (a new call: neither), kept from now on by the bus
+        # and the conference; the call reads them back through this runtime.
         self.bus.muted = call.muted
+        if call.held:
+            self.bus.conference.set_held(True)
+        call.controls = self
         self.sessions: dict[str, WebRTCSession] = {}
         """The browsers on the call, by participant id (see :mod:`bridge.media.conference`)."""
         self.hold_music: str | None = None
@@ -77,6 +93,7 @@ class CallRuntime:
         self._dtmf_in: InbandDtmf | None = None
         self._pump_lock = asyncio.Lock()
         self._tasks = TaskSet(f"call[{call.id[:12]}]")
+        self._end_task: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
@@ -271,10 +288,24 @@ class CallRuntime:
             fromParticipantID=old.participant_id if old is not None else None,
         )
 
+    # -- mute and hold (the one copy of each: the bus and the conference act on them)
+    @property
+    def muted(self) -> bool:
+        return self.bus.muted
+
+    @property
+    def held(self) -> bool:
+        return self.bus.conference.held
+
+    def set_muted(self, muted: bool) -> None:
+        """Mute or unmute what the browsers send WhatsApp (``call.muted`` / ``call.unmuted``)."""
+        self.bus.muted = muted
+        self.emit("call.muted" if muted else "call.unmuted")
+
     def set_held(self, held: bool) -> None:
-        if held == self.call.held:
+        """Hold or resume the WhatsApp peer (``call.held`` / ``call.unheld`` on a change)."""
+        if held == self.held:
             return
-        self.call.held = held
         self.bus.conference.set_held(held)
         self.emit("call.held" if held else "call.unheld")
 
@@ -328,7 +359,7 @@ class CallRuntime:
         self.emit(
             "call.dtmf", digit=digit, durationMs=duration_ms, source="agent", participantID=pid
         )
-        if session.role not in (Role.AGENT, Role.BARGE) or self.call.held:
+        if session.role not in (Role.AGENT, Role.BARGE) or self.held:
             return
         duration = max(40, min(2000, duration_ms))
         self._tasks.spawn(self._pass_on(digit, duration), "dtmf-agent")
@@ -339,7 +370,10 @@ class CallRuntime:
         except CallStateError as exc:
             log.info("call %s: agent's key press not passed on: %s", self.call.id, exc.message)
 
-    def _whatsapp_dtmf(self, digit: str, duration_ms: int) -> None:
+    def on_whatsapp_dtmf(self, digit: str, duration_ms: int) -> None:
+        """The WhatsApp user pressed a key: the one way in, whether the press was heard as
+        tones on a PCM engine's downlink (:class:`~.dtmf.InbandDtmf`) or reported by the
+        engine (an RFC 4733 ``DTMF`` event on the Cloud API leg)."""
         if self._closed or not self.call.live:
             return
         self.metrics.dtmf.labels("received", "whatsapp").inc()
@@ -383,7 +417,7 @@ class CallRuntime:
             self.pump = EnginePump(self.bus, channel, on_closed=self._pump_closed)
             if self._dtmf_in is None and not isinstance(channel, WebRTCLeg):
                 # A PCM engine: the WhatsApp user's key presses are tones in its audio.
-                self._dtmf_in = InbandDtmf(self.bus, self._whatsapp_dtmf)
+                self._dtmf_in = InbandDtmf(self.bus, self.on_whatsapp_dtmf)
             self.pump.start()
             self.update_pass_through()
 
@@ -464,11 +498,47 @@ class CallRuntime:
         for session in self.sessions.values():
             self.metrics.ended_totals.absorb_jitter(session.jitter_buffer)
 
+    # -- ending
+    @property
+    def ending(self) -> bool:
+        """The bridge is ending this call (its end task runs)."""
+        return self._end_task is not None
+
+    def end_soon(self, end: EndCall, name: str, *, after: float = 0.0) -> None:
+        """Run ``end`` — the manager's decision to hang up and end this call (a time limit, lost
+        media) — as this call's end task, after ``after`` seconds (a grace for the engine's
+        own report; the call is not :attr:`ending` meanwhile). One end at a time: while one
+        runs, others are ignored; nothing runs once the call ended or the runtime closed."""
+        if self._closed or self._tasks.closed or not self.call.live:
+            return
+        if after > 0:
+            self._tasks.spawn(self._end_after(end, name, after), f"{name}:grace")
+        elif self._end_task is None:
+            self._end_task = self._tasks.spawn(self._run_end(end), name)
+
+    async def _end_after(self, end: EndCall, name: str, after: float) -> None:
+        await asyncio.sleep(after)
+        self.end_soon(end, name)
+
+    async def _run_end(self, end: EndCall) -> None:
+        try:
+            await end()
+        finally:
+            self._end_task = None
+
     async def close(self) -> None:
-        """Close every child in reverse order of creation (idempotent; runs to completion)."""
+        """Close every child in reverse order of creation (idempotent). The teardown runs to
+        completion even if the caller is cancelled meanwhile; it cancels the runtime's tasks,
+        the end task too unless the end task is what closes the runtime."""
         if self._closed:
             return
         self._closed = True
+        if asyncio.current_task() is self._end_task:
+            await self._teardown()  # a task set never cancels the task it is closed from
+        else:
+            await asyncio.shield(self._teardown())
+
+    async def _teardown(self) -> None:
         started = time.monotonic()
         self.state_changed()  # sockets say "ended" before they go
         try:
@@ -493,6 +563,8 @@ class CallRuntime:
         finally:
             await self.bus.aclose()
             self.final_stats = self.stats_json()
+            # The call keeps its controls as they were, not this runtime.
+            self.call.controls = Controls(muted=self.muted, held=self.held)
             # The sessions and the pump call back into this runtime: drop them, so nothing of
             # the call waits for the cyclic garbage collector (their codec threads included).
             self.sessions.clear()

@@ -7,10 +7,11 @@ import time
 from collections.abc import Callable, Iterable
 
 from ..config import CallSettings
-from .model import Call, CallState, Direction, EndReason
+from .model import CallState, Direction, EndReason
 from .runtime import CallRuntime
 
-EndCall = Callable[[Call, EndReason], None]
+EndCall = Callable[[CallRuntime, EndReason], None]
+"""Ends a call whose time ran out (the manager's; it runs as the call's end task)."""
 
 
 def check_limits(
@@ -32,7 +33,7 @@ def check_limits(
         ):
             reason = EndReason.MAX_DURATION
         if reason is not None:
-            end_call(call, reason)
+            end_call(runtime, reason)
             continue
         for session in list(runtime.sessions.values()):
             if session.state in ("closed", "failed"):

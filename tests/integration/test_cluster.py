@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from bridge.audio import dominant_frequency
-from bridge.calls.manager import ORPHAN_RECHECK
+from bridge.calls.recovery import ORPHAN_RECHECK
 from bridge.timefmt import parse_iso_utc
 
 from ..support.cluster import Bridge, Http, Redis, bridge_env, require_redis, sse_events

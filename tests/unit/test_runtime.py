@@ -1,6 +1,6 @@
 """The call manager and the per-call runtime without HTTP: a fake ``Engine`` at the protocol
-seam, fake attachments, no sockets. State machine, teardown order, attachment lifecycle,
-engine media, and no task left behind."""
+seam (``tests/fakes/engine.py``), fake attachments, no sockets. State machine, teardown order,
+attachment lifecycle, engine media, and no task left behind."""
 
 from __future__ import annotations
 
@@ -14,127 +14,20 @@ import pytest
 from bridge.audio import FRAME_SAMPLES, dominant_frequency, tone
 from bridge.calls import CallManager, CallRuntime, CallState, EndReason
 from bridge.calls import manager as manager_module
-from bridge.config import settings_for_tests
-from bridge.engines import (
-    EngineEvent,
-    EngineEventKind,
-    EngineHealth,
-    EngineStats,
-    MediaClosed,
-    RemoteCall,
-)
+from bridge.engines import EngineEvent, EngineEventKind, RemoteCall
 from bridge.errors import CallStateError, EngineUnavailable
-from bridge.metrics import Metrics
-from bridge.rtc import SessionFactory
-from bridge.rtc.turn import NoTurn
 
-
-class FakeChannel:
-    """Loops what the bridge sends back as the peer's audio; records its close."""
-
-    def __init__(self, log: list[str]) -> None:
-        self.sent: list[np.ndarray] = []
-        self._back: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
-        self._log = log
-        self.closed = False
-
-    async def send(self, pcm: np.ndarray) -> None:
-        self.sent.append(pcm)
-        await self._back.put(pcm)
-
-    async def recv(self) -> np.ndarray:
-        item = await self._back.get()
-        if item is None:
-            raise MediaClosed("fake channel closed")
-        return item
-
-    def drop(self) -> None:
-        """The engine's media went away by itself."""
-        self._back.put_nowait(None)
-
-    async def close(self) -> None:
-        self.closed = True
-        self._log.append("engine-media")
-
-
-class FakeEngine:
-    """Strict about the protocol: hang-ups of unknown calls and double answers raise."""
-
-    name = "fake"
-    media_before_answer = False
-
-    def __init__(self) -> None:
-        self.events: asyncio.Queue[EngineEvent] = asyncio.Queue()
-        self.stats = EngineStats()
-        self.calls: dict[str, str] = {}
-        self.hung_up: list[str] = []
-        self.channels: list[FakeChannel] = []
-        self.closing: list[str] = []
-        self.later: list[str] = []
-        self.listed_at_start: list[RemoteCall] = []
-        self._n = 0
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    async def health(self) -> EngineHealth:
-        return EngineHealth(up=True)
-
-    async def dial(self, phone: str, *, call_id: str = "") -> str:
-        self._n += 1
-        engine_id = f"e{self._n}"
-        self.calls[engine_id] = "calling"
-        return engine_id
-
-    async def answer(self, engine_call_id: str) -> None:
-        assert self.calls[engine_call_id] == "ringing"
-        self.calls[engine_call_id] = "active"
-
-    async def hangup(self, engine_call_id: str) -> None:
-        self.calls.pop(engine_call_id)
-        self.hung_up.append(engine_call_id)
-
-    async def open_media(self, engine_call_id: str) -> FakeChannel:
-        channel = FakeChannel(self.closing)
-        self.channels.append(channel)
-        return channel
-
-    def hangup_later(self, engine_call_id: str, why: str) -> None:
-        self.later.append(engine_call_id)
-
-    async def startup_calls(self) -> list[RemoteCall]:
-        return list(self.listed_at_start)
-
-
-class FakeAttachment:
-    def __init__(self, name: str, log: list[str], *, kind: str = "playback", media: bool = True):
-        self.id = name
-        self.kind = kind
-        self.wants_media = media
-        self.states: list[str] = []
-        self._log = log
-
-    def call_state(self, state: str, end_reason: str | None) -> None:
-        self.states.append(state)
-
-    async def close(self) -> None:
-        self._log.append(self.id)
+from ..fakes.engine import FakeAttachment, FakeEngine, calls_for_tests
 
 
 @pytest.fixture
 async def setup() -> Any:
-    settings = settings_for_tests(max_calls=2)
     engine = FakeEngine()
-    manager = CallManager(
-        settings.calls, engine, Metrics(), SessionFactory(settings.media, settings.ice, NoTurn())
-    )
-    await manager.start()
+    calls = calls_for_tests(engine, max_calls=2)
+    await calls.start()
     before = set(asyncio.all_tasks())
-    yield manager, engine
-    await manager.close()
+    yield calls.manager, engine
+    await calls.close()
     leftover = {t for t in asyncio.all_tasks() - before if not t.done()}
     assert leftover <= {asyncio.current_task()}, leftover
 
@@ -267,7 +160,7 @@ async def test_hangup_while_the_engine_is_unreachable_ends_here_and_retries_late
         raise EngineUnavailable("the fake engine is unreachable")
 
     engine.hangup = unreachable  # type: ignore[method-assign]
-    with caplog.at_level(logging.WARNING, logger="bridge.calls.manager"):
+    with caplog.at_level(logging.WARNING, logger="bridge.calls"):
         call = await manager.hangup(runtime.call_id)
     assert call.state is CallState.ENDED and call.end_reason is EndReason.HANGUP
     assert runtime.closed and engine.later == [call.engine_call_id]
@@ -278,7 +171,6 @@ async def test_hangup_while_the_engine_is_unreachable_ends_here_and_retries_late
 async def test_orphans_at_start_up_are_hung_up_but_ringing_inbound_calls_are_offered(
     caplog,
 ) -> None:
-    settings = settings_for_tests()
     engine = FakeEngine()
     engine.listed_at_start = [
         RemoteCall("act", "1@s.whatsapp.net", "active", "inbound"),
@@ -287,11 +179,10 @@ async def test_orphans_at_start_up_are_hung_up_but_ringing_inbound_calls_are_off
         RemoteCall("gone", "4@s.whatsapp.net", "ended", "outbound"),
     ]
     engine.calls.update({"act": "active", "dial": "ringing", "ring": "ringing"})
-    manager = CallManager(
-        settings.calls, engine, Metrics(), SessionFactory(settings.media, settings.ice, NoTurn())
-    )
-    with caplog.at_level(logging.WARNING, logger="bridge.calls.manager"):
-        await manager.start()
+    calls = calls_for_tests(engine)
+    manager = calls.manager
+    with caplog.at_level(logging.WARNING, logger="bridge.calls"):
+        await calls.start()
         engine.events.put_nowait(EngineEvent(EngineEventKind.INCOMING, "ring", "3@s.whatsapp.net"))
         for _ in range(100):
             if len(engine.hung_up) == 2:
@@ -303,20 +194,120 @@ async def test_orphans_at_start_up_are_hung_up_but_ringing_inbound_calls_are_off
         orphan_lines = [r.getMessage() for r in caplog.records if "orphaned" in r.getMessage()]
         assert len(orphan_lines) == 2 and all("hanging it up" in m for m in orphan_lines)
     finally:
-        await manager.close()
+        await calls.close()
 
 
 async def test_orphans_are_kept_with_orphan_calls_keep(caplog) -> None:
-    settings = settings_for_tests(orphan_calls="keep")
     engine = FakeEngine()
     engine.listed_at_start = [RemoteCall("act", "1@s.whatsapp.net", "active", "outbound")]
     engine.calls["act"] = "active"
-    manager = CallManager(
-        settings.calls, engine, Metrics(), SessionFactory(settings.media, settings.ice, NoTurn())
-    )
-    with caplog.at_level(logging.WARNING, logger="bridge.calls.manager"):
-        await manager.start()
+    calls = calls_for_tests(engine, orphan_calls="keep")
+    with caplog.at_level(logging.WARNING, logger="bridge.calls"):
+        await calls.start()
         await asyncio.sleep(0.05)
-    await manager.close()
+    await calls.close()
     assert engine.hung_up == [] and engine.calls == {"act": "active"}
     assert any("left up" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_runtime_runs_one_end_at_a_time_and_knows_it_is_ending(setup) -> None:
+    manager, engine = setup
+    runtime = await answered_call(manager, engine)
+    ran: list[str] = []
+    release = asyncio.Event()
+
+    async def end(name: str) -> None:
+        ran.append(name)
+        await release.wait()
+        await manager.end(runtime.call, EndReason.MAX_DURATION)
+
+    runtime.end_soon(lambda: end("first"), "limit")
+    runtime.end_soon(lambda: end("second"), "limit")  # ignored while the first runs
+    await asyncio.sleep(0.02)
+    assert ran == ["first"] and runtime.ending and runtime.call.live
+    release.set()
+    for _ in range(100):
+        if runtime.closed:
+            break
+        await asyncio.sleep(0.01)
+    # The end task closed its own runtime: the teardown ran to the end (final stats kept).
+    assert runtime.closed and not runtime.ending and ran == ["first"]
+    assert runtime.call.end_reason is EndReason.MAX_DURATION
+    assert runtime.call.final_stats is not None
+    runtime.end_soon(lambda: end("late"), "limit")  # ended: nothing runs
+    await asyncio.sleep(0.02)
+    assert ran == ["first"]
+
+
+async def test_a_time_limit_hangs_up_once(setup) -> None:
+    manager, engine = setup
+    runtime = await answered_call(manager, engine)
+    for _ in range(3):  # the watchdog sees the limit every quarter second until it is ended
+        manager._end_by_bridge(runtime, EndReason.MAX_DURATION)
+    for _ in range(100):
+        if runtime.closed:
+            break
+        await asyncio.sleep(0.01)
+    assert engine.hung_up == [runtime.call.engine_call_id]
+    assert runtime.call.end_reason is EndReason.MAX_DURATION
+
+
+async def test_mute_and_hold_have_one_copy_each(setup) -> None:
+    manager, engine = setup
+    runtime = await answered_call(manager, engine)
+    call = runtime.call
+    published: list[str] = []
+    manager.events.listen(lambda type_, c: published.append(type_))
+    runtime.set_muted(True)
+    runtime.set_held(True)
+    runtime.set_held(True)  # no change, no event
+    assert runtime.bus.muted and runtime.bus.conference.held
+    assert call.muted and call.held and call.controls is runtime
+    assert (call.snapshot()["muted"], call.snapshot()["held"]) == (True, True)
+    assert published == ["call.muted", "call.held"]
+    runtime.set_muted(False)
+    assert not call.muted and not runtime.bus.muted
+    await manager.hangup(call.id)
+    # The ended call keeps what they were, not the runtime.
+    assert call.controls is not runtime and (call.muted, call.held) == (False, True)
+    assert (call.snapshot()["muted"], call.snapshot()["held"]) == (False, True)
+
+
+async def test_a_rebuilt_calls_controls_carry_into_its_runtime() -> None:
+    from bridge.calls import Call
+
+    from ..fakes.engine import calls_for_tests
+
+    engine = FakeEngine()
+    manager = calls_for_tests(engine).manager
+    snap = (await manager.make("5521999999999")).snapshot()
+    call = Call.from_snapshot({**snap, "callID": "other", "muted": True, "held": True}, "e9")
+    assert call.muted and call.held
+    runtime = CallRuntime(call, engine, manager.events, manager.metrics, lambda r, e: None)
+    assert runtime.bus.muted and runtime.bus.conference.held and call.controls is runtime
+    await runtime.close()
+    await manager.close()
+
+
+async def test_the_whatsapp_users_key_presses_come_in_one_way(setup) -> None:
+    manager, engine = setup
+    runtime = await answered_call(manager, engine)
+    seen: list[dict[str, Any]] = []
+    manager.events.observe(lambda event, call: seen.append(dict(event.data)))
+    heard: list[tuple[str, int]] = []
+    original = runtime.on_whatsapp_dtmf
+
+    def spy(digit: str, duration_ms: int) -> None:
+        heard.append((digit, duration_ms))
+        original(digit, duration_ms)
+
+    runtime.on_whatsapp_dtmf = spy  # type: ignore[method-assign]
+    data = {"digit": "5", "durationMs": 160}
+    engine_call_id = runtime.call.engine_call_id
+    engine.events.put_nowait(EngineEvent(EngineEventKind.DTMF, engine_call_id, data=data))
+    for _ in range(100):
+        if seen:
+            break
+        await asyncio.sleep(0.01)
+    assert heard == [("5", 160)]
+    assert seen == [{"digit": "5", "durationMs": 160, "source": "whatsapp"}]

@@ -1,0 +1,103 @@
+"""Who takes a new inbound call: this process, another worker, or nobody (busy).
+
+The engine reports a new inbound call (``INCOMING``); :class:`InboundCalls` decides:
+
+1. a call already known here is not taken twice (a webhook and a poll can both report it);
+2. with several workers polling one engine, one claims it (``claim``: the directory's
+   ``claim:{engine call id}``) and the others let it be;
+3. the claimer offers it to a less loaded worker (``place``: ``POST /call/adopt`` there, which
+   lands in :meth:`InboundCalls.adopt`);
+4. the call rings here — or, at capacity, is declined on the engine and kept as an ended
+   ``busy`` record, so operators see the calls capacity turned away.
+
+The call itself is made by the state machine (:meth:`CallManager.add`); this module only
+decides where and whether.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+from ..engines import EngineEvent
+from ..errors import AtCapacity, ShuttingDown
+from .hangup import hang_up_quietly
+from .manager import CallManager
+from .model import Call, CallState, Direction, EndReason
+
+log = logging.getLogger(__name__)
+
+Claim = Callable[[str], Awaitable[bool]]
+"""``claim(engine call id)``: does this process take a newly seen inbound engine call?"""
+
+Place = Callable[[str, str], Awaitable[bool]]
+"""``place(engine call id, peer)``: did a less loaded worker take a call this one claimed?"""
+
+
+async def _always(engine_call_id: str) -> bool:
+    return True
+
+
+async def _stay(engine_call_id: str, peer: str) -> bool:
+    return False
+
+
+class InboundCalls:
+    """The inbound policy of one process (see the module docstring). It registers itself
+    with ``manager`` for the engine's ``INCOMING`` events."""
+
+    def __init__(
+        self, manager: CallManager, *, claim: Claim | None = None, place: Place | None = None
+    ) -> None:
+        """Without ``claim`` every new call is this process's; without ``place`` it stays
+        here (one process, or an engine whose new calls reach one worker already)."""
+        self.manager = manager
+        self._claim = claim or _always
+        self._place = place or _stay
+        manager.take_incoming(self.incoming)
+
+    async def incoming(self, event: EngineEvent) -> None:
+        """The engine reports a new inbound call."""
+        manager = self.manager
+        if manager.registry.by_engine_id(event.engine_call_id) is not None:
+            return  # already known (a webhook and a poll can both report it)
+        if not await self._claim(event.engine_call_id):
+            return  # another worker polled the same engine first and took it
+        if await self._place(event.engine_call_id, event.peer or "unknown"):
+            return  # a less loaded worker took it
+        await self.ring(event.engine_call_id, event.peer or "unknown")
+
+    async def adopt(self, engine_call_id: str, peer: str) -> Call:
+        """Take a new inbound call another worker discovered and placed here (at capacity:
+        :class:`AtCapacity`, and the placing worker rings it itself)."""
+        known = self.manager.registry.by_engine_id(engine_call_id)
+        if known is not None:
+            return known
+        self.manager.check_capacity()
+        return await self.ring(engine_call_id, peer)
+
+    async def ring(self, engine_call_id: str, peer: str) -> Call:
+        """Ring the call here, or decline it when there is no room (``busy``) or the bridge
+        is shutting down."""
+        manager = self.manager
+        call = Call(
+            id=uuid.uuid4().hex,
+            peer=peer,
+            direction=Direction.INBOUND,
+            owner=manager.owner,
+            engine_call_id=engine_call_id,
+            state=CallState.RINGING,
+        )
+        try:
+            manager.check_capacity()
+        except (AtCapacity, ShuttingDown) as exc:
+            log.warning("declining inbound call from %s: %s", peer, exc.message)
+            await hang_up_quietly(manager.engine, call)
+            if isinstance(exc, AtCapacity):
+                manager.record_end(call, EndReason.BUSY, keep=True)
+            return call
+        manager.add(call)
+        log.info("call %s: inbound from %s is ringing", call.id, peer, extra={"call_id": call.id})
+        manager.events.publish("call.ringing", call)
+        return call

@@ -1,0 +1,144 @@
+"""Calls nobody here owns any more (``calls/recovery.py``), on the in-process fake engine: a
+dead worker's calls end ``failed``/``worker_lost``, a fenced worker ends its own, orphans are
+told apart from another worker's calls, and nothing is left running at close."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from bridge.calls import Call, CallState, Direction, EndReason, Recovery
+from bridge.calls import recovery as recovery_module
+from bridge.engines import EngineEvent, EngineEventKind, RemoteCall
+from bridge.errors import EngineUnavailable
+
+from ..fakes.engine import Calls, FakeEngine, calls_for_tests
+
+
+@pytest.fixture
+async def calls() -> AsyncIterator[tuple[Calls, FakeEngine, list[tuple[str, Any]]]]:
+    engine = FakeEngine()
+    calls = calls_for_tests(engine)
+    published: list[tuple[str, Any]] = []
+    calls.manager.events.listen(lambda type_, call: published.append((type_, call)))
+    await calls.start()
+    before = set(asyncio.all_tasks())
+    yield calls, engine, published
+    await calls.close()
+    leftover = {t for t in asyncio.all_tasks() - before if not t.done()}
+    assert leftover <= {asyncio.current_task()}, leftover
+
+
+def lost_call(engine: FakeEngine, engine_call_id: str = "dead1") -> Call:
+    """A live call of a dead worker, as the directory rebuilds it from its record."""
+    engine.calls[engine_call_id] = "active"
+    snapshot = Call(
+        id=f"call-{engine_call_id}",
+        peer="1@s.whatsapp.net",
+        direction=Direction.OUTBOUND,
+        owner="dead-worker",
+        engine_call_id=engine_call_id,
+        state=CallState.ACTIVE,
+    ).snapshot()
+    return Call.from_snapshot(snapshot, engine_call_id)
+
+
+async def until(condition: Any, timeout: float = 1.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met")
+
+
+async def test_a_dead_workers_call_ends_failed_then_is_hung_up(calls) -> None:
+    calls, engine, published = calls
+    call = lost_call(engine)
+    await calls.recovery.end_lost_call(call)
+    assert call.state is CallState.ENDED and call.end_reason is EndReason.FAILED
+    assert call.end_detail == "worker_lost" and call.snapshot()["endDetail"] == "worker_lost"
+    assert published == [("call.ended", call)]  # the event first, the engine after
+    await until(lambda: engine.hung_up == ["dead1"])
+    assert calls.manager.registry.get(call.id) is None  # never a call of this process
+    await calls.recovery.end_lost_call(call)  # ended: nothing more
+    assert len(published) == 1
+
+
+async def test_a_call_of_this_process_is_not_taken_for_lost(calls) -> None:
+    calls, engine, published = calls
+    ours = await calls.manager.make("5521999999999")
+    rebuilt = Call.from_snapshot(ours.snapshot(), ours.engine_call_id)
+    await calls.recovery.end_lost_call(rebuilt)
+    assert ours.live and rebuilt.live and engine.hung_up == []
+    assert [t for t, _ in published] == ["call.created"]
+
+
+async def test_a_fenced_worker_ends_its_own_calls_as_lost(calls) -> None:
+    calls, engine, published = calls
+    call = await calls.manager.make("5521999999999")
+    engine.events.put_nowait(EngineEvent(EngineEventKind.ANSWERED, call.engine_call_id))
+    await until(lambda: call.state is CallState.ACTIVE)
+    runtime = calls.manager.runtime(call.id)
+    await calls.recovery.end_local_calls_as_lost()
+    assert call.end_reason is EndReason.FAILED and call.end_detail == "worker_lost"
+    assert runtime.closed and engine.hung_up == [call.engine_call_id]
+    assert published[-1] == ("call.ended", call)
+
+
+async def test_orphans_are_told_apart_from_another_workers_calls(monkeypatch, caplog) -> None:
+    monkeypatch.setattr(recovery_module, "ORPHAN_RECHECK", 0.01)
+    engine = FakeEngine()
+    engine.listed_at_start = [
+        RemoteCall("elsewhere", "1@s.whatsapp.net", "active", "outbound"),
+        RemoteCall("orphan", "2@s.whatsapp.net", "active", "inbound"),
+    ]
+    engine.calls.update({"elsewhere": "active", "orphan": "active"})
+    asked: list[str] = []
+
+    async def known_elsewhere(engine_call_id: str) -> bool:
+        asked.append(engine_call_id)
+        return engine_call_id == "elsewhere"
+
+    manager = calls_for_tests(engine).manager
+    recovery = Recovery(manager, known_elsewhere=known_elsewhere)
+    with caplog.at_level(logging.WARNING, logger="bridge.calls.recovery"):
+        await recovery.sweep_orphans()
+    assert engine.hung_up == ["orphan"] and asked == ["elsewhere", "orphan"]
+    assert [r.getMessage() for r in caplog.records if "orphaned" in r.getMessage()] == [
+        "engine fake has an orphaned active inbound call orphan with 2@s.whatsapp.net (no live "
+        "call of this bridge owns it); hanging it up (BRIDGE_ORPHAN_CALLS=hangup)"
+    ]
+    await recovery.close()
+    await manager.close()
+
+
+async def test_an_orphan_the_engine_cannot_hang_up_now_is_retried_later() -> None:
+    engine = FakeEngine()
+    engine.listed_at_start = [RemoteCall("orphan", "2@s.whatsapp.net", "active", "outbound")]
+
+    async def unreachable(engine_call_id: str) -> None:
+        raise EngineUnavailable("the fake engine is unreachable")
+
+    engine.hangup = unreachable  # type: ignore[method-assign]
+    manager = calls_for_tests(engine).manager
+    await Recovery(manager).sweep_orphans()
+    assert engine.later == ["orphan"]
+    await manager.close()
+
+
+async def test_close_stops_a_lost_calls_hang_up_still_waiting(calls) -> None:
+    calls, engine, _ = calls
+    started = asyncio.Event()
+
+    async def stuck(engine_call_id: str) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    engine.hangup = stuck  # type: ignore[method-assign]
+    await calls.recovery.end_lost_call(lost_call(engine))
+    await asyncio.wait_for(started.wait(), 1)
+    await calls.recovery.close()  # the fixture checks nothing is left running
