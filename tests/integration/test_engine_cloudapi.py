@@ -462,8 +462,8 @@ async def test_the_runtime_owns_the_whatsapp_peer_and_closes_it_once(
     client = await cclient(ring_timeout=1.0 if ending == "missed" else 60.0)
     engine, manager = client.app[ENGINE], client.app[MANAGER]
     mcall = await meta.user_calls(client, "15550007777")
-    await until(lambda: mcall.pre_accept_at, 2, "pre_accept")
-    call_id = (await live_calls(client))[0]["callID"]
+    await until(lambda: manager.registry.by_engine_id(mcall.wacid), 3, "the call ringing")
+    call_id = manager.registry.by_engine_id(mcall.wacid).id
     runtime = manager.find_runtime(call_id)
     peer = engine.calls[mcall.wacid].peer
     assert runtime.leg is peer and engine.calls[mcall.wacid].handed_over
