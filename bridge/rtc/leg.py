@@ -196,6 +196,7 @@ class PeerLeg:
         self._tasks = TaskSet(tasks)
         self._close_lock = asyncio.Lock()
         self._closed = False
+        self._close_expected = False
         self._log_extra = dict(log_extra or {})
         self.pc.on("connectionstatechange", self._pc_state_changed)
 
@@ -265,9 +266,15 @@ class PeerLeg:
             return None
         return f"{self.failure_stage}: {self.failure_reason}"
 
+    def expect_close(self) -> None:
+        """The call is over in signalling (a hang-up sent, the far end's end received): the
+        far end closing the connection from now on is the normal end, not a failure."""
+        self._close_expected = True
+
     def _pc_state_changed(self) -> None:
         state = self.pc.connectionState
-        if state == "closed" and not self._closed and self.far_end_close_fails:
+        lost = not self._closed and not self._close_expected and self.far_end_close_fails
+        if state == "closed" and lost:
             # Nobody here closed it: consent expired (aioice closed it) or the far end did.
             detail = f"consent expired or {self.far_end} closed it"
             self.record_failure("ice", "connection lost", detail)

@@ -296,6 +296,7 @@ class CloudApiEngine:
         call = self._get(engine_call_id)
         ringing = call.direction == "inbound" and call.state != "accepted"
         action = "reject" if ringing else "terminate"
+        call.peer.expect_close()  # Meta closes its side when it takes this
         try:
             await self.graph.call_action(action, call_id=call.wacid)
         finally:
@@ -308,6 +309,7 @@ class CloudApiEngine:
         call.state = "ended"
         self.calls.pop(call.wacid, None)
         self._ended.add(call.wacid)
+        call.peer.expect_close()  # over at Meta: its closing is no failure now
         if not call.handed_over:  # else its runtime closes it as the call ends
             await call.peer.close()
 
