@@ -210,10 +210,11 @@ class CloudApiEngine:
 
     def take_leg(self, engine_call_id: str) -> WhatsAppPeer | None:
         """Hand the call's peer connection to the call's runtime (the ``LegEngine``
-        capability): the runtime closes it when the call ends; ``None`` once it has ended."""
+        capability): the runtime closes it when the call ends; ``None`` once it has ended or
+        when it was handed over already."""
         call = self.calls.get(engine_call_id)
-        if call is None or call.state == "ended":
-            return None
+        if call is None or call.state == "ended" or call.handed_over:
+            return None  # ended, or already some runtime's: one owner
         call.handed_over = True
         return call.peer
 
