@@ -7,7 +7,6 @@ conference (a participant with a role), RED and its key presses."""
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -23,8 +22,6 @@ from .red import RedStats, add_red, hook_red, offered_red
 from .rfc4733 import DtmfDetector, add_telephone_event, hook_receive, offered_telephone_event
 from .sdp import answer_fmtp, opus_parameters, with_opus_fmtp
 from .tracks import BusAudioTrack, OpusBusTrack
-
-log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
 

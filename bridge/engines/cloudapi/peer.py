@@ -28,7 +28,6 @@ hands it over to it (``CloudApiEngine.take_leg``): from then on the runtime clos
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -45,8 +44,6 @@ from ...rtc.tracks import OpusBusTrack
 from ..base import EngineStats, MediaClosed, MediaFatal
 from .dtmf import DtmfDetector, EventSender
 from .sdp import DEFAULT_BITRATE, DTMF_PT, for_meta, read_remote
-
-log = logging.getLogger(__name__)
 
 OPUS_COMPLEXITY = 6
 """Encoder complexity for the WhatsApp leg, like the browser leg's default
