@@ -4,10 +4,13 @@ A runtime is created with its call and closed when the call ends. It owns, in th
 come to life:
 
 1. the call's :class:`~bridge.media.CallBus` (16 kHz mono PCM, both directions);
-2. the browsers' WebRTC sessions, one per participant (a new offer replaces that
+2. the engine's leg of the call, when the engine has one in this process (an
+   :class:`~bridge.engines.LegEngine`: the Cloud API's WhatsApp-side peer connection, made
+   by the engine before the call existed and taken over here);
+3. the browsers' WebRTC sessions, one per participant (a new offer replaces that
    participant's; who hears whom is the bus's conference);
-3. the engine media pump (opened once the call is active and something uses the bus);
-4. the attachments: playbacks, the recorder, media forks, PCM sockets;
+4. the engine media pump (opened once the call is active and something uses the bus);
+5. the attachments: playbacks, the recorder, media forks, PCM sockets;
 
 and the call's DTMF (:mod:`.dtmf`): the in-band tone source it adds to the bus when key
 presses go out on a PCM engine, the in-band detector on the downlink of a PCM engine, and
@@ -33,7 +36,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..attachments.base import Attachment
-from ..engines import DtmfLeg, Engine, EnginePump, WebRTCLeg
+from ..engines import CallLeg, DtmfLeg, Engine, EnginePump, LegEngine, WebRTCLeg
 from ..engines.base import MediaClosed, OpusEngine
 from ..errors import CallStateError, EngineError
 from ..media import CallBus, Role
@@ -81,6 +84,10 @@ class CallRuntime:
         if call.held:
             self.bus.conference.set_held(True)
         call.controls = self
+        self.leg: CallLeg | None = (
+            engine.take_leg(call.engine_call_id) if isinstance(engine, LegEngine) else None
+        )
+        """The engine's own per-call resource, owned from now on (closed after the pump)."""
         self.sessions: dict[str, WebRTCSession] = {}
         """The browsers on the call, by participant id (see :mod:`bridge.media.conference`)."""
         self.hold_music: str | None = None
@@ -527,9 +534,10 @@ class CallRuntime:
             self._end_task = None
 
     async def close(self) -> None:
-        """Close every child in reverse order of creation (idempotent). The teardown runs to
-        completion even if the caller is cancelled meanwhile; it cancels the runtime's tasks,
-        the end task too unless the end task is what closes the runtime."""
+        """Close every child in reverse order of creation (idempotent): attachments,
+        sessions, tasks, the pump, the engine's leg, the bus. The teardown runs to completion
+        even if the caller is cancelled meanwhile; it cancels the runtime's tasks, the end task
+        too unless the end task is what closes the runtime."""
         if self._closed:
             return
         self._closed = True
@@ -561,6 +569,11 @@ class CallRuntime:
             if self.pump is not None:
                 await self.pump.close()
         finally:
+            if self.leg is not None:
+                try:
+                    await self.leg.close()
+                except Exception:
+                    log.exception("call %s: closing the engine's leg", self.call.id)
             await self.bus.aclose()
             self.final_stats = self.stats_json()
             # The call keeps its controls as they were, not this runtime.

@@ -10,12 +10,14 @@ import aiohttp
 
 from ..config import ConfigError, EngineKind, Settings
 from .base import (
+    CallLeg,
     DtmfLeg,
     Engine,
     EngineEvent,
     EngineEventKind,
     EngineHealth,
     EngineStats,
+    LegEngine,
     MediaChannel,
     MediaClosed,
     PolledEngine,
@@ -55,6 +57,7 @@ def create_engine(settings: Settings, http: aiohttp.ClientSession | None = None)
 
 __all__ = [
     "ENGINES",
+    "CallLeg",
     "CloudApiEngine",
     "DtmfLeg",
     "Engine",
@@ -64,6 +67,7 @@ __all__ = [
     "EngineHealth",
     "EnginePump",
     "EngineStats",
+    "LegEngine",
     "MediaChannel",
     "MediaClosed",
     "PolledEngine",

@@ -9,6 +9,8 @@ never by the engine's kind or by probing for attributes):
 - :class:`PolledEngine`: every worker polls the same list of calls, so every worker sees each
   new inbound call and one must claim it;
 - :class:`SimulatedNetwork`: the simulator, which can be asked to ring us;
+- :class:`LegEngine`: each call has a leg of its own in this process, made before the call's
+  runtime exists and handed over to it (:class:`CallLeg`);
 - on a call's media channel: :class:`WebRTCLeg` and :class:`DtmfLeg`.
 """
 
@@ -263,6 +265,27 @@ class OpusEngine(Protocol):
     opus_bitrate: int
     """The most the WhatsApp side takes (its ``maxaveragebitrate``), bit/s: the bridge asks
     the browser for no more, so its packets can be forwarded as they are."""
+
+
+class CallLeg(Protocol):
+    """A per-call resource an engine makes before the call's runtime exists (the Cloud API's
+    WhatsApp-side peer connection: made at the connect webhook, so ICE and DTLS come up while
+    the call rings) and hands over to the runtime, which closes it when the call ends."""
+
+    async def close(self) -> None:
+        """Close it (idempotent); the engine drops what it kept about the call."""
+
+
+@runtime_checkable
+class LegEngine(Protocol):
+    """An engine whose calls each have a :class:`CallLeg` in this process. The call's runtime
+    takes it when it is created and owns it from then on; the engine keeps only signalling
+    state (what it needs to match its webhooks), dropped when the call ends or the leg
+    closes."""
+
+    def take_leg(self, engine_call_id: str) -> CallLeg | None:
+        """Hand the call's leg over to the caller, who closes it from now on; ``None`` when
+        the engine has none for that call (it ended meanwhile)."""
 
 
 @runtime_checkable

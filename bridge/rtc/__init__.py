@@ -1,4 +1,5 @@
-"""WebRTC per call: aiortc peer connection lifecycle, bus-backed tracks, ICE configuration."""
+"""WebRTC per call: the peer-connection leg every WebRTC side of a call is (``PeerLeg``), the
+browser's session on it, bus-backed tracks, ICE configuration."""
 
 from .factory import SessionFactory
 from .ice import (
@@ -7,12 +8,15 @@ from .ice import (
     server_rtc_configuration,
     set_gather_timeout,
 )
+from .leg import PeerLeg, Quality
 from .session import WebRTCSession
 from .tracks import BusAudioTrack
 from .turn import TurnGrant, TurnProvider, create_turn_provider, rest_credential
 
 __all__ = [
     "BusAudioTrack",
+    "PeerLeg",
+    "Quality",
     "SessionFactory",
     "TurnGrant",
     "TurnProvider",

@@ -317,6 +317,9 @@ class FakeMeta(FakeServer):
             call.state = "active"
         elif action in ("reject", "terminate"):
             call.state = "ended"
+            # Meta's media server drops the call's media as it takes the action: the bridge
+            # sees its DTLS close before this answer (and must not count it as a failure).
+            await call.peer.pc.close()
         else:
             return meta_error(400, 100, f"(#100) Invalid action {action!r}")
         return web.json_response({"success": True})

@@ -297,7 +297,7 @@ async def test_reoffer_replaces_session_and_close_is_idempotent(client) -> None:
     await asyncio.wait_for(second.connected.wait(), 10)
     media = client.app[MANAGER].find_runtime(cid)
     assert media.session is not old_session
-    assert old_session.state == "closed" and old_session._pc.connectionState == "closed"
+    assert old_session.state == "closed" and old_session.pc.connectionState == "closed"
     assert len(old_session._tasks) == 0
     assert media.bus.users == {media.session.id}
     assert list(media.bus.conference.participants) == ["agent"]  # one listener, the new one

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 
 import numpy as np
 import pytest
 
 from bridge.api.keys import ENGINE, MANAGER
 from bridge.audio import dominant_frequency, rms_dbfs
+from bridge.engines.cloudapi.peer import WhatsAppPeer
 
 from ..support.calls import wait_state
 from ..support.rtc_client import RtcClient
@@ -439,3 +441,55 @@ async def test_webhooks_before_connect_answers_are_applied(cclient, meta):
     resp = await client.post("/call/hangup", json={"callID": call["callID"]})
     assert (await resp.json())["endReason"] == "hangup"
     await rtc.close()
+
+
+@pytest.mark.parametrize("ending", ["hangup", "terminate", "runtime_closed", "missed"])
+async def test_the_runtime_owns_the_whatsapp_peer_and_closes_it_once(
+    cclient, meta, monkeypatch, ending
+):
+    """The WhatsApp-side peer connection belongs to the call's runtime from the call's
+    creation: however the call ends (our hang-up, Meta's terminate, the runtime closed with
+    the engine told nothing, a ringing call missed), the runtime closes it, exactly once, and
+    the engine keeps nothing of the call."""
+    closes: Counter[int] = Counter()
+    real_close = WhatsAppPeer.close
+
+    async def counted_close(self: WhatsAppPeer) -> None:
+        closes[id(self)] += 1
+        await real_close(self)
+
+    monkeypatch.setattr(WhatsAppPeer, "close", counted_close)
+    client = await cclient(ring_timeout=1.0 if ending == "missed" else 60.0)
+    engine, manager = client.app[ENGINE], client.app[MANAGER]
+    mcall = await meta.user_calls(client, "15550007777")
+    await until(lambda: manager.registry.by_engine_id(mcall.wacid), 3, "the call ringing")
+    call_id = manager.registry.by_engine_id(mcall.wacid).id
+    runtime = manager.find_runtime(call_id)
+    peer = engine.calls[mcall.wacid].peer
+    assert runtime.leg is peer and engine.calls[mcall.wacid].handed_over
+    rtc = None
+    if ending != "missed":
+        rtc = await connect_browser(client, call_id)
+        assert (await client.post("/call/answer", json={"callID": call_id})).status == 200
+        await until(lambda: runtime.webrtc_leg is not None, 3, "the engine media open")
+        assert runtime.webrtc_leg.peer is peer  # the pump's channel is on the runtime's leg
+
+    if ending == "hangup":
+        assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
+    elif ending == "terminate":
+        await meta.post(client, meta.envelope(meta.terminate_event(mcall)))
+    elif ending == "runtime_closed":
+        await runtime.close()  # nothing told the engine: the leg's closing does
+        assert closes[id(peer)] == 1 and peer.closed and mcall.wacid not in engine.calls
+        assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
+    reasons = {"terminate": "remote_hangup", "missed": "missed"}
+    ended = await wait_state(client, call_id, "ended", timeout=5)
+    assert ended["endReason"] == reasons.get(ending, "hangup")
+    await until(lambda: runtime.closed and peer.closed, 3, "the runtime and its leg closed")
+    await asyncio.sleep(0.2)  # anything late (webhook answers, the pump's end) comes now
+    assert closes == {id(peer): 1}, "the peer was closed once, by its runtime"
+    assert peer.state == "closed" and peer.failure is None
+    assert engine.calls == {} and engine._dialling == {}
+    assert (await engine.health()).info["calls"] == 0
+    if rtc is not None:
+        await rtc.close()

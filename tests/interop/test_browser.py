@@ -269,7 +269,7 @@ async def lossy_call(client, browser, *, until) -> tuple[dict, dict, float]:
     assert "useinbandfec=1" in answer and "stereo=0" in answer
     snap = (await (await client.get("/call/status")).json())["calls"][0]
     session = client.app[MANAGER].runtime(snap["callID"]).session
-    dtls = next(t.receiver for t in session._pc.getTransceivers() if t.kind == "audio").transport
+    dtls = next(t.receiver for t in session.pc.getTransceivers() if t.kind == "audio").transport
     handle, rng = dtls._handle_rtp_data, random.Random(9)
 
     async def lossy(data, arrival_time_ms):  # RTP only: RTCP and DTLS go through

@@ -311,3 +311,57 @@ async def test_the_whatsapp_users_key_presses_come_in_one_way(setup) -> None:
         await asyncio.sleep(0.01)
     assert heard == [("5", 160)]
     assert seen == [{"digit": "5", "durationMs": 160, "source": "whatsapp"}]
+
+
+class FakeLeg:
+    """An engine's per-call leg (as the Cloud API's peer connection is): counts its closes."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.closes = 0
+        self._log = log
+
+    async def close(self) -> None:
+        self.closes += 1
+        self._log.append("leg")
+
+
+class FakeLegEngine(FakeEngine):
+    """A ``LegEngine``: each call has a leg, made with the call, handed to its runtime."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.legs: dict[str, FakeLeg] = {}
+        self.taken: list[str] = []
+
+    async def dial(self, phone: str, *, call_id: str = "") -> str:
+        engine_id = await super().dial(phone, call_id=call_id)
+        self.legs[engine_id] = FakeLeg(self.closing)
+        return engine_id
+
+    def take_leg(self, engine_call_id: str) -> FakeLeg | None:
+        self.taken.append(engine_call_id)
+        return self.legs.pop(engine_call_id, None)
+
+
+async def test_the_runtime_owns_the_engines_leg_and_closes_it_once_after_the_pump() -> None:
+    engine = FakeLegEngine()
+    calls = calls_for_tests(engine)
+    manager = calls.manager
+    await calls.start()
+    try:
+        runtime = await answered_call(manager, engine)
+        leg = runtime.leg
+        assert isinstance(leg, FakeLeg) and engine.taken == [runtime.call.engine_call_id]
+        assert engine.legs == {}  # the engine kept nothing of it
+        runtime.attach(FakeAttachment("pb", engine.closing))
+        for _ in range(100):
+            if runtime.pump is not None:
+                break
+            await asyncio.sleep(0.01)
+        await manager.hangup(runtime.call_id)
+        assert leg.closes == 1
+        assert engine.closing == ["pb", "engine-media", "leg"]  # the leg after its channel
+        await runtime.close()
+        assert leg.closes == 1
+    finally:
+        await calls.close()

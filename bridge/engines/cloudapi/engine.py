@@ -2,8 +2,12 @@
 
 Signalling is Graph API requests (:mod:`.graph`) and signed webhooks (:mod:`.webhook`); the
 WhatsApp side of each call is a WebRTC peer connection to Meta (:mod:`.peer`). The engine
-keeps its own per-engine-call state (:class:`CloudCall`, by Meta's ``wacid``), like the
-simulator does; everything of the call on the bridge's side belongs to its runtime.
+keeps the call's signalling state (:class:`CloudCall`, by Meta's ``wacid``: what it needs to
+match Meta's webhooks). The peer connection is made here, before the call's runtime exists
+(at the connect webhook, so ICE and DTLS come up while the call rings; or to dial), and is
+handed over to the runtime when the manager creates it (:meth:`CloudApiEngine.take_leg`):
+from then on the runtime closes it, and its closing drops the engine's entry. A peer never
+handed over (the call ended before it had a runtime) is closed here.
 
 Inbound: connect webhook (offer) → answer → ``pre_accept`` → ``INCOMING`` (ringing);
 ``answer`` → ``accept`` with the same SDP; ``hangup`` → ``reject`` while ringing, else
@@ -76,10 +80,13 @@ class CloudCall:
     peer_wa: str
     direction: str  # "inbound" or "outbound"
     peer: WhatsAppPeer
+    """Used for signalling (SDP, media seen); closed by the call's runtime once handed over."""
     state: str = "connecting"  # connecting, ringing, accepted, ended
     answer_sdp: str = ""  # inbound: what pre_accept and accept send
     call_id: str = ""  # outbound: our call id (biz_opaque_callback_data)
     seen: set[str] = field(default_factory=set)
+    handed_over: bool = False
+    """The call's runtime owns the peer (``take_leg``): it closes it, not the engine."""
 
     @property
     def jid(self) -> str:
@@ -104,7 +111,8 @@ class _Remembered:
 
 class CloudApiEngine:
     """Drives Meta's Cloud API Calling for one business number (a ``SignedWebhookEngine``:
-    Meta signs its webhooks with X-Hub-Signature-256, so they need no API token)."""
+    Meta signs its webhooks with X-Hub-Signature-256, so they need no API token; a
+    ``LegEngine``: each call's peer connection goes to its runtime)."""
 
     name = "cloudapi"
     media_before_answer = False
@@ -172,8 +180,10 @@ class CloudApiEngine:
     async def close(self) -> None:
         await self._tasks.close()
         for call in list(self.calls.values()):
-            await call.peer.close()
+            if not call.handed_over:  # the others are their runtimes' to close
+                await call.peer.close()
         self.calls.clear()
+        self._dialling.clear()
         if self._http is not None and self._own_http:
             await self._http.close()
 
@@ -190,8 +200,32 @@ class CloudApiEngine:
 
     def _peer(self, label: str) -> WhatsAppPeer:
         return WhatsAppPeer(
-            label, self.ice, self.stats, on_dtmf=self._on_dtmf, on_media=self._on_media
+            label,
+            self.ice,
+            self.stats,
+            on_dtmf=self._on_dtmf,
+            on_media=self._on_media,
+            on_closed=self._peer_closed,
         )
+
+    def take_leg(self, engine_call_id: str) -> WhatsAppPeer | None:
+        """Hand the call's peer connection to the call's runtime (the ``LegEngine``
+        capability): the runtime closes it when the call ends; ``None`` once it has ended or
+        when it was handed over already."""
+        call = self.calls.get(engine_call_id)
+        if call is None or call.state == "ended" or call.handed_over:
+            return None  # ended, or already some runtime's: one owner
+        call.handed_over = True
+        return call.peer
+
+    def _peer_closed(self, peer: WhatsAppPeer) -> None:
+        # The runtime closed the call's peer (the call ended on the bridge's side, however it
+        # ended): nothing of the call stays here, and late webhooks about it change nothing.
+        call = self.calls.get(peer.wacid)
+        if call is not None and call.peer is peer:
+            call.state = "ended"
+            del self.calls[call.wacid]
+            self._ended.add(call.wacid)
 
     def _on_dtmf(self, peer: WhatsAppPeer, digit: str, duration_ms: int) -> None:
         call = self.calls.get(peer.wacid)
@@ -263,6 +297,7 @@ class CloudApiEngine:
         call = self._get(engine_call_id)
         ringing = call.direction == "inbound" and call.state != "accepted"
         action = "reject" if ringing else "terminate"
+        call.peer.expect_close()  # Meta closes its side when it takes this
         try:
             await self.graph.call_action(action, call_id=call.wacid)
         finally:
@@ -275,7 +310,9 @@ class CloudApiEngine:
         call.state = "ended"
         self.calls.pop(call.wacid, None)
         self._ended.add(call.wacid)
-        await call.peer.close()
+        call.peer.expect_close()  # over at Meta: its closing is no failure now
+        if not call.handed_over:  # else its runtime closes it as the call ends
+            await call.peer.close()
 
     def _accepted(self, call: CloudCall) -> None:
         if call.state in ("calling", "ringing"):

@@ -16,49 +16,34 @@ We are the full ICE agent against Meta's ICE-lite (aiortc takes the controlling 
 offer says ``a=ice-lite``, and as the offerer) and the DTLS client in answers
 (``a=setup:active``, aiortc's default). ICE failure or consent loss ends the channel with
 :class:`~bridge.engines.base.MediaFatal`: the call fails, it is not reconnected.
+
+The peer connection itself (set-up with the bridge's ICE, ports and guard, failure diagnosis,
+close, stats) is a :class:`~bridge.rtc.leg.PeerLeg`, as a browser's session is; what is
+Meta's is here: its SDP rules (:mod:`.sdp`: Opus and telephone-event only, a sha-256
+fingerprint, ``a=setup:active`` in answers), RFC 4733 both ways, and the pass-through source
+(the channel the pump reads). The engine makes the peer before the call's runtime exists and
+hands it over to it (``CloudApiEngine.take_leg``): from then on the runtime closes it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import (
-    RTCConfiguration,
-    RTCPeerConnection,
-    RTCRtpSender,
-    RTCRtpTransceiver,
-    RTCSessionDescription,
-)
+from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 
 from ...audio.pcm import Pcm
 from ...config import IceSettings
 from ...media import BusStats, ReceiveStats
-from ...rtc import counters
-from ...rtc.dtls import diagnose
-from ...rtc.ice import advertise_public_ip, server_rtc_configuration
+from ...rtc.leg import PeerLeg, Quality
 from ...rtc.passthrough import PassThrough, SequenceNumbers
-from ...rtc.ports import port_scope
-from ...rtc.release import release_peer_connection
 from ...rtc.rfc4733 import hook_receive
-from ...rtc.session import (
-    Quality,
-    account_concealment,
-    install_transport_hooks,
-    sample_peer_quality,
-)
 from ...rtc.tracks import OpusBusTrack
-from ...rtc.uplink import Playout, take_over_receiver
-from ...tasks import TaskSet
 from ..base import EngineStats, MediaClosed, MediaFatal
 from .dtmf import DtmfDetector, EventSender
 from .sdp import DEFAULT_BITRATE, DTMF_PT, for_meta, read_remote
-
-log = logging.getLogger(__name__)
 
 OPUS_COMPLEXITY = 6
 """Encoder complexity for the WhatsApp leg, like the browser leg's default
@@ -70,9 +55,9 @@ IN_QUEUE = 25
 OUT_LIMIT = 8
 """Frames (160 ms) of the agent's audio waiting for the encoder's clock; the oldest go first."""
 OUT_PREFILL = 2
+"""Frames queued before the encoder starts taking them (absorbs the uplink's bursts)."""
 DTMF_QUEUE = 64
 """Key presses waiting to be sent as RFC 4733 events; more are refused (409)."""
-"""Frames queued before the encoder starts taking them (absorbs the uplink's bursts)."""
 
 
 class _Outgoing:
@@ -108,8 +93,15 @@ class _Outgoing:
         self._playing = False
 
 
-class WhatsAppPeer:
-    """One Cloud API call's peer connection to Meta (see the module docstring)."""
+class WhatsAppPeer(PeerLeg):
+    """One Cloud API call's peer connection to Meta (see the module docstring).
+
+    The engine makes it (from the connect webhook, or to dial) and hands it to the call's
+    runtime, which closes it when the call ends (``on_closed`` then tells the engine)."""
+
+    what = "WhatsApp-side WebRTC"
+    far_end = "Meta"
+    far_end_close_fails = True
 
     def __init__(
         self,
@@ -119,67 +111,41 @@ class WhatsAppPeer:
         *,
         on_dtmf: Callable[[WhatsAppPeer, str, int], None],
         on_media: Callable[[WhatsAppPeer], None],
+        on_closed: Callable[[WhatsAppPeer], None] | None = None,
     ) -> None:
-        install_transport_hooks()
-        self.name = name
+        super().__init__(name, ice, tasks=f"meta-peer[{name}]")
         self.wacid = ""
         """Meta's id of the call (set by the engine once known)."""
-        self._ice = ice
         self.stats = stats
-        config = server_rtc_configuration(ice) if ice is not None else None
-        self.pc = RTCPeerConnection(config or RTCConfiguration(iceServers=[]))
         self.rx = BusStats()
         self._out = _Outgoing(stats)
         self._in: asyncio.Queue[Pcm | None] = asyncio.Queue(maxsize=IN_QUEUE)
         self._attached = False
         self._on_media = on_media
+        self._on_closed = on_closed
         self._media_seen = False
         self.dtmf = DtmfDetector(lambda digit, ms: on_dtmf(self, digit, ms))
         self.dtmf_pt = DTMF_PT
         self._events: EventSender | None = None
         self._sequence: SequenceNumbers | None = None
         self._dtmf_out: deque[tuple[str, int, int, Callable[[], None] | None]] = deque()
-        self._tasks = TaskSet(f"meta-peer[{name}]")
         self._dtmf_task: asyncio.Task[None] | None = None
-        self._track: OpusBusTrack | None = None
-        self._playout: Playout | None = None
-        self.state = "new"
-        self.failure: str | None = None
-        self.created_at = time.monotonic()
-        self.connected_at: float | None = None
         self.frames_in = 0
         self.in_dropped = 0
-        self.totals = Quality()
-        self.last: Quality | None = None
-        self.mos: float | None = None
-        self._closed = False
-        self.pc.on("connectionstatechange", self._on_state)
 
     # -- negotiation
     def _transceiver(self) -> RTCRtpTransceiver:
-        audio = [t for t in self.pc.getTransceivers() if t.kind == "audio"]
-        if not audio:
+        audio = self.audio_transceiver()
+        if audio is None:
             raise ValueError("the SDP has no audio m-line")
-        return audio[0]
+        return audio
 
     def _prepare(self, bitrate: int, fec: bool) -> None:
-        transceiver = self._transceiver()
-        self._track = OpusBusTrack(self._out, bitrate=bitrate, complexity=OPUS_COMPLEXITY, fec=fec)
-        transceiver.sender.replaceTrack(self._track)
-        self._playout = take_over_receiver(
-            transceiver.receiver, self._on_frame, self.rx, self._tasks
-        )
-        transceiver.direction = "sendrecv"
+        track = OpusBusTrack(self._out, bitrate=bitrate, complexity=OPUS_COMPLEXITY, fec=fec)
+        self.start_media(self._transceiver(), track, self._on_frame, self.rx)
 
     def _local_sdp(self) -> str:
-        sdp = str(self.pc.localDescription.sdp)
-        if self._ice is not None:
-            sdp = advertise_public_ip(sdp, self._ice.public_ip)
-        return for_meta(sdp, self.dtmf_pt)
-
-    @property
-    def _ports(self) -> str:
-        return self._ice.rtp_ports if self._ice is not None else ""
+        return for_meta(self.advertise(str(self.pc.localDescription.sdp)), self.dtmf_pt)
 
     async def answer(self, offer: str) -> str:
         """Meta's offer (a user-initiated call) → our answer, every candidate in it."""
@@ -187,7 +153,7 @@ class WhatsAppPeer:
         if remote.opus_pt is None:
             raise ValueError("Meta's offer has no Opus")
         self.dtmf_pt = remote.dtmf_pt or DTMF_PT
-        with port_scope(self._ports):
+        with self.ports():
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
             self._prepare(remote.bitrate, remote.fec)
             await self.pc.setLocalDescription(await self.pc.createAnswer())
@@ -204,7 +170,7 @@ class WhatsAppPeer:
         ]
         transceiver.setCodecPreferences(opus)
         self._prepare(DEFAULT_BITRATE, True)
-        with port_scope(self._ports):
+        with self.ports():
             await self.pc.setLocalDescription(await self.pc.createOffer())
         self._hook_dtmf()
         return self._local_sdp()
@@ -214,7 +180,7 @@ class WhatsAppPeer:
         remote = read_remote(answer)
         if remote.dtmf_pt is not None:
             self.dtmf_pt = remote.dtmf_pt
-        with port_scope(self._ports):
+        with self.ports():
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 
     @property
@@ -258,23 +224,7 @@ class WhatsAppPeer:
                 done()
 
     # -- state
-    def _on_state(self) -> None:
-        state = self.pc.connectionState
-        if state == "connected" and self.connected_at is None:
-            self.connected_at = time.monotonic()
-        if state == "closed" and not self._closed and self.failure is None:
-            # Nobody here closed it: aioice closes the connection when ICE consent expires
-            # (RFC 7675: Meta stopped answering), and a DTLS close from Meta ends it too.
-            state = "failed"
-            self.failure = "ice: connection lost (consent expired or Meta closed it)"
-            counters.failure("ice", "connection lost")
-            log.warning("%s: WhatsApp-side WebRTC failed (%s)", self.name, self.failure)
-        elif state == "failed" and self.failure is None:
-            stage, reason = diagnose(self.pc)
-            self.failure = f"{stage}: {reason}"
-            counters.failure(stage, reason)
-            log.warning("%s: WhatsApp-side WebRTC failed (%s)", self.name, self.failure)
-        self.state = state
+    def _state_changed(self, state: str) -> None:
         if state in ("failed", "closed"):
             self._end_channel()
 
@@ -330,29 +280,20 @@ class WhatsAppPeer:
         self._attached = False
         self._out.detach()
 
-    # -- stats
-    async def sample_quality(self) -> Quality | None:
-        if self.dead or self.state != "connected":
+    def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
+        """Send the browser's Opus packets to WhatsApp untouched while ``allowed()``, in the
+        sequence our own packets and DTMF events share; ``None`` before negotiation."""
+        if self._sequence is None:
             return None
-        self.totals, self.last = await sample_peer_quality(self.pc, self.totals)
-        if self._playout is not None:
-            account_concealment(self.last, self._playout)
-        if self._track is not None:
-            self._track.report_loss(self.last.far_end_loss)
-        return self.last
+        return self.forward_to_sender(allowed, self._sequence)
 
+    # -- stats
     def leg_json(self) -> dict[str, Any]:
-        track = self._track
+        track = self._track if isinstance(self._track, OpusBusTrack) else None
         return {
-            "state": self.state,
+            **self.quality_json(),
             "failure": self.failure,
-            "totals": self.totals.as_json(),
-            "lastSample": self.last.as_json() if self.last else None,
-            "lossFraction": self.last.loss_fraction if self.last else None,
-            "mos": None if self.mos is None else round(self.mos, 2),
-            "connectMs": None
-            if self.connected_at is None
-            else round((self.connected_at - self.created_at) * 1000, 1),
+            "connectMs": self.connect_ms,
             "framesReceived": self.frames_in,
             "receivedDropped": self.in_dropped,
             "framesSent": track.frames_sent if track is not None else 0,
@@ -361,29 +302,17 @@ class WhatsAppPeer:
             "sendUnderruns": self._out.underruns,
             "rtpLate": self.rx.uplink_rtp_late,
             "decodeErrors": self.rx.uplink_decode_errors,
-            "receiver": None if self._playout is None else self._playout.stats.as_w3c(),
             "dtmfPresses": self.dtmf.presses,
             "dtmfSent": self._events.presses if self._events is not None else 0,
         }
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    # -- close
+    def _detach(self) -> None:
         self._attached = False
         self._end_channel()
         self._dtmf_out.clear()
-        await self._tasks.close()
-        if self._track is not None:
-            self._track.stop()
-        try:
-            await asyncio.wait_for(self.pc.close(), 5.0)
-        except TimeoutError:
-            log.warning("%s: closing the WhatsApp-side peer connection timed out", self.name)
-        else:
-            await release_peer_connection(self.pc)
-        if self._playout is not None:
-            self._playout.stop()
+        if self._on_closed is not None:
+            self._on_closed(self)
 
 
 class PeerChannel:
@@ -423,18 +352,12 @@ class PeerChannel:
     def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
         """Send the browser's Opus packets to WhatsApp untouched while ``allowed()`` (the
         other direction of ``forward_to``); ``None`` before the leg is negotiated."""
-        peer = self.peer
-        if peer._track is None or peer._sequence is None:
-            return None
-        pass_through = PassThrough(allowed)
-        peer._track.forward_from(pass_through, peer._transceiver().sender, peer._sequence)
-        return pass_through
+        return self.peer.forward_from(allowed)
 
     def forward_to(self, offer: Callable[[int, int, bytes], None] | None) -> None:
         """Hand the WhatsApp user's Opus packets, as they arrive, to ``offer`` too (a
         browser sender forwarding them: ``rtc/passthrough.py``); ``None`` stops."""
-        if self.peer._playout is not None:
-            self.peer._playout.forward = offer
+        self.peer.forward_received(offer)
 
     async def sample_quality(self) -> Quality | None:
         return await self.peer.sample_quality()

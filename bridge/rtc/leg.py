@@ -1,0 +1,383 @@
+"""``PeerLeg``: one aiortc peer connection the bridge terminates, written once for every leg.
+
+A browser's session (:mod:`.session`) and the Cloud API's WhatsApp-side peer
+(``engines/cloudapi/peer.py``) are both a leg: an ``RTCPeerConnection`` configured with the
+bridge's ICE, ports and guard, whose audio sender plays a bus-backed track and whose receive
+path is the bridge's own (:mod:`.uplink`: ``audio/receiver.py`` on a 20 ms clock). What they
+share lives here:
+
+* **set-up**: the transport hooks, the configuration, the port scope around negotiation, the
+  public address in the local description, the sender's track and the receive path
+  (:meth:`PeerLeg.start_media`);
+* **diagnosis**: why the connection failed (ICE, DTLS: :func:`~.dtls.diagnose`; or the far end
+  closing it, which aioice also does when ICE consent expires), logged once and counted in
+  ``bridge_webrtc_failures_total``;
+* **close**: idempotent, concurrent callers share one teardown, children in reverse order of
+  creation, aiortc's and aioice's objects released at once (:mod:`.release`);
+* **stats**: RTP/RTCP samples (:func:`sample_peer_quality`), the receiver's W3C counters, the
+  loss reported back to the encoder.
+
+A subclass adds only what is its own (a browser's offer/answer, participants, RED and key
+presses; Meta's SDP rules and DTMF for the WhatsApp side) and its hooks:
+:meth:`PeerLeg._state_changed` and :meth:`PeerLeg._detach`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver
+
+from ..audio.pcm import Pcm
+from ..audio.receiver import ReceiverStats
+from ..config import IceSettings
+from ..media import BusStats
+from ..tasks import TaskSet
+from . import counters
+from .dtls import diagnose, install_dtls_hooks
+from .guard import install_udp_guard
+from .ice import advertise_public_ip, install_port_hook, server_rtc_configuration
+from .passthrough import PassThrough, SequenceNumbers
+from .ports import port_scope
+from .release import release_peer_connection
+from .tracks import BusAudioTrack, OpusBusTrack
+from .uplink import Playout, take_over_receiver
+
+log = logging.getLogger(__name__)
+
+OPUS_CLOCK = 48_000
+"""RTP clock rate of Opus (RFC 7587): aiortc reports jitter in these units."""
+
+CLOSE_TIMEOUT = 5.0
+"""Seconds ``RTCPeerConnection.close()`` may take before the leg gives up on it."""
+
+FINAL = ("closed", "failed")
+
+
+@dataclass
+class Quality:
+    """One sample of a leg's RTP/RTCP statistics (deltas since the previous sample)."""
+
+    uplink_packets: int = 0
+    uplink_lost: int = 0
+    uplink_jitter_s: float = 0.0
+    downlink_packets: int = 0
+    downlink_lost: int = 0
+    downlink_jitter_s: float | None = None
+    rtt_s: float | None = None
+    loss_fraction: float = 0.0
+    """What the MOS estimate counts as lost: the larger of the audio our receiver had to
+    conceal and the loss the far end reports of what we send."""
+    concealed_fraction: float = 0.0
+
+    @property
+    def far_end_loss(self) -> float:
+        """The fraction of what we sent that the far end's receiver reports say was lost."""
+        sent = self.downlink_packets + self.downlink_lost
+        return self.downlink_lost / sent if sent else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "uplinkPacketsReceived": self.uplink_packets,
+            "uplinkPacketsLost": self.uplink_lost,
+            "uplinkJitterMs": round(self.uplink_jitter_s * 1000, 2),
+            "downlinkPacketsReceived": self.downlink_packets,
+            "downlinkPacketsLost": self.downlink_lost,
+            "downlinkJitterMs": None
+            if self.downlink_jitter_s is None
+            else round(self.downlink_jitter_s * 1000, 2),
+            "rttMs": None if self.rtt_s is None else round(self.rtt_s * 1000, 2),
+            "concealedFraction": round(self.concealed_fraction, 4),
+        }
+
+
+async def sample_peer_quality(pc: RTCPeerConnection, prev: Quality) -> tuple[Quality, Quality]:
+    """A peer connection's RTP/RTCP statistics now (cumulative) and their change since ``prev``.
+
+    ``uplink`` is what the bridge receives on this peer connection, ``downlink`` what it sends
+    (as the far end's RTCP receiver reports tell it)."""
+    report = await pc.getStats()
+    now = Quality()
+    for stat in report.values():
+        kind = getattr(stat, "type", "")
+        if kind == "inbound-rtp":
+            now.uplink_packets += stat.packetsReceived or 0
+            now.uplink_lost += max(0, stat.packetsLost or 0)
+            now.uplink_jitter_s = max(now.uplink_jitter_s, (stat.jitter or 0) / OPUS_CLOCK)
+        elif kind == "remote-inbound-rtp":
+            now.downlink_packets += stat.packetsReceived or 0
+            now.downlink_lost += max(0, stat.packetsLost or 0)
+            now.downlink_jitter_s = (stat.jitter or 0) / OPUS_CLOCK
+            if stat.roundTripTime is not None:
+                now.rtt_s = float(stat.roundTripTime)
+    delta = Quality(
+        uplink_packets=max(0, now.uplink_packets - prev.uplink_packets),
+        uplink_lost=max(0, now.uplink_lost - prev.uplink_lost),
+        uplink_jitter_s=now.uplink_jitter_s,
+        downlink_packets=max(0, now.downlink_packets - prev.downlink_packets),
+        downlink_lost=max(0, now.downlink_lost - prev.downlink_lost),
+        downlink_jitter_s=now.downlink_jitter_s,
+        rtt_s=now.rtt_s,
+    )
+    up = delta.uplink_packets + delta.uplink_lost
+    down = delta.downlink_packets + delta.downlink_lost
+    delta.loss_fraction = max(
+        delta.uplink_lost / up if up else 0.0, delta.downlink_lost / down if down else 0.0
+    )
+    return now, delta
+
+
+def account_concealment(delta: Quality, playout: Playout) -> None:
+    """Count what the listener misses, not what the network lost: a loss the receiver rebuilt
+    from FEC is heard; a concealed one (or a packet too late to play) is not."""
+    delta.concealed_fraction = playout.concealed_since_last()
+    delta.loss_fraction = max(delta.concealed_fraction, delta.far_end_loss)
+
+
+def install_transport_hooks() -> None:
+    """The process-wide aioice/aiortc hooks every leg relies on (idempotent): pinned ports,
+    the UDP guard, DTLS ciphers and failure reasons."""
+    install_port_hook()
+    install_udp_guard()
+    install_dtls_hooks()
+
+
+class PeerLeg:
+    """One peer connection of a call, with the bridge's sender track and receive path.
+
+    ``state`` follows aiortc's ``connectionState`` (``new``, ``connecting``, ``connected``,
+    ``failed``, ``closed``); ``failed`` and ``closed`` are final. See the module docstring.
+    """
+
+    what: ClassVar[str] = "WebRTC leg"
+    """What the logs call this kind of leg."""
+    far_end: ClassVar[str] = "the far end"
+    """Who is at the other end (in a failure's reason)."""
+    far_end_close_fails: ClassVar[bool] = False
+    """Whether the connection closing when nobody here closed it is a failure: aioice closes
+    it when ICE consent expires (RFC 7675), and the far end's DTLS close ends it too. A
+    browser closing its connection is a normal end; Meta ends a call with a webhook."""
+
+    def __init__(
+        self,
+        name: str,
+        ice: IceSettings | None,
+        configuration: RTCConfiguration | None = None,
+        *,
+        tasks: str,
+        log_extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        install_transport_hooks()
+        self.name = name
+        """What the logs call this leg."""
+        self.public_ip = ice.public_ip if ice is not None else ""
+        self.rtp_ports = ice.rtp_ports if ice is not None else ""
+        if configuration is None and ice is not None:
+            configuration = server_rtc_configuration(ice)
+        self.pc = RTCPeerConnection(configuration or RTCConfiguration(iceServers=[]))
+        self.state = "new"
+        self.failure_stage: str | None = None
+        self.failure_reason: str | None = None
+        """Why the leg failed (``ice``/``dtls``/``timeout`` and a reason), else ``None``."""
+        self.created_at = time.monotonic()
+        self.connected_at: float | None = None
+        self.totals = Quality()
+        """Cumulative RTP counters (absolute, not deltas)."""
+        self.last: Quality | None = None
+        self.mos: float | None = None
+        self._track: OpusBusTrack | BusAudioTrack | None = None
+        self._playout: Playout | None = None
+        self._tasks = TaskSet(tasks)
+        self._close_lock = asyncio.Lock()
+        self._closed = False
+        self._close_expected = False
+        self._log_extra = dict(log_extra or {})
+        self.pc.on("connectionstatechange", self._pc_state_changed)
+
+    # -- set-up
+    @contextmanager
+    def ports(self) -> Iterator[None]:
+        """Negotiate inside this: aioice binds inside ``BRIDGE_RTP_PORTS``."""
+        with port_scope(self.rtp_ports):
+            yield
+
+    def audio_transceiver(self) -> RTCRtpTransceiver | None:
+        """The connection's (first) audio transceiver, if it has one."""
+        return next((t for t in self.pc.getTransceivers() if t.kind == "audio"), None)
+
+    def start_media(
+        self,
+        transceiver: RTCRtpTransceiver,
+        track: OpusBusTrack | BusAudioTrack,
+        on_frame: Callable[[Pcm], None],
+        stats: BusStats,
+    ) -> Playout:
+        """The sender plays ``track``; what arrives goes through the bridge's receiver (instead
+        of aiortc's jitter buffer and decoder thread: see ``uplink.py``) to ``on_frame``, one
+        16 kHz frame every 20 ms, counted in ``stats``."""
+        self._track = track
+        transceiver.sender.replaceTrack(track)
+        self._playout = take_over_receiver(transceiver.receiver, on_frame, stats, self._tasks)
+        transceiver.direction = "sendrecv"
+        return self._playout
+
+    def advertise(self, sdp: str) -> str:
+        """``sdp`` with the bridge's public address in its candidates (1:1 NAT)."""
+        return advertise_public_ip(sdp, self.public_ip)
+
+    # -- pass-through (rtc/passthrough.py)
+    def forward_received(self, offer: Callable[[int, int, bytes], None] | None) -> None:
+        """Also hand each Opus packet this leg receives, untouched, to ``offer`` (another
+        leg's sender forwarding it); ``None`` stops."""
+        if self._playout is not None:
+            self._playout.forward = offer
+
+    def forward_to_sender(
+        self, allowed: Callable[[], bool], sequence: SequenceNumbers | None = None
+    ) -> PassThrough | None:
+        """Let this leg's sender send another leg's Opus packets untouched while
+        ``allowed()``; ``None`` when it does not encode Opus itself or has no sender (yet)."""
+        track = self._track
+        if self._closed or not isinstance(track, OpusBusTrack):
+            return None
+        transceiver = self.audio_transceiver()
+        if transceiver is None or transceiver.sender is None:
+            return None
+        pass_through = PassThrough(allowed)
+        track.forward_from(pass_through, transceiver.sender, sequence)
+        return pass_through
+
+    # -- state and diagnosis
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has begun."""
+        return self._closed
+
+    @property
+    def failure(self) -> str | None:
+        """``"stage: reason"`` once the leg failed, else ``None``."""
+        if self.failure_reason is None:
+            return None
+        return f"{self.failure_stage}: {self.failure_reason}"
+
+    def expect_close(self) -> None:
+        """The call is over in signalling (a hang-up sent, the far end's end received): the
+        far end closing the connection from now on is the normal end, not a failure."""
+        self._close_expected = True
+
+    def _pc_state_changed(self) -> None:
+        state = self.pc.connectionState
+        lost = not self._closed and not self._close_expected and self.far_end_close_fails
+        if state == "closed" and lost:
+            # Nobody here closed it: consent expired (aioice closed it) or the far end did.
+            detail = f"consent expired or {self.far_end} closed it"
+            self.record_failure("ice", "connection lost", detail)
+            state = "failed"
+        elif state == "failed":
+            self.record_failure(*diagnose(self.pc))
+        self._set_state(state)
+
+    def _set_state(self, state: str) -> None:
+        if state == self.state or self.state in FINAL:
+            return  # both are final
+        self.state = state
+        if state == "connected" and self.connected_at is None:
+            self.connected_at = time.monotonic()
+        self._state_changed(state)
+
+    def _state_changed(self, state: str) -> None:
+        """A subclass's hook: ``state`` is the leg's new state."""
+
+    def record_failure(self, stage: str, reason: str, detail: str = "") -> None:
+        """Log (WARNING) and count (``bridge_webrtc_failures_total{stage, reason}``) the first
+        failure of this leg; later ones are echoes of it."""
+        if self.failure_reason is not None:
+            return
+        self.failure_stage = stage
+        self.failure_reason = f"{reason} ({detail})" if detail else reason
+        counters.failure(stage, reason)
+        log.warning(
+            "%s: %s failed (%s): %s",
+            self.name,
+            self.what,
+            stage,
+            self.failure_reason,
+            extra=self._log_extra,
+        )
+
+    # -- stats
+    @property
+    def last_media(self) -> float | None:
+        """When the latest RTP packet arrived (monotonic)."""
+        return self._playout.last_packet if self._playout is not None else None
+
+    @property
+    def receiver_stats(self) -> ReceiverStats | None:
+        """The receiver's counters (``None`` before the media was set up)."""
+        return self._playout.stats if self._playout is not None else None
+
+    @property
+    def connect_ms(self) -> float | None:
+        """Milliseconds from the leg's creation to its connection being up."""
+        if self.connected_at is None:
+            return None
+        return round((self.connected_at - self.created_at) * 1000, 1)
+
+    async def sample_quality(self) -> Quality | None:
+        """Read aiortc's RTP/RTCP statistics while connected; returns the change since the
+        last sample (and tells the encoder the loss the far end reports)."""
+        if self._closed or self.state != "connected":
+            return None
+        self.totals, delta = await sample_peer_quality(self.pc, self.totals)
+        if self._playout is not None:
+            account_concealment(delta, self._playout)
+        self.last = delta
+        if isinstance(self._track, OpusBusTrack):
+            self._track.report_loss(delta.far_end_loss)
+        return delta
+
+    def quality_json(self) -> dict[str, Any]:
+        """The numbers every leg has, for ``GET /call/{callID}/stats``."""
+        last = self.last
+        return {
+            "state": self.state,
+            "totals": self.totals.as_json(),
+            "lastSample": last.as_json() if last else None,
+            "lossFraction": last.loss_fraction if last else None,
+            "mos": None if self.mos is None else round(self.mos, 2),
+            # The receiver, in W3C RTCInboundRtpStreamStats names (audio/receiver.py).
+            "receiver": None if self._playout is None else self._playout.stats.as_w3c(),
+        }
+
+    # -- close
+    def _detach(self) -> None:
+        """A subclass's hook, first thing in :meth:`close`: stop feeding and being fed."""
+
+    async def close(self) -> None:
+        """Close the leg (idempotent; concurrent callers share one teardown): what the
+        subclass attached, then in reverse order of creation the owned tasks, the track, the
+        peer connection (its aiortc/aioice objects released at once) and the receiver."""
+        async with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._detach()
+            await self._tasks.close()
+            if self._track is not None:
+                self._track.stop()
+            try:
+                await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT)
+            except TimeoutError:
+                log.warning("%s: closing the peer connection timed out", self.name)
+            else:
+                # Free it (and the codec threads it owns) now, not at the next gc run.
+                await release_peer_connection(self.pc)
+            if self._playout is not None:
+                self._playout.stop()
+            self._set_state("closed")
