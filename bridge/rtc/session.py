@@ -18,7 +18,7 @@ from ..config import IceSettings, MediaSettings
 from ..errors import AtCapacity, BadOffer
 from ..media import CallBus, DownlinkSink, Role
 from ..tasks import TaskSet
-from . import counters
+from . import counters, rtpsend
 from .dtls import diagnose, install_dtls_hooks
 from .guard import install_udp_guard
 from .ice import advertise_public_ip, install_port_hook, server_rtc_configuration
@@ -131,7 +131,9 @@ class WebRTCSession:
     """Terminates one browser's Opus RTP for a call.
 
     Uplink: remote track → stateful resample to 16 kHz mono → exact 20 ms frames → bus.
-    Downlink: bus → jitter buffer → paced :class:`BusAudioTrack` → Opus → browser.
+    Downlink: bus → jitter buffer → paced :class:`OpusBusTrack` → Opus → the lean RTP sender
+    (``rtc/rtpsend.py``) → browser; with ``BRIDGE_OPUS_DIRECT`` off, :class:`BusAudioTrack` →
+    aiortc's encoder and sender.
     """
 
     def __init__(
@@ -165,6 +167,7 @@ class WebRTCSession:
         self._configuration = configuration or server_rtc_configuration(ice)
         self._pc: RTCPeerConnection | None = None
         self._track: BusAudioTrack | OpusBusTrack | None = None
+        self._lean: rtpsend.LeanSender | None = None
         self._sink: DownlinkSink | None = None
         self._tasks = TaskSet(f"rtc[{call_id}]")
         self._close_lock = asyncio.Lock()
@@ -250,6 +253,8 @@ class WebRTCSession:
             else BusAudioTrack(sink)
         )
         audio[0].sender.replaceTrack(self._track)
+        if isinstance(self._track, OpusBusTrack):  # our Opus: our packetise -> SRTP -> send
+            self._lean = rtpsend.install(audio[0].sender)
         # The uplink: the bridge's receiver instead of aiortc's jitter buffer and decoder
         # thread (see uplink.py).
         self._playout = take_over_receiver(
@@ -290,16 +295,11 @@ class WebRTCSession:
         """Let this browser's sender forward another leg's Opus packets while ``allowed()``
         (``rtc/passthrough.py``); ``None`` when it encodes with aiortc's encoder (no direct
         Opus) or has no sender yet."""
-        pc, track = self._pc, self._track
-        if pc is None or not isinstance(track, OpusBusTrack):
-            return None
-        sender = next(
-            (t.sender for t in pc.getTransceivers() if t.kind == "audio" and t.sender), None
-        )
-        if sender is None:
+        track, lean = self._track, self._lean
+        if not isinstance(track, OpusBusTrack) or lean is None:
             return None
         pass_through = PassThrough(allowed)
-        track.forward_from(pass_through, sender)
+        track.forward_from(pass_through, lean.stream)
         return pass_through
 
     @property

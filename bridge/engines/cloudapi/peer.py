@@ -3,7 +3,8 @@ bridged to the call's bus through the same ``MediaChannel`` the PCM engines give
 
 * What the WhatsApp user hears: the pump's ``send(pcm)`` → a short bounded queue →
   the bridge's own :class:`~bridge.rtc.tracks.OpusBusTrack` (16 kHz mono Opus at Meta's
-  ``maxaveragebitrate``, in-band FEC, on its own 20 ms clock) → aiortc packs RTP.
+  ``maxaveragebitrate``, in-band FEC, on its own 20 ms clock) → the bridge's lean RTP sender
+  (:mod:`bridge.rtc.rtpsend`: packetise, SRTP, send; aiortc keeps ICE, DTLS and RTCP).
 * What the agent hears: RTP → the pass-through receive path of :mod:`bridge.rtc.uplink`
   (no jitter-buffer hold, Opus decoded to 16 kHz in the loop) → a bounded queue → ``recv()``.
 * DTMF: RTP packets of ``telephone-event``'s payload type are taken out before aiortc routes
@@ -38,10 +39,10 @@ from aiortc import (
 from ...audio.pcm import Pcm
 from ...config import IceSettings
 from ...media import BusStats, ReceiveStats
-from ...rtc import counters
+from ...rtc import counters, rtpsend
 from ...rtc.dtls import diagnose
 from ...rtc.ice import advertise_public_ip, server_rtc_configuration
-from ...rtc.passthrough import PassThrough, SequenceNumbers
+from ...rtc.passthrough import PassThrough
 from ...rtc.ports import port_scope
 from ...rtc.release import release_peer_connection
 from ...rtc.rfc4733 import hook_receive
@@ -137,7 +138,7 @@ class WhatsAppPeer:
         self.dtmf = DtmfDetector(lambda digit, ms: on_dtmf(self, digit, ms))
         self.dtmf_pt = DTMF_PT
         self._events: EventSender | None = None
-        self._sequence: SequenceNumbers | None = None
+        self._lean: rtpsend.LeanSender | None = None
         self._dtmf_out: deque[tuple[str, int, int, Callable[[], None] | None]] = deque()
         self._tasks = TaskSet(f"meta-peer[{name}]")
         self._dtmf_task: asyncio.Task[None] | None = None
@@ -166,6 +167,9 @@ class WhatsAppPeer:
         transceiver = self._transceiver()
         self._track = OpusBusTrack(self._out, bitrate=bitrate, complexity=OPUS_COMPLEXITY, fec=fec)
         transceiver.sender.replaceTrack(self._track)
+        # The bridge's own packetise -> SRTP -> send for the track (rtc/rtpsend.py): the one
+        # owner of the stream's sequence numbers (forwarded packets, DTMF events).
+        self._lean = rtpsend.install(transceiver.sender)
         self._playout = take_over_receiver(
             transceiver.receiver, self._on_frame, self.rx, self._tasks
         )
@@ -222,15 +226,12 @@ class WhatsAppPeer:
         return self.pc.remoteDescription is not None
 
     def _hook_dtmf(self) -> None:
-        """Take ``telephone-event`` RTP out before aiortc's router (which would drop it), and
-        own the audio stream's sequence numbers so our events can join it."""
+        """Take ``telephone-event`` RTP out before aiortc's router (which would drop it); our
+        own events go out through the audio's lean sender, numbered with the audio."""
         transceiver = self._transceiver()
         hook_receive(transceiver.receiver.transport, lambda: self.dtmf_pt, self.dtmf)
-        sender = transceiver.sender
-        # One owner of the stream's sequence numbers: forwarded browser packets keep their
-        # gaps (rtc/passthrough.py), and our DTMF events join the same sequence.
-        self._sequence = SequenceNumbers(sender.transport, sender._ssrc)
-        self._events = EventSender(sender.transport, sender._ssrc, numbered_by=self._sequence)
+        if self._lean is not None:
+            self._events = EventSender(self._lean)
 
     # -- DTMF out (RFC 4733)
     def send_dtmf(
@@ -424,10 +425,10 @@ class PeerChannel:
         """Send the browser's Opus packets to WhatsApp untouched while ``allowed()`` (the
         other direction of ``forward_to``); ``None`` before the leg is negotiated."""
         peer = self.peer
-        if peer._track is None or peer._sequence is None:
+        if peer._track is None or peer._lean is None:
             return None
         pass_through = PassThrough(allowed)
-        peer._track.forward_from(pass_through, peer._transceiver().sender, peer._sequence)
+        peer._track.forward_from(pass_through, peer._lean.stream)
         return pass_through
 
     def forward_to(self, offer: Callable[[int, int, bytes], None] | None) -> None:
