@@ -45,6 +45,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
         "UDP receive (asyncio transport + aioice + guard)",
         ("_read_ready", "recvfrom", "datagram_received", "Connection.recv"),
     ),
+    ("bridge RTP send (rtc/rtpsend.py: packetise, counters)", ("rtc/rtpsend.py",)),
     (
         "aiortc RTP send (sender loop, timestamps)",
         ("RTCRtpSender", "_send_rtp", "convert_timebase", "aiortc/clock.py", "OpusEncoder"),
