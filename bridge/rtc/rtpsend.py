@@ -43,6 +43,7 @@ from typing import Any
 import aiortc
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcicetransport import RTCIceTransport
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap
 
@@ -87,6 +88,8 @@ def _check_aiortc() -> None:
         RTCRtpSender.__init__: tuple(_P + n for n in SENDER_FIELDS if n != "track"),
         RTCRtpSender.stop: (_P + "rtp_started", _P + "rtp_exited"),
         RTCDtlsTransport._send_rtp: ("_tx_srtp", "protect", "_send", "_state"),
+        RTCDtlsTransport.__init__: _DTLS_FIELDS[:2] + _DTLS_FIELDS[3:],
+        RTCIceTransport.__init__: ("_send",),
     }
     missing = [
         f"{fn.__qualname__}: {name}"
@@ -231,20 +234,21 @@ class LeanSender:
             log.error("lean RTP sender: negotiated %s, not Opus; aiortc sends", codec.mimeType)
             await RTCRtpSender._run_rtp(sender, codec)
             return
-        self.stream.payload_type = codec.payloadType
-        self.stream.extension = header_extension(
-            getattr(sender, _P + "rtp_header_extensions_map"), getattr(sender, _P + "mid")
-        )
-        dtls = sender.transport
-        for name in _DTLS_FIELDS:
-            if not hasattr(dtls, name):
-                raise RuntimeError(f"aiortc's RTCDtlsTransport has no {name}: rtc/rtpsend.py")
-        self.dtls = dtls
-        self._send = dtls.transport._send
-        self.running = True
+        # aiortc's stop() waits for both events: set them whatever happens below.
         getattr(sender, _P + "rtp_started").set()
         track = None
         try:
+            self.stream.payload_type = codec.payloadType
+            self.stream.extension = header_extension(
+                getattr(sender, _P + "rtp_header_extensions_map"), getattr(sender, _P + "mid")
+            )
+            dtls = sender.transport
+            for name in _DTLS_FIELDS:
+                if not hasattr(dtls, name):
+                    raise RuntimeError(f"aiortc's RTCDtlsTransport has no {name}: rtc/rtpsend.py")
+            self.dtls = dtls
+            self._send = dtls.transport._send
+            self.running = True
             while True:
                 track = sender.track
                 if track is None:
@@ -254,7 +258,7 @@ class LeanSender:
                 await self.send(packet.data, packet.pts, packet.seq)
         except (asyncio.CancelledError, ConnectionError, MediaStreamError):
             pass
-        except Exception:  # aiortc's stop() waits for rtp_exited: never leave without it
+        except Exception:  # loudly, but aiortc's stop() must still find rtp_exited set
             log.exception("lean RTP sender failed")
         finally:
             self.running = False

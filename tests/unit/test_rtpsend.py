@@ -223,6 +223,22 @@ async def test_a_dead_transport_ends_the_loop_and_lets_aiortc_stop() -> None:
     await pc.close()
 
 
+async def test_a_transport_without_what_it_needs_fails_loudly_and_lets_aiortc_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pc = RTCPeerConnection()
+    sender = pc.addTransceiver("audio").sender
+    sender.replaceTrack(OpusBusTrack(Tone()))
+    rtpsend.install(sender)
+    dtls = FakeDtls()
+    del dtls._tx_srtp
+    sender.setTransport(dtls)
+    await asyncio.wait_for(sender._run_rtp(OPUS), 5)
+    assert sender._RTCRtpSender__rtp_started.is_set() and sender._RTCRtpSender__rtp_exited.is_set()
+    assert "no _tx_srtp" in caplog.text and not dtls.sent
+    await pc.close()
+
+
 def test_a_changed_aiortc_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RTCRtpSender, "_run_rtcp", lambda self: None)
     with pytest.raises(RuntimeError, match=r"rtc/rtpsend\.py"):
