@@ -45,6 +45,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
         "UDP receive (asyncio transport + aioice + guard)",
         ("_read_ready", "recvfrom", "datagram_received", "Connection.recv"),
     ),
+    ("bridge RTP send (rtc/rtpsend.py: packetise, counters)", ("rtc/rtpsend.py",)),
     (
         "aiortc RTP send (sender loop, timestamps)",
         ("RTCRtpSender", "_send_rtp", "convert_timebase", "aiortc/clock.py", "OpusEncoder"),
@@ -88,6 +89,43 @@ def summarise(path: Path) -> tuple[Counter[str], int]:
     return stages, sum(stages.values()), uvloop
 
 
+SEND_LOOPS = ("RTCRtpSender._run_rtp", "LeanSender._run")
+"""aiortc's sender loop and the bridge's (rtc/rtpsend.py) that replaces it for Opus senders."""
+TRACK_RECV = ("OpusBusTrack.recv", "BusAudioTrack.recv")
+
+
+def send_path(path: Path) -> tuple[Counter[str], int]:
+    """The RTP send path alone, whichever loop runs it: samples inside a sender loop but not
+    inside its track's ``recv`` (the encoder, the pacing clock), split into the loop's own
+    Python (packetise, header extensions, clock reads, counters), SRTP and the UDP send.
+    The stage table above cannot tell send from receive for its RTP, clock and header
+    extension rows (aiortc's receiver reads the clock and parses extensions per packet too).
+    Returns the split and the busy samples of the whole profile."""
+    parts: Counter[str] = Counter()
+    busy = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        frames = stack.split(";")
+        if stage_of(frames) in ("idle", "uvloop"):
+            continue
+        busy += int(count)
+        start = next((i for i, f in enumerate(frames) if f.startswith(SEND_LOOPS)), None)
+        if start is None:
+            continue
+        inner = frames[start + 1 :]
+        if any(f.startswith(TRACK_RECV) for f in inner):
+            continue
+        if any("pylibsrtp" in f for f in inner):
+            parts["SRTP protect"] += int(count)
+        elif any(p in f for f in inner for p in ("sendto", "send_data", "Connection.send")):
+            parts["UDP send (aioice, asyncio)"] += int(count)
+        else:
+            parts["sender loop (packetise, headers, clock, counters)"] += int(count)
+    return parts, busy
+
+
 def render(stages: Counter[str], total: int, cpu_per_call: float | None, uvloop: int = 0) -> str:
     head = "| stage | share of busy samples |" + (
         " µs per call per 20 ms |" if cpu_per_call else ""
@@ -111,9 +149,24 @@ def main() -> None:
     parser.add_argument("profile", type=Path, help="py-spy raw output (bench/run.py --profile)")
     parser.add_argument("--cpu-per-call", type=float, help="the run's cpu%%/call")
     parser.add_argument("--top", type=int, default=0, help="also list the N hottest leaf frames")
+    parser.add_argument(
+        "--send-path", action="store_true", help="also split the RTP send path (send_path())"
+    )
     args = parser.parse_args()
     stages, total, uvloop = summarise(args.profile)
     print(render(stages, total, args.cpu_per_call, uvloop))
+    if args.send_path:
+        parts, busy = send_path(args.profile)
+        print(
+            "\n| RTP send path | share of busy samples |"
+            + (" µs per call per 20 ms |" if args.cpu_per_call else "")
+        )
+        print("|---|---:|" + ("---:|" if args.cpu_per_call else ""))
+        for name, count in [*parts.most_common(), ("(all of it)", sum(parts.values()))]:
+            row = f"| {name} | {100 * count / busy:.1f} % |"
+            if args.cpu_per_call:
+                row += f" {count / busy * args.cpu_per_call / 100 * 20_000:.0f} |"
+            print(row)
     if args.top:
         leaves: Counter[str] = Counter()
         for line in args.profile.read_text().splitlines():

@@ -39,11 +39,11 @@ from ..audio.receiver import ReceiverStats
 from ..config import IceSettings
 from ..media import BusStats
 from ..tasks import TaskSet
-from . import counters
+from . import counters, rtpsend
 from .dtls import diagnose, install_dtls_hooks
 from .guard import install_udp_guard
 from .ice import advertise_public_ip, install_port_hook, server_rtc_configuration
-from .passthrough import PassThrough, SequenceNumbers
+from .passthrough import PassThrough
 from .ports import port_scope
 from .release import release_peer_connection
 from .tracks import BusAudioTrack, OpusBusTrack
@@ -192,6 +192,9 @@ class PeerLeg:
         self.last: Quality | None = None
         self.mos: float | None = None
         self._track: OpusBusTrack | BusAudioTrack | None = None
+        self._lean: rtpsend.LeanSender | None = None
+        """The bridge's own packetise -> SRTP -> send for its Opus track (``rtpsend.py``): the
+        one owner of the stream's sequence numbers (encoded, forwarded and DTMF packets)."""
         self._playout: Playout | None = None
         self._tasks = TaskSet(tasks)
         self._close_lock = asyncio.Lock()
@@ -223,6 +226,8 @@ class PeerLeg:
         16 kHz frame every 20 ms, counted in ``stats``."""
         self._track = track
         transceiver.sender.replaceTrack(track)
+        if isinstance(track, OpusBusTrack):  # our Opus: our packetise -> SRTP -> send
+            self._lean = rtpsend.install(transceiver.sender)
         self._playout = take_over_receiver(transceiver.receiver, on_frame, stats, self._tasks)
         transceiver.direction = "sendrecv"
         return self._playout
@@ -238,19 +243,15 @@ class PeerLeg:
         if self._playout is not None:
             self._playout.forward = offer
 
-    def forward_to_sender(
-        self, allowed: Callable[[], bool], sequence: SequenceNumbers | None = None
-    ) -> PassThrough | None:
+    def forward_to_sender(self, allowed: Callable[[], bool]) -> PassThrough | None:
         """Let this leg's sender send another leg's Opus packets untouched while
-        ``allowed()``; ``None`` when it does not encode Opus itself or has no sender (yet)."""
-        track = self._track
-        if self._closed or not isinstance(track, OpusBusTrack):
-            return None
-        transceiver = self.audio_transceiver()
-        if transceiver is None or transceiver.sender is None:
+        ``allowed()``, numbered by its lean sender's stream; ``None`` when it does not encode
+        Opus itself or has no sender (yet)."""
+        track, lean = self._track, self._lean
+        if self._closed or not isinstance(track, OpusBusTrack) or lean is None:
             return None
         pass_through = PassThrough(allowed)
-        track.forward_from(pass_through, transceiver.sender, sequence)
+        track.forward_from(pass_through, lean.stream)
         return pass_through
 
     # -- state and diagnosis

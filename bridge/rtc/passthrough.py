@@ -13,57 +13,22 @@ everything the sender put in them.
   sender track (:class:`~bridge.rtc.tracks.OpusBusTrack`), which sends each as its next packet
   while :attr:`PassThrough.allowed` says nothing mixes into that direction, and encodes the
   bus otherwise — switching either way at a packet boundary.
-* :class:`SequenceNumbers` owns the target sender's RTP sequence numbers (it renumbers aiortc's
-  packets as they leave, before SRTP): a forwarded packet keeps its distance from the others
-  in the source's numbering, so a packet lost before the bridge is still a gap the far
-  receiver sees (and rebuilds from the next packet's FEC), and a reordered one keeps its place.
-  RTP timestamps follow the source's the same way (RFC 3550 §5.1), continuous across a switch.
+* The target's RTP stream (``rtc/rtpsend.py``'s :class:`~bridge.rtc.rtpsend.RtpStream`, the
+  one owner of its sequence numbers) sends a forwarded packet with the source's number mapped
+  onto its own: it keeps its distance from the others in the source's numbering, so a packet
+  lost before the bridge is still a gap the far receiver sees (and rebuilds from the next
+  packet's FEC), and a reordered one keeps its place. RTP timestamps follow the source's the
+  same way (RFC 3550 §5.1), continuous across a switch.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any
-
-from .rfc4733 import is_rtcp
+from collections.abc import Callable
 
 QUEUE = 10
 """Forwarded packets waiting for the sender (200 ms); the oldest go first."""
-
-
-class SequenceNumbers:
-    """Renumbers one SSRC's RTP packets as they leave ``dtls`` (see the module docstring)."""
-
-    def __init__(self, dtls: Any, ssrc: int) -> None:
-        self.ssrc = ssrc
-        self.next = -1
-        """The number the next packet gets (-1: keep aiortc's first one)."""
-        self.override: int | None = None
-        """Set just before a forwarded packet is returned to aiortc: its number."""
-        original: Callable[[bytes], Awaitable[None]] = dtls._send_rtp
-
-        async def send_rtp(data: bytes) -> None:
-            if is_rtcp(data) or len(data) < 12 or int.from_bytes(data[8:12], "big") != ssrc:
-                await original(data)
-                return
-            await original(self._renumber(data))
-
-        dtls._send_rtp = send_rtp
-
-    def _renumber(self, data: bytes) -> bytes:
-        b = bytearray(data)
-        if self.next < 0:
-            self.next = int.from_bytes(b[2:4], "big")
-        seq = self.next if self.override is None else self.override
-        self.override = None
-        b[2:4] = seq.to_bytes(2, "big")
-        # Later packets continue after the highest number sent (a reordered packet, forwarded
-        # with a lower number, does not move the count back).
-        if (seq - self.next) & 0x8000 == 0:
-            self.next = (seq + 1) & 0xFFFF
-        return bytes(b)
 
 
 class PassThrough:

@@ -5,9 +5,9 @@ them. Two small hooks on a peer connection's ``RTCDtlsTransport`` fill the gap:
 
 * :func:`hook_receive` takes packets of the telephone-event payload type out before aiortc's
   router and feeds them to a :class:`DtmfDetector` (one report per key press);
-* :class:`EventSender` owns the RTP sequence numbers of the audio sender's SSRC (it renumbers
-  aiortc's Opus packets as they leave), so telephone-event packets it writes share the audio's
-  stream: same SSRC, one sequence space. Each press is packets every 20 ms with one RTP
+* :class:`EventSender` writes telephone-event packets through the audio sender's own RTP
+  stream (``rtc/rtpsend.py``), so they share the audio's SSRC and sequence space, and its
+  sender reports count them. Each press is packets every 20 ms with one RTP
   timestamp (the audio's timestamp as the press begins, libwebrtc's choice), the marker bit on
   the first, a growing duration in the telephone-event clock, and the end packet sent three
   times (RFC 4733 §2.5.1.4). Audio keeps flowing meanwhile.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiortc.rtp import RtpPacket
@@ -107,58 +107,28 @@ def event_payload(event: int, end: bool, duration: int, volume: int = VOLUME) ->
 
 
 class EventSender:
-    """Writes telephone-event packets into an audio sender's RTP stream (see module doc)."""
+    """Writes telephone-event packets into an audio sender's RTP stream (see module doc).
 
-    def __init__(
-        self, dtls: Any, ssrc: int, audio_clock: int = 48_000, *, numbered_by: Any = None
-    ) -> None:
-        """``numbered_by``: a ``rtc.passthrough.SequenceNumbers`` already installed on
-        ``dtls`` that owns the stream's numbers (so forwarded packets keep their gaps); the
-        events then only join it."""
-        self.ssrc = ssrc
-        self._external = numbered_by is not None
+    ``sender`` is the stream's lean sender (``rtc/rtpsend.py``'s ``LeanSender``): it numbers
+    the events with the audio (one owner of the stream's sequence numbers, forwarded packets
+    included) and counts them in its sender reports."""
+
+    def __init__(self, sender: Any, audio_clock: int = 48_000) -> None:
+        self.sender = sender
         self.audio_clock = audio_clock
-        self._seq: int | None = None
-        self._last_ts: int | None = None
         self.packets = 0
         self.presses = 0
-        self._event_pt = -1
-        original: Callable[[bytes], Awaitable[None]] = dtls._send_rtp
-        self._send_raw = original
 
-        async def send_rtp(data: bytes) -> None:
-            if is_rtcp(data) or len(data) < 12 or int.from_bytes(data[8:12], "big") != ssrc:
-                await original(data)
-                return
-            await original(self._renumber(data))
-
-        dtls._send_rtp = send_rtp
-
-    def _renumber(self, data: bytes) -> bytes:
-        if self._external:  # numbered further down; only follow the audio's RTP time
-            if data[1] & 0x7F != self._event_pt:
-                self._last_ts = int.from_bytes(data[4:8], "big")
-            return data
-        b = bytearray(data)
-        if self._seq is None:
-            self._seq = int.from_bytes(b[2:4], "big")
-        b[2:4] = self._seq.to_bytes(2, "big")
-        self._seq = (self._seq + 1) & 0xFFFF
-        if data[1] & 0x7F != self._event_pt:
-            self._last_ts = int.from_bytes(b[4:8], "big")
-        return bytes(b)
-
-    def _now_ts(self) -> int:
-        ts = self._last_ts if self._last_ts is not None else 0
-        return (ts + self.audio_clock * PACKET_MS // 1000) & 0xFFFFFFFF
+    def _now_pts(self) -> int:
+        last = self.sender.stream.last_pts
+        return (0 if last is None else last) + self.audio_clock * PACKET_MS // 1000
 
     async def play(
         self, digit: str, duration_ms: int, payload_type: int, clock_rate: int = 8000
     ) -> None:
         """Send one key press (returns after its last end packet)."""
         event = EVENTS.index(digit.upper())
-        self._event_pt = payload_type
-        timestamp = self._now_ts()
+        timestamp = self._now_pts()
         step = clock_rate * PACKET_MS // 1000
         total = clock_rate * duration_ms // 1000
         loop = asyncio.get_running_loop()
@@ -167,23 +137,17 @@ class EventSender:
         for i in range(n + END_REPEATS - 1):
             end = i >= n - 1
             duration = total if end else (i + 1) * step
-            packet = RtpPacket(
+            await self.sender.send(
+                event_payload(event, end, duration),
+                timestamp,
+                marker=i == 0,
                 payload_type=payload_type,
-                marker=int(i == 0),
-                sequence_number=0,  # numbered as it leaves
-                timestamp=timestamp,
-                ssrc=self.ssrc,
-                payload=event_payload(event, end, duration),
             )
-            await self._send(packet.serialize())
             self.packets += 1
             wait = start + (i + 1) * PACKET_MS / 1000 - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
         self.presses += 1
-
-    async def _send(self, data: bytes) -> None:
-        await self._send_raw(self._renumber(data))
 
 
 def _sdp_lines(sdp: str) -> list[str]:

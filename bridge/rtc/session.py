@@ -30,8 +30,9 @@ class WebRTCSession(PeerLeg):
     """Terminates one browser's Opus RTP for a call (one participant of its conference).
 
     Uplink: RTP → the leg's receiver (``uplink.py``) → 20 ms 16 kHz frames → the conference.
-    Downlink: the conference's sink → jitter buffer → paced :class:`OpusBusTrack` (or
-    :class:`BusAudioTrack` and aiortc's encoder) → browser.
+    Downlink: the conference's sink → jitter buffer → paced :class:`OpusBusTrack` → the lean
+    RTP sender (``rtpsend.py``) → browser; with ``BRIDGE_OPUS_DIRECT`` off,
+    :class:`BusAudioTrack` → aiortc's encoder and sender.
     """
 
     what = "WebRTC session"

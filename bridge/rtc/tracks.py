@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fractions
-from typing import Any, Protocol
+from typing import Protocol
 
 import av
 import numpy as np
@@ -14,7 +14,8 @@ from ..audio.opus import OpusEncoder
 from ..audio.pcm import Pcm
 from ..media import DownlinkSink
 from ..media.clock import MediaClock
-from .passthrough import PassThrough, SequenceNumbers
+from .passthrough import PassThrough
+from .rtpsend import RtpStream
 
 _TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 _OPUS_RATE = 48_000
@@ -29,18 +30,21 @@ bridge encoded from its own concealment."""
 
 
 class EncodedPacket:
-    """What aiortc's sender reads of a pre-encoded packet: ``bytes()``, ``pts``, ``time_base``.
+    """A pre-encoded packet: what ``rtc/rtpsend.py``'s sender reads (``data``, ``pts``, and
+    ``seq``: the stream's number for a forwarded packet, else ``None``), and what aiortc's own
+    sender reads (``bytes()``, ``pts``, ``time_base``) where it sends the track.
 
     Stands in for ``av.Packet``, which copies the payload into an FFmpeg buffer and builds a
     new ``Fraction`` on every ``time_base`` read; with ``time_base`` the very object aiortc
     compares against, its ``convert_timebase`` does no ``Fraction`` arithmetic either.
     """
 
-    __slots__ = ("data", "pts", "time_base")
+    __slots__ = ("data", "pts", "seq", "time_base")
 
-    def __init__(self, data: bytes, pts: int) -> None:
+    def __init__(self, data: bytes, pts: int, seq: int | None = None) -> None:
         self.data = data
         self.pts = pts
+        self.seq = seq
         self.time_base = _RTP_TIME_BASE
 
     def __bytes__(self) -> bytes:
@@ -59,10 +63,12 @@ class OpusBusTrack(MediaStreamTrack):
     """Plays a call's downlink as Opus it encodes itself: 16 kHz mono, voice settings.
 
     Paced on the media clock like :class:`BusAudioTrack`, but ``recv`` returns encoded
-    packets, which aiortc only packs into RTP. That skips what aiortc does for a raw frame:
-    a pure-Python per-sample audio-level loop, a thread hop for every encode, a resample to
-    48 kHz stereo and a 96 kbit/s stereo encode. Opus at 16 kHz mono is the bus format as it
-    stands; the browser's decoder plays any Opus configuration (RFC 7587).
+    packets, which the bridge's lean sender (``rtc/rtpsend.py``) packs into RTP, protects and
+    sends (aiortc's own sender also takes them, as the quality bench's peers use it). That
+    skips what aiortc does for a raw frame: a pure-Python per-sample audio-level loop, a
+    thread hop for every encode, a resample to 48 kHz stereo and a 96 kbit/s stereo encode.
+    Opus at 16 kHz mono is the bus format as it stands; the browser's decoder plays any Opus
+    configuration (RFC 7587).
     """
 
     kind = "audio"
@@ -100,26 +106,24 @@ class OpusBusTrack(MediaStreamTrack):
         self._pts = 0
         """RTP time (48 kHz, from 0) of the next packet: 20 ms per encoded packet."""
         self.pass_through: PassThrough | None = None
-        self._sequence: SequenceNumbers | None = None
+        self._stream: RtpStream | None = None
         self._forwarding = False
         self._ts_offset = 0
         self._seq_offset = 0
 
-    def forward_from(
-        self, pass_through: PassThrough, sender: Any, sequence: SequenceNumbers | None = None
-    ) -> None:
+    def forward_from(self, pass_through: PassThrough, stream: RtpStream) -> None:
         """Send another leg's Opus packets untouched while ``pass_through.allowed()`` (see
-        ``rtc/passthrough.py``); ``sender`` is the aiortc sender playing this track, whose
-        sequence numbers ``sequence`` owns (installed here if not given)."""
-        if self._sequence is None:
-            self._sequence = sequence or SequenceNumbers(sender.transport, sender._ssrc)
+        ``rtc/passthrough.py``) on ``stream``, the RTP stream of the lean sender playing this
+        track (``rtc/rtpsend.py``), which numbers every packet: forwarded ones are mapped
+        onto its numbers."""
+        self._stream = stream
         self.pass_through = pass_through
 
     async def recv(self) -> EncodedPacket:  # type: ignore[override]
         if self.readyState != "live":
             raise MediaStreamError
         pt = self.pass_through
-        if pt is not None and self._sequence is not None and self._sequence.next >= 0:
+        if pt is not None and self._stream is not None:
             if pt.allowed():
                 source = await pt.next(FORWARD_WAIT if self._forwarding else 0.0)
                 if source is not None:
@@ -141,22 +145,21 @@ class OpusBusTrack(MediaStreamTrack):
         return packet
 
     def _forward(self, pt: PassThrough, seq: int, ts: int, payload: bytes) -> EncodedPacket:
-        assert self._sequence is not None
+        assert self._stream is not None
         if not self._forwarding:
             # Map the source's numbering onto ours where we are now: continuous both ways.
             self._forwarding = True
             pt.switches += 1
             self._ts_offset = self._pts - ts
-            self._seq_offset = self._sequence.next - seq
+            self._seq_offset = self._stream.next_seq - seq
         pts = (ts + self._ts_offset) & 0xFFFFFFFF
-        self._sequence.override = (seq + self._seq_offset) & 0xFFFF
         if (pts - self._pts) & 0x80000000 == 0:  # not a reordered (older) packet
             self._pts = pts + _FRAME_TS
         self.sink.pop()  # the decoded frame this packet stands for (kept fresh for a switch)
         self.frames_sent += 1
         self.forwarded_frames += 1
         pt.forwarded += 1
-        return EncodedPacket(payload, pts)
+        return EncodedPacket(payload, pts, (seq + self._seq_offset) & 0xFFFF)
 
     def report_loss(self, fraction: float) -> None:
         """The far end's latest loss fraction (its RTCP receiver reports, RFC 3550 §6.4.1):

@@ -74,3 +74,42 @@ async def test_bench_smoke_contact_centre_calls(tmp_path: Path) -> None:
     ratio = three["ratio_vs_1_participant"]
     assert isinstance(ratio, float) and ratio > 0
     assert "ratio_vs_echo" not in three
+
+
+async def test_send_path_bench_runs_both_loops() -> None:
+    """``python -m bench.send_path`` (the RTP send path per packet, aiortc's loop vs the
+    bridge's): both loops send every packet, with and without SRTP."""
+    from bench.send_path import run
+
+    result = await run(packets=200, repeat=1)
+    assert set(result["us_per_packet"]) == {
+        "aiortc",
+        "lean",
+        "aiortc (no SRTP)",
+        "lean (no SRTP)",
+    }
+    assert all(us > 0 for us in result["us_per_packet"].values())
+
+
+def test_profile_splits_the_send_path(tmp_path: Path) -> None:
+    from bench.profile import send_path
+
+    raw = tmp_path / "raw.txt"
+    raw.write_text(
+        "<module> (bridge/__main__.py:1);LeanSender._run (bridge/rtc/rtpsend.py:9);"
+        "OpusBusTrack.recv (bridge/rtc/tracks.py:1);encode (bridge/audio/opus.py:1) 7\n"
+        "<module> (bridge/__main__.py:1);LeanSender._run (bridge/rtc/rtpsend.py:9);"
+        "LeanSender.send (bridge/rtc/rtpsend.py:20);protect (pylibsrtp/__init__.py:1) 3\n"
+        "<module> (bridge/__main__.py:1);RTCRtpSender._run_rtp (aiortc/rtcrtpsender.py:1);"
+        "current_ntp_time (aiortc/clock.py:1) 2\n"
+        "<module> (bridge/__main__.py:1);LeanSender._run (bridge/rtc/rtpsend.py:9);"
+        "send_data (aioice/ice.py:1);sendto (asyncio/transports.py:1) 1\n"
+        "<module> (bridge/__main__.py:1);OpusReceiver.pop (bridge/audio/receiver.py:1) 4\n"
+    )
+    parts, busy = send_path(raw)
+    assert busy == 17
+    assert parts == {
+        "SRTP protect": 3,
+        "sender loop (packetise, headers, clock, counters)": 2,
+        "UDP send (aioice, asyncio)": 1,
+    }

@@ -3,7 +3,8 @@ bridged to the call's bus through the same ``MediaChannel`` the PCM engines give
 
 * What the WhatsApp user hears: the pump's ``send(pcm)`` → a short bounded queue →
   the bridge's own :class:`~bridge.rtc.tracks.OpusBusTrack` (16 kHz mono Opus at Meta's
-  ``maxaveragebitrate``, in-band FEC, on its own 20 ms clock) → aiortc packs RTP.
+  ``maxaveragebitrate``, in-band FEC, on its own 20 ms clock) → the bridge's lean RTP sender
+  (:mod:`bridge.rtc.rtpsend`: packetise, SRTP, send; aiortc keeps ICE, DTLS and RTCP).
 * What the agent hears: RTP → the pass-through receive path of :mod:`bridge.rtc.uplink`
   (no jitter-buffer hold, Opus decoded to 16 kHz in the loop) → a bounded queue → ``recv()``.
 * DTMF: RTP packets of ``telephone-event``'s payload type are taken out before aiortc routes
@@ -38,7 +39,7 @@ from ...audio.pcm import Pcm
 from ...config import IceSettings
 from ...media import BusStats, ReceiveStats
 from ...rtc.leg import PeerLeg, Quality
-from ...rtc.passthrough import PassThrough, SequenceNumbers
+from ...rtc.passthrough import PassThrough
 from ...rtc.rfc4733 import hook_receive
 from ...rtc.tracks import OpusBusTrack
 from ..base import EngineStats, MediaClosed, MediaFatal
@@ -127,7 +128,6 @@ class WhatsAppPeer(PeerLeg):
         self.dtmf = DtmfDetector(lambda digit, ms: on_dtmf(self, digit, ms))
         self.dtmf_pt = DTMF_PT
         self._events: EventSender | None = None
-        self._sequence: SequenceNumbers | None = None
         self._dtmf_out: deque[tuple[str, int, int, Callable[[], None] | None]] = deque()
         self._dtmf_task: asyncio.Task[None] | None = None
         self.frames_in = 0
@@ -188,15 +188,12 @@ class WhatsAppPeer(PeerLeg):
         return self.pc.remoteDescription is not None
 
     def _hook_dtmf(self) -> None:
-        """Take ``telephone-event`` RTP out before aiortc's router (which would drop it), and
-        own the audio stream's sequence numbers so our events can join it."""
+        """Take ``telephone-event`` RTP out before aiortc's router (which would drop it); our
+        own events go out through the audio's lean sender, numbered with the audio."""
         transceiver = self._transceiver()
         hook_receive(transceiver.receiver.transport, lambda: self.dtmf_pt, self.dtmf)
-        sender = transceiver.sender
-        # One owner of the stream's sequence numbers: forwarded browser packets keep their
-        # gaps (rtc/passthrough.py), and our DTMF events join the same sequence.
-        self._sequence = SequenceNumbers(sender.transport, sender._ssrc)
-        self._events = EventSender(sender.transport, sender._ssrc, numbered_by=self._sequence)
+        if self._lean is not None:
+            self._events = EventSender(self._lean)
 
     # -- DTMF out (RFC 4733)
     def send_dtmf(
@@ -283,9 +280,7 @@ class WhatsAppPeer(PeerLeg):
     def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
         """Send the browser's Opus packets to WhatsApp untouched while ``allowed()``, in the
         sequence our own packets and DTMF events share; ``None`` before negotiation."""
-        if self._sequence is None:
-            return None
-        return self.forward_to_sender(allowed, self._sequence)
+        return self.forward_to_sender(allowed)
 
     # -- stats
     def leg_json(self) -> dict[str, Any]:

@@ -1,0 +1,138 @@
+"""The RTP send path alone, per packet: aiortc's ``RTCRtpSender._run_rtp`` against the bridge's
+lean sender (``bridge/rtc/rtpsend.py``), in one process, no network, no pacing.
+
+Both loops send the same pre-encoded track (an 80-byte Opus payload per packet, handed over
+as fast as they take it) through a stand-in DTLS transport that does what aiortc's
+``RTCDtlsTransport._send_rtp`` does, with a real libsrtp session (``--srtp``, default) or none
+(to separate SRTP from the loop's own Python); the ICE send is a no-op. It reports process CPU
+time per packet (``time.process_time``: on a shared machine other processes' load changes it
+far less than wall-clock time), best of ``--repeat`` runs of ``--packets`` each, alternating
+the two loops so drift hits both alike::
+
+    .venv/bin/python -m bench.send_path --json bench/results/send-path-<date>.json
+
+This is a benchmark, not a test: nothing asserts on speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiortc
+from aiortc import RTCPeerConnection, RTCRtpCodecParameters
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcdtlstransport import State
+from pylibsrtp import Policy, Session
+
+from bridge.rtc import rtpsend
+from bridge.rtc.tracks import EncodedPacket
+
+OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48_000, channels=2, payloadType=111)
+PAYLOAD = bytes(80)
+"""About a 32 kbit/s Opus frame of 20 ms."""
+
+
+class Packets(MediaStreamTrack):
+    """``n`` pre-encoded packets as fast as the sender takes them, then the end."""
+
+    kind = "audio"
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.i = 0
+
+    async def recv(self) -> EncodedPacket:  # type: ignore[override]
+        if self.i >= self.n:
+            raise MediaStreamError
+        self.i += 1
+        return EncodedPacket(PAYLOAD, self.i * 960)
+
+
+class Transport:
+    """What both senders use of ``RTCDtlsTransport`` (``_send_rtp`` as aiortc's does it)."""
+
+    def __init__(self, srtp: bool) -> None:
+        policy = Policy(
+            key=bytes(30),
+            ssrc_type=Policy.SSRC_ANY_OUTBOUND,
+            srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+        )
+        self._tx_srtp: Any = Session(policy) if srtp else SimpleNamespace(protect=lambda d: d)
+        self._state = State.CONNECTED
+        self.transport = SimpleNamespace(_send=self._send)
+        self._RTCDtlsTransport__tx_bytes = 0
+        self._RTCDtlsTransport__tx_packets = 0
+        self.sent = 0
+
+    async def _send(self, data: bytes) -> None:
+        self.sent += 1
+
+    async def _send_rtp(self, data: bytes) -> None:
+        data = self._tx_srtp.protect(data)
+        await self.transport._send(data)
+        self._RTCDtlsTransport__tx_bytes += len(data)
+        self._RTCDtlsTransport__tx_packets += 1
+
+
+async def per_packet_us(loop: str, packets: int, srtp: bool) -> float:
+    pc = RTCPeerConnection()
+    sender = pc.addTransceiver("audio").sender
+    sender.replaceTrack(Packets(packets))
+    if loop == "lean":
+        rtpsend.install(sender)
+    transport = Transport(srtp)
+    sender.setTransport(transport)  # type: ignore[arg-type]
+    t0 = time.process_time()
+    await sender._run_rtp(OPUS)
+    spent = time.process_time() - t0
+    await pc.close()
+    assert transport.sent == packets, transport.sent
+    return spent / packets * 1e6
+
+
+async def run(packets: int, repeat: int) -> dict[str, Any]:
+    best: dict[str, float] = {}
+    for _ in range(repeat):
+        for srtp in (True, False):
+            for loop in ("aiortc", "lean"):
+                key = f"{loop}{'' if srtp else ' (no SRTP)'}"
+                us = await per_packet_us(loop, packets, srtp)
+                best[key] = min(best.get(key, us), us)
+    return {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "aiortc": aiortc.__version__,
+            "load_1m": os.getloadavg()[0],
+        },
+        "packets": packets,
+        "repeat": repeat,
+        "us_per_packet": {k: round(v, 2) for k, v in best.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--packets", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    args = parser.parse_args()
+    result = asyncio.run(run(args.packets, args.repeat))
+    for name, us in result["us_per_packet"].items():
+        print(f"{name:20s} {us:6.2f} µs of CPU per packet")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""The bridge's own RTP send path for audio: packetise → SRTP protect → send.
+
+aiortc's ``RTCRtpSender`` does this per 20 ms packet, in Python: its ``_run_rtp`` loop awaits
+the track, hands the packet to its encoder's ``pack`` (a time-base conversion), builds an
+``RtpPacket``, reads the wall clock through ``datetime`` twice (abs-send-time, which audio never
+negotiates, and the sender report's NTP time), sets the header extensions and serialises them
+through ``HeaderExtensionsMap``, keeps the packet object in a NACK history (aiortc offers no
+NACK for audio), sets the marker bit on every packet, then awaits ``_send_rtp`` (SRTP, ICE).
+The bridge's audio senders (:class:`~bridge.rtc.tracks.OpusBusTrack`) already hold the finished
+Opus payload and its RTP time, so :class:`LeanSender` replaces that loop for them and keeps
+aiortc for ICE, DTLS, the session and RTCP:
+
+* :class:`RtpStream` is one SSRC's packetiser and the one owner of its sequence numbers: the
+  bridge's encoded packets, packets forwarded from another leg (``rtc/passthrough.py``, which
+  keep the source's gaps) and RFC 4733 events (``rtc/rfc4733.py``) all take their numbers
+  here. It builds the 12-byte header with ``struct`` and appends the header extension block,
+  built once at start (the ``mid`` aiortc would send: constant for the stream). The marker bit
+  follows RFC 3551 §4.1 / RFC 7587 §4.1: set on the first packet of the stream and on the first
+  packet of a talkspurt (RTP time moved on by more than a frame with no sequence gap: the
+  sender sent nothing meanwhile), clear otherwise; events set it themselves (RFC 4733 §2.5.1).
+* :class:`LeanSender` runs the loop in place of aiortc's ``_run_rtp`` (an instance attribute,
+  so only that sender is affected): ``track.recv()`` → :meth:`RtpStream.packetise` →
+  ``RTCDtlsTransport._tx_srtp.protect`` → the ICE transport's ``_send``. After each packet it
+  writes the counters aiortc's own ``_run_rtcp`` builds its sender reports from (packet and
+  octet counts, and the NTP/RTP time pair of the latest audio packet: RFC 3550 §6.4.1), so the
+  reports, ``getStats`` and the round-trip time stay aiortc's and stay right. Events count as
+  packets and octets but never move the time pair: their RTP time is the event's start.
+
+Everything of aiortc's used here is checked when this module is imported (and again per
+sender), so an aiortc release that renames it fails loudly instead of sending nothing;
+``pyproject.toml`` pins the range this was written against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import struct
+import time
+from typing import Any
+
+import aiortc
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcicetransport import RTCIceTransport
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("!BBHII")
+_NTP_EPOCH = 2_208_988_800
+"""Seconds from the NTP epoch (1900) to the Unix epoch (1970)."""
+OPUS_FRAME_TICKS = 960
+"""20 ms on Opus' 48 kHz RTP clock (RFC 7587 §4.1)."""
+
+_P = "_RTCRtpSender__"
+SENDER_FIELDS = (
+    "rtp_started",
+    "rtp_exited",
+    "ntp_timestamp",
+    "rtp_timestamp",
+    "octet_count",
+    "packet_count",
+    "mid",
+    "rtp_header_extensions_map",
+    "track",
+)
+"""``RTCRtpSender`` private attributes this module reads or writes (name-mangled)."""
+_DTLS_FIELDS = (
+    "_state",
+    "_tx_srtp",
+    "transport",
+    "_RTCDtlsTransport__tx_bytes",
+    "_RTCDtlsTransport__tx_packets",
+)
+
+
+def _check_aiortc() -> None:
+    """Fail at import if aiortc's sender no longer has what :class:`LeanSender` replaces or
+    feeds: ``_run_rtp(codec)`` started by ``send``, and the counters ``_run_rtcp`` reads."""
+    wanted = {
+        RTCRtpSender.send: ("_run_rtp",),
+        RTCRtpSender._run_rtcp: tuple(
+            _P + n for n in ("ntp_timestamp", "rtp_timestamp", "octet_count", "packet_count")
+        ),
+        RTCRtpSender.__init__: tuple(_P + n for n in SENDER_FIELDS if n != "track"),
+        RTCRtpSender.stop: (_P + "rtp_started", _P + "rtp_exited"),
+        RTCDtlsTransport._send_rtp: ("_tx_srtp", "protect", "_send", "_state"),
+        RTCDtlsTransport.__init__: _DTLS_FIELDS[:2] + _DTLS_FIELDS[3:],
+        RTCIceTransport.__init__: ("_send",),
+    }
+    missing = [
+        f"{fn.__qualname__}: {name}"
+        for fn, names in wanted.items()
+        for name in names
+        if name not in fn.__code__.co_names
+    ]
+    if missing or not hasattr(State, "CONNECTED"):
+        raise RuntimeError(
+            f"aiortc {aiortc.__version__} changed its RTP sender ({', '.join(missing)}): "
+            "bridge/rtc/rtpsend.py must be updated"
+        )
+
+
+_check_aiortc()
+
+
+def random_sequence_number() -> int:
+    """A random first sequence number in the lower half (as aiortc and libwebrtc: SRTP's
+    rollover counter is then never guessed wrong at the start)."""
+    return secrets.randbelow(0x8000)
+
+
+def ntp_time(unix: float) -> int:
+    """A Unix time as a 64-bit NTP timestamp (RFC 3550 §4)."""
+    return int((unix + _NTP_EPOCH) * 4294967296.0)
+
+
+def header_extension(extensions_map: HeaderExtensionsMap, mid: str | None) -> bytes:
+    """The header extension block aiortc writes on audio (the ``mid``, when negotiated):
+    profile, length and elements, ready to follow the fixed header; ``b""`` when none."""
+    values = HeaderExtensions()
+    values.mid = mid
+    profile, value = extensions_map.set(values)
+    if not value:
+        return b""
+    return struct.pack("!HH", profile, len(value) >> 2) + value
+
+
+class RtpStream:
+    """One SSRC's RTP packets: numbers, RTP time, marker and counts (module docstring).
+
+    RTP times given to it are the sender's own (from 0); the stream adds a random origin
+    (RFC 3550 §5.1). Sequence numbers are the stream's unless a packet brings its own (a
+    forwarded one, mapped onto this stream: see ``rtc/passthrough.py``).
+    """
+
+    def __init__(
+        self,
+        ssrc: int,
+        payload_type: int = 111,
+        *,
+        frame_ticks: int = OPUS_FRAME_TICKS,
+        first_seq: int | None = None,
+        origin: int | None = None,
+    ) -> None:
+        self.ssrc = ssrc
+        self.payload_type = payload_type
+        self.frame_ticks = frame_ticks
+        self.next_seq = random_sequence_number() if first_seq is None else first_seq
+        """The number the next packet gets (unless it brings its own)."""
+        self.origin = secrets.randbits(32) if origin is None else origin
+        self.extension = b""
+        """The header extension block (see :func:`header_extension`), set at start."""
+        self.packets = 0
+        self.octets = 0
+        """Payload octets sent (RFC 3550 §6.4.1: no headers, no padding)."""
+        self.audio_packets = 0
+        self.last_pts: int | None = None
+        """The sender's RTP time of the latest (newest) audio packet."""
+        self.markers = 0
+
+    def packetise(
+        self,
+        payload: bytes,
+        pts: int,
+        seq: int | None = None,
+        *,
+        marker: bool | None = None,
+        payload_type: int | None = None,
+    ) -> bytes:
+        """One RTP packet (plaintext). ``marker=None`` (audio): the stream decides (first
+        packet, or first of a talkspurt); an event gives its own and ``payload_type``."""
+        if seq is None:
+            seq = self.next_seq
+        if payload_type is None:  # audio
+            last = self.last_pts
+            step = 0 if last is None else (pts - last) & 0xFFFFFFFF
+            if marker is None:  # the first packet, or the first after a pause in sending
+                marker = last is None or (
+                    seq == self.next_seq and self.frame_ticks < step < 0x80000000
+                )
+            if step < 0x80000000:  # not an older, reordered packet
+                self.last_pts = pts & 0xFFFFFFFF
+            self.audio_packets += 1
+            payload_type = self.payload_type
+        if marker:
+            self.markers += 1
+        # Later packets continue after the highest number sent (a reordered packet, forwarded
+        # with a lower number, does not move the count back).
+        if (seq - self.next_seq) & 0x8000 == 0:
+            self.next_seq = (seq + 1) & 0xFFFF
+        self.packets += 1
+        self.octets += len(payload)
+        ext = self.extension
+        header = _HEADER.pack(
+            0x90 if ext else 0x80,
+            (0x80 if marker else 0) | payload_type,
+            seq & 0xFFFF,
+            (pts + self.origin) & 0xFFFFFFFF,
+            self.ssrc,
+        )
+        return header + ext + payload
+
+    def timestamp(self, pts: int) -> int:
+        """The on-the-wire RTP timestamp of the sender's RTP time ``pts``."""
+        return (pts + self.origin) & 0xFFFFFFFF
+
+
+class LeanSender:
+    """Sends an audio ``RTCRtpSender``'s track through an :class:`RtpStream` in place of
+    aiortc's ``_run_rtp`` (module docstring). Install before the connection starts the sender
+    (i.e. before negotiation completes); the track's ``recv()`` must return pre-encoded
+    packets with ``data`` (Opus), ``pts`` (48 kHz RTP time from 0) and ``seq`` (``None``, or
+    the stream sequence number a forwarded packet was mapped to)."""
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        for name in SENDER_FIELDS:
+            if not hasattr(sender, _P + name):
+                raise RuntimeError(f"aiortc's RTCRtpSender has no {name}: rtc/rtpsend.py")
+        self.sender: Any = sender
+        self.stream = RtpStream(sender._ssrc)
+        self.dtls: Any = None
+        self._send: Any = None
+        self.running = False
+        sender._run_rtp = self._run  # type: ignore[method-assign]
+
+    async def _run(self, codec: Any) -> None:
+        """aiortc's ``RTCRtpSender.send`` starts this as the sender's RTP task."""
+        sender = self.sender
+        if codec.mimeType.lower() != "audio/opus":
+            log.error("lean RTP sender: negotiated %s, not Opus; aiortc sends", codec.mimeType)
+            await RTCRtpSender._run_rtp(sender, codec)
+            return
+        # aiortc's stop() waits for both events: set them whatever happens below.
+        getattr(sender, _P + "rtp_started").set()
+        track = None
+        try:
+            self.stream.payload_type = codec.payloadType
+            self.stream.extension = header_extension(
+                getattr(sender, _P + "rtp_header_extensions_map"), getattr(sender, _P + "mid")
+            )
+            dtls = sender.transport
+            for name in _DTLS_FIELDS:
+                if not hasattr(dtls, name):
+                    raise RuntimeError(f"aiortc's RTCDtlsTransport has no {name}: rtc/rtpsend.py")
+            self.dtls = dtls
+            self._send = dtls.transport._send
+            self.running = True
+            while True:
+                track = sender.track
+                if track is None:
+                    await asyncio.sleep(0.02)
+                    continue
+                packet = await track.recv()
+                await self.send(packet.data, packet.pts, packet.seq)
+        except (asyncio.CancelledError, ConnectionError, MediaStreamError):
+            pass
+        except Exception:  # loudly, but aiortc's stop() must still find rtp_exited set
+            log.exception("lean RTP sender failed")
+        finally:
+            self.running = False
+            if track is not None:
+                track.stop()
+            getattr(sender, _P + "rtp_exited").set()
+
+    async def send(
+        self,
+        payload: bytes,
+        pts: int,
+        seq: int | None = None,
+        *,
+        marker: bool | None = None,
+        payload_type: int | None = None,
+    ) -> None:
+        """Packetise, protect and send one packet of this stream (see :meth:`RtpStream.packetise`);
+        raises ``ConnectionError`` when DTLS is not (or no longer) connected."""
+        dtls = self.dtls
+        if dtls is None or dtls._state != State.CONNECTED:
+            raise ConnectionError("Cannot send encrypted RTP, not connected")
+        stream = self.stream
+        data = dtls._tx_srtp.protect(
+            stream.packetise(payload, pts, seq, marker=marker, payload_type=payload_type)
+        )
+        await self._send(data)
+        dtls._RTCDtlsTransport__tx_bytes += len(data)
+        dtls._RTCDtlsTransport__tx_packets += 1
+        # What aiortc's _run_rtcp writes its sender reports from (and getStats reads).
+        s = self.sender
+        s._RTCRtpSender__packet_count = stream.packets
+        s._RTCRtpSender__octet_count = stream.octets
+        if payload_type is None and stream.last_pts == pts & 0xFFFFFFFF:  # the newest audio
+            s._RTCRtpSender__ntp_timestamp = ntp_time(time.time())
+            s._RTCRtpSender__rtp_timestamp = (stream.last_pts + stream.origin) & 0xFFFFFFFF
+
+
+def install(sender: RTCRtpSender) -> LeanSender:
+    """Give an audio sender whose track sends pre-encoded Opus the lean path; the one hook
+    each WebRTC leg calls (``rtc/session.py``, ``engines/cloudapi/peer.py``)."""
+    return LeanSender(sender)

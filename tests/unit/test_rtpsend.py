@@ -1,0 +1,254 @@
+"""The bridge's own RTP send path (rtc/rtpsend.py): one owner of a stream's sequence numbers
+and RTP time across encoded, forwarded and DTMF packets; the marker bit of RFC 3551 §4.1 /
+RFC 7587; aiortc's sender reports counting exactly what was sent."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection, RTCRtpCodecParameters
+from aiortc.rtcdtlstransport import State
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import RtcpSrPacket, RtpPacket
+
+from bridge.audio import FRAME_SAMPLES
+from bridge.rtc import rtpsend
+from bridge.rtc.passthrough import PassThrough
+from bridge.rtc.rfc4733 import EventSender
+from bridge.rtc.rtpsend import RtpStream, ntp_time
+from bridge.rtc.tracks import OpusBusTrack
+
+OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48_000, channels=2, payloadType=111)
+EVENT_PT = 101
+
+
+class Tone:
+    """A 440 Hz tone, 20 ms at a time (a ``FrameSource``)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def pop(self) -> np.ndarray:
+        t = (np.arange(FRAME_SAMPLES) + self.n * FRAME_SAMPLES) / 16_000
+        self.n += 1
+        return (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+
+    def detach(self) -> None:
+        pass
+
+
+class FakeDtls:
+    """What the lean sender uses of an ``RTCDtlsTransport``: SRTP is the identity here, so
+    the test reads the plaintext packets as they would have been protected."""
+
+    def __init__(self) -> None:
+        self._state = State.CONNECTED
+        self._tx_srtp = SimpleNamespace(protect=lambda data: data)
+        self.sent: list[bytes] = []
+        self.transport = SimpleNamespace(_send=self._capture)
+        self._RTCDtlsTransport__tx_bytes = 0
+        self._RTCDtlsTransport__tx_packets = 0
+        self._stats_id = "transport"
+
+    async def _capture(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def _get_stats(self) -> dict[str, Any]:
+        return {}
+
+    def packets(self) -> list[RtpPacket]:
+        return [RtpPacket.parse(d) for d in self.sent]
+
+
+async def wait_until(cond: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+def test_the_marker_bit_is_set_on_the_first_packet_and_after_a_pause_only() -> None:
+    s = RtpStream(0x1234, 111, first_seq=100, origin=0)
+    marks = [RtpPacket.parse(s.packetise(b"x", 960 * i)).marker for i in range(3)]
+    assert marks == [1, 0, 0]
+    # Nothing sent for 200 ms (DTX, a source that paused): the next packet starts a talkspurt.
+    assert RtpPacket.parse(s.packetise(b"x", 960 * 12)).marker == 1
+    assert RtpPacket.parse(s.packetise(b"x", 960 * 13)).marker == 0
+    # A forwarded packet after a loss before the bridge: a gap in both numbers, no talkspurt.
+    loss = RtpPacket.parse(s.packetise(b"x", 960 * 15, s.next_seq + 1))
+    assert loss.marker == 0 and loss.sequence_number == 106
+    # An event says so itself, and moves neither the audio's RTP time nor its marker logic.
+    ev = RtpPacket.parse(s.packetise(b"ev", 960 * 16, marker=True, payload_type=EVENT_PT))
+    assert (ev.marker, ev.payload_type, ev.sequence_number) == (1, EVENT_PT, 107)
+    assert s.last_pts == 960 * 15
+    nxt = RtpPacket.parse(s.packetise(b"x", 960 * 16))
+    assert (nxt.marker, nxt.sequence_number) == (0, 108)
+    assert s.packets == 8 and s.octets == 9 and s.markers == 3
+
+
+def test_a_reordered_forwarded_packet_keeps_its_number_and_moves_nothing_back() -> None:
+    s = RtpStream(1, 111, first_seq=0xFFFE, origin=0xFFFFFF00)
+    a = RtpPacket.parse(s.packetise(b"a", 0))
+    c = RtpPacket.parse(s.packetise(b"c", 1920, 0))  # 0xFFFF lost or late, numbers wrap
+    b = RtpPacket.parse(s.packetise(b"b", 960, 0xFFFF))  # the late one
+    d = RtpPacket.parse(s.packetise(b"d", 2880))
+    assert [p.sequence_number for p in (a, c, b, d)] == [0xFFFE, 0, 0xFFFF, 1]
+    assert [p.timestamp for p in (a, b, c, d)] == [0xFFFFFF00, 0x2C0, 0x680, 0xA40]
+    assert s.last_pts == 2880
+
+
+def test_the_header_extension_block_is_what_aiortc_writes() -> None:
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+    from aiortc.rtp import HeaderExtensionsMap
+
+    m = HeaderExtensionsMap()
+    m.configure(
+        RTCRtpParameters(
+            headerExtensions=[
+                RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid")
+            ]
+        )
+    )
+    s = RtpStream(7, 111, first_seq=5, origin=0)
+    s.extension = rtpsend.header_extension(m, "0")
+    ours = s.packetise(b"opus", 960, marker=False)
+    theirs = RtpPacket(payload_type=111, sequence_number=5, timestamp=960, ssrc=7, payload=b"opus")
+    theirs.extensions.mid = "0"
+    assert ours == theirs.serialize(m)
+    assert RtpPacket.parse(ours, m).extensions.mid == "0"
+    assert rtpsend.header_extension(HeaderExtensionsMap(), "0") == b""
+
+
+async def test_numbers_and_rtp_time_run_on_across_forwarding_and_dtmf_and_reports_count_them() -> (
+    None
+):
+    pc = RTCPeerConnection()
+    sender = pc.addTransceiver("audio").sender
+    track = OpusBusTrack(Tone())
+    sender.replaceTrack(track)
+    lean = rtpsend.install(sender)
+    dtls = FakeDtls()
+    sender.setTransport(dtls)
+    allow = False
+    pass_through = PassThrough(lambda: allow)
+    track.forward_from(pass_through, lean.stream)
+    task = asyncio.ensure_future(sender._run_rtp(OPUS))
+    try:
+        await wait_until(lambda: len(dtls.sent) >= 10)
+        # Another leg's packets arrive: forwarded as they are, one lost before the bridge.
+        allow = True
+        source = [(40_000 + i, 5_000_000 + 960 * i, bytes([0xF8, i])) for i in range(10)]
+        for seq, ts, payload in source:
+            if seq != 40_004:
+                pass_through.offer(seq, ts, payload)
+        await wait_until(lambda: track.forwarded_frames == 9)
+        allow = False  # mixing starts: back to the bridge's encoder
+        mark = len(dtls.sent)
+        await wait_until(lambda: len(dtls.sent) >= mark + 5)
+        events = EventSender(lean)
+        await events.play("5", 100, EVENT_PT)
+        mark = len(dtls.sent)
+        await wait_until(lambda: len(dtls.sent) >= mark + 5)
+    finally:
+        task.cancel()
+        await task
+    assert not lean.running and track.readyState == "ended"
+
+    packets = dtls.packets()
+    audio = [p for p in packets if p.payload_type == 111]
+    ev = [p for p in packets if p.payload_type == EVENT_PT]
+    assert {p.ssrc for p in packets} == {sender._ssrc}
+    # One sequence for everything, with the source's loss kept as the one gap.
+    seqs = [p.sequence_number for p in packets]
+    steps = [(b - a) & 0xFFFF for a, b in itertools.pairwise(seqs)]
+    assert steps.count(2) == 1 and set(steps) == {1, 2}
+    forwarded = [p for p in audio if p.payload[:1] == b"\xf8" and len(p.payload) == 2]
+    assert [p.payload[1] for p in forwarded] == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    # RTP time: 20 ms per audio packet, encoded or forwarded, 40 ms across the lost one.
+    ts_steps = [(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in itertools.pairwise(audio)]
+    assert ts_steps.count(1920) == 1 and set(ts_steps) == {960, 1920}
+    # Marker: the stream's first packet, and each key press's first; nothing else.
+    assert audio[0].marker == 1 and not any(p.marker for p in audio[1:])
+    assert [p.marker for p in ev] == [1] + [0] * (len(ev) - 1)
+    # The press: 5 packets of 20 ms + the end sent 3 times, at the audio's next RTP time.
+    assert len(ev) == 7 and len({p.timestamp for p in ev}) == 1
+    before = [p for p in audio if packets.index(p) < packets.index(ev[0])]
+    assert ev[0].timestamp == (before[-1].timestamp + 960) & 0xFFFFFFFF
+    assert [p.payload[1] & 0x80 for p in ev] == [0] * 4 + [0x80] * 3
+
+    # aiortc's RTCP loop reports exactly that (RFC 3550 §6.4.1): every packet and payload
+    # octet, and the newest audio packet's RTP time (never an event's) at its send time.
+    reports: list[RtcpSrPacket] = []
+
+    async def capture(rtcp: list[Any]) -> None:
+        reports.extend(p for p in rtcp if isinstance(p, RtcpSrPacket))
+
+    sender._send_rtcp = capture  # type: ignore[method-assign]
+    rtcp = asyncio.ensure_future(sender._run_rtcp())
+    await wait_until(lambda: bool(reports))
+    rtcp.cancel()
+    await rtcp
+    info = reports[0].sender_info
+    assert info.packet_count == len(packets) == lean.stream.packets
+    assert info.octet_count == sum(len(p.payload) for p in packets)
+    assert info.rtp_timestamp == audio[-1].timestamp
+    assert abs(info.ntp_timestamp - ntp_time(time.time())) < 10 * 2**32
+    stats = await RTCRtpSender.getStats(sender)
+    out = next(s for s in stats.values() if s.type == "outbound-rtp")
+    assert (out.packetsSent, out.bytesSent) == (len(packets), info.octet_count)
+    assert dtls._RTCDtlsTransport__tx_packets == len(packets)
+    await pc.close()
+
+
+async def test_a_dead_transport_ends_the_loop_and_lets_aiortc_stop() -> None:
+    pc = RTCPeerConnection()
+    sender = pc.addTransceiver("audio").sender
+    track = OpusBusTrack(Tone())
+    sender.replaceTrack(track)
+    rtpsend.install(sender)
+    dtls = FakeDtls()
+    sender.setTransport(dtls)
+    task = asyncio.ensure_future(sender._run_rtp(OPUS))
+    await wait_until(lambda: len(dtls.sent) >= 2)
+    dtls._state = State.CLOSED
+    await asyncio.wait_for(task, 5)
+    assert sender._RTCRtpSender__rtp_exited.is_set()  # what RTCRtpSender.stop() awaits
+    assert track.readyState == "ended"
+    await pc.close()
+
+
+async def test_a_transport_without_what_it_needs_fails_loudly_and_lets_aiortc_stop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pc = RTCPeerConnection()
+    sender = pc.addTransceiver("audio").sender
+    sender.replaceTrack(OpusBusTrack(Tone()))
+    rtpsend.install(sender)
+    dtls = FakeDtls()
+    del dtls._tx_srtp
+    sender.setTransport(dtls)
+    await asyncio.wait_for(sender._run_rtp(OPUS), 5)
+    assert sender._RTCRtpSender__rtp_started.is_set() and sender._RTCRtpSender__rtp_exited.is_set()
+    assert "no _tx_srtp" in caplog.text and not dtls.sent
+    await pc.close()
+
+
+def test_a_changed_aiortc_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RTCRtpSender, "_run_rtcp", lambda self: None)
+    with pytest.raises(RuntimeError, match=r"rtc/rtpsend\.py"):
+        rtpsend._check_aiortc()
+
+
+async def test_a_sender_without_the_private_fields_is_refused() -> None:
+    pc = RTCPeerConnection()
+    sender = pc.addTransceiver("audio").sender
+    del sender._RTCRtpSender__packet_count
+    with pytest.raises(RuntimeError, match="packet_count"):
+        rtpsend.install(sender)
+    await pc.close()
