@@ -443,6 +443,7 @@ class CallRuntime:
             return
         if self._forwarding_to is not None:
             self._forwarding_to.forward_uplink(None)
+            self._forwarding_to.report_loss_beyond(None)
         self._forwarding_to = None
         if session is None or not session.media.opus_passthrough:
             leg.forward_to(None)
@@ -450,13 +451,21 @@ class CallRuntime:
         bus, conference, sessions = self.bus, self.bus.conference, self.sessions
         down = session.forward_downlink(lambda: len(sessions) == 1 and not conference.mixed)
         leg.forward_to(down.offer if down is not None else None)
-        up = leg.forward_from(
-            lambda: len(sessions) == 1
-            and not conference.mixed
-            and not bus.muted
-            and not bus.has_sources
-        )
+
+        def agent_only() -> bool:
+            return (
+                len(sessions) == 1
+                and not conference.mixed
+                and not bus.muted
+                and not bus.has_sources
+            )
+
+        up = leg.forward_from(agent_only)
         session.forward_uplink(up.offer if up is not None else None)
+        if up is not None:
+            # The browser's packets reach WhatsApp as they are: its FEC must cover the loss on
+            # the WhatsApp leg too (the larger of the two in the reports it gets).
+            session.report_loss_beyond(lambda: leg.far_end_loss if agent_only() else 0.0)
         self._forwarding_to = session
 
     def _pump_closed(self, exc: BaseException | None) -> None:

@@ -142,6 +142,10 @@ class WebRTCLeg(Protocol):
         """Send the browser's Opus packets (given to the returned ``PassThrough``) untouched
         while ``allowed()``; ``None`` if it cannot."""
 
+    @property
+    def far_end_loss(self) -> float:
+        """The share of what it sends that WhatsApp's receiver reports lost (latest sample)."""
+
     async def sample_quality(self) -> Any:
         """The change of its RTP/RTCP counters since the last sample (an ``rtc`` Quality)."""
 

@@ -47,7 +47,7 @@ from .passthrough import PassThrough
 from .ports import port_scope
 from .release import release_peer_connection
 from .tracks import BusAudioTrack, OpusBusTrack
-from .uplink import Playout, take_over_receiver
+from .uplink import Playout, report_loss_beyond, take_over_receiver
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,10 @@ def account_concealment(delta: Quality, playout: Playout) -> None:
     delta.loss_fraction = max(delta.concealed_fraction, delta.far_end_loss)
 
 
+def _no_loss() -> float:
+    return 0.0
+
+
 def install_transport_hooks() -> None:
     """The process-wide aioice/aiortc hooks every leg relies on (idempotent): pinned ports,
     the UDP guard, DTLS ciphers and failure reasons."""
@@ -196,6 +200,7 @@ class PeerLeg:
         """The bridge's own packetise -> SRTP -> send for its Opus track (``rtpsend.py``): the
         one owner of the stream's sequence numbers (encoded, forwarded and DTMF packets)."""
         self._playout: Playout | None = None
+        self._loss_beyond: Callable[[], float] = _no_loss
         self._tasks = TaskSet(tasks)
         self._close_lock = asyncio.Lock()
         self._closed = False
@@ -229,6 +234,7 @@ class PeerLeg:
         if isinstance(track, OpusBusTrack):  # our Opus: our packetise -> SRTP -> send
             self._lean = rtpsend.install(transceiver.sender)
         self._playout = take_over_receiver(transceiver.receiver, on_frame, stats, self._tasks)
+        report_loss_beyond(transceiver.receiver, lambda: self._loss_beyond())
         transceiver.direction = "sendrecv"
         return self._playout
 
@@ -242,6 +248,17 @@ class PeerLeg:
         leg's sender forwarding it); ``None`` stops."""
         if self._playout is not None:
             self._playout.forward = offer
+
+    def report_loss_beyond(self, loss: Callable[[], float] | None) -> None:
+        """While this leg's packets are forwarded into another leg, tell its sender the loss
+        there too (``uplink.report_loss_beyond``); ``None`` stops."""
+        self._loss_beyond = loss or _no_loss
+
+    @property
+    def far_end_loss(self) -> float:
+        """The share of what this leg sent that the far end's receiver reports say was lost
+        (the latest quality sample)."""
+        return self.last.far_end_loss if self.last is not None else 0.0
 
     def forward_to_sender(self, allowed: Callable[[], bool]) -> PassThrough | None:
         """Let this leg's sender send another leg's Opus packets untouched while

@@ -34,6 +34,7 @@ from typing import Any
 
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtp import RtcpRrPacket
 
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
 from ..audio.pcm import Pcm
@@ -203,3 +204,28 @@ def take_over_receiver(
     setattr(receiver, _BUFFER, ReceiverBuffer(playout))
     setattr(receiver, _QUEUE, playout)
     return playout
+
+
+def report_loss_beyond(receiver: RTCRtpReceiver, loss: Callable[[], float]) -> None:
+    """Report to this leg's sender at least ``loss()`` (a fraction) in the RTCP receiver
+    reports aiortc sends it, as well as the loss aiortc measured itself.
+
+    When this leg's packets are forwarded untouched to another leg (``rtc/passthrough.py``),
+    the sender's in-band FEC is all the far receiver gets: the sender must plan it for the loss
+    of both hops, and it learns of loss only from the fraction lost of our reports (RFC 3550
+    §6.4.2; libwebrtc's Opus sets its expected packet loss from it). So the report carries the
+    larger of the two. aiortc builds the reports in ``_run_rtcp`` and sends them through
+    ``_send_rtcp``; this wraps that method on this receiver alone and checks it exists, so a
+    change in aiortc fails loudly."""
+    send = getattr(receiver, "_send_rtcp", None)
+    if send is None or not asyncio.iscoroutinefunction(send):
+        raise RuntimeError("aiortc's RTCRtpReceiver changed: cannot report the loss beyond it")
+
+    async def send_rtcp(packet: Any) -> None:
+        if isinstance(packet, RtcpRrPacket):
+            beyond = min(255, int(max(0.0, loss()) * 256))
+            for report in packet.reports:
+                report.fraction_lost = max(report.fraction_lost, beyond)
+        await send(packet)
+
+    receiver._send_rtcp = send_rtcp  # type: ignore[method-assign]

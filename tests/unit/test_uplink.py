@@ -9,6 +9,7 @@ import threading
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from bridge.audio import FRAME_SAMPLES, tone
 from bridge.audio.opus import OpusEncoder
@@ -90,3 +91,48 @@ async def test_aiortcs_decoder_thread_idles_until_stop_and_the_clock_stops_with_
     ReceiverBuffer(playout).add(rtp(2, opus_packets(1)[0]))  # late packets are ignored
     assert len(tasks) == 0
     await tasks.close()
+
+
+async def test_the_reports_carry_the_loss_beyond_a_forwarded_leg() -> None:
+    """While the leg's packets are forwarded into another leg, its sender hears the larger of
+    the two losses (RFC 3550 §6.4.2's fraction lost, out of 256) in every receiver report;
+    other RTCP passes untouched, and a real aiortc receiver has the method it wraps."""
+    from aiortc import RTCRtpReceiver
+    from aiortc.rtp import RtcpPsfbPacket, RtcpReceiverInfo, RtcpRrPacket
+
+    from bridge.rtc.uplink import report_loss_beyond
+
+    assert asyncio.iscoroutinefunction(RTCRtpReceiver._send_rtcp)
+    sent: list[object] = []
+
+    async def send_rtcp(packet: object) -> None:
+        sent.append(packet)
+
+    receiver = SimpleNamespace(_send_rtcp=send_rtcp)
+    beyond = [0.10]
+    report_loss_beyond(receiver, lambda: beyond[0])  # type: ignore[arg-type]
+
+    def rr(fraction: int) -> RtcpRrPacket:
+        info = RtcpReceiverInfo(
+            ssrc=1,
+            fraction_lost=fraction,
+            packets_lost=3,
+            highest_sequence=9,
+            jitter=0,
+            lsr=0,
+            dlsr=0,
+        )
+        return RtcpRrPacket(ssrc=2, reports=[info])
+
+    await receiver._send_rtcp(rr(5))  # ours 2 %, beyond 10 %: 10 % (25/256)
+    await receiver._send_rtcp(rr(128))  # ours 50 %: ours
+    beyond[0] = 0.0
+    await receiver._send_rtcp(rr(7))  # nothing beyond: ours unchanged
+    pli = RtcpPsfbPacket(fmt=1, ssrc=2, media_ssrc=1)
+    await receiver._send_rtcp(pli)
+    fractions = [p.reports[0].fraction_lost for p in sent[:3]]  # type: ignore[attr-defined]
+    assert fractions == [25, 128, 7]
+    assert sent[3] is pli and sent[0].reports[0].packets_lost == 3  # type: ignore[attr-defined]
+
+    with pytest.raises(RuntimeError, match="changed"):
+        report_loss_beyond(SimpleNamespace(), lambda: 0.0)  # type: ignore[arg-type]

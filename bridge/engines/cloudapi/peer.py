@@ -325,6 +325,10 @@ class PeerChannel:
     def mos(self, value: float | None) -> None:
         self.peer.mos = value
 
+    @property
+    def far_end_loss(self) -> float:
+        return self.peer.far_end_loss
+
     async def send(self, pcm: Pcm) -> None:
         if self._closed or self.peer.dead:
             raise MediaFatal(f"{self.peer.name}: the WhatsApp-side peer connection is closed")
