@@ -16,6 +16,7 @@ from bridge.engines.cloudapi.peer import WhatsAppPeer
 
 from ..support.calls import wait_state
 from ..support.rtc_client import RtcClient
+from ..support.waits import until
 
 TONE_DBFS = -9.0  # both sides send a tone at amplitude 0.5 (RMS -9 dBFS)
 
@@ -28,17 +29,19 @@ def cclient(make_client, meta):
     return factory
 
 
-async def until(predicate, timeout: float = 5.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-    return value
-
-
 async def live_calls(client, headers=None) -> list[dict]:
     return (await (await client.get("/call/status", headers=headers)).json())["calls"]
+
+
+async def the_live_call(client) -> dict:
+    """The one live call, once the engine reported it: Meta sees ``pre_accept`` before the
+    engine's INCOMING event reaches the manager (the answer is sent first)."""
+    for _ in range(200):
+        if calls := await live_calls(client):
+            assert len(calls) == 1, calls
+            return calls[0]
+        await asyncio.sleep(0.01)
+    raise AssertionError("no live call")
 
 
 def heard(recorder, seconds: float = 1.0) -> np.ndarray:
@@ -96,9 +99,7 @@ async def test_inbound_pre_accept_accept_audio_both_ways_and_remote_hangup(cclie
     await until(lambda: mcall.pre_accept_at, 1.0, "pre_accept within 1 s")
     assert mcall.pre_accept_at - mcall.offered_at < 1.0
     assert_meta_sdp(mcall.pre_accept_sdp, answer=True)
-    calls = await live_calls(client)
-    assert len(calls) == 1
-    call = calls[0]
+    call = await the_live_call(client)
     assert (call["state"], call["direction"]) == ("ringing", "inbound")
     assert call["peer"] == "15550001111@s.whatsapp.net"
     # ICE and DTLS come up on pre_accept, before the agent answers.
@@ -284,7 +285,7 @@ async def test_dtmf_digits_from_the_whatsapp_user(cclient, meta):
     manager = client.app[MANAGER]
     mcall = await meta.user_calls(client, "15550004444")
     await until(lambda: mcall.pre_accept_at, 2, "pre_accept")
-    call = (await live_calls(client))[0]
+    call = await the_live_call(client)
     await asyncio.wait_for(mcall.peer.connected.wait(), 5)
     async with manager.events.subscribe() as sub:
         resp = await client.post("/call/answer", json={"callID": call["callID"]})
@@ -350,7 +351,7 @@ async def test_whatsapp_peer_going_away_fails_the_call(cclient, meta, monkeypatc
     manager = client.app[MANAGER]
     mcall = await meta.user_calls(client, "15550005555")
     await until(lambda: mcall.pre_accept_at, 2, "pre_accept")
-    call = (await live_calls(client))[0]
+    call = await the_live_call(client)
     await asyncio.wait_for(mcall.peer.connected.wait(), 5)
     rtc = await connect_browser(client, call["callID"])
     assert (await client.post("/call/answer", json={"callID": call["callID"]})).status == 200
@@ -389,7 +390,7 @@ async def test_ringing_inbound_call_times_out_as_missed_and_is_rejected_at_meta(
     async with manager.events.subscribe() as sub:
         mcall = await meta.user_calls(client, "15550006666")
         await until(lambda: mcall.pre_accept_at, 2, "pre_accept")
-        call = (await live_calls(client))[0]
+        call = await the_live_call(client)
         assert call["state"] == "ringing"
         events = await collect_until_ended(sub, call["callID"], timeout=10)
     types = [e.type for e in events]

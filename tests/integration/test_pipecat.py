@@ -51,6 +51,7 @@ from pipecat_whatsapp_bridge import WhatsAppBridgeTransport
 from ..fakes.common import free_port
 from ..support.calls import wait_state
 from ..support.spectrum import band_energy
+from ..support.waits import until
 from .test_streams import active_call, sim_call
 from .test_twilio_streams import press_on_whatsapp
 
@@ -105,15 +106,6 @@ class SpyTwilioSerializer(TwilioFrameSerializer):
     async def deserialize(self, data: str | bytes) -> Frame | None:
         self.events.append(json.loads(data))
         return await super().deserialize(data)
-
-
-async def until(check: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Wait for ``check()`` (a bound, never an assertion on time)."""
-    for _ in range(int(seconds / 0.02)):
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not reached")
 
 
 @asynccontextmanager

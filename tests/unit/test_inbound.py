@@ -15,6 +15,7 @@ from bridge.engines import EngineEvent, EngineEventKind
 from bridge.errors import AtCapacity
 
 from ..fakes.engine import Calls, FakeEngine, calls_for_tests
+from ..support.waits import until
 
 
 @pytest.fixture
@@ -31,14 +32,6 @@ async def calls() -> AsyncIterator[tuple[Calls, FakeEngine, list[str]]]:
 def ring(engine: FakeEngine, engine_call_id: str, peer: str = "15550001111") -> None:
     engine.calls[engine_call_id] = "ringing"
     engine.events.put_nowait(EngineEvent(EngineEventKind.INCOMING, engine_call_id, peer))
-
-
-async def until(condition: Any, timeout: float = 1.0) -> None:
-    for _ in range(int(timeout / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met")
 
 
 async def test_a_new_inbound_call_rings_here_once(calls) -> None:

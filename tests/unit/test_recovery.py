@@ -17,6 +17,7 @@ from bridge.engines import EngineEvent, EngineEventKind, RemoteCall
 from bridge.errors import EngineUnavailable
 
 from ..fakes.engine import Calls, FakeEngine, calls_for_tests
+from ..support.waits import until
 
 
 @pytest.fixture
@@ -45,14 +46,6 @@ def lost_call(engine: FakeEngine, engine_call_id: str = "dead1") -> Call:
         state=CallState.ACTIVE,
     ).snapshot()
     return Call.from_snapshot(snapshot, engine_call_id)
-
-
-async def until(condition: Any, timeout: float = 1.0) -> None:
-    for _ in range(int(timeout / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met")
 
 
 async def test_a_dead_workers_call_ends_failed_then_is_hung_up(calls) -> None:
