@@ -159,8 +159,11 @@ async def test_bus_track_paced_and_silent_on_underrun() -> None:
     assert {f.samples for f in frames} == {FRAME_SAMPLES} and frames[0].sample_rate == 16_000
     pcm = [f.to_ndarray().reshape(-1, 2)[:, 0] for f in frames]
     assert dominant_frequency(np.concatenate(pcm[:5]), 16_000) == pytest.approx(500, abs=5)
-    assert all(not p.any() for p in pcm[5:])  # underrun plays silence, never stalls
-    assert track.silent_frames == 20
+    # The underrun: one frame conceals the missing audio (the last frame mirrored, fading to
+    # zero), then silence; the track never stalls.
+    assert pcm[5].any() and abs(int(pcm[5][-1])) <= 1
+    assert all(not p.any() for p in pcm[6:])
+    assert track.silent_frames == 19
     assert bus.stats.downlink_played == 5 and bus.stats.downlink_transit.count == 5
     track.stop()
     assert bus._sinks == []

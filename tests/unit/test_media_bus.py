@@ -53,3 +53,36 @@ async def test_mixing_clips_at_full_scale_never_wraps() -> None:
     bus.push_uplink(np.full(FRAME_SAMPLES, -30_000, dtype=np.int16))
     assert (out[1] == -32768).all()
     await bus.aclose()
+
+
+def test_an_underrun_fades_out_and_the_audio_fades_back_in() -> None:
+    """A downlink underrun is not a hard cut: the first missing frame is the last one played,
+    time-reversed (continuing from its last sample with no step) and faded to zero; the rest
+    is silence; the audio that resumes ramps up over 5 ms instead of starting with a step."""
+    from bridge.audio import tone
+
+    bus = CallBus("c1")
+    sink = bus.add_downlink("browser")
+    frames = [tone(440, FRAME_SAMPLES, start=i * FRAME_SAMPLES) for i in range(6)]
+    for frame in frames[:3]:
+        bus.push_downlink(frame)
+    played = [sink.pop() for _ in range(3)]
+    assert played[0] is not None and abs(int(played[0][0])) <= 1  # a call's first frame fades in
+    assert played[2] is not None and np.array_equal(played[2], frames[2])
+    concealed = sink.pop()  # the engine's next frame is late
+    assert concealed is not None and sink.concealed == 1
+    # No step at the seam: it starts where the last frame ended, and decays to nothing.
+    assert abs(int(concealed[0]) - int(frames[2][-1])) <= 1
+    assert abs(int(concealed[-1])) <= 1
+    first, last = concealed[:80].astype(float), concealed[-80:].astype(float)
+    assert np.sqrt(np.mean(last**2)) < 0.2 * np.sqrt(np.mean(first**2))
+    assert sink.pop() is None and sink.pop() is None  # then silence while it refills
+    for frame in frames[3:]:
+        bus.push_downlink(frame)
+    resumed = sink.pop()
+    assert resumed is not None and abs(int(resumed[0])) <= 1  # no step into the audio
+    assert np.array_equal(resumed[80:], frames[3][80:])
+    steps = np.abs(np.diff(resumed[:80].astype(int)))
+    assert steps.max() <= np.abs(np.diff(frames[3].astype(int))).max()
+    again = sink.pop()
+    assert again is not None and np.array_equal(again, frames[4])  # untouched once playing
