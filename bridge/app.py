@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,10 +14,12 @@ from .api import setup_routes
 from .api.auth import auth_middleware
 from .api.engine import authenticates_itself
 from .api.errors import BODY_TIMEOUT, error_middleware
+from .api.internal import handover_sender
 from .api.keys import (
     DIRECTORY,
     ENGINE,
     FORKS,
+    HANDOVER,
     INTERNAL_HTTP,
     MANAGER,
     METRICS,
@@ -34,7 +37,8 @@ from .calls import Call, CallManager
 from .calls.model import default_owner
 from .calls.runtime import CallRuntime
 from .cluster import create_directory, internal_url_for
-from .config import Settings
+from .cluster.handover import Handover
+from .config import Settings, ShutdownCalls
 from .engines import Engine, PolledEngine, create_engine
 from .errors import DirectoryUnavailable, NotFound
 from .http import create_http_session, create_internal_session
@@ -58,6 +62,39 @@ async def sweep_recordings(recordings: RecordingService, interval: float) -> Non
         if removed:
             log.info("retention: deleted %d expired recordings", removed)
         await asyncio.sleep(interval)
+
+
+def drain_on_sigterm(manager: CallManager, handover: Handover, tasks: TaskSet) -> None:
+    """SIGTERM drains first (``BRIDGE_SHUTDOWN_CALLS=handover``), while this worker still
+    serves requests: no new calls, movable calls handed over, the others served until they
+    end (bounded); then the usual graceful shutdown. A second SIGTERM stops at once."""
+    loop = asyncio.get_running_loop()
+    draining: list[asyncio.Task[None]] = []
+
+    async def drain_then_stop() -> None:
+        try:
+            manager.shutting_down = True  # new calls are refused; /readyz says so
+            await handover.drain()
+            await handover.wait_unmovable()
+        except Exception:
+            log.exception("draining")
+        finally:
+            loop.call_soon(_graceful_exit)
+
+    def on_sigterm() -> None:
+        if draining:
+            _graceful_exit()
+        log.warning("SIGTERM: draining (BRIDGE_SHUTDOWN_CALLS=handover)")
+        draining.append(tasks.spawn(drain_then_stop(), "drain"))
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    except (NotImplementedError, RuntimeError):  # not the main thread (tests): no signals
+        pass
+
+
+def _graceful_exit() -> None:
+    raise web.GracefulExit()
 
 
 def create_app(
@@ -109,7 +146,7 @@ def create_app(
             ended_ttl=settings.calls.ended_call_ttl,
             max_calls=settings.calls.max_calls,
             local_calls=lambda: manager.live_calls(),
-            end_lost_call=lambda call: manager.end_lost_call(call),
+            end_lost_call=lambda call: handover.adopt_lost(call),
             end_local_calls=lambda: manager.end_local_calls_as_lost(),
         )
 
@@ -140,6 +177,14 @@ def create_app(
         webhooks = WebhookService(settings.webhooks, http, metrics)
         manager.events.observe(webhooks.observe)
         recordings = RecordingService(Path(storage.data_dir), storage.recording_retention_days)
+        handover = Handover(
+            manager,
+            directory,
+            cluster,
+            metrics,
+            handover_sender(internal_http, cluster.internal_secret),
+            recordings,
+        )
         if storage.record_all:
 
             def record_every_call(type_: str, call: Call) -> None:
@@ -176,10 +221,14 @@ def create_app(
         app[FORKS] = ForkService(storage.fork_url_allow, http)
         manager.events.observe(dtmf_observer(manager.find_runtime))  # keys to forks, sockets
         app[WEBHOOKS] = webhooks
+        app[HANDOVER] = handover
+        if settings.calls.shutdown_calls is ShutdownCalls.HANDOVER and cluster.shared:
+            drain_on_sigterm(manager, handover, tasks)
         try:
             yield
         finally:
             try:
+                await handover.close()
                 await manager.close()
                 # The calls' last events (call.ended) are queued now: flush them (bounded).
                 await webhooks.close()

@@ -8,6 +8,7 @@ from aiohttp import web
 from ..attachments import ForkService, PlaybackService, RecordingService
 from ..calls import CallManager
 from ..cluster import Directory
+from ..cluster.handover import Handover
 from ..config import Settings
 from ..engines import Engine
 from ..metrics import Metrics
@@ -24,6 +25,7 @@ RECORDINGS = web.AppKey("recordings", RecordingService)
 FORKS = web.AppKey("forks", ForkService)
 WEBHOOKS = web.AppKey("webhooks", WebhookService)
 DIRECTORY = web.AppKey("directory", Directory)
+HANDOVER = web.AppKey("handover", Handover)
 INTERNAL_HTTP = web.AppKey("internal_http", aiohttp.ClientSession)
 """Requests between instances: a session of its own, so relayed streams never take the
 connections engines, forks and webhooks need."""

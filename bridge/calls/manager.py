@@ -611,6 +611,29 @@ class CallManager:
         finally:
             self.events.publish("call.ended", call, **data)
 
+    # -- handover: calls/handover.py moves live calls between workers through these two hooks
+    def adopt_moved(self, call: Call) -> CallRuntime:
+        """Carry on a live call another worker handed over or left behind (not a new call:
+        no ``call.created``, not counted as started); its runtime is returned to be filled."""
+        self.check_capacity()
+        self.registry.add(call)
+        runtime = CallRuntime(call, self.engine, self.events, self.metrics, self._media_lost)
+        self._runtimes[call.id] = runtime
+        self._count_active()
+        return runtime
+
+    def release_moved(self, call_id: str) -> CallRuntime | None:
+        """Forget a live call another worker carries on now, without ending it; its runtime
+        (returned) is the caller's to close without hanging up."""
+        call = self.registry.get(call_id)
+        runtime = self._runtimes.pop(call_id, None)
+        if call is not None:
+            self.registry.forget(call)
+        if runtime is not None:
+            runtime.retire_counters()
+        self._count_active()
+        return runtime
+
     # -- metrics
     def _count_active(self) -> None:
         live = self.registry.live()

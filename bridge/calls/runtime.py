@@ -387,6 +387,12 @@ class CallRuntime:
             self.pump.start()
             self.update_pass_through()
 
+    async def open_engine_media_now(self, user: str) -> None:
+        """Open the engine media at once for ``user`` of the bus and wait for it (a call
+        moved here: the engine leg is taken before the old worker lets go of it)."""
+        self.bus.add_user(user)
+        await self._open_engine_media()
+
     def update_pass_through(self) -> None:
         """On a call whose WhatsApp side is a WebRTC leg, forward Opus packets untouched
         between it and the agent's browser while nothing else is mixed in
@@ -410,10 +416,12 @@ class CallRuntime:
         down = session.forward_downlink(lambda: len(sessions) == 1 and not conference.mixed)
         leg.forward_to(down.offer if down is not None else None)
         up = leg.forward_from(
-            lambda: len(sessions) == 1
-            and not conference.mixed
-            and not bus.muted
-            and not bus.has_sources
+            lambda: (
+                len(sessions) == 1
+                and not conference.mixed
+                and not bus.muted
+                and not bus.has_sources
+            )
         )
         session.forward_uplink(up.offer if up is not None else None)
         self._forwarding_to = session

@@ -1,0 +1,196 @@
+"""A live call's state as it moves between workers, and the two ends of a move: the worker
+that lets a call go and the one that carries it on (``cluster/handover.py`` decides when).
+
+A call on an engine whose calls can move (:class:`~bridge.engines.MovableCalls`: ZuckZapGo,
+WADial) lives in the engine, not in our process: its media is a WebSocket any worker may open
+again, and closing ours does not end the WhatsApp call. So a worker can take over a call —
+owner, state, metadata, participants, mute and hold, and the attachments that can move (a
+recording continues into its next segment) — open the engine media *before* the old worker
+closes its own (the engine leg never drops), and the browser sends a new offer for the same
+callID, which routing brings to the new owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engines import MovableCalls
+from ..engines.socket import ReconnectingChannel
+from ..errors import BadRequest
+from .events import CallEvents
+from .manager import CallManager
+from .model import Call, CallState
+from .runtime import CallRuntime
+
+log = logging.getLogger(__name__)
+
+MEDIA_OPEN_WAIT = 3.0
+"""Seconds the new owner waits for the engine to accept its media socket before it answers
+(the old worker keeps its own open meanwhile). An engine that refuses a second socket while
+the first is open (its documentation does not promise either way) gets it again by the
+channel's reconnects once the old one is closed: break-before-make, a longer gap."""
+
+HANDOVER_USER = "handover"
+"""The bus user that keeps a moved call's engine media open until a browser is back."""
+
+
+@dataclass(frozen=True)
+class MovedCall:
+    """A live call as one worker hands it to another (the body of ``POST /call/handover``)."""
+
+    snapshot: dict[str, Any]
+    engine_call_id: str
+    reason: str
+    """``drain`` (the old worker is shutting down) or ``crash`` (it died)."""
+    moved_at: float = field(default_factory=time.time)
+    """Wall-clock time the move began (the audio gap is measured from it)."""
+    status_callback: str | None = None
+    recording: dict[str, Any] | None = None
+    """The recording to continue into its next segment (``RecordingService.export``)."""
+
+    @property
+    def call_id(self) -> str:
+        return str(self.snapshot["callID"])
+
+    @property
+    def previous_owner(self) -> str:
+        return str(self.snapshot.get("owner") or "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "call": self.snapshot,
+            "engineCallID": self.engine_call_id,
+            "reason": self.reason,
+            "movedAt": self.moved_at,
+            "statusCallback": self.status_callback,
+            "recording": self.recording,
+        }
+
+    @classmethod
+    def from_json(cls, body: Any) -> MovedCall:
+        try:
+            snap = body["call"]
+            if not isinstance(snap, dict) or not isinstance(snap.get("callID"), str):
+                raise TypeError("call")
+            Call.from_snapshot(snap, str(body["engineCallID"]))  # every field it needs is there
+            recording = body.get("recording")
+            return cls(
+                snapshot=snap,
+                engine_call_id=str(body["engineCallID"]),
+                reason=str(body.get("reason") or "drain"),
+                moved_at=float(body.get("movedAt") or time.time()),
+                status_callback=body.get("statusCallback"),
+                recording=recording if isinstance(recording, dict) else None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadRequest(f"not a moved call: {exc}") from None
+
+
+def can_move(manager: CallManager, call: Call) -> bool:
+    """Whether another worker could carry this call on (its engine's capability)."""
+    engine = manager.engine
+    return isinstance(engine, MovableCalls) and engine.can_move(call.engine_call_id)
+
+
+def export_call(
+    runtime: CallRuntime,
+    reason: str,
+    recording: Callable[[CallRuntime], dict[str, Any] | None] | None = None,
+) -> MovedCall:
+    """The state another worker needs to carry ``runtime``'s call on."""
+    call = runtime.call
+    return MovedCall(
+        snapshot=call.snapshot(),
+        engine_call_id=call.engine_call_id,
+        reason=reason,
+        status_callback=call.status_callback,
+        recording=recording(runtime) if recording is not None else None,
+    )
+
+
+ResumeRecording = Callable[[CallRuntime, dict[str, Any]], Awaitable[object]]
+
+
+async def adopt_call(
+    manager: CallManager,
+    moved: MovedCall,
+    claim: Callable[[Call, str], Awaitable[None]],
+    resume_recording: ResumeRecording | None = None,
+) -> CallRuntime:
+    """Carry on a moved call here: create it under this worker, ``claim(call, previous
+    owner)`` it in the directory, and open its engine media (waiting, bounded, until the
+    engine took the socket) before answering; a recording continues into its next segment.
+    Idempotent: a call already carried here is returned as it is."""
+    known = manager.find_runtime(moved.call_id)
+    if known is not None and known.call.live:
+        return known
+    call = Call.from_snapshot(moved.snapshot, moved.engine_call_id, moved.status_callback)
+    previous = call.owner
+    call.owner = manager.owner
+    # The browsers' peer connections stay with the old worker: they offer here again.
+    call.transport = None
+    call.webrtc_state = None
+    call.participants = []
+    if call.answered_at is not None:  # time limits count from the real answer
+        call.mono_answered = time.monotonic() - max(0.0, time.time() - call.answered_at)
+    runtime = manager.adopt_moved(call)
+    runtime.bus.muted = call.muted
+    if call.held:
+        runtime.bus.conference.set_held(True)
+    try:
+        await claim(call, previous)
+        if call.state is CallState.ACTIVE:
+            await runtime.open_engine_media_now(HANDOVER_USER)
+            await _engine_media_open(runtime, MEDIA_OPEN_WAIT)
+        if moved.recording is not None and resume_recording is not None:
+            await resume_recording(runtime, moved.recording)
+    except BaseException:
+        await release_call(manager, call.id)
+        raise
+    log.info(
+        "call %s: carried on here (from %s, %s)",
+        call.id,
+        previous or "?",
+        moved.reason,
+        extra={"call_id": call.id},
+    )
+    return runtime
+
+
+async def _engine_media_open(runtime: CallRuntime, timeout: float) -> None:
+    channel = runtime.pump.channel if runtime.pump is not None else None
+    if not isinstance(channel, ReconnectingChannel):
+        return  # opened at once, or failed (the runtime reported it)
+    for _ in range(int(timeout / 0.02)):  # the channel has no "opened" event to wait on
+        if channel.connected:
+            break
+        await asyncio.sleep(0.02)
+    if not channel.connected:
+        log.info(
+            "call %s: the engine has not taken the new media socket yet; the old worker lets "
+            "go of its own and the socket reconnects",
+            runtime.call_id,
+            extra={"call_id": runtime.call_id},
+        )
+
+
+async def release_call(manager: CallManager, call_id: str) -> None:
+    """Let go of a call another worker carries on now: forget it and close its runtime
+    without hanging up and without a word (its events are the new owner's now)."""
+    runtime = manager.release_moved(call_id)
+    if runtime is None:
+        return
+    runtime.events = CallEvents()  # nobody listens: attachments' last events go nowhere
+    await asyncio.shield(runtime.close())
+
+
+def announce_move(manager: CallManager, call: Call, to: str, reason: str) -> None:
+    """Emit ``call.moved {from, to, reason}``: the browser offers again, to the new owner."""
+    previous = call.owner
+    call.owner = to
+    manager.events.publish("call.moved", call, **{"from": previous, "to": to, "reason": reason})

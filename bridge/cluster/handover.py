@@ -1,0 +1,291 @@
+"""Calls move to another worker instead of ending: at a deploy (a draining worker hands them
+over) and after a crash (a survivor adopts a dead worker's calls).
+
+**Drain** (SIGTERM with ``BRIDGE_SHUTDOWN_CALLS=handover``): the worker says in its heartbeat
+that it takes no new calls, then hands each live call its engine can move to the least-loaded
+other worker with room (``POST /call/handover`` there, with ``BRIDGE_INTERNAL_SECRET``). The
+new owner claims the call in the directory and opens the engine media before it answers; only
+then does the old worker emit ``call.moved {from, to, reason: "drain"}`` and close its own
+media without hanging up. Calls that cannot move (Cloud API: Meta's media session ends at this
+worker's address) are served here until they end, at most ``BRIDGE_DRAIN_TIMEOUT``. With no
+other worker with room, the call is treated as today (hung up at shutdown), with a WARNING.
+
+**Crash**: the survivor that reaps a dead worker adopts its movable calls (re-opens their
+engine media, emits ``call.moved {…, reason: "crash"}``) and waits ``BRIDGE_ADOPT_OFFER_TIMEOUT``
+for a browser's new offer; a call nobody came back to ends ``failed``/``worker_lost`` as
+before, and so does every call that cannot move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from ..calls import Call, CallManager, CallRuntime
+from ..calls.handover import (
+    MovedCall,
+    ResumeRecording,
+    adopt_call,
+    announce_move,
+    can_move,
+    export_call,
+    release_call,
+)
+from ..config import ClusterSettings
+from ..errors import BridgeError
+from ..metrics import Metrics
+from ..tasks import TaskSet
+from .directory import Directory, WorkerInfo
+
+log = logging.getLogger(__name__)
+
+MOVES_AT_ONCE = 8
+"""Calls handed over concurrently by a draining worker (each opens a socket on the engine)."""
+
+TARGETS_TRIED = 3
+"""Workers a draining worker asks, least loaded first, before it gives a call up."""
+
+Send = Callable[[WorkerInfo, MovedCall], Awaitable[tuple[int, str]]]
+"""Sends a moved call to a worker: its HTTP status and body (``api/internal.py``)."""
+
+
+class Recordings(Protocol):
+    """What moving a call needs of the recordings (``attachments.RecordingService``)."""
+
+    def export(self, recorder: Any) -> dict[str, Any]: ...
+    async def resume(self, host: Any, moved: dict[str, Any]) -> Any: ...
+
+
+class Handover:
+    """Moves this worker's calls away when it drains, takes calls moved here, adopts a dead
+    worker's calls. App-scoped; see the module docstring."""
+
+    def __init__(
+        self,
+        manager: CallManager,
+        directory: Directory,
+        settings: ClusterSettings,
+        metrics: Metrics,
+        send: Send,
+        recordings: Recordings | None = None,
+    ) -> None:
+        self.manager = manager
+        self.directory = directory
+        self.settings = settings
+        self.metrics = metrics
+        self._send = send
+        self._recordings = recordings
+        self._gaps: dict[str, tuple[float, str]] = {}
+        """Calls moved here waiting for their browser: (move began, wall clock; reason)."""
+        self._tasks = TaskSet("handover")
+        self.draining = False
+        manager.events.listen(self._on_event)
+
+    async def close(self) -> None:
+        await self._tasks.close()
+
+    # -- the draining worker
+    async def drain(self) -> None:
+        """Hand every live call that can move to another worker (bounded concurrency); the
+        others stay (see :meth:`wait_unmovable`)."""
+        self.draining = True
+        await self.directory.drain()
+        calls = self.manager.live_calls()
+        movable = [c for c in calls if can_move(self.manager, c)]
+        for call in calls:
+            if call not in movable:
+                self.metrics.handovers.labels("drain", "cannot_move").inc()
+        if not movable:
+            return
+        log.info("draining: handing %d calls over to other workers", len(movable))
+        gate = asyncio.Semaphore(MOVES_AT_ONCE)
+
+        async def one(call: Call) -> None:
+            async with gate:
+                await self.move(call, "drain")
+
+        await asyncio.gather(*(one(c) for c in movable), return_exceptions=True)
+
+    async def move(self, call: Call, reason: str) -> bool:
+        """Hand ``call`` to the least-loaded other worker with room; ``False`` when none
+        took it (it stays here)."""
+        runtime = self.manager.find_runtime(call.id)
+        if runtime is None or not call.live:
+            return False
+        try:
+            workers = await self.directory.workers()
+        except BridgeError as exc:
+            return self._kept(call, reason, "failed", f"the directory did not answer: {exc}")
+        targets = [w for w in workers if w.has_room and w.id != self.directory.worker_id]
+        targets.sort(key=lambda w: w.calls / w.max_calls)
+        if not targets:
+            return self._kept(
+                call,
+                reason,
+                "no_room",
+                "no other live worker has room (start another instance before the deploy, "
+                "or raise BRIDGE_MAX_CALLS)",
+            )
+        moved = export_call(runtime, reason, self._export_recording)
+        # Our queued writes about the call land before the new owner's (never after them).
+        await self.directory.flush(2.0)
+        why = ""
+        for target in targets[:TARGETS_TRIED]:
+            try:
+                status, body = await self._send(target, moved)
+            except (OSError, TimeoutError) as exc:
+                status, body = 0, str(exc) or type(exc).__name__
+            if status == 201:
+                if not call.live:  # it ended while it moved: the new owner finds out too
+                    return True
+                announce_move(self.manager, call, target.id, reason)
+                await release_call(self.manager, call.id)
+                self.metrics.handovers.labels(reason, "moved").inc()
+                log.info(
+                    "call %s: moved to worker %s (%s)",
+                    call.id,
+                    target.id,
+                    reason,
+                    extra={"call_id": call.id},
+                )
+                return True
+            why = f"worker {target.id}: {status} {body[:200]}"
+        return self._kept(call, reason, "failed", why)
+
+    def _kept(self, call: Call, reason: str, outcome: str, why: str) -> bool:
+        self.metrics.handovers.labels(reason, outcome).inc()
+        log.warning(
+            "call %s: not handed over (%s); it is %s here as without handover",
+            call.id,
+            why,
+            "hung up at shutdown",
+            extra={"call_id": call.id},
+        )
+        return False
+
+    async def wait_unmovable(self) -> None:
+        """Serve the calls that cannot move until they end, at most ``BRIDGE_DRAIN_TIMEOUT``
+        (calls that could move but found no worker are hung up at shutdown, as before)."""
+
+        def unmovable() -> list[Call]:
+            return [c for c in self.manager.live_calls() if not can_move(self.manager, c)]
+
+        limit = self.manager.settings.drain_timeout
+        deadline = time.monotonic() + limit
+        if unmovable():
+            log.warning(
+                "draining: %d calls cannot move to another worker (their engine's media "
+                "session ends with this worker); serving them until they end, at most %g s "
+                "(BRIDGE_DRAIN_TIMEOUT)",
+                len(unmovable()),
+                limit,
+            )
+        # Calls end through many paths (the engine, the API, time limits): look, 4 times a second.
+        while time.monotonic() < deadline:
+            if not unmovable():
+                return
+            await asyncio.sleep(0.25)
+        if unmovable():
+            log.warning(
+                "draining: BRIDGE_DRAIN_TIMEOUT (%g s) is over; hanging up the %d calls left",
+                limit,
+                len(unmovable()),
+            )
+
+    def _export_recording(self, runtime: CallRuntime) -> dict[str, Any] | None:
+        recorders = runtime.attached("recorder")
+        if not recorders or self._recordings is None:
+            return None
+        return self._recordings.export(recorders[0])
+
+    # -- the worker a call moves to
+    async def adopt(self, moved: MovedCall) -> Call:
+        """Carry on a call another worker hands over (``POST /call/handover``)."""
+        resume: ResumeRecording | None = (
+            self._recordings.resume if self._recordings is not None else None
+        )
+        runtime = await adopt_call(self.manager, moved, self.directory.take_over, resume)
+        self._gaps[runtime.call_id] = (moved.moved_at, moved.reason)
+        return runtime.call
+
+    # -- a dead worker's calls
+    async def adopt_lost(self, call: Call) -> None:
+        """The directory found ``call``'s worker dead: carry it on here if it can move (and
+        this worker has room), else end it ``worker_lost`` as before."""
+        if (
+            not self.settings.adopt_lost_calls
+            or not can_move(self.manager, call)
+            or not call.live
+            or self.draining
+            or self.manager.registry.get(call.id) is not None
+        ):
+            if call.live and not can_move(self.manager, call):
+                self.metrics.handovers.labels("crash", "cannot_move").inc()
+            await self.manager.end_lost_call(call)
+            return
+        dead = call.owner
+        moved = MovedCall(
+            snapshot=call.snapshot(),
+            engine_call_id=call.engine_call_id,
+            reason="crash",
+            status_callback=call.status_callback,
+        )
+        try:
+            ours = await self.adopt(moved)
+        except BridgeError as exc:
+            self.metrics.handovers.labels("crash", "no_room").inc()
+            log.warning(
+                "call %s of dead worker %s not adopted (%s): ending it (worker_lost)",
+                call.id,
+                dead,
+                exc.message,
+                extra={"call_id": call.id},
+            )
+            await self.manager.end_lost_call(call)
+            return
+        ours.owner = dead  # announce_move says where it came from
+        announce_move(self.manager, ours, self.directory.worker_id, "crash")
+        self.metrics.handovers.labels("crash", "moved").inc()
+        log.warning(
+            "call %s: adopted from dead worker %s; waiting up to %g s for its browser",
+            call.id,
+            dead,
+            self.settings.adopt_offer_timeout,
+            extra={"call_id": call.id},
+        )
+        if not self._tasks.closed:
+            self._tasks.spawn(self._await_browser(ours), f"adopted:{call.id}")
+
+    async def _await_browser(self, call: Call) -> None:
+        """End an adopted call nobody came back to within ``BRIDGE_ADOPT_OFFER_TIMEOUT``."""
+        await asyncio.sleep(self.settings.adopt_offer_timeout)
+        runtime = self.manager.find_runtime(call.id)
+        if runtime is None or not call.live:
+            return
+        users = [a for a in runtime.attachments.values() if a.kind != "recorder"]
+        if runtime.sessions or users:
+            return
+        self._gaps.pop(call.id, None)
+        self.metrics.handovers.labels("crash", "no_browser").inc()
+        log.warning(
+            "call %s: no browser offered within %g s of its adoption: ending it (worker_lost)",
+            call.id,
+            self.settings.adopt_offer_timeout,
+            extra={"call_id": call.id},
+        )
+        await release_call(self.manager, call.id)
+        await self.manager.end_lost_call(call)
+        # Readable here as ended, like any call of this worker that ended.
+        self.manager.registry.add(call)
+        self.manager.registry.ended(call)
+
+    # -- the audio gap
+    def _on_event(self, type_: str, call: Call) -> None:
+        if type_ != "webrtc.state" or call.webrtc_state != "connected":
+            return
+        began = self._gaps.pop(call.id, None)
+        if began is not None:
+            self.metrics.handover_gap.labels(began[1]).observe(max(0.0, time.time() - began[0]))
