@@ -90,7 +90,9 @@ async def participant_role(request: web.Request) -> web.Response:
     body = await read_body(request, "RoleRequest")
     if "participantID" not in body or "role" not in body:
         raise BadRequest("fields 'participantID' and 'role' are required")
-    call = request.app[MANAGER].set_role(require_call_id(body), participant_of(body), role_of(body))
+    call = request.app[MANAGER].set_role(
+        require_call_id(body), participant_of(body), role_of(body)
+    )
     return web.json_response(call.snapshot())
 
 

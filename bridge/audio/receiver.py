@@ -347,8 +347,8 @@ class OpusReceiver:
         """One frame from the pending samples, decoding the next packet (or its stand-in)."""
         while self._pending.size < self.frame_samples:
             decoded = self._decode_next()
-            self._pending = (
-                decoded if not self._pending.size else np.concatenate((self._pending, decoded))
+            self._pending = decoded if not self._pending.size else np.concatenate(
+                (self._pending, decoded)
             )
         frame, self._pending = (
             self._pending[: self.frame_samples],

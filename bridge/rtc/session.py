@@ -259,7 +259,9 @@ class WebRTCSession:
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
         # Ask for in-band FEC, mono, 16 kHz (see rtc/sdp.py): aiortc's answer asks for nothing.
-        answer_sdp = with_opus_fmtp(str(pc.localDescription.sdp), answer_fmtp(self.receive_bitrate))
+        answer_sdp = with_opus_fmtp(
+            str(pc.localDescription.sdp), answer_fmtp(self.receive_bitrate)
+        )
         # RED (RFC 2198) when the browser offers it over Opus: every frame sent twice.
         red = offered_red(sdp) if st.opus_red else None
         if red is not None and self._playout is not None:
