@@ -106,7 +106,9 @@ export class BridgeError extends Error {
  * One browser's seat on WhatsApp calls. Events (all `CustomEvent`, data in `detail`):
  * `state` ({state}: new|connecting|connected|failed|closed|recovering), `stats` (QualityStats),
  * `call` (a call event from the bridge: {type, callID, call}), `track` (the remote MediaStream),
- * `error` (an Error during recovery), `role` ({role}: this participant's role changed).
+ * `error` (an Error during recovery), `role` ({role}: this participant's role changed),
+ * `moved` ({from, to, reason}: another bridge worker carries the call on now — a deploy drained
+ * the old one, or it died — and this browser offered again, by itself, for the same callID).
  */
 export class BridgeClient extends EventTarget {
   /** @param {BridgeClientOptions} [options] */
@@ -138,6 +140,8 @@ export class BridgeClient extends EventTarget {
     this.remoteStream = null;
     this.muted = false;
     this.recoveries = 0;
+    /** Counts negotiations: a recovery that waited skips its offer if a newer one was made. */
+    this._negotiations = 0;
     /** @type {AnalyserNode|null} the microphone, for a level meter */
     this.inputAnalyser = null;
     /** @type {AnalyserNode|null} what the call sounds like, for a level meter */
@@ -241,6 +245,7 @@ export class BridgeClient extends EventTarget {
   }
 
   async _negotiate() {
+    this._negotiations += 1;
     const config = await this.api("/call/webrtc/config");
     const pc = new RTCPeerConnection({
       iceServers: config.iceServers,
@@ -320,7 +325,10 @@ export class BridgeClient extends EventTarget {
     }
     this.recoveries += 1;
     this._emit("state", { state: "recovering", attempt: this.recoveries });
+    const before = this._negotiations;
     await new Promise((r) => setTimeout(r, 500 * this.recoveries));
+    // Offered again meanwhile (the call moved to another worker): that offer is the recovery.
+    if (this._negotiations !== before && this.pc && this.pc.connectionState !== "failed") return;
     try {
       await this._negotiate();
     } catch (err) {
@@ -328,6 +336,23 @@ export class BridgeClient extends EventTarget {
       if (!(err instanceof BridgeError && (err.status === 404 || err.status === 409))) {
         this._recover();
       }
+    }
+  }
+
+  /**
+   * The call moved to another bridge worker (`call.moved`): offer again for the same callID
+   * at once; the bridge routes the offer to the new owner, which already carries the
+   * WhatsApp side. The old worker closed its side of the old connection.
+   * @param {{from?: string, to?: string, reason?: string}} data
+   */
+  async _moved(data) {
+    this._emit("moved", { from: data.from, to: data.to, reason: data.reason });
+    this.recoveries = 0;
+    try {
+      await this._negotiate();
+    } catch (err) {
+      this._emit("error", err);
+      this._recover();
     }
   }
 
@@ -514,6 +539,8 @@ export class BridgeClient extends EventTarget {
         if (data.type === "participant.left" && data.participantID === this.id && this.pc && !this._closing) {
           this._dropped();
         }
+        // Another worker carries the call on now (a deploy, a crash): offer to it.
+        if (data.type === "call.moved" && this.pc && !this._closing) this._moved(data);
       }
       this._emit("call", data);
     };
@@ -531,7 +558,7 @@ export class BridgeClient extends EventTarget {
   static EVENT_TYPES = ["call.created", "call.ringing", "call.active", "call.ended", "call.muted",
     "call.unmuted", "call.transport", "webrtc.offer", "webrtc.state", "participant.joined",
     "participant.left", "participant.role", "call.transferred", "call.held", "call.unheld",
-    "call.dtmf", "call.dtmf.sent", "call.speech.started", "call.speech.stopped"];
+    "call.dtmf", "call.dtmf.sent", "call.speech.started", "call.speech.stopped", "call.moved"];
 
   /**
    * @param {MediaStream} stream
