@@ -93,21 +93,26 @@ class Handover:
         others stay (see :meth:`wait_unmovable`)."""
         self.draining = True
         await self.directory.drain()
-        calls = self.manager.live_calls()
-        movable = [c for c in calls if can_move(self.manager, c)]
-        for call in calls:
-            if call not in movable:
-                self.metrics.handovers.labels("drain", "cannot_move").inc()
-        if not movable:
-            return
-        log.info("draining: handing %d calls over to other workers", len(movable))
         gate = asyncio.Semaphore(MOVES_AT_ONCE)
+        tried: set[str] = set()
 
         async def one(call: Call) -> None:
             async with gate:
                 await self.move(call, "drain")
 
-        await asyncio.gather(*(one(c) for c in movable), return_exceptions=True)
+        # Again while calls came in meanwhile (one moved here by a worker that drains too,
+        # accepted just before this one stopped taking calls).
+        while True:
+            calls = [c for c in self.manager.live_calls() if c.id not in tried]
+            if not calls:
+                return
+            tried.update(c.id for c in calls)
+            movable = [c for c in calls if can_move(self.manager, c)]
+            for _ in range(len(calls) - len(movable)):
+                self.metrics.handovers.labels("drain", "cannot_move").inc()
+            if movable:
+                log.info("draining: handing %d calls over to other workers", len(movable))
+                await asyncio.gather(*(one(c) for c in movable), return_exceptions=True)
 
     async def move(self, call: Call, reason: str) -> bool:
         """Hand ``call`` to the least-loaded other worker with room; ``False`` when none

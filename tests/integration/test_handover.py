@@ -355,3 +355,86 @@ async def test_an_adopted_call_no_browser_comes_back_to_ends_as_worker_lost(
     finally:
         await a.stop()
         await b.stop()
+
+
+async def cloud_pair(redis, session, tmp_path, meta, **extra: str) -> tuple[Bridge, Bridge]:
+    env = {f"BRIDGE_{name.upper()}": str(value) for name, value in meta.bridge_settings().items()}
+    env.update(BRIDGE_SHUTDOWN_CALLS="handover", BRIDGE_LOG_LEVEL="info", **extra)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = Bridge(redis, tmp_path / "a", env=env)
+    b = Bridge(redis, tmp_path / "b", env=env)
+    await asyncio.gather(a.start(session), b.start(session))
+    return a, b
+
+
+async def cloud_call_on_b(session, meta, a: Bridge, b: Bridge) -> tuple[str, object]:
+    status, made = await post(session, b.base, "/call/make", {"phone": "15550002222"})
+    assert status == 201 and made["owner"] == b.worker_id, made
+    outbound = next(iter(meta.meta_calls.values()))
+    resp = await meta.post(Http(session, a.base), meta.envelope(meta.answer_event(outbound)))
+    assert resp.status == 200
+    await wait_call(session, a.base, made["callID"], "active")
+    return made["callID"], outbound
+
+
+async def test_sigterm_keeps_serving_a_cloud_api_call_until_it_ends_and_takes_no_new_one(
+    redis, session, tmp_path
+) -> None:
+    """A Cloud API call cannot move (Meta's media session ends at the worker's address): the
+    draining worker serves it (audio, Meta's webhooks forwarded to it) until it ends, takes
+    no new call meanwhile, and exits once it has none."""
+    from ..fakes.cloudapi import FakeMeta
+
+    meta = FakeMeta()
+    await meta.start()
+    a, b = await cloud_pair(redis, session, tmp_path, meta, BRIDGE_DRAIN_TIMEOUT="60")
+    rtc = None
+    try:
+        call_id, outbound = await cloud_call_on_b(session, meta, a, b)
+        rtc = RtcClient(Http(session, b.base), call_id, freq=BROWSER_HZ)
+        await rtc.offer()
+        await asyncio.wait_for(rtc.connected.wait(), 10)
+        b.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(2.0)
+        assert b.proc.returncode is None  # still serving its call
+        assert await hears(rtc, meta.user_tone_hz) > 0.5
+        status, again = await post(session, b.base, "/call/make", {"phone": "15550003333"})
+        assert status == 201 and again["owner"] == a.worker_id, again  # placed on A
+        call = await wait_call(session, a.base, call_id, "active")
+        assert call["owner"] == b.worker_id
+        # Meta ends it (its webhook reaches A, which forwards it to the draining B).
+        resp = await meta.post(Http(session, a.base), meta.envelope(meta.terminate_event(outbound)))
+        assert resp.status == 200
+        ended = await wait_call(session, a.base, call_id, "ended")
+        assert ended["endReason"] == "remote_hangup"
+        assert await asyncio.wait_for(b.proc.wait(), 15) == 0
+    finally:
+        if rtc is not None:
+            await rtc.close()
+        log_b = await b.stop()
+        await a.stop()
+        await meta.stop()
+    assert "cannot move to another worker" in log_b, log_b[-2000:]
+
+
+async def test_sigterm_hangs_up_a_cloud_api_call_still_live_at_the_drain_timeout(
+    redis, session, tmp_path
+) -> None:
+    from ..fakes.cloudapi import FakeMeta
+
+    meta = FakeMeta()
+    await meta.start()
+    a, b = await cloud_pair(redis, session, tmp_path, meta, BRIDGE_DRAIN_TIMEOUT="2")
+    try:
+        call_id, _outbound = await cloud_call_on_b(session, meta, a, b)
+        t0 = time.monotonic()
+        b.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(b.proc.wait(), 20) == 0
+        assert time.monotonic() - t0 >= 2.0
+        ended = await wait_call(session, a.base, call_id, "ended")
+        assert ended["endReason"] == "shutdown"
+    finally:
+        await b.stop()
+        await a.stop()
+        await meta.stop()
