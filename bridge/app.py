@@ -177,6 +177,7 @@ def create_app(
         webhooks = WebhookService(settings.webhooks, http, metrics)
         manager.events.observe(webhooks.observe)
         recordings = RecordingService(Path(storage.data_dir), storage.recording_retention_days)
+        forks = ForkService(storage.fork_url_allow, http)
         handover = Handover(
             manager,
             directory,
@@ -184,6 +185,7 @@ def create_app(
             metrics,
             handover_sender(internal_http, cluster.internal_secret),
             recordings,
+            forks,
         )
         if storage.record_all:
 
@@ -218,7 +220,7 @@ def create_app(
         app[METRICS] = metrics
         app[PLAYBACK] = PlaybackService(storage, http)
         app[RECORDINGS] = recordings
-        app[FORKS] = ForkService(storage.fork_url_allow, http)
+        app[FORKS] = forks
         manager.events.observe(dtmf_observer(manager.find_runtime))  # keys to forks, sockets
         app[WEBHOOKS] = webhooks
         app[HANDOVER] = handover

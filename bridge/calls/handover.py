@@ -21,7 +21,7 @@ from typing import Any
 
 from ..engines import MovableCalls
 from ..engines.socket import ReconnectingChannel
-from ..errors import BadRequest
+from ..errors import BadRequest, BridgeError
 from .events import CallEvents
 from .manager import CallManager
 from .model import Call, CallState
@@ -52,6 +52,8 @@ class MovedCall:
     status_callback: str | None = None
     recording: dict[str, Any] | None = None
     """The recording to continue into its next segment (``RecordingService.export``)."""
+    forks: list[dict[str, Any]] = field(default_factory=list)
+    """The media forks to open again, same stream ids (``Fork.export``)."""
 
     @property
     def call_id(self) -> str:
@@ -69,6 +71,7 @@ class MovedCall:
             "movedAt": self.moved_at,
             "statusCallback": self.status_callback,
             "recording": self.recording,
+            "forks": self.forks,
         }
 
     @classmethod
@@ -79,6 +82,9 @@ class MovedCall:
                 raise TypeError("call")
             Call.from_snapshot(snap, str(body["engineCallID"]))  # every field it needs is there
             recording = body.get("recording")
+            forks = body.get("forks") or []
+            if not isinstance(forks, list) or not all(isinstance(f, dict) for f in forks):
+                raise TypeError("forks")
             return cls(
                 snapshot=snap,
                 engine_call_id=str(body["engineCallID"]),
@@ -86,6 +92,7 @@ class MovedCall:
                 moved_at=float(body.get("movedAt") or time.time()),
                 status_callback=body.get("statusCallback"),
                 recording=recording if isinstance(recording, dict) else None,
+                forks=forks,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BadRequest(f"not a moved call: {exc}") from None
@@ -110,10 +117,14 @@ def export_call(
         reason=reason,
         status_callback=call.status_callback,
         recording=recording(runtime) if recording is not None else None,
+        forks=[fork.export() for fork in runtime.attached("fork")],
     )
 
 
 ResumeRecording = Callable[[CallRuntime, dict[str, Any]], Awaitable[object]]
+"""Continues a moved call's recording here (``RecordingService.resume``)."""
+ResumeFork = Callable[[CallRuntime, dict[str, Any]], Awaitable[object]]
+"""Opens a moved call's media fork again here (``ForkService.resume``)."""
 
 
 async def adopt_call(
@@ -121,6 +132,7 @@ async def adopt_call(
     moved: MovedCall,
     claim: Callable[[Call, str], Awaitable[None]],
     resume_recording: ResumeRecording | None = None,
+    resume_fork: ResumeFork | None = None,
 ) -> CallRuntime:
     """Carry on a moved call here: create it under this worker, ``claim(call, previous
     owner)`` it in the directory, and open its engine media (waiting, bounded, until the
@@ -152,6 +164,19 @@ async def adopt_call(
     except BaseException:
         await release_call(manager, call.id)
         raise
+    for fork in moved.forks:
+        if resume_fork is None:
+            break
+        try:
+            await resume_fork(runtime, fork)
+        except BridgeError as exc:  # the app's server is gone: the call goes on without it
+            log.warning(
+                "call %s: media fork %s not resumed: %s",
+                call.id,
+                fork.get("streamId"),
+                exc.message,
+                extra={"call_id": call.id},
+            )
     log.info(
         "call %s: carried on here (from %s, %s)",
         call.id,
@@ -179,13 +204,17 @@ async def _engine_media_open(runtime: CallRuntime, timeout: float) -> None:
         )
 
 
-async def release_call(manager: CallManager, call_id: str) -> None:
-    """Let go of a call another worker carries on now: forget it and close its runtime
-    without hanging up and without a word (its events are the new owner's now)."""
+async def release_call(manager: CallManager, call_id: str, *, moved: bool = True) -> None:
+    """Let go of a call another worker carries on now (``moved``: its media forks leave
+    without ``stop``, the new owner resumes them): forget it and close its runtime without
+    hanging up and without a word (its events are the new owner's now)."""
     runtime = manager.release_moved(call_id)
     if runtime is None:
         return
     runtime.events = CallEvents()  # nobody listens: attachments' last events go nowhere
+    if moved:
+        for fork in runtime.attached("fork"):
+            await fork.leave()
     await asyncio.shield(runtime.close())
 
 

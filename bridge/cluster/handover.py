@@ -59,6 +59,12 @@ class Recordings(Protocol):
     async def resume(self, host: Any, moved: dict[str, Any]) -> Any: ...
 
 
+class Forks(Protocol):
+    """What moving a call needs of the media forks (``attachments.ForkService``)."""
+
+    async def resume(self, host: Any, moved: dict[str, Any]) -> Any: ...
+
+
 class Handover:
     """Moves this worker's calls away when it drains, takes calls moved here, adopts a dead
     worker's calls. App-scoped; see the module docstring."""
@@ -71,6 +77,7 @@ class Handover:
         metrics: Metrics,
         send: Send,
         recordings: Recordings | None = None,
+        forks: Forks | None = None,
     ) -> None:
         self.manager = manager
         self.directory = directory
@@ -78,6 +85,7 @@ class Handover:
         self.metrics = metrics
         self._send = send
         self._recordings = recordings
+        self._forks = forks
         self._gaps: dict[str, tuple[float, str]] = {}
         """Calls moved here waiting for their browser: (move began, wall clock; reason)."""
         self._tasks = TaskSet("handover")
@@ -212,7 +220,13 @@ class Handover:
         resume: ResumeRecording | None = (
             self._recordings.resume if self._recordings is not None else None
         )
-        runtime = await adopt_call(self.manager, moved, self.directory.take_over, resume)
+        runtime = await adopt_call(
+            self.manager,
+            moved,
+            self.directory.take_over,
+            resume,
+            self._forks.resume if self._forks is not None else None,
+        )
         self._gaps[runtime.call_id] = (moved.moved_at, moved.reason)
         return runtime.call
 
@@ -281,7 +295,7 @@ class Handover:
             self.settings.adopt_offer_timeout,
             extra={"call_id": call.id},
         )
-        await release_call(self.manager, call.id)
+        await release_call(self.manager, call.id, moved=False)
         await self.manager.end_lost_call(call)
         # Readable here as ended, like any call of this worker that ended.
         self.manager.registry.add(call)

@@ -13,6 +13,7 @@ bounds: the numbers of this machine are in the issue's closing note.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -25,9 +26,11 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import pytest
+from aiohttp import WSMsgType, web
 
 from ..fakes.zuckzapgo import FakeZuckZapGo
 from ..support.cluster import Bridge, Http, Redis, require_redis, sse_events
+from ..support.processes import free_port
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import band_energy
 
@@ -98,6 +101,49 @@ class Events:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+class ForkApp:
+    """An app's WebSocket server a media fork connects to: each connection's JSON events."""
+
+    def __init__(self) -> None:
+        self.connections: list[list[dict]] = []
+        self.port = free_port()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/media"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/media", self._serve)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def _serve(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        events: list[dict] = []
+        self.connections.append(events)
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                events.append(json.loads(msg.data))
+        return ws
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def inbound(self, connection: int) -> np.ndarray:
+        """The inbound track's PCM a connection carried."""
+        payloads = [
+            base64.b64decode(e["media"]["payload"])
+            for e in self.connections[connection]
+            if e.get("event") == "media" and e["media"]["track"] == "inbound"
+        ]
+        return np.frombuffer(b"".join(payloads), dtype="<i2")
 
 
 async def post(session, base: str, path: str, body: dict) -> tuple[int, dict]:
@@ -190,17 +236,23 @@ async def test_sigterm_hands_a_live_zuckzapgo_call_to_the_other_worker_without_e
 ) -> None:
     data = tmp_path / "data"  # shared storage: both segments of the recording side by side
     data.mkdir()
-    env = engine_env(fake)
+    env = engine_env(fake, BRIDGE_FORK_URL_ALLOW="127.0.0.1")
     a = Bridge(redis, data, env=env)
     b = Bridge(redis, data, env=env)
     await a.start(session)
     await b.start(session)
     events = Events(session, b.base)
+    fork_app = ForkApp()
+    await fork_app.start()
     old = new = None
     try:
         call_id, engine_id = await start_call(session, a, fake)
         status, _ = await post(session, a.base, "/call/record", {"callID": call_id})
         assert status in (200, 201)
+        status, stream = await post(
+            session, a.base, f"/call/{call_id}/streams", {"url": fork_app.url, "channel": "both"}
+        )
+        assert status == 201, stream
         old = RtcClient(Http(session, a.base), call_id, freq=BROWSER_HZ)
         await old.offer()
         await asyncio.wait_for(old.connected.wait(), 10)
@@ -253,6 +305,15 @@ async def test_sigterm_hands_a_live_zuckzapgo_call_to_the_other_worker_without_e
             assert holds(calls_dir / f"{name}-outbound.wav", BROWSER_HZ), name
         types = [e["type"] for e in events.seen]
         assert "call.ended" not in types
+        # The media fork: A's connection ended without "stop"; B connected again with the
+        # same stream id and a start that says it resumed, and carries the engine's audio.
+        assert len(fork_app.connections) == 2, [len(c) for c in fork_app.connections]
+        first, second = fork_app.connections
+        assert [e["event"] for e in first][:2] == ["connected", "start"]
+        assert "stop" not in [e["event"] for e in first]
+        start = next(e for e in second if e["event"] == "start")
+        assert start["resumed"] is True and start["stream_id"] == stream["streamId"]
+        assert band_energy(fork_app.inbound(1), 16_000, ENGINE_HZ) > 0.5
         # Metrics: B measured the gap; the move is counted on A (gone now).
         async with session.get(b.base + "/metrics") as r:
             text = await r.text()
@@ -262,6 +323,7 @@ async def test_sigterm_hands_a_live_zuckzapgo_call_to_the_other_worker_without_e
         for rtc in (old, new):
             if rtc is not None:
                 await rtc.close()
+        await fork_app.stop()
         log_a = await a.stop()
         await b.stop()
         print(log_a[-3000:])
