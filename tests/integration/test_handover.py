@@ -500,3 +500,65 @@ async def test_sigterm_hangs_up_a_cloud_api_call_still_live_at_the_drain_timeout
         await b.stop()
         await a.stop()
         await meta.stop()
+
+
+async def test_a_rolling_restart_of_one_of_two_workers_loses_none_of_its_20_calls(
+    redis, session, fake, tmp_path
+) -> None:
+    """The issue's target: 20 live calls on the worker a deploy restarts, none lost. Two of
+    them have a browser (which offers again on call.moved); all 20 keep their engine call."""
+    env = engine_env(fake, BRIDGE_LOG_LEVEL="warning")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = Bridge(redis, tmp_path / "a", env=env)
+    b = Bridge(redis, tmp_path / "b", env=env)
+    await a.start(session)
+    browsers: list[RtcClient] = []
+    events = None
+    try:
+        made = []
+        for i in range(20):
+            status, call = await post(session, a.base, "/call/make", {"phone": f"55219999{i:05d}"})
+            assert status == 201 and call["owner"] == a.worker_id, call
+            made.append(call["callID"])
+        for call_id in made:
+            await wait_call(session, a.base, call_id, "active")
+        for call_id in made[:2]:
+            rtc = RtcClient(Http(session, a.base), call_id, freq=BROWSER_HZ)
+            await rtc.offer()
+            await asyncio.wait_for(rtc.connected.wait(), 10)
+            browsers.append(rtc)
+        await b.start(session)  # the worker that stays (the other pod)
+        events = Events(session, b.base)
+        await asyncio.sleep(0.5)
+        a.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            moved = {e["callID"] for e in events.seen if e["type"] == "call.moved"}
+            if moved >= set(made):
+                break
+            await asyncio.sleep(0.1)
+        assert moved >= set(made), len(moved)
+        for call_id in made[:2]:
+            rtc = RtcClient(Http(session, b.base), call_id, freq=BROWSER_HZ)
+            await rtc.offer()
+            await asyncio.wait_for(rtc.connected.wait(), 10)
+            browsers.append(rtc)
+        assert await asyncio.wait_for(a.proc.wait(), 20) == 0
+        _status, listing = await get(session, b.base, "/call/status")
+        live = {c["callID"]: c for c in listing["calls"]}
+        lost = [c for c in made if c not in live or live[c]["owner"] != b.worker_id]
+        print(f"HANDOVER-LOST rolling-restart calls=20 lost={len(lost)}")
+        assert not lost
+        assert all(c.state == "active" for c in fake.calls.values())
+        assert not [r for r in fake.requests if r[1] == "/call/hangup"]
+        await asyncio.sleep(1.0)
+        for rtc in browsers[2:]:
+            assert await hears(rtc, ENGINE_HZ) > 0.5
+    finally:
+        if events is not None:
+            await events.close()
+        for rtc in browsers:
+            await rtc.close()
+        await a.stop()
+        await b.stop()
