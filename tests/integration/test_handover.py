@@ -562,3 +562,68 @@ async def test_a_rolling_restart_of_one_of_two_workers_loses_none_of_its_20_call
             await rtc.close()
         await a.stop()
         await b.stop()
+
+
+async def test_sigterm_hands_a_live_wadial_call_over_too(redis, session, tmp_path) -> None:
+    """The other PCM engine: WADial's media socket (Float32LE, JSON control frames) is opened
+    again by the new owner before the old one closes its own; the call never ends."""
+    from ..fakes.wadial import FakeWadial
+
+    wadial = FakeWadial(tone_hz=600.0)
+    await wadial.start()
+    env = {
+        "BRIDGE_ENGINE": "wadial",
+        "BRIDGE_ENGINE_URL": wadial.url,
+        "BRIDGE_ENGINE_TOKEN": "wkey",
+        "BRIDGE_ENGINE_SESSION": "s1",
+        "BRIDGE_ENGINE_POLL_INTERVAL": "0.2",
+        "BRIDGE_SHUTDOWN_CALLS": "handover",
+    }
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = Bridge(redis, tmp_path / "a", env=env)
+    b = Bridge(redis, tmp_path / "b", env=env)
+    await a.start(session)
+    await b.start(session)
+    events = Events(session, b.base)
+    browsers: list[RtcClient] = []
+    try:
+        status, made = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+        assert status == 201 and made["owner"] == a.worker_id, made
+        call_id = made["callID"]
+        await wait_call(session, a.base, call_id, "active")
+        engine_id = next(iter(wadial.calls))
+        old = RtcClient(Http(session, a.base), call_id, freq=BROWSER_HZ)
+        browsers.append(old)
+        await old.offer()
+        await asyncio.wait_for(old.connected.wait(), 10)
+        await asyncio.sleep(0.5)
+        assert await hears(old, 600.0) > 0.5
+        a.proc.send_signal(signal.SIGTERM)
+        moved = await events.wait("call.moved")
+        assert moved["to"] == b.worker_id and moved["reason"] == "drain"
+        new = RtcClient(Http(session, b.base), call_id, freq=BROWSER_HZ)
+        browsers.append(new)
+        await new.offer()
+        await asyncio.wait_for(new.connected.wait(), 10)
+        await asyncio.sleep(1.0)
+        assert await hears(new, 600.0) > 0.5
+        t0 = time.monotonic()
+        await asyncio.sleep(1.0)
+        call = wadial.calls[engine_id]
+        heard = np.frombuffer(
+            b"".join(f for f, t in zip(call.received, call.received_at, strict=True) if t >= t0),
+            dtype="<f4",
+        )
+        assert band_energy(heard, 16_000, BROWSER_HZ) > 0.5
+        assert call.state == "active" and call.max_open >= 2
+        assert not [r for r in wadial.requests if r[1].endswith("/hangup")]
+        assert (await wait_call(session, b.base, call_id, "active"))["owner"] == b.worker_id
+        assert await asyncio.wait_for(a.proc.wait(), 20) == 0
+    finally:
+        await events.close()
+        for rtc in browsers:
+            await rtc.close()
+        await a.stop()
+        await b.stop()
+        await wadial.stop()
