@@ -224,8 +224,15 @@ def create_app(
         manager.events.observe(dtmf_observer(manager.find_runtime))  # keys to forks, sockets
         app[WEBHOOKS] = webhooks
         app[HANDOVER] = handover
-        if settings.calls.shutdown_calls is ShutdownCalls.HANDOVER and cluster.shared:
-            drain_on_sigterm(manager, handover, tasks)
+        if settings.calls.shutdown_calls is ShutdownCalls.HANDOVER:
+            if cluster.shared:
+                drain_on_sigterm(manager, handover, tasks)
+            else:
+                log.warning(
+                    "BRIDGE_SHUTDOWN_CALLS=handover needs a shared call directory "
+                    "(BRIDGE_DIRECTORY=redis://…): one process has no other worker to hand "
+                    "its calls to, so SIGTERM hangs them up (as with hangup)"
+                )
         try:
             yield
         finally:
