@@ -78,8 +78,7 @@ def drain_on_sigterm(manager: CallManager, handover: Handover, tasks: TaskSet) -
             await handover.wait_unmovable()
         except Exception:
             log.exception("draining")
-        finally:
-            loop.call_soon(_graceful_exit)
+        loop.call_soon(_graceful_exit)  # not when cancelled: the shutdown is under way
 
     def on_sigterm() -> None:
         if draining:

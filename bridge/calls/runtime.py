@@ -416,12 +416,10 @@ class CallRuntime:
         down = session.forward_downlink(lambda: len(sessions) == 1 and not conference.mixed)
         leg.forward_to(down.offer if down is not None else None)
         up = leg.forward_from(
-            lambda: (
-                len(sessions) == 1
-                and not conference.mixed
-                and not bus.muted
-                and not bus.has_sources
-            )
+            lambda: len(sessions) == 1
+            and not conference.mixed
+            and not bus.muted
+            and not bus.has_sources
         )
         session.forward_uplink(up.offer if up is not None else None)
         self._forwarding_to = session
