@@ -108,6 +108,7 @@ class ForkApp:
 
     def __init__(self) -> None:
         self.connections: list[list[dict]] = []
+        self.webhooks: list[dict] = []
         self.port = free_port()
         self._runner: web.AppRunner | None = None
 
@@ -118,6 +119,7 @@ class ForkApp:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/media", self._serve)
+        app.router.add_post("/hook", self._hook)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -131,6 +133,10 @@ class ForkApp:
             if msg.type is WSMsgType.TEXT:
                 events.append(json.loads(msg.data))
         return ws
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        self.webhooks.append(await request.json())
+        return web.Response(status=204)
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -236,14 +242,19 @@ async def test_sigterm_hands_a_live_zuckzapgo_call_to_the_other_worker_without_e
 ) -> None:
     data = tmp_path / "data"  # shared storage: both segments of the recording side by side
     data.mkdir()
-    env = engine_env(fake, BRIDGE_FORK_URL_ALLOW="127.0.0.1")
+    fork_app = ForkApp()  # also the app's webhook receiver
+    await fork_app.start()
+    env = engine_env(
+        fake,
+        BRIDGE_FORK_URL_ALLOW="127.0.0.1",
+        BRIDGE_WEBHOOK_URL=f"http://127.0.0.1:{fork_app.port}/hook",
+        BRIDGE_WEBHOOK_SECRET="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    )
     a = Bridge(redis, data, env=env)
     b = Bridge(redis, data, env=env)
     await a.start(session)
     await b.start(session)
     events = Events(session, b.base)
-    fork_app = ForkApp()
-    await fork_app.start()
     old = new = None
     try:
         call_id, engine_id = await start_call(session, a, fake)
@@ -314,6 +325,9 @@ async def test_sigterm_hands_a_live_zuckzapgo_call_to_the_other_worker_without_e
         start = next(e for e in second if e["event"] == "start")
         assert start["resumed"] is True and start["stream_id"] == stream["streamId"]
         assert band_energy(fork_app.inbound(1), 16_000, ENGINE_HZ) > 0.5
+        # The app's webhook got call.moved too (sent by A before it exited).
+        hooked = [w for w in fork_app.webhooks if w["type"] == "call.moved"]
+        assert len(hooked) == 1 and hooked[0]["to"] == b.worker_id, fork_app.webhooks[-3:]
         # Metrics: B measured the gap; the move is counted on A (gone now).
         async with session.get(b.base + "/metrics") as r:
             text = await r.text()
