@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import json
 import signal
+import socket
 import time
 import wave
 from collections.abc import AsyncIterator
@@ -29,8 +30,8 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from ..fakes.zuckzapgo import FakeZuckZapGo
-from ..support.cluster import Bridge, Http, Redis, require_redis, sse_events
-from ..support.processes import free_port
+from ..support.cluster import Bridge, Http, Redis, bridge_env, require_redis, sse_events
+from ..support.processes import free_port, spawn_bridge
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import band_energy
 
@@ -641,3 +642,71 @@ async def test_sigterm_hands_a_live_wadial_call_over_too(redis, session, tmp_pat
         await a.stop()
         await b.stop()
         await wadial.stop()
+
+
+def adjacent_free_ports() -> int:
+    """A port P with P+1 free too (the internal ports of a supervisor's two workers)."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two adjacent free ports")
+
+
+async def test_a_pod_of_two_workers_terminated_moves_every_call_to_the_other_pod(
+    redis, session, fake, tmp_path
+) -> None:
+    """The Kubernetes shape: SIGTERM to a pod's supervisor reaches both its workers at once;
+    neither may take the other's calls (both drain), so every call goes to the other pod."""
+    port, internal = free_port(), adjacent_free_ports()
+    (tmp_path / "pod").mkdir()
+    (tmp_path / "b").mkdir()
+    env = bridge_env(
+        redis, port, internal, tmp_path / "pod", BRIDGE_WORKERS="2", **engine_env(fake)
+    )
+    supervisor = await spawn_bridge(env)
+    base = f"http://127.0.0.1:{port}"
+    b = Bridge(redis, tmp_path / "b", env=engine_env(fake))
+    fresh = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+    events = None
+    try:
+        made: dict[str, str] = {}
+        deadline = time.monotonic() + 30
+        while len(set(made.values())) < 2 or len(made) < 6:  # calls on both workers
+            assert time.monotonic() < deadline, made
+            try:
+                status, call = await post(fresh, base, "/call/make", {"phone": "5521999999999"})
+            except aiohttp.ClientConnectionError:
+                status = 0
+            if status == 201:
+                made[call["callID"]] = call["owner"]
+            else:
+                await asyncio.sleep(0.2)
+        for call_id in made:
+            await wait_call(fresh, base, call_id, "active")
+        await b.start(session)
+        events = Events(session, b.base)
+        await asyncio.sleep(0.5)
+        supervisor.send_signal(signal.SIGTERM)
+        _out, err = await asyncio.wait_for(supervisor.communicate(), 40)
+        log = err.decode()
+        assert supervisor.returncode == 0, log[-3000:]
+        moved = [e for e in events.seen if e["type"] == "call.moved"]
+        assert {e["callID"] for e in moved} == set(made), log[-3000:]
+        assert all(e["to"] == b.worker_id for e in moved)
+        _status, listing = await get(session, b.base, "/call/status")
+        assert {c["callID"] for c in listing["calls"]} == set(made)
+        assert all(c.state == "active" for c in fake.calls.values())
+        assert not [r for r in fake.requests if r[1] == "/call/hangup"]
+    finally:
+        await fresh.close()
+        if events is not None:
+            await events.close()
+        if supervisor.returncode is None:
+            supervisor.kill()
+            await supervisor.wait()
+        await b.stop()
