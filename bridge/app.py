@@ -14,7 +14,7 @@ from .api import setup_routes
 from .api.auth import auth_middleware
 from .api.engine import authenticates_itself
 from .api.errors import BODY_TIMEOUT, error_middleware
-from .api.internal import handover_sender
+from .api.internal import handover_sender, relay_opener
 from .api.keys import (
     DIRECTORY,
     ENGINE,
@@ -185,6 +185,7 @@ def create_app(
             handover_sender(internal_http, cluster.internal_secret),
             recordings,
             forks,
+            relay_opener(internal_http, cluster.internal_secret),
         )
         if storage.record_all:
 

@@ -244,28 +244,44 @@ export class BridgeClient extends EventTarget {
     this.inputAnalyser = this._analyse(this.micStream);
   }
 
-  async _negotiate() {
+  /**
+   * @param {boolean} [keepOld] make before break: the current connection plays on until the
+   *   new one is connected (the call moved: the old worker relays it meanwhile)
+   */
+  async _negotiate(keepOld = false) {
     this._negotiations += 1;
     const config = await this.api("/call/webrtc/config");
     const pc = new RTCPeerConnection({
       iceServers: config.iceServers,
       iceTransportPolicy: config.iceTransportPolicy || "all",
     });
-    if (this.pc) this.pc.close();
+    const old = this.pc;
+    if (old && !keepOld) old.close();
     this.pc = pc;
+    /** @type {MediaStream|null} the new connection's audio, played once it is connected */
+    let pending = null;
     for (const track of /** @type {MediaStream} */ (this.micStream).getAudioTracks()) {
       pc.addTrack(track, /** @type {MediaStream} */ (this.micStream));
     }
-    pc.ontrack = (ev) => {
-      const stream = ev.streams[0] || new MediaStream([ev.track]);
+    const play = (/** @type {MediaStream} */ stream) => {
       this.remoteStream = stream;
       this.audio.srcObject = stream;
       this.audio.play?.().catch(() => {});
       this.outputAnalyser = this._analyse(stream);
       this._emit("track", stream);
     };
+    pc.ontrack = (ev) => {
+      const stream = ev.streams[0] || new MediaStream([ev.track]);
+      if (old && keepOld && pc.connectionState !== "connected") pending = stream;
+      else play(stream);
+    };
     pc.onconnectionstatechange = () => {
       if (pc !== this.pc) return;
+      if (keepOld && old && pc.connectionState === "connected") {
+        if (pending) play(pending);
+        pending = null;
+        old.close();
+      }
       this._emit("state", { state: pc.connectionState });
       clearTimeout(this._disconnectTimer);
       if (pc.connectionState === "failed") this._recover();
@@ -342,14 +358,15 @@ export class BridgeClient extends EventTarget {
   /**
    * The call moved to another bridge worker (`call.moved`): offer again for the same callID
    * at once; the bridge routes the offer to the new owner, which already carries the
-   * WhatsApp side. The old worker closed its side of the old connection.
+   * WhatsApp side. The old connection plays on (the old worker relays the call through the
+   * new owner meanwhile) until the new one is connected, then it is closed.
    * @param {{from?: string, to?: string, reason?: string}} data
    */
   async _moved(data) {
     this._emit("moved", { from: data.from, to: data.to, reason: data.reason });
     this.recoveries = 0;
     try {
-      await this._negotiate();
+      await this._negotiate(true);
     } catch (err) {
       this._emit("error", err);
       this._recover();

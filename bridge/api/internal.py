@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import aiohttp
 from aiohttp import web
 
-from ..calls.handover import MovedCall
+from ..calls.handover import MovedCall, OpenRelay
 from ..cluster import WorkerInfo
 from ..cluster.handover import Send
+from ..engines import EngineStats, MediaChannel
+from ..engines.zuckzapgo import ZuckZapGoMedia
 from ..errors import NotFound
 from .auth import FORWARDED, INTERNAL_HEADER, OWNER_HEADER
 from .keys import HANDOVER
@@ -30,6 +34,25 @@ async def handover_call(request: web.Request) -> web.Response:
     body = await read_body(request, "HandoverRequest", limit=256 * 1024)
     call = await request.app[HANDOVER].adopt(MovedCall.from_json(body))
     return web.json_response(call.snapshot(), status=201)
+
+
+def relay_opener(http: aiohttp.ClientSession, secret: str) -> OpenRelay:
+    """``open(url, worker, call id)``: the call's PCM stream on the worker that carries it on
+    now (``GET /call/{callID}/stream``, s16le), as a media channel of the old worker."""
+
+    async def open_relay(url: str, worker: str, call_id: str) -> MediaChannel:
+        try:
+            ws = await http.ws_connect(
+                url.replace("http://", "ws://", 1) + f"/call/{quote(call_id)}/stream",
+                headers={INTERNAL_HEADER: secret, OWNER_HEADER: worker},
+                timeout=aiohttp.ClientWSTimeout(ws_close=2),
+                heartbeat=10,
+            )
+        except aiohttp.ClientError as exc:
+            raise ConnectionError(str(exc) or type(exc).__name__) from None
+        return ZuckZapGoMedia(ws, call_id, EngineStats())
+
+    return open_relay
 
 
 def handover_sender(http: aiohttp.ClientSession, secret: str) -> Send:

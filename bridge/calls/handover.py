@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engines import MovableCalls
+from ..engines import MediaChannel, MovableCalls
 from ..engines.socket import ReconnectingChannel
 from ..errors import BadRequest, BridgeError
 from .events import CallEvents
@@ -119,6 +119,54 @@ def export_call(
         recording=recording(runtime) if recording is not None else None,
         forks=[fork.export() for fork in runtime.attached("fork")],
     )
+
+
+OpenRelay = Callable[[str, str, str], Awaitable[MediaChannel]]
+"""``open(worker url, worker id, call id)``: the call's PCM stream on its new owner
+(``GET /call/{callID}/stream``), as a media channel (``api/internal.py``)."""
+
+RELAY_WAIT = 10.0
+"""Seconds a worker that handed a call over keeps relaying its browser through the new owner
+while the browser offers to the new owner (make-before-break); then it lets go anyway."""
+
+
+async def relay_until_moved(
+    runtime: CallRuntime,
+    open_relay: OpenRelay,
+    url: str,
+    worker: str,
+    browser_moved: Callable[[], Awaitable[bool]],
+) -> bool:
+    """Make-before-break for the browser: the old worker swaps its engine media for the new
+    owner's PCM stream of the call (the engine socket is the new owner's already) and keeps
+    the browser's peer connection until ``browser_moved()`` (the browser's new connection is
+    up on the new owner), at most :data:`RELAY_WAIT`. ``False``: no relay (no browser here,
+    or the stream could not be opened): the caller lets go at once."""
+    if not runtime.sessions:
+        return False
+    try:
+        channel = await asyncio.wait_for(open_relay(url, worker, runtime.call_id), 3.0)
+    except (OSError, TimeoutError, BridgeError) as exc:
+        log.info(
+            "call %s: no relay through the new owner (%s); letting go at once",
+            runtime.call_id,
+            str(exc) or type(exc).__name__,
+            extra={"call_id": runtime.call_id},
+        )
+        return False
+    await runtime.swap_engine_media(channel)
+    deadline = time.monotonic() + RELAY_WAIT
+    while time.monotonic() < deadline:
+        if await browser_moved():
+            return True
+        await asyncio.sleep(0.05)
+    log.info(
+        "call %s: the browser did not reach the new owner within %g s; letting go",
+        runtime.call_id,
+        RELAY_WAIT,
+        extra={"call_id": runtime.call_id},
+    )
+    return True
 
 
 ResumeRecording = Callable[[CallRuntime, dict[str, Any]], Awaitable[object]]

@@ -22,16 +22,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol
 
 from ..calls import Call, CallManager, CallRuntime
 from ..calls.handover import (
     MovedCall,
+    OpenRelay,
     ResumeRecording,
     adopt_call,
     announce_move,
     can_move,
     export_call,
+    relay_until_moved,
     release_call,
 )
 from ..config import ClusterSettings
@@ -78,6 +81,7 @@ class Handover:
         send: Send,
         recordings: Recordings | None = None,
         forks: Forks | None = None,
+        open_relay: OpenRelay | None = None,
     ) -> None:
         self.manager = manager
         self.directory = directory
@@ -86,6 +90,7 @@ class Handover:
         self._send = send
         self._recordings = recordings
         self._forks = forks
+        self._open_relay = open_relay
         self._gaps: dict[str, tuple[float, str]] = {}
         """Calls moved here waiting for their browser: (move began, wall clock; reason)."""
         self._tasks = TaskSet("handover")
@@ -155,6 +160,14 @@ class Handover:
                 if not call.live:  # it ended while it moved: the new owner finds out too
                     return True
                 announce_move(self.manager, call, target.id, reason)
+                if self._open_relay is not None:
+                    await relay_until_moved(
+                        runtime,
+                        self._open_relay,
+                        target.url,
+                        target.id,
+                        partial(self._browser_on, call.id, target.id),
+                    )
                 await release_call(self.manager, call.id)
                 self.metrics.handovers.labels(reason, "moved").inc()
                 log.info(
@@ -167,6 +180,17 @@ class Handover:
                 return True
             why = f"worker {target.id}: {status} {body[:200]}"
         return self._kept(call, reason, "failed", why)
+
+    async def _browser_on(self, call_id: str, worker: str) -> bool:
+        """Whether the call's browser is connected on ``worker`` (its record says so)."""
+        try:
+            record = await self.directory.record(call_id)
+        except BridgeError:
+            return False
+        if record is None or record.owner != worker:
+            return False
+        webrtc = record.snapshot.get("webrtc") or {}
+        return bool(webrtc.get("state") == "connected")
 
     def _kept(self, call: Call, reason: str, outcome: str, why: str) -> bool:
         self.metrics.handovers.labels(reason, outcome).inc()
