@@ -142,6 +142,8 @@ export class BridgeClient extends EventTarget {
     this.recoveries = 0;
     /** Counts negotiations: a recovery that waited skips its offer if a newer one was made. */
     this._negotiations = 0;
+    /** @type {RTCPeerConnection|null} the connection a moved call plays on until the new one is up */
+    this._replacing = null;
     /** @type {AnalyserNode|null} the microphone, for a level meter */
     this.inputAnalyser = null;
     /** @type {AnalyserNode|null} what the call sounds like, for a level meter */
@@ -257,6 +259,7 @@ export class BridgeClient extends EventTarget {
     });
     const old = this.pc;
     if (old && !keepOld) old.close();
+    if (old && keepOld) this._replacing = old;
     this.pc = pc;
     /** @type {MediaStream|null} the new connection's audio, played once it is connected */
     let pending = null;
@@ -281,6 +284,7 @@ export class BridgeClient extends EventTarget {
         if (pending) play(pending);
         pending = null;
         old.close();
+        if (this._replacing === old) this._replacing = null;
       }
       this._emit("state", { state: pc.connectionState });
       clearTimeout(this._disconnectTimer);
@@ -368,6 +372,8 @@ export class BridgeClient extends EventTarget {
     try {
       await this._negotiate(true);
     } catch (err) {
+      this._replacing?.close();
+      this._replacing = null;
       this._emit("error", err);
       this._recover();
     }
@@ -501,6 +507,8 @@ export class BridgeClient extends EventTarget {
     clearInterval(this._statsTimer);
     this.pc?.close();
     this.pc = null;
+    this._replacing?.close();
+    this._replacing = null;
     const callID = this.callID;
     if (callID) await this.api("/call/webrtc/close", { callID, ...this._who() }).catch(() => {});
     this.micStream?.getTracks().forEach((t) => t.stop());
