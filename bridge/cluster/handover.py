@@ -5,10 +5,12 @@ over) and after a crash (a survivor adopts a dead worker's calls).
 that it takes no new calls, then hands each live call its engine can move to the least-loaded
 other worker with room (``POST /call/handover`` there, with ``BRIDGE_INTERNAL_SECRET``). The
 new owner claims the call in the directory and opens the engine media before it answers; only
-then does the old worker emit ``call.moved {from, to, reason: "drain"}`` and close its own
-media without hanging up. Calls that cannot move (Cloud API: Meta's media session ends at this
-worker's address) are served here until they end, at most ``BRIDGE_DRAIN_TIMEOUT``. With no
-other worker with room, the call is treated as today (hung up at shutdown), with a WARNING.
+then does the old worker emit ``call.moved {from, to, reason: "drain"}``, relay its browser
+through the new owner's PCM stream of the call until the browser's new connection is up there
+(make-before-break), and close its own media without hanging up. Calls that cannot move
+(Cloud API: Meta's media session ends at this worker's address) are served here until they
+end, at most ``BRIDGE_DRAIN_TIMEOUT``. With no other worker with room, the call is treated as
+today (hung up at shutdown), with a WARNING.
 
 **Crash**: the survivor that reaps a dead worker decides in its recovery
 (``calls/recovery.py``, ``Recovery.lost_call``) whether a call is adopted or ended; an
