@@ -14,7 +14,7 @@ from aiohttp import web
 from .app import create_app
 from .cluster import internal_url_for
 from .cluster.supervisor import Supervisor, usable_cores, worker_command
-from .config import ConfigError, Settings, load_settings
+from .config import ConfigError, Settings, ShutdownCalls, load_settings
 from .logs import setup_logging
 from .loop import install_event_loop
 from .startup import StartupError
@@ -101,6 +101,14 @@ than a worker's own shutdown (hang-ups ~10 s, then aiohttp's 5 s), shorter than 
 grace period minus the preStop pause (30 - 5 s)."""
 
 
+def drain_timeout(settings: Settings) -> float:
+    """How long the supervisor waits after SIGTERM: with ``BRIDGE_SHUTDOWN_CALLS=handover`` a
+    worker may serve calls that cannot move for up to ``BRIDGE_DRAIN_TIMEOUT`` first."""
+    calls = settings.calls
+    extra = calls.drain_timeout if calls.shutdown_calls is ShutdownCalls.HANDOVER else 0.0
+    return DRAIN_TIMEOUT + extra
+
+
 def _supervise(settings: Settings, workers: int, args: list[str]) -> int:
     """Start ``workers`` worker processes and keep them running (``BRIDGE_WORKERS``)."""
     log.info(
@@ -112,7 +120,7 @@ def _supervise(settings: Settings, workers: int, args: list[str]) -> int:
     return Supervisor(
         count=workers,
         command=lambda i: worker_command(args),
-        drain_timeout=DRAIN_TIMEOUT,
+        drain_timeout=drain_timeout(settings),
         # A worker that cannot start (a port in use, an unwritable data directory) fails
         # within a few seconds: three such failures in a row stop the supervisor.
         start_window=START_WINDOW,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,10 +14,12 @@ from .api import setup_routes
 from .api.auth import auth_middleware
 from .api.engine import authenticates_itself
 from .api.errors import BODY_TIMEOUT, error_middleware
+from .api.internal import handover_sender, relay_opener
 from .api.keys import (
     DIRECTORY,
     ENGINE,
     FORKS,
+    HANDOVER,
     HTTP,
     INBOUND,
     INTERNAL_HTTP,
@@ -35,10 +38,12 @@ from .api.routing import inbound_placer, routing_middleware
 from .attachments import ForkService, PlaybackService, RecordingService, dtmf_observer
 from .attachments.speech import start_speech_activity
 from .calls import Call, CallEvents, CallManager, InboundCalls, InMemoryCallRegistry, Recovery
+from .calls.handover import MovedCall
 from .calls.model import default_owner
 from .calls.runtime import CallRuntime
 from .cluster import create_directory, internal_url_for
-from .config import Settings
+from .cluster.handover import Handover
+from .config import Settings, ShutdownCalls
 from .engines import Engine, PolledEngine, create_engine
 from .errors import DirectoryUnavailable, NotFound
 from .http import create_http_session, create_internal_session
@@ -62,6 +67,38 @@ async def sweep_recordings(recordings: RecordingService, interval: float) -> Non
         if removed:
             log.info("retention: deleted %d expired recordings", removed)
         await asyncio.sleep(interval)
+
+
+def drain_on_sigterm(manager: CallManager, handover: Handover, tasks: TaskSet) -> None:
+    """SIGTERM drains first (``BRIDGE_SHUTDOWN_CALLS=handover``), while this worker still
+    serves requests: no new calls, movable calls handed over, the others served until they
+    end (bounded); then the usual graceful shutdown. A second SIGTERM stops at once."""
+    loop = asyncio.get_running_loop()
+    draining: list[asyncio.Task[None]] = []
+
+    async def drain_then_stop() -> None:
+        try:
+            manager.shutting_down = True  # new calls are refused; /readyz says so
+            await handover.drain()
+            await handover.wait_unmovable()
+        except Exception:
+            log.exception("draining")
+        loop.call_soon(_graceful_exit)  # not when cancelled: the shutdown is under way
+
+    def on_sigterm() -> None:
+        if draining:
+            _graceful_exit()
+        log.warning("SIGTERM: draining (BRIDGE_SHUTDOWN_CALLS=handover)")
+        draining.append(tasks.spawn(drain_then_stop(), "drain"))
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    except (NotImplementedError, RuntimeError):  # not the main thread (tests): no signals
+        pass
+
+
+def _graceful_exit() -> None:
+    raise web.GracefulExit()
 
 
 def create_app(
@@ -104,9 +141,10 @@ def create_app(
     events = CallEvents()
 
     # App-scoped resources: one cleanup_ctx entry each, created in this order and closed in
-    # reverse (aiohttp runs the entries' ends backwards): the calls end first (their last
-    # events queued), the webhooks flush them, the directory records them, then the app's
-    # tasks stop, the engine and the TURN provider close, and the HTTP clients last.
+    # reverse (aiohttp runs the entries' ends backwards): a drain still under way stops
+    # first (no call moves while the calls end), the calls end (their last events queued),
+    # the webhooks flush them, the directory records them, then the app's tasks stop, the
+    # engine and the TURN provider close, and the HTTP clients last.
 
     async def http_clients(app: web.Application) -> AsyncIterator[None]:
         app[HTTP] = create_http_session()
@@ -142,9 +180,10 @@ def create_app(
         await tasks.close()
 
     async def call_directory(app: web.Application) -> AsyncIterator[None]:
-        async def end_lost_call(call: Call) -> None:
+        async def lost_call(call: Call) -> None:
             # The reaper waits a heartbeat TTL after start-up: the calls exist by then.
-            await app[RECOVERY].end_lost_call(call)
+            # Recovery adopts the call here if it can move, else ends it (worker_lost).
+            await app[RECOVERY].lost_call(call)
 
         async def end_local_calls() -> None:
             if RECOVERY in app:  # before the calls exist there is none to end
@@ -157,7 +196,7 @@ def create_app(
             ended_ttl=settings.calls.ended_call_ttl,
             max_calls=settings.calls.max_calls,
             local_calls=registry.live,
-            end_lost_call=end_lost_call,
+            end_lost_call=lost_call,
             end_local_calls=end_local_calls,
         )
         events.observe(directory.observe)
@@ -205,7 +244,16 @@ def create_app(
             if polled
             else None,
         )
-        recovery = Recovery(manager, known_elsewhere=known_elsewhere)
+        async def adopt(moved: MovedCall) -> Call:
+            # A dead worker's call recovery adopts (the handover exists by then, as above).
+            return await app[HANDOVER].adopt(moved)
+
+        recovery = Recovery(
+            manager,
+            known_elsewhere=known_elsewhere,
+            adopt=adopt if cluster.adopt_lost_calls else None,
+            offer_timeout=cluster.adopt_offer_timeout,
+        )
         follow_calls(manager, app[RECORDINGS], app[TASKS])
         events.observe(dtmf_observer(manager.find_runtime))  # keys to forks, sockets
         app[MANAGER], app[INBOUND], app[RECOVERY] = manager, inbound, recovery
@@ -216,6 +264,32 @@ def create_app(
         finally:
             await recovery.close()
             await manager.close()  # every live call ends (with its runtime)
+
+    async def call_handover(app: web.Application) -> AsyncIterator[None]:
+        """Calls moving between workers: a drain on SIGTERM hands them over, the calls moved
+        here (``POST /call/handover``, a dead worker's that recovery adopts) are taken in."""
+        manager, internal_http = app[MANAGER], app[INTERNAL_HTTP]
+        handover = app[HANDOVER] = Handover(
+            manager,
+            app[DIRECTORY],
+            metrics,
+            handover_sender(internal_http, cluster.internal_secret),
+            app[RECORDINGS],
+            app[FORKS],
+            relay_opener(internal_http, cluster.internal_secret),
+        )
+        drain = TaskSet("drain")
+        if settings.calls.shutdown_calls is ShutdownCalls.HANDOVER:
+            if cluster.shared:
+                drain_on_sigterm(manager, handover, drain)
+            else:
+                log.warning(
+                    "BRIDGE_SHUTDOWN_CALLS=handover needs a shared call directory "
+                    "(BRIDGE_DIRECTORY=redis://…): one process has no other worker to hand "
+                    "its calls to, so SIGTERM hangs them up (as with hangup)"
+                )
+        yield
+        await drain.close()  # a drain cut short by a second SIGTERM: the calls end next
 
     def follow_calls(manager: CallManager, recordings: RecordingService, tasks: TaskSet) -> None:
         """What the settings start on every answered call: a recording, speech events."""
@@ -258,6 +332,7 @@ def create_app(
             call_directory,
             call_webhooks,
             calls,
+            call_handover,
         ]
     )
     app.on_shutdown.append(on_shutdown)

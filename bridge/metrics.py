@@ -401,6 +401,24 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.handovers = Counter(
+            "bridge_handovers",
+            "live calls moved between workers, by reason (drain: a deploy's SIGTERM; crash: "
+            "adopted from a dead worker) and outcome (moved; no_room: no other worker had "
+            "room; failed: the other worker did not take it; cannot_move: the engine's calls "
+            "cannot move, e.g. Cloud API; no_browser: adopted, but no browser offered in time)",
+            ["reason", "outcome"],
+            registry=r,
+        )
+        self.handover_gap = Histogram(
+            "bridge_handover_audio_gap_seconds",
+            "a moved call's audio gap: from the old worker letting go (drain) or the crash "
+            "being noticed, to the browser's new peer connection being connected on the new "
+            "owner",
+            ["reason"],
+            buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60),
+            registry=r,
+        )
         self.ended_totals = MediaTotals()
         """Bus counters of calls that have ended (live ones are read at scrape)."""
 

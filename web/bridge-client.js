@@ -106,7 +106,9 @@ export class BridgeError extends Error {
  * One browser's seat on WhatsApp calls. Events (all `CustomEvent`, data in `detail`):
  * `state` ({state}: new|connecting|connected|failed|closed|recovering), `stats` (QualityStats),
  * `call` (a call event from the bridge: {type, callID, call}), `track` (the remote MediaStream),
- * `error` (an Error during recovery), `role` ({role}: this participant's role changed).
+ * `error` (an Error during recovery), `role` ({role}: this participant's role changed),
+ * `moved` ({from, to, reason}: another bridge worker carries the call on now — a deploy drained
+ * the old one, or it died — and this browser offered again, by itself, for the same callID).
  */
 export class BridgeClient extends EventTarget {
   /** @param {BridgeClientOptions} [options] */
@@ -138,6 +140,10 @@ export class BridgeClient extends EventTarget {
     this.remoteStream = null;
     this.muted = false;
     this.recoveries = 0;
+    /** Counts negotiations: a recovery that waited skips its offer if a newer one was made. */
+    this._negotiations = 0;
+    /** @type {RTCPeerConnection|null} the connection a moved call plays on until the new one is up */
+    this._replacing = null;
     /** @type {AnalyserNode|null} the microphone, for a level meter */
     this.inputAnalyser = null;
     /** @type {AnalyserNode|null} what the call sounds like, for a level meter */
@@ -240,27 +246,46 @@ export class BridgeClient extends EventTarget {
     this.inputAnalyser = this._analyse(this.micStream);
   }
 
-  async _negotiate() {
+  /**
+   * @param {boolean} [keepOld] make before break: the current connection plays on until the
+   *   new one is connected (the call moved: the old worker relays it meanwhile)
+   */
+  async _negotiate(keepOld = false) {
+    this._negotiations += 1;
     const config = await this.api("/call/webrtc/config");
     const pc = new RTCPeerConnection({
       iceServers: config.iceServers,
       iceTransportPolicy: config.iceTransportPolicy || "all",
     });
-    if (this.pc) this.pc.close();
+    const old = this.pc;
+    if (old && !keepOld) old.close();
+    if (old && keepOld) this._replacing = old;
     this.pc = pc;
+    /** @type {MediaStream|null} the new connection's audio, played once it is connected */
+    let pending = null;
     for (const track of /** @type {MediaStream} */ (this.micStream).getAudioTracks()) {
       pc.addTrack(track, /** @type {MediaStream} */ (this.micStream));
     }
-    pc.ontrack = (ev) => {
-      const stream = ev.streams[0] || new MediaStream([ev.track]);
+    const play = (/** @type {MediaStream} */ stream) => {
       this.remoteStream = stream;
       this.audio.srcObject = stream;
       this.audio.play?.().catch(() => {});
       this.outputAnalyser = this._analyse(stream);
       this._emit("track", stream);
     };
+    pc.ontrack = (ev) => {
+      const stream = ev.streams[0] || new MediaStream([ev.track]);
+      if (old && keepOld && pc.connectionState !== "connected") pending = stream;
+      else play(stream);
+    };
     pc.onconnectionstatechange = () => {
       if (pc !== this.pc) return;
+      if (keepOld && old && pc.connectionState === "connected") {
+        if (pending) play(pending);
+        pending = null;
+        old.close();
+        if (this._replacing === old) this._replacing = null;
+      }
       this._emit("state", { state: pc.connectionState });
       clearTimeout(this._disconnectTimer);
       if (pc.connectionState === "failed") this._recover();
@@ -320,7 +345,10 @@ export class BridgeClient extends EventTarget {
     }
     this.recoveries += 1;
     this._emit("state", { state: "recovering", attempt: this.recoveries });
+    const before = this._negotiations;
     await new Promise((r) => setTimeout(r, 500 * this.recoveries));
+    // Offered again meanwhile (the call moved to another worker): that offer is the recovery.
+    if (this._negotiations !== before && this.pc && this.pc.connectionState !== "failed") return;
     try {
       await this._negotiate();
     } catch (err) {
@@ -328,6 +356,26 @@ export class BridgeClient extends EventTarget {
       if (!(err instanceof BridgeError && (err.status === 404 || err.status === 409))) {
         this._recover();
       }
+    }
+  }
+
+  /**
+   * The call moved to another bridge worker (`call.moved`): offer again for the same callID
+   * at once; the bridge routes the offer to the new owner, which already carries the
+   * WhatsApp side. The old connection plays on (the old worker relays the call through the
+   * new owner meanwhile) until the new one is connected, then it is closed.
+   * @param {{from?: string, to?: string, reason?: string}} data
+   */
+  async _moved(data) {
+    this._emit("moved", { from: data.from, to: data.to, reason: data.reason });
+    this.recoveries = 0;
+    try {
+      await this._negotiate(true);
+    } catch (err) {
+      this._replacing?.close();
+      this._replacing = null;
+      this._emit("error", err);
+      this._recover();
     }
   }
 
@@ -459,6 +507,8 @@ export class BridgeClient extends EventTarget {
     clearInterval(this._statsTimer);
     this.pc?.close();
     this.pc = null;
+    this._replacing?.close();
+    this._replacing = null;
     const callID = this.callID;
     if (callID) await this.api("/call/webrtc/close", { callID, ...this._who() }).catch(() => {});
     this.micStream?.getTracks().forEach((t) => t.stop());
@@ -514,6 +564,8 @@ export class BridgeClient extends EventTarget {
         if (data.type === "participant.left" && data.participantID === this.id && this.pc && !this._closing) {
           this._dropped();
         }
+        // Another worker carries the call on now (a deploy, a crash): offer to it.
+        if (data.type === "call.moved" && this.pc && !this._closing) this._moved(data);
       }
       this._emit("call", data);
     };
@@ -531,7 +583,7 @@ export class BridgeClient extends EventTarget {
   static EVENT_TYPES = ["call.created", "call.ringing", "call.active", "call.ended", "call.muted",
     "call.unmuted", "call.transport", "webrtc.offer", "webrtc.state", "participant.joined",
     "participant.left", "participant.role", "call.transferred", "call.held", "call.unheld",
-    "call.dtmf", "call.dtmf.sent", "call.speech.started", "call.speech.stopped"];
+    "call.dtmf", "call.dtmf.sent", "call.speech.started", "call.speech.stopped", "call.moved"];
 
   /**
    * @param {MediaStream} stream

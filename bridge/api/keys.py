@@ -8,6 +8,7 @@ from aiohttp import web
 from ..attachments import ForkService, PlaybackService, RecordingService
 from ..calls import CallManager, InboundCalls, Recovery
 from ..cluster import Directory
+from ..cluster.handover import Handover
 from ..config import Settings
 from ..engines import Engine
 from ..metrics import Metrics
@@ -29,6 +30,9 @@ RECORDINGS = web.AppKey("recordings", RecordingService)
 FORKS = web.AppKey("forks", ForkService)
 WEBHOOKS = web.AppKey("webhooks", WebhookService)
 DIRECTORY = web.AppKey("directory", Directory)
+HANDOVER = web.AppKey("handover", Handover)
+"""Moves this worker's calls away when it drains; takes calls moved here
+(``POST /call/handover``) and a dead worker's calls that recovery adopts."""
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 """The process's one outgoing client (engines, forks, playback URLs, webhooks, TURN)."""
 TASKS = web.AppKey("tasks", TaskSet)

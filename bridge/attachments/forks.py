@@ -88,8 +88,8 @@ class WavixEvents:
     """The Wavix-style dialect: snake_case fields, a sequence number on every event but
     ``connected``, ``media_format`` naming the payload encoding."""
 
-    def __init__(self, call_id: str, codec: str) -> None:
-        self.stream_id = "st_" + secrets.token_hex(8)
+    def __init__(self, call_id: str, codec: str, stream_id: str | None = None) -> None:
+        self.stream_id = stream_id or "st_" + secrets.token_hex(8)
         self.call_id = call_id
         self.codec = codec
         self._seq = 0
@@ -156,8 +156,13 @@ class Fork:
         kind: str,
         fmt: str,
         dialect: ForkDialect,
+        *,
+        resumed: bool = False,
     ) -> None:
         self.wire = dialect
+        self.resumed = resumed
+        """The stream was opened by another worker, which handed the call over: its ``start``
+        says ``"resumed": true`` and keeps the stream id."""
         self.id = dialect.stream_id
         self.host = host
         self.call_id = host.call_id
@@ -229,7 +234,10 @@ class Fork:
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self._enqueue(self.wire.connected())
-        self._enqueue(self.wire.start(self.channel, self.stream_type))
+        start = self.wire.start(self.channel, self.stream_type)
+        if self.resumed:
+            start["resumed"] = True
+        self._enqueue(start)
         self._taps: list[tuple[str, Callable[[BusFrame], None]]] = []
         if self.channel in ("inbound", "both"):
             tap = self._tap("inbound")
@@ -329,6 +337,24 @@ class Fork:
     async def close(self) -> None:
         await self._finish("stopped")
 
+    async def leave(self) -> None:
+        """Close the socket without ``stop``: the call moved to another worker, which opens
+        the stream again with the same id (its ``start`` says it resumed)."""
+        await self._finish("moved")
+
+    def export(self) -> dict[str, Any]:
+        """What another worker needs to open this stream again (a handover)."""
+        moved: dict[str, Any] = {
+            "url": self.url,
+            "channel": self.channel,
+            "type": self.stream_type,
+            "format": self.format,
+            "streamId": self.id,
+        }
+        if isinstance(self.wire, TwilioEvents):
+            moved["customParameters"] = self.wire.parameters
+        return moved
+
 
 class ForkService:
     """Opens media forks; URLs restricted to ``BRIDGE_FORK_URL_ALLOW`` hosts."""
@@ -337,7 +363,20 @@ class ForkService:
         self.allow = {h.lower() for h in allow}
         self._http = http
 
-    async def start(self, host: AttachmentHost, body: dict[str, Any]) -> Fork:
+    async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> Fork:
+        """Open a stream of a call moved here again (:meth:`Fork.export`): same URL, same
+        stream id, a ``start`` with ``"resumed": true``."""
+        body = {k: v for k, v in moved.items() if k != "streamId"}
+        return await self.start(host, body, stream_id=str(moved["streamId"]), resumed=True)
+
+    async def start(
+        self,
+        host: AttachmentHost,
+        body: dict[str, Any],
+        *,
+        stream_id: str | None = None,
+        resumed: bool = False,
+    ) -> Fork:
         url = body.get("url")
         if not isinstance(url, str):
             raise BadRequest("field 'url' must be a ws:// or wss:// URL")
@@ -366,17 +405,24 @@ class ForkService:
         if kind == "oneway" and sum(f.stream_type == "oneway" for f in mine) >= MAX_ONEWAY:
             raise CallStateError(f"a call can have {MAX_ONEWAY} one-way streams")
         if fmt == "twilio":
-            dialect: ForkDialect = TwilioEvents(host.call_id, custom_parameters(params))
+            dialect: ForkDialect = TwilioEvents(host.call_id, custom_parameters(params), stream_id)
         else:
-            dialect = WavixEvents(host.call_id, fmt)
-        fork = Fork(host, url, channel, kind, fmt, dialect)
+            dialect = WavixEvents(host.call_id, fmt, stream_id)
+        fork = Fork(host, url, channel, kind, fmt, dialect, resumed=resumed)
         host.attach(fork)  # counted against the limits while it connects
         try:
             await fork.start(self._http)
         except BaseException:
             host.detach(fork)
             raise
-        host.emit("stream.started", streamId=fork.id, channel=channel, type=kind, format=fmt)
+        host.emit(
+            "stream.started",
+            streamId=fork.id,
+            channel=channel,
+            type=kind,
+            format=fmt,
+            **({"resumed": True} if resumed else {}),
+        )
         return fork
 
     @staticmethod

@@ -190,8 +190,15 @@ class CallRecorder:
         root: Path,
         retention_s: float,
         on_ready: Callable[[list[Recording]], None],
+        *,
+        origin: Path | None = None,
+        segment: int = 1,
     ) -> None:
         self.id = "rec:" + host.call_id
+        self.origin = origin or base
+        """The first segment's base: a call moved to another worker records on in
+        ``{origin}-seg{n}`` (``segment`` n), the same recording in several files."""
+        self.segment = segment
         self._on_ready = on_ready
         self.host = host
         self.call_id = host.call_id
@@ -368,6 +375,27 @@ class RecordingService:
             await recorder.close()
             raise
         host.emit("recording.started")
+        return recorder
+
+    def export(self, recorder: CallRecorder) -> dict[str, Any]:
+        """What another worker needs to record on into the next segment (a handover)."""
+        return {
+            "origin": str(recorder.origin.relative_to(self.root.resolve())),
+            "segment": recorder.segment,
+        }
+
+    async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> CallRecorder:
+        """Record a call moved here on into the next segment of its recording: the files
+        ``{origin}-seg{n}-{inbound,outbound,mixed}.wav`` beside the first segment's."""
+        root = self.root.resolve()
+        origin = inside(root, str(moved["origin"]))
+        segment = int(moved["segment"]) + 1
+        base = origin.with_name(f"{origin.name}-seg{segment}")
+        recorder = CallRecorder(
+            host, base, root, self.retention_s, self.add, origin=origin, segment=segment
+        )
+        host.attach(recorder)
+        host.emit("recording.started", segment=segment)
         return recorder
 
     async def stop(self, host: AttachmentHost) -> list[Recording]:

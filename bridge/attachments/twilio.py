@@ -53,8 +53,11 @@ class TwilioEvents:
 
     codec = "pcmu"
 
-    def __init__(self, call_id: str, parameters: dict[str, str]) -> None:
-        self.stream_id = "MZ" + secrets.token_hex(16)  # a Stream SID: MZ and 32 hex digits
+    def __init__(
+        self, call_id: str, parameters: dict[str, str], stream_id: str | None = None
+    ) -> None:
+        # A Stream SID: MZ and 32 hex digits (a stream resumed by another worker keeps its own).
+        self.stream_id = stream_id or "MZ" + secrets.token_hex(16)
         self.call_id = call_id
         self.parameters = parameters
         self._seq = 0

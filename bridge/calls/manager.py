@@ -11,6 +11,9 @@ Two policies sit beside it and drive it through :meth:`CallManager.add`,
 :meth:`CallManager.end` and :meth:`CallManager.record_end`: who takes a new inbound call
 (:mod:`.inbound`, which the manager hands the engine's ``INCOMING`` events) and the calls
 nobody here owns any more (:mod:`.recovery`: orphans at start-up, a dead worker's calls).
+A live call moving between workers (:mod:`.handover`) comes in through
+:meth:`CallManager.adopt_moved` and leaves through :meth:`CallManager.release_moved`: taken
+in or let go without ``call.created`` or ``call.ended``, since it neither starts nor ends.
 """
 
 from __future__ import annotations
@@ -240,13 +243,16 @@ class CallManager:
     def add(self, call: Call) -> None:
         """Take a new call into the live set: registered, its runtime created,
         ``call.created`` published."""
-        self.registry.add(call)
         self.metrics.calls_started.labels(str(call.direction)).inc()
-        self._runtimes[call.id] = CallRuntime(
-            call, self.engine, self.events, self.metrics, self._media_lost
-        )
-        self._count_active()
+        self._take_in(call)
         self.events.publish("call.created", call)
+
+    def _take_in(self, call: Call) -> CallRuntime:
+        self.registry.add(call)
+        runtime = CallRuntime(call, self.engine, self.events, self.metrics, self._media_lost)
+        self._runtimes[call.id] = runtime
+        self._count_active()
+        return runtime
 
     async def answer(self, call_id: str, *, status_callback: str | None = None) -> Call:
         """Answer a ringing inbound call; ``status_callback`` (already checked) receives its
@@ -468,6 +474,25 @@ class CallManager:
                 call.final_stats = runtime.final_stats
         finally:
             self.events.publish("call.ended", call, **data)
+
+    # -- moves: calls/handover.py carries live calls between workers through these two steps
+    def adopt_moved(self, call: Call) -> CallRuntime:
+        """Carry on a live call another worker handed over or left behind (not a new call:
+        no ``call.created``, not counted as started); its runtime is returned to be filled."""
+        self.check_capacity()
+        return self._take_in(call)
+
+    def release_moved(self, call_id: str) -> CallRuntime | None:
+        """Forget a live call another worker carries on now, without ending it; its runtime
+        (returned) is the caller's to close without hanging up."""
+        call = self.registry.get(call_id)
+        runtime = self._runtimes.pop(call_id, None)
+        if call is not None:
+            self.registry.forget(call)
+        if runtime is not None:
+            runtime.retire_counters()
+        self._count_active()
+        return runtime
 
     # -- metrics
     def _count_active(self) -> None:

@@ -7,14 +7,22 @@
   (``BRIDGE_ORPHAN_CALLS=hangup``; ``keep`` only logs them). A ringing inbound call is a new
   call, offered like any other.
 * **Lost calls** — when a worker's heartbeat lapses, one survivor's directory rebuilds each of
-  its live calls from the directory's record and hands it to :meth:`Recovery.end_lost_call`:
-  the call ends ``failed``/``worker_lost`` here (SSE, webhooks, directory) and is hung up on
-  the engine where it allows it. A worker that learns it was taken for dead ends its own
-  calls the same way (:meth:`Recovery.end_local_calls_as_lost`).
+  its live calls from the directory's record and hands it to :meth:`Recovery.lost_call`,
+  which decides adopt or end. A call whose engine lets another worker carry it on
+  (:class:`~bridge.engines.MovableCalls`: ZuckZapGo, WADial) is adopted when this process
+  was given a way to (``adopt``: the handover's receiving end, ``cluster/handover.py``) and
+  has room: its engine media is opened again here, ``call.moved {…, reason: "crash"}`` tells
+  the browser to offer again, and a call no browser (nor fork or socket) came back to within
+  ``offer_timeout`` ends ``failed``/``worker_lost`` as below. Any other lost call goes to
+  :meth:`Recovery.end_lost_call`: it ends ``failed``/``worker_lost`` here (SSE, webhooks,
+  directory) and is hung up on the engine where it allows it. A worker that learns it was
+  taken for dead ends its own calls the same way (:meth:`Recovery.end_local_calls_as_lost`).
 
 What happens to such a call is decided here, through the state machine's
 :meth:`CallManager.record_end` / :meth:`CallManager.end` (and, to take one in as a live call
-of this process, :meth:`CallManager.add`); the tasks it needs belong to this object.
+of this process, :meth:`CallManager.add`, or ``adopt`` for a dead worker's call); the tasks
+it needs belong to this object (an adopted call's wait for its browser is its runtime's end
+task, :meth:`~bridge.calls.runtime.CallRuntime.end_soon`).
 """
 
 from __future__ import annotations
@@ -25,11 +33,13 @@ from collections.abc import Awaitable, Callable
 
 from ..config import OrphanCalls
 from ..engines import RemoteCall
-from ..errors import EngineCallNotFound, EngineError
+from ..errors import BridgeError, EngineCallNotFound, EngineError
 from ..tasks import TaskSet
+from .handover import MovedCall, announce_move, can_move
 from .hangup import HANGUP_TIMEOUT, hang_up_quietly
 from .manager import CallManager
 from .model import Call, EndReason
+from .runtime import EndCall
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +54,14 @@ may be in the engine's listing before it is ours)."""
 KnownElsewhere = Callable[[str], Awaitable[bool]]
 """``known_elsewhere(engine call id)``: does another live worker carry this engine call?"""
 
+Adopt = Callable[[MovedCall], Awaitable[Call]]
+"""``adopt(moved)``: carry a moved call on here — claimed in the directory, its engine media
+open (``Handover.adopt``, the receiving end of a handover); raises a ``BridgeError`` when it
+cannot (no room, shutting down, the directory down)."""
+
+ADOPT_OFFER_TIMEOUT = 30.0
+"""Seconds an adopted call waits for a browser's new offer (``BRIDGE_ADOPT_OFFER_TIMEOUT``)."""
+
 
 async def _never(engine_call_id: str) -> bool:
     return False
@@ -52,12 +70,22 @@ async def _never(engine_call_id: str) -> bool:
 class Recovery:
     """Orphans and lost calls of one process (see the module docstring)."""
 
-    def __init__(self, manager: CallManager, *, known_elsewhere: KnownElsewhere | None = None):
+    def __init__(
+        self,
+        manager: CallManager,
+        *,
+        known_elsewhere: KnownElsewhere | None = None,
+        adopt: Adopt | None = None,
+        offer_timeout: float = ADOPT_OFFER_TIMEOUT,
+    ):
         """Without ``known_elsewhere`` (one process) every engine call no call here owns is
-        an orphan."""
+        an orphan; without ``adopt`` (one process, or ``BRIDGE_ADOPT_LOST_CALLS=false``)
+        every lost call is ended."""
         self.manager = manager
         self.engine = manager.engine
         self._known_elsewhere = known_elsewhere or _never
+        self._adopt = adopt
+        self.offer_timeout = offer_timeout
         self._tasks = TaskSet("recovery")
 
     async def start(self) -> None:
@@ -124,6 +152,79 @@ class Recovery:
             self.engine.hangup_later(remote.id, f"orphan: {why}")
 
     # -- a dead worker's calls
+    async def lost_call(self, call: Call) -> None:
+        """A call whose worker died (rebuilt from the shared directory by a survivor): carry
+        it on here if its engine lets it move and this process has room, else end it
+        (:meth:`end_lost_call`)."""
+        manager = self.manager
+        if manager.registry.get(call.id) is not None or not call.live:
+            return
+        movable = can_move(manager, call)
+        if self._adopt is None or not movable or manager.shutting_down:
+            if not movable:
+                manager.metrics.handovers.labels("crash", "cannot_move").inc()
+            await self.end_lost_call(call)
+            return
+        dead = call.owner
+        moved = MovedCall(
+            snapshot=call.snapshot(),
+            engine_call_id=call.engine_call_id,
+            reason="crash",
+            status_callback=call.status_callback,
+        )
+        try:
+            ours = await self._adopt(moved)
+        except BridgeError as exc:
+            manager.metrics.handovers.labels("crash", "no_room").inc()
+            log.warning(
+                "call %s of dead worker %s not adopted (%s): ending it (worker_lost)",
+                call.id,
+                dead,
+                exc.message,
+                extra={"call_id": call.id},
+            )
+            await self.end_lost_call(call)
+            return
+        ours.owner = dead  # announce_move says where it came from
+        announce_move(manager, ours, manager.owner, "crash")
+        manager.metrics.handovers.labels("crash", "moved").inc()
+        log.warning(
+            "call %s: adopted from dead worker %s; waiting up to %g s for its browser",
+            call.id,
+            dead,
+            self.offer_timeout,
+            extra={"call_id": call.id},
+        )
+        runtime = manager.find_runtime(call.id)
+        if runtime is not None:
+            runtime.end_soon(self._unclaimed(ours), "no-browser", after=self.offer_timeout)
+
+    def _unclaimed(self, call: Call) -> EndCall:
+        """The end of an adopted call nobody came back to within the offer timeout: no
+        browser offered, no fork or socket is attached (a recording alone does not count)."""
+
+        async def end() -> None:
+            runtime = self.manager.find_runtime(call.id)
+            if runtime is None or not call.live:
+                return
+            if runtime.sessions or any(
+                a.kind != "recorder" for a in runtime.attachments.values()
+            ):
+                return
+            self.manager.metrics.handovers.labels("crash", "no_browser").inc()
+            log.warning(
+                "call %s: no browser offered within %g s of its adoption: ending it "
+                "(worker_lost)",
+                call.id,
+                self.offer_timeout,
+                extra={"call_id": call.id},
+            )
+            call.end_detail = "worker_lost"
+            await hang_up_quietly(self.engine, call)
+            await self.manager.end(call, EndReason.FAILED)
+
+        return end
+
     async def end_lost_call(self, call: Call) -> None:
         """End a call whose worker died (rebuilt from the shared directory by a survivor):
         end it ``failed``/``worker_lost``, emit, then hang it up on the engine where it

@@ -18,6 +18,9 @@ class CallRegistry(Protocol):
     def by_engine_id(self, engine_call_id: str) -> Call | None: ...
     def live(self) -> list[Call]: ...
     def ended(self, call: Call) -> None: ...
+    def forget(self, call: Call) -> None:
+        """Drop a live call that another worker carries on now (it did not end)."""
+
     def sweep(self) -> int: ...
 
 
@@ -52,6 +55,11 @@ class InMemoryCallRegistry:
         self._ended[call.id] = call
         while len(self._ended) > self.max_ended:
             self._ended.popitem(last=False)
+
+    def forget(self, call: Call) -> None:
+        self._live.pop(call.id, None)
+        if self._by_engine.get(call.engine_call_id) == call.id:
+            del self._by_engine[call.engine_call_id]
 
     def sweep(self, now: float | None = None) -> int:
         """Forget ended calls older than the TTL; returns how many."""

@@ -37,7 +37,7 @@ from typing import Any
 
 from ..attachments.base import Attachment
 from ..engines import CallLeg, DtmfLeg, Engine, EnginePump, LegEngine, WebRTCLeg
-from ..engines.base import MediaClosed, OpusEngine
+from ..engines.base import MediaChannel, MediaClosed, OpusEngine
 from ..errors import CallStateError, EngineError
 from ..media import CallBus, Role
 from ..metrics import Metrics
@@ -427,6 +427,22 @@ class CallRuntime:
                 self._dtmf_in = InbandDtmf(self.bus, self.on_whatsapp_dtmf)
             self.pump.start()
             self.update_pass_through()
+
+    async def swap_engine_media(self, channel: MediaChannel) -> None:
+        """Carry the engine audio over ``channel`` from now on, the current one closed (a
+        worker that handed the call over relays its browser through the new owner)."""
+        async with self._pump_lock:
+            old, self.pump = self.pump, None
+            if old is not None:
+                await old.close()
+            self.pump = EnginePump(self.bus, channel, on_closed=self._pump_closed)
+            self.pump.start()
+
+    async def open_engine_media_now(self, user: str) -> None:
+        """Open the engine media at once for ``user`` of the bus and wait for it (a call
+        moved here: the engine leg is taken before the old worker lets go of it)."""
+        self.bus.add_user(user)
+        await self._open_engine_media()
 
     def update_pass_through(self) -> None:
         """On a call whose WhatsApp side is a WebRTC leg, forward Opus packets untouched

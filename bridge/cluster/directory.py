@@ -74,10 +74,12 @@ class WorkerInfo:
     url: str
     calls: int
     max_calls: int
+    draining: bool = False
+    """It is shutting down (its calls are moving away): it takes no new calls."""
 
     @property
     def has_room(self) -> bool:
-        return self.calls < self.max_calls
+        return self.calls < self.max_calls and not self.draining
 
 
 class Directory(Protocol):
@@ -112,6 +114,13 @@ class Directory(Protocol):
     async def claim_engine_call(self, engine_call_id: str) -> bool:
         """Whether this worker may create the call for a newly seen engine call (exactly one
         worker of the cluster gets ``True``)."""
+
+    async def drain(self) -> None:
+        """Tell the other workers this one takes no new calls (it is shutting down)."""
+
+    async def take_over(self, call: Call, previous_owner: str) -> None:
+        """Record now that this worker owns ``call``, which ``previous_owner`` carried (a
+        handover or an adoption; raises ``DirectoryUnavailable``)."""
 
     def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
         """Events after ``last_id`` (or from now), then live ones; ``None`` every
@@ -236,6 +245,12 @@ class MemoryDirectory:
 
     async def claim_engine_call(self, engine_call_id: str) -> bool:
         return True
+
+    async def drain(self) -> None:
+        pass
+
+    async def take_over(self, call: Call, previous_owner: str) -> None:
+        pass
 
     def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
         position = parse_event_id(last_id)

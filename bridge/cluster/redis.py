@@ -124,6 +124,7 @@ class RedisDirectory:
         self._detail = "not connected yet"
         self._ring = EventRing(backlog)
         self._tasks = TaskSet("directory")
+        self._draining = False
 
     # -- state
     @property
@@ -183,7 +184,12 @@ class RedisDirectory:
     # -- heartbeat, catch-up and fencing
     async def _heartbeat_once(self) -> None:
         beat = json.dumps(
-            {"url": self.url, "calls": len(self._local_calls()), "maxCalls": self.max_calls}
+            {
+                "url": self.url,
+                "calls": len(self._local_calls()),
+                "maxCalls": self.max_calls,
+                "draining": self._draining,
+            }
         )
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.set(_worker_key(self.worker_id), beat, px=int(self.heartbeat_ttl * 1000))
@@ -266,6 +272,10 @@ class RedisDirectory:
                 await asyncio.wait_for(progress.wait(), remaining)
 
     def _queue_record(self, pipe: Any, record: CallRecord) -> None:
+        if record.live and record.owner != self.worker_id:
+            # A call this worker handed over (``call.moved``): its record is the new owner's
+            # to write; the event still goes to the log.
+            return
         key = f"{P}call:{record.call_id}"
         engine_key = f"{P}engine:{record.engine_call_id}"
         if record.live:
@@ -409,7 +419,15 @@ class RedisDirectory:
             info = json.loads(beat)
             if worker == self.worker_id:
                 calls = len(self._local_calls())  # fresher than the directory
-            found.append(WorkerInfo(worker, info["url"], int(calls), int(info["maxCalls"])))
+            found.append(
+                WorkerInfo(
+                    worker,
+                    info["url"],
+                    int(calls),
+                    int(info["maxCalls"]),
+                    bool(info.get("draining")),
+                )
+            )
         return found
 
     async def live_snapshots(self) -> list[dict[str, Any]]:
@@ -447,6 +465,24 @@ class RedisDirectory:
                 self._detail,
             )
             return False
+
+    async def drain(self) -> None:
+        self._draining = True
+        with contextlib.suppress(*_FAILURES):
+            await self._heartbeat_once()
+
+    async def take_over(self, call: Call, previous_owner: str) -> None:
+        self._check()
+        record = self._record(call)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                self._queue_record(pipe, record)
+                pipe.srem(_owned_key(previous_owner), call.id)
+                await pipe.execute()
+        except _FAILURES as exc:
+            self._mark_down(exc)
+            self._check()
+            raise
 
     # -- the event log
     async def _read_events(self) -> None:

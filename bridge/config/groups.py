@@ -64,6 +64,7 @@ class ShutdownCalls(enum.StrEnum):
 
     HANGUP = "hangup"
     KEEP = "keep"
+    HANDOVER = "handover"
 
 
 class OrphanCalls(enum.StrEnum):
@@ -173,7 +174,15 @@ class CallSettings(_Group):
     max_call_duration: float = _opt(14_400.0, "seconds an answered call may last (0: no limit)")
     shutdown_calls: ShutdownCalls = _opt(
         ShutdownCalls.HANGUP,
-        "at shutdown: hangup (end calls) or keep (leave WhatsApp calls up for handover)",
+        "at shutdown: hangup (end calls), keep (leave WhatsApp calls up, ended here), or "
+        "handover (with a shared directory: move calls on ZuckZapGo/WADial to another worker "
+        "with room, serve the others until they end, at most BRIDGE_DRAIN_TIMEOUT; what "
+        "cannot move or wait is hung up)",
+    )
+    drain_timeout: float = _opt(
+        7200.0,
+        "seconds a worker draining with BRIDGE_SHUTDOWN_CALLS=handover keeps serving the calls "
+        "that cannot move (Cloud API) before it hangs them up",
     )
     max_participants: int = _opt(4, "browser participants one call may have (agent, supervisors)")
     orphan_calls: OrphanCalls = _opt(
@@ -195,6 +204,7 @@ class CallSettings(_Group):
         if self.ended_call_ttl < 600:
             raise self.bad("ended_call_ttl", "must be at least 600 seconds")
         self.between("stats_interval", 0.2, 300, " seconds")
+        self.between("drain_timeout", 0, 86_400, " seconds")
 
 
 @dataclass(frozen=True)
@@ -502,6 +512,16 @@ class ClusterSettings(_Group):
     event_backlog: int = _opt(
         10_000, "call events kept for SSE clients that reconnect with Last-Event-ID"
     )
+    adopt_lost_calls: bool = _opt(
+        True,
+        "when a worker dies, a survivor adopts its calls on ZuckZapGo/WADial (re-opens their "
+        "engine media, waits for the browser's new offer) instead of ending them (worker_lost)",
+    )
+    adopt_offer_timeout: float = _opt(
+        30.0,
+        "seconds a worker that adopted a dead worker's call waits for a browser's new offer "
+        "before it ends the call as worker_lost",
+    )
 
     @property
     def shared(self) -> bool:
@@ -534,6 +554,7 @@ class ClusterSettings(_Group):
             )
         self.between("heartbeat_ttl", 1, 300, " seconds")
         self.between("event_backlog", 100, 1_000_000)
+        self.between("adopt_offer_timeout", 1, 3600, " seconds")
 
 
 GROUPS: dict[str, type[_Group]] = {

@@ -8,6 +8,8 @@ never by the engine's kind or by probing for attributes):
   sender verifies the URL with a ``GET`` handshake;
 - :class:`PolledEngine`: every worker polls the same list of calls, so every worker sees each
   new inbound call and one must claim it;
+- :class:`MovableCalls`: a call can be carried on by another worker (handover at a deploy,
+  adoption after a crash: ``calls/handover.py``);
 - :class:`SimulatedNetwork`: the simulator, which can be asked to ring us;
 - :class:`LegEngine`: each call has a leg of its own in this process, made before the call's
   runtime exists and handed over to it (:class:`CallLeg`);
@@ -259,6 +261,17 @@ class PolledEngine(Protocol):
 
     async def list_calls(self) -> list[RemoteCall]:
         """The engine's live calls."""
+
+
+@runtime_checkable
+class MovableCalls(Protocol):
+    """An engine whose calls outlive the worker that carries them: the WhatsApp call lives in
+    the engine, and its media is a socket any worker may open again (ZuckZapGo's and WADial's
+    media WebSockets), so a live call can be handed to another worker at a deploy, or adopted
+    after a crash, without the WhatsApp user noticing more than a short gap."""
+
+    def can_move(self, engine_call_id: str) -> bool:
+        """Whether this call can be carried on by another worker."""
 
 
 @runtime_checkable

@@ -144,6 +144,11 @@ class PollingEngine(abc.ABC):
     async def hangup(self, engine_call_id: str) -> None:
         """End (or decline) a call on the engine."""
 
+    def can_move(self, engine_call_id: str) -> bool:
+        """Every call can: the engine holds the WhatsApp call, and closing our media socket
+        does not end it (only a hang-up does), so another worker may open it again."""
+        return True
+
     def poke(self) -> None:
         """Poll now (a webhook said something changed)."""
         self._poke.set()

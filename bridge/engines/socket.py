@@ -122,6 +122,11 @@ class ReconnectingChannel:
         self._closed = False
         self._lock = asyncio.Lock()
 
+    @property
+    def connected(self) -> bool:
+        """Whether a socket to the engine is open now (not between reconnects)."""
+        return self._inner is not None and not self._closed
+
     async def open(self) -> None:
         """Open the socket; if the engine cannot be reached now, :meth:`recv` keeps trying
         within the window (the call is not failed for an engine that is restarting)."""

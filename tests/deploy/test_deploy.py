@@ -704,7 +704,7 @@ def test_k8s_deployment_wiring() -> None:
     assert urlsplit(environ["BRIDGE_INTERNAL_URL"]).port not in ports.values()
     assert settings.cluster.shared and settings.cluster.internal_url.startswith("http://")
     assert env["BRIDGE_INTERNAL_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == "internal-secret"
-    assert environ["BRIDGE_SHUTDOWN_CALLS"] in ("hangup", "keep")
+    assert environ["BRIDGE_SHUTDOWN_CALLS"] in ("hangup", "keep", "handover")
 
     # Recordings on the claim, at the image's data directory; the port range as in the image.
     instrs = parse_dockerfile(DOCKERFILE.read_text())
@@ -724,6 +724,11 @@ def test_k8s_deployment_wiring() -> None:
     pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
     assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + 10
+    # Draining (handover): calls that cannot move are served up to BRIDGE_DRAIN_TIMEOUT, and
+    # the supervisor waits that plus its margin before it kills a worker: all of it fits.
+    from bridge.__main__ import drain_timeout
+
+    assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + drain_timeout(settings)
 
     uid = [i.args for i in instrs if i.cmd == "USER"][-1].split(":")[0]
     assert pod["securityContext"]["runAsNonRoot"] is True

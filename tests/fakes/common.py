@@ -24,6 +24,9 @@ class FakeCall:
     received_at: list[float] = field(default_factory=list)  # time.monotonic() of each frame
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     connects: int = 0
+    max_open: int = 0  # the most media sockets open at once
+    sink: web.WebSocketResponse | None = None
+    """With one inbound sink per call (ZuckZapGo), the socket that gets the peer's audio."""
     answered: bool = False
     signal: np.ndarray | None = None
     """16 kHz s16 to play once instead of the tone (then silence), e.g. DTMF and speech."""
@@ -73,7 +76,12 @@ class FakeServer:
 
 
 async def send_tone(
-    ws: web.WebSocketResponse, call: FakeCall, freq: float, frame: int, encode
+    ws: web.WebSocketResponse,
+    call: FakeCall,
+    freq: float,
+    frame: int,
+    encode,
+    single_sink: bool = False,
 ) -> None:
     """Send a tone on the engine's clock, ``frame`` samples per message, while active."""
     start = time.monotonic()
@@ -82,7 +90,7 @@ async def send_tone(
         wait = start + n / 16_000 - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        if call.state == "active":
+        if call.state == "active" and (not single_sink or call.sink is ws):
             if call.signal is not None:
                 chunk = call.signal[n - played : n - played + frame]
                 pcm = np.zeros(frame, dtype=np.int16)
@@ -98,10 +106,20 @@ async def send_tone(
 
 
 async def serve_media(
-    ws: web.WebSocketResponse, call: FakeCall, freq: float, frame: int, encode
+    ws: web.WebSocketResponse,
+    call: FakeCall,
+    freq: float,
+    frame: int,
+    encode,
+    single_sink: bool = False,
 ) -> None:
-    """An engine's media socket: play a tone on its clock, keep what the bridge sends."""
-    sender = asyncio.ensure_future(send_tone(ws, call, freq, frame, encode))
+    """An engine's media socket: play a tone on its clock, keep what the bridge sends.
+
+    ``single_sink``: the call has one inbound sink (ZuckZapGo), which the newest socket
+    takes: an older socket still open gets no more of the peer's audio."""
+    call.sink = ws
+    call.max_open = max(call.max_open, len(call.sockets))
+    sender = asyncio.ensure_future(send_tone(ws, call, freq, frame, encode, single_sink))
     try:
         async for msg in ws:
             if msg.type is WSMsgType.BINARY:
@@ -110,3 +128,5 @@ async def serve_media(
     finally:
         sender.cancel()
         call.sockets.remove(ws)
+        if call.sink is ws:
+            call.sink = None

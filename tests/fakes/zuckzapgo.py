@@ -127,7 +127,19 @@ class FakeZuckZapGo(FakeServer):
         for extra in self.extra_frames:
             await ws.send_bytes(extra)
         self.extra_frames.clear()
-        await serve_media(ws, call, self.tone_hz, 960, lambda pcm: pcm.astype("<i2").tobytes())
+        # ZuckZapGo's API documentation (§6, and §4.8/§11: "the call's single inbound sink")
+        # neither forbids nor promises a second socket on a call while one is open: a second
+        # one is accepted, and takes the call's one inbound sink (the peer's audio goes to
+        # the newest socket only). Closing a socket does not end the call (§4.6: hang-up is
+        # POST /call/hangup; "also close the WebSocket").
+        await serve_media(
+            ws,
+            call,
+            self.tone_hz,
+            960,
+            lambda pcm: pcm.astype("<i2").tobytes(),
+            single_sink=True,
+        )
         return ws
 
     async def stop(self) -> None:

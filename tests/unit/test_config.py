@@ -192,6 +192,8 @@ ENV_SAMPLES = [
     ("BRIDGE_RING_TIMEOUT", "61", "calls", "ring_timeout", 61.0),
     ("BRIDGE_MAX_CALL_DURATION", "100", "calls", "max_call_duration", 100.0),
     ("BRIDGE_SHUTDOWN_CALLS", "keep", "calls", "shutdown_calls", "keep"),
+    ("BRIDGE_SHUTDOWN_CALLS", "handover", "calls", "shutdown_calls", "handover"),
+    ("BRIDGE_DRAIN_TIMEOUT", "600", "calls", "drain_timeout", 600.0),
     ("BRIDGE_ORPHAN_CALLS", "keep", "calls", "orphan_calls", "keep"),
     ("BRIDGE_ENDED_CALL_TTL", "700", "calls", "ended_call_ttl", 700.0),
     ("BRIDGE_STATS_INTERVAL", "2", "calls", "stats_interval", 2.0),
@@ -251,6 +253,8 @@ ENV_SAMPLES = [
     ("BRIDGE_INTERNAL_SECRET", "0123456789abcdef", "cluster", "internal_secret", "0123456789abcdef"),
     ("BRIDGE_HEARTBEAT_TTL", "2.5", "cluster", "heartbeat_ttl", 2.5),
     ("BRIDGE_EVENT_BACKLOG", "500", "cluster", "event_backlog", 500),
+    ("BRIDGE_ADOPT_LOST_CALLS", "false", "cluster", "adopt_lost_calls", False),
+    ("BRIDGE_ADOPT_OFFER_TIMEOUT", "12", "cluster", "adopt_offer_timeout", 12.0),
 ]
 
 

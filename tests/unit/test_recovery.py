@@ -1,5 +1,6 @@
 """Calls nobody here owns any more (``calls/recovery.py``), on the in-process fake engine: a
-dead worker's calls end ``failed``/``worker_lost``, a fenced worker ends its own, orphans are
+dead worker's calls end ``failed``/``worker_lost`` — or, when they can move, are adopted and
+end so only if no browser comes back in time —, a fenced worker ends its own, orphans are
 told apart from another worker's calls, and nothing is left running at close."""
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import pytest
 
 from bridge.calls import Call, CallState, Direction, EndReason, Recovery
 from bridge.calls import recovery as recovery_module
+from bridge.calls.handover import MovedCall, adopt_call
 from bridge.engines import EngineEvent, EngineEventKind, RemoteCall
-from bridge.errors import EngineUnavailable
+from bridge.errors import AtCapacity, EngineUnavailable
 
-from ..fakes.engine import Calls, FakeEngine, calls_for_tests
+from ..fakes.engine import Calls, FakeAttachment, FakeEngine, calls_for_tests
 from ..support.waits import until
 
 
@@ -135,3 +137,109 @@ async def test_close_stops_a_lost_calls_hang_up_still_waiting(calls) -> None:
     await calls.recovery.end_lost_call(lost_call(engine))
     await asyncio.wait_for(started.wait(), 1)
     await calls.recovery.close()  # the fixture checks nothing is left running
+
+
+class MovableEngine(FakeEngine):
+    """A PCM engine's capability: its calls can be carried on by another worker."""
+
+    def can_move(self, engine_call_id: str) -> bool:
+        return True
+
+
+def adopting(manager: Any, adopted: list[MovedCall]) -> Any:
+    """``Handover.adopt`` without a directory: the call is carried on here."""
+
+    async def adopt(moved: MovedCall) -> Call:
+        adopted.append(moved)
+        runtime = await adopt_call(manager, moved, claim=lambda call, previous: asyncio.sleep(0))
+        return runtime.call
+
+    return adopt
+
+
+async def adoption(engine: FakeEngine, offer_timeout: float = 60.0, **kw: Any) -> tuple:
+    manager = calls_for_tests(engine).manager
+    adopted: list[MovedCall] = []
+    recovery = Recovery(manager, adopt=adopting(manager, adopted), offer_timeout=offer_timeout)
+    published: list[tuple[str, Any, dict]] = []
+    manager.events.observe(lambda e, call: published.append((e.type, call.id, e.data)))
+    await manager.start()
+    return manager, recovery, adopted, published
+
+
+async def test_a_dead_workers_movable_call_is_adopted_and_announced_as_moved() -> None:
+    engine = MovableEngine()
+    manager, recovery, adopted, published = await adoption(engine)
+    try:
+        lost = lost_call(engine)
+        await recovery.lost_call(lost)
+        assert [m.reason for m in adopted] == ["crash"] and adopted[0].call_id == lost.id
+        ours = manager.get(lost.id)
+        assert ours.live and ours.owner == manager.owner
+        moved = [d for t, _, d in published if t == "call.moved"]
+        assert moved == [{"from": "dead-worker", "to": manager.owner, "reason": "crash"}]
+        assert "call.created" not in [t for t, _, _ in published]
+        assert engine.channels and engine.hung_up == []  # its engine media is open here
+        assert manager.metrics.handovers.labels("crash", "moved")._value.get() == 1
+    finally:
+        await recovery.close()
+        await manager.close()
+
+
+async def test_an_adopted_call_no_browser_came_back_to_ends_as_worker_lost() -> None:
+    engine = MovableEngine()
+    manager, recovery, _, published = await adoption(engine, offer_timeout=0.05)
+    try:
+        lost = lost_call(engine)
+        await recovery.lost_call(lost)
+        ours = manager.get(lost.id)
+        await until(lambda: not ours.live)
+        assert ours.end_reason is EndReason.FAILED and ours.end_detail == "worker_lost"
+        assert engine.hung_up == ["dead1"]
+        assert [t for t, _, _ in published][-1] == "call.ended"
+        assert manager.metrics.handovers.labels("crash", "no_browser")._value.get() == 1
+    finally:
+        await recovery.close()
+        await manager.close()
+
+
+async def test_an_adopted_call_something_came_back_to_stays() -> None:
+    engine = MovableEngine()
+    manager, recovery, _, _ = await adoption(engine, offer_timeout=0.05)
+    try:
+        lost = lost_call(engine)
+        await recovery.lost_call(lost)
+        runtime = manager.runtime(lost.id)
+        runtime.attach(FakeAttachment("fork:1", [], kind="fork"))
+        await asyncio.sleep(0.2)
+        assert runtime.call.live and engine.hung_up == []
+    finally:
+        await recovery.close()
+        await manager.close()
+
+
+@pytest.mark.parametrize("why", ["cannot_move", "no_adopt", "shutting_down", "no_room"])
+async def test_a_lost_call_that_cannot_be_adopted_ends_as_before(why: str) -> None:
+    engine = FakeEngine() if why == "cannot_move" else MovableEngine()
+    manager, recovery, adopted, published = await adoption(engine)
+    if why == "no_adopt":
+        recovery = Recovery(manager)
+    if why == "shutting_down":
+        manager.shutting_down = True
+    if why == "no_room":
+
+        async def full(moved: MovedCall) -> Call:
+            raise AtCapacity("full")
+
+        recovery = Recovery(manager, adopt=full)
+    try:
+        call = lost_call(engine)
+        await recovery.lost_call(call)
+        assert call.end_reason is EndReason.FAILED and call.end_detail == "worker_lost"
+        assert manager.registry.get(call.id) is None and adopted == []
+        assert [t for t, _, _ in published] == ["call.ended"]
+        await until(lambda: engine.hung_up == ["dead1"])
+    finally:
+        await recovery.close()
+        manager.shutting_down = False
+        await manager.close()

@@ -1,0 +1,74 @@
+"""Routes between instances only: a live call moved here from another worker
+(``POST /call/handover``), and the client side that sends one."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import aiohttp
+from aiohttp import web
+
+from ..calls.handover import MovedCall, OpenRelay
+from ..cluster import WorkerInfo
+from ..cluster.handover import Send
+from ..engines import EngineStats, MediaChannel
+from ..engines.zuckzapgo import ZuckZapGoMedia
+from ..errors import NotFound
+from .auth import FORWARDED, INTERNAL_HEADER, OWNER_HEADER
+from .keys import HANDOVER
+from .schema import read_body
+
+routes = web.RouteTableDef()
+
+HANDOVER_TIMEOUT = aiohttp.ClientTimeout(total=10, connect=2)
+"""The new owner answers once the engine took its media socket (a few seconds at most)."""
+
+
+@routes.post("/call/handover")
+async def handover_call(request: web.Request) -> web.Response:
+    """Between instances only: carry on a live call another worker hands over (it drains) —
+    claimed in the directory and its engine media open before the answer. 404 without the
+    internal secret."""
+    if not request.get(FORWARDED) or HANDOVER not in request.app:
+        raise NotFound(f"no route {request.method} {request.path}")
+    body = await read_body(request, "HandoverRequest", limit=256 * 1024)
+    call = await request.app[HANDOVER].adopt(MovedCall.from_json(body))
+    return web.json_response(call.snapshot(), status=201)
+
+
+def relay_opener(http: aiohttp.ClientSession, secret: str) -> OpenRelay:
+    """``open(url, worker, call id)``: the call's PCM stream on the worker that carries it on
+    now (``GET /call/{callID}/stream``, s16le), as a media channel of the old worker."""
+
+    async def open_relay(url: str, worker: str, call_id: str) -> MediaChannel:
+        try:
+            ws = await http.ws_connect(
+                url.replace("http://", "ws://", 1) + f"/call/{quote(call_id)}/stream",
+                headers={INTERNAL_HEADER: secret, OWNER_HEADER: worker},
+                timeout=aiohttp.ClientWSTimeout(ws_close=2),
+                heartbeat=10,
+            )
+        except aiohttp.ClientError as exc:
+            raise ConnectionError(str(exc) or type(exc).__name__) from None
+        return ZuckZapGoMedia(ws, call_id, EngineStats())
+
+    return open_relay
+
+
+def handover_sender(http: aiohttp.ClientSession, secret: str) -> Send:
+    """``send(worker, moved)``: ``POST /call/handover`` on ``worker``; its status and body."""
+
+    async def send(worker: WorkerInfo, moved: MovedCall) -> tuple[int, str]:
+        try:
+            async with http.post(
+                worker.url + "/call/handover",
+                json=moved.to_json(),
+                headers={INTERNAL_HEADER: secret, OWNER_HEADER: worker.id},
+                timeout=HANDOVER_TIMEOUT,
+                allow_redirects=False,
+            ) as resp:
+                return resp.status, await resp.text()
+        except aiohttp.ClientError as exc:
+            return 0, str(exc) or type(exc).__name__
+
+    return send

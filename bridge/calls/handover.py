@@ -1,0 +1,271 @@
+"""A live call's state as it moves between workers, and the two ends of a move: the worker
+that lets a call go and the one that carries it on (``cluster/handover.py`` decides when at a
+drain, :mod:`.recovery` after a crash).
+
+A call on an engine whose calls can move (:class:`~bridge.engines.MovableCalls`: ZuckZapGo,
+WADial) lives in the engine, not in our process: its media is a WebSocket any worker may open
+again, and closing ours does not end the WhatsApp call. So a worker can take over a call —
+owner, state, metadata, participants, mute and hold, and the attachments that can move (a
+recording continues into its next segment) — open the engine media *before* the old worker
+closes its own (the engine leg never drops), and the browser sends a new offer for the same
+callID, which routing brings to the new owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engines import MediaChannel, MovableCalls
+from ..engines.socket import ReconnectingChannel
+from ..errors import BadRequest, BridgeError
+from .events import CallEvents
+from .manager import CallManager
+from .model import Call, CallState
+from .runtime import CallRuntime
+
+log = logging.getLogger(__name__)
+
+MEDIA_OPEN_WAIT = 3.0
+"""Seconds the new owner waits for the engine to accept its media socket before it answers
+(the old worker keeps its own open meanwhile). An engine that refuses a second socket while
+the first is open (its documentation does not promise either way) gets it again by the
+channel's reconnects once the old one is closed: break-before-make, a longer gap."""
+
+HANDOVER_USER = "handover"
+"""The bus user that keeps a moved call's engine media open until a browser is back."""
+
+
+@dataclass(frozen=True)
+class MovedCall:
+    """A live call as one worker hands it to another (the body of ``POST /call/handover``)."""
+
+    snapshot: dict[str, Any]
+    engine_call_id: str
+    reason: str
+    """``drain`` (the old worker is shutting down) or ``crash`` (it died)."""
+    moved_at: float = field(default_factory=time.time)
+    """Wall-clock time the move began (the audio gap is measured from it)."""
+    status_callback: str | None = None
+    recording: dict[str, Any] | None = None
+    """The recording to continue into its next segment (``RecordingService.export``)."""
+    forks: list[dict[str, Any]] = field(default_factory=list)
+    """The media forks to open again, same stream ids (``Fork.export``)."""
+
+    @property
+    def call_id(self) -> str:
+        return str(self.snapshot["callID"])
+
+    @property
+    def previous_owner(self) -> str:
+        return str(self.snapshot.get("owner") or "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "call": self.snapshot,
+            "engineCallID": self.engine_call_id,
+            "reason": self.reason,
+            "movedAt": self.moved_at,
+            "statusCallback": self.status_callback,
+            "recording": self.recording,
+            "forks": self.forks,
+        }
+
+    @classmethod
+    def from_json(cls, body: Any) -> MovedCall:
+        try:
+            snap = body["call"]
+            if not isinstance(snap, dict) or not isinstance(snap.get("callID"), str):
+                raise TypeError("call")
+            Call.from_snapshot(snap, str(body["engineCallID"]))  # every field it needs is there
+            recording = body.get("recording")
+            forks = body.get("forks") or []
+            if not isinstance(forks, list) or not all(isinstance(f, dict) for f in forks):
+                raise TypeError("forks")
+            return cls(
+                snapshot=snap,
+                engine_call_id=str(body["engineCallID"]),
+                reason=str(body.get("reason") or "drain"),
+                moved_at=float(body.get("movedAt") or time.time()),
+                status_callback=body.get("statusCallback"),
+                recording=recording if isinstance(recording, dict) else None,
+                forks=forks,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadRequest(f"not a moved call: {exc}") from None
+
+
+def can_move(manager: CallManager, call: Call) -> bool:
+    """Whether another worker could carry this call on (its engine's capability)."""
+    engine = manager.engine
+    return isinstance(engine, MovableCalls) and engine.can_move(call.engine_call_id)
+
+
+def export_call(
+    runtime: CallRuntime,
+    reason: str,
+    recording: Callable[[CallRuntime], dict[str, Any] | None] | None = None,
+) -> MovedCall:
+    """The state another worker needs to carry ``runtime``'s call on."""
+    call = runtime.call
+    return MovedCall(
+        snapshot=call.snapshot(),
+        engine_call_id=call.engine_call_id,
+        reason=reason,
+        status_callback=call.status_callback,
+        recording=recording(runtime) if recording is not None else None,
+        forks=[fork.export() for fork in runtime.attached("fork")],
+    )
+
+
+OpenRelay = Callable[[str, str, str], Awaitable[MediaChannel]]
+"""``open(worker url, worker id, call id)``: the call's PCM stream on its new owner
+(``GET /call/{callID}/stream``), as a media channel (``api/internal.py``)."""
+
+RELAY_WAIT = 10.0
+"""Seconds a worker that handed a call over keeps relaying its browser through the new owner
+while the browser offers to the new owner (make-before-break); then it lets go anyway."""
+
+
+async def relay_until_moved(
+    runtime: CallRuntime,
+    open_relay: OpenRelay,
+    url: str,
+    worker: str,
+    browser_moved: Callable[[], Awaitable[bool]],
+) -> bool:
+    """Make-before-break for the browser: the old worker swaps its engine media for the new
+    owner's PCM stream of the call (the engine socket is the new owner's already) and keeps
+    the browser's peer connection until ``browser_moved()`` (the browser's new connection is
+    up on the new owner), at most :data:`RELAY_WAIT`. ``False``: no relay (no browser here,
+    or the stream could not be opened): the caller lets go at once."""
+    if not runtime.sessions:
+        return False
+    try:
+        channel = await asyncio.wait_for(open_relay(url, worker, runtime.call_id), 3.0)
+    except (OSError, TimeoutError, BridgeError) as exc:
+        log.info(
+            "call %s: no relay through the new owner (%s); letting go at once",
+            runtime.call_id,
+            str(exc) or type(exc).__name__,
+            extra={"call_id": runtime.call_id},
+        )
+        return False
+    await runtime.swap_engine_media(channel)
+    deadline = time.monotonic() + RELAY_WAIT
+    while time.monotonic() < deadline:
+        if await browser_moved():
+            return True
+        await asyncio.sleep(0.05)
+    log.info(
+        "call %s: the browser did not reach the new owner within %g s; letting go",
+        runtime.call_id,
+        RELAY_WAIT,
+        extra={"call_id": runtime.call_id},
+    )
+    return True
+
+
+ResumeRecording = Callable[[CallRuntime, dict[str, Any]], Awaitable[object]]
+"""Continues a moved call's recording here (``RecordingService.resume``)."""
+ResumeFork = Callable[[CallRuntime, dict[str, Any]], Awaitable[object]]
+"""Opens a moved call's media fork again here (``ForkService.resume``)."""
+
+
+async def adopt_call(
+    manager: CallManager,
+    moved: MovedCall,
+    claim: Callable[[Call, str], Awaitable[None]],
+    resume_recording: ResumeRecording | None = None,
+    resume_fork: ResumeFork | None = None,
+) -> CallRuntime:
+    """Carry on a moved call here: create it under this worker, ``claim(call, previous
+    owner)`` it in the directory, and open its engine media (waiting, bounded, until the
+    engine took the socket) before answering; a recording continues into its next segment.
+    Idempotent: a call already carried here is returned as it is."""
+    known = manager.find_runtime(moved.call_id)
+    if known is not None and known.call.live:
+        return known
+    call = Call.from_snapshot(moved.snapshot, moved.engine_call_id, moved.status_callback)
+    previous = call.owner
+    call.owner = manager.owner
+    # The browsers' peer connections stay with the old worker: they offer here again.
+    call.transport = None
+    call.webrtc_state = None
+    call.participants = []
+    if call.answered_at is not None:  # time limits count from the real answer
+        call.mono_answered = time.monotonic() - max(0.0, time.time() - call.answered_at)
+    runtime = manager.adopt_moved(call)  # mute and hold as they were (the call's controls)
+    try:
+        await claim(call, previous)
+        if call.state is CallState.ACTIVE:
+            await runtime.open_engine_media_now(HANDOVER_USER)
+            await _engine_media_open(runtime, MEDIA_OPEN_WAIT)
+        if moved.recording is not None and resume_recording is not None:
+            await resume_recording(runtime, moved.recording)
+    except BaseException:
+        await release_call(manager, call.id)
+        raise
+    for fork in moved.forks:
+        if resume_fork is None:
+            break
+        try:
+            await resume_fork(runtime, fork)
+        except BridgeError as exc:  # the app's server is gone: the call goes on without it
+            log.warning(
+                "call %s: media fork %s not resumed: %s",
+                call.id,
+                fork.get("streamId"),
+                exc.message,
+                extra={"call_id": call.id},
+            )
+    log.info(
+        "call %s: carried on here (from %s, %s)",
+        call.id,
+        previous or "?",
+        moved.reason,
+        extra={"call_id": call.id},
+    )
+    return runtime
+
+
+async def _engine_media_open(runtime: CallRuntime, timeout: float) -> None:
+    channel = runtime.pump.channel if runtime.pump is not None else None
+    if not isinstance(channel, ReconnectingChannel):
+        return  # opened at once, or failed (the runtime reported it)
+    for _ in range(int(timeout / 0.02)):  # the channel has no "opened" event to wait on
+        if channel.connected:
+            break
+        await asyncio.sleep(0.02)
+    if not channel.connected:
+        log.info(
+            "call %s: the engine has not taken the new media socket yet; the old worker lets "
+            "go of its own and the socket reconnects",
+            runtime.call_id,
+            extra={"call_id": runtime.call_id},
+        )
+
+
+async def release_call(manager: CallManager, call_id: str, *, moved: bool = True) -> None:
+    """Let go of a call another worker carries on now (``moved``: its media forks leave
+    without ``stop``, the new owner resumes them): forget it and close its runtime without
+    hanging up and without a word (its events are the new owner's now)."""
+    runtime = manager.release_moved(call_id)
+    if runtime is None:
+        return
+    runtime.events = CallEvents()  # nobody listens: attachments' last events go nowhere
+    if moved:
+        for fork in runtime.attached("fork"):
+            await fork.leave()
+    await asyncio.shield(runtime.close())
+
+
+def announce_move(manager: CallManager, call: Call, to: str, reason: str) -> None:
+    """Emit ``call.moved {from, to, reason}``: the browser offers again, to the new owner."""
+    previous = call.owner
+    call.owner = to
+    manager.events.publish("call.moved", call, **{"from": previous, "to": to, "reason": reason})

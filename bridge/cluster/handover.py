@@ -1,0 +1,263 @@
+"""Calls move to another worker instead of ending: at a deploy (a draining worker hands them
+over) and after a crash (a survivor adopts a dead worker's calls).
+
+**Drain** (SIGTERM with ``BRIDGE_SHUTDOWN_CALLS=handover``): the worker says in its heartbeat
+that it takes no new calls, then hands each live call its engine can move to the least-loaded
+other worker with room (``POST /call/handover`` there, with ``BRIDGE_INTERNAL_SECRET``). The
+new owner claims the call in the directory and opens the engine media before it answers; only
+then does the old worker emit ``call.moved {from, to, reason: "drain"}``, relay its browser
+through the new owner's PCM stream of the call until the browser's new connection is up there
+(make-before-break), and close its own media without hanging up. Calls that cannot move
+(Cloud API: Meta's media session ends at this worker's address) are served here until they
+end, at most ``BRIDGE_DRAIN_TIMEOUT``. With no other worker with room, the call is treated as
+today (hung up at shutdown), with a WARNING.
+
+**Crash**: the survivor that reaps a dead worker decides in its recovery
+(``calls/recovery.py``, ``Recovery.lost_call``) whether a call is adopted or ended; an
+adopted call is taken here exactly as a handed-over one (:meth:`Handover.adopt`), then
+recovery emits ``call.moved {…, reason: "crash"}`` and waits ``BRIDGE_ADOPT_OFFER_TIMEOUT``
+for a browser's new offer; a call nobody came back to ends ``failed``/``worker_lost`` as
+before, and so does every call that cannot move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, Protocol
+
+from ..calls import Call, CallManager, CallRuntime
+from ..calls.handover import (
+    MovedCall,
+    OpenRelay,
+    ResumeRecording,
+    adopt_call,
+    announce_move,
+    can_move,
+    export_call,
+    relay_until_moved,
+    release_call,
+)
+from ..errors import BridgeError
+from ..metrics import Metrics
+from .directory import Directory, WorkerInfo
+
+log = logging.getLogger(__name__)
+
+MOVES_AT_ONCE = 8
+"""Calls handed over concurrently by a draining worker (each opens a socket on the engine)."""
+
+TARGETS_TRIED = 3
+"""Workers a draining worker asks, least loaded first, before it gives a call up."""
+
+Send = Callable[[WorkerInfo, MovedCall], Awaitable[tuple[int, str]]]
+"""Sends a moved call to a worker: its HTTP status and body (``api/internal.py``)."""
+
+
+class Recordings(Protocol):
+    """What moving a call needs of the recordings (``attachments.RecordingService``)."""
+
+    def export(self, recorder: Any) -> dict[str, Any]: ...
+    async def resume(self, host: Any, moved: dict[str, Any]) -> Any: ...
+
+
+class Forks(Protocol):
+    """What moving a call needs of the media forks (``attachments.ForkService``)."""
+
+    async def resume(self, host: Any, moved: dict[str, Any]) -> Any: ...
+
+
+class Handover:
+    """Moves this worker's calls away when it drains and takes calls moved here (handed over
+    by a draining worker, or a dead worker's that recovery adopts). App-scoped; see the module
+    docstring."""
+
+    def __init__(
+        self,
+        manager: CallManager,
+        directory: Directory,
+        metrics: Metrics,
+        send: Send,
+        recordings: Recordings | None = None,
+        forks: Forks | None = None,
+        open_relay: OpenRelay | None = None,
+    ) -> None:
+        self.manager = manager
+        self.directory = directory
+        self.metrics = metrics
+        self._send = send
+        self._recordings = recordings
+        self._forks = forks
+        self._open_relay = open_relay
+        self._gaps: dict[str, tuple[float, str]] = {}
+        """Calls moved here waiting for their browser: (move began, wall clock; reason)."""
+        self.draining = False
+        manager.events.listen(self._on_event)
+
+    # -- the draining worker
+    async def drain(self) -> None:
+        """Hand every live call that can move to another worker (bounded concurrency); the
+        others stay (see :meth:`wait_unmovable`)."""
+        self.draining = True
+        await self.directory.drain()
+        gate = asyncio.Semaphore(MOVES_AT_ONCE)
+        tried: set[str] = set()
+
+        async def one(call: Call) -> None:
+            async with gate:
+                await self.move(call, "drain")
+
+        # Again while calls came in meanwhile (one moved here by a worker that drains too,
+        # accepted just before this one stopped taking calls).
+        while True:
+            calls = [c for c in self.manager.live_calls() if c.id not in tried]
+            if not calls:
+                return
+            tried.update(c.id for c in calls)
+            movable = [c for c in calls if can_move(self.manager, c)]
+            for _ in range(len(calls) - len(movable)):
+                self.metrics.handovers.labels("drain", "cannot_move").inc()
+            if movable:
+                log.info("draining: handing %d calls over to other workers", len(movable))
+                await asyncio.gather(*(one(c) for c in movable), return_exceptions=True)
+
+    async def move(self, call: Call, reason: str) -> bool:
+        """Hand ``call`` to the least-loaded other worker with room; ``False`` when none
+        took it (it stays here)."""
+        runtime = self.manager.find_runtime(call.id)
+        if runtime is None or not call.live:
+            return False
+        try:
+            workers = await self.directory.workers()
+        except BridgeError as exc:
+            return self._kept(call, reason, "failed", f"the directory did not answer: {exc}")
+        targets = [w for w in workers if w.has_room and w.id != self.directory.worker_id]
+        targets.sort(key=lambda w: w.calls / w.max_calls)
+        if not targets:
+            return self._kept(
+                call,
+                reason,
+                "no_room",
+                "no other live worker has room (start another instance before the deploy, "
+                "or raise BRIDGE_MAX_CALLS)",
+            )
+        moved = export_call(runtime, reason, self._export_recording)
+        # Our queued writes about the call land before the new owner's (never after them).
+        await self.directory.flush(2.0)
+        why = ""
+        for target in targets[:TARGETS_TRIED]:
+            try:
+                status, body = await self._send(target, moved)
+            except (OSError, TimeoutError) as exc:
+                status, body = 0, str(exc) or type(exc).__name__
+            if status == 201:
+                if not call.live:  # it ended while it moved: the new owner finds out too
+                    return True
+                announce_move(self.manager, call, target.id, reason)
+                if self._open_relay is not None:
+                    await relay_until_moved(
+                        runtime,
+                        self._open_relay,
+                        target.url,
+                        target.id,
+                        partial(self._browser_on, call.id, target.id),
+                    )
+                await release_call(self.manager, call.id)
+                self.metrics.handovers.labels(reason, "moved").inc()
+                log.info(
+                    "call %s: moved to worker %s (%s)",
+                    call.id,
+                    target.id,
+                    reason,
+                    extra={"call_id": call.id},
+                )
+                return True
+            why = f"worker {target.id}: {status} {body[:200]}"
+        return self._kept(call, reason, "failed", why)
+
+    async def _browser_on(self, call_id: str, worker: str) -> bool:
+        """Whether the call's browser is connected on ``worker`` (its record says so)."""
+        try:
+            record = await self.directory.record(call_id)
+        except BridgeError:
+            return False
+        if record is None or record.owner != worker:
+            return False
+        webrtc = record.snapshot.get("webrtc") or {}
+        return bool(webrtc.get("state") == "connected")
+
+    def _kept(self, call: Call, reason: str, outcome: str, why: str) -> bool:
+        self.metrics.handovers.labels(reason, outcome).inc()
+        log.warning(
+            "call %s: not handed over (%s); it is %s here as without handover",
+            call.id,
+            why,
+            "hung up at shutdown",
+            extra={"call_id": call.id},
+        )
+        return False
+
+    async def wait_unmovable(self) -> None:
+        """Serve the calls that cannot move until they end, at most ``BRIDGE_DRAIN_TIMEOUT``
+        (calls that could move but found no worker are hung up at shutdown, as before)."""
+
+        def unmovable() -> list[Call]:
+            return [c for c in self.manager.live_calls() if not can_move(self.manager, c)]
+
+        limit = self.manager.settings.drain_timeout
+        deadline = time.monotonic() + limit
+        if unmovable():
+            log.warning(
+                "draining: %d calls cannot move to another worker (their engine's media "
+                "session ends with this worker); serving them until they end, at most %g s "
+                "(BRIDGE_DRAIN_TIMEOUT)",
+                len(unmovable()),
+                limit,
+            )
+        # Calls end through many paths (the engine, the API, time limits): look, 4 times a second.
+        while time.monotonic() < deadline:
+            if not unmovable():
+                return
+            await asyncio.sleep(0.25)
+        if unmovable():
+            log.warning(
+                "draining: BRIDGE_DRAIN_TIMEOUT (%g s) is over; hanging up the %d calls left",
+                limit,
+                len(unmovable()),
+            )
+
+    def _export_recording(self, runtime: CallRuntime) -> dict[str, Any] | None:
+        recorders = runtime.attached("recorder")
+        if not recorders or self._recordings is None:
+            return None
+        return self._recordings.export(recorders[0])
+
+    # -- the worker a call moves to
+    async def adopt(self, moved: MovedCall) -> Call:
+        """Carry on a call another worker hands over (``POST /call/handover``)."""
+        resume: ResumeRecording | None = (
+            self._recordings.resume if self._recordings is not None else None
+        )
+        runtime = await adopt_call(
+            self.manager,
+            moved,
+            self.directory.take_over,
+            resume,
+            self._forks.resume if self._forks is not None else None,
+        )
+        self._gaps[runtime.call_id] = (moved.moved_at, moved.reason)
+        return runtime.call
+
+    # -- the audio gap
+    def _on_event(self, type_: str, call: Call) -> None:
+        if type_ == "call.ended":  # before a browser came back (an adopted call's timeout)
+            self._gaps.pop(call.id, None)
+            return
+        if type_ != "webrtc.state" or call.webrtc_state != "connected":
+            return
+        began = self._gaps.pop(call.id, None)
+        if began is not None:
+            self.metrics.handover_gap.labels(began[1]).observe(max(0.0, time.time() - began[0]))
