@@ -58,7 +58,11 @@ async def webrtc_offer(request: web.Request) -> web.Response:
 @routes.post("/call/webrtc/close")
 async def webrtc_close(request: web.Request) -> web.Response:
     body = await read_body(request, "CallIdRequest")
-    call = await request.app[MANAGER].webrtc_close(require_call_id(body), participant_of(body))
+    manager = request.app[MANAGER]
+    call = manager.get(require_call_id(body))
+    runtime = manager.find_runtime(call.id)  # an ended call has none: nothing to close
+    if runtime is not None:
+        await runtime.close_session(participant_of(body))
     return web.json_response({"callID": call.id, "closed": True})
 
 
@@ -90,10 +94,9 @@ async def participant_role(request: web.Request) -> web.Response:
     body = await read_body(request, "RoleRequest")
     if "participantID" not in body or "role" not in body:
         raise BadRequest("fields 'participantID' and 'role' are required")
-    call = request.app[MANAGER].set_role(
-        require_call_id(body), participant_of(body), role_of(body)
-    )
-    return web.json_response(call.snapshot())
+    runtime = request.app[MANAGER].runtime(require_call_id(body))
+    runtime.set_role(participant_of(body), role_of(body))
+    return web.json_response(runtime.call.snapshot())
 
 
 @routes.post("/call/transfer")
@@ -102,5 +105,6 @@ async def transfer(request: web.Request) -> web.Response:
     body = await read_body(request, "TransferRequest")
     if "to" not in body:
         raise BadRequest("field 'to' (a participantID on the call) is required")
-    call = await request.app[MANAGER].transfer(require_call_id(body), participant_of(body, "to"))
-    return web.json_response(call.snapshot())
+    runtime = request.app[MANAGER].runtime(require_call_id(body))
+    await runtime.transfer(participant_of(body, "to"))
+    return web.json_response(runtime.call.snapshot())

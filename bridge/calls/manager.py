@@ -169,7 +169,7 @@ class CallManager:
         return runtime
 
     def find_runtime(self, call_id: str) -> CallRuntime | None:
-        """The runtime of a live call, or ``None`` (tests and diagnostics)."""
+        """The runtime of a live call, or ``None`` (an ended call has none)."""
         return self._runtimes.get(call_id)
 
     def check_capacity(self) -> None:
@@ -330,26 +330,6 @@ class CallManager:
             on_dtmf=runtime.on_session_dtmf,
         )
         return await runtime.replace_session(session, sdp)
-
-    async def webrtc_close(self, call_id: str, participant_id: str = "agent") -> Call:
-        """Close a participant's peer connection if any (idempotent); the WhatsApp call stays
-        up."""
-        call = self.get(call_id)
-        runtime = self._runtimes.get(call.id)
-        if runtime is not None:
-            await runtime.close_session(participant_id)
-        return call
-
-    # -- contact-centre control
-    def set_role(self, call_id: str, participant_id: str, role: Role) -> Call:
-        runtime = self.runtime(call_id)
-        runtime.set_role(participant_id, role)
-        return runtime.call
-
-    async def transfer(self, call_id: str, to: str) -> Call:
-        runtime = self.runtime(call_id)
-        await runtime.transfer(to)
-        return runtime.call
 
     # -- engine events
     async def _consume_engine_events(self) -> None:
