@@ -34,6 +34,7 @@ from ..errors import (
     DirectoryUnavailable,
     OwnerUnreachable,
 )
+from ..tasks import TaskSet
 from .auth import FORWARDED, INTERNAL_HEADER, OWNER_HEADER
 from .engine import WEBHOOK_PATH
 from .errors import JSON_LIMIT, RAW_BODY, error_response, read_raw_json
@@ -323,17 +324,16 @@ async def _relay_websocket(
             else:
                 break
 
+    relay = TaskSet(f"stream-relay[{base_url}]")  # the two directions, owned by this request
     async with upstream:
         tasks = [
-            asyncio.ensure_future(pump(upstream, client.send_bytes, client.send_str)),
-            asyncio.ensure_future(pump(client, upstream.send_bytes, upstream.send_str)),
+            relay.spawn(pump(upstream, client.send_bytes, client.send_str), "to-client"),
+            relay.spawn(pump(client, upstream.send_bytes, upstream.send_str), "to-owner"),
         ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await relay.close()
             # 1005/1006 (no status, abnormal) may not be sent on the wire (RFC 6455 §7.4.1).
             close_code = upstream.close_code
             await client.close(code=1011 if close_code in (None, 1005, 1006) else close_code)
