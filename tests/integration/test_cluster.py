@@ -25,7 +25,17 @@ from bridge.audio import dominant_frequency
 from bridge.calls.recovery import ORPHAN_RECHECK
 from bridge.timefmt import parse_iso_utc
 
-from ..support.cluster import Bridge, Http, Redis, bridge_env, require_redis, sse_events
+from ..support.cluster import (
+    Bridge,
+    Http,
+    Redis,
+    bridge_env,
+    get,
+    post,
+    require_redis,
+    sse_events,
+    wait_call,
+)
 from ..support.processes import free_port, spawn_bridge
 from ..support.rtc_client import RtcClient
 
@@ -62,26 +72,6 @@ async def pair(redis, session, tmp_path) -> AsyncIterator[tuple[Bridge, Bridge]]
     a, b = await start_pair(redis, session, tmp_path)
     yield a, b
     await asyncio.gather(a.stop(), b.stop())
-
-
-async def post(session, base: str, path: str, body: dict) -> tuple[int, dict]:
-    async with session.post(base + path, json=body) as r:
-        return r.status, await r.json()
-
-
-async def get(session, base: str, path: str) -> tuple[int, dict]:
-    async with session.get(base + path) as r:
-        return r.status, await r.json()
-
-
-async def wait_call(session, base: str, call_id: str, state: str, timeout: float = 10) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        status, call = await get(session, base, f"/call/{call_id}")
-        if status == 200 and call.get("state") == state:
-            return call
-        assert time.monotonic() < deadline, (status, call)
-        await asyncio.sleep(0.05)
 
 
 async def inbound_calls(session, base: str, timeout: float = 10) -> list[dict]:

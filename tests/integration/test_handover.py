@@ -30,7 +30,17 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from ..fakes.zuckzapgo import FakeZuckZapGo
-from ..support.cluster import Bridge, Http, Redis, bridge_env, require_redis, sse_events
+from ..support.cluster import (
+    Bridge,
+    Http,
+    Redis,
+    bridge_env,
+    get,
+    post,
+    require_redis,
+    sse_events,
+    wait_call,
+)
 from ..support.processes import free_port, spawn_bridge
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import band_energy
@@ -151,26 +161,6 @@ class ForkApp:
             if e.get("event") == "media" and e["media"]["track"] == "inbound"
         ]
         return np.frombuffer(b"".join(payloads), dtype="<i2")
-
-
-async def post(session, base: str, path: str, body: dict) -> tuple[int, dict]:
-    async with session.post(base + path, json=body) as r:
-        return r.status, await r.json()
-
-
-async def get(session, base: str, path: str) -> tuple[int, dict]:
-    async with session.get(base + path) as r:
-        return r.status, await r.json()
-
-
-async def wait_call(session, base: str, call_id: str, state: str, timeout: float = 10) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        status, call = await get(session, base, f"/call/{call_id}")
-        if status == 200 and call.get("state") == state:
-            return call
-        assert time.monotonic() < deadline, (status, call)
-        await asyncio.sleep(0.05)
 
 
 def tone_times(chunks: list[np.ndarray], times: list[float], rate: int, freq: float) -> list[float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,3 +145,28 @@ async def sse_events(
                 continue
             name, _, value = line.partition(": ")
             fields[name] = value
+
+
+async def post(session: Any, base: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    """``POST`` JSON to one instance: the status and the JSON answer."""
+    async with session.post(base + path, json=body) as r:
+        return r.status, await r.json()
+
+
+async def get(session: Any, base: str, path: str) -> tuple[int, Any]:
+    """``GET`` from one instance: the status and the JSON answer."""
+    async with session.get(base + path) as r:
+        return r.status, await r.json()
+
+
+async def wait_call(
+    session: Any, base: str, call_id: str, state: str, timeout: float = 10
+) -> dict[str, Any]:
+    """The call's snapshot once it is in ``state`` on that instance (bounded by ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, call = await get(session, base, f"/call/{call_id}")
+        if status == 200 and call.get("state") == state:
+            return call  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, (status, call)
+        await asyncio.sleep(0.05)
