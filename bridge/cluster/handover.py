@@ -94,14 +94,12 @@ class Handover:
         self._open_relay = open_relay
         self._gaps: dict[str, tuple[float, str]] = {}
         """Calls moved here waiting for their browser: (move began, wall clock; reason)."""
-        self.draining = False
         manager.events.listen(self._on_event)
 
     # -- the draining worker
     async def drain(self) -> None:
         """Hand every live call that can move to another worker (bounded concurrency); the
         others stay (see :meth:`wait_unmovable`)."""
-        self.draining = True
         await self.directory.drain()
         gate = asyncio.Semaphore(MOVES_AT_ONCE)
         tried: set[str] = set()
