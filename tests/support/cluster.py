@@ -162,10 +162,16 @@ async def get(session: Any, base: str, path: str) -> tuple[int, Any]:
 async def wait_call(
     session: Any, base: str, call_id: str, state: str, timeout: float = 10
 ) -> dict[str, Any]:
-    """The call's snapshot once it is in ``state`` on that instance (bounded by ``timeout``)."""
+    """The call's snapshot once it is in ``state`` on that instance (bounded by ``timeout``).
+
+    A connection refused or reset counts as "not yet": with ``SO_REUSEPORT`` a connection the
+    kernel queued on a worker that has just died is reset, and the next one reaches a live one."""
     deadline = time.monotonic() + timeout
     while True:
-        status, call = await get(session, base, f"/call/{call_id}")
+        try:
+            status, call = await get(session, base, f"/call/{call_id}")
+        except aiohttp.ClientConnectionError as exc:
+            status, call = 0, {"error": repr(exc)}
         if status == 200 and call.get("state") == state:
             return call  # type: ignore[no-any-return]
         assert time.monotonic() < deadline, (status, call)
