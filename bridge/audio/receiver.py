@@ -25,11 +25,18 @@ the receiver plays one frame of concealment and waits a frame for it (NetEq's "e
 loss is usually there in time.
 
 **Sender clock drift** (a sender's 48 kHz clock a few hundred ppm off ours) moves the slacks
-slowly and is absorbed the same way. A frame of delay is added by one frame of concealment
-(NetEq's "expand") and removed by skipping a frame; both happen in a quiet frame (a pause
-between words) when one comes within a few seconds, otherwise a removal cross-fades two frames
-into one so there is no click. The counts use the W3C ``RTCInboundRtpStreamStats`` names
-(``insertedSamplesForDeceleration``, ``removedSamplesForAcceleration``).
+slowly and is absorbed without ever adding or dropping a whole frame: decoded samples wait in a
+:class:`~bridge.audio.stretch.PlayoutFifo`, which removes or repeats one pitch period at a time
+(NetEq's "accelerate" and "preemptive expand", by WSOLA) in a pause or in voiced speech, until
+the next packet is needed one tick earlier or later. Only a packet that is late *now* (a jitter
+spike) or a loss whose FEC is worth waiting for plays a frame of concealment instead. The counts
+use the W3C ``RTCInboundRtpStreamStats`` names (``insertedSamplesForDeceleration``,
+``removedSamplesForAcceleration``).
+
+**Delay accounting.** A packet is needed at the tick at which the FIFO holds less than a frame:
+``now + 20 ms × (1 + held // frame)``. Every change of how the RTP timeline maps onto our clock
+(a concealed frame, a stretch that moves the next decode by a tick, a sender's timeline nudge)
+shifts that mapping — its *anchor* — and every stored slack with it.
 
 Pure and synchronous (numpy and libopus only): the caller owns the clock and the socket.
 """
@@ -43,6 +50,7 @@ import numpy as np
 
 from .opus import OpusDecoder, OpusError, has_fec
 from .pcm import Pcm
+from .stretch import PlayoutFifo
 
 RTP_CLOCK = 48_000
 """Opus always uses a 48 kHz RTP clock, whatever the audio bandwidth (RFC 7587 §4.1)."""
@@ -50,9 +58,6 @@ FRAME_SECONDS = 0.02
 OUTAGE_FRAMES = 10
 """Concealed frames in a row, with nothing buffered, after which the stream goes silent and
 restarts from the next packet (200 ms: libopus' concealment has faded out by then)."""
-QUIET_RMS = 300.0
-"""RMS (of int16 samples; about -41 dBFS) under which a frame counts as a pause, where a frame
-of delay can be added or removed unheard."""
 
 
 @dataclass
@@ -150,8 +155,8 @@ class OpusReceiver:
         self._decoder = OpusDecoder(rate)
         self._silence = np.zeros(frame_samples, dtype=np.int16)
         self._packets: dict[int, _Packet] = {}
-        self._pending = np.zeros(0, dtype=np.int16)
-        """Decoded samples not played yet (a packet longer than one frame)."""
+        self._fifo = PlayoutFifo(rate, frame_samples)
+        """Decoded samples not played yet, stretched to follow the sender's clock."""
         self._playing = False
         self._next = 0
         """Extended RTP timestamp of the next frame to play (while playing)."""
@@ -164,12 +169,15 @@ class OpusReceiver:
         self._slack: deque[float] = deque(maxlen=window)
         self._slack_offset = 0.0
         """Added to every stored slack: the delay added (+) or removed (-) since it was stored."""
+        self._ticks = 0
+        self._anchor: float | None = None
+        """When (in ticks from the start) RTP time 0 would be needed (see the module docstring)."""
         self._first_arrival = 0.0
         self._last_transit: float | None = None
         self._concealed_run = 0
         self._last_loss = -1e9
-        self._level = 0.0
         self._want_since: float | None = None
+        self._urgent = False
         self._settle = 0
         self._target = 0.0
         self._delay_sample = 0.0
@@ -267,8 +275,8 @@ class OpusReceiver:
 
     @property
     def buffered(self) -> int:
-        """Packets held, plus one if decoded samples are waiting to be played."""
-        return len(self._packets) + (1 if self._pending.size else 0)
+        """Packets held, plus the whole frames of decoded samples waiting to be played."""
+        return len(self._packets) + self._fifo.held // self.frame_samples
 
     # -- frames out
     def pop(self, now: float) -> Pcm:
@@ -279,28 +287,75 @@ class OpusReceiver:
                 self.stats.silent_concealed_samples += self.frame_samples
             return self._silence
         self._next_due = now
-        adjust = self._adjustment(now)
-        if adjust > 0:
-            frame = self._conceal(insertion=True)
-            self.stats.inserted_samples_for_deceleration += self.frame_samples
-        elif adjust < 0:
-            frame = self._remove_one()
+        direction = self._direction(now)
+        if self._urgent:
+            # Packets are late right now (a jitter spike, not drift): a frame of concealment
+            # buys a frame of delay at once, as NetEq's expand does.
+            frame = self._conceal_frame(insertion=True)
         elif self._wait_for_fec(now):
             # The frame is missing and so is the one after, whose FEC could rebuild it: play
             # one frame of concealment and wait a frame for it (NetEq's "expand"), which also
             # gives every later loss its next packet in time.
-            frame = self._conceal(insertion=False)
-            self.stats.inserted_samples_for_deceleration += self.frame_samples
+            frame = self._conceal_frame(insertion=False)
         else:
-            frame = self._take()
-        self._account(frame, now)
-        self._next_due = now + FRAME_SECONDS
+            frame = self._play(direction, now)
+        self._account(frame)
+        self._ticks += 1
+        self._follow_anchor()
+        self._next_due = now + FRAME_SECONDS * (1 + self._fifo.held // self.frame_samples)
         return frame
+
+    def _play(self, direction: int, now: float) -> Pcm:
+        """The next frame of decoded audio, stretched by a pitch period if the delay should
+        move (``direction``: +1 more, -1 less) or if samples wait that buy nothing."""
+        fifo, n = self._fifo, self.frame_samples
+        while fifo.held < n:
+            fifo.feed(self._decode_next())
+        force = self._want_since is not None and now - self._want_since >= self.quiet_wait
+        if direction > 0:
+            self.stats.inserted_samples_for_deceleration += fifo.expand(force=force)
+        elif direction < 0:
+            if fifo.held < n + 2 * fifo.max_lag + fifo.window and self._next_at_hand():
+                fifo.feed(self._decode_next())  # a period may come out of the next packet
+            self.stats.removed_samples_for_acceleration += fifo.accelerate(
+                fifo.held - n, force=force
+            )
+        else:
+            # Samples beyond whole frames (left by an earlier stretch) only add delay: shed
+            # them where it is unheard, without moving the next decode.
+            spare = (fifo.held - n) % n
+            if spare >= fifo.min_lag:
+                self.stats.removed_samples_for_acceleration += fifo.accelerate(spare)
+        return fifo.take()
+
+    def _next_at_hand(self) -> bool:
+        return any(abs(t - self._next) < self.frame_ts for t in self._packets)
+
+    def _conceal_frame(self, *, insertion: bool) -> Pcm:
+        """One frame of concealment played after what the FIFO holds (in stream order)."""
+        self._fifo.feed(self._conceal(insertion=insertion))
+        self.stats.inserted_samples_for_deceleration += self.frame_samples
+        return self._fifo.take()
+
+    def _follow_anchor(self) -> None:
+        """Move every stored slack by how much the RTP timeline's mapping onto our clock moved
+        in this tick; a move of a frame (the next decode a tick earlier or later) is a change of
+        delay that the slacks must show before the delay is judged again."""
+        anchor = (
+            self._ticks + self._fifo.held // self.frame_samples
+        ) * FRAME_SECONDS - self._next / RTP_CLOCK
+        if self._anchor is not None:
+            shift = anchor - self._anchor
+            self._slack_offset += shift
+            if abs(shift) >= FRAME_SECONDS / 2:
+                self._settle = 5
+                self._want_since = None
+        self._anchor = anchor
 
     def _wait_for_fec(self, now: float) -> bool:
         if (
             not self._sender_fec
-            or self._pending.size >= self.frame_samples
+            or self._fifo.held >= self.frame_samples
             or any(abs(t - self._next) <= self.frame_ts for t in self._packets)
             or self._waited_for == self._next
             or self._concealed_run > 0  # already concealing: an outage, not a single loss
@@ -314,8 +369,6 @@ class OpusReceiver:
                 return False
         self._waited_for = self._next
         self._last_loss = now
-        self._slack_offset += FRAME_SECONDS
-        self._settle = 5
         return True
 
     def _slack_quantiles(self) -> tuple[float, float]:
@@ -329,10 +382,12 @@ class OpusReceiver:
             return False
         self._playing = True
         self._next = min(self._packets)
-        self._pending = self._pending[:0]
+        self._fifo.clear()
         self._concealed_run = 0
         self._slack.clear()
         self._slack_offset = 0.0
+        self._ticks = 0
+        self._anchor = None
         self._settle = 0
         return True
 
@@ -340,21 +395,8 @@ class OpusReceiver:
         """Forget the timeline: the next packet starts the stream again."""
         self._playing = False
         self._packets.clear()
-        self._pending = self._pending[:0]
+        self._fifo.clear()
         self._first_arrival = -1e9  # no priming delay on a restart
-
-    def _take(self) -> Pcm:
-        """One frame from the pending samples, decoding the next packet (or its stand-in)."""
-        while self._pending.size < self.frame_samples:
-            decoded = self._decode_next()
-            self._pending = decoded if not self._pending.size else np.concatenate(
-                (self._pending, decoded)
-            )
-        frame, self._pending = (
-            self._pending[: self.frame_samples],
-            self._pending[self.frame_samples :],
-        )
-        return frame
 
     def _decode_next(self) -> Pcm:
         packet = self._packets.pop(self._next, None)
@@ -416,30 +458,18 @@ class OpusReceiver:
             self.stats.silent_concealed_samples += pcm.size
         return pcm
 
-    def _remove_one(self) -> Pcm:
-        """One frame of delay less: skip a frame in a pause, else cross-fade two into one."""
-        first = self._take()
-        second = self._take()
-        self.stats.removed_samples_for_acceleration += self.frame_samples
-        if self._level < QUIET_RMS:
-            return second
-        ramp = np.linspace(0.0, 1.0, self.frame_samples, dtype=np.float32)
-        mixed = first * (1.0 - ramp) + second * ramp
-        return np.round(mixed).astype(np.int16)
-
-    def _account(self, frame: Pcm, now: float) -> None:
+    def _account(self, frame: Pcm) -> None:
         stats = self.stats
         n = frame.size
-        delay = self._delay_sample
-        stats.jitter_buffer_delay += max(0.0, delay) * n
+        stats.jitter_buffer_delay += max(0.0, self._delay_sample) * n
         stats.jitter_buffer_target_delay += self._target * n
         stats.jitter_buffer_emitted_count += n
-        f = frame.astype(np.float32)
-        self._level = float(np.sqrt(np.dot(f, f) / n)) if n else 0.0
 
     # -- delay control
-    def _adjustment(self, now: float) -> int:
-        """+1 to add a frame of delay now, -1 to remove one, 0 to play on."""
+    def _direction(self, now: float) -> int:
+        """+1 if the delay should grow, -1 if it should shrink, 0 if it is right; sets
+        ``_urgent`` when packets are being lost to lateness right now."""
+        self._urgent = False
         if len(self._slack) < 3:
             return 0
         low, median = self._slack_quantiles()
@@ -462,10 +492,6 @@ class OpusReceiver:
             return 0
         if self._want_since is None:
             self._want_since = now
-        urgent = want > 0 and low < 0  # packets are being lost to lateness right now
-        if not (urgent or self._level < QUIET_RMS or now - self._want_since >= self.quiet_wait):
-            return 0
-        self._want_since = None
-        self._slack_offset += want * FRAME_SECONDS
-        self._settle = 5  # let the new delay show in the slacks before judging again
+        if want > 0 and low < 0:
+            self._urgent = True  # the stretch would come too late
         return want

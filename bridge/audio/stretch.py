@@ -1,0 +1,165 @@
+"""``PlayoutFifo``: samples on their way out, 20 ms at a time, with time-scale modification.
+
+A playout clock takes exactly one frame per tick; the source (a decoder, an engine) comes in
+frames of its own clock. When the two clocks drift apart (a sender's clock a few hundred ppm
+off ours), the delay between them must grow or shrink. Dropping or inserting a whole 20 ms
+frame does that in one audible step. Instead, like libwebrtc NetEq's "accelerate" and
+"preemptive expand", this FIFO removes or inserts *one pitch period* (2.5–15 ms) at a time,
+where the signal repeats itself (WSOLA: waveform-similarity overlap-add, Verhelst & Roelands,
+ICASSP 1993):
+
+* **accelerate** finds the lag ``L`` at which the samples about to be played best repeat, and
+  replaces two periods ``A B`` by one cross-fade from ``A`` into ``B``: ``L`` samples fewer;
+* **expand** finds the lag at which the samples about to be played repeat the last ``L``
+  samples played (``A``, already out; ``B``, next) and inserts one cross-fade from ``B`` into
+  ``A`` before ``B``: ``L`` samples more.
+
+Either is done only where it cannot be heard: in a pause (below :data:`QUIET_RMS`), or in
+speech whose periods correlate at :data:`SIMILAR` or better (voiced sounds). The caller may
+``force`` it (the best lag, whatever its correlation; the cross-fade still avoids any click)
+when no such place came for too long.
+
+Pure and synchronous (numpy only). The owner decides *when* to stretch (its delay control);
+this class does the *how*.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .pcm import Pcm
+
+QUIET_RMS = 300.0
+"""RMS (of int16 samples; about -41 dBFS) under which samples count as a pause, where any lag
+will do."""
+SIMILAR = 0.85
+"""Normalised correlation between two periods above which a period is removed or repeated in
+speech (NetEq uses 0.9 for accelerate; a shade lower lets drift be followed in busy speech)."""
+WINDOW_SECONDS = 0.0075
+"""Length of the windows compared to find the period (7.5 ms)."""
+
+
+class PlayoutFifo:
+    """A FIFO of samples (``feed`` in, ``take`` a frame out) that can also lengthen or shorten
+    what it holds by a pitch period (see the module docstring)."""
+
+    def __init__(self, rate: int = 16_000, frame_samples: int = 320) -> None:
+        self.rate = rate
+        self.frame_samples = frame_samples
+        self.min_lag = rate // 400  # a 400 Hz voice: 2.5 ms
+        self.max_lag = rate * 15 // 1000  # a 67 Hz voice: 15 ms
+        self.window = int(rate * WINDOW_SECONDS)
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._history = np.zeros(self.max_lag, dtype=np.int16)
+        """The last samples taken (played): what an expansion continues from."""
+        self.inserted = 0
+        """Samples added by :meth:`expand`, in total."""
+        self.removed = 0
+        """Samples removed by :meth:`accelerate`, in total."""
+
+    @property
+    def held(self) -> int:
+        """Samples waiting to be played."""
+        return int(self._pending.size)
+
+    def feed(self, pcm: Pcm) -> None:
+        """Append decoded samples."""
+        if not pcm.size:
+            return
+        self._pending = pcm if not self._pending.size else np.concatenate((self._pending, pcm))
+
+    def take(self) -> Pcm:
+        """The next frame (the caller has fed at least ``frame_samples``)."""
+        n = self.frame_samples
+        frame, self._pending = self._pending[:n], self._pending[n:]
+        if frame.size >= self.max_lag:
+            self._history = frame[-self.max_lag :]
+        else:
+            self._history = np.concatenate((self._history, frame))[-self.max_lag :]
+        return frame
+
+    def clear(self) -> None:
+        """Forget what is held and what was played (a new stream)."""
+        self._pending = self._pending[:0]
+        self._history = np.zeros(self.max_lag, dtype=np.int16)
+
+    # -- time-scale modification
+    def accelerate(self, limit: int, *, force: bool = False) -> int:
+        """Remove one period of at most ``limit`` samples from the start of what is held, where
+        it is not heard (or anyway, if ``force``); the samples removed (0: not here)."""
+        x = self._pending
+        most = min(limit, self.max_lag, (x.size - self.window) // 2)
+        if most < self.min_lag:
+            return 0
+        region = x[: 2 * most + self.window].astype(np.float32)
+        lag = self._period(region, region[: self.window], self.min_lag, most, force)
+        if not lag:
+            return 0
+        ramp = self._ramp(lag)
+        a = region[:lag]
+        b = region[lag : 2 * lag]
+        mixed = np.round(a + (b - a) * ramp).astype(np.int16)
+        self._pending = np.concatenate((mixed, x[2 * lag :]))
+        self.removed += lag
+        return lag
+
+    def expand(self, *, at_least: int = 0, force: bool = False) -> int:
+        """Insert one period (at least ``at_least`` samples, when the voice allows) before what
+        is held, continuing what was played last, where it is not heard (or anyway, if
+        ``force``); the samples inserted (0: not here)."""
+        x = self._pending
+        most = min(self.max_lag, x.size - self.window)
+        least = max(self.min_lag, min(at_least, most))
+        if most < least:
+            return 0
+        # The next samples (from B's start) compared with the samples `lag` earlier, which
+        # reach back into what was played.
+        span = np.concatenate((self._history[self.max_lag - most :], x[: self.window]))
+        region = span.astype(np.float32)
+        template = region[most : most + self.window]
+        # Offsets into `region`: a lag L starts at most - L; reverse so index = lag.
+        lag = self._period(region, template, least, most, force, backwards=True)
+        if not lag:
+            return 0
+        ramp = self._ramp(lag)
+        a = region[most - lag : most]  # the last `lag` samples played
+        b = x[:lag].astype(np.float32)  # the next `lag` samples
+        mixed = np.round(b + (a - b) * ramp).astype(np.int16)
+        self._pending = np.concatenate((mixed, x))
+        self.inserted += lag
+        return lag
+
+    def _period(
+        self,
+        region: np.ndarray,
+        template: np.ndarray,
+        least: int,
+        most: int,
+        force: bool,
+        *,
+        backwards: bool = False,
+    ) -> int:
+        """The lag in ``[least, most]`` at which ``template`` best repeats in ``region`` (after
+        it, or with ``backwards`` before it), if it repeats well enough; 0 otherwise."""
+        w = self.window
+        energy_t = float(np.dot(template, template))
+        if energy_t < QUIET_RMS * QUIET_RMS * w:
+            return most  # a pause: the longest step, unheard
+        dots = np.correlate(region, template, mode="valid")  # one per offset
+        squares = np.concatenate(([0.0], np.cumsum(region * region, dtype=np.float64)))
+        energies = squares[w:] - squares[:-w]
+        if backwards:  # offset o = most - lag
+            lags = np.arange(least, most + 1)
+            offsets = most - lags
+        else:  # offset o = lag
+            lags = np.arange(least, most + 1)
+            offsets = lags
+        corr = dots[offsets] / np.sqrt(np.maximum(energies[offsets] * energy_t, 1e-9))
+        best = int(np.argmax(corr))
+        if corr[best] >= SIMILAR or force:
+            return int(lags[best])
+        return 0
+
+    @staticmethod
+    def _ramp(n: int) -> np.ndarray:
+        return np.arange(n, dtype=np.float32) / np.float32(n)
