@@ -264,6 +264,7 @@ def test_drift_in_speech_without_pauses_is_followed_in_the_voiced_periods(ppm: i
     assert (moved <= -240) if ppm > 0 else (moved >= 240)
     assert s.concealment_events == 0 and s.packets_discarded == 0
     assert s.jitter_buffer_delay / s.jitter_buffer_emitted_count < 0.045
+
     # Level never falls inside the voice below the codec's own dips (a cut would).
     def levels(pcm: np.ndarray) -> np.ndarray:
         frames = pcm[: pcm.size // FRAME * FRAME].reshape(-1, FRAME).astype(np.float64)
