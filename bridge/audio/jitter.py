@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -19,8 +18,6 @@ class JitterStats:
     underruns: int = 0
     overflow_drops: int = 0
     latency_drops: int = 0
-    inserted: int = 0
-    """Frames of silence played in a pause so the depth could grow (a slow source clock)."""
 
 
 class JitterBuffer(Generic[T]):
@@ -33,16 +30,12 @@ class JitterBuffer(Generic[T]):
     frame at a time (counted as a latency drop), so delay cannot creep up; beyond ``capacity``
     the oldest frame is dropped (an overflow).
 
-    Given ``quiet`` (whether a frame is a pause), the buffer follows a source whose clock runs
-    faster or slower than the playout's (an engine's clock drifts by hundreds of ppm) without
-    cutting or gapping speech: every ``window`` frames it looks at the smallest depth it saw
-    before a pop; below ``CUSHION`` frames it plays one frame of silence in the next pause,
-    above ``CUSHION + 1`` frames (one frame of hysteresis: the depth before a pop moves by one as
-    a chunked source's phase slides) it skips the next quiet frame. Only a depth ``FORCED`` frames
-    past ``target + slack`` is trimmed in speech.
+    With ``follow_clock`` the reader follows the source's clock itself (an engine's clock
+    drifts by hundreds of ppm; see ``bridge.media.frames.DownlinkSink``, which stretches the
+    audio a pitch period at a time): the buffer then never trims for latency, except a depth
+    ``FORCED`` frames past ``target + slack`` (a source that bursts far ahead).
     """
 
-    CUSHION = 2
     FORCED = 5
 
     def __init__(
@@ -54,8 +47,7 @@ class JitterBuffer(Generic[T]):
         slack: int = 3,
         capacity: int = 50,
         shrink_after: int = 500,
-        quiet: Callable[[T], bool] | None = None,
-        window: int = 50,
+        follow_clock: bool = False,
     ) -> None:
         if not 1 <= min_target <= target <= max_target < capacity:
             raise ValueError("need 1 <= min_target <= target <= max_target < capacity")
@@ -69,13 +61,13 @@ class JitterBuffer(Generic[T]):
         self._playing = False
         self._since_underrun = 0
         self.stats = JitterStats()
-        self.quiet = quiet
-        self.window = window
-        self._pops = 0
-        self._window_min = capacity
-        self._want = 0
-        """+1: play a frame of silence in the next pause; -1: skip the next quiet frame."""
-        self._last_quiet = False
+        self.follow_clock = follow_clock
+
+    @property
+    def playing(self) -> bool:
+        """Playing out (false while it fills to ``target``, at the start and after an
+        underrun)."""
+        return self._playing
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -100,48 +92,16 @@ class JitterBuffer(Generic[T]):
             self._since_underrun = 0
             self.target = min(self.target + 1, self.max_target)
             return None
-        if self.quiet is None:
-            if len(self._frames) > self.target + self.slack:
-                self._frames.popleft()
-                self.stats.latency_drops += 1
-        elif self._follow_clock():
-            self.stats.inserted += 1
-            return None
+        excess = self.target + self.slack + (self.FORCED if self.follow_clock else 0)
+        if len(self._frames) > excess:
+            self._frames.popleft()
+            self.stats.latency_drops += 1
         self._since_underrun += 1
         if self._since_underrun >= self.shrink_after and self.target > self.min_target:
             self.target -= 1
             self._since_underrun = 0
         self.stats.played += 1
         return self._frames.popleft()
-
-    def _follow_clock(self) -> bool:
-        """The pause-aware depth control (see the class docstring); ``True`` to play one frame
-        of silence now instead of the next frame."""
-        assert self.quiet is not None
-        frames = self._frames
-        self._window_min = min(self._window_min, len(frames))
-        self._pops += 1
-        if self._pops % self.window == 0:
-            floor, self._window_min = self._window_min, self.capacity
-            if floor < self.CUSHION:
-                self._want = 1
-            elif floor > self.CUSHION + 1:
-                self._want = -1
-            else:
-                self._want = 0
-        if len(frames) > self.target + self.slack + self.FORCED:
-            frames.popleft()  # far too deep: trim even in speech
-            self.stats.latency_drops += 1
-        if self._want > 0 and self._last_quiet:
-            self._want = 0
-            return True
-        if self._want < 0 and len(frames) > 1 and self.quiet(frames[0]):
-            self._want = 0
-            frames.popleft()
-            self.stats.latency_drops += 1
-        if self._want > 0:
-            self._last_quiet = self.quiet(frames[0])
-        return False
 
     def clear(self) -> None:
         """Drop everything queued and wait to refill."""

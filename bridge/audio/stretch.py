@@ -103,13 +103,15 @@ class PlayoutFifo:
         self.removed += lag
         return lag
 
-    def expand(self, *, at_least: int = 0, force: bool = False) -> int:
-        """Insert one period (at least ``at_least`` samples, when the voice allows) before what
-        is held, continuing what was played last, where it is not heard (or anyway, if
-        ``force``); the samples inserted (0: not here)."""
+    def expand(self, limit: int | None = None, *, force: bool = False) -> int:
+        """Insert one period (of at most ``limit`` samples, but at least the shortest period)
+        before what is held, continuing what was played last, where it is not heard (or anyway,
+        if ``force``); the samples inserted (0: not here)."""
         x = self._pending
         most = min(self.max_lag, x.size - self.window)
-        least = max(self.min_lag, min(at_least, most))
+        if limit is not None:
+            most = min(most, max(limit, self.min_lag))
+        least = self.min_lag
         if most < least:
             return 0
         # The next samples (from B's start) compared with the samples `lag` earlier, which

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from ..audio import JitterBuffer
-from ..audio.pcm import Pcm
+from ..audio.pcm import FRAME_SAMPLES, SAMPLE_RATE, Pcm
+from ..audio.stretch import PlayoutFifo
 
 if TYPE_CHECKING:
     from .bus import CallBus
@@ -25,19 +26,10 @@ class BusFrame(NamedTuple):
     t: float
 
 
-PAUSE_RMS = 300.0
-"""RMS (int16; about -41 dBFS) under which a downlink frame is a pause, where a frame of
-delay can be added or removed unheard."""
-
-
-def is_pause(frame: BusFrame) -> bool:
-    pcm = frame.pcm.astype(np.float32)
-    return float(np.dot(pcm, pcm)) < PAUSE_RMS * PAUSE_RMS * pcm.size
-
-
 def downlink_jitter() -> JitterBuffer[BusFrame]:
-    """A listener's jitter buffer: follows the engine's clock drift in the pauses."""
-    return JitterBuffer(quiet=is_pause)
+    """A listener's jitter buffer, whose reader (:class:`DownlinkSink`) follows the engine's
+    clock drift itself."""
+    return JitterBuffer(follow_clock=True)
 
 
 FADE_IN_SAMPLES = 80
@@ -66,24 +58,56 @@ def fade_in(pcm: Pcm) -> Pcm:
 
 
 class DownlinkSink:
-    """A listener's view of the downlink: a jitter buffer fed by the bus.
+    """A listener's view of the downlink: a jitter buffer fed by the bus, played through a
+    :class:`~bridge.audio.stretch.PlayoutFifo`.
 
-    When the buffer has nothing to play — the engine's audio ran late (an underrun) or a frame
-    of delay is added in a pause — the first missing frame is concealed by
-    :func:`fade_out_mirror` of the last one played, the rest are silence, and the audio that
-    follows fades in over 5 ms: never a hard cut from speech to digital silence and back.
+    **Clock drift.** An engine's clock runs a few hundred ppm off the listener's, so the depth
+    of what waits (queued frames plus samples in the FIFO) creeps up or down. With a buffer that
+    ``follow_clock``, every :data:`DRIFT_WINDOW` ticks the sink looks at the smallest depth it
+    saw before a tick: below :data:`CUSHION` frames it owes a frame of delay, above ``CUSHION``
+    + 1 frames (one frame of hysteresis: a chunked source's phase moves the depth by one) it owes
+    a frame less. The debt is paid a pitch period at a time (WSOLA accelerate / expand) where it
+    is not heard — in a pause or in voiced speech — and after :data:`FORCE_AFTER` ticks anyway,
+    with a cross-fade: never a whole frame dropped or inserted.
+
+    **Underruns.** When nothing is left to play (the engine's audio ran late), what the FIFO
+    still holds is played and the rest of the frame conceals the gap with
+    :func:`fade_out_mirror` of what was played last; then silence, and the audio that follows
+    fades in over 5 ms: never a hard cut from speech to digital silence and back.
     """
+
+    CUSHION = 2
+    DRIFT_WINDOW = 50
+    FORCE_AFTER = 100
+    """Ticks (2 s) a stretch may wait for a pause or a voiced stretch before it is forced."""
 
     def __init__(self, bus: CallBus, name: str, jitter: JitterBuffer[BusFrame]) -> None:
         self.bus = bus
         self.name = name
         self.jitter = jitter
+        self.fifo = PlayoutFifo(SAMPLE_RATE, FRAME_SAMPLES)
         self._last: Pcm | None = None
         """The last frame played, while the next missing one may still be concealed by it."""
         self._after_gap = True
         """Nothing (or a concealment) was played last: the next frame fades in."""
         self.concealed = 0
         """Frames concealed (one per gap)."""
+        self._ticks = 0
+        self._window_start = 0
+        self._window_min = 1 << 30
+        self._debt = 0
+        """Samples of delay still to add (+) or remove (-) to follow the engine's clock."""
+        self._debt_since = 0
+
+    @property
+    def inserted_samples(self) -> int:
+        """Samples added by stretching (the engine's clock runs slow)."""
+        return self.fifo.inserted
+
+    @property
+    def removed_samples(self) -> int:
+        """Samples removed by stretching (the engine's clock runs fast)."""
+        return self.fifo.removed
 
     def push(self, frame: BusFrame) -> None:
         self.jitter.push(frame)
@@ -91,14 +115,27 @@ class DownlinkSink:
     def pop(self) -> Pcm | None:
         """Next frame to play, a concealment, or ``None`` for silence (a played frame's bus
         transit time is recorded)."""
+        fifo, n = self.fifo, FRAME_SAMPLES
+        if self.jitter.follow_clock:
+            self._watch_depth()
+        while fifo.held < n and self._feed():
+            pass
+        if fifo.held < n:
+            return self._conceal()
+        if self._debt:
+            self._stretch()
+        pcm = fifo.take()
+        self._last = pcm
+        return pcm
+
+    def _feed(self, *, early: bool = False) -> bool:
+        """One frame from the jitter buffer into the FIFO; ``early`` only if one is queued (no
+        underrun counted)."""
+        if early and not len(self.jitter):
+            return False
         frame = self.jitter.pop()
         if frame is None:
-            last, self._last = self._last, None
-            self._after_gap = True
-            if last is None:
-                return None
-            self.concealed += 1
-            return fade_out_mirror(last)
+            return False
         stats = self.bus.stats
         stats.downlink_played += 1
         stats.downlink_transit.observe(time.monotonic() - frame.t)
@@ -106,8 +143,56 @@ class DownlinkSink:
         if self._after_gap:
             self._after_gap = False
             pcm = fade_in(pcm)
-        self._last = pcm
-        return pcm
+        self.fifo.feed(pcm)
+        return True
+
+    def _conceal(self) -> Pcm | None:
+        fifo, n = self.fifo, FRAME_SAMPLES
+        last, self._last = self._last, None
+        self._after_gap = True
+        self._debt = 0  # the gap itself moved the delay
+        if last is None and not fifo.held:
+            return None
+        self.concealed += 1
+        held = fifo.held
+        played = fifo.take()  # what is left, then its continuation fading out
+        before = last if last is not None else np.zeros(n, dtype=np.int16)
+        tail = np.concatenate((before, played))
+        return np.concatenate((played, fade_out_mirror(tail[-(n - held) :])))
+
+    def _watch_depth(self) -> None:
+        n = FRAME_SAMPLES
+        self._ticks += 1
+        if self._debt:
+            return  # paying the last one: the next window starts once it is paid
+        self._window_min = min(self._window_min, len(self.jitter) * n + self.fifo.held)
+        if self._ticks - self._window_start < self.DRIFT_WINDOW:
+            return
+        floor, self._window_min, self._window_start = self._window_min, 1 << 30, self._ticks
+        if not self.jitter.playing:
+            return  # refilling after an underrun
+        if floor < self.CUSHION * n:
+            self._debt = n
+        elif floor > (self.CUSHION + 1) * n:
+            self._debt = -n
+        self._debt_since = self._ticks
+
+    def _stretch(self) -> None:
+        fifo, n = self.fifo, FRAME_SAMPLES
+        force = self._ticks - self._debt_since >= self.FORCE_AFTER
+        if self._debt > 0:
+            self._debt = max(0, self._debt - fifo.expand(self._debt, force=force))
+            if self._debt < fifo.min_lag:
+                self._debt = 0
+                self._window_start = self._ticks
+            return
+        if fifo.held < n + 2 * fifo.max_lag + fifo.window:
+            self._feed(early=True)  # a period may come out of the next frame
+        removed = fifo.accelerate(min(-self._debt, fifo.held - n), force=force)
+        self._debt = min(0, self._debt + removed)
+        if -self._debt < fifo.min_lag:
+            self._debt = 0  # less than the shortest period: within the hysteresis
+            self._window_start = self._ticks
 
     def detach(self) -> None:
         self.bus.remove_downlink(self)

@@ -176,7 +176,8 @@ class WebRTCSession(PeerLeg):
 
     def stats_json(self) -> dict[str, Any]:
         """This session's numbers for ``GET /call/{callID}/stats``."""
-        jitter = self.jitter_buffer
+        sink = self._sink
+        jitter = sink.jitter if sink is not None else None
         track = self._track
         return {
             **self.quality_json(),
@@ -186,7 +187,7 @@ class WebRTCSession(PeerLeg):
             # Downlink packets forwarded untouched from the WhatsApp leg (rtc/passthrough.py).
             "downlinkForwarded": track.forwarded_frames if isinstance(track, OpusBusTrack) else 0,
             "jitterBuffer": None
-            if jitter is None
+            if jitter is None or sink is None
             else {
                 "depth": len(jitter),
                 "target": jitter.target,
@@ -194,6 +195,10 @@ class WebRTCSession(PeerLeg):
                 "overflowDrops": jitter.stats.overflow_drops,
                 "latencyDrops": jitter.stats.latency_drops,
                 "played": jitter.stats.played,
+                # The engine's clock drift followed by stretching (W3C's names for it).
+                "insertedSamplesForDeceleration": sink.inserted_samples,
+                "removedSamplesForAcceleration": sink.removed_samples,
+                "concealedUnderruns": sink.concealed,
             },
         }
 
