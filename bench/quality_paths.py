@@ -15,7 +15,8 @@ One call per profile, both directions at once:
 * **browser → sim echo → browser** (``echo``): the simulator echoes the call, so the speech goes
   through the bridge's receiver and its encoder; scored at the browser as above.
 
-Sender clock drift (``drift±300``) runs the browser's 20 ms clock fast or slow for a minute.
+Sender clock drift (``drift±300``) runs the browser's 20 ms clock and the engine's sample clock
+fast or slow for a minute.
 Imported by ``bench/quality.py`` (``make quality``) and by the quality tests.
 """
 
@@ -397,6 +398,7 @@ async def engine_call(
         await asyncio.sleep(0.5)
         cpu0 = bridge.cpu_seconds()
         fake.received.clear()
+        fake.clock_ppm = profile.drift_ppm  # the engine's clock drifts as the browser's does
         browser.source.start()
         fake.signal = sent
         seconds = sent.size / RATE

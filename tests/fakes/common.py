@@ -30,6 +30,8 @@ class FakeCall:
     answered: bool = False
     signal: np.ndarray | None = None
     """16 kHz s16 to play once instead of the tone (then silence), e.g. DTMF and speech."""
+    clock_ppm: float = 0.0
+    """How fast the engine's sample clock runs against ours (a real engine's drifts)."""
 
     def heard(self) -> np.ndarray:
         """Everything the engine received, as int16 samples."""
@@ -87,7 +89,7 @@ async def send_tone(
     start = time.monotonic()
     n = played = 0  # ``played``: where ``call.signal`` starts (the tone plays until it is set)
     while not ws.closed:
-        wait = start + n / 16_000 - time.monotonic()
+        wait = start + n / (16_000 * (1 + call.clock_ppm * 1e-6)) - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
         if call.state == "active" and (not single_sink or call.sink is ws):
