@@ -184,6 +184,9 @@ class OpusReceiver:
         self._waited_for = -1
         self._sender_fec = False
         """The sender puts FEC data in its packets (worth waiting a frame for after a loss)."""
+        self._latest = b""
+        """The latest packet's payload: looked at for FEC only when a frame is missing (no
+        libopus call per packet)."""
 
     # -- packets in
     @property
@@ -227,8 +230,9 @@ class OpusReceiver:
                 if ts <= self._next - self.frame_ts:
                     self._discard(ext_seq)
                     return
-        if not self._sender_fec and has_fec(payload):
-            self._sender_fec = True
+        self._latest = payload
+        if not self._sender_fec and not ext_seq & 7:
+            self._sender_fec = has_fec(payload)  # every 8th packet: no libopus call per packet
         if ts in self._packets or not payload:
             self._discard(ext_seq)
             return
@@ -354,11 +358,12 @@ class OpusReceiver:
 
     def _wait_for_fec(self, now: float) -> bool:
         if (
-            not self._sender_fec
-            or self._fifo.held >= self.frame_samples
+            self._fifo.held >= self.frame_samples
+            or self._next in self._packets
             or any(abs(t - self._next) <= self.frame_ts for t in self._packets)
             or self._waited_for == self._next
             or self._concealed_run > 0  # already concealing: an outage, not a single loss
+            or not self._sends_fec()  # last: a libopus call, only when a frame is missing
         ):
             return False
         if len(self._slack) >= 10:
@@ -370,6 +375,11 @@ class OpusReceiver:
         self._waited_for = self._next
         self._last_loss = now
         return True
+
+    def _sends_fec(self) -> bool:
+        if not self._sender_fec and self._latest and has_fec(self._latest):
+            self._sender_fec = True  # a sender that sends FEC puts some in every packet
+        return self._sender_fec
 
     def _slack_quantiles(self) -> tuple[float, float]:
         """The low quantile and the median of recent slacks, at the current delay."""
