@@ -86,3 +86,28 @@ def test_an_underrun_fades_out_and_the_audio_fades_back_in() -> None:
     assert steps.max() <= np.abs(np.diff(frames[3].astype(int))).max()
     again = sink.pop()
     assert again is not None and np.array_equal(again, frames[4])  # untouched once playing
+
+
+def test_an_underrun_after_a_stretch_plays_what_is_held_then_fades() -> None:
+    """Samples a stretch left in the sink's FIFO are played before the concealment, which
+    continues from the last of them without a step and decays to zero within the frame."""
+    from bridge.audio import tone
+
+    bus = CallBus("c1")
+    sink = bus.add_downlink("browser")
+    frames = [tone(250, FRAME_SAMPLES, start=i * FRAME_SAMPLES) for i in range(3)]
+    for frame in frames:
+        bus.push_downlink(frame)
+    assert sink.pop() is not None
+    sink._debt = 100  # a frame of delay owed, as when the engine's clock runs slow
+    assert sink.pop() is not None
+    assert sink.inserted_samples == 64  # one period of the 250 Hz tone (≤ the 100 owed)
+    assert sink.pop() is not None and len(sink.jitter) == 0
+    assert sink.fifo.held == 64  # what the stretch added is still to be played
+    before = sink.jitter.stats.underruns
+    concealed = sink.pop()  # nothing left: what is held, then its fading continuation
+    assert concealed is not None and concealed.shape == (FRAME_SAMPLES,)
+    assert sink.concealed == 1 and sink.jitter.stats.underruns == before + 1
+    steps = np.abs(np.diff(concealed.astype(int)))
+    assert steps.max() <= 1.2 * np.abs(np.diff(frames[0].astype(int))).max()
+    assert abs(int(concealed[-1])) <= 2
