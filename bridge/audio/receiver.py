@@ -315,14 +315,19 @@ class OpusReceiver:
         fifo, n = self._fifo, self.frame_samples
         while fifo.held < n:
             fifo.feed(self._decode_next())
-        force = self._want_since is not None and now - self._want_since >= self.quiet_wait
+        # A pause first; after half the wait, voiced speech too; after the wait, anywhere.
+        waited = now - self._want_since if self._want_since is not None else 0.0
+        voiced, force = waited >= self.quiet_wait / 2, waited >= self.quiet_wait
         if direction > 0:
-            self.stats.inserted_samples_for_deceleration += fifo.expand(force=force)
+            short = n - fifo.held % n  # what moves the next decode a tick later
+            self.stats.inserted_samples_for_deceleration += fifo.expand(
+                short, voiced=voiced, force=force
+            )
         elif direction < 0:
             if fifo.held < n + 2 * fifo.max_lag + fifo.window and self._next_at_hand():
                 fifo.feed(self._decode_next())  # a period may come out of the next packet
             self.stats.removed_samples_for_acceleration += fifo.accelerate(
-                fifo.held - n, force=force
+                fifo.held - n, voiced=voiced, force=force
             )
         else:
             # Samples beyond whole frames (left by an earlier stretch) only add delay: shed

@@ -14,10 +14,10 @@ ICASSP 1993):
   samples played (``A``, already out; ``B``, next) and inserts one cross-fade from ``B`` into
   ``A`` before ``B``: ``L`` samples more.
 
-Either is done only where it cannot be heard: in a pause (below :data:`QUIET_RMS`), or in
-speech whose periods correlate at :data:`SIMILAR` or better (voiced sounds). The caller may
-``force`` it (the best lag, whatever its correlation; the cross-fade still avoids any click)
-when no such place came for too long.
+Either is done only where it cannot be heard: in a pause (below :data:`QUIET_RMS`), or, if the
+caller allows ``voiced``, in speech whose periods correlate at :data:`SIMILAR` or better
+(voiced sounds). The caller may ``force`` it (the best lag, whatever its correlation; the
+cross-fade still avoids any click) when no such place came for too long.
 
 Pure and synchronous (numpy only). The owner decides *when* to stretch (its delay control);
 this class does the *how*.
@@ -84,15 +84,16 @@ class PlayoutFifo:
         self._history = np.zeros(self.max_lag, dtype=np.int16)
 
     # -- time-scale modification
-    def accelerate(self, limit: int, *, force: bool = False) -> int:
+    def accelerate(self, limit: int, *, voiced: bool = True, force: bool = False) -> int:
         """Remove one period of at most ``limit`` samples from the start of what is held, where
-        it is not heard (or anyway, if ``force``); the samples removed (0: not here)."""
+        it is not heard (in a pause, or if ``voiced`` in voiced speech; anywhere if ``force``);
+        the samples removed (0: not here)."""
         x = self._pending
         most = min(limit, self.max_lag, (x.size - self.window) // 2)
         if most < self.min_lag:
             return 0
         region = x[: 2 * most + self.window].astype(np.float32)
-        lag = self._period(region, region[: self.window], self.min_lag, most, force)
+        lag = self._period(region, region[: self.window], self.min_lag, most, voiced, force)
         if not lag:
             return 0
         ramp = self._ramp(lag)
@@ -103,10 +104,11 @@ class PlayoutFifo:
         self.removed += lag
         return lag
 
-    def expand(self, limit: int | None = None, *, force: bool = False) -> int:
+    def expand(self, limit: int | None = None, *, voiced: bool = True, force: bool = False) -> int:
         """Insert one period (of at most ``limit`` samples, but at least the shortest period)
-        before what is held, continuing what was played last, where it is not heard (or anyway,
-        if ``force``); the samples inserted (0: not here)."""
+        before what is held, continuing what was played last, where it is not heard (in a
+        pause, or if ``voiced`` in voiced speech; anywhere if ``force``); the samples inserted
+        (0: not here)."""
         x = self._pending
         most = min(self.max_lag, x.size - self.window)
         if limit is not None:
@@ -120,7 +122,7 @@ class PlayoutFifo:
         region = span.astype(np.float32)
         template = region[most : most + self.window]
         # Offsets into `region`: a lag L starts at most - L; reverse so index = lag.
-        lag = self._period(region, template, least, most, force, backwards=True)
+        lag = self._period(region, template, least, most, voiced, force, backwards=True)
         if not lag:
             return 0
         ramp = self._ramp(lag)
@@ -137,6 +139,7 @@ class PlayoutFifo:
         template: np.ndarray,
         least: int,
         most: int,
+        voiced: bool,
         force: bool,
         *,
         backwards: bool = False,
@@ -147,6 +150,8 @@ class PlayoutFifo:
         energy_t = float(np.dot(template, template))
         if energy_t < QUIET_RMS * QUIET_RMS * w:
             return most  # a pause: the longest step, unheard
+        if not (voiced or force):
+            return 0
         dots = np.correlate(region, template, mode="valid")  # one per offset
         squares = np.concatenate(([0.0], np.cumsum(region * region, dtype=np.float64)))
         energies = squares[w:] - squares[:-w]

@@ -179,16 +179,18 @@ class DownlinkSink:
 
     def _stretch(self) -> None:
         fifo, n = self.fifo, FRAME_SAMPLES
-        force = self._ticks - self._debt_since >= self.FORCE_AFTER
+        # A pause first; after half the wait, voiced speech too; after the wait, anywhere.
+        waited = self._ticks - self._debt_since
+        voiced, force = waited >= self.FORCE_AFTER // 2, waited >= self.FORCE_AFTER
         if self._debt > 0:
-            self._debt = max(0, self._debt - fifo.expand(self._debt, force=force))
+            self._debt = max(0, self._debt - fifo.expand(self._debt, voiced=voiced, force=force))
             if self._debt < fifo.min_lag:
                 self._debt = 0
                 self._window_start = self._ticks
             return
         if fifo.held < n + 2 * fifo.max_lag + fifo.window:
             self._feed(early=True)  # a period may come out of the next frame
-        removed = fifo.accelerate(min(-self._debt, fifo.held - n), force=force)
+        removed = fifo.accelerate(min(-self._debt, fifo.held - n), voiced=voiced, force=force)
         self._debt = min(0, self._debt + removed)
         if -self._debt < fifo.min_lag:
             self._debt = 0  # less than the shortest period: within the hysteresis

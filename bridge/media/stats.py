@@ -81,9 +81,7 @@ class ReceiveStats:
     inserted_samples: int = 0
     removed_samples: int = 0
     emitted_samples: int = 0
-    delay: FixedHistogram = field(
-        default_factory=lambda: FixedHistogram(RECEIVER_DELAY_BUCKETS)
-    )
+    delay: FixedHistogram = field(default_factory=lambda: FixedHistogram(RECEIVER_DELAY_BUCKETS))
 
     def merge(self, other: ReceiveStats) -> None:
         self.concealed_samples += other.concealed_samples

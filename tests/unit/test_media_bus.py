@@ -92,6 +92,7 @@ def test_an_underrun_after_a_stretch_plays_what_is_held_then_fades() -> None:
     """Samples a stretch left in the sink's FIFO are played before the concealment, which
     continues from the last of them without a step and decays to zero within the frame."""
     from bridge.audio import tone
+    from bridge.media.frames import DownlinkSink
 
     bus = CallBus("c1")
     sink = bus.add_downlink("browser")
@@ -100,6 +101,7 @@ def test_an_underrun_after_a_stretch_plays_what_is_held_then_fades() -> None:
         bus.push_downlink(frame)
     assert sink.pop() is not None
     sink._debt = 100  # a frame of delay owed, as when the engine's clock runs slow
+    sink._debt_since = -DownlinkSink.FORCE_AFTER // 2  # owed long enough for voiced sounds
     assert sink.pop() is not None
     assert sink.inserted_samples == 64  # one period of the 250 Hz tone (≤ the 100 owed)
     assert sink.pop() is not None and len(sink.jitter) == 0
