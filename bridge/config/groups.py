@@ -372,10 +372,10 @@ class MediaSettings(_Group):
         True, "encode the downlink as 16 kHz mono Opus ourselves (false: aiortc's encoder)"
     )
     opus_bitrate: int = _opt(
-        32_000, "downlink Opus bitrate, bit/s (lowered to the browser's maxaveragebitrate)"
+        40_000, "downlink Opus bitrate, bit/s (lowered to the browser's maxaveragebitrate)"
     )
     opus_complexity: int = _opt(
-        6, "downlink Opus complexity 0-10 (CPU vs quality: docs/quality.md has the curve)"
+        5, "downlink Opus complexity 0-10 (CPU vs quality: docs/quality.md has the curve)"
     )
     opus_fec: bool = _opt(
         True, "downlink Opus in-band FEC, planned for the loss the browser's RTCP reports"
