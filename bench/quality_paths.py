@@ -410,13 +410,14 @@ async def engine_call(
             pass
     await browser.close()
     heard_by_engine = fake.heard()
+    piece = speech.size  # a long (repeated) run is scored a repetition at a time
     uplink = {
-        "bridge": pesq_wb(sent, heard_by_engine),
-        "ideal": pesq_wb(sent, ideal_decode(browser.sent)),
-        "ideal_plc_only": pesq_wb(sent, ideal_decode(browser.sent, fec=False)),
+        "bridge": pesq_wb(sent, heard_by_engine, piece),
+        "ideal": pesq_wb(sent, ideal_decode(browser.sent), piece),
+        "ideal_plc_only": pesq_wb(sent, ideal_decode(browser.sent, fec=False), piece),
         "packets_lost": browser.lost_up,
     }
-    downlink = {"bridge": pesq_wb(sent, ideal_decode(browser.received))}
+    downlink = {"bridge": pesq_wb(sent, ideal_decode(browser.received), piece)}
     return {
         "uplink": uplink,
         "downlink": downlink,
@@ -478,8 +479,10 @@ async def run_paths(
         for i, name in enumerate(profiles):
             t0 = time.monotonic()
             out[name] = await engine_call(speech, PROFILES[name], seed + i, bridge, engine)
-            log(f"  {name}: {out[name]['uplink']} {out[name]['downlink']} "
-                f"({time.monotonic() - t0:.0f} s)")
+            log(
+                f"  {name}: {out[name]['uplink']} {out[name]['downlink']} "
+                f"({time.monotonic() - t0:.0f} s)"
+            )
     finally:
         await bridge.stop()
         await engine.stop()
