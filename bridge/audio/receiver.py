@@ -178,6 +178,7 @@ class OpusReceiver:
         self._last_loss = -1e9
         self._want_since: float | None = None
         self._urgent = False
+        self._step = False
         self._settle = 0
         self._target = 0.0
         self._delay_sample = 0.0
@@ -231,8 +232,10 @@ class OpusReceiver:
                     self._discard(ext_seq)
                     return
         self._latest = payload
-        if not self._sender_fec and not ext_seq & 7:
-            self._sender_fec = has_fec(payload)  # every 8th packet: no libopus call per packet
+        if not self._sender_fec and (stats.packets_received <= 50 or not ext_seq & 7):
+            # Every packet of the first second, then every 8th: a sender that sends FEC puts
+            # some in most packets, and one that never does costs no libopus call per packet.
+            self._sender_fec = has_fec(payload)
         if ts in self._packets or not payload:
             self._discard(ext_seq)
             return
@@ -296,6 +299,10 @@ class OpusReceiver:
             # Packets are late right now (a jitter spike, not drift): a frame of concealment
             # buys a frame of delay at once, as NetEq's expand does.
             frame = self._conceal_frame(insertion=True)
+        elif direction > 0 and self._step and self._fifo.paused():
+            # A step up in the delay wanted (after a loss, or more jitter), not a drift: a
+            # frame of concealment in a pause, before whatever comes next, as NetEq's expand.
+            frame = self._conceal_frame(insertion=True)
         elif self._wait_for_fec(now):
             # The frame is missing and so is the one after, whose FEC could rebuild it: play
             # one frame of concealment and wait a frame for it (NetEq's "expand"), which also
@@ -318,7 +325,7 @@ class OpusReceiver:
         # A pause first; after half the wait, voiced speech too; after the wait, anywhere.
         waited = now - self._want_since if self._want_since is not None else 0.0
         voiced, force = waited >= self.quiet_wait / 2, waited >= self.quiet_wait
-        if direction > 0:
+        if direction > 0 and (force or not self._step):  # a step waits for a pause (pop)
             short = n - fifo.held % n  # what moves the next decode a tick later
             self.stats.inserted_samples_for_deceleration += fifo.expand(
                 short, voiced=voiced, force=force
@@ -382,8 +389,9 @@ class OpusReceiver:
         return True
 
     def _sends_fec(self) -> bool:
-        if not self._sender_fec and self._latest and has_fec(self._latest):
-            self._sender_fec = True  # a sender that sends FEC puts some in every packet
+        if not self._sender_fec:
+            held = [p.payload for p in self._packets.values()]
+            self._sender_fec = any(has_fec(p) for p in (self._latest, *held) if p)
         return self._sender_fec
 
     def _slack_quantiles(self) -> tuple[float, float]:
@@ -484,7 +492,7 @@ class OpusReceiver:
     def _direction(self, now: float) -> int:
         """+1 if the delay should grow, -1 if it should shrink, 0 if it is right; sets
         ``_urgent`` when packets are being lost to lateness right now."""
-        self._urgent = False
+        self._urgent = self._step = False
         if len(self._slack) < 3:
             return 0
         low, median = self._slack_quantiles()
@@ -509,4 +517,6 @@ class OpusReceiver:
             self._want_since = now
         if want > 0 and low < 0:
             self._urgent = True  # the stretch would come too late
+        # A drift moves the slacks by microseconds a tick; a loss or more jitter by much more.
+        self._step = want > 0 and floor - low >= FRAME_SECONDS / 2
         return want

@@ -37,6 +37,17 @@ SIMILAR = 0.85
 speech (NetEq uses 0.9 for accelerate; a shade lower lets drift be followed in busy speech)."""
 WINDOW_SECONDS = 0.0075
 """Length of the windows compared to find the period (7.5 ms)."""
+BLOCK = 40
+"""Samples (2.5 ms at 16 kHz) per block when looking for a pause: every block a stretch touches
+must be quiet, so that a word's onset right after a pause is never repeated or smeared."""
+
+
+def quiet_prefix(pcm: np.ndarray) -> int:
+    """How many samples from the start of ``pcm`` are a pause: whole :data:`BLOCK` blocks, up
+    to the first one at or above :data:`QUIET_RMS`."""
+    blocks = pcm[: pcm.size // BLOCK * BLOCK].astype(np.float32).reshape(-1, BLOCK)
+    loud = np.einsum("ij,ij->i", blocks, blocks) >= QUIET_RMS * QUIET_RMS * BLOCK
+    return int(np.argmax(loud)) * BLOCK if loud.any() else blocks.size
 
 
 class PlayoutFifo:
@@ -92,6 +103,17 @@ class PlayoutFifo:
         most = min(limit, self.max_lag, (x.size - self.window) // 2)
         if most < self.min_lag:
             return 0
+        k = BLOCK
+        pause = min(limit, self.max_lag, quiet_prefix(x[: self.max_lag + k]) - k)
+        if pause >= self.min_lag and self._played_quietly():
+            # In a pause (up to a word's onset, which stays whole): cut `pause` quiet samples,
+            # cross-fading over a block so the waveform has no step.
+            ramp = self._ramp(k)
+            head = x[:k].astype(np.float32)
+            mixed = np.round(head + (x[pause : pause + k] - head) * ramp).astype(np.int16)
+            self._pending = np.concatenate((mixed, x[pause + k :]))
+            self.removed += pause
+            return pause
         region = x[: 2 * most + self.window].astype(np.float32)
         lag = self._period(region, region[: self.window], self.min_lag, most, voiced, force)
         if not lag:
@@ -120,8 +142,18 @@ class PlayoutFifo:
         # reach back into what was played.
         span = np.concatenate((self._history[self.max_lag - most :], x[: self.window]))
         region = span.astype(np.float32)
+        pause = min(most, quiet_prefix(self._history[::-1][:most]))  # what was played last
+        if pause >= least:
+            # After a pause (and before what follows, even a word's onset, which stays whole):
+            # the quiet samples played last, time-reversed so they continue without a step,
+            # fading to nothing over their last block.
+            inserted = self._history[::-1][:pause].astype(np.float32)
+            inserted[-BLOCK:] *= 1.0 - self._ramp(BLOCK)
+            self._pending = np.concatenate((np.round(inserted).astype(np.int16), x))
+            self.inserted += pause
+            return pause
         template = region[most : most + self.window]
-        # Offsets into `region`: a lag L starts at most - L; reverse so index = lag.
+        # Offsets into `region`: a lag L starts at most - L; reversed so index = lag.
         lag = self._period(region, template, least, most, voiced, force, backwards=True)
         if not lag:
             return 0
@@ -146,12 +178,10 @@ class PlayoutFifo:
     ) -> int:
         """The lag in ``[least, most]`` at which ``template`` best repeats in ``region`` (after
         it, or with ``backwards`` before it), if it repeats well enough; 0 otherwise."""
-        w = self.window
-        energy_t = float(np.dot(template, template))
-        if energy_t < QUIET_RMS * QUIET_RMS * w:
-            return most  # a pause: the longest step, unheard
         if not (voiced or force):
             return 0
+        w = self.window
+        energy_t = float(np.dot(template, template))
         dots = np.correlate(region, template, mode="valid")  # one per offset
         squares = np.concatenate(([0.0], np.cumsum(region * region, dtype=np.float64)))
         energies = squares[w:] - squares[:-w]
@@ -166,6 +196,15 @@ class PlayoutFifo:
         if corr[best] >= SIMILAR or force:
             return int(lags[best])
         return 0
+
+    def paused(self) -> bool:
+        """The last 15 ms played were, as a whole, a pause (below :data:`QUIET_RMS`)."""
+        h = self._history.astype(np.float32)
+        return float(np.dot(h, h)) < QUIET_RMS * QUIET_RMS * h.size
+
+    def _played_quietly(self) -> bool:
+        """The last block played was a pause (so cutting what follows leaves no step)."""
+        return quiet_prefix(self._history[-BLOCK:]) == BLOCK
 
     @staticmethod
     def _ramp(n: int) -> np.ndarray:

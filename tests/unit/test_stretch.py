@@ -80,3 +80,30 @@ def test_a_stretch_never_takes_more_than_asked_or_than_is_held() -> None:
     assert fifo.held == 0
     fifo.feed(sine(100, 200))
     assert fifo.expand() == 0  # too little held to compare
+
+
+def test_around_a_word_onset_the_onset_is_never_repeated_or_smeared() -> None:
+    """After a pause, a stretch touches only the pause: what is inserted is quiet and the
+    onset that follows comes out sample for sample; a cut takes quiet samples only."""
+    onset = np.concatenate((np.zeros(100, np.int16), sine(3 * FRAME, 300)))
+    fifo = PlayoutFifo(RATE, FRAME)
+    fifo.feed(np.zeros(FRAME, np.int16))
+    fifo.take()  # a pause was played
+    fifo.feed(onset)
+    inserted = fifo.expand()
+    assert inserted > 0
+    out = played(fifo, 2)
+    assert np.abs(out[:inserted]).max() == 0  # the pause, continued
+    assert np.array_equal(
+        out[inserted : inserted + 2 * FRAME - inserted], onset[: 2 * FRAME - inserted]
+    )
+
+    fifo = PlayoutFifo(RATE, FRAME)
+    fifo.feed(np.zeros(FRAME, np.int16))
+    fifo.take()
+    fifo.feed(onset)
+    removed = fifo.accelerate(1000)
+    assert 40 <= removed <= 60  # the quiet 100 samples less a block of cross-fade
+    out = played(fifo, 2)
+    start = 100 - removed
+    assert np.array_equal(out[start : start + FRAME], onset[100 : 100 + FRAME])
