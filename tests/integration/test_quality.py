@@ -40,7 +40,7 @@ async def test_the_bridge_hears_as_well_as_an_ideal_receiver_under_loss_and_jitt
         receiver = out[name]["receiver"]
         assert receiver["fecPacketsReceived"] > 0 and receiver["packetsLost"] > 0
     assert out["jitter+loss3"]["receiver"]["packetsReordered"] > 20
-    # One bridge encode towards the browser (32 kbit/s, complexity 6): near the source.
+    # One bridge encode towards the browser (40 kbit/s, complexity 5): near the source.
     assert out["jitter+loss3"]["downlink"]["bridge"] > 2.8
 
 
