@@ -303,18 +303,23 @@ class LeanReceive:
         guard has let it through). Takes this receiver's SRTP; queues the rest for aiortc."""
         dtls = self.dtls
         srtp = dtls._rx_srtp
-        if srtp is None or len(data) < 12 or not 127 < data[0] < 192 or 192 <= data[1] <= 208:
+        if srtp is None or len(data) < 12:
             self._aiortc(data, component)  # type: ignore[misc]
             return
-        pt = data[1] & 0x7F
-        kind = self._routes.get(pt)
-        ssrc = (data[8] << 24) | (data[9] << 16) | (data[10] << 8) | data[11]
-        if kind is None:
+        # SRTP leaves the header in the clear (RFC 3711 §3.1): read it before unprotecting.
+        first, second, seq, timestamp, ssrc = _HEADER.unpack_from(data)
+        kind = self._routes.get(second & 0x7F)
+        if first >> 6 != 2 or 192 <= second <= 208:  # not RTP, or RTCP
+            kind = None
+            dtmf = None
+        elif kind is None:
             dtmf = self.dtmf
-            if dtmf is None or pt != dtmf[0]():
-                self._aiortc(data, component)  # type: ignore[misc]
-                return
+            if dtmf is not None and second & 0x7F != dtmf[0]():
+                dtmf = None
         elif ssrc not in self._ssrcs and not self._ours(ssrc):
+            kind = None
+            dtmf = None
+        if kind is None and dtmf is None:
             self._aiortc(data, component)  # type: ignore[misc]
             return
         dtls._RTCDtlsTransport__rx_bytes += len(data)
@@ -326,21 +331,24 @@ class LeanReceive:
             log.debug("SRTP unprotect failed: %s", exc)
             return
         self.packets += 1
-        bounds = payload_bounds(plain)
+        n = len(plain)
+        if first == 0x90 and n >= 16:  # what browsers send: one extension block, no padding
+            start = 16 + 4 * ((plain[14] << 8) | plain[15])
+            bounds = (start, n) if start <= n else None
+        else:
+            bounds = payload_bounds(plain)
         receiver = self.receiver
         if kind is None:  # telephone-event (RFC 4733)
-            detector = self.dtmf[1]  # type: ignore[index]
+            detector = dtmf[1]  # type: ignore[index]
             if bounds is None:
                 detector.malformed += 1
                 return
-            seq, timestamp = _HEADER.unpack_from(plain)[2:4]
             if ssrc in self._ssrcs and receiver._enabled:
                 self._count(ssrc, seq, timestamp, audio=False)
             detector.feed(timestamp, plain[bounds[0] : bounds[1]])
             return
         if bounds is None or not receiver._enabled:
             return  # aiortc drops both (before its statistics)
-        _, _, seq, timestamp, _ = _HEADER.unpack_from(plain)
         payload = plain[bounds[0] : bounds[1]]
         if kind == _RED:
             red_stats = self.red[1]  # type: ignore[index]
