@@ -52,6 +52,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
 from aiortc.rtcicetransport import RTCIceTransport
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 
+from .counters import drop
 from .red import RedStats, split_red
 from .rfc4733 import DtmfDetector
 from .uplink import Playout
@@ -309,16 +310,15 @@ class LeanReceive:
         # SRTP leaves the header in the clear (RFC 3711 §3.1): read it before unprotecting.
         first, second, seq, timestamp, ssrc = _HEADER.unpack_from(data)
         kind = self._routes.get(second & 0x7F)
+        dtmf = None
         if first >> 6 != 2 or 192 <= second <= 208:  # not RTP, or RTCP
             kind = None
-            dtmf = None
         elif kind is None:
             dtmf = self.dtmf
             if dtmf is not None and second & 0x7F != dtmf[0]():
                 dtmf = None
         elif ssrc not in self._ssrcs and not self._ours(ssrc):
             kind = None
-            dtmf = None
         if kind is None and dtmf is None:
             self._aiortc(data, component)  # type: ignore[misc]
             return
@@ -331,6 +331,23 @@ class LeanReceive:
             log.debug("SRTP unprotect failed: %s", exc)
             return
         self.packets += 1
+        try:
+            self._deliver(plain, first, seq, timestamp, ssrc, kind, dtmf)
+        except Exception:  # as aiortc's receive step behind the UDP guard: counted, not fatal
+            drop("dtls_receive_error")
+            log.debug("the receive path failed on one packet", exc_info=True)
+
+    def _deliver(
+        self,
+        plain: bytes,
+        first: int,
+        seq: int,
+        timestamp: int,
+        ssrc: int,
+        kind: int | None,
+        dtmf: tuple[Callable[[], int | None], DtmfDetector] | None,
+    ) -> None:
+        """One unprotected packet of this receiver to the leg's playout or detector."""
         n = len(plain)
         if first == 0x90 and n >= 16:  # what browsers send: one extension block, no padding
             start = 16 + 4 * ((plain[14] << 8) | plain[15])

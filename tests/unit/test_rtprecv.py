@@ -411,3 +411,20 @@ async def test_a_receiver_without_the_private_fields_is_refused() -> None:
     del leg.receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
     with pytest.raises(RuntimeError, match="remote_streams"):
         rtprecv.install(leg.receiver, leg.playout)  # type: ignore[arg-type]
+
+
+async def test_a_failure_on_one_packet_is_counted_and_the_next_one_goes_through(leg: Leg) -> None:
+    from bridge.rtc.counters import UDP_DROPS
+
+    before = UDP_DROPS["dtls_receive_error"]
+    packet = leg.playout.packet
+
+    def broken(seq: int, timestamp: int, payload: bytes) -> None:
+        leg.playout.packet = packet  # type: ignore[method-assign]
+        raise ValueError("a bug on one packet")
+
+    leg.playout.packet = broken  # type: ignore[method-assign]
+    leg.send(rtp(1, 960, b"a"))
+    leg.send(rtp(2, 1920, b"b"))
+    assert UDP_DROPS["dtls_receive_error"] == before + 1
+    assert leg.playout.packets == [(2, 1920, b"b")]
