@@ -134,7 +134,7 @@ async def per_packet_us(path: str, data: list[bytes]) -> float:
     detector = DtmfDetector(lambda d, ms: None)
     if path == "lean":
         lean = rtprecv.install(receiver, sink)  # type: ignore[arg-type]
-        lean.take_red(RED_PT, RedStats())
+        lean.take_red(RED_PT, OPUS.payloadType, RedStats())
         lean.take_dtmf(lambda: DTMF_PT, detector)
         feed: Any = guard._guarded_datagram_received
     else:

@@ -253,7 +253,7 @@ class PeerLeg:
         assert self._playout is not None
         hook_red(transceiver.receiver.transport, red, opus, self._playout.redundant, stats)
         if self._lean_rx is not None:
-            self._lean_rx.take_red(red, stats)
+            self._lean_rx.take_red(red, opus, stats)
 
     def receive_dtmf(
         self,

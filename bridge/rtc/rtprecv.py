@@ -212,8 +212,9 @@ class LeanReceive:
         self._streams: dict[int, StreamStatistics] = getattr(receiver, _R + "remote_streams")
         """aiortc's RTCP statistics per SSRC (its RTCP task and ``getStats`` read them)."""
         self._active: dict[int, Any] = getattr(receiver, _R + "active_ssrc")
-        self.red: tuple[int, RedStats] | None = None
-        """RED's payload type and its counters, when the leg takes RED (``rtc/red.py``)."""
+        self.red: tuple[int, int, RedStats] | None = None
+        """RED's payload type, the Opus one its blocks carry, and its counters, when the leg
+        takes RED (``rtc/red.py``)."""
         self.dtmf: tuple[Callable[[], int | None], DtmfDetector] | None = None
         """telephone-event's payload type (read per packet) and the leg's detector."""
         self.dtls: Any = None
@@ -228,9 +229,9 @@ class LeanReceive:
         """Packets this path took (and unprotected)."""
         self.unprotect_failed = 0
 
-    def take_red(self, payload_type: int, stats: RedStats) -> None:
-        """Also take RED (RFC 2198) over Opus on ``payload_type`` (``rtc/red.py``)."""
-        self.red = (payload_type, stats)
+    def take_red(self, payload_type: int, opus: int, stats: RedStats) -> None:
+        """Also take RED (RFC 2198) over Opus (``opus``) on ``payload_type`` (``rtc/red.py``)."""
+        self.red = (payload_type, opus, stats)
         if self.dtls is not None:
             self._routes[payload_type] = _RED
 
@@ -368,13 +369,12 @@ class LeanReceive:
             return  # aiortc drops both (before its statistics)
         payload = plain[bounds[0] : bounds[1]]
         if kind == _RED:
-            red_stats = self.red[1]  # type: ignore[index]
+            _, opus, red_stats = self.red  # type: ignore[misc]
             blocks = split_red(payload) if payload else None
-            if not blocks or blocks[-1][1] != self._opus_pt:
+            if not blocks or blocks[-1][1] != opus:
                 red_stats.malformed += 1
                 return
             red_stats.packets += 1
-            opus = self._opus_pt
             for offset, block_pt, block in blocks[:-1]:
                 if block_pt == opus and block:
                     self.playout.redundant((timestamp - offset) & 0xFFFFFFFF, block)

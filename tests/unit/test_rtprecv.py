@@ -110,7 +110,7 @@ class Leg:
         self.red = RedStats()
         self.digits: list[tuple[str, int]] = []
         self.detector = DtmfDetector(lambda d, ms: self.digits.append((d, ms)))
-        self.lean.take_red(RED_PT, self.red)
+        self.lean.take_red(RED_PT, 111, self.red)
         self.lean.take_dtmf(lambda: DTMF_PT, self.detector)
         self.codecs = codecs or [OPUS]
         self.tx = srtp(Policy.SSRC_ANY_OUTBOUND)
