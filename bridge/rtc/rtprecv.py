@@ -15,8 +15,9 @@ receiver's Opus packets in one synchronous call, in aioice's datagram callback
   them), from an SSRC aiortc's RTP router gives this receiver (asked once per new SSRC, with
   aiortc's own rule). Anything else — DTLS, RTCP, other payload types — goes into aioice's
   queue exactly as before, to aiortc;
-* unprotect (libsrtp), then the fixed header, CSRCs, header extension and padding are
-  skipped with one ``struct`` call (audio negotiates no extension the bridge reads);
+* the fixed header is read with one ``struct`` call before unprotecting (SRTP leaves it in
+  the clear); after libsrtp, the CSRCs, header extension and padding are skipped (audio
+  negotiates no extension the bridge reads);
 * the RTCP receiver statistics are aiortc's own ``StreamStatistics`` object in the receiver's
   table, updated by :func:`record` exactly as ``StreamStatistics.add`` does (RFC 3550 A.3 and
   A.8; one ``time.time()`` read), so aiortc's RTCP task keeps building the receiver reports
