@@ -46,6 +46,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
         ("_read_ready", "recvfrom", "datagram_received", "Connection.recv"),
     ),
     ("bridge RTP send (rtc/rtpsend.py: packetise, counters)", ("rtc/rtpsend.py",)),
+    ("bridge RTP receive (rtc/rtprecv.py: parse, RED, counters)", ("rtc/rtprecv.py",)),
     (
         "aiortc RTP send (sender loop, timestamps)",
         ("RTCRtpSender", "_send_rtp", "convert_timebase", "aiortc/clock.py", "OpusEncoder"),

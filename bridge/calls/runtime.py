@@ -450,7 +450,8 @@ class CallRuntime:
         (``rtc/passthrough.py``): towards the browser while it hears only the WhatsApp user
         (one participant, no hold, nothing played to it); towards WhatsApp while it hears
         only the agent (not muted, nothing played, no key tones). Each sender checks that per
-        packet, so mixing can start and stop mid-call."""
+        packet (a yes is kept for 20 ms: ``PassThrough.permitted``), so mixing can start and
+        stop mid-call."""
         leg = self.webrtc_leg
         session = self.session
         if leg is None:

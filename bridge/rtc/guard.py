@@ -21,6 +21,11 @@ raised — when:
   §7.3; ``stun_unauthenticated``), a response to no transaction of ours (``stun_unexpected``),
   or an indication (``stun_indication``: aioice has no use for them on this socket).
 
+What passes and is not STUN (first byte above 3) goes straight to the ICE connection's
+``data_received``, where aioice would hand it after trying to parse it as STUN (an exception
+per media packet; and an RTP packet whose sequence number happens to equal its length less 20
+would parse as a STUN header).
+
 A second line, for anything that still gets through: aiortc's DTLS receive step
 (``RTCDtlsTransport._recv_next``) is wrapped so that an exception raised by one datagram is
 counted (``dtls_receive_error``) instead of ending the transport; and aioice's TURN client
@@ -153,8 +158,10 @@ _ORIGINAL_RECV_NEXT = RTCDtlsTransport._recv_next
 
 @functools.wraps(_ORIGINAL_STUN)
 def _guarded_datagram_received(self: Any, data: bytes | str, addr: tuple[Any, ...]) -> None:
+    if not isinstance(data, bytes):
+        data = data.encode()
     try:
-        reason = verdict(self, data if isinstance(data, bytes) else data.encode(), addr)
+        reason = verdict(self, data, addr)
     except Exception:
         log.debug("UDP guard could not classify a datagram from %s", addr, exc_info=True)
         reason = "unclassified"
@@ -162,7 +169,10 @@ def _guarded_datagram_received(self: Any, data: bytes | str, addr: tuple[Any, ..
         drop(reason)
         return
     try:
-        _ORIGINAL_STUN(self, data, addr)
+        if data[0] > 3:  # not STUN (RFC 7983): straight on, without aioice's try at parsing it
+            self.receiver.data_received(data, self.local_candidate.component)
+        else:
+            _ORIGINAL_STUN(self, data, addr)
     except Exception:
         drop("ice_error")
         log.debug("aioice failed on a datagram from %s", addr, exc_info=True)

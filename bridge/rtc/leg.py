@@ -39,13 +39,15 @@ from ..audio.receiver import ReceiverStats
 from ..config import IceSettings
 from ..media import BusStats
 from ..tasks import TaskSet
-from . import counters, rtpsend
+from . import counters, rtprecv, rtpsend
 from .dtls import diagnose, install_dtls_hooks
 from .guard import install_udp_guard
 from .ice import advertise_public_ip, install_port_hook, server_rtc_configuration
 from .passthrough import PassThrough
 from .ports import port_scope
+from .red import RedStats, hook_red
 from .release import release_peer_connection
+from .rfc4733 import DtmfDetector, hook_receive
 from .tracks import BusAudioTrack, OpusBusTrack
 from .uplink import Playout, report_loss_beyond, take_over_receiver
 
@@ -200,6 +202,9 @@ class PeerLeg:
         """The bridge's own packetise -> SRTP -> send for its Opus track (``rtpsend.py``): the
         one owner of the stream's sequence numbers (encoded, forwarded and DTMF packets)."""
         self._playout: Playout | None = None
+        self._lean_rx: rtprecv.LeanReceive | None = None
+        """The bridge's own datagram -> SRTP unprotect -> receiver for its Opus packets
+        (``rtprecv.py``); aiortc's path (with the RED and RFC 4733 hooks) takes the rest."""
         self._loss_beyond: Callable[[], float] = _no_loss
         self._tasks = TaskSet(tasks)
         self._close_lock = asyncio.Lock()
@@ -234,9 +239,33 @@ class PeerLeg:
         if isinstance(track, OpusBusTrack):  # our Opus: our packetise -> SRTP -> send
             self._lean = rtpsend.install(transceiver.sender)
         self._playout = take_over_receiver(transceiver.receiver, on_frame, stats, self._tasks)
+        self._lean_rx = rtprecv.install(transceiver.receiver, self._playout)
         report_loss_beyond(transceiver.receiver, lambda: self._loss_beyond())
         transceiver.direction = "sendrecv"
         return self._playout
+
+    def receive_red(
+        self, transceiver: RTCRtpTransceiver, red: int, opus: int, stats: RedStats
+    ) -> None:
+        """Take RED (RFC 2198) packets of payload type ``red`` over ``opus``: the redundant
+        blocks to the receiver, the primary as Opus (``rtc/red.py``); after
+        :meth:`start_media`."""
+        assert self._playout is not None
+        hook_red(transceiver.receiver.transport, red, opus, self._playout.redundant, stats)
+        if self._lean_rx is not None:
+            self._lean_rx.take_red(red, opus, stats)
+
+    def receive_dtmf(
+        self,
+        transceiver: RTCRtpTransceiver,
+        payload_type: Callable[[], int | None],
+        detector: DtmfDetector,
+    ) -> None:
+        """Take telephone-event (RFC 4733) packets of ``payload_type()`` (read per packet)
+        into ``detector`` (``rtc/rfc4733.py``)."""
+        hook_receive(transceiver.receiver.transport, payload_type, detector)
+        if self._lean_rx is not None:
+            self._lean_rx.take_dtmf(payload_type, detector)
 
     def advertise(self, sdp: str) -> str:
         """``sdp`` with the bridge's public address in its candidates (1:1 NAT)."""
@@ -396,6 +425,8 @@ class PeerLeg:
             else:
                 # Free it (and the codec threads it owns) now, not at the next gc run.
                 await release_peer_connection(self.pc)
+            if self._lean_rx is not None:
+                self._lean_rx.detach()
             if self._playout is not None:
                 self._playout.stop()
             self._set_state("closed")

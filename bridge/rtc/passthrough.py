@@ -19,16 +19,24 @@ everything the sender put in them.
   lost before the bridge is still a gap the far receiver sees (and rebuilds from the next
   packet's FEC), and a reordered one keeps its place. RTP timestamps follow the source's the
   same way (RFC 3550 §5.1), continuous across a switch.
+* Whether forwarding is allowed is asked per packet, both by the source's packets and by the
+  target's sender (:meth:`PassThrough.permitted`), and the answer takes a walk through the
+  call's conference and bus. A yes is kept for one 20 ms tick (:data:`YES_FOR`): mixing that
+  starts meanwhile is heard at most one packet later. A no is asked again every time, so
+  forwarding resumes at the first packet it may.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 
 QUEUE = 10
 """Forwarded packets waiting for the sender (200 ms); the oldest go first."""
+YES_FOR = 0.02
+"""Seconds (one packet) a yes of ``allowed()`` is kept without asking again."""
 
 
 class PassThrough:
@@ -37,16 +45,27 @@ class PassThrough:
     def __init__(self, allowed: Callable[[], bool]) -> None:
         self.allowed = allowed
         """Whether the target may get the source's packets as they are right now."""
+        self._yes_until = 0.0
         self._queue: deque[tuple[int, int, bytes]] = deque(maxlen=QUEUE)
         self._ready = asyncio.Event()
         self.forwarded = 0
         self.switches = 0
 
+    def permitted(self) -> bool:
+        """``allowed()``, a yes kept for :data:`YES_FOR` (module docstring)."""
+        now = time.monotonic()
+        if now < self._yes_until:
+            return True
+        if self.allowed():
+            self._yes_until = now + YES_FOR
+            return True
+        return False
+
     def offer(self, seq: int, timestamp: int, payload: bytes) -> None:
         """A source packet as it arrived (on the event loop)."""
         if not payload:
             return
-        if not self.allowed():
+        if not self.permitted():
             self._queue.clear()
             self._ready.set()  # a sender waiting for a packet goes back to encoding now
             return

@@ -3,10 +3,11 @@
 Chromium offers ``red/48000/2`` carrying Opus (``a=fmtp:<red> <opus>/<opus>``); answered with
 RED first, it sends every Opus frame twice, the second time inside the next packet, so a
 single lost packet costs nothing and a burst of two costs one frame — better than in-band FEC,
-which only rebuilds a lower-quality copy. aiortc knows no RED, so the answer is rewritten here
-and a hook on the session's ``RTCDtlsTransport`` takes RED packets before aiortc routes them:
-the primary block goes on as a plain Opus packet (so aiortc's RTCP statistics, and the loss
-reports the browser gets, stay right), the redundant block goes straight to the leg's receiver
+which only rebuilds a lower-quality copy. aiortc knows no RED, so the answer is rewritten here,
+and the leg's receive path (``rtc/rtprecv.py``; or, for a packet left to aiortc, a hook on the
+session's ``RTCDtlsTransport`` before aiortc routes it) splits RED packets: the primary block
+goes on as a plain Opus packet (counted in aiortc's RTCP statistics, so the loss reports the
+browser gets stay right), the redundant block goes straight to the leg's receiver
 (``audio/receiver.py``), which uses it only for a frame it has not got.
 """
 

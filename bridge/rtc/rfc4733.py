@@ -3,8 +3,9 @@
 aiortc has no telephone-event codec: its RTP router drops such packets, and it never sends
 them. Two small hooks on a peer connection's ``RTCDtlsTransport`` fill the gap:
 
-* :func:`hook_receive` takes packets of the telephone-event payload type out before aiortc's
-  router and feeds them to a :class:`DtmfDetector` (one report per key press);
+* the leg's receive path (``rtc/rtprecv.py``), and for a packet it leaves to aiortc
+  :func:`hook_receive` before aiortc's router, takes packets of the telephone-event payload
+  type and feeds them to a :class:`DtmfDetector` (one report per key press);
 * :class:`EventSender` writes telephone-event packets through the audio sender's own RTP
   stream (``rtc/rtpsend.py``), so they share the audio's SSRC and sequence space, and its
   sender reports count them. Each press is packets every 20 ms with one RTP

@@ -18,8 +18,8 @@ from ..errors import AtCapacity, BadOffer
 from ..media import CallBus, DownlinkSink, Role
 from .leg import PeerLeg
 from .passthrough import PassThrough
-from .red import RedStats, add_red, hook_red, offered_red
-from .rfc4733 import DtmfDetector, add_telephone_event, hook_receive, offered_telephone_event
+from .red import RedStats, add_red, offered_red
+from .rfc4733 import DtmfDetector, add_telephone_event, offered_telephone_event
 from .sdp import answer_fmtp, opus_parameters, with_opus_fmtp
 from .tracks import BusAudioTrack, OpusBusTrack
 
@@ -130,7 +130,7 @@ class WebRTCSession(PeerLeg):
             if st.opus_direct
             else BusAudioTrack(sink)
         )
-        playout = self.start_media(audio, track, self._uplink_frame, self.bus.stats)
+        self.start_media(audio, track, self._uplink_frame, self.bus.stats)
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
         # Ask for in-band FEC, mono, 16 kHz (see rtc/sdp.py): aiortc's answer asks for nothing.
@@ -139,14 +139,14 @@ class WebRTCSession(PeerLeg):
         red = offered_red(sdp) if st.opus_red else None
         if red is not None:
             answer_sdp = add_red(answer_sdp, *red)
-            hook_red(audio.receiver.transport, *red, playout.redundant, self.red)
+            self.receive_red(audio, *red, self.red)
         # aiortc has no telephone-event: answer it ourselves and take its packets out before
         # aiortc's router (see rfc4733.py), so the browser's RTCDTMFSender works.
         event = offered_telephone_event(sdp)
         if event is not None:
             pt, rate = event
             self.dtmf = DtmfDetector(self._dtmf_press, rate)
-            hook_receive(audio.receiver.transport, lambda: pt, self.dtmf)
+            self.receive_dtmf(audio, lambda: pt, self.dtmf)
             answer_sdp = add_telephone_event(answer_sdp, pt, rate)
         return answer_sdp
 

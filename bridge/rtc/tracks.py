@@ -124,7 +124,7 @@ class OpusBusTrack(MediaStreamTrack):
             raise MediaStreamError
         pt = self.pass_through
         if pt is not None and self._stream is not None:
-            if pt.allowed():
+            if pt.permitted():
                 source = await pt.next(FORWARD_WAIT if self._forwarding else 0.0)
                 if source is not None:
                     return self._forward(pt, *source)

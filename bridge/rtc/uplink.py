@@ -6,9 +6,11 @@ jitter buffer holds frames until ``prefetch`` (4) later ones arrive, stalls afte
 until 16 later packets have come, and neither uses Opus' in-band FEC nor conceals a loss. Two
 stand-ins, installed on an audio receiver by :func:`take_over_receiver`, replace both:
 
-* :class:`ReceiverBuffer` sits where aiortc's jitter buffer was and hands every packet, as it
-  arrives, to the leg's :class:`~bridge.audio.receiver.OpusReceiver` (reorder, FEC, concealment,
-  adaptive delay: see there). It never releases a frame to aiortc's decoder.
+* :class:`Playout` takes every packet, as it arrives, to the leg's
+  :class:`~bridge.audio.receiver.OpusReceiver` (reorder, FEC, concealment, adaptive delay: see
+  there): from the lean receive path (``rtc/rtprecv.py``), which unprotects and parses the
+  leg's Opus packets itself, or, for one left to aiortc's path, from :class:`ReceiverBuffer`,
+  which sits where aiortc's jitter buffer was and never releases a frame to aiortc's decoder.
 * :class:`Playout` sits where aiortc's decoder queue was. aiortc's idle decoder thread blocks in
   its :meth:`~Playout.get` until the receiver stops, as it always did; meanwhile a task on a
   steady 20 ms :class:`~bridge.media.clock.MediaClock` takes one 16 kHz frame from the receiver

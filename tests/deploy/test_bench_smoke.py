@@ -91,6 +91,17 @@ async def test_send_path_bench_runs_both_loops() -> None:
     assert all(us > 0 for us in result["us_per_packet"].values())
 
 
+async def test_recv_path_bench_runs_both_paths() -> None:
+    """``python -m bench.recv_path`` (the RTP receive path per packet, aiortc's vs the
+    bridge's): both hand every packet to the receiver and count it in aiortc's statistics
+    (the bench asserts that itself)."""
+    from bench.recv_path import run
+
+    result = await run(200, 1)
+    assert set(result["us_per_packet"]) == {"aiortc", "lean", "of which SRTP unprotect"}
+    assert all(us > 0 for us in result["us_per_packet"].values())
+
+
 def test_profile_splits_the_send_path(tmp_path: Path) -> None:
     from bench.profile import send_path
 

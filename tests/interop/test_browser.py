@@ -270,13 +270,21 @@ async def lossy_call(client, browser, *, until) -> tuple[dict, dict, float]:
     snap = (await (await client.get("/call/status")).json())["calls"][0]
     session = client.app[MANAGER].runtime(snap["callID"]).session
     dtls = next(t.receiver for t in session.pc.getTransceivers() if t.kind == "audio").transport
-    handle, rng = dtls._handle_rtp_data, random.Random(9)
+    # The datagrams as they reach the bridge's receive path (rtc/rtprecv.py, once attached).
+    connection = dtls.transport._connection
+    for _ in range(100):  # aiortc starts the receiver just after the connection is up
+        if "data_received" in vars(connection):
+            break
+        await asyncio.sleep(0.05)
+    assert connection.data_received == session._lean_rx.datagram
+    handle, rng = connection.data_received, random.Random(9)
 
-    async def lossy(data, arrival_time_ms):  # RTP only: RTCP and DTLS go through
-        if (len(data) > 1 and 192 <= data[1] <= 223) or rng.random() >= 0.15:
-            await handle(data, arrival_time_ms=arrival_time_ms)
+    def lossy(data, component):  # SRTP only: SRTCP and DTLS go through
+        srtp = 128 <= data[0] <= 191 and not 192 <= data[1] <= 223
+        if not srtp or rng.random() >= 0.15:
+            handle(data, component)
 
-    dtls._handle_rtp_data = lossy
+    connection.data_received = lossy
     rx: dict = {}
     for _ in range(150):
         await asyncio.sleep(0.1)

@@ -40,7 +40,6 @@ from ...config import IceSettings
 from ...media import BusStats, ReceiveStats
 from ...rtc.leg import PeerLeg, Quality
 from ...rtc.passthrough import PassThrough
-from ...rtc.rfc4733 import hook_receive
 from ...rtc.tracks import OpusBusTrack
 from ..base import EngineStats, MediaClosed, MediaFatal
 from .dtmf import DtmfDetector, EventSender
@@ -191,7 +190,7 @@ class WhatsAppPeer(PeerLeg):
         """Take ``telephone-event`` RTP out before aiortc's router (which would drop it); our
         own events go out through the audio's lean sender, numbered with the audio."""
         transceiver = self._transceiver()
-        hook_receive(transceiver.receiver.transport, lambda: self.dtmf_pt, self.dtmf)
+        self.receive_dtmf(transceiver, lambda: self.dtmf_pt, self.dtmf)
         if self._lean is not None:
             self._events = EventSender(self._lean)
 

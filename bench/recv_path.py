@@ -1,0 +1,238 @@
+"""The RTP receive path alone, per packet: aiortc's (aioice's queue → ``RTCDtlsTransport``'s
+receive task → ``RTCRtpReceiver``, as the bridge had it) against the bridge's lean receive path
+(``bridge/rtc/rtprecv.py``), in one process, no network.
+
+Both take the same SRTP-protected Opus packets (an 80-byte payload, the ``mid`` and audio-level
+header extensions a browser sends) from the UDP guard's datagram callback (a real aioice
+``StunProtocol`` and ``Connection``, a real aiortc DTLS transport with a real libsrtp session,
+a real ``RTCRtpReceiver`` with its RTCP statistics) to the leg's receiver, which here only
+counts (``OpusReceiver.push`` is the same on both paths). "aiortc" is the code before the lean
+path: the guard then handed every datagram to aioice's own ``datagram_received`` (which tries
+to parse it as STUN first), the RED and RFC 4733 hooks wrapped the transport, and the
+transport's receive task woke per packet. On uvloop (the bridge's default) unless ``--loop
+asyncio``. Each packet is followed by one turn of the event
+loop (``asyncio.sleep(0)``), as a datagram arriving from the socket would be. It reports
+process CPU time per packet (``time.process_time``), best of ``--repeat`` runs of ``--packets``
+each, alternating the paths so drift hits both alike, and libsrtp's unprotect alone::
+
+    .venv/bin/python -m bench.recv_path --json bench/results/recv-path-<date>.json
+
+This is a benchmark, not a test: nothing asserts on speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import queue
+import struct
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aioice.ice
+import aiortc
+from aiortc import RTCCertificate, RTCIceGatherer, RTCIceTransport, RTCRtpCodecParameters
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcrtpparameters import (
+    RTCRtpDecodingParameters,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpReceiveParameters,
+)
+from aiortc.rtcrtpreceiver import RemoteStreamTrack, RTCRtpReceiver
+from pylibsrtp import Policy, Session
+
+from bridge.loop import install_event_loop
+from bridge.rtc import guard, rtprecv
+from bridge.rtc.red import RedStats, hook_red
+from bridge.rtc.rfc4733 import DtmfDetector, hook_receive
+from bridge.rtc.uplink import ReceiverBuffer
+
+OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48_000, channels=2, payloadType=111)
+RED_PT, DTMF_PT = 63, 126
+SSRC = 0x12345678
+PAYLOAD = bytes(80)
+"""About a 32 kbit/s Opus frame of 20 ms."""
+KEY = bytes(range(30))
+ADDR = ("127.0.0.1", 40000)
+MID_ID, LEVEL_ID = 4, 1
+# One-byte header extensions (RFC 8285): audio level (1 byte), mid "0", padded to 4 bytes.
+EXTENSION = struct.pack("!HH", 0xBEDE, 1) + bytes([LEVEL_ID << 4, 0x20, MID_ID << 4]) + b"0"
+
+
+def packets(n: int) -> list[bytes]:
+    """``n`` SRTP packets of one stream, as a browser sends them."""
+    tx = Session(
+        Policy(
+            key=KEY,
+            ssrc_type=Policy.SSRC_ANY_OUTBOUND,
+            srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+        )
+    )
+    out = []
+    for i in range(n):
+        header = struct.pack("!BBHII", 0x90, OPUS.payloadType, i & 0xFFFF, i * 960, SSRC)
+        out.append(tx.protect(header + EXTENSION + PAYLOAD))
+    return out
+
+
+class Sink:
+    """Stands in for the leg's ``Playout``: counts what it is handed; also aiortc's decoder
+    queue (its idle thread blocks in ``get`` until the receiver stops)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._stop: queue.Queue[None] = queue.Queue()
+
+    def packet(self, seq: int, timestamp: int, payload: bytes) -> None:
+        self.count += 1
+
+    def redundant(self, timestamp: int, payload: bytes) -> None:
+        pass
+
+    def put(self, task: Any) -> None:
+        if task is None:
+            self._stop.put(None)
+
+    def get(self) -> None:
+        return self._stop.get()
+
+
+def old_guard(protocol: Any, data: bytes, addr: tuple[str, int]) -> None:
+    """The UDP guard's datagram callback before the lean path: aioice's own after the verdict."""
+    if guard.verdict(protocol, data, addr) is None:
+        guard._ORIGINAL_STUN(protocol, data, addr)
+
+
+async def per_packet_us(path: str, data: list[bytes]) -> float:
+    guard.install_udp_guard()
+    ice = RTCIceTransport(RTCIceGatherer())
+    dtls = RTCDtlsTransport(ice, [RTCCertificate.generateCertificate()])
+    dtls._rx_srtp = Session(
+        Policy(
+            key=KEY,
+            ssrc_type=Policy.SSRC_ANY_INBOUND,
+            srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+        )
+    )
+    dtls._state = State.CONNECTED
+    dtls._RTCDtlsTransport__handshake_done = True  # type: ignore[attr-defined]
+    connection = ice._connection
+    protocol = aioice.ice.StunProtocol(connection)
+    protocol.local_candidate = SimpleNamespace(component=1)  # type: ignore[assignment]
+    connection._nominated[1] = SimpleNamespace(protocol=protocol, remote_addr=ADDR)  # type: ignore[assignment]
+
+    receiver = RTCRtpReceiver("audio", dtls)
+    receiver._track = RemoteStreamTrack("audio")
+    sink = Sink()
+    receiver._RTCRtpReceiver__jitter_buffer = ReceiverBuffer(sink)  # type: ignore[attr-defined, arg-type]
+    receiver._RTCRtpReceiver__decoder_queue = sink  # type: ignore[attr-defined]
+    detector = DtmfDetector(lambda d, ms: None)
+    if path == "lean":
+        lean = rtprecv.install(receiver, sink)  # type: ignore[arg-type]
+        lean.take_red(RED_PT, OPUS.payloadType, RedStats())
+        lean.take_dtmf(lambda: DTMF_PT, detector)
+        feed: Any = guard._guarded_datagram_received
+    else:
+        feed = old_guard
+    # The browser leg's hooks, on aiortc's path (both paths have them; only aiortc's uses them).
+    hook_red(dtls, RED_PT, OPUS.payloadType, sink.redundant, RedStats())
+    hook_receive(dtls, lambda: DTMF_PT, detector)
+    await receiver.receive(
+        RTCRtpReceiveParameters(
+            codecs=[OPUS],
+            headerExtensions=[
+                RTCRtpHeaderExtensionParameters(
+                    id=LEVEL_ID, uri="urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+                ),
+                RTCRtpHeaderExtensionParameters(
+                    id=MID_ID, uri="urn:ietf:params:rtp-hdrext:sdes:mid"
+                ),
+            ],
+            encodings=[RTCRtpDecodingParameters(ssrc=SSRC, payloadType=OPUS.payloadType)],
+            muxId="0",
+        )
+    )
+    run = asyncio.ensure_future(dtls._RTCDtlsTransport__run())  # type: ignore[attr-defined]
+    await asyncio.sleep(0)
+    t0 = time.process_time()
+    for d in data:
+        feed(protocol, d, ADDR)
+        await asyncio.sleep(0)
+    spent = time.process_time() - t0
+    await asyncio.sleep(0)
+    stats = receiver._RTCRtpReceiver__remote_streams[SSRC]  # type: ignore[attr-defined]
+    assert sink.count == len(data) == stats.packets_received, (sink.count, stats.packets_received)
+    await receiver.stop()
+    run.cancel()
+    try:
+        await run
+    except BaseException:
+        pass
+    return spent / len(data) * 1e6
+
+
+def unprotect_us(data: list[bytes]) -> float:
+    rx = Session(
+        Policy(
+            key=KEY,
+            ssrc_type=Policy.SSRC_ANY_INBOUND,
+            srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+        )
+    )
+    t0 = time.process_time()
+    for d in data:
+        rx.unprotect(d)
+    return (time.process_time() - t0) / len(data) * 1e6
+
+
+async def run(n: int, repeat: int, loop: str = "asyncio") -> dict[str, Any]:
+    data = packets(n)
+    best: dict[str, float] = {}
+    for _ in range(repeat):
+        for path in ("aiortc", "lean"):
+            us = await per_packet_us(path, data)
+            best[path] = min(best.get(path, us), us)
+        us = unprotect_us(data)
+        best["of which SRTP unprotect"] = min(best.get("of which SRTP unprotect", us), us)
+    return {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "aiortc": aiortc.__version__,
+            "load_1m": os.getloadavg()[0],
+            "event_loop": loop,
+        },
+        "packets": n,
+        "repeat": repeat,
+        "us_per_packet": {k: round(v, 2) for k, v in best.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--packets", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="the bridge's default: uvloop",
+    )
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    args = parser.parse_args()
+    result = asyncio.run(run(args.packets, args.repeat, install_event_loop(args.loop == "uvloop")))
+    for name, us in result["us_per_packet"].items():
+        print(f"{name:24s} {us:6.2f} µs of CPU per packet")
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

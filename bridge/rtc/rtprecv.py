@@ -1,0 +1,405 @@
+"""The bridge's own RTP receive path for audio: datagram → SRTP unprotect → the leg's receiver.
+
+aiortc takes each datagram through aioice's queue to its DTLS transport's receive task (a task
+wake-up per packet and three coroutine layers), reads the wall clock through ``datetime``
+(``clock.current_ms``), unprotects it, parses an ``RtpPacket`` with its header extensions,
+routes it (a new ``set`` per packet), then in ``RTCRtpReceiver._handle_rtp_packet`` reads
+``datetime`` again (the active-SSRC table), updates its RTCP statistics, depayloads and hands
+it to the jitter buffer that ``rtc/uplink.py`` replaced; the bridge's RED and RFC 4733 hooks
+wrap that chain in two more coroutines. :class:`LeanReceive` does the same work for an audio
+receiver's Opus packets in one synchronous call, in aioice's datagram callback
+(``Connection.data_received``, wrapped on that connection alone):
+
+* it takes only packets it is sure of: SRTP (not SRTCP) once DTLS has set up its keys, of the
+  receiver's Opus payload type (or RED over Opus, or telephone-event when the leg takes
+  them), from an SSRC aiortc's RTP router gives this receiver (asked once per new SSRC, with
+  aiortc's own rule). Anything else — DTLS, RTCP, other payload types — goes into aioice's
+  queue exactly as before, to aiortc;
+* the fixed header is read with one ``struct`` call before unprotecting (SRTP leaves it in
+  the clear); after libsrtp, the CSRCs, header extension and padding are skipped (audio
+  negotiates no extension the bridge reads);
+* the RTCP receiver statistics are aiortc's own ``StreamStatistics`` object in the receiver's
+  table, updated by :func:`record` exactly as ``StreamStatistics.add`` does (RFC 3550 A.3 and
+  A.8; one ``time.time()`` read), so aiortc's RTCP task keeps building the receiver reports
+  (fraction lost, cumulative loss, highest sequence, jitter, LSR/DLSR) and ``getStats`` its
+  ``inbound-rtp``. Two differences, both corrections: telephone-event packets, which share the
+  audio's SSRC and sequence space but never reached aiortc's statistics (so every key press
+  was reported as lost packets), now count as received (but not in the jitter: their
+  timestamps are the event's start, on another clock); and the jitter survives the RTP
+  timestamp wrapping (aiortc's subtraction is not modular: one jump of 2³² at the wrap);
+* the payload goes to the leg's :class:`~bridge.rtc.uplink.Playout` (``packet``; a RED
+  packet's redundant blocks to ``redundant`` first, ``rtc/red.py``), a telephone-event to the
+  leg's :class:`~bridge.rtc.rfc4733.DtmfDetector`.
+
+The transport's received bytes/packets counters are kept as aiortc keeps them. aiortc's own
+path, with the bridge's RED and RFC 4733 hooks on it, stays installed for whatever this one
+leaves to it. Everything of aiortc's and aioice's used here is checked when this module is
+imported (and again per receiver); ``pyproject.toml`` pins the range this was written against.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aioice.ice
+import aiortc
+import pylibsrtp
+from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
+from aiortc.rtcicetransport import RTCIceTransport
+from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
+
+from .counters import drop
+from .red import RedStats, split_red
+from .rfc4733 import DtmfDetector
+from .uplink import Playout
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("!BBHII")
+ACTIVE_EVERY = 1.0
+"""Seconds between updates of aiortc's active-SSRC table (``getSynchronizationSources`` keeps
+10 s; aiortc writes a ``datetime`` per packet)."""
+
+_R = "_RTCRtpReceiver__"
+_STATS_FIELDS = (
+    "packets_received",
+    "base_seq",
+    "max_seq",
+    "cycles",
+    "_clockrate",
+    "_jitter_q4",
+    "_last_arrival",
+    "_last_timestamp",
+)
+
+
+def _unwrapped(fn: Any) -> Any:
+    """``fn`` as aiortc wrote it (``rtc/guard.py`` wraps ``_recv_next``)."""
+    return getattr(fn, "__wrapped__", fn)
+
+
+def _check_aiortc() -> None:
+    """Fail at import if aiortc or aioice no longer has what :class:`LeanReceive` stands in
+    for or feeds: the datagram callback, the SRTP session and counters of the DTLS transport,
+    the router, the receiver's statistics table its RTCP task reads, and their fields."""
+    wanted = {
+        aioice.ice.Connection.data_received: ("_queue", "put_nowait"),
+        RTCIceTransport.__init__: ("_connection",),
+        _unwrapped(RTCDtlsTransport._recv_next): (
+            "_rx_srtp",
+            "unprotect",
+            "_handle_rtp_data",
+            "_RTCDtlsTransport__rx_bytes",
+            "_RTCDtlsTransport__rx_packets",
+        ),
+        RTCDtlsTransport._handle_rtp_data: ("_rtp_router", "route_rtp"),
+        RtpRouter.route_rtp: ("ssrc_table", "payload_type_table"),
+        RTCRtpReceiver._handle_rtp_packet: (
+            "_enabled",
+            _R + "codecs",
+            _R + "remote_streams",
+            _R + "active_ssrc",
+            _R + "jitter_buffer",
+        ),
+        RTCRtpReceiver._run_rtcp: (
+            _R + "remote_streams",
+            "fraction_lost",
+            "packets_lost",
+            "max_seq",
+            "jitter",
+        ),
+        RTCRtpReceiver.receive: ("_register_rtp_receiver",),
+        StreamStatistics.__init__: _STATS_FIELDS,
+        StreamStatistics.add: tuple(n for n in _STATS_FIELDS if n != "_clockrate"),
+    }
+    missing = [
+        f"{fn.__qualname__}: {name}"
+        for fn, names in wanted.items()
+        for name in names
+        if name not in fn.__code__.co_names
+    ]
+    if missing:
+        raise RuntimeError(
+            f"aiortc {aiortc.__version__} changed its RTP receiver ({', '.join(missing)}): "
+            "bridge/rtc/rtprecv.py must be updated"
+        )
+
+
+_check_aiortc()
+
+
+def record(
+    stream: StreamStatistics, seq: int, timestamp: int, now: float, *, audio: bool = True
+) -> None:
+    """Count one received packet in aiortc's RTCP statistics of its SSRC, as
+    ``StreamStatistics.add`` does (RFC 3550 A.3 sequence and loss, A.8 jitter), ``now`` being
+    the arrival (``time.time()``); ``audio=False`` (a telephone-event) moves the sequence
+    counters but not the jitter. The timestamp difference is taken modulo 2³²."""
+    max_seq = stream.max_seq
+    stream.packets_received += 1
+    if stream.base_seq is None:
+        stream.base_seq = seq
+    if max_seq is not None and (seq == max_seq or (seq - max_seq) & 0xFFFF >= 0x8000):
+        return  # a duplicate or an older (reordered) packet: counted, nothing else moves
+    if max_seq is not None and seq < max_seq:
+        stream.cycles += 1 << 16
+    stream.max_seq = seq
+    if not audio:
+        return
+    arrival = int(now * stream._clockrate)
+    last = stream._last_timestamp
+    if last is not None and timestamp != last and stream.packets_received > 1:
+        step = ((timestamp - last + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+        diff = abs((arrival - stream._last_arrival) - step)  # type: ignore[operator]
+        stream._jitter_q4 += diff - ((stream._jitter_q4 + 8) >> 4)
+    stream._last_arrival = arrival
+    stream._last_timestamp = timestamp
+
+
+def payload_bounds(data: bytes) -> tuple[int, int] | None:
+    """Where a plaintext RTP packet's payload starts and ends (after the CSRCs and header
+    extension, before the padding), or ``None`` if the packet is malformed (as aiortc's
+    ``RtpPacket.parse`` would refuse it)."""
+    n = len(data)
+    if n < 12 or data[0] >> 6 != 2:
+        return None
+    first = data[0]
+    start = 12 + 4 * (first & 0x0F)
+    if first & 0x10:
+        if n < start + 4:
+            return None
+        start += 4 + 4 * ((data[start + 2] << 8) | data[start + 3])
+    if start > n:
+        return None
+    end = n
+    if first & 0x20:
+        pad = data[-1]
+        if not pad or pad > n - start:
+            return None
+        end = n - pad
+    return start, end
+
+
+class _Route:
+    """What ``RtpRouter.route_rtp`` reads of a packet."""
+
+    __slots__ = ("payload_type", "ssrc")
+
+    def __init__(self, ssrc: int, payload_type: int) -> None:
+        self.ssrc = ssrc
+        self.payload_type = payload_type
+
+
+_OPUS, _RED = 0, 1
+
+
+class LeanReceive:
+    """An audio ``RTCRtpReceiver``'s Opus packets, straight from aioice's datagram callback to
+    the leg's :class:`~bridge.rtc.uplink.Playout` (module docstring). :meth:`install` before
+    the connection starts the receiver; it attaches once aiortc has registered the receiver
+    with its DTLS transport (``RTCRtpReceiver.receive``), and :meth:`detach` undoes it."""
+
+    def __init__(self, receiver: RTCRtpReceiver, playout: Playout) -> None:
+        for name in ("codecs", "remote_streams", "active_ssrc"):
+            if not isinstance(getattr(receiver, _R + name, None), dict):
+                raise RuntimeError(f"aiortc's RTCRtpReceiver has no {name}: rtc/rtprecv.py")
+        self.receiver: Any = receiver
+        self.playout = playout
+        self._streams: dict[int, StreamStatistics] = getattr(receiver, _R + "remote_streams")
+        """aiortc's RTCP statistics per SSRC (its RTCP task and ``getStats`` read them)."""
+        self._active: dict[int, Any] = getattr(receiver, _R + "active_ssrc")
+        self.red: tuple[int, int, RedStats] | None = None
+        """RED's payload type, the Opus one its blocks carry, and its counters, when the leg
+        takes RED (``rtc/red.py``)."""
+        self.dtmf: tuple[Callable[[], int | None], DtmfDetector] | None = None
+        """telephone-event's payload type (read per packet) and the leg's detector."""
+        self.dtls: Any = None
+        self.connection: Any = None
+        self._aiortc: Callable[[bytes, int], None] | None = None
+        self._routes: dict[int, int] = {}
+        self._opus_pt = -1
+        self._ssrcs: set[int] = set()
+        self._refused: set[int] = set()
+        self._active_at: dict[int, float] = {}
+        self.packets = 0
+        """Packets this path took (and unprotected)."""
+        self.unprotect_failed = 0
+
+    def take_red(self, payload_type: int, opus: int, stats: RedStats) -> None:
+        """Also take RED (RFC 2198) over Opus (``opus``) on ``payload_type`` (``rtc/red.py``)."""
+        self.red = (payload_type, opus, stats)
+        if self.dtls is not None:
+            self._routes[payload_type] = _RED
+
+    def take_dtmf(self, payload_type: Callable[[], int | None], detector: DtmfDetector) -> None:
+        """Also take telephone-event (RFC 4733) on ``payload_type()`` into ``detector``."""
+        self.dtmf = (payload_type, detector)
+
+    def install(self) -> None:
+        """Attach once aiortc's ``receive`` has registered the receiver (an instance
+        attribute wraps it, so only this receiver is affected)."""
+        receiver = self.receiver
+        original = receiver.receive
+
+        async def receive(parameters: Any) -> None:
+            await original(parameters)
+            try:
+                self.attach()
+            except Exception:  # aiortc's path stays: slower, never silent
+                log.exception("lean RTP receive path not attached; aiortc receives")
+
+        receiver.receive = receive
+
+    def attach(self) -> bool:
+        """Take over the receiver's Opus packets on its DTLS transport's ICE connection (if
+        the codec is Opus and nothing else has taken that connection); idempotent."""
+        receiver = self.receiver
+        dtls = receiver.transport
+        if self.dtls is not None:
+            return self.dtls is dtls
+        codecs: dict[int, Any] = getattr(receiver, _R + "codecs")
+        opus = [pt for pt, c in codecs.items() if c.mimeType.lower() == "audio/opus"]
+        if not opus:
+            log.info("lean RTP receive path: no Opus negotiated; aiortc receives")
+            return False
+        for name in ("_rx_srtp", "_rtp_router", "_RTCDtlsTransport__rx_bytes", "transport"):
+            if not hasattr(dtls, name):
+                raise RuntimeError(f"aiortc's RTCDtlsTransport has no {name}: rtc/rtprecv.py")
+        connection = getattr(dtls.transport, "_connection", None)
+        if not isinstance(connection, aioice.ice.Connection):
+            raise RuntimeError("aiortc's RTCIceTransport has no aioice connection: rtc/rtprecv.py")
+        if "data_received" in vars(connection):
+            log.warning("lean RTP receive path: the connection is taken already; aiortc receives")
+            return False
+        self._opus_pt = opus[0]
+        self._routes = {pt: _OPUS for pt in opus}
+        if self.red is not None:
+            self._routes[self.red[0]] = _RED
+        self.dtls, self.connection = dtls, connection
+        self._aiortc = connection.data_received
+        connection.data_received = self.datagram  # type: ignore[method-assign]
+        return True
+
+    def detach(self) -> None:
+        """Give the connection's datagrams back to aiortc (the leg is closing)."""
+        if self.connection is not None:
+            vars(self.connection).pop("data_received", None)
+        self.connection = None
+
+    def _ours(self, ssrc: int) -> bool:
+        """Whether aiortc's router gives packets of ``ssrc`` (as Opus) to this receiver: asked
+        once per SSRC, with aiortc's rule (which learns an unknown SSRC if one receiver has
+        the payload type)."""
+        if ssrc in self._refused:
+            return False
+        ours = self.dtls._rtp_router.route_rtp(_Route(ssrc, self._opus_pt)) is self.receiver
+        (self._ssrcs if ours else self._refused).add(ssrc)
+        return ours
+
+    def datagram(self, data: bytes, component: int) -> None:
+        """aioice's ``Connection.data_received``: one datagram of the connection (the UDP
+        guard has let it through). Takes this receiver's SRTP; queues the rest for aiortc."""
+        dtls = self.dtls
+        srtp = dtls._rx_srtp
+        if srtp is None or len(data) < 12:
+            self._aiortc(data, component)  # type: ignore[misc]
+            return
+        # SRTP leaves the header in the clear (RFC 3711 §3.1): read it before unprotecting.
+        first, second, seq, timestamp, ssrc = _HEADER.unpack_from(data)
+        kind = self._routes.get(second & 0x7F)
+        dtmf = None
+        if first >> 6 != 2 or 192 <= second <= 208:  # not RTP, or RTCP
+            kind = None
+        elif kind is None:
+            dtmf = self.dtmf
+            if dtmf is not None and second & 0x7F != dtmf[0]():
+                dtmf = None
+        elif ssrc not in self._ssrcs and not self._ours(ssrc):
+            kind = None
+        if kind is None and dtmf is None:
+            self._aiortc(data, component)  # type: ignore[misc]
+            return
+        dtls._RTCDtlsTransport__rx_bytes += len(data)
+        dtls._RTCDtlsTransport__rx_packets += 1
+        try:
+            plain = srtp.unprotect(data)
+        except pylibsrtp.Error as exc:
+            self.unprotect_failed += 1
+            log.debug("SRTP unprotect failed: %s", exc)
+            return
+        self.packets += 1
+        try:
+            self._deliver(plain, first, seq, timestamp, ssrc, kind, dtmf)
+        except Exception:  # as aiortc's receive step behind the UDP guard: counted, not fatal
+            drop("dtls_receive_error")
+            log.debug("the receive path failed on one packet", exc_info=True)
+
+    def _deliver(
+        self,
+        plain: bytes,
+        first: int,
+        seq: int,
+        timestamp: int,
+        ssrc: int,
+        kind: int | None,
+        dtmf: tuple[Callable[[], int | None], DtmfDetector] | None,
+    ) -> None:
+        """One unprotected packet of this receiver to the leg's playout or detector."""
+        n = len(plain)
+        if first == 0x90 and n >= 16:  # what browsers send: one extension block, no padding
+            start = 16 + 4 * ((plain[14] << 8) | plain[15])
+            bounds = (start, n) if start <= n else None
+        else:
+            bounds = payload_bounds(plain)
+        receiver = self.receiver
+        if kind is None:  # telephone-event (RFC 4733)
+            detector = dtmf[1]  # type: ignore[index]
+            if bounds is None:
+                detector.malformed += 1
+                return
+            if ssrc in self._ssrcs and receiver._enabled:
+                self._count(ssrc, seq, timestamp, audio=False)
+            detector.feed(timestamp, plain[bounds[0] : bounds[1]])
+            return
+        if bounds is None or not receiver._enabled:
+            return  # aiortc drops both (before its statistics)
+        payload = plain[bounds[0] : bounds[1]]
+        if kind == _RED:
+            _, opus, red_stats = self.red  # type: ignore[misc]
+            blocks = split_red(payload) if payload else None
+            if not blocks or blocks[-1][1] != opus:
+                red_stats.malformed += 1
+                return
+            red_stats.packets += 1
+            for offset, block_pt, block in blocks[:-1]:
+                if block_pt == opus and block:
+                    self.playout.redundant((timestamp - offset) & 0xFFFFFFFF, block)
+            payload = blocks[-1][2]
+        self._count(ssrc, seq, timestamp)
+        self.playout.packet(seq, timestamp, payload)
+
+    def _count(self, ssrc: int, seq: int, timestamp: int, *, audio: bool = True) -> None:
+        """aiortc's per-packet bookkeeping: RTCP statistics and (once a second) the active
+        SSRC table."""
+        now = time.time()
+        stream = self._streams.get(ssrc)
+        if stream is None:
+            codec = getattr(self.receiver, _R + "codecs")[self._opus_pt]
+            stream = self._streams[ssrc] = StreamStatistics(codec.clockRate)
+        record(stream, seq, timestamp, now, audio=audio)
+        if now - self._active_at.get(ssrc, 0.0) >= ACTIVE_EVERY:
+            self._active_at[ssrc] = now
+            self._active[ssrc] = datetime.datetime.now(datetime.UTC)
+
+
+def install(receiver: RTCRtpReceiver, playout: Playout) -> LeanReceive:
+    """Give an audio receiver whose packets go to ``playout`` (``rtc/uplink.py``) the lean
+    path; the one hook each WebRTC leg calls (``rtc/leg.py``)."""
+    lean = LeanReceive(receiver, playout)
+    lean.install()
+    return lean
