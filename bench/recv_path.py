@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import queue
 import struct
 import time
@@ -35,7 +34,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import aioice.ice
-import aiortc
 from aiortc import RTCCertificate, RTCIceGatherer, RTCIceTransport, RTCRtpCodecParameters
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import (
@@ -46,6 +44,7 @@ from aiortc.rtcrtpparameters import (
 from aiortc.rtcrtpreceiver import RemoteStreamTrack, RTCRtpReceiver
 from pylibsrtp import Policy, Session
 
+from bench.send_path import machine
 from bridge.loop import install_event_loop
 from bridge.rtc import guard, rtprecv
 from bridge.rtc.red import RedStats, hook_red
@@ -201,13 +200,7 @@ async def run(n: int, repeat: int, loop: str = "asyncio") -> dict[str, Any]:
         best["of which SRTP unprotect"] = min(best.get("of which SRTP unprotect", us), us)
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "aiortc": aiortc.__version__,
-            "load_1m": os.getloadavg()[0],
-            "event_loop": loop,
-        },
+        "machine": machine(event_loop=loop),
         "packets": n,
         "repeat": repeat,
         "us_per_packet": {k: round(v, 2) for k, v in best.items()},

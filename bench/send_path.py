@@ -99,6 +99,17 @@ async def per_packet_us(loop: str, packets: int, srtp: bool) -> float:
     return spent / packets * 1e6
 
 
+def machine(**extra: Any) -> dict[str, Any]:
+    """What a per-packet figure was measured on (the receive path's bench uses it too)."""
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "aiortc": aiortc.__version__,
+        "load_1m": os.getloadavg()[0],
+        **extra,
+    }
+
+
 async def run(packets: int, repeat: int) -> dict[str, Any]:
     best: dict[str, float] = {}
     for _ in range(repeat):
@@ -109,12 +120,7 @@ async def run(packets: int, repeat: int) -> dict[str, Any]:
                 best[key] = min(best.get(key, us), us)
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "aiortc": aiortc.__version__,
-            "load_1m": os.getloadavg()[0],
-        },
+        "machine": machine(),
         "packets": packets,
         "repeat": repeat,
         "us_per_packet": {k: round(v, 2) for k, v in best.items()},
