@@ -66,6 +66,9 @@ class MediaTotals:
     jitter_overflow_drops: int = 0
     jitter_latency_drops: int = 0
     jitter_depth: int = 0
+    downlink_inserted_samples: int = 0
+    downlink_removed_samples: int = 0
+    """Samples the downlink sinks stretched in or out to follow engines' clocks."""
     receive: dict[str, ReceiveStats] = field(
         default_factory=lambda: {"browser": ReceiveStats(), "whatsapp": ReceiveStats()}
     )
@@ -86,10 +89,14 @@ class MediaTotals:
         b.downlink_transit.merge(stats.downlink_transit)
         self.receive["browser"].merge(stats.receive)
 
-    def absorb_jitter(self, jitter: Any, *, depth: bool = False) -> None:
-        """Add one downlink jitter buffer's counters (``None``: a session never answered)."""
-        if jitter is None:
+    def absorb_downlink(self, sink: Any, *, depth: bool = False) -> None:
+        """Add one downlink sink's counters, its jitter buffer's included (``None``: a session
+        never answered)."""
+        if sink is None:
             return
+        self.downlink_inserted_samples += sink.inserted_samples
+        self.downlink_removed_samples += sink.removed_samples
+        jitter = sink.jitter
         self.jitter_underruns += jitter.stats.underruns
         self.jitter_overflow_drops += jitter.stats.overflow_drops
         self.jitter_latency_drops += jitter.stats.latency_drops
@@ -188,6 +195,15 @@ class MediaCollector:
             ],
         )
         yield from _receiver_metrics(t.receive)
+        stretched = CounterMetricFamily(
+            "bridge_downlink_stretched_seconds",
+            "audio the downlink sinks added (inserted) or removed a pitch period at a time to "
+            "follow engines' clocks (bridge/audio/stretch.py)",
+            labels=["kind"],
+        )
+        stretched.add_metric(["inserted"], t.downlink_inserted_samples / 16_000)
+        stretched.add_metric(["removed"], t.downlink_removed_samples / 16_000)
+        yield stretched
         under = CounterMetricFamily(
             "bridge_jitter_buffer_underruns", "downlink jitter-buffer underruns (silence played)"
         )

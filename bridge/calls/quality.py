@@ -48,6 +48,8 @@ def media_totals(metrics: Metrics, runtimes: Iterable[CallRuntime]) -> MediaTota
         jitter_underruns=ended.jitter_underruns,
         jitter_overflow_drops=ended.jitter_overflow_drops,
         jitter_latency_drops=ended.jitter_latency_drops,
+        downlink_inserted_samples=ended.downlink_inserted_samples,
+        downlink_removed_samples=ended.downlink_removed_samples,
     )
     out.add_bus(ended.bus)
     for leg, stats in ended.receive.items():
@@ -57,7 +59,7 @@ def media_totals(metrics: Metrics, runtimes: Iterable[CallRuntime]) -> MediaTota
         if runtime.webrtc_leg is not None:
             out.receive["whatsapp"].merge(runtime.webrtc_leg.receive_stats)
         for session in runtime.sessions.values():
-            out.absorb_jitter(session.jitter_buffer, depth=True)
+            out.absorb_downlink(session.downlink_sink, depth=True)
     return out
 
 

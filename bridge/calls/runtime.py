@@ -196,7 +196,7 @@ class CallRuntime:
         old = self.sessions.pop(pid, None)
         joined = old is None
         if old is not None:
-            self.metrics.ended_totals.absorb_jitter(old.jitter_buffer)
+            self.metrics.ended_totals.absorb_downlink(old.downlink_sink)
             await old.close()
         self.sessions[pid] = session
         if isinstance(self.engine, OpusEngine):  # ask the browser for what WhatsApp takes
@@ -247,7 +247,7 @@ class CallRuntime:
         session = self.sessions.pop(participant_id, None)
         if session is None:
             return
-        self.metrics.ended_totals.absorb_jitter(session.jitter_buffer)
+        self.metrics.ended_totals.absorb_downlink(session.downlink_sink)
         await session.close()
         if session.role is Role.AGENT or not self.sessions:
             self.call.webrtc_state = "closed"
@@ -529,7 +529,7 @@ class CallRuntime:
         if self.webrtc_leg is not None:
             self.metrics.ended_totals.receive["whatsapp"].merge(self.webrtc_leg.receive_stats)
         for session in self.sessions.values():
-            self.metrics.ended_totals.absorb_jitter(session.jitter_buffer)
+            self.metrics.ended_totals.absorb_downlink(session.downlink_sink)
 
     # -- ending
     @property

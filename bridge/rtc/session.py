@@ -170,9 +170,9 @@ class WebRTCSession(PeerLeg):
         self.uplink_frames += 1
 
     @property
-    def jitter_buffer(self) -> Any:
-        """The downlink jitter buffer (``None`` before the offer was answered)."""
-        return self._sink.jitter if self._sink is not None else None
+    def downlink_sink(self) -> DownlinkSink | None:
+        """What plays the downlink to this browser (``None`` before the offer was answered)."""
+        return self._sink
 
     def stats_json(self) -> dict[str, Any]:
         """This session's numbers for ``GET /call/{callID}/stats``."""

@@ -68,6 +68,12 @@ async def test_metrics_move_during_a_call_and_settle_after(make_client) -> None:
     assert value(later, "bridge_mos_estimate_count") >= 2
     assert value(later, "bridge_mos_estimate_min") > 4.0
     assert value(later, "bridge_jitter_buffer_underruns_total") <= 2
+    # A steady engine: the downlink stretches at most to fill its cushion once at the start.
+    assert ("bridge_downlink_stretched_seconds_total", (("kind", "inserted"),)) in later
+    stretched = value(later, "bridge_downlink_stretched_seconds_total", kind="inserted")
+    assert stretched <= 0.1 and value(
+        later, "bridge_downlink_stretched_seconds_total", kind="removed"
+    ) <= 0.1
 
     stats = await (await client.get(f"/call/{call['callID']}/stats")).json()
     assert stats["webrtc"]["state"] == "connected" and stats["webrtc"]["mos"] > 4.0
