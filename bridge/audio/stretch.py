@@ -148,7 +148,8 @@ class PlayoutFifo:
             # the quiet samples played last, time-reversed so they continue without a step,
             # fading to nothing over their last block.
             inserted = self._history[::-1][:pause].astype(np.float32)
-            inserted[-BLOCK:] *= 1.0 - self._ramp(BLOCK)
+            fade = min(BLOCK, pause)
+            inserted[-fade:] *= 1.0 - self._ramp(fade)
             self._pending = np.concatenate((np.round(inserted).astype(np.int16), x))
             self.inserted += pause
             return pause
