@@ -179,6 +179,7 @@ class OpusReceiver:
         self._want_since: float | None = None
         self._urgent = False
         self._step = False
+        self._spare_since: float | None = None
         self._settle = 0
         self._target = 0.0
         self._delay_sample = 0.0
@@ -322,8 +323,12 @@ class OpusReceiver:
         fifo, n = self._fifo, self.frame_samples
         while fifo.held < n:
             fifo.feed(self._decode_next())
-        # A pause first; after half the wait, voiced speech too; after the wait, anywhere.
+        # A pause first; then voiced speech too; then anywhere. Less delay is never urgent
+        # (only latency is at stake, and a delay that moves inside a sentence is heard, and
+        # scored): it waits twice as long as more delay, which packets need in time.
         waited = now - self._want_since if self._want_since is not None else 0.0
+        if direction < 0:
+            waited /= 2
         voiced, force = waited >= self.quiet_wait / 2, waited >= self.quiet_wait
         if direction > 0 and (force or not self._step):  # a step waits for a pause (pop)
             short = n - fifo.held % n  # what moves the next decode a tick later
@@ -340,8 +345,13 @@ class OpusReceiver:
             # Samples beyond whole frames (left by an earlier stretch) only add delay: shed
             # them where it is unheard, without moving the next decode.
             spare = (fifo.held - n) % n
-            if spare >= fifo.min_lag:
-                self.stats.removed_samples_for_acceleration += fifo.accelerate(spare)
+            if spare < fifo.min_lag:
+                self._spare_since = None
+            else:  # in a pause; in voiced speech only once it has waited as long as a removal
+                if self._spare_since is None:
+                    self._spare_since = now
+                voiced = now - self._spare_since >= self.quiet_wait
+                self.stats.removed_samples_for_acceleration += fifo.accelerate(spare, voiced=voiced)
         return fifo.take()
 
     def _next_at_hand(self) -> bool:
