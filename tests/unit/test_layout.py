@@ -20,7 +20,8 @@ ALLOWED = {
     "webhooks": {"calls", "media", "audio"},
     "calls": {"rtc", "engines", "attachments", "media", "audio"},
     "rtc": {"media", "audio"},
-    "engines": {"rtc", "media", "audio"},
+    "engines": {"rtc", "sip", "media", "audio"},
+    "sip": set(),  # a wire protocol: messages, transport, dialogs; no media, no calls
     "attachments": {"media", "audio"},
     "media": {"audio"},
     "audio": set(),

@@ -1,0 +1,300 @@
+"""SIP over TLS (RFC 3261 §18, §26.2; RFC 5246/8446 via Python's ``ssl``) on asyncio streams.
+
+* :class:`Listener`: the TLS server (port 5061 by default). It never asks for a client
+  certificate (Meta's guidance). Its certificate and key are files, checked every
+  :data:`RELOAD_EVERY` seconds and loaded into the live ``SSLContext`` when they change: new
+  handshakes use the new pair, live connections and calls are untouched.
+* :func:`connect`: an outbound TLS connection (to Meta's SIP host), the server's certificate
+  verified against the system's CAs and ``BRIDGE_SIP_CA``.
+* :class:`Connection`: one TLS stream carrying SIP messages both ways. Framing is by
+  Content-Length (§18.3); every read is bounded in size and time, so a client that stalls or
+  sends garbage costs its own connection and nothing else. CRLF keep-alives (RFC 5626 §4.4.1:
+  a double CRLF ping is answered with one CRLF) are taken between messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+from collections.abc import Awaitable, Callable
+
+from ..tasks import TaskSet
+from .message import (
+    MAX_HEAD,
+    Message,
+    Request,
+    SipParseError,
+    check_request,
+    check_value,
+    content_length,
+    parse_head,
+)
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a new connection has to finish its TLS handshake."""
+MESSAGE_TIMEOUT = 10.0
+"""Seconds a message has to arrive whole once its first byte has."""
+IDLE_TIMEOUT = 900.0
+"""Seconds a connection may stay silent (Meta keeps its connections up with CRLF pings)."""
+MAX_CONNECTIONS = 512
+"""Connections served at once; more are closed as they arrive."""
+RELOAD_EVERY = 1.0
+"""Seconds between looks at the certificate and key files."""
+
+Handler = Callable[[Message, "Connection"], Awaitable[None]]
+"""Takes one parsed message and the connection it came on."""
+BadHandler = Callable[["BadMessage", "Connection"], Awaitable[None]]
+"""Takes a framed but malformed message (to answer ``400``) and its connection."""
+
+
+class BadMessage(Exception):
+    """A framed message that does not parse: answer ``400`` (``head`` is what we read)."""
+
+    def __init__(self, why: str, head: bytes) -> None:
+        super().__init__(why)
+        self.why = why
+        self.head = head
+
+
+class Connection:
+    """One SIP-over-TLS stream (see the module docstring)."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, inbound: bool
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.inbound = inbound
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        self.peer: tuple[str, int] = (str(peer[0]), int(peer[1]))
+        self.closed = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Connection {'from' if self.inbound else 'to'} {self.peer[0]}:{self.peer[1]}>"
+
+    @property
+    def open(self) -> bool:
+        return not self.closed.is_set() and not self.writer.is_closing()
+
+    async def read(self) -> Message | None:
+        """The next message; ``None`` at the end of the stream (or a keep-alive-only gap
+        that ended). :class:`BadMessage` for a message that is framed but malformed;
+        ``SipParseError`` or ``TimeoutError`` when the stream cannot go on."""
+        gap = b""
+        while True:
+            first = await asyncio.wait_for(self.reader.read(1), IDLE_TIMEOUT)
+            if not first:
+                return None
+            if first not in (b"\r", b"\n"):
+                break
+            gap = (gap + first)[-4:]
+            if gap == b"\r\n\r\n":  # a CRLF ping (RFC 5626 §4.4.1) gets a CRLF pong
+                await self.send_raw(b"\r\n")
+                gap = b""
+        try:
+            head = first + await asyncio.wait_for(
+                self.reader.readuntil(b"\r\n\r\n"), MESSAGE_TIMEOUT
+            )
+        except asyncio.LimitOverrunError:
+            raise SipParseError("message too large") from None
+        except asyncio.IncompleteReadError:
+            return None
+        if len(head) > MAX_HEAD:
+            raise SipParseError("message too large")
+        try:
+            msg = parse_head(head[:-4])
+            length = content_length(msg)
+        except SipParseError as exc:
+            # Without a Content-Length we cannot find the next message: answer, then close.
+            raise BadMessage(str(exc), head) from None
+        body = await asyncio.wait_for(self.reader.readexactly(length), MESSAGE_TIMEOUT)
+        msg.body = body
+        if isinstance(msg, Request):
+            try:
+                check_request(msg)
+            except SipParseError as exc:
+                raise BadMessage(str(exc), head) from None
+        return msg
+
+    async def send(self, msg: Message) -> None:
+        await self.send_raw(msg.to_bytes())
+
+    async def send_raw(self, data: bytes) -> None:
+        if not self.open:
+            raise ConnectionResetError(f"{self!r} is closed")
+        async with self._write_lock:
+            self.writer.write(data)
+            await asyncio.wait_for(self.writer.drain(), MESSAGE_TIMEOUT)
+
+    async def close(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        self.writer.close()
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), 2.0)
+        except (OSError, TimeoutError, ssl.SSLError):
+            pass
+
+
+class CertFiles:
+    """A server ``SSLContext`` whose certificate and key are reloaded when their files change
+    (a renewed certificate takes effect for new connections, without a restart)."""
+
+    def __init__(self, cert: str, key: str) -> None:
+        self.cert, self.key = cert, key
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.context.verify_mode = ssl.CERT_NONE  # no client certificate is asked for
+        self._stamp = self._mtimes()
+        self.context.load_cert_chain(cert, key)
+        self.reloads = 0
+
+    def _mtimes(self) -> tuple[float, float]:
+        return os.stat(self.cert).st_mtime_ns, os.stat(self.key).st_mtime_ns
+
+    def check(self) -> bool:
+        """Load the pair again if either file changed; whether it did. A pair that does not
+        load (half written, key and certificate apart) keeps the old one, logged."""
+        try:
+            stamp = self._mtimes()
+        except OSError as exc:
+            log.warning("SIP TLS: cannot read the certificate files: %s", exc)
+            return False
+        if stamp == self._stamp:
+            return False
+        try:
+            # Try the pair on a scratch context first: a failed load must not leave the
+            # live one half changed.
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.cert, self.key)
+            self.context.load_cert_chain(self.cert, self.key)
+        except (OSError, ssl.SSLError) as exc:
+            log.warning(
+                "SIP TLS: the new certificate or key does not load, keeping the old: %s", exc
+            )
+            return False
+        self._stamp = stamp
+        self.reloads += 1
+        log.info("SIP TLS: certificate reloaded from %s", self.cert)
+        return True
+
+
+def client_context(ca_file: str = "") -> ssl.SSLContext:
+    """Outbound TLS: the peer's certificate and name verified (system CAs + ``ca_file``)."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file:
+        ctx.load_verify_locations(ca_file)
+    return ctx
+
+
+async def connect(host: str, port: int, ctx: ssl.SSLContext) -> Connection:
+    """A TLS connection to ``host:port`` (``OSError``/``ssl.SSLError`` when it fails)."""
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, ssl=ctx, server_hostname=host, limit=MAX_HEAD + 8),
+        HANDSHAKE_TIMEOUT,
+    )
+    return Connection(reader, writer, inbound=False)
+
+
+class Listener:
+    """The TLS listener and every connection it serves (inbound, and the outbound ones
+    :meth:`serve` is given), each read by its own task and handed to ``handler``."""
+
+    def __init__(self, certs: CertFiles, handler: Handler, on_bad: BadHandler) -> None:
+        self.certs = certs
+        self.handler = handler
+        self.on_bad = on_bad
+        """Called with a ``400`` to send for a framed but malformed message."""
+        self.connections: set[Connection] = set()
+        self._server: asyncio.Server | None = None
+        self._tasks = TaskSet("sip-transport")
+        self.refused = 0
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> None:
+        self._server = await asyncio.start_server(
+            self._accept,
+            host or None,
+            port,
+            ssl=self.certs.context,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            limit=MAX_HEAD + 8,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._tasks.spawn(self._watch_certs(), "cert-reload")
+
+    async def _watch_certs(self) -> None:
+        while True:
+            await asyncio.sleep(RELOAD_EVERY)
+            self.certs.check()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = Connection(reader, writer, inbound=True)
+        if len(self.connections) >= MAX_CONNECTIONS or self._tasks.closed:
+            self.refused += 1
+            await conn.close()
+            return
+        await self._run(conn)
+
+    def serve(self, conn: Connection) -> None:
+        """Read an outbound connection's messages too (Meta's answers and requests)."""
+        self._tasks.spawn(self._run(conn), f"conn:{conn.peer[0]}:{conn.peer[1]}")
+
+    async def _run(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        try:
+            while conn.open:
+                try:
+                    msg = await conn.read()
+                except BadMessage as bad:
+                    log.warning("SIP from %s:%d: malformed (%s)", *conn.peer, bad.why)
+                    await self.on_bad(bad, conn)
+                    break  # the framing is lost: one connection's cost
+                if msg is None:
+                    break
+                await self.handler(msg, conn)
+        except (SipParseError, TimeoutError, ConnectionError, ssl.SSLError, OSError) as exc:
+            log.info("SIP connection %s:%d ends: %s", *conn.peer, exc or type(exc).__name__)
+        except asyncio.IncompleteReadError:
+            pass
+        except Exception:  # a bug must cost this connection only, never the listener
+            log.exception("SIP connection %s:%d: unexpected error", *conn.peer)
+        finally:
+            self.connections.discard(conn)
+            await conn.close()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        await self._tasks.close(timeout=2.0)
+        for conn in list(self.connections):
+            await conn.close()
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            except TimeoutError:
+                pass
+
+
+def salvage(raw: bytes) -> dict[str, list[str]]:
+    """The headers a ``400`` copies (Via, From, To, Call-ID, CSeq), read leniently from a
+    message that did not parse."""
+    out: dict[str, list[str]] = {}
+    for line in raw.decode("utf-8", "replace").split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        key = {"v": "via", "f": "from", "t": "to", "i": "call-id"}.get(
+            name.strip().lower(), name.strip().lower()
+        )
+        if sep and key in ("via", "from", "to", "call-id", "cseq") and len(value) < 1024:
+            try:
+                check_value(value)
+            except ValueError:
+                continue
+            out.setdefault(key, []).append(value.strip())
+    return out

@@ -1,0 +1,411 @@
+"""The SIP user agent core: what arrives on the transport goes to a transaction, a dialog or
+a refusal; what we send goes out on the right connection.
+
+Narrow by design (Meta's SIP interface: INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY; no
+re-INVITE, UPDATE or REFER). Over TLS no request is retransmitted (§17.1.1.2: Timer A only
+on unreliable transports), so a client transaction is a request, its responses, and a
+deadline (Timer B/F, 64·T1). A UAS still retransmits its 2xx to an INVITE until the ACK
+(§13.3.1.4: the ACK may be lost beyond the first hop), and gives up with a BYE after 64·T1.
+
+Server side, by method (§8.2): a new INVITE is authenticated (``407``, §22) when a password
+is set and handed to the :class:`CallHandler`; ``CANCEL`` matches the pending INVITE
+(§9.2: ``200`` to it, ``487`` to the INVITE); ``ACK``, ``BYE`` and ``NOTIFY`` go to their
+dialog (``481`` without one, §12.2.2); ``OPTIONS`` is answered (§11.2); a re-INVITE gets
+``488`` and ``REFER`` ``403`` with a reason saying the bridge does hold and transfer in its
+own media; any other method ``501`` with ``Allow`` (§8.2.1); a ``Require`` we do not support
+``420`` (§8.2.2.3); a malformed message ``400`` (§8.2 / §21.4.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Sequence
+from typing import Protocol
+
+from ..tasks import TaskSet
+from .dialog import Dialog, new_tag, reply
+from .digest import DigestServer, Verdict
+from .headers import Address, Uri, Via
+from .message import Message, Request, Response, SipParseError
+from .transport import BadMessage, CertFiles, Connection, Listener, connect, salvage
+
+log = logging.getLogger(__name__)
+
+T1, T2 = 0.5, 4.0
+"""RFC 3261 §17.1.1.1 timers (seconds)."""
+TIMER_B = 64 * T1
+"""A client transaction's deadline (and a 2xx's wait for its ACK)."""
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY"
+SUPPORTED = ""
+"""No SIP extensions (no 100rel, timer, replaces): a ``Require`` of any gets ``420``."""
+PENDING_INVITES = 1024
+"""INVITE server transactions without a final response at once; more get ``503``."""
+WARN_NO_REINVITE = (
+    '399 bridge "no re-INVITE: hold, music and transfer happen in the bridge\'s media"'
+)
+
+
+class CallHandler(Protocol):
+    """What the engine does with calls the UA has accepted as SIP."""
+
+    async def invite(self, tx: InviteServer) -> None:
+        """A new, authenticated INVITE (its ``100`` is sent): answer it through ``tx``."""
+
+    async def cancelled(self, tx: InviteServer) -> None:
+        """The caller cancelled before our final response (``487`` is sent)."""
+
+    async def acked(self, dialog: Dialog) -> None:
+        """The ACK to our 2xx arrived: the dialog is confirmed."""
+
+    async def ack_timeout(self, dialog: Dialog) -> None:
+        """No ACK to our 2xx within 64·T1 (§13.3.1.4): the call is to be ended with BYE."""
+
+    async def bye(self, dialog: Dialog, req: Request) -> None:
+        """The peer ended the dialog (the ``200`` is sent)."""
+
+
+class InviteServer:
+    """An INVITE server transaction and the early dialog we answer it in."""
+
+    def __init__(self, ua: UserAgent, req: Request, conn: Connection) -> None:
+        self.ua = ua
+        self.req = req
+        self.conn = conn
+        self.branch = Via.parse(req.get("Via")).branch
+        self.local_tag = new_tag()
+        self.final = 0
+        self.dialog = Dialog.as_uas(req, self.local_tag, conn, ua.contact)
+        self.acked = asyncio.Event()
+
+    async def respond(
+        self, status: int, reason: str, *, body: bytes = b"", extra: Sequence[tuple[str, str]] = ()
+    ) -> bool:
+        """Send a response (provisional or final); ``False`` when a final one was sent
+        already or the connection is gone."""
+        if self.final:
+            return False
+        resp = reply(self.req, status, reason, to_tag=self.local_tag, extra=list(extra))
+        if 100 < status < 300:
+            for rr in self.req.all("Record-Route"):
+                resp.add("Record-Route", rr)  # §12.1.1: copied into 1xx-with-tag and 2xx
+            resp.add("Contact", self.ua.contact)
+        if status >= 200:
+            self.final = status
+            self.ua.pending.pop(self.key, None)
+        if body:
+            resp.add("Content-Type", "application/sdp")
+            resp.body = body
+        try:
+            await self.conn.send(resp)
+        except (ConnectionError, OSError, TimeoutError, ssl.SSLError) as exc:
+            log.warning("SIP call %s: cannot send %d: %s", self.req.call_id, status, exc)
+            return False
+        if 200 <= status < 300:
+            self.ua.awaiting_ack[self.dialog.key] = self
+            self.ua.tasks.spawn(self._retransmit(resp), f"2xx:{self.req.call_id[:24]}")
+        return True
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.req.call_id, self.branch
+
+    async def _retransmit(self, resp: Response) -> None:
+        """§13.3.1.4: the 2xx again at T1, 2·T1 … T2 until the ACK; BYE after 64·T1."""
+        interval, waited = T1, 0.0
+        while waited < TIMER_B:
+            try:
+                await asyncio.wait_for(self.acked.wait(), interval)
+                return
+            except TimeoutError:
+                waited += interval
+                interval = min(interval * 2, T2)
+            if self.conn.open:
+                try:
+                    await self.conn.send(resp)
+                except (ConnectionError, OSError, TimeoutError, ssl.SSLError):
+                    pass
+        log.warning("SIP call %s: no ACK for our 200 OK within %gs", self.req.call_id, TIMER_B)
+        self.ua.awaiting_ack.pop(self.dialog.key, None)
+        await self.ua.handler.ack_timeout(self.dialog)
+
+
+class ClientTransaction:
+    """A request we sent and the responses to it (matched by the top Via's branch)."""
+
+    def __init__(self, req: Request, conn: Connection) -> None:
+        self.req = req
+        self.conn = conn
+        self.key = (Via.parse(req.get("Via")).branch, req.method)
+        """Responses match on the top Via's branch and CSeq's method (§17.1.3)."""
+        self.responses: asyncio.Queue[Response] = asyncio.Queue(maxsize=32)
+
+    async def next(self, timeout: float = TIMER_B) -> Response:
+        """The next response; a synthetic ``408`` when none comes in time (§8.1.3.1)."""
+        try:
+            return await asyncio.wait_for(self.responses.get(), timeout)
+        except TimeoutError:
+            return Response(status=408, reason="Request Timeout (no answer)")
+
+    async def final(self, timeout: float = TIMER_B) -> Response:
+        while True:
+            resp = await self.next(timeout)
+            if resp.status >= 200:
+                return resp
+
+
+class UserAgent:
+    """Owns the listener, the outbound connections, the pending INVITEs and the dialogs."""
+
+    def __init__(
+        self,
+        *,
+        hostname: str,
+        number: str,
+        certs: CertFiles,
+        client_ctx: ssl.SSLContext,
+        digest: DigestServer | None,
+        handler: CallHandler,
+    ) -> None:
+        self.hostname = hostname
+        self.number = number
+        self.client_ctx = client_ctx
+        self.digest = digest
+        self.handler = handler
+        self.transport = Listener(certs, self._on_message, self._on_bad)
+        self.port = 5061
+        self.pending: dict[tuple[str, str], InviteServer] = {}
+        self.dialogs: dict[tuple[str, str], Dialog] = {}
+        self.awaiting_ack: dict[tuple[str, str], InviteServer] = {}
+        """Answered INVITEs (by their dialog) whose ACK has not come yet."""
+        self.clients: dict[tuple[str, str], ClientTransaction] = {}
+        self._outbound: dict[tuple[str, int], Connection] = {}
+        self._connecting = asyncio.Lock()
+        self.tasks = TaskSet("sip-ua")
+        self.counts: dict[str, int] = {}
+        """Requests and refusals by kind (``bad``, ``auth``, ``options``, ``refused`` …)."""
+
+    @property
+    def contact(self) -> str:
+        return f"<sip:{self.number}@{self.hostname}:{self.port};transport=tls>"
+
+    @property
+    def via_host(self) -> str:
+        return f"{self.hostname}:{self.port}"
+
+    def count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+    async def start(self, host: str, port: int) -> None:
+        await self.transport.start(host, port)
+        self.port = port or self.transport.port
+
+    async def close(self) -> None:
+        await self.tasks.close(timeout=2.0)
+        await self.transport.close()
+        for conn in list(self._outbound.values()):
+            await conn.close()
+        self._outbound.clear()
+
+    # -- sending
+    async def connection_to(self, uri: Uri) -> Connection:
+        """An open connection to ``uri``'s host and port (reused, else made and served)."""
+        dest = uri.destination()
+        async with self._connecting:
+            conn = self._outbound.get(dest)
+            if conn is not None and conn.open:
+                return conn
+            conn = await connect(dest[0], dest[1], self.client_ctx)
+            self._outbound[dest] = conn
+            self.transport.serve(conn)
+            return conn
+
+    async def send(self, req: Request, conn: Connection) -> ClientTransaction:
+        tx = ClientTransaction(req, conn)
+        self.clients[tx.key] = tx
+        try:
+            await conn.send(req)
+        except BaseException:
+            self.clients.pop(tx.key, None)
+            raise
+        return tx
+
+    def done(self, tx: ClientTransaction) -> None:
+        self.clients.pop(tx.key, None)
+
+    async def flow_for(self, dialog: Dialog) -> Connection:
+        """The dialog's own connection while it is open (RFC 5626 flows), else one to the
+        next hop of its route set (§12.2.1.1)."""
+        if dialog.flow is not None and dialog.flow.open:
+            return dialog.flow
+        dialog.flow = await self.connection_to(dialog.next_hop())
+        return dialog.flow
+
+    async def in_dialog(
+        self,
+        dialog: Dialog,
+        method: str,
+        *,
+        extra: Sequence[tuple[str, str]] = (),
+        timeout: float = 8.0,
+    ) -> Response:
+        """Send an in-dialog request and wait for its final response (``408`` when none)."""
+        req = dialog.request(method, self.via_host, extra=list(extra))
+        try:
+            tx = await self.send(req, await self.flow_for(dialog))
+        except (ConnectionError, OSError, TimeoutError, ssl.SSLError) as exc:
+            log.warning("SIP call %s: cannot send %s: %s", dialog.call_id, method, exc)
+            return Response(status=503, reason=f"Service Unavailable ({exc})")
+        try:
+            return await tx.final(timeout)
+        finally:
+            self.done(tx)
+
+    # -- receiving
+    async def _on_bad(self, bad: BadMessage, conn: Connection) -> None:
+        self.count("bad")
+        if bad.head[:4] == b"SIP/":
+            return  # a malformed response is dropped (§18.1.2)
+        found = salvage(bad.head)
+        resp = Response(status=400, reason=f"Bad Request ({bad.why})")
+        for key, name in (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID")):
+            for value in found.get(key, []):
+                resp.add(name, value)
+        if found.get("cseq"):
+            resp.add("CSeq", found["cseq"][0])
+        try:
+            await conn.send(resp)
+        except (ConnectionError, OSError, TimeoutError, ssl.SSLError):
+            pass
+
+    async def _on_message(self, msg: Message, conn: Connection) -> None:
+        try:
+            if isinstance(msg, Response):
+                self._on_response(msg)
+            elif isinstance(msg, Request):
+                await self._on_request(msg, conn)
+        except SipParseError as exc:  # a header we route on is malformed
+            self.count("bad")
+            if isinstance(msg, Request) and msg.method != "ACK":
+                await self._answer(conn, reply(msg, 400, f"Bad Request ({exc})"))
+
+    def _on_response(self, resp: Response) -> None:
+        vias = resp.values("Via")
+        if not vias:
+            return
+        try:
+            method = resp.cseq[1]
+        except SipParseError:
+            return
+        tx = self.clients.get((Via.parse(vias[0]).branch, method))
+        if tx is None:
+            return  # a stray or late response (a retransmitted 2xx after our ACK)
+        try:
+            tx.responses.put_nowait(resp)
+        except asyncio.QueueFull:
+            pass
+
+    async def _answer(self, conn: Connection, resp: Response) -> None:
+        try:
+            await conn.send(resp)
+        except (ConnectionError, OSError, TimeoutError, ssl.SSLError) as exc:
+            log.info("SIP: cannot answer %d on %r: %s", resp.status, conn, exc)
+
+    async def _on_request(self, req: Request, conn: Connection) -> None:
+        method = req.method
+        to_tag = Address.parse(req.get("To")).tag
+        Address.parse(req.get("From"))  # malformed → 400
+        Via.parse(req.values("Via")[0])
+        self.count(method.lower() if method in ALLOW else "unknown")
+        dialog = self.dialogs.get((req.call_id, to_tag)) if to_tag else None
+        if method == "ACK":
+            await self._on_ack(req, dialog)
+        elif method == "CANCEL":
+            await self._on_cancel(req, conn)
+        elif method == "OPTIONS":
+            extra = [("Allow", ALLOW), ("Accept", "application/sdp")]
+            await self._answer(conn, reply(req, 200, "OK", to_tag=to_tag or new_tag(), extra=extra))
+        elif method == "INVITE" and not to_tag:
+            await self._on_invite(req, conn)
+        elif method not in ALLOW.split(", ") and method != "REFER":
+            self.count("refused")  # UPDATE, INFO, MESSAGE …: not implemented (§8.2.1)
+            await self._answer(conn, reply(req, 501, "Not Implemented", extra=[("Allow", ALLOW)]))
+        elif dialog is None:
+            await self._answer(conn, reply(req, 481, "Call/Transaction Does Not Exist"))
+        elif method == "INVITE":
+            warn = [("Warning", WARN_NO_REINVITE)]
+            await self._answer(conn, reply(req, 488, "Not Acceptable Here", extra=warn))
+        elif method == "REFER":
+            warn = [("Warning", WARN_NO_REINVITE)]
+            await self._answer(
+                conn, reply(req, 403, "Forbidden (transfer is done by the bridge)", extra=warn)
+            )
+        elif method == "BYE":
+            self.dialogs.pop(dialog.key, None)
+            await self._answer(conn, reply(req, 200, "OK"))
+            await self.handler.bye(dialog, req)
+        else:  # NOTIFY in a dialog
+            await self._answer(conn, reply(req, 200, "OK"))
+
+    async def _on_ack(self, req: Request, dialog: Dialog | None) -> None:
+        if dialog is None:
+            return  # the ACK of a non-2xx final response: ends its transaction (§17.2.1)
+        tx = self.awaiting_ack.pop(dialog.key, None)
+        if tx is None:
+            return  # a repeated ACK
+        tx.acked.set()
+        await self.handler.acked(dialog)
+
+    async def _on_cancel(self, req: Request, conn: Connection) -> None:
+        branch = Via.parse(req.values("Via")[0]).branch
+        tx = self.pending.get((req.call_id, branch))
+        if tx is None:
+            await self._answer(conn, reply(req, 481, "Call/Transaction Does Not Exist"))
+            return
+        await self._answer(conn, reply(req, 200, "OK", to_tag=tx.local_tag))
+        if await tx.respond(487, "Request Terminated"):
+            await self.handler.cancelled(tx)
+
+    async def _on_invite(self, req: Request, conn: Connection) -> None:
+        branch = Via.parse(req.values("Via")[0]).branch
+        if (req.call_id, branch) in self.pending:
+            return  # a retransmission (another hop may be unreliable): already in hand
+        required = [r for r in req.values("Require") if r.lower() not in SUPPORTED.split(",")]
+        if required:
+            extra = [("Unsupported", ", ".join(required))]
+            await self._answer(conn, reply(req, 420, "Bad Extension", extra=extra))
+            return
+        if not req.body or "sdp" not in req.get("Content-Type").lower():
+            warn = [("Warning", '399 bridge "an INVITE needs an SDP offer"')]
+            await self._answer(conn, reply(req, 488, "Not Acceptable Here", extra=warn))
+            return
+        if self.digest is not None and not await self._authenticated(req, conn):
+            return
+        if len(self.pending) >= PENDING_INVITES:
+            extra = [("Retry-After", "5")]
+            await self._answer(conn, reply(req, 503, "Service Unavailable", extra=extra))
+            return
+        tx = InviteServer(self, req, conn)
+        self.pending[tx.key] = tx
+        await tx.respond(100, "Trying")
+        await self.handler.invite(tx)
+
+    async def _authenticated(self, req: Request, conn: Connection) -> bool:
+        assert self.digest is not None
+        verdict = self.digest.verify(req.method, req.all("Proxy-Authorization"))
+        if verdict is Verdict.OK:
+            return True
+        self.count("auth")
+        if verdict is Verdict.WRONG:
+            log.warning(
+                "SIP INVITE %s from %s: wrong digest credentials", req.call_id, conn.peer[0]
+            )
+            await self._answer(conn, reply(req, 403, "Forbidden (wrong credentials)"))
+            return False
+        challenge = self.digest.challenge(stale=verdict is Verdict.STALE)
+        extra = [("Proxy-Authenticate", challenge)]
+        await self._answer(
+            conn, reply(req, 407, "Proxy Authentication Required", to_tag=new_tag(), extra=extra)
+        )
+        return False
