@@ -28,12 +28,13 @@ run: $(RUNTIME)
 
 # Debian packages the tests drive for real (Chromium for the browser test; GStreamer's
 # webrtcbin, driven from Debian's python3, for the RSA-certificate DTLS peer; espeak-ng and sox
-# for the quality test's speech). Installed when missing and we are root on a Debian-like
-# system; otherwise those tests skip (or fail under CI).
+# for the quality test's speech; SIPp (sip-tester) and socat, its TLS hop, play Meta's SIP
+# side). Installed when missing and we are root on a Debian-like system; otherwise those tests
+# skip (or fail under CI).
 SYSTEM_PKGS = chromium prometheus coturn redis-server python3-venv curl jq espeak-ng sox \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-good gstreamer1.0-plugins-base \
 	gstreamer1.0-nice gstreamer1.0-tools python3-gi gir1.2-gstreamer-1.0 \
-	gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1
+	gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1 sip-tester socat
 system-deps:
 	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

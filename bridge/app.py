@@ -244,6 +244,7 @@ def create_app(
             if polled
             else None,
         )
+
         async def adopt(moved: MovedCall) -> Call:
             # A dead worker's call recovery adopts (the handover exists by then, as above).
             return await app[HANDOVER].adopt(moved)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ..engines import EngineEvent
 from ..errors import AtCapacity, ShuttingDown
@@ -66,7 +67,12 @@ class InboundCalls:
             return  # another worker polled the same engine first and took it
         if await self._place(event.engine_call_id, event.peer or "unknown"):
             return  # a less loaded worker took it
-        await self.ring(event.engine_call_id, event.peer or "unknown")
+        metadata = event.data.get("metadata")
+        await self.ring(
+            event.engine_call_id,
+            event.peer or "unknown",
+            metadata=dict(metadata) if isinstance(metadata, dict) else None,
+        )
 
     async def adopt(self, engine_call_id: str, peer: str) -> Call:
         """Take a new inbound call another worker discovered and placed here (at capacity:
@@ -77,9 +83,12 @@ class InboundCalls:
         self.manager.check_capacity()
         return await self.ring(engine_call_id, peer)
 
-    async def ring(self, engine_call_id: str, peer: str) -> Call:
+    async def ring(
+        self, engine_call_id: str, peer: str, *, metadata: dict[str, Any] | None = None
+    ) -> Call:
         """Ring the call here, or decline it when there is no room (``busy``) or the bridge
-        is shutting down."""
+        is shutting down. ``metadata``: what the engine knows of the call (Meta's SIP
+        headers: the button or link the user pressed)."""
         manager = self.manager
         call = Call(
             id=uuid.uuid4().hex,
@@ -88,6 +97,7 @@ class InboundCalls:
             owner=manager.owner,
             engine_call_id=engine_call_id,
             state=CallState.RINGING,
+            metadata=metadata or {},
         )
         try:
             manager.check_capacity()

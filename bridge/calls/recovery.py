@@ -207,14 +207,11 @@ class Recovery:
             runtime = self.manager.find_runtime(call.id)
             if runtime is None or not call.live:
                 return
-            if runtime.sessions or any(
-                a.kind != "recorder" for a in runtime.attachments.values()
-            ):
+            if runtime.sessions or any(a.kind != "recorder" for a in runtime.attachments.values()):
                 return
             self.manager.metrics.handovers.labels("crash", "no_browser").inc()
             log.warning(
-                "call %s: no browser offered within %g s of its adoption: ending it "
-                "(worker_lost)",
+                "call %s: no browser offered within %g s of its adoption: ending it (worker_lost)",
                 call.id,
                 self.offer_timeout,
                 extra={"call_id": call.id},

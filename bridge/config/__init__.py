@@ -4,6 +4,8 @@ variables and CLI flags (``loader``)."""
 from .groups import (
     GROUPS,
     CallSettings,
+    CloudMedia,
+    CloudSignalling,
     ClusterSettings,
     ConfigError,
     EngineKind,
@@ -19,6 +21,7 @@ from .groups import (
     ShutdownCalls,
     SimPeer,
     SimSettings,
+    SipSettings,
     StorageSettings,
     WebhookSettings,
     env_name,
@@ -28,6 +31,8 @@ from .loader import all_fields, build_arg_parser, flag_name, load_settings, sett
 __all__ = [
     "GROUPS",
     "CallSettings",
+    "CloudMedia",
+    "CloudSignalling",
     "ClusterSettings",
     "ConfigError",
     "EngineKind",
@@ -43,6 +48,7 @@ __all__ = [
     "ShutdownCalls",
     "SimPeer",
     "SimSettings",
+    "SipSettings",
     "StorageSettings",
     "WebhookSettings",
     "all_fields",

@@ -34,6 +34,20 @@ class EngineKind(enum.StrEnum):
     CLOUDAPI = "cloudapi"
 
 
+class CloudSignalling(enum.StrEnum):
+    """How the Cloud API engine signals calls with Meta (one number is one or the other)."""
+
+    GRAPH = "graph"
+    SIP = "sip"
+
+
+class CloudMedia(enum.StrEnum):
+    """The Cloud API engine's media leg to Meta."""
+
+    DTLS = "dtls"
+    SDES = "sdes"
+
+
 class SimPeer(enum.StrEnum):
     """What the simulated remote party sends back."""
 
@@ -234,14 +248,29 @@ class EngineSettings(_Group):
     cloudapi_verify_token: str = _opt(
         "", "Cloud API: the token Meta echoes when it verifies the webhook URL", secret=True
     )
+    cloudapi_signalling: CloudSignalling = _opt(
+        CloudSignalling.GRAPH,
+        "Cloud API signalling: graph (webhooks + Graph API) or sip (SIP over TLS, BRIDGE_SIP_*)",
+    )
+    cloudapi_media: CloudMedia = _opt(
+        CloudMedia.DTLS,
+        "Cloud API media leg: dtls (ICE + DTLS-SRTP, WebRTC) or sdes (SDES-SRTP, a=crypto)",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.engine is EngineKind.CLOUDAPI and not self.engine_url:
             object.__setattr__(self, "engine_url", GRAPH_URL)
 
+    @property
+    def sip(self) -> bool:
+        """Meta's SIP road: the Graph settings are not needed (``SipSettings`` are)."""
+        return (
+            self.engine is EngineKind.CLOUDAPI and self.cloudapi_signalling is CloudSignalling.SIP
+        )
+
     def validate(self) -> None:
-        if self.engine is EngineKind.CLOUDAPI:
+        if self.engine is EngineKind.CLOUDAPI and not self.sip:
             for name in (
                 "engine_token",
                 "cloudapi_phone_number_id",
@@ -557,6 +586,56 @@ class ClusterSettings(_Group):
         self.between("adopt_offer_timeout", 1, 3600, " seconds")
 
 
+@dataclass(frozen=True)
+class SipSettings(_Group):
+    """Meta's SIP road for the Cloud API engine (``BRIDGE_CLOUDAPI_SIGNALLING=sip``): our
+    SIP-over-TLS listener and certificate, the business number's credentials, Meta's host."""
+
+    sip_listen: str = _opt("0.0.0.0:5061", "host:port of the SIP-over-TLS listener")
+    sip_hostname: str = _opt(
+        "", "our SIP host name, as configured at Meta (From host, Contact, certificate name)"
+    )
+    sip_cert: str = _opt(
+        "", "PEM certificate (chain) of the SIP listener; reloaded when the file changes"
+    )
+    sip_key: str = _opt("", "PEM private key of the SIP listener; reloaded when it changes")
+    sip_number: str = _opt(
+        "", "the business number in E.164 digits (our From user, the digest username)"
+    )
+    sip_password: str = _opt(
+        "",
+        "the number's SIP password from Meta (answers Meta's 407; challenges Meta's INVITEs)",
+        secret=True,
+    )
+    sip_meta_uri: str = _opt(
+        "sip:wa.meta.vc;transport=tls", "Meta's SIP URI: where business-initiated INVITEs go"
+    )
+    sip_ca: str = _opt("", "extra trusted CA file (PEM) for Meta's side (private test peers)")
+
+    @property
+    def listen(self) -> tuple[str, int]:
+        host, _, port = self.sip_listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def validate(self) -> None:
+        if not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]*):[0-9]{1,5}", self.sip_listen):
+            raise self.bad("sip_listen", "must be host:port (port 0-65535)")
+        if self.listen[1] > 65535:
+            raise self.bad("sip_listen", "must be host:port (port 0-65535)")
+        if self.sip_number and not re.fullmatch(r"[1-9][0-9]{6,14}", self.sip_number):
+            raise self.bad("sip_number", "must be the number in E.164 digits, without +")
+        if not re.fullmatch(r"sips?:[^\s<>]+", self.sip_meta_uri):
+            raise self.bad("sip_meta_uri", "must be a sip: URI")
+
+    def require(self) -> None:
+        """What ``BRIDGE_CLOUDAPI_SIGNALLING=sip`` cannot start without."""
+        for name in ("sip_hostname", "sip_cert", "sip_key", "sip_number"):
+            if not getattr(self, name):
+                raise ConfigError(
+                    f"{env_name(name)} is required with BRIDGE_CLOUDAPI_SIGNALLING=sip"
+                )
+
+
 GROUPS: dict[str, type[_Group]] = {
     "server": ServerSettings,
     "calls": CallSettings,
@@ -567,6 +646,7 @@ GROUPS: dict[str, type[_Group]] = {
     "sim": SimSettings,
     "webhooks": WebhookSettings,
     "cluster": ClusterSettings,
+    "sip": SipSettings,
 }
 
 
@@ -583,6 +663,7 @@ class Settings:
     sim: SimSettings = field(default_factory=SimSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    sip: SipSettings = field(default_factory=SipSettings)
 
     @classmethod
     def from_flat(cls, values: dict[str, Any]) -> Settings:
@@ -599,6 +680,13 @@ class Settings:
     def validate(self) -> None:
         for group in GROUPS:
             getattr(self, group).validate()
+        if self.engine.sip:
+            self.sip.require()
+            if self.cluster.workers != "1":
+                raise ConfigError(
+                    f"BRIDGE_WORKERS={self.cluster.workers}: a SIP listener is one process "
+                    "(BRIDGE_CLOUDAPI_SIGNALLING=sip needs BRIDGE_WORKERS=1)"
+                )
 
     def public(self) -> dict[str, Any]:
         """Every setting by its flat name, secrets masked, for logs."""

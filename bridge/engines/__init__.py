@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 import aiohttp
 
 from ..config import ConfigError, EngineKind, Settings
+from . import cloudapi
 from .base import (
     CallLeg,
     DtmfLeg,
@@ -43,7 +44,7 @@ ENGINES: Mapping[EngineKind, EngineFactory] = {
     EngineKind.SIM: SimEngine.from_settings,
     EngineKind.ZUCKZAPGO: ZuckZapGoEngine.from_settings,
     EngineKind.WADIAL: WadialEngine.from_settings,
-    EngineKind.CLOUDAPI: CloudApiEngine.from_settings,
+    EngineKind.CLOUDAPI: cloudapi.create,  # Graph or SIP signalling
 }
 """Every engine, by its ``BRIDGE_ENGINE`` name (docs/architecture.md: how to add one)."""
 

@@ -205,6 +205,16 @@ ENV_SAMPLES = [
     ("BRIDGE_CLOUDAPI_PHONE_NUMBER_ID", "1234567890", "engine", "cloudapi_phone_number_id", "1234567890"),
     ("BRIDGE_CLOUDAPI_APP_SECRET", "appsecret", "engine", "cloudapi_app_secret", "appsecret"),
     ("BRIDGE_CLOUDAPI_VERIFY_TOKEN", "vtok", "engine", "cloudapi_verify_token", "vtok"),
+    ("BRIDGE_CLOUDAPI_SIGNALLING", "sip", "engine", "cloudapi_signalling", "sip"),
+    ("BRIDGE_CLOUDAPI_MEDIA", "sdes", "engine", "cloudapi_media", "sdes"),
+    ("BRIDGE_SIP_LISTEN", "[::]:5062", "sip", "sip_listen", "[::]:5062"),
+    ("BRIDGE_SIP_HOSTNAME", "sip.example.com", "sip", "sip_hostname", "sip.example.com"),
+    ("BRIDGE_SIP_CERT", "/tls/cert.pem", "sip", "sip_cert", "/tls/cert.pem"),
+    ("BRIDGE_SIP_KEY", "/tls/key.pem", "sip", "sip_key", "/tls/key.pem"),
+    ("BRIDGE_SIP_NUMBER", "15550009999", "sip", "sip_number", "15550009999"),
+    ("BRIDGE_SIP_PASSWORD", "pw", "sip", "sip_password", "pw"),
+    ("BRIDGE_SIP_META_URI", "sip:meta.test:5070;transport=tls", "sip", "sip_meta_uri", "sip:meta.test:5070;transport=tls"),
+    ("BRIDGE_SIP_CA", "/tls/ca.pem", "sip", "sip_ca", "/tls/ca.pem"),
     ("BRIDGE_STUN_URLS", "stun:a.example:3478", "ice", "stun_urls", ("stun:a.example:3478",)),
     ("BRIDGE_SERVER_STUN_URLS", "stun:b.example:1", "ice", "server_stun_urls", ("stun:b.example:1",)),
     ("BRIDGE_ICE_ADDRESSES", "127.0.0.1", "ice", "ice_addresses", ("127.0.0.1",)),
@@ -284,3 +294,32 @@ def test_samples_cover_every_setting() -> None:
     sampled = {name for _, _, _, name, _ in ENV_SAMPLES}
     special = {"host", "insecure_no_auth", "engine", "turn_provider", "ice_policy", "turn_urls"}
     assert {f.name for f in all_fields()} - special == sampled
+
+
+SIP_ROAD = {
+    "BRIDGE_ENGINE": "cloudapi",
+    "BRIDGE_CLOUDAPI_SIGNALLING": "sip",
+    "BRIDGE_SIP_HOSTNAME": "sip.example.com",
+    "BRIDGE_SIP_CERT": "/tls/cert.pem",
+    "BRIDGE_SIP_KEY": "/tls/key.pem",
+    "BRIDGE_SIP_NUMBER": "15550009999",
+}
+
+
+def test_the_sip_road_needs_no_graph_settings_but_its_own() -> None:
+    settings = load_settings([], SIP_ROAD)
+    assert settings.engine.sip and settings.sip.listen == ("0.0.0.0", 5061)
+    assert settings.sip.sip_meta_uri == "sip:wa.meta.vc;transport=tls"
+    for name in ("BRIDGE_SIP_HOSTNAME", "BRIDGE_SIP_CERT", "BRIDGE_SIP_KEY", "BRIDGE_SIP_NUMBER"):
+        env = {k: v for k, v in SIP_ROAD.items() if k != name}
+        with pytest.raises(ConfigError, match=name):
+            load_settings([], env)
+    with pytest.raises(ConfigError, match="BRIDGE_SIP_NUMBER"):
+        load_settings([], {**SIP_ROAD, "BRIDGE_SIP_NUMBER": "+15550009999"})
+    with pytest.raises(ConfigError, match="BRIDGE_SIP_LISTEN"):
+        load_settings([], {**SIP_ROAD, "BRIDGE_SIP_LISTEN": "5061"})
+    with pytest.raises(ConfigError, match="BRIDGE_WORKERS"):
+        env = {**SIP_ROAD, "BRIDGE_WORKERS": "2", "BRIDGE_DIRECTORY": "redis://127.0.0.1:6379"}
+        load_settings([], {**env, "BRIDGE_INTERNAL_SECRET": "0123456789abcdef"})
+    with pytest.raises(ConfigError, match="BRIDGE_CLOUDAPI_SIGNALLING"):
+        load_settings([], {**SIP_ROAD, "BRIDGE_CLOUDAPI_SIGNALLING": "h323"})

@@ -1,0 +1,114 @@
+"""What the SIP engine keeps per call, and what it reads from Meta's SIP messages.
+
+Meta's headers (its SIP documentation): ``x-wa-meta-wacid`` names the call as Graph and
+webhooks do (the engine's call id); ``x-wa-meta-cta-payload`` and
+``x-wa-meta-deeplink-payload`` carry the payload of the button or link the user pressed
+(into the call's metadata, so an app can route on it); ``x-wa-meta-user-id``,
+``x-wa-meta-parent-user-id`` and ``x-wa-meta-username`` name the user in the BSUID era;
+``x-wa-meta-call-duration`` on Meta's BYE is the call's length in seconds (into the ended
+event). Final responses to our INVITE map to end reasons: ``480`` unreachable or not
+answered → ``no_answer``; ``486``/``603`` → ``rejected``; ``403`` → ``failed`` with a message
+naming what must match at Meta.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...sip import Address, Dialog, InviteClient, InviteServer, Request, Response, SipParseError
+from .media import MediaLeg
+
+METADATA_HEADERS = {
+    "x-wa-meta-cta-payload": "ctaPayload",
+    "x-wa-meta-deeplink-payload": "deeplinkPayload",
+    "x-wa-meta-user-id": "userId",
+    "x-wa-meta-parent-user-id": "parentUserId",
+    "x-wa-meta-username": "username",
+}
+"""Meta's INVITE headers copied into the call's metadata (under ``whatsapp``), by our name."""
+METADATA_LIMIT = 1024
+"""Longest header value copied into metadata."""
+
+
+@dataclass
+class SipCall:
+    """The engine's view of one SIP call (keyed by the engine call id)."""
+
+    id: str
+    peer_wa: str
+    direction: str  # "inbound" or "outbound"
+    leg: MediaLeg
+    state: str = "connecting"  # connecting, ringing, accepted, ended
+    tx: InviteServer | None = None
+    """Inbound: Meta's INVITE, answered on /call/answer."""
+    uac: InviteClient | None = None
+    """Outbound: our INVITE."""
+    dialog: Dialog | None = None
+    answer_sdp: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    handed_over: bool = False
+    invited_at: float = field(default_factory=time.monotonic)
+    confirmed_at: float | None = None
+    """When the dialog was confirmed (the ACK to our 200, or our ACK to Meta's)."""
+
+    @property
+    def jid(self) -> str:
+        return f"{self.peer_wa}@s.whatsapp.net"
+
+
+def peer_number(req: Request) -> str:
+    """The caller's number (digits) from Meta's From (``sip:+<number>@wa.meta.vc``)."""
+    try:
+        user = Address.parse(req.get("From")).uri.user
+    except SipParseError:
+        return ""
+    digits = re.sub(r"[^0-9]", "", user.split(";")[0])
+    return digits[:20]
+
+
+def engine_call_id(req: Request) -> str:
+    """``x-wa-meta-wacid`` (Meta's call id), else the Call-ID."""
+    wacid = req.get("x-wa-meta-wacid").strip()
+    if wacid and len(wacid) <= 200 and re.fullmatch(r"[A-Za-z0-9._:=+/\-]+", wacid):
+        return wacid
+    return req.call_id[:200]
+
+
+def invite_metadata(req: Request) -> dict[str, Any]:
+    """Meta's headers worth an app's routing (``{"whatsapp": {...}}``; empty when none)."""
+    found = {
+        ours: req.get(header)[:METADATA_LIMIT]
+        for header, ours in METADATA_HEADERS.items()
+        if req.get(header)
+    }
+    return {"whatsapp": found} if found else {}
+
+
+def call_duration(req: Request) -> int | None:
+    raw = req.get("x-wa-meta-call-duration").strip()
+    return int(raw) if raw.isdigit() and len(raw) < 9 else None
+
+
+def bic_failure(resp: Response, hostname: str, number: str) -> tuple[str, str]:
+    """The end reason and log message for a final failure to our INVITE."""
+    status = resp.status
+    if status == 480 or status == 408:
+        return "no_answer", f"Meta: {status} {resp.reason} (unreachable or not answered)"
+    if status in (486, 600, 603):
+        return "rejected", f"Meta: {status} {resp.reason} (the user rejected the call)"
+    if status == 403:
+        return "failed", (
+            f"Meta refused our INVITE: 403 {resp.reason}. Our From is "
+            f"sip:+{number}@{hostname}: BRIDGE_SIP_HOSTNAME must be the SIP server configured "
+            "for the number at Meta (POST /{PHONE_NUMBER_ID}/settings, calling.sip.servers) "
+            "and BRIDGE_SIP_NUMBER the number itself"
+        )
+    if status == 407:
+        return "failed", (
+            "Meta refused our digest credentials twice: BRIDGE_SIP_PASSWORD must be the "
+            "number's SIP password (GET /{PHONE_NUMBER_ID}/settings?include_sip_credentials=true)"
+        )
+    return "failed", f"Meta: {status} {resp.reason}"

@@ -1,0 +1,346 @@
+"""``SipEngine``: the Cloud API engine on Meta's SIP road (``BRIDGE_ENGINE=cloudapi`` with
+``BRIDGE_CLOUDAPI_SIGNALLING=sip``): SIP over TLS signalling (:mod:`bridge.sip`), the media
+leg :func:`.media.new_leg` makes (``BRIDGE_CLOUDAPI_MEDIA``: DTLS or SDES).
+
+User-initiated (Meta's INVITE): ``407`` first when a password is set (the UA) → ``100`` →
+the leg answers Meta's offer → ``INCOMING`` (the inbound policy rings, auto-answers or
+declines) and ``180`` → ``answer`` sends ``200 OK`` with the answer → Meta's ACK confirms the
+dialog. ``hangup`` while ringing is ``486 Busy Here``; after, ``BYE`` along the route set.
+CANCEL before our ``200`` ends the call as ``remote_canceled``; Meta's BYE as
+``remote_hangup`` with ``x-wa-meta-call-duration`` in the ended event.
+
+Business-initiated (``dial``): the leg's offer in our INVITE to ``BRIDGE_SIP_META_URI``
+(From ``+<number>@<hostname>``), Meta's ``407`` answered with the number's credentials,
+``180``/``183`` → ``RINGING``, ``200`` → ACK, the answer applied, ``ANSWERED``; failures map
+as :func:`.sip_calls.bic_failure` says. ``hangup`` before the answer is ``CANCEL``.
+
+Meta accepts no re-INVITE, UPDATE or REFER: hold, music, transfer, supervisors and agents
+are done in the bridge's media (the call's bus), never signalled on this leg. The leg goes to
+the call's runtime as on Graph calls (``take_leg``); calls are not movable, so a draining
+worker serves them until they end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any
+
+import aiohttp
+
+from ...config import IceSettings, Settings
+from ...errors import EngineCallNotFound, EngineError
+from ...sip import CertFiles, DigestServer, InviteClient, InviteServer, UserAgent, client_context
+from ...sip.dialog import Dialog
+from ...sip.message import Request, Response
+from ...tasks import TaskSet
+from ..base import EngineEvent, EngineEventKind, EngineHealth, EngineStats, RemoteCall, emit
+from .media import MediaLeg, new_leg
+from .sdp import DEFAULT_BITRATE
+from .sip_calls import (
+    SipCall,
+    bic_failure,
+    call_duration,
+    engine_call_id,
+    invite_metadata,
+    peer_number,
+)
+
+log = logging.getLogger(__name__)
+
+REALM = "wa.meta.vc"
+"""The digest realm of Meta's SIP interface (both ways)."""
+
+
+class SipEngine:
+    """Meta's SIP road for one business number (see the module docstring)."""
+
+    name = "cloudapi"
+    media_before_answer = False
+    opus_bitrate = DEFAULT_BITRATE
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sip = settings.sip
+        self.media = settings.engine.cloudapi_media
+        self.ice: IceSettings = settings.ice
+        self.events: asyncio.Queue[EngineEvent] = asyncio.Queue(maxsize=1000)
+        self.stats = EngineStats()
+        self.calls: dict[str, SipCall] = {}
+        self._by_dialog: dict[tuple[str, str], SipCall] = {}
+        self._tasks = TaskSet("cloudapi-sip")
+        self.ua: UserAgent | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, http: aiohttp.ClientSession | None = None) -> Any:
+        return cls(settings)
+
+    # -- lifecycle
+    async def start(self) -> None:
+        sip = self.sip
+        digest = DigestServer(REALM, sip.sip_number, sip.sip_password) if sip.sip_password else None
+        if digest is None:
+            log.warning("BRIDGE_SIP_PASSWORD is empty: Meta's INVITEs are not challenged")
+        self.ua = UserAgent(
+            hostname=sip.sip_hostname,
+            number=sip.sip_number,
+            certs=CertFiles(sip.sip_cert, sip.sip_key),
+            client_ctx=client_context(sip.sip_ca),
+            digest=digest,
+            handler=self,
+        )
+        host, port = sip.listen
+        await self.ua.start(host, port)
+        log.info(
+            "Cloud API over SIP: number %s, listening on %s:%d (TLS) as %s; Meta at %s; media %s",
+            sip.sip_number,
+            host or "*",
+            self.ua.port,
+            sip.sip_hostname,
+            sip.sip_meta_uri,
+            self.media,
+        )
+
+    async def close(self) -> None:
+        await self._tasks.close()
+        for call in list(self.calls.values()):
+            if not call.handed_over:
+                await call.leg.close()
+        self.calls.clear()
+        if self.ua is not None:
+            await self.ua.close()
+
+    @property
+    def up(self) -> bool:
+        return self.ua is not None and not self.ua.tasks.closed
+
+    async def health(self) -> EngineHealth:
+        ua = self.ua
+        listening = f"SIP listener on port {ua.port}" if ua is not None else "SIP not started"
+        info: dict[str, object] = {"calls": len(self.calls), "signalling": "sip"}
+        if ua is not None:
+            info["connections"] = len(ua.transport.connections)
+            info["sip"] = dict(ua.counts)
+        return EngineHealth(up=self.up, detail=listening, info=info)
+
+    def hangup_later(self, engine_call_id: str, why: str) -> None:
+        # Meta ends a call whose media stops (30 s): nothing to retry on this road.
+        log.warning(
+            "SIP call %s: hang-up failed (%s); Meta ends it when media stops", engine_call_id, why
+        )
+
+    async def startup_calls(self) -> list[RemoteCall]:
+        return []
+
+    def _ua(self) -> UserAgent:
+        if self.ua is None:
+            raise EngineError("the SIP engine is not started")
+        return self.ua
+
+    # -- legs
+    def _leg(self, label: str) -> MediaLeg:
+        return new_leg(
+            self.media,
+            label,
+            self.ice,
+            self.stats,
+            on_dtmf=self._on_dtmf,
+            on_media=lambda leg: None,
+            on_closed=self._leg_closed,
+        )
+
+    def take_leg(self, engine_call_id: str) -> MediaLeg | None:
+        call = self.calls.get(engine_call_id)
+        if call is None or call.state == "ended" or call.handed_over:
+            return None
+        call.handed_over = True
+        return call.leg
+
+    def _leg_closed(self, leg: MediaLeg) -> None:
+        call = self.calls.get(leg.wacid)
+        if call is not None and call.leg is leg:
+            self._drop(call)
+
+    def _on_dtmf(self, leg: MediaLeg, digit: str, duration_ms: int) -> None:
+        call = self.calls.get(leg.wacid)
+        if call is not None and call.state != "ended":
+            data = {"digit": digit, "durationMs": duration_ms}
+            emit(self.events, EngineEvent(EngineEventKind.DTMF, call.id, data=data))
+
+    def _drop(self, call: SipCall) -> None:
+        call.state = "ended"
+        self.calls.pop(call.id, None)
+        if call.dialog is not None:
+            self._by_dialog.pop(call.dialog.key, None)
+            if self.ua is not None:
+                self.ua.dialogs.pop(call.dialog.key, None)
+
+    async def _forget(self, call: SipCall) -> None:
+        self._drop(call)
+        call.leg.expect_close()
+        if not call.handed_over:
+            await call.leg.close()
+
+    def _ended(self, call: SipCall, reason: str, **data: Any) -> None:
+        emit(self.events, EngineEvent(EngineEventKind.ENDED, call.id, reason=reason, data=data))
+
+    def _get(self, engine_call_id: str) -> SipCall:
+        call = self.calls.get(engine_call_id)
+        if call is None or call.state == "ended":
+            raise EngineCallNotFound(f"the SIP engine has no live call {engine_call_id}")
+        return call
+
+    def _confirmed(self, call: SipCall, dialog: Dialog) -> None:
+        call.dialog = dialog
+        self._by_dialog[dialog.key] = call
+        self._ua().dialogs[dialog.key] = dialog
+
+    # -- user-initiated calls (the UA's CallHandler)
+    async def invite(self, tx: InviteServer) -> None:
+        req = tx.req
+        cid = engine_call_id(req)
+        if cid in self.calls:
+            await tx.respond(486, "Busy Here (a call with this id is live)")
+            return
+        leg = self._leg(f"cloudapi-sip:{cid[:24]}")
+        leg.wacid = cid
+        call = SipCall(cid, peer_number(req), "inbound", leg, tx=tx)
+        call.metadata = invite_metadata(req)
+        self.calls[cid] = call
+        try:
+            call.answer_sdp = await leg.answer(req.body.decode("utf-8", "replace"))
+        except Exception as exc:
+            log.warning("SIP call %s: Meta's offer cannot be answered: %s", cid, exc)
+            warn = [("Warning", f'399 bridge "{str(exc)[:120]}"'.replace("\r", " "))]
+            await tx.respond(488, "Not Acceptable Here", extra=warn)
+            await self._forget(call)
+            return
+        if call.state != "connecting":
+            return  # cancelled meanwhile
+        call.state = "ringing"
+        self._by_dialog[tx.dialog.key] = call
+        data = {"metadata": call.metadata} if call.metadata else {}
+        emit(self.events, EngineEvent(EngineEventKind.INCOMING, cid, call.jid, data=data))
+        await tx.respond(180, "Ringing")
+
+    async def cancelled(self, tx: InviteServer) -> None:
+        call = self._by_dialog.get(tx.dialog.key)
+        if call is None or call.state == "ended":
+            return
+        was_ringing = call.state == "ringing"
+        await self._forget(call)
+        if was_ringing:
+            self._ended(call, "remote_canceled", sipReason="CANCEL")
+
+    async def acked(self, dialog: Dialog) -> None:
+        call = self._by_dialog.get(dialog.key)
+        if call is not None and call.confirmed_at is None:
+            call.confirmed_at = time.monotonic()
+
+    async def ack_timeout(self, dialog: Dialog) -> None:
+        call = self._by_dialog.get(dialog.key)
+        if call is None or call.state == "ended":
+            return
+        await self._ua().in_dialog(dialog, "BYE")
+        await self._forget(call)
+        self._ended(call, "failed", sipReason="no ACK for our 200 OK")
+
+    async def bye(self, dialog: Dialog, req: Request) -> None:
+        call = self._by_dialog.get(dialog.key)
+        if call is None or call.state == "ended":
+            return
+        answered = call.state == "accepted"
+        await self._forget(call)
+        data: dict[str, Any] = {}
+        duration = call_duration(req)
+        if duration is not None:
+            data["engineDurationS"] = duration
+        self._ended(call, "remote_hangup" if answered else "", **data)
+
+    # -- call control
+    async def answer(self, engine_call_id: str) -> None:
+        call = self._get(engine_call_id)
+        tx = call.tx
+        if call.direction != "inbound" or call.state != "ringing" or tx is None:
+            raise EngineError(f"call {engine_call_id} is not ringing inbound")
+        self._confirmed(call, tx.dialog)
+        if not await tx.respond(200, "OK", body=call.answer_sdp.encode()):
+            raise EngineError(f"SIP call {engine_call_id}: the 200 OK could not be sent")
+        call.state = "accepted"
+
+    async def hangup(self, engine_call_id: str) -> None:
+        call = self._get(engine_call_id)
+        state = call.state
+        await self._forget(call)
+        if call.tx is not None and state != "accepted":
+            await call.tx.respond(486, "Busy Here")
+        elif call.uac is not None and call.dialog is None:
+            await call.uac.cancel()
+        elif call.dialog is not None:
+            resp = await self._ua().in_dialog(call.dialog, "BYE")
+            if resp.status >= 300 and resp.status != 481:
+                raise EngineError(f"SIP call {engine_call_id}: BYE got {resp.status} {resp.reason}")
+
+    async def open_media(self, engine_call_id: str) -> Any:
+        return self._get(engine_call_id).leg.open_channel()
+
+    # -- business-initiated calls
+    async def dial(self, phone: str, *, call_id: str = "") -> str:
+        ua = self._ua()
+        sip = self.sip
+        cid = f"bridge.{call_id[:32] or secrets.token_hex(8)}.{secrets.token_hex(4)}"
+        leg = self._leg(f"cloudapi-sip:dial:{call_id[:12]}")
+        leg.wacid = cid
+        try:
+            offer = await leg.offer()
+            uac = InviteClient(
+                ua,
+                meta_uri=sip.sip_meta_uri,
+                callee=phone,
+                sdp=offer.encode(),
+                username=sip.sip_number,
+                password=sip.sip_password,
+                call_id=cid,
+            )
+            await ua.connection_to(uac.meta)  # fail here, not later, when Meta is unreachable
+        except Exception as exc:
+            await asyncio.shield(leg.close())
+            raise EngineError(
+                f"SIP: cannot call {phone} through {sip.sip_meta_uri}: {exc}"
+            ) from exc
+        call = SipCall(cid, phone, "outbound", leg, state="calling", uac=uac)
+        self.calls[cid] = call
+        self._tasks.spawn(self._run_dial(call, uac), f"dial:{cid[:24]}")
+        return cid
+
+    async def _run_dial(self, call: SipCall, uac: InviteClient) -> None:
+        def progress(resp: Response) -> None:
+            if call.state == "calling":
+                call.state = "ringing"
+                emit(self.events, EngineEvent(EngineEventKind.RINGING, call.id, call.jid))
+
+        final = await uac.run(progress)
+        if call.state == "ended":  # hung up meanwhile
+            if uac.dialog is not None:  # a 200 crossed our CANCEL: end it (§9.1)
+                await self._ua().in_dialog(uac.dialog, "BYE")
+            return
+        if uac.dialog is None:
+            reason, why = bic_failure(final, self.sip.sip_hostname, self.sip.sip_number)
+            log.warning("SIP call %s to %s: %s", call.id, call.peer_wa, why)
+            await self._forget(call)
+            self._ended(call, reason, sipStatus=final.status, sipReason=why)
+            return
+        self._confirmed(call, uac.dialog)
+        call.confirmed_at = time.monotonic()
+        try:
+            await call.leg.apply_answer(final.body.decode("utf-8", "replace"))
+        except Exception as exc:
+            log.warning("SIP call %s: Meta's answer cannot be applied: %s", call.id, exc)
+            await self._ua().in_dialog(uac.dialog, "BYE")
+            await self._forget(call)
+            self._ended(call, "failed", sipReason=f"answer not applied: {exc}")
+            return
+        call.state = "accepted"
+        emit(self.events, EngineEvent(EngineEventKind.ANSWERED, call.id, call.jid))

@@ -1,0 +1,141 @@
+"""User-initiated calls on Meta's SIP road, Meta played by the real SIPp over TLS (Debian's
+sip-tester behind socat's TLS), with Meta's media an aiortc peer (ICE-lite, sha-256 only) and
+the agent a browser-like aiortc peer: the INVITE with Record-Route through two proxies and
+Meta's x-wa-meta headers, a 407 round or none, 100/180/200, ACK, BYE either way (the
+bridge's along the route set), CANCEL before the answer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ..fakes.cloudapi import MetaPeer
+from ..integration.test_engine_cloudapi import assert_tone, heard
+from ..support.calls import wait_state
+from ..support.rtc_client import RtcClient
+from ..support.waits import until
+from .conftest import NUMBER, PASSWORD
+
+
+def keys(rig, sdp: str, wacid: str = "wacid.HBgLMTU1NTAwMDExMTEVAgARGBQz") -> dict[str, str]:
+    return {
+        "business": NUMBER,
+        "bridge_host": "localhost",
+        "rr1": f"sip:127.0.0.1:{rig.hops.from_bridge};transport=tls;lr",
+        "wacid": wacid,
+        "cta": "button:support-42",
+        "sdp": sdp.replace("\r\n", "\n").strip(),
+        "username": NUMBER,
+        "password": PASSWORD,
+    }
+
+
+async def ringing_call(client, timeout: float = 10.0) -> dict:
+    async def one():
+        calls = (await (await client.get("/call/status")).json())["calls"]
+        return calls[0] if calls else None
+
+    found: dict = {}
+
+    async def poll():
+        while not found:
+            if (call := await one()) is not None:
+                found.update(call)
+                return
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), timeout)
+    return found
+
+
+async def apply_answer(sipp, meta: MetaPeer) -> str:
+    m = await sipp.wait_log(r"ANSWER-BEGIN(.*?)ANSWER-END")
+    answer = m.group(1).strip().replace("\r\n", "\n").replace("\n", "\r\n") + "\r\n"
+    await meta.apply_answer(answer)
+    return answer
+
+
+@pytest.mark.parametrize("challenge", [True, False], ids=["407", "no-407"])
+async def test_uic_audio_both_ways_metadata_and_meta_bye(sip_rig, challenge):
+    rig = await sip_rig(**({} if challenge else {"sip_password": ""}))
+    sipp = rig.sipp("uic.xml")
+    await rig.hops.start(rig.engine.ua.port, sipp.port)
+    meta = MetaPeer(660.0)
+    rtc = None
+    try:
+        offer = await meta.offer()
+        await sipp.start(remote=rig.hops.to_bridge, keys=keys(rig, offer), pause_ms=2500)
+        call = await ringing_call(rig.client)
+        assert (call["state"], call["direction"]) == ("ringing", "inbound")
+        assert call["peer"] == "15550001111@s.whatsapp.net"
+        assert call["metadata"] == {
+            "whatsapp": {"ctaPayload": "button:support-42", "deeplinkPayload": "deeplink-42"}
+        }
+        rtc = RtcClient(rig.client, call["callID"], freq=440.0)
+        await rtc.offer()
+        resp = await rig.client.post("/call/answer", json={"callID": call["callID"]})
+        assert resp.status == 200, await resp.text()
+        answer = await apply_answer(sipp, meta)
+        assert "a=fingerprint:sha-256" in answer and "a=setup:active" in answer
+        await asyncio.wait_for(meta.connected.wait(), 10)
+        await asyncio.sleep(1.5)
+        assert_tone(heard(rtc.recorder), rtc.recorder.rate, 660, "agent hears the WhatsApp user")
+        assert_tone(heard(meta.recorder), meta.recorder.rate, 440, "WhatsApp user hears agent")
+
+        assert await sipp.finish() == 0, sipp.report()
+        ended = await wait_state(rig.client, call["callID"], "ended", timeout=5)
+        assert ended["endReason"] == "remote_hangup"
+        event = rig.ended(call["callID"])
+        assert event is not None and event.data["engineDurationS"] == 7
+        trace = sipp.sent_and_received()
+        assert ("SIP/2.0 407" in trace) is challenge
+        assert "Proxy-Authorization: Digest" in trace if challenge else True
+    finally:
+        if rtc is not None:
+            await rtc.close()
+        await meta.close()
+
+
+async def test_uic_bridge_hangs_up_along_the_route_set(sip_rig):
+    rig = await sip_rig()
+    sipp = rig.sipp("uic_bridge_bye.xml")
+    await rig.hops.start(rig.engine.ua.port, sipp.port)
+    meta = MetaPeer(660.0)
+    try:
+        await sipp.start(remote=rig.hops.to_bridge, keys=keys(rig, await meta.offer()))
+        call = await ringing_call(rig.client)
+        resp = await rig.client.post("/call/answer", json={"callID": call["callID"]})
+        assert resp.status == 200
+        await apply_answer(sipp, meta)
+        await sipp.wait_log("ACKED")
+        await until(
+            lambda: rig.engine.calls and all(c.confirmed_at for c in rig.engine.calls.values()),
+            5,
+            "the dialog is confirmed",
+        )
+        resp = await rig.client.post("/call/hangup", json={"callID": call["callID"]})
+        assert resp.status == 200
+        # SIPp checks the BYE's Request-URI (Meta's Contact) and its Route set, in order.
+        await sipp.wait_log("BYE-ROUTED")
+        assert await sipp.finish() == 0, sipp.report()
+        ended = await wait_state(rig.client, call["callID"], "ended", timeout=5)
+        assert ended["endReason"] == "hangup"
+    finally:
+        await meta.close()
+
+
+async def test_uic_cancel_before_answer_ends_the_call(sip_rig):
+    rig = await sip_rig(sip_password="")
+    sipp = rig.sipp("uic_cancel.xml")
+    await rig.hops.start(rig.engine.ua.port, sipp.port)
+    meta = MetaPeer(660.0)
+    try:
+        await sipp.start(remote=rig.hops.to_bridge, keys=keys(rig, await meta.offer()))
+        call = await ringing_call(rig.client)
+        assert await sipp.finish() == 0, sipp.report()
+        ended = await wait_state(rig.client, call["callID"], "ended", timeout=5)
+        assert ended["endReason"] == "remote_canceled"
+        assert not rig.engine.calls  # nothing of the call stays in the engine
+    finally:
+        await meta.close()
