@@ -188,7 +188,7 @@ class UserAgent:
 
     @property
     def contact(self) -> str:
-        return f"<sip:{self.number}@{self.hostname}:{self.port};transport=tls>"
+        return f"<sip:+{self.number}@{self.hostname}:{self.port};transport=tls>"
 
     @property
     def via_host(self) -> str:

@@ -5,6 +5,8 @@
   138006 for users without call permission, and 100/2494010 for any SDP whose fingerprints are
   not sha-256 only (exactly as Meta refuses them). ``accept`` must repeat ``pre_accept``'s SDP.
 * Webhooks: signed with the app secret (``X-Hub-Signature-256``) in Meta's envelope.
+* SIP + WebRTC: the same peer plays Meta's media behind SIPp (``tests/sip``); its offer goes
+  into SIPp's INVITE, :func:`sip_answer` makes the answer SIPp's 200 OK carries.
 * Media: each call's WhatsApp side is a real aiortc peer on loopback playing Meta's part: its
   offers carry only a sha-256 fingerprint, ``a=ice-lite``, Opus on 111 with Meta's fmtp and
   ``telephone-event/8000`` on 126; it plays a tone and records what it hears, and can send
@@ -100,6 +102,19 @@ def meta_answer(sdp: str) -> str:
         if re.match(r"a=rtpmap:\d+ opus/48000", ln):
             out.append("a=rtpmap:126 telephone-event/8000")
     return "\r\n".join(out) + "\r\n"
+
+
+def sip_answer(meta_offer: str, opus_pt: int) -> str:
+    """Meta's SDP answer on the SIP road (SIP + WebRTC: ICE-lite, sha-256 only, as in a Graph
+    call), made from a :class:`MetaPeer`'s own offer before the bridge's offer exists (SIPp
+    sends it in a scripted 200 OK): the bridge's Opus payload type and ``a=setup:passive``
+    (the bridge, as offerer, is then the DTLS client). The peer then takes the bridge's offer
+    as its answer with ``a=setup:active``."""
+    sdp = meta_offer.replace("a=setup:actpass", "a=setup:passive")
+    sdp = re.sub(r"^(m=audio \d+ \S+) 111 126", rf"\1 {opus_pt} 126", sdp, flags=re.M)
+    return sdp.replace("a=rtpmap:111 ", f"a=rtpmap:{opus_pt} ").replace(
+        "a=fmtp:111 ", f"a=fmtp:{opus_pt} "
+    )
 
 
 class MetaPeer:

@@ -37,8 +37,8 @@ class SipRig:
     def engine(self) -> Any:
         return self.client.app[ENGINE]
 
-    def sipp(self, scenario: str) -> Sipp:
-        run = Sipp(self.dir, scenario)
+    def sipp(self, scenario: str, **subst: str) -> Sipp:
+        run = Sipp(self.dir, scenario, subst)
         self.sipps.append(run)
         return run
 

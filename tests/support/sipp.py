@@ -115,9 +115,17 @@ class TlsHops:
 class Sipp:
     """One SIPp run of a scenario from ``tests/sip/scenarios`` (see :meth:`start`)."""
 
-    def __init__(self, directory: Path, scenario: str) -> None:
+    def __init__(self, directory: Path, scenario: str, subst: dict[str, str] | None = None) -> None:
+        """``subst``: ``@NAME@`` placeholders written into a copy of the scenario (what SIPp
+        reads at load time, such as a response code, cannot be a ``-key``)."""
         self.dir = directory
         self.scenario = SCENARIOS / scenario
+        if subst:
+            text = self.scenario.read_text()
+            for name, value in subst.items():
+                text = text.replace(f"@{name}@", value)
+            self.scenario = directory / scenario
+            self.scenario.write_text(text)
         self.port = free_port()
         self.log = directory / f"{scenario}.log"
         self.errors = directory / f"{scenario}.err"
