@@ -124,3 +124,15 @@ def test_profile_splits_the_send_path(tmp_path: Path) -> None:
         "sender loop (packetise, headers, clock, counters)": 2,
         "UDP send (aioice, asyncio)": 1,
     }
+
+
+async def test_sip_setup_bench_measures_both_roads() -> None:
+    """``python -m bench.sip_setup`` (a user's call set-up, Graph + DTLS vs SIP + DTLS): one
+    call each reaches the browser's ears, and on SIP Meta hears the bridge after the ACK."""
+    from bench.sip_setup import run
+
+    result = await run(1, ["dtls"])
+    assert set(result) == {"graph+dtls", "sip+dtls"}
+    for road in result.values():
+        assert 0 < road["first_audio_ms"]["median"] < 5000
+    assert 0 < result["sip+dtls"]["first_srtp_after_ack_ms"]["median"] < 5000
