@@ -139,3 +139,33 @@ async def test_uic_cancel_before_answer_ends_the_call(sip_rig):
         assert not rig.engine.calls  # nothing of the call stays in the engine
     finally:
         await meta.close()
+
+
+async def test_a_draining_bridge_serves_its_sip_call_until_meta_ends_it(sip_rig):
+    """SIP calls cannot move to another worker (their dialog and TLS flow live here): a
+    draining bridge refuses new calls but keeps this one until Meta's BYE ends it."""
+    from bridge.api.keys import HANDOVER, MANAGER
+
+    rig = await sip_rig(sip_password="")
+    sipp = rig.sipp("uic.xml")
+    await rig.hops.start(rig.engine.ua.port, sipp.port)
+    meta = MetaPeer(660.0)
+    try:
+        await sipp.start(
+            remote=rig.hops.to_bridge, keys=keys(rig, await meta.offer()), pause_ms=1500
+        )
+        call = await ringing_call(rig.client)
+        resp = await rig.client.post("/call/answer", json={"callID": call["callID"]})
+        assert resp.status == 200
+        await apply_answer(sipp, meta)
+        await sipp.wait_log("ACKED")
+        rig.client.app[MANAGER].shutting_down = True
+        handover = rig.client.app[HANDOVER]
+        await handover.drain()  # nothing can move: the call stays here
+        assert (await (await rig.client.get(f"/call/{call['callID']}")).json())["state"] == "active"
+        await asyncio.wait_for(handover.wait_unmovable(), 10)  # returns once the call ended
+        ended = await wait_state(rig.client, call["callID"], "ended", timeout=1)
+        assert ended["endReason"] == "remote_hangup"  # Meta's BYE, not the shutdown
+        assert await sipp.finish() == 0, sipp.report()
+    finally:
+        await meta.close()

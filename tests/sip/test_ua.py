@@ -434,3 +434,53 @@ async def test_fuzz_over_tls_no_crash_and_options_still_answered(ca, monkeypatch
     finally:
         await c.close()
         await ua.close()
+
+
+async def test_in_dialog_requests_open_a_connection_to_the_first_route_when_the_flow_is_gone(ca):
+    """RFC 3261 §12.2.1.1: with the dialog's own connection closed, the BYE goes to the first
+    route's host and port (a loose router), Request-URI the remote target, Route the set."""
+    from bridge.sip import Dialog, parse
+
+    ua, _, _ = await start_ua(ca)
+    meta = ca.issue("meta", "127.0.0.1")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(meta.cert), str(meta.key))
+    got: list = []
+
+    async def proxy(reader, writer):
+        conn = Connection(reader, writer, inbound=True)
+        req = await conn.read()
+        got.append(req)
+        resp = Response(status=200, reason="OK")
+        for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+            resp.add(name, req.get(name))
+        await conn.send(resp)
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    c = await Client.open(ua, ca)
+    try:
+        invite = parse(
+            request(
+                "INVITE",
+                body=SDP,
+                extra=(
+                    ("Record-Route", f"<sip:127.0.0.1:{port};transport=tls;lr>"),
+                    ("Record-Route", "<sip:proxy2.wa.meta.vc;transport=tls;lr>"),
+                ),
+            ).to_bytes()
+        )
+        dialog = Dialog.as_uas(invite, "ourtag", c.conn, ua.contact)
+        await c.close()  # the flow the dialog came on is gone
+        resp = await ua.in_dialog(dialog, "BYE")
+        assert resp.status == 200
+        (bye,) = got
+        assert bye.uri == "sip:+15550001111@127.0.0.1:5999;transport=tls;ob"
+        assert bye.all("Route") == [
+            f"<sip:127.0.0.1:{port};transport=tls;lr>",
+            "<sip:proxy2.wa.meta.vc;transport=tls;lr>",
+        ]
+        assert bye.get("To").endswith(";tag=meta1") and bye.get("From").endswith(";tag=ourtag")
+    finally:
+        server.close()
+        await ua.close()
