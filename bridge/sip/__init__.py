@@ -1,14 +1,16 @@
 """SIP over TLS, as narrow as Meta's WhatsApp Business Calling SIP interface needs (RFC 3261):
 messages (``message``, ``headers``), digest authentication (``digest``), TLS transport
-(``transport``), dialogs (``dialog``), the user agent core (``ua``) and our INVITE (``uac``).
+(``transport``), dialogs (``dialog``), transactions (``transaction``), the user agent core
+(``ua``) and our INVITE (``uac``).
 The Cloud API engine's SIP signalling (``engines/cloudapi/sip_engine.py``) drives it."""
 
 from .dialog import Dialog, reply
 from .digest import DigestServer, Verdict, authorize
 from .headers import Address, Uri, Via
 from .message import Message, Request, Response, SipParseError, parse
+from .transaction import CallHandler, InviteServer
 from .transport import CertFiles, Connection, client_context
-from .ua import CallHandler, InviteServer, UserAgent
+from .ua import UserAgent
 from .uac import InviteClient
 
 __all__ = [

@@ -21,22 +21,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
 
 from ..tasks import TaskSet
 from .dialog import Dialog, new_tag, reply
 from .digest import DigestServer, Verdict
 from .headers import Address, Uri, Via
 from .message import Message, Request, Response, SipParseError
+from .transaction import CallHandler, ClientTransaction, InviteServer
 from .transport import BadMessage, CertFiles, Connection, Listener, connect, salvage
 
 log = logging.getLogger(__name__)
 
-T1, T2 = 0.5, 4.0
-"""RFC 3261 §17.1.1.1 timers (seconds)."""
-TIMER_B = 64 * T1
-"""A client transaction's deadline (and a 2xx's wait for its ACK)."""
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY"
 SUPPORTED = ""
 """No SIP extensions (no 100rel, timer, replaces): a ``Require`` of any gets ``420``."""
@@ -45,114 +41,6 @@ PENDING_INVITES = 1024
 WARN_NO_REINVITE = (
     '399 bridge "no re-INVITE: hold, music and transfer happen in the bridge\'s media"'
 )
-
-
-class CallHandler(Protocol):
-    """What the engine does with calls the UA has accepted as SIP."""
-
-    async def invite(self, tx: InviteServer) -> None:
-        """A new, authenticated INVITE (its ``100`` is sent): answer it through ``tx``."""
-
-    async def cancelled(self, tx: InviteServer) -> None:
-        """The caller cancelled before our final response (``487`` is sent)."""
-
-    async def acked(self, dialog: Dialog) -> None:
-        """The ACK to our 2xx arrived: the dialog is confirmed."""
-
-    async def ack_timeout(self, dialog: Dialog) -> None:
-        """No ACK to our 2xx within 64·T1 (§13.3.1.4): the call is to be ended with BYE."""
-
-    async def bye(self, dialog: Dialog, req: Request) -> None:
-        """The peer ended the dialog (the ``200`` is sent)."""
-
-
-class InviteServer:
-    """An INVITE server transaction and the early dialog we answer it in."""
-
-    def __init__(self, ua: UserAgent, req: Request, conn: Connection) -> None:
-        self.ua = ua
-        self.req = req
-        self.conn = conn
-        self.branch = Via.parse(req.get("Via")).branch
-        self.local_tag = new_tag()
-        self.final = 0
-        self.dialog = Dialog.as_uas(req, self.local_tag, conn, ua.contact)
-        self.acked = asyncio.Event()
-
-    async def respond(
-        self, status: int, reason: str, *, body: bytes = b"", extra: Sequence[tuple[str, str]] = ()
-    ) -> bool:
-        """Send a response (provisional or final); ``False`` when a final one was sent
-        already or the connection is gone."""
-        if self.final:
-            return False
-        resp = reply(self.req, status, reason, to_tag=self.local_tag, extra=list(extra))
-        if 100 < status < 300:
-            for rr in self.req.all("Record-Route"):
-                resp.add("Record-Route", rr)  # §12.1.1: copied into 1xx-with-tag and 2xx
-            resp.add("Contact", self.ua.contact)
-        if status >= 200:
-            self.final = status
-            self.ua.pending.pop(self.key, None)
-        if body:
-            resp.add("Content-Type", "application/sdp")
-            resp.body = body
-        try:
-            await self.conn.send(resp)
-        except (ConnectionError, OSError, TimeoutError, ssl.SSLError) as exc:
-            log.warning("SIP call %s: cannot send %d: %s", self.req.call_id, status, exc)
-            return False
-        if 200 <= status < 300:
-            self.ua.awaiting_ack[self.dialog.key] = self
-            self.ua.tasks.spawn(self._retransmit(resp), f"2xx:{self.req.call_id[:24]}")
-        return True
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.req.call_id, self.branch
-
-    async def _retransmit(self, resp: Response) -> None:
-        """§13.3.1.4: the 2xx again at T1, 2·T1 … T2 until the ACK; BYE after 64·T1."""
-        interval, waited = T1, 0.0
-        while waited < TIMER_B:
-            try:
-                await asyncio.wait_for(self.acked.wait(), interval)
-                return
-            except TimeoutError:
-                waited += interval
-                interval = min(interval * 2, T2)
-            if self.conn.open:
-                try:
-                    await self.conn.send(resp)
-                except (ConnectionError, OSError, TimeoutError, ssl.SSLError):
-                    pass
-        log.warning("SIP call %s: no ACK for our 200 OK within %gs", self.req.call_id, TIMER_B)
-        self.ua.awaiting_ack.pop(self.dialog.key, None)
-        await self.ua.handler.ack_timeout(self.dialog)
-
-
-class ClientTransaction:
-    """A request we sent and the responses to it (matched by the top Via's branch)."""
-
-    def __init__(self, req: Request, conn: Connection) -> None:
-        self.req = req
-        self.conn = conn
-        self.key = (Via.parse(req.get("Via")).branch, req.method)
-        """Responses match on the top Via's branch and CSeq's method (§17.1.3)."""
-        self.responses: asyncio.Queue[Response] = asyncio.Queue(maxsize=32)
-
-    async def next(self, timeout: float = TIMER_B) -> Response:
-        """The next response; a synthetic ``408`` when none comes in time (§8.1.3.1)."""
-        try:
-            return await asyncio.wait_for(self.responses.get(), timeout)
-        except TimeoutError:
-            return Response(status=408, reason="Request Timeout (no answer)")
-
-    async def final(self, timeout: float = TIMER_B) -> Response:
-        while True:
-            resp = await self.next(timeout)
-            if resp.status >= 200:
-                return resp
 
 
 class UserAgent:
@@ -185,6 +73,8 @@ class UserAgent:
         self.tasks = TaskSet("sip-ua")
         self.counts: dict[str, int] = {}
         """Requests and refusals by kind (``bad``, ``auth``, ``options``, ``refused`` …)."""
+        self.on_count: Callable[[str], None] | None = None
+        """Told of each count (the engine's statistics)."""
 
     @property
     def contact(self) -> str:
@@ -196,6 +86,8 @@ class UserAgent:
 
     def count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
+        if self.on_count is not None:
+            self.on_count(what)
 
     async def start(self, host: str, port: int) -> None:
         await self.transport.start(host, port)

@@ -19,8 +19,9 @@ from .dialog import Dialog
 from .digest import authorize
 from .headers import Uri, Via, new_branch, new_tag, strip_tag
 from .message import Request, Response
+from .transaction import TIMER_B, ClientTransaction
 from .transport import Connection
-from .ua import TIMER_B, ClientTransaction, UserAgent
+from .ua import UserAgent
 
 log = logging.getLogger(__name__)
 

@@ -7,17 +7,16 @@ place, ``media`` (``BRIDGE_CLOUDAPI_MEDIA``)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import aiohttp
 
 from ...config import Settings
+from ..base import Engine
 from .engine import CloudApiEngine
 from .sip_engine import SipEngine
 from .webhook import SIGNATURE_HEADER, sign
 
 
-def create(settings: Settings, http: aiohttp.ClientSession | None = None) -> Any:
+def create(settings: Settings, http: aiohttp.ClientSession | None = None) -> Engine:
     """The Cloud API engine for ``BRIDGE_CLOUDAPI_SIGNALLING``: Graph or SIP."""
     if settings.engine.sip:
         return SipEngine.from_settings(settings, http)

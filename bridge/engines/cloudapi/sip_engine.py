@@ -36,7 +36,15 @@ from ...sip import CertFiles, DigestServer, InviteClient, InviteServer, UserAgen
 from ...sip.dialog import Dialog
 from ...sip.message import Request, Response
 from ...tasks import TaskSet
-from ..base import EngineEvent, EngineEventKind, EngineHealth, EngineStats, RemoteCall, emit
+from ..base import (
+    EngineEvent,
+    EngineEventKind,
+    EngineHealth,
+    EngineStats,
+    MediaChannel,
+    RemoteCall,
+    emit,
+)
 from .media import MediaLeg, new_leg
 from .sdp import DEFAULT_BITRATE
 from .sip_calls import (
@@ -74,7 +82,9 @@ class SipEngine:
         self.ua: UserAgent | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, http: aiohttp.ClientSession | None = None) -> Any:
+    def from_settings(
+        cls, settings: Settings, http: aiohttp.ClientSession | None = None
+    ) -> SipEngine:
         return cls(settings)
 
     # -- lifecycle
@@ -91,6 +101,7 @@ class SipEngine:
             digest=digest,
             handler=self,
         )
+        self.ua.on_count = self._counted
         host, port = sip.listen
         await self.ua.start(host, port)
         log.info(
@@ -102,6 +113,10 @@ class SipEngine:
             sip.sip_meta_uri,
             self.media,
         )
+
+    def _counted(self, what: str) -> None:
+        if what == "bad":  # malformed SIP: bridge_engine_bad_messages_total
+            self.stats.bad_messages += 1
 
     async def close(self) -> None:
         await self._tasks.close()
@@ -283,7 +298,7 @@ class SipEngine:
             if resp.status >= 300 and resp.status != 481:
                 raise EngineError(f"SIP call {engine_call_id}: BYE got {resp.status} {resp.reason}")
 
-    async def open_media(self, engine_call_id: str) -> Any:
+    async def open_media(self, engine_call_id: str) -> MediaChannel:
         return self._get(engine_call_id).leg.open_channel()
 
     # -- business-initiated calls

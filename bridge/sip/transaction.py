@@ -1,0 +1,141 @@
+"""SIP transactions (RFC 3261 §17) as a reliable transport needs them, and the protocol of
+what the user agent hands to the engine.
+
+* :class:`InviteServer`: Meta's INVITE and the early dialog we answer it in. Over TLS nothing
+  is retransmitted hop by hop, but the UAS still retransmits its 2xx until the ACK (§13.3.1.4:
+  the ACK may be lost beyond the first hop) and gives up after 64·T1.
+* :class:`ClientTransaction`: a request we sent and its responses, matched by the top Via's
+  branch and CSeq's method (§17.1.3), with a deadline (Timer B/F, 64·T1; no Timer A on a
+  reliable transport, §17.1.1.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from .dialog import Dialog, new_tag, reply
+from .headers import Via
+from .message import Request, Response
+from .transport import Connection
+
+if TYPE_CHECKING:
+    from .ua import UserAgent
+
+log = logging.getLogger(__name__)
+
+T1, T2 = 0.5, 4.0
+"""RFC 3261 §17.1.1.1 timers (seconds)."""
+TIMER_B = 64 * T1
+"""A client transaction's deadline (and a 2xx's wait for its ACK)."""
+
+
+class CallHandler(Protocol):
+    """What the engine does with calls the UA has accepted as SIP."""
+
+    async def invite(self, tx: InviteServer) -> None:
+        """A new, authenticated INVITE (its ``100`` is sent): answer it through ``tx``."""
+
+    async def cancelled(self, tx: InviteServer) -> None:
+        """The caller cancelled before our final response (``487`` is sent)."""
+
+    async def acked(self, dialog: Dialog) -> None:
+        """The ACK to our 2xx arrived: the dialog is confirmed."""
+
+    async def ack_timeout(self, dialog: Dialog) -> None:
+        """No ACK to our 2xx within 64·T1 (§13.3.1.4): the call is to be ended with BYE."""
+
+    async def bye(self, dialog: Dialog, req: Request) -> None:
+        """The peer ended the dialog (the ``200`` is sent)."""
+
+
+class InviteServer:
+    """An INVITE server transaction and the early dialog we answer it in."""
+
+    def __init__(self, ua: UserAgent, req: Request, conn: Connection) -> None:
+        self.ua = ua
+        self.req = req
+        self.conn = conn
+        self.branch = Via.parse(req.get("Via")).branch
+        self.local_tag = new_tag()
+        self.final = 0
+        self.dialog = Dialog.as_uas(req, self.local_tag, conn, ua.contact)
+        self.acked = asyncio.Event()
+
+    async def respond(
+        self, status: int, reason: str, *, body: bytes = b"", extra: Sequence[tuple[str, str]] = ()
+    ) -> bool:
+        """Send a response (provisional or final); ``False`` when a final one was sent
+        already or the connection is gone."""
+        if self.final:
+            return False
+        resp = reply(self.req, status, reason, to_tag=self.local_tag, extra=list(extra))
+        if 100 < status < 300:
+            for rr in self.req.all("Record-Route"):
+                resp.add("Record-Route", rr)  # §12.1.1: copied into 1xx-with-tag and 2xx
+            resp.add("Contact", self.ua.contact)
+        if status >= 200:
+            self.final = status
+            self.ua.pending.pop(self.key, None)
+        if body:
+            resp.add("Content-Type", "application/sdp")
+            resp.body = body
+        try:
+            await self.conn.send(resp)
+        except (ConnectionError, OSError, TimeoutError, ssl.SSLError) as exc:
+            log.warning("SIP call %s: cannot send %d: %s", self.req.call_id, status, exc)
+            return False
+        if 200 <= status < 300:
+            self.ua.awaiting_ack[self.dialog.key] = self
+            self.ua.tasks.spawn(self._retransmit(resp), f"2xx:{self.req.call_id[:24]}")
+        return True
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.req.call_id, self.branch
+
+    async def _retransmit(self, resp: Response) -> None:
+        """§13.3.1.4: the 2xx again at T1, 2·T1 … T2 until the ACK; BYE after 64·T1."""
+        interval, waited = T1, 0.0
+        while waited < TIMER_B:
+            try:
+                await asyncio.wait_for(self.acked.wait(), interval)
+                return
+            except TimeoutError:
+                waited += interval
+                interval = min(interval * 2, T2)
+            if self.conn.open:
+                try:
+                    await self.conn.send(resp)
+                except (ConnectionError, OSError, TimeoutError, ssl.SSLError):
+                    pass
+        log.warning("SIP call %s: no ACK for our 200 OK within %gs", self.req.call_id, TIMER_B)
+        self.ua.awaiting_ack.pop(self.dialog.key, None)
+        await self.ua.handler.ack_timeout(self.dialog)
+
+
+class ClientTransaction:
+    """A request we sent and the responses to it (matched by the top Via's branch)."""
+
+    def __init__(self, req: Request, conn: Connection) -> None:
+        self.req = req
+        self.conn = conn
+        self.key = (Via.parse(req.get("Via")).branch, req.method)
+        """Responses match on the top Via's branch and CSeq's method (§17.1.3)."""
+        self.responses: asyncio.Queue[Response] = asyncio.Queue(maxsize=32)
+
+    async def next(self, timeout: float = TIMER_B) -> Response:
+        """The next response; a synthetic ``408`` when none comes in time (§8.1.3.1)."""
+        try:
+            return await asyncio.wait_for(self.responses.get(), timeout)
+        except TimeoutError:
+            return Response(status=408, reason="Request Timeout (no answer)")
+
+    async def final(self, timeout: float = TIMER_B) -> Response:
+        while True:
+            resp = await self.next(timeout)
+            if resp.status >= 200:
+                return resp
