@@ -118,3 +118,22 @@ async def test_bic_not_taken(sip_rig, caplog, status, reason, end_reason):
     if status == "403":
         warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
         assert "BRIDGE_SIP_HOSTNAME" in warning and "sip:+15550009999@localhost" in warning
+
+
+async def test_bic_hangup_while_ringing_cancels(sip_rig):
+    rig = await sip_rig()
+    sipp = rig.sipp("bic_cancel.xml")
+    await sipp.start(remote=None, keys={}, server=True)
+    await rig.hops.start(rig.engine.ua.port, sipp.port)
+    resp = await rig.client.post("/call/make", json={"phone": "5521999999999"})
+    assert resp.status == 201, await resp.text()
+    call = await resp.json()
+    await wait_state(rig.client, call["callID"], "ringing", timeout=5)
+    resp = await rig.client.post("/call/hangup", json={"callID": call["callID"]})
+    assert resp.status == 200
+    m = await sipp.wait_log(r"CANCELLED invite-branch=(\S+) cancel-branch=(\S+)")
+    assert m.group(1) == m.group(2)  # §9.1: the CANCEL's Via branch is the INVITE's
+    await sipp.wait_log("ACKED")  # the 487 was ACKed
+    assert await sipp.finish() == 0, sipp.report()
+    ended = await wait_state(rig.client, call["callID"], "ended", timeout=2)
+    assert ended["endReason"] == "canceled"

@@ -169,3 +169,19 @@ async def test_a_draining_bridge_serves_its_sip_call_until_meta_ends_it(sip_rig)
         assert await sipp.finish() == 0, sipp.report()
     finally:
         await meta.close()
+
+
+async def test_a_draining_bridge_answers_a_new_invite_busy(sip_rig):
+    from bridge.api.keys import MANAGER
+
+    rig = await sip_rig(sip_password="")
+    rig.client.app[MANAGER].shutting_down = True
+    sipp = rig.sipp("uic_busy.xml")
+    await rig.hops.start(rig.engine.ua.port, sipp.port)
+    meta = MetaPeer(660.0)
+    try:
+        await sipp.start(remote=rig.hops.to_bridge, keys=keys(rig, await meta.offer()))
+        assert await sipp.finish() == 0, sipp.report()  # 486, ACKed
+        await until(lambda: not rig.engine.calls, 2, "the engine kept nothing of it")
+    finally:
+        await meta.close()

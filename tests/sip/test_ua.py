@@ -484,3 +484,40 @@ async def test_in_dialog_requests_open_a_connection_to_the_first_route_when_the_
     finally:
         server.close()
         await ua.close()
+
+
+async def test_our_200_is_retransmitted_until_the_ack_then_given_up(ca, monkeypatch):
+    """RFC 3261 §13.3.1.4: the 2xx again at T1, 2·T1 … until the ACK; none after 64·T1: the
+    handler is told (the engine ends the call with a BYE)."""
+    from bridge.sip import transaction
+
+    monkeypatch.setattr(transaction, "T1", 0.05)
+    monkeypatch.setattr(transaction, "TIMER_B", 0.6)
+    timeouts: list = []
+    ua, handler, _ = await start_ua(ca, answer=True)
+
+    async def ack_timeout(dialog) -> None:
+        timeouts.append(dialog)
+
+    handler.ack_timeout = ack_timeout
+    c = await Client.open(ua, ca)
+    try:
+        await c.send(request("INVITE", body=SDP).to_bytes())
+        statuses = [(await c.recv()).status for _ in range(5)]
+        assert statuses == [100, 180, 200, 200, 200]  # the 200 repeats without an ACK
+        await until(lambda: timeouts, 3, "the handler heard no ACK came")
+        assert timeouts[0].call_id == "outgoing:wacid.ABC"
+        # With the ACK the repeats stop.
+        await c.send(request("INVITE", body=SDP, call_id="second", branch="z9hG4bK2").to_bytes())
+        while (ok := await c.recv()).status != 200 or ok.call_id != "second":
+            pass  # the first call's last repeats, then 100 and 180
+        tag = ok.get("To").split("tag=")[1]
+        await c.send(request("ACK", call_id="second", to_tag=tag, branch="z9hG4bK3").to_bytes())
+        await until(lambda: len(handler.acks) == 1, 2, "the ACK reached the handler")
+        await asyncio.sleep(0.3)
+        c.conn.reader._buffer.clear()
+        await asyncio.sleep(0.3)
+        assert not c.conn.reader._buffer  # nothing more came
+    finally:
+        await c.close()
+        await ua.close()
