@@ -31,14 +31,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     BRIDGE_PORT=8080 \
     BRIDGE_DATA_DIR=/var/lib/bridge \
     BRIDGE_MEDIA_DIR=/var/lib/bridge/media \
-    BRIDGE_RTP_PORTS=40000-40999
+    BRIDGE_RTP_PORTS=10000-20000
 
 # Recordings and uploaded audio: mount a volume here (owned by uid 10001).
 VOLUME ["/var/lib/bridge"]
 
 # HTTP API, and the UDP range every ICE socket binds in (BRIDGE_RTP_PORTS).
 EXPOSE 8080/tcp
-EXPOSE 40000-40999/udp
+EXPOSE 10000-20000/udp
 
 # The working directory stays root-owned and read-only for the bridge: it writes only to
 # BRIDGE_DATA_DIR.

@@ -17,6 +17,7 @@ from .cluster.supervisor import Supervisor, usable_cores, worker_command
 from .config import ConfigError, Settings, ShutdownCalls, load_settings
 from .logs import setup_logging
 from .loop import install_event_loop
+from .rtc.ports import ephemeral_overlap
 from .startup import StartupError
 
 log = logging.getLogger("bridge")
@@ -29,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(settings.server)
         workers = settings.cluster.worker_count(usable_cores())
         index = os.environ.get("BRIDGE_WORKER_INDEX")
+        if index is None:  # once per bridge: the supervisor, or a single worker
+            _check_media_ports(settings)
         if workers > 1 and index is None:
             return _supervise(settings, workers, args)
         worker_index = int(index or 0)
@@ -73,6 +76,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     web.run_app(app, sock=sockets, print=None, shutdown_timeout=5.0, access_log=None)
     log.info("stopped")
     return 0
+
+
+def _check_media_ports(settings: Settings) -> None:
+    ports = settings.ice.rtp_ports
+    overlap = ephemeral_overlap(ports)
+    if overlap is not None:
+        log.warning(
+            "BRIDGE_RTP_PORTS=%s overlaps the kernel's ephemeral ports %d-%d "
+            "(net.ipv4.ip_local_port_range): any other socket on this host can take a media "
+            "port; use a range below it, e.g. 10000-20000",
+            ports,
+            *overlap,
+        )
 
 
 def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:

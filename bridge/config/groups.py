@@ -320,9 +320,9 @@ class IceSettings(_Group):
     turn_http_url: str = _opt("", "credential service returning iceServers (provider http)")
     turn_http_token: str = _opt("", "bearer token for BRIDGE_TURN_HTTP_URL", secret=True)
     rtp_ports: str = _opt(
-        "",
-        "UDP port range for media (ICE host and TURN sockets), e.g. 40000-40999 "
-        "(empty: the OS's ephemeral ports)",
+        "10000-20000",
+        "UDP port range for media (ICE host and TURN sockets), outside the kernel's ephemeral "
+        "range (empty: the OS's ephemeral ports)",
     )
     ice_gather_timeout: float = _opt(
         0.7, "seconds the bridge waits for STUN/TURN candidates before answering"
@@ -333,7 +333,7 @@ class IceSettings(_Group):
             m = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", self.rtp_ports)
             if not m or not 1024 <= int(m.group(1)) <= int(m.group(2)) <= 65535:
                 raise self.bad(
-                    "rtp_ports", "expected a range first-last within 1024-65535, e.g. 40000-40999"
+                    "rtp_ports", "expected a range first-last within 1024-65535, e.g. 10000-20000"
                 )
         for url in self.stun_urls:
             if not _STUN_RE.match(url):

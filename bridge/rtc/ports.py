@@ -13,6 +13,12 @@ The allocator is process-wide per range and stateless about which ports are take
 is the authority. It starts each search after the port it handed out last (so a just-freed
 port is not reused at once) and moves on at ``EADDRINUSE``; when every port of the range is
 taken it raises :class:`PortsExhausted`, an :class:`~bridge.errors.AtCapacity` (503).
+
+The range belongs outside the kernel's ephemeral range (``net.ipv4.ip_local_port_range``,
+32768-60999 on Linux): any process that binds port 0 gets a port from there, so on a shared or
+host-network node another socket can hold a media port, and the range runs out before
+``BRIDGE_MAX_CALLS``. PBXes use 10000-20000 for this reason; it is the default, and
+:func:`ephemeral_overlap` says at start when a configured range overlaps.
 """
 
 from __future__ import annotations
@@ -86,6 +92,23 @@ class PortAllocator:
             f"all {self.size} media ports of BRIDGE_RTP_PORTS={self.first}-{self.last} are in "
             "use; retry later or widen the range"
         )
+
+
+EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+
+
+def ephemeral_overlap(ports: str, path: str = EPHEMERAL_RANGE_FILE) -> tuple[int, int] | None:
+    """The kernel's ephemeral range when ``ports`` overlaps it (``None``: no overlap, no
+    range, or no such file: not Linux)."""
+    rng = parse_port_range(ports)
+    try:
+        with open(path, encoding="ascii") as f:
+            low, high = (int(p) for p in f.read().split())
+    except (OSError, ValueError):
+        return None
+    if rng is None or rng[1] < low or rng[0] > high:
+        return None
+    return low, high
 
 
 _ALLOCATORS: dict[tuple[int, int], PortAllocator] = {}

@@ -76,6 +76,22 @@ def validate_offer(sdp: str) -> None:
         )
 
 
+def open_candidates(sdp: str) -> str:
+    """``sdp`` without ``a=end-of-candidates`` when it has no candidate at all.
+
+    Such an offer comes from a peer that will be learned as peer-reflexive from its
+    connectivity checks (RFC 8445 §7.3.1.3). aioice, told the remote candidates are complete
+    while it has none, drops the component (it prunes components without a remote candidate)
+    and then gathers nothing: the answer had no candidate (``m=audio 9``) and the call could not
+    connect. Left open, the component keeps its candidates, the peer's checks create the pair,
+    and a peer that never checks still ends at the leg's connect timeout."""
+    lines = sdp.replace("\r\n", "\n").split("\n")
+    if any(ln.startswith("a=candidate:") for ln in lines):
+        return sdp
+    kept = [ln for ln in lines if ln.strip() != "a=end-of-candidates"]
+    return sdp if len(kept) == len(lines) else "\r\n".join(kept)
+
+
 OPUS_ANSWER_FMTP = (
     ("minptime", "10"),
     ("useinbandfec", "1"),

@@ -20,7 +20,7 @@ from .leg import PeerLeg
 from .passthrough import PassThrough
 from .red import RedStats, add_red, offered_red
 from .rfc4733 import DtmfDetector, add_telephone_event, offered_telephone_event
-from .sdp import answer_fmtp, opus_parameters, with_opus_fmtp
+from .sdp import answer_fmtp, open_candidates, opus_parameters, with_opus_fmtp
 from .tracks import BusAudioTrack, OpusBusTrack
 
 _ids = itertools.count(1)
@@ -105,7 +105,7 @@ class WebRTCSession(PeerLeg):
 
     async def _negotiate(self, pc: RTCPeerConnection, sdp: str) -> str:
         """setRemoteDescription, tracks, createAnswer, setLocalDescription (which gathers)."""
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=open_candidates(sdp), type="offer"))
         audio = self.audio_transceiver()
         if audio is None:
             raise BadOffer("the offer has no audio m-line", code="unsupported_media")

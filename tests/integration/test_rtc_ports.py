@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import re
 import socket
 import time
@@ -10,14 +12,26 @@ import time
 import pytest
 
 from bridge.audio import dominant_frequency
-from bridge.rtc.ports import PortAllocator, PortsExhausted, parse_port_range, port_scope
+from bridge.config import load_settings
+from bridge.rtc.ports import (
+    EPHEMERAL_RANGE_FILE,
+    PortAllocator,
+    PortsExhausted,
+    ephemeral_overlap,
+    parse_port_range,
+    port_scope,
+)
 
 from ..support.calls import wait_state
 from ..support.requires import needs
 from ..support.rtc_client import RtcClient
 from ..support.turnserver import TURNSERVER, Coturn
 
-FIRST, LAST = 41000, 41019
+# Below the kernel's ephemeral range (32768-60999), where no test client's socket can land, and
+# above the default range (10000-20000) other bridges under test use; per process, so two test
+# runs on one machine do not share it.
+FIRST = 21000 + (os.getpid() % 100) * 100
+LAST = FIRST + 19
 _CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ (\w+)", re.M)
 
 
@@ -50,6 +64,31 @@ def test_allocator_skips_ports_in_use_and_says_when_exhausted() -> None:
         squatter.close()
         for s in socks:
             s.close()
+
+
+def test_ephemeral_overlap(tmp_path) -> None:
+    proc = tmp_path / "ip_local_port_range"
+    proc.write_text("32768\t60999\n")
+    assert ephemeral_overlap("40000-40999", str(proc)) == (32768, 60999)
+    assert ephemeral_overlap("30000-32768", str(proc)) == (32768, 60999)
+    assert ephemeral_overlap("10000-20000", str(proc)) is None
+    assert ephemeral_overlap("61000-61999", str(proc)) is None
+    assert ephemeral_overlap("", str(proc)) is None
+    assert ephemeral_overlap("40000-40999", str(tmp_path / "absent")) is None
+
+
+@pytest.mark.skipif(not os.path.exists(EPHEMERAL_RANGE_FILE), reason="not Linux")
+def test_start_warns_once_when_the_range_overlaps(caplog) -> None:
+    from bridge.__main__ import _check_media_ports
+
+    low, high = ephemeral_overlap("1024-65535") or (0, 0)
+    caplog.set_level(logging.WARNING, logger="bridge")
+    _check_media_ports(load_settings([], {}))  # the default stays below the ephemeral range
+    assert not caplog.records
+    _check_media_ports(load_settings([], {"BRIDGE_RTP_PORTS": f"{high - 9}-{high}"}))
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "ip_local_port_range" in warned[0].getMessage()
+    assert f"{low}-{high}" in warned[0].getMessage()
 
 
 async def test_scope_applies_only_inside_it() -> None:

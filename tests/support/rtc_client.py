@@ -130,18 +130,19 @@ class RtcClient:
             if self.pc.connectionState == "connected":
                 self.connected.set()
 
-    async def offer(self, rewrite_answer: Any = None) -> dict[str, Any]:
+    async def offer(self, rewrite_answer: Any = None, rewrite_offer: Any = None) -> dict[str, Any]:
         if self.track is not None:
             self.pc.addTrack(self.track)
         else:
             self.pc.addTransceiver("audio", direction="recvonly")
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        sdp = self.pc.localDescription.sdp
         resp = await self.http.post(
             "/call/webrtc/offer",
             json={
                 "callID": self.call_id,
                 "type": "offer",
-                "sdp": self.pc.localDescription.sdp,
+                "sdp": sdp if rewrite_offer is None else rewrite_offer(sdp),
                 **self.participant,
             },
             headers=self.headers,

@@ -34,3 +34,14 @@ def test_server_configuration_never_falls_back_to_google() -> None:
         settings_for_tests(server_stun_urls=("stun:a.example:3478", "stun:b.example:3478")).ice
     )
     assert [s.urls for s in conf.iceServers] == ["stun:a.example:3478"]
+
+
+def test_open_candidates_only_when_the_offer_has_none() -> None:
+    from bridge.rtc.sdp import open_candidates
+
+    bare = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=end-of-candidates\r\na=mid:0\r\n"
+    assert open_candidates(bare) == "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n"
+    full = bare.replace("a=mid:0", "a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host")
+    assert open_candidates(full) == full
+    trickle = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n"
+    assert open_candidates(trickle) == trickle

@@ -1,0 +1,68 @@
+"""An offer with no candidate: the browser's address is learned from its checks.
+
+A browser behind a NAT that hides its host addresses (mDNS off, no STUN) may offer
+``a=end-of-candidates`` and no candidate at all; the answerer then learns it as a
+peer-reflexive candidate from its connectivity checks (RFC 8445 §7.3.1.3). The bridge's answer
+must still carry the bridge's own candidates, or nothing can connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from bridge.audio import dominant_frequency
+
+from ..support.calls import peer_heard, sim_call, wait_state
+from ..support.rtc_client import RtcClient
+from ..support.waits import until
+
+_CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ (\w+)", re.M)
+
+
+def without_candidates(sdp: str) -> str:
+    """``sdp`` as a peer-reflexive-only browser sends it: no candidate, the discard address."""
+    lines = [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln]
+    out = []
+    for ln in lines:
+        if ln.startswith("a=candidate:") or ln == "a=end-of-candidates":
+            continue
+        if ln.startswith("m=audio "):
+            parts = ln.split(" ")
+            parts[1] = "9"
+            ln = " ".join(parts)
+        if ln.startswith("c=IN IP4 "):
+            ln = "c=IN IP4 0.0.0.0"
+        out.append(ln)
+        if ln.startswith("a=ice-pwd:"):
+            out.append("a=end-of-candidates")
+    return "\r\n".join(out) + "\r\n"
+
+
+async def test_offer_without_candidates_gets_ours_and_connects(client) -> None:
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    rtc = RtcClient(client, call["callID"], freq=440.0)
+    try:
+        offered: list[str] = []
+
+        def rewrite(sdp: str) -> str:
+            offered.append(without_candidates(sdp))
+            return offered[0]
+
+        answer = await rtc.offer(rewrite_offer=rewrite)
+        assert "a=candidate:" not in offered[0] and "a=end-of-candidates" in offered[0]
+        found = _CANDIDATE.findall(answer["sdp"])
+        assert found and all(host == "127.0.0.1" for host, _, _ in found), answer["sdp"]
+        assert "m=audio 9 " not in answer["sdp"]
+        await asyncio.wait_for(rtc.connected.wait(), 10)
+        await wait_state(client, call["callID"], "active")
+        # The browser's tone reaches the WhatsApp peer: media flows to the learned address.
+        peer = sim_call(client, call["callID"])
+        start = peer.frames_heard
+        await until(lambda: peer.frames_heard >= start + 50, what="a second of uplink audio")
+        heard = peer_heard(client, call["callID"], 25)
+        assert dominant_frequency(heard, 16_000) == pytest.approx(440, abs=10)
+    finally:
+        await rtc.close()
