@@ -81,6 +81,15 @@ class ShutdownCalls(enum.StrEnum):
     HANDOVER = "handover"
 
 
+class AgentFallback(enum.StrEnum):
+    """What a call does when its model agent cannot be reached again."""
+
+    KEEP = "keep"
+    MESSAGE = "message"
+    HUMAN = "human"
+    HANGUP = "hangup"
+
+
 class OrphanCalls(enum.StrEnum):
     """What start-up does to engine calls no live call of this bridge owns."""
 
@@ -636,6 +645,36 @@ class SipSettings(_Group):
                 )
 
 
+@dataclass(frozen=True)
+class AgentSettings(_Group):
+    """Model agents on calls (``POST /call/{callID}/agents``): default keys, reconnection,
+    the fallback when a model cannot be reached again. Their URLs are checked against
+    BRIDGE_FORK_URL_ALLOW, like media forks."""
+
+    agent_openai_api_key: str = _opt(
+        "", "key for openai-realtime agents whose request has no apiKey", secret=True
+    )
+    agent_gemini_api_key: str = _opt(
+        "", "key for gemini-live agents whose request has no apiKey", secret=True
+    )
+    agent_retries: int = _opt(
+        5, "attempts to reopen a dropped model socket before agent.failed (0: none)"
+    )
+    agent_fallback: AgentFallback = _opt(
+        AgentFallback.KEEP,
+        "after agent.failed: keep (the call goes on), message (play BRIDGE_AGENT_FALLBACK_FILE), "
+        "human (transfer to the first browser participant), or hangup",
+    )
+    agent_fallback_file: str = _opt(
+        "", "file of BRIDGE_MEDIA_DIR played with BRIDGE_AGENT_FALLBACK=message"
+    )
+
+    def validate(self) -> None:
+        self.between("agent_retries", 0, 50)
+        if self.agent_fallback is AgentFallback.MESSAGE and not self.agent_fallback_file:
+            raise self.bad("agent_fallback", "message needs BRIDGE_AGENT_FALLBACK_FILE")
+
+
 GROUPS: dict[str, type[_Group]] = {
     "server": ServerSettings,
     "calls": CallSettings,
@@ -647,6 +686,7 @@ GROUPS: dict[str, type[_Group]] = {
     "webhooks": WebhookSettings,
     "cluster": ClusterSettings,
     "sip": SipSettings,
+    "agents": AgentSettings,
 }
 
 
@@ -664,6 +704,7 @@ class Settings:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     sip: SipSettings = field(default_factory=SipSettings)
+    agents: AgentSettings = field(default_factory=AgentSettings)
 
     @classmethod
     def from_flat(cls, values: dict[str, Any]) -> Settings:

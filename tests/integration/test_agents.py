@@ -1,0 +1,144 @@
+"""Realtime model agents (``POST /call/{callID}/agents``) against strict fakes of the models'
+public protocols: the caller's audio reaches the model at its rate, the model's voice reaches
+the WhatsApp user, barge-in cuts it and tells the model what was heard, the key stays secret."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from bridge.api.keys import MANAGER
+from bridge.audio import dominant_frequency, rms_dbfs, tone
+
+from ..fakes.openai_realtime import FakeOpenAIRealtime
+from ..support.calls import sim_call
+from ..support.waits import until
+from .test_streams import active_call
+
+KEY = "sk-test-secret-0123456789"
+
+
+async def openai_agent(make_client, aiohttp_server, **settings):
+    fake = FakeOpenAIRealtime(api_key=KEY)
+    server = await aiohttp_server(fake.app())
+    client = await make_client(fork_url_allow=("127.0.0.1",), **settings)
+    call = await active_call(client)
+    url = f"ws://127.0.0.1:{server.port}/v1/realtime?model=gpt-realtime"
+    return fake, client, call, url
+
+
+def loud(frames: list[np.ndarray], floor: int = 1000) -> list[np.ndarray]:
+    return [f for f in frames if np.abs(f).max() > floor]
+
+
+async def next_event(sub, type_: str, timeout: float = 5.0):
+    while True:
+        event = await sub.get(timeout)
+        assert event is not None
+        if event.type == type_:
+            return event
+
+
+async def test_openai_audio_both_ways_and_the_key_is_never_shown(
+    make_client, aiohttp_server, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake, client, call, url = await openai_agent(
+        make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=660.0
+    )
+    cid = call["callID"]
+    async with client.app[MANAGER].events.subscribe() as sub:
+        resp = await client.post(
+            f"/call/{cid}/agents",
+            json={
+                "provider": "openai-realtime",
+                "url": url,
+                "apiKey": KEY,
+                "session": {"instructions": "Be brief.", "voice": "marin"},
+            },
+        )
+        assert resp.status == 201, await resp.text()
+        started = await resp.json()
+        connected = await next_event(sub, "agent.connected")
+    agent_id = started["agentID"]
+    assert started["provider"] == "openai-realtime" and started["state"] == "connected"
+    assert connected.data["agentID"] == agent_id
+    assert fake.headers[0]["Authorization"] == f"Bearer {KEY}"
+    # The app's session fields merged into the bridge's; the voice where GA has it.
+    (session,) = fake.sessions
+    assert session["instructions"] == "Be brief."
+    assert session["audio"]["output"]["voice"] == "marin"
+    assert session["audio"]["input"]["turn_detection"] == {"type": "server_vad"}
+    # The caller's 660 Hz reaches the model at 24 kHz, at the level the caller sent it.
+    await until(lambda: fake.heard.size >= 24_000, timeout=5)
+    up = fake.heard[-24_000:]
+    assert dominant_frequency(up, 24_000) == pytest.approx(660, abs=3)
+    assert rms_dbfs(up) == pytest.approx(rms_dbfs(tone(660, 16_000, 16_000, 0.3)), abs=0.5)
+    # The model's 440 Hz (1 s at 24 kHz, sent faster than real time) reaches the caller.
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    await fake.say(tone(440, 24_000, 24_000, 0.25))
+    await until(lambda: sc.frames_heard - n0 >= 70, timeout=5)
+    down = loud(list(sc.heard)[-(sc.frames_heard - n0) :])
+    assert 48 <= len(down) <= 51  # one second of voice, whole frames
+    pcm = np.concatenate(down[5:-5])
+    assert dominant_frequency(pcm, 16_000) == pytest.approx(440, abs=3)
+    assert rms_dbfs(pcm) == pytest.approx(rms_dbfs(tone(440, 16_000, 16_000, 0.25)), abs=0.5)
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["agents"] == [
+        {
+            "agentID": agent_id,
+            "provider": "openai-realtime",
+            "url": url.split("?")[0],
+            "state": "connected",
+            "reconnects": 0,
+            "interruptions": 0,
+        }
+    ]
+    resp = await client.delete(f"/call/{cid}/agents/{agent_id}")
+    assert resp.status == 200 and (await resp.json()) == {"agentID": agent_id, "stopped": True}
+    assert (await (await client.get(f"/call/{cid}")).json())["agents"] == []
+    assert (await client.delete(f"/call/{cid}/agents/{agent_id}")).status == 404
+    assert fake.errors == []
+    assert KEY not in caplog.text and KEY not in json.dumps(snap)
+
+
+async def test_barge_in_cuts_the_voice_and_truncates_what_was_heard(
+    make_client, aiohttp_server
+) -> None:
+    # The caller talks (a 200 Hz tone at -9 dBFS): louder than any echo of the agent's voice.
+    fake, client, call, url = await openai_agent(
+        make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=200.0
+    )
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    # A 5 s answer arrives at once; the caller talks over it after about a second.
+    item = await fake.say(tone(440, 5 * 24_000, 24_000, 0.25))
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 40, timeout=5)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        heard_before = sc.frames_heard
+        await fake.speech_started()
+        speech = await next_event(sub, "agent.speech.started")
+        cut = await next_event(sub, "agent.interrupted")
+    assert speech.data["echo"] is False
+    await until(lambda: len(fake.truncates) == 1, timeout=3)
+    await asyncio.sleep(0.3)
+    played = loud(list(sc.heard)[-(sc.frames_heard - n0) :])
+    after = loud(list(sc.heard)[-(sc.frames_heard - heard_before) :])
+    assert len(after) <= 2  # stopped at the caller within two frames
+    (truncate,) = fake.truncates
+    assert truncate["item_id"] == item
+    assert truncate["audio_end_ms"] == cut.data["heardMs"]
+    # What the model is told was heard is what the caller really heard (within 40 ms).
+    assert abs(truncate["audio_end_ms"] - len(played) * 20) <= 40
+    assert cut.data["droppedMs"] >= 2000
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})  # the agent leaves with the call
+    await until(lambda: fake.ws is not None and fake.ws.closed, timeout=3)
