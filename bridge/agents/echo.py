@@ -45,7 +45,8 @@ def level_dbfs(pcm: Pcm) -> float:
 @dataclass(frozen=True)
 class Verdict:
     echo: bool
-    """The speech the model reported is the agent's own voice coming back."""
+    """No voice of the caller's own was found: what the model reported as speech is the
+    agent's voice coming back (or a sound too quiet to be a talker)."""
     caller_dbfs: float
     """The loudest caller frame of the window."""
     agent_dbfs: float
@@ -89,5 +90,5 @@ class EchoGuard:
         ]
         caller = max((c for c, _ in self._heard), default=-120.0)
         agent = max((a for _, a in self._heard), default=-120.0)
-        echo = len(voiced) < VOICED_FRAMES and agent > FLOOR_DBFS
+        echo = len(voiced) < VOICED_FRAMES
         return Verdict(echo, round(caller, 1), round(agent, 1), len(voiced))
