@@ -142,3 +142,82 @@ async def test_barge_in_cuts_the_voice_and_truncates_what_was_heard(
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})  # the agent leaves with the call
     await until(lambda: fake.ws is not None and fake.ws.closed, timeout=3)
+
+
+async def test_a_dropped_model_socket_is_reopened_while_the_call_goes_on(
+    make_client, aiohttp_server
+) -> None:
+    fake, client, call, url = await openai_agent(
+        make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=660.0, agent_retries=2
+    )
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    agent_id = (await (await client.post(f"/call/{cid}/agents", json=body)).json())["agentID"]
+    sc = sim_call(client, cid)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.drop()
+        back = await next_event(sub, "agent.reconnected")
+        assert back.data["agentID"] == agent_id and back.data["resumed"] is False
+        assert fake.connections == 2 and len(fake.sessions) == 2  # configured again
+        # Audio flows again both ways on the new socket.
+        n0 = len(fake.chunks)
+        await until(lambda: len(fake.chunks) - n0 >= 25, timeout=3)
+        assert dominant_frequency(fake.heard[-12_000:], 24_000) == pytest.approx(660, abs=4)
+        f0 = sc.frames_heard
+        await fake.say(tone(440, 12_000, 24_000, 0.25))
+        await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - f0) :])) >= 24, timeout=3)
+        # Then the server goes away for good: bounded retries, agent.failed, the call stays.
+        fake.refuse = True
+        await fake.drop()
+        failed = await next_event(sub, "agent.failed", timeout=10)
+    assert failed.data["reason"] == "reconnect_failed" and failed.data["attempts"] == 2
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["state"] == "active"
+    assert snap["agents"][0]["state"] == "failed" and snap["agents"][0]["reconnects"] == 1
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_the_agents_echo_is_no_barge_in(make_client, aiohttp_server, monkeypatch) -> None:
+    # The WhatsApp user's phone is on speaker: it sends back what it hears 120 ms later,
+    # 20 dB down. The model's VAD takes it for speech; the bridge knows better.
+    from bridge.engines.sim import SimMediaChannel
+
+    echo = SimMediaChannel._echo
+    monkeypatch.setattr(
+        SimMediaChannel, "_echo", lambda self, at: (echo(self, at) * 0.1).astype(np.int16)
+    )
+    fake, client, call, url = await openai_agent(
+        make_client, aiohttp_server, sim_peer="echo", sim_echo_delay=0.12
+    )
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    sc = sim_call(client, cid)
+    voice = speech_24k()
+    n0 = sc.frames_heard
+    await fake.say(voice)
+    await until(lambda: sc.frames_heard - n0 >= 60, timeout=5)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.speech_started()
+        started = await next_event(sub, "agent.speech.started")
+    assert started.data["echo"] is True and started.data["agentPlaying"] is True
+    assert started.data["callerDbfs"] < started.data["agentDbfs"] - 10
+    await asyncio.sleep(0.3)
+    assert fake.truncates == []
+    runtime = client.app[MANAGER].runtime(cid)
+    assert runtime.attached("agent")[0].interruptions == 0
+    assert rms_dbfs(np.concatenate(list(sc.heard)[-10:])) > -40  # the agent still talks
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+def speech_24k() -> np.ndarray:
+    """Four seconds of espeak-ng speech at 24 kHz (a model's voice)."""
+    from bench.speech import missing_tools, speech
+
+    if missing_tools():
+        pytest.skip("espeak-ng, sox or pesq missing")
+    from bridge.audio import Resampler
+
+    return Resampler(24_000).resample_array(speech(4.0, level_dbfs=-18.0), 16_000)
