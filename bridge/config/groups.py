@@ -74,8 +74,10 @@ class IcePolicy(enum.StrEnum):
 
 
 class ShutdownCalls(enum.StrEnum):
-    """What SIGTERM does to live calls."""
+    """What SIGTERM does to live calls (``auto``: ``handover`` with a shared call directory,
+    else ``hangup``; resolved when the settings are built)."""
 
+    AUTO = "auto"
     HANGUP = "hangup"
     KEEP = "keep"
     HANDOVER = "handover"
@@ -196,8 +198,9 @@ class CallSettings(_Group):
     ring_timeout: float = _opt(60.0, "seconds a call may ring before it is given up")
     max_call_duration: float = _opt(14_400.0, "seconds an answered call may last (0: no limit)")
     shutdown_calls: ShutdownCalls = _opt(
-        ShutdownCalls.HANGUP,
-        "at shutdown: hangup (end calls), keep (leave WhatsApp calls up, ended here), or "
+        ShutdownCalls.AUTO,
+        "at shutdown: auto (handover with a shared BRIDGE_DIRECTORY, else hangup), "
+        "hangup (end calls), keep (leave WhatsApp calls up, ended here), or "
         "handover (with a shared directory: move calls on ZuckZapGo/WADial to another worker "
         "with room, serve the others until they end, at most BRIDGE_DRAIN_TIMEOUT; what "
         "cannot move or wait is hung up)",
@@ -705,6 +708,13 @@ class Settings:
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     sip: SipSettings = field(default_factory=SipSettings)
     agents: AgentSettings = field(default_factory=AgentSettings)
+
+    def __post_init__(self) -> None:
+        # BRIDGE_SHUTDOWN_CALLS=auto: calls move at SIGTERM where there is somewhere to move
+        # them (a shared directory), and end where there is not (a lone instance).
+        if self.calls.shutdown_calls is ShutdownCalls.AUTO:
+            mode = ShutdownCalls.HANDOVER if self.cluster.shared else ShutdownCalls.HANGUP
+            object.__setattr__(self, "calls", dataclasses.replace(self.calls, shutdown_calls=mode))
 
     @classmethod
     def from_flat(cls, values: dict[str, Any]) -> Settings:

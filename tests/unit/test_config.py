@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.config import ConfigError, EngineKind, env_name, load_settings
+from bridge.config import ConfigError, EngineKind, ShutdownCalls, env_name, load_settings
 
 
 def test_defaults_match_design() -> None:
@@ -403,3 +403,25 @@ def test_the_sip_road_needs_no_graph_settings_but_its_own() -> None:
         load_settings([], {**env, "BRIDGE_INTERNAL_SECRET": "0123456789abcdef"})
     with pytest.raises(ConfigError, match="BRIDGE_CLOUDAPI_SIGNALLING"):
         load_settings([], {**SIP_ROAD, "BRIDGE_CLOUDAPI_SIGNALLING": "h323"})
+
+
+def test_shutdown_calls_hand_over_by_default_only_where_calls_can_move() -> None:
+    lone = load_settings([], {})
+    assert lone.calls.shutdown_calls is ShutdownCalls.HANGUP
+    shared = load_settings(
+        [],
+        {
+            "BRIDGE_DIRECTORY": "redis://127.0.0.1:6379",
+            "BRIDGE_INTERNAL_SECRET": "0123456789abcdef",
+        },
+    )
+    assert shared.calls.shutdown_calls is ShutdownCalls.HANDOVER
+    told = load_settings(
+        [],
+        {
+            "BRIDGE_DIRECTORY": "redis://127.0.0.1:6379",
+            "BRIDGE_INTERNAL_SECRET": "0123456789abcdef",
+            "BRIDGE_SHUTDOWN_CALLS": "hangup",
+        },
+    )
+    assert told.calls.shutdown_calls is ShutdownCalls.HANGUP
