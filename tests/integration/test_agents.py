@@ -221,3 +221,53 @@ def speech_24k() -> np.ndarray:
     from bridge.audio import Resampler
 
     return Resampler(24_000).resample_array(speech(4.0, level_dbfs=-18.0), 16_000)
+
+
+async def test_gemini_live_audio_interruption_and_resumption(make_client, aiohttp_server) -> None:
+    from ..fakes.gemini_live import PATH, FakeGeminiLive
+
+    fake = FakeGeminiLive(api_key="g-secret")
+    server = await aiohttp_server(fake.app())
+    client = await make_client(
+        fork_url_allow=("127.0.0.1",),
+        sim_peer="tone",
+        sim_tone_hz=500.0,
+        agent_gemini_api_key="g-secret",  # the configured default key
+    )
+    call = await active_call(client)
+    cid = call["callID"]
+    body = {
+        "provider": "gemini-live",
+        "url": f"ws://127.0.0.1:{server.port}{PATH}",
+        "session": {"model": "gemini-live-test", "systemInstruction": {"parts": [{"text": "Hi"}]}},
+    }
+    resp = await client.post(f"/call/{cid}/agents", json=body)
+    assert resp.status == 201, await resp.text()
+    assert fake.setups[0]["model"] == "models/gemini-live-test"
+    assert fake.setups[0]["systemInstruction"] == {"parts": [{"text": "Hi"}]}
+    # The caller's 500 Hz goes up at the bus's own 16 kHz, as Gemini takes it natively.
+    await until(lambda: fake.heard.size >= 16_000, timeout=5)
+    assert fake.rates == {16_000}
+    assert dominant_frequency(fake.heard[-16_000:], 16_000) == pytest.approx(500, abs=3)
+    # The model's 24 kHz 440 Hz reaches the caller; `interrupted` cuts it within two frames.
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    await fake.say(tone(440, 3 * 24_000, 24_000, 0.25))
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 30, timeout=5)
+    pcm = np.concatenate(loud(list(sc.heard)[-(sc.frames_heard - n0) :])[5:25])
+    assert dominant_frequency(pcm, 16_000) == pytest.approx(440, abs=3)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        mark = sc.frames_heard
+        await fake.interrupt()
+        cut = await next_event(sub, "agent.interrupted")
+        await asyncio.sleep(0.3)
+        assert len(loud(list(sc.heard)[-(sc.frames_heard - mark) :])) <= 2
+        assert cut.data["droppedMs"] >= 1000
+        # goAway: the bridge reconnects with the last resumption handle; the call goes on.
+        await fake.go_away()
+        back = await next_event(sub, "agent.reconnected")
+    assert back.data["resumed"] is True and fake.resumed == ["h1"]
+    n1 = len(fake.chunks)
+    await until(lambda: len(fake.chunks) - n1 >= 10, timeout=3)
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
