@@ -271,3 +271,58 @@ async def test_gemini_live_audio_interruption_and_resumption(make_client, aiohtt
     await until(lambda: len(fake.chunks) - n1 >= 10, timeout=3)
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_tools_the_bridge_answers_and_the_apps_and_key_presses(
+    make_client, aiohttp_server
+) -> None:
+    from .test_twilio_streams import press_on_whatsapp
+
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {
+        "provider": "openai-realtime",
+        "url": url,
+        "apiKey": KEY,
+        "session": {"tools": [{"type": "function", "name": "lookup_order", "parameters": {}}]},
+        "bridgeTools": ["dtmf", "hangup"],
+    }
+    agent_id = (await (await client.post(f"/call/{cid}/agents", json=body)).json())["agentID"]
+    tools = [t["name"] for t in fake.sessions[0]["tools"]]
+    assert tools == ["lookup_order", "send_dtmf", "hang_up"]  # announced only when asked for
+    async with client.app[MANAGER].events.subscribe() as sub:
+        # A tool of the app's: an event, answered through the API, passed to the model.
+        await fake.tool_call("lookup_order", {"order": "A12"}, "call_1")
+        asked = await next_event(sub, "agent.tool_call")
+        assert asked.data["toolCallID"] == "call_1" and asked.data["arguments"] == {"order": "A12"}
+        path = f"/call/{cid}/agents/{agent_id}/tools"
+        resp = await client.post(path, json={"toolCallID": "call_1", "output": {"status": "sent"}})
+        assert resp.status == 200
+        assert (await client.post(path, json={"toolCallID": "call_1", "output": 1})).status == 404
+        await until(lambda: any(e["type"] == "response.create" for e in fake.events), timeout=3)
+        output = next(e for e in fake.events if e["type"] == "conversation.item.create")
+        assert output["item"] == {
+            "type": "function_call_output",
+            "call_id": "call_1",
+            "output": '{"status": "sent"}',
+        }
+        # The bridge's own DTMF tool: the keys go out on the call.
+        await fake.tool_call("send_dtmf", {"digits": "12"}, "call_2")
+        sent = await next_event(sub, "call.dtmf.sent")
+        assert sent.data["digits"] == "12" and sent.data["source"] == "agent"
+        # A key the caller pressed reaches the model as text.
+        press_on_whatsapp(client, "5")
+        await until(
+            lambda: any(
+                e["type"] == "conversation.item.create"
+                and e["item"].get("role") == "user"
+                and "5" in e["item"]["content"][0]["text"]
+                for e in fake.events
+            ),
+            timeout=3,
+        )
+        # The bridge's hang-up tool ends the call.
+        await fake.tool_call("hang_up", {}, "call_3")
+        ended = await next_event(sub, "call.ended")
+    assert ended.call["endReason"] == "hangup"
+    assert fake.errors == []
