@@ -33,6 +33,7 @@ from ..audio import FRAME_MS, SAMPLE_RATE, Resampler
 from ..http import RedirectRefused
 from ..media import BusFrame
 from ..tasks import TaskSet
+from . import events
 from .echo import EchoGuard
 from .wire import (
     Audio,
@@ -163,7 +164,7 @@ class Agent:
         for message in self.dialect.truncate(self._item, heard):
             self._out.put_control(json.dumps(message))
         self._emit(
-            "agent.interrupted",
+            events.INTERRUPTED,
             itemID=self._item or None,
             heardMs=heard,
             droppedMs=dropped * FRAME_MS,
@@ -180,7 +181,7 @@ class Agent:
             playing = self.voice.buffered_ms > 0
             self.caller_speaking = not verdict.echo
             self._emit(
-                "agent.speech.started",
+                events.SPEECH_STARTED,
                 echo=verdict.echo,
                 callerDbfs=verdict.caller_dbfs,
                 agentDbfs=verdict.agent_dbfs,
@@ -190,13 +191,13 @@ class Agent:
                 self.barge_in("model")
         elif isinstance(event, SpeechStopped):
             self.caller_speaking = False
-            self._emit("agent.speech.stopped")
+            self._emit(events.SPEECH_STOPPED)
         elif isinstance(event, Interrupted):
             if self.voice.buffered_ms:
                 self.barge_in("model")
         elif isinstance(event, Transcript):
             if event.text:
-                self._emit("agent.transcript", role=event.role, text=event.text[:4000])
+                self._emit(events.TRANSCRIPT, role=event.role, text=event.text[:4000])
         elif isinstance(event, ToolCall):
             self._tasks.spawn(self._on_tool(self, event), f"tool-{event.name[:20]}")
         elif isinstance(event, Resumable):
@@ -266,7 +267,7 @@ class Agent:
         self.bus.add_downlink_tap(self._caller)
         self.bus.add_uplink_tap(self._sent)
         self.bus.add_source(self.voice)
-        self._emit("agent.connected")
+        self._emit(events.CONNECTED)
         self._tasks.spawn(self._run(http), "run")
 
     async def _message(self, data: str) -> None:
@@ -274,11 +275,11 @@ class Agent:
             body = json.loads(data)
             if not isinstance(body, dict):
                 raise ProtocolError("not an object")
-            events = self.dialect.parse(body)
+            parsed = self.dialect.parse(body)
         except (ValueError, ProtocolError) as exc:
             log.info("call %s: agent %s: unreadable message (%s)", self.host.call_id, self.id, exc)
             return
-        for event in events:
+        for event in parsed:
             await self._handle(event)
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -314,14 +315,14 @@ class Agent:
             if self._ws is None:
                 self.state = "failed"
                 self._detach()
-                self._emit("agent.failed", reason="reconnect_failed", attempts=self.retries)
+                self._emit(events.FAILED, reason="reconnect_failed", attempts=self.retries)
                 await self._on_failed(self, "reconnect_failed")
                 return
             # What was queued for the old socket (a truncate of its items) means nothing now.
             self._out = OutgoingQueue(max_audio=UP_QUEUE, max_control=500, drop_oldest_audio=True)
             self.state = "connected"
             self.reconnects += 1
-            self._emit("agent.reconnected", resumed=self._resume is not None)
+            self._emit(events.RECONNECTED, resumed=self._resume is not None)
 
     async def _reconnect(
         self, http: aiohttp.ClientSession

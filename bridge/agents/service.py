@@ -13,6 +13,7 @@ from ..attachments.base import AttachmentHost
 from ..config.groups import AgentFallback, AgentSettings
 from ..errors import BadRequest, BridgeError, CallStateError, Forbidden, NotFound
 from ..http import RedirectRefused
+from . import events
 from .agent import Agent
 from .gemini import GeminiLive
 from .openai import OpenAIRealtime
@@ -108,7 +109,7 @@ class AgentService:
         agent = self.find(host, agent_id)
         await agent.close()
         self._forget(agent)
-        host.emit("agent.stopped", agentID=agent.id, provider=agent.dialect.provider)
+        host.emit(events.STOPPED, agentID=agent.id, provider=agent.dialect.provider)
 
     def _forget(self, agent: Agent) -> None:
         self._controls.pop(agent.id, None)
@@ -126,7 +127,7 @@ class AgentService:
             return
         pending[call.call_id] = call
         agent.host.emit(
-            "agent.tool_call",
+            events.TOOL_CALL,
             agentID=agent.id,
             toolCallID=call.call_id,
             name=call.name,

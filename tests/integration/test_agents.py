@@ -17,8 +17,10 @@ from bridge.audio import dominant_frequency, rms_dbfs, tone
 from ..fakes.openai_realtime import FakeOpenAIRealtime
 from ..support.calls import sim_call
 from ..support.waits import until
+from . import test_webhooks
 from .test_streams import active_call
 
+receiver = test_webhooks.receiver  # the webhook receiver fixture
 KEY = "sk-test-secret-0123456789"
 
 
@@ -326,3 +328,50 @@ async def test_tools_the_bridge_answers_and_the_apps_and_key_presses(
         ended = await next_event(sub, "call.ended")
     assert ended.call["endReason"] == "hangup"
     assert fake.errors == []
+
+
+async def test_agent_events_reach_the_app_as_signed_webhooks(
+    make_client, aiohttp_server, receiver
+) -> None:
+    from standardwebhooks import Webhook
+
+    from .test_webhooks import SECRET, hooks
+
+    fake = FakeOpenAIRealtime(api_key=KEY)
+    server = await aiohttp_server(fake.app())
+    client = await make_client(
+        fork_url_allow=("127.0.0.1",),
+        sim_peer="silence",
+        agent_openai_api_key=KEY,  # the configured default: no key in the request
+        **hooks(webhook_url=receiver.url("ok")),
+    )
+    call = await active_call(client)
+    cid = call["callID"]
+    url = f"ws://127.0.0.1:{server.port}/v1/realtime?model=m"
+    resp = await client.post(
+        f"/call/{cid}/agents", json={"provider": "openai-realtime", "url": url}
+    )
+    assert resp.status == 201
+    await fake.tool_call("lookup_order", {"order": "A12"}, "call_9")
+    await client.post("/call/hangup", json={"callID": cid})
+    await receiver.wait_for("ok", 6)
+    kinds = [e["type"] for e in receiver.events("ok")]
+    assert (
+        kinds.index("agent.connected") < kinds.index("agent.tool_call") < kinds.index("call.ended")
+    )
+    for req in receiver.requests:
+        assert Webhook(SECRET).verify(req["body"], req["headers"])
+        assert KEY not in req["body"]
+    tool = next(e for e in receiver.events("ok") if e["type"] == "agent.tool_call")
+    assert (
+        tool["name"] == "lookup_order"
+        and tool["call"]["agents"][0]["provider"] == "openai-realtime"
+    )
+
+
+def test_every_agent_event_is_documented() -> None:
+    from bridge.agents import events
+    from bridge.api.schema import openapi_document
+
+    schema = openapi_document()["components"]["schemas"]["CallEvent"]
+    assert set(events.ALL) <= set(schema["properties"]["type"]["examples"])
