@@ -2,25 +2,17 @@
 
 The bridge replaces parts of aiortc's media path (``rtc/rtpsend.py``, ``rtc/rtprecv.py``,
 ``rtc/uplink.py``), hardens its transports (``rtc/guard.py``, ``rtc/dtls.py``) and pins aioice's
-sockets to a port range (``rtc/ice.py``). Each of those touches attributes neither library
-documents. They are all named here, and only here:
+sockets to a port range (``rtc/ice.py``), touching attributes neither library documents. They
+are all named here, and only here, so an aiortc upgrade is a change to this file (and the pin):
 
-* :data:`REQUIRED` lists every private function or attribute the bridge reads, writes or
-  wraps, each as the function of aiortc/aioice whose code must still name it (an instance
-  attribute exists only once ``__init__`` has set it, so its presence is read from the code).
-  :func:`verify` checks them all once, when this module is imported: an aiortc or aioice
-  release that renames one fails at start with :class:`SeamError`, naming what is gone and
-  the versions this file was written against (:data:`SUPPORTED`, as pinned in
-  ``pyproject.toml``), instead of sending or receiving nothing.
-* :data:`ORIGINAL` keeps the library's own functions, taken before anything is patched, for
-  the wrappers to call.
-* :func:`install` writes every process-wide patch, from one table; the per-object takeovers
-  (a sender's RTP loop, a receiver's jitter buffer, a connection's datagram callback) are the
-  ``take_*``/``wrap_*`` functions below.
-* The accessors read and write the private state the bridge's own paths keep in step (SRTP
-  sessions, the transport's byte counters, the sender-report counters, the receiver's tables).
-
-An aiortc upgrade is a change to this file (and to the pin).
+* :data:`REQUIRED`: every private function or attribute the bridge reads, writes or wraps, as
+  the aiortc/aioice function whose code must still name it (an instance attribute exists only
+  once ``__init__`` has run). :func:`verify` checks them all at import: a release that renames
+  one fails at start with :class:`SeamError`, naming what is gone and :data:`SUPPORTED`.
+* :data:`ORIGINAL`: the libraries' own functions, taken before any patch, for the wrappers.
+* :func:`install` writes every process-wide patch from one table; the per-object takeovers (a
+  sender's RTP loop, a receiver's jitter buffer, a connection's datagrams) and the accessors
+  to the private state the bridge keeps in step (SRTP, counters, RTCP tables) follow it.
 """
 
 from __future__ import annotations
@@ -48,48 +40,28 @@ _R = "_RTCRtpReceiver__"
 _S = "_RTCRtpSender__"
 _D = "_RTCDtlsTransport__"
 
-STATS_FIELDS = (
-    "packets_received",
-    "base_seq",
-    "max_seq",
-    "cycles",
-    "_clockrate",
-    "_jitter_q4",
-    "_last_arrival",
-    "_last_timestamp",
-)
+STATS_FIELDS: tuple[str, ...] = ("packets_received", "base_seq", "max_seq", "cycles")
+STATS_FIELDS += ("_clockrate", "_jitter_q4", "_last_arrival", "_last_timestamp")
 """``StreamStatistics`` fields :func:`record` keeps as ``StreamStatistics.add`` does."""
-SENDER_FIELDS = (
-    "rtp_started",
-    "rtp_exited",
-    "ntp_timestamp",
-    "rtp_timestamp",
-    "octet_count",
-    "packet_count",
-    "mid",
-    "rtp_header_extensions_map",
-    "track",
-)
+SENDER_FIELDS: tuple[str, ...] = ("rtp_started", "rtp_exited", "ntp_timestamp", "rtp_timestamp")
+SENDER_FIELDS += ("octet_count", "packet_count", "mid", "rtp_header_extensions_map", "track")
 """``RTCRtpSender`` private attributes the lean sender reads or writes (name-mangled)."""
 RECEIVER_TABLES = ("codecs", "remote_streams", "active_ssrc")
 """``RTCRtpReceiver`` private dicts the lean receive path reads and fills (name-mangled)."""
 DTLS_SEND = ("_state", "_tx_srtp", "transport", _D + "tx_bytes", _D + "tx_packets")
 DTLS_RECEIVE = ("_rx_srtp", "_rtp_router", _D + "rx_bytes", "transport")
+_RX = (_D + "rx_bytes", _D + "rx_packets")
+_TABLES = tuple(_R + name for name in RECEIVER_TABLES)
 
 
 class SeamError(RuntimeError):
     """aiortc or aioice no longer has what the bridge relies on."""
 
 
-def versions() -> str:
-    return f"aiortc {aiortc.__version__}, aioice {getattr(aioice, '__version__', '?')}"
-
-
 def _fail(what: str) -> SeamError:
+    found = f"aiortc {aiortc.__version__}, aioice {getattr(aioice, '__version__', '?')}"
     supported = ", ".join(f"{name}{spec}" for name, spec in SUPPORTED.items())
-    return SeamError(
-        f"{versions()} changed: {what}; bridge/rtc/aiortc_seam.py supports {supported}"
-    )
+    return SeamError(f"{found} changed: {what}; bridge/rtc/aiortc_seam.py supports {supported}")
 
 
 def _unwrapped(fn: Any) -> Any:
@@ -121,22 +93,14 @@ REQUIRED: tuple[tuple[Any, str, tuple[str, ...]], ...] = (
     (aioice.turn, "asyncio", ()),
     # rtc/rtprecv.py: the lean receive path
     (aioice.ice.Connection, "data_received", ("_queue", "put_nowait")),
-    (
-        RTCDtlsTransport,
-        "_recv_next",
-        ("_rx_srtp", "unprotect", "_handle_rtp_data", _D + "rx_bytes", _D + "rx_packets"),
-    ),
+    (RTCDtlsTransport, "_recv_next", ("_rx_srtp", "unprotect", "_handle_rtp_data", *_RX)),
     (RTCDtlsTransport, "_handle_rtp_data", ("_rtp_router", "route_rtp")),
     (RtpRouter, "route_rtp", ("ssrc_table", "payload_type_table")),
-    (
-        RTCRtpReceiver,
-        "_handle_rtp_packet",
-        ("_enabled", _R + "codecs", _R + "remote_streams", _R + "active_ssrc", "_data"),
-    ),
+    (RTCRtpReceiver, "_handle_rtp_packet", ("_enabled", "_data", *_TABLES)),
     (
         RTCRtpReceiver,
         "_run_rtcp",
-        (_R + "remote_streams", "fraction_lost", "packets_lost", "max_seq", "jitter"),
+        (_TABLES[1], "fraction_lost", "packets_lost", "max_seq", "jitter"),
     ),
     (RTCRtpReceiver, "receive", ("_register_rtp_receiver",)),
     (StreamStatistics, "__init__", STATS_FIELDS),
@@ -147,19 +111,11 @@ REQUIRED: tuple[tuple[Any, str, tuple[str, ...]], ...] = (
     # rtc/rtpsend.py: the lean sender
     (RTCRtpSender, "send", ("_run_rtp",)),
     (RTCRtpSender, "_run_rtp", ()),
-    (
-        RTCRtpSender,
-        "_run_rtcp",
-        tuple(_S + n for n in ("ntp_timestamp", "rtp_timestamp", "octet_count", "packet_count")),
-    ),
+    (RTCRtpSender, "_run_rtcp", tuple(_S + n for n in SENDER_FIELDS[2:6])),
     (RTCRtpSender, "__init__", ("_ssrc", *(_S + n for n in SENDER_FIELDS if n != "track"))),
     (RTCRtpSender, "stop", (_S + "rtp_started", _S + "rtp_exited")),
     (RTCDtlsTransport, "_send_rtp", ("_tx_srtp", "protect", "_send", "_state")),
-    (
-        RTCDtlsTransport,
-        "__init__",
-        ("_state", "_tx_srtp", "_rx_srtp", "_rtp_router", *DTLS_SEND[3:], _D + "rx_bytes"),
-    ),
+    (RTCDtlsTransport, "__init__", ("_state", "_tx_srtp", *DTLS_SEND[3:], *DTLS_RECEIVE[:3])),
     (State, "CONNECTED", ()),
 )
 """``(owner, attribute, names its code must use)``: every private part the bridge touches."""
@@ -174,11 +130,8 @@ def missing(required: tuple[tuple[Any, str, tuple[str, ...]], ...] = REQUIRED) -
         if fn is None:
             gone.append(label)
             continue
-        code = getattr(fn, "__code__", None)
-        if names and code is None:
-            gone.append(f"{label} (no longer a function)")
-            continue
-        gone.extend(f"{label}: {name}" for name in names if name not in code.co_names)  # type: ignore[union-attr]
+        used = getattr(getattr(fn, "__code__", None), "co_names", ())
+        gone.extend(f"{label}: {name}" for name in names if name not in used)
     return gone
 
 
@@ -280,23 +233,16 @@ def _require(obj: Any, names: tuple[str, ...], owner: str) -> None:
             raise _fail(f"{owner} has no {name.rpartition('__')[2] or name}")
 
 
-def require_dtls_send(dtls: Any) -> None:
-    """Fail clearly if this DTLS transport lacks what the lean sender uses."""
-    _require(dtls, DTLS_SEND, "RTCDtlsTransport")
+def require_dtls(dtls: Any, *, send: bool) -> None:
+    """Fail clearly if this DTLS transport lacks what the lean sender (``send``) or the lean
+    receive path uses."""
+    _require(dtls, DTLS_SEND if send else DTLS_RECEIVE, "RTCDtlsTransport")
 
 
-def require_dtls_receive(dtls: Any) -> None:
-    """Fail clearly if this DTLS transport lacks what the lean receive path uses."""
-    _require(dtls, DTLS_RECEIVE, "RTCDtlsTransport")
-
-
-def dtls_ssl(dtls: Any) -> Any:
-    """The transport's ``SSL.Connection``."""
-    return dtls._ssl
-
-
-def set_dtls_ssl(dtls: Any, ssl: Any) -> None:
-    dtls._ssl = ssl
+def swap_ssl(dtls: Any, ssl: Any) -> Any:
+    """Put ``ssl`` as the transport's ``SSL.Connection``; returns the one it had."""
+    old, dtls._ssl = dtls._ssl, ssl
+    return old
 
 
 def connected(dtls: Any) -> bool:
@@ -329,7 +275,6 @@ def count_sent(dtls: Any, nbytes: int) -> None:
 
 
 def count_received(dtls: Any, nbytes: int) -> None:
-    """One datagram received, in the transport's counters."""
     dtls._RTCDtlsTransport__rx_bytes += nbytes
     dtls._RTCDtlsTransport__rx_packets += 1
 
@@ -415,12 +360,9 @@ def record(
 # -- the sender (aiortc's RTCRtpSender)
 
 
-def require_sender(sender: Any) -> None:
-    """Fail clearly if this sender lacks what the lean sender uses."""
+def require_sender(sender: Any) -> int:
+    """Fail clearly if this sender lacks what the lean sender uses; its SSRC."""
     _require(sender, ("_ssrc", *(_S + n for n in SENDER_FIELDS)), "RTCRtpSender")
-
-
-def sender_ssrc(sender: Any) -> int:
     return sender._ssrc
 
 

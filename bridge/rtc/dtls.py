@@ -100,16 +100,17 @@ def set_state(self: RTCDtlsTransport, state: State) -> None:
 
 @functools.wraps(_ORIGINAL_HANDSHAKE)
 async def do_handshake(self: RTCDtlsTransport) -> None:
-    real = seam.dtls_ssl(self)
+    real = seam.swap_ssl(self, None)
     spy = _HandshakeSpy(real, self)
-    seam.set_dtls_ssl(self, spy)
+    seam.swap_ssl(self, spy)
     self._bridge_hint = "the connection closed during the DTLS handshake"  # type: ignore[attr-defined]
     try:
         await _ORIGINAL_HANDSHAKE(self)
     finally:
         self._bridge_hint = None  # type: ignore[attr-defined]
-        if seam.dtls_ssl(self) is spy:
-            seam.set_dtls_ssl(self, real)
+        current = seam.swap_ssl(self, real)
+        if current is not spy:  # aiortc replaced it meanwhile: keep theirs
+            seam.swap_ssl(self, current)
 
 
 @functools.wraps(_ORIGINAL_IDENTITY)

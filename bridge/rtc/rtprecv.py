@@ -169,7 +169,7 @@ class LeanReceive:
         if not opus:
             log.info("lean RTP receive path: no Opus negotiated; aiortc receives")
             return False
-        seam.require_dtls_receive(dtls)
+        seam.require_dtls(dtls, send=False)
         connection = seam.ice_connection(dtls.transport)
         if connection is None:
             raise seam.SeamError("aiortc's RTCIceTransport has no aioice connection")

@@ -167,9 +167,9 @@ class LeanSender:
     the stream sequence number a forwarded packet was mapped to)."""
 
     def __init__(self, sender: RTCRtpSender) -> None:
-        seam.require_sender(sender)
+        ssrc = seam.require_sender(sender)
         self.sender: Any = sender
-        self.stream = RtpStream(seam.sender_ssrc(sender))
+        self.stream = RtpStream(ssrc)
         self.dtls: Any = None
         self._send: Any = None
         self.running = False
@@ -190,7 +190,7 @@ class LeanSender:
             self.stream.payload_type = codec.payloadType
             self.stream.extension = header_extension(*seam.sender_header(sender))
             dtls = sender.transport
-            seam.require_dtls_send(dtls)
+            seam.require_dtls(dtls, send=True)
             self.dtls = dtls
             self._send = seam.ice_send(dtls)
             self.running = True
