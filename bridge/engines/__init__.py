@@ -22,6 +22,7 @@ from .base import (
     MediaChannel,
     MediaClosed,
     MovableCalls,
+    OpensInBackground,
     PolledEngine,
     RemoteCall,
     SignedWebhookEngine,
@@ -33,6 +34,7 @@ from .base import (
 from .cloudapi import CloudApiEngine
 from .pump import EnginePump
 from .sim import SimEngine
+from .socket import PcmStreamMedia
 from .wadial import WadialEngine
 from .zuckzapgo import ZuckZapGoEngine
 
@@ -73,6 +75,8 @@ __all__ = [
     "MediaChannel",
     "MediaClosed",
     "MovableCalls",
+    "OpensInBackground",
+    "PcmStreamMedia",
     "PolledEngine",
     "RemoteCall",
     "SignedWebhookEngine",
