@@ -373,6 +373,8 @@ class CallManager:
                 reason = EndReason.REJECTED
             if event.reason in EndReason.__members__.values():
                 reason = EndReason(event.reason)
+            if event.detail and call.live:
+                call.end_detail = event.detail
             await self.end(call, reason, **dict(event.data))
 
     def _ring(self, call: Call) -> None:

@@ -52,6 +52,8 @@ class EngineEvent:
     reason: str = ""
     data: Mapping[str, Any] = field(default_factory=dict)
     """Extra fields for the call event (``call.dtmf``'s digit, an end's errors)."""
+    detail: str = ""
+    """An end's ``endDetail`` (Meta's code and message)."""
 
 
 RINGING_STATES = frozenset({"ringing", "connecting", "calling", "offer", "incoming"})

@@ -256,6 +256,8 @@ class FakeMeta(FakeServer):
         self.meta_calls: dict[str, MetaCall] = {}
         self.actions: list[dict[str, Any]] = []
         self.refused: list[dict[str, Any]] = []
+        self.fail_next: dict[str, tuple[int, str]] = {}
+        """action → Meta's error code and message for the next request of that action."""
         self.before_connect_answer: Any = None
         """``async (call) -> None`` awaited before ``connect`` is answered (webhook races)."""
 
@@ -309,6 +311,10 @@ class FakeMeta(FakeServer):
                     subcode=2494010,
                 )
         action = body.get("action")
+        failure = self.fail_next.pop(str(action), None)
+        if failure is not None:  # the next such action fails as Meta fails it
+            code, message = failure
+            return meta_error(400, code, f"(#{code}) {message}")
         if action == "connect":
             return await self._connect(body)
         call = self.meta_calls.get(str(body.get("call_id")))

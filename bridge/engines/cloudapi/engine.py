@@ -15,19 +15,19 @@ Inbound: connect webhook (offer) → answer → ``pre_accept`` → ``INCOMING`` 
 call id) → ``wacid``; statuses RINGING/ACCEPTED/REJECTED; the connect webhook's answer is
 applied. Webhooks about a dial that arrive before ``connect`` has answered are found by their
 ``biz_opaque_callback_data`` and applied once the ``wacid`` is known. A terminate webhook
-ends the call: COMPLETED → ``remote_hangup`` (an unanswered call keeps the manager's own
-reason), REJECTED → ``rejected``, FAILED → ``failed``.
+ends the call with the reason :func:`.codes.terminate_reason` gives: Meta's error code when it
+sent one (``media_timeout``, ``setup_failed``…, its code and message in ``endDetail``), else
+COMPLETED → ``remote_hangup`` (``no_answer`` for our unanswered call; a user's unanswered call
+keeps the manager's own reason), REJECTED → ``rejected``, FAILED → ``failed``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -35,11 +35,10 @@ import aiohttp
 from ...config import EngineSettings, IceSettings, Settings
 from ...errors import (
     AtCapacity,
-    BadRequest,
     EngineCallNotFound,
     EngineError,
-    Forbidden,
-    Unauthorized,
+    MetaLimit,
+    MetaRefused,
 )
 from ...tasks import TaskSet
 from ..base import (
@@ -50,63 +49,23 @@ from ..base import (
     RemoteCall,
     WebhookCalls,
     emit,
-    webhook_json,
 )
 from ..hangups import PendingHangups
+from .codes import ended_by_meta
 from .graph import GraphClient
 from .peer import PeerChannel, WhatsAppPeer
 from .sdp import DEFAULT_BITRATE
-from .webhook import SIGNATURE_HEADER, CallWebhook, call_events, signature_ok, webhook_calls
+from .state import CloudCall, Remembered
+from .webhook import CallWebhook, call_events, check, verify, webhook_calls
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_QUEUE = 256
 """Webhook bodies accepted but not yet worked through; a full queue answers 503 (Meta
 retries)."""
-REMEMBERED = 4096
-"""Ended calls and handled events remembered, so a redelivered webhook changes nothing."""
 PARKED = 16
 """Webhook events kept per dial that arrive before ``connect`` has returned Meta's call id
 (found by their ``biz_opaque_callback_data``, our call id); the oldest go first."""
-
-_END_REASONS = {"COMPLETED": "remote_hangup", "REJECTED": "rejected", "FAILED": "failed"}
-
-
-@dataclass
-class CloudCall:
-    """The engine's view of one call (keyed by Meta's ``wacid``)."""
-
-    wacid: str
-    peer_wa: str
-    direction: str  # "inbound" or "outbound"
-    peer: WhatsAppPeer
-    """Used for signalling (SDP, media seen); closed by the call's runtime once handed over."""
-    state: str = "connecting"  # connecting, ringing, accepted, ended
-    answer_sdp: str = ""  # inbound: what pre_accept and accept send
-    call_id: str = ""  # outbound: our call id (biz_opaque_callback_data)
-    seen: set[str] = field(default_factory=set)
-    handed_over: bool = False
-    """The call's runtime owns the peer (``take_leg``): it closes it, not the engine."""
-
-    @property
-    def jid(self) -> str:
-        return f"{self.peer_wa}@s.whatsapp.net"
-
-
-class _Remembered:
-    """A bounded set (oldest forgotten first)."""
-
-    def __init__(self, size: int = REMEMBERED) -> None:
-        self._items: OrderedDict[str, None] = OrderedDict()
-        self.size = size
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._items
-
-    def add(self, key: str) -> None:
-        self._items[key] = None
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
 
 
 class CloudApiEngine:
@@ -139,7 +98,7 @@ class CloudApiEngine:
         self._dialling: dict[str, deque[CallWebhook]] = {}
         """Our call id → webhook events that came before ``connect`` answered (one per dial
         in flight, so as bounded as the calls)."""
-        self._ended = _Remembered()
+        self._ended = Remembered()
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=WEBHOOK_QUEUE)
         self._tasks = TaskSet("cloudapi")
         self._http = http
@@ -286,11 +245,22 @@ class CloudApiEngine:
         call = self._get(engine_call_id)
         if call.direction != "inbound" or call.state != "ringing":
             raise EngineError(f"call {engine_call_id} is not ringing inbound")
-        await self.graph.call_action(
-            "accept",
-            call_id=call.wacid,
-            session={"sdp_type": "answer", "sdp": call.answer_sdp},
-        )
+        try:
+            await self.graph.call_action(
+                "accept",
+                call_id=call.wacid,
+                session={"sdp_type": "answer", "sdp": call.answer_sdp},
+            )
+        except (MetaRefused, MetaLimit) as exc:
+            # Meta will not take the call any more (e.g. 138007, set-up too slow): it ends
+            # with Meta's reason, and the API's caller gets the refusal.
+            await self._forget(call)
+            detail = f"{exc.details.get('metaCode')}: {exc.details.get('metaMessage')}"
+            emit(
+                self.events,
+                EngineEvent(EngineEventKind.ENDED, call.wacid, reason=exc.code, detail=detail),
+            )
+            raise
         call.state = "accepted"
 
     async def hangup(self, engine_call_id: str) -> None:
@@ -321,35 +291,13 @@ class CloudApiEngine:
 
     # -- webhooks
     def verify_subscription(self, query: Mapping[str, str]) -> str:
-        """``GET /engine/webhook?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…``
-        (Meta's webhook verification request): the challenge when the verify token matches,
-        else 403."""
-        mode = query.get("hub.mode", "")
-        token = query.get("hub.verify_token", "")
-        challenge = query.get("hub.challenge", "")
-        expected = self.settings.cloudapi_verify_token.encode()
-        ok = hmac.compare_digest(expected, token.encode("utf-8", "surrogateescape"))
-        if mode != "subscribe" or not ok or not expected:
-            raise Forbidden("webhook verification refused: hub.verify_token does not match")
-        return challenge
+        """``GET /engine/webhook``: Meta's verification request (:func:`.webhook.verify`)."""
+        return verify(query, self.settings.cloudapi_verify_token)
 
     def receive_webhook(self, raw: bytes, headers: Mapping[str, str]) -> bool:
-        """``POST /engine/webhook``: check the signature and shape, queue the work, return.
-
-        401 for a missing or wrong signature (nothing is looked at), 400 for a body that is
-        not a JSON object, 503 when the queue is full (Meta delivers again later)."""
-        if not signature_ok(self.settings.cloudapi_app_secret, raw, headers.get(SIGNATURE_HEADER)):
-            raise Unauthorized(
-                "missing or invalid X-Hub-Signature-256 (HMAC-SHA256 of the body, app secret)"
-            )
-        try:
-            body = webhook_json(raw)
-        except BadRequest:
-            self.stats.bad_messages += 1
-            raise
-        if not isinstance(body.get("entry"), list):
-            self.stats.bad_messages += 1
-            raise BadRequest("webhook body must be an object with an 'entry' list")
+        """``POST /engine/webhook``: check the signature and shape (:func:`.webhook.check`),
+        queue the work, return; 503 when the queue is full (Meta delivers again later)."""
+        check(self.settings.cloudapi_app_secret, raw, headers, self.stats)
         try:
             self._inbox.put_nowait(raw)
         except asyncio.QueueFull:
@@ -389,6 +337,8 @@ class CloudApiEngine:
         elif ev.kind == "terminate":
             if call is not None:
                 await self._terminated(call, ev)
+            else:  # over before its connect reached us: a late connect must not ring
+                self._ended.add(ev.wacid)
         elif ev.kind == "status" and call is not None and ev.status not in call.seen:
             call.seen.add(ev.status)
             if ev.status == "RINGING" and call.state == "calling":
@@ -398,7 +348,7 @@ class CloudApiEngine:
                 self._accepted(call)
             elif ev.status == "REJECTED":
                 await self._forget(call)
-                emit(self.events, EngineEvent(EngineEventKind.ENDED, call.wacid, reason="declined"))
+                emit(self.events, EngineEvent(EngineEventKind.ENDED, call.wacid, reason="rejected"))
 
     def _inbound(self, ev: CallWebhook) -> None:
         peer = self._peer(f"cloudapi:{ev.wacid}")
@@ -441,17 +391,9 @@ class CloudApiEngine:
             emit(self.events, EngineEvent(EngineEventKind.ENDED, call.wacid, reason="failed"))
 
     async def _terminated(self, call: CloudCall, ev: CallWebhook) -> None:
-        reason = _END_REASONS.get(ev.status, "")
-        if reason == "remote_hangup" and call.state != "accepted":
-            reason = ""  # unanswered: the manager's own reason (remote_canceled, rejected)
-        data: dict[str, Any] = {"engineStatus": ev.status}
-        if ev.errors:
-            data["errors"] = ev.errors
-            log.warning("Cloud API call %s ended %s: %s", call.wacid, ev.status, ev.errors)
-        if ev.duration is not None:
-            data["engineDurationS"] = ev.duration
+        answered, outbound = call.state == "accepted", call.direction == "outbound"
+        event = ended_by_meta(call.wacid, ev, answered=answered, outbound=outbound)
         was_ringing = call.state == "connecting"
         await self._forget(call)
         if not was_ringing:  # the manager never heard of a call still being pre-accepted
-            event = EngineEvent(EngineEventKind.ENDED, call.wacid, reason=reason, data=data)
             emit(self.events, event)
