@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ...errors import MetaLimit, MetaRefused
 from ..base import EngineEvent, EngineEventKind
 
 if TYPE_CHECKING:
@@ -207,3 +208,9 @@ def ended_by_meta(wacid: str, ev: CallWebhook, *, answered: bool, outbound: bool
             hint_for(ev.errors),
         )
     return EngineEvent(EngineEventKind.ENDED, wacid, reason=reason, data=data, detail=detail)
+
+
+def refused_event(wacid: str, exc: MetaLimit | MetaRefused) -> EngineEvent:
+    """The ``ENDED`` event of a call Meta refused an action of (its reason and detail)."""
+    detail = f"{exc.details.get('metaCode')}: {exc.details.get('metaMessage')}"
+    return EngineEvent(EngineEventKind.ENDED, wacid, reason=exc.code, detail=detail)

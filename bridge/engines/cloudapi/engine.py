@@ -1,24 +1,20 @@
 """``CloudApiEngine``: WhatsApp Business Cloud API Calling (``BRIDGE_ENGINE=cloudapi``).
 
 Signalling is Graph API requests (:mod:`.graph`) and signed webhooks (:mod:`.webhook`); the
-WhatsApp side of each call is a WebRTC peer connection to Meta (:mod:`.peer`). The engine
-keeps the call's signalling state (:class:`CloudCall`, by Meta's ``wacid``: what it needs to
-match Meta's webhooks). The peer connection is made here, before the call's runtime exists
-(at the connect webhook, so ICE and DTLS come up while the call rings; or to dial), and is
-handed over to the runtime when the manager creates it (:meth:`CloudApiEngine.take_leg`):
-from then on the runtime closes it, and its closing drops the engine's entry. A peer never
-handed over (the call ended before it had a runtime) is closed here.
+WhatsApp side of each call is a WebRTC peer connection to Meta (:mod:`.peer`), made here before
+the call's runtime exists (at the connect webhook, so ICE and DTLS come up while the call
+rings; or to dial) and handed to the runtime (:meth:`CloudApiEngine.take_leg`), which closes it
+(its closing drops the engine's :class:`CloudCall`); a peer never handed over is closed here.
+Call permissions (ask, read, hear the answers) are :mod:`.permissions`'.
 
 Inbound: connect webhook (offer) → answer → ``pre_accept`` → ``INCOMING`` (ringing);
 ``answer`` → ``accept`` with the same SDP; ``hangup`` → ``reject`` while ringing, else
 ``terminate``. Outbound: ``dial`` → offer → ``connect`` (``biz_opaque_callback_data`` = our
 call id) → ``wacid``; statuses RINGING/ACCEPTED/REJECTED; the connect webhook's answer is
 applied. Webhooks about a dial that arrive before ``connect`` has answered are found by their
-``biz_opaque_callback_data`` and applied once the ``wacid`` is known. A terminate webhook
-ends the call with the reason :func:`.codes.terminate_reason` gives: Meta's error code when it
-sent one (``media_timeout``, ``setup_failed``…, its code and message in ``endDetail``), else
-COMPLETED → ``remote_hangup`` (``no_answer`` for our unanswered call; a user's unanswered call
-keeps the manager's own reason), REJECTED → ``rejected``, FAILED → ``failed``.
+``biz_opaque_callback_data`` and applied once the ``wacid`` is known; a terminate before its
+connect keeps the late connect from ringing; repeats change nothing. A terminate webhook ends
+the call with :func:`.codes.terminate_reason`'s reason (Meta's code: ``media_timeout``…).
 """
 
 from __future__ import annotations
@@ -51,9 +47,10 @@ from ..base import (
     emit,
 )
 from ..hangups import PendingHangups
-from .codes import ended_by_meta
-from .graph import GraphClient
+from .codes import ended_by_meta, refused_event
+from .graph import GraphClient, connected_call_id
 from .peer import PeerChannel, WhatsAppPeer
+from .permissions import CallPermissions
 from .sdp import DEFAULT_BITRATE
 from .state import CloudCall, Remembered
 from .webhook import CallWebhook, call_events, check, verify, webhook_calls
@@ -104,6 +101,7 @@ class CloudApiEngine:
         self._http = http
         self._own_http = http is None
         self.webhooks = 0
+        self.permissions = CallPermissions(self.graph, self.events)
         self.pending_hangups = PendingHangups("cloudapi", self.hangup, asyncio.sleep)
 
     @classmethod
@@ -156,6 +154,13 @@ class CloudApiEngine:
             detail=f"Graph API {self.graph.detail}",
             info={"calls": len(self.calls), "webhooks": self.webhooks},
         )
+
+    async def request_permission(self, phone: str, template: Mapping[str, str] | None) -> str:
+        """Ask the user for call permission (the ``PermissionEngine`` capability)."""
+        return await self.permissions.request(phone, template)
+
+    async def read_permission(self, phone: str) -> dict[str, Any]:
+        return await self.permissions.read(phone)
 
     def _peer(self, label: str) -> WhatsAppPeer:
         return WhatsAppPeer(
@@ -211,13 +216,13 @@ class CloudApiEngine:
             fields: dict[str, Any] = {"to": phone, "session": {"sdp_type": "offer", "sdp": offer}}
             if opaque:
                 fields["biz_opaque_callback_data"] = opaque
-            answer = await self.graph.call_action("connect", **fields)
-            calls = answer.get("calls")
-            wacid = ""
-            if isinstance(calls, list) and calls and isinstance(calls[0], dict):
-                wacid = str(calls[0].get("id") or "")
-            if not wacid:
-                raise EngineError(f"the Graph API's connect answer has no call id: {answer!r:.200}")
+            self.permissions.forget(phone)  # a call changes the user's usage
+            try:
+                answer = await self.graph.call_action("connect", **fields)
+            except MetaLimit as exc:
+                await self.permissions.call_refused(phone, exc)  # when the next may start
+                raise
+            wacid = connected_call_id(answer)
         except BaseException:
             self._dialling.pop(opaque, None)
             await asyncio.shield(peer.close())
@@ -251,15 +256,9 @@ class CloudApiEngine:
                 call_id=call.wacid,
                 session={"sdp_type": "answer", "sdp": call.answer_sdp},
             )
-        except (MetaRefused, MetaLimit) as exc:
-            # Meta will not take the call any more (e.g. 138007, set-up too slow): it ends
-            # with Meta's reason, and the API's caller gets the refusal.
+        except (MetaRefused, MetaLimit) as exc:  # e.g. 138007: the call ends with it too
             await self._forget(call)
-            detail = f"{exc.details.get('metaCode')}: {exc.details.get('metaMessage')}"
-            emit(
-                self.events,
-                EngineEvent(EngineEventKind.ENDED, call.wacid, reason=exc.code, detail=detail),
-            )
+            emit(self.events, refused_event(call.wacid, exc))
             raise
         call.state = "accepted"
 
@@ -312,8 +311,9 @@ class CloudApiEngine:
         while True:
             raw = await self._inbox.get()
             try:
-                events, bad = call_events(json.loads(raw))
-                self.stats.bad_messages += bad
+                body = json.loads(raw)
+                events, bad = call_events(body)
+                self.stats.bad_messages += bad + self.permissions.heard(body)
                 for event in events:
                     await self._on_webhook(event)
             except Exception:  # one bad body must not stop the webhooks
@@ -354,6 +354,7 @@ class CloudApiEngine:
         peer = self._peer(f"cloudapi:{ev.wacid}")
         call = CloudCall(ev.wacid, ev.peer, "inbound", peer)
         peer.wacid = ev.wacid
+        self.permissions.heard_from(ev.peer)  # a user's call opens the service window
         self.calls[ev.wacid] = call
         self._tasks.spawn(self._pre_accept(call, ev.sdp), f"pre-accept:{ev.wacid}")
 

@@ -19,7 +19,14 @@ from typing import Any
 
 import aiohttp
 
-from ...errors import EngineUnavailable, GraphApiError, MetaLimit, MetaRefused, NoCallPermission
+from ...errors import (
+    EngineError,
+    EngineUnavailable,
+    GraphApiError,
+    MetaLimit,
+    MetaRefused,
+    NoCallPermission,
+)
 from ..base import EngineStats
 from .codes import META_CODES
 
@@ -82,6 +89,14 @@ class GraphClient:
             self.stats.request_errors += 1
             raise _graph_error(what, status, answer, text)
         return answer
+
+
+def connected_call_id(answer: dict[str, Any]) -> str:
+    """The ``wacid`` in Meta's answer to ``connect`` (``calls[0].id``)."""
+    calls = answer.get("calls")
+    if isinstance(calls, list) and calls and isinstance(calls[0], dict) and calls[0].get("id"):
+        return str(calls[0]["id"])
+    raise EngineError(f"the Graph API's connect answer has no call id: {answer!r:.200}")
 
 
 def _graph_error(action: str, status: int, answer: Any, text: str) -> Exception:
