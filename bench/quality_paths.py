@@ -333,6 +333,10 @@ class Browser:
             if r.status != 200:
                 raise RuntimeError(f"offer refused: {body}")
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="answer"))
+        if self.red_pt is not None:  # aiortc knows no RED: its router would drop the packets
+            receiver = self.pc.getTransceivers()[0].receiver
+            router = receiver.transport._rtp_router
+            router.payload_type_table.setdefault(self.red_pt, set()).add(receiver)
         # As a browser does: send no more than the answer's maxaveragebitrate (RFC 7587 §6.1).
         cap = opus_parameters(body["sdp"]).get("maxaveragebitrate")
         if cap and cap.isdigit() and int(cap) < self.bitrate:
@@ -490,12 +494,15 @@ async def engine_call(
         "packets_lost": browser.lost_up,
     }
     received = browser.received
+    lost = [s for s in range(min(received), max(received)) if s not in received] if received else []
     downlink = {
         "bridge": pesq_wb(sent, ideal_decode(received, copies=browser.copies), piece),
         "ideal_plc_only": pesq_wb(sent, ideal_decode(received, fec=False), piece),
         "payload_kbps": round(down_kbps, 1),
-        "red_copies_used": sum(
-            1 for s in browser.copies if s not in received and min(received) < s < max(received)
+        "packets_lost": len(lost),
+        "red_copies_used": sum(1 for s in lost if s in browser.copies),
+        "fec_frames": sum(
+            1 for s in lost if s not in browser.copies and has_fec(received.get(s + 1, b""))
         ),
         "protection": (stats.get("webrtc") or {}).get("downlinkProtection"),
     }

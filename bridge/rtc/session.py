@@ -117,9 +117,9 @@ class WebRTCSession(PeerLeg):
         st = self.media
         # A browser may cap what it wants to receive (RFC 7587 §6.1 maxaveragebitrate).
         try:
-            cap = int(opus_parameters(sdp).get("maxaveragebitrate", st.opus_bitrate))
+            cap = int(opus_parameters(sdp).get("maxaveragebitrate", 0)) or 510_000
         except ValueError:
-            cap = st.opus_bitrate
+            cap = 510_000  # RFC 7587 §6.1: Opus' own maximum
         # RED (RFC 2198) when the browser offers it over Opus: taken from it, and sent to it
         # while its reports show loss (rtc/protection.py).
         red = offered_red(sdp) if st.opus_red else None

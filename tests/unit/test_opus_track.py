@@ -110,3 +110,28 @@ def test_the_answer_asks_for_fec_mono_and_16_khz_in_place_of_aiortcs_bare_opus()
         == lines.index("a=rtpmap:96 opus/48000/2") + 1
     )
     assert with_opus_fmtp("v=0\r\nm=audio 9 RTP/AVP 0\r\n") == "v=0\r\nm=audio 9 RTP/AVP 0\r\n"
+
+
+async def test_red_around_forwarded_packets_keeps_every_payload_bit_exact() -> None:
+    """Pass-through (rtc/passthrough.py) with RED on: each packet is the forwarded payload,
+    untouched, with the one or two forwarded before it beside it (RFC 2198), RTP time mapped."""
+    from bridge.rtc.passthrough import PassThrough
+    from bridge.rtc.rtpsend import RtpStream
+
+    track = OpusBusTrack(Voice(), protection=LossProtection(red=True), red=RedWrapper(63, 111))
+    pt = PassThrough(lambda: True)
+    track.forward_from(pt, RtpStream(1234, first_seq=100))
+    track.far_end_report(0.2)  # heavy loss: two copies
+    payloads = [bytes([i]) * (40 + i) for i in range(6)]
+    for i, payload in enumerate(payloads):
+        pt.offer(5000 + i, 48_000 + 960 * i, payload)
+    out = [await track.recv() for _ in payloads]
+    assert track.forwarded_frames == 6
+    assert [p.seq for p in out] == list(range(100, 106))
+    assert out[0].payload_type is None and out[0].data == payloads[0]  # nothing before it yet
+    for i, packet in enumerate(out[1:], start=1):
+        blocks = split_red(packet.data)
+        assert packet.payload_type == 63 and blocks is not None
+        assert [b for _, _, b in blocks] == payloads[max(0, i - 2) : i + 1]
+        assert [o for o, _, _ in blocks] == [960 * (i - k) for k in range(max(0, i - 2), i + 1)]
+    track.stop()
