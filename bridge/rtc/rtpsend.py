@@ -25,6 +25,9 @@ aiortc for ICE, DTLS, the session and RTCP:
   octet counts, and the NTP/RTP time pair of the latest audio packet: RFC 3550 §6.4.1), so the
   reports, ``getStats`` and the round-trip time stay aiortc's and stay right. Events count as
   packets and octets but never move the time pair: their RTP time is the event's start.
+  It also hands each receiver report block about its stream to ``on_report`` as the report
+  arrives (before aiortc's own handling), so the encoder's protection follows the far end's
+  loss at once rather than at the next statistics sample (``rtc/protection.py``).
 
 Everything of aiortc's used here is reached through ``rtc/aiortc_seam.py``, which checks it at
 import (and again per sender), so an aiortc release that renames it fails loudly instead of
@@ -38,11 +41,12 @@ import logging
 import secrets
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap
+from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtcpRrPacket, RtcpSrPacket
 
 from . import aiortc_seam as seam
 
@@ -120,9 +124,11 @@ class RtpStream:
         *,
         marker: bool | None = None,
         payload_type: int | None = None,
+        audio_type: int | None = None,
     ) -> bytes:
         """One RTP packet (plaintext). ``marker=None`` (audio): the stream decides (first
-        packet, or first of a talkspurt); an event gives its own and ``payload_type``."""
+        packet, or first of a talkspurt); an event gives its own and ``payload_type``. Audio
+        goes out as the stream's payload type, or ``audio_type`` (RED around it)."""
         if seq is None:
             seq = self.next_seq
         if payload_type is None:  # audio
@@ -135,7 +141,7 @@ class RtpStream:
             if step < 0x80000000:  # not an older, reordered packet
                 self.last_pts = pts & 0xFFFFFFFF
             self.audio_packets += 1
-            payload_type = self.payload_type
+            payload_type = self.payload_type if audio_type is None else audio_type
         if marker:
             self.markers += 1
         # Later packets continue after the highest number sent (a reordered packet, forwarded
@@ -174,6 +180,18 @@ class LeanSender:
         self._send: Any = None
         self.running = False
         seam.take_rtp_loop(sender, self._run)
+        self.on_report: Callable[[float], None] | None = None
+        """Called with the loss fraction of each receiver report block about this stream."""
+        handle_rtcp = sender._handle_rtcp_packet
+
+        async def handle_rtcp_packet(packet: Any) -> None:
+            if self.on_report is not None and isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                for report in packet.reports:
+                    if report.ssrc == sender._ssrc:
+                        self.on_report(report.fraction_lost / 256)  # 8-bit fixed point
+            await handle_rtcp(packet)
+
+        sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
 
     async def _run(self, codec: Any) -> None:
         """aiortc's ``RTCRtpSender.send`` starts this as the sender's RTP task."""
@@ -200,7 +218,7 @@ class LeanSender:
                     await asyncio.sleep(0.02)
                     continue
                 packet = await track.recv()
-                await self.send(packet.data, packet.pts, packet.seq)
+                await self.send(packet.data, packet.pts, packet.seq, audio_type=packet.payload_type)
         except (asyncio.CancelledError, ConnectionError, MediaStreamError):
             pass
         except Exception:  # loudly, but aiortc's stop() must still find rtp_exited set
@@ -219,6 +237,7 @@ class LeanSender:
         *,
         marker: bool | None = None,
         payload_type: int | None = None,
+        audio_type: int | None = None,
     ) -> None:
         """Packetise, protect and send one packet of this stream (see :meth:`RtpStream.packetise`);
         raises ``ConnectionError`` when DTLS is not (or no longer) connected."""
@@ -227,7 +246,9 @@ class LeanSender:
             raise ConnectionError("Cannot send encrypted RTP, not connected")
         stream = self.stream
         data = seam.tx_srtp(dtls).protect(
-            stream.packetise(payload, pts, seq, marker=marker, payload_type=payload_type)
+            stream.packetise(
+                payload, pts, seq, marker=marker, payload_type=payload_type, audio_type=audio_type
+            )
         )
         await self._send(data)
         seam.count_sent(dtls, len(data))
