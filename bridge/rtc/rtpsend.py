@@ -46,7 +46,7 @@ from typing import Any
 
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtcpRrPacket, RtcpSrPacket
+from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap
 
 from . import aiortc_seam as seam
 
@@ -182,16 +182,12 @@ class LeanSender:
         seam.take_rtp_loop(sender, self._run)
         self.on_report: Callable[[float], None] | None = None
         """Called with the loss fraction of each receiver report block about this stream."""
-        handle_rtcp = sender._handle_rtcp_packet
 
-        async def handle_rtcp_packet(packet: Any) -> None:
-            if self.on_report is not None and isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
-                for report in packet.reports:
-                    if report.ssrc == sender._ssrc:
-                        self.on_report(report.fraction_lost / 256)  # 8-bit fixed point
-            await handle_rtcp(packet)
+        def on_block(block: Any) -> None:
+            if self.on_report is not None and block.ssrc == ssrc:
+                self.on_report(block.fraction_lost / 256)  # 8-bit fixed point
 
-        sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
+        seam.watch_reports(sender, on_block)
 
     async def _run(self, codec: Any) -> None:
         """aiortc's ``RTCRtpSender.send`` starts this as the sender's RTP task."""
