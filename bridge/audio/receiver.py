@@ -50,7 +50,7 @@ import numpy as np
 
 from .opus import OpusDecoder, OpusError, has_fec
 from .pcm import Pcm
-from .stretch import PlayoutFifo
+from .stretch import PlayoutFifo, licence
 
 RTP_CLOCK = 48_000
 """Opus always uses a 48 kHz RTP clock, whatever the audio bandwidth (RFC 7587 §4.1)."""
@@ -136,7 +136,6 @@ class OpusReceiver:
         window: int = 100,
         quantile: float = 0.02,
         capacity: int = 64,
-        quiet_wait: float = 2.0,
         loss_memory: float = 10.0,
     ) -> None:
         if not 0 <= min_delay <= max_delay:
@@ -149,7 +148,6 @@ class OpusReceiver:
         self.margin = margin
         self.quantile = quantile
         self.capacity = capacity
-        self.quiet_wait = quiet_wait
         self.loss_memory = loss_memory
         self.stats = ReceiverStats()
         self._decoder = OpusDecoder(rate)
@@ -323,13 +321,10 @@ class OpusReceiver:
         fifo, n = self._fifo, self.frame_samples
         while fifo.held < n:
             fifo.feed(self._decode_next())
-        # A pause first; then voiced speech too; then anywhere. Less delay is never urgent
-        # (only latency is at stake, and a delay that moves inside a sentence is heard, and
-        # scored): it waits twice as long as more delay, which packets need in time.
+        # The drift rule (``stretch.licence``): a pause first; then voiced speech too; then
+        # anywhere; less delay waits twice as long as more.
         waited = now - self._want_since if self._want_since is not None else 0.0
-        if direction < 0:
-            waited /= 2
-        voiced, force = waited >= self.quiet_wait / 2, waited >= self.quiet_wait
+        voiced, force = licence(waited, grow=direction > 0)
         if direction > 0 and (force or not self._step):  # a step waits for a pause (pop)
             short = n - fifo.held % n  # what moves the next decode a tick later
             self.stats.inserted_samples_for_deceleration += fifo.expand(
@@ -350,7 +345,7 @@ class OpusReceiver:
             else:  # in a pause; in voiced speech only once it has waited as long as a removal
                 if self._spare_since is None:
                     self._spare_since = now
-                voiced = now - self._spare_since >= self.quiet_wait
+                voiced, _ = licence(now - self._spare_since, grow=False)
                 self.stats.removed_samples_for_acceleration += fifo.accelerate(spare, voiced=voiced)
         return fifo.take()
 
