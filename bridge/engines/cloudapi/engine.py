@@ -73,6 +73,7 @@ class CloudApiEngine:
     name = "cloudapi"
     media_before_answer = False
     opus_bitrate = DEFAULT_BITRATE
+    billing_pulse_s = 6  # Meta bills business-initiated calls in 6 s pulses (a BilledEngine)
     """Meta asks for at most 20 kbit/s (its fmtp's ``maxaveragebitrate``)."""
 
     def __init__(
