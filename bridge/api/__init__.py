@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import (
+    agents,
     calls,
     engine,
     health,
@@ -30,6 +31,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_routes(engine.routes)
     app.router.add_routes(media.routes)
     app.router.add_routes(streams.routes)
+    app.router.add_routes(agents.routes)
     app.router.add_routes(sim.routes)
     app.router.add_routes(permissions.routes)
     app.router.add_routes(calls.routes)

@@ -9,6 +9,7 @@ import re
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -136,6 +137,8 @@ class Call:
     """The browsers on the call: ``{participantID, role, webrtc: {state}}`` each."""
     speaking: dict[str, bool] | None = None
     """Who is talking (``whatsapp``, ``agent``), with ``BRIDGE_SPEECH_EVENTS`` on."""
+    agents: Callable[[], list[dict[str, Any]]] | None = field(default=None, repr=False)
+    """The call's model agents as the snapshot lists them (once one was started)."""
     final_stats: dict[str, Any] | None = field(default=None, repr=False)
     mono_created: float = field(default_factory=time.monotonic, repr=False)
     mono_answered: float | None = field(default=None, repr=False)
@@ -221,6 +224,7 @@ class Call:
             "duration": self.duration,
             **({"billablePulses": self.billable_pulses} if self.pulse_s else {}),
             **({"speaking": self.speaking} if self.speaking is not None else {}),
+            **({"agents": self.agents()} if self.agents is not None else {}),
         }
 
     @classmethod

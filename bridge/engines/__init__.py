@@ -23,6 +23,7 @@ from .base import (
     MediaChannel,
     MediaClosed,
     MovableCalls,
+    OpensInBackground,
     PermissionEngine,
     PolledEngine,
     RemoteCall,
@@ -35,6 +36,7 @@ from .base import (
 from .cloudapi import CloudApiEngine
 from .pump import EnginePump
 from .sim import SimEngine
+from .socket import PcmStreamMedia
 from .wadial import WadialEngine
 from .zuckzapgo import ZuckZapGoEngine
 
@@ -76,6 +78,8 @@ __all__ = [
     "MediaChannel",
     "MediaClosed",
     "MovableCalls",
+    "OpensInBackground",
+    "PcmStreamMedia",
     "PermissionEngine",
     "PolledEngine",
     "RemoteCall",

@@ -129,6 +129,15 @@ class MediaChannel(Protocol):
 
 
 @runtime_checkable
+class OpensInBackground(Protocol):
+    """A media channel that opens (and reopens) its socket in the background (the polled
+    engines' ``ReconnectingChannel``): whoever needs the socket open waits for it."""
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Whether a socket is open within ``timeout`` seconds."""
+
+
+@runtime_checkable
 class WebRTCLeg(Protocol):
     """A media channel that is itself a WebRTC peer connection (the cloudapi engine's): the
     runtime samples its RTP/RTCP quality like the browser's, labelled ``leg="whatsapp"``."""
