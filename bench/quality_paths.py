@@ -501,6 +501,9 @@ async def engine_call(
         "payload_kbps": round(down_kbps, 1),
         "packets_lost": len(lost),
         "red_copies_used": sum(1 for s in lost if s in browser.copies),
+        "red_copies_differing": sum(
+            1 for s, c in browser.copies.items() if s in received and received[s] != c
+        ),
         "fec_frames": sum(
             1 for s in lost if s not in browser.copies and has_fec(received.get(s + 1, b""))
         ),

@@ -19,8 +19,9 @@ its decision logic apart from expand and accelerate):
 While FEC is on, the encoder runs at the protected bit rate and complexity (``tracks.py``):
 LBRR data takes bits from the frame itself, and on the bench's speech 48 kbit/s at complexity
 8 with FEC scores on a clean link what 40 kbit/s at complexity 5 scores without
-(docs/quality.md). Transport-wide feedback (RTP transport-cc) would tell loss within 100 ms,
-but aiortc negotiates it for video only; the receiver reports are what a browser sends.
+(docs/quality.md). Transport-wide feedback (transport-cc) would tell loss within 100 ms, but
+aiortc negotiates neither its header extension nor its feedback (for audio or video), so no
+browser sends it to the bridge: the receiver reports are what there is to follow.
 """
 
 from __future__ import annotations
