@@ -10,12 +10,14 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .agents import AgentService
 from .api import setup_routes
 from .api.auth import auth_middleware
 from .api.engine import authenticates_itself
 from .api.errors import BODY_TIMEOUT, error_middleware
 from .api.internal import handover_sender, relay_opener
 from .api.keys import (
+    AGENTS,
     DIRECTORY,
     ENGINE,
     FORKS,
@@ -173,6 +175,7 @@ def create_app(
         app[PLAYBACK] = PlaybackService(storage, http)
         app[RECORDINGS] = recordings
         app[FORKS] = ForkService(storage.fork_url_allow, http)
+        app[AGENTS] = AgentService(settings.agents, storage.fork_url_allow, http)
         tasks = app[TASKS] = TaskSet("app")
         tasks.spawn(metrics.run_loop_lag_monitor(), "loop-lag")
         tasks.spawn(sweep_recordings(recordings, storage.retention_sweep_interval), "retention")

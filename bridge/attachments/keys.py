@@ -14,8 +14,8 @@ from typing import Any
 
 from .base import AttachmentHost
 
-KINDS = ("fork", "socket")
-"""Attachment kinds that may carry key presses to an app."""
+KINDS = ("fork", "socket", "agent")
+"""Attachment kinds that may carry key presses to an app (or to a model, as text)."""
 
 
 def dtmf_observer(find_host: Callable[[str], AttachmentHost | None]) -> Callable[[Any, Any], None]:

@@ -8,6 +8,7 @@ import re
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,6 +43,16 @@ class EndReason(enum.StrEnum):
     MAX_DURATION = "max_duration"  # the call reached BRIDGE_MAX_CALL_DURATION
     SHUTDOWN = "shutdown"  # the bridge shut down and hung up
     HANDOVER = "handover"  # the bridge shut down and left the WhatsApp call up
+    # Meta ended or refused the call (Cloud API; its code and message in endDetail):
+    MEDIA_TIMEOUT = "media_timeout"  # 138021/138022: media stopped reaching one side
+    NO_MEDIA = "no_media"  # 138023: accepted, but no media ever flowed
+    SETUP_FAILED = "setup_failed"  # 138007/138019: the call could not be set up
+    RELAY_FAILED = "relay_failed"  # 138020: Meta's relay could not connect
+    NUMBER_AT_CAPACITY = "number_at_capacity"  # 138002: the number's concurrent-call limit
+    NO_CALL_PERMISSION = "no_call_permission"  # 138006: the user gave no call permission
+    PERMISSION_REQUEST_LIMIT = "permission_request_limit"  # 138009
+    CALL_LIMIT_REACHED = "call_limit_reached"  # 138012: calls with this user per 24 h
+    WRONG_SIGNALLING = "wrong_signalling"  # 131055: Graph calling on a SIP number
 
 
 _TRANSITIONS: dict[CallState, frozenset[CallState]] = {
@@ -125,6 +136,8 @@ class Call:
     """The browsers on the call: ``{participantID, role, webrtc: {state}}`` each."""
     speaking: dict[str, bool] | None = None
     """Who is talking (``whatsapp``, ``agent``), with ``BRIDGE_SPEECH_EVENTS`` on."""
+    agents: Callable[[], list[dict[str, Any]]] | None = field(default=None, repr=False)
+    """The call's model agents as the snapshot lists them (once one was started)."""
     final_stats: dict[str, Any] | None = field(default=None, repr=False)
     mono_created: float = field(default_factory=time.monotonic, repr=False)
     mono_answered: float | None = field(default=None, repr=False)
@@ -190,6 +203,7 @@ class Call:
             "endDetail": self.end_detail,
             "duration": self.duration,
             **({"speaking": self.speaking} if self.speaking is not None else {}),
+            **({"agents": self.agents()} if self.agents is not None else {}),
         }
 
     @classmethod

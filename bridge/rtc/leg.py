@@ -39,10 +39,9 @@ from ..audio.receiver import ReceiverStats
 from ..config import IceSettings
 from ..media import BusStats
 from ..tasks import TaskSet
-from . import counters, rtprecv, rtpsend
-from .dtls import diagnose, install_dtls_hooks
-from .guard import install_udp_guard
-from .ice import advertise_public_ip, install_port_hook, server_rtc_configuration
+from . import aiortc_seam, counters, rtprecv, rtpsend
+from .dtls import diagnose
+from .ice import advertise_public_ip, server_rtc_configuration
 from .passthrough import PassThrough
 from .ports import port_scope
 from .red import RedStats, hook_red
@@ -149,9 +148,7 @@ def _no_loss() -> float:
 def install_transport_hooks() -> None:
     """The process-wide aioice/aiortc hooks every leg relies on (idempotent): pinned ports,
     the UDP guard, DTLS ciphers and failure reasons."""
-    install_port_hook()
-    install_udp_guard()
-    install_dtls_hooks()
+    aiortc_seam.install()
 
 
 class PeerLeg:

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from . import aiortc_seam as seam
 from .rfc4733 import is_rtcp
 
 
@@ -170,7 +171,7 @@ def hook_red(
     """Take RED packets (payload type ``red``) out before aiortc routes RTP on ``dtls``: the
     primary goes on as an Opus packet, each redundant Opus block to ``redundant(timestamp,
     payload)`` (module docstring)."""
-    original = dtls._handle_rtp_data
+    original = seam.rtp_data_handler(dtls)
 
     async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
         if len(data) >= 12 and data[1] & 0x7F == red and not is_rtcp(data):
@@ -189,4 +190,4 @@ def hook_red(
             data = bytes([data[0], (data[1] & 0x80) | opus]) + data[2:start] + blocks[-1][2]
         await original(data, arrival_time_ms=arrival_time_ms)
 
-    dtls._handle_rtp_data = handle_rtp_data
+    seam.set_rtp_data_handler(dtls, handle_rtp_data)

@@ -12,8 +12,8 @@ from pathlib import Path
 BRIDGE = Path(__file__).resolve().parents[2] / "bridge"
 
 # What each layer may import from inside the package. Base modules (config, errors, tasks,
-# metrics, logs, http, timefmt) sit beside the path and may be used by any layer.
-BASE = {"config", "errors", "tasks", "metrics", "logs", "http", "timefmt"}
+# metrics, media_metrics, logs, http, timefmt) sit beside the path and may be used by any layer.
+BASE = {"config", "errors", "tasks", "metrics", "media_metrics", "logs", "http", "timefmt"}
 ALLOWED = {
     "api": {"cluster", "webhooks", "calls", "rtc", "engines", "attachments", "media", "audio"},
     "cluster": {"calls", "media", "audio"},
@@ -57,6 +57,7 @@ def test_imports_follow_the_data_path() -> None:
 
 
 def test_base_modules_import_no_layer_above_media() -> None:
+    """Not even the engines: the metrics read the engines' counters through a protocol."""
     wrong = []
     for name in BASE:
         path = BRIDGE / f"{name}.py"
@@ -65,7 +66,7 @@ def test_base_modules_import_no_layer_above_media() -> None:
         files = [path] if path.name != "__init__.py" else list(path.parent.rglob("*.py"))
         for f in files:
             for target in bridge_imports(f) - BASE - {name}:
-                if target not in {"media", "audio", "engines"}:
+                if target not in {"media", "audio"}:
                     wrong.append(f"{f.relative_to(BRIDGE)} imports {target}")
     assert not wrong, wrong
 

@@ -1,0 +1,381 @@
+"""One model connector on one call: an attachment of the call's runtime (kind ``agent``).
+
+The agent opens its model's WebSocket (:mod:`.openai`, :mod:`.gemini` say how), streams what
+the caller says up (the bus's 16 kHz downlink, resampled to the model's rate by
+libswresample through :class:`~bridge.audio.Resampler`) and plays what the model says into
+the call as one bus source (resampled to 16 kHz, reframed to 20 ms, bounded like every other
+source). It acts on the model's signals:
+
+* a speech start while its voice plays is a barge-in unless the :class:`~.echo.EchoGuard`
+  finds it is its own voice coming back: the queued voice is dropped at once (the next bus
+  tick is silence) and the model is told how much the caller heard (``audio_end_ms``);
+* a dropped or closing socket (``goAway``, a server close, a network error) is reopened,
+  with the resumption handle where the protocol has one, within ``retries`` attempts while
+  the call goes on; then ``agent.failed`` and the service's fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+from ..attachments.base import AttachmentHost
+from ..attachments.queued_source import QueuedSource
+from ..attachments.wire import OutgoingQueue
+from ..audio import FRAME_MS, SAMPLE_RATE, Resampler
+from ..http import RedirectRefused
+from ..media import BusFrame
+from ..tasks import TaskSet
+from . import events
+from .echo import EchoGuard
+from .wire import (
+    Audio,
+    GoAway,
+    Interrupted,
+    ModelDialect,
+    ModelError,
+    ModelEvent,
+    ProtocolError,
+    Ready,
+    Resumable,
+    SpeechStarted,
+    SpeechStopped,
+    Tool,
+    ToolCall,
+    Transcript,
+)
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds to open the model's socket and have its session configured."""
+BACKOFF = (0.1, 0.3, 1.0, 2.0, 4.0)
+"""Seconds before each reconnection attempt (the last repeats)."""
+UP_QUEUE = 50
+"""Caller frames waiting for a slow model socket (1 s) before the oldest go."""
+VOICE_LIMIT_MS = 60_000
+"""Model audio queued ahead of the caller (models send faster than real time)."""
+
+ToolHandler = Callable[["Agent", ToolCall], Coroutine[Any, Any, None]]
+Failed = Callable[["Agent", str], Coroutine[Any, Any, None]]
+
+
+class Agent:
+    """A realtime model talking on a call. See the module docstring."""
+
+    kind = "agent"
+    wants_media = True
+
+    def __init__(
+        self,
+        host: AttachmentHost,
+        dialect: ModelDialect,
+        url: str,
+        api_key: str | None,
+        *,
+        tools: list[Tool],
+        retries: int,
+        on_tool: ToolHandler,
+        on_failed: Failed,
+    ) -> None:
+        self.id = "ag_" + secrets.token_hex(8)
+        self.host = host
+        self.bus = host.bus
+        self.dialect = dialect
+        self.url = url
+        self._key = api_key  # never logged, never in a snapshot or an event
+        self.tools = tools
+        self.retries = retries
+        self._on_tool = on_tool
+        self._on_failed = on_failed
+        self.state = "connecting"
+        self.guard = EchoGuard()
+        self.voice = QueuedSource(max_ms=VOICE_LIMIT_MS, stats=self.bus.stats)
+        self._up = Resampler(dialect.rate_in) if dialect.rate_in != SAMPLE_RATE else None
+        self._down = Resampler(SAMPLE_RATE)
+        self._out = OutgoingQueue(max_audio=UP_QUEUE, max_control=500, drop_oldest_audio=True)
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._tasks = TaskSet(f"agent[{self.id}]")
+        self._ready = asyncio.Event()
+        self._stopping = False
+        self._item = ""
+        self._item_start = 0
+        """The voice's ``played_frames`` when the current item's first frame plays."""
+        self._item_frames = 0
+        self._resume: str | None = None
+        self.reconnects = 0
+        self.interruptions = 0
+        self.caller_speaking = False
+
+    # -- what the call and the API see
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "agentID": self.id,
+            "provider": self.dialect.provider,
+            "url": _shown(self.url),
+            "state": self.state,
+            "reconnects": self.reconnects,
+            "interruptions": self.interruptions,
+        }
+
+    def _emit(self, type_: str, **data: Any) -> None:
+        self.host.emit(type_, agentID=self.id, provider=self.dialect.provider, **data)
+
+    # -- audio
+    def _caller(self, frame: BusFrame) -> None:
+        """A frame from the WhatsApp user: to the echo guard, then up to the model."""
+        self.guard.heard(frame.pcm)
+        if self._ws is None or self.state != "connected":
+            return  # while reconnecting the caller is not queued up (it would arrive late)
+        pcm = frame.pcm if self._up is None else self._up.resample_array(frame.pcm, SAMPLE_RATE)
+        if pcm.size:
+            self._out.put_audio(json.dumps(self.dialect.audio(pcm.astype("<i2").tobytes())))
+
+    def _sent(self, frame: BusFrame) -> None:
+        self.guard.played(frame.pcm)
+
+    def _model_audio(self, event: Audio) -> None:
+        if event.item_id != self._item or not self._item:
+            self._item = event.item_id
+            self._item_start = self.voice.played_frames + self.voice.buffered_ms // FRAME_MS
+            self._item_frames = 0
+        raw = np.frombuffer(event.pcm[: len(event.pcm) & ~1], dtype="<i2").astype(np.int16)
+        pcm = self._down.resample_array(raw, self.dialect.rate_out)
+        before = self.voice.buffered_ms
+        self.voice.push(pcm)
+        self._item_frames += max(0, self.voice.buffered_ms - before) // FRAME_MS
+
+    def heard_ms(self) -> int:
+        """How much of the current item the caller has heard."""
+        frames = min(max(0, self.voice.played_frames - self._item_start), self._item_frames)
+        return frames * FRAME_MS
+
+    def barge_in(self, why: str) -> None:
+        """Stop the voice now and tell the model what was heard."""
+        heard, dropped = self.heard_ms(), self.voice.clear()
+        self.interruptions += 1
+        for message in self.dialect.truncate(self._item, heard):
+            self._out.put_control(json.dumps(message))
+        self._emit(
+            events.INTERRUPTED,
+            itemID=self._item or None,
+            heardMs=heard,
+            droppedMs=dropped * FRAME_MS,
+            by=why,
+        )
+        self._item = ""
+
+    # -- the model's events
+    async def _handle(self, event: ModelEvent) -> None:
+        if isinstance(event, Audio):
+            self._model_audio(event)
+        elif isinstance(event, SpeechStarted):
+            verdict = self.guard.decide()
+            playing = self.voice.buffered_ms > 0
+            self.caller_speaking = not verdict.echo
+            self._emit(
+                events.SPEECH_STARTED,
+                echo=verdict.echo,
+                callerDbfs=verdict.caller_dbfs,
+                agentDbfs=verdict.agent_dbfs,
+                agentPlaying=playing,
+            )
+            if playing and not verdict.echo:
+                self.barge_in("model")
+        elif isinstance(event, SpeechStopped):
+            self.caller_speaking = False
+            self._emit(events.SPEECH_STOPPED)
+        elif isinstance(event, Interrupted):
+            if self.voice.buffered_ms:
+                self.barge_in("model")
+        elif isinstance(event, Transcript):
+            if event.text:
+                self._emit(events.TRANSCRIPT, role=event.role, text=event.text[:4000])
+        elif isinstance(event, ToolCall):
+            self._tasks.spawn(self._on_tool(self, event), f"tool-{event.name[:20]}")
+        elif isinstance(event, Resumable):
+            self._resume = event.handle
+        elif isinstance(event, Ready):
+            self._ready.set()
+        elif isinstance(event, GoAway):
+            log.info(
+                "call %s: agent %s: the model will close (goAway %s)",
+                self.host.call_id,
+                self.id,
+                event.time_left,
+            )
+            if self._ws is not None:
+                self._tasks.spawn(self._ws.close(), "goaway")
+        elif isinstance(event, ModelError):
+            log.warning(
+                "call %s: agent %s: the model reported %s: %s",
+                self.host.call_id,
+                self.id,
+                event.code,
+                event.message[:200],
+            )
+
+    def send(self, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            self._out.put_control(json.dumps(message))
+
+    def dtmf(self, digit: str, duration_ms: int) -> None:
+        """The caller pressed a key: the model is told in words."""
+        if self.state == "connected":
+            self.send(self.dialect.text(f"The caller pressed the key {digit}."))
+
+    # -- the connection
+    async def _open(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
+        url, headers = self.dialect.connect(self.url, self._key)
+        ws = await http.ws_connect(
+            url,
+            headers=headers,
+            heartbeat=20,
+            max_msg_size=16 << 20,
+            timeout=aiohttp.ClientWSTimeout(ws_close=2),
+        )
+        self._ready.clear()
+        for message in self.dialect.opening(self.tools, self._resume):
+            await ws.send_str(json.dumps(message))
+        reader = asyncio.ensure_future(self._read_until_ready(ws))
+        try:
+            await asyncio.wait_for(asyncio.shield(reader), CONNECT_TIMEOUT)
+        except BaseException:
+            reader.cancel()
+            await ws.close()
+            raise
+        return ws
+
+    async def _read_until_ready(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while not self._ready.is_set():
+            msg = await ws.receive()
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                raise ConnectionError("the model closed before its session was ready")
+            await self._message(msg.data)
+
+    async def start(self, http: aiohttp.ClientSession) -> None:
+        """Connect (raises on failure: the API answers the request), then run."""
+        self._ws = await asyncio.wait_for(self._open(http), CONNECT_TIMEOUT)
+        self.state = "connected"
+        self.bus.add_downlink_tap(self._caller)
+        self.bus.add_uplink_tap(self._sent)
+        self.bus.add_source(self.voice)
+        self._emit(events.CONNECTED)
+        self._tasks.spawn(self._run(http), "run")
+
+    async def _message(self, data: str) -> None:
+        try:
+            body = json.loads(data)
+            if not isinstance(body, dict):
+                raise ProtocolError("not an object")
+            parsed = self.dialect.parse(body)
+        except (ValueError, ProtocolError) as exc:
+            log.info("call %s: agent %s: unreadable message (%s)", self.host.call_id, self.id, exc)
+            return
+        for event in parsed:
+            await self._handle(event)
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async def send(message: bytes | str) -> None:
+            await ws.send_str(message if isinstance(message, str) else message.decode())
+
+        sender = self._tasks.spawn(self._out.run(send, lambda: ws.closed), "sender")
+        try:
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    await self._message(msg.data)
+        finally:
+            sender.cancel()
+
+    async def _run(self, http: aiohttp.ClientSession) -> None:
+        while not self._stopping:
+            assert self._ws is not None
+            try:
+                await self._serve(self._ws)
+            except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+                log.info("call %s: agent %s: socket error %s", self.host.call_id, self.id, exc)
+            if self._stopping:
+                return
+            self.state = "reconnecting"
+            why = f"closed ({self._ws.close_code})" if self._ws.close_code else "dropped"
+            log.warning(
+                "call %s: agent %s: the model's socket %s; reconnecting",
+                self.host.call_id,
+                self.id,
+                why,
+            )
+            self._ws = await self._reconnect(http)
+            if self._ws is None:
+                self.state = "failed"
+                self._detach()
+                self._emit(events.FAILED, reason="reconnect_failed", attempts=self.retries)
+                await self._on_failed(self, "reconnect_failed")
+                return
+            # What was queued for the old socket (a truncate of its items) means nothing now.
+            self._out = OutgoingQueue(max_audio=UP_QUEUE, max_control=500, drop_oldest_audio=True)
+            self.state = "connected"
+            self.reconnects += 1
+            self._emit(events.RECONNECTED, resumed=self._resume is not None)
+
+    async def _reconnect(
+        self, http: aiohttp.ClientSession
+    ) -> aiohttp.ClientWebSocketResponse | None:
+        for attempt in range(self.retries):
+            await asyncio.sleep(BACKOFF[min(attempt, len(BACKOFF) - 1)])
+            if self._stopping:
+                return None
+            try:
+                return await asyncio.wait_for(self._open(http), CONNECT_TIMEOUT)
+            except (
+                aiohttp.ClientError,
+                OSError,
+                TimeoutError,
+                ConnectionError,
+                RedirectRefused,
+            ) as exc:
+                log.info(
+                    "call %s: agent %s: reconnect %d failed: %s",
+                    self.host.call_id,
+                    self.id,
+                    attempt + 1,
+                    type(exc).__name__,
+                )
+        log.warning(
+            "call %s: agent %s: the model could not be reached again after %d attempts",
+            self.host.call_id,
+            self.id,
+            self.retries,
+        )
+        return None
+
+    def _detach(self) -> None:
+        self.bus.remove_downlink_tap(self._caller)
+        self.bus.remove_uplink_tap(self._sent)
+        self.bus.remove_source(self.voice)
+
+    def call_state(self, state: str, end_reason: str | None) -> None:
+        pass  # the runtime closes the agent with the call
+
+    async def close(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self.state = "stopped"
+        self._detach()
+        if self._ws is not None and not self._ws.closed:
+            await self._out.drain(0.2)
+            await self._ws.close()
+        self.host.detach(self)
+        await self._tasks.close()
+
+
+def _shown(url: str) -> str:
+    """The URL as snapshots show it: no query (a ``key=`` there is a secret)."""
+    return url.split("?", 1)[0]
