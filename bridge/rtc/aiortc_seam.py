@@ -111,6 +111,7 @@ REQUIRED: tuple[tuple[Any, str, tuple[str, ...]], ...] = (
     # rtc/rtpsend.py: the lean sender
     (RTCRtpSender, "send", ("_run_rtp",)),
     (RTCRtpSender, "_run_rtp", ()),
+    (RTCRtpSender, "_handle_rtcp_packet", ("reports",)),  # the far end's loss (protection.py)
     (RTCRtpSender, "_run_rtcp", tuple(_S + n for n in SENDER_FIELDS[2:6])),
     (RTCRtpSender, "__init__", ("_ssrc", *(_S + n for n in SENDER_FIELDS if n != "track"))),
     (RTCRtpSender, "stop", (_S + "rtp_started", _S + "rtp_exited")),
@@ -369,6 +370,11 @@ def require_sender(sender: Any) -> int:
 def take_rtp_loop(sender: Any, run: Callable[[Any], Any]) -> None:
     """Run ``run(codec)`` as this sender's RTP task in place of aiortc's ``_run_rtp``."""
     sender._run_rtp = run
+
+
+def wrap_handle_rtcp(sender: Any, wrap: Callable[[Any], Any]) -> None:
+    """Put ``wrap(original)`` in front of this sender's RTCP handling (``_handle_rtcp_packet``)."""
+    sender._handle_rtcp_packet = wrap(sender._handle_rtcp_packet)
 
 
 def sender_events(sender: Any) -> tuple[asyncio.Event, asyncio.Event]:

@@ -61,7 +61,7 @@ class Protection:
 class LossProtection:
     """Decides :class:`Protection` from the far end's loss reports (module docstring)."""
 
-    def __init__(self, *, fec: bool = True, red: bool = False) -> None:
+    def __init__(self, *, fec: bool = True, red: bool = False, unknown: int = UNKNOWN_LOSS) -> None:
         self.fec = fec
         self.red = red
         self.known = False
@@ -70,7 +70,8 @@ class LossProtection:
         self._at = 0.0
         self._last_loss_at: float | None = None
         self.reports = 0
-        self.now = Protection(UNKNOWN_LOSS if fec else 0, 0)
+        self.now = Protection(unknown if fec else 0, 0)
+        """What to do now; before the first report, FEC planned for ``unknown`` %."""
 
     def report(self, fraction_lost: float, now: float) -> Protection:
         """One receiver report's loss fraction (0–1), received at ``now`` (monotonic s)."""

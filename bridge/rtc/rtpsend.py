@@ -182,16 +182,17 @@ class LeanSender:
         seam.take_rtp_loop(sender, self._run)
         self.on_report: Callable[[float], None] | None = None
         """Called with the loss fraction of each receiver report block about this stream."""
-        handle_rtcp = sender._handle_rtcp_packet
+        seam.wrap_handle_rtcp(sender, self._watch_reports)
 
+    def _watch_reports(self, handle: Any) -> Any:
         async def handle_rtcp_packet(packet: Any) -> None:
             if self.on_report is not None and isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
                 for report in packet.reports:
-                    if report.ssrc == sender._ssrc:
+                    if report.ssrc == self.stream.ssrc:
                         self.on_report(report.fraction_lost / 256)  # 8-bit fixed point
-            await handle_rtcp(packet)
+            await handle(packet)
 
-        sender._handle_rtcp_packet = handle_rtcp_packet  # type: ignore[method-assign]
+        return handle_rtcp_packet
 
     async def _run(self, codec: Any) -> None:
         """aiortc's ``RTCRtpSender.send`` starts this as the sender's RTP task."""
