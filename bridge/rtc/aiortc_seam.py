@@ -9,10 +9,8 @@ are all named here, and only here, so an aiortc upgrade is a change to this file
   the aiortc/aioice function whose code must still name it (an instance attribute exists only
   once ``__init__`` has run). :func:`verify` checks them all at import: a release that renames
   one fails at start with :class:`SeamError`, naming what is gone and :data:`SUPPORTED`.
-* :data:`ORIGINAL`: the libraries' own functions, taken before any patch, for the wrappers.
-* :func:`install` writes every process-wide patch from one table; the per-object takeovers (a
-  sender's RTP loop, a receiver's jitter buffer, a connection's datagrams) and the accessors
-  to the private state the bridge keeps in step (SRTP, counters, RTCP tables) follow it.
+* :data:`ORIGINAL` (the libraries' own functions, for the wrappers) and :func:`install` (every
+  process-wide patch, from one table); then the per-object takeovers and the accessors.
 """
 
 from __future__ import annotations
@@ -36,9 +34,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 SUPPORTED = {"aiortc": ">=1.16,<1.17", "aioice": ">=0.10"}
 """The versions this seam was written against (``pyproject.toml`` pins the same)."""
 
-_R = "_RTCRtpReceiver__"
-_S = "_RTCRtpSender__"
-_D = "_RTCDtlsTransport__"
+_R, _S, _D = "_RTCRtpReceiver__", "_RTCRtpSender__", "_RTCDtlsTransport__"  # name mangling
 
 STATS_FIELDS: tuple[str, ...] = ("packets_received", "base_seq", "max_seq", "cycles")
 STATS_FIELDS += ("_clockrate", "_jitter_q4", "_last_arrival", "_last_timestamp")
@@ -64,8 +60,7 @@ def _fail(what: str) -> SeamError:
     return SeamError(f"{found} changed: {what}; bridge/rtc/aiortc_seam.py supports {supported}")
 
 
-def _unwrapped(fn: Any) -> Any:
-    """``fn`` as the library wrote it (the bridge's wrappers keep it in ``__wrapped__``)."""
+def _unwrapped(fn: Any) -> Any:  # as the library wrote it: wrappers keep it in __wrapped__
     while hasattr(fn, "__wrapped__"):
         fn = fn.__wrapped__
     return fn
@@ -111,10 +106,10 @@ REQUIRED: tuple[tuple[Any, str, tuple[str, ...]], ...] = (
     # rtc/rtpsend.py: the lean sender
     (RTCRtpSender, "send", ("_run_rtp",)),
     (RTCRtpSender, "_run_rtp", ()),
-    (RTCRtpSender, "_handle_rtcp_packet", ("reports",)),  # the far end's loss (protection.py)
     (RTCRtpSender, "_run_rtcp", tuple(_S + n for n in SENDER_FIELDS[2:6])),
     (RTCRtpSender, "__init__", ("_ssrc", *(_S + n for n in SENDER_FIELDS if n != "track"))),
     (RTCRtpSender, "stop", (_S + "rtp_started", _S + "rtp_exited")),
+    (RTCRtpSender, "_handle_rtcp_packet", ("reports",)),
     (RTCDtlsTransport, "_send_rtp", ("_tx_srtp", "protect", "_send", "_state")),
     (RTCDtlsTransport, "__init__", ("_state", "_tx_srtp", *DTLS_SEND[3:], *DTLS_RECEIVE[:3])),
     (State, "CONNECTED", ()),
@@ -372,9 +367,16 @@ def take_rtp_loop(sender: Any, run: Callable[[Any], Any]) -> None:
     sender._run_rtp = run
 
 
-def wrap_handle_rtcp(sender: Any, wrap: Callable[[Any], Any]) -> None:
-    """Put ``wrap(original)`` in front of this sender's RTCP handling (``_handle_rtcp_packet``)."""
-    sender._handle_rtcp_packet = wrap(sender._handle_rtcp_packet)
+def watch_reports(sender: Any, on_block: Callable[[Any], None]) -> None:
+    """Each RTCP report block (SR/RR) the sender gets goes to ``on_block``, then to aiortc."""
+    handle = sender._handle_rtcp_packet
+
+    async def handle_rtcp_packet(packet: Any) -> None:
+        for block in getattr(packet, "reports", ()):
+            on_block(block)
+        await handle(packet)
+
+    sender._handle_rtcp_packet = handle_rtcp_packet
 
 
 def sender_events(sender: Any) -> tuple[asyncio.Event, asyncio.Event]:

@@ -46,7 +46,7 @@ from typing import Any
 
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtcpRrPacket, RtcpSrPacket
+from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap
 
 from . import aiortc_seam as seam
 
@@ -182,17 +182,12 @@ class LeanSender:
         seam.take_rtp_loop(sender, self._run)
         self.on_report: Callable[[float], None] | None = None
         """Called with the loss fraction of each receiver report block about this stream."""
-        seam.wrap_handle_rtcp(sender, self._watch_reports)
 
-    def _watch_reports(self, handle: Any) -> Any:
-        async def handle_rtcp_packet(packet: Any) -> None:
-            if self.on_report is not None and isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
-                for report in packet.reports:
-                    if report.ssrc == self.stream.ssrc:
-                        self.on_report(report.fraction_lost / 256)  # 8-bit fixed point
-            await handle(packet)
+        def on_block(block: Any) -> None:
+            if self.on_report is not None and block.ssrc == ssrc:
+                self.on_report(block.fraction_lost / 256)  # 8-bit fixed point
 
-        return handle_rtcp_packet
+        seam.watch_reports(sender, on_block)
 
     async def _run(self, codec: Any) -> None:
         """aiortc's ``RTCRtpSender.send`` starts this as the sender's RTP task."""
