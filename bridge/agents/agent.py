@@ -24,17 +24,16 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
-import numpy as np
 
 from ..attachments.base import AttachmentHost
-from ..attachments.queued_source import QueuedSource
 from ..attachments.wire import OutgoingQueue
-from ..audio import FRAME_MS, SAMPLE_RATE, Resampler
+from ..audio import SAMPLE_RATE, Resampler
 from ..http import RedirectRefused
 from ..media import BusFrame
 from ..tasks import TaskSet
 from . import events
 from .echo import EchoGuard
+from .voice import AgentVoice
 from .wire import (
     Audio,
     GoAway,
@@ -60,8 +59,6 @@ BACKOFF = (0.1, 0.3, 1.0, 2.0, 4.0)
 """Seconds before each reconnection attempt (the last repeats)."""
 UP_QUEUE = 50
 """Caller frames waiting for a slow model socket (1 s) before the oldest go."""
-VOICE_LIMIT_MS = 60_000
-"""Model audio queued ahead of the caller (models send faster than real time)."""
 
 ToolHandler = Callable[["Agent", ToolCall], Coroutine[Any, Any, None]]
 Failed = Callable[["Agent", str], Coroutine[Any, Any, None]]
@@ -97,18 +94,13 @@ class Agent:
         self._on_failed = on_failed
         self.state = "connecting"
         self.guard = EchoGuard()
-        self.voice = QueuedSource(max_ms=VOICE_LIMIT_MS, stats=self.bus.stats)
+        self.voice = AgentVoice(dialect.rate_out, self.bus.stats)
         self._up = Resampler(dialect.rate_in) if dialect.rate_in != SAMPLE_RATE else None
-        self._down = Resampler(SAMPLE_RATE)
         self._out = OutgoingQueue(max_audio=UP_QUEUE, max_control=500, drop_oldest_audio=True)
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._tasks = TaskSet(f"agent[{self.id}]")
         self._ready = asyncio.Event()
         self._stopping = False
-        self._item = ""
-        self._item_start = 0
-        """The voice's ``played_frames`` when the current item's first frame plays."""
-        self._item_frames = 0
         self._resume: str | None = None
         self.reconnects = 0
         self.interruptions = 0
@@ -141,44 +133,22 @@ class Agent:
     def _sent(self, frame: BusFrame) -> None:
         self.guard.played(frame.pcm)
 
-    def _model_audio(self, event: Audio) -> None:
-        if event.item_id != self._item or not self._item:
-            self._item = event.item_id
-            self._item_start = self.voice.played_frames + self.voice.buffered_ms // FRAME_MS
-            self._item_frames = 0
-        raw = np.frombuffer(event.pcm[: len(event.pcm) & ~1], dtype="<i2").astype(np.int16)
-        pcm = self._down.resample_array(raw, self.dialect.rate_out)
-        before = self.voice.buffered_ms
-        self.voice.push(pcm)
-        self._item_frames += max(0, self.voice.buffered_ms - before) // FRAME_MS
-
-    def heard_ms(self) -> int:
-        """How much of the current item the caller has heard."""
-        frames = min(max(0, self.voice.played_frames - self._item_start), self._item_frames)
-        return frames * FRAME_MS
-
     def barge_in(self, why: str) -> None:
         """Stop the voice now and tell the model what was heard."""
-        heard, dropped = self.heard_ms(), self.voice.clear()
+        item, heard, dropped = self.voice.cut()
         self.interruptions += 1
-        for message in self.dialect.truncate(self._item, heard):
-            self._out.put_control(json.dumps(message))
+        self.send(self.dialect.truncate(item, heard))
         self._emit(
-            events.INTERRUPTED,
-            itemID=self._item or None,
-            heardMs=heard,
-            droppedMs=dropped * FRAME_MS,
-            by=why,
+            events.INTERRUPTED, itemID=item or None, heardMs=heard, droppedMs=dropped, by=why
         )
-        self._item = ""
 
     # -- the model's events
     async def _handle(self, event: ModelEvent) -> None:
         if isinstance(event, Audio):
-            self._model_audio(event)
+            self.voice.push(event.pcm, event.item_id)
         elif isinstance(event, SpeechStarted):
             verdict = self.guard.decide()
-            playing = self.voice.buffered_ms > 0
+            playing = self.voice.playing
             self.caller_speaking = not verdict.echo
             self._emit(
                 events.SPEECH_STARTED,
@@ -193,7 +163,7 @@ class Agent:
             self.caller_speaking = False
             self._emit(events.SPEECH_STOPPED)
         elif isinstance(event, Interrupted):
-            if self.voice.buffered_ms:
+            if self.voice.playing:
                 self.barge_in("model")
         elif isinstance(event, Transcript):
             if event.text:
@@ -266,7 +236,7 @@ class Agent:
         self.state = "connected"
         self.bus.add_downlink_tap(self._caller)
         self.bus.add_uplink_tap(self._sent)
-        self.bus.add_source(self.voice)
+        self.bus.add_source(self.voice.source)
         self._emit(events.CONNECTED)
         self._tasks.spawn(self._run(http), "run")
 
@@ -358,7 +328,7 @@ class Agent:
     def _detach(self) -> None:
         self.bus.remove_downlink_tap(self._caller)
         self.bus.remove_uplink_tap(self._sent)
-        self.bus.remove_source(self.voice)
+        self.bus.remove_source(self.voice.source)
 
     def call_state(self, state: str, end_reason: str | None) -> None:
         pass  # the runtime closes the agent with the call

@@ -1,5 +1,5 @@
 """The package layout keeps the data path readable: imports only run down the flow
-api → (webhooks →) calls → (rtc | engines | attachments) → media → audio, and importing the
+api → (webhooks →) calls → (rtc | engines | agents → attachments) → media → audio, and importing the
 DSP layer stays cheap."""
 
 from __future__ import annotations
@@ -15,13 +15,24 @@ BRIDGE = Path(__file__).resolve().parents[2] / "bridge"
 # metrics, logs, http, timefmt) sit beside the path and may be used by any layer.
 BASE = {"config", "errors", "tasks", "metrics", "logs", "http", "timefmt"}
 ALLOWED = {
-    "api": {"cluster", "webhooks", "calls", "rtc", "engines", "attachments", "media", "audio"},
+    "api": {
+        "cluster",
+        "webhooks",
+        "calls",
+        "rtc",
+        "engines",
+        "agents",
+        "attachments",
+        "media",
+        "audio",
+    },
     "cluster": {"calls", "media", "audio"},
     "webhooks": {"calls", "media", "audio"},
     "calls": {"rtc", "engines", "attachments", "media", "audio"},
     "rtc": {"media", "audio"},
     "engines": {"rtc", "sip", "media", "audio"},
     "sip": set(),  # a wire protocol: messages, transport, dialogs; no media, no calls
+    "agents": {"attachments", "media", "audio"},  # realtime models: attachments of their own
     "attachments": {"media", "audio"},
     "media": {"audio"},
     "audio": set(),
