@@ -129,6 +129,7 @@ async def test_barge_in_cuts_the_voice_and_truncates_what_was_heard(
         await fake.speech_started()
         speech = await next_event(sub, "agent.speech.started")
         cut = await next_event(sub, "agent.interrupted")
+        await fake.late_delta(item, tone(440, 12_000, 24_000, 0.25))  # in flight: not played
     assert speech.data["echo"] is False
     await until(lambda: len(fake.truncates) == 1, timeout=3)
     await asyncio.sleep(0.3)
