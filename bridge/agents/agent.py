@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from ..attachments.base import AttachmentHost
+from ..attachments.speech import SpeechDetector, VadUnavailable
 from ..attachments.wire import OutgoingQueue
 from ..audio import SAMPLE_RATE, Resampler
 from ..http import RedirectRefused
@@ -105,6 +106,8 @@ class Agent:
         self.reconnects = 0
         self.interruptions = 0
         self.caller_speaking = False
+        self.detector = None if dialect.model_detects_speech else _detector()
+        """The bridge's own VAD (the ``vad`` extra) when the model's turn detection is off."""
 
     # -- what the call and the API see
     def snapshot(self) -> dict[str, Any]:
@@ -124,6 +127,8 @@ class Agent:
     def _caller(self, frame: BusFrame) -> None:
         """A frame from the WhatsApp user: to the echo guard, then up to the model."""
         self.guard.heard(frame.pcm)
+        if self.detector is not None:
+            self._detected(frame)
         if self._ws is None or self.state != "connected":
             return  # while reconnecting the caller is not queued up (it would arrive late)
         pcm = frame.pcm if self._up is None else self._up.resample_array(frame.pcm, SAMPLE_RATE)
@@ -142,26 +147,47 @@ class Agent:
             events.INTERRUPTED, itemID=item or None, heardMs=heard, droppedMs=dropped, by=why
         )
 
+    # -- the caller's turns, as the model or the bridge hears them
+    def _speech_started(self, by: str) -> None:
+        verdict = self.guard.decide()
+        playing = self.voice.playing
+        self.caller_speaking = not verdict.echo
+        self._emit(
+            events.SPEECH_STARTED,
+            echo=verdict.echo,
+            callerDbfs=verdict.caller_dbfs,
+            agentDbfs=verdict.agent_dbfs,
+            agentPlaying=playing,
+            by=by,
+        )
+        if self.caller_speaking and by == "bridge":
+            self.send(self.dialect.turn_started())
+        if playing and self.caller_speaking:
+            self.barge_in(by)
+
+    def _speech_stopped(self, by: str) -> None:
+        if self.caller_speaking and by == "bridge":
+            self.send(self.dialect.turn_ended())
+        self.caller_speaking = False
+        self._emit(events.SPEECH_STOPPED, by=by)
+
+    def _detected(self, frame: BusFrame) -> None:
+        """The bridge's own speech detection, when the model's is off."""
+        assert self.detector is not None
+        change = self.detector.feed(frame.pcm)
+        if change is True:
+            self._speech_started("bridge")
+        elif change is False:
+            self._speech_stopped("bridge")
+
     # -- the model's events
     async def _handle(self, event: ModelEvent) -> None:
         if isinstance(event, Audio):
             self.voice.push(event.pcm, event.item_id)
         elif isinstance(event, SpeechStarted):
-            verdict = self.guard.decide()
-            playing = self.voice.playing
-            self.caller_speaking = not verdict.echo
-            self._emit(
-                events.SPEECH_STARTED,
-                echo=verdict.echo,
-                callerDbfs=verdict.caller_dbfs,
-                agentDbfs=verdict.agent_dbfs,
-                agentPlaying=playing,
-            )
-            if playing and not verdict.echo:
-                self.barge_in("model")
+            self._speech_started("model")
         elif isinstance(event, SpeechStopped):
-            self.caller_speaking = False
-            self._emit(events.SPEECH_STOPPED)
+            self._speech_stopped("model")
         elif isinstance(event, Interrupted):
             if self.voice.playing:
                 self.barge_in("model")
@@ -202,7 +228,7 @@ class Agent:
             self.send(self.dialect.text(f"The caller pressed the key {digit}."))
 
     # -- the connection
-    async def _open(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
+    async def open(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
         url, headers = self.dialect.connect(self.url, self._key)
         ws = await http.ws_connect(
             url,
@@ -232,7 +258,7 @@ class Agent:
 
     async def start(self, http: aiohttp.ClientSession) -> None:
         """Connect (raises on failure: the API answers the request), then run."""
-        self._ws = await asyncio.wait_for(self._open(http), CONNECT_TIMEOUT)
+        self._ws = await asyncio.wait_for(self.open(http), CONNECT_TIMEOUT)
         self.state = "connected"
         self.bus.add_downlink_tap(self._caller)
         self.bus.add_uplink_tap(self._sent)
@@ -281,7 +307,7 @@ class Agent:
                 self.id,
                 why,
             )
-            self._ws = await self._reconnect(http)
+            self._ws = await reopen(self, http)
             if self._ws is None:
                 self.state = "failed"
                 self._detach()
@@ -294,36 +320,9 @@ class Agent:
             self.reconnects += 1
             self._emit(events.RECONNECTED, resumed=self._resume is not None)
 
-    async def _reconnect(
-        self, http: aiohttp.ClientSession
-    ) -> aiohttp.ClientWebSocketResponse | None:
-        for attempt in range(self.retries):
-            await asyncio.sleep(BACKOFF[min(attempt, len(BACKOFF) - 1)])
-            if self._stopping:
-                return None
-            try:
-                return await asyncio.wait_for(self._open(http), CONNECT_TIMEOUT)
-            except (
-                aiohttp.ClientError,
-                OSError,
-                TimeoutError,
-                ConnectionError,
-                RedirectRefused,
-            ) as exc:
-                log.info(
-                    "call %s: agent %s: reconnect %d failed: %s",
-                    self.host.call_id,
-                    self.id,
-                    attempt + 1,
-                    type(exc).__name__,
-                )
-        log.warning(
-            "call %s: agent %s: the model could not be reached again after %d attempts",
-            self.host.call_id,
-            self.id,
-            self.retries,
-        )
-        return None
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def _detach(self) -> None:
         self.bus.remove_downlink_tap(self._caller)
@@ -344,6 +343,32 @@ class Agent:
             await self._ws.close()
         self.host.detach(self)
         await self._tasks.close()
+
+
+async def reopen(
+    agent: Agent, http: aiohttp.ClientSession
+) -> aiohttp.ClientWebSocketResponse | None:
+    """The retry policy: ``agent.retries`` attempts, :data:`BACKOFF` apart, while the agent
+    is not stopping; ``None`` when none succeeded."""
+    where = f"call {agent.host.call_id}: agent {agent.id}"
+    for attempt in range(agent.retries):
+        await asyncio.sleep(BACKOFF[min(attempt, len(BACKOFF) - 1)])
+        if agent.stopping:
+            return None
+        try:
+            return await asyncio.wait_for(agent.open(http), CONNECT_TIMEOUT)
+        except (aiohttp.ClientError, OSError, TimeoutError, RedirectRefused) as exc:
+            log.info("%s: reconnect %d failed: %s", where, attempt + 1, type(exc).__name__)
+    log.warning("%s: the model could not be reached again after %d attempts", where, agent.retries)
+    return None
+
+
+def _detector() -> SpeechDetector | None:
+    try:
+        return SpeechDetector()
+    except VadUnavailable as exc:
+        log.warning("the model's turn detection is off and the bridge's is unavailable: %s", exc)
+        return None
 
 
 def _shown(url: str) -> str:

@@ -376,3 +376,54 @@ def test_every_agent_event_is_documented() -> None:
 
     schema = openapi_document()["components"]["schemas"]["CallEvent"]
     assert set(events.ALL) <= set(schema["properties"]["type"]["examples"])
+
+
+async def test_with_the_models_vad_off_the_bridge_hears_the_turns(
+    make_client, aiohttp_server, monkeypatch
+) -> None:
+    from bench.speech import missing_tools, speech
+    from bridge.engines.sim import SimMediaChannel
+
+    if missing_tools():
+        pytest.skip("espeak-ng, sox or pesq missing")
+    said = speech(2.0, level_dbfs=-20.0)  # a Harvard sentence between pauses, 16 kHz
+    talk: list[np.ndarray] = []
+
+    def produce(self, at: float) -> np.ndarray:  # the WhatsApp user, once told to talk
+        return talk.pop(0) if talk else np.zeros(320, dtype=np.int16)
+
+    monkeypatch.setattr(SimMediaChannel, "_produce", produce)
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server)
+    cid = call["callID"]
+    body = {
+        "provider": "openai-realtime",
+        "url": url,
+        "apiKey": KEY,
+        "session": {"turn_detection": None},
+    }
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    assert fake.sessions[0]["audio"]["input"]["turn_detection"] is None
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    item = await fake.say(tone(440, 8 * 24_000, 24_000, 0.25))
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 20, timeout=5)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        talk.extend(said[i : i + 320] for i in range(0, said.size - 319, 320))
+        started = await next_event(sub, "agent.speech.started")
+        cut = await next_event(sub, "agent.interrupted")
+        stopped = await next_event(sub, "agent.speech.stopped", timeout=8)
+    assert started.data["by"] == "bridge" and started.data["echo"] is False
+    assert cut.data["by"] == "bridge" and cut.data["itemID"] == item
+    assert stopped.data["by"] == "bridge"
+
+    def turns() -> list[str]:
+        return [e["type"] for e in fake.events if e["type"] != "input_audio_buffer.append"]
+
+    await until(lambda: turns()[-1] == "response.create", timeout=3)
+    assert turns()[-3:] == [
+        "conversation.item.truncate",
+        "input_audio_buffer.commit",
+        "response.create",
+    ]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
