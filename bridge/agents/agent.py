@@ -254,7 +254,9 @@ class Agent:
             msg = await ws.receive()
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 raise ConnectionError("the model closed before its session was ready")
-            await self._message(msg.data)
+            for event in await self._message(msg.data):
+                if isinstance(event, ModelError):  # it refused the session: no use waiting
+                    raise ConnectionError(f"the model refused the session ({event.code})")
 
     async def start(self, http: aiohttp.ClientSession) -> None:
         """Connect (raises on failure: the API answers the request), then run."""
@@ -266,7 +268,7 @@ class Agent:
         self._emit(events.CONNECTED)
         self._tasks.spawn(self._run(http), "run")
 
-    async def _message(self, data: str) -> None:
+    async def _message(self, data: str) -> list[ModelEvent]:
         try:
             body = json.loads(data)
             if not isinstance(body, dict):
@@ -274,9 +276,10 @@ class Agent:
             parsed = self.dialect.parse(body)
         except (ValueError, ProtocolError) as exc:
             log.info("call %s: agent %s: unreadable message (%s)", self.host.call_id, self.id, exc)
-            return
+            return []
         for event in parsed:
             await self._handle(event)
+        return parsed
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async def send(message: bytes | str) -> None:

@@ -82,10 +82,12 @@ class AgentService:
         host.attach(agent)  # counted against the limit while it connects
         try:
             await agent.start(self._http)
-        except (aiohttp.ClientError, TimeoutError, OSError, ConnectionError, RedirectRefused):
+        except (aiohttp.ClientError, TimeoutError, OSError, RedirectRefused) as exc:
             host.detach(agent)
+            # The reason, never the request (its headers hold the key).
+            why = str(exc)[:120] if isinstance(exc, ConnectionError) else type(exc).__name__
             log.warning(
-                "call %s: cannot reach the %s model at %s", host.call_id, provider, parts.hostname
+                "call %s: no %s agent at %s: %s", host.call_id, provider, parts.hostname, why
             )
             raise BadRequest(
                 "cannot open the model's WebSocket or configure its session",

@@ -427,3 +427,53 @@ async def test_with_the_models_vad_off_the_bridge_hears_the_turns(
     ]
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_agent_requests_are_checked(make_client, aiohttp_server, caplog) -> None:
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    cases = [
+        ({"provider": "llama", "url": url}, 400, "bad_request"),
+        ({"provider": "openai-realtime", "url": "http://127.0.0.1/x"}, 400, "bad_request"),
+        ({"provider": "openai-realtime", "url": "wss://evil.example/v1"}, 403, "url_not_allowed"),
+        ({"provider": "openai-realtime", "url": url, "session": []}, 400, "bad_request"),
+        ({"provider": "openai-realtime", "url": url, "bridgeTools": ["fly"]}, 400, "bad_request"),
+        (
+            {
+                "provider": "openai-realtime",
+                "url": url,
+                "apiKey": KEY,
+                "session": {"audio": {"output": {"format": {"type": "audio/pcmu"}}}},
+            },
+            400,
+            "bad_request",
+        ),
+        # A wrong key: the model refuses the handshake.
+        (
+            {"provider": "openai-realtime", "url": url, "apiKey": "sk-wrong"},
+            400,
+            "agent_connect_failed",
+        ),
+        # The model refuses the session (a field it does not know): answered at once.
+        (
+            {
+                "provider": "openai-realtime",
+                "url": url,
+                "apiKey": KEY,
+                "session": {"colour": "red"},
+            },
+            400,
+            "agent_connect_failed",
+        ),
+    ]
+    for body, status, code in cases:
+        resp = await client.post(f"/call/{cid}/agents", json=body)
+        assert resp.status == status, (body, await resp.text())
+        assert (await resp.json())["error"]["code"] == code, body
+    assert fake.errors == ["unknown session fields ['colour']"]
+    assert (await client.delete(f"/call/{cid}/agents/ag_nope")).status == 404
+    valid = {"provider": "openai-realtime", "url": url}
+    assert (await client.post("/call/nope/agents", json=valid)).status == 404
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["agents"] == [] and snap["state"] == "active"
+    assert "sk-wrong" not in caplog.text and KEY not in caplog.text
