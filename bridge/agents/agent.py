@@ -34,6 +34,7 @@ from ..media import BusFrame
 from ..tasks import TaskSet
 from . import events
 from .echo import EchoGuard
+from .tools import CallControls
 from .voice import AgentVoice
 from .wire import (
     Audio,
@@ -82,8 +83,12 @@ class Agent:
         retries: int,
         on_tool: ToolHandler,
         on_failed: Failed,
+        agent_id: str | None = None,
+        resume: str | None = None,
     ) -> None:
-        self.id = "ag_" + secrets.token_hex(8)
+        self.id = agent_id or "ag_" + secrets.token_hex(8)
+        self.resumed = agent_id is not None
+        """Opened again on this worker for a call moved here (a handover)."""
         self.host = host
         self.bus = host.bus
         self.dialect = dialect
@@ -102,7 +107,12 @@ class Agent:
         self._tasks = TaskSet(f"agent[{self.id}]")
         self._ready = asyncio.Event()
         self._stopping = False
-        self._resume: str | None = None
+        self._resume: str | None = resume
+        self.request: dict[str, Any] = {}
+        """The request that made it (key included: for a handover only, never shown)."""
+        self.controls: CallControls | None = None
+        self.pending: dict[str, ToolCall] = {}
+        """The model's tool calls waiting for the app's answer."""
         self.reconnects = 0
         self.interruptions = 0
         self.caller_speaking = False
@@ -265,7 +275,7 @@ class Agent:
         self.bus.add_downlink_tap(self._caller)
         self.bus.add_uplink_tap(self._sent)
         self.bus.add_source(self.voice.source)
-        self._emit(events.CONNECTED)
+        self._emit(events.CONNECTED, **({"resumed": True} if self.resumed else {}))
         self._tasks.spawn(self._run(http), "run")
 
     async def _message(self, data: str) -> list[ModelEvent]:
@@ -322,6 +332,12 @@ class Agent:
             self.state = "connected"
             self.reconnects += 1
             self._emit(events.RECONNECTED, resumed=self._resume is not None)
+
+    def export(self) -> dict[str, Any]:
+        """What another worker needs to open the agent again (a handover): the request, key
+        included — it travels only between workers, on the internal API that
+        ``BRIDGE_INTERNAL_SECRET`` guards — the agent's id and the resumption handle."""
+        return {**self.request, "agentID": self.id, "resume": self._resume}
 
     @property
     def stopping(self) -> bool:
