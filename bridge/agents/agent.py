@@ -115,6 +115,7 @@ class Agent:
         """The model's tool calls waiting for the app's answer."""
         self.reconnects = 0
         self.interruptions = 0
+        self.model_errors = 0
         self.caller_speaking = False
         self.detector = None if dialect.model_detects_speech else _detector()
         """The bridge's own VAD (the ``vad`` extra) when the model's turn detection is off."""
@@ -220,7 +221,11 @@ class Agent:
             if self._ws is not None:
                 self._tasks.spawn(self._ws.close(), "goaway")
         elif isinstance(event, ModelError):
-            log.warning(
+            # The first at WARNING, the rest at INFO: a server repeating itself floods no log.
+            level = logging.INFO if self.model_errors else logging.WARNING
+            self.model_errors += 1
+            log.log(
+                level,
                 "call %s: agent %s: the model reported %s: %s",
                 self.host.call_id,
                 self.id,
@@ -250,11 +255,9 @@ class Agent:
         self._ready.clear()
         for message in self.dialect.opening(self.tools, self._resume):
             await ws.send_str(json.dumps(message))
-        reader = asyncio.ensure_future(self._read_until_ready(ws))
         try:
-            await asyncio.wait_for(asyncio.shield(reader), CONNECT_TIMEOUT)
+            await asyncio.wait_for(self._read_until_ready(ws), CONNECT_TIMEOUT)
         except BaseException:
-            reader.cancel()
             await ws.close()
             raise
         return ws
