@@ -101,6 +101,9 @@ def paths_table(paths: dict[str, Any]) -> str:
             f"| {name} | {up['bridge']:.2f} | {up['ideal']:.2f} | {up['ideal_plc_only']:.2f} "
             f"| {r['downlink']['bridge']:.2f} | {r['bridge_cpu_percent']:.1f} % |"
         )
+    down = downlink_table(paths)
+    if down:
+        out += ["", down]
     if "echo" in paths:
         out.append("")
         out.append(f"Echo round trip (browser → sim echo → browser), clean: "
@@ -127,6 +130,29 @@ def paths_table(paths: dict[str, Any]) -> str:
                 f"| {b2w['browser_packets']:.2f} | |"
             )
     return "\n".join(out)
+
+
+def downlink_table(paths: dict[str, Any]) -> str:
+    """Markdown: the downlink under each loss profile, to a browser without RED (in-band FEC)
+    and to one that offers it, next to the uplink's ideal receiver under the same loss, with
+    the payload bit rate the bridge sent and its CPU."""
+    rows = [
+        "| network | engine → browser, FEC | PLC only | kbit/s | CPU | browser offering RED "
+        "| kbit/s | CPU | browser → engine, ideal |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in paths.items():
+        red = r.get("downlink_red") if isinstance(r, dict) else None
+        if red is None:
+            continue
+        down = r["downlink"]
+        rows.append(
+            f"| {name} | {down['bridge']:.2f} | {down['ideal_plc_only']:.2f} "
+            f"| {down['payload_kbps']:.1f} | {r['bridge_cpu_percent']:.1f} % | {red['bridge']:.2f} "
+            f"| {red['payload_kbps']:.1f} | {r['bridge_cpu_percent_red']:.1f} % "
+            f"| {r['uplink']['ideal']:.2f} |"
+        )
+    return "\n".join(rows) if len(rows) > 2 else ""
 
 
 def run_paths(args: argparse.Namespace) -> None:

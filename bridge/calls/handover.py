@@ -20,8 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engines import MediaChannel, MovableCalls
-from ..engines.socket import ReconnectingChannel
+from ..engines import MediaChannel, MovableCalls, OpensInBackground
 from ..errors import BadRequest, BridgeError
 from .events import CallEvents
 from .manager import CallManager
@@ -257,13 +256,9 @@ async def adopt_call(
 
 async def _engine_media_open(runtime: CallRuntime, timeout: float) -> None:
     channel = runtime.pump.channel if runtime.pump is not None else None
-    if not isinstance(channel, ReconnectingChannel):
+    if not isinstance(channel, OpensInBackground):
         return  # opened at once, or failed (the runtime reported it)
-    for _ in range(int(timeout / 0.02)):  # the channel has no "opened" event to wait on
-        if channel.connected:
-            break
-        await asyncio.sleep(0.02)
-    if not channel.connected:
+    if not await channel.wait_connected(timeout):
         log.info(
             "call %s: the engine has not taken the new media socket yet; the old worker lets "
             "go of its own and the socket reconnects",

@@ -341,6 +341,9 @@ class CallManager:
                 log.exception("handling engine event %s", event)
 
     async def _on_engine_event(self, event: EngineEvent) -> None:
+        if event.kind is EngineEventKind.PERMISSION:  # about a user, not a call
+            self.events.announce("call.permission", **dict(event.data))
+            return
         if event.kind is EngineEventKind.INCOMING:
             if self._incoming is None:
                 log.warning("no inbound policy: engine call %s not taken", event.engine_call_id)
@@ -373,6 +376,8 @@ class CallManager:
                 reason = EndReason.REJECTED
             if event.reason in EndReason.__members__.values():
                 reason = EndReason(event.reason)
+            if event.detail and call.live:
+                call.end_detail = event.detail
             await self.end(call, reason, **dict(event.data))
 
     def _ring(self, call: Call) -> None:

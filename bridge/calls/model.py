@@ -43,6 +43,16 @@ class EndReason(enum.StrEnum):
     MAX_DURATION = "max_duration"  # the call reached BRIDGE_MAX_CALL_DURATION
     SHUTDOWN = "shutdown"  # the bridge shut down and hung up
     HANDOVER = "handover"  # the bridge shut down and left the WhatsApp call up
+    # Meta ended or refused the call (Cloud API; its code and message in endDetail):
+    MEDIA_TIMEOUT = "media_timeout"  # 138021/138022: media stopped reaching one side
+    NO_MEDIA = "no_media"  # 138023: accepted, but no media ever flowed
+    SETUP_FAILED = "setup_failed"  # 138007/138019: the call could not be set up
+    RELAY_FAILED = "relay_failed"  # 138020: Meta's relay could not connect
+    NUMBER_AT_CAPACITY = "number_at_capacity"  # 138002: the number's concurrent-call limit
+    NO_CALL_PERMISSION = "no_call_permission"  # 138006: the user gave no call permission
+    PERMISSION_REQUEST_LIMIT = "permission_request_limit"  # 138009
+    CALL_LIMIT_REACHED = "call_limit_reached"  # 138012: calls with this user per 24 h
+    WRONG_SIGNALLING = "wrong_signalling"  # 131055: Graph calling on a SIP number
 
 
 _TRANSITIONS: dict[CallState, frozenset[CallState]] = {

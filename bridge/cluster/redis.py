@@ -113,7 +113,7 @@ class RedisDirectory:
         )
         # Writes carry a sequence number: flush() waits for the ones queued before it, and a
         # batch written while older entries were evicted removes only what it wrote.
-        self._writes: deque[tuple[int, CallEvent | None, CallRecord]] = deque()
+        self._writes: deque[tuple[int, CallEvent | None, CallRecord | None]] = deque()
         self._queued_seq = 0
         self._written_seq = 0
         self._progress = asyncio.Event()
@@ -244,7 +244,7 @@ class RedisDirectory:
             status_callback=call.status_callback,
         )
 
-    def observe(self, event: CallEvent, call: Call) -> None:
+    def observe(self, event: CallEvent, call: Call | None) -> None:
         if len(self._writes) >= WRITE_QUEUE:
             self._writes.popleft()
             self._dropped += 1
@@ -256,7 +256,8 @@ class RedisDirectory:
                     WRITE_QUEUE,
                 )
         self._queued_seq += 1
-        self._writes.append((self._queued_seq, event, self._record(call)))
+        record = self._record(call) if call is not None else None  # None: about no call
+        self._writes.append((self._queued_seq, event, record))
         self._pending.set()
 
     async def flush(self, timeout: float) -> None:
@@ -298,11 +299,13 @@ class RedisDirectory:
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for _seq, event, record in batch:
-                        self._queue_record(pipe, record)
+                        if record is not None:
+                            self._queue_record(pipe, record)
                         if event is not None:
+                            call_id = record.call_id if record is not None else ""
                             pipe.xadd(
                                 EVENTS,
-                                {"t": event.type, "c": record.call_id, "d": event.to_json()},
+                                {"t": event.type, "c": call_id, "d": event.to_json()},
                                 maxlen=self.backlog,
                                 approximate=True,
                             )

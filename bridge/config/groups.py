@@ -421,9 +421,17 @@ class MediaSettings(_Group):
     opus_fec: bool = _opt(
         True, "downlink Opus in-band FEC, planned for the loss the browser's RTCP reports"
     )
+    opus_fec_bitrate: int = _opt(
+        48_000,
+        "downlink Opus bitrate while in-band FEC is on, bit/s (FEC data takes bits from the "
+        "frame; lowered to the browser's maxaveragebitrate)",
+    )
+    opus_fec_complexity: int = _opt(8, "downlink Opus complexity 0-10 while in-band FEC is on")
     opus_dtx: bool = _opt(False, "downlink Opus DTX (discontinuous transmission in silence)")
     opus_red: bool = _opt(
-        True, "accept RED (RFC 2198) from browsers that offer it: each Opus frame sent twice"
+        True,
+        "RED (RFC 2198) with browsers that offer it: taken from them, and sent to them while "
+        "their reports show loss (the previous one or two frames again in each packet)",
     )
     opus_passthrough: bool = _opt(
         True,
@@ -437,6 +445,8 @@ class MediaSettings(_Group):
     def validate(self) -> None:
         self.between("opus_bitrate", 6_000, 128_000, " bit/s")
         self.between("opus_complexity", 0, 10)
+        self.between("opus_fec_bitrate", 6_000, 128_000, " bit/s")
+        self.between("opus_fec_complexity", 0, 10)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from .base import (
     MediaChannel,
     MediaClosed,
     MovableCalls,
+    OpensInBackground,
+    PermissionEngine,
     PolledEngine,
     RemoteCall,
     SignedWebhookEngine,
@@ -33,6 +35,7 @@ from .base import (
 from .cloudapi import CloudApiEngine
 from .pump import EnginePump
 from .sim import SimEngine
+from .socket import PcmStreamMedia
 from .wadial import WadialEngine
 from .zuckzapgo import ZuckZapGoEngine
 
@@ -73,6 +76,9 @@ __all__ = [
     "MediaChannel",
     "MediaClosed",
     "MovableCalls",
+    "OpensInBackground",
+    "PcmStreamMedia",
+    "PermissionEngine",
     "PolledEngine",
     "RemoteCall",
     "SignedWebhookEngine",

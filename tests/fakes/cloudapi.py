@@ -32,6 +32,7 @@ from bridge.rtc import restrict_host_addresses
 from bridge.rtc.release import release_peer_connection
 
 from ..support.rtc_client import Recorder, ToneTrack
+from .cloudapi_permissions import MetaPermissions
 from .common import FakeServer
 
 META_OPUS_FMTP = (
@@ -256,6 +257,11 @@ class FakeMeta(FakeServer):
         self.meta_calls: dict[str, MetaCall] = {}
         self.actions: list[dict[str, Any]] = []
         self.refused: list[dict[str, Any]] = []
+        self.perms = MetaPermissions()
+        """Users' call permissions (see :mod:`.cloudapi_permissions`)."""
+        self.fail_next: dict[str, tuple[int, str]] = {}
+        """action → Meta's error code and message for the next request of that action."""
+        self.permission_reads = 0
         self.before_connect_answer: Any = None
         """``async (call) -> None`` awaited before ``connect`` is answered (webhook races)."""
 
@@ -276,7 +282,39 @@ class FakeMeta(FakeServer):
     def build(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v23.0/{pnid}/calls", self.calls_endpoint)
+        app.router.add_post("/v23.0/{pnid}/messages", self.messages_endpoint)
+        app.router.add_get("/v23.0/{pnid}/call_permissions", self.call_permissions_endpoint)
         return app
+
+    def _refuse(self, request: web.Request) -> web.Response | None:
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return meta_error(401, 190, "Invalid OAuth access token - Cannot parse access token")
+        if request.match_info["pnid"] != self.phone_number_id:
+            return meta_error(400, 100, "Unsupported post request. Object does not exist")
+        return None
+
+    async def messages_endpoint(self, request: web.Request) -> web.Response:
+        refusal = self._refuse(request)
+        if refusal is not None:
+            return refusal
+        try:
+            body = await request.json()
+        except ValueError:
+            return meta_error(400, 100, "Invalid JSON")
+        self.actions.append({"edge": "messages", **body})
+        return await self.perms.messages_endpoint(body)
+
+    async def call_permissions_endpoint(self, request: web.Request) -> web.Response:
+        refusal = self._refuse(request)
+        if refusal is not None:
+            return refusal
+        unknown = sorted(set(request.query) - {"user_wa_id"})
+        wa_id = request.query.get("user_wa_id", "")
+        if unknown or not wa_id.isdigit():
+            name = unknown[0] if unknown else "user_wa_id"
+            return meta_error(400, 100, f"(#100) The parameter {name} is invalid or missing")
+        self.permission_reads += 1
+        return web.json_response(self.perms.read(wa_id))
 
     def _wacid(self) -> str:
         return "wacid.HBgL" + "".join(random.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", k=24))
@@ -309,6 +347,10 @@ class FakeMeta(FakeServer):
                     subcode=2494010,
                 )
         action = body.get("action")
+        failure = self.fail_next.pop(str(action), None)
+        if failure is not None:  # the next such action fails as Meta fails it
+            code, message = failure
+            return meta_error(400, code, f"(#{code}) {message}")
         if action == "connect":
             return await self._connect(body)
         call = self.meta_calls.get(str(body.get("call_id")))
@@ -347,6 +389,9 @@ class FakeMeta(FakeServer):
                 138006,
                 "(#138006) No approved call permission from the recipient",
             )
+        refusal = self.perms.connect_refusal(to)
+        if refusal is not None:
+            return refusal
         session = body.get("session") or {}
         if session.get("sdp_type") != "offer":
             return meta_error(400, 100, "(#100) session.sdp_type must be offer")
@@ -361,10 +406,10 @@ class FakeMeta(FakeServer):
         return web.json_response({"messaging_product": "whatsapp", "calls": [{"id": call.wacid}]})
 
     # -- webhooks
-    def envelope(self, *values: dict[str, Any]) -> dict[str, Any]:
+    def envelope(self, *values: dict[str, Any], field: str = "calls") -> dict[str, Any]:
         changes = [
             {
-                "field": "calls",
+                "field": field,
                 "value": {
                     "messaging_product": "whatsapp",
                     "metadata": {
@@ -445,6 +490,9 @@ class FakeMeta(FakeServer):
         return {"statuses": [item]}
 
     def answer_event(self, call: MetaCall) -> dict:
+        """The user picked up our call (Meta's connect webhook with its answer): it counts
+        as a connected call with the user."""
+        self.perms.call_connected(call.user)
         return {
             "calls": [
                 {

@@ -95,9 +95,9 @@ async def test_scope_applies_only_inside_it() -> None:
     """Outside a port scope aioice keeps the OS's ephemeral ports (the tests' clients)."""
     import aioice
 
-    from bridge.rtc.ice import install_port_hook
+    from bridge.rtc import aiortc_seam
 
-    install_port_hook()
+    aiortc_seam.install()
     with port_scope(f"{FIRST + 30}-{FIRST + 39}"):
         inside = aioice.Connection(ice_controlling=True)
         await inside.gather_candidates()

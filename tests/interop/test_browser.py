@@ -356,3 +356,84 @@ async def test_chromium_red_replaces_lost_packets_with_their_copies(
             )
         },
     )
+
+
+INBOUND_JS = """async () => {
+  const stats = await window.demo.client.pc.getStats();
+  for (const s of stats.values())
+    if (s.type === 'inbound-rtp' && s.kind === 'audio')
+      return {concealed: s.concealedSamples, total: s.totalSamplesReceived,
+              lost: s.packetsLost, received: s.packetsReceived};
+  return null;
+}"""
+
+
+async def downlink_concealment(client, browser, window: int = 48_000 * 6) -> tuple[float, dict]:
+    """A demo-page call (the sim echoes the warble) whose bridge loses 15 % of the packets it
+    sends Chromium (seeded, after SRTP: Chromium's RTCP receiver reports tell the bridge).
+    Once the bridge protects the downlink, Chromium's own ``getStats()`` is read over
+    ``window`` samples received: returns the share of them NetEq concealed, and the session's
+    stats."""
+    import random
+
+    from bridge.api.keys import MANAGER
+
+    from ..support.waits import until
+
+    page = await browser.new_page()
+    await page.route("**/call/webrtc/offer", loopback_only)
+    await page.goto(str(client.make_url("/")))
+    await page.click("#call")
+    await wait_for(
+        page, "window.demo.client.pc && window.demo.client.pc.connectionState === 'connected'"
+    )
+    snap = (await (await client.get("/call/status")).json())["calls"][0]
+    lean = client.app[MANAGER].runtime(snap["callID"]).session._lean
+    await until(lambda: lean.running, what="the bridge's sender")
+    send, rng = lean._send, random.Random(21)
+
+    async def lossy(data: bytes) -> None:
+        if rng.random() >= 0.15:
+            await send(data)
+
+    lean._send = lossy
+
+    async def protection() -> dict:
+        stats = await (await client.get(f"/call/{snap['callID']}/stats")).json()
+        return stats["webrtc"]
+
+    for _ in range(100):  # Chromium reports every second or so; protection follows at once
+        webrtc = await protection()
+        shown = webrtc["downlinkProtection"]
+        if shown["lossEstimate"] and (shown["expectedLoss"] or shown["redDepth"]):
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # the protected packets reach Chromium's jitter buffer
+    first = await page.evaluate(INBOUND_JS)
+    await wait_for(
+        page,
+        f"window.demo.client.pc.getStats().then(r => [...r.values()].some(s => "
+        f"s.type === 'inbound-rtp' && s.totalSamplesReceived >= {first['total'] + window}))",
+        timeout=30,
+    )
+    last = await page.evaluate(INBOUND_JS)
+    webrtc = await protection()
+    await page.close()
+    lost = last["lost"] - first["lost"]
+    assert lost > 0.08 * (last["received"] - first["received"]), (first, last)
+    return (last["concealed"] - first["concealed"]) / (last["total"] - first["total"]), webrtc
+
+
+async def test_chromium_hears_red_from_the_bridge_under_loss(make_client, warbling_browser) -> None:
+    """The bridge sends RED (RFC 2198) to a Chromium that offered it, once Chromium's reports
+    show loss: under 15 % loss NetEq conceals at most half as much audio as with in-band FEC
+    alone (the same call with RED off: the bridge neither answers nor sends it)."""
+    fec_share, fec = await downlink_concealment(await make_client(opus_red=False), warbling_browser)
+    assert fec["downlinkProtection"]["expectedLoss"] > 0, fec
+    assert fec["downlinkProtection"]["redPackets"] == 0
+    red_share, red = await downlink_concealment(await make_client(), warbling_browser)
+    shown = red["downlinkProtection"]
+    assert shown["redDepth"] == 2 and shown["redPackets"] > 200, shown
+    print(f"Chromium concealed under 15 % downlink loss: FEC {fec_share:.3f}, RED {red_share:.3f}")
+    assert fec_share > 0.02  # the loss was heard
+    assert red_share <= 0.5 * fec_share, (red_share, fec_share)

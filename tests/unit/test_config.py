@@ -274,6 +274,8 @@ ENV_SAMPLES = [
     ("BRIDGE_OPUS_DIRECT", "false", "media", "opus_direct", False),
     ("BRIDGE_OPUS_BITRATE", "32000", "media", "opus_bitrate", 32000),
     ("BRIDGE_OPUS_COMPLEXITY", "5", "media", "opus_complexity", 5),
+    ("BRIDGE_OPUS_FEC_BITRATE", "40000", "media", "opus_fec_bitrate", 40000),
+    ("BRIDGE_OPUS_FEC_COMPLEXITY", "6", "media", "opus_fec_complexity", 6),
     ("BRIDGE_OPUS_FEC", "false", "media", "opus_fec", False),
     ("BRIDGE_OPUS_DTX", "true", "media", "opus_dtx", True),
     ("BRIDGE_OPUS_PASSTHROUGH", "false", "media", "opus_passthrough", False),

@@ -1,33 +1,29 @@
 """``CloudApiEngine``: WhatsApp Business Cloud API Calling (``BRIDGE_ENGINE=cloudapi``).
 
 Signalling is Graph API requests (:mod:`.graph`) and signed webhooks (:mod:`.webhook`); the
-WhatsApp side of each call is a WebRTC peer connection to Meta (:mod:`.peer`). The engine
-keeps the call's signalling state (:class:`CloudCall`, by Meta's ``wacid``: what it needs to
-match Meta's webhooks). The peer connection is made here, before the call's runtime exists
-(at the connect webhook, so ICE and DTLS come up while the call rings; or to dial), and is
-handed over to the runtime when the manager creates it (:meth:`CloudApiEngine.take_leg`):
-from then on the runtime closes it, and its closing drops the engine's entry. A peer never
-handed over (the call ended before it had a runtime) is closed here.
+WhatsApp side of each call is a WebRTC peer connection to Meta (:mod:`.peer`), made here before
+the call's runtime exists (at the connect webhook, so ICE and DTLS come up while the call
+rings; or to dial) and handed to the runtime (:meth:`CloudApiEngine.take_leg`), which closes it
+(its closing drops the engine's :class:`CloudCall`); a peer never handed over is closed here.
+Call permissions (ask, read, hear the answers) are :mod:`.permissions`'.
 
 Inbound: connect webhook (offer) → answer → ``pre_accept`` → ``INCOMING`` (ringing);
 ``answer`` → ``accept`` with the same SDP; ``hangup`` → ``reject`` while ringing, else
 ``terminate``. Outbound: ``dial`` → offer → ``connect`` (``biz_opaque_callback_data`` = our
 call id) → ``wacid``; statuses RINGING/ACCEPTED/REJECTED; the connect webhook's answer is
 applied. Webhooks about a dial that arrive before ``connect`` has answered are found by their
-``biz_opaque_callback_data`` and applied once the ``wacid`` is known. A terminate webhook
-ends the call: COMPLETED → ``remote_hangup`` (an unanswered call keeps the manager's own
-reason), REJECTED → ``rejected``, FAILED → ``failed``.
+``biz_opaque_callback_data`` and applied once the ``wacid`` is known; a terminate before its
+connect keeps the late connect from ringing; repeats change nothing. A terminate webhook ends
+the call with :func:`.codes.terminate_reason`'s reason (Meta's code: ``media_timeout``…).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -35,11 +31,10 @@ import aiohttp
 from ...config import EngineSettings, IceSettings, Settings
 from ...errors import (
     AtCapacity,
-    BadRequest,
     EngineCallNotFound,
     EngineError,
-    Forbidden,
-    Unauthorized,
+    MetaLimit,
+    MetaRefused,
 )
 from ...tasks import TaskSet
 from ..base import (
@@ -50,63 +45,24 @@ from ..base import (
     RemoteCall,
     WebhookCalls,
     emit,
-    webhook_json,
 )
 from ..hangups import PendingHangups
-from .graph import GraphClient
+from .codes import ended_by_meta, refused_event
+from .graph import GraphClient, connected_call_id
 from .peer import PeerChannel, WhatsAppPeer
+from .permissions import CallPermissions
 from .sdp import DEFAULT_BITRATE
-from .webhook import SIGNATURE_HEADER, CallWebhook, call_events, signature_ok, webhook_calls
+from .state import CloudCall, Remembered
+from .webhook import CallWebhook, call_events, check, verify, webhook_calls
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_QUEUE = 256
 """Webhook bodies accepted but not yet worked through; a full queue answers 503 (Meta
 retries)."""
-REMEMBERED = 4096
-"""Ended calls and handled events remembered, so a redelivered webhook changes nothing."""
 PARKED = 16
 """Webhook events kept per dial that arrive before ``connect`` has returned Meta's call id
 (found by their ``biz_opaque_callback_data``, our call id); the oldest go first."""
-
-_END_REASONS = {"COMPLETED": "remote_hangup", "REJECTED": "rejected", "FAILED": "failed"}
-
-
-@dataclass
-class CloudCall:
-    """The engine's view of one call (keyed by Meta's ``wacid``)."""
-
-    wacid: str
-    peer_wa: str
-    direction: str  # "inbound" or "outbound"
-    peer: WhatsAppPeer
-    """Used for signalling (SDP, media seen); closed by the call's runtime once handed over."""
-    state: str = "connecting"  # connecting, ringing, accepted, ended
-    answer_sdp: str = ""  # inbound: what pre_accept and accept send
-    call_id: str = ""  # outbound: our call id (biz_opaque_callback_data)
-    seen: set[str] = field(default_factory=set)
-    handed_over: bool = False
-    """The call's runtime owns the peer (``take_leg``): it closes it, not the engine."""
-
-    @property
-    def jid(self) -> str:
-        return f"{self.peer_wa}@s.whatsapp.net"
-
-
-class _Remembered:
-    """A bounded set (oldest forgotten first)."""
-
-    def __init__(self, size: int = REMEMBERED) -> None:
-        self._items: OrderedDict[str, None] = OrderedDict()
-        self.size = size
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._items
-
-    def add(self, key: str) -> None:
-        self._items[key] = None
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
 
 
 class CloudApiEngine:
@@ -139,12 +95,13 @@ class CloudApiEngine:
         self._dialling: dict[str, deque[CallWebhook]] = {}
         """Our call id → webhook events that came before ``connect`` answered (one per dial
         in flight, so as bounded as the calls)."""
-        self._ended = _Remembered()
+        self._ended = Remembered()
         self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=WEBHOOK_QUEUE)
         self._tasks = TaskSet("cloudapi")
         self._http = http
         self._own_http = http is None
         self.webhooks = 0
+        self.permissions = CallPermissions(self.graph, self.events)
         self.pending_hangups = PendingHangups("cloudapi", self.hangup, asyncio.sleep)
 
     @classmethod
@@ -197,6 +154,13 @@ class CloudApiEngine:
             detail=f"Graph API {self.graph.detail}",
             info={"calls": len(self.calls), "webhooks": self.webhooks},
         )
+
+    async def request_permission(self, phone: str, template: Mapping[str, str] | None) -> str:
+        """Ask the user for call permission (the ``PermissionEngine`` capability)."""
+        return await self.permissions.request(phone, template)
+
+    async def read_permission(self, phone: str) -> dict[str, Any]:
+        return await self.permissions.read(phone)
 
     def _peer(self, label: str) -> WhatsAppPeer:
         return WhatsAppPeer(
@@ -252,13 +216,13 @@ class CloudApiEngine:
             fields: dict[str, Any] = {"to": phone, "session": {"sdp_type": "offer", "sdp": offer}}
             if opaque:
                 fields["biz_opaque_callback_data"] = opaque
-            answer = await self.graph.call_action("connect", **fields)
-            calls = answer.get("calls")
-            wacid = ""
-            if isinstance(calls, list) and calls and isinstance(calls[0], dict):
-                wacid = str(calls[0].get("id") or "")
-            if not wacid:
-                raise EngineError(f"the Graph API's connect answer has no call id: {answer!r:.200}")
+            self.permissions.forget(phone)  # a call changes the user's usage
+            try:
+                answer = await self.graph.call_action("connect", **fields)
+            except MetaLimit as exc:
+                await self.permissions.call_refused(phone, exc)  # when the next may start
+                raise
+            wacid = connected_call_id(answer)
         except BaseException:
             self._dialling.pop(opaque, None)
             await asyncio.shield(peer.close())
@@ -286,11 +250,16 @@ class CloudApiEngine:
         call = self._get(engine_call_id)
         if call.direction != "inbound" or call.state != "ringing":
             raise EngineError(f"call {engine_call_id} is not ringing inbound")
-        await self.graph.call_action(
-            "accept",
-            call_id=call.wacid,
-            session={"sdp_type": "answer", "sdp": call.answer_sdp},
-        )
+        try:
+            await self.graph.call_action(
+                "accept",
+                call_id=call.wacid,
+                session={"sdp_type": "answer", "sdp": call.answer_sdp},
+            )
+        except (MetaRefused, MetaLimit) as exc:  # e.g. 138007: the call ends with it too
+            await self._forget(call)
+            emit(self.events, refused_event(call.wacid, exc))
+            raise
         call.state = "accepted"
 
     async def hangup(self, engine_call_id: str) -> None:
@@ -321,35 +290,13 @@ class CloudApiEngine:
 
     # -- webhooks
     def verify_subscription(self, query: Mapping[str, str]) -> str:
-        """``GET /engine/webhook?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…``
-        (Meta's webhook verification request): the challenge when the verify token matches,
-        else 403."""
-        mode = query.get("hub.mode", "")
-        token = query.get("hub.verify_token", "")
-        challenge = query.get("hub.challenge", "")
-        expected = self.settings.cloudapi_verify_token.encode()
-        ok = hmac.compare_digest(expected, token.encode("utf-8", "surrogateescape"))
-        if mode != "subscribe" or not ok or not expected:
-            raise Forbidden("webhook verification refused: hub.verify_token does not match")
-        return challenge
+        """``GET /engine/webhook``: Meta's verification request (:func:`.webhook.verify`)."""
+        return verify(query, self.settings.cloudapi_verify_token)
 
     def receive_webhook(self, raw: bytes, headers: Mapping[str, str]) -> bool:
-        """``POST /engine/webhook``: check the signature and shape, queue the work, return.
-
-        401 for a missing or wrong signature (nothing is looked at), 400 for a body that is
-        not a JSON object, 503 when the queue is full (Meta delivers again later)."""
-        if not signature_ok(self.settings.cloudapi_app_secret, raw, headers.get(SIGNATURE_HEADER)):
-            raise Unauthorized(
-                "missing or invalid X-Hub-Signature-256 (HMAC-SHA256 of the body, app secret)"
-            )
-        try:
-            body = webhook_json(raw)
-        except BadRequest:
-            self.stats.bad_messages += 1
-            raise
-        if not isinstance(body.get("entry"), list):
-            self.stats.bad_messages += 1
-            raise BadRequest("webhook body must be an object with an 'entry' list")
+        """``POST /engine/webhook``: check the signature and shape (:func:`.webhook.check`),
+        queue the work, return; 503 when the queue is full (Meta delivers again later)."""
+        check(self.settings.cloudapi_app_secret, raw, headers, self.stats)
         try:
             self._inbox.put_nowait(raw)
         except asyncio.QueueFull:
@@ -364,8 +311,9 @@ class CloudApiEngine:
         while True:
             raw = await self._inbox.get()
             try:
-                events, bad = call_events(json.loads(raw))
-                self.stats.bad_messages += bad
+                body = json.loads(raw)
+                events, bad = call_events(body)
+                self.stats.bad_messages += bad + self.permissions.heard(body)
                 for event in events:
                     await self._on_webhook(event)
             except Exception:  # one bad body must not stop the webhooks
@@ -389,6 +337,8 @@ class CloudApiEngine:
         elif ev.kind == "terminate":
             if call is not None:
                 await self._terminated(call, ev)
+            else:  # over before its connect reached us: a late connect must not ring
+                self._ended.add(ev.wacid)
         elif ev.kind == "status" and call is not None and ev.status not in call.seen:
             call.seen.add(ev.status)
             if ev.status == "RINGING" and call.state == "calling":
@@ -398,12 +348,13 @@ class CloudApiEngine:
                 self._accepted(call)
             elif ev.status == "REJECTED":
                 await self._forget(call)
-                emit(self.events, EngineEvent(EngineEventKind.ENDED, call.wacid, reason="declined"))
+                emit(self.events, EngineEvent(EngineEventKind.ENDED, call.wacid, reason="rejected"))
 
     def _inbound(self, ev: CallWebhook) -> None:
         peer = self._peer(f"cloudapi:{ev.wacid}")
         call = CloudCall(ev.wacid, ev.peer, "inbound", peer)
         peer.wacid = ev.wacid
+        self.permissions.heard_from(ev.peer)  # a user's call opens the service window
         self.calls[ev.wacid] = call
         self._tasks.spawn(self._pre_accept(call, ev.sdp), f"pre-accept:{ev.wacid}")
 
@@ -441,17 +392,9 @@ class CloudApiEngine:
             emit(self.events, EngineEvent(EngineEventKind.ENDED, call.wacid, reason="failed"))
 
     async def _terminated(self, call: CloudCall, ev: CallWebhook) -> None:
-        reason = _END_REASONS.get(ev.status, "")
-        if reason == "remote_hangup" and call.state != "accepted":
-            reason = ""  # unanswered: the manager's own reason (remote_canceled, rejected)
-        data: dict[str, Any] = {"engineStatus": ev.status}
-        if ev.errors:
-            data["errors"] = ev.errors
-            log.warning("Cloud API call %s ended %s: %s", call.wacid, ev.status, ev.errors)
-        if ev.duration is not None:
-            data["engineDurationS"] = ev.duration
+        answered, outbound = call.state == "accepted", call.direction == "outbound"
+        event = ended_by_meta(call.wacid, ev, answered=answered, outbound=outbound)
         was_ringing = call.state == "connecting"
         await self._forget(call)
         if not was_ringing:  # the manager never heard of a call still being pre-accepted
-            event = EngineEvent(EngineEventKind.ENDED, call.wacid, reason=reason, data=data)
             emit(self.events, event)

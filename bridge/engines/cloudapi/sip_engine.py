@@ -53,6 +53,7 @@ from .sip_calls import (
     call_duration,
     engine_call_id,
     invite_metadata,
+    meta_code,
     peer_number,
 )
 
@@ -198,8 +199,9 @@ class SipEngine:
         if not call.handed_over:
             await call.leg.close()
 
-    def _ended(self, call: SipCall, reason: str, **data: Any) -> None:
-        emit(self.events, EngineEvent(EngineEventKind.ENDED, call.id, reason=reason, data=data))
+    def _ended(self, call: SipCall, reason: str, detail: str = "", **data: Any) -> None:
+        event = EngineEvent(EngineEventKind.ENDED, call.id, reason=reason, data=data, detail=detail)
+        emit(self.events, event)
 
     def _get(self, engine_call_id: str) -> SipCall:
         call = self.calls.get(engine_call_id)
@@ -272,7 +274,14 @@ class SipEngine:
         duration = call_duration(req)
         if duration is not None:
             data["engineDurationS"] = duration
-        self._ended(call, "remote_hangup" if answered else "", **data)
+        known, detail = meta_code(req)
+        reason = "remote_hangup" if answered else ""
+        if known is not None:
+            reason = known.reason
+            log.warning(
+                "SIP call %s: Meta ended it (%s): %s — %s", call.id, reason, detail, known.hint
+            )
+        self._ended(call, reason, detail, **data)
 
     # -- call control
     async def answer(self, engine_call_id: str) -> None:
@@ -345,7 +354,8 @@ class SipEngine:
             reason, why = bic_failure(final, self.sip.sip_hostname, self.sip.sip_number)
             log.warning("SIP call %s to %s: %s", call.id, call.peer_wa, why)
             await self._forget(call)
-            self._ended(call, reason, sipStatus=final.status, sipReason=why)
+            detail = meta_code(final)[1] or f"SIP {final.status}: {final.reason}"
+            self._ended(call, reason, detail, sipStatus=final.status, sipReason=why)
             return
         self._confirmed(call, uac.dialog)
         call.confirmed_at = time.monotonic()

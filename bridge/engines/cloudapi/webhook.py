@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..base import WebhookCalls
+from ...errors import BadRequest, Forbidden, Unauthorized
+from ..base import EngineStats, WebhookCalls, webhook_json
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 
@@ -32,6 +34,37 @@ def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
         return False
     expected = sign(secret, body).encode()
     return hmac.compare_digest(expected, header.strip().encode("utf-8", "surrogateescape"))
+
+
+def verify(query: Mapping[str, str], verify_token: str) -> str:
+    """``GET /engine/webhook?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`` (Meta's
+    webhook verification request): the challenge when the verify token matches, else 403."""
+    mode = query.get("hub.mode", "")
+    token = query.get("hub.verify_token", "")
+    challenge = query.get("hub.challenge", "")
+    expected = verify_token.encode()
+    ok = hmac.compare_digest(expected, token.encode("utf-8", "surrogateescape"))
+    if mode != "subscribe" or not ok or not expected:
+        raise Forbidden("webhook verification refused: hub.verify_token does not match")
+    return challenge
+
+
+def check(secret: str, raw: bytes, headers: Mapping[str, str], stats: EngineStats) -> None:
+    """A webhook POST as Meta sends it, or an error: 401 for a missing or wrong signature
+    (nothing is looked at), 400 for a body that is not a JSON object with an ``entry`` list
+    (counted in ``stats.bad_messages``)."""
+    if not signature_ok(secret, raw, headers.get(SIGNATURE_HEADER)):
+        raise Unauthorized(
+            "missing or invalid X-Hub-Signature-256 (HMAC-SHA256 of the body, app secret)"
+        )
+    try:
+        body = webhook_json(raw)
+    except BadRequest:
+        stats.bad_messages += 1
+        raise
+    if not isinstance(body.get("entry"), list):
+        stats.bad_messages += 1
+        raise BadRequest("webhook body must be an object with an 'entry' list")
 
 
 def _s(value: Any) -> str:
