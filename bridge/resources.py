@@ -33,6 +33,7 @@ from typing import Generic, TypeVar
 from aiohttp import web
 
 from .agents import AgentService
+from .api.agents import controls_for
 from .api.internal import handover_sender, relay_opener
 from .api.keys import (
     AGENTS,
@@ -210,7 +211,8 @@ async def call_webhooks(app: web.Application) -> AsyncIterator[None]:
 
 async def calls(app: web.Application) -> AsyncIterator[None]:
     """Reads ``SETTINGS``, ``ENGINE``, ``DIRECTORY``, ``METRICS``, ``TURN``, ``INTERNAL_HTTP``,
-    ``RECORDINGS``, ``TASKS``, ``CALL_REGISTRY``, ``CALL_EVENTS``; makes ``MANAGER``,
+    ``RECORDINGS``, ``PLAYBACK``, ``AGENTS``, ``TASKS``, ``CALL_REGISTRY``, ``CALL_EVENTS``
+    (and gives the agents their controls); makes ``MANAGER``,
     ``INBOUND``, ``RECOVERY`` (binding ``LATER_RECOVERY``) and ``LATER_HANDOVER`` (bound by
     :func:`call_handover`)."""
     settings, engine, directory = app[SETTINGS], app[ENGINE], app[DIRECTORY]
@@ -254,7 +256,8 @@ async def calls(app: web.Application) -> AsyncIterator[None]:
         offer_timeout=cluster.adopt_offer_timeout,
     )
     follow_calls(settings, manager, app[CALL_EVENTS], app[RECORDINGS], app[TASKS])
-    app[CALL_EVENTS].observe(dtmf_observer(manager.find_runtime))  # keys to forks, sockets
+    app[CALL_EVENTS].observe(dtmf_observer(manager.find_runtime))  # keys to forks, sockets, agents
+    app[AGENTS].controls = controls_for(manager, app[PLAYBACK])
     app[MANAGER], app[INBOUND], app[RECOVERY] = manager, inbound, recovery
     app[LATER_RECOVERY].bind(recovery)
     try:
@@ -270,7 +273,7 @@ async def call_handover(app: web.Application) -> AsyncIterator[None]:
     """Calls moving between workers: a drain on SIGTERM hands them over, the calls moved here
     (``POST /call/handover``, a dead worker's that recovery adopts) are taken in. Reads
     ``SETTINGS``, ``MANAGER``, ``DIRECTORY``, ``METRICS``, ``INTERNAL_HTTP``, ``RECORDINGS``,
-    ``FORKS``; makes ``HANDOVER`` (binding ``LATER_HANDOVER``)."""
+    ``FORKS``, ``AGENTS``; makes ``HANDOVER`` (binding ``LATER_HANDOVER``)."""
     settings, internal_http = app[SETTINGS], app[INTERNAL_HTTP]
     cluster, manager = settings.cluster, app[MANAGER]
     handover = app[HANDOVER] = Handover(
@@ -281,6 +284,7 @@ async def call_handover(app: web.Application) -> AsyncIterator[None]:
         app[RECORDINGS],
         app[FORKS],
         relay_opener(internal_http, cluster.internal_secret),
+        agents=app[AGENTS],
     )
     app[LATER_HANDOVER].bind(handover)
     drain = TaskSet("drain")
