@@ -12,6 +12,7 @@ from aiohttp import web
 
 from .agents import AgentService
 from .api import setup_routes
+from .api.agents import controls_for
 from .api.auth import auth_middleware
 from .api.engine import authenticates_itself
 from .api.errors import BODY_TIMEOUT, error_middleware
@@ -259,7 +260,8 @@ def create_app(
             offer_timeout=cluster.adopt_offer_timeout,
         )
         follow_calls(manager, app[RECORDINGS], app[TASKS])
-        events.observe(dtmf_observer(manager.find_runtime))  # keys to forks, sockets
+        events.observe(dtmf_observer(manager.find_runtime))  # keys to forks, sockets, agents
+        app[AGENTS].controls = controls_for(manager, app[PLAYBACK])
         app[MANAGER], app[INBOUND], app[RECOVERY] = manager, inbound, recovery
         try:
             await manager.start()
@@ -281,6 +283,7 @@ def create_app(
             app[RECORDINGS],
             app[FORKS],
             relay_opener(internal_http, cluster.internal_secret),
+            agents=app[AGENTS],
         )
         drain = TaskSet("drain")
         if settings.calls.shutdown_calls is ShutdownCalls.HANDOVER:

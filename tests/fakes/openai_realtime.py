@@ -245,6 +245,22 @@ class FakeOpenAIRealtime:
         await self._send(ws, {"type": "response.done", "response": {"id": response}})
         return item
 
+    async def late_delta(self, item: str, pcm24: np.ndarray) -> None:
+        """More audio of ``item``, sent before the server saw the client's truncate."""
+        assert self.ws is not None
+        delta = base64.b64encode(pcm24.astype("<i2").tobytes()).decode()
+        await self._send(
+            self.ws,
+            {
+                "type": "response.output_audio.delta",
+                "response_id": "resp_late",
+                "item_id": item,
+                "output_index": 0,
+                "content_index": 0,
+                "delta": delta,
+            },
+        )
+
     async def speech_started(self, audio_start_ms: int = 0) -> None:
         assert self.ws is not None
         await self._send(

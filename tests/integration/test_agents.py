@@ -129,6 +129,7 @@ async def test_barge_in_cuts_the_voice_and_truncates_what_was_heard(
         await fake.speech_started()
         speech = await next_event(sub, "agent.speech.started")
         cut = await next_event(sub, "agent.interrupted")
+        await fake.late_delta(item, tone(440, 12_000, 24_000, 0.25))  # in flight: not played
     assert speech.data["echo"] is False
     await until(lambda: len(fake.truncates) == 1, timeout=3)
     await asyncio.sleep(0.3)
@@ -375,3 +376,104 @@ def test_every_agent_event_is_documented() -> None:
 
     schema = openapi_document()["components"]["schemas"]["CallEvent"]
     assert set(events.ALL) <= set(schema["properties"]["type"]["examples"])
+
+
+async def test_with_the_models_vad_off_the_bridge_hears_the_turns(
+    make_client, aiohttp_server, monkeypatch
+) -> None:
+    from bench.speech import missing_tools, speech
+    from bridge.engines.sim import SimMediaChannel
+
+    if missing_tools():
+        pytest.skip("espeak-ng, sox or pesq missing")
+    said = speech(2.0, level_dbfs=-20.0)  # a Harvard sentence between pauses, 16 kHz
+    talk: list[np.ndarray] = []
+
+    def produce(self, at: float) -> np.ndarray:  # the WhatsApp user, once told to talk
+        return talk.pop(0) if talk else np.zeros(320, dtype=np.int16)
+
+    monkeypatch.setattr(SimMediaChannel, "_produce", produce)
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server)
+    cid = call["callID"]
+    body = {
+        "provider": "openai-realtime",
+        "url": url,
+        "apiKey": KEY,
+        "session": {"turn_detection": None},
+    }
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    assert fake.sessions[0]["audio"]["input"]["turn_detection"] is None
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    item = await fake.say(tone(440, 8 * 24_000, 24_000, 0.25))
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 20, timeout=5)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        talk.extend(said[i : i + 320] for i in range(0, said.size - 319, 320))
+        started = await next_event(sub, "agent.speech.started")
+        cut = await next_event(sub, "agent.interrupted")
+        stopped = await next_event(sub, "agent.speech.stopped", timeout=8)
+    assert started.data["by"] == "bridge" and started.data["echo"] is False
+    assert cut.data["by"] == "bridge" and cut.data["itemID"] == item
+    assert stopped.data["by"] == "bridge"
+
+    def turns() -> list[str]:
+        return [e["type"] for e in fake.events if e["type"] != "input_audio_buffer.append"]
+
+    await until(lambda: turns()[-1] == "response.create", timeout=3)
+    assert turns()[-3:] == [
+        "conversation.item.truncate",
+        "input_audio_buffer.commit",
+        "response.create",
+    ]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_agent_requests_are_checked(make_client, aiohttp_server, caplog) -> None:
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    cases = [
+        ({"provider": "llama", "url": url}, 400, "bad_request"),
+        ({"provider": "openai-realtime", "url": "http://127.0.0.1/x"}, 400, "bad_request"),
+        ({"provider": "openai-realtime", "url": "wss://evil.example/v1"}, 403, "url_not_allowed"),
+        ({"provider": "openai-realtime", "url": url, "session": []}, 400, "bad_request"),
+        ({"provider": "openai-realtime", "url": url, "bridgeTools": ["fly"]}, 400, "bad_request"),
+        (
+            {
+                "provider": "openai-realtime",
+                "url": url,
+                "apiKey": KEY,
+                "session": {"audio": {"output": {"format": {"type": "audio/pcmu"}}}},
+            },
+            400,
+            "bad_request",
+        ),
+        # A wrong key: the model refuses the handshake.
+        (
+            {"provider": "openai-realtime", "url": url, "apiKey": "sk-wrong"},
+            400,
+            "agent_connect_failed",
+        ),
+        # The model refuses the session (a field it does not know): answered at once.
+        (
+            {
+                "provider": "openai-realtime",
+                "url": url,
+                "apiKey": KEY,
+                "session": {"colour": "red"},
+            },
+            400,
+            "agent_connect_failed",
+        ),
+    ]
+    for body, status, code in cases:
+        resp = await client.post(f"/call/{cid}/agents", json=body)
+        assert resp.status == status, (body, await resp.text())
+        assert (await resp.json())["error"]["code"] == code, body
+    assert fake.errors == ["unknown session fields ['colour']"]
+    assert (await client.delete(f"/call/{cid}/agents/ag_nope")).status == 404
+    valid = {"provider": "openai-realtime", "url": url}
+    assert (await client.post("/call/nope/agents", json=valid)).status == 404
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["agents"] == [] and snap["state"] == "active"
+    assert "sk-wrong" not in caplog.text and KEY not in caplog.text

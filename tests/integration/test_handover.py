@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 from aiohttp import WSMsgType, web
 
+from ..fakes.openai_realtime import FakeOpenAIRealtime
 from ..fakes.zuckzapgo import FakeZuckZapGo
 from ..support.cluster import (
     Bridge,
@@ -120,6 +121,8 @@ class ForkApp:
     def __init__(self) -> None:
         self.connections: list[list[dict]] = []
         self.webhooks: list[dict] = []
+        self.model = FakeOpenAIRealtime(api_key="sk-moved")
+        """A realtime model an agent on the call talks to (OpenAI's protocol)."""
         self.port = free_port()
         self._runner: web.AppRunner | None = None
 
@@ -131,6 +134,7 @@ class ForkApp:
         app = web.Application()
         app.router.add_get("/media", self._serve)
         app.router.add_post("/hook", self._hook)
+        app.router.add_get("/v1/realtime", self.model.handler)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -255,6 +259,10 @@ async def test_sigterm_hands_a_live_zuckzapgo_call_to_the_other_worker_without_e
             session, a.base, f"/call/{call_id}/streams", {"url": fork_app.url, "channel": "both"}
         )
         assert status == 201, stream
+        model_url = f"ws://127.0.0.1:{fork_app.port}/v1/realtime"
+        agent = {"provider": "openai-realtime", "url": model_url, "apiKey": "sk-moved"}
+        status, started = await post(session, a.base, f"/call/{call_id}/agents", agent)
+        assert status == 201, started
         old = RtcClient(Http(session, a.base), call_id, freq=BROWSER_HZ)
         await old.offer()
         await asyncio.wait_for(old.connected.wait(), 10)
@@ -316,6 +324,18 @@ async def test_sigterm_hands_a_live_zuckzapgo_call_to_the_other_worker_without_e
         start = next(e for e in second if e["event"] == "start")
         assert start["resumed"] is True and start["stream_id"] == stream["streamId"]
         assert band_energy(fork_app.inbound(1), 16_000, ENGINE_HZ) > 0.5
+        # The agent: B opened the model's socket again (key and session as asked), same
+        # agent id, and the engine's audio reaches the model from B.
+        model = fork_app.model
+        assert model.connections == 2 and len(model.sessions) == 2 and model.errors == []
+        assert model.headers[1]["Authorization"] == "Bearer sk-moved"
+        assert call["agents"][0]["agentID"] == started["agentID"]
+        assert call["agents"][0]["state"] == "connected"
+        connected = [e for e in events.seen if e["type"] == "agent.connected"]
+        assert [e.get("resumed", False) for e in connected][-1] is True  # A's first, then B's
+        assert connected[-1]["agentID"] == started["agentID"]
+        assert "sk-moved" not in json.dumps(events.seen)
+        assert band_energy(model.heard[-24_000:], 24_000, ENGINE_HZ) > 0.5
         # The app's webhook got call.moved too (sent by A before it exited).
         hooked = [w for w in fork_app.webhooks if w["type"] == "call.moved"]
         assert len(hooked) == 1 and hooked[0]["to"] == b.worker_id, fork_app.webhooks[-3:]
