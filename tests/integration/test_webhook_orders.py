@@ -117,9 +117,7 @@ async def test_outbound_orders_shuffled_and_repeated_end_once_in_the_right_state
             elif ended[cid]:
                 after_end[cid].append(event.type)
     assert len(ended) == ORDERS
-    assert all(len(events) == 1 for events in ended.values()), {
-        k: len(v) for k, v in ended.items()
-    }
+    assert all(len(events) == 1 for events in ended.values()), {k: len(v) for k, v in ended.items()}
     assert not any("call.active" in types for types in after_end.values()), after_end
     assert engine.calls == {} and engine._dialling == {}
     assert {o[0] for o in outcomes} == set(SCENARIOS), "every scenario tried"
