@@ -477,3 +477,37 @@ async def test_agent_requests_are_checked(make_client, aiohttp_server, caplog) -
     snap = await (await client.get(f"/call/{cid}")).json()
     assert snap["agents"] == [] and snap["state"] == "active"
     assert "sk-wrong" not in caplog.text and KEY not in caplog.text
+
+
+async def test_the_fallback_runs_when_the_model_is_gone(
+    make_client, aiohttp_server, tmp_path
+) -> None:
+    import wave
+
+    media = tmp_path / "media"
+    media.mkdir()
+    with wave.open(str(media / "sorry.wav"), "wb") as w:  # what the caller hears instead
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16_000)
+        w.writeframes(tone(550, 16_000, 16_000, 0.3).astype("<i2").tobytes())
+    fake, client, call, url = await openai_agent(
+        make_client,
+        aiohttp_server,
+        sim_peer="silence",
+        agent_retries=0,
+        agent_fallback="message",
+        agent_fallback_file="sorry.wav",
+        media_dir=str(media),
+    )
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    sc = sim_call(client, cid)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.drop()
+        failed = await next_event(sub, "agent.failed")
+        await next_event(sub, "playback.finished")
+    assert failed.data["attempts"] == 0
+    heard = np.concatenate(loud(list(sc.heard)[-60:]))
+    assert dominant_frequency(heard, 16_000) == pytest.approx(550, abs=3)
+    assert (await (await client.get(f"/call/{cid}")).json())["state"] == "active"
+    await client.post("/call/hangup", json={"callID": cid})
