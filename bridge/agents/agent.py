@@ -29,6 +29,7 @@ from ..attachments.base import AttachmentHost
 from ..attachments.speech import SpeechDetector, VadUnavailable
 from ..attachments.wire import OutgoingQueue
 from ..audio import SAMPLE_RATE, Resampler
+from ..errors import CallStateError
 from ..http import RedirectRefused
 from ..media import BusFrame
 from ..tasks import TaskSet
@@ -273,7 +274,11 @@ class Agent:
 
     async def start(self, http: aiohttp.ClientSession) -> None:
         """Connect (raises on failure: the API answers the request), then run."""
-        self._ws = await asyncio.wait_for(self.open(http), CONNECT_TIMEOUT)
+        ws = await asyncio.wait_for(self.open(http), CONNECT_TIMEOUT)
+        if self._stopping:  # stopped, or the call ended, while it connected
+            await ws.close()
+            raise CallStateError(f"the agent was stopped or call {self.host.call_id} ended")
+        self._ws = ws
         self.state = "connected"
         self.bus.add_downlink_tap(self._caller)
         self.bus.add_uplink_tap(self._sent)
