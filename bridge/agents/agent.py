@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import secrets
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -58,8 +59,9 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 """Seconds to open the model's socket and have its session configured."""
-BACKOFF = (0.1, 0.3, 1.0, 2.0, 4.0)
-"""Seconds before each reconnection attempt (the last repeats)."""
+BACKOFF = (0.0, 0.3, 1.0, 2.0, 4.0)
+"""Seconds before each reconnection attempt (the last repeats), each but the first drawn
+between half and all of it so a restarted server is not hit by every call at once."""
 UP_QUEUE = 50
 """Caller frames waiting for a slow model socket (1 s) before the oldest go."""
 
@@ -379,7 +381,8 @@ async def reopen(
     is not stopping; ``None`` when none succeeded."""
     where = f"call {agent.host.call_id}: agent {agent.id}"
     for attempt in range(agent.retries):
-        await asyncio.sleep(BACKOFF[min(attempt, len(BACKOFF) - 1)])
+        delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
         if agent.stopping:
             return None
         try:
