@@ -83,7 +83,10 @@ async def test_openai_audio_both_ways_and_the_key_is_never_shown(
     # The model's 440 Hz (1 s at 24 kHz, sent faster than real time) reaches the caller.
     sc = sim_call(client, cid)
     n0 = sc.frames_heard
-    await fake.say(tone(440, 24_000, 24_000, 0.25))
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.say(tone(440, 24_000, 24_000, 0.25))
+        said = await next_event(sub, "agent.transcript")
+    assert (said.data["role"], said.data["text"]) == ("agent", "a tone")
     await until(lambda: sc.frames_heard - n0 >= 70, timeout=5)
     down = loud(list(sc.heard)[-(sc.frames_heard - n0) :])
     assert 48 <= len(down) <= 51  # one second of voice, whole frames
@@ -288,11 +291,12 @@ async def test_tools_the_bridge_answers_and_the_apps_and_key_presses(
         "url": url,
         "apiKey": KEY,
         "session": {"tools": [{"type": "function", "name": "lookup_order", "parameters": {}}]},
-        "bridgeTools": ["dtmf", "hangup"],
+        "bridgeTools": ["dtmf", "hangup", "hold"],
     }
     agent_id = (await (await client.post(f"/call/{cid}/agents", json=body)).json())["agentID"]
     tools = [t["name"] for t in fake.sessions[0]["tools"]]
-    assert tools == ["lookup_order", "send_dtmf", "hang_up"]  # announced only when asked for
+    # Announced only when asked for.
+    assert tools == ["lookup_order", "send_dtmf", "hang_up", "hold_call"]
     async with client.app[MANAGER].events.subscribe() as sub:
         # A tool of the app's: an event, answered through the API, passed to the model.
         await fake.tool_call("lookup_order", {"order": "A12"}, "call_1")
@@ -313,6 +317,9 @@ async def test_tools_the_bridge_answers_and_the_apps_and_key_presses(
         await fake.tool_call("send_dtmf", {"digits": "12"}, "call_2")
         sent = await next_event(sub, "call.dtmf.sent")
         assert sent.data["digits"] == "12" and sent.data["source"] == "agent"
+        # The bridge's hold tool holds the caller.
+        await fake.tool_call("hold_call", {"held": True}, "call_h")
+        await next_event(sub, "call.held")
         # A key the caller pressed reaches the model as text.
         press_on_whatsapp(client, "5")
         await until(
