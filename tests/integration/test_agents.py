@@ -518,3 +518,28 @@ async def test_the_fallback_runs_when_the_model_is_gone(
     assert dominant_frequency(heard, 16_000) == pytest.approx(550, abs=3)
     assert (await (await client.get(f"/call/{cid}")).json())["state"] == "active"
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_human_takes_the_call_when_the_model_is_gone(make_client, aiohttp_server) -> None:
+    from .test_participants import join
+
+    fake, client, call, url = await openai_agent(
+        make_client, aiohttp_server, sim_peer="silence", agent_retries=0, agent_fallback="human"
+    )
+    cid = call["callID"]
+    human = await join(client, cid, "maria", "listen", 0.0)  # a supervisor listening in
+    try:
+        body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+        assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+        async with client.app[MANAGER].events.subscribe() as sub:
+            await fake.drop()
+            await next_event(sub, "agent.failed")
+            moved = await next_event(sub, "call.transferred")
+        assert moved.data["participantID"] == "maria"
+        snap = await (await client.get(f"/call/{cid}")).json()
+        assert [(p["participantID"], p["role"]) for p in snap["participants"]] == [
+            ("maria", "agent")
+        ]
+    finally:
+        await human.close()
+        await client.post("/call/hangup", json={"callID": cid})
