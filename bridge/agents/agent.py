@@ -21,6 +21,7 @@ import json
 import logging
 import random
 import secrets
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -62,6 +63,8 @@ CONNECT_TIMEOUT = 10.0
 BACKOFF = (0.0, 0.3, 1.0, 2.0, 4.0)
 """Seconds before each reconnection attempt (the last repeats), each but the first drawn
 between half and all of it so a restarted server is not hit by every call at once."""
+CONTEXT_LINES = 20
+"""Transcript lines kept to tell a new session what was said."""
 UP_QUEUE = 50
 """Caller frames waiting for a slow model socket (1 s) before the oldest go."""
 
@@ -119,6 +122,8 @@ class Agent:
         self.reconnects = 0
         self.interruptions = 0
         self.model_errors = 0
+        self.said: deque[tuple[str, str]] = deque(maxlen=CONTEXT_LINES)
+        """The last transcript lines: told to a new session that cannot resume the old one."""
         self.caller_speaking = False
         self.detector = None if dialect.model_detects_speech else _detector()
         """The bridge's own VAD (the ``vad`` extra) when the model's turn detection is off."""
@@ -208,6 +213,7 @@ class Agent:
         elif isinstance(event, Transcript):
             if event.text:
                 self._emit(events.TRANSCRIPT, role=event.role, text=event.text[:4000])
+                self.said.append((event.role, event.text[:500]))
         elif isinstance(event, ToolCall):
             self._tasks.spawn(self._on_tool(self, event), f"tool-{event.name[:20]}")
         elif isinstance(event, Resumable):
@@ -339,6 +345,8 @@ class Agent:
                 return
             # What was queued for the old socket (a truncate of its items) means nothing now.
             self._out = OutgoingQueue(max_audio=UP_QUEUE, max_control=500, drop_oldest_audio=True)
+            if self._resume is None:
+                self.send(self.dialect.context(list(self.said)))
             self.state = "connected"
             self.reconnects += 1
             self._emit(events.RECONNECTED, resumed=self._resume is not None)

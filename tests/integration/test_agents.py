@@ -160,11 +160,17 @@ async def test_a_dropped_model_socket_is_reopened_while_the_call_goes_on(
     body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
     agent_id = (await (await client.post(f"/call/{cid}/agents", json=body)).json())["agentID"]
     sc = sim_call(client, cid)
+    await fake.say(tone(440, 2400, 24_000, 0.25), transcript="hello there")
     async with client.app[MANAGER].events.subscribe() as sub:
         await fake.drop()
         back = await next_event(sub, "agent.reconnected")
         assert back.data["agentID"] == agent_id and back.data["resumed"] is False
         assert fake.connections == 2 and len(fake.sessions) == 2  # configured again
+        # The new session is told what was said on the old one.
+        await until(lambda: any(e["type"] == "conversation.item.create" for e in fake.events))
+        told = next(e for e in fake.events if e["type"] == "conversation.item.create")
+        assert told["item"]["role"] == "system"
+        assert "You: hello there" in told["item"]["content"][0]["text"]
         # Audio flows again both ways on the new socket.
         n0 = len(fake.chunks)
         await until(lambda: len(fake.chunks) - n0 >= 25, timeout=3)
