@@ -325,7 +325,9 @@ class Agent:
             try:
                 await self._serve(self._ws)
             except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
-                log.info("call %s: agent %s: socket error %s", self.host.call_id, self.id, exc)
+                # Its type only: an aiohttp error's text may hold the URL, and a URL a key.
+                kind = type(exc).__name__
+                log.info("call %s: agent %s: socket error %s", self.host.call_id, self.id, kind)
             if self._stopping:
                 return
             self.state = "reconnecting"
