@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from ..audio import JitterBuffer
-from ..audio.pcm import FRAME_SAMPLES, SAMPLE_RATE, Pcm
-from ..audio.stretch import PlayoutFifo
+from ..audio.pcm import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Pcm
+from ..audio.stretch import PlayoutFifo, licence
 
 if TYPE_CHECKING:
     from .bus import CallBus
@@ -66,8 +66,9 @@ class DownlinkSink:
     ``follow_clock``, every :data:`DRIFT_WINDOW` ticks the sink looks at the smallest depth it
     saw before a tick: below :data:`CUSHION` frames it owes what is missing; a frame or more
     above it for two windows in a row, it owes the excess. The debt is paid a pitch period at a
-    time (WSOLA accelerate / expand) where it is not heard: in a pause, after a second in voiced
-    speech too, and after :data:`FORCE_AFTER` ticks anywhere, with a cross-fade. Never a whole
+    time (WSOLA accelerate / expand) where it is not heard, by the drift rule the Opus receiver
+    follows too (``bridge.audio.stretch.licence``): in a pause, then in voiced speech, then
+    anywhere with a cross-fade. Never a whole
     frame dropped or inserted; an engine 2000 ppm fast adds about 6 ms of delay on average.
 
     **Underruns.** When nothing is left to play (the engine's audio ran late), what the FIFO
@@ -78,8 +79,6 @@ class DownlinkSink:
 
     CUSHION = 2
     DRIFT_WINDOW = 50
-    FORCE_AFTER = 100
-    """Ticks (2 s) a stretch may wait for a pause or a voiced stretch before it is forced."""
 
     def __init__(self, bus: CallBus, name: str, jitter: JitterBuffer[BusFrame]) -> None:
         self.bus = bus
@@ -185,9 +184,8 @@ class DownlinkSink:
 
     def _stretch(self) -> None:
         fifo, n = self.fifo, FRAME_SAMPLES
-        # A pause first; after half the wait, voiced speech too; after the wait, anywhere.
-        waited = self._ticks - self._debt_since
-        voiced, force = waited >= self.FORCE_AFTER // 2, waited >= self.FORCE_AFTER
+        waited = (self._ticks - self._debt_since) * FRAME_MS / 1000
+        voiced, force = licence(waited, grow=self._debt > 0)
         if self._debt > 0:
             self._debt = max(0, self._debt - fifo.expand(self._debt, voiced=voiced, force=force))
             if self._debt < fifo.min_lag:

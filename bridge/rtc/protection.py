@@ -19,8 +19,9 @@ its decision logic apart from expand and accelerate):
 While FEC is on, the encoder runs at the protected bit rate and complexity (``tracks.py``):
 LBRR data takes bits from the frame itself, and on the bench's speech 48 kbit/s at complexity
 8 with FEC scores on a clean link what 40 kbit/s at complexity 5 scores without
-(docs/quality.md). Transport-wide feedback (RTP transport-cc) would tell loss within 100 ms,
-but aiortc negotiates it for video only; the receiver reports are what a browser sends.
+(docs/quality.md). Transport-wide feedback (transport-cc) would tell loss within 100 ms, but
+aiortc negotiates neither its header extension nor its feedback (for audio or video), so no
+browser sends it to the bridge: the receiver reports are what there is to follow.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class Protection:
 class LossProtection:
     """Decides :class:`Protection` from the far end's loss reports (module docstring)."""
 
-    def __init__(self, *, fec: bool = True, red: bool = False) -> None:
+    def __init__(self, *, fec: bool = True, red: bool = False, unknown: int = UNKNOWN_LOSS) -> None:
         self.fec = fec
         self.red = red
         self.known = False
@@ -69,7 +70,8 @@ class LossProtection:
         self._at = 0.0
         self._last_loss_at: float | None = None
         self.reports = 0
-        self.now = Protection(UNKNOWN_LOSS if fec else 0, 0)
+        self.now = Protection(unknown if fec else 0, 0)
+        """What to do now; before the first report, FEC planned for ``unknown`` %."""
 
     def report(self, fraction_lost: float, now: float) -> Protection:
         """One receiver report's loss fraction (0–1), received at ``now`` (monotonic s)."""

@@ -55,3 +55,23 @@ def assert_hears(pcm: np.ndarray, rate: int, present: set[float], absent: set[fl
         assert db[fr] >= -30, (fr, db)
     for fr in absent:
         assert db[fr] <= min(-35.0, max(-50.0, floor + 10)), (fr, floor, db)
+
+
+def tone_breaks(
+    pcm: object, rate: int, hz: float, level: float, *, block: int = 80, skip: float = 1.0
+) -> tuple[list[float], list[float]]:
+    """Where a continuous tone of ``hz`` at ``level`` (peak) breaks, after ``skip`` seconds: the
+    times (s) of its phase jumps (more than 0.5 rad from one 5 ms block to the next: a frame
+    inserted, dropped or spliced out of phase) and of its silent blocks (under a quarter of
+    the level). The tone is demodulated block by block, so a stretch by whole periods (WSOLA)
+    leaves its phase alone and is no break."""
+    x = np.asarray(pcm, dtype=np.float64)
+    x = x[: x.size // block * block]
+    n = np.arange(x.size)
+    z = (x * np.exp(-2j * np.pi * hz * n / rate)).reshape(-1, block).mean(axis=1) * 2
+    first = int(skip * rate / block)
+    z = z[first:]
+    seconds = (np.arange(z.size) + first) * block / rate
+    jumps = np.flatnonzero(np.abs(np.angle(z[1:] * np.conj(z[:-1]))) > 0.5) + 1
+    silent = np.flatnonzero(np.abs(z) < 0.25 * level)
+    return [float(seconds[i]) for i in jumps], [float(seconds[i]) for i in silent]

@@ -245,6 +245,42 @@ def engine_drifting(ppm: float, seconds: float = 45.0) -> tuple[Any, list, list,
 
 
 @pytest.mark.parametrize("ppm", [2000, -2000])
+def test_downlink_drift_on_a_continuous_tone_never_jumps_in_phase_nor_goes_silent(
+    ppm: int,
+) -> None:
+    """45 s of a tone with no pause to hide in, from an engine 2000 ppm fast or slow whose
+    60 ms chunks come with a few ms of seeded jitter: the sink follows its clock by whole
+    periods of the tone, so the phase never jumps and no 5 ms of it goes silent."""
+    import random
+
+    from ..support.spectrum import tone_breaks
+
+    rng = random.Random(ppm)
+    bus = CallBus("c1")
+    sink = bus.add_downlink("browser")
+    t = np.arange(47 * 16_000) / 16_000
+    voice = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+    period = 0.06 / (1 + ppm / 1e6)
+    played, next_chunk, tick, i, settled = [], 0.0, 0.011, 0, 0
+    while tick < 45.0:
+        if len(played) == 50:  # the first second (the cushion filling) is not drift
+            settled = sink.jitter.stats.underruns
+        while next_chunk + abs(rng.gauss(0, 0.004)) <= tick:
+            for _ in range(3):
+                bus.push_downlink(voice[i * 320 : (i + 1) * 320])
+                i += 1
+            next_chunk += period
+        got = sink.pop()
+        played.append(got if got is not None else np.zeros(320, np.int16))
+        tick += 0.02
+    moved = sink.inserted_samples - sink.removed_samples
+    assert (moved <= -2 * 320) if ppm > 0 else (moved >= 2 * 320)  # followed (90 ms)
+    jumps, silent = tone_breaks(np.concatenate(played), 16_000, 440, 8000)
+    assert jumps == [] and silent == []
+    assert sink.jitter.stats.underruns == settled  # never ran dry once playing
+
+
+@pytest.mark.parametrize("ppm", [2000, -2000])
 def test_downlink_follows_an_engine_clock_drift_a_pitch_period_at_a_time(ppm: int) -> None:
     """An engine 2000 ppm fast or slow for 45 s: the delay follows its clock by pitch periods
     (never a whole frame dropped or inserted), nothing runs dry, the waveform never steps, and

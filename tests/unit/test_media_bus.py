@@ -92,7 +92,7 @@ def test_an_underrun_after_a_stretch_plays_what_is_held_then_fades() -> None:
     """Samples a stretch left in the sink's FIFO are played before the concealment, which
     continues from the last of them without a step and decays to zero within the frame."""
     from bridge.audio import tone
-    from bridge.media.frames import DownlinkSink
+    from bridge.audio.stretch import PATIENCE
 
     bus = CallBus("c1")
     sink = bus.add_downlink("browser")
@@ -101,11 +101,11 @@ def test_an_underrun_after_a_stretch_plays_what_is_held_then_fades() -> None:
         bus.push_downlink(frame)
     assert sink.pop() is not None
     sink._debt = 100  # a frame of delay owed, as when the engine's clock runs slow
-    sink._debt_since = -DownlinkSink.FORCE_AFTER // 2  # owed long enough for voiced sounds
+    sink._debt_since = -int(PATIENCE / 2 / 0.02)  # owed long enough for voiced sounds
     assert sink.pop() is not None
-    assert sink.inserted_samples == 64  # one period of the 250 Hz tone (≤ the 100 owed)
+    assert sink.inserted_samples == 128  # two periods of the 250 Hz tone (≥ the 100 owed)
     assert sink.pop() is not None and len(sink.jitter) == 0
-    assert sink.fifo.held == 64  # what the stretch added is still to be played
+    assert sink.fifo.held == 128  # what the stretch added is still to be played
     before = sink.jitter.stats.underruns
     concealed = sink.pop()  # nothing left: what is held, then its fading continuation
     assert concealed is not None and concealed.shape == (FRAME_SAMPLES,)

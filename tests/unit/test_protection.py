@@ -10,6 +10,7 @@ def test_unknown_link_gets_the_floor_and_a_clean_report_turns_it_off() -> None:
     assert (p.now.expected_loss, p.now.red_depth) == (UNKNOWN_LOSS, 0)
     assert p.report(0.0, 1.0).expected_loss == 0
     assert LossProtection(fec=False).now.expected_loss == 0
+    assert LossProtection(unknown=0).now.expected_loss == 0  # the WhatsApp leg: no floor
 
 
 def test_loss_is_followed_at_once_and_forgotten_after_the_hold() -> None:

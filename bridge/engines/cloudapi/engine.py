@@ -73,6 +73,7 @@ class CloudApiEngine:
     name = "cloudapi"
     media_before_answer = False
     opus_bitrate = DEFAULT_BITRATE
+    billing_pulse_s = 6  # Meta bills business-initiated calls in 6 s pulses (a BilledEngine)
     """Meta asks for at most 20 kbit/s (its fmtp's ``maxaveragebitrate``)."""
 
     def __init__(
@@ -85,12 +86,8 @@ class CloudApiEngine:
         self.ice = ice
         self.events: asyncio.Queue[EngineEvent] = asyncio.Queue(maxsize=1000)
         self.stats = EngineStats()
-        self.graph = GraphClient(
-            settings.engine_url,
-            settings.engine_token,
-            settings.cloudapi_phone_number_id,
-            self.stats,
-        )
+        number = settings.cloudapi_phone_number_id
+        self.graph = GraphClient(settings.engine_url, settings.engine_token, number, self.stats)
         self.calls: dict[str, CloudCall] = {}
         self._dialling: dict[str, deque[CallWebhook]] = {}
         """Our call id → webhook events that came before ``connect`` answered (one per dial
@@ -130,8 +127,7 @@ class CloudApiEngine:
         self.pending_hangups.add(engine_call_id, why)
 
     async def startup_calls(self) -> list[RemoteCall]:
-        """Graph has no list of live calls: nothing to sweep at start-up (Meta ends a call
-        whose media stops, and a terminate webhook for an unknown call is ignored)."""
+        """Graph lists no live calls: nothing to sweep (Meta ends a call without media)."""
         return []
 
     async def close(self) -> None:
@@ -159,7 +155,7 @@ class CloudApiEngine:
         """Ask the user for call permission (the ``PermissionEngine`` capability)."""
         return await self.permissions.request(phone, template)
 
-    async def read_permission(self, phone: str) -> dict[str, Any]:
+    async def read_permission(self, phone: str) -> dict[str, Any]:  # cached briefly
         return await self.permissions.read(phone)
 
     def _peer(self, label: str) -> WhatsAppPeer:
@@ -383,6 +379,8 @@ class CloudApiEngine:
         try:
             await call.peer.apply_answer(sdp)
         except Exception as exc:
+            if call.state == "ended":
+                return  # ended meanwhile (a terminate overtook it): nothing to undo
             log.warning("Cloud API call %s: Meta's answer cannot be applied: %s", call.wacid, exc)
             try:
                 await self.graph.call_action("terminate", call_id=call.wacid)

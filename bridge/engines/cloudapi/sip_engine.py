@@ -69,6 +69,7 @@ class SipEngine:
     name = "cloudapi"
     media_before_answer = False
     opus_bitrate = DEFAULT_BITRATE
+    billing_pulse_s = 6  # Meta bills business-initiated calls in 6 s pulses (a BilledEngine)
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
