@@ -24,6 +24,7 @@ from ..support.chromium import (
 
 require_chromium()
 
+
 @pytest.fixture(scope="module")
 def tone_wav(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("mic") / "tone440.wav"

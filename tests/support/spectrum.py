@@ -18,9 +18,7 @@ def band_powers(pcm: object, rate: int, freqs: Iterable[float]) -> tuple[dict[fl
     x = np.asarray(pcm, dtype=np.float64)
     spec = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
     f = np.fft.rfftfreq(x.size, 1 / rate)
-    powers = {
-        float(fr): float(spec[(f > fr - BAND_HZ) & (f < fr + BAND_HZ)].sum()) for fr in freqs
-    }
+    powers = {float(fr): float(spec[(f > fr - BAND_HZ) & (f < fr + BAND_HZ)].sum()) for fr in freqs}
     return powers, float(spec.sum())
 
 
