@@ -186,7 +186,9 @@ async def test_chromium_agent_on_a_cloudapi_call(make_client, meta, browser) -> 
     """Real Chromium answers a WhatsApp user's Cloud API call: two WebRTC legs, one bus."""
     import numpy as np
 
-    from bridge.audio import dominant_frequency, rms_dbfs
+    from bridge.audio import rms_dbfs
+
+    from ..support.spectrum import dominant_frequency
 
     client = await make_client(**meta.bridge_settings())
     page = await browser.new_page()
