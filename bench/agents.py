@@ -190,9 +190,11 @@ async def run(calls: int, turns: int) -> dict[str, Any]:
     settings = settings_for_tests(sim_peer="silence", fork_url_allow=("127.0.0.1",))
     client = TestClient(TestServer(create_app(settings)))
     await client.start_server()
+    cpu0, wall0 = time.process_time(), time.monotonic()
     try:
         results = await asyncio.gather(*(one_call(client, turns) for _ in range(calls)))
     finally:
+        cpu = (time.process_time() - cpu0) / (time.monotonic() - wall0)
         await client.close()
     keys = ("up", "down", "barge", "end_err", "back", "errors")
     merged: dict[str, list[Any]] = {k: [] for k in keys}
@@ -203,6 +205,9 @@ async def run(calls: int, turns: int) -> dict[str, Any]:
         "calls": calls,
         "turns": turns,
         "cpus": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        # The process's CPU time over the run's wall time: the bridge and every fake model.
+        "process_cpu_share": round(cpu, 2),
         "up_ms": {"p50": p(merged["up"], 50), "p95": p(merged["up"], 95), "n": len(merged["up"])},
         "down_ms": {
             "p50": p(merged["down"], 50),

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import secrets
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -29,6 +31,7 @@ from ..attachments.base import AttachmentHost
 from ..attachments.speech import SpeechDetector, VadUnavailable
 from ..attachments.wire import OutgoingQueue
 from ..audio import SAMPLE_RATE, Resampler
+from ..errors import CallStateError
 from ..http import RedirectRefused
 from ..media import BusFrame
 from ..tasks import TaskSet
@@ -57,8 +60,11 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 """Seconds to open the model's socket and have its session configured."""
-BACKOFF = (0.1, 0.3, 1.0, 2.0, 4.0)
-"""Seconds before each reconnection attempt (the last repeats)."""
+BACKOFF = (0.0, 0.3, 1.0, 2.0, 4.0)
+"""Seconds before each reconnection attempt (the last repeats), each but the first drawn
+between half and all of it so a restarted server is not hit by every call at once."""
+CONTEXT_LINES = 20
+"""Transcript lines kept to tell a new session what was said."""
 UP_QUEUE = 50
 """Caller frames waiting for a slow model socket (1 s) before the oldest go."""
 
@@ -116,6 +122,8 @@ class Agent:
         self.reconnects = 0
         self.interruptions = 0
         self.model_errors = 0
+        self.said: deque[tuple[str, str]] = deque(maxlen=CONTEXT_LINES)
+        """The last transcript lines: told to a new session that cannot resume the old one."""
         self.caller_speaking = False
         self.detector = None if dialect.model_detects_speech else _detector()
         """The bridge's own VAD (the ``vad`` extra) when the model's turn detection is off."""
@@ -205,6 +213,7 @@ class Agent:
         elif isinstance(event, Transcript):
             if event.text:
                 self._emit(events.TRANSCRIPT, role=event.role, text=event.text[:4000])
+                self.said.append((event.role, event.text[:500]))
         elif isinstance(event, ToolCall):
             self._tasks.spawn(self._on_tool(self, event), f"tool-{event.name[:20]}")
         elif isinstance(event, Resumable):
@@ -273,7 +282,11 @@ class Agent:
 
     async def start(self, http: aiohttp.ClientSession) -> None:
         """Connect (raises on failure: the API answers the request), then run."""
-        self._ws = await asyncio.wait_for(self.open(http), CONNECT_TIMEOUT)
+        ws = await asyncio.wait_for(self.open(http), CONNECT_TIMEOUT)
+        if self._stopping:  # stopped, or the call ended, while it connected
+            await ws.close()
+            raise CallStateError(f"the agent was stopped or call {self.host.call_id} ended")
+        self._ws = ws
         self.state = "connected"
         self.bus.add_downlink_tap(self._caller)
         self.bus.add_uplink_tap(self._sent)
@@ -312,7 +325,9 @@ class Agent:
             try:
                 await self._serve(self._ws)
             except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
-                log.info("call %s: agent %s: socket error %s", self.host.call_id, self.id, exc)
+                # Its type only: an aiohttp error's text may hold the URL, and a URL a key.
+                kind = type(exc).__name__
+                log.info("call %s: agent %s: socket error %s", self.host.call_id, self.id, kind)
             if self._stopping:
                 return
             self.state = "reconnecting"
@@ -332,6 +347,8 @@ class Agent:
                 return
             # What was queued for the old socket (a truncate of its items) means nothing now.
             self._out = OutgoingQueue(max_audio=UP_QUEUE, max_control=500, drop_oldest_audio=True)
+            if self._resume is None:
+                self.send(self.dialect.context(list(self.said)))
             self.state = "connected"
             self.reconnects += 1
             self._emit(events.RECONNECTED, resumed=self._resume is not None)
@@ -374,7 +391,8 @@ async def reopen(
     is not stopping; ``None`` when none succeeded."""
     where = f"call {agent.host.call_id}: agent {agent.id}"
     for attempt in range(agent.retries):
-        await asyncio.sleep(BACKOFF[min(attempt, len(BACKOFF) - 1)])
+        delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
         if agent.stopping:
             return None
         try:

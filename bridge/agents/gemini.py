@@ -160,6 +160,9 @@ class GeminiLive:
     def turn_ended(self) -> list[dict[str, Any]]:
         return [{"realtimeInput": {"activityEnd": {}}}]
 
+    def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        return []  # the resumption handle carries the conversation
+
     def text(self, text: str) -> list[dict[str, Any]]:
         return [
             {

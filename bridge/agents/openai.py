@@ -214,6 +214,21 @@ class OpenAIRealtime:
         # Without turn detection the client commits the buffer and asks for a response.
         return [self._client("input_audio_buffer.commit"), self._client("response.create")]
 
+    def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        # A new session knows nothing of the old one: one system message recounts it.
+        if not lines:
+            return []
+        said = "\n".join(
+            f"{'Caller' if role == 'caller' else 'You'}: {text}" for role, text in lines
+        )
+        text = "The connection was reopened. The conversation so far:\n" + said
+        item = {
+            "type": "message",
+            "role": "system",
+            "content": [{"type": "input_text", "text": text}],
+        }
+        return [self._client("conversation.item.create", item=item)]
+
     def text(self, text: str) -> list[dict[str, Any]]:
         item = {
             "type": "message",

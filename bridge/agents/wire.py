@@ -142,3 +142,7 @@ class ModelDialect(Protocol):
 
     def text(self, text: str) -> list[dict[str, Any]]:
         """A line of text from the caller's side (a key pressed)."""
+
+    def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """The conversation so far, ``(role, text)`` lines, for a new connection that has no
+        resumption handle (empty: the protocol resumes, or nothing to say)."""

@@ -440,8 +440,17 @@ async def test_cloud_api_webhooks_reach_the_owner_and_a_new_call_lands_on_the_em
     a = Bridge(redis, tmp_path / "a", env=env)
     b = Bridge(redis, tmp_path / "b", env=env)
     to_a = Http(session, a.base)
+    permission_on_b: asyncio.Task[dict] | None = None
     try:
         await asyncio.gather(a.start(session), b.start(session))
+
+        async def first_permission_event() -> dict:
+            async for event in sse_events(session, b.base):
+                if event["event"] == "call.permission":
+                    return json.loads(event["data"])
+            raise AssertionError("the SSE stream ended")
+
+        permission_on_b = asyncio.create_task(first_permission_event())
         # Outbound through B: B owns it; Meta's answer (posted to A) reaches B.
         status, made = await post(session, b.base, "/call/make", {"phone": "15550002222"})
         assert status == 201 and made["owner"] == b.worker_id, made
@@ -470,7 +479,20 @@ async def test_cloud_api_webhooks_reach_the_owner_and_a_new_call_lands_on_the_em
         assert resp.status == 200
         ended = await wait_call(session, a.base, made["callID"], "ended")
         assert ended["endReason"] == "remote_hangup" and ended["owner"] == b.worker_id
+        # A user's call permission (a messages webhook, about no call) posted to A: its
+        # call.permission event reaches SSE readers on B through the shared directory.
+        grant = meta.envelope(meta.perms.callback_grant("15550003333"), field="messages")
+        assert (await meta.post(to_a, grant)).status == 200
+        event = await asyncio.wait_for(permission_on_b, 10)
+        assert (event["type"], event["phone"], event["response"]) == (
+            "call.permission",
+            "15550003333",
+            "accept",
+        )
+        assert "callID" not in event and event["source"] == "automatic"
     finally:
+        if permission_on_b is not None:
+            permission_on_b.cancel()
         await asyncio.gather(a.stop(), b.stop())
         await meta.stop()
 
