@@ -109,6 +109,8 @@ async def test_openapi_json_is_served_open(make_client) -> None:
         ("/call/transfer", {"callID": "abc"}, "to", None),
         ("/call/hangup", {"callID": ""}, "callID", None),
         ("/call/hangup", {"callID": 7}, "callID", None),
+        ("/call/make", {"phone": "5521999999999", "metadata": [1]}, "metadata", None),
+        ("/call/make", {"metadata": {}}, "phone", "invalid_phone"),
     ],
 )
 async def test_bodies_that_break_the_schema_are_400_naming_the_field(
