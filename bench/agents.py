@@ -12,6 +12,8 @@ bridge's own:
   carries it (resampled to 24 kHz);
 * down: the model starts a response while the call is quiet; from its first
   ``response.output_audio.delta`` sent to the first frame of it the WhatsApp user gets;
+* a dropped model socket: from the server's close to the caller's audio arriving on the
+  socket the bridge opened again;
 * barge-in: 3 s of answer queued, ``input_audio_buffer.speech_started`` 0.6 s into it; from
   that message sent to the first frame the WhatsApp user gets without the voice, and
   ``audio_end_ms`` in the ``conversation.item.truncate`` against the voiced frames the user
@@ -145,8 +147,24 @@ async def one_call(client: TestClient, turns: int) -> dict[str, list[float]]:
                 voiced = sum(loud for t, loud in line.heard if t1 <= t < cut + 0.3)
                 end_err.append(abs(fake.truncates[-1]["audio_end_ms"] - voiced * 20) / 1000)
         up = up_latencies(line, fake)
+        # The model's socket drops: time until the caller's audio reaches the model again.
+        n = len(fake.arrived)
+        t2 = time.monotonic()
+        await fake.drop()
+        for _ in range(300):
+            if len(fake.arrived) > n and fake.connections > 1:
+                break
+            await asyncio.sleep(0.01)
+        back = [fake.arrived[-1][0] - t2] if fake.connections > 1 else []
         await client.post("/call/hangup", json={"callID": cid})
-        return {"up": up, "down": down, "barge": barge, "end_err": end_err, "errors": fake.errors}
+        return {
+            "up": up,
+            "down": down,
+            "barge": barge,
+            "end_err": end_err,
+            "back": back,
+            "errors": fake.errors,
+        }
     finally:
         await server.close()
 
@@ -172,11 +190,14 @@ async def run(calls: int, turns: int) -> dict[str, Any]:
     settings = settings_for_tests(sim_peer="silence", fork_url_allow=("127.0.0.1",))
     client = TestClient(TestServer(create_app(settings)))
     await client.start_server()
+    cpu0, wall0 = time.process_time(), time.monotonic()
     try:
         results = await asyncio.gather(*(one_call(client, turns) for _ in range(calls)))
     finally:
+        cpu = (time.process_time() - cpu0) / (time.monotonic() - wall0)
         await client.close()
-    merged: dict[str, list[Any]] = {k: [] for k in ("up", "down", "barge", "end_err", "errors")}
+    keys = ("up", "down", "barge", "end_err", "back", "errors")
+    merged: dict[str, list[Any]] = {k: [] for k in keys}
     for r in results:
         for k in merged:
             merged[k] += r[k]
@@ -184,6 +205,9 @@ async def run(calls: int, turns: int) -> dict[str, Any]:
         "calls": calls,
         "turns": turns,
         "cpus": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        # The process's CPU time over the run's wall time: the bridge and every fake model.
+        "process_cpu_share": round(cpu, 2),
         "up_ms": {"p50": p(merged["up"], 50), "p95": p(merged["up"], 95), "n": len(merged["up"])},
         "down_ms": {
             "p50": p(merged["down"], 50),
@@ -200,6 +224,11 @@ async def run(calls: int, turns: int) -> dict[str, Any]:
             "p95": p(merged["end_err"], 95),
             "max": p(merged["end_err"], 100),
             "n": len(merged["end_err"]),
+        },
+        "socket_dropped_to_audio_back_ms": {
+            "p50": p(merged["back"], 50),
+            "max": p(merged["back"], 100),
+            "n": len(merged["back"]),
         },
         "protocol_errors": merged["errors"][:5],
     }

@@ -1,9 +1,12 @@
 """``make quality``: how the bridge sounds, scored with PESQ-WB (ITU-T P.862.2) on speech.
 
-Two parts (issue 23):
+Three parts (issues 23 and 37):
 
 * ``--encoder-curve``: libopus at 16 kHz, offline, complexity 0-10 × bitrate × in-band FEC,
   PESQ-WB and µs per frame (``bench/encoder_curve.py``). Picks the bridge's encoder defaults.
+* ``--loss-curve``: the downlink's protection settings (bit rate, complexity, in-band FEC's
+  planned loss, RED depth), offline, under seeded random loss and bursts, scored with an ideal
+  FEC/RED/PLC receiver (``bench/encoder_curve.py``). Picks the protected encoder settings.
 * the paths (default): speech through real bridge processes and real aiortc peers on loopback,
   every path under seeded network profiles applied on the wire, each next to an ideal receiver
   fed the very same packets (``bench/quality_paths.py``). ``--quick``: the loss and jitter
@@ -83,6 +86,25 @@ def run_encoder_curve(args: argparse.Namespace) -> None:
     }
     print(table(rows))
     path = write(result, Path(args.out), f"quality-encoder-{time.strftime('%Y%m%d')}.json")
+    print(f"wrote {path} ({result['run_seconds']} s)")
+
+
+def run_loss_curve(args: argparse.Namespace) -> None:
+    from bench.encoder_curve import loss_curve, loss_table
+
+    reference = speech(args.seconds)
+    t0 = time.monotonic()
+    rows = loss_curve(reference)
+    result = {
+        "kind": "loss-curve",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "speech_seconds": round(reference.size / 16_000, 2),
+        "run_seconds": round(time.monotonic() - t0, 1),
+        "rows": rows,
+    }
+    print(loss_table(rows))
+    path = write(result, Path(args.out), f"quality-loss-{time.strftime('%Y%m%d')}.json")
     print(f"wrote {path} ({result['run_seconds']} s)")
 
 
@@ -191,6 +213,11 @@ def main() -> None:
     parser.add_argument(
         "--encoder-curve", action="store_true", help="only the offline encoder curve"
     )
+    parser.add_argument(
+        "--loss-curve",
+        action="store_true",
+        help="only the downlink's FEC/RED settings under loss, offline (~1 min)",
+    )
     parser.add_argument("--seconds", type=float, default=16.0, help="speech length")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--quick", action="store_true", help="no minute-long drift profiles")
@@ -202,6 +229,9 @@ def main() -> None:
         sys.exit("the quality bench needs: " + "; ".join(missing))
     if args.encoder_curve:
         run_encoder_curve(args)
+        return
+    if args.loss_curve:
+        run_loss_curve(args)
         return
     run_paths(args)
 

@@ -42,6 +42,7 @@ from bench.scoring import pesq_wb
 from bench.speech import frames
 from bridge.audio.opus import OpusDecoder, has_fec
 from bridge.media.clock import MediaClock
+from bridge.rtc import aiortc_seam as seam
 from bridge.rtc.red import split_red
 from bridge.rtc.sdp import opus_parameters
 from bridge.rtc.tracks import OpusBusTrack
@@ -335,7 +336,7 @@ class Browser:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="answer"))
         if self.red_pt is not None:  # aiortc knows no RED: its router would drop the packets
             receiver = self.pc.getTransceivers()[0].receiver
-            router = receiver.transport._rtp_router
+            router = seam.rtp_router(receiver.transport)
             router.payload_type_table.setdefault(self.red_pt, set()).add(receiver)
         # As a browser does: send no more than the answer's maxaveragebitrate (RFC 7587 §6.1).
         cap = opus_parameters(body["sdp"]).get("maxaveragebitrate")
@@ -504,6 +505,9 @@ async def engine_call(
         "payload_kbps": round(down_kbps, 1),
         "packets_lost": len(lost),
         "red_copies_used": sum(1 for s in lost if s in browser.copies),
+        "red_copies_differing": sum(
+            1 for s, c in browser.copies.items() if s in received and received[s] != c
+        ),
         "fec_frames": sum(
             1 for s in lost if s not in browser.copies and has_fec(received.get(s + 1, b""))
         ),

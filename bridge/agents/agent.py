@@ -19,22 +19,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import secrets
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
-import numpy as np
 
 from ..attachments.base import AttachmentHost
-from ..attachments.queued_source import QueuedSource
+from ..attachments.speech import SpeechDetector, VadUnavailable
 from ..attachments.wire import OutgoingQueue
-from ..audio import FRAME_MS, SAMPLE_RATE, Resampler
+from ..audio import SAMPLE_RATE, Resampler
+from ..errors import CallStateError
 from ..http import RedirectRefused
 from ..media import BusFrame
 from ..tasks import TaskSet
 from . import events
 from .echo import EchoGuard
+from .tools import CallControls
+from .voice import AgentVoice
 from .wire import (
     Audio,
     GoAway,
@@ -56,12 +60,13 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 """Seconds to open the model's socket and have its session configured."""
-BACKOFF = (0.1, 0.3, 1.0, 2.0, 4.0)
-"""Seconds before each reconnection attempt (the last repeats)."""
+BACKOFF = (0.0, 0.3, 1.0, 2.0, 4.0)
+"""Seconds before each reconnection attempt (the last repeats), each but the first drawn
+between half and all of it so a restarted server is not hit by every call at once."""
+CONTEXT_LINES = 20
+"""Transcript lines kept to tell a new session what was said."""
 UP_QUEUE = 50
 """Caller frames waiting for a slow model socket (1 s) before the oldest go."""
-VOICE_LIMIT_MS = 60_000
-"""Model audio queued ahead of the caller (models send faster than real time)."""
 
 ToolHandler = Callable[["Agent", ToolCall], Coroutine[Any, Any, None]]
 Failed = Callable[["Agent", str], Coroutine[Any, Any, None]]
@@ -84,8 +89,12 @@ class Agent:
         retries: int,
         on_tool: ToolHandler,
         on_failed: Failed,
+        agent_id: str | None = None,
+        resume: str | None = None,
     ) -> None:
-        self.id = "ag_" + secrets.token_hex(8)
+        self.id = agent_id or "ag_" + secrets.token_hex(8)
+        self.resumed = agent_id is not None
+        """Opened again on this worker for a call moved here (a handover)."""
         self.host = host
         self.bus = host.bus
         self.dialect = dialect
@@ -97,22 +106,27 @@ class Agent:
         self._on_failed = on_failed
         self.state = "connecting"
         self.guard = EchoGuard()
-        self.voice = QueuedSource(max_ms=VOICE_LIMIT_MS, stats=self.bus.stats)
+        self.voice = AgentVoice(dialect.rate_out, self.bus.stats)
         self._up = Resampler(dialect.rate_in) if dialect.rate_in != SAMPLE_RATE else None
-        self._down = Resampler(SAMPLE_RATE)
         self._out = OutgoingQueue(max_audio=UP_QUEUE, max_control=500, drop_oldest_audio=True)
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._tasks = TaskSet(f"agent[{self.id}]")
         self._ready = asyncio.Event()
         self._stopping = False
-        self._item = ""
-        self._item_start = 0
-        """The voice's ``played_frames`` when the current item's first frame plays."""
-        self._item_frames = 0
-        self._resume: str | None = None
+        self._resume: str | None = resume
+        self.request: dict[str, Any] = {}
+        """The request that made it (key included: for a handover only, never shown)."""
+        self.controls: CallControls | None = None
+        self.pending: dict[str, ToolCall] = {}
+        """The model's tool calls waiting for the app's answer."""
         self.reconnects = 0
         self.interruptions = 0
+        self.model_errors = 0
+        self.said: deque[tuple[str, str]] = deque(maxlen=CONTEXT_LINES)
+        """The last transcript lines: told to a new session that cannot resume the old one."""
         self.caller_speaking = False
+        self.detector = None if dialect.model_detects_speech else _detector()
+        """The bridge's own VAD (the ``vad`` extra) when the model's turn detection is off."""
 
     # -- what the call and the API see
     def snapshot(self) -> dict[str, Any]:
@@ -132,6 +146,8 @@ class Agent:
     def _caller(self, frame: BusFrame) -> None:
         """A frame from the WhatsApp user: to the echo guard, then up to the model."""
         self.guard.heard(frame.pcm)
+        if self.detector is not None:
+            self._detected(frame)
         if self._ws is None or self.state != "connected":
             return  # while reconnecting the caller is not queued up (it would arrive late)
         pcm = frame.pcm if self._up is None else self._up.resample_array(frame.pcm, SAMPLE_RATE)
@@ -141,63 +157,63 @@ class Agent:
     def _sent(self, frame: BusFrame) -> None:
         self.guard.played(frame.pcm)
 
-    def _model_audio(self, event: Audio) -> None:
-        if event.item_id != self._item or not self._item:
-            self._item = event.item_id
-            self._item_start = self.voice.played_frames + self.voice.buffered_ms // FRAME_MS
-            self._item_frames = 0
-        raw = np.frombuffer(event.pcm[: len(event.pcm) & ~1], dtype="<i2").astype(np.int16)
-        pcm = self._down.resample_array(raw, self.dialect.rate_out)
-        before = self.voice.buffered_ms
-        self.voice.push(pcm)
-        self._item_frames += max(0, self.voice.buffered_ms - before) // FRAME_MS
-
-    def heard_ms(self) -> int:
-        """How much of the current item the caller has heard."""
-        frames = min(max(0, self.voice.played_frames - self._item_start), self._item_frames)
-        return frames * FRAME_MS
-
     def barge_in(self, why: str) -> None:
         """Stop the voice now and tell the model what was heard."""
-        heard, dropped = self.heard_ms(), self.voice.clear()
+        item, heard, dropped = self.voice.cut()
         self.interruptions += 1
-        for message in self.dialect.truncate(self._item, heard):
-            self._out.put_control(json.dumps(message))
+        self.send(self.dialect.truncate(item, heard))
         self._emit(
-            events.INTERRUPTED,
-            itemID=self._item or None,
-            heardMs=heard,
-            droppedMs=dropped * FRAME_MS,
-            by=why,
+            events.INTERRUPTED, itemID=item or None, heardMs=heard, droppedMs=dropped, by=why
         )
-        self._item = ""
+
+    # -- the caller's turns, as the model or the bridge hears them
+    def _speech_started(self, by: str) -> None:
+        verdict = self.guard.decide()
+        playing = self.voice.playing
+        self.caller_speaking = not verdict.echo
+        self._emit(
+            events.SPEECH_STARTED,
+            echo=verdict.echo,
+            callerDbfs=verdict.caller_dbfs,
+            agentDbfs=verdict.agent_dbfs,
+            agentPlaying=playing,
+            by=by,
+        )
+        if self.caller_speaking and by == "bridge":
+            self.send(self.dialect.turn_started())
+        if playing and self.caller_speaking:
+            self.barge_in(by)
+
+    def _speech_stopped(self, by: str) -> None:
+        if self.caller_speaking and by == "bridge":
+            self.send(self.dialect.turn_ended())
+        self.caller_speaking = False
+        self._emit(events.SPEECH_STOPPED, by=by)
+
+    def _detected(self, frame: BusFrame) -> None:
+        """The bridge's own speech detection, when the model's is off."""
+        assert self.detector is not None
+        change = self.detector.feed(frame.pcm)
+        if change is True:
+            self._speech_started("bridge")
+        elif change is False:
+            self._speech_stopped("bridge")
 
     # -- the model's events
     async def _handle(self, event: ModelEvent) -> None:
         if isinstance(event, Audio):
-            self._model_audio(event)
+            self.voice.push(event.pcm, event.item_id)
         elif isinstance(event, SpeechStarted):
-            verdict = self.guard.decide()
-            playing = self.voice.buffered_ms > 0
-            self.caller_speaking = not verdict.echo
-            self._emit(
-                events.SPEECH_STARTED,
-                echo=verdict.echo,
-                callerDbfs=verdict.caller_dbfs,
-                agentDbfs=verdict.agent_dbfs,
-                agentPlaying=playing,
-            )
-            if playing and not verdict.echo:
-                self.barge_in("model")
+            self._speech_started("model")
         elif isinstance(event, SpeechStopped):
-            self.caller_speaking = False
-            self._emit(events.SPEECH_STOPPED)
+            self._speech_stopped("model")
         elif isinstance(event, Interrupted):
-            if self.voice.buffered_ms:
+            if self.voice.playing:
                 self.barge_in("model")
         elif isinstance(event, Transcript):
             if event.text:
                 self._emit(events.TRANSCRIPT, role=event.role, text=event.text[:4000])
+                self.said.append((event.role, event.text[:500]))
         elif isinstance(event, ToolCall):
             self._tasks.spawn(self._on_tool(self, event), f"tool-{event.name[:20]}")
         elif isinstance(event, Resumable):
@@ -214,7 +230,11 @@ class Agent:
             if self._ws is not None:
                 self._tasks.spawn(self._ws.close(), "goaway")
         elif isinstance(event, ModelError):
-            log.warning(
+            # The first at WARNING, the rest at INFO: a server repeating itself floods no log.
+            level = logging.INFO if self.model_errors else logging.WARNING
+            self.model_errors += 1
+            log.log(
+                level,
                 "call %s: agent %s: the model reported %s: %s",
                 self.host.call_id,
                 self.id,
@@ -232,7 +252,7 @@ class Agent:
             self.send(self.dialect.text(f"The caller pressed the key {digit}."))
 
     # -- the connection
-    async def _open(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
+    async def open(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
         url, headers = self.dialect.connect(self.url, self._key)
         ws = await http.ws_connect(
             url,
@@ -244,11 +264,9 @@ class Agent:
         self._ready.clear()
         for message in self.dialect.opening(self.tools, self._resume):
             await ws.send_str(json.dumps(message))
-        reader = asyncio.ensure_future(self._read_until_ready(ws))
         try:
-            await asyncio.wait_for(asyncio.shield(reader), CONNECT_TIMEOUT)
+            await asyncio.wait_for(self._read_until_ready(ws), CONNECT_TIMEOUT)
         except BaseException:
-            reader.cancel()
             await ws.close()
             raise
         return ws
@@ -258,19 +276,25 @@ class Agent:
             msg = await ws.receive()
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 raise ConnectionError("the model closed before its session was ready")
-            await self._message(msg.data)
+            for event in await self._message(msg.data):
+                if isinstance(event, ModelError):  # it refused the session: no use waiting
+                    raise ConnectionError(f"the model refused the session ({event.code})")
 
     async def start(self, http: aiohttp.ClientSession) -> None:
         """Connect (raises on failure: the API answers the request), then run."""
-        self._ws = await asyncio.wait_for(self._open(http), CONNECT_TIMEOUT)
+        ws = await asyncio.wait_for(self.open(http), CONNECT_TIMEOUT)
+        if self._stopping:  # stopped, or the call ended, while it connected
+            await ws.close()
+            raise CallStateError(f"the agent was stopped or call {self.host.call_id} ended")
+        self._ws = ws
         self.state = "connected"
         self.bus.add_downlink_tap(self._caller)
         self.bus.add_uplink_tap(self._sent)
-        self.bus.add_source(self.voice)
-        self._emit(events.CONNECTED)
+        self.bus.add_source(self.voice.source)
+        self._emit(events.CONNECTED, **({"resumed": True} if self.resumed else {}))
         self._tasks.spawn(self._run(http), "run")
 
-    async def _message(self, data: str) -> None:
+    async def _message(self, data: str) -> list[ModelEvent]:
         try:
             body = json.loads(data)
             if not isinstance(body, dict):
@@ -278,9 +302,10 @@ class Agent:
             parsed = self.dialect.parse(body)
         except (ValueError, ProtocolError) as exc:
             log.info("call %s: agent %s: unreadable message (%s)", self.host.call_id, self.id, exc)
-            return
+            return []
         for event in parsed:
             await self._handle(event)
+        return parsed
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async def send(message: bytes | str) -> None:
@@ -300,7 +325,9 @@ class Agent:
             try:
                 await self._serve(self._ws)
             except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
-                log.info("call %s: agent %s: socket error %s", self.host.call_id, self.id, exc)
+                # Its type only: an aiohttp error's text may hold the URL, and a URL a key.
+                kind = type(exc).__name__
+                log.info("call %s: agent %s: socket error %s", self.host.call_id, self.id, kind)
             if self._stopping:
                 return
             self.state = "reconnecting"
@@ -311,7 +338,7 @@ class Agent:
                 self.id,
                 why,
             )
-            self._ws = await self._reconnect(http)
+            self._ws = await reopen(self, http)
             if self._ws is None:
                 self.state = "failed"
                 self._detach()
@@ -320,45 +347,26 @@ class Agent:
                 return
             # What was queued for the old socket (a truncate of its items) means nothing now.
             self._out = OutgoingQueue(max_audio=UP_QUEUE, max_control=500, drop_oldest_audio=True)
+            if self._resume is None:
+                self.send(self.dialect.context(list(self.said)))
             self.state = "connected"
             self.reconnects += 1
             self._emit(events.RECONNECTED, resumed=self._resume is not None)
 
-    async def _reconnect(
-        self, http: aiohttp.ClientSession
-    ) -> aiohttp.ClientWebSocketResponse | None:
-        for attempt in range(self.retries):
-            await asyncio.sleep(BACKOFF[min(attempt, len(BACKOFF) - 1)])
-            if self._stopping:
-                return None
-            try:
-                return await asyncio.wait_for(self._open(http), CONNECT_TIMEOUT)
-            except (
-                aiohttp.ClientError,
-                OSError,
-                TimeoutError,
-                ConnectionError,
-                RedirectRefused,
-            ) as exc:
-                log.info(
-                    "call %s: agent %s: reconnect %d failed: %s",
-                    self.host.call_id,
-                    self.id,
-                    attempt + 1,
-                    type(exc).__name__,
-                )
-        log.warning(
-            "call %s: agent %s: the model could not be reached again after %d attempts",
-            self.host.call_id,
-            self.id,
-            self.retries,
-        )
-        return None
+    def export(self) -> dict[str, Any]:
+        """What another worker needs to open the agent again (a handover): the request, key
+        included — it travels only between workers, on the internal API that
+        ``BRIDGE_INTERNAL_SECRET`` guards — the agent's id and the resumption handle."""
+        return {**self.request, "agentID": self.id, "resume": self._resume}
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def _detach(self) -> None:
         self.bus.remove_downlink_tap(self._caller)
         self.bus.remove_uplink_tap(self._sent)
-        self.bus.remove_source(self.voice)
+        self.bus.remove_source(self.voice.source)
 
     def call_state(self, state: str, end_reason: str | None) -> None:
         pass  # the runtime closes the agent with the call
@@ -374,6 +382,33 @@ class Agent:
             await self._ws.close()
         self.host.detach(self)
         await self._tasks.close()
+
+
+async def reopen(
+    agent: Agent, http: aiohttp.ClientSession
+) -> aiohttp.ClientWebSocketResponse | None:
+    """The retry policy: ``agent.retries`` attempts, :data:`BACKOFF` apart, while the agent
+    is not stopping; ``None`` when none succeeded."""
+    where = f"call {agent.host.call_id}: agent {agent.id}"
+    for attempt in range(agent.retries):
+        delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+        if agent.stopping:
+            return None
+        try:
+            return await asyncio.wait_for(agent.open(http), CONNECT_TIMEOUT)
+        except (aiohttp.ClientError, OSError, TimeoutError, RedirectRefused) as exc:
+            log.info("%s: reconnect %d failed: %s", where, attempt + 1, type(exc).__name__)
+    log.warning("%s: the model could not be reached again after %d attempts", where, agent.retries)
+    return None
+
+
+def _detector() -> SpeechDetector | None:
+    try:
+        return SpeechDetector()
+    except VadUnavailable as exc:
+        log.warning("the model's turn detection is off and the bridge's is unavailable: %s", exc)
+        return None
 
 
 def _shown(url: str) -> str:

@@ -14,7 +14,8 @@ STOPPED = "agent.stopped"
 """Taken off the call (``DELETE /call/{callID}/agents/{agentID}``)."""
 SPEECH_STARTED = "agent.speech.started"
 """The model heard the caller start talking: ``echo`` (the bridge found no caller voice above
-the agent's own echo: no barge-in), ``callerDbfs``, ``agentDbfs``, ``agentPlaying``."""
+the agent's own echo: no barge-in), ``callerDbfs``, ``agentDbfs``, ``agentPlaying``, ``by``
+(``model``, or ``bridge`` when the model's turn detection is off and the bridge's VAD heard it)."""
 SPEECH_STOPPED = "agent.speech.stopped"
 INTERRUPTED = "agent.interrupted"
 """The agent's voice was cut (barge-in): ``itemID``, ``heardMs``, ``droppedMs``, ``by``."""

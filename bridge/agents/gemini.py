@@ -51,6 +51,11 @@ class GeminiLive:
             raise BadRequest("field 'session': model must be a string (models/<name>)")
         self.session = session
         self._turn = 0
+        config = session.get("realtimeInputConfig")
+        detection = config.get("automaticActivityDetection") if isinstance(config, dict) else None
+        self.model_detects_speech = not (
+            isinstance(detection, dict) and detection.get("disabled") is True
+        )
 
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         return url, ({"x-goog-api-key": api_key} if api_key else {})
@@ -147,6 +152,16 @@ class GeminiLive:
                 }
             }
         ]
+
+    def turn_started(self) -> list[dict[str, Any]]:
+        # With automatic activity detection disabled the client marks the caller's turns.
+        return [{"realtimeInput": {"activityStart": {}}}]
+
+    def turn_ended(self) -> list[dict[str, Any]]:
+        return [{"realtimeInput": {"activityEnd": {}}}]
+
+    def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        return []  # the resumption handle carries the conversation
 
     def text(self, text: str) -> list[dict[str, Any]]:
         return [

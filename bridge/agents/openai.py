@@ -92,6 +92,16 @@ class OpenAIRealtime:
                 session = merge(session, {"audio": {side: {name: session.pop(key)}}})
         self.session = session
         self._event = 0
+        turns = (
+            session.get("audio", {}).get("input", {})
+            if isinstance(session.get("audio"), dict)
+            else {}
+        )
+        self.model_detects_speech = not (
+            isinstance(turns, dict)
+            and "turn_detection" in turns
+            and turns["turn_detection"] is None
+        )
 
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         if not api_key:
@@ -196,6 +206,28 @@ class OpenAIRealtime:
             self._client("conversation.item.create", item=item),
             self._client("response.create"),
         ]
+
+    def turn_started(self) -> list[dict[str, Any]]:
+        return []
+
+    def turn_ended(self) -> list[dict[str, Any]]:
+        # Without turn detection the client commits the buffer and asks for a response.
+        return [self._client("input_audio_buffer.commit"), self._client("response.create")]
+
+    def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        # A new session knows nothing of the old one: one system message recounts it.
+        if not lines:
+            return []
+        said = "\n".join(
+            f"{'Caller' if role == 'caller' else 'You'}: {text}" for role, text in lines
+        )
+        text = "The connection was reopened. The conversation so far:\n" + said
+        item = {
+            "type": "message",
+            "role": "system",
+            "content": [{"type": "input_text", "text": text}],
+        }
+        return [self._client("conversation.item.create", item=item)]
 
     def text(self, text: str) -> list[dict[str, Any]]:
         item = {

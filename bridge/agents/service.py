@@ -4,6 +4,7 @@ their tool calls, and runs the configured fallback when an agent cannot be reach
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,16 +37,30 @@ class AgentService:
         self.settings = settings
         self.allow = {h.lower() for h in allow}
         self._http = http
-        self._controls: dict[str, CallControls] = {}
-        self._pending: dict[str, dict[str, ToolCall]] = {}
+        self.controls: Callable[[AttachmentHost], CallControls] | None = None
+        """What an agent's tools and fallback act through, per call (set by the API layer
+        once the calls exist)."""
 
     def _dialect(self, provider: str, session: dict[str, Any]) -> tuple[ModelDialect, str]:
         if provider == "openai-realtime":
             return OpenAIRealtime(session), self.settings.agent_openai_api_key
         return GeminiLive(session), self.settings.agent_gemini_api_key
 
+    async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> Agent:
+        """Open a moved call's agent again here (``Agent.export``): same id, same request, the
+        resumption handle where the protocol has one."""
+        body = {k: v for k, v in moved.items() if k not in ("agentID", "resume")}
+        return await self.start(
+            host, body, agent_id=str(moved["agentID"]), resume=moved.get("resume")
+        )
+
     async def start(
-        self, host: AttachmentHost, body: dict[str, Any], controls: CallControls
+        self,
+        host: AttachmentHost,
+        body: dict[str, Any],
+        *,
+        agent_id: str | None = None,
+        resume: str | None = None,
     ) -> Agent:
         provider, url = body.get("provider"), body.get("url")
         if provider not in PROVIDERS:
@@ -66,7 +81,8 @@ class AgentService:
         key = body.get("apiKey") or default_key or None
         if key is not None and not isinstance(key, str):
             raise BadRequest("field 'apiKey' must be a string")
-        tools = bridge_tools(body.get("bridgeTools"))
+        names = body.get("bridgeTools")
+        tools = bridge_tools(names)
         if len(host.attached("agent")) >= MAX_AGENTS:
             raise CallStateError(f"a call can have {MAX_AGENTS} agent at a time")
         agent = Agent(
@@ -78,14 +94,22 @@ class AgentService:
             retries=self.settings.agent_retries,
             on_tool=self._tool,
             on_failed=self._failed,
+            agent_id=agent_id,
+            resume=resume,
         )
+        agent.request = {"provider": provider, "url": url, "apiKey": key, "session": session}
+        if names:
+            agent.request["bridgeTools"] = names
+        agent.controls = self.controls(host) if self.controls is not None else None
         host.attach(agent)  # counted against the limit while it connects
         try:
             await agent.start(self._http)
-        except (aiohttp.ClientError, TimeoutError, OSError, ConnectionError, RedirectRefused):
+        except (aiohttp.ClientError, TimeoutError, OSError, RedirectRefused) as exc:
             host.detach(agent)
+            # The reason, never the request (its headers hold the key).
+            why = str(exc)[:120] if isinstance(exc, ConnectionError) else type(exc).__name__
             log.warning(
-                "call %s: cannot reach the %s model at %s", host.call_id, provider, parts.hostname
+                "call %s: no %s agent at %s: %s", host.call_id, provider, parts.hostname, why
             )
             raise BadRequest(
                 "cannot open the model's WebSocket or configure its session",
@@ -94,8 +118,6 @@ class AgentService:
         except BaseException:
             host.detach(agent)
             raise
-        self._controls[agent.id] = controls
-        self._pending[agent.id] = {}
         return agent
 
     @staticmethod
@@ -108,20 +130,15 @@ class AgentService:
     async def stop(self, host: AttachmentHost, agent_id: str) -> None:
         agent = self.find(host, agent_id)
         await agent.close()
-        self._forget(agent)
         host.emit(events.STOPPED, agentID=agent.id, provider=agent.dialect.provider)
 
-    def _forget(self, agent: Agent) -> None:
-        self._controls.pop(agent.id, None)
-        self._pending.pop(agent.id, None)
-
     async def _tool(self, agent: Agent, call: ToolCall) -> None:
-        controls = self._controls.get(agent.id)
+        controls = agent.controls
         answer = await run_bridge_tool(controls, call) if controls is not None else None
         if answer is not None:
             agent.send(agent.dialect.tool_result(call, answer))
             return
-        pending = self._pending.setdefault(agent.id, {})
+        pending = agent.pending
         if len(pending) >= MAX_PENDING:
             agent.send(agent.dialect.tool_result(call, {"error": "too many tool calls waiting"}))
             return
@@ -137,14 +154,14 @@ class AgentService:
     def tool_result(self, host: AttachmentHost, agent_id: str, body: dict[str, Any]) -> None:
         """The app answers a tool call the model made (``agent.tool_call``)."""
         agent = self.find(host, agent_id)
-        call = self._pending.get(agent.id, {}).pop(str(body.get("toolCallID")), None)
+        call = agent.pending.pop(str(body.get("toolCallID")), None)
         if call is None:
             raise NotFound("no tool call of that toolCallID waits for an answer")
         agent.send(agent.dialect.tool_result(call, body.get("output")))
 
     async def _failed(self, agent: Agent, reason: str) -> None:
         fallback = self.settings.agent_fallback
-        controls = self._controls.get(agent.id)
+        controls = agent.controls
         if controls is None or fallback is AgentFallback.KEEP:
             return
         try:

@@ -114,6 +114,8 @@ class ModelDialect(Protocol):
     """Sample rate of the caller's audio the model takes."""
     rate_out: int
     """Sample rate of the audio the model sends."""
+    model_detects_speech: bool
+    """The model decides the caller's turns (its VAD is on); otherwise the bridge does."""
 
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         """The URL to open and the headers to send (the key where the provider wants it)."""
@@ -132,5 +134,15 @@ class ModelDialect(Protocol):
 
     def tool_result(self, call: ToolCall, output: Any) -> list[dict[str, Any]]: ...
 
+    def turn_started(self) -> list[dict[str, Any]]:
+        """The bridge heard the caller start a turn (the model's own VAD is off)."""
+
+    def turn_ended(self) -> list[dict[str, Any]]:
+        """The bridge heard the caller's turn end: the model should answer."""
+
     def text(self, text: str) -> list[dict[str, Any]]:
         """A line of text from the caller's side (a key pressed)."""
+
+    def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """The conversation so far, ``(role, text)`` lines, for a new connection that has no
+        resumption handle (empty: the protocol resumes, or nothing to say)."""

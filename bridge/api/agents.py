@@ -3,15 +3,17 @@ and the app's answers to their tool calls."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
 from ..agents import CallControls
-from ..attachments import PlaybackService
+from ..attachments import AttachmentHost, PlaybackService
 from ..calls import CallManager
 from ..calls.runtime import CallRuntime
 from ..errors import CallStateError
 from ..media import Role
-from .keys import AGENTS, MANAGER, PLAYBACK
+from .keys import AGENTS, MANAGER
 from .schema import read_body
 
 routes = web.RouteTableDef()
@@ -47,19 +49,30 @@ class RuntimeControls(CallControls):
         await self._playback.start(self._runtime, {"file": file})
 
 
-def _show_agents(runtime: CallRuntime) -> None:
+def show_agents(runtime: CallRuntime) -> None:
     """The call's snapshot lists its agents from now on."""
     runtime.call.agents = lambda: [a.snapshot() for a in runtime.attached("agent")]
+
+
+def controls_for(
+    manager: CallManager, playback: PlaybackService
+) -> Callable[[AttachmentHost], CallControls]:
+    """The agents' way to act on a call (``AgentService.controls``)."""
+
+    def controls(host: AttachmentHost) -> CallControls:
+        runtime = manager.runtime(host.call_id)
+        show_agents(runtime)
+        return RuntimeControls(manager, runtime, playback)
+
+    return controls
 
 
 @routes.post("/call/{callID}/agents")
 async def start_agent(request: web.Request) -> web.Response:
     body = await read_body(request, "AgentRequest")
-    manager = request.app[MANAGER]
-    runtime = manager.runtime(request.match_info["callID"])
-    controls = RuntimeControls(manager, runtime, request.app[PLAYBACK])
-    _show_agents(runtime)
-    agent = await request.app[AGENTS].start(runtime, body, controls)
+    runtime = request.app[MANAGER].runtime(request.match_info["callID"])
+    show_agents(runtime)
+    agent = await request.app[AGENTS].start(runtime, body)
     return web.json_response({**agent.snapshot(), "callID": runtime.call_id}, status=201)
 
 

@@ -54,6 +54,8 @@ class MovedCall:
     """The recording to continue into its next segment (``RecordingService.export``)."""
     forks: list[dict[str, Any]] = field(default_factory=list)
     """The media forks to open again, same stream ids (``Fork.export``)."""
+    agents: list[dict[str, Any]] = field(default_factory=list)
+    """The model agents to open again, same ids (``Agent.export``)."""
 
     @property
     def call_id(self) -> str:
@@ -72,6 +74,7 @@ class MovedCall:
             "statusCallback": self.status_callback,
             "recording": self.recording,
             "forks": self.forks,
+            "agents": self.agents,
         }
 
     @classmethod
@@ -85,6 +88,9 @@ class MovedCall:
             forks = body.get("forks") or []
             if not isinstance(forks, list) or not all(isinstance(f, dict) for f in forks):
                 raise TypeError("forks")
+            agents = body.get("agents") or []
+            if not isinstance(agents, list) or not all(isinstance(a, dict) for a in agents):
+                raise TypeError("agents")
             return cls(
                 snapshot=snap,
                 engine_call_id=str(body["engineCallID"]),
@@ -93,6 +99,7 @@ class MovedCall:
                 status_callback=body.get("statusCallback"),
                 recording=recording if isinstance(recording, dict) else None,
                 forks=forks,
+                agents=agents,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BadRequest(f"not a moved call: {exc}") from None
@@ -118,6 +125,7 @@ def export_call(
         status_callback=call.status_callback,
         recording=recording(runtime) if recording is not None else None,
         forks=[fork.export() for fork in runtime.attached("fork")],
+        agents=[agent.export() for agent in runtime.attached("agent")],
     )
 
 
@@ -181,6 +189,7 @@ async def adopt_call(
     claim: Callable[[Call, str], Awaitable[None]],
     resume_recording: ResumeRecording | None = None,
     resume_fork: ResumeFork | None = None,
+    resume_agent: ResumeFork | None = None,
 ) -> CallRuntime:
     """Carry on a moved call here: create it under this worker, ``claim(call, previous
     owner)`` it in the directory, and open its engine media (waiting, bounded, until the
@@ -219,6 +228,19 @@ async def adopt_call(
                 "call %s: media fork %s not resumed: %s",
                 call.id,
                 fork.get("streamId"),
+                exc.message,
+                extra={"call_id": call.id},
+            )
+    for agent in moved.agents:
+        if resume_agent is None:
+            break
+        try:
+            await resume_agent(runtime, agent)
+        except BridgeError as exc:  # the model is unreachable from here: the call goes on
+            log.warning(
+                "call %s: agent %s not resumed: %s",
+                call.id,
+                agent.get("agentID"),
                 exc.message,
                 extra={"call_id": call.id},
             )

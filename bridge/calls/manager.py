@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..config import CallSettings, ShutdownCalls
-from ..engines import Engine, EngineEvent, EngineEventKind
+from ..engines import BilledEngine, Engine, EngineEvent, EngineEventKind
 from ..errors import (
     AtCapacity,
     BadOffer,
@@ -226,6 +226,7 @@ class CallManager:
             state=CallState.CALLING,
             metadata=metadata or {},
             status_callback=status_callback,
+            pulse_s=self.engine.billing_pulse_s if isinstance(self.engine, BilledEngine) else None,
         )
         if self.shutting_down:
             await hang_up_quietly(self.engine, call)
@@ -378,6 +379,9 @@ class CallManager:
                 reason = EndReason(event.reason)
             if event.detail and call.live:
                 call.end_detail = event.detail
+            billed = event.data.get("engineDurationS")
+            if isinstance(billed, int) and billed >= 0 and call.live:
+                call.billed_s = billed
             await self.end(call, reason, **dict(event.data))
 
     def _ring(self, call: Call) -> None:

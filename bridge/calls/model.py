@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import os
 import re
 import socket
@@ -144,6 +145,11 @@ class Call:
     status_callback: str | None = field(default=None, repr=False)
     """Where this call's events are POSTed instead of ``BRIDGE_WEBHOOK_URL`` (checked
     against ``BRIDGE_WEBHOOK_URL_ALLOW`` by the API)."""
+    pulse_s: int | None = field(default=None, repr=False)
+    """Billed in pulses of this many seconds, rounded up (a business-initiated call on Meta's
+    Cloud API: 6); ``None`` for a call nobody bills by the pulse."""
+    billed_s: int | None = field(default=None, repr=False)
+    """The connected seconds the engine's side counted (Meta's ``duration``), when it said."""
     webhook_status: dict[str, Any] | None = field(default=None, repr=False)
     """The outcome of the latest webhook delivery of this call's events (``GET /call/{id}``)."""
 
@@ -183,6 +189,20 @@ class Call:
             return 0
         return max(0, int(self.ended_at - self.answered_at))
 
+    @property
+    def billable_pulses(self) -> int | None:
+        """Pulses billed for the call (the engine's count of seconds when it gave one, else
+        answer to end), rounded up; 0 if never answered; ``None`` until ended or unbilled."""
+        if self.pulse_s is None or self.ended_at is None:
+            return None
+        if self.billed_s is not None:
+            seconds = float(self.billed_s)
+        elif self.answered_at is None:
+            return 0
+        else:
+            seconds = max(0.0, self.ended_at - self.answered_at)
+        return math.ceil(round(seconds, 3) / self.pulse_s)
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "callID": self.id,
@@ -202,6 +222,7 @@ class Call:
             "endReason": str(self.end_reason) if self.end_reason else None,
             "endDetail": self.end_detail,
             "duration": self.duration,
+            **({"billablePulses": self.billable_pulses} if self.pulse_s else {}),
             **({"speaking": self.speaking} if self.speaking is not None else {}),
             **({"agents": self.agents()} if self.agents is not None else {}),
         }

@@ -11,6 +11,7 @@ import aiohttp
 from ..config import ConfigError, EngineKind, Settings
 from . import cloudapi
 from .base import (
+    BilledEngine,
     CallLeg,
     DtmfLeg,
     Engine,
@@ -62,6 +63,7 @@ def create_engine(settings: Settings, http: aiohttp.ClientSession | None = None)
 
 __all__ = [
     "ENGINES",
+    "BilledEngine",
     "CallLeg",
     "CloudApiEngine",
     "DtmfLeg",

@@ -240,6 +240,14 @@ class PermissionEngine(Protocol):
         ``limits`` (cached briefly)."""
 
 
+@runtime_checkable
+class BilledEngine(Protocol):
+    """An engine whose business-initiated calls are billed by the connected time in pulses
+    (Meta's Cloud API: 6-second pulses, rounded up; user-initiated calls are free)."""
+
+    billing_pulse_s: int
+
+
 WEBHOOK_LIMIT = 256 * 1024
 """Largest webhook body an engine takes (a Cloud API webhook: a few calls with their SDP)."""
 

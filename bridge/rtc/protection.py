@@ -11,16 +11,17 @@ its decision logic apart from expand and accelerate):
   :data:`DECAY_HALF_LIFE`; FEC is planned for half as much again (at least
   :data:`MIN_PLANNED`, at most :data:`MAX_PLANNED` %: RFC 6716 §2.1.7, libopus spends LBRR bits
   in proportion). A browser that offered RED (RFC 2198) gets the previous frame again in each
-  packet instead, two frames from :data:`RED_TWO_AT` — a whole copy beats FEC's sketch of it,
-  so FEC is then off and the primary keeps its full bit rate.
+  packet instead from :data:`RED_ONE_AT`, two frames from :data:`RED_TWO_AT` — a whole copy
+  beats FEC's sketch of it, so FEC is then off and the primary keeps its full bit rate.
 * **Clean again**: :data:`HOLD` seconds after the last report of any loss, everything is off:
   a clean link pays nothing (no LBRR bits, no RED copies, the base bit rate).
 
 While FEC is on, the encoder runs at the protected bit rate and complexity (``tracks.py``):
 LBRR data takes bits from the frame itself, and on the bench's speech 48 kbit/s at complexity
 8 with FEC scores on a clean link what 40 kbit/s at complexity 5 scores without
-(docs/quality.md). Transport-wide feedback (RTP transport-cc) would tell loss within 100 ms,
-but aiortc negotiates it for video only; the receiver reports are what a browser sends.
+(docs/quality.md). Transport-wide feedback (transport-cc) would tell loss within 100 ms, but
+aiortc negotiates neither its header extension nor its feedback (for audio or video), so no
+browser sends it to the bridge: the receiver reports are what there is to follow.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ DECAY_HALF_LIFE = 4.0
 """Seconds for the loss estimate to halve without a lossier report."""
 HOLD = 15.0
 """Seconds without any reported loss after which the link counts as clean again."""
+RED_ONE_AT = 0.02
+"""From this loss on, a browser that offered RED gets it; below, in-band FEC at the floor
+rebuilds the odd lost packet for a third of the bits a copy of every frame costs."""
 RED_TWO_AT = 0.10
 """From this loss on, RED carries the two previous frames (two losses in a row are then
 rebuilt too)."""
@@ -60,7 +64,7 @@ class Protection:
 class LossProtection:
     """Decides :class:`Protection` from the far end's loss reports (module docstring)."""
 
-    def __init__(self, *, fec: bool = True, red: bool = False) -> None:
+    def __init__(self, *, fec: bool = True, red: bool = False, unknown: int = UNKNOWN_LOSS) -> None:
         self.fec = fec
         self.red = red
         self.known = False
@@ -69,7 +73,8 @@ class LossProtection:
         self._at = 0.0
         self._last_loss_at: float | None = None
         self.reports = 0
-        self.now = Protection(UNKNOWN_LOSS if fec else 0, 0)
+        self.now = Protection(unknown if fec else 0, 0)
+        """What to do now; before the first report, FEC planned for ``unknown`` %."""
 
     def report(self, fraction_lost: float, now: float) -> Protection:
         """One receiver report's loss fraction (0–1), received at ``now`` (monotonic s)."""
@@ -90,7 +95,7 @@ class LossProtection:
         if last is None or now - last >= HOLD:
             self.estimate = 0.0
             return Protection(0, 0)
-        if self.red:
+        if self.red and (self.estimate >= RED_ONE_AT or not self.fec):
             return Protection(0, 2 if self.estimate >= RED_TWO_AT else 1)
         if not self.fec:
             return Protection(0, 0)

@@ -20,6 +20,7 @@ import json
 import random
 import re
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,6 +132,14 @@ class MetaPeer:
         self._send: Any = None
         self.dtmf_received: list[RtpPacket] = []
         """RFC 4733 packets from the bridge (payload type 126), as they arrived."""
+        self.connected_at: float | None = None
+        """When ICE and DTLS were up on Meta's side (monotonic)."""
+        self.first_rtp_at: float | None = None
+        """When the bridge's first RTP packet arrived (monotonic): Meta waits for it."""
+        self.rtp_count = 0
+        self.last_rtp_at: float | None = None
+        self.rtcp_count = 0
+        self.last_rtcp_at: float | None = None
 
         @self.pc.on("track")
         def on_track(track: Any) -> None:
@@ -139,6 +148,7 @@ class MetaPeer:
         @self.pc.on("connectionstatechange")
         def on_state() -> None:
             if self.pc.connectionState == "connected":
+                self.connected_at = self.connected_at or time.monotonic()
                 self.connected.set()
 
     def _add_track(self) -> None:
@@ -167,6 +177,10 @@ class MetaPeer:
         handle = receive._handle_rtp_data
 
         async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+            now = time.monotonic()
+            self.first_rtp_at = self.first_rtp_at or now
+            self.rtp_count += 1
+            self.last_rtp_at = now
             if len(data) >= 12 and not 192 <= data[1] <= 208:
                 packet = RtpPacket.parse(data)
                 if packet.payload_type == 126:
@@ -177,6 +191,14 @@ class MetaPeer:
             await handle(data, arrival_time_ms=arrival_time_ms)
 
         receive._handle_rtp_data = handle_rtp_data
+        handle_rtcp = receive._handle_rtcp_data
+
+        async def handle_rtcp_data(data: bytes) -> None:
+            self.rtcp_count += 1
+            self.last_rtcp_at = time.monotonic()
+            await handle_rtcp(data)
+
+        receive._handle_rtcp_data = handle_rtcp_data
 
     async def offer(self) -> str:
         self._add_track()
@@ -235,6 +257,8 @@ class MetaCall:
     accepted: bool = False
     offered_at: float = field(default_factory=time.monotonic)
     actions: list[str] = field(default_factory=list)
+    opaque: str = ""
+    """``biz_opaque_callback_data`` of our ``connect`` (the bridge's callID)."""
 
 
 class FakeMeta(FakeServer):
@@ -317,7 +341,8 @@ class FakeMeta(FakeServer):
         return web.json_response(self.perms.read(wa_id))
 
     def _wacid(self) -> str:
-        return "wacid.HBgL" + "".join(random.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", k=24))
+        # uuid4, not ``random``: unique even where a test seeds ``random`` (Hypothesis does).
+        return "wacid.HBgL" + uuid.uuid4().hex[:24].upper()
 
     async def calls_endpoint(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {self.token}":
@@ -399,7 +424,7 @@ class FakeMeta(FakeServer):
         answer = await peer.answer_offer(session["sdp"])
         call = MetaCall(self._wacid(), to, "BUSINESS_INITIATED", peer, state="calling")
         call.pre_accept_sdp = answer  # Meta's answer, sent in the connect webhook
-        call.opaque = str(body.get("biz_opaque_callback_data", ""))  # type: ignore[attr-defined]
+        call.opaque = str(body.get("biz_opaque_callback_data", ""))
         self.meta_calls[call.wacid] = call
         if self.before_connect_answer is not None:
             await self.before_connect_answer(call)

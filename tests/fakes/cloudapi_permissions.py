@@ -20,8 +20,8 @@ instead of waiting seven days.
 
 from __future__ import annotations
 
-import random
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,7 @@ class User:
     last_inbound: float | None = None
     pending: str | None = None  # the wamid of the open request
     unanswered: int = 0
+    answered: bool = False  # the user (or Meta for them) ever answered
 
 
 def _error(code: int, message: str, status: int = 400) -> web.Response:
@@ -84,7 +85,7 @@ class MetaPermissions:
     # -- state
     def permitted(self, wa_id: str) -> bool:
         user = self.users.get(wa_id)
-        if user is None:
+        if user is None or (not user.answered and not self.strict):
             return not self.strict
         if user.status == "temporary" and user.expires is not None and user.expires <= self.now():
             user.status, user.expires = "no_permission", None
@@ -141,7 +142,7 @@ class MetaPermissions:
             return refusal
         if any(used >= most for _p, most, used, _r in self._request_usage(user)):
             return _error(138009, "Call permission request limit reached for this user")
-        wamid = "wamid.HBgM" + "".join(random.choices("ABCDEF0123456789", k=32))
+        wamid = "wamid.HBgM" + uuid.uuid4().hex.upper()
         user.requests.append(self.now())
         user.pending = wamid
         self.sent.append(body)
@@ -227,7 +228,7 @@ class MetaPermissions:
         self.user(wa_id).last_inbound = self.now()
         item = {
             "from": wa_id,
-            "id": "wamid.HBgM" + "".join(random.choices("ABCDEF0123456789", k=32)),
+            "id": "wamid.HBgM" + uuid.uuid4().hex.upper(),
             "timestamp": str(int(self.now())),
             **message,
         }
@@ -242,6 +243,7 @@ class MetaPermissions:
 
     def _reply(self, wa_id: str, response: str, permanent: bool, source: str) -> dict[str, Any]:
         user = self.user(wa_id)
+        user.answered = True
         reply: dict[str, Any] = {
             "response": response,
             "is_permanent": permanent,

@@ -145,6 +145,8 @@ class FakeOpenAIRealtime:
             self._session(ws, body)
         elif kind == "input_audio_buffer.append":
             self._append(ws, body)
+        elif kind == "conversation.item.create":
+            self._item(ws, body)
         elif kind == "conversation.item.truncate":
             extra = set(body) - {"type", "event_id", "item_id", "content_index", "audio_end_ms"}
             if extra or body.get("item_id") not in self._sent_items:
@@ -153,6 +155,32 @@ class FakeOpenAIRealtime:
                 self._error(ws, "truncate needs content_index 0 and an integer audio_end_ms")
             else:
                 self.truncates.append(body)
+
+    def _item(self, ws: web.WebSocketResponse, body: dict[str, Any]) -> None:
+        item = body.get("item")
+        if set(body) - {"type", "event_id", "item", "previous_item_id"} or not isinstance(
+            item, dict
+        ):
+            self._error(ws, "conversation.item.create takes one item")
+            return
+        if item.get("type") == "function_call_output":
+            if set(item) - {"type", "call_id", "output", "id"} or not isinstance(
+                item.get("output"), str
+            ):
+                self._error(ws, "function_call_output needs call_id and a string output")
+            return
+        if item.get("type") != "message" or item.get("role") not in ("system", "user", "assistant"):
+            self._error(ws, f"unknown item {item.get('type')!r}/{item.get('role')!r}")
+            return
+        allowed = (
+            {"output_text", "output_audio"}
+            if item["role"] == "assistant"
+            else {"input_text", "input_audio"}
+        )
+        for part in item.get("content") or [None]:
+            if not isinstance(part, dict) or part.get("type") not in allowed:
+                self._error(ws, f"bad content for a {item['role']} message: {part}")
+                return
 
     def _session(self, ws: web.WebSocketResponse, body: dict[str, Any]) -> None:
         session = body.get("session")
@@ -197,7 +225,9 @@ class FakeOpenAIRealtime:
         self.chunks.append(raw)
 
     # -- the server's side, driven by the test
-    async def say(self, pcm24: np.ndarray, chunk_ms: int = 100, pace: float = 0.0) -> str:
+    async def say(
+        self, pcm24: np.ndarray, chunk_ms: int = 100, pace: float = 0.0, transcript: str = "a tone"
+    ) -> str:
         """Stream ``pcm24`` (24 kHz int16) as one response's audio; returns the item id."""
         ws = self.ws
         assert ws is not None
@@ -239,11 +269,27 @@ class FakeOpenAIRealtime:
                 "item_id": item,
                 "output_index": 0,
                 "content_index": 0,
-                "transcript": "a tone",
+                "transcript": transcript,
             },
         )
         await self._send(ws, {"type": "response.done", "response": {"id": response}})
         return item
+
+    async def late_delta(self, item: str, pcm24: np.ndarray) -> None:
+        """More audio of ``item``, sent before the server saw the client's truncate."""
+        assert self.ws is not None
+        delta = base64.b64encode(pcm24.astype("<i2").tobytes()).decode()
+        await self._send(
+            self.ws,
+            {
+                "type": "response.output_audio.delta",
+                "response_id": "resp_late",
+                "item_id": item,
+                "output_index": 0,
+                "content_index": 0,
+                "delta": delta,
+            },
+        )
 
     async def speech_started(self, audio_start_ms: int = 0) -> None:
         assert self.ws is not None

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from bridge.api.keys import MANAGER
-from bridge.audio import dominant_frequency, rms_dbfs, tone
+from bridge.audio import rms_dbfs, tone
 
 from ..fakes.openai_realtime import FakeOpenAIRealtime
 from ..support.calls import sim_call
+from ..support.spectrum import dominant_frequency
 from ..support.waits import until
 from . import test_webhooks
 from .test_streams import active_call
@@ -83,7 +84,10 @@ async def test_openai_audio_both_ways_and_the_key_is_never_shown(
     # The model's 440 Hz (1 s at 24 kHz, sent faster than real time) reaches the caller.
     sc = sim_call(client, cid)
     n0 = sc.frames_heard
-    await fake.say(tone(440, 24_000, 24_000, 0.25))
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.say(tone(440, 24_000, 24_000, 0.25))
+        said = await next_event(sub, "agent.transcript")
+    assert (said.data["role"], said.data["text"]) == ("agent", "a tone")
     await until(lambda: sc.frames_heard - n0 >= 70, timeout=5)
     down = loud(list(sc.heard)[-(sc.frames_heard - n0) :])
     assert 48 <= len(down) <= 51  # one second of voice, whole frames
@@ -129,6 +133,7 @@ async def test_barge_in_cuts_the_voice_and_truncates_what_was_heard(
         await fake.speech_started()
         speech = await next_event(sub, "agent.speech.started")
         cut = await next_event(sub, "agent.interrupted")
+        await fake.late_delta(item, tone(440, 12_000, 24_000, 0.25))  # in flight: not played
     assert speech.data["echo"] is False
     await until(lambda: len(fake.truncates) == 1, timeout=3)
     await asyncio.sleep(0.3)
@@ -156,11 +161,17 @@ async def test_a_dropped_model_socket_is_reopened_while_the_call_goes_on(
     body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
     agent_id = (await (await client.post(f"/call/{cid}/agents", json=body)).json())["agentID"]
     sc = sim_call(client, cid)
+    await fake.say(tone(440, 2400, 24_000, 0.25), transcript="hello there")
     async with client.app[MANAGER].events.subscribe() as sub:
         await fake.drop()
         back = await next_event(sub, "agent.reconnected")
         assert back.data["agentID"] == agent_id and back.data["resumed"] is False
         assert fake.connections == 2 and len(fake.sessions) == 2  # configured again
+        # The new session is told what was said on the old one.
+        await until(lambda: any(e["type"] == "conversation.item.create" for e in fake.events))
+        told = next(e for e in fake.events if e["type"] == "conversation.item.create")
+        assert told["item"]["role"] == "system"
+        assert "You: hello there" in told["item"]["content"][0]["text"]
         # Audio flows again both ways on the new socket.
         n0 = len(fake.chunks)
         await until(lambda: len(fake.chunks) - n0 >= 25, timeout=3)
@@ -287,11 +298,12 @@ async def test_tools_the_bridge_answers_and_the_apps_and_key_presses(
         "url": url,
         "apiKey": KEY,
         "session": {"tools": [{"type": "function", "name": "lookup_order", "parameters": {}}]},
-        "bridgeTools": ["dtmf", "hangup"],
+        "bridgeTools": ["dtmf", "hangup", "hold"],
     }
     agent_id = (await (await client.post(f"/call/{cid}/agents", json=body)).json())["agentID"]
     tools = [t["name"] for t in fake.sessions[0]["tools"]]
-    assert tools == ["lookup_order", "send_dtmf", "hang_up"]  # announced only when asked for
+    # Announced only when asked for.
+    assert tools == ["lookup_order", "send_dtmf", "hang_up", "hold_call"]
     async with client.app[MANAGER].events.subscribe() as sub:
         # A tool of the app's: an event, answered through the API, passed to the model.
         await fake.tool_call("lookup_order", {"order": "A12"}, "call_1")
@@ -312,6 +324,9 @@ async def test_tools_the_bridge_answers_and_the_apps_and_key_presses(
         await fake.tool_call("send_dtmf", {"digits": "12"}, "call_2")
         sent = await next_event(sub, "call.dtmf.sent")
         assert sent.data["digits"] == "12" and sent.data["source"] == "agent"
+        # The bridge's hold tool holds the caller.
+        await fake.tool_call("hold_call", {"held": True}, "call_h")
+        await next_event(sub, "call.held")
         # A key the caller pressed reaches the model as text.
         press_on_whatsapp(client, "5")
         await until(
@@ -375,3 +390,163 @@ def test_every_agent_event_is_documented() -> None:
 
     schema = openapi_document()["components"]["schemas"]["CallEvent"]
     assert set(events.ALL) <= set(schema["properties"]["type"]["examples"])
+
+
+async def test_with_the_models_vad_off_the_bridge_hears_the_turns(
+    make_client, aiohttp_server, monkeypatch
+) -> None:
+    from bench.speech import missing_tools, speech
+    from bridge.engines.sim import SimMediaChannel
+
+    if missing_tools():
+        pytest.skip("espeak-ng, sox or pesq missing")
+    said = speech(2.0, level_dbfs=-20.0)  # a Harvard sentence between pauses, 16 kHz
+    talk: list[np.ndarray] = []
+
+    def produce(self, at: float) -> np.ndarray:  # the WhatsApp user, once told to talk
+        return talk.pop(0) if talk else np.zeros(320, dtype=np.int16)
+
+    monkeypatch.setattr(SimMediaChannel, "_produce", produce)
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server)
+    cid = call["callID"]
+    body = {
+        "provider": "openai-realtime",
+        "url": url,
+        "apiKey": KEY,
+        "session": {"turn_detection": None},
+    }
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    assert fake.sessions[0]["audio"]["input"]["turn_detection"] is None
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    item = await fake.say(tone(440, 8 * 24_000, 24_000, 0.25))
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 20, timeout=5)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        talk.extend(said[i : i + 320] for i in range(0, said.size - 319, 320))
+        started = await next_event(sub, "agent.speech.started")
+        cut = await next_event(sub, "agent.interrupted")
+        stopped = await next_event(sub, "agent.speech.stopped", timeout=8)
+    assert started.data["by"] == "bridge" and started.data["echo"] is False
+    assert cut.data["by"] == "bridge" and cut.data["itemID"] == item
+    assert stopped.data["by"] == "bridge"
+
+    def turns() -> list[str]:
+        return [e["type"] for e in fake.events if e["type"] != "input_audio_buffer.append"]
+
+    await until(lambda: turns()[-1] == "response.create", timeout=3)
+    assert turns()[-3:] == [
+        "conversation.item.truncate",
+        "input_audio_buffer.commit",
+        "response.create",
+    ]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_agent_requests_are_checked(make_client, aiohttp_server, caplog) -> None:
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    cases = [
+        ({"provider": "llama", "url": url}, 400, "bad_request"),
+        ({"provider": "openai-realtime", "url": "http://127.0.0.1/x"}, 400, "bad_request"),
+        ({"provider": "openai-realtime", "url": "wss://evil.example/v1"}, 403, "url_not_allowed"),
+        ({"provider": "openai-realtime", "url": url, "session": []}, 400, "bad_request"),
+        ({"provider": "openai-realtime", "url": url, "bridgeTools": ["fly"]}, 400, "bad_request"),
+        (
+            {
+                "provider": "openai-realtime",
+                "url": url,
+                "apiKey": KEY,
+                "session": {"audio": {"output": {"format": {"type": "audio/pcmu"}}}},
+            },
+            400,
+            "bad_request",
+        ),
+        # A wrong key: the model refuses the handshake.
+        (
+            {"provider": "openai-realtime", "url": url, "apiKey": "sk-wrong"},
+            400,
+            "agent_connect_failed",
+        ),
+        # The model refuses the session (a field it does not know): answered at once.
+        (
+            {
+                "provider": "openai-realtime",
+                "url": url,
+                "apiKey": KEY,
+                "session": {"colour": "red"},
+            },
+            400,
+            "agent_connect_failed",
+        ),
+    ]
+    for body, status, code in cases:
+        resp = await client.post(f"/call/{cid}/agents", json=body)
+        assert resp.status == status, (body, await resp.text())
+        assert (await resp.json())["error"]["code"] == code, body
+    assert fake.errors == ["unknown session fields ['colour']"]
+    assert (await client.delete(f"/call/{cid}/agents/ag_nope")).status == 404
+    valid = {"provider": "openai-realtime", "url": url}
+    assert (await client.post("/call/nope/agents", json=valid)).status == 404
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["agents"] == [] and snap["state"] == "active"
+    assert "sk-wrong" not in caplog.text and KEY not in caplog.text
+
+
+async def test_the_fallback_runs_when_the_model_is_gone(
+    make_client, aiohttp_server, tmp_path
+) -> None:
+    import wave
+
+    media = tmp_path / "media"
+    media.mkdir()
+    with wave.open(str(media / "sorry.wav"), "wb") as w:  # what the caller hears instead
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16_000)
+        w.writeframes(tone(550, 16_000, 16_000, 0.3).astype("<i2").tobytes())
+    fake, client, call, url = await openai_agent(
+        make_client,
+        aiohttp_server,
+        sim_peer="silence",
+        agent_retries=0,
+        agent_fallback="message",
+        agent_fallback_file="sorry.wav",
+        media_dir=str(media),
+    )
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    sc = sim_call(client, cid)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.drop()
+        failed = await next_event(sub, "agent.failed")
+        await next_event(sub, "playback.finished")
+    assert failed.data["attempts"] == 0
+    heard = np.concatenate(loud(list(sc.heard)[-60:]))
+    assert dominant_frequency(heard, 16_000) == pytest.approx(550, abs=3)
+    assert (await (await client.get(f"/call/{cid}")).json())["state"] == "active"
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_human_takes_the_call_when_the_model_is_gone(make_client, aiohttp_server) -> None:
+    from .test_participants import join
+
+    fake, client, call, url = await openai_agent(
+        make_client, aiohttp_server, sim_peer="silence", agent_retries=0, agent_fallback="human"
+    )
+    cid = call["callID"]
+    human = await join(client, cid, "maria", "listen", 0.0)  # a supervisor listening in
+    try:
+        body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+        assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+        async with client.app[MANAGER].events.subscribe() as sub:
+            await fake.drop()
+            await next_event(sub, "agent.failed")
+            moved = await next_event(sub, "call.transferred")
+        assert moved.data["participantID"] == "maria"
+        snap = await (await client.get(f"/call/{cid}")).json()
+        assert [(p["participantID"], p["role"]) for p in snap["participants"]] == [
+            ("maria", "agent")
+        ]
+    finally:
+        await human.close()
+        await client.post("/call/hangup", json={"callID": cid})

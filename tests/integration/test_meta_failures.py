@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from bridge.api.keys import ENGINE
+from bridge.api.keys import ENGINE, MANAGER
 
 from ..support.calls import wait_state
 from ..support.waits import until
@@ -136,3 +136,53 @@ async def test_accept_refused_by_meta_ends_the_inbound_call_with_metas_reason(cc
     assert snap["endReason"] == "setup_failed"
     assert snap["endDetail"] == "138007: (#138007) Connect timeout: SDP not applied in time"
     assert mcall.wacid not in engine.calls
+
+
+async def test_billable_pulses_of_business_initiated_calls(cclient, meta):
+    """Meta bills business-initiated calls in 6-second pulses, rounded up: the ended call
+    says how many (from Meta's duration when it sent one), next to its duration."""
+    import math
+
+    from bridge.timefmt import parse_iso_utc
+
+    client = await cclient()
+    manager = client.app[MANAGER]
+    pulses = {}
+    async with manager.events.subscribe() as sub:
+        for how in ("meta_13s", "meta_12s", "our_hangup", "unanswered"):
+            call = await (await client.post("/call/make", json={"phone": "5521955550000"})).json()
+            assert call["billablePulses"] is None  # not ended yet
+            mcall = next(c for c in meta.meta_calls.values() if c.opaque == call["callID"])
+            if how != "unanswered":
+                body = meta.envelope(meta.answer_event(mcall), meta.status_event(mcall, "ACCEPTED"))
+                assert (await meta.post(client, body)).status == 200
+                await wait_state(client, call["callID"], "active", timeout=3)
+            if how.startswith("meta_"):
+                seconds = int(how[5:7])
+                body = meta.envelope(meta.terminate_event(mcall, duration=seconds))
+                assert (await meta.post(client, body)).status == 200
+            else:
+                await asyncio.sleep(0.2 if how == "our_hangup" else 0)
+                await client.post("/call/hangup", json={"callID": call["callID"]})
+            snap = await wait_state(client, call["callID"], "ended", timeout=3)
+            pulses[how] = snap
+        ended = []
+        while True:
+            try:
+                event = await sub.get(0.05)
+            except TimeoutError:
+                break
+            if event is not None and event.type == "call.ended":
+                ended.append(event.call)
+    assert pulses["meta_13s"]["billablePulses"] == 3  # 13 s: 6 + 6 + 1 → 3 pulses
+    assert pulses["meta_12s"]["billablePulses"] == 2
+    ours = pulses["our_hangup"]
+    talked = parse_iso_utc(ours["endedAt"]) - parse_iso_utc(ours["answeredAt"])
+    assert ours["billablePulses"] == math.ceil(round(talked, 3) / 6) >= 1
+    assert pulses["unanswered"]["billablePulses"] == 0
+    assert [e["billablePulses"] for e in ended] == [3, 2, ours["billablePulses"], 0]
+    # A user's call is free: no pulses on it.
+    mcall = await meta.user_calls(client, "15550007777")
+    await until(lambda: manager.registry.by_engine_id(mcall.wacid), 3, "ringing")
+    snap = manager.registry.by_engine_id(mcall.wacid).snapshot()
+    assert "billablePulses" not in snap

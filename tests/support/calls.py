@@ -26,7 +26,6 @@ async def wait_state(
         await asyncio.sleep(0.05)
 
 
-
 async def webrtc_call(client: TestClient, freq: float = 440.0) -> tuple[dict[str, Any], Any]:
     """Place a call, connect an aiortc client sending ``freq`` to it, wait until it is active."""
     from .rtc_client import RtcClient

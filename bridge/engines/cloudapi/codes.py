@@ -192,6 +192,9 @@ def ended_by_meta(wacid: str, ev: CallWebhook, *, answered: bool, outbound: bool
     """The ``ENDED`` event of a ``terminate`` webhook: the reason and ``endDetail`` of
     :func:`terminate_reason`, Meta's status, errors and duration as the event's data; a failure
     is logged at WARNING with its hint (once: a redelivered terminate finds the call ended)."""
+    # A duration says the call was connected, even when its ACCEPTED is still on its way
+    # (Meta's webhooks come out of order).
+    answered = answered or (ev.duration or 0) > 0
     reason, detail = terminate_reason(ev.status, ev.errors, answered=answered, outbound=outbound)
     data: dict[str, Any] = {"engineStatus": ev.status}
     if ev.errors:

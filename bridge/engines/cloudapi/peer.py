@@ -141,13 +141,14 @@ class WhatsAppPeer(PeerLeg):
         return audio
 
     def _prepare(self, bitrate: int, fec: bool) -> None:
-        # FEC follows WhatsApp's loss reports (rtc/protection.py), within Meta's bit rate.
+        # FEC follows WhatsApp's loss reports (rtc/protection.py), within Meta's bit rate: at
+        # 20 kbit/s LBRR data costs a clean link dearly, so none before the first report.
         track = OpusBusTrack(
             self._out,
             bitrate=bitrate,
             complexity=OPUS_COMPLEXITY,
             fec=fec,
-            protection=LossProtection(fec=fec),
+            protection=LossProtection(fec=fec, unknown=0),
         )
         self.start_media(self._transceiver(), track, self._on_frame, self.rx)
 
