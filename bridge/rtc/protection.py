@@ -11,8 +11,8 @@ its decision logic apart from expand and accelerate):
   :data:`DECAY_HALF_LIFE`; FEC is planned for half as much again (at least
   :data:`MIN_PLANNED`, at most :data:`MAX_PLANNED` %: RFC 6716 §2.1.7, libopus spends LBRR bits
   in proportion). A browser that offered RED (RFC 2198) gets the previous frame again in each
-  packet instead, two frames from :data:`RED_TWO_AT` — a whole copy beats FEC's sketch of it,
-  so FEC is then off and the primary keeps its full bit rate.
+  packet instead from :data:`RED_ONE_AT`, two frames from :data:`RED_TWO_AT` — a whole copy
+  beats FEC's sketch of it, so FEC is then off and the primary keeps its full bit rate.
 * **Clean again**: :data:`HOLD` seconds after the last report of any loss, everything is off:
   a clean link pays nothing (no LBRR bits, no RED copies, the base bit rate).
 
@@ -39,6 +39,9 @@ DECAY_HALF_LIFE = 4.0
 """Seconds for the loss estimate to halve without a lossier report."""
 HOLD = 15.0
 """Seconds without any reported loss after which the link counts as clean again."""
+RED_ONE_AT = 0.02
+"""From this loss on, a browser that offered RED gets it; below, in-band FEC at the floor
+rebuilds the odd lost packet for a third of the bits a copy of every frame costs."""
 RED_TWO_AT = 0.10
 """From this loss on, RED carries the two previous frames (two losses in a row are then
 rebuilt too)."""
@@ -92,7 +95,7 @@ class LossProtection:
         if last is None or now - last >= HOLD:
             self.estimate = 0.0
             return Protection(0, 0)
-        if self.red:
+        if self.red and (self.estimate >= RED_ONE_AT or not self.fec):
             return Protection(0, 2 if self.estimate >= RED_TWO_AT else 1)
         if not self.fec:
             return Protection(0, 0)

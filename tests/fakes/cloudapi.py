@@ -20,6 +20,7 @@ import json
 import random
 import re
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -340,7 +341,8 @@ class FakeMeta(FakeServer):
         return web.json_response(self.perms.read(wa_id))
 
     def _wacid(self) -> str:
-        return "wacid.HBgL" + "".join(random.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", k=24))
+        # uuid4, not ``random``: unique even where a test seeds ``random`` (Hypothesis does).
+        return "wacid.HBgL" + uuid.uuid4().hex[:24].upper()
 
     async def calls_endpoint(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {self.token}":

@@ -20,8 +20,8 @@ instead of waiting seven days.
 
 from __future__ import annotations
 
-import random
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,7 +142,7 @@ class MetaPermissions:
             return refusal
         if any(used >= most for _p, most, used, _r in self._request_usage(user)):
             return _error(138009, "Call permission request limit reached for this user")
-        wamid = "wamid.HBgM" + "".join(random.choices("ABCDEF0123456789", k=32))
+        wamid = "wamid.HBgM" + uuid.uuid4().hex.upper()
         user.requests.append(self.now())
         user.pending = wamid
         self.sent.append(body)
@@ -228,7 +228,7 @@ class MetaPermissions:
         self.user(wa_id).last_inbound = self.now()
         item = {
             "from": wa_id,
-            "id": "wamid.HBgM" + "".join(random.choices("ABCDEF0123456789", k=32)),
+            "id": "wamid.HBgM" + uuid.uuid4().hex.upper(),
             "timestamp": str(int(self.now())),
             **message,
         }

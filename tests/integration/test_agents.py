@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from bridge.api.keys import MANAGER
-from bridge.audio import dominant_frequency, rms_dbfs, tone
+from bridge.audio import rms_dbfs, tone
 
 from ..fakes.openai_realtime import FakeOpenAIRealtime
 from ..support.calls import sim_call
+from ..support.spectrum import dominant_frequency
 from ..support.waits import until
 from . import test_webhooks
 from .test_streams import active_call

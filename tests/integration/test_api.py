@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from bridge.api.keys import ENGINE, MANAGER
-from bridge.audio import dominant_frequency, rms_dbfs, s16_to_f32
+from bridge.audio import rms_dbfs, s16_to_f32
 
 from ..support.calls import wait_state
 from ..support.rtc_client import RtcClient
+from ..support.spectrum import dominant_frequency
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -34,7 +34,9 @@ async def deliver(client: Any, meta: Any, value: dict[str, Any]) -> None:
     """Meta posts a ``messages`` webhook, and the bridge has worked through it."""
     resp = await meta.post(client, meta.envelope(value, field="messages"))
     assert resp.status == 200, await resp.text()
-    await until(client.app[ENGINE]._inbox.empty, 2, "the webhook taken")
+    engine = client.app[ENGINE]
+    inbox = getattr(engine, "graph_side", engine).inbox  # the SIP engine's is on its Graph side
+    await until(inbox.queue.empty, 2, "the webhook taken")
 
 
 async def next_event(sub: Any, type_: str, timeout: float = 3.0) -> Any:
@@ -267,3 +269,47 @@ async def test_other_engines_have_no_permissions(make_client):
     assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
     resp = await client.post("/call/permissions", json={"phone": USER})
     assert resp.status == 404
+
+
+async def test_the_fake_refuses_what_meta_refuses(meta):
+    """The fake is as strict as Meta, so a bridge that sends a wrong field name, a header on
+    the interactive request or asks over the limit fails here as it would at Meta."""
+    import aiohttp
+
+    auth = {"Authorization": f"Bearer {meta.token}"}
+    url = f"{meta.graph_url}/{meta.phone_number_id}"
+    meta.perms.user(USER).last_inbound = meta.perms.now()  # the window is open
+    good = {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": USER,
+        "type": "interactive",
+        "interactive": {
+            "type": "call_permission_request",
+            "action": {"name": "call_permission_request"},
+        },
+    }
+    wrong = [
+        ({k: v for k, v in good.items() if k != "to"} | {"phone": USER}, 100),
+        (good | {"interactive": good["interactive"] | {"header": {"type": "text"}}}, 100),
+        (good | {"interactive": good["interactive"] | {"action": {"name": "call"}}}, 100),
+        (good | {"type": "template", "template": {"name": "call_me", "lang": "en_US"}}, 100),
+        (
+            good | {"type": "template", "template": {"name": "x", "language": {"code": "en"}}},
+            132001,
+        ),
+    ]
+    async with aiohttp.ClientSession(headers=auth) as http:
+        for body, code in wrong:
+            async with http.post(f"{url}/messages", json=body) as resp:
+                answer = await resp.json()
+            assert resp.status == 400 and answer["error"]["code"] == code, (body, answer)
+        async with http.post(f"{url}/messages", json=good) as resp:
+            assert resp.status == 200 and (await resp.json())["messages"][0]["id"]
+        async with http.post(f"{url}/messages", json=good) as resp:  # 1 per 24 h
+            assert (await resp.json())["error"]["code"] == 138009
+        async with http.get(f"{url}/call_permissions", params={"wa_id": USER}) as resp:
+            assert resp.status == 400 and (await resp.json())["error"]["code"] == 100
+        meta.perms.offset = 2 * 86400  # two days on: the window has closed
+        async with http.post(f"{url}/messages", json=good) as resp:
+            assert (await resp.json())["error"]["code"] == 131047

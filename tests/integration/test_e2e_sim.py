@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from bridge.api.keys import ENGINE, MANAGER
-from bridge.audio import dominant_frequency, rms_dbfs, s16_to_f32
+from bridge.audio import rms_dbfs, s16_to_f32
 
 from ..support.calls import wait_state
 from ..support.rtc_client import RtcClient
+from ..support.spectrum import dominant_frequency
 
 
 async def test_hears_own_tone_echoed(client) -> None:

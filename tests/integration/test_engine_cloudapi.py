@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from bridge.api.keys import ENGINE, MANAGER
-from bridge.audio import dominant_frequency, rms_dbfs
+from bridge.audio import rms_dbfs
 from bridge.engines.cloudapi.peer import WhatsAppPeer
 
 from ..support.calls import wait_state
 from ..support.rtc_client import RtcClient
+from ..support.spectrum import dominant_frequency
 from ..support.waits import until
 
 TONE_DBFS = -9.0  # both sides send a tone at amplitude 0.5 (RMS -9 dBFS)
@@ -36,12 +37,9 @@ async def live_calls(client, headers=None) -> list[dict]:
 async def the_live_call(client) -> dict:
     """The one live call, once the engine reported it: Meta sees ``pre_accept`` before the
     engine's INCOMING event reaches the manager (the answer is sent first)."""
-    for _ in range(200):
-        if calls := await live_calls(client):
-            assert len(calls) == 1, calls
-            return calls[0]
-        await asyncio.sleep(0.01)
-    raise AssertionError("no live call")
+    calls = await until(lambda: live_calls(client), 5.0, "a live call")
+    assert len(calls) == 1, calls
+    return calls[0]
 
 
 def heard(recorder, seconds: float = 1.0) -> np.ndarray:

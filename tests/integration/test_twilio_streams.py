@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 from bridge.api.keys import ENGINE
-from bridge.audio import dominant_frequency, tone
+from bridge.audio import tone
 from bridge.audio.g711 import ulaw_decode, ulaw_encode
 from bridge.engines.base import EngineEvent, EngineEventKind
 
 from ..support.calls import wait_state
-from ..support.spectrum import band_energy
+from ..support.spectrum import band_energy, dominant_frequency
+from ..support.waits import until
 from .test_streams import active_call, fork_server, sim_call
 
 
@@ -124,10 +125,9 @@ async def test_twilio_twoway_plays_marks_and_clears(make_client, aiohttp_server)
     assert resp.status == 201
     sc = sim_call(client)
     n0 = sc.frames_heard
-    for _ in range(500):  # at most 10 s
-        if any(m["event"] == "mark" for m in fs.messages):
-            break
-        await asyncio.sleep(0.02)
+    await until(
+        lambda: any(m["event"] == "mark" for m in fs.messages), 10.0, "the mark", every=0.02
+    )
     played = list(sc.heard)[-(sc.frames_heard - n0) :]
     loud = [f for f in played if np.abs(f).max() > 1000]
     # The mark came back once the whole second had played (50 frames at 16 kHz) and not before.

@@ -1,16 +1,20 @@
 """Meta's webhooks as they really arrive: out of order (a terminate before the connect, statuses
 before Meta's answer to ``connect``) and more than once. Many seeded orders of each call's
 events, some delivered before ``connect`` has answered, duplicated and batched: every order
-ends in the right state with exactly one ``call.ended``."""
+ends in the right state with exactly one ``call.ended`` — seeded orders, and orders
+Hypothesis draws (property-based, derandomized so CI runs the same ones)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 from collections import defaultdict
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bridge.api.keys import ENGINE, MANAGER
 
@@ -117,9 +121,7 @@ async def test_outbound_orders_shuffled_and_repeated_end_once_in_the_right_state
             elif ended[cid]:
                 after_end[cid].append(event.type)
     assert len(ended) == ORDERS
-    assert all(len(events) == 1 for events in ended.values()), {
-        k: len(v) for k, v in ended.items()
-    }
+    assert all(len(events) == 1 for events in ended.values()), {k: len(v) for k, v in ended.items()}
     assert not any("call.active" in types for types in after_end.values()), after_end
     assert engine.calls == {} and engine._dialling == {}
     assert {o[0] for o in outcomes} == set(SCENARIOS), "every scenario tried"
@@ -166,3 +168,66 @@ async def test_inbound_terminate_before_or_after_connect_and_repeated(cclient, m
     assert len(ended) == len(created) == 4, [(e.type, e.call["callID"]) for e in events]
     assert {e.call["endReason"] for e in ended} == {"remote_canceled"}
     assert (await (await client.get("/call/status")).json())["calls"] == []
+
+
+@st.composite
+def deliveries(draw: st.DrawFn) -> tuple[str, list[list[str]], int]:
+    """A scenario, its events permuted with some repeated, cut into bodies, and how many
+    bodies reach the bridge before Meta has answered ``connect``."""
+    scenario = draw(st.sampled_from(sorted(SCENARIOS)))
+    names = SCENARIOS[scenario][0]
+    sent = draw(st.permutations(names + draw(st.lists(st.sampled_from(names), max_size=3))))
+    cuts = draw(st.lists(st.integers(1, len(sent) - 1), max_size=3, unique=True))
+    edges = [0, *sorted(cuts), len(sent)]
+    bodies = [list(sent[a:b]) for a, b in itertools.pairwise(edges) if b > a]
+    return scenario, bodies, draw(st.integers(0, len(bodies)))
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,  # the same examples on every run (CI); shrinking finds a minimal order
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(delivery=deliveries())
+async def test_any_order_property_based(cclient, meta, delivery):
+    """Hypothesis draws the orders: whatever it draws, the call ends once, as it should."""
+    scenario, bodies, early = delivery
+    _names, reason, detail = SCENARIOS[scenario]
+    client = meta.__dict__.get("_bridge")
+    if client is None:  # one bridge for every example (examples share the test's fixtures)
+        client = meta.__dict__["_bridge"] = await cclient()
+    engine, manager = client.app[ENGINE], client.app[MANAGER]
+    meta.__dict__["_n"] = n = meta.__dict__.get("_n", 0) + 1
+
+    async def deliver(mcall: Any, chunk: list[list[str]]) -> None:
+        for body in chunk:
+            values = [meta_event(meta, mcall, name) for name in body]
+            assert (await meta.post(client, meta.envelope(*values))).status == 200
+
+    async def before_answer(mcall: Any) -> None:
+        await deliver(mcall, bodies[:early])
+        await until(engine._inbox.empty, 3, "early webhooks taken")
+
+    meta.before_connect_answer = before_answer
+    async with manager.events.subscribe() as sub:
+        resp = await client.post("/call/make", json={"phone": f"55218000{n:05d}"})
+        assert resp.status == 201, await resp.text()
+        call = await resp.json()
+        mcall = next(c for c in meta.meta_calls.values() if c.opaque == call["callID"])
+        await deliver(mcall, bodies[early:])
+        snap = await wait_state(client, call["callID"], "ended", timeout=5)
+        await until(engine._inbox.empty, 3, "late webhooks taken")
+        await asyncio.sleep(0.05)
+        types = []
+        while True:
+            try:
+                event = await sub.get(0.02)
+            except TimeoutError:
+                break
+            if event is not None and event.call.get("callID") == call["callID"]:
+                types.append(event.type)
+    assert (snap["endReason"], snap["endDetail"]) == (reason, detail), (bodies, early)
+    assert types.count("call.ended") == 1, types
+    assert "call.active" not in types[types.index("call.ended") :], types
+    assert call["callID"] not in {c.call_id for c in engine.calls.values()}

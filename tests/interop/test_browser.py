@@ -4,6 +4,7 @@ bridge-client.js, with a fake microphone playing a WAV tone."""
 from __future__ import annotations
 
 import asyncio
+import re
 import wave
 
 import pytest
@@ -185,7 +186,9 @@ async def test_chromium_agent_on_a_cloudapi_call(make_client, meta, browser) -> 
     """Real Chromium answers a WhatsApp user's Cloud API call: two WebRTC legs, one bus."""
     import numpy as np
 
-    from bridge.audio import dominant_frequency, rms_dbfs
+    from bridge.audio import rms_dbfs
+
+    from ..support.spectrum import dominant_frequency
 
     client = await make_client(**meta.bridge_settings())
     page = await browser.new_page()
@@ -388,6 +391,7 @@ async def downlink_concealment(client, browser, window: int = 48_000 * 6) -> tup
     await wait_for(
         page, "window.demo.client.pc && window.demo.client.pc.connectionState === 'connected'"
     )
+    answer = await page.evaluate("window.demo.client.pc.remoteDescription.sdp")
     snap = (await (await client.get("/call/status")).json())["calls"][0]
     lean = client.app[MANAGER].runtime(snap["callID"]).session._lean
     await until(lambda: lean.running, what="the bridge's sender")
@@ -422,6 +426,7 @@ async def downlink_concealment(client, browser, window: int = 48_000 * 6) -> tup
     await page.close()
     lost = last["lost"] - first["lost"]
     assert lost > 0.08 * (last["received"] - first["received"]), (first, last)
+    webrtc["answer"] = answer
     return (last["concealed"] - first["concealed"]) / (last["total"] - first["total"]), webrtc
 
 
@@ -432,8 +437,14 @@ async def test_chromium_hears_red_from_the_bridge_under_loss(make_client, warbli
     fec_share, fec = await downlink_concealment(await make_client(opus_red=False), warbling_browser)
     assert fec["downlinkProtection"]["expectedLoss"] > 0, fec
     assert fec["downlinkProtection"]["redPackets"] == 0
+    assert "red/48000/2" not in fec["answer"]
     red_share, red = await downlink_concealment(await make_client(), warbling_browser)
     shown = red["downlinkProtection"]
+    # The answer carries RED over Opus as RFC 2198 §5 and Chromium's offer have it.
+    opus = re.search(r"a=rtpmap:(\d+) opus/48000/2", red["answer"])
+    red_pt = re.search(r"a=rtpmap:(\d+) red/48000/2", red["answer"])
+    assert opus and red_pt, red["answer"]
+    assert f"a=fmtp:{red_pt[1]} {opus[1]}/{opus[1]}" in red["answer"]
     assert shown["redDepth"] == 2 and shown["redPackets"] > 200, shown
     print(f"Chromium concealed under 15 % downlink loss: FEC {fec_share:.3f}, RED {red_share:.3f}")
     assert fec_share > 0.02  # the loss was heard

@@ -1,7 +1,8 @@
 """Spectral checks on received audio: which tones are there, and how strong.
 
-One FFT helper for every test that asks "does this signal hold that tone": a Hann-windowed
-power spectrum summed over ±15 Hz around each frequency."""
+The one FFT helper of the tests: the strongest tone of a signal (:func:`dominant_frequency`),
+and for "does this signal hold that tone", a Hann-windowed power spectrum summed over ±15 Hz
+around each frequency. (The bridge itself measures no spectrum.)"""
 
 from __future__ import annotations
 
@@ -10,6 +11,23 @@ from collections.abc import Iterable
 import numpy as np
 
 BAND_HZ = 15.0
+
+
+def dominant_frequency(pcm: object, rate: int) -> float:
+    """Frequency (Hz) of the strongest spectral peak, interpolated between FFT bins."""
+    x = np.asarray(pcm, dtype=np.float64)
+    if x.size < 16:
+        return 0.0
+    x = (x - x.mean()) * np.hanning(x.size)
+    spectrum = np.abs(np.fft.rfft(x))
+    k = int(np.argmax(spectrum[1:]) + 1)
+    if 1 <= k < spectrum.size - 1:
+        a, b, c = spectrum[k - 1], spectrum[k], spectrum[k + 1]
+        denom = a - 2 * b + c
+        offset = 0.5 * (a - c) / denom if denom != 0 else 0.0
+    else:
+        offset = 0.0
+    return float((k + offset) * rate / x.size)
 
 
 def band_powers(pcm: object, rate: int, freqs: Iterable[float]) -> tuple[dict[float, float], float]:

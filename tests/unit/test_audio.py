@@ -16,7 +16,6 @@ from bridge.audio import (
     JitterBuffer,
     Reframer,
     Resampler,
-    dominant_frequency,
     f32_to_s16,
     rms_dbfs,
     s16_to_f32,
@@ -24,6 +23,8 @@ from bridge.audio import (
 )
 from bridge.media import CallBus
 from bridge.rtc import BusAudioTrack
+
+from ..support.spectrum import dominant_frequency
 
 
 def decoder_like_frames(freq: float, seconds: float, rate: int = 48_000):

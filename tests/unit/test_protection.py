@@ -34,6 +34,11 @@ def test_red_replaces_fec_while_loss_is_seen_two_frames_under_heavy_loss() -> No
     p = LossProtection(red=True)
     assert (p.now.expected_loss, p.now.red_depth) == (UNKNOWN_LOSS, 0)  # no RED on a guess
     assert p.report(0.0, 0.0).red_depth == 0  # a clean link pays nothing
-    assert (p.report(0.02, 1.0).red_depth, p.now.expected_loss) == (1, 0)
+    # The odd lost packet: FEC at the floor, a third of what a copy of every frame costs.
+    assert (p.report(0.01, 0.5).red_depth, p.now.expected_loss) == (0, MIN_PLANNED)
+    assert (p.report(0.03, 1.0).red_depth, p.now.expected_loss) == (1, 0)
     assert p.report(0.12, 2.0).red_depth == 2
     assert p.report(0.0, 2.0 + HOLD).red_depth == 0
+    # With FEC switched off by its setting, RED covers low loss too.
+    q = LossProtection(fec=False, red=True)
+    assert q.report(0.01, 0.0).red_depth == 1

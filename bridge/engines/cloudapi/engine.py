@@ -20,9 +20,7 @@ the call with :func:`.codes.terminate_reason`'s reason (Meta's code: ``media_tim
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,7 +28,6 @@ import aiohttp
 
 from ...config import EngineSettings, IceSettings, Settings
 from ...errors import (
-    AtCapacity,
     EngineCallNotFound,
     EngineError,
     MetaLimit,
@@ -48,21 +45,14 @@ from ..base import (
 )
 from ..hangups import PendingHangups
 from .codes import ended_by_meta, refused_event
-from .graph import GraphClient, connected_call_id
+from .graph import GraphClient, connected_call_id, strip
 from .peer import PeerChannel, WhatsAppPeer
 from .permissions import CallPermissions
 from .sdp import DEFAULT_BITRATE
-from .state import CloudCall, Remembered
-from .webhook import CallWebhook, call_events, check, verify, webhook_calls
+from .state import CloudCall, Parked, Remembered
+from .webhook import CallWebhook, WebhookInbox, call_events, verify, webhook_calls
 
 log = logging.getLogger(__name__)
-
-WEBHOOK_QUEUE = 256
-"""Webhook bodies accepted but not yet worked through; a full queue answers 503 (Meta
-retries)."""
-PARKED = 16
-"""Webhook events kept per dial that arrive before ``connect`` has returned Meta's call id
-(found by their ``biz_opaque_callback_data``, our call id); the oldest go first."""
 
 
 class CloudApiEngine:
@@ -73,8 +63,8 @@ class CloudApiEngine:
     name = "cloudapi"
     media_before_answer = False
     opus_bitrate = DEFAULT_BITRATE
-    billing_pulse_s = 6  # Meta bills business-initiated calls in 6 s pulses (a BilledEngine)
     """Meta asks for at most 20 kbit/s (its fmtp's ``maxaveragebitrate``)."""
+    billing_pulse_s = 6  # Meta bills business-initiated calls in 6 s pulses (a BilledEngine)
 
     def __init__(
         self,
@@ -89,15 +79,13 @@ class CloudApiEngine:
         number = settings.cloudapi_phone_number_id
         self.graph = GraphClient(settings.engine_url, settings.engine_token, number, self.stats)
         self.calls: dict[str, CloudCall] = {}
-        self._dialling: dict[str, deque[CallWebhook]] = {}
-        """Our call id → webhook events that came before ``connect`` answered (one per dial
-        in flight, so as bounded as the calls)."""
+        self._dialling = Parked()  # webhooks about dials that Meta has not answered yet
         self._ended = Remembered()
-        self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=WEBHOOK_QUEUE)
+        self.inbox = WebhookInbox(settings.cloudapi_app_secret, self.stats)
+        self._inbox = self.inbox.queue
         self._tasks = TaskSet("cloudapi")
         self._http = http
         self._own_http = http is None
-        self.webhooks = 0
         self.permissions = CallPermissions(self.graph, self.events)
         self.pending_hangups = PendingHangups("cloudapi", self.hangup, asyncio.sleep)
 
@@ -105,8 +93,7 @@ class CloudApiEngine:
     def from_settings(
         cls, settings: Settings, http: aiohttp.ClientSession | None = None
     ) -> CloudApiEngine:
-        """The engine registered for ``BRIDGE_ENGINE=cloudapi`` (its WhatsApp-side peer
-        connections gather with the bridge's ICE settings)."""
+        """The engine of ``BRIDGE_ENGINE=cloudapi`` (its peers gather with the ICE settings)."""
         return cls(settings.engine, http, settings.ice)
 
     # -- lifecycle
@@ -114,13 +101,10 @@ class CloudApiEngine:
         if self._http is None:
             self._http = aiohttp.ClientSession()
         self.graph.http = self._http
-        self._tasks.spawn(self._work_webhooks(), "webhooks")
+        self._tasks.spawn(self.inbox.run(self._on_body), "webhooks")
         self._tasks.spawn(self.pending_hangups.run(), "pending-hangups")
-        log.info(
-            "Cloud API engine for number %s via %s; webhooks at /engine/webhook",
-            self.settings.cloudapi_phone_number_id,
-            self.settings.engine_url,
-        )
+        number, url = self.settings.cloudapi_phone_number_id, self.settings.engine_url
+        log.info("Cloud API engine for number %s via %s; webhooks at /engine/webhook", number, url)
 
     def hangup_later(self, engine_call_id: str, why: str) -> None:
         """Terminate the call once Graph answers again (see :class:`PendingHangups`)."""
@@ -145,11 +129,8 @@ class CloudApiEngine:
         return self.graph.reachable is not False
 
     async def health(self) -> EngineHealth:
-        return EngineHealth(
-            up=self.up,
-            detail=f"Graph API {self.graph.detail}",
-            info={"calls": len(self.calls), "webhooks": self.webhooks},
-        )
+        info: dict[str, Any] = {"calls": len(self.calls), "webhooks": self.inbox.accepted}
+        return EngineHealth(up=self.up, detail=f"Graph API {self.graph.detail}", info=info)
 
     async def request_permission(self, phone: str, template: Mapping[str, str] | None) -> str:
         """Ask the user for call permission (the ``PermissionEngine`` capability)."""
@@ -169,9 +150,8 @@ class CloudApiEngine:
         )
 
     def take_leg(self, engine_call_id: str) -> WhatsAppPeer | None:
-        """Hand the call's peer connection to the call's runtime (the ``LegEngine``
-        capability): the runtime closes it when the call ends; ``None`` once it has ended or
-        when it was handed over already."""
+        """Hand the call's peer connection to its runtime, which closes it (``LegEngine``);
+        ``None`` once the call has ended or was handed over already."""
         call = self.calls.get(engine_call_id)
         if call is None or call.state == "ended" or call.handed_over:
             return None  # ended, or already some runtime's: one owner
@@ -179,24 +159,19 @@ class CloudApiEngine:
         return call.peer
 
     def _peer_closed(self, peer: WhatsAppPeer) -> None:
-        # The runtime closed the call's peer (the call ended on the bridge's side, however it
-        # ended): nothing of the call stays here, and late webhooks about it change nothing.
+        # The runtime closed the call's peer: nothing stays here, late webhooks change nothing.
         call = self.calls.get(peer.wacid)
         if call is not None and call.peer is peer:
-            call.state = "ended"
-            del self.calls[call.wacid]
-            self._ended.add(call.wacid)
+            self._drop(call)
 
     def _on_dtmf(self, peer: WhatsAppPeer, digit: str, duration_ms: int) -> None:
         call = self.calls.get(peer.wacid)
-        if call is None or call.state == "ended":
-            return
-        data = {"digit": digit, "durationMs": duration_ms}
-        emit(self.events, EngineEvent(EngineEventKind.DTMF, call.wacid, data=data))
+        if call is not None and call.state != "ended":
+            data = {"digit": digit, "durationMs": duration_ms}
+            emit(self.events, EngineEvent(EngineEventKind.DTMF, call.wacid, data=data))
 
     def _on_media(self, peer: WhatsAppPeer) -> None:
-        # Media flowing on an outbound call whose answer was applied: it is up, even if the
-        # ACCEPTED status has not arrived (yet).
+        # Media on our call whose answer was applied: it is up, even before ACCEPTED.
         call = self.calls.get(peer.wacid)
         if call is not None and call.direction == "outbound" and call.peer.answered:
             self._accepted(call)
@@ -205,16 +180,13 @@ class CloudApiEngine:
     async def dial(self, phone: str, *, call_id: str = "") -> str:
         peer = self._peer(f"cloudapi:dial:{call_id[:12]}")
         opaque = call_id[:512]
-        if opaque:
-            self._dialling[opaque] = deque(maxlen=PARKED)
+        self._dialling.open(opaque)
         try:
-            offer = await peer.offer()
-            fields: dict[str, Any] = {"to": phone, "session": {"sdp_type": "offer", "sdp": offer}}
-            if opaque:
-                fields["biz_opaque_callback_data"] = opaque
+            session = {"sdp_type": "offer", "sdp": await peer.offer()}
+            fields = {"to": phone, "session": session, "biz_opaque_callback_data": opaque}
             self.permissions.forget(phone)  # a call changes the user's usage
             try:
-                answer = await self.graph.call_action("connect", **fields)
+                answer = await self.graph.call_action("connect", **strip(fields))
             except MetaLimit as exc:
                 await self.permissions.call_refused(phone, exc)  # when the next may start
                 raise
@@ -226,14 +198,12 @@ class CloudApiEngine:
         call = CloudCall(wacid, phone, "outbound", peer, state="calling", call_id=call_id)
         peer.wacid, peer.name = wacid, f"cloudapi:{wacid}"
         self.calls[wacid] = call
-        # Webhooks Meta sent before its connect answer reached us: apply them now, in order
-        # (the manager sees their events after it has registered the call).
-        for ev in self._dialling.pop(opaque, ()):
-            if ev.wacid == wacid:
-                try:
-                    await self._on_webhook(ev)
-                except Exception:
-                    log.exception("Cloud API call %s: an early webhook", wacid)
+        # Webhooks sent before Meta's answer: now, in order (the manager registers it first).
+        for ev in self._dialling.take(opaque, wacid):
+            try:
+                await self._on_webhook(ev)
+            except Exception:
+                log.exception("Cloud API call %s: an early webhook", wacid)
         return wacid
 
     def _get(self, wacid: str) -> CloudCall:
@@ -271,10 +241,13 @@ class CloudApiEngine:
     async def open_media(self, engine_call_id: str) -> PeerChannel:
         return self._get(engine_call_id).peer.open_channel()
 
-    async def _forget(self, call: CloudCall) -> None:
+    def _drop(self, call: CloudCall) -> None:
         call.state = "ended"
         self.calls.pop(call.wacid, None)
         self._ended.add(call.wacid)
+
+    async def _forget(self, call: CloudCall) -> None:
+        self._drop(call)
         call.peer.expect_close()  # over at Meta: its closing is no failure now
         if not call.handed_over:  # else its runtime closes it as the call ends
             await call.peer.close()
@@ -290,39 +263,25 @@ class CloudApiEngine:
         return verify(query, self.settings.cloudapi_verify_token)
 
     def receive_webhook(self, raw: bytes, headers: Mapping[str, str]) -> bool:
-        """``POST /engine/webhook``: check the signature and shape (:func:`.webhook.check`),
-        queue the work, return; 503 when the queue is full (Meta delivers again later)."""
-        check(self.settings.cloudapi_app_secret, raw, headers, self.stats)
-        try:
-            self._inbox.put_nowait(raw)
-        except asyncio.QueueFull:
-            raise AtCapacity("too many webhooks waiting; deliver again later") from None
-        self.webhooks += 1
+        """``POST /engine/webhook``: checked and queued (:class:`.webhook.WebhookInbox`)."""
+        self.inbox.receive(raw, headers)
         return True
 
     def webhook_calls(self, raw: bytes) -> WebhookCalls:
         return webhook_calls(raw)
 
-    async def _work_webhooks(self) -> None:
-        while True:
-            raw = await self._inbox.get()
-            try:
-                body = json.loads(raw)
-                events, bad = call_events(body)
-                self.stats.bad_messages += bad + self.permissions.heard(body)
-                for event in events:
-                    await self._on_webhook(event)
-            except Exception:  # one bad body must not stop the webhooks
-                log.exception("handling a Cloud API webhook")
+    async def _on_body(self, body: dict[str, Any]) -> None:
+        events, bad = call_events(body)
+        self.stats.bad_messages += bad + self.permissions.heard(body)
+        for event in events:
+            await self._on_webhook(event)
 
     async def _on_webhook(self, ev: CallWebhook) -> None:
         if ev.wacid in self._ended:
             return  # a late or repeated event about a call that has ended
         call = self.calls.get(ev.wacid)
-        if call is None and ev.opaque and ev.opaque in self._dialling:
-            # Our own dial, whose connect has not returned the wacid yet: keep it for dial.
-            self._dialling[ev.opaque].append(ev)
-            return
+        if call is None and self._dialling.park(ev):
+            return  # our own dial, whose connect has not returned the wacid yet
         if ev.kind == "connect":
             if ev.new_call:
                 if call is None:
@@ -364,11 +323,7 @@ class CloudApiEngine:
             )
         except Exception as exc:
             log.warning("Cloud API call %s: cannot pre-accept: %s", call.wacid, exc)
-            try:
-                await self.graph.call_action("reject", call_id=call.wacid)
-            except EngineError as again:
-                log.info("Cloud API call %s: reject: %s", call.wacid, again)
-            await self._forget(call)
+            await self._give_up(call, "reject")
             return
         if call.state != "connecting":
             return  # terminated meanwhile
@@ -382,12 +337,16 @@ class CloudApiEngine:
             if call.state == "ended":
                 return  # ended meanwhile (a terminate overtook it): nothing to undo
             log.warning("Cloud API call %s: Meta's answer cannot be applied: %s", call.wacid, exc)
-            try:
-                await self.graph.call_action("terminate", call_id=call.wacid)
-            except EngineError as again:
-                log.info("Cloud API call %s: terminate: %s", call.wacid, again)
-            await self._forget(call)
+            await self._give_up(call, "terminate")
             emit(self.events, EngineEvent(EngineEventKind.ENDED, call.wacid, reason="failed"))
+
+    async def _give_up(self, call: CloudCall, action: str) -> None:
+        """End at Meta (``reject`` or ``terminate``, whatever it answers) and forget."""
+        try:
+            await self.graph.call_action(action, call_id=call.wacid)
+        except EngineError as again:
+            log.info("Cloud API call %s: %s: %s", call.wacid, action, again)
+        await self._forget(call)
 
     async def _terminated(self, call: CloudCall, ev: CallWebhook) -> None:
         answered, outbound = call.state == "accepted", call.direction == "outbound"

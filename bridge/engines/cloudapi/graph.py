@@ -91,6 +91,11 @@ class GraphClient:
         return answer
 
 
+def strip(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` without the empty ones (Meta refuses an empty optional parameter)."""
+    return {k: v for k, v in fields.items() if v not in ("", None)}
+
+
 def connected_call_id(answer: dict[str, Any]) -> str:
     """The ``wacid`` in Meta's answer to ``connect`` (``calls[0].id``)."""
     calls = answer.get("calls")

@@ -141,8 +141,10 @@ class CallPermissions:
         return dict(view)
 
     async def call_refused(self, phone: str, exc: MetaLimit) -> None:
-        """A call to ``phone`` refused over Meta's call limit: say when the next may start."""
-        await self._when_next(phone, START_CALL, exc)
+        """A call to ``phone`` refused over Meta's call limit: say when the next may start
+        (not for the number's own limit, 138002: it is about no user)."""
+        if exc.code == "call_limit_reached":
+            await self._when_next(phone, START_CALL, exc)
 
     async def _when_next(self, phone: str, action: str, exc: MetaLimit) -> None:
         """Add ``retryAt`` (and ``Retry-After``) to Meta's limit error, from Meta's limits."""

@@ -17,7 +17,7 @@ as :func:`.sip_calls.bic_failure` says. ``hangup`` before the answer is ``CANCEL
 Meta accepts no re-INVITE, UPDATE or REFER: hold, music, transfer, supervisors and agents
 are done in the bridge's media (the call's bus), never signalled on this leg. The leg goes to
 the call's runtime as on Graph calls (``take_leg``); calls are not movable, so a draining
-worker serves them until they end.
+worker serves them until they end. Call permissions still go over Graph (:mod:`.graph_side`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -43,8 +44,10 @@ from ..base import (
     EngineStats,
     MediaChannel,
     RemoteCall,
+    WebhookCalls,
     emit,
 )
+from .graph_side import GraphSide
 from .media import MediaLeg, new_leg
 from .sdp import DEFAULT_BITRATE
 from .sip_calls import (
@@ -82,6 +85,8 @@ class SipEngine:
         self._by_dialog: dict[tuple[str, str], SipCall] = {}
         self._tasks = TaskSet("cloudapi-sip")
         self.ua: UserAgent | None = None
+        self.graph_side = GraphSide(settings.engine, self.stats, self.events)
+        """Call permissions and Meta's signed webhooks, over Graph (:mod:`.graph_side`)."""
 
     @classmethod
     def from_settings(
@@ -104,6 +109,7 @@ class SipEngine:
             handler=self,
         )
         self.ua.on_count = self._counted
+        await self.graph_side.start(self._tasks)
         host, port = sip.listen
         await self.ua.start(host, port)
         log.info(
@@ -128,6 +134,24 @@ class SipEngine:
         self.calls.clear()
         if self.ua is not None:
             await self.ua.close()
+        await self.graph_side.close()
+
+    # -- the Graph side: call permissions (a PermissionEngine), Meta's signed webhooks
+    async def request_permission(self, phone: str, template: Mapping[str, str] | None) -> str:
+        return await self.graph_side.permissions.request(phone, template)
+
+    async def read_permission(self, phone: str) -> dict[str, Any]:
+        return await self.graph_side.permissions.read(phone)
+
+    def verify_subscription(self, query: Mapping[str, str]) -> str:
+        return self.graph_side.verify(query)
+
+    def receive_webhook(self, raw: bytes, headers: Mapping[str, str]) -> bool:
+        self.graph_side.inbox.receive(raw, headers)
+        return True
+
+    def webhook_calls(self, raw: bytes) -> WebhookCalls:
+        return WebhookCalls()  # about users, not calls: any worker takes them
 
     @property
     def up(self) -> bool:
@@ -227,6 +251,7 @@ class SipEngine:
         call = SipCall(cid, peer_number(req), "inbound", leg, tx=tx)
         call.metadata = invite_metadata(req)
         self.calls[cid] = call
+        self.graph_side.heard_from(call.peer_wa)  # a user's call opens the service window
         try:
             call.answer_sdp = await leg.answer(req.body.decode("utf-8", "replace"))
         except Exception as exc:

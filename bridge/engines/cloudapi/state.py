@@ -3,13 +3,17 @@ bounded memory of ended calls that makes a redelivered webhook change nothing.""
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from .peer import WhatsAppPeer
+from .webhook import CallWebhook
 
 REMEMBERED = 4096
 """Ended calls and handled events remembered, so a redelivered webhook changes nothing."""
+PARKED = 16
+"""Webhook events kept per dial that arrive before ``connect`` has returned Meta's call id
+(found by their ``biz_opaque_callback_data``, our call id); the oldest go first."""
 
 
 @dataclass
@@ -47,3 +51,23 @@ class Remembered:
         self._items[key] = None
         while len(self._items) > self.size:
             self._items.popitem(last=False)
+
+
+class Parked(dict[str, deque[CallWebhook]]):
+    """Our call id → the webhook events that came before Meta's answer to ``connect`` (one
+    entry per dial in flight, so as bounded as the calls; :data:`PARKED` events each)."""
+
+    def open(self, opaque: str) -> None:
+        if opaque:
+            self[opaque] = deque(maxlen=PARKED)
+
+    def park(self, ev: CallWebhook) -> bool:
+        """Keep ``ev`` if it is about a dial in flight (by ``biz_opaque_callback_data``)."""
+        if not ev.opaque or ev.opaque not in self:
+            return False
+        self[ev.opaque].append(ev)
+        return True
+
+    def take(self, opaque: str, wacid: str) -> list[CallWebhook]:
+        """The dial's parked events about ``wacid``, in order; the dial's entry goes."""
+        return [ev for ev in self.pop(opaque, ()) if ev.wacid == wacid]

@@ -10,17 +10,24 @@ parses anything. The envelope ``{"object", "entry": [{"changes": [{"field": "cal
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...errors import BadRequest, Forbidden, Unauthorized
+from ...errors import AtCapacity, BadRequest, Forbidden, Unauthorized
 from ..base import EngineStats, WebhookCalls, webhook_json
 
+log = logging.getLogger(__name__)
+
 SIGNATURE_HEADER = "X-Hub-Signature-256"
+WEBHOOK_QUEUE = 256
+"""Webhook bodies accepted but not yet worked through; a full queue answers 503 (Meta
+retries)."""
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -65,6 +72,36 @@ def check(secret: str, raw: bytes, headers: Mapping[str, str], stats: EngineStat
     if not isinstance(body.get("entry"), list):
         stats.bad_messages += 1
         raise BadRequest("webhook body must be an object with an 'entry' list")
+
+
+class WebhookInbox:
+    """Meta's webhook POSTs, checked (:func:`check`), queued and answered at once, then worked
+    through one at a time by :meth:`run` (Meta wants a quick 200 and does the work after)."""
+
+    def __init__(self, secret: str, stats: EngineStats, size: int = WEBHOOK_QUEUE) -> None:
+        self.secret = secret
+        self.stats = stats
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=size)
+        self.accepted = 0
+
+    def receive(self, raw: bytes, headers: Mapping[str, str]) -> None:
+        """Take one POST (401/400 as :func:`check` says; 503 when the queue is full: Meta
+        delivers again later)."""
+        check(self.secret, raw, headers, self.stats)
+        try:
+            self.queue.put_nowait(raw)
+        except asyncio.QueueFull:
+            raise AtCapacity("too many webhooks waiting; deliver again later") from None
+        self.accepted += 1
+
+    async def run(self, handle: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        """Hand each queued body, parsed, to ``handle`` (the engine's owned task)."""
+        while True:
+            raw = await self.queue.get()
+            try:
+                await handle(json.loads(raw))
+            except Exception:  # one bad body must not stop the webhooks
+                log.exception("handling a Cloud API webhook")
 
 
 def _s(value: Any) -> str:
