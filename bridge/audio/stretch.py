@@ -154,7 +154,9 @@ class PlayoutFifo:
         shortest period, at most the longest, or as many as were quiet); in speech a period at
         least ``owed`` long if the signal repeats at one, else a shorter one."""
         x = self._pending
-        most = min(self.max_lag, x.size - self.window)
+        if x.size < self.window:
+            return 0  # too little held to compare
+        most = min(self.max_lag, x.size)
         least = self.min_lag
         if most < least:
             return 0

@@ -64,12 +64,15 @@ class DownlinkSink:
     **Clock drift.** An engine's clock runs a few hundred ppm off the listener's, so the depth
     of what waits (queued frames plus samples in the FIFO) creeps up or down. With a buffer that
     ``follow_clock``, every :data:`DRIFT_WINDOW` ticks the sink looks at the smallest depth it
-    saw before a tick: below :data:`CUSHION` frames it owes what is missing; a frame or more
-    above it for two windows in a row, it owes the excess. The debt is paid a pitch period at a
-    time (WSOLA accelerate / expand) where it is not heard, by the drift rule the Opus receiver
-    follows too (``bridge.audio.stretch.licence``): in a pause, then in voiced speech, then
-    anywhere with a cross-fade. Never a whole
-    frame dropped or inserted; an engine 2000 ppm fast adds about 6 ms of delay on average.
+    saw before a tick: below :data:`CUSHION` frames it owes what is missing; half a frame or
+    more above it for two windows in a row, it owes the excess. The debt is paid a pitch period
+    at a time (WSOLA accelerate / expand) where it is not heard, by the drift rule the Opus
+    receiver follows too (``bridge.audio.stretch.licence``): in a pause, then in voiced speech,
+    then anywhere with a cross-fade. Never a whole frame dropped or inserted.
+
+    **A frame late by a tick** (an engine's chunk that slipped past the tick it was due for,
+    which a clock drift makes happen now and then) finds half a frame held: that is stretched
+    to a whole frame by pitch periods (:meth:`_bridge`) rather than concealed.
 
     **Underruns.** When nothing is left to play (the engine's audio ran late), what the FIFO
     still holds is played and the rest of the frame conceals the gap with
@@ -77,7 +80,11 @@ class DownlinkSink:
     fades in over 5 ms: never a hard cut from speech to digital silence and back.
     """
 
-    CUSHION = 2
+    CUSHION = 1.5
+    """Frames the depth before a tick is kept at, at its lowest over a window: the least that
+    leaves half a frame held, enough to stretch (:meth:`_bridge`), when a frame slips a tick
+    (2 frames before; chosen by ``make quality``'s delay column and the click round trip, see
+    docs/performance.md)."""
     DRIFT_WINDOW = 50
 
     def __init__(self, bus: CallBus, name: str, jitter: JitterBuffer[BusFrame]) -> None:
@@ -91,6 +98,8 @@ class DownlinkSink:
         """Nothing (or a concealment) was played last: the next frame fades in."""
         self.concealed = 0
         """Frames concealed (one per gap)."""
+        self.bridged = 0
+        """Late frames bridged by stretching what was held (:meth:`_bridge`)."""
         self._ticks = 0
         self._window_start = 0
         self._window_min = 1 << 30
@@ -118,10 +127,13 @@ class DownlinkSink:
         fifo, n = self.fifo, FRAME_SAMPLES
         if self.jitter.follow_clock:
             self._watch_depth()
-        while fifo.held < n and self._feed():
+        while fifo.held < n and self._feed(early=True):
             pass
-        if fifo.held < n:
-            return self._conceal()
+        if fifo.held < n and not self._bridge():
+            while fifo.held < n and self._feed():
+                pass
+            if fifo.held < n:
+                return self._conceal()
         if self._debt:
             self._stretch()
         pcm = fifo.take()
@@ -144,6 +156,21 @@ class DownlinkSink:
             self._after_gap = False
             pcm = fade_in(pcm)
         self.fifo.feed(pcm)
+        return True
+
+    def _bridge(self) -> bool:
+        """Nothing queued, but at least a comparison window held: a frame late by a tick (an
+        engine's chunk that slipped past the tick it was due for). Stretch what is held to a
+        whole frame, a pitch period at a time (WSOLA expand, in a pause or voiced speech, else
+        forced, still cross-faded), instead of concealing and refilling: the late frame then
+        plays after it, and the depth watch sheds the added delay where it is not heard."""
+        fifo, n = self.fifo, FRAME_SAMPLES
+        if self._last is None or not self.jitter.playing:
+            return False
+        while fifo.held < n:
+            if fifo.held < fifo.window or not fifo.expand(n - fifo.held, force=True):
+                return False
+        self.bridged += 1
         return True
 
     def _conceal(self) -> Pcm | None:
@@ -171,8 +198,8 @@ class DownlinkSink:
         floor, self._window_min, self._window_start = self._window_min, 1 << 30, self._ticks
         if not self.jitter.playing:
             return  # refilling after an underrun
-        target = self.CUSHION * n
-        self._deep_windows = self._deep_windows + 1 if floor >= target + n else 0
+        target = int(self.CUSHION * n)
+        self._deep_windows = self._deep_windows + 1 if floor >= target + n // 2 else 0
         if floor < target:
             self._debt = target - floor  # up to the cushion
         elif self._deep_windows >= 2:
