@@ -39,7 +39,7 @@ async def test_threads_back_to_baseline_after_twenty_calls(make_client) -> None:
         during = native_threads()
         assert during > baseline + 20  # the calls did run their codec threads
         manager = client.server.app[MANAGER]
-        sessions = [weakref.ref(manager.find_runtime(c["callID"]).session) for c, _ in calls]
+        sessions = [weakref.ref(manager.find_runtime(c["callID"]).participants.agent) for c, _ in calls]
         pcs = [weakref.ref(s().pc) for s in sessions]
         for call, rtc in calls:
             await client.post("/call/hangup", json={"callID": call["callID"]})
