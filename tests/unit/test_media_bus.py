@@ -8,6 +8,8 @@ from bridge.attachments.queued_source import QueuedSource
 from bridge.audio import FRAME_SAMPLES
 from bridge.media import CallBus
 
+from ..support.calls import agent_sink
+
 
 async def test_a_failing_tap_is_removed_and_audio_goes_on() -> None:
     bus = CallBus("t")
@@ -62,7 +64,7 @@ def test_an_underrun_fades_out_and_the_audio_fades_back_in() -> None:
     from bridge.audio import tone
 
     bus = CallBus("c1")
-    sink = bus.add_downlink("browser")
+    sink = agent_sink(bus)
     frames = [tone(440, FRAME_SAMPLES, start=i * FRAME_SAMPLES) for i in range(6)]
     for frame in frames[:3]:
         bus.push_downlink(frame)
@@ -95,7 +97,7 @@ def test_an_underrun_after_a_stretch_plays_what_is_held_then_fades() -> None:
     from bridge.audio.stretch import PATIENCE
 
     bus = CallBus("c1")
-    sink = bus.add_downlink("browser")
+    sink = agent_sink(bus)
     frames = [tone(250, FRAME_SAMPLES, start=i * FRAME_SAMPLES) for i in range(3)]
     for frame in frames:
         bus.push_downlink(frame)
@@ -123,7 +125,7 @@ def test_a_frame_late_by_a_tick_is_bridged_by_a_stretch_not_concealed() -> None:
     from bridge.audio import tone
 
     bus = CallBus("c1")
-    sink = bus.add_downlink("browser")
+    sink = agent_sink(bus)
     n = FRAME_SAMPLES
     src = tone(250, 6 * n)
     for i in range(2):
