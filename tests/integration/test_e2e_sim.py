@@ -50,7 +50,8 @@ async def test_hears_own_tone_echoed(client) -> None:
     jitter = media.participants.agent._track.sink.jitter
     assert not quiet, (
         f"{len(quiet)} silent 20 ms windows out of {len(windows)}; bridge jitter buffer "
-        f"{jitter.stats}, target {jitter.target}; uplink frames {media.participants.agent.uplink_frames}"
+        f"{jitter.stats}, target {jitter.target}; "
+        f"uplink frames {media.participants.agent.uplink_frames}"
     )
 
     # The simulated peer heard the tone at 16 kHz on the bus.
