@@ -120,7 +120,7 @@ async def send_dtmf(request: web.Request) -> web.Response:
         name: int(body.get(name, default)) for name, default in (("durationMs", 100), ("gapMs", 60))
     }
     runtime = request.app[MANAGER].runtime(call_id)
-    method = await runtime.send_dtmf(digits.upper(), timing["durationMs"], timing["gapMs"])
+    method = await runtime.dtmf.send(digits.upper(), timing["durationMs"], timing["gapMs"])
     return web.json_response(
         {"callID": call_id, "digits": digits.upper(), "method": method, **timing}, status=202
     )

@@ -55,7 +55,7 @@ async def webrtc_close(request: web.Request) -> web.Response:
     call = manager.get(require_call_id(body))
     runtime = manager.find_runtime(call.id)  # an ended call has none: nothing to close
     if runtime is not None:
-        await runtime.close_session(participant_of(body))
+        await runtime.participants.leave(participant_of(body))
     return web.json_response({"callID": call.id, "closed": True})
 
 
@@ -75,7 +75,7 @@ async def participant_role(request: web.Request) -> web.Response:
     """Change a participant's role live (a supervisor barging in, a whisperer taking over)."""
     body = await read_body(request, "RoleRequest")
     runtime = request.app[MANAGER].runtime(require_call_id(body))
-    runtime.set_role(participant_of(body), role_of(body))
+    runtime.participants.set_role(participant_of(body), role_of(body))
     return web.json_response(runtime.call.snapshot())
 
 
@@ -84,5 +84,5 @@ async def transfer(request: web.Request) -> web.Response:
     """Cold hand-off: participant ``to`` becomes the agent; the old agent is disconnected."""
     body = await read_body(request, "TransferRequest")
     runtime = request.app[MANAGER].runtime(require_call_id(body))
-    await runtime.transfer(participant_of(body, "to"))
+    await runtime.participants.transfer(participant_of(body, "to"))
     return web.json_response(runtime.call.snapshot())

@@ -315,22 +315,22 @@ class CallManager:
             raise CallStateError(f"call {call.id} has ended; start a new call")
         validate_offer(sdp)  # before any socket or peer connection exists
         runtime = self.runtime(call.id)
-        runtime.check_join(participant_id, role, self.settings.max_participants)
-        if not runtime.sessions:
+        runtime.participants.check_join(participant_id, role, self.settings.max_participants)
+        if not runtime.participants.sessions:
             if self.shutting_down:
                 raise ShuttingDown("the bridge is shutting down")
-            sessions = sum(1 for r in self._runtimes.values() if r.sessions)
+            sessions = sum(1 for r in self._runtimes.values() if r.participants.sessions)
             if sessions >= self.settings.max_calls:
                 raise AtCapacity("the bridge carries its maximum of WebRTC sessions")
         session = await self.sessions.create(
             call.id,
             runtime.bus,
-            runtime.on_session_state,
+            runtime.participants.on_state,
             participant_id=participant_id,
             role=role,
-            on_dtmf=runtime.on_session_dtmf,
+            on_dtmf=runtime.participants.on_dtmf,
         )
-        return await runtime.replace_session(session, sdp)
+        return await runtime.participants.replace(session, sdp)
 
     # -- engine events
     async def _consume_engine_events(self) -> None:
@@ -359,7 +359,7 @@ class CallManager:
             runtime = self._runtimes.get(call.id)
             digit = event.data.get("digit")
             if runtime is not None and isinstance(digit, str):
-                runtime.on_whatsapp_dtmf(digit, int(event.data.get("durationMs") or 0))
+                runtime.dtmf.on_whatsapp(digit, int(event.data.get("durationMs") or 0))
             return
         if event.kind is EngineEventKind.RINGING and call.state is CallState.CALLING:
             self._ring(call)
@@ -398,7 +398,7 @@ class CallManager:
         runtime = self._runtimes.get(call.id)
         if runtime is not None:
             runtime.state_changed()
-            runtime.wake_engine_media()
+            runtime.media.wake()
 
     # -- ending
     def _media_lost(self, runtime: CallRuntime, exc: BaseException | None) -> None:
@@ -494,7 +494,7 @@ class CallManager:
         return sum(
             1
             for r in self._runtimes.values()
-            for s in r.sessions.values()
+            for s in r.participants.sessions.values()
             if s.state not in ("closed", "failed")
         )
 

@@ -113,14 +113,15 @@ async def hand_off(client, cid: str, warm: bool) -> None:
     assert agents == ["next"]
     await asyncio.sleep(1.5)
     # What the WhatsApp peer heard from 0.5 s before the hand-off to 1.5 s after, frame by
-    # frame: a hand-off that drops audio leaves silent frames (a hole of hundreds of ms), one
-    # that keeps it has a tone in every frame. Judged on the audio, not on arrival times, which
-    # a loaded machine delays by a tick or two anyway.
+    # frame: a hand-off that drops audio leaves a run of silent frames (hundreds of ms); one
+    # that keeps it has a tone in every frame but, on a loaded machine, the odd frame a late
+    # packet left empty (the bar: two in a row, 40 ms). Judged on the audio, not on arrival
+    # times, which a loaded machine delays by a tick or two anyway.
     frames = list(sim_call(client, cid).heard)
     assert len(frames) >= 90, len(frames)
-    levels = [rms_dbfs(frame) for frame in frames]
-    silent = [i for i, level in enumerate(levels) if level < -40.0]
-    assert not silent, (silent, [round(levels[i], 1) for i in silent])
+    silent = [rms_dbfs(frame) < -40.0 for frame in frames]
+    longest = max(len(run) for run in "".join("s" if q else "." for q in silent).split("."))
+    assert longest <= 2, ("silent frames", [i for i, q in enumerate(silent) if q])
     assert_hears(peer_heard(client, cid, 25), 16_000, {WHISPER}, {AGENT})
     await agent.close()
     await new.close()

@@ -273,7 +273,7 @@ async def lossy_call(client, browser, *, until) -> tuple[dict, dict, float]:
     answer = await page.evaluate("window.demo.client.pc.remoteDescription.sdp")
     assert "useinbandfec=1" in answer and "stereo=0" in answer
     snap = (await (await client.get("/call/status")).json())["calls"][0]
-    session = client.app[MANAGER].runtime(snap["callID"]).session
+    session = client.app[MANAGER].runtime(snap["callID"]).participants.agent
     dtls = next(t.receiver for t in session.pc.getTransceivers() if t.kind == "audio").transport
     # The datagrams as they reach the bridge's receive path (rtc/rtprecv.py, once attached).
     connection = aiortc_seam.ice_connection(dtls.transport)
@@ -392,7 +392,7 @@ async def downlink_concealment(client, browser, window: int = 48_000 * 6) -> tup
     )
     answer = await page.evaluate("window.demo.client.pc.remoteDescription.sdp")
     snap = (await (await client.get("/call/status")).json())["calls"][0]
-    lean = client.app[MANAGER].runtime(snap["callID"]).session._lean
+    lean = client.app[MANAGER].runtime(snap["callID"]).participants.agent._lean
     await until(lambda: lean.running, what="the bridge's sender")
     send, rng = lean._send, random.Random(21)
 
