@@ -28,6 +28,7 @@ from .api.keys import (
     PLAYBACK,
     RECORDINGS,
     RECOVERY,
+    REPORTS,
     SETTINGS,
     TASKS,
     TURN,
@@ -40,6 +41,7 @@ from .attachments.speech import start_speech_activity
 from .calls import Call, CallEvents, CallManager, InboundCalls, InMemoryCallRegistry, Recovery
 from .calls.handover import MovedCall
 from .calls.model import default_owner
+from .calls.reports import start_reports
 from .calls.runtime import CallRuntime
 from .cluster import create_directory, internal_url_for
 from .cluster.handover import Handover
@@ -258,6 +260,7 @@ def create_app(
         follow_calls(manager, app[RECORDINGS], app[TASKS])
         events.observe(dtmf_observer(manager.find_runtime))  # keys to forks, sockets
         app[MANAGER], app[INBOUND], app[RECOVERY] = manager, inbound, recovery
+        app[REPORTS] = start_reports(settings, metrics.registry, events, manager, app[TASKS])
         try:
             await manager.start()
             await recovery.start()
@@ -265,6 +268,7 @@ def create_app(
         finally:
             await recovery.close()
             await manager.close()  # every live call ends (with its runtime)
+            await app[REPORTS].flush()  # their records are on disk
 
     async def call_handover(app: web.Application) -> AsyncIterator[None]:
         """Calls moving between workers: a drain on SIGTERM hands them over, the calls moved

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from ..attachments import ForkService, PlaybackService, RecordingService
 from ..calls import CallManager, InboundCalls, Recovery
+from ..calls.reports import CallReports
 from ..cluster import Directory
 from ..cluster.handover import Handover
 from ..config import Settings
@@ -29,6 +30,8 @@ PLAYBACK = web.AppKey("playback", PlaybackService)
 RECORDINGS = web.AppKey("recordings", RecordingService)
 FORKS = web.AppKey("forks", ForkService)
 WEBHOOKS = web.AppKey("webhooks", WebhookService)
+REPORTS = web.AppKey("reports", CallReports)
+"""Each call's timeline while it lasts and its record after (``GET /call/{callID}/report``)."""
 DIRECTORY = web.AppKey("directory", Directory)
 HANDOVER = web.AppKey("handover", Handover)
 """Moves this worker's calls away when it drains; takes calls moved here

@@ -1,4 +1,5 @@
-"""``GET /metrics`` (Prometheus text format) and ``GET /call/{callID}/stats`` (JSON)."""
+"""``GET /metrics`` (Prometheus text format), ``GET /call/{callID}/stats`` and
+``GET /call/{callID}/report`` (JSON)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from aiohttp import web
 from ..errors import Unauthorized
 from ..metrics import CONTENT_TYPE
 from .auth import request_token, token_matches
-from .keys import MANAGER, METRICS, SETTINGS
+from .keys import MANAGER, METRICS, REPORTS, SETTINGS
 
 routes = web.RouteTableDef()
 
@@ -27,3 +28,10 @@ async def metrics(request: web.Request) -> web.Response:
 @routes.get("/call/{callID}/stats")
 async def call_stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[MANAGER].stats(request.match_info["callID"]))
+
+
+@routes.get("/call/{callID}/report")
+async def call_report(request: web.Request) -> web.Response:
+    """The call record: a live call's so far, an ended call's as stored at its end."""
+    report = await request.app[REPORTS].get(request.match_info["callID"])
+    return web.json_response(report)
