@@ -18,7 +18,7 @@ import numpy as np
 
 from bench.scoring import pesq_wb
 from bench.speech import frames
-from bridge.audio.opus import OpusDecoder, OpusEncoder
+from bridge.audio.opus import OpusDecoder, OpusEncoder, has_fec
 
 COMPLEXITIES = tuple(range(11))
 BITRATES = (16_000, 20_000, 24_000, 32_000, 40_000)
@@ -91,4 +91,118 @@ def table(rows: list[dict[str, Any]]) -> str:
                 + " |"
             )
         out.append("")
+    return "\n".join(out)
+
+
+LOSS_SETTINGS = (
+    # (label, bitrate, complexity, in-band FEC planned for %, RED depth)
+    ("plain, the clean-link setting", 40_000, 5, 0, 0),
+    ("FEC 10 % at 40 kbit/s, complexity 5", 40_000, 5, 10, 0),
+    ("FEC 10 % at 40 kbit/s, complexity 8", 40_000, 8, 10, 0),
+    ("FEC 10 % at 48 kbit/s, complexity 5", 48_000, 5, 10, 0),
+    ("FEC 10 % at 48 kbit/s, complexity 8 (the bridge's)", 48_000, 8, 10, 0),
+    ("FEC 20 % at 48 kbit/s, complexity 8", 48_000, 8, 20, 0),
+    ("FEC 10 % at 56 kbit/s, complexity 8", 56_000, 8, 10, 0),
+    ("RED, previous frame, 40 kbit/s, complexity 5", 40_000, 5, 0, 1),
+    ("RED, two previous frames, 40 kbit/s, complexity 5", 40_000, 5, 0, 2),
+)
+"""The downlink settings the loss curve compares (``--loss-curve``)."""
+LOSS_PROFILES = (
+    ("clean", 0.0, 0.0),
+    ("3 %", 0.03, 0.0),
+    ("10 %", 0.10, 0.0),
+    ("20 %", 0.20, 0.0),
+    ("bursts 5 %", 0.05, 2.5),
+)
+"""(label, loss, mean burst length): random loss, and Gilbert bursts as the path bench's."""
+LOSS_SEEDS = (1, 2, 3)
+
+
+def lossy_decode(packets: list[bytes], lost: set[int], red: int) -> np.ndarray:
+    """An ideal receiver of ``packets`` less ``lost``: a lost frame from a RED copy in one of
+    the ``red`` packets after it, else from the next packet's FEC data, else concealed."""
+    dec = OpusDecoder(16_000)
+    out = []
+    for i, packet in enumerate(packets):
+        if i not in lost or any(
+            i + k < len(packets) and i + k not in lost for k in range(1, red + 1)
+        ):
+            out.append(dec.decode(packet))
+        elif i + 1 < len(packets) and i + 1 not in lost and has_fec(packets[i + 1]):
+            out.append(dec.decode_fec(packets[i + 1], 320))
+        else:
+            out.append(dec.conceal(320))
+    return np.concatenate(out)
+
+
+def loss_curve(reference: np.ndarray) -> list[dict[str, Any]]:
+    """Each of :data:`LOSS_SETTINGS` under each of :data:`LOSS_PROFILES` (the mean over
+    :data:`LOSS_SEEDS`), offline: the encoder's side of the downlink's protection, without a
+    network's timing (the path bench has that)."""
+    from bench.quality_paths import Profile, Wire
+
+    chunks = frames(reference)
+
+    def lost(loss: float, burst: float, seed: int) -> set[int]:
+        wire = Wire(Profile("offline", loss=loss, burst=burst), seed)
+        return {i for i in range(len(chunks)) if wire.fate() is None}
+
+    patterns = {
+        (name, seed): lost(loss, burst, seed)
+        for name, loss, burst in LOSS_PROFILES
+        for seed in LOSS_SEEDS
+    }
+    rows = []
+    for label, bitrate, complexity, planned, red in LOSS_SETTINGS:
+        enc = OpusEncoder(
+            16_000,
+            bitrate=bitrate,
+            complexity=complexity,
+            fec=planned > 0,
+            expected_loss=planned,
+            dtx=False,
+        )
+        packets = [enc.encode(c) for c in chunks]
+        octets = sum(map(len, packets)) / len(packets)
+        scores = {}
+        for name, loss, _ in LOSS_PROFILES:
+            seeds = LOSS_SEEDS if loss else LOSS_SEEDS[:1]
+            scores[name] = round(
+                float(
+                    np.mean(
+                        [
+                            pesq_wb(reference, lossy_decode(packets, patterns[(name, s)], red))
+                            for s in seeds
+                        ]
+                    )
+                ),
+                2,
+            )
+        rows.append(
+            {
+                "setting": label,
+                "bitrate": bitrate,
+                "complexity": complexity,
+                "planned_loss": planned,
+                "red_depth": red,
+                # RED: each copy once per packet again, plus a 4-octet header per copy
+                "payload_kbps": round((octets * (1 + red) + 4 * red) * 8 / 20, 1),
+                "pesq_wb": scores,
+            }
+        )
+    return rows
+
+
+def loss_table(rows: list[dict[str, Any]]) -> str:
+    names = [n for n, _, _ in LOSS_PROFILES]
+    out = [
+        "| setting | payload kbit/s | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['setting']} | {r['payload_kbps']:.1f} | "
+            + " | ".join(f"{r['pesq_wb'][n]:.2f}" for n in names)
+            + " |"
+        )
     return "\n".join(out)

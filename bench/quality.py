@@ -1,9 +1,12 @@
 """``make quality``: how the bridge sounds, scored with PESQ-WB (ITU-T P.862.2) on speech.
 
-Two parts (issue 23):
+Three parts (issues 23 and 37):
 
 * ``--encoder-curve``: libopus at 16 kHz, offline, complexity 0-10 × bitrate × in-band FEC,
   PESQ-WB and µs per frame (``bench/encoder_curve.py``). Picks the bridge's encoder defaults.
+* ``--loss-curve``: the downlink's protection settings (bit rate, complexity, in-band FEC's
+  planned loss, RED depth), offline, under seeded random loss and bursts, scored with an ideal
+  FEC/RED/PLC receiver (``bench/encoder_curve.py``). Picks the protected encoder settings.
 * the paths (default): speech through real bridge processes and real aiortc peers on loopback,
   every path under seeded network profiles applied on the wire, each next to an ideal receiver
   fed the very same packets (``bench/quality_paths.py``). ``--quick``: the loss and jitter
@@ -86,21 +89,48 @@ def run_encoder_curve(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({result['run_seconds']} s)")
 
 
+def run_loss_curve(args: argparse.Namespace) -> None:
+    from bench.encoder_curve import loss_curve, loss_table
+
+    reference = speech(args.seconds)
+    t0 = time.monotonic()
+    rows = loss_curve(reference)
+    result = {
+        "kind": "loss-curve",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "speech_seconds": round(reference.size / 16_000, 2),
+        "run_seconds": round(time.monotonic() - t0, 1),
+        "rows": rows,
+    }
+    print(loss_table(rows))
+    path = write(result, Path(args.out), f"quality-loss-{time.strftime('%Y%m%d')}.json")
+    print(f"wrote {path} ({result['run_seconds']} s)")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def paths_table(paths: dict[str, Any]) -> str:
     """Markdown: one row per profile, each direction's score next to the ideal receiver's."""
     out = [
         "| network | browser → engine: bridge | ideal receiver | ideal, PLC only "
-        "| engine → browser | bridge CPU |",
-        "|---|---|---|---|---|---|",
+        "| receiver delay ms | engine → browser | bridge transit ms | bridge CPU |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in paths.items():
         if name in ("echo", "cloudapi", "cloudapi_transcoded"):
             continue
-        up = r["uplink"]
+        up, down = r["uplink"], r["downlink"]
         out.append(
             f"| {name} | {up['bridge']:.2f} | {up['ideal']:.2f} | {up['ideal_plc_only']:.2f} "
-            f"| {r['downlink']['bridge']:.2f} | {r['bridge_cpu_percent']:.1f} % |"
+            f"| {_ms(up.get('receiver_delay_ms'))} | {down['bridge']:.2f} "
+            f"| {_ms(down.get('bridge_transit_ms'))} | {r['bridge_cpu_percent']:.1f} % |"
         )
+    down = downlink_table(paths)
+    if down:
+        out += ["", down]
     if "echo" in paths:
         out.append("")
         out.append(f"Echo round trip (browser → sim echo → browser), clean: "
@@ -127,6 +157,29 @@ def paths_table(paths: dict[str, Any]) -> str:
                 f"| {b2w['browser_packets']:.2f} | |"
             )
     return "\n".join(out)
+
+
+def downlink_table(paths: dict[str, Any]) -> str:
+    """Markdown: the downlink under each loss profile, to a browser without RED (in-band FEC)
+    and to one that offers it, next to the uplink's ideal receiver under the same loss, with
+    the payload bit rate the bridge sent and its CPU."""
+    rows = [
+        "| network | engine → browser, FEC | PLC only | kbit/s | CPU | browser offering RED "
+        "| kbit/s | CPU | browser → engine, ideal |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in paths.items():
+        red = r.get("downlink_red") if isinstance(r, dict) else None
+        if red is None:
+            continue
+        down = r["downlink"]
+        rows.append(
+            f"| {name} | {down['bridge']:.2f} | {down['ideal_plc_only']:.2f} "
+            f"| {down['payload_kbps']:.1f} | {r['bridge_cpu_percent']:.1f} % | {red['bridge']:.2f} "
+            f"| {red['payload_kbps']:.1f} | {r['bridge_cpu_percent_red']:.1f} % "
+            f"| {r['uplink']['ideal']:.2f} |"
+        )
+    return "\n".join(rows) if len(rows) > 2 else ""
 
 
 def run_paths(args: argparse.Namespace) -> None:
@@ -160,6 +213,11 @@ def main() -> None:
     parser.add_argument(
         "--encoder-curve", action="store_true", help="only the offline encoder curve"
     )
+    parser.add_argument(
+        "--loss-curve",
+        action="store_true",
+        help="only the downlink's FEC/RED settings under loss, offline (~1 min)",
+    )
     parser.add_argument("--seconds", type=float, default=16.0, help="speech length")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--quick", action="store_true", help="no minute-long drift profiles")
@@ -171,6 +229,9 @@ def main() -> None:
         sys.exit("the quality bench needs: " + "; ".join(missing))
     if args.encoder_curve:
         run_encoder_curve(args)
+        return
+    if args.loss_curve:
+        run_loss_curve(args)
         return
     run_paths(args)
 

@@ -42,6 +42,8 @@ from bench.scoring import pesq_wb
 from bench.speech import frames
 from bridge.audio.opus import OpusDecoder, has_fec
 from bridge.media.clock import MediaClock
+from bridge.rtc import aiortc_seam as seam
+from bridge.rtc.red import split_red
 from bridge.rtc.sdp import opus_parameters
 from bridge.rtc.tracks import OpusBusTrack
 
@@ -74,6 +76,7 @@ PROFILES = {
         Profile("clean"),
         Profile("loss3", loss=0.03),
         Profile("loss10", loss=0.10),
+        Profile("loss20", loss=0.20),
         Profile("bursts", loss=0.05, burst=2.5),
         Profile("jitter", jitter=0.04),
         Profile("jitter+loss3", loss=0.03, jitter=0.04),
@@ -132,16 +135,21 @@ class Unwrap:
         return ext
 
 
-def ideal_decode(packets: dict[int, bytes], *, fec: bool = True) -> np.ndarray:
+def ideal_decode(
+    packets: dict[int, bytes], *, fec: bool = True, copies: dict[int, bytes] | None = None
+) -> np.ndarray:
     """What a receiver with unlimited delay makes of ``packets`` (extended seq → Opus payload):
-    every packet in order, a lost frame rebuilt from the next packet's FEC data where it has
-    some (``fec``), else libopus' concealment."""
+    every packet in order, a lost frame decoded from a RED copy of it where one arrived
+    (``copies``, by the seq it stands for: RFC 2198), else rebuilt from the next packet's FEC
+    data where it has some (``fec``), else libopus' concealment."""
     if not packets:
         return np.zeros(0, dtype=np.int16)
     dec = OpusDecoder(RATE)
     out = []
     for seq in range(min(packets), max(packets) + 1):
         payload = packets.get(seq)
+        if payload is None and copies is not None:
+            payload = copies.get(seq)
         if payload is not None:
             out.append(dec.decode(payload))
             continue
@@ -189,12 +197,21 @@ class Browser:
     drift_ppm: float = 0.0
     bitrate: int = 32_000
     expected_loss: int = 10
+    red: bool = False
+    """Offer RED (RFC 2198) as Chromium does; RED packets are split where they arrive."""
+    down_after: float = 0.0
+    """The downlink's wire loses nothing for this long after connecting (a link whose
+    loss starts mid-call: the first receiver reports are clean)."""
     sent: dict[int, bytes] = field(default_factory=dict)
     """Uplink packets that got through the wire (extended seq → Opus payload)."""
     received: dict[int, bytes] = field(default_factory=dict)
     """Downlink packets that got through the wire."""
     received_rtp: list[tuple[int, int, float]] = field(default_factory=list)
     """(extended sequence number, RTP timestamp, arrival) of each, in arrival order."""
+    copies: dict[int, bytes] = field(default_factory=dict)
+    """RED copies that got through, by the extended seq of the frame they stand for."""
+    down_octets: int = 0
+    """Downlink payload octets the bridge sent (before the wire): its bit rate."""
     lost_up: int = 0
 
     def __post_init__(self) -> None:
@@ -212,6 +229,9 @@ class Browser:
         if self.drift_ppm:
             self.track._clock = MediaClock(period=0.02 / (1 + self.drift_ppm * 1e-6))
         self.connected = asyncio.Event()
+        self.connected_at: float | None = None
+        self.red_pt: int | None = None
+        self.opus_pt = 111
         self._pending: set[asyncio.Task[None]] = set()
         self._timers: list[asyncio.TimerHandle] = []
         self._payloads: dict[int, bytes] = {}
@@ -220,6 +240,7 @@ class Browser:
         @self.pc.on("connectionstatechange")
         def on_state() -> None:
             if self.pc.connectionState == "connected":
+                self.connected_at = time.monotonic()
                 self.connected.set()
 
     def _hook(self) -> None:
@@ -257,10 +278,21 @@ class Browser:
         handle = receiver._handle_rtp_packet
 
         async def arrive(packet: Any, arrival_time_ms: int) -> None:
-            if self.down.fate() is None:
+            self.down_octets += len(packet.payload)
+            early = (
+                self.connected_at is None or time.monotonic() - self.connected_at < self.down_after
+            )
+            if self.down.fate() is None and not early:
                 return  # lost on the way (aiortc's RTCP then reports it to the bridge)
             if packet.payload:
                 seq = self._down_seq(packet.sequence_number)
+                if packet.payload_type == self.red_pt:
+                    # RED (RFC 2198): copies by the frame they stand for; the primary goes on
+                    # as plain Opus (aiortc knows no RED and would count it lost).
+                    blocks = split_red(packet.payload) or [(0, self.opus_pt, b"")]
+                    for offset, _, block in blocks[:-1]:
+                        self.copies.setdefault(seq - offset // 960, block)
+                    packet.payload_type, packet.payload = self.opus_pt, blocks[-1][2]
                 self.received[seq] = packet.payload
                 self.received_rtp.append((seq, packet.timestamp, time.monotonic()))
             await handle(packet, arrival_time_ms=arrival_time_ms)
@@ -293,6 +325,8 @@ class Browser:
         self._hook()
         await self.pc.setLocalDescription(await self.pc.createOffer())
         sdp = self.pc.localDescription.sdp
+        if self.red:
+            sdp = self._offer_red(sdp)
         async with http.post(
             f"{base}/call/webrtc/offer", json={"callID": call_id, "type": "offer", "sdp": sdp}
         ) as r:
@@ -300,11 +334,33 @@ class Browser:
             if r.status != 200:
                 raise RuntimeError(f"offer refused: {body}")
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="answer"))
+        if self.red_pt is not None:  # aiortc knows no RED: its router would drop the packets
+            receiver = self.pc.getTransceivers()[0].receiver
+            router = seam.rtp_router(receiver.transport)
+            router.payload_type_table.setdefault(self.red_pt, set()).add(receiver)
         # As a browser does: send no more than the answer's maxaveragebitrate (RFC 7587 §6.1).
         cap = opus_parameters(body["sdp"]).get("maxaveragebitrate")
         if cap and cap.isdigit() and int(cap) < self.bitrate:
             self.track._encoder.set_bitrate(int(cap))
         await asyncio.wait_for(self.connected.wait(), 10)
+
+    def _offer_red(self, sdp: str) -> str:
+        """``sdp`` offering ``red/48000/2`` over its Opus, as Chromium's offer does."""
+        lines = sdp.replace("\r\n", "\n").split("\n")
+        opus = next(ln for ln in lines if ln.startswith("a=rtpmap:") and "opus/48000" in ln)
+        self.opus_pt = int(opus[len("a=rtpmap:") :].split(" ", 1)[0])
+        self.red_pt = 63
+        out = []
+        for ln in lines:
+            if ln.startswith("m=audio "):
+                ln = f"{ln} {self.red_pt}"
+            out.append(ln)
+            if ln == opus:
+                out += [
+                    f"a=rtpmap:{self.red_pt} red/48000/2",
+                    f"a=fmtp:63 {self.opus_pt}/{self.opus_pt}",
+                ]
+        return "\r\n".join(out)
 
     async def close(self) -> None:
         for timer in self._timers:
@@ -382,28 +438,51 @@ async def _place_call(http: aiohttp.ClientSession, base: str) -> str:
     raise RuntimeError("the call never became active")
 
 
+DOWN_AFTER = 2.0
+"""The browser's link starts losing the bridge's packets this long after connecting (the
+speech starts 0.5 s after connecting): a link whose loss starts mid-call, after clean reports."""
+DOWNLINK_PROFILES = ("clean", "loss3", "loss10", "loss20", "bursts")
+"""The profiles the downlink is also measured on with a browser that offers RED."""
+
+
 async def engine_call(
-    speech: np.ndarray, profile: Profile, seed: int, bridge: Bridge, engine: Any
+    speech: np.ndarray,
+    profile: Profile,
+    seed: int,
+    bridge: Bridge,
+    engine: Any,
+    *,
+    red: bool = False,
 ) -> dict[str, Any]:
-    """One call on a PCM engine under ``profile``: both directions scored."""
+    """One call on a PCM engine under ``profile``: both directions scored (``red``: the
+    browser offers RED, as Chromium does)."""
     restrict_to_loopback()
     sent = np.tile(speech, profile.repeats)
     browser = Browser(
-        sent, Wire(profile, seed), Wire(profile, seed + 1000), drift_ppm=profile.drift_ppm
+        sent,
+        Wire(profile, seed),
+        Wire(profile, seed + 1000),
+        drift_ppm=profile.drift_ppm,
+        red=red,
+        down_after=DOWN_AFTER,
     )
     async with aiohttp.ClientSession() as http:
         call_id = await _place_call(http, bridge.base)
         await browser.connect(http, bridge.base, call_id)
         fake = list(engine.calls.values())[-1]
         await asyncio.sleep(0.5)
+        transit0 = await _transit(http, bridge.base)
         cpu0 = bridge.cpu_seconds()
         fake.received.clear()
         fake.clock_ppm = profile.drift_ppm  # the engine's clock drifts as the browser's does
         browser.source.start()
         fake.signal = sent
         seconds = sent.size / RATE
+        octets0 = browser.down_octets
         await asyncio.sleep(seconds + 1.0)
+        down_kbps = (browser.down_octets - octets0) * 8 / (seconds + 1.0) / 1000
         cpu = bridge.cpu_seconds() - cpu0
+        transit1 = await _transit(http, bridge.base)
         async with http.get(f"{bridge.base}/call/{call_id}/stats") as r:
             stats = await r.json()
         async with http.post(f"{bridge.base}/call/hangup", json={"callID": call_id}):
@@ -416,14 +495,68 @@ async def engine_call(
         "ideal": pesq_wb(sent, ideal_decode(browser.sent), piece),
         "ideal_plc_only": pesq_wb(sent, ideal_decode(browser.sent, fec=False), piece),
         "packets_lost": browser.lost_up,
+        "receiver_delay_ms": _receiver_delay_ms(stats),
     }
-    downlink = {"bridge": pesq_wb(sent, ideal_decode(browser.received), piece)}
+    received = browser.received
+    lost = [s for s in range(min(received), max(received)) if s not in received] if received else []
+    downlink = {
+        "bridge": pesq_wb(sent, ideal_decode(received, copies=browser.copies), piece),
+        "ideal_plc_only": pesq_wb(sent, ideal_decode(received, fec=False), piece),
+        "payload_kbps": round(down_kbps, 1),
+        "packets_lost": len(lost),
+        "red_copies_used": sum(1 for s in lost if s in browser.copies),
+        "red_copies_differing": sum(
+            1 for s, c in browser.copies.items() if s in received and received[s] != c
+        ),
+        "fec_frames": sum(
+            1 for s in lost if s not in browser.copies and has_fec(received.get(s + 1, b""))
+        ),
+        "protection": (stats.get("webrtc") or {}).get("downlinkProtection"),
+        "bridge_transit_ms": _mean_ms(transit0, transit1, "downlink"),
+    }
     return {
         "uplink": uplink,
         "downlink": downlink,
         "bridge_cpu_percent": round(100 * cpu / (seconds + 1.0), 2),
         "receiver": _receiver_stats(stats),
     }
+
+
+def _receiver_delay_ms(stats: dict[str, Any]) -> float | None:
+    """The browser leg's receiver: the mean time a played sample waited in it (W3C
+    ``jitterBufferDelay / jitterBufferEmittedCount``), ms."""
+    rx = _receiver_stats(stats) or {}
+    count = rx.get("jitterBufferEmittedCount") or 0
+    return round(1000 * rx["jitterBufferDelay"] / count, 1) if count else None
+
+
+async def _transit(http: aiohttp.ClientSession, base: str) -> dict[str, tuple[float, float]]:
+    """``bridge_frame_transit_seconds`` (sum, count) per direction, from ``/metrics``: how
+    long a frame waited between entering the bridge and leaving it (on the downlink, the
+    listener's jitter buffer and its cushion)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with http.get(f"{base}/metrics") as r:
+        text = await r.text()
+    out: dict[str, list[float]] = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name != "bridge_frame_transit_seconds":
+            continue
+        for sample in fam.samples:
+            pair = out.setdefault(sample.labels.get("direction", ""), [0.0, 0.0])
+            if sample.name.endswith("_sum"):
+                pair[0] = sample.value
+            elif sample.name.endswith("_count"):
+                pair[1] = sample.value
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def _mean_ms(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], key: str
+) -> float | None:
+    s0, c0 = before.get(key, (0.0, 0.0))
+    s1, c1 = after.get(key, (0.0, 0.0))
+    return round(1000 * (s1 - s0) / (c1 - c0), 1) if c1 > c0 else None
 
 
 def _receiver_stats(stats: dict[str, Any]) -> dict[str, Any] | None:
@@ -457,6 +590,7 @@ async def run_paths(
     seed: int = 1,
     echo: bool = True,
     cloudapi: bool = False,
+    red: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Every profile on a PCM-engine bridge, the echo round trip on a sim bridge, and a Cloud
@@ -483,6 +617,13 @@ async def run_paths(
                 f"  {name}: {out[name]['uplink']} {out[name]['downlink']} "
                 f"({time.monotonic() - t0:.0f} s)"
             )
+            if red and name in DOWNLINK_PROFILES:
+                with_red = await engine_call(
+                    speech, PROFILES[name], seed + i, bridge, engine, red=True
+                )
+                out[name]["downlink_red"] = with_red["downlink"]
+                out[name]["bridge_cpu_percent_red"] = with_red["bridge_cpu_percent"]
+                log(f"  {name}, browser offers RED: {with_red['downlink']}")
     finally:
         await bridge.stop()
         await engine.stop()

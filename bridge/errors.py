@@ -124,6 +124,38 @@ class NoCallPermission(Forbidden):
         self.details = details or {}
 
 
+class MetaLimit(RateLimited):
+    """Meta refused because of one of its limits (138009 permission requests, 138012 calls
+    with one user, 138002 the number's concurrent calls): 429 with ``Retry-After``; ``code``
+    names the limit, ``details`` carry Meta's code and message and, when known, ``retryAt``
+    (when the next request is allowed)."""
+
+    code = "meta_limit"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        retry_after: int = 60,
+        details: dict[str, object] | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.code = code
+        self.details = details or {}
+
+
+class MetaRefused(GraphApiError):
+    """Meta refused a call action with a code the bridge maps (``code`` names it:
+    ``setup_failed``, ``wrong_signalling``…): 502, Meta's code and message in ``details``."""
+
+    def __init__(
+        self, message: str, *, code: str, details: dict[str, object] | None = None
+    ) -> None:
+        super().__init__(message, details=details)
+        self.code = code
+
+
 class ShuttingDown(BridgeError):
     code = "shutting_down"
 

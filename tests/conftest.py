@@ -5,8 +5,9 @@ points the bridge at it."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -15,6 +16,9 @@ from bridge.config import settings_for_tests
 
 from .fakes.wadial import FakeWadial
 from .fakes.zuckzapgo import FakeZuckZapGo
+
+if TYPE_CHECKING:
+    from .support.cluster import Redis
 
 
 @pytest.fixture
@@ -31,6 +35,26 @@ def make_client(aiohttp_client: Any) -> Callable[..., Any]:
 @pytest.fixture
 async def client(make_client: Callable[..., Any]) -> AsyncIterator[TestClient]:
     yield await make_client()
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    """A real ``redis-server`` on a loopback port, without persistence (skipped where it is
+    missing, failed under CI)."""
+    from .support.cluster import Redis, require_redis
+
+    require_redis()
+    server = Redis()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client session for tests that talk to bridge processes."""
+    async with aiohttp.ClientSession() as s:
+        yield s
 
 
 @pytest.fixture

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import calls, engine, health, internal, media, metrics, schema, sim, streams, webrtc
+from . import (
+    agents,
+    calls,
+    engine,
+    health,
+    internal,
+    media,
+    metrics,
+    permissions,
+    schema,
+    sim,
+    streams,
+    webrtc,
+)
 from .errors import error_middleware
 from .keys import ENGINE, MANAGER, SETTINGS
 
@@ -18,7 +31,9 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_routes(engine.routes)
     app.router.add_routes(media.routes)
     app.router.add_routes(streams.routes)
+    app.router.add_routes(agents.routes)
     app.router.add_routes(sim.routes)
+    app.router.add_routes(permissions.routes)
     app.router.add_routes(calls.routes)
     app.router.add_routes(internal.routes)
 

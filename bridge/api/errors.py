@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -65,6 +64,17 @@ def error_response(
         error["details"] = details  # e.g. Meta's code, subcode and message
     body = {"error": error}
     return web.json_response(body, status=status, headers=headers or None)
+
+
+def error_code(body: bytes | None) -> str | None:
+    """The ``error.code`` of a JSON error body (:func:`error_response`'s), or ``None``."""
+    try:
+        parsed = json.loads(body or b"")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def status_for(exc: errors.BridgeError) -> int:
@@ -177,16 +187,8 @@ async def read_json(request: web.Request, limit: int = JSON_LIMIT) -> dict[str, 
     return parse_json_object(await read_raw_json(request, limit))
 
 
-_CALL_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
 def require_call_id(body: dict[str, Any]) -> str:
-    """The ``callID`` field, checked against the shape call ids have."""
-    value = body.get("callID")
-    if not isinstance(value, str) or not value:
-        raise errors.BadRequest("field 'callID' is required and must be a string")
-    if not _CALL_ID.match(value):
-        raise errors.BadRequest(
-            "field 'callID' must be 1-128 characters of letters, digits, '.', '_', ':' or '-'"
-        )
+    """The ``callID`` of a body :func:`~bridge.api.schema.read_body` has checked (every
+    schema that carries one requires it and gives it the ``CallId`` shape)."""
+    value: str = body["callID"]
     return value

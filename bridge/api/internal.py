@@ -8,11 +8,11 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
+from ..audio import FRAME_SAMPLES
 from ..calls.handover import MovedCall, OpenRelay
 from ..cluster import WorkerInfo
 from ..cluster.handover import Send
-from ..engines import EngineStats, MediaChannel
-from ..engines.zuckzapgo import ZuckZapGoMedia
+from ..engines import EngineStats, MediaChannel, PcmStreamMedia
 from ..errors import NotFound
 from .auth import FORWARDED, INTERNAL_HEADER, OWNER_HEADER
 from .keys import HANDOVER
@@ -50,7 +50,8 @@ def relay_opener(http: aiohttp.ClientSession, secret: str) -> OpenRelay:
             )
         except aiohttp.ClientError as exc:
             raise ConnectionError(str(exc) or type(exc).__name__) from None
-        return ZuckZapGoMedia(ws, call_id, EngineStats())
+        # 60 ms batches, as before (the stream takes any whole number of samples).
+        return PcmStreamMedia(ws, call_id, EngineStats(), batch_samples=3 * FRAME_SAMPLES)
 
     return open_relay
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
+from ..agents import AgentService
 from ..attachments import ForkService, PlaybackService, RecordingService
 from ..calls import CallManager, InboundCalls, Recovery
 from ..calls.reports import CallReports
@@ -29,6 +30,8 @@ METRICS = web.AppKey("metrics", Metrics)
 PLAYBACK = web.AppKey("playback", PlaybackService)
 RECORDINGS = web.AppKey("recordings", RecordingService)
 FORKS = web.AppKey("forks", ForkService)
+AGENTS = web.AppKey("agents", AgentService)
+"""Realtime model agents on calls (OpenAI Realtime, Gemini Live)."""
 WEBHOOKS = web.AppKey("webhooks", WebhookService)
 REPORTS = web.AppKey("reports", CallReports)
 """Each call's timeline while it lasts and its record after (``GET /call/{callID}/report``)."""

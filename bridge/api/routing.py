@@ -1,7 +1,8 @@
 """Routing between instances: a request about a call runs on the worker that owns the call.
 
 With a shared directory (Redis), any worker may receive any request. This middleware finds
-the call a request is about (the ``{callID}`` in its path, or ``callID`` in its JSON body),
+the call a request is about (the ``{callID}`` in its path, or ``callID`` in its JSON body on
+the routes whose body schema in the OpenAPI document requires one),
 and when another worker owns it, forwards the request to that worker's internal address with
 ``BRIDGE_INTERNAL_SECRET`` and gives the client the owner's status and body unchanged (the
 ``/call/{callID}/stream`` WebSocket is relayed message by message). ``POST /call/make`` is
@@ -37,32 +38,14 @@ from ..errors import (
 from ..tasks import TaskSet
 from .auth import FORWARDED, INTERNAL_HEADER, OWNER_HEADER
 from .engine import WEBHOOK_PATH
-from .errors import JSON_LIMIT, RAW_BODY, error_response, read_raw_json
+from .errors import JSON_LIMIT, RAW_BODY, error_code, error_response, read_raw_json
 from .keys import DIRECTORY, ENGINE, INTERNAL_HTTP, MANAGER, METRICS
 from .media import PLAY_BODY_LIMIT
+from .schema import call_body_routes
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-CALL_BODY_ROUTES = frozenset(
-    {
-        "/call/answer",
-        "/call/hangup",
-        "/call/mute",
-        "/call/dtmf",
-        "/call/play",
-        "/call/play/stop",
-        "/call/hold",
-        "/call/record",
-        "/call/record/stop",
-        "/call/webrtc/offer",
-        "/call/webrtc/close",
-        "/call/participants/role",
-        "/call/transfer",
-    }
-)
-"""POST routes whose JSON body names the call (``callID``)."""
 
 FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=2)
 """A forwarded request may take as long as an offer's ICE gathering; connecting is quick
@@ -127,7 +110,7 @@ async def _call_id_of(request: web.Request) -> str | None:
     call_id = request.match_info.get("callID")
     if call_id is not None:
         return call_id
-    if request.method != "POST" or request.path not in CALL_BODY_ROUTES:
+    if request.method != "POST" or request.path not in call_body_routes():
         return None
     limit = PLAY_BODY_LIMIT if request.path == "/call/play" else JSON_LIMIT  # the handler's
     with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
@@ -186,7 +169,8 @@ async def _place(request: web.Request, handler: Handler, secret: str) -> web.Str
             log.warning("placing a call: worker %s: %s; trying the next", worker.id, exc.message)
             continue  # nothing was created there
         body = response.body if isinstance(response, web.Response) else None
-        if response.status == 503 and isinstance(body, bytes) and b'"at_capacity"' in body:
+        full = error_code(body if isinstance(body, bytes) else None) == AtCapacity.code
+        if response.status == 503 and full:
             continue  # filled meanwhile: try the next
         return response
     raise AtCapacity("every worker carries its maximum of calls (BRIDGE_MAX_CALLS each)")

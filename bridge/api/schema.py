@@ -42,6 +42,26 @@ def openapi_json() -> bytes:
     return json.dumps(openapi_document(), ensure_ascii=False).encode()
 
 
+def _schema(ref: dict[str, Any]) -> dict[str, Any]:
+    schemas = openapi_document()["components"]["schemas"]
+    while "$ref" in ref:
+        ref = schemas[ref["$ref"].rsplit("/", 1)[-1]]
+    return ref
+
+
+@functools.cache
+def call_body_routes() -> frozenset[str]:
+    """The POST paths whose JSON body names the call (a required ``callID``), read from the
+    document: routing sends them to the call's owner."""
+    paths = set()
+    for path, operations in openapi_document()["paths"].items():
+        body = operations.get("post", {}).get("requestBody", {})
+        schema = _schema(body.get("content", {}).get("application/json", {}).get("schema", {}))
+        if "callID" in schema.get("required", ()):
+            paths.add(path)
+    return frozenset(paths)
+
+
 @functools.cache
 def _validator(name: str) -> Draft202012Validator:
     doc = openapi_document()

@@ -8,7 +8,7 @@ publish an event and to detach — so this package never imports the call layer 
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from ..media import CallBus
 
@@ -46,3 +46,11 @@ class Attachment(Protocol):
 
     async def close(self) -> Any:
         """Detach from the bus and release everything (idempotent)."""
+
+
+@runtime_checkable
+class CarriesKeys(Protocol):
+    """An attachment that carries the WhatsApp user's key presses to an app (a fork's
+    ``dtmf`` event, a PCM socket's ``dtmf`` message, an agent's text)."""
+
+    def dtmf(self, digit: str, duration_ms: int) -> None: ...

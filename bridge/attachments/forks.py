@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import numpy as np
 
-from ..audio import Resampler
+from ..audio import FRAME_MS, Resampler
 from ..audio.g711 import ulaw_decode, ulaw_encode
 from ..audio.pcm import Pcm
 from ..errors import BadRequest, CallStateError, Forbidden, NotFound
@@ -176,6 +176,7 @@ class Fork:
             max_audio=QUEUE_LIMIT, max_control=QUEUE_LIMIT, drop_oldest_audio=False
         )
         self._chunks = {"inbound": 0, "outbound": 0}
+        self._first_ms: dict[str, int] = {}
         self._t0 = time.monotonic()
         self._to8k = {"inbound": Resampler(8000), "outbound": Resampler(8000)}
         self._from8k = Resampler(16_000)
@@ -206,7 +207,11 @@ class Fork:
             else:
                 payload = pcm.astype("<i2", copy=False).tobytes()
             self._chunks[track] += 1
-            at_ms = int((time.monotonic() - self._t0) * 1000)
+            if track not in self._first_ms:
+                self._first_ms[track] = int((time.monotonic() - self._t0) * 1000)
+            # Milliseconds of media since the stream started: each 20 ms frame its own,
+            # whatever bursts the engine's frames arrive in (a 60 ms packet is three frames).
+            at_ms = self._first_ms[track] + (self._chunks[track] - 1) * FRAME_MS
             self._enqueue(self.wire.media(track, self._chunks[track], at_ms, payload), audio=True)
 
         return tap

@@ -4,7 +4,7 @@ Twilio-dialect fork's ``dtmf`` event, a PCM socket's ``dtmf`` message).
 Every ``call.dtmf`` event with ``source`` ``whatsapp`` — in-band tones found on a PCM engine's
 downlink or RFC 4733 events from the Cloud API leg — is published once on the call's events;
 :func:`dtmf_observer` is a ``CallEvents`` observer that hands it to the call's attachments
-with a ``dtmf(digit, duration_ms)`` method, so none of them needs its own detector.
+that :class:`~bridge.attachments.base.CarriesKeys`, so none of them needs its own detector.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .base import AttachmentHost
+from .base import AttachmentHost, CarriesKeys
 
-KINDS = ("fork", "socket")
-"""Attachment kinds that may carry key presses to an app."""
+KINDS = ("fork", "socket", "agent")
+"""Attachment kinds that may carry key presses to an app (or to a model, as text)."""
 
 
 def dtmf_observer(find_host: Callable[[str], AttachmentHost | None]) -> Callable[[Any, Any], None]:
@@ -31,8 +31,7 @@ def dtmf_observer(find_host: Callable[[str], AttachmentHost | None]) -> Callable
         duration = int(event.data.get("durationMs") or 0)
         for kind in KINDS:
             for attachment in host.attached(kind):
-                press = getattr(attachment, "dtmf", None)
-                if press is not None:
-                    press(digit, duration)
+                if isinstance(attachment, CarriesKeys):
+                    attachment.dtmf(digit, duration)
 
     return observe

@@ -1,6 +1,6 @@
 """Pure, synchronous DSP on the bus format (16 kHz mono s16, 20 ms frames)."""
 
-from .analysis import dominant_frequency, rms_dbfs, tone
+from .analysis import rms_dbfs, tone
 from .jitter import JitterBuffer
 from .pcm import (
     FRAME_MS,
@@ -20,7 +20,6 @@ __all__ = [
     "JitterBuffer",
     "Reframer",
     "Resampler",
-    "dominant_frequency",
     "f32_to_s16",
     "rms_dbfs",
     "s16_to_f32",

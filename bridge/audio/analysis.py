@@ -1,4 +1,5 @@
-"""Signal generation and measurement: tones, level and dominant frequency."""
+"""Signal generation and measurement: tones and level (the tests' spectral helper is
+``tests/support/spectrum.py``)."""
 
 from __future__ import annotations
 
@@ -29,20 +30,3 @@ def rms_dbfs(pcm: npt.NDArray[np.integer] | npt.NDArray[np.floating]) -> float:
         return float("-inf")
     rms = float(np.sqrt(np.mean(x * x)))
     return 20 * np.log10(rms) if rms > 0 else float("-inf")
-
-
-def dominant_frequency(pcm: npt.NDArray[np.integer] | npt.NDArray[np.floating], rate: int) -> float:
-    """Frequency (Hz) of the strongest spectral peak, interpolated between FFT bins."""
-    x = np.asarray(pcm, dtype=np.float64)
-    if x.size < 16:
-        return 0.0
-    x = (x - x.mean()) * np.hanning(x.size)
-    spectrum = np.abs(np.fft.rfft(x))
-    k = int(np.argmax(spectrum[1:]) + 1)
-    if 1 <= k < spectrum.size - 1:
-        a, b, c = spectrum[k - 1], spectrum[k], spectrum[k + 1]
-        denom = a - 2 * b + c
-        offset = 0.5 * (a - c) / denom if denom != 0 else 0.0
-    else:
-        offset = 0.0
-    return float((k + offset) * rate / x.size)

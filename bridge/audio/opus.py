@@ -162,6 +162,10 @@ class OpusEncoder:
         """Change the target bitrate (bit/s) from the next frame on."""
         self._ctl(_SET_BITRATE, bitrate)
 
+    def set_complexity(self, complexity: int) -> None:
+        """Change the complexity (0–10) from the next frame on."""
+        self._ctl(_SET_COMPLEXITY, complexity)
+
     def set_expected_loss(self, percent: int) -> None:
         """Tell the encoder how much loss to expect (0–100 %): with in-band FEC on, it spends
         that much more on LBRR data (RFC 6716 §2.1.7); 0 turns the FEC data off."""

@@ -14,15 +14,12 @@ preference (the way libwebrtc's NetEq, FreeSWITCH and Asterisk decode):
    :data:`OUTAGE_FRAMES` concealed frames with nothing buffered the stream is silent until
    packets return, and then starts afresh.
 
-**How long to hold packets.** Every packet's *slack* is measured at arrival: how long before
-the clock will need it (negative: too late). The receiver keeps a window of recent slacks and
-steers a low quantile of them to a small margin — enough that all but ~2 % of packets are on
-time — by adding or removing one frame of delay at a time. On a clean network that is less
-than one frame; with jitter it follows the jitter (bounded by ``max_delay``). When a frame is
-missing and so is the next packet (whose FEC could rebuild it), and the sender does send FEC,
-the receiver plays one frame of concealment and waits a frame for it (NetEq's "expand"); for
-``loss_memory`` seconds after a loss it keeps that extra frame, so the next packet of a later
-loss is usually there in time.
+**How long to hold packets** is decided apart from how frames are made, as NetEq keeps its
+decision logic apart from expand and accelerate: :class:`~bridge.audio.delay.DelayDecision`
+says on each tick whether the delay should grow or shrink (a low quantile of packets' slack
+steered to a small margin) and whether a frame is worth waiting for its FEC. When a frame is
+missing and so is the next packet, and the sender does send FEC, the receiver plays one frame
+of concealment and waits a frame for it (NetEq's "expand").
 
 **Sender clock drift** (a sender's 48 kHz clock a few hundred ppm off ours) moves the slacks
 slowly and is absorbed without ever adding or dropping a whole frame: decoded samples wait in a
@@ -34,23 +31,22 @@ use the W3C ``RTCInboundRtpStreamStats`` names (``insertedSamplesForDeceleration
 ``removedSamplesForAcceleration``).
 
 **Delay accounting.** A packet is needed at the tick at which the FIFO holds less than a frame:
-``now + 20 ms × (1 + held // frame)``. Every change of how the RTP timeline maps onto our clock
-(a concealed frame, a stretch that moves the next decode by a tick, a sender's timeline nudge)
-shifts that mapping — its *anchor* — and every stored slack with it.
+``now + 20 ms × (1 + held // frame)``; the decision follows every move of that mapping.
 
 Pure and synchronous (numpy and libopus only): the caller owns the clock and the socket.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, fields
-
 import numpy as np
 
+from .delay import DelayDecision
 from .opus import OpusDecoder, OpusError, has_fec
 from .pcm import Pcm
-from .stretch import PlayoutFifo
+from .receiver_stats import ReceiverStats, RtpArrivals
+from .stretch import PlayoutFifo, licence
+
+__all__ = ["OpusReceiver", "ReceiverStats"]
 
 RTP_CLOCK = 48_000
 """Opus always uses a 48 kHz RTP clock, whatever the audio bandwidth (RFC 7587 §4.1)."""
@@ -60,65 +56,12 @@ OUTAGE_FRAMES = 10
 restarts from the next packet (200 ms: libopus' concealment has faded out by then)."""
 
 
-@dataclass
-class ReceiverStats:
-    """Counters of one receiver, named after W3C ``RTCInboundRtpStreamStats`` where it has a
-    name (:meth:`as_w3c`); seconds and samples at the output rate."""
-
-    packets_received: int = 0
-    packets_lost: int = 0
-    """Expected minus received, from the sequence numbers (RFC 3550 A.3)."""
-    packets_discarded: int = 0
-    """Arrived too late to be played, or duplicates."""
-    packets_reordered: int = 0
-    """Arrived after a later packet and were still played."""
-    fec_packets_received: int = 0
-    """Frames rebuilt from the next packet's in-band FEC data."""
-    fec_recovered_samples: int = 0
-    red_recovered_packets: int = 0
-    """Lost packets replaced by the redundant copy a later RED packet carried (RFC 2198)."""
-    concealed_samples: int = 0
-    silent_concealed_samples: int = 0
-    concealment_events: int = 0
-    inserted_samples_for_deceleration: int = 0
-    removed_samples_for_acceleration: int = 0
-    decode_errors: int = 0
-    jitter: float = 0.0
-    """Interarrival jitter estimate, seconds (RFC 3550 §6.4.1)."""
-    jitter_buffer_delay: float = 0.0
-    """Seconds each emitted sample spent in the buffer, summed over samples."""
-    jitter_buffer_target_delay: float = 0.0
-    """The delay the receiver aimed for, summed over emitted samples like the above."""
-    jitter_buffer_emitted_count: int = 0
-    total_samples_received: int = 0
-
-    def as_w3c(self) -> dict[str, float | int]:
-        """camelCase names, as ``getStats()`` reports them in a browser."""
-        out: dict[str, float | int] = {}
-        for f in fields(self):
-            head, *rest = f.name.split("_")
-            value = getattr(self, f.name)
-            out[head + "".join(w.capitalize() for w in rest)] = (
-                round(value, 6) if isinstance(value, float) else value
-            )
-        return out
-
-
 class _Packet:
     __slots__ = ("arrival", "payload")
 
     def __init__(self, payload: bytes, arrival: float) -> None:
         self.payload = payload
         self.arrival = arrival
-
-
-def _unwrap(value: int, reference: int, bits: int) -> int:
-    """``value`` (``bits`` wide, wrapping) extended to the integer closest to ``reference``."""
-    span = 1 << bits
-    delta = (value - reference) % span
-    if delta >= span // 2:
-        delta -= span
-    return reference + delta
 
 
 class OpusReceiver:
@@ -136,21 +79,16 @@ class OpusReceiver:
         window: int = 100,
         quantile: float = 0.02,
         capacity: int = 64,
-        quiet_wait: float = 2.0,
         loss_memory: float = 10.0,
     ) -> None:
-        if not 0 <= min_delay <= max_delay:
-            raise ValueError("need 0 <= min_delay <= max_delay")
         self.rate = rate
         self.frame_samples = frame_samples
         self.frame_ts = RTP_CLOCK * frame_samples // rate
-        self.min_delay = min_delay
-        self.max_delay = max_delay
-        self.margin = margin
-        self.quantile = quantile
         self.capacity = capacity
-        self.quiet_wait = quiet_wait
-        self.loss_memory = loss_memory
+        self.decision = DelayDecision(
+            min_delay=min_delay, max_delay=max_delay, margin=margin, window=window,
+            quantile=quantile, loss_memory=loss_memory,
+        )  # fmt: skip
         self.stats = ReceiverStats()
         self._decoder = OpusDecoder(rate)
         self._silence = np.zeros(frame_samples, dtype=np.int16)
@@ -162,39 +100,23 @@ class OpusReceiver:
         """Extended RTP timestamp of the next frame to play (while playing)."""
         self._next_due = 0.0
         """Clock time at which that frame will be taken."""
-        self._ts_ref: int | None = None
-        self._seq_ref: int | None = None
-        self._seq_base = 0
-        self._seq_max = 0
-        self._slack: deque[float] = deque(maxlen=window)
-        self._slack_offset = 0.0
-        """Added to every stored slack: the delay added (+) or removed (-) since it was stored."""
+        self._rtp = RtpArrivals(self.stats, RTP_CLOCK)
         self._ticks = 0
-        self._anchor: float | None = None
-        """When (in ticks from the start) RTP time 0 would be needed (see the module docstring)."""
         self._first_arrival = 0.0
-        self._last_transit: float | None = None
         self._concealed_run = 0
-        self._last_loss = -1e9
-        self._want_since: float | None = None
-        self._urgent = False
-        self._step = False
         self._spare_since: float | None = None
-        self._settle = 0
-        self._target = 0.0
         self._delay_sample = 0.0
         self._waited_for = -1
         self._sender_fec = False
         """The sender puts FEC data in its packets (worth waiting a frame for after a loss)."""
         self._latest = b""
-        """The latest packet's payload: looked at for FEC only when a frame is missing (no
-        libopus call per packet)."""
+        """The latest packet's payload, looked at for FEC only when a frame is missing."""
 
     # -- packets in
     @property
     def started(self) -> bool:
         """A first packet has arrived."""
-        return self._seq_ref is not None
+        return self._rtp.started
 
     @property
     def playing(self) -> bool:
@@ -207,30 +129,17 @@ class OpusReceiver:
         its arrival time (seconds, the clock :meth:`pop` is given). Never raises: a packet that
         cannot be used is counted."""
         stats = self.stats
-        if self._seq_ref is None:
-            self._seq_ref = self._seq_base = self._seq_max = seq
-            self._ts_ref = timestamp
+        if not self._rtp.started:
             self._first_arrival = arrival
-        ext_seq = _unwrap(seq, self._seq_ref, 16)
-        self._seq_ref = ext_seq
-        assert self._ts_ref is not None
-        ts = _unwrap(timestamp, self._ts_ref, 32)
-        if ext_seq > self._seq_max:
-            self._seq_max = ext_seq
-            self._ts_ref = ts
-        elif ext_seq < self._seq_max:
-            stats.packets_reordered += 1  # undone below if it turns out unusable
-        self._update_jitter(ts, arrival)
-        stats.packets_received += 1
-        stats.packets_lost = max(0, self._seq_max - self._seq_base + 1 - stats.packets_received)
+        ext_seq, ts = self._rtp.arrive(seq, timestamp, arrival)
         if self._playing:
             if abs(ts - self._next) > RTP_CLOCK * 2:
                 self._restart()  # the sender's timeline jumped (a restarted stream)
             else:
                 due = self._next_due + (ts - self._next) / RTP_CLOCK
-                self._slack.append(due - arrival - self._slack_offset)
+                self.decision.observe(due - arrival)
                 if ts <= self._next - self.frame_ts:
-                    self._discard(ext_seq)
+                    self._rtp.discard(ext_seq)
                     return
         self._latest = payload
         if not self._sender_fec and (stats.packets_received <= 50 or not ext_seq & 7):
@@ -238,12 +147,12 @@ class OpusReceiver:
             # some in most packets, and one that never does costs no libopus call per packet.
             self._sender_fec = has_fec(payload)
         if ts in self._packets or not payload:
-            self._discard(ext_seq)
+            self._rtp.discard(ext_seq)
             return
         if len(self._packets) >= self.capacity:
             oldest = min(self._packets)
             if ts < oldest:
-                self._discard(ext_seq)
+                self._rtp.discard(ext_seq)
                 return
             del self._packets[oldest]
             stats.packets_discarded += 1
@@ -252,29 +161,15 @@ class OpusReceiver:
     def push_redundant(self, timestamp: int, payload: bytes, arrival: float) -> None:
         """A redundant copy of an earlier frame (RFC 2198 RED): used only if that frame's own
         packet has not arrived and its turn has not passed; never counted as a packet."""
-        if self._ts_ref is None or not payload:
+        ts = self._rtp.extend(timestamp)
+        if ts is None or not payload:
             return
-        ts = _unwrap(timestamp, self._ts_ref, 32)
         if ts in self._packets or (self._playing and ts < self._next):
             return
         if self._playing and ts > self._next + RTP_CLOCK:
             return
         self._packets[ts] = _Packet(payload, arrival)
         self.stats.red_recovered_packets += 1
-
-    def _discard(self, ext_seq: int) -> None:
-        self.stats.packets_discarded += 1
-        if ext_seq < self._seq_max:
-            self.stats.packets_reordered -= 1
-
-    def _update_jitter(self, ts: int, arrival: float) -> None:
-        # RFC 3550 §6.4.1: J += (|D(i-1, i)| - J) / 16, D from the relative transit times.
-        transit = arrival - ts / RTP_CLOCK
-        if self._last_transit is not None:
-            d = abs(transit - self._last_transit)
-            if d < 1.0:  # not across a restart
-                self.stats.jitter += (d - self.stats.jitter) / 16
-        self._last_transit = transit
 
     @property
     def delay(self) -> float:
@@ -290,17 +185,18 @@ class OpusReceiver:
     def pop(self, now: float) -> Pcm:
         """The next 20 ms frame (``frame_samples`` int16), for the clock tick at ``now``."""
         if not self._playing and not self._start(now):
-            if self._seq_ref is not None:  # started once: silence while the sender is silent
+            if self._rtp.started:  # started once: silence while the sender is silent
                 self.stats.concealed_samples += self.frame_samples
                 self.stats.silent_concealed_samples += self.frame_samples
             return self._silence
         self._next_due = now
-        direction = self._direction(now)
-        if self._urgent:
+        decision = self.decision
+        direction = decision.direction(now, sender_fec=self._sender_fec)
+        if decision.urgent:
             # Packets are late right now (a jitter spike, not drift): a frame of concealment
             # buys a frame of delay at once, as NetEq's expand does.
             frame = self._conceal_frame(insertion=True)
-        elif direction > 0 and self._step and self._fifo.paused():
+        elif direction > 0 and decision.step and self._fifo.paused():
             # A step up in the delay wanted (after a loss, or more jitter), not a drift: a
             # frame of concealment in a pause, before whatever comes next, as NetEq's expand.
             frame = self._conceal_frame(insertion=True)
@@ -313,7 +209,8 @@ class OpusReceiver:
             frame = self._play(direction, now)
         self._account(frame)
         self._ticks += 1
-        self._follow_anchor()
+        held = self._ticks + self._fifo.held // self.frame_samples
+        decision.follow_anchor(held * FRAME_SECONDS - self._next / RTP_CLOCK)
         self._next_due = now + FRAME_SECONDS * (1 + self._fifo.held // self.frame_samples)
         return frame
 
@@ -323,14 +220,10 @@ class OpusReceiver:
         fifo, n = self._fifo, self.frame_samples
         while fifo.held < n:
             fifo.feed(self._decode_next())
-        # A pause first; then voiced speech too; then anywhere. Less delay is never urgent
-        # (only latency is at stake, and a delay that moves inside a sentence is heard, and
-        # scored): it waits twice as long as more delay, which packets need in time.
-        waited = now - self._want_since if self._want_since is not None else 0.0
-        if direction < 0:
-            waited /= 2
-        voiced, force = waited >= self.quiet_wait / 2, waited >= self.quiet_wait
-        if direction > 0 and (force or not self._step):  # a step waits for a pause (pop)
+        # The drift rule (``stretch.licence``): a pause first; then voiced speech too; then
+        # anywhere; less delay waits twice as long as more.
+        voiced, force = licence(self.decision.waited(now), grow=direction > 0)
+        if direction > 0 and (force or not self.decision.step):  # a step waits for a pause (pop)
             short = n - fifo.held % n  # what moves the next decode a tick later
             self.stats.inserted_samples_for_deceleration += fifo.expand(
                 short, voiced=voiced, force=force
@@ -350,7 +243,7 @@ class OpusReceiver:
             else:  # in a pause; in voiced speech only once it has waited as long as a removal
                 if self._spare_since is None:
                     self._spare_since = now
-                voiced = now - self._spare_since >= self.quiet_wait
+                voiced, _ = licence(now - self._spare_since, grow=False)
                 self.stats.removed_samples_for_acceleration += fifo.accelerate(spare, voiced=voiced)
         return fifo.take()
 
@@ -363,21 +256,6 @@ class OpusReceiver:
         self.stats.inserted_samples_for_deceleration += self.frame_samples
         return self._fifo.take()
 
-    def _follow_anchor(self) -> None:
-        """Move every stored slack by how much the RTP timeline's mapping onto our clock moved
-        in this tick; a move of a frame (the next decode a tick earlier or later) is a change of
-        delay that the slacks must show before the delay is judged again."""
-        anchor = (
-            self._ticks + self._fifo.held // self.frame_samples
-        ) * FRAME_SECONDS - self._next / RTP_CLOCK
-        if self._anchor is not None:
-            shift = anchor - self._anchor
-            self._slack_offset += shift
-            if abs(shift) >= FRAME_SECONDS / 2:
-                self._settle = 5
-                self._want_since = None
-        self._anchor = anchor
-
     def _wait_for_fec(self, now: float) -> bool:
         if (
             self._fifo.held >= self.frame_samples
@@ -388,14 +266,10 @@ class OpusReceiver:
             or not self._sends_fec()  # last: a libopus call, only when a frame is missing
         ):
             return False
-        if len(self._slack) >= 10:
-            low, median = self._slack_quantiles()
-            if low >= self.margin + FRAME_SECONDS:
-                return False  # the next packet is usually here by now: it is lost too
-            if median + FRAME_SECONDS > self.max_delay:
-                return False
+        if not self.decision.worth_waiting_for_fec():
+            return False
         self._waited_for = self._next
-        self._last_loss = now
+        self.decision.last_loss = now
         return True
 
     def _sends_fec(self) -> bool:
@@ -404,24 +278,15 @@ class OpusReceiver:
             self._sender_fec = any(has_fec(p) for p in (self._latest, *held) if p)
         return self._sender_fec
 
-    def _slack_quantiles(self) -> tuple[float, float]:
-        """The low quantile and the median of recent slacks, at the current delay."""
-        ordered = sorted(self._slack)
-        low = ordered[int(self.quantile * len(ordered))] + self._slack_offset
-        return low, ordered[len(ordered) // 2] + self._slack_offset
-
     def _start(self, now: float) -> bool:
-        if not self._packets or now - self._first_arrival < self.min_delay:
+        if not self._packets or now - self._first_arrival < self.decision.min_delay:
             return False
         self._playing = True
         self._next = min(self._packets)
         self._fifo.clear()
         self._concealed_run = 0
-        self._slack.clear()
-        self._slack_offset = 0.0
         self._ticks = 0
-        self._anchor = None
-        self._settle = 0
+        self.decision.reset()
         return True
 
     def _restart(self) -> None:
@@ -455,7 +320,7 @@ class OpusReceiver:
                 self._delay_sample = self._next_due - packet.arrival
                 return pcm
         # The frame's own packet is lost (or unusable): FEC from the next one, else conceal.
-        self._last_loss = self._next_due
+        self.decision.last_loss = self._next_due
         self._next += self.frame_ts
         later = self._packets.get(self._next)
         if later is not None and has_fec(later.payload):
@@ -495,38 +360,5 @@ class OpusReceiver:
         stats = self.stats
         n = frame.size
         stats.jitter_buffer_delay += max(0.0, self._delay_sample) * n
-        stats.jitter_buffer_target_delay += self._target * n
+        stats.jitter_buffer_target_delay += self.decision.target * n
         stats.jitter_buffer_emitted_count += n
-
-    # -- delay control
-    def _direction(self, now: float) -> int:
-        """+1 if the delay should grow, -1 if it should shrink, 0 if it is right; sets
-        ``_urgent`` when packets are being lost to lateness right now."""
-        self._urgent = self._step = False
-        if len(self._slack) < 3:
-            return 0
-        low, median = self._slack_quantiles()
-        floor = self.margin
-        if self._sender_fec and now - self._last_loss < self.loss_memory:
-            floor += FRAME_SECONDS  # keep the next packet at hand for its FEC
-        self._target = max(0.0, median - low + floor)
-        held = median  # how long a typical packet waits now
-        want = 0
-        if low < floor and held + FRAME_SECONDS <= self.max_delay:
-            want = 1
-        elif low > floor + FRAME_SECONDS + 0.002 and held - FRAME_SECONDS >= self.min_delay:
-            want = -1
-        if want < 0 and self._settle > 0:
-            want = 0  # a removal waits until the last change shows in the slacks
-        if self._settle > 0:
-            self._settle -= 1
-        if want == 0:
-            self._want_since = None
-            return 0
-        if self._want_since is None:
-            self._want_since = now
-        if want > 0 and low < 0:
-            self._urgent = True  # the stretch would come too late
-        # A drift moves the slacks by microseconds a tick; a loss or more jitter by much more.
-        self._step = want > 0 and floor - low >= FRAME_SECONDS / 2
-        return want

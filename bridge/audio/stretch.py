@@ -19,6 +19,14 @@ caller allows ``voiced``, in speech whose periods correlate at :data:`SIMILAR` o
 (voiced sounds). The caller may ``force`` it (the best lag, whatever its correlation; the
 cross-fade still avoids any click) when no such place came for too long.
 
+**The drift rule** (:func:`licence`, the one rule for every reader that follows a sender's
+clock: the Opus receiver and the downlink sink): a stretch owed waits for a pause; after half of
+:data:`PATIENCE` voiced speech will do; after all of it, anywhere. A removal (less delay: only
+latency is at stake) waits twice as long as an insertion (more delay, which packets need in
+time). An insertion owed to move the next frame a tick later takes a period at least as long as
+what is owed when the signal repeats at one (a period shorter than owed would leave the owner a
+few samples short, which no period fits, until a packet comes too late).
+
 Pure and synchronous (numpy only). The owner decides *when* to stretch (its delay control);
 this class does the *how*.
 """
@@ -37,6 +45,9 @@ SIMILAR = 0.85
 speech (NetEq uses 0.9 for accelerate; a shade lower lets drift be followed in busy speech)."""
 WINDOW_SECONDS = 0.0075
 """Length of the windows compared to find the period (7.5 ms)."""
+PATIENCE = 2.0
+"""Seconds an insertion owed may wait for a pause before it is forced (half of it before voiced
+speech will do); a removal waits twice as long (see :func:`licence`)."""
 BLOCK = 40
 """Samples (2.5 ms at 16 kHz) per block when looking for a pause: every block a stretch touches
 must be quiet, so that a word's onset right after a pause is never repeated or smeared."""
@@ -48,6 +59,16 @@ def quiet_prefix(pcm: np.ndarray) -> int:
     blocks = pcm[: pcm.size // BLOCK * BLOCK].astype(np.float32).reshape(-1, BLOCK)
     loud = np.einsum("ij,ij->i", blocks, blocks) >= QUIET_RMS * QUIET_RMS * BLOCK
     return int(np.argmax(loud)) * BLOCK if loud.any() else blocks.size
+
+
+def licence(waited: float, *, grow: bool) -> tuple[bool, bool]:
+    """The drift rule: where a stretch owed for ``waited`` seconds may now happen, as
+    ``(voiced, force)`` for :meth:`PlayoutFifo.accelerate` / :meth:`PlayoutFifo.expand` (a pause
+    always will do). ``grow``: an insertion (more delay); a removal waits twice as long."""
+    if grow:
+        return True, waited >= PATIENCE
+    waited /= 2
+    return waited >= PATIENCE / 2, waited >= PATIENCE
 
 
 class PlayoutFifo:
@@ -95,16 +116,20 @@ class PlayoutFifo:
         self._history = np.zeros(self.max_lag, dtype=np.int16)
 
     # -- time-scale modification
-    def accelerate(self, limit: int, *, voiced: bool = True, force: bool = False) -> int:
+    def accelerate(
+        self, limit: int, *, voiced: bool = True, force: bool = False, owed: int = 0
+    ) -> int:
         """Remove one period of at most ``limit`` samples from the start of what is held, where
         it is not heard (in a pause, or if ``voiced`` in voiced speech; anywhere if ``force``);
-        the samples removed (0: not here)."""
+        the samples removed (0: not here). With ``owed``: in a pause at most that many, in
+        speech a period at least that long if the signal repeats at one (as :meth:`expand`)."""
         x = self._pending
         most = min(limit, self.max_lag, (x.size - self.window) // 2)
         if most < self.min_lag:
             return 0
         k = BLOCK
-        pause = min(limit, self.max_lag, quiet_prefix(x[: self.max_lag + k]) - k)
+        quiet = quiet_prefix(x[: self.max_lag + k]) - k
+        pause = min(limit, self.max_lag, max(owed, self.min_lag) if owed else limit, quiet)
         if pause >= self.min_lag and self._played_quietly():
             # In a pause (up to a word's onset, which stays whole): cut `pause` quiet samples,
             # cross-fading over a block so the waveform has no step.
@@ -115,7 +140,9 @@ class PlayoutFifo:
             self.removed += pause
             return pause
         region = x[: 2 * most + self.window].astype(np.float32)
-        lag = self._period(region, region[: self.window], self.min_lag, most, voiced, force)
+        lag = self._period(
+            region, region[: self.window], self.min_lag, most, voiced, force, owed=owed
+        )
         if not lag:
             return 0
         ramp = self._ramp(lag)
@@ -126,15 +153,16 @@ class PlayoutFifo:
         self.removed += lag
         return lag
 
-    def expand(self, limit: int | None = None, *, voiced: bool = True, force: bool = False) -> int:
-        """Insert one period (of at most ``limit`` samples, but at least the shortest period)
-        before what is held, continuing what was played last, where it is not heard (in a
-        pause, or if ``voiced`` in voiced speech; anywhere if ``force``); the samples inserted
-        (0: not here)."""
+    def expand(self, owed: int = 0, *, voiced: bool = True, force: bool = False) -> int:
+        """Insert one period before what is held, continuing what was played last, where it is
+        not heard (in a pause, or if ``voiced`` in voiced speech; anywhere if ``force``); the
+        samples inserted (0: not here). In a pause that is ``owed`` samples (at least the
+        shortest period, at most the longest, or as many as were quiet); in speech a period at
+        least ``owed`` long if the signal repeats at one, else a shorter one."""
         x = self._pending
-        most = min(self.max_lag, x.size - self.window)
-        if limit is not None:
-            most = min(most, max(limit, self.min_lag))
+        if x.size < self.window:
+            return 0  # too little held to compare
+        most = min(self.max_lag, x.size)
         least = self.min_lag
         if most < least:
             return 0
@@ -142,7 +170,8 @@ class PlayoutFifo:
         # reach back into what was played.
         span = np.concatenate((self._history[self.max_lag - most :], x[: self.window]))
         region = span.astype(np.float32)
-        pause = min(most, quiet_prefix(self._history[::-1][:most]))  # what was played last
+        quiet = quiet_prefix(self._history[::-1][:most])  # what was played last
+        pause = min(max(owed, least) if owed else most, quiet)
         if pause >= least:
             # After a pause (and before what follows, even a word's onset, which stays whole):
             # the quiet samples played last, time-reversed so they continue without a step,
@@ -155,7 +184,7 @@ class PlayoutFifo:
             return pause
         template = region[most : most + self.window]
         # Offsets into `region`: a lag L starts at most - L; reversed so index = lag.
-        lag = self._period(region, template, least, most, voiced, force, backwards=True)
+        lag = self._period(region, template, least, most, voiced, force, backwards=True, owed=owed)
         if not lag:
             return 0
         ramp = self._ramp(lag)
@@ -176,9 +205,12 @@ class PlayoutFifo:
         force: bool,
         *,
         backwards: bool = False,
+        owed: int = 0,
     ) -> int:
         """The lag in ``[least, most]`` at which ``template`` best repeats in ``region`` (after
-        it, or with ``backwards`` before it), if it repeats well enough; 0 otherwise."""
+        it, or with ``backwards`` before it), if it repeats well enough; 0 otherwise. With
+        ``owed``, the shortest lag of at least ``owed`` that repeats (nearly) as well as the
+        best of them, if one repeats well enough."""
         if not (voiced or force):
             return 0
         w = self.window
@@ -193,6 +225,12 @@ class PlayoutFifo:
             lags = np.arange(least, most + 1)
             offsets = lags
         corr = dots[offsets] / np.sqrt(np.maximum(energies[offsets] * energy_t, 1e-9))
+        if owed > least:
+            long_enough = lags >= owed
+            if long_enough.any():
+                top = float(corr[long_enough].max())
+                if top >= SIMILAR:
+                    return int(lags[long_enough & (corr >= top - 0.001)][0])
         best = int(np.argmax(corr))
         if corr[best] >= SIMILAR or force:
             return int(lags[best])

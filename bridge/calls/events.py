@@ -26,6 +26,8 @@ class CallEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
+        if not self.call:  # about no call (``call.permission``): its own fields only
+            return json.dumps({"type": self.type, "at": self.at, **self.data})
         body = {"type": self.type, "callID": self.call["callID"], "at": self.at, "call": self.call}
         body.update(self.data)
         return json.dumps(body)
@@ -38,32 +40,42 @@ class CallEvents:
         self.queue_size = queue_size
         self._subscribers: set[_Subscription] = set()
         self._listeners: list[Callable[[str, Call], None]] = []
-        self._observers: list[Callable[[CallEvent, Call], None]] = []
+        self._observers: list[Callable[[CallEvent, Call | None], None]] = []
         self._closed = False
 
     def listen(self, listener: Callable[[str, Call], None]) -> None:
         """Call ``listener(type, call)`` synchronously on every event (in-process features)."""
         self._listeners.append(listener)
 
-    def observe(self, observer: Callable[[CallEvent, Call], None]) -> None:
+    def observe(self, observer: Callable[[CallEvent, Call | None], None]) -> None:
         """Call ``observer(event, call)`` synchronously on every event, with the event exactly
-        as subscribers get it (webhooks). It must not block: queue and return."""
+        as subscribers get it (webhooks, the SSE log); ``call`` is ``None`` for an event about
+        no call (:meth:`announce`). It must not block: queue and return."""
         self._observers.append(observer)
+
+    def announce(self, type_: str, **data: Any) -> None:
+        """Publish an event about no call (``call.permission``: a WhatsApp user's answer to a
+        call-permission request) to subscribers and observers (SSE, signed webhooks to
+        ``BRIDGE_WEBHOOK_URL``); listeners, which follow calls, do not see it."""
+        self._fan_out(CallEvent(type_, {}, iso_utc(time.time()), data), None)
 
     def publish(self, type_: str, call: Call, **data: Any) -> None:
         event = CallEvent(type_, call.snapshot(), iso_utc(time.time()), data)
+        self._fan_out(event, call)
+        for listener in self._listeners:
+            try:
+                listener(type_, call)
+            except Exception:
+                log.exception("event listener failed on %s", type_)
+
+    def _fan_out(self, event: CallEvent, call: Call | None) -> None:
         for sub in self._subscribers:
             sub.put(event)
         for observer in self._observers:
             try:
                 observer(event, call)
             except Exception:
-                log.exception("event observer failed on %s", type_)
-        for listener in self._listeners:
-            try:
-                listener(type_, call)
-            except Exception:
-                log.exception("event listener failed on %s", type_)
+                log.exception("event observer failed on %s", event.type)
 
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[_Subscription]:

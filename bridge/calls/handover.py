@@ -20,8 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engines import MediaChannel, MovableCalls
-from ..engines.socket import ReconnectingChannel
+from ..engines import MediaChannel, MovableCalls, OpensInBackground
 from ..errors import BadRequest, BridgeError
 from .events import CallEvents
 from .manager import CallManager
@@ -55,6 +54,8 @@ class MovedCall:
     """The recording to continue into its next segment (``RecordingService.export``)."""
     forks: list[dict[str, Any]] = field(default_factory=list)
     """The media forks to open again, same stream ids (``Fork.export``)."""
+    agents: list[dict[str, Any]] = field(default_factory=list)
+    """The model agents to open again, same ids (``Agent.export``)."""
 
     @property
     def call_id(self) -> str:
@@ -73,6 +74,7 @@ class MovedCall:
             "statusCallback": self.status_callback,
             "recording": self.recording,
             "forks": self.forks,
+            "agents": self.agents,
         }
 
     @classmethod
@@ -86,6 +88,9 @@ class MovedCall:
             forks = body.get("forks") or []
             if not isinstance(forks, list) or not all(isinstance(f, dict) for f in forks):
                 raise TypeError("forks")
+            agents = body.get("agents") or []
+            if not isinstance(agents, list) or not all(isinstance(a, dict) for a in agents):
+                raise TypeError("agents")
             return cls(
                 snapshot=snap,
                 engine_call_id=str(body["engineCallID"]),
@@ -94,6 +99,7 @@ class MovedCall:
                 status_callback=body.get("statusCallback"),
                 recording=recording if isinstance(recording, dict) else None,
                 forks=forks,
+                agents=agents,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BadRequest(f"not a moved call: {exc}") from None
@@ -119,6 +125,7 @@ def export_call(
         status_callback=call.status_callback,
         recording=recording(runtime) if recording is not None else None,
         forks=[fork.export() for fork in runtime.attached("fork")],
+        agents=[agent.export() for agent in runtime.attached("agent")],
     )
 
 
@@ -143,7 +150,7 @@ async def relay_until_moved(
     the browser's peer connection until ``browser_moved()`` (the browser's new connection is
     up on the new owner), at most :data:`RELAY_WAIT`. ``False``: no relay (no browser here,
     or the stream could not be opened): the caller lets go at once."""
-    if not runtime.sessions:
+    if not runtime.participants.sessions:
         return False
     try:
         channel = await asyncio.wait_for(open_relay(url, worker, runtime.call_id), 3.0)
@@ -155,7 +162,7 @@ async def relay_until_moved(
             extra={"call_id": runtime.call_id},
         )
         return False
-    await runtime.swap_engine_media(channel)
+    await runtime.media.swap(channel)
     deadline = time.monotonic() + RELAY_WAIT
     while time.monotonic() < deadline:
         if await browser_moved():
@@ -182,6 +189,7 @@ async def adopt_call(
     claim: Callable[[Call, str], Awaitable[None]],
     resume_recording: ResumeRecording | None = None,
     resume_fork: ResumeFork | None = None,
+    resume_agent: ResumeFork | None = None,
 ) -> CallRuntime:
     """Carry on a moved call here: create it under this worker, ``claim(call, previous
     owner)`` it in the directory, and open its engine media (waiting, bounded, until the
@@ -203,7 +211,8 @@ async def adopt_call(
     try:
         await claim(call, previous)
         if call.state is CallState.ACTIVE:
-            await runtime.open_engine_media_now(HANDOVER_USER)
+            runtime.bus.add_user(HANDOVER_USER)
+            await runtime.media.open()
             await _engine_media_open(runtime, MEDIA_OPEN_WAIT)
         if moved.recording is not None and resume_recording is not None:
             await resume_recording(runtime, moved.recording)
@@ -223,6 +232,19 @@ async def adopt_call(
                 exc.message,
                 extra={"call_id": call.id},
             )
+    for agent in moved.agents:
+        if resume_agent is None:
+            break
+        try:
+            await resume_agent(runtime, agent)
+        except BridgeError as exc:  # the model is unreachable from here: the call goes on
+            log.warning(
+                "call %s: agent %s not resumed: %s",
+                call.id,
+                agent.get("agentID"),
+                exc.message,
+                extra={"call_id": call.id},
+            )
     log.info(
         "call %s: carried on here (from %s, %s)",
         call.id,
@@ -234,14 +256,10 @@ async def adopt_call(
 
 
 async def _engine_media_open(runtime: CallRuntime, timeout: float) -> None:
-    channel = runtime.pump.channel if runtime.pump is not None else None
-    if not isinstance(channel, ReconnectingChannel):
+    channel = runtime.media.channel
+    if not isinstance(channel, OpensInBackground):
         return  # opened at once, or failed (the runtime reported it)
-    for _ in range(int(timeout / 0.02)):  # the channel has no "opened" event to wait on
-        if channel.connected:
-            break
-        await asyncio.sleep(0.02)
-    if not channel.connected:
+    if not await channel.wait_connected(timeout):
         log.info(
             "call %s: the engine has not taken the new media socket yet; the old worker lets "
             "go of its own and the socket reconnects",

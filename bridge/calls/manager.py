@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..config import CallSettings, ShutdownCalls
-from ..engines import Engine, EngineEvent, EngineEventKind
+from ..engines import BilledEngine, Engine, EngineEvent, EngineEventKind
 from ..errors import (
     AtCapacity,
     BadOffer,
@@ -226,6 +226,7 @@ class CallManager:
             state=CallState.CALLING,
             metadata=metadata or {},
             status_callback=status_callback,
+            pulse_s=self.engine.billing_pulse_s if isinstance(self.engine, BilledEngine) else None,
         )
         if self.shutting_down:
             await hang_up_quietly(self.engine, call)
@@ -314,22 +315,22 @@ class CallManager:
             raise CallStateError(f"call {call.id} has ended; start a new call")
         validate_offer(sdp)  # before any socket or peer connection exists
         runtime = self.runtime(call.id)
-        runtime.check_join(participant_id, role, self.settings.max_participants)
-        if not runtime.sessions:
+        runtime.participants.check_join(participant_id, role, self.settings.max_participants)
+        if not runtime.participants.sessions:
             if self.shutting_down:
                 raise ShuttingDown("the bridge is shutting down")
-            sessions = sum(1 for r in self._runtimes.values() if r.sessions)
+            sessions = sum(1 for r in self._runtimes.values() if r.participants.sessions)
             if sessions >= self.settings.max_calls:
                 raise AtCapacity("the bridge carries its maximum of WebRTC sessions")
         session = await self.sessions.create(
             call.id,
             runtime.bus,
-            runtime.on_session_state,
+            runtime.participants.on_state,
             participant_id=participant_id,
             role=role,
-            on_dtmf=runtime.on_session_dtmf,
+            on_dtmf=runtime.participants.on_dtmf,
         )
-        return await runtime.replace_session(session, sdp)
+        return await runtime.participants.replace(session, sdp)
 
     # -- engine events
     async def _consume_engine_events(self) -> None:
@@ -341,6 +342,9 @@ class CallManager:
                 log.exception("handling engine event %s", event)
 
     async def _on_engine_event(self, event: EngineEvent) -> None:
+        if event.kind is EngineEventKind.PERMISSION:  # about a user, not a call
+            self.events.announce("call.permission", **dict(event.data))
+            return
         if event.kind is EngineEventKind.INCOMING:
             if self._incoming is None:
                 log.warning("no inbound policy: engine call %s not taken", event.engine_call_id)
@@ -355,7 +359,7 @@ class CallManager:
             runtime = self._runtimes.get(call.id)
             digit = event.data.get("digit")
             if runtime is not None and isinstance(digit, str):
-                runtime.on_whatsapp_dtmf(digit, int(event.data.get("durationMs") or 0))
+                runtime.dtmf.on_whatsapp(digit, int(event.data.get("durationMs") or 0))
             return
         if event.kind is EngineEventKind.RINGING and call.state is CallState.CALLING:
             self._ring(call)
@@ -373,6 +377,11 @@ class CallManager:
                 reason = EndReason.REJECTED
             if event.reason in EndReason.__members__.values():
                 reason = EndReason(event.reason)
+            if event.detail and call.live:
+                call.end_detail = event.detail
+            billed = event.data.get("engineDurationS")
+            if isinstance(billed, int) and billed >= 0 and call.live:
+                call.billed_s = billed
             await self.end(call, reason, **dict(event.data))
 
     def _ring(self, call: Call) -> None:
@@ -389,7 +398,7 @@ class CallManager:
         runtime = self._runtimes.get(call.id)
         if runtime is not None:
             runtime.state_changed()
-            runtime.wake_engine_media()
+            runtime.media.wake()
 
     # -- ending
     def _media_lost(self, runtime: CallRuntime, exc: BaseException | None) -> None:
@@ -485,7 +494,7 @@ class CallManager:
         return sum(
             1
             for r in self._runtimes.values()
-            for s in r.sessions.values()
+            for s in r.participants.sessions.values()
             if s.state not in ("closed", "failed")
         )
 

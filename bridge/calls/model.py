@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import enum
+import math
 import os
 import re
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,6 +44,16 @@ class EndReason(enum.StrEnum):
     MAX_DURATION = "max_duration"  # the call reached BRIDGE_MAX_CALL_DURATION
     SHUTDOWN = "shutdown"  # the bridge shut down and hung up
     HANDOVER = "handover"  # the bridge shut down and left the WhatsApp call up
+    # Meta ended or refused the call (Cloud API; its code and message in endDetail):
+    MEDIA_TIMEOUT = "media_timeout"  # 138021/138022: media stopped reaching one side
+    NO_MEDIA = "no_media"  # 138023: accepted, but no media ever flowed
+    SETUP_FAILED = "setup_failed"  # 138007/138019: the call could not be set up
+    RELAY_FAILED = "relay_failed"  # 138020: Meta's relay could not connect
+    NUMBER_AT_CAPACITY = "number_at_capacity"  # 138002: the number's concurrent-call limit
+    NO_CALL_PERMISSION = "no_call_permission"  # 138006: the user gave no call permission
+    PERMISSION_REQUEST_LIMIT = "permission_request_limit"  # 138009
+    CALL_LIMIT_REACHED = "call_limit_reached"  # 138012: calls with this user per 24 h
+    WRONG_SIGNALLING = "wrong_signalling"  # 131055: Graph calling on a SIP number
 
 
 _TRANSITIONS: dict[CallState, frozenset[CallState]] = {
@@ -125,12 +137,19 @@ class Call:
     """The browsers on the call: ``{participantID, role, webrtc: {state}}`` each."""
     speaking: dict[str, bool] | None = None
     """Who is talking (``whatsapp``, ``agent``), with ``BRIDGE_SPEECH_EVENTS`` on."""
+    agents: Callable[[], list[dict[str, Any]]] | None = field(default=None, repr=False)
+    """The call's model agents as the snapshot lists them (once one was started)."""
     final_stats: dict[str, Any] | None = field(default=None, repr=False)
     mono_created: float = field(default_factory=time.monotonic, repr=False)
     mono_answered: float | None = field(default=None, repr=False)
     status_callback: str | None = field(default=None, repr=False)
     """Where this call's events are POSTed instead of ``BRIDGE_WEBHOOK_URL`` (checked
     against ``BRIDGE_WEBHOOK_URL_ALLOW`` by the API)."""
+    pulse_s: int | None = field(default=None, repr=False)
+    """Billed in pulses of this many seconds, rounded up (a business-initiated call on Meta's
+    Cloud API: 6); ``None`` for a call nobody bills by the pulse."""
+    billed_s: int | None = field(default=None, repr=False)
+    """The connected seconds the engine's side counted (Meta's ``duration``), when it said."""
     webhook_status: dict[str, Any] | None = field(default=None, repr=False)
     """The outcome of the latest webhook delivery of this call's events (``GET /call/{id}``)."""
 
@@ -170,6 +189,20 @@ class Call:
             return 0
         return max(0, int(self.ended_at - self.answered_at))
 
+    @property
+    def billable_pulses(self) -> int | None:
+        """Pulses billed for the call (the engine's count of seconds when it gave one, else
+        answer to end), rounded up; 0 if never answered; ``None`` until ended or unbilled."""
+        if self.pulse_s is None or self.ended_at is None:
+            return None
+        if self.billed_s is not None:
+            seconds = float(self.billed_s)
+        elif self.answered_at is None:
+            return 0
+        else:
+            seconds = max(0.0, self.ended_at - self.answered_at)
+        return math.ceil(round(seconds, 3) / self.pulse_s)
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "callID": self.id,
@@ -189,7 +222,9 @@ class Call:
             "endReason": str(self.end_reason) if self.end_reason else None,
             "endDetail": self.end_detail,
             "duration": self.duration,
+            **({"billablePulses": self.billable_pulses} if self.pulse_s else {}),
             **({"speaking": self.speaking} if self.speaking is not None else {}),
+            **({"agents": self.agents()} if self.agents is not None else {}),
         }
 
     @classmethod

@@ -13,34 +13,6 @@ from .runtime import CallRuntime
 
 log = logging.getLogger(__name__)
 
-BANDS = ((4.0, "good"), (3.6, "fair"), (3.1, "poor"), (0.0, "bad"))
-"""MOS bands (ITU-T G.107 Annex B's user satisfaction: satisfied, some, many, nearly all
-users dissatisfied)."""
-
-
-def band(mos: float) -> str:
-    return next(name for floor, name in BANDS if mos >= floor)
-
-
-def report_band(runtime: CallRuntime, leg: str, mos: float, q: Quality, **who: str) -> None:
-    """Emit ``call.quality`` when a leg's band changes (not on every sample: webhooks get
-    every event), with the sample's numbers; a call that stays ``good`` says nothing."""
-    key = leg + ":" + ":".join(who.values())
-    now, before = band(mos), runtime.quality_bands.get(key, "good")
-    runtime.quality_bands[key] = now
-    if now != before:
-        runtime.emit(
-            "call.quality",
-            leg=leg,
-            band=now,
-            previous=before,
-            mos=round(mos, 2),
-            lossFraction=round(q.loss_fraction, 4),
-            concealedFraction=round(q.concealed_fraction, 4),
-            **who,
-        )
-
-
 def media_totals(metrics: Metrics, runtimes: Iterable[CallRuntime]) -> MediaTotals:
     """Bus and jitter-buffer counters of every call, ended ones included."""
     ended = metrics.ended_totals
@@ -56,9 +28,9 @@ def media_totals(metrics: Metrics, runtimes: Iterable[CallRuntime]) -> MediaTota
         out.receive[leg].merge(stats)
     for runtime in runtimes:
         out.add_bus(runtime.bus.stats)
-        if runtime.webrtc_leg is not None:
-            out.receive["whatsapp"].merge(runtime.webrtc_leg.receive_stats)
-        for session in runtime.sessions.values():
+        if runtime.media.webrtc_leg is not None:
+            out.receive["whatsapp"].merge(runtime.media.webrtc_leg.receive_stats)
+        for session in runtime.participants.sessions.values():
             out.absorb_downlink(session.downlink_sink, depth=True)
     return out
 
@@ -96,7 +68,7 @@ async def sample_quality_forever(
 async def sample_quality_once(m: Metrics, runtimes: Callable[[], Iterable[CallRuntime]]) -> None:
     worst = 5.0
     for runtime in list(runtimes()):
-        leg = runtime.webrtc_leg
+        leg = runtime.media.webrtc_leg
         if leg is not None:
             try:
                 lq = await leg.sample_quality()
@@ -106,8 +78,8 @@ async def sample_quality_once(m: Metrics, runtimes: Callable[[], Iterable[CallRu
             if lq is not None:
                 leg.mos = _observe(m, "whatsapp", lq)
                 worst = min(worst, leg.mos)
-                report_band(runtime, "whatsapp", leg.mos, lq)
-        for session in list(runtime.sessions.values()):
+                runtime.bands.report("whatsapp", leg.mos, lq)
+        for session in list(runtime.participants.sessions.values()):
             if session.state != "connected":
                 continue
             try:
@@ -128,6 +100,6 @@ async def sample_quality_once(m: Metrics, runtimes: Callable[[], Iterable[CallRu
                 m.rtt.observe(q.rtt_s)
             session.mos = _observe(m, "browser", q)
             m.mos.observe(session.mos)
-            report_band(runtime, "browser", session.mos, q, participantID=session.participant_id)
+            runtime.bands.report("browser", session.mos, q, participantID=session.participant_id)
             worst = min(worst, session.mos)
     m.mos_current.set(worst)

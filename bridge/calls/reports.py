@@ -104,8 +104,8 @@ class CallReports:
         self.publish: Callable[[str, Call, dict[str, Any]], None] | None = None
 
     # -- events
-    def observe(self, event: CallEvent, call: Call) -> None:
-        if event.type == "call.report":
+    def observe(self, event: CallEvent, call: Call | None) -> None:
+        if call is None or event.type == "call.report":
             return
         timeline = self.timelines.get(call.id)
         if timeline is None:
@@ -201,13 +201,13 @@ class CallReports:
             timeline = self.timelines.get(runtime.call.id)
             if timeline is None:
                 continue
-            leg = runtime.webrtc_leg
+            leg = runtime.media.webrtc_leg
             wa, rtt = leg.timeline_stats if leg is not None else (None, None)
             if wa is not None:
                 self._sample_receiver(runtime, timeline, now, "whatsapp", wa, rtt)
             else:  # an engine that hands the bridge PCM: frames are its packets
                 self._sample_frames(runtime, timeline, now, runtime.bus.stats.downlink_frames)
-            for session in list(runtime.sessions.values()):
+            for session in list(runtime.participants.sessions.values()):
                 stats = session.receiver_stats
                 if stats is None:
                     continue

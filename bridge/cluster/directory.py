@@ -99,8 +99,9 @@ class Directory(Protocol):
     def close_streams(self) -> None:
         """End every :meth:`follow` (first step of a shutdown)."""
 
-    def observe(self, event: CallEvent, call: Call) -> None:
-        """Record a call's event (synchronous: it queues, it never blocks)."""
+    def observe(self, event: CallEvent, call: Call | None) -> None:
+        """Record a call's event, or an event about no call (``call`` ``None``; synchronous:
+        it queues, it never blocks)."""
 
     async def flush(self, timeout: float) -> None:
         """Wait (at most ``timeout``) until the events observed so far are recorded."""
@@ -223,9 +224,10 @@ class MemoryDirectory:
     def close_streams(self) -> None:
         self._ring.close()
 
-    def observe(self, event: CallEvent, call: Call) -> None:
+    def observe(self, event: CallEvent, call: Call | None) -> None:
         self._seq += 1
-        entry = (f"{self._boot}-{self._seq}", event.type, call.id, event.to_json())
+        call_id = call.id if call is not None else ""
+        entry = (f"{self._boot}-{self._seq}", event.type, call_id, event.to_json())
         self._ring.append((self._boot, self._seq), entry)
 
     async def flush(self, timeout: float) -> None:

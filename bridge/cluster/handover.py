@@ -84,6 +84,7 @@ class Handover:
         recordings: Recordings | None = None,
         forks: Forks | None = None,
         open_relay: OpenRelay | None = None,
+        agents: Forks | None = None,
     ) -> None:
         self.manager = manager
         self.directory = directory
@@ -91,6 +92,8 @@ class Handover:
         self._send = send
         self._recordings = recordings
         self._forks = forks
+        self._agents = agents
+        """Model agents open again like forks (``agents.AgentService.resume``)."""
         self._open_relay = open_relay
         self._gaps: dict[str, tuple[float, str]] = {}
         """Calls moved here waiting for their browser: (move began, wall clock; reason)."""
@@ -245,6 +248,7 @@ class Handover:
             self.directory.take_over,
             resume,
             self._forks.resume if self._forks is not None else None,
+            self._agents.resume if self._agents is not None else None,
         )
         self._gaps[runtime.call_id] = (moved.moved_at, moved.reason)
         return runtime.call

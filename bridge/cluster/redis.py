@@ -16,8 +16,9 @@ Keys (all under ``bridge:``):
   worker copies the stream into an in-process ring that every SSE client of the worker follows
   (one Redis connection, however many clients).
 
-Writes go through one queue per worker, in event order, off the media path; when Redis is
-unreachable they wait (bounded, oldest dropped) and the worker refuses new calls. When Redis
+Writes go through one queue per worker, in event order, off the media path
+(:mod:`.redis_writes`, with the key layout); when Redis is unreachable they wait (bounded,
+oldest dropped) and the worker refuses new calls. When Redis
 is back the worker re-registers its heartbeat and rewrites the records of its live calls, so a
 Redis restarted empty catches up by itself.
 """
@@ -29,40 +30,26 @@ import contextlib
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from ..calls import Call
 from ..calls.events import CallEvent
 from ..errors import DirectoryUnavailable
 from ..tasks import TaskSet
 from .directory import CallRecord, EventKey, EventRing, LogEntry, WorkerInfo, parse_event_id
+from .redis_reaper import Reaper
+from .redis_writes import EVENTS, WORKERS, P, WriteQueue, call_key, queue_record
+from .redis_writes import FAILURES as _FAILURES
+from .redis_writes import owned_key as _owned_key
+from .redis_writes import worker_key as _worker_key
 
 log = logging.getLogger(__name__)
 
-P = "bridge:"
-EVENTS = P + "events"
-WORKERS = P + "workers"
-WRITE_QUEUE = 10_000
-"""Directory writes a worker keeps while Redis is unreachable (oldest dropped beyond)."""
 OP_TIMEOUT = 2.0
 """Seconds one Redis command may take before the directory counts as unreachable."""
-REAP_CLAIM_MS = 300_000
-"""How long one survivor holds the right to end a dead worker's calls (released when done)."""
-
-_FAILURES = (RedisError, OSError, TimeoutError)
-
-
-def _worker_key(worker: str) -> str:
-    return f"{P}worker:{worker}"
-
-
-def _owned_key(worker: str) -> str:
-    return f"{P}owned:{worker}"
 
 
 def _stream_key(entry_id: str) -> EventKey:
@@ -97,7 +84,6 @@ class RedisDirectory:
         self.backlog = backlog
         self.max_calls = max_calls
         self._local_calls = local_calls
-        self._end_lost_call = end_lost_call
         self._end_local_calls = end_local_calls
         # One client for commands (short timeouts), one for the stream reader's blocking
         # reads. (Typed Any: redis-py annotates every command as "Awaitable or value" for its
@@ -111,16 +97,26 @@ class RedisDirectory:
         self._blocking: Any = aioredis.from_url(
             url, decode_responses=True, socket_timeout=15, socket_connect_timeout=OP_TIMEOUT
         )
-        # Writes carry a sequence number: flush() waits for the ones queued before it, and a
-        # batch written while older entries were evicted removes only what it wrote.
-        self._writes: deque[tuple[int, CallEvent | None, CallRecord]] = deque()
-        self._queued_seq = 0
-        self._written_seq = 0
-        self._progress = asyncio.Event()
-        self._pending = asyncio.Event()
-        self._dropped = 0
+        self._writes = WriteQueue(
+            self._redis,
+            worker_id=worker_id,
+            ended_ttl=self.ended_ttl,
+            backlog=backlog,
+            up=lambda: self._up,
+            down=self._mark_down,
+        )
         self._up = False
         self._up_since = 0.0
+        self._reaper = Reaper(
+            self._redis,
+            worker_id=worker_id,
+            heartbeat_ttl=heartbeat_ttl,
+            ended_ttl=self.ended_ttl,
+            settled=self._settled,
+            down=self._mark_down,
+            flush=self.flush,
+            end_lost_call=end_lost_call,
+        )
         self._detail = "not connected yet"
         self._ring = EventRing(backlog)
         self._tasks = TaskSet("directory")
@@ -134,6 +130,11 @@ class RedisDirectory:
     @property
     def detail(self) -> str:
         return self._detail
+
+    def _settled(self) -> bool:
+        """Up for a heartbeat TTL at least: after a reconnect, other workers may not have
+        re-registered yet, so nobody is called dead before."""
+        return self._up and time.monotonic() - self._up_since >= self.heartbeat_ttl
 
     def _check(self) -> None:
         if not self._up:
@@ -161,8 +162,8 @@ class RedisDirectory:
             await self._heartbeat_once()
             await self._mark_up()
         self._tasks.spawn(self._heartbeat_loop(), "heartbeat")
-        self._tasks.spawn(self._write_loop(), "writer")
-        self._tasks.spawn(self._reap_loop(), "reaper")
+        self._tasks.spawn(self._writes.run(), "writer")
+        self._tasks.spawn(self._reaper.run(), "reaper")
         self._tasks.spawn(self._read_events(), "events")
 
     def close_streams(self) -> None:
@@ -244,139 +245,16 @@ class RedisDirectory:
             status_callback=call.status_callback,
         )
 
-    def observe(self, event: CallEvent, call: Call) -> None:
-        if len(self._writes) >= WRITE_QUEUE:
-            self._writes.popleft()
-            self._dropped += 1
-            if self._dropped == 1 or self._dropped % 1000 == 0:
-                log.warning(
-                    "call directory: %d event writes dropped while Redis is unreachable "
-                    "(queue of %d full)",
-                    self._dropped,
-                    WRITE_QUEUE,
-                )
-        self._queued_seq += 1
-        self._writes.append((self._queued_seq, event, self._record(call)))
-        self._pending.set()
+    def observe(self, event: CallEvent, call: Call | None) -> None:
+        record = self._record(call) if call is not None else None  # None: about no call
+        self._writes.push(event, record)
 
     async def flush(self, timeout: float) -> None:
         """Wait until what was queued before this call is written (or ``timeout``)."""
-        target = self._queued_seq
-        deadline = time.monotonic() + timeout
-        while self._up and self._written_seq < target:
-            progress = self._progress
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(progress.wait(), remaining)
+        await self._writes.flush(timeout)
 
     def _queue_record(self, pipe: Any, record: CallRecord) -> None:
-        if record.live and record.owner != self.worker_id:
-            # A call this worker handed over (``call.moved``): its record is the new owner's
-            # to write; the event still goes to the log.
-            return
-        key = f"{P}call:{record.call_id}"
-        engine_key = f"{P}engine:{record.engine_call_id}"
-        if record.live:
-            pipe.set(key, record.to_json())
-            pipe.sadd(_owned_key(record.owner), record.call_id)
-            pipe.set(engine_key, record.call_id)
-        else:
-            pipe.set(key, record.to_json(), ex=self.ended_ttl)
-            pipe.srem(_owned_key(record.owner), record.call_id)
-            pipe.set(engine_key, record.call_id, ex=self.ended_ttl)
-
-    async def _write_loop(self) -> None:
-        backoff = 0.2
-        while True:
-            if not self._writes:
-                self._pending.clear()
-                await self._pending.wait()
-                continue
-            batch = list(self._writes)[:200]
-            try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for _seq, event, record in batch:
-                        self._queue_record(pipe, record)
-                        if event is not None:
-                            pipe.xadd(
-                                EVENTS,
-                                {"t": event.type, "c": record.call_id, "d": event.to_json()},
-                                maxlen=self.backlog,
-                                approximate=True,
-                            )
-                    await pipe.execute()
-            except _FAILURES as exc:
-                self._mark_down(exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.2
-            last = batch[-1][0]
-            while self._writes and self._writes[0][0] <= last:
-                self._writes.popleft()
-            self._written_seq = last
-            self._progress.set()
-            self._progress = asyncio.Event()
-
-    # -- dead workers
-    async def _reap_loop(self) -> None:
-        # A dead worker is found within a quarter second of its heartbeat lapsing (the
-        # contract: its calls end within the TTL + 1 s); the check is a SMEMBERS and an EXISTS.
-        interval = min(0.25, self.heartbeat_ttl / 8)
-        while True:
-            await asyncio.sleep(interval)
-            # Just reconnected: other workers may not have re-registered yet; wait one TTL
-            # before calling anyone dead.
-            if not self._up or time.monotonic() - self._up_since < self.heartbeat_ttl:
-                continue
-            try:
-                await self._reap_once()
-            except _FAILURES as exc:
-                self._mark_down(exc)
-
-    async def _reap_once(self) -> None:
-        for worker in await self._redis.smembers(WORKERS):
-            if worker == self.worker_id or await self._redis.exists(_worker_key(worker)):
-                continue
-            # Exactly one survivor ends a dead worker's calls.
-            claim = f"{P}reap:{worker}"
-            if not await self._redis.set(claim, self.worker_id, nx=True, px=REAP_CLAIM_MS):
-                continue
-            call_ids = await self._redis.smembers(_owned_key(worker))
-            log.warning(
-                "worker %s lost (no heartbeat for %.0f s): ending its %d calls",
-                worker,
-                self.heartbeat_ttl,
-                len(call_ids),
-            )
-            # Fence it first: if it was only cut off, it ends its own calls when it is back.
-            await self._redis.set(f"{P}reaped:{worker}", self.worker_id, ex=self.ended_ttl)
-            for call_id in call_ids:
-                await self._reap_call(worker, call_id)
-            await self.flush(5.0)
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.delete(_owned_key(worker))
-                pipe.srem(WORKERS, worker)
-                pipe.delete(claim)
-                await pipe.execute()
-
-    async def _reap_call(self, worker: str, call_id: str) -> None:
-        raw = await self._redis.get(f"{P}call:{call_id}")
-        if raw is None:
-            return
-        try:
-            record = CallRecord.from_json(raw)
-            if record.live:
-                call = Call.from_snapshot(
-                    record.snapshot, record.engine_call_id, record.status_callback
-                )
-                await self._end_lost_call(call)
-        except _FAILURES:
-            raise
-        except Exception:  # one unreadable record must not stop the others being ended
-            log.exception("worker %s lost: could not end its call %s", worker, call_id)
+        queue_record(pipe, record, self.worker_id, self.ended_ttl)
 
     # -- reads
     async def _get(self, key: str) -> str | None:
@@ -391,7 +269,7 @@ class RedisDirectory:
         return value
 
     async def record(self, call_id: str) -> CallRecord | None:
-        raw = await self._get(f"{P}call:{call_id}")
+        raw = await self._get(call_key(call_id))
         return CallRecord.from_json(raw) if raw else None
 
     async def record_by_engine_id(self, engine_call_id: str) -> CallRecord | None:
@@ -437,7 +315,7 @@ class RedisDirectory:
             call_ids: set[str] = set()
             for worker in workers:
                 call_ids |= await self._redis.smembers(_owned_key(worker))
-            keys = [f"{P}call:{c}" for c in sorted(call_ids)]
+            keys = [call_key(c) for c in sorted(call_ids)]
             raws = await self._redis.mget(keys) if keys else []
         except _FAILURES as exc:
             self._mark_down(exc)

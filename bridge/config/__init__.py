@@ -3,6 +3,8 @@ variables and CLI flags (``loader``)."""
 
 from .groups import (
     GROUPS,
+    AgentFallback,
+    AgentSettings,
     CallSettings,
     CloudMedia,
     CloudSignalling,
@@ -30,6 +32,8 @@ from .loader import all_fields, build_arg_parser, flag_name, load_settings, sett
 
 __all__ = [
     "GROUPS",
+    "AgentFallback",
+    "AgentSettings",
     "CallSettings",
     "CloudMedia",
     "CloudSignalling",

@@ -74,11 +74,22 @@ class IcePolicy(enum.StrEnum):
 
 
 class ShutdownCalls(enum.StrEnum):
-    """What SIGTERM does to live calls."""
+    """What SIGTERM does to live calls (``auto``: ``handover`` with a shared call directory,
+    else ``hangup``; resolved when the settings are built)."""
 
+    AUTO = "auto"
     HANGUP = "hangup"
     KEEP = "keep"
     HANDOVER = "handover"
+
+
+class AgentFallback(enum.StrEnum):
+    """What a call does when its model agent cannot be reached again."""
+
+    KEEP = "keep"
+    MESSAGE = "message"
+    HUMAN = "human"
+    HANGUP = "hangup"
 
 
 class OrphanCalls(enum.StrEnum):
@@ -187,8 +198,9 @@ class CallSettings(_Group):
     ring_timeout: float = _opt(60.0, "seconds a call may ring before it is given up")
     max_call_duration: float = _opt(14_400.0, "seconds an answered call may last (0: no limit)")
     shutdown_calls: ShutdownCalls = _opt(
-        ShutdownCalls.HANGUP,
-        "at shutdown: hangup (end calls), keep (leave WhatsApp calls up, ended here), or "
+        ShutdownCalls.AUTO,
+        "at shutdown: auto (handover with a shared BRIDGE_DIRECTORY, else hangup), "
+        "hangup (end calls), keep (leave WhatsApp calls up, ended here), or "
         "handover (with a shared directory: move calls on ZuckZapGo/WADial to another worker "
         "with room, serve the others until they end, at most BRIDGE_DRAIN_TIMEOUT; what "
         "cannot move or wait is hung up)",
@@ -415,9 +427,17 @@ class MediaSettings(_Group):
     opus_fec: bool = _opt(
         True, "downlink Opus in-band FEC, planned for the loss the browser's RTCP reports"
     )
+    opus_fec_bitrate: int = _opt(
+        48_000,
+        "downlink Opus bitrate while in-band FEC is on, bit/s (FEC data takes bits from the "
+        "frame; lowered to the browser's maxaveragebitrate)",
+    )
+    opus_fec_complexity: int = _opt(8, "downlink Opus complexity 0-10 while in-band FEC is on")
     opus_dtx: bool = _opt(False, "downlink Opus DTX (discontinuous transmission in silence)")
     opus_red: bool = _opt(
-        True, "accept RED (RFC 2198) from browsers that offer it: each Opus frame sent twice"
+        True,
+        "RED (RFC 2198) with browsers that offer it: taken from them, and sent to them while "
+        "their reports show loss (the previous one or two frames again in each packet)",
     )
     opus_passthrough: bool = _opt(
         True,
@@ -431,6 +451,8 @@ class MediaSettings(_Group):
     def validate(self) -> None:
         self.between("opus_bitrate", 6_000, 128_000, " bit/s")
         self.between("opus_complexity", 0, 10)
+        self.between("opus_fec_bitrate", 6_000, 128_000, " bit/s")
+        self.between("opus_fec_complexity", 0, 10)
 
 
 @dataclass(frozen=True)
@@ -642,6 +664,36 @@ class SipSettings(_Group):
                 )
 
 
+@dataclass(frozen=True)
+class AgentSettings(_Group):
+    """Model agents on calls (``POST /call/{callID}/agents``): default keys, reconnection,
+    the fallback when a model cannot be reached again. Their URLs are checked against
+    BRIDGE_FORK_URL_ALLOW, like media forks."""
+
+    agent_openai_api_key: str = _opt(
+        "", "key for openai-realtime agents whose request has no apiKey", secret=True
+    )
+    agent_gemini_api_key: str = _opt(
+        "", "key for gemini-live agents whose request has no apiKey", secret=True
+    )
+    agent_retries: int = _opt(
+        5, "attempts to reopen a dropped model socket before agent.failed (0: none)"
+    )
+    agent_fallback: AgentFallback = _opt(
+        AgentFallback.KEEP,
+        "after agent.failed: keep (the call goes on), message (play BRIDGE_AGENT_FALLBACK_FILE), "
+        "human (transfer to the first browser participant), or hangup",
+    )
+    agent_fallback_file: str = _opt(
+        "", "file of BRIDGE_MEDIA_DIR played with BRIDGE_AGENT_FALLBACK=message"
+    )
+
+    def validate(self) -> None:
+        self.between("agent_retries", 0, 50)
+        if self.agent_fallback is AgentFallback.MESSAGE and not self.agent_fallback_file:
+            raise self.bad("agent_fallback", "message needs BRIDGE_AGENT_FALLBACK_FILE")
+
+
 GROUPS: dict[str, type[_Group]] = {
     "server": ServerSettings,
     "calls": CallSettings,
@@ -653,6 +705,7 @@ GROUPS: dict[str, type[_Group]] = {
     "webhooks": WebhookSettings,
     "cluster": ClusterSettings,
     "sip": SipSettings,
+    "agents": AgentSettings,
 }
 
 
@@ -670,6 +723,14 @@ class Settings:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     sip: SipSettings = field(default_factory=SipSettings)
+    agents: AgentSettings = field(default_factory=AgentSettings)
+
+    def __post_init__(self) -> None:
+        # BRIDGE_SHUTDOWN_CALLS=auto: calls move at SIGTERM where there is somewhere to move
+        # them (a shared directory), and end where there is not (a lone instance).
+        if self.calls.shutdown_calls is ShutdownCalls.AUTO:
+            mode = ShutdownCalls.HANDOVER if self.cluster.shared else ShutdownCalls.HANGUP
+            object.__setattr__(self, "calls", dataclasses.replace(self.calls, shutdown_calls=mode))
 
     @classmethod
     def from_flat(cls, values: dict[str, Any]) -> Settings:

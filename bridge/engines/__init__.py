@@ -11,6 +11,7 @@ import aiohttp
 from ..config import ConfigError, EngineKind, Settings
 from . import cloudapi
 from .base import (
+    BilledEngine,
     CallLeg,
     DtmfLeg,
     Engine,
@@ -22,6 +23,8 @@ from .base import (
     MediaChannel,
     MediaClosed,
     MovableCalls,
+    OpensInBackground,
+    PermissionEngine,
     PolledEngine,
     RemoteCall,
     SignedWebhookEngine,
@@ -33,6 +36,7 @@ from .base import (
 from .cloudapi import CloudApiEngine
 from .pump import EnginePump
 from .sim import SimEngine
+from .socket import PcmStreamMedia
 from .wadial import WadialEngine
 from .zuckzapgo import ZuckZapGoEngine
 
@@ -59,6 +63,7 @@ def create_engine(settings: Settings, http: aiohttp.ClientSession | None = None)
 
 __all__ = [
     "ENGINES",
+    "BilledEngine",
     "CallLeg",
     "CloudApiEngine",
     "DtmfLeg",
@@ -73,6 +78,9 @@ __all__ = [
     "MediaChannel",
     "MediaClosed",
     "MovableCalls",
+    "OpensInBackground",
+    "PcmStreamMedia",
+    "PermissionEngine",
     "PolledEngine",
     "RemoteCall",
     "SignedWebhookEngine",

@@ -41,6 +41,7 @@ class EngineEventKind(enum.StrEnum):
     ANSWERED = "answered"  # the call is up (either side answered)
     ENDED = "ended"  # the call ended on the engine's side
     DTMF = "dtmf"  # the WhatsApp user pressed a key (data: digit, durationMs)
+    PERMISSION = "permission"  # a user answered a call-permission request (about no call)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class EngineEvent:
     reason: str = ""
     data: Mapping[str, Any] = field(default_factory=dict)
     """Extra fields for the call event (``call.dtmf``'s digit, an end's errors)."""
+    detail: str = ""
+    """An end's ``endDetail`` (Meta's code and message)."""
 
 
 RINGING_STATES = frozenset({"ringing", "connecting", "calling", "offer", "incoming"})
@@ -124,6 +127,15 @@ class MediaChannel(Protocol):
 
     async def close(self) -> None:
         """Close the channel (idempotent)."""
+
+
+@runtime_checkable
+class OpensInBackground(Protocol):
+    """A media channel that opens (and reopens) its socket in the background (the polled
+    engines' ``ReconnectingChannel``): whoever needs the socket open waits for it."""
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Whether a socket is open within ``timeout`` seconds."""
 
 
 @runtime_checkable
@@ -217,6 +229,29 @@ class Engine(Protocol):
     async def startup_calls(self) -> list[RemoteCall]:
         """The engine's calls as first listed after :meth:`start` (waits until the engine
         answers); the manager finds the orphans among them."""
+
+
+@runtime_checkable
+class PermissionEngine(Protocol):
+    """An engine whose business-initiated calls need the WhatsApp user's call permission
+    (Meta's Cloud API): it asks for it, reads it, and reports the user's answers as
+    ``PERMISSION`` events (data: ``phone``, ``response``, ``permanent``, ``expiresAt``,
+    ``source``)."""
+
+    async def request_permission(self, phone: str, template: Mapping[str, str] | None) -> str:
+        """Send the user a call-permission request; Meta's message id."""
+
+    async def read_permission(self, phone: str) -> dict[str, Any]:
+        """The user's permission: ``status``, ``expiresAt``, ``canCall``, ``canRequest``,
+        ``limits`` (cached briefly)."""
+
+
+@runtime_checkable
+class BilledEngine(Protocol):
+    """An engine whose business-initiated calls are billed by the connected time in pulses
+    (Meta's Cloud API: 6-second pulses, rounded up; user-initiated calls are free)."""
+
+    billing_pulse_s: int
 
 
 WEBHOOK_LIMIT = 256 * 1024

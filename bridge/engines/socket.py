@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
+import numpy as np
 
+from ..audio import FRAME_SAMPLES
 from ..audio.pcm import Pcm
 from ..errors import EngineError
 from .base import EngineStats, MediaChannel, MediaClosed, MediaFatal
@@ -76,6 +79,42 @@ class WebSocketMedia(abc.ABC):
         await self.ws.close()
 
 
+class PcmStreamMedia(WebSocketMedia):
+    """s16le PCM both ways on a WebSocket, the bus's 20 ms frames sent in batches of
+    ``batch_samples`` (a partial batch is never sent; at close it is dropped): the neutral
+    channel the worker-to-worker relay (``GET /call/{callID}/stream``) and the ZuckZapGo
+    engine (1920-byte frames) both speak."""
+
+    engine = "PCM stream"
+
+    def __init__(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        call_id: str,
+        stats: EngineStats,
+        *,
+        batch_samples: int = FRAME_SAMPLES,
+    ) -> None:
+        super().__init__(ws, call_id, stats)
+        self.batch_samples = batch_samples
+        self._out: list[Pcm] = []
+
+    async def send(self, pcm: Pcm) -> None:
+        self._out.append(pcm)
+        if len(self._out) * FRAME_SAMPLES < self.batch_samples:
+            return
+        payload = np.concatenate(self._out).astype("<i2", copy=False).tobytes()
+        self._out.clear()
+        await self.send_payload(payload)
+
+    def decode(self, data: bytes) -> Pcm:
+        return np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
+
+    async def close(self) -> None:
+        self._out.clear()
+        await super().close()
+
+
 Pause = Callable[[float], Awaitable[None]]
 """Sleeps up to the given seconds between attempts; an engine cuts it short when it is back."""
 
@@ -119,6 +158,8 @@ class ReconnectingChannel:
         self._delay = backoff
         self._connected_at = 0.0
         self._inner: MediaChannel | None = None
+        self._opened = asyncio.Event()
+        """Set while a socket is open (:meth:`wait_connected`)."""
         self._closed = False
         self._lock = asyncio.Lock()
 
@@ -127,11 +168,25 @@ class ReconnectingChannel:
         """Whether a socket to the engine is open now (not between reconnects)."""
         return self._inner is not None and not self._closed
 
+    async def wait_connected(self, timeout: float) -> bool:
+        """Whether a socket is open within ``timeout`` seconds (``OpensInBackground``)."""
+        if not self.connected:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._opened.wait(), timeout)
+        return self.connected
+
+    def _set_inner(self, inner: MediaChannel | None) -> None:
+        self._inner = inner
+        if inner is None:
+            self._opened.clear()
+        else:
+            self._opened.set()
+
     async def open(self) -> None:
         """Open the socket; if the engine cannot be reached now, :meth:`recv` keeps trying
         within the window (the call is not failed for an engine that is restarting)."""
         try:
-            self._inner = await asyncio.wait_for(self._connect(), CONNECT_TIMEOUT)
+            self._set_inner(await asyncio.wait_for(self._connect(), CONNECT_TIMEOUT))
             self._connected_at = time.monotonic()
         except (ConnectionError, EngineError, TimeoutError) as exc:
             log.warning(
@@ -177,7 +232,7 @@ class ReconnectingChannel:
         async with self._lock:
             if self._inner is not failed:
                 return  # someone else already reconnected
-            self._inner = None
+            self._set_inner(None)
             if failed is not None:
                 await failed.close()
                 if time.monotonic() - self._connected_at >= self.max_backoff:
@@ -226,7 +281,7 @@ class ReconnectingChannel:
                 if self._closed:  # closed while connecting
                     await inner.close()
                     raise MediaClosed(self.call_id)
-                self._inner = inner
+                self._set_inner(inner)
                 self._connected_at = time.monotonic()
                 self.stats.reconnects += 1
                 log.info(
@@ -239,7 +294,8 @@ class ReconnectingChannel:
 
     async def close(self) -> None:
         self._closed = True
-        inner, self._inner = self._inner, None
+        inner = self._inner
+        self._set_inner(None)
         if inner is not None:
             await inner.close()
 

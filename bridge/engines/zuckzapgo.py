@@ -11,10 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import numpy as np
 
-from ..audio import FRAME_SAMPLES
-from ..audio.pcm import Pcm
 from ..config import EngineSettings, Settings
 from ..errors import (
     EngineCallNotFound,
@@ -33,7 +30,7 @@ from .base import (
     webhook_json,
 )
 from .polling import PollingEngine
-from .socket import ReconnectingChannel, WebSocketMedia
+from .socket import PcmStreamMedia, ReconnectingChannel
 
 log = logging.getLogger(__name__)
 
@@ -71,36 +68,17 @@ def _unwrap(body: Any) -> Any:
     return body
 
 
-class ZuckZapGoMedia(WebSocketMedia):
-    """One media WebSocket (§6): bus frames in threes to 1920-byte frames, and back.
-
-    Text frames are not part of the protocol and are ignored.
-    """
+class ZuckZapGoMedia(PcmStreamMedia):
+    """One media WebSocket (§6): bus frames in threes to exactly 1920-byte frames, and back
+    (the engine zero-pads partial frames, which would put gaps in the call). Text frames are
+    not part of the protocol and are ignored."""
 
     engine = "ZuckZapGo"
 
     def __init__(
         self, ws: aiohttp.ClientWebSocketResponse, call_id: str, stats: EngineStats
     ) -> None:
-        super().__init__(ws, call_id, stats)
-        self._out: list[Pcm] = []
-
-    async def send(self, pcm: Pcm) -> None:
-        # Exactly 1920-byte frames (§6): the engine zero-pads partial frames, which would put
-        # gaps in the call, so a partial batch is never sent (at close it is dropped).
-        self._out.append(pcm)
-        if len(self._out) * FRAME_SAMPLES < ENGINE_FRAME_SAMPLES:
-            return
-        payload = np.concatenate(self._out).astype("<i2", copy=False).tobytes()
-        self._out.clear()
-        await self.send_payload(payload)
-
-    def decode(self, data: bytes) -> Pcm:
-        return np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
-
-    async def close(self) -> None:
-        self._out.clear()
-        await super().close()
+        super().__init__(ws, call_id, stats, batch_samples=ENGINE_FRAME_SAMPLES)
 
 
 class ZuckZapGoEngine(PollingEngine):

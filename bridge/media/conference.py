@@ -34,18 +34,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from ..audio import FRAME_SAMPLES
 from ..audio.pcm import Pcm
+from ..tasks import TaskSet
 from .clock import MediaClock
 from .frames import BusFrame, DownlinkSink, downlink_jitter
-
-if TYPE_CHECKING:
-    from .bus import CallBus
+from .stats import BusStats
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +79,30 @@ class Participant:
     inbox: deque[Pcm] = field(default_factory=lambda: deque(maxlen=INPUT_FRAMES))
 
 
+class MixHost(Protocol):
+    """What the conference needs of the call's bus (``bus.CallBus``), which owns it: the
+    dependency runs one way, bus → conference, with no import back."""
+
+    call_id: str
+    muted: bool
+    stats: BusStats
+    tasks: TaskSet
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def has_downlink_sources(self) -> bool: ...
+
+    def push_uplink(self, pcm: Pcm, t: float | None = None) -> None: ...
+
+    def emit_mixed_uplink(self, acc: npt.NDArray[np.int32], t: float) -> Pcm | None: ...
+
+
 class Conference:
     """The participants of one bus, and the mixing clock when it is needed."""
 
-    def __init__(self, bus: CallBus) -> None:
+    def __init__(self, bus: MixHost) -> None:
         self.bus = bus
         self.participants: dict[str, Participant] = {}
         self.held = False
@@ -97,7 +116,7 @@ class Conference:
 
         if pid in self.participants:
             self.leave(pid)
-        sink = DownlinkSink(self.bus, pid, downlink_jitter())
+        sink = DownlinkSink(self.bus.stats, pid, downlink_jitter())
         self.participants[pid] = Participant(pid, role, sink)
         self.update()
 

@@ -1,11 +1,12 @@
 """DTLS with every stack, and the reasons ICE and DTLS fail.
 
 **Ciphers.** aiortc's DTLS context offers only ECDHE-ECDSA suites
-(``RTCCertificate._create_ssl_context`` in aiortc 1.16). That is enough while the peer's
+(``RTCCertificate._create_ssl_context`` in aiortc 1.16; the private names are in
+``rtc/aiortc_seam.py``). That is enough while the peer's
 certificate is ECDSA (browsers, libwebrtc), but a peer whose certificate is RSA — GStreamer's
 webrtcbin generates only RSA, as do many gateways and embedded stacks — cannot take a suite
 from that list when it is the DTLS server (the bridge answers ``a=setup:active``, so it is the
-client): the handshake fails with ``no shared cipher``. :func:`install_dtls_hooks` wraps that
+client): the handshake fails with ``no shared cipher``. the seam (``rtc/aiortc_seam.py``) wraps that
 method and sets :data:`CIPHERS`: aiortc's own ECDSA suites first, then the same suites with RSA
 authentication. The bridge keeps aiortc's ECDSA certificate; the RSA suites only let an
 RSA-certificate server be chosen. In the server role the bridge picks an ECDSA suite and
@@ -27,6 +28,8 @@ from aiortc import RTCPeerConnection
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport, State
 from OpenSSL import SSL
 
+from . import aiortc_seam as seam
+
 AIORTC_CIPHERS = (
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:"
     "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA"
@@ -39,12 +42,12 @@ CIPHERS = (
 )
 """aiortc's suites, then the same with RSA authentication (for RSA-certificate servers)."""
 
-_ORIGINAL_CONTEXT = RTCCertificate._create_ssl_context
-_ORIGINAL_HANDSHAKE = RTCDtlsTransport._do_handshake
-_ORIGINAL_IDENTITY = RTCDtlsTransport._validate_peer_identity
-_ORIGINAL_SRTP = RTCDtlsTransport._setup_srtp
-_ORIGINAL_CONNECT = aioice.ice.Connection.connect
-_ORIGINAL_SET_STATE = RTCDtlsTransport._set_state
+_ORIGINAL_CONTEXT = seam.ORIGINAL.create_ssl_context
+_ORIGINAL_HANDSHAKE = seam.ORIGINAL.do_handshake
+_ORIGINAL_IDENTITY = seam.ORIGINAL.validate_peer_identity
+_ORIGINAL_SRTP = seam.ORIGINAL.setup_srtp
+_ORIGINAL_CONNECT = seam.ORIGINAL.connect
+_ORIGINAL_SET_STATE = seam.ORIGINAL.set_state
 
 
 def ssl_error_reason(exc: BaseException) -> str:
@@ -82,35 +85,36 @@ class _HandshakeSpy:
 
 
 @functools.wraps(_ORIGINAL_CONTEXT)
-def _create_ssl_context(self: RTCCertificate, srtp_profiles: list[Any]) -> SSL.Context:
+def create_ssl_context(self: RTCCertificate, srtp_profiles: list[Any]) -> SSL.Context:
     ctx = _ORIGINAL_CONTEXT(self, srtp_profiles)
     ctx.set_cipher_list(CIPHERS.encode())
     return ctx
 
 
 @functools.wraps(_ORIGINAL_SET_STATE)
-def _set_state(self: RTCDtlsTransport, state: State) -> None:
+def set_state(self: RTCDtlsTransport, state: State) -> None:
     if state == State.FAILED and not getattr(self, "_bridge_failure", None):
         self._bridge_failure = getattr(self, "_bridge_hint", None) or "DTLS handshake failed"  # type: ignore[attr-defined]
     _ORIGINAL_SET_STATE(self, state)
 
 
 @functools.wraps(_ORIGINAL_HANDSHAKE)
-async def _do_handshake(self: RTCDtlsTransport) -> None:
-    real = self._ssl
-    spy = _HandshakeSpy(real, self)  # type: ignore[arg-type]
-    self._ssl = spy  # type: ignore[assignment]
+async def do_handshake(self: RTCDtlsTransport) -> None:
+    real = seam.swap_ssl(self, None)
+    spy = _HandshakeSpy(real, self)
+    seam.swap_ssl(self, spy)
     self._bridge_hint = "the connection closed during the DTLS handshake"  # type: ignore[attr-defined]
     try:
         await _ORIGINAL_HANDSHAKE(self)
     finally:
         self._bridge_hint = None  # type: ignore[attr-defined]
-        if self._ssl is spy:
-            self._ssl = real
+        current = seam.swap_ssl(self, real)
+        if current is not spy:  # aiortc replaced it meanwhile: keep theirs
+            seam.swap_ssl(self, current)
 
 
 @functools.wraps(_ORIGINAL_IDENTITY)
-def _validate_peer_identity(self: RTCDtlsTransport, remoteParameters: Any) -> None:
+def validate_peer_identity(self: RTCDtlsTransport, remoteParameters: Any) -> None:
     self._bridge_hint = "certificate fingerprint mismatch"  # type: ignore[attr-defined]
     try:
         _ORIGINAL_IDENTITY(self, remoteParameters)
@@ -119,7 +123,7 @@ def _validate_peer_identity(self: RTCDtlsTransport, remoteParameters: Any) -> No
 
 
 @functools.wraps(_ORIGINAL_SRTP)
-def _setup_srtp(self: RTCDtlsTransport) -> None:
+def setup_srtp(self: RTCDtlsTransport) -> None:
     self._bridge_hint = "no SRTP protection profile negotiated"  # type: ignore[attr-defined]
     try:
         _ORIGINAL_SRTP(self)
@@ -128,22 +132,12 @@ def _setup_srtp(self: RTCDtlsTransport) -> None:
 
 
 @functools.wraps(_ORIGINAL_CONNECT)
-async def _connect(self: aioice.ice.Connection) -> None:
+async def connect(self: aioice.ice.Connection) -> None:
     try:
         await _ORIGINAL_CONNECT(self)
     except ConnectionError as exc:
         self._bridge_failure = str(exc) or "ICE connectivity checks failed"  # type: ignore[attr-defined]
         raise
-
-
-def install_dtls_hooks() -> None:
-    """Install the cipher list and the failure reasons (idempotent, process-wide)."""
-    RTCCertificate._create_ssl_context = _create_ssl_context  # type: ignore[method-assign]
-    RTCDtlsTransport._do_handshake = _do_handshake  # type: ignore[method-assign]
-    RTCDtlsTransport._validate_peer_identity = _validate_peer_identity  # type: ignore[method-assign]
-    RTCDtlsTransport._setup_srtp = _setup_srtp  # type: ignore[method-assign]
-    RTCDtlsTransport._set_state = _set_state  # type: ignore[method-assign]
-    aioice.ice.Connection.connect = _connect  # type: ignore[method-assign]
 
 
 def diagnose(pc: RTCPeerConnection) -> tuple[str, str]:
@@ -156,7 +150,7 @@ def diagnose(pc: RTCPeerConnection) -> tuple[str, str]:
     for dtls in dtls_transports:
         ice = dtls.transport
         if ice.state == "failed":
-            why = getattr(ice._connection, "_bridge_failure", None)
+            why = getattr(seam.ice_connection(ice), "_bridge_failure", None)
             return "ice", why or "ICE connection lost (consent expired)"
     for dtls in dtls_transports:
         if dtls.state == "failed":

@@ -4,7 +4,7 @@ Anyone who can reach a media port can send it anything. Left alone, aioice hands
 datagram that is not STUN to aiortc's DTLS transport, whatever its source, and aiortc's
 receive loop ends the transport on the first one it cannot handle (an empty datagram: an
 ``IndexError``; a 1600-byte RTP-looking one: libsrtp's "packet is too long"); a malformed STUN
-message raises inside the datagram callback. :func:`install_udp_guard` puts a filter in
+message raises inside the datagram callback. the seam (``rtc/aiortc_seam.py``) puts a filter in
 front of ``aioice.ice.StunProtocol.datagram_received`` (host and relayed candidates both go
 through it). A datagram is dropped — counted in ``bridge_udp_dropped_total{reason}``, never
 raised — when:
@@ -40,11 +40,10 @@ import logging
 import struct
 from typing import Any
 
-import aioice.ice
-import aioice.turn
 from aioice import stun
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
+from . import aiortc_seam as seam
 from .counters import drop
 
 log = logging.getLogger(__name__)
@@ -128,7 +127,8 @@ def _on_known_pair(protocol: Any, source: tuple[Any, Any]) -> bool:
     relay to its relay — before our own check of the peer's pair has come back. A third party
     is still refused: its address is none of the peer's candidates."""
     return any(
-        p.protocol is protocol and p.remote_addr == source for p in protocol.receiver._check_list
+        p.protocol is protocol and p.remote_addr == source
+        for p in seam.check_list(protocol.receiver)
     )
 
 
@@ -139,7 +139,7 @@ def verdict(protocol: Any, data: bytes, addr: tuple[Any, ...]) -> str | None:
     first = data[0]
     if first < 4:
         return _stun_verdict(protocol, data)
-    pair = protocol.receiver._nominated.get(protocol.local_candidate.component)
+    pair = seam.nominated(protocol.receiver).get(protocol.local_candidate.component)
     source = (addr[0], addr[1])
     if pair is not None and (pair.protocol is not protocol or pair.remote_addr != source):
         if not _on_known_pair(protocol, source):
@@ -151,13 +151,13 @@ def verdict(protocol: Any, data: bytes, addr: tuple[Any, ...]) -> str | None:
     return "unknown_type"
 
 
-_ORIGINAL_STUN = aioice.ice.StunProtocol.datagram_received
-_ORIGINAL_TURN = aioice.turn.TurnClientMixin.datagram_received
-_ORIGINAL_RECV_NEXT = RTCDtlsTransport._recv_next
+_ORIGINAL_STUN = seam.ORIGINAL.stun_datagram_received
+_ORIGINAL_TURN = seam.ORIGINAL.turn_datagram_received
+_ORIGINAL_RECV_NEXT = seam.ORIGINAL.recv_next
 
 
 @functools.wraps(_ORIGINAL_STUN)
-def _guarded_datagram_received(self: Any, data: bytes | str, addr: tuple[Any, ...]) -> None:
+def guarded_datagram_received(self: Any, data: bytes | str, addr: tuple[Any, ...]) -> None:
     if not isinstance(data, bytes):
         data = data.encode()
     try:
@@ -179,7 +179,7 @@ def _guarded_datagram_received(self: Any, data: bytes | str, addr: tuple[Any, ..
 
 
 @functools.wraps(_ORIGINAL_TURN)
-def _guarded_turn_datagram_received(self: Any, data: bytes | str, addr: tuple[str, int]) -> None:
+def guarded_turn_datagram_received(self: Any, data: bytes | str, addr: tuple[str, int]) -> None:
     if not data:
         drop("empty")
         return
@@ -191,7 +191,7 @@ def _guarded_turn_datagram_received(self: Any, data: bytes | str, addr: tuple[st
 
 
 @functools.wraps(_ORIGINAL_RECV_NEXT)
-async def _robust_recv_next(self: RTCDtlsTransport) -> None:
+async def robust_recv_next(self: RTCDtlsTransport) -> None:
     try:
         await _ORIGINAL_RECV_NEXT(self)
     except (ConnectionError, asyncio.CancelledError):
@@ -199,10 +199,3 @@ async def _robust_recv_next(self: RTCDtlsTransport) -> None:
     except Exception:
         drop("dtls_receive_error")
         log.debug("DTLS transport failed on one datagram", exc_info=True)
-
-
-def install_udp_guard() -> None:
-    """Install the filter and the robust DTLS receive step (idempotent, process-wide)."""
-    aioice.ice.StunProtocol.datagram_received = _guarded_datagram_received  # type: ignore[method-assign]
-    aioice.turn.TurnClientMixin.datagram_received = _guarded_turn_datagram_received  # type: ignore[method-assign]
-    RTCDtlsTransport._recv_next = _robust_recv_next  # type: ignore[method-assign]

@@ -13,8 +13,9 @@ cancelled and aioice closes their sockets). Both hooks are process-wide, as aioi
 
 Pinned media ports (:mod:`bridge.rtc.ports`): aioice binds its UDP sockets with
 ``asyncio.get_running_loop().create_datagram_endpoint(...)`` in two places (host candidates in
-``aioice.ice``, the TURN server socket in ``aioice.turn``). :func:`install_port_hook` gives
-those two modules an ``asyncio`` whose running loop binds the socket itself, inside the range,
+``aioice.ice``, the TURN server socket in ``aioice.turn``). The seam
+(:func:`~bridge.rtc.aiortc_seam.install`) gives those two modules an ``asyncio`` whose
+running loop binds the socket itself, inside the range,
 when a :func:`~bridge.rtc.ports.port_scope` is active, and hands it to the real loop
 (``create_datagram_endpoint(sock=...)``). Everything else goes to the real ``asyncio`` and the
 real loop untouched. When the range is exhausted aioice would log and skip the candidate; the
@@ -34,22 +35,20 @@ from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
 
-import aioice.ice
-import aioice.turn
 from aiortc import RTCConfiguration, RTCIceServer
 
 from ..config import IceSettings
+from . import aiortc_seam as seam
 from .ports import PortAllocator, PortsExhausted, bind_in_range, current_allocator
 from .turn import TurnGrant, pick_server_turn_url
 
-_ORIGINAL: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
-_ORIGINAL_COMPONENT = aioice.ice.Connection.get_component_candidates
+_ORIGINAL_COMPONENT = seam.ORIGINAL.get_component_candidates
 
 
 def restrict_host_addresses(addresses: Sequence[str]) -> None:
     """Gather host candidates only on ``addresses`` (empty: aioice's default behaviour)."""
     if not addresses:
-        aioice.ice.get_host_addresses = _ORIGINAL  # type: ignore[assignment]
+        seam.set_host_addresses(None)
         return
     parsed = [ipaddress.ip_address(a) for a in addresses]
 
@@ -58,7 +57,7 @@ def restrict_host_addresses(addresses: Sequence[str]) -> None:
             str(a) for a in parsed if (a.version == 4 and use_ipv4) or (a.version == 6 and use_ipv6)
         ]
 
-    aioice.ice.get_host_addresses = get_host_addresses
+    seam.set_host_addresses(get_host_addresses)
 
 
 _gather_timeout: float | None = None
@@ -71,11 +70,11 @@ def set_gather_timeout(seconds: float) -> None:
     """Wait at most ``seconds`` for STUN/TURN candidates (host candidates are immediate)."""
     global _gather_timeout
     _gather_timeout = seconds
-    install_port_hook()
+    seam.install()
 
 
 @functools.wraps(_ORIGINAL_COMPONENT)
-async def _get_component_candidates(
+async def get_component_candidates(
     self: Any, component: int, addresses: list[str], timeout: float = 5
 ) -> Any:
     if _gather_timeout is not None:
@@ -84,7 +83,7 @@ async def _get_component_candidates(
     token = _EXHAUSTED.set(exhausted)
     try:
         # aioice annotates the timeout as int; it goes to asyncio.wait, which takes a float.
-        candidates = await _ORIGINAL_COMPONENT(self, component, addresses, timeout=timeout)  # type: ignore[arg-type]
+        candidates = await _ORIGINAL_COMPONENT(self, component, addresses, timeout=timeout)
     finally:
         _EXHAUSTED.reset(token)
     if exhausted:
@@ -148,17 +147,7 @@ class _AsyncioForAioice(types.ModuleType):
     get_running_loop = staticmethod(_running_loop)
 
 
-_SHIM = _AsyncioForAioice("asyncio")
-
-
-def install_port_hook() -> None:
-    """Install the gathering wrapper and the port-range loop (idempotent, process-wide).
-
-    Without an active :func:`~bridge.rtc.ports.port_scope` both behave exactly as aioice.
-    """
-    aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign]
-    aioice.ice.asyncio = _SHIM
-    aioice.turn.asyncio = _SHIM
+ASYNCIO_FOR_AIOICE = _AsyncioForAioice("asyncio")
 
 
 def server_rtc_configuration(

@@ -14,8 +14,8 @@ share lives here:
   ``bridge_webrtc_failures_total``;
 * **close**: idempotent, concurrent callers share one teardown, children in reverse order of
   creation, aiortc's and aioice's objects released at once (:mod:`.release`);
-* **stats**: RTP/RTCP samples (:func:`sample_peer_quality`), the receiver's W3C counters, the
-  loss reported back to the encoder.
+* **stats**: RTP/RTCP samples (:func:`sample_peer_quality`), the receiver's W3C counters; the
+  far end's loss reports go to the encoder as they arrive (``rtc/protection.py``).
 
 A subclass adds only what is its own (a browser's offer/answer, participants, RED and key
 presses; Meta's SDP rules and DTMF for the WhatsApp side) and its hooks:
@@ -39,10 +39,9 @@ from ..audio.receiver import ReceiverStats
 from ..config import IceSettings
 from ..media import BusStats
 from ..tasks import TaskSet
-from . import counters, rtprecv, rtpsend
-from .dtls import diagnose, install_dtls_hooks
-from .guard import install_udp_guard
-from .ice import advertise_public_ip, install_port_hook, server_rtc_configuration
+from . import aiortc_seam, counters, rtprecv, rtpsend
+from .dtls import diagnose
+from .ice import advertise_public_ip, server_rtc_configuration
 from .passthrough import PassThrough
 from .ports import port_scope
 from .red import RedStats, hook_red
@@ -149,9 +148,7 @@ def _no_loss() -> float:
 def install_transport_hooks() -> None:
     """The process-wide aioice/aiortc hooks every leg relies on (idempotent): pinned ports,
     the UDP guard, DTLS ciphers and failure reasons."""
-    install_port_hook()
-    install_udp_guard()
-    install_dtls_hooks()
+    aiortc_seam.install()
 
 
 class PeerLeg:
@@ -238,6 +235,8 @@ class PeerLeg:
         transceiver.sender.replaceTrack(track)
         if isinstance(track, OpusBusTrack):  # our Opus: our packetise -> SRTP -> send
             self._lean = rtpsend.install(transceiver.sender)
+            # The far end's loss, report by report, to the encoder (rtc/protection.py).
+            self._lean.on_report = track.far_end_report
         self._playout = take_over_receiver(transceiver.receiver, on_frame, stats, self._tasks)
         self._lean_rx = rtprecv.install(transceiver.receiver, self._playout)
         report_loss_beyond(transceiver.receiver, lambda: self._loss_beyond())
@@ -378,15 +377,13 @@ class PeerLeg:
 
     async def sample_quality(self) -> Quality | None:
         """Read aiortc's RTP/RTCP statistics while connected; returns the change since the
-        last sample (and tells the encoder the loss the far end reports)."""
+        last sample. (The encoder hears the far end's loss report by report: ``start_media``.)"""
         if self._closed or self.state != "connected":
             return None
         self.totals, delta = await sample_peer_quality(self.pc, self.totals)
         if self._playout is not None:
             account_concealment(delta, self._playout)
         self.last = delta
-        if isinstance(self._track, OpusBusTrack):
-            self._track.report_loss(delta.far_end_loss)
         return delta
 
     def quality_json(self) -> dict[str, Any]:

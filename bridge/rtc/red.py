@@ -1,4 +1,4 @@
-"""RED (RFC 2198) audio redundancy from browsers: each packet also carries the previous frame.
+"""RED (RFC 2198) audio redundancy with browsers: each packet also carries the previous frame.
 
 Chromium offers ``red/48000/2`` carrying Opus (``a=fmtp:<red> <opus>/<opus>``); answered with
 RED first, it sends every Opus frame twice, the second time inside the next packet, so a
@@ -9,13 +9,21 @@ session's ``RTCDtlsTransport`` before aiortc routes it) splits RED packets: the 
 goes on as a plain Opus packet (counted in aiortc's RTCP statistics, so the loss reports the
 browser gets stay right), the redundant block goes straight to the leg's receiver
 (``audio/receiver.py``), which uses it only for a frame it has not got.
+
+The other way, :class:`RedWrapper` builds the RED packets the bridge sends a browser that
+offered RED, while the downlink's loss calls for it (``rtc/protection.py``): the frame and the
+one or two before it, each block exactly the Opus payload sent before (forwarded packets stay
+bit-exact inside). A clean link gets plain Opus packets: both payload types were negotiated,
+so NetEq takes either, and RED costs nothing until a loss is reported.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from . import aiortc_seam as seam
 from .rfc4733 import is_rtcp
 
 
@@ -85,6 +93,58 @@ def split_red(payload: bytes) -> list[tuple[int, int, bytes]] | None:
     return blocks
 
 
+MAX_BLOCK = 0x3FF
+"""A redundant block's length has 10 bits (RFC 2198 §3)."""
+MAX_OFFSET = 0x3FFF
+"""A redundant block's timestamp offset has 14 bits."""
+
+
+def join_red(redundant: list[tuple[int, bytes]], primary: bytes, payload_type: int) -> bytes:
+    """RFC 2198 §3: a RED payload of ``redundant`` blocks (timestamp offset, data), oldest
+    first, then ``primary``; every block of ``payload_type``."""
+    headers = b"".join(
+        bytes([0x80 | payload_type]) + ((offset << 10) | len(data)).to_bytes(3, "big")
+        for offset, data in redundant
+    )
+    return headers + bytes([payload_type]) + b"".join(d for _, d in redundant) + primary
+
+
+class RedWrapper:
+    """Wraps each Opus payload sent with the previous one or two (``depth``) into RED."""
+
+    def __init__(self, red: int, opus: int, frame_ticks: int = 960) -> None:
+        self.red = red
+        self.opus = opus
+        self.frame_ticks = frame_ticks
+        self._sent: deque[tuple[int, bytes]] = deque(maxlen=2)
+        self.packets = 0
+        """RED packets built."""
+        self.redundant_octets = 0
+        """Octets the copies (and RED headers) added."""
+
+    def wrap(self, payload: bytes, pts: int, depth: int) -> tuple[bytes, int | None]:
+        """The payload to send for the Opus ``payload`` at RTP time ``pts`` and its payload
+        type (``None``: plain Opus, when ``depth`` is 0 or nothing fits before it)."""
+        blocks = []
+        if depth > 0:
+            for old_pts, old in self._sent:
+                offset = (pts - old_pts) & 0xFFFFFFFF
+                if (
+                    0 < offset <= min(depth * self.frame_ticks, MAX_OFFSET)
+                    and len(old) <= MAX_BLOCK
+                ):
+                    blocks.append((offset, old))
+        newest = self._sent[-1][0] if self._sent else None
+        if newest is None or 0 < (pts - newest) & 0xFFFFFFFF < 0x80000000:
+            self._sent.append((pts & 0xFFFFFFFF, payload))  # not an older, reordered packet
+        if not blocks:
+            return payload, None
+        out = join_red(blocks, payload, self.opus)
+        self.packets += 1
+        self.redundant_octets += len(out) - len(payload)
+        return out, self.red
+
+
 def _payload_start(data: bytes) -> int | None:
     """Where an RTP packet's payload begins (after CSRCs and the header extension)."""
     n = 12 + 4 * (data[0] & 0x0F)
@@ -111,7 +171,7 @@ def hook_red(
     """Take RED packets (payload type ``red``) out before aiortc routes RTP on ``dtls``: the
     primary goes on as an Opus packet, each redundant Opus block to ``redundant(timestamp,
     payload)`` (module docstring)."""
-    original = dtls._handle_rtp_data
+    original = seam.rtp_data_handler(dtls)
 
     async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
         if len(data) >= 12 and data[1] & 0x7F == red and not is_rtcp(data):
@@ -130,4 +190,4 @@ def hook_red(
             data = bytes([data[0], (data[1] & 0x80) | opus]) + data[2:start] + blocks[-1][2]
         await original(data, arrival_time_ms=arrival_time_ms)
 
-    dtls._handle_rtp_data = handle_rtp_data
+    seam.set_rtp_data_handler(dtls, handle_rtp_data)

@@ -27,6 +27,8 @@ from typing import Any
 
 from aiortc.rtp import RtpPacket
 
+from . import aiortc_seam as seam
+
 log = logging.getLogger(__name__)
 
 EVENTS = "0123456789*#ABCD"
@@ -84,7 +86,7 @@ def is_rtcp(data: bytes) -> bool:
 def hook_receive(dtls: Any, payload_type: Callable[[], int | None], detector: DtmfDetector) -> None:
     """Take telephone-event RTP (``payload_type()``, read per packet) out before aiortc routes
     RTP on ``dtls`` (an ``RTCDtlsTransport``), into ``detector``."""
-    original = dtls._handle_rtp_data
+    original = seam.rtp_data_handler(dtls)
 
     async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
         pt = payload_type()
@@ -98,7 +100,7 @@ def hook_receive(dtls: Any, payload_type: Callable[[], int | None], detector: Dt
             return
         await original(data, arrival_time_ms=arrival_time_ms)
 
-    dtls._handle_rtp_data = handle_rtp_data
+    seam.set_rtp_data_handler(dtls, handle_rtp_data)
 
 
 def event_payload(event: int, end: bool, duration: int, volume: int = VOLUME) -> bytes:

@@ -33,8 +33,8 @@ receiver's Opus packets in one synchronous call, in aioice's datagram callback
 
 The transport's received bytes/packets counters are kept as aiortc keeps them. aiortc's own
 path, with the bridge's RED and RFC 4733 hooks on it, stays installed for whatever this one
-leaves to it. Everything of aiortc's and aioice's used here is checked when this module is
-imported (and again per receiver); ``pyproject.toml`` pins the range this was written against.
+leaves to it. Everything of aiortc's and aioice's used here is reached through
+``rtc/aiortc_seam.py``, which checks it at import (and again per receiver).
 """
 
 from __future__ import annotations
@@ -46,13 +46,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aioice.ice
-import aiortc
 import pylibsrtp
-from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
-from aiortc.rtcicetransport import RTCIceTransport
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 
+from . import aiortc_seam as seam
 from .counters import drop
 from .red import RedStats, split_red
 from .rfc4733 import DtmfDetector
@@ -65,100 +62,9 @@ ACTIVE_EVERY = 1.0
 """Seconds between updates of aiortc's active-SSRC table (``getSynchronizationSources`` keeps
 10 s; aiortc writes a ``datetime`` per packet)."""
 
-_R = "_RTCRtpReceiver__"
-_STATS_FIELDS = (
-    "packets_received",
-    "base_seq",
-    "max_seq",
-    "cycles",
-    "_clockrate",
-    "_jitter_q4",
-    "_last_arrival",
-    "_last_timestamp",
-)
-
-
-def _unwrapped(fn: Any) -> Any:
-    """``fn`` as aiortc wrote it (``rtc/guard.py`` wraps ``_recv_next``)."""
-    return getattr(fn, "__wrapped__", fn)
-
-
-def _check_aiortc() -> None:
-    """Fail at import if aiortc or aioice no longer has what :class:`LeanReceive` stands in
-    for or feeds: the datagram callback, the SRTP session and counters of the DTLS transport,
-    the router, the receiver's statistics table its RTCP task reads, and their fields."""
-    wanted = {
-        aioice.ice.Connection.data_received: ("_queue", "put_nowait"),
-        RTCIceTransport.__init__: ("_connection",),
-        _unwrapped(RTCDtlsTransport._recv_next): (
-            "_rx_srtp",
-            "unprotect",
-            "_handle_rtp_data",
-            "_RTCDtlsTransport__rx_bytes",
-            "_RTCDtlsTransport__rx_packets",
-        ),
-        RTCDtlsTransport._handle_rtp_data: ("_rtp_router", "route_rtp"),
-        RtpRouter.route_rtp: ("ssrc_table", "payload_type_table"),
-        RTCRtpReceiver._handle_rtp_packet: (
-            "_enabled",
-            _R + "codecs",
-            _R + "remote_streams",
-            _R + "active_ssrc",
-            _R + "jitter_buffer",
-        ),
-        RTCRtpReceiver._run_rtcp: (
-            _R + "remote_streams",
-            "fraction_lost",
-            "packets_lost",
-            "max_seq",
-            "jitter",
-        ),
-        RTCRtpReceiver.receive: ("_register_rtp_receiver",),
-        StreamStatistics.__init__: _STATS_FIELDS,
-        StreamStatistics.add: tuple(n for n in _STATS_FIELDS if n != "_clockrate"),
-    }
-    missing = [
-        f"{fn.__qualname__}: {name}"
-        for fn, names in wanted.items()
-        for name in names
-        if name not in fn.__code__.co_names
-    ]
-    if missing:
-        raise RuntimeError(
-            f"aiortc {aiortc.__version__} changed its RTP receiver ({', '.join(missing)}): "
-            "bridge/rtc/rtprecv.py must be updated"
-        )
-
-
-_check_aiortc()
-
-
-def record(
-    stream: StreamStatistics, seq: int, timestamp: int, now: float, *, audio: bool = True
-) -> None:
-    """Count one received packet in aiortc's RTCP statistics of its SSRC, as
-    ``StreamStatistics.add`` does (RFC 3550 A.3 sequence and loss, A.8 jitter), ``now`` being
-    the arrival (``time.time()``); ``audio=False`` (a telephone-event) moves the sequence
-    counters but not the jitter. The timestamp difference is taken modulo 2³²."""
-    max_seq = stream.max_seq
-    stream.packets_received += 1
-    if stream.base_seq is None:
-        stream.base_seq = seq
-    if max_seq is not None and (seq == max_seq or (seq - max_seq) & 0xFFFF >= 0x8000):
-        return  # a duplicate or an older (reordered) packet: counted, nothing else moves
-    if max_seq is not None and seq < max_seq:
-        stream.cycles += 1 << 16
-    stream.max_seq = seq
-    if not audio:
-        return
-    arrival = int(now * stream._clockrate)
-    last = stream._last_timestamp
-    if last is not None and timestamp != last and stream.packets_received > 1:
-        step = ((timestamp - last + 0x80000000) & 0xFFFFFFFF) - 0x80000000
-        diff = abs((arrival - stream._last_arrival) - step)  # type: ignore[operator]
-        stream._jitter_q4 += diff - ((stream._jitter_q4 + 8) >> 4)
-    stream._last_arrival = arrival
-    stream._last_timestamp = timestamp
+record = seam.record
+"""Counts one packet in aiortc's RTCP statistics (kept in the seam, with the fields it
+writes)."""
 
 
 def payload_bounds(data: bytes) -> tuple[int, int] | None:
@@ -205,14 +111,11 @@ class LeanReceive:
     with its DTLS transport (``RTCRtpReceiver.receive``), and :meth:`detach` undoes it."""
 
     def __init__(self, receiver: RTCRtpReceiver, playout: Playout) -> None:
-        for name in ("codecs", "remote_streams", "active_ssrc"):
-            if not isinstance(getattr(receiver, _R + name, None), dict):
-                raise RuntimeError(f"aiortc's RTCRtpReceiver has no {name}: rtc/rtprecv.py")
+        self._codecs, self._streams, self._active = seam.receiver_tables(receiver)
+        """aiortc's codecs, RTCP statistics per SSRC (its RTCP task and ``getStats`` read
+        them) and active-SSRC table."""
         self.receiver: Any = receiver
         self.playout = playout
-        self._streams: dict[int, StreamStatistics] = getattr(receiver, _R + "remote_streams")
-        """aiortc's RTCP statistics per SSRC (its RTCP task and ``getStats`` read them)."""
-        self._active: dict[int, Any] = getattr(receiver, _R + "active_ssrc")
         self.red: tuple[int, int, RedStats] | None = None
         """RED's payload type, the Opus one its blocks carry, and its counters, when the leg
         takes RED (``rtc/red.py``)."""
@@ -262,18 +165,16 @@ class LeanReceive:
         dtls = receiver.transport
         if self.dtls is not None:
             return self.dtls is dtls
-        codecs: dict[int, Any] = getattr(receiver, _R + "codecs")
-        opus = [pt for pt, c in codecs.items() if c.mimeType.lower() == "audio/opus"]
+        opus = [pt for pt, c in self._codecs.items() if c.mimeType.lower() == "audio/opus"]
         if not opus:
             log.info("lean RTP receive path: no Opus negotiated; aiortc receives")
             return False
-        for name in ("_rx_srtp", "_rtp_router", "_RTCDtlsTransport__rx_bytes", "transport"):
-            if not hasattr(dtls, name):
-                raise RuntimeError(f"aiortc's RTCDtlsTransport has no {name}: rtc/rtprecv.py")
-        connection = getattr(dtls.transport, "_connection", None)
-        if not isinstance(connection, aioice.ice.Connection):
-            raise RuntimeError("aiortc's RTCIceTransport has no aioice connection: rtc/rtprecv.py")
-        if "data_received" in vars(connection):
+        seam.require_dtls(dtls, send=False)
+        connection = seam.ice_connection(dtls.transport)
+        if connection is None:
+            raise seam.SeamError("aiortc's RTCIceTransport has no aioice connection")
+        aiortc_path = seam.take_datagrams(connection, self.datagram)
+        if aiortc_path is None:
             log.warning("lean RTP receive path: the connection is taken already; aiortc receives")
             return False
         self._opus_pt = opus[0]
@@ -281,14 +182,13 @@ class LeanReceive:
         if self.red is not None:
             self._routes[self.red[0]] = _RED
         self.dtls, self.connection = dtls, connection
-        self._aiortc = connection.data_received
-        connection.data_received = self.datagram  # type: ignore[method-assign]
+        self._aiortc = aiortc_path
         return True
 
     def detach(self) -> None:
         """Give the connection's datagrams back to aiortc (the leg is closing)."""
         if self.connection is not None:
-            vars(self.connection).pop("data_received", None)
+            seam.give_back_datagrams(self.connection)
         self.connection = None
 
     def _ours(self, ssrc: int) -> bool:
@@ -297,7 +197,7 @@ class LeanReceive:
         the payload type)."""
         if ssrc in self._refused:
             return False
-        ours = self.dtls._rtp_router.route_rtp(_Route(ssrc, self._opus_pt)) is self.receiver
+        ours = seam.rtp_router(self.dtls).route_rtp(_Route(ssrc, self._opus_pt)) is self.receiver
         (self._ssrcs if ours else self._refused).add(ssrc)
         return ours
 
@@ -305,7 +205,7 @@ class LeanReceive:
         """aioice's ``Connection.data_received``: one datagram of the connection (the UDP
         guard has let it through). Takes this receiver's SRTP; queues the rest for aiortc."""
         dtls = self.dtls
-        srtp = dtls._rx_srtp
+        srtp = seam.rx_srtp(dtls)
         if srtp is None or len(data) < 12:
             self._aiortc(data, component)  # type: ignore[misc]
             return
@@ -324,8 +224,7 @@ class LeanReceive:
         if kind is None and dtmf is None:
             self._aiortc(data, component)  # type: ignore[misc]
             return
-        dtls._RTCDtlsTransport__rx_bytes += len(data)
-        dtls._RTCDtlsTransport__rx_packets += 1
+        seam.count_received(dtls, len(data))
         try:
             plain = srtp.unprotect(data)
         except pylibsrtp.Error as exc:
@@ -362,11 +261,11 @@ class LeanReceive:
             if bounds is None:
                 detector.malformed += 1
                 return
-            if ssrc in self._ssrcs and receiver._enabled:
+            if ssrc in self._ssrcs and seam.receiver_enabled(receiver):
                 self._count(ssrc, seq, timestamp, audio=False)
             detector.feed(timestamp, plain[bounds[0] : bounds[1]])
             return
-        if bounds is None or not receiver._enabled:
+        if bounds is None or not seam.receiver_enabled(receiver):
             return  # aiortc drops both (before its statistics)
         payload = plain[bounds[0] : bounds[1]]
         if kind == _RED:
@@ -389,7 +288,7 @@ class LeanReceive:
         now = time.time()
         stream = self._streams.get(ssrc)
         if stream is None:
-            codec = getattr(self.receiver, _R + "codecs")[self._opus_pt]
+            codec = self._codecs[self._opus_pt]
             stream = self._streams[ssrc] = StreamStatistics(codec.clockRate)
         record(stream, seq, timestamp, now, audio=audio)
         if now - self._active_at.get(ssrc, 0.0) >= ACTIVE_EVERY:

@@ -25,10 +25,13 @@ aiortc for ICE, DTLS, the session and RTCP:
   octet counts, and the NTP/RTP time pair of the latest audio packet: RFC 3550 §6.4.1), so the
   reports, ``getStats`` and the round-trip time stay aiortc's and stay right. Events count as
   packets and octets but never move the time pair: their RTP time is the event's start.
+  It also hands each receiver report block about its stream to ``on_report`` as the report
+  arrives (before aiortc's own handling), so the encoder's protection follows the far end's
+  loss at once rather than at the next statistics sample (``rtc/protection.py``).
 
-Everything of aiortc's used here is checked when this module is imported (and again per
-sender), so an aiortc release that renames it fails loudly instead of sending nothing;
-``pyproject.toml`` pins the range this was written against.
+Everything of aiortc's used here is reached through ``rtc/aiortc_seam.py``, which checks it at
+import (and again per sender), so an aiortc release that renames it fails loudly instead of
+sending nothing.
 """
 
 from __future__ import annotations
@@ -38,14 +41,14 @@ import logging
 import secrets
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
-import aiortc
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcdtlstransport import RTCDtlsTransport, State
-from aiortc.rtcicetransport import RTCIceTransport
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap
+
+from . import aiortc_seam as seam
 
 log = logging.getLogger(__name__)
 
@@ -55,56 +58,7 @@ _NTP_EPOCH = 2_208_988_800
 OPUS_FRAME_TICKS = 960
 """20 ms on Opus' 48 kHz RTP clock (RFC 7587 §4.1)."""
 
-_P = "_RTCRtpSender__"
-SENDER_FIELDS = (
-    "rtp_started",
-    "rtp_exited",
-    "ntp_timestamp",
-    "rtp_timestamp",
-    "octet_count",
-    "packet_count",
-    "mid",
-    "rtp_header_extensions_map",
-    "track",
-)
-"""``RTCRtpSender`` private attributes this module reads or writes (name-mangled)."""
-_DTLS_FIELDS = (
-    "_state",
-    "_tx_srtp",
-    "transport",
-    "_RTCDtlsTransport__tx_bytes",
-    "_RTCDtlsTransport__tx_packets",
-)
-
-
-def _check_aiortc() -> None:
-    """Fail at import if aiortc's sender no longer has what :class:`LeanSender` replaces or
-    feeds: ``_run_rtp(codec)`` started by ``send``, and the counters ``_run_rtcp`` reads."""
-    wanted = {
-        RTCRtpSender.send: ("_run_rtp",),
-        RTCRtpSender._run_rtcp: tuple(
-            _P + n for n in ("ntp_timestamp", "rtp_timestamp", "octet_count", "packet_count")
-        ),
-        RTCRtpSender.__init__: tuple(_P + n for n in SENDER_FIELDS if n != "track"),
-        RTCRtpSender.stop: (_P + "rtp_started", _P + "rtp_exited"),
-        RTCDtlsTransport._send_rtp: ("_tx_srtp", "protect", "_send", "_state"),
-        RTCDtlsTransport.__init__: _DTLS_FIELDS[:2] + _DTLS_FIELDS[3:],
-        RTCIceTransport.__init__: ("_send",),
-    }
-    missing = [
-        f"{fn.__qualname__}: {name}"
-        for fn, names in wanted.items()
-        for name in names
-        if name not in fn.__code__.co_names
-    ]
-    if missing or not hasattr(State, "CONNECTED"):
-        raise RuntimeError(
-            f"aiortc {aiortc.__version__} changed its RTP sender ({', '.join(missing)}): "
-            "bridge/rtc/rtpsend.py must be updated"
-        )
-
-
-_check_aiortc()
+SENDER_FIELDS = seam.SENDER_FIELDS
 
 
 def random_sequence_number() -> int:
@@ -170,9 +124,11 @@ class RtpStream:
         *,
         marker: bool | None = None,
         payload_type: int | None = None,
+        audio_type: int | None = None,
     ) -> bytes:
         """One RTP packet (plaintext). ``marker=None`` (audio): the stream decides (first
-        packet, or first of a talkspurt); an event gives its own and ``payload_type``."""
+        packet, or first of a talkspurt); an event gives its own and ``payload_type``. Audio
+        goes out as the stream's payload type, or ``audio_type`` (RED around it)."""
         if seq is None:
             seq = self.next_seq
         if payload_type is None:  # audio
@@ -185,7 +141,7 @@ class RtpStream:
             if step < 0x80000000:  # not an older, reordered packet
                 self.last_pts = pts & 0xFFFFFFFF
             self.audio_packets += 1
-            payload_type = self.payload_type
+            payload_type = self.payload_type if audio_type is None else audio_type
         if marker:
             self.markers += 1
         # Later packets continue after the highest number sent (a reordered packet, forwarded
@@ -217,37 +173,40 @@ class LeanSender:
     the stream sequence number a forwarded packet was mapped to)."""
 
     def __init__(self, sender: RTCRtpSender) -> None:
-        for name in SENDER_FIELDS:
-            if not hasattr(sender, _P + name):
-                raise RuntimeError(f"aiortc's RTCRtpSender has no {name}: rtc/rtpsend.py")
+        ssrc = seam.require_sender(sender)
         self.sender: Any = sender
-        self.stream = RtpStream(sender._ssrc)
+        self.stream = RtpStream(ssrc)
         self.dtls: Any = None
         self._send: Any = None
         self.running = False
-        sender._run_rtp = self._run  # type: ignore[method-assign]
+        seam.take_rtp_loop(sender, self._run)
+        self.on_report: Callable[[float], None] | None = None
+        """Called with the loss fraction of each receiver report block about this stream."""
+
+        def on_block(block: Any) -> None:
+            if self.on_report is not None and block.ssrc == ssrc:
+                self.on_report(block.fraction_lost / 256)  # 8-bit fixed point
+
+        seam.watch_reports(sender, on_block)
 
     async def _run(self, codec: Any) -> None:
         """aiortc's ``RTCRtpSender.send`` starts this as the sender's RTP task."""
         sender = self.sender
         if codec.mimeType.lower() != "audio/opus":
             log.error("lean RTP sender: negotiated %s, not Opus; aiortc sends", codec.mimeType)
-            await RTCRtpSender._run_rtp(sender, codec)
+            await seam.ORIGINAL.run_rtp(sender, codec)
             return
         # aiortc's stop() waits for both events: set them whatever happens below.
-        getattr(sender, _P + "rtp_started").set()
+        started, exited = seam.sender_events(sender)
+        started.set()
         track = None
         try:
             self.stream.payload_type = codec.payloadType
-            self.stream.extension = header_extension(
-                getattr(sender, _P + "rtp_header_extensions_map"), getattr(sender, _P + "mid")
-            )
+            self.stream.extension = header_extension(*seam.sender_header(sender))
             dtls = sender.transport
-            for name in _DTLS_FIELDS:
-                if not hasattr(dtls, name):
-                    raise RuntimeError(f"aiortc's RTCDtlsTransport has no {name}: rtc/rtpsend.py")
+            seam.require_dtls(dtls, send=True)
             self.dtls = dtls
-            self._send = dtls.transport._send
+            self._send = seam.ice_send(dtls)
             self.running = True
             while True:
                 track = sender.track
@@ -255,7 +214,7 @@ class LeanSender:
                     await asyncio.sleep(0.02)
                     continue
                 packet = await track.recv()
-                await self.send(packet.data, packet.pts, packet.seq)
+                await self.send(packet.data, packet.pts, packet.seq, audio_type=packet.payload_type)
         except (asyncio.CancelledError, ConnectionError, MediaStreamError):
             pass
         except Exception:  # loudly, but aiortc's stop() must still find rtp_exited set
@@ -264,7 +223,7 @@ class LeanSender:
             self.running = False
             if track is not None:
                 track.stop()
-            getattr(sender, _P + "rtp_exited").set()
+            exited.set()
 
     async def send(
         self,
@@ -274,26 +233,27 @@ class LeanSender:
         *,
         marker: bool | None = None,
         payload_type: int | None = None,
+        audio_type: int | None = None,
     ) -> None:
         """Packetise, protect and send one packet of this stream (see :meth:`RtpStream.packetise`);
         raises ``ConnectionError`` when DTLS is not (or no longer) connected."""
         dtls = self.dtls
-        if dtls is None or dtls._state != State.CONNECTED:
+        if dtls is None or not seam.connected(dtls):
             raise ConnectionError("Cannot send encrypted RTP, not connected")
         stream = self.stream
-        data = dtls._tx_srtp.protect(
-            stream.packetise(payload, pts, seq, marker=marker, payload_type=payload_type)
+        data = seam.tx_srtp(dtls).protect(
+            stream.packetise(
+                payload, pts, seq, marker=marker, payload_type=payload_type, audio_type=audio_type
+            )
         )
         await self._send(data)
-        dtls._RTCDtlsTransport__tx_bytes += len(data)
-        dtls._RTCDtlsTransport__tx_packets += 1
+        seam.count_sent(dtls, len(data))
         # What aiortc's _run_rtcp writes its sender reports from (and getStats reads).
-        s = self.sender
-        s._RTCRtpSender__packet_count = stream.packets
-        s._RTCRtpSender__octet_count = stream.octets
         if payload_type is None and stream.last_pts == pts & 0xFFFFFFFF:  # the newest audio
-            s._RTCRtpSender__ntp_timestamp = ntp_time(time.time())
-            s._RTCRtpSender__rtp_timestamp = (stream.last_pts + stream.origin) & 0xFFFFFFFF
+            ntp, rtp = ntp_time(time.time()), (stream.last_pts + stream.origin) & 0xFFFFFFFF
+            seam.report_sent(self.sender, stream.packets, stream.octets, ntp, rtp)
+        else:
+            seam.report_sent(self.sender, stream.packets, stream.octets, None, None)
 
 
 def install(sender: RTCRtpSender) -> LeanSender:

@@ -18,7 +18,8 @@ from ..errors import AtCapacity, BadOffer
 from ..media import CallBus, DownlinkSink, Role
 from .leg import PeerLeg
 from .passthrough import PassThrough
-from .red import RedStats, add_red, offered_red
+from .protection import LossProtection
+from .red import RedStats, RedWrapper, add_red, offered_red
 from .rfc4733 import DtmfDetector, add_telephone_event, offered_telephone_event
 from .sdp import answer_fmtp, open_candidates, opus_parameters, with_opus_fmtp
 from .tracks import BusAudioTrack, OpusBusTrack
@@ -116,9 +117,12 @@ class WebRTCSession(PeerLeg):
         st = self.media
         # A browser may cap what it wants to receive (RFC 7587 §6.1 maxaveragebitrate).
         try:
-            cap = int(opus_parameters(sdp).get("maxaveragebitrate", st.opus_bitrate))
+            cap = int(opus_parameters(sdp).get("maxaveragebitrate", 0)) or 510_000
         except ValueError:
-            cap = st.opus_bitrate
+            cap = 510_000  # RFC 7587 §6.1: Opus' own maximum
+        # RED (RFC 2198) when the browser offers it over Opus: taken from it, and sent to it
+        # while its reports show loss (rtc/protection.py).
+        red = offered_red(sdp) if st.opus_red else None
         track = (
             OpusBusTrack(
                 sink,
@@ -126,6 +130,10 @@ class WebRTCSession(PeerLeg):
                 complexity=st.opus_complexity,
                 fec=st.opus_fec,
                 dtx=st.opus_dtx,
+                protection=LossProtection(fec=st.opus_fec, red=red is not None),
+                protected_bitrate=max(6_000, min(st.opus_fec_bitrate, cap)),
+                protected_complexity=st.opus_fec_complexity,
+                red=None if red is None else RedWrapper(*red),
             )
             if st.opus_direct
             else BusAudioTrack(sink)
@@ -135,8 +143,6 @@ class WebRTCSession(PeerLeg):
         await pc.setLocalDescription(answer)
         # Ask for in-band FEC, mono, 16 kHz (see rtc/sdp.py): aiortc's answer asks for nothing.
         answer_sdp = with_opus_fmtp(str(pc.localDescription.sdp), answer_fmtp(self.receive_bitrate))
-        # RED (RFC 2198) when the browser offers it over Opus: every frame sent twice.
-        red = offered_red(sdp) if st.opus_red else None
         if red is not None:
             answer_sdp = add_red(answer_sdp, *red)
             self.receive_red(audio, *red, self.red)
@@ -186,6 +192,10 @@ class WebRTCSession(PeerLeg):
             "redPackets": self.red.packets,
             # Downlink packets forwarded untouched from the WhatsApp leg (rtc/passthrough.py).
             "downlinkForwarded": track.forwarded_frames if isinstance(track, OpusBusTrack) else 0,
+            # What the downlink does against the loss the browser reports (rtc/protection.py).
+            "downlinkProtection": track.protection_json()
+            if isinstance(track, OpusBusTrack)
+            else None,
             "jitterBuffer": None
             if jitter is None or sink is None
             else {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fractions
+import time
 from typing import Protocol
 
 import av
@@ -15,6 +16,8 @@ from ..audio.pcm import Pcm
 from ..media import DownlinkSink
 from ..media.clock import MediaClock
 from .passthrough import PassThrough
+from .protection import LossProtection, Protection
+from .red import RedWrapper
 from .rtpsend import RtpStream
 
 _TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
@@ -30,21 +33,25 @@ bridge encoded from its own concealment."""
 
 
 class EncodedPacket:
-    """A pre-encoded packet: what ``rtc/rtpsend.py``'s sender reads (``data``, ``pts``, and
-    ``seq``: the stream's number for a forwarded packet, else ``None``), and what aiortc's own
-    sender reads (``bytes()``, ``pts``, ``time_base``) where it sends the track.
+    """A pre-encoded packet: what ``rtc/rtpsend.py``'s sender reads (``data``, ``pts``,
+    ``seq``: the stream's number for a forwarded packet, else ``None``, and ``payload_type``:
+    RED's when ``data`` is a RED payload, else ``None``), and what aiortc's own sender reads
+    (``bytes()``, ``pts``, ``time_base``) where it sends the track.
 
     Stands in for ``av.Packet``, which copies the payload into an FFmpeg buffer and builds a
     new ``Fraction`` on every ``time_base`` read; with ``time_base`` the very object aiortc
     compares against, its ``convert_timebase`` does no ``Fraction`` arithmetic either.
     """
 
-    __slots__ = ("data", "pts", "seq", "time_base")
+    __slots__ = ("data", "payload_type", "pts", "seq", "time_base")
 
-    def __init__(self, data: bytes, pts: int, seq: int | None = None) -> None:
+    def __init__(
+        self, data: bytes, pts: int, seq: int | None = None, payload_type: int | None = None
+    ) -> None:
         self.data = data
         self.pts = pts
         self.seq = seq
+        self.payload_type = payload_type
         self.time_base = _RTP_TIME_BASE
 
     def __bytes__(self) -> bytes:
@@ -69,6 +76,12 @@ class OpusBusTrack(MediaStreamTrack):
     thread hop for every encode, a resample to 48 kHz stereo and a 96 kbit/s stereo encode.
     Opus at 16 kHz mono is the bus format as it stands; the browser's decoder plays any Opus
     configuration (RFC 7587).
+
+    With a ``protection`` policy (``rtc/protection.py``) the far end's loss reports
+    (:meth:`far_end_report`) decide in-band FEC — at ``protected_bitrate`` and
+    ``protected_complexity`` while it is on — and, with ``red``, RFC 2198 copies of the
+    previous frames around what it sends, encoded or forwarded. Without one, the encoder keeps
+    the settings it was given (the quality bench's peers).
     """
 
     kind = "audio"
@@ -82,20 +95,32 @@ class OpusBusTrack(MediaStreamTrack):
         fec: bool = True,
         dtx: bool = False,
         expected_loss: int = 0,
+        protection: LossProtection | None = None,
+        protected_bitrate: int | None = None,
+        protected_complexity: int | None = None,
+        red: RedWrapper | None = None,
     ) -> None:
         super().__init__()
         self.sink = sink
-        self.bitrate = bitrate
         self.fec = fec
-        self.expected_loss = expected_loss
-        """The loss (%) the encoder plans FEC for: the far end's, from its RTCP reports."""
-        self._smoothed_loss = expected_loss / 100
+        self.protection = protection
+        self.red = red
+        self._plain = (bitrate, complexity)
+        self._protected = (
+            max(bitrate, protected_bitrate or bitrate),
+            protected_complexity or complexity,
+        )
+        self.applied = Protection(expected_loss if fec else 0, 0)
+        """What the sender does now (``rtc/protection.py``)."""
+        if protection is not None:
+            self.applied = protection.now
+        self.bitrate, complexity = self._protected if self.applied.fec else self._plain
         self._encoder = OpusEncoder(
             SAMPLE_RATE,
-            bitrate=bitrate,
+            bitrate=self.bitrate,
             complexity=complexity,
             fec=fec,
-            expected_loss=expected_loss,
+            expected_loss=self.applied.expected_loss,
             dtx=dtx,
         )
         self._clock = MediaClock()
@@ -139,10 +164,16 @@ class OpusBusTrack(MediaStreamTrack):
             pcm = self._silence
         # libopus directly: one 20 ms frame in, one packet out (no encoder delay queue). RTP
         # time counts the packets, 20 ms each, on Opus' 48 kHz RTP clock.
-        packet = EncodedPacket(self._encoder.encode(pcm), self._pts)
+        packet = self._packet(self._encoder.encode(pcm), self._pts)
         self._pts += _FRAME_TS
         self.frames_sent += 1
         return packet
+
+    def _packet(self, payload: bytes, pts: int, seq: int | None = None) -> EncodedPacket:
+        if self.red is None:
+            return EncodedPacket(payload, pts, seq)
+        data, payload_type = self.red.wrap(payload, pts, self.applied.red_depth)
+        return EncodedPacket(data, pts, seq, payload_type)
 
     def _forward(self, pt: PassThrough, seq: int, ts: int, payload: bytes) -> EncodedPacket:
         assert self._stream is not None
@@ -159,21 +190,44 @@ class OpusBusTrack(MediaStreamTrack):
         self.frames_sent += 1
         self.forwarded_frames += 1
         pt.forwarded += 1
-        return EncodedPacket(payload, pts, (seq + self._seq_offset) & 0xFFFF)
+        # A forwarded payload stays bit-exact: RED only puts earlier ones beside it.
+        return self._packet(payload, pts, (seq + self._seq_offset) & 0xFFFF)
 
-    def report_loss(self, fraction: float) -> None:
-        """The far end's latest loss fraction (its RTCP receiver reports, RFC 3550 §6.4.1):
-        FEC follows the network instead of a fixed guess. libopus spends LBRR bits in
-        proportion to the expected loss (RFC 6716 §2.1.7) and none at 0 %, which matters: at
-        32 kbit/s FEC planned for 3 % loss costs 0.5 PESQ on a clean network (docs/quality.md).
-        Smoothed, so one bad report does not swing the bitrate split; capped at 30 %."""
-        if not self.fec:
+    def protection_json(self) -> dict[str, object]:
+        """What the sender does against loss now, and what RED cost so far."""
+        policy, red = self.protection, self.red
+        return {
+            "expectedLoss": self.applied.expected_loss,
+            "redDepth": self.applied.red_depth,
+            "bitrate": self.bitrate,
+            "reports": policy.reports if policy is not None else 0,
+            "lossEstimate": round(policy.estimate, 4) if policy is not None else None,
+            "redPackets": red.packets if red is not None else 0,
+            "redOctets": red.redundant_octets if red is not None else 0,
+        }
+
+    @property
+    def expected_loss(self) -> int:
+        """The loss (%) the encoder plans in-band FEC for now (0: none)."""
+        return self.applied.expected_loss
+
+    def far_end_report(self, fraction_lost: float) -> None:
+        """One RTCP receiver report's loss fraction for this stream (RFC 3550 §6.4.1), as it
+        arrives: the protection policy decides, the encoder follows from the next frame on.
+        libopus spends LBRR bits in proportion to the expected loss and none at 0 % (RFC 6716
+        §2.1.7), which a clean link must not pay for (docs/quality.md)."""
+        if self.protection is None:
             return
-        self._smoothed_loss += 0.5 * (max(0.0, min(1.0, fraction)) - self._smoothed_loss)
-        percent = min(30, round(self._smoothed_loss * 100))
-        if percent != self.expected_loss:
-            self.expected_loss = percent
-            self._encoder.set_expected_loss(percent)
+        decision = self.protection.report(fraction_lost, time.monotonic())
+        if decision == self.applied:
+            return
+        if decision.fec != self.applied.fec:
+            self.bitrate, complexity = self._protected if decision.fec else self._plain
+            self._encoder.set_bitrate(self.bitrate)
+            self._encoder.set_complexity(complexity)
+        if decision.expected_loss != self.applied.expected_loss:
+            self._encoder.set_expected_loss(decision.expected_loss)
+        self.applied = decision
 
     def stop(self) -> None:
         super().stop()

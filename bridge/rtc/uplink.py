@@ -21,8 +21,9 @@ stand-ins, installed on an audio receiver by :func:`take_over_receiver`, replace
   nothing more is handed on until it sends again, as a browser that stops sending is heard
   as nothing, not as an endless stream of silence frames.
 
-aiortc keeps both in private attributes of ``RTCRtpReceiver``; :func:`take_over_receiver`
-checks they exist, so a change in aiortc fails loudly rather than silently.
+aiortc keeps both in private attributes of ``RTCRtpReceiver``, reached through
+``rtc/aiortc_seam.py``, which checks they exist, so a change in aiortc fails loudly rather
+than silently.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ import asyncio
 import logging
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtcpRrPacket
 
@@ -44,6 +45,7 @@ from ..audio.receiver import OpusReceiver, ReceiverStats
 from ..media import BusStats
 from ..media.clock import MediaClock
 from ..tasks import TaskSet
+from . import aiortc_seam as seam
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ class ReceiverBuffer:
         self.playout = playout
 
     def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
-        self.playout.packet(packet.sequence_number, packet.timestamp, packet._data)
+        self.playout.packet(packet.sequence_number, packet.timestamp, seam.rtp_payload(packet))
         return False, None
 
 
@@ -187,10 +189,6 @@ class Playout:
         return self._stop.get()
 
 
-_BUFFER = "_RTCRtpReceiver__jitter_buffer"
-_QUEUE = "_RTCRtpReceiver__decoder_queue"
-
-
 def take_over_receiver(
     receiver: RTCRtpReceiver, on_frame: Callable[[Pcm], None], stats: BusStats, tasks: TaskSet
 ) -> Playout:
@@ -198,13 +196,8 @@ def take_over_receiver(
 
     Must run before the receiver starts (i.e. before the connection is up).
     """
-    if not isinstance(getattr(receiver, _BUFFER, None), JitterBuffer) or not isinstance(
-        getattr(receiver, _QUEUE, None), queue.Queue
-    ):
-        raise RuntimeError("aiortc's RTCRtpReceiver changed: cannot take over the uplink")
     playout = Playout(on_frame, stats, tasks)
-    setattr(receiver, _BUFFER, ReceiverBuffer(playout))
-    setattr(receiver, _QUEUE, playout)
+    seam.take_jitter_buffer(receiver, ReceiverBuffer(playout), playout)
     return playout
 
 
@@ -219,15 +212,15 @@ def report_loss_beyond(receiver: RTCRtpReceiver, loss: Callable[[], float]) -> N
     larger of the two. aiortc builds the reports in ``_run_rtcp`` and sends them through
     ``_send_rtcp``; this wraps that method on this receiver alone and checks it exists, so a
     change in aiortc fails loudly."""
-    send = getattr(receiver, "_send_rtcp", None)
-    if send is None or not asyncio.iscoroutinefunction(send):
-        raise RuntimeError("aiortc's RTCRtpReceiver changed: cannot report the loss beyond it")
 
-    async def send_rtcp(packet: Any) -> None:
-        if isinstance(packet, RtcpRrPacket):
-            beyond = min(255, int(max(0.0, loss()) * 256))
-            for report in packet.reports:
-                report.fraction_lost = max(report.fraction_lost, beyond)
-        await send(packet)
+    def wrap(send: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+        async def send_rtcp(packet: Any) -> None:
+            if isinstance(packet, RtcpRrPacket):
+                beyond = min(255, int(max(0.0, loss()) * 256))
+                for report in packet.reports:
+                    report.fraction_lost = max(report.fraction_lost, beyond)
+            await send(packet)
 
-    receiver._send_rtcp = send_rtcp  # type: ignore[method-assign]
+        return send_rtcp
+
+    seam.wrap_send_rtcp(receiver, wrap)

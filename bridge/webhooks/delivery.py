@@ -69,14 +69,23 @@ class Delivery:
     """One event on its way to one URL."""
 
     id: str
-    call: Call
+    call: Call | None
+    """``None`` for an event about no call (``call.permission``)."""
     event: str
     body: str
     published: float
     attempts: int = 0
 
+    @property
+    def key(self) -> str:
+        """What orders deliveries: one call's events go one at a time (events about no call
+        share the key ``""``)."""
+        return self.call.id if self.call is not None else ""
+
     def record(self, url: str, outcome: str, status: int | None = None, error: str = "") -> None:
         """Note the outcome on the call, for ``GET /call/{callID}``."""
+        if self.call is None:
+            return
         self.call.webhook_status = {
             "url": display_url(url),
             "webhookId": self.id,
@@ -133,7 +142,7 @@ class Destination:
     def _take(self) -> Delivery | None:
         """The oldest event whose call has no delivery in flight (keeps per-call order)."""
         for i, delivery in enumerate(self.queue):
-            if delivery.call.id not in self._busy:
+            if delivery.key not in self._busy:
                 del self.queue[i]
                 return delivery
         return None
@@ -150,11 +159,11 @@ class Destination:
                         if self.idle:
                             return
                     continue
-                self._busy.add(delivery.call.id)
+                self._busy.add(delivery.key)
                 try:
                     await self.service.deliver(self.url, delivery)
                 finally:
-                    self._busy.discard(delivery.call.id)
+                    self._busy.discard(delivery.key)
                     self._wake.set()  # the call's next event may now go
                     self.service.progressed()
         finally:
@@ -205,8 +214,8 @@ class WebhookService:
         return url
 
     # -- the event source's side: never blocks
-    def observe(self, event: CallEvent, call: Call) -> None:
-        url = call.status_callback or self.settings.webhook_url
+    def observe(self, event: CallEvent, call: Call | None) -> None:
+        url = (call.status_callback if call is not None else None) or self.settings.webhook_url
         if not url or self.signer is None or self._closing:
             return
         delivery = Delivery(

@@ -28,7 +28,6 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from bridge.audio import dominant_frequency
 from bridge.config import ConfigError, all_fields, env_name, load_settings
 from bridge.startup import WEB_FILES
 
@@ -36,6 +35,7 @@ from ..support.cluster import Http
 from ..support.processes import free_port
 from ..support.requires import require
 from ..support.rtc_client import RtcClient
+from ..support.spectrum import dominant_frequency
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"

@@ -20,6 +20,7 @@ import json
 import random
 import re
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from bridge.rtc import restrict_host_addresses
 from bridge.rtc.release import release_peer_connection
 
 from ..support.rtc_client import Recorder, ToneTrack
+from .cloudapi_permissions import MetaPermissions
 from .common import FakeServer
 
 META_OPUS_FMTP = (
@@ -130,6 +132,14 @@ class MetaPeer:
         self._send: Any = None
         self.dtmf_received: list[RtpPacket] = []
         """RFC 4733 packets from the bridge (payload type 126), as they arrived."""
+        self.connected_at: float | None = None
+        """When ICE and DTLS were up on Meta's side (monotonic)."""
+        self.first_rtp_at: float | None = None
+        """When the bridge's first RTP packet arrived (monotonic): Meta waits for it."""
+        self.rtp_count = 0
+        self.last_rtp_at: float | None = None
+        self.rtcp_count = 0
+        self.last_rtcp_at: float | None = None
 
         @self.pc.on("track")
         def on_track(track: Any) -> None:
@@ -138,6 +148,7 @@ class MetaPeer:
         @self.pc.on("connectionstatechange")
         def on_state() -> None:
             if self.pc.connectionState == "connected":
+                self.connected_at = self.connected_at or time.monotonic()
                 self.connected.set()
 
     def _add_track(self) -> None:
@@ -166,6 +177,10 @@ class MetaPeer:
         handle = receive._handle_rtp_data
 
         async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+            now = time.monotonic()
+            self.first_rtp_at = self.first_rtp_at or now
+            self.rtp_count += 1
+            self.last_rtp_at = now
             if len(data) >= 12 and not 192 <= data[1] <= 208:
                 packet = RtpPacket.parse(data)
                 if packet.payload_type == 126:
@@ -176,6 +191,14 @@ class MetaPeer:
             await handle(data, arrival_time_ms=arrival_time_ms)
 
         receive._handle_rtp_data = handle_rtp_data
+        handle_rtcp = receive._handle_rtcp_data
+
+        async def handle_rtcp_data(data: bytes) -> None:
+            self.rtcp_count += 1
+            self.last_rtcp_at = time.monotonic()
+            await handle_rtcp(data)
+
+        receive._handle_rtcp_data = handle_rtcp_data
 
     async def offer(self) -> str:
         self._add_track()
@@ -234,6 +257,8 @@ class MetaCall:
     accepted: bool = False
     offered_at: float = field(default_factory=time.monotonic)
     actions: list[str] = field(default_factory=list)
+    opaque: str = ""
+    """``biz_opaque_callback_data`` of our ``connect`` (the bridge's callID)."""
 
 
 class FakeMeta(FakeServer):
@@ -256,6 +281,11 @@ class FakeMeta(FakeServer):
         self.meta_calls: dict[str, MetaCall] = {}
         self.actions: list[dict[str, Any]] = []
         self.refused: list[dict[str, Any]] = []
+        self.perms = MetaPermissions()
+        """Users' call permissions (see :mod:`.cloudapi_permissions`)."""
+        self.fail_next: dict[str, tuple[int, str]] = {}
+        """action → Meta's error code and message for the next request of that action."""
+        self.permission_reads = 0
         self.before_connect_answer: Any = None
         """``async (call) -> None`` awaited before ``connect`` is answered (webhook races)."""
 
@@ -276,10 +306,43 @@ class FakeMeta(FakeServer):
     def build(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v23.0/{pnid}/calls", self.calls_endpoint)
+        app.router.add_post("/v23.0/{pnid}/messages", self.messages_endpoint)
+        app.router.add_get("/v23.0/{pnid}/call_permissions", self.call_permissions_endpoint)
         return app
 
+    def _refuse(self, request: web.Request) -> web.Response | None:
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return meta_error(401, 190, "Invalid OAuth access token - Cannot parse access token")
+        if request.match_info["pnid"] != self.phone_number_id:
+            return meta_error(400, 100, "Unsupported post request. Object does not exist")
+        return None
+
+    async def messages_endpoint(self, request: web.Request) -> web.Response:
+        refusal = self._refuse(request)
+        if refusal is not None:
+            return refusal
+        try:
+            body = await request.json()
+        except ValueError:
+            return meta_error(400, 100, "Invalid JSON")
+        self.actions.append({"edge": "messages", **body})
+        return await self.perms.messages_endpoint(body)
+
+    async def call_permissions_endpoint(self, request: web.Request) -> web.Response:
+        refusal = self._refuse(request)
+        if refusal is not None:
+            return refusal
+        unknown = sorted(set(request.query) - {"user_wa_id"})
+        wa_id = request.query.get("user_wa_id", "")
+        if unknown or not wa_id.isdigit():
+            name = unknown[0] if unknown else "user_wa_id"
+            return meta_error(400, 100, f"(#100) The parameter {name} is invalid or missing")
+        self.permission_reads += 1
+        return web.json_response(self.perms.read(wa_id))
+
     def _wacid(self) -> str:
-        return "wacid.HBgL" + "".join(random.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", k=24))
+        # uuid4, not ``random``: unique even where a test seeds ``random`` (Hypothesis does).
+        return "wacid.HBgL" + uuid.uuid4().hex[:24].upper()
 
     async def calls_endpoint(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {self.token}":
@@ -309,6 +372,10 @@ class FakeMeta(FakeServer):
                     subcode=2494010,
                 )
         action = body.get("action")
+        failure = self.fail_next.pop(str(action), None)
+        if failure is not None:  # the next such action fails as Meta fails it
+            code, message = failure
+            return meta_error(400, code, f"(#{code}) {message}")
         if action == "connect":
             return await self._connect(body)
         call = self.meta_calls.get(str(body.get("call_id")))
@@ -347,6 +414,9 @@ class FakeMeta(FakeServer):
                 138006,
                 "(#138006) No approved call permission from the recipient",
             )
+        refusal = self.perms.connect_refusal(to)
+        if refusal is not None:
+            return refusal
         session = body.get("session") or {}
         if session.get("sdp_type") != "offer":
             return meta_error(400, 100, "(#100) session.sdp_type must be offer")
@@ -354,17 +424,17 @@ class FakeMeta(FakeServer):
         answer = await peer.answer_offer(session["sdp"])
         call = MetaCall(self._wacid(), to, "BUSINESS_INITIATED", peer, state="calling")
         call.pre_accept_sdp = answer  # Meta's answer, sent in the connect webhook
-        call.opaque = str(body.get("biz_opaque_callback_data", ""))  # type: ignore[attr-defined]
+        call.opaque = str(body.get("biz_opaque_callback_data", ""))
         self.meta_calls[call.wacid] = call
         if self.before_connect_answer is not None:
             await self.before_connect_answer(call)
         return web.json_response({"messaging_product": "whatsapp", "calls": [{"id": call.wacid}]})
 
     # -- webhooks
-    def envelope(self, *values: dict[str, Any]) -> dict[str, Any]:
+    def envelope(self, *values: dict[str, Any], field: str = "calls") -> dict[str, Any]:
         changes = [
             {
-                "field": "calls",
+                "field": field,
                 "value": {
                     "messaging_product": "whatsapp",
                     "metadata": {
@@ -445,6 +515,9 @@ class FakeMeta(FakeServer):
         return {"statuses": [item]}
 
     def answer_event(self, call: MetaCall) -> dict:
+        """The user picked up our call (Meta's connect webhook with its answer): it counts
+        as a connected call with the user."""
+        self.perms.call_connected(call.user)
         return {
             "calls": [
                 {

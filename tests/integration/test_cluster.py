@@ -21,7 +21,6 @@ import aiohttp
 import numpy as np
 import pytest
 
-from bridge.audio import dominant_frequency
 from bridge.calls.recovery import ORPHAN_RECHECK
 from bridge.timefmt import parse_iso_utc
 
@@ -38,24 +37,12 @@ from ..support.cluster import (
 )
 from ..support.processes import free_port, spawn_bridge
 from ..support.rtc_client import RtcClient
+from ..support.spectrum import dominant_frequency
+from ..support.waits import until
 
 require_redis()
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    server = Redis()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 async def start_pair(redis: Redis, session, tmp_path, **env: str) -> tuple[Bridge, Bridge]:
@@ -76,14 +63,12 @@ async def pair(redis, session, tmp_path) -> AsyncIterator[tuple[Bridge, Bridge]]
 
 async def inbound_calls(session, base: str, timeout: float = 10) -> list[dict]:
     """The cluster's live inbound calls, once there is one."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def ringing() -> list[dict]:
         _status, listing = await get(session, base, "/call/status")
-        ringing = [c for c in listing["calls"] if c["direction"] == "inbound"]
-        if ringing:
-            return ringing
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.1)
+        return [c for c in listing["calls"] if c["direction"] == "inbound"]
+
+    return await until(ringing, timeout, "an inbound call", every=0.1)
 
 
 async def hear(rtc: RtcClient, seconds: float = 1.0) -> float:
@@ -150,10 +135,8 @@ async def test_an_inbound_call_of_a_is_answered_through_b(pair, session) -> None
 
 async def wait_for_event(seen: list, match, timeout: float = 10) -> None:
     """Until an event collected in ``seen`` matches (events arrive on another task)."""
-    deadline = time.monotonic() + timeout
-    while not any(match(e) for e in seen):
-        assert time.monotonic() < deadline, seen
-        await asyncio.sleep(0.05)  # the list is filled by a reader task
+    # The list is filled by a reader task.
+    await until(lambda: any(match(e) for e in seen), timeout, f"an event among {seen}", every=0.05)
 
 
 def stream_id(event_id: str) -> tuple[int, int]:
@@ -255,23 +238,23 @@ async def test_redis_stopped_during_a_call_keeps_its_audio_and_refuses_new_calls
     assert status == 503 and body["error"]["code"] == "directory_unavailable", body
     assert "Redis" in body["error"]["message"]
     for bridge in (a, b):
-        deadline = time.monotonic() + 5
-        while True:
-            status, ready = await get(session, bridge.base, "/readyz")
-            if status == 503:
-                break
-            assert time.monotonic() < deadline, ready
-            await asyncio.sleep(0.1)
+
+        async def not_ready(base: str = bridge.base) -> dict | None:
+            status, ready = await get(session, base, "/readyz")
+            return ready if status == 503 else None
+
+        ready = await until(not_ready, 5.0, "/readyz to say 503", every=0.1)
         assert any("Redis" in reason for reason in ready["reasons"]), ready
         assert ready["directory"]["up"] is False
     assert await hear(rtc, 1.0) == pytest.approx(440, abs=5)
     # Back, empty (no persistence): both re-register by themselves; A re-registers its call.
     await redis.start()
     for bridge in (a, b):
-        deadline = time.monotonic() + 10
-        while (await get(session, bridge.base, "/readyz"))[0] != 200:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
+
+        async def ready_again(base: str = bridge.base) -> bool:
+            return (await get(session, base, "/readyz"))[0] == 200
+
+        await until(ready_again, 10.0, "/readyz to say 200 again", every=0.1)
     status, made = await post(session, b.base, "/call/make", {"phone": "5521999999999"})
     assert status == 201, made
     read = await wait_call(session, b.base, call_id, "active")
@@ -330,9 +313,13 @@ async def test_two_workers_share_the_port_and_a_killed_worker_is_replaced(redis,
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
     try:
         deadline = time.monotonic() + 30
-        while len(children_of(supervisor.pid)) < 2:
-            assert time.monotonic() < deadline and supervisor.returncode is None
-            await asyncio.sleep(0.1)
+        await until(
+            lambda: len(children_of(supervisor.pid)) >= 2 or supervisor.returncode is not None,
+            30.0,
+            "two workers",
+            every=0.1,
+        )
+        assert supervisor.returncode is None
         # Two calls: the second goes to the less loaded worker, so both workers own one.
         owners: dict[str, str] = {}
         while len(set(owners.values())) < 2:
@@ -356,12 +343,9 @@ async def test_two_workers_share_the_port_and_a_killed_worker_is_replaced(redis,
         assert (await wait_call(session, base, survivor_call, "active"))["owner"] != victim
         # The supervisor started a replacement, which takes the next call (it is the emptier).
         deadline = time.monotonic() + 20
-        while True:
-            replacements = children_of(supervisor.pid) - workers
-            if replacements:
-                break
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.1)
+        replacements = await until(
+            lambda: children_of(supervisor.pid) - workers, 20.0, "a replacement worker", every=0.1
+        )
         new_pid = replacements.pop()
         while True:
             try:
@@ -456,8 +440,17 @@ async def test_cloud_api_webhooks_reach_the_owner_and_a_new_call_lands_on_the_em
     a = Bridge(redis, tmp_path / "a", env=env)
     b = Bridge(redis, tmp_path / "b", env=env)
     to_a = Http(session, a.base)
+    permission_on_b: asyncio.Task[dict] | None = None
     try:
         await asyncio.gather(a.start(session), b.start(session))
+
+        async def first_permission_event() -> dict:
+            async for event in sse_events(session, b.base):
+                if event["event"] == "call.permission":
+                    return json.loads(event["data"])
+            raise AssertionError("the SSE stream ended")
+
+        permission_on_b = asyncio.create_task(first_permission_event())
         # Outbound through B: B owns it; Meta's answer (posted to A) reaches B.
         status, made = await post(session, b.base, "/call/make", {"phone": "15550002222"})
         assert status == 201 and made["owner"] == b.worker_id, made
@@ -486,7 +479,20 @@ async def test_cloud_api_webhooks_reach_the_owner_and_a_new_call_lands_on_the_em
         assert resp.status == 200
         ended = await wait_call(session, a.base, made["callID"], "ended")
         assert ended["endReason"] == "remote_hangup" and ended["owner"] == b.worker_id
+        # A user's call permission (a messages webhook, about no call) posted to A: its
+        # call.permission event reaches SSE readers on B through the shared directory.
+        grant = meta.envelope(meta.perms.callback_grant("15550003333"), field="messages")
+        assert (await meta.post(to_a, grant)).status == 200
+        event = await asyncio.wait_for(permission_on_b, 10)
+        assert (event["type"], event["phone"], event["response"]) == (
+            "call.permission",
+            "15550003333",
+            "accept",
+        )
+        assert "callID" not in event and event["source"] == "automatic"
     finally:
+        if permission_on_b is not None:
+            permission_on_b.cancel()
         await asyncio.gather(a.stop(), b.stop())
         await meta.stop()
 

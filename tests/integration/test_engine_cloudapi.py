@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from bridge.api.keys import ENGINE, MANAGER
-from bridge.audio import dominant_frequency, rms_dbfs
+from bridge.audio import rms_dbfs
 from bridge.engines.cloudapi.peer import WhatsAppPeer
 
 from ..support.calls import wait_state
 from ..support.rtc_client import RtcClient
+from ..support.spectrum import dominant_frequency
 from ..support.waits import until
 
 TONE_DBFS = -9.0  # both sides send a tone at amplitude 0.5 (RMS -9 dBFS)
@@ -36,12 +37,9 @@ async def live_calls(client, headers=None) -> list[dict]:
 async def the_live_call(client) -> dict:
     """The one live call, once the engine reported it: Meta sees ``pre_accept`` before the
     engine's INCOMING event reaches the manager (the answer is sent first)."""
-    for _ in range(200):
-        if calls := await live_calls(client):
-            assert len(calls) == 1, calls
-            return calls[0]
-        await asyncio.sleep(0.01)
-    raise AssertionError("no live call")
+    calls = await until(lambda: live_calls(client), 5.0, "a live call")
+    assert len(calls) == 1, calls
+    return calls[0]
 
 
 def heard(recorder, seconds: float = 1.0) -> np.ndarray:
@@ -467,13 +465,13 @@ async def test_the_runtime_owns_the_whatsapp_peer_and_closes_it_once(
     call_id = manager.registry.by_engine_id(mcall.wacid).id
     runtime = manager.find_runtime(call_id)
     peer = engine.calls[mcall.wacid].peer
-    assert runtime.leg is peer and engine.calls[mcall.wacid].handed_over
+    assert runtime.media.leg is peer and engine.calls[mcall.wacid].handed_over
     rtc = None
     if ending != "missed":
         rtc = await connect_browser(client, call_id)
         assert (await client.post("/call/answer", json={"callID": call_id})).status == 200
-        await until(lambda: runtime.webrtc_leg is not None, 3, "the engine media open")
-        assert runtime.webrtc_leg.peer is peer  # the pump's channel is on the runtime's leg
+        await until(lambda: runtime.media.webrtc_leg is not None, 3, "the engine media open")
+        assert runtime.media.webrtc_leg.peer is peer  # the pump's channel is on the runtime's leg
 
     if ending == "hangup":
         assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200

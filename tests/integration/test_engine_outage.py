@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
 from typing import BinaryIO
 
@@ -20,24 +19,16 @@ import aiohttp
 import numpy as np
 import pytest
 
-from bridge.audio import dominant_frequency, rms_dbfs
+from bridge.audio import rms_dbfs
 
 from ..fakes.common import FakeCall
 from ..support.calls import wait_state
-from ..support.processes import free_port
+from ..support.processes import free_port, spawn_bridge, wait_healthy
 from ..support.rtc_client import RtcClient
+from ..support.spectrum import dominant_frequency
+from ..support.waits import until
 
 AUDIBLE_RMS = 300.0  # int16 scale; the tones are sent at 0.4 of full scale (~9000 RMS)
-
-
-async def until(predicate, timeout: float) -> float | None:
-    """Seconds until ``predicate()`` held, or ``None`` if it did not within ``timeout``."""
-    t0 = time.monotonic()
-    for _ in range(int(timeout / 0.05) + 1):
-        if predicate():
-            return time.monotonic() - t0
-        await asyncio.sleep(0.05)
-    return None
 
 
 def port_refuses(port: int) -> bool:
@@ -113,20 +104,9 @@ async def test_engine_back_after_10_s_call_stays_active_and_audio_resumes(zclien
 
     await zuckzapgo.start()
     t_back = time.monotonic()
-    deadline = t_back + 5.0
-    heard_at = sent_at = None
-    while time.monotonic() < deadline and (heard_at is None or sent_at is None):
-        await asyncio.sleep(0.05)
-        heard_at = first_audible_client(rtc, t_back)
-        sent_at = first_audible_engine(engine_call, t_back)
-    assert heard_at is not None, "the browser never heard the engine again"
-    assert sent_at is not None, "the engine never heard the browser again"
-    print(
-        f"resumed after the engine's return: down {heard_at - t_back:.2f} s,"
-        f" up {sent_at - t_back:.2f} s"
-    )
-    assert heard_at - t_back < 2.0, f"downlink resumed {heard_at - t_back:.2f} s after return"
-    assert sent_at - t_back < 2.0, f"uplink resumed {sent_at - t_back:.2f} s after return"
+    # How soon it resumes is the bench's to measure; here, that it does (both ways).
+    await until(lambda: first_audible_client(rtc, t_back), 5.0, "the browser to hear the engine")
+    await until(lambda: first_audible_engine(engine_call, t_back), 5.0, "the engine to hear us")
 
     t1 = time.monotonic()
     await asyncio.sleep(1.5)
@@ -160,8 +140,7 @@ async def test_engine_down_past_the_window_call_is_hung_up_when_it_is_back(
     assert any("could not hang up engine call" in m for m in warnings), warnings
 
     await zuckzapgo.start()
-    took = await until(lambda: engine_call.state == "ended", 10)
-    assert took is not None, "the engine still lists the call 10 s after its return"
+    await until(lambda: engine_call.state == "ended", 10, "the engine to drop the call")
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"{zuckzapgo.url}/call/status", headers={"token": "ztok"}) as r,
@@ -183,7 +162,7 @@ async def test_hangup_during_an_outage_reaches_the_engine_when_it_is_back(zclien
     await asyncio.sleep(1.0)
     assert engine_call.state == "active"
     await zuckzapgo.start()
-    assert await until(lambda: engine_call.state == "ended", 10) is not None
+    await until(lambda: engine_call.state == "ended", 10, "the hang-up to reach the engine")
 
 
 class Bridge:
@@ -196,7 +175,7 @@ class Bridge:
         self.log_path = log_path
         self.proc: asyncio.subprocess.Process | None = None
 
-    async def start(self, session: aiohttp.ClientSession) -> None:
+    async def start(self) -> None:
         env = dict(
             os.environ,
             BRIDGE_ICE_ADDRESSES="127.0.0.1",
@@ -206,26 +185,9 @@ class Bridge:
             BRIDGE_ENGINE_TOKEN="ztok",
             BRIDGE_ENGINE_POLL_INTERVAL="0.2",
         )
-        with self._open_log() as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bridge",
-                "--port",
-                str(self.port),
-                env=env,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=log,
-            )
-        for _ in range(400):
-            try:
-                async with session.get(self.base + "/healthz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.05)
-        raise AssertionError("the bridge did not start")
+        with self._open_log() as log:  # the shared launcher, its log to a file
+            self.proc = await spawn_bridge(env, "--port", str(self.port), stderr=log.fileno())
+        await wait_healthy(self.base, timeout=20.0)
 
     def _open_log(self) -> BinaryIO:
         return open(self.log_path, "ab")
@@ -244,18 +206,15 @@ class Bridge:
 async def test_sigkilled_bridge_hangs_up_its_orphaned_call_at_restart(zuckzapgo, tmp_path) -> None:
     async with aiohttp.ClientSession() as session:
         first = Bridge(zuckzapgo.url, str(tmp_path / "first.log"))
-        await first.start(session)
+        await first.start()
         try:
             async with session.post(
                 first.base + "/call/make", json={"phone": "5521999999999"}
             ) as r:
                 assert r.status == 201
                 call = await r.json()
-            for _ in range(100):
-                async with session.get(first.base + f"/call/{call['callID']}") as r:
-                    if (await r.json())["state"] == "active":
-                        break
-                await asyncio.sleep(0.05)
+            async with aiohttp.ClientSession(base_url=first.base) as at_first:
+                await wait_state(at_first, call["callID"], "active")  # type: ignore[arg-type]
             engine_call = next(iter(zuckzapgo.calls.values()))
             assert engine_call.state == "active"
         finally:
@@ -265,10 +224,9 @@ async def test_sigkilled_bridge_hangs_up_its_orphaned_call_at_restart(zuckzapgo,
         inbound = zuckzapgo.ring_inbound("15550001111")  # rings while no bridge runs
 
         second = Bridge(zuckzapgo.url, str(tmp_path / "second.log"))
-        await second.start(session)
+        await second.start()
         try:
-            took = await until(lambda: engine_call.state == "ended", 10)
-            assert took is not None, "the orphaned call is still up on the engine"
+            await until(lambda: engine_call.state == "ended", 10, "the orphan to be hung up")
             # A ringing inbound call is not an orphan: it is offered as a new call.
             async with session.get(second.base + "/call/status") as r:
                 calls = (await r.json())["calls"]

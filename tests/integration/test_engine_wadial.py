@@ -9,9 +9,10 @@ import time
 import pytest
 
 from bridge.api.keys import ENGINE
-from bridge.audio import dominant_frequency, rms_dbfs
+from bridge.audio import rms_dbfs
 
 from ..support.calls import wait_state, webrtc_call
+from ..support.spectrum import dominant_frequency
 
 
 async def test_outbound_float32_audio_both_ways(wclient, wadial) -> None:

@@ -29,11 +29,11 @@ import numpy as np
 import pytest
 from aiohttp import WSMsgType, web
 
+from ..fakes.openai_realtime import FakeOpenAIRealtime
 from ..fakes.zuckzapgo import FakeZuckZapGo
 from ..support.cluster import (
     Bridge,
     Http,
-    Redis,
     bridge_env,
     get,
     post,
@@ -44,6 +44,7 @@ from ..support.cluster import (
 from ..support.processes import free_port, spawn_bridge
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import band_energy
+from ..support.waits import until
 
 require_redis()
 
@@ -51,20 +52,6 @@ pytestmark = pytest.mark.timeout(90)
 
 ENGINE_HZ = 700.0
 BROWSER_HZ = 440.0
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    server = Redis()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 @pytest.fixture
@@ -100,13 +87,10 @@ class Events:
                 self.seen.append(json.loads(event["data"]))
 
     async def wait(self, type_: str, timeout: float = 15.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for event in self.seen:
-                if event["type"] == type_:
-                    return event
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"no {type_} among {[e['type'] for e in self.seen]}")
+        def found() -> dict | None:
+            return next((e for e in self.seen if e["type"] == type_), None)
+
+        return await until(found, timeout, f"{type_} (events: {len(self.seen)})", every=0.02)
 
     async def close(self) -> None:
         self._task.cancel()
@@ -120,6 +104,8 @@ class ForkApp:
     def __init__(self) -> None:
         self.connections: list[list[dict]] = []
         self.webhooks: list[dict] = []
+        self.model = FakeOpenAIRealtime(api_key="sk-moved")
+        """A realtime model an agent on the call talks to (OpenAI's protocol)."""
         self.port = free_port()
         self._runner: web.AppRunner | None = None
 
@@ -131,6 +117,7 @@ class ForkApp:
         app = web.Application()
         app.router.add_get("/media", self._serve)
         app.router.add_post("/hook", self._hook)
+        app.router.add_get("/v1/realtime", self.model.handler)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -255,6 +242,10 @@ async def test_sigterm_hands_a_live_zuckzapgo_call_to_the_other_worker_without_e
             session, a.base, f"/call/{call_id}/streams", {"url": fork_app.url, "channel": "both"}
         )
         assert status == 201, stream
+        model_url = f"ws://127.0.0.1:{fork_app.port}/v1/realtime"
+        agent = {"provider": "openai-realtime", "url": model_url, "apiKey": "sk-moved"}
+        status, started = await post(session, a.base, f"/call/{call_id}/agents", agent)
+        assert status == 201, started
         old = RtcClient(Http(session, a.base), call_id, freq=BROWSER_HZ)
         await old.offer()
         await asyncio.wait_for(old.connected.wait(), 10)
@@ -316,6 +307,18 @@ async def test_sigterm_hands_a_live_zuckzapgo_call_to_the_other_worker_without_e
         start = next(e for e in second if e["event"] == "start")
         assert start["resumed"] is True and start["stream_id"] == stream["streamId"]
         assert band_energy(fork_app.inbound(1), 16_000, ENGINE_HZ) > 0.5
+        # The agent: B opened the model's socket again (key and session as asked), same
+        # agent id, and the engine's audio reaches the model from B.
+        model = fork_app.model
+        assert model.connections == 2 and len(model.sessions) == 2 and model.errors == []
+        assert model.headers[1]["Authorization"] == "Bearer sk-moved"
+        assert call["agents"][0]["agentID"] == started["agentID"]
+        assert call["agents"][0]["state"] == "connected"
+        connected = [e for e in events.seen if e["type"] == "agent.connected"]
+        assert [e.get("resumed", False) for e in connected][-1] is True  # A's first, then B's
+        assert connected[-1]["agentID"] == started["agentID"]
+        assert "sk-moved" not in json.dumps(events.seen)
+        assert band_energy(model.heard[-24_000:], 24_000, ENGINE_HZ) > 0.5
         # The app's webhook got call.moved too (sent by A before it exited).
         hooked = [w for w in fork_app.webhooks if w["type"] == "call.moved"]
         assert len(hooked) == 1 and hooked[0]["to"] == b.worker_id, fork_app.webhooks[-3:]
@@ -495,10 +498,10 @@ async def test_sigterm_hangs_up_a_cloud_api_call_still_live_at_the_drain_timeout
     a, b = await cloud_pair(redis, session, tmp_path, meta, BRIDGE_DRAIN_TIMEOUT="2")
     try:
         call_id, _outbound = await cloud_call_on_b(session, meta, a, b)
-        t0 = time.monotonic()
         b.proc.send_signal(signal.SIGTERM)
+        # Unmovable, it is served while b drains (BRIDGE_DRAIN_TIMEOUT), then ended.
+        assert (await wait_call(session, a.base, call_id, "active"))["state"] == "active"
         assert await asyncio.wait_for(b.proc.wait(), 20) == 0
-        assert time.monotonic() - t0 >= 2.0
         ended = await wait_call(session, a.base, call_id, "ended")
         assert ended["endReason"] == "shutdown"
     finally:
@@ -537,13 +540,12 @@ async def test_a_rolling_restart_of_one_of_two_workers_loses_none_of_its_20_call
         events = Events(session, b.base)
         await asyncio.sleep(0.5)
         a.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            moved = {e["callID"] for e in events.seen if e["type"] == "call.moved"}
-            if moved >= set(made):
-                break
-            await asyncio.sleep(0.1)
-        assert moved >= set(made), len(moved)
+        seen = events.seen
+
+        def all_moved() -> bool:
+            return {e["callID"] for e in seen if e["type"] == "call.moved"} >= set(made)
+
+        await until(all_moved, 30.0, "every call.moved", every=0.1)
         for call_id in made[:2]:
             rtc = RtcClient(Http(session, b.base), call_id, freq=BROWSER_HZ)
             await rtc.offer()

@@ -13,10 +13,9 @@ import re
 
 import pytest
 
-from bridge.audio import dominant_frequency
-
 from ..support.calls import peer_heard, sim_call, wait_state
 from ..support.rtc_client import RtcClient
+from ..support.spectrum import dominant_frequency
 from ..support.waits import until
 
 _CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ (\w+)", re.M)

@@ -71,9 +71,10 @@ async def test_metrics_move_during_a_call_and_settle_after(make_client) -> None:
     # A steady engine: the downlink stretches at most to fill its cushion once at the start.
     assert ("bridge_downlink_stretched_seconds_total", (("kind", "inserted"),)) in later
     stretched = value(later, "bridge_downlink_stretched_seconds_total", kind="inserted")
-    assert stretched <= 0.1 and value(
-        later, "bridge_downlink_stretched_seconds_total", kind="removed"
-    ) <= 0.1
+    assert (
+        stretched <= 0.1
+        and value(later, "bridge_downlink_stretched_seconds_total", kind="removed") <= 0.1
+    )
 
     stats = await (await client.get(f"/call/{call['callID']}/stats")).json()
     assert stats["webrtc"]["state"] == "connected" and stats["webrtc"]["mos"] > 4.0

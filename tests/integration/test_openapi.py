@@ -9,18 +9,17 @@ import json
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
-import aiohttp
 import pytest
 import yaml
 from openapi_spec_validator import validate
 
-from bridge.api.schema import openapi_document, validate_body
+from bridge.api.errors import error_code, error_response
+from bridge.api.schema import call_body_routes, openapi_document, validate_body
 from bridge.errors import BadRequest
 
-from ..support.processes import free_port, spawn_bridge
+from ..support.processes import free_port, spawn_bridge, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC_FILE = ROOT / "bridge" / "api" / "openapi.yaml"
@@ -86,6 +85,32 @@ async def test_openapi_json_is_served_open(make_client) -> None:
         ("/call/record", {"callID": "abc", "path": 5}, "path", None),
         ("/call/abc/streams", {"url": "ws://x", "channel": "left"}, "channel", None),
         ("/call/sim/incoming", {}, "phone", "invalid_phone"),
+        # What the handlers no longer check themselves: the schema does, before them.
+        ("/call/mute", {"callID": "abc", "muted": 1}, "muted", None),
+        ("/call/dtmf", {"callID": "abc", "digits": "12x"}, "digits", None),
+        ("/call/dtmf", {"callID": "abc", "digits": "1" * 33}, "digits", None),
+        ("/call/dtmf", {"callID": "abc", "digits": ""}, "digits", None),
+        ("/call/dtmf", {"callID": "abc", "digits": "1", "durationMs": 39}, "durationMs", None),
+        ("/call/dtmf", {"callID": "abc", "digits": "1", "gapMs": 2001}, "gapMs", None),
+        ("/call/dtmf", {"callID": "abc", "digits": "1", "gapMs": True}, "gapMs", None),
+        ("/call/dtmf", {"callID": "abc", "digits": "1", "durationMs": 99.5}, "durationMs", None),
+        ("/call/dtmf", {"callID": "abc"}, "digits", None),
+        ("/call/webrtc/offer", {"callID": "abc", "sdp": " \r\n"}, "sdp", None),
+        ("/call/webrtc/offer", {"callID": "abc", "sdp": 5}, "sdp", None),
+        ("/call/webrtc/offer", {"callID": "abc", "sdp": "v=0", "role": "boss"}, "role", None),
+        (
+            "/call/webrtc/offer",
+            {"callID": "abc", "sdp": "v=0", "participantID": "a b"},
+            "participantID",
+            None,
+        ),
+        ("/call/webrtc/close", {"callID": "abc", "participantID": "x" * 65}, "participantID", None),
+        ("/call/participants/role", {"callID": "abc", "role": "agent"}, "participantID", None),
+        ("/call/transfer", {"callID": "abc"}, "to", None),
+        ("/call/hangup", {"callID": ""}, "callID", None),
+        ("/call/hangup", {"callID": 7}, "callID", None),
+        ("/call/make", {"phone": "5521999999999", "metadata": [1]}, "metadata", None),
+        ("/call/make", {"metadata": {}}, "phone", "invalid_phone"),
     ],
 )
 async def test_bodies_that_break_the_schema_are_400_naming_the_field(
@@ -147,17 +172,7 @@ async def test_schemathesis_against_a_live_bridge(tmp_path) -> None:
     bridge = await spawn_bridge(env)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        async with aiohttp.ClientSession() as session:
-            while True:
-                try:
-                    async with session.get(base + "/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                assert time.monotonic() < deadline, "the bridge did not start"
-                await asyncio.sleep(0.2)
+        await wait_healthy(base, timeout=30.0)
         st = Path(sys.executable).with_name("st")
         proc = await asyncio.create_subprocess_exec(
             str(st),
@@ -231,3 +246,26 @@ async def test_the_sse_route_answers_as_documented(client) -> None:
     )
     validator.validate(event)
     resp.close()
+
+
+def test_the_routes_routed_by_their_body_are_read_from_the_document() -> None:
+    """Routing sends a POST whose body names the call to its owner: the list is the
+    document's (a required ``callID`` in the JSON body), not a copy kept by hand."""
+    routes = call_body_routes()
+    assert {"/call/hangup", "/call/webrtc/offer", "/call/dtmf", "/call/transfer"} <= routes
+    assert not routes & {"/call/make", "/call/adopt", "/call/handover", "/call/{callID}/streams"}
+    for path in routes:
+        ref = openapi_document()["paths"][path]["post"]["requestBody"]["content"][
+            "application/json"
+        ]["schema"]["$ref"]
+        with pytest.raises(BadRequest, match="'callID' is required"):
+            validate_body(ref.rsplit("/", 1)[1], {})
+
+
+def test_an_error_code_is_parsed_from_the_json_error_body() -> None:
+    body = error_response(503, "at_capacity", 'no room (not "at_capacity" text)').body
+    assert isinstance(body, bytes) and error_code(body) == "at_capacity"
+    other = error_response(503, "owner_unreachable", 'mentions "at_capacity"').body
+    assert isinstance(other, bytes) and error_code(other) == "owner_unreachable"
+    assert error_code(b"<html>503</html>") is None and error_code(None) is None
+    assert error_code(b'{"error": "at_capacity"}') is None

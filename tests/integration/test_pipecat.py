@@ -45,12 +45,12 @@ from pipecat.transports.websocket.server import (
 from pipecat.workers.runner import WorkerRunner
 
 from bridge.api.keys import MANAGER
-from bridge.audio import dominant_frequency, rms_dbfs, tone
+from bridge.audio import rms_dbfs, tone
 from pipecat_whatsapp_bridge import WhatsAppBridgeTransport
 
 from ..fakes.common import free_port
 from ..support.calls import wait_state
-from ..support.spectrum import band_energy
+from ..support.spectrum import band_energy, dominant_frequency
 from ..support.waits import until
 from .test_streams import active_call, sim_call
 from .test_twilio_streams import press_on_whatsapp

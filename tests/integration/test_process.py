@@ -10,11 +10,10 @@ import time
 import aiohttp
 import pytest
 
-from bridge.audio import dominant_frequency
-
 from ..support.cluster import Http
 from ..support.processes import free_port, spawn_bridge, wait_healthy
 from ..support.rtc_client import RtcClient
+from ..support.spectrum import dominant_frequency
 
 
 async def test_bad_config_exits_2_with_one_line() -> None:
@@ -68,10 +67,8 @@ async def test_signal_with_live_call_exits_cleanly(sig) -> None:
             await asyncio.sleep(1.0)
             heard = rtc.recorder.since(t_audio)
             assert dominant_frequency(heard, rtc.recorder.rate) == pytest.approx(440, abs=5)
-            t0 = time.monotonic()
             proc.send_signal(sig)
             _out, err = await asyncio.wait_for(proc.communicate(), 15)
-            elapsed = time.monotonic() - t0
             await rtc.close()
     finally:
         if proc.returncode is None:
@@ -79,6 +76,5 @@ async def test_signal_with_live_call_exits_cleanly(sig) -> None:
             await proc.wait()
     log = err.decode()
     assert proc.returncode == 0, log
-    assert elapsed < 10
     assert "Traceback" not in log and "ERROR" not in log, log
     assert "ended (shutdown)" in log and "stopped" in log

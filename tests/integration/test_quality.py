@@ -40,6 +40,19 @@ async def test_the_bridge_hears_as_well_as_an_ideal_receiver_under_loss_and_jitt
         receiver = out[name]["receiver"]
         assert receiver["fecPacketsReceived"] > 0 and receiver["packetsLost"] > 0
     assert out["jitter+loss3"]["receiver"]["packetsReordered"] > 20
+    # The browser's link loses 10 % from 2 s on, after clean reports: the bridge's in-band FEC
+    # follows its first lossy report, and the browser rebuilds lost frames from it.
+    down = out["loss10"]["downlink"]
+    assert down["protection"]["expectedLoss"] >= 10 and down["packets_lost"] > 20, down
+    # (not all: losses before that report, in a row, or in silence, which has no LBRR)
+    assert down["fec_frames"] > 0.25 * down["packets_lost"], down
+    assert down["bridge"] > down["ideal_plc_only"] + 0.5, down
+    # A browser that offers RED gets the previous frames again instead: whole copies.
+    red = out["loss10"]["downlink_red"]
+    assert red["protection"]["redDepth"] > 0 and red["protection"]["expectedLoss"] == 0, red
+    assert red["red_copies_used"] > 0.6 * red["packets_lost"], red
+    assert red["red_copies_differing"] == 0  # each copy is the very payload sent before
+    assert red["bridge"] > red["ideal_plc_only"] + 0.5, red
     # One bridge encode towards the browser (40 kbit/s, complexity 5): near the source.
     assert out["jitter+loss3"]["downlink"]["bridge"] > 2.8
 

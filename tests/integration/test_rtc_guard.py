@@ -16,12 +16,12 @@ import pytest
 from aiortc import RTCSessionDescription
 
 from bridge.api.keys import MANAGER
-from bridge.audio import dominant_frequency
 from bridge.rtc import counters
 from bridge.rtc.guard import verdict
 
 from ..support.calls import wait_state, webrtc_call
 from ..support.rtc_client import RtcClient
+from ..support.spectrum import dominant_frequency
 
 _HOST = re.compile(r"^a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+) typ host", re.M)
 

@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from bridge.audio import dominant_frequency
 from bridge.config import load_settings
 from bridge.rtc.ports import (
     EPHEMERAL_RANGE_FILE,
@@ -25,6 +24,7 @@ from bridge.rtc.ports import (
 from ..support.calls import wait_state
 from ..support.requires import needs
 from ..support.rtc_client import RtcClient
+from ..support.spectrum import dominant_frequency
 from ..support.turnserver import TURNSERVER, Coturn
 
 # Below the kernel's ephemeral range (32768-60999), where no test client's socket can land, and
@@ -95,9 +95,9 @@ async def test_scope_applies_only_inside_it() -> None:
     """Outside a port scope aioice keeps the OS's ephemeral ports (the tests' clients)."""
     import aioice
 
-    from bridge.rtc.ice import install_port_hook
+    from bridge.rtc import aiortc_seam
 
-    install_port_hook()
+    aiortc_seam.install()
     with port_scope(f"{FIRST + 30}-{FIRST + 39}"):
         inside = aioice.Connection(ice_controlling=True)
         await inside.gather_candidates()
@@ -130,7 +130,6 @@ async def test_twenty_sessions_fill_the_range_then_503_then_reusable(make_client
         spare = RtcClient(client, extra["callID"], freq=0)
         spare.pc.addTransceiver("audio", direction="recvonly")
         await spare.pc.setLocalDescription(await spare.pc.createOffer())
-        t0 = time.monotonic()
         resp = await client.post(
             "/call/webrtc/offer",
             json={"callID": extra["callID"], "type": "offer", "sdp": spare.pc.localDescription.sdp},
@@ -140,7 +139,6 @@ async def test_twenty_sessions_fill_the_range_then_503_then_reusable(make_client
         assert body["error"]["code"] == "at_capacity"
         assert "BRIDGE_RTP_PORTS" in body["error"]["message"]
         assert resp.headers.get("Retry-After")
-        assert time.monotonic() - t0 < 5  # refused, not hung
         snap = await (await client.get(f"/call/{extra['callID']}")).json()
         assert snap["webrtc"] is None and snap["state"] != "ended"
         await spare.close()

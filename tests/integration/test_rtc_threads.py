@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import threading
@@ -12,6 +13,7 @@ import weakref
 from bridge.api.keys import MANAGER
 
 from ..support.calls import webrtc_call
+from ..support.waits import until
 
 
 def native_threads() -> int:
@@ -37,17 +39,18 @@ async def test_threads_back_to_baseline_after_twenty_calls(make_client) -> None:
         during = native_threads()
         assert during > baseline + 20  # the calls did run their codec threads
         manager = client.server.app[MANAGER]
-        sessions = [weakref.ref(manager.find_runtime(c["callID"]).session) for c, _ in calls]
+        runtimes = [manager.find_runtime(c["callID"]) for c, _ in calls]
+        sessions = [weakref.ref(r.participants.agent) for r in runtimes]
         pcs = [weakref.ref(s().pc) for s in sessions]
+        del runtimes  # only weak references to the calls' media from here on
         for call, rtc in calls:
             await client.post("/call/hangup", json={"callID": call["callID"]})
             await rtc.close()
         calls.clear()
         del rtc
-        for _ in range(40):  # threads end as they are joined; no gc.collect() anywhere
-            await asyncio.sleep(0.25)
-            if native_threads() <= baseline + 2:
-                break
+        # Threads end as they are joined; no gc.collect() anywhere.
+        with contextlib.suppress(AssertionError):  # the assertion below says what is left
+            await until(lambda: native_threads() <= baseline + 2, 10.0, "threads", every=0.25)
         after = native_threads()
         names = sorted(t.name for t in threading.enumerate())
         assert after <= baseline + 2, (baseline, during, after, names)

@@ -4,10 +4,7 @@ sender reports it receives count exactly the packets that came before them."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import time
-from typing import Any
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection
@@ -19,6 +16,8 @@ from bridge.rtc.rfc4733 import DtmfDetector, EventSender, hook_receive
 from bridge.rtc.tracks import OpusBusTrack
 from tests.support.rtc_client import Recorder
 from tests.support.spectrum import band_energy, levels_db
+
+from ..support.waits import until
 
 EVENT_PT = 101
 
@@ -35,13 +34,6 @@ class Tone:
 
     def detach(self) -> None:
         pass
-
-
-async def wait_until(cond: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
 
 
 async def test_an_aiortc_receiver_decodes_the_tone_the_lean_sender_sends() -> None:
@@ -79,10 +71,12 @@ async def test_an_aiortc_receiver_decodes_the_tone_the_lean_sender_sends() -> No
         await far_pc.setLocalDescription(await far_pc.createAnswer())
         await bridge_pc.setRemoteDescription(far_pc.localDescription)
 
-        await wait_until(lambda: len(arrived) >= 25)
+        await until(lambda: len(arrived) >= 25, 20.0, "25 packets")
         await EventSender(lean).play("7", 120, EVENT_PT)
-        await wait_until(
-            lambda: len(reports) >= 2 and sum(c.size for c in recorder.chunks) >= 2 * recorder.rate
+        await until(
+            lambda: len(reports) >= 2 and sum(c.size for c in recorder.chunks) >= 2 * recorder.rate,
+            20.0,
+            "two RTCP reports and 2 s of audio",
         )
         t0 = recorder.times[0] if recorder.times else 0.0
     finally:

@@ -14,11 +14,11 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from bridge.api.keys import ENGINE
-from bridge.audio import dominant_frequency, rms_dbfs, tone
+from bridge.audio import rms_dbfs, tone
 from bridge.audio.g711 import ulaw_decode
 
 from ..support.calls import wait_state, webrtc_call
-from ..support.spectrum import band_energy
+from ..support.spectrum import band_energy, dominant_frequency
 
 
 async def active_call(client) -> dict:

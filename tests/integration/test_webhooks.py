@@ -173,14 +173,13 @@ async def test_a_hanging_receiver_delays_neither_other_calls_nor_the_api(
     client = await make_client(**hooks(webhook_timeout=30.0))
     stuck = await make(client, receiver.url("hang"))
     await receiver.wait_for("hang", 1)
-    started = time.monotonic()
-    other = await make(client, receiver.url("ok"))
-    resp = await client.get("/call/status")
-    assert resp.status == 200 and time.monotonic() - started < 1.0
+    # Bounds far below the stuck delivery's 30 s: neither waits behind it.
+    other = await asyncio.wait_for(make(client, receiver.url("ok")), 10)
+    resp = await asyncio.wait_for(client.get("/call/status"), 10)
+    assert resp.status == 200
     await wait_state(client, other["callID"], "active")
-    events = await receiver.wait_for("ok", 3, timeout=3.0)
+    events = await receiver.wait_for("ok", 3, timeout=10.0)
     assert [e["type"] for e in events] == ["call.created", "call.ringing", "call.active"]
-    assert time.monotonic() - started < 3.0
     # The stuck call's later events wait behind its first one (its order is kept).
     assert len(receiver.events("hang")) == 1
     assert (await client.get(f"/call/{stuck['callID']}")).status == 200

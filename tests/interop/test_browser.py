@@ -4,12 +4,15 @@ bridge-client.js, with a fake microphone playing a WAV tone."""
 from __future__ import annotations
 
 import asyncio
+import re
 import wave
 
 import pytest
 
 from bridge.audio import tone
+from bridge.rtc import aiortc_seam
 
+from ..support import waits
 from ..support.calls import wait_state
 from ..support.chromium import (
     ARTIFACTS,
@@ -22,6 +25,7 @@ from ..support.chromium import (
 )
 
 require_chromium()
+
 
 @pytest.fixture(scope="module")
 def tone_wav(tmp_path_factory) -> str:
@@ -184,7 +188,9 @@ async def test_chromium_agent_on_a_cloudapi_call(make_client, meta, browser) -> 
     """Real Chromium answers a WhatsApp user's Cloud API call: two WebRTC legs, one bus."""
     import numpy as np
 
-    from bridge.audio import dominant_frequency, rms_dbfs
+    from bridge.audio import rms_dbfs
+
+    from ..support.spectrum import dominant_frequency
 
     client = await make_client(**meta.bridge_settings())
     page = await browser.new_page()
@@ -192,12 +198,11 @@ async def test_chromium_agent_on_a_cloudapi_call(make_client, meta, browser) -> 
     await page.goto(str(client.make_url("/")))
     await asyncio.sleep(0.5)  # the page's event stream is up
     mcall = await meta.user_calls(client, "15550007777")
-    calls = []
-    for _ in range(50):
-        calls = (await (await client.get("/call/status")).json())["calls"]
-        if calls:
-            break
-        await asyncio.sleep(0.05)
+
+    async def listed() -> list:
+        return (await (await client.get("/call/status")).json())["calls"]
+
+    calls = await waits.until(listed, 5.0, "the call to be listed", every=0.05)
     call_id = calls[0]["callID"]
     await page.wait_for_selector(f"li[data-callid='{call_id}'] button.answer", timeout=5000)
     await page.click(f"li[data-callid='{call_id}'] button.answer")
@@ -268,14 +273,12 @@ async def lossy_call(client, browser, *, until) -> tuple[dict, dict, float]:
     answer = await page.evaluate("window.demo.client.pc.remoteDescription.sdp")
     assert "useinbandfec=1" in answer and "stereo=0" in answer
     snap = (await (await client.get("/call/status")).json())["calls"][0]
-    session = client.app[MANAGER].runtime(snap["callID"]).session
+    session = client.app[MANAGER].runtime(snap["callID"]).participants.agent
     dtls = next(t.receiver for t in session.pc.getTransceivers() if t.kind == "audio").transport
     # The datagrams as they reach the bridge's receive path (rtc/rtprecv.py, once attached).
-    connection = dtls.transport._connection
-    for _ in range(100):  # aiortc starts the receiver just after the connection is up
-        if "data_received" in vars(connection):
-            break
-        await asyncio.sleep(0.05)
+    connection = aiortc_seam.ice_connection(dtls.transport)
+    # aiortc starts the receiver just after the connection is up.
+    await waits.until(lambda: "data_received" in vars(connection), 5.0, "the lean receive path")
     assert connection.data_received == session._lean_rx.datagram
     handle, rng = connection.data_received, random.Random(9)
 
@@ -356,3 +359,92 @@ async def test_chromium_red_replaces_lost_packets_with_their_copies(
             )
         },
     )
+
+
+INBOUND_JS = """async () => {
+  const stats = await window.demo.client.pc.getStats();
+  for (const s of stats.values())
+    if (s.type === 'inbound-rtp' && s.kind === 'audio')
+      return {concealed: s.concealedSamples, total: s.totalSamplesReceived,
+              lost: s.packetsLost, received: s.packetsReceived};
+  return null;
+}"""
+
+
+async def downlink_concealment(client, browser, window: int = 48_000 * 6) -> tuple[float, dict]:
+    """A demo-page call (the sim echoes the warble) whose bridge loses 15 % of the packets it
+    sends Chromium (seeded, after SRTP: Chromium's RTCP receiver reports tell the bridge).
+    Once the bridge protects the downlink, Chromium's own ``getStats()`` is read over
+    ``window`` samples received: returns the share of them NetEq concealed, and the session's
+    stats."""
+    import random
+
+    from bridge.api.keys import MANAGER
+
+    from ..support.waits import until
+
+    page = await browser.new_page()
+    await page.route("**/call/webrtc/offer", loopback_only)
+    await page.goto(str(client.make_url("/")))
+    await page.click("#call")
+    await wait_for(
+        page, "window.demo.client.pc && window.demo.client.pc.connectionState === 'connected'"
+    )
+    answer = await page.evaluate("window.demo.client.pc.remoteDescription.sdp")
+    snap = (await (await client.get("/call/status")).json())["calls"][0]
+    lean = client.app[MANAGER].runtime(snap["callID"]).participants.agent._lean
+    await until(lambda: lean.running, what="the bridge's sender")
+    send, rng = lean._send, random.Random(21)
+
+    async def lossy(data: bytes) -> None:
+        if rng.random() >= 0.15:
+            await send(data)
+
+    lean._send = lossy
+
+    async def protection() -> dict:
+        stats = await (await client.get(f"/call/{snap['callID']}/stats")).json()
+        return stats["webrtc"]
+
+    for _ in range(100):  # Chromium reports every second or so; protection follows at once
+        webrtc = await protection()
+        shown = webrtc["downlinkProtection"]
+        if shown["lossEstimate"] and (shown["expectedLoss"] or shown["redDepth"]):
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # the protected packets reach Chromium's jitter buffer
+    first = await page.evaluate(INBOUND_JS)
+    await wait_for(
+        page,
+        f"window.demo.client.pc.getStats().then(r => [...r.values()].some(s => "
+        f"s.type === 'inbound-rtp' && s.totalSamplesReceived >= {first['total'] + window}))",
+        timeout=30,
+    )
+    last = await page.evaluate(INBOUND_JS)
+    webrtc = await protection()
+    await page.close()
+    lost = last["lost"] - first["lost"]
+    assert lost > 0.08 * (last["received"] - first["received"]), (first, last)
+    webrtc["answer"] = answer
+    return (last["concealed"] - first["concealed"]) / (last["total"] - first["total"]), webrtc
+
+
+async def test_chromium_hears_red_from_the_bridge_under_loss(make_client, warbling_browser) -> None:
+    """The bridge sends RED (RFC 2198) to a Chromium that offered it, once Chromium's reports
+    show loss: under 15 % loss NetEq conceals at most half as much audio as with in-band FEC
+    alone (the same call with RED off: the bridge neither answers nor sends it)."""
+    fec_share, fec = await downlink_concealment(await make_client(opus_red=False), warbling_browser)
+    assert fec["downlinkProtection"]["expectedLoss"] > 0, fec
+    assert fec["downlinkProtection"]["redPackets"] == 0
+    assert "red/48000/2" not in fec["answer"]
+    red_share, red = await downlink_concealment(await make_client(), warbling_browser)
+    shown = red["downlinkProtection"]
+    # The answer carries RED over Opus as RFC 2198 §5 and Chromium's offer have it.
+    opus = re.search(r"a=rtpmap:(\d+) opus/48000/2", red["answer"])
+    red_pt = re.search(r"a=rtpmap:(\d+) red/48000/2", red["answer"])
+    assert opus and red_pt, red["answer"]
+    assert f"a=fmtp:{red_pt[1]} {opus[1]}/{opus[1]}" in red["answer"]
+    assert shown["redDepth"] == 2 and shown["redPackets"] > 200, shown
+    print(f"Chromium concealed under 15 % downlink loss: FEC {fec_share:.3f}, RED {red_share:.3f}")
+    assert fec_share > 0.02  # the loss was heard
+    assert red_share <= 0.5 * fec_share, (red_share, fec_share)

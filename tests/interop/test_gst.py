@@ -15,12 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.audio import dominant_frequency
-
 from ..support.calls import wait_state
 from ..support.processes import stop_process
 from ..support.requires import needs
-from ..support.spectrum import band_energy
+from ..support.spectrum import band_energy, dominant_frequency
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 PEER = Path(__file__).parent / "gst" / "peer.py"

@@ -10,7 +10,6 @@ import json
 import signal
 import time
 import wave
-from collections.abc import AsyncIterator
 
 import aiohttp
 import numpy as np
@@ -27,7 +26,7 @@ from ..support.chromium import (
     require_chromium,
     wait_for,
 )
-from ..support.cluster import Bridge, Redis, require_redis
+from ..support.cluster import Bridge, require_redis
 from ..support.spectrum import band_energy
 
 require_chromium()
@@ -59,14 +58,6 @@ CONNECT_JS = """async (callID) => {
   c.subscribeEvents(callID);
   await c.connect(callID);
 }"""
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    server = Redis()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from bridge.api.keys import ENGINE
-from bridge.audio import dominant_frequency, rms_dbfs
+from bridge.audio import rms_dbfs
 
 from ..support.requires import require
+from ..support.spectrum import dominant_frequency
 
 NODE_DIR = Path(__file__).parent / "node"
 NODE = shutil.which("node")

@@ -63,6 +63,9 @@ def bridge_env(
         "BRIDGE_SIM_ANSWER_DELAY": "0.1",
         "BRIDGE_DATA_DIR": str(data_dir),
         "BRIDGE_LOG_LEVEL": "warning",
+        # With a directory SIGTERM hands calls over by default; these tests stop instances
+        # to end them (the handover tests ask for handover themselves).
+        "BRIDGE_SHUTDOWN_CALLS": "hangup",
         **extra,
     }
     env.pop("BRIDGE_WORKER_INDEX", None)

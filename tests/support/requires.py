@@ -26,6 +26,4 @@ def require(available: bool, what: str, how: str) -> None:
 def needs(available: bool, what: str, how: str) -> pytest.MarkDecorator:
     """The same as a marker: the test is skipped where ``what`` is missing, except under CI,
     where it runs (and fails on the missing tool)."""
-    return pytest.mark.skipif(
-        not available and not under_ci(), reason=f"{what} is missing: {how}"
-    )
+    return pytest.mark.skipif(not available and not under_ci(), reason=f"{what} is missing: {how}")

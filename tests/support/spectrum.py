@@ -1,7 +1,8 @@
 """Spectral checks on received audio: which tones are there, and how strong.
 
-One FFT helper for every test that asks "does this signal hold that tone": a Hann-windowed
-power spectrum summed over ±15 Hz around each frequency."""
+The one FFT helper of the tests: the strongest tone of a signal (:func:`dominant_frequency`),
+and for "does this signal hold that tone", a Hann-windowed power spectrum summed over ±15 Hz
+around each frequency. (The bridge itself measures no spectrum.)"""
 
 from __future__ import annotations
 
@@ -12,15 +13,30 @@ import numpy as np
 BAND_HZ = 15.0
 
 
+def dominant_frequency(pcm: object, rate: int) -> float:
+    """Frequency (Hz) of the strongest spectral peak, interpolated between FFT bins."""
+    x = np.asarray(pcm, dtype=np.float64)
+    if x.size < 16:
+        return 0.0
+    x = (x - x.mean()) * np.hanning(x.size)
+    spectrum = np.abs(np.fft.rfft(x))
+    k = int(np.argmax(spectrum[1:]) + 1)
+    if 1 <= k < spectrum.size - 1:
+        a, b, c = spectrum[k - 1], spectrum[k], spectrum[k + 1]
+        denom = a - 2 * b + c
+        offset = 0.5 * (a - c) / denom if denom != 0 else 0.0
+    else:
+        offset = 0.0
+    return float((k + offset) * rate / x.size)
+
+
 def band_powers(pcm: object, rate: int, freqs: Iterable[float]) -> tuple[dict[float, float], float]:
     """Power within ±15 Hz of each frequency, and the signal's total power (both of the
     Hann-windowed spectrum)."""
     x = np.asarray(pcm, dtype=np.float64)
     spec = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2
     f = np.fft.rfftfreq(x.size, 1 / rate)
-    powers = {
-        float(fr): float(spec[(f > fr - BAND_HZ) & (f < fr + BAND_HZ)].sum()) for fr in freqs
-    }
+    powers = {float(fr): float(spec[(f > fr - BAND_HZ) & (f < fr + BAND_HZ)].sum()) for fr in freqs}
     return powers, float(spec.sum())
 
 
@@ -57,3 +73,23 @@ def assert_hears(pcm: np.ndarray, rate: int, present: set[float], absent: set[fl
         assert db[fr] >= -30, (fr, db)
     for fr in absent:
         assert db[fr] <= min(-35.0, max(-50.0, floor + 10)), (fr, floor, db)
+
+
+def tone_breaks(
+    pcm: object, rate: int, hz: float, level: float, *, block: int = 80, skip: float = 1.0
+) -> tuple[list[float], list[float]]:
+    """Where a continuous tone of ``hz`` at ``level`` (peak) breaks, after ``skip`` seconds: the
+    times (s) of its phase jumps (more than 0.5 rad from one 5 ms block to the next: a frame
+    inserted, dropped or spliced out of phase) and of its silent blocks (under a quarter of
+    the level). The tone is demodulated block by block, so a stretch by whole periods (WSOLA)
+    leaves its phase alone and is no break."""
+    x = np.asarray(pcm, dtype=np.float64)
+    x = x[: x.size // block * block]
+    n = np.arange(x.size)
+    z = (x * np.exp(-2j * np.pi * hz * n / rate)).reshape(-1, block).mean(axis=1) * 2
+    first = int(skip * rate / block)
+    z = z[first:]
+    seconds = (np.arange(z.size) + first) * block / rate
+    jumps = np.flatnonzero(np.abs(np.angle(z[1:] * np.conj(z[:-1]))) > 0.5) + 1
+    silent = np.flatnonzero(np.abs(z) < 0.25 * level)
+    return [float(seconds[i]) for i in jumps], [float(seconds[i]) for i in silent]

@@ -16,7 +16,6 @@ from bridge.audio import (
     JitterBuffer,
     Reframer,
     Resampler,
-    dominant_frequency,
     f32_to_s16,
     rms_dbfs,
     s16_to_f32,
@@ -24,6 +23,9 @@ from bridge.audio import (
 )
 from bridge.media import CallBus
 from bridge.rtc import BusAudioTrack
+
+from ..support.calls import agent_sink
+from ..support.spectrum import dominant_frequency
 
 
 def decoder_like_frames(freq: float, seconds: float, rate: int = 48_000):
@@ -147,7 +149,8 @@ def test_jitter_buffer_bounds_latency_and_capacity() -> None:
 
 async def test_bus_track_paced_and_silent_on_underrun() -> None:
     bus = CallBus("t")
-    track = BusAudioTrack(bus.add_downlink("test", JitterBuffer(target=1)))
+    sink = agent_sink(bus)
+    track = BusAudioTrack(sink)
     for i in range(5):
         bus.push_downlink(tone(500, FRAME_SAMPLES, start=i * FRAME_SAMPLES))
     assert bus.stats.downlink_frames == 5
@@ -167,7 +170,7 @@ async def test_bus_track_paced_and_silent_on_underrun() -> None:
     assert track.silent_frames == 19
     assert bus.stats.downlink_played == 5 and bus.stats.downlink_transit.count == 5
     track.stop()
-    assert bus._sinks == []
+    assert len(sink.jitter) == 0 and sink.fifo.held == 0  # detached: nothing left waiting
     await asyncio.sleep(0)
 
 
@@ -218,7 +221,7 @@ def engine_drifting(ppm: float, seconds: float = 45.0) -> tuple[Any, list, list,
     from bridge.media import CallBus
 
     bus = CallBus("c1")
-    sink = bus.add_downlink("browser")
+    sink = agent_sink(bus)
     t = np.arange(int(1.5 * 16_000)) / 16_000
     voice = (np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16)  # ends on a zero crossing
     burst = np.concatenate((voice, np.zeros(8000, np.int16)))  # 2 s
@@ -242,6 +245,42 @@ def engine_drifting(ppm: float, seconds: float = 45.0) -> tuple[Any, list, list,
         moved = now
         tick += 0.02
     return sink, played, steps, depths
+
+
+@pytest.mark.parametrize("ppm", [2000, -2000])
+def test_downlink_drift_on_a_continuous_tone_never_jumps_in_phase_nor_goes_silent(
+    ppm: int,
+) -> None:
+    """45 s of a tone with no pause to hide in, from an engine 2000 ppm fast or slow whose
+    60 ms chunks come with a few ms of seeded jitter: the sink follows its clock by whole
+    periods of the tone, so the phase never jumps and no 5 ms of it goes silent."""
+    import random
+
+    from ..support.spectrum import tone_breaks
+
+    rng = random.Random(ppm)
+    bus = CallBus("c1")
+    sink = agent_sink(bus)
+    t = np.arange(47 * 16_000) / 16_000
+    voice = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+    period = 0.06 / (1 + ppm / 1e6)
+    played, next_chunk, tick, i, settled = [], 0.0, 0.011, 0, 0
+    while tick < 45.0:
+        if len(played) == 50:  # the first second (the cushion filling) is not drift
+            settled = sink.jitter.stats.underruns
+        while next_chunk + abs(rng.gauss(0, 0.004)) <= tick:
+            for _ in range(3):
+                bus.push_downlink(voice[i * 320 : (i + 1) * 320])
+                i += 1
+            next_chunk += period
+        got = sink.pop()
+        played.append(got if got is not None else np.zeros(320, np.int16))
+        tick += 0.02
+    moved = sink.inserted_samples - sink.removed_samples
+    assert (moved <= -2 * 320) if ppm > 0 else (moved >= 2 * 320)  # followed (90 ms)
+    jumps, silent = tone_breaks(np.concatenate(played), 16_000, 440, 8000)
+    assert jumps == [] and silent == []
+    assert sink.jitter.stats.underruns == settled  # never ran dry once playing
 
 
 @pytest.mark.parametrize("ppm", [2000, -2000])

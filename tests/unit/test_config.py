@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.config import ConfigError, EngineKind, env_name, load_settings
+from bridge.config import ConfigError, EngineKind, ShutdownCalls, env_name, load_settings
 
 
 def test_defaults_match_design() -> None:
@@ -92,15 +92,30 @@ def test_empty_stun_urls_means_none() -> None:
         ({"BRIDGE_ENGINE": "zuckzapgo"}, "BRIDGE_ENGINE_URL"),
         ({"BRIDGE_ENGINE": "cloudapi"}, "BRIDGE_ENGINE_TOKEN"),
         (
-            {"BRIDGE_ENGINE": "cloudapi", "BRIDGE_ENGINE_TOKEN": "t", "BRIDGE_CLOUDAPI_APP_SECRET": "s", "BRIDGE_CLOUDAPI_VERIFY_TOKEN": "v"},
+            {
+                "BRIDGE_ENGINE": "cloudapi",
+                "BRIDGE_ENGINE_TOKEN": "t",
+                "BRIDGE_CLOUDAPI_APP_SECRET": "s",
+                "BRIDGE_CLOUDAPI_VERIFY_TOKEN": "v",
+            },
             "BRIDGE_CLOUDAPI_PHONE_NUMBER_ID",
         ),
         (
-            {"BRIDGE_ENGINE": "cloudapi", "BRIDGE_ENGINE_TOKEN": "t", "BRIDGE_CLOUDAPI_PHONE_NUMBER_ID": "1", "BRIDGE_CLOUDAPI_VERIFY_TOKEN": "v"},
+            {
+                "BRIDGE_ENGINE": "cloudapi",
+                "BRIDGE_ENGINE_TOKEN": "t",
+                "BRIDGE_CLOUDAPI_PHONE_NUMBER_ID": "1",
+                "BRIDGE_CLOUDAPI_VERIFY_TOKEN": "v",
+            },
             "BRIDGE_CLOUDAPI_APP_SECRET",
         ),
         (
-            {"BRIDGE_ENGINE": "cloudapi", "BRIDGE_ENGINE_TOKEN": "t", "BRIDGE_CLOUDAPI_PHONE_NUMBER_ID": "1", "BRIDGE_CLOUDAPI_APP_SECRET": "s"},
+            {
+                "BRIDGE_ENGINE": "cloudapi",
+                "BRIDGE_ENGINE_TOKEN": "t",
+                "BRIDGE_CLOUDAPI_PHONE_NUMBER_ID": "1",
+                "BRIDGE_CLOUDAPI_APP_SECRET": "s",
+            },
             "BRIDGE_CLOUDAPI_VERIFY_TOKEN",
         ),
         ({"BRIDGE_ICE_POLICY": "relay"}, "BRIDGE_ICE_POLICY"),
@@ -179,7 +194,13 @@ ENV_SAMPLES = [
     ("BRIDGE_API_TOKENS", "t1,t2", "server", "api_tokens", ("t1", "t2")),
     ("BRIDGE_RATE_LIMIT", "3.5", "server", "rate_limit", 3.5),
     ("BRIDGE_RATE_BURST", "7", "server", "rate_burst", 7),
-    ("BRIDGE_CORS_ORIGINS", "https://app.example", "server", "cors_origins", ("https://app.example",)),
+    (
+        "BRIDGE_CORS_ORIGINS",
+        "https://app.example",
+        "server",
+        "cors_origins",
+        ("https://app.example",),
+    ),
     ("BRIDGE_METRICS_TOKEN", "m", "server", "metrics_token", "m"),
     ("BRIDGE_BODY_TIMEOUT", "3", "server", "body_timeout", 3.0),
     ("BRIDGE_LOG_FORMAT", "json", "server", "log_format", "json"),
@@ -202,7 +223,13 @@ ENV_SAMPLES = [
     ("BRIDGE_ENGINE_URL", "http://e.example", "engine", "engine_url", "http://e.example"),
     ("BRIDGE_ENGINE_POLL_INTERVAL", "0.5", "engine", "engine_poll_interval", 0.5),
     ("BRIDGE_ENGINE_RECONNECT_WINDOW", "4.5", "engine", "engine_reconnect_window", 4.5),
-    ("BRIDGE_CLOUDAPI_PHONE_NUMBER_ID", "1234567890", "engine", "cloudapi_phone_number_id", "1234567890"),
+    (
+        "BRIDGE_CLOUDAPI_PHONE_NUMBER_ID",
+        "1234567890",
+        "engine",
+        "cloudapi_phone_number_id",
+        "1234567890",
+    ),
     ("BRIDGE_CLOUDAPI_APP_SECRET", "appsecret", "engine", "cloudapi_app_secret", "appsecret"),
     ("BRIDGE_CLOUDAPI_VERIFY_TOKEN", "vtok", "engine", "cloudapi_verify_token", "vtok"),
     ("BRIDGE_CLOUDAPI_SIGNALLING", "sip", "engine", "cloudapi_signalling", "sip"),
@@ -213,10 +240,27 @@ ENV_SAMPLES = [
     ("BRIDGE_SIP_KEY", "/tls/key.pem", "sip", "sip_key", "/tls/key.pem"),
     ("BRIDGE_SIP_NUMBER", "15550009999", "sip", "sip_number", "15550009999"),
     ("BRIDGE_SIP_PASSWORD", "pw", "sip", "sip_password", "pw"),
-    ("BRIDGE_SIP_META_URI", "sip:meta.test:5070;transport=tls", "sip", "sip_meta_uri", "sip:meta.test:5070;transport=tls"),
+    (
+        "BRIDGE_SIP_META_URI",
+        "sip:meta.test:5070;transport=tls",
+        "sip",
+        "sip_meta_uri",
+        "sip:meta.test:5070;transport=tls",
+    ),
     ("BRIDGE_SIP_CA", "/tls/ca.pem", "sip", "sip_ca", "/tls/ca.pem"),
+    ("BRIDGE_AGENT_OPENAI_API_KEY", "sk-x", "agents", "agent_openai_api_key", "sk-x"),
+    ("BRIDGE_AGENT_GEMINI_API_KEY", "g-x", "agents", "agent_gemini_api_key", "g-x"),
+    ("BRIDGE_AGENT_RETRIES", "3", "agents", "agent_retries", 3),
+    ("BRIDGE_AGENT_FALLBACK", "human", "agents", "agent_fallback", "human"),
+    ("BRIDGE_AGENT_FALLBACK_FILE", "sorry.wav", "agents", "agent_fallback_file", "sorry.wav"),
     ("BRIDGE_STUN_URLS", "stun:a.example:3478", "ice", "stun_urls", ("stun:a.example:3478",)),
-    ("BRIDGE_SERVER_STUN_URLS", "stun:b.example:1", "ice", "server_stun_urls", ("stun:b.example:1",)),
+    (
+        "BRIDGE_SERVER_STUN_URLS",
+        "stun:b.example:1",
+        "ice",
+        "server_stun_urls",
+        ("stun:b.example:1",),
+    ),
     ("BRIDGE_ICE_ADDRESSES", "127.0.0.1", "ice", "ice_addresses", ("127.0.0.1",)),
     ("BRIDGE_PUBLIC_IP", "203.0.113.9", "ice", "public_ip", "203.0.113.9"),
     ("BRIDGE_TURN_USERNAME", "u", "ice", "turn_username", "u"),
@@ -230,6 +274,8 @@ ENV_SAMPLES = [
     ("BRIDGE_OPUS_DIRECT", "false", "media", "opus_direct", False),
     ("BRIDGE_OPUS_BITRATE", "32000", "media", "opus_bitrate", 32000),
     ("BRIDGE_OPUS_COMPLEXITY", "5", "media", "opus_complexity", 5),
+    ("BRIDGE_OPUS_FEC_BITRATE", "40000", "media", "opus_fec_bitrate", 40000),
+    ("BRIDGE_OPUS_FEC_COMPLEXITY", "6", "media", "opus_fec_complexity", 6),
     ("BRIDGE_OPUS_FEC", "false", "media", "opus_fec", False),
     ("BRIDGE_OPUS_DTX", "true", "media", "opus_dtx", True),
     ("BRIDGE_OPUS_PASSTHROUGH", "false", "media", "opus_passthrough", False),
@@ -249,18 +295,54 @@ ENV_SAMPLES = [
     ("BRIDGE_SIM_ECHO_DELAY", "0.1", "sim", "sim_echo_delay", 0.1),
     ("BRIDGE_SIM_TONE_HZ", "440", "sim", "sim_tone_hz", 440.0),
     ("BRIDGE_SIM_HANGUP_AFTER", "9", "sim", "sim_hangup_after", 9.0),
-    ("BRIDGE_WEBHOOK_URL", "https://hooks.example/in", "webhooks", "webhook_url", "https://hooks.example/in"),
-    ("BRIDGE_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "webhooks", "webhook_secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-    ("BRIDGE_WEBHOOK_URL_ALLOW", "a.example,b.example", "webhooks", "webhook_url_allow", ("a.example", "b.example")),
+    (
+        "BRIDGE_WEBHOOK_URL",
+        "https://hooks.example/in",
+        "webhooks",
+        "webhook_url",
+        "https://hooks.example/in",
+    ),
+    (
+        "BRIDGE_WEBHOOK_SECRET",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "webhooks",
+        "webhook_secret",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ),
+    (
+        "BRIDGE_WEBHOOK_URL_ALLOW",
+        "a.example,b.example",
+        "webhooks",
+        "webhook_url_allow",
+        ("a.example", "b.example"),
+    ),
     ("BRIDGE_WEBHOOK_TIMEOUT", "3", "webhooks", "webhook_timeout", 3.0),
     ("BRIDGE_WEBHOOK_MAX_ATTEMPTS", "4", "webhooks", "webhook_max_attempts", 4),
     ("BRIDGE_WEBHOOK_RETRY_BASE", "0.5", "webhooks", "webhook_retry_base", 0.5),
     ("BRIDGE_WEBHOOK_QUEUE_SIZE", "50", "webhooks", "webhook_queue_size", 50),
     ("BRIDGE_WEBHOOK_FLUSH_TIMEOUT", "2", "webhooks", "webhook_flush_timeout", 2.0),
     ("BRIDGE_WORKERS", "auto", "cluster", "workers", "auto"),
-    ("BRIDGE_DIRECTORY", "redis://10.0.0.5:6379/2", "cluster", "directory", "redis://10.0.0.5:6379/2"),
-    ("BRIDGE_INTERNAL_URL", "http://10.0.0.5:8181", "cluster", "internal_url", "http://10.0.0.5:8181"),
-    ("BRIDGE_INTERNAL_SECRET", "0123456789abcdef", "cluster", "internal_secret", "0123456789abcdef"),
+    (
+        "BRIDGE_DIRECTORY",
+        "redis://10.0.0.5:6379/2",
+        "cluster",
+        "directory",
+        "redis://10.0.0.5:6379/2",
+    ),
+    (
+        "BRIDGE_INTERNAL_URL",
+        "http://10.0.0.5:8181",
+        "cluster",
+        "internal_url",
+        "http://10.0.0.5:8181",
+    ),
+    (
+        "BRIDGE_INTERNAL_SECRET",
+        "0123456789abcdef",
+        "cluster",
+        "internal_secret",
+        "0123456789abcdef",
+    ),
     ("BRIDGE_HEARTBEAT_TTL", "2.5", "cluster", "heartbeat_ttl", 2.5),
     ("BRIDGE_EVENT_BACKLOG", "500", "cluster", "event_backlog", 500),
     ("BRIDGE_ADOPT_LOST_CALLS", "false", "cluster", "adopt_lost_calls", False),
@@ -323,3 +405,25 @@ def test_the_sip_road_needs_no_graph_settings_but_its_own() -> None:
         load_settings([], {**env, "BRIDGE_INTERNAL_SECRET": "0123456789abcdef"})
     with pytest.raises(ConfigError, match="BRIDGE_CLOUDAPI_SIGNALLING"):
         load_settings([], {**SIP_ROAD, "BRIDGE_CLOUDAPI_SIGNALLING": "h323"})
+
+
+def test_shutdown_calls_hand_over_by_default_only_where_calls_can_move() -> None:
+    lone = load_settings([], {})
+    assert lone.calls.shutdown_calls is ShutdownCalls.HANGUP
+    shared = load_settings(
+        [],
+        {
+            "BRIDGE_DIRECTORY": "redis://127.0.0.1:6379",
+            "BRIDGE_INTERNAL_SECRET": "0123456789abcdef",
+        },
+    )
+    assert shared.calls.shutdown_calls is ShutdownCalls.HANDOVER
+    told = load_settings(
+        [],
+        {
+            "BRIDGE_DIRECTORY": "redis://127.0.0.1:6379",
+            "BRIDGE_INTERNAL_SECRET": "0123456789abcdef",
+            "BRIDGE_SHUTDOWN_CALLS": "hangup",
+        },
+    )
+    assert told.calls.shutdown_calls is ShutdownCalls.HANGUP

@@ -48,3 +48,39 @@ def test_the_architecture_lists_every_module_of_the_package() -> None:
     }
     assert on_disk - listed == set(), "add these to docs/architecture.md's module list"
     assert listed - on_disk == set(), "these are gone: take them out of the module list"
+
+
+# Names the architecture uses that are not the bridge's own (libraries, products, protocols).
+NOT_OURS = {
+    "ClientSession",  # aiohttp
+    "RTCPeerConnection",  # aiortc
+    "Queue",  # asyncio's, queue's
+    "OpenAPI",
+    "WebRTC",
+    "WebSocket",
+    "WhatsApp",
+    "ZuckZapGo",
+    "WaGo",
+}
+
+
+def test_every_class_the_architecture_names_exists() -> None:
+    """A class named in docs/architecture.md (in code spans, ``Owner.method`` forms included,
+    and in the diagrams) is one the bridge defines: a renamed or removed class is renamed or
+    removed there too."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    named: set[str] = set()
+    for fence in re.findall(r"```.*?```", text, flags=re.S):  # the diagrams
+        named |= set(re.findall(r"\b([A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)+)\b", fence))
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    for span in re.findall(r"`([^`\n]+)`", prose):
+        match = re.match(r"^(?:[a-z_]+\.)*([A-Z][a-z0-9]+[A-Za-z0-9]*)(?:[.(\[]|$)", span)
+        if match:
+            named.add(match.group(1))
+    defined: set[str] = set()
+    for path in (ROOT / "bridge").rglob("*.py"):
+        source = path.read_text()
+        defined |= set(re.findall(r"^\s*class (\w+)", source, re.M))
+        defined |= set(re.findall(r"^(\w+)\s*(?::[^=\n]+)?=", source, re.M))  # aliases
+    assert named, "no class found: the pattern is wrong"
+    assert sorted(named - defined - NOT_OURS) == []

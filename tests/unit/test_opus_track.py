@@ -1,5 +1,5 @@
-"""The bridge's own Opus sender (rtc/tracks.py OpusBusTrack): FEC follows the loss the far end
-reports, and the answer's Opus parameters (rtc/sdp.py)."""
+"""The bridge's own Opus sender (rtc/tracks.py OpusBusTrack): FEC and RED follow the loss the far
+end reports (rtc/protection.py), and the answer's Opus parameters (rtc/sdp.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import numpy as np
 
 from bridge.audio import FRAME_SAMPLES
 from bridge.audio.opus import has_fec
+from bridge.rtc.protection import MIN_PLANNED, UNKNOWN_LOSS, LossProtection
+from bridge.rtc.red import RedWrapper, split_red
 from bridge.rtc.sdp import opus_parameters, with_opus_fmtp
 from bridge.rtc.tracks import OpusBusTrack
 
@@ -28,18 +30,58 @@ class Voice:
         pass
 
 
-async def test_fec_data_is_sent_only_once_the_far_end_reports_loss() -> None:
-    track = OpusBusTrack(Voice())
+async def test_fec_from_the_start_off_once_clean_back_at_the_first_loss() -> None:
+    track = OpusBusTrack(
+        Voice(),
+        bitrate=40_000,
+        complexity=5,
+        protection=LossProtection(),
+        protected_bitrate=48_000,
+        protected_complexity=8,
+    )
+    # The link is unknown: FEC is planned for the floor, at the protected bit rate.
+    unknown = [bytes(await track.recv()) for _ in range(25)]
+    assert track.expected_loss == UNKNOWN_LOSS and track.bitrate == 48_000
+    assert sum(has_fec(p) for p in unknown[1:]) > 15
+    track.far_end_report(0.0)  # the first report: clean
+    assert track.expected_loss == 0 and track.bitrate == 40_000
     clean = [bytes(await track.recv()) for _ in range(25)]
-    assert track.expected_loss == 0 and not any(has_fec(p) for p in clean)
-    for _ in range(3):  # three RTCP samples of 8 % loss
-        track.report_loss(0.08)
-    assert 5 <= track.expected_loss <= 8
+    assert not any(has_fec(p) for p in clean[1:])  # the first may carry the last LBRR
+    track.far_end_report(8 / 256)  # one report of 3 % loss: FEC at once, at least the floor
+    assert track.expected_loss == MIN_PLANNED and track.bitrate == 48_000
     lossy = [bytes(await track.recv()) for _ in range(25)]
-    assert sum(has_fec(p) for p in lossy) > 12
-    for _ in range(8):  # the network heals
-        track.report_loss(0.0)
-    assert track.expected_loss == 0
+    assert sum(has_fec(p) for p in lossy) > 15
+    track.far_end_report(0.2)
+    assert track.expected_loss == 30
+    assert track.protection_json()["reports"] == 3
+    track.stop()
+
+
+async def test_red_carries_the_previous_frames_only_while_loss_is_reported() -> None:
+    track = OpusBusTrack(Voice(), protection=LossProtection(red=True), red=RedWrapper(63, 111))
+    track.far_end_report(0.0)
+    plain = [await track.recv() for _ in range(5)]
+    assert all(p.payload_type is None for p in plain)  # a clean link: plain Opus, no copies
+    track.far_end_report(0.05)
+    assert track.applied.red_depth == 1 and track.expected_loss == 0  # the copy beats FEC
+    one = [await track.recv() for _ in range(3)]
+    track.far_end_report(0.15)
+    assert track.applied.red_depth == 2
+    two = [await track.recv() for _ in range(3)]
+    sent = [p.data for p in plain]
+    for packet in one + two:
+        assert packet.payload_type == 63
+        blocks = split_red(packet.data)
+        assert blocks is not None and all(pt == 111 for _, pt, _ in blocks)
+        primary = blocks[-1][2]
+        previous = [(offset, data) for offset, _, data in blocks[:-1]]
+        expected = [
+            (960 * (len(previous) - i), sent[i - len(previous)]) for i in range(len(previous))
+        ]
+        assert previous == expected  # the very payloads sent before, 20 ms apart
+        sent.append(primary)
+    assert [len(split_red(p.data) or []) for p in one + two] == [2, 2, 2, 3, 3, 3]
+    assert track.red is not None and track.red.packets == 6
     track.stop()
 
 
@@ -68,3 +110,28 @@ def test_the_answer_asks_for_fec_mono_and_16_khz_in_place_of_aiortcs_bare_opus()
         == lines.index("a=rtpmap:96 opus/48000/2") + 1
     )
     assert with_opus_fmtp("v=0\r\nm=audio 9 RTP/AVP 0\r\n") == "v=0\r\nm=audio 9 RTP/AVP 0\r\n"
+
+
+async def test_red_around_forwarded_packets_keeps_every_payload_bit_exact() -> None:
+    """Pass-through (rtc/passthrough.py) with RED on: each packet is the forwarded payload,
+    untouched, with the one or two forwarded before it beside it (RFC 2198), RTP time mapped."""
+    from bridge.rtc.passthrough import PassThrough
+    from bridge.rtc.rtpsend import RtpStream
+
+    track = OpusBusTrack(Voice(), protection=LossProtection(red=True), red=RedWrapper(63, 111))
+    pt = PassThrough(lambda: True)
+    track.forward_from(pt, RtpStream(1234, first_seq=100))
+    track.far_end_report(0.2)  # heavy loss: two copies
+    payloads = [bytes([i]) * (40 + i) for i in range(6)]
+    for i, payload in enumerate(payloads):
+        pt.offer(5000 + i, 48_000 + 960 * i, payload)
+    out = [await track.recv() for _ in payloads]
+    assert track.forwarded_frames == 6
+    assert [p.seq for p in out] == list(range(100, 106))
+    assert out[0].payload_type is None and out[0].data == payloads[0]  # nothing before it yet
+    for i, packet in enumerate(out[1:], start=1):
+        blocks = split_red(packet.data)
+        assert packet.payload_type == 63 and blocks is not None
+        assert [b for _, _, b in blocks] == payloads[max(0, i - 2) : i + 1]
+        assert [o for o, _, _ in blocks] == [960 * (i - k) for k in range(max(0, i - 2), i + 1)]
+    track.stop()

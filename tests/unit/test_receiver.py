@@ -11,7 +11,7 @@ import pytest
 from bridge.audio.opus import OpusDecoder, OpusEncoder, has_fec
 from bridge.audio.receiver import OpusReceiver
 
-from ..support.spectrum import band_energy
+from ..support.spectrum import band_energy, tone_breaks
 
 RATE = 16_000
 FRAME = 320
@@ -274,6 +274,34 @@ def test_drift_in_speech_without_pauses_is_followed_in_the_voiced_periods(ppm: i
     voiced = voiced[int(np.argmax(voiced > 3000)) + 1 : -3]
     assert voiced.min() > 0.6 * levels(reference(sent))[5:-3].min()
     assert largest_step(played) < 1.3 * largest_step(reference(sent))
+
+
+@pytest.mark.parametrize("ppm", [2000, -2000])
+def test_drift_on_a_continuous_tone_never_jumps_in_phase_nor_goes_silent(ppm: int) -> None:
+    """45 s of a tone with no pause to hide in, from a sender 2000 ppm fast or slow, with a
+    few ms of seeded arrival and clock-tick jitter: the 90 ms of drift are followed by whole
+    periods of the tone, so its phase never jumps and no 5 ms of it goes silent (a frame of
+    concealment, or a stretch stuck a few samples short of a frame until a packet is late,
+    would do both)."""
+    rng = random.Random(ppm)
+    sent = packets(tone(45.0, hz=440))
+    period = 0.02 / (1 + ppm / 1e6)
+    arrivals = [0.001 + j * period + abs(rng.gauss(0, 0.002)) for j in range(len(sent))]
+    rx = OpusReceiver()
+    tick, j, out = 0.007, 0, []
+    while j < len(sent) or rx.buffered:
+        now = tick + abs(rng.gauss(0, 0.001))
+        while j < len(sent) and arrivals[j] <= now:
+            rx.push(*sent[j], arrivals[j])
+            j += 1
+        out.append(rx.pop(now))
+        tick += 0.02
+    s = rx.stats
+    moved = s.inserted_samples_for_deceleration - s.removed_samples_for_acceleration
+    assert (moved <= -3 * FRAME) if ppm > 0 else (moved >= 3 * FRAME)  # followed (90 ms)
+    jumps, silent = tone_breaks(np.concatenate(out)[: len(sent) * FRAME], RATE, 440, 8000)
+    assert jumps == [] and silent == []
+    assert s.concealment_events == 0
 
 
 def test_an_outage_goes_silent_and_the_stream_restarts_when_packets_return() -> None:

@@ -11,13 +11,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bridge.audio import FRAME_SAMPLES, dominant_frequency, tone
+from bridge.audio import FRAME_SAMPLES, tone
 from bridge.calls import CallManager, CallRuntime, CallState, EndReason
 from bridge.calls import manager as manager_module
 from bridge.engines import EngineEvent, EngineEventKind, RemoteCall
 from bridge.errors import CallStateError, EngineUnavailable
 
 from ..fakes.engine import FakeAttachment, FakeEngine, calls_for_tests
+from ..support.spectrum import dominant_frequency
+from ..support.waits import until
 
 
 @pytest.fixture
@@ -35,10 +37,7 @@ async def setup() -> Any:
 async def answered_call(manager: CallManager, engine: FakeEngine) -> CallRuntime:
     call = await manager.make("5521999999999")
     engine.events.put_nowait(EngineEvent(EngineEventKind.ANSWERED, call.engine_call_id))
-    for _ in range(100):
-        if call.state is CallState.ACTIVE:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: call.state is CallState.ACTIVE, 2.0, "call.state is CallState.ACTIVE")
     assert call.state is CallState.ACTIVE
     return manager.runtime(call.id)
 
@@ -49,13 +48,10 @@ async def test_engine_media_opens_only_for_an_active_call_with_a_user(setup) -> 
     runtime = manager.runtime(call.id)
     runtime.attach(FakeAttachment("pb", []))  # a user, but the call is not answered yet
     await asyncio.sleep(0.05)
-    assert engine.channels == [] and runtime.pump is None
+    assert engine.channels == [] and runtime.media.pump is None
     engine.events.put_nowait(EngineEvent(EngineEventKind.ANSWERED, call.engine_call_id))
-    for _ in range(100):
-        if runtime.pump is not None:
-            break
-        await asyncio.sleep(0.01)
-    assert len(engine.channels) == 1 and runtime.pump is not None
+    await until(lambda: runtime.media.pump is not None, 2.0, "runtime.media.pump is not None")
+    assert len(engine.channels) == 1 and runtime.media.pump is not None
 
 
 async def test_audio_flows_through_the_pump(setup) -> None:
@@ -64,10 +60,7 @@ async def test_audio_flows_through_the_pump(setup) -> None:
     heard: list[np.ndarray] = []
     runtime.bus.add_downlink_tap(lambda frame: heard.append(frame.pcm))
     runtime.attach(FakeAttachment("pb", []))
-    for _ in range(100):
-        if runtime.pump is not None:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: runtime.media.pump is not None, 2.0, "runtime.media.pump is not None")
     signal = tone(440, FRAME_SAMPLES * 25, 16_000, 0.3).astype(np.int16)
     for i in range(25):
         runtime.bus.push_uplink(signal[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES])
@@ -85,10 +78,7 @@ async def test_teardown_closes_children_in_reverse_order(setup) -> None:
     runtime.attach(first)
     runtime.attach(second)
     assert runtime.call.transport == "websocket"
-    for _ in range(100):
-        if runtime.pump is not None:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: runtime.media.pump is not None, 2.0, "runtime.media.pump is not None")
     call = await manager.hangup(runtime.call_id)
     assert call.state is CallState.ENDED and call.end_reason is EndReason.HANGUP
     assert log == ["second", "first", "engine-media"]
@@ -121,15 +111,9 @@ async def test_lost_engine_media_fails_the_call(setup, monkeypatch) -> None:
     manager, engine = setup
     runtime = await answered_call(manager, engine)
     runtime.attach(FakeAttachment("pb", []))
-    for _ in range(100):
-        if engine.channels:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: engine.channels, 2.0, "engine.channels")
     engine.channels[0].drop()
-    for _ in range(200):
-        if not runtime.call.live:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: not runtime.call.live, 4.0, "not runtime.call.live")
     assert runtime.call.end_reason is EndReason.FAILED
     assert engine.hung_up == [runtime.call.engine_call_id]
 
@@ -184,10 +168,7 @@ async def test_orphans_at_start_up_are_hung_up_but_ringing_inbound_calls_are_off
     with caplog.at_level(logging.WARNING, logger="bridge.calls"):
         await calls.start()
         engine.events.put_nowait(EngineEvent(EngineEventKind.INCOMING, "ring", "3@s.whatsapp.net"))
-        for _ in range(100):
-            if len(engine.hung_up) == 2:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: len(engine.hung_up) == 2, 2.0, "len(engine.hung_up) == 2")
     try:
         assert sorted(engine.hung_up) == ["act", "dial"]
         assert [c.engine_call_id for c in manager.live_calls()] == ["ring"]
@@ -226,10 +207,7 @@ async def test_the_runtime_runs_one_end_at_a_time_and_knows_it_is_ending(setup) 
     await asyncio.sleep(0.02)
     assert ran == ["first"] and runtime.ending and runtime.call.live
     release.set()
-    for _ in range(100):
-        if runtime.closed:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: runtime.closed, 2.0, "runtime.closed")
     # The end task closed its own runtime: the teardown ran to the end (final stats kept).
     assert runtime.closed and not runtime.ending and ran == ["first"]
     assert runtime.call.end_reason is EndReason.MAX_DURATION
@@ -244,10 +222,7 @@ async def test_a_time_limit_hangs_up_once(setup) -> None:
     runtime = await answered_call(manager, engine)
     for _ in range(3):  # the watchdog sees the limit every quarter second until it is ended
         manager._end_by_bridge(runtime, EndReason.MAX_DURATION)
-    for _ in range(100):
-        if runtime.closed:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: runtime.closed, 2.0, "runtime.closed")
     assert engine.hung_up == [runtime.call.engine_call_id]
     assert runtime.call.end_reason is EndReason.MAX_DURATION
 
@@ -295,20 +270,17 @@ async def test_the_whatsapp_users_key_presses_come_in_one_way(setup) -> None:
     seen: list[dict[str, Any]] = []
     manager.events.observe(lambda event, call: seen.append(dict(event.data)))
     heard: list[tuple[str, int]] = []
-    original = runtime.on_whatsapp_dtmf
+    original = runtime.dtmf.on_whatsapp
 
     def spy(digit: str, duration_ms: int) -> None:
         heard.append((digit, duration_ms))
         original(digit, duration_ms)
 
-    runtime.on_whatsapp_dtmf = spy  # type: ignore[method-assign]
+    runtime.dtmf.on_whatsapp = spy  # type: ignore[method-assign]
     data = {"digit": "5", "durationMs": 160}
     engine_call_id = runtime.call.engine_call_id
     engine.events.put_nowait(EngineEvent(EngineEventKind.DTMF, engine_call_id, data=data))
-    for _ in range(100):
-        if seen:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: seen, 2.0, "seen")
     assert heard == [("5", 160)]
     assert seen == [{"digit": "5", "durationMs": 160, "source": "whatsapp"}]
 
@@ -350,14 +322,11 @@ async def test_the_runtime_owns_the_engines_leg_and_closes_it_once_after_the_pum
     await calls.start()
     try:
         runtime = await answered_call(manager, engine)
-        leg = runtime.leg
+        leg = runtime.media.leg
         assert isinstance(leg, FakeLeg) and engine.taken == [runtime.call.engine_call_id]
         assert engine.legs == {}  # the engine kept nothing of it
         runtime.attach(FakeAttachment("pb", engine.closing))
-        for _ in range(100):
-            if runtime.pump is not None:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: runtime.media.pump is not None, 2.0, "runtime.media.pump is not None")
         await manager.hangup(runtime.call_id)
         assert leg.closes == 1
         assert engine.closing == ["pb", "engine-media", "leg"]  # the leg after its channel

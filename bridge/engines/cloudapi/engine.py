@@ -1,45 +1,37 @@
 """``CloudApiEngine``: WhatsApp Business Cloud API Calling (``BRIDGE_ENGINE=cloudapi``).
 
 Signalling is Graph API requests (:mod:`.graph`) and signed webhooks (:mod:`.webhook`); the
-WhatsApp side of each call is a WebRTC peer connection to Meta (:mod:`.peer`). The engine
-keeps the call's signalling state (:class:`CloudCall`, by Meta's ``wacid``: what it needs to
-match Meta's webhooks). The peer connection is made here, before the call's runtime exists
-(at the connect webhook, so ICE and DTLS come up while the call rings; or to dial), and is
-handed over to the runtime when the manager creates it (:meth:`CloudApiEngine.take_leg`):
-from then on the runtime closes it, and its closing drops the engine's entry. A peer never
-handed over (the call ended before it had a runtime) is closed here.
+WhatsApp side of each call is a WebRTC peer connection to Meta (:mod:`.peer`), made here before
+the call's runtime exists (at the connect webhook, so ICE and DTLS come up while the call
+rings; or to dial) and handed to the runtime (:meth:`CloudApiEngine.take_leg`), which closes it
+(its closing drops the engine's :class:`CloudCall`); a peer never handed over is closed here.
+Call permissions (ask, read, hear the answers) are :mod:`.permissions`'.
 
 Inbound: connect webhook (offer) → answer → ``pre_accept`` → ``INCOMING`` (ringing);
 ``answer`` → ``accept`` with the same SDP; ``hangup`` → ``reject`` while ringing, else
 ``terminate``. Outbound: ``dial`` → offer → ``connect`` (``biz_opaque_callback_data`` = our
 call id) → ``wacid``; statuses RINGING/ACCEPTED/REJECTED; the connect webhook's answer is
 applied. Webhooks about a dial that arrive before ``connect`` has answered are found by their
-``biz_opaque_callback_data`` and applied once the ``wacid`` is known. A terminate webhook
-ends the call: COMPLETED → ``remote_hangup`` (an unanswered call keeps the manager's own
-reason), REJECTED → ``rejected``, FAILED → ``failed``.
+``biz_opaque_callback_data`` and applied once the ``wacid`` is known; a terminate before its
+connect keeps the late connect from ringing; repeats change nothing. A terminate webhook ends
+the call with :func:`.codes.terminate_reason`'s reason (Meta's code: ``media_timeout``…).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import logging
-from collections import OrderedDict, deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
 from ...config import EngineSettings, IceSettings, Settings
 from ...errors import (
-    AtCapacity,
-    BadRequest,
     EngineCallNotFound,
     EngineError,
-    Forbidden,
-    Unauthorized,
+    MetaLimit,
+    MetaRefused,
 )
 from ...tasks import TaskSet
 from ..base import (
@@ -50,63 +42,17 @@ from ..base import (
     RemoteCall,
     WebhookCalls,
     emit,
-    webhook_json,
 )
 from ..hangups import PendingHangups
-from .graph import GraphClient
+from .codes import ended_by_meta, refused_event
+from .graph import GraphClient, connected_call_id, strip
 from .peer import PeerChannel, WhatsAppPeer
+from .permissions import CallPermissions
 from .sdp import DEFAULT_BITRATE
-from .webhook import SIGNATURE_HEADER, CallWebhook, call_events, signature_ok, webhook_calls
+from .state import CloudCall, Parked, Remembered
+from .webhook import CallWebhook, WebhookInbox, call_events, verify, webhook_calls
 
 log = logging.getLogger(__name__)
-
-WEBHOOK_QUEUE = 256
-"""Webhook bodies accepted but not yet worked through; a full queue answers 503 (Meta
-retries)."""
-REMEMBERED = 4096
-"""Ended calls and handled events remembered, so a redelivered webhook changes nothing."""
-PARKED = 16
-"""Webhook events kept per dial that arrive before ``connect`` has returned Meta's call id
-(found by their ``biz_opaque_callback_data``, our call id); the oldest go first."""
-
-_END_REASONS = {"COMPLETED": "remote_hangup", "REJECTED": "rejected", "FAILED": "failed"}
-
-
-@dataclass
-class CloudCall:
-    """The engine's view of one call (keyed by Meta's ``wacid``)."""
-
-    wacid: str
-    peer_wa: str
-    direction: str  # "inbound" or "outbound"
-    peer: WhatsAppPeer
-    """Used for signalling (SDP, media seen); closed by the call's runtime once handed over."""
-    state: str = "connecting"  # connecting, ringing, accepted, ended
-    answer_sdp: str = ""  # inbound: what pre_accept and accept send
-    call_id: str = ""  # outbound: our call id (biz_opaque_callback_data)
-    seen: set[str] = field(default_factory=set)
-    handed_over: bool = False
-    """The call's runtime owns the peer (``take_leg``): it closes it, not the engine."""
-
-    @property
-    def jid(self) -> str:
-        return f"{self.peer_wa}@s.whatsapp.net"
-
-
-class _Remembered:
-    """A bounded set (oldest forgotten first)."""
-
-    def __init__(self, size: int = REMEMBERED) -> None:
-        self._items: OrderedDict[str, None] = OrderedDict()
-        self.size = size
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._items
-
-    def add(self, key: str) -> None:
-        self._items[key] = None
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
 
 
 class CloudApiEngine:
@@ -118,6 +64,7 @@ class CloudApiEngine:
     media_before_answer = False
     opus_bitrate = DEFAULT_BITRATE
     """Meta asks for at most 20 kbit/s (its fmtp's ``maxaveragebitrate``)."""
+    billing_pulse_s = 6  # Meta bills business-initiated calls in 6 s pulses (a BilledEngine)
 
     def __init__(
         self,
@@ -129,30 +76,24 @@ class CloudApiEngine:
         self.ice = ice
         self.events: asyncio.Queue[EngineEvent] = asyncio.Queue(maxsize=1000)
         self.stats = EngineStats()
-        self.graph = GraphClient(
-            settings.engine_url,
-            settings.engine_token,
-            settings.cloudapi_phone_number_id,
-            self.stats,
-        )
+        number = settings.cloudapi_phone_number_id
+        self.graph = GraphClient(settings.engine_url, settings.engine_token, number, self.stats)
         self.calls: dict[str, CloudCall] = {}
-        self._dialling: dict[str, deque[CallWebhook]] = {}
-        """Our call id → webhook events that came before ``connect`` answered (one per dial
-        in flight, so as bounded as the calls)."""
-        self._ended = _Remembered()
-        self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=WEBHOOK_QUEUE)
+        self._dialling = Parked()  # webhooks about dials that Meta has not answered yet
+        self._ended = Remembered()
+        self.inbox = WebhookInbox(settings.cloudapi_app_secret, self.stats)
+        self._inbox = self.inbox.queue
         self._tasks = TaskSet("cloudapi")
         self._http = http
         self._own_http = http is None
-        self.webhooks = 0
+        self.permissions = CallPermissions(self.graph, self.events)
         self.pending_hangups = PendingHangups("cloudapi", self.hangup, asyncio.sleep)
 
     @classmethod
     def from_settings(
         cls, settings: Settings, http: aiohttp.ClientSession | None = None
     ) -> CloudApiEngine:
-        """The engine registered for ``BRIDGE_ENGINE=cloudapi`` (its WhatsApp-side peer
-        connections gather with the bridge's ICE settings)."""
+        """The engine of ``BRIDGE_ENGINE=cloudapi`` (its peers gather with the ICE settings)."""
         return cls(settings.engine, http, settings.ice)
 
     # -- lifecycle
@@ -160,21 +101,17 @@ class CloudApiEngine:
         if self._http is None:
             self._http = aiohttp.ClientSession()
         self.graph.http = self._http
-        self._tasks.spawn(self._work_webhooks(), "webhooks")
+        self._tasks.spawn(self.inbox.run(self._on_body), "webhooks")
         self._tasks.spawn(self.pending_hangups.run(), "pending-hangups")
-        log.info(
-            "Cloud API engine for number %s via %s; webhooks at /engine/webhook",
-            self.settings.cloudapi_phone_number_id,
-            self.settings.engine_url,
-        )
+        number, url = self.settings.cloudapi_phone_number_id, self.settings.engine_url
+        log.info("Cloud API engine for number %s via %s; webhooks at /engine/webhook", number, url)
 
     def hangup_later(self, engine_call_id: str, why: str) -> None:
         """Terminate the call once Graph answers again (see :class:`PendingHangups`)."""
         self.pending_hangups.add(engine_call_id, why)
 
     async def startup_calls(self) -> list[RemoteCall]:
-        """Graph has no list of live calls: nothing to sweep at start-up (Meta ends a call
-        whose media stops, and a terminate webhook for an unknown call is ignored)."""
+        """Graph lists no live calls: nothing to sweep (Meta ends a call without media)."""
         return []
 
     async def close(self) -> None:
@@ -192,11 +129,15 @@ class CloudApiEngine:
         return self.graph.reachable is not False
 
     async def health(self) -> EngineHealth:
-        return EngineHealth(
-            up=self.up,
-            detail=f"Graph API {self.graph.detail}",
-            info={"calls": len(self.calls), "webhooks": self.webhooks},
-        )
+        info: dict[str, Any] = {"calls": len(self.calls), "webhooks": self.inbox.accepted}
+        return EngineHealth(up=self.up, detail=f"Graph API {self.graph.detail}", info=info)
+
+    async def request_permission(self, phone: str, template: Mapping[str, str] | None) -> str:
+        """Ask the user for call permission (the ``PermissionEngine`` capability)."""
+        return await self.permissions.request(phone, template)
+
+    async def read_permission(self, phone: str) -> dict[str, Any]:  # cached briefly
+        return await self.permissions.read(phone)
 
     def _peer(self, label: str) -> WhatsAppPeer:
         return WhatsAppPeer(
@@ -209,9 +150,8 @@ class CloudApiEngine:
         )
 
     def take_leg(self, engine_call_id: str) -> WhatsAppPeer | None:
-        """Hand the call's peer connection to the call's runtime (the ``LegEngine``
-        capability): the runtime closes it when the call ends; ``None`` once it has ended or
-        when it was handed over already."""
+        """Hand the call's peer connection to its runtime, which closes it (``LegEngine``);
+        ``None`` once the call has ended or was handed over already."""
         call = self.calls.get(engine_call_id)
         if call is None or call.state == "ended" or call.handed_over:
             return None  # ended, or already some runtime's: one owner
@@ -219,24 +159,19 @@ class CloudApiEngine:
         return call.peer
 
     def _peer_closed(self, peer: WhatsAppPeer) -> None:
-        # The runtime closed the call's peer (the call ended on the bridge's side, however it
-        # ended): nothing of the call stays here, and late webhooks about it change nothing.
+        # The runtime closed the call's peer: nothing stays here, late webhooks change nothing.
         call = self.calls.get(peer.wacid)
         if call is not None and call.peer is peer:
-            call.state = "ended"
-            del self.calls[call.wacid]
-            self._ended.add(call.wacid)
+            self._drop(call)
 
     def _on_dtmf(self, peer: WhatsAppPeer, digit: str, duration_ms: int) -> None:
         call = self.calls.get(peer.wacid)
-        if call is None or call.state == "ended":
-            return
-        data = {"digit": digit, "durationMs": duration_ms}
-        emit(self.events, EngineEvent(EngineEventKind.DTMF, call.wacid, data=data))
+        if call is not None and call.state != "ended":
+            data = {"digit": digit, "durationMs": duration_ms}
+            emit(self.events, EngineEvent(EngineEventKind.DTMF, call.wacid, data=data))
 
     def _on_media(self, peer: WhatsAppPeer) -> None:
-        # Media flowing on an outbound call whose answer was applied: it is up, even if the
-        # ACCEPTED status has not arrived (yet).
+        # Media on our call whose answer was applied: it is up, even before ACCEPTED.
         call = self.calls.get(peer.wacid)
         if call is not None and call.direction == "outbound" and call.peer.answered:
             self._accepted(call)
@@ -245,20 +180,17 @@ class CloudApiEngine:
     async def dial(self, phone: str, *, call_id: str = "") -> str:
         peer = self._peer(f"cloudapi:dial:{call_id[:12]}")
         opaque = call_id[:512]
-        if opaque:
-            self._dialling[opaque] = deque(maxlen=PARKED)
+        self._dialling.open(opaque)
         try:
-            offer = await peer.offer()
-            fields: dict[str, Any] = {"to": phone, "session": {"sdp_type": "offer", "sdp": offer}}
-            if opaque:
-                fields["biz_opaque_callback_data"] = opaque
-            answer = await self.graph.call_action("connect", **fields)
-            calls = answer.get("calls")
-            wacid = ""
-            if isinstance(calls, list) and calls and isinstance(calls[0], dict):
-                wacid = str(calls[0].get("id") or "")
-            if not wacid:
-                raise EngineError(f"the Graph API's connect answer has no call id: {answer!r:.200}")
+            session = {"sdp_type": "offer", "sdp": await peer.offer()}
+            fields = {"to": phone, "session": session, "biz_opaque_callback_data": opaque}
+            self.permissions.forget(phone)  # a call changes the user's usage
+            try:
+                answer = await self.graph.call_action("connect", **strip(fields))
+            except MetaLimit as exc:
+                await self.permissions.call_refused(phone, exc)  # when the next may start
+                raise
+            wacid = connected_call_id(answer)
         except BaseException:
             self._dialling.pop(opaque, None)
             await asyncio.shield(peer.close())
@@ -266,14 +198,12 @@ class CloudApiEngine:
         call = CloudCall(wacid, phone, "outbound", peer, state="calling", call_id=call_id)
         peer.wacid, peer.name = wacid, f"cloudapi:{wacid}"
         self.calls[wacid] = call
-        # Webhooks Meta sent before its connect answer reached us: apply them now, in order
-        # (the manager sees their events after it has registered the call).
-        for ev in self._dialling.pop(opaque, ()):
-            if ev.wacid == wacid:
-                try:
-                    await self._on_webhook(ev)
-                except Exception:
-                    log.exception("Cloud API call %s: an early webhook", wacid)
+        # Webhooks sent before Meta's answer: now, in order (the manager registers it first).
+        for ev in self._dialling.take(opaque, wacid):
+            try:
+                await self._on_webhook(ev)
+            except Exception:
+                log.exception("Cloud API call %s: an early webhook", wacid)
         return wacid
 
     def _get(self, wacid: str) -> CloudCall:
@@ -286,11 +216,16 @@ class CloudApiEngine:
         call = self._get(engine_call_id)
         if call.direction != "inbound" or call.state != "ringing":
             raise EngineError(f"call {engine_call_id} is not ringing inbound")
-        await self.graph.call_action(
-            "accept",
-            call_id=call.wacid,
-            session={"sdp_type": "answer", "sdp": call.answer_sdp},
-        )
+        try:
+            await self.graph.call_action(
+                "accept",
+                call_id=call.wacid,
+                session={"sdp_type": "answer", "sdp": call.answer_sdp},
+            )
+        except (MetaRefused, MetaLimit) as exc:  # e.g. 138007: the call ends with it too
+            await self._forget(call)
+            emit(self.events, refused_event(call.wacid, exc))
+            raise
         call.state = "accepted"
 
     async def hangup(self, engine_call_id: str) -> None:
@@ -306,10 +241,13 @@ class CloudApiEngine:
     async def open_media(self, engine_call_id: str) -> PeerChannel:
         return self._get(engine_call_id).peer.open_channel()
 
-    async def _forget(self, call: CloudCall) -> None:
+    def _drop(self, call: CloudCall) -> None:
         call.state = "ended"
         self.calls.pop(call.wacid, None)
         self._ended.add(call.wacid)
+
+    async def _forget(self, call: CloudCall) -> None:
+        self._drop(call)
         call.peer.expect_close()  # over at Meta: its closing is no failure now
         if not call.handed_over:  # else its runtime closes it as the call ends
             await call.peer.close()
@@ -321,64 +259,29 @@ class CloudApiEngine:
 
     # -- webhooks
     def verify_subscription(self, query: Mapping[str, str]) -> str:
-        """``GET /engine/webhook?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…``
-        (Meta's webhook verification request): the challenge when the verify token matches,
-        else 403."""
-        mode = query.get("hub.mode", "")
-        token = query.get("hub.verify_token", "")
-        challenge = query.get("hub.challenge", "")
-        expected = self.settings.cloudapi_verify_token.encode()
-        ok = hmac.compare_digest(expected, token.encode("utf-8", "surrogateescape"))
-        if mode != "subscribe" or not ok or not expected:
-            raise Forbidden("webhook verification refused: hub.verify_token does not match")
-        return challenge
+        """``GET /engine/webhook``: Meta's verification request (:func:`.webhook.verify`)."""
+        return verify(query, self.settings.cloudapi_verify_token)
 
     def receive_webhook(self, raw: bytes, headers: Mapping[str, str]) -> bool:
-        """``POST /engine/webhook``: check the signature and shape, queue the work, return.
-
-        401 for a missing or wrong signature (nothing is looked at), 400 for a body that is
-        not a JSON object, 503 when the queue is full (Meta delivers again later)."""
-        if not signature_ok(self.settings.cloudapi_app_secret, raw, headers.get(SIGNATURE_HEADER)):
-            raise Unauthorized(
-                "missing or invalid X-Hub-Signature-256 (HMAC-SHA256 of the body, app secret)"
-            )
-        try:
-            body = webhook_json(raw)
-        except BadRequest:
-            self.stats.bad_messages += 1
-            raise
-        if not isinstance(body.get("entry"), list):
-            self.stats.bad_messages += 1
-            raise BadRequest("webhook body must be an object with an 'entry' list")
-        try:
-            self._inbox.put_nowait(raw)
-        except asyncio.QueueFull:
-            raise AtCapacity("too many webhooks waiting; deliver again later") from None
-        self.webhooks += 1
+        """``POST /engine/webhook``: checked and queued (:class:`.webhook.WebhookInbox`)."""
+        self.inbox.receive(raw, headers)
         return True
 
     def webhook_calls(self, raw: bytes) -> WebhookCalls:
         return webhook_calls(raw)
 
-    async def _work_webhooks(self) -> None:
-        while True:
-            raw = await self._inbox.get()
-            try:
-                events, bad = call_events(json.loads(raw))
-                self.stats.bad_messages += bad
-                for event in events:
-                    await self._on_webhook(event)
-            except Exception:  # one bad body must not stop the webhooks
-                log.exception("handling a Cloud API webhook")
+    async def _on_body(self, body: dict[str, Any]) -> None:
+        events, bad = call_events(body)
+        self.stats.bad_messages += bad + self.permissions.heard(body)
+        for event in events:
+            await self._on_webhook(event)
 
     async def _on_webhook(self, ev: CallWebhook) -> None:
         if ev.wacid in self._ended:
             return  # a late or repeated event about a call that has ended
         call = self.calls.get(ev.wacid)
-        if call is None and ev.opaque and ev.opaque in self._dialling:
-            # Our own dial, whose connect has not returned the wacid yet: keep it for dial.
-            self._dialling[ev.opaque].append(ev)
-            return
+        if call is None and self._dialling.park(ev):
+            return  # our own dial, whose connect has not returned the wacid yet
         if ev.kind == "connect":
             if ev.new_call:
                 if call is None:
@@ -389,6 +292,8 @@ class CloudApiEngine:
         elif ev.kind == "terminate":
             if call is not None:
                 await self._terminated(call, ev)
+            else:  # over before its connect reached us: a late connect must not ring
+                self._ended.add(ev.wacid)
         elif ev.kind == "status" and call is not None and ev.status not in call.seen:
             call.seen.add(ev.status)
             if ev.status == "RINGING" and call.state == "calling":
@@ -398,12 +303,13 @@ class CloudApiEngine:
                 self._accepted(call)
             elif ev.status == "REJECTED":
                 await self._forget(call)
-                emit(self.events, EngineEvent(EngineEventKind.ENDED, call.wacid, reason="declined"))
+                emit(self.events, EngineEvent(EngineEventKind.ENDED, call.wacid, reason="rejected"))
 
     def _inbound(self, ev: CallWebhook) -> None:
         peer = self._peer(f"cloudapi:{ev.wacid}")
         call = CloudCall(ev.wacid, ev.peer, "inbound", peer)
         peer.wacid = ev.wacid
+        self.permissions.heard_from(ev.peer)  # a user's call opens the service window
         self.calls[ev.wacid] = call
         self._tasks.spawn(self._pre_accept(call, ev.sdp), f"pre-accept:{ev.wacid}")
 
@@ -417,11 +323,7 @@ class CloudApiEngine:
             )
         except Exception as exc:
             log.warning("Cloud API call %s: cannot pre-accept: %s", call.wacid, exc)
-            try:
-                await self.graph.call_action("reject", call_id=call.wacid)
-            except EngineError as again:
-                log.info("Cloud API call %s: reject: %s", call.wacid, again)
-            await self._forget(call)
+            await self._give_up(call, "reject")
             return
         if call.state != "connecting":
             return  # terminated meanwhile
@@ -432,26 +334,24 @@ class CloudApiEngine:
         try:
             await call.peer.apply_answer(sdp)
         except Exception as exc:
+            if call.state == "ended":
+                return  # ended meanwhile (a terminate overtook it): nothing to undo
             log.warning("Cloud API call %s: Meta's answer cannot be applied: %s", call.wacid, exc)
-            try:
-                await self.graph.call_action("terminate", call_id=call.wacid)
-            except EngineError as again:
-                log.info("Cloud API call %s: terminate: %s", call.wacid, again)
-            await self._forget(call)
+            await self._give_up(call, "terminate")
             emit(self.events, EngineEvent(EngineEventKind.ENDED, call.wacid, reason="failed"))
 
+    async def _give_up(self, call: CloudCall, action: str) -> None:
+        """End at Meta (``reject`` or ``terminate``, whatever it answers) and forget."""
+        try:
+            await self.graph.call_action(action, call_id=call.wacid)
+        except EngineError as again:
+            log.info("Cloud API call %s: %s: %s", call.wacid, action, again)
+        await self._forget(call)
+
     async def _terminated(self, call: CloudCall, ev: CallWebhook) -> None:
-        reason = _END_REASONS.get(ev.status, "")
-        if reason == "remote_hangup" and call.state != "accepted":
-            reason = ""  # unanswered: the manager's own reason (remote_canceled, rejected)
-        data: dict[str, Any] = {"engineStatus": ev.status}
-        if ev.errors:
-            data["errors"] = ev.errors
-            log.warning("Cloud API call %s ended %s: %s", call.wacid, ev.status, ev.errors)
-        if ev.duration is not None:
-            data["engineDurationS"] = ev.duration
+        answered, outbound = call.state == "accepted", call.direction == "outbound"
+        event = ended_by_meta(call.wacid, ev, answered=answered, outbound=outbound)
         was_ringing = call.state == "connecting"
         await self._forget(call)
         if not was_ringing:  # the manager never heard of a call still being pre-accepted
-            event = EngineEvent(EngineEventKind.ENDED, call.wacid, reason=reason, data=data)
             emit(self.events, event)

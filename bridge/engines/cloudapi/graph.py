@@ -1,9 +1,13 @@
-"""The Graph API calls of Cloud API Calling: ``POST /{PHONE_NUMBER_ID}/calls`` with an action.
+"""The Graph API requests of Cloud API Calling: ``POST /{PHONE_NUMBER_ID}/calls`` with an
+action, and (for call permissions) ``POST /{PHONE_NUMBER_ID}/messages`` and ``GET
+/{PHONE_NUMBER_ID}/call_permissions``.
 
 Errors: Meta answers ``{"error": {"message", "type", "code", "error_subcode"?, "fbtrace_id"}}``
 with a 4xx status. 138006 (no permission to call this user) → :class:`NoCallPermission`
-(403); any other → :class:`GraphApiError` (502) carrying Meta's code, subcode and message;
-no answer at all → :class:`EngineUnavailable` (503).
+(403); Meta's limits (138009, 138012, 138002) → :class:`MetaLimit` (429, the code naming the
+limit); other codes of :mod:`.codes` → :class:`MetaRefused` (502, the code naming the
+reason); any other → :class:`GraphApiError` (502); each carries Meta's code, subcode and
+message; no answer at all → :class:`EngineUnavailable` (503).
 """
 
 from __future__ import annotations
@@ -15,8 +19,16 @@ from typing import Any
 
 import aiohttp
 
-from ...errors import EngineUnavailable, GraphApiError, NoCallPermission
+from ...errors import (
+    EngineError,
+    EngineUnavailable,
+    GraphApiError,
+    MetaLimit,
+    MetaRefused,
+    NoCallPermission,
+)
 from ..base import EngineStats
+from .codes import META_CODES
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +40,7 @@ class GraphClient:
     """Posts call actions for one business number."""
 
     def __init__(self, base: str, token: str, phone_number_id: str, stats: EngineStats) -> None:
-        self.url = f"{base.rstrip('/')}/{phone_number_id}/calls"
+        self.phone_number_id = phone_number_id
         self.base = base
         self._headers = {"Authorization": f"Bearer {token}"}
         self.stats = stats
@@ -38,13 +50,26 @@ class GraphClient:
 
     async def call_action(self, action: str, **fields: Any) -> dict[str, Any]:
         """One call action; returns Meta's JSON object answer."""
-        assert self.http is not None, "engine not started"
         body = {"messaging_product": "whatsapp", "action": action, **fields}
+        return await self.request("POST", "calls", action, body)
+
+    async def request(
+        self,
+        method: str,
+        edge: str,
+        what: str,
+        body: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """``method /{PHONE_NUMBER_ID}/{edge}``; Meta's JSON object answer, or the errors the
+        module docstring lists (``what`` names the request in them)."""
+        assert self.http is not None, "engine not started"
+        url = f"{self.base.rstrip('/')}/{self.phone_number_id}/{edge}"
         self.stats.requests += 1
         started = time.monotonic()
         try:
-            async with self.http.post(
-                self.url, json=body, headers=self._headers, timeout=TIMEOUT
+            async with self.http.request(
+                method, url, json=body, params=params, headers=self._headers, timeout=TIMEOUT
             ) as resp:
                 text = await resp.text(errors="replace")
                 status = resp.status
@@ -62,8 +87,21 @@ class GraphClient:
             answer = {}
         if status >= 400 or not isinstance(answer, dict):
             self.stats.request_errors += 1
-            raise _graph_error(action, status, answer, text)
+            raise _graph_error(what, status, answer, text)
         return answer
+
+
+def strip(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` without the empty ones (Meta refuses an empty optional parameter)."""
+    return {k: v for k, v in fields.items() if v not in ("", None)}
+
+
+def connected_call_id(answer: dict[str, Any]) -> str:
+    """The ``wacid`` in Meta's answer to ``connect`` (``calls[0].id``)."""
+    calls = answer.get("calls")
+    if isinstance(calls, list) and calls and isinstance(calls[0], dict) and calls[0].get("id"):
+        return str(calls[0]["id"])
+    raise EngineError(f"the Graph API's connect answer has no call id: {answer!r:.200}")
 
 
 def _graph_error(action: str, status: int, answer: Any, text: str) -> Exception:
@@ -89,6 +127,13 @@ def _graph_error(action: str, status: int, answer: Any, text: str) -> Exception:
             f"WhatsApp does not permit this business to call the user: {message}",
             details=details,
         )
+    known = META_CODES.get(code) if isinstance(code, int) else None
+    if known is not None:
+        text = f"Meta refused {action}: {code} {known.meaning}: {message}. {known.hint}"
+        details["reason"] = known.reason
+        if known.status == 429:
+            return MetaLimit(text, code=known.reason, details=details)
+        return MetaRefused(text, code=known.reason, details=details)
     sub = f"/{subcode}" if subcode is not None else ""
     return GraphApiError(
         f"the Graph API refused {action}: error {code}{sub}: {message}", details=details

@@ -41,6 +41,7 @@ from ...config import IceSettings
 from ...media import BusStats, ReceiveStats
 from ...rtc.leg import PeerLeg, Quality
 from ...rtc.passthrough import PassThrough
+from ...rtc.protection import LossProtection
 from ...rtc.tracks import OpusBusTrack
 from ..base import EngineStats, MediaClosed, MediaFatal
 from .dtmf import DtmfDetector, EventSender
@@ -141,7 +142,15 @@ class WhatsAppPeer(PeerLeg):
         return audio
 
     def _prepare(self, bitrate: int, fec: bool) -> None:
-        track = OpusBusTrack(self._out, bitrate=bitrate, complexity=OPUS_COMPLEXITY, fec=fec)
+        # FEC follows WhatsApp's loss reports (rtc/protection.py), within Meta's bit rate: at
+        # 20 kbit/s LBRR data costs a clean link dearly, so none before the first report.
+        track = OpusBusTrack(
+            self._out,
+            bitrate=bitrate,
+            complexity=OPUS_COMPLEXITY,
+            fec=fec,
+            protection=LossProtection(fec=fec, unknown=0),
+        )
         self.start_media(self._transceiver(), track, self._on_frame, self.rx)
 
     def _local_sdp(self) -> str:

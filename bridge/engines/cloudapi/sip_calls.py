@@ -8,7 +8,9 @@ webhooks do (the engine's call id); ``x-wa-meta-cta-payload`` and
 ``x-wa-meta-call-duration`` on Meta's BYE is the call's length in seconds (into the ended
 event). Final responses to our INVITE map to end reasons: ``480`` unreachable or not
 answered → ``no_answer``; ``486``/``603`` → ``rejected``; ``403`` → ``failed`` with a message
-naming what must match at Meta.
+naming what must match at Meta. When Meta's final response or BYE names one of its calling
+error codes in a ``Reason`` header (RFC 3326, e.g. ``text="138021 …"``), that code decides the
+end reason as on Graph (:mod:`.codes`: ``media_timeout``, ``call_limit_reached``…).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...sip import Address, Dialog, InviteClient, InviteServer, Request, Response, SipParseError
+from .codes import MetaCode, code_in_text
 from .media import MediaLeg
 
 METADATA_HEADERS = {
@@ -92,9 +95,20 @@ def call_duration(req: Request) -> int | None:
     return int(raw) if raw.isdigit() and len(raw) < 9 else None
 
 
+def meta_code(msg: Request | Response) -> tuple[MetaCode | None, str]:
+    """Meta's error code in the message's ``Reason`` header (RFC 3326), and the ``endDetail``
+    to show for it (``"<code>: <header>"``)."""
+    header = msg.get("Reason").strip()[:300]
+    known = code_in_text(header) if header else None
+    return known, (f"{known.code}: {header}" if known is not None else "")
+
+
 def bic_failure(resp: Response, hostname: str, number: str) -> tuple[str, str]:
     """The end reason and log message for a final failure to our INVITE."""
     status = resp.status
+    known, detail = meta_code(resp)
+    if known is not None:
+        return known.reason, f"Meta: {status} {resp.reason}, {detail} — {known.hint}"
     if status == 480 or status == 408:
         return "no_answer", f"Meta: {status} {resp.reason} (unreachable or not answered)"
     if status in (486, 600, 603):

@@ -17,7 +17,7 @@ as :func:`.sip_calls.bic_failure` says. ``hangup`` before the answer is ``CANCEL
 Meta accepts no re-INVITE, UPDATE or REFER: hold, music, transfer, supervisors and agents
 are done in the bridge's media (the call's bus), never signalled on this leg. The leg goes to
 the call's runtime as on Graph calls (``take_leg``); calls are not movable, so a draining
-worker serves them until they end.
+worker serves them until they end. Call permissions still go over Graph (:mod:`.graph_side`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -43,8 +44,10 @@ from ..base import (
     EngineStats,
     MediaChannel,
     RemoteCall,
+    WebhookCalls,
     emit,
 )
+from .graph_side import GraphSide
 from .media import MediaLeg, new_leg
 from .sdp import DEFAULT_BITRATE
 from .sip_calls import (
@@ -53,6 +56,7 @@ from .sip_calls import (
     call_duration,
     engine_call_id,
     invite_metadata,
+    meta_code,
     peer_number,
 )
 
@@ -68,6 +72,7 @@ class SipEngine:
     name = "cloudapi"
     media_before_answer = False
     opus_bitrate = DEFAULT_BITRATE
+    billing_pulse_s = 6  # Meta bills business-initiated calls in 6 s pulses (a BilledEngine)
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -80,6 +85,8 @@ class SipEngine:
         self._by_dialog: dict[tuple[str, str], SipCall] = {}
         self._tasks = TaskSet("cloudapi-sip")
         self.ua: UserAgent | None = None
+        self.graph_side = GraphSide(settings.engine, self.stats, self.events)
+        """Call permissions and Meta's signed webhooks, over Graph (:mod:`.graph_side`)."""
 
     @classmethod
     def from_settings(
@@ -102,6 +109,7 @@ class SipEngine:
             handler=self,
         )
         self.ua.on_count = self._counted
+        await self.graph_side.start(self._tasks)
         host, port = sip.listen
         await self.ua.start(host, port)
         log.info(
@@ -126,6 +134,24 @@ class SipEngine:
         self.calls.clear()
         if self.ua is not None:
             await self.ua.close()
+        await self.graph_side.close()
+
+    # -- the Graph side: call permissions (a PermissionEngine), Meta's signed webhooks
+    async def request_permission(self, phone: str, template: Mapping[str, str] | None) -> str:
+        return await self.graph_side.permissions.request(phone, template)
+
+    async def read_permission(self, phone: str) -> dict[str, Any]:
+        return await self.graph_side.permissions.read(phone)
+
+    def verify_subscription(self, query: Mapping[str, str]) -> str:
+        return self.graph_side.verify(query)
+
+    def receive_webhook(self, raw: bytes, headers: Mapping[str, str]) -> bool:
+        self.graph_side.inbox.receive(raw, headers)
+        return True
+
+    def webhook_calls(self, raw: bytes) -> WebhookCalls:
+        return WebhookCalls()  # about users, not calls: any worker takes them
 
     @property
     def up(self) -> bool:
@@ -198,8 +224,9 @@ class SipEngine:
         if not call.handed_over:
             await call.leg.close()
 
-    def _ended(self, call: SipCall, reason: str, **data: Any) -> None:
-        emit(self.events, EngineEvent(EngineEventKind.ENDED, call.id, reason=reason, data=data))
+    def _ended(self, call: SipCall, reason: str, detail: str = "", **data: Any) -> None:
+        event = EngineEvent(EngineEventKind.ENDED, call.id, reason=reason, data=data, detail=detail)
+        emit(self.events, event)
 
     def _get(self, engine_call_id: str) -> SipCall:
         call = self.calls.get(engine_call_id)
@@ -224,6 +251,7 @@ class SipEngine:
         call = SipCall(cid, peer_number(req), "inbound", leg, tx=tx)
         call.metadata = invite_metadata(req)
         self.calls[cid] = call
+        self.graph_side.heard_from(call.peer_wa)  # a user's call opens the service window
         try:
             call.answer_sdp = await leg.answer(req.body.decode("utf-8", "replace"))
         except Exception as exc:
@@ -272,7 +300,14 @@ class SipEngine:
         duration = call_duration(req)
         if duration is not None:
             data["engineDurationS"] = duration
-        self._ended(call, "remote_hangup" if answered else "", **data)
+        known, detail = meta_code(req)
+        reason = "remote_hangup" if answered else ""
+        if known is not None:
+            reason = known.reason
+            log.warning(
+                "SIP call %s: Meta ended it (%s): %s — %s", call.id, reason, detail, known.hint
+            )
+        self._ended(call, reason, detail, **data)
 
     # -- call control
     async def answer(self, engine_call_id: str) -> None:
@@ -345,7 +380,8 @@ class SipEngine:
             reason, why = bic_failure(final, self.sip.sip_hostname, self.sip.sip_number)
             log.warning("SIP call %s to %s: %s", call.id, call.peer_wa, why)
             await self._forget(call)
-            self._ended(call, reason, sipStatus=final.status, sipReason=why)
+            detail = meta_code(final)[1] or f"SIP {final.status}: {final.reason}"
+            self._ended(call, reason, detail, sipStatus=final.status, sipReason=why)
             return
         self._confirmed(call, uac.dialog)
         call.confirmed_at = time.monotonic()

@@ -10,15 +10,24 @@ parses anything. The envelope ``{"object", "entry": [{"changes": [{"field": "cal
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..base import WebhookCalls
+from ...errors import AtCapacity, BadRequest, Forbidden, Unauthorized
+from ..base import EngineStats, WebhookCalls, webhook_json
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
+WEBHOOK_QUEUE = 256
+"""Webhook bodies accepted but not yet worked through; a full queue answers 503 (Meta
+retries)."""
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -32,6 +41,67 @@ def signature_ok(secret: str, body: bytes, header: str | None) -> bool:
         return False
     expected = sign(secret, body).encode()
     return hmac.compare_digest(expected, header.strip().encode("utf-8", "surrogateescape"))
+
+
+def verify(query: Mapping[str, str], verify_token: str) -> str:
+    """``GET /engine/webhook?hub.mode=subscribe&hub.verify_token=…&hub.challenge=…`` (Meta's
+    webhook verification request): the challenge when the verify token matches, else 403."""
+    mode = query.get("hub.mode", "")
+    token = query.get("hub.verify_token", "")
+    challenge = query.get("hub.challenge", "")
+    expected = verify_token.encode()
+    ok = hmac.compare_digest(expected, token.encode("utf-8", "surrogateescape"))
+    if mode != "subscribe" or not ok or not expected:
+        raise Forbidden("webhook verification refused: hub.verify_token does not match")
+    return challenge
+
+
+def check(secret: str, raw: bytes, headers: Mapping[str, str], stats: EngineStats) -> None:
+    """A webhook POST as Meta sends it, or an error: 401 for a missing or wrong signature
+    (nothing is looked at), 400 for a body that is not a JSON object with an ``entry`` list
+    (counted in ``stats.bad_messages``)."""
+    if not signature_ok(secret, raw, headers.get(SIGNATURE_HEADER)):
+        raise Unauthorized(
+            "missing or invalid X-Hub-Signature-256 (HMAC-SHA256 of the body, app secret)"
+        )
+    try:
+        body = webhook_json(raw)
+    except BadRequest:
+        stats.bad_messages += 1
+        raise
+    if not isinstance(body.get("entry"), list):
+        stats.bad_messages += 1
+        raise BadRequest("webhook body must be an object with an 'entry' list")
+
+
+class WebhookInbox:
+    """Meta's webhook POSTs, checked (:func:`check`), queued and answered at once, then worked
+    through one at a time by :meth:`run` (Meta wants a quick 200 and does the work after)."""
+
+    def __init__(self, secret: str, stats: EngineStats, size: int = WEBHOOK_QUEUE) -> None:
+        self.secret = secret
+        self.stats = stats
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=size)
+        self.accepted = 0
+
+    def receive(self, raw: bytes, headers: Mapping[str, str]) -> None:
+        """Take one POST (401/400 as :func:`check` says; 503 when the queue is full: Meta
+        delivers again later)."""
+        check(self.secret, raw, headers, self.stats)
+        try:
+            self.queue.put_nowait(raw)
+        except asyncio.QueueFull:
+            raise AtCapacity("too many webhooks waiting; deliver again later") from None
+        self.accepted += 1
+
+    async def run(self, handle: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        """Hand each queued body, parsed, to ``handle`` (the engine's owned task)."""
+        while True:
+            raw = await self.queue.get()
+            try:
+                await handle(json.loads(raw))
+            except Exception:  # one bad body must not stop the webhooks
+                log.exception("handling a Cloud API webhook")
 
 
 def _s(value: Any) -> str:

@@ -1,0 +1,37 @@
+"""The call events a model agent publishes (SSE ``GET /call/events`` and signed webhooks, like
+every call event), each with ``agentID`` and ``provider``; the fields beyond those are named
+per event below (``docs/agents.md`` and the OpenAPI ``CallEvent`` say the same)."""
+
+from __future__ import annotations
+
+CONNECTED = "agent.connected"
+"""The model's socket is open and its session configured."""
+RECONNECTED = "agent.reconnected"
+"""A dropped or closing socket was opened again: ``resumed`` (a resumption handle was used)."""
+FAILED = "agent.failed"
+"""The model could not be reached again: ``reason``, ``attempts``; the fallback runs."""
+STOPPED = "agent.stopped"
+"""Taken off the call (``DELETE /call/{callID}/agents/{agentID}``)."""
+SPEECH_STARTED = "agent.speech.started"
+"""The model heard the caller start talking: ``echo`` (the bridge found no caller voice above
+the agent's own echo: no barge-in), ``callerDbfs``, ``agentDbfs``, ``agentPlaying``, ``by``
+(``model``, or ``bridge`` when the model's turn detection is off and the bridge's VAD heard it)."""
+SPEECH_STOPPED = "agent.speech.stopped"
+INTERRUPTED = "agent.interrupted"
+"""The agent's voice was cut (barge-in): ``itemID``, ``heardMs``, ``droppedMs``, ``by``."""
+TRANSCRIPT = "agent.transcript"
+"""What the model heard or said, when it sends transcripts: ``role``, ``text``."""
+TOOL_CALL = "agent.tool_call"
+"""A tool the app answers: ``toolCallID``, ``name``, ``arguments``."""
+
+ALL = (
+    CONNECTED,
+    RECONNECTED,
+    FAILED,
+    STOPPED,
+    SPEECH_STARTED,
+    SPEECH_STOPPED,
+    INTERRUPTED,
+    TRANSCRIPT,
+    TOOL_CALL,
+)

@@ -1,0 +1,174 @@
+"""Google's Gemini Live API over a WebSocket (``BidiGenerateContent``).
+
+The bridge is the client: one ``setup`` message (the app's ``session`` fields merged into
+the bridge's: audio out, session resumption on), the caller as ``realtimeInput`` audio at
+16 kHz (the bus's own rate: no resampling up), the model's 24 kHz ``inlineData`` audio played
+into the call. ``interrupted`` drops the queued voice; ``goAway`` and a closed socket are
+survived with the last ``sessionResumptionUpdate`` handle. The key travels in the
+``x-goog-api-key`` header (never in the URL, which logs may show).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from ..errors import BadRequest
+from .openai import merge
+from .wire import (
+    Audio,
+    GoAway,
+    Interrupted,
+    ModelEvent,
+    ProtocolError,
+    Ready,
+    Resumable,
+    Tool,
+    ToolCall,
+    Transcript,
+    TurnDone,
+)
+
+RATE_IN, RATE_OUT = 16_000, 24_000
+DEFAULT_MODEL = "models/gemini-live-2.5-flash-preview"
+_AUDIO_OUT = "audio/pcm;rate=24000"
+
+
+class GeminiLive:
+    """The Gemini Live dialect (:class:`~.wire.ModelDialect`)."""
+
+    provider = "gemini-live"
+    rate_in = RATE_IN
+    rate_out = RATE_OUT
+
+    def __init__(self, session: dict[str, Any] | None = None) -> None:
+        session = dict(session or {})
+        if "sessionResumption" in session:
+            raise BadRequest("field 'session': sessionResumption is the bridge's")
+        model = session.get("model", DEFAULT_MODEL)
+        if not isinstance(model, str) or not model:
+            raise BadRequest("field 'session': model must be a string (models/<name>)")
+        self.session = session
+        self._turn = 0
+        config = session.get("realtimeInputConfig")
+        detection = config.get("automaticActivityDetection") if isinstance(config, dict) else None
+        self.model_detects_speech = not (
+            isinstance(detection, dict) and detection.get("disabled") is True
+        )
+
+    def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
+        return url, ({"x-goog-api-key": api_key} if api_key else {})
+
+    def opening(self, tools: list[Tool], resume: str | None) -> list[dict[str, Any]]:
+        ours: dict[str, Any] = {
+            "model": DEFAULT_MODEL,
+            "generationConfig": {"responseModalities": ["AUDIO"]},
+            "inputAudioTranscription": {},
+            "outputAudioTranscription": {},
+        }
+        setup = merge(ours, self.session)
+        model = str(setup["model"])
+        setup["model"] = model if model.startswith("models/") else f"models/{model}"
+        setup["sessionResumption"] = {"handle": resume} if resume else {}
+        if tools:
+            declarations = [
+                {"name": t.name, "description": t.description, "parameters": t.parameters}
+                for t in tools
+            ]
+            setup["tools"] = [*(setup.get("tools") or []), {"functionDeclarations": declarations}]
+        return [{"setup": setup}]
+
+    def audio(self, pcm: bytes) -> dict[str, Any]:
+        data = base64.b64encode(pcm).decode()
+        return {"realtimeInput": {"audio": {"data": data, "mimeType": f"audio/pcm;rate={RATE_IN}"}}}
+
+    def parse(self, body: dict[str, Any]) -> list[ModelEvent]:
+        out: list[ModelEvent] = []
+        if "setupComplete" in body:
+            out.append(Ready())
+        content = body.get("serverContent")
+        if isinstance(content, dict):
+            turn = content.get("modelTurn")
+            for part in (turn or {}).get("parts") or [] if isinstance(turn, dict) else []:
+                inline = part.get("inlineData") if isinstance(part, dict) else None
+                if not isinstance(inline, dict):
+                    continue
+                mime = str(inline.get("mimeType") or "")
+                if not mime.startswith("audio/pcm"):
+                    continue
+                if mime.replace(" ", "") not in ("audio/pcm", _AUDIO_OUT):
+                    raise ProtocolError(f"model audio at {mime!r}, not 24 kHz")
+                try:
+                    pcm = base64.b64decode(str(inline.get("data") or ""), validate=True)
+                except ValueError:
+                    raise ProtocolError("model audio is not base64") from None
+                out.append(Audio(pcm, f"turn{self._turn}"))
+            if content.get("interrupted"):
+                out.append(Interrupted())
+            for key, role in (("inputTranscription", "caller"), ("outputTranscription", "agent")):
+                text = (
+                    (content.get(key) or {}).get("text")
+                    if isinstance(content.get(key), dict)
+                    else None
+                )
+                if text:
+                    out.append(Transcript(role, str(text)))
+            if content.get("turnComplete") or content.get("interrupted"):
+                self._turn += 1
+                out.append(TurnDone())
+        calls = body.get("toolCall")
+        if isinstance(calls, dict):
+            for call in calls.get("functionCalls") or []:
+                if isinstance(call, dict):
+                    args = call.get("args")
+                    out.append(
+                        ToolCall(
+                            str(call.get("id") or ""),
+                            str(call.get("name") or ""),
+                            args if isinstance(args, dict) else {},
+                        )
+                    )
+        update = body.get("sessionResumptionUpdate")
+        if isinstance(update, dict) and update.get("resumable") and update.get("newHandle"):
+            out.append(Resumable(str(update["newHandle"])))
+        away = body.get("goAway")
+        if isinstance(away, dict):
+            out.append(GoAway(str(away.get("timeLeft") or "")))
+        return out
+
+    def truncate(self, item_id: str, audio_end_ms: int) -> list[dict[str, Any]]:
+        return []  # the server cut its turn itself (``interrupted``); it has no truncate
+
+    def tool_result(self, call: ToolCall, output: Any) -> list[dict[str, Any]]:
+        response = output if isinstance(output, dict) else {"output": output}
+        json.dumps(response)  # must be JSON (raises TypeError otherwise)
+        return [
+            {
+                "toolResponse": {
+                    "functionResponses": [
+                        {"id": call.call_id, "name": call.name, "response": response}
+                    ]
+                }
+            }
+        ]
+
+    def turn_started(self) -> list[dict[str, Any]]:
+        # With automatic activity detection disabled the client marks the caller's turns.
+        return [{"realtimeInput": {"activityStart": {}}}]
+
+    def turn_ended(self) -> list[dict[str, Any]]:
+        return [{"realtimeInput": {"activityEnd": {}}}]
+
+    def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        return []  # the resumption handle carries the conversation
+
+    def text(self, text: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "clientContent": {
+                    "turns": [{"role": "user", "parts": [{"text": text}]}],
+                    "turnComplete": True,
+                }
+            }
+        ]

@@ -1,0 +1,175 @@
+"""Starts and stops a call's model connectors (``POST/DELETE /call/{callID}/agents``), routes
+their tool calls, and runs the configured fallback when an agent cannot be reached again."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from ..attachments.base import AttachmentHost
+from ..config.groups import AgentFallback, AgentSettings
+from ..errors import BadRequest, BridgeError, CallStateError, Forbidden, NotFound
+from ..http import RedirectRefused
+from . import events
+from .agent import Agent
+from .gemini import GeminiLive
+from .openai import OpenAIRealtime
+from .tools import MAX_PENDING, CallControls, bridge_tools, run_bridge_tool
+from .wire import ModelDialect, ToolCall
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = ("openai-realtime", "gemini-live")
+MAX_AGENTS = 1
+"""Agents one call may have talking at once."""
+
+
+class AgentService:
+    """Model connectors; URLs restricted to the ``BRIDGE_FORK_URL_ALLOW`` hosts, like forks."""
+
+    def __init__(
+        self, settings: AgentSettings, allow: tuple[str, ...], http: aiohttp.ClientSession
+    ) -> None:
+        self.settings = settings
+        self.allow = {h.lower() for h in allow}
+        self._http = http
+        self.controls: Callable[[AttachmentHost], CallControls] | None = None
+        """What an agent's tools and fallback act through, per call (set by the API layer
+        once the calls exist)."""
+
+    def _dialect(self, provider: str, session: dict[str, Any]) -> tuple[ModelDialect, str]:
+        if provider == "openai-realtime":
+            return OpenAIRealtime(session), self.settings.agent_openai_api_key
+        return GeminiLive(session), self.settings.agent_gemini_api_key
+
+    async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> Agent:
+        """Open a moved call's agent again here (``Agent.export``): same id, same request, the
+        resumption handle where the protocol has one."""
+        body = {k: v for k, v in moved.items() if k not in ("agentID", "resume")}
+        return await self.start(
+            host, body, agent_id=str(moved["agentID"]), resume=moved.get("resume")
+        )
+
+    async def start(
+        self,
+        host: AttachmentHost,
+        body: dict[str, Any],
+        *,
+        agent_id: str | None = None,
+        resume: str | None = None,
+    ) -> Agent:
+        provider, url = body.get("provider"), body.get("url")
+        if provider not in PROVIDERS:
+            raise BadRequest(f"provider must be one of {', '.join(PROVIDERS)}")
+        if not isinstance(url, str):
+            raise BadRequest("field 'url' must be a ws:// or wss:// URL")
+        parts = urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise BadRequest("field 'url' must be a ws:// or wss:// URL")
+        if parts.hostname.lower() not in self.allow:
+            raise Forbidden(
+                f"host {parts.hostname!r} is not in BRIDGE_FORK_URL_ALLOW", code="url_not_allowed"
+            )
+        session = body.get("session") or {}
+        if not isinstance(session, dict):
+            raise BadRequest("field 'session' must be an object")
+        dialect, default_key = self._dialect(provider, session)
+        key = body.get("apiKey") or default_key or None
+        if key is not None and not isinstance(key, str):
+            raise BadRequest("field 'apiKey' must be a string")
+        names = body.get("bridgeTools")
+        tools = bridge_tools(names)
+        if len(host.attached("agent")) >= MAX_AGENTS:
+            raise CallStateError(f"a call can have {MAX_AGENTS} agent at a time")
+        agent = Agent(
+            host,
+            dialect,
+            url,
+            key,
+            tools=tools,
+            retries=self.settings.agent_retries,
+            on_tool=self._tool,
+            on_failed=self._failed,
+            agent_id=agent_id,
+            resume=resume,
+        )
+        agent.request = {"provider": provider, "url": url, "apiKey": key, "session": session}
+        if names:
+            agent.request["bridgeTools"] = names
+        agent.controls = self.controls(host) if self.controls is not None else None
+        host.attach(agent)  # counted against the limit while it connects
+        try:
+            await agent.start(self._http)
+        except (aiohttp.ClientError, TimeoutError, OSError, RedirectRefused) as exc:
+            host.detach(agent)
+            # The reason, never the request (its headers hold the key).
+            why = str(exc)[:120] if isinstance(exc, ConnectionError) else type(exc).__name__
+            log.warning(
+                "call %s: no %s agent at %s: %s", host.call_id, provider, parts.hostname, why
+            )
+            raise BadRequest(
+                "cannot open the model's WebSocket or configure its session",
+                code="agent_connect_failed",
+            ) from None
+        except BaseException:
+            host.detach(agent)
+            raise
+        return agent
+
+    @staticmethod
+    def find(host: AttachmentHost, agent_id: str) -> Agent:
+        agent: Agent | None = next((a for a in host.attached("agent") if a.id == agent_id), None)
+        if agent is None:
+            raise NotFound(f"no agent {agent_id[:80]!r} on this call")
+        return agent
+
+    async def stop(self, host: AttachmentHost, agent_id: str) -> None:
+        agent = self.find(host, agent_id)
+        await agent.close()
+        host.emit(events.STOPPED, agentID=agent.id, provider=agent.dialect.provider)
+
+    async def _tool(self, agent: Agent, call: ToolCall) -> None:
+        controls = agent.controls
+        answer = await run_bridge_tool(controls, call) if controls is not None else None
+        if answer is not None:
+            agent.send(agent.dialect.tool_result(call, answer))
+            return
+        pending = agent.pending
+        if len(pending) >= MAX_PENDING:
+            agent.send(agent.dialect.tool_result(call, {"error": "too many tool calls waiting"}))
+            return
+        pending[call.call_id] = call
+        agent.host.emit(
+            events.TOOL_CALL,
+            agentID=agent.id,
+            toolCallID=call.call_id,
+            name=call.name,
+            arguments=call.arguments,
+        )
+
+    def tool_result(self, host: AttachmentHost, agent_id: str, body: dict[str, Any]) -> None:
+        """The app answers a tool call the model made (``agent.tool_call``)."""
+        agent = self.find(host, agent_id)
+        call = agent.pending.pop(str(body.get("toolCallID")), None)
+        if call is None:
+            raise NotFound("no tool call of that toolCallID waits for an answer")
+        agent.send(agent.dialect.tool_result(call, body.get("output")))
+
+    async def _failed(self, agent: Agent, reason: str) -> None:
+        fallback = self.settings.agent_fallback
+        controls = agent.controls
+        if controls is None or fallback is AgentFallback.KEEP:
+            return
+        try:
+            if fallback is AgentFallback.MESSAGE and self.settings.agent_fallback_file:
+                await controls.play(self.settings.agent_fallback_file)
+            elif fallback is AgentFallback.HUMAN:
+                await controls.transfer(None)
+            elif fallback is AgentFallback.HANGUP:
+                await controls.hang_up()
+        except BridgeError as exc:
+            log.warning("call %s: agent fallback %s failed: %s", agent.host.call_id, fallback, exc)

@@ -1,0 +1,104 @@
+"""Tools the bridge answers itself (announced to the model only when the app asks for them
+in ``bridgeTools``), and the way every other tool call goes: to the app as an
+``agent.tool_call`` event, answered through ``POST /call/{callID}/agents/{agentID}/tools``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from ..errors import BadRequest, BridgeError
+from .wire import Tool, ToolCall
+
+log = logging.getLogger(__name__)
+
+
+class CallControls(Protocol):
+    """What an agent's tools and fallbacks may do to its call (the API layer provides it)."""
+
+    async def hang_up(self) -> None: ...
+
+    async def transfer(self, participant_id: str | None) -> str:
+        """Hand the call to a human participant (the first non-agent one when ``None``);
+        returns who took it."""
+
+    async def send_dtmf(self, digits: str) -> None: ...
+
+    def hold(self, held: bool) -> None: ...
+
+    async def play(self, file: str) -> None:
+        """Play a file of ``BRIDGE_MEDIA_DIR`` to the caller."""
+
+
+BRIDGE_TOOLS: dict[str, Tool] = {
+    "hangup": Tool(
+        "hang_up",
+        "End the phone call. Say goodbye first.",
+        {"type": "object", "properties": {}},
+    ),
+    "transfer": Tool(
+        "transfer_to_human",
+        "Hand the phone call to a human agent.",
+        {
+            "type": "object",
+            "properties": {"participantID": {"type": "string", "description": "who (optional)"}},
+        },
+    ),
+    "dtmf": Tool(
+        "send_dtmf",
+        "Press keys on the phone line (an IVR menu): digits 0-9, * and #.",
+        {
+            "type": "object",
+            "properties": {"digits": {"type": "string", "pattern": "^[0-9*#A-D]{1,32}$"}},
+            "required": ["digits"],
+        },
+    ),
+    "hold": Tool(
+        "hold_call",
+        "Put the caller on hold (held true) or take them off hold (held false).",
+        {
+            "type": "object",
+            "properties": {"held": {"type": "boolean"}},
+            "required": ["held"],
+        },
+    ),
+}
+_BY_NAME = {tool.name: key for key, tool in BRIDGE_TOOLS.items()}
+MAX_PENDING = 32
+"""Tool calls one agent may have waiting for the app's answer."""
+
+
+def bridge_tools(names: Any) -> list[Tool]:
+    """The request's ``bridgeTools``: a list of ``hangup``, ``transfer``, ``dtmf``, ``hold``."""
+    if names is None:
+        return []
+    if not isinstance(names, list) or not all(n in BRIDGE_TOOLS for n in names):
+        raise BadRequest(f"bridgeTools must be a list of {', '.join(BRIDGE_TOOLS)}")
+    return [BRIDGE_TOOLS[n] for n in dict.fromkeys(names)]
+
+
+async def run_bridge_tool(controls: CallControls, call: ToolCall) -> dict[str, Any] | None:
+    """Answer one of the bridge's tools; ``None`` when the call is not one of them."""
+    key = _BY_NAME.get(call.name)
+    if key is None:
+        return None
+    args = call.arguments
+    try:
+        if key == "hangup":
+            await controls.hang_up()
+            return {"ok": True}
+        if key == "transfer":
+            pid = args.get("participantID")
+            return {
+                "ok": True,
+                "participantID": await controls.transfer(pid if isinstance(pid, str) else None),
+            }
+        if key == "dtmf":
+            digits = str(args.get("digits") or "")
+            await controls.send_dtmf(digits)
+            return {"ok": True, "digits": digits}
+        controls.hold(bool(args.get("held", True)))
+        return {"ok": True}
+    except BridgeError as exc:
+        log.info("agent tool %s failed: %s", call.name, exc)
+        return {"ok": False, "error": str(exc)[:200]}

@@ -1,0 +1,148 @@
+"""What a model connector understands of a realtime model's socket, whatever its protocol: the
+events the bridge acts on (typed, below) and the :class:`ModelDialect` each protocol module
+implements (:mod:`.openai` for OpenAI Realtime, :mod:`.gemini` for Gemini Live). Nothing
+outside those two modules knows a field name of either protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class ProtocolError(ValueError):
+    """A message the bridge cannot read as its protocol defines it."""
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The server took the session's configuration (``session.updated``, ``setupComplete``)."""
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Model audio (s16le mono at the dialect's ``rate_out``) of one response item."""
+
+    pcm: bytes
+    item_id: str = ""
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    """The model heard the caller start talking (its own turn detection)."""
+
+    item_id: str = ""
+
+
+@dataclass(frozen=True)
+class SpeechStopped:
+    pass
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """The model stopped its own turn because the caller spoke (Gemini ``interrupted``)."""
+
+
+@dataclass(frozen=True)
+class TurnDone:
+    pass
+
+
+@dataclass(frozen=True)
+class Transcript:
+    role: str
+    """``caller`` (what the model heard) or ``agent`` (what it said)."""
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    call_id: str
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GoAway:
+    """The server will close the connection soon (Gemini ``goAway``)."""
+
+    time_left: str = ""
+
+
+@dataclass(frozen=True)
+class Resumable:
+    """A handle to resume the conversation on a new connection (Gemini)."""
+
+    handle: str
+
+
+@dataclass(frozen=True)
+class ModelError:
+    code: str
+    message: str
+
+
+ModelEvent = (
+    Ready
+    | Audio
+    | SpeechStarted
+    | SpeechStopped
+    | Interrupted
+    | TurnDone
+    | Transcript
+    | ToolCall
+    | GoAway
+    | Resumable
+    | ModelError
+)
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call: JSON Schema ``parameters``."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+class ModelDialect(Protocol):
+    """One realtime model protocol, as the bridge (the client) speaks it."""
+
+    provider: str
+    rate_in: int
+    """Sample rate of the caller's audio the model takes."""
+    rate_out: int
+    """Sample rate of the audio the model sends."""
+    model_detects_speech: bool
+    """The model decides the caller's turns (its VAD is on); otherwise the bridge does."""
+
+    def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
+        """The URL to open and the headers to send (the key where the provider wants it)."""
+
+    def opening(self, tools: list[Tool], resume: str | None) -> list[dict[str, Any]]:
+        """The messages that configure a new connection (``resume``: a resumption handle)."""
+
+    def audio(self, pcm: bytes) -> dict[str, Any]:
+        """The caller's audio (s16le at ``rate_in``)."""
+
+    def parse(self, body: dict[str, Any]) -> list[ModelEvent]:
+        """The events of one server message (:class:`ProtocolError` when it is none)."""
+
+    def truncate(self, item_id: str, audio_end_ms: int) -> list[dict[str, Any]]:
+        """Tell the model what the caller heard of an interrupted item (empty: not needed)."""
+
+    def tool_result(self, call: ToolCall, output: Any) -> list[dict[str, Any]]: ...
+
+    def turn_started(self) -> list[dict[str, Any]]:
+        """The bridge heard the caller start a turn (the model's own VAD is off)."""
+
+    def turn_ended(self) -> list[dict[str, Any]]:
+        """The bridge heard the caller's turn end: the model should answer."""
+
+    def text(self, text: str) -> list[dict[str, Any]]:
+        """A line of text from the caller's side (a key pressed)."""
+
+    def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """The conversation so far, ``(role, text)`` lines, for a new connection that has no
+        resumption handle (empty: the protocol resumes, or nothing to say)."""

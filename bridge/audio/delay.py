@@ -1,0 +1,141 @@
+"""``DelayDecision``: how long the Opus receiver holds packets, decided apart from how it plays.
+
+As libwebrtc's NetEq keeps its decision logic (``DecisionLogic``, ``DelayManager``) apart from
+the operations it chooses between (expand, accelerate, preemptive expand), the receiver
+(:mod:`bridge.audio.receiver`) does the mechanics — decode, FEC, concealment, the stretching
+FIFO — and asks this class what to do on each tick.
+
+**How long to hold packets.** Every packet's *slack* is measured at arrival: how long before
+the clock will need it (negative: too late). A window of recent slacks is kept and a low
+quantile of them is steered to a small margin — enough that all but ~2 % of packets are on
+time — by adding or removing one frame of delay at a time. On a clean network that is less
+than one frame; with jitter it follows the jitter (bounded by ``max_delay``). After a loss,
+when the sender sends in-band FEC, one frame more is kept for ``loss_memory`` seconds so that
+the next packet of a later loss is usually there in time for its FEC.
+
+**Delay accounting.** Every change of how the RTP timeline maps onto the receiver's clock (a
+concealed frame, a stretch that moves the next decode by a tick, a sender's timeline nudge)
+moves that mapping — its *anchor* — and every stored slack with it (:meth:`follow_anchor`).
+
+Pure and synchronous: times are the seconds of the receiver's clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+FRAME_SECONDS = 0.02
+
+
+class DelayDecision:
+    """The receiver's delay control: whether the delay should grow or shrink on this tick,
+    and whether waiting a frame for FEC is worth it (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        min_delay: float,
+        max_delay: float,
+        margin: float,
+        window: int,
+        quantile: float,
+        loss_memory: float,
+    ) -> None:
+        if not 0 <= min_delay <= max_delay:
+            raise ValueError("need 0 <= min_delay <= max_delay")
+        self.min_delay = min_delay
+        self.max_delay = max_delay
+        self.margin = margin
+        self.quantile = quantile
+        self.loss_memory = loss_memory
+        self._slack: deque[float] = deque(maxlen=window)
+        self._offset = 0.0
+        """Added to every stored slack: the delay added (+) or removed (-) since it was stored."""
+        self._anchor: float | None = None
+        """When RTP time 0 would be needed, in seconds of our clock (see the module docstring)."""
+        self._settle = 0
+        self._want_since: float | None = None
+        self.last_loss = -1e9
+        """When a frame was last missing (lost, or waited for)."""
+        self.urgent = False
+        """Packets are late right now (a jitter spike, not drift): conceal a frame at once."""
+        self.step = False
+        """The delay wanted moved by much more than a drift does (a loss, more jitter)."""
+        self.target = 0.0
+        """The delay aimed for (W3C ``jitterBufferTargetDelay``, per sample)."""
+
+    def reset(self) -> None:
+        """A new stream: forget every slack and the anchor."""
+        self._slack.clear()
+        self._offset = 0.0
+        self._anchor = None
+        self._settle = 0
+
+    def observe(self, slack: float) -> None:
+        """A packet arrived ``slack`` seconds before the clock will need it."""
+        self._slack.append(slack - self._offset)
+
+    def waited(self, now: float) -> float:
+        """Seconds the current change of delay has been wanted."""
+        return now - self._want_since if self._want_since is not None else 0.0
+
+    def follow_anchor(self, anchor: float) -> None:
+        """Move every stored slack by how much the RTP timeline's mapping onto our clock moved
+        in this tick; a move of a frame (the next decode a tick earlier or later) is a change
+        of delay that the slacks must show before the delay is judged again."""
+        if self._anchor is not None:
+            shift = anchor - self._anchor
+            self._offset += shift
+            if abs(shift) >= FRAME_SECONDS / 2:
+                self._settle = 5
+                self._want_since = None
+        self._anchor = anchor
+
+    def quantiles(self) -> tuple[float, float]:
+        """The low quantile and the median of recent slacks, at the current delay."""
+        ordered = sorted(self._slack)
+        low = ordered[int(self.quantile * len(ordered))] + self._offset
+        return low, ordered[len(ordered) // 2] + self._offset
+
+    def worth_waiting_for_fec(self) -> bool:
+        """A frame and the packet after it (whose FEC could rebuild it) are missing: whether
+        that packet is likely still to come within the delay allowed."""
+        if len(self._slack) >= 10:
+            low, median = self.quantiles()
+            if low >= self.margin + FRAME_SECONDS:
+                return False  # the next packet is usually here by now: it is lost too
+            if median + FRAME_SECONDS > self.max_delay:
+                return False
+        return True
+
+    def direction(self, now: float, *, sender_fec: bool) -> int:
+        """+1 if the delay should grow, -1 if it should shrink, 0 if it is right; sets
+        :attr:`urgent` and :attr:`step`."""
+        self.urgent = self.step = False
+        if len(self._slack) < 3:
+            return 0
+        low, median = self.quantiles()
+        floor = self.margin
+        if sender_fec and now - self.last_loss < self.loss_memory:
+            floor += FRAME_SECONDS  # keep the next packet at hand for its FEC
+        self.target = max(0.0, median - low + floor)
+        held = median  # how long a typical packet waits now
+        want = 0
+        if low < floor and held + FRAME_SECONDS <= self.max_delay:
+            want = 1
+        elif low > floor + FRAME_SECONDS + 0.002 and held - FRAME_SECONDS >= self.min_delay:
+            want = -1
+        if want < 0 and self._settle > 0:
+            want = 0  # a removal waits until the last change shows in the slacks
+        if self._settle > 0:
+            self._settle -= 1
+        if want == 0:
+            self._want_since = None
+            return 0
+        if self._want_since is None:
+            self._want_since = now
+        if want > 0 and low < 0:
+            self.urgent = True  # a stretch would come too late
+        # A drift moves the slacks by microseconds a tick; a loss or more jitter by much more.
+        self.step = want > 0 and floor - low >= FRAME_SECONDS / 2
+        return want

@@ -1,0 +1,105 @@
+"""Dead workers on the Redis directory: exactly one survivor ends a dead worker's calls.
+
+A worker whose heartbeat (``worker:{id}``) has lapsed is dead. The first survivor to claim
+``reap:{id}`` fences it (``reaped:{id}``: if it was only cut off, it ends its own calls when
+it is back), hands each of its live calls to ``end_lost_call`` (recovery: adopted here if it
+can move, else ended ``worker_lost``), then forgets the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..calls import Call
+from .directory import CallRecord
+from .redis_writes import FAILURES, WORKERS, P, call_key, owned_key, worker_key
+
+log = logging.getLogger(__name__)
+
+REAP_CLAIM_MS = 300_000
+"""How long one survivor holds the right to end a dead worker's calls (released when done)."""
+
+
+class Reaper:
+    """The directory's dead-worker check (its task runs :meth:`run`). ``settled()`` says
+    whether the directory has been up long enough to call anyone dead; ``down(exc)`` reports
+    Redis unreachable; ``flush`` waits for the directory's queued writes."""
+
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        worker_id: str,
+        heartbeat_ttl: float,
+        ended_ttl: int,
+        settled: Callable[[], bool],
+        down: Callable[[BaseException], None],
+        flush: Callable[[float], Awaitable[None]],
+        end_lost_call: Callable[[Call], Awaitable[None]],
+    ) -> None:
+        self._redis = redis
+        self.worker_id = worker_id
+        self.heartbeat_ttl = heartbeat_ttl
+        self.ended_ttl = ended_ttl
+        self._settled = settled
+        self._down = down
+        self._flush = flush
+        self._end_lost_call = end_lost_call
+
+    async def run(self) -> None:
+        # A dead worker is found within a quarter second of its heartbeat lapsing (the
+        # contract: its calls end within the TTL + 1 s); the check is a SMEMBERS and an EXISTS.
+        interval = min(0.25, self.heartbeat_ttl / 8)
+        while True:
+            await asyncio.sleep(interval)
+            if not self._settled():
+                continue
+            try:
+                await self.reap_once()
+            except FAILURES as exc:
+                self._down(exc)
+
+    async def reap_once(self) -> None:
+        for worker in await self._redis.smembers(WORKERS):
+            if worker == self.worker_id or await self._redis.exists(worker_key(worker)):
+                continue
+            # Exactly one survivor ends a dead worker's calls.
+            claim = f"{P}reap:{worker}"
+            if not await self._redis.set(claim, self.worker_id, nx=True, px=REAP_CLAIM_MS):
+                continue
+            call_ids = await self._redis.smembers(owned_key(worker))
+            log.warning(
+                "worker %s lost (no heartbeat for %.0f s): ending its %d calls",
+                worker,
+                self.heartbeat_ttl,
+                len(call_ids),
+            )
+            # Fence it first: if it was only cut off, it ends its own calls when it is back.
+            await self._redis.set(f"{P}reaped:{worker}", self.worker_id, ex=self.ended_ttl)
+            for call_id in call_ids:
+                await self._reap_call(worker, call_id)
+            await self._flush(5.0)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.delete(owned_key(worker))
+                pipe.srem(WORKERS, worker)
+                pipe.delete(claim)
+                await pipe.execute()
+
+    async def _reap_call(self, worker: str, call_id: str) -> None:
+        raw = await self._redis.get(call_key(call_id))
+        if raw is None:
+            return
+        try:
+            record = CallRecord.from_json(raw)
+            if record.live:
+                call = Call.from_snapshot(
+                    record.snapshot, record.engine_call_id, record.status_callback
+                )
+                await self._end_lost_call(call)
+        except FAILURES:
+            raise
+        except Exception:  # one unreadable record must not stop the others being ended
+            log.exception("worker %s lost: could not end its call %s", worker, call_id)

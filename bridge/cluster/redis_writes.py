@@ -1,0 +1,158 @@
+"""The Redis directory's key layout and its writes: one queue per worker, in event order.
+
+Writes go through :class:`WriteQueue`, off the media path: a call's record (``call:``,
+``owned:``, ``engine:``) and its event (``XADD`` on ``events``) in the order the events
+happened. While Redis is unreachable they wait (bounded: the oldest dropped and counted); a
+sequence number per write lets :meth:`WriteQueue.flush` wait for what was queued before it,
+and a batch written while older entries were evicted removes only what it wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from ..calls.events import CallEvent
+from .directory import CallRecord
+
+log = logging.getLogger(__name__)
+
+P = "bridge:"
+EVENTS = P + "events"
+WORKERS = P + "workers"
+WRITE_QUEUE = 10_000
+"""Directory writes a worker keeps while Redis is unreachable (oldest dropped beyond)."""
+BATCH = 200
+"""Writes sent in one pipeline."""
+
+FAILURES = (RedisError, OSError, TimeoutError)
+"""What a Redis command raises when Redis is unreachable (or too slow)."""
+
+
+def worker_key(worker: str) -> str:
+    return f"{P}worker:{worker}"
+
+
+def owned_key(worker: str) -> str:
+    return f"{P}owned:{worker}"
+
+
+def call_key(call_id: str) -> str:
+    return f"{P}call:{call_id}"
+
+
+def queue_record(pipe: Any, record: CallRecord, worker_id: str, ended_ttl: int) -> None:
+    """Add the writes of one call record to a pipeline (``worker_id``: the writer)."""
+    if record.live and record.owner != worker_id:
+        # A call this worker handed over (``call.moved``): its record is the new owner's to
+        # write; the event still goes to the log.
+        return
+    key = call_key(record.call_id)
+    engine_key = f"{P}engine:{record.engine_call_id}"
+    if record.live:
+        pipe.set(key, record.to_json())
+        pipe.sadd(owned_key(record.owner), record.call_id)
+        pipe.set(engine_key, record.call_id)
+    else:
+        pipe.set(key, record.to_json(), ex=ended_ttl)
+        pipe.srem(owned_key(record.owner), record.call_id)
+        pipe.set(engine_key, record.call_id, ex=ended_ttl)
+
+
+class WriteQueue:
+    """One worker's directory writes, in order (module docstring). :meth:`run` is the
+    writer task (owned by the directory); ``up()`` says whether Redis answers, ``down(exc)``
+    reports that it did not."""
+
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        worker_id: str,
+        ended_ttl: int,
+        backlog: int,
+        up: Callable[[], bool],
+        down: Callable[[BaseException], None],
+    ) -> None:
+        self._redis = redis
+        self.worker_id = worker_id
+        self.ended_ttl = ended_ttl
+        self.backlog = backlog
+        self._up = up
+        self._down = down
+        self._writes: deque[tuple[int, CallEvent | None, CallRecord | None]] = deque()
+        self._queued_seq = 0
+        self._written_seq = 0
+        self._progress = asyncio.Event()
+        self._pending = asyncio.Event()
+        self.dropped = 0
+
+    def push(self, event: CallEvent, record: CallRecord | None) -> None:
+        """Queue an event (and its call's record; ``None``: about no call)."""
+        if len(self._writes) >= WRITE_QUEUE:
+            self._writes.popleft()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning(
+                    "call directory: %d event writes dropped while Redis is unreachable "
+                    "(queue of %d full)",
+                    self.dropped,
+                    WRITE_QUEUE,
+                )
+        self._queued_seq += 1
+        self._writes.append((self._queued_seq, event, record))
+        self._pending.set()
+
+    async def flush(self, timeout: float) -> None:
+        """Wait until what was queued before this call is written (or ``timeout``)."""
+        target = self._queued_seq
+        deadline = time.monotonic() + timeout
+        while self._up() and self._written_seq < target:
+            progress = self._progress
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), remaining)
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while True:
+            if not self._writes:
+                self._pending.clear()
+                await self._pending.wait()
+                continue
+            batch = list(self._writes)[:BATCH]
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for _seq, event, record in batch:
+                        if record is not None:
+                            queue_record(pipe, record, self.worker_id, self.ended_ttl)
+                        if event is not None:
+                            call_id = record.call_id if record is not None else ""
+                            pipe.xadd(
+                                EVENTS,
+                                {"t": event.type, "c": call_id, "d": event.to_json()},
+                                maxlen=self.backlog,
+                                approximate=True,
+                            )
+                    await pipe.execute()
+            except FAILURES as exc:
+                self._down(exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.2
+            last = batch[-1][0]
+            while self._writes and self._writes[0][0] <= last:
+                self._writes.popleft()
+            self._written_seq = last
+            self._progress.set()
+            self._progress = asyncio.Event()

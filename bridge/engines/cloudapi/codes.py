@@ -1,0 +1,219 @@
+"""Meta's calling error codes and what the bridge makes of them.
+
+Meta reports why a call failed with a code, in a ``terminate`` webhook's ``errors[]`` (status
+``FAILED``), in a Graph API error (``{"error": {"code", "message"}}``) or, on the SIP road, in
+a ``Reason`` header (RFC 3326) of its final response or BYE. Each code becomes an end reason a
+person can act on (``media_timeout``, ``setup_failed``, …), with Meta's code and message in
+the call's ``endDetail``; when Meta refuses a request (``/call/make``, ``/call/permissions``)
+it becomes a 4xx whose error code names the reason. The codes are those of Meta's calling
+troubleshooting reference (the "Timers and errors" table of our summary of it); the hints are
+ours and are printed in ``docs/engines/cloudapi.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ...errors import MetaLimit, MetaRefused
+from ..base import EngineEvent, EngineEventKind
+
+if TYPE_CHECKING:
+    from .webhook import CallWebhook
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MetaCode:
+    """One of Meta's calling error codes."""
+
+    code: int
+    reason: str
+    """The call's end reason (and the API error code when Meta refuses a request)."""
+    meaning: str
+    hint: str
+    """What a person can do about it."""
+    status: int = 502
+    """The HTTP status of an API request Meta refused with this code."""
+
+
+META_CODES: dict[int, MetaCode] = {
+    c.code: c
+    for c in (
+        MetaCode(
+            138006,
+            "no_call_permission",
+            "no permission to call this user",
+            "ask first: POST /call/permissions, then call once call.permission says accept",
+            403,
+        ),
+        MetaCode(
+            138009,
+            "permission_request_limit",
+            "permission-request limit reached (1 per 24 h, 2 per 7 days per user)",
+            "wait until retryAt (GET /call/permissions/{phone} shows the limits); a call "
+            "that connects with the user resets them",
+            429,
+        ),
+        MetaCode(
+            138012,
+            "call_limit_reached",
+            "connected business-initiated call limit with this user reached (per 24 h)",
+            "wait until retryAt; the current limit is in GET /call/permissions/{phone}",
+            429,
+        ),
+        MetaCode(
+            138002,
+            "number_at_capacity",
+            "concurrent-call limit of the business number reached (1 000)",
+            "spread calls over more numbers or wait for calls to end",
+            429,
+        ),
+        MetaCode(
+            138007,
+            "setup_failed",
+            "connect timeout: the SDP was not applied in time",
+            "the bridge answered too late: check its load and its Graph API latency",
+        ),
+        MetaCode(
+            138019,
+            "setup_failed",
+            "call set-up failed",
+            "retry; if it repeats, check the number's calling settings at Meta",
+        ),
+        MetaCode(
+            138020,
+            "relay_failed",
+            "relay connection failed",
+            "Meta's media relay could not reach the bridge: open the UDP media ports "
+            "(BRIDGE_RTP_PORTS) to the internet and check BRIDGE_ICE_ADDRESSES",
+        ),
+        MetaCode(
+            138021,
+            "media_timeout",
+            "media receive timeout: Meta received no media from the business",
+            "the bridge's packets did not reach Meta: check the UDP path and the firewall",
+        ),
+        MetaCode(
+            138022,
+            "media_timeout",
+            "media transmit timeout",
+            "Meta's packets did not reach the bridge: check the UDP path and the firewall",
+        ),
+        MetaCode(
+            138023,
+            "no_media",
+            "the call was accepted but no media flowed",
+            "ICE or DTLS did not complete after accept: check the media ports and any NAT",
+        ),
+        MetaCode(
+            131055,
+            "wrong_signalling",
+            "Graph calling used on a number with SIP enabled",
+            "the number is set to SIP at Meta: set BRIDGE_CLOUDAPI_SIGNALLING=sip, or "
+            "disable SIP for the number",
+        ),
+    )
+}
+"""Every code the bridge maps, by number."""
+
+END_REASONS = sorted({c.reason for c in META_CODES.values()})
+"""The end reasons Meta's codes can give a call (also members of ``EndReason``)."""
+
+_TERMINATE_STATUS = {"COMPLETED": "remote_hangup", "REJECTED": "rejected", "FAILED": "failed"}
+_CODE_RE = re.compile(r"\b(13[18]\d{3})\b")
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def first_known(errors: Iterable[Mapping[str, Any]]) -> tuple[MetaCode | None, str]:
+    """The first of ``errors`` (Meta's ``{"code", "message", "error_data"}`` items) with a code
+    the bridge maps, and the detail to show: ``"<code>: <message>"`` of that error, or of the
+    first one when none is known (``""`` for none at all)."""
+    detail = ""
+    for error in errors:
+        code = _int(error.get("code"))
+        message = str(error.get("message") or error.get("title") or "")[:300]
+        data = error.get("error_data")
+        if isinstance(data, Mapping) and data.get("details"):
+            more = str(data["details"])[:200]
+            message = f"{message} ({more})" if message else more
+        here = f"{code}: {message}" if code is not None else message
+        if code in META_CODES:
+            return META_CODES[code], here
+        detail = detail or here
+    return None, detail
+
+
+def terminate_reason(
+    status: str, errors: Iterable[Mapping[str, Any]], *, answered: bool, outbound: bool
+) -> tuple[str, str]:
+    """The end reason and ``endDetail`` of a ``terminate`` webhook. A known code wins; else
+    ``COMPLETED`` is ``remote_hangup`` once answered, ``no_answer`` for our unanswered call and
+    ``""`` (the manager's own reason: the caller gave up) for a user's; ``REJECTED`` is
+    ``rejected``; ``FAILED`` without a known code stays ``failed``."""
+    known, detail = first_known(errors)
+    if known is not None:
+        return known.reason, detail
+    reason = _TERMINATE_STATUS.get(status, "failed" if status else "")
+    if reason == "remote_hangup" and not answered:
+        reason = "no_answer" if outbound else ""
+    return reason, detail
+
+
+def code_in_text(text: str) -> MetaCode | None:
+    """A mapped Meta code quoted in free text (a SIP ``Reason`` header's ``text=``)."""
+    for match in _CODE_RE.finditer(text):
+        known = META_CODES.get(int(match.group(1)))
+        if known is not None:
+            return known
+    return None
+
+
+def hint_for(errors: Iterable[Mapping[str, Any]]) -> str:
+    """`` — <hint>`` for the first mapped code of ``errors`` (for a log line), else ``""``."""
+    known, _detail = first_known(errors)
+    return f" — {known.hint}" if known is not None else ""
+
+
+def ended_by_meta(wacid: str, ev: CallWebhook, *, answered: bool, outbound: bool) -> EngineEvent:
+    """The ``ENDED`` event of a ``terminate`` webhook: the reason and ``endDetail`` of
+    :func:`terminate_reason`, Meta's status, errors and duration as the event's data; a failure
+    is logged at WARNING with its hint (once: a redelivered terminate finds the call ended)."""
+    # A duration says the call was connected, even when its ACCEPTED is still on its way
+    # (Meta's webhooks come out of order).
+    answered = answered or (ev.duration or 0) > 0
+    reason, detail = terminate_reason(ev.status, ev.errors, answered=answered, outbound=outbound)
+    data: dict[str, Any] = {"engineStatus": ev.status}
+    if ev.errors:
+        data["errors"] = ev.errors
+    if ev.duration is not None:
+        data["engineDurationS"] = ev.duration
+    if ev.status == "FAILED" or ev.errors:
+        log.warning(
+            "Cloud API call %s: Meta ended it %s (%s): %s%s",
+            wacid,
+            ev.status,
+            reason or "unanswered",
+            detail or "no error given",
+            hint_for(ev.errors),
+        )
+    return EngineEvent(EngineEventKind.ENDED, wacid, reason=reason, data=data, detail=detail)
+
+
+def refused_event(wacid: str, exc: MetaLimit | MetaRefused) -> EngineEvent:
+    """The ``ENDED`` event of a call Meta refused an action of (its reason and detail)."""
+    detail = f"{exc.details.get('metaCode')}: {exc.details.get('metaMessage')}"
+    return EngineEvent(EngineEventKind.ENDED, wacid, reason=exc.code, detail=detail)

@@ -1,0 +1,72 @@
+"""``GraphSide``: what a number on Meta's SIP road still does over the Graph API. Its calls are
+SIP, but call permissions are Graph's (Meta's SIP documentation: business-initiated calls need
+the user's permission in SIP mode too): asking (``/messages``), reading
+(``/call_permissions``) and hearing the answers (signed ``messages`` webhooks at
+``/engine/webhook``). It needs the Graph settings (``BRIDGE_ENGINE_TOKEN``,
+``BRIDGE_CLOUDAPI_PHONE_NUMBER_ID``, ``BRIDGE_CLOUDAPI_APP_SECRET``,
+``BRIDGE_CLOUDAPI_VERIFY_TOKEN``); without them the permission routes answer 404 and webhooks
+401, as on any engine without them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from ...config import EngineSettings
+from ...errors import NotFound
+from ...tasks import TaskSet
+from ..base import EngineEvent, EngineStats
+from .graph import GraphClient
+from .permissions import CallPermissions
+from .webhook import WebhookInbox, verify
+
+
+class GraphSide:
+    """The Graph API beside SIP signalling (see the module docstring)."""
+
+    def __init__(
+        self, settings: EngineSettings, stats: EngineStats, events: asyncio.Queue[EngineEvent]
+    ) -> None:
+        self.settings = settings
+        self.stats = stats
+        self.enabled = bool(settings.engine_token and settings.cloudapi_phone_number_id)
+        number = settings.cloudapi_phone_number_id
+        self.graph = GraphClient(settings.engine_url, settings.engine_token, number, stats)
+        self._permissions = CallPermissions(self.graph, events)
+        self.inbox = WebhookInbox(settings.cloudapi_app_secret, stats)
+        self._http: aiohttp.ClientSession | None = None
+
+    async def start(self, tasks: TaskSet) -> None:
+        if not self.enabled:
+            return
+        self._http = self.graph.http = aiohttp.ClientSession()
+        tasks.spawn(self.inbox.run(self._on_body), "graph-webhooks")
+
+    async def close(self) -> None:
+        """After the owner's tasks (the webhook worker) have stopped."""
+        if self._http is not None:
+            await self._http.close()
+
+    @property
+    def permissions(self) -> CallPermissions:
+        if not self.enabled:
+            raise NotFound(
+                "call permissions on a SIP number go through the Graph API: set "
+                "BRIDGE_ENGINE_TOKEN and BRIDGE_CLOUDAPI_PHONE_NUMBER_ID (and, for the answers, "
+                "BRIDGE_CLOUDAPI_APP_SECRET and BRIDGE_CLOUDAPI_VERIFY_TOKEN)"
+            )
+        return self._permissions
+
+    def heard_from(self, phone: str) -> None:
+        """A user called over SIP: their service window opens (as on Graph)."""
+        self._permissions.heard_from(phone)
+
+    def verify(self, query: Mapping[str, str]) -> str:
+        return verify(query, self.settings.cloudapi_verify_token)
+
+    async def _on_body(self, body: dict[str, Any]) -> None:
+        self.stats.bad_messages += self._permissions.heard(body)

@@ -1,0 +1,182 @@
+"""Call permissions on the wire (Meta's "user call permissions" documentation): the request
+message, the permission Meta reads back, and the user's ``call_permission_reply``.
+
+- Ask: ``POST /{PHONE_NUMBER_ID}/messages`` — inside the 24 h customer service window an
+  ``interactive`` message of type ``call_permission_request`` (no header, no footer);
+  outside it an approved template (one whose components include a call-permission request),
+  sent as an ordinary ``template`` message. Meta answers ``{"messages": [{"id": "wamid.…"}]}``.
+- Read: ``GET /{PHONE_NUMBER_ID}/call_permissions?user_wa_id=…`` → ``permission`` {``status``,
+  ``expiration_time``} and ``actions[]`` {``action_name``, ``can_perform_action``,
+  ``limits[]`` {``time_period``, ``max_allowed``, ``current_usage``,
+  ``limit_expiration_time``}}.
+- Hear: a ``messages`` webhook (field ``messages``, not ``calls``) whose message is
+  ``interactive`` of type ``call_permission_reply``: ``response`` (``accept``/``reject``),
+  ``is_permanent``, ``expiration_timestamp``, ``response_source`` (``user_action`` or
+  ``automatic``: a callback grant, or the revocation after unanswered calls). Any message
+  from a user also opens or refreshes that user's service window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ...timefmt import iso_utc
+
+START_CALL = "start_call"
+SEND_REQUEST = "send_call_permission_request"
+
+
+def request_message(phone: str, template: Mapping[str, str] | None) -> dict[str, Any]:
+    """The ``/messages`` body: the named template when given, else the interactive request."""
+    base = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": phone}
+    if template is not None:
+        language = {"code": template["language"]}
+        return {
+            **base,
+            "type": "template",
+            "template": {"name": template["name"], "language": language},
+        }
+    interactive = {
+        "type": "call_permission_request",
+        "action": {"name": "call_permission_request"},
+    }
+    return {**base, "type": "interactive", "interactive": interactive}
+
+
+def message_id(answer: Mapping[str, Any]) -> str:
+    """``messages[0].id`` of Meta's answer to ``/messages`` (``""`` when absent)."""
+    messages = answer.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[0], dict):
+        return str(messages[0].get("id") or "")
+    return ""
+
+
+def _num(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _iso(value: Any) -> str | None:
+    seconds = _num(value)
+    return iso_utc(seconds) if seconds else None
+
+
+def permission_view(phone: str, answer: Mapping[str, Any]) -> dict[str, Any]:
+    """Meta's ``call_permissions`` answer as the API shows it: ``status``, ``expiresAt``,
+    ``canCall``, ``canRequest`` and every action's ``limits`` (with when each resets)."""
+    permission = answer.get("permission")
+    permission = permission if isinstance(permission, Mapping) else {}
+    can: dict[str, bool] = {}
+    limits: list[dict[str, Any]] = []
+    actions = answer.get("actions")
+    for action in actions if isinstance(actions, list) else []:
+        if not isinstance(action, Mapping):
+            continue
+        name = str(action.get("action_name") or "")
+        can[name] = action.get("can_perform_action") is True
+        raw = action.get("limits")
+        for limit in raw if isinstance(raw, list) else []:
+            if isinstance(limit, Mapping):
+                limits.append(
+                    {
+                        "action": name,
+                        "timePeriod": str(limit.get("time_period") or ""),
+                        "maxAllowed": _num(limit.get("max_allowed")),
+                        "currentUsage": _num(limit.get("current_usage")),
+                        "resetsAt": _iso(limit.get("limit_expiration_time")),
+                    }
+                )
+    return {
+        "phone": phone,
+        "status": str(permission.get("status") or "no_permission"),
+        "expiresAt": _iso(permission.get("expiration_time")),
+        "canCall": can.get(START_CALL, False),
+        "canRequest": can.get(SEND_REQUEST, False),
+        "limits": limits,
+    }
+
+
+def next_allowed(view: Mapping[str, Any], action: str) -> str | None:
+    """When ``action`` is allowed again: the latest reset among its used-up limits (ISO)."""
+    times = [
+        limit["resetsAt"]
+        for limit in view.get("limits", [])
+        if limit["action"] == action
+        and limit["resetsAt"]
+        and limit["maxAllowed"] is not None
+        and (limit["currentUsage"] or 0) >= limit["maxAllowed"]
+    ]
+    return max(times) if times else None
+
+
+@dataclass(frozen=True)
+class PermissionReply:
+    """A user's answer to a call-permission request (the ``call.permission`` event)."""
+
+    phone: str
+    response: str  # accept | reject
+    permanent: bool
+    expires_at: str | None
+    source: str  # user_action | automatic
+
+    def event(self) -> dict[str, Any]:
+        return {
+            "phone": self.phone,
+            "response": self.response,
+            "permanent": self.permanent,
+            "expiresAt": self.expires_at,
+            "source": self.source,
+        }
+
+
+def messages_events(body: Mapping[str, Any]) -> tuple[list[PermissionReply], list[str], int]:
+    """From a webhook body's ``messages`` changes: the permission replies, the users heard
+    from (their service window opens), and how many replies were malformed."""
+    replies: list[PermissionReply] = []
+    senders: list[str] = []
+    bad = 0
+    entries = body.get("entry")
+    for entry in entries if isinstance(entries, list) else []:
+        changes = entry.get("changes") if isinstance(entry, dict) else None
+        for change in changes if isinstance(changes, list) else []:
+            if not isinstance(change, dict) or change.get("field") != "messages":
+                continue
+            value = change.get("value")
+            messages = value.get("messages") if isinstance(value, dict) else None
+            for message in messages if isinstance(messages, list) else []:
+                sender = message.get("from") if isinstance(message, dict) else None
+                if not isinstance(sender, str) or not sender.isdigit():
+                    bad += 1
+                    continue
+                senders.append(sender)
+                interactive = message.get("interactive")
+                if not isinstance(interactive, dict):
+                    continue
+                if interactive.get("type") != "call_permission_reply":
+                    continue
+                reply = _reply(sender, interactive.get("call_permission_reply"))
+                if reply is None:
+                    bad += 1
+                else:
+                    replies.append(reply)
+    return replies, senders, bad
+
+
+def _reply(sender: str, raw: Any) -> PermissionReply | None:
+    if not isinstance(raw, dict) or raw.get("response") not in ("accept", "reject"):
+        return None
+    source = raw.get("response_source")
+    return PermissionReply(
+        phone=sender,
+        response=str(raw["response"]),
+        permanent=raw.get("is_permanent") is True,
+        expires_at=_iso(raw.get("expiration_timestamp")),
+        source=source if source in ("user_action", "automatic") else "user_action",
+    )

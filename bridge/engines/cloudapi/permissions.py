@@ -1,0 +1,162 @@
+"""``CallPermissions``: asking WhatsApp users for call permission, reading it, hearing the
+answers (the wire is :mod:`.permission_wire`).
+
+- **Ask** (:meth:`CallPermissions.request`): an interactive ``call_permission_request``
+  while the user's 24 h service window is open (the bridge heard from the user: a message
+  or a call), else the named template; with no template and the window closed as far as the
+  bridge knows, the interactive request is tried and Meta's 131047 (outside the window)
+  becomes 409 ``outside_service_window``. Meta's 138009 (1 request per 24 h, 2 per 7 days)
+  becomes 429 ``permission_request_limit`` with ``retryAt`` read from Meta's limits.
+- **Read** (:meth:`CallPermissions.read`): Meta's view, cached :data:`CACHE_SECONDS` per user
+  (dropped when the user answers, after a request, and after a call to the user).
+- **Hear** (:meth:`CallPermissions.heard`): a ``messages`` webhook's replies become
+  ``PERMISSION`` engine events (``call.permission``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from ...errors import BadRequest, CallStateError, EngineError, GraphApiError, MetaLimit
+from ...timefmt import parse_iso_utc
+from ..base import EngineEvent, EngineEventKind, emit
+from .graph import GraphClient
+from .permission_wire import (
+    SEND_REQUEST,
+    START_CALL,
+    message_id,
+    messages_events,
+    next_allowed,
+    permission_view,
+    request_message,
+)
+
+log = logging.getLogger(__name__)
+
+CACHE_SECONDS = 5.0
+"""How long a permission read from Meta is served again without asking."""
+REMEMBERED_USERS = 4096
+"""Users whose service window or permission the bridge keeps (the oldest forgotten first)."""
+SERVICE_WINDOW_S = 24 * 3600
+OUTSIDE_WINDOW = 131047
+"""Meta: more than 24 hours since the user last wrote (a free-form message is refused)."""
+NO_TEMPLATE = 132001
+"""Meta: the template (name and language) does not exist."""
+
+
+class _Lru(OrderedDict[str, Any]):
+    def put(self, key: str, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > REMEMBERED_USERS:
+            self.popitem(last=False)
+
+
+class CallPermissions:
+    """Call permissions of one business number (see the module docstring)."""
+
+    def __init__(self, graph: GraphClient, events: asyncio.Queue[EngineEvent]) -> None:
+        self.graph = graph
+        self.events = events
+        self._window = _Lru()  # user → when the bridge last heard from them (wall clock)
+        self._cache = _Lru()  # user → (monotonic fetch time, view)
+
+    def in_window(self, phone: str) -> bool:
+        heard = self._window.get(phone)
+        return heard is not None and time.time() - heard < SERVICE_WINDOW_S
+
+    def heard_from(self, phone: str) -> None:
+        """The user wrote or called: their service window is open for 24 h."""
+        self._window.put(phone, time.time())
+
+    def forget(self, phone: str) -> None:
+        """Meta's view of the user changed (an answer, a request, a call): read it anew."""
+        self._cache.pop(phone, None)
+
+    def heard(self, body: Mapping[str, Any]) -> int:
+        """A webhook body's ``messages`` changes; how many items were malformed."""
+        replies, senders, bad = messages_events(body)
+        for sender in senders:
+            self.heard_from(sender)
+        for reply in replies:
+            self.forget(reply.phone)
+            log.info(
+                "call permission from %s: %s (%s, %s)",
+                reply.phone,
+                reply.response,
+                "permanent" if reply.permanent else f"until {reply.expires_at}",
+                reply.source,
+            )
+            emit(self.events, EngineEvent(EngineEventKind.PERMISSION, "", data=reply.event()))
+        return bad
+
+    async def request(self, phone: str, template: Mapping[str, str] | None) -> str:
+        """Ask ``phone`` for call permission; Meta's message id."""
+        use = None if self.in_window(phone) else template
+        self.forget(phone)
+        try:
+            answer = await self.graph.request(
+                "POST", "messages", "call_permission_request", request_message(phone, use)
+            )
+        except MetaLimit as exc:
+            await self._when_next(phone, SEND_REQUEST, exc)
+            raise
+        except GraphApiError as exc:
+            code = exc.details.get("metaCode")
+            meta = exc.details.get("metaMessage")
+            if code == OUTSIDE_WINDOW:
+                raise CallStateError(
+                    f"{phone} has not written to the business in the last 24 h, so only a "
+                    f"template can ask: give template {{name, language}} (Meta: {meta})",
+                    code="outside_service_window",
+                ) from exc
+            if code == NO_TEMPLATE:
+                raise BadRequest(
+                    f"Meta has no approved template {template!r}: {meta}", code="unknown_template"
+                ) from exc
+            raise
+        found = message_id(answer)
+        if not found:
+            raise EngineError(f"Meta's answer to the permission request has no id: {answer!r:.200}")
+        log.info(
+            "call permission requested from %s (%s)", phone, "template" if use else "interactive"
+        )
+        return found
+
+    async def read(self, phone: str, *, fresh: bool = False) -> dict[str, Any]:
+        """The user's permission as the API shows it (cached briefly unless ``fresh``)."""
+        cached = self._cache.get(phone)
+        if cached is not None and not fresh and time.monotonic() - cached[0] < CACHE_SECONDS:
+            return dict(cached[1])
+        answer = await self.graph.request(
+            "GET", "call_permissions", "call_permissions", params={"user_wa_id": phone}
+        )
+        view = permission_view(phone, answer)
+        self._cache.put(phone, (time.monotonic(), view))
+        return dict(view)
+
+    async def call_refused(self, phone: str, exc: MetaLimit) -> None:
+        """A call to ``phone`` refused over Meta's call limit: say when the next may start
+        (not for the number's own limit, 138002: it is about no user)."""
+        if exc.code == "call_limit_reached":
+            await self._when_next(phone, START_CALL, exc)
+
+    async def _when_next(self, phone: str, action: str, exc: MetaLimit) -> None:
+        """Add ``retryAt`` (and ``Retry-After``) to Meta's limit error, from Meta's limits."""
+        try:
+            view = await self.read(phone, fresh=True)
+        except EngineError as again:
+            log.info("permission of %s not readable after a limit: %s", phone, again)
+            return
+        when = next_allowed(view, action)
+        if when is None:
+            return
+        exc.details["retryAt"] = when
+        exc.details["limits"] = [lim for lim in view["limits"] if lim["action"] == action]
+        exc.message = f"{exc.message} The next one is allowed at {when}."
+        exc.retry_after = max(1, int(parse_iso_utc(when) - time.time()))

@@ -1,0 +1,73 @@
+"""What the Cloud API engine keeps per call (:class:`CloudCall`, by Meta's ``wacid``) and the
+bounded memory of ended calls that makes a redelivered webhook change nothing."""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from .peer import WhatsAppPeer
+from .webhook import CallWebhook
+
+REMEMBERED = 4096
+"""Ended calls and handled events remembered, so a redelivered webhook changes nothing."""
+PARKED = 16
+"""Webhook events kept per dial that arrive before ``connect`` has returned Meta's call id
+(found by their ``biz_opaque_callback_data``, our call id); the oldest go first."""
+
+
+@dataclass
+class CloudCall:
+    """The engine's view of one call (keyed by Meta's ``wacid``)."""
+
+    wacid: str
+    peer_wa: str
+    direction: str  # "inbound" or "outbound"
+    peer: WhatsAppPeer
+    """Used for signalling (SDP, media seen); closed by the call's runtime once handed over."""
+    state: str = "connecting"  # connecting, ringing, accepted, ended
+    answer_sdp: str = ""  # inbound: what pre_accept and accept send
+    call_id: str = ""  # outbound: our call id (biz_opaque_callback_data)
+    seen: set[str] = field(default_factory=set)
+    handed_over: bool = False
+    """The call's runtime owns the peer (``take_leg``): it closes it, not the engine."""
+
+    @property
+    def jid(self) -> str:
+        return f"{self.peer_wa}@s.whatsapp.net"
+
+
+class Remembered:
+    """A bounded set (oldest forgotten first)."""
+
+    def __init__(self, size: int = REMEMBERED) -> None:
+        self._items: OrderedDict[str, None] = OrderedDict()
+        self.size = size
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def add(self, key: str) -> None:
+        self._items[key] = None
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
+class Parked(dict[str, deque[CallWebhook]]):
+    """Our call id → the webhook events that came before Meta's answer to ``connect`` (one
+    entry per dial in flight, so as bounded as the calls; :data:`PARKED` events each)."""
+
+    def open(self, opaque: str) -> None:
+        if opaque:
+            self[opaque] = deque(maxlen=PARKED)
+
+    def park(self, ev: CallWebhook) -> bool:
+        """Keep ``ev`` if it is about a dial in flight (by ``biz_opaque_callback_data``)."""
+        if not ev.opaque or ev.opaque not in self:
+            return False
+        self[ev.opaque].append(ev)
+        return True
+
+    def take(self, opaque: str, wacid: str) -> list[CallWebhook]:
+        """The dial's parked events about ``wacid``, in order; the dial's entry goes."""
+        return [ev for ev in self.pop(opaque, ()) if ev.wacid == wacid]

@@ -1,0 +1,175 @@
+"""A strict fake of Google's Gemini Live API (``BidiGenerateContent`` over a WebSocket),
+written from its public reference: the bridge is its client. What the real service refuses
+is an error here too, recorded in ``errors`` (a test asserts it stays empty): a first message
+other than ``setup``, a second ``setup``, a message with other than exactly one of
+``setup``/``clientContent``/``realtimeInput``/``toolResponse``, an unknown field, audio other
+than 16-bit PCM with a ``rate=`` in its MIME type, a key neither in ``key`` nor
+``x-goog-api-key``.
+
+The test drives the server: :meth:`say` sends 24 kHz audio as ``modelTurn`` parts, then
+``turnComplete``; :meth:`interrupt` sends ``interrupted``; :meth:`go_away` sends ``goAway``
+and closes; every connection gets a ``sessionResumptionUpdate`` handle, and a reconnect
+presenting it is recorded in ``resumed``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+SETUP_FIELDS = {
+    "model",
+    "generationConfig",
+    "systemInstruction",
+    "tools",
+    "realtimeInputConfig",
+    "sessionResumption",
+    "contextWindowCompression",
+    "inputAudioTranscription",
+    "outputAudioTranscription",
+    "proactivity",
+}
+CLIENT_MESSAGES = {"setup", "clientContent", "realtimeInput", "toolResponse"}
+REALTIME_FIELDS = {"audio", "video", "text", "activityStart", "activityEnd", "audioStreamEnd"}
+
+
+class FakeGeminiLive:
+    def __init__(self, api_key: str = "g-test") -> None:
+        self.api_key = api_key
+        self.errors: list[str] = []
+        self.setups: list[dict[str, Any]] = []
+        self.messages: list[dict[str, Any]] = []
+        self.chunks: list[bytes] = []
+        self.rates: set[int] = set()
+        self.resumed: list[str] = []
+        self.tool_responses: list[dict[str, Any]] = []
+        self.connections = 0
+        self.ws: web.WebSocketResponse | None = None
+
+    @property
+    def heard(self) -> np.ndarray:
+        return np.frombuffer(b"".join(self.chunks), dtype="<i2")
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get(PATH, self.handler)
+        return app
+
+    async def _send(self, body: dict[str, Any]) -> None:
+        if self.ws is not None and not self.ws.closed:
+            await self.ws.send_str(json.dumps(body))
+
+    async def handler(self, request: web.Request) -> web.StreamResponse:
+        key = request.query.get("key") or request.headers.get("x-goog-api-key")
+        if key != self.api_key:
+            raise web.HTTPForbidden(text="API key not valid")
+        ws = web.WebSocketResponse(max_msg_size=16 << 20)
+        await ws.prepare(request)
+        self.connections += 1
+        self.ws = ws
+        setup_done = False
+        async for msg in ws:
+            if msg.type is not WSMsgType.TEXT:
+                # The real service accepts JSON in binary frames too; the bridge sends text.
+                self.errors.append("binary frame")
+                continue
+            body = json.loads(msg.data)
+            self.messages.append(body)
+            kinds = set(body) & CLIENT_MESSAGES
+            if len(kinds) != 1 or set(body) - CLIENT_MESSAGES:
+                self.errors.append(
+                    f"a message must hold exactly one of {CLIENT_MESSAGES}: {sorted(body)}"
+                )
+                await ws.close(code=1007, message=b"invalid message")
+                break
+            (kind,) = kinds
+            if (kind == "setup") == setup_done:
+                self.errors.append("setup must come first, once")
+                await ws.close(code=1007, message=b"setup first, once")
+                break
+            if kind == "setup":
+                setup_done = await self._setup(body["setup"])
+                if not setup_done:
+                    await ws.close(code=1007, message=b"invalid setup")
+                    break
+            elif kind == "realtimeInput":
+                self._realtime(body["realtimeInput"])
+            elif kind == "toolResponse":
+                self.tool_responses.append(body["toolResponse"])
+        return ws
+
+    async def _setup(self, setup: dict[str, Any]) -> bool:
+        unknown = set(setup) - SETUP_FIELDS
+        if unknown or not str(setup.get("model", "")).startswith("models/"):
+            self.errors.append(f"bad setup: unknown {sorted(unknown)}, model {setup.get('model')}")
+            return False
+        if setup.get("generationConfig", {}).get("responseModalities") != ["AUDIO"]:
+            self.errors.append("responseModalities must be [AUDIO] for a voice session")
+            return False
+        handle = (setup.get("sessionResumption") or {}).get("handle")
+        if handle:
+            self.resumed.append(handle)
+        self.setups.append(setup)
+        await self._send({"setupComplete": {}})
+        if "sessionResumption" in setup:
+            await self._send(
+                {
+                    "sessionResumptionUpdate": {
+                        "newHandle": f"h{self.connections}",
+                        "resumable": True,
+                    }
+                }
+            )
+        return True
+
+    def _realtime(self, body: dict[str, Any]) -> None:
+        if set(body) - REALTIME_FIELDS or len(body) != 1:
+            self.errors.append(f"bad realtimeInput fields {sorted(body)}")
+            return
+        audio = body.get("audio")
+        if audio is None:
+            return
+        mime = str(audio.get("mimeType", ""))
+        if set(audio) - {"data", "mimeType"} or not mime.startswith("audio/pcm;rate="):
+            self.errors.append(f"bad audio blob {sorted(audio)} {mime!r}")
+            return
+        try:
+            raw = base64.b64decode(audio.get("data", ""), validate=True)
+        except (binascii.Error, ValueError):
+            self.errors.append("audio data is not base64")
+            return
+        if len(raw) % 2:
+            self.errors.append("audio must be whole 16-bit samples")
+            return
+        self.rates.add(int(mime.split("rate=")[1]))
+        self.chunks.append(raw)
+
+    # -- the server's side, driven by the test
+    async def say(self, pcm24: np.ndarray, chunk_ms: int = 100) -> None:
+        step = 24 * chunk_ms
+        for i in range(0, pcm24.size, step):
+            data = base64.b64encode(pcm24[i : i + step].astype("<i2").tobytes()).decode()
+            part = {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": data}}
+            await self._send({"serverContent": {"modelTurn": {"parts": [part]}}})
+        await self._send({"serverContent": {"generationComplete": True}})
+        await self._send({"serverContent": {"turnComplete": True}})
+
+    async def interrupt(self) -> None:
+        await self._send({"serverContent": {"interrupted": True}})
+
+    async def tool_call(self, name: str, args: dict[str, Any], call_id: str) -> None:
+        await self._send(
+            {"toolCall": {"functionCalls": [{"id": call_id, "name": name, "args": args}]}}
+        )
+
+    async def go_away(self) -> None:
+        """``goAway``, then the connection closes (as at the end of a session's lifetime)."""
+        await self._send({"goAway": {"timeLeft": "0s"}})
+        if self.ws is not None:
+            await self.ws.close(code=1000, message=b"session over")

@@ -1,0 +1,564 @@
+"""Realtime model agents (``POST /call/{callID}/agents``) against strict fakes of the models'
+public protocols: the caller's audio reaches the model at its rate, the model's voice reaches
+the WhatsApp user, barge-in cuts it and tells the model what was heard, the key stays secret."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from bridge.api.keys import MANAGER
+from bridge.audio import rms_dbfs, tone
+
+from ..fakes.openai_realtime import FakeOpenAIRealtime
+from ..support.calls import sim_call
+from ..support.spectrum import dominant_frequency
+from ..support.waits import until
+from . import test_webhooks
+from .test_streams import active_call
+
+receiver = test_webhooks.receiver  # the webhook receiver fixture
+KEY = "sk-test-secret-0123456789"
+
+
+async def openai_agent(make_client, aiohttp_server, **settings):
+    fake = FakeOpenAIRealtime(api_key=KEY)
+    server = await aiohttp_server(fake.app())
+    client = await make_client(fork_url_allow=("127.0.0.1",), **settings)
+    call = await active_call(client)
+    url = f"ws://127.0.0.1:{server.port}/v1/realtime?model=gpt-realtime"
+    return fake, client, call, url
+
+
+def loud(frames: list[np.ndarray], floor: int = 1000) -> list[np.ndarray]:
+    return [f for f in frames if np.abs(f).max() > floor]
+
+
+async def next_event(sub, type_: str, timeout: float = 5.0):
+    while True:
+        event = await sub.get(timeout)
+        assert event is not None
+        if event.type == type_:
+            return event
+
+
+async def test_openai_audio_both_ways_and_the_key_is_never_shown(
+    make_client, aiohttp_server, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake, client, call, url = await openai_agent(
+        make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=660.0
+    )
+    cid = call["callID"]
+    async with client.app[MANAGER].events.subscribe() as sub:
+        resp = await client.post(
+            f"/call/{cid}/agents",
+            json={
+                "provider": "openai-realtime",
+                "url": url,
+                "apiKey": KEY,
+                "session": {"instructions": "Be brief.", "voice": "marin"},
+            },
+        )
+        assert resp.status == 201, await resp.text()
+        started = await resp.json()
+        connected = await next_event(sub, "agent.connected")
+    agent_id = started["agentID"]
+    assert started["provider"] == "openai-realtime" and started["state"] == "connected"
+    assert connected.data["agentID"] == agent_id
+    assert fake.headers[0]["Authorization"] == f"Bearer {KEY}"
+    # The app's session fields merged into the bridge's; the voice where GA has it.
+    (session,) = fake.sessions
+    assert session["instructions"] == "Be brief."
+    assert session["audio"]["output"]["voice"] == "marin"
+    assert session["audio"]["input"]["turn_detection"] == {"type": "server_vad"}
+    # The caller's 660 Hz reaches the model at 24 kHz, at the level the caller sent it.
+    await until(lambda: fake.heard.size >= 24_000, timeout=5)
+    up = fake.heard[-24_000:]
+    assert dominant_frequency(up, 24_000) == pytest.approx(660, abs=3)
+    assert rms_dbfs(up) == pytest.approx(rms_dbfs(tone(660, 16_000, 16_000, 0.3)), abs=0.5)
+    # The model's 440 Hz (1 s at 24 kHz, sent faster than real time) reaches the caller.
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.say(tone(440, 24_000, 24_000, 0.25))
+        said = await next_event(sub, "agent.transcript")
+    assert (said.data["role"], said.data["text"]) == ("agent", "a tone")
+    await until(lambda: sc.frames_heard - n0 >= 70, timeout=5)
+    down = loud(list(sc.heard)[-(sc.frames_heard - n0) :])
+    assert 48 <= len(down) <= 51  # one second of voice, whole frames
+    pcm = np.concatenate(down[5:-5])
+    assert dominant_frequency(pcm, 16_000) == pytest.approx(440, abs=3)
+    assert rms_dbfs(pcm) == pytest.approx(rms_dbfs(tone(440, 16_000, 16_000, 0.25)), abs=0.5)
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["agents"] == [
+        {
+            "agentID": agent_id,
+            "provider": "openai-realtime",
+            "url": url.split("?")[0],
+            "state": "connected",
+            "reconnects": 0,
+            "interruptions": 0,
+        }
+    ]
+    resp = await client.delete(f"/call/{cid}/agents/{agent_id}")
+    assert resp.status == 200 and (await resp.json()) == {"agentID": agent_id, "stopped": True}
+    assert (await (await client.get(f"/call/{cid}")).json())["agents"] == []
+    assert (await client.delete(f"/call/{cid}/agents/{agent_id}")).status == 404
+    assert fake.errors == []
+    assert KEY not in caplog.text and KEY not in json.dumps(snap)
+
+
+async def test_barge_in_cuts_the_voice_and_truncates_what_was_heard(
+    make_client, aiohttp_server
+) -> None:
+    # The caller talks (a 200 Hz tone at -9 dBFS): louder than any echo of the agent's voice.
+    fake, client, call, url = await openai_agent(
+        make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=200.0
+    )
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    # A 5 s answer arrives at once; the caller talks over it after about a second.
+    item = await fake.say(tone(440, 5 * 24_000, 24_000, 0.25))
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 40, timeout=5)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        heard_before = sc.frames_heard
+        await fake.speech_started()
+        speech = await next_event(sub, "agent.speech.started")
+        cut = await next_event(sub, "agent.interrupted")
+        await fake.late_delta(item, tone(440, 12_000, 24_000, 0.25))  # in flight: not played
+    assert speech.data["echo"] is False
+    await until(lambda: len(fake.truncates) == 1, timeout=3)
+    await asyncio.sleep(0.3)
+    played = loud(list(sc.heard)[-(sc.frames_heard - n0) :])
+    after = loud(list(sc.heard)[-(sc.frames_heard - heard_before) :])
+    assert len(after) <= 2  # stopped at the caller within two frames
+    (truncate,) = fake.truncates
+    assert truncate["item_id"] == item
+    assert truncate["audio_end_ms"] == cut.data["heardMs"]
+    # What the model is told was heard is what the caller really heard (within 40 ms).
+    assert abs(truncate["audio_end_ms"] - len(played) * 20) <= 40
+    assert cut.data["droppedMs"] >= 2000
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})  # the agent leaves with the call
+    await until(lambda: fake.ws is not None and fake.ws.closed, timeout=3)
+
+
+async def test_a_dropped_model_socket_is_reopened_while_the_call_goes_on(
+    make_client, aiohttp_server
+) -> None:
+    fake, client, call, url = await openai_agent(
+        make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=660.0, agent_retries=2
+    )
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    agent_id = (await (await client.post(f"/call/{cid}/agents", json=body)).json())["agentID"]
+    sc = sim_call(client, cid)
+    await fake.say(tone(440, 2400, 24_000, 0.25), transcript="hello there")
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.drop()
+        back = await next_event(sub, "agent.reconnected")
+        assert back.data["agentID"] == agent_id and back.data["resumed"] is False
+        assert fake.connections == 2 and len(fake.sessions) == 2  # configured again
+        # The new session is told what was said on the old one.
+        await until(lambda: any(e["type"] == "conversation.item.create" for e in fake.events))
+        told = next(e for e in fake.events if e["type"] == "conversation.item.create")
+        assert told["item"]["role"] == "system"
+        assert "You: hello there" in told["item"]["content"][0]["text"]
+        # Audio flows again both ways on the new socket.
+        n0 = len(fake.chunks)
+        await until(lambda: len(fake.chunks) - n0 >= 25, timeout=3)
+        assert dominant_frequency(fake.heard[-12_000:], 24_000) == pytest.approx(660, abs=4)
+        f0 = sc.frames_heard
+        await fake.say(tone(440, 12_000, 24_000, 0.25))
+        await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - f0) :])) >= 24, timeout=3)
+        # Then the server goes away for good: bounded retries, agent.failed, the call stays.
+        fake.refuse = True
+        await fake.drop()
+        failed = await next_event(sub, "agent.failed", timeout=10)
+    assert failed.data["reason"] == "reconnect_failed" and failed.data["attempts"] == 2
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["state"] == "active"
+    assert snap["agents"][0]["state"] == "failed" and snap["agents"][0]["reconnects"] == 1
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_the_agents_echo_is_no_barge_in(make_client, aiohttp_server, monkeypatch) -> None:
+    # The WhatsApp user's phone is on speaker: it sends back what it hears 120 ms later,
+    # 20 dB down. The model's VAD takes it for speech; the bridge knows better.
+    from bridge.engines.sim import SimMediaChannel
+
+    echo = SimMediaChannel._echo
+    monkeypatch.setattr(
+        SimMediaChannel, "_echo", lambda self, at: (echo(self, at) * 0.1).astype(np.int16)
+    )
+    fake, client, call, url = await openai_agent(
+        make_client, aiohttp_server, sim_peer="echo", sim_echo_delay=0.12
+    )
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    sc = sim_call(client, cid)
+    voice = speech_24k()
+    n0 = sc.frames_heard
+    await fake.say(voice)
+    await until(lambda: sc.frames_heard - n0 >= 60, timeout=5)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.speech_started()
+        started = await next_event(sub, "agent.speech.started")
+    assert started.data["echo"] is True and started.data["agentPlaying"] is True
+    assert started.data["callerDbfs"] < started.data["agentDbfs"] - 10
+    await asyncio.sleep(0.3)
+    assert fake.truncates == []
+    runtime = client.app[MANAGER].runtime(cid)
+    assert runtime.attached("agent")[0].interruptions == 0
+    assert rms_dbfs(np.concatenate(list(sc.heard)[-10:])) > -40  # the agent still talks
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+def speech_24k() -> np.ndarray:
+    """Four seconds of espeak-ng speech at 24 kHz (a model's voice)."""
+    from bench.speech import missing_tools, speech
+
+    if missing_tools():
+        pytest.skip("espeak-ng, sox or pesq missing")
+    from bridge.audio import Resampler
+
+    return Resampler(24_000).resample_array(speech(4.0, level_dbfs=-18.0), 16_000)
+
+
+async def test_gemini_live_audio_interruption_and_resumption(make_client, aiohttp_server) -> None:
+    from ..fakes.gemini_live import PATH, FakeGeminiLive
+
+    fake = FakeGeminiLive(api_key="g-secret")
+    server = await aiohttp_server(fake.app())
+    client = await make_client(
+        fork_url_allow=("127.0.0.1",),
+        sim_peer="tone",
+        sim_tone_hz=500.0,
+        agent_gemini_api_key="g-secret",  # the configured default key
+    )
+    call = await active_call(client)
+    cid = call["callID"]
+    body = {
+        "provider": "gemini-live",
+        "url": f"ws://127.0.0.1:{server.port}{PATH}",
+        "session": {"model": "gemini-live-test", "systemInstruction": {"parts": [{"text": "Hi"}]}},
+    }
+    resp = await client.post(f"/call/{cid}/agents", json=body)
+    assert resp.status == 201, await resp.text()
+    assert fake.setups[0]["model"] == "models/gemini-live-test"
+    assert fake.setups[0]["systemInstruction"] == {"parts": [{"text": "Hi"}]}
+    # The caller's 500 Hz goes up at the bus's own 16 kHz, as Gemini takes it natively.
+    await until(lambda: fake.heard.size >= 16_000, timeout=5)
+    assert fake.rates == {16_000}
+    assert dominant_frequency(fake.heard[-16_000:], 16_000) == pytest.approx(500, abs=3)
+    # The model's 24 kHz 440 Hz reaches the caller; `interrupted` cuts it within two frames.
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    await fake.say(tone(440, 3 * 24_000, 24_000, 0.25))
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 30, timeout=5)
+    pcm = np.concatenate(loud(list(sc.heard)[-(sc.frames_heard - n0) :])[5:25])
+    assert dominant_frequency(pcm, 16_000) == pytest.approx(440, abs=3)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        mark = sc.frames_heard
+        await fake.interrupt()
+        cut = await next_event(sub, "agent.interrupted")
+        await asyncio.sleep(0.3)
+        assert len(loud(list(sc.heard)[-(sc.frames_heard - mark) :])) <= 2
+        assert cut.data["droppedMs"] >= 1000
+        # goAway: the bridge reconnects with the last resumption handle; the call goes on.
+        await fake.go_away()
+        back = await next_event(sub, "agent.reconnected")
+    assert back.data["resumed"] is True and fake.resumed == ["h1"]
+    n1 = len(fake.chunks)
+    await until(lambda: len(fake.chunks) - n1 >= 10, timeout=3)
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_tools_the_bridge_answers_and_the_apps_and_key_presses(
+    make_client, aiohttp_server
+) -> None:
+    from .test_twilio_streams import press_on_whatsapp
+
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {
+        "provider": "openai-realtime",
+        "url": url,
+        "apiKey": KEY,
+        "session": {"tools": [{"type": "function", "name": "lookup_order", "parameters": {}}]},
+        "bridgeTools": ["dtmf", "hangup", "hold"],
+    }
+    agent_id = (await (await client.post(f"/call/{cid}/agents", json=body)).json())["agentID"]
+    tools = [t["name"] for t in fake.sessions[0]["tools"]]
+    # Announced only when asked for.
+    assert tools == ["lookup_order", "send_dtmf", "hang_up", "hold_call"]
+    async with client.app[MANAGER].events.subscribe() as sub:
+        # A tool of the app's: an event, answered through the API, passed to the model.
+        await fake.tool_call("lookup_order", {"order": "A12"}, "call_1")
+        asked = await next_event(sub, "agent.tool_call")
+        assert asked.data["toolCallID"] == "call_1" and asked.data["arguments"] == {"order": "A12"}
+        path = f"/call/{cid}/agents/{agent_id}/tools"
+        resp = await client.post(path, json={"toolCallID": "call_1", "output": {"status": "sent"}})
+        assert resp.status == 200
+        assert (await client.post(path, json={"toolCallID": "call_1", "output": 1})).status == 404
+        await until(lambda: any(e["type"] == "response.create" for e in fake.events), timeout=3)
+        output = next(e for e in fake.events if e["type"] == "conversation.item.create")
+        assert output["item"] == {
+            "type": "function_call_output",
+            "call_id": "call_1",
+            "output": '{"status": "sent"}',
+        }
+        # The bridge's own DTMF tool: the keys go out on the call.
+        await fake.tool_call("send_dtmf", {"digits": "12"}, "call_2")
+        sent = await next_event(sub, "call.dtmf.sent")
+        assert sent.data["digits"] == "12" and sent.data["source"] == "agent"
+        # The bridge's hold tool holds the caller.
+        await fake.tool_call("hold_call", {"held": True}, "call_h")
+        await next_event(sub, "call.held")
+        # A key the caller pressed reaches the model as text.
+        press_on_whatsapp(client, "5")
+        await until(
+            lambda: any(
+                e["type"] == "conversation.item.create"
+                and e["item"].get("role") == "user"
+                and "5" in e["item"]["content"][0]["text"]
+                for e in fake.events
+            ),
+            timeout=3,
+        )
+        # The bridge's hang-up tool ends the call.
+        await fake.tool_call("hang_up", {}, "call_3")
+        ended = await next_event(sub, "call.ended")
+    assert ended.call["endReason"] == "hangup"
+    assert fake.errors == []
+
+
+async def test_agent_events_reach_the_app_as_signed_webhooks(
+    make_client, aiohttp_server, receiver
+) -> None:
+    from standardwebhooks import Webhook
+
+    from .test_webhooks import SECRET, hooks
+
+    fake = FakeOpenAIRealtime(api_key=KEY)
+    server = await aiohttp_server(fake.app())
+    client = await make_client(
+        fork_url_allow=("127.0.0.1",),
+        sim_peer="silence",
+        agent_openai_api_key=KEY,  # the configured default: no key in the request
+        **hooks(webhook_url=receiver.url("ok")),
+    )
+    call = await active_call(client)
+    cid = call["callID"]
+    url = f"ws://127.0.0.1:{server.port}/v1/realtime?model=m"
+    resp = await client.post(
+        f"/call/{cid}/agents", json={"provider": "openai-realtime", "url": url}
+    )
+    assert resp.status == 201
+    await fake.tool_call("lookup_order", {"order": "A12"}, "call_9")
+    await client.post("/call/hangup", json={"callID": cid})
+    await receiver.wait_for("ok", 6)
+    kinds = [e["type"] for e in receiver.events("ok")]
+    assert (
+        kinds.index("agent.connected") < kinds.index("agent.tool_call") < kinds.index("call.ended")
+    )
+    for req in receiver.requests:
+        assert Webhook(SECRET).verify(req["body"], req["headers"])
+        assert KEY not in req["body"]
+    tool = next(e for e in receiver.events("ok") if e["type"] == "agent.tool_call")
+    assert (
+        tool["name"] == "lookup_order"
+        and tool["call"]["agents"][0]["provider"] == "openai-realtime"
+    )
+
+
+def test_every_agent_event_is_documented() -> None:
+    from bridge.agents import events
+    from bridge.api.schema import openapi_document
+
+    schema = openapi_document()["components"]["schemas"]["CallEvent"]
+    assert set(events.ALL) <= set(schema["properties"]["type"]["examples"])
+
+
+async def test_with_the_models_vad_off_the_bridge_hears_the_turns(
+    make_client, aiohttp_server, monkeypatch
+) -> None:
+    from bench.speech import missing_tools, speech
+    from bridge.engines.sim import SimMediaChannel
+
+    if missing_tools():
+        pytest.skip("espeak-ng, sox or pesq missing")
+    said = speech(2.0, level_dbfs=-20.0)  # a Harvard sentence between pauses, 16 kHz
+    talk: list[np.ndarray] = []
+
+    def produce(self, at: float) -> np.ndarray:  # the WhatsApp user, once told to talk
+        return talk.pop(0) if talk else np.zeros(320, dtype=np.int16)
+
+    monkeypatch.setattr(SimMediaChannel, "_produce", produce)
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server)
+    cid = call["callID"]
+    body = {
+        "provider": "openai-realtime",
+        "url": url,
+        "apiKey": KEY,
+        "session": {"turn_detection": None},
+    }
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    assert fake.sessions[0]["audio"]["input"]["turn_detection"] is None
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    item = await fake.say(tone(440, 8 * 24_000, 24_000, 0.25))
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 20, timeout=5)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        talk.extend(said[i : i + 320] for i in range(0, said.size - 319, 320))
+        started = await next_event(sub, "agent.speech.started")
+        cut = await next_event(sub, "agent.interrupted")
+        stopped = await next_event(sub, "agent.speech.stopped", timeout=8)
+    assert started.data["by"] == "bridge" and started.data["echo"] is False
+    assert cut.data["by"] == "bridge" and cut.data["itemID"] == item
+    assert stopped.data["by"] == "bridge"
+
+    def turns() -> list[str]:
+        return [e["type"] for e in fake.events if e["type"] != "input_audio_buffer.append"]
+
+    await until(lambda: turns()[-1] == "response.create", timeout=3)
+    assert turns()[-3:] == [
+        "conversation.item.truncate",
+        "input_audio_buffer.commit",
+        "response.create",
+    ]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_agent_requests_are_checked(make_client, aiohttp_server, caplog) -> None:
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    cases = [
+        ({"provider": "llama", "url": url}, 400, "bad_request"),
+        ({"provider": "openai-realtime", "url": "http://127.0.0.1/x"}, 400, "bad_request"),
+        ({"provider": "openai-realtime", "url": "wss://evil.example/v1"}, 403, "url_not_allowed"),
+        ({"provider": "openai-realtime", "url": url, "session": []}, 400, "bad_request"),
+        ({"provider": "openai-realtime", "url": url, "bridgeTools": ["fly"]}, 400, "bad_request"),
+        (
+            {
+                "provider": "openai-realtime",
+                "url": url,
+                "apiKey": KEY,
+                "session": {"audio": {"output": {"format": {"type": "audio/pcmu"}}}},
+            },
+            400,
+            "bad_request",
+        ),
+        # A wrong key: the model refuses the handshake.
+        (
+            {"provider": "openai-realtime", "url": url, "apiKey": "sk-wrong"},
+            400,
+            "agent_connect_failed",
+        ),
+        # The model refuses the session (a field it does not know): answered at once.
+        (
+            {
+                "provider": "openai-realtime",
+                "url": url,
+                "apiKey": KEY,
+                "session": {"colour": "red"},
+            },
+            400,
+            "agent_connect_failed",
+        ),
+    ]
+    for body, status, code in cases:
+        resp = await client.post(f"/call/{cid}/agents", json=body)
+        assert resp.status == status, (body, await resp.text())
+        assert (await resp.json())["error"]["code"] == code, body
+    assert fake.errors == ["unknown session fields ['colour']"]
+    assert (await client.delete(f"/call/{cid}/agents/ag_nope")).status == 404
+    valid = {"provider": "openai-realtime", "url": url}
+    assert (await client.post("/call/nope/agents", json=valid)).status == 404
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["agents"] == [] and snap["state"] == "active"
+    assert "sk-wrong" not in caplog.text and KEY not in caplog.text
+
+
+async def test_the_fallback_runs_when_the_model_is_gone(
+    make_client, aiohttp_server, tmp_path
+) -> None:
+    import wave
+
+    media = tmp_path / "media"
+    media.mkdir()
+    with wave.open(str(media / "sorry.wav"), "wb") as w:  # what the caller hears instead
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16_000)
+        w.writeframes(tone(550, 16_000, 16_000, 0.3).astype("<i2").tobytes())
+    fake, client, call, url = await openai_agent(
+        make_client,
+        aiohttp_server,
+        sim_peer="silence",
+        agent_retries=0,
+        agent_fallback="message",
+        agent_fallback_file="sorry.wav",
+        media_dir=str(media),
+    )
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    sc = sim_call(client, cid)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.drop()
+        failed = await next_event(sub, "agent.failed")
+        await next_event(sub, "playback.finished")
+    assert failed.data["attempts"] == 0
+    heard = np.concatenate(loud(list(sc.heard)[-60:]))
+    assert dominant_frequency(heard, 16_000) == pytest.approx(550, abs=3)
+    assert (await (await client.get(f"/call/{cid}")).json())["state"] == "active"
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_human_takes_the_call_when_the_model_is_gone(make_client, aiohttp_server) -> None:
+    from .test_participants import join
+
+    fake, client, call, url = await openai_agent(
+        make_client, aiohttp_server, sim_peer="silence", agent_retries=0, agent_fallback="human"
+    )
+    cid = call["callID"]
+    human = await join(client, cid, "maria", "listen", 0.0)  # a supervisor listening in
+    try:
+        body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+        assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+        async with client.app[MANAGER].events.subscribe() as sub:
+            await fake.drop()
+            await next_event(sub, "agent.failed")
+            moved = await next_event(sub, "call.transferred")
+        assert moved.data["participantID"] == "maria"
+        snap = await (await client.get(f"/call/{cid}")).json()
+        assert [(p["participantID"], p["role"]) for p in snap["participants"]] == [
+            ("maria", "agent")
+        ]
+    finally:
+        await human.close()
+        await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_the_agents_bench_still_runs() -> None:
+    """``python -m bench.agents`` at one call, one turn: every measure has its samples and the
+    strict fake saw no protocol error (nothing here asserts on speed)."""
+    from bench.agents import run
+
+    result = await run(1, 1)
+    assert result["protocol_errors"] == []
+    for key in ("up_ms", "down_ms", "barge_in_stop_ms", "audio_end_error_ms"):
+        assert result[key]["n"] >= 1, (key, result)
+    assert result["socket_dropped_to_audio_back_ms"]["n"] == 1

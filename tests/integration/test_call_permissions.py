@@ -1,0 +1,315 @@
+"""Call permissions end to end on the fake Meta: ask a user (``POST /call/permissions``), hear
+the answer (``call.permission`` on SSE and as a signed webhook), read it, call, and talk —
+with Meta's strictness: its limits, its service window, expiry, revocation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from standardwebhooks import Webhook
+
+from bridge.api.keys import ENGINE, MANAGER
+from bridge.timefmt import parse_iso_utc
+
+from ..support.calls import wait_state
+from ..support.waits import until
+from .test_engine_cloudapi import assert_tone, connect_browser, heard
+from .test_webhooks import SECRET, Receiver, hooks, receiver  # noqa: F401 (fixture)
+
+USER = "5521966660000"
+
+
+@pytest.fixture
+def cclient(make_client, meta):
+    async def factory(**kw):
+        return await make_client(**{**meta.bridge_settings(), **kw})
+
+    return factory
+
+
+async def deliver(client: Any, meta: Any, value: dict[str, Any]) -> None:
+    """Meta posts a ``messages`` webhook, and the bridge has worked through it."""
+    resp = await meta.post(client, meta.envelope(value, field="messages"))
+    assert resp.status == 200, await resp.text()
+    engine = client.app[ENGINE]
+    inbox = getattr(engine, "graph_side", engine).inbox  # the SIP engine's is on its Graph side
+    await until(inbox.queue.empty, 2, "the webhook taken")
+
+
+async def next_event(sub: Any, type_: str, timeout: float = 3.0) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        try:
+            event = await sub.get(0.1)
+        except TimeoutError:
+            continue
+        if event is not None and event.type == type_:
+            return event
+    raise AssertionError(f"no {type_} event")
+
+
+async def sse_events(client: Any, n: int, started: asyncio.Event) -> list[dict[str, Any]]:
+    """The first ``n`` ``call.permission`` events of ``GET /call/events`` (SSE)."""
+    found: list[dict[str, Any]] = []
+    async with client.get("/call/events") as resp:
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        event = ""
+        async for raw in resp.content:
+            line = raw.decode().rstrip("\n")
+            if line == ": connected":
+                started.set()
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "call.permission":
+                found.append(json.loads(line[6:]))
+                if len(found) == n:
+                    return found
+    return found
+
+
+async def test_ask_hear_the_answer_then_call_and_talk(cclient, meta, receiver):  # noqa: F811
+    meta.perms.strict = True
+    client = await cclient(**hooks(webhook_url=receiver.url("ok")))
+    manager = client.app[MANAGER]
+
+    # No permission: Meta refuses the call, and the API says why.
+    resp = await client.post("/call/make", json={"phone": USER})
+    body = await resp.json()
+    assert resp.status == 403 and body["error"]["code"] == "no_call_permission", body
+    perm = await (await client.get(f"/call/permissions/{USER}")).json()
+    assert (perm["status"], perm["canCall"], perm["canRequest"]) == ("no_permission", False, True)
+    assert {(x["action"], x["timePeriod"]) for x in perm["limits"]} == {
+        ("start_call", "PT24H"),
+        ("send_call_permission_request", "PT24H"),
+        ("send_call_permission_request", "P7D"),
+    }
+
+    # The user has not written: only a template may ask; an unknown one is Meta's 132001.
+    resp = await client.post("/call/permissions", json={"phone": USER})
+    assert resp.status == 409
+    assert (await resp.json())["error"]["code"] == "outside_service_window"
+    tmpl = {"name": "nope", "language": "en_US"}
+    resp = await client.post("/call/permissions", json={"phone": USER, "template": tmpl})
+    assert resp.status == 400 and (await resp.json())["error"]["code"] == "unknown_template"
+
+    # The user writes: the window opens, and the interactive request goes out.
+    await deliver(client, meta, meta.perms.user_writes(USER))
+    started = asyncio.Event()
+    sse = asyncio.create_task(sse_events(client, 1, started))
+    await asyncio.wait_for(started.wait(), 3)
+    async with manager.events.subscribe() as sub:
+        resp = await client.post("/call/permissions", json={"phone": f"+{USER}"})
+        assert resp.status == 202, await resp.text()
+        answer = await resp.json()
+        assert list(answer) == ["messageID"] and answer["messageID"].startswith("wamid.")
+        sent = meta.perms.sent[-1]
+        assert sent["type"] == "interactive" and sent["to"] == USER
+        assert sent["interactive"]["type"] == "call_permission_request"
+
+        await deliver(client, meta, meta.perms.user_answers(USER, "accept"))
+        event = await next_event(sub, "call.permission")
+    on_sse = (await asyncio.wait_for(sse, 3))[0]
+    data = json.loads(event.to_json())
+    assert on_sse == data
+    assert {k: v for k, v in data.items() if k not in ("at", "expiresAt")} == {
+        "type": "call.permission",
+        "phone": USER,
+        "response": "accept",
+        "permanent": False,
+        "source": "user_action",
+    }
+    lasts = parse_iso_utc(data["expiresAt"]) - parse_iso_utc(data["at"])
+    assert 7 * 86400 - 60 < lasts <= 7 * 86400 + 1
+
+    # The signed webhook to BRIDGE_WEBHOOK_URL carries the same event.
+    [hook] = [e for e in await receiver.wait_for("ok", 1) if e["type"] == "call.permission"]
+    raw = next(r for r in receiver.requests if '"call.permission"' in r["body"])
+    assert Webhook(SECRET).verify(raw["body"], raw["headers"])["phone"] == USER
+    assert hook == data
+
+    # Read back (fresh after the answer): may call now.
+    perm = await (await client.get(f"/call/permissions/{USER}")).json()
+    assert (perm["status"], perm["canCall"]) == ("temporary", True)
+    assert perm["expiresAt"] == data["expiresAt"]
+    reads = meta.permission_reads
+    await client.get(f"/call/permissions/{USER}")
+    assert meta.permission_reads == reads, "cached briefly"
+
+    # The call: placed, answered by the user, and the two sides hear each other.
+    resp = await client.post("/call/make", json={"phone": USER})
+    assert resp.status == 201, await resp.text()
+    call = await resp.json()
+    mcall = next(c for c in meta.meta_calls.values() if c.opaque == call["callID"])
+    rtc = await connect_browser(client, call["callID"], freq=440.0)
+    body = meta.envelope(meta.answer_event(mcall), meta.status_event(mcall, "ACCEPTED"))
+    assert (await meta.post(client, body)).status == 200
+    await wait_state(client, call["callID"], "active", timeout=3)
+    await asyncio.wait_for(mcall.peer.connected.wait(), 5)
+    await asyncio.sleep(1.5)
+    assert_tone(heard(rtc.recorder), rtc.recorder.rate, 660, "agent hears the WhatsApp user")
+    assert_tone(
+        heard(mcall.peer.recorder), mcall.peer.recorder.rate, 440, "WhatsApp user hears the agent"
+    )
+    await client.post("/call/hangup", json={"callID": call["callID"]})
+    await rtc.close()
+
+
+async def test_request_limits_and_call_limits_say_when_next(cclient, meta):
+    meta.perms.strict = True
+    meta.perms.call_limit = 1  # Meta's value changes: the bridge reads it from the limits
+    client = await cclient()
+    await deliver(client, meta, meta.perms.user_writes(USER))
+    assert (await client.post("/call/permissions", json={"phone": USER})).status == 202
+    resp = await client.post("/call/permissions", json={"phone": USER})
+    body = await resp.json()
+    assert resp.status == 429, body
+    error = body["error"]
+    assert error["code"] == "permission_request_limit" and error["details"]["metaCode"] == 138009
+    wait = parse_iso_utc(error["details"]["retryAt"]) - meta.perms.now()
+    assert 86400 - 60 < wait <= 86400
+    assert error["details"]["retryAt"] in error["message"]
+    assert 86400 - 60 < int(resp.headers["Retry-After"]) <= 86400
+
+    # Granted; one call connects (the request limits reset); the next is over Meta's limit.
+    await deliver(client, meta, meta.perms.user_answers(USER, "accept", permanent=True))
+    call = await (await client.post("/call/make", json={"phone": USER})).json()
+    mcall = next(c for c in meta.meta_calls.values() if c.opaque == call["callID"])
+    assert (await meta.post(client, meta.envelope(meta.answer_event(mcall)))).status == 200
+    await client.post("/call/hangup", json={"callID": call["callID"]})
+    resp = await client.post("/call/make", json={"phone": USER})
+    body = await resp.json()
+    assert resp.status == 429 and body["error"]["code"] == "call_limit_reached", body
+    assert body["error"]["details"]["limits"][0]["maxAllowed"] == 1
+    assert "retryAt" in body["error"]["details"]
+    perm = await (await client.get(f"/call/permissions/{USER}")).json()
+    assert (perm["status"], perm["expiresAt"], perm["canCall"]) == ("permanent", None, False)
+
+
+async def test_expiry_callback_grant_and_automatic_revocation(cclient, meta):
+    meta.perms.strict = True
+    client = await cclient()
+    manager = client.app[MANAGER]
+    async with manager.events.subscribe() as sub:
+        # The user called with callback permission on: Meta grants 7 days by itself.
+        await deliver(client, meta, meta.perms.callback_grant(USER))
+        grant = json.loads((await next_event(sub, "call.permission")).to_json())
+        assert (grant["response"], grant["source"], grant["permanent"]) == (
+            "accept",
+            "automatic",
+            False,
+        )
+        assert (await client.post("/call/make", json={"phone": USER})).status == 201
+
+        # Seven days on, the grant has lapsed: Meta refuses the call again.
+        meta.perms.offset = 7 * 86400 + 60
+        resp = await client.post("/call/make", json={"phone": USER})
+        assert resp.status == 403
+        assert (await resp.json())["error"]["code"] == "no_call_permission"
+        perm = await (await client.get(f"/call/permissions/{USER}")).json()
+        assert (perm["status"], perm["canCall"]) == ("no_permission", False)
+
+        # A new grant, then four unanswered calls: Meta revokes it (an automatic reject).
+        await deliver(client, meta, meta.perms.callback_grant(USER))
+        await next_event(sub, "call.permission")
+        revoked = None
+        for _ in range(4):
+            revoked = meta.perms.unanswered_call(USER)
+        assert revoked is not None
+        await deliver(client, meta, revoked)
+        event = json.loads((await next_event(sub, "call.permission")).to_json())
+    assert (event["response"], event["source"], event["expiresAt"]) == ("reject", "automatic", None)
+    resp = await client.post("/call/make", json={"phone": USER})
+    assert resp.status == 403
+
+
+async def test_bad_requests_and_hostile_replies(cclient, meta):
+    client = await cclient()
+    for body in [
+        {},
+        {"phone": "abc"},
+        {"phone": USER, "template": {"name": "call_me"}},
+        {"phone": USER, "template": {"name": "x", "language": "en_US", "extra": 1}},
+        {"phone": USER, "to": USER},
+    ]:
+        resp = await client.post("/call/permissions", json=body)
+        assert resp.status == 400, (body, resp.status)
+        assert "error" in await resp.json()
+    assert (await client.get("/call/permissions/not-a-phone")).status == 400
+    # A template outside the window goes out as Meta's template message.
+    resp = await client.post(
+        "/call/permissions",
+        json={"phone": USER, "template": {"name": "call_me", "language": "en_US"}},
+    )
+    assert resp.status == 202
+    assert meta.perms.sent[-1]["template"] == {"name": "call_me", "language": {"code": "en_US"}}
+    # Malformed replies are counted and change nothing; no event is published.
+    engine = client.app[ENGINE]
+    bad_before = engine.stats.bad_messages
+    hostile = {
+        "messages": [
+            {"from": USER, "type": "interactive", "interactive": {"type": "call_permission_reply"}},
+            {"from": 5, "type": "text"},
+            "x",
+        ]
+    }
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await deliver(client, meta, hostile)
+        with pytest.raises(AssertionError):
+            await next_event(sub, "call.permission", timeout=0.3)
+    assert engine.stats.bad_messages == bad_before + 3
+
+
+async def test_other_engines_have_no_permissions(make_client):
+    client = await make_client()
+    resp = await client.get(f"/call/permissions/{USER}")
+    assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
+    resp = await client.post("/call/permissions", json={"phone": USER})
+    assert resp.status == 404
+
+
+async def test_the_fake_refuses_what_meta_refuses(meta):
+    """The fake is as strict as Meta, so a bridge that sends a wrong field name, a header on
+    the interactive request or asks over the limit fails here as it would at Meta."""
+    import aiohttp
+
+    auth = {"Authorization": f"Bearer {meta.token}"}
+    url = f"{meta.graph_url}/{meta.phone_number_id}"
+    meta.perms.user(USER).last_inbound = meta.perms.now()  # the window is open
+    good = {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": USER,
+        "type": "interactive",
+        "interactive": {
+            "type": "call_permission_request",
+            "action": {"name": "call_permission_request"},
+        },
+    }
+    wrong = [
+        ({k: v for k, v in good.items() if k != "to"} | {"phone": USER}, 100),
+        (good | {"interactive": good["interactive"] | {"header": {"type": "text"}}}, 100),
+        (good | {"interactive": good["interactive"] | {"action": {"name": "call"}}}, 100),
+        (good | {"type": "template", "template": {"name": "call_me", "lang": "en_US"}}, 100),
+        (
+            good | {"type": "template", "template": {"name": "x", "language": {"code": "en"}}},
+            132001,
+        ),
+    ]
+    async with aiohttp.ClientSession(headers=auth) as http:
+        for body, code in wrong:
+            async with http.post(f"{url}/messages", json=body) as resp:
+                answer = await resp.json()
+            assert resp.status == 400 and answer["error"]["code"] == code, (body, answer)
+        async with http.post(f"{url}/messages", json=good) as resp:
+            assert resp.status == 200 and (await resp.json())["messages"][0]["id"]
+        async with http.post(f"{url}/messages", json=good) as resp:  # 1 per 24 h
+            assert (await resp.json())["error"]["code"] == 138009
+        async with http.get(f"{url}/call_permissions", params={"wa_id": USER}) as resp:
+            assert resp.status == 400 and (await resp.json())["error"]["code"] == 100
+        meta.perms.offset = 2 * 86400  # two days on: the window has closed
+        async with http.post(f"{url}/messages", json=good) as resp:
+            assert (await resp.json())["error"]["code"] == 131047

@@ -1,0 +1,84 @@
+"""Meta's timers kept on Graph calls: Meta waits for the business's first media packet and
+ends a call whose media stops, so the bridge sends as soon as the WhatsApp-side media is up —
+before any browser, agent or engine audio exists — and keeps RTP and RTCP flowing the whole
+call: ringing, answered with no browser, on hold, with a browser, after the browser left.
+(How soon is a bench figure: ``python -m bench.first_packet``; no timing is asserted here.)"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from bridge.api.keys import MANAGER
+
+from ..support.calls import wait_state
+from ..support.waits import until
+from .test_engine_cloudapi import assert_tone, connect_browser, heard
+
+
+@pytest.fixture
+def cclient(make_client, meta):
+    async def factory(**kw):
+        return await make_client(**{**meta.bridge_settings(), **kw})
+
+    return factory
+
+
+async def still_flowing(peer, what: str) -> None:
+    """Meta keeps getting the bridge's RTP (25 more packets: half a second of 20 ms frames)
+    and RTCP (another report)."""
+    rtp, rtcp = peer.rtp_count, peer.rtcp_count
+    await until(lambda: peer.rtp_count >= rtp + 25, 5, f"RTP to Meta {what}")
+    await until(lambda: peer.rtcp_count > rtcp, 5, f"RTCP to Meta {what}")
+
+
+async def test_inbound_media_reaches_meta_before_any_browser_and_all_call_long(cclient, meta):
+    client = await cclient()
+    manager = client.app[MANAGER]
+    mcall = await meta.user_calls(client, "15550001212")
+    peer = mcall.peer
+    await asyncio.wait_for(peer.connected.wait(), 5)
+    # Ringing, no browser, no agent, nothing answered: the bridge's packets reach Meta.
+    await until(lambda: peer.first_rtp_at, 3, "the first RTP packet with no browser")
+    assert manager.registry.by_engine_id(mcall.wacid) is not None
+    call_id = manager.registry.by_engine_id(mcall.wacid).id
+    assert (await (await client.get(f"/call/{call_id}")).json())["participants"] == []
+    print(f"first packet {1000 * (peer.first_rtp_at - peer.connected_at):.1f} ms after DTLS")
+    await still_flowing(peer, "while ringing")
+
+    assert (await client.post("/call/answer", json={"callID": call_id})).status == 200
+    await still_flowing(peer, "answered, no browser")
+    # What Meta hears with nobody on the line is silence (comfort, not noise).
+    await asyncio.sleep(0.5)
+    quiet = heard(peer.recorder, 0.4)
+    assert quiet.size and float(np.sqrt(np.mean(quiet.astype(np.float64) ** 2))) < 50
+
+    assert (await client.post("/call/hold", json={"callID": call_id, "held": True})).status == 200
+    await still_flowing(peer, "on hold")
+    assert (await client.post("/call/hold", json={"callID": call_id, "held": False})).ok
+
+    rtc = await connect_browser(client, call_id, freq=440.0)
+    await asyncio.sleep(1.2)
+    assert_tone(heard(peer.recorder, 0.8), peer.recorder.rate, 440, "Meta hears the browser")
+    resp = await client.post("/call/webrtc/close", json={"callID": call_id})
+    assert resp.status == 200
+    await rtc.close()
+    await still_flowing(peer, "after the browser left")
+    await client.post("/call/hangup", json={"callID": call_id})
+
+
+async def test_outbound_media_reaches_meta_with_no_browser(cclient, meta):
+    client = await cclient()
+    resp = await client.post("/call/make", json={"phone": "5521912120000"})
+    assert resp.status == 201
+    call = await resp.json()
+    mcall = next(c for c in meta.meta_calls.values() if c.opaque == call["callID"])
+    body = meta.envelope(meta.answer_event(mcall), meta.status_event(mcall, "ACCEPTED"))
+    assert (await meta.post(client, body)).status == 200
+    await wait_state(client, call["callID"], "active", timeout=3)
+    await asyncio.wait_for(mcall.peer.connected.wait(), 5)
+    await until(lambda: mcall.peer.first_rtp_at, 3, "the first RTP packet with no browser")
+    await still_flowing(mcall.peer, "with no browser")
+    await client.post("/call/hangup", json={"callID": call["callID"]})

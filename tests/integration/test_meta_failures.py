@@ -1,0 +1,188 @@
+"""Meta's failures end calls with reasons a person can act on (the Cloud API engine against
+the fake Meta): a ``terminate`` FAILED with Meta's error code, a Graph error on a call action,
+and ``/call/make`` refused with a 4xx that names Meta's reason."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from bridge.api.keys import ENGINE, MANAGER
+
+from ..support.calls import wait_state
+from ..support.waits import until
+
+CASES = [
+    (138021, "media_timeout"),
+    (138022, "media_timeout"),
+    (138023, "no_media"),
+    (138007, "setup_failed"),
+    (138019, "setup_failed"),
+    (138020, "relay_failed"),
+    (138002, "number_at_capacity"),
+    (138012, "call_limit_reached"),
+]
+
+
+@pytest.fixture
+def cclient(make_client, meta):
+    async def factory(**kw):
+        return await make_client(**{**meta.bridge_settings(), **kw})
+
+    return factory
+
+
+async def test_terminate_failed_with_metas_codes_ends_with_a_reason_counted_and_logged_once(
+    cclient, meta, caplog
+):
+    client = await cclient()
+    engine = client.app[ENGINE]
+    caplog.set_level(logging.WARNING, logger="bridge.engines.cloudapi")
+    ended = {}
+    for i, (code, _reason) in enumerate(CASES):
+        resp = await client.post("/call/make", json={"phone": f"552199999{i:04d}"})
+        assert resp.status == 201, await resp.text()
+        call = await resp.json()
+        mcall = next(c for c in meta.meta_calls.values() if c.opaque == call["callID"])
+        body = meta.envelope(meta.answer_event(mcall), meta.status_event(mcall, "ACCEPTED"))
+        assert (await meta.post(client, body)).status == 200
+        await wait_state(client, call["callID"], "active", timeout=3)
+        errors = [{"code": code, "message": f"Meta says {code}", "error_data": {"details": "d"}}]
+        terminate = meta.envelope(meta.terminate_event(mcall, "FAILED", errors=errors))
+        for _ in range(2):  # Meta delivers it twice: one end, one warning
+            assert (await meta.post(client, terminate)).status == 200
+        ended[code] = await wait_state(client, call["callID"], "ended", timeout=3)
+        await until(engine._inbox.empty, 2, "the repeated terminate taken")
+    for code, reason in CASES:
+        assert ended[code]["endReason"] == reason, ended[code]
+        assert ended[code]["endDetail"] == f"{code}: Meta says {code} (d)"
+    await asyncio.sleep(0.1)
+    for code, _reason in CASES:
+        lines = [r for r in caplog.records if f"Meta says {code} " in r.getMessage()]
+        assert len(lines) == 1 and lines[0].levelno == logging.WARNING, lines
+    metrics = await (await client.get("/metrics")).text()
+    assert 'bridge_calls_ended_total{direction="outbound",reason="media_timeout"} 2.0' in metrics
+    assert 'bridge_calls_ended_total{direction="outbound",reason="setup_failed"} 2.0' in metrics
+    assert 'bridge_calls_ended_total{direction="outbound",reason="no_media"} 1.0' in metrics
+
+
+async def test_unanswered_and_rejected_outbound_calls(cclient, meta):
+    client = await cclient()
+    reasons = {}
+    for i, how in enumerate(["COMPLETED", "REJECTED", "status_rejected", "FAILED"]):
+        call = await (await client.post("/call/make", json={"phone": f"55219888{i:04d}"})).json()
+        mcall = next(c for c in meta.meta_calls.values() if c.opaque == call["callID"])
+        assert (await meta.post(client, meta.envelope(meta.status_event(mcall, "RINGING")))).ok
+        await wait_state(client, call["callID"], "ringing", timeout=3)
+        if how == "status_rejected":
+            body = meta.envelope(meta.status_event(mcall, "REJECTED"))
+        else:
+            body = meta.envelope(meta.terminate_event(mcall, how))
+        assert (await meta.post(client, body)).status == 200
+        snap = await wait_state(client, call["callID"], "ended", timeout=3)
+        reasons[how] = (snap["endReason"], snap["endDetail"])
+    assert reasons == {
+        "COMPLETED": ("no_answer", None),
+        "REJECTED": ("rejected", None),
+        "status_rejected": ("rejected", None),
+        "FAILED": ("failed", None),
+    }
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "api_code"),
+    [
+        (138006, 403, "no_call_permission"),
+        (138012, 429, "call_limit_reached"),
+        (138002, 429, "number_at_capacity"),
+        (131055, 502, "wrong_signalling"),
+        (138019, 502, "setup_failed"),
+    ],
+)
+async def test_make_refused_by_meta_names_the_reason(cclient, meta, code, status, api_code):
+    client = await cclient()
+    meta.fail_next["connect"] = (code, f"Meta refuses {code}")
+    resp = await client.post("/call/make", json={"phone": "5521977770000"})
+    body = await resp.json()
+    assert resp.status == status, body
+    assert body["error"]["code"] == api_code
+    assert body["error"]["details"]["metaCode"] == code
+    assert f"Meta refuses {code}" in body["error"]["message"]
+    if status == 429:
+        assert int(resp.headers["Retry-After"]) > 0
+    calls = (await (await client.get("/call/status")).json())["calls"]
+    assert calls == []
+
+
+async def test_accept_refused_by_meta_ends_the_inbound_call_with_metas_reason(cclient, meta):
+    client = await cclient()
+    mcall = await meta.user_calls(client, "15550008888")
+    await until(lambda: mcall.pre_accept_at, 2, "pre_accept")
+    engine = client.app[ENGINE]
+    await until(lambda: client.app[ENGINE].calls.get(mcall.wacid), 2, "the call known")
+
+    async def listed() -> list:
+        return (await (await client.get("/call/status")).json())["calls"]
+
+    calls = await until(listed, 5.0, "the call listed", every=0.02)
+    call_id = calls[0]["callID"]
+    meta.fail_next["accept"] = (138007, "Connect timeout: SDP not applied in time")
+    resp = await client.post("/call/answer", json={"callID": call_id})
+    body = await resp.json()
+    assert resp.status == 502 and body["error"]["code"] == "setup_failed", body
+    snap = await wait_state(client, call_id, "ended", timeout=3)
+    assert snap["endReason"] == "setup_failed"
+    assert snap["endDetail"] == "138007: (#138007) Connect timeout: SDP not applied in time"
+    assert mcall.wacid not in engine.calls
+
+
+async def test_billable_pulses_of_business_initiated_calls(cclient, meta):
+    """Meta bills business-initiated calls in 6-second pulses, rounded up: the ended call
+    says how many (from Meta's duration when it sent one), next to its duration."""
+    import math
+
+    from bridge.timefmt import parse_iso_utc
+
+    client = await cclient()
+    manager = client.app[MANAGER]
+    pulses = {}
+    async with manager.events.subscribe() as sub:
+        for how in ("meta_13s", "meta_12s", "our_hangup", "unanswered"):
+            call = await (await client.post("/call/make", json={"phone": "5521955550000"})).json()
+            assert call["billablePulses"] is None  # not ended yet
+            mcall = next(c for c in meta.meta_calls.values() if c.opaque == call["callID"])
+            if how != "unanswered":
+                body = meta.envelope(meta.answer_event(mcall), meta.status_event(mcall, "ACCEPTED"))
+                assert (await meta.post(client, body)).status == 200
+                await wait_state(client, call["callID"], "active", timeout=3)
+            if how.startswith("meta_"):
+                seconds = int(how[5:7])
+                body = meta.envelope(meta.terminate_event(mcall, duration=seconds))
+                assert (await meta.post(client, body)).status == 200
+            else:
+                await asyncio.sleep(0.2 if how == "our_hangup" else 0)
+                await client.post("/call/hangup", json={"callID": call["callID"]})
+            snap = await wait_state(client, call["callID"], "ended", timeout=3)
+            pulses[how] = snap
+        ended = []
+        while True:
+            try:
+                event = await sub.get(0.05)
+            except TimeoutError:
+                break
+            if event is not None and event.type == "call.ended":
+                ended.append(event.call)
+    assert pulses["meta_13s"]["billablePulses"] == 3  # 13 s: 6 + 6 + 1 → 3 pulses
+    assert pulses["meta_12s"]["billablePulses"] == 2
+    ours = pulses["our_hangup"]
+    talked = parse_iso_utc(ours["endedAt"]) - parse_iso_utc(ours["answeredAt"])
+    assert ours["billablePulses"] == math.ceil(round(talked, 3) / 6) >= 1
+    assert pulses["unanswered"]["billablePulses"] == 0
+    assert [e["billablePulses"] for e in ended] == [3, 2, ours["billablePulses"], 0]
+    # A user's call is free: no pulses on it.
+    mcall = await meta.user_calls(client, "15550007777")
+    await until(lambda: manager.registry.by_engine_id(mcall.wacid), 3, "ringing")
+    snap = manager.registry.by_engine_id(mcall.wacid).snapshot()
+    assert "billablePulses" not in snap

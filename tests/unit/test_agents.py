@@ -1,0 +1,145 @@
+"""The agents' pure parts: the resampling pair's quality on speech, the echo guard on real
+speech (espeak-ng) with its echo, and the two protocols' messages."""
+
+from __future__ import annotations
+
+import base64
+from functools import cache
+
+import numpy as np
+import pytest
+
+from bench.agent_resample import round_trip
+from bench.scoring import pesq_wb
+from bench.speech import frames, missing_tools, speech
+from bridge.agents import EchoGuard, GeminiLive, OpenAIRealtime
+from bridge.agents.wire import Audio, GoAway, Interrupted, Resumable, SpeechStarted, ToolCall
+from bridge.errors import BadRequest
+
+needs_speech = pytest.mark.skipif(bool(missing_tools()), reason="espeak-ng, sox or pesq missing")
+
+
+@cache
+def talk() -> np.ndarray:
+    return speech(12.0, level_dbfs=-20.0)
+
+
+@needs_speech
+def test_the_16_24_16_khz_pair_keeps_speech_whole() -> None:
+    ref = talk()
+    assert pesq_wb(ref, round_trip(ref)) >= 4.4
+
+
+def echo_of(played: np.ndarray, lag_ms: int, down_db: float) -> np.ndarray:
+    lag = lag_ms * 16
+    out = np.zeros_like(played, dtype=np.float64)
+    out[lag:] = played[: played.size - lag] * 10 ** (-down_db / 20)
+    return out.astype(np.int16)
+
+
+def verdicts(played: np.ndarray, heard: np.ndarray, every: int = 1) -> list[tuple[int, bool]]:
+    """(frame, echo?) at every ``every``-th frame, as if the model reported speech then."""
+    guard = EchoGuard()
+    out = []
+    for i, (p, h) in enumerate(zip(frames(played), frames(heard), strict=True)):
+        guard.played(p)
+        guard.heard(h)
+        if i % every == 0:
+            out.append((i, guard.decide().echo))
+    return out
+
+
+@needs_speech
+@pytest.mark.parametrize("down_db", [20.0, 15.0, 10.0])
+def test_the_agents_own_echo_is_never_taken_for_the_caller(down_db: float) -> None:
+    rng = np.random.default_rng(7)
+    agent = talk()
+    for trial in range(20):
+        lag = int(rng.integers(60, 251))
+        start = int(rng.integers(0, agent.size // 2)) // 320 * 320
+        played = agent[start : start + 16_000 * 4]
+        heard = echo_of(played, lag, down_db)
+        # A speech start at any moment (every 100 ms) of four seconds of speech: never a
+        # barge-in.
+        false = [i for i, echo in verdicts(played, heard, every=5) if not echo]
+        assert false == [], (trial, lag)
+
+
+@needs_speech
+def test_a_voice_over_the_echo_is_the_caller() -> None:
+    agent = talk()
+    played = agent[: 16_000 * 4]
+    caller = np.zeros_like(played)
+    voice = agent[16_000 * 6 : 16_000 * 8]  # another sentence, at the agent's level
+    caller[16_000 : 16_000 + voice.size] = voice
+    heard = np.clip(echo_of(played, 120, 20).astype(np.int32) + caller, -32768, 32767).astype(
+        np.int16
+    )
+    result = verdicts(played, heard)
+    onset = next(i for i, f in enumerate(frames(caller)) if np.abs(f).max() > 300)
+    # Within 200 ms of the caller's first word the guard says it is the caller.
+    assert any(not echo for i, echo in result if onset <= i <= onset + 10)
+    before = [i for i, echo in result if i < onset - 5 and not echo and i > 15]
+    assert before == []
+
+
+def test_openai_session_is_merged_and_the_formats_are_the_bridges() -> None:
+    dialect = OpenAIRealtime({"instructions": "hi", "voice": "marin", "tools": []})
+    (update,) = dialect.opening([], None)
+    session = update["session"]
+    assert update["type"] == "session.update"
+    assert session["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert session["audio"]["output"] == {
+        "format": {"type": "audio/pcm", "rate": 24000},
+        "voice": "marin",
+    }
+    assert "voice" not in session and session["instructions"] == "hi"
+    with pytest.raises(BadRequest):
+        OpenAIRealtime({"audio": {"input": {"format": {"type": "audio/pcmu"}}}})
+    assert dialect.connect("wss://x.openai.azure.com/r", "k")[1] == {"api-key": "k"}
+    assert dialect.connect("wss://api.openai.com/v1/realtime", "k")[1] == {
+        "Authorization": "Bearer k"
+    }
+    pcm = np.arange(10, dtype="<i2").tobytes()
+    delta = {
+        "type": "response.output_audio.delta",
+        "item_id": "i",
+        "delta": base64.b64encode(pcm).decode(),
+    }
+    assert dialect.parse(delta) == [Audio(pcm, "i")]
+    assert dialect.parse({"type": "input_audio_buffer.speech_started", "item_id": "u"}) == [
+        SpeechStarted("u")
+    ]
+    (truncate,) = dialect.truncate("i", 740)
+    assert (truncate["type"], truncate["audio_end_ms"], truncate["content_index"]) == (
+        "conversation.item.truncate",
+        740,
+        0,
+    )
+
+
+def test_gemini_setup_audio_and_server_messages() -> None:
+    dialect = GeminiLive(
+        {"model": "gemini-live-x", "systemInstruction": {"parts": [{"text": "hi"}]}}
+    )
+    (first,) = dialect.opening([], "h1")
+    setup = first["setup"]
+    assert setup["model"] == "models/gemini-live-x"
+    assert setup["sessionResumption"] == {"handle": "h1"}
+    assert setup["generationConfig"]["responseModalities"] == ["AUDIO"]
+    assert dialect.connect("wss://g/ws", "k") == ("wss://g/ws", {"x-goog-api-key": "k"})
+    assert dialect.audio(b"\0\0")["realtimeInput"]["audio"]["mimeType"] == "audio/pcm;rate=16000"
+    pcm = b"\1\0\2\0"
+    data = base64.b64encode(pcm).decode()
+    part = {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": data}}
+    assert dialect.parse({"serverContent": {"modelTurn": {"parts": [part]}}}) == [
+        Audio(pcm, "turn0")
+    ]
+    events = dialect.parse({"serverContent": {"interrupted": True}})
+    assert Interrupted() in events
+    assert dialect.parse({"goAway": {"timeLeft": "10s"}}) == [GoAway("10s")]
+    assert dialect.parse({"sessionResumptionUpdate": {"newHandle": "h2", "resumable": True}}) == [
+        Resumable("h2")
+    ]
+    call = {"toolCall": {"functionCalls": [{"id": "c1", "name": "f", "args": {"a": 1}}]}}
+    assert dialect.parse(call) == [ToolCall("c1", "f", {"a": 1})]

@@ -1,0 +1,86 @@
+"""The one seam for aiortc's and aioice's internals (bridge/rtc/aiortc_seam.py): every private
+name the bridge touches is checked at import, and a missing one fails clearly."""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+from pathlib import Path
+
+import aioice.ice
+import pytest
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtcrtpsender import RTCRtpSender
+
+from bridge.rtc import aiortc_seam
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_installed_aiortc_has_everything() -> None:
+    assert aiortc_seam.missing() == []
+    aiortc_seam.verify()
+
+
+@pytest.mark.parametrize(
+    ("owner", "name", "replacement", "named"),
+    [
+        (RTCDtlsTransport, "_recv_next", None, "RTCDtlsTransport._recv_next"),
+        (aioice.ice.Connection, "_nominated", None, None),  # an instance attribute: see below
+        (StreamStatistics, "add", lambda self, packet: None, "StreamStatistics.add: base_seq"),
+        (RTCRtpSender, "_run_rtcp", lambda self: None, "RTCRtpSender._run_rtcp: _RTCRtpSender__"),
+    ],
+)
+def test_a_missing_name_fails_clearly_with_the_supported_versions(
+    monkeypatch: pytest.MonkeyPatch, owner: type, name: str, replacement: object, named: str | None
+) -> None:
+    if named is None:  # set in __init__: gone when __init__ no longer names it
+        monkeypatch.setattr(owner, "__init__", lambda self: None)
+        named = "Connection.__init__: _check_list"
+    elif replacement is None:
+        monkeypatch.delattr(owner, name)
+    else:
+        monkeypatch.setattr(owner, name, replacement)
+    with pytest.raises(aiortc_seam.SeamError) as caught:
+        aiortc_seam.verify()
+    message = str(caught.value)
+    assert named in message
+    assert "aiortc>=1.16,<1.17" in message and "aiortc_seam.py" in message
+    assert re.search(r"aiortc \d+\.\d+", message)  # the version found
+
+
+def test_the_supported_versions_are_the_pins_of_pyproject() -> None:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for package, spec in aiortc_seam.SUPPORTED.items():
+        assert any(d.replace(" ", "") == package + spec for d in deps), (package, deps)
+
+
+def test_no_other_module_touches_aiortc_or_aioice_privates() -> None:
+    """Outside the seam, no ``obj._name`` on an aiortc/aioice object and no name-mangled
+    attribute: an aiortc upgrade is a one-file change."""
+    offenders = []
+    for path in sorted((ROOT / "bridge").rglob("*.py")):
+        if path.name == "aiortc_seam.py":
+            continue
+        text = path.read_text()
+        if "_RTCRtp" in text or "_RTCDtls" in text:
+            offenders.append(f"{path.name}: a name-mangled aiortc attribute")
+        if "aiortc" not in text and "aioice" not in text:
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if not isinstance(node, ast.Attribute) or not node.attr.startswith("_"):
+                continue
+            if node.attr.startswith("__") or node.attr.startswith("_bridge_"):
+                continue
+            base = node.value
+            if isinstance(base, ast.Name) and base.id in ("self", "cls", "os", "sys"):
+                continue
+            if isinstance(base, ast.Attribute) and base.attr == "ORIGINAL":
+                continue
+            if isinstance(base, ast.Name) and base.id in ("dtls", "sender", "receiver", "ice"):
+                offenders.append(f"{path.name}:{node.lineno}: {base.id}.{node.attr}")
+            elif isinstance(base, ast.Name) and base.id in ("aioice", "aiortc"):
+                offenders.append(f"{path.name}:{node.lineno}: {base.id}.{node.attr}")
+    assert offenders == []
