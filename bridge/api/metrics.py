@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
-from ..errors import Unauthorized
+from ..errors import BadRequest, Unauthorized
 from ..metrics import CONTENT_TYPE
 from .auth import request_token, token_matches
 from .keys import MANAGER, METRICS, REPORTS, SETTINGS
@@ -28,6 +30,19 @@ async def metrics(request: web.Request) -> web.Response:
 @routes.get("/call/{callID}/stats")
 async def call_stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[MANAGER].stats(request.match_info["callID"]))
+
+
+@routes.get("/call/reports")
+async def call_reports(request: web.Request) -> web.Response:
+    """The ids of the newest stored call records (``?limit=``, at most 500), newest first."""
+    try:
+        limit = int(request.query.get("limit", "50"))
+    except ValueError:
+        raise BadRequest("limit must be an integer") from None
+    if not 1 <= limit <= 500:
+        raise BadRequest("limit must be between 1 and 500")
+    reports = request.app[REPORTS]
+    return web.json_response({"reports": await asyncio.to_thread(reports.stored, limit)})
 
 
 @routes.get("/call/{callID}/report")

@@ -4,7 +4,6 @@ dead stretch as a ``call.media_warning`` that clears, and the record outlives th
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
@@ -14,9 +13,18 @@ import pytest
 
 from bench.speech import missing_tools, speech
 
+from ..support.chromium import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    async_playwright,
+    require_chromium,
+    wait_for,
+)
 from ..support.requires import require
 
 require(not missing_tools(), "the quality bench's tools", "; ".join(missing_tools()) or "-")
+require_chromium()
 
 
 def _rows(report: dict[str, Any], leg: str) -> list[dict[str, Any]]:
@@ -117,4 +125,42 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     assert "bridge_call_report_mos_count 1.0" in metrics
     missing = await client.get("/call/nope/report")
     assert missing.status == 404 and (await missing.json())["error"]
-    await asyncio.sleep(0)
+    listed = await (await client.get("/call/reports")).json()
+    assert listed["reports"] == [call_id]
+    await _the_page_draws_it(str(client.make_url(f"/report?callID={call_id}")), record)
+
+
+async def _the_page_draws_it(url: str, record: dict[str, Any]) -> None:
+    from bridge.calls.timeline import COLUMNS
+
+    """Chromium opens the report page: the charts are drawn with the record's points, the lost
+    packets in their colour, the warning among the events; a screenshot is kept."""
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1200, "height": 1100})
+            await page.goto(url)
+            await wait_for(page, "document.body.dataset.drawn", 15)
+            points = int(await page.evaluate("document.body.dataset.points"))
+            expected = sum(1 for r in record["timeline"] for f in COLUMNS if r.get(f) is not None)
+            assert points == expected > 50
+            assert await page.locator("canvas").count() == 3
+            # packetsLost of the first leg is drawn in #d62728 on the network chart.
+            red = await page.evaluate(
+                """() => {
+                  const c = document.querySelector('#chart-network canvas');
+                  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                  let n = 0;
+                  for (let i = 0; i < d.length; i += 4)
+                    if (d[i] > 190 && d[i + 1] < 70 && d[i + 2] < 70 && d[i + 3] > 200) n++;
+                  return n;
+                }"""
+            )
+            assert red > 20, red
+            assert "media_warning" in await page.locator("#events .warning").first.inner_text()
+            warnings = page.locator('dd[data-field="media warnings"]')
+            assert await warnings.inner_text() == "1"
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "call-report.png"), full_page=True)
+        finally:
+            await browser.close()
