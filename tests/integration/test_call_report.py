@@ -1,6 +1,7 @@
-"""The call record: a real aiortc browser on a seeded network (loss, then a dead stretch, then
-clean again) through the bridge; the timeline shows the loss at the second it was applied, the
-dead stretch as a ``call.media_warning`` that clears, and the record outlives the call."""
+"""The call record: a real aiortc browser on a seeded network (loss and jitter, then a dead
+stretch, then clean again) through the bridge; the timeline shows the loss and jitter at the second
+they were applied, the dead stretch as a ``call.media_warning`` that clears, and the record
+outlives the call."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
 
     await until(lambda: audio_rows(2), 10, "two clean seconds of browser audio")
     t_loss = time.monotonic() - live.mono_created
-    browser.up.profile = Profile("loss30", loss=0.3)
+    browser.up.profile = Profile("loss30+jitter", loss=0.3, jitter=0.08)
     await until(
         lambda: (
             sum(1 for r in _rows(report(), leg) if r["t"] > t_loss + 1 and r["packetsLost"]) >= 2
@@ -104,6 +105,9 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
         r["packetsLost"] + r["packetsReceived"] for r in during
     )
     assert 0.15 < share < 0.45, share  # 30 % seeded
+    clean = [r for r in rows if r["t"] <= t_loss and r["packetsReceived"] > 40]
+    assert clean and max(r["jitterMs"] for r in clean) < 10
+    assert min(r["jitterMs"] for r in during) > 10  # 0-80 ms seeded
     assert all(r["mos"] is None or r["mos"] < 4.0 for r in during)
     warning = next(e for e in record["events"] if e["type"] == "call.media_warning")
     assert warning["leg"] == leg and warning["what"] == "browser_audio"
