@@ -320,6 +320,8 @@ def start_reports(
         registry,
         settings.calls.media_warning_after,
     )
+    if not settings.calls.call_reports:
+        return reports  # stored records stay readable
     events.observe(reports.observe)
     reports.publish = lambda type_, call, data: events.publish(type_, call, **data)
 

@@ -46,7 +46,7 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     from ..support.calls import wait_state
     from ..support.waits import until
 
-    client = await make_client(media_warning_after=2.0, data_dir=str(tmp_path))
+    client = await make_client(call_reports=True, media_warning_after=2.0, data_dir=str(tmp_path))
     restrict_to_loopback()
     call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
     call_id = call["callID"]
