@@ -36,6 +36,7 @@ from typing import Any
 from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 
 from ...audio.pcm import Pcm
+from ...audio.receiver import ReceiverStats
 from ...config import IceSettings
 from ...media import BusStats, ReceiveStats
 from ...rtc.leg import PeerLeg, Quality
@@ -355,6 +356,11 @@ class PeerChannel:
     @property
     def receive_stats(self) -> ReceiveStats:
         return self.peer.rx.receive
+
+    @property
+    def timeline_stats(self) -> tuple[ReceiverStats | None, float | None]:
+        last = self.peer.last
+        return self.peer.receiver_stats, last.rtt_s if last is not None else None
 
     def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
         """Send the browser's Opus packets to WhatsApp untouched while ``allowed()`` (the
