@@ -134,15 +134,17 @@ class CallReports:
             asyncio.to_thread(self._write, call.id, record), name=f"report-write:{call.id[:32]}"
         )
         self._writes.add(task)
-        task.add_done_callback(self._written)
-        if self.publish is not None:
-            publish = self.publish
-            asyncio.get_running_loop().call_soon(publish, "call.report", call, summary)
+        task.add_done_callback(lambda done: self._written(done, call, summary))
 
-    def _written(self, task: asyncio.Task[None]) -> None:
+    def _written(self, task: asyncio.Task[None], call: Call, summary: dict[str, Any]) -> None:
+        """The record is on disk: tell ``call.report`` (after ``call.ended``, readable now)."""
         self._writes.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("could not store a call report: %s", task.exception())
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            log.warning("could not store the record of call %s: %s", call.id, task.exception())
+        if self.publish is not None:
+            self.publish("call.report", call, summary)
 
     def _path(self, call_id: str) -> Path:
         return self.root / f"{call_id}.report.json"

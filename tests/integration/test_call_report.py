@@ -53,6 +53,8 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     await wait_state(client, call_id, "active")
     live = client.app[MANAGER].get(call_id)
     reports = client.app[REPORTS]
+    published: list[str] = []
+    client.app[MANAGER].events.observe(lambda event, _call: published.append(event.type))
     browser = Browser(speech(14.0), Wire(Profile("clean"), 5), Wire(Profile("clean"), 6))
     base = str(client.make_url("")).rstrip("/")
     async with aiohttp.ClientSession() as http:
@@ -94,6 +96,8 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     await wait_state(client, call_id, "ended")
     stored = tmp_path / "reports" / f"{call_id}.report.json"
     await until(stored.is_file, 5, "the stored record")
+    await until(lambda: "call.report" in published, 5, "call.report")
+    assert published.index("call.ended") < published.index("call.report")
 
     record = await (await client.get(f"/call/{call_id}/report")).json()
     rows = _rows(record, leg)
