@@ -53,3 +53,32 @@ def test_a_whatsapp_side_silent_from_the_start_is_reported_once_then_cleared(tmp
     assert emitted[2][1]["what"] == "whatsapp_audio" and len(emitted) == 3
     rows = reports.timelines["c1"].timeline_json()
     assert [r["packetsReceived"] for r in rows if 11 < r["t"] < 14] == [50, 50]
+
+
+async def test_a_call_that_left_this_worker_is_recorded_and_forgotten(tmp_path) -> None:
+    """A call followed here whose runtime went (moved by a handover) does not stay in memory:
+    after five passes without it, what was seen is stored and the call is let go."""
+    import asyncio
+
+    from bridge.calls.events import CallEvent
+
+    reports = CallReports(tmp_path, 86400, CollectorRegistry(), warn_after=3.0)
+    published: list[str] = []
+    reports.publish = lambda type_, call, data: published.append(type_)
+    call = SimpleNamespace(
+        id="moved1",
+        live=True,
+        state=CallState.ACTIVE,
+        mono_created=0.0,
+        snapshot=lambda: {"callID": "moved1", "endReason": None},
+    )
+    reports.observe(CallEvent("call.active", {"callID": "moved1"}, "now"), call)  # type: ignore[arg-type]
+    assert "moved1" in reports.timelines
+    for s in range(1, 5):
+        reports.sample([], now=float(s))
+    assert "moved1" in reports.timelines
+    reports.sample([], now=5.0)
+    assert reports.timelines == {} and reports._calls == {}
+    await reports.flush()
+    await asyncio.sleep(0)
+    assert (tmp_path / "moved1.report.json").is_file() and published == ["call.report"]
