@@ -5,6 +5,7 @@ outlives the call."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -172,3 +173,43 @@ async def _the_page_draws_it(url: str, record: dict[str, Any]) -> None:
             await page.screenshot(path=str(ARTIFACTS / "call-report.png"), full_page=True)
         finally:
             await browser.close()
+
+
+@pytest.mark.timeout(60)
+async def test_the_record_is_read_from_another_worker_also_once_its_own_is_gone(
+    redis: Any, session: Any, tmp_path: Path
+) -> None:
+    """Two bridge processes sharing Redis and ``BRIDGE_DATA_DIR``: a call made and ended on A
+    has its record read through B, and still after A is killed (B serves it from the shared
+    directory instead of refusing an ended call of a dead worker)."""
+    from ..support.cluster import get, post, require_redis, wait_call
+    from ..support.waits import until
+    from .test_cluster import start_pair
+
+    require_redis()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    a, b = await start_pair(redis, session, tmp_path, BRIDGE_DATA_DIR=str(shared))
+    try:
+        _status, call = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+        call_id = call["callID"]
+        await wait_call(session, a.base, call_id, "active")
+        await asyncio.sleep(1.5)  # a row or two of the WhatsApp side's frames
+        await post(session, a.base, "/call/hangup", {"callID": call_id})
+        await wait_call(session, b.base, call_id, "ended")
+
+        async def report() -> dict[str, Any] | None:
+            status, body = await get(session, b.base, f"/call/{call_id}/report")
+            return body if status == 200 else None
+
+        first = await until(report, 10, "the record through B", every=0.2)
+        assert first["summary"]["callID"] == call_id and first["summary"]["endReason"]
+        assert [r for r in first["timeline"] if r["leg"] == "whatsapp"]
+        assert a.proc is not None
+        a.proc.kill()
+        await a.proc.wait()
+        # B serves the stored record once A's heartbeat has expired (2 s): the same record.
+        await asyncio.sleep(2.5)
+        assert await until(report, 10, "the record after A died", every=0.2) == first
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
