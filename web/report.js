@@ -75,7 +75,26 @@ function markers(events) {
         const ctx = u.ctx;
         ctx.save();
         ctx.font = `${10 * devicePixelRatio}px sans-serif`;
+        // Who was speaking (call.speech.started/stopped, BRIDGE_SPEECH_EVENTS): a band per side.
+        const open = {};
+        const sides = ["whatsapp", "agent"];
+        const band = (side, from, to) => {
+          const x0 = u.valToPos(from, "x", true), x1 = u.valToPos(to, "x", true);
+          const row = sides.indexOf(side);
+          ctx.fillStyle = row === 0 ? "rgba(44,160,44,0.18)" : "rgba(31,119,180,0.18)";
+          const h = 6 * devicePixelRatio;
+          ctx.fillRect(x0, u.bbox.top + u.bbox.height - h * (row + 1), Math.max(1, x1 - x0), h);
+        };
         for (const e of events) {
+          if (e.type === "call.speech.started") open[e.side] = e.t;
+          else if (e.type === "call.speech.stopped" && open[e.side] !== undefined) {
+            band(e.side, open[e.side], e.t);
+            delete open[e.side];
+          }
+        }
+        for (const [side, from] of Object.entries(open)) band(side, from, u.scales.x.max);
+        for (const e of events) {
+          if (e.type.startsWith("call.speech.")) continue;
           const x = u.valToPos(e.t, "x", true);
           if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
           const warn = e.type.startsWith("call.media_warning") && !e.type.endsWith("cleared");

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 SAMPLE_INTERVAL = 1.0
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+GONE_AFTER = 5
+"""Passes (seconds) a followed call may go without a runtime here before it is let go."""
 SAMPLES_PER_SECOND = 50
 """Opus frames (20 ms) a second: a side sending fewer than a tenth of them is stalled."""
 
@@ -99,6 +101,8 @@ class CallReports:
         self.metrics = ReportMetrics(registry)
         self.timelines: dict[str, Timeline] = {}
         self._calls: dict[str, Call] = {}
+        self._unseen: dict[str, int] = {}
+        """Passes a followed call has had no runtime here (moved away, or ended unannounced)."""
         self._legs: dict[tuple[str, str], _LegState] = {}
         self._writes: set[asyncio.Task[None]] = set()
         self.publish: Callable[[str, Call, dict[str, Any]], None] | None = None
@@ -120,6 +124,7 @@ class CallReports:
     def _finish(self, call: Call) -> None:
         timeline = self.timelines.pop(call.id)
         self._calls.pop(call.id, None)
+        self._unseen.pop(call.id, None)
         for key in [k for k in self._legs if k[0] == call.id]:
             del self._legs[key]
         record = timeline.report(call.snapshot())
@@ -134,15 +139,17 @@ class CallReports:
             asyncio.to_thread(self._write, call.id, record), name=f"report-write:{call.id[:32]}"
         )
         self._writes.add(task)
-        task.add_done_callback(self._written)
-        if self.publish is not None:
-            publish = self.publish
-            asyncio.get_running_loop().call_soon(publish, "call.report", call, summary)
+        task.add_done_callback(lambda done: self._written(done, call, summary))
 
-    def _written(self, task: asyncio.Task[None]) -> None:
+    def _written(self, task: asyncio.Task[None], call: Call, summary: dict[str, Any]) -> None:
+        """The record is on disk: tell ``call.report`` (after ``call.ended``, readable now)."""
         self._writes.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("could not store a call report: %s", task.exception())
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            log.warning("could not store the record of call %s: %s", call.id, task.exception())
+        if self.publish is not None:
+            self.publish("call.report", call, summary)
 
     def _path(self, call_id: str) -> Path:
         return self.root / f"{call_id}.report.json"
@@ -197,6 +204,7 @@ class CallReports:
     def sample(self, runtimes: list[CallRuntime], now: float | None = None) -> None:
         """One pass over the live calls: a row per leg, and the watchdog."""
         now = time.monotonic() if now is None else now
+        self._forget_gone({r.call.id for r in runtimes})
         for runtime in runtimes:
             timeline = self.timelines.get(runtime.call.id)
             if timeline is None:
@@ -214,6 +222,18 @@ class CallReports:
                 rtt = session.last.rtt_s if session.last is not None else None
                 name = "browser:" + session.participant_id
                 self._sample_receiver(runtime, timeline, now, name, stats, rtt)
+
+    def _forget_gone(self, here: set[str]) -> None:
+        """A call followed here that has had no runtime for ``GONE_AFTER`` passes (it moved
+        to another worker, or ended without ``call.ended`` here) is recorded as it is and
+        forgotten: nothing is kept for a call this worker no longer carries."""
+        for call_id, call in list(self._calls.items()):
+            if call_id in here or call.state in (CallState.CALLING, CallState.RINGING):
+                self._unseen.pop(call_id, None)
+                continue
+            self._unseen[call_id] = self._unseen.get(call_id, 0) + 1
+            if self._unseen[call_id] >= GONE_AFTER:
+                self._finish(call)
 
     def _sample_receiver(
         self,

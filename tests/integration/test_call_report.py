@@ -5,6 +5,7 @@ outlives the call."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -53,6 +54,8 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     await wait_state(client, call_id, "active")
     live = client.app[MANAGER].get(call_id)
     reports = client.app[REPORTS]
+    published: list[str] = []
+    client.app[MANAGER].events.observe(lambda event, _call: published.append(event.type))
     browser = Browser(speech(14.0), Wire(Profile("clean"), 5), Wire(Profile("clean"), 6))
     base = str(client.make_url("")).rstrip("/")
     async with aiohttp.ClientSession() as http:
@@ -94,6 +97,8 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     await wait_state(client, call_id, "ended")
     stored = tmp_path / "reports" / f"{call_id}.report.json"
     await until(stored.is_file, 5, "the stored record")
+    await until(lambda: "call.report" in published, 5, "call.report")
+    assert published.index("call.ended") < published.index("call.report")
 
     record = await (await client.get(f"/call/{call_id}/report")).json()
     rows = _rows(record, leg)
@@ -168,3 +173,43 @@ async def _the_page_draws_it(url: str, record: dict[str, Any]) -> None:
             await page.screenshot(path=str(ARTIFACTS / "call-report.png"), full_page=True)
         finally:
             await browser.close()
+
+
+@pytest.mark.timeout(60)
+async def test_the_record_is_read_from_another_worker_also_once_its_own_is_gone(
+    redis: Any, session: Any, tmp_path: Path
+) -> None:
+    """Two bridge processes sharing Redis and ``BRIDGE_DATA_DIR``: a call made and ended on A
+    has its record read through B, and still after A is killed (B serves it from the shared
+    directory instead of refusing an ended call of a dead worker)."""
+    from ..support.cluster import get, post, require_redis, wait_call
+    from ..support.waits import until
+    from .test_cluster import start_pair
+
+    require_redis()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    a, b = await start_pair(redis, session, tmp_path, BRIDGE_DATA_DIR=str(shared))
+    try:
+        _status, call = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+        call_id = call["callID"]
+        await wait_call(session, a.base, call_id, "active")
+        await asyncio.sleep(1.5)  # a row or two of the WhatsApp side's frames
+        await post(session, a.base, "/call/hangup", {"callID": call_id})
+        await wait_call(session, b.base, call_id, "ended")
+
+        async def report() -> dict[str, Any] | None:
+            status, body = await get(session, b.base, f"/call/{call_id}/report")
+            return body if status == 200 else None
+
+        first = await until(report, 10, "the record through B", every=0.2)
+        assert first["summary"]["callID"] == call_id and first["summary"]["endReason"]
+        assert [r for r in first["timeline"] if r["leg"] == "whatsapp"]
+        assert a.proc is not None
+        a.proc.kill()
+        await a.proc.wait()
+        # B serves the stored record once A's heartbeat has expired (2 s): the same record.
+        await asyncio.sleep(2.5)
+        assert await until(report, 10, "the record after A died", every=0.2) == first
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
