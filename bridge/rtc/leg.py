@@ -271,9 +271,9 @@ class PeerLeg:
         return advertise_public_ip(sdp, self.public_ip)
 
     # -- pass-through (rtc/passthrough.py)
-    def forward_received(self, offer: Callable[[int, int, bytes], None] | None) -> None:
-        """Also hand each Opus packet this leg receives, untouched, to ``offer`` (another
-        leg's sender forwarding it); ``None`` stops."""
+    def forward_to(self, offer: Callable[[int, int, bytes], None] | None) -> None:
+        """Packets from here go there: also hand each Opus packet this leg receives,
+        untouched, to ``offer`` (another leg's :meth:`forward_from`); ``None`` stops."""
         if self._playout is not None:
             self._playout.forward = offer
 
@@ -288,10 +288,12 @@ class PeerLeg:
         (the latest quality sample)."""
         return self.last.far_end_loss if self.last is not None else 0.0
 
-    def forward_to_sender(self, allowed: Callable[[], bool]) -> PassThrough | None:
-        """Let this leg's sender send another leg's Opus packets untouched while
-        ``allowed()``, numbered by its lean sender's stream; ``None`` when it does not encode
-        Opus itself or has no sender (yet)."""
+    def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
+        """Packets from there go here: let this leg's sender send another leg's Opus packets
+        (offered to the returned ``PassThrough``, e.g. by its :meth:`forward_to`) untouched
+        while ``allowed()``, numbered by its lean sender's stream, in the sequence its own
+        packets (and DTMF events) share; ``None`` when it does not encode Opus itself or has
+        no sender (yet)."""
         track, lean = self._track, self._lean
         if self._closed or not isinstance(track, OpusBusTrack) or lean is None:
             return None

@@ -38,8 +38,7 @@ from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 from ...audio.pcm import Pcm
 from ...config import IceSettings
 from ...media import BusStats, ReceiveStats
-from ...rtc.leg import PeerLeg, Quality
-from ...rtc.passthrough import PassThrough
+from ...rtc.leg import PeerLeg
 from ...rtc.protection import LossProtection
 from ...rtc.tracks import OpusBusTrack
 from ..base import EngineStats, MediaClosed, MediaFatal
@@ -285,10 +284,10 @@ class WhatsAppPeer(PeerLeg):
         self._attached = False
         self._out.detach()
 
-    def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
-        """Send the browser's Opus packets to WhatsApp untouched while ``allowed()``, in the
-        sequence our own packets and DTMF events share; ``None`` before negotiation."""
-        return self.forward_to_sender(allowed)
+    @property
+    def receive_stats(self) -> ReceiveStats:
+        """Its Opus receiver's counters (``WebRTCLeg``)."""
+        return self.rx.receive
 
     # -- stats
     def leg_json(self) -> dict[str, Any]:
@@ -319,63 +318,32 @@ class WhatsAppPeer(PeerLeg):
 
 
 class PeerChannel:
-    """The pump's ``MediaChannel`` on a :class:`WhatsAppPeer` (and a ``WebRTCLeg``)."""
+    """The pump's ``MediaChannel`` on a :class:`WhatsAppPeer`, and a ``WebRTCChannel``: the
+    runtime samples, forwards and reports the peer itself (:attr:`leg`)."""
 
     def __init__(self, peer: WhatsAppPeer) -> None:
-        self.peer = peer
+        self.leg = peer
         self._closed = False
 
-    @property
-    def mos(self) -> float | None:
-        return self.peer.mos
-
-    @mos.setter
-    def mos(self, value: float | None) -> None:
-        self.peer.mos = value
-
-    @property
-    def far_end_loss(self) -> float:
-        return self.peer.far_end_loss
-
     async def send(self, pcm: Pcm) -> None:
-        if self._closed or self.peer.dead:
-            raise MediaFatal(f"{self.peer.name}: the WhatsApp-side peer connection is closed")
-        self.peer.send(pcm)
+        if self._closed or self.leg.dead:
+            raise MediaFatal(f"{self.leg.name}: the WhatsApp-side peer connection is closed")
+        self.leg.send(pcm)
 
     async def recv(self) -> Pcm:
         if self._closed:
-            raise MediaClosed(self.peer.name)
-        return await self.peer.recv()
+            raise MediaClosed(self.leg.name)
+        return await self.leg.recv()
 
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self.peer.detach()
-
-    @property
-    def receive_stats(self) -> ReceiveStats:
-        return self.peer.rx.receive
-
-    def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
-        """Send the browser's Opus packets to WhatsApp untouched while ``allowed()`` (the
-        other direction of ``forward_to``); ``None`` before the leg is negotiated."""
-        return self.peer.forward_from(allowed)
-
-    def forward_to(self, offer: Callable[[int, int, bytes], None] | None) -> None:
-        """Hand the WhatsApp user's Opus packets, as they arrive, to ``offer`` too (a
-        browser sender forwarding them: ``rtc/passthrough.py``); ``None`` stops."""
-        self.peer.forward_received(offer)
-
-    async def sample_quality(self) -> Quality | None:
-        return await self.peer.sample_quality()
+            self.leg.detach()
 
     def send_dtmf(
         self, digits: str, duration_ms: int, gap_ms: int, done: Callable[[], None] | None = None
     ) -> None:
         """RFC 4733 key presses to the WhatsApp user (the runtime's ``DtmfLeg``)."""
         if self._closed:
-            raise MediaClosed(self.peer.name)
-        self.peer.send_dtmf(digits, duration_ms, gap_ms, done)
-
-    def leg_json(self) -> dict[str, Any]:
-        return self.peer.leg_json()
+            raise MediaClosed(self.leg.name)
+        self.leg.send_dtmf(digits, duration_ms, gap_ms, done)
