@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from ..metrics import MediaTotals, Metrics, estimate_mos
-from ..rtc.leg import Quality
+from ..rtc.quality import Quality
 from .runtime import CallRuntime
 
 log = logging.getLogger(__name__)

@@ -33,8 +33,8 @@ from ..media import FixedHistogram
 from ..media.stats import ReceiveStats
 
 if TYPE_CHECKING:  # the protocols name them; importing aiortc stays the engines' choice
-    from ..rtc.leg import Quality
     from ..rtc.passthrough import PassThrough
+    from ..rtc.quality import Quality
 
 log = logging.getLogger(__name__)
 
