@@ -41,7 +41,7 @@ from ...media import BusStats, ReceiveStats
 from ...rtc.leg import PeerLeg
 from ...rtc.protection import LossProtection
 from ...rtc.tracks import OpusBusTrack
-from ..base import EngineStats, MediaClosed, MediaFatal
+from ..base import DtmfLeg, EngineStats, MediaClosed, MediaFatal, WebRTCChannel
 from .dtmf import DtmfDetector, EventSender
 from .sdp import DEFAULT_BITRATE, DTMF_PT, for_meta, read_remote
 
@@ -347,3 +347,8 @@ class PeerChannel:
         if self._closed:
             raise MediaClosed(self.leg.name)
         self.leg.send_dtmf(digits, duration_ms, gap_ms, done)
+
+
+def _fits(channel: PeerChannel) -> tuple[WebRTCChannel, DtmfLeg]:
+    """Never called: mypy checks here that the channel has what the runtime looks for."""
+    return channel, channel
