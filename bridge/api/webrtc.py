@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..calls.offers import answer_offer
 from ..media import Role
 from .errors import require_call_id
 from .keys import MANAGER, SETTINGS, TURN
@@ -42,7 +43,7 @@ async def webrtc_offer(request: web.Request) -> web.Response:
     sdp: str = body["sdp"]  # the schema: type "offer", sdp with a non-blank character
     participant_id = participant_of(body)
     role = role_of(body)
-    answer = await request.app[MANAGER].webrtc_offer(call_id, sdp, participant_id, role)
+    answer = await answer_offer(request.app[MANAGER], call_id, sdp, participant_id, role)
     return web.json_response(
         {"callID": call_id, "type": "answer", "sdp": answer, "participantID": participant_id}
     )

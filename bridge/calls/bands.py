@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..rtc.leg import Quality
+from ..rtc.quality import Quality
 
 BANDS = ((4.0, "good"), (3.6, "fair"), (3.1, "poor"), (0.0, "bad"))
 """MOS bands (ITU-T G.107 Annex B's user satisfaction: satisfied, some, many, nearly all

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..engines import CallLeg, Engine, EnginePump, LegEngine, WebRTCLeg
+from ..engines import CallLeg, Engine, EnginePump, LegEngine, WebRTCChannel, WebRTCLeg
 from ..engines.base import MediaChannel
 from ..errors import EngineError
 from ..media import CallBus
@@ -69,7 +69,7 @@ class EngineMedia:
     def webrtc_leg(self) -> WebRTCLeg | None:
         """The engine media channel when it is a WebRTC peer connection (cloudapi)."""
         channel = self.channel
-        return channel if isinstance(channel, WebRTCLeg) else None
+        return channel.leg if isinstance(channel, WebRTCChannel) else None
 
     def _due(self) -> bool:
         if self._closed or not self._wanted():
@@ -106,7 +106,7 @@ class EngineMedia:
                 await channel.close()
                 return
             self.pump = EnginePump(self.bus, channel, on_closed=self._pump_closed)
-            if self._dtmf_in is None and not isinstance(channel, WebRTCLeg):
+            if self._dtmf_in is None and not isinstance(channel, WebRTCChannel):
                 # A PCM engine: the WhatsApp user's key presses are tones in its audio.
                 self._dtmf_in = InbandDtmf(self.bus, self._on_whatsapp_dtmf)
             self.pump.start()
@@ -134,9 +134,9 @@ class EngineMedia:
             "engine": self.engine.name,
             "open": self.pump is not None and not self._closed,
         }
-        channel = self.webrtc_leg
-        if channel is not None:
-            leg["webrtc"] = channel.leg_json()  # the WhatsApp side's own peer connection
+        webrtc = self.webrtc_leg
+        if webrtc is not None:
+            leg["webrtc"] = webrtc.leg_json()  # the WhatsApp side's own peer connection
         return leg
 
     def stop(self) -> None:

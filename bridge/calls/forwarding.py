@@ -32,14 +32,14 @@ class Forwarding:
         if session is self._to and session is not None:
             return
         if self._to is not None:
-            self._to.forward_uplink(None)
+            self._to.forward_to(None)
             self._to.report_loss_beyond(None)
         self._to = None
         if session is None or not session.media.opus_passthrough:
             leg.forward_to(None)
             return
         bus, conference, sessions = self.bus, self.bus.conference, self.sessions
-        down = session.forward_downlink(lambda: len(sessions) == 1 and not conference.mixed)
+        down = session.forward_from(lambda: len(sessions) == 1 and not conference.mixed)
         leg.forward_to(down.offer if down is not None else None)
 
         def agent_only() -> bool:
@@ -51,7 +51,7 @@ class Forwarding:
             )
 
         up = leg.forward_from(agent_only)
-        session.forward_uplink(up.offer if up is not None else None)
+        session.forward_to(up.offer if up is not None else None)
         if up is not None:
             # The browser's packets reach WhatsApp as they are: its FEC must cover the loss on
             # the WhatsApp leg too (the larger of the two in the reports it gets).

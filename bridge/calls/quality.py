@@ -8,10 +8,30 @@ import logging
 from collections.abc import Callable, Iterable
 
 from ..metrics import MediaTotals, Metrics, estimate_mos
-from ..rtc.leg import Quality
+from ..rtc.quality import Quality
+from .model import Call, Direction
 from .runtime import CallRuntime
 
 log = logging.getLogger(__name__)
+
+
+def count_active(metrics: Metrics, live: Iterable[Call]) -> None:
+    """Set ``bridge_calls_active`` by direction from the live calls."""
+    calls = list(live)
+    for direction in Direction:
+        count = sum(1 for c in calls if c.direction is direction)
+        metrics.calls_active.labels(str(direction)).set(count)
+
+
+def live_sessions(runtimes: Iterable[CallRuntime]) -> int:
+    """Browser sessions not closed or failed, over every live call (``bridge_sessions_active``)."""
+    return sum(
+        1
+        for r in runtimes
+        for s in r.participants.sessions.values()
+        if s.state not in ("closed", "failed")
+    )
+
 
 def media_totals(metrics: Metrics, runtimes: Iterable[CallRuntime]) -> MediaTotals:
     """Bus and jitter-buffer counters of every call, ended ones included."""

@@ -471,7 +471,7 @@ async def test_the_runtime_owns_the_whatsapp_peer_and_closes_it_once(
         rtc = await connect_browser(client, call_id)
         assert (await client.post("/call/answer", json={"callID": call_id})).status == 200
         await until(lambda: runtime.media.webrtc_leg is not None, 3, "the engine media open")
-        assert runtime.media.webrtc_leg.peer is peer  # the pump's channel is on the runtime's leg
+        assert runtime.media.webrtc_leg is peer  # the pump's channel is on the runtime's leg
 
     if ending == "hangup":
         assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200

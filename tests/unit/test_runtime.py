@@ -13,7 +13,7 @@ import pytest
 
 from bridge.audio import FRAME_SAMPLES, tone
 from bridge.calls import CallManager, CallRuntime, CallState, EndReason
-from bridge.calls import manager as manager_module
+from bridge.calls import endings as endings_module
 from bridge.engines import EngineEvent, EngineEventKind, RemoteCall
 from bridge.errors import CallStateError, EngineUnavailable
 
@@ -107,7 +107,7 @@ async def test_detached_attachments_are_not_closed_again(setup) -> None:
 
 
 async def test_lost_engine_media_fails_the_call(setup, monkeypatch) -> None:
-    monkeypatch.setattr(manager_module, "MEDIA_LOST_GRACE", 0.01)
+    monkeypatch.setattr(endings_module, "MEDIA_LOST_GRACE", 0.01)
     manager, engine = setup
     runtime = await answered_call(manager, engine)
     runtime.attach(FakeAttachment("pb", []))
@@ -221,7 +221,7 @@ async def test_a_time_limit_hangs_up_once(setup) -> None:
     manager, engine = setup
     runtime = await answered_call(manager, engine)
     for _ in range(3):  # the watchdog sees the limit every quarter second until it is ended
-        manager._end_by_bridge(runtime, EndReason.MAX_DURATION)
+        manager.endings.time_limit(runtime, EndReason.MAX_DURATION)
     await until(lambda: runtime.closed, 2.0, "runtime.closed")
     assert engine.hung_up == [runtime.call.engine_call_id]
     assert runtime.call.end_reason is EndReason.MAX_DURATION

@@ -36,10 +36,10 @@ from typing import Any
 from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 
 from ...audio.pcm import Pcm
+from ...audio.receiver_stats import ReceiverStats
 from ...config import IceSettings
-from ...media import BusStats
+from ...media import BusStats, ReceiveStats
 from ...rtc.leg import PeerLeg
-from ...rtc.passthrough import PassThrough
 from ...rtc.protection import LossProtection
 from ...rtc.tracks import OpusBusTrack
 from ..base import EngineStats, MediaClosed, MediaFatal
@@ -286,12 +286,18 @@ class WhatsAppPeer(PeerLeg):
         self._attached = False
         self._out.detach()
 
-    def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
-        """Send the browser's Opus packets to WhatsApp untouched while ``allowed()``, in the
-        sequence our own packets and DTMF events share; ``None`` before negotiation."""
-        return self.forward_to_sender(allowed)
+    @property
+    def receive_stats(self) -> ReceiveStats:
+        """Its Opus receiver's counters (``WebRTCLeg``)."""
+        return self.rx.receive
 
     # -- stats
+    @property
+    def timeline_stats(self) -> tuple[ReceiverStats | None, float | None]:
+        """The receiver's counters and the last round-trip time (``calls/reports.py``)."""
+        last = self.last
+        return self.receiver_stats, last.rtt_s if last is not None else None
+
     def leg_json(self) -> dict[str, Any]:
         track = self._track if isinstance(self._track, OpusBusTrack) else None
         return {
@@ -317,3 +323,4 @@ class WhatsAppPeer(PeerLeg):
         self._dtmf_out.clear()
         if self._on_closed is not None:
             self._on_closed(self)
+

@@ -41,7 +41,7 @@ from ...audio.pcm import Pcm
 from ...audio.receiver_stats import ReceiverStats
 from ...config import IceSettings
 from ...errors import BadOffer
-from ...media import BusStats
+from ...media import BusStats, ReceiveStats
 from ...rtc import counters
 from ...rtc.leg import Quality, account_concealment
 from ...rtc.passthrough import PassThrough
@@ -56,7 +56,8 @@ from ...rtc.tracks import OpusBusTrack
 from ...rtc.uplink import Playout
 from ...tasks import TaskSet
 from ..base import EngineStats, MediaClosed, MediaFatal
-from .peer import DTMF_QUEUE, IN_QUEUE, OPUS_COMPLEXITY, Outgoing, PeerChannel
+from .channel import PeerChannel
+from .peer import DTMF_QUEUE, IN_QUEUE, OPUS_COMPLEXITY, Outgoing
 from .sdp import DTMF_PT, OPUS_FMTP, read_remote
 
 log = logging.getLogger(__name__)
@@ -359,7 +360,7 @@ class SdesPeer:
         self._track.forward_from(pass_through, self.stream)
         return pass_through
 
-    def forward_received(self, offer: Callable[[int, int, bytes], None] | None) -> None:
+    def forward_to(self, offer: Callable[[int, int, bytes], None] | None) -> None:
         """Also hand each Opus packet from WhatsApp, untouched, to ``offer``."""
         self.playout.forward = offer
 
@@ -426,6 +427,16 @@ class SdesPeer:
         account_concealment(delta, self.playout)
         self.last = delta
         return delta
+
+    @property
+    def receive_stats(self) -> ReceiveStats:
+        """The Opus receiver's counters (summed with ``leg="whatsapp"``)."""
+        return self.rx.receive
+
+    @property
+    def timeline_stats(self) -> tuple[ReceiverStats | None, float | None]:
+        """The receiver's counters and the last round-trip time (``calls/reports.py``)."""
+        return self.playout.stats, self.rtcp.far.rtt_s
 
     @property
     def receiver_stats(self) -> ReceiverStats | None:
