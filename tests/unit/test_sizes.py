@@ -24,8 +24,8 @@ MODULES_OVER = {
 
 CLASSES_OVER = {
     "bridge/agents/agent.py:Agent",
-    "bridge/cluster/redis.py:RedisDirectory",
-    "bridge/engines/cloudapi/sdes.py:SdesPeer",  # its SDP apart from its media  # the directory and its leases/keys
+    "bridge/cluster/redis.py:RedisDirectory",  # the directory and its leases/keys
+    "bridge/engines/cloudapi/sdes.py:SdesPeer",  # its SDP apart from its media
     "bridge/engines/cloudapi/sip_engine.py:SipEngine",  # signalling and the SIP dialogs
 }
 """Classes still over ``CLASS_LINES``, as ``module:Class``."""
