@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..audio.pcm import Pcm
+from ..audio.receiver import ReceiverStats
 from ..errors import BadRequest
 from ..media import FixedHistogram
 from ..media.stats import ReceiveStats
@@ -152,6 +153,11 @@ class WebRTCLeg(Protocol):
     @property
     def receive_stats(self) -> ReceiveStats:
         """Its Opus receiver's counters (the metrics sum them with ``leg="whatsapp"``)."""
+
+    @property
+    def timeline_stats(self) -> tuple[ReceiverStats | None, float | None]:
+        """Its receiver's cumulative counters and the last round-trip time (seconds), read
+        once a second for the call's timeline (``calls/reports.py``)."""
 
     def forward_to(self, offer: Callable[[int, int, bytes], None] | None) -> None:
         """Packets from here go there: also hand each Opus packet it receives, untouched, to

@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 5.0
 """Seconds ``RTCPeerConnection.close()`` may take before the leg gives up on it."""
+RELEASE_WAIT = 0.5
+"""Seconds a closed leg waits for aiortc's leftover tasks before freeing its objects at once;
+past it they are left to the collector. aiortc's connect task of a leg closed while ICE still
+checks runs for seconds, and a call's end (and the engine events behind it) must not wait."""
 
 FINAL = ("closed", "failed")
 
@@ -340,7 +344,7 @@ class PeerLeg:
                 log.warning("%s: closing the peer connection timed out", self.name)
             else:
                 # Free it (and the codec threads it owns) now, not at the next gc run.
-                await release_peer_connection(self.pc)
+                await release_peer_connection(self.pc, RELEASE_WAIT)
             if self._lean_rx is not None:
                 self._lean_rx.detach()
             if self._playout is not None:

@@ -36,12 +36,14 @@ from typing import Any
 from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 
 from ...audio.pcm import Pcm
+from ...audio.receiver_stats import ReceiverStats
 from ...config import IceSettings
 from ...media import BusStats, ReceiveStats
 from ...rtc.leg import PeerLeg
 from ...rtc.protection import LossProtection
 from ...rtc.tracks import OpusBusTrack
-from ..base import DtmfLeg, EngineStats, MediaClosed, MediaFatal, WebRTCChannel
+from ..base import EngineStats, MediaClosed, MediaFatal
+from .channel import PeerChannel
 from .dtmf import DtmfDetector, EventSender
 from .sdp import DEFAULT_BITRATE, DTMF_PT, for_meta, read_remote
 
@@ -60,7 +62,7 @@ DTMF_QUEUE = 64
 """Key presses waiting to be sent as RFC 4733 events; more are refused (409)."""
 
 
-class _Outgoing:
+class Outgoing:
     """The bus frames waiting for :class:`OpusBusTrack`'s clock (its ``FrameSource``)."""
 
     def __init__(self, stats: EngineStats) -> None:
@@ -118,7 +120,7 @@ class WhatsAppPeer(PeerLeg):
         """Meta's id of the call (set by the engine once known)."""
         self.stats = stats
         self.rx = BusStats()
-        self._out = _Outgoing(stats)
+        self._out = Outgoing(stats)
         self._in: asyncio.Queue[Pcm | None] = asyncio.Queue(maxsize=IN_QUEUE)
         self._attached = False
         self._on_media = on_media
@@ -290,6 +292,12 @@ class WhatsAppPeer(PeerLeg):
         return self.rx.receive
 
     # -- stats
+    @property
+    def timeline_stats(self) -> tuple[ReceiverStats | None, float | None]:
+        """The receiver's counters and the last round-trip time (``calls/reports.py``)."""
+        last = self.last
+        return self.receiver_stats, last.rtt_s if last is not None else None
+
     def leg_json(self) -> dict[str, Any]:
         track = self._track if isinstance(self._track, OpusBusTrack) else None
         return {
@@ -316,39 +324,3 @@ class WhatsAppPeer(PeerLeg):
         if self._on_closed is not None:
             self._on_closed(self)
 
-
-class PeerChannel:
-    """The pump's ``MediaChannel`` on a :class:`WhatsAppPeer`, and a ``WebRTCChannel``: the
-    runtime samples, forwards and reports the peer itself (:attr:`leg`)."""
-
-    def __init__(self, peer: WhatsAppPeer) -> None:
-        self.leg = peer
-        self._closed = False
-
-    async def send(self, pcm: Pcm) -> None:
-        if self._closed or self.leg.dead:
-            raise MediaFatal(f"{self.leg.name}: the WhatsApp-side peer connection is closed")
-        self.leg.send(pcm)
-
-    async def recv(self) -> Pcm:
-        if self._closed:
-            raise MediaClosed(self.leg.name)
-        return await self.leg.recv()
-
-    async def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.leg.detach()
-
-    def send_dtmf(
-        self, digits: str, duration_ms: int, gap_ms: int, done: Callable[[], None] | None = None
-    ) -> None:
-        """RFC 4733 key presses to the WhatsApp user (the runtime's ``DtmfLeg``)."""
-        if self._closed:
-            raise MediaClosed(self.leg.name)
-        self.leg.send_dtmf(digits, duration_ms, gap_ms, done)
-
-
-def _fits(channel: PeerChannel) -> tuple[WebRTCChannel, DtmfLeg]:
-    """Never called: mypy checks here that the channel has what the runtime looks for."""
-    return channel, channel
