@@ -14,7 +14,7 @@ Keys (all under ``bridge:``):
 - ``events`` — a stream of every call event (``XADD … MAXLEN ~ BRIDGE_EVENT_BACKLOG``): the SSE
   log. Stream ids are the SSE ``id:``s, so ``Last-Event-ID`` resumes. One reader task per
   worker copies the stream into an in-process ring that every SSE client of the worker follows
-  (one Redis connection, however many clients).
+  (one Redis connection, however many clients: :mod:`.redis_events`).
 
 Writes go through one queue per worker, in event order, off the media path
 (:mod:`.redis_writes`, with the key layout); when Redis is unreachable they wait (bounded,
@@ -39,10 +39,11 @@ from ..calls import Call
 from ..calls.events import CallEvent
 from ..errors import DirectoryUnavailable
 from ..tasks import TaskSet
-from .directory import CallRecord, EventKey, EventRing, LogEntry, WorkerInfo, parse_event_id
+from .directory import CallRecord, LogEntry, WorkerInfo
+from .redis_events import RedisEventLog
 from .redis_reaper import Reaper
-from .redis_writes import EVENTS, WORKERS, P, WriteQueue, call_key, queue_record
 from .redis_writes import FAILURES as _FAILURES
+from .redis_writes import WORKERS, P, WriteQueue, call_key, queue_record
 from .redis_writes import owned_key as _owned_key
 from .redis_writes import worker_key as _worker_key
 
@@ -50,12 +51,6 @@ log = logging.getLogger(__name__)
 
 OP_TIMEOUT = 2.0
 """Seconds one Redis command may take before the directory counts as unreachable."""
-
-
-def _stream_key(entry_id: str) -> EventKey:
-    key = parse_event_id(entry_id)
-    assert key is not None, entry_id
-    return key
 
 
 class RedisDirectory:
@@ -94,9 +89,6 @@ class RedisDirectory:
             socket_timeout=OP_TIMEOUT,
             socket_connect_timeout=OP_TIMEOUT,
         )
-        self._blocking: Any = aioredis.from_url(
-            url, decode_responses=True, socket_timeout=15, socket_connect_timeout=OP_TIMEOUT
-        )
         self._writes = WriteQueue(
             self._redis,
             worker_id=worker_id,
@@ -118,7 +110,7 @@ class RedisDirectory:
             end_lost_call=end_lost_call,
         )
         self._detail = "not connected yet"
-        self._ring = EventRing(backlog)
+        self._log = RedisEventLog(url, self._redis, backlog, OP_TIMEOUT, lambda: self._up)
         self._tasks = TaskSet("directory")
         self._draining = False
 
@@ -164,14 +156,14 @@ class RedisDirectory:
         self._tasks.spawn(self._heartbeat_loop(), "heartbeat")
         self._tasks.spawn(self._writes.run(), "writer")
         self._tasks.spawn(self._reaper.run(), "reaper")
-        self._tasks.spawn(self._read_events(), "events")
+        self._tasks.spawn(self._log.read_forever(), "events")
 
     def close_streams(self) -> None:
-        self._ring.close()
+        self._log.close_streams()
 
     async def close(self) -> None:
         """Flush the queued writes (bounded), drop this worker's heartbeat, stop."""
-        self._ring.close()
+        self._log.close_streams()
         await self.flush(3.0)
         await self._tasks.close()
         if self._up:
@@ -180,7 +172,7 @@ class RedisDirectory:
                 if not await self._redis.scard(_owned_key(self.worker_id)):
                     await self._redis.srem(WORKERS, self.worker_id)
         await self._redis.aclose()
-        await self._blocking.aclose()
+        await self._log.aclose()
 
     # -- heartbeat, catch-up and fencing
     async def _heartbeat_once(self) -> None:
@@ -362,36 +354,6 @@ class RedisDirectory:
             self._check()
             raise
 
-    # -- the event log
-    async def _read_events(self) -> None:
-        """Copy the events stream into this worker's ring (one blocking reader per worker)."""
-        position: str | None = None
-        while True:
-            try:
-                if position is None:
-                    newest = await self._redis.xrevrange(EVENTS, count=1)
-                    position = newest[0][0] if newest else "0-0"
-                answer = await self._blocking.xread({EVENTS: position}, count=500, block=5000)
-            except _FAILURES:
-                await asyncio.sleep(1.0)  # the heartbeat notices and reports it
-                continue
-            for _stream, entries in answer or []:
-                for entry_id, fields in entries:
-                    position = entry_id
-                    entry = (entry_id, fields["t"], fields["c"], fields["d"])
-                    self._ring.append(_stream_key(entry_id), entry)
-
-    async def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
-        position = parse_event_id(last_id)
-        if position is not None and last_id is not None and self._up:
-            # What the client missed, from the stream itself (it may be older than the ring
-            # holds); then the ring from there on.
-            with contextlib.suppress(*_FAILURES):
-                missed = await self._redis.xrange(EVENTS, min=f"({last_id}", count=self.backlog)
-                for entry_id, fields in missed:
-                    position = _stream_key(entry_id)
-                    yield entry_id, fields["t"], fields["c"], fields["d"]
-        if position is None:
-            position = self._ring.last_key
-        async for entry in self._ring.follow(position, keepalive):
-            yield entry
+    # -- the event log (redis_events.py)
+    def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
+        return self._log.follow(last_id, keepalive)

@@ -24,7 +24,7 @@ MODULES_OVER = {
 
 CLASSES_OVER = {
     "bridge/agents/agent.py:Agent",
-    "bridge/cluster/redis.py:RedisDirectory",  # the directory and its leases/keys
+    "bridge/cluster/redis.py:RedisDirectory",  # heartbeat and fencing, records, workers
     "bridge/engines/cloudapi/sdes.py:SdesPeer",  # its SDP apart from its media
     "bridge/engines/cloudapi/sip_engine.py:SipEngine",  # signalling and the SIP dialogs
 }

@@ -1,0 +1,82 @@
+"""The call events' log on Redis: the ``events`` stream (``XADD … MAXLEN ~
+BRIDGE_EVENT_BACKLOG``; its ids are the SSE ``id:``s, so ``Last-Event-ID`` resumes). One
+reader task per worker copies the stream into an in-process ring that every SSE client of the
+worker follows (one blocking Redis connection, however many clients); a client resuming from
+an id reads what it missed from the stream itself, then the ring."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from .directory import EventKey, EventRing, LogEntry, parse_event_id
+from .redis_writes import EVENTS
+from .redis_writes import FAILURES as _FAILURES
+
+
+def _stream_key(entry_id: str) -> EventKey:
+    key = parse_event_id(entry_id)
+    assert key is not None, entry_id
+    return key
+
+
+class RedisEventLog:
+    """The ``events`` stream read into this worker's ring (the directory's ``follow``)."""
+
+    def __init__(
+        self, url: str, redis: Any, backlog: int, op_timeout: float, up: Callable[[], bool]
+    ) -> None:
+        self._redis = redis
+        self._up = up
+        """The directory's client for short commands."""
+        self._blocking: Any = aioredis.from_url(
+            url, decode_responses=True, socket_timeout=15, socket_connect_timeout=op_timeout
+        )
+        """Its own client for the reader's blocking reads."""
+        self.backlog = backlog
+        self._ring = EventRing(backlog)
+
+    async def read_forever(self) -> None:
+        """Copy the events stream into this worker's ring (one blocking reader per worker)."""
+        position: str | None = None
+        while True:
+            try:
+                if position is None:
+                    newest = await self._redis.xrevrange(EVENTS, count=1)
+                    position = newest[0][0] if newest else "0-0"
+                answer = await self._blocking.xread({EVENTS: position}, count=500, block=5000)
+            except _FAILURES:
+                await asyncio.sleep(1.0)  # the heartbeat notices and reports it
+                continue
+            for _stream, entries in answer or []:
+                for entry_id, fields in entries:
+                    position = entry_id
+                    entry = (entry_id, fields["t"], fields["c"], fields["d"])
+                    self._ring.append(_stream_key(entry_id), entry)
+
+    async def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
+        """Events after ``last_id`` (from the stream while Redis is up), then live ones."""
+        position = parse_event_id(last_id)
+        if position is not None and last_id is not None and self._up():
+            # What the client missed, from the stream itself (it may be older than the ring
+            # holds); then the ring from there on.
+            with contextlib.suppress(*_FAILURES):
+                missed = await self._redis.xrange(EVENTS, min=f"({last_id}", count=self.backlog)
+                for entry_id, fields in missed:
+                    position = _stream_key(entry_id)
+                    yield entry_id, fields["t"], fields["c"], fields["d"]
+        if position is None:
+            position = self._ring.last_key
+        async for entry in self._ring.follow(position, keepalive):
+            yield entry
+
+    def close_streams(self) -> None:
+        """End every follower (the SSE streams end)."""
+        self._ring.close()
+
+    async def aclose(self) -> None:
+        await self._blocking.aclose()
