@@ -37,6 +37,7 @@ from bridge.sip.headers import Address
 from bridge.sip.transport import connect
 from tests.fakes.cloudapi import FakeMeta, MetaPeer
 from tests.support.rtc_client import RtcClient
+from tests.support.sdes_peer import SdesEndpoint
 from tests.support.tls import TestCA
 
 LOUD = 3000
@@ -156,11 +157,19 @@ async def sip_call(media: str, tmp: Path) -> dict[str, float]:
     client = TestClient(TestServer(create_app(settings)))
     await client.start_server()
     agent = AutoAnswer(client)
-    meta = MetaPeer(660.0)
+    # Meta's media: the fake's aiortc peer (ICE-lite, DTLS) or an SDES endpoint (RFC 4568).
+    sdes = SdesEndpoint() if media == "sdes" else None
+    meta = MetaPeer(660.0) if sdes is None else None
+    tone: asyncio.Task[None] | None = None
     conn = None
     try:
-        offer = await meta.offer()
-        arrivals = first_rtp_clock(meta)
+        if sdes is not None:
+            await sdes.start()
+            offer = sdes.sdp()
+        else:
+            assert meta is not None
+            offer = await meta.offer()
+            arrivals = first_rtp_clock(meta)
         port = client.app[ENGINE].ua.port
         conn = await connect("127.0.0.1", port, client_context(str(ca.path)))
         req = invite(port, offer)
@@ -171,10 +180,17 @@ async def sip_call(media: str, tmp: Path) -> dict[str, float]:
             if isinstance(msg, Response) and msg.status >= 200:
                 break
         assert isinstance(msg, Response) and msg.status == 200, msg
-        await meta.apply_answer(msg.body.decode())
+        if sdes is not None:
+            sdes.take(msg.body.decode())
+            tone = asyncio.create_task(sdes.play_tone(660.0, 0.5 * 32767, 3.0))
+        else:
+            assert meta is not None
+            await meta.apply_answer(msg.body.decode())
         await conn.send(ack_for(req, msg))
         acked = time.monotonic()
         heard = await agent.first_audio()  # the bridge's packets reached Meta long before
+        if sdes is not None:
+            arrivals = [sdes.first_at] if sdes.first_at else []
         assert arrivals, "Meta heard nothing from the bridge"
         return {
             "first_audio_ms": (heard - t0) * 1000,
@@ -186,7 +202,12 @@ async def sip_call(media: str, tmp: Path) -> dict[str, float]:
         await client.close()  # the bridge hangs up (BYE on the open connection) first
         if conn is not None:
             await conn.close()
-        await meta.close()
+        if tone is not None:
+            tone.cancel()
+        if sdes is not None:
+            sdes.close()
+        if meta is not None:
+            await meta.close()
 
 
 def summary(runs: list[dict[str, float]]) -> dict[str, Any]:
