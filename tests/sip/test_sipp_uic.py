@@ -7,15 +7,21 @@ bridge's along the route set), CANCEL before the answer."""
 from __future__ import annotations
 
 import asyncio
+import re
 
+import aiohttp
 import pytest
 
 from ..fakes.cloudapi import MetaPeer
 from ..integration.test_engine_cloudapi import assert_tone, heard
+from ..support.audio_files import make
 from ..support.calls import wait_state
 from ..support.rtc_client import RtcClient
+from ..support.spectrum import dominant_frequency
 from ..support.waits import until
 from .conftest import NUMBER, PASSWORD
+
+MUSIC_HZ = 1000.0
 
 
 def keys(rig, sdp: str, wacid: str = "wacid.HBgLMTU1NTAwMDExMTEVAgARGBQz") -> dict[str, str]:
@@ -65,7 +71,7 @@ async def test_uic_audio_both_ways_metadata_and_meta_bye(sip_rig, challenge):
     rtc = None
     try:
         offer = await meta.offer()
-        await sipp.start(remote=rig.hops.to_bridge, keys=keys(rig, offer), pause_ms=2500)
+        await sipp.start(remote=rig.hops.to_bridge, keys=keys(rig, offer), pause_ms=3500)
         call = await ringing_call(rig.client)
         assert (call["state"], call["direction"]) == ("ringing", "inbound")
         assert call["peer"] == "15550001111@s.whatsapp.net"
@@ -82,6 +88,17 @@ async def test_uic_audio_both_ways_metadata_and_meta_bye(sip_rig, challenge):
         await asyncio.sleep(1.5)
         assert_tone(heard(rtc.recorder), rtc.recorder.rate, 660, "agent hears the WhatsApp user")
         assert_tone(heard(meta.recorder), meta.recorder.rate, 440, "WhatsApp user hears agent")
+        # DTMF both ways on the SIP call's leg (RFC 4733 on 126, as on Graph calls).
+        await meta.send_dtmf("5")
+        await until(
+            lambda: any(e.type == "call.dtmf" and e.data.get("digit") == "5" for e in rig.events),
+            3,
+            "the user's key press reached the call's events",
+        )
+        resp = await rig.client.post("/call/dtmf", json={"callID": call["callID"], "digits": "7"})
+        assert resp.status == 202 and (await resp.json())["method"] == "rfc4733"
+        await until(lambda: meta.dtmf_received, 3, "Meta heard the agent's key press")
+        assert meta.dtmf_received[0].payload[0] == 7
 
         assert await sipp.finish() == 0, sipp.report()
         ended = await wait_state(rig.client, call["callID"], "ended", timeout=5)
@@ -97,23 +114,36 @@ async def test_uic_audio_both_ways_metadata_and_meta_bye(sip_rig, challenge):
         await meta.close()
 
 
-async def test_uic_bridge_hangs_up_along_the_route_set(sip_rig):
+async def test_uic_hold_with_music_in_the_bridge_then_bye_along_the_route_set(sip_rig):
+    """Hold is the bridge's business, never signalled to Meta: the WhatsApp user hears the
+    music instead of the agent, then the agent again; then the bridge's BYE follows the
+    route set."""
     rig = await sip_rig()
+    form = aiohttp.FormData()
+    form.add_field("audio", make("wav", MUSIC_HZ, 2.0), filename="hold.wav")
+    asset = await (await rig.client.post("/call/audio-assets", data=form)).json()
     sipp = rig.sipp("uic_bridge_bye.xml")
     await rig.hops.start(rig.engine.ua.port, sipp.port)
     meta = MetaPeer(660.0)
+    rtc = None
     try:
         await sipp.start(remote=rig.hops.to_bridge, keys=keys(rig, await meta.offer()))
         call = await ringing_call(rig.client)
+        rtc = RtcClient(rig.client, call["callID"], freq=440.0)
+        await rtc.offer()
         resp = await rig.client.post("/call/answer", json={"callID": call["callID"]})
         assert resp.status == 200
         await apply_answer(sipp, meta)
         await sipp.wait_log("ACKED")
-        await until(
-            lambda: rig.engine.calls and all(c.confirmed_at for c in rig.engine.calls.values()),
-            5,
-            "the dialog is confirmed",
-        )
+        await asyncio.wait_for(meta.connected.wait(), 10)
+        await asyncio.sleep(1.0)
+        held = {"callID": call["callID"], "held": True, "music": asset["assetId"]}
+        assert (await rig.client.post("/call/hold", json=held)).status == 200
+        await until(lambda: near(heard_hz(meta), MUSIC_HZ), 5, "the user hears the music")
+        unheld = {"callID": call["callID"], "held": False}
+        assert (await rig.client.post("/call/hold", json=unheld)).status == 200
+        await until(lambda: near(heard_hz(meta), 440.0), 5, "the user hears the agent again")
+
         resp = await rig.client.post("/call/hangup", json={"callID": call["callID"]})
         assert resp.status == 200
         # SIPp checks the BYE's Request-URI (Meta's Contact) and its Route set, in order.
@@ -121,8 +151,22 @@ async def test_uic_bridge_hangs_up_along_the_route_set(sip_rig):
         assert await sipp.finish() == 0, sipp.report()
         ended = await wait_state(rig.client, call["callID"], "ended", timeout=5)
         assert ended["endReason"] == "hangup"
+        # Hold was never signalled: Meta received nothing from the bridge but responses and BYE.
+        got = re.findall(r"message received \[\d+\] bytes :\s+(\S+)", sipp.sent_and_received())
+        assert {m for m in got if not m.startswith("SIP/")} == {"BYE"}, got
     finally:
+        if rtc is not None:
+            await rtc.close()
         await meta.close()
+
+
+def near(hz: float, want: float) -> bool:
+    return abs(hz - want) <= 5.0
+
+
+def heard_hz(meta: MetaPeer) -> float:
+    samples = heard(meta.recorder, 0.5)
+    return dominant_frequency(samples, meta.recorder.rate)
 
 
 async def test_uic_cancel_before_answer_ends_the_call(sip_rig):
@@ -203,8 +247,9 @@ async def test_uic_meta_bye_with_an_error_code_ends_with_metas_reason(sip_rig):
         assert await sipp.finish() == 0, sipp.report()
         ended = await wait_state(rig.client, call["callID"], "ended", timeout=5)
         assert ended["endReason"] == "media_timeout", ended
-        assert ended["endDetail"].startswith("138021: ") and "Media receive timeout" in (
-            ended["endDetail"]
+        assert (
+            ended["endDetail"].startswith("138021: ")
+            and "Media receive timeout" in (ended["endDetail"])
         )
         assert "billablePulses" not in ended  # a user-initiated call is free
     finally:
