@@ -1,10 +1,12 @@
 """Call set-up on Meta's roads (issue 33): how long from Meta's first signalling message of a
 user's call to the first audio the agent's browser hears, with the call answered at once
-(auto-answer), everything on loopback — Graph + DTLS against SIP + DTLS (and SIP + SDES once
-that leg is in) — and, on SIP, how long after the dialog is confirmed (the ACK) the first SRTP
+(auto-answer), everything on loopback — Graph + DTLS against SIP + DTLS and SIP + SDES — and,
+on SIP, how long after the dialog is confirmed (the ACK) the first SRTP
 packet from the bridge reaches Meta.
 
-Meta is the test fake's WebRTC peer (ICE-lite, sha-256, a 660 Hz tone); its Graph side is the
+Meta is the test fake's WebRTC peer (ICE-lite, sha-256, a 660 Hz tone), or on SIP + SDES the
+SDES-SRTP endpoint of the tests (``tests/support/sdes_peer.py``), which like Meta starts its
+660 Hz tone when the bridge's first packet arrives; its Graph side is the
 fake's webhook sender (the signed ``connect`` webhook is the first message), its SIP side a
 small scripted UAC here over TLS (the INVITE is the first message; no 407 round, which costs
 one loopback round trip). The agent is an aiortc browser peer that offers and answers as soon
@@ -39,6 +41,7 @@ from tests.fakes.cloudapi import FakeMeta, MetaPeer
 from tests.support.rtc_client import RtcClient
 from tests.support.sdes_peer import SdesEndpoint
 from tests.support.tls import TestCA
+from tests.support.waits import until
 
 LOUD = 3000
 """Sample magnitude (of 32768) that counts as the tone arriving (it plays at 16384)."""
@@ -157,19 +160,13 @@ async def sip_call(media: str, tmp: Path) -> dict[str, float]:
     client = TestClient(TestServer(create_app(settings)))
     await client.start_server()
     agent = AutoAnswer(client)
-    # Meta's media: the fake's aiortc peer (ICE-lite, DTLS) or an SDES endpoint (RFC 4568).
-    sdes = SdesEndpoint() if media == "sdes" else None
-    meta = MetaPeer(660.0) if sdes is None else None
-    tone: asyncio.Task[None] | None = None
+    if media == "sdes":
+        return await _sdes_call(client, agent, ca)
+    meta = MetaPeer(660.0)
     conn = None
     try:
-        if sdes is not None:
-            await sdes.start()
-            offer = sdes.sdp()
-        else:
-            assert meta is not None
-            offer = await meta.offer()
-            arrivals = first_rtp_clock(meta)
+        offer = await meta.offer()
+        arrivals = first_rtp_clock(meta)
         port = client.app[ENGINE].ua.port
         conn = await connect("127.0.0.1", port, client_context(str(ca.path)))
         req = invite(port, offer)
@@ -180,17 +177,10 @@ async def sip_call(media: str, tmp: Path) -> dict[str, float]:
             if isinstance(msg, Response) and msg.status >= 200:
                 break
         assert isinstance(msg, Response) and msg.status == 200, msg
-        if sdes is not None:
-            sdes.take(msg.body.decode())
-            tone = asyncio.create_task(sdes.play_tone(660.0, 0.5 * 32767, 3.0))
-        else:
-            assert meta is not None
-            await meta.apply_answer(msg.body.decode())
+        await meta.apply_answer(msg.body.decode())
         await conn.send(ack_for(req, msg))
         acked = time.monotonic()
         heard = await agent.first_audio()  # the bridge's packets reached Meta long before
-        if sdes is not None:
-            arrivals = [sdes.first_at] if sdes.first_at else []
         assert arrivals, "Meta heard nothing from the bridge"
         return {
             "first_audio_ms": (heard - t0) * 1000,
@@ -202,12 +192,46 @@ async def sip_call(media: str, tmp: Path) -> dict[str, float]:
         await client.close()  # the bridge hangs up (BYE on the open connection) first
         if conn is not None:
             await conn.close()
+        await meta.close()
+
+
+async def _sdes_call(client: TestClient, agent: AutoAnswer, ca: TestCA) -> dict[str, float]:
+    meta = SdesEndpoint()
+    await meta.start()
+    conn = None
+    tone: asyncio.Task[None] | None = None
+    try:
+        port = client.app[ENGINE].ua.port
+        conn = await connect("127.0.0.1", port, client_context(str(ca.path)))
+        req = invite(port, meta.sdp())
+        t0 = time.monotonic()
+        await conn.send(req)
+        while True:
+            msg = await asyncio.wait_for(conn.read(), 15)
+            if isinstance(msg, Response) and msg.status >= 200:
+                break
+        assert isinstance(msg, Response) and msg.status == 200, msg
+        meta.take(msg.body.decode())
+        await conn.send(ack_for(req, msg))
+        acked = time.monotonic()
+        await until(lambda: meta.packets, 5, "the bridge's first packet", every=0.001)
+        tone = asyncio.ensure_future(meta.play_tone(660.0, 16384, 5.0))
+        heard = await agent.first_audio()
+        assert meta.first_at is not None
+        return {
+            "first_audio_ms": (heard - t0) * 1000,
+            "first_srtp_after_ack_ms": (meta.first_at - acked) * 1000,
+            "ok_ms": (acked - t0) * 1000,
+        }
+    finally:
         if tone is not None:
             tone.cancel()
-        if sdes is not None:
-            sdes.close()
-        if meta is not None:
-            await meta.close()
+            await asyncio.gather(tone, return_exceptions=True)
+        await agent.close()
+        await client.close()
+        if conn is not None:
+            await conn.close()
+        meta.close()
 
 
 def summary(runs: list[dict[str, float]]) -> dict[str, Any]:

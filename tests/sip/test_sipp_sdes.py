@@ -5,7 +5,8 @@ SDES endpoint written from the RFCs on libsrtp and libopus (``tests/support/sdes
 ``RTP/SAVP`` with ``a=crypto`` (RFC 4568, ``AES_CM_128_HMAC_SHA1_80``), no ICE, no DTLS. The
 agent is a browser-like aiortc peer. The bridge's answer carries its own key; the first SRTP
 packet leaves once the call is answered (Meta waits for it), before any voice exists; tones
-are heard both ways, key presses go both ways (RFC 4733), and RTCP sender reports come."""
+are heard both ways, key presses go both ways (RFC 4733), and RTCP sender reports come; a
+business-initiated call carries our SDES offer (SIPp answering with Meta's SDES SDP)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,54 @@ async def test_uic_over_sdes_audio_both_ways_dtmf_and_rtcp(sip_rig):
         assert await sipp.finish() == 0, sipp.report()
         ended = await wait_state(rig.client, call["callID"], "ended", timeout=5)
         assert ended["endReason"] == "remote_hangup"
+    finally:
+        if rtc is not None:
+            await rtc.close()
+        meta.close()
+
+
+async def test_bic_over_sdes_our_offer_audio_both_ways_and_bridge_bye(sip_rig):
+    """A business-initiated call with our SDES offer: RTP/SAVP with our key on Opus 111 and
+    telephone-event 126, no ICE, no fingerprint; Meta's SDES answer in SIPp's 200; the first
+    packet leaves at once, tones heard both ways; our BYE along the route set."""
+    rig = await sip_rig(cloudapi_media="sdes")
+    sipp = rig.sipp("bic.xml")
+    meta = SdesEndpoint()
+    await meta.start()
+    rtc = None
+    try:
+        keys = {
+            "sdp": meta.sdp().replace("\r\n", "\n").strip(),
+            "rr1": f"sip:127.0.0.1:{rig.hops.from_bridge};transport=tls;lr",
+        }
+        await sipp.start(remote=None, keys=keys, server=True)
+        await rig.hops.start(rig.engine.ua.port, sipp.port)
+        resp = await rig.client.post("/call/make", json={"phone": "+5521999999999"})
+        assert resp.status == 201, await resp.text()
+        call = await resp.json()
+        m = await sipp.wait_log(r"OFFER-BEGIN(.*?)OFFER-END")
+        offer = m.group(1).strip()
+        assert "RTP/SAVP 111 126" in offer and "a=crypto:1 AES_CM_128_HMAC_SHA1_80" in offer
+        assert "a=fingerprint" not in offer and "a=ice-ufrag" not in offer
+        meta.take(offer)
+        await wait_state(rig.client, call["callID"], "active", timeout=5)
+        await sipp.wait_log("ACK-ROUTED")
+        await until(lambda: meta.packets, 3, "the bridge's first SRTP packet")
+        rtc = RtcClient(rig.client, call["callID"], freq=AGENT_HZ)
+        await rtc.offer()
+        tone = asyncio.create_task(meta.play_tone(META_HZ, 0.5 * 32767, 2.5))
+        await asyncio.sleep(2.0)
+        assert_tone(heard(rtc.recorder), rtc.recorder.rate, META_HZ, "agent hears the user (BIC)")
+        said = meta.heard()[-16_000:].astype(np.float64)
+        assert said.size == 16_000, said.size
+        assert dominant_frequency(said, 16_000) == pytest.approx(AGENT_HZ, abs=5)
+        assert rms_dbfs(said / 32768) > -20.0, rms_dbfs(said / 32768)
+        assert meta.auth_failed == 0
+        await tone
+        resp = await rig.client.post("/call/hangup", json={"callID": call["callID"]})
+        assert resp.status == 200
+        await sipp.wait_log("BYE-ROUTED")
+        assert await sipp.finish() == 0, sipp.report()
     finally:
         if rtc is not None:
             await rtc.close()

@@ -30,10 +30,7 @@ import asyncio
 import logging
 import random
 import secrets
-import socket
-import struct
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -43,22 +40,22 @@ from ...config import IceSettings
 from ...errors import BadOffer
 from ...media import BusStats, ReceiveStats
 from ...rtc import counters
-from ...rtc.leg import Quality, account_concealment
+from ...rtc.leg import Quality
 from ...rtc.passthrough import PassThrough
 from ...rtc.protection import LossProtection
 from ...rtc.rfc4733 import DtmfDetector, EventSender
 from ...rtc.rtcp import RtcpReports
-from ...rtc.rtprecv import payload_bounds
 from ...rtc.rtpsend import RtpStream
-from ...rtc.sdes import Crypto, media_section, new_crypto, read_savp, session_description
+from ...rtc.sdes import Crypto, new_crypto, read_savp
 from ...rtc.srtpudp import SrtpSocket
 from ...rtc.tracks import OpusBusTrack
 from ...rtc.uplink import Playout
 from ...tasks import TaskSet
 from ..base import EngineStats, MediaClosed, MediaFatal
+from . import sdes_parts as parts
 from .channel import PeerChannel
-from .peer import DTMF_QUEUE, IN_QUEUE, OPUS_COMPLEXITY, Outgoing
-from .sdp import DTMF_PT, OPUS_FMTP, read_remote
+from .peer import IN_QUEUE, OPUS_COMPLEXITY, Outgoing
+from .sdp import DTMF_PT, read_remote
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +65,6 @@ RTCP_INTERVAL = 5.0
 """Seconds between our RTCP reports (RFC 3550 §6.2's minimum), randomised ±50 %."""
 MEDIA_TIMEOUT = 30.0
 """Seconds without an authenticated packet before the leg fails (Meta ends such a call too)."""
-_HEADER = struct.Struct("!BBHII")
 
 
 class SdesPeer:
@@ -105,7 +101,7 @@ class SdesPeer:
         self.last: Quality | None = None
         self.totals = Quality()
         self._tasks = TaskSet(f"sdes-peer[{name}]")
-        self.socket = SrtpSocket(name, self._on_rtp, self._on_rtcp)
+        self.socket = SrtpSocket(name, lambda rtp: parts.receive_rtp(self, rtp), self._on_rtcp)
         self.stream = RtpStream(secrets.randbits(32), OPUS_PT)
         self.rtcp = RtcpReports(self.stream.ssrc, f"bridge-{secrets.token_hex(6)}")
         self.crypto: Crypto | None = None
@@ -113,13 +109,11 @@ class SdesPeer:
         self._out = Outgoing(stats)
         self._track: OpusBusTrack | None = None
         self._in: asyncio.Queue[Pcm | None] = asyncio.Queue(maxsize=IN_QUEUE)
-        self._attached = False
-        self._media_seen = False
+        self._attached = self._media_seen = False
         self.playout = Playout(self._on_frame, self.rx, self._tasks)
         self.dtmf = DtmfDetector(lambda digit, ms: on_dtmf(self, digit, ms))
-        self._events = EventSender(_StreamSender(self))
-        self._dtmf_out: deque[tuple[str, int, int, Callable[[], None] | None]] = deque()
-        self._dtmf_task: asyncio.Task[None] | None = None
+        self._events = EventSender(parts.StreamSender(self))
+        self._dtmf_out = parts.DtmfOut(self._events, self._tasks, self)
         self._close_lock = asyncio.Lock()
         self._closed = self._close_expected = False
         self.frames_in = self.in_dropped = self.unknown_payloads = 0
@@ -128,41 +122,7 @@ class SdesPeer:
     async def _open(self, remote_host: str | None) -> str:
         """Bind the socket; the address our SDP gives (``BRIDGE_PUBLIC_IP``, else the first
         ``BRIDGE_ICE_ADDRESSES``, else the one that routes to the far end)."""
-        ice = self._ice
-        bind = ice.ice_addresses[0] if ice is not None and ice.ice_addresses else ""
-        v6 = ":" in (bind or remote_host or "")
-        host, _ = await self.socket.open(
-            bind or ("::" if v6 else "0.0.0.0"), ice.rtp_ports if ice else ""
-        )
-        if ice is not None and ice.public_ip:
-            return ice.public_ip
-        if host not in ("0.0.0.0", "::"):
-            return host
-        return _route_to(remote_host or "", v6)
-
-    def _sdp(
-        self, address: str, crypto: Crypto, media_lines: tuple[str, ...] = (), index: int = 0
-    ) -> str:
-        payloads = [
-            (self.opus_pt, "opus/48000/2", OPUS_FMTP),
-            (self.dtmf_pt, "telephone-event/8000", "0-15"),
-        ]
-        audio = media_section(
-            address,
-            self.socket.local[1],
-            payloads,
-            crypto,
-            ssrc=self.stream.ssrc,
-            cname=self.rtcp.cname.decode(),
-        )
-        lines: list[str] = []
-        for i, m in enumerate(media_lines or ("m=audio",)):
-            if i == index:
-                lines += audio
-            else:  # RFC 3264 §6: every offered stream is answered; the others refused
-                parts = m.split()
-                lines.append(" ".join([parts[0], "0", *parts[2:]]))
-        return session_description(address, self.stream.ssrc, lines)
+        return await parts.open_socket(self.socket, self._ice, remote_host)
 
     async def answer(self, offer: str) -> str:
         """Meta's SDES offer → our answer (a fresh key, the offer's crypto tag and suite);
@@ -175,7 +135,7 @@ class SdesPeer:
         self.opus_pt, self.dtmf_pt = audio.opus_pt, audio.dtmf_pt or DTMF_PT
         self.crypto = new_crypto(remote.crypto.tag, remote.crypto.suite)
         address = await self._open(remote.address)
-        sdp = self._sdp(address, self.crypto, remote.media_lines, remote.index)
+        sdp = parts.sdp(self, address, self.crypto, remote.media_lines, remote.index)
         self._start(
             remote.crypto, (remote.address, remote.port), remote.rtcp, audio.bitrate, audio.fec
         )
@@ -184,7 +144,7 @@ class SdesPeer:
     async def offer(self) -> str:
         """Our offer for a business-initiated call: Opus on 111, telephone-event on 126."""
         self.crypto = new_crypto()
-        return self._sdp(await self._open(None), self.crypto)
+        return parts.sdp(self, await self._open(None), self.crypto)
 
     async def apply_answer(self, answer: str) -> None:
         """Meta's answer to our offer: its key and address; our media starts at once."""
@@ -277,27 +237,6 @@ class SdesPeer:
             self._end_channel()
 
     # -- receiving
-    def _on_rtp(self, plain: bytes) -> None:
-        bounds = payload_bounds(plain)
-        if bounds is None:
-            self.socket.junk += 1
-            return
-        _, second, seq, timestamp, ssrc = _HEADER.unpack_from(plain)
-        pt = second & 0x7F
-        payload = plain[bounds[0] : bounds[1]]
-        if self.connected_at is None:
-            self.connected_at = time.monotonic()
-            if self.state == "connecting":
-                self.state = "connected"
-        if pt == self.opus_pt:
-            self.rtcp.received(ssrc, seq, timestamp)
-            self.playout.packet(seq, timestamp, payload)
-        elif pt == self.dtmf_pt:
-            self.rtcp.received(ssrc, seq, timestamp, audio=False)
-            self.dtmf.feed(timestamp, payload)
-        else:
-            self.unknown_payloads += 1
-
     def _on_rtcp(self, plain: bytes) -> None:
         reports = self.rtcp.far_reports
         self.rtcp.receive(plain)
@@ -374,23 +313,7 @@ class SdesPeer:
         """Queue key presses; ``done`` is called once the last one was sent."""
         if self._track is None or self.dead:
             raise MediaClosed(f"{self.name}: the WhatsApp-side SDES leg is not up")
-        if len(self._dtmf_out) + len(digits) > DTMF_QUEUE:
-            raise ValueError("too many key presses queued")
-        for i, digit in enumerate(digits):
-            last = i == len(digits) - 1
-            self._dtmf_out.append((digit, duration_ms, gap_ms, done if last else None))
-        if not self._tasks.closed and (self._dtmf_task is None or self._dtmf_task.done()):
-            self._dtmf_task = self._tasks.spawn(self._send_dtmf(), "dtmf-out")
-
-    async def _send_dtmf(self) -> None:
-        while self._dtmf_out and not self.dead:
-            digit, duration_ms, gap_ms, done = self._dtmf_out[0]
-            await self._events.play(digit, duration_ms, self.dtmf_pt)
-            await asyncio.sleep(gap_ms / 1000)
-            if self._dtmf_out:
-                self._dtmf_out.popleft()
-            if done is not None:
-                done()
+        self._dtmf_out.push(digits, duration_ms, gap_ms, done)
 
     # -- stats
     @property
@@ -402,31 +325,7 @@ class SdesPeer:
         to the encoder); ``None`` until media has come."""
         if self._closed or self.state != "connected":
             return None
-        r, far = self.rtcp, self.rtcp.far
-        sent = (self.stream.audio_packets - far.packets_lost) if r.far_reports else 0
-        now = Quality(
-            uplink_packets=r.packets_received,
-            uplink_lost=r.packets_lost,
-            uplink_jitter_s=r.jitter_s,
-            downlink_packets=max(0, sent),
-            downlink_lost=far.packets_lost,
-            downlink_jitter_s=far.jitter_s if r.far_reports else None,
-            rtt_s=far.rtt_s,
-        )
-        prev = self.totals
-        delta = Quality(
-            uplink_packets=max(0, now.uplink_packets - prev.uplink_packets),
-            uplink_lost=max(0, now.uplink_lost - prev.uplink_lost),
-            uplink_jitter_s=now.uplink_jitter_s,
-            downlink_packets=max(0, now.downlink_packets - prev.downlink_packets),
-            downlink_lost=max(0, now.downlink_lost - prev.downlink_lost),
-            downlink_jitter_s=now.downlink_jitter_s,
-            rtt_s=now.rtt_s,
-        )
-        self.totals = now
-        account_concealment(delta, self.playout)
-        self.last = delta
-        return delta
+        return parts.sample(self)
 
     @property
     def receive_stats(self) -> ReceiveStats:
@@ -444,42 +343,7 @@ class SdesPeer:
         return self.playout.stats
 
     def leg_json(self) -> dict[str, Any]:
-        track, sock, last = self._track, self.socket, self.last
-        first = None
-        if self.first_sent_at is not None and self.started_at is not None:
-            first = round((self.first_sent_at - self.started_at) * 1000, 1)
-        return {
-            "media": "sdes",
-            "state": self.state,
-            "totals": self.totals.as_json(),
-            "lastSample": last.as_json() if last else None,
-            "lossFraction": last.loss_fraction if last else None,
-            "mos": None if self.mos is None else round(self.mos, 2),
-            "receiver": self.playout.stats.as_w3c(),
-            "failure": self.failure,
-            "connectMs": None
-            if self.connected_at is None
-            else round((self.connected_at - self.created_at) * 1000, 1),
-            "firstPacketMs": first,
-            "local": f"{sock.local[0]}:{sock.local[1]}",
-            "remote": None if sock.rtp_to is None else f"{sock.rtp_to[0]}:{sock.rtp_to[1]}",
-            "latched": sock.latched,
-            "framesReceived": self.frames_in,
-            "receivedDropped": self.in_dropped,
-            "framesSent": track.frames_sent if track is not None else 0,
-            "silentFramesSent": track.silent_frames if track is not None else 0,
-            "sendDropped": self._out.dropped,
-            "sendUnderruns": self._out.underruns,
-            "srtpAuthFailed": sock.auth_failed,
-            "junkDropped": sock.junk,
-            "rtcpSent": sock.rtcp_sent,
-            "rtcpReceived": sock.rtcp_received,
-            "rttMs": None if self.rtcp.far.rtt_s is None else round(self.rtcp.far.rtt_s * 1000, 1),
-            "rtpLate": self.rx.uplink_rtp_late,
-            "decodeErrors": self.rx.uplink_decode_errors,
-            "dtmfPresses": self.dtmf.presses,
-            "dtmfSent": self._events.presses,
-        }
+        return parts.leg_json(self, self._track, self._out, self._events)
 
     # -- close
     async def close(self) -> None:
@@ -502,27 +366,3 @@ class SdesPeer:
             self.socket.close()
             self.playout.stop()
             self.state = "closed"
-
-
-class _StreamSender:
-    """What :class:`~bridge.rtc.rfc4733.EventSender` writes through: our stream and its send."""
-
-    def __init__(self, peer: SdesPeer) -> None:
-        self.stream = peer.stream
-        self.send = peer.send_packet
-
-
-def _route_to(host: str, v6: bool) -> str:
-    """The local address the kernel would send from to ``host`` (no packet is sent: a UDP
-    ``connect`` only picks the route); the host name's address without one."""
-    if host:
-        with socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.connect((host, 9))
-                return str(s.getsockname()[0])
-            except OSError:
-                pass
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
