@@ -27,10 +27,8 @@ towards WhatsApp, and the participants keep hearing each other (not the held pee
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +39,7 @@ import numpy.typing as npt
 
 from ..audio import FRAME_SAMPLES
 from ..audio.pcm import Pcm
-from .clock import MediaClock
+from .clock import worker_clock
 from .frames import BusFrame, DownlinkSink, downlink_jitter
 
 if TYPE_CHECKING:
@@ -88,7 +86,7 @@ class Conference:
         self.participants: dict[str, Participant] = {}
         self.held = False
         self._from_whatsapp: deque[BusFrame] = deque(maxlen=INPUT_FRAMES)
-        self._clock: asyncio.Task[None] | None = None
+        self._clock: Callable[[], None] | None = None
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
     # -- membership
@@ -154,16 +152,12 @@ class Conference:
             for p in self.participants.values():
                 p.inbox.clear()
             self._from_whatsapp.clear()
-            self._clock = self.bus.tasks.spawn(self._run(), "mixer")
+            self._clock = worker_clock().register(self._tick)
 
     async def aclose(self) -> None:
-        clock, self._clock = self._clock, None
-        if clock is not None:
-            clock.cancel()
-            try:
-                await clock
-            except asyncio.CancelledError:
-                pass
+        unregister, self._clock = self._clock, None
+        if unregister is not None:
+            unregister()
         self.participants.clear()
 
     # -- inputs
@@ -187,12 +181,12 @@ class Conference:
         return True
 
     # -- the mixing clock
-    async def _run(self) -> None:
-        clock = MediaClock()
+    def _tick(self, now: float) -> None:
+        """The worker clock's tick for this call (see :class:`WorkerClock`)."""
+        if self.bus.closed:
+            return
         try:
-            while not self.bus.closed:
-                await clock.tick()
-                self.mix_once(time.monotonic())
+            self.mix_once(now)
         except Exception:
             log.exception("call %s: the mixer failed", self.bus.call_id)
             raise
