@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 RUNTIME = $(VENV)/.runtime
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit install system-deps node-deps bench bench-smoke soak clean \
+.PHONY: run test lint typecheck unit install system-deps node-deps web-deps bench bench-smoke soak clean \
 	quality quality-deps
 
 $(PY):
@@ -52,6 +52,13 @@ $(NODE_STAMP): tests/interop/node/package-lock.json
 	  cd tests/interop/node && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else echo "npm not found: the libwebrtc test will skip"; fi
 node-deps: $(NODE_STAMP)
+
+# The report page's charting library (uPlot, locked in web/charts/package-lock.json): its build
+# is copied beside the page (web/uPlot.iife.min.js, web/uPlot.min.css, committed so a wheel built
+# from a checkout ships it; tests/unit/test_report_page.py checks they are the locked version's).
+web-deps:
+	cd web/charts && npm ci --no-audit --no-fund --loglevel=error
+	cp web/charts/node_modules/uplot/dist/uPlot.iife.min.js web/charts/node_modules/uplot/dist/uPlot.min.css web/
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check bridge tests bench examples pipecat_whatsapp_bridge

@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,9 @@ class Line:
 LINES: dict[int, Line] = {}
 
 
-def patch_sim() -> None:
+def patch_sim() -> Callable[[], None]:
+    """Patch the simulated WhatsApp user to say bursts and time what it hears; returns the
+    undo."""
     produce, send = sim.SimMediaChannel._produce, sim.SimMediaChannel.send
 
     def said(channel: Any, at: float) -> np.ndarray:
@@ -75,7 +78,13 @@ def patch_sim() -> None:
 
     sim.SimMediaChannel._produce = said  # type: ignore[method-assign]
     sim.SimMediaChannel.send = heard  # type: ignore[method-assign]
-    _ = produce
+
+    def undo() -> None:
+        sim.SimMediaChannel._produce = produce  # type: ignore[method-assign]
+        sim.SimMediaChannel.send = send  # type: ignore[method-assign]
+        LINES.clear()
+
+    return undo
 
 
 class TimedFake(FakeOpenAIRealtime):
@@ -186,7 +195,7 @@ def p(values: list[float], q: float) -> float:
 
 
 async def run(calls: int, turns: int) -> dict[str, Any]:
-    patch_sim()
+    undo = patch_sim()
     settings = settings_for_tests(sim_peer="silence", fork_url_allow=("127.0.0.1",))
     client = TestClient(TestServer(create_app(settings)))
     await client.start_server()
@@ -196,6 +205,7 @@ async def run(calls: int, turns: int) -> dict[str, Any]:
     finally:
         cpu = (time.process_time() - cpu0) / (time.monotonic() - wall0)
         await client.close()
+        undo()
     keys = ("up", "down", "barge", "end_err", "back", "errors")
     merged: dict[str, list[Any]] = {k: [] for k in keys}
     for r in results:

@@ -53,7 +53,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "aiortc RTP receive (DTLS demux, receiver)",
-        ("RTCRtpReceiver", "RTCDtlsTransport", "_robust_recv_next", "ReceiverBuffer"),
+        ("RTCRtpReceiver", "RTCDtlsTransport", "robust_recv_next", "ReceiverBuffer"),
     ),
     ("media clock (pacing)", ("MediaClock",)),
     (

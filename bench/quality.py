@@ -108,20 +108,25 @@ def run_loss_curve(args: argparse.Namespace) -> None:
     print(f"wrote {path} ({result['run_seconds']} s)")
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def paths_table(paths: dict[str, Any]) -> str:
     """Markdown: one row per profile, each direction's score next to the ideal receiver's."""
     out = [
         "| network | browser → engine: bridge | ideal receiver | ideal, PLC only "
-        "| engine → browser | bridge CPU |",
-        "|---|---|---|---|---|---|",
+        "| receiver delay ms | engine → browser | bridge transit ms | bridge CPU |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in paths.items():
         if name in ("echo", "cloudapi", "cloudapi_transcoded"):
             continue
-        up = r["uplink"]
+        up, down = r["uplink"], r["downlink"]
         out.append(
             f"| {name} | {up['bridge']:.2f} | {up['ideal']:.2f} | {up['ideal_plc_only']:.2f} "
-            f"| {r['downlink']['bridge']:.2f} | {r['bridge_cpu_percent']:.1f} % |"
+            f"| {_ms(up.get('receiver_delay_ms'))} | {down['bridge']:.2f} "
+            f"| {_ms(down.get('bridge_transit_ms'))} | {r['bridge_cpu_percent']:.1f} % |"
         )
     down = downlink_table(paths)
     if down:

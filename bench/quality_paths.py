@@ -471,6 +471,7 @@ async def engine_call(
         await browser.connect(http, bridge.base, call_id)
         fake = list(engine.calls.values())[-1]
         await asyncio.sleep(0.5)
+        transit0 = await _transit(http, bridge.base)
         cpu0 = bridge.cpu_seconds()
         fake.received.clear()
         fake.clock_ppm = profile.drift_ppm  # the engine's clock drifts as the browser's does
@@ -481,6 +482,7 @@ async def engine_call(
         await asyncio.sleep(seconds + 1.0)
         down_kbps = (browser.down_octets - octets0) * 8 / (seconds + 1.0) / 1000
         cpu = bridge.cpu_seconds() - cpu0
+        transit1 = await _transit(http, bridge.base)
         async with http.get(f"{bridge.base}/call/{call_id}/stats") as r:
             stats = await r.json()
         async with http.post(f"{bridge.base}/call/hangup", json={"callID": call_id}):
@@ -493,6 +495,7 @@ async def engine_call(
         "ideal": pesq_wb(sent, ideal_decode(browser.sent), piece),
         "ideal_plc_only": pesq_wb(sent, ideal_decode(browser.sent, fec=False), piece),
         "packets_lost": browser.lost_up,
+        "receiver_delay_ms": _receiver_delay_ms(stats),
     }
     received = browser.received
     lost = [s for s in range(min(received), max(received)) if s not in received] if received else []
@@ -509,6 +512,7 @@ async def engine_call(
             1 for s in lost if s not in browser.copies and has_fec(received.get(s + 1, b""))
         ),
         "protection": (stats.get("webrtc") or {}).get("downlinkProtection"),
+        "bridge_transit_ms": _mean_ms(transit0, transit1, "downlink"),
     }
     return {
         "uplink": uplink,
@@ -516,6 +520,43 @@ async def engine_call(
         "bridge_cpu_percent": round(100 * cpu / (seconds + 1.0), 2),
         "receiver": _receiver_stats(stats),
     }
+
+
+def _receiver_delay_ms(stats: dict[str, Any]) -> float | None:
+    """The browser leg's receiver: the mean time a played sample waited in it (W3C
+    ``jitterBufferDelay / jitterBufferEmittedCount``), ms."""
+    rx = _receiver_stats(stats) or {}
+    count = rx.get("jitterBufferEmittedCount") or 0
+    return round(1000 * rx["jitterBufferDelay"] / count, 1) if count else None
+
+
+async def _transit(http: aiohttp.ClientSession, base: str) -> dict[str, tuple[float, float]]:
+    """``bridge_frame_transit_seconds`` (sum, count) per direction, from ``/metrics``: how
+    long a frame waited between entering the bridge and leaving it (on the downlink, the
+    listener's jitter buffer and its cushion)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with http.get(f"{base}/metrics") as r:
+        text = await r.text()
+    out: dict[str, list[float]] = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name != "bridge_frame_transit_seconds":
+            continue
+        for sample in fam.samples:
+            pair = out.setdefault(sample.labels.get("direction", ""), [0.0, 0.0])
+            if sample.name.endswith("_sum"):
+                pair[0] = sample.value
+            elif sample.name.endswith("_count"):
+                pair[1] = sample.value
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def _mean_ms(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], key: str
+) -> float | None:
+    s0, c0 = before.get(key, (0.0, 0.0))
+    s1, c1 = after.get(key, (0.0, 0.0))
+    return round(1000 * (s1 - s0) / (c1 - c0), 1) if c1 > c0 else None
 
 
 def _receiver_stats(stats: dict[str, Any]) -> dict[str, Any] | None:

@@ -46,7 +46,7 @@ from pylibsrtp import Policy, Session
 
 from bench.send_path import machine
 from bridge.loop import install_event_loop
-from bridge.rtc import guard, rtprecv
+from bridge.rtc import aiortc_seam, guard, rtprecv
 from bridge.rtc.red import RedStats, hook_red
 from bridge.rtc.rfc4733 import DtmfDetector, hook_receive
 from bridge.rtc.uplink import ReceiverBuffer
@@ -108,7 +108,7 @@ def old_guard(protocol: Any, data: bytes, addr: tuple[str, int]) -> None:
 
 
 async def per_packet_us(path: str, data: list[bytes]) -> float:
-    guard.install_udp_guard()
+    aiortc_seam.install()
     ice = RTCIceTransport(RTCIceGatherer())
     dtls = RTCDtlsTransport(ice, [RTCCertificate.generateCertificate()])
     dtls._rx_srtp = Session(
@@ -135,7 +135,7 @@ async def per_packet_us(path: str, data: list[bytes]) -> float:
         lean = rtprecv.install(receiver, sink)  # type: ignore[arg-type]
         lean.take_red(RED_PT, OPUS.payloadType, RedStats())
         lean.take_dtmf(lambda: DTMF_PT, detector)
-        feed: Any = guard._guarded_datagram_received
+        feed: Any = guard.guarded_datagram_received
     else:
         feed = old_guard
     # The browser leg's hooks, on aiortc's path (both paths have them; only aiortc's uses them).

@@ -90,8 +90,12 @@ def create_app(
     async def demo_page(request: web.Request) -> web.FileResponse:
         return web.FileResponse(index)
 
+    async def report_page(request: web.Request) -> web.FileResponse:
+        # The page holds no data: it reads the reports with the API's token (api/metrics.py).
+        return web.FileResponse(static / "report.html")
+
     # The page and its scripts (web/__init__.py only makes the directory a package).
-    files = {f.name: f for f in static.iterdir() if f.suffix in (".html", ".js")}
+    files = {f.name: f for f in static.iterdir() if f.suffix in (".html", ".js", ".css")}
 
     async def web_file(request: web.Request) -> web.FileResponse:
         # The packaged files only, by name: no directory walk, and a 404 with the JSON body.
@@ -101,5 +105,6 @@ def create_app(
         return web.FileResponse(path)
 
     app.router.add_get("/", demo_page)
+    app.router.add_get("/report", report_page)
     app.router.add_get("/web/{filename}", web_file)
     return app

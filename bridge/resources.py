@@ -49,6 +49,7 @@ from .api.keys import (
     PLAYBACK,
     RECORDINGS,
     RECOVERY,
+    REPORTS,
     SETTINGS,
     TASKS,
     TURN,
@@ -60,6 +61,7 @@ from .attachments.speech import start_speech_activity
 from .calls import Call, CallEvents, CallManager, InboundCalls, InMemoryCallRegistry, Recovery
 from .calls.handover import MovedCall
 from .calls.model import default_owner
+from .calls.reports import start_reports
 from .calls.runtime import CallRuntime
 from .cluster import create_directory, internal_url_for
 from .cluster.handover import Handover
@@ -259,6 +261,8 @@ async def calls(app: web.Application) -> AsyncIterator[None]:
     app[CALL_EVENTS].observe(dtmf_observer(manager.find_runtime))  # keys to forks, sockets, agents
     app[AGENTS].controls = controls_for(manager, app[PLAYBACK])
     app[MANAGER], app[INBOUND], app[RECOVERY] = manager, inbound, recovery
+    reports = start_reports(settings, app[METRICS].registry, app[CALL_EVENTS], manager, app[TASKS])
+    app[REPORTS] = reports
     app[LATER_RECOVERY].bind(recovery)
     try:
         await manager.start()
@@ -267,6 +271,7 @@ async def calls(app: web.Application) -> AsyncIterator[None]:
     finally:
         await recovery.close()
         await manager.close()  # every live call ends (with its runtime)
+        await app[REPORTS].flush()  # their records are on disk
 
 
 async def call_handover(app: web.Application) -> AsyncIterator[None]:

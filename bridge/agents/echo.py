@@ -3,10 +3,17 @@
 A phone on speaker sends the agent's voice back to the bridge 60–250 ms after it was played,
 15–30 dB down. A model's turn detection cannot tell that from the caller (it never heard what
 the bridge played); the bridge can: it keeps the level of every 20 ms frame it sent the caller
-and of every frame the caller sent, and a caller frame counts as the caller's own voice only
-when it is louder than the loudest agent frame of the echo's delay window less
-``MARGIN_DB``. An echo — at most the played level less 15 dB — never is; a voice over it at
-a talker's level is (decide apart from doing: this module only decides, the agent acts).
+and of every frame the caller sent.
+
+* The echo path: over the last 1.5 s, the delay at which the caller's level followed the
+  agent's at a steady loss (median absolute deviation of the difference ≤ 3 dB). With it, a
+  caller frame is the caller's own voice when it is 6 dB above the echo the path predicts —
+  an echo only 10 dB down is still an echo, a voice at a talker's level is not.
+* Without a path (too little played, or nothing steady), a bound: a caller frame is the
+  caller's when it is louder than the loudest agent frame of the echo's delay window less
+  ``MARGIN_DB`` — an echo 15 dB down or more never is.
+
+This module only decides (decide apart from doing); the agent acts.
 """
 
 from __future__ import annotations
@@ -32,6 +39,13 @@ WINDOW_MS = 600
 milliseconds after the onset it detected)."""
 VOICED_FRAMES = 3
 """Caller frames above the echo line, within the window, that make the caller's voice."""
+HISTORY_MS = 1500
+"""The frames the echo path (its delay and loss) is estimated from."""
+PATH_SPREAD_DB = 3.0
+"""How steady (median absolute deviation) the caller's level against the agent's, at one
+delay, must be for that delay and loss to be taken for an echo path."""
+PATH_MARGIN_DB = 6.0
+"""With the echo path known, how far above the echo it predicts a frame is the caller."""
 
 
 def level_dbfs(pcm: Pcm) -> float:
@@ -40,6 +54,15 @@ def level_dbfs(pcm: Pcm) -> float:
         return -120.0
     power = float(np.mean(np.square(pcm.astype(np.float64)))) / (32768.0 * 32768.0)
     return 10.0 * float(np.log10(power)) if power > 1e-12 else -120.0
+
+
+def _medians(columns: np.ndarray) -> np.ndarray:
+    """Each column's median, ignoring NaN (every column holds some numbers); numpy's
+    ``nanmedian`` is ten times slower on arrays this small."""
+    ordered = np.sort(columns, axis=0)  # NaN last
+    n = np.sum(~np.isnan(columns), axis=0)
+    cols = np.arange(columns.shape[1])
+    return (ordered[(n - 1) // 2, cols] + ordered[n // 2, cols]) / 2.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +87,10 @@ class EchoGuard:
         )
         self._heard: deque[tuple[float, float]] = deque(maxlen=WINDOW_MS // FRAME_MS)
         """(caller level, loudest agent level of the echo window) per caller frame."""
+        self._history: deque[tuple[float, tuple[float, ...]]] = deque(
+            maxlen=HISTORY_MS // FRAME_MS
+        )
+        """(caller level, the agent's levels at each delay) per caller frame."""
 
     def played(self, pcm: Pcm) -> None:
         """A frame the caller was sent (everything the call sends them)."""
@@ -74,20 +101,59 @@ class EchoGuard:
         lags = list(self._played)
         first = len(lags) - LAG_MAX_MS // FRAME_MS
         last = len(lags) - LAG_MIN_MS // FRAME_MS
-        reference = max(lags[max(0, first) : max(1, last)])
-        self._heard.append((level_dbfs(pcm), reference))
+        window = lags[max(0, first) : max(1, last)]
+        level = level_dbfs(pcm)
+        self._heard.append((level, max(window)))
+        self._history.append((level, tuple(window)))
 
     @property
     def agent_recent_dbfs(self) -> float:
         return max(self._played)
 
+    def echo_path(self) -> tuple[int, float] | None:
+        """The echo's delay (an index into the delay window: the mean of that frame and the
+        next) and its level against the agent's, when the caller's level has followed the
+        agent's that steadily over the last :data:`HISTORY_MS`; ``None`` otherwise."""
+        history = list(self._history)
+        if len(history) < 15:
+            return None
+        caller = np.array([c for c, _ in history])
+        played = np.array([w for _, w in history])  # frames × delays (oldest delay first)
+        power = 10.0 ** (played / 10.0)
+        pairs = 10.0 * np.log10((power[:, :-1] + power[:, 1:]) / 2.0 + 1e-12)
+        use = (pairs > FLOOR_DBFS + 10) & (caller[:, None] > FLOOR_DBFS)
+        enough = use.sum(axis=0) >= 15
+        if not enough.any():
+            return None
+        residual = np.where(use, caller[:, None] - pairs, np.nan)[:, enough]
+        loss = _medians(residual)
+        spread = _medians(np.abs(residual - loss))
+        k = int(np.argmin(spread))
+        if spread[k] > PATH_SPREAD_DB:
+            return None
+        return int(np.flatnonzero(enough)[k]), float(loss[k])
+
+    def _voiced_on_path(self, delay: int, loss: float) -> list[tuple[float, float]]:
+        frames = list(self._history)[-len(self._heard) :]
+        out = []
+        for caller, window in frames:
+            p = 10.0 ** (np.array(window[delay : delay + 2]) / 10.0)
+            expected = 10.0 * float(np.log10(p.mean() + 1e-12)) + loss
+            if caller > FLOOR_DBFS and caller > expected + PATH_MARGIN_DB:
+                out.append((caller, expected))
+        return out
+
     def decide(self) -> Verdict:
         """Whether the speech the model reported now is the agent's echo."""
-        voiced = [
-            (caller, agent)
-            for caller, agent in self._heard
-            if caller > FLOOR_DBFS and caller > agent - MARGIN_DB
-        ]
+        path = self.echo_path()
+        if path is not None:  # the echo's delay and loss are known: expect exactly it
+            voiced = self._voiced_on_path(*path)
+        else:  # bound it: the loudest agent frame of the window, less MARGIN_DB
+            voiced = [
+                (caller, agent)
+                for caller, agent in self._heard
+                if caller > FLOOR_DBFS and caller > agent - MARGIN_DB
+            ]
         caller = max((c for c, _ in self._heard), default=-120.0)
         agent = max((a for _, a in self._heard), default=-120.0)
         echo = len(voiced) < VOICED_FRAMES

@@ -32,15 +32,16 @@ class RuntimeControls(CallControls):
 
     async def transfer(self, participant_id: str | None) -> str:
         if participant_id is None:
-            humans = [s for s in self._runtime.sessions.values() if s.role is not Role.AGENT]
+            sessions = self._runtime.participants.sessions.values()
+            humans = [s for s in sessions if s.role is not Role.AGENT]
             if not humans:
                 raise CallStateError("no human participant on this call to hand it to")
             participant_id = humans[0].participant_id
-        await self._runtime.transfer(participant_id)
+        await self._runtime.participants.transfer(participant_id)
         return participant_id
 
     async def send_dtmf(self, digits: str) -> None:
-        await self._runtime.send_dtmf(digits, source="agent")
+        await self._runtime.dtmf.send(digits, source="agent")
 
     def hold(self, held: bool) -> None:
         self._runtime.set_held(held)

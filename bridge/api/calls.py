@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import BadRequest, NotFound
+from ..errors import NotFound
 from .auth import FORWARDED
 from .errors import require_call_id
 from .keys import DIRECTORY, INBOUND, MANAGER, WEBHOOKS
@@ -24,14 +24,8 @@ def _call_id(body: dict[str, Any]) -> str:
 
 @routes.post("/call/make")
 async def make_call(request: web.Request) -> web.Response:
-    body = await read_body(request, "MakeCallRequest")
-    metadata = body.get("metadata", {})
-    if metadata is None:
-        metadata = {}
-    if not isinstance(metadata, dict):
-        raise BadRequest("field 'metadata' must be a JSON object")
-    if "phone" not in body:
-        raise BadRequest("field 'phone' is required", code="invalid_phone")
+    body = await read_body(request, "MakeCallRequest")  # phone required; metadata object or null
+    metadata = body.get("metadata") or {}
     callback = body.get("statusCallback")
     if callback is not None:
         callback = request.app[WEBHOOKS].check_callback(callback)
@@ -126,7 +120,7 @@ async def send_dtmf(request: web.Request) -> web.Response:
         name: int(body.get(name, default)) for name, default in (("durationMs", 100), ("gapMs", 60))
     }
     runtime = request.app[MANAGER].runtime(call_id)
-    method = await runtime.send_dtmf(digits.upper(), timing["durationMs"], timing["gapMs"])
+    method = await runtime.dtmf.send(digits.upper(), timing["durationMs"], timing["gapMs"])
     return web.json_response(
         {"callID": call_id, "digits": digits.upper(), "method": method, **timing}, status=202
     )

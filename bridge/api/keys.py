@@ -8,6 +8,7 @@ from aiohttp import web
 from ..agents import AgentService
 from ..attachments import ForkService, PlaybackService, RecordingService
 from ..calls import CallManager, InboundCalls, Recovery
+from ..calls.reports import CallReports
 from ..cluster import Directory
 from ..cluster.handover import Handover
 from ..config import Settings
@@ -32,6 +33,8 @@ FORKS = web.AppKey("forks", ForkService)
 AGENTS = web.AppKey("agents", AgentService)
 """Realtime model agents on calls (OpenAI Realtime, Gemini Live)."""
 WEBHOOKS = web.AppKey("webhooks", WebhookService)
+REPORTS = web.AppKey("reports", CallReports)
+"""Each call's timeline while it lasts and its record after (``GET /call/{callID}/report``)."""
 DIRECTORY = web.AppKey("directory", Directory)
 HANDOVER = web.AppKey("handover", Handover)
 """Moves this worker's calls away when it drains; takes calls moved here

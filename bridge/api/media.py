@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..attachments import PlaybackService
+from ..attachments import Playback, PlaybackService
 from ..errors import BadRequest, TooLarge
 from .errors import body_deadline, require_call_id
 from .keys import MANAGER, PLAYBACK, RECORDINGS, SETTINGS
@@ -50,14 +50,12 @@ async def hold(request: web.Request) -> web.Response:
     if music is not None and not isinstance(music, str):
         raise BadRequest("field 'music' must be an audio asset id")
     runtime = request.app[MANAGER].runtime(require_call_id(body))
-    if held and music and runtime.hold_music is None:
-        playback = await request.app[PLAYBACK].start(runtime, {"assetId": music, "loop": True})
-        runtime.hold_music = playback.id
-    runtime.set_held(held)
-    if not held and runtime.hold_music is not None:
-        music_id, runtime.hold_music = runtime.hold_music, None
-        if any(p.id == music_id for p in runtime.attached("playback")):
-            PlaybackService.stop(runtime, music_id)
+    playbacks = request.app[PLAYBACK]
+
+    async def start_music() -> Playback:
+        return await playbacks.start(runtime, {"assetId": music, "loop": True})
+
+    await runtime.hold.set(held, start_music if music else None)
     return web.json_response(runtime.call.snapshot())
 
 

@@ -1,13 +1,16 @@
-"""``GET /metrics`` (Prometheus text format) and ``GET /call/{callID}/stats`` (JSON)."""
+"""``GET /metrics`` (Prometheus text format), ``GET /call/{callID}/stats`` and
+``GET /call/{callID}/report`` (JSON)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
-from ..errors import Unauthorized
+from ..errors import BadRequest, Unauthorized
 from ..metrics import CONTENT_TYPE
 from .auth import request_token, token_matches
-from .keys import MANAGER, METRICS, SETTINGS
+from .keys import MANAGER, METRICS, REPORTS, SETTINGS
 
 routes = web.RouteTableDef()
 
@@ -27,3 +30,23 @@ async def metrics(request: web.Request) -> web.Response:
 @routes.get("/call/{callID}/stats")
 async def call_stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[MANAGER].stats(request.match_info["callID"]))
+
+
+@routes.get("/call/reports")
+async def call_reports(request: web.Request) -> web.Response:
+    """The ids of the newest stored call records (``?limit=``, at most 500), newest first."""
+    try:
+        limit = int(request.query.get("limit", "50"))
+    except ValueError:
+        raise BadRequest("limit must be an integer") from None
+    if not 1 <= limit <= 500:
+        raise BadRequest("limit must be between 1 and 500")
+    reports = request.app[REPORTS]
+    return web.json_response({"reports": await asyncio.to_thread(reports.stored, limit)})
+
+
+@routes.get("/call/{callID}/report")
+async def call_report(request: web.Request) -> web.Response:
+    """The call record: a live call's so far, an ended call's as stored at its end."""
+    report = await request.app[REPORTS].get(request.match_info["callID"])
+    return web.json_response(report)

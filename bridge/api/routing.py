@@ -100,6 +100,8 @@ def routing_middleware(secret: str) -> Middleware:
         if record is None or record.owner == directory.worker_id:
             return await handler(request)  # unknown (the handler says 404) or ours
         if not await _alive(directory, record.owner):
+            if not record.live and _reads_a_report(request):
+                return await handler(request)  # the record its worker stored (shared data dir)
             return _orphaned(request, record)  # its worker is gone: what the record knows
         return await forward(request, record.url, secret, owner=record.owner)
 
@@ -122,6 +124,15 @@ async def _call_id_of(request: web.Request) -> str | None:
 
 async def _alive(directory: Directory, worker: str) -> bool:
     return any(w.id == worker for w in await directory.workers())
+
+
+def _reads_a_report(request: web.Request) -> bool:
+    resource = request.match_info.route.resource
+    return (
+        request.method == "GET"
+        and resource is not None
+        and resource.canonical == "/call/{callID}/report"
+    )
 
 
 def _orphaned(request: web.Request, record: CallRecord) -> web.Response:

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from ..calls import normalize_phone
 from ..engines import SimulatedNetwork
-from ..errors import BadRequest, EngineError, NotFound
+from ..errors import EngineError, NotFound
 from .calls import wait_for_engine_call
 from .keys import ENGINE, MANAGER
 from .schema import read_body
@@ -20,9 +20,7 @@ async def sim_incoming(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     if not isinstance(engine, SimulatedNetwork):
         raise NotFound(f"the {engine.name} engine is not the simulated network")
-    body = await read_body(request, "SimIncomingRequest")
-    if "phone" not in body:
-        raise BadRequest("field 'phone' is required", code="invalid_phone")
+    body = await read_body(request, "SimIncomingRequest")  # the schema requires the phone
     phone = normalize_phone(body["phone"])
     request.app[MANAGER].check_capacity()
     engine_id = engine.incoming(phone)

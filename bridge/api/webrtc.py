@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..calls.offers import answer_offer
 from ..media import Role
 from .errors import require_call_id
 from .keys import MANAGER, SETTINGS, TURN
@@ -42,7 +43,7 @@ async def webrtc_offer(request: web.Request) -> web.Response:
     sdp: str = body["sdp"]  # the schema: type "offer", sdp with a non-blank character
     participant_id = participant_of(body)
     role = role_of(body)
-    answer = await request.app[MANAGER].webrtc_offer(call_id, sdp, participant_id, role)
+    answer = await answer_offer(request.app[MANAGER], call_id, sdp, participant_id, role)
     return web.json_response(
         {"callID": call_id, "type": "answer", "sdp": answer, "participantID": participant_id}
     )
@@ -55,7 +56,7 @@ async def webrtc_close(request: web.Request) -> web.Response:
     call = manager.get(require_call_id(body))
     runtime = manager.find_runtime(call.id)  # an ended call has none: nothing to close
     if runtime is not None:
-        await runtime.close_session(participant_of(body))
+        await runtime.participants.leave(participant_of(body))
     return web.json_response({"callID": call.id, "closed": True})
 
 
@@ -75,7 +76,7 @@ async def participant_role(request: web.Request) -> web.Response:
     """Change a participant's role live (a supervisor barging in, a whisperer taking over)."""
     body = await read_body(request, "RoleRequest")
     runtime = request.app[MANAGER].runtime(require_call_id(body))
-    runtime.set_role(participant_of(body), role_of(body))
+    runtime.participants.set_role(participant_of(body), role_of(body))
     return web.json_response(runtime.call.snapshot())
 
 
@@ -84,5 +85,5 @@ async def transfer(request: web.Request) -> web.Response:
     """Cold hand-off: participant ``to`` becomes the agent; the old agent is disconnected."""
     body = await read_body(request, "TransferRequest")
     runtime = request.app[MANAGER].runtime(require_call_id(body))
-    await runtime.transfer(participant_of(body, "to"))
+    await runtime.participants.transfer(participant_of(body, "to"))
     return web.json_response(runtime.call.snapshot())

@@ -3,8 +3,8 @@ it as JSON events — ``connected``, ``start``, ``media`` (base64, per 20 ms fra
 ``stop`` — and, for a two-way fork, plays the app's ``media`` into the call and answers its
 ``mark`` and ``clear``.
 
-How the events are spelled is the fork's dialect (:class:`ForkDialect`): Wavix-style
-(:class:`WavixEvents`, ``"format": "pcm16"`` or ``"pcmu"``) or Twilio Media Streams
+How the events are spelled is the fork's dialect (:class:`~.wavix.ForkDialect`): Wavix-style
+(:class:`~.wavix.WavixEvents`, ``"format": "pcm16"`` or ``"pcmu"``) or Twilio Media Streams
 (:class:`~.twilio.TwilioEvents`, ``"format": "twilio"``); everything else — the taps, the
 bounded queue, the two-way source, the lifecycle — is this module's, whatever the dialect.
 
@@ -20,11 +20,10 @@ import asyncio
 import base64
 import json
 import logging
-import secrets
 import socket
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -37,10 +36,10 @@ from ..errors import BadRequest, CallStateError, Forbidden, NotFound
 from ..http import RedirectRefused
 from ..media import BusFrame
 from ..tasks import TaskSet
-from ..timefmt import iso_utc
 from .base import AttachmentHost
 from .queued_source import QueuedSource
 from .twilio import TwilioEvents, custom_parameters
+from .wavix import ForkDialect, WavixEvents
 from .wire import OutgoingQueue
 
 log = logging.getLogger(__name__)
@@ -55,91 +54,6 @@ FRAME_8K = 160
 """Samples in 20 ms at 8 kHz: every µ-law payload is one whole frame (as Twilio sends)."""
 CONNECT_TIMEOUT = 10.0
 """Seconds to open a fork's WebSocket, handshake included."""
-
-
-def _now() -> str:
-    return iso_utc(time.time())
-
-
-class ForkDialect(Protocol):
-    """How one fork's events are spelled on the wire (the fork decides when to send them)."""
-
-    stream_id: str
-    codec: str
-    """``pcm16`` (s16le 16 kHz) or ``pcmu`` (G.711 µ-law 8 kHz): the media payloads both ways."""
-
-    def connected(self) -> dict[str, Any]: ...
-
-    def start(self, channel: str, stream_type: str) -> dict[str, Any]: ...
-
-    def media(self, track: str, chunk: int, timestamp_ms: int, payload: bytes) -> dict[str, Any]:
-        """One 20 ms frame of ``track`` (``inbound``/``outbound``), already encoded."""
-
-    def mark(self, name: str, status: str) -> dict[str, Any]:
-        """A mark the app sent, now played (or cleared)."""
-
-    def dtmf(self, digit: str) -> dict[str, Any] | None:
-        """A key the WhatsApp user pressed (``None``: the dialect does not carry DTMF)."""
-
-    def stop(self) -> dict[str, Any]: ...
-
-
-class WavixEvents:
-    """The Wavix-style dialect: snake_case fields, a sequence number on every event but
-    ``connected``, ``media_format`` naming the payload encoding."""
-
-    def __init__(self, call_id: str, codec: str, stream_id: str | None = None) -> None:
-        self.stream_id = stream_id or "st_" + secrets.token_hex(8)
-        self.call_id = call_id
-        self.codec = codec
-        self._seq = 0
-
-    def _event(self, event: str, **fields: Any) -> dict[str, Any]:
-        self._seq += 1
-        return {
-            "event": event,
-            "event_time": _now(),
-            "call_id": self.call_id,
-            "stream_id": self.stream_id,
-            "sequence_number": self._seq,
-            **fields,
-        }
-
-    def connected(self) -> dict[str, Any]:
-        return {"event": "connected", "event_time": _now()}
-
-    def start(self, channel: str, stream_type: str) -> dict[str, Any]:
-        pcmu = self.codec == "pcmu"
-        return self._event(
-            "start",
-            stream_type=stream_type,
-            channel=channel,
-            media_format={
-                "encoding": "audio/x-mulaw" if pcmu else "audio/x-l16",
-                "sample_rate": 8000 if pcmu else 16_000,
-                "channels": 1,
-            },
-        )
-
-    def media(self, track: str, chunk: int, timestamp_ms: int, payload: bytes) -> dict[str, Any]:
-        return self._event(
-            "media",
-            media={
-                "payload": base64.b64encode(payload).decode(),
-                "track": track,
-                "timestamp": timestamp_ms,
-                "chunk": chunk,
-            },
-        )
-
-    def mark(self, name: str, status: str) -> dict[str, Any]:
-        return self._event("mark", mark={"name": name, "status": status})
-
-    def dtmf(self, digit: str) -> dict[str, Any] | None:
-        return None  # key presses reach Wavix-style apps as call.dtmf events (SSE, webhooks)
-
-    def stop(self) -> dict[str, Any]:
-        return self._event("stop")
 
 
 class Fork:

@@ -116,16 +116,20 @@ class PlayoutFifo:
         self._history = np.zeros(self.max_lag, dtype=np.int16)
 
     # -- time-scale modification
-    def accelerate(self, limit: int, *, voiced: bool = True, force: bool = False) -> int:
+    def accelerate(
+        self, limit: int, *, voiced: bool = True, force: bool = False, owed: int = 0
+    ) -> int:
         """Remove one period of at most ``limit`` samples from the start of what is held, where
         it is not heard (in a pause, or if ``voiced`` in voiced speech; anywhere if ``force``);
-        the samples removed (0: not here)."""
+        the samples removed (0: not here). With ``owed``: in a pause at most that many, in
+        speech a period at least that long if the signal repeats at one (as :meth:`expand`)."""
         x = self._pending
         most = min(limit, self.max_lag, (x.size - self.window) // 2)
         if most < self.min_lag:
             return 0
         k = BLOCK
-        pause = min(limit, self.max_lag, quiet_prefix(x[: self.max_lag + k]) - k)
+        quiet = quiet_prefix(x[: self.max_lag + k]) - k
+        pause = min(limit, self.max_lag, max(owed, self.min_lag) if owed else limit, quiet)
         if pause >= self.min_lag and self._played_quietly():
             # In a pause (up to a word's onset, which stays whole): cut `pause` quiet samples,
             # cross-fading over a block so the waveform has no step.
@@ -136,7 +140,9 @@ class PlayoutFifo:
             self.removed += pause
             return pause
         region = x[: 2 * most + self.window].astype(np.float32)
-        lag = self._period(region, region[: self.window], self.min_lag, most, voiced, force)
+        lag = self._period(
+            region, region[: self.window], self.min_lag, most, voiced, force, owed=owed
+        )
         if not lag:
             return 0
         ramp = self._ramp(lag)
@@ -154,7 +160,9 @@ class PlayoutFifo:
         shortest period, at most the longest, or as many as were quiet); in speech a period at
         least ``owed`` long if the signal repeats at one, else a shorter one."""
         x = self._pending
-        most = min(self.max_lag, x.size - self.window)
+        if x.size < self.window:
+            return 0  # too little held to compare
+        most = min(self.max_lag, x.size)
         least = self.min_lag
         if most < least:
             return 0

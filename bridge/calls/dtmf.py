@@ -1,4 +1,5 @@
-"""A call's DTMF, owned by its runtime: key presses out to WhatsApp and in-band ones in.
+"""A call's DTMF, owned by its runtime (:class:`CallDtmf`): key presses out to WhatsApp and
+in from it, whichever way they travel.
 
 * Out (``POST /call/dtmf``, a browser's ``RTCDTMFSender``): on a WhatsApp leg that carries
   DTMF out of band (``engines.DtmfLeg``: the Cloud API's RFC 4733) the presses go to the leg;
@@ -11,12 +12,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from ..audio.dtmf import DtmfToneDetector, ToneSequence
 from ..audio.pcm import Pcm
-from ..media import BusFrame, CallBus
+from ..engines import DtmfLeg
+from ..engines.base import MediaChannel, MediaClosed
+from ..errors import CallStateError
+from ..media import BusFrame, CallBus, Role
+from ..metrics import Metrics
+from ..tasks import TaskSet
+from .model import Call, CallState
+
+log = logging.getLogger(__name__)
 
 MAX_QUEUED = 128
 """Key presses a call may have waiting to be played; more are refused (409)."""
@@ -86,3 +97,112 @@ class InbandDtmf:
 
     def close(self) -> None:
         self.bus.remove_downlink_tap(self._tap)
+
+
+class WhatsAppMedia(Protocol):
+    """What key presses need of the call's engine media (``calls/engine_media.py``)."""
+
+    @property
+    def channel(self) -> MediaChannel | None: ...
+
+    async def open(self) -> None: ...
+
+
+class CallDtmf:
+    """A call's key presses both ways: out to WhatsApp (:meth:`send`, a browser's presses
+    passed on), in from it (:meth:`on_whatsapp`, the one way in). See the module docstring."""
+
+    def __init__(
+        self,
+        call: Call,
+        bus: CallBus,
+        media: WhatsAppMedia,
+        metrics: Metrics,
+        emit: Callable[..., None],
+        tasks: TaskSet,
+    ) -> None:
+        self.call = call
+        self.bus = bus
+        self.media = media
+        self.metrics = metrics
+        self.emit = emit
+        self._tasks = tasks
+        self._tones: DtmfTones | None = None
+        self._closed = False
+
+    async def send(
+        self, digits: str, duration_ms: int = 100, gap_ms: int = 60, source: str = "api"
+    ) -> str:
+        """Send key presses to the WhatsApp peer: RFC 4733 on a leg that carries it (cloudapi),
+        else in-band tones mixed into the uplink. Returns ``rfc4733`` or ``inband``;
+        ``call.dtmf.sent`` follows once the last press (and its gap) went out."""
+        if self._closed or self.call.state is not CallState.ACTIVE:
+            raise CallStateError(f"call {self.call.id} is {self.call.state}, not active")
+        if self.media.channel is None:  # nobody used the bus yet: the key presses do
+            self.bus.add_user("dtmf")
+            await self.media.open()
+        if self._closed or not self.call.live:
+            raise CallStateError(f"call {self.call.id} has ended")
+        channel = self.media.channel
+        data = {"digits": digits, "durationMs": duration_ms, "gapMs": gap_ms, "source": source}
+
+        def sent(method: str) -> Callable[[], None]:
+            def done() -> None:
+                if not self._closed:
+                    self.emit("call.dtmf.sent", **data, method=method)
+
+            return done
+
+        try:
+            if isinstance(channel, DtmfLeg):
+                channel.send_dtmf(digits, duration_ms, gap_ms, sent("rfc4733"))
+                method = "rfc4733"
+            else:
+                if self._tones is None:
+                    self._tones = DtmfTones(self.bus)
+                self._tones.add(digits, duration_ms, gap_ms, sent("inband"))
+                method = "inband"
+        except ValueError as exc:
+            raise CallStateError(f"call {self.call.id}: {exc}") from None
+        except MediaClosed as exc:
+            raise CallStateError(f"call {self.call.id}: the WhatsApp leg is down ({exc})") from None
+        self.metrics.dtmf.labels("sent", source).inc(len(digits))
+        return method
+
+    def on_browser(self, participant_id: str, role: Role, digit: str, duration_ms: int) -> None:
+        """A browser pressed a key (its ``RTCDTMFSender``): tell everyone and, from a
+        participant WhatsApp hears (agent, barge), pass it on like ``POST /call/dtmf``."""
+        if self._closed or not self.call.live:
+            return
+        self.metrics.dtmf.labels("received", "agent").inc()
+        self.emit(
+            "call.dtmf",
+            digit=digit,
+            durationMs=duration_ms,
+            source="agent",
+            participantID=participant_id,
+        )
+        if role not in (Role.AGENT, Role.BARGE) or self.bus.conference.held:
+            return
+        duration = max(40, min(2000, duration_ms))
+        self._tasks.spawn(self._pass_on(digit, duration), "dtmf-agent")
+
+    async def _pass_on(self, digit: str, duration_ms: int) -> None:
+        try:
+            await self.send(digit, duration_ms, 60, source="agent")
+        except CallStateError as exc:
+            log.info("call %s: agent's key press not passed on: %s", self.call.id, exc.message)
+
+    def on_whatsapp(self, digit: str, duration_ms: int) -> None:
+        """The WhatsApp user pressed a key: the one way in, whether the press was heard as
+        tones on a PCM engine's downlink (:class:`InbandDtmf`) or reported by the engine (an
+        RFC 4733 ``DTMF`` event on the Cloud API leg)."""
+        if self._closed or not self.call.live:
+            return
+        self.metrics.dtmf.labels("received", "whatsapp").inc()
+        self.emit("call.dtmf", digit=digit, durationMs=duration_ms, source="whatsapp")
+
+    def close(self) -> None:
+        self._closed = True
+        if self._tones is not None:
+            self._tones.close()

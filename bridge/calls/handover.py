@@ -150,7 +150,7 @@ async def relay_until_moved(
     the browser's peer connection until ``browser_moved()`` (the browser's new connection is
     up on the new owner), at most :data:`RELAY_WAIT`. ``False``: no relay (no browser here,
     or the stream could not be opened): the caller lets go at once."""
-    if not runtime.sessions:
+    if not runtime.participants.sessions:
         return False
     try:
         channel = await asyncio.wait_for(open_relay(url, worker, runtime.call_id), 3.0)
@@ -162,7 +162,7 @@ async def relay_until_moved(
             extra={"call_id": runtime.call_id},
         )
         return False
-    await runtime.swap_engine_media(channel)
+    await runtime.media.swap(channel)
     deadline = time.monotonic() + RELAY_WAIT
     while time.monotonic() < deadline:
         if await browser_moved():
@@ -211,7 +211,8 @@ async def adopt_call(
     try:
         await claim(call, previous)
         if call.state is CallState.ACTIVE:
-            await runtime.open_engine_media_now(HANDOVER_USER)
+            runtime.bus.add_user(HANDOVER_USER)
+            await runtime.media.open()
             await _engine_media_open(runtime, MEDIA_OPEN_WAIT)
         if moved.recording is not None and resume_recording is not None:
             await resume_recording(runtime, moved.recording)
@@ -255,7 +256,7 @@ async def adopt_call(
 
 
 async def _engine_media_open(runtime: CallRuntime, timeout: float) -> None:
-    channel = runtime.pump.channel if runtime.pump is not None else None
+    channel = runtime.media.channel
     if not isinstance(channel, OpensInBackground):
         return  # opened at once, or failed (the runtime reported it)
     if not await channel.wait_connected(timeout):

@@ -20,58 +20,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..config import CallSettings, ShutdownCalls
-from ..engines import BilledEngine, Engine, EngineEvent, EngineEventKind
+from ..engines import BilledEngine, Engine, EngineEvent
 from ..errors import (
     AtCapacity,
-    BadOffer,
     CallNotFound,
     CallStateError,
     EngineCallNotFound,
     EngineUnavailable,
     ShuttingDown,
 )
-from ..media import Role
 from ..metrics import Metrics
 from ..rtc import SessionFactory
-from ..rtc.sdp import validate_offer
 from ..tasks import TaskSet
+from .endings import Endings
+from .engine_events import EngineEvents
 from .events import CallEvents
 from .hangup import hang_up_later, hang_up_quietly
 from .model import Call, CallState, Direction, EndReason, default_owner, normalize_phone
-from .quality import media_totals, sample_quality_forever
+from .quality import count_active, live_sessions, media_totals, sample_quality_forever
 from .registry import CallRegistry, InMemoryCallRegistry, sweep_forever
 from .runtime import CallRuntime
 from .watchdog import watch_forever
 
 log = logging.getLogger(__name__)
 
-MEDIA_LOST_GRACE = 2.0
-"""Seconds to wait, after the engine media closed for good, for the engine's own report of
-the call's end (so the end reason stays accurate) before failing the call."""
-
 IncomingCalls = Callable[[EngineEvent], Awaitable[None]]
 """Who takes a new inbound call the engine reports (``InboundCalls.incoming``)."""
-
-
-def _offer_result(exc: BaseException) -> str:
-    """A bounded label for a failed offer."""
-    if isinstance(exc, BadOffer):
-        return "bad_offer"
-    if isinstance(exc, CallNotFound):
-        return "not_found"
-    if isinstance(exc, CallStateError):
-        return "conflict"
-    if isinstance(exc, AtCapacity | ShuttingDown):
-        return "capacity"
-    if isinstance(exc, asyncio.CancelledError):
-        return "cancelled"
-    return "error"
 
 
 class CallManager:
@@ -96,25 +75,29 @@ class CallManager:
         self.registry: CallRegistry = registry or InMemoryCallRegistry(settings.ended_call_ttl)
         self.events = events or CallEvents()
         self.owner = default_owner()
-        self._incoming: IncomingCalls | None = None
+        self.incoming: IncomingCalls | None = None
         self._runtimes: dict[str, CallRuntime] = {}
         self._dialling = 0  # dials in flight hold a capacity slot
         self._dials_idle = asyncio.Event()  # set while no dial is in flight
         self._dials_idle.set()
         self._tasks = TaskSet("calls")
+        self.endings = Endings(self)
         self.shutting_down = False
-        metrics.attach_media(lambda: media_totals(metrics, self._runtimes.values()), self._engine)
-        metrics.sessions_active.set_function(self._live_sessions)
+        metrics.attach_media(
+            lambda: media_totals(metrics, self._runtimes.values()),
+            lambda: (engine.name, engine.stats, engine.up),
+        )
+        metrics.sessions_active.set_function(lambda: live_sessions(self._runtimes.values()))
         metrics.calls_max.set(settings.max_calls)
 
     # -- lifecycle
     def take_incoming(self, incoming: IncomingCalls) -> None:
         """Hand the engine's ``INCOMING`` events to ``incoming`` (the inbound policy,
         :class:`~.inbound.InboundCalls`, registers itself; without one they are ignored)."""
-        self._incoming = incoming
+        self.incoming = incoming
 
     async def start(self) -> None:
-        self._tasks.spawn(self._consume_engine_events(), "engine-events")
+        self._tasks.spawn(EngineEvents(self).consume_forever(), "engine-events")
         self._tasks.spawn(sweep_forever(self.registry), "sweeper")
         self._tasks.spawn(
             sample_quality_forever(
@@ -123,7 +106,7 @@ class CallManager:
             "quality",
         )
         self._tasks.spawn(
-            watch_forever(self.settings, self._runtimes.values, self._end_by_bridge), "watchdog"
+            watch_forever(self.settings, self._runtimes.values, self.endings.time_limit), "watchdog"
         )
 
     def stop_accepting(self) -> None:
@@ -167,6 +150,9 @@ class CallManager:
         if runtime is None or not call.live:
             raise CallStateError(f"call {call.id} has ended")
         return runtime
+
+    def live_runtimes(self) -> list[CallRuntime]:
+        return list(self._runtimes.values())
 
     def find_runtime(self, call_id: str) -> CallRuntime | None:
         """The runtime of a live call, or ``None`` (an ended call has none)."""
@@ -250,9 +236,9 @@ class CallManager:
 
     def _take_in(self, call: Call) -> CallRuntime:
         self.registry.add(call)
-        runtime = CallRuntime(call, self.engine, self.events, self.metrics, self._media_lost)
+        runtime = CallRuntime(call, self.engine, self.events, self.metrics, self.endings.media_lost)
         self._runtimes[call.id] = runtime
-        self._count_active()
+        count_active(self.metrics, self.registry.live())
         return runtime
 
     async def answer(self, call_id: str, *, status_callback: str | None = None) -> Call:
@@ -268,7 +254,7 @@ class CallManager:
             call.status_callback = status_callback
         await self.engine.answer(call.engine_call_id)
         if call.state is CallState.RINGING:
-            self._activate(call)
+            self.activate(call)
         return call
 
     async def hangup(self, call_id: str) -> Call:
@@ -293,144 +279,23 @@ class CallManager:
         await self.end(call, reason)
         return call
 
-    # -- the browser's WebRTC leg
-    async def webrtc_offer(
-        self, call_id: str, sdp: str, participant_id: str = "agent", role: Role = Role.AGENT
-    ) -> str:
-        """Answer a browser's offer for a call, replacing that participant's previous peer
-        connection."""
-        started = time.monotonic()
-        try:
-            answer = await self._webrtc_offer(call_id, sdp, participant_id, role)
-        except BaseException as exc:
-            self.metrics.offers.labels(_offer_result(exc)).inc()
-            raise
-        self.metrics.offers.labels("answered").inc()
-        self.metrics.offer_to_answer.observe(time.monotonic() - started)
-        return answer
-
-    async def _webrtc_offer(self, call_id: str, sdp: str, participant_id: str, role: Role) -> str:
-        call = self.get(call_id)
-        if not call.live:
-            raise CallStateError(f"call {call.id} has ended; start a new call")
-        validate_offer(sdp)  # before any socket or peer connection exists
-        runtime = self.runtime(call.id)
-        runtime.check_join(participant_id, role, self.settings.max_participants)
-        if not runtime.sessions:
-            if self.shutting_down:
-                raise ShuttingDown("the bridge is shutting down")
-            sessions = sum(1 for r in self._runtimes.values() if r.sessions)
-            if sessions >= self.settings.max_calls:
-                raise AtCapacity("the bridge carries its maximum of WebRTC sessions")
-        session = await self.sessions.create(
-            call.id,
-            runtime.bus,
-            runtime.on_session_state,
-            participant_id=participant_id,
-            role=role,
-            on_dtmf=runtime.on_session_dtmf,
-        )
-        return await runtime.replace_session(session, sdp)
-
-    # -- engine events
-    async def _consume_engine_events(self) -> None:
-        while True:
-            event = await self.engine.events.get()
-            try:
-                await self._on_engine_event(event)
-            except Exception:
-                log.exception("handling engine event %s", event)
-
-    async def _on_engine_event(self, event: EngineEvent) -> None:
-        if event.kind is EngineEventKind.PERMISSION:  # about a user, not a call
-            self.events.announce("call.permission", **dict(event.data))
-            return
-        if event.kind is EngineEventKind.INCOMING:
-            if self._incoming is None:
-                log.warning("no inbound policy: engine call %s not taken", event.engine_call_id)
-            else:
-                await self._incoming(event)
-            return
-        call = self.registry.by_engine_id(event.engine_call_id)
-        if call is None:
-            log.debug("engine event for an unknown or ended call: %s", event)
-            return
-        if event.kind is EngineEventKind.DTMF:
-            runtime = self._runtimes.get(call.id)
-            digit = event.data.get("digit")
-            if runtime is not None and isinstance(digit, str):
-                runtime.on_whatsapp_dtmf(digit, int(event.data.get("durationMs") or 0))
-            return
-        if event.kind is EngineEventKind.RINGING and call.state is CallState.CALLING:
-            self._ring(call)
-        elif event.kind is EngineEventKind.ANSWERED and call.state in (
-            CallState.CALLING,
-            CallState.RINGING,
-        ):
-            self._activate(call)
-        elif event.kind is EngineEventKind.ENDED:
-            if call.state is CallState.ACTIVE:
-                reason = EndReason.REMOTE_HANGUP
-            elif call.direction is Direction.INBOUND:
-                reason = EndReason.REMOTE_CANCELED
-            else:
-                reason = EndReason.REJECTED
-            if event.reason in EndReason.__members__.values():
-                reason = EndReason(event.reason)
-            if event.detail and call.live:
-                call.end_detail = event.detail
-            billed = event.data.get("engineDurationS")
-            if isinstance(billed, int) and billed >= 0 and call.live:
-                call.billed_s = billed
-            await self.end(call, reason, **dict(event.data))
-
-    def _ring(self, call: Call) -> None:
+    def ring(self, call: Call) -> None:
         call.transition(CallState.RINGING)
         self.events.publish("call.ringing", call)
         runtime = self._runtimes.get(call.id)
         if runtime is not None:
             runtime.state_changed()
 
-    def _activate(self, call: Call) -> None:
+    def activate(self, call: Call) -> None:
         call.transition(CallState.ACTIVE)
         log.info("call %s: active", call.id, extra={"call_id": call.id})
         self.events.publish("call.active", call)
         runtime = self._runtimes.get(call.id)
         if runtime is not None:
             runtime.state_changed()
-            runtime.wake_engine_media()
+            runtime.media.wake()
 
-    # -- ending
-    def _media_lost(self, runtime: CallRuntime, exc: BaseException | None) -> None:
-        """The engine media ended for good (after any reconnects the channel made): the call
-        fails unless the engine reports its end within the grace."""
-        call = runtime.call
-        if not call.live or self.shutting_down:
-            return
-
-        async def fail() -> None:
-            log.warning(
-                "call %s: engine media lost for good, hanging up",
-                call.id,
-                extra={"call_id": call.id},
-            )
-            await hang_up_quietly(self.engine, call)
-            await self.end(call, EndReason.FAILED)
-
-        runtime.end_soon(fail, "media-lost", after=MEDIA_LOST_GRACE)
-
-    def _end_by_bridge(self, runtime: CallRuntime, reason: EndReason) -> None:
-        """A time limit ran out: hang up on the engine and end the call (once: the runtime
-        runs one end at a time)."""
-        call = runtime.call
-
-        async def end() -> None:
-            log.info("call %s: ending (%s)", call.id, reason, extra={"call_id": call.id})
-            await hang_up_quietly(self.engine, call)
-            await self.end(call, reason)
-
-        runtime.end_soon(end, "limit")
-
+    # -- ending (the ends from below: calls/endings.py)
     def record_end(self, call: Call, reason: EndReason, *, keep: bool = False) -> None:
         """End a call that never lived in this process — one turned away (``keep``: it stays
         readable like any ended call) or a dead worker's, rebuilt from the directory — count
@@ -456,7 +321,7 @@ class CallManager:
         self.metrics.calls_ended.labels(str(call.direction), str(reason)).inc()
         if call.answered_at is not None and call.ended_at is not None:
             self.metrics.call_duration.observe(call.ended_at - call.answered_at)
-        self._count_active()
+        count_active(self.metrics, self.registry.live())
         try:
             if runtime is not None:
                 await runtime.close()  # runs to completion even if we are cancelled meanwhile
@@ -480,23 +345,5 @@ class CallManager:
             self.registry.forget(call)
         if runtime is not None:
             runtime.retire_counters()
-        self._count_active()
+        count_active(self.metrics, self.registry.live())
         return runtime
-
-    # -- metrics
-    def _count_active(self) -> None:
-        live = self.registry.live()
-        for direction in Direction:
-            count = sum(1 for c in live if c.direction is direction)
-            self.metrics.calls_active.labels(str(direction)).set(count)
-
-    def _live_sessions(self) -> int:
-        return sum(
-            1
-            for r in self._runtimes.values()
-            for s in r.sessions.values()
-            if s.state not in ("closed", "failed")
-        )
-
-    def _engine(self) -> tuple[str, Any, bool]:
-        return self.engine.name, self.engine.stats, self.engine.up

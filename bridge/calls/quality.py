@@ -8,37 +8,29 @@ import logging
 from collections.abc import Callable, Iterable
 
 from ..metrics import MediaTotals, Metrics, estimate_mos
-from ..rtc.leg import Quality
+from ..rtc.quality import Quality
+from .model import Call, Direction
 from .runtime import CallRuntime
 
 log = logging.getLogger(__name__)
 
-BANDS = ((4.0, "good"), (3.6, "fair"), (3.1, "poor"), (0.0, "bad"))
-"""MOS bands (ITU-T G.107 Annex B's user satisfaction: satisfied, some, many, nearly all
-users dissatisfied)."""
+
+def count_active(metrics: Metrics, live: Iterable[Call]) -> None:
+    """Set ``bridge_calls_active`` by direction from the live calls."""
+    calls = list(live)
+    for direction in Direction:
+        count = sum(1 for c in calls if c.direction is direction)
+        metrics.calls_active.labels(str(direction)).set(count)
 
 
-def band(mos: float) -> str:
-    return next(name for floor, name in BANDS if mos >= floor)
-
-
-def report_band(runtime: CallRuntime, leg: str, mos: float, q: Quality, **who: str) -> None:
-    """Emit ``call.quality`` when a leg's band changes (not on every sample: webhooks get
-    every event), with the sample's numbers; a call that stays ``good`` says nothing."""
-    key = leg + ":" + ":".join(who.values())
-    now, before = band(mos), runtime.quality_bands.get(key, "good")
-    runtime.quality_bands[key] = now
-    if now != before:
-        runtime.emit(
-            "call.quality",
-            leg=leg,
-            band=now,
-            previous=before,
-            mos=round(mos, 2),
-            lossFraction=round(q.loss_fraction, 4),
-            concealedFraction=round(q.concealed_fraction, 4),
-            **who,
-        )
+def live_sessions(runtimes: Iterable[CallRuntime]) -> int:
+    """Browser sessions not closed or failed, over every live call (``bridge_sessions_active``)."""
+    return sum(
+        1
+        for r in runtimes
+        for s in r.participants.sessions.values()
+        if s.state not in ("closed", "failed")
+    )
 
 
 def media_totals(metrics: Metrics, runtimes: Iterable[CallRuntime]) -> MediaTotals:
@@ -56,9 +48,9 @@ def media_totals(metrics: Metrics, runtimes: Iterable[CallRuntime]) -> MediaTota
         out.receive[leg].merge(stats)
     for runtime in runtimes:
         out.add_bus(runtime.bus.stats)
-        if runtime.webrtc_leg is not None:
-            out.receive["whatsapp"].merge(runtime.webrtc_leg.receive_stats)
-        for session in runtime.sessions.values():
+        if runtime.media.webrtc_leg is not None:
+            out.receive["whatsapp"].merge(runtime.media.webrtc_leg.receive_stats)
+        for session in runtime.participants.sessions.values():
             out.absorb_downlink(session.downlink_sink, depth=True)
     return out
 
@@ -96,7 +88,7 @@ async def sample_quality_forever(
 async def sample_quality_once(m: Metrics, runtimes: Callable[[], Iterable[CallRuntime]]) -> None:
     worst = 5.0
     for runtime in list(runtimes()):
-        leg = runtime.webrtc_leg
+        leg = runtime.media.webrtc_leg
         if leg is not None:
             try:
                 lq = await leg.sample_quality()
@@ -106,8 +98,8 @@ async def sample_quality_once(m: Metrics, runtimes: Callable[[], Iterable[CallRu
             if lq is not None:
                 leg.mos = _observe(m, "whatsapp", lq)
                 worst = min(worst, leg.mos)
-                report_band(runtime, "whatsapp", leg.mos, lq)
-        for session in list(runtime.sessions.values()):
+                runtime.bands.report("whatsapp", leg.mos, lq)
+        for session in list(runtime.participants.sessions.values()):
             if session.state != "connected":
                 continue
             try:
@@ -128,6 +120,6 @@ async def sample_quality_once(m: Metrics, runtimes: Callable[[], Iterable[CallRu
                 m.rtt.observe(q.rtt_s)
             session.mos = _observe(m, "browser", q)
             m.mos.observe(session.mos)
-            report_band(runtime, "browser", session.mos, q, participantID=session.participant_id)
+            runtime.bands.report("browser", session.mos, q, participantID=session.participant_id)
             worst = min(worst, session.mos)
     m.mos_current.set(worst)

@@ -207,7 +207,8 @@ class Recovery:
             runtime = self.manager.find_runtime(call.id)
             if runtime is None or not call.live:
                 return
-            if runtime.sessions or any(a.kind != "recorder" for a in runtime.attachments.values()):
+            others = any(a.kind != "recorder" for a in runtime.attachments.values())
+            if runtime.participants.sessions or others:
                 return
             self.manager.metrics.handovers.labels("crash", "no_browser").inc()
             log.warning(

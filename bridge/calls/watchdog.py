@@ -35,7 +35,7 @@ def check_limits(
         if reason is not None:
             end_call(runtime, reason)
             continue
-        for session in list(runtime.sessions.values()):
+        for session in list(runtime.participants.sessions.values()):
             if session.state in ("closed", "failed"):
                 continue
             if session.state != "connected":

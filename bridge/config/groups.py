@@ -218,6 +218,16 @@ class CallSettings(_Group):
     )
     ended_call_ttl: float = _opt(900.0, "seconds an ended call stays readable (min 600)")
     stats_interval: float = _opt(5.0, "seconds between RTP/RTCP quality samples per session")
+    call_reports: bool = _opt(
+        True,
+        "follow every call: its timeline a second, the media watchdog (call.media_warning), "
+        "its record at the end (GET /call/{callID}/report) and call.report after call.ended",
+    )
+    media_warning_after: float = _opt(
+        3.0,
+        "seconds a side of an answered call may send (next to) no audio packets before "
+        "call.media_warning",
+    )
 
     def validate(self) -> None:
         if self.max_calls < 1:
@@ -230,6 +240,7 @@ class CallSettings(_Group):
         if self.ended_call_ttl < 600:
             raise self.bad("ended_call_ttl", "must be at least 600 seconds")
         self.between("stats_interval", 0.2, 300, " seconds")
+        self.between("media_warning_after", 1, 600, " seconds")
         self.between("drain_timeout", 0, 86_400, " seconds")
 
 

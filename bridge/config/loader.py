@@ -179,6 +179,9 @@ def settings_for_tests(**overrides: Any) -> Settings:
         "sim_answer_delay": 0.2,
         "rate_limit": 1000.0,
         "rate_burst": 1000,
+        # Call records add call.media_warning and call.report to every call's events: only
+        # the tests about them turn them on.
+        "call_reports": False,
     }
     base.update(overrides)
     settings = Settings.from_flat(base)

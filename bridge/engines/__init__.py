@@ -31,6 +31,7 @@ from .base import (
     SimulatedNetwork,
     WebhookCalls,
     WebhookEngine,
+    WebRTCChannel,
     WebRTCLeg,
 )
 from .cloudapi import CloudApiEngine
@@ -87,6 +88,7 @@ __all__ = [
     "SimEngine",
     "SimulatedNetwork",
     "WadialEngine",
+    "WebRTCChannel",
     "WebRTCLeg",
     "WebhookCalls",
     "WebhookEngine",

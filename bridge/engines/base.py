@@ -13,7 +13,8 @@ never by the engine's kind or by probing for attributes):
 - :class:`SimulatedNetwork`: the simulator, which can be asked to ring us;
 - :class:`LegEngine`: each call has a leg of its own in this process, made before the call's
   runtime exists and handed over to it (:class:`CallLeg`);
-- on a call's media channel: :class:`WebRTCLeg` and :class:`DtmfLeg`.
+- on a call's media channel: :class:`WebRTCChannel` (its :class:`WebRTCLeg`) and
+  :class:`DtmfLeg`.
 """
 
 from __future__ import annotations
@@ -24,12 +25,17 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..audio.pcm import Pcm
+from ..audio.receiver import ReceiverStats
 from ..errors import BadRequest
 from ..media import FixedHistogram
 from ..media.stats import ReceiveStats
+
+if TYPE_CHECKING:  # the protocols name them; importing aiortc stays the engines' choice
+    from ..rtc.passthrough import PassThrough
+    from ..rtc.quality import Quality
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +143,10 @@ class OpensInBackground(Protocol):
         """Whether a socket is open within ``timeout`` seconds."""
 
 
-@runtime_checkable
 class WebRTCLeg(Protocol):
-    """A media channel that is itself a WebRTC peer connection (the cloudapi engine's): the
-    runtime samples its RTP/RTCP quality like the browser's, labelled ``leg="whatsapp"``."""
+    """A WebRTC peer connection carrying a call's WhatsApp side (the cloudapi engine's
+    ``WhatsAppPeer``, an ``rtc.PeerLeg``): the runtime samples its RTP/RTCP quality like the
+    browser's, labelled ``leg="whatsapp"``, and forwards Opus packets through it."""
 
     mos: float | None
 
@@ -148,23 +154,38 @@ class WebRTCLeg(Protocol):
     def receive_stats(self) -> ReceiveStats:
         """Its Opus receiver's counters (the metrics sum them with ``leg="whatsapp"``)."""
 
-    def forward_to(self, offer: Callable[[int, int, bytes], None] | None) -> None:
-        """Also hand each Opus packet it receives, untouched, to ``offer`` (pass-through to
-        the browser); ``None`` stops."""
+    @property
+    def timeline_stats(self) -> tuple[ReceiverStats | None, float | None]:
+        """Its receiver's cumulative counters and the last round-trip time (seconds), read
+        once a second for the call's timeline (``calls/reports.py``)."""
 
-    def forward_from(self, allowed: Callable[[], bool]) -> Any:
-        """Send the browser's Opus packets (given to the returned ``PassThrough``) untouched
-        while ``allowed()``; ``None`` if it cannot."""
+    def forward_to(self, offer: Callable[[int, int, bytes], None] | None) -> None:
+        """Packets from here go there: also hand each Opus packet it receives, untouched, to
+        ``offer`` (pass-through to the browser); ``None`` stops."""
+
+    def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
+        """Packets from there go here: send the browser's Opus packets (offered to the
+        returned ``PassThrough``) untouched while ``allowed()``; ``None`` if it cannot."""
 
     @property
     def far_end_loss(self) -> float:
         """The share of what it sends that WhatsApp's receiver reports lost (latest sample)."""
 
-    async def sample_quality(self) -> Any:
-        """The change of its RTP/RTCP counters since the last sample (an ``rtc`` Quality)."""
+    async def sample_quality(self) -> Quality | None:
+        """The change of its RTP/RTCP counters since the last sample."""
 
     def leg_json(self) -> dict[str, Any]:
         """Its numbers for ``GET /call/{callID}/stats``."""
+
+
+@runtime_checkable
+class WebRTCChannel(Protocol):
+    """A media channel that is carried by a WebRTC peer connection of its own (the cloudapi
+    engine's): the runtime reaches that peer directly as :attr:`leg`."""
+
+    @property
+    def leg(self) -> WebRTCLeg:
+        """The peer connection under the channel."""
 
 
 @runtime_checkable

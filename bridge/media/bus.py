@@ -17,12 +17,12 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from ..audio import FRAME_SAMPLES, JitterBuffer
+from ..audio import FRAME_SAMPLES
 from ..audio.pcm import Pcm
 from ..tasks import TaskSet
 from .clock import MediaClock
 from .conference import Conference
-from .frames import BusFrame, DownlinkSink, downlink_jitter
+from .frames import BusFrame
 from .stats import BusStats
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,6 @@ class CallBus:
         self.stats = BusStats()
         self._uplink: asyncio.Queue[BusFrame] = asyncio.Queue(maxsize=uplink_capacity)
         self._uplink_open = False
-        self._sinks: list[DownlinkSink] = []
         self._uplink_taps: list[UplinkTap] = []
         self._downlink_taps: list[DownlinkTap] = []
         self._sources: list[UplinkSource] = []
@@ -230,17 +229,9 @@ class CallBus:
             self._uplink_taps.remove(tap)
 
     # -- downlink
-    def add_downlink(self, name: str, jitter: JitterBuffer[BusFrame] | None = None) -> DownlinkSink:
-        sink = DownlinkSink(self, name, jitter or downlink_jitter())
-        self._sinks.append(sink)
-        return sink
-
-    def remove_downlink(self, sink: DownlinkSink) -> None:
-        if sink in self._sinks:
-            self._sinks.remove(sink)
-
     def push_downlink(self, pcm: Pcm, t: float | None = None) -> None:
-        """Deliver one 20 ms frame from the WhatsApp peer to every listener."""
+        """Deliver one 20 ms frame from the WhatsApp peer to every listener: the taps, then
+        the conference (the one router to the participants' sinks)."""
         if pcm.shape != (FRAME_SAMPLES,) or pcm.dtype != np.int16:
             self.stats.bad_frames += 1
             return
@@ -250,8 +241,6 @@ class CallBus:
             self._call_tap(tap, frame, self._downlink_taps)
         if self.conference.from_whatsapp(frame):
             return  # the mixer builds every participant's mix on its own tick
-        for sink in self._sinks:
-            sink.push(frame)
         agent = self.conference.agent
         if agent is not None:
             agent.sink.push(frame)  # the direct path: the agent hears the peer as it comes
@@ -286,7 +275,6 @@ class CallBus:
             return
         self._closed = True
         self._uplink_open = False
-        self._sinks.clear()
         self._uplink_taps.clear()
         self._downlink_taps.clear()
         for source in list(self._sources):

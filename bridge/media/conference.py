@@ -4,9 +4,9 @@ One participant — the agent — is the common case: its microphone goes straig
 uplink and it hears the WhatsApp peer, as before (the *direct* path: no clock, no added
 latency). As soon as the call needs a real mix — a second participant, hold, or playback
 that the agent must hear too — the call switches to the *mixed* path for the rest of the
-call: one 20 ms :class:`MediaClock` takes one frame from every input (each participant's
-microphone, the WhatsApp peer, the playing sources) and builds every output from that same
-tick, so nothing is mixed across two unsynchronised clocks.
+call: each 20 ms tick of the worker's one ``WorkerClock`` takes one frame from every input
+(each participant's microphone, the WhatsApp peer, the playing sources) and builds every
+output from that same tick, so nothing is mixed across two unsynchronised clocks.
 
 Who hears what (Asterisk ChanSpy / Jambonz / Twilio coach semantics):
 
@@ -32,18 +32,17 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from ..audio import FRAME_SAMPLES
 from ..audio.pcm import Pcm
+from ..tasks import TaskSet
 from .clock import worker_clock
 from .frames import BusFrame, DownlinkSink, downlink_jitter
-
-if TYPE_CHECKING:
-    from .bus import CallBus
+from .stats import BusStats
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +77,30 @@ class Participant:
     inbox: deque[Pcm] = field(default_factory=lambda: deque(maxlen=INPUT_FRAMES))
 
 
+class MixHost(Protocol):
+    """What the conference needs of the call's bus (``bus.CallBus``), which owns it: the
+    dependency runs one way, bus → conference, with no import back."""
+
+    call_id: str
+    muted: bool
+    stats: BusStats
+    tasks: TaskSet
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def has_downlink_sources(self) -> bool: ...
+
+    def push_uplink(self, pcm: Pcm, t: float | None = None) -> None: ...
+
+    def emit_mixed_uplink(self, acc: npt.NDArray[np.int32], t: float) -> Pcm | None: ...
+
+
 class Conference:
     """The participants of one bus, and the mixing clock when it is needed."""
 
-    def __init__(self, bus: CallBus) -> None:
+    def __init__(self, bus: MixHost) -> None:
         self.bus = bus
         self.participants: dict[str, Participant] = {}
         self.held = False
@@ -95,7 +114,7 @@ class Conference:
 
         if pid in self.participants:
             self.leave(pid)
-        sink = DownlinkSink(self.bus, pid, downlink_jitter())
+        sink = DownlinkSink(self.bus.stats, pid, downlink_jitter())
         self.participants[pid] = Participant(pid, role, sink)
         self.update()
 

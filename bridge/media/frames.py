@@ -1,22 +1,21 @@
 """What a listener of a call's bus holds: a frame, and its view of the downlink.
 
 Shared by the bus (``bus.py``) and the conference (``conference.py``) so that the dependency
-runs one way — the bus owns the conference, and neither imports the other at run time.
+runs one way — the bus owns the conference, which sees it only as a ``MixHost`` and imports
+nothing of it; a sink knows only the call's counters.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from ..audio import JitterBuffer
 from ..audio.pcm import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Pcm
 from ..audio.stretch import PlayoutFifo, licence
-
-if TYPE_CHECKING:
-    from .bus import CallBus
+from .stats import BusStats
 
 
 class BusFrame(NamedTuple):
@@ -65,11 +64,14 @@ class DownlinkSink:
     of what waits (queued frames plus samples in the FIFO) creeps up or down. With a buffer that
     ``follow_clock``, every :data:`DRIFT_WINDOW` ticks the sink looks at the smallest depth it
     saw before a tick: below :data:`CUSHION` frames it owes what is missing; a frame or more
-    above it for two windows in a row, it owes the excess. The debt is paid a pitch period at a
-    time (WSOLA accelerate / expand) where it is not heard, by the drift rule the Opus receiver
-    follows too (``bridge.audio.stretch.licence``): in a pause, then in voiced speech, then
-    anywhere with a cross-fade. Never a whole
-    frame dropped or inserted; an engine 2000 ppm fast adds about 6 ms of delay on average.
+    above it for two windows in a row, it owes the excess. The debt is paid a pitch period
+    at a time (WSOLA accelerate / expand) where it is not heard, by the drift rule the Opus
+    receiver follows too (``bridge.audio.stretch.licence``): in a pause, then in voiced speech,
+    then anywhere with a cross-fade. Never a whole frame dropped or inserted.
+
+    **A frame late by a tick** with less than a frame but at least a comparison window held
+    (what a stretch left): that is stretched to a whole frame by pitch periods
+    (:meth:`_bridge`) rather than concealed.
 
     **Underruns.** When nothing is left to play (the engine's audio ran late), what the FIFO
     still holds is played and the rest of the frame conceals the gap with
@@ -78,10 +80,14 @@ class DownlinkSink:
     """
 
     CUSHION = 2
+    """Frames the depth before a tick is kept at, at its lowest over a window: a frame that
+    slips a tick still finds one. Chosen by measurement (docs/quality.md, *Delay*): 1.5 saved
+    18 ms of downlink transit but scored lower downlink PESQ on a loaded machine."""
     DRIFT_WINDOW = 50
 
-    def __init__(self, bus: CallBus, name: str, jitter: JitterBuffer[BusFrame]) -> None:
-        self.bus = bus
+    def __init__(self, stats: BusStats, name: str, jitter: JitterBuffer[BusFrame]) -> None:
+        self.stats = stats
+        """The call's bus counters (frames played, their transit)."""
         self.name = name
         self.jitter = jitter
         self.fifo = PlayoutFifo(SAMPLE_RATE, FRAME_SAMPLES)
@@ -91,6 +97,8 @@ class DownlinkSink:
         """Nothing (or a concealment) was played last: the next frame fades in."""
         self.concealed = 0
         """Frames concealed (one per gap)."""
+        self.bridged = 0
+        """Late frames bridged by stretching what was held (:meth:`_bridge`)."""
         self._ticks = 0
         self._window_start = 0
         self._window_min = 1 << 30
@@ -118,10 +126,13 @@ class DownlinkSink:
         fifo, n = self.fifo, FRAME_SAMPLES
         if self.jitter.follow_clock:
             self._watch_depth()
-        while fifo.held < n and self._feed():
+        while fifo.held < n and self._feed(early=True):
             pass
-        if fifo.held < n:
-            return self._conceal()
+        if fifo.held < n and not self._bridge():
+            while fifo.held < n and self._feed():
+                pass
+            if fifo.held < n:
+                return self._conceal()
         if self._debt:
             self._stretch()
         pcm = fifo.take()
@@ -136,7 +147,7 @@ class DownlinkSink:
         frame = self.jitter.pop()
         if frame is None:
             return False
-        stats = self.bus.stats
+        stats = self.stats
         stats.downlink_played += 1
         stats.downlink_transit.observe(time.monotonic() - frame.t)
         pcm = frame.pcm
@@ -144,6 +155,21 @@ class DownlinkSink:
             self._after_gap = False
             pcm = fade_in(pcm)
         self.fifo.feed(pcm)
+        return True
+
+    def _bridge(self) -> bool:
+        """Nothing queued, but at least a comparison window held: a frame late by a tick (an
+        engine's chunk that slipped past the tick it was due for). Stretch what is held to a
+        whole frame, a pitch period at a time (WSOLA expand, in a pause or voiced speech, else
+        forced, still cross-faded), instead of concealing and refilling: the late frame then
+        plays after it, and the depth watch sheds the added delay where it is not heard."""
+        fifo, n = self.fifo, FRAME_SAMPLES
+        if self._last is None or not self.jitter.playing:
+            return False
+        while fifo.held < n:
+            if fifo.held < fifo.window or not fifo.expand(n - fifo.held, force=True):
+                return False
+        self.bridged += 1
         return True
 
     def _conceal(self) -> Pcm | None:
@@ -171,7 +197,7 @@ class DownlinkSink:
         floor, self._window_min, self._window_start = self._window_min, 1 << 30, self._ticks
         if not self.jitter.playing:
             return  # refilling after an underrun
-        target = self.CUSHION * n
+        target = int(self.CUSHION * n)
         self._deep_windows = self._deep_windows + 1 if floor >= target + n else 0
         if floor < target:
             self._debt = target - floor  # up to the cushion
@@ -194,11 +220,14 @@ class DownlinkSink:
             return
         if fifo.held < n + 2 * fifo.max_lag + fifo.window:
             self._feed(early=True)  # a period may come out of the next frame
-        removed = fifo.accelerate(min(-self._debt, fifo.held - n), voiced=voiced, force=force)
+        removed = fifo.accelerate(fifo.held - n, voiced=voiced, force=force, owed=-self._debt)
         self._debt = min(0, self._debt + removed)
         if -self._debt < fifo.min_lag:
             self._debt = 0  # less than the shortest period: within the hysteresis
             self._window_start = self._ticks
 
     def detach(self) -> None:
-        self.bus.remove_downlink(self)
+        """The listener is gone: drop what waits (nothing is pushed to it any more once its
+        participant has left the conference)."""
+        self.jitter.clear()
+        self.fifo.clear()

@@ -8,7 +8,8 @@ from .ice import (
     server_rtc_configuration,
     set_gather_timeout,
 )
-from .leg import PeerLeg, Quality
+from .leg import PeerLeg
+from .quality import Quality
 from .session import WebRTCSession
 from .tracks import BusAudioTrack
 from .turn import TurnGrant, TurnProvider, create_turn_provider, rest_credential

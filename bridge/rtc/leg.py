@@ -14,7 +14,7 @@ share lives here:
   ``bridge_webrtc_failures_total``;
 * **close**: idempotent, concurrent callers share one teardown, children in reverse order of
   creation, aiortc's and aioice's objects released at once (:mod:`.release`);
-* **stats**: RTP/RTCP samples (:func:`sample_peer_quality`), the receiver's W3C counters; the
+* **stats**: RTP/RTCP samples (:mod:`.quality`), the receiver's W3C counters; the
   far end's loss reports go to the encoder as they arrive (``rtc/protection.py``).
 
 A subclass adds only what is its own (a browser's offer/answer, participants, RED and key
@@ -29,7 +29,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver
@@ -44,6 +43,7 @@ from .dtls import diagnose
 from .ice import advertise_public_ip, server_rtc_configuration
 from .passthrough import PassThrough
 from .ports import port_scope
+from .quality import Quality, account_concealment, sample_peer_quality
 from .red import RedStats, hook_red
 from .release import release_peer_connection
 from .rfc4733 import DtmfDetector, hook_receive
@@ -52,93 +52,14 @@ from .uplink import Playout, report_loss_beyond, take_over_receiver
 
 log = logging.getLogger(__name__)
 
-OPUS_CLOCK = 48_000
-"""RTP clock rate of Opus (RFC 7587): aiortc reports jitter in these units."""
-
 CLOSE_TIMEOUT = 5.0
 """Seconds ``RTCPeerConnection.close()`` may take before the leg gives up on it."""
+RELEASE_WAIT = 0.5
+"""Seconds a closed leg waits for aiortc's leftover tasks before freeing its objects at once;
+past it they are left to the collector. aiortc's connect task of a leg closed while ICE still
+checks runs for seconds, and a call's end (and the engine events behind it) must not wait."""
 
 FINAL = ("closed", "failed")
-
-
-@dataclass
-class Quality:
-    """One sample of a leg's RTP/RTCP statistics (deltas since the previous sample)."""
-
-    uplink_packets: int = 0
-    uplink_lost: int = 0
-    uplink_jitter_s: float = 0.0
-    downlink_packets: int = 0
-    downlink_lost: int = 0
-    downlink_jitter_s: float | None = None
-    rtt_s: float | None = None
-    loss_fraction: float = 0.0
-    """What the MOS estimate counts as lost: the larger of the audio our receiver had to
-    conceal and the loss the far end reports of what we send."""
-    concealed_fraction: float = 0.0
-
-    @property
-    def far_end_loss(self) -> float:
-        """The fraction of what we sent that the far end's receiver reports say was lost."""
-        sent = self.downlink_packets + self.downlink_lost
-        return self.downlink_lost / sent if sent else 0.0
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "uplinkPacketsReceived": self.uplink_packets,
-            "uplinkPacketsLost": self.uplink_lost,
-            "uplinkJitterMs": round(self.uplink_jitter_s * 1000, 2),
-            "downlinkPacketsReceived": self.downlink_packets,
-            "downlinkPacketsLost": self.downlink_lost,
-            "downlinkJitterMs": None
-            if self.downlink_jitter_s is None
-            else round(self.downlink_jitter_s * 1000, 2),
-            "rttMs": None if self.rtt_s is None else round(self.rtt_s * 1000, 2),
-            "concealedFraction": round(self.concealed_fraction, 4),
-        }
-
-
-async def sample_peer_quality(pc: RTCPeerConnection, prev: Quality) -> tuple[Quality, Quality]:
-    """A peer connection's RTP/RTCP statistics now (cumulative) and their change since ``prev``.
-
-    ``uplink`` is what the bridge receives on this peer connection, ``downlink`` what it sends
-    (as the far end's RTCP receiver reports tell it)."""
-    report = await pc.getStats()
-    now = Quality()
-    for stat in report.values():
-        kind = getattr(stat, "type", "")
-        if kind == "inbound-rtp":
-            now.uplink_packets += stat.packetsReceived or 0
-            now.uplink_lost += max(0, stat.packetsLost or 0)
-            now.uplink_jitter_s = max(now.uplink_jitter_s, (stat.jitter or 0) / OPUS_CLOCK)
-        elif kind == "remote-inbound-rtp":
-            now.downlink_packets += stat.packetsReceived or 0
-            now.downlink_lost += max(0, stat.packetsLost or 0)
-            now.downlink_jitter_s = (stat.jitter or 0) / OPUS_CLOCK
-            if stat.roundTripTime is not None:
-                now.rtt_s = float(stat.roundTripTime)
-    delta = Quality(
-        uplink_packets=max(0, now.uplink_packets - prev.uplink_packets),
-        uplink_lost=max(0, now.uplink_lost - prev.uplink_lost),
-        uplink_jitter_s=now.uplink_jitter_s,
-        downlink_packets=max(0, now.downlink_packets - prev.downlink_packets),
-        downlink_lost=max(0, now.downlink_lost - prev.downlink_lost),
-        downlink_jitter_s=now.downlink_jitter_s,
-        rtt_s=now.rtt_s,
-    )
-    up = delta.uplink_packets + delta.uplink_lost
-    down = delta.downlink_packets + delta.downlink_lost
-    delta.loss_fraction = max(
-        delta.uplink_lost / up if up else 0.0, delta.downlink_lost / down if down else 0.0
-    )
-    return now, delta
-
-
-def account_concealment(delta: Quality, playout: Playout) -> None:
-    """Count what the listener misses, not what the network lost: a loss the receiver rebuilt
-    from FEC is heard; a concealed one (or a packet too late to play) is not."""
-    delta.concealed_fraction = playout.concealed_since_last()
-    delta.loss_fraction = max(delta.concealed_fraction, delta.far_end_loss)
 
 
 def _no_loss() -> float:
@@ -271,9 +192,9 @@ class PeerLeg:
         return advertise_public_ip(sdp, self.public_ip)
 
     # -- pass-through (rtc/passthrough.py)
-    def forward_received(self, offer: Callable[[int, int, bytes], None] | None) -> None:
-        """Also hand each Opus packet this leg receives, untouched, to ``offer`` (another
-        leg's sender forwarding it); ``None`` stops."""
+    def forward_to(self, offer: Callable[[int, int, bytes], None] | None) -> None:
+        """Packets from here go there: also hand each Opus packet this leg receives,
+        untouched, to ``offer`` (another leg's :meth:`forward_from`); ``None`` stops."""
         if self._playout is not None:
             self._playout.forward = offer
 
@@ -288,10 +209,12 @@ class PeerLeg:
         (the latest quality sample)."""
         return self.last.far_end_loss if self.last is not None else 0.0
 
-    def forward_to_sender(self, allowed: Callable[[], bool]) -> PassThrough | None:
-        """Let this leg's sender send another leg's Opus packets untouched while
-        ``allowed()``, numbered by its lean sender's stream; ``None`` when it does not encode
-        Opus itself or has no sender (yet)."""
+    def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
+        """Packets from there go here: let this leg's sender send another leg's Opus packets
+        (offered to the returned ``PassThrough``, e.g. by its :meth:`forward_to`) untouched
+        while ``allowed()``, numbered by its lean sender's stream, in the sequence its own
+        packets (and DTMF events) share; ``None`` when it does not encode Opus itself or has
+        no sender (yet)."""
         track, lean = self._track, self._lean
         if self._closed or not isinstance(track, OpusBusTrack) or lean is None:
             return None
@@ -421,7 +344,7 @@ class PeerLeg:
                 log.warning("%s: closing the peer connection timed out", self.name)
             else:
                 # Free it (and the codec threads it owns) now, not at the next gc run.
-                await release_peer_connection(self.pc)
+                await release_peer_connection(self.pc, RELEASE_WAIT)
             if self._lean_rx is not None:
                 self._lean_rx.detach()
             if self._playout is not None:

@@ -17,7 +17,6 @@ from ..config import IceSettings, MediaSettings
 from ..errors import AtCapacity, BadOffer
 from ..media import CallBus, DownlinkSink, Role
 from .leg import PeerLeg
-from .passthrough import PassThrough
 from .protection import LossProtection
 from .red import RedStats, RedWrapper, add_red, offered_red
 from .rfc4733 import DtmfDetector, add_telephone_event, offered_telephone_event
@@ -159,16 +158,6 @@ class WebRTCSession(PeerLeg):
     def _dtmf_press(self, digit: str, duration_ms: int) -> None:
         if self._on_dtmf is not None and not self._closed:
             self._on_dtmf(self, digit, duration_ms)
-
-    def forward_uplink(self, offer: Callable[[int, int, bytes], None] | None) -> None:
-        """Also hand the browser's Opus packets, untouched, to ``offer`` (``None`` stops)."""
-        self.forward_received(offer)
-
-    def forward_downlink(self, allowed: Callable[[], bool]) -> PassThrough | None:
-        """Let this browser's sender forward another leg's Opus packets while ``allowed()``
-        (``rtc/passthrough.py``); ``None`` when it encodes with aiortc's encoder (no direct
-        Opus) or has no sender yet."""
-        return self.forward_to_sender(allowed)
 
     def _uplink_frame(self, pcm: Any) -> None:
         if self._microphone is not None:

@@ -550,3 +550,15 @@ async def test_a_human_takes_the_call_when_the_model_is_gone(make_client, aiohtt
     finally:
         await human.close()
         await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_the_agents_bench_still_runs() -> None:
+    """``python -m bench.agents`` at one call, one turn: every measure has its samples and the
+    strict fake saw no protocol error (nothing here asserts on speed)."""
+    from bench.agents import run
+
+    result = await run(1, 1)
+    assert result["protocol_errors"] == []
+    for key in ("up_ms", "down_ms", "barge_in_stop_ms", "audio_end_error_ms"):
+        assert result[key]["n"] >= 1, (key, result)
+    assert result["socket_dropped_to_audio_back_ms"]["n"] == 1

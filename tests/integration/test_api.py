@@ -270,7 +270,7 @@ async def test_offer_rules(client) -> None:
     snap = await (await client.get(f"/call/{cid}")).json()
     assert snap["transport"] is None
     media = client.app[MANAGER].find_runtime(cid)
-    assert media is not None and media.session is None and not media.bus.users
+    assert media is not None and media.participants.agent is None and not media.bus.users
 
     await client.post("/call/hangup", json={"callID": cid})
     rtc = RtcClient(client, cid)
@@ -291,16 +291,16 @@ async def test_reoffer_replaces_session_and_close_is_idempotent(client) -> None:
     first = RtcClient(client, cid, freq=440.0)
     await first.offer()
     await asyncio.wait_for(first.connected.wait(), 10)
-    old_session = client.app[MANAGER].find_runtime(cid).session
+    old_session = client.app[MANAGER].find_runtime(cid).participants.agent
 
     second = RtcClient(client, cid, freq=880.0)
     await second.offer()
     await asyncio.wait_for(second.connected.wait(), 10)
     media = client.app[MANAGER].find_runtime(cid)
-    assert media.session is not old_session
+    assert media.participants.agent is not old_session
     assert old_session.state == "closed" and old_session.pc.connectionState == "closed"
     assert len(old_session._tasks) == 0
-    assert media.bus.users == {media.session.id}
+    assert media.bus.users == {media.participants.agent.id}
     assert list(media.bus.conference.participants) == ["agent"]  # one listener, the new one
 
     await wait_state(client, cid, "active")
@@ -317,7 +317,7 @@ async def test_reoffer_replaces_session_and_close_is_idempotent(client) -> None:
     snap = await (await client.get(f"/call/{cid}")).json()
     assert snap["state"] == "active"  # closing WebRTC leaves the WhatsApp call up
     assert snap["transport"] is None and snap["webrtc"] == {"state": "closed"}
-    assert media.session is None and not media.bus.users
+    assert media.participants.agent is None and not media.bus.users
     assert not media.bus.conference.participants
     await first.close()
     await second.close()

@@ -47,10 +47,11 @@ async def test_hears_own_tone_echoed(client) -> None:
     windows = heard[: heard.size // win * win].reshape(-1, win) / 32768.0
     quiet = [w for w in windows if rms_dbfs(w) < -20.0]
     media = client.app[MANAGER].find_runtime(call["callID"])
-    jitter = media.session._track.sink.jitter
+    jitter = media.participants.agent._track.sink.jitter
     assert not quiet, (
         f"{len(quiet)} silent 20 ms windows out of {len(windows)}; bridge jitter buffer "
-        f"{jitter.stats}, target {jitter.target}; uplink frames {media.session.uplink_frames}"
+        f"{jitter.stats}, target {jitter.target}; "
+        f"uplink frames {media.participants.agent.uplink_frames}"
     )
 
     # The simulated peer heard the tone at 16 kHz on the bus.

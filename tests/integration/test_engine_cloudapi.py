@@ -465,13 +465,13 @@ async def test_the_runtime_owns_the_whatsapp_peer_and_closes_it_once(
     call_id = manager.registry.by_engine_id(mcall.wacid).id
     runtime = manager.find_runtime(call_id)
     peer = engine.calls[mcall.wacid].peer
-    assert runtime.leg is peer and engine.calls[mcall.wacid].handed_over
+    assert runtime.media.leg is peer and engine.calls[mcall.wacid].handed_over
     rtc = None
     if ending != "missed":
         rtc = await connect_browser(client, call_id)
         assert (await client.post("/call/answer", json={"callID": call_id})).status == 200
-        await until(lambda: runtime.webrtc_leg is not None, 3, "the engine media open")
-        assert runtime.webrtc_leg.peer is peer  # the pump's channel is on the runtime's leg
+        await until(lambda: runtime.media.webrtc_leg is not None, 3, "the engine media open")
+        assert runtime.media.webrtc_leg is peer  # the pump's channel is on the runtime's leg
 
     if ending == "hangup":
         assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200

@@ -133,7 +133,7 @@ async def test_media_socket_dropped_reconnects_without_touching_webrtc(zclient, 
     await asyncio.wait_for(rtc.connected.wait(), 10)
     await asyncio.sleep(0.8)
     engine_call = next(iter(zuckzapgo.calls.values()))
-    pc_before = client.app[MANAGER].find_runtime(call["callID"]).session
+    pc_before = client.app[MANAGER].find_runtime(call["callID"]).participants.agent
     await zuckzapgo.kill_media(engine_call.id)
     await asyncio.sleep(1.5)
     assert engine_call.connects == 2
@@ -143,7 +143,7 @@ async def test_media_socket_dropped_reconnects_without_touching_webrtc(zclient, 
     received = len(engine_call.received)
     await asyncio.sleep(0.5)
     assert len(engine_call.received) > received  # uplink resumed too
-    assert client.app[MANAGER].find_runtime(call["callID"]).session is pc_before
+    assert client.app[MANAGER].find_runtime(call["callID"]).participants.agent is pc_before
     assert rtc.pc.connectionState == "connected"
     snap = await (await client.get(f"/call/{call['callID']}")).json()
     assert snap["state"] == "active" and snap["webrtc"]["state"] == "connected"

@@ -122,11 +122,11 @@ async def test_accept_refused_by_meta_ends_the_inbound_call_with_metas_reason(cc
     await until(lambda: mcall.pre_accept_at, 2, "pre_accept")
     engine = client.app[ENGINE]
     await until(lambda: client.app[ENGINE].calls.get(mcall.wacid), 2, "the call known")
-    for _ in range(100):
-        calls = (await (await client.get("/call/status")).json())["calls"]
-        if calls:
-            break
-        await asyncio.sleep(0.02)
+
+    async def listed() -> list:
+        return (await (await client.get("/call/status")).json())["calls"]
+
+    calls = await until(listed, 5.0, "the call listed", every=0.02)
     call_id = calls[0]["callID"]
     meta.fail_next["accept"] = (138007, "Connect timeout: SDP not applied in time")
     resp = await client.post("/call/answer", json={"callID": call_id})

@@ -9,10 +9,8 @@ import json
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
-import aiohttp
 import pytest
 import yaml
 from openapi_spec_validator import validate
@@ -21,7 +19,7 @@ from bridge.api.errors import error_code, error_response
 from bridge.api.schema import call_body_routes, openapi_document, validate_body
 from bridge.errors import BadRequest
 
-from ..support.processes import free_port, spawn_bridge
+from ..support.processes import free_port, spawn_bridge, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC_FILE = ROOT / "bridge" / "api" / "openapi.yaml"
@@ -111,6 +109,8 @@ async def test_openapi_json_is_served_open(make_client) -> None:
         ("/call/transfer", {"callID": "abc"}, "to", None),
         ("/call/hangup", {"callID": ""}, "callID", None),
         ("/call/hangup", {"callID": 7}, "callID", None),
+        ("/call/make", {"phone": "5521999999999", "metadata": [1]}, "metadata", None),
+        ("/call/make", {"metadata": {}}, "phone", "invalid_phone"),
     ],
 )
 async def test_bodies_that_break_the_schema_are_400_naming_the_field(
@@ -172,17 +172,7 @@ async def test_schemathesis_against_a_live_bridge(tmp_path) -> None:
     bridge = await spawn_bridge(env)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        async with aiohttp.ClientSession() as session:
-            while True:
-                try:
-                    async with session.get(base + "/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                assert time.monotonic() < deadline, "the bridge did not start"
-                await asyncio.sleep(0.2)
+        await wait_healthy(base, timeout=30.0)
         st = Path(sys.executable).with_name("st")
         proc = await asyncio.create_subprocess_exec(
             str(st),

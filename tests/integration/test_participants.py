@@ -15,6 +15,7 @@ import aiohttp
 import numpy as np
 
 from bridge.api.keys import MANAGER
+from bridge.audio.analysis import rms_dbfs
 
 from ..support.audio_files import make
 from ..support.calls import peer_heard, sim_call, wait_state
@@ -92,16 +93,11 @@ async def test_each_role_hears_exactly_its_mix(make_client) -> None:
         await rtc.close()
 
 
-def largest_gap_ms(times: list[float]) -> float:
-    return float(np.max(np.diff(times))) * 1000 if len(times) > 1 else float("inf")
-
-
 async def hand_off(client, cid: str, warm: bool) -> None:
     agent = await join(client, cid, "agent", "agent", AGENT)
     new = await join(client, cid, "next", "barge" if warm else "listen", WHISPER)
     await asyncio.sleep(1.0)
     assert_hears(peer_heard(client, cid, 25), 16_000, {AGENT}, {WHISPER} if not warm else set())
-    changed = time.monotonic()
     if warm:  # the new agent has been talking as a barge; it takes over by a role change
         resp = await client.post(
             "/call/participants/role",
@@ -116,14 +112,16 @@ async def hand_off(client, cid: str, warm: bool) -> None:
     agents = [p["participantID"] for p in snap["participants"] if p["role"] == "agent"]
     assert agents == ["next"]
     await asyncio.sleep(1.5)
-    sim = sim_call(client, cid)
-    around = [t for t in sim.heard_at if changed - 1.0 <= t <= changed + 1.5]
-    # A hand-off that drops audio leaves a hole of hundreds of ms. A loaded machine (a 2-core
-    # CI runner) delays single frames by a tick or two anyway: the bar is 40 ms, or the worst
-    # gap of the second before the hand-off plus one frame, whichever is larger.
-    before = [t for t in sim.heard_at if changed - 2.0 <= t <= changed - 1.0]
-    bar = max(40.0, largest_gap_ms(before) + 20.0 if len(before) > 10 else 40.0)
-    assert len(around) > 100 and largest_gap_ms(around) <= bar, (largest_gap_ms(around), bar)
+    # What the WhatsApp peer heard from 0.5 s before the hand-off to 1.5 s after, frame by
+    # frame: a hand-off that drops audio leaves a run of silent frames (hundreds of ms); one
+    # that keeps it has a tone in every frame but, on a loaded machine, the odd frame a late
+    # packet left empty (the bar: two in a row, 40 ms). Judged on the audio, not on arrival
+    # times, which a loaded machine delays by a tick or two anyway.
+    frames = list(sim_call(client, cid).heard)
+    assert len(frames) >= 90, len(frames)
+    silent = [rms_dbfs(frame) < -40.0 for frame in frames]
+    longest = max(len(run) for run in "".join("s" if q else "." for q in silent).split("."))
+    assert longest <= 2, ("silent frames", [i for i, q in enumerate(silent) if q])
     assert_hears(peer_heard(client, cid, 25), 16_000, {WHISPER}, {AGENT})
     await agent.close()
     await new.close()

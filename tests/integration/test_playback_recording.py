@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from bridge.api.keys import ENGINE, RECORDINGS
-from bridge.attachments.recording import repair_wav, wav_header
+from bridge.attachments.wav import repair_wav, wav_header
 from bridge.audio import rms_dbfs
 
 from ..fakes.zuckzapgo import FakeZuckZapGo

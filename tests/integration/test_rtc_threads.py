@@ -39,8 +39,10 @@ async def test_threads_back_to_baseline_after_twenty_calls(make_client) -> None:
         during = native_threads()
         assert during > baseline + 20  # the calls did run their codec threads
         manager = client.server.app[MANAGER]
-        sessions = [weakref.ref(manager.find_runtime(c["callID"]).session) for c, _ in calls]
+        runtimes = [manager.find_runtime(c["callID"]) for c, _ in calls]
+        sessions = [weakref.ref(r.participants.agent) for r in runtimes]
         pcs = [weakref.ref(s().pc) for s in sessions]
+        del runtimes  # only weak references to the calls' media from here on
         for call, rtc in calls:
             await client.post("/call/hangup", json={"callID": call["callID"]})
             await rtc.close()

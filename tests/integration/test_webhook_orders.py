@@ -140,7 +140,9 @@ async def test_inbound_terminate_before_or_after_connect_and_repeated(cclient, m
             mcall, connect = await meta.user_offer(f"1555000{i:04d}")
             if i % 2:  # connect first: it rings before the user hangs up
                 assert (await meta.post(client, meta.envelope(connect))).status == 200
-                await until(lambda m=mcall: manager.registry.by_engine_id(m.wacid), 3, "ringing")
+                # 10 s: closing the previous call's leg mid-DTLS can take the leg's 5 s close
+                # timeout, and the manager takes engine events one at a time meanwhile.
+                await until(lambda m=mcall: manager.registry.by_engine_id(m.wacid), 10, "ringing")
                 terminate = meta.terminate_event(mcall, "COMPLETED")
                 sent = [terminate, rng.choice([connect, terminate])]
             else:  # the terminate overtakes the connect

@@ -10,7 +10,9 @@ import wave
 import pytest
 
 from bridge.audio import tone
+from bridge.rtc import aiortc_seam
 
+from ..support import waits
 from ..support.calls import wait_state
 from ..support.chromium import (
     ARTIFACTS,
@@ -196,12 +198,11 @@ async def test_chromium_agent_on_a_cloudapi_call(make_client, meta, browser) -> 
     await page.goto(str(client.make_url("/")))
     await asyncio.sleep(0.5)  # the page's event stream is up
     mcall = await meta.user_calls(client, "15550007777")
-    calls = []
-    for _ in range(50):
-        calls = (await (await client.get("/call/status")).json())["calls"]
-        if calls:
-            break
-        await asyncio.sleep(0.05)
+
+    async def listed() -> list:
+        return (await (await client.get("/call/status")).json())["calls"]
+
+    calls = await waits.until(listed, 5.0, "the call to be listed", every=0.05)
     call_id = calls[0]["callID"]
     await page.wait_for_selector(f"li[data-callid='{call_id}'] button.answer", timeout=5000)
     await page.click(f"li[data-callid='{call_id}'] button.answer")
@@ -272,14 +273,12 @@ async def lossy_call(client, browser, *, until) -> tuple[dict, dict, float]:
     answer = await page.evaluate("window.demo.client.pc.remoteDescription.sdp")
     assert "useinbandfec=1" in answer and "stereo=0" in answer
     snap = (await (await client.get("/call/status")).json())["calls"][0]
-    session = client.app[MANAGER].runtime(snap["callID"]).session
+    session = client.app[MANAGER].runtime(snap["callID"]).participants.agent
     dtls = next(t.receiver for t in session.pc.getTransceivers() if t.kind == "audio").transport
     # The datagrams as they reach the bridge's receive path (rtc/rtprecv.py, once attached).
-    connection = dtls.transport._connection
-    for _ in range(100):  # aiortc starts the receiver just after the connection is up
-        if "data_received" in vars(connection):
-            break
-        await asyncio.sleep(0.05)
+    connection = aiortc_seam.ice_connection(dtls.transport)
+    # aiortc starts the receiver just after the connection is up.
+    await waits.until(lambda: "data_received" in vars(connection), 5.0, "the lean receive path")
     assert connection.data_received == session._lean_rx.datagram
     handle, rng = connection.data_received, random.Random(9)
 
@@ -393,7 +392,7 @@ async def downlink_concealment(client, browser, window: int = 48_000 * 6) -> tup
     )
     answer = await page.evaluate("window.demo.client.pc.remoteDescription.sdp")
     snap = (await (await client.get("/call/status")).json())["calls"][0]
-    lean = client.app[MANAGER].runtime(snap["callID"]).session._lean
+    lean = client.app[MANAGER].runtime(snap["callID"]).participants.agent._lean
     await until(lambda: lean.running, what="the bridge's sender")
     send, rng = lean._send, random.Random(21)
 

@@ -185,3 +185,27 @@ async def test_a_draining_bridge_answers_a_new_invite_busy(sip_rig):
         await until(lambda: not rig.engine.calls, 2, "the engine kept nothing of it")
     finally:
         await meta.close()
+
+
+async def test_uic_meta_bye_with_an_error_code_ends_with_metas_reason(sip_rig):
+    """Meta's BYE naming one of its calling error codes (a Reason header, RFC 3326) ends the
+    call with that code's reason and Meta's words in endDetail, as a Graph terminate does."""
+    rig = await sip_rig(sip_password="")
+    sipp = rig.sipp("uic_meta_error.xml")
+    await rig.hops.start(rig.engine.ua.port, sipp.port)
+    meta = MetaPeer(660.0)
+    try:
+        await sipp.start(remote=rig.hops.to_bridge, keys=keys(rig, await meta.offer()))
+        call = await ringing_call(rig.client)
+        resp = await rig.client.post("/call/answer", json={"callID": call["callID"]})
+        assert resp.status == 200
+        await apply_answer(sipp, meta)
+        assert await sipp.finish() == 0, sipp.report()
+        ended = await wait_state(rig.client, call["callID"], "ended", timeout=5)
+        assert ended["endReason"] == "media_timeout", ended
+        assert ended["endDetail"].startswith("138021: ") and "Media receive timeout" in (
+            ended["endDetail"]
+        )
+        assert "billablePulses" not in ended  # a user-initiated call is free
+    finally:
+        await meta.close()

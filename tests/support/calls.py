@@ -47,3 +47,12 @@ def sim_call(client, call_id: str):
 def peer_heard(client, call_id: str, frames: int = 50) -> np.ndarray:
     """The last ``frames`` 20 ms frames the simulated WhatsApp peer heard."""
     return np.concatenate(list(sim_call(client, call_id).heard)[-frames:]).astype(np.float64)
+
+
+def agent_sink(bus: Any) -> Any:
+    """A call bus's one listener, as a browser agent is: the conference's only participant,
+    to whose sink the WhatsApp peer's frames go straight (the direct path, no mixing clock)."""
+    from bridge.media import Role
+
+    _, sink = bus.conference.join("browser", Role.AGENT)
+    return sink

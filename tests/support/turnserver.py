@@ -9,6 +9,7 @@ import socket
 from pathlib import Path
 
 from .processes import stop_process
+from .waits import until
 
 TURNSERVER = shutil.which("turnserver")
 
@@ -59,11 +60,7 @@ class Coturn:
             stderr=asyncio.subprocess.DEVNULL,
         )
         # Ready when it answers a STUN binding request.
-        for _ in range(100):
-            if await self._answers():
-                return
-            await asyncio.sleep(0.05)
-        raise RuntimeError("coturn did not start")
+        await until(self._answers, 20.0, "coturn to answer STUN", every=0.05)
 
     async def _answers(self) -> bool:
         request = bytes.fromhex("000100002112a442") + os.urandom(12)

@@ -24,6 +24,7 @@ from bridge.audio import (
 from bridge.media import CallBus
 from bridge.rtc import BusAudioTrack
 
+from ..support.calls import agent_sink
 from ..support.spectrum import dominant_frequency
 
 
@@ -148,7 +149,8 @@ def test_jitter_buffer_bounds_latency_and_capacity() -> None:
 
 async def test_bus_track_paced_and_silent_on_underrun() -> None:
     bus = CallBus("t")
-    track = BusAudioTrack(bus.add_downlink("test", JitterBuffer(target=1)))
+    sink = agent_sink(bus)
+    track = BusAudioTrack(sink)
     for i in range(5):
         bus.push_downlink(tone(500, FRAME_SAMPLES, start=i * FRAME_SAMPLES))
     assert bus.stats.downlink_frames == 5
@@ -168,7 +170,7 @@ async def test_bus_track_paced_and_silent_on_underrun() -> None:
     assert track.silent_frames == 19
     assert bus.stats.downlink_played == 5 and bus.stats.downlink_transit.count == 5
     track.stop()
-    assert bus._sinks == []
+    assert len(sink.jitter) == 0 and sink.fifo.held == 0  # detached: nothing left waiting
     await asyncio.sleep(0)
 
 
@@ -219,7 +221,7 @@ def engine_drifting(ppm: float, seconds: float = 45.0) -> tuple[Any, list, list,
     from bridge.media import CallBus
 
     bus = CallBus("c1")
-    sink = bus.add_downlink("browser")
+    sink = agent_sink(bus)
     t = np.arange(int(1.5 * 16_000)) / 16_000
     voice = (np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16)  # ends on a zero crossing
     burst = np.concatenate((voice, np.zeros(8000, np.int16)))  # 2 s
@@ -258,7 +260,7 @@ def test_downlink_drift_on_a_continuous_tone_never_jumps_in_phase_nor_goes_silen
 
     rng = random.Random(ppm)
     bus = CallBus("c1")
-    sink = bus.add_downlink("browser")
+    sink = agent_sink(bus)
     t = np.arange(47 * 16_000) / 16_000
     voice = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
     period = 0.06 / (1 + ppm / 1e6)

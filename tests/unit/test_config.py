@@ -218,6 +218,8 @@ ENV_SAMPLES = [
     ("BRIDGE_ORPHAN_CALLS", "keep", "calls", "orphan_calls", "keep"),
     ("BRIDGE_ENDED_CALL_TTL", "700", "calls", "ended_call_ttl", 700.0),
     ("BRIDGE_STATS_INTERVAL", "2", "calls", "stats_interval", 2.0),
+    ("BRIDGE_MEDIA_WARNING_AFTER", "5", "calls", "media_warning_after", 5.0),
+    ("BRIDGE_CALL_REPORTS", "false", "calls", "call_reports", False),
     ("BRIDGE_ENGINE_TOKEN", "e", "engine", "engine_token", "e"),
     ("BRIDGE_ENGINE_SESSION", "s1", "engine", "engine_session", "s1"),
     ("BRIDGE_ENGINE_URL", "http://e.example", "engine", "engine_url", "http://e.example"),

@@ -124,3 +124,47 @@ async def test_pending_hangups_give_up_after_max_age(caplog) -> None:
         await asyncio.gather(task, return_exceptions=True)
     assert len(pending) == 0 and pending.abandoned == 1
     assert any("giving up hanging up call x" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_channel_that_opens_in_background_says_when_its_socket_is_open() -> None:
+    """The handover waits on ``wait_connected`` (the ``OpensInBackground`` capability), not
+    on a poll of a concrete channel: false while the engine refuses, true once it takes the
+    socket, false again while it reconnects."""
+    from bridge.engines import OpensInBackground
+
+    refuse = [True]
+    inners: list[Inner] = []
+
+    async def connect() -> Inner:
+        if refuse[0]:
+            raise ConnectionError("refused")
+        inners.append(Inner())
+        return inners[-1]
+
+    async def still_live() -> bool:
+        return True
+
+    async def no_pause(seconds: float) -> None:
+        await asyncio.sleep(0.01)
+
+    channel = ReconnectingChannel(
+        "c1", connect, still_live, EngineStats(), window=30.0, pause=no_pause
+    )
+    assert isinstance(channel, OpensInBackground)
+    await channel.open()
+    assert not await channel.wait_connected(0.05)
+    recv = asyncio.ensure_future(channel.recv())  # keeps trying within the window
+    refuse[0] = False
+    assert await channel.wait_connected(5.0)
+    assert channel.connected and len(inners) == 1
+    refuse[0] = True
+    await inners[0].close()  # the engine drops the socket: reconnecting
+    await asyncio.sleep(0.05)
+    assert not await channel.wait_connected(0.05)
+    refuse[0] = False
+    assert await channel.wait_connected(5.0) and len(inners) == 2
+    await channel.close()
+    assert not channel.connected
+    recv.cancel()
+    with pytest.raises((asyncio.CancelledError, MediaClosed)):
+        await recv

@@ -89,3 +89,21 @@ def test_importing_the_dsp_layer_is_cheap() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", out.stdout
+
+
+ENGINE_MODULES = {"sim", "zuckzapgo", "wadial", "cloudapi"}
+
+
+def test_nothing_above_the_engines_imports_one_engine() -> None:
+    """Code above ``engines/`` sees engines through their protocols and the registry (the
+    relay between workers is the neutral ``PcmStreamMedia``, not ZuckZapGo's channel)."""
+    wrong = []
+    for path in BRIDGE.rglob("*.py"):
+        if path.relative_to(BRIDGE).parts[0] == "engines":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                parts = node.module.split(".")
+                if "engines" in parts and set(parts[parts.index("engines") + 1 :]) & ENGINE_MODULES:
+                    wrong.append(f"{path.relative_to(BRIDGE)} imports {node.module}")
+    assert not wrong, wrong

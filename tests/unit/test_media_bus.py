@@ -8,6 +8,8 @@ from bridge.attachments.queued_source import QueuedSource
 from bridge.audio import FRAME_SAMPLES
 from bridge.media import CallBus
 
+from ..support.calls import agent_sink
+
 
 async def test_a_failing_tap_is_removed_and_audio_goes_on() -> None:
     bus = CallBus("t")
@@ -62,7 +64,7 @@ def test_an_underrun_fades_out_and_the_audio_fades_back_in() -> None:
     from bridge.audio import tone
 
     bus = CallBus("c1")
-    sink = bus.add_downlink("browser")
+    sink = agent_sink(bus)
     frames = [tone(440, FRAME_SAMPLES, start=i * FRAME_SAMPLES) for i in range(6)]
     for frame in frames[:3]:
         bus.push_downlink(frame)
@@ -95,17 +97,18 @@ def test_an_underrun_after_a_stretch_plays_what_is_held_then_fades() -> None:
     from bridge.audio.stretch import PATIENCE
 
     bus = CallBus("c1")
-    sink = bus.add_downlink("browser")
+    sink = agent_sink(bus)
     frames = [tone(250, FRAME_SAMPLES, start=i * FRAME_SAMPLES) for i in range(3)]
     for frame in frames:
         bus.push_downlink(frame)
     assert sink.pop() is not None
-    sink._debt = 100  # a frame of delay owed, as when the engine's clock runs slow
+    sink._debt = 40  # delay owed, as when the engine's clock runs slow
     sink._debt_since = -int(PATIENCE / 2 / 0.02)  # owed long enough for voiced sounds
     assert sink.pop() is not None
-    assert sink.inserted_samples == 128  # two periods of the 250 Hz tone (≥ the 100 owed)
+    assert sink.inserted_samples == 64  # one period of the 250 Hz tone (≥ the 40 owed)
     assert sink.pop() is not None and len(sink.jitter) == 0
-    assert sink.fifo.held == 128  # what the stretch added is still to be played
+    assert sink.fifo.held == 64  # what the stretch added is still to be played (too little
+    # to stretch a frame out of: see the next test)
     before = sink.jitter.stats.underruns
     concealed = sink.pop()  # nothing left: what is held, then its fading continuation
     assert concealed is not None and concealed.shape == (FRAME_SAMPLES,)
@@ -113,3 +116,30 @@ def test_an_underrun_after_a_stretch_plays_what_is_held_then_fades() -> None:
     steps = np.abs(np.diff(concealed.astype(int)))
     assert steps.max() <= 1.2 * np.abs(np.diff(frames[0].astype(int))).max()
     assert abs(int(concealed[-1])) <= 2
+
+
+def test_a_frame_late_by_a_tick_is_bridged_by_a_stretch_not_concealed() -> None:
+    """Half a frame held and nothing queued (the engine's next frame slipped past its tick):
+    what is held is stretched to a frame by whole periods of the tone (no concealment, no
+    refill, no step), and the late frame plays right after it."""
+    from bridge.audio import tone
+
+    bus = CallBus("c1")
+    sink = agent_sink(bus)
+    n = FRAME_SAMPLES
+    src = tone(250, 6 * n)
+    for i in range(2):
+        bus.push_downlink(src[i * n : (i + 1) * n])
+    out = [sink.pop(), sink.pop()]
+    sink.fifo.feed(src[2 * n : 2 * n + 160])  # as a stretch leaves samples beyond frames
+    bridged = sink.pop()  # 160 held, nothing queued
+    assert bridged is not None and bridged.shape == (n,)
+    assert sink.bridged == 1 and sink.concealed == 0 and sink.jitter.stats.underruns == 0
+    assert sink.inserted_samples % 64 == 0 and sink.inserted_samples >= 160  # whole periods
+    out.append(bridged)
+    for start in (2 * n + 160, 3 * n + 160):  # the late frame, and the next
+        bus.push_downlink(src[start : start + n])
+    out += [sink.pop(), sink.pop()]
+    assert all(o is not None for o in out)
+    played = np.concatenate(out).astype(int)
+    assert np.abs(np.diff(played)).max() <= 1.1 * np.abs(np.diff(src.astype(int))).max()

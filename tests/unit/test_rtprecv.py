@@ -32,6 +32,8 @@ from bridge.rtc.rfc4733 import DtmfDetector, event_payload
 from bridge.rtc.rtprecv import payload_bounds, record
 from bridge.rtc.uplink import ReceiverBuffer
 
+from ..support.waits import until
+
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48_000, channels=2, payloadType=111)
 PCMU = RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, channels=1, payloadType=0)
 RED_PT, DTMF_PT = 63, 126
@@ -353,10 +355,7 @@ async def test_the_receiver_reports_count_what_was_received(
         reference.add(RtpPacket(sequence_number=seq, timestamp=seq * 960))
     monkeypatch.setattr(aiortc_receiver.random, "random", lambda: 0.0)
     task = asyncio.ensure_future(leg.receiver._run_rtcp())
-    for _ in range(200):
-        if sent_rtcp:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: sent_rtcp, 2.0, "a receiver report")
     task.cancel()
     report = next(p for p in sent_rtcp if isinstance(p, RtcpRrPacket)).reports[0]
     assert report.ssrc == SSRC

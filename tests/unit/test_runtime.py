@@ -13,7 +13,7 @@ import pytest
 
 from bridge.audio import FRAME_SAMPLES, tone
 from bridge.calls import CallManager, CallRuntime, CallState, EndReason
-from bridge.calls import manager as manager_module
+from bridge.calls import endings as endings_module
 from bridge.engines import EngineEvent, EngineEventKind, RemoteCall
 from bridge.errors import CallStateError, EngineUnavailable
 
@@ -48,10 +48,10 @@ async def test_engine_media_opens_only_for_an_active_call_with_a_user(setup) -> 
     runtime = manager.runtime(call.id)
     runtime.attach(FakeAttachment("pb", []))  # a user, but the call is not answered yet
     await asyncio.sleep(0.05)
-    assert engine.channels == [] and runtime.pump is None
+    assert engine.channels == [] and runtime.media.pump is None
     engine.events.put_nowait(EngineEvent(EngineEventKind.ANSWERED, call.engine_call_id))
-    await until(lambda: runtime.pump is not None, 2.0, "runtime.pump is not None")
-    assert len(engine.channels) == 1 and runtime.pump is not None
+    await until(lambda: runtime.media.pump is not None, 2.0, "runtime.media.pump is not None")
+    assert len(engine.channels) == 1 and runtime.media.pump is not None
 
 
 async def test_audio_flows_through_the_pump(setup) -> None:
@@ -60,7 +60,7 @@ async def test_audio_flows_through_the_pump(setup) -> None:
     heard: list[np.ndarray] = []
     runtime.bus.add_downlink_tap(lambda frame: heard.append(frame.pcm))
     runtime.attach(FakeAttachment("pb", []))
-    await until(lambda: runtime.pump is not None, 2.0, "runtime.pump is not None")
+    await until(lambda: runtime.media.pump is not None, 2.0, "runtime.media.pump is not None")
     signal = tone(440, FRAME_SAMPLES * 25, 16_000, 0.3).astype(np.int16)
     for i in range(25):
         runtime.bus.push_uplink(signal[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES])
@@ -78,7 +78,7 @@ async def test_teardown_closes_children_in_reverse_order(setup) -> None:
     runtime.attach(first)
     runtime.attach(second)
     assert runtime.call.transport == "websocket"
-    await until(lambda: runtime.pump is not None, 2.0, "runtime.pump is not None")
+    await until(lambda: runtime.media.pump is not None, 2.0, "runtime.media.pump is not None")
     call = await manager.hangup(runtime.call_id)
     assert call.state is CallState.ENDED and call.end_reason is EndReason.HANGUP
     assert log == ["second", "first", "engine-media"]
@@ -107,7 +107,7 @@ async def test_detached_attachments_are_not_closed_again(setup) -> None:
 
 
 async def test_lost_engine_media_fails_the_call(setup, monkeypatch) -> None:
-    monkeypatch.setattr(manager_module, "MEDIA_LOST_GRACE", 0.01)
+    monkeypatch.setattr(endings_module, "MEDIA_LOST_GRACE", 0.01)
     manager, engine = setup
     runtime = await answered_call(manager, engine)
     runtime.attach(FakeAttachment("pb", []))
@@ -221,7 +221,7 @@ async def test_a_time_limit_hangs_up_once(setup) -> None:
     manager, engine = setup
     runtime = await answered_call(manager, engine)
     for _ in range(3):  # the watchdog sees the limit every quarter second until it is ended
-        manager._end_by_bridge(runtime, EndReason.MAX_DURATION)
+        manager.endings.time_limit(runtime, EndReason.MAX_DURATION)
     await until(lambda: runtime.closed, 2.0, "runtime.closed")
     assert engine.hung_up == [runtime.call.engine_call_id]
     assert runtime.call.end_reason is EndReason.MAX_DURATION
@@ -270,13 +270,13 @@ async def test_the_whatsapp_users_key_presses_come_in_one_way(setup) -> None:
     seen: list[dict[str, Any]] = []
     manager.events.observe(lambda event, call: seen.append(dict(event.data)))
     heard: list[tuple[str, int]] = []
-    original = runtime.on_whatsapp_dtmf
+    original = runtime.dtmf.on_whatsapp
 
     def spy(digit: str, duration_ms: int) -> None:
         heard.append((digit, duration_ms))
         original(digit, duration_ms)
 
-    runtime.on_whatsapp_dtmf = spy  # type: ignore[method-assign]
+    runtime.dtmf.on_whatsapp = spy  # type: ignore[method-assign]
     data = {"digit": "5", "durationMs": 160}
     engine_call_id = runtime.call.engine_call_id
     engine.events.put_nowait(EngineEvent(EngineEventKind.DTMF, engine_call_id, data=data))
@@ -322,11 +322,11 @@ async def test_the_runtime_owns_the_engines_leg_and_closes_it_once_after_the_pum
     await calls.start()
     try:
         runtime = await answered_call(manager, engine)
-        leg = runtime.leg
+        leg = runtime.media.leg
         assert isinstance(leg, FakeLeg) and engine.taken == [runtime.call.engine_call_id]
         assert engine.legs == {}  # the engine kept nothing of it
         runtime.attach(FakeAttachment("pb", engine.closing))
-        await until(lambda: runtime.pump is not None, 2.0, "runtime.pump is not None")
+        await until(lambda: runtime.media.pump is not None, 2.0, "runtime.media.pump is not None")
         await manager.hangup(runtime.call_id)
         assert leg.closes == 1
         assert engine.closing == ["pb", "engine-media", "leg"]  # the leg after its channel

@@ -44,9 +44,10 @@ from ..base import (
     emit,
 )
 from ..hangups import PendingHangups
+from .channel import PeerChannel
 from .codes import ended_by_meta, refused_event
 from .graph import GraphClient, connected_call_id, strip
-from .peer import PeerChannel, WhatsAppPeer
+from .media import MediaLeg, new_leg
 from .permissions import CallPermissions
 from .sdp import DEFAULT_BITRATE
 from .state import CloudCall, Parked, Remembered
@@ -139,17 +140,15 @@ class CloudApiEngine:
     async def read_permission(self, phone: str) -> dict[str, Any]:  # cached briefly
         return await self.permissions.read(phone)
 
-    def _peer(self, label: str) -> WhatsAppPeer:
-        return WhatsAppPeer(
-            label,
-            self.ice,
-            self.stats,
+    def _peer(self, label: str) -> MediaLeg:
+        return new_leg(  # BRIDGE_CLOUDAPI_MEDIA: Graph signalling takes SDES too
+            self.settings.cloudapi_media, label, self.ice, self.stats,
             on_dtmf=self._on_dtmf,
             on_media=self._on_media,
             on_closed=self._peer_closed,
         )
 
-    def take_leg(self, engine_call_id: str) -> WhatsAppPeer | None:
+    def take_leg(self, engine_call_id: str) -> MediaLeg | None:
         """Hand the call's peer connection to its runtime, which closes it (``LegEngine``);
         ``None`` once the call has ended or was handed over already."""
         call = self.calls.get(engine_call_id)
@@ -158,19 +157,19 @@ class CloudApiEngine:
         call.handed_over = True
         return call.peer
 
-    def _peer_closed(self, peer: WhatsAppPeer) -> None:
+    def _peer_closed(self, peer: MediaLeg) -> None:
         # The runtime closed the call's peer: nothing stays here, late webhooks change nothing.
         call = self.calls.get(peer.wacid)
         if call is not None and call.peer is peer:
             self._drop(call)
 
-    def _on_dtmf(self, peer: WhatsAppPeer, digit: str, duration_ms: int) -> None:
+    def _on_dtmf(self, peer: MediaLeg, digit: str, duration_ms: int) -> None:
         call = self.calls.get(peer.wacid)
         if call is not None and call.state != "ended":
             data = {"digit": digit, "durationMs": duration_ms}
             emit(self.events, EngineEvent(EngineEventKind.DTMF, call.wacid, data=data))
 
-    def _on_media(self, peer: WhatsAppPeer) -> None:
+    def _on_media(self, peer: MediaLeg) -> None:
         # Media on our call whose answer was applied: it is up, even before ACCEPTED.
         call = self.calls.get(peer.wacid)
         if call is not None and call.direction == "outbound" and call.peer.answered:

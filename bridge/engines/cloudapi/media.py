@@ -4,9 +4,10 @@
   the bridge is the full, controlling agent and the DTLS client (``a=setup:active``). Its
   sender starts on its own 20 ms clock as soon as DTLS is up (silence until the agent
   speaks): the first SRTP packet Meta waits for leaves at once, on SIP and Graph calls alike.
-* ``sdes``: a plain UDP SRTP leg with keys from ``a=crypto`` (RFC 4568) — the same shape
-  (``answer(offer)``, ``offer()``, ``apply_answer(sdp)``, ``open_channel()`` for the pump,
-  DTMF, pass-through, ``leg_json()``, ``close()``); it plugs in here.
+* ``sdes``: :class:`~.sdes.SdesPeer`, a plain UDP SRTP leg with keys from ``a=crypto``
+  (RFC 4568), no ICE, no DTLS — the same shape (``answer(offer)``, ``offer()``,
+  ``apply_answer(sdp)``, ``open_channel()`` for the pump, DTMF, pass-through, ``leg_json()``,
+  ``close()``). Its first packet leaves as soon as the far end's SDP is known.
 
 Both signalling modes (Graph and SIP) make their legs through :func:`new_leg` only.
 """
@@ -19,9 +20,10 @@ from typing import Any
 from ...config import CloudMedia, ConfigError, IceSettings
 from ..base import EngineStats
 from .peer import WhatsAppPeer
+from .sdes import SdesPeer
 
-MediaLeg = WhatsAppPeer
-"""What :func:`new_leg` returns (the SDES leg has the same surface)."""
+MediaLeg = WhatsAppPeer | SdesPeer
+"""What :func:`new_leg` returns (both have the same surface)."""
 
 
 def new_leg(
@@ -39,6 +41,6 @@ def new_leg(
         return WhatsAppPeer(
             name, ice, stats, on_dtmf=on_dtmf, on_media=on_media, on_closed=on_closed
         )
-    raise ConfigError(
-        f"BRIDGE_CLOUDAPI_MEDIA={kind}: this build has no such media leg (dtls is available)"
-    )
+    if kind is CloudMedia.SDES:
+        return SdesPeer(name, ice, stats, on_dtmf=on_dtmf, on_media=on_media, on_closed=on_closed)
+    raise ConfigError(f"BRIDGE_CLOUDAPI_MEDIA={kind}: no such media leg (dtls or sdes)")

@@ -36,13 +36,14 @@ from typing import Any
 from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 
 from ...audio.pcm import Pcm
+from ...audio.receiver_stats import ReceiverStats
 from ...config import IceSettings
 from ...media import BusStats, ReceiveStats
-from ...rtc.leg import PeerLeg, Quality
-from ...rtc.passthrough import PassThrough
+from ...rtc.leg import PeerLeg
 from ...rtc.protection import LossProtection
 from ...rtc.tracks import OpusBusTrack
 from ..base import EngineStats, MediaClosed, MediaFatal
+from .channel import PeerChannel
 from .dtmf import DtmfDetector, EventSender
 from .sdp import DEFAULT_BITRATE, DTMF_PT, for_meta, read_remote
 
@@ -61,7 +62,7 @@ DTMF_QUEUE = 64
 """Key presses waiting to be sent as RFC 4733 events; more are refused (409)."""
 
 
-class _Outgoing:
+class Outgoing:
     """The bus frames waiting for :class:`OpusBusTrack`'s clock (its ``FrameSource``)."""
 
     def __init__(self, stats: EngineStats) -> None:
@@ -119,7 +120,7 @@ class WhatsAppPeer(PeerLeg):
         """Meta's id of the call (set by the engine once known)."""
         self.stats = stats
         self.rx = BusStats()
-        self._out = _Outgoing(stats)
+        self._out = Outgoing(stats)
         self._in: asyncio.Queue[Pcm | None] = asyncio.Queue(maxsize=IN_QUEUE)
         self._attached = False
         self._on_media = on_media
@@ -285,12 +286,18 @@ class WhatsAppPeer(PeerLeg):
         self._attached = False
         self._out.detach()
 
-    def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
-        """Send the browser's Opus packets to WhatsApp untouched while ``allowed()``, in the
-        sequence our own packets and DTMF events share; ``None`` before negotiation."""
-        return self.forward_to_sender(allowed)
+    @property
+    def receive_stats(self) -> ReceiveStats:
+        """Its Opus receiver's counters (``WebRTCLeg``)."""
+        return self.rx.receive
 
     # -- stats
+    @property
+    def timeline_stats(self) -> tuple[ReceiverStats | None, float | None]:
+        """The receiver's counters and the last round-trip time (``calls/reports.py``)."""
+        last = self.last
+        return self.receiver_stats, last.rtt_s if last is not None else None
+
     def leg_json(self) -> dict[str, Any]:
         track = self._track if isinstance(self._track, OpusBusTrack) else None
         return {
@@ -317,65 +324,3 @@ class WhatsAppPeer(PeerLeg):
         if self._on_closed is not None:
             self._on_closed(self)
 
-
-class PeerChannel:
-    """The pump's ``MediaChannel`` on a :class:`WhatsAppPeer` (and a ``WebRTCLeg``)."""
-
-    def __init__(self, peer: WhatsAppPeer) -> None:
-        self.peer = peer
-        self._closed = False
-
-    @property
-    def mos(self) -> float | None:
-        return self.peer.mos
-
-    @mos.setter
-    def mos(self, value: float | None) -> None:
-        self.peer.mos = value
-
-    @property
-    def far_end_loss(self) -> float:
-        return self.peer.far_end_loss
-
-    async def send(self, pcm: Pcm) -> None:
-        if self._closed or self.peer.dead:
-            raise MediaFatal(f"{self.peer.name}: the WhatsApp-side peer connection is closed")
-        self.peer.send(pcm)
-
-    async def recv(self) -> Pcm:
-        if self._closed:
-            raise MediaClosed(self.peer.name)
-        return await self.peer.recv()
-
-    async def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.peer.detach()
-
-    @property
-    def receive_stats(self) -> ReceiveStats:
-        return self.peer.rx.receive
-
-    def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
-        """Send the browser's Opus packets to WhatsApp untouched while ``allowed()`` (the
-        other direction of ``forward_to``); ``None`` before the leg is negotiated."""
-        return self.peer.forward_from(allowed)
-
-    def forward_to(self, offer: Callable[[int, int, bytes], None] | None) -> None:
-        """Hand the WhatsApp user's Opus packets, as they arrive, to ``offer`` too (a
-        browser sender forwarding them: ``rtc/passthrough.py``); ``None`` stops."""
-        self.peer.forward_received(offer)
-
-    async def sample_quality(self) -> Quality | None:
-        return await self.peer.sample_quality()
-
-    def send_dtmf(
-        self, digits: str, duration_ms: int, gap_ms: int, done: Callable[[], None] | None = None
-    ) -> None:
-        """RFC 4733 key presses to the WhatsApp user (the runtime's ``DtmfLeg``)."""
-        if self._closed:
-            raise MediaClosed(self.peer.name)
-        self.peer.send_dtmf(digits, duration_ms, gap_ms, done)
-
-    def leg_json(self) -> dict[str, Any]:
-        return self.peer.leg_json()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from .peer import WhatsAppPeer
+from .media import MediaLeg
 from .webhook import CallWebhook
 
 REMEMBERED = 4096
@@ -23,7 +23,7 @@ class CloudCall:
     wacid: str
     peer_wa: str
     direction: str  # "inbound" or "outbound"
-    peer: WhatsAppPeer
+    peer: MediaLeg
     """Used for signalling (SDP, media seen); closed by the call's runtime once handed over."""
     state: str = "connecting"  # connecting, ringing, accepted, ended
     answer_sdp: str = ""  # inbound: what pre_accept and accept send

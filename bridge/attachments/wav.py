@@ -1,0 +1,120 @@
+"""The recordings' WAV files (16 kHz mono s16, a 44-byte header): one track written as
+frames arrive with gaps filled by silence (:class:`WavTrack`), two tracks summed into the
+mixed file (:func:`mix_files`), and a file a crash left open repaired (:func:`repair_wav`)."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from ..audio import FRAME_SAMPLES, SAMPLE_RATE
+
+HEADER_BYTES = 44
+CHUNK = 1 << 16
+
+
+def wav_header(data_bytes: int) -> bytes:
+    """RIFF/WAVE header for 16 kHz mono s16 PCM with ``data_bytes`` of samples."""
+    return struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + data_bytes,
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,
+        1,
+        SAMPLE_RATE,
+        SAMPLE_RATE * 2,
+        2,
+        16,
+        b"data",
+        data_bytes,
+    )
+
+
+def repair_wav(path: Path) -> bool:
+    """Fix the sizes in a WAV header left unfinished (e.g. by a crash); True if changed."""
+    size = path.stat().st_size
+    if size < HEADER_BYTES:
+        return False
+    with path.open("r+b") as f:
+        head = f.read(HEADER_BYTES)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE" or head[36:40] != b"data":
+            return False
+        data = size - HEADER_BYTES
+        data -= data % 2
+        if (
+            struct.unpack("<I", head[4:8])[0] == 36 + data
+            and struct.unpack("<I", head[40:44])[0] == data
+        ):
+            return False
+        f.seek(0)
+        f.write(wav_header(data))
+    return True
+
+
+class WavTrack:
+    """One growing WAV file, aligned to wall-clock time from ``t0`` (monotonic)."""
+
+    def __init__(self, path: Path, t0: float) -> None:
+        self.path = path
+        self.t0 = t0
+        self.samples = 0
+        self._file: BinaryIO | None = path.open("wb")
+        self._file.write(wav_header(0))
+
+    def write_at(self, pcm: np.ndarray, t: float) -> None:
+        if self._file is None:
+            return
+        # A frame stamped at t covers [t - 20 ms, t); fill a gap longer than two frames.
+        expected = int((t - self.t0) * SAMPLE_RATE) - FRAME_SAMPLES
+        if expected - self.samples > 2 * FRAME_SAMPLES:
+            self._silence(expected - self.samples)
+        self._file.write(pcm.astype("<i2", copy=False).tobytes())
+        self.samples += pcm.size
+
+    def _silence(self, samples: int) -> None:
+        # Seek over the gap: the hole reads as zeros, and a long one costs no writing.
+        assert self._file is not None
+        self._file.seek(samples * 2, os.SEEK_CUR)
+        self.samples += samples
+
+    def finish(self, t_end: float) -> None:
+        if self._file is None:
+            return
+        target = int((t_end - self.t0) * SAMPLE_RATE)
+        if target > self.samples:
+            self._silence(target - self.samples)
+        self._file.truncate(HEADER_BYTES + self.samples * 2)  # materialise a trailing hole
+        self._file.seek(0)
+        self._file.write(wav_header(self.samples * 2))
+        self._file.close()
+        self._file = None
+
+
+def mix_files(a: Path, b: Path, out: Path) -> int:
+    """Sum two of our WAVs into ``out`` (clipping-safe), chunk by chunk; returns samples."""
+    total = 0
+    with a.open("rb") as fa, b.open("rb") as fb, out.open("wb") as fo:
+        fa.seek(HEADER_BYTES)
+        fb.seek(HEADER_BYTES)
+        fo.write(wav_header(0))
+        while True:
+            xa = np.frombuffer(fa.read(CHUNK * 2), dtype="<i2")
+            xb = np.frombuffer(fb.read(CHUNK * 2), dtype="<i2")
+            if not xa.size and not xb.size:
+                break
+            n = max(xa.size, xb.size)
+            acc = np.zeros(n, dtype=np.int32)
+            acc[: xa.size] += xa
+            acc[: xb.size] += xb
+            fo.write(np.clip(acc, -32768, 32767).astype("<i2").tobytes())
+            total += n
+        fo.seek(0)
+        fo.write(wav_header(total * 2))
+    return total

@@ -1,0 +1,58 @@
+"""The ends a live call meets from below rather than by a request: its engine media lost for
+good (the call fails, unless the engine reports its own end within a grace, which keeps the
+end reason accurate) and a time limit run out (the watchdog's). Each hangs up on the engine
+and ends the call through the manager, once: the runtime runs one end at a time."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from .hangup import hang_up_quietly
+from .model import EndReason
+from .runtime import CallRuntime
+
+if TYPE_CHECKING:
+    from .manager import CallManager
+
+log = logging.getLogger(__name__)
+
+MEDIA_LOST_GRACE = 2.0
+"""Seconds to wait, after the engine media closed for good, for the engine's own report of
+the call's end (so the end reason stays accurate) before failing the call."""
+
+
+class Endings:
+    """The manager's ends from below (``CallRuntime``'s ``on_media_lost``, the watchdog's)."""
+
+    def __init__(self, manager: CallManager) -> None:
+        self.manager = manager
+
+    def media_lost(self, runtime: CallRuntime, exc: BaseException | None) -> None:
+        """The engine media ended for good (after any reconnects the channel made): the call
+        fails unless the engine reports its end within the grace."""
+        manager, call = self.manager, runtime.call
+        if not call.live or manager.shutting_down:
+            return
+
+        async def fail() -> None:
+            log.warning(
+                "call %s: engine media lost for good, hanging up",
+                call.id,
+                extra={"call_id": call.id},
+            )
+            await hang_up_quietly(manager.engine, call)
+            await manager.end(call, EndReason.FAILED)
+
+        runtime.end_soon(fail, "media-lost", after=MEDIA_LOST_GRACE)
+
+    def time_limit(self, runtime: CallRuntime, reason: EndReason) -> None:
+        """A time limit ran out: hang up on the engine and end the call."""
+        manager, call = self.manager, runtime.call
+
+        async def end() -> None:
+            log.info("call %s: ending (%s)", call.id, reason, extra={"call_id": call.id})
+            await hang_up_quietly(manager.engine, call)
+            await manager.end(call, reason)
+
+        runtime.end_soon(end, "limit")

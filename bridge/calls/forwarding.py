@@ -1,0 +1,59 @@
+"""The pass-through policy of one call: when Opus packets go untouched between the WhatsApp
+leg and the agent's browser (the mechanics are ``rtc/passthrough.py``'s).
+
+On a call whose WhatsApp side is a WebRTC leg, packets are forwarded untouched while nothing
+else is mixed in: towards the browser while it hears only the WhatsApp user (one participant,
+no hold, nothing played to it); towards WhatsApp while it hears only the agent (not muted,
+nothing played, no key tones). Each sender checks that per packet (a yes is kept for 20 ms:
+``PassThrough.permitted``), so mixing can start and stop mid-call; this module only wires the
+two ends when the agent or the leg changes.
+"""
+
+from __future__ import annotations
+
+from ..engines import WebRTCLeg
+from ..media import CallBus
+from ..rtc import WebRTCSession
+
+
+class Forwarding:
+    """Which browser session WhatsApp's packets go to, and the checks that allow it."""
+
+    def __init__(self, bus: CallBus, sessions: dict[str, WebRTCSession]) -> None:
+        self.bus = bus
+        self.sessions = sessions
+        self._to: WebRTCSession | None = None
+        """The browser session WhatsApp's packets are forwarded to."""
+
+    def update(self, leg: WebRTCLeg | None, session: WebRTCSession | None) -> None:
+        """Wire ``leg`` and the agent's ``session`` for pass-through (or unwire them)."""
+        if leg is None:
+            return
+        if session is self._to and session is not None:
+            return
+        if self._to is not None:
+            self._to.forward_to(None)
+            self._to.report_loss_beyond(None)
+        self._to = None
+        if session is None or not session.media.opus_passthrough:
+            leg.forward_to(None)
+            return
+        bus, conference, sessions = self.bus, self.bus.conference, self.sessions
+        down = session.forward_from(lambda: len(sessions) == 1 and not conference.mixed)
+        leg.forward_to(down.offer if down is not None else None)
+
+        def agent_only() -> bool:
+            return (
+                len(sessions) == 1
+                and not conference.mixed
+                and not bus.muted
+                and not bus.has_sources
+            )
+
+        up = leg.forward_from(agent_only)
+        session.forward_to(up.offer if up is not None else None)
+        if up is not None:
+            # The browser's packets reach WhatsApp as they are: its FEC must cover the loss on
+            # the WhatsApp leg too (the larger of the two in the reports it gets).
+            session.report_loss_beyond(lambda: leg.far_end_loss if agent_only() else 0.0)
+        self._to = session

@@ -1,0 +1,43 @@
+"""Hold, owned by the call's runtime: the conference stops the WhatsApp user hearing the
+browsers, and (if asked) music plays to them instead — a looping playback attachment that this
+module starts with the hold and stops with the resume."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from ..media import CallBus, UplinkSource
+
+StartMusic = Callable[[], Awaitable[UplinkSource]]
+"""Starts the hold music (a looping playback attached to the call) and returns it."""
+
+
+class Hold:
+    """A call's hold state and its music. See the module docstring."""
+
+    def __init__(self, bus: CallBus, emit: Callable[..., None]) -> None:
+        self.bus = bus
+        self.emit = emit
+        self.music: UplinkSource | None = None
+        """The playback WhatsApp hears while the call is held."""
+
+    @property
+    def held(self) -> bool:
+        return self.bus.conference.held
+
+    async def set(self, held: bool, music: StartMusic | None = None) -> None:
+        """Hold (with ``music`` if given and none plays yet) or resume the WhatsApp peer;
+        ``call.held`` / ``call.unheld`` on a change."""
+        if held and music is not None and self.music is None:
+            self.music = await music()
+        self.set_state(held)
+        if not held and self.music is not None:
+            playing, self.music = self.music, None
+            self.bus.remove_source(playing)  # it finishes (playback.finished) and detaches
+
+    def set_state(self, held: bool) -> None:
+        """Hold or resume without touching the music (a call restored as it was)."""
+        if held == self.held:
+            return
+        self.bus.conference.set_held(held)
+        self.emit("call.held" if held else "call.unheld")

@@ -1,0 +1,74 @@
+"""A browser's offer for a call (``POST /call/{callID}/webrtc``): checked before any socket
+exists, turned down when the bridge carries its maximum of WebRTC sessions, answered by a new
+session that replaces the participant's previous one, and counted by result in
+``bridge_webrtc_offers_total`` (with the offer-to-answer time)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from ..errors import AtCapacity, BadOffer, CallNotFound, CallStateError, ShuttingDown
+from ..media import Role
+from ..rtc.sdp import validate_offer
+
+if TYPE_CHECKING:
+    from .manager import CallManager
+
+
+def offer_result(exc: BaseException) -> str:
+    """A bounded label for a failed offer."""
+    if isinstance(exc, BadOffer):
+        return "bad_offer"
+    if isinstance(exc, CallNotFound):
+        return "not_found"
+    if isinstance(exc, CallStateError):
+        return "conflict"
+    if isinstance(exc, AtCapacity | ShuttingDown):
+        return "capacity"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return "error"
+
+
+async def answer_offer(
+    manager: CallManager, call_id: str, sdp: str, participant_id: str, role: Role
+) -> str:
+    """The SDP answer to a browser's offer for a call, counted by result."""
+    started = time.monotonic()
+    try:
+        answer = await _answer(manager, call_id, sdp, participant_id, role)
+    except BaseException as exc:
+        manager.metrics.offers.labels(offer_result(exc)).inc()
+        raise
+    manager.metrics.offers.labels("answered").inc()
+    manager.metrics.offer_to_answer.observe(time.monotonic() - started)
+    return answer
+
+
+async def _answer(
+    manager: CallManager, call_id: str, sdp: str, participant_id: str, role: Role
+) -> str:
+    call = manager.get(call_id)
+    if not call.live:
+        raise CallStateError(f"call {call.id} has ended; start a new call")
+    validate_offer(sdp)  # before any socket or peer connection exists
+    runtime = manager.runtime(call.id)
+    settings = manager.settings
+    runtime.participants.check_join(participant_id, role, settings.max_participants)
+    if not runtime.participants.sessions:
+        if manager.shutting_down:
+            raise ShuttingDown("the bridge is shutting down")
+        sessions = sum(1 for r in manager.live_runtimes() if r.participants.sessions)
+        if sessions >= settings.max_calls:
+            raise AtCapacity("the bridge carries its maximum of WebRTC sessions")
+    session = await manager.sessions.create(
+        call.id,
+        runtime.bus,
+        runtime.participants.on_state,
+        participant_id=participant_id,
+        role=role,
+        on_dtmf=runtime.participants.on_dtmf,
+    )
+    return await runtime.participants.replace(session, sdp)

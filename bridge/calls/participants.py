@@ -1,0 +1,212 @@
+"""The browsers on a call: one WebRTC session per participant, their roles, and hand-offs.
+
+Owned by the call's runtime (:mod:`.runtime`), which closes it after the attachments. Who hears
+whom is the bus's conference (:mod:`bridge.media.conference`); this module keeps the sessions,
+answers offers (a new offer replaces that participant's session), changes roles live and hands
+the call from one agent to another (:meth:`Participants.transfer`). It shows the participants
+in the call's record and tells the runtime (``on_change``) when the set of sessions changed, so
+the runtime can recompute what depends on it (transport, pass-through, engine media).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import CallStateError
+from ..media import CallBus, Role
+from ..metrics import Metrics
+from ..rtc import WebRTCSession
+from .model import Call
+
+Emit = Callable[..., None]
+
+
+class Participants:
+    """The call's browser sessions by participant id. See the module docstring."""
+
+    def __init__(
+        self,
+        call: Call,
+        bus: CallBus,
+        metrics: Metrics,
+        emit: Emit,
+        on_change: Callable[[], None],
+        on_key: Callable[[str, Role, str, int], None],
+        receive_bitrate: int | None = None,
+    ) -> None:
+        self.call = call
+        self.bus = bus
+        self.metrics = metrics
+        self.emit = emit
+        self.on_change = on_change
+        self.on_key = on_key
+        """A key pressed in a participant's browser: ``(participant, role, digit, ms)``."""
+        self.receive_bitrate = receive_bitrate
+        """What the browsers are asked to send (the WhatsApp side's Opus bit rate), if set."""
+        self.sessions: dict[str, WebRTCSession] = {}
+        self._closed = False
+
+    @property
+    def agent(self) -> WebRTCSession | None:
+        """The agent's session (or the only one): the call's ``webrtc`` in its snapshot."""
+        agent = next((s for s in self.sessions.values() if s.role is Role.AGENT), None)
+        return agent or next(iter(self.sessions.values()), None)
+
+    @property
+    def connected(self) -> bool:
+        """Some peer connection is up (the call's transport is ``webrtc``)."""
+        return any(s.state not in ("closed", "failed") for s in self.sessions.values())
+
+    def _show(self) -> None:
+        self.call.participants = [
+            {"participantID": pid, "role": str(s.role), "webrtc": {"state": s.state}}
+            for pid, s in self.sessions.items()
+        ]
+        agent = self.agent
+        self.call.webrtc_state = agent.state if agent is not None else self.call.webrtc_state
+
+    def check_join(self, participant_id: str, role: Role, max_participants: int) -> None:
+        """Refuse a participant the call cannot take (409): too many, or a second agent."""
+        if participant_id not in self.sessions and len(self.sessions) >= max_participants:
+            raise CallStateError(f"a call takes at most {max_participants} participants")
+        if role is Role.AGENT:
+            agent = self.agent
+            if (
+                agent is not None
+                and agent.role is Role.AGENT
+                and agent.participant_id != participant_id
+            ):
+                raise CallStateError(
+                    f"participant {agent.participant_id!r} is the agent; a call has one "
+                    "(use /call/transfer or a role change)"
+                )
+
+    async def replace(self, session: WebRTCSession, sdp: str) -> str:
+        """Answer ``sdp`` with ``session`` for its participant, replacing that participant's
+        previous session (closed first); returns the answer."""
+        pid = session.participant_id
+        old = self.sessions.pop(pid, None)
+        joined = old is None
+        if old is not None:
+            self.metrics.ended_totals.absorb_downlink(old.downlink_sink)
+            await old.close()
+        self.sessions[pid] = session
+        if self.receive_bitrate is not None:  # ask the browser for what WhatsApp takes
+            session.receive_bitrate = self.receive_bitrate
+        try:
+            answer = await session.accept_offer(sdp)
+        except BaseException:
+            if self.sessions.get(pid) is session:
+                del self.sessions[pid]
+                if session.role is Role.AGENT:
+                    self.call.webrtc_state = None
+                self._show()
+                self.on_change()
+            await asyncio.shield(session.close())  # also when the request is cancelled
+            raise
+        if self._closed or not self.call.live or self.sessions.get(pid) is not session:
+            # The call ended, or another offer replaced us, while we gathered.
+            await session.close()
+            raise CallStateError(f"call {self.call.id} changed while the offer was answered")
+        self._show()
+        self.on_change()
+        self.emit("webrtc.offer", participantID=pid)
+        if joined:
+            self.emit("participant.joined", participantID=pid, role=str(session.role))
+        return answer
+
+    def on_state(self, session: WebRTCSession, state: str) -> None:
+        """A session's state changed (its callback; a replaced session's last words are ignored)."""
+        pid = session.participant_id
+        if self.sessions.get(pid) is not session or self._closed:
+            return
+        self.metrics.webrtc_states.labels(state).inc()
+        if state == "connected" and session.connected_at is not None:
+            self.metrics.offer_to_connected.observe(session.connected_at - session.offered_at)
+        self._show()
+        if state in ("failed", "closed"):
+            self.on_change()
+        data: dict[str, Any] = {"participantID": pid}
+        reason = session.failure_reason if state == "failed" else None
+        if reason:
+            data["reason"] = reason
+        self.emit("webrtc.state", **data)
+
+    def on_dtmf(self, session: WebRTCSession, digit: str, duration_ms: int) -> None:
+        """A session's ``RTCDTMFSender`` pressed a key (a replaced session's are ignored)."""
+        pid = session.participant_id
+        if not self._closed and self.sessions.get(pid) is session:
+            self.on_key(pid, session.role, digit, duration_ms)
+
+    async def leave(self, participant_id: str = "agent") -> None:
+        """Close a participant's peer connection if any (idempotent); the call stays up."""
+        session = self.sessions.pop(participant_id, None)
+        if session is None:
+            return
+        self.metrics.ended_totals.absorb_downlink(session.downlink_sink)
+        await session.close()
+        if session.role is Role.AGENT or not self.sessions:
+            self.call.webrtc_state = "closed"
+        self._show()
+        self.emit("webrtc.state", participantID=participant_id)
+        self.emit("participant.left", participantID=participant_id, role=str(session.role))
+        self.on_change()
+
+    def set_role(self, participant_id: str, role: Role) -> None:
+        """Change a participant's role live (a supervisor barging, a whisperer taking over)."""
+        session = self.sessions.get(participant_id)
+        if session is None:
+            raise CallStateError(f"no participant {participant_id[:64]!r} on this call")
+        previous = self.agent
+        if role is Role.AGENT and previous is not None and previous is not session:
+            if previous.role is Role.AGENT:  # taking over (a warm hand-off): one agent only
+                self._assign(previous, Role.LISTEN)
+        self._assign(session, role)
+        self.on_change()
+
+    def _assign(self, session: WebRTCSession, role: Role) -> None:
+        session.role = role
+        self.bus.conference.set_role(session.participant_id, role)
+        self._show()
+        self.emit("participant.role", participantID=session.participant_id, role=str(role))
+
+    async def transfer(self, to: str) -> None:
+        """Cold hand-off: ``to`` becomes the agent and the old agent's connection is dropped."""
+        new = self.sessions.get(to)
+        if new is None:
+            raise CallStateError(f"no participant {to[:64]!r} on this call to transfer to")
+        old = self.agent if self.agent is not new else None
+        if old is not None and old.role is not Role.AGENT:
+            old = None
+        # The new agent is heard at once (the old one demoted), then the old one hangs up:
+        # the mixer never has a tick without an agent.
+        self.set_role(to, Role.AGENT)
+        if old is not None:
+            await self.leave(old.participant_id)
+        self._show()
+        self.emit(
+            "call.transferred",
+            participantID=to,
+            fromParticipantID=old.participant_id if old is not None else None,
+        )
+
+    def retire_counters(self) -> None:
+        """Move the sessions' downlink counters into the ended totals."""
+        for session in self.sessions.values():
+            self.metrics.ended_totals.absorb_downlink(session.downlink_sink)
+
+    async def close(self) -> None:
+        """Close every session, newest first (idempotent); the call's ``webrtc`` says closed."""
+        self._closed = True
+        agent = self.agent
+        for session in reversed(list(self.sessions.values())):
+            await session.close()
+        if agent is not None:
+            self.call.webrtc_state = "closed"
+
+    def forget(self) -> None:
+        """Drop the closed sessions: they call back into the call, and nothing of it should
+        wait for the cyclic garbage collector (their codec threads included)."""
+        self.sessions.clear()

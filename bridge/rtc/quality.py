@@ -1,0 +1,95 @@
+"""A peer connection's RTP/RTCP quality: one :class:`Quality` sample (the change since the
+previous one) read from aiortc's ``getStats()``, with the audio the receiver had to conceal
+(what the MOS estimate and the quality bands count)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import RTCPeerConnection
+
+from .uplink import Playout
+
+OPUS_CLOCK = 48_000
+"""RTP clock rate of Opus (RFC 7587): aiortc reports jitter in these units."""
+
+
+@dataclass
+class Quality:
+    """One sample of a leg's RTP/RTCP statistics (deltas since the previous sample)."""
+
+    uplink_packets: int = 0
+    uplink_lost: int = 0
+    uplink_jitter_s: float = 0.0
+    downlink_packets: int = 0
+    downlink_lost: int = 0
+    downlink_jitter_s: float | None = None
+    rtt_s: float | None = None
+    loss_fraction: float = 0.0
+    """What the MOS estimate counts as lost: the larger of the audio our receiver had to
+    conceal and the loss the far end reports of what we send."""
+    concealed_fraction: float = 0.0
+
+    @property
+    def far_end_loss(self) -> float:
+        """The fraction of what we sent that the far end's receiver reports say was lost."""
+        sent = self.downlink_packets + self.downlink_lost
+        return self.downlink_lost / sent if sent else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "uplinkPacketsReceived": self.uplink_packets,
+            "uplinkPacketsLost": self.uplink_lost,
+            "uplinkJitterMs": round(self.uplink_jitter_s * 1000, 2),
+            "downlinkPacketsReceived": self.downlink_packets,
+            "downlinkPacketsLost": self.downlink_lost,
+            "downlinkJitterMs": None
+            if self.downlink_jitter_s is None
+            else round(self.downlink_jitter_s * 1000, 2),
+            "rttMs": None if self.rtt_s is None else round(self.rtt_s * 1000, 2),
+            "concealedFraction": round(self.concealed_fraction, 4),
+        }
+
+
+async def sample_peer_quality(pc: RTCPeerConnection, prev: Quality) -> tuple[Quality, Quality]:
+    """A peer connection's RTP/RTCP statistics now (cumulative) and their change since ``prev``.
+
+    ``uplink`` is what the bridge receives on this peer connection, ``downlink`` what it sends
+    (as the far end's RTCP receiver reports tell it)."""
+    report = await pc.getStats()
+    now = Quality()
+    for stat in report.values():
+        kind = getattr(stat, "type", "")
+        if kind == "inbound-rtp":
+            now.uplink_packets += stat.packetsReceived or 0
+            now.uplink_lost += max(0, stat.packetsLost or 0)
+            now.uplink_jitter_s = max(now.uplink_jitter_s, (stat.jitter or 0) / OPUS_CLOCK)
+        elif kind == "remote-inbound-rtp":
+            now.downlink_packets += stat.packetsReceived or 0
+            now.downlink_lost += max(0, stat.packetsLost or 0)
+            now.downlink_jitter_s = (stat.jitter or 0) / OPUS_CLOCK
+            if stat.roundTripTime is not None:
+                now.rtt_s = float(stat.roundTripTime)
+    delta = Quality(
+        uplink_packets=max(0, now.uplink_packets - prev.uplink_packets),
+        uplink_lost=max(0, now.uplink_lost - prev.uplink_lost),
+        uplink_jitter_s=now.uplink_jitter_s,
+        downlink_packets=max(0, now.downlink_packets - prev.downlink_packets),
+        downlink_lost=max(0, now.downlink_lost - prev.downlink_lost),
+        downlink_jitter_s=now.downlink_jitter_s,
+        rtt_s=now.rtt_s,
+    )
+    up = delta.uplink_packets + delta.uplink_lost
+    down = delta.downlink_packets + delta.downlink_lost
+    delta.loss_fraction = max(
+        delta.uplink_lost / up if up else 0.0, delta.downlink_lost / down if down else 0.0
+    )
+    return now, delta
+
+
+def account_concealment(delta: Quality, playout: Playout) -> None:
+    """Count what the listener misses, not what the network lost: a loss the receiver rebuilt
+    from FEC is heard; a concealed one (or a packet too late to play) is not."""
+    delta.concealed_fraction = playout.concealed_since_last()
+    delta.loss_fraction = max(delta.concealed_fraction, delta.far_end_loss)

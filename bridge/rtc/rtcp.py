@@ -1,0 +1,170 @@
+"""RFC 3550 reports for a leg that owns its RTP session (no aiortc under it: the SDES leg).
+
+:class:`RtcpReports` keeps both halves of the session's RTCP:
+
+* what we receive: the far end's SSRC and aiortc's own ``StreamStatistics`` for it, updated
+  per packet by :func:`~bridge.rtc.rtprecv.record` (RFC 3550 A.3 loss, A.8 jitter), from which
+  our report block is built (fraction and cumulative loss, extended highest sequence, jitter,
+  LSR/DLSR of its latest sender report);
+* what we send: a sender report (RFC 3550 §6.4.1) from the RTP stream's counts, its NTP/RTP
+  time pair taken from the latest audio packet and carried to now on the 48 kHz clock; an
+  SDES CNAME in every compound packet (§6.1), a BYE in the last;
+* what the far end reports of us: the block about our SSRC in its SR or RR gives the loss it
+  sees and, with LSR/DLSR, the round-trip time (§6.4.1).
+
+Parsing is aiortc's (``aiortc.rtp``); a malformed report is counted and ignored.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtp import (
+    RtcpByePacket,
+    RtcpPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+)
+
+from .rtprecv import record
+from .rtpsend import RtpStream, ntp_time
+
+OPUS_CLOCK = 48_000
+_SDES_CNAME = 1
+
+
+@dataclass
+class FarEndReport:
+    """The latest report block the far end sent about our stream."""
+
+    fraction_lost: float = 0.0
+    packets_lost: int = 0
+    highest_sequence: int = 0
+    jitter_s: float = 0.0
+    rtt_s: float | None = None
+
+
+class RtcpReports:
+    """The RTCP state of one RTP session we own (module docstring)."""
+
+    def __init__(self, ssrc: int, cname: str, clock: int = OPUS_CLOCK) -> None:
+        self.ssrc = ssrc
+        self.cname = cname.encode()[:255]
+        self.clock = clock
+        self.remote_ssrc: int | None = None
+        self.stream: StreamStatistics | None = None
+        """What we receive from the far end's SSRC (reset when it changes)."""
+        self._lsr = 0
+        self._lsr_at = 0.0
+        self._sent_pair: tuple[float, int] | None = None
+        self.far = FarEndReport()
+        self.far_reports = 0
+        self.sender_reports = 0
+        self.malformed = 0
+        self.sent = 0
+
+    # -- what we receive
+    def received(self, ssrc: int, seq: int, timestamp: int, *, audio: bool = True) -> None:
+        """One authenticated RTP packet from the far end (``audio=False``: an RFC 4733 event,
+        which moves the sequence but not the jitter)."""
+        if ssrc != self.remote_ssrc or self.stream is None:
+            self.remote_ssrc = ssrc
+            self.stream = StreamStatistics(self.clock)
+        record(self.stream, seq, timestamp, time.time(), audio=audio)
+
+    # -- what we send
+    def sent_audio(self, timestamp: int) -> None:
+        """Our latest audio packet left now with this (wire) RTP timestamp."""
+        self._sent_pair = (time.time(), timestamp)
+
+    def compound(self, stream: RtpStream, *, bye: bool = False) -> bytes:
+        """The compound packet to send now: SR (or RR before we sent anything), SDES CNAME,
+        and BYE when ``bye``."""
+        now = time.time()
+        reports = self._report_blocks(now)
+        first: RtcpSrPacket | RtcpRrPacket
+        if self._sent_pair is not None:
+            at, ts = self._sent_pair
+            rtp = (ts + int((now - at) * self.clock)) & 0xFFFFFFFF
+            info = RtcpSenderInfo(ntp_time(now), rtp, stream.packets, stream.octets)
+            first = RtcpSrPacket(ssrc=self.ssrc, sender_info=info, reports=reports)
+        else:
+            first = RtcpRrPacket(ssrc=self.ssrc, reports=reports)
+        sdes = RtcpSdesPacket(chunks=[RtcpSourceInfo(self.ssrc, [(_SDES_CNAME, self.cname)])])
+        out = bytes(first) + bytes(sdes)
+        if bye:
+            out += bytes(RtcpByePacket(sources=[self.ssrc]))
+        self.sent += 1
+        return out
+
+    def _report_blocks(self, now: float) -> list[RtcpReceiverInfo]:
+        s = self.stream
+        if s is None or self.remote_ssrc is None or s.max_seq is None:
+            return []
+        dlsr = int((now - self._lsr_at) * 65536) if self._lsr else 0
+        return [
+            RtcpReceiverInfo(
+                ssrc=self.remote_ssrc,
+                fraction_lost=s.fraction_lost,
+                packets_lost=s.packets_lost,
+                highest_sequence=s.cycles + s.max_seq,
+                jitter=s.jitter,
+                lsr=self._lsr,
+                dlsr=dlsr,
+            )
+        ]
+
+    # -- what the far end reports
+    def receive(self, plain: bytes) -> None:
+        """An authenticated compound RTCP packet from the far end."""
+        try:
+            packets = RtcpPacket.parse(plain)
+        except ValueError:
+            self.malformed += 1
+            return
+        now = time.time()
+        for packet in packets:
+            if isinstance(packet, RtcpSrPacket):
+                self.sender_reports += 1
+                self._lsr = (packet.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
+                self._lsr_at = now
+            if isinstance(packet, RtcpSrPacket | RtcpRrPacket):
+                for block in packet.reports:
+                    if block.ssrc == self.ssrc:
+                        self._far_report(block, now)
+
+    def _far_report(self, block: RtcpReceiverInfo, now: float) -> None:
+        self.far_reports += 1
+        rtt = None
+        if block.lsr:
+            middle = (ntp_time(now) >> 16) & 0xFFFFFFFF
+            delay = (middle - block.lsr - block.dlsr) & 0xFFFFFFFF
+            if delay < 0x80000000:
+                rtt = delay / 65536
+        self.far = FarEndReport(
+            fraction_lost=block.fraction_lost / 256,
+            packets_lost=max(0, block.packets_lost),
+            highest_sequence=block.highest_sequence,
+            jitter_s=block.jitter / self.clock,
+            rtt_s=rtt,
+        )
+
+    # -- totals
+    @property
+    def packets_received(self) -> int:
+        return self.stream.packets_received if self.stream is not None else 0
+
+    @property
+    def packets_lost(self) -> int:
+        s = self.stream
+        return s.packets_lost if s is not None and s.max_seq is not None else 0
+
+    @property
+    def jitter_s(self) -> float:
+        return self.stream.jitter / self.clock if self.stream is not None else 0.0

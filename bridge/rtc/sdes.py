@@ -1,0 +1,245 @@
+"""SDES-SRTP in SDP: the ``a=crypto`` attribute (RFC 4568) and the ``RTP/SAVP`` media line.
+
+A plain SRTP leg (no ICE, no DTLS) learns everything it needs from the far end's SDP: where to
+send (``c=`` and ``m=``, RFC 4566; RTCP at ``a=rtcp:`` (RFC 3605), on the RTP port with
+``a=rtcp-mux`` (RFC 5761), else on the next port up) and the key the far end protects its
+packets with (``a=crypto``). Each side sends its own key in its own SDP (RFC 4568 §6.1): we
+protect with ours, and unprotect with theirs.
+
+Only what Meta's SIP road uses is taken (its SDES SDP: one crypto line, suite
+``AES_CM_128_HMAC_SHA1_80``, one inline key, no lifetime or MKI); ``AES_CM_128_HMAC_SHA1_32``
+is accepted too, as libsrtp has it. Anything else is refused with :class:`~bridge.errors.BadOffer`
+naming what is wrong (a SIP engine answers it with 488), never half-used.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+import secrets
+from dataclasses import dataclass
+
+import pylibsrtp
+
+from ..errors import BadOffer
+
+SUITES = {
+    "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+    "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
+}
+"""The crypto suites taken, best first (RFC 4568 §6.2), with their libsrtp profiles."""
+DEFAULT_SUITE = "AES_CM_128_HMAC_SHA1_80"
+KEY_LENGTH = 30
+"""A 128-bit master key and a 112-bit master salt, concatenated (RFC 4568 §6.2.1)."""
+
+_CRYPTO = re.compile(r"^(\d{1,9})\s+([A-Za-z0-9_]+)\s+(\S+)(?:\s+(.*))?$")
+
+
+@dataclass(frozen=True)
+class Crypto:
+    """One ``a=crypto`` attribute: its tag, suite and master key||salt."""
+
+    tag: int
+    suite: str
+    key: bytes
+
+    @property
+    def profile(self) -> int:
+        """The libsrtp profile of the suite."""
+        return SUITES[self.suite]
+
+    def attribute(self) -> str:
+        """The SDP line (RFC 4568 §9.1)."""
+        inline = base64.b64encode(self.key).decode()
+        return f"a=crypto:{self.tag} {self.suite} inline:{inline}"
+
+
+def new_crypto(tag: int = 1, suite: str = DEFAULT_SUITE) -> Crypto:
+    """A fresh random key (RFC 4568 §6.1: a new one per session, never reused)."""
+    return Crypto(tag, suite, secrets.token_bytes(KEY_LENGTH))
+
+
+def parse_crypto(value: str) -> Crypto:
+    """The value of an ``a=crypto:`` line (after the colon). Raises :class:`BadOffer` for an
+    unknown suite, a key that is not base64 or not 30 bytes, a lifetime below 2^31 or an MKI
+    (RFC 4568 §6.1, §6.2)."""
+    m = _CRYPTO.match(value.strip())
+    if m is None:
+        raise BadOffer(f"a=crypto is malformed: {value[:80]!r}")
+    tag, suite, params = int(m.group(1)), m.group(2).upper(), m.group(3)
+    if suite not in SUITES:
+        raise BadOffer(f"a=crypto suite {suite[:40]} is not supported (use {DEFAULT_SUITE})")
+    first = params.split(";")[0]  # one key is enough (§6.1: several are for rekeying)
+    if not first.lower().startswith("inline:"):
+        raise BadOffer("a=crypto key must be inline:<base64 key||salt>")
+    material, *extra = first[len("inline:") :].split("|")
+    try:
+        key = base64.b64decode(material, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadOffer("a=crypto key is not valid base64") from None
+    if len(key) != KEY_LENGTH:
+        raise BadOffer(f"a=crypto key is {len(key)} bytes; {suite} needs {KEY_LENGTH}")
+    for part in extra:
+        if ":" in part:  # MKI: libsrtp would need a key per index; Meta sends none
+            raise BadOffer("a=crypto with an MKI is not supported")
+        lifetime = part[2:] if part.startswith("2^") else part
+        try:
+            packets = 2 ** int(lifetime) if part.startswith("2^") else int(lifetime)
+        except ValueError:
+            raise BadOffer(f"a=crypto lifetime {part[:20]!r} is malformed") from None
+        if packets < 2**31:  # a call would outlive the key; rekeying needs a re-INVITE
+            raise BadOffer(f"a=crypto lifetime {part[:20]} is too short")
+    return Crypto(tag, suite, key)
+
+
+@dataclass(frozen=True)
+class SavpMedia:
+    """What the far end's SDP says about its audio on a plain SRTP leg."""
+
+    address: str
+    port: int
+    rtcp: tuple[str, int]
+    """Where it takes RTCP."""
+    rtcp_mux: bool
+    crypto: Crypto
+    """The chosen ``a=crypto`` (its key protects the far end's packets)."""
+    index: int
+    """Which m-line (from 0) is the audio one."""
+    media_lines: tuple[str, ...]
+    """Every m-line of the SDP, in order (an answer has as many, RFC 3264 §6)."""
+
+
+def sdp_lines(sdp: str) -> list[str]:
+    return [ln.strip() for ln in sdp.replace("\r\n", "\n").split("\n") if ln.strip()]
+
+
+def _connection(line: str) -> str:
+    parts = line[2:].split()
+    if len(parts) < 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
+        raise BadOffer(f"the SDP's connection line is not IN IP4/IP6: {line[:60]!r}")
+    address = parts[2].split("/")[0]
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise BadOffer(
+            f"the SDP's connection address is not an IP address: {address[:60]}"
+        ) from None
+    return address
+
+
+def read_savp(sdp: str) -> SavpMedia:
+    """The first audio ``RTP/SAVP`` m-line's address, ports and chosen key (the best suite
+    offered). Raises :class:`BadOffer` with the reason when there is none it can use."""
+    lines = sdp_lines(sdp)
+    session_c = ""
+    media: list[str] = []
+    found: dict[str, object] = {}
+    cryptos: list[str] = []
+    index = -1
+    for ln in lines:
+        if ln.startswith("m="):
+            media.append(ln)
+            if index < 0 and ln.startswith("m=audio "):
+                parts = ln.split()
+                if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+                    raise BadOffer(f"the SDP's audio m-line is malformed: {ln[:60]!r}")
+                if parts[2].upper() != "RTP/SAVP":
+                    raise BadOffer(
+                        f"the SDP's audio is {parts[2][:30]}, not RTP/SAVP (SDES-SRTP); "
+                        "DTLS-SRTP needs BRIDGE_CLOUDAPI_MEDIA=dtls"
+                    )
+                index = len(media) - 1
+                found["port"] = int(parts[1].split("/")[0])
+            continue
+        in_audio = index >= 0 and index == len(media) - 1
+        if ln.startswith("c="):
+            if not media:
+                session_c = _connection(ln)
+            elif in_audio:
+                found["c"] = _connection(ln)
+        elif in_audio and ln.startswith("a=crypto:"):
+            cryptos.append(ln[len("a=crypto:") :])
+        elif in_audio and ln == "a=rtcp-mux":
+            found["mux"] = True
+        elif in_audio and ln.startswith("a=rtcp:"):
+            found["rtcp"] = ln[len("a=rtcp:") :].split()
+    if index < 0:
+        raise BadOffer("the SDP has no audio m-line")
+    address = str(found.get("c") or session_c)
+    if not address:
+        raise BadOffer("the SDP has no connection address for its audio")
+    port = int(found["port"])  # type: ignore[call-overload]
+    if not 0 < port < 65536:
+        raise BadOffer(f"the SDP's audio port {port} is not usable")
+    if not cryptos:
+        raise BadOffer("the SDP's audio has no a=crypto (RFC 4568) key")
+    crypto = _best(cryptos)
+    mux = bool(found.get("mux"))
+    rtcp = (address, port if mux else port + 1)
+    attr = found.get("rtcp")
+    if isinstance(attr, list) and attr and attr[0].isdigit() and not mux:
+        rtcp_host = _connection("c=" + " ".join(attr[1:4])) if len(attr) >= 4 else address
+        rtcp = (rtcp_host, int(attr[0]))
+    return SavpMedia(address, port, rtcp, mux, crypto, index, tuple(media))
+
+
+def _best(values: list[str]) -> Crypto:
+    """The usable ``a=crypto`` of the best suite; the first error if none is usable."""
+    usable: list[Crypto] = []
+    error: BadOffer | None = None
+    for value in values:
+        try:
+            usable.append(parse_crypto(value))
+        except BadOffer as exc:
+            error = error or exc
+    if not usable:
+        assert error is not None
+        raise error
+    order = list(SUITES)
+    return min(usable, key=lambda c: order.index(c.suite))
+
+
+def media_section(
+    address: str,
+    port: int,
+    payloads: list[tuple[int, str, str]],
+    crypto: Crypto,
+    *,
+    ptime: int = 20,
+    ssrc: int | None = None,
+    cname: str = "",
+) -> list[str]:
+    """An audio ``RTP/SAVP`` m-line and its attributes: ``payloads`` are (payload type,
+    rtpmap, fmtp or ""); RTCP on the RTP port (``a=rtcp-mux``, and ``a=rtcp:`` for a peer
+    that does not multiplex: it still sends to the one port we read)."""
+    family = "IP6" if ":" in address else "IP4"
+    out = [
+        f"m=audio {port} RTP/SAVP {' '.join(str(pt) for pt, _, _ in payloads)}",
+        f"c=IN {family} {address}",
+        f"a=rtcp:{port} IN {family} {address}",
+        "a=rtcp-mux",
+        "a=sendrecv",
+    ]
+    for pt, rtpmap, fmtp in payloads:
+        out.append(f"a=rtpmap:{pt} {rtpmap}")
+        if fmtp:
+            out.append(f"a=fmtp:{pt} {fmtp}")
+    out.append(f"a=ptime:{ptime}")
+    out.append(crypto.attribute())
+    if ssrc is not None and cname:
+        out.append(f"a=ssrc:{ssrc} cname:{cname}")
+    return out
+
+
+def session_description(address: str, session_id: int, media: list[str]) -> str:
+    """A whole SDP (RFC 4566) around ``media`` lines."""
+    family = "IP6" if ":" in address else "IP4"
+    head = [
+        "v=0",
+        f"o=- {session_id} {session_id} IN {family} {address}",
+        "s=-",
+        "t=0 0",
+    ]
+    return "\r\n".join(head + media) + "\r\n"

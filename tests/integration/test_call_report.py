@@ -1,0 +1,215 @@
+"""The call record: a real aiortc browser on a seeded network (loss and jitter, then a dead
+stretch, then clean again) through the bridge; the timeline shows the loss and jitter at the second
+they were applied, the dead stretch as a ``call.media_warning`` that clears, and the record
+outlives the call."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.speech import missing_tools, speech
+
+from ..support.chromium import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    async_playwright,
+    require_chromium,
+    wait_for,
+)
+from ..support.requires import require
+
+require(not missing_tools(), "the quality bench's tools", "; ".join(missing_tools()) or "-")
+require_chromium()
+
+
+def _rows(report: dict[str, Any], leg: str) -> list[dict[str, Any]]:
+    return [r for r in report["timeline"] if r["leg"] == leg]
+
+
+@pytest.mark.timeout(60)
+async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds(
+    make_client: Any, tmp_path: Path
+) -> None:
+    import aiohttp
+    from prometheus_client import CollectorRegistry
+
+    from bench.quality_paths import Browser, Profile, Wire, restrict_to_loopback
+    from bridge.api.keys import MANAGER, REPORTS
+    from bridge.calls.reports import CallReports
+
+    from ..support.calls import wait_state
+    from ..support.waits import until
+
+    client = await make_client(call_reports=True, media_warning_after=2.0, data_dir=str(tmp_path))
+    restrict_to_loopback()
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    call_id = call["callID"]
+    await wait_state(client, call_id, "active")
+    live = client.app[MANAGER].get(call_id)
+    reports = client.app[REPORTS]
+    published: list[str] = []
+    client.app[MANAGER].events.observe(lambda event, _call: published.append(event.type))
+    browser = Browser(speech(14.0), Wire(Profile("clean"), 5), Wire(Profile("clean"), 6))
+    base = str(client.make_url("")).rstrip("/")
+    async with aiohttp.ClientSession() as http:
+        await browser.connect(http, base, call_id)
+    browser.source.start()
+    leg = "browser:agent"
+
+    def report() -> dict[str, Any]:
+        return reports.timelines[call_id].report(live.snapshot())
+
+    def audio_rows(n: int) -> bool:
+        return sum(1 for r in _rows(report(), leg) if r["packetsReceived"] > 40) >= n
+
+    await until(lambda: audio_rows(2), 10, "two clean seconds of browser audio")
+    t_loss = time.monotonic() - live.mono_created
+    browser.up.profile = Profile("loss30+jitter", loss=0.3, jitter=0.08)
+    await until(
+        lambda: (
+            sum(1 for r in _rows(report(), leg) if r["t"] > t_loss + 1 and r["packetsLost"]) >= 2
+        ),
+        10,
+        "the seeded loss in the timeline",
+    )
+    t_dead = time.monotonic() - live.mono_created
+    browser.up.profile = Profile("dead", loss=1.0)  # the microphone's path goes dead
+    await until(
+        lambda: any(e["type"] == "call.media_warning" for e in report()["events"]),
+        10,
+        "call.media_warning",
+    )
+    browser.up.profile = Profile("clean")
+    await until(
+        lambda: any(e["type"] == "call.media_warning_cleared" for e in report()["events"]),
+        10,
+        "call.media_warning_cleared",
+    )
+    await browser.close()
+    await client.post("/call/hangup", json={"callID": call_id})
+    await wait_state(client, call_id, "ended")
+    stored = tmp_path / "reports" / f"{call_id}.report.json"
+    await until(stored.is_file, 5, "the stored record")
+    await until(lambda: "call.report" in published, 5, "call.report")
+    assert published.index("call.ended") < published.index("call.report")
+
+    record = await (await client.get(f"/call/{call_id}/report")).json()
+    rows = _rows(record, leg)
+    lossy = [r for r in rows if r["packetsLost"]]
+    # Loss shows from the first sample after it was applied (a row covers the second before t).
+    assert t_loss <= lossy[0]["t"] <= t_loss + 1.5, (t_loss, lossy[0])
+    during = [r for r in rows if t_loss + 1 < r["t"] <= t_dead]
+    share = sum(r["packetsLost"] for r in during) / sum(
+        r["packetsLost"] + r["packetsReceived"] for r in during
+    )
+    assert 0.15 < share < 0.45, share  # 30 % seeded
+    clean = [r for r in rows if r["t"] <= t_loss and r["packetsReceived"] > 40]
+    assert clean and max(r["jitterMs"] for r in clean) < 10
+    assert min(r["jitterMs"] for r in during) > 10  # 0-80 ms seeded
+    assert all(r["mos"] is None or r["mos"] < 4.0 for r in during)
+    warning = next(e for e in record["events"] if e["type"] == "call.media_warning")
+    assert warning["leg"] == leg and warning["what"] == "browser_audio"
+    # Raised after two one-second samples (BRIDGE_MEDIA_WARNING_AFTER=2) without audio: the
+    # first of them may have had the path die just after it began.
+    assert t_dead + 1 <= warning["t"] <= t_dead + 3.5, (t_dead, warning)
+    dead = [r for r in rows if t_dead + 1 < r["t"] <= warning["t"]]
+    assert dead and all(r["packetsReceived"] < 5 for r in dead)  # the last ones in flight
+    summary = record["summary"]
+    assert summary["endReason"] and summary["mediaWarnings"] == 1
+    assert summary["firstAudioS"]["whatsapp"] is not None and leg in summary["firstAudioS"]
+    assert 0.02 < summary["lossFraction"] < 0.5
+    assert summary["mosWorstMinute"]["mos"] <= summary["mosAverage"]
+    # Another worker (or this one restarted) with the same data directory reads it.
+    other = CallReports(tmp_path / "reports", 86400.0, CollectorRegistry(), 3.0)
+    assert await other.get(call_id) == json.loads(stored.read_text()) == record
+    metrics = await (await client.get("/metrics")).text()
+    assert 'bridge_media_warnings_total{side="browser"} 1.0' in metrics
+    assert "bridge_call_report_mos_count 1.0" in metrics
+    missing = await client.get("/call/nope/report")
+    assert missing.status == 404 and (await missing.json())["error"]
+    listed = await (await client.get("/call/reports")).json()
+    assert listed["reports"] == [call_id]
+    await _the_page_draws_it(str(client.make_url(f"/report?callID={call_id}")), record)
+
+
+async def _the_page_draws_it(url: str, record: dict[str, Any]) -> None:
+    from bridge.calls.timeline import COLUMNS
+
+    """Chromium opens the report page: the charts are drawn with the record's points, the lost
+    packets in their colour, the warning among the events; a screenshot is kept."""
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1200, "height": 1100})
+            await page.goto(url)
+            await wait_for(page, "document.body.dataset.drawn", 15)
+            points = int(await page.evaluate("document.body.dataset.points"))
+            expected = sum(1 for r in record["timeline"] for f in COLUMNS if r.get(f) is not None)
+            assert points == expected > 50
+            assert await page.locator("canvas").count() == 3
+            # packetsLost of the first leg is drawn in #d62728 on the network chart.
+            red = await page.evaluate(
+                """() => {
+                  const c = document.querySelector('#chart-network canvas');
+                  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                  let n = 0;
+                  for (let i = 0; i < d.length; i += 4)
+                    if (d[i] > 190 && d[i + 1] < 70 && d[i + 2] < 70 && d[i + 3] > 200) n++;
+                  return n;
+                }"""
+            )
+            assert red > 20, red
+            assert "media_warning" in await page.locator("#events .warning").first.inner_text()
+            warnings = page.locator('dd[data-field="media warnings"]')
+            assert await warnings.inner_text() == "1"
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "call-report.png"), full_page=True)
+        finally:
+            await browser.close()
+
+
+@pytest.mark.timeout(60)
+async def test_the_record_is_read_from_another_worker_also_once_its_own_is_gone(
+    redis: Any, session: Any, tmp_path: Path
+) -> None:
+    """Two bridge processes sharing Redis and ``BRIDGE_DATA_DIR``: a call made and ended on A
+    has its record read through B, and still after A is killed (B serves it from the shared
+    directory instead of refusing an ended call of a dead worker)."""
+    from ..support.cluster import get, post, require_redis, wait_call
+    from ..support.waits import until
+    from .test_cluster import start_pair
+
+    require_redis()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    a, b = await start_pair(redis, session, tmp_path, BRIDGE_DATA_DIR=str(shared))
+    try:
+        _status, call = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+        call_id = call["callID"]
+        await wait_call(session, a.base, call_id, "active")
+        await asyncio.sleep(1.5)  # a row or two of the WhatsApp side's frames
+        await post(session, a.base, "/call/hangup", {"callID": call_id})
+        await wait_call(session, b.base, call_id, "ended")
+
+        async def report() -> dict[str, Any] | None:
+            status, body = await get(session, b.base, f"/call/{call_id}/report")
+            return body if status == 200 else None
+
+        first = await until(report, 10, "the record through B", every=0.2)
+        assert first["summary"]["callID"] == call_id and first["summary"]["endReason"]
+        assert [r for r in first["timeline"] if r["leg"] == "whatsapp"]
+        assert a.proc is not None
+        a.proc.kill()
+        await a.proc.wait()
+        # B serves the stored record once A's heartbeat has expired (2 s): the same record.
+        await asyncio.sleep(2.5)
+        assert await until(report, 10, "the record after A died", every=0.2) == first
+    finally:
+        await asyncio.gather(a.stop(), b.stop())

@@ -1,0 +1,226 @@
+"""The SDES-SRTP leg to Meta (engines/cloudapi/sdes.py) against a second SRTP endpoint written
+in the tests with libsrtp and libopus (tests/support/sdes_peer.py), over loopback UDP: the first
+packet leaves before any audio source exists, a tone each way, RTCP both ways, RFC 4733 both
+ways, symmetric RTP, and hostile keys and packets."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bridge.config import settings_for_tests
+from bridge.engines.base import EngineStats, MediaFatal
+from bridge.engines.cloudapi.sdes import SdesPeer
+from bridge.errors import BadOffer
+from bridge.rtc.sdes import parse_crypto, read_savp
+
+from ..support.sdes_peer import SdesEndpoint, tone
+from ..support.spectrum import band_energy
+from ..support.waits import until
+
+
+def _rms_db(pcm: np.ndarray) -> float:
+    x = pcm.astype(np.float64)
+    return float(20 * np.log10(np.sqrt(np.mean(x**2)) / 32768 + 1e-12))
+
+
+def _peer(**kw: Any) -> tuple[SdesPeer, list[tuple[str, int]]]:
+    ice = settings_for_tests(ice_addresses=("127.0.0.1",)).ice
+    digits: list[tuple[str, int]] = []
+    peer = SdesPeer(
+        "sdes-test",
+        ice,
+        EngineStats(),
+        on_dtmf=lambda _p, d, ms: digits.append((d, ms)),
+        on_media=lambda _p: None,
+        **kw,
+    )
+    return peer, digits
+
+
+@pytest.fixture
+async def meta() -> AsyncIterator[SdesEndpoint]:
+    end = SdesEndpoint()
+    await end.start()
+    yield end
+    end.close()
+
+
+async def test_first_packet_leaves_at_once_and_a_tone_reaches_meta(meta: SdesEndpoint) -> None:
+    peer, _ = _peer()
+    try:
+        answer = await peer.answer(meta.sdp())
+        assert (
+            "RTP/SAVP 111 126" in answer and "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" in answer
+        )
+        meta.take(answer)
+        # Nobody has opened the channel or sent audio: media flows anyway (Meta waits for it).
+        await until(lambda: meta.packets, 2.0, "the first SRTP packet")
+        assert peer.first_sent_at is not None and meta.auth_failed == 0
+        assert meta.packets[0][1] == 111
+        channel = peer.open_channel()
+        meta.pcm.clear()
+        for i in range(75):  # 1.5 s of 600 Hz at -12 dBFS, as the pump sends it
+            await channel.send(tone(600, 0.25 * 32767 * 2**0.5 / 2**0.5, i * 320, 320))
+            await asyncio.sleep(0.02)
+        heard = meta.heard()[16_000 // 2 :]
+        assert heard.size > 8000
+        assert band_energy(heard, 16_000, 600) > 0.9
+        assert -16 < _rms_db(heard) < -9
+        assert peer.leg_json()["silentFramesSent"] > 0
+    finally:
+        await peer.close()
+
+
+async def test_a_tone_from_meta_reaches_the_channel_and_rtcp_flows(meta: SdesEndpoint) -> None:
+    peer, _ = _peer(rtcp_interval=0.2)
+    try:
+        meta.take(await peer.answer(meta.sdp()))
+        channel = peer.open_channel()
+        frames: list[np.ndarray] = []
+
+        async def read() -> None:
+            while True:
+                frames.append(await channel.recv())
+
+        reader = asyncio.create_task(read())
+        await meta.play_tone(1000, 8000, 1.5)
+        await until(lambda: len(frames) >= 60, 3.0, "frames from Meta")
+        reader.cancel()
+        heard = np.concatenate(frames[20:])
+        assert band_energy(heard, 16_000, 1000) > 0.9
+        assert abs(_rms_db(heard) - _rms_db(tone(1000, 8000, 0, 16000))) < 3
+        # RTCP: our sender reports reach Meta (SRTCP), and Meta's report about us is read.
+        await until(lambda: meta.sender_reports(), 3.0, "a sender report")
+        sr = meta.sender_reports()[-1]
+        assert sr.ssrc == peer.stream.ssrc and sr.sender_info.packet_count > 0
+        assert any(r.ssrc == meta.ssrc for r in sr.reports)
+        meta.send_rr(peer.stream.ssrc)
+        await until(lambda: peer.rtcp.far_reports, 2.0, "Meta's receiver report")
+        assert peer.far_end_loss == 0.25
+        quality = await peer.sample_quality()
+        assert quality is not None and quality.uplink_packets > 50
+        stats = peer.leg_json()
+        assert stats["rtcpReceived"] == 1 and stats["rtcpSent"] >= 1 and stats["latched"]
+    finally:
+        await peer.close()
+    assert peer.state == "closed"
+    await peer.close()  # idempotent
+
+
+async def test_dtmf_both_ways(meta: SdesEndpoint) -> None:
+    peer, digits = _peer()
+    try:
+        meta.take(await peer.answer(meta.sdp()))
+        await meta.play_tone(440, 4000, 0.2)  # the stream is up
+        await meta.press(5, 100)
+        await until(lambda: digits, 2.0, "the key press")
+        assert digits == [("5", 100)]
+        done = asyncio.Event()
+        peer.open_channel().send_dtmf("#1", 100, 60, done.set)
+        await asyncio.wait_for(done.wait(), 3.0)
+        ends = {(ts, ev) for ts, ev, end, _ in meta.events() if end}
+        assert sorted(ev for _, ev in ends) == [1, 11]
+    finally:
+        await peer.close()
+
+
+async def test_symmetric_rtp_latches_to_authenticated_sources_only(meta: SdesEndpoint) -> None:
+    peer, _ = _peer()
+    moved = SdesEndpoint(key=meta.key)
+    await moved.start()
+    try:
+        answer = await peer.answer(meta.sdp())
+        meta.take(answer)
+        moved.take(answer)
+        moved.ssrc = meta.ssrc
+        forged = SdesEndpoint()  # the wrong key: its packets never authenticate
+        await forged.start()
+        forged.take(answer)
+        for _ in range(5):
+            forged.send_rtp(b"\x00" * 40)
+        await until(lambda: peer.socket.auth_failed >= 5, 2.0, "forged packets counted")
+        assert peer.socket.rtp_to == ("127.0.0.1", meta.port)
+        forged.close()
+        # Meta's media now comes from another port (NAT rebinding): the bridge follows it.
+        await moved.play_tone(440, 4000, 0.2)
+        await until(lambda: moved.packets, 2.0, "packets at the new address")
+        assert peer.socket.rtp_to == ("127.0.0.1", moved.port)
+        assert peer.leg_json()["srtpAuthFailed"] >= 5 and not peer.dead
+    finally:
+        moved.close()
+        await peer.close()
+
+
+async def test_business_initiated_offer_and_answer(meta: SdesEndpoint) -> None:
+    peer, _ = _peer()
+    try:
+        offer = await peer.offer()
+        ours = read_savp(offer)
+        assert ours.crypto.suite == "AES_CM_128_HMAC_SHA1_80" and ours.rtcp_mux
+        assert not peer.answered
+        meta.take(offer)
+        await peer.apply_answer(meta.sdp())
+        await until(lambda: meta.packets, 2.0, "the first packet after the answer")
+        assert peer.answered
+    finally:
+        await peer.close()
+
+
+async def test_media_timeout_fails_the_channel(meta: SdesEndpoint) -> None:
+    peer, _ = _peer(rtcp_interval=0.1, media_timeout=0.3)
+    try:
+        meta.take(await peer.answer(meta.sdp()))
+        channel = peer.open_channel()
+        with pytest.raises(MediaFatal, match="no packet from Meta"):
+            await asyncio.wait_for(channel.recv(), 3.0)
+        assert peer.dead
+    finally:
+        await peer.close()
+
+
+KEY = base64.b64encode(secrets.token_bytes(30)).decode()
+
+
+@pytest.mark.parametrize(
+    ("crypto", "why"),
+    [
+        (f"a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{KEY}", "not supported"),
+        ("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:!!notbase64!!", "not valid base64"),
+        (
+            f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(b'x' * 16).decode()}",
+            "16 bytes",
+        ),
+        (f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}|2^20", "too short"),
+        (f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}|2^31|1:4", "MKI"),
+        ("a=crypto:x", "malformed"),
+        ("", "no a=crypto"),
+    ],
+)
+async def test_a_bad_key_is_refused_with_its_reason(
+    meta: SdesEndpoint, crypto: str, why: str
+) -> None:
+    peer, _ = _peer()
+    try:
+        with pytest.raises(BadOffer, match=why):
+            await peer.answer(meta.sdp(crypto=crypto))
+        assert peer.first_sent_at is None
+    finally:
+        await peer.close()
+
+
+async def test_dtls_offers_and_other_media_are_refused(meta: SdesEndpoint) -> None:
+    with pytest.raises(BadOffer, match="BRIDGE_CLOUDAPI_MEDIA=dtls"):
+        read_savp(meta.sdp(proto="UDP/TLS/RTP/SAVPF"))
+    with pytest.raises(BadOffer, match="no audio"):
+        read_savp("v=0\r\nm=video 4000 RTP/SAVP 96\r\n")
+    plain = read_savp(meta.sdp().replace("a=rtcp-mux\r\n", ""))
+    assert plain.rtcp == ("127.0.0.1", meta.port + 1) and not plain.rtcp_mux  # RFC 3550 §11
+    ok = parse_crypto(f"1 AES_CM_128_HMAC_SHA1_32 inline:{KEY}|2^31")
+    assert ok.suite == "AES_CM_128_HMAC_SHA1_32" and len(ok.key) == 30
