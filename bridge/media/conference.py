@@ -4,9 +4,9 @@ One participant — the agent — is the common case: its microphone goes straig
 uplink and it hears the WhatsApp peer, as before (the *direct* path: no clock, no added
 latency). As soon as the call needs a real mix — a second participant, hold, or playback
 that the agent must hear too — the call switches to the *mixed* path for the rest of the
-call: one 20 ms :class:`MediaClock` takes one frame from every input (each participant's
-microphone, the WhatsApp peer, the playing sources) and builds every output from that same
-tick, so nothing is mixed across two unsynchronised clocks.
+call: each 20 ms tick of the worker's one ``WorkerClock`` takes one frame from every input
+(each participant's microphone, the WhatsApp peer, the playing sources) and builds every
+output from that same tick, so nothing is mixed across two unsynchronised clocks.
 
 Who hears what (Asterisk ChanSpy / Jambonz / Twilio coach semantics):
 
@@ -27,10 +27,8 @@ towards WhatsApp, and the participants keep hearing each other (not the held pee
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,7 +40,7 @@ import numpy.typing as npt
 from ..audio import FRAME_SAMPLES
 from ..audio.pcm import Pcm
 from ..tasks import TaskSet
-from .clock import MediaClock
+from .clock import worker_clock
 from .frames import BusFrame, DownlinkSink, downlink_jitter
 from .stats import BusStats
 
@@ -107,7 +105,7 @@ class Conference:
         self.participants: dict[str, Participant] = {}
         self.held = False
         self._from_whatsapp: deque[BusFrame] = deque(maxlen=INPUT_FRAMES)
-        self._clock: asyncio.Task[None] | None = None
+        self._clock: Callable[[], None] | None = None
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
     # -- membership
@@ -173,16 +171,12 @@ class Conference:
             for p in self.participants.values():
                 p.inbox.clear()
             self._from_whatsapp.clear()
-            self._clock = self.bus.tasks.spawn(self._run(), "mixer")
+            self._clock = worker_clock().register(self._tick)
 
     async def aclose(self) -> None:
-        clock, self._clock = self._clock, None
-        if clock is not None:
-            clock.cancel()
-            try:
-                await clock
-            except asyncio.CancelledError:
-                pass
+        unregister, self._clock = self._clock, None
+        if unregister is not None:
+            unregister()
         self.participants.clear()
 
     # -- inputs
@@ -206,12 +200,12 @@ class Conference:
         return True
 
     # -- the mixing clock
-    async def _run(self) -> None:
-        clock = MediaClock()
+    def _tick(self, now: float) -> None:
+        """The worker clock's tick for this call (see :class:`WorkerClock`)."""
+        if self.bus.closed:
+            return
         try:
-            while not self.bus.closed:
-                await clock.tick()
-                self.mix_once(time.monotonic())
+            self.mix_once(now)
         except Exception:
             log.exception("call %s: the mixer failed", self.bus.call_id)
             raise

@@ -7,8 +7,7 @@ which speakers are in it (1 000 + 10 = agent and barge, say)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,12 +29,10 @@ def frame(level: int) -> np.ndarray:
 
 
 class StoppedClock:
-    """The mixing clock, never ticking: only the test calls ``mix_once``."""
+    """The worker's media clock, never ticking: only the test calls ``mix_once``."""
 
-    now = 0.0
-
-    async def tick(self) -> None:
-        await asyncio.Event().wait()
+    def register(self, tick: object) -> Callable[[], None]:
+        return lambda: None
 
 
 @dataclass
@@ -78,7 +75,7 @@ def _level(f: BusFrame) -> int:
 
 @pytest.fixture
 async def room(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Room]:
-    monkeypatch.setattr(conference_module, "MediaClock", StoppedClock)
+    monkeypatch.setattr(conference_module, "worker_clock", StoppedClock)
     bus = CallBus("conference-test")
     r = Room(bus)
     bus.add_uplink_tap(r.to_whatsapp.append)
