@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from ..tasks import TaskSet
 from .dialog import Dialog, new_tag, reply
@@ -83,6 +84,12 @@ class UserAgent:
     @property
     def via_host(self) -> str:
         return f"{self.hostname}:{self.port}"
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        if self.tasks.closed:  # closing: what arrives now is not served
+            work.close()
+            return
+        self.tasks.spawn(work, name)
 
     def count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -236,7 +243,7 @@ class UserAgent:
         elif method == "BYE":
             self.dialogs.pop(dialog.key, None)
             await self._answer(conn, reply(req, 200, "OK"))
-            await self.handler.bye(dialog, req)
+            self._spawn(self.handler.bye(dialog, req), f"bye:{req.call_id[:24]}")
         else:  # NOTIFY in a dialog
             await self._answer(conn, reply(req, 200, "OK"))
 
@@ -257,7 +264,7 @@ class UserAgent:
             return
         await self._answer(conn, reply(req, 200, "OK", to_tag=tx.local_tag))
         if await tx.respond(487, "Request Terminated"):
-            await self.handler.cancelled(tx)
+            self._spawn(self.handler.cancelled(tx), f"cancel:{req.call_id[:24]}")
 
     async def _on_invite(self, req: Request, conn: Connection) -> None:
         branch = Via.parse(req.values("Via")[0]).branch
@@ -274,14 +281,16 @@ class UserAgent:
             return
         if self.digest is not None and not await self._authenticated(req, conn):
             return
-        if len(self.pending) >= PENDING_INVITES:
+        if len(self.pending) >= PENDING_INVITES or self.tasks.closed:
             extra = [("Retry-After", "5")]
             await self._answer(conn, reply(req, 503, "Service Unavailable", extra=extra))
             return
         tx = InviteServer(self, req, conn)
         self.pending[tx.key] = tx
         await tx.respond(100, "Trying")
-        await self.handler.invite(tx)
+        # The handler's work (the media leg's answer) runs beside this connection's reading:
+        # Meta carries many calls, and their CANCELs, on one connection.
+        self._spawn(self.handler.invite(tx), f"invite:{req.call_id[:24]}")
 
     async def _authenticated(self, req: Request, conn: Connection) -> bool:
         assert self.digest is not None

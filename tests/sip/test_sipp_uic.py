@@ -254,3 +254,30 @@ async def test_uic_meta_bye_with_an_error_code_ends_with_metas_reason(sip_rig):
         assert "billablePulses" not in ended  # a user-initiated call is free
     finally:
         await meta.close()
+
+
+async def test_uic_cancel_before_the_bridge_rings_leaves_nothing(sip_rig, monkeypatch):
+    from bridge.engines.cloudapi.peer import WhatsAppPeer
+
+    answer = WhatsAppPeer.answer
+    cancelled = asyncio.Event()
+
+    async def slow_answer(self, offer):  # the CANCEL arrives while the leg answers
+        await asyncio.wait_for(cancelled.wait(), 5)
+        return await answer(self, offer)
+
+    monkeypatch.setattr(WhatsAppPeer, "answer", slow_answer)
+    rig = await sip_rig(sip_password="")
+    sipp = rig.sipp("uic_cancel_early.xml")
+    await rig.hops.start(rig.engine.ua.port, sipp.port)
+    meta = MetaPeer(660.0)
+    try:
+        await sipp.start(remote=rig.hops.to_bridge, keys=keys(rig, await meta.offer()))
+        await until(lambda: rig.engine.ua.counts.get("cancel"), 5, "the CANCEL arrived")
+        cancelled.set()
+        assert await sipp.finish() == 0, sipp.report()  # 200 to the CANCEL, 487, ACK
+        await until(lambda: not rig.engine.calls, 2, "the engine kept nothing of it")
+        calls = (await (await rig.client.get("/call/status")).json())["calls"]
+        assert calls == [] and "SIP/2.0 180" not in sipp.sent_and_received()
+    finally:
+        await meta.close()

@@ -223,7 +223,8 @@ async def test_invite_digest_challenge_then_ringing_answer_reinvite_refer_bye(ca
         assert (await c.recv()).status == 403
         await c.send(request("BYE", cseq=6, to_tag=tag, branch="z9hG4bKe").to_bytes())
         assert (await c.recv()).status == 200
-        assert handler.byes and handler.byes[0].call_id == "outgoing:wacid.ABC"
+        await until(lambda: handler.byes, 2, "the handler heard of the BYE")
+        assert handler.byes[0].call_id == "outgoing:wacid.ABC"
     finally:
         await c.close()
         await ua.close()
@@ -238,7 +239,7 @@ async def test_cancel_before_answer_gets_200_and_487(ca):
         await c.send(request("CANCEL", branch="z9hG4bKinv").to_bytes())
         got = {(r.status, r.cseq[1]) for r in [await c.recv(), await c.recv()]}
         assert got == {(200, "CANCEL"), (487, "INVITE")}
-        assert len(handler.cancels) == 1
+        await until(lambda: len(handler.cancels) == 1, 2, "the handler heard of the CANCEL")
     finally:
         await c.close()
         await ua.close()

@@ -252,18 +252,22 @@ class SipEngine:
         call.metadata = invite_metadata(req)
         self.calls[cid] = call
         self.graph_side.heard_from(call.peer_wa)  # a user's call opens the service window
+        self._by_dialog[tx.dialog.key] = call  # a CANCEL may come while the leg answers
         try:
             call.answer_sdp = await leg.answer(req.body.decode("utf-8", "replace"))
         except Exception as exc:
+            if call.state == "ended":
+                return  # cancelled while the leg answered: its closing stopped it
             log.warning("SIP call %s: Meta's offer cannot be answered: %s", cid, exc)
             warn = [("Warning", f'399 bridge "{str(exc)[:120]}"'.replace("\r", " "))]
             await tx.respond(488, "Not Acceptable Here", extra=warn)
             await self._forget(call)
             return
-        if call.state != "connecting":
+        if call.state != "connecting" or tx.final:
+            if call.state != "ended":
+                await self._forget(call)
             return  # cancelled meanwhile
         call.state = "ringing"
-        self._by_dialog[tx.dialog.key] = call
         data = {"metadata": call.metadata} if call.metadata else {}
         emit(self.events, EngineEvent(EngineEventKind.INCOMING, cid, call.jid, data=data))
         await tx.respond(180, "Ringing")
