@@ -104,6 +104,8 @@ class RtpStream:
         self.payload_type = payload_type
         self.frame_ticks = frame_ticks
         self.next_seq = random_sequence_number() if first_seq is None else first_seq
+        self.numbered = 0
+        """Packets this stream gave a number itself (encoded audio, RFC 4733 events)."""
         """The number the next packet gets (unless it brings its own)."""
         self.origin = secrets.randbits(32) if origin is None else origin
         self.extension = b""
@@ -131,6 +133,7 @@ class RtpStream:
         goes out as the stream's payload type, or ``audio_type`` (RED around it)."""
         if seq is None:
             seq = self.next_seq
+            self.numbered += 1
         if payload_type is None:  # audio
             last = self.last_pts
             step = 0 if last is None else (pts - last) & 0xFFFFFFFF

@@ -72,6 +72,7 @@ class SrtpSocket(asyncio.DatagramProtocol):
         self.junk = 0
         """Datagrams that are not RTP/RTCP version 2, or came before the keys (dropped)."""
         self.send_errors = 0
+        self.protect_errors = 0
         self.moves = 0
         """How often the far end's source address changed (latching)."""
 
@@ -117,7 +118,13 @@ class SrtpSocket(asyncio.DatagramProtocol):
         if tx is None or to is None or transport is None or transport.is_closing():
             self.send_errors += 1
             return
-        data = tx.protect(plain)
+        try:
+            data = tx.protect(plain)
+        except pylibsrtp.Error as exc:  # e.g. a number sent twice: this packet, not the call
+            self.protect_errors += 1
+            if self.protect_errors == 1:
+                log.warning("%s: an RTP packet not sent: %s", self.name, exc)
+            return
         transport.sendto(data, to)
         self.sent_packets += 1
         self.sent_bytes += len(data)

@@ -135,6 +135,7 @@ class OpusBusTrack(MediaStreamTrack):
         self._forwarding = False
         self._ts_offset = 0
         self._seq_offset = 0
+        self._numbered_at = 0
 
     def forward_from(self, pass_through: PassThrough, stream: RtpStream) -> None:
         """Send another leg's Opus packets untouched while ``pass_through.allowed()`` (see
@@ -183,6 +184,7 @@ class OpusBusTrack(MediaStreamTrack):
             pt.switches += 1
             self._ts_offset = self._pts - ts
             self._seq_offset = self._stream.next_seq - seq
+            self._numbered_at = self._stream.numbered
         pts = (ts + self._ts_offset) & 0xFFFFFFFF
         if (pts - self._pts) & 0x80000000 == 0:  # not a reordered (older) packet
             self._pts = pts + _FRAME_TS
@@ -190,8 +192,12 @@ class OpusBusTrack(MediaStreamTrack):
         self.frames_sent += 1
         self.forwarded_frames += 1
         pt.forwarded += 1
+        # RFC 4733 events share the stream's numbers while packets are forwarded: each one the
+        # stream numbered moves the mapping on, so no number goes out twice (SRTP refuses a
+        # replayed index, RFC 3711 §3.3.2, and the far end would drop it as a duplicate).
+        shift = self._stream.numbered - self._numbered_at
         # A forwarded payload stays bit-exact: RED only puts earlier ones beside it.
-        return self._packet(payload, pts, (seq + self._seq_offset) & 0xFFFF)
+        return self._packet(payload, pts, (seq + self._seq_offset + shift) & 0xFFFF)
 
     def protection_json(self) -> dict[str, object]:
         """What the sender does against loss now, and what RED cost so far."""

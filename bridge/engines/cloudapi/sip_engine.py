@@ -14,10 +14,9 @@ Business-initiated (``dial``): the leg's offer in our INVITE to ``BRIDGE_SIP_MET
 ``180``/``183`` → ``RINGING``, ``200`` → ACK, the answer applied, ``ANSWERED``; failures map
 as :func:`.sip_calls.bic_failure` says. ``hangup`` before the answer is ``CANCEL``.
 
-Meta accepts no re-INVITE, UPDATE or REFER: hold, music, transfer, supervisors and agents
-are done in the bridge's media (the call's bus), never signalled on this leg. The leg goes to
-the call's runtime as on Graph calls (``take_leg``); calls are not movable, so a draining
-worker serves them until they end. Call permissions still go over Graph (:mod:`.graph_side`).
+Meta accepts no re-INVITE, UPDATE or REFER: hold, transfer and the rest are done in the
+bridge's media, never signalled. The leg goes to the call's runtime (``take_leg``); calls do
+not move, so a draining worker serves them to the end. Permissions go over Graph (graph_side).
 """
 
 from __future__ import annotations
