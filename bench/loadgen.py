@@ -9,6 +9,7 @@ packet track, the counting receive path and the on-time measure, and echoes what
 ``--participants 3`` makes each call a contact-centre call: an agent plus two supervisors (one
 whispering, one barging), each its own peer connection sending the same pre-encoded Opus and
 counting the RTP it receives (each hears its own mix, so the bridge mixes per participant).
+``--audio silence`` sends Opus-encoded digital silence instead (nobody speaking).
 ``--click`` makes the first call a latency probe: it sends silence with a 20 ms 1 kHz click
 once a second and decodes only its own downlink, timing each click from the moment its packet
 leaves to the moment its echo arrives (RTP send to RTP arrival, the bridge both ways plus the
@@ -273,11 +274,18 @@ async def main() -> None:
     )
     parser.add_argument("--click", action="store_true", help="the first call is a latency probe")
     parser.add_argument(
+        "--audio",
+        default="tone",
+        choices=("tone", "silence"),
+        help="what every call sends: the 440 Hz tone (someone speaking) or digital silence "
+        "(nobody speaking; the bridge's sim peer echoes it, so silence both ways)",
+    )
+    parser.add_argument(
         "--report-every", type=float, default=0.0, help="seconds between REPORT lines (0: none)"
     )
     args = parser.parse_args()
     restrict_host_addresses(["127.0.0.1"])
-    packets = encode_tone()
+    packets = encode_tone() if args.audio == "tone" else encode_pcm(np.zeros(RATE, np.int16))
     probe = ClickProbe() if args.click else None
     calls = []
     async with aiohttp.ClientSession() as http:

@@ -22,6 +22,7 @@ Pure and synchronous: times are the seconds of the receiver's clock.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections import deque
 
 FRAME_SECONDS = 0.02
@@ -49,6 +50,8 @@ class DelayDecision:
         self.quantile = quantile
         self.loss_memory = loss_memory
         self._slack: deque[float] = deque(maxlen=window)
+        self._ordered: list[float] = []
+        """The same slacks, kept sorted as they come and go (no sort on every tick)."""
         self._offset = 0.0
         """Added to every stored slack: the delay added (+) or removed (-) since it was stored."""
         self._anchor: float | None = None
@@ -67,13 +70,19 @@ class DelayDecision:
     def reset(self) -> None:
         """A new stream: forget every slack and the anchor."""
         self._slack.clear()
+        self._ordered.clear()
         self._offset = 0.0
         self._anchor = None
         self._settle = 0
 
     def observe(self, slack: float) -> None:
         """A packet arrived ``slack`` seconds before the clock will need it."""
-        self._slack.append(slack - self._offset)
+        stored, window = slack - self._offset, self._slack
+        if len(window) == window.maxlen:
+            ordered = self._ordered
+            del ordered[bisect_left(ordered, window[0])]  # the oldest leaves
+        window.append(stored)
+        insort(self._ordered, stored)
 
     def waited(self, now: float) -> float:
         """Seconds the current change of delay has been wanted."""
@@ -93,7 +102,7 @@ class DelayDecision:
 
     def quantiles(self) -> tuple[float, float]:
         """The low quantile and the median of recent slacks, at the current delay."""
-        ordered = sorted(self._slack)
+        ordered = self._ordered
         low = ordered[int(self.quantile * len(ordered))] + self._offset
         return low, ordered[len(ordered) // 2] + self._offset
 

@@ -165,7 +165,8 @@ class DtmfToneDetector:
         self.on_digit = on_digit
         self._basis = _basis()
         self._nf = len(ROWS) + len(COLS)
-        self._prev_half = np.zeros(HOP, dtype=np.float64)
+        self._prev_half: Pcm = np.zeros(HOP, dtype=np.int16)
+        self._prev_peak = 0
         self._buf = np.empty((WINDOW, 2), dtype=np.float64)
         self._min_energy = (10 ** (MIN_TONE_DBFS / 20) * 32768) ** 2 * WINDOW
         self._normal = 10 ** (NORMAL_TWIST_DB / 10)
@@ -182,12 +183,21 @@ class DtmfToneDetector:
         self.presses = 0
 
     def feed(self, pcm: Pcm) -> None:
-        x = pcm.astype(np.float64)
+        # A window holds at most WINDOW · peak² of energy: below half the minimum tone energy
+        # (silence, quiet speech, judged on this frame's and the last's peaks) neither window
+        # can hold a key, and that costs two reductions, not the conversion and sums below.
+        peak = max(int(pcm.max()), -int(pcm.min()))
+        loudest, self._prev_peak = max(peak, self._prev_peak), peak
+        if 2 * WINDOW * loudest * loudest < self._min_energy:
+            self._prev_half = pcm[HOP:].copy()
+            self._window(None)
+            self._window(None)
+            return
         buf = self._buf
         buf[:HOP, 0] = self._prev_half
-        buf[HOP:, 0] = x[:HOP]
-        buf[:, 1] = x
-        self._prev_half = x[HOP:]
+        buf[HOP:, 0] = pcm[:HOP]
+        buf[:, 1] = pcm
+        self._prev_half = pcm[HOP:].copy()
         total = np.einsum("ij,ij->j", buf, buf).tolist()
         # The basis is scaled so that cos² + sin² sums to 2/WINDOW · WINDOW: by Cauchy-Schwarz
         # no frequency's power exceeds 2 × the window's energy. Below half the minimum tone

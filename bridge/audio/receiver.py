@@ -132,6 +132,7 @@ class OpusReceiver:
         if not self._rtp.started:
             self._first_arrival = arrival
         ext_seq, ts = self._rtp.arrive(seq, timestamp, arrival)
+        stats.bytes_received += len(payload)
         if self._playing:
             if abs(ts - self._next) > RTP_CLOCK * 2:
                 self._restart()  # the sender's timeline jumped (a restarted stream)

@@ -12,6 +12,8 @@ class ReceiverStats:
     name (:meth:`as_w3c`); seconds and samples at the output rate."""
 
     packets_received: int = 0
+    bytes_received: int = 0
+    """Opus payload octets of the packets received (no RTP headers, W3C ``bytesReceived``)."""
     packets_lost: int = 0
     """Expected minus received, from the sequence numbers (RFC 3550 A.3)."""
     packets_discarded: int = 0

@@ -4,7 +4,7 @@ from .bus import BusClosed, CallBus, UplinkSource
 from .clock import MediaClock
 from .conference import Conference, Role
 from .frames import BusFrame, DownlinkSink
-from .stats import BusStats, FixedHistogram, ReceiveStats
+from .stats import BusStats, FixedHistogram, LevelMeter, ReceiveStats, level_dbfs
 
 __all__ = [
     "BusClosed",
@@ -14,8 +14,10 @@ __all__ = [
     "Conference",
     "DownlinkSink",
     "FixedHistogram",
+    "LevelMeter",
     "MediaClock",
     "ReceiveStats",
     "Role",
     "UplinkSource",
+    "level_dbfs",
 ]

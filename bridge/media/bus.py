@@ -19,8 +19,7 @@ import numpy.typing as npt
 
 from ..audio import FRAME_SAMPLES
 from ..audio.pcm import Pcm
-from ..tasks import TaskSet
-from .clock import MediaClock
+from .clock import Phase, worker_clock
 from .conference import Conference
 from .frames import BusFrame
 from .stats import BusStats
@@ -58,10 +57,6 @@ def clip16(acc: npt.NDArray[np.int32]) -> Pcm:
     return np.clip(acc, -32768, 32767).astype(np.int16)
 
 
-SOURCE_CLOCK_IDLE = 0.06
-"""Seconds without microphone frames before sources are clocked by the bus itself."""
-
-
 class CallBus:
     """The per-call PCM bus. See the module docstring."""
 
@@ -74,10 +69,10 @@ class CallBus:
         self._uplink_taps: list[UplinkTap] = []
         self._downlink_taps: list[DownlinkTap] = []
         self._sources: list[UplinkSource] = []
-        self._last_mic = 0.0
-        self._clock: asyncio.Task[None] | None = None
-        self.tasks = TaskSet(f"bus[{call_id}]")
-        """The bus's own tasks: the source clock and the conference's mixer."""
+        self._mic_in_tick = False
+        """A microphone frame went out (with the sources mixed in) since the last tick."""
+        self._clock: Callable[[], None] | None = None
+        """Unregisters :meth:`_tick` from the worker's media clock (while sources play)."""
         self._users: set[str] = set()
         self._closed = False
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
@@ -115,14 +110,13 @@ class CallBus:
         if pcm.shape != (FRAME_SAMPLES,) or pcm.dtype != np.int16:
             self.stats.bad_frames += 1
             return
-        now = time.monotonic()
-        self._last_mic = now
-        self._emit_uplink(self._silence if self.muted else pcm, now if t is None else t)
+        self._mic_in_tick = True
+        now = time.monotonic() if t is None else t
+        self._emit_uplink(self._silence if self.muted else pcm, now)
 
     def emit_mixed_uplink(self, acc: npt.NDArray[np.int32], t: float) -> Pcm | None:
         """The conference's tick: ``acc`` (the participants WhatsApp hears, int32) plus the
         sources goes out; returns what the sources play to the participants (``both``)."""
-        self._last_mic = time.monotonic()  # the mixer clocks the sources now
         return self._emit_uplink(acc, t)
 
     def _emit_uplink(self, pcm: Pcm | npt.NDArray[np.int32], t: float) -> Pcm | None:
@@ -154,8 +148,9 @@ class CallBus:
         self.add_user(f"source:{id(source)}")
         if source.to_downlink:
             self.conference.update()  # the participants hear it: mix on one clock
-        if self._clock is None and not self._closed and not self.tasks.closed:
-            self._clock = self.tasks.spawn(self._source_clock(), "source-clock")
+        if self._clock is None and not self._closed:
+            self._mic_in_tick = False
+            self._clock = worker_clock().register(self._tick, Phase.MIX)
 
     def remove_source(self, source: UplinkSource) -> None:
         if source in self._sources:
@@ -164,6 +159,9 @@ class CallBus:
             source.finished()
             if source.to_downlink:
                 self.conference.update()
+            if not self._sources and self._clock is not None:
+                self._clock()
+                self._clock = None
 
     @property
     def has_downlink_sources(self) -> bool:
@@ -199,17 +197,15 @@ class CallBus:
                     mix_into(to_downlink, frame)
         return clip16(acc), None if to_downlink is None else clip16(to_downlink)
 
-    async def _source_clock(self) -> None:
-        """Clock the sources on the media clock while no microphone frames arrive."""
-        clock = MediaClock()
-        try:
-            while self._sources and not self._closed:
-                await clock.tick()
-                now = time.monotonic()
-                if now - self._last_mic > SOURCE_CLOCK_IDLE and not self.conference.mixing:
-                    self._emit_uplink(self._silence, now)
-        finally:
-            self._clock = None
+    def _tick(self, now: float) -> None:
+        """The worker clock's mix phase, while sources play: they are pulled once per tick —
+        mixed into the microphone frame that went out in this tick's receive phase, or alone
+        (over silence) when none did (the browser stopped sending, or none is attached). While
+        the conference mixes, its own tick pulls them (:meth:`emit_mixed_uplink`)."""
+        mic, self._mic_in_tick = self._mic_in_tick, False
+        if mic or self._closed or self.conference.mixing:
+            return
+        self._emit_uplink(self._silence, now)
 
     async def read_uplink(self) -> BusFrame:
         """Wait for the next uplink frame (raises :class:`BusClosed` once closed)."""
@@ -264,10 +260,10 @@ class CallBus:
             self._downlink_taps.remove(tap)
 
     async def aclose(self) -> None:
-        """:meth:`close`, then wait for the source clock and mixer tasks to finish."""
+        """:meth:`close`, and the conference leaves the media clock (the bus owns no task:
+        its work runs on the worker's clock)."""
         self.close()
         await self.conference.aclose()
-        await self.tasks.close()
 
     def close(self) -> None:
         """Stop the bus; a waiting uplink reader gets :class:`BusClosed`."""
@@ -279,8 +275,8 @@ class CallBus:
         self._downlink_taps.clear()
         for source in list(self._sources):
             self.remove_source(source)
-        if self._clock is not None:
-            self._clock.cancel()
+        if self._clock is not None:  # (the last removed source unregistered it already)
+            self._clock()
             self._clock = None
         while not self._uplink.empty():
             self._uplink.get_nowait()

@@ -1,13 +1,32 @@
-"""The media clocks: ``WorkerClock`` (one per worker) ticks every call's mixer; ``MediaClock``
-paces an outgoing track at one 20 ms frame per tick of wall time."""
+"""The worker's one media clock, and what it clocks.
+
+``WorkerClock`` (one per worker, :func:`worker_clock`) ticks every 20 ms and drives all of
+this worker's 20 ms media work, in this order within each tick:
+
+1. :attr:`Phase.RECEIVE`: every leg's receiver hands on one frame (``rtc/uplink.py``
+   ``Playout``: a browser's microphone, the Cloud API's WhatsApp side);
+2. :attr:`Phase.MIX`: every mixing conference builds its outputs (``media/conference.py``)
+   and every bus with sources playing clocks them (``media/bus.py``), so a microphone frame
+   received in this tick is mixed in this tick;
+3. then every outgoing track paced by a :class:`WorkerPacer` (``rtc/tracks.py``: the
+   browsers' downlink, the Cloud API's WhatsApp side) takes its frame from its sink and
+   encodes it, right after the mix that filled the sink.
+
+One timer for the worker, not one per call: every call's work of a tick runs in one wake-up of
+the event loop. ``MediaClock`` is what stays per stream: it paces a stream that is not the
+bridge's own work (the simulated engine's far end, the quality bench's drifting peers). What
+stays outside any 20 ms clock, and why, is in docs/architecture.md (*The media clock*).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 import weakref
 from collections.abc import Callable
+from typing import Protocol
 
 from ..audio import FRAME_MS
 
@@ -47,59 +66,140 @@ class MediaClock:
 Tick = Callable[[float], None]
 
 
+class Phase(enum.IntEnum):
+    """Where in a tick a registered callback runs (see the module docstring)."""
+
+    RECEIVE = 0
+    MIX = 1
+
+
 class WorkerClock:
-    """The worker's one 20 ms media clock: every registered call's tick runs on it.
+    """The worker's one 20 ms media clock: every registered callback runs on it, by phase.
 
     Deadlines are absolute (``start + n * period``) on the event loop's ``call_at``, so sleep
     overshoot never accumulates; after a stall longer than ``resync`` the schedule restarts from
-    now rather than bursting. A callback that raises is logged once and unregistered. The clock
-    runs only while something is registered, so an idle worker costs nothing.
+    now rather than bursting. Callbacks get the tick's scheduled time (``time.monotonic()``
+    base). A callback that raises is logged once and unregistered. The clock runs only while
+    something is registered or waits for a tick, so an idle worker costs nothing.
     """
 
     def __init__(self, period: float = FRAME_MS / 1000, resync: float = 0.2) -> None:
         self.period = period
         self.resync = resync
-        self._ticks: dict[int, Tick] = {}
+        self._ticks: dict[int, tuple[Phase, Tick]] = {}
+        self._order: list[tuple[int, Tick]] = []
         self._next_id = 0
         self._handle: asyncio.TimerHandle | None = None
+        self._waiters: list[asyncio.Future[int]] = []
+        """One future per track waiting for the next tick: its own, so that a track whose task
+        is cancelled (a participant leaving) cancels only its wait, never the other tracks'."""
         self._start = 0.0
+        self._base = 0
+        self._offset = 0.0
         self.n = 0
+        """Ticks so far (never reset: a track counts the ticks it served against it)."""
 
-    def register(self, tick: Tick) -> Callable[[], None]:
+    def register(self, tick: Tick, phase: Phase = Phase.MIX) -> Callable[[], None]:
         """Call ``tick(now)`` every period from the next one; returns the unregister function."""
         key = self._next_id
         self._next_id += 1
-        self._ticks[key] = tick
-        if self._handle is None:
-            loop = asyncio.get_running_loop()
-            self._start, self.n = loop.time(), 0
-            self._handle = loop.call_at(self._start + self.period, self._fire)
+        self._ticks[key] = (phase, tick)
+        self._reorder()
+        self._run()
         return lambda: self._unregister(key)
 
+    def next_tick(self) -> asyncio.Future[int]:
+        """A future for the next tick's number, resolved after that tick's callbacks ran."""
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._run()
+        return waiter
+
+    @property
+    def running(self) -> bool:
+        return self._handle is not None
+
+    def _reorder(self) -> None:
+        items = sorted(self._ticks.items(), key=lambda kv: kv[1][0])  # stable: by phase
+        self._order = [(key, tick) for key, (_, tick) in items]
+
+    def _run(self) -> None:
+        if self._handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._start, self._base = loop.time(), self.n
+        self._offset = time.monotonic() - self._start
+        self._handle = loop.call_at(self._start + self.period, self._fire)
+
     def _unregister(self, key: int) -> None:
-        self._ticks.pop(key, None)
-        if not self._ticks and self._handle is not None:
+        if self._ticks.pop(key, None) is not None:
+            self._reorder()
+        if not self._ticks and not self._waiters and self._handle is not None:
             self._handle.cancel()
             self._handle = None
 
     def _fire(self) -> None:
         loop = asyncio.get_running_loop()
         self.n += 1
-        now = time.monotonic()
-        for key, tick in list(self._ticks.items()):
+        due = self._start + (self.n - self._base) * self.period
+        now = due + self._offset
+        failed = False
+        for key, tick in self._order:
             try:
                 tick(now)
             except Exception:
                 log.exception("media clock: a tick failed; unregistered")
                 self._ticks.pop(key, None)
-        if not self._ticks:
+                failed = True
+        if failed:
+            self._reorder()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(self.n)
+        if not self._ticks and not waiters:
             self._handle = None
             return
-        due = self._start + (self.n + 1) * self.period
         if loop.time() - due > self.resync:
-            self._start, self.n = loop.time(), 0
-            due = self._start + self.period
+            self._start, self._base = loop.time(), self.n
+            self._offset = time.monotonic() - self._start
+        due = self._start + (self.n + 1 - self._base) * self.period
         self._handle = loop.call_at(due, self._fire)
+
+
+class Pacer(Protocol):
+    """What paces an outgoing track: :meth:`tick` returns when its next frame is due."""
+
+    ticks: int
+
+    async def tick(self) -> None: ...
+
+
+class WorkerPacer:
+    """An outgoing track's place on the worker clock (step 3 of a tick, module docstring).
+
+    The first frame at once (a WhatsApp-side sender's first packet must not wait: Meta sends
+    nothing before it), then one per tick; a track that missed ticks (its sender was held up)
+    takes the missed ones at once, up to ``resync`` ticks, then rejoins the clock where it is
+    — as :class:`MediaClock` does, on the worker's one timer instead of one of its own.
+    """
+
+    def __init__(self, resync: int = 10) -> None:
+        self.resync = resync
+        self.ticks = -1
+        """The latest tick's index, 0 at the first (``MediaClock.ticks``)."""
+        self._served: int | None = None
+
+    async def tick(self) -> None:
+        clock = worker_clock()
+        served = self._served
+        if served is None:
+            self._served = clock.n  # the first frame goes at once (Meta waits for it)
+        elif 0 < clock.n - served <= self.resync:
+            self._served = served + 1
+        else:
+            self._served = await clock.next_tick()
+        self.ticks += 1
 
 
 _clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WorkerClock] = (

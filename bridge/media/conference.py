@@ -39,7 +39,6 @@ import numpy.typing as npt
 
 from ..audio import FRAME_SAMPLES
 from ..audio.pcm import Pcm
-from ..tasks import TaskSet
 from .clock import worker_clock
 from .frames import BusFrame, DownlinkSink, downlink_jitter
 from .stats import BusStats
@@ -84,7 +83,6 @@ class MixHost(Protocol):
     call_id: str
     muted: bool
     stats: BusStats
-    tasks: TaskSet
 
     @property
     def closed(self) -> bool: ...

@@ -18,7 +18,9 @@ everything the sender put in them.
   onto its own: it keeps its distance from the others in the source's numbering, so a packet
   lost before the bridge is still a gap the far receiver sees (and rebuilds from the next
   packet's FEC), and a reordered one keeps its place. RTP timestamps follow the source's the
-  same way (RFC 3550 §5.1), continuous across a switch.
+  same way (RFC 3550 §5.1), continuous across a switch. A packet older than the first of the
+  forwarding run it arrives in is dropped and counted (:attr:`PassThrough.late`): its number
+  would be one the target sent already while it encoded.
 * Whether forwarding is allowed is asked per packet, both by the source's packets and by the
   target's sender (:meth:`PassThrough.permitted`), and the answer takes a walk through the
   call's conference and bus. A yes is kept for one 20 ms tick (:data:`YES_FOR`): mixing that
@@ -50,6 +52,9 @@ class PassThrough:
         self._ready = asyncio.Event()
         self.forwarded = 0
         self.switches = 0
+        self.late = 0
+        """Packets older than the first of the forwarding run they came in, dropped: the
+        numbers they would map to went out already (the target's own encoded packets)."""
 
     def permitted(self) -> bool:
         """``allowed()``, a yes kept for :data:`YES_FOR` (module docstring)."""

@@ -1,4 +1,4 @@
-"""Bus-backed outgoing audio track, paced on the media clock."""
+"""Bus-backed outgoing audio tracks, paced on the worker's media clock."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
 from ..audio.opus import OpusEncoder
 from ..audio.pcm import Pcm
-from ..media import DownlinkSink
-from ..media.clock import MediaClock
+from ..media import DownlinkSink, LevelMeter
+from ..media.clock import Pacer, WorkerPacer
 from .passthrough import PassThrough
 from .protection import LossProtection, Protection
 from .red import RedWrapper
@@ -69,7 +69,7 @@ class FrameSource(Protocol):
 class OpusBusTrack(MediaStreamTrack):
     """Plays a call's downlink as Opus it encodes itself: 16 kHz mono, voice settings.
 
-    Paced on the media clock like :class:`BusAudioTrack`, but ``recv`` returns encoded
+    Paced on the worker's media clock like :class:`BusAudioTrack`, but ``recv`` returns encoded
     packets, which the bridge's lean sender (``rtc/rtpsend.py``) packs into RTP, protects and
     sends (aiortc's own sender also takes them, as the quality bench's peers use it). That
     skips what aiortc does for a raw frame: a pure-Python per-sample audio-level loop, a
@@ -99,9 +99,12 @@ class OpusBusTrack(MediaStreamTrack):
         protected_bitrate: int | None = None,
         protected_complexity: int | None = None,
         red: RedWrapper | None = None,
+        level: LevelMeter | None = None,
     ) -> None:
         super().__init__()
         self.sink = sink
+        self.level = level
+        """Where the level of what it sends is summed (a browser's; ``None``: not metered)."""
         self.fec = fec
         self.protection = protection
         self.red = red
@@ -123,7 +126,7 @@ class OpusBusTrack(MediaStreamTrack):
             expected_loss=self.applied.expected_loss,
             dtx=dtx,
         )
-        self._clock = MediaClock()
+        self._clock: Pacer = WorkerPacer()
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self.frames_sent = 0
         self.silent_frames = 0
@@ -135,6 +138,10 @@ class OpusBusTrack(MediaStreamTrack):
         self._forwarding = False
         self._ts_offset = 0
         self._seq_offset = 0
+        self._run_first = 0
+        """The source's number of the first packet of the current forwarding run."""
+        self._run_source: PassThrough | None = None
+        """The pass-through the current forwarding run's packets came from."""
         self._numbered_at = 0
 
     def forward_from(self, pass_through: PassThrough, stream: RtpStream) -> None:
@@ -144,6 +151,12 @@ class OpusBusTrack(MediaStreamTrack):
         onto its numbers."""
         self._stream = stream
         self.pass_through = pass_through
+        # A new source (a transfer) numbers its packets from its own random origin: its first
+        # packet starts a new run, mapped afresh, never through the previous source's offsets
+        # (a number mapped backwards is one SRTP refuses as replayed, RFC 3711 §3.3.2).
+        if self._forwarding:
+            self._forwarding = False
+            self._clock = WorkerPacer()
 
     async def recv(self) -> EncodedPacket:  # type: ignore[override]
         if self.readyState != "live":
@@ -152,17 +165,26 @@ class OpusBusTrack(MediaStreamTrack):
         if pt is not None and self._stream is not None:
             if pt.permitted():
                 source = await pt.next(FORWARD_WAIT if self._forwarding else 0.0)
+                while source is not None and self._in_run(pt) and self._before_run(source[0]):
+                    # Reordered across the switch: the number it maps to was our own encoded
+                    # packet's, and SRTP refuses an index sent twice (RFC 3711 §3.3.2).
+                    pt.late += 1
+                    source = await pt.next(FORWARD_WAIT)
                 if source is not None:
                     return self._forward(pt, *source)
             if self._forwarding:  # back to encoding: a fresh clock, no burst to catch up
                 self._forwarding = False
                 pt.switches += 1
-                self._clock = MediaClock()
+                self._clock = WorkerPacer()
         await self._clock.tick()
         pcm = self.sink.pop()
         if pcm is None:
             self.silent_frames += 1
             pcm = self._silence
+            if self.level is not None:
+                self.level.add_silence(FRAME_SAMPLES)
+        elif self.level is not None:
+            self.level.add(pcm)
         # libopus directly: one 20 ms frame in, one packet out (no encoder delay queue). RTP
         # time counts the packets, 20 ms each, on Opus' 48 kHz RTP clock.
         packet = self._packet(self._encoder.encode(pcm), self._pts)
@@ -176,19 +198,37 @@ class OpusBusTrack(MediaStreamTrack):
         data, payload_type = self.red.wrap(payload, pts, self.applied.red_depth)
         return EncodedPacket(data, pts, seq, payload_type)
 
+    def _in_run(self, pt: PassThrough) -> bool:
+        """Whether ``pt``'s packets continue the current forwarding run (a new source, after
+        a transfer, starts one of its own)."""
+        return self._forwarding and pt is self._run_source
+
+    def _before_run(self, seq: int) -> bool:
+        """Whether source packet ``seq`` is older than the current forwarding run's first."""
+        return (seq - self._run_first) & 0x8000 != 0
+
     def _forward(self, pt: PassThrough, seq: int, ts: int, payload: bytes) -> EncodedPacket:
         assert self._stream is not None
-        if not self._forwarding:
+        if not self._in_run(pt):
             # Map the source's numbering onto ours where we are now: continuous both ways.
             self._forwarding = True
+            self._run_source = pt
             pt.switches += 1
             self._ts_offset = self._pts - ts
             self._seq_offset = self._stream.next_seq - seq
+            self._run_first = seq
             self._numbered_at = self._stream.numbered
         pts = (ts + self._ts_offset) & 0xFFFFFFFF
         if (pts - self._pts) & 0x80000000 == 0:  # not a reordered (older) packet
             self._pts = pts + _FRAME_TS
-        self.sink.pop()  # the decoded frame this packet stands for (kept fresh for a switch)
+        # The decoded frame this packet stands for (kept fresh for a switch; its level is
+        # what the browser hears).
+        decoded = self.sink.pop()
+        if self.level is not None:
+            if decoded is None:
+                self.level.add_silence(FRAME_SAMPLES)
+            else:
+                self.level.add(decoded)
         self.frames_sent += 1
         self.forwarded_frames += 1
         pt.forwarded += 1
@@ -241,11 +281,11 @@ class OpusBusTrack(MediaStreamTrack):
 
 
 class BusAudioTrack(MediaStreamTrack):
-    """Plays a call's downlink to the browser: one 20 ms frame per tick of the media clock.
+    """Plays a call's downlink to the browser: one 20 ms frame per tick of the worker's clock.
 
-    ``recv`` keeps time with ``pts`` (sleeping until ``start + pts / rate``) and returns
-    silence whenever the jitter buffer has nothing to play, so RTP keeps flowing on an
-    even clock whatever the engine does.
+    ``recv`` waits for the clock's tick (``pts`` counts the ticks) and returns silence
+    whenever the jitter buffer has nothing to play, so RTP keeps flowing on an even clock
+    whatever the engine does.
 
     Frames are handed to aiortc as interleaved stereo: its Opus encoder works in stereo and
     libswresample's mono→stereo upmix would cost 3 dB of level.
@@ -253,10 +293,11 @@ class BusAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, sink: DownlinkSink) -> None:
+    def __init__(self, sink: DownlinkSink, level: LevelMeter | None = None) -> None:
         super().__init__()
         self.sink = sink
-        self._clock = MediaClock()
+        self.level = level
+        self._clock: Pacer = WorkerPacer()
         self._silence = np.zeros((1, 2 * FRAME_SAMPLES), dtype=np.int16)
         self.frames_sent = 0
         self.silent_frames = 0
@@ -269,8 +310,12 @@ class BusAudioTrack(MediaStreamTrack):
         if pcm is None:
             self.silent_frames += 1
             data = self._silence
+            if self.level is not None:
+                self.level.add_silence(FRAME_SAMPLES)
         else:
             data = np.repeat(pcm, 2).reshape(1, -1)
+            if self.level is not None:
+                self.level.add(pcm)
         frame = av.AudioFrame.from_ndarray(data, format="s16", layout="stereo")
         frame.sample_rate = SAMPLE_RATE
         frame.pts = self._clock.ticks * FRAME_SAMPLES

@@ -12,11 +12,12 @@ stand-ins, installed on an audio receiver by :func:`take_over_receiver`, replace
   leg's Opus packets itself, or, for one left to aiortc's path, from :class:`ReceiverBuffer`,
   which sits where aiortc's jitter buffer was and never releases a frame to aiortc's decoder.
 * :class:`Playout` sits where aiortc's decoder queue was. aiortc's idle decoder thread blocks in
-  its :meth:`~Playout.get` until the receiver stops, as it always did; meanwhile a task on a
-  steady 20 ms :class:`~bridge.media.clock.MediaClock` takes one 16 kHz frame from the receiver
-  per tick and hands it on (to the call's conference for a browser, to the engine channel for
-  the Cloud API peer): a continuous stream while the sender sends, decoded straight to 16 kHz
-  by libopus in the event loop, no stereo decode, no resampler, no thread hop per frame. Once
+  its :meth:`~Playout.get` until the receiver stops, as it always did; meanwhile the worker's
+  one media clock (:class:`~bridge.media.clock.WorkerClock`, its receive phase) takes one
+  16 kHz frame from the receiver per tick and hands it on (to the call's conference for a
+  browser, to the engine channel for the Cloud API peer): a continuous stream while the
+  sender sends, decoded straight to 16 kHz by libopus in the event loop, no stereo decode, no
+  resampler, no thread hop per frame. Once
   the sender has stopped (the receiver's outage: 200 ms of concealment with nothing coming)
   nothing more is handed on until it sends again, as a browser that stops sending is heard
   as nothing, not as an endless stream of silence frames.
@@ -28,7 +29,6 @@ than silently.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
 import time
@@ -43,7 +43,7 @@ from ..audio import FRAME_SAMPLES, SAMPLE_RATE
 from ..audio.pcm import Pcm
 from ..audio.receiver import OpusReceiver, ReceiverStats
 from ..media import BusStats
-from ..media.clock import MediaClock
+from ..media.clock import Phase, worker_clock
 from ..tasks import TaskSet
 from . import aiortc_seam as seam
 
@@ -72,12 +72,12 @@ class ReceiverBuffer:
 
 
 class Playout:
-    """One leg's receiver and the 20 ms clock that takes frames out of it.
+    """One leg's receiver, and its tick on the worker's media clock that takes frames out.
 
     Also stands in for aiortc's decoder queue (:meth:`put`/:meth:`get`), so aiortc's decoder
-    thread idles in :meth:`get` and exits at ``put(None)`` as it always did. The clock starts at
-    the first packet and stops with :meth:`stop` (or aiortc's ``put(None)``); its task is owned
-    by the leg's ``tasks``.
+    thread idles in :meth:`get` and exits at ``put(None)`` as it always did. The tick is
+    registered at the first packet (unless the leg's ``tasks`` are closed) and unregistered by
+    :meth:`stop` (or aiortc's ``put(None)``).
     """
 
     def __init__(self, on_frame: Callable[[Pcm], None], stats: BusStats, tasks: TaskSet) -> None:
@@ -85,7 +85,7 @@ class Playout:
         self.bus_stats = stats
         self.receiver = OpusReceiver(SAMPLE_RATE, FRAME_SAMPLES)
         self._tasks = tasks
-        self._task: asyncio.Task[None] | None = None
+        self._unregister: Callable[[], None] | None = None
         self._stopped = False
         self._stop: queue.Queue[None] = queue.Queue()
         self.frames = 0
@@ -108,31 +108,30 @@ class Playout:
         self.receiver.push(seq, timestamp, payload, now)
         if self.forward is not None:
             self.forward(seq, timestamp, payload)
-        if self._task is None and not self._tasks.closed:
-            self._task = self._tasks.spawn(self._run(), "playout")
+        if self._unregister is None and not self._tasks.closed:
+            self._unregister = worker_clock().register(self._tick, Phase.RECEIVE)
 
     def redundant(self, timestamp: int, payload: bytes) -> None:
         """A redundant copy of an earlier frame from a RED packet (``rtc/red.py``)."""
         if not self._stopped:
             self.receiver.push_redundant(timestamp, payload, time.monotonic())
 
-    async def _run(self) -> None:
-        clock = MediaClock()
+    def _tick(self, now: float) -> None:
+        """The worker clock's receive phase: one frame out of the receiver, handed on."""
+        if self._stopped:
+            return
         receiver = self.receiver
-        delay = self.bus_stats.receive.delay
-        while True:
-            await clock.tick()
-            frame = receiver.pop(clock.now)
-            self.frames += 1
-            delay.observe(receiver.delay)
-            if self.frames % MIRROR_EVERY == 0:
-                self._mirror()
-            if not receiver.playing:
-                continue  # the sender went quiet: the bus clocks itself (CallBus sources)
-            try:
-                self.on_frame(frame)
-            except Exception:  # a bus problem must not stop the leg's audio for good
-                log.exception("uplink frame handling failed")
+        frame = receiver.pop(now)
+        self.frames += 1
+        self.bus_stats.receive.delay.observe(receiver.delay)
+        if self.frames % MIRROR_EVERY == 0:
+            self._mirror()
+        if not receiver.playing:
+            return  # the sender went quiet: the bus clocks its sources alone (CallBus)
+        try:
+            self.on_frame(frame)
+        except Exception:  # a bus problem must not stop the leg's audio for good
+            log.exception("uplink frame handling failed")
 
     def concealed_since_last(self) -> float:
         """The share of audio played since the previous call that was concealment: what the
@@ -168,15 +167,16 @@ class Playout:
         r.emitted_samples += d[6]
 
     def stop(self) -> None:
-        """Stop the clock (the leg is closing); later packets are ignored. The callbacks
+        """Leave the clock (the leg is closing); later packets are ignored. The callbacks
         (bound to the leg) are dropped, so no reference cycle outlives the leg."""
         if not self._stopped:
             self._mirror()
         self._stopped = True
         self.on_frame = _ignore
         self.forward = None
-        if self._task is not None:
-            self._task.cancel()
+        unregister, self._unregister = self._unregister, None
+        if unregister is not None:
+            unregister()
 
     # -- aiortc's decoder queue
     def put(self, task: tuple[Any, JitterFrame] | None) -> None:

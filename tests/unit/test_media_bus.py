@@ -143,3 +143,39 @@ def test_a_frame_late_by_a_tick_is_bridged_by_a_stretch_not_concealed() -> None:
     assert all(o is not None for o in out)
     played = np.concatenate(out).astype(int)
     assert np.abs(np.diff(played)).max() <= 1.1 * np.abs(np.diff(src.astype(int))).max()
+
+
+async def test_sources_play_alone_on_the_ticks_without_a_microphone_frame() -> None:
+    """A playing source is pulled once per tick of the worker's clock: into the microphone's
+    frame when one came in that tick, alone over silence when none did — never both."""
+    from bridge.audio import tone
+
+    from ..support.waits import until
+
+    bus = CallBus("t")
+    src = QueuedSource()
+    beep = tone(1000, FRAME_SAMPLES * 200, amplitude=0.3)
+    src.push(beep)
+    out: list[np.ndarray] = []
+    bus.add_uplink_tap(lambda f: out.append(f.pcm))
+    bus.open_uplink()
+    bus.add_source(src)
+    await until(lambda: len(out) >= 3)  # no microphone: the clock plays the source alone
+    assert all(
+        np.array_equal(o, beep[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES])
+        for i, o in enumerate(out[:3])
+    )
+    ticks = bus._clock  # registered while the source plays
+    assert ticks is not None
+    before, pulled = len(out), src.buffered_ms
+    bus._tick(0.0)  # a tick in which ...
+    assert len(out) == before + 1 and src.buffered_ms == pulled - 20  # ... no mic: alone
+    bus.push_uplink(np.full(FRAME_SAMPLES, 100, dtype=np.int16))  # the mic's frame, mixed
+    bus._tick(0.0)  # the same tick: nothing more pulled
+    assert len(out) == before + 2 and src.buffered_ms == pulled - 40
+    i = len(out) - 1
+    k = FRAME_SAMPLES
+    assert np.array_equal(out[-1], beep[i * k : (i + 1) * k] + 100)
+    bus.remove_source(src)
+    assert bus._clock is None  # nothing to clock: off the worker's clock
+    await bus.aclose()

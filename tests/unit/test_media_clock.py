@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from bridge.media.clock import WorkerClock, worker_clock
 from tests.support.waits import until
 
@@ -39,3 +41,62 @@ async def test_a_failing_tick_is_unregistered_and_the_others_keep_ticking() -> N
 
 async def test_one_clock_per_worker_loop() -> None:
     assert worker_clock() is worker_clock()
+
+
+async def test_a_tick_runs_receive_then_mix_then_wakes_the_tracks() -> None:
+    """Within one tick the receivers hand on their frames before the mixers run (a frame
+    received is mixed in the same tick), and a track waiting for the tick resumes after both."""
+    from bridge.media.clock import Phase
+
+    clock = WorkerClock()
+    order: list[str] = []
+    stop_mix = clock.register(lambda now: order.append("mix"), Phase.MIX)
+    stop_rx = clock.register(lambda now: order.append("receive"), Phase.RECEIVE)
+    n = await clock.next_tick()
+    order.append("track")
+    assert order[-3:] == ["receive", "mix", "track"] and n == clock.n
+    stop_mix()
+    stop_rx()
+    await clock.next_tick()  # a waiting track alone keeps the clock running
+    assert clock.running
+    await until(lambda: not clock.running)  # and nothing at all stops it
+
+
+async def test_a_track_takes_one_frame_per_tick_and_catches_up_what_it_missed() -> None:
+    """``WorkerPacer``: a track that was held up past some ticks takes them at once (no frame
+    lost to the far end's clock), but not beyond ``resync``: then it rejoins the clock."""
+    import asyncio
+
+    from bridge.media.clock import WorkerPacer
+
+    clock = worker_clock()
+    pacer = WorkerPacer(resync=3)
+    await pacer.tick()
+    first = clock.n
+    await pacer.tick()
+    assert clock.n == first + 1  # one tick per frame
+    stop = clock.register(lambda now: None)  # keeps the clock running while the track stalls
+    await until(lambda: clock.n >= first + 3)
+    n = clock.n
+    await pacer.tick()  # missed ticks: no wait
+    assert clock.n == n and pacer.ticks == 2  # the third frame: index 2
+    await until(lambda: clock.n >= n + 5)  # more than resync behind
+    late = clock.n
+    await pacer.tick()
+    assert clock.n > late  # waited for the next tick
+    stop()
+    await asyncio.sleep(0)
+
+
+async def test_a_track_cancelled_while_waiting_leaves_the_others_waiting() -> None:
+    """A participant leaving cancels its track's task while it waits for the tick: the other
+    tracks (the next agent's, the WhatsApp leg's sender) must still get theirs. With one shared
+    future, cancelling one waiter cancelled them all and every sender of the call went quiet."""
+    clock = WorkerClock()
+    leaving = asyncio.ensure_future(clock.next_tick())
+    staying = asyncio.ensure_future(clock.next_tick())
+    await asyncio.sleep(0)
+    leaving.cancel()
+    n = await asyncio.wait_for(staying, 1.0)
+    assert n == clock.n and not staying.cancelled()
+    assert leaving.cancelled()

@@ -135,3 +135,72 @@ async def test_red_around_forwarded_packets_keeps_every_payload_bit_exact() -> N
         assert [b for _, _, b in blocks] == payloads[max(0, i - 2) : i + 1]
         assert [o for o, _, _ in blocks] == [960 * (i - k) for k in range(max(0, i - 2), i + 1)]
     track.stop()
+
+
+async def test_a_packet_reordered_across_the_switch_to_forwarding_is_dropped_not_sent_twice() -> (
+    None
+):
+    """Encoding, then forwarding: the source's packet 7 arrives after its 8 (loopback under
+    load), so the run starts at 8, on the number after our last encoded packet; 7 would map to
+    that encoded packet's number, which SRTP refuses as a replay: it is dropped, counted, and
+    the run goes on with 9."""
+    from bridge.rtc.passthrough import PassThrough
+    from bridge.rtc.rtpsend import RtpStream
+
+    allowed = [False]
+    track = OpusBusTrack(Voice())
+    pt = PassThrough(lambda: allowed[0])
+    stream = RtpStream(1234, first_seq=100)
+    track.forward_from(pt, stream)
+    sent: list[int] = []
+
+    async def send() -> bytes:
+        packet = await track.recv()
+        data = stream.packetise(packet.data, packet.pts, packet.seq)
+        sent.append(int.from_bytes(data[2:4], "big"))
+        return packet.data
+
+    for _ in range(3):  # nothing forwardable yet: our own packets, 100-102
+        await send()
+    allowed[0] = True
+    for seq in (8, 7, 9):
+        pt.offer(seq, 48_000 + 960 * seq, bytes([seq]) * 40)
+    got = [await send(), await send()]
+    assert got == [bytes([8]) * 40, bytes([9]) * 40]
+    assert sent == [100, 101, 102, 103, 104] and len(set(sent)) == len(sent)
+    assert pt.late == 1 and track.forwarded_frames == 2
+    track.stop()
+
+
+async def test_a_new_source_after_a_transfer_starts_its_own_run_on_our_next_numbers() -> None:
+    """Forwarding the first agent's packets, then (a transfer) the next agent's, whose numbers
+    and RTP times start from an origin of their own, far behind the first's: the stream goes on
+    from its next number and RTP time, never back through the first source's mapping (a number
+    mapped backwards is a replay SRTP refuses, and the far end heard nothing more)."""
+    from bridge.rtc.passthrough import PassThrough
+    from bridge.rtc.rtpsend import RtpStream
+
+    track = OpusBusTrack(Voice())
+    stream = RtpStream(1234, first_seq=100)
+    first = PassThrough(lambda: True)
+    track.forward_from(first, stream)
+    sent: list[tuple[int, int]] = []
+
+    async def send() -> bytes:
+        packet = await track.recv()
+        data = stream.packetise(packet.data, packet.pts, packet.seq)
+        sent.append((int.from_bytes(data[2:4], "big"), packet.pts))
+        return packet.data
+
+    for seq in (40_000, 40_001):
+        first.offer(seq, 900_000 + 960 * seq, bytes([1]) * 40)
+    assert [await send(), await send()] == [bytes([1]) * 40] * 2
+    second = PassThrough(lambda: True)
+    track.forward_from(second, stream)
+    for seq in (7, 8, 9):
+        second.offer(seq, 960 * seq, bytes([2]) * 40)
+    assert [await send() for _ in range(3)] == [bytes([2]) * 40] * 3
+    assert [s for s, _ in sent] == [100, 101, 102, 103, 104]
+    assert [p for _, p in sent] == [960 * i for i in range(5)]
+    assert second.late == 0 and track.forwarded_frames == 5
+    track.stop()
