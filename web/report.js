@@ -9,10 +9,14 @@ tokenInput.addEventListener("change", () => { localStorage.setItem("bridgeToken"
 
 const COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f"];
 const CHARTS = {
-  network: ["packetsLost", "packetsRecovered", "jitterMs", "rttMs"],
+  network: ["packetsLost", "packetsRecovered", "lossReportedPercent", "jitterMs", "rttMs",
+            "kbpsReceived", "kbpsSent"],
   receiver: ["delayMs", "concealedMs", "stretchedMs"],
   audio: ["packetsReceived", "mos"],
+  levels: ["levelReceivedDbfs", "levelSentDbfs"],
 };
+// Fields drawn on a second axis, on the right: its scale and label.
+const RIGHT = { mos: ["mos", "MOS"], kbpsReceived: ["kbps", "kbit/s"], kbpsSent: ["kbps", "kbit/s"] };
 let chosen = new URLSearchParams(location.search).get("callID");
 let plots = [];
 let timer = null;
@@ -59,6 +63,9 @@ function drawSummary(s) {
     ["duration s", s.durationS], ["set-up s", s.setupS], ["first audio s", s.firstAudioS],
     ["MOS average", s.mosAverage], ["worst minute", s.mosWorstMinute],
     ["loss", s.lossFraction], ["concealed", s.concealedFraction], ["media warnings", s.mediaWarnings],
+    ["set-up by leg s", s.setup && Object.fromEntries(Object.entries(s.setup).map(
+      ([leg, x]) => [leg, `in ${fmt(x.receivedS)} out ${fmt(x.sentS)}`]))],
+    ["neighbours on this worker", s.neighbours],
   ];
   for (const [k, v] of items) {
     const dt = document.createElement("dt"); dt.textContent = k;
@@ -126,7 +133,7 @@ function chartData(timeline, fields) {
       }
       if (!any) continue;
       series.push({ label: `${leg} ${f}`, stroke: COLOURS[k++ % COLOURS.length], width: 1.5, spanGaps: false,
-                    scale: f === "mos" ? "mos" : "y" });
+                    scale: RIGHT[f] ? RIGHT[f][0] : "y", dash: f.includes("Sent") ? [6, 3] : undefined });
       data.push(col);
     }
   }
@@ -140,10 +147,17 @@ function drawCharts(report) {
   let points = 0;
   for (const [name, fields] of Object.entries(CHARTS)) {
     const { series, data } = chartData(report.timeline, fields);
-    const axes = [{ label: "s since the call was created" }, { scale: "y" }];
-    if (name === "audio") axes.push({ scale: "mos", side: 1, grid: { show: false }, label: "MOS" });
-    const opts = { width, height: 220, series, axes, plugins: [markers(report.events)],
-                   scales: { x: { time: false }, mos: { range: [1, 5] } } };
+    const axes = [{ label: "s since the call was created" },
+                  { scale: "y", label: name === "levels" ? "dBFS" : undefined }];
+    const right = [...new Set(fields.filter((f) => RIGHT[f]).map((f) => RIGHT[f]))];
+    const scales = new Set(series.map((s) => s.scale));
+    for (const [scale, label] of new Map(right)) {
+      if (scales.has(scale)) axes.push({ scale, side: 1, grid: { show: false }, label });
+    }
+    // Levels: digital silence (-120) to full scale; the silence warning's line at -90 dBFS.
+    const scaleOpts = { x: { time: false }, mos: { range: [1, 5] } };
+    if (name === "levels") scaleOpts.y = { range: [-120, 0] };
+    const opts = { width, height: 220, series, axes, plugins: [markers(report.events)], scales: scaleOpts };
     const el = $(`chart-${name}`);
     el.replaceChildren();
     plots.push(new uPlot(opts, data, el));

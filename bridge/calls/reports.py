@@ -1,10 +1,12 @@
-"""Call reports: each live call's timeline sampled once a second from counters that already
-exist (the legs' receiver statistics, the bus), the media watchdog that raises
-``call.media_warning`` when a side stops sending, and the call record written at the end
-beside the recordings (same data directory, same retention) for ``GET /call/{callID}/report``.
+"""Call reports: each live call's timeline sampled once a second from counters the media path
+keeps (the legs' receiver statistics, octets sent, the level meters: ``samples.py``), the media
+watchdog that raises ``call.media_warning`` when a side has nothing to hear
+(``media_watch.py``), and the call record written at the end beside the recordings (same data
+directory, same retention) for ``GET /call/{callID}/report``, compared with the calls beside it.
 
 It attaches from outside the call runtime: it observes the call events (``CallEvents``) and
-reads the live calls through the manager once a second; nothing runs on the 20 ms path."""
+reads the live calls through the manager once a second; on the 20 ms path there is only the
+level meters' sum of squares a frame (``media.LevelMeter``)."""
 
 from __future__ import annotations
 
@@ -12,23 +14,25 @@ import asyncio
 import json
 import logging
 import re
+import statistics
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from ..audio.receiver import ReceiverStats
 from ..config import Settings
 from ..errors import NotFound
-from ..metrics import estimate_mos
+from ..rtc.leg import PeerLeg
 from ..tasks import TaskSet
 from .events import CallEvent, CallEvents
+from .media_watch import MediaWatch
 from .model import Call, CallState
 from .runtime import CallRuntime
-from .timeline import MISSING, Timeline
+from .samples import LegCounters, LegSources
+from .timeline import Timeline
 
 if TYPE_CHECKING:
     from .manager import CallManager
@@ -37,25 +41,10 @@ log = logging.getLogger(__name__)
 
 SAMPLE_INTERVAL = 1.0
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+NEIGHBOURS_KEPT = 1000
+"""Ended calls remembered to compare a call with the others of its time on this worker."""
 GONE_AFTER = 5
 """Passes (seconds) a followed call may go without a runtime here before it is let go."""
-SAMPLES_PER_SECOND = 50
-"""Opus frames (20 ms) a second: a side sending fewer than a tenth of them is stalled."""
-
-
-@dataclass
-class _LegState:
-    """The previous sample of one leg (to turn cumulative counters into a second's worth)."""
-
-    received: int = 0
-    lost: int = 0
-    recovered: int = 0
-    concealed: int = 0
-    stretched: int = 0
-    delay: float = 0.0
-    emitted: int = 0
-    quiet_s: float = 0.0
-    warned: bool = False
 
 
 class ReportMetrics:
@@ -69,13 +58,14 @@ class ReportMetrics:
         )
         self.setup = Histogram(
             "bridge_call_setup_seconds",
-            "call created to the first audio of either side",
+            "a call's set-up: each leg's offer (or the answer, if later) to its first audio "
+            "both ways, the slowest leg",
             buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 60),
             registry=r,
         )
         self.first_audio = Histogram(
             "bridge_call_first_audio_seconds",
-            "call created to the first audio received from a side",
+            "a leg's offer (or the call's answer, if later) to its first audio received",
             ["side"],
             buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 60),
             registry=r,
@@ -103,7 +93,10 @@ class CallReports:
         self._calls: dict[str, Call] = {}
         self._unseen: dict[str, int] = {}
         """Passes a followed call has had no runtime here (moved away, or ended unannounced)."""
-        self._legs: dict[tuple[str, str], _LegState] = {}
+        self._legs: dict[tuple[str, str], LegCounters] = {}
+        self.watch = MediaWatch(warn_after, self.metrics.warnings)
+        self._ended: deque[tuple[float, float | None, float | None]] = deque(maxlen=NEIGHBOURS_KEPT)
+        """When this worker's latest calls ended, their MOS average and loss."""
         self._writes: set[asyncio.Task[None]] = set()
         self.publish: Callable[[str, Call, dict[str, Any]], None] | None = None
 
@@ -127,14 +120,18 @@ class CallReports:
         self._unseen.pop(call.id, None)
         for key in [k for k in self._legs if k[0] == call.id]:
             del self._legs[key]
-        record = timeline.report(call.snapshot())
+        self.watch.forget(call.id)
+        record = timeline.report(call.snapshot(), self.neighbours(timeline))
         summary = record["summary"]
+        mos, loss = timeline.quality()
+        self._ended.append((time.monotonic(), mos, loss))
         if summary["mosAverage"] is not None:
             self.metrics.mos.observe(summary["mosAverage"])
         if summary["setupS"] is not None:
             self.metrics.setup.observe(summary["setupS"])
-        for leg, t in summary["firstAudioS"].items():
-            self.metrics.first_audio.labels(leg.split(":")[0]).observe(t)
+        for leg, setup in summary["setup"].items():
+            if setup["receivedS"] is not None:
+                self.metrics.first_audio.labels(leg.split(":")[0]).observe(setup["receivedS"])
         task = asyncio.get_running_loop().create_task(
             asyncio.to_thread(self._write, call.id, record), name=f"report-write:{call.id[:32]}"
         )
@@ -165,6 +162,24 @@ class CallReports:
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
+    def neighbours(self, timeline: Timeline) -> dict[str, Any] | None:
+        """How the calls this worker carried beside this one did: those live now and those
+        that ended after it began (medians of their MOS averages and losses), so one bad call
+        can be told from a bad worker or a bad hour."""
+        live = [t.quality() for t in self.timelines.values() if t is not timeline]
+        ended = [(mos, loss) for end, mos, loss in self._ended if end >= timeline.started]
+        # Only calls that carried audio: a call that rang unanswered has no loss to count (as
+        # 0 it would pull the median down on a worker with many of them).
+        others = [(mos, loss) for mos, loss in live + ended if loss is not None]
+        if not others:
+            return None
+        moses = [m for m, _ in others if m is not None]
+        return {
+            "calls": len(others),
+            "mosMedian": round(statistics.median(moses), 2) if moses else None,
+            "lossFractionMedian": round(statistics.median(loss for _, loss in others), 4),
+        }
+
     # -- reading
     async def get(self, call_id: str) -> dict[str, Any]:
         """A live call's report so far, else the stored record of an ended call (written by
@@ -172,7 +187,7 @@ class CallReports:
         timeline = self.timelines.get(call_id)
         call = self._calls.get(call_id)
         if timeline is not None and call is not None:
-            return timeline.report(call.snapshot())
+            return timeline.report(call.snapshot(), self.neighbours(timeline))
         if not SAFE_ID.match(call_id):
             raise NotFound(f"no report of call {call_id[:64]!r}")
         try:
@@ -209,19 +224,46 @@ class CallReports:
             timeline = self.timelines.get(runtime.call.id)
             if timeline is None:
                 continue
+            # The WhatsApp side: its WebRTC leg's receiver where the engine has one, else the
+            # engine's PCM frames; its levels as the engine pump hands the audio on.
             leg = runtime.media.webrtc_leg
             wa, rtt = leg.timeline_stats if leg is not None else (None, None)
-            if wa is not None:
-                self._sample_receiver(runtime, timeline, now, "whatsapp", wa, rtt)
-            else:  # an engine that hands the bridge PCM: frames are its packets
-                self._sample_frames(runtime, timeline, now, runtime.bus.stats.downlink_frames)
+            bus = runtime.bus.stats
+            timeline.offer(runtime.call.mono_created, "whatsapp")
+            whatsapp = LegSources(
+                wa,
+                rtt,
+                frames=bus.downlink_frames,
+                heard=bus.whatsapp_in,
+                sent=bus.whatsapp_out,
+                octets_sent=leg.octets_sent if isinstance(leg, PeerLeg) else None,
+                loss_reported=None if leg is None else leg.far_end_loss,
+            )
+            self._sample_leg(runtime, timeline, now, "whatsapp", whatsapp)
             for session in list(runtime.participants.sessions.values()):
                 stats = session.receiver_stats
                 if stats is None:
                     continue
-                rtt = session.last.rtt_s if session.last is not None else None
                 name = "browser:" + session.participant_id
-                self._sample_receiver(runtime, timeline, now, name, stats, rtt)
+                timeline.offer(session.offered_at, name)
+                browser = LegSources(
+                    stats,
+                    session.last.rtt_s if session.last is not None else None,
+                    heard=session.mic_level,
+                    sent=session.sent_level,
+                    octets_sent=session.octets_sent,
+                    loss_reported=None if session.last is None else session.far_end_loss,
+                )
+                self._sample_leg(runtime, timeline, now, name, browser)
+
+    def _sample_leg(
+        self, runtime: CallRuntime, timeline: Timeline, now: float, name: str, src: LegSources
+    ) -> None:
+        counters = self._legs.setdefault((runtime.call.id, name), LegCounters())
+        values, received, level = counters.row(src, SAMPLE_INTERVAL)
+        started = name in timeline.first_audio
+        timeline.sample(now, name, values)
+        self.watch.second(runtime, name, SAMPLE_INTERVAL, received, level, started)
 
     def _forget_gone(self, here: set[str]) -> None:
         """A call followed here that has had no runtime for ``GONE_AFTER`` passes (it moved
@@ -234,85 +276,6 @@ class CallReports:
             self._unseen[call_id] = self._unseen.get(call_id, 0) + 1
             if self._unseen[call_id] >= GONE_AFTER:
                 self._finish(call)
-
-    def _sample_receiver(
-        self,
-        runtime: CallRuntime,
-        timeline: Timeline,
-        now: float,
-        name: str,
-        s: ReceiverStats,
-        rtt: float | None,
-    ) -> None:
-        st = self._legs.setdefault((runtime.call.id, name), _LegState())
-        recovered = s.fec_packets_received + s.red_recovered_packets
-        stretched = s.inserted_samples_for_deceleration + s.removed_samples_for_acceleration
-        received, lost = s.packets_received - st.received, max(0, s.packets_lost - st.lost)
-        concealed_ms = (s.concealed_samples - st.concealed) / 16
-        emitted = s.jitter_buffer_emitted_count - st.emitted
-        delay = (s.jitter_buffer_delay - st.delay) / emitted * 1000 if emitted else MISSING
-        loss = max(lost / (received + lost) if received + lost else 0.0, concealed_ms / 1000)
-        mos = estimate_mos(min(loss, 1.0), s.jitter, rtt) if received else MISSING
-        values = [
-            float(received),
-            float(lost),
-            float(recovered - st.recovered),
-            concealed_ms,
-            (stretched - st.stretched) / 16,
-            s.jitter * 1000,
-            delay,
-            MISSING if rtt is None else rtt * 1000,
-            mos,
-        ]
-        st.received, st.lost, st.recovered = s.packets_received, s.packets_lost, recovered
-        st.concealed, st.stretched = s.concealed_samples, stretched
-        st.delay, st.emitted = s.jitter_buffer_delay, s.jitter_buffer_emitted_count
-        timeline.sample(now, name, values)
-        self._watch(runtime, timeline, st, name, received)
-
-    def _sample_frames(
-        self, runtime: CallRuntime, timeline: Timeline, now: float, frames: int
-    ) -> None:
-        st = self._legs.setdefault((runtime.call.id, "whatsapp"), _LegState())
-        received, st.received = frames - st.received, frames
-        values = [float(received), 0.0, 0.0, 0.0, 0.0, MISSING, MISSING, MISSING, MISSING]
-        timeline.sample(now, "whatsapp", values)
-        self._watch(runtime, timeline, st, "whatsapp", received)
-
-    def _watch(
-        self, runtime: CallRuntime, timeline: Timeline, st: _LegState, name: str, received: int
-    ) -> None:
-        """Raise ``call.media_warning`` once when a side of an answered call has sent (next to)
-        nothing for ``warn_after`` seconds, ``call.media_warning_cleared`` when it sends again."""
-        if runtime.call.state is not CallState.ACTIVE:
-            return
-        if received * 10 < SAMPLES_PER_SECOND * SAMPLE_INTERVAL:
-            st.quiet_s += SAMPLE_INTERVAL
-            if st.quiet_s >= self.warn_after and not st.warned:
-                st.warned = True
-                side = name.split(":")[0]
-                self.metrics.warnings.labels(side).inc()
-                log.warning(
-                    "call %s: %s sent no audio for %.0f s", runtime.call.id, name, st.quiet_s
-                )
-                runtime.emit(
-                    "call.media_warning",
-                    leg=name,
-                    what=_what_stopped(name, name in timeline.first_audio),
-                    silentS=st.quiet_s,
-                )
-            return
-        if st.warned:
-            runtime.emit("call.media_warning_cleared", leg=name, silentS=st.quiet_s)
-            st.warned = False
-        st.quiet_s = 0.0
-
-
-def _what_stopped(name: str, started: bool) -> str:
-    """``browser_audio`` (a dead or blocked microphone, or its path), ``whatsapp_audio``
-    (the engine's or Meta's media stalled), ``*_never_started`` when none came at all."""
-    what = "browser_audio" if name.startswith("browser") else "whatsapp_audio"
-    return what if started else what + "_never_started"
 
 
 async def sample_forever(reports: CallReports, runtimes: Callable[[], list[CallRuntime]]) -> None:

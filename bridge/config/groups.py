@@ -225,8 +225,8 @@ class CallSettings(_Group):
     )
     media_warning_after: float = _opt(
         3.0,
-        "seconds a side of an answered call may send (next to) no audio packets before "
-        "call.media_warning",
+        "seconds a side of an answered call may send (next to) no audio packets, or packets "
+        "of digital silence, before call.media_warning",
     )
 
     def validate(self) -> None:
@@ -566,7 +566,10 @@ class ClusterSettings(_Group):
         "port+i); empty: http://127.0.0.1:<BRIDGE_PORT+1>",
     )
     internal_secret: str = _opt(
-        "", "secret that requests between instances carry (required with Redis)", secret=True
+        "",
+        "secret that requests between instances carry, and that seals agents' API keys in the "
+        "directory (required with Redis)",
+        secret=True,
     )
     heartbeat_ttl: float = _opt(
         5.0, "seconds a worker's heartbeat lives: a worker silent that long is dead"

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+
+from ..audio.pcm import Pcm
 
 TRANSIT_BUCKETS = (
     0.001,
@@ -67,6 +72,45 @@ class FixedHistogram:
         return float("inf")
 
 
+SILENCE_DBFS = -120.0
+"""The level reported for digital silence (a frame of zeros has no finite level)."""
+
+
+class LevelMeter:
+    """The level of a stream of 20 ms frames, read once a second: each frame adds its sum of
+    squares (one dot product, about a microsecond) to a running total, and a reader turns the
+    change of :attr:`energy` over the change of :attr:`samples` into dBFS
+    (:func:`level_dbfs`). The counterpart of W3C ``totalAudioEnergy`` / ``totalSamplesDuration``,
+    in int16 units squared and samples."""
+
+    __slots__ = ("energy", "samples")
+
+    def __init__(self) -> None:
+        self.energy = 0.0
+        self.samples = 0
+
+    def add(self, pcm: Pcm) -> None:
+        x = pcm.astype(np.float32)  # int16 squares overflow; float32 is ample for a level
+        self.energy += float(x.dot(x))  # the method: a third cheaper than np.dot's dispatch
+        self.samples += pcm.size
+
+    def add_silence(self, samples: int) -> None:
+        """Frames of zeros: counted, nothing to sum."""
+        self.samples += samples
+
+
+def level_dbfs(energy: float, samples: int) -> float | None:
+    """RMS level in dBFS of ``samples`` whose squares sum to ``energy`` (a full-scale sine is
+    about -3 dBFS, as ``audio.analysis.rms_dbfs``); ``None`` with no samples, and
+    :data:`SILENCE_DBFS` at most below full scale."""
+    if samples <= 0:
+        return None
+    mean = energy / samples
+    if mean <= 0:
+        return SILENCE_DBFS
+    return max(SILENCE_DBFS, 10 * math.log10(mean / (32768.0 * 32768.0)))
+
+
 RECEIVER_DELAY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3)
 """Upper bounds (seconds) of the receiver-delay histogram."""
 
@@ -114,6 +158,10 @@ class BusStats:
     """Seconds from a frame entering the bus to its hand-off to the browser's encoder."""
     receive: ReceiveStats = field(default_factory=ReceiveStats)
     """The receivers of the legs that feed this bus (the browsers' microphones)."""
+    whatsapp_in: LevelMeter = field(default_factory=LevelMeter)
+    """What the WhatsApp side says (the engine channel's frames, ``engines/pump.py``)."""
+    whatsapp_out: LevelMeter = field(default_factory=LevelMeter)
+    """What the WhatsApp side is sent (the bus's uplink as the pump hands it on)."""
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -292,6 +292,12 @@ class PeerLeg:
         return self._playout.stats if self._playout is not None else None
 
     @property
+    def octets_sent(self) -> int | None:
+        """Payload octets sent on its Opus stream (the lean sender's count, RFC 3550 §6.4.1);
+        ``None`` where aiortc sends (``BRIDGE_OPUS_DIRECT`` off)."""
+        return self._lean.stream.octets if self._lean is not None else None
+
+    @property
     def connect_ms(self) -> float | None:
         """Milliseconds from the leg's creation to its connection being up."""
         if self.connected_at is None:

@@ -52,6 +52,21 @@ class Quality:
         }
 
 
+def change(now: Quality, prev: Quality) -> Quality:
+    """The counters' change from ``prev`` to ``now`` (cumulative samples of one leg); jitter
+    and round-trip time are as of ``now``. A counter that went back (a restarted stream)
+    counts as no change."""
+    return Quality(
+        uplink_packets=max(0, now.uplink_packets - prev.uplink_packets),
+        uplink_lost=max(0, now.uplink_lost - prev.uplink_lost),
+        uplink_jitter_s=now.uplink_jitter_s,
+        downlink_packets=max(0, now.downlink_packets - prev.downlink_packets),
+        downlink_lost=max(0, now.downlink_lost - prev.downlink_lost),
+        downlink_jitter_s=now.downlink_jitter_s,
+        rtt_s=now.rtt_s,
+    )
+
+
 async def sample_peer_quality(pc: RTCPeerConnection, prev: Quality) -> tuple[Quality, Quality]:
     """A peer connection's RTP/RTCP statistics now (cumulative) and their change since ``prev``.
 
@@ -71,15 +86,7 @@ async def sample_peer_quality(pc: RTCPeerConnection, prev: Quality) -> tuple[Qua
             now.downlink_jitter_s = (stat.jitter or 0) / OPUS_CLOCK
             if stat.roundTripTime is not None:
                 now.rtt_s = float(stat.roundTripTime)
-    delta = Quality(
-        uplink_packets=max(0, now.uplink_packets - prev.uplink_packets),
-        uplink_lost=max(0, now.uplink_lost - prev.uplink_lost),
-        uplink_jitter_s=now.uplink_jitter_s,
-        downlink_packets=max(0, now.downlink_packets - prev.downlink_packets),
-        downlink_lost=max(0, now.downlink_lost - prev.downlink_lost),
-        downlink_jitter_s=now.downlink_jitter_s,
-        rtt_s=now.rtt_s,
-    )
+    delta = change(now, prev)
     up = delta.uplink_packets + delta.uplink_lost
     down = delta.downlink_packets + delta.downlink_lost
     delta.loss_fraction = max(

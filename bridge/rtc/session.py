@@ -15,7 +15,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from ..audio.pcm import Pcm
 from ..config import IceSettings, MediaSettings
 from ..errors import AtCapacity, BadOffer
-from ..media import CallBus, DownlinkSink, Role
+from ..media import CallBus, DownlinkSink, LevelMeter, Role
 from .leg import PeerLeg
 from .protection import LossProtection
 from .red import RedStats, RedWrapper, add_red, offered_red
@@ -76,6 +76,10 @@ class WebRTCSession(PeerLeg):
         call needs less than the default (a Cloud API call: what Meta takes)."""
         self.red = RedStats()
         """RED packets from the browser (``rtc/red.py``), when it sends them."""
+        self.mic_level = LevelMeter()
+        """The level of what the browser sends (its microphone, as the receiver plays it)."""
+        self.sent_level = LevelMeter()
+        """The level of what the bridge sends the browser (its track's frames)."""
 
     @property
     def offered_at(self) -> float:
@@ -133,9 +137,10 @@ class WebRTCSession(PeerLeg):
                 protected_bitrate=max(6_000, min(st.opus_fec_bitrate, cap)),
                 protected_complexity=st.opus_fec_complexity,
                 red=None if red is None else RedWrapper(*red),
+                level=self.sent_level,
             )
             if st.opus_direct
-            else BusAudioTrack(sink)
+            else BusAudioTrack(sink, level=self.sent_level)
         )
         self.start_media(audio, track, self._uplink_frame, self.bus.stats)
         answer = await pc.createAnswer()
@@ -160,6 +165,7 @@ class WebRTCSession(PeerLeg):
             self._on_dtmf(self, digit, duration_ms)
 
     def _uplink_frame(self, pcm: Any) -> None:
+        self.mic_level.add(pcm)
         if self._microphone is not None:
             self._microphone(pcm)
         self.uplink_frames += 1

@@ -1,7 +1,8 @@
-"""The call record: a real aiortc browser on a seeded network (loss and jitter, then a dead
-stretch, then clean again) through the bridge; the timeline shows the loss and jitter at the second
-they were applied, the dead stretch as a ``call.media_warning`` that clears, and the record
-outlives the call."""
+"""The call record: a real aiortc browser playing a known tone on a seeded network (loss and
+jitter, then a dead stretch, then clean again, then packets of digital silence) through the
+bridge, the simulated WhatsApp side playing a tone of its own; the timeline shows each leg's
+levels and bit rates, the loss and jitter at the second they were applied, the dead stretch and
+the silent one as ``call.media_warning`` that clear, and the record outlives the call."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from bench.speech import missing_tools, speech
+from bench.speech import frames, missing_tools, speech
+from bridge.audio import FRAME_SAMPLES, tone
 
 from ..support.chromium import (
     ARTIFACTS,
@@ -33,6 +36,33 @@ def _rows(report: dict[str, Any], leg: str) -> list[dict[str, Any]]:
     return [r for r in report["timeline"] if r["leg"] == leg]
 
 
+class Microphone:
+    """The browser's microphone: a 440 Hz tone at 0.25 of full scale (-15.1 dBFS RMS), speech
+    (which Opus codes with in-band FEC, where a tone goes to its music mode, without), or
+    ``None``, which its track sends as packets of encoded digital silence."""
+
+    def __init__(self) -> None:
+        self.plays: str | None = "tone"
+        self._n = 0
+        self._speech = frames(speech(14.0))
+
+    def pop(self) -> np.ndarray | None:
+        self._n += 1
+        if self.plays == "tone":
+            return tone(440, FRAME_SAMPLES, amplitude=0.25, start=self._n * FRAME_SAMPLES)
+        if self.plays == "speech":
+            return self._speech[self._n % len(self._speech)]
+        return None
+
+    def detach(self) -> None:
+        pass
+
+
+def _near(rows: list[dict[str, Any]], field: str, want: float, within: float) -> None:
+    values = [r[field] for r in rows]
+    assert values and all(v is not None and abs(v - want) <= within for v in values), values
+
+
 @pytest.mark.timeout(60)
 async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds(
     make_client: Any, tmp_path: Path
@@ -47,7 +77,9 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     from ..support.calls import wait_state
     from ..support.waits import until
 
-    client = await make_client(call_reports=True, media_warning_after=2.0, data_dir=str(tmp_path))
+    client = await make_client(
+        call_reports=True, media_warning_after=2.0, data_dir=str(tmp_path), sim_peer="tone"
+    )
     restrict_to_loopback()
     call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
     call_id = call["callID"]
@@ -56,11 +88,12 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     reports = client.app[REPORTS]
     published: list[str] = []
     client.app[MANAGER].events.observe(lambda event, _call: published.append(event.type))
-    browser = Browser(speech(14.0), Wire(Profile("clean"), 5), Wire(Profile("clean"), 6))
+    browser = Browser(np.zeros(0), Wire(Profile("clean"), 5), Wire(Profile("clean"), 6))
+    microphone = Microphone()
+    browser.track.sink = microphone
     base = str(client.make_url("")).rstrip("/")
     async with aiohttp.ClientSession() as http:
         await browser.connect(http, base, call_id)
-    browser.source.start()
     leg = "browser:agent"
 
     def report() -> dict[str, Any]:
@@ -72,6 +105,7 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     await until(lambda: audio_rows(2), 10, "two clean seconds of browser audio")
     t_loss = time.monotonic() - live.mono_created
     browser.up.profile = Profile("loss30+jitter", loss=0.3, jitter=0.08)
+    microphone.plays = "speech"
     await until(
         lambda: (
             sum(1 for r in _rows(report(), leg) if r["t"] > t_loss + 1 and r["packetsLost"]) >= 2
@@ -87,11 +121,22 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
         "call.media_warning",
     )
     browser.up.profile = Profile("clean")
+
+    def cleared(n: int) -> bool:
+        return sum(e["type"] == "call.media_warning_cleared" for e in report()["events"]) >= n
+
+    await until(lambda: cleared(1), 10, "call.media_warning_cleared")
+    await until(lambda: audio_rows(1), 10, "audio again")
+    t_silent = time.monotonic() - live.mono_created
+    microphone.plays = None  # packets still flow, of digital silence
     await until(
-        lambda: any(e["type"] == "call.media_warning_cleared" for e in report()["events"]),
+        lambda: sum(e["type"] == "call.media_warning" for e in report()["events"]) == 2,
         10,
-        "call.media_warning_cleared",
+        "the silence warning",
     )
+    t_sound = time.monotonic() - live.mono_created
+    microphone.plays = "tone"
+    await until(lambda: cleared(2), 10, "the silence warning cleared")
     await browser.close()
     await client.post("/call/hangup", json={"callID": call_id})
     await wait_state(client, call_id, "ended")
@@ -110,8 +155,20 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
         r["packetsLost"] + r["packetsReceived"] for r in during
     )
     assert 0.15 < share < 0.45, share  # 30 % seeded
-    clean = [r for r in rows if r["t"] <= t_loss and r["packetsReceived"] > 40]
+    # Rows sampled before the loss began (their time is rounded to 0.1 s).
+    clean = [r for r in rows if r["t"] <= t_loss + 0.1 and r["packetsReceived"] > 40]
     assert clean and max(r["jitterMs"] for r in clean) < 10
+    # Levels: the browser's tone as the bridge decoded it (-15.1 dBFS), the WhatsApp side's
+    # (the simulated peer's 0.3 tone: -13.5 dBFS) as the bridge hears it and plays it on.
+    steady = clean[1:]  # the first may have begun before the browser's audio
+    _near(steady, "levelReceivedDbfs", -15.1, 2.0)
+    _near(steady, "levelSentDbfs", -13.5, 2.0)
+    wa_clean = [r for r in _rows(record, "whatsapp") if r["t"] in {c["t"] for c in steady}]
+    _near(wa_clean, "levelReceivedDbfs", -13.5, 0.2)
+    _near(wa_clean, "levelSentDbfs", -15.1, 2.0)
+    # Opus payload bit rates: the browser's 32 kbit/s encoder, the bridge's own to it.
+    _near(steady, "kbpsReceived", 28, 8)
+    assert all(8 <= r["kbpsSent"] <= 64 for r in steady), steady
     assert min(r["jitterMs"] for r in during) > 10  # 0-80 ms seeded
     assert all(r["mos"] is None or r["mos"] < 4.0 for r in during)
     warning = next(e for e in record["events"] if e["type"] == "call.media_warning")
@@ -121,16 +178,33 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     assert t_dead + 1 <= warning["t"] <= t_dead + 3.5, (t_dead, warning)
     dead = [r for r in rows if t_dead + 1 < r["t"] <= warning["t"]]
     assert dead and all(r["packetsReceived"] < 5 for r in dead)  # the last ones in flight
+    silent = [e for e in record["events"] if e["type"] == "call.media_warning"][1]
+    assert silent["leg"] == leg and silent["what"] == "browser_audio_silent"
+    assert t_silent + 1 <= silent["t"] <= t_silent + 3.5, (t_silent, silent)
+    hush = [r for r in rows if t_silent + 1 < r["t"] <= silent["t"]]
+    assert hush and all(r["packetsReceived"] > 40 for r in hush)  # the packets flowed
+    # The two seconds that raised it (the receiver's delay may carry a last word into the one
+    # before) were digital silence.
+    assert all(r["levelReceivedDbfs"] <= -90 for r in hush[-2:]), hush
+    back = [e for e in record["events"] if e["type"] == "call.media_warning_cleared"][1]
+    assert t_sound <= back["t"] <= t_sound + 2.5, (t_sound, back)  # the next sample or two
     summary = record["summary"]
-    assert summary["endReason"] and summary["mediaWarnings"] == 1
+    assert summary["endReason"] and summary["mediaWarnings"] == 2
+    # Set-up from the browser's offer: its first audio each way within seconds of it.
+    setup = summary["setup"][leg]
+    assert setup["fromS"] > 0 and 0 <= setup["receivedS"] < 3 and 0 <= setup["sentS"] < 3
+    assert summary["setupS"] >= max(setup["receivedS"], setup["sentS"])
     assert summary["firstAudioS"]["whatsapp"] is not None and leg in summary["firstAudioS"]
     assert 0.02 < summary["lossFraction"] < 0.5
     assert summary["mosWorstMinute"]["mos"] <= summary["mosAverage"]
+    # The seeded loss was on the browser's hop into the bridge; no other call to compare.
+    assert summary["mosWorstMinute"]["hop"] == f"{leg} → bridge"
+    assert summary["mosWorstMinute"]["lossFraction"] > 0.05 and summary["neighbours"] is None
     # Another worker (or this one restarted) with the same data directory reads it.
     other = CallReports(tmp_path / "reports", 86400.0, CollectorRegistry(), 3.0)
     assert await other.get(call_id) == json.loads(stored.read_text()) == record
     metrics = await (await client.get("/metrics")).text()
-    assert 'bridge_media_warnings_total{side="browser"} 1.0' in metrics
+    assert 'bridge_media_warnings_total{side="browser"} 2.0' in metrics
     assert "bridge_call_report_mos_count 1.0" in metrics
     missing = await client.get("/call/nope/report")
     assert missing.status == 404 and (await missing.json())["error"]
@@ -153,7 +227,11 @@ async def _the_page_draws_it(url: str, record: dict[str, Any]) -> None:
             points = int(await page.evaluate("document.body.dataset.points"))
             expected = sum(1 for r in record["timeline"] for f in COLUMNS if r.get(f) is not None)
             assert points == expected > 50
-            assert await page.locator("canvas").count() == 3
+            assert await page.locator("canvas").count() == 4
+            # The levels (both legs, heard and sent) and the bit rates are drawn.
+            assert await page.locator("#chart-levels").get_attribute("data-series") == "4"
+            legend = await page.locator("#chart-network .u-legend").inner_text()
+            assert "browser:agent kbpsReceived" in legend and "browser:agent kbpsSent" in legend
             # packetsLost of the first leg is drawn in #d62728 on the network chart.
             red = await page.evaluate(
                 """() => {
@@ -168,7 +246,7 @@ async def _the_page_draws_it(url: str, record: dict[str, Any]) -> None:
             assert red > 20, red
             assert "media_warning" in await page.locator("#events .warning").first.inner_text()
             warnings = page.locator('dd[data-field="media warnings"]')
-            assert await warnings.inner_text() == "1"
+            assert await warnings.inner_text() == "2"
             ARTIFACTS.mkdir(exist_ok=True)
             await page.screenshot(path=str(ARTIFACTS / "call-report.png"), full_page=True)
         finally:

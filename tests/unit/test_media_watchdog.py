@@ -9,17 +9,24 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from bridge.audio import tone
 from bridge.audio.receiver import ReceiverStats
 from bridge.calls.model import CallState
 from bridge.calls.reports import CallReports
 from bridge.calls.timeline import Timeline
+from bridge.media import BusStats
 
 
 def _runtime(stats: ReceiverStats, emitted: list[tuple[str, dict[str, Any]]]) -> Any:
     return SimpleNamespace(
-        call=SimpleNamespace(id="c1", state=CallState.RINGING),
-        media=SimpleNamespace(webrtc_leg=SimpleNamespace(timeline_stats=(stats, None))),
+        call=SimpleNamespace(
+            id="c1", state=CallState.RINGING, mono_created=0.0, muted=False, held=False
+        ),
+        media=SimpleNamespace(
+            webrtc_leg=SimpleNamespace(timeline_stats=(stats, None), far_end_loss=0.0)
+        ),
         participants=SimpleNamespace(sessions={}),
+        bus=SimpleNamespace(stats=BusStats()),
         emit=lambda type_, **data: emitted.append((type_, data)),
     )
 
@@ -43,8 +50,10 @@ def test_a_whatsapp_side_silent_from_the_start_is_reported_once_then_cleared(tmp
         )
     ]
     assert registry.get_sample_value("bridge_media_warnings_total", {"side": "whatsapp"}) == 1
+    heard = runtime.bus.stats.whatsapp_in
     for s in range(12, 14):  # it starts: 50 packets a second
         stats.packets_received += 50
+        heard.add(tone(440, 16_000, amplitude=0.1))
         reports.sample([runtime], now=float(s))
     assert emitted[1] == ("call.media_warning_cleared", {"leg": "whatsapp", "silentS": 6.0})
     assert reports.timelines["c1"].first_audio == {"whatsapp": 12.0}
@@ -53,6 +62,48 @@ def test_a_whatsapp_side_silent_from_the_start_is_reported_once_then_cleared(tmp
     assert emitted[2][1]["what"] == "whatsapp_audio" and len(emitted) == 3
     rows = reports.timelines["c1"].timeline_json()
     assert [r["packetsReceived"] for r in rows if 11 < r["t"] < 14] == [50, 50]
+    assert [r["levelReceivedDbfs"] for r in rows if 11 < r["t"] < 14] == [
+        -23.0,
+        -23.0,
+    ]  # a 0.1 sine
+    assert [r["levelReceivedDbfs"] for r in rows if r["t"] < 12] == [None] * 11
+
+
+def test_packets_of_digital_silence_warn_unless_the_bridge_muted_or_held_the_call(
+    tmp_path,
+) -> None:
+    """A side whose packets flow but carry digital silence (a muted track, a dead microphone)
+    is warned about as ``*_audio_silent`` after ``warn_after`` seconds, cleared when sound
+    returns; not while the call is muted or held by the bridge."""
+    import numpy as np
+
+    registry = CollectorRegistry()
+    reports = CallReports(tmp_path, 86400, registry, warn_after=3.0)
+    reports.timelines["c1"] = Timeline(started=0.0)
+    stats, emitted = ReceiverStats(), []
+    runtime = _runtime(stats, emitted)
+    runtime.call.state = CallState.ACTIVE
+    heard = runtime.bus.stats.whatsapp_in
+    noise = (
+        np.random.default_rng(1).normal(0, 3, 16_000).astype(np.int16)
+    )  # about -82 dBFS: a quiet line
+    zeros = np.zeros(16_000, dtype=np.int16)
+    plan = [noise] * 2 + [zeros] * 4 + [noise] + [zeros] * 5
+    for s, second in enumerate(plan, start=1):
+        runtime.call.muted = 8 <= s <= 12  # the bridge muted the call: silence expected
+        stats.packets_received += 50
+        heard.add(second)
+        reports.sample([runtime], now=float(s))
+    assert emitted == [
+        (
+            "call.media_warning",
+            {"leg": "whatsapp", "what": "whatsapp_audio_silent", "silentS": 3.0},
+        ),
+        ("call.media_warning_cleared", {"leg": "whatsapp", "silentS": 4.0}),
+    ]
+    levels = [r["levelReceivedDbfs"] for r in reports.timelines["c1"].timeline_json()]
+    assert levels[:3] == [levels[0], levels[0], -120.0] and -84 < levels[0] < -80
+    assert registry.get_sample_value("bridge_media_warnings_total", {"side": "whatsapp"}) == 1
 
 
 async def test_a_call_that_left_this_worker_is_recorded_and_forgotten(tmp_path) -> None:

@@ -1,0 +1,30 @@
+"""The level meter the timeline reads (``media.LevelMeter``): a known tone's RMS in dBFS from
+the sums of its frames, digital silence at the floor, no frames no level."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bridge.audio import FRAME_SAMPLES, rms_dbfs, tone
+from bridge.media import LevelMeter, level_dbfs
+from bridge.media.stats import SILENCE_DBFS
+
+
+def test_a_second_of_tone_then_of_silence_reads_as_their_levels() -> None:
+    meter = LevelMeter()
+    second = tone(1000, 16_000, amplitude=0.1)
+    for i in range(0, second.size, FRAME_SAMPLES):
+        meter.add(second[i : i + FRAME_SAMPLES])
+    assert abs(level_dbfs(meter.energy, meter.samples) - rms_dbfs(second)) < 0.01
+    assert abs(level_dbfs(meter.energy, meter.samples) - (-23.0)) < 0.05  # 0.1 / sqrt(2)
+    energy, samples = meter.energy, meter.samples
+    for _ in range(50):
+        meter.add(np.zeros(FRAME_SAMPLES, dtype=np.int16))
+    meter.add_silence(FRAME_SAMPLES)
+    assert level_dbfs(meter.energy - energy, meter.samples - samples) == SILENCE_DBFS
+    assert meter.samples - samples == 51 * FRAME_SAMPLES
+    assert level_dbfs(0.0, 0) is None
+    full = tone(1000, FRAME_SAMPLES, amplitude=1.0)
+    meter = LevelMeter()
+    meter.add(full)
+    assert -3.2 < level_dbfs(meter.energy, meter.samples) < -2.8  # a full-scale sine
