@@ -26,9 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 
@@ -65,6 +65,7 @@ from .calls.reports import start_reports
 from .calls.runtime import CallRuntime
 from .cluster import create_directory, internal_url_for
 from .cluster.handover import Handover
+from .cluster.sealing import Sealer
 from .config import Settings, ShutdownCalls
 from .engines import Engine, PolledEngine, create_engine
 from .errors import DirectoryUnavailable
@@ -173,9 +174,9 @@ async def call_directory(app: web.Application) -> AsyncIterator[None]:
     settings, metrics = app[SETTINGS], app[METRICS]
     recovery = app[LATER_RECOVERY] = Later[Recovery]("recovery")
 
-    async def lost_call(call: Call) -> None:
+    async def lost_call(call: Call, attachments: dict[str, Any] | None) -> None:
         # Recovery adopts the call here if it can move, else ends it (worker_lost).
-        await recovery.get().lost_call(call)
+        await recovery.get().lost_call(call, attachments)
 
     async def end_local_calls() -> None:
         if recovery.bound:  # before the calls exist there is none to end
@@ -248,8 +249,8 @@ async def calls(app: web.Application) -> AsyncIterator[None]:
     )
     handover = app[LATER_HANDOVER] = Later[Handover]("handover")
 
-    async def adopt(moved: MovedCall) -> Call:
-        return await handover.get().adopt(moved)  # a dead worker's call recovery adopts
+    async def adopt(moved: MovedCall, carried: Callable[[CallRuntime], None]) -> Call:
+        return await handover.get().adopt(moved, carried)  # a dead worker's call recovery adopts
 
     recovery = Recovery(
         manager,
@@ -278,7 +279,8 @@ async def call_handover(app: web.Application) -> AsyncIterator[None]:
     """Calls moving between workers: a drain on SIGTERM hands them over, the calls moved here
     (``POST /call/handover``, a dead worker's that recovery adopts) are taken in. Reads
     ``SETTINGS``, ``MANAGER``, ``DIRECTORY``, ``METRICS``, ``INTERNAL_HTTP``, ``RECORDINGS``,
-    ``FORKS``, ``AGENTS``; makes ``HANDOVER`` (binding ``LATER_HANDOVER``)."""
+    ``FORKS``, ``AGENTS``; makes ``HANDOVER`` (binding ``LATER_HANDOVER``) and gives the
+    directory each live call's attachments for its record."""
     settings, internal_http = app[SETTINGS], app[INTERNAL_HTTP]
     cluster, manager = settings.cluster, app[MANAGER]
     handover = app[HANDOVER] = Handover(
@@ -290,8 +292,11 @@ async def call_handover(app: web.Application) -> AsyncIterator[None]:
         app[FORKS],
         relay_opener(internal_http, cluster.internal_secret),
         agents=app[AGENTS],
+        sealer=Sealer(cluster.internal_secret) if cluster.shared else None,
     )
     app[LATER_HANDOVER].bind(handover)
+    # From now on each record of a live call keeps what a survivor re-opens after a crash.
+    app[DIRECTORY].attachments = handover.attachments
     drain = TaskSet("drain")
     if settings.calls.shutdown_calls is ShutdownCalls.HANDOVER:
         if cluster.shared:

@@ -18,7 +18,8 @@ the agent's own echo: no barge-in), ``callerDbfs``, ``agentDbfs``, ``agentPlayin
 (``model``, or ``bridge`` when the model's turn detection is off and the bridge's VAD heard it)."""
 SPEECH_STOPPED = "agent.speech.stopped"
 INTERRUPTED = "agent.interrupted"
-"""The agent's voice was cut (barge-in): ``itemID``, ``heardMs``, ``droppedMs``, ``by``."""
+"""The agent's voice was cut: ``itemID``, ``heardMs``, ``droppedMs``, ``by`` (``model`` or
+``bridge``: a barge-in; ``hold``: the call was put on hold)."""
 TRANSCRIPT = "agent.transcript"
 """What the model heard or said, when it sends transcripts: ``role``, ``text``."""
 TOOL_CALL = "agent.tool_call"

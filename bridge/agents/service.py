@@ -49,9 +49,19 @@ class AgentService:
     async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> Agent:
         """Open a moved call's agent again here (``Agent.export``): same id, same request, the
         resumption handle where the protocol has one."""
-        body = {k: v for k, v in moved.items() if k not in ("agentID", "resume")}
+        body = {k: v for k, v in moved.items() if k not in ("agentID", "resume", "context")}
+        resume = moved.get("resume")
+        context = [
+            (str(line[0]), str(line[1]))
+            for line in moved.get("context") or []
+            if isinstance(line, list | tuple) and len(line) == 2
+        ]
         return await self.start(
-            host, body, agent_id=str(moved["agentID"]), resume=moved.get("resume")
+            host,
+            body,
+            agent_id=str(moved["agentID"]),
+            resume=resume if isinstance(resume, str) else None,
+            context=context,
         )
 
     async def start(
@@ -61,6 +71,7 @@ class AgentService:
         *,
         agent_id: str | None = None,
         resume: str | None = None,
+        context: list[tuple[str, str]] | None = None,
     ) -> Agent:
         provider, url = body.get("provider"), body.get("url")
         if provider not in PROVIDERS:
@@ -78,9 +89,10 @@ class AgentService:
         if not isinstance(session, dict):
             raise BadRequest("field 'session' must be an object")
         dialect, default_key = self._dialect(provider, session)
-        key = body.get("apiKey") or default_key or None
-        if key is not None and not isinstance(key, str):
+        given = body.get("apiKey")
+        if given is not None and not isinstance(given, str):
             raise BadRequest("field 'apiKey' must be a string")
+        key = given or default_key or None
         names = body.get("bridgeTools")
         tools = bridge_tools(names)
         if len(host.attached("agent")) >= MAX_AGENTS:
@@ -96,8 +108,13 @@ class AgentService:
             on_failed=self._failed,
             agent_id=agent_id,
             resume=resume,
+            context=context,
         )
-        agent.request = {"provider": provider, "url": url, "apiKey": key, "session": session}
+        # The key only when the request gave one: an agent on the configured default key
+        # uses the default of whichever worker carries the call (a handover, an adoption).
+        agent.request = {"provider": provider, "url": url, "session": session}
+        if given:
+            agent.request["apiKey"] = given
         if names:
             agent.request["bridgeTools"] = names
         agent.controls = self.controls(host) if self.controls is not None else None

@@ -52,6 +52,13 @@ class AgentVoice:
         frames = min(max(0, self.source.played_frames - self._start), self._frames)
         return frames * FRAME_MS
 
+    def drop(self, item: str) -> bool:
+        """Play none of ``item`` (the call is held): ``True`` the first time it is dropped."""
+        if not item or item in self._cut:
+            return False
+        self._cut = [*self._cut[-(CUT_ITEMS - 1) :], item]
+        return True
+
     def cut(self) -> tuple[str, int, int]:
         """Stop now: (the item cut, ms of it heard, ms dropped). The next bus tick is silent."""
         item, heard = self.item, self.heard_ms()

@@ -54,3 +54,11 @@ class CarriesKeys(Protocol):
     ``dtmf`` event, a PCM socket's ``dtmf`` message, an agent's text)."""
 
     def dtmf(self, digit: str, duration_ms: int) -> None: ...
+
+
+@runtime_checkable
+class FollowsHold(Protocol):
+    """An attachment that acts when the call is put on hold or taken off it (an agent stops
+    talking to and hearing a held caller)."""
+
+    def held(self, held: bool) -> None: ...

@@ -111,10 +111,28 @@ def can_move(manager: CallManager, call: Call) -> bool:
     return isinstance(engine, MovableCalls) and engine.can_move(call.engine_call_id)
 
 
+ExportRecording = Callable[[CallRuntime], dict[str, Any] | None]
+"""The recording of a runtime as another worker continues it (``RecordingService.export``)."""
+
+
+def export_attachments(
+    runtime: CallRuntime, recording: ExportRecording | None = None
+) -> dict[str, Any]:
+    """The attachments another worker re-opens: ``{recording, forks, agents}`` (the fields of
+    :class:`MovedCall` of those names). Agents that failed or stopped stay behind."""
+    return {
+        "recording": recording(runtime) if recording is not None else None,
+        "forks": [fork.export() for fork in runtime.attached("fork")],
+        "agents": [
+            agent.export()
+            for agent in runtime.attached("agent")
+            if agent.state not in ("failed", "stopped")
+        ],
+    }
+
+
 def export_call(
-    runtime: CallRuntime,
-    reason: str,
-    recording: Callable[[CallRuntime], dict[str, Any] | None] | None = None,
+    runtime: CallRuntime, reason: str, recording: ExportRecording | None = None
 ) -> MovedCall:
     """The state another worker needs to carry ``runtime``'s call on."""
     call = runtime.call
@@ -123,9 +141,7 @@ def export_call(
         engine_call_id=call.engine_call_id,
         reason=reason,
         status_callback=call.status_callback,
-        recording=recording(runtime) if recording is not None else None,
-        forks=[fork.export() for fork in runtime.attached("fork")],
-        agents=[agent.export() for agent in runtime.attached("agent")],
+        **export_attachments(runtime, recording),
     )
 
 
@@ -190,11 +206,14 @@ async def adopt_call(
     resume_recording: ResumeRecording | None = None,
     resume_fork: ResumeFork | None = None,
     resume_agent: ResumeFork | None = None,
+    carried: Callable[[CallRuntime], None] | None = None,
 ) -> CallRuntime:
     """Carry on a moved call here: create it under this worker, ``claim(call, previous
     owner)`` it in the directory, and open its engine media (waiting, bounded, until the
     engine took the socket) before answering; a recording continues into its next segment.
-    Idempotent: a call already carried here is returned as it is."""
+    ``carried(runtime)`` is called then, before the forks and agents re-open (their servers'
+    set-up, seconds for a model that is away, must not delay what follows the move: a crash
+    adoption's ``call.moved``). Idempotent: a call already carried here is returned as it is."""
     known = manager.find_runtime(moved.call_id)
     if known is not None and known.call.live:
         return known
@@ -219,6 +238,8 @@ async def adopt_call(
     except BaseException:
         await release_call(manager, call.id)
         raise
+    if carried is not None:
+        carried(runtime)
     for fork in moved.forks:
         if resume_fork is None:
             break

@@ -1,11 +1,13 @@
 """Hold, owned by the call's runtime: the conference stops the WhatsApp user hearing the
 browsers, and (if asked) music plays to them instead — a looping playback attachment that this
-module starts with the hold and stops with the resume."""
+module starts with the hold and stops with the resume. Attachments that follow the hold
+(:class:`~bridge.attachments.base.FollowsHold`: an agent) are told of each change."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
+from ..attachments.base import Attachment, FollowsHold
 from ..media import CallBus, UplinkSource
 
 StartMusic = Callable[[], Awaitable[UplinkSource]]
@@ -15,9 +17,15 @@ StartMusic = Callable[[], Awaitable[UplinkSource]]
 class Hold:
     """A call's hold state and its music. See the module docstring."""
 
-    def __init__(self, bus: CallBus, emit: Callable[..., None]) -> None:
+    def __init__(
+        self,
+        bus: CallBus,
+        emit: Callable[..., None],
+        attachments: Callable[[], Iterable[Attachment]] = tuple,
+    ) -> None:
         self.bus = bus
         self.emit = emit
+        self._attachments = attachments
         self.music: UplinkSource | None = None
         """The playback WhatsApp hears while the call is held."""
 
@@ -40,4 +48,7 @@ class Hold:
         if held == self.held:
             return
         self.bus.conference.set_held(held)
+        for attachment in list(self._attachments()):
+            if isinstance(attachment, FollowsHold):
+                attachment.held(held)
         self.emit("call.held" if held else "call.unheld")

@@ -11,9 +11,12 @@
   which decides adopt or end. A call whose engine lets another worker carry it on
   (:class:`~bridge.engines.MovableCalls`: ZuckZapGo, WADial) is adopted when this process
   was given a way to (``adopt``: the handover's receiving end, ``cluster/handover.py``) and
-  has room: its engine media is opened again here, ``call.moved {…, reason: "crash"}`` tells
-  the browser to offer again, and a call no browser (nor fork or socket) came back to within
-  ``offer_timeout`` ends ``failed``/``worker_lost`` as below. Any other lost call goes to
+  has room: its engine media is opened again here and the recording goes on (its next
+  segment); then ``call.moved {…, reason: "crash"}`` tells the browser to offer again while
+  the media forks and the agents the record kept (``CallRecord.attachments``) re-open (a
+  model's session set-up does not delay the browser's return), and a call no
+  browser (nor fork, socket or agent) came back to within ``offer_timeout`` ends
+  ``failed``/``worker_lost`` as below. Any other lost call goes to
   :meth:`Recovery.end_lost_call`: it ends ``failed``/``worker_lost`` here (SSE, webhooks,
   directory) and is hung up on the engine where it allows it. A worker that learns it was
   taken for dead ends its own calls the same way (:meth:`Recovery.end_local_calls_as_lost`).
@@ -30,16 +33,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ..config import OrphanCalls
 from ..engines import RemoteCall
-from ..errors import BridgeError, EngineCallNotFound, EngineError
+from ..errors import BadRequest, BridgeError, EngineCallNotFound, EngineError
 from ..tasks import TaskSet
 from .handover import MovedCall, announce_move, can_move
 from .hangup import HANGUP_TIMEOUT, hang_up_quietly
 from .manager import CallManager
 from .model import Call, EndReason
-from .runtime import EndCall
+from .runtime import CallRuntime, EndCall
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +58,11 @@ may be in the engine's listing before it is ours)."""
 KnownElsewhere = Callable[[str], Awaitable[bool]]
 """``known_elsewhere(engine call id)``: does another live worker carry this engine call?"""
 
-Adopt = Callable[[MovedCall], Awaitable[Call]]
-"""``adopt(moved)``: carry a moved call on here — claimed in the directory, its engine media
-open (``Handover.adopt``, the receiving end of a handover); raises a ``BridgeError`` when it
-cannot (no room, shutting down, the directory down)."""
+Adopt = Callable[[MovedCall, Callable[[CallRuntime], None]], Awaitable[Call]]
+"""``adopt(moved, carried)``: carry a moved call on here — claimed in the directory, its engine
+media open, then ``carried(runtime)``, then its forks and agents re-opened (``Handover.adopt``,
+the receiving end of a handover); raises a ``BridgeError`` when it cannot (no room, shutting
+down, the directory down)."""
 
 ADOPT_OFFER_TIMEOUT = 30.0
 """Seconds an adopted call waits for a browser's new offer (``BRIDGE_ADOPT_OFFER_TIMEOUT``)."""
@@ -152,10 +157,11 @@ class Recovery:
             self.engine.hangup_later(remote.id, f"orphan: {why}")
 
     # -- a dead worker's calls
-    async def lost_call(self, call: Call) -> None:
+    async def lost_call(self, call: Call, attachments: dict[str, Any] | None = None) -> None:
         """A call whose worker died (rebuilt from the shared directory by a survivor): carry
-        it on here if its engine lets it move and this process has room, else end it
-        (:meth:`end_lost_call`)."""
+        it on here if its engine lets it move and this process has room, with the
+        ``attachments`` its record kept (``{recording, forks, agents}``: re-opened as a
+        handover's), else end it (:meth:`end_lost_call`)."""
         manager = self.manager
         if manager.registry.get(call.id) is not None or not call.live:
             return
@@ -166,14 +172,48 @@ class Recovery:
             await self.end_lost_call(call)
             return
         dead = call.owner
-        moved = MovedCall(
-            snapshot=call.snapshot(),
-            engine_call_id=call.engine_call_id,
-            reason="crash",
-            status_callback=call.status_callback,
-        )
         try:
-            ours = await self._adopt(moved)
+            moved = MovedCall.from_json(
+                {
+                    **(attachments or {}),
+                    "call": call.snapshot(),
+                    "engineCallID": call.engine_call_id,
+                    "reason": "crash",
+                    "statusCallback": call.status_callback,
+                }
+            )
+        except BadRequest as exc:  # a record written by another version: the call alone
+            log.warning(
+                "call %s: its attachments are unreadable (%s); adopting the call without them",
+                call.id,
+                exc.message,
+                extra={"call_id": call.id},
+            )
+            moved = MovedCall(
+                snapshot=call.snapshot(),
+                engine_call_id=call.engine_call_id,
+                reason="crash",
+                status_callback=call.status_callback,
+            )
+
+        def carried(runtime: CallRuntime) -> None:
+            # Its engine media is open here: the browser is told now, while the forks and
+            # agents re-open (a model's session set-up must not lengthen the caller's gap).
+            ours = runtime.call
+            ours.owner = dead  # announce_move says where it came from
+            announce_move(manager, ours, manager.owner, "crash")
+            manager.metrics.handovers.labels("crash", "moved").inc()
+            log.warning(
+                "call %s: adopted from dead worker %s; waiting up to %g s for its browser",
+                call.id,
+                dead,
+                self.offer_timeout,
+                extra={"call_id": call.id},
+            )
+            runtime.end_soon(self._unclaimed(ours), "no-browser", after=self.offer_timeout)
+
+        try:
+            await self._adopt(moved, carried)
         except BridgeError as exc:
             manager.metrics.handovers.labels("crash", "no_room").inc()
             log.warning(
@@ -184,20 +224,6 @@ class Recovery:
                 extra={"call_id": call.id},
             )
             await self.end_lost_call(call)
-            return
-        ours.owner = dead  # announce_move says where it came from
-        announce_move(manager, ours, manager.owner, "crash")
-        manager.metrics.handovers.labels("crash", "moved").inc()
-        log.warning(
-            "call %s: adopted from dead worker %s; waiting up to %g s for its browser",
-            call.id,
-            dead,
-            self.offer_timeout,
-            extra={"call_id": call.id},
-        )
-        runtime = manager.find_runtime(call.id)
-        if runtime is not None:
-            runtime.end_soon(self._unclaimed(ours), "no-browser", after=self.offer_timeout)
 
     def _unclaimed(self, call: Call) -> EndCall:
         """The end of an adopted call nobody came back to within the offer timeout: no

@@ -102,7 +102,7 @@ class CallRuntime:
         )
         self.forwarding = Forwarding(self.bus, self.participants.sessions)
         self.dtmf = CallDtmf(call, self.bus, self.media, metrics, self.emit, self._tasks)
-        self.hold = Hold(self.bus, self.emit)
+        self.hold = Hold(self.bus, self.emit, self.attachments.values)
         self.bands = QualityBands(self.emit)
         self.final_stats: dict[str, Any] | None = None
         """The media numbers as the call ended (set by :meth:`close`)."""

@@ -5,6 +5,7 @@ log) and the supervisor of worker processes. The HTTP side of routing lives in
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ..calls import Call
 from ..config import ClusterSettings
@@ -26,7 +27,7 @@ def create_directory(
     ended_ttl: float,
     max_calls: int,
     local_calls: Callable[[], list[Call]],
-    end_lost_call: Callable[[Call], Awaitable[None]],
+    end_lost_call: Callable[[Call, dict[str, Any] | None], Awaitable[None]],
     end_local_calls: Callable[[], Awaitable[None]],
 ) -> Directory:
     if not cluster.shared:

@@ -36,26 +36,31 @@ class CallRecord:
     engine_call_id: str
     snapshot: dict[str, Any]
     status_callback: str | None = None
+    attachments: dict[str, Any] | None = None
+    """What a survivor re-opens if the owner dies (``{recording, forks, agents}``, as a
+    handover carries them, agents' keys sealed: ``sealing.py``); ``None``: nothing to."""
 
     @property
     def live(self) -> bool:
         return self.snapshot.get("state") != "ended"
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "callID": self.call_id,
-                "owner": self.owner,
-                "url": self.url,
-                "engineCallID": self.engine_call_id,
-                "statusCallback": self.status_callback,
-                "snapshot": self.snapshot,
-            }
-        )
+        body = {
+            "callID": self.call_id,
+            "owner": self.owner,
+            "url": self.url,
+            "engineCallID": self.engine_call_id,
+            "statusCallback": self.status_callback,
+            "snapshot": self.snapshot,
+        }
+        if self.attachments:
+            body["attachments"] = self.attachments
+        return json.dumps(body)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> CallRecord:
         data = json.loads(raw)
+        attachments = data.get("attachments")
         return cls(
             call_id=data["callID"],
             owner=data["owner"],
@@ -63,6 +68,7 @@ class CallRecord:
             engine_call_id=data["engineCallID"],
             snapshot=data["snapshot"],
             status_callback=data.get("statusCallback"),
+            attachments=attachments if isinstance(attachments, dict) else None,
         )
 
 
@@ -82,12 +88,20 @@ class WorkerInfo:
         return self.calls < self.max_calls and not self.draining
 
 
+AttachmentsOf = Callable[[Call], dict[str, Any] | None]
+"""``attachments(call)``: what a survivor would re-open of a live call of this worker
+(``Handover.attachments``), for its record."""
+
+
 class Directory(Protocol):
     """What the API and the manager need from the call directory."""
 
     shared: bool
     worker_id: str
     url: str
+    attachments: AttachmentsOf | None
+    """Set once the handover exists: each record of a live call carries its attachments
+    (a shared directory; one process has nobody to adopt its calls)."""
 
     @property
     def available(self) -> bool: ...
@@ -200,6 +214,7 @@ class MemoryDirectory:
     ) -> None:
         self.worker_id = worker_id
         self.url = url
+        self.attachments: AttachmentsOf | None = None
         self._ring = EventRing(backlog)
         self._local_calls = local_calls
         # Ids are ``boot-seq``: an id from before a restart is not this process's and

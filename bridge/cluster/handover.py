@@ -17,7 +17,15 @@ today (hung up at shutdown), with a WARNING.
 adopted call is taken here exactly as a handed-over one (:meth:`Handover.adopt`), then
 recovery emits ``call.moved {…, reason: "crash"}`` and waits ``BRIDGE_ADOPT_OFFER_TIMEOUT``
 for a browser's new offer; a call nobody came back to ends ``failed``/``worker_lost`` as
-before, and so does every call that cannot move.
+before, and so does every call that cannot move. What the adopter re-opens — the recording
+(its next segment), the media forks, the agents — is what the call's directory record held
+when its owner died: every record of a live call carries its attachments as a handover would
+(:meth:`Handover.attachments`, written with each event of the call).
+
+An agent's ``apiKey``, and an agent's or a fork's URL that holds a query or credentials, leave
+a worker only sealed (``sealing.py``: on the internal API of a drain and in the directory
+record alike); an agent on the configured default key carries none, and the new owner uses its
+own default.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any, Protocol
 
@@ -37,6 +46,7 @@ from ..calls.handover import (
     adopt_call,
     announce_move,
     can_move,
+    export_attachments,
     export_call,
     relay_until_moved,
     release_call,
@@ -44,6 +54,7 @@ from ..calls.handover import (
 from ..errors import BridgeError
 from ..metrics import Metrics
 from .directory import Directory, WorkerInfo
+from .sealing import AGENT_ID, FORK_ID, Sealer, open_parts, seal_parts
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +96,10 @@ class Handover:
         forks: Forks | None = None,
         open_relay: OpenRelay | None = None,
         agents: Forks | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
+        """``sealer`` (from ``BRIDGE_INTERNAL_SECRET``) seals the agents' keys a moved call
+        carries and its directory record keeps; without one they travel as given."""
         self.manager = manager
         self.directory = directory
         self.metrics = metrics
@@ -95,6 +109,7 @@ class Handover:
         self._agents = agents
         """Model agents open again like forks (``agents.AgentService.resume``)."""
         self._open_relay = open_relay
+        self._sealer = sealer
         self._gaps: dict[str, tuple[float, str]] = {}
         """Calls moved here waiting for their browser: (move began, wall clock; reason)."""
         manager.events.listen(self._on_event)
@@ -145,7 +160,7 @@ class Handover:
                 "no other live worker has room (start another instance before the deploy, "
                 "or raise BRIDGE_MAX_CALLS)",
             )
-        moved = export_call(runtime, reason, self._export_recording)
+        moved = self._seal(export_call(runtime, reason, self._export_recording))
         # Our queued writes about the call land before the new owner's (never after them).
         await self.directory.flush(2.0)
         why = ""
@@ -236,12 +251,66 @@ class Handover:
             return None
         return self._recordings.export(recorders[0])
 
+    def attachments(self, call: Call) -> dict[str, Any] | None:
+        """What a survivor re-opens of ``call`` if this worker dies (its directory record's
+        ``attachments``: the recording, the forks, the agents, their secrets sealed);
+        ``None`` when it has none."""
+        runtime = self.manager.find_runtime(call.id)
+        if runtime is None:
+            return None
+        parts = export_attachments(runtime, self._export_recording)
+        if not any(parts.values()):
+            return None
+        parts["agents"] = seal_parts(self._sealer, call.id, parts["agents"], AGENT_ID)
+        parts["forks"] = seal_parts(self._sealer, call.id, parts["forks"], FORK_ID)
+        return parts
+
+    # -- secrets (agents' keys, URLs with a query): sealed whenever they leave (sealing.py)
+    def _seal(self, moved: MovedCall) -> MovedCall:
+        return replace(
+            moved,
+            agents=seal_parts(self._sealer, moved.call_id, moved.agents, AGENT_ID),
+            forks=seal_parts(self._sealer, moved.call_id, moved.forks, FORK_ID),
+        )
+
+    def _unseal(self, moved: MovedCall) -> MovedCall:
+        """The sealed secrets opened; an agent or a fork whose secret does not open (sealed
+        under another ``BRIDGE_INTERNAL_SECRET``) is not resumed, with a WARNING."""
+        opened: dict[str, list[dict[str, Any]]] = {}
+        for kind, parts, id_field in (
+            ("agent", moved.agents, AGENT_ID),
+            ("media fork", moved.forks, FORK_ID),
+        ):
+            opened[kind], refused = open_parts(self._sealer, moved.call_id, parts, id_field)
+            for part, why in refused:
+                log.warning(
+                    "call %s: %s %s not resumed: its secrets do not open here (%s)",
+                    moved.call_id,
+                    kind,
+                    part.get(id_field),
+                    why,
+                    extra={"call_id": moved.call_id},
+                )
+        return replace(moved, agents=opened["agent"], forks=opened["media fork"])
+
     # -- the worker a call moves to
-    async def adopt(self, moved: MovedCall) -> Call:
-        """Carry on a call another worker hands over (``POST /call/handover``)."""
+    async def adopt(
+        self, moved: MovedCall, carried: Callable[[CallRuntime], None] | None = None
+    ) -> Call:
+        """Carry on a call another worker hands over (``POST /call/handover``) or a dead
+        worker's call that recovery adopts (``carried``: ``adopt_call``'s)."""
+        moved = self._unseal(moved)
         resume: ResumeRecording | None = (
             self._recordings.resume if self._recordings is not None else None
         )
+
+        def here(runtime: CallRuntime) -> None:
+            # The gap is measured from now on: a crash's call.moved (``carried``) may bring
+            # the browser back before the forks and agents are open again.
+            self._gaps[runtime.call_id] = (moved.moved_at, moved.reason)
+            if carried is not None:
+                carried(runtime)
+
         runtime = await adopt_call(
             self.manager,
             moved,
@@ -249,8 +318,8 @@ class Handover:
             resume,
             self._forks.resume if self._forks is not None else None,
             self._agents.resume if self._agents is not None else None,
+            here,
         )
-        self._gaps[runtime.call_id] = (moved.moved_at, moved.reason)
         return runtime.call
 
     # -- the audio gap

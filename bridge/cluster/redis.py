@@ -7,7 +7,8 @@ Keys (all under ``bridge:``):
   heartbeat expired is dead and gets reaped); ``reaped:{id}`` — set when a survivor ended a
   worker's calls (a worker that was only cut off finds it and ends its own calls too).
 - ``call:{callID}`` — a :class:`CallRecord` (latest snapshot, owner, owner's internal URL,
-  engine call id); live ones stay, ended ones expire after ``BRIDGE_ENDED_CALL_TTL``.
+  engine call id, and what an adopter re-opens: recording, forks, agents with their keys
+  sealed); live ones stay, ended ones expire after ``BRIDGE_ENDED_CALL_TTL``.
 - ``owned:{worker}`` — the live calls of one worker (its load, and what to end if it dies).
 - ``engine:{engineCallID}`` — the call id of an engine call (webhook routing);
   ``claim:{engineCallID}`` — which worker created the call for a newly seen engine call.
@@ -18,18 +19,17 @@ Keys (all under ``bridge:``):
 
 Writes go through one queue per worker, in event order, off the media path
 (:mod:`.redis_writes`, with the key layout); when Redis is unreachable they wait (bounded,
-oldest dropped) and the worker refuses new calls. When Redis
-is back the worker re-registers its heartbeat and rewrites the records of its live calls, so a
-Redis restarted empty catches up by itself.
+oldest dropped) and the worker refuses new calls. The worker's heartbeat, whether Redis
+answers and the fencing of a worker taken for dead are its lease (:mod:`.redis_lease`): when
+Redis is back the worker re-registers its heartbeat and rewrites the records of its live
+calls, so a Redis restarted empty catches up by itself. Dead workers' calls are the
+reaper's (:mod:`.redis_reaper`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -37,11 +37,11 @@ import redis.asyncio as aioredis
 
 from ..calls import Call
 from ..calls.events import CallEvent
-from ..errors import DirectoryUnavailable
 from ..tasks import TaskSet
-from .directory import CallRecord, LogEntry, WorkerInfo
+from .directory import AttachmentsOf, CallRecord, LogEntry, WorkerInfo
 from .redis_events import RedisEventLog
-from .redis_reaper import Reaper
+from .redis_lease import Lease
+from .redis_reaper import LostCall, Reaper
 from .redis_writes import FAILURES as _FAILURES
 from .redis_writes import WORKERS, P, WriteQueue, call_key, queue_record
 from .redis_writes import owned_key as _owned_key
@@ -69,7 +69,7 @@ class RedisDirectory:
         backlog: int,
         max_calls: int,
         local_calls: Callable[[], list[Call]],
-        end_lost_call: Callable[[Call], Awaitable[None]],
+        end_lost_call: LostCall,
         end_local_calls: Callable[[], Awaitable[None]],
     ) -> None:
         self.worker_id = worker_id
@@ -79,7 +79,6 @@ class RedisDirectory:
         self.backlog = backlog
         self.max_calls = max_calls
         self._local_calls = local_calls
-        self._end_local_calls = end_local_calls
         # One client for commands (short timeouts), one for the stream reader's blocking
         # reads. (Typed Any: redis-py annotates every command as "Awaitable or value" for its
         # sync and async clients alike.)
@@ -89,71 +88,57 @@ class RedisDirectory:
             socket_timeout=OP_TIMEOUT,
             socket_connect_timeout=OP_TIMEOUT,
         )
+        self._lease = Lease(
+            self._redis,
+            worker_id=worker_id,
+            url=internal_url,
+            heartbeat_ttl=heartbeat_ttl,
+            max_calls=max_calls,
+            calls=lambda: len(local_calls()),
+            catch_up=self._catch_up,
+            end_local_calls=end_local_calls,
+        )
+        lease = self._lease
         self._writes = WriteQueue(
             self._redis,
             worker_id=worker_id,
             ended_ttl=self.ended_ttl,
             backlog=backlog,
-            up=lambda: self._up,
-            down=self._mark_down,
+            up=lambda: lease.up,
+            down=lease.mark_down,
         )
-        self._up = False
-        self._up_since = 0.0
         self._reaper = Reaper(
             self._redis,
             worker_id=worker_id,
             heartbeat_ttl=heartbeat_ttl,
             ended_ttl=self.ended_ttl,
-            settled=self._settled,
-            down=self._mark_down,
+            settled=lease.settled,
+            down=lease.mark_down,
             flush=self.flush,
             end_lost_call=end_lost_call,
         )
-        self._detail = "not connected yet"
-        self._log = RedisEventLog(url, self._redis, backlog, OP_TIMEOUT, lambda: self._up)
+        self._log = RedisEventLog(url, self._redis, backlog, OP_TIMEOUT, lambda: lease.up)
         self._tasks = TaskSet("directory")
-        self._draining = False
+        self.attachments: AttachmentsOf | None = None
 
-    # -- state
+    # -- state (the lease's)
     @property
     def available(self) -> bool:
-        return self._up
+        return self._lease.up
 
     @property
     def detail(self) -> str:
-        return self._detail
+        return self._lease.detail
 
-    def _settled(self) -> bool:
-        """Up for a heartbeat TTL at least: after a reconnect, other workers may not have
-        re-registered yet, so nobody is called dead before."""
-        return self._up and time.monotonic() - self._up_since >= self.heartbeat_ttl
-
-    def _check(self) -> None:
-        if not self._up:
-            raise DirectoryUnavailable(f"the call directory (Redis) is unreachable: {self._detail}")
-
-    def _mark_down(self, exc: BaseException) -> None:
-        why = str(exc) or type(exc).__name__
-        if self._up or self._detail == "not connected yet":
-            log.warning("call directory (Redis) unreachable: %s; new calls are refused", why)
-        self._up = False
-        self._detail = why
-
-    async def _mark_up(self) -> None:
-        if self._up:
-            return
-        await self._catch_up()
-        self._up = True
-        self._up_since = time.monotonic()
-        self._detail = "reachable"
-        log.info("call directory (Redis) reachable; worker %s registered", self.worker_id)
+    def _failed(self, exc: BaseException) -> None:
+        """A command of a request failed: Redis is down; ``DirectoryUnavailable``."""
+        self._lease.mark_down(exc)
+        self._lease.check()
 
     # -- lifecycle
     async def start(self) -> None:
-        with contextlib.suppress(*_FAILURES):
-            await self._heartbeat_once()
-            await self._mark_up()
-        self._tasks.spawn(self._heartbeat_loop(), "heartbeat")
+        await self._lease.start()
+        self._tasks.spawn(self._lease.run(), "heartbeat")
         self._tasks.spawn(self._writes.run(), "writer")
         self._tasks.spawn(self._reaper.run(), "reaper")
         self._tasks.spawn(self._log.read_forever(), "events")
@@ -166,55 +151,9 @@ class RedisDirectory:
         self._log.close_streams()
         await self.flush(3.0)
         await self._tasks.close()
-        if self._up:
-            with contextlib.suppress(*_FAILURES):
-                await self._redis.delete(_worker_key(self.worker_id))
-                if not await self._redis.scard(_owned_key(self.worker_id)):
-                    await self._redis.srem(WORKERS, self.worker_id)
+        await self._lease.leave()
         await self._redis.aclose()
         await self._log.aclose()
-
-    # -- heartbeat, catch-up and fencing
-    async def _heartbeat_once(self) -> None:
-        beat = json.dumps(
-            {
-                "url": self.url,
-                "calls": len(self._local_calls()),
-                "maxCalls": self.max_calls,
-                "draining": self._draining,
-            }
-        )
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(_worker_key(self.worker_id), beat, px=int(self.heartbeat_ttl * 1000))
-            pipe.sadd(WORKERS, self.worker_id)
-            pipe.exists(f"{P}reaped:{self.worker_id}")
-            *_, reaped = await pipe.execute()
-        if reaped:
-            await self._fenced()
-
-    async def _fenced(self) -> None:
-        """A survivor took this worker for dead (it was cut off from Redis, or stalled, for
-        longer than the heartbeat TTL) and ended its calls, hung them up and told clients.
-        This worker agrees: it ends its live calls too, rather than writing them back."""
-        calls = self._local_calls()
-        log.warning(
-            "worker %s was reaped while cut off from the directory: ending its %d live calls "
-            "(worker_lost)",
-            self.worker_id,
-            len(calls),
-        )
-        await self._end_local_calls()
-        await self._redis.delete(f"{P}reaped:{self.worker_id}")
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            # A third of the TTL: two beats may be lost before the worker counts as dead.
-            await asyncio.sleep(self.heartbeat_ttl / 3 if self._up else 0.5)
-            try:
-                await self._heartbeat_once()
-                await self._mark_up()
-            except _FAILURES as exc:
-                self._mark_down(exc)
 
     async def _catch_up(self) -> None:
         """Write every live call of this worker again (Redis may have come back empty)."""
@@ -235,6 +174,9 @@ class RedisDirectory:
             engine_call_id=call.engine_call_id,
             snapshot=call.snapshot(),
             status_callback=call.status_callback,
+            attachments=self.attachments(call)
+            if self.attachments is not None and call.live and call.owner == self.worker_id
+            else None,
         )
 
     def observe(self, event: CallEvent, call: Call | None) -> None:
@@ -251,12 +193,11 @@ class RedisDirectory:
     # -- reads
     async def _get(self, key: str) -> str | None:
         """One GET for a request: ``DirectoryUnavailable`` when Redis does not answer."""
-        self._check()
+        self._lease.check()
         try:
             value: str | None = await self._redis.get(key)
         except _FAILURES as exc:
-            self._mark_down(exc)
-            self._check()
+            self._failed(exc)
             raise
         return value
 
@@ -269,7 +210,7 @@ class RedisDirectory:
         return await self.record(call_id) if call_id else None
 
     async def workers(self) -> list[WorkerInfo]:
-        self._check()
+        self._lease.check()
         try:
             ids = sorted(await self._redis.smembers(WORKERS))
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -278,8 +219,7 @@ class RedisDirectory:
                     pipe.scard(_owned_key(worker))
                 answers = await pipe.execute()
         except _FAILURES as exc:
-            self._mark_down(exc)
-            self._check()
+            self._failed(exc)
             raise
         found = []
         for i, worker in enumerate(ids):
@@ -301,7 +241,7 @@ class RedisDirectory:
         return found
 
     async def live_snapshots(self) -> list[dict[str, Any]]:
-        self._check()
+        self._lease.check()
         try:
             workers = await self._redis.smembers(WORKERS)
             call_ids: set[str] = set()
@@ -310,8 +250,7 @@ class RedisDirectory:
             keys = [call_key(c) for c in sorted(call_ids)]
             raws = await self._redis.mget(keys) if keys else []
         except _FAILURES as exc:
-            self._mark_down(exc)
-            self._check()
+            self._failed(exc)
             raise
         records = [CallRecord.from_json(r) for r in raws if r]
         snaps = [r.snapshot for r in records if r.live]
@@ -328,21 +267,19 @@ class RedisDirectory:
             # Nobody can coordinate without the directory: no worker takes the call (every
             # worker polls the engine; taking it here would ring it once per worker). New
             # calls are refused while Redis is away, inbound ones too.
-            self._mark_down(exc)
+            self._lease.mark_down(exc)
             log.warning(
                 "inbound engine call %s not taken: the call directory is unreachable (%s)",
                 engine_call_id,
-                self._detail,
+                self._lease.detail,
             )
             return False
 
     async def drain(self) -> None:
-        self._draining = True
-        with contextlib.suppress(*_FAILURES):
-            await self._heartbeat_once()
+        await self._lease.drain()
 
     async def take_over(self, call: Call, previous_owner: str) -> None:
-        self._check()
+        self._lease.check()
         record = self._record(call)
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
@@ -350,8 +287,7 @@ class RedisDirectory:
                 pipe.srem(_owned_key(previous_owner), call.id)
                 await pipe.execute()
         except _FAILURES as exc:
-            self._mark_down(exc)
-            self._check()
+            self._failed(exc)
             raise
 
     # -- the event log (redis_events.py)

@@ -3,7 +3,8 @@
 A worker whose heartbeat (``worker:{id}``) has lapsed is dead. The first survivor to claim
 ``reap:{id}`` fences it (``reaped:{id}``: if it was only cut off, it ends its own calls when
 it is back), hands each of its live calls to ``end_lost_call`` (recovery: adopted here if it
-can move, else ended ``worker_lost``), then forgets the worker.
+can move, else ended ``worker_lost``), :data:`REAP_AT_ONCE` side by side, then forgets the
+worker.
 """
 
 from __future__ import annotations
@@ -19,8 +20,17 @@ from .redis_writes import FAILURES, WORKERS, P, call_key, owned_key, worker_key
 
 log = logging.getLogger(__name__)
 
+LostCall = Callable[[Call, dict[str, Any] | None], Awaitable[None]]
+"""``lost(call, attachments)``: recovery's decision for a dead worker's live call, with what
+its record says to re-open (``CallRecord.attachments``)."""
+
 REAP_CLAIM_MS = 300_000
 """How long one survivor holds the right to end a dead worker's calls (released when done)."""
+REAP_AT_ONCE = 16
+"""A dead worker's calls handed to ``end_lost_call`` side by side: an adoption waits for the
+call's engine media and then re-opens its forks and agents (a model's session set-up: up to
+seconds, ``CONNECT_TIMEOUT`` when the model is away), and one call's must not hold up the
+next one's media, nor all of them the claim's time."""
 
 
 class Reaper:
@@ -38,7 +48,7 @@ class Reaper:
         settled: Callable[[], bool],
         down: Callable[[BaseException], None],
         flush: Callable[[float], Awaitable[None]],
-        end_lost_call: Callable[[Call], Awaitable[None]],
+        end_lost_call: LostCall,
     ) -> None:
         self._redis = redis
         self.worker_id = worker_id
@@ -79,14 +89,27 @@ class Reaper:
             )
             # Fence it first: if it was only cut off, it ends its own calls when it is back.
             await self._redis.set(f"{P}reaped:{worker}", self.worker_id, ex=self.ended_ttl)
-            for call_id in call_ids:
-                await self._reap_call(worker, call_id)
+            await self._reap_calls(worker, call_ids)
             await self._flush(5.0)
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.delete(owned_key(worker))
                 pipe.srem(WORKERS, worker)
                 pipe.delete(claim)
                 await pipe.execute()
+
+    async def _reap_calls(self, worker: str, call_ids: set[str]) -> None:
+        """Each call to ``end_lost_call``, :data:`REAP_AT_ONCE` at a time; a Redis failure
+        (``FAILURES``) is raised once all are done (the claim lapses: reaped again later)."""
+        limit = asyncio.Semaphore(REAP_AT_ONCE)
+
+        async def reap(call_id: str) -> None:
+            async with limit:
+                await self._reap_call(worker, call_id)
+
+        done = await asyncio.gather(*(reap(c) for c in call_ids), return_exceptions=True)
+        failed = next((r for r in done if isinstance(r, BaseException)), None)
+        if failed is not None:
+            raise failed
 
     async def _reap_call(self, worker: str, call_id: str) -> None:
         raw = await self._redis.get(call_key(call_id))
@@ -98,7 +121,7 @@ class Reaper:
                 call = Call.from_snapshot(
                     record.snapshot, record.engine_call_id, record.status_callback
                 )
-                await self._end_lost_call(call)
+                await self._end_lost_call(call, record.attachments)
         except FAILURES:
             raise
         except Exception:  # one unreadable record must not stop the others being ended

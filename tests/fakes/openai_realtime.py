@@ -68,6 +68,9 @@ class FakeOpenAIRealtime:
         self.configured = asyncio.Event()
         self.refuse = False
         """Refuse new connections (HTTP 503), as a server that is down."""
+        self.drop_configured = False
+        """Close each connection once its session is configured (``session.updated`` sent),
+        as a server that takes sessions and cannot keep them."""
         self._items = 0
         self._outbox: list[dict[str, Any]] = []
         self._sent_items: set[str] = set()
@@ -131,6 +134,8 @@ class FakeOpenAIRealtime:
             await self._client_event(ws, body)
             while self._outbox:
                 await self._send(ws, self._outbox.pop(0))
+            if self.drop_configured and self.configured.is_set():
+                await ws.close(code=1011, message=b"server error")
         return ws
 
     async def _client_event(self, ws: web.WebSocketResponse, body: dict[str, Any]) -> None:

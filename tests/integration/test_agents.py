@@ -113,10 +113,11 @@ async def test_openai_audio_both_ways_and_the_key_is_never_shown(
     assert KEY not in caplog.text and KEY not in json.dumps(snap)
 
 
-async def test_barge_in_cuts_the_voice_and_truncates_what_was_heard(
-    make_client, aiohttp_server
-) -> None:
-    # The caller talks (a 200 Hz tone at -9 dBFS): louder than any echo of the agent's voice.
+async def agent_talking(make_client, aiohttp_server, frames: int):
+    """An OpenAI agent on a call whose caller talks (a 200 Hz tone at -9 dBFS: louder than any
+    echo of the agent's voice), its 5 s answer (440 Hz) playing: ``frames`` of it heard.
+    Returns the fake model, the client, the call id, the simulated call, its frame count
+    before the answer and the answer's item id."""
     fake, client, call, url = await openai_agent(
         make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=200.0
     )
@@ -125,9 +126,16 @@ async def test_barge_in_cuts_the_voice_and_truncates_what_was_heard(
     assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
     sc = sim_call(client, cid)
     n0 = sc.frames_heard
-    # A 5 s answer arrives at once; the caller talks over it after about a second.
     item = await fake.say(tone(440, 5 * 24_000, 24_000, 0.25))
-    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 40, timeout=5)
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= frames, timeout=5)
+    return fake, client, cid, sc, n0, item
+
+
+async def test_barge_in_cuts_the_voice_and_truncates_what_was_heard(
+    make_client, aiohttp_server
+) -> None:
+    # A 5 s answer arrives at once; the caller talks over it after about a second.
+    fake, client, cid, sc, n0, item = await agent_talking(make_client, aiohttp_server, 40)
     async with client.app[MANAGER].events.subscribe() as sub:
         heard_before = sc.frames_heard
         await fake.speech_started()
@@ -146,6 +154,48 @@ async def test_barge_in_cuts_the_voice_and_truncates_what_was_heard(
     # What the model is told was heard is what the caller really heard (within 40 ms).
     assert abs(truncate["audio_end_ms"] - len(played) * 20) <= 40
     assert cut.data["droppedMs"] >= 2000
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})  # the agent leaves with the call
+    await until(lambda: fake.ws is not None and fake.ws.closed, timeout=3)
+
+
+async def test_on_hold_the_agent_neither_speaks_to_nor_hears_the_caller(
+    make_client, aiohttp_server
+) -> None:
+    """Hold cuts the agent's voice as a barge-in would (the model told what was heard), drops
+    what the model says meanwhile (truncated at 0 ms) and sends the model none of the
+    caller; taking the call off hold brings both back."""
+    fake, client, cid, sc, n0, item = await agent_talking(make_client, aiohttp_server, 25)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        held_at = sc.frames_heard
+        resp = await client.post("/call/hold", json={"callID": cid, "held": True})
+        assert resp.status == 200
+        cut = await next_event(sub, "agent.interrupted")
+    assert cut.data["by"] == "hold" and cut.data["droppedMs"] >= 2000
+    await until(lambda: len(fake.truncates) == 1, timeout=3)
+    assert fake.truncates[0]["item_id"] == item
+    played = loud(list(sc.heard)[-(sc.frames_heard - n0) :])
+    assert abs(fake.truncates[0]["audio_end_ms"] - len(played) * 20) <= 40
+    # Held: what the model says is not played (and the model is told none was heard) ...
+    await asyncio.sleep(0.2)
+    up_held = fake.heard.size
+    second = await fake.say(tone(880, 24_000, 24_000, 0.25))
+    await until(lambda: len(fake.truncates) == 2, timeout=3)
+    assert fake.truncates[1] == {**fake.truncates[1], "item_id": second, "audio_end_ms": 0}
+    await asyncio.sleep(0.6)
+    assert len(loud(list(sc.heard)[-(sc.frames_heard - held_at) :])) <= 2
+    # ... and the caller (still talking: 200 Hz) does not reach the model.
+    assert fake.heard.size == up_held
+    # Off hold: the caller is heard again and the model's voice plays.
+    assert (await client.post("/call/hold", json={"callID": cid, "held": False})).status == 200
+    await until(lambda: fake.heard.size >= up_held + 12_000, timeout=5)
+    assert dominant_frequency(fake.heard[-12_000:], 24_000) == pytest.approx(200, abs=3)
+    n1 = sc.frames_heard
+    await fake.say(tone(660, 24_000, 24_000, 0.25))
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n1) :])) >= 45, timeout=5)
+    pcm = np.concatenate(loud(list(sc.heard)[-(sc.frames_heard - n1) :])[5:-5])
+    assert dominant_frequency(pcm, 16_000) == pytest.approx(660, abs=3)
+    assert rms_dbfs(pcm) == pytest.approx(rms_dbfs(tone(660, 16_000, 16_000, 0.25)), abs=0.5)
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})  # the agent leaves with the call
     await until(lambda: fake.ws is not None and fake.ws.closed, timeout=3)
@@ -187,6 +237,28 @@ async def test_a_dropped_model_socket_is_reopened_while_the_call_goes_on(
     snap = await (await client.get(f"/call/{cid}")).json()
     assert snap["state"] == "active"
     assert snap["agents"][0]["state"] == "failed" and snap["agents"][0]["reconnects"] == 1
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_model_that_drops_each_session_at_once_uses_up_the_retries(
+    make_client, aiohttp_server
+) -> None:
+    """A server that takes each session and closes it straight away: every reopening
+    "succeeds", yet the retries count on until a socket works, then agent.failed (rather than
+    reopening it forever, a WARNING each time); the call goes on."""
+    fake, client, call, url = await openai_agent(
+        make_client, aiohttp_server, sim_peer="silence", agent_retries=2
+    )
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    fake.drop_configured = True
+    async with client.app[MANAGER].events.subscribe() as sub:
+        assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+        failed = await next_event(sub, "agent.failed", timeout=10)
+    assert failed.data["attempts"] == 2 and fake.connections == 3  # the first and 2 retries
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["state"] == "active" and snap["agents"][0]["state"] == "failed"
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
 

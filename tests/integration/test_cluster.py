@@ -16,6 +16,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -525,3 +526,61 @@ async def test_a_stalled_owner_that_comes_back_after_being_reaped_ends_its_own_c
     assert call_id not in {c["callID"] for c in listing["calls"]}
     status, again = await get(session, b.base, f"/call/{call_id}")
     assert status == 200 and again["state"] == "ended"
+
+
+async def test_a_dead_workers_calls_are_reaped_side_by_side(redis) -> None:
+    """An adoption waits for what it re-opens (a model's session set-up, seconds when the model
+    is far or away): one call's must not hold up the dead worker's other calls. Here each
+    adoption waits for the other to have begun: one after the other, the first never gets
+    there (it gives up after 10 s, the test's bound, not a timing)."""
+    import redis.asyncio as aioredis
+
+    from bridge.calls import Call, CallState, Direction
+    from bridge.cluster.directory import CallRecord
+    from bridge.cluster.redis_reaper import Reaper
+    from bridge.cluster.redis_writes import WORKERS, queue_record
+
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    ids = ["call-1", "call-2"]
+    async with client.pipeline(transaction=False) as pipe:
+        for call_id in ids:
+            snapshot = Call(
+                id=call_id,
+                peer="1@s.whatsapp.net",
+                direction=Direction.OUTBOUND,
+                owner="dead",
+                engine_call_id="e" + call_id,
+                state=CallState.ACTIVE,
+            ).snapshot()
+            queue_record(pipe, CallRecord(call_id, "dead", "", "e" + call_id, snapshot), "dead", 60)
+        pipe.sadd(WORKERS, "dead")
+        await pipe.execute()
+    begun: list[str] = []
+    adopted: list[str] = []
+    both = asyncio.Event()
+
+    async def lost_call(call: Any, attachments: Any) -> None:
+        begun.append(call.id)
+        if len(begun) == len(ids):
+            both.set()
+        await asyncio.wait_for(both.wait(), 10)
+        adopted.append(call.id)
+
+    async def flush(timeout: float) -> None:
+        pass
+
+    reaper = Reaper(
+        client,
+        worker_id="alive",
+        heartbeat_ttl=1.0,
+        ended_ttl=60,
+        settled=lambda: True,
+        down=lambda exc: None,
+        flush=flush,
+        end_lost_call=lost_call,
+    )
+    try:
+        await reaper.reap_once()
+    finally:
+        await client.aclose()
+    assert sorted(adopted) == ids

@@ -27,7 +27,10 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import pytest
+import redis.asyncio as aioredis
 from aiohttp import WSMsgType, web
+
+from bridge.audio import rms_dbfs, tone
 
 from ..fakes.openai_realtime import FakeOpenAIRealtime
 from ..fakes.zuckzapgo import FakeZuckZapGo
@@ -425,6 +428,146 @@ async def test_an_adopted_call_no_browser_comes_back_to_ends_as_worker_lost(
     finally:
         await a.stop()
         await b.stop()
+
+
+MODEL_HZ = 1000.0
+
+
+async def model_heard_on_the_engine(fake, engine_id: str, model, since: float) -> np.ndarray:
+    """The model says 1 s of ``MODEL_HZ``: the loud part of what the engine (the WhatsApp user)
+    received since ``since``."""
+    await model.say(tone(MODEL_HZ, 24_000, 24_000, 0.25))
+
+    def loud() -> list[np.ndarray]:
+        pcm = engine_heard_since(fake, engine_id, since)
+        frames = pcm[: pcm.size - pcm.size % 320].reshape(-1, 320)
+        voiced = frames[np.abs(frames).max(axis=1) > 1000]
+        return [voiced.ravel()] if voiced.shape[0] >= 45 else []
+
+    return (await until(loud, 10, "the model's voice at the engine"))[0]
+
+
+async def redis_text(url: str) -> str:
+    """Every value Redis holds (strings, sets, streams), as one text."""
+    client = aioredis.from_url(url, decode_responses=True)
+    parts = []
+    try:
+        async for key in client.scan_iter("*"):
+            kind = await client.type(key)
+            if kind == "string":
+                parts.append(await client.get(key))
+            elif kind == "set":
+                parts.extend(await client.smembers(key))
+            elif kind == "stream":
+                parts.extend(json.dumps(fields) for _, fields in await client.xrange(key))
+    finally:
+        await client.aclose()
+    return "\n".join(parts)
+
+
+async def test_sigkill_of_the_owner_the_adopter_resumes_the_agent_forks_and_recording(
+    redis, session, fake, tmp_path
+) -> None:
+    """A crash adoption re-opens what the call's directory record kept: the agent (a new
+    session on the model, with the key the app gave, sealed in Redis meanwhile), the media
+    fork (same stream id, ``resumed``) and the recording (its next segment)."""
+    data = tmp_path / "data"  # shared storage, as the drain test
+    data.mkdir()
+    fork_app = ForkApp()
+    await fork_app.start()
+    env = engine_env(fake, BRIDGE_FORK_URL_ALLOW="127.0.0.1", BRIDGE_ADOPT_OFFER_TIMEOUT="10")
+    a = Bridge(redis, data, env=env)
+    b = Bridge(redis, data, env=env)
+    await a.start(session)
+    await b.start(session)
+    events = Events(session, b.base)
+    model = fork_app.model
+    try:
+        call_id, engine_id = await start_call(session, a, fake)
+        status, _ = await post(session, a.base, "/call/record", {"callID": call_id})
+        assert status in (200, 201)
+        status, stream = await post(
+            session,
+            a.base,
+            f"/call/{call_id}/streams",
+            {"url": fork_app.url + "?token=tok-moved", "channel": "both"},  # the app's token
+        )
+        assert status == 201, stream
+        model_url = f"ws://127.0.0.1:{fork_app.port}/v1/realtime"
+        agent = {"provider": "openai-realtime", "url": model_url, "apiKey": "sk-moved"}
+        status, started = await post(session, a.base, f"/call/{call_id}/agents", agent)
+        assert status == 201, started
+        before = await model_heard_on_the_engine(fake, engine_id, model, time.monotonic())
+        assert band_energy(before, 16_000, MODEL_HZ) > 0.9
+
+        # The record keeps the agent for an adopter, its key sealed: nowhere in Redis as such.
+        async def sealed() -> dict | None:
+            raw = json.loads(await redis_text_of_call(redis.url, call_id))
+            agents = (raw.get("attachments") or {}).get("agents") or []
+            return agents[0] if agents else None
+
+        kept = await until(sealed, 5, "the agent in the call's record")
+        assert kept["agentID"] == started["agentID"] and kept["sealedKey"].startswith("v1.")
+        assert "apiKey" not in kept
+        assert "sk-moved" not in await redis_text(redis.url)
+        assert "tok-moved" not in await redis_text(redis.url)  # the fork's URL sealed too
+
+        killed = time.monotonic()
+        a.proc.kill()
+        moved = await events.wait("call.moved", timeout=15)
+        assert moved["reason"] == "crash" and moved["to"] == b.worker_id
+        # The agent: B opened a new session on the model with the app's key, same agent id.
+        await until(lambda: model.connections == 2 and len(model.sessions) == 2, 10, "session 2")
+        assert model.headers[1]["Authorization"] == "Bearer sk-moved"
+        print(f"HANDOVER-GAP crash agent_session_after={time.monotonic() - killed:.3f}")
+        connected = await until(
+            lambda: [e for e in events.seen if e["type"] == "agent.connected" and e.get("resumed")],
+            5,
+            "agent.connected (resumed)",
+        )
+        assert [e["agentID"] for e in connected] == [started["agentID"]]
+        t_back = time.monotonic()
+        after = await model_heard_on_the_engine(fake, engine_id, model, t_back)
+        assert band_energy(after, 16_000, MODEL_HZ) > 0.9
+        assert rms_dbfs(after) == pytest.approx(rms_dbfs(before), abs=1.0)
+        # The caller reaches the model again from B (the engine's tone, at 24 kHz).
+        await until(lambda: model.heard.size > 48_000, 5, "the caller at the model")
+        assert band_energy(model.heard[-12_000:], 24_000, ENGINE_HZ) > 0.5
+        assert model.errors == []
+        # The fork: a second connection, same stream id, a start that says it resumed.
+        await until(lambda: len(fork_app.connections) == 2, 10, "the fork's new connection")
+        start = await until(
+            lambda: next((e for e in fork_app.connections[1] if e["event"] == "start"), None),
+            5,
+            "its start",
+        )
+        assert start["resumed"] is True and start["stream_id"] == stream["streamId"]
+        await until(lambda: fork_app.inbound(1).size >= 16_000, 5, "the fork's audio")
+        assert band_energy(fork_app.inbound(1), 16_000, ENGINE_HZ) > 0.5
+        # The recording: segment 2 on B, both sides (the model's voice is what WhatsApp heard).
+        status, stopped = await post(session, b.base, "/call/record/stop", {"callID": call_id})
+        assert status == 200, stopped
+        calls_dir = next(p.parent for p in data.rglob(f"{call_id}-seg2-inbound.wav"))
+        assert holds(calls_dir / f"{call_id}-seg2-inbound.wav", ENGINE_HZ)
+        assert holds(calls_dir / f"{call_id}-seg2-outbound.wav", MODEL_HZ)
+        call = await wait_call(session, b.base, call_id, "active")
+        assert call["agents"][0]["state"] == "connected"
+        assert "call.ended" not in [e["type"] for e in events.seen]
+        assert "sk-moved" not in json.dumps(events.seen)
+    finally:
+        await events.close()
+        await fork_app.stop()
+        await a.stop()
+        log_b = await b.stop()
+    assert "sk-moved" not in log_b
+
+
+async def redis_text_of_call(url: str, call_id: str) -> str:
+    client = aioredis.from_url(url, decode_responses=True)
+    try:
+        return str(await client.get(f"bridge:call:{call_id}") or "{}")
+    finally:
+        await client.aclose()
 
 
 async def cloud_pair(redis, session, tmp_path, meta, **extra: str) -> tuple[Bridge, Bridge]:

@@ -146,21 +146,30 @@ class MovableEngine(FakeEngine):
         return True
 
 
-def adopting(manager: Any, adopted: list[MovedCall]) -> Any:
+def adopting(manager: Any, adopted: list[MovedCall], resume_agent: Any = None) -> Any:
     """``Handover.adopt`` without a directory: the call is carried on here."""
 
-    async def adopt(moved: MovedCall) -> Call:
+    async def adopt(moved: MovedCall, carried: Any) -> Call:
         adopted.append(moved)
-        runtime = await adopt_call(manager, moved, claim=lambda call, previous: asyncio.sleep(0))
+        runtime = await adopt_call(
+            manager,
+            moved,
+            claim=lambda call, previous: asyncio.sleep(0),
+            resume_agent=resume_agent,
+            carried=carried,
+        )
         return runtime.call
 
     return adopt
 
 
-async def adoption(engine: FakeEngine, offer_timeout: float = 60.0, **kw: Any) -> tuple:
+async def adoption(
+    engine: FakeEngine, offer_timeout: float = 60.0, resume_agent: Any = None
+) -> tuple:
     manager = calls_for_tests(engine).manager
     adopted: list[MovedCall] = []
-    recovery = Recovery(manager, adopt=adopting(manager, adopted), offer_timeout=offer_timeout)
+    adopt = adopting(manager, adopted, resume_agent)
+    recovery = Recovery(manager, adopt=adopt, offer_timeout=offer_timeout)
     published: list[tuple[str, Any, dict]] = []
     manager.events.observe(lambda e, call: published.append((e.type, call.id, e.data)))
     await manager.start()
@@ -180,6 +189,57 @@ async def test_a_dead_workers_movable_call_is_adopted_and_announced_as_moved() -
         assert moved == [{"from": "dead-worker", "to": manager.owner, "reason": "crash"}]
         assert "call.created" not in [t for t, _, _ in published]
         assert engine.channels and engine.hung_up == []  # its engine media is open here
+        assert manager.metrics.handovers.labels("crash", "moved")._value.get() == 1
+    finally:
+        await recovery.close()
+        await manager.close()
+
+
+async def test_an_adopted_call_gets_what_its_record_kept_and_unreadable_parts_are_left_out(
+    caplog,
+) -> None:
+    engine = MovableEngine()
+    manager, recovery, adopted, _ = await adoption(engine)
+    kept = {
+        "recording": {"origin": "calls/x", "segment": 1},
+        "forks": [{"url": "ws://127.0.0.1:9/m", "streamId": "st_1"}],
+        "agents": [{"provider": "openai-realtime", "url": "ws://h/v1", "agentID": "ag_1"}],
+    }
+    try:
+        first = lost_call(engine)
+        await recovery.lost_call(first, kept)
+        assert adopted[0].recording == kept["recording"]
+        assert (adopted[0].forks, adopted[0].agents) == (kept["forks"], kept["agents"])
+        # A record whose attachments are not what this version reads: the call alone.
+        second = lost_call(engine, "dead2")
+        await recovery.lost_call(second, {"forks": "st_1"})
+        assert adopted[1].call_id == second.id and adopted[1].forks == []
+        assert "attachments are unreadable" in caplog.text
+    finally:
+        await recovery.close()
+        await manager.close()
+
+
+async def test_an_adopted_calls_browser_is_told_before_its_agents_reopen() -> None:
+    """``call.moved`` goes out once the engine media is open here, not after the agents'
+    models took their sessions (seconds, or the connect timeout for a model that is away):
+    here the agent's re-opening waits for the browser to have been told."""
+    engine = MovableEngine()
+    told = asyncio.Event()
+    resumed: list[str] = []
+
+    async def resume_agent(runtime: Any, agent: dict[str, Any]) -> None:
+        await asyncio.wait_for(told.wait(), 5)  # after the move was announced, or never
+        resumed.append(agent["agentID"])
+
+    manager, recovery, _, published = await adoption(engine, resume_agent=resume_agent)
+    manager.events.observe(lambda e, call: told.set() if e.type == "call.moved" else None)
+    try:
+        lost = lost_call(engine)
+        agents = [{"provider": "openai-realtime", "url": "ws://h/v1", "agentID": "ag_1"}]
+        await recovery.lost_call(lost, {"agents": agents})
+        assert resumed == ["ag_1"]
+        assert [t for t, _, _ in published].count("call.moved") == 1
         assert manager.metrics.handovers.labels("crash", "moved")._value.get() == 1
     finally:
         await recovery.close()
@@ -228,7 +288,7 @@ async def test_a_lost_call_that_cannot_be_adopted_ends_as_before(why: str) -> No
         manager.shutting_down = True
     if why == "no_room":
 
-        async def full(moved: MovedCall) -> Call:
+        async def full(moved: MovedCall, carried: Any) -> Call:
             raise AtCapacity("full")
 
         recovery = Recovery(manager, adopt=full)

@@ -1,0 +1,288 @@
+"""An agent's model connection: the realtime model's WebSocket, apart from the call's audio
+and turns (:mod:`.agent`).
+
+It opens the socket with the key where the provider wants it, sends the messages that
+configure the session and waits for the model to take them, then reads the model's events
+(handing them to the agent, keeping the connection's own: the session being ready, the
+resumption handle, ``goAway``, the model's errors) while one sender task writes what the agent
+queued, in order, bounded. A dropped or closing socket (``goAway``, a server close, a network
+error) is reopened — with the resumption handle where the protocol has one — within
+``retries`` attempts, :data:`BACKOFF` apart, while the call goes on; then the agent is told it
+failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from ..attachments.wire import OutgoingQueue
+from ..http import RedirectRefused
+from ..tasks import TaskSet
+from .wire import (
+    GoAway,
+    ModelDialect,
+    ModelError,
+    ModelEvent,
+    ProtocolError,
+    Ready,
+    Resumable,
+    Tool,
+)
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds to open the model's socket and have its session configured."""
+BACKOFF = (0.0, 0.3, 1.0, 2.0, 4.0)
+"""Seconds before each reconnection attempt (the last repeats), each but the first drawn
+between half and all of it so a restarted server is not hit by every call at once."""
+HEALTHY_S = 10.0
+"""Seconds a socket must stay open (unless the model said something on it) for its drop to
+count as a new one with every retry again: a server that takes the session and closes it at
+once uses up ``retries`` rather than being reopened forever, a WARNING each time."""
+UP_QUEUE = 50
+"""Caller frames waiting for a slow model socket (1 s) before the oldest go."""
+
+Handle = Callable[[ModelEvent], Awaitable[None]]
+"""The agent's handling of one model event (audio, turns, transcripts, tool calls)."""
+
+
+class Stopped(ConnectionError):
+    """The connection was closed while it opened."""
+
+
+class ModelConnection:
+    """One agent's socket to its model. See the module docstring."""
+
+    def __init__(
+        self,
+        dialect: ModelDialect,
+        url: str,
+        api_key: str | None,
+        *,
+        tools: list[Tool],
+        retries: int,
+        where: str,
+        handle: Handle,
+        resume: str | None = None,
+    ) -> None:
+        self.dialect = dialect
+        self.url = url
+        self._key = api_key  # never logged, never in a snapshot or an event
+        self.tools = tools
+        self.retries = retries
+        self.where = where
+        """``call …: agent …``, for the log."""
+        self._handle = handle
+        self.resume: str | None = resume
+        """The latest resumption handle the model gave (Gemini), or the one it started with."""
+        self.state = "connecting"
+        self.reconnects = 0
+        self.model_errors = 0
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._out = _queue()
+        self._ready = asyncio.Event()
+        self._stopping = False
+        self._served = False
+        """The current socket gave the agent an event (it works, whatever its age)."""
+        self._tasks = TaskSet(f"model[{where}]")
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and self.state == "connected"
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    # -- what the agent sends
+    def send(self, messages: list[dict[str, Any]]) -> None:
+        """Queue control messages (never dropped while the queue has room)."""
+        for message in messages:
+            self._out.put_control(json.dumps(message))
+
+    def send_audio(self, pcm: bytes) -> None:
+        """Queue the caller's audio (s16le at the dialect's ``rate_in``; oldest dropped when
+        the socket is slow)."""
+        self._out.put_audio(json.dumps(self.dialect.audio(pcm)))
+
+    # -- opening
+    async def _open(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
+        url, headers = self.dialect.connect(self.url, self._key)
+        ws = await http.ws_connect(
+            url,
+            headers=headers,
+            heartbeat=20,
+            max_msg_size=16 << 20,
+            timeout=aiohttp.ClientWSTimeout(ws_close=2),
+        )
+        self._ready.clear()
+        try:  # cancelled or timed out anywhere here: the socket (a session, billed) is closed
+            for message in self.dialect.opening(self.tools, self.resume):
+                await ws.send_str(json.dumps(message))
+            await asyncio.wait_for(self._read_until_ready(ws), CONNECT_TIMEOUT)
+        except BaseException:
+            await ws.close()
+            raise
+        return ws
+
+    async def _read_until_ready(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while not self._ready.is_set():
+            msg = await ws.receive()
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                raise ConnectionError("the model closed before its session was ready")
+            for event in await self._message(msg.data):
+                if isinstance(event, ModelError):  # it refused the session: no use waiting
+                    raise ConnectionError(f"the model refused the session ({event.code})")
+
+    async def start(
+        self,
+        http: aiohttp.ClientSession,
+        on_reconnected: Callable[[bool], None],
+        on_failed: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Connect (raises on failure: the API answers the request; :class:`Stopped` when
+        closed meanwhile), then serve and reopen in the background: ``on_reconnected(resumed)``
+        after each reopening, ``on_failed()`` once the retries are spent."""
+        ws = await asyncio.wait_for(self._open(http), CONNECT_TIMEOUT)
+        if self._stopping:
+            await ws.close()
+            raise Stopped(self.where)
+        self._ws = ws
+        self.state = "connected"
+        self._tasks.spawn(self._run(http, on_reconnected, on_failed), "run")
+
+    # -- serving
+    async def _message(self, data: str) -> list[ModelEvent]:
+        try:
+            body = json.loads(data)
+            if not isinstance(body, dict):
+                raise ProtocolError("not an object")
+            parsed = self.dialect.parse(body)
+        except (ValueError, ProtocolError) as exc:
+            log.info("%s: unreadable message (%s)", self.where, exc)
+            return []
+        for event in parsed:
+            if not self._own(event):
+                self._served = True
+                await self._handle(event)
+        return parsed
+
+    def _own(self, event: ModelEvent) -> bool:
+        """Handle the connection's own events; ``False`` for the agent's."""
+        if isinstance(event, Resumable):
+            self.resume = event.handle
+        elif isinstance(event, Ready):
+            self._ready.set()
+        elif isinstance(event, GoAway):
+            log.info("%s: the model will close (goAway %s)", self.where, event.time_left)
+            if self._ws is not None:
+                self._tasks.spawn(self._ws.close(), "goaway")
+        elif isinstance(event, ModelError):
+            # The first at WARNING, the rest at INFO: a server repeating itself floods no log.
+            level = logging.INFO if self.model_errors else logging.WARNING
+            self.model_errors += 1
+            log.log(
+                level,
+                "%s: the model reported %s: %s",
+                self.where,
+                event.code,
+                event.message[:200],
+            )
+        else:
+            return False
+        return True
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async def send(message: bytes | str) -> None:
+            await ws.send_str(message if isinstance(message, str) else message.decode())
+
+        sender = self._tasks.spawn(self._out.run(send, lambda: ws.closed), "sender")
+        try:
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    await self._message(msg.data)
+        finally:
+            sender.cancel()
+
+    async def _run(
+        self,
+        http: aiohttp.ClientSession,
+        on_reconnected: Callable[[bool], None],
+        on_failed: Callable[[], Awaitable[None]],
+    ) -> None:
+        spent = 0  # retries used since a socket last worked
+        while not self._stopping:
+            assert self._ws is not None
+            opened, self._served = time.monotonic(), False
+            try:
+                await self._serve(self._ws)
+            except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+                # Its type only: an aiohttp error's text may hold the URL, and a URL a key.
+                log.info("%s: socket error %s", self.where, type(exc).__name__)
+            if self._stopping:
+                return
+            if self._served or time.monotonic() - opened >= HEALTHY_S:
+                spent = 0
+            self.state = "reconnecting"
+            why = f"closed ({self._ws.close_code})" if self._ws.close_code else "dropped"
+            log.warning("%s: the model's socket %s; reconnecting", self.where, why)
+            ws, spent = await self._reopen(http, spent)
+            if ws is None and self._stopping:
+                return  # closed meanwhile: a stop, not a failure
+            if ws is None:
+                self.state = "failed"
+                await on_failed()
+                return
+            self._ws = ws
+            # What was queued for the old socket (a truncate of its items) means nothing now.
+            self._out = _queue()
+            self.state = "connected"
+            self.reconnects += 1
+            on_reconnected(self.resume is not None)
+
+    async def _reopen(
+        self, http: aiohttp.ClientSession, spent: int
+    ) -> tuple[aiohttp.ClientWebSocketResponse | None, int]:
+        """The retry policy: ``retries`` attempts in all since a socket last worked
+        (``spent`` of them used: see :data:`HEALTHY_S`), :data:`BACKOFF` apart, while not
+        stopping; the socket (``None`` when none opened) and the attempts used."""
+        for attempt in range(spent, self.retries):
+            delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            if self._stopping:
+                return None, attempt
+            try:
+                return await asyncio.wait_for(self._open(http), CONNECT_TIMEOUT), attempt + 1
+            except (aiohttp.ClientError, OSError, TimeoutError, RedirectRefused) as exc:
+                log.info("%s: reconnect %d failed: %s", self.where, attempt + 1, type(exc).__name__)
+        log.warning(
+            "%s: the model could not be reached (or kept open) again after %d attempts",
+            self.where,
+            self.retries,
+        )
+        return None, self.retries
+
+    async def close(self) -> None:
+        """Send what is queued (briefly), close the socket, stop the tasks (idempotent)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self.state != "failed":
+            self.state = "stopped"
+        if self._ws is not None and not self._ws.closed:
+            await self._out.drain(0.2)
+            await self._ws.close()
+        await self._tasks.close()
+
+
+def _queue() -> OutgoingQueue:
+    return OutgoingQueue(max_audio=UP_QUEUE, max_control=500, drop_oldest_audio=True)

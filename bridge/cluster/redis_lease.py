@@ -1,0 +1,145 @@
+"""A worker's lease on the Redis directory: its heartbeat, whether Redis answers, its fencing.
+
+The worker's ``worker:{id}`` key (``{url, calls, maxCalls, draining}``) is written every third
+of ``BRIDGE_HEARTBEAT_TTL`` and expires after it: a worker whose key lapsed is dead to the
+others (:mod:`.redis_reaper`). The lease also says whether Redis answers (the directory refuses
+new calls while it does not) and, when Redis is back, has the directory write its live calls
+again before it counts as up. A worker that finds ``reaped:{id}`` was taken for dead while it
+was cut off: it ends its own calls rather than writing them back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..errors import DirectoryUnavailable
+from .redis_writes import FAILURES, WORKERS, P, owned_key, worker_key
+
+log = logging.getLogger(__name__)
+
+
+class Lease:
+    """One worker's presence in the directory. See the module docstring. :meth:`run` is the
+    heartbeat task (owned by the directory); ``catch_up()`` rewrites the worker's live calls."""
+
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        worker_id: str,
+        url: str,
+        heartbeat_ttl: float,
+        max_calls: int,
+        calls: Callable[[], int],
+        catch_up: Callable[[], Awaitable[None]],
+        end_local_calls: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._redis = redis
+        self.worker_id = worker_id
+        self.url = url
+        self.heartbeat_ttl = heartbeat_ttl
+        self.max_calls = max_calls
+        self._calls = calls
+        self._catch_up = catch_up
+        self._end_local_calls = end_local_calls
+        self.up = False
+        """Redis answers (and this worker's calls are written there)."""
+        self.detail = "not connected yet"
+        self.draining = False
+        self._up_since = 0.0
+
+    # -- whether Redis answers
+    def settled(self) -> bool:
+        """Up for a heartbeat TTL at least: after a reconnect, other workers may not have
+        re-registered yet, so nobody is called dead before."""
+        return self.up and time.monotonic() - self._up_since >= self.heartbeat_ttl
+
+    def check(self) -> None:
+        """Raise ``DirectoryUnavailable`` while Redis does not answer."""
+        if not self.up:
+            raise DirectoryUnavailable(f"the call directory (Redis) is unreachable: {self.detail}")
+
+    def mark_down(self, exc: BaseException) -> None:
+        why = str(exc) or type(exc).__name__
+        if self.up or self.detail == "not connected yet":
+            log.warning("call directory (Redis) unreachable: %s; new calls are refused", why)
+        self.up = False
+        self.detail = why
+
+    async def mark_up(self) -> None:
+        if self.up:
+            return
+        await self._catch_up()
+        self.up = True
+        self._up_since = time.monotonic()
+        self.detail = "reachable"
+        log.info("call directory (Redis) reachable; worker %s registered", self.worker_id)
+
+    # -- the heartbeat
+    async def start(self) -> None:
+        """The first beat (Redis may be down: the loop keeps trying)."""
+        with contextlib.suppress(*FAILURES):
+            await self.beat()
+            await self.mark_up()
+
+    async def beat(self) -> None:
+        """Write the heartbeat once; fence this worker if it was reaped."""
+        beat = json.dumps(
+            {
+                "url": self.url,
+                "calls": self._calls(),
+                "maxCalls": self.max_calls,
+                "draining": self.draining,
+            }
+        )
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(worker_key(self.worker_id), beat, px=int(self.heartbeat_ttl * 1000))
+            pipe.sadd(WORKERS, self.worker_id)
+            pipe.exists(f"{P}reaped:{self.worker_id}")
+            *_, reaped = await pipe.execute()
+        if reaped:
+            await self._fenced()
+
+    async def _fenced(self) -> None:
+        """A survivor took this worker for dead (it was cut off from Redis, or stalled, for
+        longer than the heartbeat TTL) and ended its calls, hung them up and told clients.
+        This worker agrees: it ends its live calls too, rather than writing them back."""
+        log.warning(
+            "worker %s was reaped while cut off from the directory: ending its %d live calls "
+            "(worker_lost)",
+            self.worker_id,
+            self._calls(),
+        )
+        await self._end_local_calls()
+        await self._redis.delete(f"{P}reaped:{self.worker_id}")
+
+    async def run(self) -> None:
+        while True:
+            # A third of the TTL: two beats may be lost before the worker counts as dead.
+            await asyncio.sleep(self.heartbeat_ttl / 3 if self.up else 0.5)
+            try:
+                await self.beat()
+                await self.mark_up()
+            except FAILURES as exc:
+                self.mark_down(exc)
+
+    async def drain(self) -> None:
+        """Say in the heartbeat that this worker takes no new calls."""
+        self.draining = True
+        with contextlib.suppress(*FAILURES):
+            await self.beat()
+
+    async def leave(self) -> None:
+        """Drop the heartbeat (a clean stop); forget the worker once it owns no call."""
+        if not self.up:
+            return
+        with contextlib.suppress(*FAILURES):
+            await self._redis.delete(worker_key(self.worker_id))
+            if not await self._redis.scard(owned_key(self.worker_id)):
+                await self._redis.srem(WORKERS, self.worker_id)

@@ -1,0 +1,135 @@
+"""Secrets a call's directory record carries sealed: an agent's ``apiKey``, and the URL of an
+agent or a media fork when it holds credentials or a query (Gemini's ``?key=``, an app's
+``?token=``: the snapshots show these URLs cut before them for that reason).
+
+A call's record in the shared directory holds what another worker needs to re-open the call's
+attachments after a crash (``CallRecord.attachments``), and a drained call travels the same way
+on the internal API. A secret must reach the adopter but never be readable in Redis, in a
+Redis dump, on the wire between instances or in a log: it is sealed with AES-256-GCM (NIST
+SP 800-38D) under a key derived by HKDF-SHA256 (RFC 5869) from ``BRIDGE_INTERNAL_SECRET``, the
+secret every instance of a cluster already shares. The associated data binds a sealed value to
+its call, attachment and field, so it cannot be copied into another call's record. An agent
+that used the configured default key stores none: the adopter uses its own default.
+
+Rotating ``BRIDGE_INTERNAL_SECRET`` leaves the values sealed under the old one unreadable: those
+attachments are not resumed (logged), the calls go on.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+PREFIX = "v1."
+"""Marks the format, so a later one can be told apart."""
+NONCE = 12
+"""Bytes of random nonce per sealing (GCM's recommended 96 bits)."""
+
+
+class SealBroken(ValueError):
+    """The sealed text was not sealed with this secret for this context (or was altered)."""
+
+
+class Sealer:
+    """Seals and opens short secrets with a key derived from the cluster's shared secret."""
+
+    def __init__(self, secret: str) -> None:
+        key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"bridge sealed agent key v1"
+        ).derive(secret.encode())
+        self._aead = AESGCM(key)
+
+    def seal(self, text: str, context: str) -> str:
+        """``text`` sealed for ``context`` (e.g. ``call id/agent id``)."""
+        nonce = os.urandom(NONCE)
+        sealed = self._aead.encrypt(nonce, text.encode(), context.encode())
+        return PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
+
+    def open(self, token: str, context: str) -> str:
+        """The text :meth:`seal` sealed for ``context``; :class:`SealBroken` otherwise."""
+        if not isinstance(token, str) or not token.startswith(PREFIX):
+            raise SealBroken("not a sealed value")
+        try:
+            raw = base64.urlsafe_b64decode(token[len(PREFIX) :])
+            return self._aead.decrypt(raw[:NONCE], raw[NONCE:], context.encode()).decode()
+        except (InvalidTag, ValueError) as exc:
+            raise SealBroken("sealed under another secret, or altered") from exc
+
+
+AGENT_ID = "agentID"
+"""The field that names an exported agent (``Agent.export``)."""
+FORK_ID = "streamId"
+"""The field that names an exported media fork (``Fork.export``)."""
+SEALED = {"apiKey": "sealedKey", "url": "sealedURL"}
+"""Each field that may hold a secret, and the field its sealed value goes in."""
+
+
+def _secret(field: str, value: Any) -> bool:
+    """Whether ``value`` of ``field`` must travel sealed: a key always, a URL when it holds
+    credentials or a query (where keys and tokens ride)."""
+    if not isinstance(value, str) or not value:
+        return False
+    if field != "url":
+        return True
+    parts = urlsplit(value)
+    return bool(parts.query or parts.username or parts.password)
+
+
+def _context(call_id: str, part: dict[str, Any], id_field: str, field: str) -> str:
+    """What a sealed value is bound to: its call, attachment and field (it opens for no
+    other). A key's context is ``call/agent`` (the first format, kept)."""
+    where = f"{call_id}/{part.get(id_field)}"
+    return where if field == "apiKey" else f"{where}/{field}"
+
+
+def seal_parts(
+    sealer: Sealer | None, call_id: str, parts: list[dict[str, Any]], id_field: str
+) -> list[dict[str, Any]]:
+    """Exported attachments (``Agent.export``, ``Fork.export``: each named by ``id_field``)
+    with each secret field (:data:`SEALED`) replaced by its sealed value (as they are without
+    a sealer: one process, nothing leaves it)."""
+    if sealer is None:
+        return parts
+    sealed = []
+    for part in parts:
+        secret = [f for f in SEALED if _secret(f, part.get(f))]
+        if secret:
+            plain, part = part, {k: v for k, v in part.items() if k not in secret}
+            for field in secret:
+                context = _context(call_id, part, id_field, field)
+                part[SEALED[field]] = sealer.seal(plain[field], context)
+        sealed.append(part)
+    return sealed
+
+
+def open_parts(
+    sealer: Sealer | None, call_id: str, parts: list[dict[str, Any]], id_field: str
+) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
+    """The attachments with their sealed fields opened back, and those whose secrets do not
+    open here, each with why (they are not resumed)."""
+    opened: list[dict[str, Any]] = []
+    refused: list[tuple[dict[str, Any], str]] = []
+    for part in parts:
+        sealed = {f: s for f, s in SEALED.items() if part.get(s) is not None}
+        if not sealed:
+            opened.append(part)
+            continue
+        plain = {k: v for k, v in part.items() if k not in sealed.values()}
+        try:
+            if sealer is None:
+                raise SealBroken("no BRIDGE_INTERNAL_SECRET to open it with")
+            for field, where in sealed.items():
+                context = _context(call_id, plain, id_field, field)
+                plain[field] = sealer.open(str(part[where]), context)
+        except SealBroken as exc:
+            refused.append((part, str(exc)))
+            continue
+        opened.append(plain)
+    return opened, refused
