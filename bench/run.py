@@ -4,8 +4,11 @@ Starts the server under test pinned to CPU 0 (when ``taskset`` exists) and drive
 concurrent two-way calls from ``bench/loadgen.py`` pinned to CPU 1. Targets: ``bridge`` (the
 bridge on its sim engine), ``cloudapi`` (the bridge with ``BRIDGE_ENGINE=cloudapi``: two WebRTC
 legs per call, the WhatsApp one to ``bench/meta.py``, a Meta stand-in on CPU 1 that answers the
-Graph actions, sends the signed webhooks and echoes the audio) and ``echo`` (a bare aiortc echo
-server, for comparison). For each N it reports server CPU per call, the bridge/echo ratio,
+Graph actions, sends the signed webhooks and echoes the audio), ``cloudapi-sip-sdes`` (the same
+calls on Meta's SIP road with SDES-SRTP media: the bridge's INVITEs go to ``bench/sip_meta.py``
+on CPU 1, which echoes the bridge's SRTP; ``--targets cloudapi,cloudapi-sip-sdes`` compares the
+two roads' CPU per call in one run) and ``echo`` (a bare aiortc echo server, for comparison).
+For each N it reports server CPU per call, the bridge/echo ratio,
 frames delivered per call, the bridge-added latency per direction (from the bridge's own
 frame-transit histograms), offer-to-answer p50/p99, RSS per call and the share of downlink
 frames on time (and, for ``cloudapi``, of the frames the WhatsApp side heard on time). Writes
@@ -13,6 +16,9 @@ frames on time (and, for ``cloudapi``, of the frames the WhatsApp side heard on 
 ``--participants 1,3`` also measures contact-centre calls on the bridge (an agent plus a
 whispering and a barging supervisor, each its own peer connection) next to the plain ones, in
 the same run, and reports the 3-participant/1-participant CPU ratio per N.
+``--audio tone,silence`` measures each bridge point twice, back to back: every call sending
+the tone (someone speaking both ways: the sim peer echoes it) and every call sending digital
+silence (nobody speaking), and reports the silence/tone CPU ratio per N.
 This is a benchmark, not a test: nothing here asserts on speed.
 """
 
@@ -142,11 +148,14 @@ SIM_ECHO_DELAY = 0.0
 60 ms early and trims itself, so subtracting it from the click's round trip left ±60 ms of
 doubt (a first run gave -19 ms). At 0 the sim echoes each frame on its next 20 ms tick, and
 the click's round trip is both ways through the bridge plus at most one tick."""
-BRIDGES = ("bridge", "cloudapi", "cloudapi-transcoded")
-CLOUDAPI = ("cloudapi", "cloudapi-transcoded")
-"""The Cloud API targets: with Opus pass-through (the default), and with it off
-(``BRIDGE_OPUS_PASSTHROUGH=false``: every packet decoded and encoded again)."""
+BRIDGES = ("bridge", "cloudapi", "cloudapi-transcoded", "cloudapi-sip-sdes")
 """The targets that are the bridge (scraped for its own histograms)."""
+CLOUDAPI = ("cloudapi", "cloudapi-transcoded")
+"""The Cloud API targets on Graph + DTLS: with Opus pass-through (the default), and with it off
+(``BRIDGE_OPUS_PASSTHROUGH=false``: every packet decoded and encoded again)."""
+SIP_SDES = "cloudapi-sip-sdes"
+"""The Cloud API on Meta's SIP road with SDES-SRTP media, pass-through on: the bridge's
+INVITEs go to ``bench/sip_meta.py`` (on CPU 1), which echoes the bridge's SRTP re-keyed."""
 META_TOKEN, META_PNID, META_SECRET = "bench-token", "1098765432", "bench-secret"
 
 
@@ -178,6 +187,44 @@ async def start_meta(port: int, bridge_port: int) -> asyncio.subprocess.Process:
                 pass
             await asyncio.sleep(0.1)
     raise RuntimeError("the Meta stand-in did not start")
+
+
+async def start_sip_meta(port: int, certs: Path) -> asyncio.subprocess.Process:
+    """The SIP + SDES Meta stand-in of the ``cloudapi-sip-sdes`` target, on CPU 1; its
+    certificate and the bridge's from a throwaway CA in ``certs``."""
+    from tests.support.tls import TestCA
+
+    ca = TestCA(certs)
+    pair = ca.issue("meta", "127.0.0.1", "localhost")
+    ca.issue("bridge", "127.0.0.1", "localhost")
+    argv = [sys.executable, "-m", "bench.sip_meta", "--port", str(port)]
+    argv += ["--cert", str(pair.cert), "--key", str(pair.key)]
+    proc = await asyncio.create_subprocess_exec(
+        *pinned(1, argv), cwd=ROOT, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    if not line.startswith(b"READY"):
+        raise RuntimeError("the SIP Meta stand-in did not start")
+    return proc
+
+
+def sip_env(meta_port: int, certs: Path) -> dict[str, str]:
+    """The bridge's settings on Meta's SIP road with SDES media (certificates from
+    :func:`start_sip_meta`), Opus pass-through on."""
+    return {
+        "BRIDGE_ENGINE": "cloudapi",
+        "BRIDGE_CLOUDAPI_SIGNALLING": "sip",
+        "BRIDGE_CLOUDAPI_MEDIA": "sdes",
+        "BRIDGE_OPUS_PASSTHROUGH": "true",
+        "BRIDGE_SIP_LISTEN": f"127.0.0.1:{free_port()}",
+        "BRIDGE_SIP_HOSTNAME": "localhost",
+        "BRIDGE_SIP_CERT": str(certs / "bridge.pem"),
+        "BRIDGE_SIP_KEY": str(certs / "bridge.key"),
+        "BRIDGE_SIP_NUMBER": "15550009999",
+        "BRIDGE_SIP_META_URI": f"sip:127.0.0.1:{meta_port};transport=tls",
+        "BRIDGE_SIP_CA": str(certs / "ca.pem"),
+    }
 
 
 async def start_profiler(pid: int, seconds: float, out: Path) -> asyncio.subprocess.Process:
@@ -216,6 +263,7 @@ async def start_server(
     meta_port: int = 0,
     loop: str = "uvloop",
     cluster: dict[str, str] | None = None,
+    certs: Path | None = None,
 ) -> asyncio.subprocess.Process:
     """The server under test; ``cluster`` (BRIDGE_WORKERS and its directory settings) runs
     the bridge as several workers, on every CPU (no pinning: they are the machine's)."""
@@ -243,6 +291,9 @@ async def start_server(
             BRIDGE_CLOUDAPI_APP_SECRET=META_SECRET,
             BRIDGE_CLOUDAPI_VERIFY_TOKEN="bench-verify",
         )
+    if target == SIP_SDES:
+        assert certs is not None
+        env.update(sip_env(meta_port, certs))
     if cluster:
         env.update(cluster)
     if target in BRIDGES:
@@ -275,6 +326,29 @@ async def start_server(
     raise RuntimeError(f"{target} did not start")
 
 
+async def forwarding(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
+    """Whether the live Cloud API calls forward Opus untouched (pass-through) both ways: the
+    share of the frames sent to the browsers, and to WhatsApp, that were forwarded (all calls
+    together, since each call's start)."""
+    async with http.get(base + "/call/status") as r:
+        calls = (await r.json())["calls"]
+    down = [0, 0]
+    up = [0, 0]
+    for call in calls:
+        async with http.get(f"{base}/call/{call['callID']}/stats") as r:
+            stats = await r.json()
+        webrtc = stats.get("webrtc") or {}
+        leg = (stats.get("leg") or {}).get("webrtc") or {}  # the WhatsApp leg's own numbers
+        down[0] += webrtc.get("downlinkForwarded", 0)
+        down[1] += webrtc.get("uplinkFrames", 0)  # the browser's frames: as many as it gets
+        up[0] += leg.get("framesForwarded", 0)
+        up[1] += leg.get("framesSent", 0)
+    return {
+        "forwarded_to_browser": round(down[0] / max(1, down[1]), 3),
+        "forwarded_to_whatsapp": round(up[0] / max(1, up[1]), 3),
+    }
+
+
 async def run_point(
     target: str,
     proc: asyncio.subprocess.Process,
@@ -289,6 +363,7 @@ async def run_point(
     report_every: float = 0.0,
     metric_bases: list[str] | None = None,
     pin: bool = True,
+    audio: str = "tone",
 ) -> dict[str, Any]:
     argv = [
         sys.executable,
@@ -305,8 +380,10 @@ async def run_point(
     ]
     if target in BRIDGES:
         argv.append("--hangup")
-    if target not in CLOUDAPI:  # the latency probe needs an echo it can time: sim's or aiortc's
+    if target not in (*CLOUDAPI, SIP_SDES) and audio == "tone":  # the probe times an echo
         argv.append("--click")
+    if audio != "tone":
+        argv += ["--audio", audio]
     if report_every:
         argv += ["--report-every", str(report_every)]
     if participants > 1:
@@ -319,7 +396,12 @@ async def run_point(
         stderr=errors,
     )
     assert gen.stdout is not None
-    point: dict[str, Any] = {"target": target, "calls": calls, "participants": participants}
+    point: dict[str, Any] = {
+        "target": target,
+        "calls": calls,
+        "participants": participants,
+        "audio": audio,
+    }
     meta_base, meta_pid = meta if meta else ("", 0)
 
     def generator_cpu() -> float:
@@ -352,6 +434,8 @@ async def run_point(
                 point["load_1m"] = os.getloadavg()[0]
                 if target in BRIDGES:
                     m1 = await scrape_all(http, metric_bases or [base])
+                if target in (*CLOUDAPI, SIP_SDES):
+                    point.update(await forwarding(http, base))
                 if meta_base:  # what the WhatsApp side heard, before the calls are hung up
                     q = {"t0": str(t0), "t1": line.split()[1]}
                     async with http.get(meta_base + "/bench/stats", params=q) as r:
@@ -462,6 +546,7 @@ async def bench(
     profile_dir: Path | None = None,
     loops: tuple[str, ...] = ("uvloop",),
     workers_list: tuple[int, ...] = (1,),
+    audios: tuple[str, ...] = ("tone",),
 ) -> dict[str, Any]:
     load_at_start = os.getloadavg()  # the machine is shared: say how busy it was
     points = []
@@ -481,10 +566,16 @@ async def bench(
         redis = None
         cluster: dict[str, str] | None = None
         metric_bases: list[str] | None = None
+        certs: Path | None = None
+        meta_port = 0
         if target in CLOUDAPI:
             meta_port = free_port()
             meta = await start_meta(meta_port, port)
             meta_at = (f"http://127.0.0.1:{meta_port}", meta.pid)
+        elif target == SIP_SDES:
+            certs = Path(tempfile.mkdtemp(prefix="bench-sip-"))
+            meta_port = free_port()
+            meta = await start_sip_meta(meta_port, certs)
         if workers > 1:
             # Several workers share a Redis call directory; each serves its metrics on its
             # internal port (the public one reaches a worker at random).
@@ -493,7 +584,7 @@ async def bench(
             cluster = worker_env(workers, redis_port, internal_port)
             metric_bases = [f"http://127.0.0.1:{internal_port + i}" for i in range(workers)]
         try:
-            proc = await start_server(target, port, meta_port if meta else 0, loop, cluster)
+            proc = await start_server(target, port, meta_port, loop, cluster, certs)
             base = f"http://127.0.0.1:{port}"
             await asyncio.sleep(1.0)
             idle_rss = tree_rss_bytes(proc.pid)
@@ -501,11 +592,17 @@ async def bench(
                 for n in calls_list:
                     # Each N's plain and contact-centre points run back to back (same
                     # machine conditions); the echo server knows nothing of participants.
-                    for seats in participants_list if target == "bridge" else (1,):
+                    points_of_n = [
+                        (seats, audio)
+                        for seats in (participants_list if target == "bridge" else (1,))
+                        for audio in (audios if target == "bridge" else ("tone",))
+                    ]
+                    for seats, audio in points_of_n:
                         profile = None
                         if profile_dir is not None:
                             profile_dir.mkdir(parents=True, exist_ok=True)
-                            profile = profile_dir / f"{target}-{loop}-N{n}-p{seats}.txt"
+                            name = f"{target}-{loop}-N{n}-p{seats}-{audio}.txt"
+                            profile = profile_dir / name
                         point = await run_point(
                             target,
                             proc,
@@ -521,12 +618,14 @@ async def bench(
                             # With workers the server has every CPU, and the load generator
                             # shares them (a 2-core machine has none to give it).
                             pin=workers == 1 and len(workers_list) == 1,
+                            audio=audio,
                         )
                         point["loop"] = loop
                         point["workers"] = workers
                         points.append(point)
                         print(
-                            f"  {target:8} {loop:7} W={workers} N={n:3} participants={seats}  "
+                            f"  {target:8} {loop:7} W={workers} N={n:3} participants={seats} "
+                            f"audio={audio}  "
                             f"cpu/call={point['cpu_pct_per_call']:.2f}%  "
                             f"on-time={100 * point.get('downlink_on_time', 0):.2f}%",
                             flush=True,
@@ -561,6 +660,7 @@ def summarize(
         if (
             p["target"] in BRIDGES
             and p.get("participants", 1) == 1
+            and p.get("audio", "tone") == "tone"
             and p["calls"] in echo
             and echo[p["calls"]]["cpu_pct_per_call"]
         ):
@@ -569,10 +669,27 @@ def summarize(
     plain = {
         (p["calls"], p.get("loop")): p
         for p in points
-        if p["target"] == "bridge" and p.get("participants", 1) == 1
+        if p["target"] == "bridge"
+        and p.get("participants", 1) == 1
+        and p.get("audio", "tone") == "tone"
     }
     for p in points:
         base = plain.get((p["calls"], p.get("loop")))
+        if p.get("audio", "tone") != "tone":  # nobody speaking next to the tone both ways
+            tone = next(
+                (
+                    q
+                    for q in points
+                    if q["target"] == p["target"]
+                    and q.get("audio", "tone") == "tone"
+                    and (q["calls"], q.get("loop"), q.get("participants", 1))
+                    == (p["calls"], p.get("loop"), p.get("participants", 1))
+                ),
+                None,
+            )
+            if tone is not None and tone["cpu_pct_per_call"]:
+                p["ratio_vs_tone"] = p["cpu_pct_per_call"] / tone["cpu_pct_per_call"]
+            continue
         if p["target"] == "bridge" and p.get("participants", 1) > 1 and base:
             if base["cpu_pct_per_call"]:
                 p["ratio_vs_1_participant"] = p["cpu_pct_per_call"] / base["cpu_pct_per_call"]
@@ -597,6 +714,7 @@ def summarize(
             and p.get("loop") == loop
             and p.get("workers", 1) == workers
             and p.get("participants", 1) == 1
+            and p.get("audio", "tone") == "tone"
             and p.get("downlink_on_time", 0) >= 0.995
             and p.get("connected") == p["calls"]
         ]
@@ -646,6 +764,7 @@ def table(result: dict[str, Any]) -> str:
         "W",
         "N",
         "seats",
+        "audio",
         "cpu%/call",
         "µs/frame",
         "gen cpu%",
@@ -675,11 +794,13 @@ def table(result: dict[str, Any]) -> str:
                 str(p.get("workers", 1)),
                 str(p["calls"]),
                 str(p.get("participants", 1)),
+                p.get("audio", "tone"),
                 f(p["cpu_pct_per_call"]),
                 f(p.get("cpu_us_per_frame"), "{:.0f}"),
                 f(p.get("generator_cpu_pct"), "{:.0f}"),
                 f(
-                    p.get(
+                    p.get("ratio_vs_tone")
+                    or p.get(
                         "ratio_vs_echo", p.get("ratio_vs_1_participant", p.get("ratio_vs_1_worker"))
                     )
                 ),
@@ -708,6 +829,8 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             "ratio: bridge/echo for 1 seat; for more seats, CPU per call / the 1-seat call's"
         )
+    if any(p.get("audio", "tone") != "tone" for p in result["points"]):
+        lines.append("ratio of a silence point: its CPU per call / the tone point's (same N)")
     if any(p.get("workers", 1) > 1 for p in result["points"]):
         lines.append(
             "W: worker processes (BRIDGE_WORKERS, on every CPU, the load generator sharing them); "
@@ -827,7 +950,7 @@ def main() -> None:
     parser.add_argument(
         "--targets",
         default="bridge,cloudapi,echo",
-        help="of bridge (sim), cloudapi, cloudapi-transcoded, echo",
+        help="of bridge (sim), cloudapi, cloudapi-transcoded, cloudapi-sip-sdes, echo",
     )
     parser.add_argument(
         "--participants",
@@ -847,6 +970,13 @@ def main() -> None:
         default="1",
         help="comma-separated BRIDGE_WORKERS for the bridge (sim) target, e.g. 1,2: each count "
         "runs back to back, unpinned, with a loopback redis-server as the call directory",
+    )
+    parser.add_argument(
+        "--audio",
+        default="tone",
+        choices=("tone", "silence", "tone,silence", "silence,tone"),
+        help="what the bridge target's calls send: tone (speech both ways), silence (nobody "
+        "speaking), or both back to back at each N (the silence/tone CPU ratio)",
     )
     parser.add_argument("--smoke", action="store_true", help="2 calls, 2 s: proves the bench runs")
     parser.add_argument(
@@ -896,6 +1026,7 @@ def main() -> None:
             profile_dir,
             loops,
             tuple(int(x) for x in args.workers.split(",")),
+            tuple(args.audio.split(",")),
         )
     )
     out.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ grammar or the limits raises :class:`SipParseError`, whose text goes into a ``40
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 MAX_HEAD = 16 * 1024
@@ -94,7 +95,7 @@ def split_list(value: str) -> list[str]:
 
 
 @dataclass
-class Message:
+class Message(ABC):
     """A SIP request or response (see the module docstring)."""
 
     headers: list[tuple[str, str]] = field(default_factory=list)
@@ -153,8 +154,9 @@ class Message:
         return parse_cseq(self.get("CSeq"))
 
     # -- serialising
+    @abstractmethod
     def start_line(self) -> str:
-        raise NotImplementedError
+        """The request or status line (§7.1, §7.2)."""
 
     def to_bytes(self) -> bytes:
         """The message on the wire, Content-Length set from the body (§20.14)."""

@@ -92,7 +92,7 @@ async def connect_browser(client, call_id: str, freq: float = 440.0) -> RtcClien
 
 
 async def test_inbound_pre_accept_accept_audio_both_ways_and_remote_hangup(cclient, meta):
-    client = await cclient()
+    client = await cclient(call_reports=True)
     mcall = await meta.user_calls(client, "15550001111")
     await until(lambda: mcall.pre_accept_at, 1.0, "pre_accept within 1 s")
     assert mcall.pre_accept_at - mcall.offered_at < 1.0
@@ -120,6 +120,17 @@ async def test_inbound_pre_accept_accept_audio_both_ways_and_remote_hangup(cclie
     stats = await (await client.get(f"/call/{call['callID']}/stats")).json()
     leg = stats["leg"]["webrtc"]
     assert leg["state"] == "connected" and leg["framesReceived"] > 50 and leg["framesSent"] > 50
+    # The call's timeline: both legs' tones at their level, Opus bit rates both ways on the
+    # WhatsApp side's own WebRTC leg as on the browser's.
+    report = await (await client.get(f"/call/{call['callID']}/report")).json()
+    for name in ("whatsapp", "browser:agent"):
+        rows = [r for r in report["timeline"] if r["leg"] == name and r["packetsReceived"] > 45]
+        assert rows, (name, report["timeline"])
+        row = rows[-1]
+        assert abs(row["levelReceivedDbfs"] - TONE_DBFS) < 2 and row["levelSentDbfs"] > -20, row
+        # (The fake Meta peer and this browser send with aiortc's own encoder, over 100
+        # kbit/s, and the browser's packets go to Meta untouched: rtc/passthrough.py.)
+        assert 5 < row["kbpsReceived"] < 160 and 5 < row["kbpsSent"] < 160, row
 
     resp = await meta.post(client, meta.envelope(meta.terminate_event(mcall, duration=3)))
     assert resp.status == 200

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import ssl
 
 import pytest
@@ -484,6 +485,36 @@ async def test_in_dialog_requests_open_a_connection_to_the_first_route_when_the_
         assert bye.get("To").endswith(";tag=meta1") and bye.get("From").endswith(";tag=ourtag")
     finally:
         server.close()
+        await ua.close()
+
+
+async def test_in_dialog_requests_reuse_the_open_flow_when_the_contact_listens_nowhere(ca):
+    """RFC 5923 / RFC 5626 connection reuse: a peer whose Contact names a port where nothing
+    listens for TLS (baresip's names its ``sip_listen`` port) still gets our BYE, on the
+    connection its INVITE came on, with no route set."""
+    ua, handler, _ = await start_ua(ca, answer=True)
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    c = await Client.open(ua, ca)
+    try:
+        invite = request("INVITE", body=SDP)
+        invite.set("Contact", f"<sip:+15550001111@127.0.0.1:{dead};transport=tls>")
+        await c.send(invite.to_bytes())
+        statuses = [(await c.recv()).status for _ in range(3)]
+        assert statuses == [100, 180, 200]
+        (tx,) = handler.invites
+        bye_sent = asyncio.ensure_future(ua.in_dialog(tx.dialog, "BYE"))
+        bye = await asyncio.wait_for(c.conn.read(), 5)
+        assert isinstance(bye, Request) and bye.method == "BYE"
+        assert bye.uri == f"sip:+15550001111@127.0.0.1:{dead};transport=tls"
+        ok = Response(status=200, reason="OK")
+        for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+            ok.add(name, bye.get(name))
+        await c.conn.send(ok)
+        assert (await bye_sent).status == 200
+    finally:
+        await c.close()
         await ua.close()
 
 

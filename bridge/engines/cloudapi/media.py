@@ -2,7 +2,7 @@
 
 * ``dtls``: :class:`~.peer.WhatsAppPeer`, the WebRTC leg (ICE + DTLS-SRTP). Meta is ICE-lite;
   the bridge is the full, controlling agent and the DTLS client (``a=setup:active``). Its
-  sender starts on its own 20 ms clock as soon as DTLS is up (silence until the agent
+  sender starts on the worker's 20 ms clock as soon as DTLS is up (silence until the agent
   speaks): the first SRTP packet Meta waits for leaves at once, on SIP and Graph calls alike.
 * ``sdes``: :class:`~.sdes.SdesPeer`, a plain UDP SRTP leg with keys from ``a=crypto``
   (RFC 4568), no ICE, no DTLS — the same shape (``answer(offer)``, ``offer()``,

@@ -3,7 +3,7 @@ bridged to the call's bus through the same ``MediaChannel`` the PCM engines give
 
 * What the WhatsApp user hears: the pump's ``send(pcm)`` → a short bounded queue →
   the bridge's own :class:`~bridge.rtc.tracks.OpusBusTrack` (16 kHz mono Opus at Meta's
-  ``maxaveragebitrate``, in-band FEC, on its own 20 ms clock) → the bridge's lean RTP sender
+  ``maxaveragebitrate``, in-band FEC, worker-clocked) → the bridge's lean RTP sender
   (:mod:`bridge.rtc.rtpsend`: packetise, SRTP, send; aiortc keeps ICE, DTLS and RTCP).
 * What the agent hears: RTP → the pass-through receive path of :mod:`bridge.rtc.uplink`
   (no jitter-buffer hold, Opus decoded to 16 kHz in the loop) → a bounded queue → ``recv()``.
@@ -42,8 +42,8 @@ from ...media import BusStats, ReceiveStats
 from ...rtc.leg import PeerLeg
 from ...rtc.protection import LossProtection
 from ...rtc.tracks import OpusBusTrack
-from ..base import EngineStats, MediaClosed, MediaFatal
-from .channel import PeerChannel
+from ..base import EngineStats, MediaClosed
+from .channel import Incoming, PeerChannel
 from .dtmf import DtmfDetector, EventSender
 from .sdp import DEFAULT_BITRATE, DTMF_PT, for_meta, read_remote
 
@@ -52,8 +52,6 @@ OPUS_COMPLEXITY = 6
 (``BRIDGE_OPUS_COMPLEXITY``). Picked by ear on the quality bench's encoder curve
 (docs/quality.md): at Meta's 20 kbit/s, PESQ-WB 2.51 at complexity 1 and 3.56 at 6, for about
 100 µs more per 20 ms frame (0.5 % of a core per call)."""
-IN_QUEUE = 25
-"""Frames (500 ms) of the WhatsApp user's audio waiting for the pump; the oldest go first."""
 OUT_LIMIT = 8
 """Frames (160 ms) of the agent's audio waiting for the encoder's clock; the oldest go first."""
 OUT_PREFILL = 2
@@ -121,8 +119,7 @@ class WhatsAppPeer(PeerLeg):
         self.stats = stats
         self.rx = BusStats()
         self._out = Outgoing(stats)
-        self._in: asyncio.Queue[Pcm | None] = asyncio.Queue(maxsize=IN_QUEUE)
-        self._attached = False
+        self.incoming = Incoming()
         self._on_media = on_media
         self._on_closed = on_closed
         self._media_seen = False
@@ -131,8 +128,6 @@ class WhatsAppPeer(PeerLeg):
         self._events: EventSender | None = None
         self._dtmf_out: deque[tuple[str, int, int, Callable[[], None] | None]] = deque()
         self._dtmf_task: asyncio.Task[None] | None = None
-        self.frames_in = 0
-        self.in_dropped = 0
 
     # -- negotiation
     def _transceiver(self) -> RTCRtpTransceiver:
@@ -232,15 +227,7 @@ class WhatsAppPeer(PeerLeg):
     # -- state
     def _state_changed(self, state: str) -> None:
         if state in ("failed", "closed"):
-            self._end_channel()
-
-    def _end_channel(self) -> None:
-        while True:
-            try:
-                self._in.put_nowait(None)
-                return
-            except asyncio.QueueFull:
-                self._in.get_nowait()
+            self.incoming.end()
 
     @property
     def dead(self) -> bool:
@@ -248,42 +235,30 @@ class WhatsAppPeer(PeerLeg):
 
     # -- media
     def _on_frame(self, pcm: Pcm) -> None:
-        self.frames_in += 1
         if not self._media_seen:
             self._media_seen = True
             self._on_media(self)
-        if not self._attached:
-            return  # ringing (pre-accepted): nobody is listening yet
-        try:
-            self._in.put_nowait(pcm)
-        except asyncio.QueueFull:
-            self._in.get_nowait()
-            self._in.put_nowait(pcm)
-            self.in_dropped += 1
+        self.incoming.push(pcm)
 
     def open_channel(self) -> PeerChannel:
         if self.dead:
             raise MediaClosed(f"{self.name}: the WhatsApp-side peer connection is {self.state}")
-        while not self._in.empty():
-            self._in.get_nowait()
-        self._attached = True
+        self.incoming.attach()
         return PeerChannel(self)
 
     def send(self, pcm: Pcm) -> None:
         self._out.push(pcm)
 
     async def recv(self) -> Pcm:
-        item = await self._in.get()
-        if item is None:
-            self._end_channel()  # stays ended for any later reader
-            raise MediaFatal(
+        return await self.incoming.get(
+            lambda: (
                 f"{self.name}: the WhatsApp-side peer connection is {self.state}"
                 + (f" ({self.failure})" if self.failure else "")
             )
-        return item
+        )
 
     def detach(self) -> None:
-        self._attached = False
+        self.incoming.detach()
         self._out.detach()
 
     @property
@@ -304,10 +279,11 @@ class WhatsAppPeer(PeerLeg):
             **self.quality_json(),
             "failure": self.failure,
             "connectMs": self.connect_ms,
-            "framesReceived": self.frames_in,
-            "receivedDropped": self.in_dropped,
+            "framesReceived": self.incoming.frames,
+            "receivedDropped": self.incoming.dropped,
             "framesSent": track.frames_sent if track is not None else 0,
             "silentFramesSent": track.silent_frames if track is not None else 0,
+            "framesForwarded": track.forwarded_frames if track is not None else 0,
             "sendDropped": self._out.dropped,
             "sendUnderruns": self._out.underruns,
             "rtpLate": self.rx.uplink_rtp_late,
@@ -318,9 +294,7 @@ class WhatsAppPeer(PeerLeg):
 
     # -- close
     def _detach(self) -> None:
-        self._attached = False
-        self._end_channel()
+        self.incoming.end()
         self._dtmf_out.clear()
         if self._on_closed is not None:
             self._on_closed(self)
-

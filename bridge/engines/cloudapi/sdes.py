@@ -8,7 +8,7 @@ reads, RFC 4733 both ways, Opus pass-through to and from the browser, ``leg_json
 idempotent ``close``) and is built from the same parts, minus aiortc:
 
 * **Out**: the pump's frames → :class:`~bridge.rtc.tracks.OpusBusTrack` (16 kHz mono Opus at
-  Meta's bitrate, FEC, its own 20 ms clock; silence when nothing plays; a browser's packets
+  Meta's bitrate, FEC, worker-clocked; silence when nothing plays; a browser's packets
   untouched while nothing mixes) → :class:`~bridge.rtc.rtpsend.RtpStream` (the one owner of
   the stream's numbers, RFC 4733 events included) → SRTP → UDP (:mod:`bridge.rtc.srtpudp`).
   **The first packet leaves as soon as the far end's address and key are known** (Meta sends
@@ -51,10 +51,10 @@ from ...rtc.srtpudp import SrtpSocket
 from ...rtc.tracks import OpusBusTrack
 from ...rtc.uplink import Playout
 from ...tasks import TaskSet
-from ..base import EngineStats, MediaClosed, MediaFatal
+from ..base import EngineStats, MediaClosed
 from . import sdes_parts as parts
-from .channel import PeerChannel
-from .peer import IN_QUEUE, OPUS_COMPLEXITY, Outgoing
+from .channel import Incoming, PeerChannel
+from .peer import OPUS_COMPLEXITY, Outgoing
 from .sdp import DTMF_PT, read_remote
 
 log = logging.getLogger(__name__)
@@ -108,15 +108,15 @@ class SdesPeer:
         self.opus_pt, self.dtmf_pt = OPUS_PT, DTMF_PT
         self._out = Outgoing(stats)
         self._track: OpusBusTrack | None = None
-        self._in: asyncio.Queue[Pcm | None] = asyncio.Queue(maxsize=IN_QUEUE)
-        self._attached = self._media_seen = False
+        self.incoming = Incoming()
+        self._media_seen = False
         self.playout = Playout(self._on_frame, self.rx, self._tasks)
         self.dtmf = DtmfDetector(lambda digit, ms: on_dtmf(self, digit, ms))
         self._events = EventSender(parts.StreamSender(self))
         self._dtmf_out = parts.DtmfOut(self._events, self._tasks, self)
         self._close_lock = asyncio.Lock()
         self._closed = self._close_expected = False
-        self.frames_in = self.in_dropped = self.unknown_payloads = 0
+        self.unknown_payloads = 0
 
     # -- negotiation
     async def _open(self, remote_host: str | None) -> str:
@@ -234,7 +234,7 @@ class SdesPeer:
             counters.failure("media", "no media")
             log.warning("%s: %s failed: %s", self.name, self.what, self.failure)
             self.state = "failed"
-            self._end_channel()
+            self.incoming.end()
 
     # -- receiving
     def _on_rtcp(self, plain: bytes) -> None:
@@ -244,50 +244,35 @@ class SdesPeer:
             self._track.far_end_report(self.rtcp.far.fraction_lost)
 
     def _on_frame(self, pcm: Pcm) -> None:
-        self.frames_in += 1
         if not self._media_seen:
             self._media_seen = True
             self._on_media(self)
-        if not self._attached:
-            return  # ringing: nobody listens yet
-        if self._in.full():
-            self._in.get_nowait()
-            self.in_dropped += 1
-        self._in.put_nowait(pcm)
+        self.incoming.push(pcm)
 
     # -- the pump's channel
     @property
     def dead(self) -> bool:
         return self._closed or self.state == "failed"
 
-    def _end_channel(self) -> None:
-        while self._in.full():
-            self._in.get_nowait()
-        self._in.put_nowait(None)
-
     def open_channel(self) -> PeerChannel:
         if self.dead:
             raise MediaClosed(f"{self.name}: the WhatsApp-side SDES leg is {self.state}")
-        while not self._in.empty():
-            self._in.get_nowait()
-        self._attached = True
+        self.incoming.attach()
         return PeerChannel(self)
 
     def send(self, pcm: Pcm) -> None:
         self._out.push(pcm)
 
     async def recv(self) -> Pcm:
-        item = await self._in.get()
-        if item is None:
-            self._end_channel()  # stays ended for any later reader
-            raise MediaFatal(
+        return await self.incoming.get(
+            lambda: (
                 f"{self.name}: the WhatsApp-side SDES leg is {self.state}"
                 + (f" ({self.failure})" if self.failure else "")
             )
-        return item
+        )
 
     def detach(self) -> None:
-        self._attached = False
+        self.incoming.detach()
         self._out.detach()
 
     def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
@@ -353,8 +338,7 @@ class SdesPeer:
             if self._closed:
                 return
             self._closed = True
-            self._attached = False
-            self._end_channel()
+            self.incoming.end()
             self._dtmf_out.clear()
             if self._on_closed is not None:
                 self._on_closed(self)

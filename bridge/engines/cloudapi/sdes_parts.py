@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...config import IceSettings
 from ...rtc.leg import Quality, account_concealment
+from ...rtc.quality import change
 from ...rtc.rfc4733 import EventSender
 from ...rtc.rtprecv import payload_bounds
 from ...rtc.sdes import Crypto, media_section, session_description
@@ -73,16 +74,7 @@ def sample(peer: SdesPeer) -> Quality:
         downlink_jitter_s=far.jitter_s if r.far_reports else None,
         rtt_s=far.rtt_s,
     )
-    prev = peer.totals
-    delta = Quality(
-        uplink_packets=max(0, now.uplink_packets - prev.uplink_packets),
-        uplink_lost=max(0, now.uplink_lost - prev.uplink_lost),
-        uplink_jitter_s=now.uplink_jitter_s,
-        downlink_packets=max(0, now.downlink_packets - prev.downlink_packets),
-        downlink_lost=max(0, now.downlink_lost - prev.downlink_lost),
-        downlink_jitter_s=now.downlink_jitter_s,
-        rtt_s=now.rtt_s,
-    )
+    delta = change(now, peer.totals)
     peer.totals = now
     account_concealment(delta, peer.playout)
     peer.last = delta
@@ -114,10 +106,11 @@ def leg_json(
         "local": f"{sock.local[0]}:{sock.local[1]}",
         "remote": None if sock.rtp_to is None else f"{sock.rtp_to[0]}:{sock.rtp_to[1]}",
         "latched": sock.latched,
-        "framesReceived": peer.frames_in,
-        "receivedDropped": peer.in_dropped,
+        "framesReceived": peer.incoming.frames,
+        "receivedDropped": peer.incoming.dropped,
         "framesSent": track.frames_sent if track is not None else 0,
         "silentFramesSent": track.silent_frames if track is not None else 0,
+        "framesForwarded": track.forwarded_frames if track is not None else 0,
         "sendDropped": out.dropped,
         "sendUnderruns": out.underruns,
         "srtpAuthFailed": sock.auth_failed,

@@ -2,12 +2,14 @@
 ``BRIDGE_CLOUDAPI_SIGNALLING=sip``): SIP over TLS signalling (:mod:`bridge.sip`), the media
 leg :func:`.media.new_leg` makes (``BRIDGE_CLOUDAPI_MEDIA``: DTLS or SDES).
 
+The engine is the signalling: the user agent's lifecycle, the Graph side, and the engine API
+(``answer``, ``hangup``, ``dial``). Its calls and what the user agent tells it about them
+(Meta's INVITE, CANCEL, ACK, BYE) are :class:`~.sip_dialogs.SipDialogs`'.
+
 User-initiated (Meta's INVITE): ``407`` first when a password is set (the UA) → ``100`` →
-the leg answers Meta's offer → ``INCOMING`` (the inbound policy rings, auto-answers or
-declines) and ``180`` → ``answer`` sends ``200 OK`` with the answer → Meta's ACK confirms the
-dialog. ``hangup`` while ringing is ``486 Busy Here``; after, ``BYE`` along the route set.
-CANCEL before our ``200`` ends the call as ``remote_canceled``; Meta's BYE as
-``remote_hangup`` with ``x-wa-meta-call-duration`` in the ended event.
+the leg answers Meta's offer → ``INCOMING`` and ``180`` (:mod:`.sip_dialogs`) → ``answer``
+sends ``200 OK`` with the answer → Meta's ACK confirms the dialog. ``hangup`` while ringing is
+``486 Busy Here``; after, ``BYE`` along the route set.
 
 Business-initiated (``dial``): the leg's offer in our INVITE to ``BRIDGE_SIP_META_URI``
 (From ``+<number>@<hostname>``), Meta's ``407`` answered with the number's credentials,
@@ -31,10 +33,9 @@ from typing import Any
 import aiohttp
 
 from ...config import IceSettings, Settings
-from ...errors import EngineCallNotFound, EngineError
-from ...sip import CertFiles, DigestServer, InviteClient, InviteServer, UserAgent, client_context
-from ...sip.dialog import Dialog
-from ...sip.message import Request, Response
+from ...errors import EngineError
+from ...sip import CertFiles, DigestServer, InviteClient, UserAgent, client_context
+from ...sip.message import Response
 from ...tasks import TaskSet
 from ..base import (
     EngineEvent,
@@ -49,15 +50,8 @@ from ..base import (
 from .graph_side import GraphSide
 from .media import MediaLeg, new_leg
 from .sdp import DEFAULT_BITRATE
-from .sip_calls import (
-    SipCall,
-    bic_failure,
-    call_duration,
-    engine_call_id,
-    invite_metadata,
-    meta_code,
-    peer_number,
-)
+from .sip_calls import SipCall, bic_failure, meta_code
+from .sip_dialogs import SipDialogs
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +74,16 @@ class SipEngine:
         self.ice: IceSettings = settings.ice
         self.events: asyncio.Queue[EngineEvent] = asyncio.Queue(maxsize=1000)
         self.stats = EngineStats()
-        self.calls: dict[str, SipCall] = {}
-        self._by_dialog: dict[tuple[str, str], SipCall] = {}
         self._tasks = TaskSet("cloudapi-sip")
         self.ua: UserAgent | None = None
         self.graph_side = GraphSide(settings.engine, self.stats, self.events)
         """Call permissions and Meta's signed webhooks, over Graph (:mod:`.graph_side`)."""
+        self.dialogs = SipDialogs(self.events, self.graph_side, self._leg)
+        """The calls and their dialogs; the UA's ``CallHandler`` (:mod:`.sip_dialogs`)."""
+
+    @property
+    def calls(self) -> dict[str, SipCall]:
+        return self.dialogs.calls
 
     @classmethod
     def from_settings(
@@ -105,8 +103,9 @@ class SipEngine:
             certs=CertFiles(sip.sip_cert, sip.sip_key),
             client_ctx=client_context(sip.sip_ca),
             digest=digest,
-            handler=self,
+            handler=self.dialogs,
         )
+        self.dialogs.ua = self.ua
         self.ua.on_count = self._counted
         await self.graph_side.start(self._tasks)
         host, port = sip.listen
@@ -186,9 +185,9 @@ class SipEngine:
             label,
             self.ice,
             self.stats,
-            on_dtmf=self._on_dtmf,
+            on_dtmf=self.dialogs.on_dtmf,
             on_media=lambda leg: None,
-            on_closed=self._leg_closed,
+            on_closed=self.dialogs.leg_closed,
         )
 
     def take_leg(self, engine_call_id: str) -> MediaLeg | None:
@@ -198,135 +197,21 @@ class SipEngine:
         call.handed_over = True
         return call.leg
 
-    def _leg_closed(self, leg: MediaLeg) -> None:
-        call = self.calls.get(leg.wacid)
-        if call is not None and call.leg is leg:
-            self._drop(call)
-
-    def _on_dtmf(self, leg: MediaLeg, digit: str, duration_ms: int) -> None:
-        call = self.calls.get(leg.wacid)
-        if call is not None and call.state != "ended":
-            data = {"digit": digit, "durationMs": duration_ms}
-            emit(self.events, EngineEvent(EngineEventKind.DTMF, call.id, data=data))
-
-    def _drop(self, call: SipCall) -> None:
-        call.state = "ended"
-        self.calls.pop(call.id, None)
-        if call.dialog is not None:
-            self._by_dialog.pop(call.dialog.key, None)
-            if self.ua is not None:
-                self.ua.dialogs.pop(call.dialog.key, None)
-
-    async def _forget(self, call: SipCall) -> None:
-        self._drop(call)
-        call.leg.expect_close()
-        if not call.handed_over:
-            await call.leg.close()
-
-    def _ended(self, call: SipCall, reason: str, detail: str = "", **data: Any) -> None:
-        event = EngineEvent(EngineEventKind.ENDED, call.id, reason=reason, data=data, detail=detail)
-        emit(self.events, event)
-
-    def _get(self, engine_call_id: str) -> SipCall:
-        call = self.calls.get(engine_call_id)
-        if call is None or call.state == "ended":
-            raise EngineCallNotFound(f"the SIP engine has no live call {engine_call_id}")
-        return call
-
-    def _confirmed(self, call: SipCall, dialog: Dialog) -> None:
-        call.dialog = dialog
-        self._by_dialog[dialog.key] = call
-        self._ua().dialogs[dialog.key] = dialog
-
-    # -- user-initiated calls (the UA's CallHandler)
-    async def invite(self, tx: InviteServer) -> None:
-        req = tx.req
-        cid = engine_call_id(req)
-        if cid in self.calls:
-            await tx.respond(486, "Busy Here (a call with this id is live)")
-            return
-        leg = self._leg(f"cloudapi-sip:{cid[:24]}")
-        leg.wacid = cid
-        call = SipCall(cid, peer_number(req), "inbound", leg, tx=tx)
-        call.metadata = invite_metadata(req)
-        self.calls[cid] = call
-        self.graph_side.heard_from(call.peer_wa)  # a user's call opens the service window
-        self._by_dialog[tx.dialog.key] = call  # a CANCEL may come while the leg answers
-        try:
-            call.answer_sdp = await leg.answer(req.body.decode("utf-8", "replace"))
-        except Exception as exc:
-            if call.state == "ended":
-                return  # cancelled while the leg answered: its closing stopped it
-            log.warning("SIP call %s: Meta's offer cannot be answered: %s", cid, exc)
-            warn = [("Warning", f'399 bridge "{str(exc)[:120]}"'.replace("\r", " "))]
-            await tx.respond(488, "Not Acceptable Here", extra=warn)
-            await self._forget(call)
-            return
-        if call.state != "connecting" or tx.final:
-            if call.state != "ended":
-                await self._forget(call)
-            return  # cancelled meanwhile
-        call.state = "ringing"
-        data = {"metadata": call.metadata} if call.metadata else {}
-        emit(self.events, EngineEvent(EngineEventKind.INCOMING, cid, call.jid, data=data))
-        await tx.respond(180, "Ringing")
-
-    async def cancelled(self, tx: InviteServer) -> None:
-        call = self._by_dialog.get(tx.dialog.key)
-        if call is None or call.state == "ended":
-            return
-        was_ringing = call.state == "ringing"
-        await self._forget(call)
-        if was_ringing:
-            self._ended(call, "remote_canceled", sipReason="CANCEL")
-
-    async def acked(self, dialog: Dialog) -> None:
-        call = self._by_dialog.get(dialog.key)
-        if call is not None and call.confirmed_at is None:
-            call.confirmed_at = time.monotonic()
-
-    async def ack_timeout(self, dialog: Dialog) -> None:
-        call = self._by_dialog.get(dialog.key)
-        if call is None or call.state == "ended":
-            return
-        await self._ua().in_dialog(dialog, "BYE")
-        await self._forget(call)
-        self._ended(call, "failed", sipReason="no ACK for our 200 OK")
-
-    async def bye(self, dialog: Dialog, req: Request) -> None:
-        call = self._by_dialog.get(dialog.key)
-        if call is None or call.state == "ended":
-            return
-        answered = call.state == "accepted"
-        await self._forget(call)
-        data: dict[str, Any] = {}
-        duration = call_duration(req)
-        if duration is not None:
-            data["engineDurationS"] = duration
-        known, detail = meta_code(req)
-        reason = "remote_hangup" if answered else ""
-        if known is not None:
-            reason = known.reason
-            log.warning(
-                "SIP call %s: Meta ended it (%s): %s — %s", call.id, reason, detail, known.hint
-            )
-        self._ended(call, reason, detail, **data)
-
     # -- call control
     async def answer(self, engine_call_id: str) -> None:
-        call = self._get(engine_call_id)
+        call = self.dialogs.get(engine_call_id)
         tx = call.tx
         if call.direction != "inbound" or call.state != "ringing" or tx is None:
             raise EngineError(f"call {engine_call_id} is not ringing inbound")
-        self._confirmed(call, tx.dialog)
+        self.dialogs.confirmed(call, tx.dialog)
         if not await tx.respond(200, "OK", body=call.answer_sdp.encode()):
             raise EngineError(f"SIP call {engine_call_id}: the 200 OK could not be sent")
         call.state = "accepted"
 
     async def hangup(self, engine_call_id: str) -> None:
-        call = self._get(engine_call_id)
+        call = self.dialogs.get(engine_call_id)
         state = call.state
-        await self._forget(call)
+        await self.dialogs.forget(call)
         if call.tx is not None and state != "accepted":
             await call.tx.respond(486, "Busy Here")
         elif call.uac is not None and call.dialog is None:
@@ -337,7 +222,7 @@ class SipEngine:
                 raise EngineError(f"SIP call {engine_call_id}: BYE got {resp.status} {resp.reason}")
 
     async def open_media(self, engine_call_id: str) -> MediaChannel:
-        return self._get(engine_call_id).leg.open_channel()
+        return self.dialogs.get(engine_call_id).leg.open_channel()
 
     # -- business-initiated calls
     async def dial(self, phone: str, *, call_id: str = "") -> str:
@@ -382,19 +267,19 @@ class SipEngine:
         if uac.dialog is None:
             reason, why = bic_failure(final, self.sip.sip_hostname, self.sip.sip_number)
             log.warning("SIP call %s to %s: %s", call.id, call.peer_wa, why)
-            await self._forget(call)
+            await self.dialogs.forget(call)
             detail = meta_code(final)[1] or f"SIP {final.status}: {final.reason}"
-            self._ended(call, reason, detail, sipStatus=final.status, sipReason=why)
+            self.dialogs.ended(call, reason, detail, sipStatus=final.status, sipReason=why)
             return
-        self._confirmed(call, uac.dialog)
+        self.dialogs.confirmed(call, uac.dialog)
         call.confirmed_at = time.monotonic()
         try:
             await call.leg.apply_answer(final.body.decode("utf-8", "replace"))
         except Exception as exc:
             log.warning("SIP call %s: Meta's answer cannot be applied: %s", call.id, exc)
             await self._ua().in_dialog(uac.dialog, "BYE")
-            await self._forget(call)
-            self._ended(call, "failed", sipReason=f"answer not applied: {exc}")
+            await self.dialogs.forget(call)
+            self.dialogs.ended(call, "failed", sipReason=f"answer not applied: {exc}")
             return
         call.state = "accepted"
         emit(self.events, EngineEvent(EngineEventKind.ANSWERED, call.id, call.jid))

@@ -1,0 +1,180 @@
+"""The SIP engine's calls and their dialogs: what :class:`~.sip_engine.SipEngine` keeps per call
+and what the user agent tells it (the UA's ``CallHandler``: Meta's INVITE, CANCEL, the ACK to our
+``200``, BYE).
+
+User-initiated (Meta's INVITE): the leg answers Meta's offer → ``INCOMING`` (the inbound
+policy rings, auto-answers or declines) and ``180``; the engine's ``answer`` sends the ``200``;
+Meta's ACK confirms the dialog. CANCEL before our ``200`` ends the call as
+``remote_canceled``; Meta's BYE as ``remote_hangup`` with ``x-wa-meta-call-duration`` in the
+ended event (or the end reason of a Meta error code in its ``Reason``). No ACK within 64·T1
+ends the call ``failed`` with our BYE. The engine keeps only this signalling state; the media
+leg goes to the call's runtime (``take_leg``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ...errors import EngineCallNotFound, EngineError
+from ...sip import InviteServer, UserAgent
+from ...sip.dialog import Dialog
+from ...sip.message import Request
+from ..base import EngineEvent, EngineEventKind, emit
+from .graph_side import GraphSide
+from .media import MediaLeg
+from .sip_calls import (
+    SipCall,
+    call_duration,
+    engine_call_id,
+    invite_metadata,
+    meta_code,
+    peer_number,
+)
+
+log = logging.getLogger(__name__)
+
+
+class SipDialogs:
+    """The calls by engine call id and by dialog (module docstring)."""
+
+    def __init__(
+        self,
+        events: asyncio.Queue[EngineEvent],
+        graph_side: GraphSide,
+        new_leg: Callable[[str], MediaLeg],
+    ) -> None:
+        self.events = events
+        self.graph_side = graph_side
+        self._new_leg = new_leg
+        self.calls: dict[str, SipCall] = {}
+        self.by_dialog: dict[tuple[str, str], SipCall] = {}
+        self.ua: UserAgent | None = None
+        """Set once the engine has started its user agent."""
+
+    def _ua(self) -> UserAgent:
+        if self.ua is None:
+            raise EngineError("the SIP engine is not started")
+        return self.ua
+
+    # -- bookkeeping, both directions
+    def get(self, engine_call_id: str) -> SipCall:
+        call = self.calls.get(engine_call_id)
+        if call is None or call.state == "ended":
+            raise EngineCallNotFound(f"the SIP engine has no live call {engine_call_id}")
+        return call
+
+    def confirmed(self, call: SipCall, dialog: Dialog) -> None:
+        call.dialog = dialog
+        self.by_dialog[dialog.key] = call
+        self._ua().dialogs[dialog.key] = dialog
+
+    def drop(self, call: SipCall) -> None:
+        call.state = "ended"
+        self.calls.pop(call.id, None)
+        if call.dialog is not None:
+            self.by_dialog.pop(call.dialog.key, None)
+            if self.ua is not None:
+                self.ua.dialogs.pop(call.dialog.key, None)
+
+    async def forget(self, call: SipCall) -> None:
+        """The call is over here: dropped, and its leg closed unless a runtime has it."""
+        self.drop(call)
+        call.leg.expect_close()
+        if not call.handed_over:
+            await call.leg.close()
+
+    def ended(self, call: SipCall, reason: str, detail: str = "", **data: Any) -> None:
+        event = EngineEvent(EngineEventKind.ENDED, call.id, reason=reason, data=data, detail=detail)
+        emit(self.events, event)
+
+    def leg_closed(self, leg: MediaLeg) -> None:
+        call = self.calls.get(leg.wacid)
+        if call is not None and call.leg is leg:
+            self.drop(call)
+
+    def on_dtmf(self, leg: MediaLeg, digit: str, duration_ms: int) -> None:
+        call = self.calls.get(leg.wacid)
+        if call is not None and call.state != "ended":
+            data = {"digit": digit, "durationMs": duration_ms}
+            emit(self.events, EngineEvent(EngineEventKind.DTMF, call.id, data=data))
+
+    # -- the UA's CallHandler
+    async def invite(self, tx: InviteServer) -> None:
+        req = tx.req
+        cid = engine_call_id(req)
+        if cid in self.calls:
+            await tx.respond(486, "Busy Here (a call with this id is live)")
+            return
+        leg = self._new_leg(f"cloudapi-sip:{cid[:24]}")
+        leg.wacid = cid
+        call = SipCall(cid, peer_number(req), "inbound", leg, tx=tx)
+        call.metadata = invite_metadata(req)
+        self.calls[cid] = call
+        self.graph_side.heard_from(call.peer_wa)  # a user's call opens the service window
+        self.by_dialog[tx.dialog.key] = call  # a CANCEL may come while the leg answers
+        try:
+            call.answer_sdp = await leg.answer(req.body.decode("utf-8", "replace"))
+        except Exception as exc:
+            if call.state == "ended":
+                return  # cancelled while the leg answered: its closing stopped it
+            log.warning("SIP call %s: Meta's offer cannot be answered: %s", cid, exc)
+            warn = [("Warning", f'399 bridge "{str(exc)[:120]}"'.replace("\r", " "))]
+            await tx.respond(488, "Not Acceptable Here", extra=warn)
+            await self.forget(call)
+            return
+        if call.state != "connecting" or tx.final:
+            if call.state != "ended":
+                await self.forget(call)
+            return  # cancelled meanwhile
+        call.state = "ringing"
+        data = {"metadata": call.metadata} if call.metadata else {}
+        emit(self.events, EngineEvent(EngineEventKind.INCOMING, cid, call.jid, data=data))
+        await tx.respond(180, "Ringing")
+
+    async def cancelled(self, tx: InviteServer) -> None:
+        call = self.by_dialog.get(tx.dialog.key)
+        if call is None or call.state == "ended":
+            return
+        was_ringing = call.state == "ringing"
+        await self.forget(call)
+        if was_ringing:
+            self.ended(call, "remote_canceled", sipReason="CANCEL")
+
+    async def acked(self, dialog: Dialog) -> None:
+        call = self.by_dialog.get(dialog.key)
+        if call is not None and call.confirmed_at is None:
+            call.confirmed_at = time.monotonic()
+
+    async def ack_timeout(self, dialog: Dialog) -> None:
+        call = self.by_dialog.get(dialog.key)
+        if call is None or call.state == "ended":
+            return
+        await self._ua().in_dialog(dialog, "BYE")
+        await self.forget(call)
+        self.ended(call, "failed", sipReason="no ACK for our 200 OK")
+
+    async def bye(self, dialog: Dialog, req: Request) -> None:
+        call = self.by_dialog.get(dialog.key)
+        if call is None or call.state == "ended":
+            return
+        answered = call.state == "accepted"
+        await self.forget(call)
+        data: dict[str, Any] = {}
+        duration = call_duration(req)
+        if duration is not None:
+            data["engineDurationS"] = duration
+        known, detail = meta_code(req)
+        reason = "remote_hangup" if answered else ""
+        if known is not None:
+            reason = known.reason
+            log.warning(
+                "SIP call %s: Meta ended it (%s): %s — %s", call.id, reason, detail, known.hint
+            )
+        self.ended(call, reason, detail, **data)
+
+
+__all__ = ["SipDialogs"]

@@ -1,0 +1,135 @@
+"""baresip (Debian's ``baresip``, 1.0) as a SIP/TLS + SDES-SRTP + Opus peer on loopback, driven
+through its ``ctrl_tcp`` command socket (netstring-framed JSON: ``dial``, ``hangup``,
+``sndcode``), its voice a tone from ``ausine``, what it decodes dumped by its ``sndfile``
+filter (read while the call runs: libsndfile writes each frame as it comes, only the WAV
+header's sizes wait for the close, so the data chunk is read up to the end of the file)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+
+from .processes import free_port, stop_process
+from .tls import TestCA
+from .waits import until
+
+MODULES = "/usr/lib/baresip/modules"
+
+
+def free_pair() -> int:
+    """A port whose next one is free too (baresip's TLS listener is its SIP port + 1)."""
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
+class Baresip:
+    """One baresip process with one account ``sip:<user>@127.0.0.1;transport=tls``."""
+
+    def __init__(self, conf: Path, user: str, tone_hz: int = 660) -> None:
+        self.conf = conf
+        self.user = user
+        self.tone_hz = tone_hz
+        self.port = free_pair()
+        self.tls_port = self.port + 1
+        self.ctrl_port = free_port()
+        self.proc: asyncio.subprocess.Process | None = None
+        self._ctrl: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.events: list[dict[str, object]] = []
+        """Replies to our commands and baresip's call events, as they came."""
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self, ca: TestCA, account_params: str = "") -> None:
+        conf = self.conf
+        pair = ca.issue("baresip", "127.0.0.1")
+        (conf / "cert.pem").write_text(Path(pair.cert).read_text() + Path(pair.key).read_text())
+        (conf / "config").write_text(
+            f"sip_listen 127.0.0.1:{self.port}\n"
+            f"sip_certificate {conf}/cert.pem\n"
+            f"sip_cafile {ca.path}\n"
+            "net_interface 127.0.0.1\n"
+            f"module_path {MODULES}\n"
+            "module opus.so\nmodule srtp.so\nmodule ausine.so\nmodule aufile.so\n"
+            f"module sndfile.so\nsnd_path {conf}\n"
+            "module_app account.so\nmodule_app menu.so\nmodule_app ctrl_tcp.so\n"
+            f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}\n"
+            f"audio_source ausine,{self.tone_hz}\n"
+            "audio_alert aufile,/dev/null\n"
+        )
+        (conf / "accounts").write_text(
+            f"<sip:{self.user}@127.0.0.1;transport=tls>;regint=0;answermode=auto;"
+            f"mediaenc=srtp-mand;audio_codecs=opus/48000/2{account_params}\n"
+        )
+        with (conf / "baresip.log").open("wb") as log:  # -s: its SIP trace, for a failure
+            self.proc = await asyncio.create_subprocess_exec(
+                "baresip",
+                "-s",
+                "-f",
+                str(conf),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        await until(lambda: "baresip is ready" in self.log(), 5, "baresip ready")
+        self._ctrl = await asyncio.open_connection("127.0.0.1", self.ctrl_port)
+        self._reader = asyncio.ensure_future(self._read())
+
+    def log(self) -> str:
+        return (self.conf / "baresip.log").read_text(errors="replace")
+
+    async def _read(self) -> None:
+        """Keep its replies and events (netstrings: ``<length>:<json>,``)."""
+        assert self._ctrl is not None
+        reader = self._ctrl[0]
+        try:
+            while True:
+                size = int((await reader.readuntil(b":"))[:-1])
+                self.events.append(json.loads((await reader.readexactly(size + 1))[:-1]))
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            return
+
+    async def command(self, command: str, params: str = "") -> None:
+        """Run one command (``dial``, ``hangup``, ``sndcode`` …) through ``ctrl_tcp``."""
+        assert self._ctrl is not None
+        body = json.dumps({"command": command, "params": params, "token": command}).encode()
+        self._ctrl[1].write(b"%d:%s," % (len(body), body))
+        await self._ctrl[1].drain()
+
+    def dump_bytes(self) -> int:
+        """Bytes of decoded audio in baresip's dump so far (0 before it opens one)."""
+        paths = list(self.conf.glob("dump-*-dec.wav"))
+        return paths[0].stat().st_size if paths else 0
+
+    def heard(self, seconds: float) -> tuple[np.ndarray, int]:
+        """The last ``seconds`` of what baresip decoded (its ``sndfile`` dump), channel 0."""
+        path = next(self.conf.glob("dump-*-dec.wav"))
+        raw = path.read_bytes()
+        fmt = raw.index(b"fmt ") + 8
+        channels = int.from_bytes(raw[fmt + 2 : fmt + 4], "little")
+        rate = int.from_bytes(raw[fmt + 4 : fmt + 8], "little")
+        data = raw[raw.index(b"data") + 8 :]
+        frames = len(data) // (2 * channels)
+        pcm = np.frombuffer(data[: frames * 2 * channels], dtype="<i2").reshape(-1, channels)
+        return pcm[-int(rate * seconds) :, 0].astype(np.float64), rate
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        if self._ctrl is not None:
+            self._ctrl[1].close()
+        await stop_process(self.proc)
