@@ -283,7 +283,7 @@ class RedisDirectory:
         record = self._record(call)
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                self._queue_record(pipe, record)
+                queue_record(pipe, record, self.worker_id, self.ended_ttl, take_over=True)
                 pipe.srem(_owned_key(previous_owner), call.id)
                 await pipe.execute()
         except _FAILURES as exc:

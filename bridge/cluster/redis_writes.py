@@ -48,21 +48,66 @@ def call_key(call_id: str) -> str:
     return f"{P}call:{call_id}"
 
 
-def queue_record(pipe: Any, record: CallRecord, worker_id: str, ended_ttl: int) -> None:
-    """Add the writes of one call record to a pipeline (``worker_id``: the writer)."""
+WRITE_IF_OWNER = """
+local stored = redis.call('GET', KEYS[1])
+if stored then
+  local ok, rec = pcall(cjson.decode, stored)
+  if ok and type(rec) == 'table' and rec['owner'] ~= ARGV[2] then
+    return 0
+  end
+end
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
+  redis.call('SREM', KEYS[2], ARGV[3])
+  redis.call('SET', KEYS[3], ARGV[3], 'EX', ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('SADD', KEYS[2], ARGV[3])
+  redis.call('SET', KEYS[3], ARGV[3])
+end
+return 1
+"""
+"""A call's record written only while the directory names the same owner (or none): a write
+queued before a handover or an adoption, and sent after the new owner's ``take_over``, must
+not give the call back to the worker that let it go (the directory would then list it there,
+and a reaper take the call for that worker's). KEYS: the record, the owner's set, the engine
+id's key; ARGV: the record's JSON, its owner, the call id, the ended TTL (0: live)."""
+
+
+def queue_record(
+    pipe: Any, record: CallRecord, worker_id: str, ended_ttl: int, *, take_over: bool = False
+) -> None:
+    """Add the writes of one call record to a pipeline (``worker_id``: the writer). The
+    record is written only while the directory still names its owner (:data:`WRITE_IF_OWNER`),
+    unless this is the new owner's ``take_over``."""
     if record.live and record.owner != worker_id:
         # A call this worker handed over (``call.moved``): its record is the new owner's to
         # write; the event still goes to the log.
         return
     key = call_key(record.call_id)
     engine_key = f"{P}engine:{record.engine_call_id}"
-    if record.live:
+    owned = owned_key(record.owner)
+    ttl = 0 if record.live else ended_ttl
+    if not take_over:
+        pipe.eval(
+            WRITE_IF_OWNER,
+            3,
+            key,
+            owned,
+            engine_key,
+            record.to_json(),
+            record.owner,
+            record.call_id,
+            ttl,
+        )
+    elif record.live:
         pipe.set(key, record.to_json())
-        pipe.sadd(owned_key(record.owner), record.call_id)
+        pipe.sadd(owned, record.call_id)
         pipe.set(engine_key, record.call_id)
     else:
         pipe.set(key, record.to_json(), ex=ended_ttl)
-        pipe.srem(owned_key(record.owner), record.call_id)
+        pipe.srem(owned, record.call_id)
         pipe.set(engine_key, record.call_id, ex=ended_ttl)
 
 

@@ -584,3 +584,59 @@ async def test_a_dead_workers_calls_are_reaped_side_by_side(redis) -> None:
     finally:
         await client.aclose()
     assert sorted(adopted) == ids
+
+
+async def test_a_record_queued_before_a_handover_does_not_give_the_call_back(redis) -> None:
+    """The old owner queued a write of the call's record (an event of the call, its owner still
+    itself) while the call moved; the new owner's ``take_over`` landed first. The late write
+    must not name the old owner again: the directory would list the call there, and the
+    reaper end it with that worker (the rolling-restart test lost calls this way). An ended
+    record of the dead owner's, written by the survivor that ends it, still lands."""
+    import redis.asyncio as aioredis
+
+    from bridge.calls import Call, CallState, Direction
+    from bridge.cluster.directory import CallRecord
+    from bridge.cluster.redis_writes import call_key, owned_key, queue_record
+
+    def record(owner: str, state: CallState) -> CallRecord:
+        call = Call(
+            id="moving",
+            peer="1@s.whatsapp.net",
+            direction=Direction.OUTBOUND,
+            owner=owner,
+            engine_call_id="e-moving",
+            state=state,
+        )
+        return CallRecord("moving", owner, "", "e-moving", call.snapshot())
+
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            queue_record(pipe, record("a", CallState.ACTIVE), "a", 60)
+            await pipe.execute()
+        async with client.pipeline(transaction=True) as pipe:  # b's take_over
+            queue_record(pipe, record("b", CallState.ACTIVE), "b", 60, take_over=True)
+            pipe.srem(owned_key("a"), "moving")
+            await pipe.execute()
+        for state in (CallState.ACTIVE, CallState.ENDED):  # a's late writes
+            async with client.pipeline(transaction=False) as pipe:
+                queue_record(pipe, record("a", state), "a", 60)
+                assert await pipe.execute() == [0]
+        stored = CallRecord.from_json(await client.get(call_key("moving")))
+        assert (stored.owner, stored.live) == ("b", True)
+        assert await client.smembers(owned_key("a")) == set()
+        assert await client.smembers(owned_key("b")) == {"moving"}
+        assert await client.ttl(call_key("moving")) == -1
+        # b dies; the survivor ends the call as b's: written, with the ended TTL.
+        async with client.pipeline(transaction=False) as pipe:
+            queue_record(pipe, record("b", CallState.ENDED), "survivor", 60)
+            assert await pipe.execute() == [1]
+        stored = CallRecord.from_json(await client.get(call_key("moving")))
+        assert (stored.owner, stored.live) == ("b", False)
+        assert await client.smembers(owned_key("b")) == set()
+        assert 0 < await client.ttl(call_key("moving")) <= 60
+    finally:
+        await client.delete(
+            call_key("moving"), owned_key("a"), owned_key("b"), "bridge:engine:e-moving"
+        )
+        await client.aclose()

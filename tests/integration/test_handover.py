@@ -699,6 +699,8 @@ async def test_a_rolling_restart_of_one_of_two_workers_loses_none_of_its_20_call
         live = {c["callID"]: c for c in listing["calls"]}
         lost = [c for c in made if c not in live or live[c]["owner"] != b.worker_id]
         print(f"HANDOVER-LOST rolling-restart calls=20 lost={len(lost)}")
+        for call_id in lost:  # what became of it, for a failure's report
+            print(call_id, [e for e in seen if e.get("callID") == call_id])
         assert not lost
         assert all(c.state == "active" for c in fake.calls.values())
         assert not [r for r in fake.requests if r[1] == "/call/hangup"]
@@ -710,8 +712,8 @@ async def test_a_rolling_restart_of_one_of_two_workers_loses_none_of_its_20_call
             await events.close()
         for rtc in browsers:
             await rtc.close()
-        await a.stop()
-        await b.stop()
+        for name, bridge in (("a", a), ("b", b)):
+            print(f"--- bridge {name}'s log\n{await bridge.stop()}")
 
 
 async def test_sigterm_hands_a_live_wadial_call_over_too(redis, session, tmp_path) -> None:
