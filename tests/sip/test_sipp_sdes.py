@@ -37,7 +37,7 @@ async def test_uic_over_sdes_audio_both_ways_dtmf_and_rtcp(sip_rig):
     await meta.start()
     rtc = None
     try:
-        await sipp.start(remote=rig.hops.to_bridge, keys=keys(rig, meta.sdp()), pause_ms=3500)
+        await sipp.start(remote=rig.hops.to_bridge, keys=keys(rig, meta.sdp()), pause_ms=7000)
         call = await ringing_call(rig.client)
         assert call["state"] == "ringing"
         rtc = RtcClient(rig.client, call["callID"], freq=AGENT_HZ)

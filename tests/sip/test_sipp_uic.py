@@ -71,7 +71,7 @@ async def test_uic_audio_both_ways_metadata_and_meta_bye(sip_rig, challenge):
     rtc = None
     try:
         offer = await meta.offer()
-        await sipp.start(remote=rig.hops.to_bridge, keys=keys(rig, offer), pause_ms=3500)
+        await sipp.start(remote=rig.hops.to_bridge, keys=keys(rig, offer), pause_ms=6000)
         call = await ringing_call(rig.client)
         assert (call["state"], call["direction"]) == ("ringing", "inbound")
         assert call["peer"] == "15550001111@s.whatsapp.net"
