@@ -205,7 +205,11 @@ class CallBus:
         mic, self._mic_in_tick = self._mic_in_tick, False
         if mic or self._closed or self.conference.mixing:
             return
-        self._emit_uplink(self._silence, now)
+        try:
+            self._emit_uplink(self._silence, now)
+        except Exception:
+            self._clock = None  # the clock unregisters a tick that raised: the next source
+            raise  # registers it again (else sources would play only with a microphone)
 
     async def read_uplink(self) -> BusFrame:
         """Wait for the next uplink frame (raises :class:`BusClosed` once closed)."""

@@ -93,6 +93,9 @@ class WorkerClock:
         self._waiters: list[asyncio.Future[int]] = []
         """One future per track waiting for the next tick: its own, so that a track whose task
         is cancelled (a participant leaving) cancels only its wait, never the other tracks'."""
+        self._firing = False
+        """A tick's callbacks are running: registrations and removals made by them leave the
+        timer to :meth:`_fire` (which schedules the next tick or goes idle)."""
         self._start = 0.0
         self._base = 0
         self._offset = 0.0
@@ -124,8 +127,8 @@ class WorkerClock:
         self._order = [(key, tick) for key, (_, tick) in items]
 
     def _run(self) -> None:
-        if self._handle is not None:
-            return
+        if self._handle is not None or self._firing:
+            return  # running (a tick in progress schedules the next itself)
         loop = asyncio.get_running_loop()
         self._start, self._base = loop.time(), self.n
         self._offset = time.monotonic() - self._start
@@ -134,7 +137,12 @@ class WorkerClock:
     def _unregister(self, key: int) -> None:
         if self._ticks.pop(key, None) is not None:
             self._reorder()
-        if not self._ticks and not self._waiters and self._handle is not None:
+        if (
+            not self._ticks
+            and not self._waiters
+            and self._handle is not None
+            and not self._firing  # the tick in progress decides (one timer, never two)
+        ):
             self._handle.cancel()
             self._handle = None
 
@@ -144,13 +152,17 @@ class WorkerClock:
         due = self._start + (self.n - self._base) * self.period
         now = due + self._offset
         failed = False
-        for key, tick in self._order:
-            try:
-                tick(now)
-            except Exception:
-                log.exception("media clock: a tick failed; unregistered")
-                self._ticks.pop(key, None)
-                failed = True
+        self._firing = True
+        try:
+            for key, tick in self._order:
+                try:
+                    tick(now)
+                except Exception:
+                    log.exception("media clock: a tick failed; unregistered")
+                    self._ticks.pop(key, None)
+                    failed = True
+        finally:
+            self._firing = False
         if failed:
             self._reorder()
         waiters, self._waiters = self._waiters, []

@@ -140,6 +140,8 @@ class OpusBusTrack(MediaStreamTrack):
         self._seq_offset = 0
         self._run_first = 0
         """The source's number of the first packet of the current forwarding run."""
+        self._run_newest = 0
+        """The source's newest number forwarded in the current run."""
         self._run_source: PassThrough | None = None
         """The pass-through the current forwarding run's packets came from."""
         self._numbered_at = 0
@@ -204,8 +206,16 @@ class OpusBusTrack(MediaStreamTrack):
         return self._forwarding and pt is self._run_source
 
     def _before_run(self, seq: int) -> bool:
-        """Whether source packet ``seq`` is older than the current forwarding run's first."""
-        return (seq - self._run_first) & 0x8000 != 0
+        """Whether source packet ``seq`` is older than the current forwarding run's first.
+
+        Only a packet older than the newest forwarded can be, and it is when it lies further
+        behind the newest than the first does (serial numbers, RFC 1982: "older" is within half
+        the number space). Measured from the newest, never from the first alone: after 32768
+        packets (11 minutes) every new packet would look older than the first."""
+        behind = (self._run_newest - seq) & 0xFFFF
+        if behind == 0 or behind & 0x8000:  # the newest, or newer
+            return False
+        return behind > (self._run_newest - self._run_first) & 0xFFFF
 
     def _forward(self, pt: PassThrough, seq: int, ts: int, payload: bytes) -> EncodedPacket:
         assert self._stream is not None
@@ -216,8 +226,10 @@ class OpusBusTrack(MediaStreamTrack):
             pt.switches += 1
             self._ts_offset = self._pts - ts
             self._seq_offset = self._stream.next_seq - seq
-            self._run_first = seq
+            self._run_first = self._run_newest = seq
             self._numbered_at = self._stream.numbered
+        elif (seq - self._run_newest) & 0x8000 == 0:
+            self._run_newest = seq
         pts = (ts + self._ts_offset) & 0xFFFFFFFF
         if (pts - self._pts) & 0x80000000 == 0:  # not a reordered (older) packet
             self._pts = pts + _FRAME_TS

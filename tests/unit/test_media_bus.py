@@ -179,3 +179,35 @@ async def test_sources_play_alone_on_the_ticks_without_a_microphone_frame() -> N
     bus.remove_source(src)
     assert bus._clock is None  # nothing to clock: off the worker's clock
     await bus.aclose()
+
+
+async def test_a_source_tick_that_raised_is_registered_again_by_the_next_source() -> None:
+    """The worker's clock drops a tick that raised (here: a source handing the bus a frame of
+    the wrong size); the bus then registers again for the next source it is given, so a later
+    playback still plays while no microphone frame comes."""
+    from ..support.waits import until
+
+    class Broken:
+        to_downlink = False
+
+        def next_frame(self) -> np.ndarray:
+            return np.zeros(7, dtype=np.int16)
+
+        def finished(self) -> None:
+            pass
+
+    bus = CallBus("t")
+    out: list[np.ndarray] = []
+    bus.open_uplink()
+    bus.add_uplink_tap(lambda f: out.append(f.pcm))
+    broken = Broken()
+    bus.add_source(broken)  # type: ignore[arg-type]
+    await until(lambda: bus._clock is None, 2, "the failed tick dropped")
+    bus.remove_source(broken)  # type: ignore[arg-type]
+    fresh = QueuedSource()
+    fresh.push(np.full(FRAME_SAMPLES * 50, 7, dtype=np.int16))
+    bus.add_source(fresh)
+    await until(lambda: len(out) >= 3, 2, "the next source played on the clock")
+    assert all(int(o[0]) == 7 for o in out[:3])
+    bus.remove_source(fresh)
+    await bus.aclose()

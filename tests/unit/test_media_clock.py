@@ -100,3 +100,28 @@ async def test_a_track_cancelled_while_waiting_leaves_the_others_waiting() -> No
     n = await asyncio.wait_for(staying, 1.0)
     assert n == clock.n and not staying.cancelled()
     assert leaving.cancelled()
+
+
+async def test_a_tick_that_unregisters_the_last_and_registers_again_leaves_one_timer() -> None:
+    """Within one tick, the last registration leaves and a new one comes (a bus whose source
+    ended starts another): the clock keeps exactly one timer, one tick per period — not a
+    second timer beside the first (two ticks a period, every receiver popping twice)."""
+    clock = WorkerClock()
+    later: list[float] = []
+    swapped: list[bool] = []
+    stop: list[object] = []
+
+    def first(now: float) -> None:
+        if not swapped:
+            swapped.append(True)
+            stop[0]()  # the last registration leaves ...
+            clock.register(later.append)  # ... and another comes, in the same tick
+
+    stop.append(clock.register(first))
+    await until(lambda: len(later) >= 5)
+    ticks = clock.n
+    await until(lambda: clock.n >= ticks + 5)
+    # One tick per period: as many callback runs as ticks since it came, never twice as many.
+    assert len(later) == clock.n - 1
+    handles = [h for h in asyncio.get_running_loop()._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+    assert sum(1 for h in handles if getattr(h, "_callback", None) == clock._fire) == 1

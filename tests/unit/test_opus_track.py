@@ -3,6 +3,8 @@ end reports (rtc/protection.py), and the answer's Opus parameters (rtc/sdp.py)."
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 
 from bridge.audio import FRAME_SAMPLES
@@ -203,4 +205,41 @@ async def test_a_new_source_after_a_transfer_starts_its_own_run_on_our_next_numb
     assert [s for s, _ in sent] == [100, 101, 102, 103, 104]
     assert [p for _, p in sent] == [960 * i for i in range(5)]
     assert second.late == 0 and track.forwarded_frames == 5
+    track.stop()
+
+
+class Quiet:
+    """A sink with nothing in it (a forwarded packet pops its decoded frame; none here)."""
+
+    def pop(self) -> None:
+        return None
+
+    def detach(self) -> None:
+        pass
+
+
+async def test_a_forwarding_run_longer_than_half_the_number_space_keeps_forwarding() -> None:
+    """A 1:1 call forwards for 40 000 packets (13 minutes), its numbers wrapping round: each
+    goes out, none taken for one older than the run's first (after 32 768 packets every new
+    one would have been, and the sender stopped sending until the numbers came round again);
+    a packet reordered behind the run's first, at its start, is still dropped."""
+    from bridge.rtc.passthrough import PassThrough
+    from bridge.rtc.rtpsend import RtpStream
+
+    track = OpusBusTrack(Quiet())
+    stream = RtpStream(1234, first_seq=100)
+    pt = PassThrough(lambda: True)
+    track.forward_from(pt, stream)
+    first = 60_000
+    pt.offer(first, 0, b"\x01" * 20)
+    pt.offer(first - 1, 0, b"\x02" * 20)  # behind the run's first: its number went out already
+    pt.offer(first + 1, 960, b"\x03" * 20)
+    assert (await track.recv()).seq == 100
+    assert (await track.recv()).seq == 101
+    assert pt.late == 1
+    for i in range(2, 40_000):
+        pt.offer((first + i) & 0xFFFF, 960 * i, b"\x04" * 20)
+        packet = await asyncio.wait_for(track.recv(), 1.0)
+        assert packet.seq == (100 + i) & 0xFFFF, i
+    assert pt.late == 1 and track.forwarded_frames == 40_000
     track.stop()
