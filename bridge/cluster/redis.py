@@ -99,6 +99,8 @@ class RedisDirectory:
             end_local_calls=end_local_calls,
         )
         lease = self._lease
+        self._export_failed: set[str] = set()
+        """Live calls whose attachments failed to export (warned once each)."""
         self._writes = WriteQueue(
             self._redis,
             worker_id=worker_id,
@@ -174,10 +176,32 @@ class RedisDirectory:
             engine_call_id=call.engine_call_id,
             snapshot=call.snapshot(),
             status_callback=call.status_callback,
-            attachments=self.attachments(call)
-            if self.attachments is not None and call.live and call.owner == self.worker_id
-            else None,
+            attachments=self._attachments_of(call),
         )
+
+    def _attachments_of(self, call: Call) -> dict[str, Any] | None:
+        """What a survivor would re-open of a live call of ours; ``None`` if it cannot be
+        exported. A failing export costs the record its attachments, never the write (nor the
+        heartbeat's catch-up, which writes every live call): WARNING once a call."""
+        if not call.live:
+            self._export_failed.discard(call.id)
+            return None
+        if self.attachments is None or call.owner != self.worker_id:
+            return None
+        try:
+            return self.attachments(call)
+        except Exception as exc:
+            if call.id not in self._export_failed:
+                self._export_failed.add(call.id)
+                log.warning(
+                    "call %s: its attachments could not be exported for its directory record "
+                    "(%s: %s); a survivor would adopt the call without them",
+                    call.id,
+                    type(exc).__name__,
+                    exc,
+                    extra={"call_id": call.id},
+                )
+            return None
 
     def observe(self, event: CallEvent, call: Call | None) -> None:
         record = self._record(call) if call is not None else None  # None: about no call

@@ -303,3 +303,54 @@ async def test_a_lost_call_that_cannot_be_adopted_ends_as_before(why: str) -> No
         await recovery.close()
         manager.shutting_down = False
         await manager.close()
+
+
+async def test_an_attachment_export_that_raises_costs_the_record_its_attachments_only(
+    caplog,
+) -> None:
+    """The directory's record of a live call carries its attachments (for a survivor); an
+    export that raises leaves them out — the record is still made, with a WARNING once for the
+    call, never an exception into the writer or the heartbeat's catch-up."""
+    import logging
+
+    from bridge.calls import Call, CallState, Direction
+    from bridge.cluster.redis import RedisDirectory
+
+    async def nothing() -> None:
+        return None
+
+    directory = RedisDirectory(
+        "redis://127.0.0.1:1",  # never connected: records are built, not written, here
+        worker_id="w1",
+        internal_url="http://127.0.0.1:1",
+        heartbeat_ttl=2.0,
+        ended_ttl=60,
+        backlog=100,
+        max_calls=10,
+        local_calls=list,
+        end_lost_call=lambda call, attachments: nothing(),  # type: ignore[arg-type,return-value]
+        end_local_calls=nothing,
+    )
+
+    def broken(call: Call) -> dict[str, object]:
+        raise ValueError("recording outside the data directory")
+
+    directory.attachments = broken
+    call = Call(
+        id="c1",
+        peer="1@s.whatsapp.net",
+        direction=Direction.OUTBOUND,
+        owner="w1",
+        engine_call_id="e1",
+        state=CallState.ACTIVE,
+    )
+    with caplog.at_level(logging.WARNING, logger="bridge.cluster.redis"):
+        first = directory._record(call)
+        again = directory._record(call)
+    assert first.attachments is None and again.attachments is None
+    assert first.live and first.owner == "w1"
+    warned = [r for r in caplog.records if "could not be exported" in r.getMessage()]
+    assert len(warned) == 1 and "ValueError" in warned[0].getMessage()
+    directory.attachments = lambda c: {"forks": []}
+    assert directory._record(call).attachments == {"forks": []}
+    await directory._redis.aclose()
