@@ -1,6 +1,7 @@
-"""Secrets a call's directory record carries sealed: an agent's ``apiKey``, and the URL of an
+"""Secrets a call's directory record carries sealed: an agent's ``apiKey``, the URL of an
 agent or a media fork when it holds credentials or a query (Gemini's ``?key=``, an app's
-``?token=``: the snapshots show these URLs cut before them for that reason).
+``?token=``: the snapshots show these URLs cut before them for that reason), an agent's last
+transcript lines (what the caller said) and a Twilio fork's custom parameters.
 
 A call's record in the shared directory holds what another worker needs to re-open the call's
 attachments after a crash (``CallRecord.attachments``), and a drained call travels the same way
@@ -18,6 +19,7 @@ attachments are not resumed (logged), the calls go on.
 from __future__ import annotations
 
 import base64
+import json
 import os
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,19 +69,39 @@ AGENT_ID = "agentID"
 """The field that names an exported agent (``Agent.export``)."""
 FORK_ID = "streamId"
 """The field that names an exported media fork (``Fork.export``)."""
-SEALED = {"apiKey": "sealedKey", "url": "sealedURL"}
-"""Each field that may hold a secret, and the field its sealed value goes in."""
+SEALED = {
+    "apiKey": "sealedKey",
+    "url": "sealedURL",
+    "context": "sealedContext",
+    "customParameters": "sealedParameters",
+}
+"""Each field that may hold a secret, and the field its sealed value goes in: an agent's key,
+a URL with credentials, an agent's last transcript lines (what the caller said: personal data
+that has no business in Redis in the clear), a Twilio fork's custom parameters (where apps put
+their tokens)."""
+JSON_FIELDS = {"context", "customParameters"}
+"""Sealed fields whose value is not a string: sealed as their JSON."""
 
 
 def _secret(field: str, value: Any) -> bool:
     """Whether ``value`` of ``field`` must travel sealed: a key always, a URL when it holds
-    credentials or a query (where keys and tokens ride)."""
+    credentials or a query (where keys and tokens ride), transcript lines and custom
+    parameters when there are any."""
+    if field in JSON_FIELDS:
+        return isinstance(value, list | dict) and bool(value)
     if not isinstance(value, str) or not value:
         return False
     if field != "url":
         return True
     parts = urlsplit(value)
     return bool(parts.query or parts.username or parts.password)
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise SealBroken("a sealed value that is not the JSON it should be") from exc
 
 
 def _context(call_id: str, part: dict[str, Any], id_field: str, field: str) -> str:
@@ -104,7 +126,9 @@ def seal_parts(
             plain, part = part, {k: v for k, v in part.items() if k not in secret}
             for field in secret:
                 context = _context(call_id, part, id_field, field)
-                part[SEALED[field]] = sealer.seal(plain[field], context)
+                value = plain[field]
+                text = json.dumps(value) if field in JSON_FIELDS else value
+                part[SEALED[field]] = sealer.seal(text, context)
         sealed.append(part)
     return sealed
 
@@ -127,7 +151,8 @@ def open_parts(
                 raise SealBroken("no BRIDGE_INTERNAL_SECRET to open it with")
             for field, where in sealed.items():
                 context = _context(call_id, plain, id_field, field)
-                plain[field] = sealer.open(str(part[where]), context)
+                text = sealer.open(str(part[where]), context)
+                plain[field] = _json(text) if field in JSON_FIELDS else text
         except SealBroken as exc:
             refused.append((part, str(exc)))
             continue

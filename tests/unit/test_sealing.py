@@ -99,3 +99,27 @@ def test_a_url_holding_a_key_or_credentials_travels_sealed_too() -> None:
     swapped = [{**sealed_forks[1], "sealedURL": sealed_forks[0]["sealedURL"]}]
     opened, refused = open_parts(Sealer(SECRET), "c1", swapped, FORK_ID)
     assert opened == [] and [f["streamId"] for f, _ in refused] == ["s2"]
+
+
+def test_what_the_caller_said_and_a_forks_custom_parameters_travel_sealed() -> None:
+    """An agent's last transcript lines (what the caller said: personal data) and a Twilio
+    fork's custom parameters (where apps put tokens) are in no record in the clear; they open
+    back as the lists and objects they were, for their own call and attachment only."""
+    agents = [
+        {
+            "provider": "openai-realtime",
+            "agentID": "a1",
+            "context": [["caller", "my card is 4111 1111"], ["agent", "thank you"]],
+        },
+        {"provider": "openai-realtime", "agentID": "a2", "context": []},  # nothing said yet
+    ]
+    forks = [{"url": "wss://app.example/s", "streamId": "s1", "customParameters": {"t": "tok-9"}}]
+    sealed_agents = seal_parts(Sealer(SECRET), "c1", agents, AGENT_ID)
+    sealed_forks = seal_parts(Sealer(SECRET), "c1", forks, FORK_ID)
+    text = json.dumps([sealed_agents, sealed_forks])
+    assert "4111" not in text and "tok-9" not in text and "thank you" not in text
+    assert "context" not in sealed_agents[0] and sealed_agents[1] == agents[1]
+    assert open_parts(Sealer(SECRET), "c1", sealed_agents, AGENT_ID) == (agents, [])
+    assert open_parts(Sealer(SECRET), "c1", sealed_forks, FORK_ID) == (forks, [])
+    opened, refused = open_parts(Sealer(SECRET), "c2", sealed_agents, AGENT_ID)
+    assert opened == [agents[1]] and [a["agentID"] for a, _ in refused] == ["a1"]
