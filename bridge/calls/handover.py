@@ -211,9 +211,11 @@ async def adopt_call(
     """Carry on a moved call here: create it under this worker, ``claim(call, previous
     owner)`` it in the directory, and open its engine media (waiting, bounded, until the
     engine took the socket) before answering; a recording continues into its next segment.
-    ``carried(runtime)`` is called then, before the forks and agents re-open (their servers'
-    set-up, seconds for a model that is away, must not delay what follows the move: a crash
-    adoption's ``call.moved``). Idempotent: a call already carried here is returned as it is."""
+    With ``carried`` (a crash adoption), ``carried(runtime)`` is called then and the forks and
+    agents re-open as the call's own task, after this returns (their servers' set-up, seconds
+    for a model that is away, must delay neither the crash's ``call.moved`` nor the dead
+    worker's other calls); without (a handover), they are open before this returns.
+    Idempotent: a call already carried here is returned as it is."""
     known = manager.find_runtime(moved.call_id)
     if known is not None and known.call.live:
         return known
@@ -238,8 +240,35 @@ async def adopt_call(
     except BaseException:
         await release_call(manager, call.id)
         raise
-    if carried is not None:
+    reopen = _reopen_attachments(runtime, moved, resume_fork, resume_agent)
+    if carried is None:
+        # A handover: the old owner keeps the forks and agents until the new one has them.
+        await reopen
+    else:
+        # A crash adoption: the call is told where it is now, and its forks and agents re-open
+        # as the call's own task — a model that is away (seconds each) must not hold the
+        # reaper's place, which the dead worker's other calls wait for.
         carried(runtime)
+        runtime.spawn(reopen, "reopen-attachments")
+    log.info(
+        "call %s: carried on here (from %s, %s)",
+        call.id,
+        previous or "?",
+        moved.reason,
+        extra={"call_id": call.id},
+    )
+    return runtime
+
+
+async def _reopen_attachments(
+    runtime: CallRuntime,
+    moved: MovedCall,
+    resume_fork: ResumeFork | None,
+    resume_agent: ResumeFork | None,
+) -> None:
+    """Open a moved call's forks and agents again here; one that cannot be is left behind
+    with a WARNING (the call goes on without it)."""
+    call_id = runtime.call_id
     for fork in moved.forks:
         if resume_fork is None:
             break
@@ -248,10 +277,10 @@ async def adopt_call(
         except BridgeError as exc:  # the app's server is gone: the call goes on without it
             log.warning(
                 "call %s: media fork %s not resumed: %s",
-                call.id,
+                call_id,
                 fork.get("streamId"),
                 exc.message,
-                extra={"call_id": call.id},
+                extra={"call_id": call_id},
             )
     for agent in moved.agents:
         if resume_agent is None:
@@ -261,19 +290,11 @@ async def adopt_call(
         except BridgeError as exc:  # the model is unreachable from here: the call goes on
             log.warning(
                 "call %s: agent %s not resumed: %s",
-                call.id,
+                call_id,
                 agent.get("agentID"),
                 exc.message,
-                extra={"call_id": call.id},
+                extra={"call_id": call_id},
             )
-    log.info(
-        "call %s: carried on here (from %s, %s)",
-        call.id,
-        previous or "?",
-        moved.reason,
-        extra={"call_id": call.id},
-    )
-    return runtime
 
 
 async def _engine_media_open(runtime: CallRuntime, timeout: float) -> None:

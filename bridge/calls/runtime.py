@@ -231,6 +231,14 @@ class CallRuntime:
         elif self._end_task is None:
             self._end_task = self._tasks.spawn(self._run_end(end), name)
 
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` as this call's own task: cancelled when the call closes (nothing
+        runs once it closed)."""
+        if self._closed or self._tasks.closed:
+            work.close()
+            return
+        self._tasks.spawn(work, name)
+
     async def _end_after(self, end: EndCall, name: str, after: float) -> None:
         await asyncio.sleep(after)
         self.end_soon(end, name)

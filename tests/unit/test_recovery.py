@@ -238,9 +238,40 @@ async def test_an_adopted_calls_browser_is_told_before_its_agents_reopen() -> No
         lost = lost_call(engine)
         agents = [{"provider": "openai-realtime", "url": "ws://h/v1", "agentID": "ag_1"}]
         await recovery.lost_call(lost, {"agents": agents})
-        assert resumed == ["ag_1"]
+        await until(lambda: resumed == ["ag_1"], 5, "the agent re-opened")
         assert [t for t, _, _ in published].count("call.moved") == 1
         assert manager.metrics.handovers.labels("crash", "moved")._value.get() == 1
+    finally:
+        await recovery.close()
+        await manager.close()
+
+
+async def test_an_adoption_does_not_wait_for_a_model_that_is_away() -> None:
+    """The reaper adopts a dead worker's calls a few at a time: an adoption returns once the
+    call's media is open here, and its agents re-open as the call's own task — a model that
+    does not answer holds no place the dead worker's other calls wait for — cancelled with
+    the call."""
+    engine = MovableEngine()
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def resume_agent(runtime: Any, agent: dict[str, Any]) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # the model never answers
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    manager, recovery, _, published = await adoption(engine, resume_agent=resume_agent)
+    try:
+        lost = lost_call(engine)
+        agents = [{"provider": "gemini-live", "url": "ws://h/v1", "agentID": "ag_1"}]
+        await asyncio.wait_for(recovery.lost_call(lost, {"agents": agents}), 5)
+        await asyncio.wait_for(started.wait(), 5)
+        assert [t for t, _, _ in published].count("call.moved") == 1
+        await manager.runtime(lost.id).close()
+        await asyncio.wait_for(cancelled.wait(), 5)
     finally:
         await recovery.close()
         await manager.close()
