@@ -49,6 +49,9 @@ class AgentService:
     async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> Agent:
         """Open a moved call's agent again here (``Agent.export``): same id, same request, the
         resumption handle where the protocol has one."""
+        agent_id = moved.get("agentID")
+        if not isinstance(agent_id, str) or not agent_id:
+            raise BadRequest("a moved agent needs its 'agentID' (a string)")
         body = {k: v for k, v in moved.items() if k not in ("agentID", "resume", "context")}
         resume = moved.get("resume")
         context = [
@@ -59,7 +62,7 @@ class AgentService:
         return await self.start(
             host,
             body,
-            agent_id=str(moved["agentID"]),
+            agent_id=agent_id,
             resume=resume if isinstance(resume, str) else None,
             context=context,
         )

@@ -385,3 +385,20 @@ async def test_an_attachment_export_that_raises_costs_the_record_its_attachments
     directory.attachments = lambda c: {"forks": []}
     assert directory._record(call).attachments == {"forks": []}
     await directory._redis.aclose()
+
+
+@pytest.mark.parametrize("agent_id", [None, "", 7])
+async def test_a_moved_agent_without_its_id_is_a_bad_request_not_a_crash(agent_id: Any) -> None:
+    """A handover body whose agent lacks a usable ``agentID`` (another version, or a bad
+    sender): the agent is refused as a bad request, which the adoption logs and goes on from
+    (a ``KeyError`` escaped before: a 500 on the internal API)."""
+    from bridge.agents.service import AgentService
+    from bridge.config import settings_for_tests
+    from bridge.errors import BadRequest
+
+    moved: dict[str, Any] = {"provider": "openai-realtime", "url": "ws://h/v1"}
+    if agent_id is not None:
+        moved["agentID"] = agent_id
+    service = AgentService(settings_for_tests().agents, (), None)  # type: ignore[arg-type]
+    with pytest.raises(BadRequest, match="agentID"):
+        await service.resume(None, moved)  # type: ignore[arg-type]
