@@ -211,7 +211,11 @@ class Agent:
     async def _handle(self, event: ModelEvent) -> None:
         if isinstance(event, Audio):
             if self.on_hold:
-                if self.voice.drop(event.item_id):  # the first of this item: none of it heard
+                if event.item_id and event.item_id == self.voice.item:
+                    # More of the item the caller was hearing when the hold came (its queue
+                    # had just run dry): cut it where the caller's hearing stopped.
+                    self.barge_in("hold")
+                elif self.voice.drop(event.item_id):  # the first of this item: none heard
                     self.send(self.dialect.truncate(event.item_id, 0))
             else:
                 self.voice.push(event.pcm, event.item_id)

@@ -634,3 +634,36 @@ async def test_the_agents_bench_still_runs() -> None:
     for key in ("up_ms", "down_ms", "barge_in_stop_ms", "audio_end_error_ms"):
         assert result[key]["n"] >= 1, (key, result)
     assert result["socket_dropped_to_audio_back_ms"]["n"] == 1
+
+
+async def test_hold_between_two_deltas_of_an_answer_truncates_it_where_the_caller_stopped(
+    make_client, aiohttp_server
+) -> None:
+    """The hold comes while the answer's queue has just run dry (the model streams slower
+    than real time); more of the same answer arrives while held. The model is told what the
+    caller heard of it (about 300 ms), not 0 ms, and none of the rest plays."""
+    fake, client, call, url = await openai_agent(
+        make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=200.0
+    )
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    item = await fake.say(tone(440, 7_200, 24_000, 0.25))  # 300 ms
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 12, timeout=5)
+    await asyncio.sleep(0.2)  # played out: nothing queued
+    async with client.app[MANAGER].events.subscribe() as sub:
+        resp = await client.post("/call/hold", json={"callID": cid, "held": True})
+        assert resp.status == 200
+        held_at = sc.frames_heard
+        await fake.late_delta(item, tone(440, 24_000, 24_000, 0.25))
+        cut = await next_event(sub, "agent.interrupted")
+    assert cut.data["by"] == "hold" and cut.data["itemID"] == item
+    await until(lambda: len(fake.truncates) == 1, timeout=3)
+    assert fake.truncates[0]["item_id"] == item
+    assert 260 <= fake.truncates[0]["audio_end_ms"] <= 340, fake.truncates
+    await asyncio.sleep(0.5)
+    assert len(loud(list(sc.heard)[-(sc.frames_heard - held_at) :])) <= 2
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
