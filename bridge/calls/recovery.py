@@ -19,7 +19,8 @@
   ``failed``/``worker_lost`` as below. Any other lost call goes to
   :meth:`Recovery.end_lost_call`: it ends ``failed``/``worker_lost`` here (SSE, webhooks,
   directory) and is hung up on the engine where it allows it. A worker that learns it was
-  taken for dead ends its own calls the same way (:meth:`Recovery.end_local_calls_as_lost`).
+  taken for dead ends its own calls the same way (:meth:`Recovery.end_local_calls_as_lost`),
+  but lets go quietly of those a survivor adopted meanwhile.
 
 What happens to such a call is decided here, through the state machine's
 :meth:`CallManager.record_end` / :meth:`CallManager.end` (and, to take one in as a live call
@@ -39,7 +40,7 @@ from ..config import OrphanCalls
 from ..engines import RemoteCall
 from ..errors import BadRequest, BridgeError, EngineCallNotFound, EngineError
 from ..tasks import TaskSet
-from .handover import MovedCall, announce_move, can_move
+from .handover import MovedCall, announce_move, can_move, release_call
 from .hangup import HANGUP_TIMEOUT, hang_up_quietly
 from .manager import CallManager
 from .model import Call, EndReason
@@ -269,8 +270,21 @@ class Recovery:
             self._tasks.spawn(hang_up_quietly(self.engine, call), f"lost:{call.id}")
 
     async def end_local_calls_as_lost(self) -> None:
-        """Another worker took this one for dead and ended its calls: end them here too."""
+        """Another worker took this one for dead and ended its calls: end them here too —
+        except a call a survivor adopted meanwhile (the directory names a live owner other
+        than this worker): that call is the survivor's now, and this worker lets go of it
+        without a word to the engine or the clients (hanging it up would end the adopted
+        call)."""
         for call in self.manager.live_calls():
+            if await self._known_elsewhere(call.engine_call_id):
+                log.warning(
+                    "call %s: carried on by another worker since this one was taken for dead; "
+                    "letting go of it here",
+                    call.id,
+                    extra={"call_id": call.id},
+                )
+                await release_call(self.manager, call.id)
+                continue
             call.end_detail = "worker_lost"
             await hang_up_quietly(self.engine, call)
             await self.manager.end(call, EndReason.FAILED)

@@ -84,6 +84,37 @@ async def test_a_fenced_worker_ends_its_own_calls_as_lost(calls) -> None:
     assert published[-1] == ("call.ended", call)
 
 
+async def test_a_fenced_worker_lets_go_of_a_call_a_survivor_adopted() -> None:
+    """Taken for dead while cut off, this worker comes back: a call the survivor adopted
+    meanwhile (the directory names the survivor) is let go of here without hanging it up —
+    that would end the survivor's call — and without an event; the others end worker_lost."""
+    engine = FakeEngine()
+    calls = calls_for_tests(engine)
+    published: list[tuple[str, Any]] = []
+    calls.manager.events.listen(lambda type_, call: published.append((type_, call)))
+    await calls.start()
+    try:
+        adopted = await calls.manager.make("5521999999999")
+        ours = await calls.manager.make("5521999999998")
+        for call in (adopted, ours):
+            engine.events.put_nowait(EngineEvent(EngineEventKind.ANSWERED, call.engine_call_id))
+        await until(lambda: adopted.state is ours.state is CallState.ACTIVE)
+
+        async def known_elsewhere(engine_call_id: str) -> bool:
+            return engine_call_id == adopted.engine_call_id
+
+        recovery = Recovery(calls.manager, known_elsewhere=known_elsewhere)
+        published.clear()
+        await recovery.end_local_calls_as_lost()
+        assert engine.hung_up == [ours.engine_call_id]
+        assert ours.end_reason is EndReason.FAILED and ours.end_detail == "worker_lost"
+        assert calls.manager.find_runtime(adopted.id) is None  # let go of, not ended here
+        assert [(t, c.id) for t, c in published] == [("call.ended", ours.id)]
+        await recovery.close()
+    finally:
+        await calls.close()
+
+
 async def test_orphans_are_told_apart_from_another_workers_calls(monkeypatch, caplog) -> None:
     monkeypatch.setattr(recovery_module, "ORPHAN_RECHECK", 0.01)
     engine = FakeEngine()
