@@ -113,18 +113,24 @@ async def test_openai_audio_both_ways_and_the_key_is_never_shown(
     assert KEY not in caplog.text and KEY not in json.dumps(snap)
 
 
-async def agent_talking(make_client, aiohttp_server, frames: int):
+async def agent_on_a_talking_call(make_client, aiohttp_server):
     """An OpenAI agent on a call whose caller talks (a 200 Hz tone at -9 dBFS: louder than any
-    echo of the agent's voice), its 5 s answer (440 Hz) playing: ``frames`` of it heard.
-    Returns the fake model, the client, the call id, the simulated call, its frame count
-    before the answer and the answer's item id."""
+    echo of the agent's voice). Returns the fake model, the client, the call id and the
+    simulated call."""
     fake, client, call, url = await openai_agent(
         make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=200.0
     )
     cid = call["callID"]
     body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
     assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
-    sc = sim_call(client, cid)
+    return fake, client, cid, sim_call(client, cid)
+
+
+async def agent_talking(make_client, aiohttp_server, frames: int):
+    """:func:`agent_on_a_talking_call`, its 5 s answer (440 Hz) playing: ``frames`` of it
+    heard. Returns the fake model, the client, the call id, the simulated call, its frame
+    count before the answer and the answer's item id."""
+    fake, client, cid, sc = await agent_on_a_talking_call(make_client, aiohttp_server)
     n0 = sc.frames_heard
     item = await fake.say(tone(440, 5 * 24_000, 24_000, 0.25))
     await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= frames, timeout=5)
@@ -642,13 +648,7 @@ async def test_hold_between_two_deltas_of_an_answer_truncates_it_where_the_calle
     """The hold comes while the answer's queue has just run dry (the model streams slower
     than real time); more of the same answer arrives while held. The model is told what the
     caller heard of it (about 300 ms), not 0 ms, and none of the rest plays."""
-    fake, client, call, url = await openai_agent(
-        make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=200.0
-    )
-    cid = call["callID"]
-    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
-    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
-    sc = sim_call(client, cid)
+    fake, client, cid, sc = await agent_on_a_talking_call(make_client, aiohttp_server)
     n0 = sc.frames_heard
     item = await fake.say(tone(440, 7_200, 24_000, 0.25))  # 300 ms
     await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 12, timeout=5)
