@@ -156,15 +156,24 @@ async def test_inbound_terminate_before_or_after_connect_and_repeated(cclient, m
                 tried = [a["action"] for a in meta.actions if a.get("call_id") == mcall.wacid]
                 assert tried == [], f"a terminated call must not ring: {tried}"
         await until(lambda: not engine.calls, 3, "no call left")
-        await asyncio.sleep(0.2)
-        events = []
-        while True:
+        # ``call.ended`` is published once the call's legs are closed (aiortc's release of a
+        # leg closed mid-DTLS alone may take RELEASE_WAIT): wait for every created call's end,
+        # then listen a while longer for a second end or a late event.
+        events: list[Any] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        settled_at: float | None = None
+        while loop.time() < (settled_at or deadline):
             try:
                 event = await sub.get(0.05)
             except TimeoutError:
-                break
+                event = None
             if event is not None and event.call:
                 events.append(event)
+            created = {e.call["callID"] for e in events if e.type == "call.created"}
+            ended_ids = {e.call["callID"] for e in events if e.type == "call.ended"}
+            if settled_at is None and len(created) == 4 and ended_ids == created:
+                settled_at = loop.time() + 0.5
     ended = [e for e in events if e.type == "call.ended"]
     created = {e.call["callID"] for e in events if e.type == "call.created"}
     assert len(ended) == len(created) == 4, [(e.type, e.call["callID"]) for e in events]
