@@ -11,7 +11,7 @@ import pytest
 
 from bridge.api.keys import ENGINE, MANAGER
 
-from ..support.calls import wait_state
+from ..support.calls import events_until_ended, wait_state
 from ..support.waits import until
 
 CASES = [
@@ -166,21 +166,17 @@ async def test_billable_pulses_of_business_initiated_calls(cclient, meta):
                 await client.post("/call/hangup", json={"callID": call["callID"]})
             snap = await wait_state(client, call["callID"], "ended", timeout=3)
             pulses[how] = snap
-        ended = []
-        while True:
-            try:
-                event = await sub.get(0.05)
-            except TimeoutError:
-                break
-            if event is not None and event.type == "call.ended":
-                ended.append(event.call)
+        events = await events_until_ended(sub, {snap["callID"] for snap in pulses.values()})
+        ended = {e.call["callID"]: e.call for e in events if e.type == "call.ended"}
     assert pulses["meta_13s"]["billablePulses"] == 3  # 13 s: 6 + 6 + 1 → 3 pulses
     assert pulses["meta_12s"]["billablePulses"] == 2
     ours = pulses["our_hangup"]
     talked = parse_iso_utc(ours["endedAt"]) - parse_iso_utc(ours["answeredAt"])
     assert ours["billablePulses"] == math.ceil(round(talked, 3) / 6) >= 1
     assert pulses["unanswered"]["billablePulses"] == 0
-    assert [e["billablePulses"] for e in ended] == [3, 2, ours["billablePulses"], 0]
+    assert len(ended) == 4
+    in_order = [ended[pulses[how]["callID"]]["billablePulses"] for how in pulses]
+    assert in_order == [3, 2, ours["billablePulses"], 0]
     # A user's call is free: no pulses on it.
     mcall = await meta.user_calls(client, "15550007777")
     await until(lambda: manager.registry.by_engine_id(mcall.wacid), 3, "ringing")

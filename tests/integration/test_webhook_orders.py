@@ -6,7 +6,6 @@ Hypothesis draws (property-based, derandomized so CI runs the same ones)."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import random
 from collections import defaultdict
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 
 from bridge.api.keys import ENGINE, MANAGER
 
-from ..support.calls import wait_state
+from ..support.calls import events_until_ended, wait_state
 from ..support.waits import until
 
 ORDERS = 60
@@ -104,17 +103,12 @@ async def test_outbound_orders_shuffled_and_repeated_end_once_in_the_right_state
             mcall = next(c for c in meta.meta_calls.values() if c.opaque == call["callID"])
             await deliver(mcall, bodies[early:])
             snap = await wait_state(client, call["callID"], "ended", timeout=5)
-            outcomes.append((scenario, bodies, early, snap["endReason"], snap["endDetail"]))
+            outcomes.append(
+                (scenario, bodies, early, snap["endReason"], snap["endDetail"], call["callID"])
+            )
             assert (snap["endReason"], snap["endDetail"]) == (reason, detail), outcomes[-1]
             await until(engine._inbox.empty, 3, "late webhooks taken")
-        await asyncio.sleep(0.3)
-        while True:
-            try:
-                event = await sub.get(0.05)
-            except TimeoutError:
-                break
-            if event is None or not event.call:
-                continue
+        for event in await events_until_ended(sub, {o[5] for o in outcomes}):
             cid = event.call["callID"]
             if event.type == "call.ended":
                 ended[cid].append(event)
@@ -156,24 +150,7 @@ async def test_inbound_terminate_before_or_after_connect_and_repeated(cclient, m
                 tried = [a["action"] for a in meta.actions if a.get("call_id") == mcall.wacid]
                 assert tried == [], f"a terminated call must not ring: {tried}"
         await until(lambda: not engine.calls, 3, "no call left")
-        # ``call.ended`` is published once the call's legs are closed (aiortc's release of a
-        # leg closed mid-DTLS alone may take RELEASE_WAIT): wait for every created call's end,
-        # then listen a while longer for a second end or a late event.
-        events: list[Any] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        settled_at: float | None = None
-        while loop.time() < (settled_at or deadline):
-            try:
-                event = await sub.get(0.05)
-            except TimeoutError:
-                event = None
-            if event is not None and event.call:
-                events.append(event)
-            created = {e.call["callID"] for e in events if e.type == "call.created"}
-            ended_ids = {e.call["callID"] for e in events if e.type == "call.ended"}
-            if settled_at is None and len(created) == 4 and ended_ids == created:
-                settled_at = loop.time() + 0.5
+        events = await events_until_ended(sub)
     ended = [e for e in events if e.type == "call.ended"]
     created = {e.call["callID"] for e in events if e.type == "call.created"}
     assert len(ended) == len(created) == 4, [(e.type, e.call["callID"]) for e in events]
@@ -229,15 +206,8 @@ async def test_any_order_property_based(cclient, meta, delivery):
         await deliver(mcall, bodies[early:])
         snap = await wait_state(client, call["callID"], "ended", timeout=5)
         await until(engine._inbox.empty, 3, "late webhooks taken")
-        await asyncio.sleep(0.05)
-        types = []
-        while True:
-            try:
-                event = await sub.get(0.02)
-            except TimeoutError:
-                break
-            if event is not None and event.call.get("callID") == call["callID"]:
-                types.append(event.type)
+        events = await events_until_ended(sub, {call["callID"]}, settle=0.1)
+        types = [e.type for e in events if e.call.get("callID") == call["callID"]]
     assert (snap["endReason"], snap["endDetail"]) == (reason, detail), (bodies, early)
     assert types.count("call.ended") == 1, types
     assert "call.active" not in types[types.index("call.ended") :], types

@@ -56,3 +56,29 @@ def agent_sink(bus: Any) -> Any:
 
     _, sink = bus.conference.join("browser", Role.AGENT)
     return sink
+
+
+async def events_until_ended(
+    sub: Any, call_ids: set[str] | None = None, timeout: float = 10.0, settle: float = 0.3
+) -> list[Any]:
+    """The call events of subscription ``sub`` until every call of ``call_ids`` (default: every
+    call created meanwhile) has published ``call.ended``, then ``settle`` seconds more, to catch
+    a second end or a late event. ``call.ended`` follows the call's closed legs, so it can come
+    well after the snapshot says ``ended``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    settled_at: float | None = None
+    events: list[Any] = []
+    while loop.time() < (settled_at or deadline):
+        try:
+            event = await sub.get(0.05)
+        except TimeoutError:
+            event = None
+        if event is not None and event.call:
+            events.append(event)
+        if settled_at is None:
+            waited = call_ids or {e.call["callID"] for e in events if e.type == "call.created"}
+            ended = {e.call["callID"] for e in events if e.type == "call.ended"}
+            if waited and waited <= ended:
+                settled_at = loop.time() + settle
+    return events
