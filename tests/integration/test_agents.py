@@ -17,7 +17,7 @@ from bridge.audio import rms_dbfs, tone
 from ..fakes.openai_realtime import FakeOpenAIRealtime
 from ..support.calls import sim_call
 from ..support.spectrum import dominant_frequency
-from ..support.waits import until
+from ..support.waits import settled, until
 from . import test_webhooks
 from .test_streams import active_call
 
@@ -143,10 +143,10 @@ async def test_barge_in_cuts_the_voice_and_truncates_what_was_heard(
     # A 5 s answer arrives at once; the caller talks over it after about a second.
     fake, client, cid, sc, n0, item = await agent_talking(make_client, aiohttp_server, 40)
     async with client.app[MANAGER].events.subscribe() as sub:
-        heard_before = sc.frames_heard
         await fake.speech_started()
         speech = await next_event(sub, "agent.speech.started")
         cut = await next_event(sub, "agent.interrupted")
+        heard_before = sc.frames_heard  # the cut is made where the event is published
         await fake.late_delta(item, tone(440, 12_000, 24_000, 0.25))  # in flight: not played
     assert speech.data["echo"] is False
     await until(lambda: len(fake.truncates) == 1, timeout=3)
@@ -173,9 +173,9 @@ async def test_on_hold_the_agent_neither_speaks_to_nor_hears_the_caller(
     caller; taking the call off hold brings both back."""
     fake, client, cid, sc, n0, item = await agent_talking(make_client, aiohttp_server, 25)
     async with client.app[MANAGER].events.subscribe() as sub:
-        held_at = sc.frames_heard
         resp = await client.post("/call/hold", json={"callID": cid, "held": True})
         assert resp.status == 200
+        held_at = sc.frames_heard  # held when the request is answered
         cut = await next_event(sub, "agent.interrupted")
     assert cut.data["by"] == "hold" and cut.data["droppedMs"] >= 2000
     await until(lambda: len(fake.truncates) == 1, timeout=3)
@@ -183,8 +183,7 @@ async def test_on_hold_the_agent_neither_speaks_to_nor_hears_the_caller(
     played = loud(list(sc.heard)[-(sc.frames_heard - n0) :])
     assert abs(fake.truncates[0]["audio_end_ms"] - len(played) * 20) <= 40
     # Held: what the model says is not played (and the model is told none was heard) ...
-    await asyncio.sleep(0.2)
-    up_held = fake.heard.size
+    up_held = await settled(lambda: fake.heard.size, 0.3, 5, "the caller's audio sent before hold")
     second = await fake.say(tone(880, 24_000, 24_000, 0.25))
     await until(lambda: len(fake.truncates) == 2, timeout=3)
     assert fake.truncates[1] == {**fake.truncates[1], "item_id": second, "audio_end_ms": 0}
@@ -348,9 +347,9 @@ async def test_gemini_live_audio_interruption_and_resumption(make_client, aiohtt
     pcm = np.concatenate(loud(list(sc.heard)[-(sc.frames_heard - n0) :])[5:25])
     assert dominant_frequency(pcm, 16_000) == pytest.approx(440, abs=3)
     async with client.app[MANAGER].events.subscribe() as sub:
-        mark = sc.frames_heard
         await fake.interrupt()
         cut = await next_event(sub, "agent.interrupted")
+        mark = sc.frames_heard  # the cut is made where the event is published
         await asyncio.sleep(0.3)
         assert len(loud(list(sc.heard)[-(sc.frames_heard - mark) :])) <= 2
         assert cut.data["droppedMs"] >= 1000

@@ -15,6 +15,7 @@ from bridge.audio import rms_dbfs, s16_to_f32
 from ..support.calls import wait_state
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import dominant_frequency
+from ..support.waits import until
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -333,24 +334,28 @@ async def test_mute_sends_silence_to_whatsapp(client) -> None:
     rtc = RtcClient(client, cid, freq=440.0)
     await rtc.offer()
     await wait_state(client, cid, "active")
-    await asyncio.sleep(0.8)
     sim_call = client.app[ENGINE].calls[client.app[MANAGER].get(cid).engine_call_id]
-    before = s16_to_f32(np.concatenate(list(sim_call.heard)[-20:]))
-    assert dominant_frequency(before, 16_000) == pytest.approx(440, abs=3)
+
+    def last_frames() -> np.ndarray:
+        return np.concatenate(list(sim_call.heard)[-20:])
+
+    def hears_tone() -> bool:
+        if sim_call.frames_heard < 20:
+            return False
+        return abs(dominant_frequency(s16_to_f32(last_frames()), 16_000) - 440) <= 3
+
+    await until(hears_tone, 10, "WhatsApp hears the browser's 440 Hz")
 
     resp = await client.post("/call/mute", json={"callID": cid, "muted": True})
     assert resp.status == 200 and (await resp.json())["muted"] is True
     n = sim_call.frames_heard
-    await asyncio.sleep(0.6)
-    assert sim_call.frames_heard - n > 20  # frames keep flowing, as silence
-    muted = np.concatenate(list(sim_call.heard)[-20:])
-    assert not muted.any()
+    # Frames keep flowing, as silence.
+    await until(lambda: sim_call.frames_heard - n > 30, 10, "frames while muted")
+    await until(lambda: not last_frames().any(), 5, "20 frames of digital silence")
 
     resp = await client.post("/call/mute", json={"callID": cid, "muted": False})
     assert (await resp.json())["muted"] is False
-    await asyncio.sleep(0.6)
-    after = s16_to_f32(np.concatenate(list(sim_call.heard)[-20:]))
-    assert rms_dbfs(after) > -12
+    await until(lambda: rms_dbfs(s16_to_f32(last_frames())) > -12, 5, "the tone again")
     resp = await client.post("/call/mute", json={"callID": cid, "muted": "yes"})
     assert resp.status == 400
     await rtc.close()

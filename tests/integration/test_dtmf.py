@@ -16,7 +16,7 @@ from bridge.api.keys import MANAGER
 from bridge.audio import FRAME_SAMPLES
 from bridge.audio.dtmf import DtmfToneDetector
 
-from ..support.calls import wait_state
+from ..support.calls import events_counted, wait_state
 from ..support.dtmf_signals import (
     decode_digits,
     digits_between_speech,
@@ -160,8 +160,7 @@ async def test_dtmf_in_band_from_the_whatsapp_side_becomes_events(zclient, zuckz
     signal = digits_between_speech(keys, seed=7)
     async with client.app[MANAGER].events.subscribe() as sub:
         engine_call.signal = signal
-        await asyncio.sleep(signal.size / 16_000 + 0.5)
-        events = await events_of(sub, {"call.dtmf"})
+        events = await events_counted(sub, {"call.dtmf"}, len(keys), signal.size / 16_000 + 10)
     assert [e.data["digit"] for e in events] == list(keys)
     assert all(e.data["source"] == "whatsapp" for e in events)
     assert all(60 <= e.data["durationMs"] <= 110 for e in events), [e.data for e in events]

@@ -14,7 +14,7 @@ from bridge.api.keys import ENGINE, MANAGER
 from bridge.audio import rms_dbfs
 from bridge.engines.cloudapi.peer import WhatsAppPeer
 
-from ..support.calls import wait_state
+from ..support.calls import events_counted, wait_state
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import dominant_frequency
 from ..support.waits import until
@@ -94,8 +94,7 @@ async def connect_browser(client, call_id: str, freq: float = 440.0) -> RtcClien
 async def test_inbound_pre_accept_accept_audio_both_ways_and_remote_hangup(cclient, meta):
     client = await cclient(call_reports=True)
     mcall = await meta.user_calls(client, "15550001111")
-    await until(lambda: mcall.pre_accept_at, 1.0, "pre_accept within 1 s")
-    assert mcall.pre_accept_at - mcall.offered_at < 1.0
+    await until(lambda: mcall.pre_accept_at, 5, "pre_accept")  # its time: bench.first_packet
     assert_meta_sdp(mcall.pre_accept_sdp, answer=True)
     call = await the_live_call(client)
     assert (call["state"], call["direction"]) == ("ringing", "inbound")
@@ -303,15 +302,7 @@ async def test_dtmf_digits_from_the_whatsapp_user(cclient, meta):
         for digit in "15#":
             await mcall.peer.send_dtmf(digit)
             await asyncio.sleep(0.1)
-        await asyncio.sleep(0.3)
-        dtmf = []
-        while True:
-            try:
-                event = await sub.get(0.05)
-            except TimeoutError:
-                break
-            if event is not None and event.type == "call.dtmf":
-                dtmf.append(event.data)
+        dtmf = [e.data for e in await events_counted(sub, {"call.dtmf"}, 3)]
     assert dtmf == [
         {"digit": "1", "durationMs": 200, "source": "whatsapp"},
         {"digit": "5", "durationMs": 200, "source": "whatsapp"},

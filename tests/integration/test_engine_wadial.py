@@ -11,8 +11,9 @@ import pytest
 from bridge.api.keys import ENGINE
 from bridge.audio import rms_dbfs
 
-from ..support.calls import wait_state, webrtc_call
+from ..support.calls import listed_calls, wait_state, webrtc_call
 from ..support.spectrum import dominant_frequency
+from ..support.waits import until
 
 
 async def test_outbound_float32_audio_both_ways(wclient, wadial) -> None:
@@ -50,9 +51,8 @@ async def test_ended_frame_ends_call_at_once(wclient, wadial) -> None:
 async def test_inbound_answer_and_hangup_use_guessed_routes(wclient, wadial) -> None:
     client = await wclient()
     engine_id = wadial.ring_inbound("15550001111")
-    await asyncio.sleep(0.6)
-    calls = (await (await client.get("/call/status")).json())["calls"]
-    assert calls and calls[0]["state"] == "ringing"
+    calls = await until(lambda: listed_calls(client), 5, "the ringing call listed")
+    assert calls[0]["state"] == "ringing"
     await client.post("/call/answer", json={"callID": calls[0]["callID"]})
     assert wadial.calls[engine_id].answered
     await client.post("/call/hangup", json={"callID": calls[0]["callID"]})

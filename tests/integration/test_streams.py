@@ -19,6 +19,7 @@ from bridge.audio.g711 import ulaw_decode
 
 from ..support.calls import wait_state, webrtc_call
 from ..support.spectrum import band_energy, dominant_frequency
+from ..support.waits import until
 
 
 async def active_call(client) -> dict:
@@ -149,7 +150,8 @@ async def test_clear_and_marks(make_client) -> None:
         if msg.type is WSMsgType.TEXT and json.loads(msg.data)["type"] == "mark":
             marks.append(json.loads(msg.data))
     assert marks == [{"type": "mark", "name": "first", "status": "played"}]
-    assert time.monotonic() - t0 == pytest.approx(1.0, abs=0.25)
+    # Never before the second of audio has played (later only on a loaded runner).
+    assert time.monotonic() - t0 >= 0.75
     sc = sim_call(client)
     # 3 s queued, a mark behind it, then clear: the audio stops within a frame and the mark
     # comes back as cleared, never as played.
@@ -214,7 +216,9 @@ async def test_fork_streams_both_tracks(make_client, aiohttp_server, fmt) -> Non
     )
     assert resp.status == 201, await resp.text()
     stream_id = (await resp.json())["streamId"]
-    await asyncio.sleep(2.0)
+    await until(
+        lambda: min(len(fs.media("inbound")), len(fs.media("outbound"))) >= 100, 10, "2 s forked"
+    )
     await client.post("/call/hangup", json={"callID": call["callID"]})
     await asyncio.wait_for(fs.closed.wait(), 3)
     events = [m["event"] for m in fs.messages]
@@ -254,12 +258,18 @@ async def test_twoway_fork_plays_into_the_call(make_client, aiohttp_server) -> N
         f"/call/{call['callID']}/streams", json={"url": url, "channel": "inbound", "type": "twoway"}
     )
     assert resp.status == 201
-    await asyncio.sleep(1.0)
-    heard = np.concatenate(list(sim_call(client).heard)[-25:])
-    assert band_energy(heard, 16_000, 1000) > 0.9
-    await asyncio.sleep(1.5)
-    marks = [m for m in fs.messages if m["event"] == "mark"]
-    assert marks and marks[0]["mark"] == {"name": "done", "status": "played"}
+
+    def hears_the_fork() -> bool:
+        heard = list(sim_call(client).heard)[-25:]
+        return len(heard) == 25 and band_energy(np.concatenate(heard), 16_000, 1000) > 0.9
+
+    await until(hears_the_fork, 5, "the fork's 1 kHz heard on the call")
+
+    def marks() -> list[dict]:
+        return [m for m in fs.messages if m["event"] == "mark"]
+
+    await until(marks, 5, "the fork's mark acknowledged")
+    assert marks()[0]["mark"] == {"name": "done", "status": "played"}
     # Limits: one two-way and five one-way streams per call.
     resp = await client.post(
         f"/call/{call['callID']}/streams", json={"url": url, "channel": "inbound", "type": "twoway"}

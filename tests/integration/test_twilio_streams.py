@@ -47,9 +47,13 @@ async def test_twilio_fork_speaks_media_streams_as_documented(make_client, aioht
     assert resp.status == 201, await resp.text()
     stream_sid = (await resp.json())["streamId"]
     assert re.fullmatch(r"MZ[0-9a-f]{32}", stream_sid)
-    await asyncio.sleep(1.0)
+
+    def forked(event: str) -> list[dict]:
+        return [m for m in fs.messages if m.get("event") == event]
+
+    await until(lambda: len(forked("media")) >= 50, 10, "a second of media")
     press_on_whatsapp(client, "7")
-    await asyncio.sleep(0.5)
+    await until(lambda: forked("dtmf") and len(forked("media")) >= 75, 10, "the key press")
     await client.post("/call/hangup", json={"callID": call["callID"]})
     await asyncio.wait_for(fs.closed.wait(), 3)
 

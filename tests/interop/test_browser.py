@@ -107,10 +107,13 @@ async def test_demo_page_call_echo_mute_hangup_and_inbound(client, browser) -> N
     assert same["state"] == "active" and same["webrtc"]["state"] == "connected"
 
     await page.click("#hangup")
-    await asyncio.sleep(0.3)
-    ended = await (await client.get(f"/call/{snap['callID']}")).json()
-    assert ended["state"] == "ended" and ended["endReason"] == "hangup"
-    assert "ended" in await page.text_content("#state")
+    ended = await wait_state(client, snap["callID"], "ended", timeout=5)
+    assert ended["endReason"] == "hangup"
+
+    async def page_says_ended() -> bool:
+        return "ended" in (await page.text_content("#state") or "")
+
+    await waits.until(page_says_ended, 5.0, "the page to show the call ended", every=0.05)
 
     # An inbound simulated call rings in the page and can be answered there.
     resp = await client.post("/call/sim/incoming", json={"phone": "+15550001111"})
@@ -224,9 +227,8 @@ async def test_chromium_agent_on_a_cloudapi_call(make_client, meta, browser) -> 
     # Chromium processes its (fake) microphone (AGC, noise suppression): about -25 dBFS here.
     assert rms_dbfs(pcm / 32768) > -35
     await page.click("#hangup")
-    await asyncio.sleep(0.5)
-    ended = await (await client.get(f"/call/{call_id}")).json()
-    assert ended["state"] == "ended" and ended["endReason"] == "hangup"
+    ended = await wait_state(client, call_id, "ended", timeout=5)
+    assert ended["endReason"] == "hangup"
     assert [a["action"] for a in meta.actions if a.get("call_id") == mcall.wacid][-1] == "terminate"
     await page.close()
 

@@ -39,7 +39,7 @@ from ..support.payloads import RtcPayloads, SrtpTap, forwarded_run, sdes_key
 from ..support.requires import needs
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import assert_hears, dominant_frequency
-from ..support.waits import until
+from ..support.waits import until, until_passes
 from .conftest import NUMBER, PASSWORD
 
 pytestmark = needs(shutil.which("baresip") is not None, "baresip", "apt-get install baresip")
@@ -122,13 +122,17 @@ async def test_bic_tones_bit_exact_opus_dtmf_recording_and_baresips_bye(sip_rig,
         browser = RtcPayloads(rtc.pc)
         resp = await rig.client.post("/call/record", json={"callID": cid})
         assert resp.status == 201, await resp.text()
-        await asyncio.sleep(2.0)
         # Tones both ways.
-        assert_tone(heard(rtc.recorder), rtc.recorder.rate, BARESIP_HZ, "agent hears baresip")
-        assert_baresip_hears(baresip, AGENT_HZ, "baresip hears the agent")
+        await until_passes(
+            lambda: assert_tone(
+                heard(rtc.recorder), rtc.recorder.rate, BARESIP_HZ, "agent hears baresip"
+            )
+        )
+        await until_passes(lambda: assert_baresip_hears(baresip, AGENT_HZ, "baresip hears agent"))
         assert "SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)" in baresip.log()
         # Nothing mixes (one agent, a recording is no mix): baresip's packets reach the
         # browser byte for byte, and the browser's reach baresip, numbers mapped in order.
+        await until(lambda: len(tap.came) > 80 and len(browser.sent) > 80, 10, "1.6 s each way")
         came = dict(list(tap.came.items())[:-10])  # what had time to reach the browser
         went_to = dict(list(browser.sent.items())[:-10])
         await asyncio.sleep(0.3)
@@ -193,9 +197,12 @@ async def test_uic_from_baresip_hold_music_transfer_and_its_bye(sip_rig, tmp_pat
         resp = await rig.client.post("/call/answer", json={"callID": cid})
         assert resp.status == 200, await resp.text()
         await until(lambda: "Call established" in baresip.log(), 5, "baresip's call up")
-        await asyncio.sleep(1.5)
-        assert_tone(heard(agent.recorder), agent.recorder.rate, BARESIP_HZ, "agent hears baresip")
-        assert_baresip_hears(baresip, AGENT_HZ, "baresip hears the agent")
+        await until_passes(
+            lambda: assert_tone(
+                heard(agent.recorder), agent.recorder.rate, BARESIP_HZ, "agent hears baresip"
+            )
+        )
+        await until_passes(lambda: assert_baresip_hears(baresip, AGENT_HZ, "baresip hears agent"))
         # Hold: baresip hears the music, never the agent (no re-INVITE: the bridge's media).
         form = aiohttp.FormData()
         form.add_field("audio", make("wav", MUSIC_HZ, 3.0), filename="hold.wav")

@@ -17,7 +17,7 @@ from ..fakes.cloudapi import MetaPeer, sip_answer
 from ..integration.test_engine_cloudapi import assert_tone, heard
 from ..support.calls import wait_state
 from ..support.rtc_client import RtcClient
-from ..support.waits import until
+from ..support.waits import until, until_passes
 from .conftest import NUMBER, PASSWORD
 
 
@@ -71,9 +71,16 @@ async def test_bic_407_then_200_audio_and_bridge_bye_along_the_route_set(sip_rig
         rtc = RtcClient(rig.client, call["callID"], freq=440.0)
         await rtc.offer()
         await asyncio.wait_for(meta.connected.wait(), 10)
-        await asyncio.sleep(1.5)
-        assert_tone(heard(rtc.recorder), rtc.recorder.rate, 660, "agent hears the WhatsApp user")
-        assert_tone(heard(meta.recorder), meta.recorder.rate, 440, "WhatsApp user hears agent")
+        await until_passes(
+            lambda: assert_tone(
+                heard(rtc.recorder), rtc.recorder.rate, 660, "agent hears the WhatsApp user"
+            )
+        )
+        await until_passes(
+            lambda: assert_tone(
+                heard(meta.recorder), meta.recorder.rate, 440, "WhatsApp user hears agent"
+            )
+        )
 
         resp = await rig.client.post("/call/hangup", json={"callID": call["callID"]})
         assert resp.status == 200
@@ -112,7 +119,7 @@ async def test_bic_not_taken(sip_rig, caplog, status, reason, end_reason):
     assert ended["endReason"] == end_reason
     await sipp.wait_log("ACKED")  # the final response was ACKed on its transaction
     assert await sipp.finish() == 0, sipp.report()
-    event = rig.ended(call["callID"])
+    event = await until(lambda: rig.ended(call["callID"]), 10, "call.ended")
     assert event is not None and event.data["sipStatus"] == int(status)
     await until(lambda: not rig.engine.calls, 2, "the engine forgot the call")
     if status == "403":

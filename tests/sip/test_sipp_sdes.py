@@ -22,7 +22,7 @@ from ..support.calls import wait_state
 from ..support.rtc_client import RtcClient
 from ..support.sdes_peer import SdesEndpoint
 from ..support.spectrum import dominant_frequency
-from ..support.waits import until
+from ..support.waits import until, until_passes
 from .test_sipp_uic import keys, ringing_call
 
 META_HZ = 660.0
@@ -113,13 +113,21 @@ async def test_bic_over_sdes_our_offer_audio_both_ways_and_bridge_bye(sip_rig):
         await until(lambda: meta.packets, 3, "the bridge's first SRTP packet")
         rtc = RtcClient(rig.client, call["callID"], freq=AGENT_HZ)
         await rtc.offer()
-        tone = asyncio.create_task(meta.play_tone(META_HZ, 0.5 * 32767, 2.5))
-        await asyncio.sleep(2.0)
-        assert_tone(heard(rtc.recorder), rtc.recorder.rate, META_HZ, "agent hears the user (BIC)")
-        said = meta.heard()[-16_000:].astype(np.float64)
-        assert said.size == 16_000, said.size
-        assert dominant_frequency(said, 16_000) == pytest.approx(AGENT_HZ, abs=5)
-        assert rms_dbfs(said / 32768) > -20.0, rms_dbfs(said / 32768)
+        tone = asyncio.create_task(meta.play_tone(META_HZ, 0.5 * 32767, 4.0))
+        await until_passes(
+            lambda: assert_tone(
+                heard(rtc.recorder), rtc.recorder.rate, META_HZ, "agent hears the user (BIC)"
+            ),
+            3.0,
+        )
+
+        def meta_hears_the_agent() -> None:
+            said = meta.heard()[-16_000:].astype(np.float64)
+            assert said.size == 16_000, said.size
+            assert dominant_frequency(said, 16_000) == pytest.approx(AGENT_HZ, abs=5)
+            assert rms_dbfs(said / 32768) > -20.0, rms_dbfs(said / 32768)
+
+        await until_passes(meta_hears_the_agent, 3.0)
         assert meta.auth_failed == 0
         await tone
         resp = await rig.client.post("/call/hangup", json={"callID": call["callID"]})

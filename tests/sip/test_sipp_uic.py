@@ -103,7 +103,7 @@ async def test_uic_audio_both_ways_metadata_and_meta_bye(sip_rig, challenge):
         assert await sipp.finish() == 0, sipp.report()
         ended = await wait_state(rig.client, call["callID"], "ended", timeout=5)
         assert ended["endReason"] == "remote_hangup"
-        event = rig.ended(call["callID"])
+        event = await until(lambda: rig.ended(call["callID"]), 10, "call.ended")
         assert event is not None and event.data["engineDurationS"] == 7
         trace = sipp.sent_and_received()
         assert ("SIP/2.0 407" in trace) is challenge

@@ -26,6 +26,12 @@ async def wait_state(
         await asyncio.sleep(0.05)
 
 
+async def listed_calls(client: TestClient) -> list[dict[str, Any]]:
+    """The calls ``GET /call/status`` lists (for ``until``: empty while there are none)."""
+    calls: list[dict[str, Any]] = (await (await client.get("/call/status")).json())["calls"]
+    return calls
+
+
 async def webrtc_call(client: TestClient, freq: float = 440.0) -> tuple[dict[str, Any], Any]:
     """Place a call, connect an aiortc client sending ``freq`` to it, wait until it is active."""
     from .rtc_client import RtcClient
@@ -81,4 +87,24 @@ async def events_until_ended(
             ended = {e.call["callID"] for e in events if e.type == "call.ended"}
             if waited and waited <= ended:
                 settled_at = loop.time() + settle
+    return events
+
+
+async def events_counted(
+    sub: Any, types: set[str], count: int, timeout: float = 10.0, settle: float = 0.3
+) -> list[Any]:
+    """The events of ``types`` on subscription ``sub`` until ``count`` of them came (or
+    ``timeout``), then ``settle`` seconds more, so that one too many is seen too."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    events: list[Any] = []
+    while loop.time() < deadline:
+        try:
+            event = await sub.get(0.05)
+        except TimeoutError:
+            continue
+        if event is not None and event.type in types:
+            events.append(event)
+            if len(events) == count:
+                deadline = min(deadline, loop.time() + settle)
     return events

@@ -30,3 +30,38 @@ async def until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(every)
+
+
+async def until_passes(
+    check: Callable[[], None], timeout: float = 10.0, every: float = 0.05
+) -> None:
+    """Run ``check`` (a function that asserts) every ``every`` seconds until it passes; after
+    ``timeout`` seconds its last ``AssertionError`` is raised. For "the far end hears the
+    tone by now" checks, which a loaded runner reaches later than a fixed sleep allows."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            check()
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(every)
+
+
+async def settled(
+    value: Callable[[], T], quiet: float = 0.3, timeout: float = 10.0, what: str = "value"
+) -> T:
+    """``value()`` once it has stayed the same for ``quiet`` seconds (what was in flight has
+    arrived); an ``AssertionError`` naming ``what`` if it still changes after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last, since = value(), time.monotonic()
+    while True:
+        await asyncio.sleep(0.02)
+        now = value()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} still changing after {timeout} s")

@@ -158,7 +158,7 @@ async def test_bus_track_paced_and_silent_on_underrun() -> None:
     frames = [await track.recv() for _ in range(25)]
     elapsed = time.monotonic() - start
     # 25 frames are 24 ticks of 20 ms after the first: the media clock paces recv().
-    assert elapsed == pytest.approx(0.48, abs=0.15)
+    assert elapsed >= 0.40  # paced (a loaded runner may only make it later)
     assert [f.pts for f in frames] == [i * FRAME_SAMPLES for i in range(25)]
     assert {f.samples for f in frames} == {FRAME_SAMPLES} and frames[0].sample_rate == 16_000
     pcm = [f.to_ndarray().reshape(-1, 2)[:, 0] for f in frames]

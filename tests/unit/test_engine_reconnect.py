@@ -72,7 +72,7 @@ async def test_window_runs_out_with_backoff_capped_and_one_warning(caplog) -> No
         with pytest.raises(MediaClosed):
             await asyncio.wait_for(channel.recv(), 10)
     gaps = np.diff(attempts)
-    assert gaps.max() <= 1.3 and attempts[-1] - attempts[1] >= 3.5
+    assert gaps.max() <= 1.6 and attempts[-1] - attempts[1] >= 3.5  # backoff capped at 1 s
     assert stats.uplink_dropped == 1
     lines = [r.getMessage() for r in caplog.records]
     assert sum("not back within 4 s" in m for m in lines) == 1, lines
