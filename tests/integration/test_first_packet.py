@@ -14,7 +14,7 @@ import pytest
 from bridge.api.keys import MANAGER
 
 from ..support.calls import wait_state
-from ..support.waits import until
+from ..support.waits import until, until_passes
 from .test_engine_cloudapi import assert_tone, connect_browser, heard
 
 
@@ -60,8 +60,11 @@ async def test_inbound_media_reaches_meta_before_any_browser_and_all_call_long(c
     assert (await client.post("/call/hold", json={"callID": call_id, "held": False})).ok
 
     rtc = await connect_browser(client, call_id, freq=440.0)
-    await asyncio.sleep(1.2)
-    assert_tone(heard(peer.recorder, 0.8), peer.recorder.rate, 440, "Meta hears the browser")
+    await until_passes(
+        lambda: assert_tone(
+            heard(peer.recorder, 0.8), peer.recorder.rate, 440, "Meta hears the browser"
+        )
+    )
     resp = await client.post("/call/webrtc/close", json={"callID": call_id})
     assert resp.status == 200
     await rtc.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -41,8 +42,10 @@ async def test_metrics_move_during_a_call_and_settle_after(make_client) -> None:
     await wait_state(client, call["callID"], "active")
     await asyncio.sleep(1.5)
     mid = await scrape(client)
+    mid_at = time.monotonic()
     await asyncio.sleep(1.5)
     later = await scrape(client)
+    between = time.monotonic() - mid_at  # 1.5 s, longer on a loaded runner
 
     assert value(mid, "bridge_calls_active", direction="outbound") == 1
     assert value(mid, "bridge_calls_started_total", direction="outbound") == 1
@@ -51,12 +54,12 @@ async def test_metrics_move_during_a_call_and_settle_after(make_client) -> None:
     assert value(mid, "bridge_webrtc_offer_to_answer_seconds_count") == 1
     assert value(mid, "bridge_webrtc_offer_to_connected_seconds_count") == 1
     assert value(mid, "bridge_webrtc_state_transitions_total", state="connected") == 1
-    # Frames flow at 50/s each way: 1.5 s between scrapes is ~75 frames.
+    # Frames flow at 50/s each way: ~75 frames in the 1.5 s between scrapes.
     for direction in ("uplink", "downlink"):
         moved = value(later, "bridge_bus_frames_total", direction=direction) - value(
             mid, "bridge_bus_frames_total", direction=direction
         )
-        assert 55 <= moved <= 95, (direction, moved)
+        assert 0.7 * 50 * between <= moved <= 50 * between + 20, (direction, moved, between)
         transit = value(later, "bridge_frame_transit_seconds_count", direction=direction)
         assert transit > 100
         # Frames spend little time inside the bridge: most within 80 ms.
