@@ -87,9 +87,7 @@ class EchoGuard:
         )
         self._heard: deque[tuple[float, float]] = deque(maxlen=WINDOW_MS // FRAME_MS)
         """(caller level, loudest agent level of the echo window) per caller frame."""
-        self._history: deque[tuple[float, tuple[float, ...]]] = deque(
-            maxlen=HISTORY_MS // FRAME_MS
-        )
+        self._history: deque[tuple[float, tuple[float, ...]]] = deque(maxlen=HISTORY_MS // FRAME_MS)
         """(caller level, the agent's levels at each delay) per caller frame."""
 
     def played(self, pcm: Pcm) -> None:

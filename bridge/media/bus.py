@@ -186,6 +186,17 @@ class CallBus:
             except Exception:
                 log.exception("call %s: an uplink source failed and was removed", self.call_id)
                 frame = None
+            if frame is not None and (frame.shape != (FRAME_SAMPLES,) or frame.dtype != np.int16):
+                log.warning(
+                    "call %s: an uplink source gave a frame of %s %s, not %d int16 samples; "
+                    "it was removed",
+                    self.call_id,
+                    frame.shape,
+                    frame.dtype,
+                    FRAME_SAMPLES,
+                    extra={"call_id": self.call_id},
+                )
+                frame = None
             if frame is None:
                 self.remove_source(source)
                 continue

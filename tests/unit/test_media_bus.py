@@ -182,32 +182,65 @@ async def test_sources_play_alone_on_the_ticks_without_a_microphone_frame() -> N
 
 
 async def test_a_source_tick_that_raised_is_registered_again_by_the_next_source() -> None:
-    """The worker's clock drops a tick that raised (here: a source handing the bus a frame of
-    the wrong size); the bus then registers again for the next source it is given, so a later
-    playback still plays while no microphone frame comes."""
+    """The worker's clock drops a tick that raised (here: the uplink's emit, made to fail
+    once); the bus then registers again for the next source it is given, so a later playback
+    still plays while no microphone frame comes."""
     from ..support.waits import until
-
-    class Broken:
-        to_downlink = False
-
-        def next_frame(self) -> np.ndarray:
-            return np.zeros(7, dtype=np.int16)
-
-        def finished(self) -> None:
-            pass
 
     bus = CallBus("t")
     out: list[np.ndarray] = []
     bus.open_uplink()
     bus.add_uplink_tap(lambda f: out.append(f.pcm))
-    broken = Broken()
-    bus.add_source(broken)  # type: ignore[arg-type]
+    emit = bus._emit_uplink
+
+    def fail_once(*args: object) -> None:
+        bus._emit_uplink = emit  # type: ignore[method-assign]
+        raise RuntimeError("a bug in the tick")
+
+    bus._emit_uplink = fail_once  # type: ignore[method-assign]
+    first = QueuedSource()
+    first.push(np.full(FRAME_SAMPLES * 50, 3, dtype=np.int16))
+    bus.add_source(first)
     await until(lambda: bus._clock is None, 2, "the failed tick dropped")
-    bus.remove_source(broken)  # type: ignore[arg-type]
+    bus.remove_source(first)
     fresh = QueuedSource()
     fresh.push(np.full(FRAME_SAMPLES * 50, 7, dtype=np.int16))
     bus.add_source(fresh)
     await until(lambda: len(out) >= 3, 2, "the next source played on the clock")
     assert all(int(o[0]) == 7 for o in out[:3])
     bus.remove_source(fresh)
+    await bus.aclose()
+
+
+async def test_a_source_giving_a_wrong_size_frame_is_removed_and_the_rest_plays(caplog) -> None:
+    """A source's frame that is not 20 ms of int16 cannot be mixed: that source is removed
+    (WARNING, with what it gave); the microphone and the other sources go on."""
+
+    class Wrong:
+        to_downlink = False
+        ended = False
+
+        def next_frame(self) -> np.ndarray:
+            return np.zeros(7, dtype=np.int16)
+
+        def finished(self) -> None:
+            self.ended = True
+
+    bus = CallBus("t")
+    out: list[np.ndarray] = []
+    bus.open_uplink()
+    bus.add_uplink_tap(lambda f: out.append(f.pcm))
+    wrong, good = Wrong(), QueuedSource()
+    good.push(np.full(FRAME_SAMPLES * 5, 100, dtype=np.int16))
+    bus.add_source(wrong)  # type: ignore[arg-type]
+    bus.add_source(good)
+    with caplog.at_level("WARNING", logger="bridge.media.bus"):
+        for _ in range(3):
+            bus.push_uplink(np.full(FRAME_SAMPLES, 20, dtype=np.int16))
+    assert [int(o[0]) for o in out] == [120, 120, 120]  # microphone + the good source
+    assert all(o.shape == (FRAME_SAMPLES,) for o in out)
+    assert wrong.ended and wrong not in bus._sources and good in bus._sources
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "(7,) int16" in warnings[0], warnings
+    bus.remove_source(good)
     await bus.aclose()
