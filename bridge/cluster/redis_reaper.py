@@ -25,7 +25,16 @@ LostCall = Callable[[Call, dict[str, Any] | None], Awaitable[None]]
 its record says to re-open (``CallRecord.attachments``)."""
 
 REAP_CLAIM_MS = 300_000
-"""How long one survivor holds the right to end a dead worker's calls (released when done)."""
+"""How long one survivor's claim on a dead worker lasts unless renewed: it is renewed every
+third of it while the survivor works (so a long reap is never raced by a second survivor) and
+released when done; a survivor that dies mid-reap leaves it to lapse."""
+RENEW_IF_MINE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+"""Extend the claim only while it is still this survivor's (compare and extend, atomically)."""
 REAP_AT_ONCE = 16
 """A dead worker's calls handed to ``end_lost_call`` side by side: an adoption waits for the
 call's engine media and then re-opens its forks and agents (a model's session set-up: up to
@@ -87,15 +96,31 @@ class Reaper:
                 self.heartbeat_ttl,
                 len(call_ids),
             )
-            # Fence it first: if it was only cut off, it ends its own calls when it is back.
-            await self._redis.set(f"{P}reaped:{worker}", self.worker_id, ex=self.ended_ttl)
-            await self._reap_calls(worker, call_ids)
-            await self._flush(5.0)
+            renewing = asyncio.create_task(self._renew(claim), name=f"reap-claim:{worker}")
+            try:
+                # Fence it first: if it was only cut off, it ends its own calls when it is back.
+                await self._redis.set(f"{P}reaped:{worker}", self.worker_id, ex=self.ended_ttl)
+                await self._reap_calls(worker, call_ids)
+                await self._flush(5.0)
+            finally:
+                renewing.cancel()
+                await asyncio.gather(renewing, return_exceptions=True)
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.delete(owned_key(worker))
                 pipe.srem(WORKERS, worker)
                 pipe.delete(claim)
                 await pipe.execute()
+
+    async def _renew(self, claim: str) -> None:
+        """Keep ``claim`` this survivor's while it reaps (cancelled when done). A renewal that
+        fails is tried again at the next; if Redis stays away, the claim lapses, as it would
+        for a survivor that died."""
+        while True:
+            await asyncio.sleep(REAP_CLAIM_MS / 3000)
+            try:
+                await self._redis.eval(RENEW_IF_MINE, 1, claim, self.worker_id, REAP_CLAIM_MS)
+            except FAILURES as exc:
+                log.warning("could not renew the claim %s: %s", claim, exc)
 
     async def _reap_calls(self, worker: str, call_ids: set[str]) -> None:
         """Each call to ``end_lost_call``, :data:`REAP_AT_ONCE` at a time; a Redis failure

@@ -586,6 +586,68 @@ async def test_a_dead_workers_calls_are_reaped_side_by_side(redis) -> None:
     assert sorted(adopted) == ids
 
 
+async def test_a_long_reap_keeps_its_claim_so_no_second_survivor_reaps(redis, monkeypatch) -> None:
+    """A survivor's claim on a dead worker is renewed while it reaps: a reap that outlasts the
+    claim's time (an adoption waiting on a slow engine, a Redis that stalls) is not raced by a
+    second survivor ending the same calls again. Here the claim lasts 0.6 s and the first
+    survivor's adoption 1.5 s; the second survivor tries at 0.9 s and 1.2 s."""
+    import redis.asyncio as aioredis
+
+    from bridge.calls import Call, CallState, Direction
+    from bridge.cluster import redis_reaper
+    from bridge.cluster.directory import CallRecord
+    from bridge.cluster.redis_reaper import Reaper
+    from bridge.cluster.redis_writes import WORKERS, queue_record
+
+    monkeypatch.setattr(redis_reaper, "REAP_CLAIM_MS", 600)
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    snapshot = Call(
+        id="slow",
+        peer="1@s.whatsapp.net",
+        direction=Direction.OUTBOUND,
+        owner="dead",
+        engine_call_id="e-slow",
+        state=CallState.ACTIVE,
+    ).snapshot()
+    async with client.pipeline(transaction=False) as pipe:
+        queue_record(pipe, CallRecord("slow", "dead", "", "e-slow", snapshot), "dead", 60)
+        pipe.sadd(WORKERS, "dead")
+        await pipe.execute()
+    ended: list[str] = []
+
+    def survivor(name: str, takes: float) -> Reaper:
+        async def lost_call(call: Any, attachments: Any) -> None:
+            await asyncio.sleep(takes)
+            ended.append(name)
+
+        async def flush(timeout: float) -> None:
+            pass
+
+        return Reaper(
+            client,
+            worker_id=name,
+            heartbeat_ttl=1.0,
+            ended_ttl=60,
+            settled=lambda: True,
+            down=lambda exc: None,
+            flush=flush,
+            end_lost_call=lost_call,
+        )
+
+    try:
+        first = asyncio.create_task(survivor("first", 1.5).reap_once())
+        second = survivor("second", 0.0)
+        for wait in (0.9, 0.3):  # at 0.9 s and 1.2 s: the claim's own time long past
+            await asyncio.sleep(wait)
+            await second.reap_once()
+            assert await client.get(f"{redis_reaper.P}reap:dead") == "first"
+        await asyncio.wait_for(first, 5)
+        assert ended == ["first"], ended
+        assert not await client.exists(f"{redis_reaper.P}reap:dead")  # released when done
+    finally:
+        await client.aclose()
+
+
 async def test_a_record_queued_before_a_handover_does_not_give_the_call_back(redis) -> None:
     """The old owner queued a write of the call's record (an event of the call, its owner still
     itself) while the call moved; the new owner's ``take_over`` landed first. The late write
