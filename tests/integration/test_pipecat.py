@@ -51,7 +51,7 @@ from pipecat_whatsapp_bridge import WhatsAppBridgeTransport
 from ..fakes.common import free_port
 from ..support.calls import wait_state
 from ..support.spectrum import band_energy, dominant_frequency
-from ..support.waits import until
+from ..support.waits import until, wait_port
 from .test_streams import active_call, sim_call
 from .test_twilio_streams import press_on_whatsapp
 
@@ -219,7 +219,7 @@ async def test_pipecat_twilio_serializer_takes_a_fork_unchanged(make_client) -> 
         enable_rtvi=False,
     )
     async with running(task):
-        await asyncio.sleep(0.3)  # the server listens
+        await wait_port(port)  # the server listens
         resp = await client.post(
             f"/call/{call['callID']}/streams",
             json={

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .processes import free_port
 from .tls import CertPair, TestCA
+from .waits import wait_port
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "sip" / "scenarios"
 
@@ -57,19 +58,6 @@ async def stop_group(proc: asyncio.subprocess.Process | None) -> None:
     except TimeoutError:
         os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
-
-
-async def wait_port(port: int, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
-        except OSError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"nothing listens on 127.0.0.1:{port}") from None
-            await asyncio.sleep(0.02)
 
 
 class TlsHops:

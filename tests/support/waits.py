@@ -65,3 +65,18 @@ async def settled(
             return last
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} still changing after {timeout} s")
+
+
+async def wait_port(port: int, timeout: float = 5.0) -> None:
+    """Until something listens on ``127.0.0.1:port`` (a TCP connect, closed at once: a
+    WebSocket server takes it for a failed handshake, never for a client)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listens on 127.0.0.1:{port}") from None
+            await asyncio.sleep(0.02)
