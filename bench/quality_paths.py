@@ -512,6 +512,9 @@ async def engine_call(
             1 for s in lost if s not in browser.copies and has_fec(received.get(s + 1, b""))
         ),
         "protection": (stats.get("webrtc") or {}).get("downlinkProtection"),
+        # The engine's side of the downlink at the bridge: underruns (the engine late),
+        # concealment and stretching change what reaches the encoder, before any network.
+        "sink": (stats.get("webrtc") or {}).get("jitterBuffer"),
         "bridge_transit_ms": _mean_ms(transit0, transit1, "downlink"),
     }
     return {
