@@ -63,8 +63,11 @@ class DownlinkSink:
     **Clock drift.** An engine's clock runs a few hundred ppm off the listener's, so the depth
     of what waits (queued frames plus samples in the FIFO) creeps up or down. With a buffer that
     ``follow_clock``, every :data:`DRIFT_WINDOW` ticks the sink looks at the smallest depth it
-    saw before a tick: below :data:`CUSHION` frames it owes what is missing; a frame or more
-    above it for two windows in a row, it owes the excess. The debt is paid a pitch period
+    saw before a tick while playing (a fill is not the clock's doing): below :data:`CUSHION`
+    frames it owes what is missing — at once if less than half a frame (drift is a few
+    samples a window), else only if the next window is short too (one chunk that slipped a
+    tick is what the cushion absorbs); a frame or more above it for two windows in a row, it
+    owes the excess. The debt is paid a pitch period
     at a time (WSOLA accelerate / expand) where it is not heard, by the drift rule the Opus
     receiver follows too (``bridge.audio.stretch.licence``): in a pause, then in voiced speech,
     then anywhere with a cross-fade. Never a whole frame dropped or inserted.
@@ -103,6 +106,7 @@ class DownlinkSink:
         self._window_start = 0
         self._window_min = 1 << 30
         self._deep_windows = 0
+        self._short_windows = 0
         self._debt = 0
         """Samples of delay still to add (+) or remove (-) to follow the engine's clock."""
         self._debt_since = 0
@@ -191,16 +195,27 @@ class DownlinkSink:
         self._ticks += 1
         if self._debt:
             return  # paying the last one: the next window starts once it is paid
+        if not self.jitter.playing:
+            # Filling, at the start or after an underrun: that depth is the fill's, not the
+            # engine's clock; a window starts when the audio does.
+            self._window_min, self._window_start = 1 << 30, self._ticks
+            self._short_windows = self._deep_windows = 0
+            return
         self._window_min = min(self._window_min, len(self.jitter) * n + self.fifo.held)
         if self._ticks - self._window_start < self.DRIFT_WINDOW:
             return
         floor, self._window_min, self._window_start = self._window_min, 1 << 30, self._ticks
-        if not self.jitter.playing:
-            return  # refilling after an underrun
         target = int(self.CUSHION * n)
         self._deep_windows = self._deep_windows + 1 if floor >= target + n else 0
+        self._short_windows = self._short_windows + 1 if floor < target else 0
         if floor < target:
-            self._debt = target - floor  # up to the cushion
+            # A drifting clock lowers the floor a few samples a window (2000 ppm: 32); one
+            # chunk that slipped a tick lowers one window's by a frame, which is what the
+            # cushion is for: a shortfall that large is paid when the next window confirms it,
+            # else the sink would add a frame of delay mid-speech and take it away later.
+            if target - floor < n // 2 or self._short_windows >= 2:
+                self._debt = target - floor  # up to the cushion
+                self._short_windows = 0
         elif self._deep_windows >= 2:
             # A frame or more beyond the cushion for two windows in a row: not the phase of
             # one late chunk (which only ever lowers a floor), the engine's clock running fast.

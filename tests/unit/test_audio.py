@@ -247,6 +247,40 @@ def engine_drifting(ppm: float, seconds: float = 45.0) -> tuple[Any, list, list,
     return sink, played, steps, depths
 
 
+@pytest.mark.parametrize("chunk_frames", [1, 3])
+def test_one_late_engine_chunk_is_what_the_cushion_is_for_not_drift(chunk_frames: int) -> None:
+    """An engine on time (0 ppm) whose one chunk, 10 s in, slips past the tick it was due for:
+    the cushion plays through it, and the sink neither adds a frame of delay for it nor takes
+    it away again later (two time shifts that a listener, and PESQ-WB, hear mid-speech). A
+    shortfall of half a frame or more is paid only when the next window confirms it, and the
+    fill at the start is no shortfall (20 ms frames: no stretch at all; 60 ms chunks: the
+    cushion built once, early)."""
+    from bridge.media import CallBus
+
+    bus = CallBus("c1")
+    sink = agent_sink(bus)
+    t = np.arange(21 * 16_000) / 16_000
+    voice = (np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16)
+    period = 0.02 * chunk_frames
+    late = round(10.0 / period)  # this chunk comes 20 ms late: past the tick it was due for
+    chunk, tick, i, settled, moved = 0, 0.005, 0, None, (0, 0)
+    while tick < 20.0:
+        if settled is None and tick > 3.0:  # the cushion built (60 ms chunks: by stretching)
+            settled = sink.jitter.stats.underruns
+            moved = (sink.inserted_samples, sink.removed_samples)
+        while chunk * period + (0.02 if chunk == late else 0) <= tick:
+            for _ in range(chunk_frames):
+                bus.push_downlink(voice[i * 320 : (i + 1) * 320])
+                i += 1
+            chunk += 1
+        got = sink.pop()
+        assert got is not None or settled is None  # silence only while the cushion fills
+        tick += 0.02
+    assert (sink.inserted_samples, sink.removed_samples) == moved
+    assert moved[1] == 0 and moved[0] < (320 if chunk_frames == 1 else 2 * 320)
+    assert sink.jitter.stats.underruns == settled and sink.concealed == 0
+
+
 @pytest.mark.parametrize("ppm", [2000, -2000])
 def test_downlink_drift_on_a_continuous_tone_never_jumps_in_phase_nor_goes_silent(
     ppm: int,
