@@ -46,6 +46,10 @@ PATH_SPREAD_DB = 3.0
 delay, must be for that delay and loss to be taken for an echo path."""
 PATH_MARGIN_DB = 6.0
 """With the echo path known, how far above the echo it predicts a frame is the caller."""
+PATH_MIN_LOSS_DB = 6.0
+"""The least an echo path can take off the agent's level. A caller who talks steadily at the
+agent's level or above (a tone, a loud line) also follows it "steadily"; an echo through a
+phone never comes back that loud, so such a path is none."""
 
 
 def level_dbfs(pcm: Pcm) -> float:
@@ -127,7 +131,7 @@ class EchoGuard:
         loss = _medians(residual)
         spread = _medians(np.abs(residual - loss))
         k = int(np.argmin(spread))
-        if spread[k] > PATH_SPREAD_DB:
+        if spread[k] > PATH_SPREAD_DB or loss[k] > -PATH_MIN_LOSS_DB:
             return None
         return int(np.flatnonzero(enough)[k]), float(loss[k])
 

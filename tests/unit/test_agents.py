@@ -83,6 +83,17 @@ def test_a_voice_over_the_echo_is_the_caller() -> None:
     assert before == []
 
 
+def test_a_caller_steadily_as_loud_as_the_agent_is_no_echo_path() -> None:
+    """A caller talking steadily over the agent at its level or louder (here two tones, the
+    caller 3 dB above) follows the agent's level as steadily as an echo would, but no echo
+    comes back that loud: after seconds of both, a speech start is still the caller's."""
+    t = np.arange(16_000 * 3) / 16_000
+    played = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
+    heard = (np.sin(2 * np.pi * 200 * t) * 11_300).astype(np.int16)
+    result = verdicts(played, heard, every=25)
+    assert [i for i, echo in result if echo and i >= 25] == [], result
+
+
 def test_openai_session_is_merged_and_the_formats_are_the_bridges() -> None:
     dialect = OpenAIRealtime({"instructions": "hi", "voice": "marin", "tools": []})
     (update,) = dialect.opening([], None)
