@@ -330,9 +330,13 @@ async def test_no_leaks_after_many_sessions(make_client) -> None:
     session = await until(lambda: runtime.participants.agent, 5, "the last session")
     await until(lambda: session.state == "failed", 10, "the abandoned session reaped")
     await until(
-        lambda: abs(open_fds() - base_fds) <= 2 and abs(udp_sockets() - base_udp) <= 2,
+        lambda: (
+            abs(open_fds() - base_fds) <= 2
+            and abs(udp_sockets() - base_udp) <= 2
+            and abs(len(asyncio.all_tasks()) - base_tasks) <= 2
+        ),
         10.0,
-        "the sockets and descriptors to be released",
+        "the sockets, descriptors and tasks to be released",
         every=0.25,
     )
     assert abs(open_fds() - base_fds) <= 2, (base_fds, open_fds())
