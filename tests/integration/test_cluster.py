@@ -528,6 +528,26 @@ async def test_a_stalled_owner_that_comes_back_after_being_reaped_ends_its_own_c
     assert status == 200 and again["state"] == "ended"
 
 
+def survivor_reaper(client: Any, worker_id: str, lost_call: Any) -> Any:
+    """A live worker's reaper on ``client``'s Redis (heartbeat TTL 1 s, always settled, no
+    directory writes of its own to wait for) that hands a dead worker's calls to ``lost_call``."""
+    from bridge.cluster.redis_reaper import Reaper
+
+    async def flush(timeout: float) -> None:
+        pass
+
+    return Reaper(
+        client,
+        worker_id=worker_id,
+        heartbeat_ttl=1.0,
+        ended_ttl=60,
+        settled=lambda: True,
+        down=lambda exc: None,
+        flush=flush,
+        end_lost_call=lost_call,
+    )
+
+
 async def test_a_dead_workers_calls_are_reaped_side_by_side(redis) -> None:
     """An adoption waits for what it re-opens (a model's session set-up, seconds when the model
     is far or away): one call's must not hold up the dead worker's other calls. Here each
@@ -537,7 +557,6 @@ async def test_a_dead_workers_calls_are_reaped_side_by_side(redis) -> None:
 
     from bridge.calls import Call, CallState, Direction
     from bridge.cluster.directory import CallRecord
-    from bridge.cluster.redis_reaper import Reaper
     from bridge.cluster.redis_writes import WORKERS, queue_record
 
     client = aioredis.from_url(redis.url, decode_responses=True)
@@ -566,19 +585,7 @@ async def test_a_dead_workers_calls_are_reaped_side_by_side(redis) -> None:
         await asyncio.wait_for(both.wait(), 10)
         adopted.append(call.id)
 
-    async def flush(timeout: float) -> None:
-        pass
-
-    reaper = Reaper(
-        client,
-        worker_id="alive",
-        heartbeat_ttl=1.0,
-        ended_ttl=60,
-        settled=lambda: True,
-        down=lambda exc: None,
-        flush=flush,
-        end_lost_call=lost_call,
-    )
+    reaper = survivor_reaper(client, "alive", lost_call)
     try:
         await reaper.reap_once()
     finally:
@@ -596,7 +603,6 @@ async def test_a_long_reap_keeps_its_claim_so_no_second_survivor_reaps(redis, mo
     from bridge.calls import Call, CallState, Direction
     from bridge.cluster import redis_reaper
     from bridge.cluster.directory import CallRecord
-    from bridge.cluster.redis_reaper import Reaper
     from bridge.cluster.redis_writes import WORKERS, queue_record
 
     monkeypatch.setattr(redis_reaper, "REAP_CLAIM_MS", 600)
@@ -615,24 +621,12 @@ async def test_a_long_reap_keeps_its_claim_so_no_second_survivor_reaps(redis, mo
         await pipe.execute()
     ended: list[str] = []
 
-    def survivor(name: str, takes: float) -> Reaper:
+    def survivor(name: str, takes: float) -> Any:
         async def lost_call(call: Any, attachments: Any) -> None:
             await asyncio.sleep(takes)
             ended.append(name)
 
-        async def flush(timeout: float) -> None:
-            pass
-
-        return Reaper(
-            client,
-            worker_id=name,
-            heartbeat_ttl=1.0,
-            ended_ttl=60,
-            settled=lambda: True,
-            down=lambda exc: None,
-            flush=flush,
-            end_lost_call=lost_call,
-        )
+        return survivor_reaper(client, name, lost_call)
 
     try:
         first = asyncio.create_task(survivor("first", 1.5).reap_once())
