@@ -32,7 +32,7 @@ import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 
 from bridge.audio import tone
 from bridge.rtc import restrict_host_addresses
@@ -154,8 +154,18 @@ ECHOES: dict[int, deque[bytes]] = {}
 
 
 async def _count_only(self: RTCRtpReceiver, packet, arrival_time_ms: int) -> None:
-    """Replaces aiortc's receive path in the generator: record arrival, skip decoding."""
+    """Replaces aiortc's receive path in the generator: record arrival, skip decoding.
+
+    The packet still feeds aiortc's reception statistics, as its own receive path does, so
+    the generator's RTCP receiver reports carry a report block for the server's stream as a
+    browser's do (RFC 3550 §6.4.1): the bridge sets its downlink's loss protection from them,
+    and without them it would plan in-band FEC for an unknown link for the whole run."""
     now = time.monotonic()
+    streams = self._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+    stats = streams.get(packet.ssrc)
+    if stats is None:
+        stats = streams[packet.ssrc] = StreamStatistics(RATE)
+    stats.add(packet)
     ARRIVALS.setdefault(id(self), []).append((now, packet.timestamp))
     probe = PROBES.get(id(self))
     if probe is not None and packet.payload:
