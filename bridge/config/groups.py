@@ -438,6 +438,13 @@ class MediaSettings(_Group):
         "frame; lowered to the browser's maxaveragebitrate)",
     )
     opus_fec_complexity: int = _opt(8, "downlink Opus complexity 0-10 while in-band FEC is on")
+    opus_celt_bitrate: int = _opt(
+        72_000,
+        "downlink Opus bitrate on a clean link, bit/s, coded in CELT (better than SILK at "
+        "BRIDGE_OPUS_BITRATE for a third of its CPU: docs/quality.md); 0, or a browser whose "
+        "maxaveragebitrate is lower: SILK at BRIDGE_OPUS_BITRATE",
+    )
+    opus_celt_complexity: int = _opt(2, "downlink Opus complexity 0-10 on a clean link (CELT)")
     opus_dtx: bool = _opt(False, "downlink Opus DTX (discontinuous transmission in silence)")
     opus_red: bool = _opt(
         True,
@@ -458,6 +465,9 @@ class MediaSettings(_Group):
         self.between("opus_complexity", 0, 10)
         self.between("opus_fec_bitrate", 6_000, 128_000, " bit/s")
         self.between("opus_fec_complexity", 0, 10)
+        if self.opus_celt_bitrate:
+            self.between("opus_celt_bitrate", 6_000, 510_000, " bit/s")
+        self.between("opus_celt_complexity", 0, 10)
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,17 @@ its decision logic apart from expand and accelerate):
   packet instead from :data:`RED_ONE_AT`, two frames from :data:`RED_TWO_AT` — a whole copy
   beats FEC's sketch of it, so FEC is then off and the primary keeps its full bit rate.
 * **Clean again**: :data:`HOLD` seconds after the last report of any loss, everything is off:
-  a clean link pays nothing (no LBRR bits, no RED copies, the base bit rate).
+  a clean link pays nothing for protection (no LBRR bits, no RED copies).
 
-While FEC is on, the encoder runs at the protected bit rate and complexity (``tracks.py``):
-LBRR data takes bits from the frame itself, and on the bench's speech 48 kbit/s at complexity
-8 with FEC scores on a clean link what 40 kbit/s at complexity 5 scores without
-(docs/quality.md). Transport-wide feedback (transport-cc) would tell loss within 100 ms, but
+What the encoder runs at follows (:class:`EncoderSettings`; the track applies it): while FEC is
+on, the protected bit rate and complexity — LBRR data takes bits from the frame itself, and on
+the bench's speech 48 kbit/s at complexity 8 with FEC scores on a clean link what 40 kbit/s at
+complexity 5 scores without; while RED is on, the plain SILK setting (a copy of each frame
+rides beside it, so the frame must stay small); on a clean link, CELT at 72 kbit/s, complexity
+2, when the browser lets the bridge send that much: it scores better than SILK at 40 kbit/s for
+a third of the encoder's CPU, for 32 kbit/s more (docs/quality.md, *The clean-link setting*).
+
+Transport-wide feedback (transport-cc) would tell loss within 100 ms, but
 aiortc negotiates neither its header extension nor its feedback (for audio or video), so no
 browser sends it to the bridge: the receiver reports are what there is to follow.
 """
@@ -45,6 +50,34 @@ rebuilds the odd lost packet for a third of the bits a copy of every frame costs
 RED_TWO_AT = 0.10
 """From this loss on, RED carries the two previous frames (two losses in a row are then
 rebuilt too)."""
+
+
+@dataclass(frozen=True)
+class EncoderSetting:
+    """One way the downlink's Opus encoder runs."""
+
+    bitrate: int
+    complexity: int
+    celt: bool = False
+    """CELT-only (no in-band FEC possible), or libopus' own choice (SILK for 16 kHz voice)."""
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """The encoder's setting for each :class:`Protection` (module docstring)."""
+
+    plain: EncoderSetting
+    protected: EncoderSetting
+    clean: EncoderSetting | None = None
+    """On a clean link; ``None``: the plain setting (a browser that caps the bit rate below it,
+    or the clean-link setting turned off)."""
+
+    def for_(self, now: Protection) -> EncoderSetting:
+        if now.fec:
+            return self.protected
+        if now.red_depth or self.clean is None:
+            return self.plain
+        return self.clean
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from ..config import IceSettings, MediaSettings
 from ..errors import AtCapacity, BadOffer
 from ..media import CallBus, DownlinkSink, LevelMeter, Role
 from .leg import PeerLeg
-from .protection import LossProtection
+from .protection import EncoderSetting, LossProtection
 from .red import RedStats, RedWrapper, add_red, offered_red
 from .rfc4733 import DtmfDetector, add_telephone_event, offered_telephone_event
 from .sdp import answer_fmtp, open_candidates, opus_parameters, with_opus_fmtp
@@ -136,6 +136,11 @@ class WebRTCSession(PeerLeg):
                 protection=LossProtection(fec=st.opus_fec, red=red is not None),
                 protected_bitrate=max(6_000, min(st.opus_fec_bitrate, cap)),
                 protected_complexity=st.opus_fec_complexity,
+                clean=(
+                    EncoderSetting(st.opus_celt_bitrate, st.opus_celt_complexity, celt=True)
+                    if st.opus_celt_bitrate and st.opus_celt_bitrate <= cap
+                    else None
+                ),
                 red=None if red is None else RedWrapper(*red),
                 level=self.sent_level,
             )

@@ -16,7 +16,7 @@ from ..audio.pcm import Pcm
 from ..media import DownlinkSink, LevelMeter
 from ..media.clock import Pacer, WorkerPacer
 from .passthrough import PassThrough
-from .protection import LossProtection, Protection
+from .protection import EncoderSetting, EncoderSettings, LossProtection, Protection
 from .red import RedWrapper
 from .rtpsend import RtpStream
 
@@ -98,6 +98,7 @@ class OpusBusTrack(MediaStreamTrack):
         protection: LossProtection | None = None,
         protected_bitrate: int | None = None,
         protected_complexity: int | None = None,
+        clean: EncoderSetting | None = None,
         red: RedWrapper | None = None,
         level: LevelMeter | None = None,
     ) -> None:
@@ -108,24 +109,29 @@ class OpusBusTrack(MediaStreamTrack):
         self.fec = fec
         self.protection = protection
         self.red = red
-        self._plain = (bitrate, complexity)
-        self._protected = (
-            max(bitrate, protected_bitrate or bitrate),
-            protected_complexity or complexity,
+        self.settings = EncoderSettings(
+            plain=EncoderSetting(bitrate, complexity),
+            protected=EncoderSetting(
+                max(bitrate, protected_bitrate or bitrate), protected_complexity or complexity
+            ),
+            clean=clean,
         )
         self.applied = Protection(expected_loss if fec else 0, 0)
         """What the sender does now (``rtc/protection.py``)."""
         if protection is not None:
             self.applied = protection.now
-        self.bitrate, complexity = self._protected if self.applied.fec else self._plain
+        self.setting = self.settings.for_(self.applied)
+        """What the encoder runs at now."""
         self._encoder = OpusEncoder(
             SAMPLE_RATE,
-            bitrate=self.bitrate,
-            complexity=complexity,
+            bitrate=self.setting.bitrate,
+            complexity=self.setting.complexity,
             fec=fec,
             expected_loss=self.applied.expected_loss,
             dtx=dtx,
         )
+        if self.setting.celt:
+            self._encoder.set_celt_only(True)
         self._clock: Pacer = WorkerPacer()
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self.frames_sent = 0
@@ -257,7 +263,8 @@ class OpusBusTrack(MediaStreamTrack):
         return {
             "expectedLoss": self.applied.expected_loss,
             "redDepth": self.applied.red_depth,
-            "bitrate": self.bitrate,
+            "bitrate": self.setting.bitrate,
+            "celt": self.setting.celt,
             "reports": policy.reports if policy is not None else 0,
             "lossEstimate": round(policy.estimate, 4) if policy is not None else None,
             "redPackets": red.packets if red is not None else 0,
@@ -279,10 +286,15 @@ class OpusBusTrack(MediaStreamTrack):
         decision = self.protection.report(fraction_lost, time.monotonic())
         if decision == self.applied:
             return
-        if decision.fec != self.applied.fec:
-            self.bitrate, complexity = self._protected if decision.fec else self._plain
-            self._encoder.set_bitrate(self.bitrate)
-            self._encoder.set_complexity(complexity)
+        setting = self.settings.for_(decision)
+        if setting != self.setting:
+            # libopus moves between SILK and CELT itself, with a redundant frame across the
+            # switch (RFC 6716 §4.5.1), as when it chooses the mode.
+            if setting.celt != self.setting.celt:
+                self._encoder.set_celt_only(setting.celt)
+            self._encoder.set_bitrate(setting.bitrate)
+            self._encoder.set_complexity(setting.complexity)
+            self.setting = setting
         if decision.expected_loss != self.applied.expected_loss:
             self._encoder.set_expected_loss(decision.expected_loss)
         self.applied = decision

@@ -278,6 +278,8 @@ ENV_SAMPLES = [
     ("BRIDGE_OPUS_COMPLEXITY", "5", "media", "opus_complexity", 5),
     ("BRIDGE_OPUS_FEC_BITRATE", "40000", "media", "opus_fec_bitrate", 40000),
     ("BRIDGE_OPUS_FEC_COMPLEXITY", "6", "media", "opus_fec_complexity", 6),
+    ("BRIDGE_OPUS_CELT_BITRATE", "0", "media", "opus_celt_bitrate", 0),
+    ("BRIDGE_OPUS_CELT_COMPLEXITY", "4", "media", "opus_celt_complexity", 4),
     ("BRIDGE_OPUS_FEC", "false", "media", "opus_fec", False),
     ("BRIDGE_OPUS_DTX", "true", "media", "opus_dtx", True),
     ("BRIDGE_OPUS_PASSTHROUGH", "false", "media", "opus_passthrough", False),
@@ -429,3 +431,10 @@ def test_shutdown_calls_hand_over_by_default_only_where_calls_can_move() -> None
         },
     )
     assert told.calls.shutdown_calls is ShutdownCalls.HANGUP
+
+
+@pytest.mark.parametrize("raw", ["5000", "600000"])
+def test_a_clean_link_bitrate_outside_opus_range_is_refused_and_0_turns_it_off(raw) -> None:
+    with pytest.raises(ConfigError, match="BRIDGE_OPUS_CELT_BITRATE"):
+        load_settings([], {"BRIDGE_OPUS_CELT_BITRATE": raw})
+    assert load_settings([], {"BRIDGE_OPUS_CELT_BITRATE": "0"}).media.opus_celt_bitrate == 0

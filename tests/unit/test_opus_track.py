@@ -8,11 +8,12 @@ import asyncio
 import numpy as np
 
 from bridge.audio import FRAME_SAMPLES
-from bridge.audio.opus import has_fec
-from bridge.rtc.protection import MIN_PLANNED, UNKNOWN_LOSS, LossProtection
+from bridge.audio.opus import OpusDecoder, has_fec
+from bridge.rtc.protection import MIN_PLANNED, UNKNOWN_LOSS, EncoderSetting, LossProtection
 from bridge.rtc.red import RedWrapper, split_red
 from bridge.rtc.sdp import opus_parameters, with_opus_fmtp
 from bridge.rtc.tracks import OpusBusTrack
+from tests.support.spectrum import dominant_frequency, tone_breaks
 
 
 class Voice:
@@ -43,19 +44,98 @@ async def test_fec_from_the_start_off_once_clean_back_at_the_first_loss() -> Non
     )
     # The link is unknown: FEC is planned for the floor, at the protected bit rate.
     unknown = [bytes(await track.recv()) for _ in range(25)]
-    assert track.expected_loss == UNKNOWN_LOSS and track.bitrate == 48_000
+    assert track.expected_loss == UNKNOWN_LOSS and track.setting.bitrate == 48_000
     assert sum(has_fec(p) for p in unknown[1:]) > 15
     track.far_end_report(0.0)  # the first report: clean
-    assert track.expected_loss == 0 and track.bitrate == 40_000
+    assert track.expected_loss == 0 and track.setting.bitrate == 40_000
     clean = [bytes(await track.recv()) for _ in range(25)]
     assert not any(has_fec(p) for p in clean[1:])  # the first may carry the last LBRR
     track.far_end_report(8 / 256)  # one report of 3 % loss: FEC at once, at least the floor
-    assert track.expected_loss == MIN_PLANNED and track.bitrate == 48_000
+    assert track.expected_loss == MIN_PLANNED and track.setting.bitrate == 48_000
     lossy = [bytes(await track.recv()) for _ in range(25)]
     assert sum(has_fec(p) for p in lossy) > 15
     track.far_end_report(0.2)
     assert track.expected_loss == 30
     assert track.protection_json()["reports"] == 3
+    track.stop()
+
+
+class Tone:
+    """A steady 700 Hz tone at -12 dBFS, 20 ms at a time: any break in it is heard."""
+
+    HZ, PEAK = 700.0, 8000
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def pop(self) -> np.ndarray:
+        t = (np.arange(FRAME_SAMPLES) + self.n * FRAME_SAMPLES) / 16_000
+        self.n += 1
+        return (np.sin(2 * np.pi * self.HZ * t) * self.PEAK).astype(np.int16)
+
+    def detach(self) -> None:
+        pass
+
+
+def is_celt(packet: bytes) -> bool:
+    """RFC 6716 §3.1: TOC configurations 16-31 are CELT-only, 0-11 SILK-only."""
+    return packet[0] >> 3 >= 16
+
+
+CLEAN = EncoderSetting(72_000, 2, celt=True)
+
+
+async def test_a_clean_link_is_coded_in_celt_and_the_first_loss_brings_silk_and_fec_back() -> (
+    None
+):
+    """The clean-link setting (rtc/protection.py): SILK with FEC while the link is unknown,
+    CELT at its own bit rate once a report says clean, SILK with FEC again at the first loss.
+    The tone decodes with no break across either switch (libopus codes a redundant frame
+    across a SILK/CELT switch, RFC 6716 §4.5.1): same pitch, no phase jump, no silent 5 ms."""
+    track = OpusBusTrack(
+        Tone(),
+        bitrate=40_000,
+        complexity=5,
+        protection=LossProtection(),
+        protected_bitrate=48_000,
+        protected_complexity=8,
+        clean=CLEAN,
+    )
+    unknown = [bytes(await track.recv()) for _ in range(25)]
+    assert not any(map(is_celt, unknown)) and sum(map(has_fec, unknown[1:])) > 15
+    track.far_end_report(0.0)
+    assert track.setting == CLEAN and track.protection_json()["celt"] is True
+    clean = [bytes(await track.recv()) for _ in range(50)]
+    # The first is SILK's last frame, carrying the redundant CELT frame that starts the switch.
+    assert all(map(is_celt, clean[1:])) and not is_celt(clean[0])
+    # 72 kbit/s is 180 bytes a frame (CELT spends it: a constant bit rate in effect).
+    assert 170 < np.mean([len(p) for p in clean[1:]]) <= 185
+    track.far_end_report(8 / 256)
+    assert track.setting.bitrate == 48_000 and not track.setting.celt
+    lossy = [bytes(await track.recv()) for _ in range(25)]
+    assert not any(map(is_celt, lossy)) and sum(map(has_fec, lossy[1:])) > 15
+    track.stop()
+    decoder = OpusDecoder(16_000)
+    pcm = np.concatenate([decoder.decode(p) for p in unknown + clean + lossy])
+    assert abs(dominant_frequency(pcm, 16_000) - Tone.HZ) < 5
+    jumps, silent = tone_breaks(pcm, 16_000, Tone.HZ, Tone.PEAK, skip=0.1)
+    assert (jumps, silent) == ([], [])
+
+
+async def test_under_red_the_frame_copied_is_silk_at_the_plain_rate_not_celt() -> None:
+    """RED puts a copy of each frame beside the next: the frames stay SILK at the plain bit rate
+    (a CELT frame is twice the size), and the clean-link setting waits for a clean link again."""
+    track = OpusBusTrack(
+        Tone(), protection=LossProtection(red=True), red=RedWrapper(63, 111), clean=CLEAN
+    )
+    track.far_end_report(0.0)
+    clean = [(await track.recv()).data for _ in range(5)]
+    assert all(map(is_celt, clean[1:]))
+    track.far_end_report(0.05)
+    assert track.applied.red_depth == 1 and track.setting == track.settings.plain
+    for _ in range(5):
+        blocks = split_red((await track.recv()).data)
+        assert blocks is not None and not any(is_celt(b) for _, _, b in blocks[1:])
     track.stop()
 
 
