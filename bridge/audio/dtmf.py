@@ -163,11 +163,18 @@ class DtmfToneDetector:
 
     def __init__(self, on_digit: Callable[[str, int], None]) -> None:
         self.on_digit = on_digit
-        self._basis = _basis()
-        self._nf = len(ROWS) + len(COLS)
-        self._prev_half: Pcm = np.zeros(HOP, dtype=np.int16)
-        self._prev_peak = 0
-        self._buf = np.empty((WINDOW, 2), dtype=np.float64)
+        basis = _basis().astype(np.float32)
+        # Windows of one frame overlap by half (hop 10 ms), so each is projected half by half:
+        # its first half on the basis' left columns, its second on the right ones, and a
+        # frame's second half is the next window's first (carried over). float32: a window's
+        # power needs the precision of a dB, not of a sample.
+        self._left = np.ascontiguousarray(basis[:, :HOP])
+        self._halves = np.vstack([self._left, basis[:, HOP:]])
+        self._carry: npt.NDArray[np.float32] | None = np.zeros(len(basis), dtype=np.float32)
+        """The last frame's second half on the left columns (``None``: not projected yet)."""
+        self._prev_half = np.zeros(HOP, dtype=np.float32)
+        self._prev_energy = 0.0
+        self._pair = np.empty((len(basis), 2), dtype=np.float32)
         self._min_energy = (10 ** (MIN_TONE_DBFS / 20) * 32768) ** 2 * WINDOW
         self._normal = 10 ** (NORMAL_TWIST_DB / 10)
         self._reverse = 10 ** (REVERSE_TWIST_DB / 10)
@@ -183,32 +190,32 @@ class DtmfToneDetector:
         self.presses = 0
 
     def feed(self, pcm: Pcm) -> None:
-        # A window holds at most WINDOW · peak² of energy: below half the minimum tone energy
-        # (silence, quiet speech, judged on this frame's and the last's peaks) neither window
-        # can hold a key, and that costs two reductions, not the conversion and sums below.
-        peak = max(int(pcm.max()), -int(pcm.min()))
-        loudest, self._prev_peak = max(peak, self._prev_peak), peak
-        if 2 * WINDOW * loudest * loudest < self._min_energy:
-            self._prev_half = pcm[HOP:].copy()
-            self._window(None)
-            self._window(None)
-            return
-        buf = self._buf
-        buf[:HOP, 0] = self._prev_half
-        buf[HOP:, 0] = pcm[:HOP]
-        buf[:, 1] = pcm
-        self._prev_half = pcm[HOP:].copy()
-        total = np.einsum("ij,ij->j", buf, buf).tolist()
+        # Two windows per frame: the last frame's second half with this one's first, and this
+        # frame. A few numpy calls in all: this runs on every frame of every call.
+        halves = pcm.reshape(2, HOP).astype(np.float32)
+        first, second = float(np.dot(halves[0], halves[0])), float(np.dot(halves[1], halves[1]))
+        total = (self._prev_energy + first, first + second)
+        self._prev_energy = second
+        carry, before, self._prev_half = self._carry, self._prev_half, halves[1]
         # The basis is scaled so that cos² + sin² sums to 2/WINDOW · WINDOW: by Cauchy-Schwarz
         # no frequency's power exceeds 2 × the window's energy. Below half the minimum tone
         # energy (silence, quiet speech) neither window can hold a key: skip the transform.
         if 2 * max(total) < self._min_energy:
+            self._carry = None
             self._window(None)
             self._window(None)
             return
-        y = self._basis @ buf  # (32, 2): cos and sin parts of 16 frequencies, 2 windows
-        nf2 = 2 * self._nf
-        power = (y[:nf2] ** 2 + y[nf2:] ** 2).T.tolist()  # 2 windows × 16 frequencies
+        if carry is None:
+            carry = self._left @ before  # the frame before was skipped: project it now
+        y = self._halves @ halves.T  # (64, 2): left columns on each half, then right ones
+        k = len(self._left)
+        pair = self._pair
+        pair[:, 0] = carry
+        pair[:, 1] = y[:k, 0]
+        windows = y[k:] + pair  # (32, 2): cos and sin parts of 16 frequencies, 2 windows
+        self._carry = y[:k, 1]
+        windows *= windows
+        power = (windows[: k // 2] + windows[k // 2 :]).T.tolist()  # 2 windows × 16 frequencies
         self._window(self._classify(power[0], total[0]))
         self._window(self._classify(power[1], total[1]))
 
