@@ -27,12 +27,16 @@ FEC_SETTINGS = (("off", False, 0), ("on, 3 % expected", True, 3), ("on, 10 % exp
 PASSES = 3
 
 
-def encode_all(chunks: list[np.ndarray], **settings: Any) -> tuple[list[bytes], float]:
+def encode_all(
+    chunks: list[np.ndarray], celt: bool = False, **settings: Any
+) -> tuple[list[bytes], float]:
     """The packets of one pass, and the best µs per frame over :data:`PASSES` passes."""
     best = float("inf")
     packets: list[bytes] = []
     for _ in range(PASSES):
         enc = OpusEncoder(16_000, dtx=False, **settings)
+        if celt:
+            enc.set_celt_only(True)
         t0 = time.perf_counter()
         packets = [enc.encode(c) for c in chunks]
         best = min(best, (time.perf_counter() - t0) / len(chunks) * 1e6)
@@ -49,6 +53,7 @@ def curve(
     complexities: tuple[int, ...] = COMPLEXITIES,
     bitrates: tuple[int, ...] = BITRATES,
     fec_settings: tuple[tuple[str, bool, int], ...] = FEC_SETTINGS,
+    celt: bool = False,
 ) -> list[dict[str, Any]]:
     chunks = frames(reference)
     rows = []
@@ -56,12 +61,18 @@ def curve(
         for bitrate in bitrates:
             for complexity in complexities:
                 packets, us = encode_all(
-                    chunks, bitrate=bitrate, complexity=complexity, fec=fec, expected_loss=loss
+                    chunks,
+                    celt,
+                    bitrate=bitrate,
+                    complexity=complexity,
+                    fec=fec,
+                    expected_loss=loss,
                 )
                 rows.append(
                     {
                         "complexity": complexity,
                         "bitrate": bitrate,
+                        "mode": "CELT" if celt else "libopus' choice (SILK)",
                         "fec": label,
                         "expected_loss": loss,
                         "pesq_wb": round(pesq_wb(reference, decode_all(packets)), 3),
@@ -70,6 +81,18 @@ def curve(
                     }
                 )
     return rows
+
+
+CELT_BITRATES = (56_000, 64_000, 68_000, 72_000, 80_000, 96_000)
+CELT_COMPLEXITIES = (0, 1, 2, 3, 5, 10)
+
+
+def celt_curve(reference: np.ndarray) -> list[dict[str, Any]]:
+    """The clean-link choice: CELT-only at the bit rates where it matches SILK, next to SILK at
+    the bit rates and complexities the bridge used before (40 kbit/s, complexity 5)."""
+    silk = curve(reference, (1, 5), (40_000, 64_000), FEC_SETTINGS[:1])
+    celt = curve(reference, CELT_COMPLEXITIES, CELT_BITRATES, (("off, CELT only", False, 0),), True)
+    return silk + celt
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -96,7 +119,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 LOSS_SETTINGS = (
     # (label, bitrate, complexity, in-band FEC planned for %, RED depth)
-    ("plain, the clean-link setting", 40_000, 5, 0, 0),
+    ("plain SILK (the setting under RED, and for a browser capping the rate)", 40_000, 5, 0, 0),
     ("FEC 10 % at 40 kbit/s, complexity 5", 40_000, 5, 10, 0),
     ("FEC 10 % at 40 kbit/s, complexity 8", 40_000, 8, 10, 0),
     ("FEC 10 % at 48 kbit/s, complexity 5", 48_000, 5, 10, 0),
@@ -105,8 +128,10 @@ LOSS_SETTINGS = (
     ("FEC 10 % at 56 kbit/s, complexity 8", 56_000, 8, 10, 0),
     ("RED, previous frame, 40 kbit/s, complexity 5", 40_000, 5, 0, 1),
     ("RED, two previous frames, 40 kbit/s, complexity 5", 40_000, 5, 0, 2),
+    ("CELT, the clean-link setting: 72 kbit/s, complexity 2", 72_000, 2, 0, 0),
 )
-"""The downlink settings the loss curve compares (``--loss-curve``)."""
+"""The downlink settings the loss curve compares (``--loss-curve``); a setting above SILK's
+range (more than 64 kbit/s) is coded CELT-only, as the bridge's clean-link setting is."""
 LOSS_PROFILES = (
     ("clean", 0.0, 0.0),
     ("3 %", 0.03, 0.0),
@@ -162,6 +187,8 @@ def loss_curve(reference: np.ndarray) -> list[dict[str, Any]]:
             expected_loss=planned,
             dtx=False,
         )
+        if bitrate > 64_000:
+            enc.set_celt_only(True)
         packets = [enc.encode(c) for c in chunks]
         octets = sum(map(len, packets)) / len(packets)
         scores = {}

@@ -3,7 +3,8 @@
 Three parts (issues 23 and 37):
 
 * ``--encoder-curve``: libopus at 16 kHz, offline, complexity 0-10 × bitrate × in-band FEC,
-  PESQ-WB and µs per frame (``bench/encoder_curve.py``). Picks the bridge's encoder defaults.
+  PESQ-WB and µs per frame (``bench/encoder_curve.py``). Picks the bridge's encoder defaults;
+  ``--celt-curve``: the same for CELT-only at 56-96 kbit/s (the clean-link setting).
 * ``--loss-curve``: the downlink's protection settings (bit rate, complexity, in-band FEC's
   planned loss, RED depth), offline, under seeded random loss and bursts, scored with an ideal
   FEC/RED/PLC receiver (``bench/encoder_curve.py``). Picks the protected encoder settings.
@@ -71,11 +72,11 @@ def write(result: dict[str, Any], out: Path, name: str) -> Path:
 
 
 def run_encoder_curve(args: argparse.Namespace) -> None:
-    from bench.encoder_curve import curve, table
+    from bench.encoder_curve import celt_curve, curve, table
 
     reference = speech(args.seconds)
     t0 = time.monotonic()
-    rows = curve(reference)
+    rows = celt_curve(reference) if args.celt_curve else curve(reference)
     result = {
         "kind": "encoder-curve",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -85,7 +86,8 @@ def run_encoder_curve(args: argparse.Namespace) -> None:
         "rows": rows,
     }
     print(table(rows))
-    path = write(result, Path(args.out), f"quality-encoder-{time.strftime('%Y%m%d')}.json")
+    kind = "celt" if args.celt_curve else "encoder"
+    path = write(result, Path(args.out), f"quality-{kind}-{time.strftime('%Y%m%d')}.json")
     print(f"wrote {path} ({result['run_seconds']} s)")
 
 
@@ -214,6 +216,12 @@ def main() -> None:
         "--encoder-curve", action="store_true", help="only the offline encoder curve"
     )
     parser.add_argument(
+        "--celt-curve",
+        action="store_true",
+        help="only the offline curve of the clean-link choice: CELT-only at 56-96 kbit/s "
+        "next to SILK at 40 and 64 kbit/s",
+    )
+    parser.add_argument(
         "--loss-curve",
         action="store_true",
         help="only the downlink's FEC/RED settings under loss, offline (~1 min)",
@@ -227,7 +235,7 @@ def main() -> None:
     missing = missing_tools()
     if missing:
         sys.exit("the quality bench needs: " + "; ".join(missing))
-    if args.encoder_curve:
+    if args.encoder_curve or args.celt_curve:
         run_encoder_curve(args)
         return
     if args.loss_curve:
