@@ -424,10 +424,12 @@ class MediaSettings(_Group):
         True, "encode the downlink as 16 kHz mono Opus ourselves (false: aiortc's encoder)"
     )
     opus_bitrate: int = _opt(
-        40_000, "downlink Opus bitrate, bit/s (lowered to the browser's maxaveragebitrate)"
+        40_000,
+        "downlink Opus bitrate in SILK, bit/s: under RED, or without the clean-link CELT "
+        "setting (lowered to the browser's maxaveragebitrate)",
     )
     opus_complexity: int = _opt(
-        5, "downlink Opus complexity 0-10 (CPU vs quality: docs/quality.md has the curve)"
+        5, "downlink Opus complexity 0-10 in SILK (CPU vs quality: docs/quality.md has the curve)"
     )
     opus_fec: bool = _opt(
         True, "downlink Opus in-band FEC, planned for the loss the browser's RTCP reports"
