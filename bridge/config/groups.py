@@ -443,8 +443,8 @@ class MediaSettings(_Group):
     opus_celt_bitrate: int = _opt(
         72_000,
         "downlink Opus bitrate on a clean link, bit/s, coded in CELT (better than SILK at "
-        "BRIDGE_OPUS_BITRATE for a third of its CPU: docs/quality.md); 0, or a browser whose "
-        "maxaveragebitrate is lower: SILK at BRIDGE_OPUS_BITRATE",
+        "BRIDGE_OPUS_BITRATE for a third of its CPU: docs/quality.md); 0, DTX on, or a browser "
+        "whose maxaveragebitrate is lower: SILK at BRIDGE_OPUS_BITRATE",
     )
     opus_celt_complexity: int = _opt(2, "downlink Opus complexity 0-10 on a clean link (CELT)")
     opus_dtx: bool = _opt(False, "downlink Opus DTX (discontinuous transmission in silence)")

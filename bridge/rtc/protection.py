@@ -75,9 +75,9 @@ class EncoderSettings:
     def for_(self, now: Protection) -> EncoderSetting:
         if now.fec:
             return self.protected
-        if now.red_depth or self.clean is None:
-            return self.plain
-        return self.clean
+        if now.clean and self.clean is not None:
+            return self.clean
+        return self.plain  # RED on, or a link not known clean (FEC turned off)
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,8 @@ class Protection:
     """The loss (%) in-band FEC is planned for; 0: FEC off."""
     red_depth: int
     """How many previous frames each packet carries again (RFC 2198); 0: plain Opus."""
+    clean: bool = False
+    """The far end has reported, and no loss for :data:`HOLD` s: what needs no protection."""
 
     @property
     def fec(self) -> bool:
@@ -127,7 +129,7 @@ class LossProtection:
         last = self._last_loss_at
         if last is None or now - last >= HOLD:
             self.estimate = 0.0
-            return Protection(0, 0)
+            return Protection(0, 0, clean=True)
         if self.red and (self.estimate >= RED_ONE_AT or not self.fec):
             return Protection(0, 2 if self.estimate >= RED_TWO_AT else 1)
         if not self.fec:

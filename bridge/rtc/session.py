@@ -138,7 +138,8 @@ class WebRTCSession(PeerLeg):
                 protected_complexity=st.opus_fec_complexity,
                 clean=(
                     EncoderSetting(st.opus_celt_bitrate, st.opus_celt_complexity, celt=True)
-                    if st.opus_celt_bitrate and st.opus_celt_bitrate <= cap
+                    # Not with DTX: CELT's only fires on digital silence, SILK's on quiet too.
+                    if st.opus_celt_bitrate and st.opus_celt_bitrate <= cap and not st.opus_dtx
                     else None
                 ),
                 red=None if red is None else RedWrapper(*red),

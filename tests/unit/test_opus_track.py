@@ -139,6 +139,22 @@ async def test_under_red_the_frame_copied_is_silk_at_the_plain_rate_not_celt() -
     track.stop()
 
 
+async def test_with_fec_off_celt_waits_for_a_clean_report_and_loss_without_red_is_silk() -> None:
+    """BRIDGE_OPUS_FEC=false: nothing protects the link, but CELT (no FEC, a coarser
+    concealment) is still only for a link the browser reported clean."""
+    track = OpusBusTrack(Tone(), fec=False, protection=LossProtection(fec=False), clean=CLEAN)
+    assert track.setting == track.settings.plain
+    unknown = [bytes(await track.recv()) for _ in range(5)]
+    track.far_end_report(0.0)
+    assert track.setting == CLEAN
+    clean = [bytes(await track.recv()) for _ in range(5)]
+    track.far_end_report(0.05)
+    assert track.setting == track.settings.plain and track.expected_loss == 0
+    lossy = [bytes(await track.recv()) for _ in range(5)]
+    assert not any(map(is_celt, unknown + lossy[1:])) and all(map(is_celt, clean[1:]))
+    track.stop()
+
+
 async def test_red_carries_the_previous_frames_only_while_loss_is_reported() -> None:
     track = OpusBusTrack(Voice(), protection=LossProtection(red=True), red=RedWrapper(63, 111))
     track.far_end_report(0.0)
