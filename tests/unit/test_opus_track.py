@@ -12,7 +12,7 @@ from bridge.audio.opus import OpusDecoder, has_fec
 from bridge.rtc.protection import MIN_PLANNED, UNKNOWN_LOSS, EncoderSetting, LossProtection
 from bridge.rtc.red import RedWrapper, split_red
 from bridge.rtc.sdp import opus_parameters, with_opus_fmtp
-from bridge.rtc.tracks import OpusBusTrack
+from bridge.rtc.tracks import FrameSource, OpusBusTrack
 from tests.support.spectrum import dominant_frequency, tone_breaks
 
 
@@ -33,15 +33,22 @@ class Voice:
         pass
 
 
-async def test_fec_from_the_start_off_once_clean_back_at_the_first_loss() -> None:
-    track = OpusBusTrack(
-        Voice(),
+def browser_track(source: FrameSource, clean: EncoderSetting | None = None) -> OpusBusTrack:
+    """A browser's downlink as rtc/session.py builds it by default: SILK at 40 kbit/s,
+    complexity 5; with FEC at 48 kbit/s, complexity 8."""
+    return OpusBusTrack(
+        source,
         bitrate=40_000,
         complexity=5,
         protection=LossProtection(),
         protected_bitrate=48_000,
         protected_complexity=8,
+        clean=clean,
     )
+
+
+async def test_fec_from_the_start_off_once_clean_back_at_the_first_loss() -> None:
+    track = browser_track(Voice())
     # The link is unknown: FEC is planned for the floor, at the protected bit rate.
     unknown = [bytes(await track.recv()) for _ in range(25)]
     assert track.expected_loss == UNKNOWN_LOSS and track.setting.bitrate == 48_000
@@ -92,15 +99,7 @@ async def test_a_clean_link_is_coded_in_celt_and_the_first_loss_brings_silk_and_
     CELT at its own bit rate once a report says clean, SILK with FEC again at the first loss.
     The tone decodes with no break across either switch (libopus codes a redundant frame
     across a SILK/CELT switch, RFC 6716 §4.5.1): same pitch, no phase jump, no silent 5 ms."""
-    track = OpusBusTrack(
-        Tone(),
-        bitrate=40_000,
-        complexity=5,
-        protection=LossProtection(),
-        protected_bitrate=48_000,
-        protected_complexity=8,
-        clean=CLEAN,
-    )
+    track = browser_track(Tone(), clean=CLEAN)
     unknown = [bytes(await track.recv()) for _ in range(25)]
     assert not any(map(is_celt, unknown)) and sum(map(has_fec, unknown[1:])) > 15
     track.far_end_report(0.0)
