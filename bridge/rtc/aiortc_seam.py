@@ -103,7 +103,8 @@ REQUIRED: tuple[tuple[Any, str, tuple[str, ...]], ...] = (
     # rtc/uplink.py: the jitter buffer and decoder queue, the receiver reports
     (RTCRtpReceiver, "__init__", (_R + "jitter_buffer", _R + "decoder_queue")),
     (RTCRtpReceiver, "_send_rtcp", ()),
-    # rtc/rtpsend.py: the lean sender
+    # rtc/rtpsend.py: the lean sender, its datagrams straight to the nominated pair's socket
+    (aioice.ice.StunProtocol, "send_data", ("transport", "sendto")),
     (RTCRtpSender, "send", ("_run_rtp",)),
     (RTCRtpSender, "_run_rtp", ()),
     (RTCRtpSender, "_run_rtcp", tuple(_S + n for n in SENDER_FIELDS[2:6])),
@@ -259,9 +260,9 @@ def rtp_router(dtls: Any) -> Any:
     return dtls._rtp_router
 
 
-def ice_send(dtls: Any) -> Callable[[bytes], Any]:
-    """The ICE transport's send coroutine function, under DTLS."""
-    return dtls.transport._send
+def nominated_pairs(dtls: Any) -> dict[int, Any]:
+    """The nominated pair of each component of the ICE connection under DTLS."""
+    return dtls.transport._connection._nominated
 
 
 def count_sent(dtls: Any, nbytes: int) -> None:
@@ -380,8 +381,7 @@ def watch_reports(sender: Any, on_block: Callable[[Any], None]) -> None:
 
 
 def sender_events(sender: Any) -> tuple[asyncio.Event, asyncio.Event]:
-    """The sender's ``rtp_started`` and ``rtp_exited`` events (aiortc's ``stop`` waits on
-    both)."""
+    """The sender's ``rtp_started`` and ``rtp_exited`` events (``stop`` waits on both)."""
     return getattr(sender, _S + "rtp_started"), getattr(sender, _S + "rtp_exited")
 
 

@@ -209,7 +209,7 @@ class LeanSender:
             dtls = sender.transport
             seam.require_dtls(dtls, send=True)
             self.dtls = dtls
-            self._send = seam.ice_send(dtls)
+            self._send = datagram_sender(dtls)
             self.running = True
             while True:
                 track = sender.track
@@ -249,7 +249,7 @@ class LeanSender:
                 payload, pts, seq, marker=marker, payload_type=payload_type, audio_type=audio_type
             )
         )
-        await self._send(data)
+        self._send(data)
         seam.count_sent(dtls, len(data))
         # What aiortc's _run_rtcp writes its sender reports from (and getStats reads).
         if payload_type is None and stream.last_pts == pts & 0xFFFFFFFF:  # the newest audio
@@ -257,6 +257,22 @@ class LeanSender:
             seam.report_sent(self.sender, stream.packets, stream.octets, ntp, rtp)
         else:
             seam.report_sent(self.sender, stream.packets, stream.octets, None, None)
+
+
+def datagram_sender(dtls: Any) -> Callable[[bytes], None]:
+    """Sends a datagram on the nominated pair of the ICE connection under ``dtls``: what
+    aioice's ``Connection.sendto`` does through three coroutines a packet, to
+    ``StunProtocol.send_data`` (every aioice pair's protocol; a TURN pair's transport queues
+    the relayed send itself), as one call. ``ConnectionError`` with no pair, as aioice's."""
+    pairs = seam.nominated_pairs(dtls)
+
+    def send(data: bytes) -> None:
+        pair = pairs.get(1)
+        if pair is None:
+            raise ConnectionError("Cannot send data, not connected")
+        pair.protocol.transport.sendto(data, pair.remote_addr)
+
+    return send
 
 
 def install(sender: RTCRtpSender) -> LeanSender:

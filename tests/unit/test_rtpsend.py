@@ -53,13 +53,12 @@ class FakeDtls:
         self._state = State.CONNECTED
         self._tx_srtp = SimpleNamespace(protect=lambda data: data)
         self.sent: list[bytes] = []
-        self.transport = SimpleNamespace(_send=self._capture)
+        socket = SimpleNamespace(sendto=lambda data, addr: self.sent.append(data))
+        pair = SimpleNamespace(protocol=SimpleNamespace(transport=socket), remote_addr=None)
+        self.transport = SimpleNamespace(_connection=SimpleNamespace(_nominated={1: pair}))
         self._RTCDtlsTransport__tx_bytes = 0
         self._RTCDtlsTransport__tx_packets = 0
         self._stats_id = "transport"
-
-    async def _capture(self, data: bytes) -> None:
-        self.sent.append(data)
 
     def _get_stats(self) -> dict[str, Any]:
         return {}
