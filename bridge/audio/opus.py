@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 
+from .opus_silence import SILENT_PEAK, DecodedSilence, SilenceCycle
 from .pcm import Pcm
 
 APPLICATION_VOIP = 2048
@@ -128,81 +129,6 @@ def has_fec(packet: bytes) -> bool:
     return bool(lib.opus_packet_has_lbrr(packet, len(packet)) > 0)
 
 
-SILENT_PEAK = 2
-"""A frame whose every sample lies within ±2 (about -84 dBFS, the level of 16-bit dither) is
-digital silence to the encoder: it is encoded as all zeros."""
-SILENCE_PERIOD = 4
-"""libopus' packets for a run of all-zero frames settle into a cycle of 4: SILK's quantisation
-seed is its frame counter mod 4 (RFC 6716 §4.2.7.7, coded in each packet); nothing else in
-the encoder moves while its input is zero."""
-SILENCE_CHECK_EVERY = 50
-"""Frames (1 s) between real encodes that check a learned cycle still holds."""
-
-
-class SilenceCycle:
-    """The packets libopus sends for digital silence, learned, so a run of it costs no encode.
-
-    After ``2 * SILENCE_PERIOD`` zero frames encoded for real whose packets repeat with the
-    period, the next zero frames take the cycle's packets — byte for byte what the encoder
-    would have sent, as the far end's decoder sees it — and the encoder is called only once a
-    second to check the cycle still holds (any difference: forgotten, relearned). A frame with
-    sound, or any change of the encoder's settings, forgets it. The sound after a skipped run
-    is coded from the state the encoder had when it last coded a zero frame (its slow
-    trackers, such as SILK's noise-level estimate, kept moving in silence without changing a
-    packet), so its packets differ from an encoder that coded every frame while decoding to
-    the same level and pitch (``tests/unit/test_opus_silence.py``); PESQ-WB on speech, with
-    and without loss, moves by -0.005 on average, as any change of bits does
-    (``python -m bench.silence_cycle``, docs/performance.md). Not with DTX, whose packets in
-    silence follow a longer rhythm.
-    """
-
-    def __init__(self) -> None:
-        self._seen: list[bytes] = []
-        self.cycle: list[bytes] | None = None
-        self._virtual = 0
-        self._real = 0
-        self.skipped = 0
-        """Zero frames sent from the cycle without an encode."""
-
-    def forget(self) -> None:
-        if self._seen or self.cycle is not None:
-            self._seen.clear()
-            self.cycle = None
-
-    def next(self) -> bytes | None:
-        """The packet for the next zero frame, or ``None``: encode it, then :meth:`encoded`."""
-        cycle = self.cycle
-        if cycle is None:
-            return None
-        self._virtual += 1
-        if self._virtual % SILENCE_CHECK_EVERY == 0:
-            return None
-        self.skipped += 1
-        return cycle[self._virtual % SILENCE_PERIOD]
-
-    def encoded(self, packet: bytes) -> bytes:
-        """The real packet of a zero frame; returns the one to send (the cycle's, in step with
-        the frames sent, while the check finds it unchanged)."""
-        cycle, p = self.cycle, SILENCE_PERIOD
-        if cycle is not None:
-            self._real += 1
-            if packet == cycle[self._real % p]:
-                return cycle[self._virtual % p]
-            self.cycle = None  # it moved: learn it again
-            self._seen.clear()
-        seen = self._seen
-        seen.append(packet)
-        if len(seen) < 2 * p:
-            return packet
-        del seen[: len(seen) - 2 * p]
-        if seen[:p] == seen[p:]:
-            k = len(seen)  # indexed so that frame i of the run is cycle[i % p]
-            self.cycle = [seen[p + (i - k) % p] for i in range(p)]
-            self._virtual = self._real = k - 1
-            seen.clear()
-        return packet
-
-
 class OpusEncoder:
     """Encodes one mono s16 frame at a time (20 ms at ``rate``) into one Opus packet; a run of
     digital silence is sent from its learned cycle of packets (:class:`SilenceCycle`)."""
@@ -300,22 +226,48 @@ class OpusDecoder:
             raise OpusError("opus_decoder_create", err.value)
         self._max = rate * _MAX_FRAME_MS // 1000
         self._buf = np.empty(self._max, dtype=np.int16)
+        self.silence: DecodedSilence | None = DecodedSilence()
+        """``None``: decode every packet."""
 
     def decode(self, packet: bytes) -> Pcm:
         """The packet's samples (a copy: the decoder reuses its buffer); raises
-        :class:`OpusError` on a corrupt packet."""
-        return self._run(packet, self._max, 0)
+        :class:`OpusError` on a corrupt packet. A run of silent packets is played from
+        its learned outputs (:class:`DecodedSilence`)."""
+        silence = self.silence
+        if silence is None:
+            return self._run(packet, self._max, 0)
+        pcm = silence.lookup(packet)
+        if pcm is not None:
+            return pcm
+        self._catch_up(silence)
+        pcm = self._run(packet, self._max, 0)
+        silence.decoded(packet, pcm)
+        return pcm
+
+    def _catch_up(self, silence: DecodedSilence) -> None:
+        for skipped in silence.catch_up():
+            self._run(skipped, self._max, 0)
+
+    def _leave_silence(self) -> None:
+        """Before a concealment or an FEC decode: the decoder as if it had decoded every packet,
+        and the run forgotten (a gap breaks it)."""
+        silence = self.silence
+        if silence is not None and silence.cycle is not None:
+            self._catch_up(silence)
+            silence.forget()
 
     def decode_fec(self, packet: bytes, samples: int) -> Pcm:
         """The *previous* frame, ``samples`` long, rebuilt from the in-band FEC (LBRR) data
         that ``packet`` carries (RFC 6716 §2.1.7; ``opus_decode`` with ``decode_fec=1``).
         Where ``packet`` has no FEC data, libopus conceals instead, so the result is always
         ``samples`` long."""
+        self._leave_silence()
         return self._run(packet, samples, 1)
 
     def conceal(self, samples: int) -> Pcm:
         """``samples`` of packet-loss concealment (``opus_decode`` with no packet): the
         decoder extrapolates from what it decoded last, fading towards silence."""
+        self._leave_silence()
         return self._run(None, samples, 0)
 
     def _run(self, packet: bytes | None, samples: int, fec: int) -> Pcm:

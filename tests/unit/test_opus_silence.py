@@ -1,6 +1,8 @@
-"""The downlink encoder's learned silence (bridge/audio/opus.py ``SilenceCycle``): a run of
-digital silence costs no encode and sends exactly the packets libopus would, and the sound
-around it decodes the same."""
+"""Learned silence (bridge/audio/opus_silence.py). The downlink encoder's ``SilenceCycle``: a
+run of digital silence costs no encode and sends exactly the packets libopus would, and the
+sound around it decodes the same. The decoder's ``DecodedSilence``: a run of silent packets
+costs no decode, and every sample played, during the run and after it, is the one a decoder
+fed every packet plays."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import numpy as np
 import pytest
 
 from bridge.audio import FRAME_SAMPLES, tone
-from bridge.audio.opus import SILENCE_CHECK_EVERY, OpusDecoder, OpusEncoder
+from bridge.audio.opus import OpusDecoder, OpusEncoder
+from bridge.audio.opus_silence import SILENCE_CHECK_EVERY
 
 from ..support.spectrum import dominant_frequency
 
@@ -66,3 +69,74 @@ def test_sound_or_a_new_setting_forgets_the_cycle_and_dtx_never_learns_one() -> 
     dtx = OpusEncoder(16_000, **{**DOWNLINK, "dtx": True})
     assert dtx.silence is None
     assert all(len(dtx.encode(zero)) for _ in range(30))
+
+
+CELT = {"bitrate": 72_000, "complexity": 2, "fec": False, "expected_loss": 0, "dtx": False}
+SILK_FEC = {**DOWNLINK, "expected_loss": 10}
+
+
+def speech_silence_speech(settings: dict[str, object], *, celt: bool) -> list[bytes]:
+    """Two seconds of noisy tone, three of digital silence, two more: the sender's packets."""
+    rng = np.random.default_rng(3)
+    speech = tone(440, 16_000 * 2, amplitude=0.3) + rng.normal(0, 800, 16_000 * 2)
+    pcm = np.concatenate([speech, np.zeros(16_000 * 3), speech[::-1]]).astype(np.int16)
+    encoder = OpusEncoder(16_000, **settings)  # type: ignore[arg-type]
+    encoder.silence = None  # the sender codes every frame, as a browser does
+    encoder.set_celt_only(celt)
+    return [encoder.encode(f) for f in frames(pcm)]
+
+
+@pytest.mark.parametrize(("settings", "celt"), [(CELT, True), (SILK_FEC, False)])
+@pytest.mark.parametrize("lost", [None, 150, 247, 248])
+def test_a_silent_run_decodes_from_the_cycle_sample_for_sample(
+    settings: dict[str, object], celt: bool, lost: int | None
+) -> None:
+    """Silent frames 100-249; ``lost``: a packet lost inside the run (concealed), at its last
+    frame, or the first frame of speech after it (rebuilt from the next packet's FEC)."""
+    packets = speech_silence_speech(settings, celt=celt)
+    reference, learned = OpusDecoder(16_000), OpusDecoder(16_000)
+    reference.silence = None  # decodes every packet
+
+    def play(decoder: OpusDecoder) -> list[np.ndarray]:
+        out = []
+        for i, packet in enumerate(packets):
+            if i == lost:
+                out.append(decoder.decode_fec(packets[i + 1], N))
+            else:
+                out.append(decoder.decode(packet))
+        return out
+
+    expected, played = play(reference), play(learned)
+    assert learned.silence is not None
+    assert learned.silence.skipped > 100  # most of the run cost no decode
+    mismatched = [
+        i for i, (a, b) in enumerate(zip(expected, played, strict=True)) if not np.array_equal(a, b)
+    ]
+    assert mismatched == []
+    after = np.concatenate(played[260:])  # the speech after the run: the tone, at its level
+    assert dominant_frequency(after, 16_000) == pytest.approx(440, abs=3)
+    assert rms_db(after) == pytest.approx(rms_db(np.concatenate(expected[260:])), abs=0.01)
+
+
+def test_a_concealment_inside_a_silent_run_catches_the_decoder_up_first() -> None:
+    packets = speech_silence_speech(CELT, celt=True)
+    reference, learned = OpusDecoder(16_000), OpusDecoder(16_000)
+    reference.silence = None
+    for decoder in (reference, learned):
+        for packet in packets[:163]:  # 63 frames into the run: a phase other than 0
+            decoder.decode(packet)
+    assert learned.silence is not None and learned.silence.cycle is not None
+    assert np.array_equal(reference.conceal(N), learned.conceal(N))  # nothing arrived
+    assert learned.silence.cycle is None  # a gap ends the run: learnt again
+    rest = [(reference.decode(p), learned.decode(p)) for p in packets[164:]]
+    assert all(np.array_equal(a, b) for a, b in rest)
+
+
+def test_sound_never_plays_from_the_cycle() -> None:
+    """A sender whose packets repeat while it sends sound (a looped tone) is decoded."""
+    packets = speech_silence_speech(CELT, celt=True)[:4] * 40  # 80 ms of tone, looped
+    decoder = OpusDecoder(16_000)
+    for packet in packets:
+        decoder.decode(packet)
+    assert decoder.silence is not None
+    assert decoder.silence.cycle is None and decoder.silence.skipped == 0
