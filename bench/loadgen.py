@@ -9,7 +9,8 @@ packet track, the counting receive path and the on-time measure, and echoes what
 ``--participants 3`` makes each call a contact-centre call: an agent plus two supervisors (one
 whispering, one barging), each its own peer connection sending the same pre-encoded Opus and
 counting the RTP it receives (each hears its own mix, so the bridge mixes per participant).
-``--audio silence`` sends Opus-encoded digital silence instead (nobody speaking).
+``--audio silence`` sends Opus-encoded digital silence instead (nobody speaking: a sender long
+settled into it).
 ``--click`` makes the first call a latency probe: it sends silence with a 20 ms 1 kHz click
 once a second and decodes only its own downlink, timing each click from the moment its packet
 leaves to the moment its echo arrives (RTP send to RTP arrival, the bridge both ways plus the
@@ -62,6 +63,13 @@ def encode_pcm(pcm: np.ndarray) -> list[bytes]:
 
 def encode_tone(seconds: float = 1.0) -> list[bytes]:
     return encode_pcm(tone(440.0, int(RATE * seconds), RATE, 0.5))
+
+
+def encode_silence() -> list[bytes]:
+    """One second of a sender settled into digital silence (a muted microphone): the last
+    second of two, so the loop does not replay the encoder's start-up every second, which a
+    real sender never does (and which no silent stream's decoder would meet)."""
+    return encode_pcm(np.zeros(2 * RATE, np.int16))[-50:]
 
 
 CLICK_EVERY = 50
@@ -295,7 +303,7 @@ async def main() -> None:
     )
     args = parser.parse_args()
     restrict_host_addresses(["127.0.0.1"])
-    packets = encode_tone() if args.audio == "tone" else encode_pcm(np.zeros(RATE, np.int16))
+    packets = encode_tone() if args.audio == "tone" else encode_silence()
     probe = ClickProbe() if args.click else None
     calls = []
     async with aiohttp.ClientSession() as http:

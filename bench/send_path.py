@@ -4,7 +4,9 @@ lean sender (``bridge/rtc/rtpsend.py``), in one process, no network, no pacing.
 Both loops send the same pre-encoded track (an 80-byte Opus payload per packet, handed over
 as fast as they take it) through a stand-in DTLS transport that does what aiortc's
 ``RTCDtlsTransport._send_rtp`` does, with a real libsrtp session (``--srtp``, default) or none
-(to separate SRTP from the loop's own Python); the ICE send is a no-op. It reports process CPU
+(to separate SRTP from the loop's own Python); the ICE send is aioice's own, on a nominated
+pair whose socket only counts (aiortc's loop goes through ``Connection.send``, the lean sender
+its own way to the same ``sendto``: ``rtpsend.datagram_sender``). It reports process CPU
 time per packet (``time.process_time``: on a shared machine other processes' load changes it
 far less than wall-clock time), best of ``--repeat`` runs of ``--packets`` each, alternating
 the two loops so drift hits both alike::
@@ -26,6 +28,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import aioice
+import aioice.ice
 import aiortc
 from aiortc import RTCPeerConnection, RTCRtpCodecParameters
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -68,12 +72,18 @@ class Transport:
         )
         self._tx_srtp: Any = Session(policy) if srtp else SimpleNamespace(protect=lambda d: d)
         self._state = State.CONNECTED
-        self.transport = SimpleNamespace(_send=self._send)
+        # aioice's connection with a nominated pair, as after ICE; the pair's socket counts.
+        connection = aioice.Connection(ice_controlling=True)
+        protocol = aioice.ice.StunProtocol(connection)
+        protocol.transport = SimpleNamespace(sendto=self._sendto)  # type: ignore[assignment]
+        peer = aioice.Candidate("1", 1, "udp", 1, "127.0.0.1", 9, "host")
+        connection._nominated[1] = aioice.ice.CandidatePair(protocol, peer)
+        self.transport = SimpleNamespace(_send=connection.send, _connection=connection)
         self._RTCDtlsTransport__tx_bytes = 0
         self._RTCDtlsTransport__tx_packets = 0
         self.sent = 0
 
-    async def _send(self, data: bytes) -> None:
+    def _sendto(self, data: bytes, addr: tuple[str, int]) -> None:
         self.sent += 1
 
     async def _send_rtp(self, data: bytes) -> None:

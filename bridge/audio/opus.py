@@ -236,10 +236,11 @@ class OpusDecoder:
         silence = self.silence
         if silence is None:
             return self._run(packet, self._max, 0)
-        pcm = silence.lookup(packet)
-        if pcm is not None:
-            return pcm
-        self._catch_up(silence)
+        if silence.cycle is not None:
+            pcm = silence.lookup(packet)
+            if pcm is not None:
+                return pcm
+            self._catch_up(silence)
         pcm = self._run(packet, self._max, 0)
         silence.decoded(packet, pcm)
         return pcm

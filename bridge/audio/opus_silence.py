@@ -165,7 +165,8 @@ class DecodedSilence:
         repeat = len(packets) == p and packets[0] == packet
         packets.append(packet)
         if not repeat:
-            repeats.clear()
+            if repeats:
+                repeats.clear()
             return
         repeats.append((packet, pcm.copy()))
         if len(repeats) < 2 * p:
