@@ -19,6 +19,10 @@ the same run, and reports the 3-participant/1-participant CPU ratio per N.
 ``--audio tone,silence`` measures each bridge point twice, back to back: every call sending
 the tone (someone speaking both ways: the sim peer echoes it) and every call sending digital
 silence (nobody speaking), and reports the silence/tone CPU ratio per N.
+``--rounds K`` runs the whole list K times, alternating (bridge, echo, bridge, echo, ...), pairs
+each ratio within a round and reports its median over the rounds: this VM's host changes speed
+by up to a third between one minute and the next, which a single pair of points cannot tell
+from a change of code.
 This is a benchmark, not a test: nothing here asserts on speed.
 """
 
@@ -32,6 +36,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -547,6 +552,7 @@ async def bench(
     loops: tuple[str, ...] = ("uvloop",),
     workers_list: tuple[int, ...] = (1,),
     audios: tuple[str, ...] = ("tone",),
+    rounds: int = 1,
 ) -> dict[str, Any]:
     load_at_start = os.getloadavg()  # the machine is shared: say how busy it was
     points = []
@@ -559,7 +565,8 @@ async def bench(
         for loop in (loops if t in BRIDGES else ("asyncio",))
         for w in (workers_list if t == "bridge" else (1,))
     ]
-    for target, loop, workers in runs:
+    # --rounds: the whole list again, so each ratio pairs points measured next to each other.
+    for round_, (target, loop, workers) in ((r, run) for r in range(rounds) for run in runs):
         port = free_port()
         meta = None
         meta_at: tuple[str, int] | None = None
@@ -601,7 +608,7 @@ async def bench(
                         profile = None
                         if profile_dir is not None:
                             profile_dir.mkdir(parents=True, exist_ok=True)
-                            name = f"{target}-{loop}-N{n}-p{seats}-{audio}.txt"
+                            name = f"{target}-{loop}-N{n}-p{seats}-{audio}-r{round_}.txt"
                             profile = profile_dir / name
                         point = await run_point(
                             target,
@@ -622,6 +629,7 @@ async def bench(
                         )
                         point["loop"] = loop
                         point["workers"] = workers
+                        point["round"] = round_
                         points.append(point)
                         print(
                             f"  {target:8} {loop:7} W={workers} N={n:3} participants={seats} "
@@ -639,7 +647,23 @@ async def bench(
                 await stop(redis)
     result = summarize(points, calls_list, warmup, window, participants_list)
     result["load_at_start"] = load_at_start
+    result["medians"] = medians(points)
     return result
+
+
+def medians(points: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each ratio's median over the rounds, per N (``--rounds``: this VM's host changes speed
+    by a third from one minute to the next, and a ratio of two points measured back to back
+    carries over where either point alone does not)."""
+    out: dict[str, dict[str, float]] = {}
+    for key in ("ratio_vs_echo", "ratio_vs_tone"):
+        by_n: dict[int, list[float]] = {}
+        for p in points:
+            if key in p and p["target"] == "bridge" and p.get("workers", 1) == 1:
+                by_n.setdefault(p["calls"], []).append(p[key])
+        if by_n:
+            out[key] = {str(n): round(statistics.median(v), 3) for n, v in sorted(by_n.items())}
+    return out
 
 
 def summarize(
@@ -652,7 +676,7 @@ def summarize(
     # The ratio is only meaningful where the echo server kept up: a saturated server's CPU per
     # call is just 100 % / N.
     echo = {
-        p["calls"]: p
+        (p["calls"], p.get("round", 0)): p
         for p in points
         if p["target"] == "echo" and p.get("downlink_on_time", 0) >= 0.995
     }
@@ -661,20 +685,21 @@ def summarize(
             p["target"] in BRIDGES
             and p.get("participants", 1) == 1
             and p.get("audio", "tone") == "tone"
-            and p["calls"] in echo
-            and echo[p["calls"]]["cpu_pct_per_call"]
+            and (p["calls"], p.get("round", 0)) in echo
+            and echo[p["calls"], p.get("round", 0)]["cpu_pct_per_call"]
         ):
-            p["ratio_vs_echo"] = p["cpu_pct_per_call"] / echo[p["calls"]]["cpu_pct_per_call"]
+            bare = echo[p["calls"], p.get("round", 0)]
+            p["ratio_vs_echo"] = p["cpu_pct_per_call"] / bare["cpu_pct_per_call"]
     # A contact-centre call's cost next to a plain call's, same run, same N.
     plain = {
-        (p["calls"], p.get("loop")): p
+        (p["calls"], p.get("loop"), p.get("round", 0)): p
         for p in points
         if p["target"] == "bridge"
         and p.get("participants", 1) == 1
         and p.get("audio", "tone") == "tone"
     }
     for p in points:
-        base = plain.get((p["calls"], p.get("loop")))
+        base = plain.get((p["calls"], p.get("loop"), p.get("round", 0)))
         if p.get("audio", "tone") != "tone":  # nobody speaking next to the tone both ways
             tone = next(
                 (
@@ -682,8 +707,8 @@ def summarize(
                     for q in points
                     if q["target"] == p["target"]
                     and q.get("audio", "tone") == "tone"
-                    and (q["calls"], q.get("loop"), q.get("participants", 1))
-                    == (p["calls"], p.get("loop"), p.get("participants", 1))
+                    and (q["calls"], q.get("loop"), q.get("participants", 1), q.get("round", 0))
+                    == (p["calls"], p.get("loop"), p.get("participants", 1), p.get("round", 0))
                 ),
                 None,
             )
@@ -697,12 +722,12 @@ def summarize(
     # Several workers next to one, same N, same run: their CPU per call summed over every
     # worker, divided by one worker's (1.0: no cross-worker cost on the media path).
     single = {
-        (p["calls"], p.get("loop")): p
+        (p["calls"], p.get("loop"), p.get("round", 0)): p
         for p in points
         if p["target"] == "bridge" and p.get("workers", 1) == 1 and p.get("participants", 1) == 1
     }
     for p in points:
-        one = single.get((p["calls"], p.get("loop")))
+        one = single.get((p["calls"], p.get("loop"), p.get("round", 0)))
         if p.get("workers", 1) > 1 and one and one["cpu_pct_per_call"]:
             p["ratio_vs_1_worker"] = p["cpu_pct_per_call"] / one["cpu_pct_per_call"]
 
@@ -978,6 +1003,13 @@ def main() -> None:
         help="what the bridge target's calls send: tone (speech both ways), silence (nobody "
         "speaking), or both back to back at each N (the silence/tone CPU ratio)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every target (and each N's points) this many times, alternating, and report "
+        "each ratio's median over the rounds (each ratio pairs points of one round)",
+    )
     parser.add_argument("--smoke", action="store_true", help="2 calls, 2 s: proves the bench runs")
     parser.add_argument(
         "--soak",
@@ -1027,6 +1059,7 @@ def main() -> None:
             loops,
             tuple(int(x) for x in args.workers.split(",")),
             tuple(args.audio.split(",")),
+            args.rounds,
         )
     )
     out.mkdir(parents=True, exist_ok=True)
@@ -1034,6 +1067,8 @@ def main() -> None:
     (out / f"{stamp}.json").write_text(json.dumps(result, indent=2))
     plotted = plot(result, out / f"{stamp}.png")
     print(table(result))
+    for key, by_n in result["medians"].items():
+        print(f"median {key} over {args.rounds} round(s): " + json.dumps(by_n))
     print(f"wrote {out / (stamp + '.json')}" + (f" and {stamp}.png" if plotted else ""))
 
 

@@ -136,3 +136,40 @@ async def test_sip_setup_bench_measures_both_roads() -> None:
     for road in result.values():
         assert 0 < road["first_audio_ms"]["median"] < 5000
     assert 0 < result["sip+dtls"]["first_srtp_after_ack_ms"]["median"] < 5000
+
+
+def test_rounds_pair_each_ratio_within_its_round_and_report_medians() -> None:
+    """``--rounds``: a ratio is taken between the points of one round (measured next to each
+    other), never across rounds, and its median over the rounds is reported."""
+    from bench.run import medians, summarize
+
+    def point(target: str, audio: str, cpu: float, round_: int) -> dict[str, Any]:
+        return {
+            "target": target,
+            "audio": audio,
+            "calls": 10,
+            "cpu_pct_per_call": cpu,
+            "loop": "uvloop",
+            "round": round_,
+            "downlink_on_time": 1.0,
+            "connected": 10,
+        }
+
+    points = [
+        point("bridge", "tone", 3.0, 0),
+        point("bridge", "silence", 1.5, 0),
+        point("echo", "tone", 10.0, 0),
+        point("bridge", "tone", 2.0, 1),
+        point("bridge", "silence", 1.6, 1),
+        point("echo", "tone", 5.0, 1),
+        point("bridge", "tone", 4.0, 2),
+        point("bridge", "silence", 2.4, 2),
+        point("echo", "tone", 20.0, 2),
+    ]
+    summarize(points, [10], 1.0, 1.0)
+    assert [p.get("ratio_vs_tone") for p in points if p["audio"] == "silence"] == [0.5, 0.8, 0.6]
+    echo = [
+        p.get("ratio_vs_echo") for p in points if p["target"] == "bridge" and p["audio"] == "tone"
+    ]
+    assert echo == [0.3, 0.4, 0.2]
+    assert medians(points) == {"ratio_vs_echo": {"10": 0.3}, "ratio_vs_tone": {"10": 0.6}}
