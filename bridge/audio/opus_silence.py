@@ -2,10 +2,11 @@
 encoder, and a run of silent packets the decoder, into a short cycle, so once learned the cycle
 is replayed instead of calling the codec (``audio/opus.py`` owns one of each per codec state).
 
-Both rest on one property of libopus, checked byte for byte by ``tests/unit/test_opus_silence.py``:
-with nothing but silence in or out, the codec's state repeats with a period of
-:data:`SILENCE_PERIOD` frames (SILK's quantisation seed is its frame counter mod 4, RFC 6716
-§4.2.7.7; nothing else moves).
+Both rest on what libopus does in digital silence (``tests/unit/test_opus_silence.py`` checks
+both): its packets for zero frames repeat with a period of :data:`SILENCE_PERIOD` frames
+(SILK's quantisation seed is its frame counter mod 4, RFC 6716 §4.2.7.7), and a decoder fed
+such packets repeats its state and output with the same period. The encoder's slow trackers
+may still move underneath (:class:`SilenceCycle`); the decoder's state repeats exactly.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class DecodedSilence:
     Before the decoder is used again (the next packet of sound, a concealment, a check every
     :data:`SILENCE_CHECK_EVERY` frames) it is caught up on the skipped packets: the state
     repeats with the period, so decoding the last ``skipped % SILENCE_PERIOD`` of them puts it
-    exactly where decoding all of them would have. Byte for byte what a decoder fed every
+    exactly where decoding all of them would have. Sample for sample what a decoder fed every
     packet plays, before, during and after the run (``tests/unit/test_opus_silence.py``).
     While packets differ from the ones a period before (speech), it costs a bytes comparison.
     """
