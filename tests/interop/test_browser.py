@@ -398,9 +398,9 @@ async def downlink_concealment(client, browser, window: int = 48_000 * 6) -> tup
     await until(lambda: lean.running, what="the bridge's sender")
     send, rng = lean._send, random.Random(21)
 
-    async def lossy(data: bytes) -> None:
+    def lossy(data: bytes) -> None:  # the lean sender's datagram send (synchronous)
         if rng.random() >= 0.15:
-            await send(data)
+            send(data)
 
     lean._send = lossy
 
