@@ -31,6 +31,7 @@ _SET_INBAND_FEC = 4012
 _SET_PACKET_LOSS_PERC = 4014
 _SET_DTX = 4016
 _SET_FORCE_MODE = 11002
+_RESET_STATE = 4028
 _AUTO = -1000
 _MODE_CELT_ONLY = 1002
 _MAX_PACKET = 1500
@@ -181,6 +182,16 @@ class OpusEncoder:
         bench's speech better than SILK at 40 kbit/s for a third of the CPU (docs/quality.md),
         but it has no in-band FEC, which only SILK frames carry (RFC 6716 §2.1.7)."""
         self._ctl(_SET_FORCE_MODE, _MODE_CELT_ONLY if celt else _AUTO)
+
+    def reset(self) -> None:
+        """Start coding afresh, settings kept (``OPUS_RESET_STATE``): for a stream whose last
+        frames were not this encoder's (another leg's packets forwarded), where the state left
+        from its own last frame would splice stale audio into the next one."""
+        if self.silence is not None:
+            self.silence.forget()
+        code = self._lib.opus_encoder_ctl(ctypes.c_void_p(self._state), ctypes.c_int(_RESET_STATE))
+        if code != 0:
+            raise OpusError("opus_encoder_ctl(OPUS_RESET_STATE)", code)
 
     def set_expected_loss(self, percent: int) -> None:
         """Tell the encoder how much loss to expect (0–100 %): with in-band FEC on, it spends

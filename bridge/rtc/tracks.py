@@ -184,6 +184,9 @@ class OpusBusTrack(MediaStreamTrack):
                 self._forwarding = False
                 pt.switches += 1
                 self._clock = WorkerPacer()
+                # The encoder last coded a frame from before the run: from that state its first
+                # CELT frame decodes as 15 ms of near silence after the forwarded SILK.
+                self._encoder.reset()
         await self._clock.tick()
         pcm = self.sink.pop()
         if pcm is None:

@@ -92,9 +92,7 @@ def is_celt(packet: bytes) -> bool:
 CLEAN = EncoderSetting(72_000, 2, celt=True)
 
 
-async def test_a_clean_link_is_coded_in_celt_and_the_first_loss_brings_silk_and_fec_back() -> (
-    None
-):
+async def test_a_clean_link_is_coded_in_celt_and_the_first_loss_brings_silk_and_fec_back() -> None:
     """The clean-link setting (rtc/protection.py): SILK with FEC while the link is unknown,
     CELT at its own bit rate once a report says clean, SILK with FEC again at the first loss.
     The tone decodes with no break across either switch (libopus codes a redundant frame
@@ -338,3 +336,41 @@ async def test_a_forwarding_run_longer_than_half_the_number_space_keeps_forwardi
         assert packet.seq == (100 + i) & 0xFFFF, i
     assert pt.late == 1 and track.forwarded_frames == 40_000
     track.stop()
+
+
+async def test_back_from_forwarding_on_a_clean_link_the_tone_runs_on_without_a_gap() -> None:
+    """A Cloud API call: the bridge codes CELT on a clean link, forwards WhatsApp's SILK packets
+    for a second, then codes again. The browser's one decoder hears the tone run on across
+    both switches: no phase jump, no silent 5 ms. (From the state the encoder kept from
+    before the forwarding, its first CELT frame decoded as 15 ms of near silence.)"""
+    from bridge.audio.opus import OpusEncoder
+    from bridge.rtc.passthrough import PassThrough
+    from bridge.rtc.rtpsend import RtpStream
+
+    source = Tone()
+    track = browser_track(source, clean=CLEAN)
+    track.far_end_report(0.0)
+    allowed = [False]
+    pt = PassThrough(lambda: allowed[0])
+    track.forward_from(pt, RtpStream(1234, first_seq=100))
+    whatsapp = OpusEncoder(
+        16_000, bitrate=20_000, complexity=5, fec=True, expected_loss=10, dtx=False
+    )
+    whatsapp.silence = None
+    packets = [bytes((await track.recv()).data) for _ in range(30)]  # our own CELT
+    allowed[0] = True
+    far = Tone()
+    for seq in range(500, 550):  # WhatsApp's SILK, coding the same tone in step
+        far.n = source.n
+        pt.offer(seq, 960 * seq, whatsapp.encode(far.pop()))
+        packets.append(bytes((await track.recv()).data))
+    allowed[0] = False  # nothing more to forward: our own encoder again
+    packets += [bytes((await track.recv()).data) for _ in range(30)]
+    track.stop()
+    assert track.forwarded_frames == 50 and pt.switches == 2
+    modes = "".join("C" if is_celt(p) else "S" for p in packets)
+    assert modes == "C" * 30 + "S" * 50 + "C" * 30
+    decoder = OpusDecoder(16_000)
+    pcm = np.concatenate([decoder.decode(p) for p in packets])
+    assert abs(dominant_frequency(pcm, 16_000) - Tone.HZ) < 5
+    assert tone_breaks(pcm, 16_000, Tone.HZ, Tone.PEAK, skip=0.1) == ([], [])
