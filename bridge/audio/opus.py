@@ -262,9 +262,9 @@ class OpusDecoder:
 
     def _leave_silence(self) -> None:
         """Before a concealment or an FEC decode: the decoder as if it had decoded every packet,
-        and the run forgotten (a gap breaks it)."""
+        and the run forgotten, learnt or still being learnt (a gap breaks it)."""
         silence = self.silence
-        if silence is not None and silence.cycle is not None:
+        if silence is not None:
             self._catch_up(silence)
             silence.forget()
 

@@ -151,6 +151,8 @@ class OpusBusTrack(MediaStreamTrack):
         self._run_source: PassThrough | None = None
         """The pass-through the current forwarding run's packets came from."""
         self._numbered_at = 0
+        self._encoder_stale = False
+        """A forwarded packet went out since the encoder's last frame."""
 
     def forward_from(self, pass_through: PassThrough, stream: RtpStream) -> None:
         """Send another leg's Opus packets untouched while ``pass_through.allowed()`` (see
@@ -184,9 +186,6 @@ class OpusBusTrack(MediaStreamTrack):
                 self._forwarding = False
                 pt.switches += 1
                 self._clock = WorkerPacer()
-                # The encoder last coded a frame from before the run: from that state its first
-                # CELT frame decodes as 15 ms of near silence after the forwarded SILK.
-                self._encoder.reset()
         await self._clock.tick()
         pcm = self.sink.pop()
         if pcm is None:
@@ -196,6 +195,11 @@ class OpusBusTrack(MediaStreamTrack):
                 self.level.add_silence(FRAME_SAMPLES)
         elif self.level is not None:
             self.level.add(pcm)
+        if self._encoder_stale:
+            # The last packet sent was forwarded: from the state its own last frame left, the
+            # encoder's first CELT frame decodes as 15 ms of near silence after forwarded SILK.
+            self._encoder.reset()
+            self._encoder_stale = False
         # libopus directly: one 20 ms frame in, one packet out (no encoder delay queue). RTP
         # time counts the packets, 20 ms each, on Opus' 48 kHz RTP clock.
         packet = self._packet(self._encoder.encode(pcm), self._pts)
@@ -252,6 +256,7 @@ class OpusBusTrack(MediaStreamTrack):
                 self.level.add(decoded)
         self.frames_sent += 1
         self.forwarded_frames += 1
+        self._encoder_stale = True
         pt.forwarded += 1
         # RFC 4733 events share the stream's numbers while packets are forwarded: each one the
         # stream numbered moves the mapping on, so no number goes out twice (SRTP refuses a

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 
 from bridge.audio import FRAME_SAMPLES
 from bridge.audio.opus import OpusDecoder, has_fec
@@ -338,11 +339,15 @@ async def test_a_forwarding_run_longer_than_half_the_number_space_keeps_forwardi
     track.stop()
 
 
-async def test_back_from_forwarding_on_a_clean_link_the_tone_runs_on_without_a_gap() -> None:
+@pytest.mark.parametrize("transfer", [False, True])
+async def test_back_from_forwarding_on_a_clean_link_the_tone_runs_on_without_a_gap(
+    transfer: bool,
+) -> None:
     """A Cloud API call: the bridge codes CELT on a clean link, forwards WhatsApp's SILK packets
-    for a second, then codes again. The browser's one decoder hears the tone run on across
-    both switches: no phase jump, no silent 5 ms. (From the state the encoder kept from
-    before the forwarding, its first CELT frame decoded as 15 ms of near silence.)"""
+    for a second, then codes again (``transfer``: after the call moved to a new source that
+    sends nothing yet). The browser's one decoder hears the tone run on across both switches:
+    no phase jump, no silent 5 ms. (From the state the encoder kept from before the
+    forwarding, its first CELT frame decoded as 15 ms of near silence.)"""
     from bridge.audio.opus import OpusEncoder
     from bridge.rtc.passthrough import PassThrough
     from bridge.rtc.rtpsend import RtpStream
@@ -352,7 +357,8 @@ async def test_back_from_forwarding_on_a_clean_link_the_tone_runs_on_without_a_g
     track.far_end_report(0.0)
     allowed = [False]
     pt = PassThrough(lambda: allowed[0])
-    track.forward_from(pt, RtpStream(1234, first_seq=100))
+    stream = RtpStream(1234, first_seq=100)
+    track.forward_from(pt, stream)
     whatsapp = OpusEncoder(
         16_000, bitrate=20_000, complexity=5, fec=True, expected_loss=10, dtx=False
     )
@@ -365,9 +371,11 @@ async def test_back_from_forwarding_on_a_clean_link_the_tone_runs_on_without_a_g
         pt.offer(seq, 960 * seq, whatsapp.encode(far.pop()))
         packets.append(bytes((await track.recv()).data))
     allowed[0] = False  # nothing more to forward: our own encoder again
+    if transfer:
+        track.forward_from(PassThrough(lambda: False), stream)
     packets += [bytes((await track.recv()).data) for _ in range(30)]
     track.stop()
-    assert track.forwarded_frames == 50 and pt.switches == 2
+    assert track.forwarded_frames == 50 and pt.switches == (1 if transfer else 2)
     modes = "".join("C" if is_celt(p) else "S" for p in packets)
     assert modes == "C" * 30 + "S" * 50 + "C" * 30
     decoder = OpusDecoder(16_000)
