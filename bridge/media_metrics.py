@@ -108,15 +108,16 @@ def _receiver_metrics(receive: dict[str, ReceiveStats]) -> Iterator[Metric]:
     audio = CounterMetricFamily(
         "bridge_receiver_audio_seconds",
         "audio the Opus receivers played, by how it was made: decoded, rebuilt from in-band "
-        "FEC, concealed (a loss no FEC could rebuild), or played/skipped to follow the "
-        "network's delay",
+        "FEC, concealed (a loss no FEC could rebuild), comfort noise in the sender's DTX, or "
+        "played/skipped to follow the network's delay",
         labels=["leg", "kind"],
     )
     for leg, r in receive.items():
-        decoded = r.emitted_samples - r.concealed_samples - r.fec_recovered_samples
+        decoded = r.emitted_samples - r.concealed_samples - r.fec_recovered_samples - r.dtx_samples
         audio.add_metric([leg, "decoded"], max(0, decoded) / rate)
         audio.add_metric([leg, "fec"], r.fec_recovered_samples / rate)
         audio.add_metric([leg, "concealed"], r.concealed_samples / rate)
+        audio.add_metric([leg, "dtx"], r.dtx_samples / rate)
         audio.add_metric([leg, "inserted"], r.inserted_samples / rate)
         audio.add_metric([leg, "removed"], r.removed_samples / rate)
     yield audio

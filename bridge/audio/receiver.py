@@ -14,6 +14,10 @@ preference (the way libwebrtc's NetEq, FreeSWITCH and Asterisk decode):
    :data:`OUTAGE_FRAMES` concealed frames with nothing buffered the stream is silent until
    packets return, and then starts afresh.
 
+**A sender's DTX** is not a loss: after a packet of no audio, a missing frame is comfort noise
+(:class:`~bridge.audio.dtx.ComfortNoise`), and the next talk spurt plays at the delay the last
+one had.
+
 **How long to hold packets** is decided apart from how frames are made, as NetEq keeps its
 decision logic apart from expand and accelerate: :class:`~bridge.audio.delay.DelayDecision`
 says on each tick whether the delay should grow or shrink (a low quantile of packets' slack
@@ -41,6 +45,7 @@ from __future__ import annotations
 import numpy as np
 
 from .delay import DelayDecision
+from .dtx import ComfortNoise
 from .opus import OpusDecoder, OpusError, has_fec
 from .pcm import Pcm
 from .receiver_stats import ReceiverStats, RtpArrivals
@@ -111,6 +116,7 @@ class OpusReceiver:
         """The sender puts FEC data in its packets (worth waiting a frame for after a loss)."""
         self._latest = b""
         """The latest packet's payload, looked at for FEC only when a frame is missing."""
+        self._dtx = ComfortNoise(self._decoder, frame_samples)
 
     # -- packets in
     @property
@@ -208,7 +214,7 @@ class OpusReceiver:
             frame = self._conceal_frame(insertion=False)
         else:
             frame = self._play(direction, now)
-        self._account(frame)
+        self.stats.emitted(frame.size, self._delay_sample, decision.target)
         self._ticks += 1
         held = self._ticks + self._fifo.held // self.frame_samples
         decision.follow_anchor(held * FRAME_SECONDS - self._next / RTP_CLOCK)
@@ -264,6 +270,7 @@ class OpusReceiver:
             or any(abs(t - self._next) <= self.frame_ts for t in self._packets)
             or self._waited_for == self._next
             or self._concealed_run > 0  # already concealing: an outage, not a single loss
+            or self._dtx.active  # nothing was sent: the sender is silent
             or not self._sends_fec()  # last: a libopus call, only when a frame is missing
         ):
             return False
@@ -317,9 +324,15 @@ class OpusReceiver:
             if pcm.size:
                 self._next += pcm.size * RTP_CLOCK // self.rate
                 self._concealed_run = 0
+                self._dtx.decoded(packet.payload)
                 self.stats.total_samples_received += pcm.size
                 self._delay_sample = self._next_due - packet.arrival
                 return pcm
+        noise = self._dtx.fill(self._next_due - self._rtp.last_arrival)
+        if noise is not None:
+            self._next += self.frame_ts
+            self.stats.dtx_samples += noise.size
+            return noise
         # The frame's own packet is lost (or unusable): FEC from the next one, else conceal.
         self.decision.last_loss = self._next_due
         self._next += self.frame_ts
@@ -356,10 +369,3 @@ class OpusReceiver:
         if not np.any(pcm):
             self.stats.silent_concealed_samples += pcm.size
         return pcm
-
-    def _account(self, frame: Pcm) -> None:
-        stats = self.stats
-        n = frame.size
-        stats.jitter_buffer_delay += max(0.0, self._delay_sample) * n
-        stats.jitter_buffer_target_delay += self.decision.target * n
-        stats.jitter_buffer_emitted_count += n

@@ -39,6 +39,16 @@ class ReceiverStats:
     """The delay the receiver aimed for, summed over emitted samples like the above."""
     jitter_buffer_emitted_count: int = 0
     total_samples_received: int = 0
+    dtx_samples: int = 0
+    """Comfort noise played while the sender sent nothing, being silent (its DTX): neither
+    received, lost nor concealed (not a W3C name)."""
+
+    def emitted(self, samples: int, delay: float, target: float) -> None:
+        """``samples`` played, the latest packet having waited ``delay`` s (aiming at
+        ``target``)."""
+        self.jitter_buffer_delay += max(0.0, delay) * samples
+        self.jitter_buffer_target_delay += target * samples
+        self.jitter_buffer_emitted_count += samples
 
     def as_w3c(self) -> dict[str, float | int]:
         """camelCase names, as ``getStats()`` reports them in a browser."""
@@ -74,6 +84,8 @@ class RtpArrivals:
         self._seq_base = 0
         self._seq_max = 0
         self._last_transit: float | None = None
+        self.last_arrival = 0.0
+        """When the latest packet arrived (the receiver's clock)."""
 
     @property
     def started(self) -> bool:
@@ -101,7 +113,7 @@ class RtpArrivals:
             d = abs(transit - self._last_transit)
             if d < 1.0:  # not across a restart
                 stats.jitter += (d - stats.jitter) / 16
-        self._last_transit = transit
+        self._last_transit, self.last_arrival = transit, arrival
         stats.packets_received += 1
         stats.packets_lost = max(0, self._seq_max - self._seq_base + 1 - stats.packets_received)
         return ext_seq, ts

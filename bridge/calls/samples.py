@@ -45,6 +45,7 @@ class LegCounters:
     stretched: int = 0
     delay: float = 0.0
     emitted: int = 0
+    dtx: int = 0
     octets_in: int = 0
     octets_out: int = 0
     energy_in: float = 0.0
@@ -56,7 +57,8 @@ class LegCounters:
 
     def row(self, src: LegSources, seconds: float) -> tuple[list[float], int, float | None]:
         """The row for the ``seconds`` since the previous read, the packets (or frames)
-        received in them and the level of what the leg sent (dBFS, ``None`` without frames)."""
+        received in them (and those a sender in DTX did not send) and the level of what the
+        leg sent (dBFS, ``None`` without frames)."""
         source = (id(src.receiver), id(src.heard), id(src.sent))
         if source != self.source:
             self.__init__(source=source)  # type: ignore[misc]
@@ -120,4 +122,7 @@ class LegCounters:
         self.received, self.lost, self.recovered = s.packets_received, s.packets_lost, recovered
         self.concealed, self.stretched = s.concealed_samples, stretched
         self.delay, self.emitted = s.jitter_buffer_delay, s.jitter_buffer_emitted_count
-        return received, values
+        # A sender in DTX (silent, sending nothing) still accounts for its frames: the
+        # watchdog then hears its silence as silence, not as packets that stopped.
+        dtx_frames, self.dtx = (s.dtx_samples - self.dtx) // (20 * OUTPUT_RATE), s.dtx_samples
+        return received + dtx_frames, values

@@ -125,6 +125,8 @@ class ReceiveStats:
     inserted_samples: int = 0
     removed_samples: int = 0
     emitted_samples: int = 0
+    dtx_samples: int = 0
+    """Comfort noise while the sender was silent and sent nothing (its DTX)."""
     delay: FixedHistogram = field(default_factory=lambda: FixedHistogram(RECEIVER_DELAY_BUCKETS))
 
     def merge(self, other: ReceiveStats) -> None:
@@ -133,6 +135,7 @@ class ReceiveStats:
         self.inserted_samples += other.inserted_samples
         self.removed_samples += other.removed_samples
         self.emitted_samples += other.emitted_samples
+        self.dtx_samples += other.dtx_samples
         self.delay.merge(other.delay)
 
 

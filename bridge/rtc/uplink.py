@@ -89,7 +89,7 @@ class Playout:
         self._stopped = False
         self._stop: queue.Queue[None] = queue.Queue()
         self.frames = 0
-        self._mirrored = (0, 0, 0, 0, 0, 0, 0)
+        self._mirrored = (0, 0, 0, 0, 0, 0, 0, 0)
         self._conceal_mark = (0, 0)
         self.last_packet: float | None = None
         """When the latest packet arrived (monotonic): the leg's media watchdog reads it."""
@@ -154,6 +154,7 @@ class Playout:
             rx.inserted_samples_for_deceleration,
             rx.removed_samples_for_acceleration,
             rx.jitter_buffer_emitted_count,
+            rx.dtx_samples,
         )
         d = [a - b for a, b in zip(now, self._mirrored, strict=True)]
         self._mirrored = now
@@ -165,6 +166,7 @@ class Playout:
         r.inserted_samples += d[4]
         r.removed_samples += d[5]
         r.emitted_samples += d[6]
+        r.dtx_samples += d[7]
 
     def stop(self) -> None:
         """Leave the clock (the leg is closing); later packets are ignored. The callbacks
