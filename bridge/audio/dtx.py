@@ -12,6 +12,13 @@ decoder's comfort noise (``opus_decode`` with no packet, as NetEq's codec-intern
 zeros without the decoder once that comes out silent (a muted microphone: the common case, and
 the one that then costs nothing). The receiver counts it apart (``dtx_samples``), so neither
 its delay, nor its FEC wait, nor its outage rule take it for a loss.
+
+:class:`DtxGate` is the sending side (``rtc/tracks.py``), for a browser that asks for DTX
+(``usedtx=1`` in its offer) or every browser with ``BRIDGE_OPUS_DTX``. It keeps WebRTC's rule
+for libopus' own DTX, and adds one for digital silence (an engine with nobody speaking, a held
+call): once the encoder has settled into its silence cycle (``audio/opus_silence.py``), the far
+decoder has heard eight frames of silence and plays silence; from then on a packet of no audio
+goes in place of the cycle's every :data:`DTX_UPDATE_FRAMES` frames, and nothing in between.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from .pcm import Pcm
 
 DTX_PAYLOAD = 2
 """An Opus payload this short carries no audio (WebRTC sends the first of a silence)."""
+DTX_UPDATE_FRAMES = 20
+"""Frames (400 ms, libopus' rhythm) between the packets of no audio sent in digital silence: a
+receiver learns the sender is still there, and still silent."""
 DTX_UPDATE_LIMIT = 1.0
 """Seconds with no packet after which a sender in DTX is taken to have stopped (libopus sends an
 update every 400 ms): from then on its missing frames are an outage, as anyone else's."""
@@ -60,3 +70,30 @@ class ComfortNoise:
             return self._silence
         self._silent = int(np.abs(pcm).max(initial=0)) <= SILENT_PEAK
         return pcm
+
+
+class DtxGate:
+    """Which packets of a silence a sender in DTX sends (see the module docstring)."""
+
+    __slots__ = ("_in_dtx", "_quiet")
+
+    def __init__(self) -> None:
+        self._in_dtx = False
+        self._quiet = 0
+
+    def outgoing(self, payload: bytes, settled_silence: bool) -> bytes | None:
+        """What to send for the frame coded as ``payload`` (``None``: nothing);
+        ``settled_silence``: the frame is digital silence and the encoder's cycle is learnt."""
+        if settled_silence:
+            self._quiet += 1
+            if self._in_dtx and self._quiet % DTX_UPDATE_FRAMES:
+                return None
+            self._in_dtx = True
+            return bytes((payload[0] & 0xFC,))  # the same TOC, code 0: one empty frame
+        if len(payload) <= DTX_PAYLOAD:  # libopus' DTX (WebRTC's rule): the first only
+            if self._in_dtx:
+                return None
+            self._in_dtx = True
+            return payload
+        self._in_dtx, self._quiet = False, 0
+        return payload

@@ -212,6 +212,12 @@ class OpusEncoder:
             packet = silence.encoded(self._encode(self._zeros))
         return packet
 
+    @property
+    def settled_silence(self) -> bool:
+        """The last frame was digital silence sent from the learnt cycle: the far decoder has
+        decoded eight frames of it at least, and plays silence."""
+        return self.silence is not None and self.silence.cycle is not None
+
     def _encode(self, pcm: Pcm) -> bytes:
         pcm = np.ascontiguousarray(pcm, dtype=np.int16)
         n = self._lib.opus_encode(self._state, pcm.ctypes.data, pcm.size, self._out, _MAX_PACKET)

@@ -447,7 +447,16 @@ class MediaSettings(_Group):
         "whose maxaveragebitrate is lower: SILK at BRIDGE_OPUS_BITRATE",
     )
     opus_celt_complexity: int = _opt(2, "downlink Opus complexity 0-10 on a clean link (CELT)")
-    opus_dtx: bool = _opt(False, "downlink Opus DTX (discontinuous transmission in silence)")
+    opus_dtx: bool = _opt(
+        False,
+        "downlink Opus DTX to every browser, also on quiet sound (libopus' DTX, in SILK); "
+        "a browser that asks for it (usedtx=1) gets DTX on digital silence without this",
+    )
+    opus_uplink_dtx: bool = _opt(
+        True,
+        "ask browsers for Opus DTX (usedtx=1 in the answer): a silent microphone sends a "
+        "packet every 400 ms instead of 50 a second, played as comfort noise",
+    )
     opus_red: bool = _opt(
         True,
         "RED (RFC 2198) with browsers that offer it: taken from them, and sent to them while "

@@ -130,14 +130,22 @@ def opus_parameters(sdp: str) -> dict[str, str]:
     return params
 
 
-def answer_fmtp(max_bitrate: int | None = None) -> tuple[tuple[str, str], ...]:
+def answer_fmtp(
+    max_bitrate: int | None = None, *, dtx: bool = False
+) -> tuple[tuple[str, str], ...]:
     """:data:`OPUS_ANSWER_FMTP`, asking for at most ``max_bitrate`` when given (a Cloud API
-    call: what Meta takes, so the browser's packets can go to it untouched)."""
-    if max_bitrate is None:
-        return OPUS_ANSWER_FMTP
-    return tuple(
-        (k, str(max_bitrate) if k == "maxaveragebitrate" else v) for k, v in OPUS_ANSWER_FMTP
-    )
+    call: what Meta takes, so the browser's packets can go to it untouched), and with ``dtx``
+    for DTX (``usedtx=1``, RFC 7587 §6.1: the browser then sends almost nothing while its
+    microphone is silent, ``audio/dtx.py``)."""
+    params: tuple[tuple[str, str], ...] = OPUS_ANSWER_FMTP
+    if max_bitrate is not None:
+        params = tuple((k, str(max_bitrate) if k == "maxaveragebitrate" else v) for k, v in params)
+    return (*params, ("usedtx", "1")) if dtx else params
+
+
+def asks_for_dtx(sdp: str) -> bool:
+    """The offer's Opus parameters say its decoder prefers DTX (``usedtx=1``, RFC 7587 §6.1)."""
+    return opus_parameters(sdp).get("usedtx") == "1"
 
 
 def with_opus_fmtp(sdp: str, params: tuple[tuple[str, str], ...] = OPUS_ANSWER_FMTP) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from ..audio.dtx import DtxGate
 from ..audio.pcm import Pcm
 from ..config import IceSettings, MediaSettings
 from ..errors import AtCapacity, BadOffer
@@ -20,7 +21,7 @@ from .leg import PeerLeg
 from .protection import EncoderSetting, LossProtection
 from .red import RedStats, RedWrapper, add_red, offered_red
 from .rfc4733 import DtmfDetector, add_telephone_event, offered_telephone_event
-from .sdp import answer_fmtp, open_candidates, opus_parameters, with_opus_fmtp
+from .sdp import answer_fmtp, asks_for_dtx, open_candidates, opus_parameters, with_opus_fmtp
 from .tracks import BusAudioTrack, OpusBusTrack
 
 _ids = itertools.count(1)
@@ -133,6 +134,8 @@ class WebRTCSession(PeerLeg):
                 complexity=st.opus_complexity,
                 fec=st.opus_fec,
                 dtx=st.opus_dtx,
+                # DTX where the browser asks for it (or every browser, BRIDGE_OPUS_DTX).
+                dtx_gate=DtxGate() if st.opus_dtx or asks_for_dtx(sdp) else None,
                 protection=LossProtection(fec=st.opus_fec, red=red is not None),
                 protected_bitrate=max(6_000, min(st.opus_fec_bitrate, cap)),
                 protected_complexity=st.opus_fec_complexity,
@@ -152,7 +155,9 @@ class WebRTCSession(PeerLeg):
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
         # Ask for in-band FEC, mono, 16 kHz (see rtc/sdp.py): aiortc's answer asks for nothing.
-        answer_sdp = with_opus_fmtp(str(pc.localDescription.sdp), answer_fmtp(self.receive_bitrate))
+        # And for DTX: a silent microphone then sends almost nothing (audio/dtx.py).
+        fmtp = answer_fmtp(self.receive_bitrate, dtx=st.opus_uplink_dtx)
+        answer_sdp = with_opus_fmtp(str(pc.localDescription.sdp), fmtp)
         if red is not None:
             answer_sdp = add_red(answer_sdp, *red)
             self.receive_red(audio, *red, self.red)

@@ -11,6 +11,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
+from ..audio.dtx import DtxGate
 from ..audio.opus import OpusEncoder
 from ..audio.pcm import Pcm
 from ..media import DownlinkSink, LevelMeter
@@ -94,6 +95,7 @@ class OpusBusTrack(MediaStreamTrack):
         complexity: int = 5,
         fec: bool = True,
         dtx: bool = False,
+        dtx_gate: DtxGate | None = None,
         expected_loss: int = 0,
         protection: LossProtection | None = None,
         protected_bitrate: int | None = None,
@@ -134,6 +136,11 @@ class OpusBusTrack(MediaStreamTrack):
             self._encoder.set_celt_only(True)
         self._clock: Pacer = WorkerPacer()
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        self.dtx_gate = dtx_gate
+        """DTX toward a browser that asked for it (``audio/dtx.py``): a silence is (almost)
+        not sent."""
+        self.dtx_frames = 0
+        """Frames of silence not sent (DTX)."""
         self.frames_sent = 0
         self.silent_frames = 0
         self.forwarded_frames = 0
@@ -169,8 +176,16 @@ class OpusBusTrack(MediaStreamTrack):
             self._clock = WorkerPacer()
 
     async def recv(self) -> EncodedPacket:  # type: ignore[override]
-        if self.readyState != "live":
-            raise MediaStreamError
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            packet = await self._next_packet()
+            if packet is not None:
+                return packet
+
+    async def _next_packet(self) -> EncodedPacket | None:
+        """A forwarded packet, or the next frame from the sink encoded; ``None`` when DTX
+        sends nothing for it."""
         pt = self.pass_through
         if pt is not None and self._stream is not None:
             if pt.permitted():
@@ -202,10 +217,17 @@ class OpusBusTrack(MediaStreamTrack):
             self._encoder_stale = False
         # libopus directly: one 20 ms frame in, one packet out (no encoder delay queue). RTP
         # time counts the packets, 20 ms each, on Opus' 48 kHz RTP clock.
-        packet = self._packet(self._encoder.encode(pcm), self._pts)
+        payload = self._encoder.encode(pcm)
+        pts = self._pts
         self._pts += _FRAME_TS
+        if self.dtx_gate is not None:
+            gated = self.dtx_gate.outgoing(payload, self._encoder.settled_silence)
+            if gated is None:
+                self.dtx_frames += 1
+                return None
+            payload = gated
         self.frames_sent += 1
-        return packet
+        return self._packet(payload, pts)
 
     def _packet(self, payload: bytes, pts: int, seq: int | None = None) -> EncodedPacket:
         if self.red is None:
