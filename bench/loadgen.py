@@ -10,7 +10,10 @@ packet track, the counting receive path and the on-time measure, and echoes what
 whispering, one barging), each its own peer connection sending the same pre-encoded Opus and
 counting the RTP it receives (each hears its own mix, so the bridge mixes per participant).
 ``--audio silence`` sends Opus-encoded digital silence instead (nobody speaking: a sender long
-settled into it).
+settled into it); where the bridge's answer asks for DTX (``usedtx=1``), as a browser does: an
+update and a packet of no audio every 420 ms (libopus' DTX, WebRTC's rule). Every call's offer
+asks for DTX in turn (``usedtx=1``: a client that prefers it, as a mobile app does), so a silent
+downlink is (almost) not sent either; ``--no-ask-dtx`` offers as Chromium does, without it.
 ``--click`` makes the first call a latency probe: it sends silence with a 20 ms 1 kHz click
 once a second and decodes only its own downlink, timing each click from the moment its packet
 leaves to the moment its echo arrives (RTP send to RTP arrival, the bridge both ways plus the
@@ -27,6 +30,7 @@ import json
 import sys
 import time
 from collections import deque
+from dataclasses import dataclass
 
 import aiohttp
 import av
@@ -70,6 +74,30 @@ def encode_silence() -> list[bytes]:
     second of two, so the loop does not replay the encoder's start-up every second, which a
     real sender never does (and which no silent stream's decoder would meet)."""
     return encode_pcm(np.zeros(2 * RATE, np.int16))[-50:]
+
+
+def encode_silence_dtx() -> list[bytes | None]:
+    """What a WebRTC sender told ``usedtx=1`` sends for a muted microphone, long settled: two
+    cycles of libopus' DTX (an update, then packets of no audio) where WebRTC sends only the
+    first packet of no audio after each update (``None``: a frame not sent)."""
+    from bridge.audio.opus import OpusEncoder
+
+    enc = OpusEncoder(RATE, bitrate=32_000, complexity=5, fec=True, expected_loss=0, dtx=True)
+    coded = [enc.encode(np.zeros(FRAME, np.int16)) for _ in range(200)]
+    updates = [i for i, p in enumerate(coded) if len(p) > 2 and i > 100]
+    out: list[bytes | None] = []
+    for i in range(updates[0], updates[2]):  # two whole update cycles
+        quiet = len(coded[i]) <= 2 and len(coded[i - 1]) <= 2
+        out.append(None if quiet else coded[i])
+    return out
+
+
+def asking_for_dtx(sdp: str) -> str:
+    """``sdp`` with its Opus parameters asking for DTX (``usedtx=1``, RFC 7587 §6.1)."""
+    from bridge.rtc.sdp import opus_parameters, with_opus_fmtp
+
+    params = {**opus_parameters(sdp), "usedtx": "1"}
+    return with_opus_fmtp(sdp, tuple(params.items()))
 
 
 CLICK_EVERY = 50
@@ -117,13 +145,14 @@ PROBES: dict[int, ClickProbe] = {}
 
 
 class PacketTrack(MediaStreamTrack):
-    """Plays pre-encoded Opus packets on a 20 ms clock (aiortc only packs them into RTP)."""
+    """Plays pre-encoded Opus packets on a 20 ms clock (aiortc only packs them into RTP); a
+    ``None`` among them is a frame not sent (DTX), its RTP time skipped."""
 
     kind = "audio"
 
     def __init__(
         self,
-        packets: list[bytes],
+        packets: list[bytes | None],
         echo: deque[bytes] | None = None,
         probe: ClickProbe | None = None,
     ) -> None:
@@ -136,18 +165,20 @@ class PacketTrack(MediaStreamTrack):
         self.start: float | None = None
 
     async def recv(self) -> av.Packet:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self.start is None:
-            self.start = time.monotonic()
-        else:
-            wait = self.start + self.n * 0.02 - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        if self.echo:
-            packet = av.Packet(self.echo.popleft())
-        else:
-            packet = av.Packet(self.packets[self.n % len(self.packets)])
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            if self.start is None:
+                self.start = time.monotonic()
+            else:
+                wait = self.start + self.n * 0.02 - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            payload = self.echo.popleft() if self.echo else self.packets[self.n % len(self.packets)]
+            if payload is not None:
+                break
+            self.n += 1
+        packet = av.Packet(payload)
         packet.pts = self.n * FRAME
         packet.time_base = fractions.Fraction(1, RATE)
         if self.probe is not None:
@@ -156,7 +187,8 @@ class PacketTrack(MediaStreamTrack):
         return packet
 
 
-ARRIVALS: dict[int, list[tuple[float, int]]] = {}
+ARRIVALS: dict[int, list[tuple[float, int, bool]]] = {}
+"""Per receiver (by id): (arrival, RTP timestamp, a packet of no audio: DTX) of each packet."""
 ECHOES: dict[int, deque[bytes]] = {}
 """Per receiver (by id): a bounded deque its payloads are copied to, for an echoing track."""
 
@@ -174,7 +206,7 @@ async def _count_only(self: RTCRtpReceiver, packet, arrival_time_ms: int) -> Non
     if stats is None:
         stats = streams[packet.ssrc] = StreamStatistics(RATE)
     stats.add(packet)
-    ARRIVALS.setdefault(id(self), []).append((now, packet.timestamp))
+    ARRIVALS.setdefault(id(self), []).append((now, packet.timestamp, len(packet.payload) <= 2))
     probe = PROBES.get(id(self))
     if probe is not None and packet.payload:
         probe.on_receive(packet.payload, now)
@@ -204,28 +236,49 @@ SEATS = {
 }
 
 
+@dataclass
+class Audio:
+    """What a call sends: ``plain`` packets, or ``dtx`` ones where the answer asks for DTX;
+    ``ask_dtx``: its offer asks for DTX."""
+
+    plain: list[bytes | None]
+    dtx: list[bytes | None] | None = None
+    ask_dtx: bool = True
+
+
 async def join(
     http: aiohttp.ClientSession,
     base: str,
     call_id: str,
-    packets: list[bytes],
+    audio: Audio,
     seat: dict,
     probe: ClickProbe | None = None,
 ) -> tuple[RTCPeerConnection, float]:
+    from bridge.rtc.sdp import opus_parameters
+
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTrack(PacketTrack(packets, probe=probe))
+    track = PacketTrack(audio.plain, probe=probe)
+    pc.addTrack(track)
     if probe is not None:
         PROBES[id(pc.getTransceivers()[0].receiver)] = probe
     await pc.setLocalDescription(await pc.createOffer())
+    offer = pc.localDescription.sdp
     t0 = time.monotonic()
     async with http.post(
         base + "/call/webrtc/offer",
-        json={"callID": call_id, "type": "offer", "sdp": pc.localDescription.sdp, **seat},
+        json={
+            "callID": call_id,
+            "type": "offer",
+            "sdp": asking_for_dtx(offer) if audio.ask_dtx else offer,
+            **seat,
+        },
     ) as r:
         answer = await r.json()
         if r.status != 200:
             raise RuntimeError(f"/call/webrtc/offer answered {r.status}: {answer}")
     offer_s = time.monotonic() - t0
+    if audio.dtx is not None and opus_parameters(answer["sdp"]).get("usedtx") == "1":
+        track.packets = audio.dtx  # a browser told usedtx=1 sends its silence in DTX
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
     return pc, offer_s
 
@@ -233,7 +286,7 @@ async def join(
 async def place_call(
     http: aiohttp.ClientSession,
     base: str,
-    packets: list[bytes],
+    audio: Audio,
     participants: int = 1,
     probe: ClickProbe | None = None,
 ):
@@ -247,32 +300,42 @@ async def place_call(
     for pid, role in SEATS[participants] or [(None, None)]:
         seat = {"participantID": pid, "role": role} if pid else {}
         # Only the call's first peer connection (the agent) carries the probe.
-        pc, offer_s = await join(http, base, call["callID"], packets, seat, probe)
+        pc, offer_s = await join(http, base, call["callID"], audio, seat, probe)
         probe = None
         pcs.append(pc)
         offers.append(offer_s)
     return call["callID"], pcs, offers[0]
 
 
-def arrivals_of(pc: RTCPeerConnection) -> list[tuple[float, int]]:
+def arrivals_of(pc: RTCPeerConnection) -> list[tuple[float, int, bool]]:
     receivers = [t.receiver for t in pc.getTransceivers()]
     return ARRIVALS.get(id(receivers[0]), []) if receivers else []
 
 
-def on_time_share(arrivals: list[tuple[float, int]], t0: float, t1: float) -> tuple[int, int]:
-    """(on-time packets, expected packets) inside [t0, t1]: lateness against the RTP clock."""
-    inside = [(t, ts) for t, ts in arrivals if t0 <= t <= t1]
+def on_time_share(arrivals: list[tuple[float, int, bool]], t0: float, t1: float) -> tuple[int, int]:
+    """(frames on time, frames expected) inside [t0, t1]: lateness against the RTP clock. A
+    packet of no audio (DTX) counts for the frames up to the next packet's RTP time (at most
+    25, and none past ``t1``): a sender in DTX sends one for many."""
     expected = round((t1 - t0) / 0.02)
-    if not inside:
+    if not arrivals:
         return 0, expected
-    times = np.array([t for t, _ in inside])
-    stamps = np.array([ts for _, ts in inside], dtype=np.int64)
+    times = np.array([t for t, _, _ in arrivals])
+    stamps = np.array([ts for _, ts, _ in arrivals], dtype=np.int64)
     stamps = np.unwrap(stamps, period=2**32).astype(np.float64) if stamps.size > 1 else stamps
+    order = np.argsort(stamps, kind="stable")
+    gaps = np.ones(stamps.size)
+    gaps[order[:-1]] = np.clip(np.round(np.diff(stamps[order]) / FRAME), 1, 25)
+    dtx = np.array([d for _, _, d in arrivals], dtype=bool)
+    covers = np.minimum(np.where(dtx, gaps, 1.0), np.floor((t1 - times) / 0.02) + 1)
+    inside = (times >= t0) & (times <= t1)
+    if not inside.any():
+        return 0, expected
+    times, stamps, covers = times[inside], stamps[inside], covers[inside]
     schedule = times[0] + (stamps - stamps[0]) / RATE
     # The earliest packet defines the clock's phase; lateness is measured against it.
     offset = np.min(times - schedule)
     late = (times - schedule - offset) > ON_TIME
-    return int(np.sum(~late)), expected
+    return min(expected, int(np.sum(covers[~late]))), expected
 
 
 async def main() -> None:
@@ -299,19 +362,29 @@ async def main() -> None:
         "(nobody speaking; the bridge's sim peer echoes it, so silence both ways)",
     )
     parser.add_argument(
+        "--no-ask-dtx",
+        action="store_true",
+        help="offer as Chromium does, without usedtx=1 (the bridge then sends silence in full)",
+    )
+    parser.add_argument(
         "--report-every", type=float, default=0.0, help="seconds between REPORT lines (0: none)"
     )
     args = parser.parse_args()
     restrict_host_addresses(["127.0.0.1"])
-    packets = encode_tone() if args.audio == "tone" else encode_silence()
+    ask = not args.no_ask_dtx
+    if args.audio == "tone":
+        audio = Audio(list(encode_tone()), ask_dtx=ask)
+    else:
+        audio = Audio(list(encode_silence()), encode_silence_dtx(), ask_dtx=ask)
     probe = ClickProbe() if args.click else None
     calls = []
     async with aiohttp.ClientSession() as http:
         for i in range(args.calls):
             if i == 0 and probe is not None:
-                call = await place_call(http, args.base, encode_clicks(), args.participants, probe)
+                clicks = Audio(list(encode_clicks()), ask_dtx=ask)
+                call = await place_call(http, args.base, clicks, args.participants, probe)
             else:
-                call = await place_call(http, args.base, packets, args.participants)
+                call = await place_call(http, args.base, audio, args.participants)
             calls.append(call)
         await asyncio.sleep(args.warmup)
         t0 = time.monotonic()

@@ -173,3 +173,24 @@ def test_rounds_pair_each_ratio_within_its_round_and_report_medians() -> None:
     ]
     assert echo == [0.3, 0.4, 0.2]
     assert medians(points) == {"ratio_vs_echo": {"10": 0.3}, "ratio_vs_tone": {"10": 0.6}}
+
+
+def test_the_load_generators_dtx_sends_what_webrtc_does_and_counts_the_frames_it_covers() -> None:
+    from bench.loadgen import encode_silence_dtx, on_time_share
+
+    packets = encode_silence_dtx()
+    sizes = [len(p) if p is not None else 0 for p in packets]
+    # Two whole cycles of libopus' DTX: an update, the first packet of no audio, nothing more.
+    sent = [n for n in sizes if n]
+    assert len(sent) == 4 and sent[0] > 2 and sent[1] <= 2 and sent[2] > 2 and sent[3] <= 2
+    assert sizes[:2] == sent[:2] and len(packets) > 30
+    # Two seconds of it, on time: every frame is covered, though few were sent (the packet
+    # after the window ends the last gap).
+    n = 100
+    frames = [i for i in range(2 * n) if packets[i % len(packets)] is not None]
+    rows = [(10 + i * 0.02, i * 960, sizes[i % len(packets)] <= 2) for i in frames]
+    assert len([f for f in frames if f < n]) < 15
+    assert on_time_share(rows, 10.0, 10.0 + n * 0.02 - 0.001) == (n, n)
+    # A plain stream that lost a packet: the loss is not covered by the packet before it.
+    plain = [(10 + i * 0.02, i * 960, False) for i in range(n) if i != 40]
+    assert on_time_share(plain, 10.0, 10.0 + n * 0.02) == (n - 1, n)
