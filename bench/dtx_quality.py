@@ -48,12 +48,15 @@ def encode(pcm: np.ndarray, dtx: bool) -> dict[int, bytes]:
 
 
 def run(sent: dict[int, bytes], frames: int, profile: str, seed: int) -> dict[str, object]:
+    # Separate seeded draws for the send timer (by frame), the network and the receiver's
+    # clock, so the two senders meet the same timers and the same clock phase.
     wire, rng = Wire(PROFILES[profile], seed), random.Random(seed)
+    send_timer = np.abs(np.random.default_rng(seed).normal(0.0, 0.001, frames))
     arrivals = []
     for seq, i in enumerate(sorted(sent)):
         extra = wire.fate()
         if extra is not None:
-            arrivals.append((i * 0.02 + abs(rng.gauss(0, 0.001)) + 0.001 + extra, seq, i))
+            arrivals.append((i * 0.02 + float(send_timer[i]) + 0.001 + extra, seq, i))
     arrivals.sort()
     rx = OpusReceiver(RATE, FRAME)
     out, j, tick, busy = [], 0, 0.001 + rng.uniform(0.0, 0.02), 0.0

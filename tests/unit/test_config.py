@@ -282,7 +282,7 @@ ENV_SAMPLES = [
     ("BRIDGE_OPUS_CELT_COMPLEXITY", "4", "media", "opus_celt_complexity", 4),
     ("BRIDGE_OPUS_FEC", "false", "media", "opus_fec", False),
     ("BRIDGE_OPUS_DTX", "true", "media", "opus_dtx", True),
-    ("BRIDGE_OPUS_UPLINK_DTX", "false", "media", "opus_uplink_dtx", False),
+    ("BRIDGE_OPUS_UPLINK_DTX", "true", "media", "opus_uplink_dtx", True),
     ("BRIDGE_OPUS_PASSTHROUGH", "false", "media", "opus_passthrough", False),
     ("BRIDGE_OPUS_RED", "false", "media", "opus_red", False),
     ("BRIDGE_SPEECH_EVENTS", "true", "media", "speech_events", True),
