@@ -315,7 +315,7 @@ def arrivals_of(pc: RTCPeerConnection) -> list[tuple[float, int, bool]]:
 def on_time_share(arrivals: list[tuple[float, int, bool]], t0: float, t1: float) -> tuple[int, int]:
     """(frames on time, frames expected) inside [t0, t1]: lateness against the RTP clock. A
     packet of no audio (DTX) counts for the frames up to the next packet's RTP time (at most
-    25, and none past ``t1``): a sender in DTX sends one for many."""
+    25, those inside the window): a sender in DTX sends one for many."""
     expected = round((t1 - t0) / 0.02)
     if not arrivals:
         return 0, expected
@@ -326,16 +326,21 @@ def on_time_share(arrivals: list[tuple[float, int, bool]], t0: float, t1: float)
     gaps = np.ones(stamps.size)
     gaps[order[:-1]] = np.clip(np.round(np.diff(stamps[order]) / FRAME), 1, 25)
     dtx = np.array([d for _, _, d in arrivals], dtype=bool)
-    covers = np.minimum(np.where(dtx, gaps, 1.0), np.floor((t1 - times) / 0.02) + 1)
-    inside = (times >= t0) & (times <= t1)
-    if not inside.any():
+    covers = np.where(dtx, gaps, 1.0)
+    # The frames of each packet that fall inside the window (a DTX packet just before it
+    # covers its first frames).
+    first = np.maximum(0.0, np.ceil((t0 - times) / 0.02 - 1e-9))
+    last = np.minimum(covers - 1, np.floor((t1 - times) / 0.02 + 1e-9))
+    counted = np.maximum(0.0, last - first + 1)
+    near = (times >= t0 - 0.5) & (times <= t1)
+    if not (near & (times >= t0)).any():
         return 0, expected
-    times, stamps, covers = times[inside], stamps[inside], covers[inside]
+    times, stamps, counted = times[near], stamps[near], counted[near]
     schedule = times[0] + (stamps - stamps[0]) / RATE
     # The earliest packet defines the clock's phase; lateness is measured against it.
     offset = np.min(times - schedule)
     late = (times - schedule - offset) > ON_TIME
-    return min(expected, int(np.sum(covers[~late]))), expected
+    return min(expected, int(np.sum(counted[~late]))), expected
 
 
 async def main() -> None:
