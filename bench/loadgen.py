@@ -323,7 +323,7 @@ def on_time_share(arrivals: list[tuple[float, int, bool]], t0: float, t1: float)
     stamps = np.array([ts for _, ts, _ in arrivals], dtype=np.int64)
     stamps = np.unwrap(stamps, period=2**32).astype(np.float64) if stamps.size > 1 else stamps
     order = np.argsort(stamps, kind="stable")
-    gaps = np.ones(stamps.size)
+    gaps = np.full(stamps.size, 25.0)  # the latest packet's silence runs on, as far as we know
     gaps[order[:-1]] = np.clip(np.round(np.diff(stamps[order]) / FRAME), 1, 25)
     dtx = np.array([d for _, _, d in arrivals], dtype=bool)
     covers = np.where(dtx, gaps, 1.0)

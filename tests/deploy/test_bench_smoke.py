@@ -191,6 +191,8 @@ def test_the_load_generators_dtx_sends_what_webrtc_does_and_counts_the_frames_it
     rows = [(10 + i * 0.02, i * 960, sizes[i % len(packets)] <= 2) for i in frames]
     assert len([f for f in frames if f < n]) < 15
     assert on_time_share(rows, 10.0, 10.0 + n * 0.02 - 0.001) == (n, n)
+    # Read at the window's end, before the next packet came: the latest covers up to it.
+    assert on_time_share([r for r in rows if r[0] < 12.0], 10.0, 11.999) == (n, n)
     # A window that opens inside a silence: the packet before it covers its first frames.
     assert on_time_share(rows, 10.5, 10.5 + n * 0.02 - 0.001) == (n, n)
     # A plain stream that lost a packet: the loss is not covered by the packet before it.

@@ -450,3 +450,87 @@ async def test_chromium_hears_red_from_the_bridge_under_loss(make_client, warbli
     print(f"Chromium concealed under 15 % downlink loss: FEC {fec_share:.3f}, RED {red_share:.3f}")
     assert fec_share > 0.02  # the loss was heard
     assert red_share <= 0.5 * fec_share, (red_share, fec_share)
+
+
+@pytest.fixture
+async def pausing_browser(tmp_path):
+    """Chromium whose fake microphone plays 2 s of a 440 Hz tone, then 2 s of digital silence,
+    over and over (Chromium loops the file)."""
+    import numpy as np
+
+    path = tmp_path / "pauses.wav"
+    pcm = np.concatenate([tone(440.0, 2 * 48_000, 48_000, 0.5), np.zeros(2 * 48_000)])
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48_000)
+        w.writeframes(pcm.astype("<i2").tobytes())
+    async with async_playwright() as p:
+        b = await p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={path}"],
+        )
+        yield b
+        await b.close()
+
+
+INBOUND_JS = """async () => {
+  const report = await window.demo.client.pc.getStats();
+  for (const s of report.values())
+    if (s.type === 'inbound-rtp' && s.kind === 'audio') return s.packetsReceived;
+  return null;
+}"""
+
+
+async def test_chromium_in_dtx_both_ways_keeps_the_sound_and_drops_the_silence(
+    make_client, pausing_browser
+) -> None:
+    """With BRIDGE_OPUS_UPLINK_DTX the answer asks Chromium for usedtx=1, and its silences come
+    as DTX: the bridge plays them as silence, not as loss. An offer that asks for DTX gets the
+    echo's silences as DTX in turn, and Chromium still hears every spurt of the tone."""
+    import json
+
+    from bridge.rtc.sdp import opus_parameters, with_opus_fmtp
+
+    client = await make_client(opus_uplink_dtx=True)
+    page = await pausing_browser.new_page()
+
+    async def asking_for_dtx(route) -> None:
+        body = route.request.post_data_json
+        sdp = "\r\n".join(
+            ln
+            for ln in body["sdp"].split("\r\n")
+            if not ln.startswith("a=candidate:") or " 127.0.0.1 " in ln
+        )
+        body["sdp"] = with_opus_fmtp(sdp, (*opus_parameters(sdp).items(), ("usedtx", "1")))
+        await route.continue_(post_data=json.dumps(body))
+
+    await page.route("**/call/webrtc/offer", asking_for_dtx)
+    await page.goto(str(client.make_url("/")))
+    await page.click("#call")
+    await wait_for(
+        page, "window.demo.client.pc && window.demo.client.pc.connectionState === 'connected'"
+    )
+    answer = await page.evaluate("window.demo.client.pc.remoteDescription.sdp")
+    assert opus_parameters(answer)["usedtx"] == "1"
+    snap = (await (await client.get("/call/status")).json())["calls"][0]
+    stats_url = f"/call/{snap['callID']}/stats"
+    await asyncio.sleep(2.0)  # past the start
+    before = (await (await client.get(stats_url)).json())["webrtc"]["receiver"]
+    heard_before = await page.evaluate(INBOUND_JS)
+    levels = []
+    for _ in range(80):  # 8 s: two tone spurts and two silences each way
+        levels.append(await page.evaluate("window.demo.client.outputLevel()"))
+        await asyncio.sleep(0.1)
+    after = (await (await client.get(stats_url)).json())["webrtc"]["receiver"]
+    heard = await page.evaluate(INBOUND_JS) - heard_before
+    await page.close()
+    received = after["packetsReceived"] - before["packetsReceived"]
+    dtx = (after["dtxSamples"] - before["dtxSamples"]) / 16_000
+    print("Chromium in DTX:", {"uplink packets": received, "dtx s": dtx, "downlink packets": heard})
+    # Uplink: Chromium sent its silences as DTX, and the bridge played them as such.
+    assert dtx > 2.0 and received < 0.75 * 8 * 50, (received, dtx)
+    assert after["concealmentEvents"] - before["concealmentEvents"] <= 1
+    # Downlink: the echo's silences went to Chromium as DTX; its tone spurts still play.
+    assert heard < 0.75 * 8 * 50, heard
+    assert max(levels) > -20 and min(levels) < -60, levels
