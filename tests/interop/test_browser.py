@@ -474,7 +474,7 @@ async def pausing_browser(tmp_path):
         await b.close()
 
 
-INBOUND_JS = """async () => {
+PACKETS_RECEIVED_JS = """async () => {
   const report = await window.demo.client.pc.getStats();
   for (const s of report.values())
     if (s.type === 'inbound-rtp' && s.kind === 'audio') return s.packetsReceived;
@@ -517,13 +517,13 @@ async def test_chromium_in_dtx_both_ways_keeps_the_sound_and_drops_the_silence(
     stats_url = f"/call/{snap['callID']}/stats"
     await asyncio.sleep(2.0)  # past the start
     before = (await (await client.get(stats_url)).json())["webrtc"]["receiver"]
-    heard_before = await page.evaluate(INBOUND_JS)
+    heard_before = await page.evaluate(PACKETS_RECEIVED_JS)
     levels = []
     for _ in range(80):  # 8 s: two tone spurts and two silences each way
         levels.append(await page.evaluate("window.demo.client.outputLevel()"))
         await asyncio.sleep(0.1)
     after = (await (await client.get(stats_url)).json())["webrtc"]["receiver"]
-    heard = await page.evaluate(INBOUND_JS) - heard_before
+    heard = await page.evaluate(PACKETS_RECEIVED_JS) - heard_before
     await page.close()
     received = after["packetsReceived"] - before["packetsReceived"]
     dtx = (after["dtxSamples"] - before["dtxSamples"]) / 16_000
