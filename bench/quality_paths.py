@@ -580,10 +580,21 @@ async def echo_call(speech: np.ndarray, seed: int, bridge: Bridge) -> dict[str, 
         browser.received.clear()
         browser.source.start()
         await asyncio.sleep(speech.size / RATE + 1.5)
+        async with http.get(f"{bridge.base}/call/{call_id}/stats") as r:
+            stats = await r.json()
         async with http.post(f"{bridge.base}/call/hangup", json={"callID": call_id}):
             pass
     await browser.close()
-    return {"round_trip": {"bridge": pesq_wb(speech, ideal_decode(browser.received))}}
+    received = browser.received
+    return {
+        "round_trip": {"bridge": pesq_wb(speech, ideal_decode(received))},
+        # What the round trip went through, to tell a low score's cause: the bridge's receiver
+        # (concealment, stretching), the downlink's sink, and what the browser missed.
+        "receiver": _receiver_stats(stats),
+        "sink": (stats.get("webrtc") or {}).get("jitterBuffer"),
+        "packets_received": len(received),
+        "packets_lost": (max(received) - min(received) + 1 - len(received)) if received else 0,
+    }
 
 
 async def run_paths(

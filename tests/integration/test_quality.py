@@ -62,7 +62,7 @@ async def test_the_echo_round_trip_through_two_bridge_hops_stays_clear(speech_8s
     from bench.quality_paths import run_paths
 
     out = await run_paths(speech_8s, [], echo=True)
-    assert out["echo"]["round_trip"]["bridge"] >= 3.2
+    assert out["echo"]["round_trip"]["bridge"] >= 3.2, out["echo"]
 
 
 @pytest.mark.timeout(60)
