@@ -41,18 +41,51 @@ update every 400 ms): from then on its missing frames are an outage, as anyone e
 class ComfortNoise:
     """Whether a missing frame is the sender's DTX, and the comfort noise that fills it."""
 
-    __slots__ = ("_decoder", "_silence", "_silent", "active")
+    __slots__ = ("_decoder", "_frame_ts", "_seq_done", "_silence", "_silent", "active")
 
-    def __init__(self, decoder: OpusDecoder, frame_samples: int) -> None:
+    def __init__(self, decoder: OpusDecoder, frame_samples: int, frame_ts: int = 960) -> None:
         self._decoder = decoder
+        self._frame_ts = frame_ts
+        """A frame's length in RTP time (48 kHz: RFC 7587 §4.1)."""
         self._silence = np.zeros(frame_samples, dtype=np.int16)
         self.active = False
         """The last packet decoded had no audio: the sender is in DTX."""
         self._silent = False
+        self._seq_done: int | None = None
+        """The highest sequence number played or passed by (late): see :meth:`lost`."""
 
-    def decoded(self, payload: bytes) -> None:
-        """A packet was decoded: the sender is in DTX if it carried no audio."""
+    def decoded(self, payload: bytes, seq: int | None = None) -> None:
+        """A packet (extended number ``seq``; ``None``: a RED copy) was decoded: the sender is
+        in DTX if it carried no audio."""
         self.active, self._silent = len(payload) <= DTX_PAYLOAD, False
+        if seq is not None and (self._seq_done is None or seq > self._seq_done):
+            self._seq_done = seq
+
+    def late(self, payload: bytes, seq: int) -> None:
+        """A packet came after its frame was played (concealed). If it is the newest yet, what
+        it says still holds: after a packet of no audio the next missing frames are DTX, not
+        losses (else a late one would turn the silence into an outage); after one with audio,
+        the sender is talking again."""
+        if self._seq_done is None or seq > self._seq_done:
+            self.decoded(payload, seq)
+
+    def forget_numbers(self) -> None:
+        """The stream restarts: numbers from before say nothing of the gaps after."""
+        self._seq_done = None
+
+    def lost(self, next_seq: int | None, ahead: int) -> bool:
+        """Whether the missing frame due now was sent and lost, not left unsent, given the next
+        packet held: its number, and how far ahead of the frame due it is (RTP time).
+
+        A DTX sender numbers only the packets it sends (RFC 3550 §5.1), so numbers missing
+        between the last packet played and the next one held are packets lost, and they were
+        the frames just before that one (a talk spurt's first, after the silence): the frame
+        due now is one of them when the next packet is at most that many frames ahead. A RED
+        copy has no number: then it is DTX."""
+        if self._seq_done is None or next_seq is None:
+            return False
+        missing = next_seq - self._seq_done - 1
+        return missing > 0 and ahead <= missing * self._frame_ts
 
     def fill(self, quiet_for: float) -> Pcm | None:
         """The frame for a missing packet, ``quiet_for`` seconds after the latest arrival:

@@ -62,11 +62,13 @@ restarts from the next packet (200 ms: libopus' concealment has faded out by the
 
 
 class _Packet:
-    __slots__ = ("arrival", "payload")
+    __slots__ = ("arrival", "payload", "seq")
 
-    def __init__(self, payload: bytes, arrival: float) -> None:
+    def __init__(self, payload: bytes, arrival: float, seq: int | None) -> None:
         self.payload = payload
         self.arrival = arrival
+        self.seq = seq
+        """Extended RTP sequence number (``None``: a redundant copy, RED, has none)."""
 
 
 class OpusReceiver:
@@ -116,14 +118,9 @@ class OpusReceiver:
         """The sender puts FEC data in its packets (worth waiting a frame for after a loss)."""
         self._latest = b""
         """The latest packet's payload, looked at for FEC only when a frame is missing."""
-        self._dtx = ComfortNoise(self._decoder, frame_samples)
+        self._dtx = ComfortNoise(self._decoder, frame_samples, self.frame_ts)
 
     # -- packets in
-    @property
-    def started(self) -> bool:
-        """A first packet has arrived."""
-        return self._rtp.started
-
     @property
     def playing(self) -> bool:
         """Packets are flowing: false before the first one, and after an outage (the sender
@@ -147,6 +144,7 @@ class OpusReceiver:
                 self.decision.observe(due - arrival)
                 if ts <= self._next - self.frame_ts:
                     self._rtp.discard(ext_seq)
+                    self._dtx.late(payload, ext_seq)
                     return
         self._latest = payload
         if not self._sender_fec and (stats.packets_received <= 50 or not ext_seq & 7):
@@ -163,7 +161,7 @@ class OpusReceiver:
                 return
             del self._packets[oldest]
             stats.packets_discarded += 1
-        self._packets[ts] = _Packet(payload, arrival)
+        self._packets[ts] = _Packet(payload, arrival, ext_seq)
 
     def push_redundant(self, timestamp: int, payload: bytes, arrival: float) -> None:
         """A redundant copy of an earlier frame (RFC 2198 RED): used only if that frame's own
@@ -175,7 +173,7 @@ class OpusReceiver:
             return
         if self._playing and ts > self._next + RTP_CLOCK:
             return
-        self._packets[ts] = _Packet(payload, arrival)
+        self._packets[ts] = _Packet(payload, arrival, None)
         self.stats.red_recovered_packets += 1
 
     @property
@@ -303,6 +301,7 @@ class OpusReceiver:
         self._packets.clear()
         self._fifo.clear()
         self._first_arrival = -1e9  # no priming delay on a restart
+        self._dtx.forget_numbers()
 
     def _decode_next(self) -> Pcm:
         packet = self._packets.pop(self._next, None)
@@ -324,11 +323,13 @@ class OpusReceiver:
             if pcm.size:
                 self._next += pcm.size * RTP_CLOCK // self.rate
                 self._concealed_run = 0
-                self._dtx.decoded(packet.payload)
+                self._dtx.decoded(packet.payload, packet.seq)
                 self.stats.total_samples_received += pcm.size
                 self._delay_sample = self._next_due - packet.arrival
                 return pcm
-        noise = self._dtx.fill(self._next_due - self._rtp.last_arrival)
+        ahead, noise = min(self._packets, default=None), None  # the sender's DTX, or a loss?
+        if ahead is None or not self._dtx.lost(self._packets[ahead].seq, ahead - self._next):
+            noise = self._dtx.fill(self._next_due - self._rtp.last_arrival)
         if noise is not None:
             self._next += self.frame_ts
             self.stats.dtx_samples += noise.size

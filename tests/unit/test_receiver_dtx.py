@@ -151,3 +151,46 @@ def test_a_sender_in_dtx_that_sends_nothing_more_has_stopped() -> None:
     _, playing = run(rx, sent, [0.001 + f * 0.02 for f in frames], until=4.0)
     assert playing[60] and not playing[-1]
     assert rx.stats.concealment_events == 1
+
+
+def test_a_talk_spurts_lost_first_packet_is_a_loss_not_comfort_noise() -> None:
+    """DTX numbers only the packets sent: when the next packet held shows a number missing, the
+    frame due was sent and lost (a spurt's first, after the silence), so the next packet's FEC
+    rebuilds it. Taken for DTX, it played as comfort noise: the spurt's onset was silent."""
+    pattern = [(1.0, True), (1.0, False), (1.0, True), (0.3, False)]
+    sent, frames = dtx_packets(talk(pattern))
+    # The second spurt's first packet: the first with audio after the silence's DTX (libopus
+    # leaves DTX a frame early, its look-ahead hearing the tone).
+    onset = next(i for i in range(1, len(sent)) if frames[i] > 90 and len(sent[i - 1][2]) <= 2)
+    assert len(sent[onset][2]) > 2 and 95 <= frames[onset] <= 100, frames[onset]
+    del sent[onset], frames[onset]
+    rx = OpusReceiver(min_delay=0.04)  # the next packet is at hand when the lost one is due
+    played, playing = run(rx, sent, [0.001 + f * 0.02 for f in frames], until=3.3)
+    stats = rx.stats
+    assert stats.fec_recovered_samples == FRAME and stats.fec_packets_received == 1
+    assert stats.concealment_events == 0 and all(playing[5:])
+    # The onset is heard from its first frame: two spurts, 2.0 s apart to the sample.
+    starts = onsets(played)
+    assert [s - starts[0] for s in starts] == [0, 2 * RATE], starts
+
+
+def test_a_late_packet_of_no_audio_still_says_the_sender_is_silent() -> None:
+    """The silence's packet of no audio comes after its frame was concealed: the missing frames
+    after it are still the sender's DTX. Ignored as late, the silence was an outage (ten
+    frames concealed, the stream restarted with no delay)."""
+    sent, frames = dtx_packets(talk([(1.0, True), (1.5, False), (1.0, True), (0.3, False)]))
+    # A packet of no audio that the sender follows with nothing for 400 ms (its DTX proper).
+    late = next(
+        i for i, (_, _, p) in enumerate(sent) if len(p) <= 2 and frames[i + 1] > frames[i] + 10
+    )
+    arrivals = [0.001 + f * 0.02 for f in frames]
+    arrivals[late] += 0.1  # five frames late
+    rx = OpusReceiver()
+    played, playing = run(rx, sent, arrivals, until=3.8)
+    assert all(playing[5:]), playing.index(False)  # no outage, no restart
+    assert rx.stats.concealment_events == 1
+    assert rx.stats.concealed_samples <= 6 * FRAME
+    assert rx.stats.dtx_samples > 1.0 * RATE
+    # The late packet showed a jitter spike: the delay grew by a frame (an insertion) at most.
+    starts = onsets(played)
+    assert len(starts) == 2 and 0 <= starts[1] - starts[0] - int(2.5 * RATE) <= FRAME, starts
