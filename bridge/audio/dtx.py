@@ -108,11 +108,16 @@ class ComfortNoise:
 class DtxGate:
     """Which packets of a silence a sender in DTX sends (see the module docstring)."""
 
-    __slots__ = ("_in_dtx", "_quiet")
+    __slots__ = ("_in_dtx", "_quiet", "marker")
 
     def __init__(self) -> None:
         self._in_dtx = False
         self._quiet = 0
+        self.marker: bool | None = None
+        """The RTP marker of the packet :meth:`outgoing` just let through, as WebRTC sets it
+        (RFC 3551 §4.1: the first packet of a talk spurt): ``True`` for the first packet with
+        audio after a packet of no audio, ``False`` for a packet of no audio (though RTP time
+        jumped before it), ``None`` otherwise (the stream decides)."""
 
     def outgoing(self, payload: bytes, settled_silence: bool) -> bytes | None:
         """What to send for the frame coded as ``payload`` (``None``: nothing);
@@ -121,12 +126,13 @@ class DtxGate:
             self._quiet += 1
             if self._in_dtx and self._quiet % DTX_UPDATE_FRAMES:
                 return None
-            self._in_dtx = True
+            self._in_dtx, self.marker = True, False
             return bytes((payload[0] & 0xFC,))  # the same TOC, code 0: one empty frame
         if len(payload) <= DTX_PAYLOAD:  # libopus' DTX (WebRTC's rule): the first only
             if self._in_dtx:
                 return None
-            self._in_dtx = True
+            self._in_dtx, self.marker = True, False
             return payload
+        self.marker = True if self._in_dtx else None
         self._in_dtx, self._quiet = False, 0
         return payload

@@ -217,7 +217,13 @@ class LeanSender:
                     await asyncio.sleep(0.02)
                     continue
                 packet = await track.recv()
-                await self.send(packet.data, packet.pts, packet.seq, audio_type=packet.payload_type)
+                await self.send(
+                    packet.data,
+                    packet.pts,
+                    packet.seq,
+                    marker=packet.marker,
+                    audio_type=packet.payload_type,
+                )
         except (asyncio.CancelledError, ConnectionError, MediaStreamError):
             pass
         except Exception:  # loudly, but aiortc's stop() must still find rtp_exited set

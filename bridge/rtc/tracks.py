@@ -44,15 +44,22 @@ class EncodedPacket:
     compares against, its ``convert_timebase`` does no ``Fraction`` arithmetic either.
     """
 
-    __slots__ = ("data", "payload_type", "pts", "seq", "time_base")
+    __slots__ = ("data", "marker", "payload_type", "pts", "seq", "time_base")
 
     def __init__(
-        self, data: bytes, pts: int, seq: int | None = None, payload_type: int | None = None
+        self,
+        data: bytes,
+        pts: int,
+        seq: int | None = None,
+        payload_type: int | None = None,
+        marker: bool | None = None,
     ) -> None:
         self.data = data
         self.pts = pts
         self.seq = seq
         self.payload_type = payload_type
+        self.marker = marker
+        """The RTP marker bit, or ``None``: the stream decides (``RtpStream.packetise``)."""
         self.time_base = _RTP_TIME_BASE
 
     def __bytes__(self) -> bytes:
@@ -220,20 +227,23 @@ class OpusBusTrack(MediaStreamTrack):
         payload = self._encoder.encode(pcm)
         pts = self._pts
         self._pts += _FRAME_TS
+        marker = None
         if self.dtx_gate is not None:
             gated = self.dtx_gate.outgoing(payload, self._encoder.settled_silence)
             if gated is None:
                 self.dtx_frames += 1
                 return None
-            payload = gated
+            payload, marker = gated, self.dtx_gate.marker
         self.frames_sent += 1
-        return self._packet(payload, pts)
+        return self._packet(payload, pts, marker=marker)
 
-    def _packet(self, payload: bytes, pts: int, seq: int | None = None) -> EncodedPacket:
+    def _packet(
+        self, payload: bytes, pts: int, seq: int | None = None, *, marker: bool | None = None
+    ) -> EncodedPacket:
         if self.red is None:
-            return EncodedPacket(payload, pts, seq)
+            return EncodedPacket(payload, pts, seq, None, marker)
         data, payload_type = self.red.wrap(payload, pts, self.applied.red_depth)
-        return EncodedPacket(data, pts, seq, payload_type)
+        return EncodedPacket(data, pts, seq, payload_type, marker)
 
     def _in_run(self, pt: PassThrough) -> bool:
         """Whether ``pt``'s packets continue the current forwarding run (a new source, after

@@ -9,6 +9,7 @@ from bridge.audio import FRAME_SAMPLES
 from bridge.audio.dtx import DTX_UPDATE_FRAMES, DtxGate
 from bridge.audio.receiver import OpusReceiver
 from bridge.rtc.protection import EncoderSetting, LossProtection
+from bridge.rtc.rtpsend import RtpStream
 from bridge.rtc.sdp import answer_fmtp, asks_for_dtx, opus_parameters, with_opus_fmtp
 from bridge.rtc.tracks import OpusBusTrack
 from tests.support.spectrum import dominant_frequency
@@ -45,7 +46,10 @@ def test_the_gate_sends_a_packet_of_no_audio_every_400_ms_of_settled_silence() -
     sent = [i for i, p in enumerate(out) if p is not None]
     assert sent == [0, DTX_UPDATE_FRAMES - 1, 2 * DTX_UPDATE_FRAMES - 1, 3 * DTX_UPDATE_FRAMES - 1]
     assert all(out[i] == b"\xfc" for i in sent)  # the TOC, code 0: one empty frame
+    assert gate.marker is False  # a packet of no audio
     assert gate.outgoing(speech, False) == speech  # sound: sent at once
+    assert gate.marker is True  # the first of a talk spurt
+    assert gate.outgoing(speech, False) == speech and gate.marker is None
     # libopus' own DTX (BRIDGE_OPUS_DTX): WebRTC's rule, the first packet of no audio only.
     marker, update = b"\x08", b"\x08" + b"u" * 7
     assert [gate.outgoing(p, False) for p in (marker, marker, marker, update, marker, marker)] == [
@@ -81,6 +85,16 @@ async def test_a_pause_goes_out_as_dtx_and_the_next_spurt_keeps_its_place_in_rtp
     assert [len(bytes(p)) for p in packets if p.pts // 960 in pause][-2:] == [1, 1]
     assert frames == sorted(frames) and 90 in frames  # the spurt's first frame, in its place
     assert track.dtx_frames == 110 + 1 - len(packets)
+    # The marker bit as WebRTC sets it (RFC 3551 §4.1): on the first packet of each talk spurt
+    # after DTX, never on a packet of no audio, though RTP time jumps before each of them.
+    stream = RtpStream(1, 111, first_seq=0, origin=0)
+    marked = [
+        f
+        for f, p in zip(frames, packets, strict=True)
+        if stream.packetise(bytes(p), p.pts, marker=p.marker)[1] & 0x80
+    ]
+    assert marked == [0, 90], marked
+    assert all(p.marker is False for p in packets if len(bytes(p)) <= 2)
     # A receiver fed the packets on their RTP time plays the spurts 1.8 s apart, to the sample.
     rx = OpusReceiver()
     out, at = [], {p.pts // 960: (seq, p) for seq, p in enumerate(packets)}
