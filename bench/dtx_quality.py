@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.quality import machine
+from bench.quality import stamped
 from bench.quality_paths import PROFILES, Wire, ideal_decode
 from bench.scoring import pesq_wb
 from bench.speech import speech
@@ -131,9 +131,7 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         result = {
-            "kind": "dtx-quality",
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": machine(),
+            **stamped("dtx-quality"),
             "seeds": args.seeds,
             "noise_rms": args.noise,
             "speech_seconds": round(ref.size / RATE, 2),

@@ -35,6 +35,15 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
 
+def stamped(kind: str) -> dict[str, Any]:
+    """A result's first fields: what it is, when, and on what machine."""
+    return {
+        "kind": kind,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+    }
+
+
 def machine() -> dict[str, Any]:
     from importlib.metadata import version
 
@@ -78,9 +87,7 @@ def run_encoder_curve(args: argparse.Namespace) -> None:
     t0 = time.monotonic()
     rows = celt_curve(reference) if args.celt_curve else curve(reference)
     result = {
-        "kind": "encoder-curve",
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": machine(),
+        **stamped("encoder-curve"),
         "speech_seconds": round(reference.size / 16_000, 2),
         "run_seconds": round(time.monotonic() - t0, 1),
         "rows": rows,
@@ -98,9 +105,7 @@ def run_loss_curve(args: argparse.Namespace) -> None:
     t0 = time.monotonic()
     rows = loss_curve(reference)
     result = {
-        "kind": "loss-curve",
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": machine(),
+        **stamped("loss-curve"),
         "speech_seconds": round(reference.size / 16_000, 2),
         "run_seconds": round(time.monotonic() - t0, 1),
         "rows": rows,
@@ -197,9 +202,7 @@ def run_paths(args: argparse.Namespace) -> None:
     t0 = time.monotonic()
     paths = asyncio.run(run(reference, names, seed=args.seed, cloudapi=True))
     result = {
-        "kind": "paths",
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": machine(),
+        **stamped("paths"),
         "seed": args.seed,
         "speech_seconds": round(reference.size / 16_000, 2),
         "run_seconds": round(time.monotonic() - t0, 1),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import wave
 
 import pytest
 
@@ -16,10 +15,9 @@ from ..support import waits
 from ..support.calls import wait_state
 from ..support.chromium import (
     ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    async_playwright,
+    chromium_hearing,
     loopback_only,
+    mic_wav,
     require_chromium,
     wait_for,
 )
@@ -30,23 +28,13 @@ require_chromium()
 @pytest.fixture(scope="module")
 def tone_wav(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("mic") / "tone440.wav"
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(48_000)
-        w.writeframes(tone(440.0, 48_000 * 10, 48_000, 0.5).astype("<i2").tobytes())
-    return str(path)
+    return mic_wav(path, tone(440.0, 48_000 * 10, 48_000, 0.5))
 
 
 @pytest.fixture
 async def browser(tone_wav):
-    async with async_playwright() as p:
-        b = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={tone_wav}"],
-        )
+    async with chromium_hearing(tone_wav) as b:
         yield b
-        await b.close()
 
 
 FREQ_JS = """async () => {
@@ -239,21 +227,10 @@ async def warbling_browser(tmp_path):
     libopus codes a steady tone with almost no FEC data, a voice with plenty."""
     import numpy as np
 
-    path = tmp_path / "warble.wav"
     t = np.arange(48_000 * 20) / 48_000
     pcm = np.sin(2 * np.pi * (440 * t + 10 * np.sin(2 * np.pi * 4 * t))) * 0.5 * 32767
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(48_000)
-        w.writeframes(pcm.astype("<i2").tobytes())
-    async with async_playwright() as p:
-        b = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={path}"],
-        )
+    async with chromium_hearing(mic_wav(tmp_path / "warble.wav", pcm)) as b:
         yield b
-        await b.close()
 
 
 async def lossy_call(client, browser, *, until) -> tuple[dict, dict, float]:
@@ -458,20 +435,9 @@ async def pausing_browser(tmp_path):
     over and over (Chromium loops the file)."""
     import numpy as np
 
-    path = tmp_path / "pauses.wav"
     pcm = np.concatenate([tone(440.0, 2 * 48_000, 48_000, 0.5), np.zeros(2 * 48_000)])
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(48_000)
-        w.writeframes(pcm.astype("<i2").tobytes())
-    async with async_playwright() as p:
-        b = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={path}"],
-        )
+    async with chromium_hearing(mic_wav(tmp_path / "pauses.wav", pcm)) as b:
         yield b
-        await b.close()
 
 
 PACKETS_RECEIVED_JS = """async () => {

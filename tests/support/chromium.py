@@ -7,7 +7,13 @@ import asyncio
 import json
 import os
 import shutil
+import wave
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from .requires import require
 
@@ -43,6 +49,30 @@ CHROMIUM_ARGS = [
     "--autoplay-policy=no-user-gesture-required",
 ]
 """Headless Chromium for the tests: fake devices, loopback peer connections, no network."""
+
+
+def mic_wav(path: Path, pcm: np.ndarray) -> str:
+    """``pcm`` (48 kHz mono) as a WAV for Chromium's fake microphone, which loops it."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48_000)
+        w.writeframes(np.clip(pcm, -32768, 32767).astype("<i2").tobytes())
+    return str(path)
+
+
+@asynccontextmanager
+async def chromium_hearing(wav: str) -> AsyncIterator[Any]:
+    """A headless Chromium whose microphone plays ``wav`` (:func:`mic_wav`)."""
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[*CHROMIUM_ARGS, f"--use-file-for-fake-audio-capture={wav}"],
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
 
 
 async def loopback_only(route) -> None:
