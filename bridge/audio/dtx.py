@@ -23,6 +23,9 @@ goes in place of the cycle's every :data:`DTX_UPDATE_FRAMES` frames, and nothing
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 from .opus import SILENT_PEAK, OpusDecoder, OpusError
@@ -69,23 +72,36 @@ class ComfortNoise:
         if self._seq_done is None or seq > self._seq_done:
             self.decoded(payload, seq)
 
+    def passed(self, seq: int | None) -> None:
+        """Number ``seq`` went to a packet that is not audio (an RFC 4733 event, which shares
+        the stream's numbers, RFC 4733 §2.1): it is no gap."""
+        if seq is not None and (self._seq_done is None or seq > self._seq_done):
+            self._seq_done = seq
+
     def forget_numbers(self) -> None:
         """The stream restarts: numbers from before say nothing of the gaps after."""
         self._seq_done = None
 
-    def lost(self, next_seq: int | None, ahead: int) -> bool:
-        """Whether the missing frame due now was sent and lost, not left unsent, given the next
-        packet held: its number, and how far ahead of the frame due it is (RTP time).
+    def lost(self, held: Mapping[int, Any], due: int) -> bool:
+        """Whether the missing frame at RTP time ``due`` was sent and lost, rather than left
+        unsent by a sender in DTX, given the packets ``held`` (RTP time → one with ``seq``, its
+        extended number, or ``None`` for a RED copy). Out of DTX, every missing frame is lost.
 
         A DTX sender numbers only the packets it sends (RFC 3550 §5.1), so numbers missing
-        between the last packet played and the next one held are packets lost, and they were
-        the frames just before that one (a talk spurt's first, after the silence): the frame
-        due now is one of them when the next packet is at most that many frames ahead. A RED
-        copy has no number: then it is DTX."""
-        if self._seq_done is None or next_seq is None:
+        between the last packet played and the next numbered one held are packets lost. They
+        are taken to be the frames just before that one (a talk spurt's first, after the
+        silence): the frame due is one of them when that packet is at most that many frames
+        ahead. (A lost update in mid-silence is then taken for the last frames before the next
+        packet, and a 40 or 60 ms packet counts as one frame: both err towards concealment
+        for a frame of silence.)"""
+        if not self.active:
+            return True
+        numbered = [t for t, packet in held.items() if packet.seq is not None]
+        if self._seq_done is None or not numbered:
             return False
-        missing = next_seq - self._seq_done - 1
-        return missing > 0 and ahead <= missing * self._frame_ts
+        ahead = min(numbered)
+        missing = held[ahead].seq - self._seq_done - 1
+        return missing > 0 and ahead - due <= missing * self._frame_ts
 
     def fill(self, quiet_for: float) -> Pcm | None:
         """The frame for a missing packet, ``quiet_for`` seconds after the latest arrival:
@@ -108,16 +124,20 @@ class ComfortNoise:
 class DtxGate:
     """Which packets of a silence a sender in DTX sends (see the module docstring)."""
 
-    __slots__ = ("_in_dtx", "_quiet", "marker")
+    __slots__ = ("_comfort", "_dtx_run", "_in_dtx", "_quiet", "marker")
 
     def __init__(self) -> None:
         self._in_dtx = False
         self._quiet = 0
+        self._dtx_run = 0
+        """libopus' packets of no audio in a row (its update comes after DTX_UPDATE_FRAMES)."""
+        self._comfort = False
+        """The last frame was comfort noise (no audio, or libopus' update), not sound."""
         self.marker: bool | None = None
         """The RTP marker of the packet :meth:`outgoing` just let through, as WebRTC sets it
-        (RFC 3551 §4.1: the first packet of a talk spurt): ``True`` for the first packet with
-        audio after a packet of no audio, ``False`` for a packet of no audio (though RTP time
-        jumped before it), ``None`` otherwise (the stream decides)."""
+        (RFC 3551 §4.1: the first packet of a talk spurt): ``True`` for the first packet of
+        sound after comfort noise, ``False`` for comfort noise (though RTP time jumped before
+        it), ``None`` otherwise (the stream decides)."""
 
     def outgoing(self, payload: bytes, settled_silence: bool) -> bytes | None:
         """What to send for the frame coded as ``payload`` (``None``: nothing);
@@ -126,13 +146,20 @@ class DtxGate:
             self._quiet += 1
             if self._in_dtx and self._quiet % DTX_UPDATE_FRAMES:
                 return None
-            self._in_dtx, self.marker = True, False
+            self._in_dtx, self._comfort, self.marker = True, True, False
             return bytes((payload[0] & 0xFC,))  # the same TOC, code 0: one empty frame
         if len(payload) <= DTX_PAYLOAD:  # libopus' DTX (WebRTC's rule): the first only
+            self._dtx_run += 1
+            self._comfort = True
             if self._in_dtx:
                 return None
             self._in_dtx, self.marker = True, False
             return payload
-        self.marker = True if self._in_dtx else None
-        self._in_dtx, self._quiet = False, 0
+        if self._dtx_run == DTX_UPDATE_FRAMES:
+            # libopus' comfort-noise update, 400 ms into its DTX: sent, and the next packet of
+            # no audio after it too (WebRTC's rule), but no talk spurt (libwebrtc sends it as CN)
+            self._dtx_run, self._in_dtx, self.marker = 0, False, False
+            return payload
+        self.marker = True if self._comfort else None
+        self._in_dtx, self._comfort, self._quiet, self._dtx_run = False, False, 0, 0
         return payload

@@ -167,14 +167,16 @@ class OpusReceiver:
         """A redundant copy of an earlier frame (RFC 2198 RED): used only if that frame's own
         packet has not arrived and its turn has not passed; never counted as a packet."""
         ts = self._rtp.extend(timestamp)
-        if ts is None or not payload:
+        if ts is None or not payload or ts in self._packets:
             return
-        if ts in self._packets or (self._playing and ts < self._next):
-            return
-        if self._playing and ts > self._next + RTP_CLOCK:
+        if self._playing and not self._next <= ts <= self._next + RTP_CLOCK:
             return
         self._packets[ts] = _Packet(payload, arrival, None)
         self.stats.red_recovered_packets += 1
+
+    def numbered(self, seq: int) -> None:
+        """A packet of this stream that is not audio (an RFC 4733 event) took number ``seq``."""
+        self._dtx.passed(self._rtp.extend_seq(seq))
 
     @property
     def delay(self) -> float:
@@ -327,9 +329,8 @@ class OpusReceiver:
                 self.stats.total_samples_received += pcm.size
                 self._delay_sample = self._next_due - packet.arrival
                 return pcm
-        ahead, noise = min(self._packets, default=None), None  # the sender's DTX, or a loss?
-        if ahead is None or not self._dtx.lost(self._packets[ahead].seq, ahead - self._next):
-            noise = self._dtx.fill(self._next_due - self._rtp.last_arrival)
+        quiet = self._next_due - self._rtp.last_arrival  # the sender's DTX, or a loss?
+        noise = None if self._dtx.lost(self._packets, self._next) else self._dtx.fill(quiet)
         if noise is not None:
             self._next += self.frame_ts
             self.stats.dtx_samples += noise.size

@@ -118,6 +118,11 @@ class RtpArrivals:
         stats.packets_lost = max(0, self._seq_max - self._seq_base + 1 - stats.packets_received)
         return ext_seq, ts
 
+    def extend_seq(self, seq: int) -> int | None:
+        """A sequence number (of a packet that is not audio) extended like the packets'; None
+        before any."""
+        return None if self._seq_ref is None else _unwrap(seq, self._seq_ref, 16)
+
     def extend(self, timestamp: int) -> int | None:
         """A timestamp (of a redundant copy) extended like the packets'; None before any."""
         return None if self._ts_ref is None else _unwrap(timestamp, self._ts_ref, 32)

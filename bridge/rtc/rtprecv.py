@@ -263,6 +263,7 @@ class LeanReceive:
                 return
             if ssrc in self._ssrcs and seam.receiver_enabled(receiver):
                 self._count(ssrc, seq, timestamp, audio=False)
+                self.playout.numbered(seq)  # its number is no gap in the audio's (DTX)
             detector.feed(timestamp, plain[bounds[0] : bounds[1]])
             return
         if bounds is None or not seam.receiver_enabled(receiver):

@@ -111,6 +111,11 @@ class Playout:
         if self._unregister is None and not self._tasks.closed:
             self._unregister = worker_clock().register(self._tick, Phase.RECEIVE)
 
+    def numbered(self, seq: int) -> None:
+        """A packet of this leg that is not audio (an RFC 4733 event) took number ``seq``."""
+        if not self._stopped:
+            self.receiver.numbered(seq)
+
     def redundant(self, timestamp: int, payload: bytes) -> None:
         """A redundant copy of an earlier frame from a RED packet (``rtc/red.py``)."""
         if not self._stopped:

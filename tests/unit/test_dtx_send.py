@@ -60,6 +60,15 @@ def test_the_gate_sends_a_packet_of_no_audio_every_400_ms_of_settled_silence() -
         marker,
         None,
     ]
+    # libopus' comfort-noise update comes 400 ms into its DTX: sent, but no talk spurt (as
+    # libwebrtc sends it: CN, no marker); the sound after the silence is one.
+    gate = DtxGate()
+    assert gate.outgoing(speech, False) == speech
+    marks = []
+    for p in [marker] * DTX_UPDATE_FRAMES + [update, marker, marker, speech]:
+        if gate.outgoing(p, False) is not None:
+            marks.append(gate.marker)
+    assert marks == [False, False, False, True], marks
 
 
 async def test_a_pause_goes_out_as_dtx_and_the_next_spurt_keeps_its_place_in_rtp_time() -> None:

@@ -194,3 +194,48 @@ def test_a_late_packet_of_no_audio_still_says_the_sender_is_silent() -> None:
     # The late packet showed a jitter spike: the delay grew by a frame (an insertion) at most.
     starts = onsets(played)
     assert len(starts) == 2 and 0 <= starts[1] - starts[0] - int(2.5 * RATE) <= FRAME, starts
+
+
+def test_a_red_copy_held_first_does_not_hide_the_lost_numbers() -> None:
+    """A spurt's first two packets lost, the third bringing a RED copy of the second: the copy
+    has no number, so the gap is read from the numbered packet behind it, and the first frame
+    is still a loss (rebuilt from the copy's FEC), not comfort noise."""
+    sent, frames = dtx_packets(talk([(1.0, True), (1.0, False), (1.0, True), (0.3, False)]))
+    onset = next(i for i in range(1, len(sent)) if frames[i] > 90 and len(sent[i - 1][2]) <= 2)
+    copy = sent[onset + 1]
+    del sent[onset : onset + 2], frames[onset : onset + 2]
+    rx = OpusReceiver(min_delay=0.06)
+    tick, j, arrivals = 0.007, 0, [0.001 + f * 0.02 for f in frames]
+    while tick < 3.3:
+        while j < len(sent) and arrivals[j] <= tick:
+            seq, ts, payload = sent[j]
+            if j == onset:  # the third packet, RED around the second's copy
+                rx.push_redundant(copy[1], copy[2], arrivals[j])
+            rx.push(seq, ts, payload, arrivals[j])
+            j += 1
+        rx.pop(tick)
+        tick += 0.02
+    assert rx.stats.red_recovered_packets == 1
+    assert rx.stats.fec_recovered_samples == FRAME and rx.stats.concealment_events == 0
+
+
+def test_telephone_events_numbered_in_a_silence_are_no_gap() -> None:
+    """A key pressed while the microphone is in DTX: the RFC 4733 packets take numbers of the
+    audio's sequence (the receiver is told, ``numbered``), so the spurt after them is no loss.
+    Read as a gap, the frames before the spurt were concealed as four lost packets."""
+    sent, frames = dtx_packets(talk([(1.0, True), (1.0, False), (1.0, True), (0.3, False)]))
+    onset = next(i for i in range(1, len(sent)) if frames[i] > 90 and len(sent[i - 1][2]) <= 2)
+    events = [(sent[onset][0] + k) & 0xFFFF for k in range(4)]  # sent at 1.7 s, in the pause
+    sent = [*sent[:onset], *(((s + 4) & 0xFFFF, t, p) for s, t, p in sent[onset:])]
+    rx = OpusReceiver(min_delay=0.06)
+    tick, j, arrivals = 0.007, 0, [0.001 + f * 0.02 for f in frames]
+    while tick < 3.3:
+        if events and tick >= 1.7:
+            rx.numbered(events.pop(0))
+        while j < len(sent) and arrivals[j] <= tick:
+            rx.push(*sent[j], arrivals[j])
+            j += 1
+        rx.pop(tick)
+        tick += 0.02
+    assert rx.stats.concealment_events == 0 and rx.stats.concealed_samples <= 3 * FRAME
+    assert rx.stats.dtx_samples > 0.5 * RATE

@@ -73,6 +73,8 @@ class Playout:
     def __init__(self) -> None:
         self.packets: list[tuple[int, int, bytes]] = []
         self.copies: list[tuple[int, bytes]] = []
+        self.numbers: list[int] = []
+        """Numbers of the packets that were not audio (RFC 4733 events)."""
         self._stop: queue.Queue[None] = queue.Queue()
 
     def packet(self, seq: int, timestamp: int, payload: bytes) -> None:
@@ -80,6 +82,9 @@ class Playout:
 
     def redundant(self, timestamp: int, payload: bytes) -> None:
         self.copies.append((timestamp, payload))
+
+    def numbered(self, seq: int) -> None:
+        self.numbers.append(seq)
 
     def put(self, task: Any) -> None:
         if task is None:
@@ -286,6 +291,7 @@ async def test_red_is_split_and_dtmf_is_detected_and_both_are_counted(leg: Leg) 
     leg.send(rtp(8, 3840, b"after"))
     assert leg.digits == [("5", 80)]
     assert [p[0] for p in leg.playout.packets] == [1, 2, 8]
+    assert leg.playout.numbers == [4, 5, 6, 7]  # no gap in the audio's numbers (a DTX sender's)
     # Everything but the broken RED packet was received: nothing is reported lost for the key
     # press (aiortc never saw those packets: each press was loss in its reports).
     assert leg.stream.packets_received == 7 and leg.stream.packets_lost == 1
