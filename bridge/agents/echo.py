@@ -7,7 +7,9 @@ and of every frame the caller sent.
 
 * The echo path: over the last 1.5 s, the delay at which the caller's level followed the
   agent's at a steady loss (median absolute deviation of the difference ≤ 3 dB). With it, a
-  caller frame is the caller's own voice when it is 6 dB above the echo the path predicts —
+  caller frame is the caller's own voice when it is 6 dB above the echo the path predicts (from
+  the loudest agent frame within a frame of the path's delay, so a delay that moves by a frame
+  is still the echo) —
   an echo only 10 dB down is still an echo, a voice at a talker's level is not.
 * Without a path (too little played, or nothing steady), a bound: a caller frame is the
   caller's when it is louder than the loudest agent frame of the echo's delay window less
@@ -139,8 +141,9 @@ class EchoGuard:
         frames = list(self._history)[-len(self._heard) :]
         out = []
         for caller, window in frames:
-            p = 10.0 ** (np.array(window[delay : delay + 2]) / 10.0)
-            expected = 10.0 * float(np.log10(p.mean() + 1e-12)) + loss
+            # The loudest of the path's two frames and one either side: an echo whose delay
+            # moves by a frame (a stalled loop, jitter on the caller's line) is still the echo.
+            expected = max(window[max(0, delay - 1) : delay + 3]) + loss
             if caller > FLOOR_DBFS and caller > expected + PATH_MARGIN_DB:
                 out.append((caller, expected))
         return out

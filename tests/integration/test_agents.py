@@ -291,7 +291,7 @@ async def test_the_agents_echo_is_no_barge_in(make_client, aiohttp_server, monke
     async with client.app[MANAGER].events.subscribe() as sub:
         await fake.speech_started()
         started = await next_event(sub, "agent.speech.started")
-    assert started.data["echo"] is True and started.data["agentPlaying"] is True
+    assert started.data["echo"] is True and started.data["agentPlaying"] is True, str(started.data)
     assert started.data["callerDbfs"] < started.data["agentDbfs"] - 10
     await asyncio.sleep(0.3)
     assert fake.truncates == []
