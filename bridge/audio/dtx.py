@@ -61,8 +61,7 @@ class ComfortNoise:
         """A packet (extended number ``seq``; ``None``: a RED copy) was decoded: the sender is
         in DTX if it carried no audio."""
         self.active, self._silent = len(payload) <= DTX_PAYLOAD, False
-        if seq is not None and (self._seq_done is None or seq > self._seq_done):
-            self._seq_done = seq
+        self.passed(seq)
 
     def late(self, payload: bytes, seq: int) -> None:
         """A packet came after its frame was played (concealed). If it is the newest yet, what
@@ -73,8 +72,8 @@ class ComfortNoise:
             self.decoded(payload, seq)
 
     def passed(self, seq: int | None) -> None:
-        """Number ``seq`` went to a packet that is not audio (an RFC 4733 event, which shares
-        the stream's numbers, RFC 4733 §2.1): it is no gap."""
+        """Number ``seq`` is accounted for (played, or a packet that is not audio: an RFC 4733
+        event shares the stream's numbers, RFC 4733 §2.1): it is no gap."""
         if seq is not None and (self._seq_done is None or seq > self._seq_done):
             self._seq_done = seq
 
