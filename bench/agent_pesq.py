@@ -39,18 +39,18 @@ class Heard:
 
     def __init__(self) -> None:
         self.frames: list[np.ndarray] = []
-        self.original = sim.SimMediaChannel.send
+        self.original = sim.SimMediaChannel.hear
         keep = self.frames
         original = self.original
 
-        async def send(channel: Any, pcm: np.ndarray) -> None:
+        def hear(channel: Any, pcm: np.ndarray) -> None:
             keep.append(pcm.copy())
-            await original(channel, pcm)
+            original(channel, pcm)
 
-        sim.SimMediaChannel.send = send  # type: ignore[method-assign]
+        sim.SimMediaChannel.hear = hear  # type: ignore[method-assign]
 
     def restore(self) -> None:
-        sim.SimMediaChannel.send = self.original  # type: ignore[method-assign]
+        sim.SimMediaChannel.hear = self.original  # type: ignore[method-assign]
 
 
 def align(ref: np.ndarray, heard: np.ndarray) -> np.ndarray:

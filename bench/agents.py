@@ -61,7 +61,7 @@ LINES: dict[int, Line] = {}
 def patch_sim() -> Callable[[], None]:
     """Patch the simulated WhatsApp user to say bursts and time what it hears; returns the
     undo."""
-    produce, send = sim.SimMediaChannel._produce, sim.SimMediaChannel.send
+    produce, hear = sim.SimMediaChannel._produce, sim.SimMediaChannel.hear
 
     def said(channel: Any, at: float) -> np.ndarray:
         line = LINES.setdefault(id(channel.call), Line())
@@ -71,17 +71,17 @@ def patch_sim() -> Callable[[], None]:
         line.said.append(time.monotonic())
         return BURST
 
-    async def heard(channel: Any, pcm: np.ndarray) -> None:
+    def heard(channel: Any, pcm: np.ndarray) -> None:
         line = LINES.setdefault(id(channel.call), Line())
         line.heard.append((time.monotonic(), bool(np.abs(pcm).max() > 2000)))
-        await send(channel, pcm)
+        hear(channel, pcm)
 
     sim.SimMediaChannel._produce = said  # type: ignore[method-assign]
-    sim.SimMediaChannel.send = heard  # type: ignore[method-assign]
+    sim.SimMediaChannel.hear = heard  # type: ignore[method-assign]
 
     def undo() -> None:
         sim.SimMediaChannel._produce = produce  # type: ignore[method-assign]
-        sim.SimMediaChannel.send = send  # type: ignore[method-assign]
+        sim.SimMediaChannel.hear = hear  # type: ignore[method-assign]
         LINES.clear()
 
     return undo

@@ -135,6 +135,20 @@ class MediaChannel(Protocol):
 
 
 @runtime_checkable
+class InProcessChannel(Protocol):
+    """A media channel whose far end lives in this worker (the simulated engine's): it keeps
+    no clock of its own, so the pump moves its audio on the worker clock's engine phase
+    (``media/clock.py``) with plain calls, not two tasks and a timer per call."""
+
+    def hear(self, pcm: Pcm) -> None:
+        """The far end hears one 20 ms uplink frame; raises :class:`MediaClosed` at end."""
+
+    def say(self, now: float) -> Pcm:
+        """The far end's 20 ms frame for the tick at ``now`` (monotonic); raises
+        :class:`MediaClosed` at end."""
+
+
+@runtime_checkable
 class OpensInBackground(Protocol):
     """A media channel that opens (and reopens) its socket in the background (the polled
     engines' ``ReconnectingChannel``): whoever needs the socket open waits for it."""

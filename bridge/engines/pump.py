@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 from ..audio import FRAME_SAMPLES, Reframer
 from ..media import BusClosed, CallBus
+from ..media.clock import Phase, worker_clock
 from ..tasks import TaskSet
-from .base import MediaChannel, MediaClosed
+from .base import InProcessChannel, MediaChannel, MediaClosed
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,9 @@ class EnginePump:
     Uplink frames go to the engine one by one as they arrive (no batching here; an engine
     that needs larger frames reframes in its channel). When the channel ends on its own,
     ``on_closed`` is called with the exception, so the owner can reconnect or end the call.
+    A channel whose far end lives in this worker (:class:`InProcessChannel`) gets no tasks:
+    both directions move on the worker clock's engine phase, after this tick's uplink frame
+    was made and before the browsers' tracks take the downlink frame.
     """
 
     def __init__(
@@ -36,11 +40,39 @@ class EnginePump:
         self._closing = False
         self._close_lock = asyncio.Lock()
         self._closed = False
+        self._unclock: Callable[[], None] | None = None
+        """Takes the in-process channel's tick off the worker clock."""
 
     def start(self) -> None:
         self.bus.open_uplink()
+        if isinstance(self.channel, InProcessChannel):
+            self._unclock = worker_clock().register(self._tick, Phase.ENGINE)
+            return
         self._tasks.spawn(self._run_uplink(), "uplink")
         self._tasks.spawn(self._run_downlink(), "downlink")
+
+    def _tick(self, now: float) -> None:
+        channel: InProcessChannel = self.channel  # type: ignore[assignment]  # (start)
+        stats = self.bus.stats
+        try:
+            try:
+                while (frame := self.bus.take_uplink()) is not None:
+                    stats.whatsapp_out.add(frame.pcm)
+                    channel.hear(frame.pcm)
+            except BusClosed:
+                pass  # the call is closing: the far end still speaks until the pump closes
+            pcm = channel.say(now)
+        except MediaClosed as exc:
+            self._stop_clock()
+            self._ended(exc)
+            return
+        stats.whatsapp_in.add(pcm)
+        self.bus.push_downlink(pcm)
+
+    def _stop_clock(self) -> None:
+        if self._unclock is not None:
+            self._unclock()
+            self._unclock = None
 
     async def _run_uplink(self) -> None:
         try:
@@ -79,6 +111,7 @@ class EnginePump:
                 return
             self._closing = True
             self.bus.close_uplink()
+            self._stop_clock()
             await self._tasks.close()
             try:
                 await asyncio.wait_for(self.channel.close(), 5.0)

@@ -3,8 +3,9 @@
 It behaves like a remote engine seen through the ``Engine`` protocol: dialling rings for
 ``sim_answer_delay`` seconds and then answers; the remote party echoes what it hears after
 ``sim_echo_delay`` seconds (or sends a tone, or silence); it can hang up by itself after
-``sim_hangup_after`` seconds; inbound calls are created on demand. Its media channel runs
-on its own 20 ms clock like a real engine's.
+``sim_hangup_after`` seconds; inbound calls are created on demand. Its far end lives in
+this worker, so its media runs on the worker's 20 ms clock (an ``InProcessChannel``: the
+pump hears and asks it each tick, with no task or timer of its own).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, tone
 from ..audio.pcm import Pcm
 from ..config import Settings, SimPeer, SimSettings
 from ..errors import EngineCallNotFound, EngineError
-from ..media import MediaClock
+from ..media.clock import worker_clock
 from ..tasks import TaskSet
 from .base import (
     EngineEvent,
@@ -59,7 +60,7 @@ class SimCall:
 
 
 class SimMediaChannel:
-    """The simulated peer's end of a call's audio, paced on its own clock."""
+    """The simulated peer's end of a call's audio, paced by the worker clock."""
 
     def __init__(self, call: SimCall, settings: SimSettings) -> None:
         self.call = call
@@ -69,7 +70,6 @@ class SimMediaChannel:
         self._delay: deque[tuple[float, Pcm]] = deque(
             maxlen=int((settings.sim_echo_delay + 0.5) / FRAME_S)
         )
-        self._clock = MediaClock()
         self._phase = 0
         self._echoing = False
         self._depth = max(1, round(settings.sim_echo_delay / FRAME_S))
@@ -80,22 +80,30 @@ class SimMediaChannel:
         self.underruns = 0
         self._closed = asyncio.Event()
 
-    async def send(self, pcm: Pcm) -> None:
+    def hear(self, pcm: Pcm) -> None:
         if self._closed.is_set():
             raise MediaClosed(self.call.id)
+        now = time.monotonic()
         self.call.heard.append(pcm)
-        self.call.heard_at.append(time.monotonic())
+        self.call.heard_at.append(now)
         self.call.frames_heard += 1
         if self.behaviour is SimPeer.ECHO:
-            self._delay.append((time.monotonic(), pcm))
+            self._delay.append((now, pcm))
+
+    def say(self, now: float) -> Pcm:
+        if self._closed.is_set():
+            raise MediaClosed(self.call.id)
+        return self._produce(now)
+
+    # The plain ``MediaChannel`` face, for a reader that is not the pump (one frame a tick).
+    async def send(self, pcm: Pcm) -> None:
+        self.hear(pcm)
 
     async def recv(self) -> Pcm:
         if self._closed.is_set():
             raise MediaClosed(self.call.id)
-        await self._clock.tick()  # the simulated peer's own 20 ms clock
-        if self._closed.is_set():
-            raise MediaClosed(self.call.id)
-        return self._produce(self._clock.now)
+        await worker_clock().next_tick()
+        return self.say(time.monotonic())
 
     def _produce(self, at: float) -> Pcm:
         if self.behaviour is SimPeer.TONE:

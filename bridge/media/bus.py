@@ -226,7 +226,16 @@ class CallBus:
         """Wait for the next uplink frame (raises :class:`BusClosed` once closed)."""
         if self._closed:
             raise BusClosed(self.call_id)
-        frame = await self._uplink.get()
+        return self._taken(await self._uplink.get())
+
+    def take_uplink(self) -> BusFrame | None:
+        """The next uplink frame if one is queued, else ``None`` (raises :class:`BusClosed`
+        once closed): the worker clock's reader (an in-process engine) never waits."""
+        if self._closed:
+            raise BusClosed(self.call_id)
+        return None if self._uplink.empty() else self._taken(self._uplink.get_nowait())
+
+    def _taken(self, frame: BusFrame) -> BusFrame:
         if frame.pcm.size == 0:  # the close() sentinel
             raise BusClosed(self.call_id)
         self.stats.uplink_transit.observe(time.monotonic() - frame.t)

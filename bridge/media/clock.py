@@ -8,13 +8,15 @@ this worker's 20 ms media work, in this order within each tick:
 2. :attr:`Phase.MIX`: every mixing conference builds its outputs (``media/conference.py``)
    and every bus with sources playing clocks them (``media/bus.py``), so a microphone frame
    received in this tick is mixed in this tick;
-3. then every outgoing track paced by a :class:`WorkerPacer` (``rtc/tracks.py``: the
+3. :attr:`Phase.ENGINE`: every engine whose far end lives in this worker (the simulated
+   engine's, ``engines/pump.py``) hears this tick's uplink frame and says its downlink frame;
+4. then every outgoing track paced by a :class:`WorkerPacer` (``rtc/tracks.py``: the
    browsers' downlink, the Cloud API's WhatsApp side) takes its frame from its sink and
    encodes it, right after the mix that filled the sink.
 
 One timer for the worker, not one per call: every call's work of a tick runs in one wake-up of
 the event loop. ``MediaClock`` is what stays per stream: it paces a stream that is not the
-bridge's own work (the simulated engine's far end, the quality bench's drifting peers). What
+bridge's own work (the quality bench's drifting peers). What
 stays outside any 20 ms clock, and why, is in docs/architecture.md (*The media clock*).
 """
 
@@ -71,6 +73,7 @@ class Phase(enum.IntEnum):
 
     RECEIVE = 0
     MIX = 1
+    ENGINE = 2
 
 
 class WorkerClock:

@@ -1,0 +1,77 @@
+"""The pump of an in-process engine (the sim's far end) runs on the worker clock's engine
+phase: no task or timer of its own, the uplink frame of a tick heard in that tick, one
+downlink frame a tick, and a far end that hangs up ends the pump once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bridge.audio import FRAME_SAMPLES, SAMPLE_RATE, tone
+from bridge.config import SimPeer, SimSettings
+from bridge.engines import EnginePump, InProcessChannel, MediaClosed
+from bridge.engines.sim import SimCall, SimMediaChannel
+from bridge.media import CallBus
+from bridge.media.clock import Phase, worker_clock
+from bridge.media.frames import BusFrame
+from tests.support.spectrum import dominant_frequency
+from tests.support.waits import until
+
+
+def sim_channel(peer: SimPeer, **settings: float) -> SimMediaChannel:
+    call = SimCall(id="SIM1", peer="1@s.whatsapp.net", direction="outbound", state="active")
+    return SimMediaChannel(call, SimSettings(sim_peer=peer, **settings))
+
+
+async def test_the_sim_echo_hears_and_answers_in_the_tick_the_frame_was_made() -> None:
+    bus = CallBus("c1")
+    channel = sim_channel(SimPeer.ECHO, sim_echo_delay=0.0)
+    assert isinstance(channel, InProcessChannel)
+    heard: list[tuple[int, BusFrame]] = []
+    bus.add_downlink_tap(lambda frame: heard.append((clock.n, frame)))
+    clock = worker_clock()
+    sent: dict[int, int] = {}
+
+    def microphone(now: float) -> None:  # a browser's frame, made in the receive phase
+        hz = 300 + 100 * (clock.n % 8)
+        sent[clock.n] = hz
+        bus.push_uplink(tone(hz, FRAME_SAMPLES, SAMPLE_RATE, amplitude=0.3))
+
+    unregister = clock.register(microphone, Phase.RECEIVE)
+    pump = EnginePump(bus, channel)
+    pump.start()
+    try:
+        while len(heard) < 20:
+            await clock.next_tick()
+    finally:
+        unregister()
+        await pump.close()
+    assert not pump._tasks._tasks  # noqa: SLF001 (no task: the clock moves its audio)
+    ticks = [n for n, _ in heard]
+    assert ticks == list(range(ticks[0], ticks[0] + len(ticks)))  # one frame every tick
+    for n, frame in heard[1:]:
+        assert frame.pcm.shape == (FRAME_SAMPLES,)
+        assert dominant_frequency(frame.pcm, SAMPLE_RATE) == pytest.approx(sent[n], abs=25)
+    assert channel.call.frames_heard == len(sent)
+    assert bus.stats.downlink_frames == len(heard)
+
+
+async def test_a_far_end_that_hangs_up_ends_the_pump_once_and_leaves_the_clock() -> None:
+    bus = CallBus("c2")
+    channel = sim_channel(SimPeer.TONE, sim_tone_hz=440.0)
+    ended: list[BaseException | None] = []
+    pump = EnginePump(bus, channel, on_closed=ended.append)
+    frames: list[np.ndarray] = []
+    bus.add_downlink_tap(lambda frame: frames.append(frame.pcm))
+    pump.start()
+    clock = worker_clock()
+    while len(frames) < 5:
+        await clock.next_tick()
+    await channel.close()
+    for _ in range(3):
+        await clock.next_tick()
+    assert len(ended) == 1 and isinstance(ended[0], MediaClosed)
+    assert len(frames) in (5, 6)  # nothing after the hang-up's tick
+    assert dominant_frequency(np.concatenate(frames), SAMPLE_RATE) == pytest.approx(440, abs=10)
+    await until(lambda: not clock.running)  # nothing else is registered: the clock idles
+    await pump.close()
