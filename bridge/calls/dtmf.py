@@ -20,7 +20,7 @@ from typing import Protocol
 from ..audio.dtmf import DtmfToneDetector, ToneSequence
 from ..audio.pcm import Pcm
 from ..engines import DtmfLeg
-from ..engines.base import MediaChannel, MediaClosed
+from ..engines.channels import MediaChannel, MediaClosed
 from ..errors import CallStateError
 from ..media import BusFrame, CallBus, Role
 from ..metrics import Metrics

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engines import CallLeg, Engine, EnginePump, LegEngine, WebRTCChannel, WebRTCLeg
-from ..engines.base import MediaChannel
+from ..engines.channels import MediaChannel
 from ..errors import EngineError
 from ..media import CallBus
 from ..tasks import TaskSet

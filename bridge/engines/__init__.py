@@ -13,18 +13,13 @@ from . import cloudapi
 from .base import (
     BilledEngine,
     CallLeg,
-    DtmfLeg,
     Engine,
     EngineEvent,
     EngineEventKind,
     EngineHealth,
     EngineStats,
-    InProcessChannel,
     LegEngine,
-    MediaChannel,
-    MediaClosed,
     MovableCalls,
-    OpensInBackground,
     PermissionEngine,
     PolledEngine,
     RemoteCall,
@@ -32,6 +27,13 @@ from .base import (
     SimulatedNetwork,
     WebhookCalls,
     WebhookEngine,
+)
+from .channels import (
+    DtmfLeg,
+    InProcessChannel,
+    MediaChannel,
+    MediaClosed,
+    OpensInBackground,
     WebRTCChannel,
     WebRTCLeg,
 )

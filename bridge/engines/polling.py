@@ -27,10 +27,10 @@ from .base import (
     EngineEventKind,
     EngineHealth,
     EngineStats,
-    MediaChannel,
     RemoteCall,
     emit,
 )
+from .channels import MediaChannel
 from .hangups import PendingHangups
 from .socket import ReconnectingChannel
 

@@ -10,7 +10,7 @@ from ..audio import FRAME_SAMPLES, Reframer
 from ..media import BusClosed, CallBus
 from ..media.clock import Phase, worker_clock
 from ..tasks import TaskSet
-from .base import InProcessChannel, MediaChannel, MediaClosed
+from .channels import InProcessChannel, MediaChannel, MediaClosed
 
 log = logging.getLogger(__name__)
 

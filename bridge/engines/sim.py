@@ -26,15 +26,8 @@ from ..config import Settings, SimPeer, SimSettings
 from ..errors import EngineCallNotFound, EngineError
 from ..media.clock import worker_clock
 from ..tasks import TaskSet
-from .base import (
-    EngineEvent,
-    EngineEventKind,
-    EngineHealth,
-    EngineStats,
-    MediaClosed,
-    RemoteCall,
-    emit,
-)
+from .base import EngineEvent, EngineEventKind, EngineHealth, EngineStats, RemoteCall, emit
+from .channels import MediaClosed
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ import numpy as np
 from ..audio import FRAME_SAMPLES
 from ..audio.pcm import Pcm
 from ..errors import EngineError
-from .base import EngineStats, MediaChannel, MediaClosed, MediaFatal
+from .base import EngineStats
+from .channels import MediaChannel, MediaClosed, MediaFatal
 
 log = logging.getLogger(__name__)
 

@@ -23,15 +23,8 @@ from ..audio import SAMPLE_RATE, f32_to_s16, s16_to_f32
 from ..audio.pcm import Pcm
 from ..config import EngineSettings, Settings
 from ..errors import EngineCallNotFound, EngineError, EngineUnavailable, PeerUnreachable
-from .base import (
-    ACTIVE_STATES,
-    EngineEvent,
-    EngineEventKind,
-    MediaClosed,
-    MediaFatal,
-    RemoteCall,
-    emit,
-)
+from .base import ACTIVE_STATES, EngineEvent, EngineEventKind, RemoteCall, emit
+from .channels import MediaClosed, MediaFatal
 from .polling import PollingEngine
 from .socket import ReconnectingChannel, WebSocketMedia
 

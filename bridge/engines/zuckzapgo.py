@@ -23,12 +23,12 @@ from .base import (
     EngineEvent,
     EngineEventKind,
     EngineStats,
-    MediaClosed,
     RemoteCall,
     WebhookCalls,
     emit,
     webhook_json,
 )
+from .channels import MediaClosed
 from .polling import PollingEngine
 from .socket import PcmStreamMedia, ReconnectingChannel
 

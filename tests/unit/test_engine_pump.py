@@ -46,7 +46,7 @@ async def test_the_sim_echo_hears_and_answers_in_the_tick_the_frame_was_made() -
     finally:
         unregister()
         await pump.close()
-    assert not pump._tasks._tasks  # noqa: SLF001 (no task: the clock moves its audio)
+    assert not pump._tasks._tasks
     ticks = [n for n, _ in heard]
     assert ticks == list(range(ticks[0], ticks[0] + len(ticks)))  # one frame every tick
     for n, frame in heard[1:]:

@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from bridge.engines.base import EngineStats, MediaClosed
+from bridge.engines.base import EngineStats
+from bridge.engines.channels import MediaClosed
 from bridge.engines.hangups import PendingHangups
 from bridge.engines.socket import ReconnectingChannel
 from bridge.errors import EngineCallNotFound, EngineUnavailable

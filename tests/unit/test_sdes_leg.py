@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from bridge.config import settings_for_tests
-from bridge.engines.base import EngineStats, MediaFatal
+from bridge.engines.base import EngineStats
+from bridge.engines.channels import MediaFatal
 from bridge.engines.cloudapi.sdes import SdesPeer
 from bridge.errors import BadOffer
 from bridge.rtc.sdes import parse_crypto, read_savp

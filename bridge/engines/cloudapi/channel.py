@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ...audio.pcm import Pcm
-from ..base import DtmfLeg, MediaClosed, MediaFatal, WebRTCChannel, WebRTCLeg
+from ..channels import DtmfLeg, MediaClosed, MediaFatal, WebRTCChannel, WebRTCLeg
 
 IN_QUEUE = 25
 """Frames from WhatsApp waiting for the pump (500 ms); the oldest go first."""

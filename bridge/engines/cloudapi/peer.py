@@ -42,7 +42,8 @@ from ...media import BusStats, ReceiveStats
 from ...rtc.leg import PeerLeg
 from ...rtc.protection import LossProtection
 from ...rtc.tracks import OpusBusTrack
-from ..base import EngineStats, MediaClosed
+from ..base import EngineStats
+from ..channels import MediaClosed
 from .channel import Incoming, PeerChannel
 from .dtmf import DtmfDetector, EventSender
 from .sdp import DEFAULT_BITRATE, DTMF_PT, for_meta, read_remote

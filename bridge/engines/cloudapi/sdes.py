@@ -51,7 +51,8 @@ from ...rtc.srtpudp import SrtpSocket
 from ...rtc.tracks import OpusBusTrack
 from ...rtc.uplink import Playout
 from ...tasks import TaskSet
-from ..base import EngineStats, MediaClosed
+from ..base import EngineStats
+from ..channels import MediaClosed
 from . import sdes_parts as parts
 from .channel import Incoming, PeerChannel
 from .peer import OPUS_COMPLEXITY, Outgoing

@@ -42,11 +42,11 @@ from ..base import (
     EngineEventKind,
     EngineHealth,
     EngineStats,
-    MediaChannel,
     RemoteCall,
     WebhookCalls,
     emit,
 )
+from ..channels import MediaChannel
 from .graph_side import GraphSide
 from .media import MediaLeg, new_leg
 from .sdp import DEFAULT_BITRATE

@@ -1,0 +1,124 @@
+"""What the pump moves a call's audio through: an engine's media channel, and the
+capabilities a channel may add (each a protocol checked with ``isinstance``):
+
+- :class:`InProcessChannel`: its far end lives in this worker (the simulator's), so it is
+  clocked by the worker's media clock with plain calls (``engines/pump.py``);
+- :class:`OpensInBackground`: it opens (and reopens) its socket in the background;
+- :class:`WebRTCChannel` (its :class:`WebRTCLeg`): it is carried by a WebRTC peer connection
+  of its own (the Cloud API's WhatsApp side);
+- :class:`DtmfLeg`: it carries key presses out of band (RFC 4733).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ..audio.pcm import Pcm
+from ..audio.receiver import ReceiverStats
+from ..media.stats import ReceiveStats
+
+if TYPE_CHECKING:  # the protocols name them; importing aiortc stays the engines' choice
+    from ..rtc.passthrough import PassThrough
+    from ..rtc.quality import Quality
+
+
+class MediaClosed(ConnectionError):
+    """The engine's media channel for a call has closed."""
+
+
+class MediaFatal(MediaClosed):
+    """The media channel cannot work (e.g. a format mismatch): do not reconnect."""
+
+
+class MediaChannel(Protocol):
+    """A full-duplex 16 kHz mono s16 PCM channel to the engine for one call."""
+
+    async def send(self, pcm: Pcm) -> None:
+        """Send one 20 ms bus frame towards the WhatsApp peer."""
+
+    async def recv(self) -> Pcm:
+        """Next chunk of the peer's audio (any length); raises :class:`MediaClosed` at end."""
+
+    async def close(self) -> None:
+        """Close the channel (idempotent)."""
+
+
+@runtime_checkable
+class InProcessChannel(Protocol):
+    """A media channel whose far end lives in this worker (the simulated engine's): it keeps
+    no clock of its own, so the pump moves its audio on the worker clock's engine phase
+    (``media/clock.py``) with plain calls, not two tasks and a timer per call."""
+
+    def hear(self, pcm: Pcm) -> None:
+        """The far end hears one 20 ms uplink frame; raises :class:`MediaClosed` at end."""
+
+    def say(self, now: float) -> Pcm:
+        """The far end's 20 ms frame for the tick at ``now`` (monotonic); raises
+        :class:`MediaClosed` at end."""
+
+
+@runtime_checkable
+class OpensInBackground(Protocol):
+    """A media channel that opens (and reopens) its socket in the background (the polled
+    engines' ``ReconnectingChannel``): whoever needs the socket open waits for it."""
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Whether a socket is open within ``timeout`` seconds."""
+
+
+class WebRTCLeg(Protocol):
+    """A WebRTC peer connection carrying a call's WhatsApp side (the cloudapi engine's
+    ``WhatsAppPeer``, an ``rtc.PeerLeg``): the runtime samples its RTP/RTCP quality like the
+    browser's, labelled ``leg="whatsapp"``, and forwards Opus packets through it."""
+
+    mos: float | None
+
+    @property
+    def receive_stats(self) -> ReceiveStats:
+        """Its Opus receiver's counters (the metrics sum them with ``leg="whatsapp"``)."""
+
+    @property
+    def timeline_stats(self) -> tuple[ReceiverStats | None, float | None]:
+        """Its receiver's cumulative counters and the last round-trip time (seconds), read
+        once a second for the call's timeline (``calls/reports.py``)."""
+
+    def forward_to(self, offer: Callable[[int, int, bytes], None] | None) -> None:
+        """Packets from here go there: also hand each Opus packet it receives, untouched, to
+        ``offer`` (pass-through to the browser); ``None`` stops."""
+
+    def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
+        """Packets from there go here: send the browser's Opus packets (offered to the
+        returned ``PassThrough``) untouched while ``allowed()``; ``None`` if it cannot."""
+
+    @property
+    def far_end_loss(self) -> float:
+        """The share of what it sends that WhatsApp's receiver reports lost (latest sample)."""
+
+    async def sample_quality(self) -> Quality | None:
+        """The change of its RTP/RTCP counters since the last sample."""
+
+    def leg_json(self) -> dict[str, Any]:
+        """Its numbers for ``GET /call/{callID}/stats``."""
+
+
+@runtime_checkable
+class WebRTCChannel(Protocol):
+    """A media channel that is carried by a WebRTC peer connection of its own (the cloudapi
+    engine's): the runtime reaches that peer directly as :attr:`leg`."""
+
+    @property
+    def leg(self) -> WebRTCLeg:
+        """The peer connection under the channel."""
+
+
+@runtime_checkable
+class DtmfLeg(Protocol):
+    """A media channel that carries DTMF out of band (cloudapi: RFC 4733 events); on the
+    others the runtime mixes in-band tones into the uplink instead."""
+
+    def send_dtmf(
+        self, digits: str, duration_ms: int, gap_ms: int, done: Callable[[], None] | None = None
+    ) -> None:
+        """Queue key presses (``ValueError`` when the queue is full, ``MediaClosed`` when the
+        leg is down); ``done`` is called once the last one was sent."""
