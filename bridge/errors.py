@@ -53,6 +53,12 @@ class CallStateError(BridgeError):
     code = "invalid_call_state"
 
 
+class Conflict(BridgeError):
+    """The request clashes with what exists (a phone or Meta number id already taken)."""
+
+    code = "conflict"
+
+
 class BadOffer(BridgeError):
     """The SDP offer cannot be parsed or answered."""
 

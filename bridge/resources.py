@@ -37,6 +37,7 @@ from .api.agents import controls_for
 from .api.internal import handover_sender, relay_opener
 from .api.keys import (
     AGENTS,
+    CATALOG,
     DIRECTORY,
     ENGINE,
     FORKS,
@@ -51,6 +52,7 @@ from .api.keys import (
     RECOVERY,
     REPORTS,
     SETTINGS,
+    SWITCHBOARD,
     TASKS,
     TURN,
     WEBHOOKS,
@@ -67,9 +69,10 @@ from .cluster import create_directory, internal_url_for
 from .cluster.handover import Handover
 from .cluster.sealing import Sealer
 from .config import Settings, ShutdownCalls
-from .engines import Engine, PolledEngine, create_engine
+from .engines import Engine, create_engine
 from .errors import DirectoryUnavailable
 from .http import create_http_session, create_internal_session
+from .numbers.setup import start_numbers
 from .rtc import SessionFactory
 from .tasks import TaskSet
 from .webhooks import WebhookService
@@ -133,13 +136,17 @@ async def turn_provider(app: web.Application) -> AsyncIterator[None]:
 
 
 async def whatsapp_engine(app: web.Application) -> AsyncIterator[None]:
-    """Reads ``SETTINGS``, ``HTTP`` (and ``ENGINE_OVERRIDE``); makes ``ENGINE``."""
+    """Reads ``SETTINGS``, ``HTTP`` (and ``ENGINE_OVERRIDE``); makes ``ENGINE`` (the default
+    number's), ``CATALOG`` and ``SWITCHBOARD`` (every number's engine)."""
     engine = app[ENGINE_OVERRIDE] if ENGINE_OVERRIDE in app else None
     if engine is None:
         engine = create_engine(app[SETTINGS], app[HTTP])
     await engine.start()
     app[ENGINE] = engine
+    app[CATALOG], app[SWITCHBOARD] = await start_numbers(app[SETTINGS], engine, app[HTTP])
     yield
+    await app[SWITCHBOARD].close()
+    await app[CATALOG].close()
     await engine.close()
 
 
@@ -218,11 +225,11 @@ async def calls(app: web.Application) -> AsyncIterator[None]:
     (and gives the agents their controls); makes ``MANAGER``,
     ``INBOUND``, ``RECOVERY`` (binding ``LATER_RECOVERY``) and ``LATER_HANDOVER`` (bound by
     :func:`call_handover`)."""
-    settings, engine, directory = app[SETTINGS], app[ENGINE], app[DIRECTORY]
+    settings, directory = app[SETTINGS], app[DIRECTORY]
     cluster = settings.cluster
     manager = CallManager(
         settings.calls,
-        engine,
+        app[SWITCHBOARD],
         app[METRICS],
         SessionFactory(settings.media, settings.ice, app[TURN]),
         registry=app[CALL_REGISTRY],
@@ -236,16 +243,14 @@ async def calls(app: web.Application) -> AsyncIterator[None]:
             return True  # cannot tell: never hang up what may be another worker's call
         return record is not None and record.live and record.owner != directory.worker_id
 
-    # Every worker polls a polled engine (ZuckZapGo, WADial) and sees every new inbound
-    # call: one claims it and places it on the least-loaded worker. The simulator is each
-    # worker's own; a webhook engine's new call is routed to one worker before it exists.
-    polled = isinstance(engine, PolledEngine)
+    # Every worker polls a polled engine (ZuckZapGo, WADial) and sees each new inbound call:
+    # one claims it and places it on the least-loaded worker (per number: ``polled``). A sim
+    # is each worker's own; a webhook engine's new call is routed to one worker already.
     inbound = InboundCalls(
         manager,
-        claim=directory.claim_engine_call if polled else None,
-        place=inbound_placer(directory, app[INTERNAL_HTTP], cluster.internal_secret)
-        if polled
-        else None,
+        claim=directory.claim_engine_call,
+        place=inbound_placer(directory, app[INTERNAL_HTTP], cluster.internal_secret),
+        polled=manager.engine.polled,
     )
     handover = app[LATER_HANDOVER] = Later[Handover]("handover")
 

@@ -133,7 +133,9 @@ async def adopt_call(request: web.Request) -> web.Response:
     if not request.get(FORWARDED):
         raise NotFound(f"no route {request.method} {request.path}")
     body = await read_body(request, "AdoptRequest")
-    call = await request.app[INBOUND].adopt(body["engineCallID"], body["peer"])
+    call = await request.app[INBOUND].adopt(
+        body["engineCallID"], body["peer"], body.get("numberID") or "default"
+    )
     return web.json_response(call.snapshot(), status=201)
 
 

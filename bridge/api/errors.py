@@ -28,6 +28,7 @@ _STATUS: list[tuple[type[errors.BridgeError], int]] = [
     (errors.NotFound, 404),
     (errors.EngineCallNotFound, 404),
     (errors.CallStateError, 409),
+    (errors.Conflict, 409),
     (errors.TooLarge, 413),
     (errors.RateLimited, 429),
     (errors.PeerUnreachable, 502),

@@ -350,12 +350,12 @@ FLUSH_TIMEOUT = 2.0
 
 def inbound_placer(
     directory: Directory, http: aiohttp.ClientSession, secret: str
-) -> Callable[[str, str], Awaitable[bool]]:
+) -> Callable[[str, str, str], Awaitable[bool]]:
     """``place(engine call id, peer)``: hand a new inbound call this worker claimed to the
     least-loaded worker with room (``POST /call/adopt`` there); ``False`` keeps it here (this
     worker is the least loaded, or the other one did not take it)."""
 
-    async def place(engine_call_id: str, peer: str) -> bool:
+    async def place(engine_call_id: str, peer: str, number_id: str) -> bool:
         if not directory.shared:
             return False
         try:
@@ -368,7 +368,7 @@ def inbound_placer(
         try:
             async with http.post(
                 target.url + "/call/adopt",
-                json={"engineCallID": engine_call_id, "peer": peer},
+                json={"engineCallID": engine_call_id, "peer": peer, "numberID": number_id},
                 headers={INTERNAL_HEADER: secret, OWNER_HEADER: target.id},
                 timeout=ADOPT_TIMEOUT,
                 allow_redirects=False,

@@ -151,6 +151,10 @@ class Call:
     billed_s: int | None = field(default=None, repr=False)
     """The connected seconds the engine's side counted (Meta's ``duration``), when it said."""
     webhook_status: dict[str, Any] | None = field(default=None, repr=False)
+    number_id: str = "default"
+    """The WhatsApp number the call is on (``numberID``; the settings' number: ``default``)."""
+    tenant_id: str = ""
+    """The tenant that owns the number (empty: the service's own)."""
     """The outcome of the latest webhook delivery of this call's events (``GET /call/{id}``)."""
 
     @property
@@ -206,6 +210,8 @@ class Call:
     def snapshot(self) -> dict[str, Any]:
         return {
             "callID": self.id,
+            "numberID": self.number_id,
+            "tenantID": self.tenant_id or None,
             "owner": self.owner,
             "peer": self.peer,
             "direction": str(self.direction),
@@ -255,4 +261,6 @@ class Call:
             transport=snap.get("transport"),
             participants=list(snap.get("participants") or []),
             status_callback=status_callback,
+            number_id=str(snap.get("numberID") or "default"),
+            tenant_id=str(snap.get("tenantID") or ""),
         )

@@ -111,7 +111,7 @@ class Recovery:
         """
         manager = self.manager
         listed = await self.engine.startup_calls()
-        await manager.dials_settled(DIALS_SETTLE)
+        await manager.admission.dials_settled(DIALS_SETTLE)
         candidates = [
             remote
             for remote in listed
@@ -245,7 +245,7 @@ class Recovery:
                 extra={"call_id": call.id},
             )
             call.end_detail = "worker_lost"
-            await hang_up_quietly(self.engine, call)
+            await hang_up_quietly(self.manager.engine_of(call), call)
             await self.manager.end(call, EndReason.FAILED)
 
         return end
@@ -267,7 +267,8 @@ class Recovery:
         # The event first, the engine after (a dead worker may have had many calls, and each
         # hang-up may wait for HANGUP_TIMEOUT).
         if not self._tasks.closed:
-            self._tasks.spawn(hang_up_quietly(self.engine, call), f"lost:{call.id}")
+            engine = self.manager.engine_of(call)
+            self._tasks.spawn(hang_up_quietly(engine, call), f"lost:{call.id}")
 
     async def end_local_calls_as_lost(self) -> None:
         """Another worker took this one for dead and ended its calls: end them here too —
@@ -286,5 +287,5 @@ class Recovery:
                 await release_call(self.manager, call.id)
                 continue
             call.end_detail = "worker_lost"
-            await hang_up_quietly(self.engine, call)
+            await hang_up_quietly(self.manager.engine_of(call), call)
             await self.manager.end(call, EndReason.FAILED)

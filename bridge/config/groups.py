@@ -495,6 +495,9 @@ class StorageSettings(_Group):
     fork_url_allow: tuple[str, ...] = _opt((), "hosts media forks may connect to (empty: none)")
     recording_retention_days: float = _opt(30.0, "days recordings are kept")
     retention_sweep_interval: float = _opt(3600.0, "seconds between retention sweeps")
+    numbers_file: str = _opt(
+        "", "YAML file of tenants and numbers applied at start (secrets as ${ENV} references)"
+    )
 
     def validate(self) -> None:
         if self.recording_retention_days <= 0:

@@ -54,6 +54,8 @@ class EngineEvent:
     """Extra fields for the call event (``call.dtmf``'s digit, an end's errors)."""
     detail: str = ""
     """An end's ``endDetail`` (Meta's code and message)."""
+    number_id: str = ""
+    """The number whose engine reported it (set by the switchboard; empty: the default)."""
 
 
 RINGING_STATES = frozenset({"ringing", "connecting", "calling", "offer", "incoming"})

@@ -295,6 +295,7 @@ ENV_SAMPLES = [
     ("BRIDGE_FORK_URL_ALLOW", "f.example", "storage", "fork_url_allow", ("f.example",)),
     ("BRIDGE_RECORDING_RETENTION_DAYS", "2", "storage", "recording_retention_days", 2.0),
     ("BRIDGE_RETENTION_SWEEP_INTERVAL", "60", "storage", "retention_sweep_interval", 60.0),
+    ("BRIDGE_NUMBERS_FILE", "/etc/numbers.yaml", "storage", "numbers_file", "/etc/numbers.yaml"),
     ("BRIDGE_SIM_PEER", "tone", "sim", "sim_peer", "tone"),
     ("BRIDGE_SIM_ANSWER_DELAY", "1.5", "sim", "sim_answer_delay", 1.5),
     ("BRIDGE_SIM_ECHO_DELAY", "0.1", "sim", "sim_echo_delay", 0.1),
