@@ -11,9 +11,10 @@ from .api import setup_routes
 from .api.auth import auth_middleware
 from .api.engine import authenticates_itself
 from .api.errors import BODY_TIMEOUT, error_middleware
-from .api.keys import METRICS, SETTINGS, TURN
+from .api.keys import CATALOG, METRICS, SETTINGS, TURN
 from .api.limits import cors_middleware, cors_on_prepare, rate_limit_middleware
-from .api.routing import routing_middleware
+from .api.routing import call_id_of, routing_middleware
+from .api.tenancy import tenancy_middleware
 from .calls import CallEvents, InMemoryCallRegistry
 from .config import Settings
 from .engines import Engine
@@ -38,6 +39,11 @@ MAX_BODY = 48 * 1024 * 1024
 bodies at 64 KiB (``api.errors.read_json``)."""
 
 
+def tenant_of_key(request: web.Request, key: str) -> str | None:
+    """The tenant whose API key ``key`` is (``None``: no tenant's)."""
+    return request.app[CATALOG].tenant_of_key(key) if CATALOG in request.app else None
+
+
 def create_app(
     settings: Settings, *, engine: Engine | None = None, worker_index: int = 0
 ) -> web.Application:
@@ -57,7 +63,9 @@ def create_app(
             server.api_tokens,
             authenticates_itself=authenticates_itself,
             internal_secret=cluster.internal_secret,
+            tenant_of_key=tenant_of_key,
         ),
+        tenancy_middleware(call_id_of),  # a tenant's key sees its own calls only
         rate_limit_middleware(server.rate_limit, server.rate_burst, by_token=server.auth_enabled),
     ]
     if cluster.shared:

@@ -138,12 +138,11 @@ async def turn_provider(app: web.Application) -> AsyncIterator[None]:
 async def whatsapp_engine(app: web.Application) -> AsyncIterator[None]:
     """Reads ``SETTINGS``, ``HTTP`` (and ``ENGINE_OVERRIDE``); makes ``ENGINE`` (the default
     number's), ``CATALOG`` and ``SWITCHBOARD`` (every number's engine)."""
-    engine = app[ENGINE_OVERRIDE] if ENGINE_OVERRIDE in app else None
-    if engine is None:
-        engine = create_engine(app[SETTINGS], app[HTTP])
+    engine = app.get(ENGINE_OVERRIDE) or create_engine(app[SETTINGS], app[HTTP])
     await engine.start()
     app[ENGINE] = engine
-    app[CATALOG], app[SWITCHBOARD] = await start_numbers(app[SETTINGS], engine, app[HTTP])
+    numbers = await start_numbers(app[SETTINGS], engine, app[HTTP], app[METRICS])
+    app[CATALOG], app[SWITCHBOARD] = numbers
     yield
     await app[SWITCHBOARD].close()
     await app[CATALOG].close()

@@ -12,6 +12,7 @@ from . import (
     internal,
     media,
     metrics,
+    numbers,
     permissions,
     schema,
     sim,
@@ -36,6 +37,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_routes(permissions.routes)
     app.router.add_routes(calls.routes)
     app.router.add_routes(internal.routes)
+    app.router.add_routes(numbers.routes)
 
 
 __all__ = ["ENGINE", "MANAGER", "SETTINGS", "error_middleware", "setup_routes"]

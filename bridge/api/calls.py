@@ -10,8 +10,9 @@ from aiohttp import web
 from ..errors import NotFound
 from .auth import FORWARDED
 from .errors import require_call_id
-from .keys import DIRECTORY, INBOUND, MANAGER, WEBHOOKS
+from .keys import CATALOG, DIRECTORY, INBOUND, MANAGER, WEBHOOKS
 from .schema import read_body
+from .tenancy import principal_of, visible, visible_event
 
 routes = web.RouteTableDef()
 
@@ -29,7 +30,15 @@ async def make_call(request: web.Request) -> web.Response:
     callback = body.get("statusCallback")
     if callback is not None:
         callback = request.app[WEBHOOKS].check_callback(callback)
-    call = await request.app[MANAGER].make(body["phone"], metadata, status_callback=callback)
+    # The number it is placed from: "from" (phone or numberID), needed when the caller has
+    # several; a tenant's key places calls from its own numbers only.
+    principal = principal_of(request)
+    catalog = request.app[CATALOG]
+    number = catalog.resolve_from(body.get("from"), principal.tenant_id)
+    tenant = catalog.tenants.get(number.tenant_id)
+    call = await request.app[MANAGER].make(
+        body["phone"], metadata, status_callback=callback, number=number, tenant=tenant
+    )
     return web.json_response(call.snapshot(), status=201)
 
 
@@ -37,10 +46,12 @@ async def make_call(request: web.Request) -> web.Response:
 async def call_status(request: web.Request) -> web.Response:
     """Every live call: of this process, or of the whole cluster with a shared directory."""
     directory = request.app[DIRECTORY]
+    principal = principal_of(request)
     if directory.shared:
-        return web.json_response({"calls": await directory.live_snapshots()})
-    calls = request.app[MANAGER].live_calls()
-    return web.json_response({"calls": [c.snapshot() for c in calls]})
+        snapshots = await directory.live_snapshots()
+    else:
+        snapshots = [c.snapshot() for c in request.app[MANAGER].live_calls()]
+    return web.json_response({"calls": [s for s in snapshots if visible(principal, s)]})
 
 
 @routes.get("/call/events")
@@ -49,6 +60,7 @@ async def call_events(request: web.Request) -> web.StreamResponse:
     every call of the cluster. A client that reconnects with ``Last-Event-ID`` first gets
     the events it missed (as many as ``BRIDGE_EVENT_BACKLOG`` keeps)."""
     directory = request.app[DIRECTORY]
+    principal = principal_of(request)
     only = request.query.get("callID")
     last_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
     response = web.StreamResponse(
@@ -68,6 +80,8 @@ async def call_events(request: web.Request) -> web.StreamResponse:
             event_id, type_, call_id, data = entry
             if only and call_id != only:
                 continue
+            if not principal.admin and not visible_event(principal, data):
+                continue  # another tenant's, or the service's own
             await response.write(f"id: {event_id}\nevent: {type_}\ndata: {data}\n\n".encode())
     except ConnectionError:
         pass  # the client went away

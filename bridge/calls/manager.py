@@ -45,7 +45,14 @@ from .engine_events import EngineEvents
 from .events import CallEvents
 from .hangup import hang_up_later, hang_up_quietly
 from .model import Call, CallState, Direction, EndReason, default_owner, normalize_phone
-from .quality import count_active, live_sessions, media_totals, sample_quality_forever
+from .quality import (
+    count_active,
+    count_ended,
+    count_started,
+    live_sessions,
+    media_totals,
+    sample_quality_forever,
+)
 from .registry import CallRegistry, InMemoryCallRegistry, sweep_forever
 from .runtime import CallRuntime
 from .watchdog import watch_forever
@@ -233,7 +240,7 @@ class CallManager:
     def add(self, call: Call) -> None:
         """Take a new call into the live set: registered, its runtime created,
         ``call.created`` published."""
-        self.metrics.calls_started.labels(str(call.direction)).inc()
+        count_started(self.metrics, call)
         self._take_in(call)
         self.events.publish("call.created", call)
 
@@ -310,7 +317,7 @@ class CallManager:
         if keep:
             self.registry.add(call)
             self.registry.ended(call)
-        self.metrics.calls_ended.labels(str(call.direction), str(reason)).inc()
+        count_ended(self.metrics, call, str(reason))
         self.events.publish("call.ended", call)
 
     async def end(self, call: Call, reason: EndReason, **data: Any) -> None:
@@ -324,7 +331,7 @@ class CallManager:
         runtime = self._runtimes.pop(call.id, None)
         if runtime is not None:
             runtime.retire_counters()
-        self.metrics.calls_ended.labels(str(call.direction), str(reason)).inc()
+        count_ended(self.metrics, call, str(reason))
         if call.answered_at is not None and call.ended_at is not None:
             self.metrics.call_duration.observe(call.ended_at - call.answered_at)
         count_active(self.metrics, self.registry.live())

@@ -221,14 +221,16 @@ class Catalog:
         await self.reload()
 
     # -- the declarative file and its export
-    def export_yaml(self) -> str:
-        """What is live, as a numbers file (no secrets: ``${ENV}`` placeholders name them)."""
+    def export_yaml(self, tenant_id: str | None = None) -> str:
+        """What is live (of ``tenant_id``; ``None``: all), as a numbers file (no secrets:
+        ``${ENV}`` placeholders name them)."""
         tenants = [
             {k: v for k, v in t.public().items() if k not in ("keys", "createdAt")}
             for t in self.tenants.values()
+            if tenant_id is None or t.tenant_id == tenant_id
         ]
         numbers = []
-        for n in self.numbers.values():
+        for n in self.numbers_of(tenant_id):
             if n.number_id == DEFAULT_NUMBER:
                 continue
             block: dict[str, Any] = dict(n.config)

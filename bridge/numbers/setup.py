@@ -9,6 +9,7 @@ import aiohttp
 
 from ..config import EngineKind, Settings
 from ..engines import Engine
+from ..metrics import Metrics
 from .catalog import Catalog
 from .file import apply_numbers_file
 from .model import DEFAULT_NUMBER, Number
@@ -38,7 +39,10 @@ def default_number(settings: Settings) -> Number:
 
 
 async def start_numbers(
-    settings: Settings, default_engine: Engine, http: aiohttp.ClientSession | None
+    settings: Settings,
+    default_engine: Engine,
+    http: aiohttp.ClientSession | None,
+    metrics: Metrics | None = None,
 ) -> tuple[Catalog, Switchboard]:
     """The catalog (loaded, following its store) and the switchboard (the numbers' engines
     started). A store that cannot be read at start leaves the default number serving and is
@@ -54,5 +58,6 @@ async def start_numbers(
         await apply_numbers_file(catalog, settings.storage.numbers_file)
     await catalog.start()
     switchboard = Switchboard(default_engine, catalog, settings, http)
+    switchboard.metrics = metrics
     await switchboard.start()
     return catalog, switchboard

@@ -20,9 +20,10 @@ What comes in is routed to the right engine:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -36,13 +37,13 @@ from ..engines import (
     MediaChannel,
     PolledEngine,
     RemoteCall,
-    SignedWebhookEngine,
-    WebhookCalls,
-    WebhookEngine,
 )
-from ..engines.base import emit, webhook_json
-from ..errors import BadRequest, Forbidden, NotFound
+from ..engines.base import emit
+from ..errors import NotFound
+from ..metrics import Metrics
 from ..tasks import TaskSet
+from .health import INTERVAL as HEALTH_INTERVAL
+from .health import check as check_number
 from .model import DEFAULT_NUMBER, Number
 from .tenants import Tenant
 
@@ -77,9 +78,12 @@ class Switchboard:
         self._owner: dict[str, str] = {}  # engine call id -> number id (calls of other numbers)
         self._tasks = TaskSet("switchboard")
         self._forwarders: dict[str, asyncio.Task[None]] = {}
-        self._unknown_meta_ids: set[str] = set()
+        self.unknown_meta_ids: set[str] = set()
+        """Meta numbers whose webhooks came here though no number has them (logged once)."""
         self.live_numbers: LiveNumbers = set
         self._changing = asyncio.Lock()
+        self.metrics: Metrics | None = None
+        self._health: dict[str, dict[str, Any]] = {}
 
     # -- the Engine protocol's face, for the default number and for what names no number
     @property
@@ -100,6 +104,7 @@ class Switchboard:
             self.catalog.follow(self._catalog_changed)
             await self.reconcile()
             self._tasks.spawn(self._close_retired_forever(), "retire-engines")
+            self._tasks.spawn(self._health_forever(), "number-health")
 
     async def close(self) -> None:
         await self._tasks.close()
@@ -152,7 +157,36 @@ class Switchboard:
                     "number %s (%s, %s): engine started", number_id, number.phone, number.engine
                 )
 
+    # -- health (numbers/health.py)
+    def health_of(self, number_id: str) -> dict[str, Any]:
+        return self._health.get(number_id) or {"ok": None, "reason": "not checked yet"}
+
+    async def check_health(self, number_id: str) -> None:
+        """Check one number now; a change is logged once (WARNING when it goes bad)."""
+        number = self.catalog.number(number_id) if self.catalog is not None else None
+        if number is None:
+            return
+        result = await check_number(self.engines.get(number_id), number, self.http)
+        before = self._health.get(number_id)
+        self._health[number_id] = result
+        if self.metrics is not None:
+            self.metrics.number_up.labels(number_id).set(1.0 if result["ok"] else 0.0)
+        if not result["ok"] and (before is None or before["ok"]):
+            log.warning("number %s (%s): %s", number_id, number.phone, result["reason"])
+        elif result["ok"] and before is not None and not before["ok"]:
+            log.info("number %s (%s): healthy again", number_id, number.phone)
+
+    async def _health_forever(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL)
+            for number_id in list(self.engines):
+                await self.check_health(number_id)
+
     def _retire(self, number_id: str) -> None:
+        self._health.pop(number_id, None)
+        if self.metrics is not None:
+            with contextlib.suppress(KeyError):  # never checked
+                self.metrics.number_up.remove(number_id)
         engine = self.engines.pop(number_id)
         self._built.pop(number_id, None)
         task = self._forwarders.pop(number_id, None)
@@ -258,85 +292,6 @@ class Switchboard:
     def polled(self, number_id: str) -> bool:
         """Whether the number's engine is polled by every worker (one must claim a call)."""
         return isinstance(self.of(number_id), PolledEngine)
-
-    # -- the one webhook front door
-    @property
-    def takes_webhooks(self) -> bool:
-        return any(isinstance(e, WebhookEngine) for e in self.engines.values())
-
-    @property
-    def signs_webhooks(self) -> bool:
-        return any(isinstance(e, SignedWebhookEngine) for e in self.engines.values())
-
-    def webhook_engine(self, raw: bytes, query: Mapping[str, str]) -> WebhookEngine | None:
-        """The engine a webhook is for: Meta's by ``metadata.phone_number_id``; another
-        engine's by ``?number=``; with one webhook engine, that one. ``None``: a Meta number
-        nobody here knows (the caller answers 200 and logs it)."""
-        if "number" in query:
-            engine = self.engines.get(query["number"])
-            if not isinstance(engine, WebhookEngine):
-                raise NotFound(f"no number {query['number'][:64]!r} takes webhooks here")
-            return engine
-        meta_id = _meta_number(raw)
-        if meta_id is not None and self.catalog is not None:
-            number = self.catalog.by_meta_id(meta_id)
-            engine = self.engines.get(number.number_id) if number is not None else None
-            if isinstance(engine, WebhookEngine):
-                return engine
-            if meta_id not in self._unknown_meta_ids and len(self._unknown_meta_ids) < 10_000:
-                self._unknown_meta_ids.add(meta_id)
-                log.warning(
-                    "webhook for Meta number %s, which no number here has: acknowledged, ignored",
-                    meta_id,
-                )
-            return None
-        takers = [e for e in self.engines.values() if isinstance(e, WebhookEngine)]
-        if len(takers) == 1 or (takers and isinstance(self.default, WebhookEngine)):
-            return takers[0] if len(takers) == 1 else self.default  # type: ignore[return-value]
-        if not takers:
-            raise BadRequest(
-                f"the {self.name} engine takes no webhooks", code="webhook_not_supported"
-            )
-        raise BadRequest(
-            "several numbers take webhooks here: name one with ?number=<numberID>",
-            code="webhook_not_supported",
-        )
-
-    def webhook_calls(self, raw: bytes, query: Mapping[str, str]) -> WebhookCalls:
-        try:
-            engine = self.webhook_engine(raw, query)
-        except (BadRequest, NotFound):
-            return WebhookCalls()
-        return engine.webhook_calls(raw) if engine is not None else WebhookCalls()
-
-    def verify_subscription(self, query: Mapping[str, str]) -> str:
-        """Meta's ``GET`` check: answered by whichever number's verify token matches."""
-        signed = [e for e in self.engines.values() if isinstance(e, SignedWebhookEngine)]
-        if not signed:
-            raise NotFound(f"the {self.name} engine has no webhook verification")
-        for engine in signed:
-            try:
-                return engine.verify_subscription(query)
-            except Forbidden:
-                continue
-        raise Forbidden("verify token matches no number's", code="verify_token_mismatch")
-
-
-def _meta_number(raw: bytes) -> str | None:
-    """Meta's ``phone_number_id`` named by a Cloud API webhook (``None``: not Meta's shape)."""
-    try:
-        body = webhook_json(raw)
-    except BadRequest:
-        return None
-    if body.get("object") != "whatsapp_business_account":
-        return None
-    for entry in body.get("entry") or ():
-        for change in (entry.get("changes") or ()) if isinstance(entry, dict) else ():
-            value = change.get("value") if isinstance(change, dict) else None
-            metadata = value.get("metadata") if isinstance(value, dict) else None
-            if isinstance(metadata, dict) and metadata.get("phone_number_id"):
-                return str(metadata["phone_number_id"])
-    return None
 
 
 def _engine_changed(built: Number, now: Number) -> bool:
