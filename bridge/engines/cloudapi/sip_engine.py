@@ -265,7 +265,9 @@ class SipEngine:
                 await self._ua().in_dialog(uac.dialog, "BYE")
             return
         if uac.dialog is None:
-            reason, why = bic_failure(final, self.sip.sip_hostname, self.sip.sip_number)
+            reason, why = bic_failure(
+                final, self.sip.sip_hostname, self.sip.sip_number, uac.auth_failure
+            )
             log.warning("SIP call %s to %s: %s", call.id, call.peer_wa, why)
             await self.dialogs.forget(call)
             detail = meta_code(final)[1] or f"SIP {final.status}: {final.reason}"
