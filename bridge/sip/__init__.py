@@ -1,7 +1,7 @@
 """SIP over TLS, as narrow as Meta's WhatsApp Business Calling SIP interface needs (RFC 3261):
 messages (``message``, ``headers``), digest authentication with SHA-256 and MD5 (``digest``),
 TLS transport (``transport``), dialogs (``dialog``), transactions (``transaction``), the user
-agent core (``ua``) and our INVITE (``uac``).
+agent core (``ua``), who may send us SIP (``trust``) and our INVITE (``uac``).
 The Cloud API engine's SIP signalling (``engines/cloudapi/sip_engine.py``) drives it."""
 
 from .dialog import Dialog, reply
@@ -10,6 +10,7 @@ from .headers import Address, Uri, Via
 from .message import Message, Request, Response, SipParseError, parse
 from .transaction import CallHandler, InviteServer
 from .transport import CertFiles, Connection, client_context
+from .trust import PeerPolicy
 from .ua import UserAgent
 from .uac import InviteClient
 
@@ -25,6 +26,7 @@ __all__ = [
     "InviteClient",
     "InviteServer",
     "Message",
+    "PeerPolicy",
     "Request",
     "Response",
     "SipParseError",
