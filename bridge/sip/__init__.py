@@ -5,7 +5,15 @@ agent core (``ua``), who may send us SIP (``trust``) and our INVITE (``uac``).
 The Cloud API engine's SIP signalling (``engines/cloudapi/sip_engine.py``) drives it."""
 
 from .dialog import Dialog, reply
-from .digest import Challenge, DigestError, DigestServer, Verdict, authorize, choose
+from .digest import (
+    Challenge,
+    DigestError,
+    DigestServer,
+    Verdict,
+    authorize,
+    choose,
+    parse_params,
+)
 from .headers import Address, Uri, Via
 from .message import Message, Request, Response, SipParseError, parse
 from .transaction import CallHandler, InviteServer
@@ -38,5 +46,6 @@ __all__ = [
     "choose",
     "client_context",
     "parse",
+    "parse_params",
     "reply",
 ]

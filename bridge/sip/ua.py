@@ -327,8 +327,9 @@ class UserAgent:
             )
             await self._answer(conn, reply(req, 403, "Forbidden (wrong credentials)"))
             return False
-        challenge = self.digest.challenge(stale=verdict is Verdict.STALE)
-        extra = [("Proxy-Authenticate", challenge)]
+        # One Proxy-Authenticate per algorithm we offer, the preferred first (RFC 8760 §2.4).
+        challenges = self.digest.challenges(stale=verdict is Verdict.STALE)
+        extra = [("Proxy-Authenticate", challenge) for challenge in challenges]
         await self._answer(
             conn, reply(req, 407, "Proxy Authentication Required", to_tag=new_tag(), extra=extra)
         )

@@ -12,7 +12,16 @@ import logging
 import ssl
 import struct
 
-from bridge.sip import CertFiles, DigestServer, PeerPolicy, UserAgent, Via, client_context
+from bridge.sip import (
+    CertFiles,
+    DigestServer,
+    PeerPolicy,
+    UserAgent,
+    Via,
+    authorize,
+    client_context,
+    parse_params,
+)
 from bridge.sip.transport import Connection, connect
 
 from ..support.tls import TestCA
@@ -213,3 +222,36 @@ async def test_our_tls_client_hello_offers_no_alpn(ca):
         await server.wait_closed()
     assert 16 not in extensions, "ALPN offered"
     assert b"localhost" in extensions[0]  # SNI: the parse above found the real extensions
+
+
+async def test_our_407_can_offer_sha256_and_md5_and_takes_either_answer(ca):
+    """Digest both ways: the UA's own 407 as Meta's edge sends one (RFC 8760 §2.4), each
+    challenge with its own nonce and opaque, and a SHA-256 or an MD5 answer accepted."""
+    ua, handler, _ = await start_ua(ca, password=PASSWORD)
+    ua.digest = DigestServer("wa.meta.vc", NUMBER, PASSWORD, algorithms=("SHA-256", "MD5"))
+    c = await Client.open(ua, ca)
+    try:
+        for n, pick in enumerate((slice(None), slice(1, 2))):  # best of both, then MD5 alone
+            invite = request("INVITE", body=SDP, call_id=f"both-{n}", branch=f"z9hG4bKb{n}")
+            await c.send(invite.to_bytes())
+            resp = await c.recv()
+            offered = resp.all("Proxy-Authenticate")
+            assert resp.status == 407
+            assert [parse_params(v)["algorithm"] for v in offered] == ["SHA-256", "MD5"]
+            assert len({parse_params(v)["nonce"] for v in offered}) == 2
+            auth = authorize(offered[pick], "INVITE", invite.uri, NUMBER, PASSWORD)
+            assert parse_params(auth)["algorithm"] == ("SHA-256", "MD5")[n]
+            again = request(
+                "INVITE",
+                body=SDP,
+                call_id=f"both-{n}",
+                cseq=2,
+                branch=f"z9hG4bKc{n}",
+                extra=(("Proxy-Authorization", auth),),
+            )
+            await c.send(again.to_bytes())
+            assert [(await c.recv()).status for _ in range(2)] == [100, 180]
+        assert len(handler.invites) == 2
+    finally:
+        await c.close()
+        await ua.close()
