@@ -255,3 +255,19 @@ async def test_our_407_can_offer_sha256_and_md5_and_takes_either_answer(ca):
     finally:
         await c.close()
         await ua.close()
+
+
+async def test_the_settings_reach_the_engines_listener(sip_rig, tmp_path):
+    """BRIDGE_SIP_TRUSTED_NETWORKS and BRIDGE_SIP_VERIFY_CLIENT as the engine applies them: a
+    loopback INVITE refused when loopback is not listed, and Meta's certificate asked for."""
+    rig = await sip_rig(sip_trusted_networks=("192.0.2.0/24",), sip_verify_client=META_NAME)
+    ua = rig.engine.ua
+    assert ua.transport.certs.context.verify_mode is ssl.CERT_OPTIONAL
+    c = await _open_with_cert(ua, rig.ca, rig.ca.issue("meta-client", META_NAME))
+    try:
+        await c.send(request("INVITE", body=SDP).to_bytes())
+        resp = await c.recv()
+        assert resp.status == 403 and "untrusted" in resp.reason
+        assert ua.counts["untrusted"] == 1 and not rig.engine.calls
+    finally:
+        await c.close()
