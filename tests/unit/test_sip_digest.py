@@ -138,3 +138,35 @@ def test_server_refuses_an_algorithm_it_did_not_offer_and_odd_input():
         DigestServer("r", "u", "p", algorithms=("SHA-1",))
     with pytest.raises(ValueError):
         DigestServer("r", "u", "p", algorithms=("MD5-sess",))
+
+
+def test_uac_answers_a_stale_second_407_once_more_and_no_more():
+    from types import SimpleNamespace
+
+    from bridge.sip import InviteClient, Response
+
+    ua = SimpleNamespace(number="15550009999", hostname="sip.example.com")
+    uac = InviteClient(
+        ua,  # type: ignore[arg-type]
+        meta_uri="sip:wa.meta.vc;transport=tls",
+        callee="5521999999999",
+        sdp=b"v=0\r\n",
+        username="15550009999",
+        password="pw",
+        call_id="c1",
+    )
+    assert uac.digest_uri == "sip:+5521999999999@wa.meta.vc;transport=tls"
+
+    def challenge(stale: bool) -> Response:
+        resp = Response(status=407, reason="Proxy Authentication Required")
+        for value in (META_SHA256, META_MD5):
+            resp.add("Proxy-Authenticate", value + (", stale=true" if stale else ""))
+        return resp
+
+    first = challenge(False)
+    assert uac._may_answer(first, 0)
+    assert parse_params(uac._answer_challenge(first))["algorithm"] == "SHA-256"
+    assert uac._may_answer(challenge(True), 1) and uac.auth_failure == ""  # a fresh nonce
+    assert not uac._may_answer(challenge(True), 2)  # stale again: give up, and say so
+    assert "Meta refused our SHA-256 digest answer" in uac.auth_failure
+    assert "uri sip:+5521999999999@wa.meta.vc;transport=tls" in uac.auth_failure
