@@ -77,6 +77,10 @@ def test_sip_reason_header_carries_metas_code() -> None:
     resp.headers.append(("Reason", 'SIP;cause=480;text="138012 call limit reached"'))
     reason, why = bic_failure(resp, "sip.example.com", "15550009999")
     assert reason == "call_limit_reached" and "138012" in why and "retryAt" in why
+    # A final 407: the UAC's own account of the digest round, never a guess at the password.
+    refused = Response(status=407, reason="Proxy Authentication Required")
+    why = "Meta's 407 carries 1 challenge(s) and we can answer none: …"
+    assert bic_failure(refused, "sip.example.com", "15550009999", why) == ("failed", why)
 
 
 def test_docs_give_a_hint_for_every_code() -> None:
