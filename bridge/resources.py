@@ -209,9 +209,11 @@ async def call_directory(app: web.Application) -> AsyncIterator[None]:
 
 
 async def call_webhooks(app: web.Application) -> AsyncIterator[None]:
-    """Reads ``SETTINGS``, ``HTTP``, ``METRICS``, ``CALL_EVENTS``; makes ``WEBHOOKS``."""
-    webhooks = WebhookService(app[SETTINGS].webhooks, app[HTTP], app[METRICS])
-    app[WEBHOOKS] = webhooks
+    """Reads ``SETTINGS``, ``HTTP``, ``METRICS``, ``CALL_EVENTS``, ``CATALOG``; makes ``WEBHOOKS``."""
+    tenants = app[CATALOG].tenant_destination  # a tenant's own URL gets its calls' events too
+    webhooks = app[WEBHOOKS] = WebhookService(
+        app[SETTINGS].webhooks, app[HTTP], app[METRICS], tenants
+    )
     app[CALL_EVENTS].observe(webhooks.observe)
     yield
     # The calls' last events (call.ended) are queued now: flush them (bounded).

@@ -237,9 +237,7 @@ async def test_numbers_survive_a_restart_with_secrets_sealed(nclient, tmp_path) 
 
 async def meta_app(pnids: dict[str, str], secret: str, tone: float) -> FakeMeta:
     first = next(iter(pnids))
-    meta = FakeMeta(
-        token=pnids[first], phone_number_id=first, app_secret=secret, user_tone_hz=tone
-    )
+    meta = FakeMeta(token=pnids[first], phone_number_id=first, app_secret=secret, user_tone_hz=tone)
     for pnid, token in pnids.items():
         meta.add_number(pnid, token)
     await meta.start()
@@ -365,3 +363,42 @@ async def test_a_deleted_number_takes_no_new_call_and_its_live_call_finishes(ncl
     await rtc.close()
     switchboard = client.app[SWITCHBOARD]
     await until(lambda: not switchboard._retired, 3, "the retired engine closed")
+
+
+async def test_each_tenant_gets_its_own_calls_events_signed_with_its_own_secret(
+    nclient, aiohttp_server
+) -> None:
+    from standardwebhooks import Webhook
+
+    from .test_webhooks import SECRET, Receiver
+
+    receiver = Receiver()
+    server = await aiohttp_server(receiver.app, host="127.0.0.1")
+    receiver.base = f"http://127.0.0.1:{server.port}"
+    acme_secret = "whsec_" + "QWNtZUFjbWVBY21lQWNtZUFjbWVBY21lQWNtZUFjbWU="
+    client = await nclient(
+        webhook_url=receiver.url("service"), webhook_secret=SECRET, webhook_url_allow=("127.0.0.1",)
+    )
+    acme = await new_tenant(
+        client, "Acme", webhookURL=receiver.url("acme"), webhookSecret=acme_secret
+    )
+    globex = await new_tenant(
+        client, "Globex", webhookURL=receiver.url("globex"), webhookSecret=SECRET
+    )
+    await sim_number(client, "+15550000051", 600.0, headers=bearer(acme["apiKey"]))
+    await sim_number(client, "+15550000052", 600.0, headers=bearer(globex["apiKey"]))
+    call = await post(
+        client, "/call/make", {"phone": "5521999999999"}, headers=bearer(acme["apiKey"])
+    )
+    await post(client, "/call/hangup", {"callID": call["callID"]}, headers=ADMIN, status=200)
+    events = await receiver.wait_for("acme", 2)
+    assert {e["callID"] for e in events} == {call["callID"]}
+    assert all(e["call"]["tenantID"] == acme["tenantID"] for e in events)
+    assert "call.ended" in [e["type"] for e in await receiver.wait_for("acme", 3)]
+    for request in [r for r in receiver.requests if r["kind"] == "acme"]:
+        Webhook(acme_secret).verify(request["body"], request["headers"])  # its own secret
+    service = await receiver.wait_for("service", 3)  # the service-wide URL still gets all
+    assert {e["callID"] for e in service} == {call["callID"]}
+    await asyncio.sleep(0.3)
+    assert receiver.events("globex") == []
+    receiver.release.set()
