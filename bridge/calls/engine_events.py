@@ -8,7 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..engines import EngineEvent, EngineEventKind
-from .model import CallState, Direction, EndReason
+from .model import CallState, Direction, EndReason, engine_key
 
 if TYPE_CHECKING:
     from .manager import CallManager
@@ -42,7 +42,7 @@ class EngineEvents:
             else:
                 await manager.incoming(event)
             return
-        call = manager.registry.by_engine_id(event.engine_call_id)
+        call = manager.registry.by_engine_id(engine_key(event.number_id, event.engine_call_id))
         if call is None:
             log.debug("engine event for an unknown or ended call: %s", event)
             return

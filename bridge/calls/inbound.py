@@ -26,7 +26,7 @@ from ..errors import AtCapacity, ShuttingDown
 from ..numbers.model import DEFAULT_NUMBER
 from .hangup import hang_up_quietly
 from .manager import CallManager
-from .model import Call, CallState, Direction, EndReason
+from .model import Call, CallState, Direction, EndReason, engine_key
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +71,14 @@ class InboundCalls:
     async def incoming(self, event: EngineEvent) -> None:
         """The engine reports a new inbound call."""
         manager = self.manager
-        if manager.registry.by_engine_id(event.engine_call_id) is not None:
-            return  # already known (a webhook and a poll can both report it)
         number_id = event.number_id or DEFAULT_NUMBER
+        key = engine_key(number_id, event.engine_call_id)
+        if manager.registry.by_engine_id(key) is not None:
+            return  # already known (a webhook and a poll can both report it)
         # Every worker polls a polled engine's one list: one claims each new call. The other
         # engines' new calls reach one worker already.
         polled = self._polled(number_id)
-        if polled and not await self._claim(event.engine_call_id):
+        if polled and not await self._claim(key):
             return  # another worker polled the same engine first and took it
         if polled and await self._place(event.engine_call_id, event.peer or "unknown", number_id):
             return  # a less loaded worker took it
@@ -92,7 +93,7 @@ class InboundCalls:
     async def adopt(self, engine_call_id: str, peer: str, number_id: str = DEFAULT_NUMBER) -> Call:
         """Take a new inbound call another worker discovered and placed here (at capacity:
         :class:`AtCapacity`, and the placing worker rings it itself)."""
-        known = self.manager.registry.by_engine_id(engine_call_id)
+        known = self.manager.registry.by_engine_id(engine_key(number_id, engine_call_id))
         if known is not None:
             return known
         self.manager.check_capacity()

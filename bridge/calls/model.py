@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import BadRequest, CallStateError
+from ..numbers.model import engine_key
 from ..timefmt import iso_utc_or_none as _iso
 from ..timefmt import parse_iso_utc
 
@@ -206,6 +207,11 @@ class Call:
         else:
             seconds = max(0.0, self.ended_at - self.answered_at)
         return math.ceil(round(seconds, 3) / self.pulse_s)
+
+    @property
+    def engine_key(self) -> str:
+        """:func:`engine_key` of this call (what the registry and the directory index)."""
+        return engine_key(self.number_id, self.engine_call_id)
 
     def snapshot(self) -> dict[str, Any]:
         return {

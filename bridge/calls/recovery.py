@@ -57,7 +57,8 @@ DIALS_SETTLE = 10.0
 may be in the engine's listing before it is ours)."""
 
 KnownElsewhere = Callable[[str], Awaitable[bool]]
-"""``known_elsewhere(engine call id)``: does another live worker carry this engine call?"""
+"""``known_elsewhere(engine key)``: does another live worker carry this engine call? (The key
+is :func:`~.model.engine_key`: the engine's id, qualified by its number.)"""
 
 Adopt = Callable[[MovedCall, Callable[[CallRuntime], None]], Awaitable[Call]]
 """``adopt(moved, carried)``: carry a moved call on here — claimed in the directory, its engine
@@ -277,7 +278,7 @@ class Recovery:
         without a word to the engine or the clients (hanging it up would end the adopted
         call)."""
         for call in self.manager.live_calls():
-            if await self._known_elsewhere(call.engine_call_id):
+            if await self._known_elsewhere(call.engine_key):
                 log.warning(
                     "call %s: carried on by another worker since this one was taken for dead; "
                     "letting go of it here",

@@ -9,6 +9,7 @@ not signed (ZuckZapGo) name their number with ``?number=<numberID>`` and need an
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 from ..engines import SignedWebhookEngine, WebhookCalls, WebhookEngine
 from ..engines.base import webhook_json
 from ..errors import BadRequest, Forbidden, NotFound
+from .model import engine_key
 
 if TYPE_CHECKING:
     from .switchboard import Switchboard
@@ -100,11 +102,18 @@ def webhook_engine(
 
 
 def webhook_calls(switchboard: Switchboard, raw: bytes, query: Mapping[str, str]) -> WebhookCalls:
+    """The calls a webhook names, as engine keys (``numberID:id``: what the directory
+    indexes), without verifying it."""
     try:
         engine = webhook_engine(switchboard, raw, query)
     except (BadRequest, NotFound):
         return WebhookCalls()
-    return engine.webhook_calls(raw) if engine is not None else WebhookCalls()
+    if engine is None:
+        return WebhookCalls()
+    about = engine.webhook_calls(raw)
+    number_id = next((n for n, e in switchboard.engines.items() if e is engine), "")
+    keys = tuple(engine_key(number_id, i) for i in about.engine_call_ids)
+    return dataclasses.replace(about, engine_call_ids=keys)
 
 
 def verify_subscription(switchboard: Switchboard, query: Mapping[str, str]) -> str:

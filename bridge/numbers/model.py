@@ -65,6 +65,16 @@ _BLOCKS: dict[EngineKind, dict[str, tuple[str, bool, bool]]] = {
 }
 
 
+def engine_key(number_id: str, engine_call_id: str) -> str:
+    """An engine's call id made unique across numbers: each engine numbers its own calls (two
+    engines may both say ``FAKE001``), so the registry and the directory index a call by its
+    number too — ``numberID:id``, or the bare id on the default number (as before numbers
+    existed, so a rolling upgrade finds its calls)."""
+    if not number_id or number_id == DEFAULT_NUMBER:
+        return engine_call_id
+    return f"{number_id}:{engine_call_id}"
+
+
 def new_id(prefix: str) -> str:
     """A fresh id (``num_…``, ``ten_…``, ``key_…``): unguessable, URL-safe."""
     return f"{prefix}_{secrets.token_hex(8)}"

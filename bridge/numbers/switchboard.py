@@ -44,7 +44,7 @@ from ..metrics import Metrics
 from ..tasks import TaskSet
 from .health import INTERVAL as HEALTH_INTERVAL
 from .health import check as check_number
-from .model import DEFAULT_NUMBER, Number
+from .model import DEFAULT_NUMBER, Number, engine_key
 from .tenants import Tenant
 
 if TYPE_CHECKING:
@@ -236,8 +236,13 @@ class Switchboard:
                 return retired
         return self.default
 
-    def _by_call(self, engine_call_id: str) -> Engine:
-        return self.of(self._owner.get(engine_call_id, DEFAULT_NUMBER))
+    def _by_call(self, engine_call_id: str) -> tuple[Engine, str]:
+        """The engine of an engine key (``numberID:id``, or a bare id: the owner map, else
+        the default number) and the engine's own id."""
+        number_id, sep, raw = engine_call_id.partition(":")
+        if sep and (number_id in self.engines or any(n == number_id for n, _ in self._retired)):
+            return self.of(number_id), raw
+        return self.of(self._owner.get(engine_call_id, DEFAULT_NUMBER)), engine_call_id
 
     def bind(self, engine_call_id: str, number_id: str) -> None:
         """Remember whose call this is (a call adopted or placed here)."""
@@ -257,25 +262,29 @@ class Switchboard:
         return engine_call_id
 
     async def answer(self, engine_call_id: str) -> None:
-        await self._by_call(engine_call_id).answer(engine_call_id)
+        engine, raw = self._by_call(engine_call_id)
+        await engine.answer(raw)
 
     async def hangup(self, engine_call_id: str) -> None:
-        await self._by_call(engine_call_id).hangup(engine_call_id)
+        engine, raw = self._by_call(engine_call_id)
+        await engine.hangup(raw)
 
     async def open_media(self, engine_call_id: str) -> MediaChannel:
-        return await self._by_call(engine_call_id).open_media(engine_call_id)
+        engine, raw = self._by_call(engine_call_id)
+        return await engine.open_media(raw)
 
     def hangup_later(self, engine_call_id: str, why: str) -> None:
-        self._by_call(engine_call_id).hangup_later(engine_call_id, why)
+        engine, raw = self._by_call(engine_call_id)
+        engine.hangup_later(raw, why)
 
     async def startup_calls(self) -> list[RemoteCall]:
+        """Every engine's first listing; the ids are engine keys (``numberID:id``)."""
         listed = list(await self.default.startup_calls())
         for number_id, engine in list(self.engines.items()):
             if number_id == DEFAULT_NUMBER:
                 continue
             for remote in await engine.startup_calls():
-                self._owner[remote.id] = number_id
-                listed.append(remote)
+                listed.append(dataclasses.replace(remote, id=engine_key(number_id, remote.id)))
         return listed
 
     def tenant_of(self, number_id: str) -> str:
