@@ -85,14 +85,14 @@ def tenancy_middleware(call_id_of: Callable[[web.Request], Awaitable[str | None]
         if request.path.startswith(ADMIN_ONLY):
             require_admin(request)
         call_id = await call_id_of(request)
-        if call_id is not None and await _tenant_of_call(request, call_id) != principal.tenant_id:
+        if call_id is not None and await tenant_of_call(request, call_id) != principal.tenant_id:
             raise CallNotFound(f"no call {call_id[:64]!r}")
         return await handler(request)
 
     return middleware
 
 
-async def _tenant_of_call(request: web.Request, call_id: str) -> str | None:
+async def tenant_of_call(request: web.Request, call_id: str) -> str | None:
     call = request.app[MANAGER].registry.get(call_id)
     if call is not None:
         return call.tenant_id

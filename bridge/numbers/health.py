@@ -6,6 +6,7 @@ Checked when the number is created and every :data:`INTERVAL`; shown on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 INTERVAL = 180.0
 """Seconds between two checks of every number."""
 TIMEOUT = aiohttp.ClientTimeout(total=5)
+FIRST_ANSWER = 2.0
+"""Seconds a new number's engine has to answer before its first check counts it down."""
 
 
 async def probe_graph(http: aiohttp.ClientSession, number: Number) -> tuple[bool, str]:
@@ -49,6 +52,10 @@ async def check(engine: Engine | None, number: Number, http: Any) -> dict[str, A
     if number.meta_id and number.secrets.get("accessToken") and http is not None:
         ok, reason = await probe_graph(http, number)
     else:
+        # A number just made: give its engine its first answer (a polled engine's first
+        # listing) before judging it.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(engine.startup_calls(), FIRST_ANSWER)
         try:
             health = await asyncio.wait_for(engine.health(), 5)
             ok, reason = health.up, health.detail or ("up" if health.up else "down")
