@@ -19,6 +19,7 @@ from .calls import CallEvents, InMemoryCallRegistry
 from .config import Settings
 from .engines import Engine
 from .errors import NotFound
+from .logs import name_numbers
 from .metrics import Metrics
 from .resources import (
     CALL_EVENTS,
@@ -88,6 +89,18 @@ def create_app(
     # read and observe them; the manager, made later, runs them.
     app[CALL_REGISTRY] = InMemoryCallRegistry(settings.calls.ended_call_ttl)
     app[CALL_EVENTS] = CallEvents()
+    registry = app[CALL_REGISTRY]
+
+    def number_of(call_id: str) -> str | None:
+        call = registry.get(call_id)
+        return call.number_id if call is not None else None
+
+    unname = name_numbers(number_of)  # every log line of a call names its number
+
+    async def stop_naming(app: web.Application) -> None:
+        unname()
+
+    app.on_cleanup.append(stop_naming)
     # App-scoped resources, made in this order and closed in reverse (resources.py).
     app.cleanup_ctx.extend(CLEANUP_CTX)
     app.on_shutdown.append(on_shutdown)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 
 from bridge.api.keys import CATALOG, MANAGER, SWITCHBOARD
 from bridge.engines.cloudapi.webhook import SIGNATURE_HEADER, sign
+from bridge.logs import call_id_of
 
 from ..fakes.cloudapi import FakeMeta
 from ..support.calls import wait_state
@@ -117,9 +119,10 @@ async def test_numbers_crud_secrets_never_returned_and_bad_input_named(nclient) 
     assert (await client.get("/numbers")).status == 401  # no token at all
 
 
-async def test_each_number_has_its_own_engine_and_from_picks_it(nclient) -> None:
+async def test_each_number_has_its_own_engine_and_from_picks_it(nclient, caplog) -> None:
     """Two sim numbers of one tenant with different tones: a call from each reaches the
     browser with its own number's tone; without "from" the tenant is asked which."""
+    caplog.set_level(logging.INFO)
     client = await nclient()
     tenant = await new_tenant(client, "Acme")
     key = bearer(tenant["apiKey"])
@@ -139,6 +142,12 @@ async def test_each_number_has_its_own_engine_and_from_picks_it(nclient) -> None
         assert_heard(rtc, tone, f"the browser hears number {number['phone']}")
         await rtc.close()
         await post(client, "/call/hangup", {"callID": call["callID"]}, headers=key, status=200)
+        lines = [
+            r
+            for r in caplog.records
+            if (getattr(r, "call_id", None) or call_id_of(r)) == call["callID"]
+        ]
+        assert lines and {getattr(r, "number_id", None) for r in lines} == {number["numberID"]}
 
 
 async def test_a_tenant_sees_only_its_own_calls_events_and_numbers(nclient) -> None:
