@@ -57,7 +57,10 @@ async def list_numbers(request: web.Request) -> web.Response:
     all of them as a numbers file (``?format=yaml``, no secrets)."""
     principal = principal_of(request)
     catalog = request.app[CATALOG]
-    if request.query.get("format") == "yaml":
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "yaml"):
+        raise BadRequest("query 'format' must be json or yaml")
+    if fmt == "yaml":
         return web.Response(text=catalog.export_yaml(principal.tenant_id), content_type="text/yaml")
     try:
         limit = int(request.query.get("limit", PAGE))
@@ -66,6 +69,8 @@ async def list_numbers(request: web.Request) -> web.Response:
     if not 1 <= limit <= 1000:
         raise BadRequest("query 'limit' must be between 1 and 1000")
     cursor = request.query.get("cursor", "")
+    if len(cursor) > 64:
+        raise BadRequest("query 'cursor' must be a numberID (at most 64 characters)")
     mine = sorted(catalog.numbers_of(principal.tenant_id), key=lambda n: n.number_id)
     page = [n for n in mine if n.number_id > cursor][:limit]
     more = len(page) == limit and page[-1].number_id != mine[-1].number_id
