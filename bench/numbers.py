@@ -104,7 +104,10 @@ async def webhook_latencies(
     for n in range(count):
         pnid, secret = numbers[(n * 7919) % len(numbers)]
         raw = status_webhook(pnid, n)
-        headers = {"X-Hub-Signature-256": signature(secret, raw), "Content-Type": "application/json"}
+        headers = {
+            "X-Hub-Signature-256": signature(secret, raw),
+            "Content-Type": "application/json",
+        }
         t0 = time.perf_counter()
         async with http.post(base + "/engine/webhook", data=raw, headers=headers) as resp:
             await resp.read()
@@ -178,7 +181,11 @@ async def run(count: int, webhooks: int) -> dict[str, Any]:
                 "numbers": count,
                 "apps": APPS,
                 "create_ms": {"p50": pct(create_ms, 0.5), "p99": pct(create_ms, 0.99)},
-                "rss_mb": {"before": rss0, "after": rss1, "per_number_kb": (rss1 - rss0) * 1024 / count},
+                "rss_mb": {
+                    "before": rss0,
+                    "after": rss1,
+                    "per_number_kb": (rss1 - rss0) * 1024 / count,
+                },
                 "webhook_ms": {
                     "one_number": {"p50": pct(one, 0.5), "p99": pct(one, 0.99)},
                     "many_numbers": {"p50": pct(many, 0.5), "p99": pct(many, 0.99)},
