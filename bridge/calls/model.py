@@ -54,6 +54,9 @@ class EndReason(enum.StrEnum):
     PERMISSION_REQUEST_LIMIT = "permission_request_limit"  # 138009
     CALL_LIMIT_REACHED = "call_limit_reached"  # 138012: calls with this user per 24 h
     WRONG_SIGNALLING = "wrong_signalling"  # 131055: Graph calling on a SIP number
+    CALLING_PAUSED = "calling_paused"  # 138014: business-initiated calling paused (penalty)
+    MESSAGING_LIMIT_TOO_LOW = "messaging_limit_too_low"  # 138015: below 2 000 a day
+    META_RATE_LIMIT = "meta_rate_limit"  # 613: too many Graph API requests
 
 
 _TRANSITIONS: dict[CallState, frozenset[CallState]] = {

@@ -25,6 +25,7 @@ from .base import (
     RemoteCall,
     SignedWebhookEngine,
     SimulatedNetwork,
+    StandingEngine,
     WebhookCalls,
     WebhookEngine,
 )
@@ -91,6 +92,7 @@ __all__ = [
     "SignedWebhookEngine",
     "SimEngine",
     "SimulatedNetwork",
+    "StandingEngine",
     "WadialEngine",
     "WebRTCChannel",
     "WebRTCLeg",

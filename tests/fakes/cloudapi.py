@@ -33,6 +33,7 @@ from bridge.rtc import restrict_host_addresses
 from bridge.rtc.release import release_peer_connection
 
 from ..support.rtc_client import Recorder, ToneTrack
+from .cloudapi_account import MetaAccount
 from .cloudapi_permissions import MetaPermissions
 from .common import FakeServer
 
@@ -289,6 +290,8 @@ class FakeMeta(FakeServer):
         self.refused: list[dict[str, Any]] = []
         self.perms = MetaPermissions()
         """Users' call permissions (see :mod:`.cloudapi_permissions`)."""
+        self.account = MetaAccount()
+        """The number's standing: pauses, messaging limit, rate limit (:mod:`.cloudapi_account`)."""
         self.fail_next: dict[str, tuple[int, str]] = {}
         """action → Meta's error code and message for the next request of that action."""
         self.permission_reads = 0
@@ -396,6 +399,9 @@ class FakeMeta(FakeServer):
                     subcode=2494010,
                 )
         action = body.get("action")
+        standing = self.account.refusal(str(action))
+        if standing is not None:
+            return standing
         failure = self.fail_next.pop(str(action), None)
         if failure is not None:  # the next such action fails as Meta fails it
             code, message = failure
