@@ -6,19 +6,18 @@ named in its docstring), so the list is the order of their dependencies:
 
 1. :func:`http_clients` — the outgoing HTTP sessions (closed last);
 2. :func:`turn_provider` — TURN credentials (made by ``create_app``, closed here);
-3. :func:`whatsapp_engine` — the engine (reads ``HTTP``);
+3. :func:`whatsapp_engine` — the default number's engine, the numbers and their engines;
 4. :func:`media_services` — playback, recordings, forks, agents and the app's tasks;
 5. :func:`call_directory` — the directory (records the calls' last events before it closes);
-6. :func:`call_webhooks` — the webhooks (flush the calls' last events);
+6. :func:`call_webhooks` — the webhooks, the tenants' too (flush the calls' last events);
 7. :func:`calls` — the call manager, inbound calls and recovery (every live call ends first);
 8. :func:`call_handover` — calls moving between workers (a drain under way stops first).
 
-Two uses run the other way, from an earlier entry to a later one, and are bound late and
-explicitly: the directory reports a lost call to *recovery* (made by :func:`calls`), and
-recovery adopts a dead worker's call through the *handover* (made by :func:`call_handover`).
-The earlier entry puts a :class:`Later` in the app; the later one binds it. Neither is used
-before the app has started (the directory's reaper waits a heartbeat TTL; recovery adopts
-only what the directory reports).
+Two uses run the other way, from an earlier entry to a later one, and are bound late and explicitly:
+the directory reports a lost call to *recovery* (made by :func:`calls`), and recovery adopts a dead
+worker's call through the *handover* (made by :func:`call_handover`). The earlier entry puts a
+:class:`Later` in the app; the later one binds it. Neither is used before the app has started (the
+directory's reaper waits a heartbeat TTL; recovery adopts only what the directory reports).
 """
 
 from __future__ import annotations
@@ -141,8 +140,9 @@ async def whatsapp_engine(app: web.Application) -> AsyncIterator[None]:
     engine = app.get(ENGINE_OVERRIDE) or create_engine(app[SETTINGS], app[HTTP])
     await engine.start()
     app[ENGINE] = engine
-    numbers = await start_numbers(app[SETTINGS], engine, app[HTTP], app[METRICS])
-    app[CATALOG], app[SWITCHBOARD] = numbers
+    app[CATALOG], app[SWITCHBOARD] = await start_numbers(
+        app[SETTINGS], engine, app[HTTP], app[METRICS]
+    )
     yield
     await app[SWITCHBOARD].close()
     await app[CATALOG].close()
@@ -209,9 +209,10 @@ async def call_directory(app: web.Application) -> AsyncIterator[None]:
 
 
 async def call_webhooks(app: web.Application) -> AsyncIterator[None]:
-    """Reads ``SETTINGS``, ``HTTP``, ``METRICS``, ``CALL_EVENTS``; makes ``WEBHOOKS``."""
-    webhooks = WebhookService(app[SETTINGS].webhooks, app[HTTP], app[METRICS])
-    app[WEBHOOKS] = webhooks
+    """Reads ``SETTINGS``, ``HTTP``, ``METRICS``, ``CALL_EVENTS``, ``CATALOG`` (a tenant's
+    own URL gets its calls' events too); makes ``WEBHOOKS``."""
+    tenants, settings = app[CATALOG].tenant_destination, app[SETTINGS].webhooks
+    webhooks = app[WEBHOOKS] = WebhookService(settings, app[HTTP], app[METRICS], tenants)
     app[CALL_EVENTS].observe(webhooks.observe)
     yield
     # The calls' last events (call.ended) are queued now: flush them (bounded).

@@ -133,6 +133,13 @@ class Catalog:
         """The tenant an API key belongs to (``None``: no tenant's key)."""
         return self._by_key.get(key_hash(key))
 
+    def tenant_destination(self, tenant_id: str) -> tuple[str, str] | None:
+        """A tenant's own webhook URL and signing secret, when it has them."""
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None or not tenant.webhook_url or not tenant.webhook_secret:
+            return None
+        return tenant.webhook_url, tenant.webhook_secret
+
     def numbers_of(self, tenant_id: str | None) -> list[Number]:
         """A tenant's numbers (``None``: every number)."""
         listed = self.numbers.values()
