@@ -83,6 +83,18 @@ def normalize_phone(raw: object) -> str:
     return m.group(1)
 
 
+BSUID_RE = re.compile(r"^[A-Z]{2}\.[A-Za-z0-9]{1,64}$")
+"""A business-scoped user id (Meta's BSUID: a country code, a dot, an opaque id)."""
+
+
+def normalize_user(raw: object) -> str:
+    """:func:`normalize_phone`'s digits, or a BSUID as it is (only ``/call/make``'s
+    ``recipient`` carries one, and only to a number on Meta's Graph road)."""
+    if isinstance(raw, str) and BSUID_RE.match(raw):
+        return raw
+    return normalize_phone(raw)
+
+
 _BOOT = uuid.uuid4().hex[:8]
 """Tells two runs of a process apart: a restarted container keeps its host name and often
 its pid, and a new worker must never inherit a dead one's id (its calls would never be

@@ -200,3 +200,45 @@ def json_of(event: Any) -> dict[str, Any]:
     import json
 
     return {k: v for k, v in json.loads(event.to_json()).items() if k != "at"}
+
+
+async def test_a_call_to_a_business_scoped_user_id(cclient, meta):
+    client = await cclient()
+    resp = await client.post("/call/make", json={"recipient": "US.13491208655302741918"})
+    body = await resp.json()
+    assert resp.status == 201, body
+    connect = next(a for a in meta.actions if a.get("action") == "connect")
+    assert connect["recipient"] == "US.13491208655302741918" and "to" not in connect
+    assert body["peer"].startswith("US.13491208655302741918")
+    for bad in (
+        {"recipient": "13491208655302741918"},
+        {"recipient": "US.1349", "phone": USER},
+        {},
+    ):
+        resp = await client.post("/call/make", json=bad)
+        error = (await resp.json())["error"]
+        assert resp.status == 400 and error["code"] == "invalid_phone", (bad, error)
+
+
+async def test_the_callers_context_and_identity_reach_the_call(cclient, meta):
+    client = await cclient()
+    _mcall, event = await meta.user_offer("15550001111")
+    item = event["calls"][0]
+    item["cta_payload"] = "support-button"
+    item["deeplink_payload"] = "promo-42"
+    item["from_user_id"] = "US.13491208655302741918"
+    event["contacts"][0].update(
+        {"user_id": "US.13491208655302741918", "profile": {"name": "Ana", "username": "@ana"}}
+    )
+    assert (await meta.post(client, meta.envelope(event))).status == 200
+    calls = await until(lambda: _live(client), 5, "the call ringing")
+    assert calls[0]["metadata"]["whatsapp"] == {
+        "ctaPayload": "support-button",
+        "deeplinkPayload": "promo-42",
+        "userId": "US.13491208655302741918",
+        "username": "@ana",
+    }
+
+
+async def _live(client: Any) -> list[dict[str, Any]]:
+    return (await (await client.get("/call/status")).json())["calls"]

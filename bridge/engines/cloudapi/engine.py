@@ -35,13 +35,12 @@ from ..base import (
     EngineHealth,
     EngineStats,
     RemoteCall,
-    WebhookCalls,
     emit,
 )
 from ..hangups import PendingHangups
 from .channel import PeerChannel
 from .codes import ended_by_meta, refused_event
-from .graph import GraphClient, connected_call_id, strip
+from .graph import GraphClient, addressed, connected_call_id, strip
 from .media import MediaLeg, new_leg
 from .permissions import CallPermissions
 from .sdp import DEFAULT_BITRATE
@@ -179,7 +178,7 @@ class CloudApiEngine:
         self._dialling.open(opaque)
         try:
             session = {"sdp_type": "offer", "sdp": await peer.offer()}
-            fields = {"to": phone, "session": session, "biz_opaque_callback_data": opaque}
+            fields = {**addressed(phone), "session": session, "biz_opaque_callback_data": opaque}
             self.permissions.forget(phone)  # a call changes the user's usage
             try:
                 answer = await self.graph.call_action("connect", **strip(fields))
@@ -263,8 +262,7 @@ class CloudApiEngine:
         self.inbox.receive(raw, headers)
         return True
 
-    def webhook_calls(self, raw: bytes) -> WebhookCalls:
-        return webhook_calls(raw)
+    webhook_calls = staticmethod(webhook_calls)
 
     async def _on_body(self, body: dict[str, Any]) -> None:
         events, bad = call_events(body)
@@ -304,7 +302,7 @@ class CloudApiEngine:
 
     def _inbound(self, ev: CallWebhook) -> None:
         peer = self._peer(f"cloudapi:{ev.wacid}")
-        call = CloudCall(ev.wacid, ev.peer, "inbound", peer)
+        call = CloudCall(ev.wacid, ev.peer, "inbound", peer, metadata=ev.metadata)
         peer.wacid = ev.wacid
         self.permissions.heard_from(ev.peer)  # a user's call opens the service window
         self.calls[ev.wacid] = call
@@ -325,7 +323,8 @@ class CloudApiEngine:
         if call.state != "connecting":
             return  # terminated meanwhile
         call.state = "ringing"
-        emit(self.events, EngineEvent(EngineEventKind.INCOMING, call.wacid, call.jid))
+        ringing = EngineEvent(EngineEventKind.INCOMING, call.wacid, call.jid, data=call.incoming)
+        emit(self.events, ringing)
 
     async def _apply_answer(self, call: CloudCall, sdp: str) -> None:
         try:

@@ -100,6 +100,12 @@ def strip(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v not in ("", None)}
 
 
+def addressed(user: str) -> dict[str, str]:
+    """Who a ``connect`` calls: ``to`` (digits), or ``recipient`` for a business-scoped user
+    id (Meta Cloud API Calling: Business-scoped user IDs; a user may show no phone)."""
+    return {"to": user} if user.isdigit() else {"recipient": user}
+
+
 def connected_call_id(answer: dict[str, Any]) -> str:
     """The ``wacid`` in Meta's answer to ``connect`` (``calls[0].id``)."""
     calls = answer.get("calls")
