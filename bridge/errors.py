@@ -181,6 +181,16 @@ class MetaForbidden(Forbidden):
         self.details = details or {}
 
 
+class MetaSettingsRefused(BadRequest):
+    """Meta refused a number's settings: 400, Meta's code and message in ``details``."""
+
+    code = "settings_refused"
+
+    def __init__(self, message: str, *, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
+
+
 class CallInProgress(CallStateError):
     """The business already has a call with this user (Meta allows one at a time): 409."""
 

@@ -11,6 +11,7 @@ never by the engine's kind or by probing for attributes):
 - :class:`MovableCalls`: a call can be carried on by another worker (handover at a deploy,
   adoption after a crash: ``calls/handover.py``);
 - :class:`SimulatedNetwork`: the simulator, which can be asked to ring us;
+- :class:`SettingsEngine`: the number's calling settings, read and written through it;
 - :class:`StandingEngine`: Meta may pause the number's business-initiated calling;
 - :class:`LegEngine`: each call has a leg of its own in this process, made before the call's
   runtime exists and handed over to it (:class:`CallLeg`);
@@ -63,6 +64,21 @@ class EngineEvent:
 RINGING_STATES = frozenset({"ringing", "connecting", "calling", "offer", "incoming"})
 ACTIVE_STATES = frozenset({"active", "connected", "answered", "in_progress"})
 ENDED_STATES = frozenset({"ended", "terminated", "rejected", "completed", "failed"})
+
+
+class CallingSettingsPort(Protocol):
+    """A number's calling settings at its WhatsApp provider (camelCase fields)."""
+
+    async def read(self) -> dict[str, Any]: ...
+
+    async def write(self, patch: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class SettingsEngine(Protocol):
+    """The number's calling settings can be read and changed through the bridge."""
+
+    calling_settings: CallingSettingsPort
 
 
 @runtime_checkable

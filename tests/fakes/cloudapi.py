@@ -318,6 +318,7 @@ class FakeMeta(FakeServer):
         app.router.add_post("/v23.0/{pnid}/messages", self.messages_endpoint)
         app.router.add_get("/v23.0/{pnid}/call_permissions", self.call_permissions_endpoint)
         app.router.add_get("/v23.0/{pnid}", self.number_endpoint)
+        app.router.add_route("*", "/v23.0/{pnid}/settings", self.settings_endpoint)
         return app
 
     def add_number(self, phone_number_id: str, token: str) -> None:
@@ -333,6 +334,11 @@ class FakeMeta(FakeServer):
         if token is None or presented != f"Bearer {token}":
             return meta_error(400, 100, "Unsupported post request. Object does not exist")
         return None
+
+    async def settings_endpoint(self, request: web.Request) -> web.Response:
+        """``GET``/``POST /{PHONE_NUMBER_ID}/settings`` (:mod:`.cloudapi_account`)."""
+        refusal = self._check_number(request)
+        return refusal or await self.account.settings_endpoint(request)
 
     async def number_endpoint(self, request: web.Request) -> web.Response:
         """``GET /{PHONE_NUMBER_ID}``: the number's node (what a token check reads)."""

@@ -38,6 +38,7 @@ from ..base import (
     emit,
 )
 from ..hangups import PendingHangups
+from .calling_settings import CallingSettings
 from .channel import PeerChannel
 from .codes import ended_by_meta, refused_event
 from .graph import GraphClient, addressed, connected_call_id, strip
@@ -80,8 +81,8 @@ class CloudApiEngine:
         self.inbox = WebhookInbox(settings.cloudapi_app_secret, self.stats)
         self._inbox = self.inbox.queue
         self._tasks = TaskSet("cloudapi")
-        self._http = http
-        self._own_http = http is None
+        self._http, self._own_http = http, http is None
+        self.calling_settings = CallingSettings(self.graph)  # a SettingsEngine
         self.permissions = CallPermissions(self.graph, self.events)
         self.standing = NumberStanding(self.events, number)  # Meta's pauses, one call a user
         self.pending_hangups = PendingHangups("cloudapi", self.hangup, asyncio.sleep)
