@@ -89,6 +89,13 @@ class Metrics:
             ["number"],
             registry=r,
         )
+        self.number_paused_until = Gauge(
+            "bridge_number_calling_paused_until_seconds",
+            "when Meta's pause of the number's business-initiated calling ends (Unix s; "
+            "-1: paused, end not given; absent or 0: not paused)",
+            ["number"],
+            registry=r,
+        )
         self.call_duration = Histogram(
             "bridge_call_duration_seconds",
             "answered call duration",

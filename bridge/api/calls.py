@@ -7,7 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import NotFound
+from ..config import EngineKind
+from ..errors import BadRequest, NotFound
+from ..numbers.model import Number
 from .auth import FORWARDED
 from .errors import require_call_id
 from .keys import CATALOG, DIRECTORY, INBOUND, MANAGER, WEBHOOKS
@@ -25,7 +27,14 @@ def _call_id(body: dict[str, Any]) -> str:
 
 @routes.post("/call/make")
 async def make_call(request: web.Request) -> web.Response:
-    body = await read_body(request, "MakeCallRequest")  # phone required; metadata object or null
+    body = await read_body(request, "MakeCallRequest")  # phone or recipient; metadata or null
+    recipient = body.get("recipient")
+    if (recipient is None) == (body.get("phone") is None):
+        raise BadRequest(
+            "give one of 'phone' (digits) and 'recipient' (a WhatsApp user's business-scoped "
+            "user id), not both",
+            code="invalid_phone",
+        )
     metadata = body.get("metadata") or {}
     callback = body.get("statusCallback")
     if callback is not None:
@@ -36,10 +45,26 @@ async def make_call(request: web.Request) -> web.Response:
     catalog = request.app[CATALOG]
     number = catalog.resolve_from(body.get("from"), principal.tenant_id)
     tenant = catalog.tenants.get(number.tenant_id)
+    if recipient is not None and not _graph_number(number):
+        raise BadRequest(
+            f"field 'recipient': number {number.number_id} cannot call a business-scoped user "
+            "id (only a Cloud API number on Graph signalling can; give 'phone')",
+            code="recipient_not_supported",
+        )
     call = await request.app[MANAGER].make(
-        body["phone"], metadata, status_callback=callback, number=number, tenant=tenant
+        str(body.get("phone") or recipient),
+        metadata,
+        status_callback=callback,
+        number=number,
+        tenant=tenant,
     )
     return web.json_response(call.snapshot(), status=201)
+
+
+def _graph_number(number: Number) -> bool:
+    """Whether the number is on Meta's Graph road (where ``connect`` takes ``recipient``)."""
+    cloud = number.engine is EngineKind.CLOUDAPI
+    return cloud and str(number.config.get("signalling") or "graph") == "graph"
 
 
 @routes.get("/call/status")

@@ -94,6 +94,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers: dict[str, str] = {}
         if isinstance(exc, errors.AtCapacity | errors.RateLimited):
             headers["Retry-After"] = str(exc.retry_after)
+        elif isinstance(exc, errors.MetaForbidden) and exc.retry_after:
+            headers["Retry-After"] = str(exc.retry_after)
         elif isinstance(
             exc, errors.EngineUnavailable | errors.ShuttingDown | errors.DirectoryUnavailable
         ):

@@ -44,7 +44,7 @@ from .endings import Endings
 from .engine_events import EngineEvents
 from .events import CallEvents
 from .hangup import hang_up_later, hang_up_quietly
-from .model import Call, CallState, Direction, EndReason, default_owner, normalize_phone
+from .model import Call, CallState, Direction, EndReason, default_owner, normalize_user
 from .quality import (
     count_active,
     count_ended,
@@ -204,7 +204,7 @@ class CallManager:
         """Dial ``phone`` from ``number`` (the default number without one).
         ``status_callback`` (already checked by the caller) receives the call's events
         instead of ``BRIDGE_WEBHOOK_URL``; ``tenant``'s ``maxCalls`` caps its live calls."""
-        digits = normalize_phone(phone)
+        digits = normalize_user(phone)  # or the BSUID the API let through
         number_id = number.number_id if number is not None else DEFAULT_NUMBER
         engine = self.engine.engine(number_id)
         self.check_capacity(tenant)

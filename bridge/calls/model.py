@@ -55,6 +55,9 @@ class EndReason(enum.StrEnum):
     PERMISSION_REQUEST_LIMIT = "permission_request_limit"  # 138009
     CALL_LIMIT_REACHED = "call_limit_reached"  # 138012: calls with this user per 24 h
     WRONG_SIGNALLING = "wrong_signalling"  # 131055: Graph calling on a SIP number
+    CALLING_PAUSED = "calling_paused"  # 138014: business-initiated calling paused (penalty)
+    MESSAGING_LIMIT_TOO_LOW = "messaging_limit_too_low"  # 138015: below 2 000 a day
+    META_RATE_LIMIT = "meta_rate_limit"  # 613: too many Graph API requests
 
 
 _TRANSITIONS: dict[CallState, frozenset[CallState]] = {
@@ -79,6 +82,18 @@ def normalize_phone(raw: object) -> str:
             code="invalid_phone",
         )
     return m.group(1)
+
+
+BSUID_RE = re.compile(r"^[A-Z]{2}\.[A-Za-z0-9]{1,64}$")
+"""A business-scoped user id (Meta's BSUID: a country code, a dot, an opaque id)."""
+
+
+def normalize_user(raw: object) -> str:
+    """:func:`normalize_phone`'s digits, or a BSUID as it is (only ``/call/make``'s
+    ``recipient`` carries one, and only to a number on Meta's Graph road)."""
+    if isinstance(raw, str) and BSUID_RE.match(raw):
+        return raw
+    return normalize_phone(raw)
 
 
 _BOOT = uuid.uuid4().hex[:8]

@@ -57,14 +57,18 @@ def webhook_engine(
         return engine
     if signs_webhooks(switchboard):
         # No token was asked for: only an engine that verifies the signature may take it.
-        meta_id = _meta_number(raw)
-        number = (
-            switchboard.catalog.by_meta_id(meta_id) if meta_id and switchboard.catalog else None
-        )
+        meta_id, phone = _meta_number(raw)
+        catalog = switchboard.catalog
+        number = catalog.by_meta_id(meta_id) if meta_id and catalog else None
+        if number is None and phone and catalog:  # account_update names the phone
+            number = catalog.by_phone(f"+{phone}")
+            if number is None and catalog.default is not None and not catalog.default.phone:
+                number = catalog.default  # the settings' number: its phone may be unknown here
+        named = meta_id or phone or None
         engine = switchboard.engines.get(number.number_id) if number is not None else None
         if isinstance(engine, SignedWebhookEngine):
             return engine
-        if meta_id is None:
+        if named is None:
             signed = (
                 switchboard.default
                 if isinstance(switchboard.default, SignedWebhookEngine)
@@ -76,14 +80,11 @@ def webhook_engine(
                 "a webhook that is not Meta's needs ?number=<numberID> and an API token",
                 code="webhook_not_supported",
             )
-        if (
-            meta_id not in switchboard.unknown_meta_ids
-            and len(switchboard.unknown_meta_ids) < 10_000
-        ):
-            switchboard.unknown_meta_ids.add(meta_id)
+        if named not in switchboard.unknown_meta_ids and len(switchboard.unknown_meta_ids) < 10_000:
+            switchboard.unknown_meta_ids.add(named)
             log.warning(
                 "webhook for Meta number %s, which no number here has: acknowledged, ignored",
-                meta_id,
+                named,
             )
         return None
     takers = [e for e in switchboard.engines.values() if isinstance(e, WebhookEngine)]
@@ -129,18 +130,28 @@ def verify_subscription(switchboard: Switchboard, query: Mapping[str, str]) -> s
     raise Forbidden("verify token matches no number's", code="verify_token_mismatch")
 
 
-def _meta_number(raw: bytes) -> str | None:
-    """Meta's ``phone_number_id`` named by a Cloud API webhook (``None``: not Meta's shape)."""
+def _meta_number(raw: bytes) -> tuple[str, str]:
+    """Meta's ``phone_number_id`` named by a Cloud API webhook, or (``account_update``) the
+    number's phone digits; empty strings where it names neither (or is not Meta's shape)."""
     try:
         body = webhook_json(raw)
     except BadRequest:
-        return None
+        return "", ""
     if body.get("object") != "whatsapp_business_account":
-        return None
+        return "", ""
     for entry in body.get("entry") or ():
         for change in (entry.get("changes") or ()) if isinstance(entry, dict) else ():
             value = change.get("value") if isinstance(change, dict) else None
             metadata = value.get("metadata") if isinstance(value, dict) else None
             if isinstance(metadata, dict) and metadata.get("phone_number_id"):
-                return str(metadata["phone_number_id"])
-    return None
+                return str(metadata["phone_number_id"]), ""
+            if not isinstance(value, dict):
+                continue
+            # Meta's webhooks about a number, not a call, name it otherwise: account_update
+            # its phone, account_settings_update its id inside phone_number_settings.
+            settings = value.get("phone_number_settings")
+            if isinstance(settings, dict) and settings.get("phone_number_id"):
+                return str(settings["phone_number_id"]), ""
+            if isinstance(value.get("phone_number"), str | int):
+                return "", str(value["phone_number"]).lstrip("+")
+    return "", ""

@@ -33,6 +33,7 @@ from bridge.rtc import restrict_host_addresses
 from bridge.rtc.release import release_peer_connection
 
 from ..support.rtc_client import Recorder, ToneTrack
+from .cloudapi_account import MetaAccount
 from .cloudapi_permissions import MetaPermissions
 from .common import FakeServer
 
@@ -289,6 +290,8 @@ class FakeMeta(FakeServer):
         self.refused: list[dict[str, Any]] = []
         self.perms = MetaPermissions()
         """Users' call permissions (see :mod:`.cloudapi_permissions`)."""
+        self.account = MetaAccount()
+        """The number's standing: pauses, messaging limit, rate limit (:mod:`.cloudapi_account`)."""
         self.fail_next: dict[str, tuple[int, str]] = {}
         """action → Meta's error code and message for the next request of that action."""
         self.permission_reads = 0
@@ -315,6 +318,7 @@ class FakeMeta(FakeServer):
         app.router.add_post("/v23.0/{pnid}/messages", self.messages_endpoint)
         app.router.add_get("/v23.0/{pnid}/call_permissions", self.call_permissions_endpoint)
         app.router.add_get("/v23.0/{pnid}", self.number_endpoint)
+        app.router.add_route("*", "/v23.0/{pnid}/settings", self.settings_endpoint)
         return app
 
     def add_number(self, phone_number_id: str, token: str) -> None:
@@ -330,6 +334,11 @@ class FakeMeta(FakeServer):
         if token is None or presented != f"Bearer {token}":
             return meta_error(400, 100, "Unsupported post request. Object does not exist")
         return None
+
+    async def settings_endpoint(self, request: web.Request) -> web.Response:
+        """``GET``/``POST /{PHONE_NUMBER_ID}/settings`` (:mod:`.cloudapi_account`)."""
+        refusal = self._check_number(request)
+        return refusal or await self.account.settings_endpoint(request)
 
     async def number_endpoint(self, request: web.Request) -> web.Response:
         """``GET /{PHONE_NUMBER_ID}``: the number's node (what a token check reads)."""
@@ -396,6 +405,9 @@ class FakeMeta(FakeServer):
                     subcode=2494010,
                 )
         action = body.get("action")
+        standing = self.account.refusal(str(action))
+        if standing is not None:
+            return standing
         failure = self.fail_next.pop(str(action), None)
         if failure is not None:  # the next such action fails as Meta fails it
             code, message = failure

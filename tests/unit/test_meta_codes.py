@@ -31,8 +31,13 @@ SPEC_CODES = {
     138022: "media_timeout",
     138023: "no_media",
     131055: "wrong_signalling",
+    138014: "calling_paused",
+    138015: "messaging_limit_too_low",
+    613: "meta_rate_limit",
 }
-"""Every code of the "Timers and errors" table of Meta's calling troubleshooting page."""
+"""Every code of the "Timers and errors" table of Meta's calling troubleshooting page, with
+the penalty and limit codes of its business-initiated calling pages (138014 paused after a
+quality penalty, 138015 messaging limit below 2 000) and Graph's rate limit (613)."""
 
 
 def test_every_code_of_the_spec_is_mapped_to_a_call_end_reason() -> None:

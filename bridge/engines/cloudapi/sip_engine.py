@@ -160,6 +160,9 @@ class SipEngine:
     def webhook_calls(self, raw: bytes) -> WebhookCalls:
         return WebhookCalls()  # about users, not calls: any worker takes them
 
+    def calling_pause(self) -> dict[str, Any] | None:  # a StandingEngine
+        return self.graph_side.standing.pause_view()
+
     @property
     def up(self) -> bool:
         return self.ua is not None and not self.ua.tasks.closed
@@ -235,6 +238,11 @@ class SipEngine:
 
     # -- business-initiated calls
     async def dial(self, phone: str, *, call_id: str = "") -> str:
+        users = [(c.peer_wa, c.state) for c in self.calls.values()]
+        with self.graph_side.standing.dialling(phone, users):  # paused? one call a user
+            return await self._dial(phone, call_id)
+
+    async def _dial(self, phone: str, call_id: str) -> str:
         ua = self._ua()
         sip = self.sip
         cid = f"bridge.{call_id[:32] or secrets.token_hex(8)}.{secrets.token_hex(4)}"
