@@ -15,6 +15,7 @@ from .api.keys import CATALOG, METRICS, SETTINGS, TURN
 from .api.limits import cors_middleware, cors_on_prepare, rate_limit_middleware
 from .api.routing import call_id_of, routing_middleware
 from .api.tenancy import tenancy_middleware
+from .api.trunks import sip_trunks
 from .calls import CallEvents, InMemoryCallRegistry
 from .config import Settings
 from .engines import Engine
@@ -103,6 +104,7 @@ def create_app(
     app.on_cleanup.append(stop_naming)
     # App-scoped resources, made in this order and closed in reverse (resources.py).
     app.cleanup_ctx.extend(CLEANUP_CTX)
+    app.cleanup_ctx.append(sip_trunks)  # after the calls it joins (api/trunks.py)
     app.on_shutdown.append(on_shutdown)
     app.on_response_prepare.append(cors_on_prepare(server.cors_origins))
     setup_routes(app)

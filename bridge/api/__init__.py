@@ -18,6 +18,7 @@ from . import (
     schema,
     sim,
     streams,
+    trunks,
     webrtc,
 )
 from .errors import error_middleware
@@ -40,6 +41,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_routes(internal.routes)
     app.router.add_routes(numbers.routes)
     app.router.add_routes(number_settings.routes)
+    app.router.add_routes(trunks.routes)
 
 
 __all__ = ["ENGINE", "MANAGER", "SETTINGS", "error_middleware", "setup_routes"]

@@ -18,6 +18,7 @@ from ..numbers.catalog import Catalog
 from ..numbers.switchboard import Switchboard
 from ..rtc import TurnProvider
 from ..tasks import TaskSet
+from ..trunks import TrunkService
 from ..webhooks import WebhookService
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -32,6 +33,8 @@ CATALOG = web.AppKey("catalog", Catalog)
 """Numbers and tenants (``/numbers``, ``/tenants``), kept equal to the store."""
 SWITCHBOARD = web.AppKey("switchboard", Switchboard)
 """Every number's engine behind one face: the manager's engine, the webhook front door."""
+TRUNKS = web.AppKey("trunks", TrunkService)
+"""SIP trunks in calls: the trunk listener, SIP participants, registrations."""
 TURN = web.AppKey("turn", TurnProvider)
 METRICS = web.AppKey("metrics", Metrics)
 PLAYBACK = web.AppKey("playback", PlaybackService)

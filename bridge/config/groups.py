@@ -683,10 +683,23 @@ class SipSettings(_Group):
         "listener asks for one, verifies its chain (system CAs + BRIDGE_SIP_CA) and answers 403 "
         "on a connection without it (empty: no certificate asked for, Meta's default)",
     )
+    sip_trunk_listen: str = _opt(
+        "",
+        "host:port where the SIP trunks' requests arrive (UDP and TCP on that port; a TLS trunk "
+        "uses BRIDGE_SIP_LISTEN); empty: no trunk listener (trunks can still be called out to)",
+    )
 
     @property
     def listen(self) -> tuple[str, int]:
         host, _, port = self.sip_listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @property
+    def trunk_listen(self) -> tuple[str, int] | None:
+        """``sip_trunk_listen`` parsed (``None`` when unset)."""
+        if not self.sip_trunk_listen:
+            return None
+        host, _, port = self.sip_trunk_listen.rpartition(":")
         return host.strip("[]"), int(port)
 
     def validate(self) -> None:
@@ -694,6 +707,12 @@ class SipSettings(_Group):
             raise self.bad("sip_listen", "must be host:port (port 0-65535)")
         if self.listen[1] > 65535:
             raise self.bad("sip_listen", "must be host:port (port 0-65535)")
+        trunk = self.sip_trunk_listen
+        if trunk and not (
+            re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]*):[0-9]{1,5}", trunk)
+            and int(trunk.rpartition(":")[2]) <= 65535
+        ):
+            raise self.bad("sip_trunk_listen", "must be host:port (port 0-65535)")
         if self.sip_number and not re.fullmatch(r"[1-9][0-9]{6,14}", self.sip_number):
             raise self.bad("sip_number", "must be the number in E.164 digits, without +")
         if not re.fullmatch(r"sips?:[^\s<>]+", self.sip_meta_uri):

@@ -25,6 +25,7 @@ from ..tasks import TaskSet
 from .model import DEFAULT_NUMBER, Number, key_hash
 from .store import POLL_INTERVAL, CatalogStore
 from .tenants import Tenant
+from .trunks import Trunk
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class Catalog:
         """The number the settings define (``BRIDGE_ENGINE``), never stored."""
         self.numbers: dict[str, Number] = {}
         self.tenants: dict[str, Tenant] = {}
+        self.trunks: dict[str, Trunk] = {}
         self._by_phone: dict[str, Number] = {}
         self._by_meta_id: dict[str, Number] = {}
         self._by_key: dict[str, str] = {}
@@ -103,6 +105,7 @@ class Catalog:
                         "tenant %s: its stored record is unreadable (%s); skipped", rid, exc
                     )
             self.tenants = {t.tenant_id: t for t in tenants}
+            self.trunks = _read(records.get("trunks", {}), Trunk.from_record, "trunk")
             self._index(numbers)
             self.version = version
         for follower in self._followers:
@@ -212,6 +215,22 @@ class Catalog:
                 code="duplicate_phone_number_id",
             )
 
+    def trunks_of(self, tenant_id: str | None) -> list[Trunk]:
+        """A tenant's trunks (``None``: every trunk)."""
+        return [t for t in self.trunks.values() if tenant_id is None or t.tenant_id == tenant_id]
+
+    async def save_trunk(self, trunk: Trunk) -> Trunk:
+        if trunk.tenant_id and trunk.tenant_id not in self.tenants:
+            raise BadRequest(f"field 'tenantID': no tenant {trunk.tenant_id[:40]!r}")
+        await self.store.put("trunks", trunk.trunk_id, trunk.to_record())
+        await self.reload()
+        return trunk
+
+    async def delete_trunk(self, trunk_id: str) -> None:
+        if not await self.store.delete("trunks", trunk_id):
+            raise NotFound(f"no trunk {trunk_id[:64]!r}")
+        await self.reload()
+
     async def save_tenant(self, tenant: Tenant) -> Tenant:
         await self.store.put("tenants", tenant.tenant_id, tenant.to_record())
         await self.reload()
@@ -220,9 +239,10 @@ class Catalog:
     async def delete_tenant(self, tenant_id: str) -> None:
         if tenant_id not in self.tenants:
             raise NotFound(f"no tenant {tenant_id[:64]!r}")
-        if self.numbers_of(tenant_id):
+        if self.numbers_of(tenant_id) or self.trunks_of(tenant_id):
             raise Conflict(
-                f"tenant {tenant_id} still has numbers: delete them first", code="tenant_in_use"
+                f"tenant {tenant_id} still has numbers or trunks: delete them first",
+                code="tenant_in_use",
             )
         await self.store.delete("tenants", tenant_id)
         await self.reload()
@@ -254,3 +274,14 @@ class Catalog:
                 }
             )
         return yaml.safe_dump({"tenants": tenants, "numbers": numbers}, sort_keys=False)
+
+
+def _read(records: dict[str, Any], parse: Callable[[Any], Trunk], what: str) -> dict[str, Trunk]:
+    """Stored records parsed by id; an unreadable one is logged and skipped."""
+    out = {}
+    for rid, record in records.items():
+        try:
+            out[rid] = parse(record)
+        except (KeyError, ValueError, TypeError) as exc:
+            log.warning("%s %s: its stored record is unreadable (%s); skipped", what, rid, exc)
+    return out

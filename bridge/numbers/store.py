@@ -35,10 +35,10 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL = 0.1
 """Seconds between version reads: a change elsewhere is live here within this."""
 
-KINDS = ("numbers", "tenants")
+KINDS = ("numbers", "tenants", "trunks")
 
 Records = dict[str, dict[str, dict[str, Any]]]
-"""``{"numbers": {id: record}, "tenants": {id: record}}``."""
+"""``{"numbers": {id: record}, "tenants": {id: record}, "trunks": {id: record}}``."""
 
 
 class CatalogStore(Protocol):

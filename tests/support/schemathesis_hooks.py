@@ -38,6 +38,14 @@ URL_FIELDS = {"url", "graphURL", "webhookURL"}
 ENGINES_WITH_A_PEER = {"cloudapi", "zuckzapgo", "wadial"}
 
 
+def _loopback_sip(value: Any) -> bool:
+    """A SIP URI whose host is 127.0.0.1 (any user, port and parameters)."""
+    if not isinstance(value, str) or not value.startswith(("sip:", "sips:")):
+        return isinstance(value, str) and ":" not in value  # no URI: refused with a 400
+    host = value.split(":", 1)[1].split("@")[-1]
+    return host == "127.0.0.1" or host.startswith(("127.0.0.1:", "127.0.0.1;"))
+
+
 def _reaches_out(value: Any) -> bool:
     """Whether a body would make the bridge reach a host other than loopback: a number whose
     engine connects somewhere (its URL, Meta's Graph for the token check), a tenant's webhook."""
@@ -49,6 +57,8 @@ def _reaches_out(value: Any) -> bool:
                 return True
             if key in ENGINES_WITH_A_PEER and isinstance(item, dict):
                 return True
+            if key == "uri" and not _loopback_sip(item):
+                return True  # a trunk (or a SIP participant) only ever at 127.0.0.1
             if _reaches_out(item):
                 return True
     if isinstance(value, list):
@@ -58,6 +68,6 @@ def _reaches_out(value: Any) -> bool:
 
 @schemathesis.hook
 def filter_body(ctx: Any, body: Any) -> bool:
-    """Tests send traffic to loopback only: no generated number or tenant may point the bridge
-    at another host."""
+    """Tests send traffic to loopback only: no generated number, tenant or trunk may point the
+    bridge at another host."""
     return not _reaches_out(body)

@@ -127,6 +127,7 @@ def test_empty_stun_urls_means_none() -> None:
         ({"BRIDGE_SIP_TRUSTED_NETWORKS": "10.0.0.0/8,meta"}, "BRIDGE_SIP_TRUSTED_NETWORKS"),
         ({"BRIDGE_SIP_TRUSTED_NETWORKS": "10.0.0.0/33"}, "BRIDGE_SIP_TRUSTED_NETWORKS"),
         ({"BRIDGE_SIP_VERIFY_CLIENT": "meta client"}, "BRIDGE_SIP_VERIFY_CLIENT"),
+        ({"BRIDGE_SIP_TRUNK_LISTEN": "pbx"}, "BRIDGE_SIP_TRUNK_LISTEN"),
     ],
 )
 def test_bad_values_name_the_setting(env, name) -> None:
@@ -253,6 +254,7 @@ ENV_SAMPLES = [
         "sip:meta.test:5070;transport=tls",
     ),
     ("BRIDGE_SIP_CA", "/tls/ca.pem", "sip", "sip_ca", "/tls/ca.pem"),
+    ("BRIDGE_SIP_TRUNK_LISTEN", "127.0.0.1:5070", "sip", "sip_trunk_listen", "127.0.0.1:5070"),
     (
         "BRIDGE_SIP_TRUSTED_NETWORKS",
         "31.13.24.0/21, 2a03:2880::/32",

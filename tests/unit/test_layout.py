@@ -34,6 +34,7 @@ ALLOWED = {
         "engines",
         "agents",
         "attachments",
+        "trunks",
         "media",
         "audio",
     },
@@ -43,6 +44,8 @@ ALLOWED = {
     "numbers": {"engines", "rtc", "sip", "media", "audio"},  # a number is an engine's identity
     "rtc": {"media", "audio"},
     "engines": {"rtc", "sip", "media", "audio"},
+    # call-aware SIP: trunks' calls and SIP participants, above the calls they join
+    "trunks": {"calls", "numbers", "sip", "rtc", "media", "audio"},
     "sip": set(),  # a wire protocol: messages, transport, dialogs; no media, no calls
     "agents": {"attachments", "media", "audio"},  # model connectors: attachments of a call
     "attachments": {"media", "audio"},

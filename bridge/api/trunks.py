@@ -1,0 +1,89 @@
+"""SIP trunks at run time: ``/trunks`` (the service for any tenant, a tenant's key for its own).
+Changes are written to the numbers' store and are live on every worker within its poll."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from ..errors import Forbidden, NotFound
+from ..numbers.model import check_id
+from ..numbers.trunks import Trunk, apply_trunk_fields, parse_trunk
+from ..trunks import TrunkService
+from .keys import CATALOG, MANAGER, SETTINGS, TRUNKS
+from .schema import read_body
+from .tenancy import principal_of
+
+routes = web.RouteTableDef()
+
+
+def _trunk_for(request: web.Request) -> Trunk:
+    """The trunk of the path, if the caller may see it (404 otherwise: not leaked)."""
+    trunk_id = check_id(request.match_info["trunkID"], "trunkID")
+    trunk = request.app[CATALOG].trunks.get(trunk_id)
+    principal = principal_of(request)
+    if trunk is None or (not principal.admin and trunk.tenant_id != principal.tenant_id):
+        raise NotFound(f"no trunk {trunk_id!r}")
+    return trunk
+
+
+def _view(request: web.Request, trunk: Trunk) -> dict[str, object]:
+    service = request.app.get(TRUNKS)
+    state = service.state_of(trunk.trunk_id) if service is not None else {}
+    return {**trunk.public(), **state}
+
+
+@routes.post("/trunks")
+async def create_trunk(request: web.Request) -> web.Response:
+    body = await read_body(request, "TrunkRequest")
+    principal = principal_of(request)
+    tenant_id = body.pop("tenantID", None)
+    if not principal.admin:
+        if tenant_id not in (None, principal.tenant_id):
+            raise Forbidden("a tenant's key creates trunks for its own tenant only")
+        tenant_id = principal.tenant_id
+    trunk = parse_trunk(body, tenant_id=tenant_id or "")
+    await request.app[CATALOG].save_trunk(trunk)
+    return web.json_response(_view(request, trunk), status=201)
+
+
+@routes.get("/trunks")
+async def list_trunks(request: web.Request) -> web.Response:
+    mine = request.app[CATALOG].trunks_of(principal_of(request).tenant_id)
+    trunks = sorted(mine, key=lambda t: t.trunk_id)
+    return web.json_response({"trunks": [_view(request, t) for t in trunks]})
+
+
+@routes.get("/trunks/{trunkID}")
+async def get_trunk(request: web.Request) -> web.Response:
+    return web.json_response(_view(request, _trunk_for(request)))
+
+
+@routes.patch("/trunks/{trunkID}")
+async def change_trunk(request: web.Request) -> web.Response:
+    trunk = _trunk_for(request)
+    changed = dataclasses.replace(trunk, secrets=dict(trunk.secrets))
+    apply_trunk_fields(changed, await read_body(request, "TrunkPatch"))
+    await request.app[CATALOG].save_trunk(changed)
+    return web.json_response(_view(request, changed))
+
+
+@routes.delete("/trunks/{trunkID}")
+async def delete_trunk(request: web.Request) -> web.Response:
+    """No new calls through the trunk from now on; its live calls end normally."""
+    trunk = _trunk_for(request)
+    await request.app[CATALOG].delete_trunk(trunk.trunk_id)
+    return web.json_response({"trunkID": trunk.trunk_id, "deleted": True})
+
+
+async def sip_trunks(app: web.Application) -> AsyncIterator[None]:
+    """The app's ``cleanup_ctx`` entry (``resources.py``): reads ``SETTINGS``, ``CATALOG``,
+    ``MANAGER``; makes ``TRUNKS`` (the trunk listener, SIP participants, registrations),
+    closed before the calls end."""
+    trunks = app[TRUNKS] = TrunkService(app[SETTINGS], app[CATALOG])
+    trunks.manager = app[MANAGER]
+    await trunks.start()
+    yield
+    await trunks.close()

@@ -1,0 +1,81 @@
+"""SIP trunks as a resource (issue 48): ``/trunks`` create, read, change and delete, passwords
+write-only and sealed at rest, every bad field a 400 naming it, tenants kept apart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .test_numbers import ADMIN, bearer, nclient, new_tenant, post  # noqa: F401
+
+TRUNK = {
+    "name": "Asterisk",
+    "uri": "sip:127.0.0.1:5080;transport=udp",
+    "username": "bridge",
+    "password": "s3cret-pw",
+    "codecs": ["PCMU", "PCMA"],
+    "inbound": {"allowFrom": ["127.0.0.0/8"], "username": "pbx", "password": "pbx-pw"},
+}
+
+
+async def test_a_trunk_is_created_read_changed_and_deleted(nclient, tmp_path) -> None:  # noqa: F811
+    client = await nclient()
+    made = await post(client, "/trunks", TRUNK)
+    tid = made["trunkID"]
+    assert made["transport"] == "udp" and made["passwordSet"] and made["codecs"] == ["PCMU", "PCMA"]
+    assert made["inbound"] == {"allowFrom": ["127.0.0.0/8"], "username": "pbx", "passwordSet": True}
+    text = str(made) + (await (await client.get("/trunks", headers=ADMIN)).text())
+    assert "s3cret-pw" not in text and "pbx-pw" not in text
+    assert "s3cret-pw" not in (tmp_path / "catalog.sqlite").read_bytes().decode("latin-1")
+    resp = await client.patch(
+        f"/trunks/{tid}", json={"uri": "sip:127.0.0.1:5090;transport=tcp"}, headers=ADMIN
+    )
+    assert resp.status == 200
+    changed = await resp.json()
+    assert changed["transport"] == "tcp" and changed["passwordSet"]
+    got = await (await client.get(f"/trunks/{tid}", headers=ADMIN)).json()
+    assert got["uri"] == "sip:127.0.0.1:5090;transport=tcp"
+    assert (await client.delete(f"/trunks/{tid}", headers=ADMIN)).status == 200
+    assert (await client.get(f"/trunks/{tid}", headers=ADMIN)).status == 404
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"uri": "http://pbx"}, "uri"),
+        ({"uri": "sip:pbx:99999"}, "uri"),
+        ({"uri": "sip:pbx;transport=sctp"}, "uri"),
+        ({"codecs": ["G729"]}, "codecs"),
+        ({"srtp": "dtls"}, "srtp"),
+        ({"inbound": {"allowFrom": ["not-a-net"]}}, "inbound"),
+        ({"register": True, "password": None, "username": ""}, "username"),
+        ({"name": ""}, "name"),
+    ],
+)
+async def test_bad_fields_are_a_400_naming_them(nclient, change, field) -> None:  # noqa: F811
+    client = await nclient()
+    body: dict[str, Any] = {**TRUNK, **change}
+    body = {k: v for k, v in body.items() if v is not None}
+    resp = await client.post("/trunks", json=body, headers=ADMIN)
+    payload = await resp.json()
+    assert resp.status == 400, payload
+    assert field in payload["error"]["message"], payload
+
+
+async def test_a_tenant_sees_only_its_own_trunks(nclient) -> None:  # noqa: F811
+    client = await nclient()
+    acme = await new_tenant(client, "Acme")
+    other = await new_tenant(client, "Other")
+    mine = await post(client, "/trunks", TRUNK, headers=bearer(acme["apiKey"]))
+    assert mine["tenantID"] == acme["tenantID"]
+    theirs = bearer(other["apiKey"])
+    assert (await client.get(f"/trunks/{mine['trunkID']}", headers=theirs)).status == 404
+    listed = await (await client.get("/trunks", headers=theirs)).json()
+    assert listed == {"trunks": []}
+
+
+async def test_trunks_need_a_token(nclient) -> None:  # noqa: F811
+    client = await nclient()
+    assert (await client.post("/trunks", json=TRUNK)).status == 401
+    assert (await client.get("/trunks")).status == 401
