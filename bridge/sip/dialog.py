@@ -148,7 +148,8 @@ class Dialog:
             uri = str(Address.parse(routes[0]).uri)
             routes = [*routes[1:], f"<{self.remote_target}>"]
         req = Request(method=method, uri=uri)
-        req.add("Via", str(Via("TLS", via_host, None, {"branch": new_branch(), "rport": ""})))
+        hop = self.flow.via_transport if self.flow is not None else "TLS"
+        req.add("Via", str(Via(hop, via_host, None, {"branch": new_branch(), "rport": ""})))
         req.add("Max-Forwards", "70")
         req.add("From", f"{self.local_uri};tag={self.local_tag}")
         req.add("To", f"{self.remote_uri};tag={self.remote_tag}")

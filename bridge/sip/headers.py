@@ -88,11 +88,12 @@ class Uri:
         """A loose router (``;lr``, §16.12.1.1)."""
         return "lr" in self.params
 
-    def destination(self) -> tuple[str, int]:
-        """Where a request to this URI goes over TLS: its host and port (5061 by default,
-        §19.1.2). No NAPTR/SRV look-up (RFC 3263): Meta's hosts are configured by name."""
+    def destination(self, default_port: int = 5061) -> tuple[str, int]:
+        """Where a request to this URI goes: its host and port (5061 over TLS by default,
+        5060 over UDP and TCP, §19.1.2). No NAPTR/SRV look-up (RFC 3263): Meta's hosts and
+        the trunks are configured by name."""
         host = self.host[1:-1] if self.host.startswith("[") else self.host
-        return host, self.port or 5061
+        return host, self.port or default_port
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""SIP transactions (RFC 3261 §17) as a reliable transport needs them, and the protocol of
-what the user agent hands to the engine.
+"""SIP transactions (RFC 3261 §17), and the protocol of what the user agent hands to the
+engine. Over UDP (a trunk's) a client transaction retransmits its request (Timer A/E) until
+a response is heard, and a server answers a retransmitted request with its last response.
 
 * :class:`InviteServer`: Meta's INVITE and the early dialog we answer it in. Over TLS nothing
   is retransmitted hop by hop, but the UAS still retransmits its 2xx until the ACK (§13.3.1.4:
@@ -64,6 +65,8 @@ class InviteServer:
         self.final = 0
         self.dialog = Dialog.as_uas(req, self.local_tag, conn, ua.contact)
         self.acked = asyncio.Event()
+        self.last: Response | None = None
+        """Our latest response (sent again when a UDP peer retransmits its INVITE)."""
 
     async def respond(
         self, status: int, reason: str, *, body: bytes = b"", extra: Sequence[tuple[str, str]] = ()
@@ -77,8 +80,10 @@ class InviteServer:
             for rr in self.req.all("Record-Route"):
                 resp.add("Record-Route", rr)  # §12.1.1: copied into 1xx-with-tag and 2xx
             resp.add("Contact", self.ua.contact)
+        self.last = resp
         if status >= 200:
             self.final = status
+            self.ua.remember(resp)
             self.ua.pending.pop(self.key, None)
         if body:
             resp.add("Content-Type", "application/sdp")
@@ -126,6 +131,26 @@ class ClientTransaction:
         self.key = (Via.parse(req.get("Via")).branch, req.method)
         """Responses match on the top Via's branch and CSeq's method (§17.1.3)."""
         self.responses: asyncio.Queue[Response] = asyncio.Queue(maxsize=32)
+        self.heard = asyncio.Event()
+        """A response that ends retransmission came (INVITE: any; others: a final one)."""
+
+    async def retransmit(self) -> None:
+        """Over UDP, the request again until :attr:`heard` (§17.1.1.2 Timer A: T1 doubling;
+        §17.1.2.2 Timer E: capped at T2), for at most Timer B/F (64·T1)."""
+        interval, waited = T1, 0.0
+        while waited < TIMER_B:
+            try:
+                await asyncio.wait_for(self.heard.wait(), interval)
+                return
+            except TimeoutError:
+                waited += interval
+                interval = interval * 2 if self.req.method == "INVITE" else min(interval * 2, T2)
+            if not self.conn.open:
+                return
+            try:
+                await self.conn.send(self.req)
+            except (ConnectionError, OSError, TimeoutError):
+                return
 
     async def next(self, timeout: float = TIMER_B) -> Response:
         """The next response; a synthetic ``408`` when none comes in time (§8.1.3.1)."""

@@ -63,11 +63,21 @@ class BadMessage(Exception):
 
 
 class Connection:
-    """One SIP-over-TLS stream (see the module docstring)."""
+    """One SIP-over-TLS stream (see the module docstring), or plain TCP for a trunk."""
+
+    reliable = True
+    """A stream: nothing is retransmitted hop by hop (§17.1.1.2)."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, inbound: bool
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        inbound: bool,
+        tls: bool = True,
     ) -> None:
+        self.via_transport = "TLS" if tls else "TCP"
+        """What our Via says of this hop (§18.1.1, §20.42)."""
         self.reader = reader
         self.writer = writer
         self.inbound = inbound
@@ -211,20 +221,24 @@ def client_context(ca_file: str = "") -> ssl.SSLContext:
     return ctx
 
 
-async def connect(host: str, port: int, ctx: ssl.SSLContext) -> Connection:
-    """A TLS connection to ``host:port`` (``OSError``/``ssl.SSLError`` when it fails)."""
+async def connect(host: str, port: int, ctx: ssl.SSLContext | None) -> Connection:
+    """A TLS connection to ``host:port`` (plain TCP when ``ctx`` is ``None``: a trunk's
+    ``transport=tcp``); ``OSError``/``ssl.SSLError`` when it fails."""
     reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(host, port, ssl=ctx, server_hostname=host, limit=MAX_HEAD + 8),
+        asyncio.open_connection(
+            host, port, ssl=ctx, server_hostname=host if ctx else None, limit=MAX_HEAD + 8
+        ),
         HANDSHAKE_TIMEOUT,
     )
-    return Connection(reader, writer, inbound=False)
+    return Connection(reader, writer, inbound=False, tls=ctx is not None)
 
 
 class Listener:
-    """The TLS listener and every connection it serves (inbound, and the outbound ones
-    :meth:`serve` is given), each read by its own task and handed to ``handler``."""
+    """The TLS listener (plain TCP without ``certs``: a trunk's) and every connection it
+    serves (inbound, and the outbound ones :meth:`serve` is given), each read by its own task
+    and handed to ``handler``."""
 
-    def __init__(self, certs: CertFiles, handler: Handler, on_bad: BadHandler) -> None:
+    def __init__(self, certs: CertFiles | None, handler: Handler, on_bad: BadHandler) -> None:
         self.certs = certs
         self.handler = handler
         self.on_bad = on_bad
@@ -242,12 +256,13 @@ class Listener:
             self._accept, host or None, port, limit=MAX_HEAD + 8
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        self._tasks.spawn(self._watch_certs(), "cert-reload")
+        if self.certs is not None:
+            self._tasks.spawn(self._watch_certs(self.certs), "cert-reload")
 
-    async def _watch_certs(self) -> None:
+    async def _watch_certs(self, certs: CertFiles) -> None:
         while True:
             await asyncio.sleep(RELOAD_EVERY)
-            self.certs.check()
+            certs.check()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self.connections) >= MAX_CONNECTIONS or self._tasks.closed:
@@ -255,6 +270,9 @@ class Listener:
             writer.close()
             return
         peer = writer.get_extra_info("peername") or ("?", 0)
+        if self.certs is None:
+            await self._run(Connection(reader, writer, inbound=True, tls=False))
+            return
         try:
             await writer.start_tls(self.certs.context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         except ssl.SSLCertVerificationError as exc:

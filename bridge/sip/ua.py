@@ -24,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from ..tasks import TaskSet
+from .datagram import DatagramEndpoint
 from .dialog import Dialog, new_tag, reply
 from .digest import DigestServer, Verdict
 from .headers import Address, Uri, Via
@@ -43,6 +45,8 @@ SUPPORTED = ""
 """No SIP extensions (no 100rel, timer, replaces): a ``Require`` of any gets ``420``."""
 PENDING_INVITES = 1024
 """INVITE server transactions without a final response at once; more get ``503``."""
+COMPLETED = 512
+"""Final responses kept to answer a retransmitted request again (UDP, §17.2.1, §17.2.2)."""
 WARN_NO_REINVITE = (
     '399 bridge "no re-INVITE: hold, music and transfer happen in the bridge\'s media"'
 )
@@ -56,12 +60,15 @@ class UserAgent:
         *,
         hostname: str,
         number: str,
-        certs: CertFiles,
-        client_ctx: ssl.SSLContext,
+        certs: CertFiles | None,
+        client_ctx: ssl.SSLContext | None,
         digest: DigestServer | None,
         handler: CallHandler,
         policy: PeerPolicy | None = None,
+        udp: bool = False,
     ) -> None:
+        """``certs`` ``None``: a plain TCP listener (a trunk's), with ``udp`` a UDP socket on
+        the same port too (RFC 3261 §18: UDP and TCP both)."""
         self.hostname = hostname
         self.number = number
         self.client_ctx = client_ctx
@@ -70,6 +77,10 @@ class UserAgent:
         self.policy = policy or PeerPolicy()
         """Who may send requests on connections we accepted (:mod:`.trust`)."""
         self.transport = Listener(certs, self._on_message, self._on_bad)
+        self.datagrams = DatagramEndpoint(self._on_message, self._on_bad) if udp else None
+        self.completed: OrderedDict[tuple[str, str, str], Response] = OrderedDict()
+        """Our last final responses by (Call-ID, branch, method): a retransmission of their
+        request is answered with them again (a UDP peer's Timer A/E)."""
         self.port = 5061
         self.pending: dict[tuple[str, str], InviteServer] = {}
         self.dialogs: dict[tuple[str, str], Dialog] = {}
@@ -86,7 +97,9 @@ class UserAgent:
 
     @property
     def contact(self) -> str:
-        return f"<sip:+{self.number}@{self.hostname}:{self.port};transport=tls>"
+        hop = "tls" if self.transport.certs is not None else "udp" if self.datagrams else "tcp"
+        user = f"+{self.number}@" if self.number else ""
+        return f"<sip:{user}{self.hostname}:{self.port};transport={hop}>"
 
     @property
     def via_host(self) -> str:
@@ -106,23 +119,31 @@ class UserAgent:
     async def start(self, host: str, port: int) -> None:
         await self.transport.start(host, port)
         self.port = port or self.transport.port
+        if self.datagrams is not None:
+            await self.datagrams.start(host, self.port)
 
     async def close(self) -> None:
         await self.tasks.close(timeout=2.0)
         await self.transport.close()
+        if self.datagrams is not None:
+            await self.datagrams.close()
         for conn in list(self._outbound.values()):
             await conn.close()
         self._outbound.clear()
 
     # -- sending
     async def connection_to(self, uri: Uri) -> Connection:
-        """An open connection to ``uri``'s host and port (reused, else made and served)."""
-        dest = uri.destination()
+        """An open connection to ``uri``'s host and port (reused, else made and served); by
+        its ``transport`` parameter a UDP flow, a TCP or a TLS connection (§18.1.1)."""
+        hop = uri.params.get("transport", "tls" if self.datagrams is None else "udp").lower()
+        dest = uri.destination(5061 if hop == "tls" or uri.scheme == "sips" else 5060)
+        if hop == "udp" and self.datagrams is not None:
+            return self.datagrams.flow(dest)
         async with self._connecting:
             conn = self._outbound.get(dest)
             if conn is not None and conn.open:
                 return conn
-            conn = await connect(dest[0], dest[1], self.client_ctx)
+            conn = await connect(dest[0], dest[1], self.client_ctx if hop == "tls" else None)
             self._outbound[dest] = conn
             self.transport.serve(conn)
             return conn
@@ -135,6 +156,8 @@ class UserAgent:
         except BaseException:
             self.clients.pop(tx.key, None)
             raise
+        if not conn.reliable:
+            self._spawn(tx.retransmit(), f"timer-a:{req.call_id[:24]}")
         return tx
 
     def done(self, tx: ClientTransaction) -> None:
@@ -208,12 +231,26 @@ class UserAgent:
         tx = self.clients.get((Via.parse(vias[0]).branch, method))
         if tx is None:
             return  # a stray or late response (a retransmitted 2xx after our ACK)
+        if method == "INVITE" or resp.status >= 200:
+            tx.heard.set()  # stops Timer A/E (§17.1.1.2, §17.1.2.2)
         try:
             tx.responses.put_nowait(resp)
         except asyncio.QueueFull:
             pass
 
+    def remember(self, resp: Response) -> None:
+        """Keep a final response for a retransmission of its request (bounded)."""
+        try:
+            key = (resp.call_id, Via.parse(resp.values("Via")[0]).branch, resp.cseq[1])
+        except (SipParseError, IndexError):
+            return
+        self.completed[key] = resp
+        while len(self.completed) > COMPLETED:
+            self.completed.popitem(last=False)
+
     async def _answer(self, conn: Connection, resp: Response) -> None:
+        if resp.status >= 200:
+            self.remember(resp)
         try:
             await conn.send(resp)
         except (ConnectionError, OSError, TimeoutError, ssl.SSLError) as exc:
@@ -225,6 +262,8 @@ class UserAgent:
         Address.parse(req.get("From"))  # malformed → 400
         Via.parse(req.values("Via")[0])
         stamp_via(req, conn.peer)  # every response copies the top Via (§18.2.1, RFC 3581)
+        if not conn.reliable and method != "ACK" and await self._retransmitted(req, conn):
+            return
         if conn.inbound and not self._trusted(conn):
             self.count("untrusted")
             if method != "ACK":
@@ -260,6 +299,16 @@ class UserAgent:
             self._spawn(self.handler.bye(dialog, req), f"bye:{req.call_id[:24]}")
         else:  # NOTIFY in a dialog
             await self._answer(conn, reply(req, 200, "OK"))
+
+    async def _retransmitted(self, req: Request, conn: Connection) -> bool:
+        """A request we answered (or are answering) already: our response again."""
+        branch = Via.parse(req.values("Via")[0]).branch
+        done = self.completed.get((req.call_id, branch, req.method))
+        pending = self.pending.get((req.call_id, branch)) if req.method == "INVITE" else None
+        again = done or (pending.last if pending is not None else None)
+        if again is not None:
+            await self._answer(conn, again)
+        return done is not None or pending is not None
 
     def _trusted(self, conn: Connection) -> bool:
         """Whether ``conn``'s peer may send requests: judged once a connection, its refusal
