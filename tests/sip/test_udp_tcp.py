@@ -6,6 +6,7 @@ or dropped while the socket keeps answering."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import socket
 import time
@@ -38,7 +39,8 @@ def request(method: str, port: int, *, branch: str = "", body: bytes = b"") -> b
     head = (
         f"{method} sip:+15550001111@127.0.0.1:{port} SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP 192.0.2.9:9;branch={branch};rport\r\n"
-        "Max-Forwards: 70\r\nFrom: <sip:pbx@127.0.0.1>;tag=a1\r\nTo: <sip:+15550001111@127.0.0.1>\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:pbx@127.0.0.1>;tag=a1\r\n"
+        "To: <sip:+15550001111@127.0.0.1>\r\n"
         f"Call-ID: {branch}@pbx\r\nCSeq: 1 {method}\r\nContact: <sip:pbx@127.0.0.1:9>\r\n"
     )
     if body:
@@ -101,7 +103,7 @@ async def test_our_invite_over_udp_is_retransmitted_until_a_response(monkeypatch
             req.add(name, value)
         tx = await ua.send(req, conn)
         times = [(await asyncio.wait_for(peer.got.get(), 2))[1] for _ in range(4)]
-        gaps = [b - a for a, b in zip(times, times[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         print("Timer A gaps (s):", [round(g, 3) for g in gaps])
         assert gaps[0] == pytest.approx(0.05, abs=0.04)
         assert gaps[1] == pytest.approx(0.10, abs=0.05)
@@ -109,7 +111,8 @@ async def test_our_invite_over_udp_is_retransmitted_until_a_response(monkeypatch
         first = parse((await peer.got.get())[0]) if not peer.got.empty() else req
         ringing = (
             b"SIP/2.0 180 Ringing\r\n"
-            + f"Via: {req.get('Via')}\r\nFrom: {req.get('From')}\r\nTo: <sip:1001@127.0.0.1>;tag=p\r\n"
+            + f"Via: {req.get('Via')}\r\nFrom: {req.get('From')}\r\n"
+            "To: <sip:1001@127.0.0.1>;tag=p\r\n"
             f"Call-ID: retx@bridge\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n".encode()
         )
         assert first.method == "INVITE"
