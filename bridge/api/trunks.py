@@ -12,9 +12,11 @@ from ..errors import Forbidden, NotFound
 from ..numbers.model import check_id
 from ..numbers.trunks import Trunk, apply_trunk_fields, parse_trunk
 from ..trunks import TrunkService
+from .errors import require_call_id
 from .keys import CATALOG, MANAGER, SETTINGS, TRUNKS
 from .schema import read_body
 from .tenancy import principal_of
+from .webrtc import role_of
 
 routes = web.RouteTableDef()
 
@@ -76,6 +78,18 @@ async def delete_trunk(request: web.Request) -> web.Response:
     trunk = _trunk_for(request)
     await request.app[CATALOG].delete_trunk(trunk.trunk_id)
     return web.json_response({"trunkID": trunk.trunk_id, "deleted": True})
+
+
+@routes.post("/call/participants")
+async def add_sip_participant(request: web.Request) -> web.Response:
+    """A SIP phone called into the call through a trunk; its progress comes as events."""
+    body = await read_body(request, "SipParticipantRequest")
+    call_id = require_call_id(body)
+    pid = str(body.get("participantID") or "sip")
+    leg = await request.app[TRUNKS].add_participant(call_id, pid, role_of(body), body["sip"])
+    return web.json_response(
+        {"callID": call_id, "participantID": pid, "state": leg.state}, status=202
+    )
 
 
 async def sip_trunks(app: web.Application) -> AsyncIterator[None]:

@@ -14,8 +14,9 @@ from typing import Any
 
 from .base import AttachmentHost, CarriesKeys
 
-KINDS = ("fork", "socket", "agent")
-"""Attachment kinds that may carry key presses to an app (or to a model, as text)."""
+KINDS = ("fork", "socket", "agent", "sip")
+"""Attachment kinds that may carry key presses to an app (or to a model, as text; or to a
+SIP phone as RFC 4733 events)."""
 
 
 def dtmf_observer(find_host: Callable[[str], AttachmentHost | None]) -> Callable[[Any, Any], None]:

@@ -1,4 +1,5 @@
-"""G.711 µ-law (ITU-T G.711), vectorised: what telephony media streams expect at 8 kHz."""
+"""G.711 µ-law and A-law (ITU-T G.711), vectorised: what telephony media streams and PBXes
+expect at 8 kHz."""
 
 from __future__ import annotations
 
@@ -37,3 +38,34 @@ _TABLE = _decode_table()
 def ulaw_decode(data: bytes) -> Pcm:
     """µ-law bytes → s16 samples."""
     return _TABLE[np.frombuffer(data, dtype=np.uint8)]
+
+
+# A-law (ITU-T G.711 §A), the European G.711: 13-bit segments, even bits inverted (0x55).
+_A_ENDS = np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF], dtype=np.int32)
+
+
+def alaw_encode(pcm: Pcm) -> bytes:
+    """s16 samples → A-law bytes."""
+    x = pcm.astype(np.int32) >> 3
+    mask = np.where(x >= 0, 0xD5, 0x55)
+    x = np.where(x >= 0, x, -x - 1)
+    seg = np.searchsorted(_A_ENDS, x, side="left").astype(np.int32)
+    low = np.where(seg < 2, x >> 1, x >> np.maximum(seg, 1)) & 0x0F
+    code = np.where(seg >= 8, 0x7F, (np.minimum(seg, 7) << 4) | low)
+    return (code ^ mask).astype(np.uint8).tobytes()
+
+
+def _alaw_table() -> npt.NDArray[np.int16]:
+    a = np.arange(256, dtype=np.int32) ^ 0x55
+    seg = (a & 0x70) >> 4
+    t = ((a & 0x0F) << 4) + np.where(seg == 0, 8, 0x108)
+    t = np.where(seg > 1, t << np.maximum(seg - 1, 0), t)
+    return np.where(a & 0x80, t, -t).astype(np.int16)
+
+
+_A_TABLE = _alaw_table()
+
+
+def alaw_decode(data: bytes) -> Pcm:
+    """A-law bytes → s16 samples."""
+    return _A_TABLE[np.frombuffer(data, dtype=np.uint8)]

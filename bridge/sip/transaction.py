@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from .dialog import Dialog, new_tag, reply
 from .headers import Via
-from .message import Request, Response
+from .message import Request, Response, SipParseError
 from .transport import Connection
 
 if TYPE_CHECKING:
@@ -120,6 +121,29 @@ class InviteServer:
         log.warning("SIP call %s: no ACK for our 200 OK within %gs", self.req.call_id, TIMER_B)
         self.ua.awaiting_ack.pop(self.dialog.key, None)
         await self.ua.handler.ack_timeout(self.dialog)
+
+
+COMPLETED = 512
+"""Final responses kept to answer a retransmitted request again (UDP, §17.2.1, §17.2.2)."""
+
+
+class Completed:
+    """Our last final responses by (Call-ID, branch, method), the oldest forgotten first."""
+
+    def __init__(self) -> None:
+        self._responses: OrderedDict[tuple[str, str, str], Response] = OrderedDict()
+
+    def remember(self, resp: Response) -> None:
+        try:
+            key = (resp.call_id, Via.parse(resp.values("Via")[0]).branch, resp.cseq[1])
+        except (SipParseError, IndexError):
+            return
+        self._responses[key] = resp
+        while len(self._responses) > COMPLETED:
+            self._responses.popitem(last=False)
+
+    def get(self, call_id: str, branch: str, method: str) -> Response | None:
+        return self._responses.get((call_id, branch, method))
 
 
 class ClientTransaction:

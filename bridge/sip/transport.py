@@ -27,6 +27,7 @@ from .message import (
     MAX_HEAD,
     Message,
     Request,
+    Response,
     SipParseError,
     check_request,
     check_value,
@@ -248,6 +249,19 @@ class Listener:
         self._tasks = TaskSet("sip-transport")
         self.refused = 0
         self.port = 0
+        self._outbound: dict[tuple[str, int], Connection] = {}
+        self._dialing = asyncio.Lock()
+
+    async def dial(self, dest: tuple[str, int], ctx: ssl.SSLContext | None) -> Connection:
+        """An open connection to ``dest`` (reused, else made and served): TLS with ``ctx``,
+        plain TCP without."""
+        async with self._dialing:
+            conn = self._outbound.get(dest)
+            if conn is not None and conn.open:
+                return conn
+            conn = self._outbound[dest] = await connect(dest[0], dest[1], ctx)
+            self.serve(conn)
+            return conn
 
     async def start(self, host: str, port: int) -> None:
         # TLS is started per connection in _accept, not by the server: a failed handshake
@@ -316,13 +330,27 @@ class Listener:
         if self._server is not None:
             self._server.close()
         await self._tasks.close(timeout=2.0)
-        for conn in list(self.connections):
+        for conn in [*self.connections, *self._outbound.values()]:
             await conn.close()
+        self._outbound.clear()
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
             except TimeoutError:
                 pass
+
+
+def bad_request(bad: BadMessage) -> Response:
+    """The ``400`` to a framed but malformed request (§8.2, §21.4.1), with what of its
+    Via, From, To, Call-ID and CSeq could be read."""
+    found = salvage(bad.head)
+    resp = Response(status=400, reason=f"Bad Request ({bad.why})")
+    for key, name in (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID")):
+        for value in found.get(key, []):
+            resp.add(name, value)
+    if found.get("cseq"):
+        resp.add("CSeq", found["cseq"][0])
+    return resp
 
 
 def salvage(raw: bytes) -> dict[str, list[str]]:

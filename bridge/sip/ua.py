@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -34,8 +33,8 @@ from .dialog import Dialog, new_tag, reply
 from .digest import DigestServer, Verdict
 from .headers import Address, Uri, Via
 from .message import Message, Request, Response, SipParseError
-from .transaction import CallHandler, ClientTransaction, InviteServer
-from .transport import BadMessage, CertFiles, Connection, Listener, connect, salvage
+from .transaction import CallHandler, ClientTransaction, Completed, InviteServer
+from .transport import BadMessage, CertFiles, Connection, Listener, bad_request
 from .trust import PeerPolicy, stamp_via
 
 log = logging.getLogger(__name__)
@@ -45,8 +44,6 @@ SUPPORTED = ""
 """No SIP extensions (no 100rel, timer, replaces): a ``Require`` of any gets ``420``."""
 PENDING_INVITES = 1024
 """INVITE server transactions without a final response at once; more get ``503``."""
-COMPLETED = 512
-"""Final responses kept to answer a retransmitted request again (UDP, §17.2.1, §17.2.2)."""
 WARN_NO_REINVITE = (
     '399 bridge "no re-INVITE: hold, music and transfer happen in the bridge\'s media"'
 )
@@ -78,17 +75,14 @@ class UserAgent:
         """Who may send requests on connections we accepted (:mod:`.trust`)."""
         self.transport = Listener(certs, self._on_message, self._on_bad)
         self.datagrams = DatagramEndpoint(self._on_message, self._on_bad) if udp else None
-        self.completed: OrderedDict[tuple[str, str, str], Response] = OrderedDict()
-        """Our last final responses by (Call-ID, branch, method): a retransmission of their
-        request is answered with them again (a UDP peer's Timer A/E)."""
+        self.completed = Completed()
+        """Our last final responses: a retransmitted request is answered with them again."""
         self.port = 5061
         self.pending: dict[tuple[str, str], InviteServer] = {}
         self.dialogs: dict[tuple[str, str], Dialog] = {}
         self.awaiting_ack: dict[tuple[str, str], InviteServer] = {}
         """Answered INVITEs (by their dialog) whose ACK has not come yet."""
         self.clients: dict[tuple[str, str], ClientTransaction] = {}
-        self._outbound: dict[tuple[str, int], Connection] = {}
-        self._connecting = asyncio.Lock()
         self.tasks = TaskSet("sip-ua")
         self.counts: dict[str, int] = {}
         """Requests and refusals by kind (``bad``, ``auth``, ``options``, ``refused`` …)."""
@@ -127,9 +121,6 @@ class UserAgent:
         await self.transport.close()
         if self.datagrams is not None:
             await self.datagrams.close()
-        for conn in list(self._outbound.values()):
-            await conn.close()
-        self._outbound.clear()
 
     # -- sending
     async def connection_to(self, uri: Uri) -> Connection:
@@ -139,14 +130,7 @@ class UserAgent:
         dest = uri.destination(5061 if hop == "tls" or uri.scheme == "sips" else 5060)
         if hop == "udp" and self.datagrams is not None:
             return self.datagrams.flow(dest)
-        async with self._connecting:
-            conn = self._outbound.get(dest)
-            if conn is not None and conn.open:
-                return conn
-            conn = await connect(dest[0], dest[1], self.client_ctx if hop == "tls" else None)
-            self._outbound[dest] = conn
-            self.transport.serve(conn)
-            return conn
+        return await self.transport.dial(dest, self.client_ctx if hop == "tls" else None)
 
     async def send(self, req: Request, conn: Connection) -> ClientTransaction:
         tx = ClientTransaction(req, conn)
@@ -196,18 +180,9 @@ class UserAgent:
         self.count("bad")
         if bad.head[:4] == b"SIP/":
             return  # a malformed response is dropped (§18.1.2)
-        found = salvage(bad.head)
-        resp = Response(status=400, reason=f"Bad Request ({bad.why})")
-        for key, name in (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID")):
-            for value in found.get(key, []):
-                resp.add(name, value)
-        if found.get("cseq"):
-            resp.add("CSeq", found["cseq"][0])
+        resp = bad_request(bad)
         stamp_via(resp, conn.peer)
-        try:
-            await conn.send(resp)
-        except (ConnectionError, OSError, TimeoutError, ssl.SSLError):
-            pass
+        await self._answer(conn, resp)
 
     async def _on_message(self, msg: Message, conn: Connection) -> None:
         try:
@@ -240,13 +215,7 @@ class UserAgent:
 
     def remember(self, resp: Response) -> None:
         """Keep a final response for a retransmission of its request (bounded)."""
-        try:
-            key = (resp.call_id, Via.parse(resp.values("Via")[0]).branch, resp.cseq[1])
-        except (SipParseError, IndexError):
-            return
-        self.completed[key] = resp
-        while len(self.completed) > COMPLETED:
-            self.completed.popitem(last=False)
+        self.completed.remember(resp)
 
     async def _answer(self, conn: Connection, resp: Response) -> None:
         if resp.status >= 200:
@@ -303,12 +272,11 @@ class UserAgent:
     async def _retransmitted(self, req: Request, conn: Connection) -> bool:
         """A request we answered (or are answering) already: our response again."""
         branch = Via.parse(req.values("Via")[0]).branch
-        done = self.completed.get((req.call_id, branch, req.method))
         pending = self.pending.get((req.call_id, branch)) if req.method == "INVITE" else None
-        again = done or (pending.last if pending is not None else None)
-        if again is not None:
+        again = self.completed.get(req.call_id, branch, req.method) or (pending and pending.last)
+        if again:
             await self._answer(conn, again)
-        return done is not None or pending is not None
+        return bool(again) or pending is not None
 
     def _trusted(self, conn: Connection) -> bool:
         """Whether ``conn``'s peer may send requests: judged once a connection, its refusal
@@ -366,20 +334,23 @@ class UserAgent:
 
     async def _authenticated(self, req: Request, conn: Connection) -> bool:
         assert self.digest is not None
-        verdict = self.digest.verify(req.method, req.all("Proxy-Authorization"))
-        if verdict is Verdict.OK:
-            return True
-        self.count("auth")
-        if verdict is Verdict.WRONG:
-            log.warning(
-                "SIP INVITE %s from %s: wrong digest credentials", req.call_id, conn.peer[0]
-            )
-            await self._answer(conn, reply(req, 403, "Forbidden (wrong credentials)"))
-            return False
-        # One Proxy-Authenticate per algorithm we offer, the preferred first (RFC 8760 §2.4).
-        challenges = self.digest.challenges(stale=verdict is Verdict.STALE)
-        extra = [("Proxy-Authenticate", challenge) for challenge in challenges]
-        await self._answer(
-            conn, reply(req, 407, "Proxy Authentication Required", to_tag=new_tag(), extra=extra)
-        )
-        return False
+        refusal = refusal_of(self.digest, req, conn.peer[0])
+        if refusal is not None:
+            self.count("auth")
+            await self._answer(conn, refusal)
+        return refusal is None
+
+
+def refusal_of(digest: DigestServer, req: Request, source: str) -> Response | None:
+    """``None`` when ``req``'s digest answer is right; else the ``407`` with one challenge
+    per algorithm we offer, the preferred first (RFC 8760 §2.4), or ``403`` for wrong
+    credentials (logged)."""
+    verdict = digest.verify(req.method, req.all("Proxy-Authorization"))
+    if verdict is Verdict.OK:
+        return None
+    if verdict is Verdict.WRONG:
+        log.warning("SIP INVITE %s from %s: wrong digest credentials", req.call_id, source)
+        return reply(req, 403, "Forbidden (wrong credentials)")
+    challenges = digest.challenges(stale=verdict is Verdict.STALE)
+    extra = [("Proxy-Authenticate", challenge) for challenge in challenges]
+    return reply(req, 407, "Proxy Authentication Required", to_tag=new_tag(), extra=extra)

@@ -1,32 +1,186 @@
-"""``TrunkService``: the trunks' side of the bridge at run time (see the package docstring)."""
+"""``TrunkService``: the trunks at run time — the trunk user agent (UDP and TCP on
+``BRIDGE_SIP_TRUNK_LISTEN``; without it, on an ephemeral loopback port, so trunks can still
+be called out to), the SIP participants it carries, and the requests trunks send us.
+
+The owner: it holds the user agent, the live SIP legs by dialog (so a PBX's ``BYE`` finds
+its participant) and the tasks that run them, and closes them in that reverse order. The
+address in our Contact and SDP is the listener's unless ``BRIDGE_PUBLIC_IP`` says otherwise.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import re
+from typing import TYPE_CHECKING, Any
 
 from ..calls import CallManager
+from ..calls.model import Call
 from ..config import Settings
+from ..errors import BadRequest, CallStateError
+from ..media import Role
 from ..numbers.catalog import Catalog
+from ..numbers.trunks import Trunk, parse_uri
+from ..sip import Dialog, InviteServer, Request, UserAgent
+from ..tasks import TaskSet
+from .participant import SipParticipant
+
+if TYPE_CHECKING:
+    from ..calls.runtime import CallRuntime
 
 log = logging.getLogger(__name__)
 
+HEADER_NAME = re.compile(r"^X-[A-Za-z0-9-]{1,62}$")
+HEADER_VALUE = re.compile(r"^[\x20-\x7e]{0,256}$")
+MAX_LEGS = 256
+"""SIP participants live at once on a worker; more are refused (503)."""
+
 
 class TrunkService:
-    """Owns the trunk user agent and what runs on it."""
+    """Owns the trunk user agent, the SIP legs and their tasks (see the module docstring)."""
 
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
         self.settings = settings
         self.catalog = catalog
         self.manager: CallManager | None = None
-        """The calls SIP participants join and trunks' INVITEs place (set before start)."""
+        """The calls SIP participants join (set before :meth:`start`)."""
+        listen = settings.sip.trunk_listen
+        self.bind_host, self.port = listen if listen is not None else ("127.0.0.1", 0)
+        public = settings.ice.public_ip
+        wildcard = self.bind_host in ("", "0.0.0.0", "::")
+        self.media_host = public or ("127.0.0.1" if wildcard else self.bind_host)
+        self.rtp_ports = settings.ice.rtp_ports
+        self.ua = UserAgent(
+            hostname=self.media_host,
+            number="",
+            certs=None,
+            client_ctx=None,
+            digest=None,
+            handler=self,
+            udp=True,
+        )
+        self.legs: dict[tuple[str, str], SipParticipant] = {}
+        """Live SIP participants by their dialog's key."""
+        self._tasks = TaskSet("sip-trunks")
 
     def state_of(self, trunk_id: str) -> dict[str, Any]:
         """What ``GET /trunks/{id}`` shows beside the record (registration)."""
         return {"registration": None}
 
     async def start(self) -> None:
-        pass
+        await self.ua.start(self.bind_host, self.port)
+        self.port = self.ua.port
+        log.info("SIP trunks: listening on %s:%d (UDP and TCP)", self.bind_host, self.port)
 
     async def close(self) -> None:
+        await self._tasks.close(timeout=5.0)
+        await self.ua.close()
+
+    # -- SIP participants
+    def caller_uri(self, call: Call) -> str:
+        """Who calls, as the PBX sees it: the WhatsApp user's number."""
+        user = re.sub(r"[^0-9]", "", call.peer)[:15] or "anonymous"
+        return f"sip:+{user}@{self.media_host}"
+
+    def context_headers(self, call: Call) -> list[tuple[str, str]]:
+        """The WhatsApp context a PBX can route on (docs/sip.md)."""
+        number = self.catalog.number(call.number_id)
+        whatsapp = call.metadata.get("whatsapp") if isinstance(call.metadata, dict) else None
+        payload = ""
+        if isinstance(whatsapp, dict):
+            payload = str(whatsapp.get("ctaPayload") or whatsapp.get("deeplinkPayload") or "")
+        out = [("X-WA-Call-ID", call.id), ("X-WA-Wacid", call.engine_call_id)]
+        if number is not None and number.phone:
+            out.append(("X-WA-Number", number.phone))
+        if payload:
+            out.append(("X-WA-Payload", payload))
+        return [(k, _clean(v)) for k, v in out]
+
+    def trunk_for(self, trunk_id: str | None, tenant_id: str, target: str) -> Trunk:
+        """The trunk a participant is called through: named, else the tenant's only one."""
+        mine = [t for t in self.catalog.trunks.values() if t.tenant_id == tenant_id]
+        if trunk_id:
+            trunk = self.catalog.trunks.get(trunk_id)
+            if trunk is None or trunk.tenant_id != tenant_id:
+                raise BadRequest(
+                    f"field 'sip.trunkID': no trunk {trunk_id[:64]!r}", code="unknown_trunk"
+                )
+            return trunk
+        if len(mine) != 1:
+            raise BadRequest(
+                "field 'sip.trunkID' is required: name the trunk to call through"
+                if mine
+                else "there is no trunk to call through: create one with POST /trunks",
+                code="missing_field" if mine else "no_trunk",
+            )
+        return mine[0]
+
+    async def add_participant(
+        self, call_id: str, participant_id: str, role: Role, sip: dict[str, Any]
+    ) -> SipParticipant:
+        """Call a SIP target into a live call (the answer comes as events)."""
+        assert self.manager is not None
+        call = self.manager.get(call_id)
+        runtime = self.manager.find_runtime(call.id)
+        if runtime is None or not call.live:
+            raise CallStateError(f"call {call.id} has no media to join")
+        target = parse_uri(sip.get("uri"), "sip.uri")
+        trunk = self.trunk_for(sip.get("trunkID"), call.tenant_id, target)
+        headers = self.context_headers(call)
+        for name, value in (sip.get("headers") or {}).items():
+            if (
+                not HEADER_NAME.match(str(name))
+                or not isinstance(value, str)
+                or not HEADER_VALUE.match(value)
+            ):
+                raise BadRequest(
+                    f"field 'sip.headers': {str(name)[:40]!r} must be an X- header with a "
+                    "printable value"
+                )
+            headers.append((name, value))
+        self._check_join(runtime, participant_id, role)
+        leg = SipParticipant(self, runtime, trunk, participant_id, role, target, headers)
+        runtime.attach(leg)
+        self._tasks.spawn(self._run(leg), f"sip-leg:{participant_id}")
+        return leg
+
+    def _check_join(self, runtime: CallRuntime, participant_id: str, role: Role) -> None:
+        if len(self.legs) >= MAX_LEGS or self._tasks.closed:
+            raise CallStateError("this worker carries as many SIP participants as it may")
+        taken = {p.id for p in runtime.bus.conference.participants.values()}
+        taken |= {a.participant_id for a in runtime.attached("sip")}
+        if participant_id in taken or participant_id in runtime.participants.sessions:
+            raise CallStateError(f"participant {participant_id!r} is on the call already")
+        agent = runtime.bus.conference.agent
+        if role is Role.AGENT and agent is not None:
+            raise CallStateError(
+                f"participant {agent.id!r} is the agent; a call has one (use another role)"
+            )
+
+    async def _run(self, leg: SipParticipant) -> None:
+        try:
+            await leg.run()
+        except Exception as exc:
+            log.warning("SIP participant %s: the leg failed: %s", leg.participant_id, exc)
+            await leg.remove()
+
+    # -- requests from trunks (CallHandler)
+    async def invite(self, tx: InviteServer) -> None:
+        await tx.respond(404, "Not Found (no WhatsApp calls through this listener yet)")
+
+    async def cancelled(self, tx: InviteServer) -> None:
         pass
+
+    async def acked(self, dialog: Dialog) -> None:
+        pass
+
+    async def ack_timeout(self, dialog: Dialog) -> None:
+        pass
+
+    async def bye(self, dialog: Dialog, req: Request) -> None:
+        leg = self.legs.pop(dialog.key, None)
+        if leg is not None:
+            await leg.remote_bye()
+
+
+def _clean(value: str) -> str:
+    return re.sub(r"[^\x20-\x7e]", "", value)[:256]

@@ -1,0 +1,243 @@
+"""A trunk leg's media: RTP (RFC 3550) with G.711 at 8 kHz, plain or SDES-SRTP, joined to the
+call's conference like a browser participant.
+
+Receive: datagram → (SRTP unprotect) → RTP header → G.711 decode → 8 → 16 kHz → 20 ms frames →
+the participant's microphone in the conference (its inbox is bounded: 80 ms). A
+``telephone-event`` packet (RFC 4733) is a key, taken once per event at its end bit.
+Send: on the worker's media clock (phase ``ENGINE``, after the mix), the participant's
+downlink sink gives one 20 ms frame (silence when it has none) → 16 → 8 kHz → G.711 → one RTP
+packet, timestamps advancing 160 a packet. A key queued for the PBX is sent as RFC 4733
+events instead of audio for its duration (three end packets, §2.5.1.4).
+
+:class:`PlainRtp` is the clear-text socket with the face of
+:class:`~bridge.rtc.srtpudp.SrtpSocket`, which carries the SDES case; both latch onto the far
+end's source address (symmetric RTP, RFC 4961).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import struct
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from ..audio.pcm import FRAME_SAMPLES, Pcm, Reframer
+from ..audio.resample import Resampler
+from ..media.clock import Phase, worker_clock
+from ..rtc.srtpudp import bind_socket
+
+log = logging.getLogger(__name__)
+
+RATE = 8000
+SAMPLES = 160
+"""8 kHz samples in one 20 ms packet."""
+DTMF_EVENTS = "0123456789*#ABCD"
+KEYS_QUEUED = 32
+"""Keys waiting to be sent to the PBX; more are dropped (counted)."""
+
+Address = tuple[str, int]
+
+
+class PlainRtp(asyncio.DatagramProtocol):
+    """One UDP socket for clear RTP (see the module docstring)."""
+
+    def __init__(self, name: str, on_rtp: Callable[[bytes], None]) -> None:
+        self.name = name
+        self.on_rtp = on_rtp
+        self.transport: asyncio.DatagramTransport | None = None
+        self.rtp_to: Address | None = None
+        self.local: Address = ("", 0)
+        self.junk = self.received_packets = self.sent_packets = 0
+
+    async def open(self, host: str, ports: str) -> Address:
+        sock = bind_socket(host, ports)
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        self.transport = transport
+        self.local = sock.getsockname()[:2]
+        return self.local
+
+    def set_remote(self, rtp: Address, rtcp: Address) -> None:
+        self.rtp_to = rtp
+
+    def send_rtp(self, plain: bytes) -> None:
+        if self.transport is None or self.transport.is_closing() or self.rtp_to is None:
+            return
+        self.transport.sendto(plain, self.rtp_to)
+        self.sent_packets += 1
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if len(data) < 12 or data[0] >> 6 != 2 or 192 <= data[1] <= 223:
+            self.junk += 1  # not RTP (RTCP is not read on a plain trunk leg)
+            return
+        self.received_packets += 1
+        self.rtp_to = (addr[0], addr[1])  # symmetric RTP (RFC 4961)
+        try:
+            self.on_rtp(data)
+        except Exception:
+            log.exception("%s: handling a packet", self.name)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # the far end not listening yet (ICMP): the next packet tries again
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Socket(Protocol):
+    """What :class:`TrunkMedia` needs of its socket (``PlainRtp`` or ``SrtpSocket``)."""
+
+    def send_rtp(self, plain: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def rtp_payload(packet: bytes) -> tuple[int, int, int, bool, bytes] | None:
+    """``(pt, seq, timestamp, marker, payload)`` of an RTP packet, ``None`` if malformed."""
+    if len(packet) < 12:
+        return None
+    b0, b1, seq, ts = struct.unpack_from("!BBHI", packet)
+    start = 12 + 4 * (b0 & 0x0F)
+    if b0 & 0x10:  # a header extension (RFC 3550 §5.3.1)
+        if len(packet) < start + 4:
+            return None
+        start += 4 + 4 * struct.unpack_from("!H", packet, start + 2)[0]
+    end = len(packet)
+    if b0 & 0x20 and end > start:  # padding
+        end -= packet[-1]
+    if end < start:
+        return None
+    return b1 & 0x7F, seq, ts, bool(b1 & 0x80), packet[start:end]
+
+
+class TrunkMedia:
+    """The RTP of one trunk leg: G.711 both ways, keys both ways (module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        codec: str,
+        pt: int,
+        event_pt: int | None,
+        microphone: Callable[[Pcm], None],
+        pop: Callable[[], Pcm | None],
+        on_key: Callable[[str, int], None],
+    ) -> None:
+        self.name = name
+        self.pt, self.event_pt = pt, event_pt
+        self.set_codec(codec)
+        self.microphone, self.pop, self.on_key = microphone, pop, on_key
+        self.socket: Socket | None = None
+        self._up = Resampler(16000)
+        self._down = Resampler(RATE)
+        self._frames_in = Reframer(FRAME_SAMPLES)
+        self._frames_out = Reframer(SAMPLES)
+        self._ssrc = secrets.randbits(32)
+        self._seq = secrets.randbits(16)
+        self._ts = secrets.randbits(32)
+        self._last_event_ts: int | None = None
+        self._keys: deque[tuple[str, int]] = deque(maxlen=KEYS_QUEUED)
+        self._key_sent: tuple[int, int, int] | None = None  # (code, ticks done, ticks)
+        self._unregister: Callable[[], None] | None = None
+        self.keys_dropped = 0
+        self.packets_in = self.packets_out = 0
+
+    def set_codec(self, codec: str) -> None:
+        """``PCMU`` (µ-law) or ``PCMA`` (A-law): what both sides send."""
+        self.codec = codec
+        self.encode = ulaw_encode if codec == "PCMU" else alaw_encode
+        self.decode = ulaw_decode if codec == "PCMU" else alaw_decode
+
+    def start(self, socket: Socket) -> None:
+        self.socket = socket
+        self._unregister = worker_clock().register(self._tick, Phase.ENGINE)
+
+    def stop(self) -> None:
+        """Off the clock and the socket closed (idempotent)."""
+        unregister, self._unregister = self._unregister, None
+        if unregister is not None:
+            unregister()
+        if self.socket is not None:
+            self.socket.close()
+
+    # -- receive
+    def on_rtp(self, packet: bytes) -> None:
+        parsed = rtp_payload(packet)
+        if parsed is None:
+            return
+        pt, _, ts, _, payload = parsed
+        if pt == self.event_pt and len(payload) >= 4:
+            event, flags, duration = payload[0], payload[1], struct.unpack_from("!H", payload, 2)[0]
+            if flags & 0x80 and ts != self._last_event_ts and event < len(DTMF_EVENTS):
+                self._last_event_ts = ts  # the end packet comes three times (§2.5.1.4)
+                self.on_key(DTMF_EVENTS[event], duration * 1000 // RATE)
+            return
+        if pt != self.pt or not payload:
+            return
+        self.packets_in += 1
+        wide = self._up.resample_array(self.decode(payload), RATE)
+        for frame in self._frames_in.push(wide):
+            self.microphone(frame)
+
+    # -- send
+    def send_key(self, digit: str, duration_ms: int = 160) -> None:
+        """Queue a key for the PBX (RFC 4733 events in place of audio)."""
+        if len(self._keys) == self._keys.maxlen:
+            self.keys_dropped += 1
+        self._keys.append((digit, max(40, min(duration_ms, 2000))))
+
+    def _tick(self, now: float) -> None:
+        pcm = self.pop()
+        if pcm is None:
+            pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        narrow = self._down.resample_array(pcm, 16000)
+        for frame in self._frames_out.push(narrow):
+            if not self._send_event():
+                self._send(self.pt, self.encode(frame), marker=False)
+            self._ts = (self._ts + SAMPLES) & 0xFFFFFFFF
+
+    def _send_event(self) -> bool:
+        """One 20 ms of the key being sent, if any (its timestamp stays the event's start)."""
+        if self.event_pt is None:
+            self._keys.clear()
+            return False
+        if self._key_sent is None:
+            if not self._keys:
+                return False
+            digit, ms = self._keys.popleft()
+            self._key_sent = (DTMF_EVENTS.index(digit), 0, max(2, ms // 20))
+            self._event_ts = self._ts
+        code, done, ticks = self._key_sent
+        done += 1
+        end = done >= ticks
+        body = struct.pack("!BBH", code, (0x80 if end else 0) | 10, done * SAMPLES)
+        for _ in range(3 if end else 1):
+            self._send(self.event_pt, body, marker=done == 1, ts=self._event_ts)
+        self._key_sent = None if end else (code, done, ticks)
+        return True
+
+    def _send(self, pt: int, payload: bytes, *, marker: bool, ts: int | None = None) -> None:
+        if self.socket is None:
+            return
+        header = struct.pack(
+            "!BBHII",
+            0x80,
+            (0x80 if marker else 0) | pt,
+            self._seq,
+            self._ts if ts is None else ts,
+            self._ssrc,
+        )
+        self._seq = (self._seq + 1) & 0xFFFF
+        self.socket.send_rtp(header + payload)
+        self.packets_out += 1

@@ -1,0 +1,244 @@
+"""A SIP participant of a WhatsApp call (``POST /call/participants`` with ``sip``): a phone
+behind the business's PBX, in the call's conference with a role like a browser.
+
+It is an attachment of the call (kind ``sip``): closed with the call, in reverse order of
+what it opened (the SIP leg hung up — ``BYE``, or ``CANCEL`` while it rings — the conference
+left, the media stopped). Its INVITE says who calls (``From``/``P-Asserted-Identity``: the
+WhatsApp user's number) and carries the WhatsApp context for the PBX to route on
+(``X-WA-Call-ID``, ``X-WA-Wacid``, ``X-WA-Number``, ``X-WA-Payload``). Events, each with its
+``participantID``: ``participant.ringing`` (the first ``180``/``183``), ``participant.joined``
+(the ``200``, media flowing) and ``participant.left`` with a ``reason`` (``busy``,
+``no_answer``, ``rejected``, ``failed`` — with ``sipCode`` — ``hung_up`` by the phone,
+``removed`` by the API, ``call_ended``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..audio.pcm import Pcm
+from ..errors import BadOffer
+from ..media import Role
+from ..media.frames import DownlinkSink
+from ..numbers.trunks import Trunk
+from ..rtc.sdes import new_crypto
+from ..rtc.srtpudp import SrtpSocket
+from ..sip import Dialog, Response
+from . import sdp
+from .dialer import Dialer
+from .media import DTMF_EVENTS, PlainRtp, TrunkMedia
+
+if TYPE_CHECKING:
+    from ..calls.runtime import CallRuntime
+    from .service import TrunkService
+
+log = logging.getLogger(__name__)
+
+LEFT = {
+    486: "busy",
+    600: "busy",
+    408: "no_answer",
+    480: "no_answer",
+    487: "no_answer",
+    603: "rejected",
+}
+"""A final response's reason for ``participant.left`` (others: ``failed`` or ``rejected``)."""
+
+
+def left_reason(status: int) -> str:
+    return LEFT.get(status) or ("rejected" if 400 <= status < 500 else "failed")
+
+
+class SipParticipant:
+    """One SIP leg in one call (see the module docstring)."""
+
+    kind = "sip"
+    wants_media = True
+
+    def __init__(
+        self,
+        service: TrunkService,
+        runtime: CallRuntime,
+        trunk: Trunk,
+        participant_id: str,
+        role: Role,
+        target: str,
+        headers: list[tuple[str, str]],
+    ) -> None:
+        self.service, self.runtime, self.trunk = service, runtime, trunk
+        self.participant_id, self.role, self.target = participant_id, role, target
+        self.id = f"sip:{participant_id}"
+        self.headers = headers
+        self.dialer: Dialer | None = None
+        self.dialog: Dialog | None = None
+        self.media: TrunkMedia | None = None
+        self._socket: PlainRtp | SrtpSocket | None = None
+        self._joined: Callable[[], None] | None = None
+        self._microphone: Callable[[Pcm], None] = lambda pcm: None
+        self._sink: DownlinkSink | None = None
+        self._rang = False
+        self._left = False
+        self._closing = asyncio.Lock()
+        self.state = "calling"
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "participantID": self.participant_id,
+            "role": str(self.role),
+            "sip": {"uri": self.target, "trunkID": self.trunk.trunk_id, "state": self.state},
+        }
+
+    # -- the leg
+    async def run(self) -> None:
+        """Call the target, then carry the media until either side hangs up."""
+        host = self.service.media_host
+        crypto = new_crypto() if self.trunk.srtp == "sdes" else None
+        name = f"sip {self.participant_id} of call {self.runtime.call_id[:12]}"
+        media = TrunkMedia(name, "PCMU", 0, None, self._to_call, self._from_call, self._key)
+        if crypto is None:
+            socket: PlainRtp | SrtpSocket = PlainRtp(name, media.on_rtp)
+        else:
+            socket = SrtpSocket(name, media.on_rtp, lambda _: None)
+        self._socket = socket
+        local = await socket.open(self.service.bind_host, self.service.rtp_ports)
+        offer = sdp.offer(host, local[1], self.trunk.codecs, crypto)
+        self.dialer = Dialer(
+            self.service.ua,
+            proxy=self.trunk.uri,
+            target=self.target,
+            from_uri=self.service.caller_uri(self.runtime.call),
+            display="",
+            sdp=offer,
+            username=self.trunk.username,
+            password=self.trunk.password,
+            headers=self.headers,
+        )
+        resp = await self.dialer.run(self._progress)
+        if not 200 <= resp.status < 300:
+            if self.dialer.auth_failure:
+                log.warning("SIP participant %s: %s", self.participant_id, self.dialer.auth_failure)
+            await self._gone(left_reason(resp.status), resp)
+            return
+        self.dialog = self.dialer.dialog
+        try:
+            remote = sdp.read(resp.body, self.trunk.codecs, srtp=crypto is not None)
+        except BadOffer as exc:
+            log.warning(
+                "SIP participant %s: the answer cannot be used: %s", self.participant_id, exc
+            )
+            await self._hang_up()
+            await self._gone("failed", None, detail=str(exc))
+            return
+        if self._left:  # removed while it rang
+            await self._hang_up()
+            return
+        media.pt, media.event_pt = remote.pt, remote.event_pt
+        media.set_codec(remote.codec)
+        if crypto is not None and remote.crypto is not None and isinstance(socket, SrtpSocket):
+            socket.set_keys(crypto.key, remote.crypto.key, remote.crypto.profile)
+        socket.set_remote((remote.address, remote.port), (remote.address, remote.port + 1))
+        self._join(media)
+        self.state = "joined"
+        assert self.dialog is not None
+        self.service.legs[self.dialog.key] = self
+        self.service.ua.dialogs[self.dialog.key] = self.dialog  # its BYE finds it
+        self.runtime.emit(
+            "participant.joined",
+            participantID=self.participant_id,
+            role=str(self.role),
+            sip={"uri": self.target, "codec": remote.codec},
+        )
+
+    def _progress(self, resp: Response) -> None:
+        if not self._rang and resp.status in (180, 183):
+            self._rang = True
+            self.state = "ringing"
+            self.runtime.emit(
+                "participant.ringing", participantID=self.participant_id, sipCode=resp.status
+            )
+
+    def _join(self, media: TrunkMedia) -> None:
+        conference = self.runtime.bus.conference
+        microphone, sink = conference.join(self.participant_id, self.role)
+        self._microphone, self._sink = microphone, sink
+        self.media = media
+        self.runtime.bus.add_user(self.id)
+        assert self._socket is not None
+        media.start(self._socket)
+
+        def leave() -> None:
+            self.runtime.bus.remove_user(self.id)
+            conference.leave(self.participant_id, sink)
+
+        self._joined = leave
+
+    def _to_call(self, pcm: Pcm) -> None:
+        if self._joined is not None:
+            self._microphone(pcm)
+
+    def _from_call(self) -> Pcm | None:
+        return self._sink.pop() if self._joined is not None and self._sink is not None else None
+
+    def _key(self, digit: str, duration_ms: int) -> None:
+        """A key pressed on the phone (RFC 4733, or SIP INFO): as a browser's key."""
+        self.runtime.dtmf.on_browser(self.participant_id, self.role, digit, duration_ms)
+
+    def dtmf(self, digit: str, duration_ms: int) -> None:
+        """The WhatsApp user pressed a key: to the phone as RFC 4733 events."""
+        if self.media is not None and digit in DTMF_EVENTS:
+            self.media.send_key(digit, duration_ms)
+
+    def call_state(self, state: str, end_reason: str | None) -> None:
+        """Follows the call only through :meth:`close`."""
+
+    # -- the end
+    async def remote_bye(self) -> None:
+        """The phone hung up (its BYE is answered)."""
+        self.dialog = None
+        await self._gone("hung_up", None)
+
+    async def remove(self) -> None:
+        """``DELETE`` by the API: hang the leg up; the call stays."""
+        await self._hang_up()
+        await self._gone("removed", None)
+
+    async def close(self) -> None:
+        """The call ends (or the attachment is stopped): hang up, leave, stop (idempotent)."""
+        await self._hang_up()
+        await self._gone("call_ended", None, detach=False)
+
+    async def _hang_up(self) -> None:
+        async with self._closing:
+            dialog, self.dialog = self.dialog, None
+            if dialog is not None:
+                self.service.legs.pop(dialog.key, None)
+                self.service.ua.dialogs.pop(dialog.key, None)
+                await self.service.ua.in_dialog(dialog, "BYE", timeout=4.0)
+            elif self.dialer is not None and self.dialer.final is None:
+                await self.dialer.cancel()
+
+    async def _gone(
+        self, reason: str, resp: Response | None, *, detail: str = "", detach: bool = True
+    ) -> None:
+        if self._left:
+            return
+        self._left = True
+        self.state = "left"
+        leave, self._joined = self._joined, None
+        if leave is not None:
+            leave()
+        if self.media is not None:
+            self.media.stop()
+        elif self._socket is not None:
+            self._socket.close()
+        data: dict[str, Any] = {"participantID": self.participant_id, "reason": reason}
+        if resp is not None:
+            data["sipCode"] = resp.status
+        if detail:
+            data["detail"] = detail[:200]
+        self.runtime.emit("participant.left", **data)
+        if detach:
+            self.runtime.detach(self)

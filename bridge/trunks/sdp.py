@@ -1,0 +1,146 @@
+"""A trunk leg's SDP (RFC 4566, offer/answer RFC 3264): what we offer a PBX and what we read
+from its answer (or its offer, when the PBX calls in).
+
+Audio only: G.711 µ-law (PT 0) and A-law (PT 8) at 8 kHz, the codecs every PBX has, and
+``telephone-event`` (RFC 4733) for keys. ``RTP/AVP`` in the clear, or ``RTP/SAVP`` with an
+``a=crypto`` key (SDES, RFC 4568) when the trunk says ``"srtp": "sdes"``. The first codec of
+the answer's m-line that we offered is the one both sides send (RFC 3264 §6.1). Anything we
+cannot use is a :class:`~bridge.errors.BadOffer` naming it (a ``488`` on the SIP side).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from dataclasses import dataclass
+
+from ..errors import BadOffer
+from ..rtc.sdes import Crypto, parse_crypto, sdp_lines
+
+STATIC = {"PCMU": 0, "PCMA": 8}
+"""The G.711 static payload types (RFC 3551 §6)."""
+EVENT_PT = 101
+"""Our dynamic payload type for ``telephone-event/8000``."""
+
+
+@dataclass(frozen=True)
+class Remote:
+    """What the far end's SDP says of its audio."""
+
+    address: str
+    port: int
+    codec: str
+    """``PCMU`` or ``PCMA``: what both sides send."""
+    pt: int
+    event_pt: int | None
+    """Its ``telephone-event/8000`` payload type (``None``: it takes no RFC 4733 keys)."""
+    crypto: Crypto | None
+    """Its SDES key (``RTP/SAVP``), else ``None`` (plain RTP)."""
+    direction: str = "sendrecv"
+
+
+def offer(
+    address: str,
+    port: int,
+    codecs: tuple[str, ...],
+    crypto: Crypto | None,
+    *,
+    answer_to: Remote | None = None,
+) -> bytes:
+    """Our SDP: an offer of ``codecs`` (those we carry), or the answer choosing ``answer_to``'s
+    codec."""
+    family = "IP6" if ":" in address else "IP4"
+    if answer_to is not None:
+        chosen = [(answer_to.pt, answer_to.codec)]
+        event = answer_to.event_pt
+    else:
+        chosen = [(STATIC[c], c) for c in codecs if c in STATIC]
+        event = EVENT_PT
+    if not chosen:
+        raise BadOffer("none of the trunk's codecs is carried (PCMU, PCMA)")
+    pts = [pt for pt, _ in chosen] + ([event] if event is not None else [])
+    profile = "RTP/SAVP" if crypto is not None else "RTP/AVP"
+    session = secrets.randbelow(2**31)
+    lines = [
+        "v=0",
+        f"o=- {session} {session} IN {family} {address}",
+        "s=bridge",
+        f"c=IN {family} {address}",
+        "t=0 0",
+        f"m=audio {port} {profile} {' '.join(str(pt) for pt in pts)}",
+    ]
+    lines += [f"a=rtpmap:{pt} {codec}/8000" for pt, codec in chosen]
+    if event is not None:
+        lines += [f"a=rtpmap:{event} telephone-event/8000", f"a=fmtp:{event} 0-16"]
+    lines += ["a=ptime:20", "a=sendrecv"]
+    if crypto is not None:
+        lines.append(crypto.attribute())
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def _address(value: str) -> str:
+    parts = value.split()
+    if len(parts) < 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
+        raise BadOffer(f"the SDP's connection line is not IN IP4/IP6: {value[:60]!r}")
+    address = parts[2].split("/")[0]
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise BadOffer(f"the SDP's connection address is not an IP: {address[:60]}") from None
+    return address
+
+
+def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
+    """The far end's audio: its address, port, the codec to send (the first of its m-line
+    that ``codecs`` has), its ``telephone-event`` and its key. :class:`BadOffer` otherwise."""
+    text = sdp.decode("utf-8", "replace") if isinstance(sdp, bytes) else sdp
+    session_c, media_c, port, profile = "", "", -1, ""
+    formats: list[str] = []
+    maps: dict[str, str] = {}
+    cryptos: list[str] = []
+    direction = "sendrecv"
+    in_audio = seen_audio = False
+    for ln in sdp_lines(text)[:400]:
+        if ln.startswith("m="):
+            in_audio = ln.startswith("m=audio ") and not seen_audio
+            if in_audio:
+                seen_audio = True
+                parts = ln[2:].split()
+                if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+                    raise BadOffer(f"the SDP's audio m-line is malformed: {ln[:60]!r}")
+                port, profile, formats = int(parts[1].split("/")[0]), parts[2].upper(), parts[3:]
+        elif ln.startswith("c="):
+            if in_audio:
+                media_c = _address(ln[2:])
+            elif not seen_audio:
+                session_c = _address(ln[2:])
+        elif in_audio and ln.startswith("a=rtpmap:"):
+            pt, _, name = ln[len("a=rtpmap:") :].partition(" ")
+            maps[pt] = name.split("/")[0].lower()
+        elif in_audio and ln.startswith("a=crypto:"):
+            cryptos.append(ln[len("a=crypto:") :])
+        elif in_audio and ln[2:] in ("sendrecv", "sendonly", "recvonly", "inactive"):
+            direction = ln[2:]
+    if not seen_audio:
+        raise BadOffer("the SDP has no audio m-line")
+    if not 0 <= port < 65536:
+        raise BadOffer(f"the SDP's audio port {port} is not usable")
+    if srtp != (profile == "RTP/SAVP"):
+        want = "RTP/SAVP (the trunk says srtp: sdes)" if srtp else "RTP/AVP (srtp: off)"
+        raise BadOffer(f"the SDP's audio is {profile[:20]}, not {want}")
+    crypto = None
+    if srtp:
+        if not cryptos:
+            raise BadOffer("the SDP's audio has no a=crypto (RFC 4568) key")
+        crypto = parse_crypto(cryptos[0])
+    address = media_c or session_c
+    if not address:
+        raise BadOffer("the SDP has no connection address for its audio")
+    names = {pt: maps.get(pt, {"0": "pcmu", "8": "pcma"}.get(pt, "")) for pt in formats}
+    wanted = {c.lower(): c for c in codecs if c in STATIC}
+    chosen = next(((int(pt), wanted[n]) for pt, n in names.items() if n in wanted), None)
+    if chosen is None:
+        offered = ", ".join(n or pt for pt, n in names.items())[:80]
+        raise BadOffer(f"no common codec: the far end has {offered}; we carry PCMU, PCMA")
+    event = next((int(pt) for pt, n in names.items() if n == "telephone-event"), None)
+    return Remote(address, port, chosen[1], chosen[0], event, crypto, direction)

@@ -1,0 +1,122 @@
+"""A SIP participant in a WhatsApp call (issue 48): the bridge calls a real phone (baresip,
+SIP over UDP, G.711) through a trunk into a sim call's conference. Tones are asserted each way
+by frequency and level; the INVITE's identity and WhatsApp headers are read from the phone's
+own SIP trace; the phone's hang-up and a busy phone come back as participant events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bridge.resources import CALL_EVENTS
+
+from ..support.baresip_phone import BaresipPhone
+from ..support.calls import peer_heard, wait_state
+from ..support.spectrum import dominant_frequency
+from ..support.waits import until, until_passes
+
+PEER_HZ, PHONE_HZ = 440, 660
+PHONE = "5521999999999"
+
+
+def level_dbfs(samples: np.ndarray) -> float:
+    return float(20 * np.log10(np.sqrt(np.mean((samples / 32768) ** 2)) + 1e-12))
+
+
+@pytest.fixture
+async def bridge(make_client, tmp_path):
+    client = await make_client(
+        sim_peer="tone",
+        sim_tone_hz=PEER_HZ,
+        data_dir=str(tmp_path),
+        sip_trunk_listen="127.0.0.1:0",
+    )
+    events: list[Any] = []
+    client.app[CALL_EVENTS].observe(lambda event, call: events.append(event))
+    client.events = events
+    return client
+
+
+@pytest.fixture
+async def phone(tmp_path):
+    conf = tmp_path / "phone"
+    conf.mkdir()
+    made: list[BaresipPhone] = []
+
+    async def start(codec: str = "PCMU", srtp: bool = False) -> BaresipPhone:
+        p = BaresipPhone(conf, "1001", PHONE_HZ, codec)
+        await p.start_phone(srtp=srtp)
+        made.append(p)
+        return p
+
+    yield start
+    for p in made:
+        await p.stop()
+
+
+def of(client, kind: str) -> list[Any]:
+    return [e for e in client.events if e.type == kind]
+
+
+async def call_with_trunk(client, phone: BaresipPhone, srtp: str = "off") -> str:
+    trunk = {
+        "name": "desk phones",
+        "uri": f"sip:127.0.0.1:{phone.port};transport=udp",
+        "codecs": [phone.codec],
+        "srtp": srtp,
+    }
+    resp = await client.post("/trunks", json=trunk)
+    assert resp.status == 201, await resp.text()
+    made = await (await client.post("/call/make", json={"phone": PHONE})).json()
+    await wait_state(client, made["callID"], "active")
+    return made["callID"]
+
+
+async def add_phone(client, cid: str, phone: BaresipPhone) -> None:
+    body = {
+        "callID": cid,
+        "participantID": "desk",
+        "sip": {"uri": f"sip:1001@127.0.0.1:{phone.port}", "headers": {"X-Queue": "sales"}},
+    }
+    resp = await client.post("/call/participants", json=body)
+    assert resp.status == 202, await resp.text()
+
+
+@pytest.mark.parametrize(("codec", "srtp"), [("PCMU", "off"), ("PCMA", "off"), ("PCMU", "sdes")])
+async def test_a_phone_joins_the_call_and_both_sides_hear_each_other(
+    bridge, phone, codec, srtp
+) -> None:
+    p = await phone(codec, srtp == "sdes")
+    cid = await call_with_trunk(bridge, p, srtp)
+    await add_phone(bridge, cid, p)
+    await until(lambda: of(bridge, "participant.joined"), 10, "participant.joined")
+    joined = of(bridge, "participant.joined")[0]
+    assert joined.data["participantID"] == "desk" and joined.data["sip"]["codec"] == codec
+
+    def phone_hears_whatsapp() -> None:
+        samples, rate = p.heard(1.0)
+        heard, level = dominant_frequency(samples, rate), level_dbfs(samples)
+        print(f"{codec}/{srtp} phone hears {heard:.1f} Hz at {level:.1f} dBFS")
+        assert heard == pytest.approx(PEER_HZ, abs=5) and level > -25
+
+    def whatsapp_hears_phone() -> None:
+        samples = peer_heard(bridge, cid, 50)
+        heard, level = dominant_frequency(samples, 16000), level_dbfs(samples)
+        print(f"{codec}/{srtp} WhatsApp hears {heard:.1f} Hz at {level:.1f} dBFS")
+        assert heard == pytest.approx(PHONE_HZ, abs=5) and level > -30
+
+    await until(lambda: p.dump_bytes() > 16000, 10, "the phone's audio")
+    await until_passes(phone_hears_whatsapp, 10)
+    await until_passes(whatsapp_hears_phone, 10)
+    trace = p.log()
+    assert f"X-WA-Call-ID: {cid}" in trace and "X-Queue: sales" in trace
+    assert f"P-Asserted-Identity: <sip:+{PHONE}@127.0.0.1>" in trace
+    assert "X-WA-Wacid: " in trace and f"From: <sip:+{PHONE}@127.0.0.1>" in trace
+    await p.command("hangup")
+    await until(lambda: of(bridge, "participant.left"), 10, "participant.left")
+    left = of(bridge, "participant.left")[0]
+    assert left.data == {"participantID": "desk", "reason": "hung_up"}
+    snap = await (await bridge.get(f"/call/{cid}")).json()
+    assert snap["state"] == "active"  # the WhatsApp call goes on

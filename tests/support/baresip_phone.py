@@ -1,0 +1,54 @@
+"""baresip (Debian's ``baresip``) as a phone behind a PBX: SIP over UDP on loopback, G.711
+(µ-law or A-law) in plain RTP or SDES-SRTP, answering by itself, its voice a tone from
+``ausine``, what it decodes dumped by ``sndfile`` (see :mod:`.baresip` for the reading)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from .baresip import MODULES, Baresip
+from .processes import free_port
+from .waits import until
+
+
+class BaresipPhone(Baresip):
+    """One baresip with the account ``sip:<user>@127.0.0.1`` on UDP, answering at once."""
+
+    def __init__(self, conf: Path, user: str, tone_hz: int = 660, codec: str = "PCMU") -> None:
+        super().__init__(conf, user, tone_hz)
+        self.port = free_port()
+        self.codec = codec
+
+    async def start_phone(self, *, srtp: bool = False) -> None:
+        conf = self.conf
+        (conf / "config").write_text(
+            f"sip_listen 127.0.0.1:{self.port}\n"
+            "net_interface 127.0.0.1\n"
+            f"module_path {MODULES}\n"
+            "module g711.so\nmodule srtp.so\nmodule ausine.so\nmodule aufile.so\n"
+            f"module sndfile.so\nsnd_path {conf}\n"
+            "module_app account.so\nmodule_app menu.so\nmodule_app ctrl_tcp.so\n"
+            f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}\n"
+            f"audio_source ausine,{self.tone_hz}\n"
+            "audio_alert aufile,/dev/null\n"
+            "ausrc_srate 48000\nausrc_channels 2\nauplay_srate 48000\n"  # ausine: 48 kHz stereo
+        )
+        enc = ";mediaenc=srtp-mand" if srtp else ""
+        (conf / "accounts").write_text(
+            f"<sip:{self.user}@127.0.0.1>;regint=0;answermode=auto{enc};"
+            f"audio_codecs={self.codec}/8000/1\n"
+        )
+        with (conf / "baresip.log").open("wb") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                "baresip",
+                "-s",
+                "-f",
+                str(conf),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        await until(lambda: "baresip is ready" in self.log(), 5, "baresip ready")
+        self._ctrl = await asyncio.open_connection("127.0.0.1", self.ctrl_port)
+        self._reader = asyncio.ensure_future(self._read())
