@@ -183,7 +183,11 @@ class Dialer:
         cancel.add("To", strip_tag(invite.get("To")))
         cancel.add("Call-ID", invite.call_id)
         cancel.add("CSeq", f"{invite.cseq[0]} CANCEL")
-        cancel_tx = await self.ua.send(cancel, tx.conn)
+        try:
+            cancel_tx = await self.ua.send(cancel, tx.conn)
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            log.info("SIP trunk %s: CANCEL not sent: %s", self.proxy, exc)
+            return
         try:
             await cancel_tx.final(4.0)
         finally:

@@ -227,6 +227,7 @@ class SipParticipant:
             return
         self._left = True
         self.state = "left"
+        self.service.active.discard(self)
         leave, self._joined = self._joined, None
         if leave is not None:
             leave()

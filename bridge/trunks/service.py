@@ -60,6 +60,8 @@ class TrunkService:
         )
         self.legs: dict[tuple[str, str], SipParticipant] = {}
         """Live SIP participants by their dialog's key."""
+        self.active: set[SipParticipant] = set()
+        """Every SIP participant not yet gone (ringing ones too)."""
         self._tasks = TaskSet("sip-trunks")
 
     def state_of(self, trunk_id: str) -> dict[str, Any]:
@@ -72,6 +74,10 @@ class TrunkService:
         log.info("SIP trunks: listening on %s:%d (UDP and TCP)", self.bind_host, self.port)
 
     async def close(self) -> None:
+        """The legs hung up (BYE or CANCEL) while the user agent still carries them, then
+        their tasks, then the user agent."""
+        for leg in list(self.active):
+            await leg.close()
         await self._tasks.close(timeout=5.0)
         await self.ua.close()
 
@@ -157,11 +163,15 @@ class TrunkService:
             )
 
     async def _run(self, leg: SipParticipant) -> None:
+        self.active.add(leg)
         try:
             await leg.run()
         except Exception as exc:
             log.warning("SIP participant %s: the leg failed: %s", leg.participant_id, exc)
             await leg.remove()
+        finally:
+            if leg.state == "left":
+                self.active.discard(leg)
 
     # -- requests from trunks (CallHandler)
     async def invite(self, tx: InviteServer) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bridge.api.keys import MANAGER
 from bridge.resources import CALL_EVENTS
 
 from ..support.baresip_phone import BaresipPhone
@@ -114,9 +115,62 @@ async def test_a_phone_joins_the_call_and_both_sides_hear_each_other(
     assert f"X-WA-Call-ID: {cid}" in trace and "X-Queue: sales" in trace
     assert f"P-Asserted-Identity: <sip:+{PHONE}@127.0.0.1>" in trace
     assert "X-WA-Wacid: " in trace and f"From: <sip:+{PHONE}@127.0.0.1>" in trace
+    # Keys both ways: the phone's RFC 4733 press is the participant's call.dtmf; the WhatsApp
+    # user's press reaches the phone as RFC 4733 events.
+    await p.command("sndcode", "5")
+    await until(lambda: of(bridge, "call.dtmf"), 5, "the phone's key")
+    key = of(bridge, "call.dtmf")[0].data
+    assert key["digit"] == "5" and key["participantID"] == "desk", key
+    runtime = bridge.app[MANAGER].find_runtime(cid)
+    runtime.dtmf.on_whatsapp("7", 200)
+
+    def phone_got_key() -> Any:
+        return [e for e in p.events if e.get("type") == "CALL_DTMF_START"]
+
+    await until(phone_got_key, 5, "the WhatsApp key at the phone")
+    assert "7" in str(phone_got_key()[0]), phone_got_key()
     await p.command("hangup")
     await until(lambda: of(bridge, "participant.left"), 10, "participant.left")
     left = of(bridge, "participant.left")[0]
     assert left.data == {"participantID": "desk", "reason": "hung_up"}
     snap = await (await bridge.get(f"/call/{cid}")).json()
     assert snap["state"] == "active"  # the WhatsApp call goes on
+
+
+async def test_the_trunk_digest_is_answered_and_a_busy_phone_is_left_busy(bridge, tmp_path) -> None:
+    """SIPp plays the PBX: a 401 (MD5) our INVITE answers with the trunk's credentials, which
+    SIPp verifies; then ringing and 486 — participant.ringing, participant.left busy."""
+    from ..support.sipp import Sipp, tools_missing
+
+    if tools_missing():
+        pytest.skip(tools_missing())
+    sipp = Sipp(tmp_path, "pbx_phone_busy.xml")
+    await sipp.start(
+        remote=None,
+        keys={},
+        server=True,
+        transport="u1",
+    )
+    try:
+        trunk = {
+            "name": "pbx",
+            "uri": f"sip:127.0.0.1:{sipp.port};transport=udp",
+            "username": "bridge",
+            "password": "trunk-pw",
+        }
+        assert (await bridge.post("/trunks", json=trunk)).status == 201
+        made = await (await bridge.post("/call/make", json={"phone": PHONE})).json()
+        cid = made["callID"]
+        await wait_state(bridge, cid, "active")
+        body = {"callID": cid, "participantID": "desk", "sip": {"uri": "sip:1001@pbx.test"}}
+        assert (await bridge.post("/call/participants", json=body)).status == 202
+        await until(lambda: of(bridge, "participant.left"), 10, "participant.left")
+        assert [e.data for e in of(bridge, "participant.ringing")] == [
+            {"participantID": "desk", "sipCode": 180}
+        ]
+        left = of(bridge, "participant.left")[0].data
+        assert left == {"participantID": "desk", "reason": "busy", "sipCode": 486}
+        assert await sipp.finish() == 0, sipp.report()
+        assert "digest OK" in sipp.logged() and f"X-WA-Call-ID {cid}" in sipp.logged()
+    finally:
+        await sipp.stop()

@@ -121,10 +121,17 @@ class Sipp:
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(
-        self, *, remote: int | None, keys: dict[str, str], pause_ms: int = 0, server: bool = False
+        self,
+        *,
+        remote: int | None,
+        keys: dict[str, str],
+        pause_ms: int = 0,
+        server: bool = False,
+        transport: str = "t1",
     ) -> None:
-        """``remote``: the port SIPp sends to (as UAC); ``server``: SIPp waits for an INVITE."""
-        args = ["sipp", "-sf", str(self.scenario), "-t", "t1", "-i", "127.0.0.1"]
+        """``remote``: the port SIPp sends to (as UAC); ``server``: SIPp waits for an INVITE;
+        ``transport``: ``t1`` (TCP, behind the TLS hop) or ``u1`` (UDP, a trunk's)."""
+        args = ["sipp", "-sf", str(self.scenario), "-t", transport, "-i", "127.0.0.1"]
         args += ["-p", str(self.port), "-m", "1", "-nostdin", "-timeout", "30s"]
         args += ["-cid_str", "outgoing:wacid.%u-%p@%s"]  # Meta's Call-IDs start so
         args += ["-trace_logs", "-log_file", str(self.log), "-trace_err"]
@@ -141,7 +148,9 @@ class Sipp:
         if not server:
             args.append(f"127.0.0.1:{remote}")
         self.proc = await _spawn(*args, log=self.dir / "sipp.out")
-        if server:
+        if server and transport == "u1":
+            await asyncio.sleep(0.3)  # a UDP socket cannot be probed; SIPp binds at once
+        elif server:
             await wait_port(self.port)
 
     def logged(self) -> str:
