@@ -29,7 +29,7 @@ _URI = re.compile(
     r"(?P<params>(?:;[A-Za-z0-9_.=-]{1,64}){0,8})$"
 )
 TRANSPORTS = ("udp", "tcp", "tls")
-FIELDS = {"name", "uri", "username", "password", "register", "codecs", "srtp", "inbound"}
+FIELDS = {"name", "uri", "username", "password", "register", "codecs", "srtp", "inbound", "answer"}
 INBOUND_FIELDS = {"allowFrom", "username", "password"}
 
 
@@ -47,6 +47,10 @@ class Trunk:
     srtp: str = "off"
     allow_from: tuple[str, ...] = ()
     inbound_username: str = ""
+    answer_numbers: tuple[str, ...] = ()
+    """Numbers (phone or numberID) whose inbound WhatsApp calls the bridge answers and
+    bridges to :attr:`answer_uri` through this trunk, with no app code."""
+    answer_uri: str = ""
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
     """``password`` (ours toward the trunk) and ``inboundPassword`` (the trunk's toward us)."""
     created_at: float = field(default_factory=time.time)
@@ -96,6 +100,9 @@ class Trunk:
                 "username": self.inbound_username or None,
                 "passwordSet": bool(self.inbound_password),
             },
+            "answer": {"numbers": list(self.answer_numbers), "uri": self.answer_uri}
+            if self.answer_uri
+            else None,
             "createdAt": self.created_at,
         }
 
@@ -111,6 +118,8 @@ class Trunk:
             "srtp": self.srtp,
             "allowFrom": list(self.allow_from),
             "inboundUsername": self.inbound_username,
+            "answerNumbers": list(self.answer_numbers),
+            "answerURI": self.answer_uri,
             "secrets": self.secrets,
             "createdAt": self.created_at,
         }
@@ -128,6 +137,8 @@ class Trunk:
             srtp=str(record.get("srtp") or "off"),
             allow_from=tuple(record.get("allowFrom") or ()),
             inbound_username=str(record.get("inboundUsername") or ""),
+            answer_numbers=tuple(record.get("answerNumbers") or ()),
+            answer_uri=str(record.get("answerURI") or ""),
             secrets=dict(record.get("secrets") or {}),
             created_at=float(record.get("createdAt") or time.time()),
         )
@@ -196,6 +207,28 @@ def _apply_inbound(trunk: Trunk, inbound: object) -> None:
         )
 
 
+def _apply_answer(trunk: Trunk, answer: object) -> None:
+    if answer is None:
+        trunk.answer_numbers, trunk.answer_uri = (), ""
+        return
+    if not isinstance(answer, dict) or set(answer) - {"numbers", "uri"}:
+        raise BadRequest("field 'answer' must be an object with 'numbers' and 'uri'")
+    numbers = answer.get("numbers")
+    if (
+        not isinstance(numbers, list)
+        or not 0 < len(numbers) <= 64
+        or not all(
+            isinstance(n, str) and re.fullmatch(r"\+?[A-Za-z0-9_-]{1,64}", n) for n in numbers
+        )
+    ):
+        raise BadRequest(
+            "field 'answer.numbers' must list 1 to 64 numbers (phone or numberID)",
+            code="missing_field",
+        )
+    trunk.answer_numbers = tuple(numbers)
+    trunk.answer_uri = parse_uri(answer.get("uri"), "answer.uri")
+
+
 def apply_trunk_fields(trunk: Trunk, body: Mapping[str, Any]) -> None:
     """The fields of a ``POST``/``PATCH /trunks`` body, each refusal naming its field."""
     for name in body:
@@ -235,6 +268,8 @@ def apply_trunk_fields(trunk: Trunk, body: Mapping[str, Any]) -> None:
         trunk.srtp = body["srtp"]
     if "inbound" in body:
         _apply_inbound(trunk, body["inbound"])
+    if "answer" in body:
+        _apply_answer(trunk, body["answer"])
     if trunk.register and not (trunk.username and trunk.password):
         raise BadRequest(
             "fields 'username' and 'password' are required with 'register'", code="missing_field"

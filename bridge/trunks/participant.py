@@ -83,6 +83,8 @@ class SipParticipant:
         self._left = False
         self._closing = asyncio.Lock()
         self.state = "calling"
+        self.on_left: Callable[[str], None] | None = None
+        """Told the reason when the leg has gone (a call answered into the PBX ends too)."""
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -241,5 +243,7 @@ class SipParticipant:
         if detail:
             data["detail"] = detail[:200]
         self.runtime.emit("participant.left", **data)
+        if self.on_left is not None:
+            self.on_left(reason)
         if detach:
             self.runtime.detach(self)

@@ -9,14 +9,15 @@ address in our Contact and SDP is the listener's unless ``BRIDGE_PUBLIC_IP`` say
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import TYPE_CHECKING, Any
 
 from ..calls import CallManager
-from ..calls.model import Call
+from ..calls.model import Call, Direction
 from ..config import Settings
-from ..errors import BadRequest, CallStateError
+from ..errors import BadRequest, BridgeError, CallStateError
 from ..media import Role
 from ..numbers.catalog import Catalog
 from ..numbers.trunks import Trunk, parse_uri
@@ -69,6 +70,8 @@ class TrunkService:
         return {"registration": None}
 
     async def start(self) -> None:
+        if self.manager is not None:
+            self.manager.events.observe(self.observe)
         await self.ua.start(self.bind_host, self.port)
         self.port = self.ua.port
         log.info("SIP trunks: listening on %s:%d (UDP and TCP)", self.bind_host, self.port)
@@ -172,6 +175,58 @@ class TrunkService:
         finally:
             if leg.state == "left":
                 self.active.discard(leg)
+
+    # -- answered straight into the PBX
+    def observe(self, event: Any, call: Call | None) -> None:
+        """A ringing inbound call on a number a trunk answers: answer it and call the PBX
+        (``CallEvents.observe``: queues the work, never blocks)."""
+        if event.type != "call.ringing" or call is None or call.direction is not Direction.INBOUND:
+            return
+        trunk = self.answering(call)
+        if trunk is not None and not self._tasks.closed:
+            self._tasks.spawn(self._answer_into(trunk, call), f"answer-into:{call.id[:12]}")
+
+    def answering(self, call: Call) -> Trunk | None:
+        """The trunk that takes ``call``'s number's inbound calls, if one does."""
+        number = self.catalog.number(call.number_id)
+        names = {call.number_id} | (
+            {number.phone} if number is not None and number.phone else set()
+        )
+        for trunk in self.catalog.trunks.values():
+            if (
+                trunk.answer_uri
+                and trunk.tenant_id == call.tenant_id
+                and names & set(trunk.answer_numbers)
+            ):
+                return trunk
+        return None
+
+    async def _answer_into(self, trunk: Trunk, call: Call) -> None:
+        assert self.manager is not None
+        try:
+            await self.manager.answer(call.id)
+            for _ in range(100):  # the runtime follows the answer within a tick or two
+                if self.manager.find_runtime(call.id) is not None or not call.live:
+                    break
+                await asyncio.sleep(0.01)
+            sip = {"uri": trunk.answer_uri, "trunkID": trunk.trunk_id}
+            leg = await self.add_participant(call.id, "pbx", Role.AGENT, sip)
+        except BridgeError as exc:
+            log.warning("call %s: cannot answer it into trunk %s: %s", call.id, trunk.trunk_id, exc)
+            return
+        leg.on_left = lambda reason: self._end_with(call, reason)
+
+    def _end_with(self, call: Call, reason: str) -> None:
+        """The PBX's leg of a call answered into it ended: so does the WhatsApp call."""
+        if reason != "call_ended" and call.live and self.manager is not None:
+            self._tasks.spawn(self._hang_up(call), f"pbx-left:{call.id[:12]}")
+
+    async def _hang_up(self, call: Call) -> None:
+        assert self.manager is not None
+        try:
+            await self.manager.hangup(call.id)
+        except BridgeError as exc:
+            log.info("call %s: not hung up after the PBX left: %s", call.id, exc)
 
     # -- requests from trunks (CallHandler)
     async def invite(self, tx: InviteServer) -> None:

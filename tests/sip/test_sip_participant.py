@@ -174,3 +174,51 @@ async def test_the_trunk_digest_is_answered_and_a_busy_phone_is_left_busy(bridge
         assert "digest OK" in sipp.logged() and f"X-WA-Call-ID {cid}" in sipp.logged()
     finally:
         await sipp.stop()
+
+
+def first_tone_at(p: BaresipPhone) -> float | None:
+    """Seconds into the phone's decoded dump where the tone starts (``None``: not yet)."""
+    try:
+        samples, rate = p.heard(600.0)
+    except (StopIteration, ValueError):
+        return None
+    loud = np.flatnonzero(np.abs(samples) > 2000)
+    return loud[0] / rate if loud.size else None
+
+
+async def test_a_number_answered_straight_into_the_pbx(bridge, phone) -> None:
+    """A trunk that answers the default number's calls: the WhatsApp user's inbound call is
+    answered by the bridge and rung through to the phone with no app code; tones both ways;
+    the phone's hang-up ends the WhatsApp call. Timed: the call's arrival to the first tone
+    decoded at the phone."""
+    import time
+
+    p = await phone()
+    trunk = {
+        "name": "reception",
+        "uri": f"sip:127.0.0.1:{p.port};transport=udp",
+        "answer": {"numbers": ["default"], "uri": f"sip:1001@127.0.0.1:{p.port}"},
+    }
+    resp = await bridge.post("/trunks", json=trunk)
+    assert resp.status == 201, await resp.text()
+    start = time.monotonic()
+    resp = await bridge.post("/call/sim/incoming", json={"phone": PHONE})
+    assert resp.status == 201, await resp.text()
+    cid = (await resp.json())["callID"]
+    await until(lambda: first_tone_at(p) is not None, 10, "the tone at the phone")
+    arrival = time.monotonic() - start
+    print(f"WhatsApp call in → tone decoded at the phone within {arrival * 1000:.0f} ms")
+    await wait_state(bridge, cid, "active")
+
+    def both_hear() -> None:
+        samples, rate = p.heard(1.0)
+        assert dominant_frequency(samples, rate) == pytest.approx(PEER_HZ, abs=5)
+        assert level_dbfs(samples) > -25
+        wa = peer_heard(bridge, cid, 50)
+        assert dominant_frequency(wa, 16000) == pytest.approx(PHONE_HZ, abs=5)
+        assert level_dbfs(wa) > -30
+
+    await until_passes(both_hear, 10)
+    assert arrival < 1.0
+    await p.command("hangup")
+    await wait_state(bridge, cid, "ended")
