@@ -30,7 +30,9 @@ _URI = re.compile(
 )
 TRANSPORTS = ("udp", "tcp", "tls")
 FIELDS = {"name", "uri", "username", "password", "register", "codecs", "srtp", "inbound", "answer"}
-INBOUND_FIELDS = {"allowFrom", "username", "password"}
+INBOUND_FIELDS = {"allowFrom", "username", "password", "digest"}
+DIGESTS = ("SHA-256", "MD5")
+"""The digest algorithms a trunk's INVITE is challenged with, preferred first (RFC 8760)."""
 
 
 @dataclass
@@ -47,6 +49,9 @@ class Trunk:
     srtp: str = "off"
     allow_from: tuple[str, ...] = ()
     inbound_username: str = ""
+    inbound_digest: tuple[str, ...] = DIGESTS
+    """Challenges offered to the trunk (a PBX that reads only the first header and knows
+    only MD5 — SIPp, older PBXes — is given ``["MD5"]``)."""
     answer_numbers: tuple[str, ...] = ()
     """Numbers (phone or numberID) whose inbound WhatsApp calls the bridge answers and
     bridges to :attr:`answer_uri` through this trunk, with no app code."""
@@ -99,6 +104,7 @@ class Trunk:
                 "allowFrom": list(self.allow_from),
                 "username": self.inbound_username or None,
                 "passwordSet": bool(self.inbound_password),
+                "digest": list(self.inbound_digest),
             },
             "answer": {"numbers": list(self.answer_numbers), "uri": self.answer_uri}
             if self.answer_uri
@@ -118,6 +124,7 @@ class Trunk:
             "srtp": self.srtp,
             "allowFrom": list(self.allow_from),
             "inboundUsername": self.inbound_username,
+            "inboundDigest": list(self.inbound_digest),
             "answerNumbers": list(self.answer_numbers),
             "answerURI": self.answer_uri,
             "secrets": self.secrets,
@@ -137,6 +144,7 @@ class Trunk:
             srtp=str(record.get("srtp") or "off"),
             allow_from=tuple(record.get("allowFrom") or ()),
             inbound_username=str(record.get("inboundUsername") or ""),
+            inbound_digest=tuple(record.get("inboundDigest") or DIGESTS),
             answer_numbers=tuple(record.get("answerNumbers") or ()),
             answer_uri=str(record.get("answerURI") or ""),
             secrets=dict(record.get("secrets") or {}),
@@ -184,7 +192,8 @@ def _apply_inbound(trunk: Trunk, inbound: object) -> None:
     for name in inbound:
         if name not in INBOUND_FIELDS:
             raise BadRequest(
-                f"field 'inbound.{name}' is not known (known: allowFrom, username, password)"
+                f"field 'inbound.{str(name)[:40]}' is not known "
+                "(allowFrom, username, password, digest)"
             )
     nets = inbound.get("allowFrom", [])
     if not isinstance(nets, list) or len(nets) > 64:
@@ -197,6 +206,10 @@ def _apply_inbound(trunk: Trunk, inbound: object) -> None:
                 f"field 'inbound.allowFrom': {str(net)[:60]!r} is not a network (CIDR)"
             ) from None
     trunk.allow_from = tuple(nets)
+    digest = inbound.get("digest", list(DIGESTS))
+    if not isinstance(digest, list) or not digest or any(d not in DIGESTS for d in digest):
+        raise BadRequest("field 'inbound.digest' must list SHA-256 and/or MD5")
+    trunk.inbound_digest = tuple(dict.fromkeys(digest))
     trunk.inbound_username = text_field(inbound, "username", limit=64)
     password = _secret(inbound, "password", "inbound.password")
     if password:

@@ -178,8 +178,8 @@ class UserAgent:
     # -- receiving
     async def _on_bad(self, bad: BadMessage, conn: Connection) -> None:
         self.count("bad")
-        if bad.head[:4] == b"SIP/":
-            return  # a malformed response is dropped (§18.1.2)
+        if bad.head[:4] in (b"SIP/", b"ACK "):
+            return  # a malformed response is dropped (§18.1.2); an ACK is never answered
         resp = bad_request(bad)
         stamp_via(resp, conn.peer)
         await self._answer(conn, resp)

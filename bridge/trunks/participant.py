@@ -24,9 +24,9 @@ from ..errors import BadOffer
 from ..media import Role
 from ..media.frames import DownlinkSink
 from ..numbers.trunks import Trunk
-from ..rtc.sdes import new_crypto
+from ..rtc.sdes import Crypto, new_crypto
 from ..rtc.srtpudp import SrtpSocket
-from ..sip import Dialog, Response
+from ..sip import Dialog, InviteServer, Response
 from . import sdp
 from .dialer import Dialer
 from .media import DTMF_EVENTS, PlainRtp, TrunkMedia
@@ -94,9 +94,8 @@ class SipParticipant:
         }
 
     # -- the leg
-    async def run(self) -> None:
-        """Call the target, then carry the media until either side hangs up."""
-        host = self.service.media_host
+    async def _open(self) -> tuple[TrunkMedia, int, Crypto | None]:
+        """The leg's socket and media (not yet started): its local port and our key."""
         crypto = new_crypto() if self.trunk.srtp == "sdes" else None
         name = f"sip {self.participant_id} of call {self.runtime.call_id[:12]}"
         media = TrunkMedia(name, "PCMU", 0, None, self._to_call, self._from_call, self._key)
@@ -106,7 +105,12 @@ class SipParticipant:
             socket = SrtpSocket(name, media.on_rtp, lambda _: None)
         self._socket = socket
         local = await socket.open(self.service.bind_host, self.service.rtp_ports)
-        offer = sdp.offer(host, local[1], self.trunk.codecs, crypto)
+        return media, local[1], crypto
+
+    async def run(self) -> None:
+        """Call the target, then carry the media until either side hangs up."""
+        media, port, crypto = await self._open()
+        offer = sdp.offer(self.service.media_host, port, self.trunk.codecs, crypto)
         self.dialer = Dialer(
             self.service.ua,
             proxy=self.trunk.uri,
@@ -137,10 +141,31 @@ class SipParticipant:
         if self._left:  # removed while it rang
             await self._hang_up()
             return
+        self._connect(media, remote, crypto)
+
+    async def accept(self, tx: InviteServer, remote: sdp.Remote) -> bool:
+        """Answer the PBX's own INVITE (its offer ``remote``) with ``200`` and our SDP: the
+        PBX placed this WhatsApp call. ``False`` when the answer could not be sent."""
+        media, port, crypto = await self._open()
+        answer = sdp.offer(self.service.media_host, port, (), crypto, answer_to=remote)
+        self.dialog = tx.dialog
+        self.service.ua.dialogs[tx.dialog.key] = tx.dialog  # before its BYE can come
+        if not await tx.respond(200, "OK", body=answer):
+            self.service.ua.dialogs.pop(tx.dialog.key, None)
+            self.dialog = None
+            await self._gone("failed", None, detail="the 200 OK could not be sent")
+            return False
+        self._connect(media, remote, crypto)
+        return True
+
+    def _connect(self, media: TrunkMedia, remote: sdp.Remote, crypto: Crypto | None) -> None:
+        """The far end's codec, key and address taken; the media joined and started."""
+        socket = self._socket
         media.pt, media.event_pt = remote.pt, remote.event_pt
         media.set_codec(remote.codec)
         if crypto is not None and remote.crypto is not None and isinstance(socket, SrtpSocket):
             socket.set_keys(crypto.key, remote.crypto.key, remote.crypto.profile)
+        assert socket is not None
         socket.set_remote((remote.address, remote.port), (remote.address, remote.port + 1))
         self._join(media)
         self.state = "joined"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..calls import CallManager
@@ -21,8 +22,9 @@ from ..errors import BadRequest, BridgeError, CallStateError
 from ..media import Role
 from ..numbers.catalog import Catalog
 from ..numbers.trunks import Trunk, parse_uri
-from ..sip import Dialog, InviteServer, Request, UserAgent
+from ..sip import Dialog, DigestServer, InviteServer, Request, UserAgent
 from ..tasks import TaskSet
+from .inbound import PbxCall, identify
 from .participant import SipParticipant
 
 if TYPE_CHECKING:
@@ -61,6 +63,10 @@ class TrunkService:
         )
         self.legs: dict[tuple[str, str], SipParticipant] = {}
         """Live SIP participants by their dialog's key."""
+        self.placing: dict[str, PbxCall] = {}
+        """WhatsApp calls a PBX placed, by callID, until they end."""
+        self._by_invite: dict[tuple[str, str], PbxCall] = {}
+        self._digests: dict[tuple[str, ...], DigestServer] = {}
         self.active: set[SipParticipant] = set()
         """Every SIP participant not yet gone (ringing ones too)."""
         self._tasks = TaskSet("sip-trunks")
@@ -180,7 +186,13 @@ class TrunkService:
     def observe(self, event: Any, call: Call | None) -> None:
         """A ringing inbound call on a number a trunk answers: answer it and call the PBX
         (``CallEvents.observe``: queues the work, never blocks)."""
-        if event.type != "call.ringing" or call is None or call.direction is not Direction.INBOUND:
+        if call is None:
+            return
+        placed = self.placing.get(call.id)
+        if placed is not None:
+            placed.on_event(event.type, call)
+            return
+        if event.type != "call.ringing" or call.direction is not Direction.INBOUND:
             return
         trunk = self.answering(call)
         if trunk is not None and not self._tasks.closed:
@@ -214,14 +226,42 @@ class TrunkService:
         except BridgeError as exc:
             log.warning("call %s: cannot answer it into trunk %s: %s", call.id, trunk.trunk_id, exc)
             return
-        leg.on_left = lambda reason: self._end_with(call, reason)
+        leg.on_left = lambda reason: self.end_with(call, reason)
 
-    def _end_with(self, call: Call, reason: str) -> None:
-        """The PBX's leg of a call answered into it ended: so does the WhatsApp call."""
+    def end_with(self, call: Call, reason: str) -> None:
+        """The PBX's leg of a call answered into it (or placed by it) ended: so does the
+        WhatsApp call."""
         if reason != "call_ended" and call.live and self.manager is not None:
-            self._tasks.spawn(self._hang_up(call), f"pbx-left:{call.id[:12]}")
+            self.spawn(self.hang_up(call), f"pbx-left:{call.id[:12]}")
 
-    async def _hang_up(self, call: Call) -> None:
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run ``work`` as one of the service's tasks (dropped once it is closing)."""
+        if self._tasks.closed:
+            work.close()
+            return
+        self._tasks.spawn(work, name)
+
+    def digest_for(self, trunk: Trunk) -> DigestServer:
+        """The digest server that checks a trunk's INVITEs (nonces live as long as it)."""
+        key = (
+            trunk.trunk_id,
+            trunk.inbound_username,
+            trunk.inbound_password,
+            *trunk.inbound_digest,
+        )
+        server = self._digests.get(key)
+        if server is None:
+            if len(self._digests) > 1024:
+                self._digests.clear()
+            server = self._digests[key] = DigestServer(
+                self.media_host,
+                trunk.inbound_username,
+                trunk.inbound_password,
+                algorithms=trunk.inbound_digest,
+            )
+        return server
+
+    async def hang_up(self, call: Call) -> None:
         assert self.manager is not None
         try:
             await self.manager.hangup(call.id)
@@ -230,13 +270,29 @@ class TrunkService:
 
     # -- requests from trunks (CallHandler)
     async def invite(self, tx: InviteServer) -> None:
-        await tx.respond(404, "Not Found (no WhatsApp calls through this listener yet)")
+        """A trunk's INVITE: the PBX calls a WhatsApp user (:mod:`.inbound`)."""
+        trunk, refused = identify(self, tx)
+        if trunk is None:
+            assert refused is not None
+            if refused[0] == 403:
+                log.warning("SIP INVITE from %s: refused: %s", tx.conn.peer[0], refused[1])
+            await tx.respond(*refused[:2], extra=refused[2])
+            return
+        placed = PbxCall(self, tx, trunk)
+        self._by_invite[tx.key] = placed
+        try:
+            await placed.place()
+        finally:
+            if tx.final:
+                self._by_invite.pop(tx.key, None)
 
     async def cancelled(self, tx: InviteServer) -> None:
-        pass
+        placed = self._by_invite.pop(tx.key, None)
+        if placed is not None:
+            await placed.cancelled()
 
     async def acked(self, dialog: Dialog) -> None:
-        pass
+        self._by_invite = {k: v for k, v in self._by_invite.items() if not v.tx.final}
 
     async def ack_timeout(self, dialog: Dialog) -> None:
         pass

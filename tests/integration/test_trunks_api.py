@@ -24,7 +24,12 @@ async def test_a_trunk_is_created_read_changed_and_deleted(nclient, tmp_path) ->
     made = await post(client, "/trunks", TRUNK)
     tid = made["trunkID"]
     assert made["transport"] == "udp" and made["passwordSet"] and made["codecs"] == ["PCMU", "PCMA"]
-    assert made["inbound"] == {"allowFrom": ["127.0.0.0/8"], "username": "pbx", "passwordSet": True}
+    assert made["inbound"] == {
+        "allowFrom": ["127.0.0.0/8"],
+        "username": "pbx",
+        "passwordSet": True,
+        "digest": ["SHA-256", "MD5"],  # RFC 8760: the preferred first
+    }
     text = str(made) + (await (await client.get("/trunks", headers=ADMIN)).text())
     assert "s3cret-pw" not in text and "pbx-pw" not in text
     assert "s3cret-pw" not in (tmp_path / "catalog.sqlite").read_bytes().decode("latin-1")

@@ -128,6 +128,7 @@ class Sipp:
         pause_ms: int = 0,
         server: bool = False,
         transport: str = "t1",
+        extra: tuple[str, ...] = (),
     ) -> None:
         """``remote``: the port SIPp sends to (as UAC); ``server``: SIPp waits for an INVITE;
         ``transport``: ``t1`` (TCP, behind the TLS hop) or ``u1`` (UDP, a trunk's)."""
@@ -138,6 +139,7 @@ class Sipp:
         args += ["-error_file", str(self.errors), "-trace_msg", "-message_file", str(self.messages)]
         if pause_ms:
             args += ["-d", str(pause_ms)]
+        args += list(extra)
         for key, value in keys.items():
             if key == "username":
                 args += ["-au", value]  # [authentication] takes its credentials from -au/-ap

@@ -1,0 +1,205 @@
+"""The PBX calls a WhatsApp user: an INVITE from a trunk to ``sip:+<E.164>@<bridge>`` places a
+business-initiated WhatsApp call (as ``POST /call/make`` does, with its permission rules).
+
+**Who may.** The request's source address against each trunk's ``inbound.allowFrom``, and a
+digest (``Proxy-Authorization``, MD5 or SHA-256, RFC 8760) when the trunk has inbound
+credentials: a trunk allowed by network without credentials is taken as it is; one with
+credentials is challenged (``407``) until its answer is right. Nothing matches: ``403``
+before any digest work or media port. The call goes out on the number ``X-WA-Number`` names
+(its phone or numberID), else the trunk's tenant's only number (the default number for a
+trunk of the service).
+
+**What the PBX hears.** ``180`` while WhatsApp rings; ``200`` with our SDP when the user
+answers (the PBX's leg then joins the call's conference as its agent, :class:`SipParticipant`
+in answer mode); the refusals as SIP codes with a ``Reason`` header (RFC 3326): no call
+permission ``403``, a Meta limit ``429`` and no room ``503`` (both with ``Retry-After``), not
+answered ``480``, rejected ``603``, busy ``486``, a number that is not E.164 ``484``. A
+``CANCEL`` hangs the WhatsApp call up; a ``BYE`` either way ends both.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+from ..calls.model import Call, EndReason
+from ..errors import AtCapacity, BadOffer, BadRequest, BridgeError, Forbidden, RateLimited
+from ..media import Role
+from ..numbers.trunks import Trunk
+from ..sip import InviteServer
+from ..sip.digest import parse_params
+from ..sip.ua import refusal_of
+from . import sdp
+from .participant import SipParticipant
+
+if TYPE_CHECKING:
+    from .service import TrunkService
+
+log = logging.getLogger(__name__)
+
+E164 = re.compile(r"^\+?([1-9][0-9]{6,14})$")
+ENDED = {
+    EndReason.REJECTED: (603, "Decline"),
+    EndReason.BUSY: (486, "Busy Here"),
+    EndReason.NO_ANSWER: (480, "Temporarily Unavailable (no answer)"),
+    EndReason.CANCELED: (487, "Request Terminated"),
+    EndReason.NO_CALL_PERMISSION: (403, "Forbidden (no call permission)"),
+    EndReason.CALL_LIMIT_REACHED: (429, "Too Many Requests (call limit)"),
+    EndReason.PERMISSION_REQUEST_LIMIT: (429, "Too Many Requests (permission requests)"),
+    EndReason.NUMBER_AT_CAPACITY: (503, "Service Unavailable (number at capacity)"),
+    EndReason.CALLING_PAUSED: (503, "Service Unavailable (calling paused)"),
+}
+"""How a WhatsApp call that ended before its answer is told to the PBX."""
+
+
+def identify(
+    service: TrunkService, invite: InviteServer
+) -> tuple[Trunk | None, tuple[int, str, list[tuple[str, str]]] | None]:
+    """The trunk an INVITE comes through, or the refusal to send (status, reason, headers)."""
+    source = invite.conn.peer[0]
+    trunks = list(service.catalog.trunks.values())
+    by_net = [t for t in trunks if t.allow_from and t.admits(source)]
+    for trunk in by_net:
+        if not trunk.inbound_password:
+            return trunk, None
+    candidates = [t for t in by_net if t.inbound_password] or [
+        t for t in trunks if not t.allow_from and t.inbound_password
+    ]
+    if not candidates:
+        why = f"{source} is in no trunk's inbound.allowFrom and no trunk takes a digest"
+        return None, (
+            403,
+            "Forbidden (not a trunk's source)",
+            [reason_header("untrusted", why, 403)],
+        )
+    offered = _digest_username(invite)
+    trunk = next((t for t in candidates if t.inbound_username == offered), candidates[0])
+    refusal = refusal_of(service.digest_for(trunk), invite.req, source)
+    if refusal is None:
+        return trunk, None
+    headers = [(n, v) for n, v in refusal.headers if n.lower() == "proxy-authenticate"]
+    return None, (refusal.status, refusal.reason, headers)
+
+
+def _digest_username(invite: InviteServer) -> str:
+    for value in invite.req.all("Proxy-Authorization"):
+        return parse_params(value).get("username", "")
+    return ""
+
+
+def refusal(exc: BridgeError) -> tuple[int, str, list[tuple[str, str]]]:
+    """``POST /call/make``'s refusal as a SIP final response."""
+    retry = getattr(exc, "retry_after", None)
+    after = [("Retry-After", str(int(retry)))] if retry else []
+    if isinstance(exc, Forbidden):
+        return 403, "Forbidden", []
+    if isinstance(exc, RateLimited):
+        return 429, "Too Many Requests", after or [("Retry-After", "60")]
+    if isinstance(exc, AtCapacity):
+        return 503, "Service Unavailable", after or [("Retry-After", "5")]
+    if isinstance(exc, BadRequest):
+        return 484, "Address Incomplete", []
+    return 503, "Service Unavailable", [("Retry-After", "5")]
+
+
+def reason_header(code: str, text: str, status: int) -> tuple[str, str]:
+    """RFC 3326 ``Reason``: the SIP status as its cause, the bridge's code and words as text."""
+    clean = re.sub(r'["\\\r\n]', "", text)[:160]
+    return "Reason", f'SIP;cause={status};text="{code}: {clean}"'
+
+
+class PbxCall:
+    """One INVITE from a trunk and the WhatsApp call it placed (see the module docstring)."""
+
+    def __init__(self, service: TrunkService, tx: InviteServer, trunk: Trunk) -> None:
+        self.service, self.tx, self.trunk = service, tx, trunk
+        self.call: Call | None = None
+        self.remote: sdp.Remote | None = None
+        self.answered = False
+
+    async def place(self) -> None:
+        assert self.service.manager is not None
+        req = self.tx.req
+        user = req.uri.partition(":")[2].partition("@")[0].split(";")[0]
+        phone = E164.match(user)
+        if phone is None:
+            await self._refuse(
+                484, "Address Incomplete", [reason_header("invalid_phone", user[:40], 484)]
+            )
+            return
+        try:
+            self.remote = sdp.read(req.body, self.trunk.codecs, srtp=self.trunk.srtp == "sdes")
+        except BadOffer as exc:
+            await self._refuse(
+                488, "Not Acceptable Here", [("Warning", f'399 bridge "{exc}"'[:200])]
+            )
+            return
+        catalog = self.service.catalog
+        try:
+            number = catalog.resolve_from(
+                req.get("X-WA-Number") or None, self.trunk.tenant_id or None
+            )
+            tenant = catalog.tenants.get(number.tenant_id)
+            metadata = {"sip": {"trunkID": self.trunk.trunk_id, "callID": req.call_id[:128]}}
+            call = await self.service.manager.make(
+                phone.group(1), metadata, number=number, tenant=tenant
+            )
+        except BridgeError as exc:
+            status, reason, extra = refusal(exc)
+            log.warning(
+                "SIP call from trunk %s to +%s refused (%d): %s",
+                self.trunk.trunk_id,
+                phone.group(1),
+                status,
+                exc.message,
+            )
+            await self._refuse(
+                status, reason, [*extra, reason_header(exc.code, exc.message, status)]
+            )
+            return
+        self.call = call
+        self.service.placing[call.id] = self
+        if self.tx.final:  # cancelled while the call was being placed
+            await self.service.hang_up(call)
+
+    def on_event(self, kind: str, call: Call) -> None:
+        """The WhatsApp call moved (``CallEvents`` observer: work is queued, never awaited)."""
+        if kind == "call.ringing" and not self.answered:
+            self.service.spawn(self.tx.respond(180, "Ringing"), f"180:{call.id[:12]}")
+        elif kind == "call.active" and not self.answered:
+            self.answered = True
+            self.service.spawn(self._answer(call), f"200:{call.id[:12]}")
+        elif kind == "call.ended":
+            self.service.placing.pop(call.id, None)
+            if not self.answered:
+                reason = call.end_reason
+                status, words = (
+                    ENDED.get(reason, (480, "Temporarily Unavailable"))
+                    if reason
+                    else (480, "Temporarily Unavailable")
+                )
+                header = reason_header(
+                    str(reason or "ended"), call.end_detail or str(reason or ""), status
+                )
+                self.service.spawn(self._refuse(status, words, [header]), f"end:{call.id[:12]}")
+
+    async def _answer(self, call: Call) -> None:
+        assert self.service.manager is not None and self.remote is not None
+        runtime = self.service.manager.find_runtime(call.id)
+        if runtime is None or self.tx.final:
+            return
+        target = str(self.tx.req.get("From")).partition("<")[2].partition(">")[0] or "sip:pbx"
+        leg = SipParticipant(self.service, runtime, self.trunk, "pbx", Role.AGENT, target, [])
+        runtime.attach(leg)
+        self.service.active.add(leg)
+        leg.on_left = lambda reason: self.service.end_with(call, reason)
+        await leg.accept(self.tx, self.remote)
+
+    async def cancelled(self) -> None:
+        """The PBX gave up before the answer: the WhatsApp call is hung up."""
+        if self.call is not None and self.call.live:
+            await self.service.hang_up(self.call)
+
+    async def _refuse(self, status: int, reason: str, extra: list[tuple[str, str]]) -> None:
+        await self.tx.respond(status, reason, extra=extra)
