@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from ..tasks import TaskSet
@@ -44,6 +44,8 @@ SUPPORTED = ""
 """No SIP extensions (no 100rel, timer, replaces): a ``Require`` of any gets ``420``."""
 PENDING_INVITES = 1024
 """INVITE server transactions without a final response at once; more get ``503``."""
+InDialog = Callable[[Dialog, Request], Awaitable[tuple[int, str]]]
+"""Answers an in-dialog INFO or REFER: the status and reason phrase to send."""
 WARN_NO_REINVITE = (
     '399 bridge "no re-INVITE: hold, music and transfer happen in the bridge\'s media"'
 )
@@ -88,6 +90,9 @@ class UserAgent:
         """Requests and refusals by kind (``bad``, ``auth``, ``options``, ``refused`` …)."""
         self.on_count: Callable[[str], None] | None = None
         """Told of each count (the engine's statistics)."""
+        self.in_dialog_requests: InDialog | None = None
+        """Takes INFO and REFER in a dialog (a trunk's user agent); without it they are
+        refused as Meta's road wants (501, 403)."""
 
     @property
     def contact(self) -> str:
@@ -162,9 +167,13 @@ class UserAgent:
         *,
         extra: Sequence[tuple[str, str]] = (),
         timeout: float = 8.0,
+        body: bytes = b"",
+        content_type: str = "",
     ) -> Response:
         """Send an in-dialog request and wait for its final response (``408`` when none)."""
-        req = dialog.request(method, self.via_host, extra=list(extra))
+        req = dialog.request(
+            method, self.via_host, extra=extra, body=body, content_type=content_type
+        )
         try:
             tx = await self.send(req, await self.flow_for(dialog))
         except (ConnectionError, OSError, TimeoutError, ssl.SSLError) as exc:
@@ -249,6 +258,9 @@ class UserAgent:
             await self._answer(conn, reply(req, 200, "OK", to_tag=to_tag or new_tag(), extra=extra))
         elif method == "INVITE" and not to_tag:
             await self._on_invite(req, conn)
+        elif method in ("INFO", "REFER") and dialog and self.in_dialog_requests:
+            status, reason = await self.in_dialog_requests(dialog, req)
+            await self._answer(conn, reply(req, status, reason))
         elif method not in ALLOW.split(", ") and method != "REFER":
             self.count("refused")  # UPDATE, INFO, MESSAGE …: not implemented (§8.2.1)
             await self._answer(conn, reply(req, 501, "Not Implemented", extra=[("Allow", ALLOW)]))

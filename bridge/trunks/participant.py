@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +71,7 @@ class SipParticipant:
     ) -> None:
         self.service, self.runtime, self.trunk = service, runtime, trunk
         self.participant_id, self.role, self.target = participant_id, role, target
-        self.id = f"sip:{participant_id}"
+        self.id = f"sip:{participant_id}:{secrets.token_hex(4)}"
         self.headers = headers
         self.dialer: Dialer | None = None
         self.dialog: Dialog | None = None
@@ -80,6 +81,11 @@ class SipParticipant:
         self._microphone: Callable[[Pcm], None] = lambda pcm: None
         self._sink: DownlinkSink | None = None
         self._rang = False
+        self.silent = False
+        """No events (a transfer's new leg until it has joined, the old one as it goes)."""
+        self.replaces: SipParticipant | None = None
+        """The leg this one takes the place of (a REFER): released as this one joins."""
+        self.transferring = False
         self._left = False
         self._closing = asyncio.Lock()
         self.state = "calling"
@@ -172,6 +178,8 @@ class SipParticipant:
         assert self.dialog is not None
         self.service.legs[self.dialog.key] = self
         self.service.ua.dialogs[self.dialog.key] = self.dialog  # its BYE finds it
+        if self.silent:
+            return
         self.runtime.emit(
             "participant.joined",
             participantID=self.participant_id,
@@ -180,7 +188,7 @@ class SipParticipant:
         )
 
     def _progress(self, resp: Response) -> None:
-        if not self._rang and resp.status in (180, 183):
+        if not self._rang and resp.status in (180, 183) and not self.silent:
             self._rang = True
             self.state = "ringing"
             self.runtime.emit(
@@ -188,6 +196,8 @@ class SipParticipant:
             )
 
     def _join(self, media: TrunkMedia) -> None:
+        if self.replaces is not None:  # the same tick: out with the old, in with the new
+            self.replaces.release()
         conference = self.runtime.bus.conference
         microphone, sink = conference.join(self.participant_id, self.role)
         self._microphone, self._sink = microphone, sink
@@ -201,6 +211,18 @@ class SipParticipant:
             conference.leave(self.participant_id, sink)
 
         self._joined = leave
+
+    def release(self) -> None:
+        """Out of the conference, the media stopped; the dialog stays (to be hung up)."""
+        leave, self._joined = self._joined, None
+        if leave is not None:
+            leave()
+        if self.media is not None:
+            self.media.stop()
+
+    def press(self, digit: str, duration_ms: int) -> None:
+        """A key from the phone by SIP INFO (as its RFC 4733 keys)."""
+        self._key(digit, duration_ms)
 
     def _to_call(self, pcm: Pcm) -> None:
         if self._joined is not None:
@@ -267,7 +289,8 @@ class SipParticipant:
             data["sipCode"] = resp.status
         if detail:
             data["detail"] = detail[:200]
-        self.runtime.emit("participant.left", **data)
+        if not self.silent:
+            self.runtime.emit("participant.left", **data)
         if self.on_left is not None:
             self.on_left(reason)
         if detach:

@@ -26,6 +26,7 @@ from ..sip import Dialog, DigestServer, InviteServer, Request, UserAgent
 from ..tasks import TaskSet
 from .inbound import PbxCall, identify
 from .participant import SipParticipant
+from .transfer import in_dialog
 
 if TYPE_CHECKING:
     from ..calls.runtime import CallRuntime
@@ -61,6 +62,7 @@ class TrunkService:
             handler=self,
             udp=True,
         )
+        self.ua.in_dialog_requests = lambda dialog, req: in_dialog(self, dialog, req)
         self.legs: dict[tuple[str, str], SipParticipant] = {}
         """Live SIP participants by their dialog's key."""
         self.placing: dict[str, PbxCall] = {}

@@ -184,3 +184,68 @@ async def test_an_invite_from_outside_every_trunk_is_403_before_any_digest(make_
         assert not await listed_calls(client)
     finally:
         await sipp.stop()
+
+
+async def test_a_refer_from_the_pbx_moves_the_whatsapp_caller_to_another_phone(
+    make_client, tmp_path
+):
+    """SIPp (the PBX) calls a WhatsApp user, presses 5 by SIP INFO (the participant's key),
+    then REFERs the call to a baresip phone: the
+    bridge calls it through the trunk, NOTIFYs 100 then 200, hangs the old leg up; the phone
+    and the WhatsApp user then hear each other's tones."""
+    from ..support.baresip_phone import BaresipPhone
+
+    conf = tmp_path / "phone"
+    conf.mkdir()
+    phone = BaresipPhone(conf, "2002", 660)
+    await phone.start_phone()
+    try:
+        client = await make_client(
+            sim_peer="tone",
+            sim_tone_hz=TONE,
+            data_dir=str(tmp_path),
+            sip_trunk_listen="127.0.0.1:0",
+            sim_answer_delay=0.2,
+        )
+        events: list[Any] = []
+        client.app[CALL_EVENTS].observe(lambda event, call: events.append(event))
+        trunk = {
+            "name": "pbx",
+            "uri": f"sip:127.0.0.1:{phone.port};transport=udp",
+            "inbound": {"allowFrom": ["127.0.0.1/32"]},
+        }
+        assert (await client.post("/trunks", json=trunk)).status == 201
+        sipp = Sipp(tmp_path, "pbx_refer.xml")
+        await sipp.start(
+            remote=client.app[TRUNKS].port,
+            keys={"callee": CALLEE, "target": f"sip:2002@127.0.0.1:{phone.port}"},
+            transport="u1",
+        )
+        try:
+            assert await sipp.finish() == 0, sipp.report()
+            assert "NOTIFY SIP/2.0 200 OK" in sipp.logged()
+            moved = [e for e in events if e.type == "participant.transferred"]
+            assert moved and moved[0].data["sip"]["uri"].startswith("sip:2002@")
+            cid = (
+                moved[0].call_id
+                if hasattr(moved[0], "call_id")
+                else (await listed_calls(client))[0]["callID"]
+            )
+
+            def both_hear() -> None:
+                samples, rate = phone.heard(1.0)
+                assert dominant_frequency(samples, rate) == pytest.approx(TONE, abs=5)
+                wa = peer_heard(client, cid, 25)
+                heard = dominant_frequency(wa, 16000)
+                print(
+                    f"after the transfer WhatsApp hears {heard:.1f} Hz at {level_dbfs(wa):.1f} dBFS"
+                )
+                assert heard == pytest.approx(660, abs=5) and level_dbfs(wa) > -30
+
+            await until(lambda: phone.dump_bytes() > 16000, 10, "the new phone's audio")
+            await until_passes(both_hear, 10)
+            assert client.app[MANAGER].get(cid).live  # the WhatsApp call went on
+        finally:
+            await sipp.stop()
+    finally:
+        await phone.stop()

@@ -1,0 +1,121 @@
+"""What a PBX asks inside a call's dialog: a key by SIP INFO, a transfer by REFER.
+
+* **INFO** (RFC 6086) with ``application/dtmf-relay`` (``Signal=5``, ``Duration=160``) or
+  ``application/dtmf``: the phone's key, as its RFC 4733 keys are (``200``; another body
+  ``415``).
+* **REFER** (RFC 3515): the PBX's user transfers the WhatsApp caller to another target. The
+  bridge accepts it (``202``), calls ``Refer-To`` through the same trunk, and tells the PBX how
+  it goes by ``NOTIFY`` with a ``message/sipfrag`` body (``100 Trying``, then the new leg's
+  final status). When the new leg answers it takes the old leg's place in the conference in the
+  same tick (the WhatsApp side hears no gap and nothing is signalled to Meta), the old leg is
+  hung up, and ``participant.transferred`` names the new target. A new leg that fails leaves
+  the old one in the call. Attended transfer (``Replaces``) is not done: ``501``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ..sip import Address, Dialog, Request, SipParseError
+from .media import DTMF_EVENTS
+from .participant import SipParticipant
+
+if TYPE_CHECKING:
+    from .service import TrunkService
+
+log = logging.getLogger(__name__)
+
+
+async def in_dialog(service: TrunkService, dialog: Dialog, req: Request) -> tuple[int, str]:
+    """The user agent's ``in_dialog_requests``: the status to answer an INFO or a REFER."""
+    leg = service.legs.get(dialog.key)
+    if leg is None:
+        return 481, "Call/Transaction Does Not Exist"
+    if req.method == "INFO":
+        return info(leg, req)
+    return refer(service, leg, dialog, req)
+
+
+def info(leg: SipParticipant, req: Request) -> tuple[int, str]:
+    kind = req.get("Content-Type").split(";")[0].strip().lower()
+    text = req.body[:256].decode("ascii", "replace")
+    duration = 160
+    if kind == "application/dtmf-relay":
+        fields = {}
+        for line in text.splitlines():
+            name, sep, value = line.partition("=")
+            if sep:
+                fields[name.strip().lower()] = value.strip()
+        digit = fields.get("signal", "")
+        try:
+            duration = max(40, min(int(fields.get("duration") or 160), 5000))
+        except ValueError:
+            pass
+    elif kind == "application/dtmf":
+        digit = text.strip()
+    else:
+        return 415, "Unsupported Media Type"
+    if len(digit) != 1 or digit.upper() not in DTMF_EVENTS:
+        return 400, "Bad Request (no key in the INFO)"
+    leg.press(digit.upper(), duration)
+    return 200, "OK"
+
+
+def refer(
+    service: TrunkService, leg: SipParticipant, dialog: Dialog, req: Request
+) -> tuple[int, str]:
+    values = req.values("Refer-To")
+    if len(values) != 1:
+        return 400, "Bad Request (one Refer-To)"
+    try:
+        target = Address.parse(values[0]).uri
+    except SipParseError:
+        return 400, "Bad Request (Refer-To is not a SIP URI)"
+    if target.headers:
+        return 501, "Not Implemented (attended transfer)"
+    if leg.transferring:
+        return 491, "Request Pending"
+    leg.transferring = True
+    service.spawn(transfer(service, leg, dialog, str(target)), f"refer:{leg.participant_id}")
+    return 202, "Accepted"
+
+
+async def notify(service: TrunkService, dialog: Dialog, status: int, reason: str) -> None:
+    """RFC 3515 §2.4.4: the new leg's progress as a sipfrag (the last one ends it)."""
+    state = "active;expires=60" if status < 200 else "terminated;reason=noresource"
+    await service.ua.in_dialog(
+        dialog,
+        "NOTIFY",
+        extra=[("Event", "refer"), ("Subscription-State", state)],
+        body=f"SIP/2.0 {status} {reason}\r\n".encode(),
+        content_type="message/sipfrag;version=2.0",
+        timeout=4.0,
+    )
+
+
+async def transfer(service: TrunkService, old: SipParticipant, dialog: Dialog, target: str) -> None:
+    """Call ``target``; on its answer swap it in for ``old`` (see the module docstring)."""
+    await notify(service, dialog, 100, "Trying")
+    new = SipParticipant(
+        service, old.runtime, old.trunk, old.participant_id, old.role, target, old.headers
+    )
+    new.silent, new.replaces = True, old
+    old.runtime.attach(new)
+    service.active.add(new)
+    await new.run()
+    if new.state != "joined":
+        final = new.dialer.final if new.dialer is not None else None
+        status, reason = (final.status, final.reason) if final else (503, "Service Unavailable")
+        log.warning("SIP transfer of %s to %s failed: %d", old.participant_id, target, status)
+        await notify(service, dialog, status, reason)
+        old.transferring = False
+        return
+    new.silent = False
+    new.on_left, old.on_left = old.on_left, None
+    old.silent = True
+    await notify(service, dialog, 200, "OK")
+    await old.remove()
+    old.runtime.emit(
+        "participant.transferred", participantID=new.participant_id, sip={"uri": target}
+    )
