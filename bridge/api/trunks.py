@@ -13,7 +13,7 @@ from ..numbers.model import check_id
 from ..numbers.trunks import Trunk, apply_trunk_fields, parse_trunk
 from ..trunks import TrunkService
 from .errors import require_call_id
-from .keys import CATALOG, MANAGER, SETTINGS, TRUNKS
+from .keys import CATALOG, MANAGER, METRICS, SETTINGS, TRUNKS
 from .schema import read_body
 from .tenancy import principal_of
 from .webrtc import role_of
@@ -94,9 +94,9 @@ async def add_sip_participant(request: web.Request) -> web.Response:
 
 async def sip_trunks(app: web.Application) -> AsyncIterator[None]:
     """The app's ``cleanup_ctx`` entry (``resources.py``): reads ``SETTINGS``, ``CATALOG``,
-    ``MANAGER``; makes ``TRUNKS`` (the trunk listener, SIP participants, registrations),
-    closed before the calls end."""
-    trunks = app[TRUNKS] = TrunkService(app[SETTINGS], app[CATALOG])
+    ``MANAGER``, ``METRICS``; makes ``TRUNKS`` (the trunk listener, SIP participants,
+    registrations), closed before the calls end."""
+    trunks = app[TRUNKS] = TrunkService(app[SETTINGS], app[CATALOG], app[METRICS].registry)
     trunks.manager = app[MANAGER]
     await trunks.start()
     yield

@@ -29,7 +29,18 @@ _URI = re.compile(
     r"(?P<params>(?:;[A-Za-z0-9_.=-]{1,64}){0,8})$"
 )
 TRANSPORTS = ("udp", "tcp", "tls")
-FIELDS = {"name", "uri", "username", "password", "register", "codecs", "srtp", "inbound", "answer"}
+FIELDS = {
+    "name",
+    "uri",
+    "username",
+    "password",
+    "register",
+    "codecs",
+    "srtp",
+    "inbound",
+    "answer",
+    "keepalive",
+}
 INBOUND_FIELDS = {"allowFrom", "username", "password", "digest"}
 DIGESTS = ("SHA-256", "MD5")
 """The digest algorithms a trunk's INVITE is challenged with, preferred first (RFC 8760)."""
@@ -45,6 +56,8 @@ class Trunk:
     tenant_id: str = ""
     username: str = ""
     register: bool = False
+    keepalive: int = 30
+    """Seconds between OPTIONS keep-alives (0: none)."""
     codecs: tuple[str, ...] = DEFAULT_CODECS
     srtp: str = "off"
     allow_from: tuple[str, ...] = ()
@@ -98,6 +111,7 @@ class Trunk:
             "username": self.username or None,
             "passwordSet": bool(self.password),
             "register": self.register,
+            "keepalive": self.keepalive,
             "codecs": list(self.codecs),
             "srtp": self.srtp,
             "inbound": {
@@ -120,6 +134,7 @@ class Trunk:
             "tenantID": self.tenant_id,
             "username": self.username,
             "register": self.register,
+            "keepalive": self.keepalive,
             "codecs": list(self.codecs),
             "srtp": self.srtp,
             "allowFrom": list(self.allow_from),
@@ -140,6 +155,7 @@ class Trunk:
             tenant_id=str(record.get("tenantID") or ""),
             username=str(record.get("username") or ""),
             register=bool(record.get("register")),
+            keepalive=int(record.get("keepalive", 30)),
             codecs=tuple(record.get("codecs") or DEFAULT_CODECS),
             srtp=str(record.get("srtp") or "off"),
             allow_from=tuple(record.get("allowFrom") or ()),
@@ -265,6 +281,15 @@ def apply_trunk_fields(trunk: Trunk, body: Mapping[str, Any]) -> None:
         if not isinstance(body["register"], bool):
             raise BadRequest("field 'register' must be true or false")
         trunk.register = body["register"]
+    if "keepalive" in body:
+        value = body["keepalive"]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not (value == 0 or 5 <= value <= 3600)
+        ):
+            raise BadRequest("field 'keepalive' must be 0 (off) or 5 to 3600 seconds")
+        trunk.keepalive = value
     if "codecs" in body:
         codecs = body["codecs"]
         if (

@@ -15,6 +15,8 @@ import re
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CollectorRegistry
+
 from ..calls import CallManager
 from ..calls.model import Call, Direction
 from ..config import Settings
@@ -27,6 +29,7 @@ from ..tasks import TaskSet
 from .inbound import PbxCall, identify
 from .participant import SipParticipant
 from .transfer import in_dialog
+from .upkeep import Upkeep
 
 if TYPE_CHECKING:
     from ..calls.runtime import CallRuntime
@@ -42,7 +45,9 @@ MAX_LEGS = 256
 class TrunkService:
     """Owns the trunk user agent, the SIP legs and their tasks (see the module docstring)."""
 
-    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+    def __init__(
+        self, settings: Settings, catalog: Catalog, registry: CollectorRegistry | None = None
+    ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.manager: CallManager | None = None
@@ -70,18 +75,22 @@ class TrunkService:
         self._by_invite: dict[tuple[str, str], PbxCall] = {}
         self._digests: dict[tuple[str, ...], DigestServer] = {}
         self.active: set[SipParticipant] = set()
+        self.upkeep = Upkeep(self, registry)
+        """Each trunk's OPTIONS keep-alive and REGISTER."""
         """Every SIP participant not yet gone (ringing ones too)."""
         self._tasks = TaskSet("sip-trunks")
 
     def state_of(self, trunk_id: str) -> dict[str, Any]:
-        """What ``GET /trunks/{id}`` shows beside the record (registration)."""
-        return {"registration": None}
+        """What ``GET /trunks/{id}`` shows beside the record (keep-alive, registration)."""
+        return self.upkeep.state(trunk_id)
 
     async def start(self) -> None:
         if self.manager is not None:
             self.manager.events.observe(self.observe)
         await self.ua.start(self.bind_host, self.port)
         self.port = self.ua.port
+        self.catalog.follow(self.upkeep.reconcile)
+        self.upkeep.reconcile()
         log.info("SIP trunks: listening on %s:%d (UDP and TCP)", self.bind_host, self.port)
 
     async def close(self) -> None:
@@ -89,6 +98,7 @@ class TrunkService:
         their tasks, then the user agent."""
         for leg in list(self.active):
             await leg.close()
+        await self.upkeep.close()
         await self._tasks.close(timeout=5.0)
         await self.ua.close()
 

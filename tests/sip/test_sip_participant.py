@@ -157,6 +157,7 @@ async def test_the_trunk_digest_is_answered_and_a_busy_phone_is_left_busy(bridge
             "uri": f"sip:127.0.0.1:{sipp.port};transport=udp",
             "username": "bridge",
             "password": "trunk-pw",
+            "keepalive": 0,  # SIPp's scenario expects the INVITE first
         }
         assert (await bridge.post("/trunks", json=trunk)).status == 201
         made = await (await bridge.post("/call/make", json={"phone": PHONE})).json()

@@ -20,7 +20,10 @@ class BaresipPhone(Baresip):
         self.port = free_port()
         self.codec = codec
 
-    async def start_phone(self, *, srtp: bool = False) -> None:
+    async def start_phone(
+        self, *, srtp: bool = False, registrar: str = "", password: str = "", regint: int = 60
+    ) -> None:
+        """``registrar`` (``host:port``): register there as ``user`` with ``password``."""
         conf = self.conf
         (conf / "config").write_text(
             f"sip_listen 127.0.0.1:{self.port}\n"
@@ -35,9 +38,11 @@ class BaresipPhone(Baresip):
             "ausrc_srate 48000\nausrc_channels 2\nauplay_srate 48000\n"  # ausine: 48 kHz stereo
         )
         enc = ";mediaenc=srtp-mand" if srtp else ""
+        account = f"<sip:{self.user}@127.0.0.1>;regint=0"
+        if registrar:
+            account = f"<sip:{self.user}@{registrar}>;auth_pass={password};regint={regint}"
         (conf / "accounts").write_text(
-            f"<sip:{self.user}@127.0.0.1>;regint=0;answermode=auto{enc};"
-            f"audio_codecs={self.codec}/8000/1\n"
+            f"{account};answermode=auto{enc};audio_codecs={self.codec}/8000/1\n"
         )
         with (conf / "baresip.log").open("wb") as log:
             self.proc = await asyncio.create_subprocess_exec(

@@ -1,0 +1,207 @@
+"""Keeping each trunk in touch: an ``OPTIONS`` keep-alive every ``keepalive`` seconds
+(RFC 3261 §11) and, when the trunk says ``"register": true``, a ``REGISTER`` as an extension
+(§10), refreshed before it expires.
+
+One task a trunk, started and stopped as trunks come and go (:meth:`Upkeep.reconcile`, on
+every catalog reload). What each saw is :meth:`Upkeep.state` in ``GET /trunks/{id}``
+(``options``: up or not, the status and round trip; ``registration``: registered, failed or
+unregistered, when it expires, why it failed) and the metrics ``bridge_trunk_up`` and
+``bridge_trunk_registered`` (by ``trunk``). A ``401``/``407`` to either is answered with the
+trunk's credentials (the best challenge, SHA-256 before MD5), once a request. A registration
+is refreshed at 80 % of what the registrar granted (at least 30 s after it), retried every
+:data:`RETRY` seconds while it fails, and removed (``Expires: 0``) when the trunk goes or the
+bridge stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Gauge
+
+from ..numbers.trunks import Trunk
+from ..sip import DigestError, Request, Response, choose
+from ..sip.headers import Uri, Via, new_branch, new_tag
+from ..tasks import TaskSet
+
+if TYPE_CHECKING:
+    from .service import TrunkService
+
+log = logging.getLogger(__name__)
+
+OPTIONS_EVERY = 30.0
+"""Seconds between looks at a trunk whose keep-alive is off (``keepalive``: 0)."""
+EXPIRES = 300
+"""Seconds a registration is asked for."""
+RETRY = 30.0
+"""Seconds before a failed registration is tried again."""
+AUTH = {
+    401: ("WWW-Authenticate", "Authorization"),
+    407: ("Proxy-Authenticate", "Proxy-Authorization"),
+}
+
+
+class Upkeep:
+    """Every trunk's keep-alive and registration (see the module docstring)."""
+
+    def __init__(self, service: TrunkService, registry: CollectorRegistry | None) -> None:
+        self.service = service
+        self._tasks: dict[str, tuple[tuple[Any, ...], asyncio.Task[None]]] = {}
+        self._owner = TaskSet("trunk-upkeep")
+        self._state: dict[str, dict[str, Any]] = {}
+        self.up = Gauge("bridge_trunk_up", "trunk answers OPTIONS", ["trunk"], registry=registry)
+        self.registered = Gauge(
+            "bridge_trunk_registered", "trunk registration in force", ["trunk"], registry=registry
+        )
+
+    def state(self, trunk_id: str) -> dict[str, Any]:
+        seen = self._state.get(trunk_id, {})
+        return {"options": seen.get("options"), "registration": seen.get("registration")}
+
+    def reconcile(self) -> None:
+        """Start a task for each trunk (anew when its target or credentials changed), stop the
+        tasks of trunks that are gone."""
+        trunks = self.service.catalog.trunks
+        for trunk_id in list(self._tasks):
+            trunk = trunks.get(trunk_id)
+            if trunk is None or _key(trunk) != self._tasks[trunk_id][0]:
+                self._tasks.pop(trunk_id)[1].cancel()
+                self._state.pop(trunk_id, None)
+                for gauge in (self.up, self.registered):
+                    try:
+                        gauge.remove(trunk_id)
+                    except KeyError:
+                        pass
+        for trunk_id, trunk in trunks.items():
+            if trunk_id not in self._tasks and not self._owner.closed:
+                task = self._owner.spawn(self._keep(trunk), f"upkeep:{trunk_id}")
+                self._tasks[trunk_id] = (_key(trunk), task)
+
+    async def close(self) -> None:
+        await self._owner.close(timeout=3.0)
+        self._tasks.clear()
+
+    async def _keep(self, trunk: Trunk) -> None:
+        state = self._state.setdefault(trunk.trunk_id, {})
+        next_options = next_register = time.monotonic()
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= next_options and trunk.keepalive:
+                    await self._options(trunk, state)
+                    next_options = now + trunk.keepalive
+                elif not trunk.keepalive:
+                    next_options = now + OPTIONS_EVERY
+                if trunk.register and now >= next_register:
+                    next_register = now + await self._register(trunk, state, EXPIRES)
+                wake = min(next_options, next_register if trunk.register else next_options)
+                await asyncio.sleep(max(0.05, wake - time.monotonic()))
+        finally:
+            if trunk.register and (state.get("registration") or {}).get("state") == "registered":
+                await asyncio.shield(self._register(trunk, {}, 0))  # unregister, best effort
+
+    async def _options(self, trunk: Trunk, state: dict[str, Any]) -> None:
+        started = time.monotonic()
+        resp = await self._request(trunk, "OPTIONS", trunk.uri, f"<{trunk.uri}>")
+        up = resp.status < 500 and resp.status != 408
+        state["options"] = {
+            "up": up,
+            "status": resp.status,
+            "rttMs": round((time.monotonic() - started) * 1000, 1) if up else None,
+            "checkedAt": time.time(),
+        }
+        self.up.labels(trunk.trunk_id).set(1.0 if up else 0.0)
+
+    async def _register(self, trunk: Trunk, state: dict[str, Any], expires: int) -> float:
+        """One REGISTER; seconds until the next (a refresh, or a retry)."""
+        proxy = Uri.parse(trunk.uri)
+        registrar = f"sip:{proxy.host}" + (f":{proxy.port}" if proxy.port else "")
+        aor = f"<sip:{trunk.username}@{proxy.host}>"
+        contact = self.service.ua.contact.replace("<sip:", f"<sip:{trunk.username}@", 1)
+        extra = [("Contact", contact), ("Expires", str(expires))]
+        resp = await self._request(trunk, "REGISTER", registrar, aor, extra=extra, from_=aor)
+        if expires == 0:
+            return RETRY
+        if 200 <= resp.status < 300:
+            granted = _granted(resp, contact, expires)
+            state["registration"] = {"state": "registered", "expiresAt": time.time() + granted}
+            self.registered.labels(trunk.trunk_id).set(1.0)
+            return max(30.0, granted * 0.8) if granted >= 30 else max(1.0, granted * 0.8)
+        reason = f"{resp.status} {resp.reason}"[:120]
+        if (state.get("registration") or {}).get("reason") != reason:
+            log.warning("SIP trunk %s: REGISTER refused: %s", trunk.trunk_id, reason)
+        state["registration"] = {"state": "failed", "reason": reason, "at": time.time()}
+        self.registered.labels(trunk.trunk_id).set(0.0)
+        return RETRY
+
+    async def _request(
+        self,
+        trunk: Trunk,
+        method: str,
+        uri: str,
+        to: str,
+        *,
+        extra: list[tuple[str, str]] | None = None,
+        from_: str = "",
+    ) -> Response:
+        """An out-of-dialog request to the trunk and its final response (a synthetic ``503``
+        when the trunk cannot be reached, ``408`` when it does not answer)."""
+        ua = self.service.ua
+        try:
+            conn = await ua.connection_to(Uri.parse(trunk.uri))
+        except (OSError, TimeoutError) as exc:
+            return Response(status=503, reason=f"Service Unavailable ({exc})")
+        call_id, tag = f"{new_branch()[7:]}@{ua.hostname}", new_tag()
+        auth: tuple[str, str] | None = None
+        for seq in (1, 2):
+            req = Request(method=method, uri=uri)
+            via = Via(conn.via_transport, ua.via_host, None, {"branch": new_branch(), "rport": ""})
+            req.add("Via", str(via))
+            req.add("Max-Forwards", "70")
+            req.add("From", f"{from_ or f'<sip:bridge@{ua.hostname}>'};tag={tag}")
+            req.add("To", to)
+            req.add("Call-ID", call_id)
+            req.add("CSeq", f"{seq} {method}")
+            for name, value in extra or []:
+                req.add(name, value)
+            if auth is not None:
+                req.add(*auth)
+            try:
+                tx = await ua.send(req, conn)
+            except (ConnectionError, OSError, TimeoutError) as exc:
+                return Response(status=503, reason=f"Service Unavailable ({exc})")
+            try:
+                resp = await tx.final(8.0)
+            finally:
+                ua.done(tx)
+            if resp.status not in AUTH or seq == 2 or not trunk.password:
+                return resp
+            challenge, answer = AUTH[resp.status]
+            try:
+                chosen = choose(resp.all(challenge))
+            except DigestError:
+                return resp
+            auth = (answer, chosen.answer(method, uri, trunk.username, trunk.password))
+        return resp
+
+
+def _key(trunk: Trunk) -> tuple[Any, ...]:
+    return (trunk.uri, trunk.register, trunk.keepalive, trunk.username, trunk.password)
+
+
+def _granted(resp: Response, contact: str, asked: int) -> int:
+    """What the registrar granted: our Contact's ``expires``, else ``Expires``, else asked."""
+    ours = contact.strip("<>").split(";")[0]
+    for value in resp.all("Contact"):
+        if ours in value:
+            found = re.search(r";\s*expires=(\d+)", value)
+            if found:
+                return int(found.group(1))
+    try:
+        return int(resp.get("Expires") or asked)
+    except ValueError:
+        return asked

@@ -1,0 +1,92 @@
+"""Kamailio as the PBX's proxy and registrar (issue 48): baresip registers behind it as
+extension 1001, the bridge registers as an extension of its own (``"register": true``, digest,
+refreshed; its state in ``GET /trunks/{id}`` and ``bridge_trunk_registered``) and keeps the
+trunk alive with OPTIONS; a WhatsApp call then rings ``sip:1001@…`` through Kamailio, the phone
+answers, tones are asserted each way, and the bridge's BYE follows Kamailio's Record-Route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bridge.resources import CALL_EVENTS
+from bridge.trunks import upkeep
+
+from ..support.baresip_phone import BaresipPhone
+from ..support.calls import peer_heard, wait_state
+from ..support.kamailio import Kamailio, missing
+from ..support.spectrum import dominant_frequency
+from ..support.waits import until, until_passes
+from .test_sip_participant import PEER_HZ, PHONE, PHONE_HZ, level_dbfs
+
+pytestmark = pytest.mark.skipif(bool(missing()), reason=missing() or "ok")
+
+
+async def test_a_whatsapp_call_rings_an_extension_registered_at_kamailio(
+    make_client, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(upkeep, "EXPIRES", 4)  # the bridge asks 4 s: a refresh within the test
+    kam = Kamailio(tmp_path, "ext-pw", max_expires=60)
+    await kam.start()
+    conf = tmp_path / "phone"
+    conf.mkdir()
+    phone = BaresipPhone(conf, "1001", PHONE_HZ)
+    try:
+        await phone.start_phone(registrar=f"127.0.0.1:{kam.port}", password="ext-pw")
+        await until(lambda: "REGISTERED 1001" in kam.logged(), 10, "baresip registered")
+        client = await make_client(
+            sim_peer="tone",
+            sim_tone_hz=PEER_HZ,
+            data_dir=str(tmp_path),
+            sip_trunk_listen="127.0.0.1:0",
+        )
+        events: list[Any] = []
+        client.app[CALL_EVENTS].observe(lambda event, call: events.append(event))
+        trunk = {
+            "name": "kamailio",
+            "uri": f"sip:127.0.0.1:{kam.port};transport=udp",
+            "username": "bridge",
+            "password": "ext-pw",
+            "register": True,
+        }
+        made = await (await client.post("/trunks", json=trunk)).json()
+        tid = made["trunkID"]
+
+        async def registered() -> Any:
+            got = await (await client.get(f"/trunks/{tid}")).json()
+            reg, options = got.get("registration") or {}, got.get("options") or {}
+            return reg.get("state") == "registered" and options.get("up") and got
+
+        got = await until(registered, 10, "the bridge registered at Kamailio")
+        print("trunk state:", got["registration"], got["options"])
+        # Asked and granted 4 s, the registration is refreshed at 80 % of it (3.2 s).
+        await until(lambda: kam.logged().count("REGISTERED bridge") >= 2, 8, "a refresh")
+        metrics = await (await client.get("/metrics")).text()
+        assert f'bridge_trunk_registered{{trunk="{tid}"}} 1.0' in metrics
+        assert f'bridge_trunk_up{{trunk="{tid}"}} 1.0' in metrics
+
+        call = await (await client.post("/call/make", json={"phone": PHONE})).json()
+        cid = call["callID"]
+        await wait_state(client, cid, "active")
+        body = {"callID": cid, "participantID": "ext", "sip": {"uri": "sip:1001@127.0.0.1"}}
+        assert (await client.post("/call/participants", json=body)).status == 202
+        await until(lambda: [e for e in events if e.type == "participant.joined"], 10, "joined")
+        assert "RELAY INVITE 1001" in kam.logged()
+
+        def both_hear() -> None:
+            samples, rate = phone.heard(1.0)
+            at_phone = dominant_frequency(samples, rate), level_dbfs(samples)
+            wa = peer_heard(client, cid, 50)
+            at_wa = dominant_frequency(wa, 16000), level_dbfs(wa)
+            print(f"via Kamailio: phone hears {at_phone}, WhatsApp hears {at_wa}")
+            assert at_phone[0] == pytest.approx(PEER_HZ, abs=5) and at_phone[1] > -25
+            assert at_wa[0] == pytest.approx(PHONE_HZ, abs=5) and at_wa[1] > -30
+
+        await until(lambda: phone.dump_bytes() > 16000, 10, "the phone's audio")
+        await until_passes(both_hear, 10)
+        assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
+        await until(lambda: "BYE sip:" in phone.log(), 10, "the BYE at the phone")
+    finally:
+        await phone.stop()
+        await kam.stop()

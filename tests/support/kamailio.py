@@ -1,0 +1,126 @@
+"""Kamailio (Debian's ``kamailio``) as the PBX's proxy and registrar on loopback (UDP): phones
+and the bridge REGISTER with a digest (``pv_www_authenticate`` against one password per user),
+an INVITE to a registered user is relayed to its Contact with Record-Route, OPTIONS are
+answered. Started in the foreground (``-DD -E``), stopped by its pid."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+from .processes import free_port, stop_process
+from .waits import until
+
+MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
+
+CONFIG = """#!KAMAILIO
+debug=2
+log_stderror=yes
+fork=yes
+children=2
+tcp_children=1
+auto_aliases=no
+listen=udp:127.0.0.1:{port}
+listen=tcp:127.0.0.1:{port}
+alias="127.0.0.1:{port}"
+mpath="{modules}"
+loadmodule "kex.so"
+loadmodule "corex.so"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "xlog.so"
+loadmodule "auth.so"
+modparam("registrar", "max_expires", {max_expires})
+modparam("registrar", "min_expires", 1)
+
+request_route {{
+    if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+    if (has_totag()) {{
+        if (loose_route() || is_method("ACK")) {{ t_relay(); exit; }}
+        sl_send_reply("404", "Not here"); exit;
+    }}
+    if (is_method("OPTIONS") && $rU == $null) {{ sl_send_reply("200", "OK"); exit; }}
+    if (is_method("CANCEL")) {{ if (t_check_trans()) t_relay(); exit; }}
+    if (is_method("REGISTER")) {{
+        if (!pv_www_authenticate("$td", "{password}", "0")) {{
+            www_challenge("$td", "0"); exit;
+        }}
+        if (!save("location")) sl_reply_error();
+        xlog("L_NOTICE", "REGISTERED $tU from $si:$sp\\n");
+        exit;
+    }}
+    if (is_method("INVITE")) {{
+        record_route();
+        if (!lookup("location")) {{ sl_send_reply("404", "Not Found"); exit; }}
+        xlog("L_NOTICE", "RELAY INVITE $rU to $ru\\n");
+        t_relay(); exit;
+    }}
+    sl_send_reply("405", "Method Not Allowed");
+}}
+"""
+
+
+def missing() -> str:
+    return "" if shutil.which("kamailio") else "kamailio is not installed (make system-deps)"
+
+
+class Kamailio:
+    """One Kamailio on ``127.0.0.1:<port>``, every user's password the same."""
+
+    def __init__(self, directory: Path, password: str, max_expires: int = 3600) -> None:
+        self.dir = directory
+        self.password = password
+        self.port = free_port()
+        self.max_expires = max_expires
+        self.proc: asyncio.subprocess.Process | None = None
+        self.log = directory / "kamailio.log"
+
+    async def start(self) -> None:
+        cfg = self.dir / "kamailio.cfg"
+        cfg.write_text(
+            CONFIG.format(
+                port=self.port,
+                modules=MODULES,
+                password=self.password,
+                max_expires=self.max_expires,
+            )
+        )
+        with self.log.open("wb") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                "kamailio",
+                "-f",
+                str(cfg),
+                "-DD",
+                "-E",
+                "-m",
+                "32",
+                "-M",
+                "8",
+                "-P",
+                str(self.dir / "kamailio.pid"),
+                "-Y",
+                str(self.dir),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+            )
+        await until(lambda: "INFO: <core>" in self.logged() or self.ended(), 5, "kamailio up")
+        if self.ended():
+            raise AssertionError(f"kamailio did not start:\n{self.logged()[-2000:]}")
+
+    def ended(self) -> bool:
+        return self.proc is not None and self.proc.returncode is not None
+
+    def logged(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    async def stop(self) -> None:
+        await stop_process(self.proc)
