@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from bridge.api.keys import ENGINE, MANAGER
+from bridge.resources import CALL_EVENTS
 
+from ..support.baresip_phone import BaresipPhone
 from ..support.requires import require
 from ..support.sipp import Sipp, TlsHops, tools_missing
 from ..support.tls import CertPair, TestCA
@@ -86,3 +88,38 @@ async def sip_rig(make_client: Callable[..., Any], tmp_path: Path) -> AsyncItera
     for run in rig.sipps:
         await run.stop()
     await rig.hops.stop()
+
+
+# -- SIP trunks (issue 48): a bridge with a trunk listener, and baresip phones behind a PBX
+@pytest.fixture
+async def bridge(make_client, tmp_path):
+    """A bridge on the sim network (its peer a 440 Hz tone) with a trunk listener; its events
+    in ``client.events``."""
+    client = await make_client(
+        sim_peer="tone",
+        sim_tone_hz=440,
+        data_dir=str(tmp_path),
+        sip_trunk_listen="127.0.0.1:0",
+    )
+    events: list[Any] = []
+    client.app[CALL_EVENTS].observe(lambda event, call: events.append(event))
+    client.events = events
+    return client
+
+
+@pytest.fixture
+async def phone(tmp_path):
+    """Starts baresip phones (``sip:1001@127.0.0.1`` over UDP, a 660 Hz tone)."""
+    conf = tmp_path / "phone"
+    conf.mkdir()
+    made: list[BaresipPhone] = []
+
+    async def start(codec: str = "PCMU", srtp: bool = False) -> BaresipPhone:
+        p = BaresipPhone(conf, "1001", 660, codec)
+        await p.start_phone(srtp=srtp)
+        made.append(p)
+        return p
+
+    yield start
+    for p in made:
+        await p.stop()

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from bridge.api.keys import MANAGER
-from bridge.resources import CALL_EVENTS
 
 from ..support.baresip_phone import BaresipPhone
 from ..support.calls import peer_heard, wait_state
@@ -24,37 +23,6 @@ PHONE = "5521999999999"
 
 def level_dbfs(samples: np.ndarray) -> float:
     return float(20 * np.log10(np.sqrt(np.mean((samples / 32768) ** 2)) + 1e-12))
-
-
-@pytest.fixture
-async def bridge(make_client, tmp_path):
-    client = await make_client(
-        sim_peer="tone",
-        sim_tone_hz=PEER_HZ,
-        data_dir=str(tmp_path),
-        sip_trunk_listen="127.0.0.1:0",
-    )
-    events: list[Any] = []
-    client.app[CALL_EVENTS].observe(lambda event, call: events.append(event))
-    client.events = events
-    return client
-
-
-@pytest.fixture
-async def phone(tmp_path):
-    conf = tmp_path / "phone"
-    conf.mkdir()
-    made: list[BaresipPhone] = []
-
-    async def start(codec: str = "PCMU", srtp: bool = False) -> BaresipPhone:
-        p = BaresipPhone(conf, "1001", PHONE_HZ, codec)
-        await p.start_phone(srtp=srtp)
-        made.append(p)
-        return p
-
-    yield start
-    for p in made:
-        await p.stop()
 
 
 def of(client, kind: str) -> list[Any]:

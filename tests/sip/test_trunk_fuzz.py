@@ -14,16 +14,20 @@ from bridge.sip import parse
 
 from ..support.calls import wait_state
 from ..support.waits import until
-from .test_sip_participant import PHONE, add_phone, bridge, of, phone  # noqa: F401
+from .test_sip_participant import PHONE, add_phone, of
 
 
 def templates(port: int, call_id: str, to_tag: str, from_tag: str) -> list[bytes]:
     via = "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKfuzz{n};rport\r\n"
     dialog = (
-        f"From: <sip:1001@127.0.0.1>;tag={to_tag}\r\nTo: <sip:+{PHONE}@127.0.0.1>;tag={from_tag}\r\n"
+        f"From: <sip:1001@127.0.0.1>;tag={to_tag}\r\n"
+        f"To: <sip:+{PHONE}@127.0.0.1>;tag={from_tag}\r\n"
         f"Call-ID: {call_id}\r\n"
     )
-    sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n"
+    sdp = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        "m=audio 9 RTP/AVP 0\r\n"
+    )
     return [
         (
             f"INVITE sip:+15550001111@127.0.0.1:{port} SIP/2.0\r\n{via}Max-Forwards: 70\r\n"
@@ -60,9 +64,7 @@ def mutate(rng: random.Random, data: bytes, n: int) -> bytes:
 
 
 async def test_mutated_invite_refer_info_leave_no_error_and_the_listener_answers(
-    bridge,
-    phone,
-    caplog,  # noqa: F811
+    bridge, phone, caplog
 ) -> None:
     p = await phone()
     trunk = {
@@ -78,7 +80,7 @@ async def test_mutated_invite_refer_info_leave_no_error_and_the_listener_answers
     await add_phone(bridge, cid, p)
     await until(lambda: of(bridge, "participant.joined"), 10, "the phone's leg")
     service = bridge.app[TRUNKS]
-    ((key, leg),) = service.legs.items()
+    ((_, leg),) = service.legs.items()
     dialog = leg.dialog
     assert dialog is not None
     port = service.port
@@ -104,7 +106,8 @@ async def test_mutated_invite_refer_info_leave_no_error_and_the_listener_answers
     udp.close()
     await asyncio.sleep(1.0)
     probe = (
-        f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKprobe\r\n"
+        f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKprobe\r\n"
         "Max-Forwards: 70\r\nFrom: <sip:pbx@127.0.0.1>;tag=p\r\nTo: <sip:bridge@127.0.0.1>\r\n"
         "Call-ID: probe\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     ).encode()
