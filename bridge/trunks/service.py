@@ -307,7 +307,10 @@ class TrunkService:
         self._by_invite = {k: v for k, v in self._by_invite.items() if not v.tx.final}
 
     async def ack_timeout(self, dialog: Dialog) -> None:
-        pass
+        """The PBX never ACKed our 200 (§13.3.1.4): its leg is hung up (and the call with it)."""
+        leg = self.legs.get(dialog.key)
+        if leg is not None:
+            await leg.remove()
 
     async def bye(self, dialog: Dialog, req: Request) -> None:
         leg = self.legs.pop(dialog.key, None)
