@@ -30,6 +30,7 @@ INTERNAL = {"/call/handover", "/call/adopt"}
 OWN_LISTS = {
     ("get", "/call/status"),
     ("get", "/numbers"),
+    ("get", "/trunks"),
     ("get", "/call/reports"),
     ("get", "/call/audio-assets"),
     ("get", "/call/webrtc/config"),
@@ -65,10 +66,18 @@ async def test_no_route_gives_one_tenant_anothers_data(make_client, tmp_path) ->
     resp = await client.post("/call/audio-assets", data=form, headers=acme_key)
     asset = await resp.json()
     assert resp.status == 201, asset
+    trunk = await post(
+        client,
+        "/trunks",
+        {"name": "pbx", "uri": "sip:127.0.0.1:5999", "keepalive": 0},
+        headers=acme_key,
+    )
     secrets = {cid, number["numberID"], acme["tenantID"], recording_id, asset["assetId"]}
+    secrets.add(trunk["trunkID"])
     values = {
         "callID": cid,
         "numberID": number["numberID"],
+        "trunkID": trunk["trunkID"],
         "tenantID": acme["tenantID"],
         "keyID": acme["keys"][0]["keyID"],
         "recordingId": recording_id,
