@@ -58,16 +58,7 @@ class TrunkService:
         wildcard = self.bind_host in ("", "0.0.0.0", "::")
         self.media_host = public or ("127.0.0.1" if wildcard else self.bind_host)
         self.rtp_ports = settings.ice.rtp_ports
-        self.ua = UserAgent(
-            hostname=self.media_host,
-            number="",
-            certs=None,
-            client_ctx=None,
-            digest=None,
-            handler=self,
-            udp=True,
-        )
-        self.ua.in_dialog_requests = lambda dialog, req: in_dialog(self, dialog, req)
+        self.ua = self._user_agent()
         self.legs: dict[tuple[str, str], SipParticipant] = {}
         """Live SIP participants by their dialog's key."""
         self.placing: dict[str, PbxCall] = {}
@@ -84,10 +75,36 @@ class TrunkService:
         """What ``GET /trunks/{id}`` shows beside the record (keep-alive, registration)."""
         return self.upkeep.state(trunk_id)
 
+    def _user_agent(self) -> UserAgent:
+        ua = UserAgent(
+            hostname=self.media_host,
+            number="",
+            certs=None,
+            client_ctx=None,
+            digest=None,
+            handler=self,
+            udp=True,
+        )
+        ua.in_dialog_requests = lambda dialog, req: in_dialog(self, dialog, req)
+        return ua
+
     async def start(self) -> None:
         if self.manager is not None:
             self.manager.events.observe(self.observe)
-        await self.ua.start(self.bind_host, self.port)
+        try:
+            await self.ua.start(self.bind_host, self.port)
+        except OSError as exc:
+            # One process owns BRIDGE_SIP_TRUNK_LISTEN (the first worker to bind it); the
+            # others call out to trunks from a port of their own.
+            log.warning(
+                "SIP trunks: %s:%d is taken (%s): this worker uses a port of its own",
+                self.bind_host,
+                self.port,
+                exc.strerror or exc,
+            )
+            await self.ua.close()
+            self.ua = self._user_agent()
+            await self.ua.start(self.bind_host, 0)
         self.port = self.ua.port
         self.catalog.follow(self.upkeep.reconcile)
         self.upkeep.reconcile()

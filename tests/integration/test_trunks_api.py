@@ -84,3 +84,30 @@ async def test_trunks_need_a_token(nclient) -> None:  # noqa: F811
     client = await nclient()
     assert (await client.post("/trunks", json=TRUNK)).status == 401
     assert (await client.get("/trunks")).status == 401
+
+
+async def test_a_sip_participant_request_names_its_bad_field(nclient) -> None:  # noqa: F811
+    client = await nclient()
+    call = await post(client, "/call/make", {"phone": "5521999999999"})
+    cid = call["callID"]
+    body = {"callID": cid, "sip": {"uri": "sip:1001@127.0.0.1"}}
+    resp = await client.post("/call/participants", json=body, headers=ADMIN)
+    payload = await resp.json()
+    assert resp.status == 400 and payload["error"]["code"] == "no_trunk", payload
+    await post(client, "/trunks", TRUNK)
+    for sip, field in (
+        ({"uri": "tel:+123"}, "sip.uri"),
+        ({"uri": "sip:1001@127.0.0.1", "trunkID": "trk_nope"}, "sip.trunkID"),
+        ({"uri": "sip:1001@127.0.0.1", "headers": {"Via": "x"}}, "sip.headers"),
+    ):
+        resp = await client.post(
+            "/call/participants", json={"callID": cid, "sip": sip}, headers=ADMIN
+        )
+        payload = await resp.json()
+        assert resp.status == 400 and field in payload["error"]["message"], payload
+    resp = await client.post(
+        "/call/participants",
+        json={"callID": "nope", "sip": {"uri": "sip:1@127.0.0.1"}},
+        headers=ADMIN,
+    )
+    assert resp.status == 404

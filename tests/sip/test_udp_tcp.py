@@ -182,3 +182,28 @@ async def test_hostile_datagrams_cost_nothing_and_the_socket_keeps_answering(cap
     finally:
         sock.close()
         await ua.close()
+
+
+async def test_a_second_worker_finds_the_trunk_listener_taken_and_uses_its_own_port(
+    tmp_path, caplog
+) -> None:
+    from bridge.numbers.catalog import Catalog
+    from bridge.numbers.store import LocalStore, Sealing
+    from bridge.trunks import TrunkService
+
+    from ..conftest import settings_for_tests
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    settings = settings_for_tests(sip_trunk_listen=f"127.0.0.1:{port}", data_dir=str(tmp_path))
+    catalog = Catalog(LocalStore(str(tmp_path), Sealing("k" * 32)), None)
+    service = TrunkService(settings, catalog)
+    try:
+        await service.start()
+        assert service.port not in (0, port)
+        assert "is taken" in caplog.text
+    finally:
+        await service.close()
+        taken.close()
