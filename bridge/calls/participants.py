@@ -46,6 +46,9 @@ class Participants:
         self.receive_bitrate = receive_bitrate
         """What the browsers are asked to send (the WhatsApp side's Opus bit rate), if set."""
         self.sessions: dict[str, WebRTCSession] = {}
+        self.others: dict[str, dict[str, Any]] = {}
+        """Participants that are not browsers (a SIP phone: ``trunks/participant.py``), as the
+        call's record shows them, by participant id."""
         self._closed = False
 
     @property
@@ -63,9 +66,17 @@ class Participants:
         self.call.participants = [
             {"participantID": pid, "role": str(s.role), "webrtc": {"state": s.state}}
             for pid, s in self.sessions.items()
-        ]
+        ] + list(self.others.values())
         agent = self.agent
         self.call.webrtc_state = agent.state if agent is not None else self.call.webrtc_state
+
+    def show_other(self, participant_id: str, entry: dict[str, Any] | None) -> None:
+        """Show (``None``: stop showing) a participant that is not a browser."""
+        if entry is None:
+            self.others.pop(participant_id, None)
+        else:
+            self.others[participant_id] = entry
+        self._show()
 
     def check_join(self, participant_id: str, role: Role, max_participants: int) -> None:
         """Refuse a participant the call cannot take (409): too many, or a second agent."""

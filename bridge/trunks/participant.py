@@ -89,6 +89,7 @@ class SipParticipant:
         self._left = False
         self._closing = asyncio.Lock()
         self.state = "calling"
+        self.codec = ""
         self.on_left: Callable[[str], None] | None = None
         """Told the reason when the leg has gone (a call answered into the PBX ends too)."""
 
@@ -96,7 +97,13 @@ class SipParticipant:
         return {
             "participantID": self.participant_id,
             "role": str(self.role),
-            "sip": {"uri": self.target, "trunkID": self.trunk.trunk_id, "state": self.state},
+            "sip": {
+                "uri": self.target,
+                "trunkID": self.trunk.trunk_id,
+                "state": self.state,
+                "codec": self.codec,
+                "leg": self.id,
+            },
         }
 
     # -- the leg
@@ -175,6 +182,8 @@ class SipParticipant:
         socket.set_remote((remote.address, remote.port), (remote.address, remote.port + 1))
         self._join(media)
         self.state = "joined"
+        self.codec = remote.codec
+        self.runtime.participants.show_other(self.participant_id, self.snapshot())
         assert self.dialog is not None
         self.service.legs[self.dialog.key] = self
         self.service.ua.dialogs[self.dialog.key] = self.dialog  # its BYE finds it
@@ -277,6 +286,9 @@ class SipParticipant:
         self._left = True
         self.state = "left"
         self.service.active.discard(self)
+        shown = self.runtime.participants.others.get(self.participant_id)
+        if shown is not None and shown.get("sip", {}).get("leg") == self.id:
+            self.runtime.participants.show_other(self.participant_id, None)
         leave, self._joined = self._joined, None
         if leave is not None:
             leave()

@@ -63,6 +63,9 @@ async def test_a_phone_joins_the_call_and_both_sides_hear_each_other(
     await until(lambda: of(bridge, "participant.joined"), 10, "participant.joined")
     joined = of(bridge, "participant.joined")[0]
     assert joined.data["participantID"] == "desk" and joined.data["sip"]["codec"] == codec
+    snap = await (await bridge.get(f"/call/{cid}")).json()
+    shown = [p for p in snap["participants"] if p["participantID"] == "desk"]
+    assert shown and shown[0]["sip"]["state"] == "joined" and shown[0]["sip"]["codec"] == codec
 
     def phone_hears_whatsapp() -> None:
         samples, rate = p.heard(1.0)
@@ -103,6 +106,7 @@ async def test_a_phone_joins_the_call_and_both_sides_hear_each_other(
     assert left.data == {"participantID": "desk", "reason": "hung_up"}
     snap = await (await bridge.get(f"/call/{cid}")).json()
     assert snap["state"] == "active"  # the WhatsApp call goes on
+    assert not [p for p in snap["participants"] if p["participantID"] == "desk"]
 
 
 async def test_the_trunk_digest_is_answered_and_a_busy_phone_is_left_busy(bridge, tmp_path) -> None:
