@@ -1,5 +1,5 @@
-"""A trunk leg's media: RTP (RFC 3550) with G.711 at 8 kHz, plain or SDES-SRTP, joined to the
-call's conference like a browser participant.
+"""A trunk leg's media: RTP (RFC 3550) with G.711 at 8 kHz (or Opus at the bus's 16 kHz),
+plain or SDES-SRTP, joined to the call's conference like a browser participant.
 
 Receive: datagram → (SRTP unprotect) → RTP header → G.711 decode → 8 → 16 kHz → 20 ms frames →
 the participant's microphone in the conference (its inbox is bounded: 80 ms). A
@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from ..audio.opus import OpusDecoder, OpusEncoder, OpusError
 from ..audio.pcm import FRAME_SAMPLES, Pcm, Reframer
 from ..audio.resample import Resampler
 from ..media.clock import Phase, worker_clock
@@ -136,6 +137,8 @@ class TrunkMedia:
     ) -> None:
         self.name = name
         self.pt, self.event_pt = pt, event_pt
+        self._opus_out: OpusEncoder | None = None
+        self._opus_in: OpusDecoder | None = None
         self.set_codec(codec)
         self.microphone, self.pop, self.on_key = microphone, pop, on_key
         self.socket: Socket | None = None
@@ -154,10 +157,19 @@ class TrunkMedia:
         self.packets_in = self.packets_out = 0
 
     def set_codec(self, codec: str) -> None:
-        """``PCMU`` (µ-law) or ``PCMA`` (A-law): what both sides send."""
+        """``PCMU`` (µ-law), ``PCMA`` (A-law) or ``opus`` (coded at the bus's 16 kHz: no
+        resampling; its RTP clock is 48 kHz, RFC 7587 §4.1): what both sides send."""
         self.codec = codec
         self.encode = ulaw_encode if codec == "PCMU" else alaw_encode
         self.decode = ulaw_decode if codec == "PCMU" else alaw_decode
+        self.step = 960 if codec == "opus" else SAMPLES
+        self.event_step = SAMPLES
+        """RFC 4733 durations' units a 20 ms tick (the event's own clock / 50)."""
+        if codec == "opus":
+            self._opus_out = OpusEncoder(
+                16000, bitrate=32000, complexity=5, fec=True, expected_loss=5, dtx=False
+            )
+            self._opus_in = OpusDecoder(16000)
 
     def start(self, socket: Socket) -> None:
         self.socket = socket
@@ -181,12 +193,18 @@ class TrunkMedia:
             event, flags, duration = payload[0], payload[1], struct.unpack_from("!H", payload, 2)[0]
             if flags & 0x80 and ts != self._last_event_ts and event < len(DTMF_EVENTS):
                 self._last_event_ts = ts  # the end packet comes three times (§2.5.1.4)
-                self.on_key(DTMF_EVENTS[event], duration * 1000 // RATE)
+                self.on_key(DTMF_EVENTS[event], duration * 20 // self.event_step)
             return
         if pt != self.pt or not payload:
             return
         self.packets_in += 1
-        wide = self._up.resample_array(self.decode(payload), RATE)
+        if self._opus_in is not None:
+            try:
+                wide = self._opus_in.decode(payload)
+            except OpusError:
+                return  # one bad packet, not the leg
+        else:
+            wide = self._up.resample_array(self.decode(payload), RATE)
         for frame in self._frames_in.push(wide):
             self.microphone(frame)
 
@@ -201,6 +219,11 @@ class TrunkMedia:
         pcm = self.pop()
         if pcm is None:
             pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        if self._opus_out is not None:
+            if not self._send_event():
+                self._send(self.pt, self._opus_out.encode(pcm), marker=False)
+            self._ts = (self._ts + self.step) & 0xFFFFFFFF
+            return
         narrow = self._down.resample_array(pcm, 16000)
         for frame in self._frames_out.push(narrow):
             if not self._send_event():
@@ -221,7 +244,7 @@ class TrunkMedia:
         code, done, ticks = self._key_sent
         done += 1
         end = done >= ticks
-        body = struct.pack("!BBH", code, (0x80 if end else 0) | 10, done * SAMPLES)
+        body = struct.pack("!BBH", code, (0x80 if end else 0) | 10, done * self.event_step)
         for _ in range(3 if end else 1):
             self._send(self.event_pt, body, marker=done == 1, ts=self._event_ts)
         self._key_sent = None if end else (code, done, ticks)

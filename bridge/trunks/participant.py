@@ -176,6 +176,7 @@ class SipParticipant:
         socket = self._socket
         media.pt, media.event_pt = remote.pt, remote.event_pt
         media.set_codec(remote.codec)
+        media.event_step = remote.event_rate // 50
         if crypto is not None and remote.crypto is not None and isinstance(socket, SrtpSocket):
             socket.set_keys(crypto.key, remote.crypto.key, remote.crypto.profile)
         assert socket is not None

@@ -1,8 +1,9 @@
 """A trunk leg's SDP (RFC 4566, offer/answer RFC 3264): what we offer a PBX and what we read
 from its answer (or its offer, when the PBX calls in).
 
-Audio only: G.711 µ-law (PT 0) and A-law (PT 8) at 8 kHz, the codecs every PBX has, and
-``telephone-event`` (RFC 4733) for keys. ``RTP/AVP`` in the clear, or ``RTP/SAVP`` with an
+Audio only: G.711 µ-law (PT 0) and A-law (PT 8) at 8 kHz, the codecs every PBX has, Opus
+(PT 111, RFC 7587) when the trunk lists it, and ``telephone-event`` (RFC 4733) for keys at the
+codec's clock (8 kHz; 48 kHz beside Opus). ``RTP/AVP`` in the clear, or ``RTP/SAVP`` with an
 ``a=crypto`` key (SDES, RFC 4568) when the trunk says ``"srtp": "sdes"``. The first codec of
 the answer's m-line that we offered is the one both sides send (RFC 3264 §6.1). Anything we
 cannot use is a :class:`~bridge.errors.BadOffer` naming it (a ``488`` on the SIP side).
@@ -19,8 +20,12 @@ from ..rtc.sdes import Crypto, parse_crypto, sdp_lines
 
 STATIC = {"PCMU": 0, "PCMA": 8}
 """The G.711 static payload types (RFC 3551 §6)."""
+OURS = {"PCMU": 0, "PCMA": 8, "opus": 111}
+"""The payload types we offer each codec we carry with (Opus dynamic, RFC 7587)."""
+RTPMAP = {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "opus": "opus/48000/2"}
+FMTP = {"opus": "minptime=20;useinbandfec=1"}
 EVENT_PT = 101
-"""Our dynamic payload type for ``telephone-event/8000``."""
+"""Our dynamic payload type for ``telephone-event/8000`` (and 102 for ``/48000`` with Opus)."""
 
 
 @dataclass(frozen=True)
@@ -30,13 +35,15 @@ class Remote:
     address: str
     port: int
     codec: str
-    """``PCMU`` or ``PCMA``: what both sides send."""
+    """``PCMU``, ``PCMA`` or ``opus``: what both sides send."""
     pt: int
     event_pt: int | None
     """Its ``telephone-event/8000`` payload type (``None``: it takes no RFC 4733 keys)."""
     crypto: Crypto | None
     """Its SDES key (``RTP/SAVP``), else ``None`` (plain RTP)."""
     direction: str = "sendrecv"
+    event_rate: int = 8000
+    """The clock of its ``telephone-event``."""
 
 
 def offer(
@@ -50,15 +57,17 @@ def offer(
     """Our SDP: an offer of ``codecs`` (those we carry), or the answer choosing ``answer_to``'s
     codec."""
     family = "IP6" if ":" in address else "IP4"
+    events: list[tuple[int, int]] = []
     if answer_to is not None:
         chosen = [(answer_to.pt, answer_to.codec)]
-        event = answer_to.event_pt
+        if answer_to.event_pt is not None:
+            events = [(answer_to.event_pt, answer_to.event_rate)]
     else:
-        chosen = [(STATIC[c], c) for c in codecs if c in STATIC]
-        event = EVENT_PT
+        chosen = [(OURS[c], c) for c in codecs if c in OURS]
+        events = [(EVENT_PT, 8000)] + ([(EVENT_PT + 1, 48000)] if "opus" in codecs else [])
     if not chosen:
-        raise BadOffer("none of the trunk's codecs is carried (PCMU, PCMA)")
-    pts = [pt for pt, _ in chosen] + ([event] if event is not None else [])
+        raise BadOffer("none of the trunk's codecs is carried (opus, PCMU, PCMA)")
+    pts = [pt for pt, _ in chosen] + [pt for pt, _ in events]
     profile = "RTP/SAVP" if crypto is not None else "RTP/AVP"
     session = secrets.randbelow(2**31)
     lines = [
@@ -69,9 +78,12 @@ def offer(
         "t=0 0",
         f"m=audio {port} {profile} {' '.join(str(pt) for pt in pts)}",
     ]
-    lines += [f"a=rtpmap:{pt} {codec}/8000" for pt, codec in chosen]
-    if event is not None:
-        lines += [f"a=rtpmap:{event} telephone-event/8000", f"a=fmtp:{event} 0-16"]
+    for pt, codec in chosen:
+        lines.append(f"a=rtpmap:{pt} {RTPMAP[codec]}")
+        if codec in FMTP:
+            lines.append(f"a=fmtp:{pt} {FMTP[codec]}")
+    for pt, rate in events:
+        lines += [f"a=rtpmap:{pt} telephone-event/{rate}", f"a=fmtp:{pt} 0-16"]
     lines += ["a=ptime:20", "a=sendrecv"]
     if crypto is not None:
         lines.append(crypto.attribute())
@@ -97,6 +109,7 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
     session_c, media_c, port, profile = "", "", -1, ""
     formats: list[str] = []
     maps: dict[str, str] = {}
+    rates: dict[str, str] = {}
     cryptos: list[str] = []
     direction = "sendrecv"
     in_audio = seen_audio = False
@@ -117,6 +130,7 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
         elif in_audio and ln.startswith("a=rtpmap:"):
             pt, _, name = ln[len("a=rtpmap:") :].partition(" ")
             maps[pt] = name.split("/")[0].lower()
+            rates[pt] = [*name.split("/"), ""][1]
         elif in_audio and ln.startswith("a=crypto:"):
             cryptos.append(ln[len("a=crypto:") :])
         elif in_audio and ln[2:] in ("sendrecv", "sendonly", "recvonly", "inactive"):
@@ -137,10 +151,20 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
     if not address:
         raise BadOffer("the SDP has no connection address for its audio")
     names = {pt: maps.get(pt, {"0": "pcmu", "8": "pcma"}.get(pt, "")) for pt in formats}
-    wanted = {c.lower(): c for c in codecs if c in STATIC}
+    wanted = {c.lower(): c for c in codecs if c in OURS}
     chosen = next(((int(pt), wanted[n]) for pt, n in names.items() if n in wanted), None)
     if chosen is None:
         offered = ", ".join(n or pt for pt, n in names.items())[:80]
-        raise BadOffer(f"no common codec: the far end has {offered}; we carry PCMU, PCMA")
-    event = next((int(pt) for pt, n in names.items() if n == "telephone-event"), None)
-    return Remote(address, port, chosen[1], chosen[0], event, crypto, direction)
+        raise BadOffer(f"no common codec: the far end has {offered}; we carry {list(wanted)}")
+    # The event at the codec's clock (RFC 4733 §2.1), else any (baresip pairs 8 kHz events
+    # with Opus): its durations are read and written at its own clock.
+    rate = "48000" if chosen[1] == "opus" else "8000"
+    events = sorted(
+        (
+            (rates.get(pt) != rate, int(pt), rates.get(pt) or "8000")
+            for pt, n in names.items()
+            if n == "telephone-event"
+        ),
+    )
+    event, event_rate = (events[0][1], int(events[0][2])) if events else (None, 8000)
+    return Remote(address, port, chosen[1], chosen[0], event, crypto, direction, event_rate)

@@ -53,7 +53,9 @@ async def add_phone(client, cid: str, phone: BaresipPhone) -> None:
     assert resp.status == 202, await resp.text()
 
 
-@pytest.mark.parametrize(("codec", "srtp"), [("PCMU", "off"), ("PCMA", "off"), ("PCMU", "sdes")])
+@pytest.mark.parametrize(
+    ("codec", "srtp"), [("PCMU", "off"), ("PCMA", "off"), ("PCMU", "sdes"), ("opus", "off")]
+)
 async def test_a_phone_joins_the_call_and_both_sides_hear_each_other(
     bridge, phone, codec, srtp
 ) -> None:

@@ -1,5 +1,5 @@
 """baresip (Debian's ``baresip``) as a phone behind a PBX: SIP over UDP on loopback, G.711
-(µ-law or A-law) in plain RTP or SDES-SRTP, answering by itself, its voice a tone from
+(µ-law or A-law) or Opus in plain RTP or SDES-SRTP, answering by itself, its voice a tone from
 ``ausine``, what it decodes dumped by ``sndfile`` (see :mod:`.baresip` for the reading)."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ class BaresipPhone(Baresip):
         super().__init__(conf, user, tone_hz)
         self.port = free_port()
         self.codec = codec
+        self.rtpmap = "opus/48000/2" if codec == "opus" else f"{codec}/8000/1"
 
     async def start_phone(
         self, *, srtp: bool = False, registrar: str = "", password: str = "", regint: int = 60
@@ -29,7 +30,7 @@ class BaresipPhone(Baresip):
             f"sip_listen 127.0.0.1:{self.port}\n"
             "net_interface 127.0.0.1\n"
             f"module_path {MODULES}\n"
-            "module g711.so\nmodule srtp.so\nmodule ausine.so\nmodule aufile.so\n"
+            "module g711.so\nmodule opus.so\nmodule srtp.so\nmodule ausine.so\nmodule aufile.so\n"
             f"module sndfile.so\nsnd_path {conf}\n"
             "module_app account.so\nmodule_app menu.so\nmodule_app ctrl_tcp.so\n"
             f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}\n"
@@ -42,7 +43,7 @@ class BaresipPhone(Baresip):
         if registrar:
             account = f"<sip:{self.user}@{registrar}>;auth_pass={password};regint={regint}"
         (conf / "accounts").write_text(
-            f"{account};answermode=auto{enc};audio_codecs={self.codec}/8000/1\n"
+            f"{account};answermode=auto{enc};audio_codecs={self.rtpmap}\n"
         )
         with (conf / "baresip.log").open("wb") as log:
             self.proc = await asyncio.create_subprocess_exec(
