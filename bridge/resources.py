@@ -60,6 +60,7 @@ from .api.routing import inbound_placer
 from .attachments import ForkService, PlaybackService, RecordingService, dtmf_observer
 from .attachments.speech import start_speech_activity
 from .calls import Call, CallEvents, CallManager, InboundCalls, InMemoryCallRegistry, Recovery
+from .calls.artifacts import ArtifactSink
 from .calls.handover import MovedCall
 from .calls.model import default_owner
 from .calls.reports import start_reports
@@ -263,6 +264,16 @@ async def calls(app: web.Application) -> AsyncIterator[None]:
         adopt=adopt if cluster.adopt_lost_calls else None,
         offer_timeout=cluster.adopt_offer_timeout,
     )
+    catalog, registry = app[CATALOG], manager.registry
+
+    def recording_forbidden_by(call_id: str) -> str | None:
+        call = registry.get(call_id)
+        return (
+            None if call is None else catalog.recording_forbidden_by(call.number_id, call.tenant_id)
+        )
+
+    app[RECORDINGS].forbidden_by = recording_forbidden_by
+    manager.artifacts = ArtifactSink(registry, app[CALL_EVENTS], app[RECORDINGS])
     follow_calls(settings, manager, app[CALL_EVENTS], app[RECORDINGS], app[TASKS])
     app[CALL_EVENTS].observe(dtmf_observer(manager.find_runtime))  # keys to forks, sockets, agents
     app[AGENTS].controls = controls_for(manager, app[PLAYBACK])
@@ -341,8 +352,13 @@ def follow_calls(
 
         def record_every_call(type_: str, call: Call) -> None:
             runtime = manager.find_runtime(call.id)
-            if type_ == "call.active" and runtime is not None:
-                tasks.spawn(recordings.start(runtime), f"record:{call.id}")
+            if type_ != "call.active" or runtime is None:
+                return
+            who = recordings.forbidden_by(call.id)
+            if who is not None:  # BRIDGE_RECORD_ALL stops where a number or tenant forbids
+                log.info("call %s: not recorded (forbidden by %s)", call.id, who)
+                return
+            tasks.spawn(recordings.start(runtime), f"record:{call.id}")
 
         events.listen(record_every_call)
     if settings.media.speech_events:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
 
 from ..config import EngineKind
-from ..errors import BadRequest, NotFound
+from ..engines import ArtifactsEngine
+from ..engines.cloudapi.artifacts_wire import meta_options
+from ..errors import BadRequest, NotFound, RecordingForbidden
 from ..numbers.model import Number
 from .auth import FORWARDED
 from .errors import require_call_id
-from .keys import CATALOG, DIRECTORY, INBOUND, MANAGER, WEBHOOKS
+from .keys import CATALOG, DIRECTORY, INBOUND, MANAGER, SWITCHBOARD, WEBHOOKS
 from .schema import read_body
 from .tenancy import principal_of, visible, visible_event
 
@@ -51,14 +55,44 @@ async def make_call(request: web.Request) -> web.Response:
             "id (only a Cloud API number on Graph signalling can; give 'phone')",
             code="recipient_not_supported",
         )
-    call = await request.app[MANAGER].make(
-        str(body.get("phone") or recipient),
-        metadata,
-        status_callback=callback,
-        number=number,
-        tenant=tenant,
-    )
+    user = str(body.get("phone") or recipient)
+    with _meta_artifacts(request, body, number, user):
+        call = await request.app[MANAGER].make(
+            user, metadata, status_callback=callback, number=number, tenant=tenant
+        )
     return web.json_response(call.snapshot(), status=201)
+
+
+@contextlib.contextmanager
+def _meta_artifacts(
+    request: web.Request, body: dict[str, Any], number: Number, key: str
+) -> Iterator[None]:
+    """Ask Meta to record/transcribe the call about to be placed or answered (``key``: the
+    user dialled, or the engine's call id): only on the Graph road (400 elsewhere), never
+    where the number or its tenant forbids recording (403, nothing asked)."""
+    options = meta_options(body)
+    if not options:
+        yield
+        return
+    if not _graph_number(number):
+        raise BadRequest(
+            f"fields 'recording'/'transcription': number {number.number_id} is not on Meta's "
+            "Graph signalling, where Meta records and transcribes calls (use /call/record)",
+            code="meta_recording_not_supported",
+        )
+    who = request.app[CATALOG].recording_forbidden_by(number.number_id, number.tenant_id)
+    if who is not None:
+        raise RecordingForbidden(f"recording is forbidden by {who} (its 'recording' setting)")
+    engine = request.app[SWITCHBOARD].engine(number.number_id)
+    if not isinstance(engine, ArtifactsEngine):
+        raise BadRequest(
+            "this number's engine cannot ask Meta to record", code="meta_recording_not_supported"
+        )
+    engine.artifacts.ask(key, options)
+    try:
+        yield
+    finally:
+        engine.artifacts.fields(key)  # left unused (the call failed first): for no other call
 
 
 def _graph_number(number: Number) -> bool:
@@ -126,7 +160,16 @@ async def answer_call(request: web.Request) -> web.Response:
     callback = body.get("statusCallback")
     if callback is not None:
         callback = request.app[WEBHOOKS].check_callback(callback)
-    call = await request.app[MANAGER].answer(call_id, status_callback=callback)
+    manager = request.app[MANAGER]
+    ringing = manager.get(call_id)
+    number = request.app[CATALOG].number(ringing.number_id)
+    if number is None and meta_options(body):
+        raise BadRequest("the call's number is gone", code="meta_recording_not_supported")
+    if number is None:
+        call = await manager.answer(call_id, status_callback=callback)
+    else:
+        with _meta_artifacts(request, body, number, ringing.engine_call_id):
+            call = await manager.answer(call_id, status_callback=callback)
     return web.json_response(call.snapshot())
 
 

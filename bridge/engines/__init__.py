@@ -11,6 +11,7 @@ import aiohttp
 from ..config import ConfigError, EngineKind, Settings
 from . import cloudapi
 from .base import (
+    ArtifactsEngine,
     BilledEngine,
     CallLeg,
     Engine,
@@ -69,6 +70,7 @@ def create_engine(settings: Settings, http: aiohttp.ClientSession | None = None)
 
 __all__ = [
     "ENGINES",
+    "ArtifactsEngine",
     "BilledEngine",
     "CallLeg",
     "CloudApiEngine",

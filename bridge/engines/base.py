@@ -43,6 +43,7 @@ class EngineEventKind(enum.StrEnum):
     DTMF = "dtmf"  # the WhatsApp user pressed a key (data: digit, durationMs)
     PERMISSION = "permission"  # a user answered a call-permission request (about no call)
     NUMBER = "number"  # Meta said something about the number (data: the event's type, fields)
+    ARTIFACT = "artifact"  # Meta's recording or transcript of a call (data: artifact, …)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,24 @@ class SettingsEngine(Protocol):
     """The number's calling settings can be read and changed through the bridge."""
 
     calling_settings: CallingSettingsPort
+
+
+class ArtifactsPort(Protocol):
+    """Meta's own recording/transcription of calls (``recording``/``transcription``)."""
+
+    def ask(self, key: str, options: dict[str, Any]) -> None:
+        """Ask for them on the call's next ``connect`` (``key``: the bridge's call id) or
+        ``accept`` (the engine's call id)."""
+
+    def fields(self, key: str) -> dict[str, Any]:
+        """Take back what waits for ``key`` (the call's action has been sent, or failed)."""
+
+
+@runtime_checkable
+class ArtifactsEngine(Protocol):
+    """The provider records and transcribes calls itself, when asked per call."""
+
+    artifacts: ArtifactsPort
 
 
 @runtime_checkable

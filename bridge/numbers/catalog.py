@@ -140,6 +140,18 @@ class Catalog:
             return None
         return tenant.webhook_url, tenant.webhook_secret
 
+    def recording_forbidden_by(self, number_id: str, tenant_id: str) -> str | None:
+        """Who forbids recording a call of ``number_id`` (``"number …"`` or ``"tenant …"``),
+        or ``None`` when both allow it (``PATCH /numbers/{id}`` / ``PATCH /tenants/{id}``
+        ``{"recording": "forbidden"}``)."""
+        number = self.numbers.get(number_id)
+        if number is not None and number.recording == "forbidden":
+            return f"number {number_id}"
+        tenant = self.tenants.get(tenant_id or (number.tenant_id if number else ""))
+        if tenant is not None and tenant.recording == "forbidden":
+            return f"tenant {tenant.tenant_id}"
+        return None
+
     def numbers_of(self, tenant_id: str | None) -> list[Number]:
         """A tenant's numbers (``None``: every number)."""
         listed = self.numbers.values()

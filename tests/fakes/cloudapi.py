@@ -34,6 +34,7 @@ from bridge.rtc.release import release_peer_connection
 
 from ..support.rtc_client import Recorder, ToneTrack
 from .cloudapi_account import MetaAccount
+from .cloudapi_media import MetaMedia
 from .cloudapi_permissions import MetaPermissions
 from .common import FakeServer
 
@@ -292,6 +293,8 @@ class FakeMeta(FakeServer):
         """Users' call permissions (see :mod:`.cloudapi_permissions`)."""
         self.account = MetaAccount()
         """The number's standing: pauses, messaging limit, rate limit (:mod:`.cloudapi_account`)."""
+        self.media = MetaMedia()
+        """Meta's own recordings and transcripts (:mod:`.cloudapi_media`)."""
         self.fail_next: dict[str, tuple[int, str]] = {}
         """action → Meta's error code and message for the next request of that action."""
         self.permission_reads = 0
@@ -319,11 +322,18 @@ class FakeMeta(FakeServer):
         app.router.add_get("/v23.0/{pnid}/call_permissions", self.call_permissions_endpoint)
         app.router.add_get("/v23.0/{pnid}", self.number_endpoint)
         app.router.add_route("*", "/v23.0/{pnid}/settings", self.settings_endpoint)
+        app.router.add_get("/whatsapp_business/attachments/", self.media.download)
         return app
+
+    async def start(self) -> None:
+        await super().start()
+        self.media.base_url = self.url
+        self.media.tokens = set(self.numbers.values())
 
     def add_number(self, phone_number_id: str, token: str) -> None:
         """Another business number of this app, with its own token."""
         self.numbers[phone_number_id] = token
+        self.media.tokens.add(token)
 
     def _check_number(self, request: web.Request) -> web.Response | None:
         # Meta checks the token first (190), then that the node exists for it (100).
@@ -412,6 +422,9 @@ class FakeMeta(FakeServer):
         if failure is not None:  # the next such action fails as Meta fails it
             code, message = failure
             return meta_error(400, code, f"(#{code}) {message}")
+        bad_option = self.media.refusal(body)
+        if bad_option is not None:
+            return meta_error(400, 100, bad_option)
         if action == "connect":
             return await self._connect(body)
         call = self.meta_calls.get(str(body.get("call_id")))
@@ -433,6 +446,7 @@ class FakeMeta(FakeServer):
                 await call.peer.apply_answer(session["sdp"])
             call.accepted = True
             call.state = "active"
+            self.media.heard(call.wacid, body)
         elif action in ("reject", "terminate"):
             call.state = "ended"
             # Meta's media server drops the call's media as it takes the action: the bridge
@@ -462,6 +476,7 @@ class FakeMeta(FakeServer):
         call.pre_accept_sdp = answer  # Meta's answer, sent in the connect webhook
         call.opaque = str(body.get("biz_opaque_callback_data", ""))
         self.meta_calls[call.wacid] = call
+        self.media.heard(call.wacid, body)
         if self.before_connect_answer is not None:
             await self.before_connect_answer(call)
         return web.json_response({"messaging_product": "whatsapp", "calls": [{"id": call.wacid}]})
