@@ -58,9 +58,8 @@ from .api.keys import (
 )
 from .api.routing import inbound_placer
 from .attachments import ForkService, PlaybackService, RecordingService, dtmf_observer
-from .attachments.speech import start_speech_activity
 from .calls import Call, CallEvents, CallManager, InboundCalls, InMemoryCallRegistry, Recovery
-from .calls.artifacts import ArtifactSink
+from .calls.following import follow_calls, follow_policy
 from .calls.handover import MovedCall
 from .calls.model import default_owner
 from .calls.reports import start_reports
@@ -68,7 +67,7 @@ from .calls.runtime import CallRuntime
 from .cluster import create_directory, internal_url_for
 from .cluster.handover import Handover
 from .cluster.sealing import Sealer
-from .config import Settings, ShutdownCalls
+from .config import ShutdownCalls
 from .engines import Engine, create_engine
 from .errors import DirectoryUnavailable
 from .http import create_http_session, create_internal_session
@@ -264,16 +263,7 @@ async def calls(app: web.Application) -> AsyncIterator[None]:
         adopt=adopt if cluster.adopt_lost_calls else None,
         offer_timeout=cluster.adopt_offer_timeout,
     )
-    catalog, registry = app[CATALOG], manager.registry
-
-    def recording_forbidden_by(call_id: str) -> str | None:
-        call = registry.get(call_id)
-        return (
-            None if call is None else catalog.recording_forbidden_by(call.number_id, call.tenant_id)
-        )
-
-    app[RECORDINGS].forbidden_by = recording_forbidden_by
-    manager.artifacts = ArtifactSink(registry, app[CALL_EVENTS], app[RECORDINGS])
+    follow_policy(manager, app[CATALOG], app[RECORDINGS])  # recording allowed? Meta's files
     follow_calls(settings, manager, app[CALL_EVENTS], app[RECORDINGS], app[TASKS])
     app[CALL_EVENTS].observe(dtmf_observer(manager.find_runtime))  # keys to forks, sockets, agents
     app[AGENTS].controls = controls_for(manager, app[PLAYBACK])
@@ -338,42 +328,6 @@ CLEANUP_CTX = (
     call_handover,
 )
 """The entries in the order they are made (module docstring)."""
-
-
-def follow_calls(
-    settings: Settings,
-    manager: CallManager,
-    events: CallEvents,
-    recordings: RecordingService,
-    tasks: TaskSet,
-) -> None:
-    """What the settings start on every answered call: a recording, speech events."""
-    if settings.storage.record_all:
-
-        def record_every_call(type_: str, call: Call) -> None:
-            runtime = manager.find_runtime(call.id)
-            if type_ != "call.active" or runtime is None:
-                return
-            who = recordings.forbidden_by(call.id)
-            if who is not None:  # BRIDGE_RECORD_ALL stops where a number or tenant forbids
-                log.info("call %s: not recorded (forbidden by %s)", call.id, who)
-                return
-            tasks.spawn(recordings.start(runtime), f"record:{call.id}")
-
-        events.listen(record_every_call)
-    if settings.media.speech_events:
-        loop = asyncio.get_running_loop()
-
-        def hear_who_talks(type_: str, call: Call) -> None:
-            runtime = manager.find_runtime(call.id)
-            if type_ == "call.active" and runtime is not None:
-                loop.call_soon(start_speech, runtime, call)
-
-        def start_speech(runtime: CallRuntime, call: Call) -> None:
-            if call.live and not runtime.closed:
-                start_speech_activity(runtime, lambda now: setattr(call, "speaking", now))
-
-        events.listen(hear_who_talks)
 
 
 def drain_on_sigterm(manager: CallManager, handover: Handover, tasks: TaskSet) -> None:

@@ -11,7 +11,6 @@ from aiohttp import web
 
 from ..config import EngineKind
 from ..engines import ArtifactsEngine
-from ..engines.cloudapi.artifacts_wire import meta_options
 from ..errors import BadRequest, NotFound, RecordingForbidden
 from ..numbers.model import Number
 from .auth import FORWARDED
@@ -23,6 +22,8 @@ from .tenancy import principal_of, visible, visible_event
 routes = web.RouteTableDef()
 
 SSE_KEEPALIVE = 15.0
+META_OPTIONS = ("recording", "transcription")
+"""Fields of /call/make and /call/answer asking Meta to record or transcribe the call."""
 
 
 def _call_id(body: dict[str, Any]) -> str:
@@ -70,7 +71,7 @@ def _meta_artifacts(
     """Ask Meta to record/transcribe the call about to be placed or answered (``key``: the
     user dialled, or the engine's call id): only on the Graph road (400 elsewhere), never
     where the number or its tenant forbids recording (403, nothing asked)."""
-    options = meta_options(body)
+    options = {name: body[name] for name in META_OPTIONS if body.get(name) is not None}
     if not options:
         yield
         return
@@ -88,7 +89,7 @@ def _meta_artifacts(
         raise BadRequest(
             "this number's engine cannot ask Meta to record", code="meta_recording_not_supported"
         )
-    engine.artifacts.ask(key, options)
+    engine.artifacts.ask(key, options)  # 400 naming a malformed field
     try:
         yield
     finally:
@@ -163,7 +164,7 @@ async def answer_call(request: web.Request) -> web.Response:
     manager = request.app[MANAGER]
     ringing = manager.get(call_id)
     number = request.app[CATALOG].number(ringing.number_id)
-    if number is None and meta_options(body):
+    if number is None and any(body.get(name) is not None for name in META_OPTIONS):
         raise BadRequest("the call's number is gone", code="meta_recording_not_supported")
     if number is None:
         call = await manager.answer(call_id, status_callback=callback)

@@ -86,8 +86,9 @@ class ArtifactsPort(Protocol):
     """Meta's own recording/transcription of calls (``recording``/``transcription``)."""
 
     def ask(self, key: str, options: dict[str, Any]) -> None:
-        """Ask for them on the call's next ``connect`` (``key``: the bridge's call id) or
-        ``accept`` (the engine's call id)."""
+        """Ask for them (the API's ``{"recording": {purpose, announcementLanguage}, …}``;
+        ``BadRequest`` naming a bad field) on the call's next ``connect`` (``key``: the user
+        dialled) or ``accept`` (the engine's call id)."""
 
     def fields(self, key: str) -> dict[str, Any]:
         """Take back what waits for ``key`` (the call's action has been sent, or failed)."""

@@ -1,7 +1,7 @@
 """``MetaArtifacts``: Meta's own recordings and transcripts of one number's calls.
 
-What a call asks for (:func:`.artifacts_wire.meta_options`) waits here, keyed by the bridge's
-call id (a dial: the engine sees it before the wacid exists) or the wacid (an answer), until
+What a call asks for (:func:`.artifacts_wire.meta_options`) waits here, keyed by the user
+dialled (a dial: there is no wacid yet; one business call per user) or the wacid (an answer), until
 the ``connect`` or ``accept`` action carries it. The ``call_recording_available`` /
 ``call_transcription_available`` webhooks are fetched at once, in an owned task each, and
 retried with backoff while the media URL still lives (Meta keeps it about five minutes):
@@ -21,7 +21,7 @@ from typing import Any
 from ...errors import EngineError
 from ...tasks import TaskSet
 from ..base import EngineEvent, EngineEventKind, emit
-from .artifacts_wire import ArtifactWebhook, artifact_events, transcript_words
+from .artifacts_wire import ArtifactWebhook, artifact_events, meta_options, transcript_words
 from .graph import GraphClient
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,10 @@ class MetaArtifacts:
         self.failed = 0
 
     def ask(self, key: str, options: dict[str, Any]) -> None:
-        """Send ``options`` (Meta's ``recording``/``transcription``) with the call's next
-        ``connect`` (``key``: the bridge's call id) or ``accept`` (the wacid)."""
-        self.asked[key] = options
+        """Send ``options`` (the API's ``recording``/``transcription``, as Meta's objects:
+        400 naming a malformed field) with the call's next ``connect`` (``key``: the user
+        dialled) or ``accept`` (the wacid)."""
+        self.asked[key] = meta_options(options)
         while len(self.asked) > MAX_ASKED:
             self.asked.popitem(last=False)
 
