@@ -13,6 +13,7 @@ from . import (
     media,
     metrics,
     number_settings,
+    number_sip,
     numbers,
     permissions,
     schema,
@@ -40,6 +41,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_routes(internal.routes)
     app.router.add_routes(numbers.routes)
     app.router.add_routes(number_settings.routes)
+    app.router.add_routes(number_sip.routes)
 
 
 __all__ = ["ENGINE", "MANAGER", "SETTINGS", "error_middleware", "setup_routes"]

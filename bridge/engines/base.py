@@ -74,6 +74,14 @@ class CallingSettingsPort(Protocol):
 
     async def write(self, patch: Mapping[str, Any]) -> dict[str, Any]: ...
 
+    async def enable_sip(self, hostname: str, port: int, *, rotate: bool = False) -> str:
+        """Point the provider's SIP at ``hostname:port``; the number's SIP password."""
+        ...
+
+    async def mismatches(self) -> list[str]:
+        """What the provider's settings say that this engine does not do (empty: none)."""
+        ...
+
 
 @runtime_checkable
 class SettingsEngine(Protocol):
