@@ -6,6 +6,7 @@ from aiohttp import web
 
 from . import (
     agents,
+    call_buttons,
     calls,
     engine,
     health,
@@ -42,6 +43,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_routes(numbers.routes)
     app.router.add_routes(number_settings.routes)
     app.router.add_routes(number_sip.routes)
+    app.router.add_routes(call_buttons.routes)
 
 
 __all__ = ["ENGINE", "MANAGER", "SETTINGS", "error_middleware", "setup_routes"]

@@ -13,6 +13,7 @@ from . import cloudapi
 from .base import (
     ArtifactsEngine,
     BilledEngine,
+    CallButtonEngine,
     CallLeg,
     Engine,
     EngineEvent,
@@ -72,6 +73,7 @@ __all__ = [
     "ENGINES",
     "ArtifactsEngine",
     "BilledEngine",
+    "CallButtonEngine",
     "CallLeg",
     "CloudApiEngine",
     "DtmfLeg",

@@ -109,6 +109,21 @@ class ArtifactsEngine(Protocol):
     artifacts: ArtifactsPort
 
 
+class CallButtonPort(Protocol):
+    async def send_call_button(self, phone: str, button: Mapping[str, Any]) -> str:
+        """Send the user a button that calls the business (``{text, buttonText, ttlMinutes,
+        payload}``); the provider's message id."""
+        ...
+
+
+@runtime_checkable
+class CallButtonEngine(Protocol):
+    """The provider can send a user a "call us" button whose payload comes back on the call
+    it starts (Meta's ``voice_call`` interactive message; ``permissions`` sends it)."""
+
+    permissions: CallButtonPort
+
+
 @runtime_checkable
 class StandingEngine(Protocol):
     """Meta may pause the number's business-initiated calling (a quality penalty)."""

@@ -547,6 +547,17 @@ class FakeMeta(FakeServer):
         call.offered_at = time.monotonic()
         return call
 
+    async def user_presses_call_button(self, client: Any, user: str) -> MetaCall:
+        """``user`` starts a call from the business's call button: the connect carries the
+        button's payload as ``cta_payload`` (none once it expired)."""
+        call, event = await self.user_offer(user)
+        payload = self.perms.pressed_button(user)
+        if payload:
+            event["calls"][0]["cta_payload"] = payload
+        resp = await self.post(client, self.envelope(event))
+        assert resp.status == 200, await resp.text()
+        return call
+
     def terminate_event(self, call: MetaCall, status: str = "COMPLETED", **extra: Any) -> dict:
         item = {
             "id": call.wacid,
