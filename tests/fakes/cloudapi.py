@@ -351,7 +351,10 @@ class FakeMeta(FakeServer):
         return refusal or await self.account.settings_endpoint(request)
 
     async def number_endpoint(self, request: web.Request) -> web.Response:
-        """``GET /{PHONE_NUMBER_ID}``: the number's node (what a token check reads)."""
+        """``GET /{PHONE_NUMBER_ID}``: the number's node (what a token check reads); ``GET
+        /{MEDIA_ID}``: a media asset's fresh URL (:mod:`.cloudapi_media`)."""
+        if request.match_info["pnid"] in self.media.assets:
+            return self.media.node(request)
         refusal = self._check_number(request)
         if refusal is not None:
             return refusal

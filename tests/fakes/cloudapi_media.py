@@ -9,7 +9,8 @@ recording, Call transcription), strict as Meta is.
   ``call_transcription_available`` (``call_transcript.document``), each a media asset with
   ``id``, base64 ``sha256``, ``mime_type`` and a short-lived ``url``: the file is served at it
   to the number's bearer token until it expires (``ttl``; Meta's lives minutes), and
-  ``fail_next`` downloads answer 500 first (a retry must follow).
+  ``fail_next`` downloads answer 500 first (a retry must follow). ``GET /{MEDIA_ID}`` (the
+  Media API) gives the asset a fresh URL.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class MetaMedia:
         self.asked: dict[str, dict[str, Any]] = {}
         """wacid → ``{"recording": …, "transcription": …}`` as the action carried them."""
         self.downloads = 0
+        self.lookups = 0
         self.fail_next = 0
         self.base_url = ""
         self.tokens: set[str] = set()
@@ -98,6 +100,25 @@ class MetaMedia:
             "call_transcript": {"document": self._asset(content, "application/json")},
         }
         return {"calls": [item]}
+
+    def node(self, request: web.Request) -> web.Response:
+        """``GET /{MEDIA_ID}`` (Meta's Media API): the asset with a fresh short-lived URL."""
+        if request.headers.get("Authorization", "") not in {f"Bearer {t}" for t in self.tokens}:
+            return web.json_response({"error": {"code": 190, "message": "bad token"}}, status=401)
+        media_id = request.match_info["pnid"]
+        asset = self.assets[media_id]
+        asset.expires = time.monotonic() + self.ttl
+        self.lookups += 1
+        return web.json_response(
+            {
+                "messaging_product": "whatsapp",
+                "id": media_id,
+                "url": f"{self.base_url}/whatsapp_business/attachments/?mid={media_id}",
+                "mime_type": asset.mime_type,
+                "sha256": base64.b64encode(hashlib.sha256(asset.content).digest()).decode(),
+                "file_size": len(asset.content),
+            }
+        )
 
     async def download(self, request: web.Request) -> web.Response:
         """``GET`` a media URL with the bearer token (Meta: an authenticated GET)."""

@@ -126,7 +126,7 @@ async def test_meta_records_a_dialled_call_the_file_is_fetched_and_stored(mclien
     assert ready["source"] == "meta" and ready["callID"] == call["callID"]
     [rec] = ready["recordings"]
     assert rec["kind"] == "meta" and rec["callID"] == call["callID"]
-    assert meta.media.downloads == 2
+    assert meta.media.downloads == 2 and meta.media.lookups == 1  # a fresh URL for the retry
     resp = await client.get(f"/call/recordings/{rec['recordingId']}")
     assert resp.status == 200 and resp.headers["Content-Type"] == "audio/wav"
     assert len(await resp.read()) == rec["sizeBytes"]

@@ -86,10 +86,11 @@ class MetaArtifacts:
     async def _fetch(self, ev: ArtifactWebhook) -> None:
         deadline = time.monotonic() + self.window
         delay = self.backoff
+        url = ev.url
         try:
             while True:
                 try:
-                    content, mime = await self.graph.fetch_media(ev.media_id, ev.url, ev.sha256)
+                    content, mime = await self.graph.fetch_media(ev.media_id, url, ev.sha256)
                     break
                 except EngineError as exc:
                     if time.monotonic() + delay > deadline:
@@ -100,6 +101,8 @@ class MetaArtifacts:
                         return
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 30.0)
+                    if ev.media_id:  # the URL may have expired: ask Meta's Media API anew
+                        url = ""
         finally:
             self.fetching -= 1
         data: dict[str, Any] = {"artifact": ev.kind, "mediaID": ev.media_id}
