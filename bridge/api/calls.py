@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..calls.model import normalize_user
 from ..config import EngineKind
 from ..engines import ArtifactsEngine
 from ..errors import BadRequest, NotFound, RecordingForbidden
@@ -57,7 +58,7 @@ async def make_call(request: web.Request) -> web.Response:
             code="recipient_not_supported",
         )
     user = str(body.get("phone") or recipient)
-    with _meta_artifacts(request, body, number, user):
+    with _meta_artifacts(request, body, number, normalize_user(user)):  # as the engine dials
         call = await request.app[MANAGER].make(
             user, metadata, status_callback=callback, number=number, tenant=tenant
         )

@@ -99,7 +99,7 @@ async def test_meta_records_a_dialled_call_the_file_is_fetched_and_stored(mclien
     events = await client.get("/call/events")
     resp = await client.post(
         "/call/make",
-        json={"phone": "15550001111", "recording": PURPOSE, "transcription": PURPOSE},
+        json={"phone": "+15550001111", "recording": PURPOSE, "transcription": PURPOSE},
     )
     call = await resp.json()
     assert resp.status == 201, call
