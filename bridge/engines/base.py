@@ -163,6 +163,8 @@ class EngineHealth:
 
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 """Upper bounds (seconds) of the engine request-latency histogram."""
+FILE_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+"""Upper bounds (seconds) of the provider-file fetch histogram (Meta's target: 10 s)."""
 
 
 @dataclass
@@ -176,6 +178,8 @@ class EngineStats:
     requests: int = 0
     request_errors: int = 0
     request_seconds: FixedHistogram = field(default_factory=lambda: FixedHistogram(REQUEST_BUCKETS))
+    artifact_seconds: FixedHistogram = field(default_factory=lambda: FixedHistogram(FILE_BUCKETS))
+    """From a provider's webhook announcing a call's recording or transcript to the file here."""
 
 
 class Engine(Protocol):

@@ -133,6 +133,8 @@ async def test_meta_records_a_dialled_call_the_file_is_fetched_and_stored(mclien
     freq, seconds = wav_tone(tmp_path / "data" / rec["path"])
     assert freq == pytest.approx(523.0, abs=5) and seconds == pytest.approx(3.0, abs=0.1)
     assert rec["durationMs"] == pytest.approx(3000, abs=100)
+    metrics = await (await client.get("/metrics")).text()
+    assert 'bridge_engine_file_fetch_seconds_count{engine="cloudapi"} 1.0' in metrics
 
     body = meta.envelope(meta.media.transcription_event(wacid, "15550001111", TRANSCRIPT))
     assert (await meta.post(client, body)).status == 200

@@ -84,7 +84,8 @@ class MetaArtifacts:
         return bad
 
     async def _fetch(self, ev: ArtifactWebhook) -> None:
-        deadline = time.monotonic() + self.window
+        started = time.monotonic()
+        deadline = started + self.window
         delay = self.backoff
         url = ev.url
         try:
@@ -117,4 +118,5 @@ class MetaArtifacts:
             data["mimeType"] = ev.mime_type or mime
             data["content"] = content
         self.fetched += 1
+        self.graph.stats.artifact_seconds.observe(time.monotonic() - started)
         emit(self.events, EngineEvent(EngineEventKind.ARTIFACT, ev.wacid, data=data))
