@@ -21,7 +21,7 @@ from ...rtc.sdes import Crypto, media_section, session_description
 from ...rtc.srtpudp import SrtpSocket
 from ...rtc.tracks import OpusBusTrack
 from ...tasks import TaskSet
-from .peer import DTMF_QUEUE, Outgoing
+from .peer import DTMF_QUEUE
 from .sdp import OPUS_FMTP
 
 if TYPE_CHECKING:
@@ -81,9 +81,7 @@ def sample(peer: SdesPeer) -> Quality:
     return delta
 
 
-def leg_json(
-    peer: SdesPeer, track: OpusBusTrack | None, out: Outgoing, events: EventSender
-) -> dict[str, Any]:
+def leg_json(peer: SdesPeer, track: OpusBusTrack | None, events: EventSender) -> dict[str, Any]:
     """The leg as a call's report shows it (``media: sdes``)."""
     sock, last = peer.socket, peer.last
     first = None
@@ -106,13 +104,11 @@ def leg_json(
         "local": f"{sock.local[0]}:{sock.local[1]}",
         "remote": None if sock.rtp_to is None else f"{sock.rtp_to[0]}:{sock.rtp_to[1]}",
         "latched": sock.latched,
-        "framesReceived": peer.incoming.frames,
-        "receivedDropped": peer.incoming.dropped,
+        "framesReceived": peer.port.frames,
         "framesSent": track.frames_sent if track is not None else 0,
         "silentFramesSent": track.silent_frames if track is not None else 0,
         "framesForwarded": track.forwarded_frames if track is not None else 0,
-        "sendDropped": out.dropped,
-        "sendUnderruns": out.underruns,
+        "sendUnderruns": peer.port.source.empty,
         "srtpAuthFailed": sock.auth_failed,
         "junkDropped": sock.junk,
         "rtcpSent": sock.rtcp_sent,
