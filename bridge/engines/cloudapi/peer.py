@@ -31,8 +31,6 @@ hands it over to it (``CloudApiEngine.take_leg``): from then on the runtime clos
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -48,7 +46,7 @@ from ...rtc.tracks import OpusBusTrack
 from ..base import EngineStats
 from ..channels import MediaClosed
 from .channel import LegPort, PeerChannel
-from .dtmf import DtmfDetector, EventSender
+from .dtmf import DtmfDetector, DtmfOut, EventSender
 from .sdp import DEFAULT_BITRATE, DTMF_PT, for_meta, read_remote
 
 OPUS_COMPLEXITY = 6
@@ -56,8 +54,6 @@ OPUS_COMPLEXITY = 6
 (``BRIDGE_OPUS_COMPLEXITY``). Picked by ear on the quality bench's encoder curve
 (docs/quality.md): at Meta's 20 kbit/s, PESQ-WB 2.51 at complexity 1 and 3.56 at 6, for about
 100 µs more per 20 ms frame (0.5 % of a core per call)."""
-DTMF_QUEUE = 64
-"""Key presses waiting to be sent as RFC 4733 events; more are refused (409)."""
 
 
 class WhatsAppPeer(PeerLeg):
@@ -93,8 +89,7 @@ class WhatsAppPeer(PeerLeg):
         self.dtmf = DtmfDetector(lambda digit, ms: on_dtmf(self, digit, ms))
         self.dtmf_pt = DTMF_PT
         self._events: EventSender | None = None
-        self._dtmf_out: deque[tuple[str, int, int, Callable[[], None] | None]] = deque()
-        self._dtmf_task: asyncio.Task[None] | None = None
+        self._dtmf_out = DtmfOut(self._tasks, self)
 
     # -- negotiation
     def _transceiver(self) -> RTCRtpTransceiver:
@@ -164,7 +159,7 @@ class WhatsAppPeer(PeerLeg):
         transceiver = self._transceiver()
         self.receive_dtmf(transceiver, lambda: self.dtmf_pt, self.dtmf)
         if self._lean is not None:
-            self._events = EventSender(self._lean)
+            self._events = self._dtmf_out.events = EventSender(self._lean)
 
     # -- DTMF out (RFC 4733)
     def send_dtmf(
@@ -173,23 +168,7 @@ class WhatsAppPeer(PeerLeg):
         """Queue key presses; ``done`` is called once the last one was sent."""
         if self._events is None or self.dead:
             raise MediaClosed(f"{self.name}: the WhatsApp-side peer connection is not up")
-        if len(self._dtmf_out) + len(digits) > DTMF_QUEUE:
-            raise ValueError("too many key presses queued")
-        for i, digit in enumerate(digits):
-            last = i == len(digits) - 1
-            self._dtmf_out.append((digit, duration_ms, gap_ms, done if last else None))
-        if not self._tasks.closed and (self._dtmf_task is None or self._dtmf_task.done()):
-            self._dtmf_task = self._tasks.spawn(self._send_dtmf(), "dtmf-out")
-
-    async def _send_dtmf(self) -> None:
-        while self._dtmf_out and self._events is not None and not self.dead:
-            digit, duration_ms, gap_ms, done = self._dtmf_out[0]
-            await self._events.play(digit, duration_ms, self.dtmf_pt)
-            await asyncio.sleep(gap_ms / 1000)
-            if self._dtmf_out:
-                self._dtmf_out.popleft()
-            if done is not None:
-                done()
+        self._dtmf_out.push(digits, duration_ms, gap_ms, done)
 
     # -- state
     def _state_changed(self, state: str) -> None:

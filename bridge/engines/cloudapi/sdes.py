@@ -57,6 +57,7 @@ from ..base import EngineStats
 from ..channels import MediaClosed
 from . import sdes_parts as parts
 from .channel import LegPort, PeerChannel
+from .dtmf import DtmfOut
 from .peer import OPUS_COMPLEXITY
 from .sdp import DTMF_PT, read_remote
 
@@ -116,7 +117,7 @@ class SdesPeer:
         self.playout = Playout(self._on_frame, self.rx, self._tasks)
         self.dtmf = DtmfDetector(lambda digit, ms: on_dtmf(self, digit, ms))
         self._events = EventSender(parts.StreamSender(self))
-        self._dtmf_out = parts.DtmfOut(self._events, self._tasks, self)
+        self._dtmf_out = DtmfOut(self._tasks, self, self._events)
         self._close_lock = asyncio.Lock()
         self._closed = self._close_expected = False
         self.unknown_payloads = 0

@@ -4,12 +4,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import struct
 import time
-from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...config import IceSettings
@@ -20,8 +17,6 @@ from ...rtc.rtprecv import payload_bounds
 from ...rtc.sdes import Crypto, media_section, session_description
 from ...rtc.srtpudp import SrtpSocket
 from ...rtc.tracks import OpusBusTrack
-from ...tasks import TaskSet
-from .peer import DTMF_QUEUE
 from .sdp import OPUS_FMTP
 
 if TYPE_CHECKING:
@@ -181,37 +176,3 @@ async def open_socket(sock: SrtpSocket, ice: IceSettings | None, remote_host: st
     if host not in ("0.0.0.0", "::"):
         return host
     return route_to(remote_host or "", v6)
-
-
-class DtmfOut:
-    """The leg's key presses waiting to be sent (RFC 4733 events, one after the other, at
-    most ``DTMF_QUEUE``); ``done`` is called once the last of a call's presses was sent."""
-
-    def __init__(self, events: EventSender, tasks: TaskSet, peer: SdesPeer) -> None:
-        self._events, self._tasks, self._peer = events, tasks, peer
-        self._queue: deque[tuple[str, int, int, Callable[[], None] | None]] = deque()
-        self._task: asyncio.Task[None] | None = None
-
-    def push(
-        self, digits: str, duration_ms: int, gap_ms: int, done: Callable[[], None] | None
-    ) -> None:
-        if len(self._queue) + len(digits) > DTMF_QUEUE:
-            raise ValueError("too many key presses queued")
-        for i, digit in enumerate(digits):
-            last = i == len(digits) - 1
-            self._queue.append((digit, duration_ms, gap_ms, done if last else None))
-        if not self._tasks.closed and (self._task is None or self._task.done()):
-            self._task = self._tasks.spawn(self._send(), "dtmf-out")
-
-    def clear(self) -> None:
-        self._queue.clear()
-
-    async def _send(self) -> None:
-        while self._queue and not self._peer.dead:
-            digit, duration_ms, gap_ms, done = self._queue[0]
-            await self._events.play(digit, duration_ms, self._peer.dtmf_pt)
-            await asyncio.sleep(gap_ms / 1000)
-            if self._queue:
-                self._queue.popleft()
-            if done is not None:
-                done()
