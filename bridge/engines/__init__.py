@@ -29,6 +29,7 @@ from .base import (
     WebhookEngine,
 )
 from .channels import (
+    ClockedChannel,
     DtmfLeg,
     InProcessChannel,
     MediaChannel,
@@ -69,6 +70,7 @@ __all__ = [
     "ENGINES",
     "BilledEngine",
     "CallLeg",
+    "ClockedChannel",
     "CloudApiEngine",
     "DtmfLeg",
     "Engine",
