@@ -11,13 +11,15 @@ from .api import setup_routes
 from .api.auth import auth_middleware
 from .api.engine import authenticates_itself
 from .api.errors import BODY_TIMEOUT, error_middleware
-from .api.keys import METRICS, SETTINGS, TURN
+from .api.keys import CATALOG, METRICS, SETTINGS, TURN
 from .api.limits import cors_middleware, cors_on_prepare, rate_limit_middleware
-from .api.routing import routing_middleware
+from .api.routing import call_id_of, routing_middleware
+from .api.tenancy import tenancy_middleware
 from .calls import CallEvents, InMemoryCallRegistry
 from .config import Settings
 from .engines import Engine
 from .errors import NotFound
+from .logs import name_numbers
 from .metrics import Metrics
 from .resources import (
     CALL_EVENTS,
@@ -36,6 +38,11 @@ log = logging.getLogger(__name__)
 MAX_BODY = 48 * 1024 * 1024
 """Largest request body aiohttp reads (uploads, ``audioBase64``); JSON routes cap their own
 bodies at 64 KiB (``api.errors.read_json``)."""
+
+
+def tenant_of_key(request: web.Request, key: str) -> str | None:
+    """The tenant whose API key ``key`` is (``None``: no tenant's)."""
+    return request.app[CATALOG].tenant_of_key(key) if CATALOG in request.app else None
 
 
 def create_app(
@@ -57,7 +64,9 @@ def create_app(
             server.api_tokens,
             authenticates_itself=authenticates_itself,
             internal_secret=cluster.internal_secret,
+            tenant_of_key=tenant_of_key,
         ),
+        tenancy_middleware(call_id_of),  # a tenant's key sees its own calls only
         rate_limit_middleware(server.rate_limit, server.rate_burst, by_token=server.auth_enabled),
     ]
     if cluster.shared:
@@ -80,6 +89,18 @@ def create_app(
     # read and observe them; the manager, made later, runs them.
     app[CALL_REGISTRY] = InMemoryCallRegistry(settings.calls.ended_call_ttl)
     app[CALL_EVENTS] = CallEvents()
+    registry = app[CALL_REGISTRY]
+
+    def number_of(call_id: str) -> str | None:
+        call = registry.get(call_id)
+        return call.number_id if call is not None else None
+
+    unname = name_numbers(number_of)  # every log line of a call names its number
+
+    async def stop_naming(app: web.Application) -> None:
+        unname()
+
+    app.on_cleanup.append(stop_naming)
     # App-scoped resources, made in this order and closed in reverse (resources.py).
     app.cleanup_ctx.extend(CLEANUP_CTX)
     app.on_shutdown.append(on_shutdown)

@@ -53,6 +53,12 @@ class CallStateError(BridgeError):
     code = "invalid_call_state"
 
 
+class Conflict(BridgeError):
+    """The request clashes with what exists (a phone or Meta number id already taken)."""
+
+    code = "conflict"
+
+
 class BadOffer(BridgeError):
     """The SDP offer cannot be parsed or answered."""
 
@@ -154,6 +160,41 @@ class MetaRefused(GraphApiError):
     ) -> None:
         super().__init__(message, details=details)
         self.code = code
+
+
+class MetaForbidden(Forbidden):
+    """Meta will not take the request from this number for now (138014 business-initiated
+    calling paused after a quality penalty, 138015 messaging limit too low for calling): 403,
+    ``code`` naming why, Meta's code and message in ``details``, ``Retry-After`` when the end
+    of the pause is known (``retry_after`` seconds)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        retry_after: int | None = None,
+        details: dict[str, object] | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+        self.details = details or {}
+
+
+class MetaSettingsRefused(BadRequest):
+    """Meta refused a number's settings: 400, Meta's code and message in ``details``."""
+
+    code = "settings_refused"
+
+    def __init__(self, message: str, *, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
+
+
+class CallInProgress(CallStateError):
+    """The business already has a call with this user (Meta allows one at a time): 409."""
+
+    code = "call_in_progress"
 
 
 class ShuttingDown(BridgeError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 
 from .config import LogFormat, ServerSettings
 from .timefmt import iso_utc
@@ -23,8 +24,52 @@ def call_id_of(record: logging.LogRecord) -> str | None:
     return None
 
 
+class CallNumbers(logging.Filter):
+    """Names the number of the call a record is about (``record.number_id``): with many
+    numbers in one deployment, every line of a call says which line it is on."""
+
+    def __init__(self, number_of: Callable[[str], str | None]) -> None:
+        super().__init__()
+        self.number_of = number_of
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        call_id = getattr(record, "call_id", None) or call_id_of(record)
+        if call_id and not hasattr(record, "number_id"):
+            number_id = self.number_of(call_id)
+            if number_id:
+                record.number_id = number_id
+        return True
+
+
+def name_numbers(number_of: Callable[[str], str | None]) -> Callable[[], None]:
+    """Put :class:`CallNumbers` on the root logger's handlers; returns its removal."""
+    numbers = CallNumbers(number_of)
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(numbers)
+
+    def remove() -> None:
+        for handler in handlers:
+            handler.removeFilter(numbers)
+
+    return remove
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message``, and ``[number …]`` on a call's lines."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        number_id = getattr(record, "number_id", None)
+        return f"{text} [number {number_id}]" if number_id else text
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line; ``call_id`` is included when a record carries it."""
+    """One JSON object per line; ``call_id`` (and the call's ``number``) when a record
+    carries it."""
 
     def format(self, record: logging.LogRecord) -> str:
         out = {
@@ -36,6 +81,9 @@ class JsonFormatter(logging.Formatter):
         call_id = getattr(record, "call_id", None) or call_id_of(record)
         if call_id:
             out["call_id"] = call_id
+        number_id = getattr(record, "number_id", None)
+        if number_id:
+            out["number"] = number_id
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out)
@@ -46,7 +94,7 @@ def setup_logging(settings: ServerSettings) -> None:
     if settings.log_format is LogFormat.JSON:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

@@ -70,6 +70,32 @@ class Metrics:
         self.calls_ended = Counter(
             "bridge_calls_ended", "calls ended", ["direction", "reason"], registry=r
         )
+        # Per number and tenant (labels bounded by the numbers that exist: numberID, tenantID).
+        self.number_calls_started = Counter(
+            "bridge_number_calls_started",
+            "calls created, by number and tenant",
+            ["number", "tenant", "direction"],
+            registry=r,
+        )
+        self.number_calls_ended = Counter(
+            "bridge_number_calls_ended",
+            "calls ended, by number and tenant",
+            ["number", "tenant", "reason"],
+            registry=r,
+        )
+        self.number_up = Gauge(
+            "bridge_number_up",
+            "1 when the number's engine works with its credentials (Graph token checked)",
+            ["number"],
+            registry=r,
+        )
+        self.number_paused_until = Gauge(
+            "bridge_number_calling_paused_until_seconds",
+            "when Meta's pause of the number's business-initiated calling ends (Unix s; "
+            "-1: paused, end not given; absent or 0: not paused)",
+            ["number"],
+            registry=r,
+        )
         self.call_duration = Histogram(
             "bridge_call_duration_seconds",
             "answered call duration",

@@ -6,19 +6,18 @@ named in its docstring), so the list is the order of their dependencies:
 
 1. :func:`http_clients` — the outgoing HTTP sessions (closed last);
 2. :func:`turn_provider` — TURN credentials (made by ``create_app``, closed here);
-3. :func:`whatsapp_engine` — the engine (reads ``HTTP``);
+3. :func:`whatsapp_engine` — the default number's engine, the numbers and their engines;
 4. :func:`media_services` — playback, recordings, forks, agents and the app's tasks;
 5. :func:`call_directory` — the directory (records the calls' last events before it closes);
-6. :func:`call_webhooks` — the webhooks (flush the calls' last events);
+6. :func:`call_webhooks` — the webhooks, the tenants' too (flush the calls' last events);
 7. :func:`calls` — the call manager, inbound calls and recovery (every live call ends first);
 8. :func:`call_handover` — calls moving between workers (a drain under way stops first).
 
-Two uses run the other way, from an earlier entry to a later one, and are bound late and
-explicitly: the directory reports a lost call to *recovery* (made by :func:`calls`), and
-recovery adopts a dead worker's call through the *handover* (made by :func:`call_handover`).
-The earlier entry puts a :class:`Later` in the app; the later one binds it. Neither is used
-before the app has started (the directory's reaper waits a heartbeat TTL; recovery adopts
-only what the directory reports).
+Two uses run the other way, from an earlier entry to a later one, and are bound late and explicitly:
+the directory reports a lost call to *recovery* (made by :func:`calls`), and recovery adopts a dead
+worker's call through the *handover* (made by :func:`call_handover`). The earlier entry puts a
+:class:`Later` in the app; the later one binds it. Neither is used before the app has started (the
+directory's reaper waits a heartbeat TTL; recovery adopts only what the directory reports).
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from .api.agents import controls_for
 from .api.internal import handover_sender, relay_opener
 from .api.keys import (
     AGENTS,
+    CATALOG,
     DIRECTORY,
     ENGINE,
     FORKS,
@@ -51,6 +51,7 @@ from .api.keys import (
     RECOVERY,
     REPORTS,
     SETTINGS,
+    SWITCHBOARD,
     TASKS,
     TURN,
     WEBHOOKS,
@@ -67,9 +68,10 @@ from .cluster import create_directory, internal_url_for
 from .cluster.handover import Handover
 from .cluster.sealing import Sealer
 from .config import Settings, ShutdownCalls
-from .engines import Engine, PolledEngine, create_engine
+from .engines import Engine, create_engine
 from .errors import DirectoryUnavailable
 from .http import create_http_session, create_internal_session
+from .numbers.setup import start_numbers
 from .rtc import SessionFactory
 from .tasks import TaskSet
 from .webhooks import WebhookService
@@ -133,13 +135,17 @@ async def turn_provider(app: web.Application) -> AsyncIterator[None]:
 
 
 async def whatsapp_engine(app: web.Application) -> AsyncIterator[None]:
-    """Reads ``SETTINGS``, ``HTTP`` (and ``ENGINE_OVERRIDE``); makes ``ENGINE``."""
-    engine = app[ENGINE_OVERRIDE] if ENGINE_OVERRIDE in app else None
-    if engine is None:
-        engine = create_engine(app[SETTINGS], app[HTTP])
+    """Reads ``SETTINGS``, ``HTTP`` (and ``ENGINE_OVERRIDE``); makes ``ENGINE`` (the default
+    number's), ``CATALOG`` and ``SWITCHBOARD`` (every number's engine)."""
+    engine = app.get(ENGINE_OVERRIDE) or create_engine(app[SETTINGS], app[HTTP])
     await engine.start()
     app[ENGINE] = engine
+    app[CATALOG], app[SWITCHBOARD] = await start_numbers(
+        app[SETTINGS], engine, app[HTTP], app[METRICS]
+    )
     yield
+    await app[SWITCHBOARD].close()
+    await app[CATALOG].close()
     await engine.close()
 
 
@@ -203,9 +209,10 @@ async def call_directory(app: web.Application) -> AsyncIterator[None]:
 
 
 async def call_webhooks(app: web.Application) -> AsyncIterator[None]:
-    """Reads ``SETTINGS``, ``HTTP``, ``METRICS``, ``CALL_EVENTS``; makes ``WEBHOOKS``."""
-    webhooks = WebhookService(app[SETTINGS].webhooks, app[HTTP], app[METRICS])
-    app[WEBHOOKS] = webhooks
+    """Reads ``SETTINGS``, ``HTTP``, ``METRICS``, ``CALL_EVENTS``, ``CATALOG`` (a tenant's
+    own URL gets its calls' events too); makes ``WEBHOOKS``."""
+    tenants, settings = app[CATALOG].tenant_destination, app[SETTINGS].webhooks
+    webhooks = app[WEBHOOKS] = WebhookService(settings, app[HTTP], app[METRICS], tenants)
     app[CALL_EVENTS].observe(webhooks.observe)
     yield
     # The calls' last events (call.ended) are queued now: flush them (bounded).
@@ -218,11 +225,11 @@ async def calls(app: web.Application) -> AsyncIterator[None]:
     (and gives the agents their controls); makes ``MANAGER``,
     ``INBOUND``, ``RECOVERY`` (binding ``LATER_RECOVERY``) and ``LATER_HANDOVER`` (bound by
     :func:`call_handover`)."""
-    settings, engine, directory = app[SETTINGS], app[ENGINE], app[DIRECTORY]
+    settings, directory = app[SETTINGS], app[DIRECTORY]
     cluster = settings.cluster
     manager = CallManager(
         settings.calls,
-        engine,
+        app[SWITCHBOARD],
         app[METRICS],
         SessionFactory(settings.media, settings.ice, app[TURN]),
         registry=app[CALL_REGISTRY],
@@ -236,16 +243,14 @@ async def calls(app: web.Application) -> AsyncIterator[None]:
             return True  # cannot tell: never hang up what may be another worker's call
         return record is not None and record.live and record.owner != directory.worker_id
 
-    # Every worker polls a polled engine (ZuckZapGo, WADial) and sees every new inbound
-    # call: one claims it and places it on the least-loaded worker. The simulator is each
-    # worker's own; a webhook engine's new call is routed to one worker before it exists.
-    polled = isinstance(engine, PolledEngine)
+    # Every worker polls a polled engine (ZuckZapGo, WADial) and sees each new inbound call:
+    # one claims it and places it on the least-loaded worker (per number: ``polled``). A sim
+    # is each worker's own; a webhook engine's new call is routed to one worker already.
     inbound = InboundCalls(
         manager,
-        claim=directory.claim_engine_call if polled else None,
-        place=inbound_placer(directory, app[INTERNAL_HTTP], cluster.internal_secret)
-        if polled
-        else None,
+        claim=directory.claim_engine_call,
+        place=inbound_placer(directory, app[INTERNAL_HTTP], cluster.internal_secret),
+        polled=manager.engine.polled,
     )
     handover = app[LATER_HANDOVER] = Later[Handover]("handover")
 

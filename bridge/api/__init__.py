@@ -12,6 +12,8 @@ from . import (
     internal,
     media,
     metrics,
+    number_settings,
+    numbers,
     permissions,
     schema,
     sim,
@@ -36,6 +38,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_routes(permissions.routes)
     app.router.add_routes(calls.routes)
     app.router.add_routes(internal.routes)
+    app.router.add_routes(numbers.routes)
+    app.router.add_routes(number_settings.routes)
 
 
 __all__ = ["ENGINE", "MANAGER", "SETTINGS", "error_middleware", "setup_routes"]

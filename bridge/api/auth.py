@@ -9,10 +9,11 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ..errors import Unauthorized
+from .tenancy import PRINCIPAL, Principal
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-PROTECTED_PREFIXES = ("/call/", "/engine/")
+PROTECTED_PREFIXES = ("/call/", "/engine/", "/numbers", "/tenants")
 
 INTERNAL_HEADER = "X-Bridge-Internal"
 """Carries ``BRIDGE_INTERNAL_SECRET`` on requests one instance forwards to another."""
@@ -61,33 +62,53 @@ def auth_middleware(
     tokens: tuple[str, ...],
     authenticates_itself: Callable[[web.Request], bool] = _never,
     internal_secret: str = "",
+    tenant_of_key: Callable[[web.Request, str], str | None] = lambda request, key: None,
 ) -> Middleware:
-    """Require one of ``tokens`` on ``/call/*`` routes (no-op when there are none).
+    """Require a token on the protected routes: one of ``tokens`` (the service's: it sees
+    everything) or a tenant's API key (``tenant_of_key``: the request is that tenant's,
+    :data:`~.tenancy.PRINCIPAL`). Without ``tokens`` the routes are open, and a tenant key
+    presented still makes the request that tenant's.
 
     A request for which ``authenticates_itself`` is true needs no token: a route that checks
     its caller itself (a signed engine webhook, e.g. Meta's with the app secret). A request
-    forwarded by another instance authenticates with ``internal_secret`` instead."""
+    forwarded by another instance authenticates with ``internal_secret`` instead (it keeps
+    the client's token, which names the tenant)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         internal = request.headers.get(INTERNAL_HEADER)
+        presented = request_token(request)
         if internal is not None:
             if not internal_secret or not token_matches(internal, (internal_secret,)):
                 raise Unauthorized("invalid internal secret")
             request[FORWARDED] = True
+            _name_tenant(request, presented, tokens, tenant_of_key)
             return await handler(request)
-        if (
-            tokens
-            and request.path.startswith(PROTECTED_PREFIXES)
-            and not authenticates_itself(request)
-        ):
-            presented = request_token(request)
-            if presented is None:
-                raise Unauthorized(
-                    "missing API token: send 'Authorization: Bearer <token>' or a 'token' header"
-                )
-            if not token_matches(presented, tokens):
+        if not request.path.startswith(PROTECTED_PREFIXES) or authenticates_itself(request):
+            return await handler(request)
+        if tokens and presented is None:
+            raise Unauthorized(
+                "missing API token: send 'Authorization: Bearer <token>' or a 'token' header"
+            )
+        if not _name_tenant(request, presented, tokens, tenant_of_key) and tokens:
+            if not token_matches(presented or "", tokens):
                 raise Unauthorized("invalid API token")
         return await handler(request)
 
     return middleware
+
+
+def _name_tenant(
+    request: web.Request,
+    presented: str | None,
+    tokens: tuple[str, ...],
+    tenant_of_key: Callable[[web.Request, str], str | None],
+) -> bool:
+    """Mark the request as a tenant's when its token is that tenant's key."""
+    if presented is None or (tokens and token_matches(presented, tokens)):
+        return False
+    tenant_id = tenant_of_key(request, presented)
+    if tenant_id is None:
+        return False
+    request[PRINCIPAL] = Principal(tenant_id)
+    return True

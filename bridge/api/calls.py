@@ -7,11 +7,14 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import NotFound
+from ..config import EngineKind
+from ..errors import BadRequest, NotFound
+from ..numbers.model import Number
 from .auth import FORWARDED
 from .errors import require_call_id
-from .keys import DIRECTORY, INBOUND, MANAGER, WEBHOOKS
+from .keys import CATALOG, DIRECTORY, INBOUND, MANAGER, WEBHOOKS
 from .schema import read_body
+from .tenancy import principal_of, visible, visible_event
 
 routes = web.RouteTableDef()
 
@@ -24,23 +27,56 @@ def _call_id(body: dict[str, Any]) -> str:
 
 @routes.post("/call/make")
 async def make_call(request: web.Request) -> web.Response:
-    body = await read_body(request, "MakeCallRequest")  # phone required; metadata object or null
+    body = await read_body(request, "MakeCallRequest")  # phone or recipient; metadata or null
+    recipient = body.get("recipient")
+    if (recipient is None) == (body.get("phone") is None):
+        raise BadRequest(
+            "give one of 'phone' (digits) and 'recipient' (a WhatsApp user's business-scoped "
+            "user id), not both",
+            code="invalid_phone",
+        )
     metadata = body.get("metadata") or {}
     callback = body.get("statusCallback")
     if callback is not None:
         callback = request.app[WEBHOOKS].check_callback(callback)
-    call = await request.app[MANAGER].make(body["phone"], metadata, status_callback=callback)
+    # The number it is placed from: "from" (phone or numberID), needed when the caller has
+    # several; a tenant's key places calls from its own numbers only.
+    principal = principal_of(request)
+    catalog = request.app[CATALOG]
+    number = catalog.resolve_from(body.get("from"), principal.tenant_id)
+    tenant = catalog.tenants.get(number.tenant_id)
+    if recipient is not None and not _graph_number(number):
+        raise BadRequest(
+            f"field 'recipient': number {number.number_id} cannot call a business-scoped user "
+            "id (only a Cloud API number on Graph signalling can; give 'phone')",
+            code="recipient_not_supported",
+        )
+    call = await request.app[MANAGER].make(
+        str(body.get("phone") or recipient),
+        metadata,
+        status_callback=callback,
+        number=number,
+        tenant=tenant,
+    )
     return web.json_response(call.snapshot(), status=201)
+
+
+def _graph_number(number: Number) -> bool:
+    """Whether the number is on Meta's Graph road (where ``connect`` takes ``recipient``)."""
+    cloud = number.engine is EngineKind.CLOUDAPI
+    return cloud and str(number.config.get("signalling") or "graph") == "graph"
 
 
 @routes.get("/call/status")
 async def call_status(request: web.Request) -> web.Response:
     """Every live call: of this process, or of the whole cluster with a shared directory."""
     directory = request.app[DIRECTORY]
+    principal = principal_of(request)
     if directory.shared:
-        return web.json_response({"calls": await directory.live_snapshots()})
-    calls = request.app[MANAGER].live_calls()
-    return web.json_response({"calls": [c.snapshot() for c in calls]})
+        snapshots = await directory.live_snapshots()
+    else:
+        snapshots = [c.snapshot() for c in request.app[MANAGER].live_calls()]
+    return web.json_response({"calls": [s for s in snapshots if visible(principal, s)]})
 
 
 @routes.get("/call/events")
@@ -49,6 +85,7 @@ async def call_events(request: web.Request) -> web.StreamResponse:
     every call of the cluster. A client that reconnects with ``Last-Event-ID`` first gets
     the events it missed (as many as ``BRIDGE_EVENT_BACKLOG`` keeps)."""
     directory = request.app[DIRECTORY]
+    principal = principal_of(request)
     only = request.query.get("callID")
     last_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
     response = web.StreamResponse(
@@ -68,6 +105,8 @@ async def call_events(request: web.Request) -> web.StreamResponse:
             event_id, type_, call_id, data = entry
             if only and call_id != only:
                 continue
+            if not principal.admin and not visible_event(principal, data):
+                continue  # another tenant's, or the service's own
             await response.write(f"id: {event_id}\nevent: {type_}\ndata: {data}\n\n".encode())
     except ConnectionError:
         pass  # the client went away
@@ -133,7 +172,9 @@ async def adopt_call(request: web.Request) -> web.Response:
     if not request.get(FORWARDED):
         raise NotFound(f"no route {request.method} {request.path}")
     body = await read_body(request, "AdoptRequest")
-    call = await request.app[INBOUND].adopt(body["engineCallID"], body["peer"])
+    call = await request.app[INBOUND].adopt(
+        body["engineCallID"], body["peer"], body.get("numberID") or "default"
+    )
     return web.json_response(call.snapshot(), status=201)
 
 

@@ -28,6 +28,7 @@ _STATUS: list[tuple[type[errors.BridgeError], int]] = [
     (errors.NotFound, 404),
     (errors.EngineCallNotFound, 404),
     (errors.CallStateError, 409),
+    (errors.Conflict, 409),
     (errors.TooLarge, 413),
     (errors.RateLimited, 429),
     (errors.PeerUnreachable, 502),
@@ -92,6 +93,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         status = status_for(exc)
         headers: dict[str, str] = {}
         if isinstance(exc, errors.AtCapacity | errors.RateLimited):
+            headers["Retry-After"] = str(exc.retry_after)
+        elif isinstance(exc, errors.MetaForbidden) and exc.retry_after:
             headers["Retry-After"] = str(exc.retry_after)
         elif isinstance(
             exc, errors.EngineUnavailable | errors.ShuttingDown | errors.DirectoryUnavailable

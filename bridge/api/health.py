@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aiohttp import web
 
 from ..cluster import Directory
+from ..engines import StandingEngine
 from ..errors import DirectoryUnavailable
 from .keys import DIRECTORY, ENGINE, MANAGER, SETTINGS
 
@@ -18,7 +21,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the engine is reachable, there is room for calls and we are not stopping."""
+    """Ready when the engine is reachable, there is room for calls and we are not stopping.
+    A number whose business-initiated calling Meta paused is named in ``numbers.paused``;
+    readiness stays up (the other numbers, and calls to it, still work)."""
     manager = request.app[MANAGER]
     settings = request.app[SETTINGS]
     health = await request.app[ENGINE].health()
@@ -38,6 +43,7 @@ async def readyz(request: web.Request) -> web.Response:
         "reasons": reasons,
         "engine": {"name": request.app[ENGINE].name, "up": health.up, "detail": health.detail},
         "calls": {"live": live, "max": settings.calls.max_calls},
+        "numbers": {"paused": _paused(manager.engine.engines)},
         "directory": {
             "shared": directory.shared,
             "up": directory.available,
@@ -59,3 +65,14 @@ async def _room_elsewhere(directory: Directory) -> bool:
     except DirectoryUnavailable:
         return False
     return any(w.has_room for w in workers if w.id != directory.worker_id)
+
+
+def _paused(engines: Mapping[str, object]) -> list[dict[str, object]]:
+    paused = []
+    for number_id, engine in sorted(engines.items()):
+        pause = engine.calling_pause() if isinstance(engine, StandingEngine) else None
+        if pause is not None:
+            paused.append(
+                {"numberID": number_id, "reason": pause["reason"], "until": pause["until"]}
+            )
+    return paused

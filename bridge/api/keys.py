@@ -14,6 +14,8 @@ from ..cluster.handover import Handover
 from ..config import Settings
 from ..engines import Engine
 from ..metrics import Metrics
+from ..numbers.catalog import Catalog
+from ..numbers.switchboard import Switchboard
 from ..rtc import TurnProvider
 from ..tasks import TaskSet
 from ..webhooks import WebhookService
@@ -25,6 +27,11 @@ INBOUND = web.AppKey("inbound", InboundCalls)
 RECOVERY = web.AppKey("recovery", Recovery)
 """Orphans at start-up and a dead worker's calls (the directory hands them over)."""
 ENGINE = web.AppKey("engine", Engine)
+"""The default number's engine (the one ``BRIDGE_ENGINE`` defines)."""
+CATALOG = web.AppKey("catalog", Catalog)
+"""Numbers and tenants (``/numbers``, ``/tenants``), kept equal to the store."""
+SWITCHBOARD = web.AppKey("switchboard", Switchboard)
+"""Every number's engine behind one face: the manager's engine, the webhook front door."""
 TURN = web.AppKey("turn", TurnProvider)
 METRICS = web.AppKey("metrics", Metrics)
 PLAYBACK = web.AppKey("playback", PlaybackService)

@@ -8,10 +8,11 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..attachments import Playback, PlaybackService
-from ..errors import BadRequest, TooLarge
+from ..errors import BadRequest, NotFound, TooLarge
 from .errors import body_deadline, require_call_id
 from .keys import MANAGER, PLAYBACK, RECORDINGS, SETTINGS
 from .schema import read_body
+from .tenancy import principal_of, tenant_of_call
 
 routes = web.RouteTableDef()
 
@@ -23,8 +24,18 @@ PLAY_BODY_LIMIT = 48 * 1024 * 1024
 async def play(request: web.Request) -> web.Response:
     body = await read_body(request, "PlayRequest", limit=PLAY_BODY_LIMIT)
     runtime = request.app[MANAGER].runtime(require_call_id(body))
+    _check_asset(request, body.get("assetId"))
     playback = await request.app[PLAYBACK].start(runtime, body)
     return web.json_response({"playbackId": playback.id}, status=201)
+
+
+def _check_asset(request: web.Request, asset_id: object, *, shared: bool = True) -> None:
+    """A tenant's key uses its own assets (and, to play, the service's): another's is 404."""
+    tenant_id = principal_of(request).tenant_id
+    if tenant_id is None or not isinstance(asset_id, str):
+        return
+    if not request.app[PLAYBACK].assets.get(asset_id).visible_to(tenant_id, shared=shared):
+        raise NotFound(f"no audio asset {asset_id[:80]!r}")
 
 
 @routes.post("/call/play/stop")
@@ -50,6 +61,7 @@ async def hold(request: web.Request) -> web.Response:
     if music is not None and not isinstance(music, str):
         raise BadRequest("field 'music' must be an audio asset id")
     runtime = request.app[MANAGER].runtime(require_call_id(body))
+    _check_asset(request, music)
     playbacks = request.app[PLAYBACK]
 
     async def start_music() -> Playback:
@@ -83,18 +95,23 @@ async def upload_asset(request: web.Request) -> web.Response:
         # aiohttp's multipart reader: no boundary, bad part headers, a truncated body.
         raise BadRequest(f"malformed multipart body: {str(exc)[:200]}") from None
     # Probing (and, when the header has no duration, decoding) happens off the event loop.
-    asset = await asyncio.to_thread(request.app[PLAYBACK].assets.add, bytes(data), name)
+    owner = principal_of(request).tenant_id or ""
+    asset = await asyncio.to_thread(request.app[PLAYBACK].assets.add, bytes(data), name, owner)
     return web.json_response(asset.as_json(), status=201)
 
 
 @routes.get("/call/audio-assets")
 async def list_assets(request: web.Request) -> web.Response:
-    return web.json_response({"assets": [a.as_json() for a in request.app[PLAYBACK].assets.list()]})
+    tenant_id = principal_of(request).tenant_id
+    assets = [a.as_json() for a in request.app[PLAYBACK].assets.list() if a.visible_to(tenant_id)]
+    return web.json_response({"assets": assets})
 
 
 @routes.delete("/call/audio-assets/{assetId}")
 async def delete_asset(request: web.Request) -> web.Response:
-    request.app[PLAYBACK].assets.delete(request.match_info["assetId"])
+    asset_id = request.match_info["assetId"]
+    _check_asset(request, asset_id, shared=False)
+    request.app[PLAYBACK].assets.delete(asset_id)
     return web.json_response({"assetId": request.match_info["assetId"], "deleted": True})
 
 
@@ -125,4 +142,7 @@ async def record_stop(request: web.Request) -> web.Response:
 @routes.get("/call/recordings/{recordingId}")
 async def get_recording(request: web.Request) -> web.FileResponse:
     rec = await request.app[RECORDINGS].find(request.match_info["recordingId"])
+    tenant_id = principal_of(request).tenant_id
+    if tenant_id is not None and await tenant_of_call(request, rec.call_id) != tenant_id:
+        raise NotFound(f"no recording {rec.id[:80]!r}")  # another's: not leaked
     return web.FileResponse(rec.path, headers={"Content-Type": "audio/wav"})

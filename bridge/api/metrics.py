@@ -11,6 +11,7 @@ from ..errors import BadRequest, Unauthorized
 from ..metrics import CONTENT_TYPE
 from .auth import request_token, token_matches
 from .keys import MANAGER, METRICS, REPORTS, SETTINGS
+from .tenancy import principal_of, tenant_of_call
 
 routes = web.RouteTableDef()
 
@@ -42,7 +43,11 @@ async def call_reports(request: web.Request) -> web.Response:
     if not 1 <= limit <= 500:
         raise BadRequest("limit must be between 1 and 500")
     reports = request.app[REPORTS]
-    return web.json_response({"reports": await asyncio.to_thread(reports.stored, limit)})
+    stored = await asyncio.to_thread(reports.stored, limit)
+    tenant_id = principal_of(request).tenant_id
+    if tenant_id is not None:  # a tenant's calls' reports only (while their records last)
+        stored = [cid for cid in stored if await tenant_of_call(request, cid) == tenant_id]
+    return web.json_response({"reports": stored})
 
 
 @routes.get("/call/{callID}/report")

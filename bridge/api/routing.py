@@ -26,7 +26,7 @@ from aiohttp.typedefs import Middleware
 
 from ..attachments.pcm_socket import MAX_MESSAGE
 from ..cluster import CallRecord, Directory, WorkerInfo
-from ..engines import WebhookCalls, WebhookEngine
+from ..engines import WebhookCalls
 from ..engines.base import WEBHOOK_LIMIT
 from ..errors import (
     AtCapacity,
@@ -35,11 +35,12 @@ from ..errors import (
     DirectoryUnavailable,
     OwnerUnreachable,
 )
+from ..numbers.front_door import webhook_calls
 from ..tasks import TaskSet
 from .auth import FORWARDED, INTERNAL_HEADER, OWNER_HEADER
 from .engine import WEBHOOK_PATH
 from .errors import JSON_LIMIT, RAW_BODY, error_code, error_response, read_raw_json
-from .keys import DIRECTORY, ENGINE, INTERNAL_HTTP, MANAGER, METRICS
+from .keys import DIRECTORY, INTERNAL_HTTP, MANAGER, METRICS, SWITCHBOARD
 from .media import PLAY_BODY_LIMIT
 from .schema import call_body_routes
 
@@ -92,7 +93,7 @@ def routing_middleware(secret: str) -> Middleware:
             return await _place(request, handler, secret)
         if request.method == "POST" and request.path == WEBHOOK_PATH:
             return await _route_webhook(request, handler, secret)
-        call_id = await _call_id_of(request)
+        call_id = await call_id_of(request)
         if call_id is None or request.app[MANAGER].registry.get(call_id) is not None:
             return await handler(request)  # not about a call, or ours
         directory = request.app[DIRECTORY]
@@ -108,7 +109,7 @@ def routing_middleware(secret: str) -> Middleware:
     return middleware
 
 
-async def _call_id_of(request: web.Request) -> str | None:
+async def call_id_of(request: web.Request) -> str | None:
     call_id = request.match_info.get("callID")
     if call_id is not None:
         return call_id
@@ -191,10 +192,8 @@ async def _route_webhook(request: web.Request, handler: Handler, secret: str) ->
     """An engine webhook about a call another worker owns goes to that worker (which checks
     it, e.g. Meta's signature, on the same raw body); one about a new call goes to the
     least-loaded worker with room, like ``/call/make``."""
-    engine = request.app[ENGINE]
-    if not isinstance(engine, WebhookEngine):
-        return await handler(request)  # it says this engine takes no webhooks
-    about = engine.webhook_calls(await read_raw_json(request, WEBHOOK_LIMIT))
+    raw = await read_raw_json(request, WEBHOOK_LIMIT)
+    about = webhook_calls(request.app[SWITCHBOARD], raw, request.query)  # none: handled here
     directory = request.app[DIRECTORY]
     try:
         target = await _webhook_owner(request, about)
@@ -350,12 +349,12 @@ FLUSH_TIMEOUT = 2.0
 
 def inbound_placer(
     directory: Directory, http: aiohttp.ClientSession, secret: str
-) -> Callable[[str, str], Awaitable[bool]]:
+) -> Callable[[str, str, str], Awaitable[bool]]:
     """``place(engine call id, peer)``: hand a new inbound call this worker claimed to the
     least-loaded worker with room (``POST /call/adopt`` there); ``False`` keeps it here (this
     worker is the least loaded, or the other one did not take it)."""
 
-    async def place(engine_call_id: str, peer: str) -> bool:
+    async def place(engine_call_id: str, peer: str, number_id: str) -> bool:
         if not directory.shared:
             return False
         try:
@@ -368,7 +367,7 @@ def inbound_placer(
         try:
             async with http.post(
                 target.url + "/call/adopt",
-                json={"engineCallID": engine_call_id, "peer": peer},
+                json={"engineCallID": engine_call_id, "peer": peer, "numberID": number_id},
                 headers={INTERNAL_HEADER: secret, OWNER_HEADER: target.id},
                 timeout=ADOPT_TIMEOUT,
                 allow_redirects=False,

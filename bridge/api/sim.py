@@ -1,4 +1,5 @@
-"""Routes of the simulated engine (``BRIDGE_ENGINE=sim``; 404 with any other engine)."""
+"""Routes of the simulated engine (a sim number: ``BRIDGE_ENGINE=sim``'s default number or one
+made with ``POST /numbers``; 404 with any other engine)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from aiohttp import web
 from ..calls import normalize_phone
 from ..engines import SimulatedNetwork
 from ..errors import EngineError, NotFound
+from ..numbers.model import engine_key
 from .calls import wait_for_engine_call
-from .keys import ENGINE, MANAGER
+from .keys import CATALOG, MANAGER, SWITCHBOARD
 from .schema import read_body
+from .tenancy import principal_of
 
 routes = web.RouteTableDef()
 
@@ -17,14 +20,17 @@ routes = web.RouteTableDef()
 @routes.post("/call/sim/incoming")
 async def sim_incoming(request: web.Request) -> web.Response:
     """Make the simulated network ring us from ``phone``; returns the ringing call."""
-    engine = request.app[ENGINE]
+    body = await read_body(request, "SimIncomingRequest")  # the schema requires the phone
+    # "to": the sim number to ring (its phone or numberID); the default number without it.
+    to = body.get("to")
+    number = request.app[CATALOG].resolve_from(to, principal_of(request).tenant_id)
+    engine = request.app[SWITCHBOARD].engine(number.number_id)
     if not isinstance(engine, SimulatedNetwork):
         raise NotFound(f"the {engine.name} engine is not the simulated network")
-    body = await read_body(request, "SimIncomingRequest")  # the schema requires the phone
     phone = normalize_phone(body["phone"])
     request.app[MANAGER].check_capacity()
     engine_id = engine.incoming(phone)
-    call = await wait_for_engine_call(request, engine_id)
+    call = await wait_for_engine_call(request, engine_key(number.number_id, engine_id))
     if call is None:
         raise EngineError("the simulated inbound call was not registered")
     return web.json_response(call.snapshot(), status=201)

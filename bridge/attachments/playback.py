@@ -114,6 +114,13 @@ class Asset:
     format: str
     name: str
     created_at: float
+    owner: str = ""
+    """The tenant that uploaded it (empty: the service's own, playable on every call)."""
+
+    def visible_to(self, tenant_id: str | None, *, shared: bool = False) -> bool:
+        """Whether a tenant sees it (``None``: the service sees all); ``shared``: the
+        service's own assets count too (hold music a platform gives every tenant)."""
+        return tenant_id is None or self.owner == tenant_id or (shared and not self.owner)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -132,14 +139,15 @@ class AssetStore:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def add(self, data: bytes, name: str) -> Asset:
+    def add(self, data: bytes, name: str, owner: str = "") -> Asset:
         info = self._check(data)
         asset_id = "as_" + uuid.uuid4().hex
         path = self.root / f"{asset_id}.audio"
         path.write_bytes(data)
         duration = info.duration_ms if info.duration_ms is not None else measure_duration_ms(path)
-        asset = Asset(asset_id, path, duration, info.format, name[:200], time.time())
-        (self.root / f"{asset_id}.json").write_text(json.dumps(asset.as_json()))
+        asset = Asset(asset_id, path, duration, info.format, name[:200], time.time(), owner)
+        meta = {**asset.as_json(), "owner": owner}
+        (self.root / f"{asset_id}.json").write_text(json.dumps(meta))
         return asset
 
     @staticmethod
@@ -166,6 +174,7 @@ class AssetStore:
             meta["format"],
             meta.get("name", ""),
             created,
+            str(meta.get("owner") or ""),
         )
 
     def list(self) -> list[Asset]:

@@ -41,7 +41,7 @@ class Endings:
                 call.id,
                 extra={"call_id": call.id},
             )
-            await hang_up_quietly(manager.engine, call)
+            await hang_up_quietly(manager.engine_of(call), call)
             await manager.end(call, EndReason.FAILED)
 
         runtime.end_soon(fail, "media-lost", after=MEDIA_LOST_GRACE)
@@ -52,7 +52,7 @@ class Endings:
 
         async def end() -> None:
             log.info("call %s: ending (%s)", call.id, reason, extra={"call_id": call.id})
-            await hang_up_quietly(manager.engine, call)
+            await hang_up_quietly(manager.engine_of(call), call)
             await manager.end(call, reason)
 
         runtime.end_soon(end, "limit")

@@ -8,7 +8,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..engines import EngineEvent, EngineEventKind
-from .model import CallState, Direction, EndReason
+from ..numbers.model import DEFAULT_NUMBER
+from ..timefmt import parse_iso_utc
+from .model import CallState, Direction, EndReason, engine_key
 
 if TYPE_CHECKING:
     from .manager import CallManager
@@ -34,7 +36,13 @@ class EngineEvents:
     async def on_event(self, event: EngineEvent) -> None:
         manager = self.manager
         if event.kind is EngineEventKind.PERMISSION:  # about a user, not a call
-            manager.events.announce("call.permission", **dict(event.data))
+            number_id = event.number_id or DEFAULT_NUMBER
+            tenant_id = manager.engine.tenant_of(number_id)
+            data = {"numberID": number_id, "tenantID": tenant_id, **event.data}
+            manager.events.announce("call.permission", **data)
+            return
+        if event.kind is EngineEventKind.NUMBER:  # about the number: number.paused, …
+            self.on_number(event)
             return
         if event.kind is EngineEventKind.INCOMING:
             if manager.incoming is None:
@@ -42,7 +50,7 @@ class EngineEvents:
             else:
                 await manager.incoming(event)
             return
-        call = manager.registry.by_engine_id(event.engine_call_id)
+        call = manager.registry.by_engine_id(engine_key(event.number_id, event.engine_call_id))
         if call is None:
             log.debug("engine event for an unknown or ended call: %s", event)
             return
@@ -74,3 +82,17 @@ class EngineEvents:
             if isinstance(billed, int) and billed >= 0 and call.live:
                 call.billed_s = billed
             await manager.end(call, reason, **dict(event.data))
+
+    def on_number(self, event: EngineEvent) -> None:
+        """What Meta said about a number, announced with the number and its tenant (so
+        each tenant's streams and webhooks get their own numbers' only)."""
+        manager = self.manager
+        data = dict(event.data)
+        type_ = str(data.pop("type", "number.notice"))
+        number_id = event.number_id or DEFAULT_NUMBER
+        if type_ == "number.paused":
+            until = data.get("until")
+            end = parse_iso_utc(until) if isinstance(until, str) else None
+            manager.metrics.number_paused_until.labels(number_id).set(end or -1)
+        tenant_id = manager.engine.tenant_of(number_id)
+        manager.events.announce(type_, numberID=number_id, tenantID=tenant_id, **data)

@@ -107,7 +107,7 @@ class MovedCall:
 
 def can_move(manager: CallManager, call: Call) -> bool:
     """Whether another worker could carry this call on (its engine's capability)."""
-    engine = manager.engine
+    engine = manager.engine_of(call)
     return isinstance(engine, MovableCalls) and engine.can_move(call.engine_call_id)
 
 

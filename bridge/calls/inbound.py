@@ -23,24 +23,26 @@ from typing import Any
 
 from ..engines import EngineEvent
 from ..errors import AtCapacity, ShuttingDown
+from ..numbers.model import DEFAULT_NUMBER
 from .hangup import hang_up_quietly
 from .manager import CallManager
-from .model import Call, CallState, Direction, EndReason
+from .model import Call, CallState, Direction, EndReason, engine_key
 
 log = logging.getLogger(__name__)
 
 Claim = Callable[[str], Awaitable[bool]]
 """``claim(engine call id)``: does this process take a newly seen inbound engine call?"""
 
-Place = Callable[[str, str], Awaitable[bool]]
-"""``place(engine call id, peer)``: did a less loaded worker take a call this one claimed?"""
+Place = Callable[[str, str, str], Awaitable[bool]]
+"""``place(engine call id, peer, number id)``: did a less loaded worker take a call this one
+claimed?"""
 
 
 async def _always(engine_call_id: str) -> bool:
     return True
 
 
-async def _stay(engine_call_id: str, peer: str) -> bool:
+async def _stay(engine_call_id: str, peer: str, number_id: str) -> bool:
     return False
 
 
@@ -49,11 +51,19 @@ class InboundCalls:
     with ``manager`` for the engine's ``INCOMING`` events."""
 
     def __init__(
-        self, manager: CallManager, *, claim: Claim | None = None, place: Place | None = None
+        self,
+        manager: CallManager,
+        *,
+        claim: Claim | None = None,
+        place: Place | None = None,
+        polled: Callable[[str], bool] | None = None,
     ) -> None:
         """Without ``claim`` every new call is this process's; without ``place`` it stays
-        here (one process, or an engine whose new calls reach one worker already)."""
+        here (one process, or an engine whose new calls reach one worker already).
+        ``polled(number id)``: whether that number's new calls need ``claim`` and ``place``
+        (every worker sees them); without it, every call does."""
         self.manager = manager
+        self._polled = polled or (lambda number_id: True)
         self._claim = claim or _always
         self._place = place or _stay
         manager.take_incoming(self.incoming)
@@ -61,30 +71,41 @@ class InboundCalls:
     async def incoming(self, event: EngineEvent) -> None:
         """The engine reports a new inbound call."""
         manager = self.manager
-        if manager.registry.by_engine_id(event.engine_call_id) is not None:
+        number_id = event.number_id or DEFAULT_NUMBER
+        key = engine_key(number_id, event.engine_call_id)
+        if manager.registry.by_engine_id(key) is not None:
             return  # already known (a webhook and a poll can both report it)
-        if not await self._claim(event.engine_call_id):
+        # Every worker polls a polled engine's one list: one claims each new call. The other
+        # engines' new calls reach one worker already.
+        polled = self._polled(number_id)
+        if polled and not await self._claim(key):
             return  # another worker polled the same engine first and took it
-        if await self._place(event.engine_call_id, event.peer or "unknown"):
+        if polled and await self._place(event.engine_call_id, event.peer or "unknown", number_id):
             return  # a less loaded worker took it
         metadata = event.data.get("metadata")
         await self.ring(
             event.engine_call_id,
             event.peer or "unknown",
             metadata=dict(metadata) if isinstance(metadata, dict) else None,
+            number_id=number_id,
         )
 
-    async def adopt(self, engine_call_id: str, peer: str) -> Call:
+    async def adopt(self, engine_call_id: str, peer: str, number_id: str = DEFAULT_NUMBER) -> Call:
         """Take a new inbound call another worker discovered and placed here (at capacity:
         :class:`AtCapacity`, and the placing worker rings it itself)."""
-        known = self.manager.registry.by_engine_id(engine_call_id)
+        known = self.manager.registry.by_engine_id(engine_key(number_id, engine_call_id))
         if known is not None:
             return known
         self.manager.check_capacity()
-        return await self.ring(engine_call_id, peer)
+        return await self.ring(engine_call_id, peer, number_id=number_id)
 
     async def ring(
-        self, engine_call_id: str, peer: str, *, metadata: dict[str, Any] | None = None
+        self,
+        engine_call_id: str,
+        peer: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        number_id: str = DEFAULT_NUMBER,
     ) -> Call:
         """Ring the call here, or decline it when there is no room (``busy``) or the bridge
         is shutting down. ``metadata``: what the engine knows of the call (Meta's SIP
@@ -98,12 +119,14 @@ class InboundCalls:
             engine_call_id=engine_call_id,
             state=CallState.RINGING,
             metadata=metadata or {},
+            number_id=number_id,
+            tenant_id=manager.engine.tenant_of(number_id),
         )
         try:
-            manager.check_capacity()
+            manager.check_capacity(manager.engine.tenant(call.tenant_id))
         except (AtCapacity, ShuttingDown) as exc:
             log.warning("declining inbound call from %s: %s", peer, exc.message)
-            await hang_up_quietly(manager.engine, call)
+            await hang_up_quietly(manager.engine_of(call), call)
             if isinstance(exc, AtCapacity):
                 manager.record_end(call, EndReason.BUSY, keep=True)
             return call

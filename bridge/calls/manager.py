@@ -27,7 +27,6 @@ from typing import Any
 from ..config import CallSettings, ShutdownCalls
 from ..engines import BilledEngine, Engine, EngineEvent
 from ..errors import (
-    AtCapacity,
     CallNotFound,
     CallStateError,
     EngineCallNotFound,
@@ -35,14 +34,25 @@ from ..errors import (
     ShuttingDown,
 )
 from ..metrics import Metrics
+from ..numbers.model import DEFAULT_NUMBER, Number
+from ..numbers.switchboard import Switchboard
+from ..numbers.tenants import Tenant
 from ..rtc import SessionFactory
 from ..tasks import TaskSet
+from .admission import Admission
 from .endings import Endings
 from .engine_events import EngineEvents
 from .events import CallEvents
 from .hangup import hang_up_later, hang_up_quietly
-from .model import Call, CallState, Direction, EndReason, default_owner, normalize_phone
-from .quality import count_active, live_sessions, media_totals, sample_quality_forever
+from .model import Call, CallState, Direction, EndReason, default_owner, normalize_user
+from .quality import (
+    count_active,
+    count_ended,
+    count_started,
+    live_sessions,
+    media_totals,
+    sample_quality_forever,
+)
 from .registry import CallRegistry, InMemoryCallRegistry, sweep_forever
 from .runtime import CallRuntime
 from .watchdog import watch_forever
@@ -59,7 +69,7 @@ class CallManager:
     def __init__(
         self,
         settings: CallSettings,
-        engine: Engine,
+        engine: Engine | Switchboard,
         metrics: Metrics,
         sessions: SessionFactory,
         *,
@@ -69,7 +79,11 @@ class CallManager:
         """``registry`` and ``events`` may be made first (the app's directory reads the one
         and observes the other before the manager exists)."""
         self.settings = settings
-        self.engine = engine
+        # Every number's engine behind one face (a lone engine: the default number's alone).
+        self.engine: Switchboard = (
+            engine if isinstance(engine, Switchboard) else Switchboard(engine)
+        )
+        self.engine.live_numbers = self.live_numbers
         self.metrics = metrics
         self.sessions = sessions
         self.registry: CallRegistry = registry or InMemoryCallRegistry(settings.ended_call_ttl)
@@ -77,15 +91,13 @@ class CallManager:
         self.owner = default_owner()
         self.incoming: IncomingCalls | None = None
         self._runtimes: dict[str, CallRuntime] = {}
-        self._dialling = 0  # dials in flight hold a capacity slot
-        self._dials_idle = asyncio.Event()  # set while no dial is in flight
-        self._dials_idle.set()
+        self.admission = Admission(settings.max_calls, self.registry.live)
         self._tasks = TaskSet("calls")
         self.endings = Endings(self)
         self.shutting_down = False
         metrics.attach_media(
             lambda: media_totals(metrics, self._runtimes.values()),
-            lambda: (engine.name, engine.stats, engine.up),
+            lambda: (self.engine.name, self.engine.stats, self.engine.up),
         )
         metrics.sessions_active.set_function(lambda: live_sessions(self._runtimes.values()))
         metrics.calls_max.set(settings.max_calls)
@@ -130,7 +142,7 @@ class CallManager:
         if self.settings.shutdown_calls is ShutdownCalls.KEEP:
             await self.end(call, EndReason.HANDOVER)
             return
-        await hang_up_quietly(self.engine, call)
+        await hang_up_quietly(self.engine_of(call), call)
         await self.end(call, EndReason.SHUTDOWN)
 
     # -- queries
@@ -158,21 +170,18 @@ class CallManager:
         """The runtime of a live call, or ``None`` (an ended call has none)."""
         return self._runtimes.get(call_id)
 
-    def check_capacity(self) -> None:
-        """Room for one more call (``AtCapacity``), unless shutting down (``ShuttingDown``);
-        dials in flight hold a place."""
-        if self.shutting_down:
-            raise ShuttingDown("the bridge is shutting down")
-        if len(self.registry.live()) + self._dialling >= self.settings.max_calls:
-            raise AtCapacity(f"the bridge carries its maximum of {self.settings.max_calls} calls")
+    def engine_of(self, call: Call) -> Engine:
+        """The engine of the call's number."""
+        return self.engine.of(call.number_id)
 
-    async def dials_settled(self, timeout: float) -> None:
-        """Wait (at most ``timeout``) until no dial is in flight: a call being dialled may be
-        in the engine's listing before it is in the registry."""
-        try:
-            await asyncio.wait_for(self._dials_idle.wait(), timeout)
-        except TimeoutError:
-            pass
+    def live_numbers(self) -> set[str]:
+        """The numbers with live calls here (a deleted number's engine waits for them)."""
+        return {call.number_id for call in self.registry.live()}
+
+    def check_capacity(self, tenant: Tenant | None = None) -> None:
+        """Room for one more call (:class:`~.admission.Admission`)."""
+        self.admission.shutting_down = self.shutting_down
+        self.admission.check(tenant)
 
     def stats(self, call_id: str) -> dict[str, Any]:
         """One call's numbers as JSON (for support cases; kept after the call ended)."""
@@ -189,20 +198,19 @@ class CallManager:
         metadata: dict[str, Any] | None = None,
         *,
         status_callback: str | None = None,
+        number: Number | None = None,
+        tenant: Tenant | None = None,
     ) -> Call:
-        """Dial ``phone``. ``status_callback`` (already checked by the caller) receives the
-        call's events instead of ``BRIDGE_WEBHOOK_URL``."""
-        digits = normalize_phone(phone)
-        self.check_capacity()
+        """Dial ``phone`` from ``number`` (the default number without one).
+        ``status_callback`` (already checked by the caller) receives the call's events
+        instead of ``BRIDGE_WEBHOOK_URL``; ``tenant``'s ``maxCalls`` caps its live calls."""
+        digits = normalize_user(phone)  # or the BSUID the API let through
+        number_id = number.number_id if number is not None else DEFAULT_NUMBER
+        engine = self.engine.engine(number_id)
+        self.check_capacity(tenant)
         call_id = uuid.uuid4().hex
-        self._dialling += 1
-        self._dials_idle.clear()
-        try:
-            engine_id = await self.engine.dial(digits, call_id=call_id)
-        finally:
-            self._dialling -= 1
-            if not self._dialling:
-                self._dials_idle.set()
+        with self.admission.dialling():
+            engine_id = await self.engine.dial_from(number_id, digits, call_id=call_id)
         call = Call(
             id=call_id,
             peer=f"{digits}@s.whatsapp.net",
@@ -212,10 +220,12 @@ class CallManager:
             state=CallState.CALLING,
             metadata=metadata or {},
             status_callback=status_callback,
-            pulse_s=self.engine.billing_pulse_s if isinstance(self.engine, BilledEngine) else None,
+            pulse_s=engine.billing_pulse_s if isinstance(engine, BilledEngine) else None,
+            number_id=number_id,
+            tenant_id=number.tenant_id if number is not None else "",
         )
         if self.shutting_down:
-            await hang_up_quietly(self.engine, call)
+            await hang_up_quietly(engine, call)
             raise ShuttingDown("the bridge is shutting down")
         self.add(call)
         log.info(
@@ -230,13 +240,16 @@ class CallManager:
     def add(self, call: Call) -> None:
         """Take a new call into the live set: registered, its runtime created,
         ``call.created`` published."""
-        self.metrics.calls_started.labels(str(call.direction)).inc()
+        count_started(self.metrics, call)
         self._take_in(call)
         self.events.publish("call.created", call)
 
     def _take_in(self, call: Call) -> CallRuntime:
         self.registry.add(call)
-        runtime = CallRuntime(call, self.engine, self.events, self.metrics, self.endings.media_lost)
+        self.engine.bind(call.engine_call_id, call.number_id)
+        runtime = CallRuntime(
+            call, self.engine_of(call), self.events, self.metrics, self.endings.media_lost
+        )
         self._runtimes[call.id] = runtime
         count_active(self.metrics, self.registry.live())
         return runtime
@@ -252,7 +265,7 @@ class CallManager:
             )
         if status_callback is not None:
             call.status_callback = status_callback
-        await self.engine.answer(call.engine_call_id)
+        await self.engine_of(call).answer(call.engine_call_id)
         if call.state is CallState.RINGING:
             self.activate(call)
         return call
@@ -262,12 +275,12 @@ class CallManager:
         if not call.live:
             raise CallStateError(f"call {call.id} has already ended ({call.end_reason})")
         try:
-            await self.engine.hangup(call.engine_call_id)
+            await self.engine_of(call).hangup(call.engine_call_id)
         except EngineCallNotFound:
             log.info("call %s: engine no longer knew it", call.id, extra={"call_id": call.id})
         except (EngineUnavailable, TimeoutError, ConnectionError) as exc:
             # The user wants out: the call ends here now, the engine's side once it is back.
-            hang_up_later(self.engine, call, exc)
+            hang_up_later(self.engine_of(call), call, exc)
         if not call.live:
             return call
         if call.state is CallState.ACTIVE:
@@ -304,7 +317,7 @@ class CallManager:
         if keep:
             self.registry.add(call)
             self.registry.ended(call)
-        self.metrics.calls_ended.labels(str(call.direction), str(reason)).inc()
+        count_ended(self.metrics, call, str(reason))
         self.events.publish("call.ended", call)
 
     async def end(self, call: Call, reason: EndReason, **data: Any) -> None:
@@ -318,7 +331,7 @@ class CallManager:
         runtime = self._runtimes.pop(call.id, None)
         if runtime is not None:
             runtime.retire_counters()
-        self.metrics.calls_ended.labels(str(call.direction), str(reason)).inc()
+        count_ended(self.metrics, call, str(reason))
         if call.answered_at is not None and call.ended_at is not None:
             self.metrics.call_duration.observe(call.ended_at - call.answered_at)
         count_active(self.metrics, self.registry.live())

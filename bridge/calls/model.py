@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import BadRequest, CallStateError
+from ..numbers.model import engine_key
 from ..timefmt import iso_utc_or_none as _iso
 from ..timefmt import parse_iso_utc
 
@@ -54,6 +55,9 @@ class EndReason(enum.StrEnum):
     PERMISSION_REQUEST_LIMIT = "permission_request_limit"  # 138009
     CALL_LIMIT_REACHED = "call_limit_reached"  # 138012: calls with this user per 24 h
     WRONG_SIGNALLING = "wrong_signalling"  # 131055: Graph calling on a SIP number
+    CALLING_PAUSED = "calling_paused"  # 138014: business-initiated calling paused (penalty)
+    MESSAGING_LIMIT_TOO_LOW = "messaging_limit_too_low"  # 138015: below 2 000 a day
+    META_RATE_LIMIT = "meta_rate_limit"  # 613: too many Graph API requests
 
 
 _TRANSITIONS: dict[CallState, frozenset[CallState]] = {
@@ -78,6 +82,18 @@ def normalize_phone(raw: object) -> str:
             code="invalid_phone",
         )
     return m.group(1)
+
+
+BSUID_RE = re.compile(r"^[A-Z]{2}\.[A-Za-z0-9]{1,64}$")
+"""A business-scoped user id (Meta's BSUID: a country code, a dot, an opaque id)."""
+
+
+def normalize_user(raw: object) -> str:
+    """:func:`normalize_phone`'s digits, or a BSUID as it is (only ``/call/make``'s
+    ``recipient`` carries one, and only to a number on Meta's Graph road)."""
+    if isinstance(raw, str) and BSUID_RE.match(raw):
+        return raw
+    return normalize_phone(raw)
 
 
 _BOOT = uuid.uuid4().hex[:8]
@@ -151,6 +167,10 @@ class Call:
     billed_s: int | None = field(default=None, repr=False)
     """The connected seconds the engine's side counted (Meta's ``duration``), when it said."""
     webhook_status: dict[str, Any] | None = field(default=None, repr=False)
+    number_id: str = "default"
+    """The WhatsApp number the call is on (``numberID``; the settings' number: ``default``)."""
+    tenant_id: str = ""
+    """The tenant that owns the number (empty: the service's own)."""
     """The outcome of the latest webhook delivery of this call's events (``GET /call/{id}``)."""
 
     @property
@@ -203,9 +223,16 @@ class Call:
             seconds = max(0.0, self.ended_at - self.answered_at)
         return math.ceil(round(seconds, 3) / self.pulse_s)
 
+    @property
+    def engine_key(self) -> str:
+        """:func:`engine_key` of this call (what the registry and the directory index)."""
+        return engine_key(self.number_id, self.engine_call_id)
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "callID": self.id,
+            "numberID": self.number_id,
+            "tenantID": self.tenant_id or None,
             "owner": self.owner,
             "peer": self.peer,
             "direction": str(self.direction),
@@ -255,4 +282,6 @@ class Call:
             transport=snap.get("transport"),
             participants=list(snap.get("participants") or []),
             status_callback=status_callback,
+            number_id=str(snap.get("numberID") or "default"),
+            tenant_id=str(snap.get("tenantID") or ""),
         )

@@ -23,6 +23,18 @@ def count_active(metrics: Metrics, live: Iterable[Call]) -> None:
         metrics.calls_active.labels(str(direction)).set(count)
 
 
+def count_started(metrics: Metrics, call: Call) -> None:
+    """A call created: by direction, and by number and tenant."""
+    metrics.calls_started.labels(str(call.direction)).inc()
+    metrics.number_calls_started.labels(call.number_id, call.tenant_id, str(call.direction)).inc()
+
+
+def count_ended(metrics: Metrics, call: Call, reason: str) -> None:
+    """A call ended: by direction and reason, and by number and tenant."""
+    metrics.calls_ended.labels(str(call.direction), reason).inc()
+    metrics.number_calls_ended.labels(call.number_id, call.tenant_id, reason).inc()
+
+
 def live_sessions(runtimes: Iterable[CallRuntime]) -> int:
     """Browser sessions not closed or failed, over every live call (``bridge_sessions_active``)."""
     return sum(

@@ -57,7 +57,8 @@ DIALS_SETTLE = 10.0
 may be in the engine's listing before it is ours)."""
 
 KnownElsewhere = Callable[[str], Awaitable[bool]]
-"""``known_elsewhere(engine call id)``: does another live worker carry this engine call?"""
+"""``known_elsewhere(engine key)``: does another live worker carry this engine call? (The key
+is :func:`~.model.engine_key`: the engine's id, qualified by its number.)"""
 
 Adopt = Callable[[MovedCall, Callable[[CallRuntime], None]], Awaitable[Call]]
 """``adopt(moved, carried)``: carry a moved call on here — claimed in the directory, its engine
@@ -111,7 +112,7 @@ class Recovery:
         """
         manager = self.manager
         listed = await self.engine.startup_calls()
-        await manager.dials_settled(DIALS_SETTLE)
+        await manager.admission.dials_settled(DIALS_SETTLE)
         candidates = [
             remote
             for remote in listed
@@ -245,7 +246,7 @@ class Recovery:
                 extra={"call_id": call.id},
             )
             call.end_detail = "worker_lost"
-            await hang_up_quietly(self.engine, call)
+            await hang_up_quietly(self.manager.engine_of(call), call)
             await self.manager.end(call, EndReason.FAILED)
 
         return end
@@ -267,7 +268,8 @@ class Recovery:
         # The event first, the engine after (a dead worker may have had many calls, and each
         # hang-up may wait for HANGUP_TIMEOUT).
         if not self._tasks.closed:
-            self._tasks.spawn(hang_up_quietly(self.engine, call), f"lost:{call.id}")
+            engine = self.manager.engine_of(call)
+            self._tasks.spawn(hang_up_quietly(engine, call), f"lost:{call.id}")
 
     async def end_local_calls_as_lost(self) -> None:
         """Another worker took this one for dead and ended its calls: end them here too —
@@ -276,7 +278,7 @@ class Recovery:
         without a word to the engine or the clients (hanging it up would end the adopted
         call)."""
         for call in self.manager.live_calls():
-            if await self._known_elsewhere(call.engine_call_id):
+            if await self._known_elsewhere(call.engine_key):
                 log.warning(
                     "call %s: carried on by another worker since this one was taken for dead; "
                     "letting go of it here",
@@ -286,5 +288,5 @@ class Recovery:
                 await release_call(self.manager, call.id)
                 continue
             call.end_detail = "worker_lost"
-            await hang_up_quietly(self.engine, call)
+            await hang_up_quietly(self.manager.engine_of(call), call)
             await self.manager.end(call, EndReason.FAILED)

@@ -36,12 +36,14 @@ class InMemoryCallRegistry:
 
     def add(self, call: Call) -> None:
         self._live[call.id] = call
-        self._by_engine[call.engine_call_id] = call.id
+        self._by_engine[call.engine_key] = call.id
 
     def get(self, call_id: str) -> Call | None:
         return self._live.get(call_id) or self._ended.get(call_id)
 
     def by_engine_id(self, engine_call_id: str) -> Call | None:
+        """The call of an engine key (:func:`~.model.engine_key`: the bare engine id on the
+        default number)."""
         call_id = self._by_engine.get(engine_call_id)
         return self._live.get(call_id) if call_id else None
 
@@ -50,16 +52,16 @@ class InMemoryCallRegistry:
 
     def ended(self, call: Call) -> None:
         self._live.pop(call.id, None)
-        if self._by_engine.get(call.engine_call_id) == call.id:
-            del self._by_engine[call.engine_call_id]
+        if self._by_engine.get(call.engine_key) == call.id:
+            del self._by_engine[call.engine_key]
         self._ended[call.id] = call
         while len(self._ended) > self.max_ended:
             self._ended.popitem(last=False)
 
     def forget(self, call: Call) -> None:
         self._live.pop(call.id, None)
-        if self._by_engine.get(call.engine_call_id) == call.id:
-            del self._by_engine[call.engine_call_id]
+        if self._by_engine.get(call.engine_key) == call.id:
+            del self._by_engine[call.engine_key]
 
     def sweep(self, now: float | None = None) -> int:
         """Forget ended calls older than the TTL; returns how many."""

@@ -20,6 +20,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from ..calls.events import CallEvent
+from ..numbers.model import engine_key as call_engine_key
 from .directory import CallRecord
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,8 @@ def queue_record(
         # write; the event still goes to the log.
         return
     key = call_key(record.call_id)
-    engine_key = f"{P}engine:{record.engine_call_id}"
+    number_id = str(record.snapshot.get("numberID") or "")
+    engine_key = f"{P}engine:{call_engine_key(number_id, record.engine_call_id)}"
     owned = owned_key(record.owner)
     ttl = 0 if record.live else ended_ttl
     if not take_over:

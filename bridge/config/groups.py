@@ -495,6 +495,9 @@ class StorageSettings(_Group):
     fork_url_allow: tuple[str, ...] = _opt((), "hosts media forks may connect to (empty: none)")
     recording_retention_days: float = _opt(30.0, "days recordings are kept")
     retention_sweep_interval: float = _opt(3600.0, "seconds between retention sweeps")
+    numbers_file: str = _opt(
+        "", "YAML file of tenants and numbers applied at start (secrets as ${ENV} references)"
+    )
 
     def validate(self) -> None:
         if self.recording_retention_days <= 0:
@@ -669,6 +672,17 @@ class SipSettings(_Group):
         "sip:wa.meta.vc;transport=tls", "Meta's SIP URI: where business-initiated INVITEs go"
     )
     sip_ca: str = _opt("", "extra trusted CA file (PEM) for Meta's side (private test peers)")
+    sip_trusted_networks: tuple[str, ...] = _opt(
+        (),
+        "CIDRs Meta's SIP may connect from (Meta's published ranges); a request on a connection "
+        "from elsewhere gets 403 before any digest work (empty: any source)",
+    )
+    sip_verify_client: str = _opt(
+        "",
+        "a name Meta's TLS client certificate must carry (client.sip.fbclientcerts.com): the "
+        "listener asks for one, verifies its chain (system CAs + BRIDGE_SIP_CA) and answers 403 "
+        "on a connection without it (empty: no certificate asked for, Meta's default)",
+    )
 
     @property
     def listen(self) -> tuple[str, int]:
@@ -684,6 +698,23 @@ class SipSettings(_Group):
             raise self.bad("sip_number", "must be the number in E.164 digits, without +")
         if not re.fullmatch(r"sips?:[^\s<>]+", self.sip_meta_uri):
             raise self.bad("sip_meta_uri", "must be a sip: URI")
+        for net in self.sip_trusted_networks:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise self.bad(
+                    "sip_trusted_networks", f"{net!r} is not a network (CIDR, e.g. 192.0.2.0/24)"
+                ) from None
+        if self.sip_verify_client and not re.fullmatch(
+            r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?)*",
+            self.sip_verify_client,
+        ):
+            raise self.bad("sip_verify_client", "must be a DNS name")
+
+    @property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``sip_trusted_networks`` parsed (host bits allowed: ``10.1.2.3/8`` is ``10/8``)."""
+        return tuple(ipaddress.ip_network(n, strict=False) for n in self.sip_trusted_networks)
 
     def require(self) -> None:
         """What ``BRIDGE_CLOUDAPI_SIGNALLING=sip`` cannot start without."""

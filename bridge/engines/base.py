@@ -11,6 +11,8 @@ never by the engine's kind or by probing for attributes):
 - :class:`MovableCalls`: a call can be carried on by another worker (handover at a deploy,
   adoption after a crash: ``calls/handover.py``);
 - :class:`SimulatedNetwork`: the simulator, which can be asked to ring us;
+- :class:`SettingsEngine`: the number's calling settings, read and written through it;
+- :class:`StandingEngine`: Meta may pause the number's business-initiated calling;
 - :class:`LegEngine`: each call has a leg of its own in this process, made before the call's
   runtime exists and handed over to it (:class:`CallLeg`);
 - a call's media channel and what it may add are in ``engines/channels.py``.
@@ -40,6 +42,7 @@ class EngineEventKind(enum.StrEnum):
     ENDED = "ended"  # the call ended on the engine's side
     DTMF = "dtmf"  # the WhatsApp user pressed a key (data: digit, durationMs)
     PERMISSION = "permission"  # a user answered a call-permission request (about no call)
+    NUMBER = "number"  # Meta said something about the number (data: the event's type, fields)
 
 
 @dataclass(frozen=True)
@@ -54,11 +57,37 @@ class EngineEvent:
     """Extra fields for the call event (``call.dtmf``'s digit, an end's errors)."""
     detail: str = ""
     """An end's ``endDetail`` (Meta's code and message)."""
+    number_id: str = ""
+    """The number whose engine reported it (set by the switchboard; empty: the default)."""
 
 
 RINGING_STATES = frozenset({"ringing", "connecting", "calling", "offer", "incoming"})
 ACTIVE_STATES = frozenset({"active", "connected", "answered", "in_progress"})
 ENDED_STATES = frozenset({"ended", "terminated", "rejected", "completed", "failed"})
+
+
+class CallingSettingsPort(Protocol):
+    """A number's calling settings at its WhatsApp provider (camelCase fields)."""
+
+    async def read(self) -> dict[str, Any]: ...
+
+    async def write(self, patch: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class SettingsEngine(Protocol):
+    """The number's calling settings can be read and changed through the bridge."""
+
+    calling_settings: CallingSettingsPort
+
+
+@runtime_checkable
+class StandingEngine(Protocol):
+    """Meta may pause the number's business-initiated calling (a quality penalty)."""
+
+    def calling_pause(self) -> dict[str, Any] | None:
+        """``{reason, until, retryAfter}`` while paused, else ``None``."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,24 @@
 """SIP over TLS, as narrow as Meta's WhatsApp Business Calling SIP interface needs (RFC 3261):
-messages (``message``, ``headers``), digest authentication (``digest``), TLS transport
-(``transport``), dialogs (``dialog``), transactions (``transaction``), the user agent core
-(``ua``) and our INVITE (``uac``).
+messages (``message``, ``headers``), digest authentication with SHA-256 and MD5 (``digest``),
+TLS transport (``transport``), dialogs (``dialog``), transactions (``transaction``), the user
+agent core (``ua``), who may send us SIP (``trust``) and our INVITE (``uac``).
 The Cloud API engine's SIP signalling (``engines/cloudapi/sip_engine.py``) drives it."""
 
 from .dialog import Dialog, reply
-from .digest import DigestServer, Verdict, authorize
+from .digest import (
+    Challenge,
+    DigestError,
+    DigestServer,
+    Verdict,
+    authorize,
+    choose,
+    parse_params,
+)
 from .headers import Address, Uri, Via
 from .message import Message, Request, Response, SipParseError, parse
 from .transaction import CallHandler, InviteServer
 from .transport import CertFiles, Connection, client_context
+from .trust import PeerPolicy
 from .ua import UserAgent
 from .uac import InviteClient
 
@@ -17,12 +26,15 @@ __all__ = [
     "Address",
     "CallHandler",
     "CertFiles",
+    "Challenge",
     "Connection",
     "Dialog",
+    "DigestError",
     "DigestServer",
     "InviteClient",
     "InviteServer",
     "Message",
+    "PeerPolicy",
     "Request",
     "Response",
     "SipParseError",
@@ -31,7 +43,9 @@ __all__ = [
     "Verdict",
     "Via",
     "authorize",
+    "choose",
     "client_context",
     "parse",
+    "parse_params",
     "reply",
 ]

@@ -1,9 +1,10 @@
 """SIP over TLS (RFC 3261 §18, §26.2; RFC 5246/8446 via Python's ``ssl``) on asyncio streams.
 
-* :class:`Listener`: the TLS server (port 5061 by default). It never asks for a client
-  certificate (Meta's guidance). Its certificate and key are files, checked every
-  :data:`RELOAD_EVERY` seconds and loaded into the live ``SSLContext`` when they change: new
-  handshakes use the new pair, live connections and calls are untouched.
+* :class:`Listener`: the TLS server (port 5061 by default). It asks for no client
+  certificate (Meta's guidance) unless ``BRIDGE_SIP_VERIFY_CLIENT`` names one to check. Its
+  certificate and key are files, checked every :data:`RELOAD_EVERY` seconds and loaded into
+  the live ``SSLContext`` when they change: new handshakes use the new pair, live
+  connections and calls are untouched.
 * :func:`connect`: an outbound TLS connection (to Meta's SIP host), the server's certificate
   verified against the system's CAs and ``BRIDGE_SIP_CA``.
 * :class:`Connection`: one TLS stream carrying SIP messages both ways. Framing is by
@@ -19,6 +20,7 @@ import logging
 import os
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ..tasks import TaskSet
 from .message import (
@@ -73,6 +75,10 @@ class Connection:
         self.peer: tuple[str, int] = (str(peer[0]), int(peer[1]))
         self.closed = asyncio.Event()
         self._write_lock = asyncio.Lock()
+        self.peercert: dict[str, Any] | None = writer.get_extra_info("peercert") or None
+        """The peer's certificate as the handshake verified it (``None`` without one)."""
+        self.refusal: str | None = None
+        """Why the peer may not send us requests (``""``: it may; ``None``: not judged yet)."""
 
     def __repr__(self) -> str:
         return f"<Connection {'from' if self.inbound else 'to'} {self.peer[0]}:{self.peer[1]}>"
@@ -146,11 +152,20 @@ class CertFiles:
     """A server ``SSLContext`` whose certificate and key are reloaded when their files change
     (a renewed certificate takes effect for new connections, without a restart)."""
 
-    def __init__(self, cert: str, key: str) -> None:
+    def __init__(self, cert: str, key: str, *, client_ca: str | None = None) -> None:
+        """``client_ca``: ask for a client certificate and verify one that comes against the
+        system's CAs and this file (``""``: the system's only); ``None``: ask for none."""
         self.cert, self.key = cert, key
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
-        self.context.verify_mode = ssl.CERT_NONE  # no client certificate is asked for
+        self.context.verify_mode = ssl.CERT_NONE  # no client certificate (Meta's guidance)
+        if client_ca is not None:
+            # Optional at the TLS layer: a peer without one still gets a SIP answer (403,
+            # from the PeerPolicy), not a bare handshake alert.
+            self.context.verify_mode = ssl.CERT_OPTIONAL
+            self.context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+            if client_ca:
+                self.context.load_verify_locations(client_ca)
         self._stamp = self._mtimes()
         self.context.load_cert_chain(cert, key)
         self.reloads = 0
@@ -185,7 +200,10 @@ class CertFiles:
 
 
 def client_context(ca_file: str = "") -> ssl.SSLContext:
-    """Outbound TLS: the peer's certificate and name verified (system CAs + ``ca_file``)."""
+    """Outbound TLS: the peer's certificate and name verified (system CAs + ``ca_file``).
+    No ALPN is offered (nothing calls ``set_alpn_protocols``): Meta's edge answers an ALPN
+    ``sip`` offer with alert 120 ``no_application_protocol`` (Meta Cloud API Calling SIP
+    docs), and SIP over TLS defines no ALPN identifier."""
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if ca_file:
@@ -218,13 +236,10 @@ class Listener:
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
+        # TLS is started per connection in _accept, not by the server: a failed handshake
+        # (a client certificate that does not verify) is then ours to log.
         self._server = await asyncio.start_server(
-            self._accept,
-            host or None,
-            port,
-            ssl=self.certs.context,
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-            limit=MAX_HEAD + 8,
+            self._accept, host or None, port, limit=MAX_HEAD + 8
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self._tasks.spawn(self._watch_certs(), "cert-reload")
@@ -235,12 +250,22 @@ class Listener:
             self.certs.check()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = Connection(reader, writer, inbound=True)
         if len(self.connections) >= MAX_CONNECTIONS or self._tasks.closed:
             self.refused += 1
-            await conn.close()
+            writer.close()
             return
-        await self._run(conn)
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        try:
+            await writer.start_tls(self.certs.context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        except ssl.SSLCertVerificationError as exc:
+            log.warning("SIP TLS from %s:%s: client certificate refused: %s", *peer[:2], exc)
+            writer.close()
+            return
+        except (OSError, TimeoutError, ssl.SSLError, ConnectionError) as exc:
+            log.info("SIP TLS from %s:%s: handshake failed: %s", *peer[:2], exc)
+            writer.close()
+            return
+        await self._run(Connection(reader, writer, inbound=True))
 
     def serve(self, conn: Connection) -> None:
         """Read an outbound connection's messages too (Meta's answers and requests)."""

@@ -13,7 +13,10 @@ is set and handed to the :class:`CallHandler`; ``CANCEL`` matches the pending IN
 dialog (``481`` without one, §12.2.2); ``OPTIONS`` is answered (§11.2); a re-INVITE gets
 ``488`` and ``REFER`` ``403`` with a reason saying the bridge does hold and transfer in its
 own media; any other method ``501`` with ``Allow`` (§8.2.1); a ``Require`` we do not support
-``420`` (§8.2.2.3); a malformed message ``400`` (§8.2 / §21.4.1).
+``420`` (§8.2.2.3); a malformed message ``400`` (§8.2 / §21.4.1). Before any of it,
+``received``/``rport`` go into the request's top Via so every response carries them (RFC 3261
+§18.2.1, RFC 3581 §4), and a connection we accepted from outside the
+:class:`~.trust.PeerPolicy` gets ``403`` to every request.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from .headers import Address, Uri, Via
 from .message import Message, Request, Response, SipParseError
 from .transaction import CallHandler, ClientTransaction, InviteServer
 from .transport import BadMessage, CertFiles, Connection, Listener, connect, salvage
+from .trust import PeerPolicy, stamp_via
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +60,15 @@ class UserAgent:
         client_ctx: ssl.SSLContext,
         digest: DigestServer | None,
         handler: CallHandler,
+        policy: PeerPolicy | None = None,
     ) -> None:
         self.hostname = hostname
         self.number = number
         self.client_ctx = client_ctx
         self.digest = digest
         self.handler = handler
+        self.policy = policy or PeerPolicy()
+        """Who may send requests on connections we accepted (:mod:`.trust`)."""
         self.transport = Listener(certs, self._on_message, self._on_bad)
         self.port = 5061
         self.pending: dict[tuple[str, str], InviteServer] = {}
@@ -173,6 +180,7 @@ class UserAgent:
                 resp.add(name, value)
         if found.get("cseq"):
             resp.add("CSeq", found["cseq"][0])
+        stamp_via(resp, conn.peer)
         try:
             await conn.send(resp)
         except (ConnectionError, OSError, TimeoutError, ssl.SSLError):
@@ -216,6 +224,12 @@ class UserAgent:
         to_tag = Address.parse(req.get("To")).tag
         Address.parse(req.get("From"))  # malformed → 400
         Via.parse(req.values("Via")[0])
+        stamp_via(req, conn.peer)  # every response copies the top Via (§18.2.1, RFC 3581)
+        if conn.inbound and not self._trusted(conn):
+            self.count("untrusted")
+            if method != "ACK":
+                await self._answer(conn, reply(req, 403, "Forbidden (untrusted source)"))
+            return
         self.count(method.lower() if method in ALLOW else "unknown")
         dialog = self.dialogs.get((req.call_id, to_tag)) if to_tag else None
         if method == "ACK":
@@ -246,6 +260,15 @@ class UserAgent:
             self._spawn(self.handler.bye(dialog, req), f"bye:{req.call_id[:24]}")
         else:  # NOTIFY in a dialog
             await self._answer(conn, reply(req, 200, "OK"))
+
+    def _trusted(self, conn: Connection) -> bool:
+        """Whether ``conn``'s peer may send requests: judged once a connection, its refusal
+        logged once (:class:`~.trust.PeerPolicy`), before any digest work."""
+        if conn.refusal is None:
+            conn.refusal = self.policy.refusal(conn.peer[0], conn.peercert)
+            if conn.refusal:
+                log.warning("SIP from %s:%d: refused (403): %s", *conn.peer, conn.refusal)
+        return not conn.refusal
 
     async def _on_ack(self, req: Request, dialog: Dialog | None) -> None:
         if dialog is None:
@@ -304,8 +327,9 @@ class UserAgent:
             )
             await self._answer(conn, reply(req, 403, "Forbidden (wrong credentials)"))
             return False
-        challenge = self.digest.challenge(stale=verdict is Verdict.STALE)
-        extra = [("Proxy-Authenticate", challenge)]
+        # One Proxy-Authenticate per algorithm we offer, the preferred first (RFC 8760 §2.4).
+        challenges = self.digest.challenges(stale=verdict is Verdict.STALE)
+        extra = [("Proxy-Authenticate", challenge) for challenge in challenges]
         await self._answer(
             conn, reply(req, 407, "Proxy Authentication Required", to_tag=new_tag(), extra=extra)
         )

@@ -3,7 +3,14 @@ UAC does around it (RFC 3261 §13.2, §17.1.1).
 
 ``100`` is ignored; ``180``/``183`` are progress; ``407`` is answered once with the number's
 credentials (§22.2: the same Call-ID and From tag, CSeq + 1, a new branch, after ACKing the
-``407``, §17.1.1.3); a ``2xx`` makes the dialog (§12.1.2, route set reversed) and is ACKed
+``407``, §17.1.1.3), and once more only when the second ``407`` says ``stale=true`` (RFC 7616
+§3.3: a fresh nonce, not a refusal). Of the ``407``'s challenges the best we support is
+answered (Meta's carries SHA-256 first and MD5 second: SHA-256, RFC 8760), with the digest
+``uri`` the INVITE's Request-URI as Meta's documented examples send it
+(``sip:+<callee>@wa.meta.vc;transport=tls``; RFC 3261 §22.4), so its user is the To's, which
+Meta checks. When the round fails, :attr:`InviteClient.auth_failure` says which challenge
+failed and why (no challenge we can answer, or our answer refused), for the one WARNING the
+engine logs. A ``2xx`` makes the dialog (§12.1.2, route set reversed) and is ACKed
 in it (§13.2.2.4, the INVITE's CSeq number); any other final response is ACKed on its
 transaction and returned. :meth:`InviteClient.cancel` sends ``CANCEL`` (§9.1) while no final
 response has come.
@@ -16,7 +23,7 @@ import ssl
 from collections.abc import Callable
 
 from .dialog import Dialog
-from .digest import authorize
+from .digest import Challenge, DigestError, choose
 from .headers import Uri, Via, new_branch, new_tag, strip_tag
 from .message import Request, Response
 from .transaction import TIMER_B, ClientTransaction
@@ -56,6 +63,15 @@ class InviteClient:
         self._tx: ClientTransaction | None = None
         self._conn: Connection | None = None
         self._cancelled = False
+        self.answered: Challenge | None = None
+        """The challenge of our last ``Proxy-Authorization`` (``None`` before a ``407``)."""
+        self.auth_failure = ""
+        """Why the digest round failed, when the final response is a ``407``."""
+
+    @property
+    def digest_uri(self) -> str:
+        """The digest ``uri``: the Request-URI (see the module docstring)."""
+        return self.target
 
     def _invite(self, authorization: str = "") -> Request:
         req = Request(method="INVITE", uri=self.target)
@@ -96,7 +112,7 @@ class InviteClient:
             self.final = Response(status=503, reason=f"Service Unavailable ({exc})")
             return self.final
         invite = self._invite()
-        challenged = False
+        rounds = 0
         while True:
             tx = self._tx = await self.ua.send(invite, self._conn)
             try:
@@ -108,9 +124,9 @@ class InviteClient:
                     await self._conn.send(self._ack_failure(invite, resp))
                 except (ConnectionError, OSError, TimeoutError, ssl.SSLError):
                     pass
-            if resp.status == 407 and not challenged and not self._cancelled:
-                challenged = True
-                auth = self._answer_challenge(resp, invite)
+            if resp.status == 407 and not self._cancelled and self._may_answer(resp, rounds):
+                rounds += 1
+                auth = self._answer_challenge(resp)
                 if auth:
                     self.seq += 1
                     invite = self._invite(auth)
@@ -120,14 +136,45 @@ class InviteClient:
                 await self._confirm(invite, resp)
             return resp
 
-    def _answer_challenge(self, resp: Response, invite: Request) -> str:
+    def _may_answer(self, resp: Response, rounds: int) -> bool:
+        """The first ``407``, or a second whose challenge only renewed our nonce."""
+        if rounds == 0 or self.answered is None:
+            return rounds == 0
         try:
-            return authorize(
-                resp.get("Proxy-Authenticate"), "INVITE", invite.uri, self.username, self.password
+            stale = choose(resp.all("Proxy-Authenticate")).stale
+        except DigestError:
+            stale = False
+        if stale and rounds == 1:
+            log.info("SIP call %s: Meta's nonce went stale; answering anew", self.call_id)
+            return True
+        self.auth_failure = (
+            f"Meta refused our {self.answered.algorithm} digest answer (realm "
+            f"{self.answered.realm!r}, username {self.username}, uri {self.digest_uri}) and "
+            "challenged again: BRIDGE_SIP_PASSWORD must be the number's SIP password (GET "
+            "/{PHONE_NUMBER_ID}/settings?include_sip_credentials=true) and BRIDGE_SIP_NUMBER "
+            "the number itself"
+        )
+        return False
+
+    def _answer_challenge(self, resp: Response) -> str:
+        values = resp.all("Proxy-Authenticate")
+        try:
+            chosen = choose(values)
+        except DigestError as exc:
+            offered = ", ".join(v[:120] for v in values) or "none"
+            self.auth_failure = (
+                f"Meta's 407 carries {len(values)} challenge(s) and we can answer none: {exc}; "
+                f"offered: {offered}. No credentials were sent"
             )
-        except ValueError as exc:
-            log.warning("SIP call %s: Meta's challenge: %s", self.call_id, exc)
             return ""
+        self.answered = chosen
+        log.info(
+            "SIP call %s: answering Meta's %s challenge (of %d)",
+            self.call_id,
+            chosen.algorithm,
+            len(values),
+        )
+        return chosen.answer("INVITE", self.digest_uri, self.username, self.password)
 
     async def _follow(
         self, tx: ClientTransaction, on_progress: Callable[[Response], None]

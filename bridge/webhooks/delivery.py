@@ -3,7 +3,8 @@
 Every call event (the JSON of the SSE ``data`` line) goes to the call's ``statusCallback`` or,
 without one, to ``BRIDGE_WEBHOOK_URL``, signed with ``BRIDGE_WEBHOOK_SECRET``
 (``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64 HMAC-SHA256>``, made by
-the ``standardwebhooks`` package).
+the ``standardwebhooks`` package). A tenant's calls' events also go to the tenant's own
+``webhookURL``, signed with its own ``webhookSecret`` (``docs/numbers.md``).
 
 - The event source (:meth:`WebhookService.observe`) only appends to a bounded queue: nothing
   on the media path or in a request handler waits for a receiver.
@@ -29,6 +30,7 @@ import random
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -51,6 +53,8 @@ MAX_DESTINATIONS = 1000
 IDLE_SECONDS = 30.0
 """A destination's workers stop after this long without work; the destination goes away."""
 MAX_RETRY_DELAY = 60.0
+TenantDestination = Callable[[str], "tuple[str, str] | None"]
+"""A tenant's own webhook URL and secret, by tenant id (``None``: it has none)."""
 USER_AGENT = "webrtc-bridge-webhooks/1"
 
 
@@ -74,6 +78,8 @@ class Delivery:
     event: str
     body: str
     published: float
+    signer: Webhook
+    """Whose secret signs it: the service's, or the tenant's for its own destination."""
     attempts: int = 0
 
     @property
@@ -175,9 +181,17 @@ class WebhookService:
     """Signs and delivers call events. See the module docstring."""
 
     def __init__(
-        self, settings: WebhookSettings, http: aiohttp.ClientSession, metrics: Metrics
+        self,
+        settings: WebhookSettings,
+        http: aiohttp.ClientSession,
+        metrics: Metrics,
+        tenant_destination: TenantDestination | None = None,
     ) -> None:
+        """``tenant_destination(tenant id)``: the tenant's own webhook URL and secret, if it
+        has one (its calls' events go there too, signed with its secret)."""
         self.settings = settings
+        self.tenant_destination = tenant_destination or (lambda tenant_id: None)
+        self._tenant_signers: dict[str, Webhook] = {}
         self.http = http
         self.metrics = metrics
         self.allow = {h.lower() for h in settings.webhook_url_allow}
@@ -215,15 +229,34 @@ class WebhookService:
 
     # -- the event source's side: never blocks
     def observe(self, event: CallEvent, call: Call | None) -> None:
-        url = (call.status_callback if call is not None else None) or self.settings.webhook_url
-        if not url or self.signer is None or self._closing:
+        if self._closing:
             return
+        url = (call.status_callback if call is not None else None) or self.settings.webhook_url
+        if url and self.signer is not None:
+            self._queue(url, event, call, self.signer)
+        tenant_id = call.tenant_id if call is not None else event.data.get("tenantID")
+        mine = (
+            self.tenant_destination(tenant_id) if isinstance(tenant_id, str) and tenant_id else None
+        )
+        if mine is not None and mine[0] != url:
+            self._queue(mine[0], event, call, self._tenant_signer(mine[1]))
+
+    def _tenant_signer(self, secret: str) -> Webhook:
+        signer = self._tenant_signers.get(secret)
+        if signer is None:
+            if len(self._tenant_signers) > MAX_DESTINATIONS:
+                self._tenant_signers.clear()  # secrets rotated many times: start over
+            signer = self._tenant_signers[secret] = Webhook(secret)
+        return signer
+
+    def _queue(self, url: str, event: CallEvent, call: Call | None, signer: Webhook) -> None:
         delivery = Delivery(
             id=f"msg_{uuid.uuid4().hex}",
             call=call,
             event=event.type,
             body=event.to_json(),
             published=time.monotonic(),
+            signer=signer,
         )
         destination = self.destinations.get(url)
         if destination is None:
@@ -247,7 +280,6 @@ class WebhookService:
 
     # -- delivery
     def headers(self, delivery: Delivery) -> dict[str, str]:
-        assert self.signer is not None
         now = int(time.time())
         stamp = dt.datetime.fromtimestamp(now, dt.UTC)
         return {
@@ -255,7 +287,7 @@ class WebhookService:
             "User-Agent": USER_AGENT,
             "webhook-id": delivery.id,
             "webhook-timestamp": str(now),
-            "webhook-signature": self.signer.sign(delivery.id, stamp, delivery.body),
+            "webhook-signature": delivery.signer.sign(delivery.id, stamp, delivery.body),
         }
 
     async def deliver(self, url: str, delivery: Delivery) -> None:

@@ -33,6 +33,7 @@ from bridge.rtc import restrict_host_addresses
 from bridge.rtc.release import release_peer_connection
 
 from ..support.rtc_client import Recorder, ToneTrack
+from .cloudapi_account import MetaAccount
 from .cloudapi_permissions import MetaPermissions
 from .common import FakeServer
 
@@ -276,13 +277,21 @@ class FakeMeta(FakeServer):
         self.token = token
         self.phone_number_id = phone_number_id
         self.app_secret = app_secret
+        self.numbers: dict[str, str] = {phone_number_id: token}
+        """The app's business numbers: ``phone_number_id`` → its Graph token (one app holds
+        many numbers, each with a system-user token of its own; webhooks of all of them are
+        signed with the app's one secret)."""
         self.user_tone_hz = user_tone_hz
         self.no_permission: set[str] = set()
         self.meta_calls: dict[str, MetaCall] = {}
         self.actions: list[dict[str, Any]] = []
+        self.action_numbers: list[str] = []
+        """The ``phone_number_id`` each of :attr:`actions` was posted to."""
         self.refused: list[dict[str, Any]] = []
         self.perms = MetaPermissions()
         """Users' call permissions (see :mod:`.cloudapi_permissions`)."""
+        self.account = MetaAccount()
+        """The number's standing: pauses, messaging limit, rate limit (:mod:`.cloudapi_account`)."""
         self.fail_next: dict[str, tuple[int, str]] = {}
         """action → Meta's error code and message for the next request of that action."""
         self.permission_reads = 0
@@ -308,14 +317,38 @@ class FakeMeta(FakeServer):
         app.router.add_post("/v23.0/{pnid}/calls", self.calls_endpoint)
         app.router.add_post("/v23.0/{pnid}/messages", self.messages_endpoint)
         app.router.add_get("/v23.0/{pnid}/call_permissions", self.call_permissions_endpoint)
+        app.router.add_get("/v23.0/{pnid}", self.number_endpoint)
+        app.router.add_route("*", "/v23.0/{pnid}/settings", self.settings_endpoint)
         return app
 
-    def _refuse(self, request: web.Request) -> web.Response | None:
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+    def add_number(self, phone_number_id: str, token: str) -> None:
+        """Another business number of this app, with its own token."""
+        self.numbers[phone_number_id] = token
+
+    def _check_number(self, request: web.Request) -> web.Response | None:
+        # Meta checks the token first (190), then that the node exists for it (100).
+        token = self.numbers.get(request.match_info["pnid"])
+        presented = request.headers.get("Authorization", "")
+        if presented not in {f"Bearer {t}" for t in self.numbers.values()}:
             return meta_error(401, 190, "Invalid OAuth access token - Cannot parse access token")
-        if request.match_info["pnid"] != self.phone_number_id:
+        if token is None or presented != f"Bearer {token}":
             return meta_error(400, 100, "Unsupported post request. Object does not exist")
         return None
+
+    async def settings_endpoint(self, request: web.Request) -> web.Response:
+        """``GET``/``POST /{PHONE_NUMBER_ID}/settings`` (:mod:`.cloudapi_account`)."""
+        refusal = self._check_number(request)
+        return refusal or await self.account.settings_endpoint(request)
+
+    async def number_endpoint(self, request: web.Request) -> web.Response:
+        """``GET /{PHONE_NUMBER_ID}``: the number's node (what a token check reads)."""
+        refusal = self._check_number(request)
+        if refusal is not None:
+            return refusal
+        return web.json_response({"id": request.match_info["pnid"]})
+
+    def _refuse(self, request: web.Request) -> web.Response | None:
+        return self._check_number(request)
 
     async def messages_endpoint(self, request: web.Request) -> web.Response:
         refusal = self._refuse(request)
@@ -326,6 +359,7 @@ class FakeMeta(FakeServer):
         except ValueError:
             return meta_error(400, 100, "Invalid JSON")
         self.actions.append({"edge": "messages", **body})
+        self.action_numbers.append(request.match_info["pnid"])
         return await self.perms.messages_endpoint(body)
 
     async def call_permissions_endpoint(self, request: web.Request) -> web.Response:
@@ -345,15 +379,15 @@ class FakeMeta(FakeServer):
         return "wacid.HBgL" + uuid.uuid4().hex[:24].upper()
 
     async def calls_endpoint(self, request: web.Request) -> web.Response:
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
-            return meta_error(401, 190, "Invalid OAuth access token - Cannot parse access token")
-        if request.match_info["pnid"] != self.phone_number_id:
-            return meta_error(400, 100, "Unsupported post request. Object does not exist")
+        refusal = self._check_number(request)
+        if refusal is not None:
+            return refusal
         try:
             body = await request.json()
         except ValueError:
             return meta_error(400, 100, "Invalid JSON")
         self.actions.append(body)
+        self.action_numbers.append(request.match_info["pnid"])
         if body.get("messaging_product") != "whatsapp":
             return meta_error(400, 100, "(#100) The parameter messaging_product is required.")
         session = body.get("session")
@@ -372,6 +406,9 @@ class FakeMeta(FakeServer):
                     subcode=2494010,
                 )
         action = body.get("action")
+        standing = self.account.refusal(str(action))
+        if standing is not None:
+            return standing
         failure = self.fail_next.pop(str(action), None)
         if failure is not None:  # the next such action fails as Meta fails it
             code, message = failure
@@ -431,7 +468,11 @@ class FakeMeta(FakeServer):
         return web.json_response({"messaging_product": "whatsapp", "calls": [{"id": call.wacid}]})
 
     # -- webhooks
-    def envelope(self, *values: dict[str, Any], field: str = "calls") -> dict[str, Any]:
+    def envelope(
+        self, *values: dict[str, Any], field: str = "calls", number: str | None = None
+    ) -> dict[str, Any]:
+        """A webhook body about ``number`` (a ``phone_number_id`` of this app; default: its
+        first number)."""
         changes = [
             {
                 "field": field,
@@ -439,7 +480,7 @@ class FakeMeta(FakeServer):
                     "messaging_product": "whatsapp",
                     "metadata": {
                         "display_phone_number": "15550009999",
-                        "phone_number_id": self.phone_number_id,
+                        "phone_number_id": number or self.phone_number_id,
                     },
                     **value,
                 },
@@ -482,9 +523,12 @@ class FakeMeta(FakeServer):
         }
         return call, event
 
-    async def user_calls(self, client: Any, user: str = "15550001111") -> MetaCall:
+    async def user_calls(
+        self, client: Any, user: str = "15550001111", number: str | None = None
+    ) -> MetaCall:
+        """``user`` calls the business number ``number`` (default: the app's first)."""
         call, event = await self.user_offer(user)
-        resp = await self.post(client, self.envelope(event))
+        resp = await self.post(client, self.envelope(event, number=number))
         assert resp.status == 200, await resp.text()
         call.offered_at = time.monotonic()
         return call

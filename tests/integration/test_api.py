@@ -40,6 +40,8 @@ async def test_make_returns_snapshot_and_rings_then_answers(make_client) -> None
     call = await make_call(client, "5521999999999@s.whatsapp.net")
     assert set(call) == {
         "callID",
+        "numberID",
+        "tenantID",
         "peer",
         "direction",
         "state",

@@ -184,7 +184,7 @@ async def test_no_call_permission_is_403_and_other_graph_errors_502(cclient, met
     assert body["error"]["details"]["metaCode"] == 138006
     assert await live_calls(client) == []
 
-    meta.phone_number_id = "1"  # Meta now answers 100 "object does not exist"
+    meta.numbers = {"1": meta.token}  # Meta now answers 100 "object does not exist"
     resp = await client.post("/call/make", json={"phone": "5521999999999"})
     body = await resp.json()
     assert resp.status == 502 and body["error"]["code"] == "engine_error", body

@@ -1,8 +1,10 @@
 """Business-initiated calls on Meta's SIP road, Meta played by the real SIPp over TLS: our
-INVITE challenged with 407 and sent again with the number's digest credentials (SIPp's
-verifyauth checks them), 183 → ringing, 200 → active with ACK along the reversed route set,
-audio both ways with an aiortc Meta peer (ICE-lite, sha-256), our BYE along the route set;
-480 → no_answer, 486 → rejected, 403 → failed with a message naming what must match."""
+INVITE challenged with one 407 carrying SHA-256 and MD5 challenges, as Meta's edge sends it,
+and sent again with the number's SHA-256 digest answer (checked here, its uri the
+Request-URI), 183 → ringing, 200 → active with ACK along the reversed route set, audio both
+ways with an aiortc Meta peer (ICE-lite, sha-256), our BYE along the route set; 480 →
+no_answer, 486 → rejected, 403 → failed with a message naming what must match; a 407 we
+cannot answer and a refused answer each logged once, saying which challenge failed and why."""
 
 from __future__ import annotations
 
@@ -21,22 +23,24 @@ from ..support.waits import until, until_passes
 from .conftest import NUMBER, PASSWORD
 
 
-def assert_digest(header: str, nonce: str, username: str, password: str) -> None:
-    """RFC 2617 §3.2.2 with qop=auth, computed here from the header's own fields."""
+def assert_digest(header: str, nonce: str, username: str, password: str) -> dict[str, str]:
+    """RFC 7616 §3.4.1 (SHA-256, qop=auth), computed here from the header's own fields: the
+    answer to the first of Meta's two challenges, with that challenge's nonce and opaque."""
 
-    def md5(text: str) -> str:
-        return hashlib.md5(text.encode()).hexdigest()
+    def sha256(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
 
     pairs = re.findall(r'(\w+)=(?:"([^"]*)"|([^,\s]+))', header)
     fields = {key: quoted or bare for key, quoted, bare in pairs}
     assert fields["username"] == username and fields["realm"] == "wa.meta.vc", fields
-    assert (
-        fields["nonce"] == nonce and fields["qop"] == "auth" and fields["opaque"] == "meta-opaque"
-    )
-    ha1 = md5(f"{username}:wa.meta.vc:{password}")
-    ha2 = md5(f"INVITE:{fields['uri']}")
-    expected = md5(f"{ha1}:{nonce}:{fields['nc']}:{fields['cnonce']}:auth:{ha2}")
+    assert fields["algorithm"] == "SHA-256", fields
+    assert fields["nonce"] == nonce and fields["qop"] == "auth", fields
+    assert fields["opaque"] == "meta-opaque-sha256", fields
+    ha1 = sha256(f"{username}:wa.meta.vc:{password}")
+    ha2 = sha256(f"INVITE:{fields['uri']}")
+    expected = sha256(f"{ha1}:{nonce}:{fields['nc']}:{fields['cnonce']}:auth:{ha2}")
     assert fields["response"] == expected
+    return fields
 
 
 async def test_bic_407_then_200_audio_and_bridge_bye_along_the_route_set(sip_rig):
@@ -88,9 +92,18 @@ async def test_bic_407_then_200_audio_and_bridge_bye_along_the_route_set(sip_rig
         assert await sipp.finish() == 0, sipp.report()
         trace = sipp.sent_and_received()
         assert trace.count("Proxy-Authorization: Digest") == 1
+        assert trace.count("Proxy-Authenticate: Digest") == 2  # one 407, two challenges
         auth = (await sipp.wait_log(r"AUTH-BEGIN(.*?)AUTH-END")).group(1)
-        nonce = re.search(r'nonce="([^"]+)"', trace).group(1)  # the one SIPp's 407 sent
-        assert_digest(auth, nonce, NUMBER, PASSWORD)
+        # The SHA-256 challenge's nonce, as SIPp's 407 sent it; never the MD5 one's.
+        nonce = re.search(r'nonce="([^"]+)", opaque="meta-opaque-sha256"', trace).group(1)
+        fields = assert_digest(auth, nonce, NUMBER, PASSWORD)
+        # The digest uri is the Request-URI, as Meta's documented examples send it, so its
+        # user is the To's (Meta refuses "Proxy auth uri does not match SIP to uri").
+        m = await sipp.wait_log(r"RURI-BEGIN\[?(.*?)\]?RURI-END TO-BEGIN\[?(.*?)\]?TO-END")
+        ruri, to = m.group(1), m.group(2)
+        assert fields["uri"] == ruri, (fields["uri"], ruri)
+        assert ruri.startswith("sip:+5521999999999@") and ruri.endswith(";transport=tls")
+        assert "<sip:+5521999999999@" in to, to
     finally:
         if rtc is not None:
             await rtc.close()
@@ -107,7 +120,7 @@ async def test_bic_407_then_200_audio_and_bridge_bye_along_the_route_set(sip_rig
 )
 async def test_bic_not_taken(sip_rig, caplog, status, reason, end_reason):
     rig = await sip_rig()
-    sipp = rig.sipp("bic_fail.xml", STATUS=status, REASON=reason)
+    sipp = rig.sipp("bic_fail.xml", STATUS=status, REASON=reason, EXTRA="Server: fake-meta")
     await sipp.start(remote=None, keys={}, server=True)
     await rig.hops.start(rig.engine.ua.port, sipp.port)
     caplog.set_level(logging.WARNING)
@@ -144,3 +157,62 @@ async def test_bic_hangup_while_ringing_cancels(sip_rig):
     assert await sipp.finish() == 0, sipp.report()
     ended = await wait_state(rig.client, call["callID"], "ended", timeout=2)
     assert ended["endReason"] == "canceled"
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+async def test_bic_407_with_no_challenge_we_answer_says_so(sip_rig, caplog):
+    """Only challenges we cannot answer (SHA-512 is no digest algorithm; auth-int we do not
+    do): no credentials are sent, and the one WARNING says which challenge failed and why,
+    not that the password is wrong."""
+    rig = await sip_rig()
+    extra = (
+        'Proxy-Authenticate: Digest realm="wa.meta.vc", nonce="n1", algorithm=SHA-512, '
+        'qop="auth"\n      Proxy-Authenticate: Digest realm="wa.meta.vc", nonce="n2", '
+        'algorithm=MD5, qop="auth-int"'
+    )
+    sipp = rig.sipp(
+        "bic_fail.xml", STATUS="407", REASON="Proxy Authentication Required", EXTRA=extra
+    )
+    await sipp.start(remote=None, keys={}, server=True)
+    await rig.hops.start(rig.engine.ua.port, sipp.port)
+    caplog.set_level(logging.WARNING)
+    resp = await rig.client.post("/call/make", json={"phone": "5521999999999"})
+    assert resp.status == 201, await resp.text()
+    call = await resp.json()
+    ended = await wait_state(rig.client, call["callID"], "ended", timeout=10)
+    assert ended["endReason"] == "failed"
+    await sipp.wait_log("ACKED")
+    assert await sipp.finish() == 0, sipp.report()
+    assert "Proxy-Authorization" not in sipp.sent_and_received()
+    about = [w for w in _warnings(caplog) if "challenge" in w]
+    assert len(about) == 1, about
+    assert "challenge 1 of 2: algorithm=SHA-512 is not one we support" in about[0]
+    assert "challenge 2 of 2: algorithm=MD5: qop=auth-int" in about[0]
+    assert "No credentials were sent" in about[0] and "password" not in about[0].lower()
+
+
+async def test_bic_digest_answer_refused_names_the_algorithm(sip_rig, caplog):
+    """Meta challenges our SHA-256 answer again (no stale=true): the call ends with one WARNING
+    that names what we answered with (algorithm, username, uri) and what to check."""
+    rig = await sip_rig()
+    sipp = rig.sipp("bic_auth_refused.xml")
+    await sipp.start(remote=None, keys={}, server=True)
+    await rig.hops.start(rig.engine.ua.port, sipp.port)
+    caplog.set_level(logging.WARNING)
+    resp = await rig.client.post("/call/make", json={"phone": "5521999999999"})
+    assert resp.status == 201, await resp.text()
+    call = await resp.json()
+    ended = await wait_state(rig.client, call["callID"], "ended", timeout=10)
+    assert ended["endReason"] == "failed"
+    auth = (await sipp.wait_log(r"REFUSED-ACKED AUTH-BEGIN(.*?)AUTH-END")).group(1)
+    assert "algorithm=SHA-256" in auth and 'opaque="o-sha-1"' in auth
+    assert await sipp.finish() == 0, sipp.report()
+    assert sipp.sent_and_received().count("Proxy-Authorization: Digest") == 1  # no third try
+    about = [w for w in _warnings(caplog) if "digest" in w]
+    assert len(about) == 1, about
+    assert "Meta refused our SHA-256 digest answer" in about[0]
+    assert f"username {NUMBER}" in about[0] and "uri sip:+5521999999999@" in about[0]
+    assert "BRIDGE_SIP_PASSWORD" in about[0]

@@ -31,3 +31,33 @@ def filter_path_parameters(ctx: Any, path_parameters: dict[str, Any] | None) -> 
     """``/call/events`` is an endless stream: never reach it through ``/call/{callID}``."""
     value = (path_parameters or {}).get("callID")
     return not (isinstance(value, str) and value.strip("/").split("/")[0] in RESERVED)
+
+
+LOCAL = "http://127.0.0.1"
+URL_FIELDS = {"url", "graphURL", "webhookURL"}
+ENGINES_WITH_A_PEER = {"cloudapi", "zuckzapgo", "wadial"}
+
+
+def _reaches_out(value: Any) -> bool:
+    """Whether a body would make the bridge reach a host other than loopback: a number whose
+    engine connects somewhere (its URL, Meta's Graph for the token check), a tenant's webhook."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in URL_FIELDS and isinstance(item, str) and not item.startswith(LOCAL):
+                return True
+            if key == "engine" and item in ENGINES_WITH_A_PEER:
+                return True
+            if key in ENGINES_WITH_A_PEER and isinstance(item, dict):
+                return True
+            if _reaches_out(item):
+                return True
+    if isinstance(value, list):
+        return any(_reaches_out(item) for item in value)
+    return False
+
+
+@schemathesis.hook
+def filter_body(ctx: Any, body: Any) -> bool:
+    """Tests send traffic to loopback only: no generated number or tenant may point the bridge
+    at another host."""
+    return not _reaches_out(body)

@@ -124,6 +124,9 @@ def test_empty_stun_urls_means_none() -> None:
         ({"BRIDGE_RTP_PORTS": "40000"}, "BRIDGE_RTP_PORTS"),
         ({"BRIDGE_RTP_PORTS": "41000-40000"}, "BRIDGE_RTP_PORTS"),
         ({"BRIDGE_RTP_PORTS": "80-90"}, "BRIDGE_RTP_PORTS"),
+        ({"BRIDGE_SIP_TRUSTED_NETWORKS": "10.0.0.0/8,meta"}, "BRIDGE_SIP_TRUSTED_NETWORKS"),
+        ({"BRIDGE_SIP_TRUSTED_NETWORKS": "10.0.0.0/33"}, "BRIDGE_SIP_TRUSTED_NETWORKS"),
+        ({"BRIDGE_SIP_VERIFY_CLIENT": "meta client"}, "BRIDGE_SIP_VERIFY_CLIENT"),
     ],
 )
 def test_bad_values_name_the_setting(env, name) -> None:
@@ -250,6 +253,20 @@ ENV_SAMPLES = [
         "sip:meta.test:5070;transport=tls",
     ),
     ("BRIDGE_SIP_CA", "/tls/ca.pem", "sip", "sip_ca", "/tls/ca.pem"),
+    (
+        "BRIDGE_SIP_TRUSTED_NETWORKS",
+        "31.13.24.0/21, 2a03:2880::/32",
+        "sip",
+        "sip_trusted_networks",
+        ("31.13.24.0/21", "2a03:2880::/32"),
+    ),
+    (
+        "BRIDGE_SIP_VERIFY_CLIENT",
+        "client.sip.fbclientcerts.com",
+        "sip",
+        "sip_verify_client",
+        "client.sip.fbclientcerts.com",
+    ),
     ("BRIDGE_AGENT_OPENAI_API_KEY", "sk-x", "agents", "agent_openai_api_key", "sk-x"),
     ("BRIDGE_AGENT_GEMINI_API_KEY", "g-x", "agents", "agent_gemini_api_key", "g-x"),
     ("BRIDGE_AGENT_RETRIES", "3", "agents", "agent_retries", 3),
@@ -295,6 +312,7 @@ ENV_SAMPLES = [
     ("BRIDGE_FORK_URL_ALLOW", "f.example", "storage", "fork_url_allow", ("f.example",)),
     ("BRIDGE_RECORDING_RETENTION_DAYS", "2", "storage", "recording_retention_days", 2.0),
     ("BRIDGE_RETENTION_SWEEP_INTERVAL", "60", "storage", "retention_sweep_interval", 60.0),
+    ("BRIDGE_NUMBERS_FILE", "/etc/numbers.yaml", "storage", "numbers_file", "/etc/numbers.yaml"),
     ("BRIDGE_SIM_PEER", "tone", "sim", "sim_peer", "tone"),
     ("BRIDGE_SIM_ANSWER_DELAY", "1.5", "sim", "sim_answer_delay", 1.5),
     ("BRIDGE_SIM_ECHO_DELAY", "0.1", "sim", "sim_echo_delay", 0.1),

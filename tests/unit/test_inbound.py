@@ -82,7 +82,7 @@ async def test_a_call_another_worker_claimed_or_took_is_not_created_here() -> No
         claimed.append(engine_call_id)
         return engine_call_id != "theirs"
 
-    async def place(engine_call_id: str, peer: str) -> bool:
+    async def place(engine_call_id: str, peer: str, number_id: str) -> bool:
         placed.append((engine_call_id, peer))
         return engine_call_id == "placed"
 

@@ -13,12 +13,23 @@ BRIDGE = Path(__file__).resolve().parents[2] / "bridge"
 
 # What each layer may import from inside the package. Base modules (config, errors, tasks,
 # metrics, media_metrics, logs, http, timefmt) sit beside the path and may be used by any layer.
-BASE = {"config", "errors", "tasks", "metrics", "media_metrics", "logs", "http", "timefmt"}
+BASE = {
+    "config",
+    "errors",
+    "tasks",
+    "metrics",
+    "media_metrics",
+    "logs",
+    "http",
+    "timefmt",
+    "sealer",
+}
 ALLOWED = {
     "api": {
         "cluster",
         "webhooks",
         "calls",
+        "numbers",
         "rtc",
         "engines",
         "agents",
@@ -26,9 +37,10 @@ ALLOWED = {
         "media",
         "audio",
     },
-    "cluster": {"calls", "media", "audio"},
-    "webhooks": {"calls", "media", "audio"},
-    "calls": {"rtc", "engines", "attachments", "media", "audio"},
+    "cluster": {"calls", "numbers", "media", "audio"},
+    "webhooks": {"calls", "numbers", "media", "audio"},
+    "calls": {"numbers", "rtc", "engines", "attachments", "media", "audio"},
+    "numbers": {"engines", "rtc", "sip", "media", "audio"},  # a number is an engine's identity
     "rtc": {"media", "audio"},
     "engines": {"rtc", "sip", "media", "audio"},
     "sip": set(),  # a wire protocol: messages, transport, dialogs; no media, no calls

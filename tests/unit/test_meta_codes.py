@@ -31,8 +31,13 @@ SPEC_CODES = {
     138022: "media_timeout",
     138023: "no_media",
     131055: "wrong_signalling",
+    138014: "calling_paused",
+    138015: "messaging_limit_too_low",
+    613: "meta_rate_limit",
 }
-"""Every code of the "Timers and errors" table of Meta's calling troubleshooting page."""
+"""Every code of the "Timers and errors" table of Meta's calling troubleshooting page, with
+the penalty and limit codes of its business-initiated calling pages (138014 paused after a
+quality penalty, 138015 messaging limit below 2 000) and Graph's rate limit (613)."""
 
 
 def test_every_code_of_the_spec_is_mapped_to_a_call_end_reason() -> None:
@@ -77,6 +82,10 @@ def test_sip_reason_header_carries_metas_code() -> None:
     resp.headers.append(("Reason", 'SIP;cause=480;text="138012 call limit reached"'))
     reason, why = bic_failure(resp, "sip.example.com", "15550009999")
     assert reason == "call_limit_reached" and "138012" in why and "retryAt" in why
+    # A final 407: the UAC's own account of the digest round, never a guess at the password.
+    refused = Response(status=407, reason="Proxy Authentication Required")
+    why = "Meta's 407 carries 1 challenge(s) and we can answer none: …"
+    assert bic_failure(refused, "sip.example.com", "15550009999", why) == ("failed", why)
 
 
 def test_docs_give_a_hint_for_every_code() -> None:

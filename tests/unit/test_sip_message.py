@@ -1,4 +1,5 @@
-"""SIP messages, URIs, addresses and Via (RFC 3261 §7, §19, §20) and digest (RFC 2617)."""
+"""SIP messages, URIs, addresses and Via (RFC 3261 §7, §19, §20) and digest (RFC 2617;
+SHA-256 and the choice among challenges: ``test_sip_digest.py``)."""
 
 from __future__ import annotations
 
@@ -156,7 +157,7 @@ def test_digest_server_accepts_once_and_challenges_stale_or_replayed_nonces():
 
 def test_digest_client_refuses_what_it_cannot_answer():
     with pytest.raises(ValueError):
-        authorize('Digest realm="r", nonce="n", algorithm=SHA-256', "INVITE", "sip:x", "u", "p")
+        authorize('Digest realm="r", nonce="n", algorithm=SHA-512', "INVITE", "sip:x", "u", "p")
     with pytest.raises(ValueError):
         authorize('Basic realm="r"', "INVITE", "sip:x", "u", "p")
     assert parse_params('Digest realm="a\\"b", nonce=xyz') == {"realm": 'a"b', "nonce": "xyz"}

@@ -38,7 +38,8 @@ class MetaCode:
     hint: str
     """What a person can do about it."""
     status: int = 502
-    """The HTTP status of an API request Meta refused with this code."""
+    """The HTTP status of an API request Meta refused with this code (429: a limit, with
+    ``Retry-After``; 403: Meta will not take it from this number for now)."""
 
 
 META_CODES: dict[int, MetaCode] = {
@@ -71,6 +72,30 @@ META_CODES: dict[int, MetaCode] = {
             "number_at_capacity",
             "concurrent-call limit of the business number reached (1 000)",
             "spread calls over more numbers or wait for calls to end",
+            429,
+        ),
+        MetaCode(
+            138014,
+            "calling_paused",
+            "business-initiated calling paused for this number after a quality penalty",
+            "user-initiated calls still work; wait for the pause to end (GET /numbers/{numberID} "
+            "shows until when) and improve call quality: fewer unanswered or rejected calls",
+            403,
+        ),
+        MetaCode(
+            138015,
+            "messaging_limit_too_low",
+            "calling needs a messaging limit of at least 2 000 business-initiated "
+            "conversations a day",
+            "raise the number's messaging limit at Meta (quality and verified business), "
+            "then call again",
+            403,
+        ),
+        MetaCode(
+            613,
+            "meta_rate_limit",
+            "too many Graph API requests (rate limit)",
+            "slow down: retry after Retry-After seconds",
             429,
         ),
         MetaCode(

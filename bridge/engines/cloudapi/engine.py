@@ -27,12 +27,7 @@ from typing import Any
 import aiohttp
 
 from ...config import EngineSettings, IceSettings, Settings
-from ...errors import (
-    EngineCallNotFound,
-    EngineError,
-    MetaLimit,
-    MetaRefused,
-)
+from ...errors import EngineCallNotFound, EngineError, MetaForbidden, MetaLimit, MetaRefused
 from ...tasks import TaskSet
 from ..base import (
     EngineEvent,
@@ -40,16 +35,17 @@ from ..base import (
     EngineHealth,
     EngineStats,
     RemoteCall,
-    WebhookCalls,
     emit,
 )
 from ..hangups import PendingHangups
+from .calling_settings import CallingSettings
 from .channel import PeerChannel
 from .codes import ended_by_meta, refused_event
-from .graph import GraphClient, connected_call_id, strip
+from .graph import GraphClient, addressed, connected_call_id, strip
 from .media import MediaLeg, new_leg
 from .permissions import CallPermissions
 from .sdp import DEFAULT_BITRATE
+from .standing import NumberStanding
 from .state import CloudCall, Parked, Remembered
 from .webhook import CallWebhook, WebhookInbox, call_events, verify, webhook_calls
 
@@ -85,9 +81,10 @@ class CloudApiEngine:
         self.inbox = WebhookInbox(settings.cloudapi_app_secret, self.stats)
         self._inbox = self.inbox.queue
         self._tasks = TaskSet("cloudapi")
-        self._http = http
-        self._own_http = http is None
+        self._http, self._own_http = http, http is None
+        self.calling_settings = CallingSettings(self.graph)  # a SettingsEngine
         self.permissions = CallPermissions(self.graph, self.events)
+        self.standing = NumberStanding(self.events, number)  # Meta's pauses, one call a user
         self.pending_hangups = PendingHangups("cloudapi", self.hangup, asyncio.sleep)
 
     @classmethod
@@ -97,7 +94,6 @@ class CloudApiEngine:
         """The engine of ``BRIDGE_ENGINE=cloudapi`` (its peers gather with the ICE settings)."""
         return cls(settings.engine, http, settings.ice)
 
-    # -- lifecycle
     async def start(self) -> None:
         if self._http is None:
             self._http = aiohttp.ClientSession()
@@ -107,13 +103,11 @@ class CloudApiEngine:
         number, url = self.settings.cloudapi_phone_number_id, self.settings.engine_url
         log.info("Cloud API engine for number %s via %s; webhooks at /engine/webhook", number, url)
 
-    def hangup_later(self, engine_call_id: str, why: str) -> None:
-        """Terminate the call once Graph answers again (see :class:`PendingHangups`)."""
+    def hangup_later(self, engine_call_id: str, why: str) -> None:  # once Graph answers again
         self.pending_hangups.add(engine_call_id, why)
 
     async def startup_calls(self) -> list[RemoteCall]:
-        """Graph lists no live calls: nothing to sweep (Meta ends a call without media)."""
-        return []
+        return []  # Graph lists no live calls: nothing to sweep (Meta ends a call without media)
 
     async def close(self) -> None:
         await self._tasks.close()
@@ -130,11 +124,10 @@ class CloudApiEngine:
         return self.graph.reachable is not False
 
     async def health(self) -> EngineHealth:
-        info: dict[str, Any] = {"calls": len(self.calls), "webhooks": self.inbox.accepted}
-        return EngineHealth(up=self.up, detail=f"Graph API {self.graph.detail}", info=info)
+        info: dict[str, object] = {"calls": len(self.calls), "webhooks": self.inbox.accepted}
+        return EngineHealth(self.up, f"Graph API {self.graph.detail}", info)
 
     async def request_permission(self, phone: str, template: Mapping[str, str] | None) -> str:
-        """Ask the user for call permission (the ``PermissionEngine`` capability)."""
         return await self.permissions.request(phone, template)
 
     async def read_permission(self, phone: str) -> dict[str, Any]:  # cached briefly
@@ -149,8 +142,7 @@ class CloudApiEngine:
         )
 
     def take_leg(self, engine_call_id: str) -> MediaLeg | None:
-        """Hand the call's peer connection to its runtime, which closes it (``LegEngine``);
-        ``None`` once the call has ended or was handed over already."""
+        """The call's peer, for its runtime to own and close (``None``: ended, or taken)."""
         call = self.calls.get(engine_call_id)
         if call is None or call.state == "ended" or call.handed_over:
             return None  # ended, or already some runtime's: one owner
@@ -158,10 +150,9 @@ class CloudApiEngine:
         return call.peer
 
     def _peer_closed(self, peer: MediaLeg) -> None:
-        # The runtime closed the call's peer: nothing stays here, late webhooks change nothing.
         call = self.calls.get(peer.wacid)
         if call is not None and call.peer is peer:
-            self._drop(call)
+            self._drop(call)  # its runtime closed it: late webhooks change nothing now
 
     def _on_dtmf(self, peer: MediaLeg, digit: str, duration_ms: int) -> None:
         call = self.calls.get(peer.wacid)
@@ -169,25 +160,34 @@ class CloudApiEngine:
             data = {"digit": digit, "durationMs": duration_ms}
             emit(self.events, EngineEvent(EngineEventKind.DTMF, call.wacid, data=data))
 
+    def calling_pause(self) -> dict[str, Any] | None:  # a StandingEngine
+        return self.standing.pause_view()
+
     def _on_media(self, peer: MediaLeg) -> None:
-        # Media on our call whose answer was applied: it is up, even before ACCEPTED.
         call = self.calls.get(peer.wacid)
         if call is not None and call.direction == "outbound" and call.peer.answered:
-            self._accepted(call)
+            self._accepted(call)  # media on our answered call: up, even before ACCEPTED
 
     # -- call control
     async def dial(self, phone: str, *, call_id: str = "") -> str:
+        with self.standing.dialling(phone, [(c.peer_wa, c.state) for c in self.calls.values()]):
+            return await self._dial(phone, call_id)
+
+    async def _dial(self, phone: str, call_id: str) -> str:
         peer = self._peer(f"cloudapi:dial:{call_id[:12]}")
         opaque = call_id[:512]
         self._dialling.open(opaque)
         try:
             session = {"sdp_type": "offer", "sdp": await peer.offer()}
-            fields = {"to": phone, "session": session, "biz_opaque_callback_data": opaque}
+            fields = {**addressed(phone), "session": session, "biz_opaque_callback_data": opaque}
             self.permissions.forget(phone)  # a call changes the user's usage
             try:
                 answer = await self.graph.call_action("connect", **strip(fields))
             except MetaLimit as exc:
                 await self.permissions.call_refused(phone, exc)  # when the next may start
+                raise
+            except MetaForbidden as exc:
+                self.standing.refused(exc)  # 138014: paused, say until when
                 raise
             wacid = connected_call_id(answer)
         except BaseException:
@@ -206,8 +206,7 @@ class CloudApiEngine:
         return wacid
 
     def _get(self, wacid: str) -> CloudCall:
-        call = self.calls.get(wacid)
-        if call is None or call.state == "ended":
+        if (call := self.calls.get(wacid)) is None or call.state == "ended":
             raise EngineCallNotFound(f"the Cloud API engine has no live call {wacid}")
         return call
 
@@ -257,21 +256,19 @@ class CloudApiEngine:
             emit(self.events, EngineEvent(EngineEventKind.ANSWERED, call.wacid, call.jid))
 
     # -- webhooks
-    def verify_subscription(self, query: Mapping[str, str]) -> str:
-        """``GET /engine/webhook``: Meta's verification request (:func:`.webhook.verify`)."""
+    def verify_subscription(self, query: Mapping[str, str]) -> str:  # GET /engine/webhook
         return verify(query, self.settings.cloudapi_verify_token)
 
-    def receive_webhook(self, raw: bytes, headers: Mapping[str, str]) -> bool:
-        """``POST /engine/webhook``: checked and queued (:class:`.webhook.WebhookInbox`)."""
+    def receive_webhook(self, raw: bytes, headers: Mapping[str, str]) -> bool:  # checked, queued
         self.inbox.receive(raw, headers)
         return True
 
-    def webhook_calls(self, raw: bytes) -> WebhookCalls:
-        return webhook_calls(raw)
+    webhook_calls = staticmethod(webhook_calls)
 
     async def _on_body(self, body: dict[str, Any]) -> None:
         events, bad = call_events(body)
-        self.stats.bad_messages += bad + self.permissions.heard(body)
+        bad += self.permissions.heard(body) + self.standing.heard(body)
+        self.stats.bad_messages += bad
         for event in events:
             await self._on_webhook(event)
 
@@ -306,7 +303,7 @@ class CloudApiEngine:
 
     def _inbound(self, ev: CallWebhook) -> None:
         peer = self._peer(f"cloudapi:{ev.wacid}")
-        call = CloudCall(ev.wacid, ev.peer, "inbound", peer)
+        call = CloudCall(ev.wacid, ev.peer, "inbound", peer, metadata=ev.metadata)
         peer.wacid = ev.wacid
         self.permissions.heard_from(ev.peer)  # a user's call opens the service window
         self.calls[ev.wacid] = call
@@ -327,7 +324,8 @@ class CloudApiEngine:
         if call.state != "connecting":
             return  # terminated meanwhile
         call.state = "ringing"
-        emit(self.events, EngineEvent(EngineEventKind.INCOMING, call.wacid, call.jid))
+        ringing = EngineEvent(EngineEventKind.INCOMING, call.wacid, call.jid, data=call.incoming)
+        emit(self.events, ringing)
 
     async def _apply_answer(self, call: CloudCall, sdp: str) -> None:
         try:

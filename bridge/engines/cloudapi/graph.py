@@ -4,10 +4,12 @@ action, and (for call permissions) ``POST /{PHONE_NUMBER_ID}/messages`` and ``GE
 
 Errors: Meta answers ``{"error": {"message", "type", "code", "error_subcode"?, "fbtrace_id"}}``
 with a 4xx status. 138006 (no permission to call this user) → :class:`NoCallPermission`
-(403); Meta's limits (138009, 138012, 138002) → :class:`MetaLimit` (429, the code naming the
-limit); other codes of :mod:`.codes` → :class:`MetaRefused` (502, the code naming the
-reason); any other → :class:`GraphApiError` (502); each carries Meta's code, subcode and
-message; no answer at all → :class:`EngineUnavailable` (503).
+(403); Meta's limits (138009, 138012, 138002, 613) → :class:`MetaLimit` (429, the code naming
+the limit, ``Retry-After`` Meta's own when it sends one); a pause or a messaging limit too low
+for calling (138014, 138015) → :class:`MetaForbidden` (403); other codes of :mod:`.codes` →
+:class:`MetaRefused` (502, the code naming the reason); any other → :class:`GraphApiError`
+(502); each carries Meta's code, subcode and message; no answer at all →
+:class:`EngineUnavailable` (503).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ...errors import (
     EngineError,
     EngineUnavailable,
     GraphApiError,
+    MetaForbidden,
     MetaLimit,
     MetaRefused,
     NoCallPermission,
@@ -73,6 +76,7 @@ class GraphClient:
             ) as resp:
                 text = await resp.text(errors="replace")
                 status = resp.status
+                retry_after = _seconds(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self.stats.request_errors += 1
             self.reachable, self.detail = False, f"unreachable: {type(exc).__name__}"
@@ -87,13 +91,19 @@ class GraphClient:
             answer = {}
         if status >= 400 or not isinstance(answer, dict):
             self.stats.request_errors += 1
-            raise _graph_error(what, status, answer, text)
+            raise _graph_error(what, status, answer, text, retry_after)
         return answer
 
 
 def strip(fields: dict[str, Any]) -> dict[str, Any]:
     """``fields`` without the empty ones (Meta refuses an empty optional parameter)."""
     return {k: v for k, v in fields.items() if v not in ("", None)}
+
+
+def addressed(user: str) -> dict[str, str]:
+    """Who a ``connect`` calls: ``to`` (digits), or ``recipient`` for a business-scoped user
+    id (Meta Cloud API Calling: Business-scoped user IDs; a user may show no phone)."""
+    return {"to": user} if user.isdigit() else {"recipient": user}
 
 
 def connected_call_id(answer: dict[str, Any]) -> str:
@@ -104,7 +114,15 @@ def connected_call_id(answer: dict[str, Any]) -> str:
     raise EngineError(f"the Graph API's connect answer has no call id: {answer!r:.200}")
 
 
-def _graph_error(action: str, status: int, answer: Any, text: str) -> Exception:
+def _seconds(header: str | None) -> int | None:
+    """A ``Retry-After`` in seconds (RFC 9110 §10.2.3; an HTTP date is not read)."""
+    value = (header or "").strip()
+    return max(1, min(int(value), 7 * 86400)) if value.isdigit() else None
+
+
+def _graph_error(
+    action: str, status: int, answer: Any, text: str, retry_after: int | None = None
+) -> Exception:
     error = answer.get("error") if isinstance(answer, dict) else None
     if not isinstance(error, dict):
         return GraphApiError(
@@ -132,7 +150,12 @@ def _graph_error(action: str, status: int, answer: Any, text: str) -> Exception:
         text = f"Meta refused {action}: {code} {known.meaning}: {message}. {known.hint}"
         details["reason"] = known.reason
         if known.status == 429:
-            return MetaLimit(text, code=known.reason, details=details)
+            wait = retry_after or 60
+            return MetaLimit(text, code=known.reason, retry_after=wait, details=details)
+        if known.status == 403:
+            return MetaForbidden(
+                text, code=known.reason, retry_after=retry_after, details=details
+            )
         return MetaRefused(text, code=known.reason, details=details)
     sub = f"/{subcode}" if subcode is not None else ""
     return GraphApiError(

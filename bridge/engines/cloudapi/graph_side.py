@@ -22,6 +22,7 @@ from ...tasks import TaskSet
 from ..base import EngineEvent, EngineStats
 from .graph import GraphClient
 from .permissions import CallPermissions
+from .standing import NumberStanding
 from .webhook import WebhookInbox, verify
 
 
@@ -37,6 +38,7 @@ class GraphSide:
         number = settings.cloudapi_phone_number_id
         self.graph = GraphClient(settings.engine_url, settings.engine_token, number, stats)
         self._permissions = CallPermissions(self.graph, events)
+        self.standing = NumberStanding(events, number)  # Meta's pauses apply on SIP too
         self.inbox = WebhookInbox(settings.cloudapi_app_secret, stats)
         self._http: aiohttp.ClientSession | None = None
 
@@ -69,4 +71,4 @@ class GraphSide:
         return verify(query, self.settings.cloudapi_verify_token)
 
     async def _on_body(self, body: dict[str, Any]) -> None:
-        self.stats.bad_messages += self._permissions.heard(body)
+        self.stats.bad_messages += self._permissions.heard(body) + self.standing.heard(body)

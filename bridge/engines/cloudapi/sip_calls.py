@@ -103,8 +103,11 @@ def meta_code(msg: Request | Response) -> tuple[MetaCode | None, str]:
     return known, (f"{known.code}: {header}" if known is not None else "")
 
 
-def bic_failure(resp: Response, hostname: str, number: str) -> tuple[str, str]:
-    """The end reason and log message for a final failure to our INVITE."""
+def bic_failure(
+    resp: Response, hostname: str, number: str, auth_failure: str = ""
+) -> tuple[str, str]:
+    """The end reason and log message for a final failure to our INVITE (``auth_failure``:
+    why the digest round failed, as the UAC saw it, for a final ``407``)."""
     status = resp.status
     known, detail = meta_code(resp)
     if known is not None:
@@ -121,8 +124,5 @@ def bic_failure(resp: Response, hostname: str, number: str) -> tuple[str, str]:
             "and BRIDGE_SIP_NUMBER the number itself"
         )
     if status == 407:
-        return "failed", (
-            "Meta refused our digest credentials twice: BRIDGE_SIP_PASSWORD must be the "
-            "number's SIP password (GET /{PHONE_NUMBER_ID}/settings?include_sip_credentials=true)"
-        )
+        return "failed", auth_failure or "Meta: 407 and no digest round was possible"
     return "failed", f"Meta: {status} {resp.reason}"

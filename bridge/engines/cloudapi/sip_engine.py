@@ -34,7 +34,14 @@ import aiohttp
 
 from ...config import IceSettings, Settings
 from ...errors import EngineError
-from ...sip import CertFiles, DigestServer, InviteClient, UserAgent, client_context
+from ...sip import (
+    CertFiles,
+    DigestServer,
+    InviteClient,
+    PeerPolicy,
+    UserAgent,
+    client_context,
+)
 from ...sip.message import Response
 from ...tasks import TaskSet
 from ..base import (
@@ -97,13 +104,15 @@ class SipEngine:
         digest = DigestServer(REALM, sip.sip_number, sip.sip_password) if sip.sip_password else None
         if digest is None:
             log.warning("BRIDGE_SIP_PASSWORD is empty: Meta's INVITEs are not challenged")
+        client_ca = sip.sip_ca if sip.sip_verify_client else None
         self.ua = UserAgent(
             hostname=sip.sip_hostname,
             number=sip.sip_number,
-            certs=CertFiles(sip.sip_cert, sip.sip_key),
+            certs=CertFiles(sip.sip_cert, sip.sip_key, client_ca=client_ca),
             client_ctx=client_context(sip.sip_ca),
             digest=digest,
             handler=self.dialogs,
+            policy=PeerPolicy(sip.trusted_networks, sip.sip_verify_client),
         )
         self.dialogs.ua = self.ua
         self.ua.on_count = self._counted
@@ -150,6 +159,9 @@ class SipEngine:
 
     def webhook_calls(self, raw: bytes) -> WebhookCalls:
         return WebhookCalls()  # about users, not calls: any worker takes them
+
+    def calling_pause(self) -> dict[str, Any] | None:  # a StandingEngine
+        return self.graph_side.standing.pause_view()
 
     @property
     def up(self) -> bool:
@@ -226,6 +238,11 @@ class SipEngine:
 
     # -- business-initiated calls
     async def dial(self, phone: str, *, call_id: str = "") -> str:
+        users = [(c.peer_wa, c.state) for c in self.calls.values()]
+        with self.graph_side.standing.dialling(phone, users):  # paused? one call a user
+            return await self._dial(phone, call_id)
+
+    async def _dial(self, phone: str, call_id: str) -> str:
         ua = self._ua()
         sip = self.sip
         cid = f"bridge.{call_id[:32] or secrets.token_hex(8)}.{secrets.token_hex(4)}"
@@ -265,7 +282,9 @@ class SipEngine:
                 await self._ua().in_dialog(uac.dialog, "BYE")
             return
         if uac.dialog is None:
-            reason, why = bic_failure(final, self.sip.sip_hostname, self.sip.sip_number)
+            reason, why = bic_failure(
+                final, self.sip.sip_hostname, self.sip.sip_number, uac.auth_failure
+            )
             log.warning("SIP call %s to %s: %s", call.id, call.peer_wa, why)
             await self.dialogs.forget(call)
             detail = meta_code(final)[1] or f"SIP {final.status}: {final.reason}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from .media import MediaLeg
 from .webhook import CallWebhook
@@ -31,6 +32,13 @@ class CloudCall:
     seen: set[str] = field(default_factory=set)
     handed_over: bool = False
     """The call's runtime owns the peer (``take_leg``): it closes it, not the engine."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Inbound: the caller's context from Meta's connect webhook (into the call's metadata)."""
+
+    @property
+    def incoming(self) -> dict[str, Any]:
+        """The ``INCOMING`` event's data."""
+        return {"metadata": self.metadata} if self.metadata else {}
 
     @property
     def jid(self) -> str:

@@ -122,6 +122,9 @@ class CallWebhook:
     opaque: str = ""
     errors: list[dict[str, Any]] = field(default_factory=list)
     duration: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """What Meta says of the user's context (``{"whatsapp": {ctaPayload, deeplinkPayload,
+    userId, parentUserId, username}}``, the names the SIP road uses; empty when none)."""
 
     @property
     def new_call(self) -> bool:
@@ -188,6 +191,37 @@ def webhook_calls(raw: bytes) -> WebhookCalls:
     )
 
 
+CONTEXT_FIELDS = {
+    "cta_payload": "ctaPayload",
+    "deeplink_payload": "deeplinkPayload",
+    "from_user_id": "userId",
+}
+"""A connect item's fields copied into the call's metadata (as the SIP road's ``x-wa-meta-*``
+headers): the button or link the user pressed, and the user's business-scoped user id."""
+CONTACT_FIELDS = {"user_id": "userId", "parent_user_id": "parentUserId"}
+CONTEXT_LIMIT = 1024
+
+
+def _context(item: dict[str, Any], value: dict[str, Any], user: str) -> dict[str, Any]:
+    """The caller's context (Meta Cloud API Calling: user-initiated calls; Business-scoped
+    user IDs: ``user_id`` and ``profile.username`` in ``contacts``)."""
+    found = {ours: _s(item.get(theirs)) for theirs, ours in CONTEXT_FIELDS.items()}
+    contacts = value.get("contacts")
+    for contact in contacts if isinstance(contacts, list) else []:
+        if not isinstance(contact, dict) or user not in (
+            _s(contact.get("wa_id")),
+            _s(contact.get("user_id")),
+        ):
+            continue
+        for theirs, ours in CONTACT_FIELDS.items():
+            found[ours] = found.get(ours) or _s(contact.get(theirs))
+        profile = contact.get("profile")
+        if isinstance(profile, dict):
+            found["username"] = _s(profile.get("username"))
+    kept = {k: v[:CONTEXT_LIMIT] for k, v in found.items() if v}
+    return {"whatsapp": kept} if kept else {}
+
+
 def _call_item(item: Any, value: dict[str, Any]) -> CallWebhook | None:
     if not isinstance(item, dict):
         return None
@@ -201,7 +235,11 @@ def _call_item(item: Any, value: dict[str, Any]) -> CallWebhook | None:
     errors = [e for e in raw_errors if isinstance(e, dict)] if isinstance(raw_errors, list) else []
     duration = item.get("duration")
     direction = _s(item.get("direction")).upper()
-    peer = _s(item.get("from")) if direction == "USER_INITIATED" else _s(item.get("to"))
+    if direction == "USER_INITIATED":  # a user who shows no phone is named by BSUID alone
+        peer = _s(item.get("from")) or _s(item.get("from_user_id"))
+    else:
+        peer = _s(item.get("to")) or _s(item.get("to_user_id"))
+    new = kind == "connect" and direction == "USER_INITIATED"
     return CallWebhook(
         kind=kind,
         wacid=wacid,
@@ -213,4 +251,5 @@ def _call_item(item: Any, value: dict[str, Any]) -> CallWebhook | None:
         opaque=_s(item.get("biz_opaque_callback_data")),
         errors=errors[:10],
         duration=duration if isinstance(duration, int) else None,
+        metadata=_context(item, value, peer) if new else {},
     )

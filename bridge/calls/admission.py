@@ -1,0 +1,59 @@
+"""``Admission``: whether one more call fits — the bridge's ``BRIDGE_MAX_CALLS``, a tenant's
+``maxCalls`` — counting the dials still in flight, which hold a place until Meta (or the engine)
+answers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from ..errors import AtCapacity, ShuttingDown
+from ..numbers.tenants import Tenant
+from .model import Call
+
+
+class Admission:
+    """Capacity checks and the dials in flight (one per manager)."""
+
+    def __init__(self, max_calls: int, live: Callable[[], list[Call]]) -> None:
+        self.max_calls = max_calls
+        self._live = live
+        self.shutting_down = False
+        self._dialling = 0
+        self._dials_idle = asyncio.Event()  # set while no dial is in flight
+        self._dials_idle.set()
+
+    def check(self, tenant: Tenant | None = None) -> None:
+        """Room for one more call (``AtCapacity``), unless shutting down (``ShuttingDown``)."""
+        if self.shutting_down:
+            raise ShuttingDown("the bridge is shutting down")
+        live = self._live()
+        if len(live) + self._dialling >= self.max_calls:
+            raise AtCapacity(f"the bridge carries its maximum of {self.max_calls} calls")
+        if tenant is not None and tenant.max_calls:
+            mine = sum(1 for c in live if c.tenant_id == tenant.tenant_id)
+            if mine >= tenant.max_calls:
+                raise AtCapacity(
+                    f"tenant {tenant.tenant_id} carries its maximum of {tenant.max_calls} calls"
+                )
+
+    @contextmanager
+    def dialling(self) -> Iterator[None]:
+        """A dial in flight: it holds a place until it returns."""
+        self._dialling += 1
+        self._dials_idle.clear()
+        try:
+            yield
+        finally:
+            self._dialling -= 1
+            if not self._dialling:
+                self._dials_idle.set()
+
+    async def dials_settled(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until no dial is in flight: a call being dialled may be
+        in the engine's listing before it is in the registry."""
+        try:
+            await asyncio.wait_for(self._dials_idle.wait(), timeout)
+        except TimeoutError:
+            pass

@@ -1,0 +1,124 @@
+"""Meta's webhooks about a business number rather than a call, as typed models.
+
+Two fields of Meta's ``whatsapp_business_account`` webhooks (Meta Cloud API Calling: Business
+initiated calling quality, and the Webhooks reference for ``account_update`` and
+``account_settings_update``):
+
+- ``account_update``: ``value.event`` ``ACCOUNT_VIOLATION`` (a warning, ``violation_info``
+  ``{violation_type}``) or ``ACCOUNT_RESTRICTION`` (``restriction_info`` — a list of
+  ``{restriction_type, expiration}``, the expiration in Unix seconds; calling's is
+  ``RESTRICTED_BUSINESS_INITIATED_CALLING``), about ``value.phone_number``;
+- ``account_settings_update``: ``value.type`` ``phone_number_settings`` with
+  ``phone_number_settings: {phone_number_id, calling: {…}}``, sent when a number's calling
+  settings changed (here or in Meta's tools).
+
+Other ``account_update`` events (a business's country, a ban, …) are read and ignored; an item
+without the documented shape is counted as malformed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ACCOUNT_UPDATE = "account_update"
+SETTINGS_UPDATE = "account_settings_update"
+CALLING_RESTRICTION = "RESTRICTED_BUSINESS_INITIATED_CALLING"
+
+
+@dataclass(frozen=True)
+class AccountNotice:
+    """One thing Meta says about a number: a ``warning``, a ``restriction`` (calling
+    paused, ``until`` in Unix seconds or ``None``) or ``settings`` (its calling settings)."""
+
+    kind: str
+    phone: str = ""
+    """The number it is about (digits, as Meta writes ``phone_number``), when Meta names it."""
+    meta_id: str = ""
+    """Meta's ``phone_number_id``, when Meta names it."""
+    violation: str = ""
+    restriction: str = ""
+    until: int | None = None
+    calling: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _changes(body: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    entries = body.get("entry")
+    for entry in entries if isinstance(entries, list) else []:
+        changes = entry.get("changes") if isinstance(entry, dict) else None
+        for change in changes if isinstance(changes, list) else []:
+            if isinstance(change, dict) and change.get("field") in (
+                ACCOUNT_UPDATE,
+                SETTINGS_UPDATE,
+            ):
+                yield str(change["field"]), change.get("value")
+
+
+def _digits(value: Any) -> str:
+    text = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    return text.lstrip("+") if text.lstrip("+").isdigit() else ""
+
+
+def account_notices(body: Mapping[str, Any]) -> tuple[list[AccountNotice], int]:
+    """The number notices of a webhook body, in order, and how many items were malformed."""
+    out: list[AccountNotice] = []
+    bad = 0
+    for name, value in _changes(body):
+        if not isinstance(value, dict):
+            bad += 1
+            continue
+        read = _account_update(value) if name == ACCOUNT_UPDATE else _settings(value)
+        if read is None:
+            bad += 1
+        else:
+            out.extend(read)
+    return out, bad
+
+
+def _account_update(value: dict[str, Any]) -> list[AccountNotice] | None:
+    event = value.get("event")
+    if not isinstance(event, str) or not event:
+        return None
+    phone = _digits(value.get("phone_number"))
+    if event == "ACCOUNT_VIOLATION":
+        info = value.get("violation_info")
+        kind = info.get("violation_type") if isinstance(info, dict) else None
+        return [AccountNotice("warning", phone, violation=str(kind or "UNSPECIFIED")[:100])]
+    if event != "ACCOUNT_RESTRICTION":
+        return []  # about the business, not calling: nothing for the bridge to do
+    infos = value.get("restriction_info")
+    if not isinstance(infos, list):
+        return None
+    out = []
+    for info in infos:
+        if not isinstance(info, dict) or not isinstance(info.get("restriction_type"), str):
+            return None
+        expiration = info.get("expiration")
+        until = expiration if isinstance(expiration, int) and expiration > 0 else None
+        kind = str(info["restriction_type"])[:100]
+        out.append(AccountNotice("restriction", phone, restriction=kind, until=until))
+    return out
+
+
+def _settings(value: dict[str, Any]) -> list[AccountNotice] | None:
+    if value.get("type") != "phone_number_settings":
+        return []  # settings of something else
+    settings = value.get("phone_number_settings")
+    if not isinstance(settings, dict):
+        return None
+    calling = settings.get("calling")
+    meta_id = _digits(settings.get("phone_number_id"))
+    if not isinstance(calling, dict):
+        return []  # another kind of number setting changed
+    return [AccountNotice("settings", meta_id=meta_id, calling=calling)]
+
+
+def notice_numbers(body: Mapping[str, Any]) -> tuple[str, str]:
+    """The number a body's first notice names: (Meta's ``phone_number_id``, phone digits);
+    empty strings where it names none (the front door routes by either)."""
+    notices, _bad = account_notices(body)
+    for notice in notices:
+        if notice.meta_id or notice.phone:
+            return notice.meta_id, notice.phone
+    return "", ""

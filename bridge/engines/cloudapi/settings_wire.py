@@ -1,0 +1,142 @@
+"""A number's calling settings at Meta, in the bridge's camelCase and Meta's own names.
+
+Meta keeps them under ``calling`` of ``/{PHONE_NUMBER_ID}/settings`` (Meta Cloud API Calling:
+Call settings): ``status``, ``call_icon_visibility``, ``call_hours`` (``status``,
+``timezone_id``, ``weekly_operating_hours`` of ``{day_of_week, open_time, close_time}``,
+``holiday_schedule`` of ``{date, start_time, end_time}``), ``callback_permission_status``,
+``srtp_key_exchange_protocol``, ``audio.additional_codecs`` and ``sip`` (``status``,
+``servers`` of ``{hostname, port, request_uri_user_params}``). The bridge's names mirror them
+(``callIconVisibility``, ``callHours: {status, timezoneID, weeklyOperatingHours,
+holidaySchedule}``, ``callbackPermission``, ``srtpKeyExchange``, ``additionalCodecs``, ``sip``).
+
+Meta's rules checked before anything is sent (its own refusals are passed back too): at most
+two opening slots a day, a slot opening before it closes, at most 20 holidays, a timezone id of
+the tz database. A SIP password Meta returns is never passed on.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from ...errors import BadRequest
+
+SLOTS_PER_DAY = 2
+HOLIDAYS = 20
+_TIME = re.compile(r"^([01]\d|2[0-3])[0-5]\d$")
+
+OURS_TO_META = {
+    "status": "status",
+    "callIconVisibility": "call_icon_visibility",
+    "callHours": "call_hours",
+    "callbackPermission": "callback_permission_status",
+    "srtpKeyExchange": "srtp_key_exchange_protocol",
+    "sip": "sip",
+}
+"""Top-level fields (``additionalCodecs`` goes to ``audio.additional_codecs``)."""
+NAMES = {
+    "timezoneID": "timezone_id",
+    "weeklyOperatingHours": "weekly_operating_hours",
+    "holidaySchedule": "holiday_schedule",
+    "dayOfWeek": "day_of_week",
+    "openTime": "open_time",
+    "closeTime": "close_time",
+    "startTime": "start_time",
+    "endTime": "end_time",
+    "requestUriUserParams": "request_uri_user_params",
+}
+"""Nested names; the rest (``status``, ``date``, ``hostname``, ``port``, ``servers``) are the
+same both ways."""
+BACK = {v: k for k, v in {**OURS_TO_META, **NAMES}.items()}
+
+
+def _meta_names(value: Any, top: bool = False) -> Any:
+    if isinstance(value, Mapping):
+        table = OURS_TO_META if top else NAMES
+        return {
+            table.get(k, k): v if k == "requestUriUserParams" else _meta_names(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_meta_names(v) for v in value]
+    return value
+
+
+def _our_names(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            BACK.get(k, k): v if k == "request_uri_user_params" else _our_names(v)
+            for k, v in value.items()
+            if "password" not in str(k).lower()
+        }
+    if isinstance(value, list):
+        return [_our_names(v) for v in value]
+    return value
+
+
+def to_meta(patch: Mapping[str, Any]) -> dict[str, Any]:
+    """A checked ``PATCH /numbers/{id}/settings`` body as Meta's ``calling`` object."""
+    check(patch)
+    calling = _meta_names({k: v for k, v in patch.items() if k != "additionalCodecs"}, top=True)
+    if "additionalCodecs" in patch:
+        calling["audio"] = {"additional_codecs": list(patch["additionalCodecs"])}
+    return calling
+
+
+def from_meta(answer: Mapping[str, Any]) -> dict[str, Any]:
+    """Meta's ``GET /{PHONE_NUMBER_ID}/settings`` answer as the bridge shows it."""
+    calling = answer.get("calling")
+    if not isinstance(calling, Mapping):
+        return {}
+    out = _our_names({k: v for k, v in calling.items() if k != "audio"})
+    audio = calling.get("audio")
+    if isinstance(audio, Mapping) and isinstance(audio.get("additional_codecs"), list):
+        out["additionalCodecs"] = list(audio["additional_codecs"])
+    return dict(out)
+
+
+def check(patch: Mapping[str, Any]) -> None:
+    """Meta's rules the schema cannot say (see the module docstring): 400 naming the field."""
+    hours = patch.get("callHours")
+    if not isinstance(hours, Mapping):
+        return
+    zone = hours.get("timezoneID")
+    if zone is not None and zone not in zoneinfo.available_timezones():
+        raise BadRequest(
+            f"field 'callHours.timezoneID': {str(zone)[:64]!r} is not a tz database id "
+            "(e.g. America/Sao_Paulo)",
+            code="invalid_settings",
+        )
+    slots = hours.get("weeklyOperatingHours") or []
+    per_day = Counter(slot.get("dayOfWeek") for slot in slots)
+    for day, count in per_day.items():
+        if count > SLOTS_PER_DAY:
+            raise BadRequest(
+                f"field 'callHours.weeklyOperatingHours': {count} slots on {day}; Meta takes at "
+                f"most {SLOTS_PER_DAY} a day",
+                code="invalid_settings",
+            )
+    for i, slot in enumerate(slots):
+        _span(slot, "openTime", "closeTime", f"callHours.weeklyOperatingHours[{i}]")
+    holidays = hours.get("holidaySchedule") or []
+    if len(holidays) > HOLIDAYS:
+        raise BadRequest(
+            f"field 'callHours.holidaySchedule': {len(holidays)} holidays; Meta takes at most "
+            f"{HOLIDAYS}",
+            code="invalid_settings",
+        )
+    for i, day in enumerate(holidays):
+        _span(day, "startTime", "endTime", f"callHours.holidaySchedule[{i}]")
+
+
+def _span(item: Mapping[str, Any], start: str, end: str, where: str) -> None:
+    opens, closes = str(item.get(start, "")), str(item.get(end, ""))
+    if not _TIME.match(opens) or not _TIME.match(closes) or opens >= closes:
+        raise BadRequest(
+            f"field '{where}': {start} {opens!r} and {end} {closes!r} must be HHMM times, the "
+            "first before the second",
+            code="invalid_settings",
+        )

@@ -1,0 +1,102 @@
+"""``BRIDGE_NUMBERS_FILE``: tenants and numbers declared in YAML, applied at start (GitOps).
+
+    tenants:
+      - tenantID: acme            # fixed ids: the file updates them in place
+        name: Acme
+        webhookURL: https://hooks.acme.example/bridge
+        webhookSecret: ${ACME_WEBHOOK_SECRET}
+    numbers:
+      - numberID: acme-sales
+        phone: "+15550783881"
+        engine: cloudapi
+        tenantID: acme
+        cloudapi: {phoneNumberID: "1234567890", accessToken: ${ACME_TOKEN}, ...}
+
+Every ``${NAME}`` is read from the environment (secrets never sit in the file). Entries are
+created or replaced by id; what the file does not name is left as it is (created at run time).
+A bad file stops the start with one line saying which entry and field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import ConfigError
+from ..errors import BridgeError
+from .catalog import Catalog
+from .model import check_id, parse_number
+from .tenants import apply_tenant_fields, parse_tenant
+
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand(value: Any, where: str) -> Any:
+    if isinstance(value, str):
+
+        def env(m: re.Match[str]) -> str:
+            if m.group(1) not in os.environ:
+                raise ConfigError(f"BRIDGE_NUMBERS_FILE: {where} names ${{{m.group(1)}}}, unset")
+            return os.environ[m.group(1)]
+
+        return _REF.sub(env, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, where) for v in value]
+    return value
+
+
+def read_numbers_file(path: str) -> dict[str, list[dict[str, Any]]]:
+    """The file's tenants and numbers, ``${ENV}`` expanded (``ConfigError`` otherwise)."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"BRIDGE_NUMBERS_FILE={path}: {exc}") from None
+    if not isinstance(doc, dict) or set(doc) - {"tenants", "numbers"}:
+        raise ConfigError(f"BRIDGE_NUMBERS_FILE={path}: a mapping of 'tenants' and 'numbers'")
+    out: dict[str, list[dict[str, Any]]] = {}
+    for kind in ("tenants", "numbers"):
+        entries = doc.get(kind) or []
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ConfigError(f"BRIDGE_NUMBERS_FILE={path}: '{kind}' must be a list of mappings")
+        out[kind] = [_expand(e, f"{kind}[{i}]") for i, e in enumerate(entries)]
+    return out
+
+
+async def apply_numbers_file(catalog: Catalog, path: str) -> None:
+    """Create or replace what the file declares (see the module docstring)."""
+    declared = read_numbers_file(path)
+    await catalog.reload()
+    for i, entry in enumerate(declared["tenants"]):
+        where = f"BRIDGE_NUMBERS_FILE: tenants[{i}]"
+        try:
+            fields = {k: v for k, v in entry.items() if k != "tenantID"}
+            tenant_id = check_id(str(entry.get("tenantID") or ""), "tenantID")
+            tenant = catalog.tenants.get(tenant_id)
+            if tenant is None:
+                tenant = dataclasses.replace(parse_tenant(fields), tenant_id=tenant_id)
+            else:
+                apply_tenant_fields(tenant, fields)
+            await catalog.save_tenant(tenant)
+        except BridgeError as exc:
+            raise ConfigError(f"{where}: {exc.message}") from None
+    for i, entry in enumerate(declared["numbers"]):
+        where = f"BRIDGE_NUMBERS_FILE: numbers[{i}]"
+        try:
+            number_id = check_id(str(entry.get("numberID") or ""), "numberID")
+            fields = {k: v for k, v in entry.items() if k not in ("numberID", "tenantID")}
+            number = parse_number(fields, tenant_id=str(entry.get("tenantID") or ""))
+            number.number_id = number_id
+            if number_id in catalog.numbers:
+                number.created_at = catalog.numbers[number_id].created_at
+                await catalog.update_number(number)
+            else:
+                await catalog.create_number(number)
+        except BridgeError as exc:
+            raise ConfigError(f"{where}: {exc.message}") from None

@@ -1,0 +1,157 @@
+"""The one webhook front door of every number (``/engine/webhook``).
+
+Meta sends the webhooks of every number of an app to the app's one URL, and a platform points
+all its apps at one bridge: the body's ``metadata.phone_number_id`` names the number, and that
+number's engine verifies the signature with its own app secret. A number nobody here has gets
+``200`` (Meta retries anything else) and one WARNING naming the id. Engines whose webhooks are
+not signed (ZuckZapGo) name their number with ``?number=<numberID>`` and need an API token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from ..engines import SignedWebhookEngine, WebhookCalls, WebhookEngine
+from ..engines.base import webhook_json
+from ..errors import BadRequest, Forbidden, NotFound
+from .model import engine_key
+
+if TYPE_CHECKING:
+    from .switchboard import Switchboard
+
+log = logging.getLogger(__name__)
+
+
+def takes_webhooks(switchboard: Switchboard) -> bool:
+    return any(isinstance(e, WebhookEngine) for e in switchboard.engines.values())
+
+
+def signs_webhooks(switchboard: Switchboard) -> bool:
+    return any(isinstance(e, SignedWebhookEngine) for e in switchboard.engines.values())
+
+
+def signed_door(switchboard: Switchboard, query: Mapping[str, str]) -> bool:
+    """Whether a webhook with this query goes to an engine that checks its own signature
+    (so it needs no API token): ``?number=`` naming one, or, without it, Meta's front door
+    when any number is on the Cloud API."""
+    if "number" in query:
+        return isinstance(switchboard.engines.get(query["number"]), SignedWebhookEngine)
+    return signs_webhooks(switchboard)
+
+
+def webhook_engine(
+    switchboard: Switchboard, raw: bytes, query: Mapping[str, str]
+) -> WebhookEngine | None:
+    """The engine a webhook is for: ``?number=`` names it; else, where numbers are on the
+    Cloud API, Meta's ``metadata.phone_number_id`` does (a body that names none goes to
+    the default number's engine, which refuses it if it is not its own); else the one
+    engine that takes webhooks. ``None``: a Meta number nobody here has (acknowledged,
+    logged once)."""
+    if "number" in query:
+        engine = switchboard.engines.get(query["number"])
+        if not isinstance(engine, WebhookEngine):
+            raise NotFound(f"no number {query['number'][:64]!r} takes webhooks here")
+        return engine
+    if signs_webhooks(switchboard):
+        # No token was asked for: only an engine that verifies the signature may take it.
+        meta_id, phone = _meta_number(raw)
+        catalog = switchboard.catalog
+        number = catalog.by_meta_id(meta_id) if meta_id and catalog else None
+        if number is None and phone and catalog:  # account_update names the phone
+            number = catalog.by_phone(f"+{phone}")
+            if number is None and catalog.default is not None and not catalog.default.phone:
+                number = catalog.default  # the settings' number: its phone may be unknown here
+        named = meta_id or phone or None
+        engine = switchboard.engines.get(number.number_id) if number is not None else None
+        if isinstance(engine, SignedWebhookEngine):
+            return engine
+        if named is None:
+            signed = (
+                switchboard.default
+                if isinstance(switchboard.default, SignedWebhookEngine)
+                else None
+            )
+            if signed is not None:
+                return signed  # it answers a body it cannot verify with 401/400
+            raise BadRequest(
+                "a webhook that is not Meta's needs ?number=<numberID> and an API token",
+                code="webhook_not_supported",
+            )
+        if named not in switchboard.unknown_meta_ids and len(switchboard.unknown_meta_ids) < 10_000:
+            switchboard.unknown_meta_ids.add(named)
+            log.warning(
+                "webhook for Meta number %s, which no number here has: acknowledged, ignored",
+                named,
+            )
+        return None
+    takers = [e for e in switchboard.engines.values() if isinstance(e, WebhookEngine)]
+    if len(takers) == 1:
+        return takers[0]
+    if isinstance(switchboard.default, WebhookEngine):
+        return switchboard.default
+    if not takers:
+        raise BadRequest(
+            f"the {switchboard.name} engine takes no webhooks", code="webhook_not_supported"
+        )
+    raise BadRequest(
+        "several numbers take webhooks here: name one with ?number=<numberID>",
+        code="webhook_not_supported",
+    )
+
+
+def webhook_calls(switchboard: Switchboard, raw: bytes, query: Mapping[str, str]) -> WebhookCalls:
+    """The calls a webhook names, as engine keys (``numberID:id``: what the directory
+    indexes), without verifying it."""
+    try:
+        engine = webhook_engine(switchboard, raw, query)
+    except (BadRequest, NotFound):
+        return WebhookCalls()
+    if engine is None:
+        return WebhookCalls()
+    about = engine.webhook_calls(raw)
+    number_id = next((n for n, e in switchboard.engines.items() if e is engine), "")
+    keys = tuple(engine_key(number_id, i) for i in about.engine_call_ids)
+    return dataclasses.replace(about, engine_call_ids=keys)
+
+
+def verify_subscription(switchboard: Switchboard, query: Mapping[str, str]) -> str:
+    """Meta's ``GET`` check: answered by whichever number's verify token matches."""
+    signed = [e for e in switchboard.engines.values() if isinstance(e, SignedWebhookEngine)]
+    if not signed:
+        raise NotFound(f"the {switchboard.name} engine has no webhook verification")
+    for engine in signed:
+        try:
+            return engine.verify_subscription(query)
+        except Forbidden:
+            continue
+    raise Forbidden("verify token matches no number's", code="verify_token_mismatch")
+
+
+def _meta_number(raw: bytes) -> tuple[str, str]:
+    """Meta's ``phone_number_id`` named by a Cloud API webhook, or (``account_update``) the
+    number's phone digits; empty strings where it names neither (or is not Meta's shape)."""
+    try:
+        body = webhook_json(raw)
+    except BadRequest:
+        return "", ""
+    if body.get("object") != "whatsapp_business_account":
+        return "", ""
+    for entry in body.get("entry") or ():
+        for change in (entry.get("changes") or ()) if isinstance(entry, dict) else ():
+            value = change.get("value") if isinstance(change, dict) else None
+            metadata = value.get("metadata") if isinstance(value, dict) else None
+            if isinstance(metadata, dict) and metadata.get("phone_number_id"):
+                return str(metadata["phone_number_id"]), ""
+            if not isinstance(value, dict):
+                continue
+            # Meta's webhooks about a number, not a call, name it otherwise: account_update
+            # its phone, account_settings_update its id inside phone_number_settings.
+            settings = value.get("phone_number_settings")
+            if isinstance(settings, dict) and settings.get("phone_number_id"):
+                return str(settings["phone_number_id"]), ""
+            if isinstance(value.get("phone_number"), str | int):
+                return "", str(value["phone_number"]).lstrip("+")
+    return "", ""

@@ -1,0 +1,347 @@
+"""Numbers and tenants as the API and the store see them, and the rules their bodies follow.
+
+A **number** is a WhatsApp line the bridge calls from and answers for, with its own engine and
+credentials (``POST /numbers``); a **tenant** is a customer of the platform that owns numbers,
+API keys and a webhook destination (``POST /tenants``). Both are plain records here: parsing a
+body into one (every refusal a :class:`~bridge.errors.BadRequest` naming its field), the public
+view of one (secrets never in it), and the settings a number's engine is built from.
+
+Secrets (a Graph token, an app secret, an engine token, a tenant's webhook secret) are
+write-only: kept in :attr:`Number.secrets` / :attr:`Tenant.secrets`, sealed at rest by the
+store, and never returned, logged or put in an event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import CloudMedia, CloudSignalling, ConfigError, EngineKind, Settings, SimPeer
+from ..errors import BadRequest
+
+DEFAULT_NUMBER = "default"
+"""The number ``BRIDGE_ENGINE`` and its settings define at start."""
+
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_META_ID = re.compile(r"^[0-9]{1,32}$")
+HTTP_URL = re.compile(r"^https?://[^\s/]+\S*$")
+
+# Each engine's block: its fields, by camelCase name, with the setting each one fills.
+# ``(setting, secret, required)``.
+_BLOCKS: dict[EngineKind, dict[str, tuple[str, bool, bool]]] = {
+    EngineKind.CLOUDAPI: {
+        "phoneNumberID": ("cloudapi_phone_number_id", False, True),
+        "accessToken": ("engine_token", True, True),
+        "appSecret": ("cloudapi_app_secret", True, True),
+        "verifyToken": ("cloudapi_verify_token", True, True),
+        "graphURL": ("engine_url", False, False),
+        "signalling": ("cloudapi_signalling", False, False),
+        "media": ("cloudapi_media", False, False),
+        "sipPassword": ("sip_password", True, False),
+    },
+    EngineKind.ZUCKZAPGO: {
+        "url": ("engine_url", False, True),
+        "token": ("engine_token", True, True),
+    },
+    EngineKind.WADIAL: {
+        "url": ("engine_url", False, True),
+        "apiKey": ("engine_token", True, True),
+        "sessionID": ("engine_session", False, True),
+    },
+    EngineKind.SIM: {
+        "peer": ("sim_peer", False, False),
+        "answerDelay": ("sim_answer_delay", False, False),
+        "echoDelay": ("sim_echo_delay", False, False),
+        "toneHz": ("sim_tone_hz", False, False),
+        "hangupAfter": ("sim_hangup_after", False, False),
+    },
+}
+
+
+def engine_key(number_id: str, engine_call_id: str) -> str:
+    """An engine's call id made unique across numbers: each engine numbers its own calls (two
+    engines may both say ``FAKE001``), so the registry and the directory index a call by its
+    number too — ``numberID:id``, or the bare id on the default number (as before numbers
+    existed, so a rolling upgrade finds its calls)."""
+    if not number_id or number_id == DEFAULT_NUMBER:
+        return engine_call_id
+    return f"{number_id}:{engine_call_id}"
+
+
+def new_id(prefix: str) -> str:
+    """A fresh id (``num_…``, ``ten_…``, ``key_…``): unguessable, URL-safe."""
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def key_hash(key: str) -> str:
+    """What the store keeps of an API key: its SHA-256 (a key is random, so no salt is
+    needed; a stolen store does not give the keys away)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def text_field(
+    body: Mapping[str, Any], name: str, *, limit: int = 200, required: bool = False
+) -> str:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise BadRequest(f"field {name!r} is required", code="missing_field")
+        return ""
+    if not isinstance(value, str) or len(value) > limit:
+        raise BadRequest(f"field {name!r} must be a string of at most {limit} characters")
+    return value
+
+
+def parse_phone(value: object, field_name: str = "phone") -> str:
+    """An E.164 number with its ``+`` (``+15550783881``), or 400 naming the field."""
+    if not isinstance(value, str) or not _E164.match(value.strip()):
+        raise BadRequest(
+            f"field {field_name!r} must be an E.164 number such as +15550783881",
+            code="invalid_phone",
+        )
+    return value.strip()
+
+
+@dataclass
+class Number:
+    """A WhatsApp line: its engine, the engine's settings (``config``) and its secrets."""
+
+    number_id: str
+    phone: str
+    engine: EngineKind
+    tenant_id: str = ""
+    label: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The engine block's non-secret fields, by their camelCase names."""
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    """The engine block's secret fields, by their camelCase names (write-only)."""
+    recording: str = "allowed"
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def meta_id(self) -> str:
+        """Meta's ``phone_number_id`` of a Cloud API number (what its webhooks name)."""
+        return (
+            str(self.config.get("phoneNumberID", "")) if self.engine is EngineKind.CLOUDAPI else ""
+        )
+
+    def public(self) -> dict[str, Any]:
+        """The number as ``GET /numbers/{numberID}`` shows it: no secret, only which are set."""
+        return {
+            "numberID": self.number_id,
+            "phone": self.phone,
+            "engine": str(self.engine),
+            "tenantID": self.tenant_id or None,
+            "label": self.label,
+            "recording": self.recording,
+            str(self.engine): {
+                **self.config,
+                **{f"{name}Set": True for name in sorted(self.secrets)},
+            },
+            "createdAt": self.created_at,
+        }
+
+    def settings(self, base: Settings) -> Settings:
+        """The bridge's settings with this number's engine in them: what its engine is built
+        from (everything else — ICE, media, timers — is the deployment's)."""
+        values: dict[str, Any] = {"engine": self.engine}
+        for name, (setting, secret, _) in _BLOCKS[self.engine].items():
+            value = self.secrets.get(name) if secret else self.config.get(name)
+            if value is not None:
+                values[setting] = value
+        engine_fields = {f.name for f in dataclasses.fields(base.engine)}
+        sim_fields = {f.name for f in dataclasses.fields(base.sim)}
+        sip_fields = {f.name for f in dataclasses.fields(base.sip)}
+        engine = {k: v for k, v in values.items() if k in engine_fields}
+        try:
+            new_engine = dataclasses.replace(_engine_base(base), **engine)
+            new_sim = dataclasses.replace(
+                base.sim, **{k: v for k, v in values.items() if k in sim_fields}
+            )
+            new_sip = dataclasses.replace(
+                base.sip, **{k: v for k, v in values.items() if k in sip_fields}
+            )
+            new_engine.validate()
+            new_sim.validate()
+        except ConfigError as exc:
+            raise BadRequest(f"number {self.number_id}: {exc}", code="invalid_engine") from None
+        return dataclasses.replace(base, engine=new_engine, sim=new_sim, sip=new_sip)
+
+    # -- the store's form
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "numberID": self.number_id,
+            "phone": self.phone,
+            "engine": str(self.engine),
+            "tenantID": self.tenant_id,
+            "label": self.label,
+            "config": self.config,
+            "secrets": self.secrets,
+            "recording": self.recording,
+            "createdAt": self.created_at,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Number:
+        return cls(
+            number_id=str(record["numberID"]),
+            phone=str(record["phone"]),
+            engine=EngineKind(record["engine"]),
+            tenant_id=str(record.get("tenantID") or ""),
+            label=str(record.get("label") or ""),
+            config=dict(record.get("config") or {}),
+            secrets=dict(record.get("secrets") or {}),
+            recording=str(record.get("recording") or "allowed"),
+            created_at=float(record.get("createdAt") or time.time()),
+        )
+
+
+def _engine_base(base: Settings) -> Any:
+    """The engine settings a number starts from: the deployment's timers and poll interval,
+    none of its default number's identity or credentials."""
+    keep = ("engine_poll_interval", "engine_reconnect_window")
+    defaults = type(base.engine)()
+    return dataclasses.replace(defaults, **{k: getattr(base.engine, k) for k in keep})
+
+
+def _coerce(engine: EngineKind, name: str, value: Any) -> Any:
+    """One engine-block field checked for its type (400 naming it otherwise)."""
+    where = f"{engine}.{name}"
+    if name == "signalling":
+        try:
+            return str(CloudSignalling(value))
+        except ValueError:
+            raise BadRequest(f"field {where!r} must be 'graph' or 'sip'") from None
+    if name == "media":
+        try:
+            return str(CloudMedia(value))
+        except ValueError:
+            raise BadRequest(f"field {where!r} must be 'dtls' or 'sdes'") from None
+    if name == "peer":
+        try:
+            return str(SimPeer(value))
+        except ValueError:
+            choices = ", ".join(p.value for p in SimPeer)
+            raise BadRequest(f"field {where!r} must be one of {choices}") from None
+    if name in ("answerDelay", "echoDelay", "toneHz", "hangupAfter"):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise BadRequest(f"field {where!r} must be a non-negative number")
+        return float(value)
+    if not isinstance(value, str) or not value or len(value) > 2048:
+        raise BadRequest(f"field {where!r} must be a non-empty string", code="invalid_engine")
+    if name in ("url", "graphURL") and not HTTP_URL.match(value):
+        raise BadRequest(f"field {where!r} must be an http(s) URL", code="invalid_engine")
+    if name == "phoneNumberID" and not _META_ID.match(value):
+        raise BadRequest(f"field {where!r} must be Meta's numeric id", code="invalid_engine")
+    return value
+
+
+def apply_engine_block(number: Number, block: object) -> None:
+    """Fill ``number``'s config and secrets from its engine block (a PATCH merges into what
+    is there). 400 naming the field for an unknown field, a bad value or a missing one."""
+    engine = number.engine
+    fields = _BLOCKS[engine]
+    if block is None:
+        block = {}
+    if not isinstance(block, dict):
+        raise BadRequest(f"field {str(engine)!r} must be an object", code="invalid_engine")
+    for name, value in block.items():
+        if name not in fields:
+            known = ", ".join(fields)
+            raise BadRequest(
+                f"field '{engine}.{name}' is not a {engine} setting (known: {known})",
+                code="invalid_engine",
+            )
+        _, secret, _ = fields[name]
+        if value is None and not secret:
+            number.config.pop(name, None)
+            continue
+        coerced = _coerce(engine, name, value)
+        if secret:
+            number.secrets[name] = coerced
+        else:
+            number.config[name] = coerced
+    if engine is EngineKind.CLOUDAPI and number.config.get("signalling") == "sip":
+        raise BadRequest(
+            "field 'cloudapi.signalling': a number on Meta's SIP road is configured with "
+            "BRIDGE_SIP_* for now (one SIP listener per deployment); run-time numbers use 'graph'",
+            code="invalid_engine",
+        )
+    for name, (_, secret, required) in fields.items():
+        present = name in (number.secrets if secret else number.config)
+        if required and not present:
+            raise BadRequest(
+                f"field '{engine}.{name}' is required for a {engine} number",
+                code="missing_field",
+            )
+
+
+def parse_number(body: Mapping[str, Any], *, tenant_id: str) -> Number:
+    """A new number from a ``POST /numbers`` body (``tenant_id``: whose it is)."""
+    phone = parse_phone(body.get("phone"))
+    raw_engine = body.get("engine")
+    try:
+        engine = EngineKind(str(raw_engine))
+    except ValueError:
+        choices = ", ".join(e.value for e in EngineKind)
+        raise BadRequest(
+            f"field 'engine' must be one of {choices}", code="invalid_engine"
+        ) from None
+    for other in EngineKind:
+        if other is not engine and other.value in body:
+            raise BadRequest(
+                f"field {other.value!r} does not belong to a {engine} number", code="invalid_engine"
+            )
+    number = Number(
+        number_id=new_id("num"),
+        phone=phone,
+        engine=engine,
+        tenant_id=tenant_id,
+        label=text_field(body, "label"),
+        recording=parse_recording(body.get("recording", "allowed")),
+    )
+    apply_engine_block(number, body.get(engine.value))
+    return number
+
+
+def patch_number(number: Number, body: Mapping[str, Any]) -> Number:
+    """``number`` changed by a ``PATCH /numbers/{numberID}`` body (a copy; the engine and the
+    owning tenant cannot change: delete and create instead)."""
+    known = {"phone", "label", "recording", number.engine.value, "engine", "tenantID"}
+    for name in body:
+        if name not in known:
+            raise BadRequest(f"field {name!r} cannot be changed on a number")
+    if "engine" in body and body["engine"] != number.engine.value:
+        raise BadRequest("field 'engine' cannot change: delete the number and create it again")
+    if "tenantID" in body and (body["tenantID"] or "") != number.tenant_id:
+        raise BadRequest("field 'tenantID' cannot change")
+    changed = dataclasses.replace(number, config=dict(number.config), secrets=dict(number.secrets))
+    if "phone" in body:
+        changed.phone = parse_phone(body["phone"])
+    if "label" in body:
+        changed.label = text_field(body, "label")
+    if "recording" in body:
+        changed.recording = parse_recording(body["recording"])
+    if number.engine.value in body:
+        apply_engine_block(changed, body[number.engine.value])
+    return changed
+
+
+def parse_recording(value: object) -> str:
+    if value not in ("allowed", "forbidden"):
+        raise BadRequest("field 'recording' must be 'allowed' or 'forbidden'")
+    return str(value)
+
+
+def check_id(value: str, what: str) -> str:
+    """A path id, or 404-worthy garbage refused early (400)."""
+    if not _ID.match(value):
+        raise BadRequest(f"{what} {value[:40]!r} is not an id")
+    return value

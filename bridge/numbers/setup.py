@@ -1,0 +1,63 @@
+"""The numbers of a worker, made at start: the default number from the settings, the store,
+the declarative file applied, the catalog loaded and followed, the switchboard built on it."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+
+from ..config import EngineKind, Settings
+from ..engines import Engine
+from ..metrics import Metrics
+from .catalog import Catalog
+from .file import apply_numbers_file
+from .model import DEFAULT_NUMBER, Number
+from .store import open_store
+from .switchboard import Switchboard
+
+log = logging.getLogger(__name__)
+
+
+def default_number(settings: Settings) -> Number:
+    """The number ``BRIDGE_ENGINE`` and its settings define (``numberID`` ``default``)."""
+    engine = settings.engine
+    config: dict[str, object] = {}
+    if engine.engine is EngineKind.CLOUDAPI:
+        config = {
+            "signalling": str(engine.cloudapi_signalling),
+            "media": str(engine.cloudapi_media),
+        }
+        if engine.cloudapi_phone_number_id:
+            config["phoneNumberID"] = engine.cloudapi_phone_number_id
+    elif engine.engine is not EngineKind.SIM:
+        config = {"url": engine.engine_url}
+    phone = f"+{settings.sip.sip_number}" if settings.sip.sip_number else ""
+    return Number(
+        number_id=DEFAULT_NUMBER, phone=phone, engine=engine.engine, config=config, created_at=0
+    )
+
+
+async def start_numbers(
+    settings: Settings,
+    default_engine: Engine,
+    http: aiohttp.ClientSession | None,
+    metrics: Metrics | None = None,
+) -> tuple[Catalog, Switchboard]:
+    """The catalog (loaded, following its store) and the switchboard (the numbers' engines
+    started). A store that cannot be read at start leaves the default number serving and is
+    read again every poll (logged once)."""
+    cluster = settings.cluster
+    store = open_store(
+        settings.storage.data_dir,
+        cluster.directory if cluster.shared else "",
+        cluster.internal_secret,
+    )
+    catalog = Catalog(store, default_number(settings))
+    if settings.storage.numbers_file:
+        await apply_numbers_file(catalog, settings.storage.numbers_file)
+    await catalog.start()
+    switchboard = Switchboard(default_engine, catalog, settings, http)
+    switchboard.metrics = metrics
+    await switchboard.start()
+    return catalog, switchboard

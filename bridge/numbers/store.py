@@ -1,0 +1,218 @@
+"""Where numbers and tenants live between restarts, shared by every worker of a deployment.
+
+Two stores behind one protocol (:class:`CatalogStore`):
+
+- :class:`LocalStore` — a single node: SQLite under ``BRIDGE_DATA_DIR`` (``catalog.sqlite``),
+  embedded, no server to run. The workers of one machine (``BRIDGE_WORKERS``) open the same
+  file; SQLite's own locking serialises their writes.
+- :class:`RedisStore` — a cluster: two hashes in the Redis of the call directory.
+
+Both keep a **version** that every write bumps in the same transaction. A worker's
+:class:`~bridge.numbers.catalog.Catalog` reads the version every ``POLL_INTERVAL`` and reloads
+when it moved, so a change made on any worker is live everywhere within that interval (one
+tiny read a tick: cheaper and simpler than a notification channel that can be missed, and a
+store restarted empty is noticed the same way).
+
+Secrets are sealed at rest (:class:`~bridge.cluster.sealing.Sealer`, AES-256-GCM bound to the
+record and field) under ``BRIDGE_INTERNAL_SECRET``, or, on a single node without one, under a
+key made once in ``BRIDGE_DATA_DIR/catalog.key`` (mode 0600).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sqlite3
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..sealer import Sealer
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.1
+"""Seconds between version reads: a change elsewhere is live here within this."""
+
+KINDS = ("numbers", "tenants")
+
+Records = dict[str, dict[str, dict[str, Any]]]
+"""``{"numbers": {id: record}, "tenants": {id: record}}``."""
+
+
+class CatalogStore(Protocol):
+    """Numbers' and tenants' records, versioned (see the module docstring)."""
+
+    async def version(self) -> int:
+        """The version now (bumped by every write)."""
+
+    async def load(self) -> tuple[int, Records]:
+        """Every record, and the version they are at."""
+
+    async def put(self, kind: str, record_id: str, record: dict[str, Any]) -> None:
+        """Create or replace one record."""
+
+    async def delete(self, kind: str, record_id: str) -> bool:
+        """Remove one record; whether it was there."""
+
+    async def close(self) -> None: ...
+
+
+class Sealing:
+    """Seals a record's ``secrets`` for the store and opens them again."""
+
+    def __init__(self, secret: str) -> None:
+        self._sealer = Sealer(secret)
+
+    def seal(self, kind: str, record_id: str, record: dict[str, Any]) -> dict[str, Any]:
+        out = dict(record)
+        out["secrets"] = {
+            name: self._sealer.seal(value, f"catalog/{kind}/{record_id}/{name}")
+            for name, value in (record.get("secrets") or {}).items()
+        }
+        return out
+
+    def open(self, kind: str, record_id: str, record: dict[str, Any]) -> dict[str, Any]:
+        out = dict(record)
+        opened: dict[str, str] = {}
+        for name, value in (record.get("secrets") or {}).items():
+            try:
+                opened[name] = self._sealer.open(value, f"catalog/{kind}/{record_id}/{name}")
+            except ValueError:  # SealBroken
+                log.warning(
+                    "%s %s: its %s cannot be opened (sealed under another secret?); "
+                    "set it again with PATCH",
+                    kind[:-1],
+                    record_id,
+                    name,
+                )
+        out["secrets"] = opened
+        return out
+
+
+def local_key(data_dir: str) -> str:
+    """The single node's sealing key: made once, kept beside the store (mode 0600)."""
+    path = Path(data_dir) / "catalog.key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, key.encode())
+    finally:
+        os.close(fd)
+    return key
+
+
+class LocalStore:
+    """SQLite under the data directory (see the module docstring)."""
+
+    def __init__(self, data_dir: str, sealing: Sealing) -> None:
+        self.path = Path(data_dir) / "catalog.sqlite"
+        self.sealing = sealing
+        # One connection, used from the event loop only; every statement is a few rows.
+        self._db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS records "
+            "(kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (kind, id))"
+        )
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER)")
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('version', 0)")
+
+    async def version(self) -> int:
+        row = self._db.execute("SELECT v FROM meta WHERE k = 'version'").fetchone()
+        return int(row[0]) if row else 0
+
+    async def load(self) -> tuple[int, Records]:
+        out: Records = {kind: {} for kind in KINDS}
+        self._db.execute("BEGIN")
+        try:
+            version = await self.version()
+            for kind, record_id, body in self._db.execute("SELECT kind, id, body FROM records"):
+                if kind in out:
+                    out[kind][record_id] = self.sealing.open(kind, record_id, json.loads(body))
+        finally:
+            self._db.execute("COMMIT")
+        return version, out
+
+    async def put(self, kind: str, record_id: str, record: dict[str, Any]) -> None:
+        body = json.dumps(self.sealing.seal(kind, record_id, record))
+        self._write(
+            "INSERT OR REPLACE INTO records (kind, id, body) VALUES (?, ?, ?)",
+            (kind, record_id, body),
+        )
+
+    async def delete(self, kind: str, record_id: str) -> bool:
+        return self._write("DELETE FROM records WHERE kind = ? AND id = ?", (kind, record_id)) > 0
+
+    def _write(self, sql: str, args: tuple[str, ...]) -> int:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            changed = self._db.execute(sql, args).rowcount
+            self._db.execute("UPDATE meta SET v = v + 1 WHERE k = 'version'")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return changed
+
+    async def close(self) -> None:
+        self._db.close()
+
+
+class RedisStore:
+    """Two hashes and a version counter in the cluster's Redis."""
+
+    PREFIX = "bridge:catalog:"
+
+    def __init__(self, url: str, sealing: Sealing) -> None:
+        import redis.asyncio as aioredis  # only when a cluster uses it
+
+        self.sealing = sealing
+        self._redis: Any = aioredis.from_url(
+            url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0
+        )
+
+    async def version(self) -> int:
+        return int(await self._redis.get(self.PREFIX + "version") or 0)
+
+    async def load(self) -> tuple[int, Records]:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(self.PREFIX + "version")
+            for kind in KINDS:
+                pipe.hgetall(self.PREFIX + kind)
+            version, *hashes = await pipe.execute()
+        out: Records = {}
+        for kind, rows in zip(KINDS, hashes, strict=True):
+            out[kind] = {
+                rid: self.sealing.open(kind, rid, json.loads(body)) for rid, body in rows.items()
+            }
+        return int(version or 0), out
+
+    async def put(self, kind: str, record_id: str, record: dict[str, Any]) -> None:
+        body = json.dumps(self.sealing.seal(kind, record_id, record))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.PREFIX + kind, record_id, body)
+            pipe.incr(self.PREFIX + "version")
+            await pipe.execute()
+
+    async def delete(self, kind: str, record_id: str) -> bool:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.PREFIX + kind, record_id)
+            pipe.incr(self.PREFIX + "version")
+            removed, _ = await pipe.execute()
+        return bool(removed)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def open_store(data_dir: str, redis_url: str, internal_secret: str) -> CatalogStore:
+    """Redis when the deployment shares a directory there, else SQLite in the data dir."""
+    if redis_url:
+        return RedisStore(redis_url, Sealing(internal_secret))
+    return LocalStore(data_dir, Sealing(internal_secret or local_key(data_dir)))

@@ -1,0 +1,309 @@
+"""``Switchboard``: the engine the calls see — one engine per number behind it.
+
+Each number has an engine of its own (its own Graph token and app secret, its own ZuckZapGo
+or WADial connection and media sockets, its own simulator), built from the deployment's
+settings with the number's engine block in them (:meth:`Number.settings`). The switchboard
+follows the catalog: a number created starts its engine, a changed one gets a new engine, a
+deleted one takes no new call and its engine closes once its live calls have ended.
+
+What comes in is routed to the right engine:
+
+- every engine's events reach the manager on one queue, each tagged with its ``number_id``
+  (the default number's engine *is* that queue's writer: a single-number deployment runs
+  exactly as before, with no task in between);
+- a Cloud API webhook goes to the number Meta names in ``metadata.phone_number_id`` and is
+  verified with that number's app secret (a number nobody knows: ``200`` and one WARNING,
+  so Meta stops retrying); other engines' webhooks name their number with ``?number=``;
+- a call's control (answer, hang up, media) goes to the engine of the call's number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from ..config import Settings
+from ..engines import (
+    ENGINES,
+    Engine,
+    EngineEvent,
+    EngineHealth,
+    MediaChannel,
+    PolledEngine,
+    RemoteCall,
+)
+from ..engines.base import emit
+from ..errors import NotFound
+from ..metrics import Metrics
+from ..tasks import TaskSet
+from .health import INTERVAL as HEALTH_INTERVAL
+from .health import check as check_number
+from .model import DEFAULT_NUMBER, Number, engine_key
+from .tenants import Tenant
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+LiveNumbers = Callable[[], set[str]]
+"""The numbers that still have live calls here (a retired engine closes when its are gone)."""
+
+
+class Switchboard:
+    """Engines by number; see the module docstring."""
+
+    def __init__(
+        self,
+        default: Engine,
+        catalog: Catalog | None = None,
+        settings: Settings | None = None,
+        http: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.default = default
+        self.catalog = catalog
+        self.settings = settings
+        self.http = http
+        self.name = default.name
+        self.events: asyncio.Queue[EngineEvent] = default.events
+        self.engines: dict[str, Engine] = {DEFAULT_NUMBER: default}
+        self._built: dict[str, Number] = {}
+        self._retired: list[tuple[str, Engine]] = []
+        self._owner: dict[str, str] = {}  # engine call id -> number id (calls of other numbers)
+        self._tasks = TaskSet("switchboard")
+        self._forwarders: dict[str, asyncio.Task[None]] = {}
+        self.unknown_meta_ids: set[str] = set()
+        """Meta numbers whose webhooks came here though no number has them (logged once)."""
+        self.live_numbers: LiveNumbers = set
+        self._changing = asyncio.Lock()
+        self.metrics: Metrics | None = None
+        self._health: dict[str, dict[str, Any]] = {}
+
+    # -- the Engine protocol's face, for the default number and for what names no number
+    @property
+    def stats(self) -> Any:
+        return self.default.stats
+
+    @property
+    def media_before_answer(self) -> bool:
+        return self.default.media_before_answer
+
+    @property
+    def up(self) -> bool:
+        return self.default.up
+
+    async def start(self) -> None:
+        """The numbers' engines (the default one is started by its owner)."""
+        if self.catalog is not None:
+            self.catalog.follow(self._catalog_changed)
+            await self.reconcile()
+            self._tasks.spawn(self._close_retired_forever(), "retire-engines")
+            self._tasks.spawn(self._health_forever(), "number-health")
+
+    async def close(self) -> None:
+        await self._tasks.close()
+        for number_id, engine in list(self.engines.items()):
+            if number_id != DEFAULT_NUMBER:
+                await engine.close()
+        for _, engine in self._retired:
+            await engine.close()
+        self._retired.clear()
+
+    async def health(self) -> EngineHealth:
+        return await self.default.health()
+
+    def _catalog_changed(self) -> None:
+        self._tasks.spawn(self.reconcile(), "reconcile")
+
+    # -- engines follow the catalog
+    async def reconcile(self) -> None:
+        """Start the engines of new numbers, rebuild changed ones, retire deleted ones."""
+        if self.catalog is None or self.settings is None:
+            return
+        async with self._changing:
+            wanted = {
+                n.number_id: n
+                for n in self.catalog.numbers.values()
+                if n.number_id != DEFAULT_NUMBER
+            }
+            for number_id in list(self.engines):
+                if number_id == DEFAULT_NUMBER:
+                    continue
+                number = wanted.get(number_id)
+                if number is None or _engine_changed(self._built[number_id], number):
+                    self._retire(number_id)
+            for number_id, number in wanted.items():
+                if number_id in self.engines:
+                    self._built[number_id] = number
+                    continue
+                try:
+                    engine = ENGINES[number.engine](number.settings(self.settings), self.http)
+                except Exception as exc:  # a bad stored record must not stop the others
+                    log.warning("number %s: its engine cannot be built: %s", number_id, exc)
+                    continue
+                await engine.start()
+                self.engines[number_id] = engine
+                self._built[number_id] = number
+                self._forwarders[number_id] = self._tasks.spawn(
+                    self._forward(number_id, engine), f"events:{number_id}"
+                )
+                log.info(
+                    "number %s (%s, %s): engine started", number_id, number.phone, number.engine
+                )
+
+    # -- health (numbers/health.py)
+    def health_of(self, number_id: str) -> dict[str, Any]:
+        return self._health.get(number_id) or {"ok": None, "reason": "not checked yet"}
+
+    async def check_health(self, number_id: str) -> None:
+        """Check one number now; a change is logged once (WARNING when it goes bad)."""
+        number = self.catalog.number(number_id) if self.catalog is not None else None
+        if number is None:
+            return
+        result = await check_number(self.engines.get(number_id), number, self.http)
+        before = self._health.get(number_id)
+        self._health[number_id] = result
+        if self.metrics is not None:
+            self.metrics.number_up.labels(number_id).set(1.0 if result["ok"] else 0.0)
+        if not result["ok"] and (before is None or before["ok"]):
+            log.warning("number %s (%s): %s", number_id, number.phone, result["reason"])
+        elif result["ok"] and before is not None and not before["ok"]:
+            log.info("number %s (%s): healthy again", number_id, number.phone)
+
+    async def _health_forever(self) -> None:
+        # Every number at start (the default one too), then every HEALTH_INTERVAL.
+        while True:
+            for number_id in list(self.engines):
+                if number_id in self.engines:
+                    await self.check_health(number_id)
+            await asyncio.sleep(HEALTH_INTERVAL)
+
+    def _retire(self, number_id: str) -> None:
+        self._health.pop(number_id, None)
+        if self.metrics is not None:
+            with contextlib.suppress(KeyError):  # never checked
+                self.metrics.number_up.remove(number_id)
+        engine = self.engines.pop(number_id)
+        self._built.pop(number_id, None)
+        task = self._forwarders.pop(number_id, None)
+        if task is not None:
+            task.cancel()
+        self._retired.append((number_id, engine))
+        log.info("number %s: no new calls; its engine closes when its calls have ended", number_id)
+
+    async def _close_retired_forever(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            if not self._retired:
+                continue
+            live = self.live_numbers()
+            keep = []
+            for number_id, engine in self._retired:
+                if number_id in live and number_id not in self.engines:
+                    keep.append((number_id, engine))
+                else:
+                    await engine.close()
+            self._retired = keep
+
+    async def _forward(self, number_id: str, engine: Engine) -> None:
+        # Events of the number's engine onto the manager's one queue, tagged.
+        while True:
+            event = await engine.events.get()
+            if event.engine_call_id:
+                self._owner[event.engine_call_id] = number_id
+            emit(self.events, dataclasses.replace(event, number_id=number_id))
+
+    # -- which engine
+    def engine(self, number_id: str) -> Engine:
+        """The engine of a number that takes new calls (404 otherwise)."""
+        engine = self.engines.get(number_id or DEFAULT_NUMBER)
+        if engine is None:
+            raise NotFound(f"no number {number_id[:64]!r} takes calls here", code="unknown_number")
+        return engine
+
+    def of(self, number_id: str) -> Engine:
+        """The engine a call of ``number_id`` runs on (a retired number's too, while its
+        calls last)."""
+        engine = self.engines.get(number_id or DEFAULT_NUMBER)
+        if engine is not None:
+            return engine
+        for retired_id, retired in self._retired:
+            if retired_id == number_id:
+                return retired
+        return self.default
+
+    def _by_call(self, engine_call_id: str) -> tuple[Engine, str]:
+        """The engine of an engine key (``numberID:id``, or a bare id: the owner map, else
+        the default number) and the engine's own id."""
+        number_id, sep, raw = engine_call_id.partition(":")
+        if sep and (number_id in self.engines or any(n == number_id for n, _ in self._retired)):
+            return self.of(number_id), raw
+        return self.of(self._owner.get(engine_call_id, DEFAULT_NUMBER)), engine_call_id
+
+    def bind(self, engine_call_id: str, number_id: str) -> None:
+        """Remember whose call this is (a call adopted or placed here)."""
+        if number_id and number_id != DEFAULT_NUMBER:
+            self._owner[engine_call_id] = number_id
+
+    def forget(self, engine_call_id: str) -> None:
+        self._owner.pop(engine_call_id, None)
+
+    # -- call control by engine call id (the Engine protocol)
+    async def dial(self, phone: str, *, call_id: str = "") -> str:
+        return await self.default.dial(phone, call_id=call_id)
+
+    async def dial_from(self, number_id: str, phone: str, *, call_id: str = "") -> str:
+        engine_call_id = await self.engine(number_id).dial(phone, call_id=call_id)
+        self.bind(engine_call_id, number_id)
+        return engine_call_id
+
+    async def answer(self, engine_call_id: str) -> None:
+        engine, raw = self._by_call(engine_call_id)
+        await engine.answer(raw)
+
+    async def hangup(self, engine_call_id: str) -> None:
+        engine, raw = self._by_call(engine_call_id)
+        await engine.hangup(raw)
+
+    async def open_media(self, engine_call_id: str) -> MediaChannel:
+        engine, raw = self._by_call(engine_call_id)
+        return await engine.open_media(raw)
+
+    def hangup_later(self, engine_call_id: str, why: str) -> None:
+        engine, raw = self._by_call(engine_call_id)
+        engine.hangup_later(raw, why)
+
+    async def startup_calls(self) -> list[RemoteCall]:
+        """Every engine's first listing; the ids are engine keys (``numberID:id``)."""
+        listed = list(await self.default.startup_calls())
+        for number_id, engine in list(self.engines.items()):
+            if number_id == DEFAULT_NUMBER:
+                continue
+            for remote in await engine.startup_calls():
+                listed.append(dataclasses.replace(remote, id=engine_key(number_id, remote.id)))
+        return listed
+
+    def tenant_of(self, number_id: str) -> str:
+        """The tenant that owns a number (empty: the service's own)."""
+        number = self.catalog.number(number_id) if self.catalog is not None else None
+        return number.tenant_id if number is not None else ""
+
+    def tenant(self, tenant_id: str) -> Tenant | None:
+        """A tenant's record (its ``maxCalls``), when there is one."""
+        if not tenant_id or self.catalog is None:
+            return None
+        return self.catalog.tenants.get(tenant_id)
+
+    def polled(self, number_id: str) -> bool:
+        """Whether the number's engine is polled by every worker (one must claim a call)."""
+        return isinstance(self.of(number_id), PolledEngine)
+
+
+def _engine_changed(built: Number, now: Number) -> bool:
+    return (built.engine, built.config, built.secrets) != (now.engine, now.config, now.secrets)

@@ -1,0 +1,109 @@
+"""Who may send us SIP: the optional source-network allow-list and client-certificate name
+(``BRIDGE_SIP_TRUSTED_NETWORKS``, ``BRIDGE_SIP_VERIFY_CLIENT``), and the ``received``/``rport``
+a server writes into the top Via of what it receives (RFC 3261 §18.2.1, RFC 3581 §4).
+
+Meta's SIP traffic comes from Meta's address space, and since 2026 Meta may present a TLS
+client certificate naming ``client.sip.fbclientcerts.com`` (Meta Cloud API Calling SIP docs).
+A :class:`PeerPolicy` judges a connection we accepted once, from what the handshake proved
+(the peer's address, the certificate's chain and names), never from headers anyone can
+write. Connections we opened are Meta's by its server certificate, and are not judged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .headers import Via
+from .message import Message, SipParseError, split_list
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def source_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The peer's address (an IPv4-mapped IPv6 one as IPv4); ``None`` when not an address."""
+    try:
+        addr = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def cert_names(peercert: dict[str, Any] | None) -> list[str]:
+    """The DNS names of a verified peer certificate (``SSLSocket.getpeercert()``): its
+    subjectAltName entries, else its common name (RFC 6125 §6.4.4)."""
+    if not peercert:
+        return []
+    names = [v for k, v in peercert.get("subjectAltName", ()) if k == "DNS"]
+    if names:
+        return names
+    return [v for rdn in peercert.get("subject", ()) for k, v in rdn if k == "commonName"]
+
+
+def name_matches(pattern: str, name: str) -> bool:
+    """``pattern`` (a certificate's name, ``*.`` only as its whole leftmost label) covers
+    ``name`` (RFC 6125 §6.4.3)."""
+    pattern, name = pattern.lower().rstrip("."), name.lower().rstrip(".")
+    if pattern.startswith("*."):
+        head, _, rest = name.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return pattern == name
+
+
+@dataclass(frozen=True)
+class PeerPolicy:
+    """Which connections we accepted may send requests (see the module docstring)."""
+
+    networks: Sequence[Network] = ()
+    """Source networks allowed (empty: any)."""
+    client_name: str = ""
+    """The name a client certificate must carry (empty: none is asked for)."""
+
+    def refusal(self, host: str, peercert: dict[str, Any] | None) -> str:
+        """Why a connection from ``host`` with ``peercert`` may not send us requests; ``""``
+        when it may."""
+        if self.networks:
+            addr = source_address(host)
+            if addr is None or not any(addr in net for net in self.networks):
+                return f"source {host} is not in BRIDGE_SIP_TRUSTED_NETWORKS"
+        if self.client_name:
+            names = cert_names(peercert)
+            if not names:
+                return (
+                    f"no client certificate from {host}, and BRIDGE_SIP_VERIFY_CLIENT asks for "
+                    f"one naming {self.client_name}"
+                )
+            if not any(name_matches(n, self.client_name) for n in names):
+                shown = ", ".join(names[:4])
+                return (
+                    f"the client certificate from {host} names {shown}, not "
+                    f"{self.client_name} (BRIDGE_SIP_VERIFY_CLIENT)"
+                )
+        return ""
+
+
+def stamp_via(msg: Message, peer: tuple[str, int]) -> None:
+    """Write where a request came from into its top Via, so every response carries it:
+    ``received`` when the sent-by host is not the source address (RFC 3261 §18.2.1) or the
+    client asked with ``rport`` (RFC 3581 §4), and the source port into that ``rport``."""
+    first = next((i for i, (n, _) in enumerate(msg.headers) if n.lower() == "via"), None)
+    if first is None:
+        return
+    name, value = msg.headers[first]
+    values = split_list(value)
+    try:
+        via = Via.parse(values[0])
+    except (SipParseError, IndexError):
+        return
+    host, port = peer
+    asked = "rport" in via.params
+    if asked or source_address(via.host.strip("[]")) != source_address(host):
+        via.params["received"] = host
+    if asked and not via.params["rport"]:
+        via.params["rport"] = str(port)
+    values[0] = str(via)
+    msg.headers[first] = (name, ", ".join(values))

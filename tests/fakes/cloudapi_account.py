@@ -1,0 +1,181 @@
+"""A business number's standing in the fake Meta, written from Meta Cloud API Calling's public
+pages (Business initiated calling quality, Call settings, the Webhooks reference for
+``account_update`` and ``account_settings_update``, and the calling error codes):
+
+* a pause of business-initiated calling (after repeated warnings): ``connect`` refused with
+  138014 until it ends; Meta tells the business with an ``account_update`` webhook,
+  ``ACCOUNT_VIOLATION`` first (a warning), then ``ACCOUNT_RESTRICTION`` with
+  ``restriction_info: [{restriction_type: RESTRICTED_BUSINESS_INITIATED_CALLING, expiration}]``;
+* a messaging limit below 2 000: calling is refused with 138015;
+* Graph's rate limit: the next request refused with 613 (Meta sends no ``Retry-After``);
+* ``account_settings_update`` when the number's calling settings change;
+* ``GET``/``POST /{PHONE_NUMBER_ID}/settings`` with Meta's checks of ``calling`` (at most two
+  slots a day, at most 20 holidays, a tz database timezone, enums; error 100 naming the
+  parameter), a SIP password per number shown only with ``include_sip_credentials=true``.
+
+``account_update`` names the number by its phone (``phone_number``), not by
+``metadata.phone_number_id``; neither webhook has ``messaging_product`` or ``metadata``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import zoneinfo
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+CALLING_RESTRICTION = "RESTRICTED_BUSINESS_INITIATED_CALLING"
+CALLING_MIN_MESSAGING_LIMIT = 2000
+
+
+class MetaAccount:
+    """One business number's standing (see the module docstring)."""
+
+    def __init__(self, phone: str = "15550009999") -> None:
+        self.phone = phone
+        self.paused_until: float | None = None
+        self.messaging_limit = 100_000
+        self.rate_limited = 0
+        """How many of the next Graph requests are refused with 613."""
+        self.connects_refused = 0
+        self.calling: dict[str, Any] = {
+            "status": "ENABLED",
+            "call_icon_visibility": "DEFAULT",
+            "callback_permission_status": "DISABLED",
+            "srtp_key_exchange_protocol": "DTLS",
+            "sip": {"status": "DISABLED", "servers": []},
+        }
+        self.sip_password = uuid.uuid4().hex
+        self.settings_posts: list[dict[str, Any]] = []
+        self.refuse_settings = ""
+        """Meta's reason to refuse the next settings (a rule the fake does not model)."""
+
+    # -- /{PHONE_NUMBER_ID}/settings
+    async def settings_endpoint(self, request: web.Request) -> web.Response:
+        from .cloudapi import meta_error
+
+        if request.method == "GET":
+            unknown = set(request.query) - {"include_sip_credentials", "fields"}
+            if unknown:
+                return meta_error(400, 100, f"(#100) Unknown parameter {sorted(unknown)[0]}")
+            calling = json_copy(self.calling)
+            if request.query.get("include_sip_credentials") == "true":
+                for server in calling.get("sip", {}).get("servers", []):
+                    server["sip_user_password"] = self.sip_password
+            return web.json_response({"calling": calling})
+        try:
+            body = await request.json()
+        except ValueError:
+            return meta_error(400, 100, "(#100) Invalid JSON")
+        self.settings_posts.append(body)
+        calling = body.get("calling") if isinstance(body, dict) else None
+        if not isinstance(calling, dict) or set(body) != {"calling"}:
+            return meta_error(400, 100, "(#100) The parameter calling is required")
+        problem, self.refuse_settings = _calling_problem(calling) or self.refuse_settings, ""
+        if problem:
+            return meta_error(400, 100, f"(#100) Invalid parameter: {problem}")
+        if calling.get("status") == "ENABLED" and (
+            self.messaging_limit < CALLING_MIN_MESSAGING_LIMIT
+        ):
+            return meta_error(
+                400, 138015, "(#138015) Business messaging limit too low to use calling"
+            )
+        self.calling.update(calling)
+        return web.json_response({"success": True})
+
+    def refusal(self, action: str) -> web.Response | None:
+        """Meta's refusal of a ``calls`` action, if the number's standing refuses it."""
+        from .cloudapi import meta_error
+
+        if self.rate_limited > 0:
+            self.rate_limited -= 1
+            return meta_error(400, 613, "(#613) Calls to this api have exceeded the rate limit.")
+        if action != "connect":
+            return None
+        if self.messaging_limit < CALLING_MIN_MESSAGING_LIMIT:
+            self.connects_refused += 1
+            return meta_error(
+                400, 138015, "(#138015) Business messaging limit too low to use calling"
+            )
+        if self.paused_until is not None and time.time() < self.paused_until:
+            self.connects_refused += 1
+            return meta_error(400, 138014, "(#138014) Business initiated calling is paused")
+        return None
+
+    # -- webhooks (whole bodies: these have no messaging_product or metadata)
+    def _body(self, field: str, value: dict[str, Any]) -> dict[str, Any]:
+        change = {"field": field, "value": value}
+        entry = {"id": "WABA123", "time": int(time.time()), "changes": [change]}
+        return {"object": "whatsapp_business_account", "entry": [entry]}
+
+    def warning(self, violation: str = "BUSINESS_INITIATED_CALLING_QUALITY") -> dict[str, Any]:
+        value = {
+            "phone_number": self.phone,
+            "event": "ACCOUNT_VIOLATION",
+            "violation_info": {"violation_type": violation},
+        }
+        return self._body("account_update", value)
+
+    def pause(self, seconds: float = 7 * 86400) -> dict[str, Any]:
+        """Pause business-initiated calling now; the webhook that says so."""
+        self.paused_until = time.time() + seconds
+        value = {
+            "phone_number": self.phone,
+            "event": "ACCOUNT_RESTRICTION",
+            "restriction_info": [
+                {"restriction_type": CALLING_RESTRICTION, "expiration": int(self.paused_until)}
+            ],
+        }
+        return self._body("account_update", value)
+
+    def settings_changed(self, phone_number_id: str, calling: dict[str, Any]) -> dict[str, Any]:
+        value = {
+            "timestamp": int(time.time()),
+            "type": "phone_number_settings",
+            "phone_number_settings": {"phone_number_id": phone_number_id, "calling": calling},
+        }
+        return self._body("account_settings_update", value)
+
+
+DAYS = {"MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY"}
+ENUMS = {
+    "status": {"ENABLED", "DISABLED"},
+    "call_icon_visibility": {"DEFAULT", "DISABLE_ALL"},
+    "callback_permission_status": {"ENABLED", "DISABLED"},
+    "srtp_key_exchange_protocol": {"DTLS", "SDES"},
+}
+
+
+def json_copy(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value))
+
+
+def _calling_problem(calling: dict[str, Any]) -> str:
+    """What Meta would refuse in a ``calling`` object ("" when nothing)."""
+    known = {*ENUMS, "call_hours", "sip", "audio"}
+    for key, value in calling.items():
+        if key not in known:
+            return f"unknown field {key}"
+        if key in ENUMS and value not in ENUMS[key]:
+            return f"{key} must be one of {sorted(ENUMS[key])}"
+    hours = calling.get("call_hours")
+    if isinstance(hours, dict):
+        zone = hours.get("timezone_id")
+        if zone is not None and zone not in zoneinfo.available_timezones():
+            return "call_hours.timezone_id is not a valid timezone"
+        slots = hours.get("weekly_operating_hours") or []
+        if any(s.get("day_of_week") not in DAYS for s in slots):
+            return "call_hours.weekly_operating_hours.day_of_week"
+        if max(Counter(s["day_of_week"] for s in slots).values(), default=0) > 2:
+            return "call_hours allows at most 2 operating slots per day"
+        if len(hours.get("holiday_schedule") or []) > 20:
+            return "call_hours allows at most 20 holidays"
+    sip = calling.get("sip")
+    if isinstance(sip, dict) and len(sip.get("servers") or []) > 1:
+        return "sip allows one server per number"
+    return ""

@@ -1,0 +1,142 @@
+"""A number's calling settings through the bridge (``GET``/``PATCH
+/numbers/{numberID}/settings``) against the fake Meta's ``/{PHONE_NUMBER_ID}/settings``."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def cclient(make_client, meta):
+    async def factory(**kw):
+        return await make_client(**{**meta.bridge_settings(), **kw})
+
+    return factory
+
+
+HOURS = {
+    "status": "ENABLED",
+    "timezoneID": "America/Sao_Paulo",
+    "weeklyOperatingHours": [
+        {"dayOfWeek": "MONDAY", "openTime": "0900", "closeTime": "1200"},
+        {"dayOfWeek": "MONDAY", "openTime": "1400", "closeTime": "1800"},
+    ],
+    "holidaySchedule": [{"date": "2026-12-25", "startTime": "0000", "endTime": "2359"}],
+}
+
+
+async def test_read_and_change_the_settings_in_camel_case(cclient, meta):
+    client = await cclient()
+    meta.account.calling["sip"] = {
+        "status": "ENABLED",
+        "servers": [{"hostname": "sip.example.com", "port": 5061, "sip_user_password": "pw"}],
+    }
+    got = await (await client.get("/numbers/default/settings")).json()
+    assert got == {
+        "status": "ENABLED",
+        "callIconVisibility": "DEFAULT",
+        "callbackPermission": "DISABLED",
+        "srtpKeyExchange": "DTLS",
+        "sip": {"status": "ENABLED", "servers": [{"hostname": "sip.example.com", "port": 5061}]},
+    }
+    resp = await client.patch(
+        "/numbers/default/settings",
+        json={"callHours": HOURS, "callbackPermission": "ENABLED", "additionalCodecs": ["PCMA"]},
+    )
+    body = await resp.json()
+    assert resp.status == 200, body
+    [posted] = meta.account.settings_posts
+    assert posted == {
+        "calling": {
+            "call_hours": {
+                "status": "ENABLED",
+                "timezone_id": "America/Sao_Paulo",
+                "weekly_operating_hours": [
+                    {"day_of_week": "MONDAY", "open_time": "0900", "close_time": "1200"},
+                    {"day_of_week": "MONDAY", "open_time": "1400", "close_time": "1800"},
+                ],
+                "holiday_schedule": [
+                    {"date": "2026-12-25", "start_time": "0000", "end_time": "2359"}
+                ],
+            },
+            "callback_permission_status": "ENABLED",
+            "audio": {"additional_codecs": ["PCMA"]},
+        }
+    }
+    assert body["callHours"] == HOURS and body["callbackPermission"] == "ENABLED"
+    assert body["additionalCodecs"] == ["PCMA"]
+
+
+@pytest.mark.parametrize(
+    ("hours", "field"),
+    [
+        (
+            {
+                **HOURS,
+                "weeklyOperatingHours": [
+                    {"dayOfWeek": "MONDAY", "openTime": f"{h:02}00", "closeTime": f"{h:02}30"}
+                    for h in (8, 10, 12)
+                ],
+            },
+            "callHours.weeklyOperatingHours",
+        ),
+        ({**HOURS, "timezoneID": "Mars/Olympus"}, "callHours.timezoneID"),
+        (
+            {
+                **HOURS,
+                "holidaySchedule": [
+                    {"date": f"2026-01-{d:02}", "startTime": "0000", "endTime": "2359"}
+                    for d in range(1, 22)
+                ],
+            },
+            "callHours.holidaySchedule",
+        ),
+        (
+            {
+                **HOURS,
+                "weeklyOperatingHours": [
+                    {"dayOfWeek": "FRIDAY", "openTime": "1800", "closeTime": "0900"}
+                ],
+            },
+            "callHours.weeklyOperatingHours[0]",
+        ),
+    ],
+)
+async def test_metas_rules_are_checked_before_sending(cclient, meta, hours, field):
+    client = await cclient()
+    resp = await client.patch("/numbers/default/settings", json={"callHours": hours})
+    error = (await resp.json())["error"]
+    assert resp.status == 400 and error["code"] == "invalid_settings", error
+    assert f"'{field}'" in error["message"]
+    assert meta.account.settings_posts == []
+
+
+async def test_bad_fields_and_metas_refusal(cclient, meta):
+    client = await cclient()
+    resp = await client.patch("/numbers/default/settings", json={"callIcon": "DEFAULT"})
+    assert resp.status == 400 and "callIcon" in (await resp.json())["error"]["message"]
+    resp = await client.patch("/numbers/default/settings", json={"status": "MAYBE"})
+    assert resp.status == 400 and "status" in (await resp.json())["error"]["message"]
+    meta.account.refuse_settings = "call_hours cannot be enabled while calling is disabled"
+    resp = await client.patch("/numbers/default/settings", json={"callHours": HOURS})
+    error = (await resp.json())["error"]
+    assert resp.status == 400 and error["code"] == "settings_refused", error
+    assert error["details"]["metaCode"] == 100
+    assert "cannot be enabled while calling" in error["message"]
+    assert "calling must be enabled" in error["message"]  # the hint
+    # A code the bridge knows keeps its own status and hint.
+    meta.account.messaging_limit = 1000
+    resp = await client.patch("/numbers/default/settings", json={"status": "ENABLED"})
+    error = (await resp.json())["error"]
+    assert resp.status == 403 and error["code"] == "messaging_limit_too_low", error
+    assert error["details"]["metaCode"] == 138015
+    assert "raise the number's messaging limit" in error["message"]
+    resp = await client.get("/numbers/nope/settings")
+    assert resp.status == 404
+
+
+async def test_a_number_without_meta_settings(make_client):
+    client = await make_client()  # the simulator
+    resp = await client.get("/numbers/default/settings")
+    error = (await resp.json())["error"]
+    assert resp.status == 404 and error["code"] == "settings_not_supported", error

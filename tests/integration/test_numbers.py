@@ -1,0 +1,432 @@
+"""Numbers and tenants at run time (issue 46): the API, isolation between tenants, each number's
+own engine and credentials (tones asserted through a real aiortc peer), Meta's webhooks of
+several apps and numbers on one front door, and the store surviving a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bridge.api.keys import CATALOG, MANAGER, SWITCHBOARD
+from bridge.engines.cloudapi.webhook import SIGNATURE_HEADER, sign
+from bridge.logs import call_id_of
+
+from ..fakes.cloudapi import FakeMeta
+from ..support.calls import wait_state
+from ..support.rtc_client import RtcClient
+from ..support.spectrum import dominant_frequency
+from ..support.waits import until
+
+ADMIN = {"Authorization": "Bearer admin-token"}
+
+
+@pytest.fixture
+def nclient(make_client, tmp_path):
+    """A bridge with an admin token and a data directory of its own (the numbers' store)."""
+
+    async def factory(**kw: Any) -> Any:
+        return await make_client(api_tokens=("admin-token",), data_dir=str(tmp_path), **kw)
+
+    return factory
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def post(client, path: str, body: Any, headers=ADMIN, status: int = 201) -> dict[str, Any]:
+    resp = await client.post(path, json=body, headers=headers)
+    payload = await resp.json()
+    assert resp.status == status, payload
+    return payload
+
+
+async def new_tenant(client, name: str, **fields: Any) -> dict[str, Any]:
+    return await post(client, "/tenants", {"name": name, **fields})
+
+
+async def sim_number(client, phone: str, tone: float, headers=ADMIN, **fields: Any) -> dict:
+    body = {"phone": phone, "engine": "sim", "sim": {"peer": "tone", "toneHz": tone}, **fields}
+    return await post(client, "/numbers", body, headers=headers)
+
+
+def assert_heard(rtc: RtcClient, freq: float, what: str) -> None:
+    samples = np.concatenate(rtc.recorder.chunks[-50:])
+    heard = dominant_frequency(samples, rtc.recorder.rate)
+    level = 20 * np.log10(np.sqrt(np.mean((samples / 32768) ** 2)) + 1e-12)
+    print(f"{what}: {heard:.1f} Hz at {level:.1f} dBFS")
+    assert heard == pytest.approx(freq, abs=5), what
+    assert level > -40, what
+
+
+async def browser_on(client, call_id: str, headers, freq: float = 440.0) -> RtcClient:
+    rtc = RtcClient(client, call_id, freq=freq, headers=headers)
+    await rtc.offer()
+    await asyncio.wait_for(rtc.connected.wait(), 10)
+    await wait_state(client, call_id, "active", headers=headers)
+    await asyncio.sleep(1.2)
+    return rtc
+
+
+async def test_numbers_crud_secrets_never_returned_and_bad_input_named(nclient) -> None:
+    client = await nclient()
+    listed = await (await client.get("/numbers", headers=ADMIN)).json()
+    assert [n["numberID"] for n in listed["numbers"]] == ["default"]  # BRIDGE_ENGINE's
+    body = {
+        "phone": "+15550783881",
+        "engine": "zuckzapgo",
+        "label": "sales",
+        "zuckzapgo": {"url": "http://127.0.0.1:9", "token": "zzg-secret-token"},
+    }
+    created = await post(client, "/numbers", body)
+    number_id = created["numberID"]
+    assert created["engine"] == "zuckzapgo" and created["label"] == "sales"
+    assert created["zuckzapgo"] == {"url": "http://127.0.0.1:9", "tokenSet": True}
+    shown = await (await client.get(f"/numbers/{number_id}", headers=ADMIN)).text()
+    assert "zzg-secret-token" not in shown
+    export = await (await client.get("/numbers?format=yaml", headers=ADMIN)).text()
+    assert "zzg-secret-token" not in export and number_id in export
+
+    # Bad input: 400/409 naming the field.
+    cases = [
+        ({**body, "engine": "nokia"}, 400, "engine"),
+        ({**body, "phone": "15550783882"}, 400, "phone"),
+        ({**body, "phone": "+15550783882", "zuckzapgo": {"url": "http://x"}}, 400, "token"),
+        ({**body, "phone": "+15550783882", "zuckzapgo": {**body["zuckzapgo"], "x": 1}}, 400, "x"),
+        (body, 409, "phone"),
+    ]
+    for bad, status, field in cases:
+        resp = await client.post("/numbers", json=bad, headers=ADMIN)
+        error = (await resp.json())["error"]
+        assert resp.status == status and field in error["message"], (bad, error)
+
+    page = await (await client.get("/numbers?limit=1", headers=ADMIN)).json()
+    assert len(page["numbers"]) == 1 and page["nextCursor"] == "default"
+    rest = await (await client.get("/numbers?limit=1&cursor=default", headers=ADMIN)).json()
+    assert [n["numberID"] for n in rest["numbers"]] == [number_id]
+
+    resp = await client.patch(f"/numbers/{number_id}", json={"label": "ventas"}, headers=ADMIN)
+    assert resp.status == 200 and (await resp.json())["label"] == "ventas"
+    resp = await client.delete(f"/numbers/{number_id}", headers=ADMIN)
+    assert resp.status == 200
+    resp = await client.get(f"/numbers/{number_id}", headers=ADMIN)
+    assert resp.status == 404
+    assert (await client.get("/numbers")).status == 401  # no token at all
+
+
+async def test_each_number_has_its_own_engine_and_from_picks_it(nclient, caplog) -> None:
+    """Two sim numbers of one tenant with different tones: a call from each reaches the
+    browser with its own number's tone; without "from" the tenant is asked which."""
+    caplog.set_level(logging.INFO)
+    client = await nclient()
+    tenant = await new_tenant(client, "Acme")
+    key = bearer(tenant["apiKey"])
+    first = await sim_number(client, "+15550000001", 700.0, headers=key)
+    second = await sim_number(client, "+15550000002", 1100.0, headers=key)
+    assert first["tenantID"] == second["tenantID"] == tenant["tenantID"]
+
+    resp = await client.post("/call/make", json={"phone": "5521999999999"}, headers=key)
+    assert resp.status == 400 and "'from'" in (await resp.json())["error"]["message"]
+
+    for number, tone, by in ((first, 700.0, "numberID"), (second, 1100.0, "phone")):
+        call = await post(
+            client, "/call/make", {"phone": "5521999999999", "from": number[by]}, headers=key
+        )
+        assert call["numberID"] == number["numberID"] and call["tenantID"] == tenant["tenantID"]
+        rtc = await browser_on(client, call["callID"], key)
+        assert_heard(rtc, tone, f"the browser hears number {number['phone']}")
+        await rtc.close()
+        await post(client, "/call/hangup", {"callID": call["callID"]}, headers=key, status=200)
+        lines = [
+            r
+            for r in caplog.records
+            if (getattr(r, "call_id", None) or call_id_of(r)) == call["callID"]
+        ]
+        assert lines and {getattr(r, "number_id", None) for r in lines} == {number["numberID"]}
+
+
+async def test_a_tenant_sees_only_its_own_calls_events_and_numbers(nclient) -> None:
+    client = await nclient()
+    acme, globex = await new_tenant(client, "Acme"), await new_tenant(client, "Globex")
+    acme_key, globex_key = bearer(acme["apiKey"]), bearer(globex["apiKey"])
+    acme_number = await sim_number(client, "+15550000011", 600.0, headers=acme_key)
+    await sim_number(client, "+15550000012", 900.0, headers=globex_key)
+
+    # A tenant's key cannot manage tenants, nor create numbers for another tenant.
+    assert (await client.get("/tenants", headers=acme_key)).status == 403
+    resp = await client.post(
+        "/numbers",
+        json={"phone": "+15550000013", "engine": "sim", "tenantID": globex["tenantID"]},
+        headers=acme_key,
+    )
+    assert resp.status == 403
+
+    events: list[dict[str, Any]] = []
+
+    async def follow(headers: dict[str, str]) -> None:
+        async with client.get("/call/events", headers=headers) as resp:
+            async for line in resp.content:
+                if line.startswith(b"data: "):
+                    events.append({"as": headers, **json.loads(line[6:])})
+
+    watchers = [asyncio.create_task(follow(k)) for k in (acme_key, globex_key)]
+    await asyncio.sleep(0.3)
+    call = await post(
+        client, "/call/make", {"phone": "5521999999999"}, headers=acme_key
+    )  # its only number
+    assert call["numberID"] == acme_number["numberID"]
+    cid = call["callID"]
+    for path in (f"/call/{cid}", f"/call/{cid}/stats", f"/call/{cid}/report"):
+        resp = await client.get(path, headers=globex_key)
+        assert resp.status == 404, path  # not 403: existence is not leaked
+    resp = await client.post("/call/hangup", json={"callID": cid}, headers=globex_key)
+    assert resp.status == 404
+    assert (await client.get(f"/call/{cid}", headers=acme_key)).status == 200
+    listed = await (await client.get("/call/status", headers=globex_key)).json()
+    assert listed["calls"] == []
+    listed = await (await client.get("/call/status", headers=acme_key)).json()
+    assert [c["callID"] for c in listed["calls"]] == [cid]
+    mine = await (await client.get("/numbers", headers=globex_key)).json()
+    assert [n["phone"] for n in mine["numbers"]] == ["+15550000012"]
+    resp = await client.get(f"/numbers/{acme_number['numberID']}", headers=globex_key)
+    assert resp.status == 404
+
+    await post(client, "/call/hangup", {"callID": cid}, headers=acme_key, status=200)
+    await until(lambda: any(e["type"] == "call.ended" for e in events), 5, "call.ended")
+    for watcher in watchers:
+        watcher.cancel()
+    assert {e["callID"] for e in events if e["as"] == acme_key} == {cid}
+    assert not [e for e in events if e["as"] == globex_key]
+
+
+async def test_a_revoked_key_is_refused_and_max_calls_caps_a_tenant(nclient) -> None:
+    client = await nclient()
+    tenant = await new_tenant(client, "Acme", maxCalls=1)
+    first_key = bearer(tenant["apiKey"])
+    second = await post(client, f"/tenants/{tenant['tenantID']}/keys", {})
+    await sim_number(client, "+15550000021", 600.0, headers=first_key)
+    await post(client, "/call/make", {"phone": "5521999999999"}, headers=first_key)
+    resp = await client.post("/call/make", json={"phone": "5521999999998"}, headers=first_key)
+    assert resp.status == 503 and (await resp.json())["error"]["code"] == "at_capacity"
+    first_id = tenant["keys"][0]["keyID"]
+    resp = await client.delete(f"/tenants/{tenant['tenantID']}/keys/{first_id}", headers=ADMIN)
+    assert resp.status == 200
+    assert (await client.get("/call/status", headers=first_key)).status == 401
+    assert (await client.get("/call/status", headers=bearer(second["apiKey"]))).status == 200
+
+
+async def test_numbers_survive_a_restart_with_secrets_sealed(nclient, tmp_path) -> None:
+    client = await nclient()
+    tenant = await new_tenant(client, "Acme")
+    await post(
+        client,
+        "/numbers",
+        {
+            "phone": "+15550000031",
+            "engine": "wadial",
+            "tenantID": tenant["tenantID"],
+            "wadial": {"url": "http://127.0.0.1:9", "apiKey": "wadial-key-123", "sessionID": "s1"},
+        },
+    )
+    await client.close()
+    raw = (tmp_path / "catalog.sqlite").read_bytes()
+    assert b"wadial-key-123" not in raw and tenant["apiKey"].encode() not in raw
+    client = await nclient()
+    catalog = client.app[CATALOG]
+    number = catalog.by_phone("+15550000031")
+    assert number is not None and number.secrets == {"apiKey": "wadial-key-123"}
+    assert catalog.tenant_of_key(tenant["apiKey"]) == tenant["tenantID"]
+    assert number.number_id in client.app[SWITCHBOARD].engines  # its engine runs again
+
+
+async def meta_app(pnids: dict[str, str], secret: str, tone: float) -> FakeMeta:
+    first = next(iter(pnids))
+    meta = FakeMeta(token=pnids[first], phone_number_id=first, app_secret=secret, user_tone_hz=tone)
+    for pnid, token in pnids.items():
+        meta.add_number(pnid, token)
+    await meta.start()
+    return meta
+
+
+def cloudapi_body(meta: FakeMeta, pnid: str, phone: str) -> dict[str, Any]:
+    return {
+        "phone": phone,
+        "engine": "cloudapi",
+        "cloudapi": {
+            "phoneNumberID": pnid,
+            "accessToken": meta.numbers[pnid],
+            "appSecret": meta.app_secret,
+            "verifyToken": f"verify-{pnid}",
+            "graphURL": meta.graph_url,
+        },
+    }
+
+
+async def test_meta_webhooks_of_two_apps_reach_the_right_number(nclient) -> None:
+    """Two Meta apps (secrets of their own), three numbers (tokens of their own) on one
+    webhook URL: each user call rings on its number, pre-accepted with that number's id and
+    token; audio both ways on a sample; another app's signature, an unknown number."""
+    apps = [
+        await meta_app({"1001": "tok-1001", "1002": "tok-1002"}, "secret-a", 500.0),
+        await meta_app({"2001": "tok-2001"}, "secret-b", 800.0),
+    ]
+    try:
+        client = await nclient()
+        numbers = {}
+        for meta, pnid, phone in (
+            (apps[0], "1001", "+15551001001"),
+            (apps[0], "1002", "+15551001002"),
+            (apps[1], "2001", "+15552001001"),
+        ):
+            created = await post(client, "/numbers", cloudapi_body(meta, pnid, phone))
+            assert created["health"]["ok"] is True, created  # Meta took the token
+            numbers[pnid] = created
+        # The one GET verification answers any number's verify token.
+        resp = await client.get(
+            "/engine/webhook",
+            params={
+                "hub.mode": "subscribe",
+                "hub.verify_token": "verify-2001",
+                "hub.challenge": "42",
+            },
+        )
+        assert resp.status == 200 and await resp.text() == "42"
+
+        calls = {}
+        for meta, pnid in ((apps[0], "1001"), (apps[0], "1002"), (apps[1], "2001")):
+            calls[pnid] = await meta.user_calls(client, f"1555900{pnid}", number=pnid)
+        for meta, pnid in ((apps[0], "1001"), (apps[0], "1002"), (apps[1], "2001")):
+            mcall = calls[pnid]
+            await until(lambda m=mcall: m.pre_accept_at, 5, f"pre_accept on {pnid}")
+            index = next(i for i, a in enumerate(meta.actions) if a.get("call_id") == mcall.wacid)
+            assert meta.action_numbers[index] == pnid  # through its own number and token
+        live = {c.engine_call_id: c for c in client.app[MANAGER].live_calls()}
+        for pnid, mcall in calls.items():
+            assert live[mcall.wacid].number_id == numbers[pnid]["numberID"]
+
+        # Audio both ways on one of them (app B's user sends 800 Hz).
+        call = live[calls["2001"].wacid]
+        rtc = RtcClient(client, call.id, freq=440.0, headers=ADMIN)
+        await rtc.offer()
+        await asyncio.wait_for(rtc.connected.wait(), 10)
+        await post(client, "/call/answer", {"callID": call.id}, status=200)
+        await asyncio.sleep(1.5)
+        assert_heard(rtc, 800.0, "the agent hears app B's user")
+        user = np.concatenate(calls["2001"].peer.recorder.chunks[-50:])
+        assert dominant_frequency(user, calls["2001"].peer.recorder.rate) == pytest.approx(
+            440, abs=5
+        )
+        await rtc.close()
+
+        # Call permissions are asked through the number named by "from".
+        resp = await client.post(
+            "/call/permissions",
+            json={
+                "phone": "15559998888",
+                "from": "+15551001002",
+                "template": {"name": "call_me", "language": "en_US"},
+            },
+            headers=ADMIN,
+        )
+        assert resp.status == 202, await resp.text()
+        assert apps[0].actions[-1]["edge"] == "messages" and apps[0].action_numbers[-1] == "1002"
+        resp = await client.post(
+            "/call/permissions", json={"phone": "15559998888"}, headers=ADMIN
+        )
+        assert resp.status == 404  # the default number (sim) has no call permissions
+        resp = await client.get("/call/permissions/15559998888?from=1001", headers=ADMIN)
+        assert resp.status == 400  # "from" names a phone or a numberID, not Meta's id
+
+        # A body about number 1001 signed with app B's secret: refused, nothing rings.
+        _, event = await apps[0].user_offer("15559990000")
+        raw = json.dumps(apps[0].envelope(event, number="1001")).encode()
+        resp = await client.post(
+            "/engine/webhook",
+            data=raw,
+            headers={SIGNATURE_HEADER: sign("secret-b", raw), "Content-Type": "application/json"},
+        )
+        assert resp.status in (401, 403)
+        # A number no one here has: 200 (Meta would retry), nothing pre-accepted.
+        before = len(apps[0].actions)
+        _, event = await apps[0].user_offer("15559990001")
+        resp = await apps[0].post(client, apps[0].envelope(event, number="9999"))
+        assert resp.status == 200 and (await resp.json())["accepted"] is False
+        await asyncio.sleep(0.3)
+        assert len(apps[0].actions) == before
+    finally:
+        for meta in apps:
+            await meta.stop()
+
+
+async def test_a_refused_graph_token_shows_in_health(nclient, meta) -> None:
+    client = await nclient()
+    body = cloudapi_body(meta, meta.phone_number_id, "+15553000001")
+    body["cloudapi"]["accessToken"] = "not-the-token"
+    created = await post(client, "/numbers", body)
+    assert created["health"]["ok"] is False and "190" in created["health"]["reason"]
+    metrics = await (await client.get("/metrics")).text()
+    assert f'bridge_number_up{{number="{created["numberID"]}"}} 0.0' in metrics
+
+
+async def test_a_deleted_number_takes_no_new_call_and_its_live_call_finishes(nclient) -> None:
+    client = await nclient()
+    number = await sim_number(client, "+15550000041", 750.0)
+    call = await post(client, "/call/make", {"phone": "5521999999999", "from": number["phone"]})
+    rtc = await browser_on(client, call["callID"], ADMIN)
+    resp = await client.delete(f"/numbers/{number['numberID']}", headers=ADMIN)
+    assert resp.status == 200
+    resp = await client.post(
+        "/call/make", json={"phone": "5521999999999", "from": number["phone"]}, headers=ADMIN
+    )
+    assert resp.status == 400  # no such number any more
+    rtc.recorder.chunks.clear()
+    await asyncio.sleep(1.2)
+    assert_heard(rtc, 750.0, "the live call goes on after its number was deleted")
+    await post(client, "/call/hangup", {"callID": call["callID"]}, status=200)
+    await rtc.close()
+    switchboard = client.app[SWITCHBOARD]
+    await until(lambda: not switchboard._retired, 3, "the retired engine closed")
+
+
+async def test_each_tenant_gets_its_own_calls_events_signed_with_its_own_secret(
+    nclient, aiohttp_server
+) -> None:
+    from standardwebhooks import Webhook
+
+    from .test_webhooks import SECRET, Receiver
+
+    receiver = Receiver()
+    server = await aiohttp_server(receiver.app, host="127.0.0.1")
+    receiver.base = f"http://127.0.0.1:{server.port}"
+    acme_secret = "whsec_" + "QWNtZUFjbWVBY21lQWNtZUFjbWVBY21lQWNtZUFjbWU="
+    client = await nclient(
+        webhook_url=receiver.url("service"), webhook_secret=SECRET, webhook_url_allow=("127.0.0.1",)
+    )
+    acme = await new_tenant(
+        client, "Acme", webhookURL=receiver.url("acme"), webhookSecret=acme_secret
+    )
+    globex = await new_tenant(
+        client, "Globex", webhookURL=receiver.url("globex"), webhookSecret=SECRET
+    )
+    await sim_number(client, "+15550000051", 600.0, headers=bearer(acme["apiKey"]))
+    await sim_number(client, "+15550000052", 600.0, headers=bearer(globex["apiKey"]))
+    call = await post(
+        client, "/call/make", {"phone": "5521999999999"}, headers=bearer(acme["apiKey"])
+    )
+    await post(client, "/call/hangup", {"callID": call["callID"]}, headers=ADMIN, status=200)
+    events = await receiver.wait_for("acme", 2)
+    assert {e["callID"] for e in events} == {call["callID"]}
+    assert all(e["call"]["tenantID"] == acme["tenantID"] for e in events)
+    assert "call.ended" in [e["type"] for e in await receiver.wait_for("acme", 3)]
+    for request in [r for r in receiver.requests if r["kind"] == "acme"]:
+        Webhook(acme_secret).verify(request["body"], request["headers"])  # its own secret
+    service = await receiver.wait_for("service", 3)  # the service-wide URL still gets all
+    assert {e["callID"] for e in service} == {call["callID"]}
+    await asyncio.sleep(0.3)
+    assert receiver.events("globex") == []
+    receiver.release.set()

@@ -1,0 +1,77 @@
+"""Numbers live everywhere (issue 46): two bridge instances on one real Redis — a number
+created through one takes a call through the other within a second, and a number deleted
+mid-call lets the call finish (its tone still heard)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from ..support.cluster import Bridge, Http, Redis, get, post, require_redis
+from ..support.rtc_client import RtcClient
+from ..support.spectrum import dominant_frequency
+from ..support.waits import until
+
+require_redis()
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def hear(rtc: RtcClient, seconds: float = 1.0) -> float:
+    t0 = time.monotonic()
+    await asyncio.sleep(seconds)
+    return dominant_frequency(rtc.recorder.since(t0), rtc.recorder.rate)
+
+
+async def test_a_number_made_on_a_takes_a_call_on_b_and_outlives_its_deletion(
+    redis: Redis, session, tmp_path
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = Bridge(redis, tmp_path / "a"), Bridge(redis, tmp_path / "b")
+    await asyncio.gather(a.start(session), b.start(session))
+    try:
+        body = {"phone": "+15554440001", "engine": "sim", "sim": {"peer": "tone", "toneHz": 950}}
+        status, number = await post(session, a.base, "/numbers", body)
+        assert status == 201, number
+        made = time.monotonic()
+
+        async def known_on_b() -> bool:
+            status, _ = await get(session, b.base, f"/numbers/{number['numberID']}")
+            return status == 200
+
+        await until(known_on_b, 1.0, "the number known on B within a second", every=0.01)
+        print(f"number created on A -> known on B: {1000 * (time.monotonic() - made):.0f} ms")
+        status, call = await post(
+            session, b.base, "/call/make", {"phone": "5521999999999", "from": "+15554440001"}
+        )
+        assert status == 201 and call["numberID"] == number["numberID"], call
+        print(f"number created on A -> call placed on B: {1000 * (time.monotonic() - made):.0f} ms")
+        assert call["owner"] == b.worker_id
+        rtc = RtcClient(Http(session, b.base), call["callID"], freq=440.0)
+        await rtc.offer()
+        await asyncio.wait_for(rtc.connected.wait(), 10)
+        await asyncio.sleep(0.6)
+        assert await hear(rtc) == pytest.approx(950, abs=5)  # the number's own sim
+
+        # Deleted through A mid-call: no new calls on it anywhere; this one goes on.
+        async with session.delete(f"{a.base}/numbers/{number['numberID']}") as resp:
+            assert resp.status == 200
+
+        async def gone_on_b() -> bool:
+            status, _ = await get(session, b.base, f"/numbers/{number['numberID']}")
+            return status == 404
+
+        await until(gone_on_b, 1.0, "the deletion seen on B", every=0.01)
+        status, refused = await post(
+            session, b.base, "/call/make", {"phone": "5521999999998", "from": "+15554440001"}
+        )
+        assert status == 400 and refused["error"]["code"] == "unknown_number", refused
+        assert await hear(rtc) == pytest.approx(950, abs=5)
+        status, ended = await post(session, a.base, "/call/hangup", {"callID": call["callID"]})
+        assert status == 200 and ended["endReason"] == "hangup"
+        await rtc.close()
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
