@@ -192,6 +192,9 @@ class RouteRun:
         await self._answered()
         if step.body.get("greeting"):
             await self._play_asset(step.body["greeting"])
+        # A recording alone never opens the engine media; a voicemail is for hearing the caller.
+        self.wants_media = True
+        await self.runtime.media.open()
         recorder = await self.desk.recordings.start(self.runtime)
         await asyncio.sleep(step.body["maxS"])
         recordings = await recorder.close()
