@@ -68,7 +68,9 @@ async def test_agents_on_two_workers_one_winner_each_call(redis, session, tmp_pa
                 await ws.send_str(json.dumps({"type": "accept", "callID": call_id}))
             got = await asyncio.gather(outcome(ann, call_id), outcome(bob, call_id))
             assert sorted(g["type"] for g in got) == ["accepted", "call.taken"], got
-            winners.append(next(n for n, g in zip("ab", got) if g["type"] == "accepted"))
+            winners.append(
+                next(n for n, g in zip("ab", got, strict=True) if g["type"] == "accepted")
+            )
             stops.append(abs(got[0]["at"] - got[1]["at"]))
             await wait_call(session, b.base, call_id, "active")
             await post(session, b.base, "/call/hangup", {"callID": call_id})
