@@ -733,6 +733,11 @@ export class BridgeAgent extends EventTarget {
         if (msg.type === "presence") this.state = msg.state;
         this._emit(msg.type, msg);
       };
+      ws.onerror = () => {
+        // A refused upgrade (401) is an error, then a close in browsers; some runtimes stop at
+        // the error.
+        if (!hello) reject(new BridgeError(401, "agent_socket_refused", "the agent socket was refused"));
+      };
       ws.onclose = () => {
         this.ws = null;
         this.ringing.clear();

@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..calls.model import CallState
-from ..errors import BridgeError, CallStateError
+from ..errors import BridgeError
 from . import wire
 from .routes import Route, Step
 
@@ -156,21 +156,21 @@ class RouteRun:
     async def _take(self, key: AgentKey, round_no: int) -> bool:
         self.accepted_at = time.monotonic()
         others, self.rung = self.rung - {key}, set()
-        if self.call.state is CallState.RINGING:
-            try:
-                await self.desk.manager.answer(self.call.id)
-            except (CallStateError, BridgeError) as exc:
-                log.warning(
-                    "call %s: agent %s accepted, answer failed: %s", self.call.id, key[1], exc
-                )
-                return True
+        # The winner first: it hears "accepted", then the call's own events (call.active).
         self.winner = key
-        for other in others:
-            await self.desk.send(other, wire.taken(self.call.id))
         await self.desk.send(
             key, {"type": "accepted", "callID": self.call.id, "call": self.call.snapshot()}
         )
+        for other in others:
+            await self.desk.send(other, wire.taken(self.call.id))
         await self.desk.set_state(key, "busy", self.call.id)
+        if self.call.state is CallState.RINGING:
+            try:
+                await self.desk.manager.answer(self.call.id)
+            except BridgeError as exc:  # ended meanwhile: the winner hears call.ended
+                log.warning(
+                    "call %s: agent %s accepted, answer failed: %s", self.call.id, key[1], exc
+                )
         return True
 
     async def _answered(self) -> None:
