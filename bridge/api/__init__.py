@@ -7,6 +7,7 @@ from aiohttp import web
 from . import (
     agents,
     calls,
+    desk,
     engine,
     health,
     internal,
@@ -40,6 +41,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_routes(internal.routes)
     app.router.add_routes(numbers.routes)
     app.router.add_routes(number_settings.routes)
+    app.router.add_routes(desk.routes)
 
 
 __all__ = ["ENGINE", "MANAGER", "SETTINGS", "error_middleware", "setup_routes"]
