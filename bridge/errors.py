@@ -218,3 +218,9 @@ class OwnerUnreachable(BridgeError):
     """The worker that owns a call did not answer a forwarded request."""
 
     code = "owner_unreachable"
+
+
+class NotImplementedYet(BridgeError):
+    """A documented feature whose pieces are not in this build yet (``501``)."""
+
+    code = "not_implemented"

@@ -670,3 +670,118 @@ export class BridgeClient extends EventTarget {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 }
+
+// ---- Agents: a person ready before the phone rings (docs/agents-routing.md) ------------------
+//
+//   import { BridgeAgent, BridgeClient } from "./bridge-client.js";
+//   const agent = new BridgeAgent({ token: agentToken });    // from POST /agents/tokens
+//   agent.addEventListener("ringing", (e) => agent.accept(e.detail.callID));
+//   agent.addEventListener("accepted", (e) => new BridgeClient().connect(e.detail.callID));
+//   await agent.connect();
+//   agent.setPresence("available");
+
+/**
+ * One agent's socket (GET /agents/connect): presence, ringing, accept/decline, the call's
+ * events; it reconnects by itself (backoff up to 10 s) until close(). Events (CustomEvent,
+ * the message in detail): "hello", "presence", "ringing", "accepted", "call.taken",
+ * "ringing.stopped", every call event ("call.active", "call.ended", …), "error", and
+ * "connection" ({state: "open" | "closed"}).
+ */
+export class BridgeAgent extends EventTarget {
+  /** @param {{baseUrl?: string, token: string, reconnect?: boolean}} options */
+  constructor(options) {
+    super();
+    this.baseUrl = (options.baseUrl || globalThis.location?.origin || "").replace(/\/$/, "");
+    this.token = options.token;
+    this.reconnectEnabled = options.reconnect ?? true;
+    /** @type {"available"|"busy"|"away"} what this agent last said (sent again on reconnect) */
+    this.state = "available";
+    /** @type {Set<string>} calls ringing this agent now */
+    this.ringing = new Set();
+    /** @type {WebSocket|null} */
+    this.ws = null;
+    this._closed = false;
+    this._attempt = 0;
+    /** @type {number|undefined} */
+    this._timer = undefined;
+  }
+
+  /** Open the socket; resolves once the bridge said hello (rejects if the token is refused). */
+  connect() {
+    this._closed = false;
+    const url = new URL(this.baseUrl + "/agents/connect", globalThis.location?.href);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    url.searchParams.set("token", this.token);
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url.toString());
+      this.ws = ws;
+      let hello = false;
+      ws.onmessage = (e) => {
+        let msg;
+        try { msg = JSON.parse(e.data); } catch { return; }
+        if (msg.type === "hello") {
+          hello = true;
+          this._attempt = 0;
+          if (this.state !== "available") this.setPresence(this.state);
+          this._emit("connection", { state: "open" });
+          resolve(msg);
+        }
+        if (msg.type === "ringing") this.ringing.add(msg.callID);
+        if (["accepted", "call.taken", "ringing.stopped", "call.ended"].includes(msg.type)) {
+          this.ringing.delete(msg.callID);
+        }
+        if (msg.type === "presence") this.state = msg.state;
+        this._emit(msg.type, msg);
+      };
+      ws.onerror = () => {
+        // A refused upgrade (401) is an error, then a close in browsers; some runtimes stop at
+        // the error.
+        if (!hello) reject(new BridgeError(401, "agent_socket_refused", "the agent socket was refused"));
+      };
+      ws.onclose = () => {
+        this.ws = null;
+        this.ringing.clear();
+        this._emit("connection", { state: "closed" });
+        if (!hello) reject(new BridgeError(401, "agent_socket_refused", "the agent socket was refused or closed"));
+        if (!this._closed && this.reconnectEnabled && hello) this._reconnectLater();
+      };
+    });
+  }
+
+  _reconnectLater() {
+    const delay = Math.min(10000, 500 * 2 ** this._attempt++);
+    clearTimeout(this._timer);
+    this._timer = setTimeout(() => this.connect().catch(() => this._reconnectLater()), delay);
+  }
+
+  /** @param {object} msg */
+  _send(msg) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  /** @param {"available"|"busy"|"away"} state */
+  setPresence(state) {
+    this.state = state;
+    this._send({ type: "presence", state });
+  }
+
+  /** Take a ringing call (the bridge answers "accepted", or "call.taken" if someone was first). */
+  accept(callID) { this._send({ type: "accept", callID }); }
+
+  decline(callID) { this._send({ type: "decline", callID }); }
+
+  /** Close for good (no reconnect); the bridge shows the agent away after its grace. */
+  close() {
+    this._closed = true;
+    clearTimeout(this._timer);
+    if (this.ws) this.ws.close();
+  }
+
+  /**
+   * @param {string} type
+   * @param {any} detail
+   */
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}

@@ -8,6 +8,7 @@ from . import (
     agents,
     call_buttons,
     calls,
+    desk,
     engine,
     health,
     internal,
@@ -44,6 +45,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_routes(number_settings.routes)
     app.router.add_routes(number_sip.routes)
     app.router.add_routes(call_buttons.routes)
+    app.router.add_routes(desk.routes)
 
 
 __all__ = ["ENGINE", "MANAGER", "SETTINGS", "error_middleware", "setup_routes"]

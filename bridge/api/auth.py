@@ -13,7 +13,7 @@ from .tenancy import PRINCIPAL, Principal
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-PROTECTED_PREFIXES = ("/call/", "/engine/", "/numbers", "/tenants")
+PROTECTED_PREFIXES = ("/call/", "/engine/", "/numbers", "/tenants", "/agents", "/routes")
 
 INTERNAL_HEADER = "X-Bridge-Internal"
 """Carries ``BRIDGE_INTERNAL_SECRET`` on requests one instance forwards to another."""

@@ -33,6 +33,7 @@ from .base import (
     WebhookEngine,
 )
 from .channels import (
+    ClockedChannel,
     DtmfLeg,
     InProcessChannel,
     MediaChannel,
@@ -75,6 +76,7 @@ __all__ = [
     "BilledEngine",
     "CallButtonEngine",
     "CallLeg",
+    "ClockedChannel",
     "CloudApiEngine",
     "DtmfLeg",
     "Engine",

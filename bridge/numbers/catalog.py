@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -27,6 +27,20 @@ from .store import POLL_INTERVAL, CatalogStore
 from .tenants import Tenant
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _readable(
+    records: dict[str, dict[str, Any]], read: Callable[[dict[str, Any]], T], what: str
+) -> list[T]:
+    """The records that can be read (one that cannot is skipped, logged)."""
+    out = []
+    for rid, record in records.items():
+        try:
+            out.append(read(record))
+        except (KeyError, ValueError, TypeError) as exc:
+            log.warning("%s %s: its stored record is unreadable (%s); skipped", what, rid, exc)
+    return out
 
 
 class Catalog:
@@ -86,22 +100,8 @@ class Catalog:
     async def reload(self) -> None:
         async with self._lock:
             version, records = await self.store.load()
-            numbers = []
-            for rid, record in records.get("numbers", {}).items():
-                try:
-                    numbers.append(Number.from_record(record))
-                except (KeyError, ValueError, TypeError) as exc:
-                    log.warning(
-                        "number %s: its stored record is unreadable (%s); skipped", rid, exc
-                    )
-            tenants = []
-            for rid, record in records.get("tenants", {}).items():
-                try:
-                    tenants.append(Tenant.from_record(record))
-                except (KeyError, ValueError, TypeError) as exc:
-                    log.warning(
-                        "tenant %s: its stored record is unreadable (%s); skipped", rid, exc
-                    )
+            numbers = _readable(records.get("numbers", {}), Number.from_record, "number")
+            tenants = _readable(records.get("tenants", {}), Tenant.from_record, "tenant")
             self.tenants = {t.tenant_id: t for t in tenants}
             self._index(numbers)
             self.version = version

@@ -185,13 +185,14 @@ class Switchboard:
             log.info("number %s (%s): healthy again", number_id, number.phone)
 
     async def _health_forever(self) -> None:
-        for number_id in list(self.engines):  # at start: Meta's settings against ours
-            await self.compare_setup(number_id)
+        # Every number at start (the default one too; Meta's settings against ours), then
+        # every HEALTH_INTERVAL.
         while True:
-            await asyncio.sleep(HEALTH_INTERVAL)
             for number_id in list(self.engines):
-                await self.check_health(number_id)
-                await self.compare_setup(number_id)
+                if number_id in self.engines:
+                    await self.check_health(number_id)
+                    await self.compare_setup(number_id)
+            await asyncio.sleep(HEALTH_INTERVAL)
 
     def _retire(self, number_id: str) -> None:
         self._health.pop(number_id, None)

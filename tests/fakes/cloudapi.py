@@ -372,6 +372,7 @@ class FakeMeta(FakeServer):
         except ValueError:
             return meta_error(400, 100, "Invalid JSON")
         self.actions.append({"edge": "messages", **body})
+        self.action_numbers.append(request.match_info["pnid"])
         return await self.perms.messages_endpoint(body)
 
     async def call_permissions_endpoint(self, request: web.Request) -> web.Response:
