@@ -8,11 +8,11 @@ from typing import Any
 from aiohttp import web
 
 from ..config import EngineKind
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, BridgeError, NotFound
 from ..numbers.model import Number
 from .auth import FORWARDED
 from .errors import require_call_id
-from .keys import CATALOG, DIRECTORY, INBOUND, MANAGER, WEBHOOKS
+from .keys import CATALOG, DESK, DIRECTORY, INBOUND, MANAGER, WEBHOOKS
 from .schema import read_body
 from .tenancy import principal_of, visible, visible_event
 
@@ -51,13 +51,25 @@ async def make_call(request: web.Request) -> web.Response:
             "id (only a Cloud API number on Graph signalling can; give 'phone')",
             code="recipient_not_supported",
         )
-    call = await request.app[MANAGER].make(
+    # An agent's connected leg carries it (desk/legs.py): checked before anything is dialled.
+    agent = (principal.tenant_id, body["agentID"]) if "agentID" in body else None
+    if agent is not None:
+        request.app[DESK].legs.ready(agent)
+    manager = request.app[MANAGER]
+    call = await manager.make(
         str(body.get("phone") or recipient),
         metadata,
         status_callback=callback,
         number=number,
         tenant=tenant,
     )
+    if agent is not None:
+        try:
+            await request.app[DESK].legs.place(agent, manager.runtime(call.id))
+        except BridgeError:
+            await manager.hangup(call.id)  # no call dialled without its agent
+            raise
+        call = manager.get(call.id)
     return web.json_response(call.snapshot(), status=201)
 
 

@@ -33,6 +33,9 @@ from ..media.clock import WorkerPacer
 from .session import WebRTCSession
 from .tracks import _FRAME_TS, EncodedPacket, OpusBusTrack
 
+PRIME = 10
+"""Frames of silence (200 ms) a connected leg sends once it is up, before it parks."""
+
 StateCallback = Callable[[WebRTCSession, str], None]
 DtmfCallback = Callable[[WebRTCSession, str, int], None]
 
@@ -61,6 +64,7 @@ class ParkedTrack(OpusBusTrack):
         self._parked_at = time.monotonic()
         self._resumed = asyncio.Event()
         self._mark = False
+        self._priming = 0
         self.park()
 
     def park(self) -> None:
@@ -75,7 +79,9 @@ class ParkedTrack(OpusBusTrack):
         self._forwarding = False
 
     def resume(self, sink: Any) -> None:
+        self._priming = 0
         if not self.parked:
+            self.sink = sink  # a call's sink after priming
             return
         self.sink = sink
         gap = int((time.monotonic() - self._parked_at) * 50)
@@ -86,7 +92,18 @@ class ParkedTrack(OpusBusTrack):
         self.parked = False
         self._resumed.set()
 
+    def prime(self, frames: int) -> None:
+        """Send ``frames`` of silence, then park: the far end's receive pipeline (its jitter
+        buffer, its decoder) is running before the first call, as it is after one."""
+        if self.parked:
+            self.resume(_Nothing())
+            self._priming = frames
+
     async def _next_packet(self) -> EncodedPacket | None:
+        if self._priming:
+            self._priming -= 1
+            if not self._priming:
+                self.park()
         while self.parked:
             if self.readyState != "live":
                 return None
@@ -200,6 +217,8 @@ class ConnectedLeg(WebRTCSession):
     def _state_changed(self, state: str) -> None:
         if state == "connected":
             self.up.set()
+            if isinstance(self._track, ParkedTrack) and self.attached_to is None:
+                self._track.prime(PRIME)
         if self._on_state is not None:
             self._on_state(self, state)
         if state == "failed" and not self._closed and not self._tasks.closed:
