@@ -135,10 +135,7 @@ class CloudApiEngine:
 
     def _peer(self, label: str) -> MediaLeg:
         return new_leg(  # BRIDGE_CLOUDAPI_MEDIA: Graph signalling takes SDES too
-            self.settings.cloudapi_media,
-            label,
-            self.ice,
-            self.stats,
+            self.settings.cloudapi_media, label, self.ice, self.stats,
             on_dtmf=self._on_dtmf,
             on_media=self._on_media,
             on_closed=self._peer_closed,

@@ -153,7 +153,9 @@ def _graph_error(
             wait = retry_after or 60
             return MetaLimit(text, code=known.reason, retry_after=wait, details=details)
         if known.status == 403:
-            return MetaForbidden(text, code=known.reason, retry_after=retry_after, details=details)
+            return MetaForbidden(
+                text, code=known.reason, retry_after=retry_after, details=details
+            )
         return MetaRefused(text, code=known.reason, details=details)
     sub = f"/{subcode}" if subcode is not None else ""
     return GraphApiError(
