@@ -688,9 +688,30 @@ export class BridgeClient extends EventTarget {
  * "connection" ({state: "open" | "closed"}).
  */
 export class BridgeAgent extends EventTarget {
-  /** @param {{baseUrl?: string, token: string, reconnect?: boolean}} options */
+  /**
+   * @param {{baseUrl?: string, token: string, reconnect?: boolean, leg?: boolean,
+   *   iceServers?: RTCIceServer[], microphone?: () => Promise<MediaStream>,
+   *   audio?: HTMLAudioElement}} options
+   * `leg: true`: an always-connected media leg (offered once the socket is open, reused for
+   * every call: the first audio needs no offer, ICE or DTLS). The microphone is sent only on a
+   * call (idle, the sender sends nothing); what the bridge sends plays in `audio`, and comes
+   * as a "track" event too.
+   */
   constructor(options) {
     super();
+    this.legEnabled = options.leg ?? false;
+    this.iceServers = options.iceServers || [];
+    this.microphone = options.microphone ||
+      (() => navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true } }));
+    this.audio = options.audio || null;
+    /** @type {RTCPeerConnection|null} the connected leg */
+    this.pc = null;
+    /** @type {RTCRtpSender|null} */
+    this.sender = null;
+    /** @type {MediaStreamTrack|null} */
+    this.mic = null;
+    this.muted = false;
+    this.held = false;
     this.baseUrl = (options.baseUrl || globalThis.location?.origin || "").replace(/\/$/, "");
     this.token = options.token;
     this.reconnectEnabled = options.reconnect ?? true;
@@ -723,6 +744,7 @@ export class BridgeAgent extends EventTarget {
           hello = true;
           this._attempt = 0;
           if (this.state !== "available") this.setPresence(this.state);
+          if (this.legEnabled) this.openLeg().catch((e) => this._emit("leg", { state: "failed", error: e }));
           this._emit("connection", { state: "open" });
           resolve(msg);
         }
@@ -731,6 +753,11 @@ export class BridgeAgent extends EventTarget {
           this.ringing.delete(msg.callID);
         }
         if (msg.type === "presence") this.state = msg.state;
+        if (msg.type === "answer" && this.pc) {
+          this.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp }).catch(() => {});
+        }
+        // On a call the microphone goes out on the leg; idle, nothing does.
+        if (msg.type === "presence" && this.sender) this._sendMic(msg.state === "busy");
         this._emit(msg.type, msg);
       };
       ws.onerror = () => {
@@ -770,11 +797,62 @@ export class BridgeAgent extends EventTarget {
 
   decline(callID) { this._send({ type: "decline", callID }); }
 
+  /** The connected leg: offer it on the socket (again after it was lost: a new offer). */
+  async openLeg() {
+    if (this.pc) this.pc.close();
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    this.pc = pc;
+    if (!this.mic) this.mic = (await this.microphone()).getAudioTracks()[0];
+    this.mic.enabled = !this.muted && !this.held;
+    const transceiver = pc.addTransceiver("audio", { direction: "sendrecv" });
+    this.sender = transceiver.sender;
+    pc.ontrack = (e) => {
+      if (this.audio) this.audio.srcObject = e.streams[0] || new MediaStream([e.track]);
+      this._emit("track", { track: e.track });
+    };
+    pc.onconnectionstatechange = () => {
+      this._emit("leg", { state: pc.connectionState });
+      // Lost (ICE failed, or the bridge closed it): a new offer on the same socket.
+      if (pc === this.pc && ["failed", "closed"].includes(pc.connectionState) && !this._closed) {
+        setTimeout(() => { if (pc === this.pc) this.openLeg().catch(() => {}); }, 1000);
+      }
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    await BridgeClient.prototype._gathered.call({ iceGatheringTimeoutMs: 2000 }, pc);
+    this._send({ type: "offer", sdp: pc.localDescription?.sdp });
+    this._sendMic(this.state === "busy");
+  }
+
+  /** @param {boolean} on */
+  _sendMic(on) {
+    if (this.sender) this.sender.replaceTrack(on ? this.mic : null).catch(() => {});
+  }
+
+  /** Mute the microphone on the connected leg (the bridge then hears silence). */
+  mute(muted = true) {
+    this.muted = muted;
+    if (this.mic) this.mic.enabled = !muted && !this.held;
+  }
+
+  /** Hold: neither side heard by the other on this leg (the call itself goes on). */
+  hold(held = true) {
+    this.held = held;
+    if (this.mic) this.mic.enabled = !held && !this.muted;
+    if (this.audio) this.audio.muted = held;
+  }
+
+  /** Key presses on the connected leg (RFC 4733 through the browser's RTCDTMFSender). */
+  dtmf(digits) {
+    if (this.sender && this.sender.dtmf) this.sender.dtmf.insertDTMF(digits, 100, 70);
+  }
+
   /** Close for good (no reconnect); the bridge shows the agent away after its grace. */
   close() {
     this._closed = true;
     clearTimeout(this._timer);
     if (this.ws) this.ws.close();
+    if (this.pc) this.pc.close();
+    this.pc = null;
   }
 
   /**

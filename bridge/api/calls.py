@@ -12,11 +12,11 @@ from aiohttp import web
 from ..calls.model import normalize_user
 from ..config import EngineKind
 from ..engines import ArtifactsEngine
-from ..errors import BadRequest, NotFound, RecordingForbidden
+from ..errors import BadRequest, BridgeError, NotFound, RecordingForbidden
 from ..numbers.model import Number
 from .auth import FORWARDED
 from .errors import require_call_id
-from .keys import CATALOG, DIRECTORY, INBOUND, MANAGER, SWITCHBOARD, WEBHOOKS
+from .keys import CATALOG, DESK, DIRECTORY, INBOUND, MANAGER, SWITCHBOARD, WEBHOOKS
 from .schema import read_body
 from .tenancy import principal_of, visible, visible_event
 
@@ -57,11 +57,23 @@ async def make_call(request: web.Request) -> web.Response:
             "id (only a Cloud API number on Graph signalling can; give 'phone')",
             code="recipient_not_supported",
         )
+    # An agent's connected leg carries it (desk/legs.py): checked before anything is dialled.
+    agent = (principal.tenant_id, body["agentID"]) if "agentID" in body else None
+    if agent is not None:
+        request.app[DESK].legs.ready(agent)
+    manager = request.app[MANAGER]
     user = str(body.get("phone") or recipient)
     with _meta_artifacts(request, body, number, normalize_user(user)):  # as the engine dials
-        call = await request.app[MANAGER].make(
+        call = await manager.make(
             user, metadata, status_callback=callback, number=number, tenant=tenant
         )
+    if agent is not None:
+        try:
+            await request.app[DESK].legs.place(agent, manager.runtime(call.id))
+        except BridgeError:
+            await manager.hangup(call.id)  # no call dialled without its agent
+            raise
+        call = manager.get(call.id)
     return web.json_response(call.snapshot(), status=201)
 
 

@@ -158,8 +158,12 @@ class RouteRun:
         others, self.rung = self.rung - {key}, set()
         # The winner first: it hears "accepted", then the call's own events (call.active).
         self.winner = key
+        # Its connected leg joins the call now, before the answer: the first audio needs no
+        # offer, ICE or DTLS ("leg": false: none here, the app sends the per-call offer).
+        leg = await self.desk.legs.lend(key, self.runtime)
         await self.desk.send(
-            key, {"type": "accepted", "callID": self.call.id, "call": self.call.snapshot()}
+            key,
+            {"type": "accepted", "callID": self.call.id, "call": self.call.snapshot(), "leg": leg},
         )
         for other in others:
             await self.desk.send(other, wire.taken(self.call.id))

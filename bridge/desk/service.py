@@ -27,6 +27,7 @@ from ..calls.events import CallEvent
 from ..calls.model import CallState, Direction
 from ..tasks import TaskSet
 from . import wire
+from .legs import AgentLegs
 from .routes import Route, pick, route_from_stored, stored
 from .runner import RouteRun
 from .session import AgentSession
@@ -67,6 +68,8 @@ class Desk:
         """What time it is for opening hours (tests fix it)."""
         self._sessions: dict[AgentKey, AgentSession] = {}
         self._tasks = TaskSet("desk")
+        self.legs = AgentLegs(self)
+        """The agents' always-connected media legs (``legs.py``)."""
 
     async def start(self) -> None:
         await self.store.start(self._on_bus)
@@ -112,6 +115,13 @@ class Desk:
             del self._sessions[session.key]
         await session.close()
 
+    def session(self, key: AgentKey) -> AgentSession | None:
+        """The agent's socket on this worker, if it is here."""
+        return self._sessions.get(key)
+
+    def sessions(self) -> list[AgentSession]:
+        return list(self._sessions.values())
+
     async def _renew_forever(self) -> None:
         while True:
             await asyncio.sleep(RENEW)
@@ -139,6 +149,9 @@ class Desk:
             record = await self.store.agent(*session.key)
             if record is not None:
                 await self.store.put_agent(record.with_state(message.state, record.call_id))
+        elif message.type == "offer":
+            assert message.sdp is not None
+            await self.legs.offer(session, message.sdp)
         elif message.call_id is not None:
             await self._answer_ring(session, message.type, message.call_id)
 

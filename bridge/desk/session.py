@@ -13,6 +13,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..calls import ConnectedLeg
 from ..tasks import TaskSet
 from .tokens import AgentClaims
 
@@ -38,11 +39,35 @@ class AgentSession:
         self.dropped = 0
         self.rings: OrderedDict[str, int] = OrderedDict()
         """Call id → the ring round that rang this agent for it."""
+        self.leg: ConnectedLeg | None = None
+        """The agent's always-connected media leg (its ``offer``), owned here: lent to each
+        call the agent takes, closed with the session (or, on a call then, by the call)."""
         self._closed = False
 
     @property
     def key(self) -> tuple[str | None, str]:
         return self.claims.tenant_id, self.claims.agent_id
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def spawn(self, work: Any, name: str) -> None:
+        """Run ``work`` as this session's task (closed with it)."""
+        if self._tasks.closed:
+            work.close()
+        else:
+            self._tasks.spawn(work, name)
+
+    async def drop_leg(self) -> None:
+        """Let the leg go: closed now when idle, by its call's close when on one."""
+        leg, self.leg = self.leg, None
+        if leg is None:
+            return
+        if leg.attached_to is not None and not leg.closed:
+            leg.orphan()
+        else:
+            await leg.shutdown()
 
     def start(self) -> None:
         self._tasks.spawn(self._drain(), "writer")
@@ -69,6 +94,7 @@ class AgentSession:
                 await self._write(self._queue.popleft())
 
     async def close(self) -> None:
-        """Stop writing (idempotent)."""
+        """Stop writing, let the leg go (idempotent)."""
         self._closed = True
         await self._tasks.close()
+        await self.drop_leg()

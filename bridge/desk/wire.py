@@ -1,9 +1,11 @@
 """The agent socket's messages (``GET /agents/connect``): one JSON text frame each, both ways,
 with a ``"type"``.
 
-Agent → bridge: ``presence {state}``, ``accept {callID}``, ``decline {callID}``, ``ping``.
-Bridge → agent: ``hello {agentID, groups, state}``, ``presence {state}``, ``ringing {callID,
-from, number, payload}``, ``call.taken {callID}``, ``accepted {callID}``, the call's own events
+Agent → bridge: ``presence {state}``, ``accept {callID}``, ``decline {callID}``, ``offer {sdp}``
+(the always-connected leg), ``ping``.
+Bridge → agent: ``hello {agentID, groups, state}``, ``answer {sdp}``, ``presence {state}``,
+``ringing {callID, from, number, payload}``, ``call.taken {callID}``, ``accepted {callID, leg}``,
+the call's own events
 (``call.active``, ``call.ended`` …, as SSE has them), ``error {code, message}``, ``pong``.
 """
 
@@ -30,6 +32,7 @@ class AgentMessage:
     type: str
     state: str | None = None
     call_id: str | None = None
+    sdp: str | None = None
 
 
 def parse(text: str) -> AgentMessage:
@@ -52,6 +55,11 @@ def parse(text: str) -> AgentMessage:
         if not isinstance(call_id, str) or not 0 < len(call_id) <= 64:
             raise BadMessage("field 'callID' must name a call", "bad_call_id")
         return AgentMessage(kind, call_id=call_id)
+    if kind == "offer":
+        sdp = body.get("sdp")
+        if not isinstance(sdp, str) or not sdp.strip():
+            raise BadMessage("field 'sdp' must be the offer's SDP (candidates gathered)", "bad_sdp")
+        return AgentMessage(kind, sdp=sdp)
     if kind == "ping":
         return AgentMessage(kind)
     raise BadMessage(f"unknown message type {kind[:40]!r}", "unknown_type")
