@@ -26,7 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fractions
+import itertools
 import json
+import os
 import sys
 import time
 from collections import deque
@@ -283,6 +285,10 @@ async def join(
     return pc, offer_s
 
 
+PHONES = itertools.count(os.getpid() % 1000 * 100_000)
+"""Distinct callees: one load generator's calls never share a WhatsApp user."""
+
+
 async def place_call(
     http: aiohttp.ClientSession,
     base: str,
@@ -292,7 +298,10 @@ async def place_call(
 ):
     """A call and its peer connections: the agent first (the call's direct path), then any
     supervisors. Returns (callID, [pc…], the agent's offer-to-answer seconds)."""
-    async with http.post(base + "/call/make", json={"phone": "5521999999999"}) as r:
+    # Each call to a user of its own: WhatsApp allows a business one call per user at a time
+    # (the Cloud API engine refuses a second one with 409 call_in_progress).
+    phone = f"5521{next(PHONES):09d}"
+    async with http.post(base + "/call/make", json={"phone": phone}) as r:
         call = await r.json()
         if r.status != 201:
             raise RuntimeError(f"/call/make answered {r.status}: {call}")

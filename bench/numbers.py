@@ -30,17 +30,11 @@ import aiohttp
 from aiohttp import web
 
 from bench.quality import stamped
+from bench.run import free_port
+from tests.support.processes import wait_healthy
 
 APPS = 10
 ADMIN = "bench-admin"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def graph_stand_in() -> tuple[web.AppRunner, str]:
@@ -51,7 +45,7 @@ async def graph_stand_in() -> tuple[web.AppRunner, str]:
     app.router.add_get("/v23.0/{pnid}", node)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, f"http://127.0.0.1:{port}/v23.0"
 
@@ -122,7 +116,7 @@ def pct(values: list[float], q: float) -> float:
 
 async def run(count: int, webhooks: int) -> dict[str, Any]:
     graph, graph_url = await graph_stand_in()
-    port = _free_port()
+    port = free_port()
     data = tempfile.mkdtemp(prefix="bench-numbers-")
     env = {
         **os.environ,
@@ -140,15 +134,8 @@ async def run(count: int, webhooks: int) -> dict[str, Any]:
     auth = {"Authorization": f"Bearer {ADMIN}"}
     result: dict[str, Any] = stamped("numbers")
     try:
+        await wait_healthy(base, timeout=20.0)
         async with aiohttp.ClientSession() as http:
-            for _ in range(200):
-                try:
-                    async with http.get(base + "/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)
             rss0 = rss_mb(proc.pid)
             numbers: list[tuple[str, str]] = []
             create_ms: list[float] = []

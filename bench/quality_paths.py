@@ -176,7 +176,7 @@ class SpeechSource:
     def done(self) -> bool:
         return self._i >= len(self._frames)
 
-    def pop(self) -> np.ndarray | None:
+    def take(self, now: float) -> np.ndarray | None:
         if not self.started or self.done:
             return None
         self._i += 1

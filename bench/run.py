@@ -385,7 +385,7 @@ async def run_point(
     ]
     if target in BRIDGES:
         argv.append("--hangup")
-    if target not in (*CLOUDAPI, SIP_SDES) and audio == "tone":  # the probe times an echo
+    if audio == "tone":  # the probe times an echo (the sim's, the echo server's, Meta's)
         argv.append("--click")
     if audio != "tone":
         argv += ["--audio", audio]

@@ -9,6 +9,8 @@ from aiohttp import web
 
 from .api import setup_routes
 from .api.auth import auth_middleware
+from .api.desk import authenticates_itself as agent_socket
+from .api.desk import desk_resources
 from .api.engine import authenticates_itself
 from .api.errors import BODY_TIMEOUT, error_middleware
 from .api.keys import CATALOG, METRICS, SETTINGS, TURN
@@ -63,7 +65,7 @@ def create_app(
         # Signed engine webhooks (Meta's) carry their signature, never our token.
         auth_middleware(
             server.api_tokens,
-            authenticates_itself=authenticates_itself,
+            authenticates_itself=lambda r: authenticates_itself(r) or agent_socket(r),
             internal_secret=cluster.internal_secret,
             tenant_of_key=tenant_of_key,
         ),
@@ -104,6 +106,7 @@ def create_app(
     app.on_cleanup.append(stop_naming)
     # App-scoped resources, made in this order and closed in reverse (resources.py).
     app.cleanup_ctx.extend(CLEANUP_CTX)
+    app.cleanup_ctx.append(desk_resources)  # agents and routes, above the calls
     app.cleanup_ctx.append(sip_trunks)  # after the calls it joins (api/trunks.py)
     app.on_shutdown.append(on_shutdown)
     app.on_response_prepare.append(cors_on_prepare(server.cors_origins))

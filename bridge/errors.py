@@ -47,6 +47,13 @@ class Forbidden(BridgeError):
     code = "forbidden"
 
 
+class RecordingForbidden(Forbidden):
+    """The call's number or tenant says ``"recording": "forbidden"``: no recording of any
+    kind (the bridge's, ``BRIDGE_RECORD_ALL``, Meta's) is made."""
+
+    code = "recording_forbidden"
+
+
 class CallStateError(BridgeError):
     """The call is not in a state that allows the operation (an illegal transition)."""
 
@@ -211,3 +218,9 @@ class OwnerUnreachable(BridgeError):
     """The worker that owns a call did not answer a forwarded request."""
 
     code = "owner_unreachable"
+
+
+class NotImplementedYet(BridgeError):
+    """A documented feature whose pieces are not in this build yet (``501``)."""
+
+    code = "not_implemented"

@@ -36,6 +36,8 @@ class EngineCounters(Protocol):
     def request_errors(self) -> int: ...
     @property
     def request_seconds(self) -> FixedHistogram: ...
+    @property
+    def artifact_seconds(self) -> FixedHistogram: ...
 
 
 @dataclass
@@ -213,6 +215,12 @@ class MediaCollector:
             "engine REST request latency",
             {"engine": ""},
             [({"engine": name}, leg.request_seconds)],
+        )
+        yield _histogram(
+            "bridge_engine_file_fetch_seconds",
+            "from a provider's webhook announcing a call's recording/transcript to the file",
+            {"engine": ""},
+            [({"engine": name}, leg.artifact_seconds)],
         )
         rec = CounterMetricFamily(
             "bridge_engine_media_reconnects", "engine media socket reconnects", labels=["engine"]

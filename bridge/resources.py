@@ -58,8 +58,8 @@ from .api.keys import (
 )
 from .api.routing import inbound_placer
 from .attachments import ForkService, PlaybackService, RecordingService, dtmf_observer
-from .attachments.speech import start_speech_activity
 from .calls import Call, CallEvents, CallManager, InboundCalls, InMemoryCallRegistry, Recovery
+from .calls.following import follow_calls, follow_policy
 from .calls.handover import MovedCall
 from .calls.model import default_owner
 from .calls.reports import start_reports
@@ -67,7 +67,7 @@ from .calls.runtime import CallRuntime
 from .cluster import create_directory, internal_url_for
 from .cluster.handover import Handover
 from .cluster.sealing import Sealer
-from .config import Settings, ShutdownCalls
+from .config import ShutdownCalls
 from .engines import Engine, create_engine
 from .errors import DirectoryUnavailable
 from .http import create_http_session, create_internal_session
@@ -263,6 +263,7 @@ async def calls(app: web.Application) -> AsyncIterator[None]:
         adopt=adopt if cluster.adopt_lost_calls else None,
         offer_timeout=cluster.adopt_offer_timeout,
     )
+    follow_policy(manager, app[CATALOG], app[RECORDINGS])  # recording allowed? Meta's files
     follow_calls(settings, manager, app[CALL_EVENTS], app[RECORDINGS], app[TASKS])
     app[CALL_EVENTS].observe(dtmf_observer(manager.find_runtime))  # keys to forks, sockets, agents
     app[AGENTS].controls = controls_for(manager, app[PLAYBACK])
@@ -327,37 +328,6 @@ CLEANUP_CTX = (
     call_handover,
 )
 """The entries in the order they are made (module docstring)."""
-
-
-def follow_calls(
-    settings: Settings,
-    manager: CallManager,
-    events: CallEvents,
-    recordings: RecordingService,
-    tasks: TaskSet,
-) -> None:
-    """What the settings start on every answered call: a recording, speech events."""
-    if settings.storage.record_all:
-
-        def record_every_call(type_: str, call: Call) -> None:
-            runtime = manager.find_runtime(call.id)
-            if type_ == "call.active" and runtime is not None:
-                tasks.spawn(recordings.start(runtime), f"record:{call.id}")
-
-        events.listen(record_every_call)
-    if settings.media.speech_events:
-        loop = asyncio.get_running_loop()
-
-        def hear_who_talks(type_: str, call: Call) -> None:
-            runtime = manager.find_runtime(call.id)
-            if type_ == "call.active" and runtime is not None:
-                loop.call_soon(start_speech, runtime, call)
-
-        def start_speech(runtime: CallRuntime, call: Call) -> None:
-            if call.live and not runtime.closed:
-                start_speech_activity(runtime, lambda now: setattr(call, "speaking", now))
-
-        events.listen(hear_who_talks)
 
 
 def drain_on_sigterm(manager: CallManager, handover: Handover, tasks: TaskSet) -> None:

@@ -670,3 +670,196 @@ export class BridgeClient extends EventTarget {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 }
+
+// ---- Agents: a person ready before the phone rings (docs/agents-routing.md) ------------------
+//
+//   import { BridgeAgent, BridgeClient } from "./bridge-client.js";
+//   const agent = new BridgeAgent({ token: agentToken });    // from POST /agents/tokens
+//   agent.addEventListener("ringing", (e) => agent.accept(e.detail.callID));
+//   agent.addEventListener("accepted", (e) => new BridgeClient().connect(e.detail.callID));
+//   await agent.connect();
+//   agent.setPresence("available");
+
+/**
+ * One agent's socket (GET /agents/connect): presence, ringing, accept/decline, the call's
+ * events; it reconnects by itself (backoff up to 10 s) until close(). Events (CustomEvent,
+ * the message in detail): "hello", "presence", "ringing", "accepted", "call.taken",
+ * "ringing.stopped", every call event ("call.active", "call.ended", …), "error", and
+ * "connection" ({state: "open" | "closed"}).
+ */
+export class BridgeAgent extends EventTarget {
+  /**
+   * @param {{baseUrl?: string, token: string, reconnect?: boolean, leg?: boolean,
+   *   iceServers?: RTCIceServer[], microphone?: () => Promise<MediaStream>,
+   *   audio?: HTMLAudioElement}} options
+   * `leg: true`: an always-connected media leg (offered once the socket is open, reused for
+   * every call: the first audio needs no offer, ICE or DTLS). The microphone is sent only on a
+   * call (idle, the sender sends nothing); what the bridge sends plays in `audio`, and comes
+   * as a "track" event too.
+   */
+  constructor(options) {
+    super();
+    this.legEnabled = options.leg ?? false;
+    this.iceServers = options.iceServers || [];
+    this.microphone = options.microphone ||
+      (() => navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true } }));
+    this.audio = options.audio || null;
+    /** @type {RTCPeerConnection|null} the connected leg */
+    this.pc = null;
+    /** @type {RTCRtpSender|null} */
+    this.sender = null;
+    /** @type {MediaStreamTrack|null} */
+    this.mic = null;
+    this.muted = false;
+    this.held = false;
+    this.baseUrl = (options.baseUrl || globalThis.location?.origin || "").replace(/\/$/, "");
+    this.token = options.token;
+    this.reconnectEnabled = options.reconnect ?? true;
+    /** @type {"available"|"busy"|"away"} what this agent last said (sent again on reconnect) */
+    this.state = "available";
+    /** @type {Set<string>} calls ringing this agent now */
+    this.ringing = new Set();
+    /** @type {WebSocket|null} */
+    this.ws = null;
+    this._closed = false;
+    this._attempt = 0;
+    /** @type {number|undefined} */
+    this._timer = undefined;
+  }
+
+  /** Open the socket; resolves once the bridge said hello (rejects if the token is refused). */
+  connect() {
+    this._closed = false;
+    const url = new URL(this.baseUrl + "/agents/connect", globalThis.location?.href);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    url.searchParams.set("token", this.token);
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url.toString());
+      this.ws = ws;
+      let hello = false;
+      ws.onmessage = (e) => {
+        let msg;
+        try { msg = JSON.parse(e.data); } catch { return; }
+        if (msg.type === "hello") {
+          hello = true;
+          this._attempt = 0;
+          if (this.state !== "available") this.setPresence(this.state);
+          if (this.legEnabled) this.openLeg().catch((e) => this._emit("leg", { state: "failed", error: e }));
+          this._emit("connection", { state: "open" });
+          resolve(msg);
+        }
+        if (msg.type === "ringing") this.ringing.add(msg.callID);
+        if (["accepted", "call.taken", "ringing.stopped", "call.ended"].includes(msg.type)) {
+          this.ringing.delete(msg.callID);
+        }
+        if (msg.type === "presence") this.state = msg.state;
+        if (msg.type === "answer" && this.pc) {
+          this.pc.setRemoteDescription({ type: "answer", sdp: msg.sdp }).catch(() => {});
+        }
+        // On a call the microphone goes out on the leg; idle, nothing does.
+        if (msg.type === "presence" && this.sender) this._sendMic(msg.state === "busy");
+        this._emit(msg.type, msg);
+      };
+      ws.onerror = () => {
+        // A refused upgrade (401) is an error, then a close in browsers; some runtimes stop at
+        // the error.
+        if (!hello) reject(new BridgeError(401, "agent_socket_refused", "the agent socket was refused"));
+      };
+      ws.onclose = () => {
+        this.ws = null;
+        this.ringing.clear();
+        this._emit("connection", { state: "closed" });
+        if (!hello) reject(new BridgeError(401, "agent_socket_refused", "the agent socket was refused or closed"));
+        if (!this._closed && this.reconnectEnabled && hello) this._reconnectLater();
+      };
+    });
+  }
+
+  _reconnectLater() {
+    const delay = Math.min(10000, 500 * 2 ** this._attempt++);
+    clearTimeout(this._timer);
+    this._timer = setTimeout(() => this.connect().catch(() => this._reconnectLater()), delay);
+  }
+
+  /** @param {object} msg */
+  _send(msg) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  /** @param {"available"|"busy"|"away"} state */
+  setPresence(state) {
+    this.state = state;
+    this._send({ type: "presence", state });
+  }
+
+  /** Take a ringing call (the bridge answers "accepted", or "call.taken" if someone was first). */
+  accept(callID) { this._send({ type: "accept", callID }); }
+
+  decline(callID) { this._send({ type: "decline", callID }); }
+
+  /** The connected leg: offer it on the socket (again after it was lost: a new offer). */
+  async openLeg() {
+    if (this.pc) this.pc.close();
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    this.pc = pc;
+    if (!this.mic) this.mic = (await this.microphone()).getAudioTracks()[0];
+    this.mic.enabled = !this.muted && !this.held;
+    const transceiver = pc.addTransceiver("audio", { direction: "sendrecv" });
+    this.sender = transceiver.sender;
+    pc.ontrack = (e) => {
+      if (this.audio) this.audio.srcObject = e.streams[0] || new MediaStream([e.track]);
+      this._emit("track", { track: e.track });
+    };
+    pc.onconnectionstatechange = () => {
+      this._emit("leg", { state: pc.connectionState });
+      // Lost (ICE failed, or the bridge closed it): a new offer on the same socket.
+      if (pc === this.pc && ["failed", "closed"].includes(pc.connectionState) && !this._closed) {
+        setTimeout(() => { if (pc === this.pc) this.openLeg().catch(() => {}); }, 1000);
+      }
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    await BridgeClient.prototype._gathered.call({ iceGatheringTimeoutMs: 2000 }, pc);
+    this._send({ type: "offer", sdp: pc.localDescription?.sdp });
+    this._sendMic(this.state === "busy");
+  }
+
+  /** @param {boolean} on */
+  _sendMic(on) {
+    if (this.sender) this.sender.replaceTrack(on ? this.mic : null).catch(() => {});
+  }
+
+  /** Mute the microphone on the connected leg (the bridge then hears silence). */
+  mute(muted = true) {
+    this.muted = muted;
+    if (this.mic) this.mic.enabled = !muted && !this.held;
+  }
+
+  /** Hold: neither side heard by the other on this leg (the call itself goes on). */
+  hold(held = true) {
+    this.held = held;
+    if (this.mic) this.mic.enabled = !held && !this.muted;
+    if (this.audio) this.audio.muted = held;
+  }
+
+  /** Key presses on the connected leg (RFC 4733 through the browser's RTCDTMFSender). */
+  dtmf(digits) {
+    if (this.sender && this.sender.dtmf) this.sender.dtmf.insertDTMF(digits, 100, 70);
+  }
+
+  /** Close for good (no reconnect); the bridge shows the agent away after its grace. */
+  close() {
+    this._closed = true;
+    clearTimeout(this._timer);
+    if (this.ws) this.ws.close();
+    if (this.pc) this.pc.close();
+    this.pc = null;
+  }
+
+  /**
+   * @param {string} type
+   * @param {any} detail
+   */
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}

@@ -6,13 +6,16 @@ from aiohttp import web
 
 from . import (
     agents,
+    call_buttons,
     calls,
+    desk,
     engine,
     health,
     internal,
     media,
     metrics,
     number_settings,
+    number_sip,
     numbers,
     permissions,
     schema,
@@ -41,6 +44,9 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_routes(internal.routes)
     app.router.add_routes(numbers.routes)
     app.router.add_routes(number_settings.routes)
+    app.router.add_routes(number_sip.routes)
+    app.router.add_routes(call_buttons.routes)
+    app.router.add_routes(desk.routes)
     app.router.add_routes(trunks.routes)
 
 

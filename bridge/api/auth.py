@@ -13,7 +13,15 @@ from .tenancy import PRINCIPAL, Principal
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-PROTECTED_PREFIXES = ("/call/", "/engine/", "/numbers", "/tenants", "/trunks")
+PROTECTED_PREFIXES = (
+    "/call/",
+    "/engine/",
+    "/numbers",
+    "/tenants",
+    "/agents",
+    "/routes",
+    "/trunks",
+)
 
 INTERNAL_HEADER = "X-Bridge-Internal"
 """Carries ``BRIDGE_INTERNAL_SECRET`` on requests one instance forwards to another."""

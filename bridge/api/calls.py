@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
 
+from ..calls.model import normalize_user
 from ..config import EngineKind
-from ..errors import BadRequest, NotFound
+from ..engines import ArtifactsEngine
+from ..errors import BadRequest, BridgeError, NotFound, RecordingForbidden
 from ..numbers.model import Number
 from .auth import FORWARDED
 from .errors import require_call_id
-from .keys import CATALOG, DIRECTORY, INBOUND, MANAGER, WEBHOOKS
+from .keys import CATALOG, DESK, DIRECTORY, INBOUND, MANAGER, SWITCHBOARD, WEBHOOKS
 from .schema import read_body
 from .tenancy import principal_of, visible, visible_event
 
 routes = web.RouteTableDef()
 
 SSE_KEEPALIVE = 15.0
+META_OPTIONS = ("recording", "transcription")
+"""Fields of /call/make and /call/answer asking Meta to record or transcribe the call."""
 
 
 def _call_id(body: dict[str, Any]) -> str:
@@ -51,14 +57,56 @@ async def make_call(request: web.Request) -> web.Response:
             "id (only a Cloud API number on Graph signalling can; give 'phone')",
             code="recipient_not_supported",
         )
-    call = await request.app[MANAGER].make(
-        str(body.get("phone") or recipient),
-        metadata,
-        status_callback=callback,
-        number=number,
-        tenant=tenant,
-    )
+    # An agent's connected leg carries it (desk/legs.py): checked before anything is dialled.
+    agent = (principal.tenant_id, body["agentID"]) if "agentID" in body else None
+    if agent is not None:
+        request.app[DESK].legs.ready(agent)
+    manager = request.app[MANAGER]
+    user = str(body.get("phone") or recipient)
+    with _meta_artifacts(request, body, number, normalize_user(user)):  # as the engine dials
+        call = await manager.make(
+            user, metadata, status_callback=callback, number=number, tenant=tenant
+        )
+    if agent is not None:
+        try:
+            await request.app[DESK].legs.place(agent, manager.runtime(call.id))
+        except BridgeError:
+            await manager.hangup(call.id)  # no call dialled without its agent
+            raise
+        call = manager.get(call.id)
     return web.json_response(call.snapshot(), status=201)
+
+
+@contextlib.contextmanager
+def _meta_artifacts(
+    request: web.Request, body: dict[str, Any], number: Number, key: str
+) -> Iterator[None]:
+    """Ask Meta to record/transcribe the call about to be placed or answered (``key``: the
+    user dialled, or the engine's call id): only on the Graph road (400 elsewhere), never
+    where the number or its tenant forbids recording (403, nothing asked)."""
+    options = {name: body[name] for name in META_OPTIONS if body.get(name) is not None}
+    if not options:
+        yield
+        return
+    if not _graph_number(number):
+        raise BadRequest(
+            f"fields 'recording'/'transcription': number {number.number_id} is not on Meta's "
+            "Graph signalling, where Meta records and transcribes calls (use /call/record)",
+            code="meta_recording_not_supported",
+        )
+    who = request.app[CATALOG].recording_forbidden_by(number.number_id, number.tenant_id)
+    if who is not None:
+        raise RecordingForbidden(f"recording is forbidden by {who} (its 'recording' setting)")
+    engine = request.app[SWITCHBOARD].engine(number.number_id)
+    if not isinstance(engine, ArtifactsEngine):
+        raise BadRequest(
+            "this number's engine cannot ask Meta to record", code="meta_recording_not_supported"
+        )
+    engine.artifacts.ask(key, options)  # 400 naming a malformed field
+    try:
+        yield
+    finally:
+        engine.artifacts.fields(key)  # left unused (the call failed first): for no other call
 
 
 def _graph_number(number: Number) -> bool:
@@ -126,7 +174,16 @@ async def answer_call(request: web.Request) -> web.Response:
     callback = body.get("statusCallback")
     if callback is not None:
         callback = request.app[WEBHOOKS].check_callback(callback)
-    call = await request.app[MANAGER].answer(call_id, status_callback=callback)
+    manager = request.app[MANAGER]
+    ringing = manager.get(call_id)
+    number = request.app[CATALOG].number(ringing.number_id)
+    if number is None and any(body.get(name) is not None for name in META_OPTIONS):
+        raise BadRequest("the call's number is gone", code="meta_recording_not_supported")
+    if number is None:
+        call = await manager.answer(call_id, status_callback=callback)
+    else:
+        with _meta_artifacts(request, body, number, ringing.engine_call_id):
+            call = await manager.answer(call_id, status_callback=callback)
     return web.json_response(call.snapshot())
 
 

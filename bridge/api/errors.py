@@ -39,6 +39,7 @@ _STATUS: list[tuple[type[errors.BridgeError], int]] = [
     (errors.OwnerUnreachable, 503),
     (errors.GraphApiError, 502),
     (errors.EngineError, 502),
+    (errors.NotImplementedYet, 501),
 ]
 
 _HTTP_CODES = {

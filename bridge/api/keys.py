@@ -12,6 +12,7 @@ from ..calls.reports import CallReports
 from ..cluster import Directory
 from ..cluster.handover import Handover
 from ..config import Settings
+from ..desk import Desk
 from ..engines import Engine
 from ..metrics import Metrics
 from ..numbers.catalog import Catalog
@@ -56,3 +57,5 @@ TASKS = web.AppKey("tasks", TaskSet)
 INTERNAL_HTTP = web.AppKey("internal_http", aiohttp.ClientSession)
 """Requests between instances: a session of its own, so relayed streams never take the
 connections engines, forks and webhooks need."""
+DESK = web.AppKey("desk", Desk)
+"""People who answer calls: agent tokens, presence, their sockets, routes."""

@@ -39,4 +39,6 @@ async def get_settings(request: web.Request) -> web.Response:
 async def change_settings(request: web.Request) -> web.Response:
     engine = _settings_of(request)
     body = await read_body(request, "CallingSettings")
-    return web.json_response(await engine.calling_settings.write(body))
+    changed = await engine.calling_settings.write(body)
+    await request.app[SWITCHBOARD].compare_setup(request.match_info["numberID"])
+    return web.json_response(changed)

@@ -57,11 +57,6 @@ async def list_numbers(request: web.Request) -> web.Response:
     all of them as a numbers file (``?format=yaml``, no secrets)."""
     principal = principal_of(request)
     catalog = request.app[CATALOG]
-    fmt = request.query.get("format", "json")
-    if fmt not in ("json", "yaml"):
-        raise BadRequest("query 'format' must be json or yaml")
-    if fmt == "yaml":
-        return web.Response(text=catalog.export_yaml(principal.tenant_id), content_type="text/yaml")
     try:
         limit = int(request.query.get("limit", PAGE))
     except ValueError:
@@ -71,6 +66,11 @@ async def list_numbers(request: web.Request) -> web.Response:
     cursor = request.query.get("cursor", "")
     if len(cursor) > 64:
         raise BadRequest("query 'cursor' must be a numberID (at most 64 characters)")
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "yaml"):
+        raise BadRequest("query 'format' must be json or yaml")
+    if fmt == "yaml":
+        return web.Response(text=catalog.export_yaml(principal.tenant_id), content_type="text/yaml")
     mine = sorted(catalog.numbers_of(principal.tenant_id), key=lambda n: n.number_id)
     page = [n for n in mine if n.number_id > cursor][:limit]
     more = len(page) == limit and page[-1].number_id != mine[-1].number_id

@@ -1,6 +1,7 @@
 """Call permissions (Meta's Cloud API): ``POST /call/permissions`` asks a WhatsApp user for
 permission to call them, ``GET /call/permissions/{phone}`` reads it; the user's answers
-arrive as ``call.permission`` events. 404 on an engine without call permissions."""
+arrive as ``call.permission`` events. ``from`` (body) or ``?from=`` names the number asked
+about when the caller has several. 404 on an engine without call permissions."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ from aiohttp import web
 from ..calls import normalize_phone
 from ..engines import Engine, PermissionEngine
 from ..errors import NotFound
-from .keys import ENGINE
+from .keys import CATALOG, SWITCHBOARD
 from .schema import read_body
+from .tenancy import principal_of
 
 routes = web.RouteTableDef()
 
 
-def _engine(request: web.Request) -> PermissionEngine:
-    engine: Engine = request.app[ENGINE]
+def _engine(request: web.Request, number: object) -> PermissionEngine:
+    """The engine of the number asked about (``from``: its phone or numberID; needed when the
+    caller has several numbers)."""
+    found = request.app[CATALOG].resolve_from(number, principal_of(request).tenant_id)
+    engine: Engine = request.app[SWITCHBOARD].engine(found.number_id)
     if not isinstance(engine, PermissionEngine):
         raise NotFound(
             f"the {engine.name} engine has no call permissions (Meta's Cloud API over Graph "
@@ -28,8 +33,8 @@ def _engine(request: web.Request) -> PermissionEngine:
 @routes.post("/call/permissions")
 async def request_permission(request: web.Request) -> web.Response:
     """Send the user a call-permission request: ``202 {"messageID"}`` (Meta's message id)."""
-    engine = _engine(request)
     body = await read_body(request, "PermissionRequest")
+    engine = _engine(request, body.get("from"))
     phone = normalize_phone(body.get("phone"))
     template = body.get("template")
     message_id = await engine.request_permission(phone, template)
@@ -39,6 +44,6 @@ async def request_permission(request: web.Request) -> web.Response:
 @routes.get("/call/permissions/{phone}")
 async def read_permission(request: web.Request) -> web.Response:
     """The user's call permission: ``status``, ``expiresAt``, ``canCall``, ``limits``…"""
-    engine = _engine(request)
+    engine = _engine(request, request.query.get("from"))
     phone = normalize_phone(request.match_info["phone"])
     return web.json_response(await engine.read_permission(phone))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..audio import SAMPLE_RATE
-from ..errors import BadRequest, CallStateError, NotFound
+from ..errors import BadRequest, CallStateError, NotFound, RecordingForbidden
 from ..media import BusFrame
 from ..timefmt import iso_utc, parse_iso_utc
 from .base import AttachmentHost
@@ -193,6 +193,9 @@ class CallRecorder:
         return out
 
 
+RecordingPolicy = Callable[[str], "str | None"]
+"""Who forbids recording a call (by its call id: ``"number …"``, ``"tenant …"``), or ``None``."""
+
 REINDEX_INTERVAL = 1.0
 """Seconds between two re-reads of the sidecars for an unknown recording id."""
 
@@ -206,6 +209,8 @@ class RecordingService:
         self.calls_dir.mkdir(parents=True, exist_ok=True)
         self.retention_s = retention_days * 86400
         self.index: dict[str, Recording] = {}
+        self.forbidden_by: RecordingPolicy = lambda call_id: None
+        """The recording policy (set once the calls exist: ``resources.calls``)."""
         self._indexed_at = time.monotonic()
         self.repaired = self._load()
 
@@ -243,7 +248,16 @@ class RecordingService:
                 log.warning("ignoring recording metadata %s: %s", meta, exc)
         return found
 
+    def check_allowed(self, call_id: str) -> None:
+        """403 ``recording_forbidden`` when the call's number or tenant forbids recording."""
+        who = self.forbidden_by(call_id)
+        if who is not None:
+            raise RecordingForbidden(
+                f"call {call_id[:64]}: recording is forbidden by {who} (its 'recording' setting)"
+            )
+
     async def start(self, host: AttachmentHost, path: str | None = None) -> CallRecorder:
+        self.check_allowed(host.call_id)  # every kind of recording goes through here
         if host.attached("recorder"):
             raise CallStateError(f"call {host.call_id[:64]} is already being recorded")
         files = (self.root / "files").resolve()

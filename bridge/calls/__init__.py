@@ -2,6 +2,7 @@
 them (the state machine), the policies beside it (who takes an inbound call; recovery of
 orphans and lost calls), and the per-call runtime that owns each live call's media."""
 
+from ..rtc import ConnectedLeg
 from .events import CallEvent, CallEvents
 from .inbound import InboundCalls
 from .manager import CallManager
@@ -18,6 +19,7 @@ __all__ = [
     "CallRegistry",
     "CallRuntime",
     "CallState",
+    "ConnectedLeg",
     "Direction",
     "EndReason",
     "InMemoryCallRegistry",

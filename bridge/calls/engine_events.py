@@ -44,6 +44,10 @@ class EngineEvents:
         if event.kind is EngineEventKind.NUMBER:  # about the number: number.paused, …
             self.on_number(event)
             return
+        if event.kind is EngineEventKind.ARTIFACT:  # Meta's recording or transcript
+            if manager.artifacts is not None:
+                await manager.artifacts.take(event)
+            return
         if event.kind is EngineEventKind.INCOMING:
             if manager.incoming is None:
                 log.warning("no inbound policy: engine call %s not taken", event.engine_call_id)

@@ -40,6 +40,7 @@ from ..numbers.tenants import Tenant
 from ..rtc import SessionFactory
 from ..tasks import TaskSet
 from .admission import Admission
+from .artifacts import ArtifactSink
 from .endings import Endings
 from .engine_events import EngineEvents
 from .events import CallEvents
@@ -90,6 +91,7 @@ class CallManager:
         self.events = events or CallEvents()
         self.owner = default_owner()
         self.incoming: IncomingCalls | None = None
+        self.artifacts: ArtifactSink | None = None  # a provider's recordings (resources)
         self._runtimes: dict[str, CallRuntime] = {}
         self.admission = Admission(settings.max_calls, self.registry.live)
         self._tasks = TaskSet("calls")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import AtCapacity, BadOffer, CallNotFound, CallStateError, ShuttingDown
 from ..media import Role
+from ..rtc import ConnectedLeg
 from ..rtc.sdp import validate_offer
 
 if TYPE_CHECKING:
@@ -72,3 +73,21 @@ async def _answer(
         on_dtmf=runtime.participants.on_dtmf,
     )
     return await runtime.participants.replace(session, sdp)
+
+
+async def answer_agent_offer(manager: CallManager, name: str, sdp: str) -> tuple[ConnectedLeg, str]:
+    """An agent's always-connected leg for its offer (``rtc/connected.py``) and the answer,
+    counted with the calls' offers."""
+    started = time.monotonic()
+    try:
+        validate_offer(sdp)
+        if manager.shutting_down:
+            raise ShuttingDown("the bridge is shutting down")
+        leg = await manager.sessions.connected(name)
+        answer = await leg.accept_offer(sdp)  # closes the leg when it fails
+    except BaseException as exc:
+        manager.metrics.offers.labels(offer_result(exc)).inc()
+        raise
+    manager.metrics.offers.labels("answered").inc()
+    manager.metrics.offer_to_answer.observe(time.monotonic() - started)
+    return leg, answer

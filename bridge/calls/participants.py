@@ -17,7 +17,7 @@ from typing import Any
 from ..errors import CallStateError
 from ..media import CallBus, Role
 from ..metrics import Metrics
-from ..rtc import WebRTCSession
+from ..rtc import ConnectedLeg, WebRTCSession
 from .model import Call
 
 Emit = Callable[..., None]
@@ -127,6 +127,23 @@ class Participants:
         if joined:
             self.emit("participant.joined", participantID=pid, role=str(session.role))
         return answer
+
+    async def adopt(self, leg: ConnectedLeg, participant_id: str = "agent") -> None:
+        """Lend an agent's connected leg (``rtc/connected.py``: up already, no offer) to this
+        call as the agent ``participant_id``, replacing that participant's session if any."""
+        if self._closed or not self.call.live:
+            raise CallStateError(f"call {self.call.id} has ended")
+        old = self.sessions.pop(participant_id, None)
+        if old is not None and old is not leg:
+            self.metrics.ended_totals.absorb_downlink(old.downlink_sink)
+            await old.close()
+        leg.attach(self.call.id, self.bus, self.on_state, self.on_dtmf, participant_id)
+        self.sessions[participant_id] = leg
+        self._show()
+        self.on_change()
+        self.emit("webrtc.state", participantID=participant_id)
+        if old is None:
+            self.emit("participant.joined", participantID=participant_id, role=str(leg.role))
 
     def on_state(self, session: WebRTCSession, state: str) -> None:
         """A session's state changed (its callback; a replaced session's last words are ignored)."""

@@ -11,7 +11,9 @@ import aiohttp
 from ..config import ConfigError, EngineKind, Settings
 from . import cloudapi
 from .base import (
+    ArtifactsEngine,
     BilledEngine,
+    CallButtonEngine,
     CallLeg,
     Engine,
     EngineEvent,
@@ -31,6 +33,7 @@ from .base import (
     WebhookEngine,
 )
 from .channels import (
+    ClockedChannel,
     DtmfLeg,
     InProcessChannel,
     MediaChannel,
@@ -69,8 +72,11 @@ def create_engine(settings: Settings, http: aiohttp.ClientSession | None = None)
 
 __all__ = [
     "ENGINES",
+    "ArtifactsEngine",
     "BilledEngine",
+    "CallButtonEngine",
     "CallLeg",
+    "ClockedChannel",
     "CloudApiEngine",
     "DtmfLeg",
     "Engine",

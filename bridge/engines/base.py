@@ -43,6 +43,7 @@ class EngineEventKind(enum.StrEnum):
     DTMF = "dtmf"  # the WhatsApp user pressed a key (data: digit, durationMs)
     PERMISSION = "permission"  # a user answered a call-permission request (about no call)
     NUMBER = "number"  # Meta said something about the number (data: the event's type, fields)
+    ARTIFACT = "artifact"  # Meta's recording or transcript of a call (data: artifact, …)
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,54 @@ class CallingSettingsPort(Protocol):
 
     async def write(self, patch: Mapping[str, Any]) -> dict[str, Any]: ...
 
+    async def enable_sip(self, hostname: str, port: int, *, rotate: bool = False) -> str:
+        """Point the provider's SIP at ``hostname:port``; the number's SIP password."""
+        ...
+
+    async def mismatches(self) -> list[str]:
+        """What the provider's settings say that this engine does not do (empty: none)."""
+        ...
+
 
 @runtime_checkable
 class SettingsEngine(Protocol):
     """The number's calling settings can be read and changed through the bridge."""
 
     calling_settings: CallingSettingsPort
+
+
+class ArtifactsPort(Protocol):
+    """Meta's own recording/transcription of calls (``recording``/``transcription``)."""
+
+    def ask(self, key: str, options: dict[str, Any]) -> None:
+        """Ask for them (the API's ``{"recording": {purpose, announcementLanguage}, …}``;
+        ``BadRequest`` naming a bad field) on the call's next ``connect`` (``key``: the user
+        dialled) or ``accept`` (the engine's call id)."""
+
+    def fields(self, key: str) -> dict[str, Any]:
+        """Take back what waits for ``key`` (the call's action has been sent, or failed)."""
+
+
+@runtime_checkable
+class ArtifactsEngine(Protocol):
+    """The provider records and transcribes calls itself, when asked per call."""
+
+    artifacts: ArtifactsPort
+
+
+class CallButtonPort(Protocol):
+    async def send_call_button(self, phone: str, button: Mapping[str, Any]) -> str:
+        """Send the user a button that calls the business (``{text, buttonText, ttlMinutes,
+        payload}``); the provider's message id."""
+        ...
+
+
+@runtime_checkable
+class CallButtonEngine(Protocol):
+    """The provider can send a user a "call us" button whose payload comes back on the call
+    it starts (Meta's ``voice_call`` interactive message; ``permissions`` sends it)."""
+
+    permissions: CallButtonPort
 
 
 @runtime_checkable
@@ -120,6 +163,8 @@ class EngineHealth:
 
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 """Upper bounds (seconds) of the engine request-latency histogram."""
+FILE_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+"""Upper bounds (seconds) of the provider-file fetch histogram (Meta's target: 10 s)."""
 
 
 @dataclass
@@ -133,6 +178,8 @@ class EngineStats:
     requests: int = 0
     request_errors: int = 0
     request_seconds: FixedHistogram = field(default_factory=lambda: FixedHistogram(REQUEST_BUCKETS))
+    artifact_seconds: FixedHistogram = field(default_factory=lambda: FixedHistogram(FILE_BUCKETS))
+    """From a provider's webhook announcing a call's recording or transcript to the file here."""
 
 
 class Engine(Protocol):

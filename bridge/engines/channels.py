@@ -1,6 +1,9 @@
 """What the pump moves a call's audio through: an engine's media channel, and the
 capabilities a channel may add (each a protocol checked with ``isinstance``):
 
+- :class:`ClockedChannel`: it is a leg that lives in this worker (the Cloud API's WhatsApp
+  side, DTLS or SDES): a clocked port (``media/ports.py``) that hands its received frame to
+  the bus on the clock's receive phase and takes the frame to send on its send phase;
 - :class:`InProcessChannel`: its far end lives in this worker (the simulator's), so it is
   clocked by the worker's media clock with plain calls (``engines/pump.py``);
 - :class:`OpensInBackground`: it opens (and reopens) its socket in the background;
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..audio.pcm import Pcm
 from ..audio.receiver import ReceiverStats
+from ..media.ports import ClockedPort
 from ..media.stats import ReceiveStats
 
 if TYPE_CHECKING:  # the protocols name them; importing aiortc stays the engines' choice
@@ -42,6 +46,22 @@ class MediaChannel(Protocol):
 
     async def close(self) -> None:
         """Close the channel (idempotent)."""
+
+
+@runtime_checkable
+class ClockedChannel(Protocol):
+    """A media channel that is a leg of this worker's own (the Cloud API's WhatsApp side):
+    its receiver already de-jitters on the worker clock and its sender is paced by it, so
+    the pump plugs the bus into it (:meth:`plug`) and moves nothing itself: no task, no
+    queue, no reframing, no second de-jitter stage."""
+
+    def plug(self, port: ClockedPort) -> None:
+        """From now on hand each received frame to ``port.accept`` (the clock's receive
+        phase), send what ``port.take`` gives (its send phase), and tell ``port.ended`` when
+        the leg fails or closes (at once if it has already)."""
+
+    async def close(self) -> None:
+        """Unplug (idempotent); the leg itself stays its owner's to close."""
 
 
 @runtime_checkable

@@ -1,4 +1,16 @@
-"""``EnginePump``: moves audio between a call's bus and its engine media channel."""
+"""``EnginePump``: moves audio between a call's bus and its engine media channel.
+
+Three kinds of channel, three ways (``engines/channels.py``):
+
+- a :class:`ClockedChannel` (the Cloud API's WhatsApp leg, which lives in this worker) is
+  plugged into the bus through a :class:`BusPort` and moves its own frames on the worker
+  clock: its receiver's frame to the bus in the receive phase, the uplink frame to its
+  sender in the send phase — no task, no queue, no reframing, one de-jitter stage;
+- an :class:`InProcessChannel` (the simulator's far end) is clocked by the pump on the
+  engine phase with plain calls;
+- any other channel (a remote PCM engine's socket: its clock is really foreign) gets two
+  owned tasks, and the listeners' sinks follow its clock's drift (``media/frames.py``).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +19,40 @@ import logging
 from collections.abc import Callable
 
 from ..audio import FRAME_SAMPLES, Reframer
+from ..audio.pcm import Pcm
 from ..media import BusClosed, CallBus
 from ..media.clock import Phase, worker_clock
 from ..tasks import TaskSet
-from .channels import InProcessChannel, MediaChannel, MediaClosed
+from .channels import ClockedChannel, InProcessChannel, MediaChannel, MediaClosed, MediaFatal
 
 log = logging.getLogger(__name__)
+
+
+class BusPort:
+    """The bus as a clocked leg sees it (``media/ports.py`` ``ClockedPort``): what the leg
+    received goes to the downlink, what it sends is this tick's uplink frame; the leg's end
+    is the pump's."""
+
+    def __init__(self, bus: CallBus, ended: Callable[[BaseException | None], None]) -> None:
+        self.bus = bus
+        self._ended = ended
+
+    def accept(self, pcm: Pcm) -> None:
+        self.bus.stats.whatsapp_in.add(pcm)
+        self.bus.push_downlink(pcm)
+
+    def take(self, now: float) -> Pcm | None:
+        try:
+            frame = self.bus.take_uplink()
+        except BusClosed:
+            return None
+        if frame is None:
+            return None
+        self.bus.stats.whatsapp_out.add(frame.pcm)
+        return frame.pcm
+
+    def ended(self, why: str) -> None:
+        self._ended(MediaFatal(why))
 
 
 class EnginePump:
@@ -23,7 +63,9 @@ class EnginePump:
     ``on_closed`` is called with the exception, so the owner can reconnect or end the call.
     A channel whose far end lives in this worker (:class:`InProcessChannel`) gets no tasks:
     both directions move on the worker clock's engine phase, after this tick's uplink frame
-    was made and before the browsers' tracks take the downlink frame.
+    was made and before the browsers' tracks take the downlink frame. A leg of this worker
+    (:class:`ClockedChannel`) gets no tasks either: it is plugged into the bus (module
+    docstring).
     """
 
     def __init__(
@@ -44,10 +86,16 @@ class EnginePump:
         """Takes the in-process channel's tick off the worker clock."""
 
     def start(self) -> None:
-        self.bus.open_uplink()
-        if isinstance(self.channel, InProcessChannel):
+        channel = self.channel
+        if isinstance(channel, ClockedChannel):
+            self.bus.open_uplink(clocked=True)
+            channel.plug(BusPort(self.bus, self._ended))
+            return
+        if isinstance(channel, InProcessChannel):
+            self.bus.open_uplink(clocked=True)
             self._unclock = worker_clock().register(self._tick, Phase.ENGINE)
             return
+        self.bus.open_uplink()
         self._tasks.spawn(self._run_uplink(), "uplink")
         self._tasks.spawn(self._run_downlink(), "downlink")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -25,6 +26,12 @@ from .frames import BusFrame
 from .stats import BusStats
 
 log = logging.getLogger(__name__)
+
+
+TICK_UPLINK = 3
+"""Uplink frames a clocked reader may owe (60 ms), the oldest dropped beyond: it takes the
+frame of a tick in that tick's send (or engine) phase, so more wait only while its sender
+catches up on ticks its task missed."""
 
 
 class BusClosed(ConnectionError):
@@ -66,6 +73,8 @@ class CallBus:
         self.stats = BusStats()
         self._uplink: asyncio.Queue[BusFrame] = asyncio.Queue(maxsize=uplink_capacity)
         self._uplink_open = False
+        self._tick_uplink: deque[BusFrame] | None = None
+        """A clocked reader's uplink (:meth:`open_uplink`), instead of the queue."""
         self._uplink_taps: list[UplinkTap] = []
         self._downlink_taps: list[DownlinkTap] = []
         self._sources: list[UplinkSource] = []
@@ -92,10 +101,17 @@ class CallBus:
         return frozenset(self._users)
 
     # -- uplink
-    def open_uplink(self) -> None:
-        """Start accepting uplink frames (a leg is attached); stale frames are dropped."""
+    def open_uplink(self, *, clocked: bool = False) -> None:
+        """Start accepting uplink frames (a leg is attached); stale frames are dropped.
+
+        A ``clocked`` reader (a leg or a far end on the worker clock) takes each tick's frame
+        in that tick (:meth:`take_uplink`, at most :data:`TICK_UPLINK` waiting) and the
+        downlink it says plays in the tick it came (``Conference.set_clocked``); any other
+        reader waits for frames in the bounded queue (:meth:`read_uplink`)."""
         while not self._uplink.empty():
             self._uplink.get_nowait()
+        self._tick_uplink = deque(maxlen=TICK_UPLINK) if clocked else None
+        self.conference.set_clocked(clocked)
         self._uplink_open = True
 
     def close_uplink(self) -> None:
@@ -133,6 +149,13 @@ class CallBus:
             self._call_tap(tap, frame, self._uplink_taps)
         if not self._uplink_open or self._closed:
             self.stats.uplink_discarded_inactive += 1
+            return to_participants
+        ticked = self._tick_uplink
+        if ticked is not None:
+            if len(ticked) == TICK_UPLINK:
+                self.stats.uplink_dropped_overflow += 1
+            ticked.append(frame)
+            self.stats.uplink_frames += 1
             return to_participants
         if self._uplink.full():
             self._uplink.get_nowait()
@@ -229,10 +252,14 @@ class CallBus:
         return self._taken(await self._uplink.get())
 
     def take_uplink(self) -> BusFrame | None:
-        """The next uplink frame if one is queued, else ``None`` (raises :class:`BusClosed`
-        once closed): the worker clock's reader (an in-process engine) never waits."""
+        """This tick's uplink frame if one is waiting, else ``None`` (raises
+        :class:`BusClosed` once closed): the worker clock's reader (a clocked leg, an
+        in-process engine) never waits."""
         if self._closed:
             raise BusClosed(self.call_id)
+        ticked = self._tick_uplink
+        if ticked is not None:
+            return self._taken(ticked.popleft()) if ticked else None
         return None if self._uplink.empty() else self._taken(self._uplink.get_nowait())
 
     def _taken(self, frame: BusFrame) -> BusFrame:
@@ -304,4 +331,6 @@ class CallBus:
             self._clock = None
         while not self._uplink.empty():
             self._uplink.get_nowait()
+        if self._tick_uplink is not None:
+            self._tick_uplink.clear()
         self._uplink.put_nowait(BusFrame(np.empty(0, dtype=np.int16), 0.0))

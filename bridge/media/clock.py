@@ -1,18 +1,21 @@
 """The worker's one media clock, and what it clocks.
 
 ``WorkerClock`` (one per worker, :func:`worker_clock`) ticks every 20 ms and drives all of
-this worker's 20 ms media work, in this order within each tick:
+this worker's 20 ms media work, in this order within each tick (:class:`Phase`):
 
 1. :attr:`Phase.RECEIVE`: every leg's receiver hands on one frame (``rtc/uplink.py``
-   ``Playout``: a browser's microphone, the Cloud API's WhatsApp side);
+   ``Playout``): a browser's microphone to the conference, the Cloud API's WhatsApp side
+   (a clocked port, ``engines/pump.py``) to the bus's downlink;
 2. :attr:`Phase.MIX`: every mixing conference builds its outputs (``media/conference.py``)
    and every bus with sources playing clocks them (``media/bus.py``), so a microphone frame
    received in this tick is mixed in this tick;
 3. :attr:`Phase.ENGINE`: every engine whose far end lives in this worker (the simulated
    engine's, ``engines/pump.py``) hears this tick's uplink frame and says its downlink frame;
-4. then every outgoing track paced by a :class:`WorkerPacer` (``rtc/tracks.py``: the
-   browsers' downlink, the Cloud API's WhatsApp side) takes its frame from its sink and
-   encodes it, right after the mix that filled the sink.
+4. :attr:`Phase.SEND`: every outgoing track paced by a :class:`WorkerPacer` (``rtc/tracks.py``:
+   the browsers' downlink, the Cloud API's WhatsApp side) takes its frame from its source
+   (``FrameSource.take``, ``media/ports.py``) and encodes it, right after the mix that filled
+   it. The pacers wait on :meth:`WorkerClock.next_tick`, resolved once the tick's callbacks
+   (a callback registered on this phase included) have run.
 
 One timer for the worker, not one per call: every call's work of a tick runs in one wake-up of
 the event loop. ``MediaClock`` is what stays per stream: it paces a stream that is not the
@@ -72,8 +75,13 @@ class Phase(enum.IntEnum):
     """Where in a tick a registered callback runs (see the module docstring)."""
 
     RECEIVE = 0
+    """Each leg's receiver hands on its frame (``FrameSink.accept``)."""
     MIX = 1
+    """The conference and the bus's sources build this tick's mix."""
     ENGINE = 2
+    """An in-worker far end (the simulator's) hears and says its frame."""
+    SEND = 3
+    """Each sender takes its frame (``FrameSource.take``); the pacers wake after it."""
 
 
 class WorkerClock:
@@ -104,6 +112,8 @@ class WorkerClock:
         self._offset = 0.0
         self.n = 0
         """Ticks so far (never reset: a track counts the ticks it served against it)."""
+        self.now = 0.0
+        """The latest tick's scheduled time (``time.monotonic()`` base)."""
 
     def register(self, tick: Tick, phase: Phase = Phase.MIX) -> Callable[[], None]:
         """Call ``tick(now)`` every period from the next one; returns the unregister function."""
@@ -153,7 +163,7 @@ class WorkerClock:
         loop = asyncio.get_running_loop()
         self.n += 1
         due = self._start + (self.n - self._base) * self.period
-        now = due + self._offset
+        now = self.now = due + self._offset
         failed = False
         self._firing = True
         try:
@@ -191,7 +201,7 @@ class Pacer(Protocol):
 
 
 class WorkerPacer:
-    """An outgoing track's place on the worker clock (step 3 of a tick, module docstring).
+    """An outgoing track's place on the worker clock (:attr:`Phase.SEND`, module docstring).
 
     The first frame at once (a WhatsApp-side sender's first packet must not wait: Meta sends
     nothing before it), then one per tick; a track that missed ticks (its sender was held up)

@@ -105,6 +105,15 @@ class Conference:
         self._from_whatsapp: deque[BusFrame] = deque(maxlen=INPUT_FRAMES)
         self._clock: Callable[[], None] | None = None
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        self.clocked = False
+        """What the WhatsApp side says comes on the worker clock (a clocked leg, the sim):
+        the participants' sinks play it in the tick it came (``DownlinkSink.set_clocked``)."""
+
+    def set_clocked(self, clocked: bool) -> None:
+        """See :attr:`clocked`: every participant's sink follows, and each joining one."""
+        self.clocked = clocked
+        for p in self.participants.values():
+            p.sink.set_clocked(clocked)
 
     # -- membership
     def join(self, pid: str, role: Role) -> tuple[Callable[[Pcm], None], DownlinkSink]:
@@ -113,6 +122,7 @@ class Conference:
         if pid in self.participants:
             self.leave(pid)
         sink = DownlinkSink(self.bus.stats, pid, downlink_jitter())
+        sink.set_clocked(self.clocked)
         self.participants[pid] = Participant(pid, role, sink)
         self.update()
 

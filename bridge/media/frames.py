@@ -8,6 +8,7 @@ nothing of it; a sink knows only the call's counters.
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import NamedTuple
 
 import numpy as np
@@ -30,6 +31,11 @@ def downlink_jitter() -> JitterBuffer[BusFrame]:
     clock drift itself."""
     return JitterBuffer(follow_clock=True)
 
+
+CLOCKED_FRAMES = 3
+"""Frames from a producer on the worker clock that may wait for the listener's sender (60 ms),
+the oldest dropped beyond: the frame pushed in a tick is taken in that tick's send phase, so
+more wait only while a sender catches up on ticks its task missed."""
 
 FADE_IN_SAMPLES = 80
 """5 ms at 16 kHz: the ramp into audio that resumes after silence, so it starts without a
@@ -76,6 +82,12 @@ class DownlinkSink:
     (what a stretch left): that is stretched to a whole frame by pitch periods
     (:meth:`_bridge`) rather than concealed.
 
+    **On the worker clock** (:meth:`set_clocked`): when what feeds the sink runs on the
+    worker's clock too (a clocked WhatsApp leg, the simulator's far end), the frame pushed in
+    a tick is the frame its sender takes in that tick's send phase: no cushion, no fill, no
+    drift to follow (one clock), no second de-jitter stage (the leg's receiver was the one).
+    A tick with no frame is concealed and faded in again as below.
+
     **Underruns.** When nothing is left to play (the engine's audio ran late), what the FIFO
     still holds is played and the rest of the frame conceals the gap with
     :func:`fade_out_mirror` of what was played last; then silence, and the audio that follows
@@ -110,6 +122,23 @@ class DownlinkSink:
         self._debt = 0
         """Samples of delay still to add (+) or remove (-) to follow the engine's clock."""
         self._debt_since = 0
+        self.clocked = False
+        """Fed on the worker clock (see the class docstring)."""
+        self._tick: deque[BusFrame] = deque(maxlen=CLOCKED_FRAMES)
+        self.dropped = 0
+        """Frames from a clocked producer dropped because its sender fell behind."""
+
+    def set_clocked(self, clocked: bool) -> None:
+        """Whether what feeds this sink runs on the worker clock (the class docstring); a
+        change starts afresh (what waited is dropped, the next frame fades in)."""
+        if clocked == self.clocked:
+            return
+        self.clocked = clocked
+        self.detach()
+        self._tick.clear()
+        self._last = None
+        self._after_gap = True
+        self._debt = 0
 
     @property
     def inserted_samples(self) -> int:
@@ -122,11 +151,22 @@ class DownlinkSink:
         return self.fifo.removed
 
     def push(self, frame: BusFrame) -> None:
+        if self.clocked:
+            if len(self._tick) == CLOCKED_FRAMES:
+                self.dropped += 1
+            self._tick.append(frame)
+            return
         self.jitter.push(frame)
+
+    def take(self, now: float) -> Pcm | None:
+        """The sender's frame for the tick at ``now`` (``media/ports.py`` ``FrameSource``)."""
+        return self.pop()
 
     def pop(self) -> Pcm | None:
         """Next frame to play, a concealment, or ``None`` for silence (a played frame's bus
         transit time is recorded)."""
+        if self.clocked:
+            return self._pop_clocked()
         fifo, n = self.fifo, FRAME_SAMPLES
         if self.jitter.follow_clock:
             self._watch_depth()
@@ -140,6 +180,27 @@ class DownlinkSink:
         if self._debt:
             self._stretch()
         pcm = fifo.take()
+        self._last = pcm
+        return pcm
+
+    def _pop_clocked(self) -> Pcm | None:
+        """This tick's frame (the producer pushed it in this tick's receive, mix or engine
+        phase), else the last one's fading continuation once, then silence."""
+        if not self._tick:
+            last, self._last = self._last, None
+            self._after_gap = True
+            if last is None:
+                return None
+            self.concealed += 1
+            return fade_out_mirror(last)
+        frame = self._tick.popleft()
+        stats = self.stats
+        stats.downlink_played += 1
+        stats.downlink_transit.observe(time.monotonic() - frame.t)
+        pcm = frame.pcm
+        if self._after_gap:
+            self._after_gap = False
+            pcm = fade_in(pcm)
         self._last = pcm
         return pcm
 
@@ -246,3 +307,4 @@ class DownlinkSink:
         participant has left the conference)."""
         self.jitter.clear()
         self.fifo.clear()
+        self._tick.clear()

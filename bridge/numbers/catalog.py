@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -28,6 +28,20 @@ from .tenants import Tenant
 from .trunks import Trunk
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _readable(
+    records: dict[str, dict[str, Any]], read: Callable[[dict[str, Any]], T], what: str
+) -> list[T]:
+    """The records that can be read (one that cannot is skipped, logged)."""
+    out = []
+    for rid, record in records.items():
+        try:
+            out.append(read(record))
+        except (KeyError, ValueError, TypeError) as exc:
+            log.warning("%s %s: its stored record is unreadable (%s); skipped", what, rid, exc)
+    return out
 
 
 class Catalog:
@@ -88,22 +102,8 @@ class Catalog:
     async def reload(self) -> None:
         async with self._lock:
             version, records = await self.store.load()
-            numbers = []
-            for rid, record in records.get("numbers", {}).items():
-                try:
-                    numbers.append(Number.from_record(record))
-                except (KeyError, ValueError, TypeError) as exc:
-                    log.warning(
-                        "number %s: its stored record is unreadable (%s); skipped", rid, exc
-                    )
-            tenants = []
-            for rid, record in records.get("tenants", {}).items():
-                try:
-                    tenants.append(Tenant.from_record(record))
-                except (KeyError, ValueError, TypeError) as exc:
-                    log.warning(
-                        "tenant %s: its stored record is unreadable (%s); skipped", rid, exc
-                    )
+            numbers = _readable(records.get("numbers", {}), Number.from_record, "number")
+            tenants = _readable(records.get("tenants", {}), Tenant.from_record, "tenant")
             self.tenants = {t.tenant_id: t for t in tenants}
             self.trunks = _read(records.get("trunks", {}), Trunk.from_record, "trunk")
             self._index(numbers)
@@ -142,6 +142,18 @@ class Catalog:
         if tenant is None or not tenant.webhook_url or not tenant.webhook_secret:
             return None
         return tenant.webhook_url, tenant.webhook_secret
+
+    def recording_forbidden_by(self, number_id: str, tenant_id: str) -> str | None:
+        """Who forbids recording a call of ``number_id`` (``"number …"`` or ``"tenant …"``),
+        or ``None`` when both allow it (``PATCH /numbers/{id}`` / ``PATCH /tenants/{id}``
+        ``{"recording": "forbidden"}``)."""
+        number = self.numbers.get(number_id)
+        if number is not None and number.recording == "forbidden":
+            return f"number {number_id}"
+        tenant = self.tenants.get(tenant_id or (number.tenant_id if number else ""))
+        if tenant is not None and tenant.recording == "forbidden":
+            return f"tenant {tenant.tenant_id}"
+        return None
 
     def numbers_of(self, tenant_id: str | None) -> list[Number]:
         """A tenant's numbers (``None``: every number)."""

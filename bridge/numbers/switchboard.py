@@ -45,6 +45,7 @@ from ..tasks import TaskSet
 from .health import INTERVAL as HEALTH_INTERVAL
 from .health import check as check_number
 from .model import DEFAULT_NUMBER, Number, engine_key
+from .setup_check import SetupCheck
 from .tenants import Tenant
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ class Switchboard:
         self._changing = asyncio.Lock()
         self.metrics: Metrics | None = None
         self._health: dict[str, dict[str, Any]] = {}
+        self.setup = SetupCheck()  # Meta's settings against each number's mode
 
     # -- the Engine protocol's face, for the default number and for what names no number
     @property
@@ -159,7 +161,13 @@ class Switchboard:
 
     # -- health (numbers/health.py)
     def health_of(self, number_id: str) -> dict[str, Any]:
-        return self._health.get(number_id) or {"ok": None, "reason": "not checked yet"}
+        health = self._health.get(number_id) or {"ok": None, "reason": "not checked yet"}
+        setup = self.setup.found.get(number_id)
+        return health if setup is None else {**health, "setup": setup}
+
+    async def compare_setup(self, number_id: str) -> None:
+        """Meta's settings against the number's mode, now (``setup_check.py``)."""
+        await self.setup.compare(number_id, self.engines.get(number_id))
 
     async def check_health(self, number_id: str) -> None:
         """Check one number now; a change is logged once (WARNING when it goes bad)."""
@@ -177,13 +185,18 @@ class Switchboard:
             log.info("number %s (%s): healthy again", number_id, number.phone)
 
     async def _health_forever(self) -> None:
+        # Every number at start (the default one too; Meta's settings against ours), then
+        # every HEALTH_INTERVAL.
         while True:
-            await asyncio.sleep(HEALTH_INTERVAL)
             for number_id in list(self.engines):
-                await self.check_health(number_id)
+                if number_id in self.engines:
+                    await self.check_health(number_id)
+                    await self.compare_setup(number_id)
+            await asyncio.sleep(HEALTH_INTERVAL)
 
     def _retire(self, number_id: str) -> None:
         self._health.pop(number_id, None)
+        self.setup.forget(number_id)
         if self.metrics is not None:
             with contextlib.suppress(KeyError):  # never checked
                 self.metrics.number_up.remove(number_id)
@@ -215,6 +228,8 @@ class Switchboard:
             event = await engine.events.get()
             if event.engine_call_id:
                 self._owner[event.engine_call_id] = number_id
+            if event.data.get("type") == "number.settings_changed":  # Meta's, compared again
+                self._tasks.spawn(self.compare_setup(number_id), f"setup:{number_id}")
             emit(self.events, dataclasses.replace(event, number_id=number_id))
 
     # -- which engine

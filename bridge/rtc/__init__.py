@@ -1,6 +1,7 @@
 """WebRTC per call: the peer-connection leg every WebRTC side of a call is (``PeerLeg``), the
 browser's session on it, bus-backed tracks, ICE configuration."""
 
+from .connected import ConnectedLeg
 from .factory import SessionFactory
 from .ice import (
     advertise_public_ip,
@@ -16,6 +17,7 @@ from .turn import TurnGrant, TurnProvider, create_turn_provider, rest_credential
 
 __all__ = [
     "BusAudioTrack",
+    "ConnectedLeg",
     "PeerLeg",
     "Quality",
     "SessionFactory",

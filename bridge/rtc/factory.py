@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from ..config import IceSettings, MediaSettings
 from ..media import CallBus, Role
+from .connected import ConnectedLeg
 from .ice import server_rtc_configuration
 from .session import WebRTCSession
 from .turn import TurnProvider
@@ -44,3 +45,8 @@ class SessionFactory:
             role=role,
             on_dtmf=on_dtmf,
         )
+
+    async def connected(self, name: str) -> ConnectedLeg:
+        """An agent's always-connected leg (``connected.py``), named for the agent."""
+        grant = await self.turn.grant(f"agent-{name[:12]}")
+        return ConnectedLeg(name, self.media, self.ice, server_rtc_configuration(self.ice, grant))

@@ -49,7 +49,8 @@ class PassThrough:
         """Whether the target may get the source's packets as they are right now."""
         self._yes_until = 0.0
         self._queue: deque[tuple[int, int, bytes]] = deque(maxlen=QUEUE)
-        self._ready = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+        """The sender waiting for the next packet (:meth:`next`), if it waits."""
         self.forwarded = 0
         self.switches = 0
         self.late = 0
@@ -72,17 +73,35 @@ class PassThrough:
             return
         if not self.permitted():
             self._queue.clear()
-            self._ready.set()  # a sender waiting for a packet goes back to encoding now
+            self._wake()  # a sender waiting for a packet goes back to encoding now
             return
         self._queue.append((seq, timestamp, payload))
-        self._ready.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def next(self, timeout: float) -> tuple[int, int, bytes] | None:
-        """The next source packet, or ``None`` if none comes within ``timeout`` seconds."""
+        """The next source packet, or ``None`` if none comes within ``timeout`` seconds.
+
+        One future and one timer handle per wait (a packet every 20 ms while forwarding), not
+        ``asyncio.wait_for``'s task around an ``Event``; no wait at all for ``timeout`` 0."""
         if not self._queue:
-            self._ready.clear()
-            try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
-            except TimeoutError:
+            if timeout <= 0:
                 return None
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            expiry = loop.call_later(timeout, _expire, waiter)
+            try:
+                await waiter
+            finally:
+                expiry.cancel()
+                self._waiter = None
         return self._queue.popleft() if self._queue else None
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -94,18 +94,35 @@ def _reachable(pc: Any) -> dict[int, Any]:
     return seen
 
 
+def _holds(coro: Any, seen: dict[int, Any]) -> bool:
+    """Whether a frame of ``coro``'s await chain holds one of these objects in a local: a
+    method of one (``self``), or a plain function given one (aioice's candidate helpers take
+    the protocol, say), however deep it awaits."""
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None and any(id(v) in seen for v in frame.f_locals.values()):
+            return True
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return False
+
+
 def _pending_tasks(seen: dict[int, Any]) -> list[asyncio.Task[Any]]:
-    """Tasks still running a method of one of these objects (aiortc does not await its
-    ``__connect`` task at close, for one)."""
-    pending = []
-    for task in asyncio.all_tasks():
-        if task.done() or task is asyncio.current_task():
-            continue
-        frame = getattr(task.get_coro(), "cr_frame", None)
-        owner = frame.f_locals.get("self") if frame is not None else None
-        if owner is not None and id(owner) in seen:
-            pending.append(task)
-    return pending
+    """Tasks still running on one of these objects (aiortc does not await its ``__connect``
+    task at close, for one; a leg closed before its ICE started leaves it to start DTLS on a
+    closed connection)."""
+    current = asyncio.current_task()
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if not task.done() and task is not current and _holds(task.get_coro(), seen)
+    ]
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """A leftover task of the closed connection ended: its exception (aiortc's own, on a
+    connection being torn down) is logged at debug, not as "never retrieved"."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("a closed peer connection's task ended: %r", task.exception())
 
 
 async def release_peer_connection(pc: Any, timeout: float = 5.0) -> int:
@@ -117,12 +134,20 @@ async def release_peer_connection(pc: Any, timeout: float = 5.0) -> int:
     """
     seen = _reachable(pc)
     pending = _pending_tasks(seen)
-    if pending:
+    for _ in range(3):  # what the waited ones start meanwhile, twice over at most
+        if not pending:
+            break
+        for task in pending:
+            task.add_done_callback(_retrieve)
         _, still = await asyncio.wait(pending, timeout=timeout)
         if still:
             log.debug("not releasing %r: %d tasks still running", pc, len(still))
             return 0
         seen = _reachable(pc)
+        pending = _pending_tasks(seen)
+    if pending:
+        log.debug("not releasing %r: its tasks keep starting tasks", pc)
+        return 0
     for obj in seen.values():
         if isinstance(obj, SSL.Connection):
             _release_ssl(obj)

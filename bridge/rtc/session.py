@@ -38,6 +38,8 @@ class WebRTCSession(PeerLeg):
 
     what = "WebRTC session"
     far_end = "the browser"
+    track_class: type[OpusBusTrack] = OpusBusTrack
+    """What plays the downlink (a connected leg's parks between calls: ``connected.py``)."""
 
     def __init__(
         self,
@@ -128,7 +130,7 @@ class WebRTCSession(PeerLeg):
         # while its reports show loss (rtc/protection.py).
         red = offered_red(sdp) if st.opus_red else None
         track = (
-            OpusBusTrack(
+            self.track_class(
                 sink,
                 bitrate=max(6_000, min(st.opus_bitrate, cap)),
                 complexity=st.opus_complexity,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fractions
 import time
-from typing import Protocol
 
 import av
 import numpy as np
@@ -13,9 +12,9 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
 from ..audio.dtx import DtxGate
 from ..audio.opus import OpusEncoder
-from ..audio.pcm import Pcm
 from ..media import DownlinkSink, LevelMeter
 from ..media.clock import Pacer, WorkerPacer
+from ..media.ports import FrameSource
 from .passthrough import PassThrough
 from .protection import EncoderSetting, EncoderSettings, LossProtection, Protection
 from .red import RedWrapper
@@ -64,14 +63,6 @@ class EncodedPacket:
 
     def __bytes__(self) -> bytes:
         return self.data
-
-
-class FrameSource(Protocol):
-    """What :class:`OpusBusTrack` plays: 20 ms frames, ``None`` when there is none now."""
-
-    def pop(self) -> Pcm | None: ...
-
-    def detach(self) -> None: ...
 
 
 class OpusBusTrack(MediaStreamTrack):
@@ -209,7 +200,7 @@ class OpusBusTrack(MediaStreamTrack):
                 pt.switches += 1
                 self._clock = WorkerPacer()
         await self._clock.tick()
-        pcm = self.sink.pop()
+        pcm = self.sink.take(time.monotonic())  # the clock's send phase
         if pcm is None:
             self.silent_frames += 1
             pcm = self._silence
@@ -280,7 +271,7 @@ class OpusBusTrack(MediaStreamTrack):
             self._pts = pts + _FRAME_TS
         # The decoded frame this packet stands for (kept fresh for a switch; its level is
         # what the browser hears).
-        decoded = self.sink.pop()
+        decoded = self.sink.take(time.monotonic())
         if self.level is not None:
             if decoded is None:
                 self.level.add_silence(FRAME_SAMPLES)
@@ -370,7 +361,7 @@ class BusAudioTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         await self._clock.tick()
-        pcm = self.sink.pop()
+        pcm = self.sink.take(time.monotonic())
         if pcm is None:
             self.silent_frames += 1
             data = self._silence

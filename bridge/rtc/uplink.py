@@ -95,6 +95,8 @@ class Playout:
         """When the latest packet arrived (monotonic): the leg's media watchdog reads it."""
         self.forward: Callable[[int, int, bytes], None] | None = None
         """Also hands each packet, untouched, to another leg (``rtc/passthrough.py``)."""
+        self.held = False
+        """An idle connected leg (``rtc/connected.py``): packets are dropped, no clock."""
 
     @property
     def stats(self) -> ReceiverStats:
@@ -102,7 +104,7 @@ class Playout:
 
     def packet(self, seq: int, timestamp: int, payload: bytes) -> None:
         """An RTP packet of this leg, as it arrives (on the event loop)."""
-        if self._stopped:
+        if self._stopped or self.held:
             return
         self.last_packet = now = time.monotonic()
         self.receiver.push(seq, timestamp, payload, now)
@@ -118,7 +120,7 @@ class Playout:
 
     def redundant(self, timestamp: int, payload: bytes) -> None:
         """A redundant copy of an earlier frame from a RED packet (``rtc/red.py``)."""
-        if not self._stopped:
+        if not self._stopped and not self.held:
             self.receiver.push_redundant(timestamp, payload, time.monotonic())
 
     def _tick(self, now: float) -> None:
@@ -172,6 +174,30 @@ class Playout:
         r.removed_samples += d[5]
         r.emitted_samples += d[6]
         r.dtx_samples += d[7]
+
+    def hold(self) -> None:
+        """Idle (a connected leg between calls): leave the clock, drop what arrives."""
+        if self._stopped or self.held:
+            return
+        self._mirror()
+        self.held = True
+        self.on_frame = _ignore
+        self.forward = None
+        unregister, self._unregister = self._unregister, None
+        if unregister is not None:
+            unregister()
+
+    def resume(self, on_frame: Callable[[Pcm], None], stats: BusStats) -> None:
+        """Back from :meth:`hold` for a call: a fresh receiver (the call's own counters, no
+        state from the last talkspurt), frames to ``on_frame``, counted in ``stats``."""
+        if self._stopped:
+            return
+        self.receiver = OpusReceiver(SAMPLE_RATE, FRAME_SAMPLES)
+        self._mirrored = (0, 0, 0, 0, 0, 0, 0, 0)
+        self._conceal_mark = (0, 0)
+        self.bus_stats = stats
+        self.on_frame = on_frame
+        self.held = False
 
     def stop(self) -> None:
         """Leave the clock (the leg is closing); later packets are ignored. The callbacks

@@ -34,6 +34,7 @@ from bridge.rtc.release import release_peer_connection
 
 from ..support.rtc_client import Recorder, ToneTrack
 from .cloudapi_account import MetaAccount
+from .cloudapi_media import MetaMedia
 from .cloudapi_permissions import MetaPermissions
 from .common import FakeServer
 
@@ -292,6 +293,8 @@ class FakeMeta(FakeServer):
         """Users' call permissions (see :mod:`.cloudapi_permissions`)."""
         self.account = MetaAccount()
         """The number's standing: pauses, messaging limit, rate limit (:mod:`.cloudapi_account`)."""
+        self.media = MetaMedia()
+        """Meta's own recordings and transcripts (:mod:`.cloudapi_media`)."""
         self.fail_next: dict[str, tuple[int, str]] = {}
         """action → Meta's error code and message for the next request of that action."""
         self.permission_reads = 0
@@ -319,11 +322,18 @@ class FakeMeta(FakeServer):
         app.router.add_get("/v23.0/{pnid}/call_permissions", self.call_permissions_endpoint)
         app.router.add_get("/v23.0/{pnid}", self.number_endpoint)
         app.router.add_route("*", "/v23.0/{pnid}/settings", self.settings_endpoint)
+        app.router.add_get("/whatsapp_business/attachments/", self.media.download)
         return app
+
+    async def start(self) -> None:
+        await super().start()
+        self.media.base_url = self.url
+        self.media.tokens = set(self.numbers.values())
 
     def add_number(self, phone_number_id: str, token: str) -> None:
         """Another business number of this app, with its own token."""
         self.numbers[phone_number_id] = token
+        self.media.tokens.add(token)
 
     def _check_number(self, request: web.Request) -> web.Response | None:
         # Meta checks the token first (190), then that the node exists for it (100).
@@ -341,7 +351,10 @@ class FakeMeta(FakeServer):
         return refusal or await self.account.settings_endpoint(request)
 
     async def number_endpoint(self, request: web.Request) -> web.Response:
-        """``GET /{PHONE_NUMBER_ID}``: the number's node (what a token check reads)."""
+        """``GET /{PHONE_NUMBER_ID}``: the number's node (what a token check reads); ``GET
+        /{MEDIA_ID}``: a media asset's fresh URL (:mod:`.cloudapi_media`)."""
+        if request.match_info["pnid"] in self.media.assets:
+            return self.media.node(request)
         refusal = self._check_number(request)
         if refusal is not None:
             return refusal
@@ -359,6 +372,7 @@ class FakeMeta(FakeServer):
         except ValueError:
             return meta_error(400, 100, "Invalid JSON")
         self.actions.append({"edge": "messages", **body})
+        self.action_numbers.append(request.match_info["pnid"])
         return await self.perms.messages_endpoint(body)
 
     async def call_permissions_endpoint(self, request: web.Request) -> web.Response:
@@ -412,6 +426,9 @@ class FakeMeta(FakeServer):
         if failure is not None:  # the next such action fails as Meta fails it
             code, message = failure
             return meta_error(400, code, f"(#{code}) {message}")
+        bad_option = self.media.refusal(body)
+        if bad_option is not None:
+            return meta_error(400, 100, bad_option)
         if action == "connect":
             return await self._connect(body)
         call = self.meta_calls.get(str(body.get("call_id")))
@@ -433,6 +450,7 @@ class FakeMeta(FakeServer):
                 await call.peer.apply_answer(session["sdp"])
             call.accepted = True
             call.state = "active"
+            self.media.heard(call.wacid, body)
         elif action in ("reject", "terminate"):
             call.state = "ended"
             # Meta's media server drops the call's media as it takes the action: the bridge
@@ -462,6 +480,7 @@ class FakeMeta(FakeServer):
         call.pre_accept_sdp = answer  # Meta's answer, sent in the connect webhook
         call.opaque = str(body.get("biz_opaque_callback_data", ""))
         self.meta_calls[call.wacid] = call
+        self.media.heard(call.wacid, body)
         if self.before_connect_answer is not None:
             await self.before_connect_answer(call)
         return web.json_response({"messaging_product": "whatsapp", "calls": [{"id": call.wacid}]})
@@ -530,6 +549,17 @@ class FakeMeta(FakeServer):
         resp = await self.post(client, self.envelope(event, number=number))
         assert resp.status == 200, await resp.text()
         call.offered_at = time.monotonic()
+        return call
+
+    async def user_presses_call_button(self, client: Any, user: str) -> MetaCall:
+        """``user`` starts a call from the business's call button: the connect carries the
+        button's payload as ``cta_payload`` (none once it expired)."""
+        call, event = await self.user_offer(user)
+        payload = self.perms.pressed_button(user)
+        if payload:
+            event["calls"][0]["cta_payload"] = payload
+        resp = await self.post(client, self.envelope(event))
+        assert resp.status == 200, await resp.text()
         return call
 
     def terminate_event(self, call: MetaCall, status: str = "COMPLETED", **extra: Any) -> dict:

@@ -11,7 +11,8 @@ pages (Business initiated calling quality, Call settings, the Webhooks reference
 * ``account_settings_update`` when the number's calling settings change;
 * ``GET``/``POST /{PHONE_NUMBER_ID}/settings`` with Meta's checks of ``calling`` (at most two
   slots a day, at most 20 holidays, a tz database timezone, enums; error 100 naming the
-  parameter), a SIP password per number shown only with ``include_sip_credentials=true``.
+  parameter), a SIP password per number shown only with ``include_sip_credentials=true``,
+  made anew when SIP is disabled with its servers cleared and enabled again (a rotation).
 
 ``account_update`` names the number by its phone (``phone_number``), not by
 ``metadata.phone_number_id``; neither webhook has ``messaging_product`` or ``metadata``.
@@ -49,6 +50,7 @@ class MetaAccount:
             "sip": {"status": "DISABLED", "servers": []},
         }
         self.sip_password = uuid.uuid4().hex
+        self._sip_cleared = False
         self.settings_posts: list[dict[str, Any]] = []
         self.refuse_settings = ""
         """Meta's reason to refuse the next settings (a rule the fake does not model)."""
@@ -84,6 +86,11 @@ class MetaAccount:
                 400, 138015, "(#138015) Business messaging limit too low to use calling"
             )
         self.calling.update(calling)
+        sip = calling.get("sip")
+        if isinstance(sip, dict) and sip.get("servers") == []:
+            self._sip_cleared = True  # the password is made anew when SIP is enabled again
+        elif isinstance(sip, dict) and sip.get("status") == "ENABLED" and self._sip_cleared:
+            self.sip_password, self._sip_cleared = uuid.uuid4().hex, False
         return web.json_response({"success": True})
 
     def refusal(self, action: str) -> web.Response | None:

@@ -10,6 +10,11 @@ and business-initiated calling documentation, as strict as Meta:
   ``expiration_time``} and ``actions`` with their ``limits`` and current usage.
 * ``connect`` refused with 138006 without a live permission (none, rejected, expired) and
   138012 once the user's connected calls per 24 h reach :attr:`MetaPermissions.call_limit`.
+* An ``interactive`` ``voice_call`` message (Meta Cloud API Calling: the "Call on WhatsApp"
+  button): ``body.text`` (at most 1024), ``action`` ``{name: voice_call, parameters:
+  {display_text (at most 20), ttl_minutes (1-43200), payload (at most 512)}}``, no footer,
+  only inside the service window (131047); the payload comes back as the ``cta_payload`` of
+  the call the user starts from it (:attr:`MetaPermissions.buttons`).
 * Replies as Meta delivers them: a ``messages`` webhook (field ``messages``) with an
   interactive ``call_permission_reply`` — the user's answer, a callback grant (automatic), or
   the revocation after four unanswered calls (automatic reject).
@@ -75,6 +80,8 @@ class MetaPermissions:
         self.strict = False
         """Users never seen have no permission (else they may be called, as before)."""
         self.sent: list[dict[str, Any]] = []
+        self.buttons: dict[str, tuple[str, float]] = {}
+        """user → the payload of the last call button sent them, and when it expires."""
 
     def now(self) -> float:
         return time.time() + self.offset
@@ -132,6 +139,10 @@ class MetaPermissions:
             return _error(100, "The parameter to is required.")
         user = self.user(to)
         kind = body.get("type")
+        interactive = body.get("interactive")
+        if kind == "interactive" and isinstance(interactive, dict):
+            if interactive.get("type") == "voice_call":
+                return self._voice_call_button(to, interactive, user)
         if kind == "interactive":
             refusal = self._check_interactive(body.get("interactive"), user)
         elif kind == "template":
@@ -171,6 +182,42 @@ class MetaPermissions:
                 "last replied",
             )
         return None
+
+    def _voice_call_button(self, to: str, interactive: dict, user: User) -> web.Response:
+        extra = sorted(set(interactive) - {"type", "action", "body", "header"})
+        if extra:
+            return _error(100, f"Param interactive.{extra[0]} is not allowed")
+        text = (interactive.get("body") or {}).get("text")
+        if not isinstance(text, str) or not 0 < len(text) <= 1024:
+            return _error(100, "Param interactive.body.text is required (at most 1024 characters)")
+        action = interactive.get("action")
+        if not isinstance(action, dict) or action.get("name") != "voice_call":
+            return _error(100, "Invalid parameter interactive.action.name")
+        params = action.get("parameters") or {}
+        limits = {"display_text": 20, "payload": 512}
+        for name, most in limits.items():
+            if name in params and (not isinstance(params[name], str) or len(params[name]) > most):
+                return _error(100, f"Param action.parameters.{name} is too long")
+        ttl = params.get("ttl_minutes", 10080)
+        if not isinstance(ttl, int) or not 1 <= ttl <= 43200:
+            return _error(100, "Param action.parameters.ttl_minutes must be 1-43200")
+        heard = user.last_inbound
+        if heard is None or self.now() - heard >= DAY:
+            return _error(131047, "Re-engagement message: more than 24 hours have passed")
+        self.buttons[to] = (str(params.get("payload") or ""), self.now() + ttl * 60)
+        wamid = "wamid.HBgM" + uuid.uuid4().hex.upper()
+        return web.json_response(
+            {
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": to, "wa_id": to}],
+                "messages": [{"id": wamid}],
+            }
+        )
+
+    def pressed_button(self, wa_id: str) -> str | None:
+        """The payload of the user's live call button (``None``: none, or expired)."""
+        payload, until = self.buttons.get(wa_id, ("", 0.0))
+        return payload if self.now() < until else None
 
     def _check_template(self, template: Any) -> web.Response | None:
         if not isinstance(template, dict) or not isinstance(template.get("language"), dict):

@@ -46,7 +46,7 @@ class Microphone:
         self._n = 0
         self._speech = frames(speech(14.0))
 
-    def pop(self) -> np.ndarray | None:
+    def take(self, now: float) -> np.ndarray | None:
         self._n += 1
         if self.plays == "tone":
             return tone(440, FRAME_SAMPLES, amplitude=0.25, start=self._n * FRAME_SAMPLES)

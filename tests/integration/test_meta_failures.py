@@ -182,3 +182,23 @@ async def test_billable_pulses_of_business_initiated_calls(cclient, meta):
     await until(lambda: manager.registry.by_engine_id(mcall.wacid), 3, "ringing")
     snap = manager.registry.by_engine_id(mcall.wacid).snapshot()
     assert "billablePulses" not in snap
+
+
+async def test_a_leg_closed_before_its_ice_starts_leaves_no_task_failing(cclient, meta, caplog):
+    """Meta refuses the ``pre_accept``: the engine closes the call's WhatsApp-side leg before
+    its ICE checks ever ran. Nothing of aioice's may be left to fail afterwards (its
+    connection's state was released with the peer connection: a task still on it logged
+    "Task exception was never retrieved … no attribute '_nominated'")."""
+    import gc
+
+    client = await cclient()
+    engine = client.app[ENGINE]
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    meta.fail_next["pre_accept"] = (138007, "Connect timeout: SDP not applied in time")
+    mcall = await meta.user_calls(client, "15550007777")
+    await until(lambda: mcall.wacid in engine._ended, 3, "the refused call dropped")
+    for _ in range(10):  # every task the closed leg left settles, and is collected
+        await asyncio.sleep(0.1)
+        gc.collect()
+    failed = [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert not failed, [r.getMessage() + str(r.exc_info) for r in failed]

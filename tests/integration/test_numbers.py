@@ -323,6 +323,25 @@ async def test_meta_webhooks_of_two_apps_reach_the_right_number(nclient) -> None
         )
         await rtc.close()
 
+        # Call permissions are asked through the number named by "from".
+        resp = await client.post(
+            "/call/permissions",
+            json={
+                "phone": "15559998888",
+                "from": "+15551001002",
+                "template": {"name": "call_me", "language": "en_US"},
+            },
+            headers=ADMIN,
+        )
+        assert resp.status == 202, await resp.text()
+        assert apps[0].actions[-1]["edge"] == "messages" and apps[0].action_numbers[-1] == "1002"
+        resp = await client.post(
+            "/call/permissions", json={"phone": "15559998888"}, headers=ADMIN
+        )
+        assert resp.status == 404  # the default number (sim) has no call permissions
+        resp = await client.get("/call/permissions/15559998888?from=1001", headers=ADMIN)
+        assert resp.status == 400  # "from" names a phone or a numberID, not Meta's id
+
         # A body about number 1001 signed with app B's secret: refused, nothing rings.
         _, event = await apps[0].user_offer("15559990000")
         raw = json.dumps(apps[0].envelope(event, number="1001")).encode()

@@ -27,7 +27,7 @@ class Tone:
         self.freq = freq
         self.n = 0
 
-    def pop(self) -> np.ndarray:
+    def take(self, now: float) -> np.ndarray:
         t = (np.arange(FRAME_SAMPLES) + self.n * FRAME_SAMPLES) / 16_000
         self.n += 1
         return (np.sin(2 * np.pi * self.freq * t) * 8000).astype(np.int16)

@@ -23,7 +23,7 @@ OPS_ROUTES = {"/openapi.json", "/healthz", "/readyz", "/metrics", "/engine/webho
 """Not a tenant's: operations' and Meta's own (no tenant data behind them)."""
 PAGES = {"/", "/report", "/web/{filename}"}
 """The packaged pages and scripts: files, no data (the pages read the API with a key)."""
-STREAMS = {"/call/events"}
+STREAMS = {"/call/events", "/agents/connect"}
 """Endless: the SSE filter has its own test (test_numbers.py)."""
 INTERNAL = {"/call/handover", "/call/adopt"}
 """Between instances only (404 without the internal secret)."""
@@ -34,6 +34,8 @@ OWN_LISTS = {
     ("get", "/call/reports"),
     ("get", "/call/audio-assets"),
     ("get", "/call/webrtc/config"),
+    ("get", "/agents"),
+    ("get", "/routes"),
 }
 """Lists of the caller's own things and the caller's own settings: 200, without the other's."""
 
@@ -72,7 +74,20 @@ async def test_no_route_gives_one_tenant_anothers_data(make_client, tmp_path) ->
         {"name": "pbx", "uri": "sip:127.0.0.1:5999", "keepalive": 0},
         headers=acme_key,
     )
-    secrets = {cid, number["numberID"], acme["tenantID"], recording_id, asset["assetId"]}
+    route = await post(
+        client,
+        "/routes",
+        {"name": "acme", "numbers": "default", "steps": [{"hangup": {}}]},
+        headers=acme_key,
+    )
+    secrets = {
+        cid,
+        number["numberID"],
+        acme["tenantID"],
+        recording_id,
+        asset["assetId"],
+        route["routeID"],
+    }
     secrets.add(trunk["trunkID"])
     values = {
         "callID": cid,
@@ -84,6 +99,7 @@ async def test_no_route_gives_one_tenant_anothers_data(make_client, tmp_path) ->
         "assetId": asset["assetId"],
         "streamId": "st_1",
         "agentID": "ag_1",
+        "routeID": route["routeID"],
         "phone": "5521999999999",
     }
     doc = openapi_document()

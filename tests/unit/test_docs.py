@@ -84,3 +84,20 @@ def test_every_class_the_architecture_names_exists() -> None:
         defined |= set(re.findall(r"^(\w+)\s*(?::[^=\n]+)?=", source, re.M))  # aliases
     assert named, "no class found: the pattern is wrong"
     assert sorted(named - defined - NOT_OURS) == []
+
+
+def test_the_route_in_the_architecture_is_the_media_packages_list() -> None:
+    """docs/architecture.md's route table is ``bridge/media/route.py``'s, and every hop there
+    names a method that exists: a hop renamed, moved or gone fails here."""
+    import importlib
+
+    from bridge.media.route import ROUTE, table
+
+    assert table() in (ROOT / "docs" / "architecture.md").read_text()
+    for hops in ROUTE.values():
+        for hop in hops:
+            module, name = hop.where.split(":")
+            obj: object = importlib.import_module(f"bridge.{module}")
+            for part in name.split("."):
+                obj = getattr(obj, part)
+            assert callable(obj), hop

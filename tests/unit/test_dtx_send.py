@@ -25,7 +25,7 @@ class Spurts:
         self.n = 0
         self.pauses = pauses
 
-    def pop(self) -> np.ndarray | None:
+    def take(self, now: float) -> np.ndarray | None:
         n, self.n = self.n, self.n + 1
         if any(n in p for p in self.pauses):
             return None

@@ -26,6 +26,7 @@ BASE = {
 }
 ALLOWED = {
     "api": {
+        "desk",
         "cluster",
         "webhooks",
         "calls",
@@ -48,6 +49,7 @@ ALLOWED = {
     "trunks": {"calls", "numbers", "sip", "rtc", "media", "audio"},
     "sip": set(),  # a wire protocol: messages, transport, dialogs; no media, no calls
     "agents": {"attachments", "media", "audio"},  # model connectors: attachments of a call
+    "desk": {"calls", "numbers", "attachments", "media", "audio"},  # people: a call's routes
     "attachments": {"media", "audio"},
     "media": {"audio"},
     "audio": set(),

@@ -23,7 +23,7 @@ class Voice:
     def __init__(self) -> None:
         self.n = 0
 
-    def pop(self) -> np.ndarray:
+    def take(self, now: float) -> np.ndarray:
         t = (np.arange(FRAME_SAMPLES) + self.n * FRAME_SAMPLES) / 16_000
         self.n += 1
         return (np.sin(2 * np.pi * (300 * t + 10 * np.sin(2 * np.pi * 4 * t))) * 8000).astype(
@@ -76,7 +76,7 @@ class Tone:
     def __init__(self) -> None:
         self.n = 0
 
-    def pop(self) -> np.ndarray:
+    def take(self, now: float) -> np.ndarray:
         t = (np.arange(FRAME_SAMPLES) + self.n * FRAME_SAMPLES) / 16_000
         self.n += 1
         return (np.sin(2 * np.pi * self.HZ * t) * self.PEAK).astype(np.int16)
@@ -305,7 +305,7 @@ async def test_a_new_source_after_a_transfer_starts_its_own_run_on_our_next_numb
 class Quiet:
     """A sink with nothing in it (a forwarded packet pops its decoded frame; none here)."""
 
-    def pop(self) -> None:
+    def take(self, now: float) -> None:
         return None
 
     def detach(self) -> None:
@@ -368,7 +368,7 @@ async def test_back_from_forwarding_on_a_clean_link_the_tone_runs_on_without_a_g
     far = Tone()
     for seq in range(500, 550):  # WhatsApp's SILK, coding the same tone in step
         far.n = source.n
-        pt.offer(seq, 960 * seq, whatsapp.encode(far.pop()))
+        pt.offer(seq, 960 * seq, whatsapp.encode(far.take(0.0)))
         packets.append(bytes((await track.recv()).data))
     allowed[0] = False  # nothing more to forward: our own encoder again
     if transfer:

@@ -36,7 +36,7 @@ class Tone:
     def __init__(self) -> None:
         self.n = 0
 
-    def pop(self) -> np.ndarray:
+    def take(self, now: float) -> np.ndarray:
         t = (np.arange(FRAME_SAMPLES) + self.n * FRAME_SAMPLES) / 16_000
         self.n += 1
         return (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,7 +17,6 @@ import pytest
 
 from bridge.config import settings_for_tests
 from bridge.engines.base import EngineStats
-from bridge.engines.channels import MediaFatal
 from bridge.engines.cloudapi.sdes import SdesPeer
 from bridge.errors import BadOffer
 from bridge.rtc.sdes import parse_crypto, read_savp
@@ -29,6 +29,29 @@ from ..support.waits import until
 def _rms_db(pcm: np.ndarray) -> float:
     x = pcm.astype(np.float64)
     return float(20 * np.log10(np.sqrt(np.mean(x**2)) / 32768 + 1e-12))
+
+
+class Port:
+    """The bus as the pump plugs it into a leg (``engines/pump.py`` ``BusPort``), recorded:
+    the frames the leg's receiver hands it, the frames its sender takes from it."""
+
+    def __init__(self, send: list[np.ndarray] | None = None) -> None:
+        self.accepted: list[np.ndarray] = []
+        self.outbox = deque(send or ())
+        self.taken = 0
+        self.why: list[str] = []
+
+    def accept(self, pcm: np.ndarray) -> None:
+        self.accepted.append(pcm)
+
+    def take(self, now: float) -> np.ndarray | None:
+        if not self.outbox:
+            return None
+        self.taken += 1
+        return self.outbox.popleft()
+
+    def ended(self, why: str) -> None:
+        self.why.append(why)
 
 
 def _peer(**kw: Any) -> tuple[SdesPeer, list[tuple[str, int]]]:
@@ -65,11 +88,13 @@ async def test_first_packet_leaves_at_once_and_a_tone_reaches_meta(meta: SdesEnd
         await until(lambda: meta.packets, 2.0, "the first SRTP packet")
         assert peer.first_sent_at is not None and meta.auth_failed == 0
         assert meta.packets[0][1] == 111
-        channel = peer.open_channel()
         meta.pcm.clear()
-        for i in range(75):  # 1.5 s of 600 Hz at -12 dBFS, as the pump sends it
-            await channel.send(tone(600, 0.25 * 32767 * 2**0.5 / 2**0.5, i * 320, 320))
-            await asyncio.sleep(0.02)
+        # 1.5 s of 600 Hz at -12 dBFS, taken a frame a tick by the leg's sender from the bus
+        port = Port([tone(600, 0.25 * 32767 * 2**0.5 / 2**0.5, i * 320, 320) for i in range(75)])
+        peer.open_channel().plug(port)
+        await until(lambda: not port.outbox, 3.0, "the sender taking the bus's frames")
+        await asyncio.sleep(0.1)
+        assert port.taken == 75
         heard = meta.heard()[16_000 // 2 :]
         assert heard.size > 8000
         assert band_energy(heard, 16_000, 600) > 0.9
@@ -79,21 +104,16 @@ async def test_first_packet_leaves_at_once_and_a_tone_reaches_meta(meta: SdesEnd
         await peer.close()
 
 
-async def test_a_tone_from_meta_reaches_the_channel_and_rtcp_flows(meta: SdesEndpoint) -> None:
+async def test_a_tone_from_meta_reaches_the_bus_and_rtcp_flows(meta: SdesEndpoint) -> None:
     peer, _ = _peer(rtcp_interval=0.2)
     try:
         meta.take(await peer.answer(meta.sdp()))
-        channel = peer.open_channel()
-        frames: list[np.ndarray] = []
-
-        async def read() -> None:
-            while True:
-                frames.append(await channel.recv())
-
-        reader = asyncio.create_task(read())
+        port = Port()
+        peer.open_channel().plug(port)
+        frames = port.accepted
         await meta.play_tone(1000, 8000, 1.5)
         await until(lambda: len(frames) >= 60, 3.0, "frames from Meta")
-        reader.cancel()
+        assert all(f.shape == (320,) and f.dtype == np.int16 for f in frames)
         heard = np.concatenate(frames[20:])
         assert band_energy(heard, 16_000, 1000) > 0.9
         assert abs(_rms_db(heard) - _rms_db(tone(1000, 8000, 0, 16000))) < 3
@@ -178,9 +198,10 @@ async def test_media_timeout_fails_the_channel(meta: SdesEndpoint) -> None:
     peer, _ = _peer(rtcp_interval=0.1, media_timeout=0.3)
     try:
         meta.take(await peer.answer(meta.sdp()))
-        channel = peer.open_channel()
-        with pytest.raises(MediaFatal, match="no packet from Meta"):
-            await asyncio.wait_for(channel.recv(), 3.0)
+        port = Port()
+        peer.open_channel().plug(port)
+        await until(lambda: port.why, 3.0, "the leg's end told to the bus")
+        assert "no packet from Meta" in port.why[0] and len(port.why) == 1
         assert peer.dead
     finally:
         await peer.close()

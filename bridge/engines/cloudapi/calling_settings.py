@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ...errors import GraphApiError, MetaSettingsRefused
+from ...errors import EngineError, GraphApiError, MetaSettingsRefused
 from .graph import GraphClient
 from .settings_wire import from_meta, to_meta
 
@@ -23,10 +23,12 @@ HINT = (
 
 
 class CallingSettings:
-    """One number's calling settings at Meta."""
+    """One number's calling settings at Meta (``media``: this engine's SRTP key exchange,
+    ``dtls`` or ``sdes``, which Meta's ``srtp_key_exchange_protocol`` must match)."""
 
-    def __init__(self, graph: GraphClient) -> None:
+    def __init__(self, graph: GraphClient, media: str = "dtls") -> None:
         self.graph = graph
+        self.media = media
 
     async def read(self) -> dict[str, Any]:
         """Meta's settings as the bridge shows them (no SIP password)."""
@@ -34,7 +36,10 @@ class CallingSettings:
 
     async def write(self, patch: Mapping[str, Any]) -> dict[str, Any]:
         """Apply ``patch`` (the bridge's names) at Meta; the settings Meta then keeps."""
-        calling = to_meta(patch)
+        await self._post(to_meta(patch))
+        return await self.read()
+
+    async def _post(self, calling: dict[str, Any]) -> None:
         try:
             await self.graph.request("POST", "settings", "settings", {"calling": calling})
         except GraphApiError as exc:
@@ -43,4 +48,58 @@ class CallingSettings:
             raise MetaSettingsRefused(
                 f"Meta refused the settings: {code}: {meta}. {HINT}", details=exc.details
             ) from None
-        return await self.read()
+
+    async def enable_sip(self, hostname: str, port: int, *, rotate: bool = False) -> str:
+        """Point Meta's SIP for this number at ``hostname:port`` (one server per number) and
+        return the SIP password Meta made for it (``include_sip_credentials``). ``rotate``:
+        disable SIP and clear its servers first, so Meta makes a new password (Meta Cloud
+        API Calling: SIP, "rotate the SIP password")."""
+        if rotate:
+            await self._post({"sip": {"status": "DISABLED", "servers": []}})
+        server = {"hostname": hostname, "port": port}
+        await self._post({"status": "ENABLED", "sip": {"status": "ENABLED", "servers": [server]}})
+        answer = await self.graph.request(
+            "GET", "settings", "read SIP credentials", params={"include_sip_credentials": "true"}
+        )
+        password = sip_password(answer, hostname)
+        if not password:
+            raise EngineError("Meta's settings show no SIP password for this number's server")
+        return password
+
+    async def mismatches(self) -> list[str]:
+        """What Meta's settings say that this Graph engine does not do: another SRTP key
+        exchange than ours, or SIP switched on (Meta then refuses Graph calling, 131055)."""
+        calling = _object(await self.graph.request("GET", "settings", "read settings"), "calling")
+        found = []
+        theirs = str(calling.get("srtp_key_exchange_protocol") or "DTLS")
+        if theirs.lower() != self.media:
+            found.append(
+                f"Meta's srtp_key_exchange_protocol is {theirs} but this number's media is "
+                f"{self.media} (cloudapi.media / BRIDGE_CLOUDAPI_MEDIA): calls will fail"
+            )
+        sip = _object(calling, "sip")
+        if sip.get("status") == "ENABLED":
+            hosts = ", ".join(
+                f"{s.get('hostname')}:{s.get('port')}"
+                for s in sip.get("servers") or []
+                if isinstance(s, dict)
+            )
+            found.append(
+                f"Meta's SIP is ENABLED (servers: {hosts or 'none'}) while this number signals "
+                "on Graph: Meta refuses Graph calling actions (131055)"
+            )
+        return found
+
+
+def sip_password(answer: dict[str, Any], hostname: str) -> str:
+    """The ``sip_user_password`` Meta shows for ``hostname``'s server ("" when none)."""
+    sip = _object(_object(answer, "calling"), "sip")
+    for server in sip.get("servers") or []:
+        if isinstance(server, dict) and server.get("hostname") == hostname:
+            return str(server.get("sip_user_password") or "")
+    return ""
+
+
+def _object(holder: dict[str, Any], name: str) -> dict[str, Any]:
+    value = holder.get(name)
+    return value if isinstance(value, dict) else {}

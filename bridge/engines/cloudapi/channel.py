@@ -1,82 +1,71 @@
-"""The pump's ``MediaChannel`` on a leg to Meta, whichever its media kind: the WebRTC peer
+"""The pump's channel on a leg to Meta, whichever its media kind: the WebRTC peer
 (:class:`~.peer.WhatsAppPeer`, ICE + DTLS-SRTP) or the SDES-SRTP leg (:class:`~.sdes.SdesPeer`).
-Both are a :class:`ChannelPeer`. The channel is also a ``WebRTCChannel`` (the runtime samples,
-forwards and reports the leg itself, :attr:`PeerChannel.leg`) and a ``DtmfLeg``."""
+Both are a :class:`ChannelPeer` and live in this worker, so the channel is a
+``ClockedChannel``: the pump plugs the bus into the leg's :class:`LegPort` and the leg moves
+its own frames on the worker clock (``media/ports.py``). The channel is also a
+``WebRTCChannel`` (the runtime samples, forwards and reports the leg itself,
+:attr:`PeerChannel.leg`) and a ``DtmfLeg``."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
 from ...audio.pcm import Pcm
-from ..channels import DtmfLeg, MediaClosed, MediaFatal, WebRTCChannel, WebRTCLeg
-
-IN_QUEUE = 25
-"""Frames from WhatsApp waiting for the pump (500 ms); the oldest go first."""
+from ...media.ports import ClockedPort, Plug
+from ..channels import ClockedChannel, DtmfLeg, MediaClosed, MediaFatal, WebRTCChannel, WebRTCLeg
 
 
-class Incoming:
-    """A leg's frames from WhatsApp on their way to the pump: bounded (:data:`IN_QUEUE`, the
-    oldest dropped and counted), kept only while a channel is attached (a ringing call has no
-    listener), and ended once for every reader when the leg fails or closes."""
+class LegPort:
+    """A leg to Meta's end of the bus: what its receiver decodes goes to the plugged port on
+    the clock's receive phase (nowhere while none is: a ringing call has no listener), what
+    its sender encodes is taken from it on the send phase (:attr:`source`: silence while none
+    is), and the leg's end is told to it once."""
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[Pcm | None] = asyncio.Queue(maxsize=IN_QUEUE)
-        self.attached = False
+        self.source = Plug()
+        """What the leg's sender (``OpusBusTrack``) takes its frames from."""
         self.frames = 0
-        """Frames the leg decoded (attached or not)."""
-        self.dropped = 0
-        """Frames dropped because the pump fell behind."""
+        """Frames the leg decoded (plugged or not)."""
+        self.over: str | None = None
+        """Why the leg's media ended (it failed or closed), once it has."""
 
-    def push(self, pcm: Pcm) -> None:
+    def received(self, pcm: Pcm) -> None:
+        """The leg's receiver's frame of this tick (its ``Playout``, the receive phase)."""
         self.frames += 1
-        if not self.attached:
-            return  # ringing (pre-accepted): nobody is listening yet
-        if self._queue.full():
-            self._queue.get_nowait()
-            self.dropped += 1
-        self._queue.put_nowait(pcm)
+        port = self.source.port
+        if port is not None:
+            port.accept(pcm)
 
-    def attach(self) -> None:
-        """A channel opens: what waited for an earlier one is dropped."""
-        while not self._queue.empty():
-            self._queue.get_nowait()
-        self.attached = True
+    def plug(self, port: ClockedPort) -> None:
+        """The bus from now on; a leg already over tells it at once."""
+        if self.over is not None:
+            port.ended(self.over)
+            return
+        self.source.port = port
 
-    def detach(self) -> None:
-        self.attached = False
+    def unplug(self) -> None:
+        self.source.port = None
 
-    def end(self) -> None:
-        """The leg is over: every ``get`` from now on ends (idempotent)."""
-        self.attached = False
-        while self._queue.full():
-            self._queue.get_nowait()
-        self._queue.put_nowait(None)
-
-    async def get(self, why: Callable[[], str]) -> Pcm:
-        """The next frame; ``MediaFatal(why())`` once the leg has ended."""
-        item = await self._queue.get()
-        if item is None:
-            self._queue.put_nowait(None)  # stays ended for any later reader
-            raise MediaFatal(why())
-        return item
+    def end(self, why: str) -> None:
+        """The leg failed or closed: tell the plugged port, once (idempotent)."""
+        if self.over is not None:
+            return
+        self.over = why
+        port, self.source.port = self.source.port, None
+        if port is not None:
+            port.ended(why)
 
 
 class ChannelPeer(WebRTCLeg, Protocol):
-    """What :class:`PeerChannel` needs of a leg to Meta: a ``WebRTCLeg`` that the pump can
-    send to and receive from, with RFC 4733 key presses."""
+    """What :class:`PeerChannel` needs of a leg to Meta: a ``WebRTCLeg`` with a
+    :class:`LegPort` the pump plugs the bus into, and RFC 4733 key presses."""
 
     name: str
+    port: LegPort
 
     @property
     def dead(self) -> bool: ...
-
-    def send(self, pcm: Pcm) -> None: ...
-
-    async def recv(self) -> Pcm: ...
-
-    def detach(self) -> None: ...
 
     def send_dtmf(
         self, digits: str, duration_ms: int, gap_ms: int, done: Callable[[], None] | None
@@ -84,26 +73,29 @@ class ChannelPeer(WebRTCLeg, Protocol):
 
 
 class PeerChannel:
-    """The pump's ``MediaChannel`` on a leg to Meta (:class:`ChannelPeer`)."""
+    """The pump's ``ClockedChannel`` on a leg to Meta (:class:`ChannelPeer`)."""
 
     def __init__(self, peer: ChannelPeer) -> None:
         self.leg = peer
         self._closed = False
 
+    def plug(self, port: ClockedPort) -> None:
+        if self._closed:
+            port.ended(f"{self.leg.name}: the WhatsApp-side channel is closed")
+            return
+        self.leg.port.plug(port)
+
+    # The plain ``MediaChannel`` face: nothing reads or writes it (the leg is clocked).
     async def send(self, pcm: Pcm) -> None:
-        if self._closed or self.leg.dead:
-            raise MediaFatal(f"{self.leg.name}: the WhatsApp-side leg is closed")
-        self.leg.send(pcm)
+        raise MediaFatal(f"{self.leg.name}: a clocked channel is plugged, not written")
 
     async def recv(self) -> Pcm:
-        if self._closed:
-            raise MediaClosed(self.leg.name)
-        return await self.leg.recv()
+        raise MediaFatal(f"{self.leg.name}: a clocked channel is plugged, not read")
 
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self.leg.detach()
+            self.leg.port.unplug()
 
     def send_dtmf(
         self, digits: str, duration_ms: int, gap_ms: int, done: Callable[[], None] | None = None
@@ -114,6 +106,6 @@ class PeerChannel:
         self.leg.send_dtmf(digits, duration_ms, gap_ms, done)
 
 
-def _fits(channel: PeerChannel) -> tuple[WebRTCChannel, DtmfLeg]:
+def _fits(channel: PeerChannel) -> tuple[WebRTCChannel, DtmfLeg, ClockedChannel]:
     """Never called: mypy checks here that the channel has what the runtime looks for."""
-    return channel, channel
+    return channel, channel, channel

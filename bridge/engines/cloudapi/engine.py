@@ -38,6 +38,7 @@ from ..base import (
     emit,
 )
 from ..hangups import PendingHangups
+from .artifacts import MetaArtifacts
 from .calling_settings import CallingSettings
 from .channel import PeerChannel
 from .codes import ended_by_meta, refused_event
@@ -82,9 +83,10 @@ class CloudApiEngine:
         self._inbox = self.inbox.queue
         self._tasks = TaskSet("cloudapi")
         self._http, self._own_http = http, http is None
-        self.calling_settings = CallingSettings(self.graph)  # a SettingsEngine
+        self.calling_settings = CallingSettings(self.graph, str(settings.cloudapi_media))
         self.permissions = CallPermissions(self.graph, self.events)
         self.standing = NumberStanding(self.events, number)  # Meta's pauses, one call a user
+        self.artifacts = MetaArtifacts(self.graph, self.events, self._tasks)  # an ArtifactsEngine
         self.pending_hangups = PendingHangups("cloudapi", self.hangup, asyncio.sleep)
 
     @classmethod
@@ -106,8 +108,8 @@ class CloudApiEngine:
     def hangup_later(self, engine_call_id: str, why: str) -> None:  # once Graph answers again
         self.pending_hangups.add(engine_call_id, why)
 
-    async def startup_calls(self) -> list[RemoteCall]:
-        return []  # Graph lists no live calls: nothing to sweep (Meta ends a call without media)
+    async def startup_calls(self) -> list[RemoteCall]:  # Graph lists no live calls to sweep
+        return []
 
     async def close(self) -> None:
         await self._tasks.close()
@@ -135,7 +137,10 @@ class CloudApiEngine:
 
     def _peer(self, label: str) -> MediaLeg:
         return new_leg(  # BRIDGE_CLOUDAPI_MEDIA: Graph signalling takes SDES too
-            self.settings.cloudapi_media, label, self.ice, self.stats,
+            self.settings.cloudapi_media,
+            label,
+            self.ice,
+            self.stats,
             on_dtmf=self._on_dtmf,
             on_media=self._on_media,
             on_closed=self._peer_closed,
@@ -180,6 +185,7 @@ class CloudApiEngine:
         try:
             session = {"sdp_type": "offer", "sdp": await peer.offer()}
             fields = {**addressed(phone), "session": session, "biz_opaque_callback_data": opaque}
+            fields.update(self.artifacts.fields(phone))  # Meta's recording, transcription
             self.permissions.forget(phone)  # a call changes the user's usage
             try:
                 answer = await self.graph.call_action("connect", **strip(fields))
@@ -219,6 +225,7 @@ class CloudApiEngine:
                 "accept",
                 call_id=call.wacid,
                 session={"sdp_type": "answer", "sdp": call.answer_sdp},
+                **self.artifacts.fields(call.wacid),
             )
         except (MetaRefused, MetaLimit) as exc:  # e.g. 138007: the call ends with it too
             await self._forget(call)
@@ -267,7 +274,7 @@ class CloudApiEngine:
 
     async def _on_body(self, body: dict[str, Any]) -> None:
         events, bad = call_events(body)
-        bad += self.permissions.heard(body) + self.standing.heard(body)
+        bad += self.permissions.heard(body) + self.standing.heard(body) + self.artifacts.heard(body)
         self.stats.bad_messages += bad
         for event in events:
             await self._on_webhook(event)
@@ -319,7 +326,7 @@ class CloudApiEngine:
             )
         except Exception as exc:
             log.warning("Cloud API call %s: cannot pre-accept: %s", call.wacid, exc)
-            await self._give_up(call, "reject")
+            await _give_up(self, call, "reject")
             return
         if call.state != "connecting":
             return  # terminated meanwhile
@@ -334,16 +341,8 @@ class CloudApiEngine:
             if call.state == "ended":
                 return  # ended meanwhile (a terminate overtook it): nothing to undo
             log.warning("Cloud API call %s: Meta's answer cannot be applied: %s", call.wacid, exc)
-            await self._give_up(call, "terminate")
+            await _give_up(self, call, "terminate")
             emit(self.events, EngineEvent(EngineEventKind.ENDED, call.wacid, reason="failed"))
-
-    async def _give_up(self, call: CloudCall, action: str) -> None:
-        """End at Meta (``reject`` or ``terminate``, whatever it answers) and forget."""
-        try:
-            await self.graph.call_action(action, call_id=call.wacid)
-        except EngineError as again:
-            log.info("Cloud API call %s: %s: %s", call.wacid, action, again)
-        await self._forget(call)
 
     async def _terminated(self, call: CloudCall, ev: CallWebhook) -> None:
         answered, outbound = call.state == "accepted", call.direction == "outbound"
@@ -352,3 +351,12 @@ class CloudApiEngine:
         await self._forget(call)
         if not was_ringing:  # the manager never heard of a call still being pre-accepted
             emit(self.events, event)
+
+
+async def _give_up(engine: CloudApiEngine, call: CloudCall, action: str) -> None:
+    """End at Meta (``reject`` or ``terminate``, whatever it answers) and forget."""
+    try:
+        await engine.graph.call_action(action, call_id=call.wacid)
+    except EngineError as again:
+        log.info("Cloud API call %s: %s: %s", call.wacid, action, again)
+    await engine._forget(call)

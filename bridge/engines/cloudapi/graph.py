@@ -14,6 +14,8 @@ for calling (138014, 138015) → :class:`MetaForbidden` (403); other codes of :m
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 import time
@@ -37,6 +39,9 @@ log = logging.getLogger(__name__)
 
 NO_CALL_PERMISSION = 138006
 TIMEOUT = aiohttp.ClientTimeout(total=10, connect=3)
+MEDIA_TIMEOUT = aiohttp.ClientTimeout(total=60, connect=3)
+MEDIA_MAX_BYTES = 64 * 1024 * 1024
+"""The largest recording or transcript fetched from Meta."""
 
 
 class GraphClient:
@@ -93,6 +98,37 @@ class GraphClient:
             self.stats.request_errors += 1
             raise _graph_error(what, status, answer, text, retry_after)
         return answer
+
+    async def fetch_media(self, media_id: str, url: str, sha256: str = "") -> tuple[bytes, str]:
+        """A media asset's bytes and type: from the short-lived ``url`` Meta's webhook gave
+        (an authenticated GET), else from the URL ``GET /{media_id}`` names (Meta's Media
+        API); checked against Meta's base64 SHA-256 when it gave one. ``EngineError`` when
+        it cannot be had (yet)."""
+        assert self.http is not None, "engine not started"
+        if not url:
+            node = f"{self.base.rstrip('/')}/{media_id}"
+            try:
+                async with self.http.get(node, headers=self._headers, timeout=TIMEOUT) as resp:
+                    answer = await resp.json(content_type=None) if resp.status == 200 else None
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                raise EngineUnavailable(f"media {media_id}: {type(exc).__name__}") from exc
+            url = str(answer.get("url") or "") if isinstance(answer, dict) else ""
+            if not url:
+                raise EngineError(f"Meta names no URL for media {media_id}")
+        try:
+            async with self.http.get(url, headers=self._headers, timeout=MEDIA_TIMEOUT) as resp:
+                if resp.status != 200:
+                    raise EngineError(f"Meta's media URL answered HTTP {resp.status}")
+                content = await resp.content.read(MEDIA_MAX_BYTES + 1)
+                mime = resp.headers.get("Content-Type", "").split(";")[0].strip()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise EngineUnavailable(f"Meta's media URL: {type(exc).__name__}") from exc
+        if len(content) > MEDIA_MAX_BYTES:
+            raise EngineError(f"Meta's media is larger than {MEDIA_MAX_BYTES} bytes")
+        digest = base64.b64encode(hashlib.sha256(content).digest()).decode()
+        if sha256 and sha256 != digest:
+            raise EngineError("Meta's media does not match its sha256")
+        return content, mime
 
 
 def strip(fields: dict[str, Any]) -> dict[str, Any]:
@@ -153,9 +189,7 @@ def _graph_error(
             wait = retry_after or 60
             return MetaLimit(text, code=known.reason, retry_after=wait, details=details)
         if known.status == 403:
-            return MetaForbidden(
-                text, code=known.reason, retry_after=retry_after, details=details
-            )
+            return MetaForbidden(text, code=known.reason, retry_after=retry_after, details=details)
         return MetaRefused(text, code=known.reason, details=details)
     sub = f"/{subcode}" if subcode is not None else ""
     return GraphApiError(

@@ -1,12 +1,15 @@
 """The WhatsApp side of a Cloud API call: an aiortc peer connection to Meta's media servers,
-bridged to the call's bus through the same ``MediaChannel`` the PCM engines give the pump.
+a clocked port of this worker plugged into the call's bus (``engines/pump.py``, ``BusPort``).
 
-* What the WhatsApp user hears: the pump's ``send(pcm)`` → a short bounded queue →
-  the bridge's own :class:`~bridge.rtc.tracks.OpusBusTrack` (16 kHz mono Opus at Meta's
-  ``maxaveragebitrate``, in-band FEC, worker-clocked) → the bridge's lean RTP sender
-  (:mod:`bridge.rtc.rtpsend`: packetise, SRTP, send; aiortc keeps ICE, DTLS and RTCP).
-* What the agent hears: RTP → the pass-through receive path of :mod:`bridge.rtc.uplink`
-  (no jitter-buffer hold, Opus decoded to 16 kHz in the loop) → a bounded queue → ``recv()``.
+* What the WhatsApp user hears: in the worker clock's send phase the bridge's own
+  :class:`~bridge.rtc.tracks.OpusBusTrack` takes this tick's uplink frame from the bus
+  (:class:`~.channel.LegPort`: no queue, no prefill; silence while nothing is plugged) and
+  encodes it (16 kHz mono Opus at Meta's ``maxaveragebitrate``, in-band FEC) → the bridge's
+  lean RTP sender (:mod:`bridge.rtc.rtpsend`: packetise, SRTP, send; aiortc keeps ICE, DTLS
+  and RTCP).
+* What the agent hears: RTP → the receive path of :mod:`bridge.rtc.uplink` (the leg's
+  ``OpusReceiver``: the one de-jitter stage, Opus decoded to 16 kHz in the loop) → in the
+  clock's receive phase, straight to the bus's downlink (``LegPort.received``).
 * DTMF: RTP packets of ``telephone-event``'s payload type are taken out before aiortc routes
   RTP (it would drop them: it has no such codec) and fed to :class:`.dtmf.DtmfDetector`; key
   presses the agent sends (``POST /call/dtmf``, a browser's ``RTCDTMFSender``) go to Meta as
@@ -28,8 +31,6 @@ hands it over to it (``CloudApiEngine.take_leg``): from then on the runtime clos
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -44,8 +45,8 @@ from ...rtc.protection import LossProtection
 from ...rtc.tracks import OpusBusTrack
 from ..base import EngineStats
 from ..channels import MediaClosed
-from .channel import Incoming, PeerChannel
-from .dtmf import DtmfDetector, EventSender
+from .channel import LegPort, PeerChannel
+from .dtmf import DtmfDetector, DtmfOut, EventSender
 from .sdp import DEFAULT_BITRATE, DTMF_PT, for_meta, read_remote
 
 OPUS_COMPLEXITY = 6
@@ -53,45 +54,6 @@ OPUS_COMPLEXITY = 6
 (``BRIDGE_OPUS_COMPLEXITY``). Picked by ear on the quality bench's encoder curve
 (docs/quality.md): at Meta's 20 kbit/s, PESQ-WB 2.51 at complexity 1 and 3.56 at 6, for about
 100 µs more per 20 ms frame (0.5 % of a core per call)."""
-OUT_LIMIT = 8
-"""Frames (160 ms) of the agent's audio waiting for the encoder's clock; the oldest go first."""
-OUT_PREFILL = 2
-"""Frames queued before the encoder starts taking them (absorbs the uplink's bursts)."""
-DTMF_QUEUE = 64
-"""Key presses waiting to be sent as RFC 4733 events; more are refused (409)."""
-
-
-class Outgoing:
-    """The bus frames waiting for :class:`OpusBusTrack`'s clock (its ``FrameSource``)."""
-
-    def __init__(self, stats: EngineStats) -> None:
-        self.stats = stats
-        self._frames: deque[Pcm] = deque()
-        self._playing = False
-        self.dropped = 0
-        self.underruns = 0
-
-    def push(self, pcm: Pcm) -> None:
-        if len(self._frames) >= OUT_LIMIT:
-            self._frames.popleft()
-            self.dropped += 1
-            self.stats.uplink_dropped += 1
-        self._frames.append(pcm)
-
-    def pop(self) -> Pcm | None:
-        if not self._playing:
-            if len(self._frames) < OUT_PREFILL:
-                return None
-            self._playing = True
-        if not self._frames:
-            self._playing = False
-            self.underruns += 1
-            return None
-        return self._frames.popleft()
-
-    def detach(self) -> None:
-        self._frames.clear()
-        self._playing = False
 
 
 class WhatsAppPeer(PeerLeg):
@@ -119,16 +81,15 @@ class WhatsAppPeer(PeerLeg):
         """Meta's id of the call (set by the engine once known)."""
         self.stats = stats
         self.rx = BusStats()
-        self._out = Outgoing(stats)
-        self.incoming = Incoming()
+        self.port = LegPort()
+        """Where the pump plugs the call's bus in (``ChannelPeer``)."""
         self._on_media = on_media
         self._on_closed = on_closed
         self._media_seen = False
         self.dtmf = DtmfDetector(lambda digit, ms: on_dtmf(self, digit, ms))
         self.dtmf_pt = DTMF_PT
         self._events: EventSender | None = None
-        self._dtmf_out: deque[tuple[str, int, int, Callable[[], None] | None]] = deque()
-        self._dtmf_task: asyncio.Task[None] | None = None
+        self._dtmf_out = DtmfOut(self._tasks, self)
 
     # -- negotiation
     def _transceiver(self) -> RTCRtpTransceiver:
@@ -141,7 +102,7 @@ class WhatsAppPeer(PeerLeg):
         # FEC follows WhatsApp's loss reports (rtc/protection.py), within Meta's bit rate: at
         # 20 kbit/s LBRR data costs a clean link dearly, so none before the first report.
         track = OpusBusTrack(
-            self._out,
+            self.port.source,
             bitrate=bitrate,
             complexity=OPUS_COMPLEXITY,
             fec=fec,
@@ -198,7 +159,7 @@ class WhatsAppPeer(PeerLeg):
         transceiver = self._transceiver()
         self.receive_dtmf(transceiver, lambda: self.dtmf_pt, self.dtmf)
         if self._lean is not None:
-            self._events = EventSender(self._lean)
+            self._events = self._dtmf_out.events = EventSender(self._lean)
 
     # -- DTMF out (RFC 4733)
     def send_dtmf(
@@ -207,28 +168,16 @@ class WhatsAppPeer(PeerLeg):
         """Queue key presses; ``done`` is called once the last one was sent."""
         if self._events is None or self.dead:
             raise MediaClosed(f"{self.name}: the WhatsApp-side peer connection is not up")
-        if len(self._dtmf_out) + len(digits) > DTMF_QUEUE:
-            raise ValueError("too many key presses queued")
-        for i, digit in enumerate(digits):
-            last = i == len(digits) - 1
-            self._dtmf_out.append((digit, duration_ms, gap_ms, done if last else None))
-        if not self._tasks.closed and (self._dtmf_task is None or self._dtmf_task.done()):
-            self._dtmf_task = self._tasks.spawn(self._send_dtmf(), "dtmf-out")
-
-    async def _send_dtmf(self) -> None:
-        while self._dtmf_out and self._events is not None and not self.dead:
-            digit, duration_ms, gap_ms, done = self._dtmf_out[0]
-            await self._events.play(digit, duration_ms, self.dtmf_pt)
-            await asyncio.sleep(gap_ms / 1000)
-            if self._dtmf_out:
-                self._dtmf_out.popleft()
-            if done is not None:
-                done()
+        self._dtmf_out.push(digits, duration_ms, gap_ms, done)
 
     # -- state
     def _state_changed(self, state: str) -> None:
         if state in ("failed", "closed"):
-            self.incoming.end()
+            self.port.end(self._over())
+
+    def _over(self) -> str:
+        why = f"{self.name}: the WhatsApp-side peer connection is {self.state}"
+        return why + (f" ({self.failure})" if self.failure else "")
 
     @property
     def dead(self) -> bool:
@@ -236,31 +185,16 @@ class WhatsAppPeer(PeerLeg):
 
     # -- media
     def _on_frame(self, pcm: Pcm) -> None:
+        """The receiver's frame of this tick (the worker clock's receive phase)."""
         if not self._media_seen:
             self._media_seen = True
             self._on_media(self)
-        self.incoming.push(pcm)
+        self.port.received(pcm)
 
     def open_channel(self) -> PeerChannel:
         if self.dead:
             raise MediaClosed(f"{self.name}: the WhatsApp-side peer connection is {self.state}")
-        self.incoming.attach()
         return PeerChannel(self)
-
-    def send(self, pcm: Pcm) -> None:
-        self._out.push(pcm)
-
-    async def recv(self) -> Pcm:
-        return await self.incoming.get(
-            lambda: (
-                f"{self.name}: the WhatsApp-side peer connection is {self.state}"
-                + (f" ({self.failure})" if self.failure else "")
-            )
-        )
-
-    def detach(self) -> None:
-        self.incoming.detach()
-        self._out.detach()
 
     @property
     def receive_stats(self) -> ReceiveStats:
@@ -280,13 +214,11 @@ class WhatsAppPeer(PeerLeg):
             **self.quality_json(),
             "failure": self.failure,
             "connectMs": self.connect_ms,
-            "framesReceived": self.incoming.frames,
-            "receivedDropped": self.incoming.dropped,
+            "framesReceived": self.port.frames,
             "framesSent": track.frames_sent if track is not None else 0,
             "silentFramesSent": track.silent_frames if track is not None else 0,
             "framesForwarded": track.forwarded_frames if track is not None else 0,
-            "sendDropped": self._out.dropped,
-            "sendUnderruns": self._out.underruns,
+            "sendUnderruns": self.port.source.empty,
             "rtpLate": self.rx.uplink_rtp_late,
             "decodeErrors": self.rx.uplink_decode_errors,
             "dtmfPresses": self.dtmf.presses,
@@ -295,7 +227,7 @@ class WhatsAppPeer(PeerLeg):
 
     # -- close
     def _detach(self) -> None:
-        self.incoming.end()
+        self.port.end(f"{self.name}: the WhatsApp-side peer connection is closed")
         self._dtmf_out.clear()
         if self._on_closed is not None:
             self._on_closed(self)

@@ -45,6 +45,22 @@ def request_message(phone: str, template: Mapping[str, str] | None) -> dict[str,
     return {**base, "type": "interactive", "interactive": interactive}
 
 
+def call_button_message(phone: str, button: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``/messages`` body of Meta's "Call on WhatsApp" button (an ``interactive``
+    ``voice_call``: ``body.text``, ``parameters`` ``display_text``, ``ttl_minutes``,
+    ``payload``, which Meta gives back as the call's ``cta_payload``) from the API's
+    ``{text, buttonText, ttlMinutes, payload}``."""
+    names = {"buttonText": "display_text", "ttlMinutes": "ttl_minutes", "payload": "payload"}
+    parameters = {theirs: button[ours] for ours, theirs in names.items() if ours in button}
+    interactive = {
+        "type": "voice_call",
+        "body": {"text": button["text"]},
+        "action": {"name": "voice_call", "parameters": parameters},
+    }
+    base = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": phone}
+    return {**base, "type": "interactive", "interactive": interactive}
+
+
 def message_id(answer: Mapping[str, Any]) -> str:
     """``messages[0].id`` of Meta's answer to ``/messages`` (``""`` when absent)."""
     messages = answer.get("messages")

@@ -29,6 +29,7 @@ from .graph import GraphClient
 from .permission_wire import (
     SEND_REQUEST,
     START_CALL,
+    call_button_message,
     message_id,
     messages_events,
     next_allowed,
@@ -94,6 +95,24 @@ class CallPermissions:
             )
             emit(self.events, EngineEvent(EngineEventKind.PERMISSION, "", data=reply.event()))
         return bad
+
+    async def send_call_button(self, phone: str, button: Mapping[str, Any]) -> str:
+        """Send ``phone`` the business's call button (only inside the user's service window:
+        Meta's 131047 becomes 409 ``outside_service_window``); Meta's message id."""
+        try:
+            answer = await self.graph.request(
+                "POST", "messages", "voice_call button", call_button_message(phone, button)
+            )
+        except GraphApiError as exc:
+            if exc.details.get("metaCode") == OUTSIDE_WINDOW:
+                raise CallStateError(
+                    f"{phone} has not written to the business in the last 24 h: a call button "
+                    f"can only be sent inside the service window (Meta: "
+                    f"{exc.details.get('metaMessage')})",
+                    code="outside_service_window",
+                ) from exc
+            raise
+        return message_id(answer)
 
     async def request(self, phone: str, template: Mapping[str, str] | None) -> str:
         """Ask ``phone`` for call permission; Meta's message id."""

@@ -4,19 +4,21 @@ RTP/SAVP on one UDP socket, keys from ``a=crypto`` (RFC 4568), no ICE, no DTLS.
 Meta offers this media kind on its SIP road and with Graph signalling alike (its
 ``srtp_key_exchange_protocol`` number setting). :class:`SdesPeer` has the outward shape of
 :class:`~.peer.WhatsAppPeer` (``answer``/``offer``/``apply_answer``, the channel the pump
-reads, RFC 4733 both ways, Opus pass-through to and from the browser, ``leg_json``, an
-idempotent ``close``) and is built from the same parts, minus aiortc:
+plugs the bus into, RFC 4733 both ways, Opus pass-through to and from the browser,
+``leg_json``, an idempotent ``close``) and is built from the same parts, minus aiortc:
 
-* **Out**: the pump's frames → :class:`~bridge.rtc.tracks.OpusBusTrack` (16 kHz mono Opus at
-  Meta's bitrate, FEC, worker-clocked; silence when nothing plays; a browser's packets
-  untouched while nothing mixes) → :class:`~bridge.rtc.rtpsend.RtpStream` (the one owner of
+* **Out**: in the worker clock's send phase, this tick's uplink frame from the bus
+  (:class:`~.channel.LegPort`) → :class:`~bridge.rtc.tracks.OpusBusTrack` (16 kHz mono Opus at
+  Meta's bitrate, FEC; silence when nothing plays; a browser's packets untouched while
+  nothing mixes) → :class:`~bridge.rtc.rtpsend.RtpStream` (the one owner of
   the stream's numbers, RFC 4733 events included) → SRTP → UDP (:mod:`bridge.rtc.srtpudp`).
   **The first packet leaves as soon as the far end's address and key are known** (Meta sends
   nothing until it has one) and media never stops for the whole call.
 * **In**: UDP → SRTP unprotect (failures dropped and counted) → the Opus payload to
-  :class:`~bridge.rtc.uplink.Playout` (``audio/receiver.py``'s ``OpusReceiver`` on a 20 ms
-  clock; and to the browser untouched while it hears the WhatsApp user alone), a
-  telephone-event to the DTMF detector.
+  :class:`~bridge.rtc.uplink.Playout` (``audio/receiver.py``'s ``OpusReceiver``, the one
+  de-jitter stage, whose frame goes to the bus's downlink in the clock's receive phase; and
+  to the browser untouched while it hears the WhatsApp user alone), a telephone-event to the
+  DTMF detector.
 * **RTCP** both ways (:mod:`bridge.rtc.rtcp`: SR/RR with SDES CNAME, SRTCP), every
   :data:`RTCP_INTERVAL` s; the far end's reports give the loss the encoder plans FEC for and
   the round-trip time.
@@ -54,8 +56,9 @@ from ...tasks import TaskSet
 from ..base import EngineStats
 from ..channels import MediaClosed
 from . import sdes_parts as parts
-from .channel import Incoming, PeerChannel
-from .peer import OPUS_COMPLEXITY, Outgoing
+from .channel import LegPort, PeerChannel
+from .dtmf import DtmfOut
+from .peer import OPUS_COMPLEXITY
 from .sdp import DTMF_PT, read_remote
 
 log = logging.getLogger(__name__)
@@ -107,14 +110,14 @@ class SdesPeer:
         self.rtcp = RtcpReports(self.stream.ssrc, f"bridge-{secrets.token_hex(6)}")
         self.crypto: Crypto | None = None
         self.opus_pt, self.dtmf_pt = OPUS_PT, DTMF_PT
-        self._out = Outgoing(stats)
+        self.port = LegPort()
+        """Where the pump plugs the call's bus in (``ChannelPeer``)."""
         self._track: OpusBusTrack | None = None
-        self.incoming = Incoming()
         self._media_seen = False
         self.playout = Playout(self._on_frame, self.rx, self._tasks)
         self.dtmf = DtmfDetector(lambda digit, ms: on_dtmf(self, digit, ms))
         self._events = EventSender(parts.StreamSender(self))
-        self._dtmf_out = parts.DtmfOut(self._events, self._tasks, self)
+        self._dtmf_out = DtmfOut(self._tasks, self, self._events)
         self._close_lock = asyncio.Lock()
         self._closed = self._close_expected = False
         self.unknown_payloads = 0
@@ -174,7 +177,7 @@ class SdesPeer:
         # FEC follows Meta's reports as they arrive (rtc/protection.py), as on the DTLS leg:
         # none before the first one (LBRR at Meta's 20 kbit/s costs a clean link dearly).
         self._track = OpusBusTrack(
-            self._out,
+            self.port.source,
             bitrate=bitrate,
             complexity=OPUS_COMPLEXITY,
             fec=fec,
@@ -235,7 +238,7 @@ class SdesPeer:
             counters.failure("media", "no media")
             log.warning("%s: %s failed: %s", self.name, self.what, self.failure)
             self.state = "failed"
-            self.incoming.end()
+            self.port.end(self._over())
 
     # -- receiving
     def _on_rtcp(self, plain: bytes) -> None:
@@ -245,10 +248,15 @@ class SdesPeer:
             self._track.far_end_report(self.rtcp.far.fraction_lost)
 
     def _on_frame(self, pcm: Pcm) -> None:
+        """The receiver's frame of this tick (the worker clock's receive phase)."""
         if not self._media_seen:
             self._media_seen = True
             self._on_media(self)
-        self.incoming.push(pcm)
+        self.port.received(pcm)
+
+    def _over(self) -> str:
+        why = f"{self.name}: the WhatsApp-side SDES leg is {self.state}"
+        return why + (f" ({self.failure})" if self.failure else "")
 
     # -- the pump's channel
     @property
@@ -258,23 +266,7 @@ class SdesPeer:
     def open_channel(self) -> PeerChannel:
         if self.dead:
             raise MediaClosed(f"{self.name}: the WhatsApp-side SDES leg is {self.state}")
-        self.incoming.attach()
         return PeerChannel(self)
-
-    def send(self, pcm: Pcm) -> None:
-        self._out.push(pcm)
-
-    async def recv(self) -> Pcm:
-        return await self.incoming.get(
-            lambda: (
-                f"{self.name}: the WhatsApp-side SDES leg is {self.state}"
-                + (f" ({self.failure})" if self.failure else "")
-            )
-        )
-
-    def detach(self) -> None:
-        self.incoming.detach()
-        self._out.detach()
 
     def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
         """Send the browser's Opus packets to WhatsApp untouched while ``allowed()``, numbered
@@ -329,7 +321,7 @@ class SdesPeer:
         return self.playout.stats
 
     def leg_json(self) -> dict[str, Any]:
-        return parts.leg_json(self, self._track, self._out, self._events)
+        return parts.leg_json(self, self._track, self._events)
 
     # -- close
     async def close(self) -> None:
@@ -339,7 +331,7 @@ class SdesPeer:
             if self._closed:
                 return
             self._closed = True
-            self.incoming.end()
+            self.port.end(f"{self.name}: the WhatsApp-side SDES leg is closed")
             self._dtmf_out.clear()
             if self._on_closed is not None:
                 self._on_closed(self)

@@ -4,12 +4,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import struct
 import time
-from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...config import IceSettings
@@ -20,8 +17,6 @@ from ...rtc.rtprecv import payload_bounds
 from ...rtc.sdes import Crypto, media_section, session_description
 from ...rtc.srtpudp import SrtpSocket
 from ...rtc.tracks import OpusBusTrack
-from ...tasks import TaskSet
-from .peer import DTMF_QUEUE, Outgoing
 from .sdp import OPUS_FMTP
 
 if TYPE_CHECKING:
@@ -81,9 +76,7 @@ def sample(peer: SdesPeer) -> Quality:
     return delta
 
 
-def leg_json(
-    peer: SdesPeer, track: OpusBusTrack | None, out: Outgoing, events: EventSender
-) -> dict[str, Any]:
+def leg_json(peer: SdesPeer, track: OpusBusTrack | None, events: EventSender) -> dict[str, Any]:
     """The leg as a call's report shows it (``media: sdes``)."""
     sock, last = peer.socket, peer.last
     first = None
@@ -106,13 +99,11 @@ def leg_json(
         "local": f"{sock.local[0]}:{sock.local[1]}",
         "remote": None if sock.rtp_to is None else f"{sock.rtp_to[0]}:{sock.rtp_to[1]}",
         "latched": sock.latched,
-        "framesReceived": peer.incoming.frames,
-        "receivedDropped": peer.incoming.dropped,
+        "framesReceived": peer.port.frames,
         "framesSent": track.frames_sent if track is not None else 0,
         "silentFramesSent": track.silent_frames if track is not None else 0,
         "framesForwarded": track.forwarded_frames if track is not None else 0,
-        "sendDropped": out.dropped,
-        "sendUnderruns": out.underruns,
+        "sendUnderruns": peer.port.source.empty,
         "srtpAuthFailed": sock.auth_failed,
         "junkDropped": sock.junk,
         "rtcpSent": sock.rtcp_sent,
@@ -185,37 +176,3 @@ async def open_socket(sock: SrtpSocket, ice: IceSettings | None, remote_host: st
     if host not in ("0.0.0.0", "::"):
         return host
     return route_to(remote_host or "", v6)
-
-
-class DtmfOut:
-    """The leg's key presses waiting to be sent (RFC 4733 events, one after the other, at
-    most ``DTMF_QUEUE``); ``done`` is called once the last of a call's presses was sent."""
-
-    def __init__(self, events: EventSender, tasks: TaskSet, peer: SdesPeer) -> None:
-        self._events, self._tasks, self._peer = events, tasks, peer
-        self._queue: deque[tuple[str, int, int, Callable[[], None] | None]] = deque()
-        self._task: asyncio.Task[None] | None = None
-
-    def push(
-        self, digits: str, duration_ms: int, gap_ms: int, done: Callable[[], None] | None
-    ) -> None:
-        if len(self._queue) + len(digits) > DTMF_QUEUE:
-            raise ValueError("too many key presses queued")
-        for i, digit in enumerate(digits):
-            last = i == len(digits) - 1
-            self._queue.append((digit, duration_ms, gap_ms, done if last else None))
-        if not self._tasks.closed and (self._task is None or self._task.done()):
-            self._task = self._tasks.spawn(self._send(), "dtmf-out")
-
-    def clear(self) -> None:
-        self._queue.clear()
-
-    async def _send(self) -> None:
-        while self._queue and not self._peer.dead:
-            digit, duration_ms, gap_ms, done = self._queue[0]
-            await self._events.play(digit, duration_ms, self._peer.dtmf_pt)
-            await asyncio.sleep(gap_ms / 1000)
-            if self._queue:
-                self._queue.popleft()
-            if done is not None:
-                done()

@@ -21,6 +21,7 @@ from typing import Any
 
 from ...errors import AtCapacity, BadRequest, Forbidden, Unauthorized
 from ..base import EngineStats, WebhookCalls, webhook_json
+from .artifacts_wire import EVENTS as ARTIFACT_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,8 @@ def call_events(body: dict[str, Any]) -> tuple[list[CallWebhook], int]:
                 continue
             calls = value.get("calls")
             for item in calls if isinstance(calls, list) else []:
+                if isinstance(item, dict) and item.get("event") in ARTIFACT_EVENTS:
+                    continue  # Meta's recording or transcript: ``artifacts_wire``'s
                 event = _call_item(item, value)
                 if event is None:
                     bad += 1

@@ -1,0 +1,177 @@
+"""The desk's routes: agent tokens, presence and the agent socket (``/agents``), and routes
+(``/routes``). A tenant's key sees its own agents and routes only (another's is ``404``)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import WSMsgType, web
+
+from ..desk import (
+    AgentClaims,
+    AgentSession,
+    AgentTokens,
+    Desk,
+    MemoryDeskStore,
+    key_for,
+    parse_route,
+    wire,
+)
+from ..desk.tokens import check_agent_id, check_groups, check_ttl, looks_like_agent_token
+from ..errors import BadRequest, Forbidden, NotFound
+from .auth import request_token
+from .keys import CATALOG, DESK, MANAGER, PLAYBACK, RECORDINGS, SETTINGS
+from .schema import read_body
+from .tenancy import principal_of
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+CONNECT = "/agents/connect"
+
+
+def authenticates_itself(request: web.Request) -> bool:
+    """The agent socket checks its own token (an agent token, not an API key)."""
+    return request.path == CONNECT
+
+
+@routes.post("/agents/tokens")
+async def issue_token(request: web.Request) -> web.Response:
+    if looks_like_agent_token(request_token(request)):
+        raise Forbidden("an agent token cannot issue tokens", code="agent_token")
+    body = await read_body(request, "AgentTokenRequest")
+    ttl = check_ttl(body.get("ttl"))
+    claims = AgentClaims(
+        tenant_id=principal_of(request).tenant_id,
+        agent_id=check_agent_id(body.get("agentID")),
+        groups=check_groups(body.get("groups")),
+        expires_at=time.time() + ttl,
+    )
+    token = request.app[DESK].tokens.issue(claims)
+    return web.json_response(
+        {
+            "token": token,
+            "agentID": claims.agent_id,
+            "groups": list(claims.groups),
+            "tenantID": claims.tenant_id,
+            "expiresAt": int(claims.expires_at),
+        },
+        status=201,
+    )
+
+
+@routes.get("/agents")
+async def list_agents(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    agents = await request.app[DESK].agents(principal.tenant_id, every=principal.admin)
+    return web.json_response({"agents": [a.view() for a in agents]})
+
+
+@routes.get(CONNECT)
+async def connect(request: web.Request) -> web.StreamResponse:
+    desk = request.app[DESK]
+    claims = desk.tokens.verify(request.query.get("token"))  # 401 before the upgrade
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=wire.MAX_MESSAGE)
+    await ws.prepare(request)
+    session = AgentSession(claims, ws.send_str)
+    record = await desk.connect(session)
+    session.send(
+        {
+            "type": "hello",
+            "agentID": claims.agent_id,
+            "groups": list(claims.groups),
+            "state": record.state,
+        }
+    )
+    try:
+        async for msg in ws:
+            if msg.type is not WSMsgType.TEXT:
+                if msg.type is WSMsgType.BINARY:
+                    session.send(wire.error("bad_message", "messages are JSON text frames"))
+                continue
+            try:
+                message = wire.parse(msg.data)
+            except wire.BadMessage as exc:
+                session.send(wire.error(exc.code, str(exc)))
+                continue
+            await desk.handle(session, message)
+    finally:
+        await desk.disconnect(session)
+    return ws
+
+
+def _route_of(request: web.Request, routes_: list) -> object:
+    route_id = request.match_info["routeID"]
+    principal = principal_of(request)
+    for route in routes_:
+        if route.route_id == route_id and (
+            principal.admin or route.tenant_id == principal.tenant_id
+        ):
+            return route
+    raise NotFound(f"no route {route_id[:64]!r}")
+
+
+@routes.post("/routes")
+async def create_route(request: web.Request) -> web.Response:
+    body = await read_body(request, "RouteRequest")
+    principal = principal_of(request)
+    route = parse_route(body, principal.tenant_id)
+    catalog = request.app[CATALOG]
+    for number_id in route.numbers or ():
+        number = catalog.number(number_id)
+        if number is None or not (principal.admin or number.tenant_id == principal.tenant_id):
+            raise BadRequest(f"field 'numbers': no number {number_id[:64]!r}", code="bad_number")
+    await request.app[DESK].add_route(route)
+    return web.json_response(route.view(), status=201)
+
+
+@routes.get("/routes")
+async def list_routes(request: web.Request) -> web.Response:
+    principal = principal_of(request)
+    every = await request.app[DESK].routes()
+    mine = [r for r in every if principal.admin or r.tenant_id == principal.tenant_id]
+    return web.json_response({"routes": [r.view() for r in mine]})
+
+
+@routes.get("/routes/{routeID}")
+async def get_route(request: web.Request) -> web.Response:
+    route = _route_of(request, await request.app[DESK].routes())
+    return web.json_response(route.view())  # type: ignore[attr-defined]
+
+
+@routes.delete("/routes/{routeID}")
+async def delete_route(request: web.Request) -> web.Response:
+    desk = request.app[DESK]
+    route = _route_of(request, await desk.routes())
+    await desk.store.delete_route(route.route_id)  # type: ignore[attr-defined]
+    return web.json_response({"routeID": route.route_id, "deleted": True})  # type: ignore[attr-defined]
+
+
+async def desk_resources(app: web.Application) -> AsyncIterator[None]:
+    """Reads ``SETTINGS``, ``MANAGER``, ``RECORDINGS``, ``PLAYBACK``; makes ``DESK`` (after the
+    calls, so it closes before them: agents are told nothing more once calls end)."""
+    settings = app[SETTINGS]
+    cluster = settings.cluster
+    if cluster.shared:
+        from ..desk.redis_store import RedisDeskStore  # redis is imported only when used
+
+        store: object = RedisDeskStore(cluster.directory)
+    else:
+        store = MemoryDeskStore()
+    manager = app[MANAGER]
+    desk = app[DESK] = Desk(
+        store,  # type: ignore[arg-type]
+        AgentTokens(key_for(cluster.internal_secret, settings.storage.data_dir)),
+        manager,
+        app[RECORDINGS],
+        app[PLAYBACK],
+        worker_id=manager.owner,
+    )
+    await desk.start()
+    try:
+        yield
+    finally:
+        await desk.close()

@@ -1,0 +1,75 @@
+"""``ArtifactSink``: what a provider made of a call after it (Meta's recording and transcript)
+joins the call's recordings and events.
+
+The engine fetches the files (``engines/cloudapi/artifacts.py``) and reports each as an
+``ARTIFACT`` event, often after the call has ended; the sink names the call by its engine key
+(remembered from ``call.created``, bounded), checks the recording policy (a number or tenant
+that forbids recording keeps nothing, logged), stores an audio file with the bridge's
+recordings and publishes ``recording.ready {source: "meta", recordings}`` or
+``transcript.ready {language, words}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+from ..attachments import RecordingService
+from ..attachments.imported import UndecodableAudio, import_recording
+from ..engines import EngineEvent
+from .events import CallEvents
+from .model import Call, engine_key
+from .registry import CallRegistry
+
+log = logging.getLogger(__name__)
+
+REMEMBERED_CALLS = 10_000
+"""Calls whose engine keys are remembered for late artifacts (the oldest are forgotten)."""
+
+
+class ArtifactSink:
+    """Stores and announces a provider's recordings and transcripts of calls."""
+
+    def __init__(
+        self, registry: CallRegistry, events: CallEvents, recordings: RecordingService
+    ) -> None:
+        self.registry = registry
+        self.events = events
+        self.recordings = recordings
+        self._calls: OrderedDict[str, str] = OrderedDict()
+        events.listen(self._follow)
+
+    def _follow(self, type_: str, call: Call) -> None:
+        if type_ == "call.created":
+            self._calls[call.engine_key] = call.id
+            while len(self._calls) > REMEMBERED_CALLS:
+                self._calls.popitem(last=False)
+
+    async def take(self, event: EngineEvent) -> None:
+        artifact = str(event.data.get("artifact") or "")
+        call_id = self._calls.get(engine_key(event.number_id, event.engine_call_id))
+        call = self.registry.get(call_id) if call_id else None
+        if call is None:
+            log.warning("Meta's %s of an unknown call %s dropped", artifact, event.engine_call_id)
+            return
+        who = self.recordings.forbidden_by(call.id)
+        if who is not None:
+            log.warning(
+                "call %s: Meta's %s discarded (recording forbidden by %s)", call.id, artifact, who
+            )
+            return
+        if artifact == "transcript":
+            data = {"language": event.data.get("language"), "words": event.data.get("words")}
+            self.events.publish("transcript.ready", call, source="meta", **data)
+            return
+        content = event.data.get("content")
+        if not isinstance(content, bytes):
+            return
+        try:
+            recording = await import_recording(self.recordings, call.id, content, "meta")
+        except UndecodableAudio as exc:
+            log.warning("call %s: Meta's recording is not audio: %s", call.id, exc)
+            return
+        self.events.publish(
+            "recording.ready", call, source="meta", recordings=[recording.as_json()]
+        )

@@ -1,0 +1,120 @@
+"""``RedisDeskStore``: the desk's shared state in the call directory's Redis.
+
+Keys (under ``bridge:desk:``): ``agent:{tenant}/{agentID}`` (an :class:`~.store.AgentRecord`
+as JSON), ``agents`` (the set of those keys), ``claim:{callID}`` (who took a ringing call:
+``SET NX``, so exactly one worker's accept wins, and a hang-up claims it the same way),
+``routes`` (a hash of route id → route JSON) and the channel ``bus`` (messages between
+workers: ring this agent, this agent accepted, the call was taken).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ..tasks import TaskSet
+from .store import CLAIM_TTL, AgentRecord, BusHandler, _key
+
+log = logging.getLogger(__name__)
+
+P = "bridge:desk:"
+CHANNEL = P + "bus"
+RENEW_SCRIPT = """
+for i, key in ipairs(KEYS) do
+  local raw = redis.call('GET', key)
+  if raw then
+    local rec = cjson.decode(raw)
+    if rec['worker'] == ARGV[1] then
+      rec['alive_until'] = tonumber(ARGV[2])
+      redis.call('SET', key, cjson.encode(rec))
+    end
+  end
+end
+return 1
+"""
+
+
+class RedisDeskStore:
+    """See the module docstring."""
+
+    def __init__(self, url: str) -> None:
+        self._redis: Any = aioredis.from_url(
+            url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0
+        )
+        self._tasks = TaskSet("desk-redis")
+        self._renew = self._redis.register_script(RENEW_SCRIPT)
+
+    async def start(self, on_message: BusHandler) -> None:
+        pubsub = self._redis.pubsub()
+        await pubsub.subscribe(CHANNEL)
+        self._tasks.spawn(self._listen(pubsub, on_message), "bus")
+
+    async def _listen(self, pubsub: Any, on_message: BusHandler) -> None:
+        try:
+            while True:
+                item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                if item is None or item.get("type") != "message":
+                    continue
+                try:
+                    message = json.loads(item["data"])
+                except ValueError:
+                    continue
+                if isinstance(message, dict):
+                    on_message(message)
+        finally:
+            await pubsub.aclose()
+
+    async def close(self) -> None:
+        await self._tasks.close()
+        await self._redis.aclose()
+
+    async def put_agent(self, record: AgentRecord) -> None:
+        key = P + "agent:" + _key(record.tenant_id, record.agent_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(key, record.to_json())
+            pipe.sadd(P + "agents", key)
+            await pipe.execute()
+
+    async def agent(self, tenant_id: str | None, agent_id: str) -> AgentRecord | None:
+        raw = await self._redis.get(P + "agent:" + _key(tenant_id, agent_id))
+        return AgentRecord.from_json(raw) if raw else None
+
+    async def agents(self, tenant_id: str | None, *, every: bool = False) -> list[AgentRecord]:
+        keys = sorted(await self._redis.smembers(P + "agents"))
+        prefix = P + "agent:" + (tenant_id or "") + "/"
+        if not every:
+            keys = [k for k in keys if k.startswith(prefix)]
+        if not keys:
+            return []
+        raws = await self._redis.mget(keys)
+        return [AgentRecord.from_json(raw) for raw in raws if raw]
+
+    async def renew(self, records: list[AgentRecord], until: float) -> None:
+        if records:
+            keys = [P + "agent:" + _key(r.tenant_id, r.agent_id) for r in records]
+            await self._renew(keys=keys, args=[records[0].worker, until])
+
+    async def claim(self, call_id: str, who: str) -> str:
+        key = P + "claim:" + call_id
+        if await self._redis.set(key, who, nx=True, ex=CLAIM_TTL):
+            return who
+        return str(await self._redis.get(key) or "")
+
+    async def put_route(self, route_id: str, body: dict[str, Any]) -> None:
+        await self._redis.hset(P + "routes", route_id, json.dumps(body))
+
+    async def route(self, route_id: str) -> dict[str, Any] | None:
+        raw = await self._redis.hget(P + "routes", route_id)
+        return json.loads(raw) if raw else None
+
+    async def routes(self) -> list[dict[str, Any]]:
+        return [json.loads(raw) for raw in (await self._redis.hgetall(P + "routes")).values()]
+
+    async def delete_route(self, route_id: str) -> bool:
+        return bool(await self._redis.hdel(P + "routes", route_id))
+
+    async def publish(self, message: dict[str, Any]) -> None:
+        await self._redis.publish(CHANNEL, json.dumps(message))

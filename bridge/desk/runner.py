@@ -1,0 +1,213 @@
+"""``RouteRun``: a route's steps running on one inbound call, an attachment of the call's runtime
+(closed with the call, so nothing of a call outlives it).
+
+A ring step rings its agents by rounds (all at once, or one after another), each round with
+one claim in the store: the first ``accept`` of the round wins it; when the round times out,
+or everyone rung declined or dropped, the run claims it itself (``timeout``), and a hang-up
+claims it too (``ended``) — so an accept in flight and the end of a ring never both act.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..calls.model import CallState
+from ..errors import BridgeError
+from . import wire
+from .routes import Route, Step
+
+if TYPE_CHECKING:
+    from ..calls.runtime import CallRuntime
+    from .service import AgentKey, Desk
+
+log = logging.getLogger(__name__)
+
+INBOX = 64
+"""Accepts and declines waiting for the run (a round rings at most a hundred agents)."""
+CHECK = 0.25
+"""Seconds between looks at whether anyone rung is still connected."""
+ALL_AGENTS = Step("ring", {"strategy": "simultaneous", "timeoutS": 60.0})
+"""The step a call runs when it has no route but agents are connected: ring them all."""
+
+
+class RouteRun:
+    """See the module docstring."""
+
+    kind = "route"
+    wants_media = False
+
+    def __init__(self, desk: Desk, runtime: CallRuntime, route: Route | None) -> None:
+        self.id = f"route-{runtime.call_id[:12]}"
+        self.desk = desk
+        self.runtime = runtime
+        self.call = runtime.call
+        self.route = route
+        self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(INBOX)
+        self.rung: set[AgentKey] = set()
+        self.winner: AgentKey | None = None
+        self.round = 0
+        self.accepted_at: float | None = None
+
+    # -- the attachment
+    def offer(self, message: dict[str, Any]) -> None:
+        try:
+            self.inbox.put_nowait(message)
+        except asyncio.QueueFull:
+            log.warning("call %s: route inbox full, an answer dropped", self.call.id)
+
+    def call_state(self, state: str, end_reason: str | None) -> None:
+        if state != "ended":
+            return
+        # Terminate always wins: the round's claim goes to the hang-up if nobody holds it.
+        round_key, audience, winner = f"{self.call.id}:{self.round}", set(self.rung), self.winner
+        ended = {"type": "call.ended", "callID": self.call.id, "endReason": end_reason}
+        self.rung.clear()
+
+        async def tell() -> None:
+            await self.desk.store.claim(round_key, "ended")
+            for key in audience | ({winner} if winner else set()):
+                await self.desk.send(key, ended)
+            if winner is not None:
+                record = await self.desk.store.agent(*winner)
+                if record is not None and record.call_id == self.call.id:
+                    await self.desk.set_state(winner, "available")
+
+        self.desk.spawn(tell(), f"ended:{self.call.id}")
+
+    async def close(self) -> None:
+        self.runtime.detach(self)
+
+    # -- the steps
+    async def run(self) -> None:
+        steps = (ALL_AGENTS,) if self.route is None else self.route.steps_at(self.desk.clock())
+        for index, step in enumerate(steps):
+            if not self.call.live or self.winner is not None:
+                return
+            log.info(
+                "call %s: route step %d %s",
+                self.call.id,
+                index,
+                step.kind,
+                extra={"call_id": self.call.id},
+            )
+            try:
+                if await getattr(self, f"_{step.kind}")(step):
+                    return
+            except BridgeError as exc:
+                log.warning("call %s: route step %s failed: %s", self.call.id, step.kind, exc)
+
+    async def _ring(self, step: Step) -> bool:
+        ring = step.body
+        agents = await self.desk.candidates(self.call.tenant_id or None, ring)
+        if not agents:
+            return False
+        keys = [(a.tenant_id, a.agent_id) for a in agents]
+        rounds = (
+            [keys]
+            if ring.get("strategy", "simultaneous") == "simultaneous"
+            else [[k] for k in keys]
+        )
+        for batch in rounds:
+            if await self._ring_round(set(batch), step.timeout_s):
+                return True
+            if not self.call.live:
+                return True
+        return False
+
+    async def _ring_round(self, batch: set[AgentKey], timeout: float) -> bool:
+        self.round += 1
+        round_no, snapshot = self.round, self.call.snapshot()
+        self.rung = set(batch)
+        for key in batch:
+            await self.desk.send(key, wire.ringing(snapshot), round_no)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.rung and self.call.live:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                message = await asyncio.wait_for(self.inbox.get(), min(left, CHECK))
+            except TimeoutError:
+                if not await self.desk.reachable(self.rung):
+                    break  # everyone rung dropped: on within the grace
+                continue
+            if message.get("round") != round_no:
+                continue
+            key = (message.get("tenant"), str(message.get("agent")))
+            if message.get("op") == "declined":
+                self.rung.discard(key)
+            elif message.get("op") == "accepted":
+                return await self._take(key, round_no)
+        # Close the round: an accept that won the claim meanwhile still takes the call.
+        holder = await self.desk.store.claim(f"{self.call.id}:{round_no}", "timeout")
+        stopped = {"type": "ringing.stopped", "callID": self.call.id}
+        for key in self.rung:
+            if holder == f"{key[0] or ''}/{key[1]}":
+                return await self._take(key, round_no)
+        for key in batch:  # those who declined too: their app shows the ring ended
+            await self.desk.send(key, stopped)
+        self.rung = set()
+        return False
+
+    async def _take(self, key: AgentKey, round_no: int) -> bool:
+        self.accepted_at = time.monotonic()
+        others, self.rung = self.rung - {key}, set()
+        # The winner first: it hears "accepted", then the call's own events (call.active).
+        self.winner = key
+        # Its connected leg joins the call now, before the answer: the first audio needs no
+        # offer, ICE or DTLS ("leg": false: none here, the app sends the per-call offer).
+        leg = await self.desk.legs.lend(key, self.runtime)
+        await self.desk.send(
+            key,
+            {"type": "accepted", "callID": self.call.id, "call": self.call.snapshot(), "leg": leg},
+        )
+        for other in others:
+            await self.desk.send(other, wire.taken(self.call.id))
+        await self.desk.set_state(key, "busy", self.call.id)
+        if self.call.state is CallState.RINGING:
+            try:
+                await self.desk.manager.answer(self.call.id)
+            except BridgeError as exc:  # ended meanwhile: the winner hears call.ended
+                log.warning(
+                    "call %s: agent %s accepted, answer failed: %s", self.call.id, key[1], exc
+                )
+        return True
+
+    async def _answered(self) -> None:
+        if self.call.state is CallState.RINGING:
+            await self.desk.manager.answer(self.call.id)
+
+    async def _play(self, step: Step) -> bool:
+        await self._answered()
+        await self._play_asset(step.body["assetId"])
+        return False
+
+    async def _play_asset(self, asset_id: str) -> None:
+        playback = await self.desk.playback.start(self.runtime, {"assetId": asset_id})
+        # A playback tells it finished only as a call event: look every 50 ms.
+        while playback in self.runtime.attached("playback"):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    async def _voicemail(self, step: Step) -> bool:
+        await self._answered()
+        if step.body.get("greeting"):
+            await self._play_asset(step.body["greeting"])
+        # A recording alone never opens the engine media; a voicemail is for hearing the caller.
+        self.wants_media = True
+        await self.runtime.media.open()
+        recorder = await self.desk.recordings.start(self.runtime)
+        await asyncio.sleep(step.body["maxS"])
+        recordings = await recorder.close()
+        heard = next((r for r in recordings if r.kind == "inbound"), None)
+        if heard is not None:
+            self.runtime.emit("call.voicemail", recordingID=heard.id, durationMs=heard.duration_ms)
+        await self.desk.manager.hangup(self.call.id)
+        return True
+
+    async def _hangup(self, step: Step) -> bool:
+        await self.desk.manager.hangup(self.call.id)
+        return True

@@ -1,0 +1,283 @@
+"""``Desk``: the people who answer calls — their sockets on this worker, their presence as every
+worker sees it, the routes, and the messages that ring them and tell who took a call.
+
+The desk holds what is per agent (sessions, presence through its store) and per route; what is
+per call — the route running on it, who was rung, who won — is the call's own
+:class:`~.runner.RouteRun`, an attachment of the call's runtime, closed with the call.
+
+Messages between workers (``store.publish``), each handled where it belongs:
+
+- ``send {tenant, agent, message, round?}`` — the worker holding the agent's socket writes it;
+- ``accepted`` / ``declined {callID, tenant, agent, round}`` — the worker owning the call hands
+  it to the call's ``RouteRun``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..attachments import PlaybackService, RecordingService
+from ..calls import Call, CallManager
+from ..calls.events import CallEvent
+from ..calls.model import CallState, Direction
+from ..tasks import TaskSet
+from . import wire
+from .legs import AgentLegs
+from .routes import Route, pick, route_from_stored, stored
+from .runner import RouteRun
+from .session import AgentSession
+from .store import GRACE, RENEW, AgentRecord, DeskStore
+from .tokens import AgentTokens
+
+log = logging.getLogger(__name__)
+
+AgentKey = tuple[str | None, str]
+
+
+def who(key: AgentKey) -> str:
+    return f"{key[0] or ''}/{key[1]}"
+
+
+class Desk:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        store: DeskStore,
+        tokens: AgentTokens,
+        manager: CallManager,
+        recordings: RecordingService,
+        playback: PlaybackService,
+        *,
+        worker_id: str,
+        grace: float = GRACE,
+    ) -> None:
+        self.store = store
+        self.tokens = tokens
+        self.manager = manager
+        self.recordings = recordings
+        self.playback = playback
+        self.worker_id = worker_id
+        self.grace = grace
+        self.clock: Callable[[], float] = time.time
+        """What time it is for opening hours (tests fix it)."""
+        self._sessions: dict[AgentKey, AgentSession] = {}
+        self._tasks = TaskSet("desk")
+        self.legs = AgentLegs(self)
+        """The agents' always-connected media legs (``legs.py``)."""
+
+    async def start(self) -> None:
+        await self.store.start(self._on_bus)
+        self._tasks.spawn(self._renew_forever(), "presence-lease")
+        self.manager.events.listen(self._call_changed)
+        self.manager.events.observe(self._call_event)
+
+    async def close(self) -> None:
+        for session in list(self._sessions.values()):
+            await session.close()
+        self._sessions.clear()
+        await self._tasks.close()
+        await self.store.close()
+
+    # -- agents on this worker
+    async def connect(self, session: AgentSession) -> AgentRecord:
+        """An agent's socket opened here (a second socket of the same agent replaces the first)."""
+        old = self._sessions.pop(session.key, None)
+        if old is not None:
+            old.send(wire.error("replaced", "this agent connected again elsewhere"))
+            self._tasks.spawn(old.close(), "replaced")
+        self._sessions[session.key] = session
+        session.start()
+        claims = session.claims
+        previous = await self.store.agent(*session.key)
+        keep_busy = previous is not None and previous.state == "busy" and previous.call_id
+        record = AgentRecord(
+            tenant_id=claims.tenant_id,
+            agent_id=claims.agent_id,
+            groups=claims.groups,
+            state="busy" if keep_busy else "available",
+            since=previous.since if keep_busy and previous else time.time(),
+            alive_until=time.time() + self.grace,
+            worker=self.worker_id,
+            call_id=previous.call_id if keep_busy and previous else None,
+        )
+        await self.store.put_agent(record)
+        return record
+
+    async def disconnect(self, session: AgentSession) -> None:
+        """Its socket closed: no more renewals, so it is ``away`` within the grace."""
+        if self._sessions.get(session.key) is session:
+            del self._sessions[session.key]
+        await session.close()
+
+    def session(self, key: AgentKey) -> AgentSession | None:
+        """The agent's socket on this worker, if it is here."""
+        return self._sessions.get(key)
+
+    def sessions(self) -> list[AgentSession]:
+        return list(self._sessions.values())
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(RENEW)
+            records = [
+                AgentRecord(k[0], k[1], (), "", 0.0, 0.0, self.worker_id) for k in self._sessions
+            ]
+            try:
+                await self.store.renew(records, time.time() + self.grace)
+            except (ConnectionError, TimeoutError, OSError) as exc:
+                log.warning("agents' presence not renewed: %s", exc)
+
+    async def set_state(self, key: AgentKey, state: str, call_id: str | None = None) -> None:
+        record = await self.store.agent(*key)
+        if record is None:
+            return
+        await self.store.put_agent(record.with_state(state, call_id))
+        await self.send(key, {"type": "presence", "state": state})
+
+    async def handle(self, session: AgentSession, message: wire.AgentMessage) -> None:
+        """One message from an agent's socket."""
+        if message.type == "ping":
+            session.send({"type": "pong"})
+        elif message.type == "presence":
+            assert message.state is not None
+            record = await self.store.agent(*session.key)
+            if record is not None:
+                await self.store.put_agent(record.with_state(message.state, record.call_id))
+        elif message.type == "offer":
+            assert message.sdp is not None
+            await self.legs.offer(session, message.sdp)
+        elif message.call_id is not None:
+            await self._answer_ring(session, message.type, message.call_id)
+
+    async def _answer_ring(self, session: AgentSession, kind: str, call_id: str) -> None:
+        round_no = session.rings.get(call_id)
+        if round_no is None:
+            session.send(wire.error("not_ringing", "this call is not ringing you", call_id))
+            return
+        base = {"callID": call_id, "tenant": session.key[0], "agent": session.key[1]}
+        if kind == "decline":
+            session.rings.pop(call_id, None)
+            await self.store.publish({"op": "declined", "round": round_no, **base})
+            return
+        # One atomic claim per ring round: the first accept wins it, a hang-up or the ring's
+        # timeout claims it too ("ended", "timeout"), so exactly one of them acts.
+        winner = await self.store.claim(f"{call_id}:{round_no}", who(session.key))
+        session.rings.pop(call_id, None)
+        if winner == who(session.key):
+            await self.store.publish({"op": "accepted", "round": round_no, **base})
+        else:
+            session.send(wire.taken(call_id))
+
+    async def send(self, key: AgentKey, message: dict[str, Any], round_no: int = 0) -> None:
+        """Write to an agent wherever its socket is."""
+        session = self._sessions.get(key)
+        if session is not None:  # here: no round trip through the store
+            self._deliver(session, message, round_no)
+            return
+        await self.store.publish(
+            {"op": "send", "tenant": key[0], "agent": key[1], "message": message, "round": round_no}
+        )
+
+    def _deliver(self, session: AgentSession, message: dict[str, Any], round_no: int) -> None:
+        if message.get("type") == "ringing":
+            session.rung(str(message["callID"]), round_no)
+        session.send(message)
+
+    def _on_bus(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "send":
+            session = self._sessions.get((message.get("tenant"), str(message.get("agent"))))
+            if session is not None and isinstance(message.get("message"), dict):
+                self._deliver(session, message["message"], int(message.get("round") or 0))
+        elif op in ("accepted", "declined"):
+            run = self.run_of(str(message.get("callID")))
+            if run is not None:
+                run.offer(message)
+
+    def run_of(self, call_id: str) -> RouteRun | None:
+        runtime = self.manager.find_runtime(call_id)
+        runs = runtime.attached("route") if runtime is not None else []
+        return runs[0] if runs else None
+
+    # -- presence, as every worker sees it
+    async def agents(self, tenant_id: str | None, every: bool = False) -> list[AgentRecord]:
+        return sorted(
+            await self.store.agents(tenant_id, every=every),
+            key=lambda a: (a.tenant_id or "", a.agent_id),
+        )
+
+    async def candidates(self, tenant_id: str | None, ring: dict[str, Any]) -> list[AgentRecord]:
+        """The available agents a ring step rings, in the order its strategy rings them."""
+        now = time.time()
+        every = {a.agent_id: a for a in await self.store.agents(tenant_id)}
+        if "agents" in ring:
+            listed = [every[a] for a in ring["agents"] if a in every]
+        else:
+            listed = sorted(
+                (a for a in every.values() if ring.get("group") in (None, *a.groups)),
+                key=lambda a: a.agent_id,
+            )
+        ready = [a for a in listed if a.effective(now) == "available"]
+        if ring.get("strategy") == "longest-idle":
+            ready.sort(key=lambda a: a.since)
+        return ready
+
+    async def reachable(self, keys: set[AgentKey]) -> bool:
+        """Whether any of these agents is still connected (not ``away``)."""
+        now = time.time()
+        for key in keys:
+            record = await self.store.agent(*key)
+            if record is not None and record.effective(now) != "away":
+                return True
+        return False
+
+    # -- routes
+    async def add_route(self, route: Route) -> None:
+        await self.store.put_route(route.route_id, stored(route))
+
+    async def routes(self) -> list[Route]:
+        return [route_from_stored(r) for r in await self.store.routes()]
+
+    async def _route_for(self, call: Call) -> Route | None:
+        return pick(await self.routes(), call.tenant_id or None, call.number_id)
+
+    def _call_changed(self, type_: str, call: Call) -> None:
+        if type_ != "call.ringing" or call.direction is not Direction.INBOUND:
+            return
+        runtime = self.manager.find_runtime(call.id)
+        if runtime is not None and call.state is CallState.RINGING:
+            runtime.spawn(self._start_route(call), "route")
+
+    async def _start_route(self, call: Call) -> None:
+        runtime = self.manager.find_runtime(call.id)
+        if runtime is None:
+            return
+        route = await self._route_for(call)
+        if route is None and not await self.candidates(call.tenant_id or None, ALL):
+            return  # no route and nobody connected: today's behaviour (the app answers)
+        run = RouteRun(self, runtime, route)
+        runtime.attach(run)
+        await run.run()
+
+    def _call_event(self, event: CallEvent, call: Call | None) -> None:
+        """The call's events to the agent who took it (``call.ended`` is the run's own)."""
+        if call is None or event.type == "call.ended":
+            return
+        run = self.run_of(call.id)
+        if run is not None and run.winner is not None:
+            self.spawn(self.send(run.winner, json.loads(event.to_json())), "forward")
+
+    def spawn(self, work: Any, name: str) -> None:
+        if not self._tasks.closed:
+            self._tasks.spawn(work, name)
+        else:
+            work.close()
+
+
+ALL: dict[str, Any] = {"group": None, "strategy": "simultaneous"}

@@ -1,0 +1,161 @@
+"""Where the desk keeps what every worker must see: agents' presence, the one claim that
+decides who takes a ringing call, the routes, and the messages between workers.
+
+:class:`MemoryDeskStore` is one process's (``BRIDGE_DIRECTORY=memory``);
+:class:`~.redis_store.RedisDeskStore` keeps the same in the Redis of the call directory, so an
+agent connected to one worker is seen, rung and claimed from every other.
+
+Presence is a lease: the worker holding an agent's socket renews ``aliveUntil`` every
+:data:`RENEW` seconds; a reader that finds it past sees the agent ``away``. A dropped socket
+(or a dead worker) is therefore ``away`` within the grace with no timer per agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Protocol
+
+GRACE = 3.0
+"""Seconds an agent whose socket dropped stays as it was before it is ``away`` (≤ 5 s)."""
+RENEW = 1.0
+"""Seconds between the lease renewals of the agents a worker holds."""
+CLAIM_TTL = 3600
+"""Seconds a call's claim is kept (longer than any ring)."""
+
+STATES = ("available", "busy", "away")
+
+BusHandler = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    """One agent as every worker sees it."""
+
+    tenant_id: str | None
+    agent_id: str
+    groups: tuple[str, ...]
+    state: str
+    """What the agent (or the bridge, for ``busy``) last set."""
+    since: float
+    """When it became what it is (longest-idle rings the oldest ``available`` first)."""
+    alive_until: float
+    worker: str
+    call_id: str | None = None
+
+    def effective(self, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        return self.state if self.alive_until > now else "away"
+
+    def with_state(self, state: str, call_id: str | None = None) -> AgentRecord:
+        if state == self.state and call_id == self.call_id:
+            return self
+        return replace(self, state=state, since=time.time(), call_id=call_id)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> AgentRecord:
+        data = json.loads(raw)
+        data["groups"] = tuple(data["groups"])
+        return cls(**data)
+
+    def view(self) -> dict[str, Any]:
+        """``GET /agents``'s row."""
+        return {
+            "agentID": self.agent_id,
+            "tenantID": self.tenant_id,
+            "state": self.effective(),
+            "groups": list(self.groups),
+            "since": self.since,
+            "callID": self.call_id,
+        }
+
+
+class DeskStore(Protocol):
+    """See the module docstring."""
+
+    async def start(self, on_message: BusHandler) -> None: ...
+    async def close(self) -> None: ...
+
+    async def put_agent(self, record: AgentRecord) -> None: ...
+    async def agent(self, tenant_id: str | None, agent_id: str) -> AgentRecord | None: ...
+    async def agents(self, tenant_id: str | None, *, every: bool = False) -> list[AgentRecord]:
+        """The agents of one tenant (``every``: of all tenants, for the service)."""
+
+    async def renew(self, records: list[AgentRecord], until: float) -> None:
+        """Extend the lease of the agents this worker holds."""
+
+    async def claim(self, call_id: str, who: str) -> str:
+        """Who holds the call's one claim: ``who`` if it was free (atomic across workers)."""
+
+    async def put_route(self, route_id: str, body: dict[str, Any]) -> None: ...
+    async def route(self, route_id: str) -> dict[str, Any] | None: ...
+    async def routes(self) -> list[dict[str, Any]]: ...
+    async def delete_route(self, route_id: str) -> bool: ...
+
+    async def publish(self, message: dict[str, Any]) -> None:
+        """Hand a message to every worker's ``on_message`` (this one's included)."""
+
+
+def _key(tenant_id: str | None, agent_id: str) -> str:
+    return f"{tenant_id or ''}/{agent_id}"
+
+
+class MemoryDeskStore:
+    """One process: dicts, and messages delivered on the next turn of the loop."""
+
+    def __init__(self) -> None:
+        self._agents: dict[str, AgentRecord] = {}
+        self._claims: dict[str, str] = {}
+        self._routes: dict[str, dict[str, Any]] = {}
+        self._on_message: BusHandler | None = None
+
+    async def start(self, on_message: BusHandler) -> None:
+        self._on_message = on_message
+
+    async def close(self) -> None:
+        self._on_message = None
+
+    async def put_agent(self, record: AgentRecord) -> None:
+        self._agents[_key(record.tenant_id, record.agent_id)] = record
+
+    async def agent(self, tenant_id: str | None, agent_id: str) -> AgentRecord | None:
+        return self._agents.get(_key(tenant_id, agent_id))
+
+    async def agents(self, tenant_id: str | None, *, every: bool = False) -> list[AgentRecord]:
+        return [a for a in self._agents.values() if every or a.tenant_id == tenant_id]
+
+    async def renew(self, records: list[AgentRecord], until: float) -> None:
+        for record in records:
+            key = _key(record.tenant_id, record.agent_id)
+            current = self._agents.get(key)
+            if current is not None and current.worker == record.worker:
+                self._agents[key] = replace(current, alive_until=until)
+
+    async def claim(self, call_id: str, who: str) -> str:
+        if len(self._claims) > 10_000:  # bounded: the oldest claims are long decided
+            for old in list(self._claims)[:5_000]:
+                del self._claims[old]
+        return self._claims.setdefault(call_id, who)
+
+    async def put_route(self, route_id: str, body: dict[str, Any]) -> None:
+        self._routes[route_id] = body
+
+    async def route(self, route_id: str) -> dict[str, Any] | None:
+        return self._routes.get(route_id)
+
+    async def routes(self) -> list[dict[str, Any]]:
+        return list(self._routes.values())
+
+    async def delete_route(self, route_id: str) -> bool:
+        return self._routes.pop(route_id, None) is not None
+
+    async def publish(self, message: dict[str, Any]) -> None:
+        handler = self._on_message
+        if handler is not None:
+            asyncio.get_running_loop().call_soon(handler, message)

@@ -1,0 +1,87 @@
+"""The agent socket's messages (``GET /agents/connect``): one JSON text frame each, both ways,
+with a ``"type"``.
+
+Agent → bridge: ``presence {state}``, ``accept {callID}``, ``decline {callID}``, ``offer {sdp}``
+(the always-connected leg), ``ping``.
+Bridge → agent: ``hello {agentID, groups, state}``, ``answer {sdp}``, ``presence {state}``,
+``ringing {callID, from, number, payload}``, ``call.taken {callID}``, ``accepted {callID, leg}``,
+the call's own events
+(``call.active``, ``call.ended`` …, as SSE has them), ``error {code, message}``, ``pong``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+MAX_MESSAGE = 64 * 1024
+"""Bytes of one agent message (an SDP offer fits many times over)."""
+
+
+class BadMessage(ValueError):
+    """An agent's message the bridge cannot act on (answered with an ``error`` message)."""
+
+    def __init__(self, message: str, code: str = "bad_message") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class AgentMessage:
+    type: str
+    state: str | None = None
+    call_id: str | None = None
+    sdp: str | None = None
+
+
+def parse(text: str) -> AgentMessage:
+    if len(text) > MAX_MESSAGE:
+        raise BadMessage(f"a message is at most {MAX_MESSAGE} bytes", "too_large")
+    try:
+        body = json.loads(text)
+    except ValueError:
+        raise BadMessage("a message is one JSON object") from None
+    if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+        raise BadMessage("a message is a JSON object with a string 'type'")
+    kind = body["type"]
+    if kind == "presence":
+        state = body.get("state")
+        if state not in ("available", "busy", "away"):
+            raise BadMessage('field \'state\' must be "available", "busy" or "away"', "bad_state")
+        return AgentMessage(kind, state=state)
+    if kind in ("accept", "decline"):
+        call_id = body.get("callID")
+        if not isinstance(call_id, str) or not 0 < len(call_id) <= 64:
+            raise BadMessage("field 'callID' must name a call", "bad_call_id")
+        return AgentMessage(kind, call_id=call_id)
+    if kind == "offer":
+        sdp = body.get("sdp")
+        if not isinstance(sdp, str) or not sdp.strip():
+            raise BadMessage("field 'sdp' must be the offer's SDP (candidates gathered)", "bad_sdp")
+        return AgentMessage(kind, sdp=sdp)
+    if kind == "ping":
+        return AgentMessage(kind)
+    raise BadMessage(f"unknown message type {kind[:40]!r}", "unknown_type")
+
+
+def ringing(call: dict[str, Any]) -> dict[str, Any]:
+    """What an agent sees of a call ringing it (``call`` is the call's snapshot)."""
+    return {
+        "type": "ringing",
+        "callID": call["callID"],
+        "from": call.get("peer"),
+        "number": call.get("numberID"),
+        "payload": call.get("metadata") or {},
+    }
+
+
+def taken(call_id: str) -> dict[str, Any]:
+    return {"type": "call.taken", "callID": call_id}
+
+
+def error(code: str, message: str, call_id: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if call_id is not None:
+        body["callID"] = call_id
+    return body

@@ -1,0 +1,122 @@
+"""``MetaArtifacts``: Meta's own recordings and transcripts of one number's calls.
+
+What a call asks for (:func:`.artifacts_wire.meta_options`) waits here, keyed by the user
+dialled (a dial: there is no wacid yet; one business call per user) or the wacid (an answer), until
+the ``connect`` or ``accept`` action carries it. The ``call_recording_available`` /
+``call_transcription_available`` webhooks are fetched at once, in an owned task each, and
+retried with backoff while the media URL still lives (Meta keeps it about five minutes):
+the file arrives as an ``ARTIFACT`` engine event (``{artifact: "recording", mimeType,
+content}`` or ``{artifact: "transcript", language, words}``) for the call layer to store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+from ...errors import EngineError
+from ...tasks import TaskSet
+from ..base import EngineEvent, EngineEventKind, emit
+from .artifacts_wire import ArtifactWebhook, artifact_events, meta_options, transcript_words
+from .graph import GraphClient
+
+log = logging.getLogger(__name__)
+
+FETCH_WINDOW = 290.0
+"""Seconds a download is retried after its webhook (Meta's media URL lives five minutes)."""
+MAX_ASKED = 1000
+"""Calls whose options wait for their connect/accept (the oldest are dropped beyond it)."""
+MAX_FETCHES = 32
+"""Downloads at once; beyond it an announcement is dropped (logged: Meta keeps the file)."""
+
+
+class MetaArtifacts:
+    """Asks Meta for a call's recording/transcription and fetches what it delivers."""
+
+    def __init__(
+        self,
+        graph: GraphClient,
+        events: asyncio.Queue[EngineEvent],
+        tasks: TaskSet,
+        *,
+        window: float = FETCH_WINDOW,
+        backoff: float = 1.0,
+    ) -> None:
+        self.graph = graph
+        self.events = events
+        self.tasks = tasks
+        self.window = window
+        self.backoff = backoff
+        self.asked: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.fetching = 0
+        self.fetched = 0
+        self.failed = 0
+
+    def ask(self, key: str, options: dict[str, Any]) -> None:
+        """Send ``options`` (the API's ``recording``/``transcription``, as Meta's objects:
+        400 naming a malformed field) with the call's next ``connect`` (``key``: the user
+        dialled) or ``accept`` (the wacid)."""
+        self.asked[key] = meta_options(options)
+        while len(self.asked) > MAX_ASKED:
+            self.asked.popitem(last=False)
+
+    def fields(self, key: str) -> dict[str, Any]:
+        """The options waiting for ``key``, taken (an empty dict when none)."""
+        return self.asked.pop(key, {})
+
+    def heard(self, body: dict[str, Any]) -> int:
+        """Start fetching what a webhook body announces; returns how many items were
+        malformed."""
+        found, bad = artifact_events(body)
+        for ev in found:
+            if self.fetching >= MAX_FETCHES:
+                log.warning(
+                    "Meta's %s of call %s not fetched: too many downloads", ev.kind, ev.wacid
+                )
+                self.failed += 1
+                continue
+            self.fetching += 1
+            self.tasks.spawn(self._fetch(ev), f"artifact:{ev.kind}:{ev.wacid[:40]}")
+        return bad
+
+    async def _fetch(self, ev: ArtifactWebhook) -> None:
+        started = time.monotonic()
+        deadline = started + self.window
+        delay = self.backoff
+        url = ev.url
+        try:
+            while True:
+                try:
+                    content, mime = await self.graph.fetch_media(ev.media_id, url, ev.sha256)
+                    break
+                except EngineError as exc:
+                    if time.monotonic() + delay > deadline:
+                        self.failed += 1
+                        log.warning(
+                            "Meta's %s of call %s could not be fetched: %s", ev.kind, ev.wacid, exc
+                        )
+                        return
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+                    if ev.media_id:  # the URL may have expired: ask Meta's Media API anew
+                        url = ""
+        finally:
+            self.fetching -= 1
+        data: dict[str, Any] = {"artifact": ev.kind, "mediaID": ev.media_id}
+        if ev.kind == "transcript":
+            try:
+                data["language"], data["words"] = transcript_words(json.loads(content))
+            except ValueError as exc:
+                self.failed += 1
+                log.warning("Meta's transcript of call %s is unreadable: %s", ev.wacid, exc)
+                return
+        else:
+            data["mimeType"] = ev.mime_type or mime
+            data["content"] = content
+        self.fetched += 1
+        self.graph.stats.artifact_seconds.observe(time.monotonic() - started)
+        emit(self.events, EngineEvent(EngineEventKind.ARTIFACT, ev.wacid, data=data))

@@ -1,0 +1,139 @@
+"""Meta's own call recordings and transcripts, as they travel (Meta Cloud API Calling: Call
+recording, Call transcription).
+
+Asked for per call: ``recording`` / ``transcription`` objects ``{status: "ENABLED", purpose,
+announcement_language}`` on the ``connect`` (business-initiated) or ``accept``
+(user-initiated) action; our API's camelCase ``{"purpose", "announcementLanguage"}`` is read
+by :func:`meta_options`. Delivered after the call as ``calls`` webhook items with ``event``
+``call_recording_available`` (``call_recording.audio``) or ``call_transcription_available``
+(``call_transcript.document``), each a media asset ``{id, sha256, mime_type, url}`` whose URL
+lives a few minutes (:func:`artifact_events`). A transcript document's ``transcript`` holds
+``language`` and ``segments`` with their ``words``, channel 0 the business and 1 the user
+(:func:`transcript_words`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ...errors import BadRequest
+
+OPTIONS = ("recording", "transcription")
+PURPOSE_MAX = 250  # Meta's limit on the spoken purpose
+LANGUAGE = re.compile(r"^[a-z]{2,3}(_[A-Z]{2})?$")
+"""A locale code as Meta takes ``announcement_language`` (``en``, ``en_US``, ``pt``…)."""
+EVENTS = {"call_recording_available": "recording", "call_transcription_available": "transcript"}
+
+
+def meta_options(body: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Meta's ``recording``/``transcription`` objects for the API body's camelCase ones
+    (``{}`` when the body asks for neither); 400 ``invalid_field`` naming the bad field."""
+    out: dict[str, dict[str, str]] = {}
+    for name in OPTIONS:
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise BadRequest(f"field '{name}' must be an object", code="invalid_field")
+        unknown = sorted(set(value) - {"purpose", "announcementLanguage"})
+        if unknown:
+            raise BadRequest(f"field '{name}/{unknown[0][:40]}' is unknown", code="invalid_field")
+        purpose, language = value.get("purpose"), value.get("announcementLanguage", "en")
+        if not isinstance(purpose, str) or not purpose.strip() or len(purpose) > PURPOSE_MAX:
+            raise BadRequest(
+                f"field '{name}/purpose' must be the purpose spoken to both sides "
+                f"(1-{PURPOSE_MAX} characters)",
+                code="invalid_field",
+            )
+        if not isinstance(language, str) or not LANGUAGE.match(language):
+            raise BadRequest(
+                f"field '{name}/announcementLanguage' must be a locale code such as 'en' or "
+                "'pt_BR'",
+                code="invalid_field",
+            )
+        out[name] = {"status": "ENABLED", "purpose": purpose, "announcement_language": language}
+    return out
+
+
+@dataclass(frozen=True)
+class ArtifactWebhook:
+    """One ``call_recording_available`` or ``call_transcription_available`` item."""
+
+    kind: str  # "recording" or "transcript"
+    wacid: str
+    media_id: str
+    url: str
+    mime_type: str
+    sha256: str
+
+
+def _s(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def artifact_item(item: dict[str, Any]) -> ArtifactWebhook | None:
+    """The artifact a ``calls`` item announces (``None``: malformed)."""
+    kind = EVENTS.get(_s(item.get("event")))
+    holder = item.get("call_recording" if kind == "recording" else "call_transcript")
+    media = None
+    if isinstance(holder, dict):
+        media = holder.get("audio" if kind == "recording" else "document")
+    wacid = _s(item.get("id"))
+    if kind is None or not wacid or not isinstance(media, dict):
+        return None
+    media_id, url = _s(media.get("id")), _s(media.get("url"))
+    if not media_id and not url.startswith(("https://", "http://")):
+        return None
+    return ArtifactWebhook(
+        kind, wacid, media_id, url, _s(media.get("mime_type")), _s(media.get("sha256"))
+    )
+
+
+def artifact_events(body: dict[str, Any]) -> tuple[list[ArtifactWebhook], int]:
+    """Every artifact item of a webhook body, and how many were malformed."""
+    out: list[ArtifactWebhook] = []
+    bad = 0
+    entries = body.get("entry")
+    for entry in entries if isinstance(entries, list) else []:
+        changes = entry.get("changes") if isinstance(entry, dict) else None
+        for change in changes if isinstance(changes, list) else []:
+            if not isinstance(change, dict) or change.get("field") != "calls":
+                continue
+            value = change.get("value")
+            calls = value.get("calls") if isinstance(value, dict) else None
+            for item in calls if isinstance(calls, list) else []:
+                if not isinstance(item, dict) or item.get("event") not in EVENTS:
+                    continue
+                found = artifact_item(item)
+                if found is None:
+                    bad += 1
+                else:
+                    out.append(found)
+    return out, bad
+
+
+def transcript_words(document: Any) -> tuple[str, list[dict[str, Any]]]:
+    """The detected language and every word of a transcript document, in order, each
+    ``{word, start, end, channel}`` (channel 0 the business, 1 the customer)."""
+    transcript = document.get("transcript") if isinstance(document, dict) else None
+    if not isinstance(transcript, dict):
+        raise ValueError("a transcript document has a 'transcript' object")
+    words: list[dict[str, Any]] = []
+    segments = transcript.get("segments")
+    for segment in segments if isinstance(segments, list) else []:
+        if not isinstance(segment, dict):
+            continue
+        channel = segment.get("channel")
+        for word in segment.get("words") or []:
+            if isinstance(word, dict) and isinstance(word.get("word"), str):
+                words.append(
+                    {
+                        "word": word["word"],
+                        "start": word.get("start"),
+                        "end": word.get("end"),
+                        "channel": channel if channel in (0, 1) else None,
+                    }
+                )
+    return _s(transcript.get("language")), words

@@ -1,0 +1,60 @@
+"""The route a frame takes through one Cloud API call, hop by hop: the one list of it.
+
+Each hop is where the frame is handed on (``module:Owner.method``), when (a phase of the
+worker clock, ``media/clock.py`` ``Phase``, or the UDP callback a packet arrives in) and what
+may wait there (its bound). docs/architecture.md's *The route, hop by hop* is drawn from
+:data:`ROUTE` (``tests/unit/test_docs.py`` keeps them equal, and checks each hop names a
+method that exists). Both directions run within one tick of the worker clock: no task and no
+queue between the legs.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Hop(NamedTuple):
+    where: str
+    """``module:Owner.method`` under ``bridge/``."""
+    when: str
+    """The clock phase, or the UDP callback."""
+    waits: str
+    """What may wait there (its bound), or ``-``."""
+
+
+ROUTE: dict[str, tuple[Hop, ...]] = {
+    "browser → Meta": (
+        Hop("rtc.rtprecv:LeanReceive.datagram", "UDP callback", "-"),
+        Hop("rtc.uplink:Playout.packet", "UDP callback", "the receiver's reorder buffer"),
+        Hop("rtc.uplink:Playout._tick", "RECEIVE", "-"),
+        Hop("media.conference:Conference._input", "RECEIVE", "4 frames while mixing"),
+        Hop("media.bus:CallBus.push_uplink", "RECEIVE (MIX while mixing)", "-"),
+        Hop("engines.pump:BusPort.take", "SEND", "3 frames (a late sender)"),
+        Hop("rtc.tracks:OpusBusTrack.recv", "SEND", "-"),
+        Hop("rtc.rtpsend:LeanSender.send", "SEND", "-"),
+    ),
+    "Meta → browser": (
+        Hop("rtc.rtprecv:LeanReceive.datagram", "UDP callback", "-"),
+        Hop("rtc.uplink:Playout.packet", "UDP callback", "the receiver's reorder buffer"),
+        Hop("rtc.uplink:Playout._tick", "RECEIVE", "-"),
+        Hop("engines.cloudapi.channel:LegPort.received", "RECEIVE", "-"),
+        Hop("engines.pump:BusPort.accept", "RECEIVE", "-"),
+        Hop("media.bus:CallBus.push_downlink", "RECEIVE", "4 frames while mixing"),
+        Hop("media.frames:DownlinkSink.take", "SEND", "3 frames (a late sender)"),
+        Hop("rtc.tracks:OpusBusTrack.recv", "SEND", "-"),
+        Hop("rtc.rtpsend:LeanSender.send", "SEND", "-"),
+    ),
+}
+
+
+def table() -> str:
+    """:data:`ROUTE` as the Markdown table docs/architecture.md shows."""
+    lines = ["| direction | hop | when | what may wait |", "|---|---|---|---|"]
+    for direction, hops in ROUTE.items():
+        for i, hop in enumerate(hops):
+            module, name = hop.where.split(":")
+            lines.append(
+                f"| {direction if i == 0 else ''} | `{module.replace('.', '/')}.py` "
+                f"`{name}` | {hop.when} | {hop.waits} |"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,43 @@
+"""Whether Meta's settings for a number agree with how the bridge runs it: its SRTP key
+exchange (``srtp_key_exchange_protocol`` against the number's media) and its SIP servers
+(switched on while the bridge signals on Graph). Compared at start, after the bridge changes
+the settings, when Meta says they changed (``account_settings_update``) and with every health
+check; each new difference is logged once at WARNING and shown on ``GET /numbers/{numberID}``
+under ``health.setup``."""
+
+from __future__ import annotations
+
+import logging
+
+from ..engines import Engine, SettingsEngine
+from ..errors import EngineError
+
+log = logging.getLogger(__name__)
+
+
+class SetupCheck:
+    """The last comparison of every number whose provider settings the bridge can read."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, list[str]] = {}
+
+    async def compare(self, number_id: str, engine: Engine | None) -> list[str] | None:
+        """Compare one number now (``None``: nothing to compare, or Meta did not answer)."""
+        if not isinstance(engine, SettingsEngine):
+            return None
+        try:
+            differences = await engine.calling_settings.mismatches()
+        except EngineError as exc:
+            log.info("number %s: Meta's settings cannot be read now: %s", number_id, exc)
+            return None
+        before = self.found.get(number_id)
+        self.found[number_id] = differences
+        for difference in differences:
+            if before is None or difference not in before:
+                log.warning("number %s: %s", number_id, difference)
+        if before and not differences:
+            log.info("number %s: Meta's settings agree with the bridge again", number_id)
+        return differences
+
+    def forget(self, number_id: str) -> None:
+        self.found.pop(number_id, None)

@@ -1,0 +1,225 @@
+"""``ConnectedLeg``: an agent's always-connected media leg, set up once when the agent connects
+and lent to each call the agent takes (issue 49's "persistent connection").
+
+Between calls it idles at almost no cost: its downlink track is parked (its ``recv`` waits on
+an event: no encode, no packet, no place on the worker's media clock) and its receiver is held
+(what arrives is dropped before the receiver: no clock either). What still moves is aiortc's
+and aioice's own upkeep — an RTCP report each way about once a second and ICE consent checks
+(RFC 7675) every few seconds — so the far end sees the connection alive and nothing else.
+
+On a call it is a browser's session like any other (:class:`~.session.WebRTCSession`): it
+joins the call's conference as the agent participant, its track takes frames from its listener
+sink on the worker clock from the next tick (the first at once), its receiver hands frames to
+the call's conference. When the call lets it go (the call's ``close()`` of a participant),
+it parks again. Closing it for good is :meth:`ConnectedLeg.shutdown` (the agent's socket,
+whose session owns it), or the call's close once the owner has given it up (:meth:`orphan`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from aiortc import RTCConfiguration
+
+from ..audio.pcm import Pcm
+from ..config import IceSettings, MediaSettings
+from ..errors import CallStateError
+from ..media import CallBus, Role
+from ..media.clock import WorkerPacer
+from .session import WebRTCSession
+from .tracks import _FRAME_TS, EncodedPacket, OpusBusTrack
+
+PRIME = 10
+"""Frames of silence (200 ms) a connected leg sends once it is up, before it parks."""
+
+StateCallback = Callable[[WebRTCSession, str], None]
+DtmfCallback = Callable[[WebRTCSession, str, int], None]
+
+
+class _Nothing:
+    """The parked track's source: never a frame."""
+
+    def take(self, now: float) -> Pcm | None:
+        return None
+
+    def detach(self) -> None:
+        pass
+
+
+class ParkedTrack(OpusBusTrack):
+    """An :class:`OpusBusTrack` that sends nothing while parked (it waits off the clock) and
+    resumes on a call's sink with a fresh pacer: the first frame at once, then every tick.
+
+    Its RTP time moves on by the time it was parked and the first packet after carries the
+    marker bit (RFC 3551 §4.1: the start of a talkspurt), so the far end's jitter buffer takes
+    the pause as a silence, not as late packets."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.parked = False
+        self._parked_at = time.monotonic()
+        self._resumed = asyncio.Event()
+        self._mark = False
+        self._priming = 0
+        self.park()
+
+    def park(self) -> None:
+        if self.parked:
+            return
+        self.parked = True
+        self._resumed.clear()
+        self._parked_at = time.monotonic()
+        old, self.sink = self.sink, _Nothing()
+        old.detach()
+        self.pass_through = None
+        self._forwarding = False
+
+    def resume(self, sink: Any) -> None:
+        self._priming = 0
+        if not self.parked:
+            self.sink = sink  # a call's sink after priming
+            return
+        self.sink = sink
+        gap = int((time.monotonic() - self._parked_at) * 50)
+        self._pts = (self._pts + gap * _FRAME_TS) & 0xFFFFFFFF
+        self._clock = WorkerPacer()
+        self._mark = True
+        self._encoder.reset()
+        self.parked = False
+        self._resumed.set()
+
+    def prime(self, frames: int) -> None:
+        """Send ``frames`` of silence, then park: the far end's receive pipeline (its jitter
+        buffer, its decoder) is running before the first call, as it is after one."""
+        if self.parked:
+            self.resume(_Nothing())
+            self._priming = frames
+
+    async def _next_packet(self) -> EncodedPacket | None:
+        if self._priming:
+            self._priming -= 1
+            if not self._priming:
+                self.park()
+        while self.parked:
+            if self.readyState != "live":
+                return None
+            await self._resumed.wait()
+        packet = await super()._next_packet()
+        if packet is not None and self._mark:
+            packet.marker = True
+            self._mark = False
+        return packet
+
+    def stop(self) -> None:
+        super().stop()
+        self._resumed.set()  # a parked recv() wakes and ends
+
+
+class ConnectedLeg(WebRTCSession):
+    """See the module docstring. Negotiated on a bus of its own that nothing feeds (its
+    parking place); :meth:`attach` lends it to a call, :meth:`close` (the call's) gives it
+    back."""
+
+    what = "connected leg"
+    track_class = ParkedTrack
+
+    def __init__(
+        self,
+        name: str,
+        media: MediaSettings,
+        ice: IceSettings,
+        configuration: RTCConfiguration | None = None,
+    ) -> None:
+        self._parking = CallBus(name)
+        # Its own Opus always: only the bridge's track can park.
+        super().__init__(
+            name, self._parking, replace(media, opus_direct=True), ice, None, configuration
+        )
+        self.name = f"agent {name}"
+        self.attached_to: str | None = None
+        """The call the leg is on, else ``None`` (idle)."""
+        self.owned_by_call = False
+        """The agent's socket went while on a call: that call's close ends the leg."""
+        self.calls = 0
+        self.up = asyncio.Event()
+        """Set once ICE and DTLS are up."""
+
+    @property
+    def usable(self) -> bool:
+        """Up and not lent out: a call can take it."""
+        return not self.closed and self.state == "connected" and self.attached_to is None
+
+    async def accept_offer(self, sdp: str) -> str:
+        answer = await super().accept_offer(sdp)
+        self._idle()
+        return answer
+
+    def _idle(self) -> None:
+        if isinstance(self._track, ParkedTrack):
+            self._track.park()
+        if self._playout is not None:
+            self._playout.hold()
+
+    def attach(
+        self,
+        call_id: str,
+        bus: CallBus,
+        on_state: StateCallback,
+        on_dtmf: DtmfCallback,
+        participant_id: str = "agent",
+        role: Role = Role.AGENT,
+    ) -> None:
+        """Lend the leg to a call as its participant ``participant_id``."""
+        if not self.usable:
+            raise CallStateError(f"{self.name}: the connected leg is {self.state}, not idle")
+        self._detach()  # off the parking bus
+        self.call_id, self.bus, self.participant_id, self.role = call_id, bus, participant_id, role
+        self._on_state, self._on_dtmf = on_state, on_dtmf
+        self._log_extra = {"call_id": call_id}
+        bus.add_user(self.id)
+        self._microphone, self._sink = bus.conference.join(participant_id, role)
+        assert isinstance(self._track, ParkedTrack) and self._playout is not None
+        self._playout.resume(self._uplink_frame, bus.stats)
+        self._track.resume(self._sink)
+        self.attached_to = call_id
+
+    def release(self) -> None:
+        """Leave the call and park again (idempotent)."""
+        if self.attached_to is None:
+            return
+        self._detach()
+        self._idle()
+        self.bus, self._sink = self._parking, None
+        self._on_state = self._on_dtmf = None
+        self.attached_to = None
+        self.calls += 1
+
+    def orphan(self) -> None:
+        """The agent's session let go while the leg is on a call: the call ends it."""
+        self.owned_by_call = True
+
+    async def close(self) -> None:
+        """The call's close of its participant: give the leg back (it parks); for good once
+        the agent's session has let go of it, or when it was never lent."""
+        if self.attached_to is not None and not self.owned_by_call and not self.closed:
+            self.release()
+            return
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Close the peer connection for good (idempotent)."""
+        await WebRTCSession.close(self)
+
+    def _state_changed(self, state: str) -> None:
+        if state == "connected":
+            self.up.set()
+            if isinstance(self._track, ParkedTrack) and self.attached_to is None:
+                self._track.prime(PRIME)
+        if self._on_state is not None:
+            self._on_state(self, state)
+        if state == "failed" and not self._closed and not self._tasks.closed:
+            self._tasks.spawn(self.shutdown(), "close-failed")

@@ -1,0 +1,165 @@
+"""Routes over the real app and the sim engine: sequential rings after a timeout, voicemail
+recorded (its WAV's tone asserted), opening hours read against a fixed clock, bad routes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import wave
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bridge.api.keys import DESK, RECORDINGS
+
+from ..support.calls import wait_state
+from ..support.spectrum import dominant_frequency
+from .test_desk import Agent, incoming
+
+
+async def route(client: Any, steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    resp = await client.post(
+        "/routes", json={"name": "main", "numbers": "default", "steps": steps, **extra}
+    )
+    assert resp.status == 201, await resp.text()
+    return dict(await resp.json())
+
+
+async def event(sub: Any, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while True:
+            line = (await sub.content.readline()).decode()
+            if line.startswith("data: "):
+                body = json.loads(line[6:])
+                if body["type"] == kind:
+                    return dict(body)
+
+
+async def test_sequential_rings_the_next_agent_after_a_timeout(client) -> None:
+    await route(
+        client, [{"ring": {"agents": ["ann", "bob"], "strategy": "sequential", "timeoutS": 0.6}}]
+    )
+    ann, bob = await Agent.connect(client, "ann"), await Agent.connect(client, "bob")
+    call_id = await incoming(client)
+    first = await ann.next("ringing")
+    loop = asyncio.get_running_loop()
+    rang = loop.time()
+    stopped = await ann.next("ringing.stopped", timeout=3)
+    second = await bob.next("ringing", timeout=3)
+    assert first["callID"] == stopped["callID"] == second["callID"] == call_id
+    assert 0.5 <= loop.time() - rang <= 1.5
+    await bob.send(type="accept", callID=call_id)
+    await bob.next("accepted")
+    await wait_state(client, call_id, "active")
+
+
+async def test_nobody_available_moves_on_at_once_to_voicemail(make_client, tmp_path) -> None:
+    client = await make_client(sim_peer="tone", sim_tone_hz=660.0, data_dir=str(tmp_path / "data"))
+    await route(
+        client, [{"ring": {"group": "sales", "timeoutS": 30}}, {"voicemail": {"maxS": 1.5}}]
+    )
+    sub = await client.get("/call/events")
+    call_id = await incoming(client)
+    voicemail = await event(sub, "call.voicemail")
+    assert voicemail["callID"] == call_id
+    assert 1200 <= voicemail["durationMs"] <= 2000
+    ended = await event(sub, "call.ended")
+    assert ended["callID"] == call_id
+    recording = client.app[RECORDINGS].get(voicemail["recordingID"])
+    with wave.open(str(recording.path)) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        rate = w.getframerate()
+    assert abs(dominant_frequency(pcm[rate // 5 :], rate) - 660.0) < 15
+    resp = await client.get(f"/call/recordings/{voicemail['recordingID']}")
+    assert resp.status == 200
+    sub.close()
+
+
+async def test_hours_closed_runs_the_closed_steps(client) -> None:
+    # A Monday 20:00 in Paris (19:00 UTC in winter): closed; Monday 10:00: open.
+    hours = {
+        "timezone": "Europe/Paris",
+        "weekly": {"mon": [["09:00", "18:00"]]},
+        "closed": [{"hangup": {}}],
+    }
+    await route(client, [{"ring": {"group": "sales", "timeoutS": 5}}], hours=hours)
+    ann = await Agent.connect(client, "ann", ["sales"])
+    desk = client.app[DESK]
+    desk.clock = lambda: datetime(2025, 1, 6, 19, 0, tzinfo=UTC).timestamp()
+    sub = await client.get("/call/events")
+    # The closed steps hang up at once (the sim's request may see the call already gone).
+    await client.post("/call/sim/incoming", json={"phone": "5521988887777"})
+    ended = await event(sub, "call.ended")
+    assert ended["call"]["endReason"] == "declined"
+    sub.close()
+    desk.clock = lambda: datetime(2025, 1, 6, 9, 0, tzinfo=UTC).timestamp()
+    open_call = await incoming(client)
+    ring = await ann.next("ringing")
+    assert ring["callID"] == open_call
+
+
+async def test_an_agent_dropping_while_ringing_moves_the_call_on(client) -> None:
+    await route(client, [{"ring": {"agents": ["ann"], "timeoutS": 60}}, {"hangup": {}}])
+    ann = await Agent.connect(client, "ann")
+    call_id = await incoming(client)
+    await ann.next("ringing")
+    loop = asyncio.get_running_loop()
+    dropped = loop.time()
+    await ann.ws.close()
+    await wait_state(client, call_id, "ended", timeout=8)
+    assert loop.time() - dropped <= 5.0
+
+
+@pytest.mark.parametrize(
+    "body, status, field",
+    [
+        ({"name": "x", "numbers": "default", "steps": []}, 400, "steps"),
+        ({"name": "x", "numbers": ["nope"], "steps": [{"hangup": {}}]}, 400, "numbers"),
+        ({"name": "x", "numbers": "default", "steps": [{"ring": {"timeoutS": 5}}]}, 400, "ring"),
+        (
+            {
+                "name": "x",
+                "numbers": "default",
+                "steps": [{"ring": {"group": "a", "strategy": "random"}}],
+            },
+            400,
+            "strategy",
+        ),
+        ({"name": "x", "numbers": "default", "steps": [{"sip": {"uri": "sip:a@b"}}]}, 501, "sip"),
+        (
+            {
+                "name": "x",
+                "numbers": "default",
+                "steps": [{"hangup": {}}],
+                "hours": {"timezone": "Mars/Base", "weekly": {"mon": []}},
+            },
+            400,
+            "timezone",
+        ),
+        (
+            {
+                "name": "x",
+                "numbers": "default",
+                "steps": [{"hangup": {}}],
+                "hours": {"timezone": "UTC", "weekly": {"mon": [["9", "17:00"]]}},
+            },
+            400,
+            "weekly",
+        ),
+    ],
+)
+async def test_bad_routes_name_the_field(client, body, status, field) -> None:
+    resp = await client.post("/routes", json=body)
+    assert resp.status == status, await resp.text()
+    assert field in (await resp.json())["error"]["message"]
+
+
+async def test_routes_are_listed_read_and_deleted(client) -> None:
+    made = await route(client, [{"hangup": {}}])
+    listed = await (await client.get("/routes")).json()
+    assert [r["routeID"] for r in listed["routes"]] == [made["routeID"]]
+    assert (await (await client.get(f"/routes/{made['routeID']}")).json())["name"] == "main"
+    assert (await client.delete(f"/routes/{made['routeID']}")).status == 200
+    assert (await client.get(f"/routes/{made['routeID']}")).status == 404

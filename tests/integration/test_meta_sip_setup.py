@@ -1,0 +1,136 @@
+"""A Cloud API number put on Meta's SIP road in one API call (``POST
+/numbers/{numberID}/sip/enable``, ``…/sip/rotate``) against the fake Meta's settings, and Meta's
+settings compared with the bridge's mode at start (a WARNING, ``health.setup``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from bridge.api.keys import CATALOG
+
+from ..support.waits import until
+
+ADMIN = {"Authorization": "Bearer admin-token"}
+HOST = "sip.bridge.example"
+
+
+@pytest.fixture
+def sclient(make_client, meta, tmp_path):
+    async def factory(**kw: Any) -> Any:
+        opts = {
+            **meta.bridge_settings(),
+            "api_tokens": ("admin-token",),
+            "data_dir": str(tmp_path),
+            "sip_hostname": HOST,
+            "sip_listen": "127.0.0.1:5061",
+            **kw,
+        }
+        return await make_client(**opts)
+
+    return factory
+
+
+async def cloud_number(client, meta) -> str:
+    meta.add_number("2098765432", "second-token")
+    body = {
+        "phone": "+15550783000",
+        "engine": "cloudapi",
+        "cloudapi": {
+            "phoneNumberID": "2098765432",
+            "accessToken": "second-token",
+            "appSecret": meta.app_secret,
+            "verifyToken": "verify-2",
+            "graphURL": meta.graph_url,
+        },
+    }
+    resp = await client.post("/numbers", json=body, headers=ADMIN)
+    assert resp.status == 201, await resp.text()
+    return (await resp.json())["numberID"]
+
+
+async def test_enable_then_rotate_stores_meta_s_password_sealed(sclient, meta, tmp_path):
+    client = await sclient()
+    number_id = await cloud_number(client, meta)
+    resp = await client.post(f"/numbers/{number_id}/sip/enable", json={}, headers=ADMIN)
+    body = await resp.json()
+    assert resp.status == 200, body
+    server = {"hostname": HOST, "port": 5061}
+    assert meta.account.settings_posts[-1] == {
+        "calling": {"status": "ENABLED", "sip": {"status": "ENABLED", "servers": [server]}}
+    }
+    first = meta.account.sip_password
+    assert body["sip"] == {"status": "ENABLED", "servers": [server]} and body["sipPasswordSet"]
+    assert first not in await resp.text()
+    number = client.app[CATALOG].number(number_id)
+    assert number.secrets["sipPassword"] == first
+    shown = await (await client.get(f"/numbers/{number_id}", headers=ADMIN)).json()
+    assert shown["cloudapi"]["sipPasswordSet"] is True and first not in str(shown)
+    # Sealed at rest: the password is in no file of the store.
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and first.encode() in p.read_bytes()]
+    # Meta now signals this number on SIP while the bridge runs it on Graph: said.
+    [setup] = shown["health"]["setup"]
+    assert "SIP is ENABLED" in setup and "131055" in setup
+
+    meta.account.settings_posts.clear()
+    resp = await client.post(f"/numbers/{number_id}/sip/rotate", json={"port": 5062}, headers=ADMIN)
+    body = await resp.json()
+    assert resp.status == 200 and body["rotated"] is True, body
+    assert meta.account.settings_posts == [
+        {"calling": {"sip": {"status": "DISABLED", "servers": []}}},
+        {
+            "calling": {
+                "status": "ENABLED",
+                "sip": {"status": "ENABLED", "servers": [{"hostname": HOST, "port": 5062}]},
+            }
+        },
+    ]
+    assert meta.account.sip_password != first
+    assert client.app[CATALOG].number(number_id).secrets["sipPassword"] == meta.account.sip_password
+
+
+async def test_sip_enable_refusals_are_clear(sclient, make_client, meta):
+    client = await sclient()
+    number_id = await cloud_number(client, meta)
+    for path, body, status, code in [
+        (f"/numbers/{number_id}/sip/enable", {"port": 0}, 400, "bad_request"),
+        (f"/numbers/{number_id}/sip/enable", {"host": "x"}, 400, "bad_request"),
+        ("/numbers/default/sip/enable", {}, 400, "default_number_settings"),
+        ("/numbers/nope/sip/rotate", {}, 404, "not_found"),
+    ]:
+        resp = await client.post(path, json=body, headers=ADMIN)
+        error = (await resp.json())["error"]
+        assert (resp.status, error["code"]) == (status, code), (path, body, error)
+    resp = await client.post(f"/numbers/{number_id}/sip/enable", json={"port": 0}, headers=ADMIN)
+    assert "port" in (await resp.json())["error"]["message"]
+    assert not meta.account.settings_posts
+
+    bare = await make_client(**meta.bridge_settings())  # no BRIDGE_SIP_HOSTNAME
+    resp = await bare.post("/numbers/default/sip/enable", json={})
+    error = (await resp.json())["error"]
+    assert resp.status == 409 and error["code"] == "sip_not_configured", error
+    assert "BRIDGE_SIP_HOSTNAME" in error["message"]
+
+
+async def test_a_mismatch_with_meta_is_said_at_start(sclient, meta, caplog):
+    caplog.set_level(logging.WARNING)
+    meta.account.calling["srtp_key_exchange_protocol"] = "SDES"  # the bridge runs DTLS
+    client = await sclient()
+
+    async def setup() -> list[str] | None:
+        shown = await (await client.get("/numbers/default", headers=ADMIN)).json()
+        return shown["health"].get("setup") or None
+
+    [said] = await until(setup, 5.0, "the start-up comparison")
+    assert "srtp_key_exchange_protocol is SDES" in said and "dtls" in said
+    warned = [r for r in caplog.records if "srtp_key_exchange_protocol" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelno == logging.WARNING
+    # Set right through the bridge: compared again, the difference is gone.
+    resp = await client.patch(
+        "/numbers/default/settings", json={"srtpKeyExchange": "DTLS"}, headers=ADMIN
+    )
+    assert resp.status == 200, await resp.text()
+    shown = await (await client.get("/numbers/default", headers=ADMIN)).json()
+    assert shown["health"]["setup"] == []
