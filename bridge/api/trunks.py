@@ -13,7 +13,7 @@ from ..numbers.model import check_id
 from ..numbers.trunks import Trunk, apply_trunk_fields, parse_trunk
 from ..trunks import TrunkService
 from .errors import require_call_id
-from .keys import CATALOG, MANAGER, METRICS, SETTINGS, TRUNKS
+from .keys import CATALOG, DESK, MANAGER, METRICS, SETTINGS, TRUNKS
 from .schema import read_body
 from .tenancy import principal_of
 from .webrtc import role_of
@@ -94,10 +94,13 @@ async def add_sip_participant(request: web.Request) -> web.Response:
 
 async def sip_trunks(app: web.Application) -> AsyncIterator[None]:
     """The app's ``cleanup_ctx`` entry (``resources.py``): reads ``SETTINGS``, ``CATALOG``,
-    ``MANAGER``, ``METRICS``; makes ``TRUNKS`` (the trunk listener, SIP participants,
-    registrations), closed before the calls end."""
+    ``MANAGER``, ``METRICS`` (and tells ``DESK`` which calls a trunk answers); makes
+    ``TRUNKS`` (the trunk listener, SIP participants, registrations), closed before the calls
+    end."""
     trunks = app[TRUNKS] = TrunkService(app[SETTINGS], app[CATALOG], app[METRICS].registry)
     trunks.manager = app[MANAGER]
+    if DESK in app:  # a number a trunk answers is the PBX's: no route, no agent rung
+        app[DESK].answered_elsewhere = lambda call: trunks.answering(call) is not None
     await trunks.start()
     yield
     await trunks.close()

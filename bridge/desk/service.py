@@ -66,6 +66,9 @@ class Desk:
         self.grace = grace
         self.clock: Callable[[], float] = time.time
         """What time it is for opening hours (tests fix it)."""
+        self.answered_elsewhere: Callable[[Call], bool] = lambda call: False
+        """Whether another part takes this ringing call (a SIP trunk's ``answer``): then no
+        route runs and no agent is rung for it."""
         self._sessions: dict[AgentKey, AgentSession] = {}
         self._tasks = TaskSet("desk")
         self.legs = AgentLegs(self)
@@ -258,6 +261,8 @@ class Desk:
         runtime = self.manager.find_runtime(call.id)
         if runtime is None:
             return
+        if self.answered_elsewhere(call):
+            return  # the number's calls go straight to a PBX (a trunk's "answer")
         route = await self._route_for(call)
         if route is None and not await self.candidates(call.tenant_id or None, ALL):
             return  # no route and nobody connected: today's behaviour (the app answers)

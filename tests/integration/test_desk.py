@@ -181,3 +181,19 @@ async def _outcome(agent: Agent, call_id: str) -> str:
 
 async def test_desk_is_scoped(client) -> None:
     assert DESK in client.app
+
+
+async def test_a_call_a_trunk_answers_rings_no_agent(client) -> None:
+    """A number whose calls go straight to a PBX (a trunk's "answer") is the PBX's: the desk
+    runs no route and rings nobody, so the two never both act on one call."""
+    from bridge.api.keys import DESK
+
+    ann = await Agent.connect(client, "ann")
+    client.app[DESK].answered_elsewhere = lambda call: call.peer.startswith("5521900000001")
+    theirs = await incoming(client, "5521900000001")
+    ours = await incoming(client, "5521900000002")
+    ring = await ann.next("ringing")
+    assert ring["callID"] == ours  # the trunk's call never rang her
+    with pytest.raises(TimeoutError):
+        await ann.next("ringing", timeout=0.5)
+    assert (await (await client.get(f"/call/{theirs}")).json())["state"] == "ringing"
