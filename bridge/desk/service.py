@@ -248,11 +248,56 @@ class Desk:
         return pick(await self.routes(), call.tenant_id or None, call.number_id)
 
     def _call_changed(self, type_: str, call: Call) -> None:
-        if type_ != "call.ringing" or call.direction is not Direction.INBOUND:
+        if call.direction is not Direction.INBOUND:
+            return
+        if type_ == "call.ended" and call.end_detail == "worker_lost" and not self.run_of(call.id):
+            # Its owner died and nobody carries it on: the agents it rang hear it ended.
+            self.spawn(self._lost(call.id, call.end_reason), f"lost:{call.id}")
+            return
+        if type_ not in ("call.ringing", "call.moved") or call.state is not CallState.RINGING:
             return
         runtime = self.manager.find_runtime(call.id)
-        if runtime is not None and call.state is CallState.RINGING:
+        if runtime is None:
+            return
+        if type_ == "call.ringing":
             runtime.spawn(self._start_route(call), "route")
+        elif not runtime.attached("route"):  # adopted from a dead worker: its ring goes on
+            runtime.spawn(self._resume_route(call), "route")
+
+    async def _resume_route(self, call: Call) -> None:
+        ring = await self.store.ring(call.id)
+        runtime = self.manager.find_runtime(call.id)
+        if ring is None or runtime is None or runtime.attached("route"):
+            return
+        body = await self.store.route(ring["route"]) if ring.get("route") else None
+        run = RouteRun(self, runtime, route_from_stored(body) if body else None)
+        runtime.attach(run)
+        log.warning(
+            "call %s: adopted while ringing; its route resumes at step %s",
+            call.id,
+            ring.get("step"),
+            extra={"call_id": call.id},
+        )
+        await run.resume(ring)
+
+    async def _lost(self, call_id: str, end_reason: Any) -> None:
+        ring = await self.store.ring(call_id)
+        if ring is None:
+            return
+        await self.store.drop_ring(call_id)
+        ended = {
+            "type": "call.ended",
+            "callID": call_id,
+            "endReason": str(end_reason) if end_reason else None,
+            "endDetail": "worker_lost",
+        }
+        for entry in {*ring.get("rung", ()), *([ring["winner"]] if ring.get("winner") else [])}:
+            tenant, _, agent = str(entry).partition("/")
+            key = (tenant or None, agent)
+            await self.send(key, ended)
+            record = await self.store.agent(*key)
+            if record is not None and record.call_id == call_id:
+                await self.set_state(key, "available")
 
     async def _start_route(self, call: Call) -> None:
         runtime = self.manager.find_runtime(call.id)
