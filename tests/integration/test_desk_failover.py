@@ -120,7 +120,9 @@ async def test_the_owner_dies_and_the_adopter_resumes_the_ring(
     a, b = await start_pair(redis, session, tmp_path, **env)
     try:
         await add_route(
-            session, a, [{"ring": {"group": "sales", "strategy": "simultaneous", "timeoutS": 30}}]
+            session,
+            a,
+            [{"ring": {"agents": ["ann", "bob"], "strategy": "simultaneous", "timeoutS": 30}}],
         )
         agents = {a.worker_id: await connect(session, a, "ann")}
         agents[b.worker_id] = await connect(session, b, "bob")
