@@ -118,6 +118,36 @@ class RouteRun:
             await self.desk.send(key, stopped)
         await self.run(int(ring.get("step") or 0))
 
+    async def hand_off(self, ring: dict[str, Any], music: Any) -> None:
+        """A transfer to a group later in the call: the caller is held (``music``: starts the
+        hold music) while the group rings the same way; the first to accept takes the call
+        (its leg replaces the agent's), the previous agent is let go. Nobody: the call comes
+        back off hold to the agent it had."""
+        previous, self.winner = self.winner, None
+        await self.runtime.hold.set(True, music)
+        try:
+            taken = await self._ring(Step("ring", ring))
+        finally:
+            if self.call.live:
+                await self.runtime.hold.set(False)
+        if not taken or self.winner is None:
+            self.winner = previous
+            if previous is not None:
+                await self.desk.send(previous, {"type": "transfer.failed", "callID": self.call.id})
+            return
+        if previous is not None and previous != self.winner:
+            await self.desk.send(
+                previous, {"type": "transferred", "callID": self.call.id, "to": self.winner[1]}
+            )
+            await self.desk.set_state(previous, "available")
+        self.runtime.emit(
+            "call.transferred",
+            participantID="agent",
+            fromParticipantID="agent",
+            group=ring.get("group"),
+            agentID=self.winner[1],
+        )
+
     # -- the steps
     async def run(self, start: int = 0) -> None:
         steps = (ALL_AGENTS,) if self.route is None else self.route.steps_at(self.desk.clock())

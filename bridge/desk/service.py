@@ -25,6 +25,8 @@ from ..attachments import PlaybackService, RecordingService
 from ..calls import Call, CallManager
 from ..calls.events import CallEvent
 from ..calls.model import CallState, Direction
+from ..calls.runtime import CallRuntime
+from ..errors import CallStateError
 from ..tasks import TaskSet
 from . import wire
 from .legs import AgentLegs
@@ -205,6 +207,30 @@ class Desk:
         runs = runtime.attached("route") if runtime is not None else []
         return runs[0] if runs else None
 
+    async def transfer(
+        self, runtime: CallRuntime, group: str, timeout: float, music: Any = None
+    ) -> None:
+        """``/call/transfer`` to a group: ring its available agents (not the one on the call)
+        while the caller hears ``music``; the first to accept takes the call (409
+        ``nobody_available`` when nobody can be rung, ``not_active`` before the answer)."""
+        call = runtime.call
+        if call.state is not CallState.ACTIVE:
+            raise CallStateError(f"call {call.id} is not active", code="not_active")
+        run = self.run_of(call.id)
+        if run is not None and run.rung:
+            raise CallStateError(f"call {call.id} is already ringing agents", code="ringing")
+        now_on = run.winner if run is not None else None
+        ring: dict[str, Any] = {"group": group, "strategy": "simultaneous", "timeoutS": timeout}
+        ring["exclude"] = [now_on[1]] if now_on is not None else []
+        if not await self.candidates(call.tenant_id or None, ring):
+            raise CallStateError(
+                f"nobody in group {group[:64]!r} is available", code="nobody_available"
+            )
+        if run is None:
+            run = RouteRun(self, runtime, None)
+            runtime.attach(run)
+        runtime.spawn(run.hand_off(ring, music), "transfer")
+
     # -- presence, as every worker sees it
     async def agents(self, tenant_id: str | None, every: bool = False) -> list[AgentRecord]:
         return sorted(
@@ -223,7 +249,11 @@ class Desk:
                 (a for a in every.values() if ring.get("group") in (None, *a.groups)),
                 key=lambda a: a.agent_id,
             )
-        ready = [a for a in listed if a.effective(now) == "available"]
+        ready = [
+            a
+            for a in listed
+            if a.effective(now) == "available" and a.agent_id not in ring.get("exclude", ())
+        ]
         if ring.get("strategy") == "longest-idle":
             ready.sort(key=lambda a: a.since)
         return ready
