@@ -55,6 +55,8 @@ class RouteRun:
         self.winner: AgentKey | None = None
         self.round = 0
         self.step = 0
+        self.voicemail: Any = None
+        """The voicemail's recorder while it records (told even if the caller hangs up)."""
         self.accepted_at: float | None = None
 
     # -- the attachment
@@ -85,6 +87,7 @@ class RouteRun:
         self.desk.spawn(tell(), f"ended:{self.call.id}")
 
     async def close(self) -> None:
+        await self._voicemail_recorded()  # the caller hung up before maxS: what was said
         self.runtime.detach(self)
 
     # -- where the run is, in the store
@@ -273,14 +276,20 @@ class RouteRun:
         # A recording alone never opens the engine media; a voicemail is for hearing the caller.
         self.wants_media = True
         await self.runtime.media.open()
-        recorder = await self.desk.recordings.start(self.runtime)
+        self.voicemail = await self.desk.recordings.start(self.runtime)
         await asyncio.sleep(step.body["maxS"])
-        recordings = await recorder.close()
+        await self._voicemail_recorded()
+        await self.desk.manager.hangup(self.call.id)
+        return True
+
+    async def _voicemail_recorded(self) -> None:
+        recorder, self.voicemail = self.voicemail, None
+        if recorder is None:
+            return
+        recordings = await recorder.close()  # idempotent: closed with the call already
         heard = next((r for r in recordings if r.kind == "inbound"), None)
         if heard is not None:
             self.runtime.emit("call.voicemail", recordingID=heard.id, durationMs=heard.duration_ms)
-        await self.desk.manager.hangup(self.call.id)
-        return True
 
     async def _hangup(self, step: Step) -> bool:
         await self.desk.manager.hangup(self.call.id)
