@@ -9,6 +9,7 @@ from aiohttp import web
 
 from ..attachments import Playback
 from ..calls.offers import answer_offer
+from ..desk import handoffs
 from ..errors import BadRequest
 from ..media import Role
 from .errors import require_call_id
@@ -100,7 +101,8 @@ async def transfer(request: web.Request) -> web.Response:
         async def start_music() -> Playback:
             return await playbacks.start(runtime, {"assetId": music, "loop": True})
 
-        await request.app[DESK].transfer(
+        await handoffs.transfer(
+            request.app[DESK],
             runtime, body["group"], float(body.get("timeoutS", 30)), start_music if music else None
         )
         ringing = {**runtime.call.snapshot(), "ringingGroup": body["group"]}

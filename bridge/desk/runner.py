@@ -55,6 +55,7 @@ class RouteRun:
         self.winner: AgentKey | None = None
         self.round = 0
         self.step = 0
+        self.handing_off = False
         self.voicemail: Any = None
         """The voicemail's recorder while it records (told even if the caller hangs up)."""
         self.accepted_at: float | None = None
@@ -131,6 +132,7 @@ class RouteRun:
         try:
             taken = await self._ring(Step("ring", ring))
         finally:
+            self.handing_off = False
             if self.call.live:
                 await self.runtime.hold.set(False)
         if not taken or self.winner is None:

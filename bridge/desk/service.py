@@ -25,10 +25,8 @@ from ..attachments import PlaybackService, RecordingService
 from ..calls import Call, CallManager
 from ..calls.events import CallEvent
 from ..calls.model import CallState, Direction
-from ..calls.runtime import CallRuntime
-from ..errors import CallStateError
 from ..tasks import TaskSet
-from . import wire
+from . import handoffs, wire
 from .legs import AgentLegs
 from .routes import Route, pick, route_from_stored, stored
 from .runner import RouteRun
@@ -207,30 +205,6 @@ class Desk:
         runs = runtime.attached("route") if runtime is not None else []
         return runs[0] if runs else None
 
-    async def transfer(
-        self, runtime: CallRuntime, group: str, timeout: float, music: Any = None
-    ) -> None:
-        """``/call/transfer`` to a group: ring its available agents (not the one on the call)
-        while the caller hears ``music``; the first to accept takes the call (409
-        ``nobody_available`` when nobody can be rung, ``not_active`` before the answer)."""
-        call = runtime.call
-        if call.state is not CallState.ACTIVE:
-            raise CallStateError(f"call {call.id} is not active", code="not_active")
-        run = self.run_of(call.id)
-        if run is not None and run.rung:
-            raise CallStateError(f"call {call.id} is already ringing agents", code="ringing")
-        now_on = run.winner if run is not None else None
-        ring: dict[str, Any] = {"group": group, "strategy": "simultaneous", "timeoutS": timeout}
-        ring["exclude"] = [now_on[1]] if now_on is not None else []
-        if not await self.candidates(call.tenant_id or None, ring):
-            raise CallStateError(
-                f"nobody in group {group[:64]!r} is available", code="nobody_available"
-            )
-        if run is None:
-            run = RouteRun(self, runtime, None)
-            runtime.attach(run)
-        runtime.spawn(run.hand_off(ring, music), "transfer")
-
     # -- presence, as every worker sees it
     async def agents(self, tenant_id: str | None, every: bool = False) -> list[AgentRecord]:
         return sorted(
@@ -282,7 +256,7 @@ class Desk:
             return
         if type_ == "call.ended" and call.end_detail == "worker_lost" and not self.run_of(call.id):
             # Its owner died and nobody carries it on: the agents it rang hear it ended.
-            self.spawn(self._lost(call.id, call.end_reason), f"lost:{call.id}")
+            self.spawn(handoffs.tell_lost(self, call.id, call.end_reason), f"lost:{call.id}")
             return
         if type_ not in ("call.ringing", "call.moved") or call.state is not CallState.RINGING:
             return
@@ -292,42 +266,7 @@ class Desk:
         if type_ == "call.ringing":
             runtime.spawn(self._start_route(call), "route")
         elif not runtime.attached("route"):  # adopted from a dead worker: its ring goes on
-            runtime.spawn(self._resume_route(call), "route")
-
-    async def _resume_route(self, call: Call) -> None:
-        ring = await self.store.ring(call.id)
-        runtime = self.manager.find_runtime(call.id)
-        if ring is None or runtime is None or runtime.attached("route"):
-            return
-        body = await self.store.route(ring["route"]) if ring.get("route") else None
-        run = RouteRun(self, runtime, route_from_stored(body) if body else None)
-        runtime.attach(run)
-        log.warning(
-            "call %s: adopted while ringing; its route resumes at step %s",
-            call.id,
-            ring.get("step"),
-            extra={"call_id": call.id},
-        )
-        await run.resume(ring)
-
-    async def _lost(self, call_id: str, end_reason: Any) -> None:
-        ring = await self.store.ring(call_id)
-        if ring is None:
-            return
-        await self.store.drop_ring(call_id)
-        ended = {
-            "type": "call.ended",
-            "callID": call_id,
-            "endReason": str(end_reason) if end_reason else None,
-            "endDetail": "worker_lost",
-        }
-        for entry in {*ring.get("rung", ()), *([ring["winner"]] if ring.get("winner") else [])}:
-            tenant, _, agent = str(entry).partition("/")
-            key = (tenant or None, agent)
-            await self.send(key, ended)
-            record = await self.store.agent(*key)
-            if record is not None and record.call_id == call_id:
-                await self.set_state(key, "available")
+            runtime.spawn(handoffs.resume_route(self, call), "route")
 
     async def _start_route(self, call: Call) -> None:
         runtime = self.manager.find_runtime(call.id)
