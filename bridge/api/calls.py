@@ -11,14 +11,15 @@ from aiohttp import web
 
 from ..calls.model import normalize_user
 from ..config import EngineKind
+from ..desk.tokens import looks_like_agent_token
 from ..engines import ArtifactsEngine
-from ..errors import BadRequest, BridgeError, NotFound, RecordingForbidden
+from ..errors import BadRequest, BridgeError, Forbidden, NotFound, RecordingForbidden
 from ..numbers.model import Number
-from .auth import FORWARDED
+from .auth import FORWARDED, request_token
 from .errors import require_call_id
 from .keys import CATALOG, DESK, DIRECTORY, INBOUND, MANAGER, SWITCHBOARD, WEBHOOKS
 from .schema import read_body
-from .tenancy import principal_of, visible, visible_event
+from .tenancy import PRINCIPAL, Principal, principal_of, visible, visible_event
 
 routes = web.RouteTableDef()
 
@@ -31,9 +32,27 @@ def _call_id(body: dict[str, Any]) -> str:
     return require_call_id(body)
 
 
+def _placing_agent(request: web.Request, body: dict[str, Any]) -> tuple[str | None, str] | None:
+    """The agent whose connected leg carries a call placed now: the agent token's own (the
+    request is then its tenant's), or ``agentID`` with an API key; ``None``: no agent."""
+    token = request_token(request)
+    if looks_like_agent_token(token):
+        claims = request.app[DESK].tokens.verify(token)  # 401: not ours, or expired
+        if body.get("agentID") not in (None, claims.agent_id):
+            raise Forbidden(
+                "an agent token places calls for its own agent only", code="agent_token"
+            )
+        request[PRINCIPAL] = Principal(claims.tenant_id)
+        return claims.tenant_id, claims.agent_id
+    return (principal_of(request).tenant_id, body["agentID"]) if "agentID" in body else None
+
+
 @routes.post("/call/make")
 async def make_call(request: web.Request) -> web.Response:
+    if looks_like_agent_token(request_token(request)):
+        request.app[DESK].tokens.verify(request_token(request))  # 401 before reading the body
     body = await read_body(request, "MakeCallRequest")  # phone or recipient; metadata or null
+    agent = _placing_agent(request, body)
     recipient = body.get("recipient")
     if (recipient is None) == (body.get("phone") is None):
         raise BadRequest(
@@ -58,7 +77,6 @@ async def make_call(request: web.Request) -> web.Response:
             code="recipient_not_supported",
         )
     # An agent's connected leg carries it (desk/legs.py): checked before anything is dialled.
-    agent = (principal.tenant_id, body["agentID"]) if "agentID" in body else None
     if agent is not None:
         request.app[DESK].legs.ready(agent)
     manager = request.app[MANAGER]

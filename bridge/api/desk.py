@@ -34,8 +34,11 @@ CONNECT = "/agents/connect"
 
 
 def authenticates_itself(request: web.Request) -> bool:
-    """The agent socket checks its own token (an agent token, not an API key)."""
-    return request.path == CONNECT
+    """The agent socket checks its own token (an agent token, not an API key), and so does
+    ``POST /call/make`` when an agent's app places a call with its own token."""
+    if request.path == CONNECT:
+        return True
+    return request.path == "/call/make" and looks_like_agent_token(request_token(request))
 
 
 @routes.post("/agents/tokens")

@@ -24,12 +24,12 @@ PLAY_BODY_LIMIT = 48 * 1024 * 1024
 async def play(request: web.Request) -> web.Response:
     body = await read_body(request, "PlayRequest", limit=PLAY_BODY_LIMIT)
     runtime = request.app[MANAGER].runtime(require_call_id(body))
-    _check_asset(request, body.get("assetId"))
+    check_asset(request, body.get("assetId"))
     playback = await request.app[PLAYBACK].start(runtime, body)
     return web.json_response({"playbackId": playback.id}, status=201)
 
 
-def _check_asset(request: web.Request, asset_id: object, *, shared: bool = True) -> None:
+def check_asset(request: web.Request, asset_id: object, *, shared: bool = True) -> None:
     """A tenant's key uses its own assets (and, to play, the service's): another's is 404."""
     tenant_id = principal_of(request).tenant_id
     if tenant_id is None or not isinstance(asset_id, str):
@@ -61,7 +61,7 @@ async def hold(request: web.Request) -> web.Response:
     if music is not None and not isinstance(music, str):
         raise BadRequest("field 'music' must be an audio asset id")
     runtime = request.app[MANAGER].runtime(require_call_id(body))
-    _check_asset(request, music)
+    check_asset(request, music)
     playbacks = request.app[PLAYBACK]
 
     async def start_music() -> Playback:
@@ -110,7 +110,7 @@ async def list_assets(request: web.Request) -> web.Response:
 @routes.delete("/call/audio-assets/{assetId}")
 async def delete_asset(request: web.Request) -> web.Response:
     asset_id = request.match_info["assetId"]
-    _check_asset(request, asset_id, shared=False)
+    check_asset(request, asset_id, shared=False)
     request.app[PLAYBACK].assets.delete(asset_id)
     return web.json_response({"assetId": request.match_info["assetId"], "deleted": True})
 

@@ -7,10 +7,14 @@ from typing import Any
 
 from aiohttp import web
 
+from ..attachments import Playback
 from ..calls.offers import answer_offer
+from ..desk import handoffs
+from ..errors import BadRequest
 from ..media import Role
 from .errors import require_call_id
-from .keys import MANAGER, SETTINGS, TURN
+from .keys import DESK, MANAGER, PLAYBACK, SETTINGS, TURN
+from .media import check_asset
 from .schema import read_body
 
 routes = web.RouteTableDef()
@@ -82,8 +86,26 @@ async def participant_role(request: web.Request) -> web.Response:
 
 @routes.post("/call/transfer")
 async def transfer(request: web.Request) -> web.Response:
-    """Cold hand-off: participant ``to`` becomes the agent; the old agent is disconnected."""
+    """Cold hand-off: participant ``to`` becomes the agent; the old agent is disconnected.
+    Or ``group``: the desk rings the group's available agents while the caller hears
+    ``music`` (an audio asset), and the first to accept takes the call (``202``)."""
     body = await read_body(request, "TransferRequest")
+    if ("to" in body) == ("group" in body):
+        raise BadRequest("give either 'to' (a participant) or 'group' (agents to ring)")
     runtime = request.app[MANAGER].runtime(require_call_id(body))
+    if "group" in body:
+        music = body.get("music")
+        check_asset(request, music)
+        playbacks = request.app[PLAYBACK]
+
+        async def start_music() -> Playback:
+            return await playbacks.start(runtime, {"assetId": music, "loop": True})
+
+        await handoffs.transfer(
+            request.app[DESK],
+            runtime, body["group"], float(body.get("timeoutS", 30)), start_music if music else None
+        )
+        ringing = {**runtime.call.snapshot(), "ringingGroup": body["group"]}
+        return web.json_response(ringing, status=202)
     await runtime.participants.transfer(participant_of(body, "to"))
     return web.json_response(runtime.call.snapshot())

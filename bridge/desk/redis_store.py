@@ -3,8 +3,9 @@
 Keys (under ``bridge:desk:``): ``agent:{tenant}/{agentID}`` (an :class:`~.store.AgentRecord`
 as JSON), ``agents`` (the set of those keys), ``claim:{callID}`` (who took a ringing call:
 ``SET NX``, so exactly one worker's accept wins, and a hang-up claims it the same way),
-``routes`` (a hash of route id → route JSON) and the channel ``bus`` (messages between
-workers: ring this agent, this agent accepted, the call was taken).
+``ring:{callID}`` (where the call's route is: step, round, who is rung; a survivor resumes
+it when the call's owner dies), ``routes`` (a hash of route id → route JSON) and the channel
+``bus`` (messages between workers: ring this agent, this agent accepted, the call was taken).
 """
 
 from __future__ import annotations
@@ -102,6 +103,16 @@ class RedisDeskStore:
         if await self._redis.set(key, who, nx=True, ex=CLAIM_TTL):
             return who
         return str(await self._redis.get(key) or "")
+
+    async def put_ring(self, call_id: str, ring: dict[str, Any]) -> None:
+        await self._redis.set(P + "ring:" + call_id, json.dumps(ring), ex=CLAIM_TTL)
+
+    async def ring(self, call_id: str) -> dict[str, Any] | None:
+        raw = await self._redis.get(P + "ring:" + call_id)
+        return json.loads(raw) if raw else None
+
+    async def drop_ring(self, call_id: str) -> None:
+        await self._redis.delete(P + "ring:" + call_id)
 
     async def put_route(self, route_id: str, body: dict[str, Any]) -> None:
         await self._redis.hset(P + "routes", route_id, json.dumps(body))

@@ -5,6 +5,10 @@ A ring step rings its agents by rounds (all at once, or one after another), each
 one claim in the store: the first ``accept`` of the round wins it; when the round times out,
 or everyone rung declined or dropped, the run claims it itself (``timeout``), and a hang-up
 claims it too (``ended``) — so an accept in flight and the end of a ring never both act.
+
+Where the run is (its step, its round, who is rung, who won) is kept in the store — Redis in a
+cluster — so that when the call's owner dies, the survivor that adopts the call resumes the
+route where it was (:meth:`RouteRun.resume`), and one that ends it tells the agents it rang.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from ..calls.model import CallState
 from ..errors import BridgeError
 from . import wire
 from .routes import Route, Step
+from .store import _key
 
 if TYPE_CHECKING:
     from ..calls.runtime import CallRuntime
@@ -49,6 +54,10 @@ class RouteRun:
         self.rung: set[AgentKey] = set()
         self.winner: AgentKey | None = None
         self.round = 0
+        self.step = 0
+        self.handing_off = False
+        self.voicemail: Any = None
+        """The voicemail's recorder while it records (told even if the caller hangs up)."""
         self.accepted_at: float | None = None
 
     # -- the attachment
@@ -68,6 +77,7 @@ class RouteRun:
 
         async def tell() -> None:
             await self.desk.store.claim(round_key, "ended")
+            await self.desk.store.drop_ring(self.call.id)
             for key in audience | ({winner} if winner else set()):
                 await self.desk.send(key, ended)
             if winner is not None:
@@ -78,14 +88,81 @@ class RouteRun:
         self.desk.spawn(tell(), f"ended:{self.call.id}")
 
     async def close(self) -> None:
+        await self._voicemail_recorded()  # the caller hung up before maxS: what was said
         self.runtime.detach(self)
 
+    # -- where the run is, in the store
+    async def _save(self) -> None:
+        ring = {
+            "route": self.route.route_id if self.route is not None else None,
+            "step": self.step,
+            "round": self.round,
+            "rung": sorted(_key(*k) for k in self.rung),
+            "winner": _key(*self.winner) if self.winner is not None else None,
+        }
+        try:
+            await self.desk.store.put_ring(self.call.id, ring)
+        except Exception as exc:  # the store's own errors (Redis's are not OSError)
+            log.warning("call %s: its ring not saved in the store: %s", self.call.id, exc)
+
+    async def resume(self, ring: dict[str, Any]) -> None:
+        """Carry on the ring a dead owner left in the store: an accept that won its last
+        round meanwhile takes the call; else its step runs again, from a new round."""
+        self.round = int(ring.get("round") or 0)
+        holder = await self.desk.store.claim(f"{self.call.id}:{self.round}", "timeout")
+        named = [*ring.get("rung", ()), *([ring["winner"]] if ring.get("winner") else [])]
+        rung = [(t or None, a) for t, _, a in (str(w).partition("/") for w in named)]
+        stopped = {"type": "ringing.stopped", "callID": self.call.id}
+        for key in rung:
+            if holder == _key(*key):
+                self.rung = set(rung)
+                await self._take(key, self.round)
+                return
+        for key in rung:
+            await self.desk.send(key, stopped)
+        await self.run(int(ring.get("step") or 0))
+
+    async def hand_off(self, ring: dict[str, Any], music: Any) -> None:
+        """A transfer to a group later in the call: the caller is held (``music``: starts the
+        hold music) while the group rings the same way; the first to accept takes the call
+        (its leg replaces the agent's), the previous agent is let go. Nobody: the call comes
+        back off hold to the agent it had."""
+        previous, self.winner = self.winner, None
+        await self.runtime.hold.set(True, music)
+        try:
+            taken = await self._ring(Step("ring", ring))
+        finally:
+            self.handing_off = False
+            if self.call.live:
+                await self.runtime.hold.set(False)
+        if not taken or self.winner is None:
+            self.winner = previous
+            if previous is not None:
+                await self.desk.send(previous, {"type": "transfer.failed", "callID": self.call.id})
+            return
+        if previous is not None and previous != self.winner:
+            await self.desk.send(
+                previous, {"type": "transferred", "callID": self.call.id, "to": self.winner[1]}
+            )
+            await self.desk.set_state(previous, "available")
+        self.runtime.emit(
+            "call.transferred",
+            participantID="agent",
+            fromParticipantID="agent",
+            group=ring.get("group"),
+            agentID=self.winner[1],
+        )
+
     # -- the steps
-    async def run(self) -> None:
+    async def run(self, start: int = 0) -> None:
         steps = (ALL_AGENTS,) if self.route is None else self.route.steps_at(self.desk.clock())
         for index, step in enumerate(steps):
+            if index < start:
+                continue
             if not self.call.live or self.winner is not None:
                 return
+            self.step = index
+            await self._save()
             log.info(
                 "call %s: route step %d %s",
                 self.call.id,
@@ -121,6 +198,7 @@ class RouteRun:
         self.round += 1
         round_no, snapshot = self.round, self.call.snapshot()
         self.rung = set(batch)
+        await self._save()
         for key in batch:
             await self.desk.send(key, wire.ringing(snapshot), round_no)
         loop = asyncio.get_running_loop()
@@ -158,6 +236,7 @@ class RouteRun:
         others, self.rung = self.rung - {key}, set()
         # The winner first: it hears "accepted", then the call's own events (call.active).
         self.winner = key
+        await self._save()
         # Its connected leg joins the call now, before the answer: the first audio needs no
         # offer, ICE or DTLS ("leg": false: none here, the app sends the per-call offer).
         leg = await self.desk.legs.lend(key, self.runtime)
@@ -199,14 +278,20 @@ class RouteRun:
         # A recording alone never opens the engine media; a voicemail is for hearing the caller.
         self.wants_media = True
         await self.runtime.media.open()
-        recorder = await self.desk.recordings.start(self.runtime)
+        self.voicemail = await self.desk.recordings.start(self.runtime)
         await asyncio.sleep(step.body["maxS"])
-        recordings = await recorder.close()
+        await self._voicemail_recorded()
+        await self.desk.manager.hangup(self.call.id)
+        return True
+
+    async def _voicemail_recorded(self) -> None:
+        recorder, self.voicemail = self.voicemail, None
+        if recorder is None:
+            return
+        recordings = await recorder.close()  # idempotent: closed with the call already
         heard = next((r for r in recordings if r.kind == "inbound"), None)
         if heard is not None:
             self.runtime.emit("call.voicemail", recordingID=heard.id, durationMs=heard.duration_ms)
-        await self.desk.manager.hangup(self.call.id)
-        return True
 
     async def _hangup(self, step: Step) -> bool:
         await self.desk.manager.hangup(self.call.id)

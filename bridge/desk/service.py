@@ -26,7 +26,7 @@ from ..calls import Call, CallManager
 from ..calls.events import CallEvent
 from ..calls.model import CallState, Direction
 from ..tasks import TaskSet
-from . import wire
+from . import handoffs, wire
 from .legs import AgentLegs
 from .routes import Route, pick, route_from_stored, stored
 from .runner import RouteRun
@@ -226,7 +226,11 @@ class Desk:
                 (a for a in every.values() if ring.get("group") in (None, *a.groups)),
                 key=lambda a: a.agent_id,
             )
-        ready = [a for a in listed if a.effective(now) == "available"]
+        ready = [
+            a
+            for a in listed
+            if a.effective(now) == "available" and a.agent_id not in ring.get("exclude", ())
+        ]
         if ring.get("strategy") == "longest-idle":
             ready.sort(key=lambda a: a.since)
         return ready
@@ -251,11 +255,21 @@ class Desk:
         return pick(await self.routes(), call.tenant_id or None, call.number_id)
 
     def _call_changed(self, type_: str, call: Call) -> None:
-        if type_ != "call.ringing" or call.direction is not Direction.INBOUND:
+        if call.direction is not Direction.INBOUND:
+            return
+        if type_ == "call.ended" and call.end_detail == "worker_lost" and not self.run_of(call.id):
+            # Its owner died and nobody carries it on: the agents it rang hear it ended.
+            self.spawn(handoffs.tell_lost(self, call.id, call.end_reason), f"lost:{call.id}")
+            return
+        if type_ not in ("call.ringing", "call.moved") or call.state is not CallState.RINGING:
             return
         runtime = self.manager.find_runtime(call.id)
-        if runtime is not None and call.state is CallState.RINGING:
+        if runtime is None:
+            return
+        if type_ == "call.ringing":
             runtime.spawn(self._start_route(call), "route")
+        elif not runtime.attached("route"):  # adopted from a dead worker: its ring goes on
+            runtime.spawn(handoffs.resume_route(self, call), "route")
 
     async def _start_route(self, call: Call) -> None:
         runtime = self.manager.find_runtime(call.id)

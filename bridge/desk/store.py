@@ -26,6 +26,9 @@ RENEW = 1.0
 CLAIM_TTL = 3600
 """Seconds a call's claim is kept (longer than any ring)."""
 
+MAX_RINGS = 10_000
+"""Rings one process keeps (each is dropped when its call ends)."""
+
 STATES = ("available", "busy", "away")
 
 BusHandler = Callable[[dict[str, Any]], None]
@@ -93,6 +96,12 @@ class DeskStore(Protocol):
     async def claim(self, call_id: str, who: str) -> str:
         """Who holds the call's one claim: ``who`` if it was free (atomic across workers)."""
 
+    async def put_ring(self, call_id: str, ring: dict[str, Any]) -> None:
+        """Where a call's route is (``{route, step, round, rung}``): a survivor resumes it."""
+
+    async def ring(self, call_id: str) -> dict[str, Any] | None: ...
+    async def drop_ring(self, call_id: str) -> None: ...
+
     async def put_route(self, route_id: str, body: dict[str, Any]) -> None: ...
     async def route(self, route_id: str) -> dict[str, Any] | None: ...
     async def routes(self) -> list[dict[str, Any]]: ...
@@ -113,6 +122,7 @@ class MemoryDeskStore:
         self._agents: dict[str, AgentRecord] = {}
         self._claims: dict[str, str] = {}
         self._routes: dict[str, dict[str, Any]] = {}
+        self._rings: dict[str, dict[str, Any]] = {}
         self._on_message: BusHandler | None = None
 
     async def start(self, on_message: BusHandler) -> None:
@@ -142,6 +152,17 @@ class MemoryDeskStore:
             for old in list(self._claims)[:5_000]:
                 del self._claims[old]
         return self._claims.setdefault(call_id, who)
+
+    async def put_ring(self, call_id: str, ring: dict[str, Any]) -> None:
+        if call_id not in self._rings and len(self._rings) >= MAX_RINGS:
+            del self._rings[next(iter(self._rings))]  # bounded: the oldest, long ended
+        self._rings[call_id] = ring
+
+    async def ring(self, call_id: str) -> dict[str, Any] | None:
+        return self._rings.get(call_id)
+
+    async def drop_ring(self, call_id: str) -> None:
+        self._rings.pop(call_id, None)
 
     async def put_route(self, route_id: str, body: dict[str, Any]) -> None:
         self._routes[route_id] = body

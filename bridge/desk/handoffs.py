@@ -1,0 +1,83 @@
+"""The desk's hand-offs beyond a route's first ring (issue 49): a transfer to a group later in
+the call (:func:`transfer`), and a ring that outlives its worker — the survivor that adopts a
+ringing call resumes its route from the ring the store kept (:func:`resume_route`); one that
+ends it (``worker_lost``) tells the agents it rang (:func:`tell_lost`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..calls.model import Call, CallState
+from ..calls.runtime import CallRuntime
+from ..errors import CallStateError
+from .routes import route_from_stored
+from .runner import RouteRun
+
+if TYPE_CHECKING:
+    from .service import Desk
+
+log = logging.getLogger(__name__)
+
+
+async def transfer(
+    desk: Desk, runtime: CallRuntime, group: str, timeout: float, music: Any = None
+) -> None:
+    """``/call/transfer`` to a group: ring its available agents (not the one on the call)
+    while the caller hears ``music``; the first to accept takes the call (409
+    ``nobody_available`` when nobody can be rung, ``not_active`` before the answer)."""
+    call = runtime.call
+    if call.state is not CallState.ACTIVE:
+        raise CallStateError(f"call {call.id} is not active", code="not_active")
+    run = desk.run_of(call.id)
+    if run is not None and (run.rung or run.handing_off):
+        raise CallStateError(f"call {call.id} is already ringing agents", code="ringing")
+    now_on = run.winner if run is not None else None
+    ring: dict[str, Any] = {"group": group, "strategy": "simultaneous", "timeoutS": timeout}
+    ring["exclude"] = [now_on[1]] if now_on is not None else []
+    if not await desk.candidates(call.tenant_id or None, ring):
+        raise CallStateError(
+            f"nobody in group {group[:64]!r} is available", code="nobody_available"
+        )
+    if run is None:
+        run = RouteRun(desk, runtime, None)
+        runtime.attach(run)
+    run.handing_off = True  # until its ring ends: one transfer at a time
+    runtime.spawn(run.hand_off(ring, music), "transfer")
+
+
+async def resume_route(desk: Desk, call: Call) -> None:
+    ring = await desk.store.ring(call.id)
+    runtime = desk.manager.find_runtime(call.id)
+    if ring is None or runtime is None or runtime.attached("route"):
+        return
+    body = await desk.store.route(ring["route"]) if ring.get("route") else None
+    run = RouteRun(desk, runtime, route_from_stored(body) if body else None)
+    runtime.attach(run)
+    log.warning(
+        "call %s: adopted while ringing; its route resumes at step %s",
+        call.id,
+        ring.get("step"),
+        extra={"call_id": call.id},
+    )
+    await run.resume(ring)
+
+
+async def tell_lost(desk: Desk, call_id: str, end_reason: Any) -> None:
+    ring = await desk.store.ring(call_id)
+    if ring is None:
+        return
+    await desk.store.drop_ring(call_id)
+    ended = {
+        "type": "call.ended",
+        "callID": call_id,
+        "endReason": str(end_reason) if end_reason else None,
+        "endDetail": "worker_lost",
+    }
+    for entry in {*ring.get("rung", ()), *([ring["winner"]] if ring.get("winner") else [])}:
+        tenant, _, agent = str(entry).partition("/")
+        key = (tenant or None, agent)
+        await desk.send(key, ended)
+        record = await desk.store.agent(*key)
+        if record is not None and record.call_id == call_id:
+            await desk.set_state(key, "available")

@@ -1,0 +1,84 @@
+"""``/call/transfer`` to a group (issue 49): the desk rings the group's available agents while
+the caller hears the hold music, the first to accept takes the call on its connected leg (tones
+asserted by frequency at the WhatsApp peer), the other gets ``call.taken``, the previous agent
+is let go; bad transfers are clear 4xx errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import numpy as np
+
+from ..support.audio_files import make
+from ..support.calls import sim_call, wait_state
+from ..support.spectrum import dominant_frequency
+from .test_desk import Agent, incoming
+from .test_desk_leg import LegAgent
+
+MUSIC = 1000.0
+
+
+def peer_hears(client: object, call_id: str) -> float:
+    heard = np.concatenate(list(sim_call(client, call_id).heard)[-25:]).astype(np.float64)
+    return dominant_frequency(heard, 16_000)
+
+
+async def test_transfer_to_a_group_rings_it_over_hold_music_and_the_first_takes_it(
+    make_client,
+) -> None:
+    client = await make_client(sim_peer="tone", sim_tone_hz=660.0)
+    form = aiohttp.FormData()
+    form.add_field("audio", make("wav", MUSIC, 2.0), filename="hold.wav")
+    asset = (await (await client.post("/call/audio-assets", data=form)).json())["assetId"]
+    ann = LegAgent(await Agent.connect(client, "ann", ["front"]), freq=440.0)
+    bob = LegAgent(await Agent.connect(client, "bob", ["sales"]), freq=520.0)
+    cat = await Agent.connect(client, "cat", ["sales"])
+    for leg in (ann, bob):
+        await leg.offer()
+        leg.mic.on.set()
+    call_id = await incoming(client)
+    await ann.agent.next("ringing")
+    await ann.agent.send(type="accept", callID=call_id)
+    await ann.agent.next("accepted")
+    await wait_state(client, call_id, "active")
+    await asyncio.sleep(0.8)
+    assert abs(peer_hears(client, call_id) - 440.0) < 15
+
+    body = {"callID": call_id, "group": "sales", "music": asset, "timeoutS": 10}
+    resp = await client.post("/call/transfer", json=body)
+    assert resp.status == 202, await resp.text()
+    assert (await resp.json())["ringingGroup"] == "sales"
+    await bob.agent.next("ringing"), await cat.next("ringing")
+    await asyncio.sleep(0.8)
+    assert abs(peer_hears(client, call_id) - MUSIC) < 15  # the caller is held, with music
+    again = await client.post("/call/transfer", json=body)
+    assert again.status == 409  # already ringing
+
+    await bob.agent.send(type="accept", callID=call_id)
+    accepted = await bob.agent.next("accepted")
+    assert accepted["leg"] is True
+    assert (await cat.next("call.taken"))["callID"] == call_id
+    assert (await ann.agent.next("transferred"))["to"] == "bob"
+    await asyncio.sleep(0.8)
+    assert abs(peer_hears(client, call_id) - 520.0) < 15  # bob, off hold
+    states = {
+        a["agentID"]: a["state"] for a in (await (await client.get("/agents")).json())["agents"]
+    }
+    assert states == {"ann": "available", "bob": "busy", "cat": "available"}
+
+    # Bad transfers: both or neither of to/group, nobody available, an unknown call.
+    for bad, status in (
+        ({"callID": call_id}, 400),
+        ({"callID": call_id, "to": "agent", "group": "sales"}, 400),
+        ({"callID": call_id, "group": "nobody-here"}, 409),
+        ({"callID": "nope", "group": "sales"}, 404),
+        ({"callID": call_id, "group": "sales", "timeoutS": "x"}, 400),
+    ):
+        resp = await client.post("/call/transfer", json=bad)
+        assert resp.status == status, (bad, await resp.text())
+        assert "error" in await resp.json()
+    await client.post("/call/hangup", json={"callID": call_id})
+    await bob.agent.next("call.ended")
+    for leg in (ann, bob):
+        await leg.close()
