@@ -14,6 +14,7 @@ from .digest import (
     choose,
     parse_params,
 )
+from .front import FrontDoor, Line
 from .headers import Address, Uri, Via
 from .message import Message, Request, Response, SipParseError, parse
 from .transaction import CallHandler, InviteServer
@@ -31,8 +32,10 @@ __all__ = [
     "Dialog",
     "DigestError",
     "DigestServer",
+    "FrontDoor",
     "InviteClient",
     "InviteServer",
+    "Line",
     "Message",
     "PeerPolicy",
     "Request",

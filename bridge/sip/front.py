@@ -1,0 +1,216 @@
+"""``FrontDoor``: one SIP-over-TLS listener for every business number on Meta's SIP road.
+
+A worker has one door per listen address; each number on Meta's SIP road joins it with a
+:class:`Line` (its number, host name, password, certificate and calls). The door's user agent
+is shared: a new INVITE's Request-URI user (the number in E.164 digits, with or without
+``+``) picks the line (RFC 3261 §8.2.2.1: ``404`` for a number we do not serve, before any
+digest work); that line's password challenges Meta and checks its answer (``407``, §22.3) and
+its host name is the Contact. CANCEL, ACK and BYE reach the line whose calls own the dialog.
+A line's host name with its own certificate is served by name (SNI, RFC 6066 §3); any other
+client hello gets the first line's certificate (the deployment's, ``BRIDGE_SIP_CERT``).
+
+The door closes its listener when its last line leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .dialog import Dialog
+from .digest import DigestServer
+from .headers import Uri
+from .message import Request, SipParseError
+from .transaction import CallHandler, InviteServer
+from .transport import CertFiles
+from .trust import PeerPolicy
+from .ua import UserAgent
+
+log = logging.getLogger(__name__)
+
+
+class LineCalls(CallHandler, Protocol):
+    """A number's calls: the door asks which dialogs are theirs."""
+
+    def owns(self, dialog_key: tuple[str, str]) -> bool: ...
+
+
+@dataclass
+class Line:
+    """One business number at the door."""
+
+    number: str
+    """E.164 digits, no ``+``: the Request-URI user that picks it, our From user."""
+    hostname: str
+    calls: LineCalls
+    digest: DigestServer | None = None
+    certs: CertFiles | None = None
+    """The certificate of ``hostname`` (``None``: the door's default)."""
+    on_count: Callable[[str], None] | None = field(default=None, repr=False)
+
+
+def number_of(uri: str) -> str:
+    """A Request-URI's user as E.164 digits (``""`` when it is not a number)."""
+    try:
+        user = Uri.parse(uri).user.split(";")[0]
+    except SipParseError:
+        return ""
+    digits = user.removeprefix("+")
+    return digits if digits.isdigit() else ""
+
+
+_DOORS: dict[tuple[str, int], FrontDoor] = {}
+"""This worker's doors by listen address (port ``0``: each door its own port)."""
+
+
+class FrontDoor:
+    """The shared user agent and its lines (module docstring); the UA's ``CallHandler``."""
+
+    def __init__(self, key: tuple[str, int]) -> None:
+        self.key = key
+        self.lines: dict[str, Line] = {}
+        """The line each number's new calls go to (its newest)."""
+        self.members: list[Line] = []
+        """Every line, a number's older one too while its engine finishes its calls."""
+        self.ua: UserAgent | None = None
+        self._ready = asyncio.Event()
+        self._failed: BaseException | None = None
+
+    @classmethod
+    async def join(
+        cls,
+        host: str,
+        port: int,
+        line: Line,
+        *,
+        certs: CertFiles,
+        client_ctx: ssl.SSLContext | None,
+        policy: PeerPolicy,
+    ) -> FrontDoor:
+        """The door at ``host:port`` with ``line`` in it: opened when it is the first (with
+        ``certs`` its default certificate). A number that joins again (its engine rebuilt)
+        takes the new calls; its older line keeps its dialogs until it leaves."""
+        door = _DOORS.get((host, port)) if port else None
+        if door is None:
+            door = cls((host, port))
+            if port:
+                _DOORS[door.key] = door
+            door.add(line)
+            await door._open(host, port, line, certs, client_ctx, policy)
+            return door
+        await door._ready.wait()
+        if door._failed is not None:
+            raise door._failed
+        door.add(line)
+        return door
+
+    async def _open(
+        self,
+        host: str,
+        port: int,
+        line: Line,
+        certs: CertFiles,
+        client_ctx: ssl.SSLContext | None,
+        policy: PeerPolicy,
+    ) -> None:
+        ua = UserAgent(
+            hostname=line.hostname,
+            number=line.number,
+            certs=certs,
+            client_ctx=client_ctx,
+            digest=None,
+            handler=self,
+            policy=policy,
+        )
+        ua.lookup = self.lookup
+        ua.on_count = self._count
+        self.ua = ua
+        if line.certs is not None:
+            certs.names[line.hostname.lower()] = line.certs
+        try:
+            await ua.start(host, port)
+        except BaseException as exc:
+            self._failed = exc
+            _DOORS.pop(self.key, None)
+            raise
+        finally:
+            self._ready.set()
+
+    def add(self, line: Line) -> None:
+        self.members.append(line)
+        self.lines[line.number] = line
+        certs = self.ua.transport.certs if self.ua is not None else None
+        if line.certs is not None and certs is not None:
+            certs.names[line.hostname.lower()] = line.certs
+
+    async def leave(self, line: Line) -> None:
+        """``line`` gone; the listener closes with the last line."""
+        if line not in self.members:
+            return
+        self.members.remove(line)
+        if self.lines.get(line.number) is line:
+            del self.lines[line.number]
+            for other in self.members:
+                if other.number == line.number:
+                    self.lines[other.number] = other
+        certs = self.ua.transport.certs if self.ua is not None else None
+        named = {other.hostname.lower() for other in self.members if other.certs}
+        if certs is not None and line.hostname.lower() not in named:
+            certs.names.pop(line.hostname.lower(), None)
+        if not self.members:
+            if _DOORS.get(self.key) is self:
+                del _DOORS[self.key]
+            if self.ua is not None:
+                await self.ua.close()
+
+    def _count(self, what: str) -> None:
+        for line in list(self.members):
+            if line.on_count is not None:
+                line.on_count(what)
+
+    def lookup(self, req: Request) -> tuple[DigestServer | None, str] | None:
+        line = self.lines.get(number_of(req.uri))
+        if line is None or self.ua is None:
+            return None
+        return line.digest, self.ua.contact_for(line.number, line.hostname)
+
+    def _owner(self, key: tuple[str, str]) -> LineCalls | None:
+        for line in list(self.members):
+            if line.calls.owns(key):
+                return line.calls
+        return None
+
+    # -- the UA's CallHandler: each to its line
+    async def invite(self, tx: InviteServer) -> None:
+        line = self.lines.get(number_of(tx.req.uri))
+        if line is None:  # left while the INVITE was being read
+            await tx.respond(404, "Not Found (no such number here)")
+            return
+        await line.calls.invite(tx)
+
+    async def cancelled(self, tx: InviteServer) -> None:
+        calls = self._owner(tx.dialog.key)
+        if calls is not None:
+            await calls.cancelled(tx)
+
+    async def acked(self, dialog: Dialog) -> None:
+        calls = self._owner(dialog.key)
+        if calls is not None:
+            await calls.acked(dialog)
+
+    async def ack_timeout(self, dialog: Dialog) -> None:
+        calls = self._owner(dialog.key)
+        if calls is not None:
+            await calls.ack_timeout(dialog)
+
+    async def bye(self, dialog: Dialog, req: Request) -> None:
+        calls = self._owner(dialog.key)
+        if calls is not None:
+            await calls.bye(dialog, req)
+
+
+__all__ = ["FrontDoor", "Line", "LineCalls", "number_of"]
