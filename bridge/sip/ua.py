@@ -95,13 +95,9 @@ class UserAgent:
         self.in_dialog_requests: InDialog | None = None
         """Takes INFO and REFER in a dialog (a trunk's user agent); without it they are
         refused as Meta's road wants (501, 403)."""
-        self.lookup: Lookup | None = None
-        """A listener shared by several numbers (:mod:`.front`): the INVITE's number; an
-        unknown one gets ``404`` before any digest work."""
+        self.lookup: Lookup | None = None  # a listener numbers share (front.py): 404 if none
 
-    @property
-    def contact(self) -> str:
-        return self.contact_for(self.number, self.hostname)
+    contact = property(lambda self: self.contact_for(self.number, self.hostname))
 
     def contact_for(self, number: str, hostname: str) -> str:
         hop = "tls" if self.transport.certs is not None else "udp" if self.datagrams else "tcp"
@@ -330,24 +326,20 @@ class UserAgent:
         branch = Via.parse(req.values("Via")[0]).branch
         if (req.call_id, branch) in self.pending:
             return  # a retransmission (another hop may be unreliable): already in hand
-        required = [r for r in req.values("Require") if r.lower() not in SUPPORTED.split(",")]
-        if required:
-            extra = [("Unsupported", ", ".join(required))]
-            await self._answer(conn, reply(req, 420, "Bad Extension", extra=extra))
+        unfit = unfit_invite(req)
+        if unfit is not None:
+            await self._answer(conn, unfit)
             return
-        if not req.body or "sdp" not in req.get("Content-Type").lower():
-            warn = [("Warning", '399 bridge "an INVITE needs an SDP offer"')]
-            await self._answer(conn, reply(req, 488, "Not Acceptable Here", extra=warn))
+        line = self.lookup(req) if self.lookup is not None else (self.digest, "")
+        if line is None:  # a number this shared listener does not serve
+            self.count("unknown_number")
+            await self._answer(conn, reply(req, 404, "Not Found (no such number here)"))
             return
-        digest, contact = self.digest, ""
-        if self.lookup is not None:
-            line = self.lookup(req)
-            if line is None:
-                self.count("unknown_number")
-                await self._answer(conn, reply(req, 404, "Not Found (no such number here)"))
-                return
-            digest, contact = line
-        if digest is not None and not await self._authenticated(req, conn, digest):
+        digest, contact = line
+        refusal = refusal_of(digest, req, conn.peer[0]) if digest is not None else None
+        if refusal is not None:
+            self.count("auth")
+            await self._answer(conn, refusal)
             return
         if len(self.pending) >= PENDING_INVITES or self.tasks.closed:
             extra = [("Retry-After", "5")]
@@ -360,12 +352,17 @@ class UserAgent:
         # Meta carries many calls, and their CANCELs, on one connection.
         self._spawn(self.handler.invite(tx), f"invite:{req.call_id[:24]}")
 
-    async def _authenticated(self, req: Request, conn: Connection, digest: DigestServer) -> bool:
-        refusal = refusal_of(digest, req, conn.peer[0])
-        if refusal is not None:
-            self.count("auth")
-            await self._answer(conn, refusal)
-        return refusal is None
+
+def unfit_invite(req: Request) -> Response | None:
+    """``420`` for a ``Require`` we do not support (§8.2.2.3), ``488`` for an INVITE without
+    an SDP offer; ``None`` when it is fit to answer."""
+    required = [r for r in req.values("Require") if r.lower() not in SUPPORTED.split(",")]
+    if required:
+        return reply(req, 420, "Bad Extension", extra=[("Unsupported", ", ".join(required))])
+    if not req.body or "sdp" not in req.get("Content-Type").lower():
+        warn = [("Warning", '399 bridge "an INVITE needs an SDP offer"')]
+        return reply(req, 488, "Not Acceptable Here", extra=warn)
+    return None
 
 
 def refusal_of(digest: DigestServer, req: Request, source: str) -> Response | None:
