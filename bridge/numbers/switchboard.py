@@ -149,7 +149,12 @@ class Switchboard:
                 except Exception as exc:  # a bad stored record must not stop the others
                     log.warning("number %s: its engine cannot be built: %s", number_id, exc)
                     continue
-                await engine.start()
+                try:
+                    await engine.start()
+                except Exception as exc:  # a SIP certificate gone, a port taken …
+                    log.warning("number %s: its engine cannot start: %s", number_id, exc)
+                    await engine.close()
+                    continue
                 self.engines[number_id] = engine
                 self._built[number_id] = number
                 self._forwarders[number_id] = self._tasks.spawn(
