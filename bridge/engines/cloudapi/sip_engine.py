@@ -56,6 +56,7 @@ from ..base import (
     emit,
 )
 from ..channels import MediaChannel
+from .calling_settings import CallingSettings
 from .graph_side import GraphSide
 from .media import MediaLeg, new_leg
 from .sdp import DEFAULT_BITRATE
@@ -90,6 +91,8 @@ class SipEngine:
         self.line: Line | None = None
         self.graph_side = GraphSide(settings.engine, self.stats, self.events)
         """Call permissions and Meta's signed webhooks, over Graph (:mod:`.graph_side`)."""
+        self.calling_settings = CallingSettings(self.graph_side.graph, str(self.media), sip=True)
+        """Meta's calling settings of the number (a SettingsEngine: ``…/sip/rotate`` too)."""
         self.dialogs = SipDialogs(self.events, self.graph_side, self._leg)
         """The calls and their dialogs; the UA's ``CallHandler`` (:mod:`.sip_dialogs`)."""
 
