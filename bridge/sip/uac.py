@@ -52,8 +52,8 @@ class InviteClient:
         """``number``/``hostname``: the calling number's From and Contact on a shared
         listener (the user agent's own by default)."""
         self.ua = ua
+        self._own = (number or ua.number, hostname or ua.hostname) if number or hostname else None
         number, hostname = number or ua.number, hostname or ua.hostname
-        self.contact = ua.contact_for(number, hostname)
         self.meta = Uri.parse(meta_uri)
         target = Uri.parse(meta_uri)
         target.user = f"+{callee}"
@@ -73,6 +73,10 @@ class InviteClient:
         """The challenge of our last ``Proxy-Authorization`` (``None`` before a ``407``)."""
         self.auth_failure = ""
         """Why the digest round failed, when the final response is a ``407``."""
+
+    @property
+    def contact(self) -> str:
+        return self.ua.contact_for(*self._own) if self._own else self.ua.contact
 
     @property
     def digest_uri(self) -> str:
