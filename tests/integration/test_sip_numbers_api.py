@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..support.tls import TestCA
-from .test_numbers import ADMIN, bearer, new_tenant, nclient, post  # noqa: F401
+from .test_numbers import bearer, new_tenant, post
 
 
 def sip_number(meta: Any, **block: Any) -> dict[str, Any]:
@@ -26,9 +26,11 @@ def sip_number(meta: Any, **block: Any) -> dict[str, Any]:
 
 
 async def test_a_sip_number_needs_a_host_name_and_a_certificate_that_loads(
-    nclient, meta, tmp_path
+    make_client, meta, tmp_path
 ):
-    client = await nclient(sip_listen="127.0.0.1:0")
+    client = await make_client(
+        api_tokens=("admin-token",), data_dir=str(tmp_path), sip_listen="127.0.0.1:0"
+    )
     pair = TestCA(tmp_path).issue("own", "sip.customer.example")
     own = {"sipHostname": "sip.customer.example", "sipCert": str(pair.cert)}
     own["sipKey"] = str(pair.key)
