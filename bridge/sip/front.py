@@ -48,8 +48,10 @@ class Line:
     hostname: str
     calls: LineCalls
     digest: DigestServer | None = None
-    certs: CertFiles | None = None
-    """The certificate of ``hostname`` (``None``: the door's default)."""
+    cert: str = ""
+    key: str = ""
+    """PEM files of ``hostname``'s certificate and key (the first line's are the door's
+    default; another pair is served by name)."""
     on_count: Callable[[str], None] | None = field(default=None, repr=False)
 
 
@@ -79,6 +81,7 @@ class FrontDoor:
         self.ua: UserAgent | None = None
         self._ready = asyncio.Event()
         self._failed: BaseException | None = None
+        self._client_ca: str | None = None
 
     @classmethod
     async def join(
@@ -87,20 +90,20 @@ class FrontDoor:
         port: int,
         line: Line,
         *,
-        certs: CertFiles,
+        client_ca: str | None,
         client_ctx: ssl.SSLContext | None,
         policy: PeerPolicy,
     ) -> FrontDoor:
-        """The door at ``host:port`` with ``line`` in it: opened when it is the first (with
-        ``certs`` its default certificate). A number that joins again (its engine rebuilt)
-        takes the new calls; its older line keeps its dialogs until it leaves."""
+        """The door at ``host:port`` with ``line`` in it: opened when it is the first (its
+        certificate the door's default; ``client_ca`` as :class:`CertFiles` takes it). A
+        number that joins again (its engine rebuilt) takes the new calls; its older line
+        keeps its dialogs until it leaves."""
         door = _DOORS.get((host, port)) if port else None
         if door is None:
             door = cls((host, port))
             if port:
                 _DOORS[door.key] = door
-            door.add(line)
-            await door._open(host, port, line, certs, client_ctx, policy)
+            await door._open(host, port, line, client_ca, client_ctx, policy)
             return door
         await door._ready.wait()
         if door._failed is not None:
@@ -113,10 +116,16 @@ class FrontDoor:
         host: str,
         port: int,
         line: Line,
-        certs: CertFiles,
+        client_ca: str | None,
         client_ctx: ssl.SSLContext | None,
         policy: PeerPolicy,
     ) -> None:
+        try:
+            certs = CertFiles(line.cert, line.key, client_ca=client_ca)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        self._client_ca = client_ca
         ua = UserAgent(
             hostname=line.hostname,
             number=line.number,
@@ -129,23 +138,31 @@ class FrontDoor:
         ua.lookup = self.lookup
         ua.on_count = self._count
         self.ua = ua
-        if line.certs is not None:
-            certs.names[line.hostname.lower()] = line.certs
+        self.add(line)
         try:
             await ua.start(host, port)
         except BaseException as exc:
-            self._failed = exc
-            _DOORS.pop(self.key, None)
+            self._fail(exc)
             raise
-        finally:
-            self._ready.set()
+        self._ready.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failed = exc
+        if _DOORS.get(self.key) is self:
+            del _DOORS[self.key]
+        self._ready.set()
 
     def add(self, line: Line) -> None:
+        """``line`` in; its own certificate loaded (``OSError``/``SSLError`` when it does
+        not load: the line stays out)."""
+        default = self.ua.transport.certs if self.ua is not None else None
+        name = line.hostname.lower()
+        if default is not None and (line.cert, line.key) != (default.cert, default.key):
+            named = default.names.get(name)
+            if named is None or (named.cert, named.key) != (line.cert, line.key):
+                default.names[name] = CertFiles(line.cert, line.key, client_ca=self._client_ca)
         self.members.append(line)
         self.lines[line.number] = line
-        certs = self.ua.transport.certs if self.ua is not None else None
-        if line.certs is not None and certs is not None:
-            certs.names[line.hostname.lower()] = line.certs
 
     async def leave(self, line: Line) -> None:
         """``line`` gone; the listener closes with the last line."""
@@ -158,7 +175,7 @@ class FrontDoor:
                 if other.number == line.number:
                     self.lines[other.number] = other
         certs = self.ua.transport.certs if self.ua is not None else None
-        named = {other.hostname.lower() for other in self.members if other.certs}
+        named = {other.hostname.lower() for other in self.members}
         if certs is not None and line.hostname.lower() not in named:
             certs.names.pop(line.hostname.lower(), None)
         if not self.members:
@@ -172,8 +189,12 @@ class FrontDoor:
             if line.on_count is not None:
                 line.on_count(what)
 
+    def _line(self, uri: str) -> Line | None:
+        """The Request-URI's number's line (a line without a number takes any)."""
+        return self.lines.get(number_of(uri)) or self.lines.get("")
+
     def lookup(self, req: Request) -> tuple[DigestServer | None, str] | None:
-        line = self.lines.get(number_of(req.uri))
+        line = self._line(req.uri)
         if line is None or self.ua is None:
             return None
         return line.digest, self.ua.contact_for(line.number, line.hostname)
@@ -186,7 +207,7 @@ class FrontDoor:
 
     # -- the UA's CallHandler: each to its line
     async def invite(self, tx: InviteServer) -> None:
-        line = self.lines.get(number_of(tx.req.uri))
+        line = self._line(tx.req.uri)
         if line is None:  # left while the INVITE was being read
             await tx.respond(404, "Not Found (no such number here)")
             return

@@ -35,7 +35,6 @@ import aiohttp
 from ...config import IceSettings, Settings
 from ...errors import EngineError
 from ...sip import (
-    CertFiles,
     DigestServer,
     FrontDoor,
     InviteClient,
@@ -115,10 +114,14 @@ class SipEngine:
                 "SIP number %s has no SIP password: Meta's INVITEs are not challenged",
                 sip.sip_number,
             )
-        client_ca = sip.sip_ca if sip.sip_verify_client else None
-        certs = CertFiles(sip.sip_cert, sip.sip_key, client_ca=client_ca)
         self.line = Line(
-            sip.sip_number, sip.sip_hostname, self.dialogs, digest, certs, self._counted
+            sip.sip_number,
+            sip.sip_hostname,
+            self.dialogs,
+            digest,
+            sip.sip_cert,
+            sip.sip_key,
+            self._counted,
         )
         await self.graph_side.start(self._tasks)
         host, port = sip.listen
@@ -126,7 +129,7 @@ class SipEngine:
             host,
             port,
             self.line,
-            certs=certs,
+            client_ca=sip.sip_ca if sip.sip_verify_client else None,
             client_ctx=client_context(sip.sip_ca),
             policy=PeerPolicy(sip.trusted_networks, sip.sip_verify_client),
         )
