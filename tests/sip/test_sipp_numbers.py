@@ -8,16 +8,18 @@ the listener does not serve gets 404; audio both ways and the call's ``numberID`
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from typing import Any
 
-from ..fakes.cloudapi import MetaPeer
+from ..fakes.cloudapi import MetaPeer, sip_answer
 from ..integration.test_engine_cloudapi import assert_tone, heard
 from ..support.calls import wait_state
 from ..support.processes import free_port
 from ..support.rtc_client import RtcClient
 from ..support.sipp import TlsHops, _spawn, wait_port
 from .conftest import NUMBER, PASSWORD
+from .test_sipp_bic import assert_digest
 from .test_sipp_uic import apply_answer, keys
 
 ADMIN = {"Authorization": "Bearer admin-token"}
@@ -82,14 +84,9 @@ async def call(rig, hop, business: str, password: str, host: str) -> tuple[Any, 
     return sipp, meta
 
 
-async def test_two_sip_numbers_one_listener_own_passwords_names_and_404(sip_rig, meta, tmp_path):
-    port = free_port()
-    rig = await sip_rig(
-        **meta.bridge_settings(),  # Graph at the fake Meta (the default number is on SIP)
-        sip_listen=f"127.0.0.1:{port}",
-        api_tokens=("admin-token",),
-        data_dir=str(tmp_path / "data"),
-    )
+async def sip_number_b(rig, meta) -> tuple[str, str]:
+    """Number B made at run time on SIP with its own host name and certificate, then put on
+    Meta's SIP with ``…/sip/enable``: its numberID and the password Meta made."""
     cert_b = rig.ca.issue("number-b", HOST_B)
     meta.add_number("2098765432", "second-token")
     body = {
@@ -114,6 +111,24 @@ async def test_two_sip_numbers_one_listener_own_passwords_names_and_404(sip_rig,
     assert resp.status == 200, await resp.text()
     password_b = meta.account.sip_password
     assert password_b and password_b != PASSWORD
+    return number_b, password_b
+
+
+async def shared_rig(sip_rig, meta, tmp_path):
+    """The default number on SIP (Graph at the fake Meta) on a fixed port numbers share."""
+    port = free_port()
+    rig = await sip_rig(
+        **meta.bridge_settings(),
+        sip_listen=f"127.0.0.1:{port}",
+        api_tokens=("admin-token",),
+        data_dir=str(tmp_path / "data"),
+    )
+    return rig, port
+
+
+async def test_two_sip_numbers_one_listener_own_passwords_names_and_404(sip_rig, meta, tmp_path):
+    rig, port = await shared_rig(sip_rig, meta, tmp_path)
+    number_b, password_b = await sip_number_b(rig, meta)
     assert meta.account.settings_posts[-1]["calling"]["sip"]["servers"] == [
         {"hostname": HOST_B, "port": port}
     ]
@@ -171,3 +186,39 @@ async def test_two_sip_numbers_one_listener_own_passwords_names_and_404(sip_rig,
         finally:
             await peer.close()
     assert not rig.engine.calls
+
+
+async def test_a_run_time_number_calls_out_as_itself_with_its_own_password(
+    sip_rig, meta, tmp_path
+):
+    rig, _ = await shared_rig(sip_rig, meta, tmp_path)
+    number_b, password_b = await sip_number_b(rig, meta)
+    sipp = rig.sipp("bic.xml")
+    text = sipp.scenario.read_text().replace(f"{NUMBER}@localhost", f"{PHONE_B}@{HOST_B}")
+    sipp.scenario = rig.dir / "bic_b.xml"
+    sipp.scenario.write_text(text)  # SIPp checks our From: number B at its host name
+    peer = MetaPeer(660.0)
+    try:
+        answer = sip_answer(await peer.offer(), opus_pt=96)
+        keys = {
+            "sdp": answer.replace("\r\n", "\n").strip(),
+            "rr1": f"sip:127.0.0.1:{rig.hops.from_bridge};transport=tls;lr",
+        }
+        await sipp.start(remote=None, keys=keys, server=True)
+        await rig.hops.start(rig.engine.ua.port, sipp.port)
+        body = {"phone": "+5521999999999", "from": number_b}
+        resp = await rig.client.post("/call/make", json=body, headers=ADMIN)
+        assert resp.status == 201, await resp.text()
+        made = await resp.json()
+        assert made["numberID"] == number_b, made
+        await wait_state(rig.client, made["callID"], "active", timeout=5, headers=ADMIN)
+        resp = await rig.client.post("/call/hangup", json={"callID": made["callID"]}, headers=ADMIN)
+        assert resp.status == 200
+        assert await sipp.finish() == 0, sipp.report()
+        trace = sipp.sent_and_received()
+        auth = (await sipp.wait_log(r"AUTH-BEGIN(.*?)AUTH-END")).group(1)
+        nonce = re.search(r'nonce="([^"]+)", opaque="meta-opaque-sha256"', trace).group(1)
+        assert_digest(auth, nonce, PHONE_B, password_b)
+        assert f"Contact: <sip:+{PHONE_B}@{HOST_B}:" in trace
+    finally:
+        await peer.close()
