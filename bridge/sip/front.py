@@ -65,6 +65,8 @@ def number_of(uri: str) -> str:
     return digits if digits.isdigit() else ""
 
 
+UNKNOWN_LOGGED = 100
+"""Numbers nobody serves whose first INVITE is logged (the rest are only counted)."""
 _DOORS: dict[tuple[str, int], FrontDoor] = {}
 """This worker's doors by listen address (port ``0``: each door its own port)."""
 
@@ -82,6 +84,7 @@ class FrontDoor:
         self._ready = asyncio.Event()
         self._failed: BaseException | None = None
         self._client_ca: str | None = None
+        self._unknown: set[str] = set()
 
     @classmethod
     async def join(
@@ -196,6 +199,10 @@ class FrontDoor:
     def lookup(self, req: Request) -> tuple[DigestServer | None, str] | None:
         line = self._line(req.uri)
         if line is None or self.ua is None:
+            number = number_of(req.uri) or req.uri[:64]
+            if number not in self._unknown and len(self._unknown) < UNKNOWN_LOGGED:
+                self._unknown.add(number)  # once a number, a bounded few
+                log.warning("SIP INVITE for %s: no such number on this listener (404)", number)
             return None
         return line.digest, self.ua.contact_for(line.number, line.hostname)
 
