@@ -14,7 +14,7 @@ from .digest import (
     choose,
     parse_params,
 )
-from .front import FrontDoor, Line
+from .front import Doors, FrontDoor, Line
 from .headers import Address, Uri, Via
 from .message import Message, Request, Response, SipParseError, parse
 from .transaction import CallHandler, InviteServer
@@ -32,6 +32,7 @@ __all__ = [
     "Dialog",
     "DigestError",
     "DigestServer",
+    "Doors",
     "FrontDoor",
     "InviteClient",
     "InviteServer",

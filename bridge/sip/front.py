@@ -1,13 +1,14 @@
 """``FrontDoor``: one SIP-over-TLS listener for every business number on Meta's SIP road.
 
-A worker has one door per listen address; each number on Meta's SIP road joins it with a
-:class:`Line` (its number, host name, password, certificate and calls). The door's user agent
-is shared: a new INVITE's Request-URI user (the number in E.164 digits, with or without
-``+``) picks the line (RFC 3261 §8.2.2.1: ``404`` for a number we do not serve, before any
-digest work); that line's password challenges Meta and checks its answer (``407``, §22.3) and
-its host name is the Contact. CANCEL, ACK and BYE reach the line whose calls own the dialog.
-A line's host name with its own certificate is served by name (SNI, RFC 6066 §3); any other
-client hello gets the first line's certificate (the deployment's, ``BRIDGE_SIP_CERT``).
+A worker has one door per listen address (its switchboard's :class:`Doors`, no global); each
+number on Meta's SIP road joins it with a :class:`Line` (its number, host name, password,
+certificate and calls). The door's user agent is shared: a new INVITE's Request-URI user (the
+number in E.164 digits, with or without ``+``) picks the line (RFC 3261 §8.2.2.1: ``404`` for a
+number we do not serve, before any digest work); that line's password challenges Meta and
+checks its answer (``407``, §22.3) and its host name is the Contact. CANCEL, ACK and BYE reach
+the line whose calls own the dialog. A line's host name with its own certificate is served by
+name (SNI, RFC 6066 §3); any other client hello gets the first line's certificate (the
+deployment's, ``BRIDGE_SIP_CERT``).
 
 The door closes its listener when its last line leaves.
 """
@@ -67,28 +68,17 @@ def number_of(uri: str) -> str:
 
 UNKNOWN_LOGGED = 100
 """Numbers nobody serves whose first INVITE is logged (the rest are only counted)."""
-_DOORS: dict[tuple[str, int], FrontDoor] = {}
-"""This worker's doors by listen address (port ``0``: each door its own port)."""
 
 
-class FrontDoor:
-    """The shared user agent and its lines (module docstring); the UA's ``CallHandler``."""
+class Doors:
+    """A worker's doors by listen address: its switchboard's, shared by its numbers' engines
+    (an engine alone has its own)."""
 
-    def __init__(self, key: tuple[str, int]) -> None:
-        self.key = key
-        self.lines: dict[str, Line] = {}
-        """The line each number's new calls go to (its newest)."""
-        self.members: list[Line] = []
-        """Every line, a number's older one too while its engine finishes its calls."""
-        self.ua: UserAgent | None = None
-        self._ready = asyncio.Event()
-        self._failed: BaseException | None = None
-        self._client_ca: str | None = None
-        self._unknown: set[str] = set()
+    def __init__(self) -> None:
+        self.open: dict[tuple[str, int], FrontDoor] = {}
 
-    @classmethod
     async def join(
-        cls,
+        self,
         host: str,
         port: int,
         line: Line,
@@ -101,11 +91,9 @@ class FrontDoor:
         certificate the door's default; ``client_ca`` as :class:`CertFiles` takes it). A
         number that joins again (its engine rebuilt) takes the new calls; its older line
         keeps its dialogs until it leaves."""
-        door = _DOORS.get((host, port)) if port else None
+        door = self.open.get((host, port))
         if door is None:
-            door = cls((host, port))
-            if port:
-                _DOORS[door.key] = door
+            door = self.open[(host, port)] = FrontDoor(self, (host, port))
             await door._open(host, port, line, client_ca, client_ctx, policy)
             return door
         await door._ready.wait()
@@ -113,6 +101,27 @@ class FrontDoor:
             raise door._failed
         door.add(line)
         return door
+
+    def _gone(self, door: FrontDoor) -> None:
+        if self.open.get(door.key) is door:
+            del self.open[door.key]
+
+
+class FrontDoor:
+    """The shared user agent and its lines (module docstring); the UA's ``CallHandler``."""
+
+    def __init__(self, doors: Doors, key: tuple[str, int]) -> None:
+        self.doors = doors
+        self.key = key
+        self.lines: dict[str, Line] = {}
+        """The line each number's new calls go to (its newest)."""
+        self.members: list[Line] = []
+        """Every line, a number's older one too while its engine finishes its calls."""
+        self.ua: UserAgent | None = None
+        self._ready = asyncio.Event()
+        self._failed: BaseException | None = None
+        self._client_ca: str | None = None
+        self._unknown: set[str] = set()
 
     async def _open(
         self,
@@ -151,8 +160,7 @@ class FrontDoor:
 
     def _fail(self, exc: BaseException) -> None:
         self._failed = exc
-        if _DOORS.get(self.key) is self:
-            del _DOORS[self.key]
+        self.doors._gone(self)
         self._ready.set()
 
     def add(self, line: Line) -> None:
@@ -182,8 +190,7 @@ class FrontDoor:
         if certs is not None and line.hostname.lower() not in named:
             certs.names.pop(line.hostname.lower(), None)
         if not self.members:
-            if _DOORS.get(self.key) is self:
-                del _DOORS[self.key]
+            self.doors._gone(self)
             if self.ua is not None:
                 await self.ua.close()
 
@@ -241,4 +248,4 @@ class FrontDoor:
             await calls.bye(dialog, req)
 
 
-__all__ = ["FrontDoor", "Line", "LineCalls", "number_of"]
+__all__ = ["Doors", "FrontDoor", "Line", "LineCalls", "number_of"]

@@ -36,6 +36,7 @@ from ...config import IceSettings, Settings
 from ...errors import EngineError
 from ...sip import (
     DigestServer,
+    Doors,
     FrontDoor,
     InviteClient,
     Line,
@@ -87,6 +88,9 @@ class SipEngine:
         self.ua: UserAgent | None = None
         """The worker's shared SIP user agent (:class:`~bridge.sip.FrontDoor`'s)."""
         self.door: FrontDoor | None = None
+        self.doors = Doors()
+        """Where the SIP listener is shared: the switchboard gives every SIP engine its own
+        (a :class:`~bridge.engines.SipLineEngine`)."""
         self.line: Line | None = None
         self.graph_side = GraphSide(settings.engine, self.stats, self.events)
         """Call permissions and Meta's signed webhooks, over Graph (:mod:`.graph_side`)."""
@@ -125,7 +129,7 @@ class SipEngine:
         )
         await self.graph_side.start(self._tasks)
         host, port = sip.listen
-        self.door = await FrontDoor.join(
+        self.door = await self.doors.join(
             host,
             port,
             self.line,
