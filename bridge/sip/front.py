@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,14 +25,15 @@ from typing import Protocol
 
 from .dialog import Dialog
 from .digest import DigestServer
-from .headers import Uri
-from .message import Request, SipParseError
+from .message import Request
 from .transaction import CallHandler, InviteServer
 from .transport import CertFiles
 from .trust import PeerPolicy
 from .ua import UserAgent
 
 log = logging.getLogger(__name__)
+
+_USER = re.compile(r"^sips?:([^@\s]+)@", re.I)
 
 
 class LineCalls(CallHandler, Protocol):
@@ -57,12 +59,11 @@ class Line:
 
 
 def number_of(uri: str) -> str:
-    """A Request-URI's user as E.164 digits (``""`` when it is not a number)."""
-    try:
-        user = Uri.parse(uri).user.split(";")[0]
-    except SipParseError:
-        return ""
-    digits = user.removeprefix("+")
+    """A Request-URI's user as E.164 digits (``""`` when it is not a number). User
+    parameters (``;tgrp=…;trunk-context=…``, Meta's ``request_uri_user_params``) are not part
+    of the number."""
+    m = _USER.match(uri.strip())
+    digits = m.group(1).split(";")[0].removeprefix("+") if m else ""
     return digits if digits.isdigit() else ""
 
 
