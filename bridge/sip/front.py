@@ -42,9 +42,10 @@ class LineCalls(CallHandler, Protocol):
     def owns(self, dialog_key: tuple[str, str]) -> bool: ...
 
 
-@dataclass
+@dataclass(eq=False)
 class Line:
-    """One business number at the door."""
+    """One business number at the door (compared by identity: a rebuilt number's new line
+    is another line)."""
 
     number: str
     """E.164 digits, no ``+``: the Request-URI user that picks it, our From user."""
