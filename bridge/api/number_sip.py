@@ -37,10 +37,11 @@ async def _point_sip(request: web.Request, *, rotate: bool) -> web.Response:
     engine = settings_of(request)
     body = await read_body(request, "SipEnableRequest")
     sip = request.app[SETTINGS].sip
-    if not sip.sip_hostname:
+    hostname = str(number.config.get("sipHostname") or sip.sip_hostname)
+    if not hostname:
         raise Conflict(
             "this deployment has no SIP host name: set BRIDGE_SIP_HOSTNAME (the name on its "
-            "SIP certificate) first",
+            "SIP certificate) or the number's 'cloudapi.sipHostname' first",
             code="sip_not_configured",
         )
     if number.number_id == DEFAULT_NUMBER:
@@ -50,17 +51,18 @@ async def _point_sip(request: web.Request, *, rotate: bool) -> web.Response:
             code="default_number_settings",
         )
     port = int(body.get("port") or sip.listen[1])
-    password = await engine.calling_settings.enable_sip(sip.sip_hostname, port, rotate=rotate)
+    password = await engine.calling_settings.enable_sip(hostname, port, rotate=rotate)
     changed = dataclasses.replace(
         number, config=dict(number.config), secrets={**number.secrets, "sipPassword": password}
     )
     await request.app[CATALOG].update_number(changed)
     switchboard = request.app[SWITCHBOARD]
+    await switchboard.reconcile()  # a number on SIP takes calls with the new password now
     await switchboard.compare_setup(number.number_id)
     return web.json_response(
         {
             "numberID": number.number_id,
-            "sip": {"status": "ENABLED", "servers": [{"hostname": sip.sip_hostname, "port": port}]},
+            "sip": {"status": "ENABLED", "servers": [{"hostname": hostname, "port": port}]},
             "sipPasswordSet": True,
             "rotated": rotate,
             "health": switchboard.health_of(number.number_id),

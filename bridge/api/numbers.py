@@ -5,13 +5,21 @@ live on every worker within the catalog's poll (``numbers/store.py``)."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from aiohttp import web
 
 from ..errors import BadRequest, Forbidden, NotFound
-from ..numbers.model import DEFAULT_NUMBER, Number, check_id, parse_number, patch_number
+from ..numbers.model import (
+    DEFAULT_NUMBER,
+    Number,
+    check_id,
+    check_sip_road,
+    parse_number,
+    patch_number,
+)
 from ..numbers.tenants import Tenant, apply_tenant_fields, parse_tenant
-from .keys import CATALOG, SWITCHBOARD
+from .keys import CATALOG, SETTINGS, SWITCHBOARD
 from .schema import read_body
 from .tenancy import principal_of, require_admin
 
@@ -35,6 +43,14 @@ def _view(request: web.Request, number: Number) -> dict[str, object]:
     return {**number.public(), "health": request.app[SWITCHBOARD].health_of(number.number_id)}
 
 
+def _files_by_admin(request: web.Request, body: dict[str, Any]) -> None:
+    """Paths on this machine (a SIP certificate and key) are the service's to name."""
+    block = body.get("cloudapi")
+    if isinstance(block, dict) and ({"sipCert", "sipKey"} & block.keys()):
+        if not principal_of(request).admin:
+            raise Forbidden("fields 'cloudapi.sipCert'/'sipKey' are set with the service's token")
+
+
 @routes.post("/numbers")
 async def create_number(request: web.Request) -> web.Response:
     body = await read_body(request, "NumberRequest")
@@ -44,7 +60,9 @@ async def create_number(request: web.Request) -> web.Response:
         if tenant_id not in (None, principal.tenant_id):
             raise Forbidden("a tenant's key creates numbers for its own tenant only")
         tenant_id = principal.tenant_id
+    _files_by_admin(request, body)
     number = parse_number(body, tenant_id=tenant_id or "")
+    check_sip_road(number, request.app[SETTINGS])
     await request.app[CATALOG].create_number(number)
     await request.app[SWITCHBOARD].reconcile()  # its engine is up before the answer
     await request.app[SWITCHBOARD].check_health(number.number_id)
@@ -90,7 +108,10 @@ async def get_number(request: web.Request) -> web.Response:
 @routes.patch("/numbers/{numberID}")
 async def change_number(request: web.Request) -> web.Response:
     number = _number_for(request)
-    changed = patch_number(number, await read_body(request, "NumberPatch"))
+    body = await read_body(request, "NumberPatch")
+    _files_by_admin(request, body)
+    changed = patch_number(number, body)
+    check_sip_road(changed, request.app[SETTINGS])
     await request.app[CATALOG].update_number(changed)
     await request.app[SWITCHBOARD].reconcile()
     return web.json_response(_view(request, changed))

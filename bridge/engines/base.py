@@ -30,6 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..errors import BadRequest
 from ..media import FixedHistogram
+from ..sip.front import Doors
 from .channels import MediaChannel
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,14 @@ class CallingSettingsPort(Protocol):
     async def mismatches(self) -> list[str]:
         """What the provider's settings say that this engine does not do (empty: none)."""
         ...
+
+
+@runtime_checkable
+class SipLineEngine(Protocol):
+    """Serves its number at the worker's shared SIP listener (:class:`~bridge.sip.Doors`:
+    the switchboard hands every such engine the same)."""
+
+    doors: Doors
 
 
 @runtime_checkable

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import re
 import secrets
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ DEFAULT_NUMBER = "default"
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _META_ID = re.compile(r"^[0-9]{1,32}$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 HTTP_URL = re.compile(r"^https?://[^\s/]+\S*$")
 
 # Each engine's block: its fields, by camelCase name, with the setting each one fills.
@@ -45,6 +48,9 @@ _BLOCKS: dict[EngineKind, dict[str, tuple[str, bool, bool]]] = {
         "signalling": ("cloudapi_signalling", False, False),
         "media": ("cloudapi_media", False, False),
         "sipPassword": ("sip_password", True, False),
+        "sipHostname": ("sip_hostname", False, False),
+        "sipCert": ("sip_cert", False, False),
+        "sipKey": ("sip_key", False, False),
     },
     EngineKind.ZUCKZAPGO: {
         "url": ("engine_url", False, True),
@@ -152,6 +158,8 @@ class Number:
         """The bridge's settings with this number's engine in them: what its engine is built
         from (everything else — ICE, media, timers — is the deployment's)."""
         values: dict[str, Any] = {"engine": self.engine}
+        if self.engine is EngineKind.CLOUDAPI:  # on Meta's SIP road: our From, the digest user
+            values["sip_number"] = self.phone.removeprefix("+")
         for name, (setting, secret, _) in _BLOCKS[self.engine].items():
             value = self.secrets.get(name) if secret else self.config.get(name)
             if value is not None:
@@ -238,6 +246,8 @@ def _coerce(engine: EngineKind, name: str, value: Any) -> Any:
         raise BadRequest(f"field {where!r} must be a non-empty string", code="invalid_engine")
     if name in ("url", "graphURL") and not HTTP_URL.match(value):
         raise BadRequest(f"field {where!r} must be an http(s) URL", code="invalid_engine")
+    if name == "sipHostname" and not _HOSTNAME.match(value):
+        raise BadRequest(f"field {where!r} must be a DNS host name", code="invalid_engine")
     if name == "phoneNumberID" and not _META_ID.match(value):
         raise BadRequest(f"field {where!r} must be Meta's numeric id", code="invalid_engine")
     return value
@@ -268,10 +278,15 @@ def apply_engine_block(number: Number, block: object) -> None:
             number.secrets[name] = coerced
         else:
             number.config[name] = coerced
-    if engine is EngineKind.CLOUDAPI and number.config.get("signalling") == "sip":
+    if engine is EngineKind.CLOUDAPI and ("sipCert" in number.config) != (
+        "sipKey" in number.config
+    ):
         raise BadRequest(
-            "field 'cloudapi.signalling': a number on Meta's SIP road is configured with "
-            "BRIDGE_SIP_* for now (one SIP listener per deployment); run-time numbers use 'graph'",
+            "fields 'cloudapi.sipCert' and 'cloudapi.sipKey' go together", code="invalid_engine"
+        )
+    if "sipCert" in number.config and "sipHostname" not in number.config:
+        raise BadRequest(
+            "field 'cloudapi.sipCert' is the certificate of 'cloudapi.sipHostname': name it",
             code="invalid_engine",
         )
     for name, (_, secret, required) in fields.items():
@@ -345,3 +360,27 @@ def check_id(value: str, what: str) -> str:
     if not _ID.match(value):
         raise BadRequest(f"{what} {value[:40]!r} is not an id")
     return value
+
+
+def check_sip_road(number: Number, base: Settings) -> None:
+    """A number on Meta's SIP road needs a host name and a certificate that loads: its own
+    (``sipHostname``, ``sipCert``, ``sipKey``) or the deployment's (``BRIDGE_SIP_*``);
+    400 saying which is missing otherwise."""
+    if number.engine is not EngineKind.CLOUDAPI or number.config.get("signalling") != "sip":
+        return
+    if not (number.config.get("sipHostname") or base.sip.sip_hostname):
+        raise BadRequest(
+            "a number on Meta's SIP road needs a SIP host name: 'cloudapi.sipHostname' or "
+            "the deployment's BRIDGE_SIP_HOSTNAME",
+            code="sip_not_configured",
+        )
+    cert = number.config.get("sipCert") or base.sip.sip_cert
+    key = number.config.get("sipKey") or base.sip.sip_key
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise BadRequest(
+            f"a number on Meta's SIP road needs a certificate and key that load ('cloudapi."
+            f"sipCert'/'sipKey' or BRIDGE_SIP_CERT/BRIDGE_SIP_KEY): {exc}",
+            code="sip_not_configured",
+        ) from None

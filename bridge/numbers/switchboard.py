@@ -37,10 +37,12 @@ from ..engines import (
     MediaChannel,
     PolledEngine,
     RemoteCall,
+    SipLineEngine,
 )
 from ..engines.base import emit
 from ..errors import NotFound
 from ..metrics import Metrics
+from ..sip import Doors
 from ..tasks import TaskSet
 from .health import INTERVAL as HEALTH_INTERVAL
 from .health import check as check_number
@@ -86,6 +88,8 @@ class Switchboard:
         self.metrics: Metrics | None = None
         self._health: dict[str, dict[str, Any]] = {}
         self.setup = SetupCheck()  # Meta's settings against each number's mode
+        self.sip_doors = default.doors if isinstance(default, SipLineEngine) else Doors()
+        """The worker's one SIP listener per address, every SIP number's engine in it."""
 
     # -- the Engine protocol's face, for the default number and for what names no number
     @property
@@ -146,10 +150,17 @@ class Switchboard:
                     continue
                 try:
                     engine = ENGINES[number.engine](number.settings(self.settings), self.http)
+                    if isinstance(engine, SipLineEngine):
+                        engine.doors = self.sip_doors
                 except Exception as exc:  # a bad stored record must not stop the others
                     log.warning("number %s: its engine cannot be built: %s", number_id, exc)
                     continue
-                await engine.start()
+                try:
+                    await engine.start()
+                except Exception as exc:  # a SIP certificate gone, a port taken …
+                    log.warning("number %s: its engine cannot start: %s", number_id, exc)
+                    await engine.close()
+                    continue
                 self.engines[number_id] = engine
                 self._built[number_id] = number
                 self._forwarders[number_id] = self._tasks.spawn(

@@ -14,6 +14,7 @@ from .digest import (
     choose,
     parse_params,
 )
+from .front import Doors, FrontDoor, Line
 from .headers import Address, Uri, Via
 from .message import Message, Request, Response, SipParseError, parse
 from .transaction import CallHandler, InviteServer
@@ -31,8 +32,11 @@ __all__ = [
     "Dialog",
     "DigestError",
     "DigestServer",
+    "Doors",
+    "FrontDoor",
     "InviteClient",
     "InviteServer",
+    "Line",
     "Message",
     "PeerPolicy",
     "Request",

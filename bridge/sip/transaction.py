@@ -57,14 +57,16 @@ class CallHandler(Protocol):
 class InviteServer:
     """An INVITE server transaction and the early dialog we answer it in."""
 
-    def __init__(self, ua: UserAgent, req: Request, conn: Connection) -> None:
+    def __init__(self, ua: UserAgent, req: Request, conn: Connection, contact: str = "") -> None:
+        """``contact``: the number's own (a shared listener's), else the user agent's."""
         self.ua = ua
+        self.contact = contact or ua.contact
         self.req = req
         self.conn = conn
         self.branch = Via.parse(req.get("Via")).branch
         self.local_tag = new_tag()
         self.final = 0
-        self.dialog = Dialog.as_uas(req, self.local_tag, conn, ua.contact)
+        self.dialog = Dialog.as_uas(req, self.local_tag, conn, self.contact)
         self.acked = asyncio.Event()
         self.last: Response | None = None
         """Our latest response (sent again when a UDP peer retransmits its INVITE)."""
@@ -80,7 +82,7 @@ class InviteServer:
         if 100 < status < 300:
             for rr in self.req.all("Record-Route"):
                 resp.add("Record-Route", rr)  # §12.1.1: copied into 1xx-with-tag and 2xx
-            resp.add("Contact", self.ua.contact)
+            resp.add("Contact", self.contact)
         self.last = resp
         if status >= 200:
             self.final = status

@@ -180,13 +180,26 @@ class CertFiles:
         self._stamp = self._mtimes()
         self.context.load_cert_chain(cert, key)
         self.reloads = 0
+        self.names: dict[str, CertFiles] = {}
+        """Certificates by host name: a client hello naming one gets it (SNI, RFC 6066 §3);
+        any other name, or none, gets this pair."""
+        self.context.sni_callback = self._by_name
+
+    def _by_name(self, conn: ssl.SSLObject, name: str | None, _: ssl.SSLContext) -> None:
+        named = self.names.get((name or "").lower())
+        if named is not None:
+            conn.context = named.context
 
     def _mtimes(self) -> tuple[float, float]:
         return os.stat(self.cert).st_mtime_ns, os.stat(self.key).st_mtime_ns
 
     def check(self) -> bool:
         """Load the pair again if either file changed; whether it did. A pair that does not
-        load (half written, key and certificate apart) keeps the old one, logged."""
+        load (half written, key and certificate apart) keeps the old one, logged. The named
+        pairs are checked too."""
+        for named in list(self.names.values()):
+            if named is not self:
+                named.check()
         try:
             stamp = self._mtimes()
         except OSError as exc:

@@ -45,6 +45,8 @@ SUPPORTED = ""
 PENDING_INVITES = 1024
 """INVITE server transactions without a final response at once; more get ``503``."""
 InDialog = Callable[[Dialog, Request], Awaitable[tuple[int, str]]]
+Lookup = Callable[[Request], tuple[DigestServer | None, str] | None]
+"""A shared listener's number for an INVITE: its digest and Contact, ``None`` when unknown."""
 """Answers an in-dialog INFO or REFER: the status and reason phrase to send."""
 WARN_NO_REINVITE = (
     '399 bridge "no re-INVITE: hold, music and transfer happen in the bridge\'s media"'
@@ -93,12 +95,14 @@ class UserAgent:
         self.in_dialog_requests: InDialog | None = None
         """Takes INFO and REFER in a dialog (a trunk's user agent); without it they are
         refused as Meta's road wants (501, 403)."""
+        self.lookup: Lookup | None = None  # a listener numbers share (front.py): 404 if none
 
-    @property
-    def contact(self) -> str:
+    contact = property(lambda self: self.contact_for(self.number, self.hostname))
+
+    def contact_for(self, number: str, hostname: str) -> str:
         hop = "tls" if self.transport.certs is not None else "udp" if self.datagrams else "tcp"
-        user = f"+{self.number}@" if self.number else ""
-        return f"<sip:{user}{self.hostname}:{self.port};transport={hop}>"
+        user = f"+{number}@" if number else ""
+        return f"<sip:{user}{hostname}:{self.port};transport={hop}>"
 
     @property
     def via_host(self) -> str:
@@ -322,35 +326,43 @@ class UserAgent:
         branch = Via.parse(req.values("Via")[0]).branch
         if (req.call_id, branch) in self.pending:
             return  # a retransmission (another hop may be unreliable): already in hand
-        required = [r for r in req.values("Require") if r.lower() not in SUPPORTED.split(",")]
-        if required:
-            extra = [("Unsupported", ", ".join(required))]
-            await self._answer(conn, reply(req, 420, "Bad Extension", extra=extra))
+        unfit = unfit_invite(req)
+        if unfit is not None:
+            await self._answer(conn, unfit)
             return
-        if not req.body or "sdp" not in req.get("Content-Type").lower():
-            warn = [("Warning", '399 bridge "an INVITE needs an SDP offer"')]
-            await self._answer(conn, reply(req, 488, "Not Acceptable Here", extra=warn))
+        line = self.lookup(req) if self.lookup is not None else (self.digest, "")
+        if line is None:  # a number this shared listener does not serve
+            self.count("unknown_number")
+            await self._answer(conn, reply(req, 404, "Not Found (no such number here)"))
             return
-        if self.digest is not None and not await self._authenticated(req, conn):
+        digest, contact = line
+        refusal = refusal_of(digest, req, conn.peer[0]) if digest is not None else None
+        if refusal is not None:
+            self.count("auth")
+            await self._answer(conn, refusal)
             return
         if len(self.pending) >= PENDING_INVITES or self.tasks.closed:
             extra = [("Retry-After", "5")]
             await self._answer(conn, reply(req, 503, "Service Unavailable", extra=extra))
             return
-        tx = InviteServer(self, req, conn)
+        tx = InviteServer(self, req, conn, contact)
         self.pending[tx.key] = tx
         await tx.respond(100, "Trying")
         # The handler's work (the media leg's answer) runs beside this connection's reading:
         # Meta carries many calls, and their CANCELs, on one connection.
         self._spawn(self.handler.invite(tx), f"invite:{req.call_id[:24]}")
 
-    async def _authenticated(self, req: Request, conn: Connection) -> bool:
-        assert self.digest is not None
-        refusal = refusal_of(self.digest, req, conn.peer[0])
-        if refusal is not None:
-            self.count("auth")
-            await self._answer(conn, refusal)
-        return refusal is None
+
+def unfit_invite(req: Request) -> Response | None:
+    """``420`` for a ``Require`` we do not support (§8.2.2.3), ``488`` for an INVITE without
+    an SDP offer; ``None`` when it is fit to answer."""
+    required = [r for r in req.values("Require") if r.lower() not in SUPPORTED.split(",")]
+    if required:
+        return reply(req, 420, "Bad Extension", extra=[("Unsupported", ", ".join(required))])
+    if not req.body or "sdp" not in req.get("Content-Type").lower():
+        warn = [("Warning", '399 bridge "an INVITE needs an SDP offer"')]
+        return reply(req, 488, "Not Acceptable Here", extra=warn)
+    return None
 
 
 def refusal_of(digest: DigestServer, req: Request, source: str) -> Response | None:

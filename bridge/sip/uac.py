@@ -46,14 +46,20 @@ class InviteClient:
         username: str,
         password: str,
         call_id: str,
+        number: str = "",
+        hostname: str = "",
     ) -> None:
+        """``number``/``hostname``: the calling number's From and Contact on a shared
+        listener (the user agent's own by default)."""
         self.ua = ua
+        self._own = (number or ua.number, hostname or ua.hostname) if number or hostname else None
+        number, hostname = number or ua.number, hostname or ua.hostname
         self.meta = Uri.parse(meta_uri)
         target = Uri.parse(meta_uri)
         target.user = f"+{callee}"
         self.target = str(target)
         self.to = f"<sip:+{callee}@{self.meta.host}>"
-        self.from_ = f"<sip:+{ua.number}@{ua.hostname}>;tag={new_tag()}"
+        self.from_ = f"<sip:+{number}@{hostname}>;tag={new_tag()}"
         self.sdp = sdp
         self.username, self.password = username, password
         self.call_id = call_id
@@ -67,6 +73,10 @@ class InviteClient:
         """The challenge of our last ``Proxy-Authorization`` (``None`` before a ``407``)."""
         self.auth_failure = ""
         """Why the digest round failed, when the final response is a ``407``."""
+
+    @property
+    def contact(self) -> str:
+        return self.ua.contact_for(*self._own) if self._own else self.ua.contact
 
     @property
     def digest_uri(self) -> str:
@@ -83,7 +93,7 @@ class InviteClient:
         req.add("To", self.to)
         req.add("Call-ID", self.call_id)
         req.add("CSeq", f"{self.seq} INVITE")
-        req.add("Contact", self.ua.contact)
+        req.add("Contact", self.contact)
         req.add("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY")
         if authorization:
             req.add("Proxy-Authorization", authorization)
@@ -188,7 +198,7 @@ class InviteClient:
 
     async def _confirm(self, invite: Request, resp: Response) -> None:
         assert self._conn is not None
-        self.dialog = Dialog.as_uac(invite, resp, self._conn, self.ua.contact)
+        self.dialog = Dialog.as_uac(invite, resp, self._conn, self.contact)
         ack = self.dialog.request("ACK", self.ua.via_host, seq=invite.cseq[0])
         try:
             await (await self.ua.flow_for(self.dialog)).send(ack)

@@ -26,9 +26,11 @@ class CallingSettings:
     """One number's calling settings at Meta (``media``: this engine's SRTP key exchange,
     ``dtls`` or ``sdes``, which Meta's ``srtp_key_exchange_protocol`` must match)."""
 
-    def __init__(self, graph: GraphClient, media: str = "dtls") -> None:
+    def __init__(self, graph: GraphClient, media: str = "dtls", *, sip: bool = False) -> None:
+        """``sip``: the number signals on Meta's SIP road (SIP must be on at Meta)."""
         self.graph = graph
         self.media = media
+        self.sip = sip
 
     async def read(self) -> dict[str, Any]:
         """Meta's settings as the bridge shows them (no SIP password)."""
@@ -78,7 +80,12 @@ class CallingSettings:
                 f"{self.media} (cloudapi.media / BRIDGE_CLOUDAPI_MEDIA): calls will fail"
             )
         sip = _object(calling, "sip")
-        if sip.get("status") == "ENABLED":
+        if self.sip and sip.get("status") != "ENABLED":
+            found.append(
+                "Meta's SIP is not ENABLED while this number signals on SIP: Meta sends its "
+                "calls over Graph (POST /numbers/{numberID}/sip/enable)"
+            )
+        elif not self.sip and sip.get("status") == "ENABLED":
             hosts = ", ".join(
                 f"{s.get('hostname')}:{s.get('port')}"
                 for s in sip.get("servers") or []

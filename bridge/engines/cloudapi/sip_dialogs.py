@@ -102,6 +102,10 @@ class SipDialogs:
             data = {"digit": digit, "durationMs": duration_ms}
             emit(self.events, EngineEvent(EngineEventKind.DTMF, call.id, data=data))
 
+    def owns(self, dialog_key: tuple[str, str]) -> bool:
+        """Whether a dialog is one of these calls' (the shared listener asks)."""
+        return dialog_key in self.by_dialog
+
     # -- the UA's CallHandler
     async def invite(self, tx: InviteServer) -> None:
         req = tx.req

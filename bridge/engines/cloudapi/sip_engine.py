@@ -35,9 +35,11 @@ import aiohttp
 from ...config import IceSettings, Settings
 from ...errors import EngineError
 from ...sip import (
-    CertFiles,
     DigestServer,
+    Doors,
+    FrontDoor,
     InviteClient,
+    Line,
     PeerPolicy,
     UserAgent,
     client_context,
@@ -54,6 +56,7 @@ from ..base import (
     emit,
 )
 from ..channels import MediaChannel
+from .calling_settings import CallingSettings
 from .graph_side import GraphSide
 from .media import MediaLeg, new_leg
 from .sdp import DEFAULT_BITRATE
@@ -83,8 +86,16 @@ class SipEngine:
         self.stats = EngineStats()
         self._tasks = TaskSet("cloudapi-sip")
         self.ua: UserAgent | None = None
+        """The worker's shared SIP user agent (:class:`~bridge.sip.FrontDoor`'s)."""
+        self.door: FrontDoor | None = None
+        self.doors = Doors()
+        """Where the SIP listener is shared: the switchboard gives every SIP engine its own
+        (a :class:`~bridge.engines.SipLineEngine`)."""
+        self.line: Line | None = None
         self.graph_side = GraphSide(settings.engine, self.stats, self.events)
         """Call permissions and Meta's signed webhooks, over Graph (:mod:`.graph_side`)."""
+        self.calling_settings = CallingSettings(self.graph_side.graph, str(self.media), sip=True)
+        """Meta's calling settings of the number (a SettingsEngine: ``…/sip/rotate`` too)."""
         self.dialogs = SipDialogs(self.events, self.graph_side, self._leg)
         """The calls and their dialogs; the UA's ``CallHandler`` (:mod:`.sip_dialogs`)."""
 
@@ -103,27 +114,36 @@ class SipEngine:
         sip = self.sip
         digest = DigestServer(REALM, sip.sip_number, sip.sip_password) if sip.sip_password else None
         if digest is None:
-            log.warning("BRIDGE_SIP_PASSWORD is empty: Meta's INVITEs are not challenged")
-        client_ca = sip.sip_ca if sip.sip_verify_client else None
-        self.ua = UserAgent(
-            hostname=sip.sip_hostname,
-            number=sip.sip_number,
-            certs=CertFiles(sip.sip_cert, sip.sip_key, client_ca=client_ca),
-            client_ctx=client_context(sip.sip_ca),
-            digest=digest,
-            handler=self.dialogs,
-            policy=PeerPolicy(sip.trusted_networks, sip.sip_verify_client),
+            log.warning(
+                "SIP number %s has no SIP password: Meta's INVITEs are not challenged",
+                sip.sip_number,
+            )
+        self.line = Line(
+            sip.sip_number,
+            sip.sip_hostname,
+            self.dialogs,
+            digest,
+            sip.sip_cert,
+            sip.sip_key,
+            self._counted,
         )
-        self.dialogs.ua = self.ua
-        self.ua.on_count = self._counted
         await self.graph_side.start(self._tasks)
         host, port = sip.listen
-        await self.ua.start(host, port)
+        self.door = await self.doors.join(
+            host,
+            port,
+            self.line,
+            client_ca=sip.sip_ca if sip.sip_verify_client else None,
+            client_ctx=client_context(sip.sip_ca),
+            policy=PeerPolicy(sip.trusted_networks, sip.sip_verify_client),
+        )
+        self.ua = self.door.ua
+        self.dialogs.ua = self.ua
         log.info(
             "Cloud API over SIP: number %s, listening on %s:%d (TLS) as %s; Meta at %s; media %s",
             sip.sip_number,
             host or "*",
-            self.ua.port,
+            self._ua().port,
             sip.sip_hostname,
             sip.sip_meta_uri,
             self.media,
@@ -136,11 +156,13 @@ class SipEngine:
     async def close(self) -> None:
         await self._tasks.close()
         for call in list(self.calls.values()):
+            if call.dialog is not None and self.ua is not None:  # the shared UA's, not ours
+                self.ua.dialogs.pop(call.dialog.key, None)
             if not call.handed_over:
                 await call.leg.close()
         self.calls.clear()
-        if self.ua is not None:
-            await self.ua.close()
+        if self.door is not None and self.line is not None:
+            await self.door.leave(self.line)
         await self.graph_side.close()
 
     # -- the Graph side: call permissions (a PermissionEngine), Meta's signed webhooks
@@ -165,7 +187,10 @@ class SipEngine:
 
     @property
     def up(self) -> bool:
-        return self.ua is not None and not self.ua.tasks.closed
+        door = self.door
+        return self.ua is not None and not self.ua.tasks.closed and door is not None and (
+            self.line in door.members
+        )
 
     async def health(self) -> EngineHealth:
         ua = self.ua
@@ -258,6 +283,8 @@ class SipEngine:
                 username=sip.sip_number,
                 password=sip.sip_password,
                 call_id=cid,
+                number=sip.sip_number,
+                hostname=sip.sip_hostname,
             )
             await ua.connection_to(uac.meta)  # fail here, not later, when Meta is unreachable
         except Exception as exc:

@@ -1,0 +1,224 @@
+"""Two numbers on Meta's SIP road behind one TLS listener (issue 46): the default number
+(``BRIDGE_SIP_*``, host ``localhost``) and a number made at run time with its own host name and
+certificate, put on SIP with ``POST /numbers/{id}/sip/enable`` (issue 50). SIPp over TLS, its
+socat hop sending each host name in the client hello (SNI, RFC 6066 §3): each INVITE is
+challenged and checked with its own number's password, a wrong password is refused, a number
+the listener does not serve gets 404; audio both ways and the call's ``numberID``."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from typing import Any
+
+from ..fakes.cloudapi import MetaPeer, sip_answer
+from ..integration.test_engine_cloudapi import assert_tone, heard
+from ..support.calls import wait_state
+from ..support.processes import free_port
+from ..support.rtc_client import RtcClient
+from ..support.sipp import TlsHops, _spawn, wait_port
+from .conftest import NUMBER, PASSWORD
+from .test_sipp_bic import assert_digest
+from .test_sipp_uic import apply_answer, keys
+
+ADMIN = {"Authorization": "Bearer admin-token"}
+HOST_B = "sip-b.example"
+PHONE_B = "15550002222"
+
+
+class NamedHop(TlsHops):
+    """SIPp → socat (TLS client naming ``name``: SNI and the name checked) → the bridge."""
+
+    def __init__(self, rig, name: str) -> None:
+        super().__init__(rig.ca, rig.meta_cert, rig.dir)
+        self.name = name
+
+    async def start(self, bridge_port: int, sipp_port: int) -> None:
+        if self.procs:
+            return  # one hop for every call to this name
+        self.procs.append(
+            await _spawn(
+                "socat",
+                f"TCP-LISTEN:{self.to_bridge},bind=127.0.0.1,reuseaddr,fork",
+                f"OPENSSL:127.0.0.1:{bridge_port},cafile={self.ca.path},verify=1,"
+                f"commonname={self.name},snihost={self.name}",
+                log=self.dir / "socat-named.log",
+            )
+        )
+        await wait_port(self.to_bridge)
+
+
+async def peer_names(port: int, cafile: str, name: str) -> list[str]:
+    """The DNS names of the certificate the listener shows a client hello naming ``name``."""
+    ctx = ssl.create_default_context(cafile=cafile)
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=name)
+    cert = writer.get_extra_info("peercert")
+    writer.close()
+    return [v for k, v in cert["subjectAltName"] if k == "DNS"]
+
+
+async def ringing(client) -> dict[str, Any]:
+    for _ in range(500):
+        calls = (await (await client.get("/call/status", headers=ADMIN)).json())["calls"]
+        if calls:
+            return calls[0]
+        await asyncio.sleep(0.02)
+    raise AssertionError("no call rang")
+
+
+async def call(rig, hop, business: str, password: str, host: str) -> tuple[Any, MetaPeer]:
+    """One user-initiated call through ``hop`` with SIPp's ``uic.xml``: the SIPp run and the
+    bridge's call (``None`` when the INVITE was refused)."""
+    sipp = rig.sipp("uic.xml")
+    await hop.start(rig.engine.ua.port, sipp.port)
+    meta = MetaPeer(660.0)
+    offer = await meta.offer()
+    wacid = f"wacid.{business}"
+    subst = {"business": business, "bridge_host": host, "username": business}
+    await sipp.start(
+        remote=hop.to_bridge,
+        keys={**keys(rig, offer, wacid), **subst, "password": password},
+        pause_ms=4000,
+    )
+    return sipp, meta
+
+
+async def sip_number_b(rig, meta) -> tuple[str, str]:
+    """Number B made at run time on SIP with its own host name and certificate, then put on
+    Meta's SIP with ``…/sip/enable``: its numberID and the password Meta made."""
+    cert_b = rig.ca.issue("number-b", HOST_B)
+    meta.add_number("2098765432", "second-token")
+    body = {
+        "phone": f"+{PHONE_B}",
+        "engine": "cloudapi",
+        "cloudapi": {
+            "phoneNumberID": "2098765432",
+            "accessToken": "second-token",
+            "appSecret": meta.app_secret,
+            "verifyToken": "verify-2",
+            "graphURL": meta.graph_url,
+            "signalling": "sip",
+            "sipHostname": HOST_B,
+            "sipCert": str(cert_b.cert),
+            "sipKey": str(cert_b.key),
+        },
+    }
+    resp = await rig.client.post("/numbers", json=body, headers=ADMIN)
+    assert resp.status == 201, await resp.text()
+    number_b = (await resp.json())["numberID"]
+    resp = await rig.client.post(f"/numbers/{number_b}/sip/enable", json={}, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    password_b = meta.account.sip_password
+    assert password_b and password_b != PASSWORD
+    return number_b, password_b
+
+
+async def shared_rig(sip_rig, meta, tmp_path):
+    """The default number on SIP (Graph at the fake Meta) on a fixed port numbers share."""
+    port = free_port()
+    rig = await sip_rig(
+        **meta.bridge_settings(),
+        sip_listen=f"127.0.0.1:{port}",
+        api_tokens=("admin-token",),
+        data_dir=str(tmp_path / "data"),
+    )
+    return rig, port
+
+
+async def test_two_sip_numbers_one_listener_own_passwords_names_and_404(sip_rig, meta, tmp_path):
+    rig, port = await shared_rig(sip_rig, meta, tmp_path)
+    number_b, password_b = await sip_number_b(rig, meta)
+    assert meta.account.settings_posts[-1]["calling"]["sip"]["servers"] == [
+        {"hostname": HOST_B, "port": port}
+    ]
+
+    # SNI: each name gets its own certificate; no name (or another) the deployment's.
+    assert await peer_names(port, str(rig.ca.path), HOST_B) == [HOST_B]
+    assert "localhost" in await peer_names(port, str(rig.ca.path), "localhost")
+
+    hop_b = NamedHop(rig, HOST_B)
+    rig.hops = hop_b  # stopped by the fixture with the rest
+    for business, password, host, number_id in [
+        (PHONE_B, password_b, HOST_B, number_b),
+        (NUMBER, PASSWORD, "localhost", "default"),
+    ]:
+        hop = hop_b if host == HOST_B else TlsHops(rig.ca, rig.meta_cert, rig.dir)
+        sipp, peer = await call(rig, hop, business, password, host)
+        rtc = None
+        try:
+            found = await ringing(rig.client)
+            assert found["numberID"] == number_id, found
+            rtc = RtcClient(rig.client, found["callID"], freq=440.0, headers=ADMIN)
+            await rtc.offer()
+            resp = await rig.client.post(
+                "/call/answer", json={"callID": found["callID"]}, headers=ADMIN
+            )
+            assert resp.status == 200, await resp.text()
+            await apply_answer(sipp, peer)
+            contact = f"Contact: <sip:+{business}@{host}:{port};transport=tls>"
+            assert contact in sipp.sent_and_received(), sipp.report()
+            await asyncio.wait_for(peer.connected.wait(), 10)
+            await asyncio.sleep(1.0)
+            assert_tone(heard(rtc.recorder), rtc.recorder.rate, 660, "agent hears the user")
+            assert_tone(heard(peer.recorder), peer.recorder.rate, 440, "user hears the agent")
+            assert await sipp.finish() == 0, sipp.report()
+            await wait_state(rig.client, found["callID"], "ended", timeout=5, headers=ADMIN)
+            assert "SIP/2.0 407" in sipp.sent_and_received()
+        finally:
+            if rtc is not None:
+                await rtc.close()
+            await peer.close()
+            if hop is not hop_b:
+                await hop.stop()
+
+    # A wrong password: 407, then 403; a number this listener does not serve: 404, no 407.
+    for business, password, refused in [
+        (PHONE_B, PASSWORD, "SIP/2.0 403"),
+        ("15550007777", PASSWORD, "SIP/2.0 404"),
+    ]:
+        sipp, peer = await call(rig, hop_b, business, password, HOST_B)
+        try:
+            assert await sipp.finish() != 0
+            trace = sipp.sent_and_received()
+            assert refused in trace, sipp.report()
+            assert ("SIP/2.0 407" in trace) is (refused.endswith("403"))
+        finally:
+            await peer.close()
+    assert not rig.engine.calls
+
+
+async def test_a_run_time_number_calls_out_as_itself_with_its_own_password(
+    sip_rig, meta, tmp_path
+):
+    rig, _ = await shared_rig(sip_rig, meta, tmp_path)
+    number_b, password_b = await sip_number_b(rig, meta)
+    sipp = rig.sipp("bic.xml")
+    text = sipp.scenario.read_text().replace(f"{NUMBER}@localhost", f"{PHONE_B}@{HOST_B}")
+    sipp.scenario = rig.dir / "bic_b.xml"
+    sipp.scenario.write_text(text)  # SIPp checks our From: number B at its host name
+    peer = MetaPeer(660.0)
+    try:
+        answer = sip_answer(await peer.offer(), opus_pt=96)
+        keys = {
+            "sdp": answer.replace("\r\n", "\n").strip(),
+            "rr1": f"sip:127.0.0.1:{rig.hops.from_bridge};transport=tls;lr",
+        }
+        await sipp.start(remote=None, keys=keys, server=True)
+        await rig.hops.start(rig.engine.ua.port, sipp.port)
+        body = {"phone": "+5521999999999", "from": number_b}
+        resp = await rig.client.post("/call/make", json=body, headers=ADMIN)
+        assert resp.status == 201, await resp.text()
+        made = await resp.json()
+        assert made["numberID"] == number_b, made
+        await wait_state(rig.client, made["callID"], "active", timeout=5, headers=ADMIN)
+        resp = await rig.client.post("/call/hangup", json={"callID": made["callID"]}, headers=ADMIN)
+        assert resp.status == 200
+        assert await sipp.finish() == 0, sipp.report()
+        trace = sipp.sent_and_received()
+        auth = (await sipp.wait_log(r"AUTH-BEGIN(.*?)AUTH-END")).group(1)
+        nonce = re.search(r'nonce="([^"]+)", opaque="meta-opaque-sha256"', trace).group(1)
+        assert_digest(auth, nonce, PHONE_B, password_b)
+        assert f"Contact: <sip:+{PHONE_B}@{HOST_B}:" in trace
+    finally:
+        await peer.close()
