@@ -26,8 +26,16 @@ APPS, PER_APP = 3, 10
 
 
 async def test_thirty_meta_numbers_and_two_engines_each_reach_their_tenant(
-    make_client, tmp_path, zuckzapgo, wadial
+    make_client, tmp_path, zuckzapgo, wadial, aiohttp_server
 ) -> None:
+    from standardwebhooks import Webhook
+
+    from .test_webhooks import Receiver
+
+    receiver = Receiver()  # every tenant's own webhook URL: /t0, /t1, /t2
+    server = await aiohttp_server(receiver.app, host="127.0.0.1")
+    receiver.base = f"http://127.0.0.1:{server.port}"
+    secrets = [f"whsec_{'QUJD' * 8}{a}A==" for a in range(APPS)]
     apps: list[FakeMeta] = []
     for a in range(APPS):
         pnids = {f"3{a}{i:02d}": f"tok-{a}-{i}" for i in range(PER_APP)}
@@ -36,7 +44,12 @@ async def test_thirty_meta_numbers_and_two_engines_each_reach_their_tenant(
         client = await make_client(
             api_tokens=("admin-token",), data_dir=str(tmp_path), engine_poll_interval=0.2
         )
-        tenants = [await new_tenant(client, f"T{a}") for a in range(APPS)]
+        tenants = [
+            await new_tenant(
+                client, f"T{a}", webhookURL=receiver.url(f"t{a}"), webhookSecret=secrets[a]
+            )
+            for a in range(APPS)
+        ]
         number_of: dict[str, dict[str, Any]] = {}  # engine-side id -> the number record
         for a, meta in enumerate(apps):
             for i, pnid in enumerate(meta.numbers):
@@ -113,6 +126,15 @@ async def test_thirty_meta_numbers_and_two_engines_each_reach_their_tenant(
         await until(lambda: all(ringing(a) == expected[a] for a in range(APPS)), 5, "SSE")
         for a in range(APPS):
             assert {e["callID"] for e in seen[a]} <= expected[a]  # nothing of the others
+
+        # Each tenant's own webhook got its calls' ringing, signed with its own secret.
+        def hooked(a: int) -> set[str]:
+            return {e["callID"] for e in receiver.events(f"t{a}") if e["type"] == "call.ringing"}
+
+        await until(lambda: all(hooked(a) == expected[a] for a in range(APPS)), 10, "webhooks")
+        for a in range(APPS):
+            for request in [r for r in receiver.requests if r["kind"] == f"t{a}"]:
+                Webhook(secrets[a]).verify(request["body"], request["headers"])
 
         # A sample with audio both ways: app 2's user (700 Hz) on its fifth number.
         mcall = mcalls[dialled.index((2, 4, "3204"))]
