@@ -7,7 +7,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..engines.base import WEBHOOK_LIMIT
-from ..numbers.front_door import signed_door, verify_subscription, webhook_engine
+from ..errors import Unauthorized
+from ..numbers.front_door import (
+    refused_signature,
+    signed_door,
+    verify_subscription,
+    webhook_engine,
+)
 from .errors import read_raw_json
 from .keys import SWITCHBOARD
 
@@ -45,4 +51,9 @@ async def engine_webhook(request: web.Request) -> web.Response:
     engine = webhook_engine(request.app[SWITCHBOARD], raw, request.query)
     if engine is None:
         return web.json_response({"accepted": False})
-    return web.json_response({"accepted": engine.receive_webhook(raw, request.headers)})
+    try:
+        accepted = engine.receive_webhook(raw, request.headers)
+    except Unauthorized as exc:
+        refused_signature(request.app[SWITCHBOARD], raw, exc.message)
+        raise
+    return web.json_response({"accepted": accepted})

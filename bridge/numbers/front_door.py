@@ -102,6 +102,17 @@ def webhook_engine(
     )
 
 
+def refused_signature(switchboard: Switchboard, raw: bytes, why: str) -> None:
+    """A webhook the number's app secret does not verify (another app's secret, or forged):
+    logged once per Meta number (a bounded few), since Meta or an attacker may repeat it."""
+    meta_id, phone = _meta_number(raw)
+    named = meta_id or phone or "?"
+    if named in switchboard.refused_meta_ids or len(switchboard.refused_meta_ids) >= 1_000:
+        return
+    switchboard.refused_meta_ids.add(named)
+    log.warning("webhook for Meta number %s refused: %s", named, why)
+
+
 def webhook_calls(switchboard: Switchboard, raw: bytes, query: Mapping[str, str]) -> WebhookCalls:
     """The calls a webhook names, as engine keys (``numberID:id``: what the directory
     indexes), without verifying it."""

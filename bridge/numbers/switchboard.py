@@ -83,6 +83,8 @@ class Switchboard:
         self._forwarders: dict[str, asyncio.Task[None]] = {}
         self.unknown_meta_ids: set[str] = set()
         """Meta numbers whose webhooks came here though no number has them (logged once)."""
+        self.refused_meta_ids: set[str] = set()
+        """Meta numbers whose webhooks failed their signature check (logged once each)."""
         self.live_numbers: LiveNumbers = set
         self._changing = asyncio.Lock()
         self.metrics: Metrics | None = None

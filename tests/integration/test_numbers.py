@@ -267,7 +267,7 @@ def cloudapi_body(meta: FakeMeta, pnid: str, phone: str) -> dict[str, Any]:
     }
 
 
-async def test_meta_webhooks_of_two_apps_reach_the_right_number(nclient) -> None:
+async def test_meta_webhooks_of_two_apps_reach_the_right_number(nclient, caplog) -> None:
     """Two Meta apps (secrets of their own), three numbers (tokens of their own) on one
     webhook URL: each user call rings on its number, pre-accepted with that number's id and
     token; audio both ways on a sample; another app's signature, an unknown number."""
@@ -335,9 +335,7 @@ async def test_meta_webhooks_of_two_apps_reach_the_right_number(nclient) -> None
         )
         assert resp.status == 202, await resp.text()
         assert apps[0].actions[-1]["edge"] == "messages" and apps[0].action_numbers[-1] == "1002"
-        resp = await client.post(
-            "/call/permissions", json={"phone": "15559998888"}, headers=ADMIN
-        )
+        resp = await client.post("/call/permissions", json={"phone": "15559998888"}, headers=ADMIN)
         assert resp.status == 404  # the default number (sim) has no call permissions
         resp = await client.get("/call/permissions/15559998888?from=1001", headers=ADMIN)
         assert resp.status == 400  # "from" names a phone or a numberID, not Meta's id
@@ -351,6 +349,17 @@ async def test_meta_webhooks_of_two_apps_reach_the_right_number(nclient) -> None
             headers={SIGNATURE_HEADER: sign("secret-b", raw), "Content-Type": "application/json"},
         )
         assert resp.status in (401, 403)
+        refusals = [
+            r for r in caplog.records if "refused" in r.getMessage() and "1001" in r.getMessage()
+        ]
+        assert len(refusals) == 1 and refusals[0].levelname == "WARNING"
+        resp = await client.post(  # again: not logged again
+            "/engine/webhook",
+            data=raw,
+            headers={SIGNATURE_HEADER: sign("secret-b", raw), "Content-Type": "application/json"},
+        )
+        assert resp.status == 401
+        assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 1
         # A number no one here has: 200 (Meta would retry), nothing pre-accepted.
         before = len(apps[0].actions)
         _, event = await apps[0].user_offer("15559990001")
