@@ -90,6 +90,8 @@ class SipLineEngine(Protocol):
     the switchboard hands every such engine the same)."""
 
     doors: Doors
+    password_required: bool
+    """Refuse Meta's INVITEs (403) while the number has no SIP password (run-time numbers)."""
 
 
 @runtime_checkable

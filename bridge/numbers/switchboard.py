@@ -154,6 +154,7 @@ class Switchboard:
                     engine = ENGINES[number.engine](number.settings(self.settings), self.http)
                     if isinstance(engine, SipLineEngine):
                         engine.doors = self.sip_doors
+                        engine.password_required = True  # 403 until /sip/enable
                 except Exception as exc:  # a bad stored record must not stop the others
                     log.warning("number %s: its engine cannot be built: %s", number_id, exc)
                     continue

@@ -57,6 +57,9 @@ class Line:
     """PEM files of ``hostname``'s certificate and key (the first line's are the door's
     default; another pair is served by name)."""
     on_count: Callable[[str], None] | None = field(default=None, repr=False)
+    locked: bool = False
+    """No password yet on a number that must have one (made at run time, before
+    ``/sip/enable`` read Meta's): its INVITEs get ``403``, never go unchallenged."""
 
 
 def number_of(uri: str) -> str:
@@ -124,6 +127,7 @@ class FrontDoor:
         self._failed: BaseException | None = None
         self._client_ca: str | None = None
         self._unknown: set[str] = set()
+        self._locked_logged: set[str] = set()
 
     async def _open(
         self,
@@ -226,6 +230,16 @@ class FrontDoor:
         line = self._line(tx.req.uri)
         if line is None:  # left while the INVITE was being read
             await tx.respond(404, "Not Found (no such number here)")
+            return
+        if line.locked:
+            if line.number not in self._locked_logged and len(self._locked_logged) < 100:
+                self._locked_logged.add(line.number)
+                log.warning(
+                    "SIP INVITE for %s refused (403): the number has no SIP password yet "
+                    "(POST /numbers/{numberID}/sip/enable reads Meta's)",
+                    line.number,
+                )
+            await tx.respond(403, "Forbidden (no SIP password for this number yet)")
             return
         await line.calls.invite(tx)
 

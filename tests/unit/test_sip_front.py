@@ -47,3 +47,30 @@ def test_a_rebuilt_number_takes_new_calls_and_its_old_line_keeps_its_dialogs() -
     assert door.lines["15550002222"] is first
     asyncio.run(door.leave(first))
     assert not door.lines and not door.members
+
+
+def test_a_number_without_its_password_yet_refuses_invites() -> None:
+    """A run-time number on SIP before /sip/enable read Meta's password: 403, never an
+    unchallenged call (the settings' own number keeps today's behaviour: not locked)."""
+    door = FrontDoor(Doors(), ("127.0.0.1", 5061))
+    taken: list[str] = []
+
+    class Taker(Calls):
+        async def invite(self, tx) -> None:  # type: ignore[no-untyped-def]
+            taken.append(tx.req.uri)
+
+    door.add(Line("15550003333", "b.example", Taker(), locked=True))
+    door.add(Line("15550004444", "c.example", Taker()))
+
+    class Tx:
+        def __init__(self, uri: str) -> None:
+            self.req = type("Req", (), {"uri": uri})()
+            self.answers: list[int] = []
+
+        async def respond(self, status: int, reason: str) -> None:
+            self.answers.append(status)
+
+    locked, open_ = Tx("sip:+15550003333@b.example"), Tx("sip:+15550004444@c.example")
+    asyncio.run(door.invite(locked))  # type: ignore[arg-type]
+    asyncio.run(door.invite(open_))  # type: ignore[arg-type]
+    assert locked.answers == [403] and taken == ["sip:+15550004444@c.example"]

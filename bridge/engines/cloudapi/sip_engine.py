@@ -89,6 +89,9 @@ class SipEngine:
         """The worker's shared SIP user agent (:class:`~bridge.sip.FrontDoor`'s)."""
         self.door: FrontDoor | None = None
         self.doors = Doors()
+        self.password_required = False
+        """A number made at run time: without a password its INVITEs are refused (403), not
+        taken unchallenged as the settings' number's are (set by the switchboard)."""
         """Where the SIP listener is shared: the switchboard gives every SIP engine its own
         (a :class:`~bridge.engines.SipLineEngine`)."""
         self.line: Line | None = None
@@ -113,7 +116,7 @@ class SipEngine:
     async def start(self) -> None:
         sip = self.sip
         digest = DigestServer(REALM, sip.sip_number, sip.sip_password) if sip.sip_password else None
-        if digest is None:
+        if digest is None and not self.password_required:
             log.warning(
                 "SIP number %s has no SIP password: Meta's INVITEs are not challenged",
                 sip.sip_number,
@@ -126,6 +129,7 @@ class SipEngine:
             sip.sip_cert,
             sip.sip_key,
             self._counted,
+            locked=digest is None and self.password_required,
         )
         await self.graph_side.start(self._tasks)
         host, port = sip.listen
