@@ -145,4 +145,5 @@ async def get_recording(request: web.Request) -> web.FileResponse:
     tenant_id = principal_of(request).tenant_id
     if tenant_id is not None and await tenant_of_call(request, rec.call_id) != tenant_id:
         raise NotFound(f"no recording {rec.id[:80]!r}")  # another's: not leaked
-    return web.FileResponse(rec.path, headers={"Content-Type": "audio/wav"})
+    kind = "application/json" if rec.path.suffix == ".jsonl" else "audio/wav"  # a transcript
+    return web.FileResponse(rec.path, headers={"Content-Type": kind})

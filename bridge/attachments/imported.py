@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from ..audio.decode import UndecodableAudio, bus_frames
 from .recording import Recording, RecordingService
 from .wav import wav_header
 
-__all__ = ["UndecodableAudio", "import_recording"]
+__all__ = ["UndecodableAudio", "import_recording", "import_transcript"]
 
 
 async def import_recording(
@@ -31,6 +32,35 @@ async def import_recording(
     return recording
 
 
+async def import_transcript(
+    service: RecordingService, call_id: str, transcript: dict[str, object]
+) -> Recording:
+    """Store a provider's transcript of the call (``{language, words}``) beside its recordings:
+    ``files/calls/{callID}-transcript.jsonl`` (one JSON line; ``.jsonl`` so no sidecar scan
+    takes it for a sidecar), with the same sidecar, retention and route
+    (``GET /call/recordings/{id}`` answers it as ``application/json``)."""
+    service.check_allowed(call_id)
+    recording = await asyncio.to_thread(_write_transcript, service, call_id, transcript)
+    service.add([recording])
+    return recording
+
+
+def _write_transcript(
+    service: RecordingService, call_id: str, transcript: dict[str, object]
+) -> Recording:
+    base = service.calls_dir.resolve() / call_id
+    path = base.with_name(f"{base.name}-transcript.jsonl")
+    n = 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-transcript{n}.jsonl")
+    path.write_text(json.dumps(transcript) + "\n")
+    words = transcript.get("words")
+    ends = [w.get("end") for w in words if isinstance(w, dict)] if isinstance(words, list) else []
+    last = max((float(e) for e in ends if isinstance(e, int | float)), default=0.0)
+    return _record(service, call_id, "transcript", path, int(last * 1000))
+
+
 def _write(service: RecordingService, call_id: str, content: bytes, kind: str) -> Recording:
     frames = list(bus_frames(content))
     pcm = np.concatenate(frames) if frames else np.zeros(0, dtype=np.int16)
@@ -41,6 +71,13 @@ def _write(service: RecordingService, call_id: str, content: bytes, kind: str) -
         n += 1
         path = base.with_name(f"{base.name}-{kind}{n}.wav")
     path.write_bytes(wav_header(pcm.nbytes) + pcm.astype("<i2").tobytes())
+    return _record(service, call_id, kind, path, pcm.size * 1000 // SAMPLE_RATE)
+
+
+def _record(
+    service: RecordingService, call_id: str, kind: str, path: Path, duration_ms: int
+) -> Recording:
+    """The file's record, and its sidecar written (the index after a restart)."""
     now = time.time()
     recording = Recording(
         id="rec_" + uuid.uuid4().hex,
@@ -48,7 +85,7 @@ def _write(service: RecordingService, call_id: str, content: bytes, kind: str) -
         kind=kind,
         path=path,
         relative=str(path.relative_to(service.root.resolve())),
-        duration_ms=pcm.size * 1000 // SAMPLE_RATE,
+        duration_ms=duration_ms,
         size_bytes=path.stat().st_size,
         created_at=now,
         expires_at=now + service.retention_s,

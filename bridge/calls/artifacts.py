@@ -15,7 +15,7 @@ import logging
 from collections import OrderedDict
 
 from ..attachments import RecordingService
-from ..attachments.imported import UndecodableAudio, import_recording
+from ..attachments.imported import UndecodableAudio, import_recording, import_transcript
 from ..engines import EngineEvent
 from .events import CallEvents
 from .model import Call, engine_key
@@ -60,7 +60,10 @@ class ArtifactSink:
             return
         if artifact == "transcript":
             data = {"language": event.data.get("language"), "words": event.data.get("words")}
-            self.events.publish("transcript.ready", call, source="meta", **data)
+            stored = await import_transcript(self.recordings, call.id, data)
+            self.events.publish(
+                "transcript.ready", call, source="meta", recordingID=stored.id, **data
+            )
             return
         content = event.data.get("content")
         if not isinstance(content, bytes):

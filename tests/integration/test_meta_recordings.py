@@ -145,6 +145,11 @@ async def test_meta_records_a_dialled_call_the_file_is_fetched_and_stored(mclien
         ("there", 0),
         ("Hi", 1),
     ]
+    # Stored with the call's recordings, at the same route, as JSON.
+    resp = await client.get(f"/call/recordings/{transcript['recordingID']}")
+    assert resp.status == 200 and resp.content_type == "application/json"
+    stored = await resp.json()
+    assert stored["language"] == "en" and len(stored["words"]) == 3
     events.close()
 
 
