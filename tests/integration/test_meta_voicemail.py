@@ -63,7 +63,8 @@ async def test_a_forbidden_number_keeps_no_voicemail_and_the_setting_is_checked(
         "/numbers/default/settings", json={"voicemail": {"status": "ENABLED", "timeoutSeconds": 31}}
     )
     error = (await resp.json())["error"]
-    assert resp.status == 400 and "timeoutSeconds" in error["message"], error
+    assert resp.status == 400 and "voicemail/timeoutSeconds" in error["message"], error
+    assert error["code"] == "invalid_settings"
     assert not meta.account.settings_posts
     resp = await client.patch(
         "/numbers/default/settings", json={"voicemail": {"status": "ENABLED", "timeoutSeconds": 20}}
