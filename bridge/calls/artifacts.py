@@ -5,8 +5,11 @@ The engine fetches the files (``engines/cloudapi/artifacts.py``) and reports eac
 ``ARTIFACT`` event, often after the call has ended; the sink names the call by its engine key
 (remembered from ``call.created``, bounded), checks the recording policy (a number or tenant
 that forbids recording keeps nothing, logged), stores an audio file with the bridge's
-recordings and publishes ``recording.ready {source: "meta", recordings}`` or
-``transcript.ready {language, words}``.
+recordings and publishes ``recording.ready {source: "meta", recordings}``,
+``transcript.ready {language, words}`` or, for Meta's voicemail of a rejected or unanswered
+call (kept as its ``voicemail`` recording), ``call.voicemail {mediaID, recordingID,
+durationMs}``. An artifact of a call the bridge does not know (or no longer remembers) is
+logged and dropped.
 """
 
 from __future__ import annotations
@@ -68,10 +71,20 @@ class ArtifactSink:
         content = event.data.get("content")
         if not isinstance(content, bytes):
             return
+        kind = "voicemail" if artifact == "voicemail" else "meta"
         try:
-            recording = await import_recording(self.recordings, call.id, content, "meta")
+            recording = await import_recording(self.recordings, call.id, content, kind)
         except UndecodableAudio as exc:
-            log.warning("call %s: Meta's recording is not audio: %s", call.id, exc)
+            log.warning("call %s: Meta's %s is not audio: %s", call.id, artifact, exc)
+            return
+        if kind == "voicemail":
+            self.events.publish(
+                "call.voicemail",
+                call,
+                mediaID=event.data.get("mediaID") or None,
+                recordingID=recording.id,
+                durationMs=recording.duration_ms,
+            )
             return
         self.events.publish(
             "recording.ready", call, source="meta", recordings=[recording.as_json()]

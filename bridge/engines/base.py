@@ -44,7 +44,7 @@ class EngineEventKind(enum.StrEnum):
     DTMF = "dtmf"  # the WhatsApp user pressed a key (data: digit, durationMs)
     PERMISSION = "permission"  # a user answered a call-permission request (about no call)
     NUMBER = "number"  # Meta said something about the number (data: the event's type, fields)
-    ARTIFACT = "artifact"  # Meta's recording or transcript of a call (data: artifact, …)
+    ARTIFACT = "artifact"  # Meta's recording, transcript or voicemail of a call (data: artifact, …)
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,7 @@ def json_copy(value: Any) -> Any:
 
 def _calling_problem(calling: dict[str, Any]) -> str:
     """What Meta would refuse in a ``calling`` object ("" when nothing)."""
-    known = {*ENUMS, "call_hours", "sip", "audio"}
+    known = {*ENUMS, "call_hours", "sip", "audio", "voicemail"}
     for key, value in calling.items():
         if key not in known:
             return f"unknown field {key}"
@@ -182,6 +182,13 @@ def _calling_problem(calling: dict[str, Any]) -> str:
             return "call_hours allows at most 2 operating slots per day"
         if len(hours.get("holiday_schedule") or []) > 20:
             return "call_hours allows at most 20 holidays"
+    voicemail = calling.get("voicemail")
+    if voicemail is not None:
+        if not isinstance(voicemail, dict) or voicemail.get("status") not in ENUMS["status"]:
+            return "voicemail.status must be one of ['DISABLED', 'ENABLED']"
+        timeout = voicemail.get("timeout_seconds", 30)
+        if not isinstance(timeout, int) or not 0 < timeout <= 30:
+            return "voicemail.timeout_seconds must be at most 30"
     sip = calling.get("sip")
     if isinstance(sip, dict) and len(sip.get("servers") or []) > 1:
         return "sip allows one server per number"

@@ -11,6 +11,10 @@ recording, Call transcription), strict as Meta is.
   to the number's bearer token until it expires (``ttl``; Meta's lives minutes), and
   ``fail_next`` downloads answer 500 first (a retry must follow). ``GET /{MEDIA_ID}`` (the
   Media API) gives the asset a fresh URL.
+* :meth:`MetaMedia.voicemail_event`: Meta's voicemail of a rejected or unanswered call, a
+  ``messages`` webhook value with an ``audio`` message (``audio {id, mime_type, sha256,
+  voice}``, no URL: the Media API names it) whose ``id`` is the call's wacid (issue 50's
+  description; send it with ``envelope(…, field="messages")``).
 """
 
 from __future__ import annotations
@@ -100,6 +104,19 @@ class MetaMedia:
             "call_transcript": {"document": self._asset(content, "application/json")},
         }
         return {"calls": [item]}
+
+    def voicemail_event(self, wacid: str, user: str, audio: bytes) -> dict:
+        asset = self._asset(audio, "audio/ogg; codecs=opus")
+        del asset["url"]
+        message = {
+            "from": user,
+            "id": wacid,
+            "timestamp": str(int(time.time())),
+            "type": "audio",
+            "audio": {**asset, "voice": True},
+        }
+        contacts = [{"profile": {"name": "Caller"}, "wa_id": user}]
+        return {"contacts": contacts, "messages": [message]}
 
     def node(self, request: web.Request) -> web.Response:
         """``GET /{MEDIA_ID}`` (Meta's Media API): the asset with a fresh short-lived URL."""

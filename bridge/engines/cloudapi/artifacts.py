@@ -6,7 +6,9 @@ the ``connect`` or ``accept`` action carries it. The ``call_recording_available`
 ``call_transcription_available`` webhooks are fetched at once, in an owned task each, and
 retried with backoff while the media URL still lives (Meta keeps it about five minutes):
 the file arrives as an ``ARTIFACT`` engine event (``{artifact: "recording", mimeType,
-content}`` or ``{artifact: "transcript", language, words}``) for the call layer to store.
+content}``, ``{artifact: "transcript", language, words}`` or, for Meta's voicemail of a
+rejected or unanswered call (an audio message), ``{artifact: "voicemail", mimeType,
+content}``) for the call layer to store.
 """
 
 from __future__ import annotations

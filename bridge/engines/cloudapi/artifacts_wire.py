@@ -10,6 +10,11 @@ by :func:`meta_options`. Delivered after the call as ``calls`` webhook items wit
 lives a few minutes (:func:`artifact_events`). A transcript document's ``transcript`` holds
 ``language`` and ``segments`` with their ``words``, channel 0 the business and 1 the user
 (:func:`transcript_words`).
+
+Meta's voicemail (after a rejected or unanswered call Meta takes a message) arrives as a
+``messages`` webhook item of ``type`` ``audio`` (``audio: {id, mime_type, sha256?, voice?}``)
+whose ``id`` (or ``context.id``) is the call's wacid — the issue's description, the public
+references this project works from name no other field (:func:`voicemail_item`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ PURPOSE_MAX = 250  # Meta's limit on the spoken purpose
 LANGUAGE = re.compile(r"^[a-z]{2,3}(_[A-Z]{2})?$")
 """A locale code as Meta takes ``announcement_language`` (``en``, ``en_US``, ``pt``…)."""
 EVENTS = {"call_recording_available": "recording", "call_transcription_available": "transcript"}
+WACID = "wacid."
+"""How a call id starts (a message's own id starts ``wamid.``): an audio message carrying one
+is the voicemail of that call."""
 
 
 def meta_options(body: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -61,7 +69,7 @@ def meta_options(body: dict[str, Any]) -> dict[str, dict[str, str]]:
 class ArtifactWebhook:
     """One ``call_recording_available`` or ``call_transcription_available`` item."""
 
-    kind: str  # "recording" or "transcript"
+    kind: str  # "recording", "transcript" or "voicemail"
     wacid: str
     media_id: str
     url: str
@@ -91,14 +99,41 @@ def artifact_item(item: dict[str, Any]) -> ArtifactWebhook | None:
     )
 
 
+def voicemail_item(item: dict[str, Any]) -> ArtifactWebhook | None:
+    """The voicemail an audio ``messages`` item is (``None``: an ordinary message)."""
+    audio = item.get("audio")
+    if item.get("type") != "audio" or not isinstance(audio, dict):
+        return None
+    context = item.get("context")
+    ids = [_s(item.get("id")), _s(context.get("id")) if isinstance(context, dict) else ""]
+    wacid = next((i for i in ids if i.startswith(WACID)), "")
+    media_id, url = _s(audio.get("id")), _s(audio.get("url"))
+    if not wacid or not (media_id or url.startswith(("https://", "http://"))):
+        return None
+    mime = _s(audio.get("mime_type")).split(";")[0].strip()
+    return ArtifactWebhook("voicemail", wacid, media_id, url, mime, _s(audio.get("sha256")))
+
+
+def _voicemails(value: Any) -> list[ArtifactWebhook]:
+    messages = value.get("messages") if isinstance(value, dict) else None
+    if not isinstance(messages, list):
+        return []
+    found = [voicemail_item(m) for m in messages if isinstance(m, dict)]
+    return [v for v in found if v is not None]
+
+
 def artifact_events(body: dict[str, Any]) -> tuple[list[ArtifactWebhook], int]:
-    """Every artifact item of a webhook body, and how many were malformed."""
+    """Every artifact item of a webhook body (voicemails from its ``messages`` changes), and
+    how many were malformed."""
     out: list[ArtifactWebhook] = []
     bad = 0
     entries = body.get("entry")
     for entry in entries if isinstance(entries, list) else []:
         changes = entry.get("changes") if isinstance(entry, dict) else None
         for change in changes if isinstance(changes, list) else []:
+            if isinstance(change, dict) and change.get("field") == "messages":
+                out.extend(_voicemails(change.get("value")))
+                continue
             if not isinstance(change, dict) or change.get("field") != "calls":
                 continue
             value = change.get("value")

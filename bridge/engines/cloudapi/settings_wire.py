@@ -5,9 +5,12 @@ Call settings): ``status``, ``call_icon_visibility``, ``call_hours`` (``status``
 ``timezone_id``, ``weekly_operating_hours`` of ``{day_of_week, open_time, close_time}``,
 ``holiday_schedule`` of ``{date, start_time, end_time}``), ``callback_permission_status``,
 ``srtp_key_exchange_protocol``, ``audio.additional_codecs`` and ``sip`` (``status``,
-``servers`` of ``{hostname, port, request_uri_user_params}``). The bridge's names mirror them
+``servers`` of ``{hostname, port, request_uri_user_params}``) and ``voicemail`` (``status``,
+``timeout_seconds`` at most 30: the names follow the issue's description of Meta's field, the
+public references this project works from do not list them). The bridge's names mirror them
 (``callIconVisibility``, ``callHours: {status, timezoneID, weeklyOperatingHours,
-holidaySchedule}``, ``callbackPermission``, ``srtpKeyExchange``, ``additionalCodecs``, ``sip``).
+holidaySchedule}``, ``callbackPermission``, ``srtpKeyExchange``, ``additionalCodecs``, ``sip``,
+``voicemail: {status, timeoutSeconds}``).
 
 Meta's rules checked before anything is sent (its own refusals are passed back too): at most
 two opening slots a day, a slot opening before it closes, at most 20 holidays, a timezone id of
@@ -35,6 +38,7 @@ OURS_TO_META = {
     "callbackPermission": "callback_permission_status",
     "srtpKeyExchange": "srtp_key_exchange_protocol",
     "sip": "sip",
+    "voicemail": "voicemail",
 }
 """Top-level fields (``additionalCodecs`` goes to ``audio.additional_codecs``)."""
 NAMES = {
@@ -47,6 +51,7 @@ NAMES = {
     "startTime": "start_time",
     "endTime": "end_time",
     "requestUriUserParams": "request_uri_user_params",
+    "timeoutSeconds": "timeout_seconds",
 }
 """Nested names; the rest (``status``, ``date``, ``hostname``, ``port``, ``servers``) are the
 same both ways."""
