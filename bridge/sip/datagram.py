@@ -58,7 +58,9 @@ class DatagramFlow(Connection):
         return self.endpoint.open
 
     async def read(self) -> Message | None:
-        raise NotImplementedError("a datagram flow is read by its endpoint")
+        """A flow has no stream of its own: its datagrams reach the handler through the
+        endpoint (:class:`DatagramEndpoint`), so a reader loop given a flow ends at once."""
+        return None
 
     async def send_raw(self, data: bytes) -> None:
         self.endpoint.send_to(data, self.peer)

@@ -55,7 +55,7 @@ from ...rtc.uplink import Playout
 from ...tasks import TaskSet
 from ..base import EngineStats
 from ..channels import MediaClosed
-from . import sdes_parts as parts
+from . import sdes_rtp, sdes_sdp
 from .channel import LegPort, PeerChannel
 from .dtmf import DtmfOut
 from .peer import OPUS_COMPLEXITY
@@ -105,7 +105,7 @@ class SdesPeer:
         self.last: Quality | None = None
         self.totals = Quality()
         self._tasks = TaskSet(f"sdes-peer[{name}]")
-        self.socket = SrtpSocket(name, lambda rtp: parts.receive_rtp(self, rtp), self._on_rtcp)
+        self.socket = SrtpSocket(name, lambda rtp: sdes_rtp.receive_rtp(self, rtp), self._on_rtcp)
         self.stream = RtpStream(secrets.randbits(32), OPUS_PT)
         self.rtcp = RtcpReports(self.stream.ssrc, f"bridge-{secrets.token_hex(6)}")
         self.crypto: Crypto | None = None
@@ -116,7 +116,7 @@ class SdesPeer:
         self._media_seen = False
         self.playout = Playout(self._on_frame, self.rx, self._tasks)
         self.dtmf = DtmfDetector(lambda digit, ms: on_dtmf(self, digit, ms))
-        self._events = EventSender(parts.StreamSender(self))
+        self._events = EventSender(sdes_rtp.StreamSender(self))
         self._dtmf_out = DtmfOut(self._tasks, self, self._events)
         self._close_lock = asyncio.Lock()
         self._closed = self._close_expected = False
@@ -126,7 +126,7 @@ class SdesPeer:
     async def _open(self, remote_host: str | None) -> str:
         """Bind the socket; the address our SDP gives (``BRIDGE_PUBLIC_IP``, else the first
         ``BRIDGE_ICE_ADDRESSES``, else the one that routes to the far end)."""
-        return await parts.open_socket(self.socket, self._ice, remote_host)
+        return await sdes_sdp.open_socket(self.socket, self._ice, remote_host)
 
     async def answer(self, offer: str) -> str:
         """Meta's SDES offer → our answer (a fresh key, the offer's crypto tag and suite);
@@ -139,7 +139,7 @@ class SdesPeer:
         self.opus_pt, self.dtmf_pt = audio.opus_pt, audio.dtmf_pt or DTMF_PT
         self.crypto = new_crypto(remote.crypto.tag, remote.crypto.suite)
         address = await self._open(remote.address)
-        sdp = parts.sdp(self, address, self.crypto, remote.media_lines, remote.index)
+        sdp = sdes_sdp.sdp(self, address, self.crypto, remote.media_lines, remote.index)
         self._start(
             remote.crypto, (remote.address, remote.port), remote.rtcp, audio.bitrate, audio.fec
         )
@@ -148,7 +148,7 @@ class SdesPeer:
     async def offer(self) -> str:
         """Our offer for a business-initiated call: Opus on 111, telephone-event on 126."""
         self.crypto = new_crypto()
-        return parts.sdp(self, await self._open(None), self.crypto)
+        return sdes_sdp.sdp(self, await self._open(None), self.crypto)
 
     async def apply_answer(self, answer: str) -> None:
         """Meta's answer to our offer: its key and address; our media starts at once."""
@@ -303,7 +303,7 @@ class SdesPeer:
         to the encoder); ``None`` until media has come."""
         if self._closed or self.state != "connected":
             return None
-        return parts.sample(self)
+        return sdes_rtp.sample(self)
 
     @property
     def receive_stats(self) -> ReceiveStats:
@@ -321,7 +321,7 @@ class SdesPeer:
         return self.playout.stats
 
     def leg_json(self) -> dict[str, Any]:
-        return parts.leg_json(self, self._track, self._events)
+        return sdes_rtp.leg_json(self, self._track, self._events)
 
     # -- close
     async def close(self) -> None:
