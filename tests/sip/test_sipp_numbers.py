@@ -1,5 +1,6 @@
 """Two numbers on Meta's SIP road behind one TLS listener (issue 46): the default number
-(``BRIDGE_SIP_*``, host ``localhost``) and a number made at run time with its own host name and
+(``BRIDGE_SIP_*``, host ``localhost``, then put on SIP through the API: Meta's password
+replaces ``BRIDGE_SIP_PASSWORD``) and a number made at run time with its own host name and
 certificate, put on SIP with ``POST /numbers/{id}/sip/enable`` (issue 50). SIPp over TLS, its
 socat hop sending each host name in the client hello (SNI, RFC 6066 §3): each INVITE is
 challenged and checked with its own number's password, a wrong password is refused, a number
@@ -137,11 +138,18 @@ async def test_two_sip_numbers_one_listener_own_passwords_names_and_404(sip_rig,
     assert await peer_names(port, str(rig.ca.path), HOST_B) == [HOST_B]
     assert "localhost" in await peer_names(port, str(rig.ca.path), "localhost")
 
+    # The settings' number on SIP through the API too: Meta's password, over BRIDGE_SIP_PASSWORD.
+    # (rotate: the fake Meta keeps one password per app, a real one per number)
+    resp = await rig.client.post("/numbers/default/sip/rotate", json={}, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    password_default = meta.account.sip_password
+    assert password_default not in (PASSWORD, password_b)
+
     hop_b = NamedHop(rig, HOST_B)
     rig.hops = hop_b  # stopped by the fixture with the rest
     for business, password, host, number_id in [
         (PHONE_B, password_b, HOST_B, number_b),
-        (NUMBER, PASSWORD, "localhost", "default"),
+        (NUMBER, password_default, "localhost", "default"),
     ]:
         hop = hop_b if host == HOST_B else TlsHops(rig.ca, rig.meta_cert, rig.dir)
         sipp, peer = await call(rig, hop, business, password, host)
@@ -176,6 +184,7 @@ async def test_two_sip_numbers_one_listener_own_passwords_names_and_404(sip_rig,
     for business, password, refused in [
         (PHONE_B, PASSWORD, "SIP/2.0 403"),
         ("15550007777", PASSWORD, "SIP/2.0 404"),
+        (NUMBER, PASSWORD, "SIP/2.0 403"),  # the settings' password, replaced by Meta's
     ]:
         sipp, peer = await call(rig, hop_b, business, password, HOST_B)
         try:

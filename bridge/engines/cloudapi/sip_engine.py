@@ -24,6 +24,7 @@ not move, so a draining worker serves them to the end. Permissions go over Graph
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
@@ -111,6 +112,15 @@ class SipEngine:
         cls, settings: Settings, http: aiohttp.ClientSession | None = None
     ) -> SipEngine:
         return cls(settings)
+
+    def use_password(self, password: str) -> None:
+        if not password or password == self.sip.sip_password:
+            return
+        self.sip = dataclasses.replace(self.sip, sip_password=password)
+        if self.line is not None:  # the next INVITE is challenged with it, the next call out too
+            self.line.digest = DigestServer(REALM, self.sip.sip_number, password)
+            self.line.locked = False
+        log.info("SIP number %s: a new SIP password is in use", self.sip.sip_number)
 
     # -- lifecycle
     async def start(self) -> None:
