@@ -129,7 +129,8 @@ async def test_the_default_number_keeps_meta_s_password_in_the_store(sclient, me
     # Not a number of the list: the default is still the settings' (no duplicate, no export).
     listed = (await (await client.get("/numbers", headers=ADMIN)).json())["numbers"]
     assert [n["numberID"] for n in listed].count("default") == 1
-    assert "sipPassword" not in await (await client.get("/numbers?format=yaml", headers=ADMIN)).text()
+    exported = await (await client.get("/numbers?format=yaml", headers=ADMIN)).text()
+    assert "sipPassword" not in exported
 
     resp = await client.post("/numbers/default/sip/rotate", json={}, headers=ADMIN)
     assert resp.status == 200, await resp.text()
