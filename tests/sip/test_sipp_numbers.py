@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import time
 from typing import Any
 
 from ..fakes.cloudapi import MetaPeer, sip_answer
@@ -229,5 +230,40 @@ async def test_a_run_time_number_calls_out_as_itself_with_its_own_password(
         nonce = re.search(r'nonce="([^"]+)", opaque="meta-opaque-sha256"', trace).group(1)
         assert_digest(auth, nonce, PHONE_B, password_b)
         assert f"Contact: <sip:+{PHONE_B}@{HOST_B}:" in trace
+    finally:
+        await peer.close()
+
+
+async def test_metas_terminate_webhook_ends_a_sip_call_whose_cancel_never_came(
+    sip_rig, meta, tmp_path
+):
+    """Meta's ``sip.webhook_delivery``: the number's ``calls`` webhooks come beside SIP. A
+    connect (no SDP on SIP) is known, not malformed; a terminate for a call still ringing
+    after the grace for Meta's own CANCEL/BYE ends it here: ``487`` to Meta's INVITE, the call
+    ``ended`` with Meta's duration."""
+    rig, _ = await shared_rig(sip_rig, meta, tmp_path)
+    resp = await rig.client.patch(
+        "/numbers/default/settings", json={"sip": {"webhookDelivery": "ENABLED"}}, headers=ADMIN
+    )
+    assert resp.status == 200, await resp.text()
+    assert meta.account.settings_posts[-1] == {"calling": {"sip": {"webhook_delivery": "ENABLED"}}}
+    sipp, peer = await call(rig, rig.hops, NUMBER, PASSWORD, "localhost")
+    try:
+        found = await ringing(rig.client)
+        wacid = f"wacid.{NUMBER}"
+        bad = rig.engine.stats.bad_messages
+        item = {"id": wacid, "from": "15550001111", "to": NUMBER, "direction": "USER_INITIATED"}
+        now = str(int(time.time()))
+        connect = {"calls": [{**item, "event": "connect", "timestamp": now}]}
+        ended = {"calls": [{**item, "event": "terminate", "timestamp": now, "status": "FAILED"}]}
+        ended["calls"][0]["duration"] = 3
+        for body in (connect, ended):
+            resp = await meta.post(rig.client, meta.envelope(body))
+            assert resp.status == 200, await resp.text()
+        snapshot = await wait_state(rig.client, found["callID"], "ended", timeout=6, headers=ADMIN)
+        assert "terminate webhook" in str(snapshot), snapshot
+        assert await sipp.finish() != 0  # uic.xml waits for a 200 that never comes
+        assert "SIP/2.0 487 Request Terminated" in sipp.sent_and_received(), sipp.report()
+        assert rig.engine.stats.bad_messages == bad and not rig.engine.calls
     finally:
         await peer.close()

@@ -63,6 +63,7 @@ from .media import MediaLeg, new_leg
 from .sdp import DEFAULT_BITRATE
 from .sip_calls import SipCall, bic_failure, meta_code
 from .sip_dialogs import SipDialogs
+from .webhook import CallWebhook
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class SipEngine:
         """Meta's calling settings of the number (a SettingsEngine: ``…/sip/rotate`` too)."""
         self.dialogs = SipDialogs(self.events, self.graph_side, self._leg)
         """The calls and their dialogs; the UA's ``CallHandler`` (:mod:`.sip_dialogs`)."""
+        self.graph_side.on_calls = self._meta_call_webhooks
 
     @property
     def calls(self) -> dict[str, SipCall]:
@@ -192,6 +194,16 @@ class SipEngine:
     def receive_webhook(self, raw: bytes, headers: Mapping[str, str]) -> bool:
         self.graph_side.inbox.receive(raw, headers)
         return True
+
+    def _meta_call_webhooks(self, events: list[CallWebhook]) -> None:
+        # Meta's sip.webhook_delivery: a terminate is the backstop for a BYE lost on the way
+        # (the call id is Meta's wacid on calls Meta placed; our own INVITEs' are ours).
+        for event in events:
+            if event.kind == "terminate" and event.wacid in self.calls:
+                self._tasks.spawn(
+                    self.dialogs.terminated_by_meta(event.wacid, event.duration),
+                    f"terminate:{event.wacid[:24]}",
+                )
 
     def webhook_calls(self, raw: bytes) -> WebhookCalls:
         return WebhookCalls()  # about users, not calls: any worker takes them
