@@ -93,6 +93,10 @@ class SipLineEngine(Protocol):
     password_required: bool
     """Refuse Meta's INVITEs (403) while the number has no SIP password (run-time numbers)."""
 
+    def use_password(self, password: str) -> None:
+        """Challenge Meta's INVITEs and answer Meta's challenges with ``password`` from now on
+        (the settings' number after ``/numbers/default/sip/enable``; idempotent)."""
+
 
 @runtime_checkable
 class SettingsEngine(Protocol):

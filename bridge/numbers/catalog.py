@@ -14,6 +14,7 @@ key.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -62,6 +63,9 @@ class Catalog:
         self._tasks = TaskSet("catalog")
         self._lock = asyncio.Lock()
         self._store_down = False
+        self._default_secrets: dict[str, str] = {}
+        """Secrets the API stored for the default number (kept under its id, opened as every
+        record's): they override the settings' (``save_default_secrets``)."""
         self._index([])
 
     # -- following the store
@@ -102,7 +106,9 @@ class Catalog:
     async def reload(self) -> None:
         async with self._lock:
             version, records = await self.store.load()
-            numbers = _readable(records.get("numbers", {}), Number.from_record, "number")
+            stored = dict(records.get("numbers", {}))
+            self._default_secrets = (stored.pop(DEFAULT_NUMBER, None) or {}).get("secrets") or {}
+            numbers = _readable(stored, Number.from_record, "number")
             tenants = _readable(records.get("tenants", {}), Tenant.from_record, "tenant")
             self.tenants = {t.tenant_id: t for t in tenants}
             self.trunks = _read(records.get("trunks", {}), Trunk.from_record, "trunk")
@@ -115,7 +121,14 @@ class Catalog:
                 log.exception("a follower of the numbers failed")
 
     def _index(self, numbers: Iterable[Number]) -> None:
-        listed = ([self.default] if self.default is not None else []) + list(numbers)
+        default = self.default
+        if default is not None and self._default_secrets:
+            # What the API stored for the settings' number (its SIP password, from
+            # ``/numbers/default/sip/enable``) wins over the settings' own (BRIDGE_SIP_PASSWORD).
+            default = dataclasses.replace(
+                default, secrets={**default.secrets, **self._default_secrets}
+            )
+        listed = ([default] if default is not None else []) + list(numbers)
         self.numbers = {n.number_id: n for n in listed}
         self._by_phone = {n.phone: n for n in listed if n.phone}
         self._by_meta_id = {n.meta_id: n for n in listed if n.meta_id}
@@ -194,6 +207,14 @@ class Catalog:
         await self.store.put("numbers", number.number_id, number.to_record())
         await self.reload()
         return number
+
+    async def save_default_secrets(self, secrets: dict[str, str]) -> Number:
+        """Store secrets for the settings' number (sealed as every record's) that override the
+        settings' from now on, on every worker and after a restart; the default as it is now."""
+        record = {"numberID": DEFAULT_NUMBER, "secrets": {**self._default_secrets, **secrets}}
+        await self.store.put("numbers", DEFAULT_NUMBER, record)
+        await self.reload()
+        return self.numbers[DEFAULT_NUMBER]
 
     async def update_number(self, number: Number) -> Number:
         if number.number_id == DEFAULT_NUMBER:

@@ -11,6 +11,9 @@
         engine: cloudapi
         tenantID: acme
         cloudapi: {phoneNumberID: "1234567890", accessToken: ${ACME_TOKEN}, ...}
+        sip: {enable: true}         # on Meta's SIP road at start (numbers/sip_road.py)
+      - numberID: default           # the settings' number: only its 'sip' here
+        sip: {enable: true}
 
 Every ``${NAME}`` is read from the environment (secrets never sit in the file). Entries are
 created or replaced by id; what the file does not name is left as it is (created at run time).
@@ -30,7 +33,7 @@ import yaml
 from ..config import ConfigError
 from ..errors import BridgeError
 from .catalog import Catalog
-from .model import check_id, parse_number
+from .model import DEFAULT_NUMBER, check_id, parse_number
 from .tenants import apply_tenant_fields, parse_tenant
 
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -69,8 +72,9 @@ def read_numbers_file(path: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-async def apply_numbers_file(catalog: Catalog, path: str) -> None:
-    """Create or replace what the file declares (see the module docstring)."""
+async def apply_numbers_file(catalog: Catalog, path: str) -> list[str]:
+    """Create or replace what the file declares (see the module docstring); the numbers it
+    asks to put on Meta's SIP road (``sip: {enable: true}``)."""
     declared = read_numbers_file(path)
     await catalog.reload()
     for i, entry in enumerate(declared["tenants"]):
@@ -86,17 +90,40 @@ async def apply_numbers_file(catalog: Catalog, path: str) -> None:
             await catalog.save_tenant(tenant)
         except BridgeError as exc:
             raise ConfigError(f"{where}: {exc.message}") from None
+    on_sip: list[str] = []
     for i, entry in enumerate(declared["numbers"]):
         where = f"BRIDGE_NUMBERS_FILE: numbers[{i}]"
         try:
             number_id = check_id(str(entry.get("numberID") or ""), "numberID")
-            fields = {k: v for k, v in entry.items() if k not in ("numberID", "tenantID")}
+            if _sip_enable(entry.get("sip"), where):
+                on_sip.append(number_id)
+            fields = {k: v for k, v in entry.items() if k not in ("numberID", "tenantID", "sip")}
+            if number_id == DEFAULT_NUMBER:
+                if fields:  # the settings define it: the file may only ask for its SIP
+                    raise ConfigError(f"{where}: the default number takes only 'sip' here")
+                continue
             number = parse_number(fields, tenant_id=str(entry.get("tenantID") or ""))
             number.number_id = number_id
             if number_id in catalog.numbers:
-                number.created_at = catalog.numbers[number_id].created_at
+                known = catalog.numbers[number_id]
+                number.created_at = known.created_at
+                # What the API stored since (Meta's SIP password) stays unless the file names it.
+                number.secrets = {**known.secrets, **number.secrets}
                 await catalog.update_number(number)
             else:
                 await catalog.create_number(number)
         except BridgeError as exc:
             raise ConfigError(f"{where}: {exc.message}") from None
+    return on_sip
+
+
+def _sip_enable(block: Any, where: str) -> bool:
+    """``sip: {enable: true}``: put the number on Meta's SIP road at start (once it has a
+    password, later starts leave it)."""
+    if block is None:
+        return False
+    if not isinstance(block, dict) or set(block) - {"enable"} or not isinstance(
+        block.get("enable", False), bool
+    ):
+        raise ConfigError(f"{where}: 'sip' must be {{enable: true|false}}")
+    return bool(block.get("enable"))

@@ -13,6 +13,7 @@ from ..metrics import Metrics
 from .catalog import Catalog
 from .file import apply_numbers_file
 from .model import DEFAULT_NUMBER, Number
+from .sip_road import enable_declared
 from .store import open_store
 from .switchboard import Switchboard
 
@@ -54,10 +55,12 @@ async def start_numbers(
         cluster.internal_secret,
     )
     catalog = Catalog(store, default_number(settings))
+    on_sip: list[str] = []
     if settings.storage.numbers_file:
-        await apply_numbers_file(catalog, settings.storage.numbers_file)
+        on_sip = await apply_numbers_file(catalog, settings.storage.numbers_file)
     await catalog.start()
     switchboard = Switchboard(default_engine, catalog, settings, http)
     switchboard.metrics = metrics
     await switchboard.start()
+    await enable_declared(catalog, switchboard, settings, on_sip)
     return catalog, switchboard

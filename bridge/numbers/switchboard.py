@@ -135,6 +135,11 @@ class Switchboard:
         if self.catalog is None or self.settings is None:
             return
         async with self._changing:
+            stored = self.catalog.numbers.get(DEFAULT_NUMBER)
+            if stored is not None and isinstance(self.default, SipLineEngine):
+                # Meta's password for the settings' number, stored by ``sip/enable`` (over
+                # BRIDGE_SIP_PASSWORD): in use on every worker at its next reload.
+                self.default.use_password(stored.secrets.get("sipPassword", ""))
             wanted = {
                 n.number_id: n
                 for n in self.catalog.numbers.values()

@@ -97,7 +97,6 @@ async def test_sip_enable_refusals_are_clear(sclient, make_client, meta):
     for path, body, status, code in [
         (f"/numbers/{number_id}/sip/enable", {"port": 0}, 400, "bad_request"),
         (f"/numbers/{number_id}/sip/enable", {"host": "x"}, 400, "bad_request"),
-        ("/numbers/default/sip/enable", {}, 400, "default_number_settings"),
         ("/numbers/nope/sip/rotate", {}, 404, "not_found"),
     ]:
         resp = await client.post(path, json=body, headers=ADMIN)
@@ -112,6 +111,33 @@ async def test_sip_enable_refusals_are_clear(sclient, make_client, meta):
     error = (await resp.json())["error"]
     assert resp.status == 409 and error["code"] == "sip_not_configured", error
     assert "BRIDGE_SIP_HOSTNAME" in error["message"]
+
+
+async def test_the_default_number_keeps_meta_s_password_in_the_store(sclient, meta, tmp_path):
+    """The settings' number goes on SIP with one call too: Meta's password is stored sealed
+    under the default number (over BRIDGE_SIP_PASSWORD) and is there after a restart."""
+    client = await sclient(sip_password="from-the-settings")
+    resp = await client.post("/numbers/default/sip/enable", json={}, headers=ADMIN)
+    body = await resp.json()
+    assert resp.status == 200 and body["numberID"] == "default", body
+    first = meta.account.sip_password
+    assert first and first not in await resp.text()
+    assert client.app[CATALOG].number("default").secrets["sipPassword"] == first
+    shown = await (await client.get("/numbers/default", headers=ADMIN)).json()
+    assert shown["cloudapi"]["sipPasswordSet"] is True and first not in str(shown)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and first.encode() in p.read_bytes()]
+    # Not a number of the list: the default is still the settings' (no duplicate, no export).
+    listed = (await (await client.get("/numbers", headers=ADMIN)).json())["numbers"]
+    assert [n["numberID"] for n in listed].count("default") == 1
+    exported = await (await client.get("/numbers?format=yaml", headers=ADMIN)).text()
+    assert "sipPassword" not in exported
+
+    resp = await client.post("/numbers/default/sip/rotate", json={}, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    second = meta.account.sip_password
+    assert second != first
+    again = await sclient(sip_password="from-the-settings")  # a restart on the same store
+    assert again.app[CATALOG].number("default").secrets["sipPassword"] == second
 
 
 async def test_a_mismatch_with_meta_is_said_at_start(sclient, meta, caplog):
@@ -134,3 +160,41 @@ async def test_a_mismatch_with_meta_is_said_at_start(sclient, meta, caplog):
     assert resp.status == 200, await resp.text()
     shown = await (await client.get("/numbers/default", headers=ADMIN)).json()
     assert shown["health"]["setup"] == []
+
+
+async def test_sip_declared_in_the_numbers_file_is_enabled_once(sclient, meta, tmp_path, caplog):
+    """Zero steps by hand: ``sip: {enable: true}`` in ``BRIDGE_NUMBERS_FILE`` puts the default
+    number and a declared one on Meta's SIP road at start; the next start, which finds their
+    passwords in the store, asks Meta nothing; a bad ``sip`` block stops the start."""
+    meta.add_number("2098765432", "second-token")
+    path = tmp_path / "numbers.yaml"
+    path.write_text(
+        f"""
+numbers:
+  - numberID: default
+    sip: {{enable: true}}
+  - numberID: sales
+    phone: "+15550783000"
+    engine: cloudapi
+    cloudapi: {{phoneNumberID: "2098765432", accessToken: second-token,
+               appSecret: {meta.app_secret}, verifyToken: v2, graphURL: "{meta.graph_url}"}}
+    sip: {{enable: true}}
+"""
+    )
+    client = await sclient(numbers_file=str(path))
+    catalog = client.app[CATALOG]
+    password = meta.account.sip_password
+    assert catalog.number("default").secrets["sipPassword"] == password
+    assert catalog.number("sales").secrets["sipPassword"] == password
+    enabled = [p for p in meta.account.settings_posts if p["calling"].get("status") == "ENABLED"]
+    assert len(enabled) == 2, meta.account.settings_posts
+
+    meta.account.settings_posts.clear()
+    again = await sclient(numbers_file=str(path))  # restart: the file again, the store kept
+    assert again.app[CATALOG].number("sales").secrets["sipPassword"] == password
+    assert again.app[CATALOG].number("default").secrets["sipPassword"] == password
+    assert meta.account.settings_posts == []
+
+    path.write_text("numbers:\n  - numberID: default\n    sip: {enable: yes-please}\n")
+    with pytest.raises(ValueError, match=r"numbers\[0\].*'sip'"):
+        await sclient(numbers_file=str(path))

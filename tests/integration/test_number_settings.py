@@ -140,3 +140,29 @@ async def test_a_number_without_meta_settings(make_client):
     resp = await client.get("/numbers/default/settings")
     error = (await resp.json())["error"]
     assert resp.status == 404 and error["code"] == "settings_not_supported", error
+
+
+async def test_sip_server_fields_keep_metas_names(cclient, meta):
+    """``sip`` goes to Meta with Meta's names (``request_uri_user_params``, whose own keys are
+    the operator's and pass as they are; ``webhook_delivery``) and comes back in ours."""
+    client = await cclient()
+    params = {"tgrp": "wa-sales", "trunk-context": "pbx.example"}
+    server = {"hostname": "sip.example.com", "port": 5061, "requestUriUserParams": params}
+    sip = {"status": "ENABLED", "webhookDelivery": "ENABLED", "servers": [server]}
+    resp = await client.patch("/numbers/default/settings", json={"sip": sip})
+    body = await resp.json()
+    assert resp.status == 200, body
+    [posted] = meta.account.settings_posts
+    assert posted == {
+        "calling": {
+            "sip": {
+                "status": "ENABLED",
+                "webhook_delivery": "ENABLED",
+                "servers": [
+                    {"hostname": "sip.example.com", "port": 5061, "request_uri_user_params": params}
+                ],
+            }
+        }
+    }
+    assert body["sip"]["servers"][0]["requestUriUserParams"] == params
+    assert body["sip"]["webhookDelivery"] == "ENABLED"

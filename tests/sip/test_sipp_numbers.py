@@ -1,5 +1,6 @@
 """Two numbers on Meta's SIP road behind one TLS listener (issue 46): the default number
-(``BRIDGE_SIP_*``, host ``localhost``) and a number made at run time with its own host name and
+(``BRIDGE_SIP_*``, host ``localhost``, then put on SIP through the API: Meta's password
+replaces ``BRIDGE_SIP_PASSWORD``) and a number made at run time with its own host name and
 certificate, put on SIP with ``POST /numbers/{id}/sip/enable`` (issue 50). SIPp over TLS, its
 socat hop sending each host name in the client hello (SNI, RFC 6066 §3): each INVITE is
 challenged and checked with its own number's password, a wrong password is refused, a number
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import time
 from typing import Any
 
 from ..fakes.cloudapi import MetaPeer, sip_answer
@@ -137,11 +139,18 @@ async def test_two_sip_numbers_one_listener_own_passwords_names_and_404(sip_rig,
     assert await peer_names(port, str(rig.ca.path), HOST_B) == [HOST_B]
     assert "localhost" in await peer_names(port, str(rig.ca.path), "localhost")
 
+    # The settings' number on SIP through the API too: Meta's password, over BRIDGE_SIP_PASSWORD.
+    # (rotate: the fake Meta keeps one password per app, a real one per number)
+    resp = await rig.client.post("/numbers/default/sip/rotate", json={}, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    password_default = meta.account.sip_password
+    assert password_default not in (PASSWORD, password_b)
+
     hop_b = NamedHop(rig, HOST_B)
     rig.hops = hop_b  # stopped by the fixture with the rest
     for business, password, host, number_id in [
         (PHONE_B, password_b, HOST_B, number_b),
-        (NUMBER, PASSWORD, "localhost", "default"),
+        (NUMBER, password_default, "localhost", "default"),
     ]:
         hop = hop_b if host == HOST_B else TlsHops(rig.ca, rig.meta_cert, rig.dir)
         sipp, peer = await call(rig, hop, business, password, host)
@@ -176,6 +185,7 @@ async def test_two_sip_numbers_one_listener_own_passwords_names_and_404(sip_rig,
     for business, password, refused in [
         (PHONE_B, PASSWORD, "SIP/2.0 403"),
         ("15550007777", PASSWORD, "SIP/2.0 404"),
+        (NUMBER, PASSWORD, "SIP/2.0 403"),  # the settings' password, replaced by Meta's
     ]:
         sipp, peer = await call(rig, hop_b, business, password, HOST_B)
         try:
@@ -220,5 +230,40 @@ async def test_a_run_time_number_calls_out_as_itself_with_its_own_password(
         nonce = re.search(r'nonce="([^"]+)", opaque="meta-opaque-sha256"', trace).group(1)
         assert_digest(auth, nonce, PHONE_B, password_b)
         assert f"Contact: <sip:+{PHONE_B}@{HOST_B}:" in trace
+    finally:
+        await peer.close()
+
+
+async def test_metas_terminate_webhook_ends_a_sip_call_whose_cancel_never_came(
+    sip_rig, meta, tmp_path
+):
+    """Meta's ``sip.webhook_delivery``: the number's ``calls`` webhooks come beside SIP. A
+    connect (no SDP on SIP) is known, not malformed; a terminate for a call still ringing
+    after the grace for Meta's own CANCEL/BYE ends it here: ``487`` to Meta's INVITE, the call
+    ``ended`` with Meta's duration."""
+    rig, _ = await shared_rig(sip_rig, meta, tmp_path)
+    resp = await rig.client.patch(
+        "/numbers/default/settings", json={"sip": {"webhookDelivery": "ENABLED"}}, headers=ADMIN
+    )
+    assert resp.status == 200, await resp.text()
+    assert meta.account.settings_posts[-1] == {"calling": {"sip": {"webhook_delivery": "ENABLED"}}}
+    sipp, peer = await call(rig, rig.hops, NUMBER, PASSWORD, "localhost")
+    try:
+        found = await ringing(rig.client)
+        wacid = f"wacid.{NUMBER}"
+        bad = rig.engine.stats.bad_messages
+        item = {"id": wacid, "from": "15550001111", "to": NUMBER, "direction": "USER_INITIATED"}
+        now = str(int(time.time()))
+        connect = {"calls": [{**item, "event": "connect", "timestamp": now}]}
+        ended = {"calls": [{**item, "event": "terminate", "timestamp": now, "status": "FAILED"}]}
+        ended["calls"][0]["duration"] = 3
+        for body in (connect, ended):
+            resp = await meta.post(rig.client, meta.envelope(body))
+            assert resp.status == 200, await resp.text()
+        snapshot = await wait_state(rig.client, found["callID"], "ended", timeout=6, headers=ADMIN)
+        assert "terminate webhook" in str(snapshot), snapshot
+        assert await sipp.finish() != 0  # uic.xml waits for a 200 that never comes
+        assert "SIP/2.0 487 Request Terminated" in sipp.sent_and_received(), sipp.report()
+        assert rig.engine.stats.bad_messages == bad and not rig.engine.calls
     finally:
         await peer.close()

@@ -76,7 +76,12 @@ async def test_uic_audio_both_ways_metadata_and_meta_bye(sip_rig, challenge):
         assert (call["state"], call["direction"]) == ("ringing", "inbound")
         assert call["peer"] == "15550001111@s.whatsapp.net"
         assert call["metadata"] == {
-            "whatsapp": {"ctaPayload": "button:support-42", "deeplinkPayload": "deeplink-42"}
+            "whatsapp": {
+                "ctaPayload": "button:support-42",
+                "deeplinkPayload": "deeplink-42",
+                "userId": "BR.5b1e2c9d",  # the BSUID era's headers, as Meta's SIP sends them
+                "username": "ana.sales",
+            }
         }
         rtc = RtcClient(rig.client, call["callID"], freq=440.0)
         await rtc.offer()

@@ -10,8 +10,8 @@ import logging
 
 import pytest
 
-from bridge.engines.base import EngineEvent, EngineEventKind
-from bridge.engines.cloudapi.artifacts import MAX_FETCHES, MetaArtifacts
+from bridge.engines.base import EngineEvent
+from bridge.engines.cloudapi.artifacts import MAX_FETCHES, MAX_PENDING, MetaArtifacts
 from bridge.engines.cloudapi.artifacts_wire import (
     artifact_events,
     meta_options,
@@ -104,7 +104,7 @@ async def test_a_file_that_never_comes_is_given_up_with_one_warning(caplog) -> N
     }
     assert artifacts.heard(_body(item)) == 0
     await asyncio.sleep(0.6)
-    assert graph.tries >= 3 and artifacts.failed == 1 and artifacts.fetching == 0
+    assert graph.tries >= 3 and artifacts.failed == 1 and artifacts.pending == 0
     assert events.empty()
     said = [r for r in caplog.records if "could not be fetched" in r.getMessage()]
     assert len(said) == 1
@@ -112,15 +112,24 @@ async def test_a_file_that_never_comes_is_given_up_with_one_warning(caplog) -> N
 
 
 class Slow:
+    def __init__(self) -> None:
+        self.now = self.most = 0
+
     async def fetch_media(self, media_id: str, url: str, sha256: str = "") -> tuple[bytes, str]:
+        self.now += 1
+        self.most = max(self.most, self.now)
         await asyncio.sleep(0.2)
+        self.now -= 1
         return b"{}", "application/json"
 
 
-async def test_downloads_at_once_are_bounded() -> None:
+async def test_downloads_at_once_are_bounded_and_the_others_wait_their_turn() -> None:
+    """Meta announces a busy hour's files together: MAX_FETCHES download at once, the rest
+    wait (none dropped); only beyond MAX_PENDING waiting is one refused."""
     events: asyncio.Queue[EngineEvent] = asyncio.Queue(100)
     tasks = TaskSet("test")
-    artifacts = MetaArtifacts(Slow(), events, tasks)  # type: ignore[arg-type]
+    graph = Slow()
+    artifacts = MetaArtifacts(graph, events, tasks)  # type: ignore[arg-type]
     document = {"id": "2", "url": "https://lookaside.example/t"}
     items = [
         {
@@ -131,17 +140,12 @@ async def test_downloads_at_once_are_bounded() -> None:
         for i in range(MAX_FETCHES + 3)
     ]
     artifacts.heard(_body(*items))
-    assert artifacts.fetching == MAX_FETCHES and artifacts.failed == 3
-    await asyncio.sleep(0.4)
-    assert artifacts.fetching == 0
-    # "{}" is no transcript document: read, found unreadable, nothing announced.
-    assert events.empty() and artifacts.failed == 3 + MAX_FETCHES
+    assert artifacts.pending == MAX_FETCHES + 3 and artifacts.failed == 0
+    await asyncio.sleep(0.7)
+    assert artifacts.pending == 0 and graph.most == MAX_FETCHES
+    # "{}" is no transcript document: every one read, found unreadable, nothing announced.
+    assert events.empty() and artifacts.failed == MAX_FETCHES + 3
+    artifacts.pending = MAX_PENDING  # full: the next announcement is refused, said
+    artifacts.heard(_body(items[0]))
+    assert artifacts.failed == MAX_FETCHES + 4
     await tasks.close()
-
-
-def test_asked_options_are_taken_once() -> None:
-    artifacts = MetaArtifacts(None, asyncio.Queue(1), TaskSet("t"))  # type: ignore[arg-type]
-    artifacts.ask("15550001111", {"recording": {"purpose": "qa"}})
-    assert artifacts.fields("15550001111")["recording"]["status"] == "ENABLED"
-    assert artifacts.fields("15550001111") == {}
-    assert EngineEventKind.ARTIFACT == "artifact"

@@ -33,7 +33,9 @@ FETCH_WINDOW = 290.0
 MAX_ASKED = 1000
 """Calls whose options wait for their connect/accept (the oldest are dropped beyond it)."""
 MAX_FETCHES = 32
-"""Downloads at once; beyond it an announcement is dropped (logged: Meta keeps the file)."""
+"""Downloads at once; the others wait their turn (Meta announces a busy hour's together)."""
+MAX_PENDING = 1000
+"""Announcements waiting or downloading; beyond it one is dropped (logged once each)."""
 
 
 class MetaArtifacts:
@@ -54,7 +56,8 @@ class MetaArtifacts:
         self.window = window
         self.backoff = backoff
         self.asked: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self.fetching = 0
+        self.pending = 0
+        self._downloads = asyncio.Semaphore(MAX_FETCHES)
         self.fetched = 0
         self.failed = 0
 
@@ -75,13 +78,16 @@ class MetaArtifacts:
         malformed."""
         found, bad = artifact_events(body)
         for ev in found:
-            if self.fetching >= MAX_FETCHES:
+            if self.pending >= MAX_PENDING:
                 log.warning(
-                    "Meta's %s of call %s not fetched: too many downloads", ev.kind, ev.wacid
+                    "Meta's %s of call %s not fetched: %d announcements already wait",
+                    ev.kind,
+                    ev.wacid,
+                    MAX_PENDING,
                 )
                 self.failed += 1
                 continue
-            self.fetching += 1
+            self.pending += 1
             self.tasks.spawn(self._fetch(ev), f"artifact:{ev.kind}:{ev.wacid[:40]}")
         return bad
 
@@ -93,7 +99,8 @@ class MetaArtifacts:
         try:
             while True:
                 try:
-                    content, mime = await self.graph.fetch_media(ev.media_id, url, ev.sha256)
+                    async with self._downloads:
+                        content, mime = await self.graph.fetch_media(ev.media_id, url, ev.sha256)
                     break
                 except EngineError as exc:
                     if time.monotonic() + delay > deadline:
@@ -107,7 +114,7 @@ class MetaArtifacts:
                     if ev.media_id:  # the URL may have expired: ask Meta's Media API anew
                         url = ""
         finally:
-            self.fetching -= 1
+            self.pending -= 1
         data: dict[str, Any] = {"artifact": ev.kind, "mediaID": ev.media_id}
         if ev.kind == "transcript":
             try:

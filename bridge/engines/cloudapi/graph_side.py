@@ -2,7 +2,9 @@
 SIP, but call permissions are Graph's (Meta's SIP documentation: business-initiated calls need
 the user's permission in SIP mode too): asking (``/messages``), reading
 (``/call_permissions``) and hearing the answers (signed ``messages`` webhooks at
-``/engine/webhook``). It needs the Graph settings (``BRIDGE_ENGINE_TOKEN``,
+``/engine/webhook``). With Meta's ``sip.webhook_delivery`` ENABLED the number's ``calls``
+webhooks come too: they are handed to the SIP engine (``on_calls``), not counted malformed.
+It needs the Graph settings (``BRIDGE_ENGINE_TOKEN``,
 ``BRIDGE_CLOUDAPI_PHONE_NUMBER_ID``, ``BRIDGE_CLOUDAPI_APP_SECRET``,
 ``BRIDGE_CLOUDAPI_VERIFY_TOKEN``); without them the permission routes answer 404 and webhooks
 401, as on any engine without them.
@@ -11,7 +13,7 @@ the user's permission in SIP mode too): asking (``/messages``), reading
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -23,7 +25,7 @@ from ..base import EngineEvent, EngineStats
 from .graph import GraphClient
 from .permissions import CallPermissions
 from .standing import NumberStanding
-from .webhook import WebhookInbox, verify
+from .webhook import CallWebhook, WebhookInbox, call_events, verify
 
 
 class GraphSide:
@@ -40,6 +42,8 @@ class GraphSide:
         self._permissions = CallPermissions(self.graph, events)
         self.standing = NumberStanding(events, number)  # Meta's pauses apply on SIP too
         self.inbox = WebhookInbox(settings.cloudapi_app_secret, stats)
+        self.on_calls: Callable[[list[CallWebhook]], None] | None = None
+        """Who hears Meta's ``calls`` webhooks about SIP calls (the SIP engine)."""
         self._http: aiohttp.ClientSession | None = None
 
     async def start(self, tasks: TaskSet) -> None:
@@ -71,4 +75,7 @@ class GraphSide:
         return verify(query, self.settings.cloudapi_verify_token)
 
     async def _on_body(self, body: dict[str, Any]) -> None:
-        self.stats.bad_messages += self._permissions.heard(body) + self.standing.heard(body)
+        calls, bad = call_events(body)  # with Meta's sip.webhook_delivery ENABLED
+        if calls and self.on_calls is not None:
+            self.on_calls(calls)
+        self.stats.bad_messages += bad + self._permissions.heard(body) + self.standing.heard(body)

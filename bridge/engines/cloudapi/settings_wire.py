@@ -52,6 +52,7 @@ NAMES = {
     "endTime": "end_time",
     "requestUriUserParams": "request_uri_user_params",
     "timeoutSeconds": "timeout_seconds",
+    "webhookDelivery": "webhook_delivery",
 }
 """Nested names; the rest (``status``, ``date``, ``hostname``, ``port``, ``servers``) are the
 same both ways."""

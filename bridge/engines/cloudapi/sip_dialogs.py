@@ -37,6 +37,9 @@ from .sip_calls import (
 
 log = logging.getLogger(__name__)
 
+BYE_GRACE_S = 2.0
+"""How long a call Meta's ``terminate`` webhook names may wait for Meta's BYE."""
+
 
 class SipDialogs:
     """The calls by engine call id and by dialog (module docstring)."""
@@ -90,6 +93,29 @@ class SipDialogs:
     def ended(self, call: SipCall, reason: str, detail: str = "", **data: Any) -> None:
         event = EngineEvent(EngineEventKind.ENDED, call.id, reason=reason, data=data, detail=detail)
         emit(self.events, event)
+
+    async def terminated_by_meta(self, wacid: str, duration: int | None) -> None:
+        """Meta's ``terminate`` webhook for a call of this number (``sip.webhook_delivery``):
+        Meta's BYE normally comes first or with it; a call still live after
+        :data:`BYE_GRACE_S` lost its BYE on the way and ends here, as Meta says it did."""
+        await asyncio.sleep(BYE_GRACE_S)
+        call = self.calls.get(wacid)
+        if call is None or call.state == "ended":
+            return
+        log.warning(
+            "SIP call %s: Meta's terminate webhook came but no BYE within %.0f s: ended",
+            wacid,
+            BYE_GRACE_S,
+        )
+        answered = call.state == "accepted"
+        if call.tx is not None and not call.tx.final:  # its CANCEL was lost: end the INVITE
+            await call.tx.respond(487, "Request Terminated")
+        elif call.dialog is not None:  # its BYE was lost: ours closes the dialog both ways
+            await self._ua().in_dialog(call.dialog, "BYE")
+        await self.forget(call)
+        data: dict[str, Any] = {} if duration is None else {"engineDurationS": duration}
+        reason = "remote_hangup" if answered else ""
+        self.ended(call, reason, "Meta's terminate webhook (no BYE came)", **data)
 
     def leg_closed(self, leg: MediaLeg) -> None:
         call = self.calls.get(leg.wacid)

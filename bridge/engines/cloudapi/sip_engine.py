@@ -24,6 +24,7 @@ not move, so a draining worker serves them to the end. Permissions go over Graph
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
@@ -62,6 +63,7 @@ from .media import MediaLeg, new_leg
 from .sdp import DEFAULT_BITRATE
 from .sip_calls import SipCall, bic_failure, meta_code
 from .sip_dialogs import SipDialogs
+from .webhook import CallWebhook
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ class SipEngine:
         """Meta's calling settings of the number (a SettingsEngine: ``…/sip/rotate`` too)."""
         self.dialogs = SipDialogs(self.events, self.graph_side, self._leg)
         """The calls and their dialogs; the UA's ``CallHandler`` (:mod:`.sip_dialogs`)."""
+        self.graph_side.on_calls = self._meta_call_webhooks
 
     @property
     def calls(self) -> dict[str, SipCall]:
@@ -111,6 +114,15 @@ class SipEngine:
         cls, settings: Settings, http: aiohttp.ClientSession | None = None
     ) -> SipEngine:
         return cls(settings)
+
+    def use_password(self, password: str) -> None:
+        if not password or password == self.sip.sip_password:
+            return
+        self.sip = dataclasses.replace(self.sip, sip_password=password)
+        if self.line is not None:  # the next INVITE is challenged with it, the next call out too
+            self.line.digest = DigestServer(REALM, self.sip.sip_number, password)
+            self.line.locked = False
+        log.info("SIP number %s: a new SIP password is in use", self.sip.sip_number)
 
     # -- lifecycle
     async def start(self) -> None:
@@ -182,6 +194,16 @@ class SipEngine:
     def receive_webhook(self, raw: bytes, headers: Mapping[str, str]) -> bool:
         self.graph_side.inbox.receive(raw, headers)
         return True
+
+    def _meta_call_webhooks(self, events: list[CallWebhook]) -> None:
+        # Meta's sip.webhook_delivery: a terminate is the backstop for a BYE lost on the way
+        # (the call id is Meta's wacid on calls Meta placed; our own INVITEs' are ours).
+        for event in events:
+            if event.kind == "terminate" and event.wacid in self.calls:
+                self._tasks.spawn(
+                    self.dialogs.terminated_by_meta(event.wacid, event.duration),
+                    f"terminate:{event.wacid[:24]}",
+                )
 
     def webhook_calls(self, raw: bytes) -> WebhookCalls:
         return WebhookCalls()  # about users, not calls: any worker takes them

@@ -1,0 +1,93 @@
+"""Putting a Cloud API number on Meta's SIP road: one step, shared by the API
+(``POST /numbers/{numberID}/sip/enable``, ``…/sip/rotate``) and the numbers file
+(``sip: {enable: true}``, applied at start).
+
+Meta's SIP for the number is pointed at this deployment (the number's ``sipHostname``, else
+``BRIDGE_SIP_HOSTNAME``, and the SIP listener's port), the SIP password Meta made is read
+(``include_sip_credentials``) into the number's sealed credentials, and Meta's settings are
+compared with the number's mode again (Meta Cloud API Calling: SIP, "configure SIP settings").
+The settings' own number (``default``) keeps the password in the store beside the others; it
+overrides ``BRIDGE_SIP_PASSWORD`` from then on, on every worker and after a restart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..config import Settings
+from ..engines import SettingsEngine
+from ..errors import BridgeError, Conflict
+from .model import DEFAULT_NUMBER, Number
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+    from .switchboard import Switchboard
+
+log = logging.getLogger(__name__)
+
+
+async def put_on_sip(
+    catalog: Catalog,
+    switchboard: Switchboard,
+    settings: Settings,
+    number: Number,
+    engine: SettingsEngine,
+    *,
+    rotate: bool = False,
+    port: int = 0,
+) -> dict[str, Any]:
+    """Point Meta's SIP for ``number`` here and keep the password Meta made; the API's view of
+    the result. ``Conflict`` (``sip_not_configured``) when there is no host name to give."""
+    hostname = str(number.config.get("sipHostname") or settings.sip.sip_hostname)
+    if not hostname:
+        raise Conflict(
+            "this deployment has no SIP host name: set BRIDGE_SIP_HOSTNAME (the name on its "
+            "SIP certificate) or the number's 'cloudapi.sipHostname' first",
+            code="sip_not_configured",
+        )
+    port = port or settings.sip.listen[1]
+    password = await engine.calling_settings.enable_sip(hostname, port, rotate=rotate)
+    if number.number_id == DEFAULT_NUMBER:
+        await catalog.save_default_secrets({"sipPassword": password})
+    else:
+        changed = dataclasses.replace(
+            number, config=dict(number.config), secrets={**number.secrets, "sipPassword": password}
+        )
+        await catalog.update_number(changed)
+    await switchboard.reconcile()  # the number takes Meta's INVITEs with the new password now
+    await switchboard.compare_setup(number.number_id)
+    return {
+        "numberID": number.number_id,
+        "sip": {"status": "ENABLED", "servers": [{"hostname": hostname, "port": port}]},
+        "sipPasswordSet": True,
+        "rotated": rotate,
+        "health": switchboard.health_of(number.number_id),
+    }
+
+
+async def enable_declared(
+    catalog: Catalog, switchboard: Switchboard, settings: Settings, number_ids: list[str]
+) -> None:
+    """The numbers file's ``sip: {enable: true}``: each such number without a SIP password yet
+    is put on SIP at start. A failure is logged once at WARNING with Meta's reason and does not
+    stop the start (the number refuses Meta's INVITEs until it has a password)."""
+    for number_id in number_ids:
+        number = catalog.number(number_id)
+        engine = switchboard.engines.get(number_id)
+        if number is None or number.secrets.get("sipPassword"):
+            continue  # already on SIP: the file is applied at every start
+        if not isinstance(engine, SettingsEngine):
+            log.warning(
+                "numbers file: number %s asks for SIP but has no Cloud API settings to reach",
+                number_id,
+            )
+            continue
+        try:
+            await put_on_sip(catalog, switchboard, settings, number, engine)
+        except Exception as exc:  # Meta refusing or unreachable: said, and the start goes on
+            reason = exc.message if isinstance(exc, BridgeError) else repr(exc)
+            log.warning("numbers file: number %s cannot be put on SIP: %s", number_id, reason)
+        else:
+            log.info("numbers file: number %s put on Meta's SIP road", number_id)
