@@ -27,6 +27,7 @@ from ..calls.events import CallEvent
 from ..calls.model import CallState, Direction
 from ..tasks import TaskSet
 from . import handoffs, wire
+from .bridged import Models, Trunks
 from .legs import AgentLegs
 from .routes import Route, pick, route_from_stored, stored
 from .runner import RouteRun
@@ -69,6 +70,10 @@ class Desk:
         self.answered_elsewhere: Callable[[Call], bool] = lambda call: False
         """Whether another part takes this ringing call (a SIP trunk's ``answer``): then no
         route runs and no agent is rung for it."""
+        self.trunks: Trunks | None = None
+        self.models: Models | None = None
+        """SIP trunks and model agents for ``sip`` and ``agent`` steps (``bridged.py``): bound by
+        the app, which owns them (``None``: such a step moves on, logged)."""
         self._sessions: dict[AgentKey, AgentSession] = {}
         self._tasks = TaskSet("desk")
         self.legs = AgentLegs(self)
@@ -285,10 +290,13 @@ class Desk:
         await run.run()
 
     def _call_event(self, event: CallEvent, call: Call | None) -> None:
-        """The call's events to the agent who took it (``call.ended`` is the run's own)."""
+        """The call's events to the agent who took it (``call.ended`` is the run's own), and
+        its participants' to a ``sip`` step ringing a phone."""
         if call is None or event.type == "call.ended":
             return
         run = self.run_of(call.id)
+        if run is not None and run.dialing is not None and event.type.startswith("participant."):
+            run.offer({"op": event.type, **event.data})  # the phone a sip step rings
         if run is not None and run.winner is not None:
             self.spawn(self.send(run.winner, json.loads(event.to_json())), "forward")
 
