@@ -797,6 +797,19 @@ export class BridgeAgent extends EventTarget {
 
   decline(callID) { this._send({ type: "decline", callID }); }
 
+  /**
+   * Hand the call this agent is on to a group: its available agents ring while the caller
+   * hears `music` (an audio asset); the first to accept takes it (you get "transferred"), or
+   * nobody does and the call stays yours ("transfer.failed").
+   * @param {string} callID
+   * @param {string} group
+   * @param {{music?: string, timeoutS?: number}} [options]
+   */
+  transfer(callID, group, options = {}) { this._send({ type: "transfer", callID, group, ...options }); }
+
+  /** Hang up the call this agent is on. */
+  hangup(callID) { this._send({ type: "hangup", callID }); }
+
   /** The connected leg: offer it on the socket (again after it was lost: a new offer). */
   async openLeg() {
     if (this.pc) this.pc.close();

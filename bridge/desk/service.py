@@ -160,6 +160,8 @@ class Desk:
         elif message.type == "offer":
             assert message.sdp is not None
             await self.legs.offer(session, message.sdp)
+        elif message.type in ("transfer", "hangup"):
+            await handoffs.from_agent(self, session.key, message)
         elif message.call_id is not None:
             await self._answer_ring(session, message.type, message.call_id)
 
