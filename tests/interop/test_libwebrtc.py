@@ -59,3 +59,56 @@ async def test_libwebrtc_peer_audio_both_ways(make_client) -> None:
     assert rms_dbfs(pcm) == pytest.approx(-9.0, abs=2.0)
     snap = await (await client.get(f"/call/{result['callID']}")).json()
     assert snap["state"] == "ended" and snap["endReason"] == "hangup"
+
+
+async def test_libwebrtc_agent_on_the_connected_leg(make_client) -> None:
+    """Issue 49: a libwebrtc app (the mobile SDKs' engine) as an agent on the desk's
+    always-connected leg: offered once at connect, the call comes on it when the agent
+    accepts (no new offer), the caller's 660 Hz heard by the agent and its 520 Hz by the
+    caller; the agent hangs up on its socket."""
+    from ..integration.test_desk import incoming, token
+    from ..support.calls import peer_heard, wait_state
+
+    client = await make_client(sim_peer="tone", sim_tone_hz=660.0)
+    base = str(client.make_url("")).rstrip("/")
+    proc = await asyncio.create_subprocess_exec(
+        NODE,
+        "--experimental-websocket",
+        "--no-warnings",
+        str(NODE_DIR / "leg.mjs"),
+        base,
+        await token(client, "lib"),
+        "520",
+        "1.5",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    seen: list[dict] = []
+
+    async def line_of(kind: str, **match: object) -> dict:
+        while True:
+            raw = await asyncio.wait_for(proc.stdout.readline(), 15)
+            assert raw, (seen, (await proc.stderr.read()).decode()[-2000:])
+            seen.append(json.loads(raw))
+            if seen[-1]["type"] == kind and all(seen[-1].get(k) == v for k, v in match.items()):
+                return seen[-1]
+
+    try:
+        await line_of("leg", state="connected")
+        call_id = await incoming(client)
+        assert (await line_of("accepted"))["leg"] is True
+        await wait_state(client, call_id, "active")
+        result = await line_of("result")
+        assert result["offers"] == 1 and result["connectionState"] == "connected"
+        assert result["heardHz"] == pytest.approx(660, abs=3)
+        assert result["levelDb"] > -25
+        caller = peer_heard(client, call_id, 40)
+        assert dominant_frequency(caller, 16_000) == pytest.approx(520, abs=3)
+        await line_of("call.ended")
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+        await wait_state(client, call_id, "ended")
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
