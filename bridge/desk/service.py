@@ -121,7 +121,13 @@ class Desk:
         """Its socket closed: no more renewals, so it is ``away`` within the grace."""
         if self._sessions.get(session.key) is session:
             del self._sessions[session.key]
-        await session.close()
+        if self._tasks.closed:
+            await session.close()
+            return
+        # aiohttp cancels the socket's handler once its connection is gone, often while this
+        # runs: the session's close is the desk's own task, so its leg is always let go
+        # (parked legs closed, a leg on a call left to the call).
+        await asyncio.shield(self._tasks.spawn(session.close(), f"disconnect:{who(session.key)}"))
 
     def session(self, key: AgentKey) -> AgentSession | None:
         """The agent's socket on this worker, if it is here."""
