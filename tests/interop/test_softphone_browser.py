@@ -2,21 +2,26 @@
 page each, each page's microphone a WebAudio oscillator of its own (ann 500 Hz, bob 600 Hz,
 cat 900 Hz) and its media the always-connected leg. They connect and offer their legs; a sim
 WhatsApp call (its voice 660 Hz) rings all three; ann answers and the other two stop ringing
-(``call.taken``); ann hears the caller and the caller hears ann, by frequency; ann transfers
-the call to the group ``support``: cat rings and answers, and then cat and the caller hear each
-other while ann is let go; cat hangs up from the softphone."""
+(``call.taken``); ann hears the caller and the caller hears ann, by frequency; ann's leg is
+re-established by an ICE restart on the same RTCPeerConnection and socket (the bridge answers
+from a fresh peer) and they hear each other again; ann transfers the call to the group
+``support``: cat rings and answers, and then cat and the caller hear each other while ann is
+let go; cat's socket drops and comes back, its leg restarts on the same connection and rejoins
+the call; cat hangs up from the softphone."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+from bridge.api.keys import DESK
+
 from ..integration.test_desk import incoming, token
 from ..integration.test_desk_routes import route
 from ..support.calls import peer_heard, wait_state
 from ..support.chromium import CHROMIUM, CHROMIUM_ARGS, async_playwright, require_chromium, wait_for
 from ..support.spectrum import dominant_frequency
-from ..support.waits import until_passes
+from ..support.waits import until, until_passes
 
 require_chromium()
 
@@ -104,6 +109,27 @@ async def assert_talking(client: Any, page: Any, call_id: str, voice: float) -> 
     await until_passes(caller_hears_agent, 10)
 
 
+async def leg_comes_back(client: Any, page: Any, name: str, call_id: str, lose: str) -> None:
+    """``lose`` (JS) loses the agent's leg or socket; the app re-establishes it on the same
+    RTCPeerConnection and the bridge's new leg joins the call (the old one is gone)."""
+    desk = client.app[DESK]
+
+    def leg() -> Any:
+        here = [s for s in desk.sessions() if s.claims.agent_id == name]
+        return here[0].leg if here else None  # none between a drop and the socket's return
+
+    before, pc = leg(), await page.evaluate_handle("window.softphone.agent.pc")
+    await page.evaluate(lose)
+    await until(
+        lambda: leg() is not before and leg() is not None and leg().attached_to == call_id,
+        10,
+        f"{name}'s new leg on the call",
+    )
+    await until(lambda: before.closed, 9, f"{name}'s old leg closed for good")
+    assert await page.evaluate("pc => pc === window.softphone.agent.pc", pc)
+    await asyncio.sleep(0.6)  # what both ends hear from now came over the new leg
+
+
 async def test_three_chromium_softphones_ring_answer_and_transfer(make_client) -> None:
     client = await make_client(sim_peer="tone", sim_tone_hz=CALLER_HZ)
     await route(client, [{"ring": {"group": "sales", "timeoutS": 30}}])
@@ -126,6 +152,8 @@ async def test_three_chromium_softphones_ring_answer_and_transfer(make_client) -
             await wait_state(client, call_id, "active")
             await wait_for(ann, f"window.softphone.callID === '{call_id}'")
             await assert_talking(client, ann, call_id, VOICES["ann"])
+            await leg_comes_back(client, ann, "ann", call_id, "window.softphone.agent.restartLeg()")
+            await assert_talking(client, ann, call_id, VOICES["ann"])
             # Transfer to support: only cat is in it (ann, on the call, is not rung).
             await ann.fill("#sp-group", "support")
             await ann.click("#sp-transfer")
@@ -134,6 +162,8 @@ async def test_three_chromium_softphones_ring_answer_and_transfer(make_client) -
             await cat.click(f"{row} button.primary")
             await wait_for(ann, "window.softphone.callID === null")
             await wait_for(cat, f"window.softphone.callID === '{call_id}'")
+            await assert_talking(client, cat, call_id, VOICES["cat"])
+            await leg_comes_back(client, cat, "cat", call_id, "window.softphone.agent.ws.close()")
             await assert_talking(client, cat, call_id, VOICES["cat"])
             agents = {
                 a["agentID"]: a["state"]
