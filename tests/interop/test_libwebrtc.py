@@ -64,8 +64,12 @@ async def test_libwebrtc_peer_audio_both_ways(make_client) -> None:
 async def test_libwebrtc_agent_on_the_connected_leg(make_client) -> None:
     """Issue 49: a libwebrtc app (the mobile SDKs' engine) as an agent on the desk's
     always-connected leg: offered once at connect, the call comes on it when the agent
-    accepts (no new offer), the caller's 660 Hz heard by the agent and its 520 Hz by the
-    caller; the agent hangs up on its socket."""
+    accepts (no new offer); then an ICE restart on the same connection and socket (as after a
+    lost leg) answered from a fresh bridge peer that joins the call; after it the caller's
+    660 Hz is heard by the agent and its 520 Hz by the caller; the agent hangs up on its
+    socket."""
+    from bridge.api.keys import DESK
+
     from ..integration.test_desk import incoming, token
     from ..support.calls import peer_heard, wait_state
 
@@ -98,9 +102,14 @@ async def test_libwebrtc_agent_on_the_connected_leg(make_client) -> None:
         await line_of("leg", state="connected")
         call_id = await incoming(client)
         assert (await line_of("accepted"))["leg"] is True
+        (session,) = client.app[DESK].sessions()
+        first = session.leg
         await wait_state(client, call_id, "active")
+        await line_of("answer")  # the restart's answer
         result = await line_of("result")
-        assert result["offers"] == 1 and result["connectionState"] == "connected"
+        assert result["offers"] == 2 and result["connectionState"] == "connected"
+        assert session.leg is not first and first.closed
+        assert session.leg.attached_to == call_id
         assert result["heardHz"] == pytest.approx(660, abs=3)
         assert result["levelDb"] > -25
         caller = peer_heard(client, call_id, 40)

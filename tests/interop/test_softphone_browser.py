@@ -12,6 +12,7 @@ the call; cat hangs up from the softphone."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from bridge.api.keys import DESK
@@ -119,13 +120,15 @@ async def leg_comes_back(client: Any, page: Any, name: str, call_id: str, lose: 
         return here[0].leg if here else None  # none between a drop and the socket's return
 
     before, pc = leg(), await page.evaluate_handle("window.softphone.agent.pc")
+    lost = time.monotonic()
     await page.evaluate(lose)
     await until(
         lambda: leg() is not before and leg() is not None and leg().attached_to == call_id,
         10,
         f"{name}'s new leg on the call",
     )
-    await until(lambda: before.closed, 9, f"{name}'s old leg closed for good")
+    print(f"{name}: {lose} → the new leg on the call in {1000 * (time.monotonic() - lost):.0f} ms")
+    await until(lambda: before.closed, 5, f"{name}'s old leg closed for good")
     assert await page.evaluate("pc => pc === window.softphone.agent.pc", pc)
     await asyncio.sleep(0.6)  # what both ends hear from now came over the new leg
 

@@ -1,8 +1,9 @@
 // A libwebrtc agent (@roamhq/wrtc) on the desk's always-connected leg (issue 49): it opens the
 // agent socket, offers its leg once, accepts the first call that rings it (no new offer: the
-// call comes on the leg), listens for SECONDS, hangs up on the socket and prints what it heard.
-// Every socket message and the result are JSON lines on stdout.
-// Usage: node --experimental-websocket leg.mjs BASE_URL AGENT_TOKEN FREQ SECONDS
+// call comes on the leg), restarts ICE on the same connection once the call is on it (the leg
+// re-established as after a loss: the bridge answers from a fresh peer), listens for SECONDS,
+// hangs up on the socket and prints what it heard. Every socket message and the result are
+// JSON lines on stdout. Usage: node --experimental-websocket leg.mjs BASE_URL AGENT_TOKEN FREQ SECONDS
 import wrtc from "@roamhq/wrtc";
 
 import { Speaker, loopbackOffer, toneMicrophone } from "./tone.mjs";
@@ -35,6 +36,10 @@ ws.onmessage = async (e) => {
   } else if (msg.type === "ringing") {
     send({ type: "accept", callID: msg.callID });
   } else if (msg.type === "accepted") {
+    await new Promise((r) => setTimeout(r, 300));
+    pc.restartIce();
+    offers += 1;
+    send({ type: "offer", sdp: await loopbackOffer(pc) });
     await new Promise((r) => setTimeout(r, Number(secondsArg) * 1000));
     say({ type: "result", callID: msg.callID, offers, connectionState: pc.connectionState, ...speaker.analyse(1000) });
     send({ type: "hangup", callID: msg.callID });
