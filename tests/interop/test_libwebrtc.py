@@ -72,6 +72,7 @@ async def test_libwebrtc_agent_on_the_connected_leg(make_client) -> None:
 
     from ..integration.test_desk import incoming, token
     from ..support.calls import peer_heard, wait_state
+    from ..support.waits import until
 
     client = await make_client(sim_peer="tone", sim_tone_hz=660.0)
     base = str(client.make_url("")).rstrip("/")
@@ -83,11 +84,12 @@ async def test_libwebrtc_agent_on_the_connected_leg(make_client) -> None:
         base,
         await token(client, "lib"),
         "520",
-        "1.5",
+        "1.0",
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     seen: list[dict] = []
 
     async def line_of(kind: str, **match: object) -> dict:
@@ -106,10 +108,11 @@ async def test_libwebrtc_agent_on_the_connected_leg(make_client) -> None:
         first = session.leg
         await wait_state(client, call_id, "active")
         await line_of("answer")  # the restart's answer
+        await until(lambda: session.leg.attached_to == call_id, 10, "the new leg on the call")
+        assert session.leg is not first and first.closed
+        proc.stdin.write(b"go\n")  # what it hears from now came over the new leg
         result = await line_of("result")
         assert result["offers"] == 2 and result["connectionState"] == "connected"
-        assert session.leg is not first and first.closed
-        assert session.leg.attached_to == call_id
         assert result["heardHz"] == pytest.approx(660, abs=3)
         assert result["levelDb"] > -25
         caller = peer_heard(client, call_id, 40)
