@@ -811,6 +811,18 @@ export class BridgeAgent extends EventTarget {
   /** Hang up the call this agent is on. */
   hangup(callID) { this._send({ type: "hangup", callID }); }
 
+  /**
+   * Place a WhatsApp call from this agent (`POST /call/make` with the agent's own token): its
+   * connected leg carries the call from the start, so the first packet leaves as WhatsApp
+   * answers (409 `agent_not_ready` until the leg is up).
+   * @param {string} phone
+   * @param {Object} [metadata]
+   * @returns {Promise<CallSnapshot>}
+   */
+  call(phone, metadata) {
+    return BridgeClient.prototype.api.call(this, "/call/make", metadata ? { phone, metadata } : { phone });
+  }
+
   /** The connected leg: a new RTCPeerConnection offered on the socket. */
   async openLeg() {
     if (this.pc) this.pc.close();

@@ -1,5 +1,5 @@
 // The demo page's softphone: an agent token, a presence switch, incoming calls with the
-// caller's number and payload, answer or decline, hang up, transfer to a group. Its media is
+// caller's number and payload, answer or decline, hang up, transfer to a group, calls out. Its media is
 // the agent's always-connected leg (offered once on connect, lent to each call it takes); a
 // call the bridge could not lend it to ("leg": false: the call is on another worker) is
 // attached the per-call way, with the API token of the page's first field.
@@ -80,6 +80,17 @@ $("sp-connect").onclick = async () => {
 
 $("sp-presence").onchange = (e) => agent?.setPresence(/** @type {any} */ (e.target).value);
 $("sp-hangup").onclick = () => { if (onCall) agent?.hangup(onCall); };
+$("sp-call").onclick = async () => {
+  const phone = /** @type {HTMLInputElement} */ ($("sp-dial")).value.trim();
+  if (!agent || !phone || onCall) return;
+  try {
+    const call = await agent.call(phone);
+    onCallNow(call.callID);
+    show(`calling ${phone} (${call.callID})`);
+  } catch (err) {
+    show(`${err.code}: ${err.message}`);
+  }
+};
 $("sp-transfer").onclick = () => {
   const group = /** @type {HTMLInputElement} */ ($("sp-group")).value.trim();
   if (onCall && group) agent?.transfer(onCall, group);

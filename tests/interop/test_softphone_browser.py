@@ -7,7 +7,8 @@ re-established by an ICE restart on the same RTCPeerConnection and socket (the b
 from a fresh peer) and they hear each other again; ann transfers the call to the group
 ``support``: cat rings and answers, and then cat and the caller hear each other while ann is
 let go; cat's socket drops and comes back, its leg restarts on the same connection and rejoins
-the call; cat hangs up from the softphone."""
+the call; cat hangs up from the softphone, then calls a WhatsApp user from it (its leg carries
+the call: tones both ways) and hangs up."""
 
 from __future__ import annotations
 
@@ -176,5 +177,14 @@ async def test_three_chromium_softphones_ring_answer_and_transfer(make_client) -
             await cat.click("#sp-hangup")
             await wait_state(client, call_id, "ended")
             await wait_for(cat, "window.softphone.callID === null")
+            # Cat calls out from the softphone: the call rides its (restarted) leg.
+            await cat.fill("#sp-dial", "+5521977776666")
+            await cat.click("#sp-call")
+            await wait_for(cat, "window.softphone.callID !== null")
+            out = await cat.evaluate("window.softphone.callID")
+            assert (await wait_state(client, out, "active"))["direction"] == "outbound"
+            await assert_talking(client, cat, out, VOICES["cat"])
+            await cat.click("#sp-hangup")
+            await wait_state(client, out, "ended")
         finally:
             await browser.close()
