@@ -33,6 +33,8 @@ SIP_PARTICIPANT = "sip"
 """The participant id of the phone a ``sip`` step rings (the call's agent once it answers)."""
 LOOK = 0.25
 """Seconds between looks at whether the call still rings while the phone does."""
+FINAL_LOOKS = 50
+"""Looks, 20 ms apart, for the final response a CANCEL brings."""
 
 
 class SipLeg(Protocol):
@@ -69,16 +71,16 @@ async def sip(run: RouteRun, step: Step) -> bool:
     target: dict[str, Any] = {
         k: step.body[k] for k in ("uri", "trunkID", "headers") if k in step.body
     }
+    _forget_earlier_legs(run)
     run.dialing = SIP_PARTICIPANT
     try:
         leg: SipLeg = await trunks.add_participant(call.id, SIP_PARTICIPANT, Role.AGENT, target)
         outcome, code = await _outcome(run, step.timeout_s)
-        if outcome is None:  # nobody answered in time: CANCEL (RFC 3261 §9.1)
-            await leg.remove()
-            final = getattr(leg.dialer, "final", None)
-            outcome, code = "no_answer", final.status if final is not None else None
     finally:
-        run.dialing = None
+        run.dialing = None  # from here, this leg's events are not the next step's
+    if outcome is None:  # nobody answered in time: CANCEL (RFC 3261 §9.1)
+        await leg.remove()
+        outcome, code = "no_answer", await _final_status(leg)
     shown: dict[str, Any] = {"participantID": SIP_PARTICIPANT, "uri": step.body["uri"]}
     if code is not None:
         shown["sipCode"] = code
@@ -88,6 +90,18 @@ async def sip(run: RouteRun, step: Step) -> bool:
     leg.on_left = lambda reason: trunks.end_with(call, reason)
     await run.ensure_answered()
     return True
+
+
+def _forget_earlier_legs(run: RouteRun) -> None:
+    """Drop what an earlier step's phone said that is still waiting in the run's inbox (the
+    participant id is the same for every ``sip`` step's phone)."""
+    kept = []
+    while not run.inbox.empty():
+        message = run.inbox.get_nowait()
+        if not str(message.get("op", "")).startswith("participant."):
+            kept.append(message)
+    for message in kept:
+        run.inbox.put_nowait(message)
 
 
 async def _outcome(run: RouteRun, timeout: float) -> tuple[str | None, int | None]:
@@ -111,6 +125,17 @@ async def _outcome(run: RouteRun, timeout: float) -> tuple[str | None, int | Non
             code = message.get("sipCode")
             return str(message.get("reason")), code if isinstance(code, int) else None
     return "call_ended", None
+
+
+async def _final_status(leg: SipLeg) -> int | None:
+    """The phone's final response to our INVITE after its CANCEL (``487``, RFC 3261 §9.2): it
+    follows the CANCEL's own ``200`` by a datagram or so; looked for up to a second."""
+    for _ in range(FINAL_LOOKS):
+        final = getattr(leg.dialer, "final", None)
+        if final is not None:
+            return int(final.status)
+        await asyncio.sleep(0.02)
+    return None
 
 
 async def agent(run: RouteRun, step: Step) -> bool:
