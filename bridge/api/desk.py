@@ -21,10 +21,22 @@ from ..desk import (
     parse_route,
     wire,
 )
+from ..desk.lending import Lending
 from ..desk.tokens import check_agent_id, check_groups, check_ttl, looks_like_agent_token
 from ..errors import BadRequest, Forbidden, NotFound
 from .auth import request_token
-from .keys import AGENTS, CATALOG, DESK, MANAGER, PLAYBACK, RECORDINGS, SETTINGS
+from .internal import relay_opener
+from .keys import (
+    AGENTS,
+    CATALOG,
+    DESK,
+    DIRECTORY,
+    INTERNAL_HTTP,
+    MANAGER,
+    PLAYBACK,
+    RECORDINGS,
+    SETTINGS,
+)
 from .schema import read_body
 from .tenancy import principal_of
 
@@ -180,7 +192,8 @@ async def delete_route(request: web.Request) -> web.Response:
 
 async def desk_resources(app: web.Application) -> AsyncIterator[None]:
     """Reads ``SETTINGS``, ``MANAGER``, ``RECORDINGS``, ``PLAYBACK``, ``AGENTS`` (the model agents
-    of routes' ``agent`` steps); makes ``DESK`` (after the calls, so it closes before them:
+    of routes' ``agent`` steps), ``DIRECTORY`` and ``INTERNAL_HTTP`` (legs lent across
+    workers); makes ``DESK`` (after the calls, so it closes before them:
     agents are told nothing more once calls end)."""
     settings = app[SETTINGS]
     cluster = settings.cluster
@@ -200,6 +213,10 @@ async def desk_resources(app: web.Application) -> AsyncIterator[None]:
         worker_id=manager.owner,
     )
     desk.models = app[AGENTS]
+    url = getattr(app[DIRECTORY], "url", None)
+    if cluster.shared and isinstance(url, str):  # legs lent to calls on other workers
+        opener = relay_opener(app[INTERNAL_HTTP], cluster.internal_secret)
+        desk.lending = Lending(desk, opener, url)
     await desk.start()
     try:
         yield

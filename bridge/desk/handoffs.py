@@ -49,12 +49,18 @@ async def transfer(
     runtime.spawn(run.hand_off(ring, music), "transfer")
 
 
-async def from_agent(desk: Desk, key: AgentKey, message: wire.AgentMessage) -> None:
+async def from_agent(
+    desk: Desk, key: AgentKey, message: wire.AgentMessage, *, relayed: bool = False
+) -> None:
     """``transfer {callID, group, music?, timeoutS?}`` or ``hangup {callID}`` on an agent's
-    socket: only for the call the agent is on, and only on the worker that carries it (the
-    call's run is here); a refusal is an ``error`` message naming the call."""
+    socket: only for the call the agent is on; done by the worker carrying the call (the
+    agent's worker passes it on when the call's run is not here: ``relayed`` there); a
+    refusal is an ``error`` message naming the call."""
     call_id = str(message.call_id)
     run = desk.run_of(call_id)
+    if run is None and not relayed and desk.lending is not None:  # on another worker?
+        await desk.store.publish({"op": "control", **wire.control(message, key)})
+        return
     try:
         if run is None or run.winner != key:
             raise CallStateError("you are not on this call here", code="not_on_call")

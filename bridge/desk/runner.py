@@ -240,8 +240,11 @@ class RouteRun:
         self.winner = key
         await self._save()
         # Its connected leg joins the call now, before the answer: the first audio needs no
-        # offer, ICE or DTLS ("leg": false: none here, the app sends the per-call offer).
+        # offer, ICE or DTLS — lent across workers when its socket is on another ("leg":
+        # false: none usable, the app sends the per-call offer).
         leg = await self.desk.legs.lend(key, self.runtime)
+        if not leg and self.desk.lending is not None:  # its socket is on another worker
+            leg = await self.desk.lending.ask(key, self.call.id)
         await self.desk.send(
             key,
             {"type": "accepted", "callID": self.call.id, "call": self.call.snapshot(), "leg": leg},

@@ -29,6 +29,7 @@ from ..tasks import TaskSet
 from . import handoffs, wire
 from .bridged import Models, Trunks
 from .legs import AgentLegs
+from .lending import Lending
 from .routes import Route, pick, route_from_stored, stored
 from .runner import RouteRun
 from .session import AgentSession
@@ -78,6 +79,8 @@ class Desk:
         self._tasks = TaskSet("desk")
         self.legs = AgentLegs(self)
         """The agents' always-connected media legs (``legs.py``)."""
+        self.lending: Lending | None = None
+        """Legs lent to calls on other workers (``lending.py``): in a cluster only."""
 
     async def start(self) -> None:
         await self.store.start(self._on_bus)
@@ -203,6 +206,8 @@ class Desk:
     def _deliver(self, session: AgentSession, message: dict[str, Any], round_no: int) -> None:
         if message.get("type") == "ringing":
             session.rung(str(message["callID"]), round_no)
+        elif message.get("type") == "transferred" and self.lending is not None:
+            self.lending.let_go(session.key, str(message.get("callID")))
         session.send(message)
 
     def _on_bus(self, message: dict[str, Any]) -> None:
@@ -211,10 +216,18 @@ class Desk:
             session = self._sessions.get((message.get("tenant"), str(message.get("agent"))))
             if session is not None and isinstance(message.get("message"), dict):
                 self._deliver(session, message["message"], int(message.get("round") or 0))
-        elif op in ("accepted", "declined"):
+        elif op in ("accepted", "declined", "lent"):
             run = self.run_of(str(message.get("callID")))
             if run is not None:
                 run.offer(message)
+        elif op == "control" and self.run_of(str(message.get("callID"))) is not None:
+            key = (message.get("tenant"), str(message.get("agent")))
+            control = wire.from_control(message)
+            self.spawn(handoffs.from_agent(self, key, control, relayed=True), "control")
+        elif op == "lend" and self.lending is not None:
+            session = self._sessions.get((message.get("tenant"), str(message.get("agent"))))
+            if session is not None:
+                self.lending.asked(session, message)
 
     def run_of(self, call_id: str) -> RouteRun | None:
         runtime = self.manager.find_runtime(call_id)

@@ -87,6 +87,30 @@ def _transfer(body: dict[str, Any], call_id: str) -> AgentMessage:
     return AgentMessage("transfer", call_id=call_id, group=group, music=music, timeout_s=timeout)
 
 
+def control(message: AgentMessage, key: tuple[str | None, str]) -> dict[str, Any]:
+    """A ``transfer`` or ``hangup`` passed to the worker carrying the call (:func:`from_control`
+    reads it back)."""
+    return {
+        "tenant": key[0],
+        "agent": key[1],
+        "type": message.type,
+        "callID": message.call_id,
+        "group": message.group,
+        "music": message.music,
+        "timeoutS": message.timeout_s,
+    }
+
+
+def from_control(body: dict[str, Any]) -> AgentMessage:
+    return AgentMessage(
+        str(body.get("type")),
+        call_id=str(body.get("callID")),
+        group=body.get("group"),
+        music=body.get("music"),
+        timeout_s=float(body.get("timeoutS") or 30.0),
+    )
+
+
 def ringing(call: dict[str, Any]) -> dict[str, Any]:
     """What an agent sees of a call ringing it (``call`` is the call's snapshot)."""
     return {
