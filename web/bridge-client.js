@@ -744,7 +744,8 @@ export class BridgeAgent extends EventTarget {
           hello = true;
           this._attempt = 0;
           if (this.state !== "available") this.setPresence(this.state);
-          if (this.legEnabled) this.openLeg().catch((e) => this._emit("leg", { state: "failed", error: e }));
+          // A socket opened again keeps the leg's RTCPeerConnection: an ICE restart on it.
+          if (this.legEnabled) this.restartLeg().catch((e) => this._emit("leg", { state: "failed", error: e }));
           this._emit("connection", { state: "open" });
           resolve(msg);
         }
@@ -797,7 +798,32 @@ export class BridgeAgent extends EventTarget {
 
   decline(callID) { this._send({ type: "decline", callID }); }
 
-  /** The connected leg: offer it on the socket (again after it was lost: a new offer). */
+  /**
+   * Hand the call this agent is on to a group: its available agents ring while the caller
+   * hears `music` (an audio asset); the first to accept takes it (you get "transferred"), or
+   * nobody does and the call stays yours ("transfer.failed").
+   * @param {string} callID
+   * @param {string} group
+   * @param {{music?: string, timeoutS?: number}} [options]
+   */
+  transfer(callID, group, options = {}) { this._send({ type: "transfer", callID, group, ...options }); }
+
+  /** Hang up the call this agent is on. */
+  hangup(callID) { this._send({ type: "hangup", callID }); }
+
+  /**
+   * Place a WhatsApp call from this agent (`POST /call/make` with the agent's own token): its
+   * connected leg carries the call from the start, so the first packet leaves as WhatsApp
+   * answers (409 `agent_not_ready` until the leg is up).
+   * @param {string} phone
+   * @param {Object} [metadata]
+   * @returns {Promise<CallSnapshot>}
+   */
+  call(phone, metadata) {
+    return BridgeClient.prototype.api.call(this, "/call/make", metadata ? { phone, metadata } : { phone });
+  }
+
+  /** The connected leg: a new RTCPeerConnection offered on the socket. */
   async openLeg() {
     if (this.pc) this.pc.close();
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
@@ -812,15 +838,34 @@ export class BridgeAgent extends EventTarget {
     };
     pc.onconnectionstatechange = () => {
       this._emit("leg", { state: pc.connectionState });
-      // Lost (ICE failed, or the bridge closed it): a new offer on the same socket.
+      // Lost (ICE failed): an ICE restart on the same socket; closed: a new connection.
       if (pc === this.pc && ["failed", "closed"].includes(pc.connectionState) && !this._closed) {
-        setTimeout(() => { if (pc === this.pc) this.openLeg().catch(() => {}); }, 1000);
+        setTimeout(() => { if (pc === this.pc) this.restartLeg().catch(() => {}); }, 1000);
       }
     };
+    await this._offerLeg(pc);
+    this._sendMic(this.state === "busy");
+  }
+
+  /**
+   * Re-establish the connected leg without a new agent session: an ICE restart on the same
+   * RTCPeerConnection (new ICE credentials; the same tracks, sender and audio element),
+   * offered on the socket. The bridge answers it from a fresh peer of its own, with new ICE
+   * credentials and a new DTLS fingerprint (a new DTLS handshake follows), and a leg that was
+   * on a call rejoins it once up. Without a usable connection, a new one (`openLeg`).
+   */
+  async restartLeg() {
+    const pc = this.pc;
+    if (!pc || pc.connectionState === "closed" || pc.signalingState === "closed") return this.openLeg();
+    pc.restartIce();
+    await this._offerLeg(pc);
+  }
+
+  /** @param {RTCPeerConnection} pc */
+  async _offerLeg(pc) {
     await pc.setLocalDescription(await pc.createOffer());
     await BridgeClient.prototype._gathered.call({ iceGatheringTimeoutMs: 2000 }, pc);
     this._send({ type: "offer", sdp: pc.localDescription?.sdp });
-    this._sendMic(this.state === "busy");
   }
 
   /** @param {boolean} on */

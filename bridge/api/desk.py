@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
@@ -15,14 +16,27 @@ from ..desk import (
     AgentTokens,
     Desk,
     MemoryDeskStore,
+    Route,
     key_for,
     parse_route,
     wire,
 )
+from ..desk.lending import Lending
 from ..desk.tokens import check_agent_id, check_groups, check_ttl, looks_like_agent_token
 from ..errors import BadRequest, Forbidden, NotFound
 from .auth import request_token
-from .keys import CATALOG, DESK, MANAGER, PLAYBACK, RECORDINGS, SETTINGS
+from .internal import relay_opener
+from .keys import (
+    AGENTS,
+    CATALOG,
+    DESK,
+    DIRECTORY,
+    INTERNAL_HTTP,
+    MANAGER,
+    PLAYBACK,
+    RECORDINGS,
+    SETTINGS,
+)
 from .schema import read_body
 from .tenancy import principal_of
 
@@ -127,8 +141,31 @@ async def create_route(request: web.Request) -> web.Response:
         number = catalog.number(number_id)
         if number is None or not (principal.admin or number.tenant_id == principal.tenant_id):
             raise BadRequest(f"field 'numbers': no number {number_id[:64]!r}", code="bad_number")
+    _check_hand_offs(request, route)
     await request.app[DESK].add_route(route)
     return web.json_response(route.view(), status=201)
+
+
+def _check_hand_offs(request: web.Request, route: Route) -> None:
+    """A ``sip`` step's trunk is the route's tenant's, an ``agent`` step's model host is one
+    ``BRIDGE_FORK_URL_ALLOW`` allows: told at once rather than when a call comes."""
+    trunks = request.app[CATALOG].trunks
+    allow = request.app[AGENTS].allow
+    for step in (*route.steps, *route.closed):
+        trunk_id = step.body.get("trunkID") if step.kind == "sip" else None
+        if trunk_id is not None:
+            trunk = trunks.get(trunk_id)
+            if trunk is None or trunk.tenant_id != (route.tenant_id or ""):
+                raise BadRequest(
+                    f"field 'steps.sip.trunkID': no trunk {trunk_id[:64]!r}", code="unknown_trunk"
+                )
+        if step.kind == "agent":
+            host = (urlsplit(step.body["url"]).hostname or "").lower()
+            if host not in allow:
+                raise Forbidden(
+                    f"field 'steps.agent.url': host {host[:64]!r} is not in BRIDGE_FORK_URL_ALLOW",
+                    code="url_not_allowed",
+                )
 
 
 @routes.get("/routes")
@@ -154,8 +191,10 @@ async def delete_route(request: web.Request) -> web.Response:
 
 
 async def desk_resources(app: web.Application) -> AsyncIterator[None]:
-    """Reads ``SETTINGS``, ``MANAGER``, ``RECORDINGS``, ``PLAYBACK``; makes ``DESK`` (after the
-    calls, so it closes before them: agents are told nothing more once calls end)."""
+    """Reads ``SETTINGS``, ``MANAGER``, ``RECORDINGS``, ``PLAYBACK``, ``AGENTS`` (the model agents
+    of routes' ``agent`` steps), ``DIRECTORY`` and ``INTERNAL_HTTP`` (legs lent across
+    workers); makes ``DESK`` (after the calls, so it closes before them:
+    agents are told nothing more once calls end)."""
     settings = app[SETTINGS]
     cluster = settings.cluster
     if cluster.shared:
@@ -173,6 +212,11 @@ async def desk_resources(app: web.Application) -> AsyncIterator[None]:
         app[PLAYBACK],
         worker_id=manager.owner,
     )
+    desk.models = app[AGENTS]
+    url = getattr(app[DIRECTORY], "url", None)
+    if cluster.shared and isinstance(url, str):  # legs lent to calls on other workers
+        opener = relay_opener(app[INTERNAL_HTTP], cluster.internal_secret)
+        desk.lending = Lending(desk, opener, url)
     await desk.start()
     try:
         yield

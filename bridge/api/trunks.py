@@ -94,13 +94,16 @@ async def add_sip_participant(request: web.Request) -> web.Response:
 
 async def sip_trunks(app: web.Application) -> AsyncIterator[None]:
     """The app's ``cleanup_ctx`` entry (``resources.py``): reads ``SETTINGS``, ``CATALOG``,
-    ``MANAGER``, ``METRICS`` (and tells ``DESK`` which calls a trunk answers); makes
-    ``TRUNKS`` (the trunk listener, SIP participants, registrations), closed before the calls
-    end."""
+    ``MANAGER``, ``METRICS`` (and tells ``DESK`` which calls a trunk answers, and hands it the
+    trunks for routes' ``sip`` steps); makes ``TRUNKS`` (the trunk listener, SIP participants,
+    registrations), closed before the calls end."""
     trunks = app[TRUNKS] = TrunkService(app[SETTINGS], app[CATALOG], app[METRICS].registry)
     trunks.manager = app[MANAGER]
     if DESK in app:  # a number a trunk answers is the PBX's: no route, no agent rung
         app[DESK].answered_elsewhere = lambda call: trunks.answering(call) is not None
+        app[DESK].trunks = trunks
     await trunks.start()
     yield
+    if DESK in app:
+        app[DESK].trunks = None
     await trunks.close()

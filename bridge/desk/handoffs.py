@@ -1,7 +1,9 @@
 """The desk's hand-offs beyond a route's first ring (issue 49): a transfer to a group later in
-the call (:func:`transfer`), and a ring that outlives its worker — the survivor that adopts a
-ringing call resumes its route from the ring the store kept (:func:`resume_route`); one that
-ends it (``worker_lost``) tells the agents it rang (:func:`tell_lost`)."""
+the call (:func:`transfer`; the agent on the call asks for it on its socket with
+:func:`from_agent`, as it hangs up there too), and a ring that outlives its worker — the
+survivor that adopts a ringing call resumes its route from the ring the store kept
+(:func:`resume_route`); one that ends it (``worker_lost``) tells the agents it rang
+(:func:`tell_lost`)."""
 
 from __future__ import annotations
 
@@ -10,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..calls.model import Call, CallState
 from ..calls.runtime import CallRuntime
-from ..errors import CallStateError
+from ..errors import BridgeError, CallStateError, NotFound
+from . import wire
 from .routes import route_from_stored
 from .runner import RouteRun
 
 if TYPE_CHECKING:
-    from .service import Desk
+    from .service import AgentKey, Desk
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,41 @@ async def transfer(
         runtime.attach(run)
     run.handing_off = True  # until its ring ends: one transfer at a time
     runtime.spawn(run.hand_off(ring, music), "transfer")
+
+
+async def from_agent(
+    desk: Desk, key: AgentKey, message: wire.AgentMessage, *, relayed: bool = False
+) -> None:
+    """``transfer {callID, group, music?, timeoutS?}`` or ``hangup {callID}`` on an agent's
+    socket: only for the call the agent is on; done by the worker carrying the call (the
+    agent's worker passes it on when the call's run is not here: ``relayed`` there); a
+    refusal is an ``error`` message naming the call."""
+    call_id = str(message.call_id)
+    run = desk.run_of(call_id)
+    if run is None and not relayed and desk.lending is not None:  # on another worker?
+        await desk.store.publish({"op": "control", **wire.control(message, key)})
+        return
+    try:
+        if run is None or run.winner != key:
+            raise CallStateError("you are not on this call here", code="not_on_call")
+        if message.type == "hangup":
+            await desk.manager.hangup(call_id)
+            return
+        music = message.music
+        if music is not None:
+            asset = desk.playback.assets.get(music)  # NotFound when there is none
+            if not asset.visible_to(run.call.tenant_id or None, shared=True):
+                raise NotFound(f"no audio asset {music[:80]!r}")
+
+        async def start_music() -> Any:
+            return await desk.playback.start(run.runtime, {"assetId": music, "loop": True})
+
+        assert message.group is not None
+        await transfer(
+            desk, run.runtime, message.group, message.timeout_s, start_music if music else None
+        )
+    except BridgeError as exc:
+        await desk.send(key, wire.error(exc.code, str(exc), call_id))
 
 
 async def resume_route(desk: Desk, call: Call) -> None:

@@ -3,9 +3,16 @@
 lent to each call the agent takes — a ring it accepts (:meth:`AgentLegs.lend`) or a call it
 places (:meth:`AgentLegs.place`) — and given back when the call lets it go.
 
-A new offer on the same socket replaces the leg (the client's way back after its leg was lost:
-aiortc answers no ICE restart); when the agent is on a call here, the new leg joins that call
-as soon as it is up.
+A new offer on the same socket replaces the leg: the client's way back after its leg was lost.
+``BridgeAgent`` sends it as an ICE restart on the same ``RTCPeerConnection`` (RFC 8445 §9:
+new ICE credentials, its tracks kept), and on a socket that opened again after a drop. aiortc
+cannot restart its own ICE agent (an ``RTCIceTransport`` starts once, and aioice's
+``Connection`` keeps the credentials it was made with), so the bridge answers from a fresh
+peer: new ICE credentials, as an answerer to a restart must give (RFC 8839 §4.4.1.1.2), and
+a new DTLS fingerprint, which makes the client run a new DTLS handshake on its same connection
+(RFC 8842 §5; Chromium and libwebrtc do). When the agent is on a call here (the leg it
+replaces was lent to it, or, after a socket drop, the call its presence names and it won),
+the new leg joins that call as soon as it is up.
 """
 
 from __future__ import annotations
@@ -55,13 +62,22 @@ class AgentLegs:
             await leg.shutdown()
             return
         old, session.leg = session.leg, leg
-        call_id = old.attached_to if old is not None else None
+        call_id = old.attached_to if old is not None else await self._on_call(session)
         if old is not None:
             await old.shutdown()
         session.send({"type": "answer", "sdp": answer})
         runtime = manager.find_runtime(call_id) if call_id else None
         if runtime is not None:
             session.spawn(self._rejoin(session, runtime), f"rejoin:{call_id}")
+
+    async def _on_call(self, session: AgentSession) -> str | None:
+        """The call this agent is on here, for a session that opened after a drop (its
+        previous session's leg stays with the call until a new one replaces it)."""
+        record = await self.desk.store.agent(*session.key)
+        if record is None or record.state != "busy" or not record.call_id:
+            return None
+        run = self.desk.run_of(record.call_id)
+        return record.call_id if run is not None and run.winner == session.key else None
 
     async def _rejoin(self, session: AgentSession, runtime: CallRuntime) -> None:
         leg = session.leg

@@ -3,9 +3,10 @@ hang-up — as an ordered list of steps, with opening hours. This module is the 
 format (parse, check, show); :mod:`.runner` runs them on a call.
 
 ``{"name", "numbers": [numberID…] | "default", "steps": [step…], "hours"?}`` where a step is one
-of ``ring {group | agents, strategy, timeoutS}``, ``voicemail {greeting?, maxS?}``, ``play
-{assetId}``, ``hangup {}``, and — not yet: ``501 not_implemented`` — ``agent {…}`` and ``sip
-{uri, trunkID}``.
+of ``ring {group | agents, strategy, timeoutS}``, ``sip {uri, trunkID?, timeoutS?, headers?}``
+(a SIP target rung through a trunk), ``agent {provider, url, session?, bridgeTools?}`` (the
+body of ``POST /call/{callID}/agents``, without a key: a route keeps no secret), ``voicemail
+{greeting?, maxS?}``, ``play {assetId}``, ``hangup {}``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BadRequest, NotImplementedYet
+from ..errors import BadRequest
+from ..numbers.trunks import parse_uri
 from .hours import Hours, hours_json, parse_hours
 from .tokens import check_agent_id
 
@@ -23,14 +25,15 @@ MAX_STEPS = 16
 MAX_NUMBERS = 1000
 DEFAULT_RING_S = 30.0
 DEFAULT_VOICEMAIL_S = 60.0
-NOT_YET = ("agent", "sip")
-"""Step kinds the bridge names but does not run yet (their pieces land with other issues)."""
+PROVIDERS = ("openai-realtime", "gemini-live")
+"""The model agents an ``agent`` step may start (``agents/service.py`` checks the rest)."""
+BRIDGE_TOOLS = ("hangup", "transfer", "dtmf", "hold")
 
 
 @dataclass(frozen=True)
 class Step:
     kind: str
-    """``ring``, ``voicemail``, ``play`` or ``hangup``."""
+    """``ring``, ``sip``, ``agent``, ``voicemail``, ``play`` or ``hangup``."""
     body: dict[str, Any]
 
     @property
@@ -75,14 +78,14 @@ def parse_step(step: Any, where: str) -> Step:
     if not isinstance(step, dict) or len(step) != 1:
         raise BadRequest(f"field {where!r} must be an object with one step kind", code="bad_step")
     kind, body = next(iter(step.items()))
-    if kind in NOT_YET:
-        raise NotImplementedYet(
-            f"field {where}.{kind}: {kind!r} steps are not available yet (docs/agents-routing.md)"
-        )
     if not isinstance(body, dict):
         raise BadRequest(f"field '{where}.{kind}' must be an object", code="bad_step")
     if kind == "ring":
         return Step(kind, _ring(body, f"{where}.ring"))
+    if kind == "sip":
+        return Step(kind, _sip(body, f"{where}.sip"))
+    if kind == "agent":
+        return Step(kind, _agent(body, f"{where}.agent"))
     if kind == "voicemail":
         out: dict[str, Any] = {
             "maxS": _number(
@@ -116,6 +119,50 @@ def _ring(body: dict[str, Any], where: str) -> dict[str, Any]:
     out["strategy"] = strategy
     out["timeoutS"] = _number(body.get("timeoutS", DEFAULT_RING_S), f"{where}.timeoutS", 0.1, 3600)
     return out
+
+
+def _sip(body: dict[str, Any], where: str) -> dict[str, Any]:
+    """A SIP target (its trunk is checked against the catalog by the API, and again when the
+    step runs: ``TrunkService.add_participant``)."""
+    out: dict[str, Any] = {"uri": parse_uri(body.get("uri"), f"{where}.uri")}
+    trunk = body.get("trunkID")
+    if trunk is not None:
+        if not isinstance(trunk, str) or not 0 < len(trunk) <= 64:
+            raise BadRequest(f"field '{where}.trunkID' must be a trunk id")
+        out["trunkID"] = trunk
+    headers = body.get("headers")
+    if headers is not None:
+        if not isinstance(headers, dict) or len(headers) > 16:
+            raise BadRequest(f"field '{where}.headers' must map up to 16 X- headers to values")
+        out["headers"] = headers
+    out["timeoutS"] = _number(body.get("timeoutS", DEFAULT_RING_S), f"{where}.timeoutS", 1, 600)
+    return out
+
+
+def _agent(body: dict[str, Any], where: str) -> dict[str, Any]:
+    """A model agent's request, as ``POST /call/{callID}/agents`` takes it, minus ``apiKey``:
+    routes are shown to whoever reads them and kept unsealed, so the agent uses the configured
+    key (``BRIDGE_AGENT_OPENAI_API_KEY`` / ``BRIDGE_AGENT_GEMINI_API_KEY``)."""
+    if "apiKey" in body:
+        raise BadRequest(
+            f"field '{where}.apiKey': a route keeps no model key; the configured "
+            "BRIDGE_AGENT_OPENAI_API_KEY or BRIDGE_AGENT_GEMINI_API_KEY is used",
+            code="bad_step",
+        )
+    unknown = set(body) - {"provider", "url", "session", "bridgeTools"}
+    if unknown:
+        raise BadRequest(f"field '{where}.{sorted(unknown)[0][:40]}' is not known", code="bad_step")
+    if body.get("provider") not in PROVIDERS:
+        raise BadRequest(f"field '{where}.provider' must be one of {', '.join(PROVIDERS)}")
+    url = body.get("url")
+    if not isinstance(url, str) or not url.startswith(("ws://", "wss://")) or len(url) > 2048:
+        raise BadRequest(f"field '{where}.url' must be a ws:// or wss:// URL")
+    if not isinstance(body.get("session", {}), dict):
+        raise BadRequest(f"field '{where}.session' must be an object")
+    tools = body.get("bridgeTools", [])
+    if not isinstance(tools, list) or any(t not in BRIDGE_TOOLS for t in tools):
+        raise BadRequest(f"field '{where}.bridgeTools' lists only {', '.join(BRIDGE_TOOLS)}")
+    return dict(body)
 
 
 def _steps(value: Any, where: str) -> tuple[Step, ...]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..calls.model import CallState
 from ..errors import BridgeError
-from . import wire
+from . import bridged, wire
 from .routes import Route, Step
 from .store import _key
 
@@ -59,6 +59,8 @@ class RouteRun:
         self.voicemail: Any = None
         """The voicemail's recorder while it records (told even if the caller hangs up)."""
         self.accepted_at: float | None = None
+        self.dialing: str | None = None
+        """The participant a ``sip`` step is ringing (its events come to :meth:`offer`)."""
 
     # -- the attachment
     def offer(self, message: dict[str, Any]) -> None:
@@ -238,8 +240,11 @@ class RouteRun:
         self.winner = key
         await self._save()
         # Its connected leg joins the call now, before the answer: the first audio needs no
-        # offer, ICE or DTLS ("leg": false: none here, the app sends the per-call offer).
+        # offer, ICE or DTLS — lent across workers when its socket is on another ("leg":
+        # false: none usable, the app sends the per-call offer).
         leg = await self.desk.legs.lend(key, self.runtime)
+        if not leg and self.desk.lending is not None:  # its socket is on another worker
+            leg = await self.desk.lending.ask(key, self.call.id)
         await self.desk.send(
             key,
             {"type": "accepted", "callID": self.call.id, "call": self.call.snapshot(), "leg": leg},
@@ -256,12 +261,18 @@ class RouteRun:
                 )
         return True
 
-    async def _answered(self) -> None:
+    async def ensure_answered(self) -> None:
         if self.call.state is CallState.RINGING:
             await self.desk.manager.answer(self.call.id)
 
+    async def _sip(self, step: Step) -> bool:
+        return await bridged.sip(self, step)
+
+    async def _agent(self, step: Step) -> bool:
+        return await bridged.agent(self, step)
+
     async def _play(self, step: Step) -> bool:
-        await self._answered()
+        await self.ensure_answered()
         await self._play_asset(step.body["assetId"])
         return False
 
@@ -272,7 +283,7 @@ class RouteRun:
             await asyncio.sleep(0.05)
 
     async def _voicemail(self, step: Step) -> bool:
-        await self._answered()
+        await self.ensure_answered()
         if step.body.get("greeting"):
             await self._play_asset(step.body["greeting"])
         # A recording alone never opens the engine media; a voicemail is for hearing the caller.

@@ -27,7 +27,9 @@ from ..calls.events import CallEvent
 from ..calls.model import CallState, Direction
 from ..tasks import TaskSet
 from . import handoffs, wire
+from .bridged import Models, Trunks
 from .legs import AgentLegs
+from .lending import Lending
 from .routes import Route, pick, route_from_stored, stored
 from .runner import RouteRun
 from .session import AgentSession
@@ -69,10 +71,16 @@ class Desk:
         self.answered_elsewhere: Callable[[Call], bool] = lambda call: False
         """Whether another part takes this ringing call (a SIP trunk's ``answer``): then no
         route runs and no agent is rung for it."""
+        self.trunks: Trunks | None = None
+        self.models: Models | None = None
+        """SIP trunks and model agents for ``sip`` and ``agent`` steps (``bridged.py``): bound by
+        the app, which owns them (``None``: such a step moves on, logged)."""
         self._sessions: dict[AgentKey, AgentSession] = {}
         self._tasks = TaskSet("desk")
         self.legs = AgentLegs(self)
         """The agents' always-connected media legs (``legs.py``)."""
+        self.lending: Lending | None = None
+        """Legs lent to calls on other workers (``lending.py``): in a cluster only."""
 
     async def start(self) -> None:
         await self.store.start(self._on_bus)
@@ -116,7 +124,13 @@ class Desk:
         """Its socket closed: no more renewals, so it is ``away`` within the grace."""
         if self._sessions.get(session.key) is session:
             del self._sessions[session.key]
-        await session.close()
+        if self._tasks.closed:
+            await session.close()
+            return
+        # aiohttp cancels the socket's handler once its connection is gone, often while this
+        # runs: the session's close is the desk's own task, so its leg is always let go
+        # (parked legs closed, a leg on a call left to the call).
+        await asyncio.shield(self._tasks.spawn(session.close(), f"disconnect:{who(session.key)}"))
 
     def session(self, key: AgentKey) -> AgentSession | None:
         """The agent's socket on this worker, if it is here."""
@@ -155,6 +169,8 @@ class Desk:
         elif message.type == "offer":
             assert message.sdp is not None
             await self.legs.offer(session, message.sdp)
+        elif message.type in ("transfer", "hangup"):
+            await handoffs.from_agent(self, session.key, message)
         elif message.call_id is not None:
             await self._answer_ring(session, message.type, message.call_id)
 
@@ -190,6 +206,8 @@ class Desk:
     def _deliver(self, session: AgentSession, message: dict[str, Any], round_no: int) -> None:
         if message.get("type") == "ringing":
             session.rung(str(message["callID"]), round_no)
+        elif message.get("type") == "transferred" and self.lending is not None:
+            self.lending.let_go(session.key, str(message.get("callID")))
         session.send(message)
 
     def _on_bus(self, message: dict[str, Any]) -> None:
@@ -198,10 +216,18 @@ class Desk:
             session = self._sessions.get((message.get("tenant"), str(message.get("agent"))))
             if session is not None and isinstance(message.get("message"), dict):
                 self._deliver(session, message["message"], int(message.get("round") or 0))
-        elif op in ("accepted", "declined"):
+        elif op in ("accepted", "declined", "lent"):
             run = self.run_of(str(message.get("callID")))
             if run is not None:
                 run.offer(message)
+        elif op == "control" and self.run_of(str(message.get("callID"))) is not None:
+            key = (message.get("tenant"), str(message.get("agent")))
+            control = wire.from_control(message)
+            self.spawn(handoffs.from_agent(self, key, control, relayed=True), "control")
+        elif op == "lend" and self.lending is not None:
+            session = self._sessions.get((message.get("tenant"), str(message.get("agent"))))
+            if session is not None:
+                self.lending.asked(session, message)
 
     def run_of(self, call_id: str) -> RouteRun | None:
         runtime = self.manager.find_runtime(call_id)
@@ -285,10 +311,13 @@ class Desk:
         await run.run()
 
     def _call_event(self, event: CallEvent, call: Call | None) -> None:
-        """The call's events to the agent who took it (``call.ended`` is the run's own)."""
+        """The call's events to the agent who took it (``call.ended`` is the run's own), and
+        its participants' to a ``sip`` step ringing a phone."""
         if call is None or event.type == "call.ended":
             return
         run = self.run_of(call.id)
+        if run is not None and run.dialing is not None and event.type.startswith("participant."):
+            run.offer({"op": event.type, **event.data})  # the phone a sip step rings
         if run is not None and run.winner is not None:
             self.spawn(self.send(run.winner, json.loads(event.to_json())), "forward")
 

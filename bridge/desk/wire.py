@@ -2,7 +2,8 @@
 with a ``"type"``.
 
 Agent → bridge: ``presence {state}``, ``accept {callID}``, ``decline {callID}``, ``offer {sdp}``
-(the always-connected leg), ``ping``.
+(the always-connected leg), ``transfer {callID, group, music?, timeoutS?}`` and ``hangup
+{callID}`` (the call the agent is on), ``ping``.
 Bridge → agent: ``hello {agentID, groups, state}``, ``answer {sdp}``, ``presence {state}``,
 ``ringing {callID, from, number, payload}``, ``call.taken {callID}``, ``accepted {callID, leg}``,
 the call's own events
@@ -33,6 +34,9 @@ class AgentMessage:
     state: str | None = None
     call_id: str | None = None
     sdp: str | None = None
+    group: str | None = None
+    music: str | None = None
+    timeout_s: float = 30.0
 
 
 def parse(text: str) -> AgentMessage:
@@ -50,10 +54,12 @@ def parse(text: str) -> AgentMessage:
         if state not in ("available", "busy", "away"):
             raise BadMessage('field \'state\' must be "available", "busy" or "away"', "bad_state")
         return AgentMessage(kind, state=state)
-    if kind in ("accept", "decline"):
+    if kind in ("accept", "decline", "hangup", "transfer"):
         call_id = body.get("callID")
         if not isinstance(call_id, str) or not 0 < len(call_id) <= 64:
             raise BadMessage("field 'callID' must name a call", "bad_call_id")
+        if kind == "transfer":
+            return _transfer(body, call_id)
         return AgentMessage(kind, call_id=call_id)
     if kind == "offer":
         sdp = body.get("sdp")
@@ -63,6 +69,46 @@ def parse(text: str) -> AgentMessage:
     if kind == "ping":
         return AgentMessage(kind)
     raise BadMessage(f"unknown message type {kind[:40]!r}", "unknown_type")
+
+
+def _transfer(body: dict[str, Any], call_id: str) -> AgentMessage:
+    """``transfer {callID, group, music?, timeoutS?}``: as ``POST /call/transfer`` to a group."""
+    group, music, timeout = body.get("group"), body.get("music"), body.get("timeoutS", 30)
+    if not isinstance(group, str) or not 0 < len(group) <= 64:
+        raise BadMessage("field 'group' must name a group of agents", "bad_group")
+    if music is not None and (not isinstance(music, str) or not 0 < len(music) <= 128):
+        raise BadMessage("field 'music' must be an audio asset id", "bad_music")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 1 <= timeout <= 600
+    ):
+        raise BadMessage("field 'timeoutS' must be a number from 1 to 600", "bad_timeout")
+    return AgentMessage("transfer", call_id=call_id, group=group, music=music, timeout_s=timeout)
+
+
+def control(message: AgentMessage, key: tuple[str | None, str]) -> dict[str, Any]:
+    """A ``transfer`` or ``hangup`` passed to the worker carrying the call (:func:`from_control`
+    reads it back)."""
+    return {
+        "tenant": key[0],
+        "agent": key[1],
+        "type": message.type,
+        "callID": message.call_id,
+        "group": message.group,
+        "music": message.music,
+        "timeoutS": message.timeout_s,
+    }
+
+
+def from_control(body: dict[str, Any]) -> AgentMessage:
+    return AgentMessage(
+        str(body.get("type")),
+        call_id=str(body.get("callID")),
+        group=body.get("group"),
+        music=body.get("music"),
+        timeout_s=float(body.get("timeoutS") or 30.0),
+    )
 
 
 def ringing(call: dict[str, Any]) -> dict[str, Any]:

@@ -9,9 +9,11 @@ import json
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 
 from ..support.cluster import Bridge, get, post, require_redis, wait_call
+from ..support.spectrum import dominant_frequency
 from .test_cluster import start_pair
 
 require_redis()
@@ -95,4 +97,88 @@ async def test_agents_on_two_workers_one_winner_each_call(redis, session, tmp_pa
         assert time.monotonic() - dropped <= 5.0
         await ann.close()
     finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_a_leg_on_worker_a_is_lent_to_a_call_on_worker_b(redis, session, tmp_path) -> None:
+    """Issue 49: an aiortc agent connected (socket and leg) to worker A takes a call that lives
+    on worker B: B asks A, A joins the call's PCM stream on B and attaches the leg, so the
+    call comes on the leg with no new offer (``accepted`` says ``leg: true``); the sim's echo
+    of the agent's 440 Hz comes back over the leg (both hops asserted by frequency). Then the
+    call is transferred to a group whose agent is on B (its own leg there: its 520 Hz echoed):
+    ann is let go — her stream closed, she hears nothing more of the call — and her leg parks
+    on A; it takes the next call the same way, which she hangs up on her socket (on A: B does
+    it)."""
+    from .test_desk import Agent
+    from .test_desk_leg import LegAgent
+
+    a, b = await start_pair(redis, session, tmp_path)
+    legs: list[LegAgent] = []
+
+    async def agent_on(bridge: Bridge, name: str, groups: list[str], freq: float) -> LegAgent:
+        body = {"agentID": name, "groups": groups}
+        _status, made = await post(session, bridge.base, "/agents/tokens", body)
+        ws = await session.ws_connect(f"{bridge.base}/agents/connect?token={made['token']}")
+        leg = LegAgent(Agent(ws), freq=freq)
+        legs.append(leg)
+        await leg.agent.next("hello")
+        await leg.offer()
+        return leg
+
+    def hears(leg: LegAgent) -> float:
+        return dominant_frequency(leg.recorder.since(time.monotonic() - 0.6), leg.recorder.rate)
+
+    def hears_nothing(leg: LegAgent) -> bool:  # a parked leg: no packet, or silence
+        pcm = leg.recorder.since(time.monotonic() - 0.6).astype(np.float64)
+        return pcm.size == 0 or float(np.sqrt(np.mean(np.square(pcm)))) < 30
+
+    try:
+        route = {"name": "front", "numbers": "default", "steps": [{"ring": {"group": "front"}}]}
+        assert (await post(session, a.base, "/routes", route))[0] == 201
+        ann = await agent_on(a, "ann", ["front"], 440.0)
+        bob = await agent_on(b, "bob", ["night"], 520.0)
+        for round_ in range(2):
+            status, call = await post(
+                session, b.base, "/call/sim/incoming", {"phone": f"552198888770{round_}"}
+            )
+            assert status == 201 and call["owner"] == b.worker_id, call
+            call_id = call["callID"]
+            await ann.agent.next("ringing")
+            ann.mic.on.set()
+            clicked = time.monotonic()
+            await ann.agent.send(type="accept", callID=call_id)
+            accepted = await ann.agent.next("accepted")
+            took = 1000 * (time.monotonic() - clicked)
+            print(f"lent across workers: accept → accepted {took:.1f} ms")
+            assert accepted["callID"] == call_id and accepted["leg"] is True, accepted
+            await wait_call(session, a.base, call_id, "active")
+            await asyncio.sleep(1.2)
+            assert hears(ann) == pytest.approx(440, abs=10)
+            if round_ == 0:  # to the night group: bob, on B
+                body = {"callID": call_id, "group": "night", "timeoutS": 10}
+                status, moved = await post(session, a.base, "/call/transfer", body)
+                assert status == 202, moved
+                await bob.agent.next("ringing")
+                bob.mic.on.set()
+                await bob.agent.send(type="accept", callID=call_id)
+                assert (await bob.agent.next("accepted"))["leg"] is True
+                assert (await ann.agent.next("transferred"))["to"] == "bob"
+                ann.mic.on.clear()
+                await asyncio.sleep(1.2)
+                assert hears(bob) == pytest.approx(520, abs=10)
+                assert hears_nothing(ann)  # let go: nothing of the call reaches her
+                bob.mic.on.clear()
+                await post(session, a.base, "/call/hangup", {"callID": call_id})
+                await bob.agent.next("call.ended")
+            else:  # on her socket, on A: the call's worker B does it
+                ann.mic.on.clear()
+                await ann.agent.send(type="hangup", callID=call_id)
+                await ann.agent.next("call.ended")
+            for leg in (ann, bob) if round_ == 0 else (ann,):
+                while (await leg.agent.next("presence"))["state"] != "available":
+                    pass
+    finally:
+        for leg in legs:
+            await leg.agent.ws.close()  # an open agent socket holds a stopping worker ~10 s
+            await leg.close()
         await asyncio.gather(a.stop(), b.stop())

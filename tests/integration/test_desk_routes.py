@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 
 from bridge.api.keys import DESK, RECORDINGS
+from bridge.audio import tone
 
-from ..support.calls import wait_state
+from ..fakes.openai_realtime import FakeOpenAIRealtime
+from ..support.calls import sim_call, wait_state
 from ..support.spectrum import dominant_frequency
+from ..support.waits import until
 from .test_desk import Agent, incoming
 
 
@@ -127,7 +130,45 @@ async def test_an_agent_dropping_while_ringing_moves_the_call_on(client) -> None
             400,
             "strategy",
         ),
-        ({"name": "x", "numbers": "default", "steps": [{"sip": {"uri": "sip:a@b"}}]}, 501, "sip"),
+        ({"name": "x", "numbers": "default", "steps": [{"sip": {"uri": "http://a"}}]}, 400, "uri"),
+        (
+            {
+                "name": "x",
+                "numbers": "default",
+                "steps": [{"sip": {"uri": "sip:a@b", "trunkID": "t"}}],
+            },
+            400,
+            "trunkID",
+        ),
+        (
+            {
+                "name": "x",
+                "numbers": "default",
+                "steps": [
+                    {"agent": {"provider": "openai-realtime", "url": "ws://x", "apiKey": "k"}}
+                ],
+            },
+            400,
+            "apiKey",
+        ),
+        (
+            {
+                "name": "x",
+                "numbers": "default",
+                "steps": [{"agent": {"provider": "openai-realtime", "url": "ws://model.example"}}],
+            },
+            403,
+            "BRIDGE_FORK_URL_ALLOW",
+        ),
+        (
+            {
+                "name": "x",
+                "numbers": "default",
+                "steps": [{"agent": {"provider": "x", "url": "ws://y"}}],
+            },
+            400,
+            "provider",
+        ),
         (
             {
                 "name": "x",
@@ -163,3 +204,44 @@ async def test_routes_are_listed_read_and_deleted(client) -> None:
     assert (await (await client.get(f"/routes/{made['routeID']}")).json())["name"] == "main"
     assert (await client.delete(f"/routes/{made['routeID']}")).status == 200
     assert (await client.get(f"/routes/{made['routeID']}")).status == 404
+
+
+async def test_a_route_ending_in_a_model_agent(make_client, aiohttp_server) -> None:
+    """Nobody in the ring group: the ``agent`` step answers the call and puts the model agent
+    on it (the configured key: a route keeps none); the model hears the caller's 660 Hz and
+    the caller hears the model's 440 Hz."""
+    key = "sk-route-0123456789"
+    fake = FakeOpenAIRealtime(api_key=key)
+    server = await aiohttp_server(fake.app())
+    client = await make_client(
+        sim_peer="tone",
+        sim_tone_hz=660.0,
+        fork_url_allow=("127.0.0.1",),
+        agent_openai_api_key=key,
+    )
+    url = f"ws://127.0.0.1:{server.port}/v1/realtime?model=gpt-realtime"
+    agent = {"provider": "openai-realtime", "url": url, "session": {"instructions": "Hi."}}
+    made = await route(client, [{"ring": {"group": "sales", "timeoutS": 30}}, {"agent": agent}])
+    assert made["steps"][1]["agent"] == agent
+    sub = await client.get("/call/events")
+    call_id = await incoming(client)
+    connected = await event(sub, "agent.connected")
+    assert connected["callID"] == call_id
+    await wait_state(client, call_id, "active")
+    assert fake.headers[0]["Authorization"] == f"Bearer {key}"
+    assert fake.sessions[0]["instructions"] == "Hi."
+    await until(lambda: fake.heard.size >= 24_000, timeout=5)
+    assert abs(dominant_frequency(fake.heard[-24_000:], 24_000) - 660.0) < 5
+    sc = sim_call(client, call_id)
+    n0 = sc.frames_heard
+    await fake.say(tone(440, 24_000, 24_000, 0.25))
+    await until(lambda: sc.frames_heard - n0 >= 60, timeout=5)
+    said = [f for f in list(sc.heard)[-(sc.frames_heard - n0) :] if np.abs(f).max() > 1000]
+    assert len(said) >= 40
+    assert abs(dominant_frequency(np.concatenate(said[5:-5]), 16_000) - 440.0) < 5
+    snap = await (await client.get(f"/call/{call_id}")).json()
+    assert [a["provider"] for a in snap["agents"]] == ["openai-realtime"]
+    sub.close()
+    # Hung up before the fake model's server closes (it waits for the agent's socket).
+    assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
+    await wait_state(client, call_id, "ended")

@@ -78,7 +78,19 @@ async def test_transfer_to_a_group_rings_it_over_hold_music_and_the_first_takes_
         resp = await client.post("/call/transfer", json=bad)
         assert resp.status == status, (bad, await resp.text())
         assert "error" in await resp.json()
-    await client.post("/call/hangup", json={"callID": call_id})
+    # On the agent socket: only the agent on the call transfers or hangs it up.
+    for who, message, code in (
+        (cat, {"type": "transfer", "callID": call_id, "group": "front"}, "not_on_call"),
+        (cat, {"type": "hangup", "callID": call_id}, "not_on_call"),
+        (bob.agent, {"type": "transfer", "callID": call_id}, "bad_group"),
+        (bob.agent, {"type": "transfer", "callID": call_id, "group": "x", "music": 5}, "bad_music"),
+        (bob.agent, {"type": "transfer", "callID": call_id, "group": "nobody"}, "nobody_available"),
+    ):
+        await who.send(**message)
+        assert (await who.next("error"))["code"] == code, message
+    assert (await (await client.get(f"/call/{call_id}")).json())["state"] == "active"
+    await bob.agent.send(type="hangup", callID=call_id)
     await bob.agent.next("call.ended")
+    await wait_state(client, call_id, "ended")
     for leg in (ann, bob):
         await leg.close()

@@ -66,10 +66,10 @@ def _reaches_out(value: Any) -> bool:
     return False
 
 
-REACHING = ("/numbers", "/tenants", "/trunks", "/call/participants")
+REACHING = ("/numbers", "/tenants", "/trunks", "/call/participants", "/routes")
 """Operations whose bodies name hosts the bridge then connects to on its own (an engine, a
-tenant's webhook, a PBX); other bodies' URLs (a fork's, a model's) are refused by the bridge's
-allow-lists before any connection."""
+tenant's webhook, a PBX, a route's ``sip`` step); other bodies' URLs (a fork's, a model's) are
+refused by the bridge's allow-lists before any connection."""
 
 
 @schemathesis.hook

@@ -49,7 +49,8 @@ ALLOWED = {
     "trunks": {"calls", "numbers", "sip", "rtc", "media", "audio"},
     "sip": set(),  # a wire protocol: messages, transport, dialogs; no media, no calls
     "agents": {"attachments", "media", "audio"},  # model connectors: attachments of a call
-    "desk": {"calls", "numbers", "attachments", "media", "audio"},  # people: a call's routes
+    # people: a call's routes; a leg lent across workers runs a call's PCM stream as an engine's
+    "desk": {"calls", "numbers", "engines", "attachments", "media", "audio"},
     "attachments": {"media", "audio"},
     "media": {"audio"},
     "audio": set(),

@@ -1,0 +1,148 @@
+"""The route steps that hand an inbound call to something other than a person's app (issue 49):
+
+- ``sip {uri, trunkID?, timeoutS?, headers?}`` rings a SIP target through a trunk while the
+  WhatsApp call keeps ringing; the phone's ``200`` answers the WhatsApp call into it (the phone
+  is the call's agent, and its hang-up ends the call). A busy phone, a refusal, or nobody
+  within ``timeoutS`` (a ``CANCEL``) moves the route on. Each outcome is the event
+  ``route.sip {participantID, uri, outcome, sipCode?}`` (``outcome``: ``answered``, ``busy``,
+  ``no_answer``, ``rejected``, ``failed``; ``sipCode`` the phone's final response).
+- ``agent {provider, url, session?, bridgeTools?}`` answers the call and puts a realtime model
+  agent on it, as ``POST /call/{callID}/agents`` does; a model that cannot be reached moves
+  the route on (the call answered).
+
+The desk reaches trunks and model agents only through what the app binds on it
+(:attr:`Desk.trunks <.service.Desk.trunks>`, :attr:`Desk.models <.service.Desk.models>`):
+those layers sit above the desk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..calls.model import Call
+from ..errors import CallStateError
+from ..media import Role
+
+if TYPE_CHECKING:
+    from ..attachments.base import AttachmentHost
+    from .routes import Step
+    from .runner import RouteRun
+
+SIP_PARTICIPANT = "sip"
+"""The participant id of the phone a ``sip`` step rings (the call's agent once it answers)."""
+LOOK = 0.25
+"""Seconds between looks at whether the call still rings while the phone does."""
+FINAL_LOOKS = 50
+"""Looks, 20 ms apart, for the final response a CANCEL brings."""
+
+
+class SipLeg(Protocol):
+    """What a ``sip`` step uses of the trunks' SIP participant (``trunks/participant.py``)."""
+
+    on_left: Any
+    dialer: Any
+
+    async def remove(self) -> None: ...
+
+
+class Trunks(Protocol):
+    """What a ``sip`` step uses of the trunks (``TrunkService``): the same call as ``POST
+    /call/participants {"sip": …}``, and the end of a call whose PBX leg went."""
+
+    async def add_participant(
+        self, call_id: str, participant_id: str, role: Role, sip: dict[str, Any]
+    ) -> Any: ...
+
+    def end_with(self, call: Call, reason: str) -> None: ...
+
+
+class Models(Protocol):
+    """What an ``agent`` step uses of the model agents (``AgentService``)."""
+
+    async def start(self, host: AttachmentHost, body: dict[str, Any]) -> Any: ...
+
+
+async def sip(run: RouteRun, step: Step) -> bool:
+    """See the module docstring; ``True`` when the call is taken (or gone)."""
+    trunks, call = run.desk.trunks, run.call
+    if trunks is None:
+        raise CallStateError("this worker has no SIP trunks to ring through")
+    target: dict[str, Any] = {
+        k: step.body[k] for k in ("uri", "trunkID", "headers") if k in step.body
+    }
+    _forget_earlier_legs(run)
+    run.dialing = SIP_PARTICIPANT
+    try:
+        leg: SipLeg = await trunks.add_participant(call.id, SIP_PARTICIPANT, Role.AGENT, target)
+        outcome, code = await _outcome(run, step.timeout_s)
+    finally:
+        run.dialing = None  # from here, this leg's events are not the next step's
+    if outcome is None:  # nobody answered in time: CANCEL (RFC 3261 §9.1)
+        await leg.remove()
+        outcome, code = "no_answer", await _final_status(leg)
+    shown: dict[str, Any] = {"participantID": SIP_PARTICIPANT, "uri": step.body["uri"]}
+    if code is not None:
+        shown["sipCode"] = code
+    run.runtime.emit("route.sip", outcome=outcome, **shown)
+    if outcome != "answered":
+        return not call.live
+    leg.on_left = lambda reason: trunks.end_with(call, reason)
+    await run.ensure_answered()
+    return True
+
+
+def _forget_earlier_legs(run: RouteRun) -> None:
+    """Drop what an earlier step's phone said that is still waiting in the run's inbox (the
+    participant id is the same for every ``sip`` step's phone)."""
+    kept = []
+    while not run.inbox.empty():
+        message = run.inbox.get_nowait()
+        if not str(message.get("op", "")).startswith("participant."):
+            kept.append(message)
+    for message in kept:
+        run.inbox.put_nowait(message)
+
+
+async def _outcome(run: RouteRun, timeout: float) -> tuple[str | None, int | None]:
+    """The phone's answer as its participant events say (``Desk`` hands them to the run):
+    ``("answered", 200)``, ``(reason, sipCode)`` when it left, ``(None, None)`` on time out."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while run.call.live:
+        left = deadline - loop.time()
+        if left <= 0:
+            return None, None
+        try:
+            message = await asyncio.wait_for(run.inbox.get(), min(left, LOOK))
+        except TimeoutError:
+            continue
+        if message.get("participantID") != SIP_PARTICIPANT:
+            continue
+        if message.get("op") == "participant.joined":
+            return "answered", 200
+        if message.get("op") == "participant.left":
+            code = message.get("sipCode")
+            return str(message.get("reason")), code if isinstance(code, int) else None
+    return "call_ended", None
+
+
+async def _final_status(leg: SipLeg) -> int | None:
+    """The phone's final response to our INVITE after its CANCEL (``487``, RFC 3261 §9.2): it
+    follows the CANCEL's own ``200`` by a datagram or so; looked for up to a second."""
+    for _ in range(FINAL_LOOKS):
+        final = getattr(leg.dialer, "final", None)
+        if final is not None:
+            return int(final.status)
+        await asyncio.sleep(0.02)
+    return None
+
+
+async def agent(run: RouteRun, step: Step) -> bool:
+    """See the module docstring."""
+    models = run.desk.models
+    if models is None:
+        raise CallStateError("this worker runs no model agents")
+    await run.ensure_answered()
+    await models.start(run.runtime, dict(step.body))
+    return True
