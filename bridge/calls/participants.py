@@ -6,13 +6,17 @@ answers offers (a new offer replaces that participant's session), changes roles 
 the call from one agent to another (:meth:`Participants.transfer`). It shows the participants
 in the call's record and tells the runtime (``on_change``) when the set of sessions changed, so
 the runtime can recompute what depends on it (transport, pass-through, engine media).
+
+A participant that is not a browser (a SIP phone, ``trunks/participant.py``) registers itself
+while it is on the call (:meth:`Participants.add_other`): roles, transfer and leaving then work
+the same for both kinds, so a call goes from a browser to a phone and back (issue 48).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import CallStateError
 from ..media import CallBus, Role
@@ -21,6 +25,19 @@ from ..rtc import ConnectedLeg, WebRTCSession
 from .model import Call
 
 Emit = Callable[..., None]
+
+
+class OtherParticipant(Protocol):
+    """A participant that is not a browser session (a SIP phone) as roles and hand-offs see it."""
+
+    participant_id: str
+    role: Role
+
+    def set_role(self, role: Role) -> None:
+        """Take ``role`` in the conference from the next tick (and show it)."""
+
+    async def remove(self, reason: str = "removed") -> None:
+        """Leave the call (hang up), ``participant.left {reason}``; the call stays."""
 
 
 class Participants:
@@ -49,6 +66,9 @@ class Participants:
         self.others: dict[str, dict[str, Any]] = {}
         """Participants that are not browsers (a SIP phone: ``trunks/participant.py``), as the
         call's record shows them, by participant id."""
+        self.other_legs: dict[str, OtherParticipant] = {}
+        """Those of them on the call now (joined), by participant id: what roles and hand-offs
+        act on."""
         self._closed = False
 
     @property
@@ -78,6 +98,22 @@ class Participants:
             self.others[participant_id] = entry
         self._show()
 
+    def add_other(self, leg: OtherParticipant) -> None:
+        """A participant that is not a browser joined (see the module docstring)."""
+        self.other_legs[leg.participant_id] = leg
+
+    def drop_other(self, leg: OtherParticipant) -> None:
+        """It left (only that leg: a newer one under the same id stays)."""
+        if self.other_legs.get(leg.participant_id) is leg:
+            del self.other_legs[leg.participant_id]
+
+    def _agent_id(self) -> str | None:
+        """Whoever holds the agent role now, browser or not."""
+        agent = self.agent
+        if agent is not None and agent.role is Role.AGENT:
+            return agent.participant_id
+        return next((p for p, o in self.other_legs.items() if o.role is Role.AGENT), None)
+
     def check_join(self, participant_id: str, role: Role, max_participants: int) -> None:
         """Refuse a participant the call cannot take (409): too many, or a second agent."""
         if participant_id not in self.sessions and len(self.sessions) >= max_participants:
@@ -91,6 +127,12 @@ class Participants:
             ):
                 raise CallStateError(
                     f"participant {agent.participant_id!r} is the agent; a call has one "
+                    "(use /call/transfer or a role change)"
+                )
+            other = self._agent_id()
+            if other is not None and other != participant_id and other in self.other_legs:
+                raise CallStateError(
+                    f"participant {other!r} is the agent; a call has one "
                     "(use /call/transfer or a role change)"
                 )
 
@@ -169,9 +211,13 @@ class Participants:
             self.on_key(pid, session.role, digit, duration_ms)
 
     async def leave(self, participant_id: str = "agent") -> None:
-        """Close a participant's peer connection if any (idempotent); the call stays up."""
+        """Close a participant's peer connection (or hang up its phone) if any (idempotent);
+        the call stays up."""
         session = self.sessions.pop(participant_id, None)
         if session is None:
+            other = self.other_legs.pop(participant_id, None)
+            if other is not None:
+                await other.remove()
             return
         self.metrics.ended_totals.absorb_downlink(session.downlink_sink)
         await session.close()
@@ -183,42 +229,45 @@ class Participants:
         self.on_change()
 
     def set_role(self, participant_id: str, role: Role) -> None:
-        """Change a participant's role live (a supervisor barging, a whisperer taking over)."""
+        """Change a participant's role live (a supervisor barging, a whisperer taking over);
+        a new agent makes the previous one a listener: a call has one agent."""
         session = self.sessions.get(participant_id)
-        if session is None:
+        other = self.other_legs.get(participant_id) if session is None else None
+        if session is None and other is None:
             raise CallStateError(f"no participant {participant_id[:64]!r} on this call")
-        previous = self.agent
-        if role is Role.AGENT and previous is not None and previous is not session:
-            if previous.role is Role.AGENT:  # taking over (a warm hand-off): one agent only
-                self._assign(previous, Role.LISTEN)
-        self._assign(session, role)
+        previous = self._agent_id()
+        if role is Role.AGENT and previous is not None and previous != participant_id:
+            self._assign(previous, Role.LISTEN)  # taking over (a warm hand-off)
+        self._assign(participant_id, role)
         self.on_change()
 
-    def _assign(self, session: WebRTCSession, role: Role) -> None:
-        session.role = role
-        self.bus.conference.set_role(session.participant_id, role)
-        self._show()
-        self.emit("participant.role", participantID=session.participant_id, role=str(role))
+    def _assign(self, participant_id: str, role: Role) -> None:
+        session = self.sessions.get(participant_id)
+        if session is not None:
+            session.role = role
+            self.bus.conference.set_role(participant_id, role)
+            self._show()
+        else:
+            self.other_legs[participant_id].set_role(role)  # it shows itself
+        self.emit("participant.role", participantID=participant_id, role=str(role))
 
     async def transfer(self, to: str) -> None:
-        """Cold hand-off: ``to`` becomes the agent and the old agent's connection is dropped."""
-        new = self.sessions.get(to)
-        if new is None:
+        """Cold hand-off: ``to`` (a browser or a phone) becomes the agent and the old agent
+        leaves (its connection dropped, its phone hung up)."""
+        if to not in self.sessions and to not in self.other_legs:
             raise CallStateError(f"no participant {to[:64]!r} on this call to transfer to")
-        old = self.agent if self.agent is not new else None
-        if old is not None and old.role is not Role.AGENT:
+        old = self._agent_id()
+        if old == to:
             old = None
-        # The new agent is heard at once (the old one demoted), then the old one hangs up:
-        # the mixer never has a tick without an agent.
+        # The new agent is heard at once (the old one demoted), then the old one leaves: the
+        # mixer never has a tick without an agent.
         self.set_role(to, Role.AGENT)
-        if old is not None:
-            await self.leave(old.participant_id)
+        if old in self.sessions:
+            await self.leave(old)
+        elif old is not None and old in self.other_legs:
+            await self.other_legs.pop(old).remove("transferred")
         self._show()
-        self.emit(
-            "call.transferred",
-            participantID=to,
-            fromParticipantID=old.participant_id if old is not None else None,
-        )
+        self.emit("call.transferred", participantID=to, fromParticipantID=old)
 
     def retire_counters(self) -> None:
         """Move the sessions' downlink counters into the ended totals."""

@@ -185,6 +185,7 @@ class SipParticipant:
         self.state = "joined"
         self.codec = remote.codec
         self.runtime.participants.show_other(self.participant_id, self.snapshot())
+        self.runtime.participants.add_other(self)  # roles, transfer, leave act on it now
         assert self.dialog is not None
         self.service.legs[self.dialog.key] = self
         self.service.ua.dialogs[self.dialog.key] = self.dialog  # its BYE finds it
@@ -259,10 +260,20 @@ class SipParticipant:
         self.dialog = None
         await self._gone("hung_up", None)
 
-    async def remove(self) -> None:
-        """``DELETE`` by the API: hang the leg up; the call stays."""
+    def set_role(self, role: Role) -> None:
+        """A role change or a hand-off (``calls/participants.py``): heard and shown as it."""
+        self.role = role
+        conference = self.runtime.bus.conference
+        if self.participant_id in conference.participants:
+            conference.set_role(self.participant_id, role)
+        if self.state != "left":
+            self.runtime.participants.show_other(self.participant_id, self.snapshot())
+
+    async def remove(self, reason: str = "removed") -> None:
+        """Taken off the call by the API (``removed``) or by a hand-off (``transferred``):
+        hang the leg up; the call stays."""
         await self._hang_up()
-        await self._gone("removed", None)
+        await self._gone(reason, None)
 
     async def close(self) -> None:
         """The call ends (or the attachment is stopped): hang up, leave, stop (idempotent)."""
@@ -287,6 +298,7 @@ class SipParticipant:
         self._left = True
         self.state = "left"
         self.service.active.discard(self)
+        self.runtime.participants.drop_other(self)
         shown = self.runtime.participants.others.get(self.participant_id)
         if shown is not None and shown.get("sip", {}).get("leg") == self.id:
             self.runtime.participants.show_other(self.participant_id, None)

@@ -5,6 +5,7 @@ own SIP trace; the phone's hang-up and a busy phone come back as participant eve
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -197,3 +198,69 @@ async def test_a_number_answered_straight_into_the_pbx(bridge, phone) -> None:
     assert arrival < 1.0
     await p.command("hangup")
     await wait_state(bridge, cid, "ended")
+
+
+async def test_a_call_goes_from_a_browser_to_a_phone_and_back(bridge, phone) -> None:
+    """Roles and hand-offs treat a phone as a browser: the browser agent (1 000 Hz) hands the
+    call to the phone warm (a role change: the browser becomes a listener), then a second
+    browser (1 300 Hz) takes it cold (``/call/transfer``: the phone is hung up, ``transferred``).
+    Who WhatsApp hears is asserted by frequency after each step, and what the phone hears."""
+    from ..integration.test_participants import join
+    from ..support.spectrum import assert_hears
+
+    first_hz, second_hz = 1000.0, 1300.0
+    p = await phone()
+    cid = await call_with_trunk(bridge, p)
+    first = await join(bridge, cid, "agent", "agent", first_hz)
+    second = None
+    try:
+        body = {
+            "callID": cid,
+            "participantID": "desk",
+            "role": "listen",
+            "sip": {"uri": f"sip:1001@127.0.0.1:{p.port}"},
+        }
+        assert (await bridge.post("/call/participants", json=body)).status == 202
+        await until(lambda: of(bridge, "participant.joined"), 10, "the phone joined")
+        await asyncio.sleep(1.2)
+        assert_hears(peer_heard(bridge, cid, 40), 16_000, {first_hz}, {PHONE_HZ})
+
+        # Warm: the phone takes the agent's role; the browser stays, as a listener.
+        resp = await bridge.post(
+            "/call/participants/role",
+            json={"callID": cid, "participantID": "desk", "role": "agent"},
+        )
+        assert resp.status == 200, await resp.text()
+        roles = {x["participantID"]: x["role"] for x in (await resp.json())["participants"]}
+        assert roles == {"agent": "listen", "desk": "agent"}, roles
+        await asyncio.sleep(1.2)
+        assert_hears(peer_heard(bridge, cid, 40), 16_000, {PHONE_HZ}, {first_hz})
+
+        def phone_hears_whatsapp() -> None:
+            samples, rate = p.heard(1.0)
+            assert dominant_frequency(samples, rate) == pytest.approx(PEER_HZ, abs=5)
+            assert level_dbfs(samples) > -25
+
+        await until_passes(phone_hears_whatsapp, 5)
+
+        # Cold: a second browser joins as a listener and takes the call; the phone is hung up.
+        second = await join(bridge, cid, "next", "listen", second_hz)
+        resp = await bridge.post("/call/transfer", json={"callID": cid, "to": "next"})
+        assert resp.status == 200, await resp.text()
+        await until(lambda: of(bridge, "participant.left"), 10, "the phone left")
+        left = of(bridge, "participant.left")[0].data
+        assert left == {"participantID": "desk", "reason": "transferred"}, left
+        moved = of(bridge, "call.transferred")[-1].data
+        assert moved["participantID"] == "next" and moved["fromParticipantID"] == "desk", moved
+        await until(
+            lambda: [e for e in p.events if e.get("type") == "CALL_CLOSED"], 5, "the phone's BYE"
+        )
+        await asyncio.sleep(1.2)
+        assert_hears(peer_heard(bridge, cid, 40), 16_000, {second_hz}, {PHONE_HZ, first_hz})
+        snap = await (await bridge.get(f"/call/{cid}")).json()
+        roles = {x["participantID"]: x["role"] for x in snap["participants"]}
+        assert roles == {"agent": "listen", "next": "agent"}, roles
+    finally:
+        await first.close()
+        if second is not None:
+            await second.close()
