@@ -202,13 +202,17 @@ async def test_a_number_answered_straight_into_the_pbx(bridge, phone) -> None:
 
 async def test_a_call_goes_from_a_browser_to_a_phone_and_back(bridge, phone) -> None:
     """Roles and hand-offs treat a phone as a browser: the browser agent (1 000 Hz) hands the
-    call to the phone warm (a role change: the browser becomes a listener), then a second
+    call to the phone warm (a role change: the browser becomes a listener); the phone's call is
+    held with music (WhatsApp hears the music, not the phone) and resumed; then a second
     browser (1 300 Hz) takes it cold (``/call/transfer``: the phone is hung up, ``transferred``).
     Who WhatsApp hears is asserted by frequency after each step, and what the phone hears."""
+    import aiohttp
+
     from ..integration.test_participants import join
+    from ..support.audio_files import make
     from ..support.spectrum import assert_hears
 
-    first_hz, second_hz = 1000.0, 1300.0
+    first_hz, second_hz, music_hz = 1000.0, 1300.0, 1700.0
     p = await phone()
     cid = await call_with_trunk(bridge, p)
     first = await join(bridge, cid, "agent", "agent", first_hz)
@@ -242,6 +246,18 @@ async def test_a_call_goes_from_a_browser_to_a_phone_and_back(bridge, phone) -> 
             assert level_dbfs(samples) > -25
 
         await until_passes(phone_hears_whatsapp, 5)
+
+        # Hold with music while the phone is the agent: WhatsApp hears the music alone.
+        form = aiohttp.FormData()
+        form.add_field("audio", make("wav", music_hz, 2.0), filename="hold.wav")
+        asset = await (await bridge.post("/call/audio-assets", data=form)).json()
+        hold = {"callID": cid, "held": True, "music": asset["assetId"]}
+        assert (await bridge.post("/call/hold", json=hold)).status == 200
+        await asyncio.sleep(1.2)
+        assert_hears(peer_heard(bridge, cid, 40), 16_000, {music_hz}, {PHONE_HZ, first_hz})
+        assert (await bridge.post("/call/hold", json={**hold, "held": False})).status == 200
+        await asyncio.sleep(1.2)
+        assert_hears(peer_heard(bridge, cid, 40), 16_000, {PHONE_HZ}, {music_hz, first_hz})
 
         # Cold: a second browser joins as a listener and takes the call; the phone is hung up.
         second = await join(bridge, cid, "next", "listen", second_hz)
