@@ -280,3 +280,54 @@ async def test_a_call_goes_from_a_browser_to_a_phone_and_back(bridge, phone) -> 
         await first.close()
         if second is not None:
             await second.close()
+
+
+@pytest.mark.parametrize("codec", ["PCMU", "opus"])
+async def test_a_cloud_api_call_reaches_a_phone(make_client, meta, phone, tmp_path, codec) -> None:
+    """The same phone on a Cloud API call (the fake Meta's WebRTC user, 440 Hz): answered with
+    no browser, the phone called in as the agent; tones both ways by frequency and level, on
+    G.711 (WhatsApp's Opus decoded and coded again) and on Opus."""
+    meta.user_tone_hz = PEER_HZ
+    client = await make_client(
+        **meta.bridge_settings(), data_dir=str(tmp_path), sip_trunk_listen="127.0.0.1:0"
+    )
+    p = await phone(codec)
+    trunk = {"name": "desk phones", "uri": f"sip:127.0.0.1:{p.port};transport=udp"}
+    resp = await client.post("/trunks", json={**trunk, "codecs": [codec]})
+    assert resp.status == 201, await resp.text()
+    mcall = await meta.user_calls(client, "15550007777")
+
+    async def ringing() -> list[Any]:
+        return (await (await client.get("/call/status")).json())["calls"]
+
+    calls: list[Any] = []
+    for _ in range(250):
+        if calls := await ringing():
+            break
+        await asyncio.sleep(0.02)
+    cid = calls[0]["callID"]
+    assert (await client.post("/call/answer", json={"callID": cid})).status == 200
+    await wait_state(client, cid, "active")
+    await asyncio.wait_for(mcall.peer.connected.wait(), 10)
+    body = {"callID": cid, "participantID": "desk", "role": "agent"}
+    body["sip"] = {"uri": f"sip:1001@127.0.0.1:{p.port}"}
+    assert (await client.post("/call/participants", json=body)).status == 202
+
+    def phone_hears_whatsapp() -> None:
+        samples, rate = p.heard(1.0)
+        heard, level = dominant_frequency(samples, rate), level_dbfs(samples)
+        print(f"{codec}: the phone hears {heard:.1f} Hz at {level:.1f} dBFS")
+        assert heard == pytest.approx(PEER_HZ, abs=5) and level > -30
+
+    def whatsapp_hears_phone() -> None:
+        samples = np.concatenate(mcall.peer.recorder.chunks[-50:]).astype(np.float64)
+        rate = mcall.peer.recorder.rate
+        heard, level = dominant_frequency(samples, rate), level_dbfs(samples)
+        print(f"{codec}: the WhatsApp user hears {heard:.1f} Hz at {level:.1f} dBFS")
+        assert heard == pytest.approx(PHONE_HZ, abs=5) and level > -30
+
+    await until(lambda: p.dump_bytes() > 16000, 10, "the phone's audio")
+    await until_passes(phone_hears_whatsapp, 10)
+    await until_passes(whatsapp_hears_phone, 10)
+    await client.post("/call/hangup", json={"callID": cid})
+    await wait_state(client, cid, "ended")
