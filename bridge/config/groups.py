@@ -683,6 +683,11 @@ class SipSettings(_Group):
         "listener asks for one, verifies its chain (system CAs + BRIDGE_SIP_CA) and answers 403 "
         "on a connection without it (empty: no certificate asked for, Meta's default)",
     )
+    sip_trunk_ca: str = _opt(
+        "",
+        "extra trusted CA file (PEM) for TLS trunks (a PBX's private CA); their certificate and "
+        "name are verified against the system's CAs and this",
+    )
     sip_trunk_listen: str = _opt(
         "",
         "host:port where the SIP trunks' requests arrive (UDP and TCP on that port; a TLS trunk "

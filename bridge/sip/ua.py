@@ -139,6 +139,8 @@ class UserAgent:
         dest = uri.destination(5061 if hop == "tls" or uri.scheme == "sips" else 5060)
         if hop == "udp" and self.datagrams is not None:
             return self.datagrams.flow(dest)
+        if hop == "tls" and self.client_ctx is None:  # never TLS quietly downgraded to TCP
+            raise ConnectionError(f"no TLS client context for {uri}")
         return await self.transport.dial(dest, self.client_ctx if hop == "tls" else None)
 
     async def send(self, req: Request, conn: Connection) -> ClientTransaction:

@@ -24,7 +24,7 @@ from ..errors import BadRequest, BridgeError, CallStateError
 from ..media import Role
 from ..numbers.catalog import Catalog
 from ..numbers.trunks import Trunk, parse_uri
-from ..sip import Dialog, DigestServer, InviteServer, Request, UserAgent
+from ..sip import Dialog, DigestServer, InviteServer, Request, UserAgent, client_context
 from ..tasks import TaskSet
 from .inbound import PbxCall, identify
 from .participant import SipParticipant
@@ -80,7 +80,9 @@ class TrunkService:
             hostname=self.media_host,
             number="",
             certs=None,
-            client_ctx=None,
+            # A transport=tls trunk: the PBX's certificate and name verified (system CAs and
+            # BRIDGE_SIP_TRUNK_CA), no ALPN, as toward Meta.
+            client_ctx=client_context(self.settings.sip.sip_trunk_ca),
             digest=None,
             handler=self,
             udp=True,

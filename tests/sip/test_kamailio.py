@@ -90,3 +90,82 @@ async def test_a_whatsapp_call_rings_an_extension_registered_at_kamailio(
     finally:
         await phone.stop()
         await kam.stop()
+
+
+async def test_a_tls_trunk_registers_and_calls_through_kamailio(make_client, tmp_path) -> None:
+    """A ``transport=tls`` trunk to Kamailio's TLS module (its certificate from a private CA
+    the bridge trusts through ``BRIDGE_SIP_TRUNK_CA``): the bridge registers over TLS and a
+    WhatsApp call rings ``sip:1001`` through it, tones each way; a second trunk naming Kamailio
+    by a name its certificate does not carry never registers (TLS is never quietly plain)."""
+    from ..support.tls import TestCA
+
+    ca = TestCA(tmp_path)
+    kam = Kamailio(tmp_path, "ext-pw", tls=ca.issue("kamailio", "127.0.0.1"))
+    await kam.start()
+    conf = tmp_path / "phone"
+    conf.mkdir()
+    phone = BaresipPhone(conf, "1001", PHONE_HZ)
+    try:
+        await phone.start_phone(registrar=f"127.0.0.1:{kam.port}", password="ext-pw")
+        await until(lambda: "REGISTERED 1001" in kam.logged(), 10, "baresip registered")
+        client = await make_client(
+            sim_peer="tone",
+            sim_tone_hz=PEER_HZ,
+            data_dir=str(tmp_path),
+            sip_trunk_listen="127.0.0.1:0",
+            sip_trunk_ca=str(ca.path),
+        )
+        events: list[Any] = []
+        client.app[CALL_EVENTS].observe(lambda event, call: events.append(event))
+        trunk = {
+            "name": "kamailio-tls",
+            "uri": f"sip:127.0.0.1:{kam.tls_port};transport=tls",
+            "username": "bridge",
+            "password": "ext-pw",
+            "register": True,
+        }
+        tid = (await (await client.post("/trunks", json=trunk)).json())["trunkID"]
+        wrong = {
+            **trunk,
+            "name": "wrong-name",
+            "uri": f"sip:localhost:{kam.tls_port};transport=tls",
+        }
+        bad = (await (await client.post("/trunks", json=wrong)).json())["trunkID"]
+
+        async def state(trunk_id: str) -> dict[str, Any]:
+            return dict(await (await client.get(f"/trunks/{trunk_id}")).json())
+
+        async def registered() -> bool:
+            return ((await state(tid)).get("registration") or {}).get("state") == "registered"
+
+        await until(registered, 10, "the bridge registered at Kamailio over TLS")
+        assert "REGISTERED bridge from 127.0.0.1" in kam.logged()
+        assert " over tls" in kam.logged().split("REGISTERED bridge", 1)[1].splitlines()[0]
+
+        call = await (await client.post("/call/make", json={"phone": PHONE})).json()
+        cid = call["callID"]
+        await wait_state(client, cid, "active")
+        body = {"callID": cid, "participantID": "ext", "sip": {"uri": "sip:1001@127.0.0.1"}}
+        body["sip"]["trunkID"] = tid
+        assert (await client.post("/call/participants", json=body)).status == 202
+        await until(lambda: [e for e in events if e.type == "participant.joined"], 10, "joined")
+
+        def both_hear() -> None:
+            samples, rate = phone.heard(1.0)
+            wa = peer_heard(client, cid, 50)
+            assert dominant_frequency(samples, rate) == pytest.approx(PEER_HZ, abs=5)
+            assert level_dbfs(samples) > -25
+            assert dominant_frequency(wa, 16000) == pytest.approx(PHONE_HZ, abs=5)
+            assert level_dbfs(wa) > -30
+
+        await until(lambda: phone.dump_bytes() > 16000, 10, "the phone's audio")
+        await until_passes(both_hear, 10)
+        assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
+        await until(lambda: "BYE sip:" in phone.log(), 10, "the BYE at the phone")
+        reg = (await state(bad)).get("registration") or {}
+        print("the misnamed trunk:", reg)
+        assert reg.get("state") != "registered", reg
+        assert kam.logged().count("REGISTERED bridge") == 1
+    finally:
+        await phone.stop()
+        await kam.stop()

@@ -1,4 +1,5 @@
-"""Kamailio (Debian's ``kamailio``) as the PBX's proxy and registrar on loopback (UDP): phones
+"""Kamailio (Debian's ``kamailio``) as the PBX's proxy and registrar on loopback (UDP and TCP,
+and TLS with the ``kamailio-tls-modules`` package when given a certificate): phones
 and the bridge REGISTER with a digest (``pv_www_authenticate`` against one password per user),
 an INVITE to a registered user is relayed to its Contact with Record-Route, OPTIONS are
 answered. Started in the foreground (``-DD -E``), stopped by its pid."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
+from typing import Any
 
 from .processes import free_port, stop_process
 from .waits import until
@@ -23,8 +25,9 @@ tcp_children=1
 auto_aliases=no
 listen=udp:127.0.0.1:{port}
 listen=tcp:127.0.0.1:{port}
-alias="127.0.0.1:{port}"
+{tls_listen}alias="127.0.0.1:{port}"
 mpath="{modules}"
+{tls_module}
 loadmodule "kex.so"
 loadmodule "corex.so"
 loadmodule "tm.so"
@@ -54,7 +57,7 @@ request_route {{
             www_challenge("$td", "0"); exit;
         }}
         if (!save("location")) sl_reply_error();
-        xlog("L_NOTICE", "REGISTERED $tU from $si:$sp\\n");
+        xlog("L_NOTICE", "REGISTERED $tU from $si:$sp over $pr\\n");
         exit;
     }}
     if (is_method("INVITE")) {{
@@ -68,6 +71,21 @@ request_route {{
 """
 
 
+TLS_CONFIG = """[server:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+private_key = {key}
+certificate = {cert}
+
+[client:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+"""
+"""Kamailio's TLS module (Debian ``kamailio-tls-modules``): our certificate, no client's asked."""
+
+
 def missing() -> str:
     return "" if shutil.which("kamailio") else "kamailio is not installed (make system-deps)"
 
@@ -75,18 +93,31 @@ def missing() -> str:
 class Kamailio:
     """One Kamailio on ``127.0.0.1:<port>``, every user's password the same."""
 
-    def __init__(self, directory: Path, password: str, max_expires: int = 3600) -> None:
+    def __init__(
+        self, directory: Path, password: str, max_expires: int = 3600, tls: Any = None
+    ) -> None:
         self.dir = directory
         self.password = password
         self.port = free_port()
+        self.tls = tls
+        """A ``CertPair`` (``support/tls.py``): also listen on TLS (its own port), with it."""
+        self.tls_port = free_port() if tls is not None else 0
         self.max_expires = max_expires
         self.proc: asyncio.subprocess.Process | None = None
         self.log = directory / "kamailio.log"
 
     async def start(self) -> None:
         cfg = self.dir / "kamailio.cfg"
+        tls_listen = tls_module = ""
+        if self.tls is not None:
+            tls_cfg = self.dir / "tls.cfg"
+            tls_cfg.write_text(TLS_CONFIG.format(cert=self.tls.cert, key=self.tls.key))
+            tls_listen = f"enable_tls=yes\nlisten=tls:127.0.0.1:{self.tls_port}\n"
+            tls_module = f'loadmodule "tls.so"\nmodparam("tls", "config", "{tls_cfg}")'
         cfg.write_text(
             CONFIG.format(
+                tls_listen=tls_listen,
+                tls_module=tls_module,
                 port=self.port,
                 modules=MODULES,
                 password=self.password,
@@ -115,6 +146,16 @@ class Kamailio:
         await until(lambda: "INFO: <core>" in self.logged() or self.ended(), 5, "kamailio up")
         if self.ended():
             raise AssertionError(f"kamailio did not start:\n{self.logged()[-2000:]}")
+        if self.tls is not None:  # its TLS listener opens after the first log lines
+            await until(self._tls_open, 5, "kamailio's TLS listener")
+
+    async def _tls_open(self) -> bool:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", self.tls_port)
+        except OSError:
+            return False
+        writer.close()
+        return True
 
     def ended(self) -> bool:
         return self.proc is not None and self.proc.returncode is not None
