@@ -1,12 +1,13 @@
-"""A trunk leg's media: RTP (RFC 3550) with G.711 at 8 kHz (or Opus at the bus's 16 kHz),
+"""A trunk leg's media: RTP (RFC 3550) with G.711 at 8 kHz, or G.722 or Opus at the bus's 16 kHz,
 plain or SDES-SRTP, joined to the call's conference like a browser participant.
 
-Receive: datagram → (SRTP unprotect) → RTP header → G.711 decode → 8 → 16 kHz → 20 ms frames →
-the participant's microphone in the conference (its inbox is bounded: 80 ms). A
-``telephone-event`` packet (RFC 4733) is a key, taken once per event at its end bit.
+Receive: datagram → (SRTP unprotect) → RTP header → decode (G.711 then 8 → 16 kHz; G.722 and
+Opus decode straight to 16 kHz) → 20 ms frames → the participant's microphone in the conference
+(its inbox is bounded: 80 ms). A ``telephone-event`` packet (RFC 4733) is a key, taken once per
+event at its end bit.
 Send: on the worker's media clock (phase ``ENGINE``, after the mix), the participant's
-downlink sink gives one 20 ms frame (silence when it has none) → 16 → 8 kHz → G.711 → one RTP
-packet, timestamps advancing 160 a packet. A key queued for the PBX is sent as RFC 4733
+downlink sink gives one 20 ms frame (silence when it has none) → encode (16 → 8 kHz then
+G.711; G.722 or Opus as it is) → one RTP packet. A key queued for the PBX is sent as RFC 4733
 events instead of audio for its duration (three end packets, §2.5.1.4).
 
 :class:`PlainRtp` is the clear-text socket with the face of
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from ..audio.g722 import G722Decoder, G722Encoder
 from ..audio.opus import OpusDecoder, OpusEncoder, OpusError
 from ..audio.pcm import FRAME_SAMPLES, Pcm, Reframer
 from ..audio.resample import Resampler
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 
 RATE = 8000
 SAMPLES = 160
-"""8 kHz samples in one 20 ms packet."""
+"""8 kHz samples in one 20 ms packet (and G.722's timestamp step: its RTP clock is 8 kHz)."""
 DTMF_EVENTS = "0123456789*#ABCD"
 KEYS_QUEUED = 32
 """Keys waiting to be sent to the PBX; more are dropped (counted)."""
@@ -123,7 +125,7 @@ def rtp_payload(packet: bytes) -> tuple[int, int, int, bool, bytes] | None:
 
 
 class TrunkMedia:
-    """The RTP of one trunk leg: G.711 both ways, keys both ways (module docstring)."""
+    """The RTP of one trunk leg: audio and keys both ways (module docstring)."""
 
     def __init__(
         self,
@@ -137,8 +139,8 @@ class TrunkMedia:
     ) -> None:
         self.name = name
         self.pt, self.event_pt = pt, event_pt
-        self._opus_out: OpusEncoder | None = None
-        self._opus_in: OpusDecoder | None = None
+        self._wide_out: Callable[[Pcm], bytes] | None = None
+        self._wide_in: Callable[[bytes], Pcm] | None = None
         self.set_codec(codec)
         self.microphone, self.pop, self.on_key = microphone, pop, on_key
         self.socket: Socket | None = None
@@ -157,19 +159,26 @@ class TrunkMedia:
         self.packets_in = self.packets_out = 0
 
     def set_codec(self, codec: str) -> None:
-        """``PCMU`` (µ-law), ``PCMA`` (A-law) or ``opus`` (coded at the bus's 16 kHz: no
-        resampling; its RTP clock is 48 kHz, RFC 7587 §4.1): what both sides send."""
+        """What both sides send: ``PCMU`` (µ-law) or ``PCMA`` (A-law) at 8 kHz, resampled to
+        and from the bus; or a wideband codec coded at the bus's own 16 kHz, no resampling:
+        ``G722`` (its RTP clock 8 kHz, RFC 3551 §4.5.2) or ``opus`` (its RTP clock 48 kHz,
+        RFC 7587 §4.1)."""
         self.codec = codec
         self.encode = ulaw_encode if codec == "PCMU" else alaw_encode
         self.decode = ulaw_decode if codec == "PCMU" else alaw_decode
         self.step = 960 if codec == "opus" else SAMPLES
+        """The RTP timestamp's step a 20 ms packet."""
         self.event_step = SAMPLES
         """RFC 4733 durations' units a 20 ms tick (the event's own clock / 50)."""
+        self._wide_out = self._wide_in = None
         if codec == "opus":
-            self._opus_out = OpusEncoder(
+            self._wide_out = OpusEncoder(
                 16000, bitrate=32000, complexity=5, fec=True, expected_loss=5, dtx=False
-            )
-            self._opus_in = OpusDecoder(16000)
+            ).encode
+            self._wide_in = OpusDecoder(16000).decode
+        elif codec == "G722":
+            self._wide_out = G722Encoder().encode
+            self._wide_in = G722Decoder().decode
 
     def start(self, socket: Socket) -> None:
         self.socket = socket
@@ -198,11 +207,11 @@ class TrunkMedia:
         if pt != self.pt or not payload:
             return
         self.packets_in += 1
-        if self._opus_in is not None:
+        if self._wide_in is not None:
             try:
-                wide = self._opus_in.decode(payload)
+                wide = self._wide_in(payload)
             except OpusError:
-                return  # one bad packet, not the leg
+                return  # one bad packet, not the leg (every G.722 payload decodes)
         else:
             wide = self._up.resample_array(self.decode(payload), RATE)
         for frame in self._frames_in.push(wide):
@@ -219,9 +228,9 @@ class TrunkMedia:
         pcm = self.pop()
         if pcm is None:
             pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-        if self._opus_out is not None:
+        if self._wide_out is not None:
             if not self._send_event():
-                self._send(self.pt, self._opus_out.encode(pcm), marker=False)
+                self._send(self.pt, self._wide_out(pcm), marker=False)
             self._ts = (self._ts + self.step) & 0xFFFFFFFF
             return
         narrow = self._down.resample_array(pcm, 16000)

@@ -1,12 +1,14 @@
 """A trunk leg's SDP (RFC 4566, offer/answer RFC 3264): what we offer a PBX and what we read
 from its answer (or its offer, when the PBX calls in).
 
-Audio only: G.711 µ-law (PT 0) and A-law (PT 8) at 8 kHz, the codecs every PBX has, Opus
-(PT 111, RFC 7587) when the trunk lists it, and ``telephone-event`` (RFC 4733) for keys at the
-codec's clock (8 kHz; 48 kHz beside Opus). ``RTP/AVP`` in the clear, or ``RTP/SAVP`` with an
-``a=crypto`` key (SDES, RFC 4568) when the trunk says ``"srtp": "sdes"``. The first codec of
-the answer's m-line that we offered is the one both sides send (RFC 3264 §6.1). Anything we
-cannot use is a :class:`~bridge.errors.BadOffer` naming it (a ``488`` on the SIP side).
+Audio only: G.711 µ-law (PT 0) and A-law (PT 8) at 8 kHz, the codecs every PBX has, G.722
+(PT 9, ``G722/8000``: its RTP clock is 8 kHz though it samples at 16 kHz, RFC 3551 §4.5.2) and
+Opus (PT 111, RFC 7587) when the trunk lists them, and ``telephone-event`` (RFC 4733) for keys
+at the codec's RTP clock (8 kHz; 48 kHz beside Opus). ``RTP/AVP`` in the clear, or
+``RTP/SAVP`` with an ``a=crypto`` key (SDES, RFC 4568) when the trunk says ``"srtp": "sdes"``.
+The first codec of the answer's m-line that we offered is the one both sides send (RFC 3264
+§6.1). Anything we cannot use is a :class:`~bridge.errors.BadOffer` naming it (a ``488`` on the
+SIP side).
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from dataclasses import dataclass
 from ..errors import BadOffer
 from ..rtc.sdes import Crypto, parse_crypto, sdp_lines
 
-STATIC = {"PCMU": 0, "PCMA": 8}
-"""The G.711 static payload types (RFC 3551 §6)."""
-OURS = {"PCMU": 0, "PCMA": 8, "opus": 111}
+STATIC = {"PCMU": 0, "PCMA": 8, "G722": 9}
+"""The static payload types of the codecs we carry (RFC 3551 §6): an m-line may name them
+without an ``a=rtpmap``."""
+OURS = {**STATIC, "opus": 111}
 """The payload types we offer each codec we carry with (Opus dynamic, RFC 7587)."""
-RTPMAP = {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "opus": "opus/48000/2"}
+RTPMAP = {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "G722": "G722/8000", "opus": "opus/48000/2"}
 FMTP = {"opus": "minptime=20;useinbandfec=1"}
 EVENT_PT = 101
 """Our dynamic payload type for ``telephone-event/8000`` (and 102 for ``/48000`` with Opus)."""
@@ -35,7 +38,7 @@ class Remote:
     address: str
     port: int
     codec: str
-    """``PCMU``, ``PCMA`` or ``opus``: what both sides send."""
+    """``PCMU``, ``PCMA``, ``G722`` or ``opus``: what both sides send."""
     pt: int
     event_pt: int | None
     """Its ``telephone-event/8000`` payload type (``None``: it takes no RFC 4733 keys)."""
@@ -66,7 +69,7 @@ def offer(
         chosen = [(OURS[c], c) for c in codecs if c in OURS]
         events = [(EVENT_PT, 8000)] + ([(EVENT_PT + 1, 48000)] if "opus" in codecs else [])
     if not chosen:
-        raise BadOffer("none of the trunk's codecs is carried (opus, PCMU, PCMA)")
+        raise BadOffer("none of the trunk's codecs is carried (opus, G722, PCMU, PCMA)")
     pts = [pt for pt, _ in chosen] + [pt for pt, _ in events]
     profile = "RTP/SAVP" if crypto is not None else "RTP/AVP"
     session = secrets.randbelow(2**31)
@@ -150,7 +153,8 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
     address = media_c or session_c
     if not address:
         raise BadOffer("the SDP has no connection address for its audio")
-    names = {pt: maps.get(pt, {"0": "pcmu", "8": "pcma"}.get(pt, "")) for pt in formats}
+    static = {str(pt): name.lower() for name, pt in STATIC.items()}
+    names = {pt: maps.get(pt, static.get(pt, "")) for pt in formats}
     wanted = {c.lower(): c for c in codecs if c in OURS}
     chosen = next(((int(pt), wanted[n]) for pt, n in names.items() if n in wanted), None)
     if chosen is None:

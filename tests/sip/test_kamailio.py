@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bridge.api.keys import MANAGER
 from bridge.resources import CALL_EVENTS
 from bridge.trunks import upkeep
 
@@ -17,9 +18,12 @@ from ..support.baresip_phone import BaresipPhone
 from ..support.calls import peer_heard, wait_state
 from ..support.kamailio import Kamailio, missing
 from ..support.spectrum import dominant_frequency
+from ..support.twinkle import Twinkle
+from ..support.twinkle import missing as twinkle_missing
 from ..support.waits import until, until_passes
 from .test_sip_participant import PEER_HZ, PHONE, PHONE_HZ, level_dbfs
 
+TWINKLE_HZ = 880
 pytestmark = pytest.mark.skipif(bool(missing()), reason=missing() or "ok")
 
 
@@ -168,4 +172,66 @@ async def test_a_tls_trunk_registers_and_calls_through_kamailio(make_client, tmp
         assert kam.logged().count("REGISTERED bridge") == 1
     finally:
         await phone.stop()
+        await kam.stop()
+
+
+@pytest.mark.skipif(bool(twinkle_missing()), reason=twinkle_missing() or "ok")
+async def test_a_second_phone_twinkle_behind_kamailio_answers_a_whatsapp_call(
+    make_client, tmp_path
+):
+    """A second user agent behind Kamailio: Twinkle (a SIP stack of its own — its parser, its
+    digest, ccRTP) registers as extension 1002; a WhatsApp call rings it through the trunk and
+    Kamailio, it answers by itself, each side hears the other's tone (G.711 µ-law), keys
+    cross both ways, and our BYE reaches it along Kamailio's Record-Route."""
+    kam = Kamailio(tmp_path, "ext-pw")
+    await kam.start()
+    twinkle = Twinkle(tmp_path, "1002", TWINKLE_HZ, "ext-pw")
+    try:
+        await twinkle.start(f"127.0.0.1:{kam.port}")
+        await until(lambda: "REGISTERED 1002" in kam.logged(), 10, "twinkle registered")
+        client = await make_client(
+            sim_peer="tone",
+            sim_tone_hz=PEER_HZ,
+            data_dir=str(tmp_path),
+            sip_trunk_listen="127.0.0.1:0",
+        )
+        events: list[Any] = []
+        client.app[CALL_EVENTS].observe(lambda event, call: events.append(event))
+        trunk = {"name": "kamailio", "uri": f"sip:127.0.0.1:{kam.port};transport=udp"}
+        assert (await client.post("/trunks", json=trunk)).status == 201
+        call = await (await client.post("/call/make", json={"phone": PHONE})).json()
+        cid = call["callID"]
+        await wait_state(client, cid, "active")
+        body = {"callID": cid, "participantID": "desk", "sip": {"uri": "sip:1002@127.0.0.1"}}
+        assert (await client.post("/call/participants", json=body)).status == 202
+        joined = await until(
+            lambda: [e for e in events if e.type == "participant.joined"], 10, "joined"
+        )
+        assert joined[0].data["sip"]["codec"] == "PCMU"
+        assert "RELAY INVITE 1002" in kam.logged()
+
+        def both_hear() -> None:
+            samples, rate = twinkle.heard(1.0)
+            at_phone = dominant_frequency(samples, rate), level_dbfs(samples)
+            wa = peer_heard(client, cid, 50)
+            at_wa = dominant_frequency(wa, 16000), level_dbfs(wa)
+            print(f"twinkle via Kamailio: it hears {at_phone}, WhatsApp hears {at_wa}")
+            assert at_phone[0] == pytest.approx(PEER_HZ, abs=5) and at_phone[1] > -25
+            # Twinkle's tone is sent at half scale (−9 dBFS): it arrives at that level.
+            assert at_wa[0] == pytest.approx(TWINKLE_HZ, abs=5)
+            assert at_wa[1] == pytest.approx(-9.0, abs=2)
+
+        await until(lambda: twinkle.heard_bytes() > 16000, 10, "twinkle's audio")
+        await until_passes(both_hear, 10)
+        # Keys both ways (RFC 4733): Twinkle's 5 is the participant's call.dtmf; the WhatsApp
+        # user's 7 is detected by Twinkle.
+        await twinkle.command("dtmf 5")
+        keys = await until(lambda: [e for e in events if e.type == "call.dtmf"], 5, "its key")
+        assert keys[0].data["digit"] == "5" and keys[0].data["participantID"] == "desk"
+        client.app[MANAGER].find_runtime(cid).dtmf.on_whatsapp("7", 200)
+        await until(lambda: "DTMF detected: 7" in twinkle.output(), 5, "the key at twinkle")
+        assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
+        await until(lambda: "BYE sip:" in twinkle.log(), 10, "the BYE at twinkle")
+    finally:
+        await twinkle.stop()
         await kam.stop()

@@ -55,7 +55,8 @@ async def add_phone(client, cid: str, phone: BaresipPhone) -> None:
 
 
 @pytest.mark.parametrize(
-    ("codec", "srtp"), [("PCMU", "off"), ("PCMA", "off"), ("PCMU", "sdes"), ("opus", "off")]
+    ("codec", "srtp"),
+    [("PCMU", "off"), ("PCMA", "off"), ("G722", "off"), ("PCMU", "sdes"), ("opus", "off")],
 )
 async def test_a_phone_joins_the_call_and_both_sides_hear_each_other(
     bridge, phone, codec, srtp
@@ -110,6 +111,42 @@ async def test_a_phone_joins_the_call_and_both_sides_hear_each_other(
     snap = await (await bridge.get(f"/call/{cid}")).json()
     assert snap["state"] == "active"  # the WhatsApp call goes on
     assert not [p for p in snap["participants"] if p["participantID"] == "desk"]
+
+
+async def test_g722_carries_the_band_g711_cannot(make_client, tmp_path) -> None:
+    """G.722 is wideband end to end (16 kHz, nothing resampled to 8 kHz on the way): tones at
+    6 and 5 kHz — above anything G.711's 8 kHz sampling can carry — cross between the WhatsApp
+    side and a baresip phone each way, asserted by frequency and level."""
+    wa_hz, phone_hz = 6000, 5000
+    client = await make_client(
+        sim_peer="tone",
+        sim_tone_hz=wa_hz,
+        data_dir=str(tmp_path),
+        sip_trunk_listen="127.0.0.1:0",
+    )
+    conf = tmp_path / "phone"
+    conf.mkdir()
+    p = BaresipPhone(conf, "1001", phone_hz, "G722")
+    try:
+        await p.start_phone()
+        client.events = []
+        cid = await call_with_trunk(client, p)
+        await add_phone(client, cid, p)
+
+        def wideband_both_ways() -> None:
+            samples, rate = p.heard(1.0)
+            at_phone = dominant_frequency(samples, rate), level_dbfs(samples)
+            wa = peer_heard(client, cid, 50)
+            at_wa = dominant_frequency(wa, 16000), level_dbfs(wa)
+            print(f"G.722: phone hears {at_phone}, WhatsApp hears {at_wa}")
+            assert rate == 16000
+            assert at_phone[0] == pytest.approx(wa_hz, abs=5) and at_phone[1] > -25
+            assert at_wa[0] == pytest.approx(phone_hz, abs=5) and at_wa[1] > -30
+
+        await until(lambda: p.dump_bytes() > 32000, 10, "the phone's audio")
+        await until_passes(wideband_both_ways, 10)
+    finally:
+        await p.stop()
 
 
 async def test_the_trunk_digest_is_answered_and_a_busy_phone_is_left_busy(bridge, tmp_path) -> None:

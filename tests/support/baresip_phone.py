@@ -1,6 +1,7 @@
 """baresip (Debian's ``baresip``) as a phone behind a PBX: SIP over UDP on loopback, G.711
-(µ-law or A-law) or Opus in plain RTP or SDES-SRTP, answering by itself, its voice a tone from
-``ausine``, what it decodes dumped by ``sndfile`` (see :mod:`.baresip` for the reading)."""
+(µ-law or A-law), G.722 or Opus in plain RTP or SDES-SRTP, answering by itself, its voice a
+tone from ``ausine``, what it decodes dumped by ``sndfile`` (see :mod:`.baresip` for the
+reading)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from .baresip import MODULES, Baresip
 from .processes import free_port
 from .waits import until
 
+RTPMAP = {"opus": "opus/48000/2", "G722": "G722/16000/1"}
+"""baresip's names for the codecs whose rate is not 8 kHz (``audio_codecs`` matches a codec by
+its sampling rate: G.722's is 16 kHz, though its SDP says ``G722/8000``, RFC 3551 §4.5.2)."""
+
 
 class BaresipPhone(Baresip):
     """One baresip with the account ``sip:<user>@127.0.0.1`` on UDP, answering at once."""
@@ -19,7 +24,7 @@ class BaresipPhone(Baresip):
         super().__init__(conf, user, tone_hz)
         self.port = free_port()
         self.codec = codec
-        self.rtpmap = "opus/48000/2" if codec == "opus" else f"{codec}/8000/1"
+        self.rtpmap = RTPMAP.get(codec, f"{codec}/8000/1")
 
     async def start_phone(
         self, *, srtp: bool = False, registrar: str = "", password: str = "", regint: int = 60
@@ -30,7 +35,8 @@ class BaresipPhone(Baresip):
             f"sip_listen 127.0.0.1:{self.port}\n"
             "net_interface 127.0.0.1\n"
             f"module_path {MODULES}\n"
-            "module g711.so\nmodule opus.so\nmodule srtp.so\nmodule ausine.so\nmodule aufile.so\n"
+            "module g711.so\nmodule g722.so\nmodule opus.so\nmodule srtp.so\n"
+            "module ausine.so\nmodule aufile.so\n"
             f"module sndfile.so\nsnd_path {conf}\n"
             "module_app account.so\nmodule_app menu.so\nmodule_app ctrl_tcp.so\n"
             f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}\n"

@@ -1,0 +1,112 @@
+"""G.722 on a trunk (RFC 3551 §4.5.2): the codec keeps a tone's frequency and level through
+encode → decode, a trunk leg sends it as PT 9 with 160-byte payloads and its timestamps
+stepping 160 (the 8 kHz RTP clock of a 16 kHz codec), and its SDP offers and reads it."""
+
+from __future__ import annotations
+
+import itertools
+import struct
+
+import numpy as np
+import pytest
+
+from bridge.audio.analysis import rms_dbfs, tone
+from bridge.audio.g722 import PAYLOAD_BYTES, G722Decoder, G722Encoder
+from bridge.audio.pcm import FRAME_SAMPLES
+from bridge.trunks import sdp
+from bridge.trunks.media import TrunkMedia, rtp_payload
+
+from ..support.spectrum import dominant_frequency
+
+SECOND = 50  # frames
+
+
+def noop(*_: object) -> None:
+    pass
+
+
+def frames_of(freq: float, count: int, amplitude: float = 0.5) -> list[np.ndarray]:
+    whole = tone(freq, FRAME_SAMPLES * count, amplitude=amplitude)
+    return [whole[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES] for i in range(count)]
+
+
+@pytest.mark.parametrize("freq", [1000.0, 300.0, 6000.0])
+def test_a_tone_through_encode_and_decode_keeps_its_frequency_and_level(freq: float) -> None:
+    encoder, decoder = G722Encoder(), G722Decoder()
+    sent = frames_of(freq, SECOND)
+    payloads = [encoder.encode(frame) for frame in sent]
+    assert {len(p) for p in payloads} == {PAYLOAD_BYTES}  # 64 kbit/s: 160 bytes a 20 ms
+    heard = np.concatenate([decoder.decode(p) for p in payloads])
+    assert heard.dtype == np.int16 and heard.size == FRAME_SAMPLES * SECOND
+    steady, original = heard[4000:], np.concatenate(sent)[4000:]  # past the codec's start-up
+    assert dominant_frequency(steady, 16000) == pytest.approx(freq, abs=2)
+    assert rms_dbfs(steady) == pytest.approx(rms_dbfs(original), abs=1.0)
+    # Mostly the tone: what is not the tone (the codec's noise) is 20 dB down or more.
+    spectrum = np.abs(np.fft.rfft(steady * np.hanning(steady.size))) ** 2
+    f = np.fft.rfftfreq(steady.size, 1 / 16000)
+    near = np.abs(f - freq) < 30
+    assert 10 * np.log10(spectrum[near].sum() / spectrum[~near].sum()) > 20
+
+
+class Wire:
+    """A trunk leg's socket, keeping what it sent."""
+
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
+
+    def send_rtp(self, plain: bytes) -> None:
+        self.packets.append(plain)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_trunk_leg_carries_g722_as_pt9_on_an_8khz_clock() -> None:
+    """Two legs back to back: one's packets are the other's input; a 1 kHz tone crosses
+    with its frequency and level, no resampling on the way (the bus is 16 kHz)."""
+    outgoing = iter(frames_of(1000.0, SECOND))
+    heard: list[np.ndarray] = []
+    sender = TrunkMedia(
+        "send", "G722", 9, 101, lambda pcm: None, lambda: next(outgoing, None), print
+    )
+    receiver = TrunkMedia("recv", "G722", 9, 101, heard.append, lambda: None, noop)
+    wire = Wire()
+    sender.socket = wire
+    for _ in range(SECOND):
+        sender._tick(0.0)
+    stamps = []
+    for packet in wire.packets:
+        parsed = rtp_payload(packet)
+        assert parsed is not None
+        pt, _, ts, _, payload = parsed
+        assert pt == 9 and len(payload) == PAYLOAD_BYTES
+        stamps.append(ts)
+        receiver.on_rtp(packet)
+    assert len(wire.packets) == SECOND
+    assert {(b - a) & 0xFFFFFFFF for a, b in itertools.pairwise(stamps)} == {160}
+    pcm = np.concatenate(heard)[4000:]
+    assert dominant_frequency(pcm, 16000) == pytest.approx(1000.0, abs=2)
+    assert rms_dbfs(pcm) == pytest.approx(rms_dbfs(tone(1000.0, 1600)), abs=1.0)
+    # A key in its place: RFC 4733 durations on the same 8 kHz clock (160 a 20 ms).
+    sender.send_key("5", 60)
+    sender._tick(0.0)
+    event = rtp_payload(wire.packets[-1])
+    assert event is not None and event[0] == 101
+    assert struct.unpack_from("!BBH", event[4]) == (5, 10, 160)
+
+
+def test_the_sdp_offers_g722_as_pt9_and_reads_it_without_an_rtpmap() -> None:
+    offer = sdp.offer("127.0.0.1", 4000, ("G722", "PCMU"), None).decode()
+    assert "m=audio 4000 RTP/AVP 9 0 101\r\n" in offer
+    assert "a=rtpmap:9 G722/8000\r\n" in offer and "a=rtpmap:101 telephone-event/8000" in offer
+    # A static payload type needs no rtpmap (RFC 3551 §6).
+    answer = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 5000 RTP/AVP 9 101\r\n"
+    answer += "a=rtpmap:101 telephone-event/8000\r\n"
+    remote = sdp.read(answer, ("G722", "PCMU"), srtp=False)
+    assert (remote.codec, remote.pt, remote.event_pt, remote.event_rate) == ("G722", 9, 101, 8000)
+    # A trunk without G722 does not take it.
+    with pytest.raises(Exception, match="no common codec"):
+        sdp.read(answer, ("PCMU",), srtp=False)
+    # Answering a PBX's offer of G.722 names it again.
+    back = sdp.offer("127.0.0.1", 4002, (), None, answer_to=remote).decode()
+    assert "m=audio 4002 RTP/AVP 9 101\r\n" in back and "a=rtpmap:9 G722/8000" in back
