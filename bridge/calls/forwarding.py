@@ -7,13 +7,29 @@ no hold, nothing played to it); towards WhatsApp while it hears only the agent (
 nothing played, no key tones). Each sender checks that per packet (a yes is kept for 20 ms:
 ``PassThrough.permitted``), so mixing can start and stop mid-call; this module only wires the
 two ends when the agent or the leg changes.
+
+A phone alone on the call on an Opus trunk (``trunks/passthrough.py``) is wired the same way:
+WhatsApp's packets to it while it hears only the WhatsApp user, its packets to WhatsApp while
+WhatsApp hears only it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol
+
 from ..engines import WebRTCLeg
 from ..media import CallBus
 from ..rtc import WebRTCSession
+
+
+class PhonePackets(Protocol):
+    """A trunk leg's Opus as pass-through sees it (``trunks/media.py`` ``TrunkMedia``)."""
+
+    forward_allowed: Callable[[], bool] | None
+    forward_up: Callable[[int, int, bytes], None] | None
+
+    def offer(self, seq: int, ts: int, payload: bytes) -> None: ...
 
 
 class Forwarding:
@@ -24,11 +40,26 @@ class Forwarding:
         self.sessions = sessions
         self._to: WebRTCSession | None = None
         """The browser session WhatsApp's packets are forwarded to."""
+        self._phone: PhonePackets | None = None
+        """The phone WhatsApp's packets are forwarded to (no browser on the call)."""
 
-    def update(self, leg: WebRTCLeg | None, session: WebRTCSession | None) -> None:
-        """Wire ``leg`` and the agent's ``session`` for pass-through (or unwire them)."""
+    def update(
+        self,
+        leg: WebRTCLeg | None,
+        session: WebRTCSession | None,
+        phone: PhonePackets | None = None,
+    ) -> None:
+        """Wire ``leg`` and the agent's ``session`` for pass-through (or unwire them); with no
+        browser, ``phone`` (the only participant, on Opus) instead."""
         if leg is None:
             return
+        if session is None and phone is not None:
+            if phone is not self._phone:
+                self._unwire_phone(leg)
+                self._wire_phone(leg, phone)
+            return
+        if self._phone is not None:
+            self._unwire_phone(leg)
         if session is self._to and session is not None:
             return
         if self._to is not None:
@@ -57,3 +88,31 @@ class Forwarding:
             # the WhatsApp leg too (the larger of the two in the reports it gets).
             session.report_loss_beyond(lambda: leg.far_end_loss if agent_only() else 0.0)
         self._to = session
+
+    def _wire_phone(self, leg: WebRTCLeg, phone: PhonePackets) -> None:
+        bus, conference, sessions = self.bus, self.bus.conference, self.sessions
+        if self._to is not None:  # the browser that had it is gone
+            self._to.forward_to(None)
+            self._to.report_loss_beyond(None)
+            self._to = None
+
+        def phone_only() -> bool:
+            # One participant, the agent, nothing played or held: ``conference.mixed`` is false.
+            return not sessions and not conference.mixed
+
+        def phone_alone_heard() -> bool:
+            return phone_only() and not bus.muted and not bus.has_sources
+
+        phone.forward_allowed = phone_only
+        leg.forward_to(phone.offer)
+        up = leg.forward_from(phone_alone_heard)
+        phone.forward_up = up.offer if up is not None else None
+        self._phone = phone
+
+    def _unwire_phone(self, leg: WebRTCLeg) -> None:
+        phone, self._phone = self._phone, None
+        if phone is None:
+            return
+        phone.forward_allowed = None
+        phone.forward_up = None
+        leg.forward_to(None)

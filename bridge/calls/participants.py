@@ -22,6 +22,7 @@ from ..errors import CallStateError
 from ..media import CallBus, Role
 from ..metrics import Metrics
 from ..rtc import ConnectedLeg, WebRTCSession
+from .forwarding import PhonePackets
 from .model import Call
 
 Emit = Callable[..., None]
@@ -38,6 +39,9 @@ class OtherParticipant(Protocol):
 
     async def remove(self, reason: str = "removed") -> None:
         """Leave the call (hang up), ``participant.left {reason}``; the call stays."""
+
+    def opus_packets(self) -> PhonePackets | None:
+        """Its Opus RTP, when its packets may be forwarded untouched (``forwarding.py``)."""
 
 
 class Participants:
@@ -101,11 +105,20 @@ class Participants:
     def add_other(self, leg: OtherParticipant) -> None:
         """A participant that is not a browser joined (see the module docstring)."""
         self.other_legs[leg.participant_id] = leg
+        self.on_change()  # pass-through may now go to it
 
     def drop_other(self, leg: OtherParticipant) -> None:
         """It left (only that leg: a newer one under the same id stays)."""
         if self.other_legs.get(leg.participant_id) is leg:
             del self.other_legs[leg.participant_id]
+            self.on_change()
+
+    def lone_phone(self) -> PhonePackets | None:
+        """The Opus of the one participant when it is a phone and nobody else is on the call
+        (pass-through toward it, ``forwarding.py``)."""
+        if self.sessions or len(self.other_legs) != 1:
+            return None
+        return next(iter(self.other_legs.values())).opus_packets()
 
     def _agent_id(self) -> str | None:
         """Whoever holds the agent role now, browser or not."""

@@ -167,7 +167,8 @@ class CallRuntime:
 
     def update_pass_through(self) -> None:
         """Rewire pass-through for the current WhatsApp leg and agent (``forwarding.py``)."""
-        self.forwarding.update(self.media.webrtc_leg, self.participants.agent)
+        participants = self.participants
+        self.forwarding.update(self.media.webrtc_leg, participants.agent, participants.lone_phone())
 
     def _participants_changed(self) -> None:
         self.update_transport()

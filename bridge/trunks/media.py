@@ -21,6 +21,7 @@ import asyncio
 import logging
 import secrets
 import struct
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -34,6 +35,7 @@ from ..audio.pcm import FRAME_SAMPLES, Pcm, Reframer
 from ..audio.resample import Resampler
 from ..media.clock import Phase, worker_clock
 from ..rtc.srtpudp import bind_socket
+from .passthrough import RUN_IDLE, one_20ms_frame
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +141,18 @@ class TrunkMedia:
     ) -> None:
         self.name = name
         self.pt, self.event_pt = pt, event_pt
+        self.forward_allowed: Callable[[], bool] | None = None
+        """While set and true, WhatsApp's Opus packets (:meth:`offer`) go to the phone as they
+        arrived instead of this leg's own encoding (``trunks/passthrough.py``)."""
+        self.forward_up: Callable[[int, int, bytes], None] | None = None
+        """Where the phone's Opus packets also go as they arrived (the WhatsApp leg's
+        ``PassThrough.offer``, which sends them while WhatsApp hears only the phone)."""
+        self._run: tuple[int, int, int] | None = None
+        """The forwarding run: (its first source number, number offset, timestamp offset)."""
+        self._forwarded_at = 0.0
+        self._opus_encoder: OpusEncoder | None = None
+        self._encoder_stale = False
+        self.forwarded = self.forward_late = 0
         self._wide_out: Callable[[Pcm], bytes] | None = None
         self._wide_in: Callable[[bytes], Pcm] | None = None
         self.set_codec(codec)
@@ -171,10 +185,12 @@ class TrunkMedia:
         self.event_step = SAMPLES
         """RFC 4733 durations' units a 20 ms tick (the event's own clock / 50)."""
         self._wide_out = self._wide_in = None
+        self._opus_encoder = None
         if codec == "opus":
-            self._wide_out = OpusEncoder(
+            self._opus_encoder = OpusEncoder(
                 16000, bitrate=32000, complexity=5, fec=True, expected_loss=5, dtx=False
-            ).encode
+            )
+            self._wide_out = self._opus_encoder.encode
             self._wide_in = OpusDecoder(16000).decode
         elif codec == "G722":
             self._wide_out = G722Encoder().encode
@@ -197,7 +213,7 @@ class TrunkMedia:
         parsed = rtp_payload(packet)
         if parsed is None:
             return
-        pt, _, ts, _, payload = parsed
+        pt, seq, ts, _, payload = parsed
         if pt == self.event_pt and len(payload) >= 4:
             event, flags, duration = payload[0], payload[1], struct.unpack_from("!H", payload, 2)[0]
             if flags & 0x80 and ts != self._last_event_ts and event < len(DTMF_EVENTS):
@@ -207,6 +223,8 @@ class TrunkMedia:
         if pt != self.pt or not payload:
             return
         self.packets_in += 1
+        if self.forward_up is not None and self.codec == "opus" and one_20ms_frame(payload):
+            self.forward_up(seq, ts, payload)  # still decoded below, for the conference
         if self._wide_in is not None:
             try:
                 wide = self._wide_in(payload)
@@ -224,8 +242,52 @@ class TrunkMedia:
             self.keys_dropped += 1
         self._keys.append((digit, max(40, min(duration_ms, 2000))))
 
+    def offer(self, seq: int, ts: int, payload: bytes) -> None:
+        """One of WhatsApp's Opus packets as it arrived (the WhatsApp leg's receive callback):
+        sent to the phone as it is while :attr:`forward_allowed` says so and no key is being
+        sent, numbered into this leg's own stream (``trunks/passthrough.py``)."""
+        allowed = self.forward_allowed
+        if (
+            allowed is None
+            or self.codec != "opus"
+            or self.socket is None
+            or self._key_sent is not None
+            or self._keys
+            or not one_20ms_frame(payload)
+            or not allowed()
+        ):
+            self._run = None
+            return
+        if self._run is None:  # a new run, numbered on from what this leg sent last
+            self._run = (seq, (self._seq - seq) & 0xFFFF, (self._ts - ts) & 0xFFFFFFFF)
+            self._encoder_stale = True
+        first, dseq, dts = self._run
+        if (seq - first) & 0x8000:  # older than the run: its number went out already
+            self.forward_late += 1
+            return
+        out_seq, out_ts = (seq + dseq) & 0xFFFF, (ts + dts) & 0xFFFFFFFF
+        newest = (out_seq - self._seq) & 0x8000 == 0
+        self._send(self.pt, payload, marker=False, ts=out_ts, seq=out_seq)
+        if newest:  # the stream goes on after it (a reordered packet keeps its place)
+            self._seq = (out_seq + 1) & 0xFFFF
+            self._ts = (out_ts + self.step) & 0xFFFFFFFF
+        self._forwarded_at = time.monotonic()
+        self.forwarded += 1
+
     def _tick(self, now: float) -> None:
         pcm = self.pop()
+        if self._run is not None:
+            idle = time.monotonic() - self._forwarded_at
+            if idle < RUN_IDLE:
+                return  # the forwarded packets carry this tick
+            # WhatsApp's packets stopped coming: encode again, the stream's time moved on.
+            self._run = None
+            self._ts = (self._ts + int(idle / 0.02) * self.step) & 0xFFFFFFFF
+        if self._encoder_stale and self._opus_encoder is not None:
+            # The last packets were WhatsApp's: the encoder starts afresh rather than from
+            # the state its own last frame left (stale audio spliced into the next one).
+            self._opus_encoder.reset()
+            self._encoder_stale = False
         if pcm is None:
             pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         if self._wide_out is not None:
@@ -259,17 +321,27 @@ class TrunkMedia:
         self._key_sent = None if end else (code, done, ticks)
         return True
 
-    def _send(self, pt: int, payload: bytes, *, marker: bool, ts: int | None = None) -> None:
+    def _send(
+        self,
+        pt: int,
+        payload: bytes,
+        *,
+        marker: bool,
+        ts: int | None = None,
+        seq: int | None = None,
+    ) -> None:
+        """One packet; numbered next unless ``seq`` says (a forwarded packet's mapped number)."""
         if self.socket is None:
             return
         header = struct.pack(
             "!BBHII",
             0x80,
             (0x80 if marker else 0) | pt,
-            self._seq,
+            self._seq if seq is None else seq,
             self._ts if ts is None else ts,
             self._ssrc,
         )
-        self._seq = (self._seq + 1) & 0xFFFF
+        if seq is None:
+            self._seq = (self._seq + 1) & 0xFFFF
         self.socket.send_rtp(header + payload)
         self.packets_out += 1

@@ -260,6 +260,20 @@ class SipParticipant:
         self.dialog = None
         await self._gone("hung_up", None)
 
+    def opus_packets(self) -> TrunkMedia | None:
+        """Its RTP when WhatsApp's Opus may go to it untouched: joined, on Opus, the agent
+        (``BRIDGE_OPUS_PASSTHROUGH``; ``trunks/passthrough.py``)."""
+        media = self.media
+        if (
+            media is None
+            or self._joined is None
+            or media.codec != "opus"
+            or self.role is not Role.AGENT
+            or not self.service.settings.media.opus_passthrough
+        ):
+            return None
+        return media
+
     def set_role(self, role: Role) -> None:
         """A role change or a hand-off (``calls/participants.py``): heard and shown as it."""
         self.role = role

@@ -323,7 +323,8 @@ async def test_a_call_goes_from_a_browser_to_a_phone_and_back(bridge, phone) -> 
 async def test_a_cloud_api_call_reaches_a_phone(make_client, meta, phone, tmp_path, codec) -> None:
     """The same phone on a Cloud API call (the fake Meta's WebRTC user, 440 Hz): answered with
     no browser, the phone called in as the agent; tones both ways by frequency and level, on
-    G.711 (WhatsApp's Opus decoded and coded again) and on Opus."""
+    G.711 (WhatsApp's Opus decoded and coded again) and on Opus, where each side's packets are
+    forwarded to the other untouched (counted on both legs)."""
     meta.user_tone_hz = PEER_HZ
     client = await make_client(
         **meta.bridge_settings(), data_dir=str(tmp_path), sip_trunk_listen="127.0.0.1:0"
@@ -366,5 +367,20 @@ async def test_a_cloud_api_call_reaches_a_phone(make_client, meta, phone, tmp_pa
     await until(lambda: p.dump_bytes() > 16000, 10, "the phone's audio")
     await until_passes(phone_hears_whatsapp, 10)
     await until_passes(whatsapp_hears_phone, 10)
+    runtime = client.app[MANAGER].find_runtime(cid)
+    (leg,) = runtime.attached("sip")
+
+    def forwarded() -> tuple[int, int]:
+        return leg.media.forwarded, runtime.media.webrtc_leg.leg_json()["framesForwarded"]
+
+    if codec == "opus":  # each side's packets reach the other untouched (trunks/passthrough.py)
+        await until(lambda: min(forwarded()) > 50, 5, "a second forwarded each way")
+    else:
+        await asyncio.sleep(1.0)
+        assert forwarded() == (0, 0)
+    print(f"{codec}: packets forwarded to the phone, to WhatsApp: {forwarded()}")
+    await asyncio.sleep(1.0)  # what each side heard this last second came through as it was sent
+    phone_hears_whatsapp()
+    whatsapp_hears_phone()
     await client.post("/call/hangup", json={"callID": cid})
     await wait_state(client, cid, "ended")
