@@ -9,13 +9,19 @@
   final status). When the new leg answers it takes the old leg's place in the conference in the
   same tick (the WhatsApp side hears no gap and nothing is signalled to Meta), the old leg is
   hung up, and ``participant.transferred`` names the new target. A new leg that fails leaves
-  the old one in the call. Attended transfer (``Replaces``) is not done: ``501``.
+  the old one in the call. An attended transfer (RFC 3891: the PBX's user first spoke with
+  the target, and ``Refer-To`` carries ``?Replaces=`` naming that consultation dialog) is
+  followed the same way, the new INVITE carrying the ``Replaces`` header so the target's phone
+  swaps the consultation call for the WhatsApp caller (RFC 3515 §2.1: headers embedded in the
+  URI go into the request; ``Replaces`` is the only one taken, the others are ignored).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl
 
 from ..sip import Address, Dialog, Request, SipParseError
 from .media import DTMF_EVENTS
@@ -72,12 +78,18 @@ def refer(
         target = Address.parse(values[0]).uri
     except SipParseError:
         return 400, "Bad Request (Refer-To is not a SIP URI)"
-    if target.headers:
-        return 501, "Not Implemented (attended transfer)"
+    extra: list[tuple[str, str]] = []
+    if target.headers:  # "?Replaces=<call-id>%3Bto-tag%3D…%3Bfrom-tag%3D…" (RFC 3891 §3)
+        embedded = {k.lower(): v for k, v in parse_qsl(target.headers.lstrip("?"))}
+        replaces = embedded.get("replaces", "")
+        if not replaces or len(replaces) > 512 or not replaces.isprintable():
+            return 400, "Bad Request (Refer-To headers without a usable Replaces)"
+        extra.append(("Replaces", replaces))
+        target = replace(target, headers="")
     if leg.transferring:
         return 491, "Request Pending"
     leg.transferring = True
-    service.spawn(transfer(service, leg, dialog, str(target)), f"refer:{leg.participant_id}")
+    service.spawn(transfer(service, leg, dialog, str(target), extra), f"refer:{leg.participant_id}")
     return 202, "Accepted"
 
 
@@ -94,11 +106,19 @@ async def notify(service: TrunkService, dialog: Dialog, status: int, reason: str
     )
 
 
-async def transfer(service: TrunkService, old: SipParticipant, dialog: Dialog, target: str) -> None:
-    """Call ``target``; on its answer swap it in for ``old`` (see the module docstring)."""
+async def transfer(
+    service: TrunkService,
+    old: SipParticipant,
+    dialog: Dialog,
+    target: str,
+    extra: list[tuple[str, str]] | None = None,
+) -> None:
+    """Call ``target`` (with ``extra`` headers: an attended transfer's ``Replaces``); on its
+    answer swap it in for ``old`` (see the module docstring)."""
     await notify(service, dialog, 100, "Trying")
+    headers = old.headers + (extra or [])
     new = SipParticipant(
-        service, old.runtime, old.trunk, old.participant_id, old.role, target, old.headers
+        service, old.runtime, old.trunk, old.participant_id, old.role, target, headers
     )
     new.silent, new.replaces = True, old
     old.runtime.attach(new)

@@ -186,13 +186,16 @@ async def test_an_invite_from_outside_every_trunk_is_403_before_any_digest(make_
         await sipp.stop()
 
 
+@pytest.mark.parametrize("attended", [False, True])
 async def test_a_refer_from_the_pbx_moves_the_whatsapp_caller_to_another_phone(
-    make_client, tmp_path
+    make_client, tmp_path, attended
 ):
     """SIPp (the PBX) calls a WhatsApp user, presses 5 by SIP INFO (the participant's key),
     then REFERs the call to a baresip phone: the
     bridge calls it through the trunk, NOTIFYs 100 then 200, hangs the old leg up; the phone
-    and the WhatsApp user then hear each other's tones."""
+    and the WhatsApp user then hear each other's tones. Attended (RFC 3891): the Refer-To
+    carries ``?Replaces=`` naming the PBX user's consultation call, and the bridge's INVITE to
+    the phone carries it as its ``Replaces`` header."""
     from ..support.baresip_phone import BaresipPhone
 
     conf = tmp_path / "phone"
@@ -216,9 +219,10 @@ async def test_a_refer_from_the_pbx_moves_the_whatsapp_caller_to_another_phone(
         }
         assert (await client.post("/trunks", json=trunk)).status == 201
         sipp = Sipp(tmp_path, "pbx_refer.xml")
+        replaces = "?Replaces=consult-1%40pbx%3Bto-tag%3Dt1%3Bfrom-tag%3Df1" if attended else ""
         await sipp.start(
             remote=client.app[TRUNKS].port,
-            keys={"callee": CALLEE, "target": f"sip:2002@127.0.0.1:{phone.port}"},
+            keys={"callee": CALLEE, "target": f"sip:2002@127.0.0.1:{phone.port}{replaces}"},
             transport="u1",
         )
         try:
@@ -245,6 +249,8 @@ async def test_a_refer_from_the_pbx_moves_the_whatsapp_caller_to_another_phone(
             await until(lambda: phone.dump_bytes() > 16000, 10, "the new phone's audio")
             await until_passes(both_hear, 10)
             assert client.app[MANAGER].get(cid).live  # the WhatsApp call went on
+            invite = phone.log().split("INVITE sip:2002", 1)[1]
+            assert ("Replaces: consult-1@pbx;to-tag=t1;from-tag=f1" in invite) == attended
         finally:
             await sipp.stop()
     finally:
