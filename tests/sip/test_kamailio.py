@@ -6,6 +6,9 @@ answers, tones are asserted each way, and the bridge's BYE follows Kamailio's Re
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,11 +30,9 @@ TWINKLE_HZ = 880
 pytestmark = pytest.mark.skipif(bool(missing()), reason=missing() or "ok")
 
 
-async def test_a_whatsapp_call_rings_an_extension_registered_at_kamailio(
-    make_client, tmp_path, monkeypatch
-):
-    monkeypatch.setattr(upkeep, "EXPIRES", 4)  # the bridge asks 4 s: a refresh within the test
-    kam = Kamailio(tmp_path, "ext-pw", max_expires=60)
+@asynccontextmanager
+async def phone_at(kam: Kamailio, tmp_path: Path) -> AsyncIterator[BaresipPhone]:
+    """Kamailio started, baresip registered behind it as 1001 (both stopped after)."""
     await kam.start()
     conf = tmp_path / "phone"
     conf.mkdir()
@@ -39,14 +40,59 @@ async def test_a_whatsapp_call_rings_an_extension_registered_at_kamailio(
     try:
         await phone.start_phone(registrar=f"127.0.0.1:{kam.port}", password="ext-pw")
         await until(lambda: "REGISTERED 1001" in kam.logged(), 10, "baresip registered")
-        client = await make_client(
-            sim_peer="tone",
-            sim_tone_hz=PEER_HZ,
-            data_dir=str(tmp_path),
-            sip_trunk_listen="127.0.0.1:0",
-        )
-        events: list[Any] = []
-        client.app[CALL_EVENTS].observe(lambda event, call: events.append(event))
+        yield phone
+    finally:
+        await phone.stop()
+        await kam.stop()
+
+
+async def bridge_with_events(make_client: Any, tmp_path: Path, **extra: Any) -> Any:
+    """The bridge (sim peer at PEER_HZ, a trunk listener), its events in ``client.events``."""
+    client = await make_client(
+        sim_peer="tone",
+        sim_tone_hz=PEER_HZ,
+        data_dir=str(tmp_path),
+        sip_trunk_listen="127.0.0.1:0",
+        **extra,
+    )
+    client.events = []
+    client.app[CALL_EVENTS].observe(lambda event, call: client.events.append(event))
+    return client
+
+
+async def call_rings_1001(client: Any, phone: BaresipPhone, trunk_id: str) -> None:
+    """A WhatsApp call rings sip:1001 through the trunk; tones each way by frequency and
+    level; our BYE reaches the phone."""
+    call = await (await client.post("/call/make", json={"phone": PHONE})).json()
+    cid = call["callID"]
+    await wait_state(client, cid, "active")
+    sip = {"uri": "sip:1001@127.0.0.1", "trunkID": trunk_id}
+    body = {"callID": cid, "participantID": "ext", "sip": sip}
+    assert (await client.post("/call/participants", json=body)).status == 202
+    await until(lambda: [e for e in client.events if e.type == "participant.joined"], 10, "joined")
+
+    def both_hear() -> None:
+        samples, rate = phone.heard(1.0)
+        at_phone = dominant_frequency(samples, rate), level_dbfs(samples)
+        wa = peer_heard(client, cid, 50)
+        at_wa = dominant_frequency(wa, 16000), level_dbfs(wa)
+        print(f"via Kamailio: phone hears {at_phone}, WhatsApp hears {at_wa}")
+        assert at_phone[0] == pytest.approx(PEER_HZ, abs=5) and at_phone[1] > -25
+        assert at_wa[0] == pytest.approx(PHONE_HZ, abs=5) and at_wa[1] > -30
+
+    await until(lambda: phone.dump_bytes() > 16000, 10, "the phone's audio")
+    await until_passes(both_hear, 10)
+    assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
+    await until(lambda: "BYE sip:" in phone.log(), 10, "the BYE at the phone")
+
+
+async def test_a_whatsapp_call_rings_an_extension_registered_at_kamailio(
+    make_client, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(upkeep, "EXPIRES", 4)  # the bridge asks 4 s: a refresh within the test
+    kam = Kamailio(tmp_path, "ext-pw", max_expires=60)
+    async with phone_at(kam, tmp_path) as phone:
+        client = await bridge_with_events(make_client, tmp_path)
         trunk = {
             "name": "kamailio",
             "uri": f"sip:127.0.0.1:{kam.port};transport=udp",
@@ -69,31 +115,8 @@ async def test_a_whatsapp_call_rings_an_extension_registered_at_kamailio(
         metrics = await (await client.get("/metrics")).text()
         assert f'bridge_trunk_registered{{trunk="{tid}"}} 1.0' in metrics
         assert f'bridge_trunk_up{{trunk="{tid}"}} 1.0' in metrics
-
-        call = await (await client.post("/call/make", json={"phone": PHONE})).json()
-        cid = call["callID"]
-        await wait_state(client, cid, "active")
-        body = {"callID": cid, "participantID": "ext", "sip": {"uri": "sip:1001@127.0.0.1"}}
-        assert (await client.post("/call/participants", json=body)).status == 202
-        await until(lambda: [e for e in events if e.type == "participant.joined"], 10, "joined")
+        await call_rings_1001(client, phone, tid)
         assert "RELAY INVITE 1001" in kam.logged()
-
-        def both_hear() -> None:
-            samples, rate = phone.heard(1.0)
-            at_phone = dominant_frequency(samples, rate), level_dbfs(samples)
-            wa = peer_heard(client, cid, 50)
-            at_wa = dominant_frequency(wa, 16000), level_dbfs(wa)
-            print(f"via Kamailio: phone hears {at_phone}, WhatsApp hears {at_wa}")
-            assert at_phone[0] == pytest.approx(PEER_HZ, abs=5) and at_phone[1] > -25
-            assert at_wa[0] == pytest.approx(PHONE_HZ, abs=5) and at_wa[1] > -30
-
-        await until(lambda: phone.dump_bytes() > 16000, 10, "the phone's audio")
-        await until_passes(both_hear, 10)
-        assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
-        await until(lambda: "BYE sip:" in phone.log(), 10, "the BYE at the phone")
-    finally:
-        await phone.stop()
-        await kam.stop()
 
 
 async def test_a_tls_trunk_registers_and_calls_through_kamailio(make_client, tmp_path) -> None:
@@ -105,22 +128,8 @@ async def test_a_tls_trunk_registers_and_calls_through_kamailio(make_client, tmp
 
     ca = TestCA(tmp_path)
     kam = Kamailio(tmp_path, "ext-pw", tls=ca.issue("kamailio", "127.0.0.1"))
-    await kam.start()
-    conf = tmp_path / "phone"
-    conf.mkdir()
-    phone = BaresipPhone(conf, "1001", PHONE_HZ)
-    try:
-        await phone.start_phone(registrar=f"127.0.0.1:{kam.port}", password="ext-pw")
-        await until(lambda: "REGISTERED 1001" in kam.logged(), 10, "baresip registered")
-        client = await make_client(
-            sim_peer="tone",
-            sim_tone_hz=PEER_HZ,
-            data_dir=str(tmp_path),
-            sip_trunk_listen="127.0.0.1:0",
-            sip_trunk_ca=str(ca.path),
-        )
-        events: list[Any] = []
-        client.app[CALL_EVENTS].observe(lambda event, call: events.append(event))
+    async with phone_at(kam, tmp_path) as phone:
+        client = await bridge_with_events(make_client, tmp_path, sip_trunk_ca=str(ca.path))
         trunk = {
             "name": "kamailio-tls",
             "uri": f"sip:127.0.0.1:{kam.tls_port};transport=tls",
@@ -145,34 +154,11 @@ async def test_a_tls_trunk_registers_and_calls_through_kamailio(make_client, tmp
         await until(registered, 10, "the bridge registered at Kamailio over TLS")
         assert "REGISTERED bridge from 127.0.0.1" in kam.logged()
         assert " over tls" in kam.logged().split("REGISTERED bridge", 1)[1].splitlines()[0]
-
-        call = await (await client.post("/call/make", json={"phone": PHONE})).json()
-        cid = call["callID"]
-        await wait_state(client, cid, "active")
-        body = {"callID": cid, "participantID": "ext", "sip": {"uri": "sip:1001@127.0.0.1"}}
-        body["sip"]["trunkID"] = tid
-        assert (await client.post("/call/participants", json=body)).status == 202
-        await until(lambda: [e for e in events if e.type == "participant.joined"], 10, "joined")
-
-        def both_hear() -> None:
-            samples, rate = phone.heard(1.0)
-            wa = peer_heard(client, cid, 50)
-            assert dominant_frequency(samples, rate) == pytest.approx(PEER_HZ, abs=5)
-            assert level_dbfs(samples) > -25
-            assert dominant_frequency(wa, 16000) == pytest.approx(PHONE_HZ, abs=5)
-            assert level_dbfs(wa) > -30
-
-        await until(lambda: phone.dump_bytes() > 16000, 10, "the phone's audio")
-        await until_passes(both_hear, 10)
-        assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
-        await until(lambda: "BYE sip:" in phone.log(), 10, "the BYE at the phone")
+        await call_rings_1001(client, phone, tid)
         reg = (await state(bad)).get("registration") or {}
         print("the misnamed trunk:", reg)
         assert reg.get("state") != "registered", reg
         assert kam.logged().count("REGISTERED bridge") == 1
-    finally:
-        await phone.stop()
-        await kam.stop()
 
 
 @pytest.mark.skipif(bool(twinkle_missing()), reason=twinkle_missing() or "ok")
