@@ -6,11 +6,13 @@ answers, tones are asserted each way, and the bridge's BYE follows Kamailio's Re
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from bridge.api.keys import MANAGER
@@ -31,12 +33,14 @@ pytestmark = pytest.mark.skipif(bool(missing()), reason=missing() or "ok")
 
 
 @asynccontextmanager
-async def phone_at(kam: Kamailio, tmp_path: Path) -> AsyncIterator[BaresipPhone]:
+async def phone_at(
+    kam: Kamailio, tmp_path: Path, codec: str = "PCMU"
+) -> AsyncIterator[BaresipPhone]:
     """Kamailio started, baresip registered behind it as 1001 (both stopped after)."""
     await kam.start()
     conf = tmp_path / "phone"
     conf.mkdir()
-    phone = BaresipPhone(conf, "1001", PHONE_HZ)
+    phone = BaresipPhone(conf, "1001", PHONE_HZ, codec)
     try:
         await phone.start_phone(registrar=f"127.0.0.1:{kam.port}", password="ext-pw")
         await until(lambda: "REGISTERED 1001" in kam.logged(), 10, "baresip registered")
@@ -159,6 +163,54 @@ async def test_a_tls_trunk_registers_and_calls_through_kamailio(make_client, tmp
         print("the misnamed trunk:", reg)
         assert reg.get("state") != "registered", reg
         assert kam.logged().count("REGISTERED bridge") == 1
+
+
+@pytest.mark.parametrize("codec", ["PCMU", "opus"])
+async def test_a_cloud_api_call_rings_an_extension_behind_kamailio(
+    make_client, meta, tmp_path, codec
+) -> None:
+    """A Cloud API call (the fake Meta's WebRTC user, 440 Hz) answered with no browser rings
+    sip:1001 behind Kamailio; baresip answers; tones each way by frequency and level, on G.711
+    and on Opus (WhatsApp's packets and the phone's forwarded untouched: counted)."""
+    meta.user_tone_hz = PEER_HZ
+    kam = Kamailio(tmp_path, "ext-pw")
+    async with phone_at(kam, tmp_path, codec) as phone:
+        client = await make_client(
+            **meta.bridge_settings(), data_dir=str(tmp_path), sip_trunk_listen="127.0.0.1:0"
+        )
+        trunk = {"name": "kamailio", "uri": f"sip:127.0.0.1:{kam.port};transport=udp"}
+        trunk |= {"username": "bridge", "password": "ext-pw", "register": True}
+        resp = await client.post("/trunks", json={**trunk, "codecs": [codec]})
+        assert resp.status == 201, await resp.text()
+        mcall = await meta.user_calls(client, "15550007777")
+        calls: list[Any] = []
+        for _ in range(250):
+            if calls := (await (await client.get("/call/status")).json())["calls"]:
+                break
+            await asyncio.sleep(0.02)
+        cid = calls[0]["callID"]
+        assert (await client.post("/call/answer", json={"callID": cid})).status == 200
+        await asyncio.wait_for(mcall.peer.connected.wait(), 10)
+        body = {"callID": cid, "participantID": "ext", "role": "agent"}
+        body["sip"] = {"uri": "sip:1001@127.0.0.1"}
+        assert (await client.post("/call/participants", json=body)).status == 202
+
+        def both_hear() -> None:
+            samples, rate = phone.heard(1.0)
+            at_phone = dominant_frequency(samples, rate), level_dbfs(samples)
+            wa = np.concatenate(mcall.peer.recorder.chunks[-50:]).astype(np.float64)
+            at_wa = dominant_frequency(wa, mcall.peer.recorder.rate), level_dbfs(wa)
+            print(f"{codec} via Kamailio: phone hears {at_phone}, WhatsApp hears {at_wa}")
+            assert at_phone[0] == pytest.approx(PEER_HZ, abs=5) and at_phone[1] > -30
+            assert at_wa[0] == pytest.approx(PHONE_HZ, abs=5) and at_wa[1] > -30
+
+        await until(lambda: phone.dump_bytes() > 16000, 10, "the phone's audio")
+        await until_passes(both_hear, 10)
+        assert "RELAY INVITE 1001" in kam.logged()
+        (leg,) = client.app[MANAGER].find_runtime(cid).attached("sip")
+        assert (leg.media.forwarded > 0) == (codec == "opus"), leg.media.forwarded
+        await client.post("/call/hangup", json={"callID": cid})
+        await until(lambda: "BYE sip:" in phone.log(), 10, "the BYE at the phone")
 
 
 @pytest.mark.skipif(bool(twinkle_missing()), reason=twinkle_missing() or "ok")
