@@ -382,5 +382,18 @@ async def test_a_cloud_api_call_reaches_a_phone(make_client, meta, phone, tmp_pa
     await asyncio.sleep(1.0)  # what each side heard this last second came through as it was sent
     phone_hears_whatsapp()
     whatsapp_hears_phone()
+    # Recorded as any call is (both sides still decoded while forwarded): WhatsApp's 440 Hz in
+    # the inbound track, the phone's 660 Hz in the outbound one.
+    from ..integration.test_playback_recording import read_wav
+    from ..support.spectrum import band_energy
+
+    assert (await client.post("/call/record", json={"callID": cid})).status == 201
+    await asyncio.sleep(1.5)
+    stopped = await (await client.post("/call/record/stop", json={"callID": cid})).json()
+    tracks = {r["kind"]: r for r in stopped["recordings"]}
+    for kind, hz, other in (("inbound", PEER_HZ, PHONE_HZ), ("outbound", PHONE_HZ, PEER_HZ)):
+        pcm, rate = read_wav(tmp_path / tracks[kind]["path"])
+        tail = pcm[4000:]
+        assert band_energy(tail, rate, hz) > 0.8 and band_energy(tail, rate, other) < 0.02, kind
     await client.post("/call/hangup", json={"callID": cid})
     await wait_state(client, cid, "ended")
