@@ -79,3 +79,28 @@ def test_a_queued_key_stops_forwarding() -> None:
     m.send_key("5")
     m.offer(1, 960, opus_packet())
     assert wire.sent == [] and m.forwarded == 0
+
+
+def test_comfort_noise_offered_and_sent_is_accepted() -> None:
+    """A PBX that offers CN (RFC 3389, PT 13) beside G.711 gets G.711 chosen, and its CN
+    packets during silence are taken without harm: no frame, no error (silence suppression
+    accepted; the bus conceals what the phone did not send)."""
+    from bridge.trunks import sdp
+
+    offer = (
+        "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        "m=audio 40000 RTP/AVP 0 13 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:13 CN/8000\r\n"
+        "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n"
+    )
+    remote = sdp.read(offer, ("PCMU", "PCMA"), srtp=False)
+    assert (remote.codec, remote.pt, remote.event_pt) == ("PCMU", 0, 101)
+    heard: list[object] = []
+    m = TrunkMedia("t", "PCMU", 0, 101, heard.append, lambda: None, lambda d, ms: None)
+    cn = struct.pack("!BBHII", 0x80, 13, 1, 160, 7) + bytes([40])  # noise level -40 dBov
+    for _ in range(5):
+        m.on_rtp(cn)
+    assert heard == [] and m.packets_in == 0
+    pcmu = struct.pack("!BBHII", 0x80, 0, 2, 320, 7) + bytes([0xFF]) * 160
+    m.on_rtp(pcmu)
+    m.on_rtp(struct.pack("!BBHII", 0x80, 0, 3, 480, 7) + bytes([0xFF]) * 160)
+    assert m.packets_in == 2 and heard  # G.711 after the CN is heard again (a bus frame or more)
