@@ -11,6 +11,9 @@ are all named here, and only here, so an aiortc upgrade is a change to this file
   one fails at start with :class:`SeamError`, naming what is gone and :data:`SUPPORTED`.
 * :data:`ORIGINAL` (the libraries' own functions, for the wrappers) and :func:`install` (every
   process-wide patch, from one table); then the per-object takeovers and the accessors.
+
+Public classes of aiortc's submodules are named in ``rtc/aiortc_types.py``: no module but these
+two imports an aiortc or aioice submodule (``tests/unit/test_layout.py``).
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ import aioice
 import aioice.ice
 import aioice.turn
 import aiortc
+from aiortc import RTCCertificate, RTCDtlsTransport, RTCIceTransport, RTCRtpReceiver, RTCRtpSender
 from aiortc.jitterbuffer import JitterBuffer
-from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport, RtpRouter, State
-from aiortc.rtcicetransport import RTCIceTransport
-from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
-from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtcdtlstransport import RtpRouter
+
+from .aiortc_types import State, StreamStatistics
 
 SUPPORTED = {"aiortc": ">=1.16,<1.17", "aioice": ">=0.10"}
 """The versions this seam was written against (``pyproject.toml`` pins the same)."""
@@ -188,8 +191,6 @@ def set_host_addresses(fn: Callable[[bool, bool], list[str]] | None) -> None:
 
 
 # -- ICE (aioice's Connection behind aiortc's RTCIceTransport)
-
-
 def ice_connection(transport: RTCIceTransport) -> aioice.ice.Connection | None:
     """The aioice connection of an ICE transport."""
     connection = getattr(transport, "_connection", None)
@@ -222,8 +223,6 @@ def give_back_datagrams(connection: Any) -> None:
 
 
 # -- DTLS and SRTP (aiortc's RTCDtlsTransport)
-
-
 def _require(obj: Any, names: tuple[str, ...], owner: str) -> None:
     for name in names:
         if not hasattr(obj, name):
@@ -287,8 +286,6 @@ def set_rtp_data_handler(dtls: Any, handler: Callable[..., Awaitable[None]]) -> 
 
 
 # -- the receiver (aiortc's RTCRtpReceiver)
-
-
 def receiver_tables(receiver: Any) -> tuple[dict[int, Any], dict[int, Any], dict[int, Any]]:
     """The receiver's codecs, RTCP statistics per SSRC and active-SSRC table."""
     tables = [getattr(receiver, _R + name, None) for name in RECEIVER_TABLES]
@@ -355,8 +352,6 @@ def record(
 
 
 # -- the sender (aiortc's RTCRtpSender)
-
-
 def require_sender(sender: Any) -> int:
     """Fail clearly if this sender lacks what the lean sender uses; its SSRC."""
     _require(sender, ("_ssrc", *(_S + n for n in SENDER_FIELDS)), "RTCRtpSender")

@@ -23,12 +23,12 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import aioice.ice
-from aiortc import RTCPeerConnection
-from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport, State
+import aioice
+from aiortc import RTCCertificate, RTCDtlsTransport, RTCPeerConnection
 from OpenSSL import SSL
 
 from . import aiortc_seam as seam
+from .aiortc_types import State
 
 AIORTC_CIPHERS = (
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:"
@@ -132,7 +132,7 @@ def setup_srtp(self: RTCDtlsTransport) -> None:
 
 
 @functools.wraps(_ORIGINAL_CONNECT)
-async def connect(self: aioice.ice.Connection) -> None:
+async def connect(self: aioice.Connection) -> None:
     try:
         await _ORIGINAL_CONNECT(self)
     except ConnectionError as exc:

@@ -41,7 +41,7 @@ import struct
 from typing import Any
 
 from aioice import stun
-from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc import RTCDtlsTransport
 
 from . import aiortc_seam as seam
 from .counters import drop

@@ -20,8 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from aiortc.rtcrtpreceiver import StreamStatistics
-from aiortc.rtp import (
+from .aiortc_types import (
     RtcpByePacket,
     RtcpPacket,
     RtcpReceiverInfo,
@@ -30,8 +29,8 @@ from aiortc.rtp import (
     RtcpSenderInfo,
     RtcpSourceInfo,
     RtcpSrPacket,
+    StreamStatistics,
 )
-
 from .rtprecv import record
 from .rtpsend import RtpStream, ntp_time
 

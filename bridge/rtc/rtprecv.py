@@ -47,9 +47,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pylibsrtp
-from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
+from aiortc import RTCRtpReceiver
 
 from . import aiortc_seam as seam
+from .aiortc_types import StreamStatistics
 from .counters import drop
 from .red import RedStats, split_red
 from .rfc4733 import DtmfDetector

@@ -44,11 +44,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap
+from aiortc import MediaStreamError, RTCRtpSender
 
 from . import aiortc_seam as seam
+from .aiortc_types import HeaderExtensions, HeaderExtensionsMap
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiortc.jitterbuffer import JitterFrame
-from aiortc.rtcrtpreceiver import RTCRtpReceiver
-from aiortc.rtp import RtcpRrPacket
+from aiortc import RTCRtpReceiver
 
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
 from ..audio.pcm import Pcm
@@ -46,6 +44,7 @@ from ..media import BusStats
 from ..media.clock import Phase, worker_clock
 from ..tasks import TaskSet
 from . import aiortc_seam as seam
+from .aiortc_types import JitterFrame, RtcpRrPacket
 
 log = logging.getLogger(__name__)
 

@@ -125,3 +125,40 @@ def test_nothing_above_the_engines_imports_one_engine() -> None:
                 if "engines" in parts and set(parts[parts.index("engines") + 1 :]) & ENGINE_MODULES:
                     wrong.append(f"{path.relative_to(BRIDGE)} imports {node.module}")
     assert not wrong, wrong
+
+
+SEAM = {BRIDGE / "rtc" / "aiortc_seam.py", BRIDGE / "rtc" / "aiortc_types.py"}
+LIBRARIES = ("aiortc", "aioice")
+
+
+def library_submodules(source: str) -> list[str]:
+    """The aiortc/aioice submodules ``source`` imports (``import aiortc.rtp``, ``from
+    aioice.ice import …``); what the packages' top levels export is fine."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names = [node.module]
+        else:
+            continue
+        found += [n for n in names if n.split(".")[0] in LIBRARIES and "." in n]
+    return found
+
+
+def test_the_submodule_check_catches_both_forms() -> None:
+    planted = "import aiortc.rtp\nfrom aioice.ice import Connection\n"
+    planted += "from aiortc import RTCPeerConnection\nimport aioice\n"
+    assert library_submodules(planted) == ["aiortc.rtp", "aioice.ice"]
+
+
+def test_only_the_seam_imports_aiortc_and_aioice_submodules() -> None:
+    """Issue 47: aiortc and aioice supply ICE, DTLS and the SRTP keys through
+    ``rtc/aiortc_seam.py``; the public classes of their submodules the bridge needs (packets,
+    the receiver's statistics) are named once, in ``rtc/aiortc_types.py``."""
+    offenders = {
+        str(path.relative_to(BRIDGE)): found
+        for path in sorted(BRIDGE.rglob("*.py"))
+        if path not in SEAM and (found := library_submodules(path.read_text()))
+    }
+    assert offenders == {}
