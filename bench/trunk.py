@@ -20,7 +20,14 @@ process's CPU divided by the calls (``cpu_pct_per_call``); ``added_pct_per_call`
 leg's share (loaded minus the same calls alone). The machine is shared: ``--rounds`` repeats
 the list, the reference first each round, and medians are reported.
 
-``python -m bench.trunk [--calls 10,20] [--window 20] [--codecs PCMU,G722,opus] [--rounds 1]``
+``--engine cloudapi`` runs the same calls as Cloud API calls instead: the WhatsApp user is
+``bench.meta``'s WebRTC peer (on CPU 1, echoing what it hears), answered by the bridge's
+WhatsApp leg. On ``opus`` the phone alone on the call then gets WhatsApp's packets untouched and
+WhatsApp the phone's (``trunks/passthrough.py``): no encoder on either leg. The point records
+the share of the WhatsApp leg's packets that were forwarded (``forwarded_to_whatsapp``).
+
+``python -m bench.trunk [--calls 10,20] [--window 20] [--codecs PCMU,G722,opus] [--rounds 1]
+[--engine sim|cloudapi]``
 prints a table and writes ``bench/results/trunk-<date>.json``. A benchmark, not a test:
 nothing here asserts on speed.
 """
@@ -43,11 +50,16 @@ import aiohttp
 
 from bench.quality import RESULTS, stamped, write
 from bench.run import (
+    META_PNID,
+    META_SECRET,
+    META_TOKEN,
     delta,
+    forwarding,
     free_port,
     pinned,
     run_point,
     scrape,
+    start_meta,
     start_server,
     stop,
     tree_cpu_seconds,
@@ -75,7 +87,22 @@ def scenario(codec: str, directory: Path) -> Path:
     return path
 
 
-async def start_bridge(port: int, trunk_port: int, data: Path) -> asyncio.subprocess.Process:
+def cloudapi_env(meta_port: int) -> dict[str, str]:
+    """The bridge on the Cloud API against ``bench.meta`` (as ``bench.run``'s cloudapi)."""
+    return dict(
+        BRIDGE_ENGINE="cloudapi",
+        BRIDGE_OPUS_PASSTHROUGH="true",
+        BRIDGE_ENGINE_URL=f"http://127.0.0.1:{meta_port}/v23.0",
+        BRIDGE_ENGINE_TOKEN=META_TOKEN,
+        BRIDGE_CLOUDAPI_PHONE_NUMBER_ID=META_PNID,
+        BRIDGE_CLOUDAPI_APP_SECRET=META_SECRET,
+        BRIDGE_CLOUDAPI_VERIFY_TOKEN="bench-verify",
+    )
+
+
+async def start_bridge(
+    port: int, trunk_port: int, data: Path, extra: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
     env = dict(
         os.environ,
         BRIDGE_ICE_ADDRESSES="127.0.0.1",
@@ -91,6 +118,7 @@ async def start_bridge(port: int, trunk_port: int, data: Path) -> asyncio.subpro
         BRIDGE_LOG_LEVEL="error",
         BRIDGE_RATE_LIMIT="10000",
         BRIDGE_RATE_BURST="10000",
+        **(extra or {}),
     )
     argv = [sys.executable, "-m", "bridge", "--port", str(port)]
     proc = await asyncio.create_subprocess_exec(
@@ -203,6 +231,7 @@ async def trunk_point(
         for d in ("uplink", "downlink"):
             frames = delta(m0, m1, "bridge_bus_frames_total", direction=d)
             point[f"{d}_frames_per_call_s"] = frames / calls / window
+        point.update(await forwarding(http, base))
     finally:
         for cid in cids:
             async with http.post(base + "/call/hangup", json={"callID": cid}):
@@ -254,6 +283,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     result = stamped("trunk")
     calls_list = [int(n) for n in args.calls.split(",") if n]
     result.update(calls=calls_list, window_s=args.window, warmup_s=args.warmup, points=[])
+    result["engine"] = args.engine
     codecs = [c for c in args.codecs.split(",") if c]
     with tempfile.TemporaryDirectory(prefix="bench-trunk-") as tmp:
         directory = Path(tmp)
@@ -267,7 +297,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 port, trunk_port = free_port(), free_port()
                 data = directory / f"data-{round_}-{calls}"
                 data.mkdir()
-                proc = await start_bridge(port, trunk_port, data)
+                meta = None
+                extra: dict[str, str] = {}
+                if args.engine == "cloudapi":
+                    meta_port = free_port()
+                    meta = await start_meta(meta_port, port)
+                    extra = cloudapi_env(meta_port)
+                proc = await start_bridge(port, trunk_port, data, extra)
                 base = f"http://127.0.0.1:{port}"
                 try:
                     async with aiohttp.ClientSession() as http:
@@ -283,10 +319,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                                 directory,
                             )
                             point["round"] = round_
+                            point["engine"] = args.engine
                             result["points"].append(point)
                             show(point)
                 finally:
                     await stop(proc)
+                    if meta is not None:
+                        await stop(meta)
     result["medians"] = medians(result["points"])
     return result
 
@@ -298,7 +337,8 @@ def show(point: dict[str, Any]) -> None:
             f"  (the calls alone {point['alone_cpu_pct']:.1f} %; the SIP leg adds "
             f"{point['added_pct_per_call']:.2f} % a call; frames/s a call "
             f"up {point['uplink_frames_per_call_s']:.1f} down "
-            f"{point['downlink_frames_per_call_s']:.1f}; SIPp exit {point['phones_exit']})"
+            f"{point['downlink_frames_per_call_s']:.1f}; forwarded to WhatsApp "
+            f"{point.get('forwarded_to_whatsapp', 0):.0%}; SIPp exit {point['phones_exit']})"
         )
     print(
         f"{point['target']:>12}  N={point['calls']}  {point['server_cpu_pct']:5.1f} % of a core"
@@ -327,6 +367,7 @@ def main() -> None:
     parser.add_argument("--codecs", default="PCMU,G722,opus")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--no-reference", action="store_true", help="no sim+browser point")
+    parser.add_argument("--engine", choices=("sim", "cloudapi"), default="sim")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     if shutil.which("sipp") is None:
