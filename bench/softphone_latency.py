@@ -14,7 +14,8 @@ clicks *Answer* (``performance.now()`` taken in the same turn as the click), and
   time taken from just before the click was sent to the page (so it includes Playwright's
   hop to the page: an over-estimate by about a millisecond).
 
-The call is hung up from the softphone and the next one rings. Results in
+The call is hung up from the softphone and the next one rings. Last, Chromium's own floor in
+the same browser (``CHROMIUM_LOOP_JS``): a tone step through two of its peer connections. Results in
 ``bench/results/softphone-latency-<date>.json``; docs/agents-routing.md quotes them.
 
     python -m bench.softphone_latency --calls 10
@@ -47,6 +48,8 @@ from tests.support.spectrum import dominant_frequency
 
 CALLER_HZ = 660.0
 AGENT_HZ = 500.0
+RING_S = 2.0
+"""How long a call rings before the agent answers (a person takes a moment)."""
 THRESHOLD = 10 ** (-40 / 20)
 """−40 dBFS, as a fraction of full scale."""
 
@@ -112,6 +115,57 @@ ANSWER_JS = """(callID) => {
 }"""
 
 
+CHROMIUM_LOOP_JS = """async () => {
+  (await navigator.mediaDevices.getUserMedia({audio: true})).getTracks().forEach((t) => t.stop());
+  const ctx = new AudioContext();
+  const osc = ctx.createOscillator(); osc.frequency.value = 660;
+  const gain = ctx.createGain(); gain.gain.value = 0;
+  const dest = ctx.createMediaStreamDestination();
+  osc.connect(gain).connect(dest); osc.start();
+  const a = new RTCPeerConnection(), b = new RTCPeerConnection();
+  // Only loopback candidates: every packet stays on 127.0.0.1.
+  const loop = (to) => (e) => {
+    const c = e.candidate;
+    if (c && c.candidate.includes(" 127.0.0.1 ")) to.addIceCandidate(c);
+  };
+  a.onicecandidate = loop(b);
+  b.onicecandidate = loop(a);
+  const got = new Promise((r) => b.ontrack = (e) => r(e.track));
+  dest.stream.getTracks().forEach((t) => a.addTrack(t, dest.stream));
+  await a.setLocalDescription(await a.createOffer());
+  await b.setRemoteDescription(a.localDescription);
+  await b.setLocalDescription(await b.createAnswer());
+  await a.setRemoteDescription(b.localDescription);
+  const track = await got;
+  const el = new Audio(); el.srcObject = new MediaStream([track]); el.muted = true; await el.play();
+  const rctx = new AudioContext();
+  const an = rctx.createAnalyser(); an.fftSize = 256;
+  rctx.createMediaStreamSource(new MediaStream([track])).connect(an);
+  await new Promise((r) => setTimeout(r, 3000));  // the stream runs (silence) for 3 s
+  const buf = new Float32Array(256);
+  const out = [];
+  for (let i = 0; i < 10; i++) {
+    gain.gain.setValueAtTime(0.3, ctx.currentTime);
+    const t0 = performance.now();
+    let heard = null;
+    while (heard === null && performance.now() - t0 < 2000) {
+      an.getFloatTimeDomainData(buf);
+      let s = 0; for (const x of buf) s += x * x;
+      if (Math.sqrt(s / 256) > 0.01) heard = performance.now() - t0;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    out.push(heard);
+    gain.gain.setValueAtTime(0, ctx.currentTime);
+    await new Promise((r) => setTimeout(r, 1500));
+  }
+  return out;
+}"""
+"""Chromium's own floor: two peer connections in one page on loopback, a steady stream (3 s
+of silence first), a 660 Hz step at the sender's WebAudio gain timed to the receiver's
+analyser as above (its capture, encoder, NetEq and playout): what any WebRTC audio costs
+inside Chromium, to set the connected leg's figure against."""
+
+
 def _machine() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
@@ -142,7 +196,7 @@ async def caller_hears_agent(client: TestClient, call_id: str, since: float) -> 
 async def one_call(client: TestClient, page: Any) -> dict[str, float]:
     call_id = await incoming(client)
     await page.wait_for_selector(f"#sp-ring-{call_id}", timeout=5000)
-    await asyncio.sleep(0.3)  # the ring settled; the parked leg idles
+    await asyncio.sleep(RING_S)  # the agent takes a moment to answer; the parked leg idles
     # The caller's frames from now on: what it heard while ringing is silence or nothing.
     heard = sim_call(client, call_id).heard
     heard.clear()
@@ -193,6 +247,10 @@ async def main(calls: int) -> dict[str, Any]:
                     run = await one_call(client, page)
                     print(f"call {i + 1}: {run}")
                     runs.append(run)
+                loop_page = await browser.new_page()
+                await loop_page.goto(str(client.make_url("/")))
+                chromium_loop = [round(x, 1) for x in await loop_page.evaluate(CHROMIUM_LOOP_JS)]
+                print(f"Chromium's own loop: {chromium_loop} ms")
             finally:
                 await browser.close()
     finally:
@@ -216,6 +274,11 @@ async def main(calls: int) -> dict[str, Any]:
         "agentHearsCaller": summary("agentHearsCallerMs"),
         "firstPacketAtAgent": summary("firstPacketAtAgentMs"),
         "callerHearsAgent": summary("callerHearsAgentMs"),
+        "chromiumOwnLoopMs": {
+            "median": round(statistics.median(chromium_loop), 1),
+            "min": min(chromium_loop),
+            "max": max(chromium_loop),
+        },
     }
 
 

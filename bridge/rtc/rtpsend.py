@@ -245,6 +245,21 @@ class LeanSender:
     ) -> None:
         """Packetise, protect and send one packet of this stream (see :meth:`RtpStream.packetise`);
         raises ``ConnectionError`` when DTLS is not (or no longer) connected."""
+        self.send_now(
+            payload, pts, seq, marker=marker, payload_type=payload_type, audio_type=audio_type
+        )
+
+    def send_now(
+        self,
+        payload: bytes,
+        pts: int,
+        seq: int | None = None,
+        *,
+        marker: bool | None = None,
+        payload_type: int | None = None,
+        audio_type: int | None = None,
+    ) -> None:
+        """:meth:`send` from a plain callback (a parked leg's keepalive: no task to wake)."""
         dtls = self.dtls
         if dtls is None or not seam.connected(dtls):
             raise ConnectionError("Cannot send encrypted RTP, not connected")

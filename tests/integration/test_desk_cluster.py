@@ -128,9 +128,13 @@ async def test_a_leg_on_worker_a_is_lent_to_a_call_on_worker_b(redis, session, t
     def hears(leg: LegAgent) -> float:
         return dominant_frequency(leg.recorder.since(time.monotonic() - 0.6), leg.recorder.rate)
 
-    def hears_nothing(leg: LegAgent) -> bool:  # a parked leg: no packet, or silence
+    def hears_nothing(leg: LegAgent) -> bool:
+        """Nothing of the call (now bob's 520 Hz, echoed): a parked leg gets only its
+        keepalive, silence (whose first frame may carry her decoder's tail of the last audio)."""
         pcm = leg.recorder.since(time.monotonic() - 0.6).astype(np.float64)
-        return pcm.size == 0 or float(np.sqrt(np.mean(np.square(pcm)))) < 30
+        if pcm.size == 0 or float(np.sqrt(np.mean(np.square(pcm)))) < 30:
+            return True
+        return abs(dominant_frequency(pcm, leg.recorder.rate) - 520) > 30
 
     try:
         route = {"name": "front", "numbers": "default", "steps": [{"ring": {"group": "front"}}]}

@@ -119,9 +119,12 @@ async def peer_hears_sound(client: Any, call_id: str, timeout: float = 3.0) -> f
 
 
 async def idle_datagrams(leg: LegAgent, seconds: float) -> float:
-    """Datagrams a second the bridge sent the idle leg."""
-    before = leg.datagrams
+    """Datagrams a second the bridge sent the idle leg; its RTP among them is the keepalive
+    (a packet of silence a second: ``rtc/connected.py``), checked here."""
+    before, rtp = leg.datagrams, len(leg.rtp_times)
     await asyncio.sleep(seconds)
+    keepalives = (len(leg.rtp_times) - rtp) / seconds
+    assert 0.4 <= keepalives <= 1.6, f"{keepalives:.1f} RTP packets a second while idle"
     return (leg.datagrams - before) / seconds
 
 
@@ -161,13 +164,14 @@ async def test_a_connected_leg_idles_takes_two_calls_and_comes_back(make_client)
     await leg.offer()
     await asyncio.sleep(0.3)
     assert not worker_clock().running  # idle: nothing of it on the media clock
-    assert await idle_datagrams(leg, 2.0) <= 5  # RTCP and consent checks, no media
+    # The keepalive (one a second), RTCP and consent checks: no media on the clock.
+    assert await idle_datagrams(leg, 2.0) <= 6
 
     call_id, to_agent, to_peer = await take_call(client, leg)
     rtp1 = leg.first_rtp
     await hang_up(client, leg, call_id)
     await asyncio.sleep(0.3)
-    assert await idle_datagrams(leg, 1.5) <= 5  # parked again after the call
+    assert await idle_datagrams(leg, 1.5) <= 6  # parked again after the call
 
     call_id, to_agent2, to_peer2 = await take_call(client, leg)  # the same leg, no offer
     rtp2 = leg.first_rtp
