@@ -33,6 +33,10 @@ class AttachmentHost(Protocol):
     def attached(self, kind: str) -> list[Any]:
         """The call's attachments of one kind."""
 
+    def key_pressed(self, participant_id: str, digit: str, duration_ms: int) -> None:
+        """A key pressed by something that speaks to WhatsApp as the agent does (a PCM
+        socket's client): the call's ``call.dtmf``, and on to WhatsApp."""
+
 
 class Attachment(Protocol):
     id: str

@@ -35,6 +35,10 @@ OUTGOING_CONTROL = 1000
 """Control messages queued for a client that does not read; beyond it the socket is closed."""
 
 
+KEYS = "0123456789*#ABCD"
+"""The keys a client may press (RFC 4733 events 0-15)."""
+
+
 class PcmSocket:
     """One client on a call's PCM WebSocket; an attachment of the call's runtime."""
 
@@ -162,6 +166,8 @@ class PcmSocket:
         if kind == "clear":
             dropped = self.source.clear()
             self._send_json({"type": "cleared", "droppedMs": dropped * FRAME_MS})
+        elif kind == "dtmf":
+            self._key(msg)
         elif kind == "mark":
             name = msg.get("name")
             if not isinstance(name, str) or not name or len(name) > 200:
@@ -170,6 +176,20 @@ class PcmSocket:
                 self._error("too_many_marks", "too many marks waiting; send fewer")
         else:
             self._error("unknown_type", f"unknown message type {str(kind)[:40]!r}")
+
+    def _key(self, msg: dict[str, Any]) -> None:
+        """``{"type": "dtmf", "digit", "durationMs"?}``: a key the client presses, heard by
+        WhatsApp as the agent's (RFC 4733 where the WhatsApp side takes it): a bot on the
+        socket, or an agent's leg lent from another worker (``desk/lending.py``)."""
+        digit, duration = msg.get("digit"), msg.get("durationMs", 160)
+        if self.listen_only:
+            self._error("listen_only", "this socket is receive-only (role=listen)")
+        elif not isinstance(digit, str) or len(digit) != 1 or digit.upper() not in KEYS:
+            self._error("bad_dtmf", f"dtmf needs a 'digit', one of {KEYS}")
+        elif type(duration) is not int or not 40 <= duration <= 2000:
+            self._error("bad_dtmf", "dtmf 'durationMs' must be an integer from 40 to 2000")
+        else:
+            self.host.key_pressed(self.id, digit.upper(), duration)
 
     async def run(self) -> None:
         """Serve the client until it leaves or the call ends (the request handler awaits it)."""

@@ -34,7 +34,7 @@ from ..attachments.base import Attachment
 from ..engines import Engine
 from ..engines.base import OpusEngine
 from ..errors import CallStateError
-from ..media import CallBus
+from ..media import CallBus, Role
 from ..metrics import Metrics
 from ..tasks import TaskSet
 from .bands import QualityBands
@@ -139,6 +139,10 @@ class CallRuntime:
     def attached(self, kind: str) -> list[Any]:
         """This call's attachments of one kind, oldest first."""
         return [a for a in self.attachments.values() if a.kind == kind]
+
+    def key_pressed(self, participant_id: str, digit: str, duration_ms: int) -> None:
+        """A PCM socket's client pressed a key (``AttachmentHost``): as the agent's."""
+        self.dtmf.on_browser(participant_id, Role.AGENT, digit, duration_ms)
 
     def state_changed(self) -> None:
         """The call changed state: tell the attachments that follow it (PCM sockets)."""

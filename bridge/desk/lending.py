@@ -11,7 +11,8 @@ accordingly (``false``: the app sends the per-call offer). The stream ends with 
 with the agent's session): the leg parks again.
 
 One hop more than a leg on the call's worker (a WebSocket between workers, 20 ms frames), and
-no offer, ICE or DTLS on the call's path either.
+no offer, ICE or DTLS on the call's path either. The agent's key presses (RFC 4733 on the leg)
+go to the call as the stream's ``dtmf`` messages: the call's ``call.dtmf``, and on to WhatsApp.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from typing import TYPE_CHECKING, Any
 from ..calls import ConnectedLeg
 from ..engines.channels import MediaChannel
 from ..engines.pump import EnginePump
+from ..engines.socket import PcmStreamMedia
 from ..errors import BridgeError
 from ..media import CallBus
+from ..tasks import TaskSet
 
 if TYPE_CHECKING:
     from .service import AgentKey, Desk
@@ -45,13 +48,27 @@ class RemoteCall:
     def __init__(self, call_id: str, leg: ConnectedLeg, channel: MediaChannel) -> None:
         self.call_id = call_id
         self.leg = leg
+        self.channel = channel
         self.bus = CallBus(call_id)
         self.pump = EnginePump(self.bus, channel, on_closed=self._ended)
         self.ended = asyncio.Event()
+        self._tasks = TaskSet(f"lent[{call_id[:12]}]")
 
     def start(self) -> None:
         self.pump.start()
-        self.leg.attach(self.call_id, self.bus, lambda *_: None, lambda *_: None)
+        self.leg.attach(self.call_id, self.bus, lambda *_: None, self._key)
+
+    def _key(self, _leg: Any, digit: str, duration_ms: int) -> None:
+        """The agent pressed a key on the lent leg: to the call's worker, over the stream."""
+        channel = self.channel
+        if isinstance(channel, PcmStreamMedia) and not self._tasks.closed:
+            self._tasks.spawn(self._send_key(channel, digit, duration_ms), "lent-key")
+
+    async def _send_key(self, channel: PcmStreamMedia, digit: str, duration_ms: int) -> None:
+        try:
+            await channel.send_key(digit, duration_ms)
+        except ConnectionError as exc:
+            log.info("call %s: a key of the lent leg not passed on: %s", self.call_id, exc)
 
     def _ended(self, exc: BaseException | None) -> None:
         self.ended.set()  # the call ended (its worker closed the stream) or the stream broke
@@ -60,6 +77,7 @@ class RemoteCall:
         """The leg parks again, the stream and the bus close (idempotent)."""
         if self.leg.attached_to == self.call_id:
             self.leg.release()
+        await self._tasks.close()
         await self.pump.close()
         self.bus.close()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -110,6 +111,17 @@ class PcmStreamMedia(WebSocketMedia):
 
     def decode(self, data: bytes) -> Pcm:
         return np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
+
+    async def send_key(self, digit: str, duration_ms: int) -> None:
+        """A key pressed at this end, as the stream's ``dtmf`` message (``attachments/
+        pcm_socket.py``): the relay of a leg lent across workers (``desk/lending.py``)."""
+        if self.ws.closed:
+            raise MediaClosed(self.call_id)
+        body = {"type": "dtmf", "digit": digit, "durationMs": duration_ms}
+        try:
+            await self.ws.send_str(json.dumps(body))
+        except (ConnectionError, RuntimeError) as exc:
+            raise MediaClosed(f"{self.call_id}: {exc}") from exc
 
     async def close(self) -> None:
         self._out.clear()

@@ -353,3 +353,70 @@ async def test_stalled_fork_is_dropped_and_the_call_is_unaffected(make_client) -
         for w in held:
             w.close()
         server.close()
+
+
+async def test_a_client_presses_keys_heard_by_whatsapp(make_client) -> None:
+    """``{"type": "dtmf"}`` from a socket's client is a key press as an agent's: the call's
+    ``call.dtmf`` (its participant the socket) and on to WhatsApp — on the sim, the key's two
+    tones (RFC 4733's in-band fallback: 770 + 1336 Hz for 5) heard by the peer. A bad key and a
+    listen-only socket get errors; the socket stays up."""
+    from bridge.resources import CALL_EVENTS
+
+    from ..support.calls import peer_heard
+
+    client = await make_client(sim_peer="silence")
+    seen: list = []
+    client.app[CALL_EVENTS].observe(lambda event, call: seen.append(event))
+    call = await active_call(client)
+    ws = await client.ws_connect(f"/call/{call['callID']}/stream")
+    await ws.receive()  # ready
+    await ws.send_str(json.dumps({"type": "dtmf", "digit": "x"}))
+    await ws.send_str(json.dumps({"type": "dtmf", "digit": "5", "durationMs": 5}))
+    _, control = await collect(ws, 0.3)
+    assert [c["code"] for c in control if c["type"] == "error"] == ["bad_dtmf", "bad_dtmf"]
+    await ws.send_str(json.dumps({"type": "dtmf", "digit": "5", "durationMs": 400}))
+    await until(lambda: [e for e in seen if e.type == "call.dtmf.sent"], 5, "the key sent on")
+    pressed = [e.data for e in seen if e.type == "call.dtmf"]
+    assert pressed[0]["digit"] == "5" and pressed[0]["participantID"].startswith("ws:"), pressed
+    heard = peer_heard(client, call["callID"], 15)
+    assert band_energy(heard, 16_000, 770) > 0.2 and band_energy(heard, 16_000, 1336) > 0.2
+    listener = await client.ws_connect(f"/call/{call['callID']}/stream?role=listen")
+    await listener.receive()
+    await listener.send_str(json.dumps({"type": "dtmf", "digit": "1"}))
+    _, control = await collect(listener, 0.3)
+    assert [c["code"] for c in control if c["type"] == "error"] == ["listen_only"]
+    await ws.close()
+    await listener.close()
+
+
+async def test_a_lent_legs_keys_cross_the_relay(make_client) -> None:
+    """An agent's leg lent from another worker (``desk/lending.py``) runs the call's PCM stream:
+    a key pressed on the leg goes over that stream as ``dtmf`` and is the call's ``call.dtmf``
+    there, passed on to WhatsApp (the leg here a stand-in that only presses keys)."""
+    from bridge.desk.lending import RemoteCall
+    from bridge.engines.base import EngineStats
+    from bridge.engines.socket import PcmStreamMedia
+    from bridge.resources import CALL_EVENTS
+
+    class Leg:
+        attached_to: str | None = None
+
+        def attach(self, call_id, bus, on_state, on_dtmf) -> None:
+            self.attached_to, self.press = call_id, on_dtmf
+
+        def release(self) -> None:
+            self.attached_to = None
+
+    client = await make_client(sim_peer="silence")
+    seen: list = []
+    client.app[CALL_EVENTS].observe(lambda event, call: seen.append(event))
+    call = await active_call(client)
+    ws = await client.ws_connect(f"/call/{call['callID']}/stream")
+    leg = Leg()
+    remote = RemoteCall(call["callID"], leg, PcmStreamMedia(ws, call["callID"], EngineStats()))
+    remote.start()
+    leg.press(leg, "7", 300)
+    await until(lambda: [e for e in seen if e.type == "call.dtmf.sent"], 5, "the key sent on")
+    assert [e.data["digit"] for e in seen if e.type == "call.dtmf"] == ["7"]
+    await remote.close()
+    assert leg.attached_to is None
