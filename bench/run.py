@@ -182,16 +182,22 @@ async def start_meta(port: int, bridge_port: int) -> asyncio.subprocess.Process:
         META_SECRET,
     ]
     proc = await asyncio.create_subprocess_exec(*pinned(1, argv), cwd=ROOT)
+    await until_healthy(port, "the Meta stand-in")
+    return proc
+
+
+async def until_healthy(port: int, what: str) -> None:
+    """Wait (up to 30 s) for ``GET /healthz`` on ``port`` to answer 200."""
     async with aiohttp.ClientSession() as http:
         for _ in range(300):
             try:
                 async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
                     if r.status == 200:
-                        return proc
+                        return
             except aiohttp.ClientConnectionError:
                 pass
             await asyncio.sleep(0.1)
-    raise RuntimeError("the Meta stand-in did not start")
+    raise RuntimeError(f"{what} did not start")
 
 
 async def start_sip_meta(port: int, certs: Path) -> asyncio.subprocess.Process:

@@ -64,6 +64,7 @@ from bench.run import (
     stop,
     tree_cpu_seconds,
     tree_rss_bytes,
+    until_healthy,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,16 +125,8 @@ async def start_bridge(
     proc = await asyncio.create_subprocess_exec(
         *pinned(0, argv), env=env, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL
     )
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
-                    if r.status == 200:
-                        return proc
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError("the bridge did not start")
+    await until_healthy(port, "the bridge")
+    return proc
 
 
 async def start_phones(codec: str, calls: int, directory: Path) -> tuple[Any, int]:

@@ -233,21 +233,10 @@ class LeanSender:
                 track.stop()
             exited.set()
 
-    async def send(
-        self,
-        payload: bytes,
-        pts: int,
-        seq: int | None = None,
-        *,
-        marker: bool | None = None,
-        payload_type: int | None = None,
-        audio_type: int | None = None,
-    ) -> None:
-        """Packetise, protect and send one packet of this stream (see :meth:`RtpStream.packetise`);
-        raises ``ConnectionError`` when DTLS is not (or no longer) connected."""
-        self.send_now(
-            payload, pts, seq, marker=marker, payload_type=payload_type, audio_type=audio_type
-        )
+    async def send(self, *args: Any, **kwargs: Any) -> None:
+        """:meth:`send_now` for the sender's own task and the RFC 4733 sender, which await
+        their sends (the SDES leg's sender is a coroutine)."""
+        self.send_now(*args, **kwargs)
 
     def send_now(
         self,
@@ -259,7 +248,10 @@ class LeanSender:
         payload_type: int | None = None,
         audio_type: int | None = None,
     ) -> None:
-        """:meth:`send` from a plain callback (a parked leg's keepalive: no task to wake)."""
+        """Packetise, protect and send one packet of this stream (see
+        :meth:`RtpStream.packetise`), from the sender's task or a plain callback (a parked
+        leg's keepalive: no task to wake); ``ConnectionError`` when DTLS is not (or no
+        longer) connected."""
         dtls = self.dtls
         if dtls is None or not seam.connected(dtls):
             raise ConnectionError("Cannot send encrypted RTP, not connected")
