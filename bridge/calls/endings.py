@@ -13,7 +13,7 @@ from .model import EndReason
 from .runtime import CallRuntime
 
 if TYPE_CHECKING:
-    from .manager import CallManager
+    from .control import EndsCalls
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ the call's end (so the end reason stays accurate) before failing the call."""
 class Endings:
     """The manager's ends from below (``CallRuntime``'s ``on_media_lost``, the watchdog's)."""
 
-    def __init__(self, manager: CallManager) -> None:
+    def __init__(self, manager: EndsCalls) -> None:
         self.manager = manager
 
     def media_lost(self, runtime: CallRuntime, exc: BaseException | None) -> None:

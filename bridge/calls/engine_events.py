@@ -13,7 +13,7 @@ from ..timefmt import parse_iso_utc
 from .model import CallState, Direction, EndReason, engine_key
 
 if TYPE_CHECKING:
-    from .manager import CallManager
+    from .control import MovesCalls
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class EngineEvents:
     """Reads the engine's event queue for the manager (one task, the manager's)."""
 
-    def __init__(self, manager: CallManager) -> None:
+    def __init__(self, manager: MovesCalls) -> None:
         self.manager = manager
 
     async def consume_forever(self) -> None:
