@@ -25,11 +25,19 @@ import aioice
 import aioice.ice
 import aioice.turn
 import aiortc
+from aioice import stun
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport, RtpRouter, State
 from aiortc.rtcicetransport import RTCIceTransport
 from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtcpRrPacket
+
+__all__ = ["HeaderExtensions", "HeaderExtensionsMap", "RtcpRrPacket", "State", "StreamStatistics"]
+__all__ += ["stun"]
+"""What the bridge takes from aiortc's and aioice's modules that neither library exports at
+its top level: named here so that no other module imports their submodules
+(``tests/unit/test_layout.py`` checks it)."""
 
 SUPPORTED = {"aiortc": ">=1.16,<1.17", "aioice": ">=0.10"}
 """The versions this seam was written against (``pyproject.toml`` pins the same)."""

@@ -25,9 +25,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from aiortc.rtp import RtpPacket
-
 from . import aiortc_seam as seam
+from .packets import RtpPacket
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pylibsrtp
-from aiortc.rtcrtpreceiver import RTCRtpReceiver, StreamStatistics
+from aiortc import RTCRtpReceiver
 
 from . import aiortc_seam as seam
 from .counters import drop
@@ -290,7 +290,7 @@ class LeanReceive:
         stream = self._streams.get(ssrc)
         if stream is None:
             codec = self._codecs[self._opus_pt]
-            stream = self._streams[ssrc] = StreamStatistics(codec.clockRate)
+            stream = self._streams[ssrc] = seam.StreamStatistics(codec.clockRate)
         record(stream, seq, timestamp, now, audio=audio)
         if now - self._active_at.get(ssrc, 0.0) >= ACTIVE_EVERY:
             self._active_at[ssrc] = now

@@ -44,9 +44,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap
+from aiortc import MediaStreamError, RTCRtpSender
 
 from . import aiortc_seam as seam
 
@@ -72,10 +70,10 @@ def ntp_time(unix: float) -> int:
     return int((unix + _NTP_EPOCH) * 4294967296.0)
 
 
-def header_extension(extensions_map: HeaderExtensionsMap, mid: str | None) -> bytes:
+def header_extension(extensions_map: seam.HeaderExtensionsMap, mid: str | None) -> bytes:
     """The header extension block aiortc writes on audio (the ``mid``, when negotiated):
     profile, length and elements, ready to follow the fixed header; ``b""`` when none."""
-    values = HeaderExtensions()
+    values = seam.HeaderExtensions()
     values.mid = mid
     profile, value = extensions_map.set(values)
     if not value:

@@ -35,9 +35,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiortc.jitterbuffer import JitterFrame
-from aiortc.rtcrtpreceiver import RTCRtpReceiver
-from aiortc.rtp import RtcpRrPacket
+from aiortc import RTCRtpReceiver
 
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
 from ..audio.pcm import Pcm
@@ -66,7 +64,7 @@ class ReceiverBuffer:
     def __init__(self, playout: Playout) -> None:
         self.playout = playout
 
-    def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
+    def add(self, packet: Any) -> tuple[bool, None]:
         self.playout.packet(packet.sequence_number, packet.timestamp, seam.rtp_payload(packet))
         return False, None
 
@@ -212,7 +210,7 @@ class Playout:
             unregister()
 
     # -- aiortc's decoder queue
-    def put(self, task: tuple[Any, JitterFrame] | None) -> None:
+    def put(self, task: tuple[Any, Any] | None) -> None:
         if task is None:
             self.stop()
             self._stop.put(None)
@@ -248,7 +246,7 @@ def report_loss_beyond(receiver: RTCRtpReceiver, loss: Callable[[], float]) -> N
 
     def wrap(send: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
         async def send_rtcp(packet: Any) -> None:
-            if isinstance(packet, RtcpRrPacket):
+            if isinstance(packet, seam.RtcpRrPacket):
                 beyond = min(255, int(max(0.0, loss()) * 256))
                 for report in packet.reports:
                     report.fraction_lost = max(report.fraction_lost, beyond)
