@@ -166,13 +166,13 @@ ORIGINAL = SimpleNamespace(
 """aiortc's and aioice's own functions, as imported (before any patch)."""
 
 
-def install() -> None:
-    """Every process-wide patch of the bridge, from one table (idempotent): DTLS ciphers and
+def patches() -> tuple[tuple[Any, str, Any], ...]:
+    """Every process-wide patch of the bridge, ``(owner, name, replacement)``: DTLS ciphers and
     failure reasons (``rtc/dtls.py``), the UDP guard (``rtc/guard.py``), the gathering timeout
     and the pinned-port loop (``rtc/ice.py``)."""
     from . import dtls, guard, ice  # the wrappers; they import this module for ORIGINAL
 
-    patches: tuple[tuple[Any, str, Any], ...] = (
+    return (
         (RTCCertificate, "_create_ssl_context", dtls.create_ssl_context),
         (RTCDtlsTransport, "_do_handshake", dtls.do_handshake),
         (RTCDtlsTransport, "_validate_peer_identity", dtls.validate_peer_identity),
@@ -186,7 +186,11 @@ def install() -> None:
         (aioice.ice, "asyncio", ice.ASYNCIO_FOR_AIOICE),
         (aioice.turn, "asyncio", ice.ASYNCIO_FOR_AIOICE),
     )
-    for owner, name, replacement in patches:
+
+
+def install() -> None:
+    """Apply :func:`patches` (idempotent)."""
+    for owner, name, replacement in patches():
         setattr(owner, name, replacement)
 
 

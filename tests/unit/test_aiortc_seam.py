@@ -84,3 +84,18 @@ def test_no_other_module_touches_aiortc_or_aioice_privates() -> None:
             elif isinstance(base, ast.Name) and base.id in ("aioice", "aiortc"):
                 offenders.append(f"{path.name}:{node.lineno}: {base.id}.{node.attr}")
     assert offenders == []
+
+
+REQUIRED_CAP = 36
+"""Private aiortc/aioice functions and attributes the bridge relies on (issue 47: 36 when
+counted, goal 12 — ICE, DTLS and the SRTP keys). Lower it as the seam shrinks; never raise it
+without a reason in the commit."""
+PATCHES_CAP = 12
+
+
+def test_the_seam_does_not_grow() -> None:
+    assert len(aiortc_seam.REQUIRED) <= REQUIRED_CAP
+    assert len(aiortc_seam.patches()) <= PATCHES_CAP
+    patched = {(owner, name) for owner, name, _ in aiortc_seam.patches()}
+    required = {(owner, name) for owner, name, _ in aiortc_seam.REQUIRED}
+    assert patched <= required  # everything patched is checked at import
