@@ -2,8 +2,8 @@
 
 :class:`RtcpReports` keeps both halves of the session's RTCP:
 
-* what we receive: the far end's SSRC and aiortc's own ``StreamStatistics`` for it, updated
-  per packet by :func:`~bridge.rtc.rtprecv.record` (RFC 3550 A.3 loss, A.8 jitter), from which
+* what we receive: the far end's SSRC and a :class:`~bridge.rtc.reception.ReceptionStats` for
+  it, updated per packet (RFC 3550 A.3 loss, A.8 jitter), from which
   our report block is built (fraction and cumulative loss, extended highest sequence, jitter,
   LSR/DLSR of its latest sender report);
 * what we send: a sender report (RFC 3550 §6.4.1) from the RTP stream's counts, its NTP/RTP
@@ -20,9 +20,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from . import aiortc_seam as seam
 from .packets import SDES_CNAME, Bye, ReceiverReport, ReportBlock, Sdes, SenderReport, parse_rtcp
-from .rtprecv import record
+from .reception import ReceptionStats, record
 from .rtpsend import RtpStream, ntp_time
 
 OPUS_CLOCK = 48_000
@@ -47,7 +46,7 @@ class RtcpReports:
         self.cname = cname.encode()[:255]
         self.clock = clock
         self.remote_ssrc: int | None = None
-        self.stream: seam.StreamStatistics | None = None
+        self.stream: ReceptionStats | None = None
         """What we receive from the far end's SSRC (reset when it changes)."""
         self._lsr = 0
         self._lsr_at = 0.0
@@ -64,7 +63,7 @@ class RtcpReports:
         which moves the sequence but not the jitter)."""
         if ssrc != self.remote_ssrc or self.stream is None:
             self.remote_ssrc = ssrc
-            self.stream = seam.StreamStatistics(self.clock)
+            self.stream = ReceptionStats(self.clock)
         record(self.stream, seq, timestamp, time.time(), audio=audio)
 
     # -- what we send
