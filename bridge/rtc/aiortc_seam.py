@@ -9,11 +9,9 @@ are all named here, and only here, so an aiortc upgrade is a change to this file
   the aiortc/aioice function whose code must still name it (an instance attribute exists only
   once ``__init__`` has run). :func:`verify` checks them all at import: a release that renames
   one fails at start with :class:`SeamError`, naming what is gone and :data:`SUPPORTED`.
-* :data:`ORIGINAL` (the libraries' own functions, for the wrappers) and :func:`install` (every
-  process-wide patch, from one table); then the per-object takeovers and the accessors.
-
-Public classes of aiortc's submodules are named in ``rtc/aiortc_types.py``: no module but these
-two imports an aiortc or aioice submodule (``tests/unit/test_layout.py``).
+* :data:`ORIGINAL` (the libraries' own functions, for the wrappers) and :func:`patches` (every
+  process-wide patch, one table, applied by :func:`install`); then the per-object takeovers and
+  the accessors.
 """
 
 from __future__ import annotations
@@ -28,20 +26,20 @@ import aioice
 import aioice.ice
 import aioice.turn
 import aiortc
+from aioice import stun
 from aiortc import RTCCertificate, RTCDtlsTransport, RTCIceTransport, RTCRtpReceiver, RTCRtpSender
 from aiortc.jitterbuffer import JitterBuffer
-from aiortc.rtcdtlstransport import RtpRouter
+from aiortc.rtcdtlstransport import RtpRouter, State
+from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtcpRrPacket
 
-from .aiortc_types import State, StreamStatistics
+# Taken from aiortc's and aioice's submodules by other modules (only through this one).
+__all__ = ["HeaderExtensions", "HeaderExtensionsMap", "RtcpRrPacket", "State", "stun"]
 
 SUPPORTED = {"aiortc": ">=1.16,<1.17", "aioice": ">=0.10"}
 """The versions this seam was written against (``pyproject.toml`` pins the same)."""
 
 _R, _S, _D = "_RTCRtpReceiver__", "_RTCRtpSender__", "_RTCDtlsTransport__"  # name mangling
 
-STATS_FIELDS: tuple[str, ...] = ("packets_received", "base_seq", "max_seq", "cycles")
-STATS_FIELDS += ("_clockrate", "_jitter_q4", "_last_arrival", "_last_timestamp")
-"""``StreamStatistics`` fields :func:`record` keeps as ``StreamStatistics.add`` does."""
 SENDER_FIELDS: tuple[str, ...] = ("rtp_started", "rtp_exited", "ntp_timestamp", "rtp_timestamp")
 SENDER_FIELDS += ("octet_count", "packet_count", "mid", "rtp_header_extensions_map", "track")
 """``RTCRtpSender`` private attributes the lean sender reads or writes (name-mangled)."""
@@ -101,8 +99,6 @@ REQUIRED: tuple[tuple[Any, str, tuple[str, ...]], ...] = (
         (_TABLES[1], "fraction_lost", "packets_lost", "max_seq", "jitter"),
     ),
     (RTCRtpReceiver, "receive", ("_register_rtp_receiver",)),
-    (StreamStatistics, "__init__", STATS_FIELDS),
-    (StreamStatistics, "add", tuple(n for n in STATS_FIELDS if n != "_clockrate")),
     # rtc/uplink.py: the jitter buffer and decoder queue, the receiver reports
     (RTCRtpReceiver, "__init__", (_R + "jitter_buffer", _R + "decoder_queue")),
     (RTCRtpReceiver, "_send_rtcp", ()),
@@ -161,13 +157,13 @@ ORIGINAL = SimpleNamespace(
 """aiortc's and aioice's own functions, as imported (before any patch)."""
 
 
-def install() -> None:
-    """Every process-wide patch of the bridge, from one table (idempotent): DTLS ciphers and
+def patches() -> tuple[tuple[Any, str, Any], ...]:
+    """Every process-wide patch of the bridge, ``(owner, name, replacement)``: DTLS ciphers and
     failure reasons (``rtc/dtls.py``), the UDP guard (``rtc/guard.py``), the gathering timeout
     and the pinned-port loop (``rtc/ice.py``)."""
     from . import dtls, guard, ice  # the wrappers; they import this module for ORIGINAL
 
-    patches: tuple[tuple[Any, str, Any], ...] = (
+    return (
         (RTCCertificate, "_create_ssl_context", dtls.create_ssl_context),
         (RTCDtlsTransport, "_do_handshake", dtls.do_handshake),
         (RTCDtlsTransport, "_validate_peer_identity", dtls.validate_peer_identity),
@@ -181,7 +177,10 @@ def install() -> None:
         (aioice.ice, "asyncio", ice.ASYNCIO_FOR_AIOICE),
         (aioice.turn, "asyncio", ice.ASYNCIO_FOR_AIOICE),
     )
-    for owner, name, replacement in patches:
+
+
+def install() -> None:  # idempotent
+    for owner, name, replacement in patches():
         setattr(owner, name, replacement)
 
 
@@ -191,6 +190,8 @@ def set_host_addresses(fn: Callable[[bool, bool], list[str]] | None) -> None:
 
 
 # -- ICE (aioice's Connection behind aiortc's RTCIceTransport)
+
+
 def ice_connection(transport: RTCIceTransport) -> aioice.ice.Connection | None:
     """The aioice connection of an ICE transport."""
     connection = getattr(transport, "_connection", None)
@@ -223,6 +224,8 @@ def give_back_datagrams(connection: Any) -> None:
 
 
 # -- DTLS and SRTP (aiortc's RTCDtlsTransport)
+
+
 def _require(obj: Any, names: tuple[str, ...], owner: str) -> None:
     for name in names:
         if not hasattr(obj, name):
@@ -286,6 +289,8 @@ def set_rtp_data_handler(dtls: Any, handler: Callable[..., Awaitable[None]]) -> 
 
 
 # -- the receiver (aiortc's RTCRtpReceiver)
+
+
 def receiver_tables(receiver: Any) -> tuple[dict[int, Any], dict[int, Any], dict[int, Any]]:
     """The receiver's codecs, RTCP statistics per SSRC and active-SSRC table."""
     tables = [getattr(receiver, _R + name, None) for name in RECEIVER_TABLES]
@@ -307,9 +312,8 @@ def rtp_payload(packet: Any) -> bytes:
 def take_jitter_buffer(receiver: Any, buffer: Any, decoder_queue: Any) -> None:
     """Put ``buffer`` where the receiver's jitter buffer was and ``decoder_queue`` where its
     decoder queue was (before the receiver starts)."""
-    if not isinstance(getattr(receiver, _R + "jitter_buffer", None), JitterBuffer) or not (
-        isinstance(getattr(receiver, _R + "decoder_queue", None), queue.Queue)
-    ):
+    jitter, decoder = (getattr(receiver, _R + n, None) for n in ("jitter_buffer", "decoder_queue"))
+    if not isinstance(jitter, JitterBuffer) or not isinstance(decoder, queue.Queue):
         raise _fail("RTCRtpReceiver's jitter buffer or decoder queue changed")
     setattr(receiver, _R + "jitter_buffer", buffer)
     setattr(receiver, _R + "decoder_queue", decoder_queue)
@@ -323,35 +327,9 @@ def wrap_send_rtcp(receiver: Any, wrap: Callable[[Any], Any]) -> None:
     receiver._send_rtcp = wrap(send)
 
 
-def record(
-    stream: StreamStatistics, seq: int, timestamp: int, now: float, *, audio: bool = True
-) -> None:
-    """Count one received packet in aiortc's RTCP statistics of its SSRC, as
-    ``StreamStatistics.add`` does (RFC 3550 A.3 sequence and loss, A.8 jitter), ``now`` being
-    the arrival (``time.time()``); ``audio=False`` (a telephone-event) moves the sequence
-    counters but not the jitter. The timestamp difference is taken modulo 2³²."""
-    max_seq = stream.max_seq
-    stream.packets_received += 1
-    if stream.base_seq is None:
-        stream.base_seq = seq
-    if max_seq is not None and (seq == max_seq or (seq - max_seq) & 0xFFFF >= 0x8000):
-        return  # a duplicate or an older (reordered) packet: counted, nothing else moves
-    if max_seq is not None and seq < max_seq:
-        stream.cycles += 1 << 16
-    stream.max_seq = seq
-    if not audio:
-        return
-    arrival = int(now * stream._clockrate)
-    last = stream._last_timestamp
-    if last is not None and timestamp != last and stream.packets_received > 1:
-        step = ((timestamp - last + 0x80000000) & 0xFFFFFFFF) - 0x80000000
-        diff = abs((arrival - stream._last_arrival) - step)  # type: ignore[operator]
-        stream._jitter_q4 += diff - ((stream._jitter_q4 + 8) >> 4)
-    stream._last_arrival = arrival
-    stream._last_timestamp = timestamp
-
-
 # -- the sender (aiortc's RTCRtpSender)
+
+
 def require_sender(sender: Any) -> int:
     """Fail clearly if this sender lacks what the lean sender uses; its SSRC."""
     _require(sender, ("_ssrc", *(_S + n for n in SENDER_FIELDS)), "RTCRtpSender")

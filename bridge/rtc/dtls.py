@@ -23,12 +23,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import aioice
+from aioice import Connection
 from aiortc import RTCCertificate, RTCDtlsTransport, RTCPeerConnection
 from OpenSSL import SSL
 
 from . import aiortc_seam as seam
-from .aiortc_types import State
 
 AIORTC_CIPHERS = (
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-CHACHA20-POLY1305:"
@@ -92,8 +91,8 @@ def create_ssl_context(self: RTCCertificate, srtp_profiles: list[Any]) -> SSL.Co
 
 
 @functools.wraps(_ORIGINAL_SET_STATE)
-def set_state(self: RTCDtlsTransport, state: State) -> None:
-    if state == State.FAILED and not getattr(self, "_bridge_failure", None):
+def set_state(self: RTCDtlsTransport, state: seam.State) -> None:
+    if state == seam.State.FAILED and not getattr(self, "_bridge_failure", None):
         self._bridge_failure = getattr(self, "_bridge_hint", None) or "DTLS handshake failed"  # type: ignore[attr-defined]
     _ORIGINAL_SET_STATE(self, state)
 
@@ -132,7 +131,7 @@ def setup_srtp(self: RTCDtlsTransport) -> None:
 
 
 @functools.wraps(_ORIGINAL_CONNECT)
-async def connect(self: aioice.Connection) -> None:
+async def connect(self: Connection) -> None:
     try:
         await _ORIGINAL_CONNECT(self)
     except ConnectionError as exc:

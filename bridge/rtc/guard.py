@@ -40,7 +40,6 @@ import logging
 import struct
 from typing import Any
 
-from aioice import stun
 from aiortc import RTCDtlsTransport
 
 from . import aiortc_seam as seam
@@ -101,18 +100,18 @@ def _rtp_ok(data: bytes) -> bool:
 
 def _stun_verdict(protocol: Any, data: bytes) -> str | None:
     try:
-        message = stun.parse_message(data)
+        message = seam.stun.parse_message(data)
     except Exception:  # ValueError, struct.error, KeyError, ...: all malformed
         return "stun_malformed"
     cls = message.message_class
-    if cls == stun.Class.REQUEST:
+    if cls == seam.stun.Class.REQUEST:
         connection = protocol.receiver
         if "USERNAME" not in message.attributes or not message.check_message_integrity(
             connection.local_password.encode("utf8")
         ):
             return "stun_unauthenticated"
         return None
-    if cls in (stun.Class.RESPONSE, stun.Class.ERROR):
+    if cls in (seam.stun.Class.RESPONSE, seam.stun.Class.ERROR):
         if message.transaction_id not in protocol.transactions:
             return "stun_unexpected"
         return None  # aioice's transaction checks the response's integrity

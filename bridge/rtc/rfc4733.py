@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import aiortc_seam as seam
-from .aiortc_types import RtpPacket
+from .packets import RtpPacket
 
 log = logging.getLogger(__name__)
 

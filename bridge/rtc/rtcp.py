@@ -2,8 +2,8 @@
 
 :class:`RtcpReports` keeps both halves of the session's RTCP:
 
-* what we receive: the far end's SSRC and aiortc's own ``StreamStatistics`` for it, updated
-  per packet by :func:`~bridge.rtc.rtprecv.record` (RFC 3550 A.3 loss, A.8 jitter), from which
+* what we receive: the far end's SSRC and a :class:`~bridge.rtc.reception.ReceptionStats` for
+  it, updated per packet (RFC 3550 A.3 loss, A.8 jitter), from which
   our report block is built (fraction and cumulative loss, extended highest sequence, jitter,
   LSR/DLSR of its latest sender report);
 * what we send: a sender report (RFC 3550 §6.4.1) from the RTP stream's counts, its NTP/RTP
@@ -12,7 +12,7 @@
 * what the far end reports of us: the block about our SSRC in its SR or RR gives the loss it
   sees and, with LSR/DLSR, the round-trip time (§6.4.1).
 
-Parsing is aiortc's (``aiortc.rtp``); a malformed report is counted and ignored.
+Packets are ``rtc/packets.py``'s; a malformed report is counted and ignored.
 """
 
 from __future__ import annotations
@@ -20,22 +20,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .aiortc_types import (
-    RtcpByePacket,
-    RtcpPacket,
-    RtcpReceiverInfo,
-    RtcpRrPacket,
-    RtcpSdesPacket,
-    RtcpSenderInfo,
-    RtcpSourceInfo,
-    RtcpSrPacket,
-    StreamStatistics,
-)
-from .rtprecv import record
+from .packets import SDES_CNAME, Bye, ReceiverReport, ReportBlock, Sdes, SenderReport, parse_rtcp
+from .reception import ReceptionStats, record
 from .rtpsend import RtpStream, ntp_time
 
 OPUS_CLOCK = 48_000
-_SDES_CNAME = 1
 
 
 @dataclass
@@ -57,7 +46,7 @@ class RtcpReports:
         self.cname = cname.encode()[:255]
         self.clock = clock
         self.remote_ssrc: int | None = None
-        self.stream: StreamStatistics | None = None
+        self.stream: ReceptionStats | None = None
         """What we receive from the far end's SSRC (reset when it changes)."""
         self._lsr = 0
         self._lsr_at = 0.0
@@ -74,7 +63,7 @@ class RtcpReports:
         which moves the sequence but not the jitter)."""
         if ssrc != self.remote_ssrc or self.stream is None:
             self.remote_ssrc = ssrc
-            self.stream = StreamStatistics(self.clock)
+            self.stream = ReceptionStats(self.clock)
         record(self.stream, seq, timestamp, time.time(), audio=audio)
 
     # -- what we send
@@ -87,28 +76,29 @@ class RtcpReports:
         and BYE when ``bye``."""
         now = time.time()
         reports = self._report_blocks(now)
-        first: RtcpSrPacket | RtcpRrPacket
+        first: SenderReport | ReceiverReport
         if self._sent_pair is not None:
             at, ts = self._sent_pair
             rtp = (ts + int((now - at) * self.clock)) & 0xFFFFFFFF
-            info = RtcpSenderInfo(ntp_time(now), rtp, stream.packets, stream.octets)
-            first = RtcpSrPacket(ssrc=self.ssrc, sender_info=info, reports=reports)
+            first = SenderReport(
+                self.ssrc, ntp_time(now), rtp, stream.packets, stream.octets, reports
+            )
         else:
-            first = RtcpRrPacket(ssrc=self.ssrc, reports=reports)
-        sdes = RtcpSdesPacket(chunks=[RtcpSourceInfo(self.ssrc, [(_SDES_CNAME, self.cname)])])
+            first = ReceiverReport(self.ssrc, reports)
+        sdes = Sdes([(self.ssrc, [(SDES_CNAME, self.cname)])])
         out = bytes(first) + bytes(sdes)
         if bye:
-            out += bytes(RtcpByePacket(sources=[self.ssrc]))
+            out += bytes(Bye([self.ssrc]))
         self.sent += 1
         return out
 
-    def _report_blocks(self, now: float) -> list[RtcpReceiverInfo]:
+    def _report_blocks(self, now: float) -> list[ReportBlock]:
         s = self.stream
         if s is None or self.remote_ssrc is None or s.max_seq is None:
             return []
         dlsr = int((now - self._lsr_at) * 65536) if self._lsr else 0
         return [
-            RtcpReceiverInfo(
+            ReportBlock(
                 ssrc=self.remote_ssrc,
                 fraction_lost=s.fraction_lost,
                 packets_lost=s.packets_lost,
@@ -123,22 +113,22 @@ class RtcpReports:
     def receive(self, plain: bytes) -> None:
         """An authenticated compound RTCP packet from the far end."""
         try:
-            packets = RtcpPacket.parse(plain)
+            packets = parse_rtcp(plain)
         except ValueError:
             self.malformed += 1
             return
         now = time.time()
         for packet in packets:
-            if isinstance(packet, RtcpSrPacket):
+            if isinstance(packet, SenderReport):
                 self.sender_reports += 1
-                self._lsr = (packet.sender_info.ntp_timestamp >> 16) & 0xFFFFFFFF
+                self._lsr = (packet.ntp_timestamp >> 16) & 0xFFFFFFFF
                 self._lsr_at = now
-            if isinstance(packet, RtcpSrPacket | RtcpRrPacket):
+            if isinstance(packet, SenderReport | ReceiverReport):
                 for block in packet.reports:
                     if block.ssrc == self.ssrc:
                         self._far_report(block, now)
 
-    def _far_report(self, block: RtcpReceiverInfo, now: float) -> None:
+    def _far_report(self, block: ReportBlock, now: float) -> None:
         self.far_reports += 1
         rtt = None
         if block.lsr:

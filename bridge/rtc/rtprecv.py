@@ -18,15 +18,16 @@ receiver's Opus packets in one synchronous call, in aioice's datagram callback
 * the fixed header is read with one ``struct`` call before unprotecting (SRTP leaves it in
   the clear); after libsrtp, the CSRCs, header extension and padding are skipped (audio
   negotiates no extension the bridge reads);
-* the RTCP receiver statistics are aiortc's own ``StreamStatistics`` object in the receiver's
-  table, updated by :func:`record` exactly as ``StreamStatistics.add`` does (RFC 3550 A.3 and
-  A.8; one ``time.time()`` read), so aiortc's RTCP task keeps building the receiver reports
-  (fraction lost, cumulative loss, highest sequence, jitter, LSR/DLSR) and ``getStats`` its
-  ``inbound-rtp``. Two differences, both corrections: telephone-event packets, which share the
-  audio's SSRC and sequence space but never reached aiortc's statistics (so every key press
-  was reported as lost packets), now count as received (but not in the jitter: their
-  timestamps are the event's start, on another clock); and the jitter survives the RTP
-  timestamp wrapping (aiortc's subtraction is not modular: one jump of 2³² at the wrap);
+* the RTCP receiver statistics are the bridge's own ``ReceptionStats`` (``rtc/reception.py``)
+  in the receiver's table where aiortc's ``StreamStatistics`` would be, counted as
+  ``StreamStatistics.add`` counts (RFC 3550 A.3 and A.8; one ``time.time()`` read), so
+  aiortc's RTCP task keeps building the receiver reports (fraction lost, cumulative loss,
+  highest sequence, jitter, LSR/DLSR) and ``getStats`` its ``inbound-rtp``. Two differences,
+  both corrections: telephone-event packets, which share the audio's SSRC and sequence space
+  but never reached aiortc's statistics (so every key press was reported as lost packets),
+  now count as received (but not in the jitter: their timestamps are the event's start, on
+  another clock); and the jitter survives the RTP timestamp wrapping (aiortc's subtraction is
+  not modular: one jump of 2³² at the wrap);
 * the payload goes to the leg's :class:`~bridge.rtc.uplink.Playout` (``packet``; a RED
   packet's redundant blocks to ``redundant`` first, ``rtc/red.py``), a telephone-event to the
   leg's :class:`~bridge.rtc.rfc4733.DtmfDetector`.
@@ -50,8 +51,8 @@ import pylibsrtp
 from aiortc import RTCRtpReceiver
 
 from . import aiortc_seam as seam
-from .aiortc_types import StreamStatistics
 from .counters import drop
+from .reception import ReceptionStats, record
 from .red import RedStats, split_red
 from .rfc4733 import DtmfDetector
 from .uplink import Playout
@@ -62,10 +63,6 @@ _HEADER = struct.Struct("!BBHII")
 ACTIVE_EVERY = 1.0
 """Seconds between updates of aiortc's active-SSRC table (``getSynchronizationSources`` keeps
 10 s; aiortc writes a ``datetime`` per packet)."""
-
-record = seam.record
-"""Counts one packet in aiortc's RTCP statistics (kept in the seam, with the fields it
-writes)."""
 
 
 def payload_bounds(data: bytes) -> tuple[int, int] | None:
@@ -291,7 +288,7 @@ class LeanReceive:
         stream = self._streams.get(ssrc)
         if stream is None:
             codec = self._codecs[self._opus_pt]
-            stream = self._streams[ssrc] = StreamStatistics(codec.clockRate)
+            stream = self._streams[ssrc] = ReceptionStats(codec.clockRate)
         record(stream, seq, timestamp, now, audio=audio)
         if now - self._active_at.get(ssrc, 0.0) >= ACTIVE_EVERY:
             self._active_at[ssrc] = now

@@ -47,7 +47,6 @@ from typing import Any
 from aiortc import MediaStreamError, RTCRtpSender
 
 from . import aiortc_seam as seam
-from .aiortc_types import HeaderExtensions, HeaderExtensionsMap
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +70,10 @@ def ntp_time(unix: float) -> int:
     return int((unix + _NTP_EPOCH) * 4294967296.0)
 
 
-def header_extension(extensions_map: HeaderExtensionsMap, mid: str | None) -> bytes:
+def header_extension(extensions_map: seam.HeaderExtensionsMap, mid: str | None) -> bytes:
     """The header extension block aiortc writes on audio (the ``mid``, when negotiated):
     profile, length and elements, ready to follow the fixed header; ``b""`` when none."""
-    values = HeaderExtensions()
+    values = seam.HeaderExtensions()
     values.mid = mid
     profile, value = extensions_map.set(values)
     if not value:

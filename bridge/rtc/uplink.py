@@ -44,7 +44,6 @@ from ..media import BusStats
 from ..media.clock import Phase, worker_clock
 from ..tasks import TaskSet
 from . import aiortc_seam as seam
-from .aiortc_types import JitterFrame, RtcpRrPacket
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ class ReceiverBuffer:
     def __init__(self, playout: Playout) -> None:
         self.playout = playout
 
-    def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
+    def add(self, packet: Any) -> tuple[bool, None]:
         self.playout.packet(packet.sequence_number, packet.timestamp, seam.rtp_payload(packet))
         return False, None
 
@@ -211,7 +210,7 @@ class Playout:
             unregister()
 
     # -- aiortc's decoder queue
-    def put(self, task: tuple[Any, JitterFrame] | None) -> None:
+    def put(self, task: tuple[Any, Any] | None) -> None:
         if task is None:
             self.stop()
             self._stop.put(None)
@@ -247,7 +246,7 @@ def report_loss_beyond(receiver: RTCRtpReceiver, loss: Callable[[], float]) -> N
 
     def wrap(send: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
         async def send_rtcp(packet: Any) -> None:
-            if isinstance(packet, RtcpRrPacket):
+            if isinstance(packet, seam.RtcpRrPacket):
                 beyond = min(255, int(max(0.0, loss()) * 256))
                 for report in packet.reports:
                     report.fraction_lost = max(report.fraction_lost, beyond)

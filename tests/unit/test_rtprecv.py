@@ -27,9 +27,10 @@ from aiortc.rtp import RtcpRrPacket, RtpPacket
 from pylibsrtp import Policy, Session
 
 from bridge.rtc import aiortc_seam, guard, rtprecv
+from bridge.rtc.reception import ReceptionStats, record
 from bridge.rtc.red import RedStats
 from bridge.rtc.rfc4733 import DtmfDetector, event_payload
-from bridge.rtc.rtprecv import payload_bounds, record
+from bridge.rtc.rtprecv import payload_bounds
 from bridge.rtc.uplink import ReceiverBuffer
 
 from ..support.waits import until
@@ -151,7 +152,7 @@ class Leg:
         return out
 
     @property
-    def stream(self) -> StreamStatistics:
+    def stream(self) -> ReceptionStats:
         return self.receiver._RTCRtpReceiver__remote_streams[SSRC]  # type: ignore[attr-defined, no-any-return]
 
     async def stop(self) -> None:
@@ -170,8 +171,9 @@ async def leg() -> Any:
 def test_record_counts_as_aiortc_does_with_loss_reordering_duplicates_and_a_wrap(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Fed the same packets at the same arrival times, :func:`record` and aiortc's
-    ``StreamStatistics.add`` end with the same counters, loss, fraction lost and jitter."""
+    """Fed the same packets at the same arrival times, the bridge's ``ReceptionStats`` and
+    aiortc's ``StreamStatistics.add`` end with the same counters, loss, fraction lost and
+    jitter."""
     rng = random.Random(7)
     seqs: list[int] = []
     seq = 65_000  # the sequence number wraps at 65536 on the way
@@ -185,7 +187,7 @@ def test_record_counts_as_aiortc_does_with_loss_reordering_duplicates_and_a_wrap
             seqs.append(seq)  # duplicated
     for i in range(0, len(seqs) - 1, 37):
         seqs[i], seqs[i + 1] = seqs[i + 1], seqs[i]  # reordered
-    theirs, ours = StreamStatistics(48_000), StreamStatistics(48_000)
+    theirs, ours = StreamStatistics(48_000), ReceptionStats(48_000)
     now = [1_700_000_000.0]
     monkeypatch.setattr(aiortc_receiver.time, "time", lambda: now[0])
     fractions = []
@@ -205,7 +207,7 @@ def test_record_counts_as_aiortc_does_with_loss_reordering_duplicates_and_a_wrap
 
 
 def test_the_jitter_survives_the_rtp_timestamp_wrapping_and_events_count_without_it() -> None:
-    stream = StreamStatistics(48_000)
+    stream = ReceptionStats(48_000)
     t = 100.0
     ts = 0xFFFFFFFF - 5 * 960
     for seq in range(20):

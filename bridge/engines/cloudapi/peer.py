@@ -36,18 +36,15 @@ from typing import Any
 
 from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 
-from ...audio.pcm import Pcm
 from ...audio.receiver_stats import ReceiverStats
 from ...config import IceSettings
-from ...media import BusStats, ReceiveStats
 from ...rtc.leg import PeerLeg
 from ...rtc.protection import LossProtection
 from ...rtc.tracks import OpusBusTrack
 from ..base import EngineStats
-from ..channels import MediaClosed
-from .channel import LegPort, PeerChannel
-from .dtmf import DtmfDetector, DtmfOut, EventSender
+from .dtmf import EventSender
 from .sdp import DEFAULT_BITRATE, DTMF_PT, for_meta, read_remote
+from .shell import WhatsAppLeg
 
 OPUS_COMPLEXITY = 6
 """Encoder complexity for the WhatsApp leg, like the browser leg's default
@@ -56,7 +53,7 @@ OPUS_COMPLEXITY = 6
 100 µs more per 20 ms frame (0.5 % of a core per call)."""
 
 
-class WhatsAppPeer(PeerLeg):
+class WhatsAppPeer(WhatsAppLeg, PeerLeg):
     """One Cloud API call's peer connection to Meta (see the module docstring).
 
     The engine makes it (from the connect webhook, or to dial) and hands it to the call's
@@ -65,6 +62,7 @@ class WhatsAppPeer(PeerLeg):
     what = "WhatsApp-side WebRTC"
     far_end = "Meta"
     far_end_close_fails = True
+    leg_words = "peer connection"
 
     def __init__(
         self,
@@ -77,19 +75,9 @@ class WhatsAppPeer(PeerLeg):
         on_closed: Callable[[WhatsAppPeer], None] | None = None,
     ) -> None:
         super().__init__(name, ice, tasks=f"meta-peer[{name}]")
-        self.wacid = ""
-        """Meta's id of the call (set by the engine once known)."""
-        self.stats = stats
-        self.rx = BusStats()
-        self.port = LegPort()
-        """Where the pump plugs the call's bus in (``ChannelPeer``)."""
-        self._on_media = on_media
-        self._on_closed = on_closed
-        self._media_seen = False
-        self.dtmf = DtmfDetector(lambda digit, ms: on_dtmf(self, digit, ms))
-        self.dtmf_pt = DTMF_PT
-        self._events: EventSender | None = None
-        self._dtmf_out = DtmfOut(self._tasks, self)
+        self._open_shell(
+            stats, self._tasks, on_dtmf=on_dtmf, on_media=on_media, on_closed=on_closed
+        )
 
     # -- negotiation
     def _transceiver(self) -> RTCRtpTransceiver:
@@ -161,45 +149,14 @@ class WhatsAppPeer(PeerLeg):
         if self._lean is not None:
             self._events = self._dtmf_out.events = EventSender(self._lean)
 
-    # -- DTMF out (RFC 4733)
-    def send_dtmf(
-        self, digits: str, duration_ms: int, gap_ms: int, done: Callable[[], None] | None
-    ) -> None:
-        """Queue key presses; ``done`` is called once the last one was sent."""
-        if self._events is None or self.dead:
-            raise MediaClosed(f"{self.name}: the WhatsApp-side peer connection is not up")
-        self._dtmf_out.push(digits, duration_ms, gap_ms, done)
-
     # -- state
     def _state_changed(self, state: str) -> None:
         if state in ("failed", "closed"):
             self.port.end(self._over())
 
-    def _over(self) -> str:
-        why = f"{self.name}: the WhatsApp-side peer connection is {self.state}"
-        return why + (f" ({self.failure})" if self.failure else "")
-
     @property
     def dead(self) -> bool:
         return self._closed or self.state in ("failed", "closed")
-
-    # -- media
-    def _on_frame(self, pcm: Pcm) -> None:
-        """The receiver's frame of this tick (the worker clock's receive phase)."""
-        if not self._media_seen:
-            self._media_seen = True
-            self._on_media(self)
-        self.port.received(pcm)
-
-    def open_channel(self) -> PeerChannel:
-        if self.dead:
-            raise MediaClosed(f"{self.name}: the WhatsApp-side peer connection is {self.state}")
-        return PeerChannel(self)
-
-    @property
-    def receive_stats(self) -> ReceiveStats:
-        """Its Opus receiver's counters (``WebRTCLeg``)."""
-        return self.rx.receive
 
     # -- stats
     @property
@@ -227,7 +184,4 @@ class WhatsAppPeer(PeerLeg):
 
     # -- close
     def _detach(self) -> None:
-        self.port.end(f"{self.name}: the WhatsApp-side peer connection is closed")
-        self._dtmf_out.clear()
-        if self._on_closed is not None:
-            self._on_closed(self)
+        self._close_shell()

@@ -36,16 +36,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ...audio.pcm import Pcm
 from ...audio.receiver_stats import ReceiverStats
 from ...config import IceSettings
 from ...errors import BadOffer
-from ...media import BusStats, ReceiveStats
 from ...rtc import counters
 from ...rtc.leg import Quality
 from ...rtc.passthrough import PassThrough
 from ...rtc.protection import LossProtection
-from ...rtc.rfc4733 import DtmfDetector, EventSender
+from ...rtc.rfc4733 import EventSender
 from ...rtc.rtcp import RtcpReports
 from ...rtc.rtpsend import RtpStream
 from ...rtc.sdes import Crypto, new_crypto, read_savp
@@ -54,12 +52,10 @@ from ...rtc.tracks import OpusBusTrack
 from ...rtc.uplink import Playout
 from ...tasks import TaskSet
 from ..base import EngineStats
-from ..channels import MediaClosed
 from . import sdes_rtp, sdes_sdp
-from .channel import LegPort, PeerChannel
-from .dtmf import DtmfOut
 from .peer import OPUS_COMPLEXITY
 from .sdp import DTMF_PT, read_remote
+from .shell import WhatsAppLeg
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +67,11 @@ MEDIA_TIMEOUT = 30.0
 """Seconds without an authenticated packet before the leg fails (Meta ends such a call too)."""
 
 
-class SdesPeer:
+class SdesPeer(WhatsAppLeg):
     """One call's SDES-SRTP leg to Meta (see the module docstring)."""
 
     what = "WhatsApp-side SDES-SRTP"
+    leg_words = "SDES leg"
 
     def __init__(
         self,
@@ -89,11 +86,7 @@ class SdesPeer:
         media_timeout: float = MEDIA_TIMEOUT,
     ) -> None:
         self.name = name
-        self.wacid = ""
-        self.stats = stats
-        self.rx = BusStats()
         self._ice = ice
-        self._on_media, self._on_closed = on_media, on_closed
         self.rtcp_interval, self.media_timeout = rtcp_interval, media_timeout
         self.state = "new"
         self.failure: str | None = None
@@ -109,15 +102,17 @@ class SdesPeer:
         self.stream = RtpStream(secrets.randbits(32), OPUS_PT)
         self.rtcp = RtcpReports(self.stream.ssrc, f"bridge-{secrets.token_hex(6)}")
         self.crypto: Crypto | None = None
-        self.opus_pt, self.dtmf_pt = OPUS_PT, DTMF_PT
-        self.port = LegPort()
-        """Where the pump plugs the call's bus in (``ChannelPeer``)."""
+        self.opus_pt = OPUS_PT
         self._track: OpusBusTrack | None = None
-        self._media_seen = False
+        self._open_shell(
+            stats,
+            self._tasks,
+            on_dtmf=on_dtmf,
+            on_media=on_media,
+            on_closed=on_closed,
+            events=EventSender(sdes_rtp.StreamSender(self)),
+        )
         self.playout = Playout(self._on_frame, self.rx, self._tasks)
-        self.dtmf = DtmfDetector(lambda digit, ms: on_dtmf(self, digit, ms))
-        self._events = EventSender(sdes_rtp.StreamSender(self))
-        self._dtmf_out = DtmfOut(self._tasks, self, self._events)
         self._close_lock = asyncio.Lock()
         self._closed = self._close_expected = False
         self.unknown_payloads = 0
@@ -247,26 +242,10 @@ class SdesPeer:
         if self._track is not None and self.rtcp.far_reports != reports:
             self._track.far_end_report(self.rtcp.far.fraction_lost)
 
-    def _on_frame(self, pcm: Pcm) -> None:
-        """The receiver's frame of this tick (the worker clock's receive phase)."""
-        if not self._media_seen:
-            self._media_seen = True
-            self._on_media(self)
-        self.port.received(pcm)
-
-    def _over(self) -> str:
-        why = f"{self.name}: the WhatsApp-side SDES leg is {self.state}"
-        return why + (f" ({self.failure})" if self.failure else "")
-
     # -- the pump's channel
     @property
     def dead(self) -> bool:
         return self._closed or self.state == "failed"
-
-    def open_channel(self) -> PeerChannel:
-        if self.dead:
-            raise MediaClosed(f"{self.name}: the WhatsApp-side SDES leg is {self.state}")
-        return PeerChannel(self)
 
     def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
         """Send the browser's Opus packets to WhatsApp untouched while ``allowed()``, numbered
@@ -284,14 +263,8 @@ class SdesPeer:
     def report_loss_beyond(self, loss: Callable[[], float] | None) -> None:
         """Accepted for the ``PeerLeg`` shape; our receiver reports carry our own loss."""
 
-    # -- DTMF out (RFC 4733)
-    def send_dtmf(
-        self, digits: str, duration_ms: int, gap_ms: int, done: Callable[[], None] | None
-    ) -> None:
-        """Queue key presses; ``done`` is called once the last one was sent."""
-        if self._track is None or self.dead:
-            raise MediaClosed(f"{self.name}: the WhatsApp-side SDES leg is not up")
-        self._dtmf_out.push(digits, duration_ms, gap_ms, done)
+    def _dtmf_ready(self) -> bool:
+        return self._track is not None  # negotiated: the stream has its payload types
 
     # -- stats
     @property
@@ -304,11 +277,6 @@ class SdesPeer:
         if self._closed or self.state != "connected":
             return None
         return sdes_rtp.sample(self)
-
-    @property
-    def receive_stats(self) -> ReceiveStats:
-        """The Opus receiver's counters (summed with ``leg="whatsapp"``)."""
-        return self.rx.receive
 
     @property
     def timeline_stats(self) -> tuple[ReceiverStats | None, float | None]:
@@ -331,10 +299,7 @@ class SdesPeer:
             if self._closed:
                 return
             self._closed = True
-            self.port.end(f"{self.name}: the WhatsApp-side SDES leg is closed")
-            self._dtmf_out.clear()
-            if self._on_closed is not None:
-                self._on_closed(self)
+            self._close_shell()
             await self._tasks.close()
             if self._track is not None:
                 self._track.stop()

@@ -72,7 +72,9 @@ def sample(peer: SdesPeer) -> Quality:
     return delta
 
 
-def leg_json(peer: SdesPeer, track: OpusBusTrack | None, events: EventSender) -> dict[str, Any]:
+def leg_json(
+    peer: SdesPeer, track: OpusBusTrack | None, events: EventSender | None
+) -> dict[str, Any]:
     """The leg as a call's report shows it (``media: sdes``)."""
     sock, last = peer.socket, peer.last
     first = None
@@ -108,5 +110,5 @@ def leg_json(peer: SdesPeer, track: OpusBusTrack | None, events: EventSender) ->
         "rtpLate": peer.rx.uplink_rtp_late,
         "decodeErrors": peer.rx.uplink_decode_errors,
         "dtmfPresses": peer.dtmf.presses,
-        "dtmfSent": events.presses,
+        "dtmfSent": events.presses if events is not None else 0,
     }

@@ -1,0 +1,113 @@
+"""What both WhatsApp-side legs are to the engine and the pump, written once: the DTLS leg
+(:class:`~.peer.WhatsAppPeer`, an aiortc peer connection) and the SDES leg
+(:class:`~.sdes.SdesPeer`, the bridge's own SRTP socket) differ in how packets reach Meta,
+not in this.
+
+:class:`WhatsAppLeg` holds the leg's :class:`~.channel.LegPort` (where the pump plugs the
+call's bus in), its receive counters, RFC 4733 both ways (the detector, and the key presses
+waiting to go out: :class:`~.dtmf.DtmfOut`, one bounded queue and one owned task), the first
+frame's ``on_media`` and the close's ``on_closed``; the channel it opens, the reason it is over
+and the last steps of its close.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol
+
+from ...audio.pcm import Pcm
+from ...media import BusStats, ReceiveStats
+from ...tasks import TaskSet
+from ..base import EngineStats
+from ..channels import MediaClosed
+from .channel import LegPort, PeerChannel
+from .dtmf import DtmfDetector, DtmfOut, EventSender
+from .sdp import DTMF_PT
+
+
+class _Leg(Protocol):
+    """What the shell reads of the leg it is mixed into."""
+
+    name: str
+    leg_words: ClassVar[str]
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def failure(self) -> str | None: ...
+
+    @property
+    def dead(self) -> bool: ...
+
+
+class WhatsAppLeg:
+    """Mixed into each WhatsApp-side leg (module docstring); the leg calls :meth:`_open_shell`
+    in its ``__init__`` and :meth:`_close_shell` first thing in its close."""
+
+    leg_words: ClassVar[str]
+    """What the messages call the leg ("peer connection", "SDES leg")."""
+
+    def _open_shell(
+        self,
+        stats: EngineStats,
+        tasks: TaskSet,
+        *,
+        on_dtmf: Callable[[Any, str, int], None],
+        on_media: Callable[[Any], None],
+        on_closed: Callable[[Any], None] | None,
+        events: EventSender | None = None,
+    ) -> None:
+        self.wacid = ""
+        """Meta's id of the call (set by the engine once known)."""
+        self.stats = stats
+        self.rx = BusStats()
+        self.port = LegPort()
+        """Where the pump plugs the call's bus in (``ChannelPeer``)."""
+        self._on_media = on_media
+        self._on_closed = on_closed
+        self._media_seen = False
+        self.dtmf = DtmfDetector(lambda digit, ms: on_dtmf(self, digit, ms))
+        self.dtmf_pt = DTMF_PT
+        self._events = events
+        self._dtmf_out = DtmfOut(tasks, self, events)  # type: ignore[arg-type]
+
+    def _on_frame(self, pcm: Pcm) -> None:
+        """The receiver's frame of this tick (the worker clock's receive phase)."""
+        if not self._media_seen:
+            self._media_seen = True
+            self._on_media(self)
+        self.port.received(pcm)
+
+    def _dtmf_ready(self) -> bool:
+        """Whether key presses can be sent (the leg's media is set up)."""
+        return self._events is not None
+
+    def send_dtmf(
+        self: Any, digits: str, duration_ms: int, gap_ms: int, done: Callable[[], None] | None
+    ) -> None:
+        """Queue key presses; ``done`` is called once the last one was sent."""
+        if not self._dtmf_ready() or self.dead:
+            raise MediaClosed(f"{self.name}: the WhatsApp-side {self.leg_words} is not up")
+        self._dtmf_out.push(digits, duration_ms, gap_ms, done)
+
+    def _over(self: _Leg) -> str:
+        why = f"{self.name}: the WhatsApp-side {self.leg_words} is {self.state}"
+        return why + (f" ({self.failure})" if self.failure else "")
+
+    def open_channel(self: Any) -> PeerChannel:
+        if self.dead:
+            raise MediaClosed(f"{self.name}: the WhatsApp-side {self.leg_words} is {self.state}")
+        return PeerChannel(self)
+
+    @property
+    def receive_stats(self) -> ReceiveStats:
+        """The Opus receiver's counters (summed with ``leg="whatsapp"``)."""
+        return self.rx.receive
+
+    def _close_shell(self: Any) -> None:
+        """Stop feeding the pump, drop the key presses not sent, tell the engine."""
+        self.port.end(f"{self.name}: the WhatsApp-side {self.leg_words} is closed")
+        self._dtmf_out.clear()
+        if self._on_closed is not None:
+            self._on_closed(self)

@@ -1,0 +1,340 @@
+"""RTP and RTCP packets, sans-IO: bytes in, objects out, and back.
+
+The bridge owns RTP receive and send on every leg, and RTCP on the SDES leg; what it needs of
+the wire format is here rather than in aiortc's private ``aiortc.rtp``:
+
+* :class:`RtpPacket`: the fixed header, CSRCs, one header extension block and padding
+  (RFC 3550 §5.1, §5.3.1);
+* :func:`parse_extensions` / :func:`pack_extensions`: the elements of that block, one-byte
+  and two-byte forms (RFC 8285 §4.2, §4.3);
+* :class:`SenderReport`, :class:`ReceiverReport` (with their :class:`ReportBlock`),
+  :class:`Sdes` and :class:`Bye`, and :func:`parse_rtcp` for a compound packet
+  (RFC 3550 §6.4.1, §6.4.2, §6.5, §6.6). Other packet types in a compound (RTPFB, PSFB, XR,
+  APP) are skipped, not refused.
+
+A malformed packet raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+_RTP = struct.Struct("!BBHII")
+_RTCP = struct.Struct("!BBH")
+_BLOCK = struct.Struct("!IB3sIIII")
+_SENDER_INFO = struct.Struct("!QIII")
+
+ONE_BYTE_PROFILE = 0xBEDE
+"""RFC 8285 §4.2."""
+TWO_BYTE_PROFILE = 0x1000
+"""RFC 8285 §4.3 (the low four bits, "appbits", are ours to ignore)."""
+
+SR, RR, SDES, BYE = 200, 201, 202, 203
+SDES_CNAME = 1
+
+
+@dataclass
+class RtpPacket:
+    """One RTP packet (RFC 3550 §5.1). ``extension`` is the raw block after its 4-byte
+    header (``extension_profile`` says its form); ``payload`` excludes the padding."""
+
+    payload_type: int = 0
+    sequence_number: int = 0
+    timestamp: int = 0
+    ssrc: int = 0
+    marker: bool = False
+    csrc: list[int] = field(default_factory=list)
+    extension_profile: int = 0
+    extension: bytes | None = None
+    payload: bytes = b""
+    padding: int = 0
+
+    @classmethod
+    def parse(cls, data: bytes) -> RtpPacket:
+        if len(data) < 12:
+            raise ValueError("RTP packet shorter than its fixed header")
+        first, second, seq, timestamp, ssrc = _RTP.unpack_from(data)
+        if first >> 6 != 2:
+            raise ValueError("RTP version is not 2")
+        at = 12 + 4 * (first & 0x0F)
+        if len(data) < at:
+            raise ValueError("RTP packet shorter than its CSRC list")
+        csrc = list(struct.unpack_from(f"!{first & 0x0F}I", data, 12))
+        profile, extension = 0, None
+        if first & 0x10:
+            if len(data) < at + 4:
+                raise ValueError("RTP header extension truncated")
+            profile, words = struct.unpack_from("!HH", data, at)
+            extension = bytes(data[at + 4 : at + 4 + 4 * words])
+            at += 4 + 4 * words
+            if len(extension) != 4 * words:
+                raise ValueError("RTP header extension truncated")
+        end, padding = len(data), 0
+        if first & 0x20:
+            padding = data[-1]
+            if padding == 0 or end - padding < at:
+                raise ValueError("RTP padding longer than the payload")
+            end -= padding
+        return cls(
+            payload_type=second & 0x7F,
+            sequence_number=seq,
+            timestamp=timestamp,
+            ssrc=ssrc,
+            marker=bool(second & 0x80),
+            csrc=csrc,
+            extension_profile=profile,
+            extension=extension,
+            payload=bytes(data[at:end]),
+            padding=padding,
+        )
+
+    def __bytes__(self) -> bytes:
+        first = 0x80 | (0x20 if self.padding else 0) | len(self.csrc)
+        if self.extension is not None:
+            first |= 0x10
+        out = _RTP.pack(
+            first,
+            (0x80 if self.marker else 0) | self.payload_type,
+            self.sequence_number,
+            self.timestamp,
+            self.ssrc,
+        )
+        out += b"".join(c.to_bytes(4, "big") for c in self.csrc)
+        if self.extension is not None:
+            if len(self.extension) % 4:
+                raise ValueError("RTP header extension not a whole number of words")
+            out += struct.pack("!HH", self.extension_profile, len(self.extension) >> 2)
+            out += self.extension
+        out += self.payload
+        if self.padding:
+            out += bytes(self.padding - 1) + bytes([self.padding])
+        return out
+
+    def extensions(self) -> dict[int, bytes]:
+        """The header extension's elements by ID (RFC 8285); ``{}`` without one."""
+        if self.extension is None:
+            return {}
+        return parse_extensions(self.extension_profile, self.extension)
+
+
+def parse_extensions(profile: int, block: bytes) -> dict[int, bytes]:
+    """RFC 8285 elements by ID; an unknown profile gives ``{}`` (RFC 3550 §5.3.1: ignored)."""
+    one = profile == ONE_BYTE_PROFILE
+    if not one and profile & 0xFFF0 != TWO_BYTE_PROFILE:
+        return {}
+    values: dict[int, bytes] = {}
+    at = 0
+    while at < len(block):
+        if block[at] == 0:  # padding between elements (§4.1)
+            at += 1
+            continue
+        if one:
+            ident, length = block[at] >> 4, (block[at] & 0x0F) + 1
+            if ident == 15:  # reserved: stop processing (§4.2)
+                break
+            at += 1
+        else:
+            if at + 2 > len(block):
+                raise ValueError("RFC 8285 element truncated")
+            ident, length = block[at], block[at + 1]
+            at += 2
+        if at + length > len(block):
+            raise ValueError("RFC 8285 element truncated")
+        values[ident] = bytes(block[at : at + length])
+        at += length
+    return values
+
+
+def pack_extensions(values: dict[int, bytes]) -> tuple[int, bytes]:
+    """``(profile, block)`` for these elements, padded to a word: the one-byte form when every
+    ID is 1-14 and every value 1-16 bytes, the two-byte form otherwise (RFC 8285 §4.2-4.3)."""
+    one = all(1 <= i <= 14 and 1 <= len(v) <= 16 for i, v in values.items())
+    if one:
+        block = b"".join(bytes([i << 4 | (len(v) - 1)]) + v for i, v in values.items())
+    else:
+        block = b"".join(bytes([i, len(v)]) + v for i, v in values.items())
+    block += bytes(-len(block) % 4)
+    return (ONE_BYTE_PROFILE if one else TWO_BYTE_PROFILE), block
+
+
+# -- RTCP
+
+
+def _header(packet_type: int, count: int, body: bytes) -> bytes:
+    if len(body) % 4:
+        raise ValueError("RTCP packet not a whole number of words")
+    return _RTCP.pack(0x80 | count, packet_type, len(body) // 4) + body
+
+
+@dataclass
+class ReportBlock:
+    """One reception report block (RFC 3550 §6.4.1)."""
+
+    ssrc: int
+    fraction_lost: int = 0
+    packets_lost: int = 0
+    highest_sequence: int = 0
+    jitter: int = 0
+    lsr: int = 0
+    dlsr: int = 0
+
+    def __bytes__(self) -> bytes:
+        lost = max(-0x800000, min(0x7FFFFF, self.packets_lost)) & 0xFFFFFF  # 24-bit signed
+        return _BLOCK.pack(
+            self.ssrc,
+            self.fraction_lost,
+            lost.to_bytes(3, "big"),
+            self.highest_sequence,
+            self.jitter,
+            self.lsr,
+            self.dlsr,
+        )
+
+    @classmethod
+    def parse(cls, data: bytes, at: int) -> ReportBlock:
+        ssrc, fraction, lost, highest, jitter, lsr, dlsr = _BLOCK.unpack_from(data, at)
+        return cls(
+            ssrc=ssrc,
+            fraction_lost=fraction,
+            packets_lost=int.from_bytes(lost, "big", signed=True),
+            highest_sequence=highest,
+            jitter=jitter,
+            lsr=lsr,
+            dlsr=dlsr,
+        )
+
+
+def _blocks(body: bytes, at: int, count: int) -> list[ReportBlock]:
+    if len(body) < at + count * _BLOCK.size:
+        raise ValueError("RTCP report blocks truncated")
+    return [ReportBlock.parse(body, at + i * _BLOCK.size) for i in range(count)]
+
+
+@dataclass
+class SenderReport:
+    """RFC 3550 §6.4.1."""
+
+    ssrc: int
+    ntp_timestamp: int
+    rtp_timestamp: int
+    packet_count: int
+    octet_count: int
+    reports: list[ReportBlock] = field(default_factory=list)
+
+    def __bytes__(self) -> bytes:
+        info = _SENDER_INFO.pack(
+            self.ntp_timestamp, self.rtp_timestamp, self.packet_count, self.octet_count
+        )
+        body = self.ssrc.to_bytes(4, "big") + info + b"".join(map(bytes, self.reports))
+        return _header(SR, len(self.reports), body)
+
+
+@dataclass
+class ReceiverReport:
+    """RFC 3550 §6.4.2."""
+
+    ssrc: int
+    reports: list[ReportBlock] = field(default_factory=list)
+
+    def __bytes__(self) -> bytes:
+        body = self.ssrc.to_bytes(4, "big") + b"".join(map(bytes, self.reports))
+        return _header(RR, len(self.reports), body)
+
+
+@dataclass
+class Sdes:
+    """RFC 3550 §6.5: one chunk per source, each a list of ``(item type, value)``."""
+
+    chunks: list[tuple[int, list[tuple[int, bytes]]]] = field(default_factory=list)
+
+    def __bytes__(self) -> bytes:
+        body = b""
+        for ssrc, items in self.chunks:
+            chunk = ssrc.to_bytes(4, "big")
+            chunk += b"".join(bytes([kind, len(value)]) + value for kind, value in items)
+            chunk += bytes(4 - len(chunk) % 4)  # the null item ending the chunk, then padding
+            body += chunk
+        return _header(SDES, len(self.chunks), body)
+
+
+@dataclass
+class Bye:
+    """RFC 3550 §6.6."""
+
+    sources: list[int] = field(default_factory=list)
+    reason: bytes = b""
+
+    def __bytes__(self) -> bytes:
+        body = b"".join(s.to_bytes(4, "big") for s in self.sources)
+        if self.reason:
+            reason = bytes([len(self.reason)]) + self.reason
+            body += reason + bytes(-len(reason) % 4)
+        return _header(BYE, len(self.sources), body)
+
+
+Rtcp = SenderReport | ReceiverReport | Sdes | Bye
+
+
+def _sdes(body: bytes, count: int) -> Sdes:
+    chunks, at = [], 0
+    for _ in range(count):
+        if at + 4 > len(body):
+            raise ValueError("RTCP SDES chunk truncated")
+        ssrc, at = int.from_bytes(body[at : at + 4], "big"), at + 4
+        items = []
+        while at < len(body) and body[at]:
+            if at + 2 > len(body) or at + 2 + body[at + 1] > len(body):
+                raise ValueError("RTCP SDES item truncated")
+            items.append((body[at], bytes(body[at + 2 : at + 2 + body[at + 1]])))
+            at += 2 + body[at + 1]
+        at += 4 - at % 4  # the null item, then padding to the next word
+        chunks.append((ssrc, items))
+    return Sdes(chunks)
+
+
+def _one(packet_type: int, count: int, body: bytes) -> Rtcp | None:
+    if packet_type == SR:
+        if len(body) < 24:
+            raise ValueError("RTCP SR truncated")
+        ssrc = int.from_bytes(body[:4], "big")
+        ntp, rtp, packets, octets = _SENDER_INFO.unpack_from(body, 4)
+        return SenderReport(ssrc, ntp, rtp, packets, octets, _blocks(body, 24, count))
+    if packet_type == RR:
+        if len(body) < 4:
+            raise ValueError("RTCP RR truncated")
+        return ReceiverReport(int.from_bytes(body[:4], "big"), _blocks(body, 4, count))
+    if packet_type == SDES:
+        return _sdes(body, count)
+    if packet_type == BYE:
+        if len(body) < 4 * count:
+            raise ValueError("RTCP BYE truncated")
+        sources = [int.from_bytes(body[4 * i : 4 * i + 4], "big") for i in range(count)]
+        rest = body[4 * count :]
+        return Bye(sources, bytes(rest[1 : 1 + rest[0]]) if rest else b"")
+    return None
+
+
+def parse_rtcp(data: bytes) -> list[Rtcp]:
+    """The SR, RR, SDES and BYE packets of a compound RTCP packet, in order."""
+    packets: list[Rtcp] = []
+    at = 0
+    while at < len(data):
+        if at + 4 > len(data):
+            raise ValueError("RTCP header truncated")
+        first, packet_type, words = _RTCP.unpack_from(data, at)
+        if first >> 6 != 2:
+            raise ValueError("RTCP version is not 2")
+        end = at + 4 + 4 * words
+        if end > len(data):
+            raise ValueError("RTCP packet truncated")
+        body = data[at + 4 : end]
+        if first & 0x20:  # padding (§6.4.1): only the last packet of a compound may have it
+            if not body or body[-1] > len(body):
+                raise ValueError("RTCP padding longer than the packet")
+            body = body[: len(body) - body[-1]]
+        packet = _one(packet_type, first & 0x1F, bytes(body))
+        if packet is not None:
+            packets.append(packet)
+        at = end
+    return packets
