@@ -58,6 +58,18 @@ class ReceptionStats:
         self._last_arrival = arrival
         self._last_timestamp = timestamp
 
+    @classmethod
+    def adopt(cls, stream: Any, clockrate: int) -> ReceptionStats:
+        """Take over the counts of aiortc's own ``StreamStatistics`` for an SSRC whose first
+        packets aiortc routed itself, before the bridge's receive path attached (its public
+        fields; the jitter starts again, as it would after any gap)."""
+        if isinstance(stream, cls):
+            return stream
+        ours = cls(clockrate)
+        ours.packets_received = stream.packets_received
+        ours.base_seq, ours.max_seq, ours.cycles = stream.base_seq, stream.max_seq, stream.cycles
+        return ours
+
     def add(self, packet: Any) -> None:
         """A packet aiortc routed itself (its ``StreamStatistics.add``)."""
         self.received(packet.sequence_number, packet.timestamp, time.time())

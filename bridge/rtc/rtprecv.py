@@ -286,9 +286,11 @@ class LeanReceive:
         SSRC table."""
         now = time.time()
         stream = self._streams.get(ssrc)
-        if stream is None:
-            codec = self._codecs[self._opus_pt]
-            stream = self._streams[ssrc] = ReceptionStats(codec.clockRate)
+        if type(stream) is not ReceptionStats:
+            # new, or started by aiortc for a packet it routed before this path attached
+            clockrate = self._codecs[self._opus_pt].clockRate
+            fresh = ReceptionStats(clockrate) if stream is None else None
+            stream = self._streams[ssrc] = fresh or ReceptionStats.adopt(stream, clockrate)
         record(stream, seq, timestamp, now, audio=audio)
         if now - self._active_at.get(ssrc, 0.0) >= ACTIVE_EVERY:
             self._active_at[ssrc] = now

@@ -337,6 +337,21 @@ async def test_a_new_ssrc_is_learnt_as_aiortcs_router_learns_it(leg: Leg) -> Non
     assert leg.dtls._rtp_router.ssrc_table[0x777] is leg.receiver
 
 
+async def test_a_stream_aiortc_started_before_the_lean_path_attached_is_adopted(leg: Leg) -> None:
+    """A packet aiortc routed itself (before the lean path took the connection) left its own
+    ``StreamStatistics`` in the receiver's table: the lean path takes its counts over instead
+    of failing on every later packet (what CI met: one packet received, then none)."""
+    theirs = StreamStatistics(48_000)
+    theirs.add(RtpPacket(sequence_number=9, timestamp=9 * 960))
+    leg.receiver._RTCRtpReceiver__remote_streams[SSRC] = theirs  # type: ignore[attr-defined]
+    for seq in (10, 11, 13):
+        leg.send(rtp(seq, seq * 960, b"opus"))
+    assert [p[0] for p in leg.playout.packets] == [10, 11, 13]
+    ours = leg.receiver._RTCRtpReceiver__remote_streams[SSRC]  # type: ignore[attr-defined]
+    assert isinstance(ours, ReceptionStats)
+    assert ours.packets_received == 4 and ours.base_seq == 9 and ours.packets_lost == 1
+
+
 async def test_the_receiver_reports_count_what_was_received(
     leg: Leg, monkeypatch: pytest.MonkeyPatch
 ) -> None:
