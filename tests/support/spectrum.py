@@ -65,14 +65,18 @@ def assert_hears(pcm: np.ndarray, rate: int, present: set[float], absent: set[fl
     A leak is a peak: a whispered 880 Hz tone reaching the wrong ear shows within ~20 dB of the
     tones that belong there. A frame lost on a loaded machine (a 2-core CI runner) instead
     clicks, and a click raises every band alike, to about -46 dB. So an absent tone may sit up
-    to 10 dB above the broadband floor measured between the tones, never higher than -35 dB.
+    to 10 dB above the broadband floor measured between the tones, never higher than -35 dB;
+    where many clicks (a machine starved for a while) lift the floor itself past -38 dB, an
+    absent tone must still not stand out of it (3 dB), and the floor must stay 5 dB under a
+    leak's level: a track that is all clicks fails.
     """
     db = levels_db(pcm, rate, sorted(present | absent) + OFF_TONE_BANDS)
     floor = float(np.median([db[fr] for fr in OFF_TONE_BANDS]))
+    assert floor <= -25.0, (floor, db)
     for fr in present:
         assert db[fr] >= -30, (fr, db)
     for fr in absent:
-        assert db[fr] <= min(-35.0, max(-50.0, floor + 10)), (fr, floor, db)
+        assert db[fr] <= max(min(-35.0, max(-50.0, floor + 10)), floor + 3), (fr, floor, db)
 
 
 def tone_breaks(
