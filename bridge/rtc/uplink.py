@@ -196,14 +196,15 @@ class Playout:
         except Exception:  # a bus problem must not stop the leg's audio for good
             log.exception("uplink frame handling failed")
 
-    def concealed_since_last(self) -> float:
+    def concealed_since_last(self) -> float | None:
         """The share of audio played since the previous call that was concealment: what the
-        listener actually misses (a loss that FEC rebuilt is not missed)."""
+        listener actually misses (a loss that FEC rebuilt is not missed); ``None`` if nothing
+        was played here (an idle leg: its listener's own receiver conceals)."""
         rx = self.receiver.stats
         concealed, emitted = rx.concealed_samples, rx.jitter_buffer_emitted_count
         c0, e0 = self._conceal_mark
         self._conceal_mark = (concealed, emitted)
-        return (concealed - c0) / (emitted - e0) if emitted > e0 else 0.0
+        return (concealed - c0) / (emitted - e0) if emitted > e0 else None
 
     def _mirror(self) -> None:
         """Add what the receiver counted since the last call to the bus's counters (several

@@ -239,3 +239,36 @@ async def test_an_idle_playouts_level_comes_from_a_sample_each_second() -> None:
     whole = level_dbfs(reference.energy, reference.samples)
     assert sampled is not None and whole is not None
     assert abs(sampled - whole) < 0.5, (sampled, whole)
+
+
+async def test_an_idle_legs_quality_counts_the_network_loss_its_listener_meets() -> None:
+    """Nothing is played on an idle leg, so no concealment is measured there: the MOS counts
+    the packets the network lost instead (the forwarded-to receiver must rebuild them), and
+    a decoded leg's MOS counts its own concealment as before."""
+    from bridge.rtc.quality import Quality, account_concealment
+
+    tasks = TaskSet("test")
+    playout = Playout(lambda pcm: None, BusStats(), tasks)
+    playout.forward = lambda seq, ts, payload: None
+    playout.needs_pcm = lambda: False
+    for seq, p in enumerate(opus_packets(50)):
+        if seq % 10 != 3:  # a tenth lost on the way
+            playout.packet(seq, seq * 960, p)
+    idle = Quality(uplink_packets=45, uplink_lost=5)
+    account_concealment(idle, playout)
+    assert idle.concealed_fraction == pytest.approx(0.1) and idle.loss_fraction == pytest.approx(
+        0.1
+    )
+    # A decoded leg that played its audio with nothing concealed: its listener missed nothing.
+    playout.needs_pcm = lambda: True
+    frames = Frames()
+    playout.on_frame = frames.append
+    for seq, p in enumerate(opus_packets(20), start=50):
+        playout.packet(seq, seq * 960, p)
+        await asyncio.sleep(0.02)
+    await frames.wait(10)
+    playout.stop()
+    await tasks.close()
+    decoded = Quality(uplink_packets=20, uplink_lost=0)
+    account_concealment(decoded, playout)
+    assert decoded.concealed_fraction < 0.2 and decoded.loss_fraction == decoded.concealed_fraction
