@@ -76,18 +76,10 @@ class OpusReceiver:
     module docstring)."""
 
     def __init__(
-        self,
-        rate: int = 16_000,
-        frame_samples: int = 320,
-        *,
-        min_delay: float = 0.0,
-        max_delay: float = 0.2,
-        margin: float = 0.004,
-        window: int = 100,
-        quantile: float = 0.02,
-        capacity: int = 64,
-        loss_memory: float = 10.0,
-    ) -> None:
+        self, rate: int = 16_000, frame_samples: int = 320, *, min_delay: float = 0.0,
+        max_delay: float = 0.2, margin: float = 0.004, window: int = 100,
+        quantile: float = 0.02, capacity: int = 64, loss_memory: float = 10.0,
+    ) -> None:  # fmt: skip
         self.rate = rate
         self.frame_samples = frame_samples
         self.frame_ts = RTP_CLOCK * frame_samples // rate
@@ -97,7 +89,7 @@ class OpusReceiver:
             quantile=quantile, loss_memory=loss_memory,
         )  # fmt: skip
         self.stats = ReceiverStats()
-        self._decoder = OpusDecoder(rate)
+        self.decoder = OpusDecoder(rate)
         self._silence = np.zeros(frame_samples, dtype=np.int16)
         self._packets: dict[int, _Packet] = {}
         self._fifo = PlayoutFifo(rate, frame_samples)
@@ -118,7 +110,7 @@ class OpusReceiver:
         """The sender puts FEC data in its packets (worth waiting a frame for after a loss)."""
         self._latest = b""
         """The latest packet's payload, looked at for FEC only when a frame is missing."""
-        self._dtx = ComfortNoise(self._decoder, frame_samples, self.frame_ts)
+        self._dtx = ComfortNoise(self.decoder, frame_samples, self.frame_ts)
 
     # -- packets in
     @property
@@ -162,6 +154,14 @@ class OpusReceiver:
             del self._packets[oldest]
             stats.packets_discarded += 1
         self._packets[ts] = _Packet(payload, arrival, ext_seq)
+
+    def count(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> None:
+        """A packet nobody needs decoded (an idle playout, ``rtc/uplink.py``): counted as
+        :meth:`push` counts it, not kept; the next :meth:`push` starts the stream afresh."""
+        if self._playing or self._packets:
+            self._restart()
+        self._rtp.arrive(seq, timestamp, arrival)
+        self.stats.bytes_received += len(payload)
 
     def push_redundant(self, timestamp: int, payload: bytes, arrival: float) -> None:
         """A redundant copy of an earlier frame (RFC 2198 RED): used only if that frame's own
@@ -318,7 +318,7 @@ class OpusReceiver:
                 packet = self._packets.pop(self._next)
         if packet is not None:
             try:
-                pcm = self._decoder.decode(packet.payload)
+                pcm = self.decoder.decode(packet.payload)
             except OpusError:
                 self.stats.decode_errors += 1
                 pcm = np.zeros(0, dtype=np.int16)
@@ -341,7 +341,7 @@ class OpusReceiver:
         later = self._packets.get(self._next)
         if later is not None and has_fec(later.payload):
             try:
-                pcm = self._decoder.decode_fec(later.payload, self.frame_samples)
+                pcm = self.decoder.decode_fec(later.payload, self.frame_samples)
                 self.stats.fec_packets_received += 1
                 self.stats.fec_recovered_samples += pcm.size
                 self._concealed_run = 0
@@ -359,7 +359,7 @@ class OpusReceiver:
         """One frame of Opus concealment: for a lost frame, or to add a frame of delay (an
         insertion, counted as such and not as a loss, as W3C's stats separate them)."""
         try:
-            pcm = self._decoder.conceal(self.frame_samples)
+            pcm = self.decoder.conceal(self.frame_samples)
         except OpusError:  # pragma: no cover - libopus conceals without failing
             pcm = self._silence.copy()
         if insertion:

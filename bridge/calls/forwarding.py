@@ -8,6 +8,11 @@ nothing played, no key tones). Each sender checks that per packet (a yes is kept
 ``PassThrough.permitted``), so mixing can start and stop mid-call; this module only wires the
 two ends when the agent or the leg changes.
 
+It also says when a forwarded direction need not be decoded at all: while its packets are
+forwarded and nothing reads its PCM on the bus (no recorder, fork, socket, model agent or
+speech detector: the bus's taps), the sending leg's playout only counts them
+(``rtc/uplink.py``'s idle leg). A tap added, or mixing begun, is heard from the next packet.
+
 A phone alone on the call on an Opus trunk (``trunks/passthrough.py``) is wired the same way:
 WhatsApp's packets to it while it hears only the WhatsApp user, its packets to WhatsApp while
 WhatsApp hears only it.
@@ -28,6 +33,10 @@ class PhonePackets(Protocol):
 
     forward_allowed: Callable[[], bool] | None
     forward_up: Callable[[int, int, bytes], None] | None
+    up_needs_pcm: Callable[[], bool] | None
+
+    @property
+    def forwarding(self) -> bool: ...
 
     def offer(self, seq: int, ts: int, payload: bytes) -> None: ...
 
@@ -71,7 +80,14 @@ class Forwarding:
             return
         bus, conference, sessions = self.bus, self.bus.conference, self.sessions
         down = session.forward_from(lambda: len(sessions) == 1 and not conference.mixed)
-        leg.forward_to(down.offer if down is not None else None)
+        if down is None:
+            leg.forward_to(None)
+        else:
+            leg.forward_to(
+                down.offer,
+                lambda: bus.downlink_tapped or not down.permitted(),
+                (bus.stats.whatsapp_in, session.sent_level),  # what each side's meter hears
+            )
 
         def agent_only() -> bool:
             return (
@@ -82,7 +98,14 @@ class Forwarding:
             )
 
         up = leg.forward_from(agent_only)
-        session.forward_to(up.offer if up is not None else None)
+        if up is None:
+            session.forward_to(None)
+        else:
+            session.forward_to(
+                up.offer,
+                lambda: bus.uplink_tapped or not up.permitted(),
+                (session.mic_level, bus.stats.whatsapp_out),
+            )
         if up is not None:
             # The browser's packets reach WhatsApp as they are: its FEC must cover the loss on
             # the WhatsApp leg too (the larger of the two in the reports it gets).
@@ -104,9 +127,15 @@ class Forwarding:
             return phone_only() and not bus.muted and not bus.has_sources
 
         phone.forward_allowed = phone_only
-        leg.forward_to(phone.offer)
+        leg.forward_to(
+            phone.offer,
+            lambda: bus.downlink_tapped or not phone.forwarding,
+            (bus.stats.whatsapp_in,),
+        )
         up = leg.forward_from(phone_alone_heard)
         phone.forward_up = up.offer if up is not None else None
+        if up is not None:
+            phone.up_needs_pcm = lambda: bus.uplink_tapped or not up.permitted()
         self._phone = phone
 
     def _unwire_phone(self, leg: WebRTCLeg) -> None:
@@ -114,5 +143,5 @@ class Forwarding:
         if phone is None:
             return
         phone.forward_allowed = None
-        phone.forward_up = None
+        phone.forward_up = phone.up_needs_pcm = None
         leg.forward_to(None)

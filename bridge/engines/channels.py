@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from ..audio.pcm import Pcm
 from ..audio.receiver import ReceiverStats
 from ..media.ports import ClockedPort
-from ..media.stats import ReceiveStats
+from ..media.stats import LevelMeter, ReceiveStats
 
 if TYPE_CHECKING:  # the protocols name them; importing aiortc stays the engines' choice
     from ..rtc.passthrough import PassThrough
@@ -103,9 +103,16 @@ class WebRTCLeg(Protocol):
         """Its receiver's cumulative counters and the last round-trip time (seconds), read
         once a second for the call's timeline (``calls/reports.py``)."""
 
-    def forward_to(self, offer: Callable[[int, int, bytes], None] | None) -> None:
+    def forward_to(
+        self,
+        offer: Callable[[int, int, bytes], None] | None,
+        needs_pcm: Callable[[], bool] | None = None,
+        meters: tuple[LevelMeter, ...] = (),
+    ) -> None:
         """Packets from here go there: also hand each Opus packet it receives, untouched, to
-        ``offer`` (pass-through to the browser); ``None`` stops."""
+        ``offer`` (pass-through to the browser); ``None`` stops. While ``needs_pcm()`` says no,
+        they are not decoded (nothing on the bus needs them) but for a level sample a second,
+        into ``meters``."""
 
     def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
         """Packets from there go here: send the browser's Opus packets (offered to the

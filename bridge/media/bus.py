@@ -187,6 +187,17 @@ class CallBus:
                 self._clock = None
 
     @property
+    def uplink_tapped(self) -> bool:
+        """Whether anything (a recorder, a fork, a model agent, a speech detector) reads the
+        uplink's PCM: while nothing does and nothing mixes, it need not be decoded."""
+        return bool(self._uplink_taps)
+
+    @property
+    def downlink_tapped(self) -> bool:
+        """Whether anything reads the PCM the WhatsApp peer sends (as :attr:`uplink_tapped`)."""
+        return bool(self._downlink_taps)
+
+    @property
     def has_downlink_sources(self) -> bool:
         return any(s.to_downlink for s in self._sources)
 

@@ -36,7 +36,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver
 from ..audio.pcm import Pcm
 from ..audio.receiver import ReceiverStats
 from ..config import IceSettings
-from ..media import BusStats
+from ..media import BusStats, LevelMeter
 from ..tasks import TaskSet
 from . import aiortc_seam, counters, rtprecv, rtpsend
 from .dtls import diagnose
@@ -192,11 +192,25 @@ class PeerLeg:
         return advertise_public_ip(sdp, self.public_ip)
 
     # -- pass-through (rtc/passthrough.py)
-    def forward_to(self, offer: Callable[[int, int, bytes], None] | None) -> None:
+    def forward_to(
+        self,
+        offer: Callable[[int, int, bytes], None] | None,
+        needs_pcm: Callable[[], bool] | None = None,
+        meters: tuple[LevelMeter, ...] = (),
+    ) -> None:
         """Packets from here go there: also hand each Opus packet this leg receives,
-        untouched, to ``offer`` (another leg's :meth:`forward_from`); ``None`` stops."""
+        untouched, to ``offer`` (another leg's :meth:`forward_from`); ``None`` stops. While
+        ``needs_pcm()`` says no, they are not decoded (``rtc/uplink.py``, an idle leg) but
+        for a level sample a second, into ``meters``."""
         if self._playout is not None:
             self._playout.forward = offer
+            self._playout.needs_pcm = needs_pcm if offer is not None else None
+            self._playout.idle_meters = meters if offer is not None else ()
+
+    @property
+    def not_decoded(self) -> int:
+        """Packets received and forwarded but not decoded: nothing on the bus needed them."""
+        return self._playout.not_decoded if self._playout is not None else 0
 
     def report_loss_beyond(self, loss: Callable[[], float] | None) -> None:
         """While this leg's packets are forwarded into another leg, tell its sender the loss

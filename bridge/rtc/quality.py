@@ -98,5 +98,11 @@ async def sample_peer_quality(pc: RTCPeerConnection, prev: Quality) -> tuple[Qua
 def account_concealment(delta: Quality, playout: Playout) -> None:
     """Count what the listener misses, not what the network lost: a loss the receiver rebuilt
     from FEC is heard; a concealed one (or a packet too late to play) is not."""
-    delta.concealed_fraction = playout.concealed_since_last()
-    delta.loss_fraction = max(delta.concealed_fraction, delta.far_end_loss)
+    concealed = playout.concealed_since_last()
+    if concealed is None:
+        # Nothing was played here: the packets went on untouched (an idle leg,
+        # ``rtc/uplink.py``), so the listener's own receiver meets every loss of this leg.
+        received = delta.uplink_packets + delta.uplink_lost
+        concealed = delta.uplink_lost / received if received else 0.0
+    delta.concealed_fraction = concealed
+    delta.loss_fraction = max(concealed, delta.far_end_loss)

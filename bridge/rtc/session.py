@@ -200,6 +200,8 @@ class WebRTCSession(PeerLeg):
             "redPackets": self.red.packets,
             # Downlink packets forwarded untouched from the WhatsApp leg (rtc/passthrough.py).
             "downlinkForwarded": track.forwarded_frames if isinstance(track, OpusBusTrack) else 0,
+            # The browser's packets forwarded to WhatsApp and not decoded (rtc/uplink.py).
+            "uplinkNotDecoded": self.not_decoded,
             # What the downlink does against the loss the browser reports (rtc/protection.py).
             "downlinkProtection": track.protection_json()
             if isinstance(track, OpusBusTrack)

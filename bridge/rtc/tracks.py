@@ -270,13 +270,11 @@ class OpusBusTrack(MediaStreamTrack):
         if (pts - self._pts) & 0x80000000 == 0:  # not a reordered (older) packet
             self._pts = pts + _FRAME_TS
         # The decoded frame this packet stands for (kept fresh for a switch; its level is
-        # what the browser hears).
+        # what the browser hears). None while the source leg is idle (``rtc/uplink.py``): its
+        # level samples reach this meter from there.
         decoded = self.sink.take(time.monotonic())
-        if self.level is not None:
-            if decoded is None:
-                self.level.add_silence(FRAME_SAMPLES)
-            else:
-                self.level.add(decoded)
+        if self.level is not None and decoded is not None:
+            self.level.add(decoded)
         self.frames_sent += 1
         self.forwarded_frames += 1
         self._encoder_stale = True

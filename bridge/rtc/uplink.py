@@ -22,6 +22,14 @@ stand-ins, installed on an audio receiver by :func:`take_over_receiver`, replace
   nothing more is handed on until it sends again, as a browser that stops sending is heard
   as nothing, not as an endless stream of silence frames.
 
+**An idle leg decodes nothing.** While a leg's packets are forwarded untouched to another leg
+(``rtc/passthrough.py``) and nothing else needs them decoded (``calls/forwarding.py`` decides:
+no mix, recording, fork, socket, agent or speech detector on that direction), :class:`Playout`
+only counts them (the reports' loss, jitter and bit rate stay) and keeps the last
+:data:`WARM_PACKETS`; the reports' level comes from a sample, a run of packets decoded once a
+second. The moment something asks for the audio, the next packet
+is decoded after those, so the decoder carries on from the sender's state with no seam.
+
 aiortc keeps both in private attributes of ``RTCRtpReceiver``, reached through
 ``rtc/aiortc_seam.py``, which checks they exist, so a change in aiortc fails loudly rather
 than silently.
@@ -32,15 +40,17 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiortc import RTCRtpReceiver
 
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
+from ..audio.opus import WARM_PACKETS, OpusError
 from ..audio.pcm import Pcm
 from ..audio.receiver import OpusReceiver, ReceiverStats
-from ..media import BusStats
+from ..media import BusStats, LevelMeter
 from ..media.clock import Phase, worker_clock
 from ..tasks import TaskSet
 from . import aiortc_seam as seam
@@ -49,6 +59,13 @@ log = logging.getLogger(__name__)
 
 MIRROR_EVERY = 25
 """Frames (500 ms) between copies of the receiver's counters into the bus's."""
+LEVEL_EVERY = 50
+"""An idle leg's packets (a second) from one level sample to the next."""
+LEVEL_RUN = 10
+"""Packets decoded in a row for an idle leg's level sample (a fifth of decoding them all)."""
+LEVEL_METERED = 5
+"""The last packets of a sample that are metered: after five, the decoder's state is the
+sender's again and its level true (``tests/unit/test_uplink.py``)."""
 
 
 def _ignore(pcm: Pcm) -> None:
@@ -93,6 +110,18 @@ class Playout:
         """When the latest packet arrived (monotonic): the leg's media watchdog reads it."""
         self.forward: Callable[[int, int, bytes], None] | None = None
         """Also hands each packet, untouched, to another leg (``rtc/passthrough.py``)."""
+        self.needs_pcm: Callable[[], bool] | None = None
+        """Asked per forwarded packet: whether anything needs it decoded (``None``: always).
+        While nothing does, the leg is idle: packets are counted, not decoded (module doc)."""
+        self.idle_meters: tuple[LevelMeter, ...] = ()
+        """Where an idle leg's level samples go (module doc): the meters its decoded frames
+        would have reached, on this side and on the side its packets are forwarded to."""
+        self._idle = False
+        self._idle_packets = 0
+        self.not_decoded = 0
+        """Packets counted and forwarded, not decoded: nothing needed them (an idle leg)."""
+        self._skipped: deque[bytes] = deque(maxlen=WARM_PACKETS)
+        """The latest packets not decoded: the decoder's warm-up when decoding resumes."""
         self.held = False
         """An idle connected leg (``rtc/connected.py``): packets are dropped, no clock."""
 
@@ -105,11 +134,40 @@ class Playout:
         if self._stopped or self.held:
             return
         self.last_packet = now = time.monotonic()
+        forward = self.forward
+        if forward is not None:
+            forward(seq, timestamp, payload)
+            needs_pcm = self.needs_pcm
+            if needs_pcm is not None and not needs_pcm():
+                self._idle_packet(seq, timestamp, payload, now)
+                return
+        if self._idle:  # something needs the audio again: from the next frame on
+            self._idle = False
+            self.receiver.decoder.warm(self._skipped)
+            self._skipped.clear()
         self.receiver.push(seq, timestamp, payload, now)
-        if self.forward is not None:
-            self.forward(seq, timestamp, payload)
         if self._unregister is None and not self._tasks.closed:
             self._unregister = worker_clock().register(self._tick, Phase.RECEIVE)
+
+    def _idle_packet(self, seq: int, timestamp: int, payload: bytes, now: float) -> None:
+        """A packet nobody needs decoded: counted, kept for the warm-up, and decoded only in
+        the level's sample (the first :data:`LEVEL_RUN` of every :data:`LEVEL_EVERY`, the
+        last :data:`LEVEL_METERED` of them metered, the decoder warm by then)."""
+        self.receiver.count(seq, timestamp, payload, now)
+        self._skipped.append(payload)
+        self._idle = True
+        phase = self._idle_packets % LEVEL_EVERY
+        self._idle_packets += 1
+        if phase >= LEVEL_RUN or not self.idle_meters:
+            self.not_decoded += 1
+            return
+        try:
+            pcm = self.receiver.decoder.decode(payload)
+        except OpusError:
+            return
+        if phase >= LEVEL_RUN - LEVEL_METERED and pcm.size:
+            for meter in self.idle_meters:
+                meter.add(pcm)
 
     def numbered(self, seq: int) -> None:
         """A packet of this leg that is not audio (an RFC 4733 event) took number ``seq``."""
@@ -118,12 +176,12 @@ class Playout:
 
     def redundant(self, timestamp: int, payload: bytes) -> None:
         """A redundant copy of an earlier frame from a RED packet (``rtc/red.py``)."""
-        if not self._stopped and not self.held:
+        if not self._stopped and not self.held and not self._idle:
             self.receiver.push_redundant(timestamp, payload, time.monotonic())
 
     def _tick(self, now: float) -> None:
         """The worker clock's receive phase: one frame out of the receiver, handed on."""
-        if self._stopped:
+        if self._stopped or self._idle:
             return
         receiver = self.receiver
         frame = receiver.pop(now)
@@ -138,14 +196,15 @@ class Playout:
         except Exception:  # a bus problem must not stop the leg's audio for good
             log.exception("uplink frame handling failed")
 
-    def concealed_since_last(self) -> float:
+    def concealed_since_last(self) -> float | None:
         """The share of audio played since the previous call that was concealment: what the
-        listener actually misses (a loss that FEC rebuilt is not missed)."""
+        listener actually misses (a loss that FEC rebuilt is not missed); ``None`` if nothing
+        was played here (an idle leg: its listener's own receiver conceals)."""
         rx = self.receiver.stats
         concealed, emitted = rx.concealed_samples, rx.jitter_buffer_emitted_count
         c0, e0 = self._conceal_mark
         self._conceal_mark = (concealed, emitted)
-        return (concealed - c0) / (emitted - e0) if emitted > e0 else 0.0
+        return (concealed - c0) / (emitted - e0) if emitted > e0 else None
 
     def _mirror(self) -> None:
         """Add what the receiver counted since the last call to the bus's counters (several
@@ -180,7 +239,7 @@ class Playout:
         self._mirror()
         self.held = True
         self.on_frame = _ignore
-        self.forward = None
+        self._forget_forwarding()
         unregister, self._unregister = self._unregister, None
         if unregister is not None:
             unregister()
@@ -204,10 +263,16 @@ class Playout:
             self._mirror()
         self._stopped = True
         self.on_frame = _ignore
-        self.forward = None
+        self._forget_forwarding()
         unregister, self._unregister = self._unregister, None
         if unregister is not None:
             unregister()
+
+    def _forget_forwarding(self) -> None:
+        self.forward = self.needs_pcm = None
+        self.idle_meters = ()
+        self._idle = False
+        self._skipped.clear()
 
     # -- aiortc's decoder queue
     def put(self, task: tuple[Any, Any] | None) -> None:

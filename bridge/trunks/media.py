@@ -30,7 +30,7 @@ import numpy as np
 
 from ..audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from ..audio.g722 import G722Decoder, G722Encoder
-from ..audio.opus import OpusDecoder, OpusEncoder, OpusError
+from ..audio.opus import WARM_PACKETS, OpusDecoder, OpusEncoder, OpusError
 from ..audio.pcm import FRAME_SAMPLES, Pcm, Reframer
 from ..audio.resample import Resampler
 from ..media.clock import Phase, worker_clock
@@ -147,6 +147,11 @@ class TrunkMedia:
         self.forward_up: Callable[[int, int, bytes], None] | None = None
         """Where the phone's Opus packets also go as they arrived (the WhatsApp leg's
         ``PassThrough.offer``, which sends them while WhatsApp hears only the phone)."""
+        self.up_needs_pcm: Callable[[], bool] | None = None
+        """Asked per packet forwarded up: whether anything needs it decoded (``None``: always).
+        While nothing does it is not, as an idle leg's (``rtc/uplink.py``)."""
+        self._skipped: deque[bytes] = deque(maxlen=WARM_PACKETS)
+        self._opus_decoder: OpusDecoder | None = None
         self._run: tuple[int, int, int] | None = None
         """The forwarding run: (its first source number, number offset, timestamp offset)."""
         self._forwarded_at = 0.0
@@ -185,13 +190,14 @@ class TrunkMedia:
         self.event_step = SAMPLES
         """RFC 4733 durations' units a 20 ms tick (the event's own clock / 50)."""
         self._wide_out = self._wide_in = None
-        self._opus_encoder = None
+        self._opus_encoder = self._opus_decoder = None
         if codec == "opus":
             self._opus_encoder = OpusEncoder(
                 16000, bitrate=32000, complexity=5, fec=True, expected_loss=5, dtx=False
             )
             self._wide_out = self._opus_encoder.encode
-            self._wide_in = OpusDecoder(16000).decode
+            self._opus_decoder = OpusDecoder(16000)
+            self._wide_in = self._opus_decoder.decode
         elif codec == "G722":
             self._wide_out = G722Encoder().encode
             self._wide_in = G722Decoder().decode
@@ -224,7 +230,14 @@ class TrunkMedia:
             return
         self.packets_in += 1
         if self.forward_up is not None and self.codec == "opus" and one_20ms_frame(payload):
-            self.forward_up(seq, ts, payload)  # still decoded below, for the conference
+            self.forward_up(seq, ts, payload)
+            needs_pcm = self.up_needs_pcm
+            if needs_pcm is not None and not needs_pcm():
+                self._skipped.append(payload)
+                return  # nothing on the call needs it decoded
+        if self._skipped and self._opus_decoder is not None:
+            self._opus_decoder.warm(self._skipped)  # the decoder takes up the phone's state
+            self._skipped.clear()
         if self._wide_in is not None:
             try:
                 wide = self._wide_in(payload)
@@ -273,6 +286,11 @@ class TrunkMedia:
             self._ts = (out_ts + self.step) & 0xFFFFFFFF
         self._forwarded_at = time.monotonic()
         self.forwarded += 1
+
+    @property
+    def forwarding(self) -> bool:
+        """Whether WhatsApp's packets go to the phone as they are (a forwarding run)."""
+        return self._run is not None
 
     def _tick(self, now: float) -> None:
         pcm = self.pop()

@@ -197,3 +197,69 @@ async def test_the_browsers_packets_reach_whatsapp_untouched_and_mute_switches_t
     frames = heard[: heard.size // 320 * 320].reshape(-1, 320).astype(np.float64)
     levels = np.sqrt((frames**2).mean(axis=1))
     assert (levels < 30).sum() > 30 and (levels > 300).sum() > 60
+
+
+async def test_nothing_forwarded_is_decoded_until_a_recording_asks_and_then_with_no_seam(
+    tmp_path: Any,
+) -> None:
+    """Pass-through costs what forwarding costs (issue 47): while both directions are forwarded
+    and nothing reads the bus, neither leg decodes a packet. A recording started mid-call gets
+    both sides' audio from its first frames, continuous (the decoders warmed on the packets
+    they skipped), and once it stops, decoding stops again."""
+    import wave
+    from pathlib import Path
+
+    from bridge.audio import tone
+
+    from ..support.spectrum import band_energy
+
+    agent, user = tone(440, 16_000 * 8, 16_000, 0.3), tone(660, 16_000 * 8, 16_000, 0.3)
+    env = {"BRIDGE_DATA_DIR": str(tmp_path)}
+    async with cloudapi(agent, 7, env, whatsapp_speech=user) as call:
+        await asyncio.sleep(0.3)
+        await call.start_speaking()
+        await asyncio.sleep(1.5)
+        idle = await stats(call)
+        base, body = call.bridge.base, {"callID": call.call_id}
+        async with call.http.post(f"{base}/call/record", json=body) as r:
+            assert r.status in (200, 201), await r.text()
+        await asyncio.sleep(0.2)
+        recording_from = await stats(call)
+        await asyncio.sleep(1.5)
+        recording_to = await stats(call)
+        async with call.http.post(f"{base}/call/record/stop", json=body) as r:
+            recordings = (await r.json())["recordings"]
+        await asyncio.sleep(1.0)
+        after = await stats(call)
+
+    def not_decoded(s: dict[str, Any]) -> tuple[int, int]:
+        return s["leg"]["webrtc"]["packetsNotDecoded"], s["webrtc"]["uplinkNotDecoded"]
+
+    # ~1.5 s of both sides' packets forwarded and not decoded, then none while recording,
+    # then not decoded again.
+    assert min(not_decoded(idle)) > 40, not_decoded(idle)
+    assert not_decoded(recording_to) == not_decoded(recording_from)
+    during, later = not_decoded(recording_to), not_decoded(after)
+    assert later[0] - during[0] > 25 and later[1] - during[1] > 25, (during, later)
+    assert after["webrtc"]["downlinkForwarded"] - idle["webrtc"]["downlinkForwarded"] > 100
+    # Loss and jitter were counted all along: the receiver saw every packet.
+    rx = after["leg"]["webrtc"]["receiver"]
+    assert rx["packetsReceived"] > 150
+
+    def samples(kind: str) -> np.ndarray:
+        rec = next(r for r in recordings if r["kind"] == kind)
+        path = next(tmp_path.rglob(Path(rec["path"]).name))
+        with wave.open(str(path)) as w:
+            return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+
+    for kind, hz, other in (("inbound", 660, 440), ("outbound", 440, 660)):
+        pcm = samples(kind)
+        assert pcm.size > 16_000 * 1.2, (kind, pcm.size)
+        assert band_energy(pcm, 16_000, hz) > 0.5 and band_energy(pcm, 16_000, other) < 0.05
+        # The tone from the recording's first frames on: no 20 ms frame after the first two
+        # below half the steady level (a cold decoder's start, or a gap, would show here).
+        frames = pcm[: pcm.size // 320 * 320].reshape(-1, 320).astype(np.float64)
+        levels = np.sqrt((frames**2).mean(axis=1))
+        steady = float(np.median(levels))
+        assert steady > 0.3 * 32767 * 0.5, (kind, steady)
+        assert levels[2:-2].min() > 0.5 * steady, (kind, levels[:6], levels[2:-2].min())

@@ -104,3 +104,27 @@ def test_comfort_noise_offered_and_sent_is_accepted() -> None:
     m.on_rtp(pcmu)
     m.on_rtp(struct.pack("!BBHII", 0x80, 0, 3, 480, 7) + bytes([0xFF]) * 160)
     assert m.packets_in == 2 and heard  # G.711 after the CN is heard again (a bus frame or more)
+
+
+def test_the_phones_packets_forwarded_up_are_decoded_only_when_something_needs_them() -> None:
+    """The phone's Opus forwarded to WhatsApp is not decoded while nothing on the call needs
+    it (``up_needs_pcm``); once something does, the next packet is decoded, the decoder warmed
+    on the skipped ones, into the phone's 440 Hz at its level."""
+    heard: list[np.ndarray] = []
+    m = TrunkMedia("t", "opus", 111, 101, heard.append, lambda: None, lambda d, ms: None)
+    up: list[int] = []
+    wanted = [False]
+    m.forward_up = lambda seq, ts, payload: up.append(seq)
+    m.up_needs_pcm = lambda: wanted[0]
+    enc = OpusEncoder(16000, bitrate=20000, complexity=5, fec=True, expected_loss=5, dtx=False)
+    t = np.arange(320 * 40) / 16000
+    pcm = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    for i in range(40):
+        if i == 30:
+            wanted[0] = True
+        payload = enc.encode(pcm[i * 320 : (i + 1) * 320])
+        m.on_rtp(struct.pack("!BBHII", 0x80, 111, 100 + i, 960 * i, 7) + payload)
+    assert up == list(range(100, 140))  # every packet went up
+    assert len(heard) == 10  # only those after the ask were decoded
+    levels = [float(np.sqrt(np.mean(f.astype(np.float64) ** 2))) for f in heard]
+    assert min(levels) > 0.9 * 8000 / np.sqrt(2), levels

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bridge.audio import FRAME_SAMPLES, tone
-from bridge.audio.opus import OpusEncoder
+from bridge.audio.opus import OpusDecoder, OpusEncoder
 from bridge.media import BusStats
 from bridge.rtc.uplink import Playout, ReceiverBuffer
 from bridge.tasks import TaskSet
@@ -136,3 +136,139 @@ async def test_the_reports_carry_the_loss_beyond_a_forwarded_leg() -> None:
 
     with pytest.raises(RuntimeError, match="changed"):
         report_loss_beyond(SimpleNamespace(), lambda: 0.0)  # type: ignore[arg-type]
+
+
+def _block_levels(pcm: np.ndarray) -> np.ndarray:
+    blocks = pcm[: pcm.size // 80 * 80].reshape(-1, 80).astype(np.float64)
+    return np.sqrt((blocks**2).mean(axis=1))
+
+
+@pytest.mark.parametrize("celt", [False, True], ids=["silk", "celt"])
+@pytest.mark.parametrize("hz", [440, 3000])
+def test_a_warmed_decoder_carries_on_at_the_senders_level(celt: bool, hz: int) -> None:
+    """An idle leg's decoder skipped the stream; warmed on the packets before the next, its
+    first frames are the tone at its level in every 5 ms block, where a cold one starts at a
+    fraction of it (the seam this warm-up is for)."""
+    from bridge.audio.opus import WARM_PACKETS, OpusDecoder
+
+    enc = OpusEncoder(16_000, bitrate=32_000, complexity=5, fec=True, expected_loss=5, dtx=False)
+    enc.set_celt_only(celt)
+    pcm = tone(hz, FRAME_SAMPLES * 60, 16_000, 0.3)
+    packets = [enc.encode(pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]) for i in range(60)]
+    reference = OpusDecoder(16_000)
+    heard = [reference.decode(p) for p in packets]
+    k = 40
+    expected = _block_levels(np.concatenate(heard[k : k + 2]))
+
+    def resumed(warm: list[bytes]) -> np.ndarray:
+        decoder = OpusDecoder(16_000)
+        decoder.warm(warm)
+        return _block_levels(np.concatenate([decoder.decode(p) for p in packets[k : k + 2]]))
+
+    warmed, cold = resumed(packets[k - WARM_PACKETS : k]), resumed([])
+    assert (warmed / expected).min() > 0.9 and (warmed / expected).max() < 1.1
+    assert (cold / expected).min() < 0.5
+
+
+async def test_an_idle_playout_counts_what_it_forwards_and_decodes_from_when_asked() -> None:
+    """While nothing needs a forwarded leg's audio, its packets are forwarded and counted (the
+    reports' loss and bit rate) but never decoded, and no frame is handed on; once something
+    asks, the next packets are decoded into frames of the tone."""
+    frames = Frames()
+    tasks = TaskSet("test")
+    playout = Playout(frames.append, BusStats(), tasks)
+    forwarded: list[int] = []
+    wanted = False
+    playout.forward = lambda seq, ts, payload: forwarded.append(seq)
+    playout.needs_pcm = lambda: wanted
+    decoder = playout.receiver.decoder
+    decodes = 0
+    real_decode = decoder.decode
+
+    def counting(packet: bytes) -> np.ndarray:
+        nonlocal decodes
+        decodes += 1
+        return real_decode(packet)
+
+    decoder.decode = counting  # type: ignore[method-assign]
+    packets = opus_packets(40)
+    for seq, p in enumerate(packets[:20]):
+        playout.packet(seq, seq * 960, p)
+        await asyncio.sleep(0.02)
+    assert forwarded == list(range(20)) and playout.not_decoded == 20
+    assert decodes == 0 and len(frames) == 0
+    assert playout.stats.packets_received == 20 and playout.stats.bytes_received > 20 * 40
+    wanted = True
+    for seq, p in enumerate(packets[20:], start=20):
+        playout.packet(seq, seq * 960, p)
+        await asyncio.sleep(0.02)
+    await frames.wait(15)
+    playout.stop()
+    await tasks.close()
+    assert forwarded == list(range(40)) and playout.not_decoded == 20
+    assert decodes >= 15 and playout.stats.packets_received == 40
+    levels = [float(np.sqrt(np.mean(f.astype(np.float64) ** 2))) for f in frames[:15]]
+    assert min(levels) > 1000, levels
+
+
+async def test_an_idle_playouts_level_comes_from_a_sample_each_second() -> None:
+    """An idle leg decodes a run of packets a second (LEVEL_RUN of LEVEL_EVERY) and meters the
+    run's last ones: the reports read the tone's level from it, within half a dB, at a fifth
+    of what decoding every packet costs."""
+    from bridge.media import LevelMeter, level_dbfs
+    from bridge.rtc.uplink import LEVEL_EVERY, LEVEL_METERED, LEVEL_RUN
+
+    tasks = TaskSet("test")
+    playout = Playout(lambda pcm: None, BusStats(), tasks)
+    heard, forwarded_to = LevelMeter(), LevelMeter()
+    playout.forward = lambda seq, ts, payload: None
+    playout.needs_pcm = lambda: False
+    playout.idle_meters = (heard, forwarded_to)
+    packets = opus_packets(2 * LEVEL_EVERY)
+    for seq, p in enumerate(packets):
+        playout.packet(seq, seq * 960, p)
+    playout.stop()
+    await tasks.close()
+    assert playout.not_decoded == len(packets) - 2 * LEVEL_RUN
+    assert heard.samples == forwarded_to.samples == 2 * LEVEL_METERED * FRAME_SAMPLES
+    reference = LevelMeter()
+    decoder = OpusDecoder(16_000)
+    for p in packets:
+        reference.add(decoder.decode(p))
+    sampled = level_dbfs(heard.energy, heard.samples)
+    whole = level_dbfs(reference.energy, reference.samples)
+    assert sampled is not None and whole is not None
+    assert abs(sampled - whole) < 0.5, (sampled, whole)
+
+
+async def test_an_idle_legs_quality_counts_the_network_loss_its_listener_meets() -> None:
+    """Nothing is played on an idle leg, so no concealment is measured there: the MOS counts
+    the packets the network lost instead (the forwarded-to receiver must rebuild them), and
+    a decoded leg's MOS counts its own concealment as before."""
+    from bridge.rtc.quality import Quality, account_concealment
+
+    tasks = TaskSet("test")
+    playout = Playout(lambda pcm: None, BusStats(), tasks)
+    playout.forward = lambda seq, ts, payload: None
+    playout.needs_pcm = lambda: False
+    for seq, p in enumerate(opus_packets(50)):
+        if seq % 10 != 3:  # a tenth lost on the way
+            playout.packet(seq, seq * 960, p)
+    idle = Quality(uplink_packets=45, uplink_lost=5)
+    account_concealment(idle, playout)
+    assert idle.concealed_fraction == pytest.approx(0.1) and idle.loss_fraction == pytest.approx(
+        0.1
+    )
+    # A decoded leg that played its audio with nothing concealed: its listener missed nothing.
+    playout.needs_pcm = lambda: True
+    frames = Frames()
+    playout.on_frame = frames.append
+    for seq, p in enumerate(opus_packets(20), start=50):
+        playout.packet(seq, seq * 960, p)
+        await asyncio.sleep(0.02)
+    await frames.wait(10)
+    playout.stop()
+    await tasks.close()
+    decoded = Quality(uplink_packets=20, uplink_lost=0)
+    account_concealment(decoded, playout)
+    assert decoded.concealed_fraction < 0.2 and decoded.loss_fraction == decoded.concealed_fraction

@@ -175,6 +175,7 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
             "framesSent": track.frames_sent if track is not None else 0,
             "silentFramesSent": track.silent_frames if track is not None else 0,
             "framesForwarded": track.forwarded_frames if track is not None else 0,
+            "packetsNotDecoded": self.not_decoded,
             "sendUnderruns": self.port.source.empty,
             "rtpLate": self.rx.uplink_rtp_late,
             "decodeErrors": self.rx.uplink_decode_errors,

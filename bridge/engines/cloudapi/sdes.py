@@ -39,6 +39,7 @@ from typing import Any
 from ...audio.receiver_stats import ReceiverStats
 from ...config import IceSettings
 from ...errors import BadOffer
+from ...media import LevelMeter
 from ...rtc import counters
 from ...rtc.leg import Quality
 from ...rtc.passthrough import PassThrough
@@ -256,9 +257,18 @@ class SdesPeer(WhatsAppLeg):
         self._track.forward_from(pass_through, self.stream)
         return pass_through
 
-    def forward_to(self, offer: Callable[[int, int, bytes], None] | None) -> None:
-        """Also hand each Opus packet from WhatsApp, untouched, to ``offer``."""
+    def forward_to(
+        self,
+        offer: Callable[[int, int, bytes], None] | None,
+        needs_pcm: Callable[[], bool] | None = None,
+        meters: tuple[LevelMeter, ...] = (),
+    ) -> None:
+        """Also hand each Opus packet from WhatsApp, untouched, to ``offer``; not decoded
+        while ``needs_pcm()`` says no (``rtc/uplink.py``, an idle leg) but for a level sample
+        a second, into ``meters``."""
         self.playout.forward = offer
+        self.playout.needs_pcm = needs_pcm if offer is not None else None
+        self.playout.idle_meters = meters if offer is not None else ()
 
     def report_loss_beyond(self, loss: Callable[[], float] | None) -> None:
         """Accepted for the ``PeerLeg`` shape; our receiver reports carry our own loss."""

@@ -101,6 +101,7 @@ def leg_json(
         "framesSent": track.frames_sent if track is not None else 0,
         "silentFramesSent": track.silent_frames if track is not None else 0,
         "framesForwarded": track.forwarded_frames if track is not None else 0,
+        "packetsNotDecoded": peer.playout.not_decoded,
         "sendUnderruns": peer.port.source.empty,
         "srtpAuthFailed": sock.auth_failed,
         "junkDropped": sock.junk,
