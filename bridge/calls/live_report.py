@@ -45,10 +45,10 @@ class LiveReport:
         self._on_closed = on_closed
         self.closed = False
 
-    def event(self, type_: str, data: dict[str, Any], now: float | None = None) -> None:
-        """An event about the call, on the timeline's axis."""
+    def event(self, type_: str, data: dict[str, Any]) -> None:
+        """An event about the call, now, on the timeline's axis."""
         if not self.closed:
-            self.timeline.event(time.monotonic() if now is None else now, type_, data)
+            self.timeline.event(time.monotonic(), type_, data)
 
     def sample(self, runtime: CallRuntime, now: float) -> None:
         """One second of every leg of ``runtime`` (this report's): a row each, and the

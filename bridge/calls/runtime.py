@@ -318,6 +318,7 @@ class CallRuntime:
 
 def runtime_of(call: Call) -> CallRuntime | None:
     """A call's runtime in this process while the runtime lives, its close included: the
-    call's controls are its runtime until the runtime's last step (``Call.controls``)."""
+    call's controls are its runtime until the close has torn every child down
+    (``Call.controls``)."""
     controls = call.controls
     return controls if isinstance(controls, CallRuntime) else None
