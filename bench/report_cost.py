@@ -1,10 +1,10 @@
 """What the call reports cost a call: the once-a-second sample of each leg's counters into the
-timeline with the media watchdog (``bridge/calls/reports.py``), timed over many calls and
-simulated seconds; the level meters on the 20 ms path (one :class:`~bridge.media.LevelMeter`
-``add`` per frame, four streams a call: each side heard and sent), timed on real frames; and the
-timeline's memory over a long call. No processes, no network: the calls are stand-ins carrying
-real :class:`~bridge.audio.receiver.ReceiverStats` and meters whose counters advance as a 20 ms
-stream's would (with some loss, FEC and concealment)::
+timeline with the media watchdog (each call's ``bridge/calls/live_report.py``), timed over many
+calls and simulated seconds; the level meters on the 20 ms path (one
+:class:`~bridge.media.LevelMeter` ``add`` per frame, four streams a call: each side heard and
+sent), timed on real frames; and the timeline's memory over a long call. No processes, no
+network: the calls are stand-ins carrying real :class:`~bridge.audio.receiver.ReceiverStats` and
+meters whose counters advance as a 20 ms stream's would (with some loss, FEC and concealment)::
 
     .venv/bin/python -m bench.report_cost --calls 200 --seconds 600
 
@@ -96,7 +96,7 @@ def run(calls: int, seconds: int) -> dict[str, Any]:
     reports = CallReports(Path("/nonexistent"), 86400, CollectorRegistry(), 3.0)
     runtimes = [_call(i) for i in range(calls)]
     for r in runtimes:
-        reports.timelines[r.call.id] = Timeline(started=0.0)
+        r.report = reports.open(r.call)
     spent = 0.0
     for s in range(1, seconds + 1):
         for r in runtimes:
@@ -107,7 +107,8 @@ def run(calls: int, seconds: int) -> dict[str, Any]:
                 meter.samples += 16_000
             r.session.octets_sent += 50 * 90
         before = time.process_time()
-        reports.sample(runtimes, now=float(s))
+        for r in runtimes:  # as each runtime's sample_report does
+            r.report.sample(r, float(s))
         spent += time.process_time() - before
     per_call_s = spent / seconds / calls  # CPU seconds per call per second of call
     frame_s = _meter_cost(rng)

@@ -50,6 +50,11 @@ class TaskSet:
         if exc is not None and not isinstance(exc, _NORMAL_EXITS):
             log.error("task %s failed", task.get_name(), exc_info=exc)
 
+    async def join(self) -> None:
+        """Wait for the tasks running now to finish on their own (nothing is cancelled)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
     async def close(self, timeout: float = 5.0) -> None:
         """Cancel every task and wait for them (bounded by ``timeout``)."""
         self._closed = True

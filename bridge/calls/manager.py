@@ -45,6 +45,7 @@ from .endings import Endings
 from .engine_events import EngineEvents
 from .events import CallEvents
 from .hangup import hang_up_later, hang_up_quietly
+from .live_report import OpenReport
 from .model import Call, CallState, Direction, EndReason, default_owner, normalize_user
 from .quality import (
     count_active,
@@ -92,6 +93,7 @@ class CallManager:
         self.owner = default_owner()
         self.incoming: IncomingCalls | None = None
         self.artifacts: ArtifactSink | None = None  # a provider's recordings (resources)
+        self.open_report: OpenReport | None = None  # each runtime's report (call reports on)
         self._runtimes: dict[str, CallRuntime] = {}
         self.admission = Admission(settings.max_calls, self.registry.live)
         self._tasks = TaskSet("calls")
@@ -249,9 +251,8 @@ class CallManager:
     def _take_in(self, call: Call) -> CallRuntime:
         self.registry.add(call)
         self.engine.bind(call.engine_call_id, call.number_id)
-        runtime = CallRuntime(
-            call, self.engine_of(call), self.events, self.metrics, self.endings.media_lost
-        )
+        engine, media_lost = self.engine_of(call), self.endings.media_lost
+        runtime = CallRuntime(call, engine, self.events, self.metrics, media_lost, self.open_report)
         self._runtimes[call.id] = runtime
         count_active(self.metrics, self.registry.live())
         return runtime
@@ -339,7 +340,7 @@ class CallManager:
         count_active(self.metrics, self.registry.live())
         try:
             if runtime is not None:
-                await runtime.close()  # runs to completion even if we are cancelled meanwhile
+                await runtime.close(ended=data)  # to completion even if we are cancelled
                 call.final_stats = runtime.final_stats
         finally:
             self.events.publish("call.ended", call, **data)

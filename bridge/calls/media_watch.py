@@ -10,17 +10,21 @@ and ``call.media_warning_cleared`` when its sound returns. Two ways a side goes 
   ``whatsapp_audio_silent`` (an engine padding its stream with zeros). Not while the bridge
   itself has muted or held the call: silence is then what is expected.
 
-It runs once a second on the level the timeline row already holds: nothing on the 20 ms path."""
+It runs once a second on the level the timeline row already holds: nothing on the 20 ms path.
+One watch a call, a child of the call's report (``live_report.py``), gone with it."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 
 from .model import CallState
-from .runtime import CallRuntime
+
+if TYPE_CHECKING:
+    from .runtime import CallRuntime
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +45,13 @@ class _Watch:
 
 
 class MediaWatch:
-    """Each leg's quiet seconds, and the warnings they raise."""
+    """One call's legs' quiet seconds, and the warnings they raise."""
 
     def __init__(self, warn_after: float, warnings: Counter) -> None:
         self.warn_after = warn_after
         self.warnings = warnings
-        self._legs: dict[tuple[str, str], _Watch] = {}
-
-    def forget(self, call_id: str) -> None:
-        for key in [k for k in self._legs if k[0] == call_id]:
-            del self._legs[key]
+        self._legs: dict[str, _Watch] = {}
+        """By leg name."""
 
     def second(
         self,
@@ -66,7 +67,7 @@ class MediaWatch:
         call = runtime.call
         if call.state is not CallState.ACTIVE:
             return
-        w = self._legs.setdefault((call.id, name), _Watch())
+        w = self._legs.setdefault(name, _Watch())
         side = name.split(":")[0]
         if received * 10 < FRAMES_PER_SECOND * seconds:
             what = f"{side}_audio" if started else f"{side}_audio_never_started"

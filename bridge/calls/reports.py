@@ -1,12 +1,14 @@
-"""Call reports: each live call's timeline sampled once a second from counters the media path
-keeps (the legs' receiver statistics, octets sent, the level meters: ``samples.py``), the media
-watchdog that raises ``call.media_warning`` when a side has nothing to hear
-(``media_watch.py``), and the call record written at the end beside the recordings (same data
-directory, same retention) for ``GET /call/{callID}/report``, compared with the calls beside it.
+"""Call reports: the records of ended calls, written beside the recordings (same data
+directory, same retention) for ``GET /call/{callID}/report`` and compared with the calls beside
+them, and the live calls' reports as far as they go.
 
-It attaches from outside the call runtime: it observes the call events (``CallEvents``) and
-reads the live calls through the manager once a second; on the 20 ms path there is only the
-level meters' sum of squares a frame (``media.LevelMeter``)."""
+A live call's report is its runtime's own child (``live_report.py``'s :class:`LiveReport`: its
+timeline, sampled once a second from counters the media path keeps, and its media watchdog that
+raises ``call.media_warning``). :class:`CallReports` opens it for each new runtime, puts the
+call's events on it, has every live runtime sample its own once a second, and takes it back when
+the runtime closes — the call ended here, or moved to another worker — to store its record. It
+keeps nothing per call: the live calls are the manager's runtimes (:class:`LiveCalls`). On the
+20 ms path there is only the level meters' sum of squares a frame (``media.LevelMeter``)."""
 
 from __future__ import annotations
 
@@ -17,21 +19,20 @@ import re
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ..config import Settings
 from ..errors import NotFound
-from ..rtc.leg import PeerLeg
 from ..tasks import TaskSet
 from .events import CallEvent, CallEvents
+from .live_report import SAMPLE_INTERVAL, LiveReport
 from .media_watch import MediaWatch
-from .model import Call, CallState
-from .runtime import CallRuntime
-from .samples import LegCounters, LegSources
+from .model import Call
+from .runtime import CallRuntime, runtime_of
 from .timeline import Timeline
 
 if TYPE_CHECKING:
@@ -39,12 +40,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SAMPLE_INTERVAL = 1.0
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 NEIGHBOURS_KEPT = 1000
 """Ended calls remembered to compare a call with the others of its time on this worker."""
-GONE_AFTER = 5
-"""Passes (seconds) a followed call may go without a runtime here before it is let go."""
+
+
+class LiveCalls(Protocol):
+    """The live calls' runtimes, each holding its report (the manager)."""
+
+    def live_runtimes(self) -> list[CallRuntime]: ...
+    def find_runtime(self, call_id: str) -> CallRuntime | None: ...
 
 
 class ReportMetrics:
@@ -76,7 +81,7 @@ class ReportMetrics:
 
 
 class CallReports:
-    """The timelines of live calls and the records of ended ones."""
+    """Opens each live call's report, stores the record when it closes, serves them."""
 
     def __init__(
         self,
@@ -89,38 +94,28 @@ class CallReports:
         self.retention_s = retention_s
         self.warn_after = warn_after
         self.metrics = ReportMetrics(registry)
-        self.timelines: dict[str, Timeline] = {}
-        self._calls: dict[str, Call] = {}
-        self._unseen: dict[str, int] = {}
-        """Passes a followed call has had no runtime here (moved away, or ended unannounced)."""
-        self._legs: dict[tuple[str, str], LegCounters] = {}
-        self.watch = MediaWatch(warn_after, self.metrics.warnings)
+        self.calls: LiveCalls | None = None
+        """Where the live calls' reports are (``None``: no live calls, only stored records)."""
         self._ended: deque[tuple[float, float | None, float | None]] = deque(maxlen=NEIGHBOURS_KEPT)
         """When this worker's latest calls ended, their MOS average and loss."""
-        self._writes: set[asyncio.Task[None]] = set()
+        self._writes = TaskSet("call-reports")
         self.publish: Callable[[str, Call, dict[str, Any]], None] | None = None
+
+    def open(self, call: Call) -> LiveReport:
+        """A new runtime's report, its child until it closes and hands it back here."""
+        return LiveReport(call, MediaWatch(self.warn_after, self.metrics.warnings), self._closed)
 
     # -- events
     def observe(self, event: CallEvent, call: Call | None) -> None:
-        if call is None or event.type == "call.report":
-            return
-        timeline = self.timelines.get(call.id)
-        if timeline is None:
-            if not call.live:
-                return
-            timeline = self.timelines[call.id] = Timeline(call.mono_created)
-            self._calls[call.id] = call
-        timeline.event(time.monotonic(), event.type, event.data)
-        if event.type == "call.ended":
-            self._finish(call)
+        """An event about a call goes on its runtime's report, while the runtime lives (its
+        close included: the attachments' and sessions' last events are in the record)."""
+        runtime = runtime_of(call) if call is not None else None
+        if runtime is not None and runtime.report is not None:
+            runtime.report.event(event.type, event.data)
 
-    def _finish(self, call: Call) -> None:
-        timeline = self.timelines.pop(call.id)
-        self._calls.pop(call.id, None)
-        self._unseen.pop(call.id, None)
-        for key in [k for k in self._legs if k[0] == call.id]:
-            del self._legs[key]
-        self.watch.forget(call.id)
+    def _closed(self, report: LiveReport) -> None:
+        """A runtime closed: its report becomes the call's record (stored, then told)."""
+        call, timeline = report.call, report.timeline
         record = timeline.report(call.snapshot(), self.neighbours(timeline))
         summary = record["summary"]
         mos, loss = timeline.quality()
@@ -132,19 +127,15 @@ class CallReports:
         for leg, setup in summary["setup"].items():
             if setup["receivedS"] is not None:
                 self.metrics.first_audio.labels(leg.split(":")[0]).observe(setup["receivedS"])
-        task = asyncio.get_running_loop().create_task(
-            asyncio.to_thread(self._write, call.id, record), name=f"report-write:{call.id[:32]}"
-        )
-        self._writes.add(task)
-        task.add_done_callback(lambda done: self._written(done, call, summary))
+        self._writes.spawn(self._store(call, record, summary), f"report-write:{call.id[:32]}")
 
-    def _written(self, task: asyncio.Task[None], call: Call, summary: dict[str, Any]) -> None:
-        """The record is on disk: tell ``call.report`` (after ``call.ended``, readable now)."""
-        self._writes.discard(task)
-        if task.cancelled():
-            return
-        if task.exception() is not None:
-            log.warning("could not store the record of call %s: %s", call.id, task.exception())
+    async def _store(self, call: Call, record: dict[str, Any], summary: dict[str, Any]) -> None:
+        """Write the record off the loop, then tell ``call.report`` (after ``call.ended``,
+        which the manager publishes as soon as the runtime closed; readable now)."""
+        try:
+            await asyncio.to_thread(self._write, call.id, record)
+        except Exception as exc:
+            log.warning("could not store the record of call %s: %s", call.id, exc)
         if self.publish is not None:
             self.publish("call.report", call, summary)
 
@@ -159,14 +150,17 @@ class CallReports:
 
     async def flush(self) -> None:
         """Wait for the records being written (at shutdown)."""
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
+        await self._writes.join()
+
+    def _live_reports(self) -> list[LiveReport]:
+        runtimes = self.calls.live_runtimes() if self.calls is not None else []
+        return [r.report for r in runtimes if r.report is not None and not r.report.closed]
 
     def neighbours(self, timeline: Timeline) -> dict[str, Any] | None:
         """How the calls this worker carried beside this one did: those live now and those
         that ended after it began (medians of their MOS averages and losses), so one bad call
         can be told from a bad worker or a bad hour."""
-        live = [t.quality() for t in self.timelines.values() if t is not timeline]
+        live = [r.timeline.quality() for r in self._live_reports() if r.timeline is not timeline]
         ended = [(mos, loss) for end, mos, loss in self._ended if end >= timeline.started]
         # Only calls that carried audio: a call that rang unanswered has no loss to count (as
         # 0 it would pull the median down on a worker with many of them).
@@ -184,10 +178,10 @@ class CallReports:
     async def get(self, call_id: str) -> dict[str, Any]:
         """A live call's report so far, else the stored record of an ended call (written by
         this worker or another sharing ``BRIDGE_DATA_DIR``)."""
-        timeline = self.timelines.get(call_id)
-        call = self._calls.get(call_id)
-        if timeline is not None and call is not None:
-            return timeline.report(call.snapshot(), self.neighbours(timeline))
+        runtime = self.calls.find_runtime(call_id) if self.calls is not None else None
+        report = runtime.report if runtime is not None else None
+        if report is not None and not report.closed:
+            return report.timeline.report(report.call.snapshot(), self.neighbours(report.timeline))
         if not SAFE_ID.match(call_id):
             raise NotFound(f"no report of call {call_id[:64]!r}")
         try:
@@ -215,74 +209,15 @@ class CallReports:
                     removed += 1
         return removed
 
-    # -- sampling
-    def sample(self, runtimes: list[CallRuntime], now: float | None = None) -> None:
-        """One pass over the live calls: a row per leg, and the watchdog."""
-        now = time.monotonic() if now is None else now
-        self._forget_gone({r.call.id for r in runtimes})
-        for runtime in runtimes:
-            timeline = self.timelines.get(runtime.call.id)
-            if timeline is None:
-                continue
-            # The WhatsApp side: its WebRTC leg's receiver where the engine has one, else the
-            # engine's PCM frames; its levels as the engine pump hands the audio on.
-            leg = runtime.media.webrtc_leg
-            wa, rtt = leg.timeline_stats if leg is not None else (None, None)
-            bus = runtime.bus.stats
-            timeline.offer(runtime.call.mono_created, "whatsapp")
-            whatsapp = LegSources(
-                wa,
-                rtt,
-                frames=bus.downlink_frames,
-                heard=bus.whatsapp_in,
-                sent=bus.whatsapp_out,
-                octets_sent=leg.octets_sent if isinstance(leg, PeerLeg) else None,
-                loss_reported=None if leg is None else leg.far_end_loss,
-            )
-            self._sample_leg(runtime, timeline, now, "whatsapp", whatsapp)
-            for session in list(runtime.participants.sessions.values()):
-                stats = session.receiver_stats
-                if stats is None:
-                    continue
-                name = "browser:" + session.participant_id
-                timeline.offer(session.offered_at, name)
-                browser = LegSources(
-                    stats,
-                    session.last.rtt_s if session.last is not None else None,
-                    heard=session.mic_level,
-                    sent=session.sent_level,
-                    octets_sent=session.octets_sent,
-                    loss_reported=None if session.last is None else session.far_end_loss,
-                )
-                self._sample_leg(runtime, timeline, now, name, browser)
 
-    def _sample_leg(
-        self, runtime: CallRuntime, timeline: Timeline, now: float, name: str, src: LegSources
-    ) -> None:
-        counters = self._legs.setdefault((runtime.call.id, name), LegCounters())
-        values, received, level = counters.row(src, SAMPLE_INTERVAL)
-        started = name in timeline.first_audio
-        timeline.sample(now, name, values)
-        self.watch.second(runtime, name, SAMPLE_INTERVAL, received, level, started)
-
-    def _forget_gone(self, here: set[str]) -> None:
-        """A call followed here that has had no runtime for ``GONE_AFTER`` passes (it moved
-        to another worker, or ended without ``call.ended`` here) is recorded as it is and
-        forgotten: nothing is kept for a call this worker no longer carries."""
-        for call_id, call in list(self._calls.items()):
-            if call_id in here or call.state in (CallState.CALLING, CallState.RINGING):
-                self._unseen.pop(call_id, None)
-                continue
-            self._unseen[call_id] = self._unseen.get(call_id, 0) + 1
-            if self._unseen[call_id] >= GONE_AFTER:
-                self._finish(call)
-
-
-async def sample_forever(reports: CallReports, runtimes: Callable[[], list[CallRuntime]]) -> None:
+async def sample_forever(runtimes: Callable[[], Iterable[CallRuntime]]) -> None:
+    """Once a second every live runtime samples its own report."""
     while True:
         await asyncio.sleep(SAMPLE_INTERVAL)
         try:
-            reports.sample(runtimes())
+            now = time.monotonic()
+            for runtime in runtimes():
+                runtime.sample_report(now)
         except Exception:
             log.exception("sampling call timelines")
 
@@ -294,8 +229,9 @@ def start_reports(
     manager: CallManager,
     tasks: TaskSet,
 ) -> CallReports:
-    """Follow every call of ``manager``: its events, a sample a second, its record at the end
-    (``{BRIDGE_DATA_DIR}/reports``, kept ``BRIDGE_RECORDING_RETENTION_DAYS`` like recordings)."""
+    """Give every runtime of ``manager`` its report: the call's events, a sample a second, its
+    record when the runtime closes (``{BRIDGE_DATA_DIR}/reports``, kept
+    ``BRIDGE_RECORDING_RETENTION_DAYS`` like recordings)."""
     storage = settings.storage
     reports = CallReports(
         Path(storage.data_dir) / "reports",
@@ -305,14 +241,11 @@ def start_reports(
     )
     if not settings.calls.call_reports:
         return reports  # stored records stay readable
+    reports.calls = manager
+    manager.open_report = reports.open  # each runtime the manager creates opens its report
     events.observe(reports.observe)
     reports.publish = lambda type_, call, data: events.publish(type_, call, **data)
-
-    def runtimes() -> list[CallRuntime]:
-        found = (manager.find_runtime(call.id) for call in manager.live_calls())
-        return [r for r in found if r is not None]
-
-    tasks.spawn(sample_forever(reports, runtimes), "call-timelines")
+    tasks.spawn(sample_forever(manager.live_runtimes), "call-timelines")
     tasks.spawn(sweep_forever(reports, storage.retention_sweep_interval), "report-retention")
     return reports
 

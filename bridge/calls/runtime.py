@@ -13,7 +13,10 @@ come to life, and its children act:
    WhatsApp leg and the agent's browser;
 5. :attr:`~CallRuntime.dtmf` (:mod:`.dtmf`), :attr:`~CallRuntime.hold` (:mod:`.hold`, with its
    music) and :attr:`~CallRuntime.bands` (:mod:`.bands`, the quality bands reported);
-6. the attachments: playbacks, the recorder, media forks, PCM sockets, agents;
+6. :attr:`~CallRuntime.report` (:mod:`.live_report`, while call reports are on): the call's
+   timeline and media watchdog, sampled by :meth:`CallRuntime.sample_report` once a second and
+   handed on, to be stored as the call's record, as the last step of :meth:`close`;
+7. the attachments: playbacks, the recorder, media forks, PCM sockets, agents;
 
 and the task that ends the call when the bridge decides so (:meth:`CallRuntime.end_soon`: one
 at a time, so a call is ended once). Attachments come and go through the runtime, which is also
@@ -43,6 +46,7 @@ from .engine_media import EngineMedia
 from .events import CallEvents
 from .forwarding import Forwarding
 from .hold import Hold
+from .live_report import LiveReport, OpenReport
 from .model import Call, Controls
 from .participants import Participants
 
@@ -66,6 +70,7 @@ class CallRuntime:
         events: CallEvents,
         metrics: Metrics,
         on_media_lost: MediaLost,
+        open_report: OpenReport | None = None,
     ) -> None:
         self.call = call
         self.engine = engine
@@ -104,6 +109,7 @@ class CallRuntime:
         self.dtmf = CallDtmf(call, self.bus, self.media, metrics, self.emit, self._tasks)
         self.hold = Hold(self.bus, self.emit, self.attachments.values)
         self.bands = QualityBands(self.emit)
+        self.report: LiveReport | None = open_report(call) if open_report is not None else None
         self.final_stats: dict[str, Any] | None = None
         """The media numbers as the call ended (set by :meth:`close`)."""
         self._end_task: asyncio.Task[None] | None = None
@@ -218,6 +224,11 @@ class CallRuntime:
             self.metrics.ended_totals.receive["whatsapp"].merge(leg.receive_stats)
         self.participants.retire_counters()
 
+    def sample_report(self, now: float) -> None:
+        """A second of the call's legs on its report (the reports' sampler, once a second)."""
+        if self.report is not None and not self._closed:
+            self.report.sample(self, now)
+
     # -- ending
     @property
     def ending(self) -> bool:
@@ -254,21 +265,24 @@ class CallRuntime:
         finally:
             self._end_task = None
 
-    async def close(self) -> None:
+    async def close(self, ended: dict[str, Any] | None = None) -> None:
         """Close every child in reverse order of creation (idempotent): attachments,
-        participants, tasks, DTMF, the engine media, the engine's leg, the bus. The teardown
-        runs to completion even if the caller is cancelled meanwhile; it cancels the runtime's
-        tasks, the end task too unless the end task is what closes the runtime."""
+        participants, tasks, DTMF, the engine media, the engine's leg, the bus, and last the
+        report, with the attachments' and sessions' last events in it (``ended``: the data
+        ``call.ended`` is published with when the call ended here, its record's last event;
+        ``None``: the call goes on elsewhere). The teardown runs to completion even if the
+        caller is cancelled meanwhile; it cancels the runtime's tasks, the end task too unless
+        the end task is what closes the runtime."""
         if self._closed:
             return
         self._closed = True
         self.media.stop()
         if asyncio.current_task() is self._end_task:
-            await self._teardown()  # a task set never cancels the task it is closed from
+            await self._teardown(ended)  # a task set never cancels the task it is closed from
         else:
-            await asyncio.shield(self._teardown())
+            await asyncio.shield(self._teardown(ended))
 
-    async def _teardown(self) -> None:
+    async def _teardown(self, ended: dict[str, Any] | None) -> None:
         started = time.monotonic()
         self.state_changed()  # sockets say "ended" before they go
         try:
@@ -290,4 +304,21 @@ class CallRuntime:
             self.call.controls = Controls(muted=self.muted, held=self.held)
             self.participants.forget()
             self.media.forget()
+            self._close_report(ended)
         log.debug("call %s: runtime closed in %.3f s", self.call.id, time.monotonic() - started)
+
+    def _close_report(self, ended: dict[str, Any] | None) -> None:
+        if self.report is None:
+            return
+        try:
+            self.report.close(ended)
+        except Exception:  # a record that cannot be made must not stop the call's close
+            log.exception("call %s: closing its report", self.call.id)
+
+
+def runtime_of(call: Call) -> CallRuntime | None:
+    """A call's runtime in this process while the runtime lives, its close included: the
+    call's controls are its runtime until the close has torn every child down
+    (``Call.controls``)."""
+    controls = call.controls
+    return controls if isinstance(controls, CallRuntime) else None

@@ -71,7 +71,7 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     from prometheus_client import CollectorRegistry
 
     from bench.quality_paths import Browser, Profile, Wire, restrict_to_loopback
-    from bridge.api.keys import MANAGER, REPORTS
+    from bridge.api.keys import MANAGER
     from bridge.calls.reports import CallReports
 
     from ..support.calls import wait_state
@@ -85,7 +85,7 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     call_id = call["callID"]
     await wait_state(client, call_id, "active")
     live = client.app[MANAGER].get(call_id)
-    reports = client.app[REPORTS]
+    runtime = client.app[MANAGER].runtime(call_id)  # the call's report is its runtime's child
     published: list[str] = []
     client.app[MANAGER].events.observe(lambda event, _call: published.append(event.type))
     browser = Browser(np.zeros(0), Wire(Profile("clean"), 5), Wire(Profile("clean"), 6))
@@ -97,7 +97,8 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     leg = "browser:agent"
 
     def report() -> dict[str, Any]:
-        return reports.timelines[call_id].report(live.snapshot())
+        assert runtime.report is not None
+        return runtime.report.timeline.report(live.snapshot())
 
     def audio_rows(n: int) -> bool:
         return sum(1 for r in _rows(report(), leg) if r["packetsReceived"] > 40) >= n

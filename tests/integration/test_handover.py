@@ -23,6 +23,7 @@ import time
 import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -329,6 +330,7 @@ async def test_sigterm_hands_a_live_zuckzapgo_call_to_the_other_worker_without_e
         async with session.get(b.base + "/metrics") as r:
             text = await r.text()
         assert 'bridge_handover_audio_gap_seconds_count{reason="drain"} 1.0' in text
+        await _the_report_moved_with_the_call(session, b.base, data / "reports", call_id)
     finally:
         await events.close()
         for rtc in (old, new):
@@ -338,6 +340,30 @@ async def test_sigterm_hands_a_live_zuckzapgo_call_to_the_other_worker_without_e
         log_a = await a.stop()
         await b.stop()
         print(log_a[-3000:])
+
+
+async def _the_report_moved_with_the_call(
+    session: aiohttp.ClientSession, base: str, reports: Path, call_id: str
+) -> None:
+    """A moved call's report: the old worker stored what it saw as its runtime closed (the call
+    going on elsewhere: no end yet), the new owner's runtime opened a report of its own (its
+    browser's rows), and the new owner's record replaces the old one when the call ends."""
+    left = json.loads((reports / f"{call_id}.report.json").read_text())
+    assert left["summary"]["endReason"] is None
+    assert "call.moved" in [e["type"] for e in left["events"]]
+    status, live = await get(session, base, f"/call/{call_id}/report")
+    assert status == 200 and live["summary"]["endReason"] is None, live
+    assert any(r["leg"].startswith("browser:") for r in live["timeline"]), live["timeline"]
+    status, _ = await post(session, base, "/call/hangup", {"callID": call_id})
+    assert status == 200
+
+    def stored() -> dict[str, Any] | None:
+        record: dict[str, Any] = json.loads((reports / f"{call_id}.report.json").read_text())
+        return record if record["summary"]["endReason"] else None
+
+    ended = await until(stored, 10, "the new owner's record", every=0.2)
+    assert ended["events"][-1]["type"] == "call.ended"
+    assert any(r["leg"].startswith("browser:") for r in ended["timeline"])
 
 
 async def test_sigterm_without_another_worker_with_room_hangs_up_as_today_with_a_warning(

@@ -40,13 +40,22 @@ def test_a_report_names_the_leg_and_hop_of_its_worst_minute_and_compares_its_nei
 ) -> None:
     """The worst minute's culprit is the leg whose receiver scored it lowest (the hop from that
     side into the bridge); the summary compares the call with the calls beside it here."""
+    from types import SimpleNamespace
+
     from prometheus_client import CollectorRegistry
 
     from bridge.calls.reports import CallReports
 
     reports = CallReports(tmp_path, 86400, CollectorRegistry(), warn_after=3.0)
-    calls = {name: Timeline(started=0.0) for name in ("bad", "fine1", "fine2")}
-    reports.timelines.update(calls)
+    # The live calls beside it are the manager's runtimes, each holding its own report.
+    runtimes = {
+        name: SimpleNamespace(report=reports.open(SimpleNamespace(mono_created=0.0)))  # type: ignore[arg-type]
+        for name in ("bad", "fine1", "fine2", "ringing")
+    }
+    reports.calls = SimpleNamespace(  # type: ignore[assignment]
+        live_runtimes=lambda: list(runtimes.values()), find_runtime=runtimes.get
+    )
+    calls = {name: runtimes[name].report.timeline for name in ("bad", "fine1", "fine2")}
     for s in range(1, 181):
         for name, timeline in calls.items():
             lossy = name == "bad" and 60 <= s < 120
@@ -60,7 +69,6 @@ def test_a_report_names_the_leg_and_hop_of_its_worst_minute_and_compares_its_nei
             timeline.sample(float(s), "browser:agent", browser)
     # Calls that carried no audio (one still ringing, one that rang out) are no neighbours:
     # their loss would count as 0 in the median.
-    reports.timelines["ringing"] = Timeline(started=0.0)
     reports._ended.append((200.0, *Timeline(started=0.0).quality()))
     report = calls["bad"].report({"callID": "bad"}, reports.neighbours(calls["bad"]))
     worst = report["summary"]["mosWorstMinute"]
