@@ -9,7 +9,8 @@ WhatsApp user's number) and carries the WhatsApp context for the PBX to route on
 ``participantID``: ``participant.ringing`` (the first ``180``/``183``), ``participant.joined``
 (the ``200``, media flowing) and ``participant.left`` with a ``reason`` (``busy``,
 ``no_answer``, ``rejected``, ``failed`` — with ``sipCode`` — ``hung_up`` by the phone,
-``removed`` by the API, ``call_ended``).
+``removed`` by the API, ``call_ended``); ``participant.held``/``unheld`` when the phone holds
+by re-INVITE (``reinvite.py``).
 """
 
 from __future__ import annotations

@@ -124,8 +124,8 @@ def answer(
     except BadOffer as exc:
         if str(exc).startswith("no common codec"):
             raise BadOffer(
-                f"the offer drops {current.codec}, the codec in use (no codec change "
-                f"mid-call): {exc}"
+                f"the offer drops {current.codec}, the codec in use (the bridge changes no "
+                f"codec mid-call); {exc}"
             ) from None
         raise
     if remote.port == 0:

@@ -165,7 +165,9 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
     chosen = next(((int(pt), wanted[n]) for pt, n in names.items() if n in wanted), None)
     if chosen is None:
         offered = ", ".join(n or pt for pt, n in names.items())[:80]
-        raise BadOffer(f"no common codec: the far end has {offered}; we carry {list(wanted)}")
+        raise BadOffer(
+            f"no common codec: the far end has {offered}; we carry {list(wanted.values())}"
+        )
     # The event at the codec's clock (RFC 4733 §2.1), else any (baresip pairs 8 kHz events
     # with Opus): its durations are read and written at its own clock.
     rate = "48000" if chosen[1] == "opus" else "8000"
