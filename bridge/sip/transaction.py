@@ -220,8 +220,11 @@ async def take_reinvite(
     if refusal is None and dialog.remote_seq is not None and seq <= dialog.remote_seq:
         # §12.2.2: a request whose CSeq is below the dialog's last one is out of order.
         refusal = reply(req, 500, "Server Internal Error (CSeq out of order)")
-    if refusal is None and any(tx.dialog is dialog for tx in ua.pending.values()):
-        # §14.2: an INVITE of the dialog still awaits our final response.
+    if refusal is None and (
+        dialog.key in ua.awaiting_ack or any(tx.dialog is dialog for tx in ua.pending.values())
+    ):
+        # §14.2: an INVITE of the dialog still awaits our final response (or our 2xx its ACK,
+        # which the dialog's key alone finds).
         refusal = reply(req, 500, "Server Internal Error", extra=[("Retry-After", "1")])
     if refusal is not None:
         await ua._answer(conn, refusal)

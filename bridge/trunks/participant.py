@@ -337,7 +337,7 @@ class SipParticipant:
         leave, self._joined = self._joined, None
         if leave is not None:
             leave()
-        if self.held_call:  # the phone left while it held the call: WhatsApp is not left on hold
+        if self.held_call and self.runtime.call.live:  # the phone left, WhatsApp is not held
             self.held_call = False
             await self.runtime.hold.set(False)
         if self.media is not None:
