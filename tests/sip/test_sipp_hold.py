@@ -3,7 +3,8 @@ INVITE as the call's agent and streams its own tone (660 Hz, G.711 µ-law), then
 re-INVITE ``a=sendonly`` and resumes with ``a=sendrecv`` (RFC 3264 §8.4). Asserted on the audio:
 while the phone holds, the WhatsApp side (the sim peer) hears the trunk's hold music (1 700 Hz)
 and not the phone, though the phone still sends its tone, and the bridge sends the phone
-nothing; once resumed it hears the phone again and the music is gone. Asserted on the wire
+nothing; once resumed it hears the phone again and the music is gone. A phone that is not the agent
+(``barge``) holds only itself: WhatsApp hears neither it nor any music. Asserted on the wire
 (SIPp checks and logs each answer): ``a=recvonly`` then ``a=sendrecv``, the o= version one up
 each time, a session refresh answered with the very same SDP, and PCMA offered mid-call
 refused with ``488`` and a Warning."""
@@ -27,6 +28,7 @@ from ..support.processes import free_port
 from ..support.sipp import Sipp, tools_missing
 from ..support.spectrum import assert_hears
 from ..support.waits import until, until_passes
+from .test_sip_participant import level_dbfs
 
 pytestmark = pytest.mark.skipif(bool(tools_missing()), reason=tools_missing() or "ok")
 
@@ -46,9 +48,13 @@ def tone_file(path, hz: float) -> str:
     return str(path)
 
 
+@pytest.mark.parametrize("role", ["agent", "barge"])
 async def test_the_phone_holds_and_resumes_by_re_invite_and_whatsapp_hears_the_music(
-    bridge, tmp_path
+    bridge, tmp_path, role
 ) -> None:
+    """``agent``: the call is held with the music. ``barge`` (heard by WhatsApp, not the
+    agent): only the phone is held — WhatsApp hears it no more, and no music (the call is not
+    held)."""
     form = aiohttp.FormData()
     form.add_field("audio", make("wav", MUSIC_HZ, 2.0), filename="hold.wav")
     asset = await (await bridge.post("/call/audio-assets", data=form)).json()
@@ -76,7 +82,7 @@ async def test_the_phone_holds_and_resumes_by_re_invite_and_whatsapp_hears_the_m
         body = {
             "callID": cid,
             "participantID": "desk",
-            "role": "agent",
+            "role": role,
             "sip": {"uri": f"sip:1001@127.0.0.1:{sipp.port}"},
         }
         assert (await bridge.post("/call/participants", json=body)).status == 202
@@ -94,23 +100,28 @@ async def test_the_phone_holds_and_resumes_by_re_invite_and_whatsapp_hears_the_m
         await until(lambda: of(bridge, "participant.held"), 6, "participant.held")
         held = of(bridge, "participant.held")[0].data
         assert held == {"participantID": "desk", "sip": {"direction": "sendonly"}}, held
-        assert of(bridge, "call.held"), "the phone is the agent: the call is held"
+        agent = role == "agent"
+        assert bool(of(bridge, "call.held")) is agent, "only an agent's hold holds the call"
         snap = await (await bridge.get(f"/call/{cid}")).json()
-        assert snap["held"] is True
+        assert snap["held"] is agent
         await asyncio.sleep(1.2)
         sent_to_phone = leg.media.packets_out
         received = leg.media.packets_in
-        assert_hears(peer_heard(bridge, cid, 40), 16_000, {MUSIC_HZ}, {PHONE_HZ, PEER_HZ})
+        heard = peer_heard(bridge, cid, 40)
+        if agent:
+            assert_hears(heard, 16_000, {MUSIC_HZ}, {PHONE_HZ, PEER_HZ})
+        else:  # nobody else speaks to WhatsApp: silence, no music
+            assert level_dbfs(heard) < -60, level_dbfs(heard)
         await asyncio.sleep(0.6)
         assert leg.media.packets_out == sent_to_phone, "nothing is sent to a holding phone"
         assert leg.media.packets_in > received + 20, "the holding phone still sends its tone"
-        print(f"held: music heard, {leg.media.packets_in - received} packets from the phone")
+        print(f"{role} held: {leg.media.packets_in - received} packets from the phone unheard")
 
         # The phone resumes (a=sendrecv): both sides hear each other again, no music.
         await until(lambda: of(bridge, "participant.unheld"), 8, "participant.unheld")
         unheld = of(bridge, "participant.unheld")[0].data
         assert unheld == {"participantID": "desk", "sip": {"direction": "sendrecv"}}, unheld
-        assert of(bridge, "call.unheld")
+        assert bool(of(bridge, "call.unheld")) is agent
         await asyncio.sleep(1.2)
         assert_hears(peer_heard(bridge, cid, 40), 16_000, {PHONE_HZ}, {MUSIC_HZ})
         sent_to_phone = leg.media.packets_out
