@@ -7,7 +7,8 @@ nothing; once resumed it hears the phone again and the music is gone. A phone th
 (``barge``) holds only itself: WhatsApp hears neither it nor any music. Asserted on the wire
 (SIPp checks and logs each answer): ``a=recvonly`` then ``a=sendrecv``, the o= version one up
 each time, a session refresh answered with the very same SDP, and PCMA offered mid-call
-refused with ``488`` and a Warning."""
+refused with ``488`` and a Warning. And a call the PBX placed (SIPp as the PBX's UAC, its media
+echoed back) held and resumed the same way: WhatsApp hears itself, the music, itself again."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from bridge.api.keys import MANAGER
+from bridge.api.keys import MANAGER, TRUNKS
 from bridge.audio.g711 import ulaw_encode
 
 from ..support.audio_files import make
@@ -152,3 +153,47 @@ async def test_the_phone_holds_and_resumes_by_re_invite_and_whatsapp_hears_the_m
     assert refreshed_sdp == resumed_sdp  # a refresh: the very same SDP, version too
     warning = re.search(r"refused with (.*)", log)
     assert warning and "399 bridge" in warning.group(1) and "PCMU" in warning.group(1), log
+
+
+async def test_the_pbx_holds_a_call_it_placed_and_whatsapp_hears_the_music(
+    bridge, tmp_path
+) -> None:
+    """The PBX called the WhatsApp user (its leg the call's agent, answered by our 200) and
+    holds it by re-INVITE: SIPp checks the answers (a=recvonly, then a=sendrecv); WhatsApp
+    hears itself through the PBX's echo, then the trunk's music alone, then itself again."""
+    form = aiohttp.FormData()
+    form.add_field("audio", make("wav", MUSIC_HZ, 2.0), filename="hold.wav")
+    asset = await (await bridge.post("/call/audio-assets", data=form)).json()
+    trunk = {
+        "name": "pbx",
+        "uri": "sip:127.0.0.1:5999;transport=udp",
+        "inbound": {"allowFrom": ["127.0.0.1/32"]},
+        "keepalive": 0,
+        "holdMusic": asset["assetId"],
+    }
+    assert (await bridge.post("/trunks", json=trunk)).status == 201
+    sipp = Sipp(tmp_path, "pbx_call_hold.xml", {"TALK_MS": "3000", "HOLD_MS": "4000"})
+    echo = ("-mi", "127.0.0.1", "-mp", str(free_port()), "-rtp_echo")
+    await sipp.start(
+        remote=bridge.app[TRUNKS].port, keys={"callee": "+" + PHONE}, transport="u1", extra=echo
+    )
+    try:
+        await until(lambda: of(bridge, "participant.joined"), 10, "the PBX's leg joined")
+        cid = of(bridge, "participant.joined")[0].call["callID"]
+        heard_by_whatsapp = sim_call(bridge, cid).heard
+        await until(lambda: len(heard_by_whatsapp) >= 40, 5, "WhatsApp's first second")
+
+        def whatsapp_hears_itself_through_the_pbx() -> None:
+            assert_hears(peer_heard(bridge, cid, 40), 16_000, {PEER_HZ}, {MUSIC_HZ})
+
+        await until_passes(whatsapp_hears_itself_through_the_pbx, 3)
+        await until(lambda: of(bridge, "participant.held"), 6, "participant.held")
+        assert of(bridge, "call.held")
+        await asyncio.sleep(1.2)
+        assert_hears(peer_heard(bridge, cid, 40), 16_000, {MUSIC_HZ}, {PEER_HZ})
+        await until(lambda: of(bridge, "participant.unheld"), 8, "participant.unheld")
+        await asyncio.sleep(1.2)
+        whatsapp_hears_itself_through_the_pbx()
+        assert await sipp.finish() == 0, sipp.report()
+    finally:
+        await sipp.stop()
