@@ -227,6 +227,15 @@ async def take_reinvite(
         # which the dialog's key alone finds).
         refusal = reply(req, 500, "Server Internal Error", extra=[("Retry-After", "1")])
     if refusal is not None:
+        wait = refusal.get("Retry-After")  # a retry will do: not the PBX's fault
+        why = refusal.get("Warning") or refusal.reason
+        log.log(
+            logging.INFO if wait else logging.WARNING,
+            "SIP re-INVITE %s refused: %d %s",
+            req.call_id,
+            refusal.status,
+            why,
+        )
         await ua._answer(conn, refusal)
         return
     dialog.remote_seq = seq

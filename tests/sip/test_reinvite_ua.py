@@ -8,6 +8,7 @@ re-INVITE answered again without a second hand-over."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from bridge.sip import parse
 from bridge.sip import transaction as sip_transaction
@@ -34,8 +35,9 @@ def in_dialog(
     return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
-async def test_re_invites_are_checked_then_answered_in_their_dialog(monkeypatch) -> None:
+async def test_re_invites_are_checked_then_answered_in_their_dialog(monkeypatch, caplog) -> None:
     monkeypatch.setattr(sip_transaction, "T1", 0.05)
+    caplog.set_level(logging.INFO, logger="bridge.sip")
     ua = await trunk_ua(Handler(answer=True))
     release = asyncio.Event()
     handed: list = []
@@ -99,6 +101,11 @@ async def test_re_invites_are_checked_then_answered_in_their_dialog(monkeypatch)
         assert resp.status == 500 and "out of order" in resp.reason, resp
         transport.sendto(in_dialog("INVITE", ua.port, call_id, "nosuchtag", 9), to_ua)
         assert (await final(9)).status == 481
+        refusals = [r for r in caplog.records if "re-INVITE" in r.getMessage()]
+        # What the PBX got wrong is a WARNING each; a retry later is not its fault.
+        assert [r.levelname for r in refusals] == ["INFO", "WARNING", "INFO", "WARNING"], [
+            r.getMessage() for r in refusals
+        ]
     finally:
         transport.close()
         await ua.close()
