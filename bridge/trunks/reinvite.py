@@ -216,12 +216,7 @@ async def set_hold(service: TrunkService, leg: SipParticipant, got: Answer) -> N
         try:
             await runtime.hold.set(True, music(service, leg))
         except BridgeError as exc:  # the asset deleted since: held all the same, in silence
-            log.warning(
-                "SIP participant %s: hold music %r not played: %s",
-                leg.participant_id,
-                leg.trunk.hold_music,
-                exc,
-            )
+            log.warning("SIP participant %s: hold music not played: %s", leg.participant_id, exc)
             await runtime.hold.set(True)
     elif not got.holding and leg.held_call:
         leg.held_call = False
@@ -229,8 +224,10 @@ async def set_hold(service: TrunkService, leg: SipParticipant, got: Answer) -> N
 
 
 def music(service: TrunkService, leg: SipParticipant) -> StartMusic | None:
-    """Starts the trunk's ``holdMusic`` looped on the call, as ``POST /call/hold`` does."""
-    asset, playback = leg.trunk.hold_music, service.playback
+    """Starts the trunk's ``holdMusic`` (as the trunk is now: a PATCH counts) looped on the
+    call, as ``POST /call/hold`` does."""
+    trunk = service.catalog.trunks.get(leg.trunk.trunk_id) or leg.trunk
+    asset, playback = trunk.hold_music, service.playback
     if not asset or playback is None:
         return None
 
