@@ -13,7 +13,7 @@ from ..numbers.model import check_id
 from ..numbers.trunks import Trunk, apply_trunk_fields, parse_trunk
 from ..trunks import TrunkService
 from .errors import require_call_id
-from .keys import CATALOG, DESK, MANAGER, METRICS, SETTINGS, TRUNKS
+from .keys import CATALOG, DESK, MANAGER, METRICS, PLAYBACK, SETTINGS, TRUNKS
 from .schema import read_body
 from .tenancy import principal_of
 from .webrtc import role_of
@@ -29,6 +29,14 @@ def _trunk_for(request: web.Request) -> Trunk:
     if trunk is None or (not principal.admin and trunk.tenant_id != principal.tenant_id):
         raise NotFound(f"no trunk {trunk_id!r}")
     return trunk
+
+
+def _check_music(request: web.Request, trunk: Trunk) -> None:
+    """The trunk's ``holdMusic`` is an audio asset its tenant may play (404 otherwise)."""
+    if trunk.hold_music:
+        asset = request.app[PLAYBACK].assets.get(trunk.hold_music)  # NotFound if there is none
+        if not asset.visible_to(trunk.tenant_id or None, shared=True):
+            raise NotFound(f"no audio asset {trunk.hold_music[:80]!r}")
 
 
 def _view(request: web.Request, trunk: Trunk) -> dict[str, object]:
@@ -47,6 +55,7 @@ async def create_trunk(request: web.Request) -> web.Response:
             raise Forbidden("a tenant's key creates trunks for its own tenant only")
         tenant_id = principal.tenant_id
     trunk = parse_trunk(body, tenant_id=tenant_id or "")
+    _check_music(request, trunk)
     await request.app[CATALOG].save_trunk(trunk)
     return web.json_response(_view(request, trunk), status=201)
 
@@ -68,6 +77,7 @@ async def change_trunk(request: web.Request) -> web.Response:
     trunk = _trunk_for(request)
     changed = dataclasses.replace(trunk, secrets=dict(trunk.secrets))
     apply_trunk_fields(changed, await read_body(request, "TrunkPatch"))
+    _check_music(request, changed)
     await request.app[CATALOG].save_trunk(changed)
     return web.json_response(_view(request, changed))
 
@@ -99,6 +109,7 @@ async def sip_trunks(app: web.Application) -> AsyncIterator[None]:
     registrations), closed before the calls end."""
     trunks = app[TRUNKS] = TrunkService(app[SETTINGS], app[CATALOG], app[METRICS].registry)
     trunks.manager = app[MANAGER]
+    trunks.playback = app[PLAYBACK]  # a phone's hold plays its trunk's holdMusic
     if DESK in app:  # a number a trunk answers is the PBX's: no route, no agent rung
         app[DESK].answered_elsewhere = lambda call: trunks.answering(call) is not None
         app[DESK].trunks = trunks

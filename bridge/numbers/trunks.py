@@ -40,6 +40,7 @@ FIELDS = {
     "inbound",
     "answer",
     "keepalive",
+    "holdMusic",
 }
 INBOUND_FIELDS = {"allowFrom", "username", "password", "digest"}
 DIGESTS = ("SHA-256", "MD5")
@@ -69,6 +70,9 @@ class Trunk:
     """Numbers (phone or numberID) whose inbound WhatsApp calls the bridge answers and
     bridges to :attr:`answer_uri` through this trunk, with no app code."""
     answer_uri: str = ""
+    hold_music: str = ""
+    """An audio asset WhatsApp hears looped while a phone of this trunk, the call's agent,
+    holds the call by re-INVITE (``trunks/reinvite.py``); none: silence."""
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
     """``password`` (ours toward the trunk) and ``inboundPassword`` (the trunk's toward us)."""
     created_at: float = field(default_factory=time.time)
@@ -123,6 +127,7 @@ class Trunk:
             "answer": {"numbers": list(self.answer_numbers), "uri": self.answer_uri}
             if self.answer_uri
             else None,
+            "holdMusic": self.hold_music or None,
             "createdAt": self.created_at,
         }
 
@@ -142,6 +147,7 @@ class Trunk:
             "inboundDigest": list(self.inbound_digest),
             "answerNumbers": list(self.answer_numbers),
             "answerURI": self.answer_uri,
+            "holdMusic": self.hold_music,
             "secrets": self.secrets,
             "createdAt": self.created_at,
         }
@@ -163,6 +169,7 @@ class Trunk:
             inbound_digest=tuple(record.get("inboundDigest") or DIGESTS),
             answer_numbers=tuple(record.get("answerNumbers") or ()),
             answer_uri=str(record.get("answerURI") or ""),
+            hold_music=str(record.get("holdMusic") or ""),
             secrets=dict(record.get("secrets") or {}),
             created_at=float(record.get("createdAt") or time.time()),
         )
@@ -308,6 +315,11 @@ def apply_trunk_fields(trunk: Trunk, body: Mapping[str, Any]) -> None:
         _apply_inbound(trunk, body["inbound"])
     if "answer" in body:
         _apply_answer(trunk, body["answer"])
+    if "holdMusic" in body:
+        music = body["holdMusic"]
+        if music is not None and (not isinstance(music, str) or not 0 < len(music) <= 128):
+            raise BadRequest("field 'holdMusic' must be an audio asset id (or null for silence)")
+        trunk.hold_music = music or ""
     if trunk.register and not (trunk.username and trunk.password):
         raise BadRequest(
             "fields 'username' and 'password' are required with 'register'", code="missing_field"

@@ -16,10 +16,11 @@ import asyncio
 import logging
 import ssl
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .dialog import Dialog, new_tag, reply
+from .digest import DigestServer, Verdict
 from .headers import Via
 from .message import Request, Response, SipParseError
 from .transport import Connection
@@ -33,6 +34,8 @@ T1, T2 = 0.5, 4.0
 """RFC 3261 §17.1.1.1 timers (seconds)."""
 TIMER_B = 64 * T1
 """A client transaction's deadline (and a 2xx's wait for its ACK)."""
+SUPPORTED = ""
+"""No SIP extensions (no 100rel, timer, replaces): a ``Require`` of any gets ``420``."""
 
 
 class CallHandler(Protocol):
@@ -57,16 +60,26 @@ class CallHandler(Protocol):
 class InviteServer:
     """An INVITE server transaction and the early dialog we answer it in."""
 
-    def __init__(self, ua: UserAgent, req: Request, conn: Connection, contact: str = "") -> None:
-        """``contact``: the number's own (a shared listener's), else the user agent's."""
+    def __init__(
+        self,
+        ua: UserAgent,
+        req: Request,
+        conn: Connection,
+        contact: str = "",
+        *,
+        dialog: Dialog | None = None,
+    ) -> None:
+        """``contact``: the number's own (a shared listener's), else the user agent's.
+        ``dialog``: the confirmed dialog a re-INVITE arrived in (§14.2): answered in it, its
+        ACK found by its key (§13.3.1.4), no new dialog made."""
         self.ua = ua
-        self.contact = contact or ua.contact
+        self.contact = contact or (dialog.contact if dialog is not None else "") or ua.contact
         self.req = req
         self.conn = conn
         self.branch = Via.parse(req.get("Via")).branch
-        self.local_tag = new_tag()
+        self.local_tag = dialog.local_tag if dialog is not None else new_tag()
         self.final = 0
-        self.dialog = Dialog.as_uas(req, self.local_tag, conn, self.contact)
+        self.dialog = dialog or Dialog.as_uas(req, self.local_tag, conn, self.contact)
         self.acked = asyncio.Event()
         self.last: Response | None = None
         """Our latest response (sent again when a UDP peer retransmits its INVITE)."""
@@ -190,3 +203,70 @@ class ClientTransaction:
             resp = await self.next(timeout)
             if resp.status >= 200:
                 return resp
+
+
+async def take_reinvite(
+    ua: UserAgent,
+    req: Request,
+    conn: Connection,
+    dialog: Dialog,
+    answer: Callable[[InviteServer], Coroutine[Any, Any, None]],
+) -> None:
+    """A re-INVITE in ``dialog`` (§14.2): refused when unfit, out of order or overlapping
+    another, else handed to ``answer`` as a server transaction in that dialog (its 2xx sent
+    again until the ACK, §13.3.1.4)."""
+    refusal = unfit_invite(req)
+    seq = req.cseq[0]
+    if refusal is None and dialog.remote_seq is not None and seq <= dialog.remote_seq:
+        # §12.2.2: a request whose CSeq is below the dialog's last one is out of order.
+        refusal = reply(req, 500, "Server Internal Error (CSeq out of order)")
+    if refusal is None and (
+        dialog.key in ua.awaiting_ack or any(tx.dialog is dialog for tx in ua.pending.values())
+    ):
+        # §14.2: an INVITE of the dialog still awaits our final response (or our 2xx its ACK,
+        # which the dialog's key alone finds).
+        refusal = reply(req, 500, "Server Internal Error", extra=[("Retry-After", "1")])
+    if refusal is not None:
+        wait = refusal.get("Retry-After")  # a retry will do: not the PBX's fault
+        why = refusal.get("Warning") or refusal.reason
+        log.log(
+            logging.INFO if wait else logging.WARNING,
+            "SIP re-INVITE %s refused: %d %s",
+            req.call_id,
+            refusal.status,
+            why,
+        )
+        await ua._answer(conn, refusal)
+        return
+    dialog.remote_seq = seq
+    tx = InviteServer(ua, req, conn, dialog=dialog)
+    ua.pending[tx.key] = tx
+    await tx.respond(100, "Trying")
+    ua._spawn(answer(tx), f"reinvite:{req.call_id[:24]}")
+
+
+def unfit_invite(req: Request) -> Response | None:
+    """``420`` for a ``Require`` we do not support (§8.2.2.3), ``488`` for an INVITE without
+    an SDP offer; ``None`` when it is fit to answer."""
+    required = [r for r in req.values("Require") if r.lower() not in SUPPORTED.split(",")]
+    if required:
+        return reply(req, 420, "Bad Extension", extra=[("Unsupported", ", ".join(required))])
+    if not req.body or "sdp" not in req.get("Content-Type").lower():
+        warn = [("Warning", '399 bridge "an INVITE needs an SDP offer"')]
+        return reply(req, 488, "Not Acceptable Here", extra=warn)
+    return None
+
+
+def refusal_of(digest: DigestServer, req: Request, source: str) -> Response | None:
+    """``None`` when ``req``'s digest answer is right; else the ``407`` with one challenge
+    per algorithm we offer, the preferred first (RFC 8760 §2.4), or ``403`` for wrong
+    credentials (logged)."""
+    verdict = digest.verify(req.method, req.all("Proxy-Authorization"))
+    if verdict is Verdict.OK:
+        return None
+    if verdict is Verdict.WRONG:
+        log.warning("SIP INVITE %s from %s: wrong digest credentials", req.call_id, source)
+        return reply(req, 403, "Forbidden (wrong credentials)")
+    challenges = digest.challenges(stale=verdict is Verdict.STALE)
+    extra = [("Proxy-Authenticate", challenge) for challenge in challenges]
+    return reply(req, 407, "Proxy Authentication Required", to_tag=new_tag(), extra=extra)

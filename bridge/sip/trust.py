@@ -12,12 +12,18 @@ write. Connections we opened are Meta's by its server certificate, and are not j
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .headers import Via
 from .message import Message, SipParseError, split_list
+
+if TYPE_CHECKING:
+    from .transport import Connection
+
+log = logging.getLogger(__name__)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -84,6 +90,15 @@ class PeerPolicy:
                     f"{self.client_name} (BRIDGE_SIP_VERIFY_CLIENT)"
                 )
         return ""
+
+    def admits(self, conn: Connection) -> bool:
+        """Whether ``conn``'s peer may send requests: judged once a connection, its refusal
+        logged once, before any digest work."""
+        if conn.refusal is None:
+            conn.refusal = self.refusal(conn.peer[0], conn.peercert)
+            if conn.refusal:
+                log.warning("SIP from %s:%d: refused (403): %s", *conn.peer, conn.refusal)
+        return not conn.refusal
 
 
 def stamp_via(msg: Message, peer: tuple[str, int]) -> None:

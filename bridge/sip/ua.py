@@ -10,9 +10,11 @@ deadline (Timer B/F, 64·T1). A UAS still retransmits its 2xx to an INVITE until
 Server side, by method (§8.2): a new INVITE is authenticated (``407``, §22) when a password
 is set and handed to the :class:`CallHandler`; ``CANCEL`` matches the pending INVITE
 (§9.2: ``200`` to it, ``487`` to the INVITE); ``ACK``, ``BYE`` and ``NOTIFY`` go to their
-dialog (``481`` without one, §12.2.2); ``OPTIONS`` is answered (§11.2); a re-INVITE gets
-``488`` and ``REFER`` ``403`` with a reason saying the bridge does hold and transfer in its
-own media; any other method ``501`` with ``Allow`` (§8.2.1); a ``Require`` we do not support
+dialog (``481`` without one, §12.2.2); ``OPTIONS`` is answered (§11.2); a re-INVITE goes to
+:attr:`UserAgent.reinvites` when set (a trunk's: hold from the PBX, RFC 3264 §8.4) as an
+:class:`InviteServer` in its dialog, else gets ``488``, and ``REFER`` ``403``, with a reason
+saying the bridge does hold and transfer in its own media (Meta's road); any other method
+``501`` with ``Allow`` (§8.2.1); a ``Require`` we do not support
 ``420`` (§8.2.2.3); a malformed message ``400`` (§8.2 / §21.4.1). Before any of it,
 ``received``/``rport`` go into the request's top Via so every response carries them (RFC 3261
 §18.2.1, RFC 3581 §4), and a connection we accepted from outside the
@@ -30,24 +32,32 @@ from typing import Any
 from ..tasks import TaskSet
 from .datagram import DatagramEndpoint
 from .dialog import Dialog, new_tag, reply
-from .digest import DigestServer, Verdict
+from .digest import DigestServer
 from .headers import Address, Uri, Via
 from .message import Message, Request, Response, SipParseError
-from .transaction import CallHandler, ClientTransaction, Completed, InviteServer
+from .transaction import (
+    CallHandler,
+    ClientTransaction,
+    Completed,
+    InviteServer,
+    refusal_of,
+    take_reinvite,
+    unfit_invite,
+)
 from .transport import BadMessage, CertFiles, Connection, Listener, bad_request
 from .trust import PeerPolicy, stamp_via
 
 log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY"
-SUPPORTED = ""
-"""No SIP extensions (no 100rel, timer, replaces): a ``Require`` of any gets ``420``."""
 PENDING_INVITES = 1024
 """INVITE server transactions without a final response at once; more get ``503``."""
 InDialog = Callable[[Dialog, Request], Awaitable[tuple[int, str]]]
 Lookup = Callable[[Request], tuple[DigestServer | None, str] | None]
 """A shared listener's number for an INVITE: its digest and Contact, ``None`` when unknown."""
 """Answers an in-dialog INFO or REFER: the status and reason phrase to send."""
+ReInvite = Callable[[InviteServer], Coroutine[Any, Any, None]]
+"""Answers a re-INVITE through its transaction (``tx.dialog``: the dialog it came in)."""
 WARN_NO_REINVITE = (
     '399 bridge "no re-INVITE: hold, music and transfer happen in the bridge\'s media"'
 )
@@ -93,8 +103,9 @@ class UserAgent:
         self.on_count: Callable[[str], None] | None = None
         """Told of each count (the engine's statistics)."""
         self.in_dialog_requests: InDialog | None = None
-        """Takes INFO and REFER in a dialog (a trunk's user agent); without it they are
-        refused as Meta's road wants (501, 403)."""
+        self.reinvites: ReInvite | None = None
+        """A trunk's user agent takes INFO and REFER, and re-INVITEs (hold from the PBX), in a
+        dialog; without them they are refused as Meta's road wants (501, 403, 488)."""
         self.lookup: Lookup | None = None  # a listener numbers share (front.py): 404 if none
 
     contact = property(lambda self: self.contact_for(self.number, self.hostname))
@@ -248,7 +259,7 @@ class UserAgent:
         stamp_via(req, conn.peer)  # every response copies the top Via (§18.2.1, RFC 3581)
         if not conn.reliable and method != "ACK" and await self._retransmitted(req, conn):
             return
-        if conn.inbound and not self._trusted(conn):
+        if conn.inbound and not self.policy.admits(conn):
             self.count("untrusted")
             if method != "ACK":
                 await self._answer(conn, reply(req, 403, "Forbidden (untrusted source)"))
@@ -272,6 +283,8 @@ class UserAgent:
             await self._answer(conn, reply(req, 501, "Not Implemented", extra=[("Allow", ALLOW)]))
         elif dialog is None:
             await self._answer(conn, reply(req, 481, "Call/Transaction Does Not Exist"))
+        elif method == "INVITE" and self.reinvites is not None:
+            await take_reinvite(self, req, conn, dialog, self.reinvites)
         elif method == "INVITE":
             warn = [("Warning", WARN_NO_REINVITE)]
             await self._answer(conn, reply(req, 488, "Not Acceptable Here", extra=warn))
@@ -295,15 +308,6 @@ class UserAgent:
         if again:
             await self._answer(conn, again)
         return bool(again) or pending is not None
-
-    def _trusted(self, conn: Connection) -> bool:
-        """Whether ``conn``'s peer may send requests: judged once a connection, its refusal
-        logged once (:class:`~.trust.PeerPolicy`), before any digest work."""
-        if conn.refusal is None:
-            conn.refusal = self.policy.refusal(conn.peer[0], conn.peercert)
-            if conn.refusal:
-                log.warning("SIP from %s:%d: refused (403): %s", *conn.peer, conn.refusal)
-        return not conn.refusal
 
     async def _on_ack(self, req: Request, dialog: Dialog | None) -> None:
         if dialog is None:
@@ -353,30 +357,3 @@ class UserAgent:
         # The handler's work (the media leg's answer) runs beside this connection's reading:
         # Meta carries many calls, and their CANCELs, on one connection.
         self._spawn(self.handler.invite(tx), f"invite:{req.call_id[:24]}")
-
-
-def unfit_invite(req: Request) -> Response | None:
-    """``420`` for a ``Require`` we do not support (§8.2.2.3), ``488`` for an INVITE without
-    an SDP offer; ``None`` when it is fit to answer."""
-    required = [r for r in req.values("Require") if r.lower() not in SUPPORTED.split(",")]
-    if required:
-        return reply(req, 420, "Bad Extension", extra=[("Unsupported", ", ".join(required))])
-    if not req.body or "sdp" not in req.get("Content-Type").lower():
-        warn = [("Warning", '399 bridge "an INVITE needs an SDP offer"')]
-        return reply(req, 488, "Not Acceptable Here", extra=warn)
-    return None
-
-
-def refusal_of(digest: DigestServer, req: Request, source: str) -> Response | None:
-    """``None`` when ``req``'s digest answer is right; else the ``407`` with one challenge
-    per algorithm we offer, the preferred first (RFC 8760 §2.4), or ``403`` for wrong
-    credentials (logged)."""
-    verdict = digest.verify(req.method, req.all("Proxy-Authorization"))
-    if verdict is Verdict.OK:
-        return None
-    if verdict is Verdict.WRONG:
-        log.warning("SIP INVITE %s from %s: wrong digest credentials", req.call_id, source)
-        return reply(req, 403, "Forbidden (wrong credentials)")
-    challenges = digest.challenges(stale=verdict is Verdict.STALE)
-    extra = [("Proxy-Authenticate", challenge) for challenge in challenges]
-    return reply(req, 407, "Proxy Authentication Required", to_tag=new_tag(), extra=extra)

@@ -29,7 +29,7 @@ from ..media import Role
 from ..numbers.trunks import Trunk
 from ..sip import InviteServer
 from ..sip.digest import parse_params
-from ..sip.ua import refusal_of
+from ..sip.transaction import refusal_of
 from . import sdp
 from .participant import SipParticipant
 

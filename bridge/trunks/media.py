@@ -176,6 +176,10 @@ class TrunkMedia:
         self._unregister: Callable[[], None] | None = None
         self.keys_dropped = 0
         self.packets_in = self.packets_out = 0
+        self.sending = True
+        """False while our SDP says we send nothing (``recvonly``/``inactive``: the phone holds,
+        RFC 3264 §6.1): the clock still drains the participant's sink, the stream's time moves
+        on (RFC 3550 §5.1), no packet goes out."""
 
     def set_codec(self, codec: str) -> None:
         """What both sides send: ``PCMU`` (µ-law) or ``PCMA`` (A-law) at 8 kHz, resampled to
@@ -264,6 +268,7 @@ class TrunkMedia:
             allowed is None
             or self.codec != "opus"
             or self.socket is None
+            or not self.sending
             or self._key_sent is not None
             or self._keys
             or not one_20ms_frame(payload)
@@ -306,6 +311,9 @@ class TrunkMedia:
             # the state its own last frame left (stale audio spliced into the next one).
             self._opus_encoder.reset()
             self._encoder_stale = False
+        if not self.sending:
+            self._ts = (self._ts + self.step) & 0xFFFFFFFF
+            return
         if pcm is None:
             pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         if self._wide_out is not None:

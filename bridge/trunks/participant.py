@@ -9,12 +9,14 @@ WhatsApp user's number) and carries the WhatsApp context for the PBX to route on
 ``participantID``: ``participant.ringing`` (the first ``180``/``183``), ``participant.joined``
 (the ``200``, media flowing) and ``participant.left`` with a ``reason`` (``busy``,
 ``no_answer``, ``rejected``, ``failed`` — with ``sipCode`` — ``hung_up`` by the phone,
-``removed`` by the API, ``call_ended``).
+``removed`` by the API, ``call_ended``); ``participant.held``/``unheld`` when the phone holds
+by re-INVITE (``reinvite.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import secrets
 from collections.abc import Callable
@@ -92,6 +94,11 @@ class SipParticipant:
         self.codec = ""
         self.on_left: Callable[[str], None] | None = None
         """Told the reason when the leg has gone (a call answered into the PBX ends too)."""
+        self.remote: sdp.Remote | None = None
+        self.crypto: Crypto | None = None
+        self.sdp_sent, self.local_port = b"", 0  # our last SDP and media port (reinvite.py)
+        self.on_hold = self.held_call = False
+        """The phone holds (a re-INVITE, ``reinvite.py``); its hold held the call."""
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -118,12 +125,13 @@ class SipParticipant:
             socket = SrtpSocket(name, media.on_rtp, lambda _: None)
         self._socket = socket
         local = await socket.open(self.service.bind_host, self.service.rtp_ports)
+        self.local_port, self.crypto = local[1], crypto
         return media, local[1], crypto
 
     async def run(self) -> None:
         """Call the target, then carry the media until either side hangs up."""
         media, port, crypto = await self._open()
-        offer = sdp.offer(self.service.media_host, port, self.trunk.codecs, crypto)
+        offer = self.sdp_sent = sdp.offer(self.service.media_host, port, self.trunk.codecs, crypto)
         self.dialer = Dialer(
             self.service.ua,
             proxy=self.trunk.uri,
@@ -160,7 +168,9 @@ class SipParticipant:
         """Answer the PBX's own INVITE (its offer ``remote``) with ``200`` and our SDP: the
         PBX placed this WhatsApp call. ``False`` when the answer could not be sent."""
         media, port, crypto = await self._open()
-        answer = sdp.offer(self.service.media_host, port, (), crypto, answer_to=remote)
+        answer = self.sdp_sent = sdp.offer(
+            self.service.media_host, port, (), crypto, answer_to=remote
+        )
         self.dialog = tx.dialog
         self.service.ua.dialogs[tx.dialog.key] = tx.dialog  # before its BYE can come
         if not await tx.respond(200, "OK", body=answer):
@@ -171,16 +181,24 @@ class SipParticipant:
         self._connect(media, remote, crypto)
         return True
 
-    def _connect(self, media: TrunkMedia, remote: sdp.Remote, crypto: Crypto | None) -> None:
-        """The far end's codec, key and address taken; the media joined and started."""
-        socket = self._socket
+    def take_remote(self, media: TrunkMedia, remote: sdp.Remote) -> None:
+        """The far end's codec, payload types, key and address: its SDP (an answer, or a
+        re-INVITE's offer, ``reinvite.py``); an unspecified address (RFC 3264 §8.4) is kept
+        from before."""
+        socket, crypto, self.remote = self._socket, self.crypto, remote
         media.pt, media.event_pt = remote.pt, remote.event_pt
-        media.set_codec(remote.codec)
+        if remote.codec != media.codec:
+            media.set_codec(remote.codec)
         media.event_step = remote.event_rate // 50
         if crypto is not None and remote.crypto is not None and isinstance(socket, SrtpSocket):
             socket.set_keys(crypto.key, remote.crypto.key, remote.crypto.profile)
         assert socket is not None
-        socket.set_remote((remote.address, remote.port), (remote.address, remote.port + 1))
+        if not ipaddress.ip_address(remote.address).is_unspecified:
+            socket.set_remote((remote.address, remote.port), (remote.address, remote.port + 1))
+
+    def _connect(self, media: TrunkMedia, remote: sdp.Remote, crypto: Crypto | None) -> None:
+        """The far end's codec, key and address taken; the media joined and started."""
+        self.take_remote(media, remote)
         self._join(media)
         self.state = "joined"
         self.codec = remote.codec
@@ -236,7 +254,7 @@ class SipParticipant:
         self._key(digit, duration_ms)
 
     def _to_call(self, pcm: Pcm) -> None:
-        if self._joined is not None:
+        if self._joined is not None and not self.on_hold:
             self._microphone(pcm)
 
     def _from_call(self) -> Pcm | None:
@@ -319,6 +337,9 @@ class SipParticipant:
         leave, self._joined = self._joined, None
         if leave is not None:
             leave()
+        if self.held_call and self.runtime.call.live:  # the phone left, WhatsApp is not held
+            self.held_call = False
+            await self.runtime.hold.set(False)
         if self.media is not None:
             self.media.stop()
         elif self._socket is not None:

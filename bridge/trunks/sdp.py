@@ -27,6 +27,8 @@ OURS = {**STATIC, "opus": 111}
 """The payload types we offer each codec we carry with (Opus dynamic, RFC 7587)."""
 RTPMAP = {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "G722": "G722/8000", "opus": "opus/48000/2"}
 FMTP = {"opus": "minptime=20;useinbandfec=1"}
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+"""The ``a=`` direction attributes of RFC 3264 §5.1."""
 EVENT_PT = 101
 """Our dynamic payload type for ``telephone-event/8000`` (and 102 for ``/48000`` with Opus)."""
 
@@ -56,9 +58,12 @@ def offer(
     crypto: Crypto | None,
     *,
     answer_to: Remote | None = None,
+    origin: tuple[int, int] | None = None,
+    direction: str = "sendrecv",
 ) -> bytes:
     """Our SDP: an offer of ``codecs`` (those we carry), or the answer choosing ``answer_to``'s
-    codec."""
+    codec. ``origin``: the o= line's session id and version (RFC 4566 §5.2; a new session's
+    are random); ``direction``: our ``a=`` direction (RFC 3264 §6.1)."""
     family = "IP6" if ":" in address else "IP4"
     events: list[tuple[int, int]] = []
     if answer_to is not None:
@@ -72,10 +77,10 @@ def offer(
         raise BadOffer("none of the trunk's codecs is carried (opus, G722, PCMU, PCMA)")
     pts = [pt for pt, _ in chosen] + [pt for pt, _ in events]
     profile = "RTP/SAVP" if crypto is not None else "RTP/AVP"
-    session = secrets.randbelow(2**31)
+    session, version = origin or (secrets.randbelow(2**31),) * 2
     lines = [
         "v=0",
-        f"o=- {session} {session} IN {family} {address}",
+        f"o=- {session} {version} IN {family} {address}",
         "s=bridge",
         f"c=IN {family} {address}",
         "t=0 0",
@@ -87,7 +92,7 @@ def offer(
             lines.append(f"a=fmtp:{pt} {FMTP[codec]}")
     for pt, rate in events:
         lines += [f"a=rtpmap:{pt} telephone-event/{rate}", f"a=fmtp:{pt} 0-16"]
-    lines += ["a=ptime:20", "a=sendrecv"]
+    lines += ["a=ptime:20", f"a={direction}"]
     if crypto is not None:
         lines.append(crypto.attribute())
     return ("\r\n".join(lines) + "\r\n").encode()
@@ -114,7 +119,7 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
     maps: dict[str, str] = {}
     rates: dict[str, str] = {}
     cryptos: list[str] = []
-    direction = "sendrecv"
+    directions = {"session": "sendrecv", "audio": ""}
     in_audio = seen_audio = False
     for ln in sdp_lines(text)[:400]:
         if ln.startswith("m="):
@@ -136,8 +141,9 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
             rates[pt] = [*name.split("/"), ""][1]
         elif in_audio and ln.startswith("a=crypto:"):
             cryptos.append(ln[len("a=crypto:") :])
-        elif in_audio and ln[2:] in ("sendrecv", "sendonly", "recvonly", "inactive"):
-            direction = ln[2:]
+        elif ln[2:] in DIRECTIONS and (in_audio or not seen_audio):
+            # A session-level direction is the default of every m-line (RFC 3264 §5.1).
+            directions["audio" if in_audio else "session"] = ln[2:]
     if not seen_audio:
         raise BadOffer("the SDP has no audio m-line")
     if not 0 <= port < 65536:
@@ -159,7 +165,9 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
     chosen = next(((int(pt), wanted[n]) for pt, n in names.items() if n in wanted), None)
     if chosen is None:
         offered = ", ".join(n or pt for pt, n in names.items())[:80]
-        raise BadOffer(f"no common codec: the far end has {offered}; we carry {list(wanted)}")
+        raise BadOffer(
+            f"no common codec: the far end has {offered}; we carry {list(wanted.values())}"
+        )
     # The event at the codec's clock (RFC 4733 §2.1), else any (baresip pairs 8 kHz events
     # with Opus): its durations are read and written at its own clock.
     rate = "48000" if chosen[1] == "opus" else "8000"
@@ -171,4 +179,5 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
         ),
     )
     event, event_rate = (events[0][1], int(events[0][2])) if events else (None, 8000)
+    direction = directions["audio"] or directions["session"]
     return Remote(address, port, chosen[1], chosen[0], event, crypto, direction, event_rate)

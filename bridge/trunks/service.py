@@ -28,6 +28,7 @@ from ..sip import Dialog, DigestServer, InviteServer, Request, UserAgent, client
 from ..tasks import TaskSet
 from .inbound import PbxCall, identify
 from .participant import SipParticipant
+from .reinvite import Plays, reinvited
 from .transfer import in_dialog
 from .upkeep import Upkeep
 
@@ -52,6 +53,8 @@ class TrunkService:
         self.catalog = catalog
         self.manager: CallManager | None = None
         """The calls SIP participants join (set before :meth:`start`)."""
+        self.playback: Plays | None = None
+        """Plays a trunk's ``holdMusic`` when a phone holds (``reinvite.py``)."""
         listen = settings.sip.trunk_listen
         self.bind_host, self.port = listen if listen is not None else ("127.0.0.1", 0)
         public = settings.ice.public_ip
@@ -88,6 +91,7 @@ class TrunkService:
             udp=True,
         )
         ua.in_dialog_requests = lambda dialog, req: in_dialog(self, dialog, req)
+        ua.reinvites = lambda tx: reinvited(self, tx)  # hold from the PBX (RFC 3264 §8.4)
         return ua
 
     async def start(self) -> None:

@@ -111,3 +111,28 @@ async def test_a_sip_participant_request_names_its_bad_field(nclient) -> None:  
         headers=ADMIN,
     )
     assert resp.status == 404
+
+
+async def test_a_trunks_hold_music_is_an_asset_it_may_play(nclient) -> None:  # noqa: F811
+    """``holdMusic`` (what WhatsApp hears while a phone of the trunk holds by re-INVITE): an
+    asset that exists (404 otherwise), a string (400 naming it), cleared with null."""
+    import aiohttp
+
+    from ..support.audio_files import make
+
+    client = await nclient()
+    form = aiohttp.FormData()
+    form.add_field("audio", make("wav", 1700.0, 0.5), filename="hold.wav")
+    resp = await client.post("/call/audio-assets", data=form, headers=ADMIN)
+    asset = (await resp.json())["assetId"]
+    resp = await client.post(
+        "/trunks", json={**TRUNK, "holdMusic": "as_nosuchasset"}, headers=ADMIN
+    )
+    assert resp.status == 404, await resp.text()
+    resp = await client.post("/trunks", json={**TRUNK, "holdMusic": 5}, headers=ADMIN)
+    payload = await resp.json()
+    assert resp.status == 400 and "holdMusic" in payload["error"]["message"], payload
+    made = await post(client, "/trunks", {**TRUNK, "holdMusic": asset})
+    assert made["holdMusic"] == asset
+    resp = await client.patch(f"/trunks/{made['trunkID']}", json={"holdMusic": None}, headers=ADMIN)
+    assert resp.status == 200 and (await resp.json())["holdMusic"] is None

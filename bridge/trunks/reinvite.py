@@ -1,0 +1,237 @@
+"""A PBX's re-INVITE in a SIP participant's dialog (RFC 3261 §14.2): the phone holds the call,
+resumes it, refreshes the session, or asks for a change the bridge refuses.
+
+The answer (RFC 3264), built by :func:`answer` alone (no I/O):
+
+* the offer's direction is mirrored (§6.1): ``sendonly`` → ``recvonly``, ``inactive`` →
+  ``inactive``, ``recvonly`` → ``sendonly``, ``sendrecv`` → ``sendrecv``. A connection address
+  of ``0.0.0.0`` (RFC 2543's hold, still met: RFC 3264 §8.4) says the phone receives nothing:
+  its ``sendrecv`` is read as ``sendonly``, its ``recvonly`` as ``inactive``;
+* the codec stays the one in use, and the offer must still carry it (the answer names it
+  alone, same payload type as offered); the address and port may move within their address
+  family, the ``telephone-event`` payload type and the SDES key may change (both followed);
+* our SDP keeps its ``o=`` line; its version goes one up when the SDP differs from the last we
+  sent, and stays when nothing changed (§8): a session refresh (the same offer again, RFC 4028
+  style) is answered with the very SDP we sent last.
+
+Anything else — another codec, another address family, the audio stream removed (port 0,
+§8.2), a malformed SDP or one whose RTP profile does not match the trunk's ``srtp`` — is ``488
+Not Acceptable Here`` with a ``Warning`` naming it, logged at WARNING; the session goes on as it
+was (§14.2).
+
+Hold: while the phone's offer is ``sendonly`` or ``inactive`` it is *on hold* — nothing is sent
+to it unless our answer says we send, its audio reaches nobody, and ``participant.held``
+(``participantID``, ``sip.direction``: the offer's) is emitted; when the phone is the call's
+agent the call itself is held as ``POST /call/hold`` holds it: WhatsApp hears the trunk's
+``holdMusic`` looped (silence without one), and ``call.held`` follows. A ``sendrecv`` offer
+resumes: ``participant.unheld``, and ``call.unheld`` when this hold had held the call (a hold
+the API made stays).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..calls.hold import StartMusic
+from ..errors import BadOffer, BridgeError
+from ..media import Role, UplinkSource
+from ..rtc.sdes import Crypto
+from ..sip import InviteServer
+from . import sdp
+
+if TYPE_CHECKING:
+    from .participant import SipParticipant
+    from .service import TrunkService
+
+log = logging.getLogger(__name__)
+
+MIRROR = {
+    "sendrecv": "sendrecv",
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "inactive": "inactive",
+}
+"""Our answer's direction for the offer's (RFC 3264 §6.1)."""
+HOLDING = ("sendonly", "inactive")
+"""Offer directions that put the call on hold (RFC 3264 §8.4)."""
+
+
+class Plays(Protocol):
+    """What starts the hold music (the app's ``PlaybackService``)."""
+
+    async def start(self, host: Any, body: dict[str, Any]) -> UplinkSource: ...
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a re-INVITE's offer asks and the SDP we answer it with."""
+
+    remote: sdp.Remote
+    """The phone's audio as the offer says."""
+    offered: str
+    """The offer's direction, ``0.0.0.0`` taken into account (RFC 3264 §8.4)."""
+    direction: str
+    """Our answer's direction (:data:`MIRROR`)."""
+    body: bytes
+
+    @property
+    def holding(self) -> bool:
+        return self.offered in HOLDING
+
+    @property
+    def sending(self) -> bool:
+        """Whether our answer lets us send to the phone."""
+        return self.direction in ("sendrecv", "sendonly")
+
+
+def offered_direction(remote: sdp.Remote) -> str:
+    """The offer's direction; a connection address of ``0.0.0.0`` (or ``::``) says the phone
+    receives nothing (RFC 2543 hold, RFC 3264 §8.4)."""
+    if ipaddress.ip_address(remote.address).is_unspecified:
+        return {"sendrecv": "sendonly", "recvonly": "inactive"}.get(
+            remote.direction, remote.direction
+        )
+    return remote.direction
+
+
+def origin(body: bytes) -> tuple[int, int]:
+    """The session id and version of our SDP's ``o=`` line (RFC 4566 §5.2)."""
+    for line in body.decode("ascii", "replace").splitlines():
+        if line.startswith("o="):
+            fields = line[2:].split()
+            if len(fields) >= 3 and fields[1].isdigit() and fields[2].isdigit():
+                return int(fields[1]), int(fields[2])
+    raise ValueError("our last SDP has no o= line")
+
+
+def answer(
+    offer: bytes,
+    current: sdp.Remote,
+    sent: bytes,
+    *,
+    address: str,
+    port: int,
+    crypto: Crypto | None,
+) -> Answer:
+    """The answer to a re-INVITE's ``offer`` in a session whose far end is ``current`` and
+    whose last SDP from us is ``sent`` (see the module docstring); :class:`BadOffer` naming
+    what the bridge cannot follow."""
+    try:
+        remote = sdp.read(offer, (current.codec,), srtp=crypto is not None)
+    except BadOffer as exc:
+        if str(exc).startswith("no common codec"):
+            raise BadOffer(
+                f"the offer drops {current.codec}, the codec in use (the bridge changes no "
+                f"codec mid-call); {exc}"
+            ) from None
+        raise
+    if remote.port == 0:
+        raise BadOffer("the offer removes the audio stream (port 0, RFC 3264 §8.2)")
+    family = ipaddress.ip_address(remote.address).version
+    if family != ipaddress.ip_address(current.address).version:
+        raise BadOffer(f"the offer moves the audio to IPv{family} ({remote.address}): not followed")
+    offered = offered_direction(remote)
+    direction = MIRROR[offered]
+    session, version = origin(sent)
+
+    def ours(version: int) -> bytes:
+        return sdp.offer(
+            address,
+            port,
+            (),
+            crypto,
+            answer_to=remote,
+            origin=(session, version),
+            direction=direction,
+        )
+
+    body = ours(version)
+    if body != sent:  # RFC 3264 §8: a changed SDP is the next version
+        body = ours(version + 1)
+    return Answer(remote, offered, direction, body)
+
+
+def warning(exc: Exception) -> tuple[str, str]:
+    """A ``Warning`` header (RFC 3261 §20.43: code 399, our host, quoted text) for ``exc``."""
+    text = str(exc).replace('"', "'").replace("\\", "/")[:200]
+    return "Warning", f'399 bridge "{text}"'
+
+
+async def reinvited(service: TrunkService, tx: InviteServer) -> None:
+    """The trunk user agent's ``reinvites``: answer a re-INVITE in a SIP participant's dialog
+    and follow it (see the module docstring); a failure of ours is a ``500`` (§21.5.1), so
+    the dialog's next re-INVITE is not refused as one arriving while this one is pending."""
+    try:
+        await _reinvited(service, tx)
+    except Exception as exc:
+        log.warning("SIP re-INVITE %s: failed: %s", tx.req.call_id, exc)
+        await tx.respond(500, "Server Internal Error")
+
+
+async def _reinvited(service: TrunkService, tx: InviteServer) -> None:
+    leg = service.legs.get(tx.dialog.key)
+    if leg is None or leg.remote is None or leg.media is None:
+        await tx.respond(481, "Call/Transaction Does Not Exist")
+        return
+    try:
+        got = answer(
+            tx.req.body,
+            leg.remote,
+            leg.sdp_sent,
+            address=service.media_host,
+            port=leg.local_port,
+            crypto=leg.crypto,
+        )
+    except (BadOffer, ValueError) as exc:
+        log.warning(
+            "SIP participant %s: re-INVITE refused (488): %s", leg.participant_id, str(exc)[:200]
+        )
+        await tx.respond(488, "Not Acceptable Here", extra=[warning(exc)])
+        return
+    if not await tx.respond(200, "OK", body=got.body):
+        return
+    leg.sdp_sent = got.body
+    leg.take_remote(leg.media, got.remote)
+    leg.media.sending = got.sending
+    await set_hold(service, leg, got)
+
+
+async def set_hold(service: TrunkService, leg: SipParticipant, got: Answer) -> None:
+    """The phone's hold or resume, when it changes: the events, and the call's hold when the
+    phone is its agent (see the module docstring)."""
+    if got.holding == leg.on_hold:
+        return
+    leg.on_hold = got.holding
+    runtime = leg.runtime
+    runtime.emit(
+        "participant.held" if got.holding else "participant.unheld",
+        participantID=leg.participant_id,
+        sip={"direction": got.offered},
+    )
+    if got.holding and leg.role is Role.AGENT and not runtime.hold.held:
+        leg.held_call = True
+        try:
+            await runtime.hold.set(True, music(service, leg))
+        except BridgeError as exc:  # the asset deleted since: held all the same, in silence
+            log.warning("SIP participant %s: hold music not played: %s", leg.participant_id, exc)
+            await runtime.hold.set(True)
+    elif not got.holding and leg.held_call:
+        leg.held_call = False
+        await runtime.hold.set(False)
+
+
+def music(service: TrunkService, leg: SipParticipant) -> StartMusic | None:
+    """Starts the trunk's ``holdMusic`` (as the trunk is now: a PATCH counts) looped on the
+    call, as ``POST /call/hold`` does."""
+    trunk = service.catalog.trunks.get(leg.trunk.trunk_id) or leg.trunk
+    asset, playback = trunk.hold_music, service.playback
+    if not asset or playback is None:
+        return None
+
+    async def start() -> UplinkSource:
+        return await playback.start(leg.runtime, {"assetId": asset, "loop": True})
+
+    return start
