@@ -351,7 +351,8 @@ async def forwarding(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
         webrtc = stats.get("webrtc") or {}
         leg = (stats.get("leg") or {}).get("webrtc") or {}  # the WhatsApp leg's own numbers
         down[0] += webrtc.get("downlinkForwarded", 0)
-        down[1] += webrtc.get("uplinkFrames", 0)  # the browser's frames: as many as it gets
+        # The browser's frames, decoded or only counted (an idle leg): as many as it gets.
+        down[1] += webrtc.get("uplinkFrames", 0) + webrtc.get("uplinkNotDecoded", 0)
         up[0] += leg.get("framesForwarded", 0)
         up[1] += leg.get("framesSent", 0)
     return {
@@ -514,8 +515,10 @@ async def run_point(
         if target in BRIDGES and m0 and m1:
             frames = 0.0
             for d in ("uplink", "downlink"):
+                # The PCM frames the bus carried: none either way on a call forwarded both
+                # ways with nothing reading its audio (an idle leg decodes nothing).
                 frames += delta(m0, m1, "bridge_bus_frames_total", direction=d)
-                point[f"{d}_frames_per_call"] = (
+                point[f"bus_{d}_frames_per_call"] = (
                     delta(m0, m1, "bridge_bus_frames_total", direction=d) / calls
                 )
                 for q in (0.5, 0.99):
@@ -802,8 +805,8 @@ def table(result: dict[str, Any]) -> str:
         "ratio",
         "on-time%",
         "wa on-time%",
-        "up fr/call",
-        "down fr/call",
+        "bus up fr/call",
+        "bus down fr/call",
         "up p50/p99 ms",
         "down p50/p99 ms",
         "click p50/p99 ms",
@@ -837,8 +840,8 @@ def table(result: dict[str, Any]) -> str:
                 ),
                 f(100 * p.get("downlink_on_time", 0)),
                 f(None if "whatsapp_on_time" not in p else 100 * p["whatsapp_on_time"]),
-                f(p.get("uplink_frames_per_call"), "{:.0f}"),
-                f(p.get("downlink_frames_per_call"), "{:.0f}"),
+                f(p.get("bus_uplink_frames_per_call"), "{:.0f}"),
+                f(p.get("bus_downlink_frames_per_call"), "{:.0f}"),
                 pair(p, "uplink_latency"),
                 pair(p, "downlink_latency"),
                 pair(p, "click_added"),
