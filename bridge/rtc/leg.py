@@ -203,9 +203,7 @@ class PeerLeg:
         ``needs_pcm()`` says no, they are not decoded (``rtc/uplink.py``, an idle leg) but
         for a level sample a second, into ``meters``."""
         if self._playout is not None:
-            self._playout.forward = offer
-            self._playout.needs_pcm = needs_pcm if offer is not None else None
-            self._playout.idle_meters = meters if offer is not None else ()
+            self._playout.forward_to(offer, needs_pcm, meters)
 
     @property
     def not_decoded(self) -> int:

@@ -149,6 +149,19 @@ class Playout:
         if self._unregister is None and not self._tasks.closed:
             self._unregister = worker_clock().register(self._tick, Phase.RECEIVE)
 
+    def forward_to(
+        self,
+        offer: Callable[[int, int, bytes], None] | None,
+        needs_pcm: Callable[[], bool] | None = None,
+        meters: tuple[LevelMeter, ...] = (),
+    ) -> None:
+        """Also hand each packet, untouched, to ``offer`` (``None`` stops); while
+        ``needs_pcm()`` says no, the leg is idle (module doc), its level sampled into
+        ``meters``."""
+        self.forward = offer
+        self.needs_pcm = needs_pcm if offer is not None else None
+        self.idle_meters = meters if offer is not None else ()
+
     def _idle_packet(self, seq: int, timestamp: int, payload: bytes, now: float) -> None:
         """A packet nobody needs decoded: counted, kept for the warm-up, and decoded only in
         the level's sample (the first :data:`LEVEL_RUN` of every :data:`LEVEL_EVERY`, the

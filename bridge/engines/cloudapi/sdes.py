@@ -266,9 +266,7 @@ class SdesPeer(WhatsAppLeg):
         """Also hand each Opus packet from WhatsApp, untouched, to ``offer``; not decoded
         while ``needs_pcm()`` says no (``rtc/uplink.py``, an idle leg) but for a level sample
         a second, into ``meters``."""
-        self.playout.forward = offer
-        self.playout.needs_pcm = needs_pcm if offer is not None else None
-        self.playout.idle_meters = meters if offer is not None else ()
+        self.playout.forward_to(offer, needs_pcm, meters)
 
     def report_loss_beyond(self, loss: Callable[[], float] | None) -> None:
         """Accepted for the ``PeerLeg`` shape; our receiver reports carry our own loss."""
