@@ -1,6 +1,6 @@
 """One INVITE we send, followed to its final response: the INVITE client transaction and the
-dialog setup its UAC does around it (RFC 3261 §13.2, §17.1.1), for the trunks
-(``trunks/dialer.py``'s ``Dialer``).
+dialog setup its UAC does around it (RFC 3261 §13.2, §17.1.1), shared by Meta's road
+(``uac.InviteClient``) and the trunks (``trunks/dialer.py``'s ``Dialer``).
 
 The next hop is connected to first (one that cannot be reached is a synthetic ``503``). Of the
 responses ``100`` is ignored and the other ``1xx`` are progress, until the final one (none
