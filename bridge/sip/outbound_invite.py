@@ -1,0 +1,225 @@
+"""One INVITE we send, followed to its final response: the INVITE client transaction and the
+dialog setup its UAC does around it (RFC 3261 §13.2, §17.1.1), shared by Meta's road
+(``uac.InviteClient``) and the trunks (``trunks/dialer.py``'s ``Dialer``).
+
+The next hop is connected to first (one that cannot be reached is a synthetic ``503``). Of the
+responses ``100`` is ignored and the other ``1xx`` are progress, until the final one (none
+within Timer B: a synthetic ``408``). A non-``2xx`` final response is ACKed hop by hop on the
+INVITE's own branch (§17.1.1.3). A ``401``/``407`` the subclass answers is followed by the INVITE
+again with the same Call-ID and From tag, CSeq + 1 and a new branch (§8.1.3.5, §22.2); whether
+and how it is answered (which challenges, which credentials, the digest ``uri``, why a round
+failed) is the subclass's. A ``2xx`` makes the dialog (§12.1.2, route set reversed) and is ACKed
+in it with the INVITE's CSeq number (§13.2.2.4). :meth:`OutboundInvite.cancel` sends ``CANCEL``
+(§9.1) while no final response has come.
+
+By default a CANCEL is a client transaction of its own (retransmitted over UDP, §17.1.2.2) and
+the ACKs go on the INVITE's connection; a subclass may send them otherwise.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Sequence
+
+from .dialog import Dialog
+from .headers import Uri, Via, new_branch, strip_tag
+from .message import Request, Response
+from .transaction import TIMER_B, ClientTransaction
+from .transport import Connection
+from .ua import UserAgent
+
+SEND_ERRORS = (ConnectionError, OSError, TimeoutError, ssl.SSLError)
+"""What connecting or sending may raise (each an ``OSError``, named for the reader)."""
+
+CHALLENGES = {
+    401: ("WWW-Authenticate", "Authorization"),
+    407: ("Proxy-Authenticate", "Proxy-Authorization"),
+}
+"""A challenge's header and the header answering it (§22.2, §22.3)."""
+
+CANCEL_WAIT = 4.0
+"""How long a CANCEL's transaction waits for its final response."""
+
+
+class OutboundInvite:
+    """One INVITE we send (see the module docstring); subclasses say what differs."""
+
+    def __init__(
+        self,
+        ua: UserAgent,
+        *,
+        next_hop: Uri,
+        target: str,
+        to: str,
+        from_: str,
+        call_id: str,
+        sdp: bytes,
+        username: str,
+        password: str,
+    ) -> None:
+        """``next_hop``: where the INVITE goes (host, port, transport); ``target``: its
+        Request-URI."""
+        self.ua = ua
+        self.next_hop = next_hop
+        self.target = target
+        self.to = to
+        self.from_ = from_
+        self.call_id = call_id
+        self.sdp = sdp
+        self.username, self.password = username, password
+        self.seq = 1
+        self.dialog: Dialog | None = None
+        self.final: Response | None = None
+        self.auth_failure = ""
+        """Why the digest round failed, when the final response is a ``401``/``407``."""
+        self._tx: ClientTransaction | None = None
+        self._conn: Connection | None = None
+        self._cancelled = False
+
+    # -- what a subclass says
+    @property
+    def contact(self) -> str:
+        """Our Contact in the INVITE and in the dialog it makes."""
+        return self.ua.contact
+
+    def _via_transport(self) -> str:
+        """What our Via says of the hop (§18.1.1, §20.42): the connection's transport."""
+        assert self._conn is not None
+        return self._conn.via_transport
+
+    def _road_headers(self) -> Sequence[tuple[str, str]]:
+        """The INVITE's headers after Contact and before any authorization."""
+        return ()
+
+    def _authorization(self, resp: Response, rounds: int) -> tuple[str, str] | None:
+        """The header answering ``resp``'s challenge after ``rounds`` answered ones, or
+        ``None`` (``resp`` is final; :attr:`auth_failure` says why, when it should)."""
+        return None
+
+    def _unreachable(self, exc: BaseException) -> None:
+        """Say that the next hop cannot be reached."""
+
+    def _not_sent(self, req: Request, exc: BaseException) -> None:
+        """Say that an ACK or a CANCEL could not be sent."""
+
+    async def _send_ack(self, ack: Request, dialog: Dialog) -> None:
+        """The ACK of a ``2xx``, in its dialog: on the INVITE's connection."""
+        await self._send_on_hop(ack)
+
+    async def _send_cancel(self, cancel: Request, conn: Connection) -> None:
+        """A CANCEL as a transaction of its own (§9.1, §17.1.2)."""
+        try:
+            cancel_tx = await self.ua.send(cancel, conn)
+        except SEND_ERRORS as exc:
+            self._not_sent(cancel, exc)
+            return
+        try:
+            await cancel_tx.final(CANCEL_WAIT)
+        finally:
+            self.ua.done(cancel_tx)
+
+    # -- the transaction
+    def _invite(self, authorization: tuple[str, str] | None = None) -> Request:
+        req = Request(method="INVITE", uri=self.target)
+        via = Via(
+            self._via_transport(), self.ua.via_host, None, {"branch": new_branch(), "rport": ""}
+        )
+        req.add("Via", str(via))
+        req.add("Max-Forwards", "70")
+        req.add("From", self.from_)
+        req.add("To", self.to)
+        req.add("Call-ID", self.call_id)
+        req.add("CSeq", f"{self.seq} INVITE")
+        req.add("Contact", self.contact)
+        for name, value in self._road_headers():
+            req.add(name, value)
+        if authorization is not None:
+            req.add(*authorization)
+        req.add("Content-Type", "application/sdp")
+        req.body = self.sdp
+        return req
+
+    async def run(self, on_progress: Callable[[Response], None]) -> Response:
+        """Send the INVITE and follow it to its final response (a ``2xx``: the dialog made and
+        ACKed). A next hop that cannot be reached is a synthetic ``503``."""
+        try:
+            self._conn = await self.ua.connection_to(self.next_hop)
+        except SEND_ERRORS as exc:
+            self._unreachable(exc)
+            self.final = Response(status=503, reason=f"Service Unavailable ({exc})")
+            return self.final
+        invite = self._invite()
+        rounds = 0
+        while True:
+            tx = self._tx = await self.ua.send(invite, self._conn)
+            try:
+                resp = await self._follow(tx, on_progress)
+            finally:
+                self.ua.done(tx)
+            if resp.status >= 300:
+                await self._send_on_hop(self._ack_non_2xx(invite, resp))
+            if resp.status in CHALLENGES and not self._cancelled:
+                authorization = self._authorization(resp, rounds)
+                if authorization is not None:
+                    rounds += 1
+                    self.seq += 1
+                    invite = self._invite(authorization)
+                    continue
+            self.final = resp
+            if 200 <= resp.status < 300:
+                self.dialog = Dialog.as_uac(invite, resp, self._conn, self.contact)
+                ack = self.dialog.request("ACK", self.ua.via_host, seq=invite.cseq[0])
+                await self._send_ack(ack, self.dialog)
+            return resp
+
+    async def _follow(
+        self, tx: ClientTransaction, on_progress: Callable[[Response], None]
+    ) -> Response:
+        while True:
+            resp = await tx.next(TIMER_B)
+            if 100 < resp.status < 200:
+                on_progress(resp)
+            elif resp.status >= 200:
+                return resp
+
+    @staticmethod
+    def _ack_non_2xx(invite: Request, resp: Response) -> Request:
+        """Hop by hop, on the INVITE's branch, with the response's To (its tag)."""
+        ack = Request(method="ACK", uri=invite.uri)
+        ack.add("Via", invite.get("Via"))
+        ack.add("Max-Forwards", "70")
+        ack.add("From", invite.get("From"))
+        ack.add("To", resp.get("To"))
+        ack.add("Call-ID", invite.call_id)
+        ack.add("CSeq", f"{invite.cseq[0]} ACK")
+        return ack
+
+    async def _send_on_hop(self, req: Request) -> None:
+        """Send on the INVITE's connection, without a transaction (an ACK has none)."""
+        if self._conn is None:
+            return
+        try:
+            await self._conn.send(req)
+        except SEND_ERRORS as exc:
+            self._not_sent(req, exc)
+
+    async def cancel(self) -> None:
+        """CANCEL the INVITE (§9.1) while it has no final response."""
+        self._cancelled = True
+        tx = self._tx
+        if tx is None or self.final is not None:
+            return
+        invite = tx.req
+        cancel = Request(method="CANCEL", uri=invite.uri)
+        cancel.add("Via", invite.get("Via"))  # the INVITE's branch: §9.1
+        cancel.add("Max-Forwards", "70")
+        cancel.add("From", invite.get("From"))
+        cancel.add("To", strip_tag(invite.get("To")))
+        cancel.add("Call-ID", invite.call_id)
+        cancel.add("CSeq", f"{invite.cseq[0]} CANCEL")
+        for route in invite.all("Route"):
+            cancel.add("Route", route)
+        await self._send_cancel(cancel, tx.conn)
+
+
+__all__ = ["CHALLENGES", "SEND_ERRORS", "OutboundInvite"]
