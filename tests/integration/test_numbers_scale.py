@@ -143,8 +143,15 @@ async def test_thirty_meta_numbers_and_two_engines_each_reach_their_tenant(
         await rtc.offer()
         await asyncio.wait_for(rtc.connected.wait(), 10)
         await post(client, "/call/answer", {"callID": call.id}, status=200)
-        await asyncio.sleep(1.5)
-        heard = np.concatenate(rtc.recorder.chunks[-50:])
+
+        # Heard once the browser has had half a second of the tone: with 31 other calls
+        # ringing, its connection may take two seconds on a slow host, so a fixed wait can
+        # end with a few frames of it (a spectrum that coarse misses 700 Hz by 15 Hz).
+        def toned() -> list[np.ndarray]:
+            return [c for c in rtc.recorder.chunks[-100:] if np.sqrt(np.mean(c**2)) > 1000]
+
+        await until(lambda: len(toned()) >= 25, 10, "the user's tone at the browser")
+        heard = np.concatenate(toned()[-25:])
         assert dominant_frequency(heard, rtc.recorder.rate) == pytest.approx(700, abs=5)
         user = np.concatenate(mcall.peer.recorder.chunks[-50:])
         assert dominant_frequency(user, mcall.peer.recorder.rate) == pytest.approx(440, abs=5)
