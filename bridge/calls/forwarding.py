@@ -106,7 +106,6 @@ class Forwarding:
                 lambda: bus.uplink_tapped or not up.permitted(),
                 (session.mic_level, bus.stats.whatsapp_out),
             )
-        if up is not None:
             # The browser's packets reach WhatsApp as they are: its FEC must cover the loss on
             # the WhatsApp leg too (the larger of the two in the reports it gets).
             session.report_loss_beyond(lambda: leg.far_end_loss if agent_only() else 0.0)
