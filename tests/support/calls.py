@@ -82,11 +82,14 @@ async def events_until_ended(
             event = None
         if event is not None and event.call:
             events.append(event)
-        if settled_at is None:
-            waited = call_ids or {e.call["callID"] for e in events if e.type == "call.created"}
-            ended = {e.call["callID"] for e in events if e.type == "call.ended"}
-            if waited and waited <= ended:
-                settled_at = loop.time() + settle
+        # Judged after every event, not once: with ``call_ids`` unset, a call created after the
+        # first ones ended (its ``call.created`` read during the settle) is waited for too.
+        waited = call_ids or {e.call["callID"] for e in events if e.type == "call.created"}
+        ended = {e.call["callID"] for e in events if e.type == "call.ended"}
+        if not (waited and waited <= ended):
+            settled_at = None
+        elif settled_at is None:
+            settled_at = loop.time() + settle
     return events
 
 
