@@ -72,17 +72,33 @@ class Baresip:
             f"<sip:{self.user}@127.0.0.1;transport=tls>;regint=0;answermode=auto;"
             f"mediaenc=srtp-mand;audio_codecs=opus/48000/2{account_params}\n"
         )
-        with (conf / "baresip.log").open("wb") as log:  # -s: its SIP trace, for a failure
+        await self._launch()
+
+    async def _launch(self) -> None:
+        """Start baresip on the written config and wait for it to say it is ready: up to 20 s
+        (a starved 2-core CI host took more than 5), at once a failure with its log if it
+        exits first (a port taken between our probe and its bind)."""
+        with (self.conf / "baresip.log").open("wb") as log:  # -s: its SIP trace, for a failure
             self.proc = await asyncio.create_subprocess_exec(
                 "baresip",
                 "-s",
                 "-f",
-                str(conf),
+                str(self.conf),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
             )
-        await until(lambda: "baresip is ready" in self.log(), 5, "baresip ready")
+        proc = self.proc
+
+        def ready() -> bool:
+            if proc.returncode is not None:
+                raise AssertionError(f"baresip exited ({proc.returncode}):\n{self.log()[-2000:]}")
+            return "baresip is ready" in self.log()
+
+        try:
+            await until(ready, 20, "baresip ready")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.log()[-2000:]}") from None
         self._ctrl = await asyncio.open_connection("127.0.0.1", self.ctrl_port)
         self._reader = asyncio.ensure_future(self._read())
 

@@ -5,12 +5,10 @@ reading)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from .baresip import MODULES, Baresip
 from .processes import free_port
-from .waits import until
 
 RTPMAP = {"opus": "opus/48000/2", "G722": "G722/16000/1"}
 """baresip's names for the codecs whose rate is not 8 kHz (``audio_codecs`` matches a codec by
@@ -51,16 +49,4 @@ class BaresipPhone(Baresip):
         (conf / "accounts").write_text(
             f"{account};answermode=auto{enc};audio_codecs={self.rtpmap}\n"
         )
-        with (conf / "baresip.log").open("wb") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                "baresip",
-                "-s",
-                "-f",
-                str(conf),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
-        await until(lambda: "baresip is ready" in self.log(), 5, "baresip ready")
-        self._ctrl = await asyncio.open_connection("127.0.0.1", self.ctrl_port)
-        self._reader = asyncio.ensure_future(self._read())
+        await self._launch()
