@@ -109,7 +109,10 @@ class Forwarding:
             # The browser's packets reach WhatsApp as they are: its FEC must cover the loss on
             # the WhatsApp leg too (the larger of the two in the reports it gets).
             session.report_loss_beyond(lambda: leg.far_end_loss if agent_only() else 0.0)
-        self._to = session
+        # Remembered only once both ends took it: a leg whose media has not opened yet (no
+        # sender, no receiver) is wired again when it opens (``on_opened``), not skipped as
+        # done — which left such a call forwarding nothing either way.
+        self._to = session if down is not None and up is not None else None
 
     def _wire_phone(self, leg: WebRTCLeg, phone: PhonePackets) -> None:
         bus, conference, sessions = self.bus, self.bus.conference, self.sessions
@@ -135,7 +138,7 @@ class Forwarding:
         phone.forward_up = up.offer if up is not None else None
         if up is not None:
             phone.up_needs_pcm = lambda: bus.uplink_tapped or not up.permitted()
-        self._phone = phone
+        self._phone = phone if up is not None else None  # as for a browser: wired again later
 
     def _unwire_phone(self, leg: WebRTCLeg) -> None:
         phone, self._phone = self._phone, None
