@@ -7,7 +7,11 @@ legs per call, the WhatsApp one to ``bench/meta.py``, a Meta stand-in on CPU 1 t
 Graph actions, sends the signed webhooks and echoes the audio), ``cloudapi-sip-sdes`` (the same
 calls on Meta's SIP road with SDES-SRTP media: the bridge's INVITEs go to ``bench/sip_meta.py``
 on CPU 1, which echoes the bridge's SRTP; ``--targets cloudapi,cloudapi-sip-sdes`` compares the
-two roads' CPU per call in one run) and ``echo`` (a bare aiortc echo server, for comparison).
+two roads' CPU per call in one run), ``zuckzapgo`` (the bridge with ``BRIDGE_ENGINE=zuckzapgo``:
+a remote PCM engine, through ``EnginePump``'s tasks, the ``Reframer`` and the drift-following
+``DownlinkSink``, against ``bench/zuckzapgo_echo.py`` on CPU 1, the test fake of ZuckZapGo
+echoing each call's PCM in 60 ms frames paced on its own clock, as a real engine's are) and
+``echo`` (a bare aiortc echo server, for comparison).
 For each N it reports server CPU per call, the bridge/echo ratio,
 frames delivered per call, the bridge-added latency per direction (from the bridge's own
 frame-transit histograms), offer-to-answer p50/p99, RSS per call and the share of downlink
@@ -153,7 +157,7 @@ SIM_ECHO_DELAY = 0.0
 60 ms early and trims itself, so subtracting it from the click's round trip left ±60 ms of
 doubt (a first run gave -19 ms). At 0 the sim echoes each frame on its next 20 ms tick, and
 the click's round trip is both ways through the bridge plus at most one tick."""
-BRIDGES = ("bridge", "cloudapi", "cloudapi-transcoded", "cloudapi-sip-sdes")
+BRIDGES = ("bridge", "cloudapi", "cloudapi-transcoded", "cloudapi-sip-sdes", "zuckzapgo")
 """The targets that are the bridge (scraped for its own histograms)."""
 CLOUDAPI = ("cloudapi", "cloudapi-transcoded")
 """The Cloud API targets on Graph + DTLS: with Opus pass-through (the default), and with it off
@@ -162,6 +166,9 @@ SIP_SDES = "cloudapi-sip-sdes"
 """The Cloud API on Meta's SIP road with SDES-SRTP media, pass-through on: the bridge's
 INVITEs go to ``bench/sip_meta.py`` (on CPU 1), which echoes the bridge's SRTP re-keyed."""
 META_TOKEN, META_PNID, META_SECRET = "bench-token", "1098765432", "bench-secret"
+PCM_ENGINE = "zuckzapgo"
+"""A remote PCM engine: the bridge's ZuckZapGo engine against ``bench/zuckzapgo_echo.py``."""
+PCM_ENGINE_TOKEN = "bench-ztok"
 
 
 async def start_meta(port: int, bridge_port: int) -> asyncio.subprocess.Process:
@@ -198,6 +205,20 @@ async def until_healthy(port: int, what: str) -> None:
                 pass
             await asyncio.sleep(0.1)
     raise RuntimeError(f"{what} did not start")
+
+
+async def start_pcm_engine(port: int) -> asyncio.subprocess.Process:
+    """The echoing ZuckZapGo of the ``zuckzapgo`` target, on the load generator's CPU."""
+    argv = [sys.executable, "-m", "bench.zuckzapgo_echo", "--port", str(port)]
+    argv += ["--token", PCM_ENGINE_TOKEN]
+    proc = await asyncio.create_subprocess_exec(
+        *pinned(1, argv), cwd=ROOT, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    if not line.startswith(b"READY"):
+        raise RuntimeError("the echoing ZuckZapGo did not start")
+    return proc
 
 
 async def start_sip_meta(port: int, certs: Path) -> asyncio.subprocess.Process:
@@ -305,6 +326,13 @@ async def start_server(
     if target == SIP_SDES:
         assert certs is not None
         env.update(sip_env(meta_port, certs))
+    if target == PCM_ENGINE:
+        env.update(
+            BRIDGE_ENGINE="zuckzapgo",
+            BRIDGE_ENGINE_URL=f"http://127.0.0.1:{meta_port}",
+            BRIDGE_ENGINE_TOKEN=PCM_ENGINE_TOKEN,
+            BRIDGE_ENGINE_POLL_INTERVAL="0.2",
+        )
     if cluster:
         env.update(cluster)
     if target in BRIDGES:
@@ -359,6 +387,23 @@ async def forwarding(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
         "forwarded_to_browser": round(down[0] / max(1, down[1]), 3),
         "forwarded_to_whatsapp": round(up[0] / max(1, up[1]), 3),
     }
+
+
+async def engine_sinks(http: aiohttp.ClientSession, base: str) -> dict[str, int]:
+    """What the live calls' downlink sinks did to follow a remote engine's clock and jitter
+    (summed over the calls, since each call's start): a delay that holds no more than 60 ms
+    bursts need must not be paid for in concealed underruns."""
+    async with http.get(base + "/call/status") as r:
+        calls = (await r.json())["calls"]
+    total: Counter[str] = Counter()
+    for call in calls:
+        async with http.get(f"{base}/call/{call['callID']}/stats") as r:
+            sink = ((await r.json()).get("webrtc") or {}).get("jitterBuffer") or {}
+        for key in ("underruns", "concealedUnderruns", "latencyDrops", "played"):
+            total[key] += sink.get(key, 0)
+        total["inserted"] += sink.get("insertedSamplesForDeceleration", 0)
+        total["removed"] += sink.get("removedSamplesForAcceleration", 0)
+    return dict(total)
 
 
 async def run_point(
@@ -448,6 +493,8 @@ async def run_point(
                     m1 = await scrape_all(http, metric_bases or [base])
                 if target in (*CLOUDAPI, SIP_SDES):
                     point.update(await forwarding(http, base))
+                if target == PCM_ENGINE:
+                    point["engine_sinks"] = await engine_sinks(http, base)
                 if meta_base:  # what the WhatsApp side heard, before the calls are hung up
                     q = {"t0": str(t0), "t1": line.split()[1]}
                     async with http.get(meta_base + "/bench/stats", params=q) as r:
@@ -592,6 +639,9 @@ async def bench(
             certs = Path(tempfile.mkdtemp(prefix="bench-sip-"))
             meta_port = free_port()
             meta = await start_sip_meta(meta_port, certs)
+        elif target == PCM_ENGINE:
+            meta_port = free_port()
+            meta = await start_pcm_engine(meta_port)
         if workers > 1:
             # Several workers share a Redis call directory; each serves its metrics on its
             # internal port (the public one reaches a worker at random).
@@ -984,7 +1034,7 @@ def main() -> None:
     parser.add_argument(
         "--targets",
         default="bridge,cloudapi,echo",
-        help="of bridge (sim), cloudapi, cloudapi-transcoded, cloudapi-sip-sdes, echo",
+        help="of bridge (sim), cloudapi, cloudapi-transcoded, cloudapi-sip-sdes, zuckzapgo, echo",
     )
     parser.add_argument(
         "--participants",
