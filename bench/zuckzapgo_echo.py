@@ -4,8 +4,9 @@ ZuckZapGo (its REST calls, envelope and media socket) whose WhatsApp user echoes
 Like a real engine, it keeps its own clock: what the bridge sends (960-sample, 60 ms s16le
 frames) waits in a per-call queue, and every 60 ms of the engine's clock (``time.monotonic()``
 from the socket's opening, not the bridge's ticks) it sends the oldest 960 samples back, or
-60 ms of silence when none has come whole. The queue holds at most :data:`ECHO_DEPTH` frames,
-the oldest dropped beyond, so a burst from a late bridge cannot build up delay here. Prints
+60 ms of silence when none has come whole. The queue holds at most :data:`ECHO_DEPTH` frame,
+the older dropped: a frame that came just after a tick cannot leave 60 ms more delay for the
+rest of the call (a real engine's playout would rather skip it). Prints
 ``READY`` once it listens.
 """
 
@@ -23,8 +24,8 @@ from tests.fakes.zuckzapgo import FakeZuckZapGo
 FRAME_BYTES = 1920
 """ZuckZapGo's media frame: 960 s16le samples, 60 ms at 16 kHz."""
 FRAME_SECONDS = 0.06
-ECHO_DEPTH = 2
-"""Received frames waiting to be sent back (120 ms); the oldest go first."""
+ECHO_DEPTH = 1
+"""Received frames waiting to be sent back (60 ms)."""
 
 
 class EchoingZuckZapGo(FakeZuckZapGo):
