@@ -1,5 +1,6 @@
 """The benchmark still runs (2 calls, a few seconds, per target: the bridge on its sim engine,
-the bridge on the Cloud API engine against the bench's Meta stand-in, the echo server).
+the bridge on the Cloud API engine against the bench's Meta stand-in, the bridge on a remote PCM
+engine against the echoing ZuckZapGo, the echo server).
 Nothing here asserts on speed."""
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ async def run_smoke(tmp_path: Path, *args: str) -> tuple[str, dict[str, Any]]:
 
 
 async def test_bench_smoke_run(tmp_path: Path) -> None:
-    out, result = await run_smoke(tmp_path)
+    out, result = await run_smoke(tmp_path, "--targets", "bridge,cloudapi,zuckzapgo,echo")
     points = {p["target"]: p for p in result["points"]}
-    assert set(points) == {"bridge", "cloudapi", "echo"}
+    assert set(points) == {"bridge", "cloudapi", "zuckzapgo", "echo"}
     bridge = points["bridge"]
-    for target in ("bridge", "cloudapi"):
+    for target in ("bridge", "cloudapi", "zuckzapgo"):
         p = points[target]
         assert p["calls"] == 2 and p["connected"] == 2, p
         # Audio really flowed during the window (counts, not timings): the browsers got it.
@@ -49,6 +50,10 @@ async def test_bench_smoke_run(tmp_path: Path) -> None:
     # Heard both ways with no PCM on the bus: forwarded both ways, and with nothing reading
     # the audio, neither leg decoded it (issue 47's idle legs).
     assert cloud["bus_uplink_frames_per_call"] < 5 and cloud["bus_downlink_frames_per_call"] < 5
+    # A remote PCM engine: the browser's audio crossed the bus to the engine, and the engine's
+    # echo came back over the bus to the browser.
+    pcm = points["zuckzapgo"]
+    assert pcm["bus_uplink_frames_per_call"] > 50 and pcm["bus_downlink_frames_per_call"] > 50
     # The ratio is only defined where the echo server kept up (>= 99.5 % on time): on a loaded
     # machine even 2 calls can be too many for it.
     if points["echo"]["downlink_on_time"] >= 0.995:
