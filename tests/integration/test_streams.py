@@ -180,16 +180,25 @@ class ForkServer:
         self.messages: list[dict] = []
         self.reply = reply or []
         self.closed = asyncio.Event()
+        self.open: set[web.WebSocketResponse] = set()
+
+    async def shutdown(self, _app: web.Application) -> None:
+        """Close the forks still connected when the server stops (the test's teardown comes
+        before the bridge's): aiohttp waits for their handlers otherwise, 30 s of teardown."""
+        for ws in list(self.open):
+            await ws.close()
 
     async def handler(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
+        self.open.add(ws)
         async for msg in ws:
             body = json.loads(msg.data)
             self.messages.append(body)
             if body["event"] == "start":
                 for r in self.reply:
                     await ws.send_str(json.dumps(r))
+        self.open.discard(ws)
         self.closed.set()
         return ws
 
@@ -201,6 +210,7 @@ async def fork_server(aiohttp_server, reply=None):
     fs = ForkServer(reply)
     app = web.Application()
     app.router.add_get("/ws", fs.handler)
+    app.on_shutdown.append(fs.shutdown)
     server = await aiohttp_server(app)
     return fs, f"ws://127.0.0.1:{server.port}/ws"
 
