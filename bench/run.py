@@ -210,14 +210,18 @@ async def until_healthy(port: int, what: str) -> None:
 async def start_pcm_engine(port: int) -> asyncio.subprocess.Process:
     """The echoing ZuckZapGo of the ``zuckzapgo`` target, on the load generator's CPU."""
     argv = [sys.executable, "-m", "bench.zuckzapgo_echo", "--port", str(port)]
-    argv += ["--token", PCM_ENGINE_TOKEN]
+    return await start_stand_in([*argv, "--token", PCM_ENGINE_TOKEN], "the echoing ZuckZapGo")
+
+
+async def start_stand_in(argv: list[str], what: str) -> asyncio.subprocess.Process:
+    """A far end of the bench (``argv``), pinned to CPU 1, once it printed ``READY``."""
     proc = await asyncio.create_subprocess_exec(
         *pinned(1, argv), cwd=ROOT, stdout=asyncio.subprocess.PIPE
     )
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 30)
     if not line.startswith(b"READY"):
-        raise RuntimeError("the echoing ZuckZapGo did not start")
+        raise RuntimeError(f"{what} did not start")
     return proc
 
 
@@ -231,14 +235,7 @@ async def start_sip_meta(port: int, certs: Path) -> asyncio.subprocess.Process:
     ca.issue("bridge", "127.0.0.1", "localhost")
     argv = [sys.executable, "-m", "bench.sip_meta", "--port", str(port)]
     argv += ["--cert", str(pair.cert), "--key", str(pair.key)]
-    proc = await asyncio.create_subprocess_exec(
-        *pinned(1, argv), cwd=ROOT, stdout=asyncio.subprocess.PIPE
-    )
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 30)
-    if not line.startswith(b"READY"):
-        raise RuntimeError("the SIP Meta stand-in did not start")
-    return proc
+    return await start_stand_in(argv, "the SIP Meta stand-in")
 
 
 def sip_env(meta_port: int, certs: Path) -> dict[str, str]:
