@@ -21,11 +21,14 @@ WhatsApp hears only it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..engines import WebRTCLeg
 from ..media import CallBus
 from ..rtc import WebRTCSession
+
+if TYPE_CHECKING:
+    from ..rtc.passthrough import PassThrough
 
 
 class PhonePackets(Protocol):
@@ -49,6 +52,11 @@ class Forwarding:
         self.sessions = sessions
         self._to: WebRTCSession | None = None
         """The browser session WhatsApp's packets are forwarded to."""
+        self._half: (
+            tuple[WebRTCSession, WebRTCLeg, PassThrough | None, PassThrough | None] | None
+        ) = None
+        """A wiring one of whose ends had not opened yet: its session, leg, and the pass-throughs
+        it made (down, up), taken again by the next try rather than made anew."""
         self._phone: PhonePackets | None = None
         """The phone WhatsApp's packets are forwarded to (no browser on the call)."""
 
@@ -76,10 +84,17 @@ class Forwarding:
             self._to.report_loss_beyond(None)
         self._to = None
         if session is None or not session.media.opus_passthrough:
+            self._half = None
             leg.forward_to(None)
             return
         bus, conference, sessions = self.bus, self.bus.conference, self.sessions
-        down = session.forward_from(lambda: len(sessions) == 1 and not conference.mixed)
+        # A direction already made on a try before keeps its PassThrough: a new one mid-stream
+        # would number the packets it forwards afresh (baresip saw four at another offset).
+        half = self._half if self._half is not None and self._half[:2] == (session, leg) else None
+        self._half = None
+        down = half[2] if half is not None and half[2] is not None else None
+        if down is None:
+            down = session.forward_from(lambda: len(sessions) == 1 and not conference.mixed)
         if down is None:
             leg.forward_to(None)
         else:
@@ -97,7 +112,9 @@ class Forwarding:
                 and not bus.has_sources
             )
 
-        up = leg.forward_from(agent_only)
+        up = half[3] if half is not None and half[3] is not None else None
+        if up is None:
+            up = leg.forward_from(agent_only)
         if up is None:
             session.forward_to(None)
         else:
@@ -113,6 +130,8 @@ class Forwarding:
         # sender, no receiver) is wired again when it opens (``on_opened``), not skipped as
         # done — which left such a call forwarding nothing either way.
         self._to = session if down is not None and up is not None else None
+        if self._to is None:
+            self._half = (session, leg, down, up)
 
     def _wire_phone(self, leg: WebRTCLeg, phone: PhonePackets) -> None:
         bus, conference, sessions = self.bus, self.bus.conference, self.sessions

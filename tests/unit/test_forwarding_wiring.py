@@ -63,3 +63,23 @@ def test_a_wired_agent_is_not_wired_again() -> None:
     first = whatsapp.forwarding_to
     forwarding.update(whatsapp, browser)  # type: ignore[arg-type]
     assert first is not None and whatsapp.forwarding_to is first
+
+
+def test_a_direction_wired_is_kept_while_the_other_waits_for_its_end() -> None:
+    """The browser's sender opens after its offer: WhatsApp → browser waits for it, and the
+    browser → WhatsApp direction wired at once is not made anew meanwhile (a new PassThrough
+    mid-stream renumbers what it forwards: baresip saw four packets at another offset)."""
+    browser, whatsapp = End(opened=False), End(opened=True)
+    made = []
+    forward_from = whatsapp.forward_from
+    whatsapp.forward_from = lambda allowed: made.append(forward_from(allowed)) or made[-1]  # type: ignore[method-assign]
+    forwarding = Forwarding(bus(), {"agent": browser})  # type: ignore[arg-type]
+    forwarding.update(whatsapp, browser)  # type: ignore[arg-type]  # the offer: no sender yet
+    forwarding.update(whatsapp, browser)  # type: ignore[arg-type]  # a recording started
+    assert len(made) == 1 and whatsapp.forwarding_to is None
+    browser.opened = True
+    forwarding.update(whatsapp, browser)  # type: ignore[arg-type]  # the browser's leg opened
+    assert len(made) == 1 and whatsapp.forwarding_to is not None
+    forwarding.update(whatsapp, None)  # type: ignore[arg-type]  # the agent left
+    forwarding.update(whatsapp, browser)  # type: ignore[arg-type]  # and came back
+    assert len(made) == 2
