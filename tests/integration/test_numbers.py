@@ -305,7 +305,13 @@ async def test_meta_webhooks_of_two_apps_reach_the_right_number(nclient, caplog)
             await until(lambda m=mcall: m.pre_accept_at, 5, f"pre_accept on {pnid}")
             index = next(i for i, a in enumerate(meta.actions) if a.get("call_id") == mcall.wacid)
             assert meta.action_numbers[index] == pnid  # through its own number and token
-        live = {c.engine_call_id: c for c in client.app[MANAGER].live_calls()}
+
+        def live_calls() -> dict[str, Any]:
+            return {c.engine_call_id: c for c in client.app[MANAGER].live_calls()}
+
+        # The engine pre-accepts first (Meta wants the answer fast) and then rings the call.
+        await until(lambda: all(m.wacid in live_calls() for m in calls.values()), 5, "3 ringing")
+        live = live_calls()
         for pnid, mcall in calls.items():
             assert live[mcall.wacid].number_id == numbers[pnid]["numberID"]
 
