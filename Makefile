@@ -63,6 +63,7 @@ web-deps:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check bridge tests bench examples pipecat_whatsapp_bridge
+	$(VENV)/bin/ruff format --check bridge tests bench examples pipecat_whatsapp_bridge
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy bridge

@@ -140,8 +140,10 @@ def paths_table(paths: dict[str, Any]) -> str:
         out += ["", down]
     if "echo" in paths:
         out.append("")
-        out.append(f"Echo round trip (browser → sim echo → browser), clean: "
-                   f"{paths['echo']['round_trip']['bridge']:.2f}")
+        out.append(
+            f"Echo round trip (browser → sim echo → browser), clean: "
+            f"{paths['echo']['round_trip']['bridge']:.2f}"
+        )
     if "cloudapi" in paths:
         out.append("")
         out.append(

@@ -63,6 +63,10 @@ def _read_wav(path: Path) -> np.ndarray:
         return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.int16)
 
 
+TRIM = "silence 1 0.01 0.1% reverse silence 1 0.01 0.1% reverse"
+"""sox's effects that trim silence at both ends of a sentence."""
+
+
 def sentence(text: str, workdir: Path) -> np.ndarray:
     """One sentence at 16 kHz mono int16, leading and trailing silence trimmed by sox."""
     raw, out = workdir / "raw.wav", workdir / "out.wav"
@@ -74,8 +78,7 @@ def sentence(text: str, workdir: Path) -> np.ndarray:
     # Resample (sox's default high-quality rate converter), then trim silence at both ends
     # (``silence 1 ... reverse silence 1 ... reverse``) so the gaps are ours.
     subprocess.run(
-        ["sox", str(raw), "-r", str(RATE), "-b", "16", "-c", "1", str(out),
-         "silence", "1", "0.01", "0.1%", "reverse", "silence", "1", "0.01", "0.1%", "reverse"],
+        ["sox", str(raw), "-r", str(RATE), "-b", "16", "-c", "1", str(out), *TRIM.split()],
         check=True,
         capture_output=True,
     )

@@ -30,12 +30,10 @@ ECHO_DEPTH = 1
 
 class EchoingZuckZapGo(FakeZuckZapGo):
     async def stream(self, request: web.Request) -> web.StreamResponse:
-        call = self.calls.get(request.match_info["id"])
-        if call is None or call.state == "ended":
-            return self.err(404, "call not found")
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        call.sockets.append(ws)
+        opened = await self.open_socket(request)
+        if isinstance(opened, web.Response):
+            return opened
+        call, ws = opened
         call.sink = ws  # one inbound sink per call, the newest socket's (as the fake's)
         queued = bytearray()
         sender = asyncio.ensure_future(self._echo(ws, call, queued))

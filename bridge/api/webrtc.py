@@ -103,7 +103,10 @@ async def transfer(request: web.Request) -> web.Response:
 
         await handoffs.transfer(
             request.app[DESK],
-            runtime, body["group"], float(body.get("timeoutS", 30)), start_music if music else None
+            runtime,
+            body["group"],
+            float(body.get("timeoutS", 30)),
+            start_music if music else None,
         )
         ringing = {**runtime.call.snapshot(), "ringingGroup": body["group"]}
         return web.json_response(ringing, status=202)

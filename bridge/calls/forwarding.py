@@ -92,7 +92,7 @@ class Forwarding:
         # would number the packets it forwards afresh (baresip saw four at another offset).
         half = self._half if self._half is not None and self._half[:2] == (session, leg) else None
         self._half = None
-        down = half[2] if half is not None and half[2] is not None else None
+        down = half[2] if half is not None else None
         if down is None:
             down = session.forward_from(lambda: len(sessions) == 1 and not conference.mixed)
         if down is None:
@@ -112,7 +112,7 @@ class Forwarding:
                 and not bus.has_sources
             )
 
-        up = half[3] if half is not None and half[3] is not None else None
+        up = half[3] if half is not None else None
         if up is None:
             up = leg.forward_from(agent_only)
         if up is None:

@@ -122,8 +122,10 @@ def _sip_enable(block: Any, where: str) -> bool:
     password, later starts leave it)."""
     if block is None:
         return False
-    if not isinstance(block, dict) or set(block) - {"enable"} or not isinstance(
-        block.get("enable", False), bool
+    if (
+        not isinstance(block, dict)
+        or set(block) - {"enable"}
+        or not isinstance(block.get("enable", False), bool)
     ):
         raise ConfigError(f"{where}: 'sip' must be {{enable: true|false}}")
     return bool(block.get("enable"))

@@ -116,7 +116,10 @@ class FakeZuckZapGo(FakeServer):
             await ws.close()
         return self.ok({"ok": True})
 
-    async def stream(self, request: web.Request) -> web.StreamResponse:
+    async def open_socket(
+        self, request: web.Request
+    ) -> tuple[FakeCall, web.WebSocketResponse] | web.Response:
+        """The call's media socket, accepted (the frames queued for it sent), or the 404."""
         call = self.calls.get(request.match_info["id"])
         if call is None or call.state == "ended":
             return self.err(404, "call not found")
@@ -127,6 +130,13 @@ class FakeZuckZapGo(FakeServer):
         for extra in self.extra_frames:
             await ws.send_bytes(extra)
         self.extra_frames.clear()
+        return call, ws
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        opened = await self.open_socket(request)
+        if isinstance(opened, web.Response):
+            return opened
+        call, ws = opened
         # ZuckZapGo's API documentation (§6, and §4.8/§11: "the call's single inbound sink")
         # neither forbids nor promises a second socket on a call while one is open: a second
         # one is accepted, and takes the call's one inbound sink (the peer's audio goes to

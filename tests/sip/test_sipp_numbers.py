@@ -198,9 +198,7 @@ async def test_two_sip_numbers_one_listener_own_passwords_names_and_404(sip_rig,
     assert not rig.engine.calls
 
 
-async def test_a_run_time_number_calls_out_as_itself_with_its_own_password(
-    sip_rig, meta, tmp_path
-):
+async def test_a_run_time_number_calls_out_as_itself_with_its_own_password(sip_rig, meta, tmp_path):
     rig, _ = await shared_rig(sip_rig, meta, tmp_path)
     number_b, password_b = await sip_number_b(rig, meta)
     sipp = rig.sipp("bic.xml")

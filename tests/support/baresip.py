@@ -92,13 +92,13 @@ class Baresip:
 
         def ready() -> bool:
             if proc.returncode is not None:
-                raise AssertionError(f"baresip exited ({proc.returncode}):\n{self.log()[-2000:]}")
+                raise AssertionError(f"baresip exited ({proc.returncode})")
             return "baresip is ready" in self.log()
 
         try:
             await until(ready, 20, "baresip ready")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{self.log()[-2000:]}") from None
+        except AssertionError as exc:  # its log, once, whether it exited or never got ready
+            raise AssertionError(f"{exc}:\n{self.log()[-2000:]}") from None
         self._ctrl = await asyncio.open_connection("127.0.0.1", self.ctrl_port)
         self._reader = asyncio.ensure_future(self._read())
 

@@ -214,8 +214,11 @@ class SipEngine:
     @property
     def up(self) -> bool:
         door = self.door
-        return self.ua is not None and not self.ua.tasks.closed and door is not None and (
-            self.line in door.members
+        return (
+            self.ua is not None
+            and not self.ua.tasks.closed
+            and door is not None
+            and (self.line in door.members)
         )
 
     async def health(self) -> EngineHealth:
