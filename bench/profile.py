@@ -28,7 +28,13 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("SRTP (libsrtp via pylibsrtp)", ("pylibsrtp", "srtp_", "aes_icm", "hmac")),
     (
         "Opus encode (downlink)",
-        ("opus_encode", "OpusEncoder.encode (bridge", "OpusBusTrack.recv", "BusAudioTrack.recv"),
+        (
+            "opus_encode",
+            "OpusEncoder.encode (bridge",
+            "OpusEncoder._encode (bridge",  # the libopus call itself
+            "OpusBusTrack.recv",
+            "BusAudioTrack.recv",
+        ),
     ),
     ("Opus decode (uplink)", ("opus_decode", "OpusDecoder.decode", "OpusReceiver.pop")),
     ("call set-up and teardown", ("bridge/rtc/release.py", "setRemoteDescription", "aiohttp/web")),
@@ -49,7 +55,8 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("bridge RTP receive (rtc/rtprecv.py: parse, RED, counters)", ("rtc/rtprecv.py",)),
     (
         "aiortc RTP send (sender loop, timestamps)",
-        ("RTCRtpSender", "_send_rtp", "convert_timebase", "aiortc/clock.py", "OpusEncoder"),
+        # aiortc's own encoder (``BRIDGE_OPUS_DIRECT`` off); the bridge's is matched above.
+        ("RTCRtpSender", "_send_rtp", "convert_timebase", "aiortc/clock.py", "aiortc/codecs/opus"),
     ),
     (
         "aiortc RTP receive (DTLS demux, receiver)",

@@ -136,6 +136,22 @@ def test_profile_splits_the_send_path(tmp_path: Path) -> None:
     }
 
 
+def test_profile_counts_the_bridges_encoder_as_opus_encode() -> None:
+    """The libopus call of the bridge's own encoder is Opus encoding, not aiortc's sender
+    (it was counted there until 2026-11-25, which hid a fifth of a sim call's samples)."""
+    from bench.profile import stage_of
+
+    lean = "LeanSender._run (bridge/rtc/rtpsend.py:217)"
+    encode = "OpusEncoder._encode (bridge/audio/opus.py:225)"
+    assert stage_of([lean, "OpusBusTrack.recv (bridge/rtc/tracks.py:180)", encode]) == (
+        "Opus encode (downlink)"
+    )
+    aiortc = "RTCRtpSender._run_rtp (aiortc/rtcrtpsender.py:1)"
+    assert stage_of([aiortc, "OpusEncoder.encode (aiortc/codecs/opus.py:1)"]) == (
+        "aiortc RTP send (sender loop, timestamps)"
+    )
+
+
 async def test_sip_setup_bench_measures_both_roads() -> None:
     """``python -m bench.sip_setup`` (a user's call set-up, Graph + DTLS vs SIP + DTLS): one
     call each reaches the browser's ears, and on SIP Meta hears the bridge after the ACK."""
