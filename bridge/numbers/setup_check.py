@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from ..engines import Engine, SettingsEngine
-from ..errors import EngineError
+from ..errors import EngineError, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,8 @@ class SetupCheck:
             return None
         try:
             differences = await engine.calling_settings.mismatches()
+        except NotFound:
+            return None  # a SIP number without the Graph API: nothing to read them with
         except EngineError as exc:
             log.info("number %s: Meta's settings cannot be read now: %s", number_id, exc)
             return None

@@ -209,8 +209,11 @@ class Switchboard:
         while True:
             for number_id in list(self.engines):
                 if number_id in self.engines:
-                    await self.check_health(number_id)
-                    await self.compare_setup(number_id)
+                    try:
+                        await self.check_health(number_id)
+                        await self.compare_setup(number_id)
+                    except Exception:  # a bug in one number's check must not stop the others'
+                        log.exception("number %s: health check failed", number_id)
             await asyncio.sleep(HEALTH_INTERVAL)
 
     def _retire(self, number_id: str) -> None:

@@ -9,10 +9,14 @@ the listener does not serve gets 404; audio both ways and the call's ``numberID`
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import ssl
 import time
 from typing import Any
+
+from bridge.api.keys import SWITCHBOARD
+from bridge.numbers.model import DEFAULT_NUMBER
 
 from ..fakes.cloudapi import MetaPeer, sip_answer
 from ..integration.test_engine_cloudapi import assert_tone, heard
@@ -265,3 +269,21 @@ async def test_metas_terminate_webhook_ends_a_sip_call_whose_cancel_never_came(
         assert rig.engine.stats.bad_messages == bad and not rig.engine.calls
     finally:
         await peer.close()
+
+
+async def test_a_sip_number_without_the_graph_api_has_no_settings_and_is_still_checked(
+    sip_rig, caplog
+) -> None:
+    """Meta's SIP road with no Graph token: the number's calling settings cannot be read, so
+    they are a 404 ``settings_not_supported`` and the health checks skip them (the check task
+    died on them with an ERROR, which stopped every number's health checks)."""
+    caplog.set_level(logging.INFO)
+    rig = await sip_rig()
+    switchboard = rig.client.app[SWITCHBOARD]
+    assert await switchboard.setup.compare(DEFAULT_NUMBER, rig.engine) is None
+    resp = await rig.client.get(f"/numbers/{DEFAULT_NUMBER}/settings")
+    body = await resp.json()
+    assert resp.status == 404 and body["error"]["code"] == "settings_not_supported", body
+    assert "BRIDGE_ENGINE_TOKEN" in body["error"]["message"]
+    await switchboard.compare_setup(DEFAULT_NUMBER)  # what the health loop does: no raise
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

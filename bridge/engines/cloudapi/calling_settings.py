@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ...errors import EngineError, GraphApiError, MetaSettingsRefused
+from ...errors import EngineError, GraphApiError, MetaSettingsRefused, NotFound
 from .graph import GraphClient
 from .settings_wire import from_meta, to_meta
 
@@ -34,7 +34,20 @@ class CallingSettings:
 
     async def read(self) -> dict[str, Any]:
         """Meta's settings as the bridge shows them (no SIP password)."""
-        return from_meta(await self.graph.request("GET", "settings", "read settings"))
+        return from_meta(await self._request("GET", "read settings"))
+
+    async def _request(
+        self, method: str, what: str, body: dict[str, Any] | None = None, **params: str
+    ) -> dict[str, Any]:
+        """``method /{PHONE_NUMBER_ID}/settings``; :class:`NotFound` for a SIP number run
+        without the Graph API (no token or phone number id: nothing to read them with)."""
+        if self.graph.http is None:
+            raise NotFound(
+                "a SIP number's calling settings go through the Graph API: set "
+                "BRIDGE_ENGINE_TOKEN and BRIDGE_CLOUDAPI_PHONE_NUMBER_ID",
+                code="settings_not_supported",
+            )
+        return await self.graph.request(method, "settings", what, body, params or None)
 
     async def write(self, patch: Mapping[str, Any]) -> dict[str, Any]:
         """Apply ``patch`` (the bridge's names) at Meta; the settings Meta then keeps."""
@@ -43,7 +56,7 @@ class CallingSettings:
 
     async def _post(self, calling: dict[str, Any]) -> None:
         try:
-            await self.graph.request("POST", "settings", "settings", {"calling": calling})
+            await self._request("POST", "settings", {"calling": calling})
         except GraphApiError as exc:
             meta = exc.details.get("metaMessage") or exc.message
             code = exc.details.get("metaCode")
@@ -60,9 +73,7 @@ class CallingSettings:
             await self._post({"sip": {"status": "DISABLED", "servers": []}})
         server = {"hostname": hostname, "port": port}
         await self._post({"status": "ENABLED", "sip": {"status": "ENABLED", "servers": [server]}})
-        answer = await self.graph.request(
-            "GET", "settings", "read SIP credentials", params={"include_sip_credentials": "true"}
-        )
+        answer = await self._request("GET", "read SIP credentials", include_sip_credentials="true")
         password = sip_password(answer, hostname)
         if not password:
             raise EngineError("Meta's settings show no SIP password for this number's server")
@@ -71,7 +82,7 @@ class CallingSettings:
     async def mismatches(self) -> list[str]:
         """What Meta's settings say that this Graph engine does not do: another SRTP key
         exchange than ours, or SIP switched on (Meta then refuses Graph calling, 131055)."""
-        calling = _object(await self.graph.request("GET", "settings", "read settings"), "calling")
+        calling = _object(await self._request("GET", "read settings"), "calling")
         found = []
         theirs = str(calling.get("srtp_key_exchange_protocol") or "DTLS")
         if theirs.lower() != self.media:
