@@ -35,7 +35,7 @@ from ..integration.test_engine_cloudapi import assert_tone, heard
 from ..support.audio_files import make
 from ..support.baresip import Baresip
 from ..support.calls import wait_state
-from ..support.payloads import RtcPayloads, SrtpTap, forwarded_run, sdes_key
+from ..support.payloads import RtcPayloads, SrtpTap, forwarded_runs, sdes_key
 from ..support.requires import needs
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import assert_hears, dominant_frequency
@@ -136,10 +136,15 @@ async def test_bic_tones_bit_exact_opus_dtmf_recording_and_baresips_bye(sip_rig,
         came = dict(list(tap.came.items())[:-10])  # what had time to reach the browser
         went_to = dict(list(browser.sent.items())[:-10])
         await asyncio.sleep(0.3)
-        run, missing = forwarded_run(came, browser.received)
-        assert len(came) > 60 and run >= len(came) - 3 and missing <= 3, (len(came), run, missing)
-        run, missing = forwarded_run(went_to, tap.went)
-        assert len(went_to) > 60 and run >= len(went_to) - 3, (len(went_to), run, missing)
+        # One run each way, or two where the sender went back to encoding for a moment (a
+        # host starved for 250 ms): the second is numbered on, never back.
+        for source, sink in ((came, browser.received), (went_to, tap.went)):
+            runs, missing = forwarded_runs(source, sink)
+            assert len(source) > 60 and missing <= 3 and len(runs) <= 2, (
+                len(source),
+                runs,
+                missing,
+            )
         stats = await (await rig.client.get(f"/call/{cid}/stats")).json()
         print("bit-exact:", len(came), "down,", len(went_to), "up;", stats.get("webrtc"))
         # Key presses both ways (RFC 4733): baresip's 5 as a call event, our 7 in its log.

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import re
-from collections import Counter
 from typing import Any
 
 import pylibsrtp
@@ -106,20 +105,40 @@ class RtcPayloads:
         receiver._handle_rtp_packet = keep_received
 
 
-def forwarded_run(source: dict[int, bytes], sink: dict[int, bytes]) -> tuple[int, int]:
-    """How many of ``source``'s packets reached ``sink`` byte for byte at one constant
-    sequence-number offset (a forwarder maps numbers, never reorders or rewrites), and how many
-    of ``source``'s packets are not in ``sink`` at all."""
+def forwarded_runs(source: dict[int, bytes], sink: dict[int, bytes]) -> tuple[list[int], int]:
+    """How ``source``'s packets (in the order sent) reached ``sink`` byte for byte: the length
+    of each run at one constant sequence-number offset, in order, and how many are not in
+    ``sink`` at all. A forwarder maps numbers and never reorders or rewrites; it starts a new
+    run, mapped on from where its own stream is, after it went back to encoding meanwhile
+    (``rtc/passthrough.py``: a source quiet for 250 ms, a starved host). A run that maps
+    backwards (a number the far end got already) is a defect: :class:`AssertionError`."""
     where: dict[bytes, list[int]] = {}
     for seq, payload in sink.items():
         where.setdefault(payload, []).append(seq)
-    offsets: Counter[int] = Counter()
+    runs: list[int] = []
     missing = 0
+    offset: int | None = None
+    last_out: int | None = None
     for seq, payload in source.items():
         found = where.get(payload)
         if not found:
             missing += 1
             continue
-        for other in found:
-            offsets[(other - seq) & 0xFFFF] += 1
-    return (offsets.most_common(1)[0][1] if offsets else 0), missing
+        same = [o for o in found if offset is not None and (o - seq) & 0xFFFF == offset]
+        if same:
+            out = same[0]
+        else:  # a new run: the copy that comes next after the last one forwarded
+            ahead = [o for o in found if last_out is None or (o - last_out) & 0xFFFF < 0x8000]
+            out = min(
+                ahead or found, key=lambda o: 0 if last_out is None else (o - last_out) & 0xFFFF
+            )
+        if same and runs:
+            runs[-1] += 1
+        else:
+            assert last_out is None or 0 < (out - last_out) & 0xFFFF < 0x8000, (
+                f"a new run maps packet {seq} back to {out}, at or before {last_out}"
+            )
+            offset = (out - seq) & 0xFFFF
+            runs.append(1)
+        last_out = out
+    return runs, missing
