@@ -21,7 +21,7 @@ WhatsApp hears only it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from ..engines import WebRTCLeg
 from ..media import CallBus
@@ -44,6 +44,17 @@ class PhonePackets(Protocol):
     def offer(self, seq: int, ts: int, payload: bytes) -> None: ...
 
 
+class HalfWiring(NamedTuple):
+    """A wiring one of whose ends had not opened yet: the pass-throughs it made (``down``:
+    WhatsApp → browser, ``up``: browser → WhatsApp), taken again by the next try rather than
+    made anew."""
+
+    session: WebRTCSession
+    leg: WebRTCLeg
+    down: PassThrough | None
+    up: PassThrough | None
+
+
 class Forwarding:
     """Which browser session WhatsApp's packets go to, and the checks that allow it."""
 
@@ -52,11 +63,7 @@ class Forwarding:
         self.sessions = sessions
         self._to: WebRTCSession | None = None
         """The browser session WhatsApp's packets are forwarded to."""
-        self._half: (
-            tuple[WebRTCSession, WebRTCLeg, PassThrough | None, PassThrough | None] | None
-        ) = None
-        """A wiring one of whose ends had not opened yet: its session, leg, and the pass-throughs
-        it made (down, up), taken again by the next try rather than made anew."""
+        self._half: HalfWiring | None = None
         self._phone: PhonePackets | None = None
         """The phone WhatsApp's packets are forwarded to (no browser on the call)."""
 
@@ -90,9 +97,10 @@ class Forwarding:
         bus, conference, sessions = self.bus, self.bus.conference, self.sessions
         # A direction already made on a try before keeps its PassThrough: a new one mid-stream
         # would number the packets it forwards afresh (baresip saw four at another offset).
-        half = self._half if self._half is not None and self._half[:2] == (session, leg) else None
-        self._half = None
-        down = half[2] if half is not None else None
+        half, self._half = self._half, None
+        if half is not None and (half.session, half.leg) != (session, leg):
+            half = None
+        down = half.down if half is not None else None
         if down is None:
             down = session.forward_from(lambda: len(sessions) == 1 and not conference.mixed)
         if down is None:
@@ -112,7 +120,7 @@ class Forwarding:
                 and not bus.has_sources
             )
 
-        up = half[3] if half is not None else None
+        up = half.up if half is not None else None
         if up is None:
             up = leg.forward_from(agent_only)
         if up is None:
@@ -131,7 +139,7 @@ class Forwarding:
         # done — which left such a call forwarding nothing either way.
         self._to = session if down is not None and up is not None else None
         if self._to is None:
-            self._half = (session, leg, down, up)
+            self._half = HalfWiring(session, leg, down, up)
 
     def _wire_phone(self, leg: WebRTCLeg, phone: PhonePackets) -> None:
         bus, conference, sessions = self.bus, self.bus.conference, self.sessions

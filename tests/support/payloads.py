@@ -132,7 +132,7 @@ def forwarded_runs(source: dict[int, bytes], sink: dict[int, bytes]) -> tuple[li
             out = min(
                 ahead or found, key=lambda o: 0 if last_out is None else (o - last_out) & 0xFFFF
             )
-        if same and runs:
+        if same:  # the run goes on (an offset exists once a run does)
             runs[-1] += 1
         else:
             assert last_out is None or 0 < (out - last_out) & 0xFFFF < 0x8000, (
