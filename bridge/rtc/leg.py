@@ -231,7 +231,7 @@ class PeerLeg:
         if self._closed or not isinstance(track, OpusBusTrack) or lean is None:
             return None
         pass_through = PassThrough(allowed)
-        track.forward_from(pass_through, lean.stream)
+        track.forward_from(pass_through, lean)
         return pass_through
 
     # -- state and diagnosis

@@ -7,12 +7,15 @@ a second lossy encode (docs/quality.md measures both). Instead the packets go th
 arrived: the browser's own NetEq then does the jitter buffering, FEC and concealment with
 everything the sender put in them.
 
-* :class:`PassThrough` takes the source leg's packets as they arrive (the source's
-  :class:`~bridge.rtc.uplink.Playout` calls :meth:`PassThrough.offer`; the bridge still decodes
-  them, for the bus's other users: recording, forks, sockets) and hands them to the target's
-  sender track (:class:`~bridge.rtc.tracks.OpusBusTrack`), which sends each as its next packet
-  while :attr:`PassThrough.allowed` says nothing mixes into that direction, and encodes the
-  bus otherwise — switching either way at a packet boundary.
+* :class:`PassThrough` is the hop between the source leg's receive callback (its
+  :class:`~bridge.rtc.uplink.Playout` calls :meth:`PassThrough.offer`; it decodes only what
+  the bus's other users need) and the target's sender track
+  (:class:`~bridge.rtc.tracks.OpusBusTrack`, its :class:`ForwardTarget`). While
+  :attr:`PassThrough.allowed` says nothing mixes into that direction, the target sends each
+  packet **in the callback it arrived in**: no queue, no task woken and no timer per packet (a
+  forwarded call's largest cost under asyncio was its event loop's, docs/performance.md). The
+  target encodes the bus otherwise — switching either way at a packet boundary — and its
+  sender's task only waits while a forwarding run lasts.
 * The target's RTP stream (``rtc/rtpsend.py``'s :class:`~bridge.rtc.rtpsend.RtpStream`, the
   one owner of its sequence numbers) sends a forwarded packet with the source's number mapped
   onto its own: it keeps its distance from the others in the source's numbering, so a packet
@@ -21,24 +24,33 @@ everything the sender put in them.
   same way (RFC 3550 §5.1), continuous across a switch. A packet older than the first of the
   forwarding run it arrives in is dropped and counted (:attr:`PassThrough.late`): its number
   would be one the target sent already while it encoded.
-* Whether forwarding is allowed is asked per packet, both by the source's packets and by the
-  target's sender (:meth:`PassThrough.permitted`), and the answer takes a walk through the
-  call's conference and bus. A yes is kept for one 20 ms tick (:data:`YES_FOR`): mixing that
-  starts meanwhile is heard at most one packet later. A no is asked again every time, so
-  forwarding resumes at the first packet it may.
+* Whether forwarding is allowed is asked per packet (:meth:`PassThrough.permitted`), and the
+  answer takes a walk through the call's conference and bus. A yes is kept for one 20 ms tick
+  (:data:`YES_FOR`): mixing that starts meanwhile is heard at most one packet later. A no is
+  asked again every time, so forwarding resumes at the first packet it may; the first no
+  also tells the target (:meth:`ForwardTarget.forward_refused`), whose sender goes back to
+  encoding at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
-QUEUE = 10
-"""Forwarded packets waiting for the sender (200 ms); the oldest go first."""
 YES_FOR = 0.02
 """Seconds (one packet) a yes of ``allowed()`` is kept without asking again."""
+
+
+class ForwardTarget(Protocol):
+    """The sender a :class:`PassThrough` hands its packets to (``rtc/tracks.py``)."""
+
+    def forward(self, source: PassThrough, seq: int, timestamp: int, payload: bytes) -> None:
+        """Send the source's packet now, mapped onto the target's stream (in the source's
+        receive callback)."""
+
+    def forward_refused(self, source: PassThrough) -> None:
+        """Forwarding is not allowed at this packet: encode again from the next tick."""
 
 
 class PassThrough:
@@ -48,9 +60,8 @@ class PassThrough:
         self.allowed = allowed
         """Whether the target may get the source's packets as they are right now."""
         self._yes_until = 0.0
-        self._queue: deque[tuple[int, int, bytes]] = deque(maxlen=QUEUE)
-        self._waiter: asyncio.Future[None] | None = None
-        """The sender waiting for the next packet (:meth:`next`), if it waits."""
+        self.target: ForwardTarget | None = None
+        """The sender the packets go to (set by its ``forward_from``)."""
         self.forwarded = 0
         self.switches = 0
         self.late = 0
@@ -68,40 +79,12 @@ class PassThrough:
         return False
 
     def offer(self, seq: int, timestamp: int, payload: bytes) -> None:
-        """A source packet as it arrived (on the event loop)."""
-        if not payload:
+        """A source packet as it arrived (the source's receive callback, on the event loop):
+        sent on by the target now, or refused."""
+        target = self.target
+        if not payload or target is None:
             return
-        if not self.permitted():
-            self._queue.clear()
-            self._wake()  # a sender waiting for a packet goes back to encoding now
-            return
-        self._queue.append((seq, timestamp, payload))
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def next(self, timeout: float) -> tuple[int, int, bytes] | None:
-        """The next source packet, or ``None`` if none comes within ``timeout`` seconds.
-
-        One future and one timer handle per wait (a packet every 20 ms while forwarding), not
-        ``asyncio.wait_for``'s task around an ``Event``; no wait at all for ``timeout`` 0."""
-        if not self._queue:
-            if timeout <= 0:
-                return None
-            loop = asyncio.get_running_loop()
-            self._waiter = waiter = loop.create_future()
-            expiry = loop.call_later(timeout, _expire, waiter)
-            try:
-                await waiter
-            finally:
-                expiry.cancel()
-                self._waiter = None
-        return self._queue.popleft() if self._queue else None
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+        if self.permitted():
+            target.forward(self, seq, timestamp, payload)
+        else:
+            target.forward_refused(self)

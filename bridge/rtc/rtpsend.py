@@ -214,14 +214,7 @@ class LeanSender:
                 if track is None:
                     await asyncio.sleep(0.02)
                     continue
-                packet = await track.recv()
-                await self.send(
-                    packet.data,
-                    packet.pts,
-                    packet.seq,
-                    marker=packet.marker,
-                    audio_type=packet.payload_type,
-                )
+                self.send_encoded(await track.recv())
         except (asyncio.CancelledError, ConnectionError, MediaStreamError):
             pass
         except Exception:  # loudly, but aiortc's stop() must still find rtp_exited set
@@ -231,6 +224,17 @@ class LeanSender:
             if track is not None:
                 track.stop()
             exited.set()
+
+    def send_encoded(self, packet: Any) -> None:
+        """One packet of the track (``rtc/tracks.py``'s ``EncodedPacket``: encoded here, or
+        forwarded from another leg's receive callback), sent now."""
+        self.send_now(
+            packet.data,
+            packet.pts,
+            packet.seq,
+            marker=packet.marker,
+            audio_type=packet.payload_type,
+        )
 
     async def send(self, *args: Any, **kwargs: Any) -> None:
         """:meth:`send_now` for the sender's own task and the RFC 4733 sender, which await

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import fractions
 import time
+from typing import Protocol
 
 import av
 import numpy as np
@@ -26,8 +28,8 @@ _RTP_TIME_BASE = fractions.Fraction(1, _OPUS_RATE)
 """Opus' RTP clock (RFC 7587 §4.1): a packet stamped on it needs no conversion in aiortc."""
 _FRAME_TS = _OPUS_RATE * FRAME_SAMPLES // SAMPLE_RATE
 FORWARD_WAIT = 0.25
-"""How long a forwarding sender waits for the source's next packet before it goes back to
-encoding the bus. Longer than a few lost packets in a row: a loss must stay a gap in what
+"""How long a forwarding run lasts past the source's last packet before the sender goes back
+to encoding the bus. Longer than a few lost packets in a row: a loss must stay a gap in what
 the far end receives (its receiver then uses the next packet's FEC), not become a frame the
 bridge encoded from its own concealment."""
 
@@ -63,6 +65,21 @@ class EncodedPacket:
 
     def __bytes__(self) -> bytes:
         return self.data
+
+
+class PacketSender(Protocol):
+    """The lean sender playing an :class:`OpusBusTrack` (``rtc/rtpsend.py``'s ``LeanSender``,
+    the SDES leg): its RTP stream, and a send a forwarded packet takes from the source's
+    receive callback."""
+
+    stream: RtpStream
+
+    @property
+    def running(self) -> bool:
+        """Whether it sends now (its transport up): forwarding starts only then."""
+
+    def send_encoded(self, packet: EncodedPacket) -> None:
+        """Packetise, protect and send ``packet`` now; ``ConnectionError`` if it cannot."""
 
 
 class OpusBusTrack(MediaStreamTrack):
@@ -145,8 +162,13 @@ class OpusBusTrack(MediaStreamTrack):
         self._pts = 0
         """RTP time (48 kHz, from 0) of the next packet: 20 ms per encoded packet."""
         self.pass_through: PassThrough | None = None
+        self._sender: PacketSender | None = None
         self._stream: RtpStream | None = None
         self._forwarding = False
+        self._forwarded_at = 0.0
+        """When the current forwarding run's newest packet went out (monotonic)."""
+        self._run_waiter: asyncio.Future[None] | None = None
+        """The sender's task waiting while a forwarding run lasts (:meth:`_run_ended`)."""
         self._ts_offset = 0
         self._seq_offset = 0
         self._run_first = 0
@@ -159,19 +181,22 @@ class OpusBusTrack(MediaStreamTrack):
         self._encoder_stale = False
         """A forwarded packet went out since the encoder's last frame."""
 
-    def forward_from(self, pass_through: PassThrough, stream: RtpStream) -> None:
+    def forward_from(self, pass_through: PassThrough, sender: PacketSender) -> None:
         """Send another leg's Opus packets untouched while ``pass_through.allowed()`` (see
-        ``rtc/passthrough.py``) on ``stream``, the RTP stream of the lean sender playing this
-        track (``rtc/rtpsend.py``), which numbers every packet: forwarded ones are mapped
+        ``rtc/passthrough.py``) through ``sender``, the lean sender playing this track
+        (``rtc/rtpsend.py``), whose stream numbers every packet: forwarded ones are mapped
         onto its numbers."""
-        self._stream = stream
+        if self.pass_through is not None and self.pass_through is not pass_through:
+            self.pass_through.target = None
+        self._sender = sender
+        self._stream = sender.stream
         self.pass_through = pass_through
+        pass_through.target = self
         # A new source (a transfer) numbers its packets from its own random origin: its first
         # packet starts a new run, mapped afresh, never through the previous source's offsets
         # (a number mapped backwards is one SRTP refuses as replayed, RFC 3711 §3.3.2).
         if self._forwarding:
-            self._forwarding = False
-            self._clock = WorkerPacer()
+            self._end_run()
 
     async def recv(self) -> EncodedPacket:  # type: ignore[override]
         while True:
@@ -182,24 +207,15 @@ class OpusBusTrack(MediaStreamTrack):
                 return packet
 
     async def _next_packet(self) -> EncodedPacket | None:
-        """A forwarded packet, or the next frame from the sink encoded; ``None`` when DTX
-        sends nothing for it."""
-        pt = self.pass_through
-        if pt is not None and self._stream is not None:
-            if pt.permitted():
-                source = await pt.next(FORWARD_WAIT if self._forwarding else 0.0)
-                while source is not None and self._in_run(pt) and self._before_run(source[0]):
-                    # Reordered across the switch: the number it maps to was our own encoded
-                    # packet's, and SRTP refuses an index sent twice (RFC 3711 §3.3.2).
-                    pt.late += 1
-                    source = await pt.next(FORWARD_WAIT)
-                if source is not None:
-                    return self._forward(pt, *source)
-            if self._forwarding:  # back to encoding: a fresh clock, no burst to catch up
-                self._forwarding = False
-                pt.switches += 1
-                self._clock = WorkerPacer()
+        """The next frame from the sink encoded; ``None`` when DTX sends nothing for it or a
+        forwarding run carries this tick (its packets go out from the source's callback:
+        :meth:`forward`)."""
+        if self._forwarding:
+            await self._run_ended()
+            return None
         await self._clock.tick()
+        if self._forwarding:  # a run began while the clock ticked: it carries this tick
+            return None
         pcm = self.sink.take(time.monotonic())  # the clock's send phase
         if pcm is None:
             self.silent_frames += 1
@@ -235,6 +251,64 @@ class OpusBusTrack(MediaStreamTrack):
             return EncodedPacket(payload, pts, seq, None, marker)
         data, payload_type = self.red.wrap(payload, pts, self.applied.red_depth)
         return EncodedPacket(data, pts, seq, payload_type, marker)
+
+    # -- forwarding (rtc/passthrough.py): the source's callback sends, the task waits
+    def forward(self, source: PassThrough, seq: int, timestamp: int, payload: bytes) -> None:
+        """One of the source's packets, sent now from its receive callback (``ForwardTarget``):
+        the first starts a forwarding run, which carries the ticks until it ends."""
+        sender = self._sender
+        if source is not self.pass_through or sender is None or not sender.running:
+            return  # an old source (a transfer), or no sender running (yet)
+        if self.readyState != "live":
+            return
+        if self._in_run(source) and self._before_run(seq):
+            # Reordered across the switch: the number it maps to was our own encoded
+            # packet's, and SRTP refuses an index sent twice (RFC 3711 §3.3.2).
+            source.late += 1
+            return
+        packet = self._forward(source, seq, timestamp, payload)
+        self._forwarded_at = time.monotonic()
+        try:
+            sender.send_encoded(packet)
+        except ConnectionError:
+            pass  # DTLS or the socket closing: the sender's own loop ends the track
+
+    def forward_refused(self, source: PassThrough) -> None:
+        """Mixing began in this direction (``ForwardTarget``): the waiting task encodes again."""
+        if self._forwarding and source is self.pass_through:
+            self._wake_run_waiter()
+
+    async def _run_ended(self) -> None:
+        """The sender's task, while a forwarding run lasts: wait until the source is quiet for
+        :data:`FORWARD_WAIT`, forwarding is refused or the track stops, then end the run. One
+        timer per :data:`FORWARD_WAIT`, not one per packet."""
+        loop = asyncio.get_running_loop()
+        while self._forwarding and self.readyState == "live":
+            pt = self.pass_through
+            left = self._forwarded_at + FORWARD_WAIT - time.monotonic()
+            if pt is None or left <= 0 or not pt.permitted():
+                if pt is not None:
+                    pt.switches += 1
+                self._end_run()
+                return
+            self._run_waiter = waiter = loop.create_future()
+            timer = loop.call_later(left, _set_done, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._run_waiter = None
+
+    def _end_run(self) -> None:
+        """Back to encoding: a fresh clock (no burst to catch up) and the task woken."""
+        self._forwarding = False
+        self._clock = WorkerPacer()
+        self._wake_run_waiter()
+
+    def _wake_run_waiter(self) -> None:
+        waiter = self._run_waiter
+        if waiter is not None:
+            _set_done(waiter)
 
     def _in_run(self, pt: PassThrough) -> bool:
         """Whether ``pt``'s packets continue the current forwarding run (a new source, after
@@ -330,7 +404,15 @@ class OpusBusTrack(MediaStreamTrack):
 
     def stop(self) -> None:
         super().stop()
+        self._wake_run_waiter()
+        if self.pass_through is not None:
+            self.pass_through.target = None
         self.sink.detach()
+
+
+def _set_done(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class BusAudioTrack(MediaStreamTrack):

@@ -4,17 +4,21 @@ end reports (rtc/protection.py), and the answer's Opus parameters (rtc/sdp.py)."
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import numpy as np
 import pytest
 
 from bridge.audio import FRAME_SAMPLES
-from bridge.audio.opus import OpusDecoder, has_fec
+from bridge.audio.opus import OpusDecoder, OpusEncoder, has_fec
+from bridge.rtc.passthrough import PassThrough
 from bridge.rtc.protection import MIN_PLANNED, UNKNOWN_LOSS, EncoderSetting, LossProtection
 from bridge.rtc.red import RedWrapper, split_red
+from bridge.rtc.rtpsend import RtpStream
 from bridge.rtc.sdp import opus_parameters, with_opus_fmtp
-from bridge.rtc.tracks import FrameSource, OpusBusTrack
+from bridge.rtc.tracks import FORWARD_WAIT, EncodedPacket, FrameSource, OpusBusTrack
 from tests.support.spectrum import dominant_frequency, tone_breaks
+from tests.support.waits import until
 
 
 class Voice:
@@ -208,22 +212,48 @@ def test_the_answer_asks_for_fec_mono_and_16_khz_in_place_of_aiortcs_bare_opus()
     assert with_opus_fmtp("v=0\r\nm=audio 9 RTP/AVP 0\r\n") == "v=0\r\nm=audio 9 RTP/AVP 0\r\n"
 
 
+class Sender:
+    """The lean sender as a forwarding track sees it (``rtc/tracks.py`` ``PacketSender``): one
+    RTP stream, and every packet sent in order, forwarded (from the source's callback) or
+    encoded (:meth:`pump`, the sender's task)."""
+
+    def __init__(self) -> None:
+        self.stream = RtpStream(1234, first_seq=100)
+        self.running = True
+        self.sent: list[EncodedPacket] = []
+        self.numbers: list[int] = []
+        """Each packet's sequence number on the wire."""
+        self.times: list[int] = []
+        """Each packet's RTP time, from the stream's origin."""
+
+    def send_encoded(self, packet: EncodedPacket) -> None:
+        data = self.stream.packetise(packet.data, packet.pts, packet.seq)
+        self.sent.append(packet)
+        self.numbers.append(int.from_bytes(data[2:4], "big"))
+        self.times.append(packet.pts)
+
+    async def pump(self, track: OpusBusTrack, packets: int) -> None:
+        """The sender's task: ``packets`` of the track's own, each sent as it comes."""
+        for _ in range(packets):
+            self.send_encoded(await asyncio.wait_for(track.recv(), 1.0))
+
+
 async def test_red_around_forwarded_packets_keeps_every_payload_bit_exact() -> None:
     """Pass-through (rtc/passthrough.py) with RED on: each packet is the forwarded payload,
-    untouched, with the one or two forwarded before it beside it (RFC 2198), RTP time mapped."""
-    from bridge.rtc.passthrough import PassThrough
-    from bridge.rtc.rtpsend import RtpStream
-
+    untouched, with the one or two forwarded before it beside it (RFC 2198), RTP time mapped,
+    sent from the source's callback as it comes."""
     track = OpusBusTrack(Voice(), protection=LossProtection(red=True), red=RedWrapper(63, 111))
     pt = PassThrough(lambda: True)
-    track.forward_from(pt, RtpStream(1234, first_seq=100))
+    sender = Sender()
+    track.forward_from(pt, sender)
     track.far_end_report(0.2)  # heavy loss: two copies
     payloads = [bytes([i]) * (40 + i) for i in range(6)]
     for i, payload in enumerate(payloads):
         pt.offer(5000 + i, 48_000 + 960 * i, payload)
-    out = [await track.recv() for _ in payloads]
+        assert len(sender.sent) == i + 1  # sent in the offer: no queue, no task
+    out = sender.sent
     assert track.forwarded_frames == 6
-    assert [p.seq for p in out] == list(range(100, 106))
+    assert [p.seq for p in out] == list(range(100, 106)) == sender.numbers
     assert out[0].payload_type is None and out[0].data == payloads[0]  # nothing before it yet
     for i, packet in enumerate(out[1:], start=1):
         blocks = split_red(packet.data)
@@ -233,6 +263,24 @@ async def test_red_around_forwarded_packets_keeps_every_payload_bit_exact() -> N
     track.stop()
 
 
+async def test_nothing_is_forwarded_before_the_sender_runs_or_after_the_track_stops() -> None:
+    """A forwarded packet goes out only while the sender sends (its transport up) and the
+    track is live: before, the source's packets are dropped, not queued to burst out later."""
+    track = OpusBusTrack(Voice())
+    pt = PassThrough(lambda: True)
+    sender = Sender()
+    sender.running = False
+    track.forward_from(pt, sender)
+    pt.offer(1, 960, b"\x01" * 40)
+    assert not sender.sent and track.forwarded_frames == 0
+    sender.running = True
+    pt.offer(2, 1920, b"\x02" * 40)
+    assert [p.data for p in sender.sent] == [b"\x02" * 40]
+    track.stop()
+    pt.offer(3, 2880, b"\x03" * 40)
+    assert len(sender.sent) == 1 and pt.target is None
+
+
 async def test_a_packet_reordered_across_the_switch_to_forwarding_is_dropped_not_sent_twice() -> (
     None
 ):
@@ -240,30 +288,17 @@ async def test_a_packet_reordered_across_the_switch_to_forwarding_is_dropped_not
     load), so the run starts at 8, on the number after our last encoded packet; 7 would map to
     that encoded packet's number, which SRTP refuses as a replay: it is dropped, counted, and
     the run goes on with 9."""
-    from bridge.rtc.passthrough import PassThrough
-    from bridge.rtc.rtpsend import RtpStream
-
     allowed = [False]
     track = OpusBusTrack(Voice())
     pt = PassThrough(lambda: allowed[0])
-    stream = RtpStream(1234, first_seq=100)
-    track.forward_from(pt, stream)
-    sent: list[int] = []
-
-    async def send() -> bytes:
-        packet = await track.recv()
-        data = stream.packetise(packet.data, packet.pts, packet.seq)
-        sent.append(int.from_bytes(data[2:4], "big"))
-        return packet.data
-
-    for _ in range(3):  # nothing forwardable yet: our own packets, 100-102
-        await send()
+    sender = Sender()
+    track.forward_from(pt, sender)
+    await sender.pump(track, 3)  # nothing forwardable yet: our own packets, 100-102
     allowed[0] = True
     for seq in (8, 7, 9):
         pt.offer(seq, 48_000 + 960 * seq, bytes([seq]) * 40)
-    got = [await send(), await send()]
-    assert got == [bytes([8]) * 40, bytes([9]) * 40]
-    assert sent == [100, 101, 102, 103, 104] and len(set(sent)) == len(sent)
+    assert [p.data for p in sender.sent[3:]] == [bytes([8]) * 40, bytes([9]) * 40]
+    assert sender.numbers == [100, 101, 102, 103, 104]
     assert pt.late == 1 and track.forwarded_frames == 2
     track.stop()
 
@@ -272,32 +307,22 @@ async def test_a_new_source_after_a_transfer_starts_its_own_run_on_our_next_numb
     """Forwarding the first agent's packets, then (a transfer) the next agent's, whose numbers
     and RTP times start from an origin of their own, far behind the first's: the stream goes on
     from its next number and RTP time, never back through the first source's mapping (a number
-    mapped backwards is a replay SRTP refuses, and the far end heard nothing more)."""
-    from bridge.rtc.passthrough import PassThrough
-    from bridge.rtc.rtpsend import RtpStream
-
+    mapped backwards is a replay SRTP refuses, and the far end heard nothing more). The first
+    source's packets, should any still come, go nowhere."""
     track = OpusBusTrack(Voice())
-    stream = RtpStream(1234, first_seq=100)
+    sender = Sender()
     first = PassThrough(lambda: True)
-    track.forward_from(first, stream)
-    sent: list[tuple[int, int]] = []
-
-    async def send() -> bytes:
-        packet = await track.recv()
-        data = stream.packetise(packet.data, packet.pts, packet.seq)
-        sent.append((int.from_bytes(data[2:4], "big"), packet.pts))
-        return packet.data
-
+    track.forward_from(first, sender)
     for seq in (40_000, 40_001):
         first.offer(seq, 900_000 + 960 * seq, bytes([1]) * 40)
-    assert [await send(), await send()] == [bytes([1]) * 40] * 2
     second = PassThrough(lambda: True)
-    track.forward_from(second, stream)
+    track.forward_from(second, sender)
+    first.offer(40_002, 900_000 + 960 * 40_002, bytes([1]) * 40)
     for seq in (7, 8, 9):
         second.offer(seq, 960 * seq, bytes([2]) * 40)
-    assert [await send() for _ in range(3)] == [bytes([2]) * 40] * 3
-    assert [s for s, _ in sent] == [100, 101, 102, 103, 104]
-    assert [p for _, p in sent] == [960 * i for i in range(5)]
+    assert [p.data for p in sender.sent] == [bytes([1]) * 40] * 2 + [bytes([2]) * 40] * 3
+    assert sender.numbers == [100, 101, 102, 103, 104]
+    assert sender.times == [960 * i for i in range(5)]
     assert second.late == 0 and track.forwarded_frames == 5
     track.stop()
 
@@ -317,26 +342,55 @@ async def test_a_forwarding_run_longer_than_half_the_number_space_keeps_forwardi
     goes out, none taken for one older than the run's first (after 32 768 packets every new
     one would have been, and the sender stopped sending until the numbers came round again);
     a packet reordered behind the run's first, at its start, is still dropped."""
-    from bridge.rtc.passthrough import PassThrough
-    from bridge.rtc.rtpsend import RtpStream
-
     track = OpusBusTrack(Quiet())
-    stream = RtpStream(1234, first_seq=100)
+    sender = Sender()
     pt = PassThrough(lambda: True)
-    track.forward_from(pt, stream)
+    track.forward_from(pt, sender)
     first = 60_000
     pt.offer(first, 0, b"\x01" * 20)
     pt.offer(first - 1, 0, b"\x02" * 20)  # behind the run's first: its number went out already
     pt.offer(first + 1, 960, b"\x03" * 20)
-    assert (await track.recv()).seq == 100
-    assert (await track.recv()).seq == 101
-    assert pt.late == 1
+    assert sender.numbers == [100, 101] and pt.late == 1
     for i in range(2, 40_000):
         pt.offer((first + i) & 0xFFFF, 960 * i, b"\x04" * 20)
-        packet = await asyncio.wait_for(track.recv(), 1.0)
-        assert packet.seq == (100 + i) & 0xFFFF, i
+    assert sender.numbers == [(100 + i) & 0xFFFF for i in range(40_000)]
     assert pt.late == 1 and track.forwarded_frames == 40_000
     track.stop()
+
+
+async def test_the_sender_waits_out_a_run_and_encodes_again_when_it_ends() -> None:
+    """While forwarding, the sender's task sends nothing of its own; it encodes again at once
+    when forwarding is refused (mixing starts), and :data:`FORWARD_WAIT` after the source's
+    last packet when the source goes quiet — on the stream's next number and RTP time."""
+    allowed = [True]
+    track = OpusBusTrack(Voice())
+    pt = PassThrough(lambda: allowed[0])
+    sender = Sender()
+    track.forward_from(pt, sender)
+    task = asyncio.ensure_future(sender.pump(track, 10**6))
+    try:
+        for seq in range(20):
+            pt.offer(seq, 960 * seq, b"\x05" * 30)
+            await asyncio.sleep(0.02)
+        assert [p.data for p in sender.sent] == [b"\x05" * 30] * 20  # the task sent none
+        allowed[0] = False
+        pt.offer(20, 960 * 20, b"\x05" * 30)  # refused: the task encodes from its next tick
+        await until(lambda: len(sender.sent) >= 23, timeout=1.0)
+        assert all(p.seq is None for p in sender.sent[20:]) and pt.switches == 2
+        allowed[0] = True
+        count = len(sender.sent)
+        pt.offer(21, 960 * 21, b"\x06" * 30)  # a second run, then the source goes quiet
+        quiet_from = asyncio.get_running_loop().time()
+        await until(lambda: len(sender.sent) > count + 1, timeout=1.0)
+        waited = asyncio.get_running_loop().time() - quiet_from
+        assert sender.sent[count].data == b"\x06" * 30 and sender.sent[count + 1].seq is None
+        assert waited >= FORWARD_WAIT and pt.switches == 4
+    finally:
+        task.cancel()
+        track.stop()
+    assert sender.numbers == list(range(100, 100 + len(sender.sent)))
+    steps = {b - a for a, b in itertools.pairwise(sender.times)}
+    assert steps == {960}
 
 
 @pytest.mark.parametrize("transfer", [False, True])
@@ -348,33 +402,30 @@ async def test_back_from_forwarding_on_a_clean_link_the_tone_runs_on_without_a_g
     sends nothing yet). The browser's one decoder hears the tone run on across both switches:
     no phase jump, no silent 5 ms. (From the state the encoder kept from before the
     forwarding, its first CELT frame decoded as 15 ms of near silence.)"""
-    from bridge.audio.opus import OpusEncoder
-    from bridge.rtc.passthrough import PassThrough
-    from bridge.rtc.rtpsend import RtpStream
 
     source = Tone()
     track = browser_track(source, clean=CLEAN)
     track.far_end_report(0.0)
     allowed = [False]
     pt = PassThrough(lambda: allowed[0])
-    stream = RtpStream(1234, first_seq=100)
-    track.forward_from(pt, stream)
+    sender = Sender()
+    track.forward_from(pt, sender)
     whatsapp = OpusEncoder(
         16_000, bitrate=20_000, complexity=5, fec=True, expected_loss=10, dtx=False
     )
     whatsapp.silence = None
-    packets = [bytes((await track.recv()).data) for _ in range(30)]  # our own CELT
+    await sender.pump(track, 30)  # our own CELT
     allowed[0] = True
     far = Tone()
     for seq in range(500, 550):  # WhatsApp's SILK, coding the same tone in step
         far.n = source.n
         pt.offer(seq, 960 * seq, whatsapp.encode(far.take(0.0)))
-        packets.append(bytes((await track.recv()).data))
     allowed[0] = False  # nothing more to forward: our own encoder again
     if transfer:
-        track.forward_from(PassThrough(lambda: False), stream)
-    packets += [bytes((await track.recv()).data) for _ in range(30)]
+        track.forward_from(PassThrough(lambda: False), sender)
+    await sender.pump(track, 30)
     track.stop()
+    packets = [bytes(p.data) for p in sender.sent]
     assert track.forwarded_frames == 50 and pt.switches == (1 if transfer else 2)
     modes = "".join("C" if is_celt(p) else "S" for p in packets)
     assert modes == "C" * 30 + "S" * 50 + "C" * 30

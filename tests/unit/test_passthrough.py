@@ -1,5 +1,6 @@
 """The pass-through's predicate (bridge/rtc/passthrough.py): asked per packet by the source and
-the target's sender, a yes is kept for one 20 ms tick, a no is asked again every time."""
+the target's sender, a yes is kept for one 20 ms tick, a no is asked again every time; each
+packet goes to the target at once, or the target hears it was refused."""
 
 from __future__ import annotations
 
@@ -22,12 +23,17 @@ def test_a_yes_is_kept_for_one_tick_and_a_no_is_asked_again(
         return answer[0]
 
     pt = PassThrough(allowed)
+    target = Target()
+    pt.offer(1, 960, b"a")  # no target yet: nothing asked, nothing sent
+    assert not asked
+    pt.target = target
     pt.offer(1, 960, b"a")
     pt.offer(2, 1920, b"b")
-    assert len(asked) == 2 and not pt._queue  # every no is asked again: nothing queued
+    assert len(asked) == 2 and not target.sent  # every no is asked again: nothing sent
+    assert target.refused == 2
     answer[0] = True
-    pt.offer(3, 2880, b"c")  # forwarding starts at the first packet it may
-    assert list(pt._queue) == [(3, 2880, b"c")]
+    pt.offer(3, 2880, b"c")  # forwarding starts at the first packet it may, sent at once
+    assert target.sent == [(3, 2880, b"c")]
     for seq in range(4, 10):  # the source's packets and the sender, within one tick
         pt.offer(seq, seq * 960, b"x")
         assert pt.permitted()
@@ -37,4 +43,21 @@ def test_a_yes_is_kept_for_one_tick_and_a_no_is_asked_again(
     assert pt.permitted() and len(asked) == 3
     now[0] += YES_FOR / 2
     pt.offer(10, 9600, b"y")
-    assert len(asked) == 4 and not pt._queue
+    assert len(asked) == 4 and target.refused == 3
+    assert [seq for seq, _, _ in target.sent] == list(range(3, 10))
+    pt.offer(11, 10560, b"")  # an empty payload is no packet
+    assert len(asked) == 4 and target.refused == 3
+
+
+class Target:
+    """A ``ForwardTarget`` that records what it was handed."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, int, bytes]] = []
+        self.refused = 0
+
+    def forward(self, source: PassThrough, seq: int, timestamp: int, payload: bytes) -> None:
+        self.sent.append((seq, timestamp, payload))
+
+    def forward_refused(self, source: PassThrough) -> None:
+        self.refused += 1

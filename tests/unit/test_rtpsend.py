@@ -131,7 +131,7 @@ async def test_numbers_and_rtp_time_run_on_across_forwarding_and_dtmf_and_report
     sender.setTransport(dtls)
     allow = False
     pass_through = PassThrough(lambda: allow)
-    track.forward_from(pass_through, lean.stream)
+    track.forward_from(pass_through, lean)
     task = asyncio.ensure_future(sender._run_rtp(OPUS))
     try:
         await until(lambda: len(dtls.sent) >= 10)

@@ -49,7 +49,7 @@ from ...rtc.rtcp import RtcpReports
 from ...rtc.rtpsend import RtpStream
 from ...rtc.sdes import Crypto, new_crypto, read_savp
 from ...rtc.srtpudp import SrtpSocket
-from ...rtc.tracks import OpusBusTrack
+from ...rtc.tracks import EncodedPacket, OpusBusTrack
 from ...rtc.uplink import Playout
 from ...tasks import TaskSet
 from ..base import EngineStats
@@ -195,10 +195,31 @@ class SdesPeer(WhatsAppLeg):
     # -- sending
     async def _send_media(self, track: OpusBusTrack) -> None:
         while True:
-            packet = await track.recv()
-            await self.send_packet(packet.data, packet.pts, packet.seq)
+            self.send_encoded(await track.recv())
+
+    @property
+    def running(self) -> bool:
+        """Whether our packets go out now (keys and Meta's address known, not closed)."""
+        return not self._closed and self.socket.ready
+
+    def send_encoded(self, packet: EncodedPacket) -> None:
+        """One packet of our track: encoded by it, or forwarded from the browser's receive
+        callback (``rtc/passthrough.py``)."""
+        self.send_now(packet.data, packet.pts, packet.seq, marker=packet.marker)
 
     async def send_packet(
+        self,
+        payload: bytes,
+        pts: int,
+        seq: int | None = None,
+        *,
+        marker: bool | None = None,
+        payload_type: int | None = None,
+    ) -> None:
+        """:meth:`send_now` for the RFC 4733 sender, which awaits its sends."""
+        self.send_now(payload, pts, seq, marker=marker, payload_type=payload_type)
+
+    def send_now(
         self,
         payload: bytes,
         pts: int,
@@ -254,7 +275,7 @@ class SdesPeer(WhatsAppLeg):
         if self._closed or self._track is None:
             return None
         pass_through = PassThrough(allowed)
-        self._track.forward_from(pass_through, self.stream)
+        self._track.forward_from(pass_through, self)
         return pass_through
 
     def forward_to(
