@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import logging
 import time
 from typing import Protocol
 
@@ -22,11 +23,14 @@ from .protection import EncoderSetting, EncoderSettings, LossProtection, Protect
 from .red import RedWrapper
 from .rtpsend import RtpStream
 
+log = logging.getLogger(__name__)
+
 _TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 _OPUS_RATE = 48_000
 _RTP_TIME_BASE = fractions.Fraction(1, _OPUS_RATE)
 """Opus' RTP clock (RFC 7587 §4.1): a packet stamped on it needs no conversion in aiortc."""
 _FRAME_TS = _OPUS_RATE * FRAME_SAMPLES // SAMPLE_RATE
+_FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 FORWARD_WAIT = 0.25
 """How long a forwarding run lasts past the source's last packet before the sender goes back
 to encoding the bus. Longer than a few lost packets in a row: a loss must stay a gap in what
@@ -266,12 +270,19 @@ class OpusBusTrack(MediaStreamTrack):
             # packet's, and SRTP refuses an index sent twice (RFC 3711 §3.3.2).
             source.late += 1
             return
-        packet = self._forward(source, seq, timestamp, payload)
-        self._forwarded_at = time.monotonic()
         try:
+            packet = self._forward(source, seq, timestamp, payload)
+            self._forwarded_at = time.monotonic()
             sender.send_encoded(packet)
         except ConnectionError:
             pass  # DTLS or the socket closing: the sender's own loop ends the track
+        except Exception:
+            # A bug, in the source leg's receive callback: it must not cost that leg its own
+            # audio. Forwarding stops here (the sender encodes again); said once, loudly.
+            log.exception("forwarding into this sender failed; it encodes from now on")
+            source.target = None
+            self.pass_through = None
+            self._wake_run_waiter()
 
     def forward_refused(self, source: PassThrough) -> None:
         """Mixing began in this direction (``ForwardTarget``): the waiting task encodes again."""
@@ -285,10 +296,16 @@ class OpusBusTrack(MediaStreamTrack):
         loop = asyncio.get_running_loop()
         while self._forwarding and self.readyState == "live":
             pt = self.pass_through
-            left = self._forwarded_at + FORWARD_WAIT - time.monotonic()
+            now = time.monotonic()
+            left = self._forwarded_at + FORWARD_WAIT - now
             if pt is None or left <= 0 or not pt.permitted():
                 if pt is not None:
                     pt.switches += 1
+                if left <= 0:
+                    # The source went quiet: our RTP time moves on by the ticks nobody sent,
+                    # so the far end's jitter buffer sees a pause (and the stream's marker a
+                    # new talkspurt, RFC 3551 §4.1), not a packet 250 ms late.
+                    self._pts += int((now - self._forwarded_at) / _FRAME_S) * _FRAME_TS
                 self._end_run()
                 return
             self._run_waiter = waiter = loop.create_future()

@@ -360,8 +360,9 @@ async def test_a_forwarding_run_longer_than_half_the_number_space_keeps_forwardi
 
 async def test_the_sender_waits_out_a_run_and_encodes_again_when_it_ends() -> None:
     """While forwarding, the sender's task sends nothing of its own; it encodes again at once
-    when forwarding is refused (mixing starts), and :data:`FORWARD_WAIT` after the source's
-    last packet when the source goes quiet — on the stream's next number and RTP time."""
+    when forwarding is refused (mixing starts), on the stream's next number and RTP time, and
+    :data:`FORWARD_WAIT` after the source's last packet when the source goes quiet — on the
+    next number, its RTP time moved on by the ticks nobody sent (a pause, not a late packet)."""
     allowed = [True]
     track = OpusBusTrack(Voice())
     pt = PassThrough(lambda: allowed[0])
@@ -385,12 +386,17 @@ async def test_the_sender_waits_out_a_run_and_encodes_again_when_it_ends() -> No
         waited = asyncio.get_running_loop().time() - quiet_from
         assert sender.sent[count].data == b"\x06" * 30 and sender.sent[count + 1].seq is None
         assert waited >= FORWARD_WAIT and pt.switches == 4
+        await until(lambda: len(sender.sent) > count + 3, timeout=1.0)
     finally:
         task.cancel()
         track.stop()
     assert sender.numbers == list(range(100, 100 + len(sender.sent)))
-    steps = {b - a for a, b in itertools.pairwise(sender.times)}
-    assert steps == {960}
+    steps = [b - a for a, b in itertools.pairwise(sender.times)]
+    assert set(steps[:count]) == {960}  # forwarded, refused, encoded: one tick each
+    pause = steps[count] / 960  # the quiet after the second run, in ticks
+    assert FORWARD_WAIT / 0.02 <= pause <= waited / 0.02 + 1
+    assert set(steps[count + 1 :]) == {960}
+    assert sender.stream.markers == 2  # the stream's first packet, and the talkspurt after
 
 
 @pytest.mark.parametrize("transfer", [False, True])
@@ -433,3 +439,28 @@ async def test_back_from_forwarding_on_a_clean_link_the_tone_runs_on_without_a_g
     pcm = np.concatenate([decoder.decode(p) for p in packets])
     assert abs(dominant_frequency(pcm, 16_000) - Tone.HZ) < 5
     assert tone_breaks(pcm, 16_000, Tone.HZ, Tone.PEAK, skip=0.1) == ([], [])
+
+
+async def test_a_bug_in_forwarding_costs_the_source_nothing_and_is_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Forwarding runs in the source leg's receive callback: a failure there is logged once
+    and ends forwarding into this sender (it encodes again), and the source's callback goes
+    on as if nothing was forwarded."""
+
+    class Broken(Sender):
+        def send_encoded(self, packet: EncodedPacket) -> None:
+            raise ValueError("a bug")
+
+    track = OpusBusTrack(Voice())
+    pt = PassThrough(lambda: True)
+    sender = Broken()
+    track.forward_from(pt, sender)
+    pt.offer(1, 960, b"\x01" * 40)  # raises nothing here
+    pt.offer(2, 1920, b"\x02" * 40)  # goes nowhere now
+    failures = [r for r in caplog.records if "forwarding into this sender failed" in r.message]
+    assert len(failures) == 1 and failures[0].exc_info is not None
+    assert pt.target is None and track.pass_through is None
+    packet = await asyncio.wait_for(track.recv(), 1.0)  # the sender's own again
+    assert packet.seq is None and len(packet.data) > 2
+    track.stop()
