@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import fractions
 import logging
 import time
@@ -18,6 +17,7 @@ from ..audio.opus import OpusEncoder
 from ..media import DownlinkSink, LevelMeter
 from ..media.clock import Pacer, WorkerPacer
 from ..media.ports import FrameSource
+from .forward_run import ForwardRun
 from .passthrough import PassThrough
 from .protection import EncoderSetting, EncoderSettings, LossProtection, Protection
 from .red import RedWrapper
@@ -31,11 +31,6 @@ _RTP_TIME_BASE = fractions.Fraction(1, _OPUS_RATE)
 """Opus' RTP clock (RFC 7587 §4.1): a packet stamped on it needs no conversion in aiortc."""
 _FRAME_TS = _OPUS_RATE * FRAME_SAMPLES // SAMPLE_RATE
 _FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
-FORWARD_WAIT = 0.25
-"""How long a forwarding run lasts past the source's last packet before the sender goes back
-to encoding the bus. Longer than a few lost packets in a row: a loss must stay a gap in what
-the far end receives (its receiver then uses the next packet's FEC), not become a frame the
-bridge encoded from its own concealment."""
 
 
 class EncodedPacket:
@@ -168,20 +163,8 @@ class OpusBusTrack(MediaStreamTrack):
         self.pass_through: PassThrough | None = None
         self._sender: PacketSender | None = None
         self._stream: RtpStream | None = None
-        self._forwarding = False
-        self._forwarded_at = 0.0
-        """When the current forwarding run's newest packet went out (monotonic)."""
-        self._run_waiter: asyncio.Future[None] | None = None
-        """The sender's task waiting while a forwarding run lasts (:meth:`_run_ended`)."""
-        self._ts_offset = 0
-        self._seq_offset = 0
-        self._run_first = 0
-        """The source's number of the first packet of the current forwarding run."""
-        self._run_newest = 0
-        """The source's newest number forwarded in the current run."""
-        self._run_source: PassThrough | None = None
-        """The pass-through the current forwarding run's packets came from."""
-        self._numbered_at = 0
+        self._run = ForwardRun()
+        """The current forwarding run (``rtc/forward_run.py``)."""
         self._encoder_stale = False
         """A forwarded packet went out since the encoder's last frame."""
 
@@ -199,7 +182,7 @@ class OpusBusTrack(MediaStreamTrack):
         # A new source (a transfer) numbers its packets from its own random origin: its first
         # packet starts a new run, mapped afresh, never through the previous source's offsets
         # (a number mapped backwards is one SRTP refuses as replayed, RFC 3711 §3.3.2).
-        if self._forwarding:
+        if self._run.active:
             self._end_run()
 
     async def recv(self) -> EncodedPacket:  # type: ignore[override]
@@ -214,11 +197,16 @@ class OpusBusTrack(MediaStreamTrack):
         """The next frame from the sink encoded; ``None`` when DTX sends nothing for it or a
         forwarding run carries this tick (its packets go out from the source's callback:
         :meth:`forward`)."""
-        if self._forwarding:
-            await self._run_ended()
+        if self._run.active:
+            quiet = await self._run.wait_out()
+            # After a quiet source, our RTP time moves on by the ticks nobody sent: the far
+            # end's jitter buffer sees a pause (and the stream's marker a new talkspurt, RFC
+            # 3551 §4.1), not a packet 250 ms late.
+            self._pts += int(quiet / _FRAME_S) * _FRAME_TS
+            self._end_run()
             return None
         await self._clock.tick()
-        if self._forwarding:  # a run began while the clock ticked: it carries this tick
+        if self._run.active:  # a run began while the clock ticked: it carries this tick
             return None
         pcm = self.sink.take(time.monotonic())  # the clock's send phase
         if pcm is None:
@@ -265,15 +253,13 @@ class OpusBusTrack(MediaStreamTrack):
             return  # an old source (a transfer), or no sender running (yet)
         if self.readyState != "live":
             return
-        if self._in_run(source) and self._before_run(seq):
+        if self._run.continues(source) and self._run.older_than_first(seq):
             # Reordered across the switch: the number it maps to was our own encoded
             # packet's, and SRTP refuses an index sent twice (RFC 3711 §3.3.2).
             source.late += 1
             return
         try:
-            packet = self._forward(source, seq, timestamp, payload)
-            self._forwarded_at = time.monotonic()
-            sender.send_encoded(packet)
+            sender.send_encoded(self._forward(source, seq, timestamp, payload))
         except ConnectionError:
             pass  # DTLS or the socket closing: the sender's own loop ends the track
         except Exception:
@@ -282,82 +268,25 @@ class OpusBusTrack(MediaStreamTrack):
             log.exception("forwarding into this sender failed; it encodes from now on")
             source.target = None
             self.pass_through = None
-            self._wake_run_waiter()
+            self._run.end()
 
     def forward_refused(self, source: PassThrough) -> None:
         """Mixing began in this direction (``ForwardTarget``): the waiting task encodes again."""
-        if self._forwarding and source is self.pass_through:
-            self._wake_run_waiter()
-
-    async def _run_ended(self) -> None:
-        """The sender's task, while a forwarding run lasts: wait until the source is quiet for
-        :data:`FORWARD_WAIT`, forwarding is refused or the track stops, then end the run. One
-        timer per :data:`FORWARD_WAIT`, not one per packet."""
-        loop = asyncio.get_running_loop()
-        while self._forwarding and self.readyState == "live":
-            pt = self.pass_through
-            now = time.monotonic()
-            left = self._forwarded_at + FORWARD_WAIT - now
-            if pt is None or left <= 0 or not pt.permitted():
-                if pt is not None:
-                    pt.switches += 1
-                if left <= 0:
-                    # The source went quiet: our RTP time moves on by the ticks nobody sent,
-                    # so the far end's jitter buffer sees a pause (and the stream's marker a
-                    # new talkspurt, RFC 3551 §4.1), not a packet 250 ms late.
-                    self._pts += int((now - self._forwarded_at) / _FRAME_S) * _FRAME_TS
-                self._end_run()
-                return
-            self._run_waiter = waiter = loop.create_future()
-            timer = loop.call_later(left, _set_done, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._run_waiter = None
+        if self._run.continues(source):
+            self._run.wake()
 
     def _end_run(self) -> None:
-        """Back to encoding: a fresh clock (no burst to catch up) and the task woken."""
-        self._forwarding = False
+        """Back to encoding: a fresh clock, no burst to catch up."""
+        self._run.end()
         self._clock = WorkerPacer()
-        self._wake_run_waiter()
-
-    def _wake_run_waiter(self) -> None:
-        waiter = self._run_waiter
-        if waiter is not None:
-            _set_done(waiter)
-
-    def _in_run(self, pt: PassThrough) -> bool:
-        """Whether ``pt``'s packets continue the current forwarding run (a new source, after
-        a transfer, starts one of its own)."""
-        return self._forwarding and pt is self._run_source
-
-    def _before_run(self, seq: int) -> bool:
-        """Whether source packet ``seq`` is older than the current forwarding run's first.
-
-        Only a packet older than the newest forwarded can be, and it is when it lies further
-        behind the newest than the first does (serial numbers, RFC 1982: "older" is within half
-        the number space). Measured from the newest, never from the first alone: after 32768
-        packets (11 minutes) every new packet would look older than the first."""
-        behind = (self._run_newest - seq) & 0xFFFF
-        if behind == 0 or behind & 0x8000:  # the newest, or newer
-            return False
-        return behind > (self._run_newest - self._run_first) & 0xFFFF
 
     def _forward(self, pt: PassThrough, seq: int, ts: int, payload: bytes) -> EncodedPacket:
-        assert self._stream is not None
-        if not self._in_run(pt):
+        stream = self._stream
+        assert stream is not None
+        if not self._run.continues(pt):
             # Map the source's numbering onto ours where we are now: continuous both ways.
-            self._forwarding = True
-            self._run_source = pt
-            pt.switches += 1
-            self._ts_offset = self._pts - ts
-            self._seq_offset = self._stream.next_seq - seq
-            self._run_first = self._run_newest = seq
-            self._numbered_at = self._stream.numbered
-        elif (seq - self._run_newest) & 0x8000 == 0:
-            self._run_newest = seq
-        pts = (ts + self._ts_offset) & 0xFFFFFFFF
+            self._run.start(pt, seq, ts, self._pts, stream)
+        out_seq, pts = self._run.place(seq, ts, stream)
         if (pts - self._pts) & 0x80000000 == 0:  # not a reordered (older) packet
             self._pts = pts + _FRAME_TS
         # The decoded frame this packet stands for (kept fresh for a switch; its level is
@@ -370,12 +299,8 @@ class OpusBusTrack(MediaStreamTrack):
         self.forwarded_frames += 1
         self._encoder_stale = True
         pt.forwarded += 1
-        # RFC 4733 events share the stream's numbers while packets are forwarded: each one the
-        # stream numbered moves the mapping on, so no number goes out twice (SRTP refuses a
-        # replayed index, RFC 3711 §3.3.2, and the far end would drop it as a duplicate).
-        shift = self._stream.numbered - self._numbered_at
         # A forwarded payload stays bit-exact: RED only puts earlier ones beside it.
-        return self._packet(payload, pts, (seq + self._seq_offset + shift) & 0xFFFF)
+        return self._packet(payload, pts, out_seq)
 
     def protection_json(self) -> dict[str, object]:
         """What the sender does against loss now, and what RED cost so far."""
@@ -421,15 +346,10 @@ class OpusBusTrack(MediaStreamTrack):
 
     def stop(self) -> None:
         super().stop()
-        self._wake_run_waiter()
+        self._run.end()
         if self.pass_through is not None:
             self.pass_through.target = None
         self.sink.detach()
-
-
-def _set_done(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class BusAudioTrack(MediaStreamTrack):

@@ -142,7 +142,9 @@ async def test_numbers_and_rtp_time_run_on_across_forwarding_and_dtmf_and_report
             if seq != 40_004:
                 pass_through.offer(seq, ts, payload)
         await until(lambda: track.forwarded_frames == 9)
-        allow = False  # mixing starts: back to the bridge's encoder
+        allow = False  # mixing starts: back to the bridge's encoder at the next packet
+        await asyncio.sleep(0.03)  # past the kept yes (one tick: passthrough.YES_FOR)
+        pass_through.offer(40_010, 5_000_000 + 960 * 10, bytes([0xF8, 10]))
         mark = len(dtls.sent)
         await until(lambda: len(dtls.sent) >= mark + 5)
         events = EventSender(lean)
