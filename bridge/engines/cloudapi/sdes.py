@@ -207,17 +207,9 @@ class SdesPeer(WhatsAppLeg):
         callback (``rtc/passthrough.py``)."""
         self.send_now(packet.data, packet.pts, packet.seq, marker=packet.marker)
 
-    async def send_packet(
-        self,
-        payload: bytes,
-        pts: int,
-        seq: int | None = None,
-        *,
-        marker: bool | None = None,
-        payload_type: int | None = None,
-    ) -> None:
+    async def send_packet(self, *args: Any, **kwargs: Any) -> None:
         """:meth:`send_now` for the RFC 4733 sender, which awaits its sends."""
-        self.send_now(payload, pts, seq, marker=marker, payload_type=payload_type)
+        self.send_now(*args, **kwargs)
 
     def send_now(
         self,
