@@ -315,7 +315,9 @@ async def test_an_adopted_call_no_browser_came_back_to_ends_as_worker_lost() -> 
         lost = lost_call(engine)
         await recovery.lost_call(lost)
         ours = manager.get(lost.id)
-        await until(lambda: not ours.live)
+        # call.ended is published once the call's runtime has closed, after it stops being
+        # live (manager.end): wait for the event, not for the flag.
+        await until(lambda: any(t == "call.ended" for t, _, _ in published))
         assert ours.end_reason is EndReason.FAILED and ours.end_detail == "worker_lost"
         assert engine.hung_up == ["dead1"]
         assert [t for t, _, _ in published][-1] == "call.ended"
