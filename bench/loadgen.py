@@ -18,7 +18,9 @@ downlink is (almost) not sent either; ``--no-ask-dtx`` offers as Chromium does, 
 once a second and decodes only its own downlink, timing each click from the moment its packet
 leaves to the moment its echo arrives (RTP send to RTP arrival, the bridge both ways plus the
 far end's echo delay). ``--report-every S`` prints a ``REPORT`` line with the last S seconds'
-on-time share (the soak's timeline) and keeps only recent arrivals in memory.
+on-time share (the soak's timeline) and keeps only recent arrivals in memory. ``--hold`` keeps
+the calls up after ``WINDOW_END`` until a line comes on stdin: ``bench/run.py`` reads the live
+calls' stats there (forwarding, the engine's sinks), which a hang-up racing it would empty.
 """
 
 from __future__ import annotations
@@ -352,6 +354,26 @@ def on_time_share(arrivals: list[tuple[float, int, bool]], t0: float, t1: float)
     return min(expected, int(np.sum(counted[~late]))), expected
 
 
+HOLD_LIMIT = 30.0
+"""Seconds ``--hold`` keeps the calls up at most, should the bench never say."""
+
+
+async def held_until_told(limit: float) -> None:
+    """Wait for a line on stdin (the bench has read what it needs of the live calls), at most
+    ``limit`` seconds. Read through the loop, so a bench that never writes holds nothing up."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+    try:
+        await asyncio.wait_for(reader.readline(), limit)
+    except TimeoutError:
+        pass
+    finally:
+        transport.close()
+
+
 async def main() -> None:
     count_only()
     parser = argparse.ArgumentParser()
@@ -360,6 +382,12 @@ async def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument("--hangup", action="store_true", help="POST /call/hangup at the end")
+    parser.add_argument(
+        "--hold",
+        action="store_true",
+        help="after WINDOW_END keep the calls up until a line on stdin (at most 30 s): the "
+        "bench reads the calls' stats first",
+    )
     parser.add_argument(
         "--participants",
         type=int,
@@ -427,6 +455,8 @@ async def main() -> None:
             last = now
         t1 = time.monotonic()
         print(f"WINDOW_END {t1}", flush=True)
+        if args.hold:
+            await held_until_told(HOLD_LIMIT)
         per_call = []  # the agent's downlink (what WhatsApp sends it)
         per_seat = []  # every participant's downlink (its own mix)
         if args.report_every:  # arrivals were trimmed: the window is the sum of its reports

@@ -433,7 +433,9 @@ async def run_point(
         str(window),
     ]
     if target in BRIDGES:
-        argv.append("--hangup")
+        # The calls' stats are read at the window's end (forwarding, the engine's sinks):
+        # the generator keeps the calls up until told, then hangs them up.
+        argv += ["--hangup", "--hold"]
     if audio == "tone":  # the probe times an echo (the sim's, the echo server's, Meta's)
         argv.append("--click")
     if audio != "tone":
@@ -446,10 +448,11 @@ async def run_point(
     gen = await asyncio.create_subprocess_exec(
         *(pinned(1, argv) if pin else argv),
         cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=errors,
     )
-    assert gen.stdout is not None
+    assert gen.stdout is not None and gen.stdin is not None
     point: dict[str, Any] = {
         "target": target,
         "calls": calls,
@@ -500,6 +503,9 @@ async def run_point(
                     point["whatsapp_heard_per_call"] = heard["uplink_heard_per_call"]
                     point["whatsapp_connected"] = heard["connected"]
                     point["meta_refused"] = heard["refused"]
+                if target in BRIDGES:  # read what we need (--hold): the generator goes on
+                    gen.stdin.write(b"hang up\n")
+                    await gen.stdin.drain()
             elif line.startswith("REPORT"):
                 report = json.loads(line.split(" ", 1)[1])
                 c = tree_cpu_seconds(proc.pid)

@@ -50,6 +50,8 @@ async def test_bench_smoke_run(tmp_path: Path) -> None:
     # Heard both ways with no PCM on the bus: forwarded both ways, and with nothing reading
     # the audio, neither leg decoded it (issue 47's idle legs).
     assert cloud["bus_uplink_frames_per_call"] < 5 and cloud["bus_downlink_frames_per_call"] < 5
+    # The calls' own counts say so too, read while the calls were still up (--hold).
+    assert cloud["forwarded_to_whatsapp"] > 0.9 and cloud["forwarded_to_browser"] > 0.9, cloud
     # A remote PCM engine: the browser's audio crossed the bus to the engine, and the engine's
     # echo came back over the bus to the browser.
     pcm = points["zuckzapgo"]
@@ -57,6 +59,8 @@ async def test_bench_smoke_run(tmp_path: Path) -> None:
     # The frames could be the engine's silence: a click the browser sent came back through the
     # engine's echo (bridge → engine → bridge).
     assert pcm.get("clicks", 0) >= 1 and pcm["click_rtt_p50_ms"] > 0, pcm
+    # The browsers' sinks played the engine's frames (read before the calls were hung up).
+    assert pcm["engine_sinks"].get("played", 0) > 50, pcm
     # The ratio is only defined where the echo server kept up (>= 99.5 % on time): on a loaded
     # machine even 2 calls can be too many for it.
     if points["echo"]["downlink_on_time"] >= 0.995:
