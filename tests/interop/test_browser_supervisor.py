@@ -90,14 +90,26 @@ async def browsers(tmp_path):
             await b.close()
 
 
+LOOKS = 3
+"""Snapshots an absent tone gets: one glitch of the page's playout (a stretch or a concealment
+on a loaded machine, inside the analyser's 340 ms) spreads the present tone's energy to about
+-45 dB across the spectrum for that snapshot alone; a tone that is really mixed in stays at
+its own level, -20 dB or more, in every one."""
+
+
 async def hears(page, present: set[float], absent: set[float]) -> dict[float, float]:
-    """What the page's call audio contains, as test_participants.py asserts it."""
+    """What the page's call audio contains, as test_participants.py asserts it: the present
+    tones in a snapshot, the absent ones below -50 dB in one of :data:`LOOKS` snapshots."""
     freqs = sorted(present | absent)
-    db = {float(k): v for k, v in (await page.evaluate(BANDS_JS, freqs)).items()}
-    for f in present:
-        assert db[f] >= -30, (f, db)
-    for f in absent:
-        assert db[f] <= -50, (f, db)
+    looks = []
+    for _ in range(LOOKS):
+        db = {float(k): v for k, v in (await page.evaluate(BANDS_JS, freqs)).items()}
+        for f in present:
+            assert db[f] >= -30, (f, db)
+        looks.append(db)
+        if all(db[f] <= -50 for f in absent):
+            return db
+    raise AssertionError(f"heard {sorted(absent)} in every snapshot: {looks}")
     return db
 
 
