@@ -42,7 +42,6 @@ from bench.scoring import pesq_wb
 from bench.speech import frames
 from bridge.audio.opus import OpusDecoder, has_fec
 from bridge.media.clock import MediaClock
-from bridge.rtc import aiortc_seam as seam
 from bridge.rtc.red import split_red
 from bridge.rtc.sdp import opus_parameters
 from bridge.rtc.tracks import OpusBusTrack
@@ -335,8 +334,9 @@ class Browser:
                 raise RuntimeError(f"offer refused: {body}")
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="answer"))
         if self.red_pt is not None:  # aiortc knows no RED: its router would drop the packets
+            # (this peer is aiortc's own, not the bridge's: it reaches its router directly)
             receiver = self.pc.getTransceivers()[0].receiver
-            router = seam.rtp_router(receiver.transport)
+            router = receiver.transport._rtp_router
             router.payload_type_table.setdefault(self.red_pt, set()).add(receiver)
         # As a browser does: send no more than the answer's maxaveragebitrate (RFC 7587 §6.1).
         cap = opus_parameters(body["sdp"]).get("maxaveragebitrate")

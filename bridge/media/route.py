@@ -24,17 +24,20 @@ class Hop(NamedTuple):
 
 ROUTE: dict[str, tuple[Hop, ...]] = {
     "browser → Meta": (
-        Hop("rtc.rtprecv:LeanReceive.datagram", "UDP callback", "-"),
+        Hop("rtc.dtls_srtp:DtlsSrtp.datagram", "UDP callback", "-"),
+        Hop("rtc.rtp_session:RtpSession.receive_rtp", "UDP callback", "-"),
         Hop("rtc.uplink:Playout.packet", "UDP callback", "the receiver's reorder buffer"),
         Hop("rtc.uplink:Playout._tick", "RECEIVE", "-"),
         Hop("media.conference:Conference._input", "RECEIVE", "4 frames while mixing"),
         Hop("media.bus:CallBus.push_uplink", "RECEIVE (MIX while mixing)", "-"),
         Hop("engines.pump:BusPort.take", "SEND", "3 frames (a late sender)"),
         Hop("rtc.tracks:OpusBusTrack.recv", "SEND", "-"),
-        Hop("rtc.rtpsend:LeanSender.send", "SEND", "-"),
+        Hop("rtc.rtpsend:LeanSender.send_encoded", "SEND", "-"),
+        Hop("rtc.dtls_srtp:DtlsSrtp.send_rtp", "SEND", "-"),
     ),
     "Meta → browser": (
-        Hop("rtc.rtprecv:LeanReceive.datagram", "UDP callback", "-"),
+        Hop("rtc.dtls_srtp:DtlsSrtp.datagram", "UDP callback", "-"),
+        Hop("rtc.rtp_session:RtpSession.receive_rtp", "UDP callback", "-"),
         Hop("rtc.uplink:Playout.packet", "UDP callback", "the receiver's reorder buffer"),
         Hop("rtc.uplink:Playout._tick", "RECEIVE", "-"),
         Hop("engines.cloudapi.channel:LegPort.received", "RECEIVE", "-"),
@@ -42,7 +45,8 @@ ROUTE: dict[str, tuple[Hop, ...]] = {
         Hop("media.bus:CallBus.push_downlink", "RECEIVE", "4 frames while mixing"),
         Hop("media.frames:DownlinkSink.take", "SEND", "3 frames (a late sender)"),
         Hop("rtc.tracks:OpusBusTrack.recv", "SEND", "-"),
-        Hop("rtc.rtpsend:LeanSender.send", "SEND", "-"),
+        Hop("rtc.rtpsend:LeanSender.send_encoded", "SEND", "-"),
+        Hop("rtc.dtls_srtp:DtlsSrtp.send_rtp", "SEND", "-"),
     ),
 }
 

@@ -1,24 +1,27 @@
 """The one seam between the bridge and aiortc's and aioice's internals.
 
-The bridge replaces parts of aiortc's media path (``rtc/rtpsend.py``, ``rtc/rtprecv.py``,
-``rtc/uplink.py``), hardens its transports (``rtc/guard.py``, ``rtc/dtls.py``) and pins aioice's
-sockets to a port range (``rtc/ice.py``), touching attributes neither library documents. They
-are all named here, and only here, so an aiortc upgrade is a change to this file (and the pin):
+aiortc and aioice give the bridge ICE, DTLS and the SRTP keys, nothing else: every leg's RTP
+and RTCP is its own (``rtc/rtp_session.py`` on ``rtc/dtls_srtp.py``; aiortc's sender and
+receiver never start). What the bridge still touches beyond their public API is named here,
+and only here, so an aiortc upgrade is a change to this file (and the pin):
+
+* ICE: the pinned port range and the host addresses (``rtc/ice.py``), the UDP guard and
+  aioice's datagram callback of one connection, its candidate pairs and its nominated pair
+  (``rtc/guard.py``, ``rtc/dtls_srtp.py``);
+* DTLS: the cipher list and the failure reasons (``rtc/dtls.py``), the transport's SRTP
+  sessions once its keys are set up (``rtc/dtls_srtp.py``).
 
 * :data:`REQUIRED`: every private function or attribute the bridge reads, writes or wraps, as
   the aiortc/aioice function whose code must still name it (an instance attribute exists only
   once ``__init__`` has run). :func:`verify` checks them all at import: a release that renames
   one fails at start with :class:`SeamError`, naming what is gone and :data:`SUPPORTED`.
 * :data:`ORIGINAL` (the libraries' own functions, for the wrappers) and :func:`patches` (every
-  process-wide patch, one table, applied by :func:`install`); then the per-object takeovers and
-  the accessors.
+  process-wide patch, one table, applied by :func:`install`); then the accessors.
 """
 
 from __future__ import annotations
 
-import asyncio
-import queue
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,28 +30,14 @@ import aioice.ice
 import aioice.turn
 import aiortc
 from aioice import stun
-from aiortc import RTCCertificate, RTCDtlsTransport, RTCIceTransport, RTCRtpReceiver, RTCRtpSender
-from aiortc.jitterbuffer import JitterBuffer
-from aiortc.rtcdtlstransport import RtpRouter, State
-from aiortc.rtp import HeaderExtensions, HeaderExtensionsMap, RtcpRrPacket
+from aiortc import RTCCertificate, RTCDtlsTransport, RTCIceTransport
+from aiortc.rtcdtlstransport import State
 
 # Taken from aiortc's and aioice's submodules by other modules (only through this one).
-__all__ = ["HeaderExtensions", "HeaderExtensionsMap", "RtcpRrPacket", "State", "stun"]
+__all__ = ["State", "stun"]
 
 SUPPORTED = {"aiortc": ">=1.16,<1.17", "aioice": ">=0.10"}
 """The versions this seam was written against (``pyproject.toml`` pins the same)."""
-
-_R, _S, _D = "_RTCRtpReceiver__", "_RTCRtpSender__", "_RTCDtlsTransport__"  # name mangling
-
-SENDER_FIELDS: tuple[str, ...] = ("rtp_started", "rtp_exited", "ntp_timestamp", "rtp_timestamp")
-SENDER_FIELDS += ("octet_count", "packet_count", "mid", "rtp_header_extensions_map", "track")
-"""``RTCRtpSender`` private attributes the lean sender reads or writes (name-mangled)."""
-RECEIVER_TABLES = ("codecs", "remote_streams", "active_ssrc")
-"""``RTCRtpReceiver`` private dicts the lean receive path reads and fills (name-mangled)."""
-DTLS_SEND = ("_state", "_tx_srtp", "transport", _D + "tx_bytes", _D + "tx_packets")
-DTLS_RECEIVE = ("_rx_srtp", "_rtp_router", _D + "rx_bytes", "transport")
-_RX = (_D + "rx_bytes", _D + "rx_packets")
-_TABLES = tuple(_R + name for name in RECEIVER_TABLES)
 
 
 class SeamError(RuntimeError):
@@ -87,32 +76,11 @@ REQUIRED: tuple[tuple[Any, str, tuple[str, ...]], ...] = (
     (aioice.turn, "create_turn_endpoint", ("asyncio", "get_running_loop")),
     (aioice.ice, "asyncio", ()),
     (aioice.turn, "asyncio", ()),
-    # rtc/rtprecv.py: the lean receive path
+    # rtc/dtls_srtp.py: the connection's datagrams, its nominated pair, DTLS's SRTP keys
     (aioice.ice.Connection, "data_received", ("_queue", "put_nowait")),
-    (RTCDtlsTransport, "_recv_next", ("_rx_srtp", "unprotect", "_handle_rtp_data", *_RX)),
-    (RTCDtlsTransport, "_handle_rtp_data", ("_rtp_router", "route_rtp")),
-    (RtpRouter, "route_rtp", ("ssrc_table", "payload_type_table")),
-    (RTCRtpReceiver, "_handle_rtp_packet", ("_enabled", "_data", *_TABLES)),
-    (
-        RTCRtpReceiver,
-        "_run_rtcp",
-        (_TABLES[1], "fraction_lost", "packets_lost", "max_seq", "jitter"),
-    ),
-    (RTCRtpReceiver, "receive", ("_register_rtp_receiver",)),
-    # rtc/uplink.py: the jitter buffer and decoder queue, the receiver reports
-    (RTCRtpReceiver, "__init__", (_R + "jitter_buffer", _R + "decoder_queue")),
-    (RTCRtpReceiver, "_send_rtcp", ()),
-    # rtc/rtpsend.py: the lean sender, its datagrams straight to the nominated pair's socket
     (aioice.ice.StunProtocol, "send_data", ("transport", "sendto")),
-    (RTCRtpSender, "send", ("_run_rtp",)),
-    (RTCRtpSender, "_run_rtp", ()),
-    (RTCRtpSender, "_run_rtcp", tuple(_S + n for n in SENDER_FIELDS[2:6])),
-    (RTCRtpSender, "__init__", ("_ssrc", *(_S + n for n in SENDER_FIELDS if n != "track"))),
-    (RTCRtpSender, "stop", (_S + "rtp_started", _S + "rtp_exited")),
-    (RTCRtpSender, "_handle_rtcp_packet", ("reports",)),
-    (RTCDtlsTransport, "_send_rtp", ("_tx_srtp", "protect", "_send", "_state")),
-    (RTCDtlsTransport, "__init__", ("_state", "_tx_srtp", *DTLS_SEND[3:], *DTLS_RECEIVE[:3])),
-    (State, "CONNECTED", ()),
+    (RTCDtlsTransport, "__init__", ("_tx_srtp", "_rx_srtp")),
+    (RTCDtlsTransport, "_recv_next", ("_rx_srtp",)),
 )
 """``(owner, attribute, names its code must use)``: every private part the bridge touches."""
 
@@ -152,7 +120,6 @@ ORIGINAL = SimpleNamespace(
     turn_datagram_received=aioice.turn.TurnClientMixin.datagram_received,
     get_host_addresses=aioice.ice.get_host_addresses,
     get_component_candidates=aioice.ice.Connection.get_component_candidates,
-    run_rtp=RTCRtpSender._run_rtp,
 )
 """aiortc's and aioice's own functions, as imported (before any patch)."""
 
@@ -226,28 +193,6 @@ def give_back_datagrams(connection: Any) -> None:
 # -- DTLS and SRTP (aiortc's RTCDtlsTransport)
 
 
-def _require(obj: Any, names: tuple[str, ...], owner: str) -> None:
-    for name in names:
-        if not hasattr(obj, name):
-            raise _fail(f"{owner} has no {name.rpartition('__')[2] or name}")
-
-
-def require_dtls(dtls: Any, *, send: bool) -> None:
-    """Fail clearly if this DTLS transport lacks what the lean sender (``send``) or the lean
-    receive path uses."""
-    _require(dtls, DTLS_SEND if send else DTLS_RECEIVE, "RTCDtlsTransport")
-
-
-def swap_ssl(dtls: Any, ssl: Any) -> Any:
-    """Put ``ssl`` as the transport's ``SSL.Connection``; returns the one it had."""
-    old, dtls._ssl = dtls._ssl, ssl
-    return old
-
-
-def connected(dtls: Any) -> bool:
-    return dtls._state == State.CONNECTED
-
-
 def tx_srtp(dtls: Any) -> Any:
     """The outbound SRTP session (``None`` before DTLS has set up its keys)."""
     return dtls._tx_srtp
@@ -258,116 +203,12 @@ def rx_srtp(dtls: Any) -> Any:
     return dtls._rx_srtp
 
 
-def rtp_router(dtls: Any) -> Any:
-    return dtls._rtp_router
+def swap_ssl(dtls: Any, ssl: Any) -> Any:
+    """Put ``ssl`` as the transport's ``SSL.Connection``; returns the one it had."""
+    old, dtls._ssl = dtls._ssl, ssl
+    return old
 
 
 def nominated_pairs(dtls: Any) -> dict[int, Any]:
     """The nominated pair of each component of the ICE connection under DTLS."""
     return dtls.transport._connection._nominated
-
-
-def count_sent(dtls: Any, nbytes: int) -> None:
-    """One datagram sent, in the transport's counters (``getStats``' transport entry)."""
-    dtls._RTCDtlsTransport__tx_bytes += nbytes
-    dtls._RTCDtlsTransport__tx_packets += 1
-
-
-def count_received(dtls: Any, nbytes: int) -> None:
-    dtls._RTCDtlsTransport__rx_bytes += nbytes
-    dtls._RTCDtlsTransport__rx_packets += 1
-
-
-def rtp_data_handler(dtls: Any) -> Callable[..., Awaitable[None]]:
-    """This transport's RTP routing step (``_handle_rtp_data(data, arrival_time_ms)``)."""
-    return dtls._handle_rtp_data
-
-
-def set_rtp_data_handler(dtls: Any, handler: Callable[..., Awaitable[None]]) -> None:
-    """Route this transport's RTP through ``handler`` (which calls the previous one)."""
-    dtls._handle_rtp_data = handler
-
-
-# -- the receiver (aiortc's RTCRtpReceiver)
-
-
-def receiver_tables(receiver: Any) -> tuple[dict[int, Any], dict[int, Any], dict[int, Any]]:
-    """The receiver's codecs, RTCP statistics per SSRC and active-SSRC table."""
-    tables = [getattr(receiver, _R + name, None) for name in RECEIVER_TABLES]
-    for name, table in zip(RECEIVER_TABLES, tables, strict=True):
-        if not isinstance(table, dict):
-            raise _fail(f"RTCRtpReceiver has no {name}")
-    return tables[0], tables[1], tables[2]  # type: ignore[return-value]
-
-
-def receiver_enabled(receiver: Any) -> bool:
-    return receiver._enabled
-
-
-def rtp_payload(packet: Any) -> bytes:
-    """A packet's depayloaded data, as aiortc hands it to its jitter buffer."""
-    return packet._data
-
-
-def take_jitter_buffer(receiver: Any, buffer: Any, decoder_queue: Any) -> None:
-    """Put ``buffer`` where the receiver's jitter buffer was and ``decoder_queue`` where its
-    decoder queue was (before the receiver starts)."""
-    jitter, decoder = (getattr(receiver, _R + n, None) for n in ("jitter_buffer", "decoder_queue"))
-    if not isinstance(jitter, JitterBuffer) or not isinstance(decoder, queue.Queue):
-        raise _fail("RTCRtpReceiver's jitter buffer or decoder queue changed")
-    setattr(receiver, _R + "jitter_buffer", buffer)
-    setattr(receiver, _R + "decoder_queue", decoder_queue)
-
-
-def wrap_send_rtcp(receiver: Any, wrap: Callable[[Any], Any]) -> None:
-    """Put ``wrap(original)`` in front of this receiver's RTCP sending (``_send_rtcp``)."""
-    send = getattr(receiver, "_send_rtcp", None)
-    if send is None or not asyncio.iscoroutinefunction(send):
-        raise _fail("RTCRtpReceiver has no _send_rtcp coroutine")
-    receiver._send_rtcp = wrap(send)
-
-
-# -- the sender (aiortc's RTCRtpSender)
-
-
-def require_sender(sender: Any) -> int:
-    """Fail clearly if this sender lacks what the lean sender uses; its SSRC."""
-    _require(sender, ("_ssrc", *(_S + n for n in SENDER_FIELDS)), "RTCRtpSender")
-    return sender._ssrc
-
-
-def take_rtp_loop(sender: Any, run: Callable[[Any], Any]) -> None:
-    """Run ``run(codec)`` as this sender's RTP task in place of aiortc's ``_run_rtp``."""
-    sender._run_rtp = run
-
-
-def watch_reports(sender: Any, on_block: Callable[[Any], None]) -> None:
-    """Each RTCP report block (SR/RR) the sender gets goes to ``on_block``, then to aiortc."""
-    handle = sender._handle_rtcp_packet
-
-    async def handle_rtcp_packet(packet: Any) -> None:
-        for block in getattr(packet, "reports", ()):
-            on_block(block)
-        await handle(packet)
-
-    sender._handle_rtcp_packet = handle_rtcp_packet
-
-
-def sender_events(sender: Any) -> tuple[asyncio.Event, asyncio.Event]:
-    """The sender's ``rtp_started`` and ``rtp_exited`` events (``stop`` waits on both)."""
-    return getattr(sender, _S + "rtp_started"), getattr(sender, _S + "rtp_exited")
-
-
-def sender_header(sender: Any) -> tuple[Any, str | None]:
-    """The sender's header extensions map and its ``mid``."""
-    return getattr(sender, _S + "rtp_header_extensions_map"), getattr(sender, _S + "mid")
-
-
-def report_sent(sender: Any, packets: int, octets: int, ntp: int | None, rtp: int | None) -> None:
-    """What aiortc's ``_run_rtcp`` writes its sender reports from: packet and octet counts,
-    and (``ntp``/``rtp`` not ``None``) the time pair of the newest audio packet."""
-    sender._RTCRtpSender__packet_count = packets
-    sender._RTCRtpSender__octet_count = octets
-    if ntp is not None:
-        sender._RTCRtpSender__ntp_timestamp = ntp
-        sender._RTCRtpSender__rtp_timestamp = rtp

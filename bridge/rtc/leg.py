@@ -14,8 +14,11 @@ share lives here:
   ``bridge_webrtc_failures_total``;
 * **close**: idempotent, concurrent callers share one teardown, children in reverse order of
   creation, aiortc's and aioice's objects released at once (:mod:`.release`);
-* **stats**: RTP/RTCP samples (:mod:`.quality`), the receiver's W3C counters; the
-  far end's loss reports go to the encoder as they arrive (``rtc/protection.py``).
+* **media**: the leg's own RTP session (:mod:`.rtp_session`: RTP and RTCP both ways, the
+  receiver statistics) on its ICE connection with the keys DTLS set up (:mod:`.dtls_srtp`:
+  aiortc's sender and receiver never start);
+* **stats**: RTP/RTCP samples of that session (:mod:`.quality`), the receiver's W3C counters;
+  the far end's loss reports go to the encoder as they arrive (``rtc/protection.py``).
 
 A subclass adds only what is its own (a browser's offer/answer, participants, RED and key
 presses; Meta's SDP rules and DTMF for the WhatsApp side) and its hooks:
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -38,17 +42,19 @@ from ..audio.receiver import ReceiverStats
 from ..config import IceSettings
 from ..media import BusStats, LevelMeter
 from ..tasks import TaskSet
-from . import aiortc_seam, counters, rtprecv, rtpsend
+from . import aiortc_seam, counters, rtpsend
 from .dtls import diagnose
+from .dtls_srtp import DtlsSrtp
 from .ice import advertise_public_ip, server_rtc_configuration
 from .passthrough import PassThrough
 from .ports import port_scope
-from .quality import Quality, account_concealment, sample_peer_quality
-from .red import RedStats, hook_red
+from .quality import Quality, account_concealment, sample
+from .red import RedStats
 from .release import release_peer_connection
-from .rfc4733 import DtmfDetector, hook_receive
+from .rfc4733 import DtmfDetector
+from .rtp_session import RtpSession
 from .tracks import BusAudioTrack, OpusBusTrack
-from .uplink import Playout, report_loss_beyond, take_over_receiver
+from .uplink import Playout
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +122,16 @@ class PeerLeg:
         self.last: Quality | None = None
         self.mos: float | None = None
         self._track: OpusBusTrack | BusAudioTrack | None = None
+        self.session = RtpSession(secrets.randbits(32), f"bridge-{secrets.token_hex(6)}")
+        """The leg's RTP session: RTP and RTCP both ways (``rtp_session.py``)."""
+        self._wire: DtlsSrtp | None = None
+        """The session on the ICE connection, with DTLS's keys (``dtls_srtp.py``)."""
         self._lean: rtpsend.LeanSender | None = None
-        """The bridge's own packetise -> SRTP -> send for its Opus track (``rtpsend.py``): the
-        one owner of the stream's sequence numbers (encoded, forwarded and DTMF packets)."""
+        """The sender playing its Opus track (``rtpsend.py``), numbered on the session's
+        stream: the one owner of its sequence numbers (encoded, forwarded and DTMF packets)."""
         self._playout: Playout | None = None
-        self._lean_rx: rtprecv.LeanReceive | None = None
-        """The bridge's own datagram -> SRTP unprotect -> receiver for its Opus packets
-        (``rtprecv.py``); aiortc's path (with the RED and RFC 4733 hooks) takes the rest."""
         self._loss_beyond: Callable[[], float] = _no_loss
+        self.session.loss_beyond = lambda: self._loss_beyond()
         self._tasks = TaskSet(tasks)
         self._close_lock = asyncio.Lock()
         self._closed = False
@@ -149,18 +157,18 @@ class PeerLeg:
         on_frame: Callable[[Pcm], None],
         stats: BusStats,
     ) -> Playout:
-        """The sender plays ``track``; what arrives goes through the bridge's receiver (instead
-        of aiortc's jitter buffer and decoder thread: see ``uplink.py``) to ``on_frame``, one
-        16 kHz frame every 20 ms, counted in ``stats``."""
+        """The session's sender plays ``track``; what arrives goes through the bridge's
+        receiver (``uplink.py``) to ``on_frame``, one 16 kHz frame every 20 ms, counted in
+        ``stats``. Before negotiation ends (aiortc starts the transceiver then)."""
         self._track = track
-        transceiver.sender.replaceTrack(track)
+        transceiver.sender.replaceTrack(track)  # the SDP's msid (aiortc's sender never runs)
+        self._playout = Playout(on_frame, stats, self._tasks)
+        self.session.playout = self._playout
+        self._wire = DtlsSrtp(self.session, transceiver, self._tasks, self.name)
         if isinstance(track, OpusBusTrack):  # our Opus: our packetise -> SRTP -> send
-            self._lean = rtpsend.install(transceiver.sender)
+            self._lean = self._wire.play(track)
             # The far end's loss, report by report, to the encoder (rtc/protection.py).
-            self._lean.on_report = track.far_end_report
-        self._playout = take_over_receiver(transceiver.receiver, on_frame, stats, self._tasks)
-        self._lean_rx = rtprecv.install(transceiver.receiver, self._playout)
-        report_loss_beyond(transceiver.receiver, lambda: self._loss_beyond())
+            self.session.on_report = track.far_end_report
         transceiver.direction = "sendrecv"
         return self._playout
 
@@ -168,12 +176,8 @@ class PeerLeg:
         self, transceiver: RTCRtpTransceiver, red: int, opus: int, stats: RedStats
     ) -> None:
         """Take RED (RFC 2198) packets of payload type ``red`` over ``opus``: the redundant
-        blocks to the receiver, the primary as Opus (``rtc/red.py``); after
-        :meth:`start_media`."""
-        assert self._playout is not None
-        hook_red(transceiver.receiver.transport, red, opus, self._playout.redundant, stats)
-        if self._lean_rx is not None:
-            self._lean_rx.take_red(red, opus, stats)
+        blocks to the receiver, the primary as Opus (``rtc/red.py``)."""
+        self.session.take_red(red, opus, stats)
 
     def receive_dtmf(
         self,
@@ -183,9 +187,7 @@ class PeerLeg:
     ) -> None:
         """Take telephone-event (RFC 4733) packets of ``payload_type()`` (read per packet)
         into ``detector`` (``rtc/rfc4733.py``)."""
-        hook_receive(transceiver.receiver.transport, payload_type, detector)
-        if self._lean_rx is not None:
-            self._lean_rx.take_dtmf(payload_type, detector)
+        self.session.take_dtmf(payload_type, detector)
 
     def advertise(self, sdp: str) -> str:
         """``sdp`` with the bridge's public address in its candidates (1:1 NAT)."""
@@ -305,7 +307,7 @@ class PeerLeg:
 
     @property
     def octets_sent(self) -> int | None:
-        """Payload octets sent on its Opus stream (the lean sender's count, RFC 3550 §6.4.1);
+        """Payload octets sent on its Opus stream (the session's count, RFC 3550 §6.4.1);
         ``None`` where aiortc sends (``BRIDGE_OPUS_DIRECT`` off)."""
         return self._lean.stream.octets if self._lean is not None else None
 
@@ -317,11 +319,13 @@ class PeerLeg:
         return round((self.connected_at - self.created_at) * 1000, 1)
 
     async def sample_quality(self) -> Quality | None:
-        """Read aiortc's RTP/RTCP statistics while connected; returns the change since the
+        """Read the session's RTP/RTCP counters while connected; returns the change since the
         last sample. (The encoder hears the far end's loss report by report: ``start_media``.)"""
         if self._closed or self.state != "connected":
             return None
-        self.totals, delta = await sample_peer_quality(self.pc, self.totals)
+        now = self.session.quality()
+        delta = sample(now, self.totals)
+        self.totals = now
         if self._playout is not None:
             account_concealment(delta, self._playout)
         self.last = delta
@@ -347,7 +351,8 @@ class PeerLeg:
     async def close(self) -> None:
         """Close the leg (idempotent; concurrent callers share one teardown): what the
         subclass attached, then in reverse order of creation the owned tasks, the track, the
-        peer connection (its aiortc/aioice objects released at once) and the receiver."""
+        session's wire (a last report with BYE), the peer connection (its aiortc/aioice
+        objects released at once) and the receiver."""
         async with self._close_lock:
             if self._closed:
                 return
@@ -356,6 +361,8 @@ class PeerLeg:
             await self._tasks.close()
             if self._track is not None:
                 self._track.stop()
+            if self._wire is not None:
+                self._wire.close()
             try:
                 await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT)
             except TimeoutError:
@@ -363,8 +370,6 @@ class PeerLeg:
             else:
                 # Free it (and the codec threads it owns) now, not at the next gc run.
                 await release_peer_connection(self.pc, RELEASE_WAIT)
-            if self._lean_rx is not None:
-                self._lean_rx.detach()
             if self._playout is not None:
                 self._playout.stop()
             self._set_state("closed")

@@ -1,5 +1,5 @@
-"""A peer connection's RTP/RTCP quality: one :class:`Quality` sample (the change since the
-previous one) read from aiortc's ``getStats()``, with the audio the receiver had to conceal
+"""A leg's RTP/RTCP quality: one :class:`Quality` sample (the change since the previous one)
+of its RTP session's counters, with the audio the receiver had to conceal
 (what the MOS estimate and the quality bands count)."""
 
 from __future__ import annotations
@@ -7,12 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aiortc import RTCPeerConnection
-
 from .uplink import Playout
 
 OPUS_CLOCK = 48_000
-"""RTP clock rate of Opus (RFC 7587): aiortc reports jitter in these units."""
+"""RTP clock rate of Opus (RFC 7587): jitter is counted in these units."""
 
 
 @dataclass
@@ -67,32 +65,18 @@ def change(now: Quality, prev: Quality) -> Quality:
     )
 
 
-async def sample_peer_quality(pc: RTCPeerConnection, prev: Quality) -> tuple[Quality, Quality]:
-    """A peer connection's RTP/RTCP statistics now (cumulative) and their change since ``prev``.
-
-    ``uplink`` is what the bridge receives on this peer connection, ``downlink`` what it sends
-    (as the far end's RTCP receiver reports tell it)."""
-    report = await pc.getStats()
-    now = Quality()
-    for stat in report.values():
-        kind = getattr(stat, "type", "")
-        if kind == "inbound-rtp":
-            now.uplink_packets += stat.packetsReceived or 0
-            now.uplink_lost += max(0, stat.packetsLost or 0)
-            now.uplink_jitter_s = max(now.uplink_jitter_s, (stat.jitter or 0) / OPUS_CLOCK)
-        elif kind == "remote-inbound-rtp":
-            now.downlink_packets += stat.packetsReceived or 0
-            now.downlink_lost += max(0, stat.packetsLost or 0)
-            now.downlink_jitter_s = (stat.jitter or 0) / OPUS_CLOCK
-            if stat.roundTripTime is not None:
-                now.rtt_s = float(stat.roundTripTime)
+def sample(now: Quality, prev: Quality) -> Quality:
+    """The change of a leg's cumulative counters (``rtc/rtp_session.py`` ``quality()``) from
+    ``prev`` to ``now``, with the loss fraction of either direction (the larger): ``uplink``
+    is what the bridge receives on the leg, ``downlink`` what it sends (as the far end's
+    receiver reports tell it)."""
     delta = change(now, prev)
     up = delta.uplink_packets + delta.uplink_lost
     down = delta.downlink_packets + delta.downlink_lost
     delta.loss_fraction = max(
         delta.uplink_lost / up if up else 0.0, delta.downlink_lost / down if down else 0.0
     )
-    return now, delta
+    return delta
 
 
 def account_concealment(delta: Quality, playout: Playout) -> None:

@@ -4,9 +4,8 @@ Chromium offers ``red/48000/2`` carrying Opus (``a=fmtp:<red> <opus>/<opus>``); 
 RED first, it sends every Opus frame twice, the second time inside the next packet, so a
 single lost packet costs nothing and a burst of two costs one frame — better than in-band FEC,
 which only rebuilds a lower-quality copy. aiortc knows no RED, so the answer is rewritten here,
-and the leg's receive path (``rtc/rtprecv.py``; or, for a packet left to aiortc, a hook on the
-session's ``RTCDtlsTransport`` before aiortc routes it) splits RED packets: the primary block
-goes on as a plain Opus packet (counted in aiortc's RTCP statistics, so the loss reports the
+and the leg's RTP session (``rtc/rtp_session.py``) splits RED packets: the primary block goes
+on as a plain Opus packet (counted in the session's RTCP statistics, so the loss reports the
 browser gets stay right), the redundant block goes straight to the leg's receiver
 (``audio/receiver.py``), which uses it only for a frame it has not got.
 
@@ -20,11 +19,6 @@ so NetEq takes either, and RED costs nothing until a loss is reported.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from typing import Any
-
-from . import aiortc_seam as seam
-from .rfc4733 import is_rtcp
 
 
 def _lines(sdp: str) -> list[str]:
@@ -145,49 +139,7 @@ class RedWrapper:
         return out, self.red
 
 
-def _payload_start(data: bytes) -> int | None:
-    """Where an RTP packet's payload begins (after CSRCs and the header extension)."""
-    n = 12 + 4 * (data[0] & 0x0F)
-    if data[0] & 0x10:
-        if len(data) < n + 4:
-            return None
-        n += 4 + 4 * int.from_bytes(data[n + 2 : n + 4], "big")
-    return n if n <= len(data) else None
-
-
 class RedStats:
     def __init__(self) -> None:
         self.packets = 0
         self.malformed = 0
-
-
-def hook_red(
-    dtls: Any,
-    red: int,
-    opus: int,
-    redundant: Callable[[int, bytes], None],
-    stats: RedStats,
-) -> None:
-    """Take RED packets (payload type ``red``) out before aiortc routes RTP on ``dtls``: the
-    primary goes on as an Opus packet, each redundant Opus block to ``redundant(timestamp,
-    payload)`` (module docstring)."""
-    original = seam.rtp_data_handler(dtls)
-
-    async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
-        if len(data) >= 12 and data[1] & 0x7F == red and not is_rtcp(data):
-            start = _payload_start(data)
-            blocks = split_red(data[start:]) if start is not None and not data[0] & 0x20 else None
-            if not blocks or blocks[-1][1] != opus:
-                stats.malformed += 1
-                return
-            stats.packets += 1
-            timestamp = int.from_bytes(data[4:8], "big")
-            for offset, pt, block in blocks[:-1]:
-                if pt == opus and block:
-                    redundant((timestamp - offset) & 0xFFFFFFFF, block)
-            # The same packet with the primary block as its payload, as plain Opus: the
-            # header (extensions included) stays byte for byte, only the payload type changes.
-            data = bytes([data[0], (data[1] & 0x80) | opus]) + data[2:start] + blocks[-1][2]
-        await original(data, arrival_time_ms=arrival_time_ms)
-
-    seam.set_rtp_data_handler(dtls, handle_rtp_data)

@@ -1,10 +1,6 @@
-"""RFC 4733 ``telephone-event`` on an aiortc peer connection, both ways.
+"""RFC 4733 ``telephone-event`` on a leg's RTP session, both ways (aiortc has no such codec).
 
-aiortc has no telephone-event codec: its RTP router drops such packets, and it never sends
-them. Two small hooks on a peer connection's ``RTCDtlsTransport`` fill the gap:
-
-* the leg's receive path (``rtc/rtprecv.py``), and for a packet it leaves to aiortc
-  :func:`hook_receive` before aiortc's router, takes packets of the telephone-event payload
+* the leg's RTP session (``rtc/rtp_session.py``) takes packets of the telephone-event payload
   type and feeds them to a :class:`DtmfDetector` (one report per key press);
 * :class:`EventSender` writes telephone-event packets through the audio sender's own RTP
   stream (``rtc/rtpsend.py``), so they share the audio's SSRC and sequence space, and its
@@ -24,9 +20,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
-
-from . import aiortc_seam as seam
-from .packets import RtpPacket
 
 log = logging.getLogger(__name__)
 
@@ -76,30 +69,6 @@ class DtmfDetector:
         self._reported = True
         self.presses += 1
         self.on_digit(self._digit, round(self._duration * 1000 / self.clock_rate))
-
-
-def is_rtcp(data: bytes) -> bool:
-    return len(data) >= 2 and 192 <= data[1] <= 208
-
-
-def hook_receive(dtls: Any, payload_type: Callable[[], int | None], detector: DtmfDetector) -> None:
-    """Take telephone-event RTP (``payload_type()``, read per packet) out before aiortc routes
-    RTP on ``dtls`` (an ``RTCDtlsTransport``), into ``detector``."""
-    original = seam.rtp_data_handler(dtls)
-
-    async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
-        pt = payload_type()
-        if pt is not None and len(data) >= 12 and data[1] & 0x7F == pt and not is_rtcp(data):
-            try:
-                packet = RtpPacket.parse(data)
-            except ValueError:
-                detector.malformed += 1
-                return
-            detector.feed(packet.timestamp, packet.payload)
-            return
-        await original(data, arrival_time_ms=arrival_time_ms)
-
-    seam.set_rtp_data_handler(dtls, handle_rtp_data)
 
 
 def event_payload(event: int, end: bool, duration: int, volume: int = VOLUME) -> bytes:

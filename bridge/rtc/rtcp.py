@@ -1,4 +1,4 @@
-"""RFC 3550 reports for a leg that owns its RTP session (no aiortc under it: the SDES leg).
+"""RFC 3550 reports of one leg's RTP session (``rtc/rtp_session.py``): every leg owns its RTCP.
 
 :class:`RtcpReports` keeps both halves of the session's RTCP:
 
@@ -71,11 +71,14 @@ class RtcpReports:
         """Our latest audio packet left now with this (wire) RTP timestamp."""
         self._sent_pair = (time.time(), timestamp)
 
-    def compound(self, stream: RtpStream, *, bye: bool = False) -> bytes:
+    def compound(
+        self, stream: RtpStream, *, bye: bool = False, loss_at_least: float = 0.0
+    ) -> bytes:
         """The compound packet to send now: SR (or RR before we sent anything), SDES CNAME,
-        and BYE when ``bye``."""
+        and BYE when ``bye``; its fraction lost at least ``loss_at_least`` (see
+        ``rtc/rtp_session.py``: the loss of a hop beyond this one)."""
         now = time.time()
-        reports = self._report_blocks(now)
+        reports = self._report_blocks(now, min(255, int(max(0.0, loss_at_least) * 256)))
         first: SenderReport | ReceiverReport
         if self._sent_pair is not None:
             at, ts = self._sent_pair
@@ -92,7 +95,7 @@ class RtcpReports:
         self.sent += 1
         return out
 
-    def _report_blocks(self, now: float) -> list[ReportBlock]:
+    def _report_blocks(self, now: float, beyond: int = 0) -> list[ReportBlock]:
         s = self.stream
         if s is None or self.remote_ssrc is None or s.max_seq is None:
             return []
@@ -100,7 +103,7 @@ class RtcpReports:
         return [
             ReportBlock(
                 ssrc=self.remote_ssrc,
-                fraction_lost=s.fraction_lost,
+                fraction_lost=max(s.fraction_lost, beyond),
                 packets_lost=s.packets_lost,
                 highest_sequence=s.cycles + s.max_seq,
                 jitter=s.jitter,

@@ -7,46 +7,35 @@ negotiates, and the sender report's NTP time), sets the header extensions and se
 through ``HeaderExtensionsMap``, keeps the packet object in a NACK history (aiortc offers no
 NACK for audio), sets the marker bit on every packet, then awaits ``_send_rtp`` (SRTP, ICE).
 The bridge's audio senders (:class:`~bridge.rtc.tracks.OpusBusTrack`) already hold the finished
-Opus payload and its RTP time, so :class:`LeanSender` replaces that loop for them and keeps
-aiortc for ICE, DTLS, the session and RTCP:
+Opus payload and its RTP time, so every leg sends them itself (aiortc's sender never starts:
+``rtc/dtls_srtp.py``):
 
 * :class:`RtpStream` is one SSRC's packetiser and the one owner of its sequence numbers: the
   bridge's encoded packets, packets forwarded from another leg (``rtc/passthrough.py``, which
   keep the source's gaps) and RFC 4733 events (``rtc/rfc4733.py``) all take their numbers
   here. It builds the 12-byte header with ``struct`` and appends the header extension block,
-  built once at start (the ``mid`` aiortc would send: constant for the stream). The marker bit
+  built once at start (the ``mid``, RFC 8843: constant for the stream). The marker bit
   follows RFC 3551 §4.1 / RFC 7587 §4.1: set on the first packet of the stream and on the first
   packet of a talkspurt (RTP time moved on by more than a frame with no sequence gap: the
   sender sent nothing meanwhile), clear otherwise; events set it themselves (RFC 4733 §2.5.1).
-* :class:`LeanSender` runs the loop in place of aiortc's ``_run_rtp`` (an instance attribute,
-  so only that sender is affected): ``track.recv()`` → :meth:`RtpStream.packetise` →
-  ``RTCDtlsTransport._tx_srtp.protect`` → the ICE transport's ``_send``. After each packet it
-  writes the counters aiortc's own ``_run_rtcp`` builds its sender reports from (packet and
-  octet counts, and the NTP/RTP time pair of the latest audio packet: RFC 3550 §6.4.1), so the
-  reports, ``getStats`` and the round-trip time stay aiortc's and stay right. Events count as
-  packets and octets but never move the time pair: their RTP time is the event's start.
-  It also hands each receiver report block about its stream to ``on_report`` as the report
-  arrives (before aiortc's own handling), so the encoder's protection follows the far end's
-  loss at once rather than at the next statistics sample (``rtc/protection.py``).
-
-Everything of aiortc's used here is reached through ``rtc/aiortc_seam.py``, which checks it at
-import (and again per sender), so an aiortc release that renames it fails loudly instead of
-sending nothing.
+* :class:`LeanSender` plays the track: ``track.recv()`` → :meth:`RtpStream.packetise` → the
+  leg's wire (``rtc/dtls_srtp.py``: SRTP protect, the nominated ICE pair's socket). The time
+  pair of the newest audio packet goes to the session's sender reports (RFC 3550 §6.4.1);
+  events count as packets and octets but never move it: their RTP time is the event's start.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import struct
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiortc import MediaStreamError, RTCRtpSender
+from aiortc import MediaStreamError
 
-from . import aiortc_seam as seam
+if TYPE_CHECKING:
+    from .rtp_session import RtpSession
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +44,6 @@ _NTP_EPOCH = 2_208_988_800
 """Seconds from the NTP epoch (1900) to the Unix epoch (1970)."""
 OPUS_FRAME_TICKS = 960
 """20 ms on Opus' 48 kHz RTP clock (RFC 7587 §4.1)."""
-
-SENDER_FIELDS = seam.SENDER_FIELDS
 
 
 def random_sequence_number() -> int:
@@ -70,15 +57,16 @@ def ntp_time(unix: float) -> int:
     return int((unix + _NTP_EPOCH) * 4294967296.0)
 
 
-def header_extension(extensions_map: seam.HeaderExtensionsMap, mid: str | None) -> bytes:
-    """The header extension block aiortc writes on audio (the ``mid``, when negotiated):
-    profile, length and elements, ready to follow the fixed header; ``b""`` when none."""
-    values = seam.HeaderExtensions()
-    values.mid = mid
-    profile, value = extensions_map.set(values)
-    if not value:
+def mid_extension(ext_id: int, mid: str | None) -> bytes:
+    """The header extension block carrying the ``mid`` (RFC 8843 §15.1) in RFC 8285's one-byte
+    form (profile ``0xBEDE``, length in words, ``id << 4 | len - 1``, the value, zero padding),
+    ready to follow the fixed header; ``b""`` with no ``mid`` or one the form cannot carry."""
+    value = (mid or "").encode()
+    if not value or len(value) > 16 or not 1 <= ext_id <= 14:
         return b""
-    return struct.pack("!HH", profile, len(value) >> 2) + value
+    element = bytes([(ext_id << 4) | (len(value) - 1)]) + value
+    element += bytes(-len(element) % 4)
+    return struct.pack("!HH", 0xBEDE, len(element) >> 2) + element
 
 
 class RtpStream:
@@ -167,63 +155,32 @@ class RtpStream:
 
 
 class LeanSender:
-    """Sends an audio ``RTCRtpSender``'s track through an :class:`RtpStream` in place of
-    aiortc's ``_run_rtp`` (module docstring). Install before the connection starts the sender
-    (i.e. before negotiation completes); the track's ``recv()`` must return pre-encoded
-    packets with ``data`` (Opus), ``pts`` (48 kHz RTP time from 0) and ``seq`` (``None``, or
-    the stream sequence number a forwarded packet was mapped to)."""
+    """Plays an :class:`~bridge.rtc.tracks.OpusBusTrack` into one leg's RTP session (module
+    docstring): each packet numbered on the session's :class:`RtpStream` and handed as
+    plaintext to ``send_rtp`` (the leg's wire: protect and send; ``ConnectionError`` while it
+    cannot). The track's ``recv()`` returns pre-encoded packets with ``data`` (Opus), ``pts``
+    (48 kHz RTP time from 0) and ``seq`` (``None``, or the stream sequence number a forwarded
+    packet was mapped to)."""
 
-    def __init__(self, sender: RTCRtpSender) -> None:
-        ssrc = seam.require_sender(sender)
-        self.sender: Any = sender
-        self.stream = RtpStream(ssrc)
-        self.dtls: Any = None
-        self._send: Any = None
+    def __init__(self, session: RtpSession, send_rtp: Callable[[bytes], None]) -> None:
+        self.session = session
+        self.stream = session.stream
+        self.send_rtp = send_rtp
         self.running = False
-        seam.take_rtp_loop(sender, self._run)
-        self.on_report: Callable[[float], None] | None = None
-        """Called with the loss fraction of each receiver report block about this stream."""
+        """Whether it sends now (its transport up): forwarding starts only then."""
 
-        def on_block(block: Any) -> None:
-            if self.on_report is not None and block.ssrc == ssrc:
-                self.on_report(block.fraction_lost / 256)  # 8-bit fixed point
-
-        seam.watch_reports(sender, on_block)
-
-    async def _run(self, codec: Any) -> None:
-        """aiortc's ``RTCRtpSender.send`` starts this as the sender's RTP task."""
-        sender = self.sender
-        if codec.mimeType.lower() != "audio/opus":
-            log.error("lean RTP sender: negotiated %s, not Opus; aiortc sends", codec.mimeType)
-            await seam.ORIGINAL.run_rtp(sender, codec)
-            return
-        # aiortc's stop() waits for both events: set them whatever happens below.
-        started, exited = seam.sender_events(sender)
-        started.set()
-        track = None
+    async def run(self, track: Any) -> None:
+        """The sender's task: the track's packets, as it paces them, until the track ends or
+        the transport goes."""
+        self.running = True
         try:
-            self.stream.payload_type = codec.payloadType
-            self.stream.extension = header_extension(*seam.sender_header(sender))
-            dtls = sender.transport
-            seam.require_dtls(dtls, send=True)
-            self.dtls = dtls
-            self._send = datagram_sender(dtls)
-            self.running = True
             while True:
-                track = sender.track
-                if track is None:
-                    await asyncio.sleep(0.02)
-                    continue
                 self.send_encoded(await track.recv())
-        except (asyncio.CancelledError, ConnectionError, MediaStreamError):
+        except (ConnectionError, MediaStreamError):
             pass
-        except Exception:  # loudly, but aiortc's stop() must still find rtp_exited set
-            log.exception("lean RTP sender failed")
         finally:
             self.running = False
-            if track is not None:
-                track.stop()
-            exited.set()
+            track.stop()
 
     def send_encoded(self, packet: Any) -> None:
         """One packet of the track (``rtc/tracks.py``'s ``EncodedPacket``: encoded here, or
@@ -237,8 +194,7 @@ class LeanSender:
         )
 
     async def send(self, *args: Any, **kwargs: Any) -> None:
-        """:meth:`send_now` for the sender's own task and the RFC 4733 sender, which await
-        their sends (the SDES leg's sender is a coroutine)."""
+        """:meth:`send_now` for the RFC 4733 sender, which awaits its sends."""
         self.send_now(*args, **kwargs)
 
     def send_now(
@@ -251,46 +207,14 @@ class LeanSender:
         payload_type: int | None = None,
         audio_type: int | None = None,
     ) -> None:
-        """Packetise, protect and send one packet of this stream (see
-        :meth:`RtpStream.packetise`), from the sender's task or a plain callback (a parked
-        leg's keepalive: no task to wake); ``ConnectionError`` when DTLS is not (or no
-        longer) connected."""
-        dtls = self.dtls
-        if dtls is None or not seam.connected(dtls):
-            raise ConnectionError("Cannot send encrypted RTP, not connected")
-        stream = self.stream
-        data = seam.tx_srtp(dtls).protect(
-            stream.packetise(
+        """Packetise and send one packet of this stream (see :meth:`RtpStream.packetise`),
+        from the sender's task or a plain callback (a forwarded packet, a parked leg's
+        keepalive: no task to wake); ``ConnectionError`` when the wire is not (or no longer)
+        up."""
+        self.send_rtp(
+            self.stream.packetise(
                 payload, pts, seq, marker=marker, payload_type=payload_type, audio_type=audio_type
             )
         )
-        self._send(data)
-        seam.count_sent(dtls, len(data))
-        # What aiortc's _run_rtcp writes its sender reports from (and getStats reads).
-        if payload_type is None and stream.last_pts == pts & 0xFFFFFFFF:  # the newest audio
-            ntp, rtp = ntp_time(time.time()), (stream.last_pts + stream.origin) & 0xFFFFFFFF
-            seam.report_sent(self.sender, stream.packets, stream.octets, ntp, rtp)
-        else:
-            seam.report_sent(self.sender, stream.packets, stream.octets, None, None)
-
-
-def datagram_sender(dtls: Any) -> Callable[[bytes], None]:
-    """Sends a datagram on the nominated pair of the ICE connection under ``dtls``: what
-    aioice's ``Connection.sendto`` does through three coroutines a packet, to
-    ``StunProtocol.send_data`` (every aioice pair's protocol; a TURN pair's transport queues
-    the relayed send itself), as one call. ``ConnectionError`` with no pair, as aioice's."""
-    pairs = seam.nominated_pairs(dtls)
-
-    def send(data: bytes) -> None:
-        pair = pairs.get(1)
-        if pair is None:
-            raise ConnectionError("Cannot send data, not connected")
-        pair.protocol.transport.sendto(data, pair.remote_addr)
-
-    return send
-
-
-def install(sender: RTCRtpSender) -> LeanSender:
-    """Give an audio sender whose track sends pre-encoded Opus the lean path; the one hook
-    each WebRTC leg calls (``rtc/session.py``, ``engines/cloudapi/peer.py``)."""
-    return LeanSender(sender)
+        if payload_type is None:  # audio (an event's RTP time is its start: RFC 4733)
+            self.session.sent(pts)

@@ -1,26 +1,17 @@
-"""The receive path of every Opus leg, taken over from aiortc for quality and for speed.
+"""The receive path of every Opus leg: its receiver on the worker's media clock.
 
-aiortc hands each RTP frame to a decoder thread that decodes Opus to 48 kHz stereo and hops
-back to the event loop with ``run_coroutine_threadsafe`` for every frame; before that its
-jitter buffer holds frames until ``prefetch`` (4) later ones arrive, stalls after a lost packet
-until 16 later packets have come, and neither uses Opus' in-band FEC nor conceals a loss. Two
-stand-ins, installed on an audio receiver by :func:`take_over_receiver`, replace both:
-
-* :class:`Playout` takes every packet, as it arrives, to the leg's
-  :class:`~bridge.audio.receiver.OpusReceiver` (reorder, FEC, concealment, adaptive delay: see
-  there): from the lean receive path (``rtc/rtprecv.py``), which unprotects and parses the
-  leg's Opus packets itself, or, for one left to aiortc's path, from :class:`ReceiverBuffer`,
-  which sits where aiortc's jitter buffer was and never releases a frame to aiortc's decoder.
-* :class:`Playout` sits where aiortc's decoder queue was. aiortc's idle decoder thread blocks in
-  its :meth:`~Playout.get` until the receiver stops, as it always did; meanwhile the worker's
-  one media clock (:class:`~bridge.media.clock.WorkerClock`, its receive phase) takes one
-  16 kHz frame from the receiver per tick and hands it on (to the call's conference for a
-  browser, to the engine channel for the Cloud API peer): a continuous stream while the
-  sender sends, decoded straight to 16 kHz by libopus in the event loop, no stereo decode, no
-  resampler, no thread hop per frame. Once
-  the sender has stopped (the receiver's outage: 200 ms of concealment with nothing coming)
-  nothing more is handed on until it sends again, as a browser that stops sending is heard
-  as nothing, not as an endless stream of silence frames.
+A leg's RTP session (``rtc/rtp_session.py``) hands each Opus packet, as it arrives, to the
+leg's :class:`Playout`, which puts it into the leg's
+:class:`~bridge.audio.receiver.OpusReceiver` (reorder, FEC, concealment, adaptive delay: see
+there); the worker's one media clock (:class:`~bridge.media.clock.WorkerClock`, its receive
+phase) takes one 16 kHz frame from the receiver per tick and hands it on (to the call's
+conference for a browser, to the bus's downlink for the Cloud API peer): a continuous stream
+while the sender sends, decoded straight to 16 kHz by libopus in the event loop. (aiortc's
+own receive path would decode to 48 kHz stereo in a thread, behind a jitter buffer that
+stalls after a loss and uses neither FEC nor concealment: it never starts, ``rtc/dtls_srtp.py``.)
+Once the sender has stopped (the receiver's outage: 200 ms of concealment with nothing coming)
+nothing more is handed on until it sends again, as a browser that stops sending is heard as
+nothing, not as an endless stream of silence frames.
 
 **An idle leg decodes nothing.** While a leg's packets are forwarded untouched to another leg
 (``rtc/passthrough.py``) and nothing else needs them decoded (``calls/forwarding.py`` decides:
@@ -29,22 +20,14 @@ only counts them (the reports' loss, jitter and bit rate stay) and keeps the las
 :data:`WARM_PACKETS`; the reports' level comes from a sample, a run of packets decoded once a
 second. The moment something asks for the audio, the next packet
 is decoded after those, so the decoder carries on from the sender's state with no seam.
-
-aiortc keeps both in private attributes of ``RTCRtpReceiver``, reached through
-``rtc/aiortc_seam.py``, which checks they exist, so a change in aiortc fails loudly rather
-than silently.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any
-
-from aiortc import RTCRtpReceiver
+from collections.abc import Callable
 
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
 from ..audio.opus import WARM_PACKETS, OpusError
@@ -53,7 +36,6 @@ from ..audio.receiver import OpusReceiver, ReceiverStats
 from ..media import BusStats, LevelMeter
 from ..media.clock import Phase, worker_clock
 from ..tasks import TaskSet
-from . import aiortc_seam as seam
 
 log = logging.getLogger(__name__)
 
@@ -72,27 +54,11 @@ def _ignore(pcm: Pcm) -> None:
     pass
 
 
-class ReceiverBuffer:
-    """Stands in for aiortc's audio ``JitterBuffer``: every packet goes to the leg's receiver;
-    nothing is released to aiortc's decoder (see the module docstring)."""
-
-    capacity = 16
-
-    def __init__(self, playout: Playout) -> None:
-        self.playout = playout
-
-    def add(self, packet: Any) -> tuple[bool, None]:
-        self.playout.packet(packet.sequence_number, packet.timestamp, seam.rtp_payload(packet))
-        return False, None
-
-
 class Playout:
     """One leg's receiver, and its tick on the worker's media clock that takes frames out.
 
-    Also stands in for aiortc's decoder queue (:meth:`put`/:meth:`get`), so aiortc's decoder
-    thread idles in :meth:`get` and exits at ``put(None)`` as it always did. The tick is
-    registered at the first packet (unless the leg's ``tasks`` are closed) and unregistered by
-    :meth:`stop` (or aiortc's ``put(None)``).
+    The tick is registered at the first packet (unless the leg's ``tasks`` are closed) and
+    unregistered by :meth:`stop`.
     """
 
     def __init__(self, on_frame: Callable[[Pcm], None], stats: BusStats, tasks: TaskSet) -> None:
@@ -102,7 +68,6 @@ class Playout:
         self._tasks = tasks
         self._unregister: Callable[[], None] | None = None
         self._stopped = False
-        self._stop: queue.Queue[None] = queue.Queue()
         self.frames = 0
         self._mirrored = (0, 0, 0, 0, 0, 0, 0, 0)
         self._conceal_mark = (0, 0)
@@ -286,50 +251,3 @@ class Playout:
         self.idle_meters = ()
         self._idle = False
         self._skipped.clear()
-
-    # -- aiortc's decoder queue
-    def put(self, task: tuple[Any, Any] | None) -> None:
-        if task is None:
-            self.stop()
-            self._stop.put(None)
-
-    def get(self) -> None:
-        """What aiortc's idle decoder thread blocks on; returns ``None`` at stop."""
-        return self._stop.get()
-
-
-def take_over_receiver(
-    receiver: RTCRtpReceiver, on_frame: Callable[[Pcm], None], stats: BusStats, tasks: TaskSet
-) -> Playout:
-    """Install :class:`ReceiverBuffer` and :class:`Playout` on an audio receiver.
-
-    Must run before the receiver starts (i.e. before the connection is up).
-    """
-    playout = Playout(on_frame, stats, tasks)
-    seam.take_jitter_buffer(receiver, ReceiverBuffer(playout), playout)
-    return playout
-
-
-def report_loss_beyond(receiver: RTCRtpReceiver, loss: Callable[[], float]) -> None:
-    """Report to this leg's sender at least ``loss()`` (a fraction) in the RTCP receiver
-    reports aiortc sends it, as well as the loss aiortc measured itself.
-
-    When this leg's packets are forwarded untouched to another leg (``rtc/passthrough.py``),
-    the sender's in-band FEC is all the far receiver gets: the sender must plan it for the loss
-    of both hops, and it learns of loss only from the fraction lost of our reports (RFC 3550
-    §6.4.2; libwebrtc's Opus sets its expected packet loss from it). So the report carries the
-    larger of the two. aiortc builds the reports in ``_run_rtcp`` and sends them through
-    ``_send_rtcp``; this wraps that method on this receiver alone and checks it exists, so a
-    change in aiortc fails loudly."""
-
-    def wrap(send: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
-        async def send_rtcp(packet: Any) -> None:
-            if isinstance(packet, seam.RtcpRrPacket):
-                beyond = min(255, int(max(0.0, loss()) * 256))
-                for report in packet.reports:
-                    report.fraction_lost = max(report.fraction_lost, beyond)
-            await send(packet)
-
-        return send_rtcp
-
-    seam.wrap_send_rtcp(receiver, wrap)

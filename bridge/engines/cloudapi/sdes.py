@@ -44,9 +44,9 @@ from ...rtc import counters
 from ...rtc.leg import Quality
 from ...rtc.passthrough import PassThrough
 from ...rtc.protection import LossProtection
+from ...rtc.quality import account_concealment, sample
 from ...rtc.rfc4733 import EventSender
-from ...rtc.rtcp import RtcpReports
-from ...rtc.rtpsend import RtpStream
+from ...rtc.rtp_session import RtpSession
 from ...rtc.sdes import Crypto, new_crypto, read_savp
 from ...rtc.srtpudp import SrtpSocket
 from ...rtc.tracks import EncodedPacket, OpusBusTrack
@@ -99,11 +99,14 @@ class SdesPeer(WhatsAppLeg):
         self.last: Quality | None = None
         self.totals = Quality()
         self._tasks = TaskSet(f"sdes-peer[{name}]")
-        self.socket = SrtpSocket(name, lambda rtp: sdes_rtp.receive_rtp(self, rtp), self._on_rtcp)
-        self.stream = RtpStream(secrets.randbits(32), OPUS_PT)
-        self.rtcp = RtcpReports(self.stream.ssrc, f"bridge-{secrets.token_hex(6)}")
+        self.socket = SrtpSocket(name, self._on_rtp, self._on_rtcp)
+        self.session = RtpSession(
+            secrets.randbits(32), f"bridge-{secrets.token_hex(6)}", opus_pt=OPUS_PT
+        )
+        """The leg's RTP session: RTP and RTCP both ways (``rtc/rtp_session.py``)."""
+        self.stream = self.session.stream
+        self.rtcp = self.session.reports
         self.crypto: Crypto | None = None
-        self.opus_pt = OPUS_PT
         self._track: OpusBusTrack | None = None
         self._open_shell(
             stats,
@@ -114,9 +117,19 @@ class SdesPeer(WhatsAppLeg):
             events=EventSender(sdes_rtp.StreamSender(self)),
         )
         self.playout = Playout(self._on_frame, self.rx, self._tasks)
+        self.session.playout = self.playout
+        self.session.take_dtmf(lambda: self.dtmf_pt, self.dtmf)
         self._close_lock = asyncio.Lock()
         self._closed = self._close_expected = False
-        self.unknown_payloads = 0
+
+    @property
+    def opus_pt(self) -> int:
+        """The Opus payload type both ways (Meta's)."""
+        return self.session.opus_pt
+
+    @opus_pt.setter
+    def opus_pt(self, pt: int) -> None:
+        self.session.opus_pt = pt
 
     # -- negotiation
     async def _open(self, remote_host: str | None) -> str:
@@ -179,6 +192,8 @@ class SdesPeer(WhatsAppLeg):
             fec=fec,
             protection=LossProtection(fec=fec, unknown=0),
         )
+        # Meta's loss, report by report, to the encoder (rtc/protection.py).
+        self.session.on_report = self._track.far_end_report
         self.state = "connecting"
         self.started_at = time.monotonic()
         self._tasks.spawn(self._send_media(self._track), "rtp-out")
@@ -226,8 +241,8 @@ class SdesPeer(WhatsAppLeg):
         self.socket.send_rtp(plain)
         if self.first_sent_at is None:
             self.first_sent_at = time.monotonic()
-        if payload_type is None and stream.last_pts == pts & 0xFFFFFFFF:
-            self.rtcp.sent_audio(stream.timestamp(pts))
+        if payload_type is None:
+            self.session.sent(pts)
 
     async def _reports(self) -> None:
         """RTCP every ``rtcp_interval`` (±50 %, RFC 3550 §6.2; the first after half of one),
@@ -236,7 +251,7 @@ class SdesPeer(WhatsAppLeg):
         while True:
             await asyncio.sleep(wait * random.uniform(0.5, 1.5))
             wait = self.rtcp_interval
-            self.socket.send_rtcp(self.rtcp.compound(self.stream))
+            self.socket.send_rtcp(self.session.report())
             self._watch()
 
     def _watch(self) -> None:
@@ -250,11 +265,16 @@ class SdesPeer(WhatsAppLeg):
             self.port.end(self._over())
 
     # -- receiving
+    def _on_rtp(self, plain: bytes) -> None:
+        """One RTP packet from Meta, authenticated: the first one connects the leg."""
+        if self.connected_at is None:
+            self.connected_at = time.monotonic()
+            if self.state == "connecting":
+                self.state = "connected"
+        self.session.receive_rtp(plain)
+
     def _on_rtcp(self, plain: bytes) -> None:
-        reports = self.rtcp.far_reports
-        self.rtcp.receive(plain)
-        if self._track is not None and self.rtcp.far_reports != reports:
-            self._track.far_end_report(self.rtcp.far.fraction_lost)
+        self.session.receive_rtcp(plain)
 
     # -- the pump's channel
     @property
@@ -282,7 +302,9 @@ class SdesPeer(WhatsAppLeg):
         self.playout.forward_to(offer, needs_pcm, meters)
 
     def report_loss_beyond(self, loss: Callable[[], float] | None) -> None:
-        """Accepted for the ``PeerLeg`` shape; our receiver reports carry our own loss."""
+        """While Meta's packets are forwarded untouched into another leg, our receiver
+        reports carry at least ``loss()``, the loss there (``rtc/rtp_session.py``)."""
+        self.session.loss_beyond = loss or (lambda: 0.0)
 
     def _dtmf_ready(self) -> bool:
         return self._track is not None  # negotiated: the stream has its payload types
@@ -297,7 +319,12 @@ class SdesPeer(WhatsAppLeg):
         to the encoder); ``None`` until media has come."""
         if self._closed or self.state != "connected":
             return None
-        return sdes_rtp.sample(self)
+        now = self.session.quality()
+        delta = sample(now, self.totals)
+        self.totals = now
+        account_concealment(delta, self.playout)
+        self.last = delta
+        return delta
 
     @property
     def timeline_stats(self) -> tuple[ReceiverStats | None, float | None]:
@@ -325,7 +352,7 @@ class SdesPeer(WhatsAppLeg):
             if self._track is not None:
                 self._track.stop()
                 if self.socket.ready:
-                    self.socket.send_rtcp(self.rtcp.compound(self.stream, bye=True))
+                    self.socket.send_rtcp(self.session.report(bye=True))
             self.socket.close()
             self.playout.stop()
             self.state = "closed"

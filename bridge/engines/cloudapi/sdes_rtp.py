@@ -1,47 +1,14 @@
-"""The SDES leg's packets and counters: Meta's decrypted RTP dispatched (Opus to the playout,
-RFC 4733 events to the detector), the stream RFC 4733 events are sent on, the RTP/RTCP quality
-sample (RFC 3550) and ``leg_json``."""
+"""The SDES leg's stream RFC 4733 events are sent on, and ``leg_json``."""
 
 from __future__ import annotations
 
-import struct
-import time
 from typing import TYPE_CHECKING, Any
 
-from ...rtc.leg import Quality, account_concealment
-from ...rtc.quality import change
 from ...rtc.rfc4733 import EventSender
-from ...rtc.rtprecv import payload_bounds
 from ...rtc.tracks import OpusBusTrack
 
 if TYPE_CHECKING:
     from .sdes import SdesPeer
-
-_HEADER = struct.Struct("!BBHII")
-
-
-def receive_rtp(peer: SdesPeer, plain: bytes) -> None:
-    """One RTP packet from Meta, decrypted: Opus to the playout, telephone-event to the
-    DTMF detector, anything else counted."""
-    bounds = payload_bounds(plain)
-    if bounds is None:
-        peer.socket.junk += 1
-        return
-    _, second, seq, timestamp, ssrc = _HEADER.unpack_from(plain)
-    pt = second & 0x7F
-    payload = plain[bounds[0] : bounds[1]]
-    if peer.connected_at is None:
-        peer.connected_at = time.monotonic()
-        if peer.state == "connecting":
-            peer.state = "connected"
-    if pt == peer.opus_pt:
-        peer.rtcp.received(ssrc, seq, timestamp)
-        peer.playout.packet(seq, timestamp, payload)
-    elif pt == peer.dtmf_pt:
-        peer.rtcp.received(ssrc, seq, timestamp, audio=False)
-        peer.dtmf.feed(timestamp, payload)
-    else:
-        peer.unknown_payloads += 1
 
 
 class StreamSender:
@@ -50,26 +17,6 @@ class StreamSender:
     def __init__(self, peer: SdesPeer) -> None:
         self.stream = peer.stream
         self.send = peer.send_packet
-
-
-def sample(peer: SdesPeer) -> Quality:
-    """The change of the leg's RTP/RTCP counters since its last sample."""
-    r, far = peer.rtcp, peer.rtcp.far
-    sent = (peer.stream.audio_packets - far.packets_lost) if r.far_reports else 0
-    now = Quality(
-        uplink_packets=r.packets_received,
-        uplink_lost=r.packets_lost,
-        uplink_jitter_s=r.jitter_s,
-        downlink_packets=max(0, sent),
-        downlink_lost=far.packets_lost,
-        downlink_jitter_s=far.jitter_s if r.far_reports else None,
-        rtt_s=far.rtt_s,
-    )
-    delta = change(now, peer.totals)
-    peer.totals = now
-    account_concealment(delta, peer.playout)
-    peer.last = delta
-    return delta
 
 
 def leg_json(

@@ -1,0 +1,230 @@
+"""The wire of a DTLS leg's RTP session: aiortc and aioice give ICE, DTLS and the SRTP keys;
+the bridge's :class:`~bridge.rtc.rtp_session.RtpSession` does the rest.
+
+An ``RTCPeerConnection`` still negotiates (SDP, ICE, the DTLS handshake), and starts each
+transceiver's ``RTCRtpSender`` and ``RTCRtpReceiver`` once DTLS is up, through their public
+``send(parameters)`` and ``receive(parameters)``. :class:`DtlsSrtp` takes those two calls on
+the leg's audio transceiver (instance attributes: only that sender and receiver), so aiortc's
+sender and receiver never start: no RTP or RTCP task, no jitter buffer, no decoder thread, no
+statistics of theirs. Instead:
+
+* **in** (:meth:`DtlsSrtp.datagram`, aioice's datagram callback of that connection alone):
+  RFC 7983 demultiplexing by the first byte. SRTP and SRTCP (128–191) are unprotected with
+  the keys DTLS set up and handed to the session synchronously, RTCP told apart by its packet
+  type (RFC 5761 §4: 192–223); everything else (DTLS records, 20–63) and anything before the
+  keys goes on to aioice's queue, for aiortc's DTLS transport, as before;
+* **out** (:meth:`DtlsSrtp.send_rtp`, :meth:`DtlsSrtp.send_rtcp`): protected and sent
+  straight to the nominated ICE pair's socket, one call (aioice's ``sendto`` is three
+  coroutines a packet); our RTCP every second on average (randomised ±50 %, as aiortc
+  did: RFC 3550 §6.2 allows a shorter interval than 5 s for a two-party session), a BYE at the
+  end;
+* the sender's task (``rtc/rtpsend.py`` ``LeanSender.run``) plays the leg's track, started
+  from ``send(parameters)`` with the SSRC, payload type and ``mid`` aiortc negotiated.
+
+A leg whose track aiortc encodes itself (``BRIDGE_OPUS_DIRECT`` off: ``BusAudioTrack``) keeps
+aiortc's sender; only its receive path and receiver reports are the session's.
+
+What of aiortc's and aioice's is used beyond their public API (the ICE connection, its
+nominated pair, the DTLS transport's SRTP sessions) is reached through
+``rtc/aiortc_seam.py``, which checks it at import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pylibsrtp
+
+from ..tasks import TaskSet
+from . import aiortc_seam as seam
+from .rtp_session import RtpSession
+from .rtpsend import LeanSender, mid_extension
+
+log = logging.getLogger(__name__)
+
+RTCP_INTERVAL = 1.0
+"""Mean seconds between our RTCP reports (randomised ±50 %, RFC 3550 §6.3.5)."""
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+
+
+class DtlsSrtp:
+    """The RTP session of one DTLS leg on its ICE connection (module docstring)."""
+
+    def __init__(self, session: RtpSession, transceiver: Any, tasks: TaskSet, name: str) -> None:
+        self.session = session
+        self.name = name
+        self.sender_track: Any = None
+        """The track our sender plays (``None``: aiortc's sender plays its own)."""
+        self.lean: LeanSender | None = None
+        self._tasks = tasks
+        self._dtls: Any = None
+        self._connection: Any = None
+        self._aioice: Callable[[bytes, int], None] | None = None
+        self._pairs: dict[int, Any] = {}
+        self._rtcp_started = False
+        self._closed = False
+        self.sent_packets = self.sent_bytes = 0
+        self.received_packets = self.received_bytes = 0
+        self.rtcp_sent = self.rtcp_received = 0
+        self.auth_failed = 0
+        """SRTP/SRTCP packets that failed authentication or replay protection (dropped)."""
+        sender, receiver = transceiver.sender, transceiver.receiver
+        aiortc_send = sender.send
+
+        async def send(parameters: Any) -> None:  # aiortc's RTCRtpSender.send, on this sender
+            self.session.set_ssrc(parameters.rtcp.ssrc)
+            if self.lean is None:
+                await aiortc_send(parameters)  # aiortc encodes and sends (module docstring)
+                return
+            self._start_sending(sender.transport, parameters)
+
+        async def receive(parameters: Any) -> None:  # aiortc's RTCRtpReceiver.receive
+            self._start_receiving(receiver.transport, parameters)
+
+        async def stop() -> None:  # aiortc's stop() of the receiver: it never started
+            pass
+
+        sender.send = send
+        receiver.receive = receive
+        receiver.stop = stop
+
+    def play(self, track: Any) -> LeanSender:
+        """Our sender plays ``track`` (pre-encoded Opus: ``rtc/tracks.py`` ``OpusBusTrack``)."""
+        self.sender_track = track
+        self.lean = LeanSender(self.session, self.send_rtp)
+        return self.lean
+
+    # -- starting (from aiortc's connect, once DTLS is up)
+    def _attach(self, dtls: Any) -> bool:
+        if self._dtls is not None:
+            return self._dtls is dtls
+        if self._closed:
+            return False
+        connection = seam.ice_connection(dtls.transport)
+        if connection is None:
+            raise seam.SeamError("aiortc's RTCIceTransport has no aioice connection")
+        aioice_path = seam.take_datagrams(connection, self.datagram)
+        if aioice_path is None:
+            log.warning("%s: the ICE connection's datagrams are taken already", self.name)
+            return False
+        self._dtls, self._connection, self._aioice = dtls, connection, aioice_path
+        self._pairs = seam.nominated_pairs(dtls)
+        return True
+
+    def _start_receiving(self, dtls: Any, parameters: Any) -> None:
+        if not self._attach(dtls):
+            return
+        opus = [c.payloadType for c in parameters.codecs if c.mimeType.lower() == "audio/opus"]
+        if opus:
+            self.session.opus_pt = opus[0]
+        else:
+            log.warning("%s: no Opus negotiated; its audio is not received", self.name)
+        self._start_reports()
+
+    def _start_sending(self, dtls: Any, parameters: Any) -> None:
+        if not self._attach(dtls) or self.lean is None or self.lean.running:
+            return
+        codec = parameters.codecs[0] if parameters.codecs else None
+        if codec is None or codec.mimeType.lower() != "audio/opus":
+            what = codec.mimeType if codec is not None else "nothing"
+            log.warning("%s: negotiated %s, not Opus: nothing is sent", self.name, what)
+            return
+        stream = self.session.stream
+        stream.payload_type = codec.payloadType
+        ids = [e.id for e in parameters.headerExtensions if e.uri == MID_URI]
+        stream.extension = mid_extension(ids[0], parameters.muxId) if ids else b""
+        self.lean.running = True
+        self._tasks.spawn(self.lean.run(self.sender_track), "rtp-send")
+        self._start_reports()
+
+    def _start_reports(self) -> None:
+        if not self._rtcp_started:
+            self._rtcp_started = True
+            self._tasks.spawn(self._reports(), "rtcp")
+
+    async def _reports(self) -> None:
+        """Our RTCP, every :data:`RTCP_INTERVAL` on average (±50 %)."""
+        while True:
+            await asyncio.sleep(RTCP_INTERVAL * (0.5 + random.random()))
+            try:
+                self.send_rtcp(self.session.report())
+            except ConnectionError:
+                return  # DTLS or ICE is gone: the leg is ending
+
+    # -- in
+    def datagram(self, data: bytes, component: int) -> None:
+        """aioice's ``Connection.data_received`` for this connection (the UDP guard let it
+        through): SRTP and SRTCP to the session, the rest to aioice's queue (aiortc's DTLS)."""
+        rx = seam.rx_srtp(self._dtls) if len(data) >= 12 and 127 < data[0] < 192 else None
+        if rx is None:
+            self._aioice(data, component)  # type: ignore[misc]
+            return
+        if 192 <= data[1] <= 223:  # RFC 5761 §4
+            try:
+                plain = rx.unprotect_rtcp(data)
+            except pylibsrtp.Error:
+                self.auth_failed += 1
+                return
+            self.rtcp_received += 1
+            try:
+                self.session.receive_rtcp(plain)
+            except Exception:  # a report we cannot read must not stop the leg
+                log.debug("%s: RTCP handling failed", self.name, exc_info=True)
+            return
+        try:
+            plain = rx.unprotect(data)
+        except pylibsrtp.Error as exc:
+            self.auth_failed += 1
+            log.debug("SRTP unprotect failed: %s", exc)
+            return
+        self.received_packets += 1
+        self.received_bytes += len(data)
+        self.session.receive_rtp(plain)
+
+    # -- out
+    def _protector(self) -> Any:
+        dtls = self._dtls
+        if dtls is None or self._closed or dtls.state != "connected":
+            raise ConnectionError("Cannot send encrypted RTP, not connected")
+        return seam.tx_srtp(dtls)
+
+    def _send(self, data: bytes) -> None:
+        pair = self._pairs.get(1)
+        if pair is None:
+            raise ConnectionError("Cannot send data, not connected")
+        pair.protocol.transport.sendto(data, pair.remote_addr)
+
+    def send_rtp(self, plain: bytes) -> None:
+        """Protect and send one RTP packet; ``ConnectionError`` when DTLS or ICE is not (or
+        no longer) up."""
+        data = self._protector().protect(plain)
+        self._send(data)
+        self.sent_packets += 1
+        self.sent_bytes += len(data)
+
+    def send_rtcp(self, plain: bytes) -> None:
+        """Protect (SRTCP) and send one compound RTCP packet."""
+        self._send(self._protector().protect_rtcp(plain))
+        self.rtcp_sent += 1
+
+    def close(self) -> None:
+        """A last report with BYE (RFC 3550 §6.6), then give the connection's datagrams back
+        (idempotent; the leg's tasks, the sender's among them, are closed by the leg)."""
+        if self._closed:
+            return
+        if self._rtcp_started:
+            try:
+                self.send_rtcp(self.session.report(bye=True))
+            except Exception:
+                pass
+        self._closed = True
+        if self.lean is not None:
+            self.lean.running = False
+        if self._connection is not None:
+            seam.give_back_datagrams(self._connection)
+        self._connection = self._aioice = None
+        self._pairs = {}
