@@ -1,6 +1,7 @@
-"""The lean RTP send path (rtc/rtpsend.py) against a real aiortc receiver over loopback
-DTLS-SRTP: it decodes the bridge's tone, sees one sequence with the key press in it, and the
-sender reports it receives count exactly the packets that came before them."""
+"""A leg's own RTP session sending (rtc/rtpsend.py on rtc/dtls_srtp.py) against a real aiortc
+receiver over loopback DTLS-SRTP: it decodes the bridge's tone, sees one sequence with the key
+press in it, and the sender reports it receives count exactly the packets that came before
+them."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket
 
 from bridge.audio import FRAME_SAMPLES
-from bridge.rtc import rtpsend
-from bridge.rtc.rfc4733 import DtmfDetector, EventSender, hook_receive
+from bridge.rtc.dtls_srtp import DtlsSrtp
+from bridge.rtc.leg import install_transport_hooks
+from bridge.rtc.rfc4733 import DtmfDetector, EventSender
+from bridge.rtc.rtp_session import RtpSession
 from bridge.rtc.tracks import OpusBusTrack
+from bridge.tasks import TaskSet
 from tests.support.rtc_client import Recorder
 from tests.support.spectrum import band_energy, levels_db
 
@@ -39,26 +43,33 @@ class Tone:
 async def test_an_aiortc_receiver_decodes_the_tone_the_lean_sender_sends() -> None:
     config = RTCConfiguration(iceServers=[])
     bridge_pc, far_pc = RTCPeerConnection(config), RTCPeerConnection(config)
+    install_transport_hooks()
     track = OpusBusTrack(Tone(440.0))
-    sender = bridge_pc.addTransceiver(track, direction="sendonly").sender
-    lean = rtpsend.install(sender)
+    transceiver = bridge_pc.addTransceiver(track, direction="sendonly")
+    tasks = TaskSet("test-leg")
+    wire = DtlsSrtp(RtpSession(1, "test"), transceiver, tasks, "test leg")
+    lean = wire.play(track)
     recorder = Recorder()
     far_pc.on("track", recorder.start)
 
     # The far end, as it receives: every RTP packet (after SRTP) and each sender report, in
-    # arrival order; key presses taken out before aiortc's router as the bridge does.
+    # arrival order; key presses to a detector as the bridge's session takes them.
     arrived: list[RtpPacket] = []
     reports: list[tuple[int, RtcpSrPacket]] = []
     digits: list[tuple[str, int]] = []
+    detector = DtmfDetector(lambda d, ms: digits.append((d, ms)))
     try:
         await bridge_pc.setLocalDescription(await bridge_pc.createOffer())
         await far_pc.setRemoteDescription(bridge_pc.localDescription)
         dtls = far_pc.getTransceivers()[0].receiver.transport
-        hook_receive(dtls, lambda: EVENT_PT, DtmfDetector(lambda d, ms: digits.append((d, ms))))
         handle_rtp, handle_rtcp = dtls._handle_rtp_data, dtls._handle_rtcp_data
 
         async def on_rtp(data: bytes, arrival_time_ms: int) -> None:
-            arrived.append(RtpPacket.parse(data))
+            packet = RtpPacket.parse(data)
+            arrived.append(packet)
+            if packet.payload_type == EVENT_PT:  # aiortc knows no telephone-event
+                detector.feed(packet.timestamp, packet.payload)
+                return
             await handle_rtp(data, arrival_time_ms=arrival_time_ms)
 
         async def on_rtcp(data: bytes) -> None:
@@ -80,6 +91,8 @@ async def test_an_aiortc_receiver_decodes_the_tone_the_lean_sender_sends() -> No
         )
         t0 = recorder.times[0] if recorder.times else 0.0
     finally:
+        await tasks.close()
+        wire.close()
         await bridge_pc.close()
         await far_pc.close()
         await recorder.stop()
@@ -98,10 +111,12 @@ async def test_an_aiortc_receiver_decodes_the_tone_the_lean_sender_sends() -> No
     assert [p.marker for p in audio].count(1) == 1 and audio[0].marker == 1
     assert sum(p.payload_type == EVENT_PT for p in arrived) == 8  # 6 × 20 ms + 2 more ends
     # Each sender report counts the packets (and payload octets) that arrived before it, and
-    # maps the newest audio packet's RTP time (loopback: nothing lost, nothing reordered).
+    # maps its NTP time to the RTP clock from the newest audio packet's (RFC 3550 §6.4.1: its
+    # RTP time carried on to the report's send time, within a few ticks here; loopback:
+    # nothing lost, nothing reordered).
     for n, sr in reports:
         before = arrived[:n]
         assert sr.sender_info.packet_count == n
         assert sr.sender_info.octet_count == sum(len(p.payload) for p in before)
         newest = [p for p in before if p.payload_type != EVENT_PT][-1]
-        assert sr.sender_info.rtp_timestamp == newest.timestamp
+        assert 0 <= (sr.sender_info.rtp_timestamp - newest.timestamp) & 0xFFFFFFFF < 48_000 // 5

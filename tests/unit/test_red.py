@@ -1,11 +1,9 @@
-"""RED (RFC 2198) from browsers (rtc/red.py): the offer, the answer, the payload split, and the
-hook that hands the primary on as Opus and the copy to the receiver."""
+"""RED (RFC 2198) from browsers (rtc/red.py): the offer, the answer and the payload split (the
+session hands the primary on as Opus and the copy to the receiver: test_dtls_srtp.py)."""
 
 from __future__ import annotations
 
-import asyncio
-
-from bridge.rtc.red import RedStats, add_red, hook_red, offered_red, split_red
+from bridge.rtc.red import add_red, offered_red, split_red
 
 OFFER = (
     "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 63 0\r\na=rtpmap:111 opus/48000/2\r\n"
@@ -36,28 +34,3 @@ def test_split_red_blocks_oldest_first_primary_last() -> None:
     assert split_red(payload[:3]) is None  # a header cut short
     assert split_red(bytes([0x80 | 111, 0, 0x0F, 0xFF, 111]) + b"x") is None  # block too long
     assert split_red(b"") is None
-
-
-def test_the_hook_passes_the_primary_as_opus_and_the_copy_to_the_receiver() -> None:
-    passed: list[bytes] = []
-    copies: list[tuple[int, bytes]] = []
-
-    class Dtls:
-        async def _handle_rtp_data(self, data: bytes, arrival_time_ms: int) -> None:
-            passed.append(data)
-
-    dtls, stats = Dtls(), RedStats()
-    hook_red(dtls, 63, 111, lambda ts, p: copies.append((ts, p)), stats)
-    # version 2 with a one-word header extension (kept byte for byte), PT 63, seq 7, ts 9600
-    header = bytes([0x90, 0x80 | 63]) + (7).to_bytes(2, "big") + (9600).to_bytes(4, "big")
-    header += (1234).to_bytes(4, "big") + bytes([0xBE, 0xDE, 0, 1, 0x10, 0xAA, 0, 0])
-    rtp = header + red_payload(b"prev", 960, b"prim")
-    asyncio.run(dtls._handle_rtp_data(rtp, arrival_time_ms=0))
-    assert copies == [(9600 - 960, b"prev")]
-    (opus,) = passed
-    assert opus[1] == 0x80 | 111 and opus[2:20] == rtp[2:20] and opus[20:] == b"prim"
-    other = bytes([0x80, 111]) + rtp[2:12] + b"plain"
-    asyncio.run(dtls._handle_rtp_data(other, arrival_time_ms=0))  # not RED: untouched
-    assert passed[-1] == other and stats.packets == 1
-    asyncio.run(dtls._handle_rtp_data(rtp[:21], arrival_time_ms=0))  # a broken RED payload
-    assert stats.malformed == 1 and len(passed) == 2

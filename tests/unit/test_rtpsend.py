@@ -1,32 +1,26 @@
 """The bridge's own RTP send path (rtc/rtpsend.py): one owner of a stream's sequence numbers
 and RTP time across encoded, forwarded and DTMF packets; the marker bit of RFC 3551 §4.1 /
-RFC 7587; aiortc's sender reports counting exactly what was sent."""
+RFC 7587; the session's sender reports counting exactly what was sent."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import time
-from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
-import pytest
-from aiortc import RTCPeerConnection, RTCRtpCodecParameters
-from aiortc.rtcdtlstransport import State
-from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import RtcpSrPacket, RtpPacket
+from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket
 
 from bridge.audio import FRAME_SAMPLES
 from bridge.rtc import rtpsend
 from bridge.rtc.passthrough import PassThrough
 from bridge.rtc.rfc4733 import EventSender
-from bridge.rtc.rtpsend import RtpStream, ntp_time
+from bridge.rtc.rtp_session import RtpSession
+from bridge.rtc.rtpsend import LeanSender, RtpStream, ntp_time
 from bridge.rtc.tracks import OpusBusTrack
 
 from ..support.waits import until
 
-OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48_000, channels=2, payloadType=111)
 EVENT_PT = 101
 
 
@@ -45,23 +39,18 @@ class Tone:
         pass
 
 
-class FakeDtls:
-    """What the lean sender uses of an ``RTCDtlsTransport``: SRTP is the identity here, so
-    the test reads the plaintext packets as they would have been protected."""
+class Wire:
+    """A leg's wire with SRTP as the identity: the test reads the packets as sent; after
+    ``dead_after`` packets it is gone, as a closed DTLS transport is."""
 
-    def __init__(self) -> None:
-        self._state = State.CONNECTED
-        self._tx_srtp = SimpleNamespace(protect=lambda data: data)
+    def __init__(self, dead_after: int | None = None) -> None:
         self.sent: list[bytes] = []
-        socket = SimpleNamespace(sendto=lambda data, addr: self.sent.append(data))
-        pair = SimpleNamespace(protocol=SimpleNamespace(transport=socket), remote_addr=None)
-        self.transport = SimpleNamespace(_connection=SimpleNamespace(_nominated={1: pair}))
-        self._RTCDtlsTransport__tx_bytes = 0
-        self._RTCDtlsTransport__tx_packets = 0
-        self._stats_id = "transport"
+        self.dead_after = dead_after
 
-    def _get_stats(self) -> dict[str, Any]:
-        return {}
+    def send_rtp(self, plain: bytes) -> None:
+        if self.dead_after is not None and len(self.sent) >= self.dead_after:
+            raise ConnectionError("Cannot send encrypted RTP, not connected")
+        self.sent.append(plain)
 
     def packets(self) -> list[RtpPacket]:
         return [RtpPacket.parse(d) for d in self.sent]
@@ -101,40 +90,43 @@ def test_the_header_extension_block_is_what_aiortc_writes() -> None:
     from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
     from aiortc.rtp import HeaderExtensionsMap
 
-    m = HeaderExtensionsMap()
-    m.configure(
-        RTCRtpParameters(
-            headerExtensions=[
-                RTCRtpHeaderExtensionParameters(id=1, uri="urn:ietf:params:rtp-hdrext:sdes:mid")
-            ]
+    for ext_id, mid in ((1, "0"), (4, "audio"), (14, "a" * 16)):
+        m = HeaderExtensionsMap()
+        m.configure(
+            RTCRtpParameters(
+                headerExtensions=[
+                    RTCRtpHeaderExtensionParameters(
+                        id=ext_id, uri="urn:ietf:params:rtp-hdrext:sdes:mid"
+                    )
+                ]
+            )
         )
-    )
-    s = RtpStream(7, 111, first_seq=5, origin=0)
-    s.extension = rtpsend.header_extension(m, "0")
-    ours = s.packetise(b"opus", 960, marker=False)
-    theirs = RtpPacket(payload_type=111, sequence_number=5, timestamp=960, ssrc=7, payload=b"opus")
-    theirs.extensions.mid = "0"
-    assert ours == theirs.serialize(m)
-    assert RtpPacket.parse(ours, m).extensions.mid == "0"
-    assert rtpsend.header_extension(HeaderExtensionsMap(), "0") == b""
+        s = RtpStream(7, 111, first_seq=5, origin=0)
+        s.extension = rtpsend.mid_extension(ext_id, mid)
+        ours = s.packetise(b"opus", 960, marker=False)
+        theirs = RtpPacket(
+            payload_type=111, sequence_number=5, timestamp=960, ssrc=7, payload=b"opus"
+        )
+        theirs.extensions.mid = mid
+        assert ours == theirs.serialize(m)
+        assert RtpPacket.parse(ours, m).extensions.mid == mid
+    assert rtpsend.mid_extension(1, None) == b""
+    assert rtpsend.mid_extension(15, "0") == b""  # 15 is reserved (RFC 8285 §4.2)
 
 
 async def test_numbers_and_rtp_time_run_on_across_forwarding_and_dtmf_and_reports_count_them() -> (
     None
 ):
-    pc = RTCPeerConnection()
-    sender = pc.addTransceiver("audio").sender
+    session = RtpSession(0x5EED, "test")
+    wire = Wire()
+    lean = LeanSender(session, wire.send_rtp)
     track = OpusBusTrack(Tone())
-    sender.replaceTrack(track)
-    lean = rtpsend.install(sender)
-    dtls = FakeDtls()
-    sender.setTransport(dtls)
     allow = False
     pass_through = PassThrough(lambda: allow)
     track.forward_from(pass_through, lean)
-    task = asyncio.ensure_future(sender._run_rtp(OPUS))
+    task = asyncio.ensure_future(lean.run(track))
     try:
-        await until(lambda: len(dtls.sent) >= 10)
+        await until(lambda: len(wire.sent) >= 10)
         # Another leg's packets arrive: forwarded as they are, one lost before the bridge.
         allow = True
         source = [(40_000 + i, 5_000_000 + 960 * i, bytes([0xF8, i])) for i in range(10)]
@@ -145,21 +137,21 @@ async def test_numbers_and_rtp_time_run_on_across_forwarding_and_dtmf_and_report
         allow = False  # mixing starts: back to the bridge's encoder at the next packet
         await asyncio.sleep(0.03)  # past the kept yes (one tick: passthrough.YES_FOR)
         pass_through.offer(40_010, 5_000_000 + 960 * 10, bytes([0xF8, 10]))
-        mark = len(dtls.sent)
-        await until(lambda: len(dtls.sent) >= mark + 5)
+        mark = len(wire.sent)
+        await until(lambda: len(wire.sent) >= mark + 5)
         events = EventSender(lean)
         await events.play("5", 100, EVENT_PT)
-        mark = len(dtls.sent)
-        await until(lambda: len(dtls.sent) >= mark + 5)
+        mark = len(wire.sent)
+        await until(lambda: len(wire.sent) >= mark + 5)
     finally:
         task.cancel()
-        await task
+        await asyncio.gather(task, return_exceptions=True)
     assert not lean.running and track.readyState == "ended"
 
-    packets = dtls.packets()
+    packets = wire.packets()
     audio = [p for p in packets if p.payload_type == 111]
     ev = [p for p in packets if p.payload_type == EVENT_PT]
-    assert {p.ssrc for p in packets} == {sender._ssrc}
+    assert {p.ssrc for p in packets} == {0x5EED}
     # One sequence for everything, with the source's loss kept as the one gap.
     seqs = [p.sequence_number for p in packets]
     steps = [(b - a) & 0xFFFF for a, b in itertools.pairwise(seqs)]
@@ -178,67 +170,22 @@ async def test_numbers_and_rtp_time_run_on_across_forwarding_and_dtmf_and_report
     assert ev[0].timestamp == (before[-1].timestamp + 960) & 0xFFFFFFFF
     assert [p.payload[1] & 0x80 for p in ev] == [0] * 4 + [0x80] * 3
 
-    # aiortc's RTCP loop reports exactly that (RFC 3550 §6.4.1): every packet and payload
-    # octet, and the newest audio packet's RTP time (never an event's) at its send time.
-    reports: list[RtcpSrPacket] = []
-
-    async def capture(rtcp: list[Any]) -> None:
-        reports.extend(p for p in rtcp if isinstance(p, RtcpSrPacket))
-
-    sender._send_rtcp = capture  # type: ignore[method-assign]
-    rtcp = asyncio.ensure_future(sender._run_rtcp())
-    await until(lambda: bool(reports))
-    rtcp.cancel()
-    await rtcp
-    info = reports[0].sender_info
+    # The session's sender report says exactly that (RFC 3550 §6.4.1): every packet and
+    # payload octet, and the newest audio packet's RTP time (never an event's), carried to now.
+    sent_at = time.time()
+    sr = next(p for p in RtcpPacket.parse(session.report()) if isinstance(p, RtcpSrPacket))
+    info = sr.sender_info
+    assert sr.ssrc == 0x5EED
     assert info.packet_count == len(packets) == lean.stream.packets
     assert info.octet_count == sum(len(p.payload) for p in packets)
-    assert info.rtp_timestamp == audio[-1].timestamp
-    assert abs(info.ntp_timestamp - ntp_time(time.time())) < 10 * 2**32
-    stats = await RTCRtpSender.getStats(sender)
-    out = next(s for s in stats.values() if s.type == "outbound-rtp")
-    assert (out.packetsSent, out.bytesSent) == (len(packets), info.octet_count)
-    assert dtls._RTCDtlsTransport__tx_packets == len(packets)
-    await pc.close()
+    assert 0 <= (info.rtp_timestamp - audio[-1].timestamp) & 0xFFFFFFFF < 48_000 // 2
+    assert abs(info.ntp_timestamp - ntp_time(sent_at)) < 2**32
 
 
-async def test_a_dead_transport_ends_the_loop_and_lets_aiortc_stop() -> None:
-    pc = RTCPeerConnection()
-    sender = pc.addTransceiver("audio").sender
+async def test_a_dead_transport_ends_the_loop_and_the_track() -> None:
+    wire = Wire(dead_after=2)
+    lean = LeanSender(RtpSession(1, "test"), wire.send_rtp)
     track = OpusBusTrack(Tone())
-    sender.replaceTrack(track)
-    rtpsend.install(sender)
-    dtls = FakeDtls()
-    sender.setTransport(dtls)
-    task = asyncio.ensure_future(sender._run_rtp(OPUS))
-    await until(lambda: len(dtls.sent) >= 2)
-    dtls._state = State.CLOSED
-    await asyncio.wait_for(task, 5)
-    assert sender._RTCRtpSender__rtp_exited.is_set()  # what RTCRtpSender.stop() awaits
+    await asyncio.wait_for(lean.run(track), 5)
+    assert len(wire.sent) == 2 and not lean.running
     assert track.readyState == "ended"
-    await pc.close()
-
-
-async def test_a_transport_without_what_it_needs_fails_loudly_and_lets_aiortc_stop(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    pc = RTCPeerConnection()
-    sender = pc.addTransceiver("audio").sender
-    sender.replaceTrack(OpusBusTrack(Tone()))
-    rtpsend.install(sender)
-    dtls = FakeDtls()
-    del dtls._tx_srtp
-    sender.setTransport(dtls)
-    await asyncio.wait_for(sender._run_rtp(OPUS), 5)
-    assert sender._RTCRtpSender__rtp_started.is_set() and sender._RTCRtpSender__rtp_exited.is_set()
-    assert "no _tx_srtp" in caplog.text and not dtls.sent
-    await pc.close()
-
-
-async def test_a_sender_without_the_private_fields_is_refused() -> None:
-    pc = RTCPeerConnection()
-    sender = pc.addTransceiver("audio").sender
-    del sender._RTCRtpSender__packet_count
-    with pytest.raises(RuntimeError, match="packet_count"):
-        rtpsend.install(sender)
-    await pc.close()

@@ -1,11 +1,11 @@
-"""The receive path taken over from aiortc (bridge/rtc/uplink.py): every packet reaches the
-leg's receiver, a steady clock takes 20 ms frames out, bad packets are counted and never end
-the stream, and aiortc's decoder thread still stops the way it expects."""
+"""Every leg's receive path (bridge/rtc/uplink.py): every packet reaches the leg's receiver, a
+steady clock takes 20 ms frames out, bad packets are counted and never end the stream, and the
+clock stops with the leg."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
+import struct
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,7 +14,7 @@ import pytest
 from bridge.audio import FRAME_SAMPLES, tone
 from bridge.audio.opus import OpusDecoder, OpusEncoder
 from bridge.media import BusStats
-from bridge.rtc.uplink import Playout, ReceiverBuffer
+from bridge.rtc.uplink import Playout
 from bridge.tasks import TaskSet
 
 
@@ -41,8 +41,19 @@ class Frames(list[np.ndarray]):
             await asyncio.wait_for(self._more.wait(), 2)
 
 
-def rtp(seq: int, payload: bytes) -> SimpleNamespace:
-    return SimpleNamespace(sequence_number=seq, timestamp=seq * 960, _data=payload)
+class Feed:
+    """Hands packets to a playout as a leg's RTP session does (number, RTP time, payload)."""
+
+    def __init__(self, playout: Playout) -> None:
+        self.playout = playout
+
+    def add(self, packet: tuple[int, bytes]) -> None:
+        seq, payload = packet
+        self.playout.packet(seq, seq * 960, payload)
+
+
+def rtp(seq: int, payload: bytes) -> tuple[int, bytes]:
+    return seq, payload
 
 
 async def test_packets_become_a_steady_stream_of_frames_and_bad_ones_are_counted() -> None:
@@ -50,9 +61,9 @@ async def test_packets_become_a_steady_stream_of_frames_and_bad_ones_are_counted
     stats = BusStats()
     tasks = TaskSet("test")
     playout = Playout(frames.append, stats, tasks)
-    buffer = ReceiverBuffer(playout)
+    buffer = Feed(playout)
     packets = opus_packets(10)
-    assert buffer.add(rtp(1, packets[0])) == (False, None)  # nothing for aiortc's decoder
+    buffer.add(rtp(1, packets[0]))
     buffer.add(rtp(2, b""))  # padding-only RTP
     buffer.add(rtp(3, b"\xff" * 3))  # not Opus
     for seq, p in enumerate(packets[1:], start=4):
@@ -74,68 +85,47 @@ async def test_packets_become_a_steady_stream_of_frames_and_bad_ones_are_counted
     assert playout.last_packet is not None
 
 
-async def test_aiortcs_decoder_thread_idles_until_stop_and_the_clock_stops_with_it() -> None:
+async def test_the_clock_stops_with_the_leg_and_later_packets_are_ignored() -> None:
     frames = Frames()
     tasks = TaskSet("test")
     playout = Playout(frames.append, BusStats(), tasks)
-    thread = threading.Thread(target=playout.get)  # what aiortc's decoder thread does
-    thread.start()
-    ReceiverBuffer(playout).add(rtp(1, opus_packets(1)[0]))
+    Feed(playout).add(rtp(1, opus_packets(1)[0]))
     await frames.wait(1)
-    playout.put(None)  # aiortc's stop
-    thread.join(2)
-    assert not thread.is_alive()
+    playout.stop()  # the leg's close
     count = len(frames)
     await asyncio.sleep(0.1)
     assert len(frames) == count  # no frames after the stop
-    ReceiverBuffer(playout).add(rtp(2, opus_packets(1)[0]))  # late packets are ignored
-    assert len(tasks) == 0
+    Feed(playout).add(rtp(2, opus_packets(1)[0]))  # late packets are ignored
+    await asyncio.sleep(0.05)
+    assert len(frames) == count
     await tasks.close()
 
 
 async def test_the_reports_carry_the_loss_beyond_a_forwarded_leg() -> None:
     """While the leg's packets are forwarded into another leg, its sender hears the larger of
-    the two losses (RFC 3550 §6.4.2's fraction lost, out of 256) in every receiver report;
-    other RTCP passes untouched, and a real aiortc receiver has the method it wraps."""
-    from aiortc import RTCRtpReceiver
-    from aiortc.rtp import RtcpPsfbPacket, RtcpReceiverInfo, RtcpRrPacket
+    the two losses (RFC 3550 §6.4.2's fraction lost, out of 256) in every receiver report
+    (rtc/rtp_session.py)."""
+    from aiortc.rtp import RtcpPacket, RtcpRrPacket
 
-    from bridge.rtc.uplink import report_loss_beyond
+    from bridge.rtc.rtp_session import RtpSession
 
-    assert asyncio.iscoroutinefunction(RTCRtpReceiver._send_rtcp)
-    sent: list[object] = []
-
-    async def send_rtcp(packet: object) -> None:
-        sent.append(packet)
-
-    receiver = SimpleNamespace(_send_rtcp=send_rtcp)
+    session = RtpSession(2, "test")
     beyond = [0.10]
-    report_loss_beyond(receiver, lambda: beyond[0])  # type: ignore[arg-type]
+    session.loss_beyond = lambda: beyond[0]
 
-    def rr(fraction: int) -> RtcpRrPacket:
-        info = RtcpReceiverInfo(
-            ssrc=1,
-            fraction_lost=fraction,
-            packets_lost=3,
-            highest_sequence=9,
-            jitter=0,
-            lsr=0,
-            dlsr=0,
-        )
-        return RtcpRrPacket(ssrc=2, reports=[info])
+    def fraction(received: range, skip: int | None = None) -> int:
+        for seq in received:
+            if seq != skip:
+                session.receive_rtp(struct.pack("!BBHII", 0x80, 111, seq, seq * 960, 1) + b"x")
+        rr = next(p for p in RtcpPacket.parse(session.report()) if isinstance(p, RtcpRrPacket))
+        assert rr.reports[0].ssrc == 1
+        return int(rr.reports[0].fraction_lost)
 
-    await receiver._send_rtcp(rr(5))  # ours 2 %, beyond 10 %: 10 % (25/256)
-    await receiver._send_rtcp(rr(128))  # ours 50 %: ours
+    assert fraction(range(1, 51), skip=25) == 25  # ours 2 %, beyond 10 %: 10 % (25/256)
+    assert fraction(range(51, 53)) == 25  # ours 0 %: beyond's
     beyond[0] = 0.0
-    await receiver._send_rtcp(rr(7))  # nothing beyond: ours unchanged
-    pli = RtcpPsfbPacket(fmt=1, ssrc=2, media_ssrc=1)
-    await receiver._send_rtcp(pli)
-    fractions = [p.reports[0].fraction_lost for p in sent[:3]]  # type: ignore[attr-defined]
-    assert fractions == [25, 128, 7]
-    assert sent[3] is pli and sent[0].reports[0].packets_lost == 3  # type: ignore[attr-defined]
-
-    with pytest.raises(RuntimeError, match="changed"):
-        report_loss_beyond(SimpleNamespace(), lambda: 0.0)  # type: ignore[arg-type]
+    assert fraction(range(53, 57), skip=54) == 64  # nothing beyond: ours (1 of 4)
+    assert session.quality().uplink_lost == 2
 
 
 def _block_levels(pcm: np.ndarray) -> np.ndarray:

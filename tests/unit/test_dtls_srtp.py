@@ -1,12 +1,12 @@
-"""The lean RTP receive path (bridge/rtc/rtprecv.py): SRTP packets from the UDP guard's
-datagram callback reach the leg's receiver with their sequence numbers, timestamps and
-payloads; RED and telephone-event are split off as before; what is not its own goes to aiortc;
-and aiortc's RTCP receiver reports and inbound stats count exactly what was received."""
+"""A DTLS leg's RTP session on the wire (bridge/rtc/dtls_srtp.py, bridge/rtc/rtp_session.py):
+SRTP packets from the UDP guard's datagram callback reach the leg's receiver with their
+sequence numbers, timestamps and payloads; RED and telephone-event are split off; DTLS records
+and anything before the keys go to aioice's queue for aiortc's DTLS transport; aiortc's
+sender and receiver never start; and the session's RTCP counts exactly what was received."""
 
 from __future__ import annotations
 
 import asyncio
-import queue
 import random
 import struct
 from types import SimpleNamespace
@@ -14,34 +14,43 @@ from typing import Any
 
 import aioice.ice
 import pytest
-from aiortc import RTCCertificate, RTCIceGatherer, RTCIceTransport, RTCRtpCodecParameters
+from aiortc import (
+    RTCCertificate,
+    RTCIceGatherer,
+    RTCIceTransport,
+    RTCRtpCodecParameters,
+    RTCRtpReceiver,
+    RTCRtpSender,
+)
 from aiortc import rtcrtpreceiver as aiortc_receiver
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import (
     RTCRtpDecodingParameters,
     RTCRtpHeaderExtensionParameters,
     RTCRtpReceiveParameters,
+    RTCRtpSendParameters,
 )
-from aiortc.rtcrtpreceiver import RemoteStreamTrack, RTCRtpReceiver, StreamStatistics
-from aiortc.rtp import RtcpRrPacket, RtpPacket
+from aiortc.rtcrtpreceiver import StreamStatistics
+from aiortc.rtp import RtcpPacket, RtcpRrPacket, RtcpSrPacket, RtpPacket
 from pylibsrtp import Policy, Session
 
-from bridge.rtc import aiortc_seam, guard, rtprecv
+from bridge.rtc import aiortc_seam, guard, rtcp
+from bridge.rtc.dtls_srtp import DtlsSrtp
 from bridge.rtc.reception import ReceptionStats, record
 from bridge.rtc.red import RedStats
 from bridge.rtc.rfc4733 import DtmfDetector, event_payload
-from bridge.rtc.rtprecv import payload_bounds
-from bridge.rtc.uplink import ReceiverBuffer
-
-from ..support.waits import until
+from bridge.rtc.rtp_session import RtpSession, payload_bounds
+from bridge.tasks import TaskSet
 
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48_000, channels=2, payloadType=111)
 PCMU = RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, channels=1, payloadType=0)
 RED_PT, DTMF_PT = 63, 126
 SSRC = 0x1234ABCD
+OUR_SSRC = 0x42
 KEY = bytes(range(30))
 ADDR = ("127.0.0.1", 40000)
 EXTENSION = struct.pack("!HH", 0xBEDE, 1) + bytes([0x10, 0x20, 0x40]) + b"0"
+MID = [RTCRtpHeaderExtensionParameters(id=4, uri="urn:ietf:params:rtp-hdrext:sdes:mid")]
 
 
 def srtp(direction: int) -> Session:
@@ -76,7 +85,6 @@ class Playout:
         self.copies: list[tuple[int, bytes]] = []
         self.numbers: list[int] = []
         """Numbers of the packets that were not audio (RFC 4733 events)."""
-        self._stop: queue.Queue[None] = queue.Queue()
 
     def packet(self, seq: int, timestamp: int, payload: bytes) -> None:
         self.packets.append((seq, timestamp, payload))
@@ -87,54 +95,73 @@ class Playout:
     def numbered(self, seq: int) -> None:
         self.numbers.append(seq)
 
-    def put(self, task: Any) -> None:
-        if task is None:
-            self._stop.put(None)
 
-    def get(self) -> None:
-        return self._stop.get()
+class Socket:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        self.sent.append(data)
+
+
+class QuietTrack:
+    """A track with nothing to send (what our sender plays here: the tests send by hand)."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    async def recv(self) -> Any:
+        await asyncio.Event().wait()
+
+    def stop(self) -> None:
+        self.stopped = True
 
 
 class Leg:
-    """A real aioice connection, aiortc DTLS transport (with its libsrtp session as after the
-    handshake) and audio receiver, with the lean path installed: what a PeerLeg has."""
+    """A real aioice connection, aiortc DTLS transport (with its libsrtp sessions as after the
+    handshake), aiortc sender and receiver, and the bridge's session on them: what a PeerLeg
+    has."""
 
-    def __init__(self, codecs: list[RTCRtpCodecParameters] | None = None) -> None:
+    def __init__(self) -> None:
         aiortc_seam.install()
         self.ice = RTCIceTransport(RTCIceGatherer())
         self.dtls = RTCDtlsTransport(self.ice, [RTCCertificate.generateCertificate()])
         self.dtls._rx_srtp = srtp(Policy.SSRC_ANY_INBOUND)
+        self.dtls._tx_srtp = srtp(Policy.SSRC_ANY_OUTBOUND)
         self.dtls._state = State.CONNECTED
         self.connection = self.ice._connection
         self.protocol = aioice.ice.StunProtocol(self.connection)
         self.protocol.local_candidate = SimpleNamespace(component=1)  # type: ignore[assignment]
+        self.socket = Socket()
+        self.protocol.transport = self.socket  # type: ignore[assignment]
         self.connection._nominated[1] = SimpleNamespace(protocol=self.protocol, remote_addr=ADDR)  # type: ignore[assignment]
         self.receiver = RTCRtpReceiver("audio", self.dtls)
-        self.receiver._track = RemoteStreamTrack("audio")
+        self.sender = RTCRtpSender("audio", self.dtls)
         self.playout = Playout()
-        self.receiver._RTCRtpReceiver__jitter_buffer = ReceiverBuffer(self.playout)  # type: ignore[attr-defined, arg-type]
-        self.receiver._RTCRtpReceiver__decoder_queue = self.playout  # type: ignore[attr-defined]
-        self.lean = rtprecv.install(self.receiver, self.playout)  # type: ignore[arg-type]
+        self.session = RtpSession(1, "test")
+        self.session.playout = self.playout  # type: ignore[assignment]
+        self.tasks = TaskSet("test-leg")
+        transceiver = SimpleNamespace(sender=self.sender, receiver=self.receiver)
+        self.wire = DtlsSrtp(self.session, transceiver, self.tasks, "test leg")
+        self.track = QuietTrack()
+        self.lean = self.wire.play(self.track)
         self.red = RedStats()
         self.digits: list[tuple[str, int]] = []
         self.detector = DtmfDetector(lambda d, ms: self.digits.append((d, ms)))
-        self.lean.take_red(RED_PT, 111, self.red)
-        self.lean.take_dtmf(lambda: DTMF_PT, self.detector)
-        self.codecs = codecs or [OPUS]
+        self.session.take_red(RED_PT, 111, self.red)
+        self.session.take_dtmf(lambda: DTMF_PT, self.detector)
         self.tx = srtp(Policy.SSRC_ANY_OUTBOUND)
+        self.rx = srtp(Policy.SSRC_ANY_INBOUND)
 
-    async def start(self) -> None:
+    async def start(self, codecs: list[RTCRtpCodecParameters] | None = None) -> None:
+        """What aiortc's connect does once DTLS is up: send, then receive."""
+        send = RTCRtpSendParameters(codecs=codecs or [OPUS], headerExtensions=MID, muxId="0")
+        send.rtcp.ssrc = OUR_SSRC
+        await self.sender.send(send)
         await self.receiver.receive(
             RTCRtpReceiveParameters(
-                codecs=self.codecs,
-                headerExtensions=[
-                    RTCRtpHeaderExtensionParameters(
-                        id=1, uri="urn:ietf:params:rtp-hdrext:ssrc-audio-level"
-                    ),
-                    RTCRtpHeaderExtensionParameters(
-                        id=4, uri="urn:ietf:params:rtp-hdrext:sdes:mid"
-                    ),
-                ],
+                codecs=codecs or [OPUS],
+                headerExtensions=MID,
                 encodings=[RTCRtpDecodingParameters(ssrc=SSRC, payloadType=111)],
                 muxId="0",
             )
@@ -145,7 +172,7 @@ class Leg:
         guard.guarded_datagram_received(self.protocol, self.tx.protect(packet), ADDR)
 
     def queued(self) -> list[bytes]:
-        """What went into aioice's queue, for aiortc's receive task."""
+        """What went into aioice's queue, for aiortc's DTLS transport."""
         out = []
         while not self.connection._queue.empty():
             out.append(self.connection._queue.get_nowait()[0])
@@ -153,11 +180,13 @@ class Leg:
 
     @property
     def stream(self) -> ReceptionStats:
-        return self.receiver._RTCRtpReceiver__remote_streams[SSRC]  # type: ignore[attr-defined, no-any-return]
+        stream = self.session.reports.stream
+        assert stream is not None
+        return stream
 
     async def stop(self) -> None:
-        await self.receiver.stop()
-        self.lean.detach()
+        await self.tasks.close()
+        self.wire.close()
 
 
 @pytest.fixture
@@ -265,14 +294,21 @@ async def test_opus_packets_reach_the_receiver_with_their_numbers_and_times(leg:
     for seq, ts, payload in arriving:
         leg.send(rtp(seq, ts, payload))
     assert leg.playout.packets == arriving
-    assert not leg.queued()  # aiortc's receive task never woke
-    assert leg.lean.packets == 10
-    transport = leg.dtls._get_stats()
-    stats = next(iter(transport.values()))
-    assert stats.packetsReceived == 10  # the transport's own counters, as aiortc keeps them
-    assert stats.bytesReceived == sum(len(p) + 12 + len(EXTENSION) + 10 for *_, p in sent)
+    assert not leg.queued()  # aiortc's DTLS transport never woke
+    assert leg.session.packets == 10 and leg.wire.received_packets == 10
+    assert leg.wire.received_bytes == sum(len(p) + 12 + len(EXTENSION) + 10 for *_, p in sent)
     assert leg.stream.packets_received == 10 and leg.stream.packets_lost == 0
-    assert leg.receiver.getSynchronizationSources()[0].source == SSRC
+    assert leg.session.reports.remote_ssrc == SSRC
+
+
+async def test_aiortcs_sender_and_receiver_never_start(leg: Leg) -> None:
+    """aiortc's connect calls ``send`` and ``receive``: the session takes both, so neither
+    aiortc object runs a task, registers with the DTLS transport's router or decodes."""
+    assert not leg.sender._RTCRtpSender__started  # type: ignore[attr-defined]
+    assert not leg.receiver._RTCRtpReceiver__started  # type: ignore[attr-defined]
+    assert not leg.dtls._rtp_router.receivers and not leg.dtls._rtp_router.senders
+    assert leg.session.ssrc == OUR_SSRC  # the SSRC aiortc's SDP announced
+    await leg.receiver.stop()  # what the peer connection's close calls: nothing to stop
 
 
 async def test_red_is_split_and_dtmf_is_detected_and_both_are_counted(leg: Leg) -> None:
@@ -295,31 +331,25 @@ async def test_red_is_split_and_dtmf_is_detected_and_both_are_counted(leg: Leg) 
     assert [p[0] for p in leg.playout.packets] == [1, 2, 8]
     assert leg.playout.numbers == [4, 5, 6, 7]  # no gap in the audio's numbers (a DTX sender's)
     # Everything but the broken RED packet was received: nothing is reported lost for the key
-    # press (aiortc never saw those packets: each press was loss in its reports).
+    # press (aiortc never counted those packets: each press was loss in its reports).
     assert leg.stream.packets_received == 7 and leg.stream.packets_lost == 1
     assert not leg.queued()
 
 
-async def test_what_is_not_its_own_goes_to_aiortc_untouched(leg: Leg) -> None:
-    other_receiver = object()
-    leg.dtls._rtp_router.ssrc_table[0xBEEF] = other_receiver  # type: ignore[assignment]
-    packets = [
-        rtp(1, 960, b"x", ssrc=0xBEEF),  # another receiver's SSRC
-        rtp(2, 960, b"x", pt=0),  # another payload type (PCMU)
-        bytes([0x80, 201]) + bytes(30),  # RTCP
-    ]
-    protected = [leg.tx.protect(p) if p[1] != 201 else p for p in packets]
-    for data in protected:
-        guard.guarded_datagram_received(leg.protocol, data, ADDR)
+async def test_dtls_and_what_comes_before_the_keys_go_to_aiortc_other_payloads_are_counted(
+    leg: Leg,
+) -> None:
+    leg.send(rtp(2, 960, b"x", pt=0))  # a payload type nobody negotiated (PCMU)
+    assert leg.session.unknown_payloads == 1 and not leg.playout.packets
     dtls_record = b"\x17\xfe\xfd" + bytes(8) + b"\x00\x01" + b"\x00"
     guard.guarded_datagram_received(leg.protocol, dtls_record, ADDR)
-    assert leg.queued() == [*protected, dtls_record]  # as they came, still protected
-    assert not leg.playout.packets and leg.lean.packets == 0
-    # Before DTLS has set up SRTP, everything is aiortc's too.
+    assert leg.queued() == [dtls_record]  # RFC 7983: 20-63 is DTLS, as it came
+    # Before DTLS has set up SRTP, everything is aiortc's.
     leg.dtls._rx_srtp = None
     data = leg.tx.protect(rtp(3, 960, b"x"))
     guard.guarded_datagram_received(leg.protocol, data, ADDR)
     assert leg.queued() == [data]
+    assert not leg.playout.packets
 
 
 async def test_a_packet_that_fails_srtp_is_dropped_and_the_stream_goes_on(leg: Leg) -> None:
@@ -327,81 +357,99 @@ async def test_a_packet_that_fails_srtp_is_dropped_and_the_stream_goes_on(leg: L
     data[-1] ^= 0xFF  # the authentication tag
     guard.guarded_datagram_received(leg.protocol, bytes(data), ADDR)
     leg.send(rtp(2, 1920, b"opus"))
-    assert leg.lean.unprotect_failed == 1
+    assert leg.wire.auth_failed == 1
     assert leg.playout.packets == [(2, 1920, b"opus")]
 
 
-async def test_a_new_ssrc_is_learnt_as_aiortcs_router_learns_it(leg: Leg) -> None:
-    leg.send(rtp(1, 960, b"a", ssrc=0x777))  # not signalled: the only Opus receiver takes it
-    assert leg.playout.packets == [(1, 960, b"a")]
-    assert leg.dtls._rtp_router.ssrc_table[0x777] is leg.receiver
+async def test_a_new_ssrc_starts_its_statistics_afresh(leg: Leg) -> None:
+    leg.send(rtp(1, 960, b"a"))
+    leg.send(rtp(500, 960, b"b", ssrc=0x777))  # a restarted sender
+    assert [p[0] for p in leg.playout.packets] == [1, 500]
+    assert leg.session.reports.remote_ssrc == 0x777
+    assert leg.stream.packets_received == 1 and leg.stream.packets_lost == 0
 
 
-async def test_a_stream_aiortc_started_before_the_lean_path_attached_is_adopted(leg: Leg) -> None:
-    """A packet aiortc routed itself (before the lean path took the connection) left its own
-    ``StreamStatistics`` in the receiver's table: the lean path takes its counts over instead
-    of failing on every later packet (what CI met: one packet received, then none)."""
-    theirs = StreamStatistics(48_000)
-    theirs.add(RtpPacket(sequence_number=9, timestamp=9 * 960))
-    leg.receiver._RTCRtpReceiver__remote_streams[SSRC] = theirs  # type: ignore[attr-defined]
-    for seq in (10, 11, 13):
-        leg.send(rtp(seq, seq * 960, b"opus"))
-    assert [p[0] for p in leg.playout.packets] == [10, 11, 13]
-    ours = leg.receiver._RTCRtpReceiver__remote_streams[SSRC]  # type: ignore[attr-defined]
-    assert isinstance(ours, ReceptionStats)
-    assert ours.packets_received == 4 and ours.base_seq == 9 and ours.packets_lost == 1
-
-
-async def test_the_receiver_reports_count_what_was_received(
+async def test_our_reports_count_what_was_received_and_reach_the_far_end_protected(
     leg: Leg, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """aiortc's RTCP task builds its receiver report from the counters the lean path keeps:
-    fraction lost, cumulative loss, highest sequence and jitter of what arrived."""
-    sent_rtcp: list[Any] = []
-
-    async def send_rtcp(packet: Any) -> None:
-        sent_rtcp.append(packet)
-
-    leg.receiver._send_rtcp = send_rtcp  # type: ignore[method-assign]
-    leg.receiver._set_rtcp_ssrc(0x42)
+    """Our receiver report block: fraction lost, cumulative loss, highest sequence and jitter
+    of what arrived, as aiortc's own statistics count the same packets; sent as SRTCP to the
+    nominated pair, with our SSRC (the one our SDP announced)."""
     received = [s for s in range(500, 600) if s % 10 != 3]  # 10 of 100 lost
-    # Arrival times with jitter; aiortc's own statistics, fed the same, are the reference.
     rng = random.Random(3)
     now = [1_700_000_000.0]
     clock = SimpleNamespace(time=lambda: now[0])
-    monkeypatch.setattr(rtprecv, "time", clock)
+    monkeypatch.setattr(rtcp, "time", clock)
     monkeypatch.setattr(aiortc_receiver, "time", clock)
     reference = StreamStatistics(48_000)
     for seq in received:
         now[0] += 0.02 + rng.uniform(-0.005, 0.005)
         leg.send(rtp(seq, seq * 960, b"opus"))
         reference.add(RtpPacket(sequence_number=seq, timestamp=seq * 960))
-    monkeypatch.setattr(aiortc_receiver.random, "random", lambda: 0.0)
-    task = asyncio.ensure_future(leg.receiver._run_rtcp())
-    await until(lambda: sent_rtcp, 2.0, "a receiver report")
-    task.cancel()
-    report = next(p for p in sent_rtcp if isinstance(p, RtcpRrPacket)).reports[0]
+    leg.wire.send_rtcp(leg.session.report())
+    packets = RtcpPacket.parse(leg.rx.unprotect_rtcp(leg.socket.sent[-1]))
+    rr = next(p for p in packets if isinstance(p, RtcpRrPacket))
+    assert rr.ssrc == OUR_SSRC
+    (report,) = rr.reports
     assert report.ssrc == SSRC
     assert report.packets_lost == 10
     assert report.fraction_lost == 10 * 256 // 100  # 100 expected from 500 to 599
     assert report.highest_sequence == 599
     assert report.jitter == reference.jitter > 0
-    stats = await leg.receiver.getStats()
-    inbound = next(s for s in stats.values() if s.type == "inbound-rtp")
-    assert inbound.packetsReceived == 90 and inbound.packetsLost == 10
+    # While its packets are forwarded into a lossier leg, the report says that leg's loss.
+    leg.session.loss_beyond = lambda: 0.25
+    packets = RtcpPacket.parse(leg.session.report())
+    assert next(p for p in packets if isinstance(p, RtcpRrPacket)).reports[0].fraction_lost == 64
+    quality = leg.session.quality()
+    assert quality.uplink_packets == 90 and quality.uplink_lost == 10
 
 
-async def test_no_opus_no_lean_path() -> None:
-    leg = Leg(codecs=[PCMU])
-    await leg.start()
-    assert leg.lean.dtls is None and "data_received" not in vars(leg.connection)
+async def test_what_we_send_is_our_stream_and_the_far_ends_reports_reach_the_encoder(
+    leg: Leg,
+) -> None:
+    losses: list[float] = []
+    leg.session.on_report = losses.append
+    lean = leg.lean
+    assert lean.running
+    assert leg.session.stream.extension == struct.pack("!HHBBH", 0xBEDE, 1, 0x40, ord("0"), 0)
+    leg.session.stream.extension = b""
+    lean.send_now(b"opus", 0)
+    lean.send_now(b"opus", 960)
+    first, second = (RtpPacket.parse(leg.rx.unprotect(p)) for p in leg.socket.sent[-2:])
+    assert first.ssrc == second.ssrc == OUR_SSRC
+    assert second.sequence_number == (first.sequence_number + 1) & 0xFFFF
+    assert (second.timestamp - first.timestamp) & 0xFFFFFFFF == 960
+    # Our sender report carries what we sent; the far end's report block about us is heard.
+    packets = RtcpPacket.parse(leg.session.report())
+    sr = next(p for p in packets if isinstance(p, RtcpSrPacket))
+    assert sr.sender_info.packet_count == 2 and sr.sender_info.octet_count == 8
+    block = rtcp.ReportBlock(OUR_SSRC, 51, 3, 1000, 0, 0, 0)
+    data = leg.tx.protect_rtcp(bytes(rtcp.ReceiverReport(SSRC, [block])))
+    guard.guarded_datagram_received(leg.protocol, data, ADDR)
+    assert losses == [51 / 256] and leg.wire.rtcp_received == 1
+    assert leg.session.quality().downlink_lost == 3
+    # Once closed, the last report says goodbye (RFC 3550 §6.6) and nothing more goes out.
+    await leg.tasks.close()
+    leg.wire.close()
+    packets = RtcpPacket.parse(leg.rx.unprotect_rtcp(leg.socket.sent[-1]))
+    assert any(p.__class__.__name__ == "RtcpByePacket" for p in packets)
+    with pytest.raises(ConnectionError):
+        lean.send_now(b"opus", 1920)
+    assert leg.track.stopped and not lean.running
+
+
+async def test_no_opus_nothing_received_or_sent(caplog: pytest.LogCaptureFixture) -> None:
+    leg = Leg()
+    await leg.start(codecs=[PCMU])
+    assert "not Opus" in caplog.text and "no Opus negotiated" in caplog.text
+    assert not leg.wire.lean.running  # type: ignore[union-attr]
     await leg.stop()
 
 
-async def test_detach_gives_the_connection_back() -> None:
+async def test_close_gives_the_connection_back() -> None:
     leg = Leg()
     await leg.start()
-    assert vars(leg.connection)["data_received"] == leg.lean.datagram
+    assert vars(leg.connection)["data_received"] == leg.wire.datagram
     await leg.stop()
     assert "data_received" not in vars(leg.connection)
     data = leg.tx.protect(rtp(1, 960, b"x"))
@@ -422,17 +470,10 @@ def test_stun_still_goes_to_aioice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen == [b"\x00\x01" + bytes(18), ("media", b"\x80" + bytes(20))]
 
 
-async def test_a_receiver_without_the_private_fields_is_refused() -> None:
-    leg = Leg()
-    del leg.receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
-    with pytest.raises(RuntimeError, match="remote_streams"):
-        rtprecv.install(leg.receiver, leg.playout)  # type: ignore[arg-type]
-
-
 async def test_a_failure_on_one_packet_is_counted_and_the_next_one_goes_through(leg: Leg) -> None:
     from bridge.rtc.counters import UDP_DROPS
 
-    before = UDP_DROPS["dtls_receive_error"]
+    before = UDP_DROPS["rtp_receive_error"]
     packet = leg.playout.packet
 
     def broken(seq: int, timestamp: int, payload: bytes) -> None:
@@ -442,5 +483,5 @@ async def test_a_failure_on_one_packet_is_counted_and_the_next_one_goes_through(
     leg.playout.packet = broken  # type: ignore[method-assign]
     leg.send(rtp(1, 960, b"a"))
     leg.send(rtp(2, 1920, b"b"))
-    assert UDP_DROPS["dtls_receive_error"] == before + 1
+    assert UDP_DROPS["rtp_receive_error"] == before + 1
     assert leg.playout.packets == [(2, 1920, b"b")]
