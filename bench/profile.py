@@ -52,7 +52,10 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
         ("_read_ready", "recvfrom", "datagram_received", "Connection.recv"),
     ),
     ("bridge RTP send (rtc/rtpsend.py: packetise, counters)", ("rtc/rtpsend.py",)),
-    ("bridge RTP receive (rtc/rtprecv.py: parse, RED, counters)", ("rtc/rtprecv.py",)),
+    (
+        "bridge RTP session (rtc/dtls_srtp.py, rtp_session.py, rtcp.py: demux, RTCP, counters)",
+        ("rtc/dtls_srtp.py", "rtc/rtp_session.py", "rtc/rtcp.py", "rtc/reception.py"),
+    ),
     (
         "aiortc RTP send (sender loop, timestamps)",
         # aiortc's own encoder (``BRIDGE_OPUS_DIRECT`` off); the bridge's is matched above.
@@ -60,7 +63,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "aiortc RTP receive (DTLS demux, receiver)",
-        ("RTCRtpReceiver", "RTCDtlsTransport", "robust_recv_next", "ReceiverBuffer"),
+        ("RTCRtpReceiver", "RTCDtlsTransport", "robust_recv_next"),
     ),
     ("media clock (pacing)", ("MediaClock",)),
     (
@@ -97,7 +100,7 @@ def summarise(path: Path) -> tuple[Counter[str], int]:
     return stages, sum(stages.values()), uvloop
 
 
-SEND_LOOPS = ("RTCRtpSender._run_rtp", "LeanSender._run")
+SEND_LOOPS = ("RTCRtpSender._run_rtp", "LeanSender.run")
 """aiortc's sender loop and the bridge's (rtc/rtpsend.py) that replaces it for Opus senders."""
 TRACK_RECV = ("OpusBusTrack.recv", "BusAudioTrack.recv")
 

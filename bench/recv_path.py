@@ -1,16 +1,18 @@
 """The RTP receive path alone, per packet: aiortc's (aioice's queue → ``RTCDtlsTransport``'s
-receive task → ``RTCRtpReceiver``, as the bridge had it) against the bridge's lean receive path
-(``bridge/rtc/rtprecv.py``), in one process, no network.
+receive task → ``RTCRtpReceiver``) against the bridge's own: the leg's wire
+(``bridge/rtc/dtls_srtp.py``) and RTP session (``bridge/rtc/rtp_session.py``), in one process,
+no network.
 
 Both take the same SRTP-protected Opus packets (an 80-byte payload, the ``mid`` and audio-level
 header extensions a browser sends) from the UDP guard's datagram callback (a real aioice
 ``StunProtocol`` and ``Connection``, a real aiortc DTLS transport with a real libsrtp session,
 a real ``RTCRtpReceiver`` with its RTCP statistics) to the leg's receiver, which here only
-counts (``OpusReceiver.push`` is the same on both paths). "aiortc" is the code before the lean
-path: the guard then handed every datagram to aioice's own ``datagram_received`` (which tries
-to parse it as STUN first), the RED and RFC 4733 hooks wrapped the transport, and the
-transport's receive task woke per packet. On uvloop (the bridge's default) unless ``--loop
-asyncio``. Each packet is followed by one turn of the event
+counts (``OpusReceiver.push`` is the same on both paths). "aiortc" is aiortc's own path as the
+bridge had it before its receive path was its own: the guard handed every datagram to aioice's
+own ``datagram_received`` (which tries to parse it as STUN first), and the transport's receive
+task woke per packet (the RED and RFC 4733 hooks the bridge had on that path are gone with
+it, so the reference is a little cheaper than the bridge's code of then). On uvloop (the
+bridge's default) unless ``--loop asyncio``. Each packet is followed by one turn of the event
 loop (``asyncio.sleep(0)``), as a datagram arriving from the socket would be. It reports
 process CPU time per packet (``time.process_time``), best of ``--repeat`` runs of ``--packets``
 each, alternating the paths so drift hits both alike, and libsrtp's unprotect alone::
@@ -46,10 +48,12 @@ from pylibsrtp import Policy, Session
 
 from bench.send_path import machine
 from bridge.loop import install_event_loop
-from bridge.rtc import aiortc_seam, guard, rtprecv
-from bridge.rtc.red import RedStats, hook_red
-from bridge.rtc.rfc4733 import DtmfDetector, hook_receive
-from bridge.rtc.uplink import ReceiverBuffer
+from bridge.rtc import aiortc_seam, guard
+from bridge.rtc.dtls_srtp import DtlsSrtp
+from bridge.rtc.red import RedStats
+from bridge.rtc.rfc4733 import DtmfDetector
+from bridge.rtc.rtp_session import RtpSession
+from bridge.tasks import TaskSet
 
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48_000, channels=2, payloadType=111)
 RED_PT, DTMF_PT = 63, 126
@@ -77,6 +81,18 @@ def packets(n: int) -> list[bytes]:
         header = struct.pack("!BBHII", 0x90, OPUS.payloadType, i & 0xFFFF, i * 960, SSRC)
         out.append(tx.protect(header + EXTENSION + PAYLOAD))
     return out
+
+
+class Buffer:
+    """Stands in for aiortc's jitter buffer on its path: every packet to the sink, nothing to
+    aiortc's decoder (as the bridge's stand-in did)."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    def add(self, packet: Any) -> tuple[bool, None]:
+        self.sink.packet(packet.sequence_number, packet.timestamp, packet._data)
+        return False, None
 
 
 class Sink:
@@ -128,19 +144,19 @@ async def per_packet_us(path: str, data: list[bytes]) -> float:
     receiver = RTCRtpReceiver("audio", dtls)
     receiver._track = RemoteStreamTrack("audio")
     sink = Sink()
-    receiver._RTCRtpReceiver__jitter_buffer = ReceiverBuffer(sink)  # type: ignore[attr-defined, arg-type]
-    receiver._RTCRtpReceiver__decoder_queue = sink  # type: ignore[attr-defined]
-    detector = DtmfDetector(lambda d, ms: None)
-    if path == "lean":
-        lean = rtprecv.install(receiver, sink)  # type: ignore[arg-type]
-        lean.take_red(RED_PT, OPUS.payloadType, RedStats())
-        lean.take_dtmf(lambda: DTMF_PT, detector)
+    tasks = TaskSet("bench-leg")
+    session = RtpSession(1, "bench")
+    if path == "session":
+        session.playout = sink  # type: ignore[assignment]
+        session.take_red(RED_PT, OPUS.payloadType, RedStats())
+        session.take_dtmf(lambda: DTMF_PT, DtmfDetector(lambda d, ms: None))
+        transceiver = SimpleNamespace(receiver=receiver, sender=SimpleNamespace(send=None))
+        wire = DtlsSrtp(session, transceiver, tasks, "bench leg")
         feed: Any = guard.guarded_datagram_received
     else:
+        receiver._RTCRtpReceiver__jitter_buffer = Buffer(sink)  # type: ignore[attr-defined, arg-type]
+        receiver._RTCRtpReceiver__decoder_queue = sink  # type: ignore[attr-defined]
         feed = old_guard
-    # The browser leg's hooks, on aiortc's path (both paths have them; only aiortc's uses them).
-    hook_red(dtls, RED_PT, OPUS.payloadType, sink.redundant, RedStats())
-    hook_receive(dtls, lambda: DTMF_PT, detector)
     await receiver.receive(
         RTCRtpReceiveParameters(
             codecs=[OPUS],
@@ -164,8 +180,13 @@ async def per_packet_us(path: str, data: list[bytes]) -> float:
         await asyncio.sleep(0)
     spent = time.process_time() - t0
     await asyncio.sleep(0)
-    stats = receiver._RTCRtpReceiver__remote_streams[SSRC]  # type: ignore[attr-defined]
-    assert sink.count == len(data) == stats.packets_received, (sink.count, stats.packets_received)
+    if path == "session":
+        received = session.reports.packets_received
+        await tasks.close()
+        wire.close()
+    else:
+        received = receiver._RTCRtpReceiver__remote_streams[SSRC].packets_received  # type: ignore[attr-defined]
+    assert sink.count == len(data) == received, (sink.count, received)
     await receiver.stop()
     run.cancel()
     try:
@@ -193,7 +214,7 @@ async def run(n: int, repeat: int, loop: str = "asyncio") -> dict[str, Any]:
     data = packets(n)
     best: dict[str, float] = {}
     for _ in range(repeat):
-        for path in ("aiortc", "lean"):
+        for path in ("aiortc", "session"):
             us = await per_packet_us(path, data)
             best[path] = min(best.get(path, us), us)
         us = unprotect_us(data)

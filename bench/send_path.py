@@ -1,12 +1,13 @@
 """The RTP send path alone, per packet: aiortc's ``RTCRtpSender._run_rtp`` against the bridge's
-lean sender (``bridge/rtc/rtpsend.py``), in one process, no network, no pacing.
+sender on a leg's own RTP session (``bridge/rtc/rtpsend.py`` on ``bridge/rtc/dtls_srtp.py``),
+in one process, no network, no pacing.
 
 Both loops send the same pre-encoded track (an 80-byte Opus payload per packet, handed over
 as fast as they take it) through a stand-in DTLS transport that does what aiortc's
 ``RTCDtlsTransport._send_rtp`` does, with a real libsrtp session (``--srtp``, default) or none
 (to separate SRTP from the loop's own Python); the ICE send is aioice's own, on a nominated
-pair whose socket only counts (aiortc's loop goes through ``Connection.send``, the lean sender
-its own way to the same ``sendto``: ``rtpsend.datagram_sender``). It reports process CPU
+pair whose socket only counts (aiortc's loop goes through ``Connection.send``, the bridge's
+its own way to the same ``sendto``: ``DtlsSrtp.send_rtp``). It reports process CPU
 time per packet (``time.process_time``: on a shared machine other processes' load changes it
 far less than wall-clock time), best of ``--repeat`` runs of ``--packets`` each, alternating
 the two loops so drift hits both alike::
@@ -36,8 +37,10 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdtlstransport import State
 from pylibsrtp import Policy, Session
 
-from bridge.rtc import rtpsend
+from bridge.rtc.dtls_srtp import DtlsSrtp
+from bridge.rtc.rtp_session import RtpSession
 from bridge.rtc.tracks import EncodedPacket
+from bridge.tasks import TaskSet
 
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48_000, channels=2, payloadType=111)
 PAYLOAD = bytes(80)
@@ -72,6 +75,7 @@ class Transport:
         )
         self._tx_srtp: Any = Session(policy) if srtp else SimpleNamespace(protect=lambda d: d)
         self._state = State.CONNECTED
+        self.state = "connected"
         # aioice's connection with a nominated pair, as after ICE; the pair's socket counts.
         connection = aioice.Connection(ice_controlling=True)
         protocol = aioice.ice.StunProtocol(connection)
@@ -96,14 +100,25 @@ class Transport:
 async def per_packet_us(loop: str, packets: int, srtp: bool) -> float:
     pc = RTCPeerConnection()
     sender = pc.addTransceiver("audio").sender
-    sender.replaceTrack(Packets(packets))
-    if loop == "lean":
-        rtpsend.install(sender)
+    track = Packets(packets)
+    sender.replaceTrack(track)
     transport = Transport(srtp)
     sender.setTransport(transport)  # type: ignore[arg-type]
-    t0 = time.process_time()
-    await sender._run_rtp(OPUS)
-    spent = time.process_time() - t0
+    if loop == "lean":
+        tasks = TaskSet("bench-leg")
+        leg = SimpleNamespace(sender=SimpleNamespace(send=None), receiver=SimpleNamespace())
+        wire = DtlsSrtp(RtpSession(1, "bench"), leg, tasks, "bench leg")
+        assert wire._attach(transport)
+        lean = wire.play(track)
+        t0 = time.process_time()
+        await lean.run(track)
+        spent = time.process_time() - t0
+        wire.close()
+        await tasks.close()
+    else:
+        t0 = time.process_time()
+        await sender._run_rtp(OPUS)
+        spent = time.process_time() - t0
     await pc.close()
     assert transport.sent == packets, transport.sent
     return spent / packets * 1e6

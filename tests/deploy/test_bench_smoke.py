@@ -110,12 +110,12 @@ async def test_send_path_bench_runs_both_loops() -> None:
 
 async def test_recv_path_bench_runs_both_paths() -> None:
     """``python -m bench.recv_path`` (the RTP receive path per packet, aiortc's vs the
-    bridge's): both hand every packet to the receiver and count it in aiortc's statistics
-    (the bench asserts that itself)."""
+    bridge's RTP session): both hand every packet to the receiver and count it in their RTCP
+    statistics (the bench asserts that itself)."""
     from bench.recv_path import run
 
     result = await run(200, 1)
-    assert set(result["us_per_packet"]) == {"aiortc", "lean", "of which SRTP unprotect"}
+    assert set(result["us_per_packet"]) == {"aiortc", "session", "of which SRTP unprotect"}
     assert all(us > 0 for us in result["us_per_packet"].values())
 
 
@@ -124,13 +124,13 @@ def test_profile_splits_the_send_path(tmp_path: Path) -> None:
 
     raw = tmp_path / "raw.txt"
     raw.write_text(
-        "<module> (bridge/__main__.py:1);LeanSender._run (bridge/rtc/rtpsend.py:9);"
+        "<module> (bridge/__main__.py:1);LeanSender.run (bridge/rtc/rtpsend.py:9);"
         "OpusBusTrack.recv (bridge/rtc/tracks.py:1);encode (bridge/audio/opus.py:1) 7\n"
-        "<module> (bridge/__main__.py:1);LeanSender._run (bridge/rtc/rtpsend.py:9);"
-        "LeanSender.send (bridge/rtc/rtpsend.py:20);protect (pylibsrtp/__init__.py:1) 3\n"
+        "<module> (bridge/__main__.py:1);LeanSender.run (bridge/rtc/rtpsend.py:9);"
+        "LeanSender.send_now (bridge/rtc/rtpsend.py:20);protect (pylibsrtp/__init__.py:1) 3\n"
         "<module> (bridge/__main__.py:1);RTCRtpSender._run_rtp (aiortc/rtcrtpsender.py:1);"
         "current_ntp_time (aiortc/clock.py:1) 2\n"
-        "<module> (bridge/__main__.py:1);LeanSender._run (bridge/rtc/rtpsend.py:9);"
+        "<module> (bridge/__main__.py:1);LeanSender.run (bridge/rtc/rtpsend.py:9);"
         "send_data (aioice/ice.py:1);sendto (asyncio/transports.py:1) 1\n"
         "<module> (bridge/__main__.py:1);OpusReceiver.pop (bridge/audio/receiver.py:1) 4\n"
     )
@@ -148,7 +148,7 @@ def test_profile_counts_the_bridges_encoder_as_opus_encode() -> None:
     (it was counted there until 2026-11-25, which hid a fifth of a sim call's samples)."""
     from bench.profile import stage_of
 
-    lean = "LeanSender._run (bridge/rtc/rtpsend.py:217)"
+    lean = "LeanSender.run (bridge/rtc/rtpsend.py:217)"
     encode = "OpusEncoder._encode (bridge/audio/opus.py:225)"
     assert stage_of([lean, "OpusBusTrack.recv (bridge/rtc/tracks.py:180)", encode]) == (
         "Opus encode (downlink)"

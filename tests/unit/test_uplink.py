@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
