@@ -130,8 +130,6 @@ class PeerLeg:
         """The sender playing its Opus track (``rtpsend.py``), numbered on the session's
         stream: the one owner of its sequence numbers (encoded, forwarded and DTMF packets)."""
         self._playout: Playout | None = None
-        self._loss_beyond: Callable[[], float] = _no_loss
-        self.session.loss_beyond = lambda: self._loss_beyond()
         self._tasks = TaskSet(tasks)
         self._close_lock = asyncio.Lock()
         self._closed = False
@@ -214,8 +212,8 @@ class PeerLeg:
 
     def report_loss_beyond(self, loss: Callable[[], float] | None) -> None:
         """While this leg's packets are forwarded into another leg, tell its sender the loss
-        there too (``uplink.report_loss_beyond``); ``None`` stops."""
-        self._loss_beyond = loss or _no_loss
+        there too (``rtp_session.py``: our receiver reports carry it); ``None`` stops."""
+        self.session.loss_beyond = loss or _no_loss
 
     @property
     def far_end_loss(self) -> float:

@@ -114,6 +114,14 @@ class RtpSession:
         """Also take telephone-event (RFC 4733) on ``payload_type()`` into ``detector``."""
         self.dtmf = (payload_type, detector)
 
+    def close(self) -> None:
+        """Let go of the leg's callbacks (idempotent): a closed leg is freed at once, with no
+        reference cycle through its session left for the collector."""
+        self.playout = None
+        self.red = self.dtmf = None
+        self.on_report = None
+        self.loss_beyond = _no_loss
+
     # -- packets in
     def receive_rtp(self, plain: bytes) -> None:
         """One authenticated RTP packet from the far end (its wire's datagram callback)."""

@@ -354,5 +354,6 @@ class SdesPeer(WhatsAppLeg):
                 if self.socket.ready:
                     self.socket.send_rtcp(self.session.report(bye=True))
             self.socket.close()
+            self.session.close()
             self.playout.stop()
             self.state = "closed"
