@@ -254,11 +254,11 @@ async def lossy_call(client, browser, *, until) -> tuple[dict, dict, float]:
     snap = (await (await client.get("/call/status")).json())["calls"][0]
     session = client.app[MANAGER].runtime(snap["callID"]).participants.agent
     dtls = next(t.receiver for t in session.pc.getTransceivers() if t.kind == "audio").transport
-    # The datagrams as they reach the bridge's receive path (rtc/rtprecv.py, once attached).
+    # The datagrams as they reach the leg's RTP session (rtc/dtls_srtp.py, once attached).
     connection = aiortc_seam.ice_connection(dtls.transport)
     # aiortc starts the receiver just after the connection is up.
-    await waits.until(lambda: "data_received" in vars(connection), 5.0, "the lean receive path")
-    assert connection.data_received == session._lean_rx.datagram
+    await waits.until(lambda: "data_received" in vars(connection), 5.0, "the session's wire")
+    assert connection.data_received == session._wire.datagram
     handle, rng = connection.data_received, random.Random(9)
 
     def lossy(data, component):  # SRTP only: SRTCP and DTLS go through
@@ -373,13 +373,13 @@ async def downlink_concealment(client, browser, window: int = 48_000 * 6) -> tup
     snap = (await (await client.get("/call/status")).json())["calls"][0]
     lean = client.app[MANAGER].runtime(snap["callID"]).participants.agent._lean
     await until(lambda: lean.running, what="the bridge's sender")
-    send, rng = lean._send, random.Random(21)
+    send, rng = lean.send_rtp, random.Random(21)
 
-    def lossy(data: bytes) -> None:  # the lean sender's datagram send (synchronous)
+    def lossy(data: bytes) -> None:  # the sender's RTP to its wire (synchronous; RTCP goes on)
         if rng.random() >= 0.15:
             send(data)
 
-    lean._send = lossy
+    lean.send_rtp = lossy
 
     async def protection() -> dict:
         stats = await (await client.get(f"/call/{snap['callID']}/stats")).json()
