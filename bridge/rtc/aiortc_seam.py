@@ -70,6 +70,7 @@ REQUIRED: tuple[tuple[Any, str, tuple[str, ...]], ...] = (
     (aioice.ice.StunProtocol, "datagram_received", ()),
     (aioice.turn.TurnClientMixin, "datagram_received", ()),
     (aioice.ice.Connection, "__init__", ("_check_list", "_nominated")),
+    (RTCDtlsTransport, "_recv_next", ()),  # a failure on one DTLS datagram is not fatal
     # rtc/ice.py: host addresses, gathering timeout, pinned ports
     (aioice.ice, "get_host_addresses", ()),
     (aioice.ice.Connection, "get_component_candidates", ("asyncio", "get_running_loop")),
@@ -80,7 +81,6 @@ REQUIRED: tuple[tuple[Any, str, tuple[str, ...]], ...] = (
     (aioice.ice.Connection, "data_received", ("_queue", "put_nowait")),
     (aioice.ice.StunProtocol, "send_data", ("transport", "sendto")),
     (RTCDtlsTransport, "__init__", ("_tx_srtp", "_rx_srtp")),
-    (RTCDtlsTransport, "_recv_next", ("_rx_srtp",)),
 )
 """``(owner, attribute, names its code must use)``: every private part the bridge touches."""
 

@@ -196,7 +196,7 @@ class DtlsSrtp:
 
     def _send(self, data: bytes) -> None:
         pair = self._pairs.get(1)
-        if pair is None:
+        if pair is None or pair.protocol.transport is None:
             raise ConnectionError("Cannot send data, not connected")
         pair.protocol.transport.sendto(data, pair.remote_addr)
 

@@ -1,19 +1,13 @@
 """What we receive of one SSRC, as RTCP reports it (RFC 3550 A.1, A.3, A.8), sans-IO.
 
-The bridge counts every packet it receives itself: ``rtc/rtprecv.py`` on a peer connection,
-``rtc/rtcp.py`` on the SDES leg. On a peer connection a :class:`ReceptionStats` sits in
-aiortc's receiver table where aiortc's own ``StreamStatistics`` would, and aiortc reads it for
-its receiver reports and ``getStats``: it has that class's public face (``packets_received``,
-``max_seq``, ``cycles``, ``jitter``, ``fraction_lost``, ``packets_lost``, ``add``) and
-counts as it does (``tests/unit/test_rtprecv.py`` feeds both the same packets), with the RTP
-timestamp difference taken modulo 2³² (aiortc's is not) and RFC 4733 events counted without
-moving the jitter.
+Every leg's RTP session (``rtc/rtp_session.py``, its reports in ``rtc/rtcp.py``) counts every
+packet it receives here. :class:`ReceptionStats` counts as aiortc's own ``StreamStatistics``
+does (``tests/unit/test_dtls_srtp.py`` feeds both the same packets), with the RTP timestamp
+difference taken modulo 2³² (aiortc's is not) and RFC 4733 events counted without moving the
+jitter.
 """
 
 from __future__ import annotations
-
-import time
-from typing import Any
 
 LOST_MIN, LOST_MAX = -0x800000, 0x7FFFFF
 """The cumulative number of packets lost is a signed 24-bit field (RFC 3550 §6.4.1)."""
@@ -57,22 +51,6 @@ class ReceptionStats:
             self._jitter_q4 += diff - ((self._jitter_q4 + 8) >> 4)
         self._last_arrival = arrival
         self._last_timestamp = timestamp
-
-    @classmethod
-    def adopt(cls, stream: Any, clockrate: int) -> ReceptionStats:
-        """Take over the counts of aiortc's own ``StreamStatistics`` for an SSRC whose first
-        packets aiortc routed itself, before the bridge's receive path attached (its public
-        fields; the jitter starts again, as it would after any gap)."""
-        if isinstance(stream, cls):
-            return stream
-        ours = cls(clockrate)
-        ours.packets_received = stream.packets_received
-        ours.base_seq, ours.max_seq, ours.cycles = stream.base_seq, stream.max_seq, stream.cycles
-        return ours
-
-    def add(self, packet: Any) -> None:
-        """A packet aiortc routed itself (its ``StreamStatistics.add``)."""
-        self.received(packet.sequence_number, packet.timestamp, time.time())
 
     @property
     def packets_expected(self) -> int:
