@@ -78,7 +78,7 @@ class DtlsSrtp:
         aiortc_send = sender.send
 
         async def send(parameters: Any) -> None:  # aiortc's RTCRtpSender.send, on this sender
-            self.session.set_ssrc(parameters.rtcp.ssrc)
+            self.session.set_identity(parameters.rtcp.ssrc, parameters.rtcp.cname)
             if self.lean is None:
                 await aiortc_send(parameters)  # aiortc encodes and sends (module docstring)
                 return

@@ -102,9 +102,12 @@ class RtpSession:
     def ssrc(self) -> int:
         return self.stream.ssrc
 
-    def set_ssrc(self, ssrc: int) -> None:
-        """Our SSRC (as our SDP announced it), before anything was sent."""
+    def set_identity(self, ssrc: int, cname: str | None = None) -> None:
+        """Our SSRC and CNAME as our SDP announced them (``a=ssrc:… cname:…``), before
+        anything was sent."""
         self.stream.ssrc = self.reports.ssrc = ssrc
+        if cname:
+            self.reports.cname = cname.encode()[:255]
 
     def take_red(self, payload_type: int, opus: int, stats: RedStats) -> None:
         """Also take RED (RFC 2198) over Opus (``opus``) on ``payload_type``."""

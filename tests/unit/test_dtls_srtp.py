@@ -157,6 +157,7 @@ class Leg:
         """What aiortc's connect does once DTLS is up: send, then receive."""
         send = RTCRtpSendParameters(codecs=codecs or [OPUS], headerExtensions=MID, muxId="0")
         send.rtcp.ssrc = OUR_SSRC
+        send.rtcp.cname = "cname-of-the-sdp"
         await self.sender.send(send)
         await self.receiver.receive(
             RTCRtpReceiveParameters(
@@ -307,7 +308,8 @@ async def test_aiortcs_sender_and_receiver_never_start(leg: Leg) -> None:
     assert not leg.sender._RTCRtpSender__started  # type: ignore[attr-defined]
     assert not leg.receiver._RTCRtpReceiver__started  # type: ignore[attr-defined]
     assert not leg.dtls._rtp_router.receivers and not leg.dtls._rtp_router.senders
-    assert leg.session.ssrc == OUR_SSRC  # the SSRC aiortc's SDP announced
+    assert leg.session.ssrc == OUR_SSRC  # the SSRC and CNAME aiortc's SDP announced
+    assert leg.session.reports.cname == b"cname-of-the-sdp"
     await leg.receiver.stop()  # what the peer connection's close calls: nothing to stop
 
 
