@@ -356,7 +356,11 @@ async def test_stalled_fork_is_dropped_and_the_call_is_unaffected(make_client) -
         assert dominant_frequency(heard, rtc.recorder.rate) == pytest.approx(440, abs=5)
         win = rtc.recorder.rate // 50
         windows = heard[: heard.size // win * win].reshape(-1, win) / 32768
-        assert all(rms_dbfs(w) > -20 for w in windows)
+        # A fork that held the call up would silence it for as long as it stalls (seconds);
+        # one quiet 20 ms window is a playout glitch of the test's own receiver on a loaded
+        # host (CI on 9fc0c90: one run in 1 165 failed here with the fork dropped on time).
+        quiet = [round(rms_dbfs(w), 1) for w in windows if rms_dbfs(w) <= -20]
+        assert len(windows) >= 45 and len(quiet) <= 1, quiet
         events.close()
         await rtc.close()
     finally:
