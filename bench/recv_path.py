@@ -103,7 +103,9 @@ class Sink:
         self.count = 0
         self._stop: queue.Queue[None] = queue.Queue()
 
-    def packet(self, seq: int, timestamp: int, payload: bytes) -> None:
+    idle_meters = ()
+
+    def packet(self, seq: int, timestamp: int, payload: bytes, level: int | None = None) -> None:
         self.count += 1
 
     def redundant(self, timestamp: int, payload: bytes) -> None:

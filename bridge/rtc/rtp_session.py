@@ -72,6 +72,28 @@ def payload_bounds(data: bytes) -> tuple[int, int] | None:
     return start, end
 
 
+def audio_level(plain: bytes, ext_id: int) -> int | None:
+    """The RFC 6464 audio level (0-127, -dBov) in a plaintext packet's one-byte header
+    extension block (RFC 8285 §4.2) under ``ext_id``, or ``None``."""
+    start = 12 + 4 * (plain[0] & 0x0F)
+    n = len(plain)
+    if not plain[0] & 0x10 or n < start + 4 or plain[start] != 0xBE or plain[start + 1] != 0xDE:
+        return None
+    end = min(n, start + 4 + 4 * ((plain[start + 2] << 8) | plain[start + 3]))
+    i = start + 4
+    while i < end:
+        element = plain[i]
+        if element == 0:  # padding
+            i += 1
+            continue
+        if element >> 4 == ext_id:
+            return plain[i + 1] & 0x7F if i + 1 < end else None
+        if element >> 4 == 15:  # reserved: stop (RFC 8285 §4.2)
+            return None
+        i += 2 + (element & 0x0F)
+    return None
+
+
 def _no_loss() -> float:
     return 0.0
 
@@ -93,6 +115,9 @@ class RtpSession:
         self.on_report: Callable[[float], None] | None = None
         """Called with the loss fraction of each report block the far end sends about us."""
         self.loss_beyond: Callable[[], float] = _no_loss
+        self.audio_level_id: int | None = None
+        """The RFC 6464 audio level's header extension id, when negotiated: an idle leg's
+        level meters read it instead of decoding (``rtc/uplink.py``)."""
         self.packets = 0
         """RTP packets received (authenticated)."""
         self.unknown_payloads = 0
@@ -149,7 +174,10 @@ class RtpSession:
             if pt == self.opus_pt:
                 self.reports.received(ssrc, seq, timestamp)
                 if playout is not None:
-                    playout.packet(seq, timestamp, payload)
+                    level = None
+                    if self.audio_level_id is not None and playout.idle_meters:
+                        level = audio_level(plain, self.audio_level_id)
+                    playout.packet(seq, timestamp, payload, level)
             elif self.red is not None and pt == self.red[0]:
                 self._red(ssrc, seq, timestamp, payload)
             elif self.dtmf is not None and pt == self.dtmf[0]():
