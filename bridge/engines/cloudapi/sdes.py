@@ -47,6 +47,7 @@ from ...rtc.protection import LossProtection
 from ...rtc.quality import account_concealment, sample
 from ...rtc.rfc4733 import EventSender
 from ...rtc.rtp_session import RtpSession
+from ...rtc.rtpsend import LeanSender
 from ...rtc.sdes import Crypto, new_crypto, read_savp
 from ...rtc.srtpudp import SrtpSocket
 from ...rtc.tracks import EncodedPacket, OpusBusTrack
@@ -106,6 +107,9 @@ class SdesPeer(WhatsAppLeg):
         """The leg's RTP session: RTP and RTCP both ways (``rtc/rtp_session.py``)."""
         self.stream = self.session.stream
         self.rtcp = self.session.reports
+        self._sender = LeanSender(self.session, self._send_rtp)
+        """Our track's packets, forwarded ones and RFC 4733 events, numbered on the session's
+        stream (``rtc/rtpsend.py``), to the socket."""
         self.crypto: Crypto | None = None
         self._track: OpusBusTrack | None = None
         self._open_shell(
@@ -114,7 +118,7 @@ class SdesPeer(WhatsAppLeg):
             on_dtmf=on_dtmf,
             on_media=on_media,
             on_closed=on_closed,
-            events=EventSender(sdes_rtp.StreamSender(self)),
+            events=EventSender(self._sender),
         )
         self.playout = Playout(self._on_frame, self.rx, self._tasks)
         self.session.playout = self.playout
@@ -196,7 +200,7 @@ class SdesPeer(WhatsAppLeg):
         self.session.on_report = self._track.far_end_report
         self.state = "connecting"
         self.started_at = time.monotonic()
-        self._tasks.spawn(self._send_media(self._track), "rtp-out")
+        self._tasks.spawn(self._sender.run(self._track), "rtp-out")
         self._tasks.spawn(self._reports(), "rtcp")
 
     @property
@@ -208,10 +212,6 @@ class SdesPeer(WhatsAppLeg):
         self._close_expected = True
 
     # -- sending
-    async def _send_media(self, track: OpusBusTrack) -> None:
-        while True:
-            self.send_encoded(await track.recv())
-
     @property
     def running(self) -> bool:
         """Whether our packets go out now (keys and Meta's address known, not closed)."""
@@ -220,29 +220,14 @@ class SdesPeer(WhatsAppLeg):
     def send_encoded(self, packet: EncodedPacket) -> None:
         """One packet of our track: encoded by it, or forwarded from the browser's receive
         callback (``rtc/passthrough.py``)."""
-        self.send_now(packet.data, packet.pts, packet.seq, marker=packet.marker)
+        self._sender.send_encoded(packet)
 
-    async def send_packet(self, *args: Any, **kwargs: Any) -> None:
-        """:meth:`send_now` for the RFC 4733 sender, which awaits its sends."""
-        self.send_now(*args, **kwargs)
-
-    def send_now(
-        self,
-        payload: bytes,
-        pts: int,
-        seq: int | None = None,
-        *,
-        marker: bool | None = None,
-        payload_type: int | None = None,
-    ) -> None:
-        """Packetise, protect and send one packet of our stream (RFC 4733 events too)."""
-        stream = self.stream
-        plain = stream.packetise(payload, pts, seq, marker=marker, payload_type=payload_type)
+    def _send_rtp(self, plain: bytes) -> None:
+        """One packet of our stream to the socket (protected there; dropped and counted while
+        the socket is not ready)."""
         self.socket.send_rtp(plain)
         if self.first_sent_at is None:
             self.first_sent_at = time.monotonic()
-        if payload_type is None:
-            self.session.sent(pts)
 
     async def _reports(self) -> None:
         """RTCP every ``rtcp_interval`` (±50 %, RFC 3550 §6.2; the first after half of one),

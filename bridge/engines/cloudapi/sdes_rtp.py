@@ -1,4 +1,4 @@
-"""The SDES leg's stream RFC 4733 events are sent on, and ``leg_json``."""
+"""The SDES leg as a call's report shows it (``leg_json``)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,6 @@ from ...rtc.tracks import OpusBusTrack
 
 if TYPE_CHECKING:
     from .sdes import SdesPeer
-
-
-class StreamSender:
-    """What :class:`~bridge.rtc.rfc4733.EventSender` writes through: our stream and its send."""
-
-    def __init__(self, peer: SdesPeer) -> None:
-        self.stream = peer.stream
-        self.send = peer.send_packet
 
 
 def leg_json(
