@@ -2,8 +2,9 @@
 
 aiortc and aioice give the bridge ICE, DTLS and the SRTP keys, nothing else: every leg's RTP
 and RTCP is its own (``rtc/rtp_session.py`` on ``rtc/dtls_srtp.py``; aiortc's sender and
-receiver never start). What the bridge still touches beyond their public API is named here,
-and only here, so an aiortc upgrade is a change to this file (and the pin):
+receiver never start, but for aiortc's sender under ``BRIDGE_OPUS_DIRECT`` off). What the
+bridge still touches beyond their public API is named here, and only here, so an aiortc
+upgrade is a change to this file (and the pin):
 
 * ICE: the pinned port range and the host addresses (``rtc/ice.py``), the UDP guard and
   aioice's datagram callback of one connection, its candidate pairs and its nominated pair
@@ -65,7 +66,7 @@ REQUIRED: tuple[tuple[Any, str, tuple[str, ...]], ...] = (
     (RTCDtlsTransport, "_setup_srtp", ()),
     (RTCDtlsTransport, "_set_state", ()),
     (aioice.ice.Connection, "connect", ()),
-    (RTCIceTransport, "__init__", ("_connection", "_send")),
+    (RTCIceTransport, "__init__", ("_connection",)),
     # rtc/guard.py: the UDP filter
     (aioice.ice.StunProtocol, "datagram_received", ()),
     (aioice.turn.TurnClientMixin, "datagram_received", ()),
@@ -207,8 +208,3 @@ def swap_ssl(dtls: Any, ssl: Any) -> Any:
     """Put ``ssl`` as the transport's ``SSL.Connection``; returns the one it had."""
     old, dtls._ssl = dtls._ssl, ssl
     return old
-
-
-def nominated_pairs(dtls: Any) -> dict[int, Any]:
-    """The nominated pair of each component of the ICE connection under DTLS."""
-    return dtls.transport._connection._nominated

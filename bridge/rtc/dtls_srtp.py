@@ -21,8 +21,9 @@ statistics of theirs. Instead:
 * the sender's task (``rtc/rtpsend.py`` ``LeanSender.run``) plays the leg's track, started
   from ``send(parameters)`` with the SSRC, payload type and ``mid`` aiortc negotiated.
 
-A leg whose track aiortc encodes itself (``BRIDGE_OPUS_DIRECT`` off: ``BusAudioTrack``) keeps
-aiortc's sender; only its receive path and receiver reports are the session's.
+A leg whose track aiortc encodes itself (``BRIDGE_OPUS_DIRECT`` off: ``BusAudioTrack``, a
+debugging setting) keeps aiortc's sender, with its sender reports; only its receive path and
+receiver reports are the session's, and the far end's loss of what aiortc sends is not sampled.
 
 What of aiortc's and aioice's is used beyond their public API (the ICE connection, its
 nominated pair, the DTLS transport's SRTP sessions) is reached through
@@ -47,7 +48,7 @@ from .rtpsend import LeanSender, mid_extension
 log = logging.getLogger(__name__)
 
 RTCP_INTERVAL = 1.0
-"""Mean seconds between our RTCP reports (randomised ±50 %, RFC 3550 §6.3.5)."""
+"""Mean seconds between our RTCP reports (randomised ±50 %, RFC 3550 §6.3.1)."""
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 """RFC 6464: browsers send each packet's level with it when both sides list it."""
@@ -80,6 +81,8 @@ class DtlsSrtp:
         aiortc_send = sender.send
 
         async def send(parameters: Any) -> None:  # aiortc's RTCRtpSender.send, on this sender
+            if self._closed:
+                return  # the leg closed while DTLS came up: nothing starts, aiortc's neither
             self.session.set_identity(parameters.rtcp.ssrc, parameters.rtcp.cname)
             if self.lean is None:
                 await aiortc_send(parameters)  # aiortc encodes and sends (module docstring)
@@ -87,14 +90,11 @@ class DtlsSrtp:
             self._start_sending(sender.transport, parameters)
 
         async def receive(parameters: Any) -> None:  # aiortc's RTCRtpReceiver.receive
-            self._start_receiving(receiver.transport, parameters)
-
-        async def stop() -> None:  # aiortc's stop() of the receiver: it never started
-            pass
+            if not self._closed:
+                self._start_receiving(receiver.transport, parameters)
 
         sender.send = send
         receiver.receive = receive
-        receiver.stop = stop
 
     def play(self, track: Any) -> LeanSender:
         """Our sender plays ``track`` (pre-encoded Opus: ``rtc/tracks.py`` ``OpusBusTrack``)."""
@@ -106,7 +106,7 @@ class DtlsSrtp:
     def _attach(self, dtls: Any) -> bool:
         if self._dtls is not None:
             return self._dtls is dtls
-        if self._closed:
+        if self._closed or self._tasks.closed:
             return False
         connection = seam.ice_connection(dtls.transport)
         if connection is None:
@@ -116,7 +116,7 @@ class DtlsSrtp:
             log.warning("%s: the ICE connection's datagrams are taken already", self.name)
             return False
         self._dtls, self._connection, self._aioice = dtls, connection, aioice_path
-        self._pairs = seam.nominated_pairs(dtls)
+        self._pairs = seam.nominated(connection)
         return True
 
     def _start_receiving(self, dtls: Any, parameters: Any) -> None:
@@ -128,6 +128,7 @@ class DtlsSrtp:
         if opus:
             self.session.opus_pt = opus[0]
         else:
+            self.session.opus_pt = -1  # no payload type matches
             log.warning("%s: no Opus negotiated; its audio is not received", self.name)
         self._start_reports()
 
@@ -219,7 +220,10 @@ class DtlsSrtp:
 
     def close(self) -> None:
         """A last report with BYE (RFC 3550 §6.6), then give the connection's datagrams back
-        (idempotent; the leg's tasks, the sender's among them, are closed by the leg)."""
+        (idempotent; the leg's tasks, the sender's among them, are closed by the leg). Our
+        ``send``/``receive`` stay on aiortc's sender and receiver, refusing from now on, so a
+        connect that finishes while the peer connection closes starts nothing; the peer
+        connection's release (``rtc/release.py``) empties both objects afterwards."""
         if self._closed:
             return
         if self._rtcp_started:
@@ -234,11 +238,7 @@ class DtlsSrtp:
             seam.give_back_datagrams(self._connection)
         self._connection = self._aioice = None
         self._pairs = {}
-        # aiortc's own methods back on its sender and receiver (ours close over this object),
-        # and the session's callbacks dropped: no reference cycle outlives the leg.
-        sender, receiver = self._taken
-        for obj, names in ((sender, ("send",)), (receiver, ("receive", "stop"))):
-            for name in names:
-                vars(obj).pop(name, None)
+        # The session's callbacks dropped: no reference cycle outlives the leg.
+        self._taken = (None, None)
         self.lean = self.sender_track = None
         self.session.close()

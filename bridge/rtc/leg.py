@@ -16,7 +16,7 @@ share lives here:
   creation, aiortc's and aioice's objects released at once (:mod:`.release`);
 * **media**: the leg's own RTP session (:mod:`.rtp_session`: RTP and RTCP both ways, the
   receiver statistics) on its ICE connection with the keys DTLS set up (:mod:`.dtls_srtp`:
-  aiortc's sender and receiver never start);
+  aiortc's sender and receiver never start, but for its sender where aiortc encodes);
 * **stats**: RTP/RTCP samples of that session (:mod:`.quality`), the receiver's W3C counters;
   the far end's loss reports go to the encoder as they arrive (``rtc/protection.py``).
 
@@ -52,7 +52,7 @@ from .quality import Quality, account_concealment, sample
 from .red import RedStats
 from .release import release_peer_connection
 from .rfc4733 import DtmfDetector
-from .rtp_session import RtpSession
+from .rtp_session import RtpSession, no_loss
 from .tracks import BusAudioTrack, OpusBusTrack
 from .uplink import Playout
 
@@ -66,10 +66,6 @@ past it they are left to the collector. aiortc's connect task of a leg closed wh
 checks runs for seconds, and a call's end (and the engine events behind it) must not wait."""
 
 FINAL = ("closed", "failed")
-
-
-def _no_loss() -> float:
-    return 0.0
 
 
 def install_transport_hooks() -> None:
@@ -159,7 +155,9 @@ class PeerLeg:
         receiver (``uplink.py``) to ``on_frame``, one 16 kHz frame every 20 ms, counted in
         ``stats``. Before negotiation ends (aiortc starts the transceiver then)."""
         self._track = track
-        transceiver.sender.replaceTrack(track)  # the SDP's msid (aiortc's sender never runs)
+        # The SDP's msid; aiortc's sender plays it only where aiortc encodes (BRIDGE_OPUS_DIRECT
+        # off: a BusAudioTrack), else ours does (rtc/dtls_srtp.py).
+        transceiver.sender.replaceTrack(track)
         self._playout = Playout(on_frame, stats, self._tasks)
         self.session.playout = self._playout
         self._wire = DtlsSrtp(self.session, transceiver, self._tasks, self.name)
@@ -170,19 +168,12 @@ class PeerLeg:
         transceiver.direction = "sendrecv"
         return self._playout
 
-    def receive_red(
-        self, transceiver: RTCRtpTransceiver, red: int, opus: int, stats: RedStats
-    ) -> None:
+    def receive_red(self, red: int, opus: int, stats: RedStats) -> None:
         """Take RED (RFC 2198) packets of payload type ``red`` over ``opus``: the redundant
         blocks to the receiver, the primary as Opus (``rtc/red.py``)."""
         self.session.take_red(red, opus, stats)
 
-    def receive_dtmf(
-        self,
-        transceiver: RTCRtpTransceiver,
-        payload_type: Callable[[], int | None],
-        detector: DtmfDetector,
-    ) -> None:
+    def receive_dtmf(self, payload_type: Callable[[], int | None], detector: DtmfDetector) -> None:
         """Take telephone-event (RFC 4733) packets of ``payload_type()`` (read per packet)
         into ``detector`` (``rtc/rfc4733.py``)."""
         self.session.take_dtmf(payload_type, detector)
@@ -213,7 +204,7 @@ class PeerLeg:
     def report_loss_beyond(self, loss: Callable[[], float] | None) -> None:
         """While this leg's packets are forwarded into another leg, tell its sender the loss
         there too (``rtp_session.py``: our receiver reports carry it); ``None`` stops."""
-        self.session.loss_beyond = loss or _no_loss
+        self.session.loss_beyond = loss or no_loss
 
     @property
     def far_end_loss(self) -> float:

@@ -1,7 +1,7 @@
 """RTP and RTCP packets, sans-IO: bytes in, objects out, and back.
 
-The bridge owns RTP receive and send on every leg, and RTCP on the SDES leg; what it needs of
-the wire format is here rather than in aiortc's private ``aiortc.rtp``:
+The bridge owns RTP and RTCP, both ways, on every leg (``rtc/rtp_session.py``); what it needs
+of the wire format is here rather than in aiortc's private ``aiortc.rtp``:
 
 * :class:`RtpPacket`: the fixed header, CSRCs, one header extension block and padding
   (RFC 3550 §5.1, §5.3.1);

@@ -9,9 +9,6 @@ from typing import Any
 
 from .uplink import Playout
 
-OPUS_CLOCK = 48_000
-"""RTP clock rate of Opus (RFC 7587): jitter is counted in these units."""
-
 
 @dataclass
 class Quality:

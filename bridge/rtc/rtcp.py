@@ -99,7 +99,7 @@ class RtcpReports:
         s = self.stream
         if s is None or self.remote_ssrc is None or s.max_seq is None:
             return []
-        dlsr = int((now - self._lsr_at) * 65536) if self._lsr else 0
+        dlsr = min(0xFFFFFFFF, int((now - self._lsr_at) * 65536)) if self._lsr else 0
         return [
             ReportBlock(
                 ssrc=self.remote_ssrc,
@@ -122,7 +122,7 @@ class RtcpReports:
             return
         now = time.time()
         for packet in packets:
-            if isinstance(packet, SenderReport):
+            if isinstance(packet, SenderReport) and self.remote_ssrc in (None, packet.ssrc):
                 self.sender_reports += 1
                 self._lsr = (packet.ntp_timestamp >> 16) & 0xFFFFFFFF
                 self._lsr_at = now

@@ -94,7 +94,8 @@ def audio_level(plain: bytes, ext_id: int) -> int | None:
     return None
 
 
-def _no_loss() -> float:
+def no_loss() -> float:
+    """No loss beyond this leg (:attr:`RtpSession.loss_beyond`'s default)."""
     return 0.0
 
 
@@ -114,7 +115,7 @@ class RtpSession:
         """telephone-event's payload type (read per packet) and the leg's detector."""
         self.on_report: Callable[[float], None] | None = None
         """Called with the loss fraction of each report block the far end sends about us."""
-        self.loss_beyond: Callable[[], float] = _no_loss
+        self.loss_beyond: Callable[[], float] = no_loss
         self.audio_level_id: int | None = None
         """The RFC 6464 audio level's header extension id, when negotiated: an idle leg's
         level meters read it instead of decoding (``rtc/uplink.py``)."""
@@ -148,7 +149,7 @@ class RtpSession:
         self.playout = None
         self.red = self.dtmf = None
         self.on_report = None
-        self.loss_beyond = _no_loss
+        self.loss_beyond = no_loss
 
     # -- packets in
     def receive_rtp(self, plain: bytes) -> None:
@@ -174,12 +175,9 @@ class RtpSession:
             if pt == self.opus_pt:
                 self.reports.received(ssrc, seq, timestamp)
                 if playout is not None:
-                    level = None
-                    if self.audio_level_id is not None and playout.idle_meters:
-                        level = audio_level(plain, self.audio_level_id)
-                    playout.packet(seq, timestamp, payload, level)
+                    playout.packet(seq, timestamp, payload, self._level(plain, playout))
             elif self.red is not None and pt == self.red[0]:
-                self._red(ssrc, seq, timestamp, payload)
+                self._red(plain, ssrc, seq, timestamp, payload)
             elif self.dtmf is not None and pt == self.dtmf[0]():
                 self.reports.received(ssrc, seq, timestamp, audio=False)
                 if playout is not None:
@@ -191,7 +189,7 @@ class RtpSession:
             drop("rtp_receive_error")
             log.debug("the receive path failed on one packet", exc_info=True)
 
-    def _red(self, ssrc: int, seq: int, timestamp: int, payload: bytes) -> None:
+    def _red(self, plain: bytes, ssrc: int, seq: int, timestamp: int, payload: bytes) -> None:
         _, opus, stats = self.red  # type: ignore[misc]
         blocks = split_red(payload) if payload else None
         if not blocks or blocks[-1][1] != opus:
@@ -205,7 +203,13 @@ class RtpSession:
                     playout.redundant((timestamp - offset) & 0xFFFFFFFF, block)
         self.reports.received(ssrc, seq, timestamp)
         if playout is not None:
-            playout.packet(seq, timestamp, blocks[-1][2])
+            playout.packet(seq, timestamp, blocks[-1][2], self._level(plain, playout))
+
+    def _level(self, plain: bytes, playout: Playout) -> int | None:
+        """The packet's RFC 6464 level, when negotiated and an idle leg's meters want it."""
+        if self.audio_level_id is None or not playout.idle_meters:
+            return None
+        return audio_level(plain, self.audio_level_id)
 
     # -- packets out
     def sent(self, pts: int) -> None:
@@ -234,13 +238,15 @@ class RtpSession:
         end sends it) and what the far end reports of what we sent (downlink)."""
         r = self.reports
         far = r.far
-        heard = r.far_reports > 0
+        # What the far end reports of our stream, once it has (and only if we send it: with
+        # BRIDGE_OPUS_DIRECT off aiortc's sender sends, and its counts are not ours).
+        heard = r.far_reports > 0 and self.stream.packets > 0
         return Quality(
             uplink_packets=r.packets_received,
             uplink_lost=r.packets_lost,
             uplink_jitter_s=r.jitter_s,
             downlink_packets=max(0, self.stream.packets - far.packets_lost) if heard else 0,
-            downlink_lost=far.packets_lost,
+            downlink_lost=far.packets_lost if heard else 0,
             downlink_jitter_s=far.jitter_s if heard else None,
             rtt_s=far.rtt_s,
         )

@@ -7,8 +7,8 @@ negotiates, and the sender report's NTP time), sets the header extensions and se
 through ``HeaderExtensionsMap``, keeps the packet object in a NACK history (aiortc offers no
 NACK for audio), sets the marker bit on every packet, then awaits ``_send_rtp`` (SRTP, ICE).
 The bridge's audio senders (:class:`~bridge.rtc.tracks.OpusBusTrack`) already hold the finished
-Opus payload and its RTP time, so every leg sends them itself (aiortc's sender never starts:
-``rtc/dtls_srtp.py``):
+Opus payload and its RTP time, so every leg sends them itself (aiortc's sender never starts,
+``rtc/dtls_srtp.py``, but where aiortc encodes: ``BRIDGE_OPUS_DIRECT`` off):
 
 * :class:`RtpStream` is one SSRC's packetiser and the one owner of its sequence numbers: the
   bridge's encoded packets, packets forwarded from another leg (``rtc/passthrough.py``, which
@@ -95,7 +95,7 @@ class RtpStream:
         """The number the next packet gets (unless it brings its own)."""
         self.origin = secrets.randbits(32) if origin is None else origin
         self.extension = b""
-        """The header extension block (see :func:`header_extension`), set at start."""
+        """The header extension block (see :func:`mid_extension`), set at start."""
         self.packets = 0
         self.octets = 0
         """Payload octets sent (RFC 3550 §6.4.1: no headers, no padding)."""

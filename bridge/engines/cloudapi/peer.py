@@ -142,10 +142,9 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         return self.pc.remoteDescription is not None
 
     def _hook_dtmf(self) -> None:
-        """Take ``telephone-event`` RTP out before aiortc's router (which would drop it); our
-        own events go out through the audio's lean sender, numbered with the audio."""
-        transceiver = self._transceiver()
-        self.receive_dtmf(transceiver, lambda: self.dtmf_pt, self.dtmf)
+        """Take ``telephone-event`` RTP in the leg's RTP session (aiortc has no such codec);
+        our own events go out through the audio's lean sender, numbered with the audio."""
+        self.receive_dtmf(lambda: self.dtmf_pt, self.dtmf)
         if self._lean is not None:
             self._events = self._dtmf_out.events = EventSender(self._lean)
 

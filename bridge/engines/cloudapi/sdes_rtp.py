@@ -43,7 +43,7 @@ def leg_json(
         "packetsNotDecoded": peer.playout.not_decoded,
         "sendUnderruns": peer.port.source.empty,
         "srtpAuthFailed": sock.auth_failed,
-        "junkDropped": sock.junk,
+        "junkDropped": sock.junk + peer.session.malformed,
         "rtcpSent": sock.rtcp_sent,
         "rtcpReceived": sock.rtcp_received,
         "rttMs": None if rtt is None else round(rtt * 1000, 1),
