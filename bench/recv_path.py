@@ -103,9 +103,7 @@ class Sink:
         self.count = 0
         self._stop: queue.Queue[None] = queue.Queue()
 
-    idle_meters = ()
-
-    def packet(self, seq: int, timestamp: int, payload: bytes, level: int | None = None) -> None:
+    def packet(self, seq: int, timestamp: int, payload: bytes) -> None:
         self.count += 1
 
     def redundant(self, timestamp: int, payload: bytes) -> None:

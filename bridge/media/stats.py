@@ -98,18 +98,6 @@ class LevelMeter:
         """Frames of zeros: counted, nothing to sum."""
         self.samples += samples
 
-    def add_level(self, dbov: int, samples: int) -> None:
-        """A frame of ``samples`` whose level its sender measured and sent with it (RFC 6464:
-        0-127, in -dBov, 127 for digital silence): what its squares sum to at that level, with
-        no PCM to look at. dBov is relative to a full-scale square wave, as the dBFS here, so
-        a full-scale sine is about -3 either way."""
-        self.energy += _LEVEL_ENERGY[dbov & 0x7F] * samples
-        self.samples += samples
-
-
-_LEVEL_ENERGY = tuple(32768.0 * 32768.0 * 10 ** (-n / 10) if n < 127 else 0.0 for n in range(128))
-"""The mean square of an int16 sample at each RFC 6464 level (127: silence)."""
-
 
 def level_dbfs(energy: float, samples: int) -> float | None:
     """RMS level in dBFS of ``samples`` whose squares sum to ``energy`` (a full-scale sine is

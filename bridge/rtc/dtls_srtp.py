@@ -50,8 +50,6 @@ log = logging.getLogger(__name__)
 RTCP_INTERVAL = 1.0
 """Mean seconds between our RTCP reports (randomised ±50 %, RFC 3550 §6.3.1)."""
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
-AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
-"""RFC 6464: browsers send each packet's level with it when both sides list it."""
 
 
 class DtlsSrtp:
@@ -123,8 +121,6 @@ class DtlsSrtp:
         if not self._attach(dtls):
             return
         opus = [c.payloadType for c in parameters.codecs if c.mimeType.lower() == "audio/opus"]
-        levels = [e.id for e in parameters.headerExtensions if e.uri == AUDIO_LEVEL_URI]
-        self.session.audio_level_id = levels[0] if levels else None
         if opus:
             self.session.opus_pt = opus[0]
         else:

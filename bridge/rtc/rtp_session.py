@@ -72,28 +72,6 @@ def payload_bounds(data: bytes) -> tuple[int, int] | None:
     return start, end
 
 
-def audio_level(plain: bytes, ext_id: int) -> int | None:
-    """The RFC 6464 audio level (0-127, -dBov) in a plaintext packet's one-byte header
-    extension block (RFC 8285 §4.2) under ``ext_id``, or ``None``."""
-    start = 12 + 4 * (plain[0] & 0x0F)
-    n = len(plain)
-    if not plain[0] & 0x10 or n < start + 4 or plain[start] != 0xBE or plain[start + 1] != 0xDE:
-        return None
-    end = min(n, start + 4 + 4 * ((plain[start + 2] << 8) | plain[start + 3]))
-    i = start + 4
-    while i < end:
-        element = plain[i]
-        if element == 0:  # padding
-            i += 1
-            continue
-        if element >> 4 == ext_id:
-            return plain[i + 1] & 0x7F if i + 1 < end else None
-        if element >> 4 == 15:  # reserved: stop (RFC 8285 §4.2)
-            return None
-        i += 2 + (element & 0x0F)
-    return None
-
-
 def no_loss() -> float:
     """No loss beyond this leg (:attr:`RtpSession.loss_beyond`'s default)."""
     return 0.0
@@ -116,9 +94,6 @@ class RtpSession:
         self.on_report: Callable[[float], None] | None = None
         """Called with the loss fraction of each report block the far end sends about us."""
         self.loss_beyond: Callable[[], float] = no_loss
-        self.audio_level_id: int | None = None
-        """The RFC 6464 audio level's header extension id, when negotiated: an idle leg's
-        level meters read it instead of decoding (``rtc/uplink.py``)."""
         self.packets = 0
         """RTP packets received (authenticated)."""
         self.unknown_payloads = 0
@@ -175,9 +150,9 @@ class RtpSession:
             if pt == self.opus_pt:
                 self.reports.received(ssrc, seq, timestamp)
                 if playout is not None:
-                    playout.packet(seq, timestamp, payload, self._level(plain, playout))
+                    playout.packet(seq, timestamp, payload)
             elif self.red is not None and pt == self.red[0]:
-                self._red(plain, ssrc, seq, timestamp, payload)
+                self._red(ssrc, seq, timestamp, payload)
             elif self.dtmf is not None and pt == self.dtmf[0]():
                 self.reports.received(ssrc, seq, timestamp, audio=False)
                 if playout is not None:
@@ -189,7 +164,7 @@ class RtpSession:
             drop("rtp_receive_error")
             log.debug("the receive path failed on one packet", exc_info=True)
 
-    def _red(self, plain: bytes, ssrc: int, seq: int, timestamp: int, payload: bytes) -> None:
+    def _red(self, ssrc: int, seq: int, timestamp: int, payload: bytes) -> None:
         _, opus, stats = self.red  # type: ignore[misc]
         blocks = split_red(payload) if payload else None
         if not blocks or blocks[-1][1] != opus:
@@ -203,13 +178,7 @@ class RtpSession:
                     playout.redundant((timestamp - offset) & 0xFFFFFFFF, block)
         self.reports.received(ssrc, seq, timestamp)
         if playout is not None:
-            playout.packet(seq, timestamp, blocks[-1][2], self._level(plain, playout))
-
-    def _level(self, plain: bytes, playout: Playout) -> int | None:
-        """The packet's RFC 6464 level, when negotiated and an idle leg's meters want it."""
-        if self.audio_level_id is None or not playout.idle_meters:
-            return None
-        return audio_level(plain, self.audio_level_id)
+            playout.packet(seq, timestamp, blocks[-1][2])
 
     # -- packets out
     def sent(self, pts: int) -> None:

@@ -17,9 +17,8 @@ nothing, not as an endless stream of silence frames.
 (``rtc/passthrough.py``) and nothing else needs them decoded (``calls/forwarding.py`` decides:
 no mix, recording, fork, socket, agent or speech detector on that direction), :class:`Playout`
 only counts them (the reports' loss, jitter and bit rate stay) and keeps the last
-:data:`WARM_PACKETS`; the reports' level comes from the level the sender measured and sent
-with each packet (RFC 6464, where negotiated: browsers send it), else from a sample, a run of
-packets decoded once a second. The moment something asks for the audio, the next packet
+:data:`WARM_PACKETS`; the reports' level comes from a sample, a run of packets decoded once a
+second. The moment something asks for the audio, the next packet
 is decoded after those, so the decoder carries on from the sender's state with no seam.
 """
 
@@ -95,9 +94,8 @@ class Playout:
     def stats(self) -> ReceiverStats:
         return self.receiver.stats
 
-    def packet(self, seq: int, timestamp: int, payload: bytes, level: int | None = None) -> None:
-        """An RTP packet of this leg, as it arrives (on the event loop); ``level``, its RFC 6464
-        audio level when the sender sent one and an idle leg's meters want it."""
+    def packet(self, seq: int, timestamp: int, payload: bytes) -> None:
+        """An RTP packet of this leg, as it arrives (on the event loop)."""
         if self._stopped or self.held:
             return
         self.last_packet = now = time.monotonic()
@@ -106,7 +104,7 @@ class Playout:
             forward(seq, timestamp, payload)
             needs_pcm = self.needs_pcm
             if needs_pcm is not None and not needs_pcm():
-                self._idle_packet(seq, timestamp, payload, now, level)
+                self._idle_packet(seq, timestamp, payload, now)
                 return
         if self._idle:  # something needs the audio again: from the next frame on
             self._idle = False
@@ -129,21 +127,13 @@ class Playout:
         self.needs_pcm = needs_pcm if offer is not None else None
         self.idle_meters = meters if offer is not None else ()
 
-    def _idle_packet(
-        self, seq: int, timestamp: int, payload: bytes, now: float, level: int | None
-    ) -> None:
-        """A packet nobody needs decoded: counted, kept for the warm-up, and metered from the
-        level its sender measured (RFC 6464) when it sent one; else decoded only in the level's
-        sample (the first :data:`LEVEL_RUN` of every :data:`LEVEL_EVERY`, the last
-        :data:`LEVEL_METERED` of them metered, the decoder warm by then)."""
+    def _idle_packet(self, seq: int, timestamp: int, payload: bytes, now: float) -> None:
+        """A packet nobody needs decoded: counted, kept for the warm-up, and decoded only in
+        the level's sample (the first :data:`LEVEL_RUN` of every :data:`LEVEL_EVERY`, the
+        last :data:`LEVEL_METERED` of them metered, the decoder warm by then)."""
         self.receiver.count(seq, timestamp, payload, now)
         self._skipped.append(payload)
         self._idle = True
-        if level is not None:  # the sender's own level: nothing to decode
-            self.not_decoded += 1
-            for meter in self.idle_meters:
-                meter.add_level(level, FRAME_SAMPLES)
-            return
         phase = self._idle_packets % LEVEL_EVERY
         self._idle_packets += 1
         if phase >= LEVEL_RUN or not self.idle_meters:

@@ -86,9 +86,7 @@ class Playout:
         self.numbers: list[int] = []
         """Numbers of the packets that were not audio (RFC 4733 events)."""
 
-    idle_meters = ()
-
-    def packet(self, seq: int, timestamp: int, payload: bytes, level: int | None = None) -> None:
+    def packet(self, seq: int, timestamp: int, payload: bytes) -> None:
         self.packets.append((seq, timestamp, payload))
 
     def redundant(self, timestamp: int, payload: bytes) -> None:
@@ -504,7 +502,7 @@ async def test_a_failure_on_one_packet_is_counted_and_the_next_one_goes_through(
     before = UDP_DROPS["rtp_receive_error"]
     packet = leg.playout.packet
 
-    def broken(seq: int, timestamp: int, payload: bytes, level: int | None = None) -> None:
+    def broken(seq: int, timestamp: int, payload: bytes) -> None:
         leg.playout.packet = packet  # type: ignore[method-assign]
         raise ValueError("a bug on one packet")
 

@@ -230,46 +230,6 @@ async def test_an_idle_playouts_level_comes_from_a_sample_each_second() -> None:
     assert abs(sampled - whole) < 0.5, (sampled, whole)
 
 
-async def test_an_idle_leg_meters_the_level_its_sender_sent_and_decodes_nothing() -> None:
-    """A browser sends each packet's level with it (RFC 6464, negotiated by the leg's SDP):
-    while the leg is idle, its session hands that level to the meters and nothing at all is
-    decoded; the level read is the sender's, and a packet without it falls back to the
-    decoded sample."""
-    from bridge.media import LevelMeter, level_dbfs
-    from bridge.rtc.rtp_session import RtpSession, audio_level
-
-    tasks = TaskSet("test")
-    playout = Playout(lambda pcm: None, BusStats(), tasks)
-    heard = LevelMeter()
-    playout.forward = lambda seq, ts, payload: None
-    playout.needs_pcm = lambda: False
-    playout.idle_meters = (heard,)
-    session = RtpSession(1, "test")
-    session.playout = playout
-    session.audio_level_id = 2
-    packets = opus_packets(100)
-
-    def rtp(seq: int, payload: bytes, level: int | None) -> bytes:
-        ext = b""
-        if level is not None:  # mid "0" (id 1), then the level (id 2, V bit set), padding
-            ext = struct.pack("!HH", 0xBEDE, 2) + bytes([0x10, 0x30, 0x20, 0x80 | level]) + bytes(4)
-        first = 0x90 if ext else 0x80
-        return struct.pack("!BBHII", first, 111, seq, seq * 960, 5) + ext + payload
-
-    for seq, p in enumerate(packets):
-        session.receive_rtp(rtp(seq, p, 23))
-    assert audio_level(rtp(1, b"x", 23), 2) == 23 and audio_level(rtp(1, b"x", None), 2) is None
-    assert audio_level(rtp(1, b"x", 23), 3) is None
-    assert playout.not_decoded == 100 and heard.samples == 100 * FRAME_SAMPLES
-    level = level_dbfs(heard.energy, heard.samples)
-    assert level is not None and abs(level + 23) < 0.01
-    for seq, p in enumerate(packets[:50], start=100):  # no level: the decoded sample again
-        session.receive_rtp(rtp(seq, p, None))
-    assert playout.not_decoded < 150 and heard.samples > 100 * FRAME_SAMPLES
-    playout.stop()
-    await tasks.close()
-
-
 async def test_an_idle_legs_quality_counts_the_network_loss_its_listener_meets() -> None:
     """Nothing is played on an idle leg, so no concealment is measured there: the MOS counts
     the packets the network lost instead (the forwarded-to receiver must rebuild them), and
