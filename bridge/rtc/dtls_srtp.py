@@ -68,14 +68,12 @@ class DtlsSrtp:
         self._pairs: dict[int, Any] = {}
         self._rtcp_started = False
         self._closed = False
-        self._taken: tuple[Any, Any] = (None, None)
         self.sent_packets = self.sent_bytes = 0
         self.received_packets = self.received_bytes = 0
         self.rtcp_sent = self.rtcp_received = 0
         self.auth_failed = 0
         """SRTP/SRTCP packets that failed authentication or replay protection (dropped)."""
         sender, receiver = transceiver.sender, transceiver.receiver
-        self._taken = (sender, receiver)
         aiortc_send = sender.send
 
         async def send(parameters: Any) -> None:  # aiortc's RTCRtpSender.send, on this sender
@@ -235,6 +233,5 @@ class DtlsSrtp:
         self._connection = self._aioice = None
         self._pairs = {}
         # The session's callbacks dropped: no reference cycle outlives the leg.
-        self._taken = (None, None)
         self.lean = self.sender_track = None
         self.session.close()

@@ -48,7 +48,7 @@ from .dtls_srtp import DtlsSrtp
 from .ice import advertise_public_ip, server_rtc_configuration
 from .passthrough import PassThrough
 from .ports import port_scope
-from .quality import Quality, account_concealment, sample
+from .quality import Quality, sample
 from .red import RedStats
 from .release import release_peer_connection
 from .rfc4733 import DtmfDetector
@@ -313,10 +313,8 @@ class PeerLeg:
         if self._closed or self.state != "connected":
             return None
         now = self.session.quality()
-        delta = sample(now, self.totals)
+        delta = sample(now, self.totals, self._playout)
         self.totals = now
-        if self._playout is not None:
-            account_concealment(delta, self._playout)
         self.last = delta
         return delta
 

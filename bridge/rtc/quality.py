@@ -62,17 +62,20 @@ def change(now: Quality, prev: Quality) -> Quality:
     )
 
 
-def sample(now: Quality, prev: Quality) -> Quality:
+def sample(now: Quality, prev: Quality, playout: Playout | None) -> Quality:
     """The change of a leg's cumulative counters (``rtc/rtp_session.py`` ``quality()``) from
-    ``prev`` to ``now``, with the loss fraction of either direction (the larger): ``uplink``
-    is what the bridge receives on the leg, ``downlink`` what it sends (as the far end's
-    receiver reports tell it)."""
+    ``prev`` to ``now``: ``uplink`` is what the bridge receives on the leg, ``downlink`` what
+    it sends (as the far end's receiver reports tell it). Its loss fraction is what the
+    listener misses (:func:`account_concealment`, with the leg's ``playout``), or without
+    one the larger loss of either direction."""
     delta = change(now, prev)
     up = delta.uplink_packets + delta.uplink_lost
     down = delta.downlink_packets + delta.downlink_lost
     delta.loss_fraction = max(
         delta.uplink_lost / up if up else 0.0, delta.downlink_lost / down if down else 0.0
     )
+    if playout is not None:
+        account_concealment(delta, playout)
     return delta
 
 

@@ -44,7 +44,7 @@ from ...rtc import counters
 from ...rtc.leg import Quality
 from ...rtc.passthrough import PassThrough
 from ...rtc.protection import LossProtection
-from ...rtc.quality import account_concealment, sample
+from ...rtc.quality import sample
 from ...rtc.rfc4733 import EventSender
 from ...rtc.rtp_session import RtpSession
 from ...rtc.rtpsend import LeanSender
@@ -305,9 +305,8 @@ class SdesPeer(WhatsAppLeg):
         if self._closed or self.state != "connected":
             return None
         now = self.session.quality()
-        delta = sample(now, self.totals)
+        delta = sample(now, self.totals, self.playout)
         self.totals = now
-        account_concealment(delta, self.playout)
         self.last = delta
         return delta
 
