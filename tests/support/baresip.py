@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,9 @@ class Baresip:
         self.conf = conf
         self.user = user
         self.tone_hz = tone_hz
-        self.port = free_pair()
-        self.tls_port = self.port + 1
-        self.ctrl_port = free_port()
+        self._new_ports()
+        self._account_params = ""
+        self._ca_path = ""
         self.proc: asyncio.subprocess.Process | None = None
         self._ctrl: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self.events: list[dict[str, object]] = []
@@ -53,12 +54,18 @@ class Baresip:
 
     async def start(self, ca: TestCA, account_params: str = "") -> None:
         conf = self.conf
+        self._account_params = account_params
+        self._ca_path = ca.path
         pair = ca.issue("baresip", "127.0.0.1")
         (conf / "cert.pem").write_text(Path(pair.cert).read_text() + Path(pair.key).read_text())
+        await self._launch(self._write_config)
+
+    def _write_config(self) -> None:
+        conf = self.conf
         (conf / "config").write_text(
             f"sip_listen 127.0.0.1:{self.port}\n"
             f"sip_certificate {conf}/cert.pem\n"
-            f"sip_cafile {ca.path}\n"
+            f"sip_cafile {self._ca_path}\n"
             "net_interface 127.0.0.1\n"
             f"module_path {MODULES}\n"
             "module opus.so\nmodule srtp.so\nmodule ausine.so\nmodule aufile.so\n"
@@ -70,14 +77,31 @@ class Baresip:
         )
         (conf / "accounts").write_text(
             f"<sip:{self.user}@127.0.0.1;transport=tls>;regint=0;answermode=auto;"
-            f"mediaenc=srtp-mand;audio_codecs=opus/48000/2{account_params}\n"
+            f"mediaenc=srtp-mand;audio_codecs=opus/48000/2{self._account_params}\n"
         )
-        await self._launch()
 
-    async def _launch(self) -> None:
-        """Start baresip on the written config and wait for it to say it is ready: up to 20 s
-        (a starved 2-core CI host took more than 5), at once a failure with its log if it
-        exits first (a port taken between our probe and its bind)."""
+    def _new_ports(self) -> None:
+        """Fresh ports: the SIP port and the one after it (its TLS listener), the control port."""
+        self.port = free_pair()
+        self.tls_port = self.port + 1
+        self.ctrl_port = free_port()
+
+    async def _launch(self, write_config: Callable[[], None]) -> None:
+        """Write the config and start baresip on it, then wait for it to say it is ready: up to
+        20 s (a starved 2-core CI host took more than 5), at once a failure with its log if it
+        exits first. A port taken between our probe and its bind (another process on the busy
+        host: CI met it once) is not the test's failure: new ports, up to three launches."""
+        for attempt in range(3):
+            write_config()
+            try:
+                await self._launch_once()
+                return
+            except AssertionError as exc:
+                if "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+                self._new_ports()
+
+    async def _launch_once(self) -> None:
         with (self.conf / "baresip.log").open("wb") as log:  # -s: its SIP trace, for a failure
             self.proc = await asyncio.create_subprocess_exec(
                 "baresip",

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from .baresip import MODULES, Baresip
-from .processes import free_port
 
 RTPMAP = {"opus": "opus/48000/2", "G722": "G722/16000/1"}
 """baresip's names for the codecs whose rate is not 8 kHz (``audio_codecs`` matches a codec by
@@ -20,14 +19,21 @@ class BaresipPhone(Baresip):
 
     def __init__(self, conf: Path, user: str, tone_hz: int = 660, codec: str = "PCMU") -> None:
         super().__init__(conf, user, tone_hz)
-        self.port = free_port()
         self.codec = codec
         self.rtpmap = RTPMAP.get(codec, f"{codec}/8000/1")
 
     async def start_phone(
         self, *, srtp: bool = False, registrar: str = "", password: str = "", regint: int = 60
     ) -> None:
-        """``registrar`` (``host:port``): register there as ``user`` with ``password``."""
+        """``registrar`` (``host:port``): register there as ``user`` with ``password``. Its SIP
+        port and the next (the TLS listener baresip opens beside UDP and TCP) are both free."""
+
+        def write_config() -> None:
+            self._write_phone_config(srtp, registrar, password, regint)
+
+        await self._launch(write_config)
+
+    def _write_phone_config(self, srtp: bool, registrar: str, password: str, regint: int) -> None:
         conf = self.conf
         (conf / "config").write_text(
             f"sip_listen 127.0.0.1:{self.port}\n"
@@ -49,4 +55,3 @@ class BaresipPhone(Baresip):
         (conf / "accounts").write_text(
             f"{account};answermode=auto{enc};audio_codecs={self.rtpmap}\n"
         )
-        await self._launch()
