@@ -61,24 +61,20 @@ def _unwrapped(fn: Any) -> Any:  # as the library wrote it: wrappers keep it in 
 REQUIRED: tuple[tuple[Any, str, tuple[str, ...]], ...] = (
     # rtc/dtls.py: the cipher list and the failure reasons
     (RTCCertificate, "_create_ssl_context", ()),
-    (RTCDtlsTransport, "_do_handshake", ("_ssl",)),
-    (RTCDtlsTransport, "_validate_peer_identity", ()),
-    (RTCDtlsTransport, "_setup_srtp", ()),
     (RTCDtlsTransport, "_set_state", ()),
-    (aioice.ice.Connection, "connect", ()),
-    (RTCIceTransport, "__init__", ("_connection",)),
     # rtc/guard.py: the UDP filter
     (aioice.ice.StunProtocol, "datagram_received", ()),
     (aioice.turn.TurnClientMixin, "datagram_received", ()),
-    (aioice.ice.Connection, "__init__", ("_check_list", "_nominated")),
-    (RTCDtlsTransport, "_recv_next", ()),  # a failure on one DTLS datagram is not fatal
-    # rtc/ice.py: host addresses, gathering timeout, pinned ports
+    (aioice.ice.Connection, "__init__", ("_nominated",)),
+    # rtc/ice.py: host addresses, gathering timeout, pinned ports (the two functions that bind
+    # sockets take their loop from their module's global ``asyncio``: the name the seam
+    # replaces in aioice.ice and aioice.turn, checked here as theirs)
     (aioice.ice, "get_host_addresses", ()),
     (aioice.ice.Connection, "get_component_candidates", ("asyncio", "get_running_loop")),
     (aioice.turn, "create_turn_endpoint", ("asyncio", "get_running_loop")),
-    (aioice.ice, "asyncio", ()),
-    (aioice.turn, "asyncio", ()),
-    # rtc/dtls_srtp.py: the connection's datagrams, its nominated pair, DTLS's SRTP keys
+    # rtc/dtls_srtp.py: the ICE transport's connection, its datagrams and nominated pair,
+    # DTLS's SRTP keys
+    (RTCIceTransport, "__init__", ("_connection",)),
     (aioice.ice.Connection, "data_received", ("_queue", "put_nowait")),
     (aioice.ice.StunProtocol, "send_data", ("transport", "sendto")),
     (RTCDtlsTransport, "__init__", ("_tx_srtp", "_rx_srtp")),
@@ -111,12 +107,7 @@ verify()
 
 ORIGINAL = SimpleNamespace(
     create_ssl_context=RTCCertificate._create_ssl_context,
-    do_handshake=RTCDtlsTransport._do_handshake,
-    validate_peer_identity=RTCDtlsTransport._validate_peer_identity,
-    setup_srtp=RTCDtlsTransport._setup_srtp,
     set_state=RTCDtlsTransport._set_state,
-    recv_next=RTCDtlsTransport._recv_next,
-    connect=aioice.ice.Connection.connect,
     stun_datagram_received=aioice.ice.StunProtocol.datagram_received,
     turn_datagram_received=aioice.turn.TurnClientMixin.datagram_received,
     get_host_addresses=aioice.ice.get_host_addresses,
@@ -133,14 +124,9 @@ def patches() -> tuple[tuple[Any, str, Any], ...]:
 
     return (
         (RTCCertificate, "_create_ssl_context", dtls.create_ssl_context),
-        (RTCDtlsTransport, "_do_handshake", dtls.do_handshake),
-        (RTCDtlsTransport, "_validate_peer_identity", dtls.validate_peer_identity),
-        (RTCDtlsTransport, "_setup_srtp", dtls.setup_srtp),
         (RTCDtlsTransport, "_set_state", dtls.set_state),
-        (aioice.ice.Connection, "connect", dtls.connect),
         (aioice.ice.StunProtocol, "datagram_received", guard.guarded_datagram_received),
         (aioice.turn.TurnClientMixin, "datagram_received", guard.guarded_turn_datagram_received),
-        (RTCDtlsTransport, "_recv_next", guard.robust_recv_next),
         (aioice.ice.Connection, "get_component_candidates", ice.get_component_candidates),
         (aioice.ice, "asyncio", ice.ASYNCIO_FOR_AIOICE),
         (aioice.turn, "asyncio", ice.ASYNCIO_FOR_AIOICE),
@@ -164,11 +150,6 @@ def ice_connection(transport: RTCIceTransport) -> aioice.ice.Connection | None:
     """The aioice connection of an ICE transport."""
     connection = getattr(transport, "_connection", None)
     return connection if isinstance(connection, aioice.ice.Connection) else None
-
-
-def check_list(connection: Any) -> list[Any]:
-    """The connection's candidate pairs (RFC 8445 §6.1.2)."""
-    return connection._check_list
 
 
 def nominated(connection: Any) -> dict[int, Any]:
@@ -202,9 +183,3 @@ def tx_srtp(dtls: Any) -> Any:
 def rx_srtp(dtls: Any) -> Any:
     """The inbound SRTP session (``None`` before DTLS has set up its keys)."""
     return dtls._rx_srtp
-
-
-def swap_ssl(dtls: Any, ssl: Any) -> Any:
-    """Put ``ssl`` as the transport's ``SSL.Connection``; returns the one it had."""
-    old, dtls._ssl = dtls._ssl, ssl
-    return old

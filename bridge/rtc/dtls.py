@@ -12,18 +12,20 @@ authentication. The bridge keeps aiortc's ECDSA certificate; the RSA suites only
 RSA-certificate server be chosen. In the server role the bridge picks an ECDSA suite and
 accepts any client certificate type (its fingerprint is what is checked).
 
-**Reasons.** aiortc logs DTLS failures at DEBUG only and keeps no reason. The hooks record one
-on the transport (``_bridge_failure``), from the OpenSSL error of the handshake, a fingerprint
-mismatch, or no SRTP profile; ICE records the error of ``Connection.connect`` on the aioice
-connection. :func:`diagnose` reads them for a failed peer connection.
+**Reasons.** aiortc logs DTLS failures at DEBUG only and keeps no reason. One hook, on the
+transport's state change, records one on the transport (``_bridge_failure``) as it turns
+failed: the OpenSSL error the handshake is handling then, the connection closed under it, or
+the step after the handshake that refused the peer (its certificate's fingerprint, no SRTP
+profile: :data:`STEP_REASONS`). Why ICE failed follows from whether the leg had ever connected
+(the checks never succeeded, or consent expired afterwards). :func:`diagnose` says which.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Any
 
-from aioice import Connection
 from aiortc import RTCCertificate, RTCDtlsTransport, RTCPeerConnection
 from OpenSSL import SSL
 
@@ -42,11 +44,16 @@ CIPHERS = (
 """aiortc's suites, then the same with RSA authentication (for RSA-certificate servers)."""
 
 _ORIGINAL_CONTEXT = seam.ORIGINAL.create_ssl_context
-_ORIGINAL_HANDSHAKE = seam.ORIGINAL.do_handshake
-_ORIGINAL_IDENTITY = seam.ORIGINAL.validate_peer_identity
-_ORIGINAL_SRTP = seam.ORIGINAL.setup_srtp
-_ORIGINAL_CONNECT = seam.ORIGINAL.connect
 _ORIGINAL_SET_STATE = seam.ORIGINAL.set_state
+
+STEP_REASONS = {
+    "_validate_peer_identity": "certificate fingerprint mismatch",
+    "_setup_srtp": "no SRTP protection profile negotiated",
+}
+"""The reason for a failure after the handshake, by the aiortc 1.16 step that set it (the
+caller of ``_set_state``; a step of another name gives :data:`GENERIC`, never an error)."""
+
+GENERIC = "DTLS handshake failed"
 
 
 def ssl_error_reason(exc: BaseException) -> str:
@@ -62,27 +69,6 @@ def ssl_error_reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-class _HandshakeSpy:
-    """Stands in for the ``SSL.Connection`` during the handshake to keep its error."""
-
-    def __init__(self, real: SSL.Connection, transport: RTCDtlsTransport) -> None:
-        self._real = real
-        self._transport = transport
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-    def do_handshake(self) -> None:
-        try:
-            self._real.do_handshake()
-        except SSL.WantReadError:
-            raise
-        except SSL.Error as exc:
-            # Before aiortc sets the state to failed (its listeners read the reason then).
-            self._transport._bridge_hint = ssl_error_reason(exc)  # type: ignore[attr-defined]
-            raise
-
-
 @functools.wraps(_ORIGINAL_CONTEXT)
 def create_ssl_context(self: RTCCertificate, srtp_profiles: list[Any]) -> SSL.Context:
     ctx = _ORIGINAL_CONTEXT(self, srtp_profiles)
@@ -93,53 +79,23 @@ def create_ssl_context(self: RTCCertificate, srtp_profiles: list[Any]) -> SSL.Co
 @functools.wraps(_ORIGINAL_SET_STATE)
 def set_state(self: RTCDtlsTransport, state: seam.State) -> None:
     if state == seam.State.FAILED and not getattr(self, "_bridge_failure", None):
-        self._bridge_failure = getattr(self, "_bridge_hint", None) or "DTLS handshake failed"  # type: ignore[attr-defined]
+        # Before aiortc sets the state (its listeners read the reason then).
+        step = sys._getframe(1).f_code.co_name
+        self._bridge_failure = failure_reason(sys.exc_info()[1], step)  # type: ignore[attr-defined]
     _ORIGINAL_SET_STATE(self, state)
 
 
-@functools.wraps(_ORIGINAL_HANDSHAKE)
-async def do_handshake(self: RTCDtlsTransport) -> None:
-    real = seam.swap_ssl(self, None)
-    spy = _HandshakeSpy(real, self)
-    seam.swap_ssl(self, spy)
-    self._bridge_hint = "the connection closed during the DTLS handshake"  # type: ignore[attr-defined]
-    try:
-        await _ORIGINAL_HANDSHAKE(self)
-    finally:
-        self._bridge_hint = None  # type: ignore[attr-defined]
-        current = seam.swap_ssl(self, real)
-        if current is not spy:  # aiortc replaced it meanwhile: keep theirs
-            seam.swap_ssl(self, current)
+def failure_reason(handling: BaseException | None, step: str) -> str:
+    """Why DTLS failed: the error aiortc's handshake is handling as it sets the state, else the
+    step that set it."""
+    if isinstance(handling, SSL.Error):
+        return ssl_error_reason(handling)
+    if isinstance(handling, ConnectionError):
+        return "the connection closed during the DTLS handshake"
+    return STEP_REASONS.get(step, GENERIC)
 
 
-@functools.wraps(_ORIGINAL_IDENTITY)
-def validate_peer_identity(self: RTCDtlsTransport, remoteParameters: Any) -> None:
-    self._bridge_hint = "certificate fingerprint mismatch"  # type: ignore[attr-defined]
-    try:
-        _ORIGINAL_IDENTITY(self, remoteParameters)
-    finally:
-        self._bridge_hint = None  # type: ignore[attr-defined]
-
-
-@functools.wraps(_ORIGINAL_SRTP)
-def setup_srtp(self: RTCDtlsTransport) -> None:
-    self._bridge_hint = "no SRTP protection profile negotiated"  # type: ignore[attr-defined]
-    try:
-        _ORIGINAL_SRTP(self)
-    finally:
-        self._bridge_hint = None  # type: ignore[attr-defined]
-
-
-@functools.wraps(_ORIGINAL_CONNECT)
-async def connect(self: Connection) -> None:
-    try:
-        await _ORIGINAL_CONNECT(self)
-    except ConnectionError as exc:
-        self._bridge_failure = str(exc) or "ICE connectivity checks failed"  # type: ignore[attr-defined]
-        raise
-
-
-def diagnose(pc: RTCPeerConnection) -> tuple[str, str]:
+def diagnose(pc: RTCPeerConnection, ever_connected: bool) -> tuple[str, str]:
     """``(stage, reason)`` for a failed peer connection: ICE first, then DTLS."""
     dtls_transports = []
     for transceiver in pc.getTransceivers():
@@ -147,11 +103,11 @@ def diagnose(pc: RTCPeerConnection) -> tuple[str, str]:
         if dtls is not None and dtls not in dtls_transports:
             dtls_transports.append(dtls)
     for dtls in dtls_transports:
-        ice = dtls.transport
-        if ice.state == "failed":
-            why = getattr(seam.ice_connection(ice), "_bridge_failure", None)
-            return "ice", why or "ICE connection lost (consent expired)"
+        if dtls.transport.state == "failed":
+            if ever_connected:
+                return "ice", "ICE connection lost (consent expired)"
+            return "ice", "ICE connectivity checks failed"
     for dtls in dtls_transports:
         if dtls.state == "failed":
-            return "dtls", getattr(dtls, "_bridge_failure", None) or "DTLS handshake failed"
+            return "dtls", getattr(dtls, "_bridge_failure", None) or GENERIC
     return "webrtc", "peer connection failed"

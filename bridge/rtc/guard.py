@@ -26,21 +26,18 @@ What passes and is not STUN (first byte above 3) goes straight to the ICE connec
 per media packet; and an RTP packet whose sequence number happens to equal its length less 20
 would parse as a STUN header).
 
-A second line, for anything that still gets through: aiortc's DTLS receive step
-(``RTCDtlsTransport._recv_next``) is wrapped so that an exception raised by one datagram is
-counted (``dtls_receive_error``) instead of ending the transport; and aioice's TURN client
-callback drops what it cannot parse (``turn_malformed``).
+Behind it, SRTP and SRTCP go to the leg's own receive step (``rtc/dtls_srtp.py``), which
+counts what it cannot unprotect or parse and never raises; aiortc's DTLS receive loop sees
+only DTLS records, whose errors it keeps to itself. aioice's TURN client callback drops what it
+cannot parse (``turn_malformed``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import struct
 from typing import Any
-
-from aiortc import RTCDtlsTransport
 
 from . import aiortc_seam as seam
 from .counters import drop
@@ -118,17 +115,15 @@ def _stun_verdict(protocol: Any, data: bytes) -> str | None:
     return "stun_indication"
 
 
-def _on_known_pair(protocol: Any, source: tuple[Any, Any]) -> bool:
-    """Whether ``source`` on this socket is one of the peer's candidates in our check list.
+def _from_a_peer_candidate(protocol: Any, source: tuple[Any, Any]) -> bool:
+    """Whether ``source`` is one of the peer's candidates (aioice's ``remote_candidates``).
 
     Media may arrive on any pair the peer found valid (RFC 8445 §12.1), and the two agents can
     settle on different pairs — the browser on its relay to our host candidate, we on our
     relay to its relay — before our own check of the peer's pair has come back. A third party
-    is still refused: its address is none of the peer's candidates."""
-    return any(
-        p.protocol is protocol and p.remote_addr == source
-        for p in seam.check_list(protocol.receiver)
-    )
+    is still refused: its address is none of the peer's candidates (signalled, or learnt as
+    peer-reflexive from a check that carried our ICE password: aioice adds those too)."""
+    return any((c.host, c.port) == source for c in protocol.receiver.remote_candidates)
 
 
 def verdict(protocol: Any, data: bytes, addr: tuple[Any, ...]) -> str | None:
@@ -141,7 +136,7 @@ def verdict(protocol: Any, data: bytes, addr: tuple[Any, ...]) -> str | None:
     pair = seam.nominated(protocol.receiver).get(protocol.local_candidate.component)
     source = (addr[0], addr[1])
     if pair is not None and (pair.protocol is not protocol or pair.remote_addr != source):
-        if not _on_known_pair(protocol, source):
+        if not _from_a_peer_candidate(protocol, source):
             return "unknown_source"
     if 20 <= first <= 63:
         return None if _dtls_ok(data) else "dtls_malformed"
@@ -152,7 +147,6 @@ def verdict(protocol: Any, data: bytes, addr: tuple[Any, ...]) -> str | None:
 
 _ORIGINAL_STUN = seam.ORIGINAL.stun_datagram_received
 _ORIGINAL_TURN = seam.ORIGINAL.turn_datagram_received
-_ORIGINAL_RECV_NEXT = seam.ORIGINAL.recv_next
 
 
 @functools.wraps(_ORIGINAL_STUN)
@@ -187,14 +181,3 @@ def guarded_turn_datagram_received(self: Any, data: bytes | str, addr: tuple[str
     except Exception:
         drop("turn_malformed")
         log.debug("TURN client failed on a datagram from %s", addr, exc_info=True)
-
-
-@functools.wraps(_ORIGINAL_RECV_NEXT)
-async def robust_recv_next(self: RTCDtlsTransport) -> None:
-    try:
-        await _ORIGINAL_RECV_NEXT(self)
-    except (ConnectionError, asyncio.CancelledError):
-        raise  # how aiortc's loop learns the transport is gone
-    except Exception:
-        drop("dtls_receive_error")
-        log.debug("DTLS transport failed on one datagram", exc_info=True)

@@ -252,7 +252,7 @@ class PeerLeg:
             self.record_failure("ice", "connection lost", detail)
             state = "failed"
         elif state == "failed":
-            self.record_failure(*diagnose(self.pc))
+            self.record_failure(*diagnose(self.pc, self.connected_at is not None))
         self._set_state(state)
 
     def _set_state(self, state: str) -> None:

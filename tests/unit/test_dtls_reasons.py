@@ -1,0 +1,90 @@
+"""Why DTLS and ICE failed (bridge/rtc/dtls.py): one hook on aiortc's DTLS state reads the
+error its handshake is handling, else the step that refused the peer; ICE's reason follows from
+whether the leg had ever connected."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from aiortc import RTCCertificate, RTCDtlsTransport, RTCIceGatherer, RTCIceTransport
+from OpenSSL import SSL
+
+from bridge.rtc import aiortc_seam, dtls
+
+
+@pytest.fixture
+def transport() -> RTCDtlsTransport:
+    aiortc_seam.install()
+    return RTCDtlsTransport(
+        RTCIceTransport(RTCIceGatherer()), [RTCCertificate.generateCertificate()]
+    )
+
+
+def test_the_openssl_reason_of_the_handshake_being_handled(transport) -> None:
+    try:
+        raise SSL.Error([("SSL routines", "", "no shared cipher")])
+    except SSL.Error:
+        transport._set_state(aiortc_seam.State.FAILED)
+    assert transport._bridge_failure == "no shared cipher"
+    assert transport.state == "failed"
+
+
+def test_a_peer_that_ends_the_handshake_and_a_closed_connection(transport) -> None:
+    assert dtls.failure_reason(SSL.Error([]), "_do_handshake") == (
+        "the peer aborted the DTLS handshake"
+    )
+    try:
+        raise ConnectionError
+    except ConnectionError:
+        transport._set_state(aiortc_seam.State.FAILED)
+    assert transport._bridge_failure == "the connection closed during the DTLS handshake"
+
+
+def test_the_step_after_the_handshake_that_refused_the_peer(transport) -> None:
+    def _validate_peer_identity() -> None:  # named as aiortc's step is
+        transport._set_state(aiortc_seam.State.FAILED)
+
+    _validate_peer_identity()
+    assert transport._bridge_failure == "certificate fingerprint mismatch"
+    assert dtls.failure_reason(None, "_setup_srtp") == "no SRTP protection profile negotiated"
+    assert dtls.failure_reason(None, "a_step_of_another_release") == dtls.GENERIC
+
+
+def test_the_first_reason_stays_and_other_states_record_none(transport) -> None:
+    transport._set_state(aiortc_seam.State.CONNECTING)
+    assert getattr(transport, "_bridge_failure", None) is None
+    try:
+        raise SSL.Error([("SSL routines", "", "no shared cipher")])
+    except SSL.Error:
+        transport._set_state(aiortc_seam.State.FAILED)
+    transport._set_state(aiortc_seam.State.FAILED)
+    assert transport._bridge_failure == "no shared cipher"
+
+
+def _pc(ice_state: str, dtls_state: str, reason: str | None = None) -> SimpleNamespace:
+    dtls_transport = SimpleNamespace(
+        transport=SimpleNamespace(state=ice_state), state=dtls_state, _bridge_failure=reason
+    )
+    transceiver = SimpleNamespace(receiver=SimpleNamespace(transport=dtls_transport))
+    return SimpleNamespace(getTransceivers=lambda: [transceiver])
+
+
+def test_diagnose_says_which_stage_and_why() -> None:
+    assert dtls.diagnose(_pc("failed", "new"), ever_connected=False) == (
+        "ice",
+        "ICE connectivity checks failed",
+    )
+    assert dtls.diagnose(_pc("failed", "connected"), ever_connected=True) == (
+        "ice",
+        "ICE connection lost (consent expired)",
+    )
+    assert dtls.diagnose(_pc("completed", "failed", "no shared cipher"), False) == (
+        "dtls",
+        "no shared cipher",
+    )
+    assert dtls.diagnose(_pc("completed", "failed"), False) == ("dtls", dtls.GENERIC)
+    assert dtls.diagnose(_pc("completed", "connected"), True) == (
+        "webrtc",
+        "peer connection failed",
+    )
