@@ -35,6 +35,7 @@ import aiortc
 from aiortc import RTCPeerConnection, RTCRtpCodecParameters
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcdtlstransport import State
+from pyee.asyncio import AsyncIOEventEmitter
 from pylibsrtp import Policy, Session
 
 from bridge.rtc.dtls_srtp import DtlsSrtp
@@ -64,10 +65,12 @@ class Packets(MediaStreamTrack):
         return EncodedPacket(PAYLOAD, self.i * 960)
 
 
-class Transport:
-    """What both senders use of ``RTCDtlsTransport`` (``_send_rtp`` as aiortc's does it)."""
+class Transport(AsyncIOEventEmitter):
+    """What both senders use of ``RTCDtlsTransport`` (``_send_rtp`` as aiortc's does it; an
+    event emitter, as aiortc's is: ``statechange``)."""
 
     def __init__(self, srtp: bool) -> None:
+        super().__init__()
         policy = Policy(
             key=bytes(30),
             ssrc_type=Policy.SSRC_ANY_OUTBOUND,

@@ -253,6 +253,7 @@ class OpusDecoder:
             raise OpusError("opus_decoder_create", err.value)
         self._max = rate * _MAX_FRAME_MS // 1000
         self._buf = np.empty(self._max, dtype=np.int16)
+        self._buf_at = self._buf.ctypes.data  # the address, read once (numpy builds it anew)
         self.silence: DecodedSilence | None = DecodedSilence()
         """``None``: decode every packet."""
 
@@ -310,7 +311,7 @@ class OpusDecoder:
     def _run(self, packet: bytes | None, samples: int, fec: int) -> Pcm:
         size = len(packet) if packet else 0
         samples = min(samples, self._max)
-        n = self._lib.opus_decode(self._state, packet, size, self._buf.ctypes.data, samples, fec)
+        n = self._lib.opus_decode(self._state, packet, size, self._buf_at, samples, fec)
         if n < 0:
             raise OpusError("opus_decode", n)
         return self._buf[:n].copy()

@@ -66,6 +66,13 @@ class DtlsSrtp:
         self._connection: Any = None
         self._aioice: Callable[[bytes, int], None] | None = None
         self._pairs: dict[int, Any] = {}
+        self._pair: Any = None
+        self._remote_addr: tuple[Any, ...] = ()
+        """The nominated pair last sent on, and its remote address (aioice's ``remote_addr``
+        builds a new tuple on every read)."""
+        self._dtls_up = False
+        """Whether the DTLS transport is connected, kept from its ``statechange`` events (its
+        ``state`` formats an enum into a string on every read: once per packet)."""
         self._rtcp_started = False
         self._closed = False
         self.sent_packets = self.sent_bytes = 0
@@ -113,7 +120,13 @@ class DtlsSrtp:
             return False
         self._dtls, self._connection, self._aioice = dtls, connection, aioice_path
         self._pairs = seam.nominated(connection)
+        self._dtls_up = dtls.state == "connected"
+        dtls.on("statechange", self._dtls_state_changed)
         return True
+
+    def _dtls_state_changed(self) -> None:
+        dtls = self._dtls
+        self._dtls_up = dtls is not None and dtls.state == "connected"
 
     def _start_receiving(self, dtls: Any, parameters: Any) -> None:
         if not self._attach(dtls):
@@ -188,16 +201,17 @@ class DtlsSrtp:
 
     # -- out
     def _protector(self) -> Any:
-        dtls = self._dtls
-        if dtls is None or self._closed or dtls.state != "connected":
+        if not self._dtls_up or self._closed:
             raise ConnectionError("Cannot send encrypted RTP, not connected")
-        return seam.tx_srtp(dtls)
+        return seam.tx_srtp(self._dtls)
 
     def _send(self, data: bytes) -> None:
         pair = self._pairs.get(1)
         if pair is None or pair.protocol.transport is None:
             raise ConnectionError("Cannot send data, not connected")
-        pair.protocol.transport.sendto(data, pair.remote_addr)
+        if pair is not self._pair:  # the first send, or ICE nominated another pair
+            self._pair, self._remote_addr = pair, pair.remote_addr
+        pair.protocol.transport.sendto(data, self._remote_addr)
 
     def send_rtp(self, plain: bytes) -> None:
         """Protect and send one RTP packet; ``ConnectionError`` when DTLS or ICE is not (or
@@ -230,8 +244,10 @@ class DtlsSrtp:
             self.lean.running = False
         if self._connection is not None:
             seam.give_back_datagrams(self._connection)
+        if self._dtls is not None:
+            self._dtls.remove_listener("statechange", self._dtls_state_changed)
         self._connection = self._aioice = None
-        self._pairs = {}
+        self._pairs, self._pair, self._dtls_up = {}, None, False
         # The session's callbacks dropped: no reference cycle outlives the leg.
         self.lean = self.sender_track = None
         self.session.close()
