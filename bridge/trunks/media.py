@@ -10,6 +10,15 @@ downlink sink gives one 20 ms frame (silence when it has none) → encode (16 �
 G.711; G.722 or Opus as it is) → one RTP packet. A key queued for the PBX is sent as RFC 4733
 events instead of audio for its duration (three end packets, §2.5.1.4).
 
+The leg's RTP session is built from the parts every leg's is (``rtc/rtp_session.py``): its
+packets are numbered and framed by one :class:`~bridge.rtc.rtpsend.RtpStream` (audio, events and
+forwarded Opus alike), and one :class:`~bridge.rtc.rtcp.RtcpReports` counts what arrives (RFC
+3550 A.3 loss, A.8 jitter) and reads what the phone reports of us. RTCP goes on the wire when
+both SDPs say ``a=rtcp-mux`` (RFC 5761: one port for both): our SR (or RR) with SDES CNAME
+every :data:`RTCP_TICKS` ticks on average (RFC 3550 §6.2's 5 s minimum, ±50 %), a BYE at the
+end; the phone's SR and RR come in on the same socket. A phone that keeps RTCP on port + 1 gets
+none from us and its reports are not read (the leg has one socket).
+
 :class:`PlainRtp` is the clear-text socket with the face of
 :class:`~bridge.rtc.srtpudp.SrtpSocket`, which carries the SDES case; both latch onto the far
 end's source address (symmetric RTP, RFC 4961).
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import secrets
 import struct
 import time
@@ -34,6 +44,8 @@ from ..audio.opus import WARM_PACKETS, OpusDecoder, OpusEncoder, OpusError
 from ..audio.pcm import FRAME_SAMPLES, Pcm, Reframer
 from ..audio.resample import Resampler
 from ..media.clock import Phase, worker_clock
+from ..rtc.rtcp import RtcpReports
+from ..rtc.rtpsend import RtpStream
 from ..rtc.srtpudp import bind_socket
 from .passthrough import RUN_IDLE, one_20ms_frame
 
@@ -45,6 +57,8 @@ SAMPLES = 160
 DTMF_EVENTS = "0123456789*#ABCD"
 KEYS_QUEUED = 32
 """Keys waiting to be sent to the PBX; more are dropped (counted)."""
+RTCP_TICKS = 250
+"""Clock ticks (20 ms) between our RTCP packets on average: 5 s (RFC 3550 §6.2)."""
 
 Address = tuple[str, int]
 
@@ -52,13 +66,21 @@ Address = tuple[str, int]
 class PlainRtp(asyncio.DatagramProtocol):
     """One UDP socket for clear RTP (see the module docstring)."""
 
-    def __init__(self, name: str, on_rtp: Callable[[bytes], None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        on_rtp: Callable[[bytes], None],
+        on_rtcp: Callable[[bytes], None] | None = None,
+    ) -> None:
         self.name = name
         self.on_rtp = on_rtp
+        self.on_rtcp = on_rtcp
+        """Where RTCP on this port goes (RFC 5761 multiplexing); ``None``: dropped as junk."""
         self.transport: asyncio.DatagramTransport | None = None
         self.rtp_to: Address | None = None
         self.local: Address = ("", 0)
         self.junk = self.received_packets = self.sent_packets = 0
+        self.rtcp_sent = self.rtcp_received = 0
 
     async def open(self, host: str, ports: str) -> Address:
         sock = bind_socket(host, ports)
@@ -81,14 +103,32 @@ class PlainRtp(asyncio.DatagramProtocol):
         self.transport.sendto(plain, self.rtp_to)
         self.sent_packets += 1
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        if len(data) < 12 or data[0] >> 6 != 2 or 192 <= data[1] <= 223:
-            self.junk += 1  # not RTP (RTCP is not read on a plain trunk leg)
+    def send_rtcp(self, plain: bytes) -> None:
+        """One compound RTCP packet, to where RTP goes (multiplexed, RFC 5761)."""
+        if self.transport is None or self.transport.is_closing() or self.rtp_to is None:
             return
-        self.received_packets += 1
-        self.rtp_to = (addr[0], addr[1])  # symmetric RTP (RFC 4961)
+        self.transport.sendto(plain, self.rtp_to)
+        self.rtcp_sent += 1
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if len(data) < 8 or data[0] >> 6 != 2:
+            self.junk += 1  # not RTP or RTCP version 2
+            return
+        if 192 <= data[1] <= 223:  # RTCP (RFC 5761 §4)
+            if self.on_rtcp is None:
+                self.junk += 1
+                return
+            self.rtcp_received += 1
+            handler = self.on_rtcp
+        elif len(data) < 12:
+            self.junk += 1
+            return
+        else:
+            self.received_packets += 1
+            self.rtp_to = (addr[0], addr[1])  # symmetric RTP (RFC 4961)
+            handler = self.on_rtp
         try:
-            self.on_rtp(data)
+            handler(data)
         except Exception:
             log.exception("%s: handling a packet", self.name)
 
@@ -105,14 +145,16 @@ class Socket(Protocol):
 
     def send_rtp(self, plain: bytes) -> None: ...
 
+    def send_rtcp(self, plain: bytes) -> None: ...
+
     def close(self) -> None: ...
 
 
-def rtp_payload(packet: bytes) -> tuple[int, int, int, bool, bytes] | None:
-    """``(pt, seq, timestamp, marker, payload)`` of an RTP packet, ``None`` if malformed."""
+def rtp_payload(packet: bytes) -> tuple[int, int, int, int, bytes] | None:
+    """``(pt, seq, timestamp, ssrc, payload)`` of an RTP packet, ``None`` if malformed."""
     if len(packet) < 12:
         return None
-    b0, b1, seq, ts = struct.unpack_from("!BBHI", packet)
+    b0, b1, seq, ts, ssrc = struct.unpack_from("!BBHII", packet)
     start = 12 + 4 * (b0 & 0x0F)
     if b0 & 0x10:  # a header extension (RFC 3550 §5.3.1)
         if len(packet) < start + 4:
@@ -123,7 +165,7 @@ def rtp_payload(packet: bytes) -> tuple[int, int, int, bool, bytes] | None:
         end -= packet[-1]
     if end < start:
         return None
-    return b1 & 0x7F, seq, ts, bool(b1 & 0x80), packet[start:end]
+    return b1 & 0x7F, seq, ts, ssrc, packet[start:end]
 
 
 class TrunkMedia:
@@ -140,7 +182,16 @@ class TrunkMedia:
         on_key: Callable[[str, int], None],
     ) -> None:
         self.name = name
-        self.pt, self.event_pt = pt, event_pt
+        self.stream = RtpStream(secrets.randbits(32), pt, origin=0)
+        """The one owner of this leg's sequence numbers: audio, events and forwarded Opus
+        (``rtc/rtpsend.py``); its RTP times are the wire's (``origin=0``: :attr:`_ts` is)."""
+        self.reports = RtcpReports(self.stream.ssrc, f"{secrets.token_hex(8)}@bridge", RATE)
+        """What arrives from the phone and what it reports of us (``rtc/rtcp.py``)."""
+        self.rtcp_mux = False
+        """Both SDPs said ``a=rtcp-mux``: our RTCP goes on the RTP port (module docstring)."""
+        self._rtcp_due = random.randint(1, RTCP_TICKS)
+        """Ticks until our next RTCP packet (the first within one interval, RFC 3550 §6.2)."""
+        self.event_pt = event_pt
         self.forward_allowed: Callable[[], bool] | None = None
         """While set and true, WhatsApp's Opus packets (:meth:`offer`) go to the phone as they
         arrived instead of this leg's own encoding (``trunks/passthrough.py``)."""
@@ -167,8 +218,6 @@ class TrunkMedia:
         self._down = Resampler(RATE)
         self._frames_in = Reframer(FRAME_SAMPLES)
         self._frames_out = Reframer(SAMPLES)
-        self._ssrc = secrets.randbits(32)
-        self._seq = secrets.randbits(16)
         self._ts = secrets.randbits(32)
         self._last_event_ts: int | None = None
         self._keys: deque[tuple[str, int]] = deque(maxlen=KEYS_QUEUED)
@@ -181,6 +230,15 @@ class TrunkMedia:
         RFC 3264 §6.1): the clock still drains the participant's sink, the stream's time moves
         on (RFC 3550 §5.1), no packet goes out."""
 
+    @property
+    def pt(self) -> int:
+        """The audio payload type both sides send (the far end's SDP's)."""
+        return self.stream.payload_type
+
+    @pt.setter
+    def pt(self, value: int) -> None:
+        self.stream.payload_type = value
+
     def set_codec(self, codec: str) -> None:
         """What both sides send: ``PCMU`` (µ-law) or ``PCMA`` (A-law) at 8 kHz, resampled to
         and from the bus; or a wideband codec coded at the bus's own 16 kHz, no resampling:
@@ -191,6 +249,8 @@ class TrunkMedia:
         self.decode = ulaw_decode if codec == "PCMU" else alaw_decode
         self.step = 960 if codec == "opus" else SAMPLES
         """The RTP timestamp's step a 20 ms packet."""
+        self.stream.frame_ticks = self.step
+        self.reports.clock = 48000 if codec == "opus" else RATE  # its RTP clock (RFC 3551)
         self.event_step = SAMPLES
         """RFC 4733 durations' units a 20 ms tick (the event's own clock / 50)."""
         self._wide_out = self._wide_in = None
@@ -211,10 +271,13 @@ class TrunkMedia:
         self._unregister = worker_clock().register(self._tick, Phase.ENGINE)
 
     def stop(self) -> None:
-        """Off the clock and the socket closed (idempotent)."""
+        """Off the clock, a last RTCP packet with BYE (RFC 3550 §6.6) when the leg sends RTCP,
+        and the socket closed (idempotent)."""
         unregister, self._unregister = self._unregister, None
         if unregister is not None:
             unregister()
+            if self.rtcp_mux and self.socket is not None:
+                self.socket.send_rtcp(self.reports.compound(self.stream, bye=True))
         if self.socket is not None:
             self.socket.close()
 
@@ -223,8 +286,9 @@ class TrunkMedia:
         parsed = rtp_payload(packet)
         if parsed is None:
             return
-        pt, seq, ts, _, payload = parsed
+        pt, seq, ts, ssrc, payload = parsed
         if pt == self.event_pt and len(payload) >= 4:
+            self.reports.received(ssrc, seq, ts, audio=False)
             event, flags, duration = payload[0], payload[1], struct.unpack_from("!H", payload, 2)[0]
             if flags & 0x80 and ts != self._last_event_ts and event < len(DTMF_EVENTS):
                 self._last_event_ts = ts  # the end packet comes three times (§2.5.1.4)
@@ -232,6 +296,7 @@ class TrunkMedia:
             return
         if pt != self.pt or not payload:
             return
+        self.reports.received(ssrc, seq, ts)
         self.packets_in += 1
         if self.forward_up is not None and self.codec == "opus" and one_20ms_frame(payload):
             self.forward_up(seq, ts, payload)
@@ -251,6 +316,10 @@ class TrunkMedia:
             wide = self._up.resample_array(self.decode(payload), RATE)
         for frame in self._frames_in.push(wide):
             self.microphone(frame)
+
+    def on_rtcp(self, plain: bytes) -> None:
+        """A compound RTCP packet from the phone (multiplexed on the RTP port)."""
+        self.reports.receive(plain)
 
     # -- send
     def send_key(self, digit: str, duration_ms: int = 160) -> None:
@@ -277,17 +346,17 @@ class TrunkMedia:
             self._run = None
             return
         if self._run is None:  # a new run, numbered on from what this leg sent last
-            self._run = (seq, (self._seq - seq) & 0xFFFF, (self._ts - ts) & 0xFFFFFFFF)
+            next_seq = self.stream.next_seq
+            self._run = (seq, (next_seq - seq) & 0xFFFF, (self._ts - ts) & 0xFFFFFFFF)
             self._encoder_stale = True
         first, dseq, dts = self._run
         if (seq - first) & 0x8000:  # older than the run: its number went out already
             self.forward_late += 1
             return
         out_seq, out_ts = (seq + dseq) & 0xFFFF, (ts + dts) & 0xFFFFFFFF
-        newest = (out_seq - self._seq) & 0x8000 == 0
+        newest = (out_seq - self.stream.next_seq) & 0x8000 == 0
         self._send(self.pt, payload, marker=False, ts=out_ts, seq=out_seq)
         if newest:  # the stream goes on after it (a reordered packet keeps its place)
-            self._seq = (out_seq + 1) & 0xFFFF
             self._ts = (out_ts + self.step) & 0xFFFFFFFF
         self._forwarded_at = time.monotonic()
         self.forwarded += 1
@@ -298,6 +367,11 @@ class TrunkMedia:
         return self._run is not None
 
     def _tick(self, now: float) -> None:
+        if self.rtcp_mux:
+            self._rtcp_due -= 1
+            if self._rtcp_due <= 0 and self.socket is not None:
+                self._rtcp_due = int(RTCP_TICKS * (0.5 + random.random()))
+                self.socket.send_rtcp(self.reports.compound(self.stream))
         pcm = self.pop()
         if self._run is not None:
             idle = time.monotonic() - self._forwarded_at
@@ -356,18 +430,16 @@ class TrunkMedia:
         ts: int | None = None,
         seq: int | None = None,
     ) -> None:
-        """One packet; numbered next unless ``seq`` says (a forwarded packet's mapped number)."""
+        """One packet; numbered next unless ``seq`` says (a forwarded packet's mapped number),
+        framed by the leg's :class:`~bridge.rtc.rtpsend.RtpStream`."""
         if self.socket is None:
             return
-        header = struct.pack(
-            "!BBHII",
-            0x80,
-            (0x80 if marker else 0) | pt,
-            self._seq if seq is None else seq,
-            self._ts if ts is None else ts,
-            self._ssrc,
+        audio = pt == self.pt
+        ts = self._ts if ts is None else ts
+        packet = self.stream.packetise(
+            payload, ts, seq, marker=marker, payload_type=None if audio else pt
         )
-        if seq is None:
-            self._seq = (self._seq + 1) & 0xFFFF
-        self.socket.send_rtp(header + payload)
+        self.socket.send_rtp(packet)
+        if audio:  # an event's RTP time is its start (RFC 4733): no sender-report time
+            self.reports.sent_audio(ts)
         self.packets_out += 1

@@ -120,9 +120,9 @@ class SipParticipant:
         name = f"sip {self.participant_id} of call {self.runtime.call_id[:12]}"
         media = TrunkMedia(name, "PCMU", 0, None, self._to_call, self._from_call, self._key)
         if crypto is None:
-            socket: PlainRtp | SrtpSocket = PlainRtp(name, media.on_rtp)
+            socket: PlainRtp | SrtpSocket = PlainRtp(name, media.on_rtp, media.on_rtcp)
         else:
-            socket = SrtpSocket(name, media.on_rtp, lambda _: None)
+            socket = SrtpSocket(name, media.on_rtp, media.on_rtcp)
         self._socket = socket
         local = await socket.open(self.service.bind_host, self.service.rtp_ports)
         self.local_port, self.crypto = local[1], crypto
@@ -190,11 +190,13 @@ class SipParticipant:
         if remote.codec != media.codec:
             media.set_codec(remote.codec)
         media.event_step = remote.event_rate // 50
+        media.rtcp_mux = remote.rtcp_mux  # our SDP offered it, or answered as the offer said
         if crypto is not None and remote.crypto is not None and isinstance(socket, SrtpSocket):
             socket.set_keys(crypto.key, remote.crypto.key, remote.crypto.profile)
         assert socket is not None
         if not ipaddress.ip_address(remote.address).is_unspecified:
-            socket.set_remote((remote.address, remote.port), (remote.address, remote.port + 1))
+            rtcp_port = remote.port if remote.rtcp_mux else remote.port + 1
+            socket.set_remote((remote.address, remote.port), (remote.address, rtcp_port))
 
     def _connect(self, media: TrunkMedia, remote: sdp.Remote, crypto: Crypto | None) -> None:
         """The far end's codec, key and address taken; the media joined and started."""

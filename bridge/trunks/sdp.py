@@ -6,6 +6,7 @@ Audio only: G.711 µ-law (PT 0) and A-law (PT 8) at 8 kHz, the codecs every PBX 
 Opus (PT 111, RFC 7587) when the trunk lists them, and ``telephone-event`` (RFC 4733) for keys
 at the codec's RTP clock (8 kHz; 48 kHz beside Opus). ``RTP/AVP`` in the clear, or
 ``RTP/SAVP`` with an ``a=crypto`` key (SDES, RFC 4568) when the trunk says ``"srtp": "sdes"``.
+RTCP is offered on the RTP port (``a=rtcp-mux``, RFC 5761), and answered so when offered.
 The first codec of the answer's m-line that we offered is the one both sides send (RFC 3264
 §6.1). Anything we cannot use is a :class:`~bridge.errors.BadOffer` naming it (a ``488`` on the
 SIP side).
@@ -49,6 +50,8 @@ class Remote:
     direction: str = "sendrecv"
     event_rate: int = 8000
     """The clock of its ``telephone-event``."""
+    rtcp_mux: bool = False
+    """It puts RTCP on the RTP port (``a=rtcp-mux``, RFC 5761 §5.1.1)."""
 
 
 def offer(
@@ -93,6 +96,10 @@ def offer(
     for pt, rate in events:
         lines += [f"a=rtpmap:{pt} telephone-event/{rate}", f"a=fmtp:{pt} 0-16"]
     lines += ["a=ptime:20", f"a={direction}"]
+    if answer_to is None or answer_to.rtcp_mux:
+        # Offered, and kept in the answer when the offer had it (RFC 5761 §5.1.1): RTCP on the
+        # RTP port, the leg's one socket. Without it the leg sends no RTCP.
+        lines.append("a=rtcp-mux")
     if crypto is not None:
         lines.append(crypto.attribute())
     return ("\r\n".join(lines) + "\r\n").encode()
@@ -120,7 +127,7 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
     rates: dict[str, str] = {}
     cryptos: list[str] = []
     directions = {"session": "sendrecv", "audio": ""}
-    in_audio = seen_audio = False
+    in_audio = seen_audio = rtcp_mux = False
     for ln in sdp_lines(text)[:400]:
         if ln.startswith("m="):
             in_audio = ln.startswith("m=audio ") and not seen_audio
@@ -141,6 +148,8 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
             rates[pt] = [*name.split("/"), ""][1]
         elif in_audio and ln.startswith("a=crypto:"):
             cryptos.append(ln[len("a=crypto:") :])
+        elif in_audio and ln == "a=rtcp-mux":
+            rtcp_mux = True
         elif ln[2:] in DIRECTIONS and (in_audio or not seen_audio):
             # A session-level direction is the default of every m-line (RFC 3264 §5.1).
             directions["audio" if in_audio else "session"] = ln[2:]
@@ -180,4 +189,6 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
     )
     event, event_rate = (events[0][1], int(events[0][2])) if events else (None, 8000)
     direction = directions["audio"] or directions["session"]
-    return Remote(address, port, chosen[1], chosen[0], event, crypto, direction, event_rate)
+    return Remote(
+        address, port, chosen[1], chosen[0], event, crypto, direction, event_rate, rtcp_mux
+    )

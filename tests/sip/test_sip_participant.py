@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bridge.api.keys import MANAGER
+from bridge.api.keys import MANAGER, TRUNKS
+from bridge.rtc.packets import Bye, parse_rtcp
 
 from ..support.baresip_phone import BaresipPhone
 from ..support.calls import peer_heard, wait_state
@@ -70,6 +71,8 @@ async def test_a_phone_joins_the_call_and_both_sides_hear_each_other(
     snap = await (await bridge.get(f"/call/{cid}")).json()
     shown = [p for p in snap["participants"] if p["participantID"] == "desk"]
     assert shown and shown[0]["sip"]["state"] == "joined" and shown[0]["sip"]["codec"] == codec
+    ((_, leg),) = bridge.app[TRUNKS].legs.items()
+    assert leg.media is not None and not leg.media.rtcp_mux  # this phone keeps RTCP on port + 1
 
     def phone_hears_whatsapp() -> None:
         samples, rate = p.heard(1.0)
@@ -397,3 +400,53 @@ async def test_a_cloud_api_call_reaches_a_phone(make_client, meta, phone, tmp_pa
         assert band_energy(tail, rate, hz) > 0.8 and band_energy(tail, rate, other) < 0.02, kind
     await client.post("/call/hangup", json={"callID": cid})
     await wait_state(client, cid, "ended")
+
+
+async def test_a_phone_that_multiplexes_rtcp_gets_our_reports_and_we_read_its(
+    bridge, tmp_path
+) -> None:
+    """RTCP on a trunk leg (RFC 3550 with RFC 5761 multiplexing, both SDPs saying
+    ``a=rtcp-mux``): the phone's receiver reports reach the leg's session and name our SSRC
+    with no loss; its report's LSR echoes one of our sender reports, so a round trip is
+    measured (proof both ways: it got ours, we got its); what we count of the phone's stream
+    has no loss and a jitter of a few milliseconds. A phone without ``a=rtcp-mux`` gets none
+    (the leg's RTCP stays off: ``rtcp_mux`` false), as the other tests' phones."""
+    conf = tmp_path / "muxphone"
+    conf.mkdir()
+    p = BaresipPhone(conf, "1001", PHONE_HZ)
+    try:
+        await p.start_phone(rtcp_mux=True)
+        cid = await call_with_trunk(bridge, p)
+        await add_phone(bridge, cid, p)
+        await until(lambda: of(bridge, "participant.joined"), 10, "participant.joined")
+        ((_, leg),) = bridge.app[TRUNKS].legs.items()
+        media = leg.media
+        assert media is not None and media.rtcp_mux
+        assert "a=rtcp-mux" in leg.sdp_sent.decode() and "a=rtcp-mux" in p.log()
+        reports = media.reports
+        # Our first report within one interval (5 s ± 50 %), the phone's answer to it next.
+        await until(lambda: reports.far.rtt_s is not None, 20, "a round trip from RTCP")
+        far = reports.far
+        print(
+            f"phone reports: {reports.far_reports}, loss {far.fraction_lost:.3f}, "
+            f"rtt {far.rtt_s * 1000:.1f} ms; we: {reports.packets_received} received, "
+            f"{reports.packets_lost} lost, jitter {reports.jitter_s * 1000:.2f} ms"
+        )
+        assert far.fraction_lost == 0 and far.packets_lost == 0
+        assert 0 <= far.rtt_s < 0.2  # loopback, both ends' report handling included
+        # The newest of our packets it had seen then: a few seconds behind ours at most.
+        assert (media.stream.next_seq - far.highest_sequence) & 0xFFFF < 500
+        assert reports.packets_received > 100 and reports.packets_lost == 0
+        assert reports.jitter_s < 0.02
+        socket = media.socket
+        assert socket is not None and socket.rtcp_sent >= 1 and socket.rtcp_received >= 1
+        # The phone hangs up: the leg's last RTCP packet ends with a BYE (RFC 3550 §6.6).
+        sent: list[bytes] = []
+        send_rtcp = socket.send_rtcp
+        socket.send_rtcp = lambda plain: (sent.append(plain), send_rtcp(plain))[1]
+        await p.command("hangup")
+        await until(lambda: of(bridge, "participant.left"), 10, "participant.left")
+        assert sent and isinstance(parse_rtcp(sent[-1])[-1], Bye)
+        assert parse_rtcp(sent[-1])[-1].sources == [media.stream.ssrc]
+    finally:
+        await p.stop()

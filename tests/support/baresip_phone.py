@@ -23,17 +23,25 @@ class BaresipPhone(Baresip):
         self.rtpmap = RTPMAP.get(codec, f"{codec}/8000/1")
 
     async def start_phone(
-        self, *, srtp: bool = False, registrar: str = "", password: str = "", regint: int = 60
+        self,
+        *,
+        srtp: bool = False,
+        registrar: str = "",
+        password: str = "",
+        regint: int = 60,
+        rtcp_mux: bool = False,
     ) -> None:
         """``registrar`` (``host:port``): register there as ``user`` with ``password``. Its SIP
         port and the next (the TLS listener baresip opens beside UDP and TCP) are both free."""
 
         def write_config() -> None:
-            self._write_phone_config(srtp, registrar, password, regint)
+            self._write_phone_config(srtp, registrar, password, regint, rtcp_mux)
 
         await self._launch(write_config)
 
-    def _write_phone_config(self, srtp: bool, registrar: str, password: str, regint: int) -> None:
+    def _write_phone_config(
+        self, srtp: bool, registrar: str, password: str, regint: int, rtcp_mux: bool
+    ) -> None:
         conf = self.conf
         (conf / "config").write_text(
             f"sip_listen 127.0.0.1:{self.port}\n"
@@ -47,6 +55,7 @@ class BaresipPhone(Baresip):
             f"audio_source ausine,{self.tone_hz}\n"
             "audio_alert aufile,/dev/null\n"
             "ausrc_srate 48000\nausrc_channels 2\nauplay_srate 48000\n"  # ausine: 48 kHz stereo
+            f"rtcp_mux {'yes' if rtcp_mux else 'no'}\n"  # RTCP on the RTP port (RFC 5761)
         )
         enc = ";mediaenc=srtp-mand" if srtp else ""
         account = f"<sip:{self.user}@127.0.0.1>;regint=0"

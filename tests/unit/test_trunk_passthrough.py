@@ -52,7 +52,7 @@ def test_forwarded_packets_keep_their_gaps_and_continue_our_numbering() -> None:
     allowed = [True]
     m, wire = media(allowed)
     packet = opus_packet()
-    seq0, ts0 = m._seq, m._ts
+    seq0, ts0 = m.stream.next_seq, m._ts
     for seq, ts in ((1000, 5000), (1001, 5960), (1003, 7880), (1002, 6920), (999, 4040)):
         m.offer(seq, ts, packet)
     sent = [(s, t) for s, t, _ in wire.sent]
@@ -71,7 +71,7 @@ def test_forwarded_packets_keep_their_gaps_and_continue_our_numbering() -> None:
     allowed[0] = False
     m.offer(1004, 8840, packet)
     assert len(wire.sent) == 4 and m._run is None
-    assert m._seq == (seq0 + 4) & 0xFFFF and m._ts == (ts0 + 3840) & 0xFFFFFFFF
+    assert m.stream.next_seq == (seq0 + 4) & 0xFFFF and m._ts == (ts0 + 3840) & 0xFFFFFFFF
 
 
 def test_a_queued_key_stops_forwarding() -> None:

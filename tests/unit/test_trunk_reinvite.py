@@ -151,3 +151,20 @@ def test_an_srtp_leg_keeps_our_key_and_follows_the_phones() -> None:
     assert ours.attribute() in got.body.decode() and "RTP/SAVP" in got.body.decode()
     with pytest.raises(BadOffer, match="RTP/AVP"):
         answered(phone_sdp("sendonly"), current, sent, crypto=ours)
+
+
+def test_rtcp_mux_is_offered_and_answered_only_when_offered() -> None:
+    """RFC 5761 §5.1.1: our offer says ``a=rtcp-mux``; the phone's SDP is read for it; our
+    answer keeps it only when the phone's offer had it (else the leg sends no RTCP)."""
+    ours = sdp.offer("198.51.100.7", 30000, CODECS, None).decode()
+    assert "a=rtcp-mux\r\n" in ours
+    plain = sdp.read(phone_sdp(), CODECS, srtp=False)
+    assert not plain.rtcp_mux
+    assert "a=rtcp-mux" not in sdp.offer("198.51.100.7", 30000, (), None, answer_to=plain).decode()
+    muxed = sdp.read(phone_sdp().decode() + "a=rtcp-mux\r\n", CODECS, srtp=False)
+    assert muxed.rtcp_mux
+    answer_sdp = sdp.offer("198.51.100.7", 30000, (), None, answer_to=muxed).decode()
+    assert "a=rtcp-mux\r\n" in answer_sdp
+    # Only the audio m-line's attribute counts (a video m-line's is not ours).
+    other = phone_sdp().decode() + "m=video 0 RTP/AVP 96\r\na=rtcp-mux\r\n"
+    assert not sdp.read(other, CODECS, srtp=False).rtcp_mux
