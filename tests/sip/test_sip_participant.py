@@ -402,21 +402,23 @@ async def test_a_cloud_api_call_reaches_a_phone(make_client, meta, phone, tmp_pa
     await wait_state(client, cid, "ended")
 
 
+@pytest.mark.parametrize("srtp", ["off", "sdes"])
 async def test_a_phone_that_multiplexes_rtcp_gets_our_reports_and_we_read_its(
-    bridge, tmp_path
+    bridge, tmp_path, srtp
 ) -> None:
     """RTCP on a trunk leg (RFC 3550 with RFC 5761 multiplexing, both SDPs saying
     ``a=rtcp-mux``): the phone's receiver reports reach the leg's session and name our SSRC
     with no loss; its report's LSR echoes one of our sender reports, so a round trip is
     measured (proof both ways: it got ours, we got its); what we count of the phone's stream
     has no loss and a jitter of a few milliseconds. A phone without ``a=rtcp-mux`` gets none
-    (the leg's RTCP stays off: ``rtcp_mux`` false), as the other tests' phones."""
+    (the leg's RTCP stays off: ``rtcp_mux`` false), as the other tests' phones. In the clear
+    and under SDES (SRTCP)."""
     conf = tmp_path / "muxphone"
     conf.mkdir()
     p = BaresipPhone(conf, "1001", PHONE_HZ)
     try:
-        await p.start_phone(rtcp_mux=True)
-        cid = await call_with_trunk(bridge, p)
+        await p.start_phone(srtp=srtp == "sdes", rtcp_mux=True)
+        cid = await call_with_trunk(bridge, p, srtp)
         await add_phone(bridge, cid, p)
         await until(lambda: of(bridge, "participant.joined"), 10, "participant.joined")
         ((_, leg),) = bridge.app[TRUNKS].legs.items()
