@@ -19,14 +19,11 @@ every :data:`RTCP_TICKS` ticks on average (RFC 3550 §6.2's 5 s minimum, ±50 %)
 end; the phone's SR and RR come in on the same socket. A phone that keeps RTCP on port + 1 gets
 none from us and its reports are not read (the leg has one socket).
 
-:class:`PlainRtp` is the clear-text socket with the face of
-:class:`~bridge.rtc.srtpudp.SrtpSocket`, which carries the SDES case; both latch onto the far
-end's source address (symmetric RTP, RFC 4961).
+The socket under it is ``trunks/rtp_socket.py``'s (clear) or ``rtc/srtpudp.py``'s (SDES).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import secrets
@@ -34,7 +31,6 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
 
 import numpy as np
 
@@ -46,8 +42,9 @@ from ..audio.resample import Resampler
 from ..media.clock import Phase, worker_clock
 from ..rtc.rtcp import RtcpReports
 from ..rtc.rtpsend import RtpStream
-from ..rtc.srtpudp import bind_socket
 from .passthrough import RUN_IDLE, one_20ms_frame
+from .rtp_socket import Socket, rtp_payload
+from .sdp import Remote
 
 log = logging.getLogger(__name__)
 
@@ -59,113 +56,6 @@ KEYS_QUEUED = 32
 """Keys waiting to be sent to the PBX; more are dropped (counted)."""
 RTCP_TICKS = 250
 """Clock ticks (20 ms) between our RTCP packets on average: 5 s (RFC 3550 §6.2)."""
-
-Address = tuple[str, int]
-
-
-class PlainRtp(asyncio.DatagramProtocol):
-    """One UDP socket for clear RTP (see the module docstring)."""
-
-    def __init__(
-        self,
-        name: str,
-        on_rtp: Callable[[bytes], None],
-        on_rtcp: Callable[[bytes], None] | None = None,
-    ) -> None:
-        self.name = name
-        self.on_rtp = on_rtp
-        self.on_rtcp = on_rtcp
-        """Where RTCP on this port goes (RFC 5761 multiplexing); ``None``: dropped as junk."""
-        self.transport: asyncio.DatagramTransport | None = None
-        self.rtp_to: Address | None = None
-        self.local: Address = ("", 0)
-        self.junk = self.received_packets = self.sent_packets = 0
-        self.rtcp_sent = self.rtcp_received = 0
-
-    async def open(self, host: str, ports: str) -> Address:
-        sock = bind_socket(host, ports)
-        loop = asyncio.get_running_loop()
-        try:
-            transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
-        except BaseException:
-            sock.close()
-            raise
-        self.transport = transport
-        self.local = sock.getsockname()[:2]
-        return self.local
-
-    def set_remote(self, rtp: Address, rtcp: Address) -> None:
-        self.rtp_to = rtp
-
-    def send_rtp(self, plain: bytes) -> None:
-        if self.transport is None or self.transport.is_closing() or self.rtp_to is None:
-            return
-        self.transport.sendto(plain, self.rtp_to)
-        self.sent_packets += 1
-
-    def send_rtcp(self, plain: bytes) -> None:
-        """One compound RTCP packet, to where RTP goes (multiplexed, RFC 5761)."""
-        if self.transport is None or self.transport.is_closing() or self.rtp_to is None:
-            return
-        self.transport.sendto(plain, self.rtp_to)
-        self.rtcp_sent += 1
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        if len(data) < 8 or data[0] >> 6 != 2:
-            self.junk += 1  # not RTP or RTCP version 2
-            return
-        if 192 <= data[1] <= 223:  # RTCP (RFC 5761 §4)
-            if self.on_rtcp is None:
-                self.junk += 1
-                return
-            self.rtcp_received += 1
-            handler = self.on_rtcp
-        elif len(data) < 12:
-            self.junk += 1
-            return
-        else:
-            self.received_packets += 1
-            self.rtp_to = (addr[0], addr[1])  # symmetric RTP (RFC 4961)
-            handler = self.on_rtp
-        try:
-            handler(data)
-        except Exception:
-            log.exception("%s: handling a packet", self.name)
-
-    def error_received(self, exc: Exception) -> None:
-        pass  # the far end not listening yet (ICMP): the next packet tries again
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-
-class Socket(Protocol):
-    """What :class:`TrunkMedia` needs of its socket (``PlainRtp`` or ``SrtpSocket``)."""
-
-    def send_rtp(self, plain: bytes) -> None: ...
-
-    def send_rtcp(self, plain: bytes) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def rtp_payload(packet: bytes) -> tuple[int, int, int, int, bytes] | None:
-    """``(pt, seq, timestamp, ssrc, payload)`` of an RTP packet, ``None`` if malformed."""
-    if len(packet) < 12:
-        return None
-    b0, b1, seq, ts, ssrc = struct.unpack_from("!BBHII", packet)
-    start = 12 + 4 * (b0 & 0x0F)
-    if b0 & 0x10:  # a header extension (RFC 3550 §5.3.1)
-        if len(packet) < start + 4:
-            return None
-        start += 4 + 4 * struct.unpack_from("!H", packet, start + 2)[0]
-    end = len(packet)
-    if b0 & 0x20 and end > start:  # padding
-        end -= packet[-1]
-    if end < start:
-        return None
-    return b1 & 0x7F, seq, ts, ssrc, packet[start:end]
 
 
 class TrunkMedia:
@@ -265,6 +155,15 @@ class TrunkMedia:
         elif codec == "G722":
             self._wide_out = G722Encoder().encode
             self._wide_in = G722Decoder().decode
+
+    def follow(self, remote: Remote) -> None:
+        """What the far end's SDP says both sides send: codec, payload types, the events'
+        clock, RTCP on the RTP port (our SDP offered it, or answered as the offer said)."""
+        self.pt, self.event_pt = remote.pt, remote.event_pt
+        if remote.codec != self.codec:
+            self.set_codec(remote.codec)
+        self.event_step = remote.event_rate // 50
+        self.rtcp_mux = remote.rtcp_mux
 
     def start(self, socket: Socket) -> None:
         self.socket = socket

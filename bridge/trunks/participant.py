@@ -32,7 +32,8 @@ from ..rtc.srtpudp import SrtpSocket
 from ..sip import Dialog, InviteServer, Response
 from . import sdp
 from .dialer import Dialer
-from .media import DTMF_EVENTS, PlainRtp, TrunkMedia
+from .media import DTMF_EVENTS, TrunkMedia
+from .rtp_socket import PlainRtp
 
 if TYPE_CHECKING:
     from ..calls.runtime import CallRuntime
@@ -186,11 +187,7 @@ class SipParticipant:
         re-INVITE's offer, ``reinvite.py``); an unspecified address (RFC 3264 §8.4) is kept
         from before."""
         socket, crypto, self.remote = self._socket, self.crypto, remote
-        media.pt, media.event_pt = remote.pt, remote.event_pt
-        if remote.codec != media.codec:
-            media.set_codec(remote.codec)
-        media.event_step = remote.event_rate // 50
-        media.rtcp_mux = remote.rtcp_mux  # our SDP offered it, or answered as the offer said
+        media.follow(remote)
         if crypto is not None and remote.crypto is not None and isinstance(socket, SrtpSocket):
             socket.set_keys(crypto.key, remote.crypto.key, remote.crypto.profile)
         assert socket is not None

@@ -14,7 +14,8 @@ from bridge.audio.analysis import rms_dbfs, tone
 from bridge.audio.g722 import PAYLOAD_BYTES, G722Decoder, G722Encoder
 from bridge.audio.pcm import FRAME_SAMPLES
 from bridge.trunks import sdp
-from bridge.trunks.media import TrunkMedia, rtp_payload
+from bridge.trunks.media import TrunkMedia
+from bridge.trunks.rtp_socket import rtp_payload
 
 from ..support.spectrum import dominant_frequency
 
