@@ -87,13 +87,24 @@ class LiveReport:
                 loss_reported=None if session.last is None else session.far_end_loss,
             )
             self._sample_leg(runtime, now, name, browser)
+        # Phones on SIP trunks: their RTP session's counts and RTCP. Not watched: a phone on
+        # hold or in comfort noise may send nothing, and that is the PBX's to judge.
+        for other in list(runtime.participants.other_legs.values()):
+            found = other.timeline_sources()
+            if found is not None:
+                name = "sip:" + other.participant_id
+                timeline.offer(found[0], name)
+                self._sample_leg(runtime, now, name, found[1], watch=False)
 
-    def _sample_leg(self, runtime: CallRuntime, now: float, name: str, src: LegSources) -> None:
+    def _sample_leg(
+        self, runtime: CallRuntime, now: float, name: str, src: LegSources, *, watch: bool = True
+    ) -> None:
         counters = self._counters.setdefault(name, LegCounters())
         values, received, level = counters.row(src, SAMPLE_INTERVAL)
         started = name in self.timeline.first_audio
         self.timeline.sample(now, name, values)
-        self.watch.second(runtime, name, SAMPLE_INTERVAL, received, level, started)
+        if watch:
+            self.watch.second(runtime, name, SAMPLE_INTERVAL, received, level, started)
 
     def close(self, ended: dict[str, Any] | None = None) -> None:
         """The runtime closed (idempotent): ``ended``, the data ``call.ended`` is published

@@ -24,6 +24,7 @@ from ..metrics import Metrics
 from ..rtc import ConnectedLeg, WebRTCSession
 from .forwarding import PhonePackets
 from .model import Call
+from .samples import LegSources
 
 Emit = Callable[..., None]
 
@@ -42,6 +43,10 @@ class OtherParticipant(Protocol):
 
     def opus_packets(self) -> PhonePackets | None:
         """Its Opus RTP, when its packets may be forwarded untouched (``forwarding.py``)."""
+
+    def timeline_sources(self) -> tuple[float, LegSources] | None:
+        """When its media was offered and where its counters are, for the call's timeline
+        (``live_report.py``); ``None`` while it has no media."""
 
 
 class Participants:

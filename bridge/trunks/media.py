@@ -38,6 +38,7 @@ from ..audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from ..audio.g722 import G722Decoder, G722Encoder
 from ..audio.opus import WARM_PACKETS, OpusDecoder, OpusEncoder, OpusError
 from ..audio.pcm import FRAME_SAMPLES, Pcm, Reframer
+from ..audio.receiver_stats import ReceiverStats
 from ..audio.resample import Resampler
 from ..media.clock import Phase, worker_clock
 from ..rtc.rtcp import RtcpReports
@@ -81,6 +82,10 @@ class TrunkMedia:
         """Both SDPs said ``a=rtcp-mux``: our RTCP goes on the RTP port (module docstring)."""
         self._rtcp_due = random.randint(1, RTCP_TICKS)
         """Ticks until our next RTCP packet (the first within one interval, RFC 3550 §6.2)."""
+        self.received = ReceiverStats()
+        """What the phone sent, as the call's timeline reads a leg's receiver
+        (:meth:`timeline_stats`; no jitter buffer here: nothing concealed or stretched)."""
+        self.octets_in = 0
         self.event_pt = event_pt
         self.forward_allowed: Callable[[], bool] | None = None
         """While set and true, WhatsApp's Opus packets (:meth:`offer`) go to the phone as they
@@ -197,6 +202,7 @@ class TrunkMedia:
             return
         self.reports.received(ssrc, seq, ts)
         self.packets_in += 1
+        self.octets_in += len(payload)
         if self.forward_up is not None and self.codec == "opus" and one_20ms_frame(payload):
             self.forward_up(seq, ts, payload)
             needs_pcm = self.up_needs_pcm
@@ -215,6 +221,16 @@ class TrunkMedia:
             wide = self._up.resample_array(self.decode(payload), RATE)
         for frame in self._frames_in.push(wide):
             self.microphone(frame)
+
+    def timeline_stats(self) -> tuple[ReceiverStats, float | None, float | None]:
+        """The phone's stream as the call's timeline reads a leg (``calls/samples.py``): its
+        counts, loss and jitter (RFC 3550 A.3, A.8), the round trip and the loss the phone
+        reports of ours (``None`` until its RTCP says: a leg without ``a=rtcp-mux``)."""
+        s, reports = self.received, self.reports
+        s.packets_received, s.packets_lost = reports.packets_received, reports.packets_lost
+        s.jitter, s.bytes_received = reports.jitter_s, self.octets_in
+        far = reports.far if reports.far_reports else None
+        return s, None if far is None else far.rtt_s, None if far is None else far.fraction_lost
 
     def on_rtcp(self, plain: bytes) -> None:
         """A compound RTCP packet from the phone (multiplexed on the RTP port)."""

@@ -19,10 +19,12 @@ import asyncio
 import ipaddress
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..audio.pcm import Pcm
+from ..calls.samples import LegSources
 from ..errors import BadOffer
 from ..media import Role
 from ..media.frames import DownlinkSink
@@ -79,6 +81,8 @@ class SipParticipant:
         self.dialer: Dialer | None = None
         self.dialog: Dialog | None = None
         self.media: TrunkMedia | None = None
+        self.offered_at = time.monotonic()
+        """When our SDP for the leg was made (its set-up in the call's timeline)."""
         self._socket: PlainRtp | SrtpSocket | None = None
         self._joined: Callable[[], None] | None = None
         self._microphone: Callable[[Pcm], None] = lambda pcm: None
@@ -114,10 +118,21 @@ class SipParticipant:
             },
         }
 
+    def timeline_sources(self) -> tuple[float, LegSources] | None:
+        """The leg's row a second in the call's timeline (``OtherParticipant``): the phone's
+        stream as the RTP session counts it, what we sent it, what its RTCP reports."""
+        media = self.media
+        if media is None:
+            return None
+        received, rtt, loss = media.timeline_stats()
+        sources = LegSources(received, rtt, octets_sent=media.stream.octets, loss_reported=loss)
+        return self.offered_at, sources
+
     # -- the leg
     async def _open(self) -> tuple[TrunkMedia, int, Crypto | None]:
         """The leg's socket and media (not yet started): its local port and our key."""
         crypto = new_crypto() if self.trunk.srtp == "sdes" else None
+        self.offered_at = time.monotonic()  # our SDP is made now
         name = f"sip {self.participant_id} of call {self.runtime.call_id[:12]}"
         media = TrunkMedia(name, "PCMU", 0, None, self._to_call, self._from_call, self._key)
         if crypto is None:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from bridge.api.keys import MANAGER, TRUNKS
+from bridge.resources import CALL_EVENTS
 from bridge.rtc.packets import Bye, parse_rtcp
 
 from ..support.baresip_phone import BaresipPhone
@@ -404,7 +405,7 @@ async def test_a_cloud_api_call_reaches_a_phone(make_client, meta, phone, tmp_pa
 
 @pytest.mark.parametrize("srtp", ["off", "sdes"])
 async def test_a_phone_that_multiplexes_rtcp_gets_our_reports_and_we_read_its(
-    bridge, tmp_path, srtp
+    make_client, tmp_path, srtp
 ) -> None:
     """RTCP on a trunk leg (RFC 3550 with RFC 5761 multiplexing, both SDPs saying
     ``a=rtcp-mux``): the phone's receiver reports reach the leg's session and name our SSRC
@@ -412,7 +413,17 @@ async def test_a_phone_that_multiplexes_rtcp_gets_our_reports_and_we_read_its(
     measured (proof both ways: it got ours, we got its); what we count of the phone's stream
     has no loss and a jitter of a few milliseconds. A phone without ``a=rtcp-mux`` gets none
     (the leg's RTCP stays off: ``rtcp_mux`` false), as the other tests' phones. In the clear
-    and under SDES (SRTCP)."""
+    and under SDES (SRTCP). The call's report shows the phone's leg from its RTP session."""
+    bridge = await make_client(
+        sim_peer="tone",
+        sim_tone_hz=440,
+        data_dir=str(tmp_path),
+        sip_trunk_listen="127.0.0.1:0",
+        call_reports=True,
+    )
+    events: list[Any] = []
+    bridge.app[CALL_EVENTS].observe(lambda event, call: events.append(event))
+    bridge.events = events
     conf = tmp_path / "muxphone"
     conf.mkdir()
     p = BaresipPhone(conf, "1001", PHONE_HZ)
@@ -442,6 +453,27 @@ async def test_a_phone_that_multiplexes_rtcp_gets_our_reports_and_we_read_its(
         assert reports.jitter_s < 0.02
         socket = media.socket
         assert socket is not None and socket.rtcp_sent >= 1 and socket.rtcp_received >= 1
+
+        # The call's report has the phone's leg a row a second: its packets (50 a second of
+        # G.711 at 64 kbit/s each way, none lost), and from the first sample after the phone's
+        # report, the round trip and the loss it reports of ours.
+        async def phone_rows() -> list[dict[str, Any]]:
+            report = await (await bridge.get(f"/call/{cid}/report")).json()
+            assert report["summary"]["setup"]["sip:desk"]["receivedS"] is not None
+            return [r for r in report["timeline"] if r["leg"] == "sip:desk"]
+
+        rows: list[dict[str, Any]] = []
+        deadline = asyncio.get_running_loop().time() + 5
+        while not any(r["rttMs"] is not None for r in rows):
+            assert asyncio.get_running_loop().time() < deadline, rows
+            await asyncio.sleep(0.2)
+            rows = await phone_rows()
+        full = rows[1:]  # the first row covers the second the leg joined in
+        assert full and all(r["packetsLost"] == 0 for r in rows), rows
+        assert all(r["packetsReceived"] == pytest.approx(50, abs=3) for r in full), rows
+        assert all(r["kbpsSent"] == pytest.approx(64, abs=3) for r in full), rows
+        reported = [r for r in rows if r["rttMs"] is not None][-1]
+        assert reported["lossReportedPercent"] == 0 and reported["mos"] > 4, reported
         # The phone hangs up: the leg's last RTCP packet ends with a BYE (RFC 3550 §6.6).
         sent: list[bytes] = []
         send_rtcp = socket.send_rtcp
