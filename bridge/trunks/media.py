@@ -40,6 +40,7 @@ from ..audio.opus import WARM_PACKETS, OpusDecoder, OpusEncoder, OpusError
 from ..audio.pcm import FRAME_SAMPLES, Pcm, Reframer
 from ..audio.receiver_stats import ReceiverStats
 from ..audio.resample import Resampler
+from ..calls.samples import LegSources
 from ..media.clock import Phase, worker_clock
 from ..rtc.rtcp import RtcpReports
 from ..rtc.rtpsend import RtpStream
@@ -83,8 +84,7 @@ class TrunkMedia:
         self._rtcp_due = random.randint(1, RTCP_TICKS)
         """Ticks until our next RTCP packet (the first within one interval, RFC 3550 §6.2)."""
         self.received = ReceiverStats()
-        """What the phone sent, as the call's timeline reads a leg's receiver
-        (:meth:`timeline_stats`; no jitter buffer here: nothing concealed or stretched)."""
+        """What the phone sent, as the call's timeline reads a leg (:func:`timeline`)."""
         self.octets_in = 0
         self.event_pt = event_pt
         self.forward_allowed: Callable[[], bool] | None = None
@@ -222,16 +222,6 @@ class TrunkMedia:
         for frame in self._frames_in.push(wide):
             self.microphone(frame)
 
-    def timeline_stats(self) -> tuple[ReceiverStats, float | None, float | None]:
-        """The phone's stream as the call's timeline reads a leg (``calls/samples.py``): its
-        counts, loss and jitter (RFC 3550 A.3, A.8), the round trip and the loss the phone
-        reports of ours (``None`` until its RTCP says: a leg without ``a=rtcp-mux``)."""
-        s, reports = self.received, self.reports
-        s.packets_received, s.packets_lost = reports.packets_received, reports.packets_lost
-        s.jitter, s.bytes_received = reports.jitter_s, self.octets_in
-        far = reports.far if reports.far_reports else None
-        return s, None if far is None else far.rtt_s, None if far is None else far.fraction_lost
-
     def on_rtcp(self, plain: bytes) -> None:
         """A compound RTCP packet from the phone (multiplexed on the RTP port)."""
         self.reports.receive(plain)
@@ -358,3 +348,20 @@ class TrunkMedia:
         if audio:  # an event's RTP time is its start (RFC 4733): no sender-report time
             self.reports.sent_audio(ts)
         self.packets_out += 1
+
+
+def timeline(media: TrunkMedia) -> LegSources:
+    """A trunk leg as the call's timeline reads a leg (``calls/samples.py``): the phone's
+    stream as its RTP session counts it (RFC 3550 A.3 loss, A.8 jitter; no jitter buffer here,
+    so nothing concealed or stretched), the octets we sent, and the round trip and loss the
+    phone's RTCP reports (``None`` until it reports: a leg without ``a=rtcp-mux``)."""
+    s, reports = media.received, media.reports
+    s.packets_received, s.packets_lost = reports.packets_received, reports.packets_lost
+    s.jitter, s.bytes_received = reports.jitter_s, media.octets_in
+    far = reports.far if reports.far_reports else None
+    return LegSources(
+        s,
+        None if far is None else far.rtt_s,
+        octets_sent=media.stream.octets,
+        loss_reported=None if far is None else far.fraction_lost,
+    )

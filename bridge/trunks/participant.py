@@ -34,7 +34,7 @@ from ..rtc.srtpudp import SrtpSocket
 from ..sip import Dialog, InviteServer, Response
 from . import sdp
 from .dialer import Dialer
-from .media import DTMF_EVENTS, TrunkMedia
+from .media import DTMF_EVENTS, TrunkMedia, timeline
 from .rtp_socket import PlainRtp
 
 if TYPE_CHECKING:
@@ -81,8 +81,7 @@ class SipParticipant:
         self.dialer: Dialer | None = None
         self.dialog: Dialog | None = None
         self.media: TrunkMedia | None = None
-        self.offered_at = time.monotonic()
-        """When our SDP for the leg was made (its set-up in the call's timeline)."""
+        self.offered_at = time.monotonic()  # our SDP made: the leg's set-up in the timeline
         self._socket: PlainRtp | SrtpSocket | None = None
         self._joined: Callable[[], None] | None = None
         self._microphone: Callable[[Pcm], None] = lambda pcm: None
@@ -119,14 +118,8 @@ class SipParticipant:
         }
 
     def timeline_sources(self) -> tuple[float, LegSources] | None:
-        """The leg's row a second in the call's timeline (``OtherParticipant``): the phone's
-        stream as the RTP session counts it, what we sent it, what its RTCP reports."""
-        media = self.media
-        if media is None:
-            return None
-        received, rtt, loss = media.timeline_stats()
-        sources = LegSources(received, rtt, octets_sent=media.stream.octets, loss_reported=loss)
-        return self.offered_at, sources
+        """The leg in the call's timeline (``OtherParticipant``; ``media.timeline``)."""
+        return None if self.media is None else (self.offered_at, timeline(self.media))
 
     # -- the leg
     async def _open(self) -> tuple[TrunkMedia, int, Crypto | None]:
@@ -295,16 +288,9 @@ class SipParticipant:
     def opus_packets(self) -> TrunkMedia | None:
         """Its RTP when WhatsApp's Opus may go to it untouched: joined, on Opus, the agent
         (``BRIDGE_OPUS_PASSTHROUGH``; ``trunks/passthrough.py``)."""
-        media = self.media
-        if (
-            media is None
-            or self._joined is None
-            or media.codec != "opus"
-            or self.role is not Role.AGENT
-            or not self.service.settings.media.opus_passthrough
-        ):
-            return None
-        return media
+        media, allowed = self.media, self.service.settings.media.opus_passthrough
+        agent = self._joined is not None and self.role is Role.AGENT and allowed
+        return media if media is not None and media.codec == "opus" and agent else None
 
     def set_role(self, role: Role) -> None:
         """A role change or a hand-off (``calls/participants.py``): heard and shown as it."""

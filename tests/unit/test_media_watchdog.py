@@ -27,7 +27,7 @@ def _runtime(stats: ReceiverStats, emitted: list[tuple[str, dict[str, Any]]]) ->
         media=SimpleNamespace(
             webrtc_leg=SimpleNamespace(timeline_stats=(stats, None), far_end_loss=0.0)
         ),
-        participants=SimpleNamespace(sessions={}),
+        participants=SimpleNamespace(sessions={}, other_legs={}),
         bus=SimpleNamespace(stats=BusStats()),
         emit=lambda type_, **data: emitted.append((type_, data)),
     )
