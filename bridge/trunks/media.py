@@ -83,6 +83,7 @@ class TrunkMedia:
         """Both SDPs said ``a=rtcp-mux``: our RTCP goes on the RTP port (module docstring)."""
         self._rtcp_due = random.randint(1, RTCP_TICKS)
         """Ticks until our next RTCP packet (the first within one interval, RFC 3550 §6.2)."""
+        self._said_bye = False
         self.received = ReceiverStats()
         """What the phone sent, as the call's timeline reads a leg (:func:`timeline`)."""
         self.octets_in = 0
@@ -175,15 +176,17 @@ class TrunkMedia:
         self._unregister = worker_clock().register(self._tick, Phase.ENGINE)
 
     def stop(self) -> None:
-        """Off the clock, a last RTCP packet with BYE (RFC 3550 §6.6) when the leg sends RTCP,
-        and the socket closed (idempotent)."""
+        """Off the clock, a last RTCP packet with BYE (RFC 3550 §6.6) when the leg has sent
+        RTCP (none else, as the RFC says), and the socket closed (idempotent)."""
         unregister, self._unregister = self._unregister, None
         if unregister is not None:
             unregister()
-            if self.rtcp_mux and self.socket is not None:
-                self.socket.send_rtcp(self.reports.compound(self.stream, bye=True))
-        if self.socket is not None:
-            self.socket.close()
+        socket = self.socket
+        if self.rtcp_mux and socket is not None and self.reports.sent and not self._said_bye:
+            self._said_bye = True
+            socket.send_rtcp(self.reports.compound(self.stream, bye=True))
+        if socket is not None:
+            socket.close()
 
     # -- receive
     def on_rtp(self, packet: bytes) -> None:

@@ -1,0 +1,89 @@
+"""A trunk leg's RTCP (``trunks/media.py``): off unless both SDPs said ``a=rtcp-mux``; then a
+report within one interval of 5 s (RFC 3550 §6.2, ±50 %) and about every 5 s, an SR once audio
+went out, carrying a report block on the phone's stream with its loss, and a BYE at the end."""
+
+from __future__ import annotations
+
+import struct
+
+from bridge.rtc.packets import Bye, ReceiverReport, Sdes, SenderReport, parse_rtcp
+from bridge.trunks.media import RTCP_TICKS, TrunkMedia, timeline
+
+
+class Wire:
+    def __init__(self) -> None:
+        self.rtp: list[bytes] = []
+        self.rtcp: list[bytes] = []
+        self.rtp_before: list[int] = []
+        """How many RTP packets had gone out when each RTCP packet went."""
+
+    def send_rtp(self, plain: bytes) -> None:
+        self.rtp.append(plain)
+
+    def send_rtcp(self, plain: bytes) -> None:
+        self.rtcp.append(plain)
+        self.rtp_before.append(len(self.rtp))
+
+    def close(self) -> None:
+        pass
+
+
+def leg(mux: bool) -> tuple[TrunkMedia, Wire]:
+    media = TrunkMedia("t", "PCMU", 0, 101, lambda pcm: None, lambda: None, lambda d, ms: None)
+    wire = Wire()
+    media.socket, media.rtcp_mux = wire, mux
+    return media, wire
+
+
+def phone_packet(seq: int, ts: int, ssrc: int = 0x1234) -> bytes:
+    return struct.pack("!BBHII", 0x80, 0, seq, ts, ssrc) + bytes(160)
+
+
+def test_no_rtcp_without_multiplexing() -> None:
+    media, wire = leg(mux=False)
+    for _ in range(3 * RTCP_TICKS):
+        media._tick(0.0)
+    media.stop()
+    assert wire.rtcp == [] and len(wire.rtp) >= 3 * RTCP_TICKS - 2  # the resampler's start
+
+
+def test_reports_every_five_seconds_on_average_with_the_phones_loss_then_bye() -> None:
+    media, wire = leg(mux=True)
+    # The phone's stream: 100 packets, every tenth lost.
+    for n in range(100):
+        if n % 10 != 9:
+            media.on_rtp(phone_packet(1000 + n, 160 * n))
+    first = None
+    for tick in range(1, 20 * RTCP_TICKS + 1):
+        media._tick(0.0)
+        if wire.rtcp and first is None:
+            first = tick
+    assert first is not None and first <= RTCP_TICKS  # within one interval
+    sent = len(wire.rtcp)
+    assert 14 <= sent <= 27, sent  # 20 intervals of 5 s ± 50 %, about one each
+    packets = parse_rtcp(wire.rtcp[-1])
+    sr = packets[0]
+    assert isinstance(sr, SenderReport) and sr.ssrc == media.stream.ssrc
+    assert sr.packet_count == wire.rtp_before[-1]  # what went out before it (RFC 3550 §6.4.1)
+    assert sr.octet_count == 160 * sr.packet_count  # payload octets: G.711, 20 ms
+    (block,) = sr.reports
+    assert block.ssrc == 0x1234 and block.packets_lost == 9  # the last gap is not yet a loss
+    assert isinstance(packets[1], Sdes)
+    # The leg's timeline view: what the phone sent and lost.
+    seen = timeline(media)
+    assert seen.receiver is not None
+    assert (seen.receiver.packets_received, seen.receiver.packets_lost) == (90, 9)
+    assert seen.rtt is None and seen.loss_reported is None  # the phone has not reported yet
+    media.stop()
+    last = parse_rtcp(wire.rtcp[-1])
+    assert isinstance(last[-1], Bye) and last[-1].sources == [media.stream.ssrc]
+    assert len(wire.rtcp) == sent + 1
+
+
+def test_a_receiver_report_before_any_audio_went_out() -> None:
+    media, wire = leg(mux=True)
+    media.sending = False  # the phone holds: nothing sent, RTCP still goes (RFC 3550 §6)
+    for _ in range(RTCP_TICKS * 2):
+        media._tick(0.0)
+    assert wire.rtp == [] and wire.rtcp
+    assert isinstance(parse_rtcp(wire.rtcp[0])[0], ReceiverReport)
