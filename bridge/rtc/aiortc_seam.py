@@ -9,8 +9,10 @@ upgrade is a change to this file (and the pin):
 * ICE: the pinned port range and the host addresses (``rtc/ice.py``), the UDP guard and
   aioice's datagram callback of one connection, its candidate pairs and its nominated pair
   (``rtc/guard.py``, ``rtc/dtls_srtp.py``);
-* DTLS: the cipher list and the failure reasons (``rtc/dtls.py``), the transport's SRTP
-  sessions once its keys are set up (``rtc/dtls_srtp.py``).
+* DTLS: the cipher list and the failure reasons (``rtc/dtls.py``: one hook on the transport's
+  state; the step that failed is read by its name, unchecked, an unknown one giving the
+  generic reason), the transport's SRTP sessions once its keys are set up
+  (``rtc/dtls_srtp.py``).
 
 * :data:`REQUIRED`: every private function or attribute the bridge reads, writes or wraps, as
   the aiortc/aioice function whose code must still name it (an instance attribute exists only

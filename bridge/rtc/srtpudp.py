@@ -47,6 +47,21 @@ def bind_socket(host: str, ports: str) -> socket.socket:
     return sock
 
 
+async def open_endpoint(
+    protocol: asyncio.DatagramProtocol, host: str, ports: str
+) -> tuple[asyncio.DatagramTransport, Address]:
+    """``protocol`` receiving on a socket from :func:`bind_socket`: its transport and the local
+    address (the socket closed if the loop cannot take it)."""
+    sock = bind_socket(host, ports)
+    loop = asyncio.get_running_loop()
+    try:
+        transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    return transport, sock.getsockname()[:2]
+
+
 class SrtpSocket(asyncio.DatagramProtocol):
     """The socket of one SDES-SRTP leg (module docstring). ``on_rtp`` and ``on_rtcp`` get
     authenticated plaintext, synchronously in the datagram callback."""
@@ -78,15 +93,7 @@ class SrtpSocket(asyncio.DatagramProtocol):
 
     async def open(self, host: str, ports: str) -> Address:
         """Bind (``bind_socket``) and start receiving; returns the local address."""
-        sock = bind_socket(host, ports)
-        loop = asyncio.get_running_loop()
-        try:
-            transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
-        except BaseException:
-            sock.close()
-            raise
-        self.transport = transport
-        self.local = sock.getsockname()[:2]
+        self.transport, self.local = await open_endpoint(self, host, ports)
         return self.local
 
     def set_keys(self, ours: bytes, theirs: bytes, profile: int) -> None:

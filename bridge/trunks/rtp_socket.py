@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..rtc.srtpudp import bind_socket
+from ..rtc.srtpudp import open_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +40,7 @@ class PlainRtp(asyncio.DatagramProtocol):
         self.rtcp_sent = self.rtcp_received = 0
 
     async def open(self, host: str, ports: str) -> Address:
-        sock = bind_socket(host, ports)
-        loop = asyncio.get_running_loop()
-        try:
-            transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
-        except BaseException:
-            sock.close()
-            raise
-        self.transport = transport
-        self.local = sock.getsockname()[:2]
+        self.transport, self.local = await open_endpoint(self, host, ports)
         return self.local
 
     def set_remote(self, rtp: Address, rtcp: Address) -> None:
