@@ -32,7 +32,7 @@ from .resources import (
     WORKER_INDEX,
     on_shutdown,
 )
-from .rtc import create_turn_provider, restrict_host_addresses, set_gather_timeout
+from .rtc import create_turn_provider, restrict_host_addresses, set_gather_timeout, udp_poll
 from .rtc.counters import RtcCollector
 from .startup import prepare_data_dir, web_dir
 
@@ -79,6 +79,7 @@ def create_app(
     app[BODY_TIMEOUT] = server.body_timeout
     restrict_host_addresses(settings.ice.ice_addresses)
     set_gather_timeout(settings.ice.ice_gather_timeout)
+    udp_poll.configure(settings.ice.udp_poll)
     turn = create_turn_provider(settings.ice)
 
     metrics = Metrics()

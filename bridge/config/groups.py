@@ -350,6 +350,11 @@ class IceSettings(_Group):
     ice_gather_timeout: float = _opt(
         0.7, "seconds the bridge waits for STUN/TURN candidates before answering"
     )
+    udp_poll: bool = _opt(
+        True,
+        "read the media sockets once per 20 ms media tick while datagrams come faster than "
+        "the ticks, instead of waking for each one (off: a wake-up per datagram)",
+    )
 
     def validate(self) -> None:
         if self.rtp_ports:

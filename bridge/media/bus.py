@@ -75,6 +75,7 @@ class CallBus:
         self._uplink_open = False
         self._tick_uplink: deque[BusFrame] | None = None
         """A clocked reader's uplink (:meth:`open_uplink`), instead of the queue."""
+        self._tick_uplink_taken = False
         self._uplink_taps: list[UplinkTap] = []
         self._downlink_taps: list[DownlinkTap] = []
         self._sources: list[UplinkSource] = []
@@ -111,6 +112,7 @@ class CallBus:
         while not self._uplink.empty():
             self._uplink.get_nowait()
         self._tick_uplink = deque(maxlen=TICK_UPLINK) if clocked else None
+        self._tick_uplink_taken = False
         self.conference.set_clocked(clocked)
         self._uplink_open = True
 
@@ -270,6 +272,14 @@ class CallBus:
             raise BusClosed(self.call_id)
         ticked = self._tick_uplink
         if ticked is not None:
+            if not self._tick_uplink_taken and ticked:
+                # The reader's first frame: the newest. Frames made before its sender was up
+                # (the microphone starts before the WhatsApp leg's first tick) would otherwise
+                # stay queued for the whole call, a frame of delay each.
+                self._tick_uplink_taken = True
+                while len(ticked) > 1:
+                    ticked.popleft()
+                    self.stats.uplink_dropped_overflow += 1
             return self._taken(ticked.popleft()) if ticked else None
         return None if self._uplink.empty() else self._taken(self._uplink.get_nowait())
 

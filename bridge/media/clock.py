@@ -74,13 +74,15 @@ Tick = Callable[[float], None]
 class Phase(enum.IntEnum):
     """Where in a tick a registered callback runs (see the module docstring)."""
 
-    RECEIVE = 0
+    INPUT = 0
+    """The worker's media sockets are read while media flows (``rtc/udp_poll.py``)."""
+    RECEIVE = 1
     """Each leg's receiver hands on its frame (``FrameSink.accept``)."""
-    MIX = 1
+    MIX = 2
     """The conference and the bus's sources build this tick's mix."""
-    ENGINE = 2
+    ENGINE = 3
     """An in-worker far end (the simulator's) hears and says its frame."""
-    SEND = 3
+    SEND = 4
     """Each sender takes its frame (``FrameSource.take``); the pacers wake after it."""
 
 

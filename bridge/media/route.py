@@ -1,7 +1,7 @@
 """The route a frame takes through one Cloud API call, hop by hop: the one list of it.
 
 Each hop is where the frame is handed on (``module:Owner.method``), when (a phase of the
-worker clock, ``media/clock.py`` ``Phase``, or the UDP callback a packet arrives in) and what
+worker clock, ``media/clock.py`` ``Phase``, or the UDP callback a packet is read in) and what
 may wait there (its bound). docs/architecture.md's *The route, hop by hop* is drawn from
 :data:`ROUTE` (``tests/unit/test_docs.py`` keeps them equal, and checks each hop names a
 method that exists). Both directions run within one tick of the worker clock: no task and no
@@ -24,6 +24,7 @@ class Hop(NamedTuple):
 
 ROUTE: dict[str, tuple[Hop, ...]] = {
     "browser → Meta": (
+        Hop("rtc.udp_poll:UdpPoller.read", "INPUT (a wake-up while datagrams are few)", "one tick's datagrams, in the socket"),
         Hop("rtc.dtls_srtp:DtlsSrtp.datagram", "UDP callback", "-"),
         Hop("rtc.rtp_session:RtpSession.receive_rtp", "UDP callback", "-"),
         Hop("rtc.uplink:Playout.packet", "UDP callback", "the receiver's reorder buffer"),
@@ -36,6 +37,7 @@ ROUTE: dict[str, tuple[Hop, ...]] = {
         Hop("rtc.dtls_srtp:DtlsSrtp.send_rtp", "SEND", "-"),
     ),
     "Meta → browser": (
+        Hop("rtc.udp_poll:UdpPoller.read", "INPUT (a wake-up while datagrams are few)", "one tick's datagrams, in the socket"),
         Hop("rtc.dtls_srtp:DtlsSrtp.datagram", "UDP callback", "-"),
         Hop("rtc.rtp_session:RtpSession.receive_rtp", "UDP callback", "-"),
         Hop("rtc.uplink:Playout.packet", "UDP callback", "the receiver's reorder buffer"),

@@ -39,6 +39,7 @@ from aiortc import RTCConfiguration, RTCIceServer
 
 from ..config import IceSettings
 from . import aiortc_seam as seam
+from . import udp_poll
 from .ports import PortAllocator, PortsExhausted, bind_in_range, current_allocator
 from .turn import TurnGrant, pick_server_turn_url
 
@@ -96,7 +97,7 @@ async def get_component_candidates(
 class _RangeLoop:
     """The running loop as aioice sees it: binds its UDP sockets inside the port range."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, allocator: PortAllocator) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, allocator: PortAllocator | None) -> None:
         self._loop = loop
         self._allocator = allocator
 
@@ -126,6 +127,9 @@ class _RangeLoop:
             # What aioice expects from a failed bind: it skips this candidate.
             raise OSError(errno.EADDRINUSE, exc.message) from None
         try:
+            if udp_poll.enabled and remote_addr is None:  # a host candidate's socket
+                protocol = protocol_factory()
+                return udp_poll.open_polled(sock, protocol), protocol
             return await self._loop.create_datagram_endpoint(protocol_factory, sock=sock)
         except BaseException:
             sock.close()
@@ -135,7 +139,9 @@ class _RangeLoop:
 def _running_loop() -> Any:
     loop = asyncio.get_running_loop()
     allocator = current_allocator()
-    return loop if allocator is None else _RangeLoop(loop, allocator)
+    if allocator is None and not udp_poll.enabled:
+        return loop
+    return _RangeLoop(loop, allocator)
 
 
 class _AsyncioForAioice(types.ModuleType):

@@ -143,7 +143,7 @@ def port_scope(ports: str) -> Iterator[PortAllocator | None]:
 
 
 def bind_in_range(
-    allocator: PortAllocator,
+    allocator: PortAllocator | None,
     local_addr: tuple[str, int] | None,
     remote_addr: tuple[str, int] | None,
 ) -> socket.socket:
@@ -158,7 +158,16 @@ def bind_in_range(
         assert remote_addr is not None
         host = "::" if ":" in remote_addr[0] else "0.0.0.0"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = allocator.bind(family, host)
+    if allocator is not None:
+        sock = allocator.bind(family, host)
+    else:  # no range: an ephemeral port
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((host, 0))
+        except OSError:
+            sock.close()
+            raise
     if remote_addr is not None:
         try:
             sock.connect(remote_addr)

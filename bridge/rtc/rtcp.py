@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from .packets import SDES_CNAME, Bye, ReceiverReport, ReportBlock, Sdes, SenderReport, parse_rtcp
 from .reception import ReceptionStats, record
 from .rtpsend import RtpStream, ntp_time
+from .udp_poll import arrival_wall
 
 OPUS_CLOCK = 48_000
 
@@ -64,7 +65,7 @@ class RtcpReports:
         if ssrc != self.remote_ssrc or self.stream is None:
             self.remote_ssrc = ssrc
             self.stream = ReceptionStats(self.clock)
-        record(self.stream, seq, timestamp, time.time(), audio=audio)
+        record(self.stream, seq, timestamp, arrival_wall(), audio=audio)
 
     # -- what we send
     def sent_audio(self, timestamp: int) -> None:
@@ -120,7 +121,7 @@ class RtcpReports:
         except ValueError:
             self.malformed += 1
             return
-        now = time.time()
+        now = arrival_wall()  # the report's arrival: the round trip is measured to it
         for packet in packets:
             if isinstance(packet, SenderReport) and self.remote_ssrc in (None, packet.ssrc):
                 self.sender_reports += 1

@@ -22,6 +22,7 @@ from typing import Any
 
 import pylibsrtp
 
+from . import udp_poll
 from .ports import parse_port_range, port_scope
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,10 @@ async def open_endpoint(
     sock = bind_socket(host, ports)
     loop = asyncio.get_running_loop()
     try:
-        transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+        if udp_poll.enabled:
+            transport: asyncio.DatagramTransport = udp_poll.open_polled(sock, protocol)
+        else:
+            transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
     except BaseException:
         sock.close()
         raise

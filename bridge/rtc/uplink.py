@@ -36,6 +36,7 @@ from ..audio.receiver import OpusReceiver, ReceiverStats
 from ..media import BusStats, LevelMeter
 from ..media.clock import Phase, worker_clock
 from ..tasks import TaskSet
+from .udp_poll import arrival
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class Playout:
         """An RTP packet of this leg, as it arrives (on the event loop)."""
         if self._stopped or self.held:
             return
-        self.last_packet = now = time.monotonic()
+        self.last_packet = now = arrival()
         forward = self.forward
         if forward is not None:
             forward(seq, timestamp, payload)
@@ -155,7 +156,7 @@ class Playout:
     def redundant(self, timestamp: int, payload: bytes) -> None:
         """A redundant copy of an earlier frame from a RED packet (``rtc/red.py``)."""
         if not self._stopped and not self.held and not self._idle:
-            self.receiver.push_redundant(timestamp, payload, time.monotonic())
+            self.receiver.push_redundant(timestamp, payload, arrival())
 
     def _tick(self, now: float) -> None:
         """The worker clock's receive phase: one frame out of the receiver, handed on."""

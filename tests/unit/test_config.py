@@ -293,6 +293,7 @@ ENV_SAMPLES = [
     ("BRIDGE_TURN_HTTP_TOKEN", "h", "ice", "turn_http_token", "h"),
     ("BRIDGE_ICE_GATHER_TIMEOUT", "1.5", "ice", "ice_gather_timeout", 1.5),
     ("BRIDGE_RTP_PORTS", "40000-40999", "ice", "rtp_ports", "40000-40999"),
+    ("BRIDGE_UDP_POLL", "false", "ice", "udp_poll", False),
     ("BRIDGE_OPUS_DIRECT", "false", "media", "opus_direct", False),
     ("BRIDGE_OPUS_BITRATE", "32000", "media", "opus_bitrate", 32000),
     ("BRIDGE_OPUS_COMPLEXITY", "5", "media", "opus_complexity", 5),

@@ -406,6 +406,7 @@ async def test_our_reports_count_what_was_received_and_reach_the_far_end_protect
     now = [1_700_000_000.0]
     clock = SimpleNamespace(time=lambda: now[0])
     monkeypatch.setattr(rtcp, "time", clock)
+    monkeypatch.setattr(rtcp, "arrival_wall", clock.time)  # no kernel stamp: read now
     monkeypatch.setattr(aiortc_receiver, "time", clock)
     reference = StreamStatistics(48_000)
     for seq in received:

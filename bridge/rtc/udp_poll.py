@@ -1,0 +1,262 @@
+"""The worker's media sockets, read on its media clock while media flows.
+
+On this machine class a datagram that wakes the event loop costs ~40 µs of CPU before any of
+the bridge's code runs (the wake-up, the loop's turn, caches gone cold since the last one):
+more than the bridge's whole work on a forwarded packet. A worker with ten calls receives
+~1 000 datagrams a second, one by one, so most of a call's CPU was wake-ups.
+
+So the media sockets (every leg's UDP socket: aioice's host candidates, the SDES and SIP trunk
+legs' own) are not the loop's. They sit in one ``epoll`` set of the worker (:class:`UdpPoller`)
+that is read in one of two ways:
+
+- **Waking per datagram** (as the loop would), while the worker clock is idle: call set-up
+  (ICE checks, the DTLS handshake) and a lone call's first packets go at once.
+- **On the clock**, once media flows (the clock runs): the set is read at the start of every
+  tick (:attr:`~bridge.media.clock.Phase.INPUT`), before the receivers hand on their frames,
+  every datagram that came since the last tick in one wake-up. A tick that finds nothing goes
+  back to waking per datagram.
+
+What a datagram waits for the tick does not delay decoded audio (its frame is taken at that
+tick's receive phase either way); each datagram keeps its arrival time, the kernel's
+(``SO_TIMESTAMPNS``), for the receivers' jitter and the reports (:func:`arrival`).
+A forwarded packet waits up to one tick (10 ms on average) before it goes on.
+
+Sending is the socket's ``sendto``, at once, as the loop's transport would; a full send buffer
+drops the packet (counted), as the network would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import select
+import socket
+import struct
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from ..media.clock import Phase, worker_clock
+
+log = logging.getLogger(__name__)
+
+RECV_SIZE = 2048
+"""Bytes read per datagram: above any media packet (``rtc/guard.py`` drops larger SRTP)."""
+MAX_BATCH = 64
+"""Datagrams read from one socket per turn; more stay for the next (level-triggered)."""
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+"""Linux's receive time stamp as a ``timespec`` (socket(7)); the constant is Linux's, which
+Python's ``socket`` module does not export."""
+_TIMESPEC = struct.Struct("@qq")
+_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
+
+_arrival_wall = 0.0
+_arrival_mono = 0.0
+
+
+def arrival() -> float:
+    """When the datagram being handled arrived (``time.monotonic()`` base): the kernel's
+    stamp inside a read of this module's sockets, else now."""
+    return _arrival_mono or time.monotonic()
+
+
+def arrival_wall() -> float:
+    """:func:`arrival` in ``time.time()`` base."""
+    return _arrival_wall or time.time()
+
+
+class PolledTransport(asyncio.DatagramTransport):
+    """A datagram transport on a socket of the :class:`UdpPoller`."""
+
+    def __init__(self, poller: UdpPoller, sock: socket.socket, protocol: Any) -> None:
+        super().__init__()
+        self._poller = poller
+        self._sock = sock
+        self._protocol = protocol
+        self._closing = False
+        self.fileno = sock.fileno()
+        self.send_dropped = 0
+        """Datagrams the kernel's send buffer had no room for."""
+        self._extra = {"socket": sock, "sockname": sock.getsockname()}
+        try:
+            self._extra["peername"] = sock.getpeername()
+        except OSError:
+            pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+    def get_protocol(self) -> Any:
+        return self._protocol
+
+    def set_protocol(self, protocol: Any) -> None:
+        self._protocol = protocol
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        if self._closing:
+            return
+        try:
+            if addr is None:
+                self._sock.send(data)
+            else:
+                self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self.send_dropped += 1
+        except OSError as exc:
+            self._protocol.error_received(exc)
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._poller.remove(self)
+        self._sock.close()
+        self._poller.loop.call_soon(self._protocol.connection_lost, None)
+
+    abort = close
+
+    def read(self, offset: float) -> int:
+        """Hand every waiting datagram (up to :data:`MAX_BATCH`) to the protocol; how many."""
+        global _arrival_wall, _arrival_mono
+        recv = self._sock.recvmsg
+        n = 0
+        try:
+            while n < MAX_BATCH and not self._closing:
+                try:
+                    data, ancillary, _, addr = recv(RECV_SIZE, _ANCILLARY)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    self._protocol.error_received(exc)
+                    break
+                n += 1
+                if ancillary:
+                    sec, nsec = _TIMESPEC.unpack_from(ancillary[0][2])
+                    _arrival_wall = sec + nsec * 1e-9
+                    _arrival_mono = _arrival_wall - offset
+                try:
+                    self._protocol.datagram_received(data, addr)
+                except Exception:
+                    log.exception("a datagram's handler failed")
+        finally:
+            _arrival_wall = _arrival_mono = 0.0
+        return n
+
+
+class UdpPoller:
+    """One worker's media sockets in one ``epoll`` set (module docstring)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._epoll = select.epoll()
+        self._transports: dict[int, PolledTransport] = {}
+        self._waking = False
+        self._untick: Callable[[], None] | None = None
+        self._last_wake = -1.0
+        self.wakeups = 0
+        """Loop wake-ups for a datagram (waking per datagram)."""
+        self.ticks_read = 0
+        """Ticks on which the set was read (on the clock)."""
+        self.datagrams = 0
+
+    @property
+    def on_clock(self) -> bool:
+        return self._untick is not None
+
+    def open(self, sock: socket.socket, protocol: Any) -> PolledTransport:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        transport = PolledTransport(self, sock, protocol)
+        self._epoll.register(transport.fileno, select.EPOLLIN)
+        self._transports[transport.fileno] = transport
+        if self._untick is None:
+            self._wake_per_datagram()
+        protocol.connection_made(transport)
+        return transport
+
+    def remove(self, transport: PolledTransport) -> None:
+        if self._transports.pop(transport.fileno, None) is None:
+            return
+        self._epoll.unregister(transport.fileno)
+        if not self._transports:  # the worker's last media socket: nothing left to read
+            if self._waking:
+                self.loop.remove_reader(self._epoll.fileno())
+                self._waking = False
+            self._leave_clock()
+            self._epoll.close()
+            if _pollers.get(self.loop) is self:
+                del _pollers[self.loop]
+
+    def _wake_per_datagram(self) -> None:
+        if not self._waking:
+            self.loop.add_reader(self._epoll.fileno(), self._woken)
+            self._waking = True
+
+    def _leave_clock(self) -> None:
+        if self._untick is not None:
+            self._untick()
+            self._untick = None
+
+    def _woken(self) -> None:
+        self.wakeups += 1
+        self.read()
+        now = time.monotonic()
+        clock = worker_clock()
+        if now - self._last_wake < clock.period and self._transports:
+            # Datagrams come faster than the ticks: read them on the clock from now on.
+            self.loop.remove_reader(self._epoll.fileno())
+            self._waking = False
+            self._untick = clock.register(self._tick, Phase.INPUT)
+        self._last_wake = now
+
+    def _tick(self, now: float) -> None:
+        self.ticks_read += 1
+        if self.read() == 0:  # a whole tick without a datagram: wake for the next one
+            self._leave_clock()
+            self._last_wake = -1.0
+            self._wake_per_datagram()
+
+    def read(self) -> int:
+        """Every waiting datagram to its protocol; how many."""
+        offset = time.time() - time.monotonic()
+        n = 0
+        for fd, _ in self._epoll.poll(0):
+            transport = self._transports.get(fd)
+            if transport is not None:
+                n += transport.read(offset)
+        self.datagrams += n
+        return n
+
+
+_pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UdpPoller] = (
+    weakref.WeakKeyDictionary()
+)
+enabled = hasattr(select, "epoll")
+"""Whether new media sockets go to the poller (``BRIDGE_UDP_POLL``; Linux's epoll only)."""
+
+
+def configure(on: bool) -> None:
+    """``BRIDGE_UDP_POLL``: media sockets opened from now on are polled (or the loop's)."""
+    global enabled
+    enabled = on and hasattr(select, "epoll")
+
+
+def poller() -> UdpPoller | None:
+    """This loop's poller, if it has media sockets."""
+    return _pollers.get(asyncio.get_running_loop())
+
+
+def open_polled(sock: socket.socket, protocol: Any) -> PolledTransport:
+    """``protocol`` on ``sock``, read by this loop's :class:`UdpPoller`."""
+    loop = asyncio.get_running_loop()
+    poller = _pollers.get(loop)
+    if poller is None:
+        poller = _pollers[loop] = UdpPoller(loop)
+    return poller.open(sock, protocol)
