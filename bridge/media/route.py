@@ -22,9 +22,11 @@ class Hop(NamedTuple):
     """What may wait there (its bound), or ``-``."""
 
 
+_INPUT = "INPUT (a wake-up while datagrams are few)"
+
 ROUTE: dict[str, tuple[Hop, ...]] = {
     "browser → Meta": (
-        Hop("rtc.udp_poll:UdpPoller.read", "INPUT (a wake-up while datagrams are few)", "one tick's datagrams, in the socket"),
+        Hop("rtc.udp_poll:UdpPoller.read", _INPUT, "one tick's datagrams, in the socket"),
         Hop("rtc.dtls_srtp:DtlsSrtp.datagram", "UDP callback", "-"),
         Hop("rtc.rtp_session:RtpSession.receive_rtp", "UDP callback", "-"),
         Hop("rtc.uplink:Playout.packet", "UDP callback", "the receiver's reorder buffer"),
@@ -37,7 +39,7 @@ ROUTE: dict[str, tuple[Hop, ...]] = {
         Hop("rtc.dtls_srtp:DtlsSrtp.send_rtp", "SEND", "-"),
     ),
     "Meta → browser": (
-        Hop("rtc.udp_poll:UdpPoller.read", "INPUT (a wake-up while datagrams are few)", "one tick's datagrams, in the socket"),
+        Hop("rtc.udp_poll:UdpPoller.read", _INPUT, "one tick's datagrams, in the socket"),
         Hop("rtc.dtls_srtp:DtlsSrtp.datagram", "UDP callback", "-"),
         Hop("rtc.rtp_session:RtpSession.receive_rtp", "UDP callback", "-"),
         Hop("rtc.uplink:Playout.packet", "UDP callback", "the receiver's reorder buffer"),

@@ -1,28 +1,31 @@
-"""The worker's media sockets, read on its media clock while media flows.
+"""The worker's media sockets, read once per media tick while datagrams come faster.
 
-On this machine class a datagram that wakes the event loop costs ~40 µs of CPU before any of
-the bridge's code runs (the wake-up, the loop's turn, caches gone cold since the last one):
-more than the bridge's whole work on a forwarded packet. A worker with ten calls receives
-~1 000 datagrams a second, one by one, so most of a call's CPU was wake-ups.
+On a 2-core VM a datagram that wakes the event loop costs ~40 µs of CPU before any of the
+bridge's code runs (the wake-up, the loop's turn, caches gone cold since the last one): more
+than the bridge's own work on a forwarded packet. A worker with ten calls receives ~1 000
+datagrams a second, one by one, so most of a forwarded call's CPU was wake-ups
+(docs/performance.md, *Media sockets on the clock*).
 
-So the media sockets (every leg's UDP socket: aioice's host candidates, the SDES and SIP trunk
-legs' own) are not the loop's. They sit in one ``epoll`` set of the worker (:class:`UdpPoller`)
-that is read in one of two ways:
+So the media sockets (aioice's host candidates, ``rtc/ice.py``; the SDES and SIP trunk legs'
+own, ``rtc/srtpudp.py`` ``open_endpoint``) are not the loop's: they sit in one ``epoll`` set per
+worker (:class:`UdpPoller`), read in one of two ways:
 
-- **Waking per datagram** (as the loop would), while the worker clock is idle: call set-up
-  (ICE checks, the DTLS handshake) and a lone call's first packets go at once.
-- **On the clock**, once media flows (the clock runs): the set is read at the start of every
-  tick (:attr:`~bridge.media.clock.Phase.INPUT`), before the receivers hand on their frames,
-  every datagram that came since the last tick in one wake-up. A tick that finds nothing goes
-  back to waking per datagram.
+- **A wake-up per datagram**, while they are few: each is read at once (call set-up, a quiet
+  worker).
+- **Once per tick**, from the moment two wake-ups come within one tick of the worker clock: the
+  set is read at the start of every tick (:attr:`~bridge.media.clock.Phase.INPUT`), before the
+  receivers hand on their frames, every datagram that came since the last tick in one wake-up.
+  A tick that finds nothing goes back to a wake-up per datagram.
 
-What a datagram waits for the tick does not delay decoded audio (its frame is taken at that
-tick's receive phase either way); each datagram keeps its arrival time, the kernel's
-(``SO_TIMESTAMPNS``), for the receivers' jitter and the reports (:func:`arrival`).
-A forwarded packet waits up to one tick (10 ms on average) before it goes on.
+Waiting for the tick does not delay decoded audio: its frame is taken in that tick's receive
+phase either way. Each datagram keeps its arrival time, the kernel's (``SO_TIMESTAMPNS``), for
+the receivers' jitter and the reports (:func:`arrival`). A forwarded packet (pass-through)
+waits up to one tick before it goes on. TURN's sockets stay the loop's (relayed media is rare,
+and aioice's TURN client owns its socket's life).
 
-Sending is the socket's ``sendto``, at once, as the loop's transport would; a full send buffer
-drops the packet (counted), as the network would.
+Sending is the socket's ``sendto``, at once, as the loop's transport does; a full send buffer
+drops the packet (counted in :attr:`PolledTransport.send_dropped`), as the network would.
+``BRIDGE_UDP_POLL=false`` gives every new socket to the loop instead.
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ is decoded after those, so the decoder carries on from the sender's state with n
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 

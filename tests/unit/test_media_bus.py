@@ -41,6 +41,24 @@ async def test_sources_wait_for_the_leg() -> None:
     await bus.aclose()
 
 
+async def test_a_clocked_readers_first_frame_is_the_newest_then_one_per_tick() -> None:
+    """Frames made before the WhatsApp leg's sender took its first (the microphone starts
+    first) are not owed: they would stay queued, a frame of delay each, for the whole call."""
+    bus = CallBus("t")
+    bus.open_uplink(clocked=True)
+    for level in (1, 2, 3):
+        bus.push_uplink(np.full(FRAME_SAMPLES, level, dtype=np.int16))
+    first = bus.take_uplink()
+    assert first is not None and first.pcm[0] == 3 and bus.take_uplink() is None
+    assert bus.stats.uplink_dropped_overflow == 2
+    for level in (4, 5):  # later, a sender that missed a tick takes both, in order
+        bus.push_uplink(np.full(FRAME_SAMPLES, level, dtype=np.int16))
+    taken = [bus.take_uplink(), bus.take_uplink()]
+    assert [f.pcm[0] for f in taken if f is not None] == [4, 5]
+    assert bus.stats.uplink_dropped_overflow == 2
+    await bus.aclose()
+
+
 async def test_mixing_clips_at_full_scale_never_wraps() -> None:
     bus = CallBus("t")
     src = QueuedSource()

@@ -1,0 +1,157 @@
+"""The worker's media sockets on the media clock (``bridge/rtc/udp_poll.py``): real sockets on
+loopback, the real worker clock."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import statistics
+import time
+from typing import Any
+
+import aioice
+import pytest
+
+from bridge.rtc import aiortc_seam, udp_poll
+from bridge.rtc.ice import restrict_host_addresses
+
+
+class Recorder(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: list[tuple[bytes, Any, float, float]] = []
+        """(data, source, handled at, arrival)"""
+        self.errors: list[Exception] = []
+        self.lost = 0
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.got.append((data, addr, time.monotonic(), udp_poll.arrival()))
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.append(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost += 1
+
+
+def _bound() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@pytest.fixture
+def sender() -> Any:
+    sock = _bound()
+    yield sock
+    sock.close()
+
+
+async def test_a_lone_datagram_is_read_at_once_with_its_arrival_time(sender: Any) -> None:
+    proto = Recorder()
+    transport = udp_poll.open_polled(_bound(), proto)
+    assert proto.transport is transport
+    poller = udp_poll.poller()
+    assert poller is not None and not poller.on_clock
+    sender.sendto(b"one", transport.get_extra_info("sockname"))
+    for _ in range(100):
+        if proto.got:
+            break
+        await asyncio.sleep(0.001)
+    ((data, source, handled, arrival),) = proto.got
+    assert data == b"one" and source == sender.getsockname()
+    assert 0 <= handled - arrival < 0.05  # the kernel's stamp, just before it was read
+    assert udp_poll.arrival() > arrival  # outside a read: now
+    assert poller.wakeups == 1 and not poller.on_clock
+    transport.close()
+    await asyncio.sleep(0)
+    assert proto.lost == 1 and udp_poll.poller() is None  # the last socket: the set is gone
+
+
+async def test_datagrams_faster_than_the_ticks_are_read_on_the_clock(sender: Any) -> None:
+    """A datagram every 4 ms: after two wake-ups within a tick the set is read once per tick,
+    several datagrams at a time, each still with its own arrival (4 ms apart, not 0 or 20);
+    once a whole tick brings nothing, each datagram wakes the loop again."""
+    proto = Recorder()
+    transport = udp_poll.open_polled(_bound(), proto)
+    poller = udp_poll.poller()
+    assert poller is not None
+    to = transport.get_extra_info("sockname")
+    for i in range(60):
+        sender.sendto(i.to_bytes(2, "big"), to)
+        await asyncio.sleep(0.004)
+    assert poller.on_clock
+    await asyncio.sleep(0.08)
+    assert not poller.on_clock  # a tick without a datagram: back to waking per datagram
+    assert [int.from_bytes(g[0], "big") for g in proto.got] == list(range(60))
+    assert poller.wakeups < 10 and poller.ticks_read > 5
+    handled = [g[2] for g in proto.got]
+    run = longest = 1
+    for a, b in itertools.pairwise(handled):
+        run = run + 1 if b - a < 0.001 else 1  # handed on in one read
+        longest = max(longest, run)
+    assert longest >= 3  # several datagrams in one tick
+    gaps = [b[3] - a[3] for a, b in itertools.pairwise(proto.got)]
+    assert 0.003 < statistics.median(gaps) < 0.006
+    sender.sendto(b"late", to)
+    await asyncio.sleep(0.01)
+    assert proto.got[-1][0] == b"late"  # read at once again
+    transport.close()
+
+
+async def test_a_full_send_buffer_drops_the_datagram_and_errors_reach_the_protocol(
+    sender: Any,
+) -> None:
+    proto = Recorder()
+    transport = udp_poll.open_polled(_bound(), proto)
+
+    class Full:
+        def sendto(self, data: bytes, addr: Any) -> None:
+            raise BlockingIOError
+
+    real, transport._sock = transport._sock, Full()
+    transport.sendto(b"x", ("127.0.0.1", 9))
+    assert transport.send_dropped == 1 and not proto.errors
+    transport._sock = real
+    transport.sendto(b"x", ("127.0.0.1", 0))  # port 0: the kernel refuses (EINVAL)
+    assert len(proto.errors) == 1 and isinstance(proto.errors[0], OSError)
+    transport.sendto(b"hello", sender.getsockname())
+    assert sender.recv(16) == b"hello"
+    transport.close()
+    transport.close()
+    transport.sendto(b"after", sender.getsockname())  # closed: nothing sent, nothing raised
+    await asyncio.sleep(0)
+    assert proto.lost == 1
+
+
+async def test_aioice_connects_over_polled_sockets() -> None:
+    """Host candidates' sockets are the poller's (the seam's loop for aioice), and two agents
+    complete ICE and exchange data over them."""
+    aiortc_seam.install()
+    restrict_host_addresses(["127.0.0.1"])
+    try:
+        a = aioice.Connection(ice_controlling=True)
+        b = aioice.Connection(ice_controlling=False)
+        await asyncio.gather(a.gather_candidates(), b.gather_candidates())
+        for c in a.local_candidates:
+            await b.add_remote_candidate(c)
+        for c in b.local_candidates:
+            await a.add_remote_candidate(c)
+        await a.add_remote_candidate(None)
+        await b.add_remote_candidate(None)
+        a.remote_username, a.remote_password = b.local_username, b.local_password
+        b.remote_username, b.remote_password = a.local_username, a.local_password
+        poller = udp_poll.poller()
+        assert poller is not None and len(poller._transports) == 2  # one host socket each
+        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 10)
+        rtp = bytes([0x80, 111]) + bytes(10) + b"over the poller"  # the UDP guard lets RTP by
+        await a.send(rtp)
+        assert await asyncio.wait_for(b.recv(), 5) == rtp
+        await asyncio.gather(a.close(), b.close())
+        assert udp_poll.poller() is None
+    finally:
+        restrict_host_addresses([])
