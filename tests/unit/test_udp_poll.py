@@ -82,12 +82,12 @@ async def test_datagrams_faster_than_the_ticks_are_read_on_the_clock(sender: Any
     assert poller is not None
     to = transport.get_extra_info("sockname")
     for i in range(60):
-        sender.sendto(i.to_bytes(2, "big"), to)
+        sender.sendto(bytes([0x80, i]), to)  # RTP's first byte: media
         await asyncio.sleep(0.004)
     assert poller.on_clock
     await asyncio.sleep(0.08)
     assert not poller.on_clock  # a tick without a datagram: back to waking per datagram
-    assert [int.from_bytes(g[0], "big") for g in proto.got] == list(range(60))
+    assert [g[0][1] for g in proto.got] == list(range(60))
     assert poller.wakeups < 10 and poller.ticks_read > 5
     handled = [g[2] for g in proto.got]
     run = longest = 1
@@ -97,9 +97,31 @@ async def test_datagrams_faster_than_the_ticks_are_read_on_the_clock(sender: Any
     assert longest >= 3  # several datagrams in one tick
     gaps = [b[3] - a[3] for a, b in itertools.pairwise(proto.got)]
     assert 0.003 < statistics.median(gaps) < 0.006
-    sender.sendto(b"late", to)
+    sender.sendto(b"\x80late", to)
     await asyncio.sleep(0.01)
-    assert proto.got[-1][0] == b"late"  # read at once again
+    assert proto.got[-1][0] == b"\x80late"  # read at once again
+    transport.close()
+
+
+async def test_a_handshake_datagram_takes_the_set_off_the_clock(sender: Any) -> None:
+    """A STUN or DTLS datagram read on a tick (a call setting up beside others): the set
+    wakes per datagram again, so the handshake's next flight is read at once."""
+    proto = Recorder()
+    transport = udp_poll.open_polled(_bound(), proto)
+    poller = udp_poll.poller()
+    assert poller is not None
+    to = transport.get_extra_info("sockname")
+    for i in range(10):
+        sender.sendto(bytes([0x80, i]), to)
+        await asyncio.sleep(0.004)
+    assert poller.on_clock
+    sender.sendto(b"\x16\xfe\xfd", to)  # a DTLS record
+    sender.sendto(bytes([0x80, 10]), to)
+    await asyncio.sleep(0.03)
+    assert not poller.on_clock
+    sender.sendto(b"\x16\xfe\xfd next flight", to)
+    await asyncio.sleep(0.003)
+    assert proto.got[-1][0] == b"\x16\xfe\xfd next flight"  # at once, not at a tick
     transport.close()
 
 
