@@ -46,8 +46,9 @@ from ..media.clock import Phase, worker_clock
 
 log = logging.getLogger(__name__)
 
-RECV_SIZE = 2048
-"""Bytes read per datagram: above any media packet (``rtc/guard.py`` drops larger SRTP)."""
+RECV_SIZE = 4096
+"""Bytes read per datagram: above any media packet or STUN message (``rtc/guard.py`` drops
+SRTP above 1 500 bytes)."""
 MAX_BATCH = 64
 """Datagrams read from one socket per turn; more stay for the next (level-triggered)."""
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
@@ -83,6 +84,8 @@ class PolledTransport(asyncio.DatagramTransport):
         self.fileno = sock.fileno()
         self.send_dropped = 0
         """Datagrams the kernel's send buffer had no room for."""
+        self.truncated = 0
+        """Datagrams longer than :data:`RECV_SIZE`, dropped."""
         self._extra = {"socket": sock, "sockname": sock.getsockname()}
         try:
             self._extra["peername"] = sock.getpeername()
@@ -135,13 +138,16 @@ class PolledTransport(asyncio.DatagramTransport):
         try:
             while n < MAX_BATCH and not self._closing:
                 try:
-                    data, ancillary, _, addr = recv(RECV_SIZE, _ANCILLARY)
+                    data, ancillary, flags, addr = recv(RECV_SIZE, _ANCILLARY)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:
                     self._protocol.error_received(exc)
                     break
                 n += 1
+                if flags & socket.MSG_TRUNC:  # larger than any media packet: not one of ours
+                    self.truncated += 1
+                    continue
                 if data and data[0] < 64:  # STUN or DTLS (RFC 7983): a handshake under way
                     self._poller.handshake = True
                 if ancillary:

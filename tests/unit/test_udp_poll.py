@@ -67,6 +67,13 @@ async def test_a_lone_datagram_is_read_at_once_with_its_arrival_time(sender: Any
     assert 0 <= handled - arrival < 0.05  # the kernel's stamp, just before it was read
     assert udp_poll.arrival() > arrival  # outside a read: now
     assert poller.wakeups == 1 and not poller.on_clock
+    sender.sendto(b"\x80" * (udp_poll.RECV_SIZE + 1), transport.get_extra_info("sockname"))
+    sender.sendto(b"\x80two", transport.get_extra_info("sockname"))
+    for _ in range(100):
+        if len(proto.got) == 2:
+            break
+        await asyncio.sleep(0.001)
+    assert proto.got[-1][0] == b"\x80two" and transport.truncated == 1  # too long: dropped
     transport.close()
     await asyncio.sleep(0)
     assert proto.lost == 1 and udp_poll.poller() is None  # the last socket: the set is gone
