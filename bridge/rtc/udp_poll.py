@@ -49,8 +49,10 @@ log = logging.getLogger(__name__)
 RECV_SIZE = 4096
 """Bytes read per datagram: above any media packet or STUN message (``rtc/guard.py`` drops
 SRTP above 1 500 bytes)."""
-MAX_BATCH = 64
-"""Datagrams read from one socket per turn; more stay for the next (level-triggered)."""
+MAX_ROUNDS = 64
+"""Datagrams read from one socket per read of the set; more stay for the next
+(level-triggered)."""
+_MSG_TRUNC = int(socket.MSG_TRUNC)  # an int: ``flags & socket.MSG_TRUNC`` is enum arithmetic
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 """Linux's receive time stamp as a ``timespec`` (socket(7)); the constant is Linux's, which
 Python's ``socket`` module does not export."""
@@ -130,37 +132,34 @@ class PolledTransport(asyncio.DatagramTransport):
 
     abort = close
 
-    def read(self, offset: float) -> int:
-        """Hand every waiting datagram (up to :data:`MAX_BATCH`) to the protocol; how many."""
+    def read_one(self, offset: float) -> bool:
+        """Hand the next waiting datagram to the protocol; whether one was waiting."""
         global _arrival_wall, _arrival_mono
-        recv = self._sock.recvmsg
-        n = 0
+        if self._closing:
+            return False
         try:
-            while n < MAX_BATCH and not self._closing:
-                try:
-                    data, ancillary, flags, addr = recv(RECV_SIZE, _ANCILLARY)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as exc:
-                    self._protocol.error_received(exc)
-                    break
-                n += 1
-                if flags & socket.MSG_TRUNC:  # larger than any media packet: not one of ours
-                    self.truncated += 1
-                    continue
-                if data and data[0] < 64:  # STUN or DTLS (RFC 7983): a handshake under way
-                    self._poller.handshake = True
-                if ancillary:
-                    sec, nsec = _TIMESPEC.unpack_from(ancillary[0][2])
-                    _arrival_wall = sec + nsec * 1e-9
-                    _arrival_mono = _arrival_wall - offset
-                try:
-                    self._protocol.datagram_received(data, addr)
-                except Exception:
-                    log.exception("a datagram's handler failed")
+            data, ancillary, flags, addr = self._sock.recvmsg(RECV_SIZE, _ANCILLARY)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:  # an ICMP error of an earlier send (ECONNREFUSED, ...)
+            self._protocol.error_received(exc)
+            return True
+        if flags & _MSG_TRUNC:  # larger than any media packet: not one of ours
+            self.truncated += 1
+            return True
+        if data and data[0] < 64:  # STUN or DTLS (RFC 7983): a handshake under way
+            self._poller.handshake = True
+        if ancillary:
+            sec, nsec = _TIMESPEC.unpack_from(ancillary[0][2])
+            _arrival_wall = sec + nsec * 1e-9
+            _arrival_mono = _arrival_wall - offset
+        try:
+            self._protocol.datagram_received(data, addr)
+        except Exception:
+            log.exception("a datagram's handler failed")
         finally:
             _arrival_wall = _arrival_mono = 0.0
-        return n
+        return True
 
 
 class UdpPoller:
@@ -244,11 +243,18 @@ class UdpPoller:
         """Every waiting datagram to its protocol; how many."""
         offset = time.time() - time.monotonic()
         self.handshake = False
+        poll, transports = self._epoll.poll, self._transports
         n = 0
-        for fd, _ in self._epoll.poll(0):
-            transport = self._transports.get(fd)
-            if transport is not None:
-                n += transport.read(offset)
+        # Rounds of one datagram per readable socket, until none is: no socket is read until
+        # it refuses (an exception each time), and one that floods cannot starve the others.
+        for _ in range(MAX_ROUNDS):
+            events = poll(0)
+            if not events:
+                break
+            for fd, _ in events:
+                transport = transports.get(fd)
+                if transport is not None and transport.read_one(offset):
+                    n += 1
         self.datagrams += n
         return n
 
