@@ -3,6 +3,9 @@
 ``WorkerClock`` (one per worker, :func:`worker_clock`) ticks every 20 ms and drives all of
 this worker's 20 ms media work, in this order within each tick (:class:`Phase`):
 
+0. :attr:`Phase.INPUT`: while datagrams come faster than the ticks, the worker's media sockets
+   are read (``rtc/udp_poll.py``): every packet of the last 20 ms reaches its leg's receiver
+   in one wake-up, before the receivers are asked for their frames;
 1. :attr:`Phase.RECEIVE`: every leg's receiver hands on one frame (``rtc/uplink.py``
    ``Playout``): a browser's microphone to the conference, the Cloud API's WhatsApp side
    (a clocked port, ``engines/pump.py``) to the bus's downlink;
