@@ -142,6 +142,18 @@ def port_scope(ports: str) -> Iterator[PortAllocator | None]:
         _SCOPE.reset(token)
 
 
+def ephemeral(family: int, host: str) -> socket.socket:
+    """A non-blocking UDP socket on ``host`` at a port the kernel picks (no range set)."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.bind((host, 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def bind_in_range(
     allocator: PortAllocator | None,
     local_addr: tuple[str, int] | None,
@@ -158,16 +170,7 @@ def bind_in_range(
         assert remote_addr is not None
         host = "::" if ":" in remote_addr[0] else "0.0.0.0"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    if allocator is not None:
-        sock = allocator.bind(family, host)
-    else:  # no range: an ephemeral port
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            sock.bind((host, 0))
-        except OSError:
-            sock.close()
-            raise
+    sock = allocator.bind(family, host) if allocator is not None else ephemeral(family, host)
     if remote_addr is not None:
         try:
             sock.connect(remote_addr)

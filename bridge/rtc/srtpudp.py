@@ -23,7 +23,7 @@ from typing import Any
 import pylibsrtp
 
 from . import udp_poll
-from .ports import parse_port_range, port_scope
+from .ports import ephemeral, parse_port_range, port_scope
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +38,7 @@ def bind_socket(host: str, ports: str) -> socket.socket:
         with port_scope(ports) as allocator:
             assert allocator is not None
             return allocator.bind(family, host)
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        sock.bind((host, 0))
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    return ephemeral(family, host)
 
 
 async def open_endpoint(

@@ -79,19 +79,25 @@ async def test_a_lone_datagram_is_read_at_once_with_its_arrival_time(sender: Any
     assert proto.lost == 1 and udp_poll.poller() is None  # the last socket: the set is gone
 
 
-async def test_datagrams_faster_than_the_ticks_are_read_on_the_clock(sender: Any) -> None:
-    """A datagram every 4 ms: after two wake-ups within a tick the set is read once per tick,
-    several datagrams at a time, each still with its own arrival (4 ms apart, not 0 or 20);
-    once a whole tick brings nothing, each datagram wakes the loop again."""
+async def _on_the_clock(sender: Any, n: int) -> tuple[Recorder, Any, udp_poll.UdpPoller]:
+    """A polled socket sent ``n`` RTP-like datagrams 4 ms apart: its set is on the clock."""
     proto = Recorder()
     transport = udp_poll.open_polled(_bound(), proto)
     poller = udp_poll.poller()
     assert poller is not None
     to = transport.get_extra_info("sockname")
-    for i in range(60):
+    for i in range(n):
         sender.sendto(bytes([0x80, i]), to)  # RTP's first byte: media
         await asyncio.sleep(0.004)
     assert poller.on_clock
+    return proto, transport, poller
+
+
+async def test_datagrams_faster_than_the_ticks_are_read_on_the_clock(sender: Any) -> None:
+    """A datagram every 4 ms: after two wake-ups within a tick the set is read once per tick,
+    several datagrams at a time, each still with its own arrival (4 ms apart, not 0 or 20);
+    once a whole tick brings nothing, each datagram wakes the loop again."""
+    proto, transport, poller = await _on_the_clock(sender, 60)
     await asyncio.sleep(0.08)
     assert not poller.on_clock  # a tick without a datagram: back to waking per datagram
     assert [g[0][1] for g in proto.got] == list(range(60))
@@ -104,6 +110,7 @@ async def test_datagrams_faster_than_the_ticks_are_read_on_the_clock(sender: Any
     assert longest >= 3  # several datagrams in one tick
     gaps = [b[3] - a[3] for a, b in itertools.pairwise(proto.got)]
     assert 0.003 < statistics.median(gaps) < 0.006
+    to = transport.get_extra_info("sockname")
     sender.sendto(b"\x80late", to)
     await asyncio.sleep(0.01)
     assert proto.got[-1][0] == b"\x80late"  # read at once again
@@ -113,15 +120,8 @@ async def test_datagrams_faster_than_the_ticks_are_read_on_the_clock(sender: Any
 async def test_a_handshake_datagram_takes_the_set_off_the_clock(sender: Any) -> None:
     """A STUN or DTLS datagram read on a tick (a call setting up beside others): the set
     wakes per datagram again, so the handshake's next flight is read at once."""
-    proto = Recorder()
-    transport = udp_poll.open_polled(_bound(), proto)
-    poller = udp_poll.poller()
-    assert poller is not None
+    proto, transport, poller = await _on_the_clock(sender, 10)
     to = transport.get_extra_info("sockname")
-    for i in range(10):
-        sender.sendto(bytes([0x80, i]), to)
-        await asyncio.sleep(0.004)
-    assert poller.on_clock
     sender.sendto(b"\x16\xfe\xfd", to)  # a DTLS record
     sender.sendto(bytes([0x80, 10]), to)
     await asyncio.sleep(0.03)
