@@ -43,6 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..media.clock import Phase, worker_clock
+from .counters import READS, drop
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ class PolledTransport(asyncio.DatagramTransport):
                 self._sock.sendto(data, addr)
         except (BlockingIOError, InterruptedError):
             self.send_dropped += 1
+            drop("send_buffer_full")
         except OSError as exc:
             self._protocol.error_received(exc)
 
@@ -146,6 +148,7 @@ class PolledTransport(asyncio.DatagramTransport):
             return True
         if flags & _MSG_TRUNC:  # larger than any media packet: not one of ours
             self.truncated += 1
+            drop("oversize")
             return True
         if data and data[0] < 64:  # STUN or DTLS (RFC 7983): a handshake under way
             self._poller.handshake = True
@@ -220,6 +223,7 @@ class UdpPoller:
 
     def _woken(self) -> None:
         self.wakeups += 1
+        READS["wakeup"] += 1
         self.read()
         now = time.monotonic()
         clock = worker_clock()
@@ -232,6 +236,7 @@ class UdpPoller:
 
     def _tick(self, now: float) -> None:
         self.ticks_read += 1
+        READS["tick"] += 1
         if self.read() == 0 or self.handshake:
             # A whole tick without a datagram, or a handshake's (ICE, DTLS: each of its
             # flights would wait a tick, and a call's set-up with it): wake for the next one.

@@ -13,7 +13,7 @@ from typing import Any
 import aioice
 import pytest
 
-from bridge.rtc import aiortc_seam, udp_poll
+from bridge.rtc import aiortc_seam, counters, udp_poll
 from bridge.rtc.ice import restrict_host_addresses
 
 
@@ -102,6 +102,7 @@ async def test_datagrams_faster_than_the_ticks_are_read_on_the_clock(sender: Any
     assert not poller.on_clock  # a tick without a datagram: back to waking per datagram
     assert [g[0][1] for g in proto.got] == list(range(60))
     assert poller.wakeups < 10 and poller.ticks_read > 5
+    assert counters.READS["tick"] >= poller.ticks_read  # bridge_udp_reads_total{how}
     handled = [g[2] for g in proto.got]
     run = longest = 1
     for a, b in itertools.pairwise(handled):
@@ -145,6 +146,7 @@ async def test_a_full_send_buffer_drops_the_datagram_and_errors_reach_the_protoc
     real, transport._sock = transport._sock, Full()
     transport.sendto(b"x", ("127.0.0.1", 9))
     assert transport.send_dropped == 1 and not proto.errors
+    assert counters.UDP_DROPS["send_buffer_full"] >= 1
     transport._sock = real
     transport.sendto(b"x", ("127.0.0.1", 0))  # port 0: the kernel refuses (EINVAL)
     assert len(proto.errors) == 1 and isinstance(proto.errors[0], OSError)
