@@ -33,6 +33,26 @@ async def stats(call: Any) -> dict[str, Any]:
         return await r.json()  # type: ignore[no-any-return]
 
 
+def in_order(sent: list[bytes], browser: Any) -> tuple[int, int] | None:
+    """Where ``sent`` starts among the browser's packets (by its sequence numbers) and how many
+    of the browser's others lie between, if every packet of ``sent`` is there in order; else
+    ``None``. (Matched in order, not by membership: the bridge's own frame of digital silence
+    is byte for byte the silence packet WhatsApp's libopus sends, so bytes alone cannot tell
+    an own frame from a forwarded one.)"""
+    got = [browser.received[s] for s in sorted(browser.received)]
+    if not sent or sent[0] not in got:
+        return None
+    start = got.index(sent[0])
+    at, own = start, 0
+    for packet in sent:  # each of WhatsApp's packets, in order, after the one before it
+        while at < len(got) and got[at] != packet:
+            at, own = at + 1, own + 1
+        if at == len(got):
+            return None
+        at += 1
+    return start, own
+
+
 async def test_forwarding_is_bit_exact_and_loss_before_the_bridge_stays_a_gap(
     speech_6s: Any,
 ) -> None:
@@ -41,13 +61,15 @@ async def test_forwarding_is_bit_exact_and_loss_before_the_bridge_stays_a_gap(
         await asyncio.sleep(0.3)
         await call.start_speaking()
         await asyncio.sleep(speech_6s.size / 16_000)
-        # Let what WhatsApp sent so far reach the browser before the call closes.
+        # Let what WhatsApp sent so far reach the browser before the call closes: in order, not
+        # by membership (its last packets of silence are byte for byte its earlier ones, and
+        # may still be on their way through the bridge's next tick).
+        sent = list(call.whatsapp.sent.values())
         await until(
-            lambda: set(call.whatsapp.sent.values()) <= set(call.browser.received.values()),
+            lambda: in_order(sent, call.browser) is not None,
             timeout=3,
-            what="WhatsApp's packets at the browser",
+            what="WhatsApp's packets at the browser, in order",
         )
-        sent = list(call.whatsapp.sent.values())  # all of these reached the browser
         numbers = await stats(call)
     whatsapp, browser = call.whatsapp, call.browser
     assert whatsapp.lost_up > 5
@@ -55,17 +77,9 @@ async def test_forwarding_is_bit_exact_and_loss_before_the_bridge_stays_a_gap(
     # in WhatsApp's order. Where WhatsApp paused longer than FORWARD_WAIT (the end of its
     # speech, a stall of its sender) the bridge kept the browser's stream going with frames of
     # its own; those are the only others, and few.
-    # (Matched in order, not by membership: the bridge's own frame of digital silence is
-    # byte for byte the silence packet WhatsApp's libopus sends, so bytes alone cannot tell
-    # an own frame from a forwarded one.)
-    got = [browser.received[s] for s in sorted(browser.received)]
-    start = got.index(sent[0])
-    at, own = start, 0
-    for packet in sent:  # each of WhatsApp's packets, in order, after the one before it
-        while at < len(got) and got[at] != packet:
-            at, own = at + 1, own + 1
-        assert at < len(got), (sent.index(packet), len(sent), "not at the browser in order")
-        at += 1
+    found = in_order(sent, browser)
+    assert found is not None, (len(sent), "not at the browser in order")
+    start, own = found
     assert own < 0.05 * len(sent), (own, len(sent))
     # The packets lost before the bridge are gaps in the browser's sequence numbers, so its
     # receiver knows to use the next packet's FEC.
