@@ -37,33 +37,38 @@ def failure(stage: str, reason: str) -> None:
     FAILURES[(stage, reason)] += 1
 
 
+FAMILIES: tuple[tuple[str, str, tuple[str, ...], Counter], ...] = (
+    (
+        "bridge_udp_dropped",
+        "datagrams on media ports dropped before ICE/DTLS/SRTP (or unsent: send_buffer_full), "
+        "by reason",
+        ("reason",),
+        UDP_DROPS,
+    ),
+    (
+        "bridge_webrtc_failures",
+        "WebRTC sessions that failed, by stage (ice, dtls, timeout) and reason",
+        ("stage", "reason"),
+        FAILURES,
+    ),
+    (
+        "bridge_udp_reads",
+        "reads of the media sockets: a wake-up per datagram, or once per media tick "
+        "(BRIDGE_UDP_POLL)",
+        ("how",),
+        READS,
+    ),
+)
+"""What the collector renders: (name, help, labels, counter keyed by the label values — a
+string for one label, a tuple for more)."""
+
+
 class RtcCollector(Collector):
-    """Renders :data:`UDP_DROPS` and :data:`FAILURES` (register one per registry)."""
+    """Renders :data:`FAMILIES` (register one per registry)."""
 
     def collect(self) -> Iterator[CounterMetricFamily]:
-        drops = CounterMetricFamily(
-            "bridge_udp_dropped",
-            "datagrams on media ports dropped before ICE/DTLS/SRTP (or unsent: send_buffer_full), "
-            "by reason",
-            labels=["reason"],
-        )
-        for reason, n in sorted(UDP_DROPS.items()):
-            drops.add_metric([reason], n)
-        yield drops
-        failures = CounterMetricFamily(
-            "bridge_webrtc_failures",
-            "WebRTC sessions that failed, by stage (ice, dtls, timeout) and reason",
-            labels=["stage", "reason"],
-        )
-        for (stage, reason), n in sorted(FAILURES.items()):
-            failures.add_metric([stage, reason], n)
-        yield failures
-        reads = CounterMetricFamily(
-            "bridge_udp_reads",
-            "reads of the media sockets: a wake-up per datagram, or once per media tick "
-            "(BRIDGE_UDP_POLL)",
-            labels=["how"],
-        )
-        for how, n in sorted(READS.items()):
-            reads.add_metric([how], n)
-        yield reads
+        for name, help_text, labels, counts in FAMILIES:
+            family = CounterMetricFamily(name, help_text, labels=list(labels))
+            for key, n in sorted(counts.items()):
+                family.add_metric(list(key) if isinstance(key, tuple) else [key], n)
+            yield family

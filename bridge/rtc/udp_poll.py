@@ -90,10 +90,6 @@ class PolledTransport(asyncio.DatagramTransport):
         self.truncated = 0
         """Datagrams longer than :data:`RECV_SIZE`, dropped."""
         self._extra = {"socket": sock, "sockname": sock.getsockname()}
-        try:
-            self._extra["peername"] = sock.getpeername()
-        except OSError:
-            pass
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self._extra.get(name, default)
@@ -111,13 +107,12 @@ class PolledTransport(asyncio.DatagramTransport):
         return 0
 
     def sendto(self, data: Any, addr: Any = None) -> None:
+        # Always to an address: the polled sockets are unconnected (a connected one would be
+        # TURN's, which stays the loop's).
         if self._closing:
             return
         try:
-            if addr is None:
-                self._sock.send(data)
-            else:
-                self._sock.sendto(data, addr)
+            self._sock.sendto(data, addr)
         except (BlockingIOError, InterruptedError):
             self.send_dropped += 1
             drop("send_buffer_full")
@@ -175,10 +170,6 @@ class UdpPoller:
         self._waking = False
         self._untick: Callable[[], None] | None = None
         self._last_wake = -1.0
-        self.wakeups = 0
-        """Loop wake-ups for a datagram (waking per datagram)."""
-        self.ticks_read = 0
-        """Ticks on which the set was read (on the clock)."""
         self.datagrams = 0
         self.handshake = False
         """A STUN or DTLS datagram came in the latest read (set by the transports)."""
@@ -222,7 +213,6 @@ class UdpPoller:
             self._untick = None
 
     def _woken(self) -> None:
-        self.wakeups += 1
         READS["wakeup"] += 1
         self.read()
         now = time.monotonic()
@@ -235,7 +225,6 @@ class UdpPoller:
         self._last_wake = now
 
     def _tick(self, now: float) -> None:
-        self.ticks_read += 1
         READS["tick"] += 1
         if self.read() == 0 or self.handshake:
             # A whole tick without a datagram, or a handshake's (ICE, DTLS: each of its
