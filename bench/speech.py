@@ -76,9 +76,12 @@ def sentence(text: str, workdir: Path) -> np.ndarray:
         capture_output=True,
     )
     # Resample (sox's default high-quality rate converter), then trim silence at both ends
-    # (``silence 1 ... reverse silence 1 ... reverse``) so the gaps are ours.
+    # (``silence 1 ... reverse silence 1 ... reverse``) so the gaps are ours. ``-R``: sox's
+    # dither to 16 bits draws from a fixed seed, so the same text is the same speech in every
+    # run (with a random one, a forwarded call's score moved 0.03 between runs on the speech
+    # alone, and A/B comparisons read that noise as the bridge's).
     subprocess.run(
-        ["sox", str(raw), "-r", str(RATE), "-b", "16", "-c", "1", str(out), *TRIM.split()],
+        ["sox", "-R", str(raw), "-r", str(RATE), "-b", "16", "-c", "1", str(out), *TRIM.split()],
         check=True,
         capture_output=True,
     )
