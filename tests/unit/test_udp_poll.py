@@ -161,6 +161,35 @@ async def test_a_full_send_buffer_drops_the_datagram_and_errors_reach_the_protoc
     assert proto.lost == 1
 
 
+async def test_a_failing_handler_is_said_once_and_reading_goes_on(
+    sender: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler that raises on every datagram (a bug): the first failure is logged with its
+    traceback, the rest only counted, and the datagrams after it still reach the handler."""
+
+    class Failing(Recorder):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            super().datagram_received(data, addr)
+            raise ValueError("a bug")
+
+    proto = Failing()
+    failed = counters.UDP_DROPS["handler_failed"]
+    transport = udp_poll.open_polled(_bound(), proto)
+    to = transport.get_extra_info("sockname")
+    for i in range(3):
+        sender.sendto(bytes([0x80, i]), to)
+    for _ in range(100):
+        if len(proto.got) == 3:
+            break
+        await asyncio.sleep(0.001)
+    assert [g[0][1] for g in proto.got] == [0, 1, 2]
+    assert transport.handler_failures == 3
+    assert counters.UDP_DROPS["handler_failed"] - failed == 3
+    said = [r for r in caplog.records if "handler failed" in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is not None
+    transport.close()
+
+
 async def test_aioice_connects_over_polled_sockets() -> None:
     """Host candidates' sockets are the poller's (the seam's loop for aioice), and two agents
     complete ICE and exchange data over them."""
