@@ -3,17 +3,20 @@ ZuckZapGo (its REST calls, envelope and media socket) whose WhatsApp user echoes
 
 Like a real engine, it keeps its own clock: what the bridge sends (960-sample, 60 ms s16le
 frames) waits in a per-call queue, and every 60 ms of the engine's clock (``time.monotonic()``
-from the socket's opening, not the bridge's ticks) it sends the oldest 960 samples back, or
-60 ms of silence when none has come whole. The queue holds at most :data:`ECHO_DEPTH` frame,
-the older dropped: a frame that came just after a tick cannot leave 60 ms more delay for the
-rest of the call (a real engine's playout would rather skip it). Prints
-``READY`` once it listens.
+from a random phase after the socket's opening, not the bridge's ticks) it sends the oldest 960
+samples back, or 60 ms of silence when none has come whole. The random phase stands for a
+worker whose clock already runs for other calls: without it, the bench's first call opened
+the socket just before the worker clock started, and every round drew the same phase.
+The queue holds at most :data:`ECHO_DEPTH` frame, the older dropped: a frame that came just
+after a tick cannot leave 60 ms more delay for the rest of the call (a real engine's playout
+would rather skip it). Prints ``READY`` once it listens.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import time
 
 from aiohttp import WSMsgType, web
@@ -52,7 +55,7 @@ class EchoingZuckZapGo(FakeZuckZapGo):
 
     @staticmethod
     async def _echo(ws: web.WebSocketResponse, call: FakeCall, queued: bytearray) -> None:
-        start = time.monotonic()
+        start = time.monotonic() + random.uniform(0.0, FRAME_SECONDS)  # module docstring
         n = 0
         while not ws.closed:
             wait = start + n * FRAME_SECONDS - time.monotonic()
