@@ -26,7 +26,8 @@ waits up to one tick before it goes on. TURN's sockets stay the loop's (relayed 
 and aioice's TURN client owns its socket's life).
 
 Sending is the socket's ``sendto``, at once, as the loop's transport does; a full send buffer
-drops the packet (counted in :attr:`PolledTransport.send_dropped`), as the network would.
+drops the packet (counted: ``bridge_udp_dropped_total{reason="send_buffer_full"}``), as the
+network would.
 ``BRIDGE_UDP_POLL=false`` gives every new socket to the loop instead.
 """
 
@@ -85,12 +86,8 @@ class PolledTransport(asyncio.DatagramTransport):
         self._protocol = protocol
         self._closing = False
         self.fileno = sock.fileno()
-        self.send_dropped = 0
-        """Datagrams the kernel's send buffer had no room for."""
-        self.truncated = 0
-        """Datagrams longer than :data:`RECV_SIZE`, dropped."""
-        self.handler_failures = 0
-        """Datagrams whose handler raised (the first is logged with its traceback)."""
+        self._handler_failed = False
+        """Its handler raised once already (logged then; only counted since)."""
         self._extra = {"socket": sock, "sockname": sock.getsockname()}
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -116,7 +113,6 @@ class PolledTransport(asyncio.DatagramTransport):
         try:
             self._sock.sendto(data, addr)
         except (BlockingIOError, InterruptedError):
-            self.send_dropped += 1
             drop("send_buffer_full")
         except OSError as exc:
             self._protocol.error_received(exc)
@@ -144,7 +140,6 @@ class PolledTransport(asyncio.DatagramTransport):
             self._protocol.error_received(exc)
             return True
         if flags & _MSG_TRUNC:  # larger than any media packet: not one of ours
-            self.truncated += 1
             drop("oversize")
             return True
         if data and data[0] < 64:  # STUN or DTLS (RFC 7983): a handshake under way
@@ -158,9 +153,9 @@ class PolledTransport(asyncio.DatagramTransport):
         except Exception:
             # A bug, met again by every datagram that follows: said once per socket (the loop
             # would say it every time), counted in bridge_udp_dropped_total.
-            self.handler_failures += 1
             drop("handler_failed")
-            if self.handler_failures == 1:
+            if not self._handler_failed:
+                self._handler_failed = True
                 log.exception("a datagram's handler failed (said once per socket; counted)")
         finally:
             _arrival_wall = _arrival_mono = 0.0
@@ -177,7 +172,6 @@ class UdpPoller:
         self._waking = False
         self._untick: Callable[[], None] | None = None
         self._last_wake = -1.0
-        self.datagrams = 0
         self.handshake = False
         """A STUN or DTLS datagram came in the latest read (set by the transports)."""
 
@@ -256,7 +250,6 @@ class UdpPoller:
                 transport = transports.get(fd)
                 if transport is not None and transport.read_one(offset):
                     n += 1
-        self.datagrams += n
         return n
 
 
