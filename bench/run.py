@@ -400,6 +400,7 @@ async def engine_sinks(http: aiohttp.ClientSession, base: str) -> dict[str, int]
             total[key] += sink.get(key, 0)
         total["inserted"] += sink.get("insertedSamplesForDeceleration", 0)
         total["removed"] += sink.get("removedSamplesForAcceleration", 0)
+        total["one_frame_held"] += sink.get("cushionFrames") == 1
     return dict(total)
 
 

@@ -62,6 +62,61 @@ def fade_in(pcm: Pcm) -> Pcm:
     return out
 
 
+class Cushion:
+    """How many frames a :class:`DownlinkSink` keeps its depth at, from how early the engine's
+    frames come.
+
+    An engine next to the worker sends its chunks on a steady clock, and a second frame held is
+    20 ms of delay that nothing needs; one across a network, or on a busy host, sends them with
+    jitter, and a frame that slips a tick must still find one held. So, as a browser's NetEq
+    sizes its buffer from measured arrivals: one frame while the latest frame of every window
+    would still have come :data:`LEAD_SPARE` before its tick with one held, :data:`FRAMES`
+    otherwise. One is given up only after :attr:`shed_after` windows in a row allowed it, and
+    taken back at the first window that did not, or in which a frame came too late (bridged or
+    concealed): the patience doubles each time, so a sink that keeps guessing wrong stops
+    guessing (a jittery engine's sink holds two frames after a few windows).
+    """
+
+    FRAMES = 2
+    """Frames held until the frames are known to lead: a frame that slips a tick still finds
+    one. Chosen by measurement (docs/quality.md, *Delay*): 1.5 saved 18 ms of downlink transit
+    but scored lower downlink PESQ on a loaded machine."""
+    LEAD_SPARE = 0.004
+    """Seconds the latest frame of a window must have come before its tick, one frame held."""
+    SHED_WINDOWS = 2
+    """The first patience: two windows, so the start's fill (one frame held) is never grown
+    to two before the first choice is made."""
+    MAX_SHED_WINDOWS = 120
+
+    def __init__(self) -> None:
+        self.frames = self.FRAMES
+        """Frames the depth is kept at now."""
+        self.lead = float("inf")
+        """The least time a frame fed this window waited between arriving and its tick (the
+        sink keeps it)."""
+        self.spare_windows = 0
+        """Windows in a row whose frames would have led with one frame held."""
+        self.shed_after = self.SHED_WINDOWS
+        self._late_seen = 0
+
+    def choose(self, floor: int, late: int) -> int:
+        """The frames to hold after a window whose least depth before a tick was ``floor``
+        samples; ``late``: the sink's count of frames bridged or concealed so far."""
+        held = max(1, floor // FRAME_SAMPLES)  # a part frame held is delay, not safety
+        spare = self.lead - (held - 1) * FRAME_MS / 1000  # the latest frame's, one held
+        was_late, self._late_seen = late != self._late_seen, late
+        if was_late or spare < self.LEAD_SPARE:
+            if self.frames < self.FRAMES:
+                self.frames = self.FRAMES
+                self.shed_after = min(2 * self.shed_after, self.MAX_SHED_WINDOWS)
+            self.spare_windows = 0
+            return self.frames
+        self.spare_windows += 1
+        if self.frames > 1 and self.spare_windows >= self.shed_after:
+            self.frames = 1
+        return self.frames
+
+
 class DownlinkSink:
     """A listener's view of the downlink: a jitter buffer fed by the bus, played through a
     :class:`~bridge.audio.stretch.PlayoutFifo`.
@@ -69,8 +124,9 @@ class DownlinkSink:
     **Clock drift.** An engine's clock runs a few hundred ppm off the listener's, so the depth
     of what waits (queued frames plus samples in the FIFO) creeps up or down. With a buffer that
     ``follow_clock``, every :data:`DRIFT_WINDOW` ticks the sink looks at the smallest depth it
-    saw before a tick while playing (a fill is not the clock's doing): below :data:`CUSHION`
-    frames it owes what is missing — at once if less than half a frame (drift is a few
+    saw before a tick while playing (a fill is not the clock's doing): below its cushion
+    (one frame while the engine's frames come early enough, else two:
+    :class:`Cushion`) it owes what is missing — at once if less than half a frame (drift is a few
     samples a window), else only if the next window is short too (one chunk that slipped a
     tick is what the cushion absorbs); a frame or more above it for two windows in a row, it
     owes the excess. The debt is paid a pitch period
@@ -94,10 +150,6 @@ class DownlinkSink:
     fades in over 5 ms: never a hard cut from speech to digital silence and back.
     """
 
-    CUSHION = 2
-    """Frames the depth before a tick is kept at, at its lowest over a window: a frame that
-    slips a tick still finds one. Chosen by measurement (docs/quality.md, *Delay*): 1.5 saved
-    18 ms of downlink transit but scored lower downlink PESQ on a loaded machine."""
     DRIFT_WINDOW = 50
 
     def __init__(self, stats: BusStats, name: str, jitter: JitterBuffer[BusFrame]) -> None:
@@ -114,6 +166,10 @@ class DownlinkSink:
         """Frames concealed (one per gap)."""
         self.bridged = 0
         """Late frames bridged by stretching what was held (:meth:`_bridge`)."""
+        self.slips = 0
+        """Of those, the ones that came late (not a shortfall the sink's own removal left: a
+        pitch period may take a few samples more than was owed)."""
+        self._removed_tick = -(1 << 30)
         self._ticks = 0
         self._window_start = 0
         self._window_min = 1 << 30
@@ -122,6 +178,7 @@ class DownlinkSink:
         self._debt = 0
         """Samples of delay still to add (+) or remove (-) to follow the engine's clock."""
         self._debt_since = 0
+        self.cushion = Cushion()
         self.clocked = False
         """Fed on the worker clock (see the class docstring)."""
         self._tick: deque[BusFrame] = deque(maxlen=CLOCKED_FRAMES)
@@ -160,30 +217,33 @@ class DownlinkSink:
 
     def take(self, now: float) -> Pcm | None:
         """The sender's frame for the tick at ``now`` (``media/ports.py`` ``FrameSource``)."""
-        return self.pop()
+        return self.pop(now)
 
-    def pop(self) -> Pcm | None:
-        """Next frame to play, a concealment, or ``None`` for silence (a played frame's bus
-        transit time is recorded)."""
+    def pop(self, now: float | None = None) -> Pcm | None:
+        """Next frame to play at ``now`` (``time.monotonic()``, by default now), a
+        concealment, or ``None`` for silence (a played frame's bus transit time is
+        recorded)."""
+        if now is None:
+            now = time.monotonic()
         if self.clocked:
-            return self._pop_clocked()
+            return self._pop_clocked(now)
         fifo, n = self.fifo, FRAME_SAMPLES
         if self.jitter.follow_clock:
             self._watch_depth()
-        while fifo.held < n and self._feed(early=True):
+        while fifo.held < n and self._feed(now, early=True):
             pass
         if fifo.held < n and not self._bridge():
-            while fifo.held < n and self._feed():
+            while fifo.held < n and self._feed(now):
                 pass
             if fifo.held < n:
                 return self._conceal()
         if self._debt:
-            self._stretch()
+            self._stretch(now)
         pcm = fifo.take()
         self._last = pcm
         return pcm
 
-    def _pop_clocked(self) -> Pcm | None:
+    def _pop_clocked(self, now: float) -> Pcm | None:
         """This tick's frame (the producer pushed it in this tick's receive, mix or engine
         phase), else the last one's fading continuation once, then silence."""
         if not self._tick:
@@ -196,7 +256,7 @@ class DownlinkSink:
         frame = self._tick.popleft()
         stats = self.stats
         stats.downlink_played += 1
-        stats.downlink_transit.observe(time.monotonic() - frame.t)
+        stats.downlink_transit.observe(now - frame.t)
         pcm = frame.pcm
         if self._after_gap:
             self._after_gap = False
@@ -204,7 +264,7 @@ class DownlinkSink:
         self._last = pcm
         return pcm
 
-    def _feed(self, *, early: bool = False) -> bool:
+    def _feed(self, now: float, *, early: bool = False) -> bool:
         """One frame from the jitter buffer into the FIFO; ``early`` only if one is queued (no
         underrun counted)."""
         if early and not len(self.jitter):
@@ -214,7 +274,10 @@ class DownlinkSink:
             return False
         stats = self.stats
         stats.downlink_played += 1
-        stats.downlink_transit.observe(time.monotonic() - frame.t)
+        waited = now - frame.t
+        stats.downlink_transit.observe(waited)
+        if waited < self.cushion.lead:
+            self.cushion.lead = waited
         pcm = frame.pcm
         if self._after_gap:
             self._after_gap = False
@@ -235,6 +298,8 @@ class DownlinkSink:
             if fifo.held < fifo.window or not fifo.expand(n - fifo.held, force=True):
                 return False
         self.bridged += 1
+        if self._ticks - self._removed_tick > 3:  # a 60 ms chunk's ticks since a removal
+            self.slips += 1
         return True
 
     def _conceal(self) -> Pcm | None:
@@ -251,6 +316,10 @@ class DownlinkSink:
         tail = np.concatenate((before, played))
         return np.concatenate((played, fade_out_mirror(tail[-(n - held) :])))
 
+    def _new_window(self) -> None:
+        self._window_min, self._window_start = 1 << 30, self._ticks
+        self.cushion.lead = float("inf")
+
     def _watch_depth(self) -> None:
         n = FRAME_SAMPLES
         self._ticks += 1
@@ -259,14 +328,15 @@ class DownlinkSink:
         if not self.jitter.playing:
             # Filling, at the start or after an underrun: that depth is the fill's, not the
             # engine's clock; a window starts when the audio does.
-            self._window_min, self._window_start = 1 << 30, self._ticks
+            self._new_window()
             self._short_windows = self._deep_windows = 0
             return
         self._window_min = min(self._window_min, len(self.jitter) * n + self.fifo.held)
         if self._ticks - self._window_start < self.DRIFT_WINDOW:
             return
-        floor, self._window_min, self._window_start = self._window_min, 1 << 30, self._ticks
-        target = int(self.CUSHION * n)
+        floor = self._window_min
+        target = self.cushion.choose(floor, self.slips + self.concealed) * n
+        self._new_window()
         self._deep_windows = self._deep_windows + 1 if floor >= target + n else 0
         self._short_windows = self._short_windows + 1 if floor < target else 0
         if floor < target:
@@ -277,14 +347,15 @@ class DownlinkSink:
             if target - floor < n // 2 or self._short_windows >= 2:
                 self._debt = target - floor  # up to the cushion
                 self._short_windows = 0
-        elif self._deep_windows >= 2:
+        elif self._deep_windows >= 2 or (floor >= target + n and self.cushion.spare_windows):
             # A frame or more beyond the cushion for two windows in a row: not the phase of
-            # one late chunk (which only ever lowers a floor), the engine's clock running fast.
+            # one late chunk (which only ever lowers a floor), the engine's clock running fast;
+            # or a frame given up because the frames lead (:class:`Cushion`).
             self._debt = target - floor
             self._deep_windows = 0
         self._debt_since = self._ticks
 
-    def _stretch(self) -> None:
+    def _stretch(self, now: float) -> None:
         fifo, n = self.fifo, FRAME_SAMPLES
         waited = (self._ticks - self._debt_since) * FRAME_MS / 1000
         voiced, force = licence(waited, grow=self._debt > 0)
@@ -292,15 +363,17 @@ class DownlinkSink:
             self._debt = max(0, self._debt - fifo.expand(self._debt, voiced=voiced, force=force))
             if self._debt < fifo.min_lag:
                 self._debt = 0
-                self._window_start = self._ticks
+                self._new_window()
             return
         if fifo.held < n + 2 * fifo.max_lag + fifo.window:
-            self._feed(early=True)  # a period may come out of the next frame
+            self._feed(now, early=True)  # a period may come out of the next frame
         removed = fifo.accelerate(fifo.held - n, voiced=voiced, force=force, owed=-self._debt)
+        if removed:
+            self._removed_tick = self._ticks
         self._debt = min(0, self._debt + removed)
         if -self._debt < fifo.min_lag:
             self._debt = 0  # less than the shortest period: within the hysteresis
-            self._window_start = self._ticks
+            self._new_window()
 
     def detach(self) -> None:
         """The listener is gone: drop what waits (nothing is pushed to it any more once its

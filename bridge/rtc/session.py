@@ -219,6 +219,8 @@ class WebRTCSession(PeerLeg):
                 "insertedSamplesForDeceleration": sink.inserted_samples,
                 "removedSamplesForAcceleration": sink.removed_samples,
                 "concealedUnderruns": sink.concealed,
+                # Frames held against the engine's jitter now (1 while its frames lead).
+                "cushionFrames": sink.cushion.frames,
             },
         }
 
