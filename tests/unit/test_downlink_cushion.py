@@ -6,6 +6,7 @@ frame back, with more patience before it is given up again."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ def engine_chunks(
     jitter: float = 0.0,
     late_at: float | None = None,
     seed: int = 1,
-) -> tuple[object, np.ndarray, list[int], list[int]]:
+) -> tuple[Any, np.ndarray, list[int], list[int]]:
     """A 440 Hz tone from an engine whose 60 ms chunks come ``early`` seconds before a tick of
     the listener's 20 ms clock (plus ``jitter``, a seeded |gauss| delay; the chunk due at
     ``late_at`` s comes 20 ms late). The sink, what it played, its cushion after each
