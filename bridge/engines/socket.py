@@ -19,6 +19,7 @@ from ..audio.pcm import Pcm
 from ..errors import EngineError
 from .base import EngineStats
 from .channels import MediaChannel, MediaClosed, MediaFatal
+from .tick_aim import TickAim, quiet
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,11 @@ class PcmStreamMedia(WebSocketMedia):
     """s16le PCM both ways on a WebSocket, the bus's 20 ms frames sent in batches of
     ``batch_samples`` (a partial batch is never sent; at close it is dropped): the neutral
     channel the worker-to-worker relay (``GET /call/{callID}/stream``) and the ZuckZapGo
-    engine (1920-byte frames) both speak."""
+    engine (1920-byte frames) both speak.
+
+    With an ``aim`` (``tick_aim.py``), the batches are aimed at the engine's clock, learnt
+    from its batch-sized frames: a batch completed on a quiet frame that would wait a tick or
+    more for the engine's tick drops that frame, or sends it twice, to move the boundary."""
 
     engine = "PCM stream"
 
@@ -96,20 +101,36 @@ class PcmStreamMedia(WebSocketMedia):
         stats: EngineStats,
         *,
         batch_samples: int = FRAME_SAMPLES,
+        aim: TickAim | None = None,
     ) -> None:
         super().__init__(ws, call_id, stats)
         self.batch_samples = batch_samples
+        self.aim = aim
         self._out: list[Pcm] = []
 
     async def send(self, pcm: Pcm) -> None:
-        self._out.append(pcm)
-        if len(self._out) * FRAME_SAMPLES < self.batch_samples:
+        out = self._out
+        move = 0
+        if self.aim is not None and (len(out) + 1) * FRAME_SAMPLES >= self.batch_samples:
+            move = self.aim.shift(time.monotonic())
+            if move and not quiet(pcm):
+                move = 0  # speech is never dropped nor repeated: the next quiet frame will do
+            if move:
+                self.aim.shifts += 1
+            if move < 0:
+                return  # dropped: the batch completes a tick later
+        out.append(pcm)
+        if len(out) * FRAME_SAMPLES < self.batch_samples:
             return
-        payload = np.concatenate(self._out).astype("<i2", copy=False).tobytes()
-        self._out.clear()
+        payload = np.concatenate(out).astype("<i2", copy=False).tobytes()
+        out.clear()
+        if move > 0:
+            out.append(pcm)  # sent twice: the next batch completes a tick sooner
         await self.send_payload(payload)
 
     def decode(self, data: bytes) -> Pcm:
+        if self.aim is not None and len(data) == 2 * self.batch_samples:
+            self.aim.heard(time.monotonic())
         return np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
 
     async def send_key(self, digit: str, duration_ms: int) -> None:

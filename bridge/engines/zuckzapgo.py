@@ -6,12 +6,14 @@ Source: ZuckZapGo's Calls API guide (its response envelope, REST endpoints and m
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
+from ..audio.pcm import SAMPLE_RATE
 from ..config import EngineSettings, Settings
 from ..errors import (
     EngineCallNotFound,
@@ -31,6 +33,7 @@ from .base import (
 from .channels import MediaClosed
 from .polling import PollingEngine
 from .socket import PcmStreamMedia, ReconnectingChannel
+from .tick_aim import TickAim
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +79,14 @@ class ZuckZapGoMedia(PcmStreamMedia):
     engine = "ZuckZapGo"
 
     def __init__(
-        self, ws: aiohttp.ClientWebSocketResponse, call_id: str, stats: EngineStats
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        call_id: str,
+        stats: EngineStats,
+        round_trip: float = 0.0,
     ) -> None:
-        super().__init__(ws, call_id, stats, batch_samples=ENGINE_FRAME_SAMPLES)
+        aim = TickAim(ENGINE_FRAME_SAMPLES / SAMPLE_RATE, round_trip)
+        super().__init__(ws, call_id, stats, batch_samples=ENGINE_FRAME_SAMPLES, aim=aim)
 
 
 class ZuckZapGoEngine(PollingEngine):
@@ -146,6 +154,7 @@ class ZuckZapGoEngine(PollingEngine):
 
         async def connect() -> ZuckZapGoMedia:
             url = f"{ws_base}/call/{quote(engine_call_id, safe='')}/stream"
+            started = time.monotonic()
             try:
                 ws = await self.http.ws_connect(
                     url,
@@ -156,7 +165,10 @@ class ZuckZapGoEngine(PollingEngine):
                 )
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise MediaClosed(f"cannot open the media socket: {exc}") from exc
-            return ZuckZapGoMedia(ws, engine_call_id, self.stats)
+            # The opening's time bounds the socket's round trip (a TCP handshake and the
+            # upgrade's request and answer): what a frame aimed at the engine's tick allows.
+            opened = time.monotonic() - started
+            return ZuckZapGoMedia(ws, engine_call_id, self.stats, round_trip=opened)
 
         return await self.reconnecting(engine_call_id, connect)
 

@@ -1,0 +1,140 @@
+"""A PCM engine's 60 ms frames aimed at the engine's tick (``bridge/engines/tick_aim.py``,
+``socket.py`` ``PcmStreamMedia``), on a simulated clock: the engine's phase learnt from its
+frames, the boundary moved only in quiet frames, and speech never dropped nor repeated."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import numpy as np
+import pytest
+
+from bridge.engines import socket as engine_socket
+from bridge.engines.base import EngineStats
+from bridge.engines.socket import PcmStreamMedia
+from bridge.engines.tick_aim import AHEAD, TickAim
+
+PERIOD = 0.06
+
+
+class FakeWs:
+    """What the socket sends, and when (the simulated clock's time)."""
+
+    closed = False
+
+    def __init__(self, clock: list[float]) -> None:
+        self.clock = clock
+        self.sent: list[tuple[float, bytes]] = []
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.sent.append((self.clock[0], data))
+
+
+def run_call(
+    phase: float, frames: list[np.ndarray], *, jitter: float = 0.0005, seed: int = 3
+) -> tuple[PcmStreamMedia, FakeWs]:
+    """Our 20 ms frames sent on ticks at 0, 20, 40 ms ... while an engine whose tick is at
+    ``phase`` (mod 60 ms) sends a frame each tick (arriving up to ``jitter`` later)."""
+    clock = [0.0]
+    ws = FakeWs(clock)
+    media = PcmStreamMedia(
+        ws,  # type: ignore[arg-type]
+        "c1",
+        EngineStats(),
+        batch_samples=960,
+        aim=TickAim(PERIOD),
+    )
+    rng = random.Random(seed)
+    engine_tick = phase
+
+    async def drive() -> None:
+        nonlocal engine_tick
+        for i, frame in enumerate(frames):
+            tick = i * 0.02
+            while engine_tick <= tick:
+                clock[0] = engine_tick + rng.uniform(0, jitter)
+                media.decode(bytes(1920))
+                engine_tick += PERIOD
+            clock[0] = tick + 0.0003  # the pump's hand-off, just after the tick
+            await media.send(frame)
+
+    real = engine_socket.time.monotonic
+    engine_socket.time.monotonic = lambda: clock[0]  # type: ignore[assignment]
+    try:
+        asyncio.run(drive())
+    finally:
+        engine_socket.time.monotonic = real  # type: ignore[assignment]
+    return media, ws
+
+
+def waits(ws: FakeWs, phase: float) -> list[float]:
+    """Each batch's wait for the first engine tick at least AHEAD after it was sent."""
+    out = []
+    for t, _ in ws.sent:
+        k = np.ceil((t + AHEAD - phase) / PERIOD)
+        out.append(phase + k * PERIOD - t)
+    return out
+
+
+SILENCE = [np.zeros(320, np.int16)] * 100  # 2 s
+
+
+def speech(n: int) -> list[np.ndarray]:
+    t = np.arange(n * 320) / 16_000
+    voice = (np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16)
+    return [voice[i * 320 : (i + 1) * 320] for i in range(n)]
+
+
+@pytest.mark.parametrize("phase", [0.001, 0.0135, 0.029, 0.047, 0.0595])
+def test_batches_settle_on_the_engine_tick_while_quiet(phase: float) -> None:
+    """Whatever the engine's phase, after a quiet second every batch reaches the engine
+    AHEAD before its tick with less than one of our ticks to spare (the whole round trip's
+    phase term at its least), moved by at most two quiet frames."""
+    media, ws = run_call(phase, SILENCE + speech(150))
+    settled = waits(ws, phase)[len(ws.sent) // 3 :]
+    assert all(AHEAD <= w < AHEAD + 0.02 + 0.001 for w in settled)
+    assert media.aim is not None and media.aim.shifts <= 2
+
+
+def test_speech_is_never_dropped_nor_repeated() -> None:
+    """A call that speaks from its first frame: the boundary stays where it is (nothing quiet
+    to move it by), and the engine gets every sample in order."""
+    voice = speech(300)
+    media, ws = run_call(0.047, voice)
+    assert media.aim is not None and media.aim.shifts == 0
+    got = np.frombuffer(b"".join(d for _, d in ws.sent), dtype="<i2")
+    assert np.array_equal(got, np.concatenate(voice)[: got.size]) and got.size >= 299 * 320
+
+
+def test_speech_after_the_shift_reaches_the_engine_whole() -> None:
+    """The boundary moves in the quiet lead-in; the speech after it arrives sample for sample,
+    its 220 Hz intact."""
+    voice = speech(150)
+    _, ws = run_call(0.029, SILENCE + voice)
+    got = np.frombuffer(b"".join(d for _, d in ws.sent), dtype="<i2")
+    start = int(np.argmax(np.abs(got) > 0)) - 1  # the voice's first sample is a zero
+    tail = got[start:]
+    assert np.array_equal(tail, np.concatenate(voice)[: tail.size]) and tail.size >= 147 * 320
+
+
+def test_an_unknown_clock_moves_nothing() -> None:
+    """Before two engine frames a period apart, or for frames in a burst, no shift."""
+    aim = TickAim(PERIOD)
+    assert aim.shift(1.0) == 0
+    aim.heard(1.0)
+    aim.heard(1.001)  # a burst after a stall teaches nothing
+    assert aim.due is None and aim.shift(1.01) == 0
+    aim.heard(1.061)
+    assert aim.due == pytest.approx(1.121)
+
+
+def test_the_round_trip_is_kept_ahead() -> None:
+    """A socket whose opening took 10 ms aims its batches 13 ms ahead of the engine's tick."""
+    aim = TickAim(PERIOD, round_trip=0.010)
+    aim.heard(0.0)
+    aim.heard(0.06)  # the engine's frames come at 0, 60, 120 ms ...
+    assert aim.shift(0.100) == 0  # 7 ms before 120 - 13: the tick's wait is under 20 ms
+    assert aim.shift(0.080) == -1  # 27 ms: held one tick more, it still makes it
+    assert aim.shift(0.110) == +1  # past 107: a tick sooner makes the tick it now misses
+
