@@ -16,6 +16,7 @@ import numpy as np
 from ..audio import JitterBuffer
 from ..audio.pcm import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Pcm
 from ..audio.stretch import PlayoutFifo, licence
+from .cushion import Cushion
 from .stats import BusStats
 
 
@@ -31,6 +32,10 @@ def downlink_jitter() -> JitterBuffer[BusFrame]:
     clock drift itself."""
     return JitterBuffer(follow_clock=True)
 
+
+SHED_WAIT = 8.0
+"""Seconds a frame the cushion gave up may wait for a pause to be taken out in; with none
+(music, a tone, a monologue with no breath) the frame is kept, and drift is followed again."""
 
 CLOCKED_FRAMES = 3
 """Frames from a producer on the worker clock that may wait for the listener's sender (60 ms),
@@ -60,61 +65,6 @@ def fade_in(pcm: Pcm) -> Pcm:
     out = pcm.copy()
     out[:n] = (out[:n].astype(np.float32) * _FADE_IN[:n]).astype(np.int16)
     return out
-
-
-class Cushion:
-    """How many frames a :class:`DownlinkSink` keeps its depth at, from how early the engine's
-    frames come.
-
-    An engine next to the worker sends its chunks on a steady clock, and a second frame held is
-    20 ms of delay that nothing needs; one across a network, or on a busy host, sends them with
-    jitter, and a frame that slips a tick must still find one held. So, as a browser's NetEq
-    sizes its buffer from measured arrivals: one frame while the latest frame of every window
-    would still have come :data:`LEAD_SPARE` before its tick with one held, :data:`FRAMES`
-    otherwise. One is given up only after :attr:`shed_after` windows in a row allowed it, and
-    taken back at the first window that did not, or in which a frame came too late (bridged or
-    concealed): the patience doubles each time, so a sink that keeps guessing wrong stops
-    guessing (a jittery engine's sink holds two frames after a few windows).
-    """
-
-    FRAMES = 2
-    """Frames held until the frames are known to lead: a frame that slips a tick still finds
-    one. Chosen by measurement (docs/quality.md, *Delay*): 1.5 saved 18 ms of downlink transit
-    but scored lower downlink PESQ on a loaded machine."""
-    LEAD_SPARE = 0.004
-    """Seconds the latest frame of a window must have come before its tick, one frame held."""
-    SHED_WINDOWS = 2
-    """The first patience: two windows, so the start's fill (one frame held) is never grown
-    to two before the first choice is made."""
-    MAX_SHED_WINDOWS = 120
-
-    def __init__(self) -> None:
-        self.frames = self.FRAMES
-        """Frames the depth is kept at now."""
-        self.lead = float("inf")
-        """The least time a frame fed this window waited between arriving and its tick (the
-        sink keeps it)."""
-        self.spare_windows = 0
-        """Windows in a row whose frames would have led with one frame held."""
-        self.shed_after = self.SHED_WINDOWS
-        self._late_seen = 0
-
-    def choose(self, floor: int, late: int) -> int:
-        """The frames to hold after a window whose least depth before a tick was ``floor``
-        samples; ``late``: the sink's count of frames bridged or concealed so far."""
-        held = max(1, floor // FRAME_SAMPLES)  # a part frame held is delay, not safety
-        spare = self.lead - (held - 1) * FRAME_MS / 1000  # the latest frame's, one held
-        was_late, self._late_seen = late != self._late_seen, late
-        if was_late or spare < self.LEAD_SPARE:
-            if self.frames < self.FRAMES:
-                self.frames = self.FRAMES
-                self.shed_after = min(2 * self.shed_after, self.MAX_SHED_WINDOWS)
-            self.spare_windows = 0
-            return self.frames
-        self.spare_windows += 1
-        if self.frames > 1 and self.spare_windows >= self.shed_after:
-            self.frames = 1
-        return self.frames
 
 
 class DownlinkSink:
@@ -170,6 +120,8 @@ class DownlinkSink:
         """Of those, the ones that came late (not a shortfall the sink's own removal left: a
         pitch period may take a few samples more than was owed)."""
         self._removed_tick = -(1 << 30)
+        self._shedding = False
+        """The debt is a frame the cushion gave up (paid only in a pause)."""
         self._ticks = 0
         self._window_start = 0
         self._window_min = 1 << 30
@@ -350,7 +302,9 @@ class DownlinkSink:
         elif self._deep_windows >= 2 or (floor >= target + n and self.cushion.spare_windows):
             # A frame or more beyond the cushion for two windows in a row: not the phase of
             # one late chunk (which only ever lowers a floor), the engine's clock running fast;
-            # or a frame given up because the frames lead (:class:`Cushion`).
+            # or a frame given up because the frames lead (:class:`Cushion`): that is delay
+            # nothing needs to lose mid-word, so it goes only in a pause.
+            self._shedding = self._deep_windows < 2
             self._debt = target - floor
             self._deep_windows = 0
         self._debt_since = self._ticks
@@ -359,6 +313,13 @@ class DownlinkSink:
         fifo, n = self.fifo, FRAME_SAMPLES
         waited = (self._ticks - self._debt_since) * FRAME_MS / 1000
         voiced, force = licence(waited, grow=self._debt > 0)
+        if self._shedding:
+            if waited > SHED_WAIT:  # no pause came: keep the frame after all
+                self._shedding, self._debt = False, 0
+                self.cushion.keep()
+                self._new_window()
+                return
+            voiced = force = False
         if self._debt > 0:
             self._debt = max(0, self._debt - fifo.expand(self._debt, voiced=voiced, force=force))
             if self._debt < fifo.min_lag:
@@ -373,6 +334,7 @@ class DownlinkSink:
         self._debt = min(0, self._debt + removed)
         if -self._debt < fifo.min_lag:
             self._debt = 0  # less than the shortest period: within the hysteresis
+            self._shedding = False
             self._new_window()
 
     def detach(self) -> None:
