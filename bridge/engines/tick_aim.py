@@ -22,9 +22,9 @@ import numpy as np
 
 from ..audio.pcm import FRAME_MS, Pcm
 
-AHEAD = 0.003
-"""Seconds a frame should reach the engine before its tick, beyond the socket's round trip:
-a wake-up's lateness on either side."""
+AHEAD = 0.0015
+"""Seconds a frame should reach the engine before its tick, beyond the socket's one-way
+delay: the engine's reader may be a wake-up behind (our own send's lateness is in ``now``)."""
 
 QUIET_PEAK = 200
 """A frame whose samples all stay within this (−44 dBFS) is silence a listener cannot miss
@@ -40,8 +40,9 @@ class TickAim:
     """The engine's frame clock, learnt from when its frames arrive, and where our frame
     boundary should be against it.
 
-    ``period``: the engine's frame (s); ``round_trip``: the socket's round trip (s), at most,
-    measured when it opened. A frame counts only when it comes a period (±¼) after the one
+    ``period``: the engine's frame (s); ``round_trip``: the socket's round trip (s), bounded
+    by its opening (a TCP handshake and the upgrade's request and answer: two round trips), of
+    which a frame needs half. A frame counts only when it comes a period (±¼) after the one
     before, so a burst after a stall teaches nothing. An arrival earlier than predicted moves
     the estimate at once (the network only ever delays); a later one by a sixteenth (a
     drifting clock walks slowly, jitter does not last).
@@ -49,7 +50,7 @@ class TickAim:
 
     def __init__(self, period: float, round_trip: float = 0.0) -> None:
         self.period = period
-        self.ahead = AHEAD + round_trip
+        self.ahead = AHEAD + round_trip / 2
         """Seconds before the engine's tick a frame is aimed to be sent."""
         self.due: float | None = None
         """When the engine's next frame is expected (``time.monotonic()``)."""

@@ -166,7 +166,8 @@ class ZuckZapGoEngine(PollingEngine):
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise MediaClosed(f"cannot open the media socket: {exc}") from exc
             # The opening's time bounds the socket's round trip (a TCP handshake and the
-            # upgrade's request and answer): what a frame aimed at the engine's tick allows.
+            # upgrade's request and answer): what a frame aimed at the engine's tick allows
+            # for (``tick_aim.py``).
             opened = time.monotonic() - started
             return ZuckZapGoMedia(ws, engine_call_id, self.stats, round_trip=opened)
 

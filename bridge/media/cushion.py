@@ -28,8 +28,10 @@ class Cushion:
     """Frames held while the frames do not lead: a frame that slips a tick still finds one
     (docs/quality.md, *Delay*: 1.5 saved 18 ms of downlink transit but scored lower downlink
     PESQ on a loaded machine)."""
-    LEAD_SPARE = 0.004
-    """Seconds the latest frame of a window must have come before its tick, one frame held."""
+    LEAD_SPARE = 0.0025
+    """Seconds the latest frame of a window must have come before its tick, one frame held,
+    beyond the spread of that lead over the last windows: a wake-up's lateness (an engine
+    next to the worker spreads it by under a millisecond; a busy or distant one by more)."""
     SHED_WINDOWS = 4
     """Windows in a row that must allow one frame before a second held is given up (doubled
     each time it is taken back, up to :data:`MAX_SHED_WINDOWS`)."""

@@ -130,11 +130,12 @@ def test_an_unknown_clock_moves_nothing() -> None:
 
 
 def test_the_round_trip_is_kept_ahead() -> None:
-    """A socket whose opening took 10 ms aims its batches 13 ms ahead of the engine's tick."""
+    """A socket whose opening took 10 ms (two round trips) aims its batches 6.5 ms ahead of
+    the engine's tick: half of that, and a wake-up's 1.5 ms."""
     aim = TickAim(PERIOD, round_trip=0.010)
+    assert aim.ahead == pytest.approx(0.0065)
     aim.heard(0.0)
     aim.heard(0.06)  # the engine's frames come at 0, 60, 120 ms ...
-    assert aim.shift(0.100) == 0  # 7 ms before 120 - 13: the tick's wait is under 20 ms
-    assert aim.shift(0.080) == -1  # 27 ms: held one tick more, it still makes it
-    assert aim.shift(0.110) == +1  # past 107: a tick sooner makes the tick it now misses
-
+    assert aim.shift(0.100) == 0  # 13.5 ms before 120 - 6.5: the wait is under a tick
+    assert aim.shift(0.080) == -1  # 33.5 ms: held one tick more, it still makes it
+    assert aim.shift(0.115) == +1  # past 113.5: a tick sooner makes the tick it now misses
