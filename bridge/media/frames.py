@@ -33,10 +33,6 @@ def downlink_jitter() -> JitterBuffer[BusFrame]:
     return JitterBuffer(follow_clock=True)
 
 
-SHED_WAIT = 8.0
-"""Seconds a frame the cushion gave up may wait for a pause to be taken out in; with none
-(music, a tone, a monologue with no breath) the frame is kept, and drift is followed again."""
-
 CLOCKED_FRAMES = 3
 """Frames from a producer on the worker clock that may wait for the listener's sender (60 ms),
 the oldest dropped beyond: the frame pushed in a tick is taken in that tick's send phase, so
@@ -75,11 +71,12 @@ class DownlinkSink:
     of what waits (queued frames plus samples in the FIFO) creeps up or down. With a buffer that
     ``follow_clock``, every :data:`DRIFT_WINDOW` ticks the sink looks at the smallest depth it
     saw before a tick while playing (a fill is not the clock's doing): below its cushion
-    (one frame while the engine's frames come early enough, else two:
-    :class:`Cushion`) it owes what is missing — at once if less than half a frame (drift is a few
-    samples a window), else only if the next window is short too (one chunk that slipped a
-    tick is what the cushion absorbs); a frame or more above it for two windows in a row, it
-    owes the excess. The debt is paid a pitch period
+    (one frame while the engine's frames come early enough, else two: :class:`Cushion`) it
+    owes what is missing — at once if less than half a frame (drift is a few samples a
+    window), else only if the next window is short too (one chunk that slipped a tick is what
+    the cushion absorbs); a frame or more above two frames for two windows in a row, it owes
+    the excess (a depth that a one-frame cushion did not need is still not taken out
+    mid-call: a jump in the delay is heard). The debt is paid a pitch period
     at a time (WSOLA accelerate / expand) where it is not heard, by the drift rule the Opus
     receiver follows too (``bridge.audio.stretch.licence``): in a pause, then in voiced speech,
     then anywhere with a cross-fade. Never a whole frame dropped or inserted.
@@ -120,8 +117,6 @@ class DownlinkSink:
         """Of those, the ones that came late (not a shortfall the sink's own removal left: a
         pitch period may take a few samples more than was owed)."""
         self._removed_tick = -(1 << 30)
-        self._shedding = False
-        """The debt is a frame the cushion gave up (paid only in a pause)."""
         self._ticks = 0
         self._window_start = 0
         self._window_min = 1 << 30
@@ -288,8 +283,9 @@ class DownlinkSink:
             return
         floor = self._window_min
         target = self.cushion.choose(floor, self.slips + self.concealed) * n
+        ceiling = Cushion.FRAMES * n  # the depth delay is taken away down to (the class doc)
         self._new_window()
-        self._deep_windows = self._deep_windows + 1 if floor >= target + n else 0
+        self._deep_windows = self._deep_windows + 1 if floor >= ceiling + n else 0
         self._short_windows = self._short_windows + 1 if floor < target else 0
         if floor < target:
             # A drifting clock lowers the floor a few samples a window (2000 ppm: 32); one
@@ -299,13 +295,10 @@ class DownlinkSink:
             if target - floor < n // 2 or self._short_windows >= 2:
                 self._debt = target - floor  # up to the cushion
                 self._short_windows = 0
-        elif self._deep_windows >= 2 or (floor >= target + n and self.cushion.spare_windows):
-            # A frame or more beyond the cushion for two windows in a row: not the phase of
-            # one late chunk (which only ever lowers a floor), the engine's clock running fast;
-            # or a frame given up because the frames lead (:class:`Cushion`): that is delay
-            # nothing needs to lose mid-word, so it goes only in a pause.
-            self._shedding = self._deep_windows < 2
-            self._debt = target - floor
+        elif self._deep_windows >= 2:
+            # A frame or more beyond the cushion's most for two windows in a row: not the phase
+            # of one late chunk (which only ever lowers a floor), the engine's clock running fast.
+            self._debt = ceiling - floor
             self._deep_windows = 0
         self._debt_since = self._ticks
 
@@ -313,13 +306,6 @@ class DownlinkSink:
         fifo, n = self.fifo, FRAME_SAMPLES
         waited = (self._ticks - self._debt_since) * FRAME_MS / 1000
         voiced, force = licence(waited, grow=self._debt > 0)
-        if self._shedding:
-            if waited > SHED_WAIT:  # no pause came: keep the frame after all
-                self._shedding, self._debt = False, 0
-                self.cushion.keep()
-                self._new_window()
-                return
-            voiced = force = False
         if self._debt > 0:
             self._debt = max(0, self._debt - fifo.expand(self._debt, voiced=voiced, force=force))
             if self._debt < fifo.min_lag:
@@ -334,7 +320,6 @@ class DownlinkSink:
         self._debt = min(0, self._debt + removed)
         if -self._debt < fifo.min_lag:
             self._debt = 0  # less than the shortest period: within the hysteresis
-            self._shedding = False
             self._new_window()
 
     def detach(self) -> None:
