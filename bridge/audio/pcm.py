@@ -16,6 +16,16 @@ Pcm = npt.NDArray[np.int16]
 """A mono s16 PCM buffer."""
 
 
+QUIET_PEAK = 200
+"""A frame whose samples all stay within this (−44 dBFS) is silence: a listener cannot miss it
+when it is dropped, repeated, or shortened (``engines/tick_aim.py``, ``media/frames.py``)."""
+
+
+def quiet(pcm: Pcm) -> bool:
+    """Whether ``pcm`` is silence (:data:`QUIET_PEAK`)."""
+    return bool(pcm.size) and int(np.abs(pcm).max()) <= QUIET_PEAK
+
+
 def s16_to_f32(pcm: Pcm) -> npt.NDArray[np.float32]:
     """Convert s16 to float32 in [-1, 1) (divides by 32768, so -32768 maps to -1.0)."""
     return pcm.astype(np.float32) * np.float32(1.0 / 32768.0)

@@ -15,11 +15,11 @@ import aiohttp
 import numpy as np
 
 from ..audio import FRAME_SAMPLES
-from ..audio.pcm import Pcm
+from ..audio.pcm import Pcm, quiet
 from ..errors import EngineError
 from .base import EngineStats
 from .channels import MediaChannel, MediaClosed, MediaFatal
-from .tick_aim import TickAim, quiet
+from .tick_aim import TickAim
 
 log = logging.getLogger(__name__)
 

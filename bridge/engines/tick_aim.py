@@ -18,22 +18,11 @@ frame as it comes loses nothing but the shift itself.
 
 from __future__ import annotations
 
-import numpy as np
-
-from ..audio.pcm import FRAME_MS, Pcm
+from ..audio.pcm import FRAME_MS
 
 AHEAD = 0.0015
 """Seconds a frame should reach the engine before its tick, beyond the socket's one-way
 delay: the engine's reader may be a wake-up behind (our own send's lateness is in ``now``)."""
-
-QUIET_PEAK = 200
-"""A frame whose samples all stay within this (−44 dBFS) is silence a listener cannot miss
-when it is dropped or sent twice."""
-
-
-def quiet(pcm: Pcm) -> bool:
-    """Whether ``pcm`` is silence a shift may take or repeat."""
-    return bool(pcm.size) and int(np.abs(pcm).max()) <= QUIET_PEAK
 
 
 class TickAim:

@@ -7,37 +7,40 @@ from ..audio.pcm import FRAME_MS, FRAME_SAMPLES
 
 
 class Cushion:
-    """How many frames a :class:`DownlinkSink` keeps its depth at: one while the engine's
-    frames come early enough, else :data:`FRAMES`.
+    """How many frames a :class:`DownlinkSink` keeps its depth at: :data:`FRAMES`, or one once
+    the engine's frames have shown they come early enough.
 
     An engine next to the worker sends its chunks on a steady clock, and a second frame held is
     20 ms of delay that nothing needs; one across a network, or on a busy host, sends them with
     jitter, and a frame that slips a tick must still find one held. So, as a browser's NetEq
-    sizes its buffer from measured arrivals, a call starts with one frame held and takes the
-    second at the first window whose latest frame would not have come :data:`LEAD_SPARE` before
-    its tick with one held, plus the spread of that lead over the last
-    :data:`SPREAD_WINDOWS` windows (the jitter seen), or in which a frame came too late
-    (bridged or concealed). It keeps the second for the rest of the call: a frame taken out
-    again mid-call is a jump in the delay that a listener (and PESQ-WB) hears, and an engine
-    that was late once will be again.
+    sizes its buffer from measured arrivals: a call starts with two, and gives one up once,
+    after :data:`SHED_WINDOWS` windows in a row whose latest frame would still have come
+    :data:`LEAD_SPARE` before its tick with one held, plus the spread of that lead over those
+    windows (the jitter seen). The sink takes it out only in a long silence (``frames.py``),
+    where a jump in the delay is not heard. At the first window after that whose lead falls
+    short, or in which a frame came too late (bridged or concealed), the second frame is taken
+    back for the rest of the call: an engine that was late once will be again, and a delay
+    that keeps moving is heard.
     """
 
     FRAMES = 2
-    """Frames held once the frames do not lead: a frame that slips a tick still finds one
-    (docs/quality.md, *Delay*: 1.5 saved 18 ms of downlink transit but scored lower downlink
-    PESQ on a loaded machine)."""
+    """Frames held until the frames are known to lead: a frame that slips a tick still finds
+    one (docs/quality.md, *Delay*: 1.5 saved 18 ms of downlink transit but scored lower
+    downlink PESQ on a loaded machine)."""
     LEAD_SPARE = 0.0025
     """Seconds the latest frame of a window must have come before its tick, one frame held,
     beyond the spread of that lead: a wake-up's lateness (an engine next to the worker spreads
     it by under a millisecond; a busy or distant one by more)."""
-    SPREAD_WINDOWS = 4
+    SHED_WINDOWS = 4
 
     def __init__(self) -> None:
-        self.frames = 1
+        self.frames = self.FRAMES
         """Frames the depth is kept at now."""
         self.lead = float("inf")
         """The least time a frame fed this window waited between arriving and its tick (the
         sink keeps it)."""
+        self.final = False
+        """The one frame was given up and taken back, or never could be: two from now on."""
         self._late_seen = 0
         self._spares: list[float] = []
         """The last windows' leads with one frame held."""
@@ -45,13 +48,19 @@ class Cushion:
     def choose(self, floor: int, late: int) -> int:
         """The frames to hold after a window whose least depth before a tick was ``floor``
         samples; ``late``: the sink's count of frames that came too late, so far."""
-        if self.frames >= self.FRAMES:
-            return self.frames
         held = max(1, floor // FRAME_SAMPLES)  # a part frame held is delay, not safety
         spares = self._spares
         spares.append(self.lead - (held - 1) * FRAME_MS / 1000)  # the latest frame's, one held
-        del spares[: -self.SPREAD_WINDOWS]
+        del spares[: -self.SHED_WINDOWS]
         was_late, self._late_seen = late != self._late_seen, late
         if was_late or min(spares) < self.LEAD_SPARE + (max(spares) - min(spares)):
-            self.frames = self.FRAMES
+            if self.frames < self.FRAMES:
+                self.keep()
+            spares.clear()
+        elif not self.final and len(spares) == self.SHED_WINDOWS:
+            self.frames = 1
         return self.frames
+
+    def keep(self) -> None:
+        """Hold :data:`FRAMES` for the rest of the call."""
+        self.frames, self.final = self.FRAMES, True

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..audio import JitterBuffer
-from ..audio.pcm import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Pcm
+from ..audio.pcm import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Pcm, quiet
 from ..audio.stretch import PlayoutFifo, licence
 from .cushion import Cushion
 from .stats import BusStats
@@ -32,6 +32,14 @@ def downlink_jitter() -> JitterBuffer[BusFrame]:
     clock drift itself."""
     return JitterBuffer(follow_clock=True)
 
+
+SHED_WAIT = 20.0
+"""Seconds the frame a cushion gave up may wait for a long silence to be taken out in; with
+none (music, a tone, a monologue) the frame is kept for the call, and drift followed again."""
+SILENCE_FRAMES = 10
+"""Frames of silence (200 ms) played before a frame given up is taken out: a pause between
+sentences, where a 20 ms jump in the delay is not heard (nor marked down by PESQ-WB, which
+aligns each utterance on its own), not one between words."""
 
 CLOCKED_FRAMES = 3
 """Frames from a producer on the worker clock that may wait for the listener's sender (60 ms),
@@ -74,9 +82,9 @@ class DownlinkSink:
     (one frame while the engine's frames come early enough, else two: :class:`Cushion`) it
     owes what is missing — at once if less than half a frame (drift is a few samples a
     window), else only if the next window is short too (one chunk that slipped a tick is what
-    the cushion absorbs); a frame or more above two frames for two windows in a row, it owes
-    the excess (a depth that a one-frame cushion did not need is still not taken out
-    mid-call: a jump in the delay is heard). The debt is paid a pitch period
+    the cushion absorbs); a frame or more above it for two windows in a row, it owes the
+    excess (the frame a cushion gives up is taken out only in a long silence). The debt is
+    paid a pitch period
     at a time (WSOLA accelerate / expand) where it is not heard, by the drift rule the Opus
     receiver follows too (``bridge.audio.stretch.licence``): in a pause, then in voiced speech,
     then anywhere with a cross-fade. Never a whole frame dropped or inserted.
@@ -117,6 +125,10 @@ class DownlinkSink:
         """Of those, the ones that came late (not a shortfall the sink's own removal left: a
         pitch period may take a few samples more than was owed)."""
         self._removed_tick = -(1 << 30)
+        self._shedding = False
+        """The debt is the frame the cushion gave up (taken out only in a long silence)."""
+        self._quiet_run = 0
+        """Frames of silence played in a row, counted while :attr:`_shedding`."""
         self._ticks = 0
         self._window_start = 0
         self._window_min = 1 << 30
@@ -187,6 +199,8 @@ class DownlinkSink:
         if self._debt:
             self._stretch(now)
         pcm = fifo.take()
+        if self._shedding:
+            self._quiet_run = self._quiet_run + 1 if quiet(pcm) else 0
         self._last = pcm
         return pcm
 
@@ -283,9 +297,8 @@ class DownlinkSink:
             return
         floor = self._window_min
         target = self.cushion.choose(floor, self.slips + self.concealed) * n
-        ceiling = Cushion.FRAMES * n  # the depth delay is taken away down to (the class doc)
         self._new_window()
-        self._deep_windows = self._deep_windows + 1 if floor >= ceiling + n else 0
+        self._deep_windows = self._deep_windows + 1 if floor >= target + n else 0
         self._short_windows = self._short_windows + 1 if floor < target else 0
         if floor < target:
             # A drifting clock lowers the floor a few samples a window (2000 ppm: 32); one
@@ -295,10 +308,12 @@ class DownlinkSink:
             if target - floor < n // 2 or self._short_windows >= 2:
                 self._debt = target - floor  # up to the cushion
                 self._short_windows = 0
-        elif self._deep_windows >= 2:
-            # A frame or more beyond the cushion's most for two windows in a row: not the phase
-            # of one late chunk (which only ever lowers a floor), the engine's clock running fast.
-            self._debt = ceiling - floor
+        elif self._deep_windows >= 2 or (floor >= target + n and target < Cushion.FRAMES * n):
+            # A frame or more beyond the cushion for two windows in a row: not the phase of
+            # one late chunk (which only ever lowers a floor), the engine's clock running fast;
+            # or the frame the cushion gave up, taken out only in a long silence (_stretch).
+            self._shedding = self._deep_windows < 2
+            self._debt = target - floor
             self._deep_windows = 0
         self._debt_since = self._ticks
 
@@ -306,6 +321,15 @@ class DownlinkSink:
         fifo, n = self.fifo, FRAME_SAMPLES
         waited = (self._ticks - self._debt_since) * FRAME_MS / 1000
         voiced, force = licence(waited, grow=self._debt > 0)
+        if self._shedding:
+            if waited > SHED_WAIT:  # no long silence came: keep the frame after all
+                self._shedding, self._debt = False, 0
+                self.cushion.keep()
+                self._new_window()
+                return
+            if self._quiet_run < SILENCE_FRAMES:
+                return
+            voiced = force = False
         if self._debt > 0:
             self._debt = max(0, self._debt - fifo.expand(self._debt, voiced=voiced, force=force))
             if self._debt < fifo.min_lag:
@@ -320,6 +344,7 @@ class DownlinkSink:
         self._debt = min(0, self._debt + removed)
         if -self._debt < fifo.min_lag:
             self._debt = 0  # less than the shortest period: within the hysteresis
+            self._shedding = False
             self._new_window()
 
     def detach(self) -> None:
