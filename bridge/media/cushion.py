@@ -16,11 +16,14 @@ class Cushion:
     sizes its buffer from measured arrivals: a call starts with two, and gives one up once,
     after :data:`SHED_WINDOWS` windows in a row whose latest frame would still have come
     :data:`LEAD_SPARE` before its tick with one held, plus the spread of that lead over those
-    windows (the jitter seen). The sink takes it out only in a long silence (``frames.py``),
-    where a jump in the delay is not heard. At the first window after that whose lead falls
-    short, or in which a frame came too late (bridged or concealed), the second frame is taken
-    back for the rest of the call: an engine that was late once will be again, and a delay
-    that keeps moving is heard.
+    windows (the jitter seen); at the first window if the depth holds no more than one yet (a
+    steady engine's start: nothing is stretched at all). The sink takes a held frame out only
+    in a long silence (``frames.py``), where a jump in the delay is not heard. At the first
+    window after that whose lead falls short, or in which a frame came too late (bridged or
+    concealed), the second frame is taken back for the rest of the call (in a long silence
+    too, if no frame came late: a lead that runs short is a clock walking, which leaves
+    seconds): an engine that was late once will be again, and a delay that keeps moving is
+    heard.
     """
 
     FRAMES = 2
@@ -41,6 +44,9 @@ class Cushion:
         sink keeps it)."""
         self.final = False
         """The one frame was given up and taken back, or never could be: two from now on."""
+        self.grow_quietly = False
+        """Taken back because the lead runs short, not because a frame came late: there is
+        time to add the frame in a long silence (the sink reads and clears it)."""
         self._late_seen = 0
         self._spares: list[float] = []
         """The last windows' leads with one frame held."""
@@ -56,9 +62,10 @@ class Cushion:
         if was_late or min(spares) < self.LEAD_SPARE + (max(spares) - min(spares)):
             if self.frames < self.FRAMES:
                 self.keep()
+                self.grow_quietly = not was_late
             spares.clear()
-        elif not self.final and len(spares) == self.SHED_WINDOWS:
-            self.frames = 1
+        elif not self.final and (held <= 1 or len(spares) == self.SHED_WINDOWS):
+            self.frames = 1  # at once when the depth holds no more: nothing to take out
         return self.frames
 
     def keep(self) -> None:

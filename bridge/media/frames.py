@@ -36,6 +36,9 @@ def downlink_jitter() -> JitterBuffer[BusFrame]:
 SHED_WAIT = 20.0
 """Seconds the frame a cushion gave up may wait for a long silence to be taken out in; with
 none (music, a tone, a monologue) the frame is kept for the call, and drift followed again."""
+GROW_WAIT = 4.0
+"""Seconds a frame the cushion takes back may wait for a long silence to be added in, before
+the drift rule's (voiced speech, then anywhere): its lead is short, not gone."""
 SILENCE_FRAMES = 10
 """Frames of silence (200 ms) played before a frame given up is taken out: a pause between
 sentences, where a 20 ms jump in the delay is not heard (nor marked down by PESQ-WB, which
@@ -125,10 +128,10 @@ class DownlinkSink:
         """Of those, the ones that came late (not a shortfall the sink's own removal left: a
         pitch period may take a few samples more than was owed)."""
         self._removed_tick = -(1 << 30)
-        self._shedding = False
-        """The debt is the frame the cushion gave up (taken out only in a long silence)."""
+        self._in_silence = False
+        """The debt is the cushion's frame, given up or taken back: paid in a long silence."""
         self._quiet_run = 0
-        """Frames of silence played in a row, counted while :attr:`_shedding`."""
+        """Frames of silence played in a row, counted while :attr:`_in_silence`."""
         self._ticks = 0
         self._window_start = 0
         self._window_min = 1 << 30
@@ -199,7 +202,7 @@ class DownlinkSink:
         if self._debt:
             self._stretch(now)
         pcm = fifo.take()
-        if self._shedding:
+        if self._in_silence:
             self._quiet_run = self._quiet_run + 1 if quiet(pcm) else 0
         self._last = pcm
         return pcm
@@ -308,11 +311,12 @@ class DownlinkSink:
             if target - floor < n // 2 or self._short_windows >= 2:
                 self._debt = target - floor  # up to the cushion
                 self._short_windows = 0
+                self._in_silence, self.cushion.grow_quietly = self.cushion.grow_quietly, False
         elif self._deep_windows >= 2 or (floor >= target + n and target < Cushion.FRAMES * n):
             # A frame or more beyond the cushion for two windows in a row: not the phase of
             # one late chunk (which only ever lowers a floor), the engine's clock running fast;
             # or the frame the cushion gave up, taken out only in a long silence (_stretch).
-            self._shedding = self._deep_windows < 2
+            self._in_silence = self._deep_windows < 2
             self._debt = target - floor
             self._deep_windows = 0
         self._debt_since = self._ticks
@@ -321,19 +325,23 @@ class DownlinkSink:
         fifo, n = self.fifo, FRAME_SAMPLES
         waited = (self._ticks - self._debt_since) * FRAME_MS / 1000
         voiced, force = licence(waited, grow=self._debt > 0)
-        if self._shedding:
-            if waited > SHED_WAIT:  # no long silence came: keep the frame after all
-                self._shedding, self._debt = False, 0
+        if self._in_silence:
+            if self._debt < 0 and waited > SHED_WAIT:  # no long silence: keep the frame
+                self._in_silence, self._debt = False, 0
                 self.cushion.keep()
                 self._new_window()
                 return
-            if self._quiet_run < SILENCE_FRAMES:
+            if self._debt > 0 and waited > GROW_WAIT:
+                self._in_silence = False  # the drift rule's licence from here
+            elif self._quiet_run < SILENCE_FRAMES:
                 return
-            voiced = force = False
+            else:
+                voiced = force = False
         if self._debt > 0:
             self._debt = max(0, self._debt - fifo.expand(self._debt, voiced=voiced, force=force))
             if self._debt < fifo.min_lag:
                 self._debt = 0
+                self._in_silence = False
                 self._new_window()
             return
         if fifo.held < n + 2 * fifo.max_lag + fifo.window:
@@ -344,7 +352,7 @@ class DownlinkSink:
         self._debt = min(0, self._debt + removed)
         if -self._debt < fifo.min_lag:
             self._debt = 0  # less than the shortest period: within the hysteresis
-            self._shedding = False
+            self._in_silence = False
             self._new_window()
 
     def detach(self) -> None:
