@@ -29,17 +29,17 @@ class TickAim:
     """The engine's frame clock, learnt from when its frames arrive, and where our frame
     boundary should be against it.
 
-    ``period``: the engine's frame (s); ``round_trip``: the socket's round trip (s), bounded
-    by its opening (a TCP handshake and the upgrade's request and answer: two round trips), of
-    which a frame needs half. A frame counts only when it comes a period (±¼) after the one
-    before, so a burst after a stall teaches nothing. An arrival earlier than predicted moves
-    the estimate at once (the network only ever delays); a later one by a sixteenth (a
-    drifting clock walks slowly, jitter does not last).
+    ``period``: the engine's frame (s); ``opening``: how long the socket took to open (s): a
+    TCP handshake and the upgrade's request and answer, two round trips, of which half bounds
+    the one-way delay a frame must be sent ahead by. A frame counts only when it comes a
+    period (±¼) after the one before, so a burst after a stall teaches nothing. An arrival
+    earlier than predicted moves the estimate at once (the network only ever delays); a later
+    one by a sixteenth (a drifting clock walks slowly, jitter does not last).
     """
 
-    def __init__(self, period: float, round_trip: float = 0.0) -> None:
+    def __init__(self, period: float, opening: float = 0.0) -> None:
         self.period = period
-        self.ahead = AHEAD + round_trip / 2
+        self.ahead = AHEAD + opening / 2
         """Seconds before the engine's tick a frame is aimed to be sent."""
         self.due: float | None = None
         """When the engine's next frame is expected (``time.monotonic()``)."""

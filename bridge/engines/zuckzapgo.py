@@ -83,9 +83,9 @@ class ZuckZapGoMedia(PcmStreamMedia):
         ws: aiohttp.ClientWebSocketResponse,
         call_id: str,
         stats: EngineStats,
-        round_trip: float = 0.0,
+        opening: float = 0.0,
     ) -> None:
-        aim = TickAim(ENGINE_FRAME_SAMPLES / SAMPLE_RATE, round_trip)
+        aim = TickAim(ENGINE_FRAME_SAMPLES / SAMPLE_RATE, opening)
         super().__init__(ws, call_id, stats, batch_samples=ENGINE_FRAME_SAMPLES, aim=aim)
 
 
@@ -165,11 +165,10 @@ class ZuckZapGoEngine(PollingEngine):
                 )
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise MediaClosed(f"cannot open the media socket: {exc}") from exc
-            # The opening's time bounds the socket's round trip (a TCP handshake and the
-            # upgrade's request and answer): what a frame aimed at the engine's tick allows
-            # for (``tick_aim.py``).
-            opened = time.monotonic() - started
-            return ZuckZapGoMedia(ws, engine_call_id, self.stats, round_trip=opened)
+            # The opening's time bounds the socket's delay, which a frame aimed at the
+            # engine's tick must allow for (``tick_aim.py``).
+            opening = time.monotonic() - started
+            return ZuckZapGoMedia(ws, engine_call_id, self.stats, opening=opening)
 
         return await self.reconnecting(engine_call_id, connect)
 

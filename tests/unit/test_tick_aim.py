@@ -129,10 +129,10 @@ def test_an_unknown_clock_moves_nothing() -> None:
     assert aim.due == pytest.approx(1.121)
 
 
-def test_the_round_trip_is_kept_ahead() -> None:
+def test_half_the_opening_is_kept_ahead() -> None:
     """A socket whose opening took 10 ms (two round trips) aims its batches 6.5 ms ahead of
     the engine's tick: half of that, and a wake-up's 1.5 ms."""
-    aim = TickAim(PERIOD, round_trip=0.010)
+    aim = TickAim(PERIOD, opening=0.010)
     assert aim.ahead == pytest.approx(0.0065)
     aim.heard(0.0)
     aim.heard(0.06)  # the engine's frames come at 0, 60, 120 ms ...
