@@ -30,7 +30,7 @@ import aiohttp
 from aiohttp import web
 
 from bench.quality import stamped
-from bench.run import free_port
+from tests.support.ports import free_port
 from tests.support.processes import wait_healthy
 
 APPS = 10

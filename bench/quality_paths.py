@@ -390,7 +390,7 @@ class Bridge:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        from tests.support.processes import free_port
+        from tests.support.ports import free_port
 
         self.port = self.port or free_port()
         env = dict(
@@ -728,7 +728,7 @@ async def cloudapi(
     ``whatsapp_speech`` is what it says (else the same speech as the browser)."""
     from aiohttp import web
 
-    from tests.support.processes import free_port
+    from tests.support.ports import free_port
 
     restrict_to_loopback()
     meta_port, bridge_port = free_port(), free_port()

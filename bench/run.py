@@ -39,7 +39,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -52,18 +51,13 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.cluster import start_redis, tree, worker_env
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TASKSET = shutil.which("taskset") if (os.cpu_count() or 1) >= 2 else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pinned(cpu: int, argv: list[str]) -> list[str]:

@@ -32,7 +32,7 @@ from bridge.config import ConfigError, all_fields, env_name, load_settings
 from bridge.startup import WEB_FILES
 
 from ..support.cluster import Http
-from ..support.processes import free_port
+from ..support.ports import free_port
 from ..support.requires import require
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import dominant_frequency

@@ -8,7 +8,8 @@ import re
 import shutil
 from pathlib import Path
 
-from ..support.processes import free_port, spawn_bridge, stop_process
+from ..support.ports import free_port
+from ..support.processes import spawn_bridge, stop_process
 from ..support.requires import require
 
 ROOT = Path(__file__).resolve().parents[2]

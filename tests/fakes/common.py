@@ -11,7 +11,7 @@ from aiohttp import WSMsgType, web
 
 from bridge.audio import tone
 
-from ..support.processes import free_port
+from ..support.ports import free_port
 
 
 @dataclass

@@ -36,7 +36,8 @@ from ..support.cluster import (
     sse_events,
     wait_call,
 )
-from ..support.processes import free_port, spawn_bridge
+from ..support.ports import free_port
+from ..support.processes import spawn_bridge
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import dominant_frequency
 from ..support.waits import until

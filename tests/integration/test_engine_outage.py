@@ -23,7 +23,8 @@ from bridge.audio import rms_dbfs
 
 from ..fakes.common import FakeCall
 from ..support.calls import wait_state
-from ..support.processes import free_port, spawn_bridge, wait_healthy
+from ..support.ports import free_port
+from ..support.processes import spawn_bridge, wait_healthy
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import dominant_frequency
 from ..support.waits import until

@@ -45,7 +45,8 @@ from ..support.cluster import (
     sse_events,
     wait_call,
 )
-from ..support.processes import free_port, spawn_bridge
+from ..support.ports import free_port
+from ..support.processes import spawn_bridge
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import band_energy
 from ..support.waits import until

@@ -19,7 +19,8 @@ from bridge.api.errors import error_code, error_response
 from bridge.api.schema import call_body_routes, openapi_document, validate_body
 from bridge.errors import BadRequest
 
-from ..support.processes import free_port, spawn_bridge, wait_healthy
+from ..support.ports import free_port
+from ..support.processes import spawn_bridge, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC_FILE = ROOT / "bridge" / "api" / "openapi.yaml"

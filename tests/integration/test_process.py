@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 
 from ..support.cluster import Http
-from ..support.processes import free_port, spawn_bridge, wait_healthy
+from ..support.ports import free_port
+from ..support.processes import spawn_bridge, wait_healthy
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import dominant_frequency
 

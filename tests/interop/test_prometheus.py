@@ -8,7 +8,7 @@ from pathlib import Path
 
 import aiohttp
 
-from ..support.processes import free_port
+from ..support.ports import free_port
 from ..support.requires import require
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"

@@ -25,7 +25,7 @@ from bridge.audio.g711 import ulaw_encode
 
 from ..support.audio_files import make
 from ..support.calls import peer_heard, sim_call, wait_state
-from ..support.processes import free_port
+from ..support.ports import free_port
 from ..support.sipp import Sipp, tools_missing
 from ..support.spectrum import assert_hears
 from ..support.waits import until, until_passes

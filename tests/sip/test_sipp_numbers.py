@@ -21,7 +21,7 @@ from bridge.numbers.model import DEFAULT_NUMBER
 from ..fakes.cloudapi import MetaPeer, sip_answer
 from ..integration.test_engine_cloudapi import assert_tone, heard
 from ..support.calls import wait_state
-from ..support.processes import free_port
+from ..support.ports import free_port
 from ..support.rtc_client import RtcClient
 from ..support.sipp import TlsHops, _spawn, wait_port
 from .conftest import NUMBER, PASSWORD

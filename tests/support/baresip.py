@@ -8,32 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from .processes import free_port, stop_process
+from .ports import free_port, free_ports
+from .processes import stop_process
 from .tls import TestCA
 from .waits import until
 
 MODULES = "/usr/lib/baresip/modules"
-
-
-def free_pair() -> int:
-    """A port whose next one is free too (baresip's TLS listener is its SIP port + 1)."""
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no free port pair")
 
 
 class Baresip:
@@ -82,7 +67,7 @@ class Baresip:
 
     def _new_ports(self) -> None:
         """Fresh ports: the SIP port and the one after it (its TLS listener), the control port."""
-        self.port = free_pair()
+        self.port = free_ports(2)
         self.tls_port = self.port + 1
         self.ctrl_port = free_port()
 

@@ -15,7 +15,8 @@ import aiohttp
 
 from bench.cluster import start_redis
 
-from .processes import free_port, spawn_bridge, stop_process
+from .ports import free_port
+from .processes import spawn_bridge, stop_process
 from .requires import require
 
 REDIS_SERVER = shutil.which("redis-server")

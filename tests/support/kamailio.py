@@ -11,7 +11,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .processes import free_port, stop_process
+from .ports import free_port
+from .processes import stop_process
 from .waits import until
 
 MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules"

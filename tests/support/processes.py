@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 from pathlib import Path
 
@@ -58,9 +57,3 @@ async def wait_healthy(base: str, timeout: float = 10.0) -> None:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"{base} never became healthy")
             await asyncio.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -21,7 +21,7 @@ import shutil
 import signal
 from pathlib import Path
 
-from .processes import free_port
+from .ports import free_port
 from .tls import CertPair, TestCA
 from .waits import wait_port
 

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .processes import free_port, stop_process
+from .ports import free_port
+from .processes import stop_process
 from .waits import until
 
 RATE = 8000
