@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -223,6 +224,24 @@ class CertFiles:
         return True
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking TCP listening socket on ``host:port`` (``""``: every address, IPv6 and
+    IPv4 where the system allows both on one socket)."""
+    if not host:
+        dual = socket.has_dualstack_ipv6()
+        sock = socket.create_server(
+            ("", port),
+            family=socket.AF_INET6 if dual else socket.AF_INET,
+            dualstack_ipv6=dual,
+            backlog=MAX_CONNECTIONS,
+        )
+    else:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=MAX_CONNECTIONS)
+    sock.setblocking(False)
+    return sock
+
+
 def client_context(ca_file: str = "") -> ssl.SSLContext:
     """Outbound TLS: the peer's certificate and name verified (system CAs + ``ca_file``).
     No ALPN is offered (nothing calls ``set_alpn_protocols``): Meta's edge answers an ALPN
@@ -259,6 +278,9 @@ class Listener:
         """Called with a ``400`` to send for a framed but malformed message."""
         self.connections: set[Connection] = set()
         self._server: asyncio.Server | None = None
+        """A trunk's plain TCP server."""
+        self._socket: socket.socket | None = None
+        """The TLS listener's socket (accepted by :meth:`_accept_loop`)."""
         self._tasks = TaskSet("sip-transport")
         self.refused = 0
         self.port = 0
@@ -277,39 +299,78 @@ class Listener:
             return conn
 
     async def start(self, host: str, port: int) -> None:
-        # TLS is started per connection in _accept, not by the server: a failed handshake
-        # (a client certificate that does not verify) is then ours to log.
-        self._server = await asyncio.start_server(
-            self._accept, host or None, port, limit=MAX_HEAD + 8
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        if self.certs is not None:
-            self._tasks.spawn(self._watch_certs(self.certs), "cert-reload")
+        if self.certs is None:
+            self._server = await asyncio.start_server(
+                self._accept_tcp, host or None, port, limit=MAX_HEAD + 8
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+            return
+        # TLS: connections are accepted here and each handed to its handshake before anything
+        # reads from it (see _handshake); a failed handshake is then ours to log.
+        self._socket = listening_socket(host, port)
+        self.port = self._socket.getsockname()[1]
+        self._tasks.spawn(self._accept_loop(self._socket), "tls-accept")
+        self._tasks.spawn(self._watch_certs(self.certs), "cert-reload")
 
     async def _watch_certs(self, certs: CertFiles) -> None:
         while True:
             await asyncio.sleep(RELOAD_EVERY)
             certs.check()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _full(self) -> bool:
         if len(self.connections) >= MAX_CONNECTIONS or self._tasks.closed:
             self.refused += 1
+            return True
+        return False
+
+    async def _accept_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._full():
             writer.close()
             return
-        peer = writer.get_extra_info("peername") or ("?", 0)
-        if self.certs is None:
-            await self._run(Connection(reader, writer, inbound=True, tls=False))
-            return
+        await self._run(Connection(reader, writer, inbound=True, tls=False))
+
+    async def _accept_loop(self, listening: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _addr = await loop.sock_accept(listening)
+            except OSError as exc:  # out of descriptors, say: the next accept may work
+                log.warning("SIP TLS: accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            if self._full():
+                sock.close()
+                continue
+            peer = sock.getpeername()
+            self._tasks.spawn(self._handshake(sock), f"tls:{peer[0]}:{peer[1]}")
+
+    async def _handshake(self, sock: socket.socket) -> None:
+        """TLS on a socket nothing has read from yet. Accepting plain TCP with a stream and
+        starting TLS on it afterwards (``StreamWriter.start_tls``) loses a client hello that
+        arrives in between, in a buffer the TLS layer never reads: the handshake then waits out
+        its timeout (under uvloop, most connections from another process)."""
+        assert self.certs is not None
+        loop = asyncio.get_running_loop()
+        peer = sock.getpeername()
+        reader = asyncio.StreamReader(limit=MAX_HEAD + 8)
+        protocol = asyncio.StreamReaderProtocol(reader)
         try:
-            await writer.start_tls(self.certs.context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+            # (Ours, not the protocol it returns: uvloop returns its TLS protocol there.)
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol,
+                sock,
+                ssl=self.certs.context,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            )
         except ssl.SSLCertVerificationError as exc:
             log.warning("SIP TLS from %s:%s: client certificate refused: %s", *peer[:2], exc)
-            writer.close()
+            sock.close()
             return
         except (OSError, TimeoutError, ssl.SSLError, ConnectionError) as exc:
             log.info("SIP TLS from %s:%s: handshake failed: %s", *peer[:2], exc)
-            writer.close()
+            sock.close()
             return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         await self._run(Connection(reader, writer, inbound=True))
 
     def serve(self, conn: Connection) -> None:
@@ -343,6 +404,8 @@ class Listener:
         if self._server is not None:
             self._server.close()
         await self._tasks.close(timeout=2.0)
+        if self._socket is not None:
+            self._socket.close()
         for conn in [*self.connections, *self._outbound.values()]:
             await conn.close()
         self._outbound.clear()

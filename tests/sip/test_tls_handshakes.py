@@ -1,0 +1,172 @@
+"""The SIP listener completes every TLS handshake at once: hundreds in a row and in parallel,
+with SNI of a configured name, of an unknown name and without SNI, with and without a client
+certificate. A single stall fails the test (each handshake is bounded far below the listener's
+own 10 s timeout).
+
+The stall this guards against: the listener used to accept plain TCP and call
+``StreamWriter.start_tls`` from the accept task; a client hello that arrived before that task
+ran sat in the stream's read buffer, which the TLS layer never reads, and the handshake waited
+out its timeout (1–3 connections in 15 on an idle bridge)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bridge.sip.message import Message
+from bridge.sip.transport import CertFiles, Connection, Listener
+
+from ..support.tls import CertPair, TestCA
+
+
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
+    """Both loops: the bridge runs on uvloop, where the stall was most frequent."""
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        return uvloop.EventLoopPolicy()  # type: ignore[no-any-return]
+    return asyncio.DefaultEventLoopPolicy()
+
+
+HOST = "sip.bridge.example"
+OTHER = "sip.other.example"
+BOUND = 3.0  # seconds: one handshake on loopback takes milliseconds
+
+
+class Served:
+    def __init__(self, listener: Listener, ca: TestCA, client: CertPair) -> None:
+        self.listener = listener
+        self.ca = ca
+        self.client = client
+
+    @property
+    def port(self) -> int:
+        return self.listener.port
+
+    def context(self, *, with_client_cert: bool = False) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca.path))
+        if with_client_cert:
+            ctx.load_cert_chain(self.client.cert, self.client.key)
+        return ctx
+
+    async def handshake(self, server_name: str | None, *, with_client_cert: bool = False) -> str:
+        """One TLS connection, bounded by ``BOUND``: the name on the certificate it got."""
+        ctx = self.context(with_client_cert=with_client_cert)
+        if server_name not in (HOST, OTHER):
+            # No SNI, or a name we have no certificate for: the default pair, checked
+            # against the CA only.
+            ctx.check_hostname = False
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                "127.0.0.1", self.port, ssl=ctx, server_hostname=server_name or None
+            ),
+            BOUND,
+        )
+        try:
+            cert = writer.get_extra_info("peercert")
+            return str(dict(x[0] for x in cert["subject"])["commonName"])
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+
+async def refused(port: int, ctx: ssl.SSLContext) -> bool:
+    """The listener ends the connection within ``BOUND``: an alert during the handshake, or
+    (TLS 1.3, where the client's side of the handshake ends before the server has judged its
+    certificate) with the first read."""
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=HOST), BOUND
+        )
+    except (ssl.SSLError, ConnectionError):
+        return True
+    try:
+        return await asyncio.wait_for(reader.read(1), BOUND) == b""
+    except (ssl.SSLError, ConnectionError):
+        return True
+    finally:
+        writer.close()
+
+
+async def _ignore(_msg: Message, _conn: Connection) -> None:
+    return None
+
+
+async def _ignore_bad(_bad: object, _conn: Connection) -> None:
+    return None
+
+
+async def _serve(tmp_path: Path, client_ca: str | None) -> AsyncIterator[Served]:
+    ca = TestCA(tmp_path)
+    main, other = ca.issue("main", HOST), ca.issue("other", OTHER)
+    client = ca.issue("client", "client.example")
+    certs = CertFiles(str(main.cert), str(main.key), client_ca=client_ca)
+    certs.names[OTHER] = CertFiles(str(other.cert), str(other.key), client_ca=client_ca)
+    listener = Listener(certs, _ignore, _ignore_bad)
+    await listener.start("127.0.0.1", 0)
+    try:
+        yield Served(listener, ca, client)
+    finally:
+        await listener.close()
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    async for s in _serve(tmp_path, None):
+        yield s
+
+
+@pytest.fixture
+async def served_mtls(tmp_path: Path) -> AsyncIterator[Served]:
+    async for s in _serve(tmp_path, str(tmp_path / "ca.pem")):
+        yield s
+
+
+async def test_five_hundred_handshakes_in_a_row_each_complete_at_once(served: Served) -> None:
+    names = [HOST, OTHER, "unknown.example", None]
+    got = [await served.handshake(names[i % 4]) for i in range(500)]
+    assert got.count(OTHER) == 125  # SNI of the second name: its own certificate
+    assert got.count(HOST) == 375  # the default pair: its name, an unknown one, none
+
+
+async def test_a_hundred_handshakes_at_once_all_complete(served: Served) -> None:
+    names = [HOST, OTHER, None, "unknown.example"]
+    got = await asyncio.gather(*(served.handshake(names[i % 4]) for i in range(100)))
+    assert sorted(set(got)) == [HOST, OTHER]
+
+
+async def test_client_certificates_verified_without_a_stall(
+    served_mtls: Served, tmp_path: Path
+) -> None:
+    for i in range(100):
+        assert await served_mtls.handshake(HOST, with_client_cert=i % 2 == 0) == HOST
+    # A certificate from a CA the listener does not trust is refused at once, with an alert.
+    (tmp_path / "stranger").mkdir()
+    stranger = TestCA(tmp_path / "stranger", "Stranger CA")
+    foreign = stranger.issue("foreign", "foreign.example")
+    ctx = served_mtls.context()
+    ctx.load_cert_chain(foreign.cert, foreign.key)
+    for _ in range(20):
+        assert await refused(served_mtls.port, ctx)
+    assert await served_mtls.handshake(HOST) == HOST  # and the listener still serves
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+async def test_openssl_s_client_in_a_row(served: Served) -> None:
+    for i in range(60):
+        args = ["openssl", "s_client", "-connect", f"127.0.0.1:{served.port}"]
+        args += ["-CAfile", str(served.ca.path), "-verify_return_error", "-brief"]
+        args += ["-servername", HOST] if i % 3 == 0 else ["-noservername"] if i % 3 == 1 else []
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), BOUND + 2)
+        assert b"CONNECTION ESTABLISHED" in out and b"Verification: OK" in out, out.decode()
