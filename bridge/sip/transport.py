@@ -1,10 +1,10 @@
 """SIP over TLS (RFC 3261 §18, §26.2; RFC 5246/8446 via Python's ``ssl``) on asyncio streams.
 
-* :class:`Listener`: the TLS server (port 5061 by default). It asks for no client
-  certificate (Meta's guidance) unless ``BRIDGE_SIP_VERIFY_CLIENT`` names one to check. Its
-  certificate and key are files, checked every :data:`RELOAD_EVERY` seconds and loaded into
-  the live ``SSLContext`` when they change: new handshakes use the new pair, live
-  connections and calls are untouched.
+* :class:`CertFiles`: the listener's (``listener.py``) certificate and key. It asks for no
+  client certificate (Meta's guidance) unless ``BRIDGE_SIP_VERIFY_CLIENT`` names one to
+  check. The files are checked every :data:`RELOAD_EVERY` seconds and loaded into the live
+  ``SSLContext`` when they change: new handshakes use the new pair, live connections and
+  calls are untouched.
 * :func:`connect`: an outbound TLS connection (to Meta's SIP host), the server's certificate
   verified against the system's CAs and ``BRIDGE_SIP_CA``.
 * :class:`Connection`: one TLS stream carrying SIP messages both ways. Framing is by
@@ -18,12 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..tasks import TaskSet
 from .message import (
     MAX_HEAD,
     Message,
@@ -224,24 +222,6 @@ class CertFiles:
         return True
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A non-blocking TCP listening socket on ``host:port`` (``""``: every address, IPv6 and
-    IPv4 where the system allows both on one socket)."""
-    if not host:
-        dual = socket.has_dualstack_ipv6()
-        sock = socket.create_server(
-            ("", port),
-            family=socket.AF_INET6 if dual else socket.AF_INET,
-            dualstack_ipv6=dual,
-            backlog=MAX_CONNECTIONS,
-        )
-    else:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.create_server((host, port), family=family, backlog=MAX_CONNECTIONS)
-    sock.setblocking(False)
-    return sock
-
-
 def client_context(ca_file: str = "") -> ssl.SSLContext:
     """Outbound TLS: the peer's certificate and name verified (system CAs + ``ca_file``).
     No ALPN is offered (nothing calls ``set_alpn_protocols``): Meta's edge answers an ALPN
@@ -264,156 +244,6 @@ async def connect(host: str, port: int, ctx: ssl.SSLContext | None) -> Connectio
         HANDSHAKE_TIMEOUT,
     )
     return Connection(reader, writer, inbound=False, tls=ctx is not None)
-
-
-class Listener:
-    """The TLS listener (plain TCP without ``certs``: a trunk's) and every connection it
-    serves (inbound, and the outbound ones :meth:`serve` is given), each read by its own task
-    and handed to ``handler``."""
-
-    def __init__(self, certs: CertFiles | None, handler: Handler, on_bad: BadHandler) -> None:
-        self.certs = certs
-        self.handler = handler
-        self.on_bad = on_bad
-        """Called with a ``400`` to send for a framed but malformed message."""
-        self.connections: set[Connection] = set()
-        self._server: asyncio.Server | None = None
-        """A trunk's plain TCP server."""
-        self._socket: socket.socket | None = None
-        """The TLS listener's socket (accepted by :meth:`_accept_loop`)."""
-        self._tasks = TaskSet("sip-transport")
-        self.refused = 0
-        self.port = 0
-        self._outbound: dict[tuple[str, int], Connection] = {}
-        self._dialing = asyncio.Lock()
-
-    async def dial(self, dest: tuple[str, int], ctx: ssl.SSLContext | None) -> Connection:
-        """An open connection to ``dest`` (reused, else made and served): TLS with ``ctx``,
-        plain TCP without."""
-        async with self._dialing:
-            conn = self._outbound.get(dest)
-            if conn is not None and conn.open:
-                return conn
-            conn = self._outbound[dest] = await connect(dest[0], dest[1], ctx)
-            self.serve(conn)
-            return conn
-
-    async def start(self, host: str, port: int) -> None:
-        if self.certs is None:
-            self._server = await asyncio.start_server(
-                self._accept_tcp, host or None, port, limit=MAX_HEAD + 8
-            )
-            self.port = self._server.sockets[0].getsockname()[1]
-            return
-        # TLS: connections are accepted here and each handed to its handshake before anything
-        # reads from it (see _handshake); a failed handshake is then ours to log.
-        self._socket = listening_socket(host, port)
-        self.port = self._socket.getsockname()[1]
-        self._tasks.spawn(self._accept_loop(self._socket), "tls-accept")
-        self._tasks.spawn(self._watch_certs(self.certs), "cert-reload")
-
-    async def _watch_certs(self, certs: CertFiles) -> None:
-        while True:
-            await asyncio.sleep(RELOAD_EVERY)
-            certs.check()
-
-    def _full(self) -> bool:
-        if len(self.connections) >= MAX_CONNECTIONS or self._tasks.closed:
-            self.refused += 1
-            return True
-        return False
-
-    async def _accept_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._full():
-            writer.close()
-            return
-        await self._run(Connection(reader, writer, inbound=True, tls=False))
-
-    async def _accept_loop(self, listening: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                sock, _addr = await loop.sock_accept(listening)
-            except OSError as exc:  # out of descriptors, say: the next accept may work
-                log.warning("SIP TLS: accept failed: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
-            if self._full():
-                sock.close()
-                continue
-            peer = sock.getpeername()
-            self._tasks.spawn(self._handshake(sock), f"tls:{peer[0]}:{peer[1]}")
-
-    async def _handshake(self, sock: socket.socket) -> None:
-        """TLS on a socket nothing has read from yet. Accepting plain TCP with a stream and
-        starting TLS on it afterwards (``StreamWriter.start_tls``) loses a client hello that
-        arrives in between, in a buffer the TLS layer never reads: the handshake then waits out
-        its timeout (under uvloop, most connections from another process)."""
-        assert self.certs is not None
-        loop = asyncio.get_running_loop()
-        peer = sock.getpeername()
-        reader = asyncio.StreamReader(limit=MAX_HEAD + 8)
-        protocol = asyncio.StreamReaderProtocol(reader)
-        try:
-            # (Ours, not the protocol it returns: uvloop returns its TLS protocol there.)
-            transport, _ = await loop.connect_accepted_socket(
-                lambda: protocol,
-                sock,
-                ssl=self.certs.context,
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
-            )
-        except ssl.SSLCertVerificationError as exc:
-            log.warning("SIP TLS from %s:%s: client certificate refused: %s", *peer[:2], exc)
-            sock.close()
-            return
-        except (OSError, TimeoutError, ssl.SSLError, ConnectionError) as exc:
-            log.info("SIP TLS from %s:%s: handshake failed: %s", *peer[:2], exc)
-            sock.close()
-            return
-        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        await self._run(Connection(reader, writer, inbound=True))
-
-    def serve(self, conn: Connection) -> None:
-        """Read an outbound connection's messages too (Meta's answers and requests)."""
-        self._tasks.spawn(self._run(conn), f"conn:{conn.peer[0]}:{conn.peer[1]}")
-
-    async def _run(self, conn: Connection) -> None:
-        self.connections.add(conn)
-        try:
-            while conn.open:
-                try:
-                    msg = await conn.read()
-                except BadMessage as bad:
-                    log.warning("SIP from %s:%d: malformed (%s)", *conn.peer, bad.why)
-                    await self.on_bad(bad, conn)
-                    break  # the framing is lost: one connection's cost
-                if msg is None:
-                    break
-                await self.handler(msg, conn)
-        except (SipParseError, TimeoutError, ConnectionError, ssl.SSLError, OSError) as exc:
-            log.info("SIP connection %s:%d ends: %s", *conn.peer, exc or type(exc).__name__)
-        except asyncio.IncompleteReadError:
-            pass
-        except Exception:  # a bug must cost this connection only, never the listener
-            log.exception("SIP connection %s:%d: unexpected error", *conn.peer)
-        finally:
-            self.connections.discard(conn)
-            await conn.close()
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        await self._tasks.close(timeout=2.0)
-        if self._socket is not None:
-            self._socket.close()
-        for conn in [*self.connections, *self._outbound.values()]:
-            await conn.close()
-        self._outbound.clear()
-        if self._server is not None:
-            try:
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-            except TimeoutError:
-                pass
 
 
 def bad_request(bad: BadMessage) -> Response:

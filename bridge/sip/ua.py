@@ -34,6 +34,7 @@ from .datagram import DatagramEndpoint
 from .dialog import Dialog, new_tag, reply
 from .digest import DigestServer
 from .headers import Address, Uri, Via
+from .listener import Listener
 from .message import Message, Request, Response, SipParseError
 from .transaction import (
     CallHandler,
@@ -44,7 +45,7 @@ from .transaction import (
     take_reinvite,
     unfit_invite,
 )
-from .transport import BadMessage, CertFiles, Connection, Listener, bad_request
+from .transport import BadMessage, CertFiles, Connection, bad_request
 from .trust import PeerPolicy, stamp_via
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from bridge.sip.listener import Listener
 from bridge.sip.message import Message
-from bridge.sip.transport import CertFiles, Connection, Listener
+from bridge.sip.transport import CertFiles, Connection
 
 from ..support.tls import CertPair, TestCA
 
