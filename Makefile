@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 RUNTIME = $(VENV)/.runtime
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit install system-deps node-deps web-deps bench bench-smoke soak clean \
+.PHONY: run test check test-stress lint typecheck unit install system-deps node-deps web-deps bench bench-smoke soak clean \
 	quality quality-deps
 
 $(PY):
@@ -68,10 +68,29 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy bridge
 
+# The suite on several workers (pytest-xdist: each test isolated, its own ports from its
+# worker's block, tests/support/ports.py), then the `serial` tests alone: their assertions need
+# the CPU to themselves (PESQ, delay, CPU figures). Most tests wait on sockets and timers, so
+# more workers than cores pays. docs/development.md.
+TEST_WORKERS ?= 4
+PYTEST_ARGS ?=
 unit: $(STAMP) system-deps node-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not serial" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:xdist -m serial $(PYTEST_ARGS)
 
 test: system-deps node-deps lint typecheck unit
+
+# The inner loop (docs/development.md): lint, types and the unit tests, on the workers.
+check: $(STAMP)
+	$(VENV)/bin/ruff check bridge tests bench examples pipecat_whatsapp_bridge
+	$(VENV)/bin/ruff format --check bridge tests bench examples pipecat_whatsapp_bridge
+	$(VENV)/bin/mypy bridge
+	$(PY) -m pytest -q -n $(TEST_WORKERS) tests/unit $(PYTEST_ARGS)
+
+# The whole suite with a noisy neighbour: one core kept busy by a burner this starts and stops
+# (by its pid) around `make unit`.
+test-stress: system-deps node-deps lint typecheck
+	$(PY) -m tests.support.burner -- $(MAKE) --no-print-directory unit
 
 # The benchmark: the bridge (sim engine; Cloud API engine against bench/meta.py) vs a bare
 # aiortc echo server, N concurrent calls (see bench/run.py).

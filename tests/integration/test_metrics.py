@@ -121,6 +121,7 @@ async def call_through(client, relay_every: int | None):
     return stats, relay
 
 
+@pytest.mark.serial
 async def test_loss_is_seen_and_lowers_mos(make_client) -> None:
     client = await make_client(stats_interval=0.5)
     clean, relay = await call_through(client, None)

@@ -53,6 +53,7 @@ def in_order(sent: list[bytes], browser: Any) -> tuple[int, int] | None:
     return start, own
 
 
+@pytest.mark.serial
 async def test_forwarding_is_bit_exact_and_loss_before_the_bridge_stays_a_gap(
     speech_6s: Any,
 ) -> None:
@@ -213,6 +214,7 @@ async def test_the_browsers_packets_reach_whatsapp_untouched_and_mute_switches_t
     assert (levels < 30).sum() > 30 and (levels > 300).sum() > 60
 
 
+@pytest.mark.serial
 async def test_nothing_forwarded_is_decoded_until_a_recording_asks_and_then_with_no_seam(
     tmp_path: Any,
 ) -> None:

@@ -12,6 +12,8 @@ from bench.speech import missing_tools, speech
 
 from ..support.requires import require
 
+pytestmark = pytest.mark.serial  # PESQ and delay: the CPU to itself
+
 require(
     not missing_tools(),
     "the quality bench's tools",

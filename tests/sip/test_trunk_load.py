@@ -14,7 +14,10 @@ from ..support.sipp import Sipp, tools_missing
 from ..support.waits import until
 from .test_sip_participant import of
 
-pytestmark = pytest.mark.skipif(bool(tools_missing()), reason=tools_missing() or "ok")
+pytestmark = [
+    pytest.mark.skipif(bool(tools_missing()), reason=tools_missing() or "ok"),
+    pytest.mark.serial,  # CPU per call
+]
 
 N = 8
 WINDOW = 3.0

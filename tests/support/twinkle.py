@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ports import free_port
+from .ports import free_port, free_ports
 from .processes import stop_process
 from .waits import until
 
@@ -52,7 +52,9 @@ class Twinkle:
         self.heard_path = directory / "heard.raw"
         self.fifo = directory / "mic.fifo"
         self.sip_port = free_port()
-        self.rtp_port = free_port()
+        # Twinkle's lines take RTP ports upward from an even one, each with its RTCP port.
+        first = free_ports(6)
+        self.rtp_port = first + first % 2
         self.proc: asyncio.subprocess.Process | None = None
         self._mic: asyncio.Task[None] | None = None
         self._fd = -1
