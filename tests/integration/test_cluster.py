@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -36,7 +35,7 @@ from ..support.cluster import (
     sse_events,
     wait_call,
 )
-from ..support.ports import free_port
+from ..support.ports import free_port, free_ports
 from ..support.processes import spawn_bridge
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import dominant_frequency
@@ -294,21 +293,8 @@ def children_of(pid: int) -> set[int]:
     return found
 
 
-def adjacent_free_ports() -> int:
-    """A port P with P+1 free too (the internal ports of two workers)."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two adjacent free ports")
-
-
 async def test_two_workers_share_the_port_and_a_killed_worker_is_replaced(redis, tmp_path) -> None:
-    port, internal = free_port(), adjacent_free_ports()
+    port, internal = free_port(), free_ports(2)  # the two workers' internal ports
     env = bridge_env(redis, port, internal, tmp_path, BRIDGE_WORKERS="2")
     supervisor = await spawn_bridge(env)
     base = f"http://127.0.0.1:{port}"

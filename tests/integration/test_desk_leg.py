@@ -19,7 +19,7 @@ from bridge.rtc import restrict_host_addresses
 from ..support.calls import sim_call, wait_state
 from ..support.rtc_client import Recorder, ToneTrack
 from ..support.spectrum import dominant_frequency
-from ..support.waits import until
+from ..support.waits import settled, until
 from .test_desk import Agent, incoming
 
 
@@ -164,7 +164,7 @@ async def test_a_connected_leg_idles_takes_two_calls_and_comes_back(make_client)
     await leg.offer()
     # Idle: nothing of it on the media clock, once its set-up is done (bounded: a loaded
     # host finishes later than a fixed sleep allowed).
-    await until(lambda: not worker_clock().running, 5.0, "the idle leg off the media clock")
+    assert await settled(lambda: worker_clock().running, 0.5, 5.0, "the media clock") is False
     # The keepalive (one a second), RTCP and consent checks: no media on the clock.
     assert await idle_datagrams(leg, 2.0) <= 6
 

@@ -18,7 +18,6 @@ import contextlib
 import itertools
 import json
 import signal
-import socket
 import time
 import wave
 from collections.abc import AsyncIterator
@@ -45,7 +44,7 @@ from ..support.cluster import (
     sse_events,
     wait_call,
 )
-from ..support.ports import free_port
+from ..support.ports import free_port, free_ports
 from ..support.processes import spawn_bridge
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import band_energy
@@ -808,25 +807,12 @@ async def test_sigterm_hands_a_live_wadial_call_over_too(redis, session, tmp_pat
         await wadial.stop()
 
 
-def adjacent_free_ports() -> int:
-    """A port P with P+1 free too (the internal ports of a supervisor's two workers)."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two adjacent free ports")
-
-
 async def test_a_pod_of_two_workers_terminated_moves_every_call_to_the_other_pod(
     redis, session, fake, tmp_path
 ) -> None:
     """The Kubernetes shape: SIGTERM to a pod's supervisor reaches both its workers at once;
     neither may take the other's calls (both drain), so every call goes to the other pod."""
-    port, internal = free_port(), adjacent_free_ports()
+    port, internal = free_port(), free_ports(2)  # the two workers' internal ports
     (tmp_path / "pod").mkdir()
     (tmp_path / "b").mkdir()
     env = bridge_env(

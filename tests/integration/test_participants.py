@@ -13,6 +13,7 @@ import time
 
 import aiohttp
 import numpy as np
+import pytest
 
 from bridge.api.keys import MANAGER
 from bridge.audio.analysis import rms_dbfs
@@ -128,6 +129,7 @@ async def hand_off(client, cid: str, warm: bool) -> None:
     await new.close()
 
 
+@pytest.mark.serial  # continuity to 40 ms: a starved host's gaps are not the hand-off's
 async def test_cold_transfer_switches_the_agent_without_a_gap(make_client) -> None:
     client = await make_client(**SETTINGS)
     cid = await active_call(client)
@@ -138,6 +140,7 @@ async def test_cold_transfer_switches_the_agent_without_a_gap(make_client) -> No
     assert "call.transferred" in seen and "participant.left" in seen
 
 
+@pytest.mark.serial  # continuity to 40 ms: a starved host's gaps are not the hand-off's
 async def test_warm_transfer_by_role_change_without_a_gap(make_client) -> None:
     client = await make_client(**SETTINGS)
     cid = await active_call(client)

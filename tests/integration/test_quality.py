@@ -63,13 +63,10 @@ async def test_the_bridge_hears_as_well_as_an_ideal_receiver_under_loss_and_jitt
 async def test_the_echo_round_trip_through_two_bridge_hops_stays_clear(speech_8s: Any) -> None:
     from bench.quality_paths import run_paths
 
-    # Two real bridge hops in this process and a real peer, on two cores: a machine busy with
-    # other work starves a hop's receiver now and then (3.0-3.1 seen beside other suites; 3.6
-    # on a quiet one). A second run then decides; a real loss of clarity fails both.
+    # Two real bridge hops in this process and a real peer: 3.6 on a quiet machine. Other
+    # work on the machine starved a hop's receiver now and then (3.0-3.1 seen beside other
+    # suites), hence the serial mark (module): one run decides.
     out = await run_paths(speech_8s, [], echo=True)
-    if out["echo"]["round_trip"]["bridge"] < 3.2:
-        print("first run", out["echo"])
-        out = await run_paths(speech_8s, [], echo=True)
     assert out["echo"]["round_trip"]["bridge"] >= 3.2, out["echo"]
 
 

@@ -22,15 +22,15 @@ from bridge.rtc.ports import (
 )
 
 from ..support.calls import wait_state
+from ..support.ports import free_ports
 from ..support.requires import needs
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import dominant_frequency
 from ..support.turnserver import TURNSERVER, Coturn
 
-# Below the kernel's ephemeral range (32768-60999), where no test client's socket can land, and
-# above the default range (10000-20000) other bridges under test use; per process, so two test
-# runs on one machine do not share it.
-FIRST = 21000 + (os.getpid() % 100) * 100
+# Outside the kernel's ephemeral range, where no test client's socket can land, and outside
+# the default range (10000-20000) other bridges under test use: this worker's own ports.
+FIRST = free_ports(30)
 LAST = FIRST + 19
 _CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ (\w+)", re.M)
 

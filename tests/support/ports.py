@@ -2,16 +2,18 @@
 
 Why not ``bind(("127.0.0.1", 0))`` and hand the port over: the port is closed again before the
 child binds it, often a second later (a Python process starting), and in the meantime the
-kernel may give that same port to anyone who asks for an ephemeral one — another test's
-outgoing connection, an ICE candidate, a second ``bind(0)`` made for the instance started beside
-it. Two bridges started together once got the same port: one exited, the other answered both
-readiness probes, and the test saw "instance a" refuse every connection once "b" stopped.
+kernel may give that same port to anyone who asks for an ephemeral one: another test's
+outgoing connection, an ICE candidate, a second ``bind(0)`` made for the instance started
+beside it. Two bridges started together on one port: one exits, the other answers both
+readiness probes, and "instance a" refuses every connection once "b" stops.
 
-So ports handed to children come from a block below the kernel's ephemeral range
-(``net.ipv4.ip_local_port_range``, 32768–60999 by default), where nothing binds by chance, one
-block per pytest-xdist worker (``PYTEST_XDIST_WORKER``: ``gw0``, ``gw1``…) so that workers
-never meet, handed out in turn and never twice in one process. Each port is still checked free
-(TCP and UDP) before it is given: a process from an earlier run may linger on it.
+So ports handed to children come from 2000–9999: below the kernel's ephemeral range
+(``net.ipv4.ip_local_port_range``, 32768–60999 by default) and below the bridges' own media
+range (``BRIDGE_RTP_PORTS``, 10000–20000 by default, where every bridge under test binds its
+ICE sockets), where nothing binds by chance. Each pytest-xdist worker (``PYTEST_XDIST_WORKER``:
+``gw0``, ``gw1``…) has its own block, so workers never meet; a block's ports are handed out
+in turn, never twice in one process, each checked free (TCP and UDP) first: a process from an
+earlier run may linger on one.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import os
 import socket
 import threading
 
-FIRST_PORT = 12000
-BLOCK = 2500  # ports per worker: 8 workers fit below 32768
+FIRST_PORT = 2000
+BLOCK = 1000  # ports per worker: 8 workers fit below 10000
 _lock = threading.Lock()
 _next: int | None = None
 

@@ -8,16 +8,11 @@ import shutil
 import socket
 from pathlib import Path
 
+from .ports import free_port
 from .processes import stop_process
 from .waits import until
 
 TURNSERVER = shutil.which("turnserver")
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Coturn:
@@ -26,7 +21,7 @@ class Coturn:
     def __init__(self, secret: str, workdir: Path) -> None:
         self.secret = secret
         self.workdir = workdir
-        self.port = free_udp_port()
+        self.port = free_port()
         self.proc: asyncio.subprocess.Process | None = None
 
     @property
