@@ -11,6 +11,7 @@ out its timeout (1–3 connections in 15 on an idle bridge)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import ssl
 from collections.abc import AsyncIterator
@@ -30,7 +31,7 @@ def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLo
     """Both loops: the bridge runs on uvloop, where the stall was most frequent."""
     if request.param == "uvloop":
         uvloop = pytest.importorskip("uvloop")
-        return uvloop.EventLoopPolicy()  # type: ignore[no-any-return]
+        return uvloop.EventLoopPolicy()
     return asyncio.DefaultEventLoopPolicy()
 
 
@@ -40,14 +41,13 @@ BOUND = 3.0  # seconds: one handshake on loopback takes milliseconds
 
 
 class Served:
-    def __init__(self, listener: Listener, ca: TestCA, client: CertPair) -> None:
-        self.listener = listener
+    """A TLS listener on ``port`` whose certificates ``ca`` issued; ``client``: a client
+    certificate from that CA."""
+
+    def __init__(self, port: int, ca: TestCA, client: CertPair) -> None:
+        self.port = port
         self.ca = ca
         self.client = client
-
-    @property
-    def port(self) -> int:
-        return self.listener.port
 
     def context(self, *, with_client_cert: bool = False) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.ca.path))
@@ -111,7 +111,7 @@ async def _serve(tmp_path: Path, client_ca: str | None) -> AsyncIterator[Served]
     listener = Listener(certs, _ignore, _ignore_bad)
     await listener.start("127.0.0.1", 0)
     try:
-        yield Served(listener, ca, client)
+        yield Served(listener.port, ca, client)
     finally:
         await listener.close()
 
@@ -171,3 +171,39 @@ async def test_openssl_s_client_in_a_row(served: Served) -> None:
         )
         out, _ = await asyncio.wait_for(proc.communicate(), BOUND + 2)
         assert b"CONNECTION ESTABLISHED" in out and b"Verification: OK" in out, out.decode()
+
+
+async def test_a_bridge_process_on_the_sip_road_completes_every_handshake(tmp_path: Path) -> None:
+    """The bridge as it runs (its own process, uvloop, the settings of Meta's SIP road): 300
+    handshakes in a row (with SNI, with an unknown name, without), 100 at once."""
+    from ..support.ports import free_port
+    from ..support.processes import spawn_bridge, stop_process, wait_healthy
+
+    ca = TestCA(tmp_path)
+    pair = ca.issue("bridge", HOST)
+    sip_port, http_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "BRIDGE_PORT": str(http_port),
+        "BRIDGE_ICE_ADDRESSES": "127.0.0.1",
+        "BRIDGE_STUN_URLS": "",
+        "BRIDGE_DATA_DIR": str(tmp_path / "data"),
+        "BRIDGE_ENGINE": "cloudapi",
+        "BRIDGE_CLOUDAPI_SIGNALLING": "sip",
+        "BRIDGE_SIP_LISTEN": f"127.0.0.1:{sip_port}",
+        "BRIDGE_SIP_HOSTNAME": HOST,
+        "BRIDGE_SIP_CERT": str(pair.cert),
+        "BRIDGE_SIP_KEY": str(pair.key),
+        "BRIDGE_SIP_NUMBER": "15550009999",
+        "BRIDGE_SIP_CA": str(ca.path),
+    }
+    proc = await spawn_bridge(env)
+    try:
+        await wait_healthy(f"http://127.0.0.1:{http_port}", 20)
+        served = Served(sip_port, ca, pair)
+        for name in [HOST, "unknown.example", None] * 100:
+            assert await served.handshake(name) == HOST
+        got = await asyncio.gather(*(served.handshake(HOST) for _ in range(100)))
+        assert got == [HOST] * 100
+    finally:
+        await stop_process(proc)
