@@ -299,7 +299,6 @@ async def call_handover(app: web.Application) -> AsyncIterator[None]:
         relay_opener(internal_http, cluster.internal_secret),
         agents=app[AGENTS],
         sealer=Sealer(cluster.internal_secret) if cluster.shared else None,
-        heartbeat_ttl=cluster.heartbeat_ttl,
     )
     app[LATER_HANDOVER].bind(handover)
     # From now on each record of a live call keeps what a survivor re-opens after a crash.

@@ -97,12 +97,9 @@ class Handover:
         open_relay: OpenRelay | None = None,
         agents: Forks | None = None,
         sealer: Sealer | None = None,
-        heartbeat_ttl: float = 0.0,
     ) -> None:
         """``sealer`` (from ``BRIDGE_INTERNAL_SECRET``) seals the agents' keys a moved call
-        carries and its directory record keeps; without one they travel as given.
-        ``heartbeat_ttl``: how long a drain looks again for a worker with room when it finds
-        none (see :meth:`_targets`)."""
+        carries and its directory record keeps; without one they travel as given."""
         self.manager = manager
         self.directory = directory
         self.metrics = metrics
@@ -113,9 +110,6 @@ class Handover:
         """Model agents open again like forks (``agents.AgentService.resume``)."""
         self._open_relay = open_relay
         self._sealer = sealer
-        self._heartbeat_ttl = heartbeat_ttl
-        self._none_since: float | None = None
-        """When a look for a worker with room first found none (monotonic)."""
         self._gaps: dict[str, tuple[float, str]] = {}
         """Calls moved here waiting for their browser: (move began, wall clock; reason)."""
         manager.events.listen(self._on_event)
@@ -153,9 +147,11 @@ class Handover:
         if runtime is None or not call.live:
             return False
         try:
-            targets = await self._targets()
+            workers = await self.directory.workers()
         except BridgeError as exc:
             return self._kept(call, reason, "failed", f"the directory did not answer: {exc}")
+        targets = [w for w in workers if w.has_room and w.id != self.directory.worker_id]
+        targets.sort(key=lambda w: w.calls / w.max_calls)
         if not targets:
             return self._kept(
                 call,
@@ -197,25 +193,6 @@ class Handover:
                 return True
             why = f"worker {target.id}: {status} {body[:200]}"
         return self._kept(call, reason, "failed", why)
-
-    async def _targets(self) -> list[WorkerInfo]:
-        """The other live workers with room, least loaded first. When there is none, looked
-        for again until a heartbeat TTL has passed since the first look that found none: a
-        live worker's heartbeat lapses for a moment when its loop is busy (a worker just
-        started, a loaded host), and a call hung up for that is lost for nothing. Calls
-        draining together share that one wait."""
-        while True:
-            workers = await self.directory.workers()
-            targets = [w for w in workers if w.has_room and w.id != self.directory.worker_id]
-            if targets:
-                self._none_since = None
-                return sorted(targets, key=lambda w: w.calls / w.max_calls)
-            now = time.monotonic()
-            if self._none_since is None:
-                self._none_since = now
-            if now - self._none_since >= self._heartbeat_ttl:
-                return []
-            await asyncio.sleep(max(0.05, self._heartbeat_ttl / 10))
 
     async def _browser_on(self, call_id: str, worker: str) -> bool:
         """Whether the call's browser is connected on ``worker`` (its record says so)."""
