@@ -1,6 +1,7 @@
 """``POST /numbers/{numberID}/call-button``: send a WhatsApp user the number's "Call on
 WhatsApp" button (Meta's ``voice_call`` interactive message) inside the user's 24 h service
-window (409 ``outside_service_window`` outside it, as for permission requests); the button's
+window (409 ``outside_service_window`` outside it, as for permission requests; refused before
+Meta when the bridge saw the window close: ``CallPermissions.send_call_button``); the button's
 ``payload`` comes back on the call the user starts from it (``metadata.whatsapp.ctaPayload``).
 A number whose provider has no such button is 404 ``call_button_not_supported``."""
 

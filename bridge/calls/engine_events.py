@@ -18,6 +18,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def end_reason(state: CallState, direction: Direction, engine_reason: str) -> EndReason:
+    """Why a call its engine ended is over: the engine's reason when it names one of ours,
+    else what the call's state says — ``remote_hangup`` once active, ``remote_canceled`` for
+    an inbound call not yet answered (the caller gave up), ``rejected`` for ours."""
+    if engine_reason in EndReason.__members__.values():
+        return EndReason(engine_reason)
+    if state is CallState.ACTIVE:
+        return EndReason.REMOTE_HANGUP
+    if direction is Direction.INBOUND:
+        return EndReason.REMOTE_CANCELED
+    return EndReason.REJECTED
+
+
 class EngineEvents:
     """Reads the engine's event queue for the manager (one task, the manager's)."""
 
@@ -72,14 +85,7 @@ class EngineEvents:
         ):
             manager.activate(call)
         elif event.kind is EngineEventKind.ENDED:
-            if call.state is CallState.ACTIVE:
-                reason = EndReason.REMOTE_HANGUP
-            elif call.direction is Direction.INBOUND:
-                reason = EndReason.REMOTE_CANCELED
-            else:
-                reason = EndReason.REJECTED
-            if event.reason in EndReason.__members__.values():
-                reason = EndReason(event.reason)
+            reason = end_reason(call.state, call.direction, event.reason)
             if event.detail and call.live:
                 call.end_detail = event.detail
             billed = event.data.get("engineDurationS")

@@ -10,8 +10,10 @@ pages (Business initiated calling quality, Call settings, the Webhooks reference
 * Graph's rate limit: the next request refused with 613 (Meta sends no ``Retry-After``);
 * ``account_settings_update`` when the number's calling settings change;
 * ``GET``/``POST /{PHONE_NUMBER_ID}/settings`` with Meta's checks of ``calling`` (at most two
-  slots a day, at most 20 holidays, a tz database timezone, enums; error 100 naming the
-  parameter), a SIP password per number shown only with ``include_sip_credentials=true``,
+  slots a day, at most 20 holidays, a tz database timezone, enums, ``voicemail`` with
+  ``status``, ``timeout_seconds`` at most 30 and ``triggers`` of distinct ``REJECT`` /
+  ``TIMEOUT`` and nothing else — voicemail as the issues describe Meta's field; error 100
+  naming the parameter), a SIP password per number shown only with ``include_sip_credentials=true``,
   made anew when SIP is disabled with its servers cleared and enabled again (a rotation).
 
 ``account_update`` names the number by its phone (``phone_number``), not by
@@ -147,6 +149,7 @@ class MetaAccount:
         return self._body("account_settings_update", value)
 
 
+VOICEMAIL_TRIGGERS = {"REJECT", "TIMEOUT"}
 DAYS = {"MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY"}
 ENUMS = {
     "status": {"ENABLED", "DISABLED"},
@@ -186,9 +189,20 @@ def _calling_problem(calling: dict[str, Any]) -> str:
     if voicemail is not None:
         if not isinstance(voicemail, dict) or voicemail.get("status") not in ENUMS["status"]:
             return "voicemail.status must be one of ['DISABLED', 'ENABLED']"
+        extra = sorted(set(voicemail) - {"status", "timeout_seconds", "triggers"})
+        if extra:
+            return f"unknown field voicemail.{extra[0]}"
         timeout = voicemail.get("timeout_seconds", 30)
         if not isinstance(timeout, int) or not 0 < timeout <= 30:
             return "voicemail.timeout_seconds must be at most 30"
+        triggers = voicemail.get("triggers", list(VOICEMAIL_TRIGGERS))
+        if (
+            not isinstance(triggers, list)
+            or not triggers
+            or not set(triggers) <= VOICEMAIL_TRIGGERS
+            or len(set(triggers)) != len(triggers)
+        ):
+            return f"voicemail.triggers must be distinct values of {sorted(VOICEMAIL_TRIGGERS)}"
     sip = calling.get("sip")
     if isinstance(sip, dict) and len(sip.get("servers") or []) > 1:
         return "sip allows one server per number"

@@ -6,9 +6,13 @@ answered with the user's tone heard by the agent."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 import numpy as np
 import pytest
+
+from bridge.api.keys import ENGINE
 
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import dominant_frequency
@@ -75,6 +79,8 @@ async def test_outside_the_window_and_bad_input_are_clear(bclient, meta, make_cl
     resp = await client.post("/numbers/default/call-button", json={"to": USER, "text": "Call us"})
     error = (await resp.json())["error"]
     assert resp.status == 409 and error["code"] == "outside_service_window", error
+    # The bridge never heard from the user: it cannot know the window, so Meta was asked.
+    assert [a["to"] for a in meta.actions if a.get("edge") == "messages"] == [USER]
     for bad, field in [
         ({"to": USER, "text": "hi", "ttlMinutes": 0}, "ttlMinutes"),
         ({"to": USER, "text": "hi", "buttonText": "x" * 21}, "buttonText"),
@@ -89,3 +95,34 @@ async def test_outside_the_window_and_bad_input_are_clear(bclient, meta, make_cl
     resp = await sim.post("/numbers/default/call-button", json={"to": USER, "text": "hi"})
     error = (await resp.json())["error"]
     assert resp.status == 404 and error["code"] == "call_button_not_supported", error
+
+
+async def test_a_window_the_bridge_saw_close_is_refused_before_meta(bclient, meta, caplog):
+    client = await bclient()
+    await deliver(client, meta, meta.perms.user_writes(USER))  # the window opens
+    meta.perms.offset = 25 * 3600  # a day and an hour on, for Meta and for the bridge
+    client.app[ENGINE].permissions.clock = meta.perms.now
+    caplog.set_level(logging.WARNING)
+    resp = await client.post("/numbers/default/call-button", json={"to": USER, "text": "Call us"})
+    refused = (await resp.json())["error"]
+    assert resp.status == 409 and refused["code"] == "outside_service_window", refused
+    assert "not sent to Meta" in refused["message"]
+    assert not [a for a in meta.actions if a.get("edge") == "messages"]
+    said = [r for r in caplog.records if "call button to" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING, said
+    assert "service window closed" in said[0].getMessage()
+
+    # Meta refuses it the same way, with the same answer (the bridge only spared the request).
+    perms = client.app[ENGINE].permissions
+    perms.clock = time.time  # the bridge's clock behind Meta's: it thinks the window open
+    resp = await client.post("/numbers/default/call-button", json={"to": USER, "text": "Call us"})
+    error = (await resp.json())["error"]
+    assert resp.status == 409 and error["code"] == refused["code"] and set(error) == set(refused)
+    assert len([a for a in meta.actions if a.get("edge") == "messages"]) == 1
+
+    # The user writes again: the window is open and the button goes to Meta.
+    perms.clock = meta.perms.now
+    await deliver(client, meta, meta.perms.user_writes(USER))
+    resp = await client.post("/numbers/default/call-button", json={"to": USER, "text": "Call us"})
+    assert resp.status == 202, await resp.text()
+    assert len([a for a in meta.actions if a.get("edge") == "messages"]) == 2

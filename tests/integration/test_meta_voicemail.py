@@ -1,7 +1,8 @@
 """Meta's voicemail against the fake Meta: after a rejected inbound call Meta delivers the
 caller's message as an audio message whose id is the call's wacid; it becomes the call's
 ``voicemail`` recording (the Ogg/Opus tone asserted in the stored WAV) and ``call.voicemail``.
-A number that forbids recording keeps none; the ``voicemail`` setting is checked (≤ 30 s)."""
+A number that forbids recording keeps none; the ``voicemail`` setting is checked (≤ 30 s, its
+``triggers`` ``REJECT`` and ``TIMEOUT`` each at most once), sent in Meta's names and read back."""
 
 from __future__ import annotations
 
@@ -109,3 +110,62 @@ def test_only_an_audio_message_naming_a_call_is_a_voicemail():
     assert voicemail_item({"id": "wamid.X", "type": "audio", "audio": audio}) is None
     assert voicemail_item({"id": "wacid.A", "type": "text", "text": {"body": "hi"}}) is None
     assert voicemail_item({"id": "wacid.A", "type": "audio", "audio": {}}) is None
+
+
+async def test_voicemail_triggers_are_checked_sent_as_metas_and_read_back(mclient, meta):
+    client = await mclient()
+    for triggers in (["REJECT", "REJECT"], ["HANGUP"], [], "REJECT"):
+        voicemail = {"status": "ENABLED", "triggers": triggers}
+        resp = await client.patch("/numbers/default/settings", json={"voicemail": voicemail})
+        error = (await resp.json())["error"]
+        assert resp.status == 400 and error["code"] == "invalid_settings", (triggers, error)
+        assert "voicemail/triggers" in error["message"], (triggers, error)
+    assert not meta.account.settings_posts
+    voicemail = {"status": "ENABLED", "timeoutSeconds": 20, "triggers": ["REJECT", "TIMEOUT"]}
+    resp = await client.patch("/numbers/default/settings", json={"voicemail": voicemail})
+    assert resp.status == 200, await resp.text()
+    assert meta.account.settings_posts[-1] == {
+        "calling": {
+            "voicemail": {
+                "status": "ENABLED",
+                "timeout_seconds": 20,
+                "triggers": ["REJECT", "TIMEOUT"],
+            }
+        }
+    }
+    assert (await resp.json())["voicemail"] == voicemail
+    got = await (await client.get("/numbers/default/settings")).json()
+    assert got["voicemail"] == voicemail
+    resp = await client.patch(
+        "/numbers/default/settings",
+        json={"voicemail": {"status": "ENABLED", "triggers": ["TIMEOUT"]}},
+    )
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["voicemail"]["triggers"] == ["TIMEOUT"]
+
+
+async def test_the_fake_refuses_voicemail_settings_meta_refuses(meta):
+    """The fake Meta is as strict as Meta: a repeated or unknown trigger, or a field Meta does
+    not name, is its error 100 and nothing is stored."""
+    import aiohttp
+
+    auth = {"Authorization": f"Bearer {meta.token}"}
+    url = f"{meta.graph_url}/{meta.phone_number_id}/settings"
+    wrong = [
+        {"status": "ENABLED", "triggers": ["REJECT", "REJECT"]},
+        {"status": "ENABLED", "triggers": ["BUSY"]},
+        {"status": "ENABLED", "triggers": []},
+        {"status": "ENABLED", "triggers": "TIMEOUT"},
+        {"status": "ENABLED", "timeoutSeconds": 20},
+    ]
+    async with aiohttp.ClientSession(headers=auth) as http:
+        for voicemail in wrong:
+            async with http.post(url, json={"calling": {"voicemail": voicemail}}) as resp:
+                answer = await resp.json()
+            assert resp.status == 400 and answer["error"]["code"] == 100, (voicemail, answer)
+        assert "voicemail" not in meta.account.calling
+        good = {"status": "ENABLED", "timeout_seconds": 15, "triggers": ["TIMEOUT", "REJECT"]}
+        async with http.post(url, json={"calling": {"voicemail": good}}) as resp:
+            assert resp.status == 200, await resp.text()
+        async with http.get(url) as resp:
+            assert (await resp.json())["calling"]["voicemail"] == good

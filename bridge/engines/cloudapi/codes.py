@@ -149,7 +149,16 @@ META_CODES: dict[int, MetaCode] = {
 END_REASONS = sorted({c.reason for c in META_CODES.values()})
 """The end reasons Meta's codes can give a call (also members of ``EndReason``)."""
 
-_TERMINATE_STATUS = {"COMPLETED": "remote_hangup", "REJECTED": "rejected", "FAILED": "failed"}
+# Meta's call statuses, as the table "Meta's call status → the bridge" of
+# docs/engines/cloudapi.md says (tests/unit/test_call_status_table.py reads it). REJECTED is
+# ``rejected``: in the bridge's words the peer did not take our call (``declined`` is the
+# business declining a user's call).
+TERMINATE_STATUS = {"COMPLETED": "remote_hangup", "REJECTED": "rejected", "FAILED": "failed"}
+CALL_STATUS = {
+    "RINGING": (EngineEventKind.RINGING, ""),
+    "ACCEPTED": (EngineEventKind.ANSWERED, ""),
+    "REJECTED": (EngineEventKind.ENDED, "rejected"),
+}
 _CODE_RE = re.compile(r"\b(13[18]\d{3})\b")
 
 
@@ -192,10 +201,17 @@ def terminate_reason(
     known, detail = first_known(errors)
     if known is not None:
         return known.reason, detail
-    reason = _TERMINATE_STATUS.get(status, "failed" if status else "")
+    reason = TERMINATE_STATUS.get(status, "failed" if status else "")
     if reason == "remote_hangup" and not answered:
         reason = "no_answer" if outbound else ""
     return reason, detail
+
+
+def status_event(status: str) -> tuple[EngineEventKind, str] | None:
+    """What a ``statuses`` item of a business-initiated call means: the engine event it
+    becomes and its end reason (``REJECTED``: ``rejected``, the user did not take the call);
+    ``None`` for a status the bridge does not act on."""
+    return CALL_STATUS.get(status)
 
 
 def code_in_text(text: str) -> MetaCode | None:

@@ -41,7 +41,7 @@ from ..hangups import PendingHangups
 from .artifacts import MetaArtifacts
 from .calling_settings import CallingSettings
 from .channel import PeerChannel
-from .codes import ended_by_meta, refused_event
+from .codes import ended_by_meta, refused_event, status_event
 from .graph import GraphClient, addressed, connected_call_id, strip
 from .media import MediaLeg, new_leg
 from .permissions import CallPermissions
@@ -299,14 +299,15 @@ class CloudApiEngine:
                 self._ended.add(ev.wacid)
         elif ev.kind == "status" and call is not None and ev.status not in call.seen:
             call.seen.add(ev.status)
-            if ev.status == "RINGING" and call.state == "calling":
+            kind, reason = status_event(ev.status) or (None, "")
+            if kind is EngineEventKind.RINGING and call.state == "calling":
                 call.state = "ringing"
                 emit(self.events, EngineEvent(EngineEventKind.RINGING, call.wacid, call.jid))
-            elif ev.status == "ACCEPTED":
+            elif kind is EngineEventKind.ANSWERED:
                 self._accepted(call)
-            elif ev.status == "REJECTED":
+            elif kind is EngineEventKind.ENDED:
                 await self._forget(call)
-                emit(self.events, EngineEvent(EngineEventKind.ENDED, call.wacid, reason="rejected"))
+                emit(self.events, EngineEvent(EngineEventKind.ENDED, call.wacid, reason=reason))
 
     def _inbound(self, ev: CallWebhook) -> None:
         peer = self._peer(f"cloudapi:{ev.wacid}")

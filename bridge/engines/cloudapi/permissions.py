@@ -7,6 +7,10 @@ answers (the wire is :mod:`.permission_wire`).
   bridge knows, the interactive request is tried and Meta's 131047 (outside the window)
   becomes 409 ``outside_service_window``. Meta's 138009 (1 request per 24 h, 2 per 7 days)
   becomes 429 ``permission_request_limit`` with ``retryAt`` read from Meta's limits.
+- **Call button** (:meth:`CallPermissions.send_call_button`): Meta's ``voice_call`` message,
+  only inside the window. When the bridge heard from the user and 24 h have passed since, it is
+  refused here (409 ``outside_service_window``, as Meta's 131047 becomes) without asking Meta;
+  a user the bridge never heard from (or has forgotten) is left to Meta.
 - **Read** (:meth:`CallPermissions.read`): Meta's view, cached :data:`CACHE_SECONDS` per user
   (dropped when the user answers, after a request, and after a call to the user).
 - **Hear** (:meth:`CallPermissions.heard`): a ``messages`` webhook's replies become
@@ -19,11 +23,11 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ...errors import BadRequest, CallStateError, EngineError, GraphApiError, MetaLimit
-from ...timefmt import parse_iso_utc
+from ...timefmt import iso_utc, parse_iso_utc
 from ..base import EngineEvent, EngineEventKind, emit
 from .graph import GraphClient
 from .permission_wire import (
@@ -61,19 +65,25 @@ class _Lru(OrderedDict[str, Any]):
 class CallPermissions:
     """Call permissions of one business number (see the module docstring)."""
 
-    def __init__(self, graph: GraphClient, events: asyncio.Queue[EngineEvent]) -> None:
+    def __init__(
+        self,
+        graph: GraphClient,
+        events: asyncio.Queue[EngineEvent],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.graph = graph
         self.events = events
+        self.clock = clock
         self._window = _Lru()  # user → when the bridge last heard from them (wall clock)
         self._cache = _Lru()  # user → (monotonic fetch time, view)
 
     def in_window(self, phone: str) -> bool:
         heard = self._window.get(phone)
-        return heard is not None and time.time() - heard < SERVICE_WINDOW_S
+        return heard is not None and self.clock() - heard < SERVICE_WINDOW_S
 
     def heard_from(self, phone: str) -> None:
         """The user wrote or called: their service window is open for 24 h."""
-        self._window.put(phone, time.time())
+        self._window.put(phone, self.clock())
 
     def forget(self, phone: str) -> None:
         """Meta's view of the user changed (an answer, a request, a call): read it anew."""
@@ -98,7 +108,23 @@ class CallPermissions:
 
     async def send_call_button(self, phone: str, button: Mapping[str, Any]) -> str:
         """Send ``phone`` the business's call button (only inside the user's service window:
-        Meta's 131047 becomes 409 ``outside_service_window``); Meta's message id."""
+        refused here when the bridge saw it close, else Meta's 131047 becomes 409
+        ``outside_service_window``); Meta's message id."""
+        heard = self._window.get(phone)  # None: not since the bridge started (or forgotten)
+        if heard is not None and not self.in_window(phone):
+            closed = iso_utc(heard + SERVICE_WINDOW_S)
+            log.warning(
+                "call button to %s not sent: the service window closed at %s (24 h after the "
+                "user last wrote or called)",
+                phone,
+                closed,
+            )
+            raise CallStateError(
+                f"{phone} has not written to the business in the last 24 h: a call button "
+                f"can only be sent inside the service window (it closed at {closed}; not sent "
+                "to Meta)",
+                code="outside_service_window",
+            )
         try:
             answer = await self.graph.request(
                 "POST", "messages", "voice_call button", call_button_message(phone, button)

@@ -6,11 +6,12 @@ Call settings): ``status``, ``call_icon_visibility``, ``call_hours`` (``status``
 ``holiday_schedule`` of ``{date, start_time, end_time}``), ``callback_permission_status``,
 ``srtp_key_exchange_protocol``, ``audio.additional_codecs`` and ``sip`` (``status``,
 ``servers`` of ``{hostname, port, request_uri_user_params}``) and ``voicemail`` (``status``,
-``timeout_seconds`` at most 30: the names follow the issue's description of Meta's field, the
-public references this project works from do not list them). The bridge's names mirror them
-(``callIconVisibility``, ``callHours: {status, timezoneID, weeklyOperatingHours,
-holidaySchedule}``, ``callbackPermission``, ``srtpKeyExchange``, ``additionalCodecs``, ``sip``,
-``voicemail: {status, timeoutSeconds}``).
+``timeout_seconds`` at most 30, ``triggers`` of ``REJECT`` and ``TIMEOUT``: the names follow
+the issues' description of Meta's field, the public references this project works from do not
+list them). The bridge's names mirror them (``callIconVisibility``, ``callHours: {status,
+timezoneID, weeklyOperatingHours, holidaySchedule}``, ``callbackPermission``,
+``srtpKeyExchange``, ``additionalCodecs``, ``sip``, ``voicemail: {status, timeoutSeconds,
+triggers}``).
 
 Meta's rules checked before anything is sent (its own refusals are passed back too): at most
 two opening slots a day, a slot opening before it closes, at most 20 holidays, a timezone id of
@@ -54,8 +55,8 @@ NAMES = {
     "timeoutSeconds": "timeout_seconds",
     "webhookDelivery": "webhook_delivery",
 }
-"""Nested names; the rest (``status``, ``date``, ``hostname``, ``port``, ``servers``) are the
-same both ways."""
+"""Nested names; the rest (``status``, ``date``, ``hostname``, ``port``, ``servers``,
+``triggers``) are the same both ways."""
 BACK = {v: k for k, v in {**OURS_TO_META, **NAMES}.items()}
 
 
