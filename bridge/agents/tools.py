@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from ..audio.dtmf import DIGITS
 from ..errors import BadRequest, BridgeError
 from .wire import Tool, ToolCall
 
@@ -49,7 +50,7 @@ BRIDGE_TOOLS: dict[str, Tool] = {
         "Press keys on the phone line (an IVR menu): digits 0-9, * and #.",
         {
             "type": "object",
-            "properties": {"digits": {"type": "string", "pattern": "^[0-9*#A-D]{1,32}$"}},
+            "properties": {"digits": {"type": "string", "pattern": f"^[{DIGITS}]{{1,32}}$"}},
             "required": ["digits"],
         },
     ),

@@ -17,6 +17,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from ..audio import FRAME_MS, SAMPLE_RATE, f32_to_s16, s16_to_f32
+from ..audio.dtmf import DIGITS
 from ..audio.pcm import Pcm
 from ..errors import CallStateError
 from ..media import BusFrame
@@ -33,10 +34,6 @@ OUTGOING_FRAMES = 100
 """Peer audio queued for a slow socket client before the oldest is dropped (2 s)."""
 OUTGOING_CONTROL = 1000
 """Control messages queued for a client that does not read; beyond it the socket is closed."""
-
-
-KEYS = "0123456789*#ABCD"
-"""The keys a client may press (RFC 4733 events 0-15)."""
 
 
 class PcmSocket:
@@ -184,8 +181,8 @@ class PcmSocket:
         digit, duration = msg.get("digit"), msg.get("durationMs", 160)
         if self.listen_only:
             self._error("listen_only", "this socket is receive-only (role=listen)")
-        elif not isinstance(digit, str) or len(digit) != 1 or digit.upper() not in KEYS:
-            self._error("bad_dtmf", f"dtmf needs a 'digit', one of {KEYS}")
+        elif not isinstance(digit, str) or len(digit) != 1 or digit.upper() not in DIGITS:
+            self._error("bad_dtmf", f"dtmf needs a 'digit', one of {DIGITS}")
         elif type(duration) is not int or not 40 <= duration <= 2000:
             self._error("bad_dtmf", "dtmf 'durationMs' must be an integer from 40 to 2000")
         else:

@@ -21,10 +21,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ..audio.dtmf import DIGITS
+
 log = logging.getLogger(__name__)
 
-EVENTS = "0123456789*#ABCD"
-"""Event codes 0-15 (RFC 4733 §3.2): digits, ``*``, ``#``, ``A``-``D``."""
+EVENTS = DIGITS
+"""Event codes 0-15 (RFC 4733 §3.2): the DTMF keys in their order (``audio/dtmf.py``)."""
 PACKET_MS = 20
 END_REPEATS = 3
 VOLUME = 10

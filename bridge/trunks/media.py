@@ -34,6 +34,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..audio.dtmf import DIGITS
 from ..audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from ..audio.g722 import G722Decoder, G722Encoder
 from ..audio.opus import WARM_PACKETS, OpusDecoder, OpusEncoder, OpusError
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 RATE = 8000
 SAMPLES = 160
 """8 kHz samples in one 20 ms packet (and G.722's timestamp step: its RTP clock is 8 kHz)."""
-DTMF_EVENTS = "0123456789*#ABCD"
 KEYS_QUEUED = 32
 """Keys waiting to be sent to the PBX; more are dropped (counted)."""
 RTCP_TICKS = 250
@@ -197,9 +197,9 @@ class TrunkMedia:
         if pt == self.event_pt and len(payload) >= 4:
             self.reports.received(ssrc, seq, ts, audio=False)
             event, flags, duration = payload[0], payload[1], struct.unpack_from("!H", payload, 2)[0]
-            if flags & 0x80 and ts != self._last_event_ts and event < len(DTMF_EVENTS):
+            if flags & 0x80 and ts != self._last_event_ts and event < len(DIGITS):
                 self._last_event_ts = ts  # the end packet comes three times (§2.5.1.4)
-                self.on_key(DTMF_EVENTS[event], duration * 20 // self.event_step)
+                self.on_key(DIGITS[event], duration * 20 // self.event_step)
             return
         if pt != self.pt or not payload:
             return
@@ -318,7 +318,7 @@ class TrunkMedia:
             if not self._keys:
                 return False
             digit, ms = self._keys.popleft()
-            self._key_sent = (DTMF_EVENTS.index(digit), 0, max(2, ms // 20))
+            self._key_sent = (DIGITS.index(digit), 0, max(2, ms // 20))
             self._event_ts = self._ts
         code, done, ticks = self._key_sent
         done += 1

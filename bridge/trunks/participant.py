@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..audio.dtmf import DIGITS
 from ..audio.pcm import Pcm
 from ..calls.samples import LegSources
 from ..errors import BadOffer
@@ -34,7 +35,7 @@ from ..rtc.srtpudp import SrtpSocket
 from ..sip import Dialog, InviteServer, Response
 from . import sdp
 from .dialer import Dialer
-from .media import DTMF_EVENTS, TrunkMedia, timeline
+from .media import TrunkMedia, timeline
 from .rtp_socket import PlainRtp
 
 if TYPE_CHECKING:
@@ -273,7 +274,7 @@ class SipParticipant:
 
     def dtmf(self, digit: str, duration_ms: int) -> None:
         """The WhatsApp user pressed a key: to the phone as RFC 4733 events."""
-        if self.media is not None and digit in DTMF_EVENTS:
+        if self.media is not None and digit in DIGITS:
             self.media.send_key(digit, duration_ms)
 
     def call_state(self, state: str, end_reason: str | None) -> None:

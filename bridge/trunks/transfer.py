@@ -23,8 +23,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
+from ..audio.dtmf import DIGITS
 from ..sip import Address, Dialog, Request, SipParseError
-from .media import DTMF_EVENTS
 from .participant import SipParticipant
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def info(leg: SipParticipant, req: Request) -> tuple[int, str]:
         digit = text.strip()
     else:
         return 415, "Unsupported Media Type"
-    if len(digit) != 1 or digit.upper() not in DTMF_EVENTS:
+    if len(digit) != 1 or digit.upper() not in DIGITS:
         return 400, "Bad Request (no key in the INFO)"
     leg.press(digit.upper(), duration)
     return 200, "OK"
