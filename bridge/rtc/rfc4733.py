@@ -2,12 +2,16 @@
 
 * the leg's RTP session (``rtc/rtp_session.py``) takes packets of the telephone-event payload
   type and feeds them to a :class:`DtmfDetector` (one report per key press);
-* :class:`EventSender` writes telephone-event packets through the audio sender's own RTP
-  stream (``rtc/rtpsend.py``), so they share the audio's SSRC and sequence space, and its
-  sender reports count them. Each press is packets every 20 ms with one RTP
-  timestamp (the audio's timestamp as the press begins, libwebrtc's choice), the marker bit on
-  the first, a growing duration in the telephone-event clock, and the end packet sent three
-  times (RFC 4733 §2.5.1.4). Audio keeps flowing meanwhile.
+* :class:`KeyPresses` is the one packetizer: the presses a sender has yet to send, as
+  telephone-event payloads one 20 ms tick at a time (sans-IO: the sender asks each tick). Each
+  press is a packet every 20 ms with one RTP timestamp (the audio's timestamp as the press
+  begins, libwebrtc's choice), the marker bit on the first, a growing duration in the
+  telephone-event clock, and the end packet sent three times in its tick (RFC 4733
+  §2.5.1.4, as libwebrtc does). A trunk's phone leg asks it on the media clock
+  (``trunks/media.py``); :class:`EventSender` drives it for a WebRTC or SDES leg's lean
+  sender, writing through the audio's own RTP stream (``rtc/rtpsend.py``), so the events
+  share the audio's SSRC and sequence space and its sender reports count them. Audio keeps
+  flowing meanwhile.
 
 A key press is a run of packets with the same RTP timestamp; the duration grows in each, and
 the last three carry the end bit. The detector reports a press once, at its first end packet;
@@ -18,8 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..audio.dtmf import DIGITS
 
@@ -79,8 +84,61 @@ def event_payload(event: int, end: bool, duration: int, volume: int = VOLUME) ->
     )
 
 
+class EventPacket(NamedTuple):
+    """One tick of a key press: its payload, whether it is the press's first packet (the
+    marker bit) and whether it ends it (sent :data:`END_REPEATS` times)."""
+
+    payload: bytes
+    first: bool
+    end: bool
+
+
+class KeyPresses:
+    """Key presses waiting to be sent and the one being sent (module docstring). Bounded:
+    a press beyond ``limit`` queued drops the oldest, counted in :attr:`dropped`."""
+
+    def __init__(self, limit: int = 32) -> None:
+        self._queued: deque[tuple[int, int]] = deque(maxlen=limit)  # (event, ticks)
+        self._current: tuple[int, int, int] | None = None  # (event, ticks done, ticks)
+        self.dropped = 0
+        self.presses = 0
+
+    def press(self, digit: str, duration_ms: int) -> None:
+        """Queue ``digit`` (one of :data:`~bridge.audio.dtmf.DIGITS`) held ``duration_ms``."""
+        if len(self._queued) == self._queued.maxlen:
+            self.dropped += 1
+        ticks = max(1, -(-duration_ms // PACKET_MS))
+        self._queued.append((EVENTS.index(digit.upper()), ticks))
+
+    @property
+    def pending(self) -> bool:
+        """Whether a press is being sent or waits."""
+        return self._current is not None or bool(self._queued)
+
+    def clear(self) -> None:
+        self._queued.clear()
+        self._current = None
+
+    def next_packet(self, step: int) -> EventPacket | None:
+        """This tick's packet of the press being sent (the next one begins when none is);
+        ``None`` when nothing waits. ``step``: the event clock's units in 20 ms."""
+        if self._current is None:
+            if not self._queued:
+                return None
+            event, ticks = self._queued.popleft()
+            self._current = (event, 0, ticks)
+        event, done, ticks = self._current
+        done += 1
+        end = done >= ticks
+        self._current = None if end else (event, done, ticks)
+        if end:
+            self.presses += 1
+        return EventPacket(event_payload(event, end, done * step), done == 1, end)
+
+
 class EventSender:
-    """Writes telephone-event packets into an audio sender's RTP stream (see module doc).
+    """Sends key presses into an audio sender's RTP stream (see module doc), one press at a
+    time, its packets 20 ms apart on the loop's timer.
 
     ``sender`` is the stream's lean sender (``rtc/rtpsend.py``'s ``LeanSender``): it numbers
     the events with the audio (one owner of the stream's sequence numbers, forwarded packets
@@ -99,26 +157,22 @@ class EventSender:
     async def play(
         self, digit: str, duration_ms: int, payload_type: int, clock_rate: int = 8000
     ) -> None:
-        """Send one key press (returns after its last end packet)."""
-        event = EVENTS.index(digit.upper())
+        """Send one key press (returns after its end packets)."""
+        press = KeyPresses(limit=1)
+        press.press(digit, duration_ms)
         timestamp = self._now_pts()
         step = clock_rate * PACKET_MS // 1000
-        total = clock_rate * duration_ms // 1000
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        n = max(1, -(-duration_ms // PACKET_MS))
-        for i in range(n + END_REPEATS - 1):
-            end = i >= n - 1
-            duration = total if end else (i + 1) * step
-            await self.sender.send(
-                event_payload(event, end, duration),
-                timestamp,
-                marker=i == 0,
-                payload_type=payload_type,
-            )
-            self.packets += 1
-            wait = start + (i + 1) * PACKET_MS / 1000 - loop.time()
-            if wait > 0:
+        start, ticks = loop.time(), 0
+        while (packet := press.next_packet(step)) is not None:
+            for _ in range(END_REPEATS if packet.end else 1):
+                await self.sender.send(
+                    packet.payload, timestamp, marker=packet.first, payload_type=payload_type
+                )
+                self.packets += 1
+            ticks += 1
+            wait = start + ticks * PACKET_MS / 1000 - loop.time()
+            if wait > 0 and not packet.end:
                 await asyncio.sleep(wait)
         self.presses += 1
 

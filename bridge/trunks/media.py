@@ -27,14 +27,12 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-import struct
 import time
 from collections import deque
 from collections.abc import Callable
 
 import numpy as np
 
-from ..audio.dtmf import DIGITS
 from ..audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from ..audio.g722 import G722Decoder, G722Encoder
 from ..audio.opus import WARM_PACKETS, OpusDecoder, OpusEncoder, OpusError
@@ -43,6 +41,7 @@ from ..audio.receiver_stats import ReceiverStats
 from ..audio.resample import Resampler
 from ..calls.samples import LegSources
 from ..media.clock import Phase, worker_clock
+from ..rtc.rfc4733 import END_REPEATS, DtmfDetector, KeyPresses
 from ..rtc.rtcp import RtcpReports
 from ..rtc.rtpsend import RtpStream
 from .passthrough import RUN_IDLE, one_20ms_frame
@@ -108,18 +107,16 @@ class TrunkMedia:
         self._wide_out: Callable[[Pcm], bytes] | None = None
         self._wide_in: Callable[[bytes], Pcm] | None = None
         self.set_codec(codec)
-        self.microphone, self.pop, self.on_key = microphone, pop, on_key
+        self.microphone, self.pop = microphone, pop
         self.socket: Socket | None = None
         self._up = Resampler(16000)
         self._down = Resampler(RATE)
         self._frames_in = Reframer(FRAME_SAMPLES)
         self._frames_out = Reframer(SAMPLES)
         self._ts = secrets.randbits(32)
-        self._last_event_ts: int | None = None
-        self._keys: deque[tuple[str, int]] = deque(maxlen=KEYS_QUEUED)
-        self._key_sent: tuple[int, int, int] | None = None  # (code, ticks done, ticks)
+        self.keys_in = DtmfDetector(on_key, RATE)
+        self.keys_out = KeyPresses(KEYS_QUEUED)
         self._unregister: Callable[[], None] | None = None
-        self.keys_dropped = 0
         self.packets_in = self.packets_out = 0
         self.sending = True
         """False while our SDP says we send nothing (``recvonly``/``inactive``: the phone holds,
@@ -169,6 +166,7 @@ class TrunkMedia:
         if remote.codec != self.codec:
             self.set_codec(remote.codec)
         self.event_step = remote.event_rate // 50
+        self.keys_in.clock_rate = remote.event_rate
         self.rtcp_mux = remote.rtcp_mux
 
     def start(self, socket: Socket) -> None:
@@ -194,12 +192,9 @@ class TrunkMedia:
         if parsed is None:
             return
         pt, seq, ts, ssrc, payload = parsed
-        if pt == self.event_pt and len(payload) >= 4:
+        if pt == self.event_pt:
             self.reports.received(ssrc, seq, ts, audio=False)
-            event, flags, duration = payload[0], payload[1], struct.unpack_from("!H", payload, 2)[0]
-            if flags & 0x80 and ts != self._last_event_ts and event < len(DIGITS):
-                self._last_event_ts = ts  # the end packet comes three times (§2.5.1.4)
-                self.on_key(DIGITS[event], duration * 20 // self.event_step)
+            self.keys_in.feed(ts, payload)
             return
         if pt != self.pt or not payload:
             return
@@ -232,9 +227,7 @@ class TrunkMedia:
     # -- send
     def send_key(self, digit: str, duration_ms: int = 160) -> None:
         """Queue a key for the PBX (RFC 4733 events in place of audio)."""
-        if len(self._keys) == self._keys.maxlen:
-            self.keys_dropped += 1
-        self._keys.append((digit, max(40, min(duration_ms, 2000))))
+        self.keys_out.press(digit, max(40, min(duration_ms, 2000)))
 
     def offer(self, seq: int, ts: int, payload: bytes) -> None:
         """One of WhatsApp's Opus packets as it arrived (the WhatsApp leg's receive callback):
@@ -246,8 +239,7 @@ class TrunkMedia:
             or self.codec != "opus"
             or self.socket is None
             or not self.sending
-            or self._key_sent is not None
-            or self._keys
+            or self.keys_out.pending
             or not one_20ms_frame(payload)
             or not allowed()
         ):
@@ -312,21 +304,15 @@ class TrunkMedia:
     def _send_event(self) -> bool:
         """One 20 ms of the key being sent, if any (its timestamp stays the event's start)."""
         if self.event_pt is None:
-            self._keys.clear()
+            self.keys_out.clear()
             return False
-        if self._key_sent is None:
-            if not self._keys:
-                return False
-            digit, ms = self._keys.popleft()
-            self._key_sent = (DIGITS.index(digit), 0, max(2, ms // 20))
+        packet = self.keys_out.next_packet(self.event_step)
+        if packet is None:
+            return False
+        if packet.first:
             self._event_ts = self._ts
-        code, done, ticks = self._key_sent
-        done += 1
-        end = done >= ticks
-        body = struct.pack("!BBH", code, (0x80 if end else 0) | 10, done * self.event_step)
-        for _ in range(3 if end else 1):
-            self._send(self.event_pt, body, marker=done == 1, ts=self._event_ts)
-        self._key_sent = None if end else (code, done, ticks)
+        for _ in range(END_REPEATS if packet.end else 1):
+            self._send(self.event_pt, packet.payload, marker=packet.first, ts=self._event_ts)
         return True
 
     def _send(
