@@ -1,7 +1,7 @@
 """What DTX costs the uplink's sound, and what it saves, offline: the bench's speech (sentences
 with pauses) coded as a browser codes it with and without ``usedtx=1`` (libopus' DTX and
 WebRTC's rule: only the first packet of no audio of a silence is sent), over the seeded network
-profiles of ``make quality``, into :class:`~bridge.audio.receiver.OpusReceiver` popped on a
+profiles of ``make quality``, into :class:`~bridge.audio.receiver.Receiver` popped on a
 20 ms clock, as ``bench/receiver_delay.py`` does. Each is scored with PESQ-WB against the speech,
 next to the ideal receiver fed the same packets (every packet in its place, a frame not sent or
 lost concealed), with the packets sent a second, the receiver's delay (W3C mean) and its CPU a
@@ -28,7 +28,7 @@ from bench.quality_paths import PROFILES, Wire, ideal_decode
 from bench.scoring import pesq_wb
 from bench.speech import speech
 from bridge.audio.opus import OpusEncoder
-from bridge.audio.receiver import OpusReceiver
+from bridge.audio.receiver import Receiver
 
 RATE, FRAME = 16_000, 320
 
@@ -58,7 +58,7 @@ def run(sent: dict[int, bytes], frames: int, profile: str, seed: int) -> dict[st
         if extra is not None:
             arrivals.append((i * 0.02 + float(send_timer[i]) + 0.001 + extra, seq, i))
     arrivals.sort()
-    rx = OpusReceiver(RATE, FRAME)
+    rx = Receiver(RATE, FRAME)
     out, j, tick, busy = [], 0, 0.001 + rng.uniform(0.0, 0.02), 0.0
     while tick < frames * 0.02 + 0.3:
         now = tick + abs(rng.gauss(0, 0.001))

@@ -36,7 +36,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
             "BusAudioTrack.recv",
         ),
     ),
-    ("Opus decode (uplink)", ("opus_decode", "OpusDecoder.decode", "OpusReceiver.pop")),
+    ("Opus decode (uplink)", ("opus_decode", "OpusDecoder.decode", "Receiver.pop")),
     ("call set-up and teardown", ("bridge/rtc/release.py", "setRemoteDescription", "aiohttp/web")),
     ("resample 48→16 kHz + reframe", ("swr_", "Resampler.", "BusFramer", "Reframer", "resample")),
     ("in-band DTMF detector (downlink tap)", ("DtmfToneDetector", "InbandDtmf")),

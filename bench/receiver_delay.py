@@ -5,7 +5,7 @@ The same speech and seeded network profiles as ``make quality`` (``bench/quality
 loss, Gilbert bursts, 0–40 ms jitter), but no processes and no real time: a browser-like
 encoder (Opus 32 kbit/s, in-band FEC planned for 10 % loss, 20 ms) makes the packets, each
 arrives at its send time plus 1 ms plus the profile's delay (a few ms of seeded timer jitter on
-both clocks), and :class:`~bridge.audio.receiver.OpusReceiver` is popped on a 20 ms clock (of
+both clocks), and :class:`~bridge.audio.receiver.Receiver` is popped on a 20 ms clock (of
 a seeded phase) as the uplink pops it. Scored against the ideal receiver fed the very same
 packets (every packet, however late). The delay is the receiver's own W3C mean
 (``jitterBufferDelay / jitterBufferEmittedCount``), what it adds to the uplink::
@@ -30,7 +30,7 @@ from bench.quality_paths import PROFILES, Wire, ideal_decode
 from bench.scoring import pesq_wb
 from bench.speech import speech
 from bridge.audio.opus import OpusEncoder
-from bridge.audio.receiver import OpusReceiver
+from bridge.audio.receiver import Receiver
 
 RATE, FRAME = 16_000, 320
 CANDIDATES = {
@@ -57,7 +57,7 @@ def run(
         if extra is not None:
             arrivals.append((i * 0.02 + abs(rng.gauss(0, timer)) + 0.001 + extra, i))
     arrivals.sort()
-    rx = OpusReceiver(RATE, FRAME, **options)  # type: ignore[arg-type]
+    rx = Receiver(RATE, FRAME, **options)  # type: ignore[arg-type]
     out, j, tick = [], 0, 0.001 + rng.uniform(0.0, 0.02)  # the clock's phase: any
     while j < len(arrivals) or rx.buffered:
         now = tick + abs(rng.gauss(0, timer))

@@ -7,7 +7,7 @@ Both take the same SRTP-protected Opus packets (an 80-byte payload, the ``mid`` 
 header extensions a browser sends) from the UDP guard's datagram callback (a real aioice
 ``StunProtocol`` and ``Connection``, a real aiortc DTLS transport with a real libsrtp session,
 a real ``RTCRtpReceiver`` with its RTCP statistics) to the leg's receiver, which here only
-counts (``OpusReceiver.push`` is the same on both paths). "aiortc" is aiortc's own path as the
+counts (``Receiver.push`` is the same on both paths). "aiortc" is aiortc's own path as the
 bridge had it before its receive path was its own: the guard handed every datagram to aioice's
 own ``datagram_received`` (which tries to parse it as STUN first), and the transport's receive
 task woke per packet (the RED and RFC 4733 hooks the bridge had on that path are gone with

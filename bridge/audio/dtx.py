@@ -24,11 +24,11 @@ goes in place of the cycle's every :data:`DTX_UPDATE_FRAMES` frames, and nothing
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from .opus import SILENT_PEAK, OpusDecoder, OpusError
+from .opus import SILENT_PEAK, OpusError
 from .pcm import Pcm
 
 DTX_PAYLOAD = 2
@@ -41,12 +41,18 @@ DTX_UPDATE_LIMIT = 1.0
 update every 400 ms): from then on its missing frames are an outage, as anyone else's."""
 
 
+class Conceals(Protocol):
+    """The decoder's concealment (Opus' comfort noise comes from it)."""
+
+    def conceal(self, samples: int) -> Pcm: ...
+
+
 class ComfortNoise:
     """Whether a missing frame is the sender's DTX, and the comfort noise that fills it."""
 
     __slots__ = ("_decoder", "_frame_ts", "_seq_done", "_silence", "_silent", "active")
 
-    def __init__(self, decoder: OpusDecoder, frame_samples: int, frame_ts: int = 960) -> None:
+    def __init__(self, decoder: Conceals, frame_samples: int, frame_ts: int = 960) -> None:
         self._decoder = decoder
         self._frame_ts = frame_ts
         """A frame's length in RTP time (48 kHz: RFC 7587 §4.1)."""

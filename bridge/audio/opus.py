@@ -245,6 +245,9 @@ class OpusDecoder:
     """Decodes Opus packets (any rate or channel count the sender chose) to mono s16 at
     ``rate``."""
 
+    rtp_clock = 48_000
+    """Opus always uses a 48 kHz RTP clock, whatever the audio bandwidth (RFC 7587 §4.1)."""
+
     def __init__(self, rate: int) -> None:
         self._lib = lib = _lib()
         err = ctypes.c_int()
@@ -293,6 +296,11 @@ class OpusDecoder:
         for packet in packets:
             with contextlib.suppress(OpusError):
                 self._run(packet, self._max, 0)
+
+    @staticmethod
+    def has_fec(packet: bytes) -> bool:
+        """Whether ``packet`` carries in-band FEC (see :func:`has_fec`)."""
+        return has_fec(packet)
 
     def decode_fec(self, packet: bytes, samples: int) -> Pcm:
         """The *previous* frame, ``samples`` long, rebuilt from the in-band FEC (LBRR) data

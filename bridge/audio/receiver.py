@@ -1,8 +1,11 @@
-"""``OpusReceiver``: RTP Opus packets in, a continuous 20 ms PCM stream out.
+"""``Receiver``: RTP packets in, a continuous 20 ms PCM stream out.
 
-One receiver serves every Opus leg (the browser session and the Cloud API's WhatsApp-side peer).
-Packets go in as they arrive (:meth:`OpusReceiver.push`); a steady 20 ms clock takes exactly one
-frame out (:meth:`OpusReceiver.pop`), whatever the network did, so the engine leg and the bus see
+One receiver serves every RTP leg: the browser session and the Cloud API's WhatsApp-side peer
+(Opus), and a phone on a trunk (Opus, G.711 or G.722: its decoder is the codec's,
+``audio/phone_codecs.py``, with the same interface; the phone codecs have no FEC, and their
+concealment is pitch repetition, ``audio/plc.py``).
+Packets go in as they arrive (:meth:`Receiver.push`); a steady 20 ms clock takes exactly one
+frame out (:meth:`Receiver.pop`), whatever the network did, so the engine leg and the bus see
 a continuous stream: never a hole, never a splice. What a frame is made of, in order of
 preference (the way libwebrtc's NetEq, FreeSWITCH and Asterisk decode):
 
@@ -42,23 +45,39 @@ Pure and synchronous (numpy and libopus only): the caller owns the clock and the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Protocol
+
 import numpy as np
 
 from .delay import DelayDecision
 from .dtx import ComfortNoise
-from .opus import OpusDecoder, OpusError, has_fec
+from .opus import OpusDecoder, OpusError
 from .pcm import Pcm
 from .receiver_stats import ReceiverStats, RtpArrivals
 from .stretch import PlayoutFifo, licence
 
-__all__ = ["OpusReceiver", "ReceiverStats"]
+__all__ = ["FrameDecoder", "Receiver", "ReceiverStats"]
 
-RTP_CLOCK = 48_000
-"""Opus always uses a 48 kHz RTP clock, whatever the audio bandwidth (RFC 7587 §4.1)."""
 FRAME_SECONDS = 0.02
 OUTAGE_FRAMES = 10
 """Concealed frames in a row, with nothing buffered, after which the stream goes silent and
 restarts from the next packet (200 ms: libopus' concealment has faded out by then)."""
+
+
+class FrameDecoder(Protocol):
+    """What the receiver needs of a codec (:class:`~bridge.audio.opus.OpusDecoder`, the phone
+    codecs of ``audio/phone_codecs.py``): PCM at the receiver's rate, never raising but
+    :class:`~bridge.audio.opus.OpusError`."""
+
+    rtp_clock: int
+    """The codec's RTP clock (Opus: 48 kHz whatever its bandwidth, RFC 7587 §4.1)."""
+
+    def decode(self, payload: bytes) -> Pcm: ...
+    def decode_fec(self, payload: bytes, samples: int) -> Pcm: ...
+    def has_fec(self, payload: bytes) -> bool: ...
+    def conceal(self, samples: int) -> Pcm: ...
+    def warm(self, payloads: Iterable[bytes]) -> None: ...
 
 
 class _Packet:
@@ -71,25 +90,26 @@ class _Packet:
         """Extended RTP sequence number (``None``: a redundant copy, RED, has none)."""
 
 
-class OpusReceiver:
-    """Reorder buffer, FEC, concealment and adaptive delay for one Opus RTP stream (see the
-    module docstring)."""
+class Receiver:
+    """Reorder buffer, FEC, concealment and adaptive delay for one RTP stream (see the module
+    docstring); ``decoder``: the codec's (Opus by default)."""
 
     def __init__(
         self, rate: int = 16_000, frame_samples: int = 320, *, min_delay: float = 0.0,
         max_delay: float = 0.2, margin: float = 0.004, window: int = 100,
         quantile: float = 0.02, capacity: int = 64, loss_memory: float = 10.0,
+        decoder: FrameDecoder | None = None,
     ) -> None:  # fmt: skip
-        self.rate = rate
-        self.frame_samples = frame_samples
-        self.frame_ts = RTP_CLOCK * frame_samples // rate
+        self.rate, self.frame_samples = rate, frame_samples
+        self.decoder: FrameDecoder = decoder if decoder is not None else OpusDecoder(rate)
+        self.rtp_clock = self.decoder.rtp_clock
+        self.frame_ts = self.rtp_clock * frame_samples // rate
         self.capacity = capacity
         self.decision = DelayDecision(
             min_delay=min_delay, max_delay=max_delay, margin=margin, window=window,
             quantile=quantile, loss_memory=loss_memory,
         )  # fmt: skip
         self.stats = ReceiverStats()
-        self.decoder = OpusDecoder(rate)
         self._silence = np.zeros(frame_samples, dtype=np.int16)
         self._packets: dict[int, _Packet] = {}
         self._fifo = PlayoutFifo(rate, frame_samples)
@@ -99,7 +119,7 @@ class OpusReceiver:
         """Extended RTP timestamp of the next frame to play (while playing)."""
         self._next_due = 0.0
         """Clock time at which that frame will be taken."""
-        self._rtp = RtpArrivals(self.stats, RTP_CLOCK)
+        self._rtp = RtpArrivals(self.stats, self.rtp_clock)
         self._ticks = 0
         self._first_arrival = 0.0
         self._concealed_run = 0
@@ -120,19 +140,18 @@ class OpusReceiver:
         return self._playing
 
     def push(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> None:
-        """One RTP packet: 16-bit sequence number, 32-bit RTP timestamp, its Opus payload and
-        its arrival time (seconds, the clock :meth:`pop` is given). Never raises: a packet that
-        cannot be used is counted."""
+        """One RTP packet (16-bit number, 32-bit timestamp, payload) and its arrival (seconds,
+        :meth:`pop`'s clock). Never raises: a packet that cannot be used is counted."""
         stats = self.stats
         if not self._rtp.started:
             self._first_arrival = arrival
         ext_seq, ts = self._rtp.arrive(seq, timestamp, arrival)
         stats.bytes_received += len(payload)
         if self._playing:
-            if abs(ts - self._next) > RTP_CLOCK * 2:
+            if abs(ts - self._next) > self.rtp_clock * 2:
                 self._restart()  # the sender's timeline jumped (a restarted stream)
             else:
-                due = self._next_due + (ts - self._next) / RTP_CLOCK
+                due = self._next_due + (ts - self._next) / self.rtp_clock
                 self.decision.observe(due - arrival)
                 if ts <= self._next - self.frame_ts:
                     self._rtp.discard(ext_seq)
@@ -142,7 +161,7 @@ class OpusReceiver:
         if not self._sender_fec and (stats.packets_received <= 50 or not ext_seq & 7):
             # Every packet of the first second, then every 8th: a sender that sends FEC puts
             # some in most packets, and one that never does costs no libopus call per packet.
-            self._sender_fec = has_fec(payload)
+            self._sender_fec = self.decoder.has_fec(payload)
         if ts in self._packets or not payload:
             self._rtp.discard(ext_seq)
             return
@@ -169,7 +188,7 @@ class OpusReceiver:
         ts = self._rtp.extend(timestamp)
         if ts is None or not payload or ts in self._packets:
             return
-        if self._playing and not self._next <= ts <= self._next + RTP_CLOCK:
+        if self._playing and not self._next <= ts <= self._next + self.rtp_clock:
             return
         self._packets[ts] = _Packet(payload, arrival, None)
         self.stats.red_recovered_packets += 1
@@ -217,7 +236,7 @@ class OpusReceiver:
         self.stats.emitted(frame.size, self._delay_sample, decision.target)
         self._ticks += 1
         held = self._ticks + self._fifo.held // self.frame_samples
-        decision.follow_anchor(held * FRAME_SECONDS - self._next / RTP_CLOCK)
+        decision.follow_anchor(held * FRAME_SECONDS - self._next / self.rtp_clock)
         self._next_due = now + FRAME_SECONDS * (1 + self._fifo.held // self.frame_samples)
         return frame
 
@@ -283,7 +302,7 @@ class OpusReceiver:
     def _sends_fec(self) -> bool:
         if not self._sender_fec:
             held = [p.payload for p in self._packets.values()]
-            self._sender_fec = any(has_fec(p) for p in (self._latest, *held) if p)
+            self._sender_fec = any(self.decoder.has_fec(p) for p in (self._latest, *held) if p)
         return self._sender_fec
 
     def _start(self, now: float) -> bool:
@@ -323,7 +342,7 @@ class OpusReceiver:
                 self.stats.decode_errors += 1
                 pcm = np.zeros(0, dtype=np.int16)
             if pcm.size:
-                self._next += pcm.size * RTP_CLOCK // self.rate
+                self._next += pcm.size * self.rtp_clock // self.rate
                 self._concealed_run = 0
                 self._dtx.decoded(packet.payload, packet.seq)
                 self.stats.total_samples_received += pcm.size
@@ -339,7 +358,7 @@ class OpusReceiver:
         self.decision.last_loss = self._next_due
         self._next += self.frame_ts
         later = self._packets.get(self._next)
-        if later is not None and has_fec(later.payload):
+        if later is not None and self.decoder.has_fec(later.payload):
             try:
                 pcm = self.decoder.decode_fec(later.payload, self.frame_samples)
                 self.stats.fec_packets_received += 1

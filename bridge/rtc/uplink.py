@@ -2,7 +2,7 @@
 
 A leg's RTP session (``rtc/rtp_session.py``) hands each Opus packet, as it arrives, to the
 leg's :class:`Playout`, which puts it into the leg's
-:class:`~bridge.audio.receiver.OpusReceiver` (reorder, FEC, concealment, adaptive delay: see
+:class:`~bridge.audio.receiver.Receiver` (reorder, FEC, concealment, adaptive delay: see
 there); the worker's one media clock (:class:`~bridge.media.clock.WorkerClock`, its receive
 phase) takes one 16 kHz frame from the receiver per tick and hands it on (to the call's
 conference for a browser, to the bus's downlink for the Cloud API peer): a continuous stream
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
 from ..audio.opus import WARM_PACKETS, OpusError
 from ..audio.pcm import Pcm
-from ..audio.receiver import OpusReceiver, ReceiverStats
+from ..audio.receiver import Receiver, ReceiverStats
 from ..media import BusStats, LevelMeter
 from ..media.clock import Phase, worker_clock
 from ..tasks import TaskSet
@@ -64,7 +64,7 @@ class Playout:
     def __init__(self, on_frame: Callable[[Pcm], None], stats: BusStats, tasks: TaskSet) -> None:
         self.on_frame = on_frame
         self.bus_stats = stats
-        self.receiver = OpusReceiver(SAMPLE_RATE, FRAME_SAMPLES)
+        self.receiver = Receiver(SAMPLE_RATE, FRAME_SAMPLES)
         self._tasks = tasks
         self._unregister: Callable[[], None] | None = None
         self._stopped = False
@@ -227,7 +227,7 @@ class Playout:
         state from the last talkspurt), frames to ``on_frame``, counted in ``stats``."""
         if self._stopped:
             return
-        self.receiver = OpusReceiver(SAMPLE_RATE, FRAME_SAMPLES)
+        self.receiver = Receiver(SAMPLE_RATE, FRAME_SAMPLES)
         self._mirrored = (0, 0, 0, 0, 0, 0, 0, 0)
         self._conceal_mark = (0, 0)
         self.bus_stats = stats

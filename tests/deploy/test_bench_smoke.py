@@ -132,7 +132,7 @@ def test_profile_splits_the_send_path(tmp_path: Path) -> None:
         "current_ntp_time (aiortc/clock.py:1) 2\n"
         "<module> (bridge/__main__.py:1);LeanSender.run (bridge/rtc/rtpsend.py:9);"
         "send_data (aioice/ice.py:1);sendto (asyncio/transports.py:1) 1\n"
-        "<module> (bridge/__main__.py:1);OpusReceiver.pop (bridge/audio/receiver.py:1) 4\n"
+        "<module> (bridge/__main__.py:1);Receiver.pop (bridge/audio/receiver.py:1) 4\n"
     )
     parts, busy = send_path(raw)
     assert busy == 17

@@ -7,7 +7,7 @@ import numpy as np
 
 from bridge.audio import FRAME_SAMPLES
 from bridge.audio.dtx import DTX_UPDATE_FRAMES, DtxGate
-from bridge.audio.receiver import OpusReceiver
+from bridge.audio.receiver import Receiver
 from bridge.rtc.protection import EncoderSetting, LossProtection
 from bridge.rtc.rtpsend import RtpStream
 from bridge.rtc.sdp import answer_fmtp, asks_for_dtx, opus_parameters, with_opus_fmtp
@@ -105,7 +105,7 @@ async def test_a_pause_goes_out_as_dtx_and_the_next_spurt_keeps_its_place_in_rtp
     assert marked == [0, 90], marked
     assert all(p.marker is False for p in packets if len(bytes(p)) <= 2)
     # A receiver fed the packets on their RTP time plays the spurts 1.8 s apart, to the sample.
-    rx = OpusReceiver()
+    rx = Receiver()
     out, at = [], {p.pts // 960: (seq, p) for seq, p in enumerate(packets)}
     for k in range(frames[-1] + 1):
         if k in at:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bridge.audio.opus import OpusDecoder, OpusEncoder, has_fec
-from bridge.audio.receiver import OpusReceiver
+from bridge.audio.receiver import Receiver
 
 from ..support.spectrum import band_energy, tone_breaks
 
@@ -44,7 +44,7 @@ def packets(pcm: np.ndarray, *, fec: bool = True, seq0: int = 1000, ts0: int = 5
 
 
 def play(
-    receiver: OpusReceiver,
+    receiver: Receiver,
     sent: list,
     arrivals: list[float | None],
     *,
@@ -92,7 +92,7 @@ def start_of(played: np.ndarray, ref: np.ndarray) -> int:
 def test_a_clean_network_plays_every_packet_bit_exact_with_less_than_a_frame_of_delay() -> None:
     sent = packets(tone(3.0))
     arrivals = [0.001 + i * 0.02 for i in range(len(sent))]
-    rx = OpusReceiver()
+    rx = Receiver()
     played = play(rx, sent, arrivals)
     ref = reference(sent)
     k = start_of(played, ref)
@@ -109,7 +109,7 @@ def test_reordered_packets_are_played_in_order_not_dropped() -> None:
     for i in range(20, len(sent) - 1, 10):  # every 10th pair swapped: the later one first
         arrivals[i], arrivals[i + 1] = arrivals[i + 1], arrivals[i]  # type: ignore[assignment]
         arrivals[i] += 0.005  # type: ignore[operator]
-    rx = OpusReceiver(min_delay=0.03)
+    rx = Receiver(min_delay=0.03)
     played = play(rx, sent, arrivals)
     ref = reference(sent)
     k = start_of(played, ref)
@@ -123,7 +123,7 @@ def test_a_lost_packet_is_rebuilt_from_the_next_packets_fec() -> None:
     assert has_fec(sent[lost + 1][2])
     arrivals: list[float | None] = [0.001 + i * 0.02 for i in range(len(sent))]
     arrivals[lost] = None
-    rx = OpusReceiver(min_delay=0.03)  # the next packet is at hand when the lost one is due
+    rx = Receiver(min_delay=0.03)  # the next packet is at hand when the lost one is due
     played = play(rx, sent, arrivals)
     # What a decoder that saw the same packets produces for the lost frame: the LBRR copy.
     dec = OpusDecoder(RATE)
@@ -146,7 +146,7 @@ def test_without_fec_a_loss_is_concealed_never_a_hole() -> None:
     lost = {30, 31, 60}
     for i in lost:
         arrivals[i] = None
-    rx = OpusReceiver()  # no FEC from this sender: no frame of delay added to wait for it
+    rx = Receiver()  # no FEC from this sender: no frame of delay added to wait for it
     played = play(rx, sent, arrivals)
     # Exactly what libopus makes of those losses: its concealment in place of each lost frame,
     # on the same timeline (nothing skipped, nothing silent, nothing shifted).
@@ -169,7 +169,7 @@ def test_after_a_loss_the_next_packet_is_kept_at_hand_so_fec_rebuilds_most_losse
     rng = random.Random(seed)
     sent = packets(warble(20.0))
     arrivals = [None if rng.random() < 0.05 else 0.001 + i * 0.02 for i in range(len(sent))]
-    rx = OpusReceiver()
+    rx = Receiver()
     play(rx, sent, arrivals)
     s = rx.stats
     assert 30 < s.packets_lost < 80
@@ -189,7 +189,7 @@ def test_jitter_that_reorders_is_absorbed_by_an_adaptive_delay(seed: int) -> Non
     rng = random.Random(seed)
     sent = packets(tone(12.0))
     arrivals = [0.001 + i * 0.02 + rng.uniform(0, 0.04) for i in range(len(sent))]
-    rx = OpusReceiver()
+    rx = Receiver()
     play(rx, sent, arrivals)
     s = rx.stats
     assert s.packets_reordered > 50  # 0-40 ms jitter on 20 ms packets reorders many
@@ -199,7 +199,7 @@ def test_jitter_that_reorders_is_absorbed_by_an_adaptive_delay(seed: int) -> Non
     assert 0.02 < delay < 0.08
 
 
-def play_drifting(rx: OpusReceiver, sent: list, ppm: int) -> tuple[np.ndarray, list[int]]:
+def play_drifting(rx: Receiver, sent: list, ppm: int) -> tuple[np.ndarray, list[int]]:
     """``sent`` from a sender whose clock runs ``ppm`` fast (+) or slow (-), popped on our
     steady clock; the samples played and every change of the stretch counters (samples
     inserted: +, removed: -) as it happened."""
@@ -231,7 +231,7 @@ def test_sender_clock_drift_is_followed_a_pitch_period_at_a_time_never_a_frame(p
     whole 20 ms frame; nothing is concealed and the waveform never steps."""
     burst = np.concatenate([tone(1.5, hz=440), np.zeros(int(0.5 * RATE), np.int16)])
     sent = packets(np.tile(burst, 15))
-    rx = OpusReceiver()
+    rx = Receiver()
     played, steps = play_drifting(rx, sent, ppm)
     s = rx.stats
     assert steps and all(0 < abs(step) <= 240 for step in steps)  # at most 15 ms at a time
@@ -255,7 +255,7 @@ def test_drift_in_speech_without_pauses_is_followed_in_the_voiced_periods(ppm: i
     """20 s of a voice-like warble without a single pause: the stretch happens inside the
     voice, where its periods repeat, and the delay still follows the sender's clock."""
     sent = packets(warble(20.0, hz=220))
-    rx = OpusReceiver()
+    rx = Receiver()
     played, steps = play_drifting(rx, sent, ppm)
     s = rx.stats
     moved = s.inserted_samples_for_deceleration - s.removed_samples_for_acceleration
@@ -287,7 +287,7 @@ def test_drift_on_a_continuous_tone_never_jumps_in_phase_nor_goes_silent(ppm: in
     sent = packets(tone(45.0, hz=440))
     period = 0.02 / (1 + ppm / 1e6)
     arrivals = [0.001 + j * period + abs(rng.gauss(0, 0.002)) for j in range(len(sent))]
-    rx = OpusReceiver()
+    rx = Receiver()
     tick, j, out = 0.007, 0, []
     while j < len(sent) or rx.buffered:
         now = tick + abs(rng.gauss(0, 0.001))
@@ -309,7 +309,7 @@ def test_an_outage_goes_silent_and_the_stream_restarts_when_packets_return() -> 
     arrivals: list[float | None] = [0.001 + i * 0.02 for i in range(len(sent))]
     for i in range(50, 150):  # two seconds gone
         arrivals[i] = None
-    rx = OpusReceiver()
+    rx = Receiver()
     played = play(rx, sent, arrivals)
     frames = played.reshape(-1, FRAME).astype(np.float64)
     levels = np.sqrt(np.mean(frames**2, axis=1))
@@ -323,7 +323,7 @@ def test_an_outage_goes_silent_and_the_stream_restarts_when_packets_return() -> 
 def test_sequence_numbers_and_timestamps_wrap() -> None:
     sent = packets(tone(2.0), seq0=0xFFFF - 20, ts0=0xFFFFFFFF - 20 * TS)
     arrivals = [0.001 + i * 0.02 for i in range(len(sent))]
-    rx = OpusReceiver()
+    rx = Receiver()
     played = play(rx, sent, arrivals)
     ref = reference(sent)
     k = start_of(played, ref)
@@ -333,7 +333,7 @@ def test_sequence_numbers_and_timestamps_wrap() -> None:
 
 def test_garbage_and_duplicates_are_counted_never_raised() -> None:
     sent = packets(tone(1.0))
-    rx = OpusReceiver()
+    rx = Receiver()
     t = 0.0
     for seq, ts, payload in sent[:10]:
         rx.push(seq, ts, payload, t)
@@ -356,7 +356,7 @@ def test_a_first_packet_off_the_senders_20_ms_grid_does_not_derail_the_timeline(
     seq, ts, payload = sent[0]
     sent[0] = (seq, ts - 312, payload)
     arrivals = [0.001 + i * 0.02 for i in range(len(sent))]
-    rx = OpusReceiver()
+    rx = Receiver()
     played = play(rx, sent, arrivals)
     assert rx.stats.packets_discarded == 0 and rx.stats.concealed_samples == 0
     assert rx.stats.total_samples_received == len(sent) * FRAME

@@ -9,7 +9,7 @@ import random
 import numpy as np
 
 from bridge.audio.opus import OpusEncoder
-from bridge.audio.receiver import OpusReceiver
+from bridge.audio.receiver import Receiver
 
 from ..support.spectrum import band_energy, tone_breaks
 
@@ -53,7 +53,7 @@ def dtx_packets(pcm: np.ndarray) -> tuple[list[tuple[int, int, bytes]], list[int
 
 
 def run(
-    rx: OpusReceiver, sent: list, arrivals: list[float], *, until: float
+    rx: Receiver, sent: list, arrivals: list[float], *, until: float
 ) -> tuple[np.ndarray, list[bool]]:
     """Push packets at their arrival times and pop on a steady 20 ms clock until ``until``;
     the samples played, and whether the receiver was playing after each tick."""
@@ -89,7 +89,7 @@ def test_a_silence_in_dtx_is_no_loss_and_the_next_spurt_plays_on_the_same_timeli
     sent, frames = dtx_packets(talk(pattern))
     assert len(sent) < 0.7 * (7.0 / 0.02)  # the pauses are (almost) not sent
     arrivals = [0.001 + f * 0.02 for f in frames]
-    rx = OpusReceiver()
+    rx = Receiver()
     played, playing = run(rx, sent, arrivals, until=7.0)
     starts = onsets(played)
     assert len(starts) == 3
@@ -116,7 +116,7 @@ def test_after_a_pause_in_dtx_jitter_finds_the_delay_the_last_spurt_had() -> Non
     sent, frames = dtx_packets(talk(pattern))
     rng = random.Random(5)
     arrivals = [0.001 + f * 0.02 + rng.uniform(0.0, 0.045) for f in frames]
-    rx = OpusReceiver()
+    rx = Receiver()
     played, _ = run(rx, sent, arrivals, until=7.5)
     starts = onsets(played)
     second = played[starts[-1] + int(0.1 * RATE) : starts[-1] + int(2.9 * RATE)]
@@ -132,7 +132,7 @@ def test_comfort_noise_keeps_the_level_of_the_background() -> None:
     pcm = talk(pattern, noise=30.0)
     sent, frames = dtx_packets(pcm)
     assert len(sent) < 0.8 * (4.3 / 0.02)
-    rx = OpusReceiver()
+    rx = Receiver()
     played, _ = run(rx, sent, [0.001 + f * 0.02 for f in frames], until=4.5)
     k = onsets(played)[0]
     pause = played[k + int(1.5 * RATE) : k + int(2.8 * RATE)].astype(float)
@@ -147,7 +147,7 @@ def test_a_sender_in_dtx_that_sends_nothing_more_has_stopped() -> None:
     """No update for longer than libopus' 400 ms: the sender is gone, and the stream goes
     through an outage as a sender that stopped mid-word does."""
     sent, frames = dtx_packets(talk([(1.0, True), (0.5, False)]))
-    rx = OpusReceiver()
+    rx = Receiver()
     _, playing = run(rx, sent, [0.001 + f * 0.02 for f in frames], until=4.0)
     assert playing[60] and not playing[-1]
     assert rx.stats.concealment_events == 1
@@ -164,7 +164,7 @@ def test_a_talk_spurts_lost_first_packet_is_a_loss_not_comfort_noise() -> None:
     onset = next(i for i in range(1, len(sent)) if frames[i] > 90 and len(sent[i - 1][2]) <= 2)
     assert len(sent[onset][2]) > 2 and 95 <= frames[onset] <= 100, frames[onset]
     del sent[onset], frames[onset]
-    rx = OpusReceiver(min_delay=0.04)  # the next packet is at hand when the lost one is due
+    rx = Receiver(min_delay=0.04)  # the next packet is at hand when the lost one is due
     played, playing = run(rx, sent, [0.001 + f * 0.02 for f in frames], until=3.3)
     stats = rx.stats
     assert stats.fec_recovered_samples == FRAME and stats.fec_packets_received == 1
@@ -185,7 +185,7 @@ def test_a_late_packet_of_no_audio_still_says_the_sender_is_silent() -> None:
     )
     arrivals = [0.001 + f * 0.02 for f in frames]
     arrivals[late] += 0.1  # five frames late
-    rx = OpusReceiver()
+    rx = Receiver()
     played, playing = run(rx, sent, arrivals, until=3.8)
     assert all(playing[5:]), playing.index(False)  # no outage, no restart
     assert rx.stats.concealment_events == 1
@@ -204,7 +204,7 @@ def test_a_red_copy_held_first_does_not_hide_the_lost_numbers() -> None:
     onset = next(i for i in range(1, len(sent)) if frames[i] > 90 and len(sent[i - 1][2]) <= 2)
     copy = sent[onset + 1]
     del sent[onset : onset + 2], frames[onset : onset + 2]
-    rx = OpusReceiver(min_delay=0.06)
+    rx = Receiver(min_delay=0.06)
     tick, j, arrivals = 0.007, 0, [0.001 + f * 0.02 for f in frames]
     while tick < 3.3:
         while j < len(sent) and arrivals[j] <= tick:
@@ -227,7 +227,7 @@ def test_telephone_events_numbered_in_a_silence_are_no_gap() -> None:
     onset = next(i for i in range(1, len(sent)) if frames[i] > 90 and len(sent[i - 1][2]) <= 2)
     events = [(sent[onset][0] + k) & 0xFFFF for k in range(4)]  # sent at 1.7 s, in the pause
     sent = [*sent[:onset], *(((s + 4) & 0xFFFF, t, p) for s, t, p in sent[onset:])]
-    rx = OpusReceiver(min_delay=0.06)
+    rx = Receiver(min_delay=0.06)
     tick, j, arrivals = 0.007, 0, [0.001 + f * 0.02 for f in frames]
     while tick < 3.3:
         if events and tick >= 1.7:

@@ -8,7 +8,7 @@ a clocked port of this worker plugged into the call's bus (``engines/pump.py``, 
   lean RTP sender (:mod:`bridge.rtc.rtpsend`: packetise, SRTP, send; aiortc keeps ICE, DTLS
   and RTCP).
 * What the agent hears: RTP → the receive path of :mod:`bridge.rtc.uplink` (the leg's
-  ``OpusReceiver``: the one de-jitter stage, Opus decoded to 16 kHz in the loop) → in the
+  ``Receiver``: the one de-jitter stage, Opus decoded to 16 kHz in the loop) → in the
   clock's receive phase, straight to the bus's downlink (``LegPort.received``).
 * DTMF: RTP packets of ``telephone-event``'s payload type are taken out before aiortc routes
   RTP (it would drop them: it has no such codec) and fed to :class:`.dtmf.DtmfDetector`; key

@@ -15,7 +15,7 @@ plugs the bus into, RFC 4733 both ways, Opus pass-through to and from the browse
   **The first packet leaves as soon as the far end's address and key are known** (Meta sends
   nothing until it has one) and media never stops for the whole call.
 * **In**: UDP → SRTP unprotect (failures dropped and counted) → the Opus payload to
-  :class:`~bridge.rtc.uplink.Playout` (``audio/receiver.py``'s ``OpusReceiver``, the one
+  :class:`~bridge.rtc.uplink.Playout` (``audio/receiver.py``'s ``Receiver``, the one
   de-jitter stage, whose frame goes to the bus's downlink in the clock's receive phase; and
   to the browser untouched while it hears the WhatsApp user alone), a telephone-event to the
   DTMF detector.

@@ -1,0 +1,81 @@
+"""The phone codecs as the one receiver (``audio/receiver.py``) decodes them: G.711 (µ-law,
+A-law) and G.722, each to the bus's 16 kHz with exactly 320 samples a 20 ms packet, and the
+same interface as :class:`~bridge.audio.opus.OpusDecoder` (``decode``, ``decode_fec``,
+``has_fec``, ``conceal``, ``warm``, ``rtp_clock``).
+
+Neither codec has in-band FEC nor concealment of its own: a lost packet is concealed by pitch
+repetition (:class:`~bridge.audio.plc.PitchRepeat`, G.711 Appendix I's method) on the decoded
+16 kHz audio. Both have an 8 kHz RTP clock (G.722's by RFC 3551 §4.5.2's historical error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from .g711 import alaw_decode, ulaw_decode
+from .g722 import G722Decoder
+from .pcm import Pcm
+from .plc import PitchRepeat
+from .resample import Upsample2x
+
+RTP_CLOCK = 8000
+
+
+class _PhoneDecoder:
+    rtp_clock = RTP_CLOCK
+
+    def __init__(self) -> None:
+        self._plc = PitchRepeat()
+
+    def _decode(self, payload: bytes) -> Pcm:
+        raise NotImplementedError
+
+    def decode(self, payload: bytes) -> Pcm:
+        return self._plc.played(self._decode(payload))
+
+    def decode_fec(self, payload: bytes, samples: int) -> Pcm:
+        """No in-band FEC in these codecs (never asked: :meth:`has_fec` is false)."""
+        return self.conceal(samples)
+
+    def has_fec(self, payload: bytes) -> bool:
+        return False
+
+    def conceal(self, samples: int) -> Pcm:
+        return self._plc.conceal(samples)
+
+    def warm(self, payloads: Iterable[bytes]) -> None:
+        """Decoding resumes after packets that were not decoded: the decoder takes their
+        state up (the upsampler's and the ADPCM predictor's; the history to conceal from)."""
+        for payload in payloads:
+            self.decode(payload)
+
+
+class G711Decoder(_PhoneDecoder):
+    """µ-law (``PCMU``) or A-law (``PCMA``) payloads → 16 kHz."""
+
+    def __init__(self, codec: str) -> None:
+        super().__init__()
+        self._law: Callable[[bytes], Pcm] = ulaw_decode if codec == "PCMU" else alaw_decode
+        self._up = Upsample2x()
+
+    def _decode(self, payload: bytes) -> Pcm:
+        return self._up.process(self._law(payload))
+
+
+class G722PhoneDecoder(_PhoneDecoder):
+    """G.722 payloads → 16 kHz (its own rate)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._g722 = G722Decoder()
+
+    def _decode(self, payload: bytes) -> Pcm:
+        pcm = self._g722.decode(payload)
+        return pcm if pcm.size else np.zeros(0, dtype=np.int16)
+
+
+def phone_decoder(codec: str) -> G711Decoder | G722PhoneDecoder:
+    """The receiver's decoder for a phone codec: ``PCMU``, ``PCMA`` or ``G722``."""
+    return G722PhoneDecoder() if codec == "G722" else G711Decoder(codec)
