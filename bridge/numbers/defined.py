@@ -14,7 +14,7 @@ block's ``cloudapi.sipPassword``, ``cloudapi.sipCert`` …
 The default number is the settings' (:func:`settings_fields`): its engine is built from them at
 start, so its engine block and phone are always theirs — except ``cloudapi.sipPassword`` while
 ``BRIDGE_SIP_PASSWORD`` is unset (its engine takes a new password live) — and its ``label`` and
-``recording`` are the API's.
+``recording`` (``BRIDGE_RECORDING_POLICY``, ``api`` by default) are the API's unless set.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import EngineKind, Settings, env_name
+from ..config import EngineKind, RecordingSetting, Settings, env_name
 from ..errors import Conflict
 from .model import DEFAULT_NUMBER, Number, engine_fields
 
@@ -70,6 +70,8 @@ def settings_fields(settings: Settings) -> Defined:
             out["cloudapi.sipPassword"] = Source(env_name("sip_password"))
         else:  # Meta's password through sip/enable, sip/rotate or a PATCH: the API's
             del out["cloudapi.sipPassword"]
+    if settings.storage.recording_policy is not RecordingSetting.API:
+        out["recording"] = Source(env_name("recording_policy"))
     return out
 
 

@@ -7,7 +7,7 @@ import logging
 
 import aiohttp
 
-from ..config import EngineKind, Settings
+from ..config import EngineKind, RecordingSetting, Settings
 from ..engines import Engine
 from ..metrics import Metrics
 from .catalog import Catalog
@@ -40,6 +40,7 @@ def default_number(settings: Settings) -> Number:
         for name, (setting, secret, _) in engine_fields(engine.engine).items()
         if secret and values.get(setting)
     }
+    policy = settings.storage.recording_policy
     phone = f"+{settings.sip.sip_number}" if settings.sip.sip_number else ""
     return Number(
         number_id=DEFAULT_NUMBER,
@@ -47,6 +48,7 @@ def default_number(settings: Settings) -> Number:
         engine=engine.engine,
         config=config,
         secrets=secrets,
+        recording="allowed" if policy is RecordingSetting.API else str(policy),
         created_at=0,
     )
 

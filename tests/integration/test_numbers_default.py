@@ -1,14 +1,19 @@
 """The default number (``BRIDGE_ENGINE``'s) can do what any number can (issue 60): its
-recording policy and label through the API (``PATCH /numbers/default``), stored, used after a
-restart too (``bridge/numbers/defined.py``: a field no setting defines is the API's)."""
+recording policy through the API (``PATCH /numbers/default``) or the settings
+(``BRIDGE_RECORDING_POLICY``), one rule between them (``bridge/numbers/defined.py``): a field a
+setting defines is the operator's (409 ``defined_by_operator`` naming it), an unset one is the
+API's and its stored value is used, after a restart too."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 
 from bridge.api.keys import RECORDINGS
+
+from ..support.calls import wait_state
 
 ADMIN = {"Authorization": "Bearer admin-token"}
 
@@ -66,3 +71,47 @@ async def test_the_api_forbids_recording_on_the_default_number(dclient):
     call_id = await _call(again)
     status, body = await _record(again, call_id)
     assert status == 201, body
+
+
+async def test_what_the_settings_define_on_the_default_number_is_refused(dclient, caplog):
+    caplog.set_level(logging.INFO, logger="bridge.calls.following")
+    client = await dclient(recording_policy="forbidden", record_all=True)
+    shown = await (await client.get("/numbers/default", headers=ADMIN)).json()
+    assert shown["recording"] == "forbidden"
+    call_id = await _call(client)
+    await wait_state(client, call_id, "active", timeout=5, headers=ADMIN)
+    status, body = await _record(client, call_id)
+    assert status == 403 and body["error"]["code"] == "recording_forbidden", body
+    # BRIDGE_RECORD_ALL did not record it either.
+    said = f"call {call_id}: not recorded (forbidden by number default)"
+    assert [r for r in caplog.records if r.getMessage() == said], caplog.text
+    assert not client.app[RECORDINGS].index
+    for patch, field, setting in [
+        ({"recording": "allowed"}, "recording", "unset BRIDGE_RECORDING_POLICY"),
+        ({"phone": "+15550783881"}, "phone", "change BRIDGE_SIP_NUMBER"),
+        ({"sim": {"peer": "tone"}}, "sim.peer", "change BRIDGE_SIM_PEER"),
+    ]:
+        status, body = await _patch(client, patch)
+        error = body["error"]
+        assert status == 409 and error["code"] == "defined_by_operator", (patch, error)
+        assert f"'{field}'" in error["message"] and setting in error["message"], error
+    # The same value as the setting's is no change: accepted; a field no setting defines too.
+    status, shown = await _patch(client, {"recording": "forbidden", "label": "lab"})
+    assert status == 200 and shown["label"] == "lab", shown
+    status, body = await _record(client, await _call(client))
+    assert status == 403, body
+
+
+async def test_a_stored_policy_the_setting_contradicts_is_ignored_and_said_once(dclient, caplog):
+    client = await dclient()
+    status, _ = await _patch(client, {"recording": "forbidden", "label": "kept"})
+    assert status == 200
+    caplog.set_level(logging.WARNING)
+    again = await dclient(recording_policy="allowed")  # a restart, the operator's policy set
+    shown = await (await again.get("/numbers/default", headers=ADMIN)).json()
+    assert (shown["recording"], shown["label"]) == ("allowed", "kept")  # the label: the API's
+    status, body = await _record(again, await _call(again))
+    assert status == 201, body
+    said = [r for r in caplog.records if "BRIDGE_RECORDING_POLICY" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING, said
+    assert "number default" in said[0].getMessage() and "recording" in said[0].getMessage()
