@@ -275,3 +275,35 @@ numbers:
     path.write_text("numbers:\n  - numberID: default\n    sip: {enable: yes-please}\n")
     with pytest.raises(ValueError, match=r"numbers\[0\].*'sip'"):
         await sclient(numbers_file=str(path))
+
+
+async def test_a_password_the_numbers_file_names_is_not_stored_by_the_api(
+    sclient, meta, tmp_path, monkeypatch
+):
+    """The rule for a declared number: its file entry names ``sipPassword``, so ``sip/enable``
+    and a PATCH of the password are refused (409 naming the entry) before Meta is asked."""
+    meta.add_number("2098765432", "second-token")
+    monkeypatch.setenv("SALES_SIP_PASSWORD", "from-the-file")
+    path = tmp_path / "numbers.yaml"
+    path.write_text(
+        f"""
+numbers:
+  - numberID: sales
+    phone: "+15550783000"
+    engine: cloudapi
+    cloudapi: {{phoneNumberID: "2098765432", accessToken: second-token,
+               appSecret: {meta.app_secret}, verifyToken: v2, graphURL: "{meta.graph_url}",
+               sipPassword: "${{SALES_SIP_PASSWORD}}"}}
+"""
+    )
+    client = await sclient(numbers_file=str(path))
+    for method, route, body in [
+        ("POST", "/numbers/sales/sip/enable", {}),
+        ("PATCH", "/numbers/sales", {"cloudapi": {"sipPassword": "another"}}),
+    ]:
+        resp = await client.request(method, route, json=body, headers=ADMIN)
+        error = (await resp.json())["error"]
+        assert resp.status == 409 and error["code"] == "defined_by_operator", (route, error)
+        assert "remove it from BRIDGE_NUMBERS_FILE (numbers[0])" in error["message"]
+    assert meta.account.settings_posts == []
+    assert client.app[CATALOG].number("sales").secrets["sipPassword"] == "from-the-file"
