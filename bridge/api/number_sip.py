@@ -5,7 +5,8 @@ password Meta made (``include_sip_credentials``) into the number's sealed creden
 (``cloudapi.sipPassword``, never shown), and compares Meta's settings with the number's mode
 again; ``…/sip/rotate`` does the same after disabling SIP and clearing its servers, so Meta
 makes a new password (Meta Cloud API Calling: SIP). The settings' own number (``default``) keeps
-Meta's password in the store, over ``BRIDGE_SIP_PASSWORD`` (``numbers/sip_road.py``)."""
+Meta's password in the store too, unless ``BRIDGE_SIP_PASSWORD`` sets it: then the operator's
+wins and both are ``409 defined_by_operator`` (``numbers/sip_road.py``, ``numbers/defined.py``)."""
 
 from __future__ import annotations
 

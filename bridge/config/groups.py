@@ -92,6 +92,15 @@ class AgentFallback(enum.StrEnum):
     HANGUP = "hangup"
 
 
+class RecordingSetting(enum.StrEnum):
+    """Whether the default number's calls may be recorded (``api``: the operator leaves it to
+    ``PATCH /numbers/default {"recording"}``, allowed until that says otherwise)."""
+
+    API = "api"
+    ALLOWED = "allowed"
+    FORBIDDEN = "forbidden"
+
+
 class OrphanCalls(enum.StrEnum):
     """What start-up does to engine calls no live call of this bridge owns."""
 
@@ -497,6 +506,11 @@ class StorageSettings(_Group):
     play_url_max_bytes: int = _opt(32 * 1024 * 1024, "largest audio fetched or uploaded")
     play_url_timeout: float = _opt(10.0, "seconds to fetch an audioUrl")
     record_all: bool = _opt(False, "record every call from answer to end")
+    recording_policy: RecordingSetting = _opt(
+        RecordingSetting.API,
+        "the default number's recording policy: allowed, forbidden (no recording of any kind), "
+        "or api (PATCH /numbers/default decides; allowed until it does)",
+    )
     fork_url_allow: tuple[str, ...] = _opt((), "hosts media forks may connect to (empty: none)")
     recording_retention_days: float = _opt(30.0, "days recordings are kept")
     retention_sweep_interval: float = _opt(3600.0, "seconds between retention sweeps")

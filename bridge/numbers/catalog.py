@@ -14,7 +14,6 @@ key.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -23,6 +22,16 @@ import yaml
 
 from ..errors import BadRequest, Conflict, NotFound
 from ..tasks import TaskSet
+from .defined import (
+    Defined,
+    changed_fields,
+    default_record,
+    differing,
+    field_value,
+    overlay,
+    refuse_defined,
+    stored_fields,
+)
 from .model import DEFAULT_NUMBER, Number, key_hash
 from .store import POLL_INTERVAL, CatalogStore
 from .tenants import Tenant
@@ -48,10 +57,15 @@ def _readable(
 class Catalog:
     """Numbers and tenants, indexed; see the module docstring."""
 
-    def __init__(self, store: CatalogStore, default: Number | None) -> None:
+    def __init__(
+        self, store: CatalogStore, default: Number | None, by_settings: Defined | None = None
+    ) -> None:
         self.store = store
         self.default = default
-        """The number the settings define (``BRIDGE_ENGINE``), never stored."""
+        """The number the settings define (``BRIDGE_ENGINE``), as they define it."""
+        self.defined: dict[str, Defined] = {DEFAULT_NUMBER: by_settings or {}}
+        """The fields the operator defines, by number: the settings' for the default one, the
+        numbers file's for those it declares (``defined.py``: the API may not store them)."""
         self.numbers: dict[str, Number] = {}
         self.tenants: dict[str, Tenant] = {}
         self.trunks: dict[str, Trunk] = {}
@@ -63,9 +77,11 @@ class Catalog:
         self._tasks = TaskSet("catalog")
         self._lock = asyncio.Lock()
         self._store_down = False
-        self._default_secrets: dict[str, str] = {}
-        """Secrets the API stored for the default number (kept under its id, opened as every
-        record's): they override the settings' (``save_default_secrets``)."""
+        self._default_stored: dict[str, Any] = {}
+        """What the API stored for the default number, by field (kept under its id, secrets
+        sealed as every record's): used where the settings leave the field unset."""
+        self._said: set[tuple[str, str]] = set()
+        """Stored fields already said to differ from the operator's (said once)."""
         self._index([])
 
     # -- following the store
@@ -107,7 +123,9 @@ class Catalog:
         async with self._lock:
             version, records = await self.store.load()
             stored = dict(records.get("numbers", {}))
-            self._default_secrets = (stored.pop(DEFAULT_NUMBER, None) or {}).get("secrets") or {}
+            record = stored.pop(DEFAULT_NUMBER, None) or {}
+            engine = self.default.engine if self.default is not None else None
+            self._default_stored = stored_fields(record, engine) if engine is not None else {}
             numbers = _readable(stored, Number.from_record, "number")
             tenants = _readable(records.get("tenants", {}), Tenant.from_record, "tenant")
             self.tenants = {t.tenant_id: t for t in tenants}
@@ -122,12 +140,22 @@ class Catalog:
 
     def _index(self, numbers: Iterable[Number]) -> None:
         default = self.default
-        if default is not None and self._default_secrets:
-            # What the API stored for the settings' number (its SIP password, from
-            # ``/numbers/default/sip/enable``) wins over the settings' own (BRIDGE_SIP_PASSWORD).
-            default = dataclasses.replace(
-                default, secrets={**default.secrets, **self._default_secrets}
-            )
+        if default is not None and self._default_stored:
+            # The one rule (defined.py): what the API stored for the settings' number is used
+            # where the settings leave the field unset; a setting wins, and a stored value that
+            # differs from it is said once.
+            defined = self.defined.get(DEFAULT_NUMBER, {})
+            for field in differing(default, self._default_stored, defined):
+                if (DEFAULT_NUMBER, field) not in self._said:
+                    self._said.add((DEFAULT_NUMBER, field))
+                    log.warning(
+                        "number %s: the %s stored through the API differs from %s, which is "
+                        "used (the operator's value wins; the stored one is ignored)",
+                        DEFAULT_NUMBER,
+                        field,
+                        defined[field].name,
+                    )
+            default = overlay(default, self._default_stored, defined)
         listed = ([default] if default is not None else []) + list(numbers)
         self.numbers = {n.number_id: n for n in listed}
         self._by_phone = {n.phone: n for n in listed if n.phone}
@@ -208,23 +236,35 @@ class Catalog:
         await self.reload()
         return number
 
-    async def save_default_secrets(self, secrets: dict[str, str]) -> Number:
-        """Store secrets for the settings' number (sealed as every record's) that override the
-        settings' from now on, on every worker and after a restart; the default as it is now."""
-        record = {"numberID": DEFAULT_NUMBER, "secrets": {**self._default_secrets, **secrets}}
-        await self.store.put("numbers", DEFAULT_NUMBER, record)
-        await self.reload()
-        return self.numbers[DEFAULT_NUMBER]
+    def refuse_defined(self, number_id: str, fields: Iterable[str]) -> None:
+        """409 ``defined_by_operator`` when the operator defines one of ``fields`` for the
+        number (the API may not store it: ``defined.py``)."""
+        refuse_defined(number_id, self.defined.get(number_id, {}), fields)
 
-    async def update_number(self, number: Number) -> Number:
+    async def update_number(self, number: Number, *, by_operator: bool = False) -> Number:
+        """Store a changed number. The API's change (``by_operator`` false: the numbers file's
+        is the operator's) may not touch a field the operator defines (409)."""
+        before = self.numbers.get(number.number_id)
+        changed = changed_fields(before, number) if before is not None else []
+        if not by_operator:
+            self.refuse_defined(number.number_id, changed)
         if number.number_id == DEFAULT_NUMBER:
-            raise BadRequest(
-                "the default number is defined by the settings (BRIDGE_ENGINE…): change them"
-            )
+            return await self._save_default(number, changed)
         self._check_unique(number)
         await self.store.put("numbers", number.number_id, number.to_record())
         await self.reload()
         return number
+
+    async def _save_default(self, number: Number, changed: list[str]) -> Number:
+        # Only what the API changed is stored (sealed as every record's): a field it never
+        # touched stays the settings' own, on every worker and after a restart.
+        if self.default is None:
+            raise NotFound(f"no number {DEFAULT_NUMBER!r}")
+        engine = self.default.engine
+        stored = {**self._default_stored, **{f: field_value(number, f) for f in changed}}
+        await self.store.put("numbers", DEFAULT_NUMBER, default_record(stored, engine))
+        await self.reload()
+        return self.numbers[DEFAULT_NUMBER]
 
     async def delete_number(self, number_id: str) -> None:
         if number_id == DEFAULT_NUMBER:

@@ -17,12 +17,16 @@
 
 Every ``${NAME}`` is read from the environment (secrets never sit in the file). Entries are
 created or replaced by id; what the file does not name is left as it is (created at run time).
+A field an entry names is the operator's: it replaces the stored value (said at WARNING when
+they differ) and the API may not change it (409); the entry's other fields keep what the API
+stored (``defined.py``).
 A bad file stops the start with one line saying which entry and field.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 from pathlib import Path
@@ -33,8 +37,11 @@ import yaml
 from ..config import ConfigError
 from ..errors import BridgeError
 from .catalog import Catalog
+from .defined import changed_fields, file_fields, keep_unset
 from .model import DEFAULT_NUMBER, check_id, parse_number
 from .tenants import apply_tenant_fields, parse_tenant
+
+log = logging.getLogger(__name__)
 
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -104,12 +111,23 @@ async def apply_numbers_file(catalog: Catalog, path: str) -> list[str]:
                 continue
             number = parse_number(fields, tenant_id=str(entry.get("tenantID") or ""))
             number.number_id = number_id
+            defined = file_fields(fields, f"numbers[{i}]")
+            catalog.defined[number_id] = defined  # the API may not change these (409)
             if number_id in catalog.numbers:
                 known = catalog.numbers[number_id]
                 number.created_at = known.created_at
-                # What the API stored since (Meta's SIP password) stays unless the file names it.
-                number.secrets = {**known.secrets, **number.secrets}
-                await catalog.update_number(number)
+                # The one rule (defined.py): what the file names wins over what is stored (said
+                # once when they differ); the rest (Meta's SIP password from sip/enable, a
+                # label or policy set through the API) stays as the API stored it.
+                keep_unset(known, number, defined)
+                for field in changed_fields(known, number):
+                    log.warning(
+                        "number %s: %s replaces its stored %s",
+                        number_id,
+                        defined[field].name if field in defined else "BRIDGE_NUMBERS_FILE",
+                        field,
+                    )
+                await catalog.update_number(number, by_operator=True)
             else:
                 await catalog.create_number(number)
         except BridgeError as exc:

@@ -71,6 +71,11 @@ _BLOCKS: dict[EngineKind, dict[str, tuple[str, bool, bool]]] = {
 }
 
 
+def engine_fields(engine: EngineKind) -> Mapping[str, tuple[str, bool, bool]]:
+    """An engine block's fields by camelCase name: ``(setting, secret, required)``."""
+    return _BLOCKS[engine]
+
+
 def engine_key(number_id: str, engine_call_id: str) -> str:
     """An engine's call id made unique across numbers: each engine numbers its own calls (two
     engines may both say ``FAKE001``), so the registry and the directory index a call by its

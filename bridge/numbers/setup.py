@@ -7,12 +7,13 @@ import logging
 
 import aiohttp
 
-from ..config import EngineKind, Settings
+from ..config import EngineKind, RecordingSetting, Settings
 from ..engines import Engine
 from ..metrics import Metrics
 from .catalog import Catalog
+from .defined import settings_fields
 from .file import apply_numbers_file
-from .model import DEFAULT_NUMBER, Number
+from .model import DEFAULT_NUMBER, Number, engine_fields
 from .sip_road import enable_declared
 from .store import open_store
 from .switchboard import Switchboard
@@ -33,9 +34,22 @@ def default_number(settings: Settings) -> Number:
             config["phoneNumberID"] = engine.cloudapi_phone_number_id
     elif engine.engine is not EngineKind.SIM:
         config = {"url": engine.engine_url}
+    values: dict[str, object] = {**vars(settings.engine), **vars(settings.sip)}
+    secrets = {  # which are set (GET shows only that), and what a stored one is compared with
+        name: str(values[setting])
+        for name, (setting, secret, _) in engine_fields(engine.engine).items()
+        if secret and values.get(setting)
+    }
+    policy = settings.storage.recording_policy
     phone = f"+{settings.sip.sip_number}" if settings.sip.sip_number else ""
     return Number(
-        number_id=DEFAULT_NUMBER, phone=phone, engine=engine.engine, config=config, created_at=0
+        number_id=DEFAULT_NUMBER,
+        phone=phone,
+        engine=engine.engine,
+        config=config,
+        secrets=secrets,
+        recording="allowed" if policy is RecordingSetting.API else str(policy),
+        created_at=0,
     )
 
 
@@ -54,7 +68,7 @@ async def start_numbers(
         cluster.directory if cluster.shared else "",
         cluster.internal_secret,
     )
-    catalog = Catalog(store, default_number(settings))
+    catalog = Catalog(store, default_number(settings), settings_fields(settings))
     on_sip: list[str] = []
     if settings.storage.numbers_file:
         on_sip = await apply_numbers_file(catalog, settings.storage.numbers_file)

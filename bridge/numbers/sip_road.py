@@ -6,8 +6,10 @@ Meta's SIP for the number is pointed at this deployment (the number's ``sipHostn
 ``BRIDGE_SIP_HOSTNAME``, and the SIP listener's port), the SIP password Meta made is read
 (``include_sip_credentials``) into the number's sealed credentials, and Meta's settings are
 compared with the number's mode again (Meta Cloud API Calling: SIP, "configure SIP settings").
-The settings' own number (``default``) keeps the password in the store beside the others; it
-overrides ``BRIDGE_SIP_PASSWORD`` from then on, on every worker and after a restart.
+The settings' own number (``default``) keeps the password in the store beside the others, on
+every worker and after a restart. A password the operator set (``BRIDGE_SIP_PASSWORD``, a
+numbers file's ``sipPassword``) is theirs: ``409 defined_by_operator`` before Meta is asked
+(``defined.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import Settings
 from ..engines import SettingsEngine
 from ..errors import BridgeError, Conflict
-from .model import DEFAULT_NUMBER, Number
+from .model import Number
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -47,15 +49,14 @@ async def put_on_sip(
             "SIP certificate) or the number's 'cloudapi.sipHostname' first",
             code="sip_not_configured",
         )
+    # Before Meta is asked: a password Meta made that could not be stored would be lost.
+    catalog.refuse_defined(number.number_id, ["cloudapi.sipPassword"])
     port = port or settings.sip.listen[1]
     password = await engine.calling_settings.enable_sip(hostname, port, rotate=rotate)
-    if number.number_id == DEFAULT_NUMBER:
-        await catalog.save_default_secrets({"sipPassword": password})
-    else:
-        changed = dataclasses.replace(
-            number, config=dict(number.config), secrets={**number.secrets, "sipPassword": password}
-        )
-        await catalog.update_number(changed)
+    changed = dataclasses.replace(
+        number, config=dict(number.config), secrets={**number.secrets, "sipPassword": password}
+    )
+    await catalog.update_number(changed)
     await switchboard.reconcile()  # the number takes Meta's INVITEs with the new password now
     await switchboard.compare_setup(number.number_id)
     return {

@@ -137,8 +137,9 @@ class Switchboard:
         async with self._changing:
             stored = self.catalog.numbers.get(DEFAULT_NUMBER)
             if stored is not None and isinstance(self.default, SipLineEngine):
-                # Meta's password for the settings' number, stored by ``sip/enable`` (over
-                # BRIDGE_SIP_PASSWORD): in use on every worker at its next reload.
+                # The settings' number's password as the catalog has it: BRIDGE_SIP_PASSWORD
+                # when set, else Meta's stored by ``sip/enable`` (defined.py), in use on every
+                # worker at its next reload.
                 self.default.use_password(stored.secrets.get("sipPassword", ""))
             wanted = {
                 n.number_id: n

@@ -9,12 +9,15 @@ from typing import Any
 
 import pytest
 
-from bridge.api.keys import CATALOG
+from bridge.api.keys import CATALOG, ENGINE
+from bridge.sip import Verdict, authorize
 
+from ..support.tls import TestCA
 from ..support.waits import until
 
 ADMIN = {"Authorization": "Bearer admin-token"}
 HOST = "sip.bridge.example"
+NUMBER = "15550009999"
 
 
 @pytest.fixture
@@ -114,9 +117,10 @@ async def test_sip_enable_refusals_are_clear(sclient, make_client, meta):
 
 
 async def test_the_default_number_keeps_meta_s_password_in_the_store(sclient, meta, tmp_path):
-    """The settings' number goes on SIP with one call too: Meta's password is stored sealed
-    under the default number (over BRIDGE_SIP_PASSWORD) and is there after a restart."""
-    client = await sclient(sip_password="from-the-settings")
+    """The settings' number goes on SIP with one call too (BRIDGE_SIP_PASSWORD unset: the
+    password is the API's to manage): Meta's password is stored sealed under the default number
+    and is there after a restart."""
+    client = await sclient()
     resp = await client.post("/numbers/default/sip/enable", json={}, headers=ADMIN)
     body = await resp.json()
     assert resp.status == 200 and body["numberID"] == "default", body
@@ -136,8 +140,81 @@ async def test_the_default_number_keeps_meta_s_password_in_the_store(sclient, me
     assert resp.status == 200, await resp.text()
     second = meta.account.sip_password
     assert second != first
-    again = await sclient(sip_password="from-the-settings")  # a restart on the same store
+    again = await sclient()  # a restart on the same store
     assert again.app[CATALOG].number("default").secrets["sipPassword"] == second
+
+
+async def test_a_password_the_settings_define_is_not_stored_by_the_api(sclient, meta):
+    """BRIDGE_SIP_PASSWORD set: the operator's, so ``sip/enable``, ``sip/rotate`` and a PATCH
+    of the password are refused (409 naming the setting) before Meta is asked."""
+    client = await sclient(sip_password="from-the-settings")
+    for method, path, body in [
+        ("POST", "/numbers/default/sip/enable", {}),
+        ("POST", "/numbers/default/sip/rotate", {}),
+        ("PATCH", "/numbers/default", {"cloudapi": {"sipPassword": "another"}}),
+    ]:
+        resp = await client.request(method, path, json=body, headers=ADMIN)
+        error = (await resp.json())["error"]
+        assert resp.status == 409 and error["code"] == "defined_by_operator", (path, error)
+        assert "cloudapi.sipPassword" in error["message"]
+        assert "unset BRIDGE_SIP_PASSWORD" in error["message"]
+    assert meta.account.settings_posts == []  # Meta was not asked: no password lost there
+    number = client.app[CATALOG].number("default")
+    assert number.secrets["sipPassword"] == "from-the-settings"
+    shown = await (await client.get("/numbers/default", headers=ADMIN)).json()
+    assert shown["cloudapi"]["sipPasswordSet"] is True and "from-the-settings" not in str(shown)
+
+
+def _digest_takes(engine: Any, password: str) -> bool:
+    """Whether the default number's SIP line accepts Meta's answer to its challenge made with
+    ``password`` (what Meta's INVITE carries after our 407)."""
+    digest = engine.line.digest
+    uri = f"sip:+{NUMBER}@{HOST}"
+    answer = authorize(digest.challenges(), "INVITE", uri, NUMBER, password)
+    return digest.verify("INVITE", [answer]) is Verdict.OK
+
+
+async def test_after_a_restart_the_operator_s_password_wins_over_the_stored_one(
+    sclient, meta, tmp_path, caplog
+):
+    """A password stored through the API, then BRIDGE_SIP_PASSWORD set to another value at the
+    next start: the setting challenges Meta and answers Meta's challenges; the stored one is
+    ignored, said once at WARNING (naming the number and the field, never a password). Unset
+    again, the stored one works as before."""
+    client = await sclient()
+    resp = await client.post("/numbers/default/sip/enable", json={}, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    stored = meta.account.sip_password
+    assert stored
+
+    ca = TestCA(tmp_path)
+    pair = ca.issue("bridge", HOST)
+    on_sip = {
+        "cloudapi_signalling": "sip",
+        "sip_listen": "127.0.0.1:0",
+        "sip_cert": str(pair.cert),
+        "sip_key": str(pair.key),
+        "sip_number": NUMBER,
+    }
+    caplog.set_level(logging.WARNING)
+    again = await sclient(**on_sip, sip_password="the-operator-s")  # the same data dir
+    engine = again.app[ENGINE]
+    assert _digest_takes(engine, "the-operator-s") and not _digest_takes(engine, stored)
+    assert engine.sip.sip_password == "the-operator-s"  # what answers Meta's 407 on calls out
+    assert again.app[CATALOG].number("default").secrets["sipPassword"] == "the-operator-s"
+    await again.app[CATALOG].reload()  # every poll reloads: still said once
+    said = [r for r in caplog.records if "cloudapi.sipPassword" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING, said
+    assert "number default" in said[0].getMessage()
+    assert "BRIDGE_SIP_PASSWORD" in said[0].getMessage()
+    assert not [r for r in caplog.records if stored in r.getMessage()]
+    assert not [r for r in caplog.records if "the-operator-s" in r.getMessage()]
+
+    caplog.clear()
+    unset = await sclient(**on_sip)  # BRIDGE_SIP_PASSWORD unset: the stored one, as before
+    engine = unset.app[ENGINE]
+    assert _digest_takes(engine, stored) and not _digest_takes(engine, "the-operator-s")
+    assert not [r for r in caplog.records if "cloudapi.sipPassword" in r.getMessage()]
 
 
 async def test_a_mismatch_with_meta_is_said_at_start(sclient, meta, caplog):
@@ -198,3 +275,35 @@ numbers:
     path.write_text("numbers:\n  - numberID: default\n    sip: {enable: yes-please}\n")
     with pytest.raises(ValueError, match=r"numbers\[0\].*'sip'"):
         await sclient(numbers_file=str(path))
+
+
+async def test_a_password_the_numbers_file_names_is_not_stored_by_the_api(
+    sclient, meta, tmp_path, monkeypatch
+):
+    """The rule for a declared number: its file entry names ``sipPassword``, so ``sip/enable``
+    and a PATCH of the password are refused (409 naming the entry) before Meta is asked."""
+    meta.add_number("2098765432", "second-token")
+    monkeypatch.setenv("SALES_SIP_PASSWORD", "from-the-file")
+    path = tmp_path / "numbers.yaml"
+    path.write_text(
+        f"""
+numbers:
+  - numberID: sales
+    phone: "+15550783000"
+    engine: cloudapi
+    cloudapi: {{phoneNumberID: "2098765432", accessToken: second-token,
+               appSecret: {meta.app_secret}, verifyToken: v2, graphURL: "{meta.graph_url}",
+               sipPassword: "${{SALES_SIP_PASSWORD}}"}}
+"""
+    )
+    client = await sclient(numbers_file=str(path))
+    for method, route, body in [
+        ("POST", "/numbers/sales/sip/enable", {}),
+        ("PATCH", "/numbers/sales", {"cloudapi": {"sipPassword": "another"}}),
+    ]:
+        resp = await client.request(method, route, json=body, headers=ADMIN)
+        error = (await resp.json())["error"]
+        assert resp.status == 409 and error["code"] == "defined_by_operator", (route, error)
+        assert "remove it from BRIDGE_NUMBERS_FILE (numbers[0])" in error["message"]
+    assert meta.account.settings_posts == []
+    assert client.app[CATALOG].number("sales").secrets["sipPassword"] == "from-the-file"

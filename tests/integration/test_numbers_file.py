@@ -4,6 +4,7 @@ secrets are applied at start, updated in place by id on the next start, exported
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -93,3 +94,47 @@ async def test_a_bad_file_stops_the_start_naming_the_entry(
     data.mkdir()
     with pytest.raises(ConfigError, match=re.escape(named)):
         await make_client(numbers_file=write(tmp_path, text), data_dir=str(data))
+
+
+async def test_what_the_file_names_is_the_operator_s_the_rest_the_api_s(
+    make_client, tmp_path, caplog
+) -> None:
+    """One rule (``bridge/numbers/defined.py``): a field the file names wins and the API may
+    not change it (409 naming the entry); a field it leaves unset is the API's, kept across
+    restarts; a stored value the file replaces is said once at WARNING."""
+    data = tmp_path / "data"
+    data.mkdir()
+    lab = "numbers:\n  - {numberID: lab, phone: '+15550783882', engine: sim, sim: {peer: tone}}\n"
+    settings = {"api_tokens": ("admin-token",), "data_dir": str(data)}
+    client = await make_client(numbers_file=write(tmp_path, lab), **settings)
+    for patch, field in [
+        ({"sim": {"peer": "echo"}}, "sim.peer"),
+        ({"phone": "+15550783883"}, "phone"),
+    ]:
+        resp = await client.patch("/numbers/lab", json=patch, headers=ADMIN)
+        error = (await resp.json())["error"]
+        assert resp.status == 409 and error["code"] == "defined_by_operator", error
+        assert f"'{field}'" in error["message"]
+        assert "remove it from BRIDGE_NUMBERS_FILE (numbers[0])" in error["message"]
+    unset = {"recording": "forbidden", "label": "bench", "sim": {"toneHz": 440}}
+    resp = await client.patch("/numbers/lab", json=unset, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    await client.close()
+
+    caplog.set_level(logging.WARNING)
+    client = await make_client(numbers_file=write(tmp_path, lab), **settings)  # a restart
+    number = client.app[CATALOG].number("lab")
+    assert number is not None and (number.recording, number.label) == ("forbidden", "bench")
+    assert number.config == {"peer": "tone", "toneHz": 440.0}
+    assert not [r for r in caplog.records if "replaces its stored" in r.getMessage()]
+    await client.close()
+
+    # The file now names the policy: it wins over the stored one, said once.
+    named = lab.replace("engine: sim,", "engine: sim, recording: allowed,")
+    client = await make_client(numbers_file=write(tmp_path, named), **settings)
+    assert client.app[CATALOG].number("lab").recording == "allowed"  # type: ignore[union-attr]
+    said = [r for r in caplog.records if "replaces its stored" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING
+    assert "number lab" in said[0].getMessage() and "recording" in said[0].getMessage()
+    resp = await client.patch("/numbers/lab", json={"recording": "forbidden"}, headers=ADMIN)
+    assert resp.status == 409 and "BRIDGE_NUMBERS_FILE" in (await resp.json())["error"]["message"]

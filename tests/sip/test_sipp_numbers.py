@@ -1,10 +1,11 @@
 """Two numbers on Meta's SIP road behind one TLS listener (issue 46): the default number
-(``BRIDGE_SIP_*``, host ``localhost``, then put on SIP through the API: Meta's password
-replaces ``BRIDGE_SIP_PASSWORD``) and a number made at run time with its own host name and
-certificate, put on SIP with ``POST /numbers/{id}/sip/enable`` (issue 50). SIPp over TLS, its
-socat hop sending each host name in the client hello (SNI, RFC 6066 §3): each INVITE is
-challenged and checked with its own number's password, a wrong password is refused, a number
-the listener does not serve gets 404; audio both ways and the call's ``numberID``."""
+(``BRIDGE_SIP_*``, host ``localhost``, then put on SIP through the API — ``BRIDGE_SIP_PASSWORD``
+unset, so the password is the API's: Meta's is stored) and a number made at run time with its
+own host name and certificate, put on SIP with ``POST /numbers/{id}/sip/enable`` (issue 50).
+SIPp over TLS, its socat hop sending each host name in the client hello (SNI, RFC 6066 §3):
+each INVITE is challenged and checked with its own number's password, a wrong password is
+refused, a number the listener does not serve gets 404; audio both ways and the call's
+``numberID``."""
 
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ async def sip_number_b(rig, meta) -> tuple[str, str]:
     return number_b, password_b
 
 
-async def shared_rig(sip_rig, meta, tmp_path):
+async def shared_rig(sip_rig, meta, tmp_path, **settings: Any):
     """The default number on SIP (Graph at the fake Meta) on a fixed port numbers share."""
     port = free_port()
     rig = await sip_rig(
@@ -128,12 +129,13 @@ async def shared_rig(sip_rig, meta, tmp_path):
         sip_listen=f"127.0.0.1:{port}",
         api_tokens=("admin-token",),
         data_dir=str(tmp_path / "data"),
+        **settings,
     )
     return rig, port
 
 
 async def test_two_sip_numbers_one_listener_own_passwords_names_and_404(sip_rig, meta, tmp_path):
-    rig, port = await shared_rig(sip_rig, meta, tmp_path)
+    rig, port = await shared_rig(sip_rig, meta, tmp_path, sip_password="")
     number_b, password_b = await sip_number_b(rig, meta)
     assert meta.account.settings_posts[-1]["calling"]["sip"]["servers"] == [
         {"hostname": HOST_B, "port": port}
@@ -143,7 +145,7 @@ async def test_two_sip_numbers_one_listener_own_passwords_names_and_404(sip_rig,
     assert await peer_names(port, str(rig.ca.path), HOST_B) == [HOST_B]
     assert "localhost" in await peer_names(port, str(rig.ca.path), "localhost")
 
-    # The settings' number on SIP through the API too: Meta's password, over BRIDGE_SIP_PASSWORD.
+    # The settings' number on SIP through the API too (BRIDGE_SIP_PASSWORD unset): Meta's.
     # (rotate: the fake Meta keeps one password per app, a real one per number)
     resp = await rig.client.post("/numbers/default/sip/rotate", json={}, headers=ADMIN)
     assert resp.status == 200, await resp.text()
@@ -189,7 +191,7 @@ async def test_two_sip_numbers_one_listener_own_passwords_names_and_404(sip_rig,
     for business, password, refused in [
         (PHONE_B, PASSWORD, "SIP/2.0 403"),
         ("15550007777", PASSWORD, "SIP/2.0 404"),
-        (NUMBER, PASSWORD, "SIP/2.0 403"),  # the settings' password, replaced by Meta's
+        (NUMBER, PASSWORD, "SIP/2.0 403"),  # not the password Meta made and the API stored
     ]:
         sipp, peer = await call(rig, hop_b, business, password, HOST_B)
         try:

@@ -313,6 +313,7 @@ ENV_SAMPLES = [
     ("BRIDGE_PLAY_URL_MAX_BYTES", "2048", "storage", "play_url_max_bytes", 2048),
     ("BRIDGE_PLAY_URL_TIMEOUT", "3", "storage", "play_url_timeout", 3.0),
     ("BRIDGE_RECORD_ALL", "yes", "storage", "record_all", True),
+    ("BRIDGE_RECORDING_POLICY", "Forbidden", "storage", "recording_policy", "forbidden"),
     ("BRIDGE_FORK_URL_ALLOW", "f.example", "storage", "fork_url_allow", ("f.example",)),
     ("BRIDGE_RECORDING_RETENTION_DAYS", "2", "storage", "recording_retention_days", 2.0),
     ("BRIDGE_RETENTION_SWEEP_INTERVAL", "60", "storage", "retention_sweep_interval", 60.0),

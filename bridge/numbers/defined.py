@@ -1,0 +1,170 @@
+"""Who defines a number's fields: the operator or the API — one rule for every field.
+
+A value the operator sets — a setting in the environment (the default number's) or an entry of
+``BRIDGE_NUMBERS_FILE`` — wins over one the API stored. The API refuses (``409
+defined_by_operator``, naming where the operator set it) to store a value for a field the
+operator defines for that number, so a restart never silently changes it back or keeps it; a
+field the operator left unset is the API's, and its stored value is used. A stored value that
+differs from the operator's (stored before the operator set it) is ignored, said once at
+WARNING naming the number and the field, never the value.
+
+Fields are named as the API names them: ``phone``, ``label``, ``recording``, and an engine
+block's ``cloudapi.sipPassword``, ``cloudapi.sipCert`` …
+
+The default number is the settings' (:func:`settings_fields`): its engine is built from them at
+start, so its engine block and phone are always theirs — except ``cloudapi.sipPassword`` while
+``BRIDGE_SIP_PASSWORD`` is unset (its engine takes a new password live) — and its ``label`` and
+``recording`` (``BRIDGE_RECORDING_POLICY``, ``api`` by default) are the API's unless set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import EngineKind, RecordingSetting, Settings, env_name
+from ..errors import Conflict
+from .model import DEFAULT_NUMBER, Number, engine_fields
+
+TOP_FIELDS = ("phone", "label", "recording")
+"""A number's fields outside its engine block that the API can change."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the operator defines a field: a setting or the numbers file's entry."""
+
+    name: str
+    """``BRIDGE_SIP_PASSWORD``, ``BRIDGE_NUMBERS_FILE (numbers[2])`` …"""
+    fixed: bool = False
+    """Always the operator's, set or not (the default number's engine is built from the
+    settings at start)."""
+
+    def refusal(self, number_id: str, field: str) -> str:
+        if self.fixed:
+            return (
+                f"field {field!r} of number {number_id} comes from {self.name}: the default "
+                f"number's engine is built from the settings; change {self.name} instead"
+            )
+        how = "remove it from" if self.name.startswith("BRIDGE_NUMBERS_FILE") else "unset"
+        return (
+            f"field {field!r} of number {number_id} is set by {self.name}, which wins over the "
+            f"API: {how} {self.name} to manage it through the API"
+        )
+
+
+Defined = dict[str, Source]
+"""The fields the operator defines for one number, and where."""
+
+
+def settings_fields(settings: Settings) -> Defined:
+    """The default number's fields the settings define (see the module docstring)."""
+    engine = settings.engine.engine
+    out: Defined = {"phone": Source(env_name("sip_number"), fixed=True)}
+    for name, (setting, _, _) in engine_fields(engine).items():
+        out[f"{engine}.{name}"] = Source(env_name(setting), fixed=True)
+    if engine is EngineKind.CLOUDAPI:
+        if settings.sip.sip_password:
+            out["cloudapi.sipPassword"] = Source(env_name("sip_password"))
+        else:  # Meta's password through sip/enable, sip/rotate or a PATCH: the API's
+            del out["cloudapi.sipPassword"]
+    if settings.storage.recording_policy is not RecordingSetting.API:
+        out["recording"] = Source(env_name("recording_policy"))
+    return out
+
+
+def file_fields(entry: Mapping[str, Any], where: str) -> Defined:
+    """The fields one numbers-file entry names (``where``: ``numbers[2]``)."""
+    source = Source(f"BRIDGE_NUMBERS_FILE ({where})")
+    out = {name: source for name in TOP_FIELDS if name in entry}
+    engine = str(entry.get("engine") or "")
+    block = entry.get(engine)
+    if isinstance(block, dict):
+        out.update({f"{engine}.{name}": source for name in block})
+    return out
+
+
+def field_value(number: Number, field: str) -> Any:
+    """One field's value (``None``: unset)."""
+    if field in TOP_FIELDS:
+        return getattr(number, field)
+    _, _, name = field.partition(".")
+    secret = engine_fields(number.engine).get(name, ("", False, False))[1]
+    return (number.secrets if secret else number.config).get(name)
+
+
+def set_field(number: Number, field: str, value: Any) -> None:
+    """Set one field's value (``None``: unset an engine block's field)."""
+    if field in TOP_FIELDS:
+        setattr(number, field, value)
+        return
+    _, _, name = field.partition(".")
+    holder = number.secrets if engine_fields(number.engine)[name][1] else number.config
+    if value is None:
+        holder.pop(name, None)
+    else:
+        holder[name] = value
+
+
+def keep_unset(known: Number, number: Number, defined: Mapping[str, Source]) -> None:
+    """``number`` as the operator declares it, keeping what ``known`` (its stored version)
+    has on every field the operator left unset (the API's to manage)."""
+    if known.engine is not number.engine:
+        return  # another engine: nothing of the old block applies
+    for field in changed_fields(known, number):
+        if field not in defined:
+            set_field(number, field, field_value(known, field))
+
+
+def changed_fields(before: Number, after: Number) -> list[str]:
+    """The fields whose value differs between two versions of a number."""
+    names = list(TOP_FIELDS) + [f"{after.engine}.{name}" for name in engine_fields(after.engine)]
+    return [f for f in names if field_value(before, f) != field_value(after, f)]
+
+
+def refuse_defined(number_id: str, defined: Mapping[str, Source], fields: Iterable[str]) -> None:
+    """``Conflict`` for the first of ``fields`` the operator defines for the number."""
+    for field in fields:
+        source = defined.get(field)
+        if source is not None:
+            raise Conflict(source.refusal(number_id, field), code="defined_by_operator")
+
+
+# -- the default number's stored fields (the store's record under ``default``)
+def stored_fields(record: Mapping[str, Any], engine: EngineKind) -> dict[str, Any]:
+    """What the API stored for the default number, by field name."""
+    out = {name: record[name] for name in ("label", "recording") if record.get(name) is not None}
+    known = engine_fields(engine)
+    for name, value in (record.get("secrets") or {}).items():
+        if name in known:  # a secret of another engine (BRIDGE_ENGINE changed since): unused
+            out[f"{engine}.{name}"] = value
+    return out
+
+
+def default_record(stored: Mapping[str, Any], engine: EngineKind) -> dict[str, Any]:
+    """The default number's record for the store from its stored fields."""
+    record: dict[str, Any] = {"numberID": DEFAULT_NUMBER, "secrets": {}}
+    for field, value in stored.items():
+        if field in TOP_FIELDS:
+            record[field] = value
+        else:
+            record["secrets"][field.removeprefix(f"{engine}.")] = value
+    return record
+
+
+def overlay(default: Number, stored: Mapping[str, Any], defined: Mapping[str, Source]) -> Number:
+    """The default number with the stored value of every field the operator left unset."""
+    out = dataclasses.replace(default, config=dict(default.config), secrets=dict(default.secrets))
+    for field, value in stored.items():
+        if field not in defined:
+            set_field(out, field, value)
+    return out
+
+
+def differing(
+    default: Number, stored: Mapping[str, Any], defined: Mapping[str, Source]
+) -> list[str]:
+    """The stored fields the operator defines with another value (theirs is used)."""
+    return [f for f, v in stored.items() if f in defined and field_value(default, f) != v]
