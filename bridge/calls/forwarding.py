@@ -35,11 +35,17 @@ class PhonePackets(Protocol):
     """A trunk leg's Opus as pass-through sees it (``trunks/media.py`` ``TrunkMedia``)."""
 
     forward_allowed: Callable[[], bool] | None
-    forward_up: Callable[[int, int, bytes], None] | None
-    up_needs_pcm: Callable[[], bool] | None
 
     @property
     def forwarding(self) -> bool: ...
+
+    def forward_to(
+        self,
+        offer: Callable[[int, int, bytes], None] | None,
+        needs_pcm: Callable[[], bool] | None = None,
+    ) -> None:
+        """The phone's packets also to ``offer`` as they arrive, decoded only while
+        ``needs_pcm()`` (as a WebRTC leg's :meth:`forward_to`)."""
 
     def offer(self, seq: int, ts: int, payload: bytes) -> None: ...
 
@@ -162,9 +168,10 @@ class Forwarding:
             (bus.stats.whatsapp_in,),
         )
         up = leg.forward_from(phone_alone_heard)
-        phone.forward_up = up.offer if up is not None else None
-        if up is not None:
-            phone.up_needs_pcm = lambda: bus.uplink_tapped or not up.permitted()
+        if up is None:
+            phone.forward_to(None)
+        else:
+            phone.forward_to(up.offer, lambda: bus.uplink_tapped or not up.permitted())
         self._phone = phone if up is not None else None  # as for a browser: wired again later
 
     def _unwire_phone(self, leg: WebRTCLeg) -> None:
@@ -172,5 +179,5 @@ class Forwarding:
         if phone is None:
             return
         phone.forward_allowed = None
-        phone.forward_up = phone.up_needs_pcm = None
+        phone.forward_to(None)
         leg.forward_to(None)

@@ -1,4 +1,4 @@
-"""The receive path of every Opus leg: its receiver on the worker's media clock.
+"""The receive path of every RTP leg: its receiver on the worker's media clock.
 
 A leg's RTP session (``rtc/rtp_session.py``) hands each Opus packet, as it arrives, to the
 leg's :class:`Playout`, which puts it into the leg's
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
 from ..audio.opus import WARM_PACKETS, OpusError
 from ..audio.pcm import Pcm
-from ..audio.receiver import Receiver, ReceiverStats
+from ..audio.receiver import FrameDecoder, Receiver, ReceiverStats
 from ..media import BusStats, LevelMeter
 from ..media.clock import Phase, worker_clock
 from ..tasks import TaskSet
@@ -61,10 +61,19 @@ class Playout:
     unregistered by :meth:`stop`.
     """
 
-    def __init__(self, on_frame: Callable[[Pcm], None], stats: BusStats, tasks: TaskSet) -> None:
+    def __init__(
+        self,
+        on_frame: Callable[[Pcm], None],
+        stats: BusStats,
+        tasks: TaskSet,
+        decoder: Callable[[], FrameDecoder] | None = None,
+    ) -> None:
+        """``decoder`` makes the receiver's decoder (Opus when ``None``; a phone's codec:
+        ``audio/phone_codecs.py``)."""
         self.on_frame = on_frame
         self.bus_stats = stats
-        self.receiver = Receiver(SAMPLE_RATE, FRAME_SAMPLES)
+        self._decoder = decoder
+        self.receiver = self._new_receiver()
         self._tasks = tasks
         self._unregister: Callable[[], None] | None = None
         self._stopped = False
@@ -90,15 +99,20 @@ class Playout:
         self.held = False
         """An idle connected leg (``rtc/connected.py``): packets are dropped, no clock."""
 
+    def _new_receiver(self) -> Receiver:
+        decoder = self._decoder() if self._decoder is not None else None
+        return Receiver(SAMPLE_RATE, FRAME_SAMPLES, decoder=decoder)
+
     @property
     def stats(self) -> ReceiverStats:
         return self.receiver.stats
 
-    def packet(self, seq: int, timestamp: int, payload: bytes) -> None:
-        """An RTP packet of this leg, as it arrives (on the event loop)."""
+    def packet(self, seq: int, timestamp: int, payload: bytes, at: float | None = None) -> None:
+        """An RTP packet of this leg, as it arrives (on the event loop), ``at`` that time
+        (monotonic; ``None``: the socket's read, ``udp_poll.arrival``)."""
         if self._stopped or self.held:
             return
-        self.last_packet = now = arrival()
+        self.last_packet = now = arrival() if at is None else at
         forward = self.forward
         if forward is not None:
             forward(seq, timestamp, payload)
@@ -227,7 +241,7 @@ class Playout:
         state from the last talkspurt), frames to ``on_frame``, counted in ``stats``."""
         if self._stopped:
             return
-        self.receiver = Receiver(SAMPLE_RATE, FRAME_SAMPLES)
+        self.receiver = self._new_receiver()
         self._mirrored = (0, 0, 0, 0, 0, 0, 0, 0)
         self._conceal_mark = (0, 0)
         self.bus_stats = stats

@@ -1,10 +1,12 @@
 """A trunk leg's media: RTP (RFC 3550) with G.711 at 8 kHz, or G.722 or Opus at the bus's 16 kHz,
 plain or SDES-SRTP, joined to the call's conference like a browser participant.
 
-Receive: datagram → (SRTP unprotect) → RTP header → decode (G.711 then 8 → 16 kHz; G.722 and
-Opus decode straight to 16 kHz) → 20 ms frames → the participant's microphone in the conference
-(its inbox is bounded: 80 ms). A ``telephone-event`` packet (RFC 4733) is a key, taken once per
-event at its end bit.
+Receive: datagram → (SRTP unprotect) → RTP header → the one receiver every RTP leg has
+(``rtc/uplink.py``'s :class:`~bridge.rtc.uplink.Playout`: reorder, adaptive jitter buffer, Opus
+FEC, concealment — pitch repetition for G.711 and G.722 —, time-stretch; decoded to 16 kHz by
+the codec's decoder, ``audio/phone_codecs.py``) → one 20 ms frame per tick of the media clock's
+receive phase → the participant's microphone in the conference. A ``telephone-event`` packet
+(RFC 4733) is a key, read by the one detector (``rtc/rfc4733.py``).
 Send: on the worker's media clock (phase ``ENGINE``, after the mix), the participant's
 downlink sink gives one 20 ms frame (silence when it has none) → encode (16 → 8 kHz then
 G.711; G.722 or Opus as it is) → one RTP packet. A key queued for the PBX is sent as RFC 4733
@@ -28,22 +30,26 @@ import logging
 import random
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
 
 import numpy as np
 
-from ..audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
-from ..audio.g722 import G722Decoder, G722Encoder
-from ..audio.opus import WARM_PACKETS, OpusDecoder, OpusEncoder, OpusError
+from ..audio.g711 import alaw_encode, ulaw_encode
+from ..audio.g722 import G722Encoder
+from ..audio.opus import OpusDecoder, OpusEncoder
 from ..audio.pcm import FRAME_SAMPLES, Pcm, Reframer
+from ..audio.phone_codecs import phone_decoder
+from ..audio.receiver import FrameDecoder
 from ..audio.receiver_stats import ReceiverStats
 from ..audio.resample import Resampler
 from ..calls.samples import LegSources
+from ..media import BusStats
 from ..media.clock import Phase, worker_clock
 from ..rtc.rfc4733 import END_REPEATS, DtmfDetector, KeyPresses
 from ..rtc.rtcp import RtcpReports
 from ..rtc.rtpsend import RtpStream
+from ..rtc.uplink import Playout
+from ..tasks import TaskSet
 from .passthrough import RUN_IDLE, one_20ms_frame
 from .rtp_socket import Socket, rtp_payload
 from .sdp import Remote
@@ -90,14 +96,11 @@ class TrunkMedia:
         self.forward_allowed: Callable[[], bool] | None = None
         """While set and true, WhatsApp's Opus packets (:meth:`offer`) go to the phone as they
         arrived instead of this leg's own encoding (``trunks/passthrough.py``)."""
-        self.forward_up: Callable[[int, int, bytes], None] | None = None
-        """Where the phone's Opus packets also go as they arrived (the WhatsApp leg's
-        ``PassThrough.offer``, which sends them while WhatsApp hears only the phone)."""
-        self.up_needs_pcm: Callable[[], bool] | None = None
-        """Asked per packet forwarded up: whether anything needs it decoded (``None``: always).
-        While nothing does it is not, as an idle leg's (``rtc/uplink.py``)."""
-        self._skipped: deque[bytes] = deque(maxlen=WARM_PACKETS)
-        self._opus_decoder: OpusDecoder | None = None
+        self._forward_up: Callable[[int, int, bytes], None] | None = None
+        """Where the phone's Opus packets also go as they arrive (:meth:`forward_to`)."""
+        self._up_needs_pcm: Callable[[], bool] | None = None
+        self._went_up = False
+        """The packet in hand was forwarded up (one 20 ms Opus frame)."""
         self._run: tuple[int, int, int] | None = None
         """The forwarding run: (its first source number, number offset, timestamp offset)."""
         self._forwarded_at = 0.0
@@ -105,13 +108,15 @@ class TrunkMedia:
         self._encoder_stale = False
         self.forwarded = self.forward_late = 0
         self._wide_out: Callable[[Pcm], bytes] | None = None
-        self._wide_in: Callable[[bytes], Pcm] | None = None
-        self.set_codec(codec)
         self.microphone, self.pop = microphone, pop
+        self.codec = codec
+        self._tasks = TaskSet(f"trunk-media:{name}")
+        self.playout = Playout(microphone, BusStats(), self._tasks, self._decoder)
+        """The phone's packets → frames on the media clock (module docstring); its counters
+        join the call's once the leg is in the call (:meth:`start`)."""
+        self.set_codec(codec)
         self.socket: Socket | None = None
-        self._up = Resampler(16000)
         self._down = Resampler(RATE)
-        self._frames_in = Reframer(FRAME_SAMPLES)
         self._frames_out = Reframer(SAMPLES)
         self._ts = secrets.randbits(32)
         self.keys_in = DtmfDetector(on_key, RATE)
@@ -139,25 +144,50 @@ class TrunkMedia:
         RFC 7587 §4.1)."""
         self.codec = codec
         self.encode = ulaw_encode if codec == "PCMU" else alaw_encode
-        self.decode = ulaw_decode if codec == "PCMU" else alaw_decode
         self.step = 960 if codec == "opus" else SAMPLES
         """The RTP timestamp's step a 20 ms packet."""
         self.stream.frame_ticks = self.step
         self.reports.clock = 48000 if codec == "opus" else RATE  # its RTP clock (RFC 3551)
         self.event_step = SAMPLES
         """RFC 4733 durations' units a 20 ms tick (the event's own clock / 50)."""
-        self._wide_out = self._wide_in = None
-        self._opus_encoder = self._opus_decoder = None
+        self._wide_out = None
+        self._opus_encoder = None
         if codec == "opus":
             self._opus_encoder = OpusEncoder(
                 16000, bitrate=32000, complexity=5, fec=True, expected_loss=5, dtx=False
             )
             self._wide_out = self._opus_encoder.encode
-            self._opus_decoder = OpusDecoder(16000)
-            self._wide_in = self._opus_decoder.decode
         elif codec == "G722":
             self._wide_out = G722Encoder().encode
-            self._wide_in = G722Decoder().decode
+        # A fresh receiver for the codec (the stream so far was another codec's).
+        self.playout.resume(self.playout.on_frame, self.playout.bus_stats)
+
+    def _decoder(self) -> FrameDecoder:
+        return OpusDecoder(16000) if self.codec == "opus" else phone_decoder(self.codec)
+
+    # -- pass-through up (``calls/forwarding.py``): the phone's Opus to the WhatsApp leg
+    def forward_to(
+        self,
+        offer: Callable[[int, int, bytes], None] | None,
+        needs_pcm: Callable[[], bool] | None = None,
+    ) -> None:
+        """Also hand the phone's Opus packets, as they arrive, to ``offer`` (the WhatsApp
+        leg's ``PassThrough.offer``; ``None`` stops); while ``needs_pcm()`` says no, they are
+        not decoded (an idle playout, ``rtc/uplink.py``)."""
+        self._forward_up, self._up_needs_pcm = offer, needs_pcm
+        self.playout.forward_to(None if offer is None else self._offer_up, self._needs_pcm)
+
+    def _offer_up(self, seq: int, ts: int, payload: bytes) -> None:
+        # Only one 20 ms Opus frame goes up as it is (the WhatsApp leg's pass-through maps
+        # 20 ms packets); any other packet is decoded here and mixed.
+        offer = self._forward_up
+        self._went_up = offer is not None and self.codec == "opus" and one_20ms_frame(payload)
+        if self._went_up and offer is not None:
+            offer(seq, ts, payload)
+
+    def _needs_pcm(self) -> bool:
+        needs = self._up_needs_pcm
+        return not self._went_up or needs is None or needs()
 
     def follow(self, remote: Remote) -> None:
         """What the far end's SDP says both sides send: codec, payload types, the events'
@@ -169,8 +199,12 @@ class TrunkMedia:
         self.keys_in.clock_rate = remote.event_rate
         self.rtcp_mux = remote.rtcp_mux
 
-    def start(self, socket: Socket) -> None:
+    def start(self, socket: Socket, stats: BusStats | None = None) -> None:
+        """On the clock with ``socket``; the receiver's counters added to the call's
+        ``stats`` (the bus's, as a browser participant's are)."""
         self.socket = socket
+        if stats is not None:
+            self.playout.bus_stats = stats
         self._unregister = worker_clock().register(self._tick, Phase.ENGINE)
 
     def stop(self) -> None:
@@ -179,6 +213,7 @@ class TrunkMedia:
         unregister, self._unregister = self._unregister, None
         if unregister is not None:
             unregister()
+        self.playout.stop()
         socket = self.socket
         if self.rtcp_mux and socket is not None and self.reports.sent and not self._said_bye:
             self._said_bye = True
@@ -187,7 +222,8 @@ class TrunkMedia:
             socket.close()
 
     # -- receive
-    def on_rtp(self, packet: bytes) -> None:
+    def on_rtp(self, packet: bytes, at: float | None = None) -> None:
+        """One datagram from the phone, ``at`` its arrival (``None``: now)."""
         parsed = rtp_payload(packet)
         if parsed is None:
             return
@@ -201,24 +237,7 @@ class TrunkMedia:
         self.reports.received(ssrc, seq, ts)
         self.packets_in += 1
         self.octets_in += len(payload)
-        if self.forward_up is not None and self.codec == "opus" and one_20ms_frame(payload):
-            self.forward_up(seq, ts, payload)
-            needs_pcm = self.up_needs_pcm
-            if needs_pcm is not None and not needs_pcm():
-                self._skipped.append(payload)
-                return  # nothing on the call needs it decoded
-        if self._skipped and self._opus_decoder is not None:
-            self._opus_decoder.warm(self._skipped)  # the decoder takes up the phone's state
-            self._skipped.clear()
-        if self._wide_in is not None:
-            try:
-                wide = self._wide_in(payload)
-            except OpusError:
-                return  # one bad packet, not the leg (every G.722 payload decodes)
-        else:
-            wide = self._up.resample_array(self.decode(payload), RATE)
-        for frame in self._frames_in.push(wide):
-            self.microphone(frame)
+        self.playout.packet(seq, ts, payload, at)
 
     def on_rtcp(self, plain: bytes) -> None:
         """A compound RTCP packet from the phone (multiplexed on the RTP port)."""

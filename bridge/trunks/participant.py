@@ -241,7 +241,7 @@ class SipParticipant:
         self.media = media
         self.runtime.bus.add_user(self.id)
         assert self._socket is not None
-        media.start(self._socket)
+        media.start(self._socket, self.runtime.bus.stats)
 
         def leave() -> None:
             self.runtime.bus.remove_user(self.id)

@@ -4,6 +4,7 @@ packets qualify, and how they are numbered into the trunk leg's own RTP stream."
 from __future__ import annotations
 
 import struct
+import time
 
 import numpy as np
 
@@ -81,7 +82,7 @@ def test_a_queued_key_stops_forwarding() -> None:
     assert wire.sent == [] and m.forwarded == 0
 
 
-def test_comfort_noise_offered_and_sent_is_accepted() -> None:
+async def test_comfort_noise_offered_and_sent_is_accepted() -> None:
     """A PBX that offers CN (RFC 3389, PT 13) beside G.711 gets G.711 chosen, and its CN
     packets during silence are taken without harm: no frame, no error (silence suppression
     accepted; the bus conceals what the phone did not send)."""
@@ -99,23 +100,25 @@ def test_comfort_noise_offered_and_sent_is_accepted() -> None:
     cn = struct.pack("!BBHII", 0x80, 13, 1, 160, 7) + bytes([40])  # noise level -40 dBov
     for _ in range(5):
         m.on_rtp(cn)
+        m.playout._tick(time.monotonic())
     assert heard == [] and m.packets_in == 0
     pcmu = struct.pack("!BBHII", 0x80, 0, 2, 320, 7) + bytes([0xFF]) * 160
     m.on_rtp(pcmu)
+    m.playout._tick(time.monotonic())
     m.on_rtp(struct.pack("!BBHII", 0x80, 0, 3, 480, 7) + bytes([0xFF]) * 160)
+    m.playout._tick(time.monotonic())
     assert m.packets_in == 2 and heard  # G.711 after the CN is heard again (a bus frame or more)
 
 
-def test_the_phones_packets_forwarded_up_are_decoded_only_when_something_needs_them() -> None:
+async def test_the_phones_packets_forwarded_up_are_decoded_only_when_something_needs_them() -> None:
     """The phone's Opus forwarded to WhatsApp is not decoded while nothing on the call needs
-    it (``up_needs_pcm``); once something does, the next packet is decoded, the decoder warmed
-    on the skipped ones, into the phone's 440 Hz at its level."""
+    it (``forward_to``'s ``needs_pcm``); once something does, the next packet is decoded, the
+    decoder warmed on the skipped ones, into the phone's 440 Hz at its level."""
     heard: list[np.ndarray] = []
     m = TrunkMedia("t", "opus", 111, 101, heard.append, lambda: None, lambda d, ms: None)
     up: list[int] = []
     wanted = [False]
-    m.forward_up = lambda seq, ts, payload: up.append(seq)
-    m.up_needs_pcm = lambda: wanted[0]
+    m.forward_to(lambda seq, ts, payload: up.append(seq), lambda: wanted[0])
     enc = OpusEncoder(16000, bitrate=20000, complexity=5, fec=True, expected_loss=5, dtx=False)
     t = np.arange(320 * 40) / 16000
     pcm = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
@@ -124,6 +127,7 @@ def test_the_phones_packets_forwarded_up_are_decoded_only_when_something_needs_t
             wanted[0] = True
         payload = enc.encode(pcm[i * 320 : (i + 1) * 320])
         m.on_rtp(struct.pack("!BBHII", 0x80, 111, 100 + i, 960 * i, 7) + payload)
+        m.playout._tick(time.monotonic())  # the media clock's receive phase
     assert up == list(range(100, 140))  # every packet went up
     assert len(heard) == 10  # only those after the ask were decoded
     levels = [float(np.sqrt(np.mean(f.astype(np.float64) ** 2))) for f in heard]

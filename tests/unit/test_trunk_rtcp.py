@@ -39,7 +39,7 @@ def phone_packet(seq: int, ts: int, ssrc: int = 0x1234) -> bytes:
     return struct.pack("!BBHII", 0x80, 0, seq, ts, ssrc) + bytes(160)
 
 
-def test_no_rtcp_without_multiplexing() -> None:
+async def test_no_rtcp_without_multiplexing() -> None:
     media, wire = leg(mux=False)
     for _ in range(3 * RTCP_TICKS):
         media._tick(0.0)
@@ -47,7 +47,7 @@ def test_no_rtcp_without_multiplexing() -> None:
     assert wire.rtcp == [] and len(wire.rtp) >= 3 * RTCP_TICKS - 2  # the resampler's start
 
 
-def test_reports_every_five_seconds_on_average_with_the_phones_loss_then_bye() -> None:
+async def test_reports_every_five_seconds_on_average_with_the_phones_loss_then_bye() -> None:
     media, wire = leg(mux=True)
     # The phone's stream: 100 packets, every tenth lost.
     for n in range(100):
@@ -80,7 +80,7 @@ def test_reports_every_five_seconds_on_average_with_the_phones_loss_then_bye() -
     assert len(wire.rtcp) == sent + 1
 
 
-def test_a_receiver_report_before_any_audio_went_out() -> None:
+async def test_a_receiver_report_before_any_audio_went_out() -> None:
     media, wire = leg(mux=True)
     media.sending = False  # the phone holds: nothing sent, RTCP still goes (RFC 3550 §6)
     for _ in range(RTCP_TICKS * 2):
