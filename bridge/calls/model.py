@@ -85,13 +85,14 @@ def normalize_phone(raw: object) -> str:
     return m.group(1)
 
 
-BSUID_RE = re.compile(r"^[A-Z]{2}\.[A-Za-z0-9]{1,64}$")
-"""A business-scoped user id (Meta's BSUID: a country code, a dot, an opaque id)."""
+BSUID_RE = re.compile(r"^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$")
+"""A business-scoped user id (Meta's BSUID: a country code, a dot, an opaque id of up to 128
+characters) or a parent BSUID (``US.ENT.…``, shared by linked business portfolios)."""
 
 
 def normalize_user(raw: object) -> str:
-    """:func:`normalize_phone`'s digits, or a BSUID as it is (only ``/call/make``'s
-    ``recipient`` carries one, and only to a number on Meta's Graph road)."""
+    """:func:`normalize_phone`'s digits, or a BSUID as it is (``/call/make``'s and
+    ``/call/permissions``' ``recipient``, only to a number on Meta's Graph road)."""
     if isinstance(raw, str) and BSUID_RE.match(raw):
         return raw
     return normalize_phone(raw)

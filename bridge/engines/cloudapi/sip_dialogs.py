@@ -144,7 +144,7 @@ class SipDialogs:
         call = SipCall(cid, peer_number(req), "inbound", leg, tx=tx)
         call.metadata = invite_metadata(req)
         self.calls[cid] = call
-        self.graph_side.heard_from(call.peer_wa)  # a user's call opens the service window
+        self.graph_side.heard_from(call.peer_wa)  # the window opens; a callback?
         self.by_dialog[tx.dialog.key] = call  # a CANCEL may come while the leg answers
         try:
             call.answer_sdp = await leg.answer(req.body.decode("utf-8", "replace"))
