@@ -205,7 +205,8 @@ class CallPermissions:
         exc.message = (
             f"{exc.message}. {phone} called the business at {iso_utc(called)}, but that call "
             "granted no callback permission: calls from a companion device (a second phone, "
-            "WhatsApp Web or desktop, a tablet) do not. Ask first: POST /call/permissions"
+            "WhatsApp Web or desktop, a tablet) do not (nor any call while the number's "
+            "callback permission setting is off). Ask first: POST /call/permissions"
         )
         log.info("call to %s refused: %s", phone, exc.message)  # Graph's WARNING said 138006
 
