@@ -83,6 +83,13 @@ class Metrics:
             ["number", "tenant", "reason"],
             registry=r,
         )
+        self.number_pulses = Counter(
+            "bridge_number_billable_pulses",
+            "billable pulses of ended business-initiated calls (Meta's 6 s pulses), by number, "
+            "tenant and the callee's country (ISO code from a fixed table, empty when unknown)",
+            ["number", "tenant", "country"],
+            registry=r,
+        )
         self.number_up = Gauge(
             "bridge_number_up",
             "1 when the number's engine works with its credentials (Graph token checked)",

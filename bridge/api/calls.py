@@ -9,7 +9,6 @@ from typing import Any
 
 from aiohttp import web
 
-from ..calls.model import normalize_user
 from ..config import EngineKind
 from ..desk.tokens import looks_like_agent_token
 from ..engines import ArtifactsEngine
@@ -20,6 +19,7 @@ from .errors import require_call_id
 from .keys import CATALOG, DESK, DIRECTORY, INBOUND, MANAGER, SWITCHBOARD, WEBHOOKS
 from .schema import read_body
 from .tenancy import PRINCIPAL, Principal, principal_of, visible, visible_event
+from .users import user_of
 
 routes = web.RouteTableDef()
 
@@ -53,13 +53,7 @@ async def make_call(request: web.Request) -> web.Response:
         request.app[DESK].tokens.verify(request_token(request))  # 401 before reading the body
     body = await read_body(request, "MakeCallRequest")  # phone or recipient; metadata or null
     agent = _placing_agent(request, body)
-    recipient = body.get("recipient")
-    if (recipient is None) == (body.get("phone") is None):
-        raise BadRequest(
-            "give one of 'phone' (digits) and 'recipient' (a WhatsApp user's business-scoped "
-            "user id), not both",
-            code="invalid_phone",
-        )
+    user = user_of(body)  # digits, or the BSUID of a user who shows no phone
     metadata = body.get("metadata") or {}
     callback = body.get("statusCallback")
     if callback is not None:
@@ -70,7 +64,7 @@ async def make_call(request: web.Request) -> web.Response:
     catalog = request.app[CATALOG]
     number = catalog.resolve_from(body.get("from"), principal.tenant_id)
     tenant = catalog.tenants.get(number.tenant_id)
-    if recipient is not None and not _graph_number(number):
+    if "recipient" in body and not _graph_number(number):
         raise BadRequest(
             f"field 'recipient': number {number.number_id} cannot call a business-scoped user "
             "id (only a Cloud API number on Graph signalling can; give 'phone')",
@@ -80,8 +74,7 @@ async def make_call(request: web.Request) -> web.Response:
     if agent is not None:
         request.app[DESK].legs.ready(agent)
     manager = request.app[MANAGER]
-    user = str(body.get("phone") or recipient)
-    with _meta_artifacts(request, body, number, normalize_user(user)):  # as the engine dials
+    with _meta_artifacts(request, body, number, user):  # as the engine dials
         call = await manager.make(
             user, metadata, status_callback=callback, number=number, tenant=tenant
         )

@@ -1,18 +1,21 @@
 """Call permissions (Meta's Cloud API): ``POST /call/permissions`` asks a WhatsApp user for
 permission to call them, ``GET /call/permissions/{phone}`` reads it; the user's answers
-arrive as ``call.permission`` events. ``from`` (body) or ``?from=`` names the number asked
-about when the caller has several. 404 on an engine without call permissions."""
+arrive as ``call.permission`` events. A user who shows no phone number is named by their BSUID
+(``recipient`` in the body; in the path in place of the phone). ``from`` (body) or ``?from=``
+names the number asked about when the caller has several. 404 on an engine without call
+permissions."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from ..calls import normalize_phone
+from ..calls.model import normalize_user
 from ..engines import Engine, PermissionEngine
 from ..errors import NotFound
 from .keys import CATALOG, SWITCHBOARD
 from .schema import read_body
 from .tenancy import principal_of
+from .users import user_of
 
 routes = web.RouteTableDef()
 
@@ -35,7 +38,7 @@ async def request_permission(request: web.Request) -> web.Response:
     """Send the user a call-permission request: ``202 {"messageID"}`` (Meta's message id)."""
     body = await read_body(request, "PermissionRequest")
     engine = _engine(request, body.get("from"))
-    phone = normalize_phone(body.get("phone"))
+    phone = user_of(body)  # or the BSUID of a user who shows no phone
     template = body.get("template")
     message_id = await engine.request_permission(phone, template)
     return web.json_response({"messageID": message_id}, status=202)
@@ -45,5 +48,5 @@ async def request_permission(request: web.Request) -> web.Response:
 async def read_permission(request: web.Request) -> web.Response:
     """The user's call permission: ``status``, ``expiresAt``, ``canCall``, ``limits``…"""
     engine = _engine(request, request.query.get("from"))
-    phone = normalize_phone(request.match_info["phone"])
+    phone = normalize_user(request.match_info["phone"])
     return web.json_response(await engine.read_permission(phone))

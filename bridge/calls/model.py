@@ -17,6 +17,7 @@ from ..errors import BadRequest, CallStateError
 from ..numbers.model import engine_key
 from ..timefmt import iso_utc_or_none as _iso
 from ..timefmt import parse_iso_utc
+from .countries import country_of
 
 
 class CallState(enum.StrEnum):
@@ -84,13 +85,14 @@ def normalize_phone(raw: object) -> str:
     return m.group(1)
 
 
-BSUID_RE = re.compile(r"^[A-Z]{2}\.[A-Za-z0-9]{1,64}$")
-"""A business-scoped user id (Meta's BSUID: a country code, a dot, an opaque id)."""
+BSUID_RE = re.compile(r"^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$")
+"""A business-scoped user id (Meta's BSUID: a country code, a dot, an opaque id of up to 128
+characters) or a parent BSUID (``US.ENT.…``, shared by linked business portfolios)."""
 
 
 def normalize_user(raw: object) -> str:
-    """:func:`normalize_phone`'s digits, or a BSUID as it is (only ``/call/make``'s
-    ``recipient`` carries one, and only to a number on Meta's Graph road)."""
+    """:func:`normalize_phone`'s digits, or a BSUID as it is (``/call/make``'s and
+    ``/call/permissions``' ``recipient``, only to a number on Meta's Graph road)."""
     if isinstance(raw, str) and BSUID_RE.match(raw):
         return raw
     return normalize_phone(raw)
@@ -224,6 +226,22 @@ class Call:
         return math.ceil(round(seconds, 3) / self.pulse_s)
 
     @property
+    def destination_country(self) -> str | None:
+        """The ISO country Meta bills a business-initiated call by: the callee's, from their
+        number's calling code or their BSUID (:func:`country_of`); ``None`` when unknown."""
+        return country_of(self.peer)
+
+    def billing(self) -> dict[str, Any]:
+        """What the call costs, on a billed call (``pulse_s`` set) only: its pulses and the
+        country they are billed in."""
+        if not self.pulse_s:
+            return {}
+        return {
+            "billablePulses": self.billable_pulses,
+            "destinationCountry": self.destination_country,
+        }
+
+    @property
     def engine_key(self) -> str:
         """:func:`engine_key` of this call (what the registry and the directory index)."""
         return engine_key(self.number_id, self.engine_call_id)
@@ -249,7 +267,7 @@ class Call:
             "endReason": str(self.end_reason) if self.end_reason else None,
             "endDetail": self.end_detail,
             "duration": self.duration,
-            **({"billablePulses": self.billable_pulses} if self.pulse_s else {}),
+            **self.billing(),
             **({"speaking": self.speaking} if self.speaking is not None else {}),
             **({"agents": self.agents()} if self.agents is not None else {}),
         }

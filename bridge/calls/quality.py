@@ -30,9 +30,14 @@ def count_started(metrics: Metrics, call: Call) -> None:
 
 
 def count_ended(metrics: Metrics, call: Call, reason: str) -> None:
-    """A call ended: by direction and reason, and by number and tenant."""
+    """A call ended: by direction and reason, and by number and tenant; a billed call's
+    pulses by number, tenant and country."""
     metrics.calls_ended.labels(str(call.direction), reason).inc()
     metrics.number_calls_ended.labels(call.number_id, call.tenant_id, reason).inc()
+    pulses = call.billable_pulses
+    if pulses is not None:  # a billed call (even at 0 pulses: the series exists)
+        country = call.destination_country or ""
+        metrics.number_pulses.labels(call.number_id, call.tenant_id, country).inc(pulses)
 
 
 def live_sessions(runtimes: Iterable[CallRuntime]) -> int:

@@ -262,6 +262,8 @@ class Timeline:
             "answeredAt": call.get("answeredAt"),
             "endedAt": call.get("endedAt"),
             "durationS": call.get("duration"),
+            # what a business-initiated call costs (Call.billing): only on a billed call
+            **{k: call[k] for k in ("billablePulses", "destinationCountry") if k in call},
             "endReason": call.get("endReason"),
             "endedBy": call.get("endDetail"),
             "firstAudioS": dict(self.first_audio),

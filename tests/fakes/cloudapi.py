@@ -5,6 +5,9 @@
   138006 for users without call permission, and 100/2494010 for any SDP whose fingerprints are
   not sha-256 only (exactly as Meta refuses them). ``accept`` must repeat ``pre_accept``'s SDP.
 * Webhooks: signed with the app secret (``X-Hub-Signature-256``) in Meta's envelope.
+* Users: by phone number, or by business-scoped user id (a BSUID) for a user who shows no
+  phone — ``recipient`` in ``connect``, ``from_user_id``/``to_user_id``/``recipient_user_id``
+  in webhooks (:mod:`.cloudapi_users`).
 * SIP + WebRTC: the same peer plays Meta's media behind SIPp (``tests/sip``); its offer goes
   into SIPp's INVITE, :func:`sip_answer` makes the answer SIPp's 200 OK carries.
 * Media: each call's WhatsApp side is a real aiortc peer on loopback playing Meta's part: its
@@ -36,6 +39,7 @@ from ..support.rtc_client import Recorder, ToneTrack
 from .cloudapi_account import MetaAccount
 from .cloudapi_media import MetaMedia
 from .cloudapi_permissions import MetaPermissions
+from .cloudapi_users import addressee, contact, named
 from .common import FakeServer
 
 META_OPUS_FMTP = (
@@ -379,9 +383,9 @@ class FakeMeta(FakeServer):
         refusal = self._refuse(request)
         if refusal is not None:
             return refusal
-        unknown = sorted(set(request.query) - {"user_wa_id"})
-        wa_id = request.query.get("user_wa_id", "")
-        if unknown or not wa_id.isdigit():
+        unknown = sorted(set(request.query) - {"user_wa_id", "recipient"})
+        wa_id, problem = addressee(dict(request.query), "user_wa_id")
+        if unknown or problem:
             name = unknown[0] if unknown else "user_wa_id"
             return meta_error(400, 100, f"(#100) The parameter {name} is invalid or missing")
         self.permission_reads += 1
@@ -461,7 +465,9 @@ class FakeMeta(FakeServer):
         return web.json_response({"success": True})
 
     async def _connect(self, body: dict[str, Any]) -> web.Response:
-        to = str(body.get("to", ""))
+        to, problem = addressee(body)  # ``to`` (digits) or ``recipient`` (a BSUID)
+        if problem:
+            return meta_error(400, 100, f"(#100) {problem}")
         if to in self.no_permission:
             return meta_error(
                 400,
@@ -529,7 +535,7 @@ class FakeMeta(FakeServer):
             "calls": [
                 {
                     "id": call.wacid,
-                    "from": user,
+                    **named("from", user),  # a user who shows no phone: from_user_id
                     "to": "15550009999",
                     "event": "connect",
                     "timestamp": str(int(time.time())),
@@ -537,7 +543,7 @@ class FakeMeta(FakeServer):
                     "session": {"sdp_type": "offer", "sdp": offer},
                 }
             ],
-            "contacts": [{"profile": {"name": "Ana"}, "wa_id": user}],
+            "contacts": [contact(user)],
         }
         return call, event
 
@@ -563,10 +569,14 @@ class FakeMeta(FakeServer):
         return call
 
     def terminate_event(self, call: MetaCall, status: str = "COMPLETED", **extra: Any) -> dict:
+        business = "15550009999"
+        if call.direction == "USER_INITIATED":
+            ends = {**named("from", call.user), "to": business}
+        else:
+            ends = {"from": business, **named("to", call.user)}
         item = {
             "id": call.wacid,
-            "from": call.user if call.direction == "USER_INITIATED" else "15550009999",
-            "to": "15550009999" if call.direction == "USER_INITIATED" else call.user,
+            **ends,
             "event": "terminate",
             "direction": call.direction,
             "timestamp": str(int(time.time())),
@@ -582,7 +592,7 @@ class FakeMeta(FakeServer):
             "timestamp": str(int(time.time())),
             "type": "call",
             "status": status,
-            "recipient_id": call.user,
+            **named("recipient_id", call.user),
             "biz_opaque_callback_data": getattr(call, "opaque", ""),
         }
         return {"statuses": [item]}
@@ -595,8 +605,8 @@ class FakeMeta(FakeServer):
             "calls": [
                 {
                     "id": call.wacid,
-                    "from": call.user,
-                    "to": "15550009999",
+                    "from": "15550009999",  # Meta: the business called, the user answers
+                    **named("to", call.user),
                     "event": "connect",
                     "direction": "BUSINESS_INITIATED",
                     "timestamp": str(int(time.time())),

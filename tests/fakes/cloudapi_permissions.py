@@ -3,10 +3,12 @@ and business-initiated calling documentation, as strict as Meta:
 
 * ``POST /v23.0/{PHONE_NUMBER_ID}/messages``: an ``interactive`` ``call_permission_request``
   (no header or footer; only inside the user's 24 h service window, else 131047) or an
-  approved ``template`` (else 132001); unknown parameters and a missing ``to`` are 100; more
+  approved ``template`` (else 132001); unknown parameters and no ``to`` (digits) or
+  ``recipient`` (a BSUID: :mod:`.cloudapi_users`) are 100; more
   than 1 request per 24 h or 2 per 7 days per user is 138009 (both reset when a call with the
   user connects). Success: ``{"messaging_product", "contacts", "messages": [{"id"}]}``.
-* ``GET /v23.0/{PHONE_NUMBER_ID}/call_permissions?user_wa_id=``: ``permission`` {``status``,
+* ``GET /v23.0/{PHONE_NUMBER_ID}/call_permissions?user_wa_id=`` (or ``?recipient=``, a
+  BSUID): ``permission`` {``status``,
   ``expiration_time``} and ``actions`` with their ``limits`` and current usage.
 * ``connect`` refused with 138006 without a live permission (none, rejected, expired) and
   138012 once the user's connected calls per 24 h reach :attr:`MetaPermissions.call_limit`.
@@ -32,6 +34,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .cloudapi_users import addressee, contact, named, user_id_changed
+
 DAY = 24 * 3600
 TEMPORARY_S = 7 * DAY
 REQUEST_LIMITS = (("PT24H", DAY, 1), ("P7D", 7 * DAY, 2))
@@ -39,6 +43,7 @@ MESSAGE_KEYS = {
     "messaging_product",
     "recipient_type",
     "to",
+    "recipient",
     "type",
     "interactive",
     "template",
@@ -134,9 +139,9 @@ class MetaPermissions:
             return _error(100, f"Param {unknown[0]} is not a valid parameter")
         if body.get("recipient_type", "individual") != "individual":
             return _error(100, "Invalid parameter recipient_type")
-        to = body.get("to")
-        if not isinstance(to, str) or not to.isdigit():
-            return _error(100, "The parameter to is required.")
+        to, problem = addressee(body)  # ``to`` (digits) or ``recipient`` (a BSUID)
+        if problem:
+            return _error(100, problem)
         user = self.user(to)
         kind = body.get("type")
         interactive = body.get("interactive")
@@ -160,7 +165,7 @@ class MetaPermissions:
         return web.json_response(
             {
                 "messaging_product": "whatsapp",
-                "contacts": [{"input": to, "wa_id": to}],
+                "contacts": [{"input": to, **named("wa_id", to)}],
                 "messages": [{"id": wamid}],
             }
         )
@@ -209,7 +214,7 @@ class MetaPermissions:
         return web.json_response(
             {
                 "messaging_product": "whatsapp",
-                "contacts": [{"input": to, "wa_id": to}],
+                "contacts": [{"input": to, **named("wa_id", to)}],
                 "messages": [{"id": wamid}],
             }
         )
@@ -274,15 +279,19 @@ class MetaPermissions:
     def _message(self, wa_id: str, **message: Any) -> dict[str, Any]:
         self.user(wa_id).last_inbound = self.now()
         item = {
-            "from": wa_id,
+            **named("from", wa_id),  # a user who shows no phone: from_user_id
             "id": "wamid.HBgM" + uuid.uuid4().hex.upper(),
             "timestamp": str(int(self.now())),
             **message,
         }
-        return {
-            "contacts": [{"profile": {"name": "Ana"}, "wa_id": wa_id}],
-            "messages": [item],
-        }
+        return {"contacts": [contact(wa_id)], "messages": [item]}
+
+    def user_id_changes(self, old: str, new: str) -> dict[str, Any]:
+        """The user's BSUID changes: their permission goes with them (the ``messages``
+        webhook value Meta sends)."""
+        if old in self.users:
+            self.users[new] = self.users.pop(old)
+        return user_id_changed(old, new)
 
     def user_writes(self, wa_id: str, text: str = "hi") -> dict[str, Any]:
         """The user sends a text: their service window opens."""

@@ -138,14 +138,16 @@ async def test_accept_refused_by_meta_ends_the_inbound_call_with_metas_reason(cc
     assert mcall.wacid not in engine.calls
 
 
-async def test_billable_pulses_of_business_initiated_calls(cclient, meta):
-    """Meta bills business-initiated calls in 6-second pulses, rounded up: the ended call
-    says how many (from Meta's duration when it sent one), next to its duration."""
+async def test_billable_pulses_of_business_initiated_calls(cclient, meta, tmp_path):
+    """Meta bills business-initiated calls in 6-second pulses, rounded up, by the callee's
+    country: the ended call and its record say how many (from Meta's duration when it sent
+    one) and where, and the metrics count them by number, tenant and country."""
     import math
 
+    from bridge.api.keys import METRICS
     from bridge.timefmt import parse_iso_utc
 
-    client = await cclient()
+    client = await cclient(call_reports=True, data_dir=str(tmp_path))
     manager = client.app[MANAGER]
     pulses = {}
     async with manager.events.subscribe() as sub:
@@ -177,11 +179,25 @@ async def test_billable_pulses_of_business_initiated_calls(cclient, meta):
     assert len(ended) == 4
     in_order = [ended[pulses[how]["callID"]]["billablePulses"] for how in pulses]
     assert in_order == [3, 2, ours["billablePulses"], 0]
+    assert {snap["destinationCountry"] for snap in pulses.values()} == {"BR"}  # +55
+    for how, snap in pulses.items():  # the call's record says the same
+
+        async def record(call_id: str = snap["callID"]) -> dict | None:
+            resp = await client.get(f"/call/{call_id}/report")
+            return (await resp.json())["summary"] if resp.status == 200 else None
+
+        summary = await until(record, 3, f"the record of {how}")
+        assert summary["billablePulses"] == snap["billablePulses"]
+        assert summary["destinationCountry"] == "BR"
+    billed = client.app[METRICS].registry.get_sample_value(
+        "bridge_number_billable_pulses_total", {"number": "default", "tenant": "", "country": "BR"}
+    )
+    assert billed == 3 + 2 + ours["billablePulses"] + 0
     # A user's call is free: no pulses on it.
     mcall = await meta.user_calls(client, "15550007777")
     await until(lambda: manager.registry.by_engine_id(mcall.wacid), 3, "ringing")
     snap = manager.registry.by_engine_id(mcall.wacid).snapshot()
-    assert "billablePulses" not in snap
+    assert "billablePulses" not in snap and "destinationCountry" not in snap
 
 
 async def test_a_leg_closed_before_its_ice_starts_leaves_no_task_failing(cclient, meta, caplog):

@@ -16,15 +16,16 @@ import ssl
 import time
 from typing import Any
 
-from bridge.api.keys import SWITCHBOARD
+from bridge.api.keys import MANAGER, SWITCHBOARD
 from bridge.numbers.model import DEFAULT_NUMBER
 
 from ..fakes.cloudapi import MetaPeer, sip_answer
 from ..integration.test_engine_cloudapi import assert_tone, heard
-from ..support.calls import wait_state
+from ..support.calls import events_until_ended, wait_state
 from ..support.ports import free_port
 from ..support.rtc_client import RtcClient
 from ..support.sipp import TlsHops, _spawn, wait_port
+from ..support.waits import until
 from .conftest import NUMBER, PASSWORD
 from .test_sipp_bic import assert_digest
 from .test_sipp_uic import apply_answer, keys
@@ -271,6 +272,83 @@ async def test_metas_terminate_webhook_ends_a_sip_call_whose_cancel_never_came(
         assert rig.engine.stats.bad_messages == bad and not rig.engine.calls
     finally:
         await peer.close()
+
+
+async def _webhooks_on(rig) -> None:
+    resp = await rig.client.patch(
+        "/numbers/default/settings", json={"sip": {"webhookDelivery": "ENABLED"}}, headers=ADMIN
+    )
+    assert resp.status == 200, await resp.text()
+
+
+def _meta_calls_webhook(event: str, **extra: Any) -> dict[str, Any]:
+    """A ``calls`` webhook of Meta's about the user's call ``wacid.{NUMBER}`` (no SDP: SIP)."""
+    item = {"id": f"wacid.{NUMBER}", "from": "15550001111", "to": NUMBER}
+    now = str(int(time.time()))
+    return {"calls": [{**item, "direction": "USER_INITIATED", "event": event, "timestamp": now}]}
+
+
+async def test_connect_webhooks_before_and_after_the_invite_ring_the_call_once(
+    sip_rig, meta, tmp_path
+):
+    """Meta's ``connect`` webhook for a SIP number's call, before its INVITE and again after
+    it: the INVITE is the call, which rings once (keyed by its wacid); the webhooks add nothing."""
+    rig, _ = await shared_rig(sip_rig, meta, tmp_path)
+    await _webhooks_on(rig)
+    manager = rig.client.app[MANAGER]
+    async with manager.events.subscribe() as sub:
+        resp = await meta.post(rig.client, meta.envelope(_meta_calls_webhook("connect")))
+        assert resp.status == 200
+        await until(rig.engine.graph_side.inbox.queue.empty, 2, "the webhook taken")
+        assert not rig.engine.calls and not manager.registry.live()
+        sipp, peer = await call(rig, rig.hops, NUMBER, PASSWORD, "localhost")
+        try:
+            found = await ringing(rig.client)
+            resp = await meta.post(rig.client, meta.envelope(_meta_calls_webhook("connect")))
+            assert resp.status == 200
+            await until(rig.engine.graph_side.inbox.queue.empty, 2, "the webhook taken")
+            await asyncio.sleep(0.2)
+            live = (await (await rig.client.get("/call/status", headers=ADMIN)).json())["calls"]
+            assert [c["callID"] for c in live] == [found["callID"]]
+            assert list(rig.engine.calls) == [f"wacid.{NUMBER}"]
+            resp = await rig.client.post(
+                "/call/hangup", json={"callID": found["callID"]}, headers=ADMIN
+            )
+            assert resp.status == 200
+            events = await events_until_ended(sub)  # every call created meanwhile
+            await sipp.finish()
+        finally:
+            await sipp.stop()
+            await peer.close()
+    assert [e.type for e in events if e.type in ("call.created", "call.ended")] == [
+        "call.created",
+        "call.ended",
+    ]
+
+
+async def test_a_terminate_webhook_before_the_invite_refuses_it(sip_rig, meta, tmp_path, caplog):
+    """Meta's ``terminate`` webhook overtakes its INVITE (webhooks and SIP travel apart): the
+    call is over before it reached the bridge, so the INVITE is refused with ``487`` and never
+    rings; a repeated terminate changes nothing."""
+    caplog.set_level(logging.WARNING)
+    rig, _ = await shared_rig(sip_rig, meta, tmp_path)
+    await _webhooks_on(rig)
+    ended = _meta_calls_webhook("terminate", status="COMPLETED")
+    for _ in range(2):  # Meta delivers some webhooks more than once
+        resp = await meta.post(rig.client, meta.envelope(ended))
+        assert resp.status == 200
+    await until(rig.engine.graph_side.inbox.queue.empty, 2, "the webhooks taken")
+    sipp, peer = await call(rig, rig.hops, NUMBER, PASSWORD, "localhost")
+    try:
+        assert await sipp.finish() != 0  # uic.xml waits for a 200 that never comes
+        assert "SIP/2.0 487 Request Terminated" in sipp.sent_and_received(), sipp.report()
+        assert not rig.engine.calls
+        live = (await (await rig.client.get("/call/status", headers=ADMIN)).json())["calls"]
+        assert live == []
+    finally:
+        await peer.close()
+    refused = [r for r in caplog.records if "came before its INVITE" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].levelno == logging.WARNING
 
 
 async def test_a_sip_number_without_the_graph_api_has_no_settings_and_is_still_checked(

@@ -92,3 +92,70 @@ def test_phone_forms(raw, digits) -> None:
 def test_bad_phones(raw) -> None:
     with pytest.raises(BadRequest):
         normalize_phone(raw)
+
+
+def billed_call(peer: str = "5521955550000") -> Call:
+    call = new_call()
+    call.peer, call.pulse_s = f"{peer}@s.whatsapp.net", 6
+    return call
+
+
+@pytest.mark.parametrize(
+    "connected,pulses",
+    [(None, 0), (0.4, 1), (5.9, 1), (6.0, 1), (6.1, 2), (12.0, 2), (12.001, 3), (61.0, 11)],
+)
+def test_a_business_initiated_call_costs_its_connected_seconds_in_6_s_pulses_rounded_up(
+    connected, pulses
+) -> None:
+    """Meta bills business-initiated calls in 6-second pulses, rounded up; an unanswered call
+    (``None``: never connected) costs nothing."""
+    call = billed_call()
+    call.transition(CallState.RINGING)
+    if connected is not None:
+        call.transition(CallState.ACTIVE)
+    call.transition(CallState.ENDED, EndReason.HANGUP)
+    if connected is not None:
+        assert call.answered_at is not None
+        call.ended_at = call.answered_at + connected
+    assert call.billable_pulses == pulses
+    snap = call.snapshot()
+    assert snap["billablePulses"] == pulses and snap["destinationCountry"] == "BR"
+
+
+def test_meta_s_own_duration_counts_before_the_bridge_s_clock() -> None:
+    call = billed_call()
+    call.transition(CallState.ACTIVE)
+    call.transition(CallState.ENDED, EndReason.REMOTE_HANGUP)
+    call.billed_s = 6  # Meta's terminate said 6 s: one pulse, whatever our clock saw
+    call.ended_at = (call.answered_at or 0) + 6.4
+    assert call.billable_pulses == 1
+
+
+def test_a_call_nobody_bills_by_the_pulse_says_nothing_of_cost() -> None:
+    call = new_call()
+    call.transition(CallState.ENDED, EndReason.HANGUP)
+    snap = call.snapshot()
+    assert "billablePulses" not in snap and "destinationCountry" not in snap
+
+
+@pytest.mark.parametrize(
+    "user,country",
+    [
+        ("5521955550000", "BR"),
+        ("+4915112345678", "DE"),
+        ("12125550123", "US"),
+        ("14165550123", "CA"),  # Toronto: +1 416, Canada's area code
+        ("18765550123", "JM"),  # +1 876: another NANP country
+        ("77011234567", "KZ"),  # +7 7…: Kazakhstan, not Russia
+        ("79161234567", "RU"),
+        ("35312345678", "IE"),  # +353 beats +35… (no such code) and +3 (none)
+        ("5997123456", "BQ"),  # +599 7: Bonaire, longer than Curaçao's +599
+        ("919876543210@s.whatsapp.net", "IN"),
+        ("BR.13491208655302741918", "BR"),  # a BSUID starts with its user's country
+        ("99912345678", None),  # +999: not assigned
+        ("2800000000", None),  # +28: not assigned
+    ],
+)
+def test_the_destination_country_is_the_longest_calling_code_that_matches(user, country) -> None:
+    call = billed_call(user.removesuffix("@s.whatsapp.net"))
+    assert call.destination_country == country

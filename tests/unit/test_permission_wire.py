@@ -4,8 +4,11 @@ user's replies, and when a used-up limit lets the next request through."""
 from __future__ import annotations
 
 from bridge.engines.cloudapi.permission_wire import (
+    UserMoved,
+    call_button_message,
     messages_events,
     next_allowed,
+    permission_query,
     permission_view,
     request_message,
 )
@@ -104,8 +107,8 @@ def test_replies_and_senders_from_a_messages_webhook() -> None:
             }
         ]
     }
-    replies, senders, bad = messages_events(body)
-    assert senders == ["5599", "5521", "5521"] and bad == 2
+    replies, senders, moves, bad = messages_events(body)
+    assert senders == ["5599", "5521", "5521"] and bad == 2 and moves == []
     assert [r.event() for r in replies] == [
         {
             "phone": "5521",
@@ -115,3 +118,36 @@ def test_replies_and_senders_from_a_messages_webhook() -> None:
             "source": "automatic",
         }
     ]
+
+
+BSUID = "US.13491208655302741918"
+
+
+def test_a_user_who_shows_no_phone_is_named_by_bsuid_both_ways() -> None:
+    """Meta's "Business-scoped user IDs": ``recipient`` instead of ``to`` when sending and
+    reading, ``from_user_id`` instead of ``from`` when a user writes or answers."""
+    asked = request_message(BSUID, None)
+    assert asked["recipient"] == BSUID and "to" not in asked
+    assert request_message("5521", None)["to"] == "5521"
+    assert call_button_message(BSUID, {"text": "call us"})["recipient"] == BSUID
+    assert permission_query(BSUID) == {"recipient": BSUID}
+    assert permission_query("5521") == {"user_wa_id": "5521"}
+    reply = {
+        "from_user_id": BSUID,
+        "type": "interactive",
+        "interactive": {
+            "type": "call_permission_reply",
+            "call_permission_reply": {"response": "accept", "response_source": "user_action"},
+        },
+    }
+    moved = {
+        "from_user_id": BSUID,
+        "type": "system",
+        "system": {"type": "user_changed_user_id", "user_id": "US.24817305912873645029"},
+    }
+    body = {"entry": [{"changes": [{"field": "messages", "value": {"messages": [reply, moved]}}]}]}
+    replies, senders, moves, bad = messages_events(body)
+    assert senders == [BSUID] and bad == 0  # a system message is not the user writing
+    assert moves == [UserMoved(BSUID, "US.24817305912873645029")]
+    event = replies[0].event()
+    assert (event["phone"], event["userId"], event["response"]) == (None, BSUID, "accept")

@@ -27,7 +27,14 @@ from typing import Any
 import aiohttp
 
 from ...config import EngineSettings, IceSettings, Settings
-from ...errors import EngineCallNotFound, EngineError, MetaForbidden, MetaLimit, MetaRefused
+from ...errors import (
+    EngineCallNotFound,
+    EngineError,
+    MetaForbidden,
+    MetaLimit,
+    MetaRefused,
+    NoCallPermission,
+)
 from ...tasks import TaskSet
 from ..base import (
     EngineEvent,
@@ -189,8 +196,8 @@ class CloudApiEngine:
             self.permissions.forget(phone)  # a call changes the user's usage
             try:
                 answer = await self.graph.call_action("connect", **strip(fields))
-            except MetaLimit as exc:
-                await self.permissions.call_refused(phone, exc)  # when the next may start
+            except (MetaLimit, NoCallPermission) as exc:
+                await self.permissions.call_refused(phone, exc)  # when next; why none
                 raise
             except MetaForbidden as exc:
                 self.standing.refused(exc)  # 138014: paused, say until when
@@ -313,7 +320,7 @@ class CloudApiEngine:
         peer = self._peer(f"cloudapi:{ev.wacid}")
         call = CloudCall(ev.wacid, ev.peer, "inbound", peer, metadata=ev.metadata)
         peer.wacid = ev.wacid
-        self.permissions.heard_from(ev.peer)  # a user's call opens the service window
+        self.permissions.heard_from(ev.peer, called=True)  # the window opens; a callback?
         self.calls[ev.wacid] = call
         self._tasks.spawn(self._pre_accept(call, ev.sdp), f"pre-accept:{ev.wacid}")
 

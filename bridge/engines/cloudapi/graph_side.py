@@ -69,7 +69,7 @@ class GraphSide:
 
     def heard_from(self, phone: str) -> None:
         """A user called over SIP: their service window opens (as on Graph)."""
-        self._permissions.heard_from(phone)
+        self._permissions.heard_from(phone, called=True)
 
     def verify(self, query: Mapping[str, str]) -> str:
         return verify(query, self.settings.cloudapi_verify_token)

@@ -14,15 +14,22 @@ message, the permission Meta reads back, and the user's ``call_permission_reply`
   ``is_permanent``, ``expiration_timestamp``, ``response_source`` (``user_action`` or
   ``automatic``: a callback grant, or the revocation after unanswered calls). Any message
   from a user also opens or refreshes that user's service window.
+- A user without a phone number (Meta's "Business-scoped user IDs": a user with a username may
+  show none) is addressed by their BSUID: ``recipient`` instead of ``to`` in a message,
+  ``?recipient=`` instead of ``?user_wa_id=`` when reading; their messages carry
+  ``from_user_id`` and no ``from``. A ``system`` message of type ``user_changed_user_id``
+  gives the user's new BSUID (``system.user_id``; the message's ``from_user_id`` is the old
+  one): what the bridge keeps for the user moves to it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ...timefmt import iso_utc
+from .graph import addressed
 
 START_CALL = "start_call"
 SEND_REQUEST = "send_call_permission_request"
@@ -30,7 +37,7 @@ SEND_REQUEST = "send_call_permission_request"
 
 def request_message(phone: str, template: Mapping[str, str] | None) -> dict[str, Any]:
     """The ``/messages`` body: the named template when given, else the interactive request."""
-    base = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": phone}
+    base = {"messaging_product": "whatsapp", "recipient_type": "individual", **addressed(phone)}
     if template is not None:
         language = {"code": template["language"]}
         return {
@@ -57,8 +64,14 @@ def call_button_message(phone: str, button: Mapping[str, Any]) -> dict[str, Any]
         "body": {"text": button["text"]},
         "action": {"name": "voice_call", "parameters": parameters},
     }
-    base = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": phone}
+    base = {"messaging_product": "whatsapp", "recipient_type": "individual", **addressed(phone)}
     return {**base, "type": "interactive", "interactive": interactive}
+
+
+def permission_query(user: str) -> dict[str, str]:
+    """Who ``GET call_permissions`` asks about: ``user_wa_id`` (digits) or ``recipient`` (a
+    BSUID or parent BSUID)."""
+    return {"user_wa_id": user} if user.isdigit() else {"recipient": user}
 
 
 def message_id(answer: Mapping[str, Any]) -> str:
@@ -136,15 +149,22 @@ def next_allowed(view: Mapping[str, Any], action: str) -> str | None:
 class PermissionReply:
     """A user's answer to a call-permission request (the ``call.permission`` event)."""
 
-    phone: str
+    phone: str  # "" when Meta gave no phone (a user with a username)
     response: str  # accept | reject
     permanent: bool
     expires_at: str | None
     source: str  # user_action | automatic
+    user_id: str = ""  # the user's BSUID, when Meta gave it
+
+    @property
+    def user(self) -> str:
+        """Who the bridge keeps the answer under: the phone, else the BSUID."""
+        return self.phone or self.user_id
 
     def event(self) -> dict[str, Any]:
         return {
-            "phone": self.phone,
+            "phone": self.phone or None,  # a user who shows no phone: named by userId
+            **({"userId": self.user_id} if self.user_id else {}),
             "response": self.response,
             "permanent": self.permanent,
             "expiresAt": self.expires_at,
@@ -152,11 +172,51 @@ class PermissionReply:
         }
 
 
-def messages_events(body: Mapping[str, Any]) -> tuple[list[PermissionReply], list[str], int]:
+class UserMoved(NamedTuple):
+    """``user_changed_user_id``: the user once known as ``old`` (a BSUID) is ``new`` now."""
+
+    old: str
+    new: str
+
+
+class MessagesHeard(NamedTuple):
+    """What a webhook body's ``messages`` changes say (see :func:`messages_events`)."""
+
+    replies: list[PermissionReply]
+    senders: list[str]
+    moves: list[UserMoved]
+    bad: int
+
+
+def _sender(message: Mapping[str, Any]) -> tuple[str, str]:
+    """A message's user: their phone (``from``, digits) and their BSUID (``from_user_id``);
+    either may be missing, not both."""
+    phone, user_id = message.get("from"), message.get("from_user_id")
+    phone = phone if isinstance(phone, str) and phone.isdigit() else ""
+    user_id = user_id if isinstance(user_id, str) and 0 < len(user_id) <= 200 else ""
+    return phone, user_id
+
+
+def _moved(message: Mapping[str, Any]) -> UserMoved | None:
+    """A ``user_changed_user_id`` system message's move (``None`` for any other message)."""
+    system = message.get("system")
+    if message.get("type") != "system" or not isinstance(system, dict):
+        return None
+    if system.get("type") != "user_changed_user_id":
+        return None
+    old, new = message.get("from_user_id"), system.get("user_id")
+    if isinstance(old, str) and isinstance(new, str) and old and new and old != new:
+        return UserMoved(old, new)
+    return None
+
+
+def messages_events(body: Mapping[str, Any]) -> MessagesHeard:
     """From a webhook body's ``messages`` changes: the permission replies, the users heard
-    from (their service window opens), and how many replies were malformed."""
+    from (their service window opens: the phone, else the BSUID), the users whose BSUID
+    changed, and how many items were malformed."""
     replies: list[PermissionReply] = []
     senders: list[str] = []
+    moves: list[UserMoved] = []
     bad = 0
     entries = body.get("entry")
     for entry in entries if isinstance(entries, list) else []:
@@ -167,30 +227,37 @@ def messages_events(body: Mapping[str, Any]) -> tuple[list[PermissionReply], lis
             value = change.get("value")
             messages = value.get("messages") if isinstance(value, dict) else None
             for message in messages if isinstance(messages, list) else []:
-                sender = message.get("from") if isinstance(message, dict) else None
-                if not isinstance(sender, str) or not sender.isdigit():
+                if not isinstance(message, dict):
                     bad += 1
                     continue
-                senders.append(sender)
+                if (move := _moved(message)) is not None:
+                    moves.append(move)  # not the user writing: no window opens
+                    continue
+                phone, user_id = _sender(message)
+                if not phone and not user_id:
+                    bad += 1
+                    continue
+                senders.append(phone or user_id)
                 interactive = message.get("interactive")
                 if not isinstance(interactive, dict):
                     continue
                 if interactive.get("type") != "call_permission_reply":
                     continue
-                reply = _reply(sender, interactive.get("call_permission_reply"))
+                reply = _reply(phone, user_id, interactive.get("call_permission_reply"))
                 if reply is None:
                     bad += 1
                 else:
                     replies.append(reply)
-    return replies, senders, bad
+    return MessagesHeard(replies, senders, moves, bad)
 
 
-def _reply(sender: str, raw: Any) -> PermissionReply | None:
+def _reply(phone: str, user_id: str, raw: Any) -> PermissionReply | None:
     if not isinstance(raw, dict) or raw.get("response") not in ("accept", "reject"):
         return None
     source = raw.get("response_source")
     return PermissionReply(
-        phone=sender,
+        phone=phone,
+        user_id=user_id,
         response=str(raw["response"]),
         permanent=raw.get("is_permanent") is True,
         expires_at=_iso(raw.get("expiration_timestamp")),

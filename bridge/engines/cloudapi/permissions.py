@@ -14,7 +14,15 @@ answers (the wire is :mod:`.permission_wire`).
 - **Read** (:meth:`CallPermissions.read`): Meta's view, cached :data:`CACHE_SECONDS` per user
   (dropped when the user answers, after a request, and after a call to the user).
 - **Hear** (:meth:`CallPermissions.heard`): a ``messages`` webhook's replies become
-  ``PERMISSION`` engine events (``call.permission``).
+  ``PERMISSION`` engine events (``call.permission``); a ``user_changed_user_id`` moves what
+  is kept for the user (their window, their permission, their last call) to the new BSUID.
+- **Explain** (:meth:`CallPermissions.call_forbidden`): Meta's 138006 on a call to a user who
+  called the business lately says why: the callback permission a user's call grants (with
+  ``callback_permission_status`` ENABLED) is not granted by a call from a companion device
+  (Meta Cloud API Calling: user-initiated calls, "Callback permission functionality on
+  companion devices").
+
+A user is kept under their phone number, else (a user who shows none) their BSUID.
 """
 
 from __future__ import annotations
@@ -26,7 +34,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ...errors import BadRequest, CallStateError, EngineError, GraphApiError, MetaLimit
+from ...errors import (
+    BadRequest,
+    CallStateError,
+    EngineError,
+    GraphApiError,
+    MetaLimit,
+    NoCallPermission,
+)
 from ...timefmt import iso_utc, parse_iso_utc
 from ..base import EngineEvent, EngineEventKind, emit
 from .graph import GraphClient
@@ -37,6 +52,7 @@ from .permission_wire import (
     message_id,
     messages_events,
     next_allowed,
+    permission_query,
     permission_view,
     request_message,
 )
@@ -48,6 +64,8 @@ CACHE_SECONDS = 5.0
 REMEMBERED_USERS = 4096
 """Users whose service window or permission the bridge keeps (the oldest forgotten first)."""
 SERVICE_WINDOW_S = 24 * 3600
+CALLBACK_S = 7 * 24 * 3600
+"""How long the callback permission a user's call grants lasts (Meta: 7 days, temporary)."""
 OUTSIDE_WINDOW = 131047
 """Meta: more than 24 hours since the user last wrote (a free-form message is refused)."""
 NO_TEMPLATE = 132001
@@ -76,29 +94,45 @@ class CallPermissions:
         self.clock = clock
         self._window = _Lru()  # user → when the bridge last heard from them (wall clock)
         self._cache = _Lru()  # user → (monotonic fetch time, view)
+        self._called = _Lru()  # user → when they last called the business (wall clock)
 
     def in_window(self, phone: str) -> bool:
         heard = self._window.get(phone)
         return heard is not None and self.clock() - heard < SERVICE_WINDOW_S
 
-    def heard_from(self, phone: str) -> None:
-        """The user wrote or called: their service window is open for 24 h."""
-        self._window.put(phone, self.clock())
+    def heard_from(self, phone: str, *, called: bool = False) -> None:
+        """The user wrote or called (``called``): their service window is open for 24 h."""
+        now = self.clock()
+        self._window.put(phone, now)
+        if called:
+            self._called.put(phone, now)
 
     def forget(self, phone: str) -> None:
         """Meta's view of the user changed (an answer, a request, a call): read it anew."""
         self._cache.pop(phone, None)
 
+    def moved(self, old: str, new: str) -> None:
+        """The user known as ``old`` is ``new`` now (``user_changed_user_id``): what is kept
+        for them moves (the newer entry wins where both exist)."""
+        for kept in (self._window, self._cache, self._called):
+            value = kept.pop(old, None)
+            if value is not None and new not in kept:
+                kept.put(new, value)
+        log.info("WhatsApp user %s is %s now: their window and permission moved", old, new)
+
     def heard(self, body: Mapping[str, Any]) -> int:
         """A webhook body's ``messages`` changes; how many items were malformed."""
-        replies, senders, bad = messages_events(body)
+        replies, senders, moves, bad = messages_events(body)
+        for move in moves:
+            self.moved(move.old, move.new)
         for sender in senders:
             self.heard_from(sender)
         for reply in replies:
             self.forget(reply.phone)
+            self.forget(reply.user_id)
             log.info(
                 "call permission from %s: %s (%s, %s)",
-                reply.phone,
+                reply.user,
                 reply.response,
                 "permanent" if reply.permanent else f"until {reply.expires_at}",
                 reply.source,
@@ -179,16 +213,36 @@ class CallPermissions:
         if cached is not None and not fresh and time.monotonic() - cached[0] < CACHE_SECONDS:
             return dict(cached[1])
         answer = await self.graph.request(
-            "GET", "call_permissions", "call_permissions", params={"user_wa_id": phone}
+            "GET", "call_permissions", "call_permissions", params=permission_query(phone)
         )
         view = permission_view(phone, answer)
         self._cache.put(phone, (time.monotonic(), view))
         return dict(view)
 
-    async def call_refused(self, phone: str, exc: MetaLimit) -> None:
-        """A call to ``phone`` refused over Meta's call limit: say when the next may start
-        (not for the number's own limit, 138002: it is about no user)."""
-        if exc.code == "call_limit_reached":
+    def call_forbidden(self, phone: str, exc: NoCallPermission) -> None:
+        """Meta's 138006 on a call to ``phone``: when the user called the business within the
+        7 days a callback permission would last, say that their call granted none — a call
+        from a companion device does not (``details.cause``: ``no_callback_from_companion``)."""
+        called = self._called.get(phone)
+        if called is None or self.clock() - called >= CALLBACK_S:
+            return
+        exc.details["cause"] = "no_callback_from_companion"
+        exc.details["calledAt"] = iso_utc(called)
+        exc.message = (
+            f"{exc.message}. {phone} called the business at {iso_utc(called)}, but that call "
+            "granted no callback permission: calls from a companion device (a second phone, "
+            "WhatsApp Web or desktop, a tablet) do not (nor any call while the number's "
+            "callback permission setting is off). Ask first: POST /call/permissions"
+        )
+        log.info("call to %s refused: %s", phone, exc.message)  # Graph's WARNING said 138006
+
+    async def call_refused(self, phone: str, exc: MetaLimit | NoCallPermission) -> None:
+        """A call to ``phone`` refused: over Meta's call limit, say when the next may start
+        (not for the number's own limit, 138002: it is about no user); for want of a
+        permission, why the user's own call granted none (:meth:`call_forbidden`)."""
+        if isinstance(exc, NoCallPermission):
+            self.call_forbidden(phone, exc)
+        elif exc.code == "call_limit_reached":
             await self._when_next(phone, START_CALL, exc)
 
     async def _when_next(self, phone: str, action: str, exc: MetaLimit) -> None:
@@ -204,4 +258,4 @@ class CallPermissions:
         exc.details["retryAt"] = when
         exc.details["limits"] = [lim for lim in view["limits"] if lim["action"] == action]
         exc.message = f"{exc.message} The next one is allowed at {when}."
-        exc.retry_after = max(1, int(parse_iso_utc(when) - time.time()))
+        exc.retry_after = max(1, int(parse_iso_utc(when) - self.clock()))

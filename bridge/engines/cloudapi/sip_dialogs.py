@@ -9,6 +9,13 @@ Meta's ACK confirms the dialog. CANCEL before our ``200`` ends the call as
 ended event (or the end reason of a Meta error code in its ``Reason``). No ACK within 64·T1
 ends the call ``failed`` with our BYE. The engine keeps only this signalling state; the media
 leg goes to the call's runtime (``take_leg``).
+
+With Meta's ``sip.webhook_delivery`` the number's ``calls`` webhooks name the same calls by
+their wacid (Meta's INVITE carries it in ``x-wa-meta-wacid``), in any order with the SIP
+requests, and more than once. The INVITE is the call: a ``connect`` webhook adds nothing,
+before or after it. The first ``terminate`` of a wacid counts (:attr:`SipDialogs.over`):
+after the INVITE, it ends a call whose BYE or CANCEL never came (:meth:`terminated_by_meta`);
+before it, the INVITE that follows is refused with ``487`` and never rings.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from .sip_calls import (
     meta_code,
     peer_number,
 )
+from .state import Remembered
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +65,8 @@ class SipDialogs:
         self.by_dialog: dict[tuple[str, str], SipCall] = {}
         self.ua: UserAgent | None = None
         """Set once the engine has started its user agent."""
+        self.over = Remembered()
+        """The wacids Meta's ``terminate`` webhook said are over (the first one counts)."""
 
     def _ua(self) -> UserAgent:
         if self.ua is None:
@@ -93,6 +103,15 @@ class SipDialogs:
     def ended(self, call: SipCall, reason: str, detail: str = "", **data: Any) -> None:
         event = EngineEvent(EngineEventKind.ENDED, call.id, reason=reason, data=data, detail=detail)
         emit(self.events, event)
+
+    def terminated(self, wacid: str) -> bool:
+        """Meta's ``terminate`` webhook for ``wacid``: whether the call is live here and waits
+        for :meth:`terminated_by_meta` (a repeat, or a call whose INVITE has not come, is
+        only remembered)."""
+        if wacid in self.over:
+            return False
+        self.over.add(wacid)
+        return wacid in self.calls
 
     async def terminated_by_meta(self, wacid: str, duration: int | None) -> None:
         """Meta's ``terminate`` webhook for a call of this number (``sip.webhook_delivery``):
@@ -139,12 +158,16 @@ class SipDialogs:
         if cid in self.calls:
             await tx.respond(486, "Busy Here (a call with this id is live)")
             return
+        if cid in self.over:  # Meta's terminate webhook overtook its INVITE: the call is over
+            log.warning("SIP call %s: Meta's terminate webhook came before its INVITE: 487", cid)
+            await tx.respond(487, "Request Terminated")
+            return
         leg = self._new_leg(f"cloudapi-sip:{cid[:24]}")
         leg.wacid = cid
         call = SipCall(cid, peer_number(req), "inbound", leg, tx=tx)
         call.metadata = invite_metadata(req)
         self.calls[cid] = call
-        self.graph_side.heard_from(call.peer_wa)  # a user's call opens the service window
+        self.graph_side.heard_from(call.peer_wa)  # the window opens; a callback?
         self.by_dialog[tx.dialog.key] = call  # a CANCEL may come while the leg answers
         try:
             call.answer_sdp = await leg.answer(req.body.decode("utf-8", "replace"))

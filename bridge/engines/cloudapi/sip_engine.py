@@ -196,10 +196,12 @@ class SipEngine:
         return True
 
     def _meta_call_webhooks(self, events: list[CallWebhook]) -> None:
-        # Meta's sip.webhook_delivery: a terminate is the backstop for a BYE lost on the way
-        # (the call id is Meta's wacid on calls Meta placed; our own INVITEs' are ours).
+        # Meta's sip.webhook_delivery: a terminate is the backstop for a BYE lost on the way,
+        # or comes before the INVITE (sip_dialogs: refused then); connects and statuses add
+        # nothing to the INVITE and its answers. (The call id is Meta's wacid on calls Meta
+        # placed; our own INVITEs' are ours.)
         for event in events:
-            if event.kind == "terminate" and event.wacid in self.calls:
+            if event.kind == "terminate" and self.dialogs.terminated(event.wacid):
                 self._tasks.spawn(
                     self.dialogs.terminated_by_meta(event.wacid, event.duration),
                     f"terminate:{event.wacid[:24]}",

@@ -171,7 +171,7 @@ def call_events(body: dict[str, Any]) -> tuple[list[CallWebhook], int]:
                         kind="status",
                         wacid=_s(item.get("id")),
                         status=_s(item.get("status")).upper(),
-                        peer=_s(item.get("recipient_id")),
+                        peer=_s(item.get("recipient_id")) or _s(item.get("recipient_user_id")),
                         opaque=_s(item.get("biz_opaque_callback_data")),
                     )
                 )
@@ -198,6 +198,7 @@ CONTEXT_FIELDS = {
     "cta_payload": "ctaPayload",
     "deeplink_payload": "deeplinkPayload",
     "from_user_id": "userId",
+    "from_parent_user_id": "parentUserId",
 }
 """A connect item's fields copied into the call's metadata (as the SIP road's ``x-wa-meta-*``
 headers): the button or link the user pressed, and the user's business-scoped user id."""
