@@ -264,7 +264,7 @@ def main() -> None:
         "--phones",
         action="store_true",
         help="only a phone on a SIP trunk: PCMU and Opus through the trunk leg's receiver, "
-        "offline (~10 s)",
+        "offline (~15 s)",
     )
     parser.add_argument("--seconds", type=float, default=16.0, help="speech length")
     parser.add_argument("--out", default=str(RESULTS))
