@@ -12,6 +12,10 @@ Three parts (issues 23 and 37):
   every path under seeded network profiles applied on the wire, each next to an ideal receiver
   fed the very same packets (``bench/quality_paths.py``). ``--quick``: the loss and jitter
   profiles without the minute-long drift ones.
+* ``--phones`` (also part of the default run): a phone on a SIP trunk (issue 61), PCMU and
+  Opus, through the trunk leg's receiver on a simulated clock under seeded profiles, next to
+  an ideal receiver fed the same packets, with the receiver's delay and CPU
+  (``bench/phone_quality.py``).
 
 Writes ``bench/results/quality-<date>.json`` (``quality-encoder-<date>.json`` for the curve)
 and prints Markdown tables for ``docs/quality.md``. A benchmark, not a test: nothing here
@@ -194,6 +198,7 @@ def downlink_table(paths: dict[str, Any]) -> str:
 def run_paths(args: argparse.Namespace) -> None:
     import asyncio
 
+    from bench.phone_quality import phones_table, run_phones
     from bench.quality_paths import PROFILES
     from bench.quality_paths import run_paths as run
 
@@ -203,15 +208,39 @@ def run_paths(args: argparse.Namespace) -> None:
         names = args.profiles.split(",")
     t0 = time.monotonic()
     paths = asyncio.run(run(reference, names, seed=args.seed, cloudapi=True))
+    phones = run_phones(reference, seed=args.seed)
     result = {
         **stamped("paths"),
         "seed": args.seed,
         "speech_seconds": round(reference.size / 16_000, 2),
         "run_seconds": round(time.monotonic() - t0, 1),
         "paths": paths,
+        "phones": phones,
     }
     print(paths_table(paths))
+    print()
+    print(phones_table(phones))
     path = write(result, Path(args.out), f"quality-{time.strftime('%Y%m%d')}.json")
+    print(f"wrote {path} ({result['run_seconds']} s)")
+
+
+def run_phone_rows(args: argparse.Namespace) -> None:
+    from bench.phone_quality import PHONE_PROFILES, TIMER, phones_table, run_phones
+
+    reference = speech(args.seconds)
+    names = args.profiles.split(",") if args.profiles else list(PHONE_PROFILES)
+    t0 = time.monotonic()
+    phones = run_phones(reference, names, seed=args.seed)
+    result = {
+        **stamped("phones"),
+        "seed": args.seed,
+        "timer_jitter_s": TIMER,
+        "speech_seconds": round(reference.size / 16_000, 2),
+        "run_seconds": round(time.monotonic() - t0, 1),
+        "phones": phones,
+    }
+    print(phones_table(phones))
+    path = write(result, Path(args.out), f"quality-phones-{time.strftime('%Y%m%d')}.json")
     print(f"wrote {path} ({result['run_seconds']} s)")
 
 
@@ -231,6 +260,12 @@ def main() -> None:
         action="store_true",
         help="only the downlink's FEC/RED settings under loss, offline (~1 min)",
     )
+    parser.add_argument(
+        "--phones",
+        action="store_true",
+        help="only a phone on a SIP trunk: PCMU and Opus through the trunk leg's receiver, "
+        "offline (~15 s)",
+    )
     parser.add_argument("--seconds", type=float, default=16.0, help="speech length")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--quick", action="store_true", help="no minute-long drift profiles")
@@ -245,6 +280,9 @@ def main() -> None:
         return
     if args.loss_curve:
         run_loss_curve(args)
+        return
+    if args.phones:
+        run_phone_rows(args)
         return
     run_paths(args)
 
