@@ -40,7 +40,6 @@ from ..audio.opus import OpusDecoder, OpusEncoder
 from ..audio.pcm import FRAME_SAMPLES, Pcm, Reframer
 from ..audio.phone_codecs import phone_decoder
 from ..audio.receiver import FrameDecoder
-from ..audio.receiver_stats import ReceiverStats
 from ..audio.resample import Resampler
 from ..calls.samples import LegSources
 from ..media import BusStats
@@ -89,8 +88,6 @@ class TrunkMedia:
         self._rtcp_due = random.randint(1, RTCP_TICKS)
         """Ticks until our next RTCP packet (the first within one interval, RFC 3550 §6.2)."""
         self._said_bye = False
-        self.received = ReceiverStats()
-        """What the phone sent, as the call's timeline reads a leg (:func:`timeline`)."""
         self.octets_in = 0
         self.event_pt = event_pt
         self.forward_allowed: Callable[[], bool] | None = None
@@ -360,15 +357,13 @@ class TrunkMedia:
 
 def timeline(media: TrunkMedia) -> LegSources:
     """A trunk leg as the call's timeline reads a leg (``calls/samples.py``): the phone's
-    stream as its RTP session counts it (RFC 3550 A.3 loss, A.8 jitter; no jitter buffer here,
-    so nothing concealed or stretched), the octets we sent, and the round trip and loss the
-    phone's RTCP reports (``None`` until it reports: a leg without ``a=rtcp-mux``)."""
-    s, reports = media.received, media.reports
-    s.packets_received, s.packets_lost = reports.packets_received, reports.packets_lost
-    s.jitter, s.bytes_received = reports.jitter_s, media.octets_in
+    stream as its receiver counts it (loss, jitter, what was concealed or stretched:
+    ``audio/receiver.py``), the octets we sent, and the round trip and loss the phone's RTCP
+    reports (``None`` until it reports: a leg without ``a=rtcp-mux``)."""
+    reports = media.reports
     far = reports.far if reports.far_reports else None
     return LegSources(
-        s,
+        media.playout.stats,
         None if far is None else far.rtt_s,
         octets_sent=media.stream.octets,
         loss_reported=None if far is None else far.fraction_lost,
