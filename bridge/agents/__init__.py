@@ -1,19 +1,24 @@
 """Realtime model agents on calls: the bridge as the client of a speech-to-speech model's
-WebSocket (OpenAI Realtime, Gemini Live), an attachment of the call beside media forks."""
+WebSocket (OpenAI Realtime, xAI Grok Voice, Azure Voice Live, Gemini Live), an attachment of
+the call beside media forks."""
 
 from .agent import Agent
+from .azure import AzureVoiceLive
 from .echo import EchoGuard, Verdict
 from .gemini import GeminiLive
 from .openai import OpenAIRealtime
 from .service import AgentService
 from .tools import CallControls
+from .xai import XaiGrokVoice
 
 __all__ = [
     "Agent",
     "AgentService",
+    "AzureVoiceLive",
     "CallControls",
     "EchoGuard",
     "GeminiLive",
     "OpenAIRealtime",
     "Verdict",
+    "XaiGrokVoice",
 ]

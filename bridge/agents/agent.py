@@ -1,16 +1,18 @@
 """One model connector on one call: an attachment of the call's runtime (kind ``agent``).
 
 The agent's :class:`~.connection.ModelConnection` keeps the model's WebSocket open
-(:mod:`.openai`, :mod:`.gemini` say how to speak it; reconnects and resumption are the
-connection's); the agent is what the call hears and says through it. It streams what the
-caller says up (the bus's 16 kHz downlink, resampled to the model's rate by libswresample
-through :class:`~bridge.audio.Resampler`) and plays what the model says into the call as one
-bus source (resampled to 16 kHz, reframed to 20 ms, bounded like every other source). It acts
-on the model's signals:
+(:mod:`.openai`, :mod:`.xai`, :mod:`.azure`, :mod:`.gemini` say how to speak it; reconnects
+and resumption are the connection's); the agent is what the call hears and says through it.
+It streams what the caller says up (the bus's 16 kHz downlink, resampled to the model's rate
+by libswresample through :class:`~bridge.audio.Resampler`; as is for a 16 kHz model) and plays
+what the model says into the call as one bus source (resampled to 16 kHz where it is not,
+reframed to 20 ms, bounded like every other source). It acts on the model's signals:
 
 * a speech start while its voice plays is a barge-in unless the :class:`~.echo.EchoGuard`
   finds it is its own voice coming back: the queued voice is dropped at once (the next bus
-  tick is silence) and the model is told how much the caller heard (``audio_end_ms``);
+  tick is silence), the response still being generated is cancelled where the model does not
+  stop it itself (``agent.interrupted`` ``cancelled``) and the model is told how much the
+  caller heard (``audio_end_ms``);
 * on hold (:meth:`Agent.held`) the caller is neither heard nor spoken to: nothing goes up to
   the model, the voice stops as on a barge-in (``agent.interrupted`` ``by: "hold"``, the model
   told what was heard) and what the model says meanwhile is dropped and truncated at 0 ms, so
@@ -156,12 +158,19 @@ class Agent:
         self.guard.played(frame.pcm)
 
     def barge_in(self, why: str) -> None:
-        """Stop the voice now and tell the model what was heard."""
+        """Stop the voice now, cancel the response nobody will hear (where the model does not
+        stop it itself) and tell the model what was heard."""
         item, heard, dropped = self.voice.cut()
         self.interruptions += 1
-        self.send(self.dialect.truncate(item, heard))
+        cancel = self.dialect.cancel(why)
+        self.send(cancel + self.dialect.truncate(item, heard, why))
         self._emit(
-            events.INTERRUPTED, itemID=item or None, heardMs=heard, droppedMs=dropped, by=why
+            events.INTERRUPTED,
+            itemID=item or None,
+            heardMs=heard,
+            droppedMs=dropped,
+            by=why,
+            cancelled=bool(cancel),
         )
 
     def held(self, held: bool) -> None:
@@ -191,6 +200,9 @@ class Agent:
             self.send(self.dialect.turn_started())
         if playing and self.caller_speaking:
             self.barge_in(by)
+        elif self.caller_speaking and by == "bridge":
+            # Nothing plays yet, but an answer may be on its way: it would come too late.
+            self.send(self.dialect.cancel(by))
 
     def _speech_stopped(self, by: str) -> None:
         if self.caller_speaking and by == "bridge":

@@ -28,6 +28,7 @@ from ..http import RedirectRefused
 from ..tasks import TaskSet
 from .wire import (
     GoAway,
+    Hello,
     ModelDialect,
     ModelError,
     ModelEvent,
@@ -89,7 +90,6 @@ class ModelConnection:
         self.model_errors = 0
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._out = _queue()
-        self._ready = asyncio.Event()
         self._stopping = False
         self._served = False
         """The current socket gave the agent an event (it works, whatever its age)."""
@@ -124,24 +124,33 @@ class ModelConnection:
             max_msg_size=16 << 20,
             timeout=aiohttp.ClientWSTimeout(ws_close=2),
         )
-        self._ready.clear()
         try:  # cancelled or timed out anywhere here: the socket (a session, billed) is closed
-            for message in self.dialect.opening(self.tools, self.resume):
-                await ws.send_str(json.dumps(message))
-            await asyncio.wait_for(self._read_until_ready(ws), CONNECT_TIMEOUT)
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                if self.dialect.waits_for_hello:
+                    await self._read_until(ws, Hello)
+                for message in self.dialect.opening(self.tools, self.resume):
+                    await ws.send_str(json.dumps(message))
+                await self._read_until(ws, Ready)
         except BaseException:
             await ws.close()
             raise
         return ws
 
-    async def _read_until_ready(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        while not self._ready.is_set():
+    async def _read_until(
+        self, ws: aiohttp.ClientWebSocketResponse, wanted: type[Hello] | type[Ready]
+    ) -> None:
+        """Read until the server says ``wanted`` (ready for the configuration, or took it)."""
+        while True:
             msg = await ws.receive()
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 raise ConnectionError("the model closed before its session was ready")
-            for event in await self._message(msg.data):
-                if isinstance(event, ModelError):  # it refused the session: no use waiting
+            events = await self._message(msg.data)
+            for event in events:
+                if isinstance(event, ModelError) and not event.benign:
+                    # It refused the session: no use waiting.
                     raise ConnectionError(f"the model refused the session ({event.code})")
+            if any(isinstance(event, wanted) for event in events):
+                return
 
     async def start(
         self,
@@ -180,12 +189,14 @@ class ModelConnection:
         """Handle the connection's own events; ``False`` for the agent's."""
         if isinstance(event, Resumable):
             self.resume = event.handle
-        elif isinstance(event, Ready):
-            self._ready.set()
+        elif isinstance(event, Ready | Hello):
+            pass  # waited for while opening (``_read_until``)
         elif isinstance(event, GoAway):
             log.info("%s: the model will close (goAway %s)", self.where, event.time_left)
             if self._ws is not None:
                 self._tasks.spawn(self._ws.close(), "goaway")
+        elif isinstance(event, ModelError) and event.benign:
+            log.info("%s: the model reported %s (a known race)", self.where, event.code)
         elif isinstance(event, ModelError):
             # The first at WARNING, the rest at INFO: a server repeating itself floods no log.
             level = logging.INFO if self.model_errors else logging.WARNING

@@ -19,7 +19,8 @@ the agent's own echo: no barge-in), ``callerDbfs``, ``agentDbfs``, ``agentPlayin
 SPEECH_STOPPED = "agent.speech.stopped"
 INTERRUPTED = "agent.interrupted"
 """The agent's voice was cut: ``itemID``, ``heardMs``, ``droppedMs``, ``by`` (``model`` or
-``bridge``: a barge-in; ``hold``: the call was put on hold)."""
+``bridge``: a barge-in; ``hold``: the call was put on hold), ``cancelled`` (the bridge sent the
+model ``response.cancel`` for a response still being generated)."""
 TRANSCRIPT = "agent.transcript"
 """What the model heard or said, when it sends transcripts: ``role``, ``text``."""
 TOOL_CALL = "agent.tool_call"

@@ -41,6 +41,8 @@ class GeminiLive:
     provider = "gemini-live"
     rate_in = RATE_IN
     rate_out = RATE_OUT
+    waits_for_hello = False
+    default_url: str | None = None
 
     def __init__(self, session: dict[str, Any] | None = None) -> None:
         session = dict(session or {})
@@ -137,8 +139,13 @@ class GeminiLive:
             out.append(GoAway(str(away.get("timeLeft") or "")))
         return out
 
-    def truncate(self, item_id: str, audio_end_ms: int) -> list[dict[str, Any]]:
+    def truncate(self, item_id: str, audio_end_ms: int, by: str = "bridge") -> list[dict[str, Any]]:
         return []  # the server cut its turn itself (``interrupted``); it has no truncate
+
+    def cancel(self, by: str) -> list[dict[str, Any]]:
+        # No cancel message: with activity detection off, the bridge's ``activityStart``
+        # (sent as the caller starts) is what interrupts the model's turn.
+        return []
 
     def tool_result(self, call: ToolCall, output: Any) -> list[dict[str, Any]]:
         response = output if isinstance(output, dict) else {"output": output}

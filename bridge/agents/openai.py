@@ -1,11 +1,15 @@
 """OpenAI's Realtime API over a WebSocket (the GA protocol; Azure OpenAI and self-hosted
-OpenAI-compatible servers such as vLLM-Omni's ``/v1/realtime`` speak it too).
+OpenAI-compatible servers such as vLLM-Omni's ``/v1/realtime`` speak it too), and the events
+its relatives share (:class:`RealtimeFamily`: xAI Grok Voice in :mod:`.xai`, Azure Voice Live
+in :mod:`.azure`).
 
 The bridge is the client. It configures the session with one ``session.update`` (the app's
 ``session`` fields merged into the bridge's: 24 kHz ``audio/pcm`` both ways, server VAD),
 streams the caller with ``input_audio_buffer.append`` and reads ``response.output_audio.delta``
 (and the beta servers' ``response.audio.delta``). On a barge-in it sends
-``conversation.item.truncate`` with the ``audio_end_ms`` the caller really heard.
+``conversation.item.truncate`` with the ``audio_end_ms`` the caller really heard, and
+``response.cancel`` when the bridge heard the caller itself (the model's turn detection off:
+nothing else stops the generation) while the response was still being generated.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from urllib.parse import urlsplit
 from ..errors import BadRequest
 from .wire import (
     Audio,
+    Hello,
     ModelError,
     ModelEvent,
     ProtocolError,
@@ -37,6 +42,14 @@ RATE = 24_000
 _AUDIO_DELTA = ("response.output_audio.delta", "response.audio.delta")
 _AGENT_TRANSCRIPT = ("response.output_audio_transcript.done", "response.audio_transcript.done")
 _CALLER_TRANSCRIPT = "conversation.item.input_audio_transcription.completed"
+_BENIGN_CODES = {
+    "response_cancel_not_active",
+    "conversation_already_has_active_response",
+    "item_already_truncated",
+}
+_BENIGN_TEXT = ("no active response", "already has an active response", "truncat")
+"""The races every Realtime-like server reports as errors (xAI with its own codes: its text
+is matched too); none of them ends anything."""
 _SHORTHAND = {"voice": ("output", "voice"), "turn_detection": ("input", "turn_detection")}
 """Fields apps know from the beta protocol at the session's top level, moved where GA has
 them (``audio.output.voice``, ``audio.input.turn_detection``)."""
@@ -77,68 +90,54 @@ def _b64(text: Any) -> bytes:
         raise ProtocolError("audio delta is not base64") from None
 
 
-class OpenAIRealtime:
-    """The OpenAI Realtime dialect (:class:`~.wire.ModelDialect`)."""
+class RealtimeFamily:
+    """What OpenAI Realtime, xAI Grok Voice and Azure Voice Live share (:class:`~.wire.ModelDialect`
+    but the session object, the endpoint and the key): their client and server events, the
+    response being generated (for ``response.cancel``) and the responses cut (their late audio
+    dropped)."""
 
-    provider = "openai-realtime"
+    provider = ""
     rate_in = RATE
     rate_out = RATE
+    waits_for_hello = False
+    default_url: str | None = None
+    model_detects_speech = True
+    server_cancels = True
+    """The server stops its own response when its turn detection hears the caller (OpenAI's
+    ``interrupt_response``, on by default); otherwise the bridge cancels it."""
+    server_truncates = False
+    """The server truncates the item itself on such a barge-in (Azure's ``auto_truncate``)."""
 
-    def __init__(self, session: dict[str, Any] | None = None) -> None:
-        session = dict(session or {})
-        check_session(session)
-        for key, (side, name) in _SHORTHAND.items():
-            if key in session:
-                session = merge(session, {"audio": {side: {name: session.pop(key)}}})
-        self.session = session
+    def __init__(self) -> None:
         self._event = 0
-        turns = (
-            session.get("audio", {}).get("input", {})
-            if isinstance(session.get("audio"), dict)
-            else {}
-        )
-        self.model_detects_speech = not (
-            isinstance(turns, dict)
-            and "turn_detection" in turns
-            and turns["turn_detection"] is None
-        )
-
-    def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
-        if not api_key:
-            return url, {}
-        host = (urlsplit(url).hostname or "").lower()
-        if host.endswith(".openai.azure.com"):
-            return url, {"api-key": api_key}  # Azure OpenAI's header
-        return url, {"Authorization": f"Bearer {api_key}"}
+        self._active: str | None = None
+        """The response being generated (``response.created`` → ``response.done``)."""
+        self._dropped: list[str] = []
+        """Responses the caller cut: what they still send is not played."""
 
     def _client(self, type_: str, **fields: Any) -> dict[str, Any]:
         self._event += 1
         return {"type": type_, "event_id": f"evt_bridge_{self._event}", **fields}
 
+    def session_object(self, tools: list[Tool]) -> dict[str, Any]:
+        """The ``session`` of the ``session.update`` that configures a connection."""
+        raise NotImplementedError
+
+    @staticmethod
+    def function_tools(tools: list[Tool]) -> list[dict[str, Any]]:
+        return [
+            {
+                "type": "function",
+                "name": t.name,
+                "description": t.description,
+                "parameters": t.parameters,
+            }
+            for t in tools
+        ]
+
     def opening(self, tools: list[Tool], resume: str | None) -> list[dict[str, Any]]:
-        ours: dict[str, Any] = {
-            "type": "realtime",
-            "output_modalities": ["audio"],
-            "audio": {
-                "input": {
-                    "format": {"type": "audio/pcm", "rate": RATE},
-                    "turn_detection": {"type": "server_vad"},
-                },
-                "output": {"format": {"type": "audio/pcm", "rate": RATE}},
-            },
-        }
-        session = merge(ours, self.session)
-        if tools:
-            session["tools"] = list(session.get("tools") or []) + [
-                {
-                    "type": "function",
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": t.parameters,
-                }
-                for t in tools
-            ]
-        return [self._client("session.update", session=session)]
+        self._active, self._dropped = None, []
+        return [self._client("session.update", session=self.session_object(tools))]
 
     def audio(self, pcm: bytes) -> dict[str, Any]:
         return self._client("input_audio_buffer.append", audio=base64.b64encode(pcm).decode())
@@ -148,14 +147,24 @@ class OpenAIRealtime:
         if not isinstance(kind, str):
             raise ProtocolError("a server event without a type")
         if kind in _AUDIO_DELTA:
+            response = str(body.get("response_id") or "")
+            if response and response in self._dropped:
+                return []  # generated before the server took the cancel: nobody hears it
             return [Audio(_b64(body.get("delta")), str(body.get("item_id") or ""))]
         if kind == "session.updated":
             return [Ready()]
+        if kind == "conversation.created":
+            return [Hello()]
+        if kind == "response.created":
+            made = body.get("response")
+            self._active = str(made.get("id") or "") if isinstance(made, dict) else ""
+            return []
         if kind == "input_audio_buffer.speech_started":
             return [SpeechStarted(str(body.get("item_id") or ""))]
         if kind == "input_audio_buffer.speech_stopped":
             return [SpeechStopped()]
         if kind == "response.done":
+            self._active = None
             return [TurnDone()]
         if kind in _AGENT_TRANSCRIPT:
             return [Transcript("agent", str(body.get("transcript") or ""))]
@@ -174,18 +183,21 @@ class OpenAIRealtime:
                 )
             ]
         if kind == "error":
-            err = body.get("error")
-            err = err if isinstance(err, dict) else {}
-            return [
-                ModelError(
-                    str(err.get("code") or err.get("type") or "error"),
-                    str(err.get("message") or ""),
-                )
-            ]
-        return []  # session.created, response.created, deltas of text … nothing to do
+            return [_error(body)]
+        return []  # session.created, ping, deltas of text … nothing to do
 
-    def truncate(self, item_id: str, audio_end_ms: int) -> list[dict[str, Any]]:
-        if not item_id:
+    def cancel(self, by: str) -> list[dict[str, Any]]:
+        if by == "hold" or self._active is None:
+            return []
+        response, self._active = self._active, None
+        if response:
+            self._dropped = [*self._dropped[-7:], response]
+        if by == "model" and self.server_cancels:
+            return []
+        return [self._client("response.cancel")]
+
+    def truncate(self, item_id: str, audio_end_ms: int, by: str = "bridge") -> list[dict[str, Any]]:
+        if not item_id or (by == "model" and self.server_truncates):
             return []
         return [
             self._client(
@@ -239,3 +251,62 @@ class OpenAIRealtime:
             self._client("conversation.item.create", item=item),
             self._client("response.create"),
         ]
+
+
+def _error(body: dict[str, Any]) -> ModelError:
+    err = body.get("error")
+    err = err if isinstance(err, dict) else {}
+    code = str(err.get("code") or err.get("type") or "error")
+    message = str(err.get("message") or "")
+    benign = code in _BENIGN_CODES or any(t in message.lower() for t in _BENIGN_TEXT)
+    return ModelError(code, message, benign)
+
+
+class OpenAIRealtime(RealtimeFamily):
+    """The OpenAI Realtime dialect (:class:`~.wire.ModelDialect`)."""
+
+    provider = "openai-realtime"
+
+    def __init__(self, session: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        session = dict(session or {})
+        check_session(session)
+        for key, (side, name) in _SHORTHAND.items():
+            if key in session:
+                session = merge(session, {"audio": {side: {name: session.pop(key)}}})
+        self.session = session
+        turns = (
+            session.get("audio", {}).get("input", {})
+            if isinstance(session.get("audio"), dict)
+            else {}
+        )
+        self.model_detects_speech = not (
+            isinstance(turns, dict)
+            and "turn_detection" in turns
+            and turns["turn_detection"] is None
+        )
+
+    def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
+        if not api_key:
+            return url, {}
+        host = (urlsplit(url).hostname or "").lower()
+        if host.endswith(".openai.azure.com"):
+            return url, {"api-key": api_key}  # Azure OpenAI's header
+        return url, {"Authorization": f"Bearer {api_key}"}
+
+    def session_object(self, tools: list[Tool]) -> dict[str, Any]:
+        ours: dict[str, Any] = {
+            "type": "realtime",
+            "output_modalities": ["audio"],
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcm", "rate": RATE},
+                    "turn_detection": {"type": "server_vad"},
+                },
+                "output": {"format": {"type": "audio/pcm", "rate": RATE}},
+            },
+        }
+        session = merge(ours, self.session)
+        if tools:
+            session["tools"] = list(session.get("tools") or []) + self.function_tools(tools)
+        return session

@@ -16,14 +16,16 @@ from ..errors import BadRequest, BridgeError, CallStateError, Forbidden, NotFoun
 from ..http import RedirectRefused
 from . import events
 from .agent import Agent
+from .azure import AzureVoiceLive
 from .gemini import GeminiLive
 from .openai import OpenAIRealtime
 from .tools import MAX_PENDING, CallControls, bridge_tools, run_bridge_tool
 from .wire import ModelDialect, ToolCall
+from .xai import XaiGrokVoice
 
 log = logging.getLogger(__name__)
 
-PROVIDERS = ("openai-realtime", "gemini-live")
+PROVIDERS = ("openai-realtime", "gemini-live", "xai", "azure-voice-live")
 MAX_AGENTS = 1
 """Agents one call may have talking at once."""
 
@@ -42,9 +44,15 @@ class AgentService:
         once the calls exist)."""
 
     def _dialect(self, provider: str, session: dict[str, Any]) -> tuple[ModelDialect, str]:
+        """The provider's dialect and its configured key (``BRIDGE_AGENT_<PROVIDER>_API_KEY``)."""
+        s = self.settings
         if provider == "openai-realtime":
-            return OpenAIRealtime(session), self.settings.agent_openai_api_key
-        return GeminiLive(session), self.settings.agent_gemini_api_key
+            return OpenAIRealtime(session), s.agent_openai_api_key
+        if provider == "xai":
+            return XaiGrokVoice(session), s.agent_xai_api_key
+        if provider == "azure-voice-live":
+            return AzureVoiceLive(session), s.agent_azure_voice_live_api_key
+        return GeminiLive(session), s.agent_gemini_api_key
 
     async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> Agent:
         """Open a moved call's agent again here (``Agent.export``): same id, same request, the
@@ -76,9 +84,14 @@ class AgentService:
         resume: str | None = None,
         context: list[tuple[str, str]] | None = None,
     ) -> Agent:
-        provider, url = body.get("provider"), body.get("url")
+        provider = body.get("provider")
         if provider not in PROVIDERS:
             raise BadRequest(f"provider must be one of {', '.join(PROVIDERS)}")
+        session = body.get("session") or {}
+        if not isinstance(session, dict):
+            raise BadRequest("field 'session' must be an object")
+        dialect, default_key = self._dialect(provider, session)
+        url = body.get("url", dialect.default_url)
         if not isinstance(url, str):
             raise BadRequest("field 'url' must be a ws:// or wss:// URL")
         parts = urlsplit(url)
@@ -88,10 +101,6 @@ class AgentService:
             raise Forbidden(
                 f"host {parts.hostname!r} is not in BRIDGE_FORK_URL_ALLOW", code="url_not_allowed"
             )
-        session = body.get("session") or {}
-        if not isinstance(session, dict):
-            raise BadRequest("field 'session' must be an object")
-        dialect, default_key = self._dialect(provider, session)
         given = body.get("apiKey")
         if given is not None and not isinstance(given, str):
             raise BadRequest("field 'apiKey' must be a string")
@@ -166,6 +175,7 @@ class AgentService:
         agent.host.emit(
             events.TOOL_CALL,
             agentID=agent.id,
+            provider=agent.dialect.provider,
             toolCallID=call.call_id,
             name=call.name,
             arguments=call.arguments,

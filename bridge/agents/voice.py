@@ -23,7 +23,8 @@ class AgentVoice:
     def __init__(self, rate: int, stats: BusStats) -> None:
         self.rate = rate
         self.source = QueuedSource(max_ms=LIMIT_MS, stats=stats)
-        self._resampler = Resampler(SAMPLE_RATE)
+        self._resampler = Resampler(SAMPLE_RATE) if rate != SAMPLE_RATE else None
+        """``None`` for a 16 kHz model (xAI, Azure Voice Live): its audio is the bus's."""
         self.item = ""
         self._start = 0
         """The source's ``played_frames`` when the current item's first frame plays."""
@@ -44,7 +45,9 @@ class AgentVoice:
             self._frames = 0
         raw = np.frombuffer(pcm[: len(pcm) & ~1], dtype="<i2").astype(np.int16)
         before = self.source.buffered_ms
-        self.source.push(self._resampler.resample_array(raw, self.rate))
+        self.source.push(
+            raw if self._resampler is None else self._resampler.resample_array(raw, self.rate)
+        )
         self._frames += max(0, self.source.buffered_ms - before) // FRAME_MS
 
     def heard_ms(self) -> int:

@@ -1,7 +1,8 @@
 """What a model connector understands of a realtime model's socket, whatever its protocol: the
 events the bridge acts on (typed, below) and the :class:`ModelDialect` each protocol module
-implements (:mod:`.openai` for OpenAI Realtime, :mod:`.gemini` for Gemini Live). Nothing
-outside those two modules knows a field name of either protocol."""
+implements (:mod:`.openai` for OpenAI Realtime, :mod:`.xai` for xAI Grok Voice, :mod:`.azure`
+for Azure Voice Live, :mod:`.gemini` for Gemini Live). Nothing outside those modules knows a
+field name of a protocol."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ from typing import Any, Protocol
 
 class ProtocolError(ValueError):
     """A message the bridge cannot read as its protocol defines it."""
+
+
+@dataclass(frozen=True)
+class Hello:
+    """The server is ready for the session's configuration (xAI ``conversation.created``);
+    waited for only by a dialect whose ``waits_for_hello`` is set."""
 
 
 @dataclass(frozen=True)
@@ -80,10 +87,14 @@ class Resumable:
 class ModelError:
     code: str
     message: str
+    benign: bool = False
+    """A known race, not a failure (a cancel after the response ended, a truncate the server
+    had already made): logged at INFO, never refuses a session."""
 
 
 ModelEvent = (
-    Ready
+    Hello
+    | Ready
     | Audio
     | SpeechStarted
     | SpeechStopped
@@ -116,6 +127,10 @@ class ModelDialect(Protocol):
     """Sample rate of the audio the model sends."""
     model_detects_speech: bool
     """The model decides the caller's turns (its VAD is on); otherwise the bridge does."""
+    waits_for_hello: bool
+    """The configuration is sent once the server said :class:`Hello`, not at once."""
+    default_url: str | None
+    """The provider's own endpoint, used when a request gives no ``url`` (``None``: required)."""
 
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         """The URL to open and the headers to send (the key where the provider wants it)."""
@@ -129,8 +144,14 @@ class ModelDialect(Protocol):
     def parse(self, body: dict[str, Any]) -> list[ModelEvent]:
         """The events of one server message (:class:`ProtocolError` when it is none)."""
 
-    def truncate(self, item_id: str, audio_end_ms: int) -> list[dict[str, Any]]:
-        """Tell the model what the caller heard of an interrupted item (empty: not needed)."""
+    def truncate(self, item_id: str, audio_end_ms: int, by: str = "bridge") -> list[dict[str, Any]]:
+        """Tell the model what the caller heard of an interrupted item (empty: not needed,
+        or the server truncates itself on a barge-in ``by`` its own turn detection)."""
+
+    def cancel(self, by: str) -> list[dict[str, Any]]:
+        """Stop the response the caller will not hear (a barge-in ``by`` ``model`` or
+        ``bridge``; ``hold``): empty when none is being generated, when the model stops it
+        itself, or when the protocol has no cancel."""
 
     def tool_result(self, call: ToolCall, output: Any) -> list[dict[str, Any]]: ...
 

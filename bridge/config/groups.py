@@ -780,6 +780,12 @@ class AgentSettings(_Group):
     agent_gemini_api_key: str = _opt(
         "", "key for gemini-live agents whose request has no apiKey", secret=True
     )
+    agent_xai_api_key: str = _opt("", "key for xai agents whose request has no apiKey", secret=True)
+    agent_azure_voice_live_api_key: str = _opt(
+        "",
+        "key (or Entra token) for azure-voice-live agents whose request has no apiKey",
+        secret=True,
+    )
     agent_retries: int = _opt(
         5, "attempts to reopen a dropped model socket before agent.failed (0: none)"
     )

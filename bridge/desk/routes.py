@@ -25,7 +25,7 @@ MAX_STEPS = 16
 MAX_NUMBERS = 1000
 DEFAULT_RING_S = 30.0
 DEFAULT_VOICEMAIL_S = 60.0
-PROVIDERS = ("openai-realtime", "gemini-live")
+PROVIDERS = ("openai-realtime", "gemini-live", "xai", "azure-voice-live")
 """The model agents an ``agent`` step may start (``agents/service.py`` checks the rest)."""
 BRIDGE_TOOLS = ("hangup", "transfer", "dtmf", "hold")
 
@@ -142,11 +142,11 @@ def _sip(body: dict[str, Any], where: str) -> dict[str, Any]:
 def _agent(body: dict[str, Any], where: str) -> dict[str, Any]:
     """A model agent's request, as ``POST /call/{callID}/agents`` takes it, minus ``apiKey``:
     routes are shown to whoever reads them and kept unsealed, so the agent uses the configured
-    key (``BRIDGE_AGENT_OPENAI_API_KEY`` / ``BRIDGE_AGENT_GEMINI_API_KEY``)."""
+    key (``BRIDGE_AGENT_<PROVIDER>_API_KEY``)."""
     if "apiKey" in body:
         raise BadRequest(
             f"field '{where}.apiKey': a route keeps no model key; the configured "
-            "BRIDGE_AGENT_OPENAI_API_KEY or BRIDGE_AGENT_GEMINI_API_KEY is used",
+            "BRIDGE_AGENT_<PROVIDER>_API_KEY is used",
             code="bad_step",
         )
     unknown = set(body) - {"provider", "url", "session", "bridgeTools"}

@@ -4,10 +4,20 @@ and recorded in ``errors`` (a test asserts it stays empty): an unknown client ev
 unknown session field, an audio format other than 24 kHz ``audio/pcm``, audio that is not
 base64 of whole 16-bit samples, a truncate of an item it never sent.
 
+Also as the real service: ``response.cancel`` with no response in progress is
+``response_cancel_not_active``, ``response.create`` while one is in progress is
+``conversation_already_has_active_response``, a truncate past the audio sent of its item is
+refused. A cancel of a response in progress ends it (``response.done``, status ``cancelled``).
+
 The test drives the server side: :meth:`say` streams 24 kHz audio as one response item
-(``response.output_audio.delta`` chunks), :meth:`speech_started` reports the caller's
-speech as server VAD would, :meth:`drop` closes the socket abruptly. What the bridge sent
-is kept: the caller's audio (``heard``, 24 kHz), ``truncates``, every client event.
+(``response.output_audio.delta`` chunks; ``done=False`` leaves the response in progress, as a
+model still generating), :meth:`speech_started` reports the caller's speech as server VAD
+would, :meth:`drop` closes the socket abruptly. What the bridge sent is kept: the caller's
+audio (``heard``, 24 kHz), ``truncates``, ``cancels``, every client event.
+
+:class:`FakeOpenAIRealtime` is also the base of the fakes of its relatives (xAI Grok Voice,
+Azure Voice Live): the class attributes name the path, the rate and the audio events, the
+``_authorized``/``_greet``/``_check_session`` hooks what differs.
 """
 
 from __future__ import annotations
@@ -55,12 +65,21 @@ RATE = 24_000
 class FakeOpenAIRealtime:
     """One fake Realtime endpoint (``/v1/realtime``); a connection at a time is current."""
 
+    PATH = "/v1/realtime"
+    RATE = RATE
+    """The rate of the audio :meth:`say` takes and the caller's audio ``heard`` is at."""
+    AUDIO_DELTA = "response.output_audio.delta"
+    AUDIO_DONE = "response.output_audio.done"
+    TRANSCRIPT_DONE = "response.output_audio_transcript.done"
+
     def __init__(self, api_key: str | None = "sk-test") -> None:
         self.api_key = api_key
         self.errors: list[str] = []
         self.events: list[dict[str, Any]] = []
         self.sessions: list[dict[str, Any]] = []
         self.truncates: list[dict[str, Any]] = []
+        self.cancels: list[str] = []
+        """Responses the client cancelled while they were in progress."""
         self.chunks: list[bytes] = []
         self.connections = 0
         self.headers: list[dict[str, str]] = []
@@ -73,23 +92,33 @@ class FakeOpenAIRealtime:
         as a server that takes sessions and cannot keep them."""
         self._items = 0
         self._outbox: list[dict[str, Any]] = []
-        self._sent_items: set[str] = set()
+        self._sent_items: dict[str, int] = {}
+        """Items sent, with the milliseconds of audio each."""
+        self._item_response: dict[str, str] = {}
+        self._active: str | None = None
+        """The response in progress."""
 
     @property
     def heard(self) -> np.ndarray:
-        """Every caller sample the bridge sent, 24 kHz int16."""
+        """Every caller sample the bridge sent, int16 at :attr:`RATE`."""
         return np.frombuffer(b"".join(self.chunks), dtype="<i2")
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_get("/v1/realtime", self.handler)
+        app.router.add_get(self.PATH, self.handler)
         return app
 
-    def _error(self, ws: web.WebSocketResponse, message: str, event_id: Any = None) -> None:
+    def _error(
+        self,
+        ws: web.WebSocketResponse,
+        message: str,
+        event_id: Any = None,
+        code: str = "invalid_value",
+    ) -> None:
         self.errors.append(message)
         body = {
             "type": "invalid_request_error",
-            "code": "invalid_value",
+            "code": code,
             "message": message,
             "param": None,
             "event_id": event_id,
@@ -104,16 +133,28 @@ class FakeOpenAIRealtime:
         if self.refuse:
             raise web.HTTPServiceUnavailable()
         self.headers.append(dict(request.headers))
-        if (
-            self.api_key is not None
-            and request.headers.get("Authorization") != f"Bearer {self.api_key}"
-        ):
+        if not self._authorized(request):
             raise web.HTTPUnauthorized(text='{"error": {"code": "invalid_api_key"}}')
         ws = web.WebSocketResponse(max_msg_size=16 << 20)
         await ws.prepare(request)
         self.connections += 1
         self.ws = ws
         self.configured.clear()
+        self._active = None
+        self._tasks = [asyncio.ensure_future(self._greet(ws))]
+        try:
+            await self._serve(ws)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+        return ws
+
+    def _authorized(self, request: web.Request) -> bool:
+        return (
+            self.api_key is None or request.headers.get("Authorization") == f"Bearer {self.api_key}"
+        )
+
+    async def _greet(self, ws: web.WebSocketResponse) -> None:
         await self._send(
             ws,
             {
@@ -122,6 +163,8 @@ class FakeOpenAIRealtime:
                 "session": {"type": "realtime", "id": f"sess_{self.connections}"},
             },
         )
+
+    async def _serve(self, ws: web.WebSocketResponse) -> None:
         async for msg in ws:
             if msg.type is not WSMsgType.TEXT:
                 self._error(ws, "binary frames are not part of the protocol")
@@ -136,7 +179,6 @@ class FakeOpenAIRealtime:
                 await self._send(ws, self._outbox.pop(0))
             if self.drop_configured and self.configured.is_set():
                 await ws.close(code=1011, message=b"server error")
-        return ws
 
     async def _client_event(self, ws: web.WebSocketResponse, body: dict[str, Any]) -> None:
         self.events.append(body)
@@ -153,13 +195,39 @@ class FakeOpenAIRealtime:
         elif kind == "conversation.item.create":
             self._item(ws, body)
         elif kind == "conversation.item.truncate":
-            extra = set(body) - {"type", "event_id", "item_id", "content_index", "audio_end_ms"}
-            if extra or body.get("item_id") not in self._sent_items:
-                self._error(ws, f"bad truncate {body}", event_id)
-            elif not isinstance(body.get("audio_end_ms"), int) or body.get("content_index") != 0:
-                self._error(ws, "truncate needs content_index 0 and an integer audio_end_ms")
+            self._truncate(ws, body)
+        elif kind == "response.cancel":
+            if set(body) - {"type", "event_id", "response_id"}:
+                self._error(ws, "unknown fields in response.cancel")
+            elif self._active is None:
+                code = "response_cancel_not_active"
+                self._error(ws, "Cancellation failed: no active response found", event_id, code)
             else:
-                self.truncates.append(body)
+                self.cancels.append(self._active)
+                self._end_response("cancelled")
+        elif kind == "response.create":
+            if self._active is not None:
+                code = "conversation_already_has_active_response"
+                message = "Conversation already has an active response in progress"
+                self._error(ws, message, event_id, code)
+
+    def _end_response(self, status: str) -> None:
+        response, self._active = self._active, None
+        self._outbox.append(
+            {"type": "response.done", "response": {"id": response, "status": status}}
+        )
+
+    def _truncate(self, ws: web.WebSocketResponse, body: dict[str, Any]) -> None:
+        extra = set(body) - {"type", "event_id", "item_id", "content_index", "audio_end_ms"}
+        end = body.get("audio_end_ms")
+        if extra or body.get("item_id") not in self._sent_items:
+            self._error(ws, f"bad truncate {body}", body.get("event_id"))
+        elif not isinstance(end, int) or body.get("content_index") != 0:
+            self._error(ws, "truncate needs content_index 0 and an integer audio_end_ms")
+        elif end > self._sent_items[body["item_id"]]:
+            self._error(ws, f"audio_end_ms {end} is past the item's audio")
+        else:
+            self.truncates.append(body)
 
     def _item(self, ws: web.WebSocketResponse, body: dict[str, Any]) -> None:
         item = body.get("item")
@@ -192,25 +260,30 @@ class FakeOpenAIRealtime:
         if set(body) - {"type", "event_id", "session"} or not isinstance(session, dict):
             self._error(ws, "session.update takes one session object")
             return
+        refused = self._check_session(session)
+        if refused:
+            self._error(ws, refused)
+            return
+        self.sessions.append(session)
+        self._outbox.append({"type": "session.updated", "session": session})
+        self.configured.set()
+
+    def _check_session(self, session: dict[str, Any]) -> str | None:
+        """Why the service refuses this session (``None``: it takes it)."""
         unknown = set(session) - SESSION_FIELDS
         audio = session.get("audio", {})
         unknown |= {f"audio.{k}" for k in set(audio) - {"input", "output"}}
         unknown |= {f"audio.input.{k}" for k in set(audio.get("input", {})) - AUDIO_INPUT_FIELDS}
         unknown |= {f"audio.output.{k}" for k in set(audio.get("output", {})) - AUDIO_OUTPUT_FIELDS}
         if unknown:
-            self._error(ws, f"unknown session fields {sorted(unknown)}")
-            return
+            return f"unknown session fields {sorted(unknown)}"
         for side in ("input", "output"):
             fmt = audio.get(side, {}).get("format")
             if fmt != PCM24:
-                self._error(ws, f"audio.{side}.format must be 24 kHz audio/pcm here, got {fmt}")
-                return
+                return f"audio.{side}.format must be 24 kHz audio/pcm here, got {fmt}"
         if session.get("type") != "realtime":
-            self._error(ws, "session.type must be realtime")
-            return
-        self.sessions.append(session)
-        self._outbox.append({"type": "session.updated", "session": session})
-        self.configured.set()
+            return "session.type must be realtime"
+        return None
 
     def _append(self, ws: web.WebSocketResponse, body: dict[str, Any]) -> None:
         if set(body) - {"type", "event_id", "audio"}:
@@ -231,70 +304,59 @@ class FakeOpenAIRealtime:
 
     # -- the server's side, driven by the test
     async def say(
-        self, pcm24: np.ndarray, chunk_ms: int = 100, pace: float = 0.0, transcript: str = "a tone"
+        self,
+        pcm: np.ndarray,
+        chunk_ms: int = 100,
+        pace: float = 0.0,
+        transcript: str = "a tone",
+        done: bool = True,
     ) -> str:
-        """Stream ``pcm24`` (24 kHz int16) as one response's audio; returns the item id."""
+        """Stream ``pcm`` (int16 at :attr:`RATE`) as one response's audio; returns the item id.
+        ``done=False``: the response stays in progress (the model still generating)."""
         ws = self.ws
         assert ws is not None
         self._items += 1
         item, response = f"item_{self._items}", f"resp_{self._items}"
-        self._sent_items.add(item)
+        self._sent_items[item] = 0
+        self._item_response[item] = response
+        self._active = response
         await self._send(ws, {"type": "response.created", "response": {"id": response}})
-        step = RATE * chunk_ms // 1000
-        for i in range(0, pcm24.size, step):
-            delta = base64.b64encode(pcm24[i : i + step].astype("<i2").tobytes()).decode()
-            await self._send(
-                ws,
-                {
-                    "type": "response.output_audio.delta",
-                    "response_id": response,
-                    "item_id": item,
-                    "output_index": 0,
-                    "content_index": 0,
-                    "delta": delta,
-                },
-            )
+        step = self.RATE * chunk_ms // 1000
+        for i in range(0, pcm.size, step):
+            await self._delta(ws, item, pcm[i : i + step])
             if pace:
                 await asyncio.sleep(pace)
-        await self._send(
-            ws,
-            {
-                "type": "response.output_audio.done",
-                "response_id": response,
-                "item_id": item,
-                "output_index": 0,
-                "content_index": 0,
-            },
-        )
-        await self._send(
-            ws,
-            {
-                "type": "response.output_audio_transcript.done",
-                "response_id": response,
-                "item_id": item,
-                "output_index": 0,
-                "content_index": 0,
-                "transcript": transcript,
-            },
-        )
-        await self._send(ws, {"type": "response.done", "response": {"id": response}})
+        if not done:
+            return item
+        where = {"response_id": response, "item_id": item, "output_index": 0, "content_index": 0}
+        await self._send(ws, {"type": self.AUDIO_DONE, **where})
+        await self._send(ws, {"type": self.TRANSCRIPT_DONE, **where, "transcript": transcript})
+        if self._active == response:
+            self._active = None
+            await self._send(
+                ws, {"type": "response.done", "response": {"id": response, "status": "completed"}}
+            )
         return item
 
-    async def late_delta(self, item: str, pcm24: np.ndarray) -> None:
-        """More audio of ``item``, sent before the server saw the client's truncate."""
-        assert self.ws is not None
-        delta = base64.b64encode(pcm24.astype("<i2").tobytes()).decode()
+    async def _delta(self, ws: web.WebSocketResponse, item: str, pcm: np.ndarray) -> None:
+        self._sent_items[item] += pcm.size * 1000 // self.RATE
         await self._send(
-            self.ws,
+            ws,
             {
-                "type": "response.output_audio.delta",
-                "response_id": "resp_late",
+                "type": self.AUDIO_DELTA,
+                "response_id": self._item_response[item],
                 "item_id": item,
                 "output_index": 0,
                 "content_index": 0,
-                "delta": delta,
+                "delta": base64.b64encode(pcm.astype("<i2").tobytes()).decode(),
             },
         )
+
+    async def late_delta(self, item: str, pcm: np.ndarray) -> None:
+        """More audio of ``item`` (of its response), sent before the server saw the client's
+        truncate or cancel."""
+        assert self.ws is not None
+        await self._delta(self.ws, item, pcm)
 
     async def speech_started(self, audio_start_ms: int = 0) -> None:
         assert self.ws is not None

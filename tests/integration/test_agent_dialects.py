@@ -1,0 +1,378 @@
+"""The OpenAI Realtime relatives on ``POST /call/{callID}/agents`` — ``xai`` (Grok Voice) and
+``azure-voice-live`` — against strict fakes written from their providers' public documents,
+on a real (simulated) call: 16 kHz audio both ways with nothing resampled, barge-in, tools,
+failures, the key never shown. And what every Realtime-like provider shares: when the bridge
+itself hears the caller barge in (the model's turn detection off), the response still being
+generated is cancelled (``response.cancel`` + ``conversation.item.truncate``, ``agent.interrupted``
+``cancelled: true``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import numpy as np
+import pytest
+
+from bridge.api.keys import MANAGER
+from bridge.audio import rms_dbfs, tone
+
+from ..fakes.azure_voice_live import FakeAzureVoiceLive
+from ..fakes.openai_realtime import FakeOpenAIRealtime
+from ..fakes.xai_realtime import FakeXaiRealtime
+from ..support.calls import sim_call
+from ..support.spectrum import dominant_frequency
+from ..support.waits import until
+from .test_agents import loud, next_event
+from .test_streams import active_call
+
+KEY = "xai-or-azure-secret-0123456789"
+TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJicmlkZ2UifQ.c2lnbmF0dXJl"  # an Entra token's shape
+PROVIDERS = ("xai", "azure-voice-live")
+
+
+def fake_for(provider: str) -> FakeOpenAIRealtime:
+    if provider == "xai":
+        return FakeXaiRealtime(api_key=KEY)
+    if provider == "azure-voice-live":
+        return FakeAzureVoiceLive(api_key=KEY, token=TOKEN)
+    return FakeOpenAIRealtime(api_key=KEY)
+
+
+def url_for(provider: str, port: int) -> str:
+    if provider == "xai":
+        return f"ws://127.0.0.1:{port}/v1/realtime?model=grok-voice-think-fast-2.0"
+    if provider == "azure-voice-live":
+        return (
+            f"ws://127.0.0.1:{port}/voice-live/realtime?api-version=2025-10-01&model=gpt-realtime"
+        )
+    return f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime"
+
+
+async def on_a_call(provider: str, make_client, aiohttp_server, **settings):
+    """A fake of ``provider``, a client and an active call: (fake, client, call id, url)."""
+    fake = fake_for(provider)
+    server = await aiohttp_server(fake.app())
+    client = await make_client(fork_url_allow=("127.0.0.1",), **settings)
+    call = await active_call(client)
+    return fake, client, call["callID"], url_for(provider, server.port)
+
+
+async def start(client, cid: str, provider: str, url: str, **body) -> dict:
+    resp = await client.post(
+        f"/call/{cid}/agents", json={"provider": provider, "url": url, "apiKey": KEY, **body}
+    )
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def test_xai_16k_both_ways_flat_session_pings_ignored_key_never_shown(
+    make_client, aiohttp_server, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake, client, cid, url = await on_a_call(
+        "xai", make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=660.0
+    )
+    assert isinstance(fake, FakeXaiRealtime)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        started = await start(
+            client, cid, "xai", url, session={"instructions": "Be brief.", "voice": "eve"}
+        )
+        await next_event(sub, "agent.connected")
+    assert started["provider"] == "xai" and started["state"] == "connected"
+    assert fake.headers[0]["Authorization"] == f"Bearer {KEY}"
+    assert fake.models == ["grok-voice-think-fast-2.0"]
+    # Flat: the voice and turn detection at the top, the audio named 16 kHz PCM both ways.
+    (session,) = fake.sessions
+    assert session == {
+        "instructions": "Be brief.",
+        "voice": "eve",
+        "turn_detection": {"type": "server_vad"},
+        "audio": {
+            "input": {"format": {"type": "audio/pcm", "rate": 16000}},
+            "output": {"format": {"type": "audio/pcm", "rate": 16000}},
+        },
+    }
+    # The caller's 660 Hz reaches the model as the bus has it: 20 ms of 16 kHz a message.
+    await until(lambda: fake.heard.size >= 16_000, timeout=5)
+    assert {len(c) for c in fake.chunks} == {640}
+    up = fake.heard[-16_000:]
+    assert dominant_frequency(up, 16_000) == pytest.approx(660, abs=3)
+    assert rms_dbfs(up) == pytest.approx(rms_dbfs(tone(660, 16_000, 16_000, 0.3)), abs=0.5)
+    await fake.ping()  # a keep-alive: no answer, nothing happens
+    # The model's 16 kHz 440 Hz reaches the caller, one second of it in whole frames.
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.say(tone(440, 16_000, 16_000, 0.25))
+        said = await next_event(sub, "agent.transcript")
+    assert (said.data["role"], said.data["text"]) == ("agent", "a tone")
+    await until(lambda: sc.frames_heard - n0 >= 70, timeout=5)
+    down = loud(list(sc.heard)[-(sc.frames_heard - n0) :])
+    assert 49 <= len(down) <= 51
+    pcm = np.concatenate(down[5:-5])
+    assert dominant_frequency(pcm, 16_000) == pytest.approx(440, abs=3)
+    assert rms_dbfs(pcm) == pytest.approx(rms_dbfs(tone(440, 16_000, 16_000, 0.25)), abs=0.5)
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["agents"][0]["provider"] == "xai"
+    assert snap["agents"][0]["url"] == url.split("?")[0]
+    assert all(e["type"] != "ping" for e in fake.events)  # never answered
+    resp = await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+    assert resp.status == 200
+    assert fake.errors == []
+    assert KEY not in caplog.text and KEY not in json.dumps(snap)
+
+
+async def test_xai_barge_in_flushes_cancels_and_truncates(make_client, aiohttp_server) -> None:
+    """xAI does not stop its response when its VAD hears the caller: on ``speech_started``
+    the bridge drops the queued voice, sends ``response.cancel`` and truncates the item at
+    what was heard; what the model sent before it took the cancel is not played."""
+    fake, client, cid, url = await on_a_call(
+        "xai", make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=200.0
+    )
+    await start(client, cid, "xai", url)
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    item = await fake.say(tone(440, 5 * 16_000, 16_000, 0.25), done=False)  # still generating
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 40, timeout=5)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.speech_started()
+        cut = await next_event(sub, "agent.interrupted")
+        mark = sc.frames_heard
+        await fake.late_delta(item, tone(440, 8_000, 16_000, 0.25))
+    assert cut.data["by"] == "model" and cut.data["cancelled"] is True
+    await until(lambda: len(fake.truncates) == 1, timeout=3)
+    assert fake.cancels == ["resp_1"]
+    kinds = [e["type"] for e in fake.events if e["type"] != "input_audio_buffer.append"]
+    assert kinds[-2:] == ["response.cancel", "conversation.item.truncate"]
+    await asyncio.sleep(0.3)
+    played = loud(list(sc.heard)[-(sc.frames_heard - n0) :])
+    assert len(loud(list(sc.heard)[-(sc.frames_heard - mark) :])) <= 2
+    assert fake.truncates[0]["item_id"] == item
+    assert fake.truncates[0]["audio_end_ms"] == cut.data["heardMs"]
+    assert abs(cut.data["heardMs"] - len(played) * 20) <= 40
+    assert cut.data["droppedMs"] >= 2000
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_azure_16k_both_ways_beta_events_and_its_settings_passed_through(
+    make_client, aiohttp_server, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake, client, cid, url = await on_a_call(
+        "azure-voice-live", make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=660.0
+    )
+    turns = {
+        "type": "azure_semantic_vad",
+        "remove_filler_words": True,
+        "interrupt_response": True,
+        "auto_truncate": True,
+        "end_of_utterance_detection": {"model": "semantic_detection_v1", "timeout_ms": 1000},
+    }
+    extras = {
+        "voice": {"name": "en-US-Ava:DragonHDLatestNeural", "type": "azure-standard"},
+        "turn_detection": turns,
+        "input_audio_noise_reduction": {"type": "azure_deep_noise_suppression"},
+        "input_audio_echo_cancellation": {"type": "server_echo_cancellation"},
+    }
+    started = await start(client, cid, "azure-voice-live", url, session=extras)
+    assert started["provider"] == "azure-voice-live"
+    assert fake.headers[0]["api-key"] == KEY and "Authorization" not in fake.headers[0]
+    (session,) = fake.sessions
+    assert session == {
+        "modalities": ["text", "audio"],
+        "input_audio_format": "pcm16",
+        "input_audio_sampling_rate": 16000,
+        "output_audio_format": "pcm16_16000hz",
+        **extras,
+    }
+    await until(lambda: fake.heard.size >= 16_000, timeout=5)
+    assert {len(c) for c in fake.chunks} == {640}
+    assert dominant_frequency(fake.heard[-16_000:], 16_000) == pytest.approx(660, abs=3)
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.say(tone(440, 16_000, 16_000, 0.25), transcript="hello")  # beta names
+        said = await next_event(sub, "agent.transcript")
+    assert said.data["text"] == "hello"
+    await until(lambda: sc.frames_heard - n0 >= 70, timeout=5)
+    down = loud(list(sc.heard)[-(sc.frames_heard - n0) :])
+    assert 49 <= len(down) <= 51
+    pcm = np.concatenate(down[5:-5])
+    assert dominant_frequency(pcm, 16_000) == pytest.approx(440, abs=3)
+    assert rms_dbfs(pcm) == pytest.approx(rms_dbfs(tone(440, 16_000, 16_000, 0.25)), abs=0.5)
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["agents"][0]["url"] == url.split("?")[0]
+    assert fake.errors == []
+    assert KEY not in caplog.text and KEY not in json.dumps(snap)
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+@pytest.mark.parametrize("auto_truncate", [True, False])
+async def test_azure_barge_in_the_service_cancels_the_bridge_flushes(
+    make_client, aiohttp_server, auto_truncate: bool
+) -> None:
+    """Azure's VAD stops the response itself (``interrupt_response``): the bridge sends no
+    cancel, flushes the voice, drops what the cancelled response still delivers, and
+    truncates the item only when the service does not (``auto_truncate``)."""
+    fake, client, cid, url = await on_a_call(
+        "azure-voice-live", make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=200.0
+    )
+    session = {"turn_detection": {"type": "server_vad", "auto_truncate": auto_truncate}}
+    await start(client, cid, "azure-voice-live", url, session=session)
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    item = await fake.say(tone(440, 5 * 16_000, 16_000, 0.25), done=False)
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 30, timeout=5)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.speech_started()  # the service ends the response itself
+        cut = await next_event(sub, "agent.interrupted")
+        mark = sc.frames_heard
+        await fake.late_delta(item, tone(440, 8_000, 16_000, 0.25))  # already generated
+    assert cut.data["cancelled"] is False and cut.data["droppedMs"] >= 2000
+    await asyncio.sleep(0.4)
+    assert len(loud(list(sc.heard)[-(sc.frames_heard - mark) :])) <= 2
+    assert not any(e["type"] == "response.cancel" for e in fake.events)
+    if auto_truncate:
+        assert fake.truncates == []
+    else:
+        assert [t["item_id"] for t in fake.truncates] == [item]
+        assert fake.truncates[0]["audio_end_ms"] == cut.data["heardMs"]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_tools_of_the_app_and_of_the_bridge(make_client, aiohttp_server, provider) -> None:
+    fake, client, cid, url = await on_a_call(
+        provider, make_client, aiohttp_server, sim_peer="silence"
+    )
+    tool = {"type": "function", "name": "lookup_order", "description": "", "parameters": {}}
+    started = await start(
+        client, cid, provider, url, session={"tools": [tool]}, bridgeTools=["hangup"]
+    )
+    assert [t["name"] for t in fake.sessions[0]["tools"]] == ["lookup_order", "hang_up"]
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("lookup_order", {"order": "A12"}, "call_1")
+        asked = await next_event(sub, "agent.tool_call")
+        assert asked.data["provider"] == provider and asked.data["arguments"] == {"order": "A12"}
+        path = f"/call/{cid}/agents/{started['agentID']}/tools"
+        resp = await client.post(path, json={"toolCallID": "call_1", "output": {"status": "sent"}})
+        assert resp.status == 200
+        await until(lambda: any(e["type"] == "response.create" for e in fake.events), timeout=3)
+        output = next(e for e in fake.events if e["type"] == "conversation.item.create")
+        assert output["item"] == {
+            "type": "function_call_output",
+            "call_id": "call_1",
+            "output": '{"status": "sent"}',
+        }
+        await fake.tool_call("hang_up", {}, "call_2")  # the bridge's own tool
+        ended = await next_event(sub, "call.ended")
+    assert ended.call["endReason"] == "hangup"
+    assert fake.errors == []
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_refusals_and_a_model_gone_for_good(
+    make_client, aiohttp_server, provider, caplog
+) -> None:
+    fake, client, cid, url = await on_a_call(
+        provider, make_client, aiohttp_server, sim_peer="silence", agent_retries=1
+    )
+    ours = (
+        {"audio": {"output": {"format": {"type": "audio/pcm", "rate": 24000}}}}
+        if provider == "xai"
+        else {"output_audio_format": "pcm16"}
+    )
+    unknown = {"output_modalities": ["audio"]} if provider == "xai" else {"type": "realtime"}
+    cases = [
+        ({"apiKey": "wrong-key"}, 400, "agent_connect_failed"),  # the handshake is refused
+        ({"apiKey": KEY, "session": ours}, 400, "bad_request"),  # the bridge's formats
+        ({"apiKey": KEY, "session": unknown}, 400, "agent_connect_failed"),  # the model's no
+        ({"apiKey": KEY, "session": {"turn_detection": "on"}}, 400, "bad_request"),
+    ]
+    if provider == "xai":
+        cases.append(({"apiKey": KEY, "session": {"model": "grok"}}, 400, "bad_request"))
+    for extra, status, code in cases:
+        resp = await client.post(
+            f"/call/{cid}/agents", json={"provider": provider, "url": url, **extra}
+        )
+        assert resp.status == status, (extra, await resp.text())
+        assert (await resp.json())["error"]["code"] == code, extra
+    assert len(fake.errors) == 1 and "unknown session fields" in fake.errors[0]
+    fake.errors.clear()
+    if provider == "xai":  # its default URL, when none is given: a host to allow like any
+        resp = await client.post(f"/call/{cid}/agents", json={"provider": "xai", "apiKey": KEY})
+        assert resp.status == 403 and "api.x.ai" in (await resp.json())["error"]["message"]
+    else:  # an Entra token goes as a Bearer
+        started = await start(client, cid, provider, url, apiKey=TOKEN)
+        assert fake.headers[-1]["Authorization"] == f"Bearer {TOKEN}"
+        assert "api-key" not in fake.headers[-1]
+        await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+    await start(client, cid, provider, url)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        fake.refuse = True
+        await fake.drop()
+        failed = await next_event(sub, "agent.failed", timeout=10)
+    assert failed.data["provider"] == provider and failed.data["attempts"] == 1
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["state"] == "active" and snap["agents"][0]["state"] == "failed"
+    assert fake.errors == []
+    assert KEY not in caplog.text and TOKEN not in caplog.text
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+@pytest.mark.parametrize("provider", ("openai-realtime", *PROVIDERS))
+async def test_a_barge_in_the_bridge_hears_cancels_the_response(
+    make_client, aiohttp_server, monkeypatch, provider
+) -> None:
+    """The model's turn detection off: the bridge's VAD hears the caller talk over an answer
+    the model is still generating; the voice stops, the response is cancelled (no model
+    would stop it otherwise), the item truncated at what was heard, then the caller's turn is
+    committed and answered."""
+    from bench.speech import missing_tools, speech
+    from bridge.engines.sim import SimMediaChannel
+
+    if missing_tools():
+        pytest.skip("espeak-ng, sox or pesq missing")
+    said = speech(2.0, level_dbfs=-20.0)
+    talk: list[np.ndarray] = []
+
+    def produce(self, at: float) -> np.ndarray:
+        return talk.pop(0) if talk else np.zeros(320, dtype=np.int16)
+
+    monkeypatch.setattr(SimMediaChannel, "_produce", produce)
+    fake, client, cid, url = await on_a_call(provider, make_client, aiohttp_server)
+    await start(client, cid, provider, url, session={"turn_detection": None})
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    rate = fake.RATE
+    item = await fake.say(tone(440, 8 * rate, rate, 0.25), done=False)
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 20, timeout=5)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        talk.extend(said[i : i + 320] for i in range(0, said.size - 319, 320))
+        await next_event(sub, "agent.speech.started")
+        heard_at = time.monotonic()
+        cut = await next_event(sub, "agent.interrupted")
+        await until(lambda: fake.cancels == ["resp_1"], timeout=0.5)
+        cancelled_in = time.monotonic() - heard_at
+        await next_event(sub, "agent.speech.stopped", timeout=8)
+    assert cut.data["by"] == "bridge" and cut.data["cancelled"] is True
+    assert cut.data["itemID"] == item and cancelled_in < 0.5
+
+    def turns() -> list[str]:
+        return [e["type"] for e in fake.events if e["type"] != "input_audio_buffer.append"]
+
+    await until(lambda: turns()[-1] == "response.create", timeout=3)
+    assert turns()[-4:] == [
+        "response.cancel",
+        "conversation.item.truncate",
+        "input_audio_buffer.commit",
+        "response.create",
+    ]
+    assert fake.truncates[0]["audio_end_ms"] == cut.data["heardMs"]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})

@@ -1,0 +1,83 @@
+"""The Realtime-like dialects without a network: which header a key goes in, which errors are
+races, when a barge-in cancels and what of a cut response is still played."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from bridge.agents import AzureVoiceLive, OpenAIRealtime, XaiGrokVoice
+from bridge.agents.azure import auth
+from bridge.agents.wire import Audio, ModelError
+from bridge.errors import BadRequest
+
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+
+
+def test_azure_sends_a_key_as_api_key_and_an_entra_token_as_bearer() -> None:
+    assert auth("0123abcd") == {"api-key": "0123abcd"}
+    assert auth(JWT) == {"Authorization": f"Bearer {JWT}"}
+    assert auth("Bearer tok") == {"Authorization": "Bearer tok"}
+
+
+@pytest.mark.parametrize(
+    "error,benign",
+    [
+        ({"code": "response_cancel_not_active", "message": "x"}, True),
+        ({"code": "invalid_request", "message": "Cancellation failed: no active response"}, True),
+        ({"code": "item_already_truncated", "message": ""}, True),
+        ({"code": "invalid_api_key", "message": "Incorrect API key"}, False),
+    ],
+)
+def test_the_known_races_are_benign(error: dict, benign: bool) -> None:
+    (event,) = XaiGrokVoice().parse({"type": "error", "error": error})
+    assert isinstance(event, ModelError) and event.benign is benign
+
+
+def delta(response: str, item: str = "i1") -> dict:
+    pcm = base64.b64encode(b"\0\0" * 160).decode()
+    return {"type": "response.audio.delta", "response_id": response, "item_id": item, "delta": pcm}
+
+
+def test_a_barge_in_cancels_only_a_response_in_progress_that_nobody_else_stops() -> None:
+    openai = OpenAIRealtime({"turn_detection": None})
+    assert openai.cancel("bridge") == []  # nothing in progress
+    openai.parse({"type": "response.created", "response": {"id": "r1"}})
+    assert openai.cancel("hold") == []
+    assert [m["type"] for m in openai.cancel("bridge")] == ["response.cancel"]
+    assert openai.parse(delta("r1")) == []  # generated before the server took it: not played
+    assert isinstance(openai.parse(delta("r2"))[0], Audio)
+    # OpenAI's VAD stops its own response; xAI's does not.
+    openai.parse({"type": "response.created", "response": {"id": "r3"}})
+    assert openai.cancel("model") == [] and openai.parse(delta("r3")) == []
+    xai = XaiGrokVoice()
+    xai.parse({"type": "response.created", "response": {"id": "r1"}})
+    assert [m["type"] for m in xai.cancel("model")] == ["response.cancel"]
+    xai.parse({"type": "response.done", "response": {"id": "r1"}})
+    assert xai.cancel("model") == []
+
+
+def test_azure_follows_its_own_interrupt_and_truncate_settings() -> None:
+    auto = AzureVoiceLive({"turn_detection": {"type": "server_vad", "auto_truncate": True}})
+    assert auto.truncate("i1", 300, "model") == [] and auto.truncate("i1", 300, "hold") != []
+    manual = AzureVoiceLive({"turn_detection": {"type": "server_vad", "interrupt_response": False}})
+    manual.parse({"type": "response.created", "response": {"id": "r1"}})
+    assert [m["type"] for m in manual.cancel("model")] == ["response.cancel"]
+    off = AzureVoiceLive({"turn_detection": None})
+    assert off.model_detects_speech is False
+    assert off.session_object([])["turn_detection"] is None  # sent as null: omitted keeps VAD
+
+
+@pytest.mark.parametrize(
+    "dialect,session",
+    [
+        (XaiGrokVoice, {"model": "grok-voice-latest"}),
+        (XaiGrokVoice, {"audio": {"input": {"format": {"type": "audio/pcmu"}}}}),
+        (AzureVoiceLive, {"output_audio_format": "pcm16"}),
+        (AzureVoiceLive, {"input_audio_sampling_rate": 24000}),
+    ],
+)
+def test_what_the_bridge_decides_is_refused_in_session(dialect, session) -> None:
+    with pytest.raises(BadRequest):
+        dialect(session)
