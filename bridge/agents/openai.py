@@ -66,17 +66,21 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def check_session(session: dict[str, Any]) -> None:
-    """Refuse what the bridge must decide itself: the audio formats and the session type."""
+def check_audio_formats(session: dict[str, Any], ours: str) -> None:
+    """Refuse a session that sets the audio formats: they are the bridge's (``ours``, as the
+    error says them), for every Realtime-like dialect."""
     audio = session.get("audio")
     if audio is not None and not isinstance(audio, dict):
         raise BadRequest("field 'session': audio must be an object")
     for side in ("input", "output"):
         part = (audio or {}).get(side)
         if part is not None and (not isinstance(part, dict) or "format" in part):
-            raise BadRequest(
-                f"field 'session': audio.{side}.format is the bridge's (24 kHz audio/pcm)"
-            )
+            raise BadRequest(f"field 'session': audio.{side}.format is the bridge's ({ours})")
+
+
+def check_session(session: dict[str, Any]) -> None:
+    """Refuse what the bridge must decide itself: the audio formats and the session type."""
+    check_audio_formats(session, "24 kHz audio/pcm")
     if session.get("type", "realtime") != "realtime":
         raise BadRequest("field 'session': type must be realtime")
 

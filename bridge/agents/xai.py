@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BadRequest
-from .openai import RealtimeFamily, merge
+from .openai import RealtimeFamily, check_audio_formats, merge
 from .wire import Tool
 
 RATE = 16_000
@@ -28,15 +28,7 @@ def check_session(session: dict[str, Any]) -> None:
     """Refuse what the bridge decides (the audio formats) or xAI takes elsewhere (the model)."""
     if "model" in session:
         raise BadRequest("field 'session': xAI takes the model in the URL (?model=)")
-    audio = session.get("audio")
-    if audio is not None and not isinstance(audio, dict):
-        raise BadRequest("field 'session': audio must be an object")
-    for side in ("input", "output"):
-        part = (audio or {}).get(side)
-        if part is not None and (not isinstance(part, dict) or "format" in part):
-            raise BadRequest(
-                f"field 'session': audio.{side}.format is the bridge's (16 kHz audio/pcm)"
-            )
+    check_audio_formats(session, "16 kHz audio/pcm")
     turns = session.get("turn_detection")
     if turns is not None and not isinstance(turns, dict):
         raise BadRequest("field 'session': turn_detection must be an object or null")
