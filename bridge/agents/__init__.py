@@ -1,9 +1,11 @@
 """Realtime model agents on calls: the bridge as the client of a speech-to-speech model's
-WebSocket (OpenAI Realtime, xAI Grok Voice, Azure Voice Live, Gemini Live), an attachment of
+WebSocket (OpenAI Realtime, xAI Grok Voice, Azure Voice Live, Gemini Live,
+Deepgram Voice Agent), an attachment of
 the call beside media forks."""
 
 from .agent import Agent
 from .azure import AzureVoiceLive
+from .deepgram import DeepgramVoiceAgent
 from .echo import EchoGuard, Verdict
 from .gemini import GeminiLive
 from .openai import OpenAIRealtime
@@ -16,6 +18,7 @@ __all__ = [
     "AgentService",
     "AzureVoiceLive",
     "CallControls",
+    "DeepgramVoiceAgent",
     "EchoGuard",
     "GeminiLive",
     "OpenAIRealtime",

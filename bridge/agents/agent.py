@@ -1,7 +1,8 @@
 """One model connector on one call: an attachment of the call's runtime (kind ``agent``).
 
 The agent's :class:`~.connection.ModelConnection` keeps the model's WebSocket open
-(:mod:`.openai`, :mod:`.xai`, :mod:`.azure`, :mod:`.gemini` say how to speak it; reconnects
+(:mod:`.openai`, :mod:`.xai`, :mod:`.azure`, :mod:`.gemini`, :mod:`.deepgram` say how to
+speak it; reconnects
 and resumption are the connection's); the agent is what the call hears and says through it.
 It streams what the caller says up (the bus's 16 kHz downlink, resampled to the model's rate
 by libswresample through :class:`~bridge.audio.Resampler`; as is for a 16 kHz model) and plays
@@ -50,6 +51,7 @@ from .wire import (
     SpeechStopped,
     Tool,
     ToolCall,
+    ToolCancelled,
     Transcript,
 )
 
@@ -112,6 +114,8 @@ class Agent:
         self.controls: CallControls | None = None
         self.pending: dict[str, ToolCall] = {}
         """The model's tool calls waiting for the app's answer."""
+        self.withdrawn: deque[str] = deque(maxlen=64)
+        """Tool calls the model withdrew (``ToolCancelled``): never answered."""
         self.interruptions = 0
         self.said: deque[tuple[str, str]] = deque(context or (), maxlen=CONTEXT_LINES)
         """The last transcript lines: told to a new session that cannot resume the old one."""
@@ -244,6 +248,16 @@ class Agent:
                 self.said.append((event.role, event.text[:500]))
         elif isinstance(event, ToolCall):
             self._tasks.spawn(self._on_tool(self, event), f"tool-{event.name[:20]}")
+        elif isinstance(event, ToolCancelled):
+            for call_id in event.call_ids:
+                self.withdrawn.append(call_id)
+                self.pending.pop(call_id, None)
+            log.info("call %s: agent %s: tool calls withdrawn", self.host.call_id, self.id)
+
+    def answer(self, call: ToolCall, output: Any) -> None:
+        """A tool call's result, unless the model withdrew the call meanwhile."""
+        if call.call_id not in self.withdrawn:
+            self.send(self.dialect.tool_result(call, output))
 
     def send(self, messages: list[dict[str, Any]]) -> None:
         self.model.send(messages)

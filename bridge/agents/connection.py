@@ -8,7 +8,9 @@ resumption handle, ``goAway``, the model's errors) while one sender task writes 
 queued, in order, bounded. A dropped or closing socket (``goAway``, a server close, a network
 error) is reopened — with the resumption handle where the protocol has one — within
 ``retries`` attempts, :data:`BACKOFF` apart, while the call goes on; then the agent is told it
-failed.
+failed. Where the protocol wants it, an idle socket gets the dialect's keep-alive, and a
+session the provider caps (Deepgram's two hours) is renewed on a new socket
+:data:`RENEW_MARGIN_S` before the cap, so the caller is never cut off by it.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ HEALTHY_S = 10.0
 count as a new one with every retry again: a server that takes the session and closes it at
 once uses up ``retries`` rather than being reopened forever, a WARNING each time."""
 UP_QUEUE = 50
+RENEW_MARGIN_S = 120.0
+"""Seconds before a provider's session cap (``session_limit_s``) the session is renewed."""
 """Caller frames waiting for a slow model socket (1 s) before the oldest go."""
 
 Handle = Callable[[ModelEvent], Awaitable[None]]
@@ -91,6 +95,9 @@ class ModelConnection:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._out = _queue()
         self._stopping = False
+        self._renewing = False
+        """The current socket is being closed to renew its capped session."""
+        self._last_up = time.monotonic()
         self._served = False
         """The current socket gave the agent an event (it works, whatever its age)."""
         self._tasks = TaskSet(f"model[{where}]")
@@ -108,11 +115,15 @@ class ModelConnection:
         """Queue control messages (never dropped while the queue has room)."""
         for message in messages:
             self._out.put_control(json.dumps(message))
+        if messages:
+            self._last_up = time.monotonic()
 
     def send_audio(self, pcm: bytes) -> None:
         """Queue the caller's audio (s16le at the dialect's ``rate_in``; oldest dropped when
         the socket is slow)."""
-        self._out.put_audio(json.dumps(self.dialect.audio(pcm)))
+        message = self.dialect.audio(pcm)
+        self._out.put_audio(message if isinstance(message, bytes) else json.dumps(message))
+        self._last_up = time.monotonic()
 
     # -- opening
     async def _open(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
@@ -142,6 +153,8 @@ class ModelConnection:
         """Read until the server says ``wanted`` (ready for the configuration, or took it)."""
         while True:
             msg = await ws.receive()
+            if msg.type is aiohttp.WSMsgType.BINARY:
+                continue  # audio before the session is ready: not the caller's yet
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 raise ConnectionError("the model closed before its session was ready")
             events = await self._message(msg.data)
@@ -179,6 +192,17 @@ class ModelConnection:
         except (ValueError, ProtocolError) as exc:
             log.info("%s: unreadable message (%s)", self.where, exc)
             return []
+        return await self._events(parsed)
+
+    async def _binary(self, data: bytes) -> None:
+        try:
+            parsed = self.dialect.binary(data)
+        except ProtocolError as exc:
+            log.info("%s: unreadable binary frame (%s)", self.where, exc)
+            return
+        await self._events(parsed)
+
+    async def _events(self, parsed: list[ModelEvent]) -> list[ModelEvent]:
         for event in parsed:
             if not self._own(event):
                 self._served = True
@@ -214,15 +238,41 @@ class ModelConnection:
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async def send(message: bytes | str) -> None:
-            await ws.send_str(message if isinstance(message, str) else message.decode())
+            if isinstance(message, bytes):
+                await ws.send_bytes(message)  # binary audio (Deepgram)
+            else:
+                await ws.send_str(message)
 
-        sender = self._tasks.spawn(self._out.run(send, lambda: ws.closed), "sender")
+        helpers = [self._tasks.spawn(self._out.run(send, lambda: ws.closed), "sender")]
+        if self.dialect.keepalive_s:
+            helpers.append(self._tasks.spawn(self._keepalive(self.dialect.keepalive_s), "keep"))
+        if self.dialect.session_limit_s:
+            limit = max(1.0, self.dialect.session_limit_s - RENEW_MARGIN_S)
+            helpers.append(self._tasks.spawn(self._renew(ws, limit), "renew"))
         try:
             async for msg in ws:
                 if msg.type is aiohttp.WSMsgType.TEXT:
                     await self._message(msg.data)
+                elif msg.type is aiohttp.WSMsgType.BINARY:
+                    await self._binary(msg.data)
         finally:
-            sender.cancel()
+            for task in helpers:
+                task.cancel()
+
+    async def _keepalive(self, every: float) -> None:
+        """The dialect's keep-alive whenever nothing went up for ``every`` seconds (the
+        caller's audio stopped: a hold, a silent leg)."""
+        while True:
+            await asyncio.sleep(max(0.05, every - (time.monotonic() - self._last_up)))
+            if time.monotonic() - self._last_up >= every:
+                self.send(self.dialect.keepalive())
+
+    async def _renew(self, ws: aiohttp.ClientWebSocketResponse, after: float) -> None:
+        """Close a capped session before the provider does: the loop opens a new one."""
+        await asyncio.sleep(after)
+        log.info("%s: renewing the session before the provider's cap", self.where)
+        self._renewing = True
+        await ws.close()
 
     async def _run(
         self,
@@ -245,7 +295,10 @@ class ModelConnection:
                 spent = 0
             self.state = "reconnecting"
             why = f"closed ({self._ws.close_code})" if self._ws.close_code else "dropped"
-            log.warning("%s: the model's socket %s; reconnecting", self.where, why)
+            if self._renewing:
+                self._renewing, spent = False, 0  # planned: logged by ``_renew``
+            else:
+                log.warning("%s: the model's socket %s; reconnecting", self.where, why)
             ws, spent = await self._reopen(http, spent)
             if ws is None and self._stopping:
                 return  # closed meanwhile: a stop, not a failure

@@ -43,6 +43,8 @@ class GeminiLive:
     rate_out = RATE_OUT
     waits_for_hello = False
     default_url: str | None = None
+    keepalive_s: float | None = None
+    session_limit_s: float | None = None
 
     def __init__(self, session: dict[str, Any] | None = None) -> None:
         session = dict(session or {})
@@ -84,6 +86,12 @@ class GeminiLive:
     def audio(self, pcm: bytes) -> dict[str, Any]:
         data = base64.b64encode(pcm).decode()
         return {"realtimeInput": {"audio": {"data": data, "mimeType": f"audio/pcm;rate={RATE_IN}"}}}
+
+    def binary(self, data: bytes) -> list[ModelEvent]:
+        raise ProtocolError("a binary frame (the protocol has none)")
+
+    def keepalive(self) -> list[dict[str, Any]]:
+        return []
 
     def parse(self, body: dict[str, Any]) -> list[ModelEvent]:
         out: list[ModelEvent] = []

@@ -105,6 +105,8 @@ class RealtimeFamily:
     rate_out = RATE
     waits_for_hello = False
     default_url: str | None = None
+    keepalive_s: float | None = None
+    session_limit_s: float | None = None
     model_detects_speech = True
     server_cancels = True
     """The server stops its own response when its turn detection hears the caller (OpenAI's
@@ -145,6 +147,12 @@ class RealtimeFamily:
 
     def audio(self, pcm: bytes) -> dict[str, Any]:
         return self._client("input_audio_buffer.append", audio=base64.b64encode(pcm).decode())
+
+    def binary(self, data: bytes) -> list[ModelEvent]:
+        raise ProtocolError("a binary frame (the protocol has none)")
+
+    def keepalive(self) -> list[dict[str, Any]]:
+        return []
 
     def parse(self, body: dict[str, Any]) -> list[ModelEvent]:
         kind = body.get("type")

@@ -17,6 +17,7 @@ from ..http import RedirectRefused
 from . import events
 from .agent import Agent
 from .azure import AzureVoiceLive
+from .deepgram import DeepgramVoiceAgent
 from .gemini import GeminiLive
 from .openai import OpenAIRealtime
 from .tools import MAX_PENDING, CallControls, bridge_tools, run_bridge_tool
@@ -25,7 +26,7 @@ from .xai import XaiGrokVoice
 
 log = logging.getLogger(__name__)
 
-PROVIDERS = ("openai-realtime", "gemini-live", "xai", "azure-voice-live")
+PROVIDERS = ("openai-realtime", "gemini-live", "xai", "azure-voice-live", "deepgram")
 MAX_AGENTS = 1
 """Agents one call may have talking at once."""
 
@@ -52,6 +53,8 @@ class AgentService:
             return XaiGrokVoice(session), s.agent_xai_api_key
         if provider == "azure-voice-live":
             return AzureVoiceLive(session), s.agent_azure_voice_live_api_key
+        if provider == "deepgram":
+            return DeepgramVoiceAgent(session), s.agent_deepgram_api_key
         return GeminiLive(session), s.agent_gemini_api_key
 
     async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> Agent:
@@ -165,11 +168,11 @@ class AgentService:
         controls = agent.controls
         answer = await run_bridge_tool(controls, call) if controls is not None else None
         if answer is not None:
-            agent.send(agent.dialect.tool_result(call, answer))
+            agent.answer(call, answer)
             return
         pending = agent.pending
         if len(pending) >= MAX_PENDING:
-            agent.send(agent.dialect.tool_result(call, {"error": "too many tool calls waiting"}))
+            agent.answer(call, {"error": "too many tool calls waiting"})
             return
         pending[call.call_id] = call
         agent.host.emit(
@@ -187,7 +190,7 @@ class AgentService:
         call = agent.pending.pop(str(body.get("toolCallID")), None)
         if call is None:
             raise NotFound("no tool call of that toolCallID waits for an answer")
-        agent.send(agent.dialect.tool_result(call, body.get("output")))
+        agent.answer(call, body.get("output"))
 
     async def _failed(self, agent: Agent, reason: str) -> None:
         fallback = self.settings.agent_fallback

@@ -1,7 +1,8 @@
 """What a model connector understands of a realtime model's socket, whatever its protocol: the
 events the bridge acts on (typed, below) and the :class:`ModelDialect` each protocol module
 implements (:mod:`.openai` for OpenAI Realtime, :mod:`.xai` for xAI Grok Voice, :mod:`.azure`
-for Azure Voice Live, :mod:`.gemini` for Gemini Live). Nothing outside those modules knows a
+for Azure Voice Live, :mod:`.gemini` for Gemini Live, :mod:`.deepgram` for Deepgram's Voice
+Agent API). Nothing outside those modules knows a
 field name of a protocol."""
 
 from __future__ import annotations
@@ -70,6 +71,14 @@ class ToolCall:
 
 
 @dataclass(frozen=True)
+class ToolCancelled:
+    """The model withdrew tool calls it made (Deepgram ``FunctionCallCancelled``): they get
+    no answer."""
+
+    call_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class GoAway:
     """The server will close the connection soon (Gemini ``goAway``)."""
 
@@ -102,6 +111,7 @@ ModelEvent = (
     | TurnDone
     | Transcript
     | ToolCall
+    | ToolCancelled
     | GoAway
     | Resumable
     | ModelError
@@ -131,6 +141,12 @@ class ModelDialect(Protocol):
     """The configuration is sent once the server said :class:`Hello`, not at once."""
     default_url: str | None
     """The provider's own endpoint, used when a request gives no ``url`` (``None``: required)."""
+    keepalive_s: float | None
+    """Seconds without a message to the model after which :meth:`keepalive` is sent
+    (``None``: the protocol wants none)."""
+    session_limit_s: float | None
+    """The provider's cap on one session's length: the connection opens a new session
+    before it (``None``: no cap the bridge knows of)."""
 
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         """The URL to open and the headers to send (the key where the provider wants it)."""
@@ -138,11 +154,19 @@ class ModelDialect(Protocol):
     def opening(self, tools: list[Tool], resume: str | None) -> list[dict[str, Any]]:
         """The messages that configure a new connection (``resume``: a resumption handle)."""
 
-    def audio(self, pcm: bytes) -> dict[str, Any]:
-        """The caller's audio (s16le at ``rate_in``)."""
+    def audio(self, pcm: bytes) -> dict[str, Any] | bytes:
+        """The caller's audio (s16le at ``rate_in``): a JSON message, or ``bytes`` for a
+        binary frame."""
 
     def parse(self, body: dict[str, Any]) -> list[ModelEvent]:
         """The events of one server message (:class:`ProtocolError` when it is none)."""
+
+    def binary(self, data: bytes) -> list[ModelEvent]:
+        """The events of one binary frame (:class:`ProtocolError` where the protocol has
+        none)."""
+
+    def keepalive(self) -> list[dict[str, Any]]:
+        """What keeps an idle socket open (see :attr:`keepalive_s`)."""
 
     def truncate(self, item_id: str, audio_end_ms: int, by: str = "bridge") -> list[dict[str, Any]]:
         """Tell the model what the caller heard of an interrupted item (empty: not needed,

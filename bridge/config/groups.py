@@ -786,6 +786,11 @@ class AgentSettings(_Group):
         "key (or Entra token) for azure-voice-live agents whose request has no apiKey",
         secret=True,
     )
+    agent_deepgram_api_key: str = _opt(
+        "",
+        "key (or temporary token) for deepgram agents whose request has no apiKey",
+        secret=True,
+    )
     agent_retries: int = _opt(
         5, "attempts to reopen a dropped model socket before agent.failed (0: none)"
     )

@@ -25,7 +25,7 @@ MAX_STEPS = 16
 MAX_NUMBERS = 1000
 DEFAULT_RING_S = 30.0
 DEFAULT_VOICEMAIL_S = 60.0
-PROVIDERS = ("openai-realtime", "gemini-live", "xai", "azure-voice-live")
+PROVIDERS = ("openai-realtime", "gemini-live", "xai", "azure-voice-live", "deepgram")
 """The model agents an ``agent`` step may start (``agents/service.py`` checks the rest)."""
 BRIDGE_TOOLS = ("hangup", "transfer", "dtmf", "hold")
 
