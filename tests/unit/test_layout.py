@@ -12,7 +12,8 @@ from pathlib import Path
 BRIDGE = Path(__file__).resolve().parents[2] / "bridge"
 
 # What each layer may import from inside the package. Base modules (config, errors, tasks,
-# metrics, media_metrics, logs, http, timefmt) sit beside the path and may be used by any layer.
+# metrics, media_metrics, logs, http, timefmt, sealer, countries) sit beside the path and may be
+# used by any layer.
 BASE = {
     "config",
     "errors",
@@ -23,6 +24,7 @@ BASE = {
     "http",
     "timefmt",
     "sealer",
+    "countries",
 }
 ALLOWED = {
     "api": {
