@@ -20,6 +20,11 @@ this worker's 20 ms media work, in this order within each tick (:class:`Phase`):
    it. The pacers wait on :meth:`WorkerClock.next_tick`, resolved once the tick's callbacks
    (a callback registered on this phase included) have run.
 
+After the phases, the tick runs the one-shot callbacks that fell due (:meth:`WorkerClock.call_at`:
+each leg's RTCP report, ``rtc/rtcp_schedule.py``). While nothing is registered and no track
+waits, the clock sleeps to the tick of the earliest of them, so a leg that carries nothing
+costs one wake-up per report, not fifty a second.
+
 One timer for the worker, not one per call: every call's work of a tick runs in one wake-up of
 the event loop. ``MediaClock`` is what stays per stream: it paces a stream that is not the
 bridge's own work (the quality bench's drifting peers). What
@@ -30,7 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import heapq
 import logging
+import math
 import time
 import weakref
 from collections.abc import Callable
@@ -105,7 +112,14 @@ class WorkerClock:
         self._ticks: dict[int, tuple[Phase, Tick]] = {}
         self._order: list[tuple[int, Tick]] = []
         self._next_id = 0
+        self._timers: dict[int, Tick] = {}
+        self._due: list[tuple[float, int]] = []
+        """A heap of (due time, key) of the :meth:`call_at` callbacks; a cancelled one's key is
+        gone from :attr:`_timers` and its entry is skipped when it comes up."""
         self._handle: asyncio.TimerHandle | None = None
+        self._next_n = 0
+        """The tick number :attr:`_handle` fires (more than one ahead while the clock sleeps to
+        a one-shot callback's tick)."""
         self._waiters: list[asyncio.Future[int]] = []
         """One future per track waiting for the next tick: its own, so that a track whose task
         is cancelled (a participant leaving) cancels only its wait, never the other tracks'."""
@@ -136,6 +150,16 @@ class WorkerClock:
         self._run()
         return waiter
 
+    def call_at(self, when: float, callback: Tick) -> Callable[[], None]:
+        """Call ``callback(now)`` once, at the first tick at or after ``when`` (a
+        ``time.monotonic()`` time), after that tick's phases; returns the cancel function."""
+        key = self._next_id
+        self._next_id += 1
+        self._timers[key] = callback
+        heapq.heappush(self._due, (when, key))
+        self._run()
+        return lambda: self._cancel(key)
+
     @property
     def running(self) -> bool:
         return self._handle is not None
@@ -145,12 +169,40 @@ class WorkerClock:
         self._order = [(key, tick) for key, (_, tick) in items]
 
     def _run(self) -> None:
-        if self._handle is not None or self._firing:
-            return  # running (a tick in progress schedules the next itself)
+        """Schedule the next wanted tick if none is, or if an earlier one is now wanted."""
+        if self._firing:
+            return  # the tick in progress schedules the next itself (one timer, never two)
         loop = asyncio.get_running_loop()
-        self._start, self._base = loop.time(), self.n
-        self._offset = time.monotonic() - self._start
-        self._handle = loop.call_at(self._start + self.period, self._fire)
+        if self._handle is None:
+            self._start, self._base = loop.time(), self.n
+            self._offset = time.monotonic() - self._start
+        want = self._wanted(loop.time())
+        if want is None or (self._handle is not None and want >= self._next_n):
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._schedule(loop, want)
+
+    def _wanted(self, at: float) -> int | None:
+        """The next tick wanted after loop time ``at``: the next one while anything is
+        registered or waits, else the tick of the earliest one-shot callback, else none."""
+        after = self._base + math.floor((at - self._start) / self.period) + 1
+        after = max(after, self.n + 1)
+        if self._ticks or self._waiters:
+            return after
+        while self._due and self._due[0][1] not in self._timers:
+            heapq.heappop(self._due)  # cancelled
+        if not self._due:
+            return None
+        when = self._due[0][0] - self._offset  # on the loop's time
+        return max(after, self._base + math.ceil((when - self._start) / self.period - 1e-9))
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
+        self._next_n = n
+        self._handle = loop.call_at(self._start + (n - self._base) * self.period, self._fire)
+
+    def _cancel(self, key: int) -> None:
+        self._timers.pop(key, None)  # its heap entry is skipped; an early wake-up is harmless
 
     def _unregister(self, key: int) -> None:
         if self._ticks.pop(key, None) is not None:
@@ -163,10 +215,11 @@ class WorkerClock:
         ):
             self._handle.cancel()
             self._handle = None
+            self._run()  # asleep to the next one-shot callback, if any
 
     def _fire(self) -> None:
         loop = asyncio.get_running_loop()
-        self.n += 1
+        self.n = self._next_n
         due = self._start + (self.n - self._base) * self.period
         now = self.now = due + self._offset
         failed = False
@@ -179,6 +232,15 @@ class WorkerClock:
                     log.exception("media clock: a tick failed; unregistered")
                     self._ticks.pop(key, None)
                     failed = True
+            while self._due and self._due[0][0] <= now:
+                _, key = heapq.heappop(self._due)
+                callback = self._timers.pop(key, None)
+                if callback is None:
+                    continue  # cancelled
+                try:
+                    callback(now)
+                except Exception:
+                    log.exception("media clock: a timed callback failed")
         finally:
             self._firing = False
         if failed:
@@ -187,14 +249,17 @@ class WorkerClock:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(self.n)
-        if not self._ticks and not waiters:
-            self._handle = None
-            return
         if loop.time() - due > self.resync:
             self._start, self._base = loop.time(), self.n
             self._offset = time.monotonic() - self._start
-        due = self._start + (self.n + 1 - self._base) * self.period
-        self._handle = loop.call_at(due, self._fire)
+        # Ticks run one by one, a late one catching up at once (absolute deadlines); a track
+        # resolved now asks for the next tick only once it has run: the grid is kept for it.
+        every_tick = bool(self._ticks or self._waiters or waiters)
+        want = self.n + 1 if every_tick else self._wanted(loop.time())
+        if want is None:
+            self._handle = None
+            return
+        self._schedule(loop, want)
 
 
 class Pacer(Protocol):
