@@ -202,7 +202,12 @@ class WorkerClock:
         self._handle = loop.call_at(self._start + (n - self._base) * self.period, self._fire)
 
     def _cancel(self, key: int) -> None:
-        self._timers.pop(key, None)  # its heap entry is skipped; an early wake-up is harmless
+        if self._timers.pop(key, None) is None:
+            return  # its heap entry is skipped when it comes up
+        if self._handle is not None and not self._firing and not self._ticks and not self._waiters:
+            self._handle.cancel()  # asleep to this callback, maybe: to the next one, or idle
+            self._handle = None
+            self._run()
 
     def _unregister(self, key: int) -> None:
         if self._ticks.pop(key, None) is not None:
