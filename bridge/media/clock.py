@@ -26,8 +26,8 @@ waits, the clock sleeps to the tick of the earliest of them, so a leg that carri
 costs one wake-up per report, not fifty a second.
 
 One timer for the worker, not one per call: every call's work of a tick runs in one wake-up of
-the event loop. ``MediaClock`` is what stays per stream: it paces a stream that is not the
-bridge's own work (the quality bench's drifting peers). What
+the event loop. A far end that keeps its own time (the quality bench's drifting peers) paces
+its track with a :class:`WorkerPacer` on a :class:`WorkerClock` of its own period. What
 stays outside any 20 ms clock, and why, is in docs/architecture.md (*The media clock*).
 """
 
@@ -46,36 +46,6 @@ from typing import Protocol
 from ..audio import FRAME_MS
 
 log = logging.getLogger(__name__)
-
-
-class MediaClock:
-    """Ticks every ``period`` seconds on an absolute schedule (no drift from sleep overshoot).
-
-    The first :meth:`tick` returns at once. When the caller falls more than ``resync`` behind
-    (a stalled event loop), the schedule restarts from now instead of bursting to catch up.
-    """
-
-    def __init__(self, period: float = FRAME_MS / 1000, resync: float = 0.2) -> None:
-        self.period = period
-        self.resync = resync
-        self._start: float | None = None
-        self.ticks = 0
-
-    @property
-    def now(self) -> float:
-        """The scheduled (monotonic) time of the latest tick."""
-        return (self._start or time.monotonic()) + self.ticks * self.period
-
-    async def tick(self) -> None:
-        if self._start is None:
-            self._start = time.monotonic()
-            return
-        self.ticks += 1
-        wait = self._start + self.ticks * self.period - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        elif wait < -self.resync:
-            self._start = time.monotonic() - self.ticks * self.period
 
 
 Tick = Callable[[float], None]
@@ -280,18 +250,19 @@ class WorkerPacer:
 
     The first frame at once (a WhatsApp-side sender's first packet must not wait: Meta sends
     nothing before it), then one per tick; a track that missed ticks (its sender was held up)
-    takes the missed ones at once, up to ``resync`` ticks, then rejoins the clock where it is
-    — as :class:`MediaClock` does, on the worker's one timer instead of one of its own.
+    takes the missed ones at once, up to ``resync`` ticks, then rejoins the clock where it is.
+    ``clock``: the worker's unless given (a simulated far end's, which keeps its own time).
     """
 
-    def __init__(self, resync: int = 10) -> None:
+    def __init__(self, resync: int = 10, clock: WorkerClock | None = None) -> None:
         self.resync = resync
+        self.clock = clock
         self.ticks = -1
-        """The latest tick's index, 0 at the first (``MediaClock.ticks``)."""
+        """The latest tick's index, 0 at the first."""
         self._served: int | None = None
 
     async def tick(self) -> None:
-        clock = worker_clock()
+        clock = self.clock or worker_clock()
         served = self._served
         if served is None:
             self._served = clock.n  # the first frame goes at once (Meta waits for it)

@@ -20,10 +20,6 @@ statistics of theirs. Instead:
 * the sender's task (``rtc/rtpsend.py`` ``LeanSender.run``) plays the leg's track, started
   from ``send(parameters)`` with the SSRC, payload type and ``mid`` aiortc negotiated.
 
-A leg whose track aiortc encodes itself (``BRIDGE_OPUS_DIRECT`` off: ``BusAudioTrack``, a
-debugging setting) keeps aiortc's sender, with its sender reports; only its receive path and
-receiver reports are the session's, and the far end's loss of what aiortc sends is not sampled.
-
 What of aiortc's and aioice's is used beyond their public API (the ICE connection, its
 nominated pair, the DTLS transport's SRTP sessions) is reached through
 ``rtc/aiortc_seam.py``, which checks it at import.
@@ -55,7 +51,7 @@ class DtlsSrtp:
         self.session = session
         self.name = name
         self.sender_track: Any = None
-        """The track our sender plays (``None``: aiortc's sender plays its own)."""
+        """The track our sender plays (set by :meth:`play`, before DTLS is up)."""
         self.lean: LeanSender | None = None
         self._tasks = tasks
         self._dtls: Any = None
@@ -78,15 +74,11 @@ class DtlsSrtp:
         self.auth_failed = 0
         """SRTP/SRTCP packets that failed authentication or replay protection (dropped)."""
         sender, receiver = transceiver.sender, transceiver.receiver
-        aiortc_send = sender.send
 
         async def send(parameters: Any) -> None:  # aiortc's RTCRtpSender.send, on this sender
             if self._closed:
                 return  # the leg closed while DTLS came up: nothing starts, aiortc's neither
             self.session.set_identity(parameters.rtcp.ssrc, parameters.rtcp.cname)
-            if self.lean is None:
-                await aiortc_send(parameters)  # aiortc encodes and sends (module docstring)
-                return
             self._start_sending(sender.transport, parameters)
 
         async def receive(parameters: Any) -> None:  # aiortc's RTCRtpReceiver.receive
