@@ -60,7 +60,7 @@ def test_help_shows_types_and_defaults() -> None:
 
     text = build_arg_parser().format_help()
     assert "--port INT" in text and "default 8080" in text and "env BRIDGE_PORT" in text
-    assert "--no-opus-direct" in text and "--log-format {text,json}" in text
+    assert "--no-opus-fec" in text and "--log-format {text,json}" in text
 
 
 def test_every_setting_has_env_and_flag() -> None:
