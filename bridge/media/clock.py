@@ -88,6 +88,7 @@ class WorkerClock:
         gone from :attr:`_timers` and its entry is skipped when it comes up."""
         self._handle: asyncio.TimerHandle | None = None
         self._next_n = 0
+        self._every_tick = False
         """The tick number :attr:`_handle` fires (more than one ahead while the clock sleeps to
         a one-shot callback's tick)."""
         self._waiters: list[asyncio.Future[int]] = []
@@ -132,7 +133,8 @@ class WorkerClock:
 
     @property
     def running(self) -> bool:
-        return self._handle is not None
+        """Whether it ticks every period (asleep to a one-shot callback's tick, it does not)."""
+        return self._handle is not None and self._every_tick
 
     def _reorder(self) -> None:
         items = sorted(self._ticks.items(), key=lambda kv: kv[1][0])  # stable: by phase
@@ -151,7 +153,7 @@ class WorkerClock:
             return
         if self._handle is not None:
             self._handle.cancel()
-        self._schedule(loop, want)
+        self._schedule(loop, want, bool(self._ticks or self._waiters))
 
     def _wanted(self, at: float) -> int | None:
         """The next tick wanted after loop time ``at``: the next one while anything is
@@ -167,8 +169,8 @@ class WorkerClock:
         when = self._due[0][0] - self._offset  # on the loop's time
         return max(after, self._base + math.ceil((when - self._start) / self.period - 1e-9))
 
-    def _schedule(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
-        self._next_n = n
+    def _schedule(self, loop: asyncio.AbstractEventLoop, n: int, every_tick: bool) -> None:
+        self._next_n, self._every_tick = n, every_tick
         self._handle = loop.call_at(self._start + (n - self._base) * self.period, self._fire)
 
     def _cancel(self, key: int) -> None:
@@ -234,7 +236,7 @@ class WorkerClock:
         if want is None:
             self._handle = None
             return
-        self._schedule(loop, want)
+        self._schedule(loop, want, every_tick)
 
 
 class Pacer(Protocol):

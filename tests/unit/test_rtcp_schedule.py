@@ -147,7 +147,7 @@ async def test_a_registered_tick_wakes_a_clock_asleep_to_a_report() -> None:
     clock = WorkerClock()
     reports: list[float] = []
     cancel = clock.call_at(time.monotonic() + 10.0, reports.append)
-    assert clock.running
+    assert clock._handle is not None and not clock.running  # asleep to the report's tick
     ticks: list[float] = []
     stop = clock.register(ticks.append)
     await until(lambda: len(ticks) >= 3, 1.0, "ticks while a report is 10 s away")
