@@ -434,9 +434,6 @@ class IceSettings(_Group):
 class MediaSettings(_Group):
     """How the bridge encodes the browser's downlink."""
 
-    opus_direct: bool = _opt(
-        True, "encode the downlink as 16 kHz mono Opus ourselves (false: aiortc's encoder)"
-    )
     opus_bitrate: int = _opt(
         40_000,
         "downlink Opus bitrate in SILK, bit/s: under RED, or without the clean-link CELT "

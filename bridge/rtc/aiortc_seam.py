@@ -2,7 +2,7 @@
 
 aiortc and aioice give the bridge ICE, DTLS and the SRTP keys, nothing else: every leg's RTP
 and RTCP is its own (``rtc/rtp_session.py`` on ``rtc/dtls_srtp.py``; aiortc's sender and
-receiver never start, but for aiortc's sender under ``BRIDGE_OPUS_DIRECT`` off). What the
+receiver never start). What the
 bridge still touches beyond their public API is named here, and only here, so an aiortc
 upgrade is a change to this file (and the pin):
 

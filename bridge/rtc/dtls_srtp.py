@@ -15,15 +15,10 @@ statistics of theirs. Instead:
   keys goes on to aioice's queue, for aiortc's DTLS transport, as before;
 * **out** (:meth:`DtlsSrtp.send_rtp`, :meth:`DtlsSrtp.send_rtcp`): protected and sent
   straight to the nominated ICE pair's socket, one call (aioice's ``sendto`` is three
-  coroutines a packet); our RTCP every second on average (randomised ±50 %, as aiortc
-  did: RFC 3550 §6.2 allows a shorter interval than 5 s for a two-party session), a BYE at the
-  end;
+  coroutines a packet); our RTCP on the worker clock (``rtc/rtcp_schedule.py``: an
+  RTP/SAVPF leg's 1 s minimum, randomised 0.5–1.5 ×), a BYE at the end;
 * the sender's task (``rtc/rtpsend.py`` ``LeanSender.run``) plays the leg's track, started
   from ``send(parameters)`` with the SSRC, payload type and ``mid`` aiortc negotiated.
-
-A leg whose track aiortc encodes itself (``BRIDGE_OPUS_DIRECT`` off: ``BusAudioTrack``, a
-debugging setting) keeps aiortc's sender, with its sender reports; only its receive path and
-receiver reports are the session's, and the far end's loss of what aiortc sends is not sampled.
 
 What of aiortc's and aioice's is used beyond their public API (the ICE connection, its
 nominated pair, the DTLS transport's SRTP sessions) is reached through
@@ -32,9 +27,7 @@ nominated pair, the DTLS transport's SRTP sessions) is reached through
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from collections.abc import Callable
 from typing import Any
 
@@ -42,13 +35,12 @@ import pylibsrtp
 
 from ..tasks import TaskSet
 from . import aiortc_seam as seam
+from .rtcp_schedule import AVPF_MIN_INTERVAL, RtcpInterval, RtcpSchedule
 from .rtp_session import RtpSession
 from .rtpsend import LeanSender, mid_extension
 
 log = logging.getLogger(__name__)
 
-RTCP_INTERVAL = 1.0
-"""Mean seconds between our RTCP reports (randomised ±50 %, RFC 3550 §6.3.1)."""
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 
 
@@ -59,7 +51,7 @@ class DtlsSrtp:
         self.session = session
         self.name = name
         self.sender_track: Any = None
-        """The track our sender plays (``None``: aiortc's sender plays its own)."""
+        """The track our sender plays (set by :meth:`play`, before DTLS is up)."""
         self.lean: LeanSender | None = None
         self._tasks = tasks
         self._dtls: Any = None
@@ -73,7 +65,8 @@ class DtlsSrtp:
         self._dtls_up = False
         """Whether the DTLS transport is connected, kept from its ``statechange`` events (its
         ``state`` formats an enum into a string on every read: once per packet)."""
-        self._rtcp_started = False
+        self.rtcp_schedule = RtcpSchedule(self._report, RtcpInterval(AVPF_MIN_INTERVAL))
+        """Our reports, on the worker clock from the first of send/receive to start."""
         self._closed = False
         self.sent_packets = self.sent_bytes = 0
         self.received_packets = self.received_bytes = 0
@@ -81,15 +74,11 @@ class DtlsSrtp:
         self.auth_failed = 0
         """SRTP/SRTCP packets that failed authentication or replay protection (dropped)."""
         sender, receiver = transceiver.sender, transceiver.receiver
-        aiortc_send = sender.send
 
         async def send(parameters: Any) -> None:  # aiortc's RTCRtpSender.send, on this sender
             if self._closed:
                 return  # the leg closed while DTLS came up: nothing starts, aiortc's neither
             self.session.set_identity(parameters.rtcp.ssrc, parameters.rtcp.cname)
-            if self.lean is None:
-                await aiortc_send(parameters)  # aiortc encodes and sends (module docstring)
-                return
             self._start_sending(sender.transport, parameters)
 
         async def receive(parameters: Any) -> None:  # aiortc's RTCRtpReceiver.receive
@@ -156,18 +145,14 @@ class DtlsSrtp:
         self._start_reports()
 
     def _start_reports(self) -> None:
-        if not self._rtcp_started:
-            self._rtcp_started = True
-            self._tasks.spawn(self._reports(), "rtcp")
+        self.rtcp_schedule.start()
 
-    async def _reports(self) -> None:
-        """Our RTCP, every :data:`RTCP_INTERVAL` on average (±50 %)."""
-        while True:
-            await asyncio.sleep(RTCP_INTERVAL * (0.5 + random.random()))
-            try:
-                self.send_rtcp(self.session.report())
-            except ConnectionError:
-                return  # DTLS or ICE is gone: the leg is ending
+    def _report(self) -> int:
+        """One report (the scheduler's callback); ``ConnectionError`` once DTLS or ICE is
+        gone: the leg is ending."""
+        report = self.session.report()
+        self.send_rtcp(report)
+        return len(report)
 
     # -- in
     def datagram(self, data: bytes, component: int) -> None:
@@ -184,6 +169,7 @@ class DtlsSrtp:
                 self.auth_failed += 1
                 return
             self.rtcp_received += 1
+            self.rtcp_schedule.received(len(plain))
             try:
                 self.session.receive_rtcp(plain)
             except Exception:  # a report we cannot read must not stop the leg
@@ -234,7 +220,8 @@ class DtlsSrtp:
         connection's release (``rtc/release.py``) empties both objects afterwards."""
         if self._closed:
             return
-        if self._rtcp_started:
+        if self.rtcp_schedule.started or self.rtcp_schedule.sent:
+            self.rtcp_schedule.stop()
             try:
                 self.send_rtcp(self.session.report(bye=True))
             except Exception:

@@ -207,8 +207,7 @@ class RtpSession:
         end sends it) and what the far end reports of what we sent (downlink)."""
         r = self.reports
         far = r.far
-        # What the far end reports of our stream, once it has (and only if we send it: with
-        # BRIDGE_OPUS_DIRECT off aiortc's sender sends, and its counts are not ours).
+        # What the far end reports of our stream, once it has and we have sent.
         heard = r.far_reports > 0 and self.stream.packets > 0
         return Quality(
             uplink_packets=r.packets_received,

@@ -12,14 +12,16 @@ downlink sink gives one 20 ms frame (silence when it has none) → encode (16 �
 G.711; G.722 or Opus as it is) → one RTP packet. A key queued for the PBX is sent as RFC 4733
 events instead of audio for its duration (three end packets, §2.5.1.4).
 
-The leg's RTP session is built from the parts every leg's is (``rtc/rtp_session.py``): its
-packets are numbered and framed by one :class:`~bridge.rtc.rtpsend.RtpStream` (audio, events and
-forwarded Opus alike), and one :class:`~bridge.rtc.rtcp.RtcpReports` counts what arrives (RFC
-3550 A.3 loss, A.8 jitter) and reads what the phone reports of us. RTCP goes on the wire when
-both SDPs say ``a=rtcp-mux`` (RFC 5761: one port for both): our SR (or RR) with SDES CNAME
-every :data:`RTCP_TICKS` ticks on average (RFC 3550 §6.2's 5 s minimum, ±50 %), a BYE at the
-end; the phone's SR and RR come in on the same socket. A phone that keeps RTCP on port + 1 gets
-none from us and its reports are not read (the leg has one socket).
+The leg's RTP session is every leg's (``rtc/rtp_session.py`` ``RtpSession``): its packets go
+out through the one RTP sender (``rtc/rtpsend.py`` ``LeanSender``: numbered and framed by the
+session's :class:`~bridge.rtc.rtpsend.RtpStream`, audio, events and forwarded Opus alike, the
+sender reports' time pair kept) onto the leg's wire, and its
+:class:`~bridge.rtc.rtcp.RtcpReports` counts what arrives (RFC 3550 A.3 loss, A.8 jitter) and
+reads what the phone reports of us. RTCP goes on the wire when both SDPs say ``a=rtcp-mux``
+(RFC 5761: one port for both): our SR (or RR) with SDES CNAME on the worker clock at RTP/AVP's
+intervals (``rtc/rtcp_schedule.py``: 5 s, randomised 0.5–1.5 ×, the first sooner), a BYE at
+the end; the phone's SR and RR come in on the same socket. A phone that keeps RTCP on port + 1
+gets none from us and its reports are not read (the leg has one socket).
 
 The socket under it is ``trunks/rtp_socket.py``'s (clear) or ``rtc/srtpudp.py``'s (SDES).
 """
@@ -27,7 +29,6 @@ The socket under it is ``trunks/rtp_socket.py``'s (clear) or ``rtc/srtpudp.py``'
 from __future__ import annotations
 
 import logging
-import random
 import secrets
 import time
 from collections.abc import Callable
@@ -45,8 +46,9 @@ from ..calls.samples import LegSources
 from ..media import BusStats
 from ..media.clock import Phase, worker_clock
 from ..rtc.rfc4733 import END_REPEATS, DtmfDetector, KeyPresses
-from ..rtc.rtcp import RtcpReports
-from ..rtc.rtpsend import RtpStream
+from ..rtc.rtcp_schedule import RtcpInterval, RtcpSchedule
+from ..rtc.rtp_session import RtpSession
+from ..rtc.rtpsend import LeanSender
 from ..rtc.uplink import Playout
 from ..tasks import TaskSet
 from .passthrough import RUN_IDLE, one_20ms_frame
@@ -60,8 +62,6 @@ SAMPLES = 160
 """8 kHz samples in one 20 ms packet (and G.722's timestamp step: its RTP clock is 8 kHz)."""
 KEYS_QUEUED = 32
 """Keys waiting to be sent to the PBX; more are dropped (counted)."""
-RTCP_TICKS = 250
-"""Clock ticks (20 ms) between our RTCP packets on average: 5 s (RFC 3550 §6.2)."""
 
 
 class TrunkMedia:
@@ -78,15 +78,20 @@ class TrunkMedia:
         on_key: Callable[[str, int], None],
     ) -> None:
         self.name = name
-        self.stream = RtpStream(secrets.randbits(32), pt, origin=0)
+        self.session = RtpSession(secrets.randbits(32), f"{secrets.token_hex(8)}@bridge")
+        self.stream = self.session.stream
         """The one owner of this leg's sequence numbers: audio, events and forwarded Opus
         (``rtc/rtpsend.py``); its RTP times are the wire's (``origin=0``: :attr:`_ts` is)."""
-        self.reports = RtcpReports(self.stream.ssrc, f"{secrets.token_hex(8)}@bridge", RATE)
+        self.stream.payload_type, self.stream.origin = pt, 0
+        self.reports = self.session.reports
         """What arrives from the phone and what it reports of us (``rtc/rtcp.py``)."""
+        self.reports.clock = RATE
+        self.sender = LeanSender(self.session, self._wire_rtp)
+        """The one RTP sender every leg has (``rtc/rtpsend.py``), sending on :attr:`socket`."""
         self.rtcp_mux = False
         """Both SDPs said ``a=rtcp-mux``: our RTCP goes on the RTP port (module docstring)."""
-        self._rtcp_due = random.randint(1, RTCP_TICKS)
-        """Ticks until our next RTCP packet (the first within one interval, RFC 3550 §6.2)."""
+        self.rtcp_schedule = RtcpSchedule(self._report, RtcpInterval())
+        """Our reports on the worker clock while :attr:`rtcp_mux` (``rtc/rtcp_schedule.py``)."""
         self._said_bye = False
         self.octets_in = 0
         self.event_pt = event_pt
@@ -119,7 +124,7 @@ class TrunkMedia:
         self.keys_in = DtmfDetector(on_key, RATE)
         self.keys_out = KeyPresses(KEYS_QUEUED)
         self._unregister: Callable[[], None] | None = None
-        self.packets_in = self.packets_out = 0
+        self.packets_in = 0
         self.sending = True
         """False while our SDP says we send nothing (``recvonly``/``inactive``: the phone holds,
         RFC 3264 §6.1): the clock still drains the participant's sink, the stream's time moves
@@ -195,6 +200,7 @@ class TrunkMedia:
         self.event_step = remote.event_rate // 50
         self.keys_in.clock_rate = remote.event_rate
         self.rtcp_mux = remote.rtcp_mux
+        self._start_reports()
 
     def start(self, socket: Socket, stats: BusStats | None = None) -> None:
         """On the clock with ``socket``; the receiver's counters added to the call's
@@ -203,6 +209,24 @@ class TrunkMedia:
         if stats is not None:
             self.playout.bus_stats = stats
         self._unregister = worker_clock().register(self._tick, Phase.ENGINE)
+        self._start_reports()
+
+    def _start_reports(self) -> None:
+        if self.rtcp_mux and self.socket is not None and self._unregister is not None:
+            self.rtcp_schedule.start()
+
+    def _report(self) -> int:
+        """One RTCP report (the scheduler's callback; none while the SDPs do not multiplex)."""
+        if not self.rtcp_mux or self.socket is None:
+            return 0
+        report = self.reports.compound(self.stream)
+        self.socket.send_rtcp(report)
+        return len(report)
+
+    @property
+    def packets_out(self) -> int:
+        """RTP packets sent to the phone: audio, events and forwarded Opus."""
+        return self.stream.packets
 
     def stop(self) -> None:
         """Off the clock, a last RTCP packet with BYE (RFC 3550 §6.6) when the leg has sent
@@ -210,6 +234,7 @@ class TrunkMedia:
         unregister, self._unregister = self._unregister, None
         if unregister is not None:
             unregister()
+        self.rtcp_schedule.stop()
         self.playout.stop()
         socket = self.socket
         if self.rtcp_mux and socket is not None and self.reports.sent and not self._said_bye:
@@ -238,6 +263,7 @@ class TrunkMedia:
 
     def on_rtcp(self, plain: bytes) -> None:
         """A compound RTCP packet from the phone (multiplexed on the RTP port)."""
+        self.rtcp_schedule.received(len(plain))
         self.reports.receive(plain)
 
     # -- send
@@ -283,11 +309,6 @@ class TrunkMedia:
         return self._run is not None
 
     def _tick(self, now: float) -> None:
-        if self.rtcp_mux:
-            self._rtcp_due -= 1
-            if self._rtcp_due <= 0 and self.socket is not None:
-                self._rtcp_due = int(RTCP_TICKS * (0.5 + random.random()))
-                self.socket.send_rtcp(self.reports.compound(self.stream))
         pcm = self.pop()
         if self._run is not None:
             idle = time.monotonic() - self._forwarded_at
@@ -308,13 +329,13 @@ class TrunkMedia:
             pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         if self._wide_out is not None:
             if not self._send_event():
-                self._send(self.pt, self._wide_out(pcm), marker=False)
+                self._send(self.pt, self._wide_out(pcm))
             self._ts = (self._ts + self.step) & 0xFFFFFFFF
             return
         narrow = self._down.resample_array(pcm, 16000)
         for frame in self._frames_out.push(narrow):
             if not self._send_event():
-                self._send(self.pt, self.encode(frame), marker=False)
+                self._send(self.pt, self.encode(frame))
             self._ts = (self._ts + SAMPLES) & 0xFFFFFFFF
 
     def _send_event(self) -> bool:
@@ -336,23 +357,27 @@ class TrunkMedia:
         pt: int,
         payload: bytes,
         *,
-        marker: bool,
+        marker: bool | None = None,
         ts: int | None = None,
         seq: int | None = None,
     ) -> None:
-        """One packet; numbered next unless ``seq`` says (a forwarded packet's mapped number),
-        framed by the leg's :class:`~bridge.rtc.rtpsend.RtpStream`."""
+        """One packet through the leg's sender; numbered next unless ``seq`` says (a forwarded
+        packet's mapped number). Encoded audio leaves the marker to the stream (RFC 3551 §4.1:
+        the first packet, and the first after a hold)."""
         if self.socket is None:
             return
         audio = pt == self.pt
-        ts = self._ts if ts is None else ts
-        packet = self.stream.packetise(
-            payload, ts, seq, marker=marker, payload_type=None if audio else pt
+        self.sender.send_now(
+            payload,
+            self._ts if ts is None else ts,
+            seq,
+            marker=marker,
+            payload_type=None if audio else pt,
         )
-        self.socket.send_rtp(packet)
-        if audio:  # an event's RTP time is its start (RFC 4733): no sender-report time
-            self.reports.sent_audio(ts)
-        self.packets_out += 1
+
+    def _wire_rtp(self, plain: bytes) -> None:
+        if self.socket is not None:
+            self.socket.send_rtp(plain)
 
 
 def timeline(media: TrunkMedia) -> LegSources:

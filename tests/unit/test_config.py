@@ -15,7 +15,7 @@ def test_defaults_match_design() -> None:
     assert s.ice.server_stun_urls == () and s.ice.ice_addresses == () and s.server.api_tokens == ()
     assert s.ice.turn_ttl == 3600 and s.calls.max_calls == 200 and s.server.log_format == "text"
     # The documented defaults of the media switches.
-    assert s.media.opus_direct is True and s.media.opus_fec is True and s.media.opus_dtx is False
+    assert s.media.opus_fec is True and s.media.opus_dtx is False
 
 
 def test_env_and_flags_flag_wins() -> None:
@@ -28,9 +28,9 @@ def test_env_and_flags_flag_wins() -> None:
 
 
 def test_boolean_flags_turn_both_ways() -> None:
-    env = {"BRIDGE_OPUS_DIRECT": "true", "BRIDGE_RECORD_ALL": "false"}
-    s = load_settings(["--no-opus-direct", "--record-all"], env)
-    assert s.media.opus_direct is False and s.storage.record_all is True
+    env = {"BRIDGE_OPUS_FEC": "true", "BRIDGE_RECORD_ALL": "false"}
+    s = load_settings(["--no-opus-fec", "--record-all"], env)
+    assert s.media.opus_fec is False and s.storage.record_all is True
     assert load_settings(["--no-opus-fec"], {}).media.opus_fec is False
     assert load_settings([], {}).server.uvloop is True
     assert load_settings(["--no-uvloop"], {"BRIDGE_UVLOOP": "true"}).server.uvloop is False
@@ -60,7 +60,7 @@ def test_help_shows_types_and_defaults() -> None:
 
     text = build_arg_parser().format_help()
     assert "--port INT" in text and "default 8080" in text and "env BRIDGE_PORT" in text
-    assert "--no-opus-direct" in text and "--log-format {text,json}" in text
+    assert "--no-opus-fec" in text and "--log-format {text,json}" in text
 
 
 def test_every_setting_has_env_and_flag() -> None:
@@ -303,7 +303,6 @@ ENV_SAMPLES = [
     ("BRIDGE_ICE_GATHER_TIMEOUT", "1.5", "ice", "ice_gather_timeout", 1.5),
     ("BRIDGE_RTP_PORTS", "40000-40999", "ice", "rtp_ports", "40000-40999"),
     ("BRIDGE_UDP_POLL", "false", "ice", "udp_poll", False),
-    ("BRIDGE_OPUS_DIRECT", "false", "media", "opus_direct", False),
     ("BRIDGE_OPUS_BITRATE", "32000", "media", "opus_bitrate", 32000),
     ("BRIDGE_OPUS_COMPLEXITY", "5", "media", "opus_complexity", 5),
     ("BRIDGE_OPUS_FEC_BITRATE", "40000", "media", "opus_fec_bitrate", 40000),

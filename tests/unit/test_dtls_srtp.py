@@ -322,21 +322,6 @@ async def test_aiortcs_sender_and_receiver_never_start(leg: Leg) -> None:
     assert not leg.receiver._RTCRtpReceiver__started  # type: ignore[attr-defined]
 
 
-async def test_where_aiortc_sends_the_far_ends_reports_are_not_counted_as_ours() -> None:
-    """With ``BRIDGE_OPUS_DIRECT`` off aiortc's sender sends (a debugging setting): the far
-    end's loss of that stream is not ours to count, so no 100 % loss appears for it."""
-    leg = Leg()
-    leg.wire.lean = None  # as a leg whose track aiortc encodes
-    leg.session.set_identity(OUR_SSRC)
-    block = rtcp.ReportBlock(OUR_SSRC, 51, 3, 1000, 0, 0, 0)
-    leg.session.receive_rtcp(bytes(rtcp.ReceiverReport(SSRC, [block])))
-    assert leg.session.reports.far_reports == 1  # heard, and about our SSRC
-    quality = leg.session.quality()
-    assert quality.downlink_lost == quality.downlink_packets == 0
-    assert quality.downlink_jitter_s is None
-    await leg.stop()
-
-
 async def test_red_is_split_and_dtmf_is_detected_and_both_are_counted(leg: Leg) -> None:
     leg.send(rtp(1, 960, b"first"))
     # RED (RFC 2198): a redundant copy of the previous frame (offset 960), then the primary.
