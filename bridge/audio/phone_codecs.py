@@ -1,7 +1,8 @@
 """The phone codecs as the one receiver (``audio/receiver.py``) decodes them: G.711 (µ-law,
 A-law) and G.722, each to the bus's 16 kHz with exactly 320 samples a 20 ms packet, and the
 same interface as :class:`~bridge.audio.opus.OpusDecoder` (``decode``, ``decode_fec``,
-``has_fec``, ``conceal``, ``warm``, ``rtp_clock``).
+``has_fec``, ``conceal``, ``warm``, ``rtp_clock``); and :class:`PhoneEncoder`, the other way:
+the bus's frames as a phone's payloads.
 
 Neither codec has in-band FEC nor concealment of its own: a lost packet is concealed by pitch
 repetition (:class:`~bridge.audio.plc.PitchRepeat`, G.711 Appendix I's method) on the decoded
@@ -14,13 +15,16 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from .g711 import alaw_decode, ulaw_decode
-from .g722 import G722Decoder
-from .pcm import Pcm
+from .g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from .g722 import G722Decoder, G722Encoder
+from .opus import OpusEncoder
+from .pcm import Pcm, Reframer
 from .plc import PitchRepeat
-from .resample import Upsample2x
+from .resample import Resampler, Upsample2x
 
 RTP_CLOCK = 8000
+NARROW_SAMPLES = 160
+"""8 kHz samples in one 20 ms G.711 packet."""
 
 
 class _PhoneDecoder:
@@ -79,3 +83,37 @@ class G722PhoneDecoder(_PhoneDecoder):
 def phone_decoder(codec: str) -> G711Decoder | G722PhoneDecoder:
     """The receiver's decoder for a phone codec: ``PCMU``, ``PCMA`` or ``G722``."""
     return G722PhoneDecoder() if codec == "G722" else G711Decoder(codec)
+
+
+class PhoneEncoder:
+    """The bus's 20 ms frames (16 kHz) as one phone codec's payloads, one a 20 ms packet:
+    ``PCMU``/``PCMA`` resampled to 8 kHz and reframed to 160 samples; ``G722`` and ``opus``
+    coded at the bus's own 16 kHz, no resampling (Opus with in-band FEC, no DTX: a phone's
+    jitter buffer expects a packet every 20 ms)."""
+
+    def __init__(self, codec: str) -> None:
+        self.codec = codec
+        self._opus: OpusEncoder | None = None
+        self._wide: Callable[[Pcm], bytes] | None = None
+        if codec == "opus":
+            self._opus = OpusEncoder(
+                16000, bitrate=32000, complexity=5, fec=True, expected_loss=5, dtx=False
+            )
+            self._wide = self._opus.encode
+        elif codec == "G722":
+            self._wide = G722Encoder().encode
+        self._law: Callable[[Pcm], bytes] = ulaw_encode if codec == "PCMU" else alaw_encode
+        self._down = Resampler(RTP_CLOCK)
+        self._frames = Reframer(NARROW_SAMPLES)
+
+    def payloads(self, pcm: Pcm) -> list[bytes]:
+        """One 20 ms bus frame's packets (G.711's reframing may hold one back or give two)."""
+        if self._wide is not None:
+            return [self._wide(pcm)]
+        narrow = self._down.resample_array(pcm, 16000)
+        return [self._law(frame) for frame in self._frames.push(narrow)]
+
+    def reset(self) -> None:
+        """Start afresh (Opus's state; the last packets sent were not this encoder's)."""
+        if self._opus is not None:
+            self._opus.reset()

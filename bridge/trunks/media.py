@@ -35,13 +35,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..audio.g711 import alaw_encode, ulaw_encode
-from ..audio.g722 import G722Encoder
-from ..audio.opus import OpusDecoder, OpusEncoder
-from ..audio.pcm import FRAME_SAMPLES, Pcm, Reframer
-from ..audio.phone_codecs import phone_decoder
+from ..audio.opus import OpusDecoder
+from ..audio.pcm import FRAME_SAMPLES, Pcm
+from ..audio.phone_codecs import PhoneEncoder, phone_decoder
 from ..audio.receiver import FrameDecoder
-from ..audio.resample import Resampler
 from ..calls.samples import LegSources
 from ..media import BusStats
 from ..media.clock import Phase, worker_clock
@@ -106,10 +103,8 @@ class TrunkMedia:
         self._run: tuple[int, int, int] | None = None
         """The forwarding run: (its first source number, number offset, timestamp offset)."""
         self._forwarded_at = 0.0
-        self._opus_encoder: OpusEncoder | None = None
         self._encoder_stale = False
         self.forwarded = self.forward_late = 0
-        self._wide_out: Callable[[Pcm], bytes] | None = None
         self.microphone, self.pop = microphone, pop
         self.codec = codec
         self._tasks = TaskSet(f"trunk-media:{name}")
@@ -118,8 +113,6 @@ class TrunkMedia:
         join the call's once the leg is in the call (:meth:`start`)."""
         self.set_codec(codec)
         self.socket: Socket | None = None
-        self._down = Resampler(RATE)
-        self._frames_out = Reframer(SAMPLES)
         self._ts = secrets.randbits(32)
         self.keys_in = DtmfDetector(on_key, RATE)
         self.keys_out = KeyPresses(KEYS_QUEUED)
@@ -145,22 +138,13 @@ class TrunkMedia:
         ``G722`` (its RTP clock 8 kHz, RFC 3551 §4.5.2) or ``opus`` (its RTP clock 48 kHz,
         RFC 7587 §4.1)."""
         self.codec = codec
-        self.encode = ulaw_encode if codec == "PCMU" else alaw_encode
+        self.encoder = PhoneEncoder(codec)
         self.step = 960 if codec == "opus" else SAMPLES
         """The RTP timestamp's step a 20 ms packet."""
         self.stream.frame_ticks = self.step
         self.reports.clock = 48000 if codec == "opus" else RATE  # its RTP clock (RFC 3551)
         self.event_step = SAMPLES
         """RFC 4733 durations' units a 20 ms tick (the event's own clock / 50)."""
-        self._wide_out = None
-        self._opus_encoder = None
-        if codec == "opus":
-            self._opus_encoder = OpusEncoder(
-                16000, bitrate=32000, complexity=5, fec=True, expected_loss=5, dtx=False
-            )
-            self._wide_out = self._opus_encoder.encode
-        elif codec == "G722":
-            self._wide_out = G722Encoder().encode
         # A fresh receiver for the codec (the stream so far was another codec's).
         self.playout.resume(self.playout.on_frame, self.playout.bus_stats)
 
@@ -317,26 +301,20 @@ class TrunkMedia:
             # WhatsApp's packets stopped coming: encode again, the stream's time moved on.
             self._run = None
             self._ts = (self._ts + int(idle / 0.02) * self.step) & 0xFFFFFFFF
-        if self._encoder_stale and self._opus_encoder is not None:
+        if self._encoder_stale:
             # The last packets were WhatsApp's: the encoder starts afresh rather than from
             # the state its own last frame left (stale audio spliced into the next one).
-            self._opus_encoder.reset()
+            self.encoder.reset()
             self._encoder_stale = False
         if not self.sending:
             self._ts = (self._ts + self.step) & 0xFFFFFFFF
             return
         if pcm is None:
             pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-        if self._wide_out is not None:
+        for payload in self.encoder.payloads(pcm):
             if not self._send_event():
-                self._send(self.pt, self._wide_out(pcm))
+                self._send(self.pt, payload)
             self._ts = (self._ts + self.step) & 0xFFFFFFFF
-            return
-        narrow = self._down.resample_array(pcm, 16000)
-        for frame in self._frames_out.push(narrow):
-            if not self._send_event():
-                self._send(self.pt, self.encode(frame))
-            self._ts = (self._ts + SAMPLES) & 0xFFFFFFFF
 
     def _send_event(self) -> bool:
         """One 20 ms of the key being sent, if any (its timestamp stays the event's start)."""
