@@ -70,6 +70,34 @@ class PlacesCalls(Protocol):
     def end_with(self, call: Call, reason: str) -> None: ...
 
 
+class InboundDigests:
+    """The digest servers that check trunks' INVITEs, one a trunk's credentials (its nonces
+    live as long as it), in realm ``realm`` (owned by ``TrunkService``)."""
+
+    def __init__(self, realm: str) -> None:
+        self.realm = realm
+        self._servers: dict[tuple[str, ...], DigestServer] = {}
+
+    def server_for(self, trunk: Trunk) -> DigestServer:
+        key = (
+            trunk.trunk_id,
+            trunk.inbound_username,
+            trunk.inbound_password,
+            *trunk.inbound_digest,
+        )
+        server = self._servers.get(key)
+        if server is None:
+            if len(self._servers) > 1024:
+                self._servers.clear()
+            server = self._servers[key] = DigestServer(
+                self.realm,
+                trunk.inbound_username,
+                trunk.inbound_password,
+                algorithms=trunk.inbound_digest,
+            )
+        return server
+
+
 def identify(
     trunks: Collection[Trunk],
     digest_for: Callable[[Trunk], DigestServer],

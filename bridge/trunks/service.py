@@ -24,9 +24,9 @@ from ..errors import BadRequest, BridgeError, CallStateError
 from ..media import Role
 from ..numbers.catalog import Catalog
 from ..numbers.trunks import Trunk, parse_uri
-from ..sip import Dialog, DigestServer, InviteServer, Request, UserAgent, client_context
+from ..sip import Dialog, InviteServer, Request, UserAgent, client_context
 from ..tasks import TaskSet
-from .inbound import PbxCall, identify
+from .inbound import InboundDigests, PbxCall, identify
 from .participant import SipParticipant, TrunkLine
 from .reinvite import Plays, reinvited
 from .transfer import in_dialog
@@ -71,7 +71,8 @@ class TrunkService:
         self.placing: dict[str, PbxCall] = {}
         """WhatsApp calls a PBX placed, by callID, until they end."""
         self._by_invite: dict[tuple[str, str], PbxCall] = {}
-        self._digests: dict[tuple[str, ...], DigestServer] = {}
+        self.digests = InboundDigests(self.media_host)
+        """What checks each trunk's INVITEs (``inbound.py``)."""
         self.upkeep = Upkeep(catalog, registry)
         """Each trunk's OPTIONS keep-alive and REGISTER."""
         self._tasks = TaskSet("sip-trunks")
@@ -285,26 +286,6 @@ class TrunkService:
             return
         self._tasks.spawn(work, name)
 
-    def digest_for(self, trunk: Trunk) -> DigestServer:
-        """The digest server that checks a trunk's INVITEs (nonces live as long as it)."""
-        key = (
-            trunk.trunk_id,
-            trunk.inbound_username,
-            trunk.inbound_password,
-            *trunk.inbound_digest,
-        )
-        server = self._digests.get(key)
-        if server is None:
-            if len(self._digests) > 1024:
-                self._digests.clear()
-            server = self._digests[key] = DigestServer(
-                self.media_host,
-                trunk.inbound_username,
-                trunk.inbound_password,
-                algorithms=trunk.inbound_digest,
-            )
-        return server
-
     async def hang_up(self, call: Call) -> None:
         assert self.manager is not None
         try:
@@ -315,7 +296,7 @@ class TrunkService:
     # -- requests from trunks (CallHandler)
     async def invite(self, tx: InviteServer) -> None:
         """A trunk's INVITE: the PBX calls a WhatsApp user (:mod:`.inbound`)."""
-        trunk, refused = identify(self.catalog.trunks.values(), self.digest_for, tx)
+        trunk, refused = identify(self.catalog.trunks.values(), self.digests.server_for, tx)
         if trunk is None:
             assert refused is not None
             if refused[0] == 403:
