@@ -111,7 +111,10 @@ class UltravoxCall:
         session = dict(session or {})
         check_session(session)
         self.session = session
-        self.session_limit_s: float | None = duration(session.get("maxDuration") or "3600s")
+        given = session.get("maxDuration")
+        self.session_limit_s: float | None = (
+            duration(given) if given is not None else float(MAX_DURATION_S)
+        )
         self._turn = 0
         self._odd = b""
         self._said: dict[tuple[str, Any], str] = {}
