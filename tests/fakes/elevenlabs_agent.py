@@ -57,7 +57,7 @@ class FakeElevenLabs:
     SIGNED = "/v1/convai/conversation/get-signed-url"
     REFUSED_CLOSE = 1008
     PONG_S = 2.0
-    ENABLED_OVERRIDES = {"agent.prompt", "agent.first_message", "agent.language"}
+    ENABLED_OVERRIDES = frozenset({"agent.prompt", "agent.first_message", "agent.language"})
 
     def __init__(self, agent_id: str = "agent_test", api_key: str | None = "xi-test") -> None:
         self.agent_id = agent_id
