@@ -1,8 +1,8 @@
 """One model connector on one call: an attachment of the call's runtime (kind ``agent``).
 
 The agent's :class:`~.connection.ModelConnection` keeps the model's WebSocket open
-(:mod:`.openai`, :mod:`.xai`, :mod:`.azure`, :mod:`.gemini`, :mod:`.deepgram` say how to
-speak it; reconnects
+(:mod:`.openai`, :mod:`.xai`, :mod:`.azure`, :mod:`.gemini`, :mod:`.deepgram`,
+:mod:`.elevenlabs`, :mod:`.ultravox` say how to speak it; reconnects
 and resumption are the connection's); the agent is what the call hears and says through it.
 It streams what the caller says up (the bus's 16 kHz downlink, resampled to the model's rate
 by libswresample through :class:`~bridge.audio.Resampler`; as is for a 16 kHz model) and plays
@@ -276,12 +276,21 @@ class Agent:
             raise CallStateError(
                 f"the agent was stopped or call {self.host.call_id} ended"
             ) from None
+        self._rates()
         self.bus.add_downlink_tap(self._caller)
         self.bus.add_uplink_tap(self._sent)
         self.bus.add_source(self.voice.source)
         if self.resumed and self.model.resume is None and self.said:
             self.send(self.dialect.context(list(self.said)))  # a new session: what was said
         self._emit(events.CONNECTED, **({"resumed": True} if self.resumed else {}))
+
+    def _rates(self) -> None:
+        """Resample at the rates the session was opened with: an ElevenLabs agent's formats
+        are its own, told when it connects (before the voice is on the bus)."""
+        if self.voice.rate != self.dialect.rate_out:
+            self.voice = AgentVoice(self.dialect.rate_out, self.bus.stats)
+        if self.dialect.rate_in != SAMPLE_RATE:
+            self._up = Resampler(self.dialect.rate_in)
 
     def _reconnected(self, resumed: bool) -> None:
         if not resumed:

@@ -788,6 +788,17 @@ class AgentSettings(_Group):
         "key (or temporary token) for deepgram agents whose request has no apiKey",
         secret=True,
     )
+    agent_elevenlabs_api_key: str = _opt(
+        "",
+        "xi-api-key for elevenlabs agents whose request has no apiKey (a private agent: "
+        "its signed URL is asked for with it)",
+        secret=True,
+    )
+    agent_ultravox_api_key: str = _opt(
+        "",
+        "X-API-Key that creates the calls of ultravox agents whose request has no apiKey",
+        secret=True,
+    )
     agent_retries: int = _opt(
         5, "attempts to reopen a dropped model socket before agent.failed (0: none)"
     )

@@ -274,6 +274,8 @@ ENV_SAMPLES = [
     ("BRIDGE_AGENT_GEMINI_API_KEY", "g-x", "agents", "agent_gemini_api_key", "g-x"),
     ("BRIDGE_AGENT_XAI_API_KEY", "xai-x", "agents", "agent_xai_api_key", "xai-x"),
     ("BRIDGE_AGENT_DEEPGRAM_API_KEY", "dg-x", "agents", "agent_deepgram_api_key", "dg-x"),
+    ("BRIDGE_AGENT_ELEVENLABS_API_KEY", "xi-x", "agents", "agent_elevenlabs_api_key", "xi-x"),
+    ("BRIDGE_AGENT_ULTRAVOX_API_KEY", "uv-x", "agents", "agent_ultravox_api_key", "uv-x"),
     (
         "BRIDGE_AGENT_AZURE_VOICE_LIVE_API_KEY",
         "az-x",
