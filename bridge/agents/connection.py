@@ -66,6 +66,41 @@ class Stopped(ConnectionError):
     """The connection was closed while it opened."""
 
 
+async def where_to_connect(
+    dialect: ModelDialect,
+    url: str,
+    key: str | None,
+    tools: list[Tool],
+    resume: str | None,
+    http: aiohttp.ClientSession,
+) -> tuple[str, dict[str, str]]:
+    """The socket's URL and headers: the dialect's, or those the answer to its preflight
+    gives (a signed URL, a created call's ``joinUrl``) on every opening, reconnections
+    included (a signed URL may be single-use; a renewed Ultravox call is a new call)."""
+    ask = dialect.preflight(url, key, tools, resume) if isinstance(dialect, Prepared) else None
+    if ask is None:
+        return dialect.connect(url, key)
+    assert isinstance(dialect, Prepared)
+    async with http.request(
+        ask.method,
+        ask.url,
+        headers=ask.headers,
+        json=ask.body,
+        allow_redirects=False,
+        timeout=aiohttp.ClientTimeout(total=CONNECT_TIMEOUT),
+    ) as resp:
+        if resp.status != ask.expect:
+            # The status only: the answer may echo the request (its key).
+            raise ConnectionError(f"the provider answered {resp.status} before the socket")
+        try:
+            answer = await resp.json(content_type=None)
+            if not isinstance(answer, dict):
+                raise ProtocolError("not an object")
+            return dialect.joined(answer)
+        except (ValueError, ProtocolError) as exc:
+            raise ConnectionError(f"the provider's answer is unusable ({exc})") from None
+
+
 class ModelConnection:
     """One agent's socket to its model. See the module docstring."""
 
@@ -128,40 +163,10 @@ class ModelConnection:
         self._last_up = time.monotonic()
 
     # -- opening
-    async def _where(self, http: aiohttp.ClientSession) -> tuple[str, dict[str, str]]:
-        """The socket's URL and headers: the dialect's, or those the answer to its preflight
-        gives (a signed URL, a created call's ``joinUrl``) on every opening, reconnections
-        included (a signed URL may be single-use; a renewed Ultravox call is a new call)."""
-        dialect = self.dialect
-        ask = (
-            dialect.preflight(self.url, self._key, self.tools, self.resume)
-            if isinstance(dialect, Prepared)
-            else None
-        )
-        if ask is None:
-            return dialect.connect(self.url, self._key)
-        assert isinstance(dialect, Prepared)
-        async with http.request(
-            ask.method,
-            ask.url,
-            headers=ask.headers,
-            json=ask.body,
-            allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=CONNECT_TIMEOUT),
-        ) as resp:
-            if resp.status != ask.expect:
-                # The status only: the answer may echo the request (its key).
-                raise ConnectionError(f"the provider answered {resp.status} before the socket")
-            try:
-                answer = await resp.json(content_type=None)
-                if not isinstance(answer, dict):
-                    raise ProtocolError("not an object")
-                return dialect.joined(answer)
-            except (ValueError, ProtocolError) as exc:
-                raise ConnectionError(f"the provider's answer is unusable ({exc})") from None
-
     async def _open(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
-        url, headers = await self._where(http)
+        url, headers = await where_to_connect(
+            self.dialect, self.url, self._key, self.tools, self.resume, http
+        )
         ws = await http.ws_connect(
             url,
             headers=headers,
