@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 
 
 Tick = Callable[[float], None]
+ROUNDING = 1e-6
+"""Seconds: a one-shot callback due this little after a tick's time runs at that tick (the
+grid's times are sums of floats; without it, a report due on a tick woke the clock there, found
+itself a rounding error early, and went a tick later)."""
 
 
 class Phase(enum.IntEnum):
@@ -167,7 +171,8 @@ class WorkerClock:
         if not self._due:
             return None
         when = self._due[0][0] - self._offset  # on the loop's time
-        return max(after, self._base + math.ceil((when - self._start) / self.period - 1e-9))
+        ticks = (when - self._start - ROUNDING) / self.period
+        return max(after, self._base + math.ceil(ticks))
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, n: int, every_tick: bool) -> None:
         self._next_n, self._every_tick = n, every_tick
@@ -209,7 +214,7 @@ class WorkerClock:
                     log.exception("media clock: a tick failed; unregistered")
                     self._ticks.pop(key, None)
                     failed = True
-            while self._due and self._due[0][0] <= now:
+            while self._due and self._due[0][0] <= now + ROUNDING:
                 _, key = heapq.heappop(self._due)
                 callback = self._timers.pop(key, None)
                 if callback is None:

@@ -4,6 +4,7 @@ injected random and clock, and the reports riding the worker clock's one timer."
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 
@@ -116,11 +117,22 @@ def test_a_wire_that_is_gone_ends_the_reports() -> None:
 
 
 async def test_reports_ride_the_worker_clock_which_sleeps_between_them() -> None:
-    """On the real clock: each report at the first tick at or after its time, and no tick in
-    between (a leg with nothing else on the clock costs one wake-up a report)."""
+    """On the real clock: each report at the first tick at or after its time, and the clock
+    wakes for nothing else (a leg with nothing else on the clock costs one wake-up a report).
+    Asserted on wake-ups and lower bounds, not on tick numbers: a loaded host (other tests
+    beside this one) delays a wake-up by ticks, and the report after it is due from then."""
     clock = WorkerClock()
     ticks_seen: list[int] = []
     at: list[float] = []
+    fired = 0
+    fire = clock._fire
+
+    def counted_fire() -> None:
+        nonlocal fired
+        fired += 1
+        fire()
+
+    clock._fire = counted_fire  # type: ignore[method-assign]
 
     def send() -> int:
         ticks_seen.append(clock.n)
@@ -132,12 +144,14 @@ async def test_reports_ride_the_worker_clock_which_sleeps_between_them() -> None
     )
     started = time.monotonic()
     schedule.start()
-    await until(lambda: len(at) >= 3, 3.0, "three reports")
+    await until(lambda: len(at) >= 3, 5.0, "three reports")
     schedule.stop()
-    # 0.1 s, then 0.2 s each: ticks 5, 15, 25 of the 20 ms grid (one tick of slack each).
+    assert fired == 3, (fired, ticks_seen)  # one wake-up a report, no tick in between
+    # 0.1 s, then 0.2 s each: the 20 ms grid's ticks 5, 15, 25 on an idle host; never sooner.
     gaps = [b - a for a, b in zip([0, *ticks_seen], ticks_seen, strict=False)]
-    assert gaps[0] in (5, 6) and all(g in (9, 10, 11) for g in gaps[1:]), ticks_seen
+    assert gaps[0] >= 5 and all(g >= 10 for g in gaps[1:]), ticks_seen
     assert at[0] - started >= 0.1 - 0.005
+    assert all(b - a >= 0.2 - 0.005 for a, b in itertools.pairwise(at)), at
     await asyncio.sleep(0)
     assert not clock.running  # nothing pending: the clock is off
 
