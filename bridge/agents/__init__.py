@@ -1,6 +1,6 @@
 """Realtime model agents on calls: the bridge as the client of a speech-to-speech model's
 WebSocket (OpenAI Realtime, xAI Grok Voice, Azure Voice Live, Gemini Live,
-Deepgram Voice Agent), an attachment of
+Deepgram Voice Agent, OpenAI GPT-Live), an attachment of
 the call beside media forks."""
 
 from .agent import Agent
@@ -9,6 +9,7 @@ from .deepgram import DeepgramVoiceAgent
 from .echo import EchoGuard, Verdict
 from .gemini import GeminiLive
 from .openai import OpenAIRealtime
+from .openai_live import OpenAILive
 from .service import AgentService
 from .tools import CallControls
 from .xai import XaiGrokVoice
@@ -21,6 +22,7 @@ __all__ = [
     "DeepgramVoiceAgent",
     "EchoGuard",
     "GeminiLive",
+    "OpenAILive",
     "OpenAIRealtime",
     "Verdict",
     "XaiGrokVoice",

@@ -20,13 +20,21 @@ from .azure import AzureVoiceLive
 from .deepgram import DeepgramVoiceAgent
 from .gemini import GeminiLive
 from .openai import OpenAIRealtime
+from .openai_live import OpenAILive
 from .tools import MAX_PENDING, CallControls, bridge_tools, run_bridge_tool
 from .wire import ModelDialect, ToolCall
 from .xai import XaiGrokVoice
 
 log = logging.getLogger(__name__)
 
-PROVIDERS = ("openai-realtime", "gemini-live", "xai", "azure-voice-live", "deepgram")
+PROVIDERS = (
+    "openai-realtime",
+    "gemini-live",
+    "xai",
+    "azure-voice-live",
+    "deepgram",
+    "openai-live",
+)
 MAX_AGENTS = 1
 """Agents one call may have talking at once."""
 
@@ -55,6 +63,9 @@ class AgentService:
             return AzureVoiceLive(session), s.agent_azure_voice_live_api_key
         if provider == "deepgram":
             return DeepgramVoiceAgent(session), s.agent_deepgram_api_key
+        if provider == "openai-live":  # an OpenAI project key serves both OpenAI protocols
+            live = OpenAILive(session, buffer_ms=s.agent_openai_live_buffer_ms)
+            return live, s.agent_openai_live_api_key or s.agent_openai_api_key
         return GeminiLive(session), s.agent_gemini_api_key
 
     async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> Agent:
