@@ -64,6 +64,8 @@ class StreamedSource:
         return len(self._jitter) * FRAME_MS
 
     def push(self, pcm: Pcm) -> None:
+        if self.closed:
+            return  # off the bus (the agent is closing): nothing will play it
         for frame in self._reframer.push(pcm):
             self._jitter.push(frame)
         self._count_drops()
