@@ -32,6 +32,11 @@ STREAM_TARGET_FRAMES = 3
 after an underrun (it grows by one per underrun, to at most one frame under its bound)."""
 
 
+WARN_DROPPED = 10
+"""Frames of a continuous stream dropped before it is reported: a few go at a session change
+(the old stream's tail meets the new one's start); more mean a stream faster than real time."""
+
+
 class StreamedSource:
     """An ``UplinkSource`` for a model's continuous real-time stream: reframed to 20 ms and
     played through a :class:`~bridge.audio.JitterBuffer` of at most ``max_ms`` (beyond it the
@@ -84,7 +89,7 @@ class StreamedSource:
         j = self._jitter.stats
         dropped = j.overflow_drops + j.latency_drops
         if dropped > self._dropped:
-            if not self._dropped:
+            if self._dropped < WARN_DROPPED <= dropped:
                 log.warning(
                     "%s: the model's stream came faster than real time: its oldest audio is "
                     "dropped to keep the voice within %d ms (BRIDGE_AGENT_OPENAI_LIVE_BUFFER_MS)",

@@ -99,6 +99,7 @@ class FakeOpenAILive:
         self._client_delegations: set[str] = set()
         self._ids = 0
         self._stopping = False
+        self._open: set[web.WebSocketResponse] = set()
 
     @property
     def heard(self) -> np.ndarray:
@@ -113,8 +114,8 @@ class FakeOpenAILive:
     async def _shutdown(self, app: web.Application) -> None:
         """The server going away closes its sessions (else they hold its shutdown)."""
         self._stopping = True
-        if self.ws is not None:
-            await self.ws.close(code=1001, message=b"going away")
+        for ws in list(self._open):
+            await ws.close(code=1001, message=b"going away")
 
     def _id(self, prefix: str) -> str:
         self._ids += 1
@@ -135,6 +136,7 @@ class FakeOpenAILive:
         await ws.prepare(request)
         self.connections += 1
         self.ws = ws
+        self._open.add(ws)
         self.started.clear()
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -150,6 +152,7 @@ class FakeOpenAILive:
                         asyncio.ensure_future(self._expire(ws, self.SESSION_S)),
                     ]
         finally:
+            self._open.discard(ws)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -279,7 +282,7 @@ class FakeOpenAILive:
         delegation_id = body["delegation_id"]
         if delegation_id is not None:
             if delegation_id not in self._client_delegations:
-                await self._error(ws, "invalid_request_error", f"no client delegation here")
+                await self._error(ws, "invalid_request_error", "no client delegation here")
                 return
             self._client_delegations.discard(delegation_id)
         await self._send(ws, {"type": APPENDS[kind], "client_event_id": body.get("event_id")})
