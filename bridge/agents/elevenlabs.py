@@ -89,6 +89,8 @@ class ElevenLabsAgent:
     session_limit_s: float | None = None
     """The agent's ``max_duration_seconds`` is set on ElevenLabs and not told to the client."""
     url_schemes = ("ws", "wss")
+    duplex_buffer_ms: int | None = None
+    """Turn-taking, not full duplex: its barge-in cuts the voice."""
 
     def __init__(self, session: dict[str, Any] | None = None) -> None:
         session = dict(session or {})
@@ -154,6 +156,9 @@ class ElevenLabsAgent:
         return []
 
     # -- the server's events
+    def closing(self) -> list[dict[str, Any]]:
+        return []  # the protocol has no goodbye: the socket's close ends it
+
     def parse(self, body: dict[str, Any]) -> list[ModelEvent]:
         kind = body.get("type")
         if not isinstance(kind, str):

@@ -21,6 +21,7 @@ from .deepgram import DeepgramVoiceAgent
 from .elevenlabs import ElevenLabsAgent
 from .gemini import GeminiLive
 from .openai import OpenAIRealtime
+from .openai_live import OpenAILive
 from .tools import MAX_PENDING, CallControls, bridge_tools, run_bridge_tool
 from .ultravox import UltravoxCall
 from .wire import ModelDialect, Prepared, ToolCall
@@ -36,6 +37,7 @@ PROVIDERS = (
     "deepgram",
     "elevenlabs",
     "ultravox",
+    "openai-live",
 )
 MAX_AGENTS = 1
 """Agents one call may have talking at once."""
@@ -69,6 +71,9 @@ class AgentService:
             return ElevenLabsAgent(session), s.agent_elevenlabs_api_key
         if provider == "ultravox":
             return UltravoxCall(session), s.agent_ultravox_api_key
+        if provider == "openai-live":  # an OpenAI project key serves both OpenAI protocols
+            live = OpenAILive(session, buffer_ms=s.agent_openai_live_buffer_ms)
+            return live, s.agent_openai_live_api_key or s.agent_openai_api_key
         return GeminiLive(session), s.agent_gemini_api_key
 
     async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> Agent:

@@ -106,6 +106,8 @@ class UltravoxCall:
     keepalive_s: float | None = None
     """Audio flows both ways all the time; ``ping`` is for latency only."""
     url_schemes = ("http", "https")
+    duplex_buffer_ms: int | None = None
+    """Turn-taking, not full duplex: its barge-in cuts the voice."""
 
     def __init__(self, session: dict[str, Any] | None = None) -> None:
         session = dict(session or {})
@@ -178,6 +180,9 @@ class UltravoxCall:
         return []
 
     # -- the server's messages
+    def closing(self) -> list[dict[str, Any]]:
+        return []  # the protocol has no goodbye: the socket's close ends it
+
     def parse(self, body: dict[str, Any]) -> list[ModelEvent]:
         kind = body.get("type")
         if not isinstance(kind, str):

@@ -2,8 +2,9 @@
 events the bridge acts on (typed, below) and the :class:`ModelDialect` each protocol module
 implements (:mod:`.openai` for OpenAI Realtime, :mod:`.xai` for xAI Grok Voice, :mod:`.azure`
 for Azure Voice Live, :mod:`.gemini` for Gemini Live, :mod:`.deepgram` for Deepgram's Voice
-Agent API, :mod:`.elevenlabs` for ElevenLabs Agents, :mod:`.ultravox` for Ultravox). Nothing
-outside those modules knows a field name of a protocol."""
+Agent API, :mod:`.elevenlabs` for ElevenLabs Agents, :mod:`.ultravox` for Ultravox,
+:mod:`.openai_live` for OpenAI GPT-Live). Nothing outside those modules knows a field name of
+a protocol."""
 
 from __future__ import annotations
 
@@ -155,7 +156,15 @@ class ModelDialect(Protocol):
     (``None``: the protocol wants none)."""
     session_limit_s: float | None
     """The provider's cap on one session's length: the connection opens a new session
-    before it (``None``: no cap the bridge knows of)."""
+    before it (``None``: no cap the bridge knows of). Read once a session is ready, so a
+    dialect may set it from what the server said (GPT-Live's ``expires_at``)."""
+    duplex_buffer_ms: int | None
+    """``None``: the model sends replies (faster than real time) and stops them on a barge-in
+    signal, so its voice queues whole replies and the caller's speech cuts it. A number: the
+    model is full duplex (GPT-Live): it hears the caller over itself and stops by itself, so
+    the caller's audio goes up without a pause (silence in its gaps), its one continuous
+    real-time stream plays through a jitter buffer of at most this many ms, and nothing the
+    caller says cuts it."""
 
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         """The URL to open and the headers to send (the key where the provider wants it)."""
@@ -176,6 +185,10 @@ class ModelDialect(Protocol):
 
     def keepalive(self) -> list[dict[str, Any]]:
         """What keeps an idle socket open (see :attr:`keepalive_s`)."""
+
+    def closing(self) -> list[dict[str, Any]]:
+        """What ends a session gracefully before its socket closes (empty: closing the
+        socket is the end, the protocol has no goodbye)."""
 
     def truncate(self, item_id: str, audio_end_ms: int, by: str = "bridge") -> list[dict[str, Any]]:
         """Tell the model what the caller heard of an interrupted item (empty: not needed,

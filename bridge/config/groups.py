@@ -799,6 +799,17 @@ class AgentSettings(_Group):
         "X-API-Key that creates the calls of ultravox agents whose request has no apiKey",
         secret=True,
     )
+    agent_openai_live_api_key: str = _opt(
+        "",
+        "key for openai-live agents whose request has no apiKey (else BRIDGE_AGENT_OPENAI_API_KEY)",
+        secret=True,
+    )
+    agent_openai_live_buffer_ms: int = _opt(
+        100,
+        "most of GPT-Live's continuous stream held before it plays (its voice is gone this "
+        "soon after the stream turns silent; raise it only for a server that sends faster "
+        "than real time)",
+    )
     agent_retries: int = _opt(
         5, "attempts to reopen a dropped model socket before agent.failed (0: none)"
     )
@@ -813,6 +824,7 @@ class AgentSettings(_Group):
 
     def validate(self) -> None:
         self.between("agent_retries", 0, 50)
+        self.between("agent_openai_live_buffer_ms", 60, 60_000)
         if self.agent_fallback is AgentFallback.MESSAGE and not self.agent_fallback_file:
             raise self.bad("agent_fallback", "message needs BRIDGE_AGENT_FALLBACK_FILE")
 

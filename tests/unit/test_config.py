@@ -283,6 +283,8 @@ ENV_SAMPLES = [
         "agent_azure_voice_live_api_key",
         "az-x",
     ),
+    ("BRIDGE_AGENT_OPENAI_LIVE_API_KEY", "sk-l", "agents", "agent_openai_live_api_key", "sk-l"),
+    ("BRIDGE_AGENT_OPENAI_LIVE_BUFFER_MS", "160", "agents", "agent_openai_live_buffer_ms", 160),
     ("BRIDGE_AGENT_RETRIES", "3", "agents", "agent_retries", 3),
     ("BRIDGE_AGENT_FALLBACK", "human", "agents", "agent_fallback", "human"),
     ("BRIDGE_AGENT_FALLBACK_FILE", "sorry.wav", "agents", "agent_fallback_file", "sorry.wav"),
