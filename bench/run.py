@@ -201,9 +201,13 @@ async def until_healthy(port: int, what: str) -> None:
     raise RuntimeError(f"{what} did not start")
 
 
-async def start_pcm_engine(port: int) -> asyncio.subprocess.Process:
-    """The echoing ZuckZapGo of the ``zuckzapgo`` target, on the load generator's CPU."""
-    argv = [sys.executable, "-m", "bench.zuckzapgo_echo", "--port", str(port)]
+async def start_pcm_engine(
+    port: int, timing: list[str] | None = None
+) -> asyncio.subprocess.Process:
+    """The echoing ZuckZapGo of the ``zuckzapgo`` target, on the load generator's CPU;
+    ``timing``: its ``--kind``/``--phase``/``--ppm`` arguments (by default a clock at a
+    random phase, ``bench/zuckzapgo_echo.py``)."""
+    argv = [sys.executable, "-m", "bench.zuckzapgo_echo", "--port", str(port), *(timing or [])]
     return await start_stand_in([*argv, "--token", PCM_ENGINE_TOKEN], "the echoing ZuckZapGo")
 
 
