@@ -1083,6 +1083,10 @@ def main() -> None:
         "--report-every", type=float, default=30.0, help="--soak: seconds between timeline rows"
     )
     parser.add_argument("--out", default=str(RESULTS))
+    # Imported here: bench.engine_delay builds on this module's helpers.
+    from bench import engine_delay
+
+    engine_delay.add_arguments(parser, flag="--engine-delay")
     parser.add_argument(
         "--profile",
         metavar="DIR",
@@ -1131,6 +1135,8 @@ def main() -> None:
     for key, by_n in result["medians"].items():
         print(f"median {key} over {args.rounds} round(s): " + json.dumps(by_n))
     print(f"wrote {out / (stamp + '.json')}" + (f" and {stamp}.png" if plotted else ""))
+    if not args.smoke:  # the engine-delay part (bench/engine_delay.py), every engine kind
+        engine_delay.run(args.engine_delay, args.engine_delay_rounds, args.engine_delay_seed, out)
 
 
 if __name__ == "__main__":
