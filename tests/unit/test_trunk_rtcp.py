@@ -5,6 +5,7 @@ went out, carrying a report block on the phone's stream with its loss, and a BYE
 from __future__ import annotations
 
 import struct
+import time
 
 from bridge.rtc.packets import Bye, ReceiverReport, Sdes, SenderReport, parse_rtcp
 from bridge.trunks.media import RTCP_TICKS, TrunkMedia, timeline
@@ -52,7 +53,7 @@ async def test_reports_every_five_seconds_on_average_with_the_phones_loss_then_b
     # The phone's stream: 100 packets, every tenth lost.
     for n in range(100):
         if n % 10 != 9:
-            media.on_rtp(phone_packet(1000 + n, 160 * n))
+            media.on_rtp(phone_packet(1000 + n, 160 * n), time.monotonic())
     first = None
     for tick in range(1, 20 * RTCP_TICKS + 1):
         media._tick(0.0)
