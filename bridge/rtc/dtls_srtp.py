@@ -155,9 +155,10 @@ class DtlsSrtp:
         return len(report)
 
     # -- in
-    def datagram(self, data: bytes, component: int) -> None:
+    def datagram(self, data: bytes, component: int, at: float) -> None:
         """aioice's ``Connection.data_received`` for this connection (the UDP guard let it
-        through): SRTP and SRTCP to the session, the rest to aioice's queue (aiortc's DTLS)."""
+        through), ``at`` its arrival: SRTP and SRTCP to the session, the rest to aioice's queue
+        (aiortc's DTLS)."""
         rx = seam.rx_srtp(self._dtls) if len(data) >= 12 and 127 < data[0] < 192 else None
         if rx is None:
             self._aioice(data, component)  # type: ignore[misc]
@@ -171,7 +172,7 @@ class DtlsSrtp:
             self.rtcp_received += 1
             self.rtcp_schedule.received(len(plain))
             try:
-                self.session.receive_rtcp(plain)
+                self.session.receive_rtcp(plain, at)
             except Exception:  # a report we cannot read must not stop the leg
                 log.debug("%s: RTCP handling failed", self.name, exc_info=True)
             return
@@ -183,7 +184,7 @@ class DtlsSrtp:
             return
         self.received_packets += 1
         self.received_bytes += len(data)
-        self.session.receive_rtp(plain)
+        self.session.receive_rtp(plain, at)
 
     # -- out
     def _protector(self) -> Any:

@@ -228,27 +228,28 @@ class TrunkMedia:
             socket.close()
 
     # -- receive
-    def on_rtp(self, packet: bytes, at: float | None = None) -> None:
-        """One datagram from the phone, ``at`` its arrival (``None``: now)."""
+    def on_rtp(self, packet: bytes, at: float) -> None:
+        """One datagram from the phone, ``at`` its arrival (``time.monotonic()`` base)."""
         parsed = rtp_payload(packet)
         if parsed is None:
             return
         pt, seq, ts, ssrc, payload = parsed
         if pt == self.event_pt:
-            self.reports.received(ssrc, seq, ts, audio=False)
+            self.reports.received(ssrc, seq, ts, at, audio=False)
             self.keys_in.feed(ts, payload)
             return
         if pt != self.pt or not payload:
             return
-        self.reports.received(ssrc, seq, ts)
+        self.reports.received(ssrc, seq, ts, at)
         self.packets_in += 1
         self.octets_in += len(payload)
         self.playout.packet(seq, ts, payload, at)
 
-    def on_rtcp(self, plain: bytes) -> None:
-        """A compound RTCP packet from the phone (multiplexed on the RTP port)."""
+    def on_rtcp(self, plain: bytes, at: float) -> None:
+        """A compound RTCP packet from the phone (multiplexed on the RTP port), ``at`` its
+        arrival."""
         self.rtcp_schedule.received(len(plain))
-        self.reports.receive(plain)
+        self.reports.receive(plain, at)
 
     # -- send
     def send_key(self, digit: str, duration_ms: int = 160) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+import time
 
 from bridge.rtc.packets import Bye, ReceiverReport, Sdes, SenderReport, parse_rtcp
 from bridge.trunks.media import TrunkMedia, timeline
@@ -68,7 +69,7 @@ async def test_reports_every_five_seconds_on_average_with_the_phones_loss_then_b
     # The phone's stream: 100 packets, every tenth lost.
     for n in range(100):
         if n % 10 != 9:
-            media.on_rtp(phone_packet(1000 + n, 160 * n))
+            media.on_rtp(phone_packet(1000 + n, 160 * n), time.monotonic())
     times = []
     for _ in range(40):
         for _ in range(TICKS // 5):  # audio goes out between the reports

@@ -249,17 +249,18 @@ class SdesPeer(WhatsAppLeg):
             self.port.end(self._over())
 
     # -- receiving
-    def _on_rtp(self, plain: bytes) -> None:
-        """One RTP packet from Meta, authenticated: the first one connects the leg."""
+    def _on_rtp(self, plain: bytes, at: float) -> None:
+        """One RTP packet from Meta, authenticated, ``at`` its arrival: the first one connects
+        the leg."""
         if self.connected_at is None:
             self.connected_at = time.monotonic()
             if self.state == "connecting":
                 self.state = "connected"
-        self.session.receive_rtp(plain)
+        self.session.receive_rtp(plain, at)
 
-    def _on_rtcp(self, plain: bytes) -> None:
+    def _on_rtcp(self, plain: bytes, at: float) -> None:
         self.rtcp_schedule.received(len(plain))
-        self.session.receive_rtcp(plain)
+        self.session.receive_rtcp(plain, at)
 
     # -- the pump's channel
     @property
