@@ -7,22 +7,10 @@ failed this at once (dozens of the 300 timed out); on asyncio it passed."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 
-import pytest
-
+from ..support.loops import event_loop_policy  # noqa: F401  (both loops)
 from .conftest import NUMBER
-
-
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
-def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
-    """Both loops: the bridge runs on uvloop, where the stall was most frequent."""
-    if request.param == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
-        return uvloop.EventLoopPolicy()
-    return asyncio.DefaultEventLoopPolicy()
-
 
 CONNECTIONS = 300
 

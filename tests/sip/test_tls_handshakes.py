@@ -23,17 +23,8 @@ from bridge.sip.listener import Listener
 from bridge.sip.message import Message
 from bridge.sip.transport import CertFiles, Connection
 
+from ..support.loops import event_loop_policy  # noqa: F401  (both loops)
 from ..support.tls import CertPair, TestCA
-
-
-@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
-def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
-    """Both loops: the bridge runs on uvloop, where the stall was most frequent."""
-    if request.param == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
-        return uvloop.EventLoopPolicy()
-    return asyncio.DefaultEventLoopPolicy()
-
 
 HOST = "sip.bridge.example"
 OTHER = "sip.other.example"
