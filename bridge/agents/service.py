@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ..attachments.base import AttachmentHost
-from ..config.groups import AgentFallback, AgentSettings
+from ..config.groups import AGENT_PROVIDERS, AgentFallback, AgentSettings
 from ..errors import BadRequest, BridgeError, CallStateError, Forbidden, NotFound
 from ..http import RedirectRefused
 from . import events
@@ -29,16 +29,7 @@ from .xai import XaiGrokVoice
 
 log = logging.getLogger(__name__)
 
-PROVIDERS = (
-    "openai-realtime",
-    "gemini-live",
-    "xai",
-    "azure-voice-live",
-    "deepgram",
-    "elevenlabs",
-    "ultravox",
-    "openai-live",
-)
+PROVIDERS = AGENT_PROVIDERS
 MAX_AGENTS = 1
 """Agents one call may have talking at once."""
 

@@ -2,6 +2,7 @@
 variables and CLI flags (``loader``)."""
 
 from .groups import (
+    AGENT_PROVIDERS,
     GROUPS,
     AgentFallback,
     AgentSettings,
@@ -32,6 +33,7 @@ from .groups import (
 from .loader import all_fields, build_arg_parser, flag_name, load_settings, settings_for_tests
 
 __all__ = [
+    "AGENT_PROVIDERS",
     "GROUPS",
     "AgentFallback",
     "AgentSettings",

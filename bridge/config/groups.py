@@ -765,6 +765,22 @@ class SipSettings(_Group):
                 )
 
 
+AGENT_PROVIDERS = (
+    "openai-realtime",
+    "gemini-live",
+    "xai",
+    "azure-voice-live",
+    "deepgram",
+    "elevenlabs",
+    "ultravox",
+    "openai-live",
+)
+"""The model protocols an agent speaks (``provider`` of ``POST /call/{callID}/agents`` and of a
+route's agent step; ``agents/service.py`` has a dialect for each). Here, among the settings
+(each has its ``BRIDGE_AGENT_<PROVIDER>_API_KEY``), so that the desk, which does not import
+the agents, checks a route against the same list."""
+
+
 @dataclass(frozen=True)
 class AgentSettings(_Group):
     """Model agents on calls (``POST /call/{callID}/agents``): default keys, reconnection,

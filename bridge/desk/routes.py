@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import AGENT_PROVIDERS
 from ..errors import BadRequest
 from ..numbers.trunks import parse_uri
 from .hours import Hours, hours_json, parse_hours
@@ -25,19 +26,10 @@ MAX_STEPS = 16
 MAX_NUMBERS = 1000
 DEFAULT_RING_S = 30.0
 DEFAULT_VOICEMAIL_S = 60.0
-PROVIDERS = (
-    "openai-realtime",
-    "gemini-live",
-    "xai",
-    "azure-voice-live",
-    "deepgram",
-    "elevenlabs",
-    "ultravox",
-)
-"""As ``bridge.agents.service`` has them (the desk does not import the agents)."""
+PROVIDERS = AGENT_PROVIDERS
+"""The model agents an ``agent`` step may start (``agents/service.py`` checks the rest)."""
 REST_URL = {"ultravox"}
 """Providers whose ``url`` is a REST API's base (http:// or https://), not a socket's."""
-"""The model agents an ``agent`` step may start (``agents/service.py`` checks the rest)."""
 BRIDGE_TOOLS = ("hangup", "transfer", "dtmf", "hold")
 
 
