@@ -19,5 +19,5 @@ def test_an_agent_step_takes_every_provider_an_agent_takes(provider: str) -> Non
 
 
 def test_an_agent_step_refuses_a_provider_no_agent_takes() -> None:
-    with pytest.raises(BadRequest, match="steps.0..agent.provider|provider' must be one of"):
+    with pytest.raises(BadRequest, match="provider' must be one of"):
         parse_step({"agent": {"provider": "openai", "url": "wss://m.example"}}, "steps[0]")
