@@ -138,15 +138,20 @@ async def test_upkeep_datagrams_never_put_the_set_on_the_clock(sender: Any) -> N
     to = transport.get_extra_info("sockname")
     reads = counters.READS.copy()
     upkeep = [bytes([0x80, 200]) + bytes(6), b"\x00\x01" + bytes(18), b"\x81\xc9" + bytes(6)]
+    sent = []
     for i in range(30):
+        sent.append(time.monotonic())
         sender.sendto(upkeep[i % 3], to)  # an RTCP RR, a STUN request, an RTCP RR with a block
         await asyncio.sleep(0.004)
         assert not poller.on_clock
     await until(lambda: len(proto.got) == 30, 1.0, "the upkeep datagrams")
     reads.subtract(counters.READS)
     assert -reads["tick"] == 0 and -reads["wakeup"] >= 15  # each read as it came (or nearly)
-    gaps = [b[3] - a[3] for a, b in itertools.pairwise(proto.got)]
-    assert 0.003 < statistics.median(gaps) < 0.006  # their own stamps, not the reads'
+    # Their own stamps, not the reads': each within a millisecond or two of its sending on
+    # loopback, at whatever pace a loaded host makes of the 4 ms sleeps (a median gap of the
+    # stamps was asserted before: beside a full suite the sleeps themselves stretched it).
+    lags = [got[3] - at for got, at in zip(proto.got, sent, strict=True)]
+    assert all(lag > -0.001 for lag in lags) and statistics.median(lags) < 0.002, lags
     for i in range(3):
         sender.sendto(bytes([0x80, i]), to)  # media
         await asyncio.sleep(0.004)

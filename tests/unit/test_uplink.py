@@ -199,7 +199,10 @@ async def test_an_idle_playout_counts_what_it_forwards_and_decodes_from_when_ask
     assert forwarded == list(range(40)) and playout.not_decoded == 20
     assert decodes >= 15 and playout.stats.packets_received == 40
     levels = [float(np.sqrt(np.mean(f.astype(np.float64) ** 2))) for f in frames[:15]]
-    assert min(levels) > 1000, levels
+    # The tone, decoded: a loaded host that delays this loop's 20 ms sleeps underruns the
+    # playout now and then, and a concealed frame fades (618 RMS seen beside a full suite);
+    # silence would be none of them.
+    assert sum(level > 1000 for level in levels) >= 12, levels
 
 
 async def test_an_idle_playouts_level_comes_from_a_sample_each_second() -> None:
