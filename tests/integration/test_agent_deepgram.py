@@ -17,11 +17,11 @@ from bridge.api.keys import MANAGER
 from bridge.audio import rms_dbfs, tone
 
 from ..fakes.deepgram_agent import FakeDeepgramAgent
+from ..support.agents import attach_agent, served_beside_a_call
 from ..support.calls import sim_call
 from ..support.spectrum import dominant_frequency
 from ..support.waits import until
 from .test_agents import loud, next_event
-from .test_streams import active_call
 
 KEY = "dg-secret-0123456789abcdef"
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJicmlkZ2UifQ.c2lnbmF0dXJl"  # a temporary token
@@ -37,17 +37,13 @@ SESSION = {
 
 async def on_a_call(make_client, aiohttp_server, **settings):
     fake = FakeDeepgramAgent(api_key=KEY, token=TOKEN)
-    server = await aiohttp_server(fake.app())
-    client = await make_client(fork_url_allow=("127.0.0.1",), **settings)
-    call = await active_call(client)
-    return fake, client, call["callID"], f"ws://127.0.0.1:{server.port}/v1/agent/converse"
+    client, cid, port = await served_beside_a_call(fake, make_client, aiohttp_server, **settings)
+    return fake, client, cid, f"ws://127.0.0.1:{port}/v1/agent/converse"
 
 
 async def start(client, cid: str, url: str, **body) -> dict:
     body = {"provider": "deepgram", "url": url, "apiKey": KEY, "session": SESSION, **body}
-    resp = await client.post(f"/call/{cid}/agents", json=body)
-    assert resp.status == 201, await resp.text()
-    return await resp.json()
+    return await attach_agent(client, cid, body)
 
 
 async def test_deepgram_binary_16k_both_ways_settings_and_key_never_shown(

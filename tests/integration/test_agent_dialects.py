@@ -22,11 +22,11 @@ from bridge.audio import rms_dbfs, tone
 from ..fakes.azure_voice_live import FakeAzureVoiceLive
 from ..fakes.openai_realtime import FakeOpenAIRealtime
 from ..fakes.xai_realtime import FakeXaiRealtime
+from ..support.agents import attach_agent, served_beside_a_call
 from ..support.calls import sim_call
 from ..support.spectrum import dominant_frequency
 from ..support.waits import until
 from .test_agents import loud, next_event
-from .test_streams import active_call
 
 KEY = "xai-or-azure-secret-0123456789"
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJicmlkZ2UifQ.c2lnbmF0dXJl"  # an Entra token's shape
@@ -54,18 +54,13 @@ def url_for(provider: str, port: int) -> str:
 async def on_a_call(provider: str, make_client, aiohttp_server, **settings):
     """A fake of ``provider``, a client and an active call: (fake, client, call id, url)."""
     fake = fake_for(provider)
-    server = await aiohttp_server(fake.app())
-    client = await make_client(fork_url_allow=("127.0.0.1",), **settings)
-    call = await active_call(client)
-    return fake, client, call["callID"], url_for(provider, server.port)
+    client, cid, port = await served_beside_a_call(fake, make_client, aiohttp_server, **settings)
+    return fake, client, cid, url_for(provider, port)
 
 
 async def start(client, cid: str, provider: str, url: str, **body) -> dict:
-    resp = await client.post(
-        f"/call/{cid}/agents", json={"provider": provider, "url": url, "apiKey": KEY, **body}
-    )
-    assert resp.status == 201, await resp.text()
-    return await resp.json()
+    body = {"provider": provider, "url": url, "apiKey": KEY, **body}
+    return await attach_agent(client, cid, body)
 
 
 async def test_xai_16k_both_ways_flat_session_pings_ignored_key_never_shown(

@@ -16,11 +16,11 @@ from bridge.api.keys import MANAGER
 from bridge.audio import rms_dbfs, tone
 
 from ..fakes.elevenlabs_agent import FakeElevenLabs
+from ..support.agents import attach_agent, served_beside_a_call
 from ..support.calls import heard_since, sim_call
 from ..support.spectrum import dominant_frequency
 from ..support.waits import until
 from .test_agents import loud, next_event
-from .test_streams import active_call
 
 KEY = "xi-secret-0123456789abcdef"
 AGENT = "agent_0123"
@@ -32,21 +32,15 @@ SESSION = {
 
 async def on_a_call(make_client, aiohttp_server, api_key: str | None = KEY, **settings):
     fake = FakeElevenLabs(AGENT, api_key=api_key)
-    server = await aiohttp_server(fake.app())
-    fake.port = server.port
-    client = await make_client(fork_url_allow=("127.0.0.1",), **settings)
-    call = await active_call(client)
-    url = f"ws://127.0.0.1:{server.port}/v1/convai/conversation?agent_id={AGENT}"
-    return fake, client, call["callID"], url
+    client, cid, port = await served_beside_a_call(fake, make_client, aiohttp_server, **settings)
+    return fake, client, cid, f"ws://127.0.0.1:{port}/v1/convai/conversation?agent_id={AGENT}"
 
 
 async def start(client, cid: str, url: str, **body) -> dict:
     body = {"provider": "elevenlabs", "url": url, "apiKey": KEY, "session": SESSION, **body}
     if body["apiKey"] is None:
         del body["apiKey"]
-    resp = await client.post(f"/call/{cid}/agents", json=body)
-    assert resp.status == 201, await resp.text()
-    return await resp.json()
+    return await attach_agent(client, cid, body)
 
 
 async def test_elevenlabs_signed_url_audio_both_ways_pings_and_key_never_shown(

@@ -17,11 +17,11 @@ from bridge.api.keys import MANAGER
 from bridge.audio import rms_dbfs, tone
 
 from ..fakes.ultravox import FakeUltravox
+from ..support.agents import attach_agent, served_beside_a_call
 from ..support.calls import heard_since, sim_call
 from ..support.spectrum import dominant_frequency
 from ..support.waits import until
 from .test_agents import loud, next_event
-from .test_streams import active_call
 
 KEY = "uv-secret-0123456789abcdef"
 SESSION = {"systemPrompt": "Be brief.", "voice": "Mark", "firstSpeaker": "FIRST_SPEAKER_AGENT"}
@@ -29,18 +29,13 @@ SESSION = {"systemPrompt": "Be brief.", "voice": "Mark", "firstSpeaker": "FIRST_
 
 async def on_a_call(make_client, aiohttp_server, **settings):
     fake = FakeUltravox(api_key=KEY)
-    server = await aiohttp_server(fake.app())
-    fake.port = server.port
-    client = await make_client(fork_url_allow=("127.0.0.1",), **settings)
-    call = await active_call(client)
-    return fake, client, call["callID"], f"http://127.0.0.1:{server.port}/api"
+    client, cid, port = await served_beside_a_call(fake, make_client, aiohttp_server, **settings)
+    return fake, client, cid, f"http://127.0.0.1:{port}/api"
 
 
 async def start(client, cid: str, url: str, **body) -> dict:
     body = {"provider": "ultravox", "url": url, "apiKey": KEY, "session": SESSION, **body}
-    resp = await client.post(f"/call/{cid}/agents", json=body)
-    assert resp.status == 201, await resp.text()
-    return await resp.json()
+    return await attach_agent(client, cid, body)
 
 
 async def test_ultravox_call_created_over_rest_binary_16k_both_ways_key_never_shown(
