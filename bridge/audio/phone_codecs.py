@@ -1,7 +1,8 @@
 """The phone codecs as the one receiver (``audio/receiver.py``) decodes them: G.711 (µ-law,
 A-law) and G.722, each to the bus's 16 kHz with exactly 320 samples a 20 ms packet, and the
 same interface as :class:`~bridge.audio.opus.OpusDecoder` (``decode``, ``decode_fec``,
-``has_fec``, ``conceal``, ``warm``, ``rtp_clock``).
+``has_fec``, ``conceal``, ``warm``, ``rtp_clock``); and G.711's encoder for a sender that
+needs exactly one packet a tick (:class:`G711Encoder`, the WhatsApp leg when Meta speaks G.711).
 
 Neither codec has in-band FEC nor concealment of its own: a lost packet is concealed by pitch
 repetition (:class:`~bridge.audio.plc.PitchRepeat`, G.711 Appendix I's method) on the decoded
@@ -14,13 +15,16 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from .g711 import alaw_decode, ulaw_decode
+from .g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from .g722 import G722Decoder
 from .pcm import Pcm
 from .plc import PitchRepeat
-from .resample import Upsample2x
+from .resample import Resampler, Upsample2x
 
 RTP_CLOCK = 8000
+G711_FRAME = 160
+"""8 kHz samples (and G.711 bytes) in one 20 ms packet."""
+G711 = ("PCMU", "PCMA")
 
 
 class _PhoneDecoder:
@@ -79,3 +83,25 @@ class G722PhoneDecoder(_PhoneDecoder):
 def phone_decoder(codec: str) -> G711Decoder | G722PhoneDecoder:
     """The receiver's decoder for a phone codec: ``PCMU``, ``PCMA`` or ``G722``."""
     return G722PhoneDecoder() if codec == "G722" else G711Decoder(codec)
+
+
+class G711Encoder:
+    """16 kHz frames of 20 ms → one µ-law (``PCMU``) or A-law (``PCMA``) payload each (160
+    bytes), for a sender that sends exactly one packet a tick. The resampler's filter delay
+    shortens its first outputs; that shortfall is paid once as leading silence, so every later
+    frame maps to exactly one packet (no drift, no reframer's zero-or-two)."""
+
+    def __init__(self, codec: str) -> None:
+        self._law: Callable[[Pcm], bytes] = ulaw_encode if codec == "PCMU" else alaw_encode
+        self._down = Resampler(RTP_CLOCK)
+        self._held = np.zeros(0, dtype=np.int16)
+
+    def encode(self, pcm: Pcm) -> bytes:
+        narrow = np.concatenate((self._held, self._down.resample_array(pcm, 16000)))
+        if narrow.size < G711_FRAME:
+            narrow = np.concatenate((np.zeros(G711_FRAME - narrow.size, np.int16), narrow))
+        self._held = narrow[G711_FRAME:]
+        return self._law(narrow[:G711_FRAME])
+
+    def reset(self) -> None:
+        """Nothing to forget: G.711 codes each sample alone (a forwarded run needs no reset)."""

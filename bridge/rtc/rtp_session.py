@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from .counters import drop
 from .quality import Quality
 from .red import split_red
-from .rtcp import RtcpReports
+from .rtcp import OPUS_CLOCK, RtcpReports
 from .rtpsend import RtpStream
 
 if TYPE_CHECKING:
@@ -102,6 +102,16 @@ class RtpSession:
     @property
     def ssrc(self) -> int:
         return self.stream.ssrc
+
+    def use_codec(self, codec: str, payload_type: int) -> None:
+        """The audio both sides negotiated: ``opus`` (the default) or G.711 (``PCMU``,
+        ``PCMA``: a WhatsApp leg with Meta's ``audio.additional_codecs``), on
+        ``payload_type`` both ways; the stream's frame and the reports' clock follow its RTP
+        clock (48 kHz, RFC 7587 §4.1; 8 kHz, RFC 3551 §4.5.14)."""
+        self.opus_pt = self.stream.payload_type = payload_type
+        clock = OPUS_CLOCK if codec == "opus" else 8000
+        self.stream.frame_ticks = clock // 50
+        self.reports.clock = clock
 
     def set_identity(self, ssrc: int, cname: str | None = None) -> None:
         """Our SSRC and CNAME as our SDP announced them (``a=ssrc:… cname:…``), before

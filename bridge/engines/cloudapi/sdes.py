@@ -36,6 +36,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ...audio.opus import OpusDecoder
+from ...audio.phone_codecs import phone_decoder
+from ...audio.receiver import FrameDecoder
 from ...audio.receiver_stats import ReceiverStats
 from ...config import IceSettings
 from ...errors import BadOffer
@@ -56,7 +59,7 @@ from ...tasks import TaskSet
 from ..base import EngineStats
 from . import sdes_rtp, sdes_sdp
 from .peer import OPUS_COMPLEXITY
-from .sdp import DTMF_PT, read_remote
+from .sdp import DTMF_PT, STATIC_PT, answer_codec, read_remote
 from .shell import WhatsAppLeg
 
 log = logging.getLogger(__name__)
@@ -120,7 +123,7 @@ class SdesPeer(WhatsAppLeg):
             on_closed=on_closed,
             events=EventSender(self._sender),
         )
-        self.playout = Playout(self._on_frame, self.rx, self._tasks)
+        self.playout = Playout(self._on_frame, self.rx, self._tasks, self._decoder)
         self.session.playout = self.playout
         self.session.take_dtmf(lambda: self.dtmf_pt, self.dtmf)
         self._close_lock = asyncio.Lock()
@@ -141,15 +144,26 @@ class SdesPeer(WhatsAppLeg):
         ``BRIDGE_ICE_ADDRESSES``, else the one that routes to the far end)."""
         return await sdes_sdp.open_socket(self.socket, self._ice, remote_host)
 
-    async def answer(self, offer: str) -> str:
-        """Meta's SDES offer → our answer (a fresh key, the offer's crypto tag and suite);
-        our media starts at once. Raises :class:`BadOffer` (a SIP engine: 488) for an offer
-        that is not RTP/SAVP with a usable ``a=crypto`` and Opus."""
+    def _decoder(self) -> FrameDecoder:
+        return OpusDecoder(16000) if self.codec == "opus" else phone_decoder(self.codec)
+
+    async def answer(self, offer: str, other_leg: tuple[str, ...] = ()) -> str:
+        """Meta's SDES offer → our answer (a fresh key, the offer's crypto tag and suite), in
+        the one codec :func:`.sdp.answer_codec` picks for ``other_leg`` (the codecs of the leg
+        the call goes to: Opus, or a G.711 Meta offered); our media starts at once. Raises
+        :class:`BadOffer` (a SIP engine: 488) for an offer that is not RTP/SAVP with a usable
+        ``a=crypto`` and Opus."""
         remote = read_savp(offer)
         audio = read_remote(offer)
         if audio.opus_pt is None:
             raise BadOffer("the SDP's audio has no opus/48000")
-        self.opus_pt, self.dtmf_pt = audio.opus_pt, audio.dtmf_pt or DTMF_PT
+        self.codec = answer_codec(audio, other_leg)
+        if self.codec == "opus":
+            self.opus_pt = audio.opus_pt
+        else:  # G.711's static payload types (RFC 3551 §6), as Meta offers them
+            self.session.use_codec(self.codec, STATIC_PT[self.codec])
+            self.playout.resume(self.playout.on_frame, self.playout.bus_stats)
+        self.dtmf_pt = audio.dtmf_pt or DTMF_PT
         self.crypto = new_crypto(remote.crypto.tag, remote.crypto.suite)
         address = await self._open(remote.address)
         sdp = sdes_sdp.sdp(self, address, self.crypto, remote.media_lines, remote.index)
@@ -191,6 +205,7 @@ class SdesPeer(WhatsAppLeg):
         # none before the first one (LBRR at Meta's 20 kbit/s costs a clean link dearly).
         self._track = OpusBusTrack(
             self.port.source,
+            codec=self.codec,
             bitrate=bitrate,
             complexity=OPUS_COMPLEXITY,
             fec=fec,
