@@ -14,6 +14,7 @@ from bridge.api.keys import MANAGER
 
 from ..integration.test_participants import join
 from ..support.baresip_phone import BaresipPhone
+from ..support.calls import wait_state
 from ..support.spectrum import band_energy, dominant_frequency
 from ..support.waits import until, until_passes
 
@@ -131,3 +132,4 @@ async def test_whatsapp_on_g711_to_a_g711_phone_forwards_packets_untouched(
     finally:
         await browser.close()
     await client.post("/call/hangup", json={"callID": cid})
+    await wait_state(client, cid, "ended")
