@@ -135,12 +135,15 @@ class DtlsSrtp:
     def _start_receiving(self, dtls: Any, parameters: Any) -> None:
         if not self._attach(dtls):
             return
-        audio = [c for c in parameters.codecs if c.mimeType.lower() in AUDIO_CODECS]
+        # The codec the leg was made for (its track's, which its receiver decodes too).
+        ours = "opus" if self.sender_track is None else str(self.sender_track.codec)
+        audio = [c for c in parameters.codecs if AUDIO_CODECS.get(c.mimeType.lower()) == ours]
         if audio:
-            self.session.use_codec(AUDIO_CODECS[audio[0].mimeType.lower()], audio[0].payloadType)
+            self.session.use_codec(ours, audio[0].payloadType)
         else:
             self.session.opus_pt = -1  # no payload type matches
-            log.warning("%s: no Opus (nor G.711) negotiated; its audio is not received", self.name)
+            what = "Opus" if ours == "opus" else ours
+            log.warning("%s: no %s negotiated; its audio is not received", self.name, what)
         self._start_reports()
 
     def _start_sending(self, dtls: Any, parameters: Any) -> None:
@@ -150,7 +153,8 @@ class DtlsSrtp:
         ours = str(self.sender_track.codec)  # what the track encodes (``OpusBusTrack``)
         if codec is None or AUDIO_CODECS.get(codec.mimeType.lower()) != ours:
             what = codec.mimeType if codec is not None else "nothing"
-            log.warning("%s: negotiated %s, not %s: nothing is sent", self.name, what, ours)
+            name = "Opus" if ours == "opus" else ours
+            log.warning("%s: negotiated %s, not %s: nothing is sent", self.name, what, name)
             return
         self.session.use_codec(ours, codec.payloadType)
         stream = self.session.stream
