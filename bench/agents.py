@@ -1,23 +1,32 @@
-"""The bridge's share of a conversational turn with a realtime model on the call, barge-in
-and ``audio_end_ms``, at N concurrent calls (issue 35's targets).
+"""Every voice-agent provider's bridge share of a conversational turn, its barge-ins and what
+an agent costs on a call, at N concurrent calls (issue 62's targets; issue 35's before it).
 
-    .venv/bin/python -m bench.agents [--calls 20] [--turns 10] [--json bench/results/agents.json]
+    .venv/bin/python -m bench.agents [--provider NAME ...] [--calls 20] [--turns 5]
+                                     [--json bench/results/agents-<stamp>.json]
 
-One process: the bridge (simulated WhatsApp engine) and one strict fake OpenAI Realtime
-server per call (tests/fakes/openai_realtime.py), all on loopback, so every figure is the
-bridge's own:
+One process per provider in turn: the bridge (simulated WhatsApp engine) and one strict fake
+of the provider per call (``tests/fakes/``), all on loopback, so every figure is the bridge's
+own. Each provider is one :class:`Adapter` row of :data:`ADAPTERS`: how its fake is made and
+reached, the rates it speaks and its own barge-in signal. Every fake keeps the caller's audio
+with when it came (``CallerAudioLog`` in tests/fakes/common.py), so timing needs no
+per-provider code. For each provider, on the same calls:
 
-* up: the simulated WhatsApp user says a 20 ms burst every 200 ms; from the moment it leaves
-  the engine to the moment the model's socket has the ``input_audio_buffer.append`` that
-  carries it (resampled to 24 kHz);
-* down: the model starts a response while the call is quiet; from its first
-  ``response.output_audio.delta`` sent to the first frame of it the WhatsApp user gets;
-* a dropped model socket: from the server's close to the caller's audio arriving on the
-  socket the bridge opened again;
-* barge-in: 3 s of answer queued, ``input_audio_buffer.speech_started`` 0.6 s into it; from
-  that message sent to the first frame the WhatsApp user gets without the voice, and
-  ``audio_end_ms`` in the ``conversation.item.truncate`` against the voiced frames the user
-  really got.
+* idle: the calls with nobody speaking, first without an agent, then with one attached:
+  the process's CPU per call (the fakes take the caller's silence too, as a model would);
+* up: the WhatsApp user says a 20 ms burst every 200 ms; from the moment it leaves the engine
+  to the moment the model's socket has the chunk that carries it;
+* down: the model starts a reply while the call is quiet; from its first audio sent to the
+  first frame of it the WhatsApp user gets;
+* barge-in: 3 s of reply queued, the provider's own barge-in signal 0.6 s into it; from that
+  message sent to the first frame the user gets without the voice (and, where the provider
+  truncates, ``audio_end_ms`` against the voiced frames the user really got);
+* socket dropped: from the server's close to the caller's audio arriving on the socket the
+  bridge opened again (all calls' sockets drop at once);
+* cancel: an agent with the model's turn detection off (where the provider has that), a reply
+  still being generated and playing, and the caller starts speaking (espeak-ng speech): from
+  the caller's first sound leaving the engine to the provider's cancel at the model (the
+  bridge's VAD onset, about 160 ms, included);
+* CPU: the process's share of a core per call over the turns (bridge and the fakes).
 """
 
 from __future__ import annotations
@@ -26,54 +35,160 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import import_module
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from aiohttp.test_utils import TestClient, TestServer
 
+from bridge.agents.service import PROVIDERS
 from bridge.app import create_app
 from bridge.audio import FRAME_SAMPLES, tone
 from bridge.config import settings_for_tests
 from bridge.engines import sim
-from tests.fakes.openai_realtime import FakeOpenAIRealtime
 
+KEY = "bench-key-0123456789"
 EVERY = 10
+"""A burst every this many 20 ms frames while the turns run."""
 BURST = tone(1000, FRAME_SAMPLES, 16_000, 0.5)
 SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 VOICE = 0.25
+LOUD_HEARD = 2000
+"""A frame the WhatsApp user gets is the agent's voice above this peak (the voice: ~8200)."""
+LOUD_AT_MODEL = 4000
+"""A caller chunk at the model is a burst above this peak (the burst: ~16400)."""
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """How the bench drives one provider through its strict fake (tests/fakes/).
+
+    The fake is ``fake`` (``module:Class``), made with ``api_key=``; it serves ``app()`` and
+    keeps the caller's audio through ``CallerAudioLog``; ``say(pcm)`` streams a reply at
+    ``rate_out`` (``say(pcm, done=False)`` leaves it generating, for the cancel) and
+    ``drop()`` closes the socket as a failing server; ``barge_in`` names its method that sends
+    the provider's own barge-in signal."""
+
+    provider: str
+    fake: str
+    url: str
+    """The agent's ``url``, ``{host}`` the fake's ``127.0.0.1:port``."""
+    rate_in: int
+    """The caller's audio at the model."""
+    rate_out: int
+    """The model's voice (what ``say`` takes)."""
+    barge_in: str
+    bridge_hears: dict[str, Any] | None = None
+    """The ``session`` that turns the model's turn detection off, so the bridge's VAD hears
+    the caller and cancels; ``None``: the provider's own detection is always on."""
+    truncates: bool = False
+    """The fake keeps the ``conversation.item.truncate`` it was sent (``truncates``)."""
+    barge_in_goal_ms: float = 60.0
+
+    def available(self) -> bool:
+        module = self.fake.split(":")[0]
+        return self.provider in PROVIDERS and find_spec(f"tests.fakes.{module}") is not None
+
+    def make_fake(self) -> Any:
+        module, name = self.fake.split(":")
+        return getattr(import_module(f"tests.fakes.{module}"), name)(api_key=KEY)
+
+
+ADAPTERS = (
+    Adapter(
+        "openai-realtime",
+        "openai_realtime:FakeOpenAIRealtime",
+        "ws://{host}/v1/realtime?model=gpt-realtime",
+        24_000,
+        24_000,
+        "speech_started",
+        bridge_hears={"turn_detection": None},
+        truncates=True,
+    ),
+    Adapter(
+        "gemini-live",
+        "gemini_live:FakeGeminiLive",
+        "ws://{host}/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent",
+        16_000,
+        24_000,
+        "interrupt",
+        bridge_hears={"realtimeInputConfig": {"automaticActivityDetection": {"disabled": True}}},
+    ),
+    Adapter(
+        "xai",
+        "xai_realtime:FakeXaiRealtime",
+        "ws://{host}/v1/realtime?model=grok-voice-think-fast-2.0",
+        16_000,
+        16_000,
+        "speech_started",
+        bridge_hears={"turn_detection": None},
+        truncates=True,
+    ),
+    Adapter(
+        "azure-voice-live",
+        "azure_voice_live:FakeAzureVoiceLive",
+        "ws://{host}/voice-live/realtime?api-version=2025-10-01&model=gpt-realtime",
+        16_000,
+        16_000,
+        "speech_started",
+        bridge_hears={"turn_detection": None},
+        truncates=True,
+    ),
+    Adapter(
+        "deepgram",
+        "deepgram_agent:FakeDeepgramAgent",
+        "ws://{host}/v1/agent/converse",
+        16_000,
+        16_000,
+        "user_started_speaking",
+    ),
+)
 
 
 class Line:
-    """What one simulated WhatsApp user said (burst times) and heard (frame times, levels)."""
+    """What one simulated WhatsApp user said (burst times, speech) and heard (frame times,
+    voiced or not)."""
 
     def __init__(self) -> None:
+        self.bursts = False
         self.said: list[float] = []
         self.heard: list[tuple[float, bool]] = []
         self.n = 0
+        self.talk: list[np.ndarray] = []
+        """Speech frames still to say (the cancel's barge-in)."""
+        self.talk_began: float | None = None
 
 
 LINES: dict[int, Line] = {}
 
 
 def patch_sim() -> Callable[[], None]:
-    """Patch the simulated WhatsApp user to say bursts and time what it hears; returns the
-    undo."""
+    """Patch the simulated WhatsApp user to say what its :class:`Line` holds and time what it
+    hears; returns the undo."""
     produce, hear = sim.SimMediaChannel._produce, sim.SimMediaChannel.hear
 
     def said(channel: Any, at: float) -> np.ndarray:
         line = LINES.setdefault(id(channel.call), Line())
         line.n += 1
-        if line.n % EVERY:
+        if line.talk:
+            if line.talk_began is None:
+                line.talk_began = time.monotonic()
+            return line.talk.pop(0)
+        if not line.bursts or line.n % EVERY:
             return SILENCE
         line.said.append(time.monotonic())
         return BURST
 
     def heard(channel: Any, pcm: np.ndarray) -> None:
         line = LINES.setdefault(id(channel.call), Line())
-        line.heard.append((time.monotonic(), bool(np.abs(pcm).max() > 2000)))
+        line.heard.append((time.monotonic(), bool(np.abs(pcm).max() > LOUD_HEARD)))
         hear(channel, pcm)
 
     sim.SimMediaChannel._produce = said  # type: ignore[method-assign]
@@ -87,24 +202,15 @@ def patch_sim() -> Callable[[], None]:
     return undo
 
 
-class TimedFake(FakeOpenAIRealtime):
-    """The fake, keeping when each caller chunk arrived."""
-
-    def __init__(self) -> None:
-        super().__init__(api_key="sk-bench")
-        self.arrived: list[tuple[float, bool]] = []
-
-    def _append(self, ws: Any, body: dict[str, Any]) -> None:
-        n = len(self.chunks)
-        super()._append(ws, body)
-        if len(self.chunks) > n:
-            pcm = np.frombuffer(self.chunks[-1], dtype="<i2")
-            self.arrived.append((time.monotonic(), bool(np.abs(pcm).max() > 4000)))
-
-
-def up_latencies(line: Line, fake: TimedFake) -> list[float]:
+def up_latencies(line: Line, fake: Any) -> list[float]:
+    """Each burst's time from the engine to the model: to the first loud chunk after a quiet
+    one that arrived within 200 ms of it."""
+    loud = [
+        bool(np.abs(np.frombuffer(c, dtype="<i2")).max(initial=0) > LOUD_AT_MODEL)
+        for c in fake.chunks
+    ]
+    onsets = [t for i, t in enumerate(fake.arrived) if loud[i] and (i == 0 or not loud[i - 1])]
     out = []
-    onsets = [t for i, (t, loud) in enumerate(fake.arrived) if loud and not fake.arrived[i - 1][1]]
     for sent in line.said:
         later = [t for t in onsets if t >= sent]
         if later and later[0] - sent < 0.2:
@@ -112,73 +218,105 @@ def up_latencies(line: Line, fake: TimedFake) -> list[float]:
     return out
 
 
-async def one_call(client: TestClient, turns: int) -> dict[str, list[float]]:
-    fake = TimedFake()
-    server = TestServer(fake.app())
-    await server.start_server()
-    try:
+class Leg:
+    """One call of the run: its fake model, its server, the call and the simulated user."""
+
+    def __init__(self, adapter: Adapter) -> None:
+        self.adapter = adapter
+        self.fake = adapter.make_fake()
+        self.server = TestServer(self.fake.app())
+        self.cid = ""
+        self.agent_id = ""
+        self.line = Line()
+
+    async def open(self, client: TestClient) -> None:
+        await self.server.start_server()
         call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
-        cid = call["callID"]
+        self.cid = call["callID"]
         for _ in range(200):
-            if (await (await client.get(f"/call/{cid}")).json())["state"] == "active":
+            if (await (await client.get(f"/call/{self.cid}")).json())["state"] == "active":
                 break
             await asyncio.sleep(0.05)
-        body = {
-            "provider": "openai-realtime",
-            "url": f"ws://127.0.0.1:{server.port}/v1/realtime",
-            "apiKey": "sk-bench",
+        engine_call = client.app[engine_key()].calls[
+            client.app[manager_key()].get(self.cid).engine_call_id
+        ]
+        self.line = LINES.setdefault(id(engine_call), Line())
+
+    async def attach(self, client: TestClient, session: dict[str, Any] | None = None) -> None:
+        if self.agent_id:
+            await client.delete(f"/call/{self.cid}/agents/{self.agent_id}")
+        body: dict[str, Any] = {
+            "provider": self.adapter.provider,
+            "url": self.adapter.url.format(host=f"127.0.0.1:{self.server.port}"),
+            "apiKey": KEY,
         }
-        resp = await client.post(f"/call/{cid}/agents", json=body)
+        if session is not None:
+            body["session"] = session
+        resp = await client.post(f"/call/{self.cid}/agents", json=body)
         assert resp.status == 201, await resp.text()
-        engine_call = client.app[sim_key()].calls[client.app[manager_key()].get(cid).engine_call_id]
-        line = LINES.setdefault(id(engine_call), Line())
+        self.agent_id = (await resp.json())["agentID"]
+
+    def first_heard(self, since: float, loud: bool) -> float | None:
+        return next((t for t, voiced in self.line.heard if t >= since and voiced == loud), None)
+
+    async def turns(self, turns: int) -> dict[str, list[float]]:
+        """Replies, barge-ins by the provider's signal, then the socket dropped."""
+        fake, rate = self.fake, self.adapter.rate_out
         down, barge, end_err = [], [], []
         for _ in range(turns):
             await asyncio.sleep(0.3)
             t0 = time.monotonic()
-            await fake.say(tone(440, 4800, 24_000, VOICE))  # 200 ms
+            await fake.say(tone(440, rate // 5, rate, VOICE))  # 200 ms
             await asyncio.sleep(0.5)
-            first = next((t for t, loud in line.heard if t >= t0 and loud), None)
+            first = self.first_heard(t0, True)
             if first is not None:
                 down.append(first - t0)
-            # Barge-in.
             t1 = time.monotonic()
-            await fake.say(tone(440, 3 * 24_000, 24_000, VOICE))
+            await fake.say(tone(440, 3 * rate, rate, VOICE))
             await asyncio.sleep(0.6)
             cut = time.monotonic()
-            n = len(fake.truncates)
-            await fake.speech_started()
+            truncated = len(fake.truncates) if self.adapter.truncates else 0
+            await getattr(fake, self.adapter.barge_in)()
             await asyncio.sleep(0.3)
-            quiet = next((t for t, loud in line.heard if t >= cut and not loud), None)
+            quiet = self.first_heard(cut, False)
             if quiet is not None:
                 barge.append(quiet - cut)
-            if len(fake.truncates) > n:
-                voiced = sum(loud for t, loud in line.heard if t1 <= t < cut + 0.3)
+            if self.adapter.truncates and len(fake.truncates) > truncated:
+                voiced = sum(loud for t, loud in self.line.heard if t1 <= t < cut + 0.3)
                 end_err.append(abs(fake.truncates[-1]["audio_end_ms"] - voiced * 20) / 1000)
-        up = up_latencies(line, fake)
-        # The model's socket drops: time until the caller's audio reaches the model again.
-        n = len(fake.arrived)
-        t2 = time.monotonic()
+        up = up_latencies(self.line, fake)
+        n, connections = len(fake.arrived), fake.connections
+        dropped = time.monotonic()
         await fake.drop()
         for _ in range(300):
-            if len(fake.arrived) > n and fake.connections > 1:
+            if len(fake.arrived) > n and fake.connections > connections:
                 break
             await asyncio.sleep(0.01)
-        back = [fake.arrived[-1][0] - t2] if fake.connections > 1 else []
-        await client.post("/call/hangup", json={"callID": cid})
-        return {
-            "up": up,
-            "down": down,
-            "barge": barge,
-            "end_err": end_err,
-            "back": back,
-            "errors": fake.errors,
-        }
-    finally:
-        await server.close()
+        back = [fake.arrived[-1] - dropped] if fake.connections > connections else []
+        return {"up": up, "down": down, "barge": barge, "end_err": end_err, "back": back}
+
+    async def cancel(self, client: TestClient, talk: list[np.ndarray]) -> list[float]:
+        """A reply still being generated and playing; the caller talks over it; from the
+        caller's first sound to the cancel at the model."""
+        assert self.adapter.bridge_hears is not None
+        await self.attach(client, self.adapter.bridge_hears)
+        rate, cancels = self.adapter.rate_out, len(self.fake.cancelled)
+        await asyncio.sleep(0.5)
+        await self.fake.say(tone(440, 8 * rate, rate, VOICE), done=False)
+        await asyncio.sleep(0.6)
+        self.line.talk_began = None
+        self.line.talk = list(talk)
+        for _ in range(200):
+            if len(self.fake.cancelled) > cancels:
+                break
+            await asyncio.sleep(0.01)
+        began = self.line.talk_began
+        if len(self.fake.cancelled) > cancels and began is not None:
+            return [self.fake.cancelled[-1] - began]
+        return []
 
 
-def sim_key() -> Any:
+def engine_key() -> Any:
     from bridge.api.keys import ENGINE
 
     return ENGINE
@@ -190,68 +328,161 @@ def manager_key() -> Any:
     return MANAGER
 
 
-def p(values: list[float], q: float) -> float:
-    return round(float(np.percentile(values, q)) * 1000, 1) if values else float("nan")
+def p(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)) * 1000, 1) if values else None
 
 
-async def run(calls: int, turns: int) -> dict[str, Any]:
+def spread(values: list[float], *qs: int) -> dict[str, Any]:
+    out: dict[str, Any] = {f"p{q}" if q < 100 else "max": p(values, q) for q in qs}
+    return {**out, "n": len(values)}
+
+
+def caller_speech() -> list[np.ndarray] | None:
+    """1.5 s of espeak-ng speech from its first sound, as 20 ms frames (``None``: no tools)."""
+    from bench.speech import missing_tools, speech
+
+    if missing_tools():
+        return None
+    pcm = speech(1.5, level_dbfs=-20.0)
+    pcm = pcm[int(np.argmax(np.abs(pcm) > 500)) :]
+    return [
+        pcm[i : i + FRAME_SAMPLES] for i in range(0, pcm.size - FRAME_SAMPLES + 1, FRAME_SAMPLES)
+    ]
+
+
+async def cpu_share(seconds: float) -> float:
+    """The process's CPU over ``seconds`` of wall time, as a share of one core."""
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    await asyncio.sleep(seconds)
+    return (time.process_time() - cpu0) / (time.monotonic() - wall0)
+
+
+async def run_provider(
+    adapter: Adapter, calls: int, turns: int, idle_s: float, talk: list[np.ndarray] | None
+) -> dict[str, Any]:
     undo = patch_sim()
     settings = settings_for_tests(sim_peer="silence", fork_url_allow=("127.0.0.1",))
     client = TestClient(TestServer(create_app(settings)))
     await client.start_server()
-    cpu0, wall0 = time.process_time(), time.monotonic()
+    legs = [Leg(adapter) for _ in range(calls)]
     try:
-        results = await asyncio.gather(*(one_call(client, turns) for _ in range(calls)))
+        await asyncio.gather(*(leg.open(client) for leg in legs))
+        no_agent = await cpu_share(idle_s)
+        await asyncio.gather(*(leg.attach(client) for leg in legs))
+        await asyncio.sleep(0.5)
+        idle_agent = await cpu_share(idle_s)
+        for leg in legs:
+            leg.line.bursts = True
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        results = await asyncio.gather(*(leg.turns(turns) for leg in legs))
+        busy = (time.process_time() - cpu0) / (time.monotonic() - wall0)
+        for leg in legs:
+            leg.line.bursts = False
+        cancels: list[float] = []
+        if adapter.bridge_hears is not None and talk is not None:
+            for each in await asyncio.gather(*(leg.cancel(client, talk) for leg in legs)):
+                cancels += each
+        errors = [e for leg in legs for e in leg.fake.errors]
+        await asyncio.gather(
+            *(client.post("/call/hangup", json={"callID": leg.cid}) for leg in legs)
+        )
     finally:
-        cpu = (time.process_time() - cpu0) / (time.monotonic() - wall0)
         await client.close()
+        for leg in legs:
+            await leg.server.close()
         undo()
-    keys = ("up", "down", "barge", "end_err", "back", "errors")
-    merged: dict[str, list[Any]] = {k: [] for k in keys}
+    merged: dict[str, list[float]] = {k: [] for k in ("up", "down", "barge", "end_err", "back")}
     for r in results:
         for k in merged:
             merged[k] += r[k]
+    if adapter.bridge_hears is None:
+        cancel: dict[str, Any] | str = "none: the provider's own turn detection is always on"
+    elif talk is None:
+        cancel = "not run: espeak-ng, sox or pesq missing"
+    else:
+        cancel = spread(cancels, 50, 95, 100)
     return {
+        "provider": adapter.provider,
+        "rates_in_out": [adapter.rate_in, adapter.rate_out],
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "up_ms": spread(merged["up"], 50, 95),
+        "down_ms": spread(merged["down"], 50, 95),
+        "barge_in_stop_ms": spread(merged["barge"], 50, 95),
+        "barge_in_goal_ms": adapter.barge_in_goal_ms,
+        "audio_end_error_ms": spread(merged["end_err"], 50, 100) if adapter.truncates else None,
+        "cancel_after_caller_began_ms": cancel,
+        "socket_dropped_to_audio_back_ms": spread(merged["back"], 50, 100),
+        # The process's CPU (the bridge and every fake model) per call, as % of one core.
+        "cpu_per_call_turns_pct": round(busy * 100 / calls, 2),
+        "cpu_per_call_idle_no_agent_pct": round(no_agent * 100 / calls, 2),
+        "cpu_per_call_idle_agent_pct": round(idle_agent * 100 / calls, 2),
+        "protocol_errors": errors[:5],
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The results as the Markdown table docs/agents.md shows."""
+
+    def ms(d: dict[str, Any], a: str, b: str) -> str:
+        return f"{d[a]} / {d[b]}" if d["n"] else "—"
+
+    lines = [
+        "| provider | up p50 / p95 ms | down p50 / p95 ms | barge-in stop p50 / p95 ms "
+        "| cancel after the caller began p50 / max ms | socket drop → audio back p50 / max ms "
+        "| CPU per call, turns / idle agent / idle no agent % |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        c = r["cancel_after_caller_began_ms"]
+        cancel = ms(c, "p50", "max") if isinstance(c, dict) else "—"
+        lines.append(
+            f"| `{r['provider']}` | {ms(r['up_ms'], 'p50', 'p95')} "
+            f"| {ms(r['down_ms'], 'p50', 'p95')} "
+            f"| {ms(r['barge_in_stop_ms'], 'p50', 'p95')} | {cancel} "
+            f"| {ms(r['socket_dropped_to_audio_back_ms'], 'p50', 'max')} "
+            f"| {r['cpu_per_call_turns_pct']} / {r['cpu_per_call_idle_agent_pct']} "
+            f"/ {r['cpu_per_call_idle_no_agent_pct']} |"
+        )
+    return "\n".join(lines)
+
+
+def commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+async def run(providers: list[Adapter], calls: int, turns: int, idle_s: float) -> dict[str, Any]:
+    talk = caller_speech() if any(a.bridge_hears for a in providers) else None
+    load0 = round(os.getloadavg()[0], 2)
+    rows = [await run_provider(a, calls, turns, idle_s, talk) for a in providers]
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit(),
         "calls": calls,
         "turns": turns,
+        "idle_s": idle_s,
         "cpus": os.cpu_count(),
-        "load_average_1min": round(os.getloadavg()[0], 2),
-        # The process's CPU time over the run's wall time: the bridge and every fake model.
-        "process_cpu_share": round(cpu, 2),
-        "up_ms": {"p50": p(merged["up"], 50), "p95": p(merged["up"], 95), "n": len(merged["up"])},
-        "down_ms": {
-            "p50": p(merged["down"], 50),
-            "p95": p(merged["down"], 95),
-            "n": len(merged["down"]),
-        },
-        "barge_in_stop_ms": {
-            "p50": p(merged["barge"], 50),
-            "p95": p(merged["barge"], 95),
-            "n": len(merged["barge"]),
-        },
-        "audio_end_error_ms": {
-            "p50": p(merged["end_err"], 50),
-            "p95": p(merged["end_err"], 95),
-            "max": p(merged["end_err"], 100),
-            "n": len(merged["end_err"]),
-        },
-        "socket_dropped_to_audio_back_ms": {
-            "p50": p(merged["back"], 50),
-            "max": p(merged["back"], 100),
-            "n": len(merged["back"]),
-        },
-        "protocol_errors": merged["errors"][:5],
+        "load_average_1min_before": load0,
+        "providers": rows,
     }
 
 
 def main() -> None:
+    available = [a for a in ADAPTERS if a.available()]
+    names = [a.provider for a in available]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--provider", action="append", choices=names, help="repeatable; default: all available"
+    )
     parser.add_argument("--calls", type=int, default=20)
-    parser.add_argument("--turns", type=int, default=10)
+    parser.add_argument("--turns", type=int, default=5)
+    parser.add_argument("--idle", type=float, default=5.0, help="seconds of each idle window")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    result = asyncio.run(run(args.calls, args.turns))
+    chosen = [a for a in available if not args.provider or a.provider in args.provider]
+    result = asyncio.run(run(chosen, args.calls, args.turns, args.idle))
     print(json.dumps(result, indent=2))
+    print(table(result["providers"]))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -33,7 +33,6 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
             "OpusEncoder.encode (bridge",
             "OpusEncoder._encode (bridge",  # the libopus call itself
             "OpusBusTrack.recv",
-            "BusAudioTrack.recv",
         ),
     ),
     ("Opus decode (uplink)", ("opus_decode", "OpusDecoder.decode", "Receiver.pop")),
@@ -58,14 +57,14 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "aiortc RTP send (sender loop, timestamps)",
-        # aiortc's own encoder (``BRIDGE_OPUS_DIRECT`` off); the bridge's is matched above.
+        # Never the bridge's own now (its legs send through rtc/rtpsend.py): a bench peer's.
         ("RTCRtpSender", "_send_rtp", "convert_timebase", "aiortc/clock.py", "aiortc/codecs/opus"),
     ),
     (
         "aiortc RTP receive (DTLS demux, receiver)",
         ("RTCRtpReceiver", "RTCDtlsTransport", "robust_recv_next"),
     ),
-    ("media clock (pacing)", ("MediaClock",)),
+    ("media clock (pacing)", ("WorkerClock", "WorkerPacer")),
     (
         "bus, pump, sim engine, jitter buffers",
         ("bridge/media/", "bridge/engines/", "bridge/calls/", "jitter", "bridge/rtc/"),
@@ -102,7 +101,7 @@ def summarise(path: Path) -> tuple[Counter[str], int]:
 
 SEND_LOOPS = ("RTCRtpSender._run_rtp", "LeanSender.run")
 """aiortc's sender loop and the bridge's (rtc/rtpsend.py) that replaces it for Opus senders."""
-TRACK_RECV = ("OpusBusTrack.recv", "BusAudioTrack.recv")
+TRACK_RECV = ("OpusBusTrack.recv",)
 
 
 def send_path(path: Path) -> tuple[Counter[str], int]:

@@ -41,7 +41,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from bench.scoring import pesq_wb
 from bench.speech import frames
 from bridge.audio.opus import OpusDecoder, has_fec
-from bridge.media.clock import MediaClock
+from bridge.media.clock import WorkerClock, WorkerPacer
 from bridge.rtc.red import split_red
 from bridge.rtc.sdp import opus_parameters
 from bridge.rtc.tracks import OpusBusTrack
@@ -226,7 +226,9 @@ class Browser:
             expected_loss=self.expected_loss,
         )
         if self.drift_ppm:
-            self.track._clock = MediaClock(period=0.02 / (1 + self.drift_ppm * 1e-6))
+            # The far end's own clock: the production pacer on a clock of the peer's period.
+            far_clock = WorkerClock(period=0.02 / (1 + self.drift_ppm * 1e-6))
+            self.track._clock = WorkerPacer(clock=far_clock)
         self.connected = asyncio.Event()
         self.connected_at: float | None = None
         self.red_pt: int | None = None

@@ -91,7 +91,7 @@ class Buffer:
         self.sink = sink
 
     def add(self, packet: Any) -> tuple[bool, None]:
-        self.sink.packet(packet.sequence_number, packet.timestamp, packet._data)
+        self.sink.packet(packet.sequence_number, packet.timestamp, packet._data, time.monotonic())
         return False, None
 
 
@@ -103,10 +103,10 @@ class Sink:
         self.count = 0
         self._stop: queue.Queue[None] = queue.Queue()
 
-    def packet(self, seq: int, timestamp: int, payload: bytes) -> None:
+    def packet(self, seq: int, timestamp: int, payload: bytes, at: float) -> None:
         self.count += 1
 
-    def redundant(self, timestamp: int, payload: bytes) -> None:
+    def redundant(self, timestamp: int, payload: bytes, at: float) -> None:
         pass
 
     def put(self, task: Any) -> None:

@@ -201,9 +201,13 @@ async def until_healthy(port: int, what: str) -> None:
     raise RuntimeError(f"{what} did not start")
 
 
-async def start_pcm_engine(port: int) -> asyncio.subprocess.Process:
-    """The echoing ZuckZapGo of the ``zuckzapgo`` target, on the load generator's CPU."""
-    argv = [sys.executable, "-m", "bench.zuckzapgo_echo", "--port", str(port)]
+async def start_pcm_engine(
+    port: int, timing: list[str] | None = None
+) -> asyncio.subprocess.Process:
+    """The echoing ZuckZapGo of the ``zuckzapgo`` target, on the load generator's CPU;
+    ``timing``: its ``--kind``/``--phase``/``--ppm`` arguments (by default a clock at a
+    random phase, ``bench/zuckzapgo_echo.py``)."""
+    argv = [sys.executable, "-m", "bench.zuckzapgo_echo", "--port", str(port), *(timing or [])]
     return await start_stand_in([*argv, "--token", PCM_ENGINE_TOKEN], "the echoing ZuckZapGo")
 
 
@@ -1079,6 +1083,10 @@ def main() -> None:
         "--report-every", type=float, default=30.0, help="--soak: seconds between timeline rows"
     )
     parser.add_argument("--out", default=str(RESULTS))
+    # Imported here: bench.engine_delay builds on this module's helpers.
+    from bench import engine_delay
+
+    engine_delay.add_arguments(parser, flag="--engine-delay")
     parser.add_argument(
         "--profile",
         metavar="DIR",
@@ -1127,6 +1135,8 @@ def main() -> None:
     for key, by_n in result["medians"].items():
         print(f"median {key} over {args.rounds} round(s): " + json.dumps(by_n))
     print(f"wrote {out / (stamp + '.json')}" + (f" and {stamp}.png" if plotted else ""))
+    if not args.smoke:  # the engine-delay part (bench/engine_delay.py), every engine kind
+        engine_delay.run(args.engine_delay, args.engine_delay_rounds, args.engine_delay_seed, out)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,19 @@
 """Realtime model agents on calls: the bridge as the client of a speech-to-speech model's
 WebSocket (OpenAI Realtime, xAI Grok Voice, Azure Voice Live, Gemini Live,
-Deepgram Voice Agent), an attachment of
-the call beside media forks."""
+Deepgram Voice Agent, ElevenLabs Agents, Ultravox, OpenAI GPT-Live), an attachment of the call
+beside media forks."""
 
 from .agent import Agent
 from .azure import AzureVoiceLive
 from .deepgram import DeepgramVoiceAgent
 from .echo import EchoGuard, Verdict
+from .elevenlabs import ElevenLabsAgent
 from .gemini import GeminiLive
 from .openai import OpenAIRealtime
+from .openai_live import OpenAILive
 from .service import AgentService
 from .tools import CallControls
+from .ultravox import UltravoxCall
 from .xai import XaiGrokVoice
 
 __all__ = [
@@ -20,8 +23,11 @@ __all__ = [
     "CallControls",
     "DeepgramVoiceAgent",
     "EchoGuard",
+    "ElevenLabsAgent",
     "GeminiLive",
+    "OpenAILive",
     "OpenAIRealtime",
+    "UltravoxCall",
     "Verdict",
     "XaiGrokVoice",
 ]

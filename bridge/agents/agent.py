@@ -1,8 +1,8 @@
 """One model connector on one call: an attachment of the call's runtime (kind ``agent``).
 
 The agent's :class:`~.connection.ModelConnection` keeps the model's WebSocket open
-(:mod:`.openai`, :mod:`.xai`, :mod:`.azure`, :mod:`.gemini`, :mod:`.deepgram` say how to
-speak it; reconnects
+(:mod:`.openai`, :mod:`.xai`, :mod:`.azure`, :mod:`.gemini`, :mod:`.deepgram`,
+:mod:`.elevenlabs`, :mod:`.ultravox`, :mod:`.openai_live` say how to speak it; reconnects
 and resumption are the connection's); the agent is what the call hears and says through it.
 It streams what the caller says up (the bus's 16 kHz downlink, resampled to the model's rate
 by libswresample through :class:`~bridge.audio.Resampler`; as is for a 16 kHz model) and plays
@@ -19,6 +19,11 @@ reframed to 20 ms, bounded like every other source). It acts on the model's sign
   told what was heard) and what the model says meanwhile is dropped and truncated at 0 ms, so
   its conversation holds only what the caller heard; both resume with the call;
 * a socket it cannot reopen ends in ``agent.failed`` and the service's fallback.
+
+A full-duplex model (the dialect's ``duplex_buffer_ms``: GPT-Live) has no barge-in: it hears
+the caller over itself and stops by itself. The caller goes up without a pause (silence in its
+gaps and on hold: :class:`~.uplink.ContinuousUplink`), the model's stream plays through a small
+jitter buffer (:class:`~.voice.StreamedSource`), and the caller starting to speak never cuts it.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from . import events
 from .connection import ModelConnection, Stopped
 from .echo import EchoGuard
 from .tools import CallControls
+from .uplink import ContinuousUplink
 from .voice import AgentVoice
 from .wire import (
     Audio,
@@ -92,20 +98,29 @@ class Agent:
         self.bus = host.bus
         self.dialect = dialect
         self.url = url
+        where = f"call {host.call_id}: agent {self.id}"
         self.model = ModelConnection(
             dialect,
             url,
             api_key,
             tools=tools,
             retries=retries,
-            where=f"call {host.call_id}: agent {self.id}",
+            where=where,
             handle=self._handle,
             resume=resume,
         )
         self._on_tool = on_tool
         self._on_failed = on_failed
         self.guard = EchoGuard()
-        self.voice = AgentVoice(dialect.rate_out, self.bus.stats)
+        self.voice = AgentVoice(
+            dialect.rate_out, self.bus.stats, stream_ms=dialect.duplex_buffer_ms, where=where
+        )
+        self.uplink = (
+            None
+            if dialect.duplex_buffer_ms is None
+            else ContinuousUplink(self._send_up, dialect.rate_in)
+        )
+        """Silence in the caller's gaps, for a full-duplex model."""
         self._up = Resampler(dialect.rate_in) if dialect.rate_in != SAMPLE_RATE else None
         self._tasks = TaskSet(f"agent[{self.id}]")
         self.request: dict[str, Any] = {}
@@ -152,11 +167,15 @@ class Agent:
         self.guard.heard(frame.pcm)
         if self.detector is not None:
             self._detected(frame)
-        if not self.model.connected:
-            return  # while reconnecting the caller is not queued up (it would arrive late)
         pcm = frame.pcm if self._up is None else self._up.resample_array(frame.pcm, SAMPLE_RATE)
         if pcm.size:
-            self.model.send_audio(pcm.astype("<i2").tobytes())
+            self._send_up(pcm.astype("<i2").tobytes())
+            if self.uplink is not None:
+                self.uplink.sent()
+
+    def _send_up(self, pcm: bytes) -> None:
+        if self.model.connected:  # while reconnecting nothing is queued (it would come late)
+            self.model.send_audio(pcm)
 
     def _sent(self, frame: BusFrame) -> None:
         self.guard.played(frame.pcm)
@@ -202,8 +221,8 @@ class Agent:
         )
         if self.caller_speaking and by == "bridge":
             self.send(self.dialect.turn_started())
-        if playing and self.caller_speaking:
-            self.barge_in(by)
+        if playing and self.caller_speaking and self.uplink is None:
+            self.barge_in(by)  # (a full-duplex model stops by itself: module docstring)
         elif self.caller_speaking and by == "bridge":
             # Nothing plays yet, but an answer may be on its way: it would come too late.
             self.send(self.dialect.cancel(by))
@@ -276,12 +295,23 @@ class Agent:
             raise CallStateError(
                 f"the agent was stopped or call {self.host.call_id} ended"
             ) from None
+        self._rates()
         self.bus.add_downlink_tap(self._caller)
         self.bus.add_uplink_tap(self._sent)
         self.bus.add_source(self.voice.source)
+        if self.uplink is not None:
+            self.uplink.start()
         if self.resumed and self.model.resume is None and self.said:
             self.send(self.dialect.context(list(self.said)))  # a new session: what was said
         self._emit(events.CONNECTED, **({"resumed": True} if self.resumed else {}))
+
+    def _rates(self) -> None:
+        """Resample at the rates the session was opened with: an ElevenLabs agent's formats
+        are its own, told when it connects (before the voice is on the bus)."""
+        if self.voice.rate != self.dialect.rate_out:
+            self.voice = AgentVoice(self.dialect.rate_out, self.bus.stats)
+        if self.dialect.rate_in != SAMPLE_RATE:
+            self._up = Resampler(self.dialect.rate_in)
 
     def _reconnected(self, resumed: bool) -> None:
         if not resumed:
@@ -310,6 +340,8 @@ class Agent:
         return self.model.stopping
 
     def _detach(self) -> None:
+        if self.uplink is not None:
+            self.uplink.stop()
         self.bus.remove_downlink_tap(self._caller)
         self.bus.remove_uplink_tap(self._sent)
         self.bus.remove_source(self.voice.source)

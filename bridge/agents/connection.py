@@ -9,8 +9,10 @@ queued, in order, bounded. A dropped or closing socket (``goAway``, a server clo
 error) is reopened — with the resumption handle where the protocol has one — within
 ``retries`` attempts, :data:`BACKOFF` apart, while the call goes on; then the agent is told it
 failed. Where the protocol wants it, an idle socket gets the dialect's keep-alive, and a
-session the provider caps (Deepgram's two hours) is renewed on a new socket
-:data:`RENEW_MARGIN_S` before the cap, so the caller is never cut off by it.
+session the provider caps (Deepgram's two hours, GPT-Live's ``expires_at``) is renewed on a new
+socket :data:`RENEW_MARGIN_S` before the cap, so the caller is never cut off by it. A protocol
+with a goodbye (GPT-Live's ``session.close``) gets it before its socket closes, and on a stop
+the server is given :data:`CLOSE_WAIT_S` to end the session itself.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import aiohttp
 from ..attachments.wire import OutgoingQueue
 from ..http import RedirectRefused
 from ..tasks import TaskSet
+from .preflight import CONNECT_TIMEOUT, where_to_connect
 from .wire import (
+    Answer,
     GoAway,
     Hello,
     ModelDialect,
@@ -42,8 +46,6 @@ from .wire import (
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 10.0
-"""Seconds to open the model's socket and have its session configured."""
 BACKOFF = (0.0, 0.3, 1.0, 2.0, 4.0)
 """Seconds before each reconnection attempt (the last repeats), each but the first drawn
 between half and all of it so a restarted server is not hit by every call at once."""
@@ -52,9 +54,12 @@ HEALTHY_S = 10.0
 count as a new one with every retry again: a server that takes the session and closes it at
 once uses up ``retries`` rather than being reopened forever, a WARNING each time."""
 UP_QUEUE = 50
+"""Caller frames waiting for a slow model socket (1 s) before the oldest go."""
 RENEW_MARGIN_S = 120.0
 """Seconds before a provider's session cap (``session_limit_s``) the session is renewed."""
-"""Caller frames waiting for a slow model socket (1 s) before the oldest go."""
+CLOSE_WAIT_S = 2.0
+"""Seconds a stopped agent's server has, after the dialect's goodbye (``closing``), to end the
+session and close the socket itself before the bridge closes it (finalization unconfirmed)."""
 
 Handle = Callable[[ModelEvent], Awaitable[None]]
 """The agent's handling of one model event (audio, turns, transcripts, tool calls)."""
@@ -101,6 +106,7 @@ class ModelConnection:
         self._served = False
         """The current socket gave the agent an event (it works, whatever its age)."""
         self._tasks = TaskSet(f"model[{where}]")
+        self._runner: asyncio.Task[None] | None = None
 
     @property
     def connected(self) -> bool:
@@ -127,7 +133,9 @@ class ModelConnection:
 
     # -- opening
     async def _open(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
-        url, headers = self.dialect.connect(self.url, self._key)
+        url, headers = await where_to_connect(
+            self.dialect, self.url, self._key, self.tools, self.resume, http
+        )
         ws = await http.ws_connect(
             url,
             headers=headers,
@@ -180,7 +188,7 @@ class ModelConnection:
             raise Stopped(self.where)
         self._ws = ws
         self.state = "connected"
-        self._tasks.spawn(self._run(http, on_reconnected, on_failed), "run")
+        self._runner = self._tasks.spawn(self._run(http, on_reconnected, on_failed), "run")
 
     # -- serving
     async def _message(self, data: str) -> list[ModelEvent]:
@@ -211,7 +219,9 @@ class ModelConnection:
 
     def _own(self, event: ModelEvent) -> bool:
         """Handle the connection's own events; ``False`` for the agent's."""
-        if isinstance(event, Resumable):
+        if isinstance(event, Answer):
+            self.send(list(event.messages))
+        elif isinstance(event, Resumable):
             self.resume = event.handle
         elif isinstance(event, Ready | Hello):
             pass  # waited for while opening (``_read_until``)
@@ -272,6 +282,8 @@ class ModelConnection:
         await asyncio.sleep(after)
         log.info("%s: renewing the session before the provider's cap", self.where)
         self._renewing = True
+        for message in self.dialect.closing():
+            await ws.send_str(json.dumps(message))
         await ws.close()
 
     async def _run(
@@ -343,7 +355,14 @@ class ModelConnection:
         if self.state != "failed":
             self.state = "stopped"
         if self._ws is not None and not self._ws.closed:
+            goodbye = self.dialect.closing()
+            self.send(goodbye)
             await self._out.drain(0.2)
+            if goodbye and self._runner is not None and not self._ws.closed:
+                # The server ends the session (and closes) once it has drained.
+                await asyncio.wait({self._runner}, timeout=CLOSE_WAIT_S)
+                if not self._ws.closed:
+                    log.info("%s: the model did not end its session in time", self.where)
             await self._ws.close()
         await self._tasks.close()
 

@@ -76,6 +76,7 @@ class DeepgramVoiceAgent:
     default_url: str | None = DEFAULT_URL
     keepalive_s: float | None = KEEPALIVE_S
     session_limit_s: float | None = SESSION_LIMIT_S
+    duplex_buffer_ms: int | None = None
 
     def __init__(self, session: dict[str, Any] | None = None) -> None:
         session = dict(session or {})
@@ -132,6 +133,9 @@ class DeepgramVoiceAgent:
 
     def keepalive(self) -> list[dict[str, Any]]:
         return [{"type": "KeepAlive"}]
+
+    def closing(self) -> list[dict[str, Any]]:
+        return []
 
     def parse(self, body: dict[str, Any]) -> list[ModelEvent]:
         kind = body.get("type")

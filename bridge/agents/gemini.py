@@ -45,6 +45,7 @@ class GeminiLive:
     default_url: str | None = None
     keepalive_s: float | None = None
     session_limit_s: float | None = None
+    duplex_buffer_ms: int | None = None
 
     def __init__(self, session: dict[str, Any] | None = None) -> None:
         session = dict(session or {})
@@ -91,6 +92,9 @@ class GeminiLive:
         raise ProtocolError("a binary frame (the protocol has none)")
 
     def keepalive(self) -> list[dict[str, Any]]:
+        return []
+
+    def closing(self) -> list[dict[str, Any]]:
         return []
 
     def parse(self, body: dict[str, Any]) -> list[ModelEvent]:

@@ -85,7 +85,18 @@ def check_session(session: dict[str, Any]) -> None:
         raise BadRequest("field 'session': type must be realtime")
 
 
-def _b64(text: Any) -> bytes:
+def openai_auth(url: str, api_key: str | None) -> dict[str, str]:
+    """The key where OpenAI's sockets want it (Realtime and GPT-Live alike): ``Authorization:
+    Bearer``, or Azure OpenAI's ``api-key`` on an ``*.openai.azure.com`` host."""
+    if not api_key:
+        return {}
+    host = (urlsplit(url).hostname or "").lower()
+    if host.endswith(".openai.azure.com"):
+        return {"api-key": api_key}  # Azure OpenAI's header
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def b64_audio(text: Any) -> bytes:
     if not isinstance(text, str):
         raise ProtocolError("audio delta is not base64 text")
     try:
@@ -107,6 +118,7 @@ class RealtimeFamily:
     default_url: str | None = None
     keepalive_s: float | None = None
     session_limit_s: float | None = None
+    duplex_buffer_ms: int | None = None
     model_detects_speech = True
     server_cancels = True
     """The server stops its own response when its turn detection hears the caller (OpenAI's
@@ -154,6 +166,9 @@ class RealtimeFamily:
     def keepalive(self) -> list[dict[str, Any]]:
         return []
 
+    def closing(self) -> list[dict[str, Any]]:
+        return []
+
     def parse(self, body: dict[str, Any]) -> list[ModelEvent]:
         kind = body.get("type")
         if not isinstance(kind, str):
@@ -162,7 +177,7 @@ class RealtimeFamily:
             response = str(body.get("response_id") or "")
             if response and response in self._dropped:
                 return []  # generated before the server took the cancel: nobody hears it
-            return [Audio(_b64(body.get("delta")), str(body.get("item_id") or ""))]
+            return [Audio(b64_audio(body.get("delta")), str(body.get("item_id") or ""))]
         if kind == "session.updated":
             return [Ready()]
         if kind == "conversation.created":
@@ -299,12 +314,7 @@ class OpenAIRealtime(RealtimeFamily):
         )
 
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
-        if not api_key:
-            return url, {}
-        host = (urlsplit(url).hostname or "").lower()
-        if host.endswith(".openai.azure.com"):
-            return url, {"api-key": api_key}  # Azure OpenAI's header
-        return url, {"Authorization": f"Bearer {api_key}"}
+        return url, openai_auth(url, api_key)
 
     def session_object(self, tools: list[Tool]) -> dict[str, Any]:
         ours: dict[str, Any] = {

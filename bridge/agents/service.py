@@ -18,15 +18,27 @@ from . import events
 from .agent import Agent
 from .azure import AzureVoiceLive
 from .deepgram import DeepgramVoiceAgent
+from .elevenlabs import ElevenLabsAgent
 from .gemini import GeminiLive
 from .openai import OpenAIRealtime
+from .openai_live import OpenAILive
 from .tools import MAX_PENDING, CallControls, bridge_tools, run_bridge_tool
-from .wire import ModelDialect, ToolCall
+from .ultravox import UltravoxCall
+from .wire import ModelDialect, Prepared, ToolCall
 from .xai import XaiGrokVoice
 
 log = logging.getLogger(__name__)
 
-PROVIDERS = ("openai-realtime", "gemini-live", "xai", "azure-voice-live", "deepgram")
+PROVIDERS = (
+    "openai-realtime",
+    "gemini-live",
+    "xai",
+    "azure-voice-live",
+    "deepgram",
+    "elevenlabs",
+    "ultravox",
+    "openai-live",
+)
 MAX_AGENTS = 1
 """Agents one call may have talking at once."""
 
@@ -55,6 +67,13 @@ class AgentService:
             return AzureVoiceLive(session), s.agent_azure_voice_live_api_key
         if provider == "deepgram":
             return DeepgramVoiceAgent(session), s.agent_deepgram_api_key
+        if provider == "elevenlabs":
+            return ElevenLabsAgent(session), s.agent_elevenlabs_api_key
+        if provider == "ultravox":
+            return UltravoxCall(session), s.agent_ultravox_api_key
+        if provider == "openai-live":  # an OpenAI project key serves both OpenAI protocols
+            live = OpenAILive(session, buffer_ms=s.agent_openai_live_buffer_ms)
+            return live, s.agent_openai_live_api_key or s.agent_openai_api_key
         return GeminiLive(session), s.agent_gemini_api_key
 
     async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> Agent:
@@ -95,11 +114,14 @@ class AgentService:
             raise BadRequest("field 'session' must be an object")
         dialect, default_key = self._dialect(provider, session)
         url = body.get("url", dialect.default_url)
+        # Ultravox's ``url`` is its REST API's base; every other, the socket's.
+        schemes = dialect.url_schemes if isinstance(dialect, Prepared) else ("ws", "wss")
+        must = f"field 'url' must be a {' or '.join(s + '://' for s in schemes)} URL"
         if not isinstance(url, str):
-            raise BadRequest("field 'url' must be a ws:// or wss:// URL")
+            raise BadRequest(must)
         parts = urlsplit(url)
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise BadRequest("field 'url' must be a ws:// or wss:// URL")
+        if parts.scheme not in schemes or not parts.hostname:
+            raise BadRequest(must)
         if parts.hostname.lower() not in self.allow:
             raise Forbidden(
                 f"host {parts.hostname!r} is not in BRIDGE_FORK_URL_ALLOW", code="url_not_allowed"

@@ -2,13 +2,14 @@
 events the bridge acts on (typed, below) and the :class:`ModelDialect` each protocol module
 implements (:mod:`.openai` for OpenAI Realtime, :mod:`.xai` for xAI Grok Voice, :mod:`.azure`
 for Azure Voice Live, :mod:`.gemini` for Gemini Live, :mod:`.deepgram` for Deepgram's Voice
-Agent API). Nothing outside those modules knows a
-field name of a protocol."""
+Agent API, :mod:`.elevenlabs` for ElevenLabs Agents, :mod:`.ultravox` for Ultravox,
+:mod:`.openai_live` for OpenAI GPT-Live). Nothing outside those modules knows a field name of
+a protocol."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class ProtocolError(ValueError):
@@ -101,8 +102,17 @@ class ModelError:
     had already made): logged at INFO, never refuses a session."""
 
 
+@dataclass(frozen=True)
+class Answer:
+    """Messages the protocol wants sent back at once (ElevenLabs' ``pong`` to every ``ping``):
+    the connection queues them ahead of the caller's audio."""
+
+    messages: tuple[dict[str, Any], ...]
+
+
 ModelEvent = (
-    Hello
+    Answer
+    | Hello
     | Ready
     | Audio
     | SpeechStarted
@@ -146,7 +156,15 @@ class ModelDialect(Protocol):
     (``None``: the protocol wants none)."""
     session_limit_s: float | None
     """The provider's cap on one session's length: the connection opens a new session
-    before it (``None``: no cap the bridge knows of)."""
+    before it (``None``: no cap the bridge knows of). Read once a session is ready, so a
+    dialect may set it from what the server said (GPT-Live's ``expires_at``)."""
+    duplex_buffer_ms: int | None
+    """``None``: the model sends replies (faster than real time) and stops them on a barge-in
+    signal, so its voice queues whole replies and the caller's speech cuts it. A number: the
+    model is full duplex (GPT-Live): it hears the caller over itself and stops by itself, so
+    the caller's audio goes up without a pause (silence in its gaps), its one continuous
+    real-time stream plays through a jitter buffer of at most this many ms, and nothing the
+    caller says cuts it."""
 
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         """The URL to open and the headers to send (the key where the provider wants it)."""
@@ -167,6 +185,10 @@ class ModelDialect(Protocol):
 
     def keepalive(self) -> list[dict[str, Any]]:
         """What keeps an idle socket open (see :attr:`keepalive_s`)."""
+
+    def closing(self) -> list[dict[str, Any]]:
+        """What ends a session gracefully before its socket closes (empty: closing the
+        socket is the end, the protocol has no goodbye)."""
 
     def truncate(self, item_id: str, audio_end_ms: int, by: str = "bridge") -> list[dict[str, Any]]:
         """Tell the model what the caller heard of an interrupted item (empty: not needed,
@@ -191,3 +213,35 @@ class ModelDialect(Protocol):
     def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
         """The conversation so far, ``(role, text)`` lines, for a new connection that has no
         resumption handle (empty: the protocol resumes, or nothing to say)."""
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """An HTTPS request the connection makes before it opens the socket (ElevenLabs' signed
+    URL, Ultravox's call creation); its JSON answer goes to :meth:`Prepared.joined`."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: dict[str, Any] | None = None
+    expect: int = 200
+    """The status of a success (Ultravox answers ``201 Created``)."""
+
+
+@runtime_checkable
+class Prepared(Protocol):
+    """A dialect whose socket's URL comes from an HTTP request first (a capability: the
+    connection asks for it with ``isinstance``; every other dialect's :meth:`connect` says
+    where to go at once)."""
+
+    url_schemes: tuple[str, ...]
+    """The schemes a request's ``url`` may have (Ultravox's is the REST API's base)."""
+
+    def preflight(
+        self, url: str, api_key: str | None, tools: list[Tool], resume: str | None
+    ) -> Preflight | None:
+        """The request to make (``None``: none, :meth:`ModelDialect.connect` says where)."""
+
+    def joined(self, answer: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        """The socket's URL and headers from the request's answer (:class:`ProtocolError`
+        when it has none)."""

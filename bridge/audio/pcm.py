@@ -18,7 +18,7 @@ Pcm = npt.NDArray[np.int16]
 
 QUIET_PEAK = 200
 """A frame whose samples all stay within this (−44 dBFS) is silence: a listener cannot miss it
-when it is dropped, repeated, or shortened (``engines/tick_aim.py``, ``media/frames.py``)."""
+when it is dropped or shortened (``engines/tick_aim.py``, ``media/frames.py``)."""
 
 
 def quiet(pcm: Pcm) -> bool:

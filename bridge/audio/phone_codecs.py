@@ -1,8 +1,9 @@
 """The phone codecs as the one receiver (``audio/receiver.py``) decodes them: G.711 (µ-law,
 A-law) and G.722, each to the bus's 16 kHz with exactly 320 samples a 20 ms packet, and the
 same interface as :class:`~bridge.audio.opus.OpusDecoder` (``decode``, ``decode_fec``,
-``has_fec``, ``conceal``, ``warm``, ``rtp_clock``); and G.711's encoder for a sender that
-needs exactly one packet a tick (:class:`G711Encoder`, the WhatsApp leg when Meta speaks G.711).
+``has_fec``, ``conceal``, ``warm``, ``rtp_clock``); and :class:`PhoneEncoder`, the other way:
+the bus's frames as a phone's payloads, exactly one a frame (a trunk's phone; the WhatsApp leg
+when Meta speaks G.711).
 
 Neither codec has in-band FEC nor concealment of its own: a lost packet is concealed by pitch
 repetition (:class:`~bridge.audio.plc.PitchRepeat`, G.711 Appendix I's method) on the decoded
@@ -16,15 +17,15 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from .g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
-from .g722 import G722Decoder
+from .g722 import G722Decoder, G722Encoder
+from .opus import OpusEncoder
 from .pcm import Pcm
 from .plc import PitchRepeat
 from .resample import Resampler, Upsample2x
 
 RTP_CLOCK = 8000
-G711_FRAME = 160
-"""8 kHz samples (and G.711 bytes) in one 20 ms packet."""
-G711 = ("PCMU", "PCMA")
+NARROW_SAMPLES = 160
+"""8 kHz samples in one 20 ms G.711 packet."""
 
 
 class _PhoneDecoder:
@@ -85,23 +86,43 @@ def phone_decoder(codec: str) -> G711Decoder | G722PhoneDecoder:
     return G722PhoneDecoder() if codec == "G722" else G711Decoder(codec)
 
 
-class G711Encoder:
-    """16 kHz frames of 20 ms → one µ-law (``PCMU``) or A-law (``PCMA``) payload each (160
-    bytes), for a sender that sends exactly one packet a tick. The resampler's filter delay
-    shortens its first outputs; that shortfall is paid once as leading silence, so every later
-    frame maps to exactly one packet (no drift, no reframer's zero-or-two)."""
+class PhoneEncoder:
+    """The bus's 20 ms frames (16 kHz) as one phone codec's payloads, exactly one a frame, for a
+    sender that sends one packet a tick: ``PCMU``/``PCMA`` resampled to 8 kHz, 160 bytes;
+    ``G722`` and ``opus`` coded at the bus's own 16 kHz, no resampling (Opus with in-band FEC,
+    no DTX: a phone's jitter buffer expects a packet every 20 ms).
+
+    The 8 kHz resampler's filter delay shortens its first outputs; that shortfall is paid once
+    as leading silence, so every later frame maps to exactly one packet (no drift, no
+    reframer's zero-or-two)."""
 
     def __init__(self, codec: str) -> None:
+        self.codec = codec
+        self._opus: OpusEncoder | None = None
+        self._wide: Callable[[Pcm], bytes] | None = None
+        if codec == "opus":
+            self._opus = OpusEncoder(
+                16000, bitrate=32000, complexity=5, fec=True, expected_loss=5, dtx=False
+            )
+            self._wide = self._opus.encode
+        elif codec == "G722":
+            self._wide = G722Encoder().encode
         self._law: Callable[[Pcm], bytes] = ulaw_encode if codec == "PCMU" else alaw_encode
         self._down = Resampler(RTP_CLOCK)
         self._held = np.zeros(0, dtype=np.int16)
 
     def encode(self, pcm: Pcm) -> bytes:
+        """One 20 ms bus frame's payload."""
+        if self._wide is not None:
+            return self._wide(pcm)
         narrow = np.concatenate((self._held, self._down.resample_array(pcm, 16000)))
-        if narrow.size < G711_FRAME:
-            narrow = np.concatenate((np.zeros(G711_FRAME - narrow.size, np.int16), narrow))
-        self._held = narrow[G711_FRAME:]
-        return self._law(narrow[:G711_FRAME])
+        if narrow.size < NARROW_SAMPLES:
+            narrow = np.concatenate((np.zeros(NARROW_SAMPLES - narrow.size, np.int16), narrow))
+        self._held = narrow[NARROW_SAMPLES:]
+        return self._law(narrow[:NARROW_SAMPLES])
 
     def reset(self) -> None:
-        """Nothing to forget: G.711 codes each sample alone (a forwarded run needs no reset)."""
+        """Start afresh (Opus's state; the last packets sent were not this encoder's). G.711
+        codes each sample alone: nothing to forget."""
+        if self._opus is not None:
+            self._opus.reset()

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..countries import country_of
 from ..errors import BadRequest, CallStateError
 from ..numbers.model import engine_key
 from ..timefmt import iso_utc_or_none as _iso
 from ..timefmt import parse_iso_utc
-from .countries import country_of
 
 
 class CallState(enum.StrEnum):

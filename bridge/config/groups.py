@@ -434,9 +434,6 @@ class IceSettings(_Group):
 class MediaSettings(_Group):
     """How the bridge encodes the browser's downlink."""
 
-    opus_direct: bool = _opt(
-        True, "encode the downlink as 16 kHz mono Opus ourselves (false: aiortc's encoder)"
-    )
     opus_bitrate: int = _opt(
         40_000,
         "downlink Opus bitrate in SILK, bit/s: under RED, or without the clean-link CELT "
@@ -791,6 +788,28 @@ class AgentSettings(_Group):
         "key (or temporary token) for deepgram agents whose request has no apiKey",
         secret=True,
     )
+    agent_elevenlabs_api_key: str = _opt(
+        "",
+        "xi-api-key for elevenlabs agents whose request has no apiKey (a private agent: "
+        "its signed URL is asked for with it)",
+        secret=True,
+    )
+    agent_ultravox_api_key: str = _opt(
+        "",
+        "X-API-Key that creates the calls of ultravox agents whose request has no apiKey",
+        secret=True,
+    )
+    agent_openai_live_api_key: str = _opt(
+        "",
+        "key for openai-live agents whose request has no apiKey (else BRIDGE_AGENT_OPENAI_API_KEY)",
+        secret=True,
+    )
+    agent_openai_live_buffer_ms: int = _opt(
+        100,
+        "most of GPT-Live's continuous stream held before it plays (its voice is gone this "
+        "soon after the stream turns silent; raise it only for a server that sends faster "
+        "than real time)",
+    )
     agent_retries: int = _opt(
         5, "attempts to reopen a dropped model socket before agent.failed (0: none)"
     )
@@ -805,6 +824,7 @@ class AgentSettings(_Group):
 
     def validate(self) -> None:
         self.between("agent_retries", 0, 50)
+        self.between("agent_openai_live_buffer_ms", 60, 60_000)
         if self.agent_fallback is AgentFallback.MESSAGE and not self.agent_fallback_file:
             raise self.bad("agent_fallback", "message needs BRIDGE_AGENT_FALLBACK_FILE")
 

@@ -11,8 +11,8 @@
   the route on (the call answered).
 
 The desk reaches trunks and model agents only through what the app binds on it
-(:attr:`Desk.trunks <.service.Desk.trunks>`, :attr:`Desk.models <.service.Desk.models>`):
-those layers sit above the desk.
+(:attr:`Desk.trunks <.service.Desk.trunks>`, :attr:`Desk.models <.service.Desk.models>`), handed
+to each step by the route's run: those layers sit above the desk.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from ..media import Role
 
 if TYPE_CHECKING:
     from ..attachments.base import AttachmentHost
+    from ..calls.runtime import CallRuntime
     from .routes import Step
-    from .runner import RouteRun
 
 SIP_PARTICIPANT = "sip"
 """The participant id of the phone a ``sip`` step rings (the call's agent once it answers)."""
@@ -63,9 +63,20 @@ class Models(Protocol):
     async def start(self, host: AttachmentHost, body: dict[str, Any]) -> Any: ...
 
 
-async def sip(run: RouteRun, step: Step) -> bool:
+class StepRun(Protocol):
+    """What a step uses of the route's run on the call (``runner.RouteRun``)."""
+
+    call: Call
+    runtime: CallRuntime
+    inbox: asyncio.Queue[dict[str, Any]]
+    dialing: str | None
+
+    async def ensure_answered(self) -> None: ...
+
+
+async def sip(run: StepRun, step: Step, trunks: Trunks | None) -> bool:
     """See the module docstring; ``True`` when the call is taken (or gone)."""
-    trunks, call = run.desk.trunks, run.call
+    call = run.call
     if trunks is None:
         raise CallStateError("this worker has no SIP trunks to ring through")
     target: dict[str, Any] = {
@@ -92,7 +103,7 @@ async def sip(run: RouteRun, step: Step) -> bool:
     return True
 
 
-def _forget_earlier_legs(run: RouteRun) -> None:
+def _forget_earlier_legs(run: StepRun) -> None:
     """Drop what an earlier step's phone said that is still waiting in the run's inbox (the
     participant id is the same for every ``sip`` step's phone)."""
     kept = []
@@ -104,7 +115,7 @@ def _forget_earlier_legs(run: RouteRun) -> None:
         run.inbox.put_nowait(message)
 
 
-async def _outcome(run: RouteRun, timeout: float) -> tuple[str | None, int | None]:
+async def _outcome(run: StepRun, timeout: float) -> tuple[str | None, int | None]:
     """The phone's answer as its participant events say (``Desk`` hands them to the run):
     ``("answered", 200)``, ``(reason, sipCode)`` when it left, ``(None, None)`` on time out."""
     loop = asyncio.get_running_loop()
@@ -138,9 +149,8 @@ async def _final_status(leg: SipLeg) -> int | None:
     return None
 
 
-async def agent(run: RouteRun, step: Step) -> bool:
+async def agent(run: StepRun, step: Step, models: Models | None) -> bool:
     """See the module docstring."""
-    models = run.desk.models
     if models is None:
         raise CallStateError("this worker runs no model agents")
     await run.ensure_answered()

@@ -8,23 +8,47 @@ survivor that adopts a ringing call resumes its route from the ring the store ke
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from ..attachments import PlaybackService
+from ..calls import CallManager
 from ..calls.model import Call, CallState
 from ..calls.runtime import CallRuntime
 from ..errors import BridgeError, CallStateError, NotFound
 from . import wire
-from .routes import route_from_stored
+from .lending import Lending
+from .routes import Route, route_from_stored
 from .runner import RouteRun
-
-if TYPE_CHECKING:
-    from .service import AgentKey, Desk
+from .store import AgentKey, AgentRecord, DeskStore
 
 log = logging.getLogger(__name__)
 
 
+class HandsOff(Protocol):
+    """What a hand-off uses of the desk (``Desk`` is one): the call's route run (a new one
+    when it has none), the agents it may ring and tells, the store the ring is kept in, the
+    calls it hangs up, the hold music, and whether calls run on other workers."""
+
+    store: DeskStore
+    manager: CallManager
+    playback: PlaybackService
+    lending: Lending | None
+
+    def run_of(self, call_id: str) -> RouteRun | None: ...
+
+    def new_run(self, runtime: CallRuntime, route: Route | None) -> RouteRun: ...
+
+    async def candidates(
+        self, tenant_id: str | None, ring: dict[str, Any]
+    ) -> list[AgentRecord]: ...
+
+    async def send(self, key: AgentKey, message: dict[str, Any], round_no: int = 0) -> None: ...
+
+    async def set_state(self, key: AgentKey, state: str, call_id: str | None = None) -> None: ...
+
+
 async def transfer(
-    desk: Desk, runtime: CallRuntime, group: str, timeout: float, music: Any = None
+    desk: HandsOff, runtime: CallRuntime, group: str, timeout: float, music: Any = None
 ) -> None:
     """``/call/transfer`` to a group: ring its available agents (not the one on the call)
     while the caller hears ``music``; the first to accept takes the call (409
@@ -43,14 +67,13 @@ async def transfer(
             f"nobody in group {group[:64]!r} is available", code="nobody_available"
         )
     if run is None:
-        run = RouteRun(desk, runtime, None)
-        runtime.attach(run)
+        run = desk.new_run(runtime, None)
     run.handing_off = True  # until its ring ends: one transfer at a time
     runtime.spawn(run.hand_off(ring, music), "transfer")
 
 
 async def from_agent(
-    desk: Desk, key: AgentKey, message: wire.AgentMessage, *, relayed: bool = False
+    desk: HandsOff, key: AgentKey, message: wire.AgentMessage, *, relayed: bool = False
 ) -> None:
     """``transfer {callID, group, music?, timeoutS?}`` or ``hangup {callID}`` on an agent's
     socket: only for the call the agent is on; done by the worker carrying the call (the
@@ -84,14 +107,13 @@ async def from_agent(
         await desk.send(key, wire.error(exc.code, str(exc), call_id))
 
 
-async def resume_route(desk: Desk, call: Call) -> None:
+async def resume_route(desk: HandsOff, call: Call) -> None:
     ring = await desk.store.ring(call.id)
     runtime = desk.manager.find_runtime(call.id)
     if ring is None or runtime is None or runtime.attached("route"):
         return
     body = await desk.store.route(ring["route"]) if ring.get("route") else None
-    run = RouteRun(desk, runtime, route_from_stored(body) if body else None)
-    runtime.attach(run)
+    run = desk.new_run(runtime, route_from_stored(body) if body else None)
     log.warning(
         "call %s: adopted while ringing; its route resumes at step %s",
         call.id,
@@ -101,7 +123,7 @@ async def resume_route(desk: Desk, call: Call) -> None:
     await run.resume(ring)
 
 
-async def tell_lost(desk: Desk, call_id: str, end_reason: Any) -> None:
+async def tell_lost(desk: HandsOff, call_id: str, end_reason: Any) -> None:
     ring = await desk.store.ring(call_id)
     if ring is None:
         return

@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from ..calls import CallRuntime
+from ..calls import CallManager, CallRuntime
 from ..calls.offers import answer_agent_offer
 from ..errors import AtCapacity, BridgeError, CallStateError
 from . import wire
+from .routes import Route
 from .runner import RouteRun
 from .session import AgentSession
-
-if TYPE_CHECKING:
-    from .service import AgentKey, Desk
+from .store import AgentKey, DeskStore
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +36,29 @@ UP_WAIT = 10.0
 """Seconds a replacing leg may take to come up before it joins the agent's call."""
 
 
+class LegsDesk(Protocol):
+    """What the agents' legs use of the desk (``Desk`` is one): the agents' sessions on this
+    worker, their presence in the store, the calls their legs join, and the route run that
+    stands for the call an agent is on."""
+
+    store: DeskStore
+    manager: CallManager
+
+    def sessions(self) -> list[AgentSession]: ...
+
+    def session(self, key: AgentKey) -> AgentSession | None: ...
+
+    def run_of(self, call_id: str) -> RouteRun | None: ...
+
+    def new_run(self, runtime: CallRuntime, route: Route | None) -> RouteRun: ...
+
+    async def set_state(self, key: AgentKey, state: str, call_id: str | None = None) -> None: ...
+
+
 class AgentLegs:
     """See the module docstring."""
 
-    def __init__(self, desk: Desk) -> None:
+    def __init__(self, desk: LegsDesk) -> None:
         self.desk = desk
 
     def _count(self) -> int:
@@ -116,9 +134,8 @@ class AgentLegs:
         """A call the agent placed: its leg is the call's agent from now (so the first packet
         leaves when WhatsApp answers), the agent busy and told the call's events until the
         end. The run stands for a ring the agent already won (no steps run)."""
-        run = RouteRun(self.desk, runtime, None)
+        run = self.desk.new_run(runtime, None)
         run.winner = key
-        runtime.attach(run)
         if not await self.lend(key, runtime):
             raise CallStateError(
                 f"agent {key[1]!r}: the connected leg went", code="agent_not_ready"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..calls import ConnectedLeg
 from ..engines.channels import MediaChannel
@@ -29,9 +29,10 @@ from ..engines.socket import PcmStreamMedia
 from ..errors import BridgeError
 from ..media import CallBus
 from ..tasks import TaskSet
+from .store import AgentKey, DeskStore
 
 if TYPE_CHECKING:
-    from .service import AgentKey, Desk
+    from .runner import RouteRun
     from .session import AgentSession
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,20 @@ class RemoteCall:
         self.bus.close()
 
 
+class LendingDesk(Protocol):
+    """What lending uses of the desk (``Desk`` is one): the store the workers talk through
+    and where each agent's socket is, this worker's id, and the route run of a call here."""
+
+    store: DeskStore
+    worker_id: str
+
+    def run_of(self, call_id: str) -> RouteRun | None: ...
+
+
 class Lending:
     """Both sides of lending across workers (see the module docstring)."""
 
-    def __init__(self, desk: Desk, open_stream: OpenStream, url: str) -> None:
+    def __init__(self, desk: LendingDesk, open_stream: OpenStream, url: str) -> None:
         self.desk = desk
         self.open_stream = open_stream
         self.url = url

@@ -25,7 +25,18 @@ MAX_STEPS = 16
 MAX_NUMBERS = 1000
 DEFAULT_RING_S = 30.0
 DEFAULT_VOICEMAIL_S = 60.0
-PROVIDERS = ("openai-realtime", "gemini-live", "xai", "azure-voice-live", "deepgram")
+PROVIDERS = (
+    "openai-realtime",
+    "gemini-live",
+    "xai",
+    "azure-voice-live",
+    "deepgram",
+    "elevenlabs",
+    "ultravox",
+)
+"""As ``bridge.agents.service`` has them (the desk does not import the agents)."""
+REST_URL = {"ultravox"}
+"""Providers whose ``url`` is a REST API's base (http:// or https://), not a socket's."""
 """The model agents an ``agent`` step may start (``agents/service.py`` checks the rest)."""
 BRIDGE_TOOLS = ("hangup", "transfer", "dtmf", "hold")
 
@@ -155,8 +166,9 @@ def _agent(body: dict[str, Any], where: str) -> dict[str, Any]:
     if body.get("provider") not in PROVIDERS:
         raise BadRequest(f"field '{where}.provider' must be one of {', '.join(PROVIDERS)}")
     url = body.get("url")
-    if not isinstance(url, str) or not url.startswith(("ws://", "wss://")) or len(url) > 2048:
-        raise BadRequest(f"field '{where}.url' must be a ws:// or wss:// URL")
+    schemes = ("http://", "https://") if body["provider"] in REST_URL else ("ws://", "wss://")
+    if not isinstance(url, str) or not url.startswith(schemes) or len(url) > 2048:
+        raise BadRequest(f"field '{where}.url' must be a {' or '.join(schemes)} URL")
     if not isinstance(body.get("session", {}), dict):
         raise BadRequest(f"field '{where}.session' must be an object")
     tools = body.get("bridgeTools", [])

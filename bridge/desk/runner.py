@@ -16,17 +16,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ..attachments import PlaybackService, RecordingService
+from ..calls import CallManager
 from ..calls.model import CallState
 from ..errors import BridgeError
 from . import bridged, wire
 from .routes import Route, Step
-from .store import _key
+from .store import AgentKey, AgentRecord, DeskStore, _key
 
 if TYPE_CHECKING:
     from ..calls.runtime import CallRuntime
-    from .service import AgentKey, Desk
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +40,41 @@ ALL_AGENTS = Step("ring", {"strategy": "simultaneous", "timeoutS": 60.0})
 """The step a call runs when it has no route but agents are connected: ring them all."""
 
 
+class RouteDesk(Protocol):
+    """What a route's run uses of the desk (``Desk`` is one): the store its ring is kept and
+    claimed in, the agents it rings and tells, the calls it answers and hangs up, what its
+    steps play, record or ring beyond the desk (``bridged.py``), and the desk's tasks."""
+
+    store: DeskStore
+    manager: CallManager
+    playback: PlaybackService
+    recordings: RecordingService
+    trunks: bridged.Trunks | None
+    models: bridged.Models | None
+    clock: Callable[[], float]
+
+    async def candidates(
+        self, tenant_id: str | None, ring: dict[str, Any]
+    ) -> list[AgentRecord]: ...
+
+    async def reachable(self, keys: set[AgentKey]) -> bool: ...
+
+    async def send(self, key: AgentKey, message: dict[str, Any], round_no: int = 0) -> None: ...
+
+    async def set_state(self, key: AgentKey, state: str, call_id: str | None = None) -> None: ...
+
+    async def lend_leg(self, key: AgentKey, runtime: CallRuntime) -> bool: ...
+
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None: ...
+
+
 class RouteRun:
     """See the module docstring."""
 
     kind = "route"
     wants_media = False
 
-    def __init__(self, desk: Desk, runtime: CallRuntime, route: Route | None) -> None:
+    def __init__(self, desk: RouteDesk, runtime: CallRuntime, route: Route | None) -> None:
         self.id = f"route-{runtime.call_id[:12]}"
         self.desk = desk
         self.runtime = runtime
@@ -242,9 +272,7 @@ class RouteRun:
         # Its connected leg joins the call now, before the answer: the first audio needs no
         # offer, ICE or DTLS — lent across workers when its socket is on another ("leg":
         # false: none usable, the app sends the per-call offer).
-        leg = await self.desk.legs.lend(key, self.runtime)
-        if not leg and self.desk.lending is not None:  # its socket is on another worker
-            leg = await self.desk.lending.ask(key, self.call.id)
+        leg = await self.desk.lend_leg(key, self.runtime)
         await self.desk.send(
             key,
             {"type": "accepted", "callID": self.call.id, "call": self.call.snapshot(), "leg": leg},
@@ -266,10 +294,10 @@ class RouteRun:
             await self.desk.manager.answer(self.call.id)
 
     async def _sip(self, step: Step) -> bool:
-        return await bridged.sip(self, step)
+        return await bridged.sip(self, step, self.desk.trunks)
 
     async def _agent(self, step: Step) -> bool:
-        return await bridged.agent(self, step)
+        return await bridged.agent(self, step, self.desk.models)
 
     async def _play(self, step: Step) -> bool:
         await self.ensure_answered()

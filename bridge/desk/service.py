@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..attachments import PlaybackService, RecordingService
-from ..calls import Call, CallManager
+from ..calls import Call, CallManager, CallRuntime
 from ..calls.events import CallEvent
 from ..calls.model import CallState, Direction
 from ..tasks import TaskSet
@@ -33,12 +33,10 @@ from .lending import Lending
 from .routes import Route, pick, route_from_stored, stored
 from .runner import RouteRun
 from .session import AgentSession
-from .store import GRACE, RENEW, AgentRecord, DeskStore
+from .store import GRACE, RENEW, AgentKey, AgentRecord, DeskStore
 from .tokens import AgentTokens
 
 log = logging.getLogger(__name__)
-
-AgentKey = tuple[str | None, str]
 
 
 def who(key: AgentKey) -> str:
@@ -234,6 +232,19 @@ class Desk:
         runs = runtime.attached("route") if runtime is not None else []
         return runs[0] if runs else None
 
+    def new_run(self, runtime: CallRuntime, route: Route | None) -> RouteRun:
+        """A route's run on the call, attached to its runtime (closed with the call)."""
+        run = RouteRun(self, runtime, route)
+        runtime.attach(run)
+        return run
+
+    async def lend_leg(self, key: AgentKey, runtime: CallRuntime) -> bool:
+        """Lend the agent's connected leg to the call it took: its idle leg here, else (its
+        socket on another worker) that worker's; ``False`` when none is usable."""
+        if await self.legs.lend(key, runtime):
+            return True
+        return self.lending is not None and await self.lending.ask(key, runtime.call_id)
+
     # -- presence, as every worker sees it
     async def agents(self, tenant_id: str | None, every: bool = False) -> list[AgentRecord]:
         return sorted(
@@ -306,9 +317,7 @@ class Desk:
         route = await self._route_for(call)
         if route is None and not await self.candidates(call.tenant_id or None, ALL):
             return  # no route and nobody connected: today's behaviour (the app answers)
-        run = RouteRun(self, runtime, route)
-        runtime.attach(run)
-        await run.run()
+        await self.new_run(runtime, route).run()
 
     def _call_event(self, event: CallEvent, call: Call | None) -> None:
         """The call's events to the agent who took it (``call.ended`` is the run's own), and

@@ -31,6 +31,9 @@ MAX_RINGS = 10_000
 
 STATES = ("available", "busy", "away")
 
+AgentKey = tuple[str | None, str]
+"""An agent: its tenant (``None``: the service's own) and its id."""
+
 BusHandler = Callable[[dict[str, Any]], None]
 
 

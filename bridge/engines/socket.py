@@ -90,7 +90,7 @@ class PcmStreamMedia(WebSocketMedia):
 
     With an ``aim`` (``tick_aim.py``), the batches are aimed at the engine's clock, learnt
     from its batch-sized frames: a batch completed on a quiet frame that would wait a tick or
-    more for the engine's tick drops that frame, or sends it twice, to move the boundary."""
+    more for the engine's tick drops that frame, to move the boundary a tick later."""
 
     engine = "PCM stream"
 
@@ -110,22 +110,17 @@ class PcmStreamMedia(WebSocketMedia):
 
     async def send(self, pcm: Pcm) -> None:
         out = self._out
-        move = 0
-        if self.aim is not None and (len(out) + 1) * FRAME_SAMPLES >= self.batch_samples:
-            move = self.aim.shift(time.monotonic())
-            if move and not quiet(pcm):
-                move = 0  # speech is never dropped nor repeated: the next quiet frame will do
-            if move:
-                self.aim.shifts += 1
-            if move < 0:
-                return  # dropped: the batch completes a tick later
+        aim = self.aim
+        if aim is not None and (len(out) + 1) * FRAME_SAMPLES >= self.batch_samples:
+            # Speech is never dropped: the next quiet frame will do.
+            if aim.shift(time.monotonic()) < 0 and quiet(pcm):
+                aim.dropped()
+                return  # the batch completes a tick later
         out.append(pcm)
         if len(out) * FRAME_SAMPLES < self.batch_samples:
             return
         payload = np.concatenate(out).astype("<i2", copy=False).tobytes()
         out.clear()
-        if move > 0:
-            out.append(pcm)  # sent twice: the next batch completes a tick sooner
         await self.send_payload(payload)
 
     def decode(self, data: bytes) -> Pcm:

@@ -5,24 +5,40 @@ takes ours on its own clock. Our frames are cut from the bus's 20 ms ticks, so a
 can be completed on any of three ticks: the one that leaves it waiting least for the engine's
 tick saves up to 40 ms of the round trip, every frame of the call. The engine's clock is not
 in the protocol; when its frames arrive is. :class:`TickAim` learns that phase from the frames
-the engine sends, and says when a frame completed now waits a tick or more for the engine's
-tick: held a tick more it would still make it, or completed a tick sooner it would make the
-engine tick it now just misses. The socket
-(``socket.py``) moves its frame boundary only in a quiet frame — dropping one, or sending one
-twice — so the shift is 20 ms of silence, never speech.
+the engine sends, and says when a frame completed now would wait a tick or more for the
+engine's tick: held a tick more, it still makes it. The socket (``socket.py``) then drops one
+quiet frame, moving its boundary a tick later: 20 ms of silence, never speech.
 
-This helps an engine that takes our audio on the clock it sends by, as a media loop that
-reads and writes each tick does (the bench's echoing engine does); an engine that takes each
-frame as it comes loses nothing but the shift itself.
+**Only later, never sooner.** An engine that queues what it gets and drops nothing (a media
+loop that reads and writes each tick) sends each frame on the first of its ticks with nothing
+older queued. A frame that missed a tick by a little cannot be made to catch it by sending it
+sooner (a quiet frame sent twice): the frame before it still waits for that tick, so the frame
+sooner only joins the engine's queue, 20 ms more audio in it for the rest of the call. So the
+boundary only ever moves later (up to two quiet frames), which makes the same tick with less
+wait whatever the engine does with what it queued.
+
+**An engine with no clock** (one that sends back what it gets the moment it gets it) has no
+tick to aim at: its frames follow ours. Aimed at, it would have a quiet frame dropped every
+60 ms, its frames following each drop. So the first drop is also a probe: when the engine's
+next frame comes a tick later than its clock predicted, it is following our frames, and the
+aim stops for the call (:attr:`TickAim.follows`).
 """
 
 from __future__ import annotations
 
 from ..audio.pcm import FRAME_MS
 
-AHEAD = 0.0015
+AHEAD = 0.006
 """Seconds a frame should reach the engine before its tick, beyond the socket's one-way
-delay: the engine's reader may be a wake-up behind (our own send's lateness is in ``now``)."""
+delay: the engine's reader may be a wake-up behind, and our next send may be a few ms later
+than this one (a busy host). An engine that queues never gives back a tick its frame missed
+(every later frame waits one tick more, 60 ms, for the rest of the call), so the margin is
+worth its few ms."""
+TICK = FRAME_MS / 1000
+GUARD = 0.010
+"""Seconds of the engine's period, just before the frame's own aim, in which the aim is left
+alone: a frame estimated there just makes its tick, give or take the estimate's jitter (a few
+ms on a busy host) and moving it a tick later would make it miss that tick for sure."""
 
 
 class TickAim:
@@ -45,12 +61,28 @@ class TickAim:
         """When the engine's next frame is expected (``time.monotonic()``)."""
         self._last: float | None = None
         self.shifts = 0
-        """Frame boundaries moved (a quiet frame dropped or repeated)."""
+        """Frame boundaries moved (a quiet frame dropped)."""
+        self.follows = False
+        """The engine's frames follow ours (module docstring): nothing to aim at."""
+        self._followed = 0
+        """Drops in a row the engine's next frame followed."""
+        self._probing = False
+        """A frame was dropped since the engine's last frame: does its next one follow?"""
 
     def heard(self, t: float) -> None:
         """An engine frame of one period arrived at ``t``."""
         last, self._last = self._last, t
-        if last is None or abs(t - last - self.period) > self.period / 4:
+        probing, self._probing = self._probing, False
+        if last is None:
+            return
+        late = t - last - self.period
+        if probing:
+            # A tick later, as our frames after the drop were: twice in a row (a busy host
+            # can make one frame a tick late), and the engine is following ours.
+            followed = abs(late - TICK) < TICK / 4
+            self._followed = self._followed + 1 if followed else 0
+            self.follows = self._followed >= 2
+        if abs(late) > self.period / 4:
             return
         due = self.due
         if due is None:
@@ -60,17 +92,16 @@ class TickAim:
         self.due = t + self.period if err < 0 else due + err / 16 + self.period
 
     def shift(self, now: float) -> int:
-        """For a frame completed at ``now``: how to move the frame boundary so the next ones
-        reach the engine :attr:`ahead` before its tick with less than one of our ticks to
-        spare. ``-1``: drop a frame (the boundary a tick later: it would still make that
-        tick); ``+1``: repeat one (a tick sooner: it makes the engine tick it now just misses,
-        a whole period's wait saved for 20 ms); ``0``: where it is (also while the engine's
-        clock is unknown)."""
-        if self.due is None:
-            return 0
-        tick = FRAME_MS / 1000
+        """For a frame completed at ``now``: ``-1`` to drop a frame (the boundary a tick
+        later) when held a tick more it would still reach the engine :attr:`ahead` before
+        the tick it would wait for; ``0`` to leave it (also while the engine's clock is
+        unknown, when the engine has none, or until the engine's frame after a drop came)."""
+        if self.due is None or self.follows or self._probing:
+            return 0  # (probing: one drop at a time, the engine's answer to it heard first)
         slack = (self.due - now - self.ahead) % self.period  # the wait for the engine's tick
-        spare_ticks = int(slack // tick)
-        if not spare_ticks:
-            return 0
-        return -1 if spare_ticks <= round(self.period / tick) - spare_ticks else +1
+        return -1 if TICK <= slack < self.period - GUARD else 0
+
+    def dropped(self) -> None:
+        """The socket dropped a frame as :meth:`shift` said."""
+        self.shifts += 1
+        self._probing = True

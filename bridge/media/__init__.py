@@ -1,7 +1,6 @@
 """One call's audio in this process: the PCM bus, its media clock and its counters."""
 
 from .bus import BusClosed, CallBus, UplinkSource
-from .clock import MediaClock
 from .conference import Conference, Role
 from .frames import BusFrame, DownlinkSink
 from .stats import BusStats, FixedHistogram, LevelMeter, ReceiveStats, level_dbfs
@@ -15,7 +14,6 @@ __all__ = [
     "DownlinkSink",
     "FixedHistogram",
     "LevelMeter",
-    "MediaClock",
     "ReceiveStats",
     "Role",
     "UplinkSource",

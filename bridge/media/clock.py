@@ -20,9 +20,14 @@ this worker's 20 ms media work, in this order within each tick (:class:`Phase`):
    it. The pacers wait on :meth:`WorkerClock.next_tick`, resolved once the tick's callbacks
    (a callback registered on this phase included) have run.
 
+After the phases, the tick runs the one-shot callbacks that fell due (:meth:`WorkerClock.call_at`:
+each leg's RTCP report, ``rtc/rtcp_schedule.py``). While nothing is registered and no track
+waits, the clock sleeps to the tick of the earliest of them, so a leg that carries nothing
+costs one wake-up per report, not fifty a second.
+
 One timer for the worker, not one per call: every call's work of a tick runs in one wake-up of
-the event loop. ``MediaClock`` is what stays per stream: it paces a stream that is not the
-bridge's own work (the quality bench's drifting peers). What
+the event loop. A far end that keeps its own time (the quality bench's drifting peers) paces
+its track with a :class:`WorkerPacer` on a :class:`WorkerClock` of its own period. What
 stays outside any 20 ms clock, and why, is in docs/architecture.md (*The media clock*).
 """
 
@@ -30,7 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import heapq
 import logging
+import math
 import time
 import weakref
 from collections.abc import Callable
@@ -41,37 +48,11 @@ from ..audio import FRAME_MS
 log = logging.getLogger(__name__)
 
 
-class MediaClock:
-    """Ticks every ``period`` seconds on an absolute schedule (no drift from sleep overshoot).
-
-    The first :meth:`tick` returns at once. When the caller falls more than ``resync`` behind
-    (a stalled event loop), the schedule restarts from now instead of bursting to catch up.
-    """
-
-    def __init__(self, period: float = FRAME_MS / 1000, resync: float = 0.2) -> None:
-        self.period = period
-        self.resync = resync
-        self._start: float | None = None
-        self.ticks = 0
-
-    @property
-    def now(self) -> float:
-        """The scheduled (monotonic) time of the latest tick."""
-        return (self._start or time.monotonic()) + self.ticks * self.period
-
-    async def tick(self) -> None:
-        if self._start is None:
-            self._start = time.monotonic()
-            return
-        self.ticks += 1
-        wait = self._start + self.ticks * self.period - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        elif wait < -self.resync:
-            self._start = time.monotonic() - self.ticks * self.period
-
-
 Tick = Callable[[float], None]
+ROUNDING = 1e-6
+"""Seconds: a one-shot callback due this little after a tick's time runs at that tick (the
+grid's times are sums of floats; without it, a report due on a tick woke the clock there, found
+itself a rounding error early, and went a tick later)."""
 
 
 class Phase(enum.IntEnum):
@@ -105,7 +86,15 @@ class WorkerClock:
         self._ticks: dict[int, tuple[Phase, Tick]] = {}
         self._order: list[tuple[int, Tick]] = []
         self._next_id = 0
+        self._timers: dict[int, Tick] = {}
+        self._due: list[tuple[float, int]] = []
+        """A heap of (due time, key) of the :meth:`call_at` callbacks; a cancelled one's key is
+        gone from :attr:`_timers` and its entry is skipped when it comes up."""
         self._handle: asyncio.TimerHandle | None = None
+        self._next_n = 0
+        self._every_tick = False
+        """The tick number :attr:`_handle` fires (more than one ahead while the clock sleeps to
+        a one-shot callback's tick)."""
         self._waiters: list[asyncio.Future[int]] = []
         """One future per track waiting for the next tick: its own, so that a track whose task
         is cancelled (a participant leaving) cancels only its wait, never the other tracks'."""
@@ -136,21 +125,66 @@ class WorkerClock:
         self._run()
         return waiter
 
+    def call_at(self, when: float, callback: Tick) -> Callable[[], None]:
+        """Call ``callback(now)`` once, at the first tick at or after ``when`` (a
+        ``time.monotonic()`` time), after that tick's phases; returns the cancel function."""
+        key = self._next_id
+        self._next_id += 1
+        self._timers[key] = callback
+        heapq.heappush(self._due, (when, key))
+        self._run()
+        return lambda: self._cancel(key)
+
     @property
     def running(self) -> bool:
-        return self._handle is not None
+        """Whether it ticks every period (asleep to a one-shot callback's tick, it does not)."""
+        return self._handle is not None and self._every_tick
 
     def _reorder(self) -> None:
         items = sorted(self._ticks.items(), key=lambda kv: kv[1][0])  # stable: by phase
         self._order = [(key, tick) for key, (_, tick) in items]
 
     def _run(self) -> None:
-        if self._handle is not None or self._firing:
-            return  # running (a tick in progress schedules the next itself)
+        """Schedule the next wanted tick if none is, or if an earlier one is now wanted."""
+        if self._firing:
+            return  # the tick in progress schedules the next itself (one timer, never two)
         loop = asyncio.get_running_loop()
-        self._start, self._base = loop.time(), self.n
-        self._offset = time.monotonic() - self._start
-        self._handle = loop.call_at(self._start + self.period, self._fire)
+        if self._handle is None:
+            self._start, self._base = loop.time(), self.n
+            self._offset = time.monotonic() - self._start
+        want = self._wanted(loop.time())
+        if want is None or (self._handle is not None and want >= self._next_n):
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._schedule(loop, want, bool(self._ticks or self._waiters))
+
+    def _wanted(self, at: float) -> int | None:
+        """The next tick wanted after loop time ``at``: the next one while anything is
+        registered or waits, else the tick of the earliest one-shot callback, else none."""
+        after = self._base + math.floor((at - self._start) / self.period) + 1
+        after = max(after, self.n + 1)
+        if self._ticks or self._waiters:
+            return after
+        while self._due and self._due[0][1] not in self._timers:
+            heapq.heappop(self._due)  # cancelled
+        if not self._due:
+            return None
+        when = self._due[0][0] - self._offset  # on the loop's time
+        ticks = (when - self._start - ROUNDING) / self.period
+        return max(after, self._base + math.ceil(ticks))
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, n: int, every_tick: bool) -> None:
+        self._next_n, self._every_tick = n, every_tick
+        self._handle = loop.call_at(self._start + (n - self._base) * self.period, self._fire)
+
+    def _cancel(self, key: int) -> None:
+        if self._timers.pop(key, None) is None:
+            return  # its heap entry is skipped when it comes up
+        if self._handle is not None and not self._firing and not self._ticks and not self._waiters:
+            self._handle.cancel()  # asleep to this callback, maybe: to the next one, or idle
+            self._handle = None
+            self._run()
 
     def _unregister(self, key: int) -> None:
         if self._ticks.pop(key, None) is not None:
@@ -163,10 +197,11 @@ class WorkerClock:
         ):
             self._handle.cancel()
             self._handle = None
+            self._run()  # asleep to the next one-shot callback, if any
 
     def _fire(self) -> None:
         loop = asyncio.get_running_loop()
-        self.n += 1
+        self.n = self._next_n
         due = self._start + (self.n - self._base) * self.period
         now = self.now = due + self._offset
         failed = False
@@ -179,6 +214,15 @@ class WorkerClock:
                     log.exception("media clock: a tick failed; unregistered")
                     self._ticks.pop(key, None)
                     failed = True
+            while self._due and self._due[0][0] <= now + ROUNDING:
+                _, key = heapq.heappop(self._due)
+                callback = self._timers.pop(key, None)
+                if callback is None:
+                    continue  # cancelled
+                try:
+                    callback(now)
+                except Exception:
+                    log.exception("media clock: a timed callback failed")
         finally:
             self._firing = False
         if failed:
@@ -187,14 +231,17 @@ class WorkerClock:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(self.n)
-        if not self._ticks and not waiters:
-            self._handle = None
-            return
         if loop.time() - due > self.resync:
             self._start, self._base = loop.time(), self.n
             self._offset = time.monotonic() - self._start
-        due = self._start + (self.n + 1 - self._base) * self.period
-        self._handle = loop.call_at(due, self._fire)
+        # Ticks run one by one, a late one catching up at once (absolute deadlines); a track
+        # resolved now asks for the next tick only once it has run: the grid is kept for it.
+        every_tick = bool(self._ticks or self._waiters or waiters)
+        want = self.n + 1 if every_tick else self._wanted(loop.time())
+        if want is None:
+            self._handle = None
+            return
+        self._schedule(loop, want, every_tick)
 
 
 class Pacer(Protocol):
@@ -210,18 +257,19 @@ class WorkerPacer:
 
     The first frame at once (a WhatsApp-side sender's first packet must not wait: Meta sends
     nothing before it), then one per tick; a track that missed ticks (its sender was held up)
-    takes the missed ones at once, up to ``resync`` ticks, then rejoins the clock where it is
-    — as :class:`MediaClock` does, on the worker's one timer instead of one of its own.
+    takes the missed ones at once, up to ``resync`` ticks, then rejoins the clock where it is.
+    ``clock``: the worker's unless given (a simulated far end's, which keeps its own time).
     """
 
-    def __init__(self, resync: int = 10) -> None:
+    def __init__(self, resync: int = 10, clock: WorkerClock | None = None) -> None:
         self.resync = resync
+        self.clock = clock
         self.ticks = -1
-        """The latest tick's index, 0 at the first (``MediaClock.ticks``)."""
+        """The latest tick's index, 0 at the first."""
         self._served: int | None = None
 
     async def tick(self) -> None:
-        clock = worker_clock()
+        clock = self.clock or worker_clock()
         served = self._served
         if served is None:
             self._served = clock.n  # the first frame goes at once (Meta waits for it)

@@ -12,11 +12,9 @@ from .ice import (
 from .leg import PeerLeg
 from .quality import Quality
 from .session import WebRTCSession
-from .tracks import BusAudioTrack
 from .turn import TurnGrant, TurnProvider, create_turn_provider, rest_credential
 
 __all__ = [
-    "BusAudioTrack",
     "ConnectedLeg",
     "PeerLeg",
     "Quality",

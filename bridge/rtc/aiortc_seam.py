@@ -2,7 +2,7 @@
 
 aiortc and aioice give the bridge ICE, DTLS and the SRTP keys, nothing else: every leg's RTP
 and RTCP is its own (``rtc/rtp_session.py`` on ``rtc/dtls_srtp.py``; aiortc's sender and
-receiver never start, but for aiortc's sender under ``BRIDGE_OPUS_DIRECT`` off). What the
+receiver never start). What the
 bridge still touches beyond their public API is named here, and only here, so an aiortc
 upgrade is a change to this file (and the pin):
 
@@ -24,6 +24,7 @@ upgrade is a change to this file (and the pin):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -159,19 +160,32 @@ def nominated(connection: Any) -> dict[int, Any]:
     return connection._nominated
 
 
-def take_datagrams(connection: Any, callback: Callable[[bytes, int], None]) -> Any:
-    """Route the connection's non-STUN datagrams to ``callback`` (this connection alone);
-    returns aioice's own ``data_received``, or ``None`` if something has taken them already."""
+def take_datagrams(connection: Any, callback: Callable[[bytes, int, float], None]) -> Any:
+    """Route the connection's non-STUN datagrams to ``callback`` (this connection alone), each
+    with its arrival (``time.monotonic()`` base: the socket's stamp where the guard has it,
+    :func:`taken_datagrams`, else now); returns aioice's own ``data_received``, or ``None`` if
+    something has taken them already."""
     if "data_received" in vars(connection):
         return None
     original = connection.data_received
-    connection.data_received = callback
+
+    def untimed(data: bytes, component: int) -> None:  # a path with no stamp (TURN's)
+        callback(data, component, time.monotonic())
+
+    connection.data_received = untimed
+    connection._bridge_datagrams = callback
     return original
+
+
+def taken_datagrams(connection: Any) -> Callable[[bytes, int, float], None] | None:
+    """The callback :func:`take_datagrams` installed on ``connection``, if any."""
+    return vars(connection).get("_bridge_datagrams")
 
 
 def give_back_datagrams(connection: Any) -> None:
     """Undo :func:`take_datagrams`."""
     vars(connection).pop("data_received", None)
+    vars(connection).pop("_bridge_datagrams", None)
 
 
 # -- DTLS and SRTP (aiortc's RTCDtlsTransport)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from aiortc import RTCConfiguration
@@ -224,10 +223,7 @@ class ConnectedLeg(WebRTCSession):
         configuration: RTCConfiguration | None = None,
     ) -> None:
         self._parking = CallBus(name)
-        # Its own Opus always: only the bridge's track can park.
-        super().__init__(
-            name, self._parking, replace(media, opus_direct=True), ice, None, configuration
-        )
+        super().__init__(name, self._parking, media, ice, None, configuration)
         self.name = f"agent {name}"
         self.attached_to: str | None = None
         """The call the leg is on, else ``None`` (idle)."""

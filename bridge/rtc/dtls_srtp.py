@@ -15,15 +15,10 @@ statistics of theirs. Instead:
   keys goes on to aioice's queue, for aiortc's DTLS transport, as before;
 * **out** (:meth:`DtlsSrtp.send_rtp`, :meth:`DtlsSrtp.send_rtcp`): protected and sent
   straight to the nominated ICE pair's socket, one call (aioice's ``sendto`` is three
-  coroutines a packet); our RTCP every second on average (randomised ±50 %, as aiortc
-  did: RFC 3550 §6.2 allows a shorter interval than 5 s for a two-party session), a BYE at the
-  end;
+  coroutines a packet); our RTCP on the worker clock (``rtc/rtcp_schedule.py``: an
+  RTP/SAVPF leg's 1 s minimum, randomised 0.5–1.5 ×), a BYE at the end;
 * the sender's task (``rtc/rtpsend.py`` ``LeanSender.run``) plays the leg's track, started
   from ``send(parameters)`` with the SSRC, payload type and ``mid`` aiortc negotiated.
-
-A leg whose track aiortc encodes itself (``BRIDGE_OPUS_DIRECT`` off: ``BusAudioTrack``, a
-debugging setting) keeps aiortc's sender, with its sender reports; only its receive path and
-receiver reports are the session's, and the far end's loss of what aiortc sends is not sampled.
 
 What of aiortc's and aioice's is used beyond their public API (the ICE connection, its
 nominated pair, the DTLS transport's SRTP sessions) is reached through
@@ -32,9 +27,7 @@ nominated pair, the DTLS transport's SRTP sessions) is reached through
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from collections.abc import Callable
 from typing import Any
 
@@ -42,13 +35,12 @@ import pylibsrtp
 
 from ..tasks import TaskSet
 from . import aiortc_seam as seam
+from .rtcp_schedule import AVPF_MIN_INTERVAL, RtcpInterval, RtcpSchedule
 from .rtp_session import RtpSession
 from .rtpsend import LeanSender, mid_extension
 
 log = logging.getLogger(__name__)
 
-RTCP_INTERVAL = 1.0
-"""Mean seconds between our RTCP reports (randomised ±50 %, RFC 3550 §6.3.1)."""
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 AUDIO_CODECS = {"audio/opus": "opus", "audio/pcmu": "PCMU", "audio/pcma": "PCMA"}
 """What a leg's session receives and sends, by aiortc's MIME type: Opus, or G.711 where the far
@@ -62,7 +54,7 @@ class DtlsSrtp:
         self.session = session
         self.name = name
         self.sender_track: Any = None
-        """The track our sender plays (``None``: aiortc's sender plays its own)."""
+        """The track our sender plays (set by :meth:`play`, before DTLS is up)."""
         self.lean: LeanSender | None = None
         self._tasks = tasks
         self._dtls: Any = None
@@ -76,7 +68,8 @@ class DtlsSrtp:
         self._dtls_up = False
         """Whether the DTLS transport is connected, kept from its ``statechange`` events (its
         ``state`` formats an enum into a string on every read: once per packet)."""
-        self._rtcp_started = False
+        self.rtcp_schedule = RtcpSchedule(self._report, RtcpInterval(AVPF_MIN_INTERVAL))
+        """Our reports, on the worker clock from the first of send/receive to start."""
         self._closed = False
         self.sent_packets = self.sent_bytes = 0
         self.received_packets = self.received_bytes = 0
@@ -84,15 +77,11 @@ class DtlsSrtp:
         self.auth_failed = 0
         """SRTP/SRTCP packets that failed authentication or replay protection (dropped)."""
         sender, receiver = transceiver.sender, transceiver.receiver
-        aiortc_send = sender.send
 
         async def send(parameters: Any) -> None:  # aiortc's RTCRtpSender.send, on this sender
             if self._closed:
                 return  # the leg closed while DTLS came up: nothing starts, aiortc's neither
             self.session.set_identity(parameters.rtcp.ssrc, parameters.rtcp.cname)
-            if self.lean is None:
-                await aiortc_send(parameters)  # aiortc encodes and sends (module docstring)
-                return
             self._start_sending(sender.transport, parameters)
 
         async def receive(parameters: Any) -> None:  # aiortc's RTCRtpReceiver.receive
@@ -165,23 +154,20 @@ class DtlsSrtp:
         self._start_reports()
 
     def _start_reports(self) -> None:
-        if not self._rtcp_started:
-            self._rtcp_started = True
-            self._tasks.spawn(self._reports(), "rtcp")
+        self.rtcp_schedule.start()
 
-    async def _reports(self) -> None:
-        """Our RTCP, every :data:`RTCP_INTERVAL` on average (±50 %)."""
-        while True:
-            await asyncio.sleep(RTCP_INTERVAL * (0.5 + random.random()))
-            try:
-                self.send_rtcp(self.session.report())
-            except ConnectionError:
-                return  # DTLS or ICE is gone: the leg is ending
+    def _report(self) -> int:
+        """One report (the scheduler's callback); ``ConnectionError`` once DTLS or ICE is
+        gone: the leg is ending."""
+        report = self.session.report()
+        self.send_rtcp(report)
+        return len(report)
 
     # -- in
-    def datagram(self, data: bytes, component: int) -> None:
+    def datagram(self, data: bytes, component: int, at: float) -> None:
         """aioice's ``Connection.data_received`` for this connection (the UDP guard let it
-        through): SRTP and SRTCP to the session, the rest to aioice's queue (aiortc's DTLS)."""
+        through), ``at`` its arrival: SRTP and SRTCP to the session, the rest to aioice's queue
+        (aiortc's DTLS)."""
         rx = seam.rx_srtp(self._dtls) if len(data) >= 12 and 127 < data[0] < 192 else None
         if rx is None:
             self._aioice(data, component)  # type: ignore[misc]
@@ -193,8 +179,9 @@ class DtlsSrtp:
                 self.auth_failed += 1
                 return
             self.rtcp_received += 1
+            self.rtcp_schedule.received(len(plain))
             try:
-                self.session.receive_rtcp(plain)
+                self.session.receive_rtcp(plain, at)
             except Exception:  # a report we cannot read must not stop the leg
                 log.debug("%s: RTCP handling failed", self.name, exc_info=True)
             return
@@ -206,7 +193,7 @@ class DtlsSrtp:
             return
         self.received_packets += 1
         self.received_bytes += len(data)
-        self.session.receive_rtp(plain)
+        self.session.receive_rtp(plain, at)
 
     # -- out
     def _protector(self) -> Any:
@@ -243,7 +230,8 @@ class DtlsSrtp:
         connection's release (``rtc/release.py``) empties both objects afterwards."""
         if self._closed:
             return
-        if self._rtcp_started:
+        if self.rtcp_schedule.started or self.rtcp_schedule.sent:
+            self.rtcp_schedule.stop()
             try:
                 self.send_rtcp(self.session.report(bye=True))
             except Exception:

@@ -37,6 +37,8 @@ from __future__ import annotations
 import functools
 import logging
 import struct
+import time
+from collections.abc import Callable
 from typing import Any
 
 from . import aiortc_seam as seam
@@ -151,8 +153,21 @@ _ORIGINAL_TURN = seam.ORIGINAL.turn_datagram_received
 
 @functools.wraps(_ORIGINAL_STUN)
 def guarded_datagram_received(self: Any, data: bytes | str, addr: tuple[Any, ...]) -> None:
+    """A datagram from the loop's transport (no stamp of the socket's): its arrival is now."""
     if not isinstance(data, bytes):
         data = data.encode()
+    guarded_datagram_arrived(self, data, addr, time.monotonic())
+
+
+def timed_receiver(protocol: Any) -> Callable[[bytes, Any, float], None]:
+    """``protocol``'s (aioice's ``StunProtocol``) guarded receive path, taking each datagram
+    with its arrival: a polled socket's handler (``rtc/udp_poll.py``, ``rtc/ice.py``)."""
+    return functools.partial(guarded_datagram_arrived, protocol)
+
+
+def guarded_datagram_arrived(self: Any, data: bytes, addr: tuple[Any, ...], at: float) -> None:
+    """The guard (module docstring), then STUN to aioice and the rest to the connection, with
+    ``at``, its arrival, to the leg that took its datagrams (``rtc/dtls_srtp.py``)."""
     try:
         reason = verdict(self, data, addr)
     except Exception:
@@ -163,7 +178,11 @@ def guarded_datagram_received(self: Any, data: bytes | str, addr: tuple[Any, ...
         return
     try:
         if data[0] > 3:  # not STUN (RFC 7983): straight on, without aioice's try at parsing it
-            self.receiver.data_received(data, self.local_candidate.component)
+            taken = seam.taken_datagrams(self.receiver)
+            if taken is not None:
+                taken(data, self.local_candidate.component, at)
+            else:
+                self.receiver.data_received(data, self.local_candidate.component)
         else:
             _ORIGINAL_STUN(self, data, addr)
     except Exception:

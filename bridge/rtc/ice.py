@@ -40,6 +40,7 @@ from aiortc import RTCConfiguration, RTCIceServer
 from ..config import IceSettings
 from . import aiortc_seam as seam
 from . import udp_poll
+from .guard import timed_receiver
 from .ports import PortAllocator, PortsExhausted, bind_in_range, current_allocator
 from .turn import TurnGrant, pick_server_turn_url
 
@@ -129,7 +130,8 @@ class _RangeLoop:
         try:
             if udp_poll.enabled and remote_addr is None:  # a host candidate's socket
                 protocol = protocol_factory()
-                return udp_poll.open_polled(sock, protocol), protocol
+                timed = timed_receiver(protocol)  # each datagram with its socket's stamp
+                return udp_poll.open_polled(sock, protocol, timed), protocol
             return await self._loop.create_datagram_endpoint(protocol_factory, sock=sock)
         except BaseException:
             sock.close()

@@ -53,7 +53,7 @@ from .red import RedStats
 from .release import release_peer_connection
 from .rfc4733 import DtmfDetector
 from .rtp_session import RtpSession, no_loss
-from .tracks import BusAudioTrack, OpusBusTrack
+from .tracks import OpusBusTrack
 from .uplink import Playout
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class PeerLeg:
         """Cumulative RTP counters (absolute, not deltas)."""
         self.last: Quality | None = None
         self.mos: float | None = None
-        self._track: OpusBusTrack | BusAudioTrack | None = None
+        self._track: OpusBusTrack | None = None
         self.session = RtpSession(secrets.randbits(32), f"bridge-{secrets.token_hex(6)}")
         """The leg's RTP session: RTP and RTCP both ways (``rtp_session.py``)."""
         self._wire: DtlsSrtp | None = None
@@ -147,7 +147,7 @@ class PeerLeg:
     def start_media(
         self,
         transceiver: RTCRtpTransceiver,
-        track: OpusBusTrack | BusAudioTrack,
+        track: OpusBusTrack,
         on_frame: Callable[[Pcm], None],
         stats: BusStats,
         decoder: Callable[[], FrameDecoder] | None = None,
@@ -157,16 +157,14 @@ class PeerLeg:
         ``stats``, decoded by ``decoder()`` (Opus when ``None``; G.711 where the far end
         negotiated it). Before negotiation ends (aiortc starts the transceiver then)."""
         self._track = track
-        # The SDP's msid; aiortc's sender plays it only where aiortc encodes (BRIDGE_OPUS_DIRECT
-        # off: a BusAudioTrack), else ours does (rtc/dtls_srtp.py).
+        # For the SDP's msid only: our sender plays it, aiortc's never starts (rtc/dtls_srtp.py).
         transceiver.sender.replaceTrack(track)
         self._playout = Playout(on_frame, stats, self._tasks, decoder)
         self.session.playout = self._playout
         self._wire = DtlsSrtp(self.session, transceiver, self._tasks, self.name)
-        if isinstance(track, OpusBusTrack):  # our Opus: our packetise -> SRTP -> send
-            self._lean = self._wire.play(track)
-            # The far end's loss, report by report, to the encoder (rtc/protection.py).
-            self.session.on_report = track.far_end_report
+        self._lean = self._wire.play(track)  # our Opus: our packetise -> SRTP -> send
+        # The far end's loss, report by report, to the encoder (rtc/protection.py).
+        self.session.on_report = track.far_end_report
         transceiver.direction = "sendrecv"
         return self._playout
 
@@ -299,7 +297,7 @@ class PeerLeg:
     @property
     def octets_sent(self) -> int | None:
         """Payload octets sent on its Opus stream (the session's count, RFC 3550 §6.4.1);
-        ``None`` where aiortc sends (``BRIDGE_OPUS_DIRECT`` off)."""
+        ``None`` before its media was set up."""
         return self._lean.stream.octets if self._lean is not None else None
 
     @property

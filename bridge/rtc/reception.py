@@ -30,7 +30,8 @@ class ReceptionStats:
         self._received_prior = 0
 
     def received(self, seq: int, timestamp: int, now: float, *, audio: bool = True) -> None:
-        """One packet, ``now`` being its arrival (``time.time()``); ``audio=False`` (an RFC
+        """One packet, ``now`` being its arrival (seconds, any one base: only differences
+        count); ``audio=False`` (an RFC
         4733 event, on another clock) moves the sequence counters but not the jitter."""
         max_seq = self.max_seq
         self.packets_received += 1

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from .packets import SDES_CNAME, Bye, ReceiverReport, ReportBlock, Sdes, SenderReport, parse_rtcp
 from .reception import ReceptionStats, record
 from .rtpsend import RtpStream, ntp_time
-from .udp_poll import arrival_wall
 
 OPUS_CLOCK = 48_000
 
@@ -59,13 +58,16 @@ class RtcpReports:
         self.sent = 0
 
     # -- what we receive
-    def received(self, ssrc: int, seq: int, timestamp: int, *, audio: bool = True) -> None:
-        """One authenticated RTP packet from the far end (``audio=False``: an RFC 4733 event,
-        which moves the sequence but not the jitter)."""
+    def received(
+        self, ssrc: int, seq: int, timestamp: int, at: float, *, audio: bool = True
+    ) -> None:
+        """One authenticated RTP packet from the far end, ``at`` its arrival (any one base:
+        the jitter is differences; ``audio=False``: an RFC 4733 event, which moves the sequence
+        but not the jitter)."""
         if ssrc != self.remote_ssrc or self.stream is None:
             self.remote_ssrc = ssrc
             self.stream = ReceptionStats(self.clock)
-        record(self.stream, seq, timestamp, arrival_wall(), audio=audio)
+        record(self.stream, seq, timestamp, at, audio=audio)
 
     # -- what we send
     def sent_audio(self, timestamp: int) -> None:
@@ -114,14 +116,17 @@ class RtcpReports:
         ]
 
     # -- what the far end reports
-    def receive(self, plain: bytes) -> None:
-        """An authenticated compound RTCP packet from the far end."""
+    def receive(self, plain: bytes, at: float) -> None:
+        """An authenticated compound RTCP packet from the far end, ``at`` its arrival
+        (``time.monotonic()`` base)."""
         try:
             packets = parse_rtcp(plain)
         except ValueError:
             self.malformed += 1
             return
-        now = arrival_wall()  # the report's arrival: the round trip is measured to it
+        # The report's arrival, on the wall clock our reports' NTP times are read from: the
+        # round trip is measured to it (RFC 3550 §6.4.1).
+        now = at + time.time() - time.monotonic()
         for packet in packets:
             if isinstance(packet, SenderReport) and self.remote_ssrc in (None, packet.ssrc):
                 self.sender_reports += 1

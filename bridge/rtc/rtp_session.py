@@ -137,8 +137,9 @@ class RtpSession:
         self.loss_beyond = no_loss
 
     # -- packets in
-    def receive_rtp(self, plain: bytes) -> None:
-        """One authenticated RTP packet from the far end (its wire's datagram callback)."""
+    def receive_rtp(self, plain: bytes, at: float) -> None:
+        """One authenticated RTP packet from the far end (its wire's datagram callback), ``at``
+        its arrival (``time.monotonic()`` base: the socket's stamp, ``rtc/udp_poll.py``)."""
         n = len(plain)
         if n < 12:
             self.malformed += 1
@@ -158,13 +159,13 @@ class RtpSession:
         playout = self.playout
         try:
             if pt == self.opus_pt:
-                self.reports.received(ssrc, seq, timestamp)
+                self.reports.received(ssrc, seq, timestamp, at)
                 if playout is not None:
-                    playout.packet(seq, timestamp, payload)
+                    playout.packet(seq, timestamp, payload, at)
             elif self.red is not None and pt == self.red[0]:
-                self._red(ssrc, seq, timestamp, payload)
+                self._red(ssrc, seq, timestamp, payload, at)
             elif self.dtmf is not None and pt == self.dtmf[0]():
-                self.reports.received(ssrc, seq, timestamp, audio=False)
+                self.reports.received(ssrc, seq, timestamp, at, audio=False)
                 if playout is not None:
                     playout.numbered(seq)  # its number is no gap in the audio's (DTX)
                 self.dtmf[1].feed(timestamp, payload)
@@ -174,7 +175,7 @@ class RtpSession:
             drop("rtp_receive_error")
             log.debug("the receive path failed on one packet", exc_info=True)
 
-    def _red(self, ssrc: int, seq: int, timestamp: int, payload: bytes) -> None:
+    def _red(self, ssrc: int, seq: int, timestamp: int, payload: bytes, at: float) -> None:
         _, opus, stats = self.red  # type: ignore[misc]
         blocks = split_red(payload) if payload else None
         if not blocks or blocks[-1][1] != opus:
@@ -185,10 +186,10 @@ class RtpSession:
         if playout is not None:
             for offset, block_pt, block in blocks[:-1]:
                 if block_pt == opus and block:
-                    playout.redundant((timestamp - offset) & 0xFFFFFFFF, block)
-        self.reports.received(ssrc, seq, timestamp)
+                    playout.redundant((timestamp - offset) & 0xFFFFFFFF, block, at)
+        self.reports.received(ssrc, seq, timestamp, at)
         if playout is not None:
-            playout.packet(seq, timestamp, blocks[-1][2])
+            playout.packet(seq, timestamp, blocks[-1][2], at)
 
     # -- packets out
     def sent(self, pts: int) -> None:
@@ -199,11 +200,11 @@ class RtpSession:
             self.reports.sent_audio(stream.timestamp(pts))
 
     # -- RTCP
-    def receive_rtcp(self, plain: bytes) -> None:
-        """An authenticated compound RTCP packet from the far end."""
+    def receive_rtcp(self, plain: bytes, at: float) -> None:
+        """An authenticated compound RTCP packet from the far end, ``at`` its arrival."""
         reports = self.reports
         before = reports.far_reports
-        reports.receive(plain)
+        reports.receive(plain, at)
         if reports.far_reports != before and self.on_report is not None:
             self.on_report(reports.far.fraction_lost)
 
@@ -217,8 +218,7 @@ class RtpSession:
         end sends it) and what the far end reports of what we sent (downlink)."""
         r = self.reports
         far = r.far
-        # What the far end reports of our stream, once it has (and only if we send it: with
-        # BRIDGE_OPUS_DIRECT off aiortc's sender sends, and its counts are not ours).
+        # What the far end reports of our stream, once it has and we have sent.
         heard = r.far_reports > 0 and self.stream.packets > 0
         return Quality(
             uplink_packets=r.packets_received,

@@ -8,7 +8,8 @@ through ``HeaderExtensionsMap``, keeps the packet object in a NACK history (aior
 NACK for audio), sets the marker bit on every packet, then awaits ``_send_rtp`` (SRTP, ICE).
 The bridge's audio senders (:class:`~bridge.rtc.tracks.OpusBusTrack`) already hold the finished
 Opus payload and its RTP time, so every leg sends them itself (aiortc's sender never starts,
-``rtc/dtls_srtp.py``, but where aiortc encodes: ``BRIDGE_OPUS_DIRECT`` off):
+``rtc/dtls_srtp.py``), and a trunk's phone leg (``trunks/media.py``) sends its G.711, G.722
+or Opus through the same sender, from the clock's tick, onto its plain or SRTP socket:
 
 * :class:`RtpStream` is one SSRC's packetiser and the one owner of its sequence numbers: the
   bridge's encoded packets, packets forwarded from another leg (``rtc/passthrough.py``, which
@@ -18,8 +19,10 @@ Opus payload and its RTP time, so every leg sends them itself (aiortc's sender n
   follows RFC 3551 §4.1 / RFC 7587 §4.1: set on the first packet of the stream and on the first
   packet of a talkspurt (RTP time moved on by more than a frame with no sequence gap: the
   sender sent nothing meanwhile), clear otherwise; events set it themselves (RFC 4733 §2.5.1).
-* :class:`LeanSender` plays the track: ``track.recv()`` → :meth:`RtpStream.packetise` → the
-  leg's wire (``rtc/dtls_srtp.py``: SRTP protect, the nominated ICE pair's socket). The time
+* :class:`LeanSender` is the one RTP sender: it plays a track (``track.recv()`` →
+  :meth:`RtpStream.packetise` → the leg's wire: ``rtc/dtls_srtp.py``'s SRTP and nominated ICE
+  pair, ``rtc/srtpudp.py``'s SDES socket) or sends what a clocked leg hands it
+  (:meth:`LeanSender.send_now`: a trunk's tick, a forwarded packet, an RFC 4733 event). The time
   pair of the newest audio packet goes to the session's sender reports (RFC 3550 §6.4.1);
   events count as packets and octets but never move it: their RTP time is the event's start.
 """

@@ -22,7 +22,7 @@ from .protection import EncoderSetting, LossProtection
 from .red import RedStats, RedWrapper, add_red, offered_red
 from .rfc4733 import DtmfDetector, add_telephone_event, offered_telephone_event
 from .sdp import answer_fmtp, asks_for_dtx, open_candidates, opus_parameters, with_opus_fmtp
-from .tracks import BusAudioTrack, OpusBusTrack
+from .tracks import OpusBusTrack
 
 _ids = itertools.count(1)
 
@@ -32,8 +32,7 @@ class WebRTCSession(PeerLeg):
 
     Uplink: RTP → the leg's receiver (``uplink.py``) → 20 ms 16 kHz frames → the conference.
     Downlink: the conference's sink → jitter buffer → paced :class:`OpusBusTrack` → the lean
-    RTP sender (``rtpsend.py``) → browser; with ``BRIDGE_OPUS_DIRECT`` off,
-    :class:`BusAudioTrack` → aiortc's encoder and sender.
+    RTP sender (``rtpsend.py``) → browser.
     """
 
     what = "WebRTC session"
@@ -129,29 +128,25 @@ class WebRTCSession(PeerLeg):
         # RED (RFC 2198) when the browser offers it over Opus: taken from it, and sent to it
         # while its reports show loss (rtc/protection.py).
         red = offered_red(sdp) if st.opus_red else None
-        track = (
-            self.track_class(
-                sink,
-                bitrate=max(6_000, min(st.opus_bitrate, cap)),
-                complexity=st.opus_complexity,
-                fec=st.opus_fec,
-                dtx=st.opus_dtx,
-                # DTX where the browser asks for it (or every browser, BRIDGE_OPUS_DTX).
-                dtx_gate=DtxGate() if st.opus_dtx or asks_for_dtx(sdp) else None,
-                protection=LossProtection(fec=st.opus_fec, red=red is not None),
-                protected_bitrate=max(6_000, min(st.opus_fec_bitrate, cap)),
-                protected_complexity=st.opus_fec_complexity,
-                clean=(
-                    EncoderSetting(st.opus_celt_bitrate, st.opus_celt_complexity, celt=True)
-                    # Not with DTX: CELT's only fires on digital silence, SILK's on quiet too.
-                    if st.opus_celt_bitrate and st.opus_celt_bitrate <= cap and not st.opus_dtx
-                    else None
-                ),
-                red=None if red is None else RedWrapper(*red),
-                level=self.sent_level,
-            )
-            if st.opus_direct
-            else BusAudioTrack(sink, level=self.sent_level)
+        track = self.track_class(
+            sink,
+            bitrate=max(6_000, min(st.opus_bitrate, cap)),
+            complexity=st.opus_complexity,
+            fec=st.opus_fec,
+            dtx=st.opus_dtx,
+            # DTX where the browser asks for it (or every browser, BRIDGE_OPUS_DTX).
+            dtx_gate=DtxGate() if st.opus_dtx or asks_for_dtx(sdp) else None,
+            protection=LossProtection(fec=st.opus_fec, red=red is not None),
+            protected_bitrate=max(6_000, min(st.opus_fec_bitrate, cap)),
+            protected_complexity=st.opus_fec_complexity,
+            clean=(
+                EncoderSetting(st.opus_celt_bitrate, st.opus_celt_complexity, celt=True)
+                # Not with DTX: CELT's only fires on digital silence, SILK's on quiet too.
+                if st.opus_celt_bitrate and st.opus_celt_bitrate <= cap and not st.opus_dtx
+                else None
+            ),
+            red=None if red is None else RedWrapper(*red),
+            level=self.sent_level,
         )
         self.start_media(audio, track, self._uplink_frame, self.bus.stats)
         answer = await pc.createAnswer()

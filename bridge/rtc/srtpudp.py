@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,15 +43,17 @@ def bind_socket(host: str, ports: str) -> socket.socket:
 
 
 async def open_endpoint(
-    protocol: asyncio.DatagramProtocol, host: str, ports: str
+    protocol: asyncio.DatagramProtocol, host: str, ports: str, timed: udp_poll.TimedHandler
 ) -> tuple[asyncio.DatagramTransport, Address]:
     """``protocol`` receiving on a socket from :func:`bind_socket`: its transport and the local
-    address (the socket closed if the loop cannot take it)."""
+    address (the socket closed if the loop cannot take it). Polled, its datagrams go to
+    ``timed`` with the socket's arrival stamp (``rtc/udp_poll.py``); the loop's transport
+    calls ``protocol.datagram_received``, which passes them on with now."""
     sock = bind_socket(host, ports)
     loop = asyncio.get_running_loop()
     try:
         if udp_poll.enabled:
-            transport: asyncio.DatagramTransport = udp_poll.open_polled(sock, protocol)
+            transport: asyncio.DatagramTransport = udp_poll.open_polled(sock, protocol, timed)
         else:
             transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
     except BaseException:
@@ -61,10 +64,13 @@ async def open_endpoint(
 
 class SrtpSocket(asyncio.DatagramProtocol):
     """The socket of one SDES-SRTP leg (module docstring). ``on_rtp`` and ``on_rtcp`` get
-    authenticated plaintext, synchronously in the datagram callback."""
+    authenticated plaintext and its arrival, synchronously in the datagram callback."""
 
     def __init__(
-        self, name: str, on_rtp: Callable[[bytes], None], on_rtcp: Callable[[bytes], None]
+        self,
+        name: str,
+        on_rtp: Callable[[bytes, float], None],
+        on_rtcp: Callable[[bytes, float], None],
     ) -> None:
         self.name = name
         self.on_rtp = on_rtp
@@ -90,7 +96,7 @@ class SrtpSocket(asyncio.DatagramProtocol):
 
     async def open(self, host: str, ports: str) -> Address:
         """Bind (``bind_socket``) and start receiving; returns the local address."""
-        self.transport, self.local = await open_endpoint(self, host, ports)
+        self.transport, self.local = await open_endpoint(self, host, ports, self.datagram_arrived)
         return self.local
 
     def set_keys(self, ours: bytes, theirs: bytes, profile: int) -> None:
@@ -144,6 +150,10 @@ class SrtpSocket(asyncio.DatagramProtocol):
 
     # -- receiving (asyncio.DatagramProtocol)
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.datagram_arrived(data, addr, time.monotonic())
+
+    def datagram_arrived(self, data: bytes, addr: Any, at: float) -> None:
+        """One datagram, ``at`` its arrival (``rtc/udp_poll.py``)."""
         rx = self._rx
         if rx is None or len(data) < 12 or data[0] >> 6 != 2:
             self.junk += 1
@@ -159,7 +169,7 @@ class SrtpSocket(asyncio.DatagramProtocol):
             self.rtcp_received += 1
             if source != self.rtcp_to:
                 self.rtcp_to = source
-            self._deliver(self.on_rtcp, plain)
+            self._deliver(self.on_rtcp, plain, at)
             return
         self.received_packets += 1
         self.received_bytes += len(data)
@@ -169,11 +179,11 @@ class SrtpSocket(asyncio.DatagramProtocol):
                 log.info("%s: the far end's media moved to %s:%d", self.name, *source)
             self.rtp_to = source
         self.latched = True
-        self._deliver(self.on_rtp, plain)
+        self._deliver(self.on_rtp, plain, at)
 
-    def _deliver(self, handler: Callable[[bytes], None], plain: bytes) -> None:
+    def _deliver(self, handler: Callable[[bytes, float], None], plain: bytes, at: float) -> None:
         try:
-            handler(plain)
+            handler(plain, at)
         except Exception:  # one bad packet must not stop the leg
             log.exception("%s: handling a packet", self.name)
 

@@ -7,15 +7,14 @@ import logging
 import time
 from typing import Protocol
 
-import av
 import numpy as np
 from aiortc import MediaStreamError, MediaStreamTrack
 
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
 from ..audio.dtx import DtxGate
 from ..audio.opus import OpusEncoder
-from ..audio.phone_codecs import G711_FRAME, G711Encoder
-from ..media import DownlinkSink, LevelMeter
+from ..audio.phone_codecs import NARROW_SAMPLES, PhoneEncoder
+from ..media import LevelMeter
 from ..media.clock import Pacer, WorkerPacer
 from ..media.ports import FrameSource
 from .forward_run import ForwardRun
@@ -85,9 +84,9 @@ class PacketSender(Protocol):
 class OpusBusTrack(MediaStreamTrack):
     """Plays a call's downlink as Opus it encodes itself: 16 kHz mono, voice settings.
 
-    Paced on the worker's media clock like :class:`BusAudioTrack`, but ``recv`` returns encoded
-    packets, which the bridge's lean sender (``rtc/rtpsend.py``) packs into RTP, protects and
-    sends (aiortc's own sender also takes them, as the quality bench's peers use it). That
+    Paced on the worker's media clock (``media/clock.py`` ``WorkerPacer``), ``recv`` returns
+    encoded packets, which the bridge's lean sender (``rtc/rtpsend.py``) packs into RTP,
+    protects and sends (aiortc's own sender also takes them: the quality bench's peers). That
     skips what aiortc does for a raw frame: a pure-Python per-sample audio-level loop, a
     thread hop for every encode, a resample to 48 kHz stereo and a 96 kbit/s stereo encode.
     Opus at 16 kHz mono is the bus format as it stands; the browser's decoder plays any Opus
@@ -145,9 +144,9 @@ class OpusBusTrack(MediaStreamTrack):
         self.setting = self.settings.for_(self.applied)
         """What the encoder runs at now."""
         self.codec = codec
-        self.frame_ts = _FRAME_TS if codec == "opus" else G711_FRAME
+        self.frame_ts = _FRAME_TS if codec == "opus" else NARROW_SAMPLES
         """RTP time of one 20 ms packet on the codec's clock (48 kHz Opus, 8 kHz G.711)."""
-        self._coder: OpusEncoder | G711Encoder
+        self._coder: OpusEncoder | PhoneEncoder
         if codec == "opus":
             self._encoder = self._coder = OpusEncoder(
                 SAMPLE_RATE,
@@ -160,7 +159,7 @@ class OpusBusTrack(MediaStreamTrack):
             if self.setting.celt:
                 self._encoder.set_celt_only(True)
         else:
-            self._coder = G711Encoder(codec)
+            self._coder = PhoneEncoder(codec)
             self.protection = None  # G.711 has no FEC to plan: the reports change nothing
         self._clock: Pacer = WorkerPacer()
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
@@ -363,52 +362,4 @@ class OpusBusTrack(MediaStreamTrack):
         self._run.end()
         if self.pass_through is not None:
             self.pass_through.target = None
-        self.sink.detach()
-
-
-class BusAudioTrack(MediaStreamTrack):
-    """Plays a call's downlink to the browser: one 20 ms frame per tick of the worker's clock.
-
-    ``recv`` waits for the clock's tick (``pts`` counts the ticks) and returns silence
-    whenever the jitter buffer has nothing to play, so RTP keeps flowing on an even clock
-    whatever the engine does.
-
-    Frames are handed to aiortc as interleaved stereo: its Opus encoder works in stereo and
-    libswresample's mono→stereo upmix would cost 3 dB of level.
-    """
-
-    kind = "audio"
-
-    def __init__(self, sink: DownlinkSink, level: LevelMeter | None = None) -> None:
-        super().__init__()
-        self.sink = sink
-        self.level = level
-        self._clock: Pacer = WorkerPacer()
-        self._silence = np.zeros((1, 2 * FRAME_SAMPLES), dtype=np.int16)
-        self.frames_sent = 0
-        self.silent_frames = 0
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        await self._clock.tick()
-        pcm = self.sink.take(time.monotonic())
-        if pcm is None:
-            self.silent_frames += 1
-            data = self._silence
-            if self.level is not None:
-                self.level.add_silence(FRAME_SAMPLES)
-        else:
-            data = np.repeat(pcm, 2).reshape(1, -1)
-            if self.level is not None:
-                self.level.add(pcm)
-        frame = av.AudioFrame.from_ndarray(data, format="s16", layout="stereo")
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = self._clock.ticks * FRAME_SAMPLES
-        frame.time_base = _TIME_BASE
-        self.frames_sent += 1
-        return frame
-
-    def stop(self) -> None:
-        super().stop()
         self.sink.detach()

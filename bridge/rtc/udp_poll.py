@@ -12,18 +12,33 @@ worker (:class:`UdpPoller`), read in one of two ways:
 
 - **A wake-up per datagram**, while they are few: each is read at once (call set-up, a quiet
   worker).
-- **Once per tick**, from the moment two wake-ups come within one tick of the worker clock: the
-  set is read at the start of every tick (:attr:`~bridge.media.clock.Phase.INPUT`), before the
-  receivers hand on their frames, every datagram that came since the last tick in one wake-up.
-  A tick that finds nothing goes back to a wake-up per datagram, and so does one that finds a
-  STUN or DTLS datagram: a handshake's flights (ICE checks, DTLS) go at once, so a call that
-  starts beside others is up as soon as on a quiet worker.
+- **Once per tick**, from the moment two wake-ups that each read RTP (media: RFC 7983's
+  128–191, not RTCP, RFC 5761 §4) come within one tick of the worker clock: the set is read at
+  the start of every tick (:attr:`~bridge.media.clock.Phase.INPUT`), before the receivers hand
+  on their frames, every datagram that came since the last tick in one wake-up. A tick that
+  reads no RTP goes back to a wake-up per datagram, and so does one that finds a STUN or DTLS
+  datagram: a handshake's flights (ICE checks, DTLS) go at once, so a call that starts beside
+  others is up as soon as on a quiet worker.
+
+Only media puts the set on the clock: an idle leg's upkeep (RTCP reports, ICE consent checks,
+a parked leg's keepalive: a few datagrams a second) is read as it comes, however closely two
+of them happen to follow each other. Before, two such datagrams within 20 ms (an RTCP report
+and a consent check; twenty idle legs' reports) put the set on the clock for a tick or more:
+per-tick work for legs that carry nothing, and in a test whose peer shares the worker, a clock
+seen running after an idle leg had settled (``tests/integration/test_desk_leg.py``).
 
 Waiting for the tick does not delay decoded audio: its frame is taken in that tick's receive
-phase either way. Each datagram keeps its arrival time, the kernel's (``SO_TIMESTAMPNS``), for
-the receivers' jitter and the reports (:func:`arrival`). A forwarded packet (pass-through)
-waits up to one tick before it goes on. TURN's sockets stay the loop's (relayed media is rare,
-and aioice's TURN client owns its socket's life).
+phase either way. A forwarded packet (pass-through) waits up to one tick before it goes on.
+
+**Time is an input.** Each datagram is handed on with its arrival time, the kernel's
+(``SO_TIMESTAMPNS``, carried to the ``time.monotonic()`` base): a socket opened with a
+``timed`` handler (:data:`TimedHandler`, the bridge's own receive paths: ``rtc/guard.py`` for
+ICE, ``rtc/srtpudp.py`` and ``trunks/rtp_socket.py``) gets ``(data, addr, at)``; anything else
+(a plain ``asyncio.DatagramProtocol``) gets ``datagram_received(data, addr)``. Nothing
+downstream reads a clock or a global to learn when its packet came: the sessions take ``at``
+with the packet (``rtc/rtp_session.py``, ``rtc/uplink.py``, ``rtc/rtcp.py``); a datagram from
+the loop's own transports is stamped when its callback runs. TURN's sockets stay the loop's
+(relayed media is rare, and aioice's TURN client owns its socket's life).
 
 Sending is the socket's ``sendto``, at once, as the loop's transport does; a full send buffer
 drops the packet (counted: ``bridge_udp_dropped_total{reason="send_buffer_full"}``), as the
@@ -61,29 +76,33 @@ Python's ``socket`` module does not export."""
 _TIMESPEC = struct.Struct("@qq")
 _ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
 
-_arrival_wall = 0.0
-_arrival_mono = 0.0
+TimedHandler = Callable[[bytes, Any, float], None]
+"""A socket's receive path that takes each datagram with its arrival: ``(data, addr, at)``,
+``at`` in the ``time.monotonic()`` base (module docstring)."""
 
 
-def arrival() -> float:
-    """When the datagram being handled arrived (``time.monotonic()`` base): the kernel's
-    stamp inside a read of this module's sockets, else now."""
-    return _arrival_mono or time.monotonic()
-
-
-def arrival_wall() -> float:
-    """:func:`arrival` in ``time.time()`` base."""
-    return _arrival_wall or time.time()
+def is_media(data: bytes) -> bool:
+    """Whether a datagram is RTP: RFC 7983's 128–191, and not RTCP (RFC 5761 §4: its
+    second byte 192–223)."""
+    return len(data) > 1 and 127 < data[0] < 192 and not 191 < data[1] < 224
 
 
 class PolledTransport(asyncio.DatagramTransport):
     """A datagram transport on a socket of the :class:`UdpPoller`."""
 
-    def __init__(self, poller: UdpPoller, sock: socket.socket, protocol: Any) -> None:
+    def __init__(
+        self,
+        poller: UdpPoller,
+        sock: socket.socket,
+        protocol: Any,
+        timed: TimedHandler | None = None,
+    ) -> None:
         super().__init__()
         self._poller = poller
         self._sock = sock
         self._protocol = protocol
+        self._timed = timed
+        """Where datagrams go with their arrival (else ``protocol.datagram_received``)."""
         self._closing = False
         self.fileno = sock.fileno()
         self._handler_failed = False
@@ -128,8 +147,8 @@ class PolledTransport(asyncio.DatagramTransport):
     abort = close
 
     def read_one(self, offset: float) -> bool:
-        """Hand the next waiting datagram to the protocol; whether one was waiting."""
-        global _arrival_wall, _arrival_mono
+        """Hand the next waiting datagram on, with its arrival (``offset``: ``time.time()``
+        less ``time.monotonic()``); whether one was waiting."""
         if self._closing:
             return False
         try:
@@ -142,14 +161,20 @@ class PolledTransport(asyncio.DatagramTransport):
         if flags & _MSG_TRUNC:  # larger than any media packet: not one of ours
             drop("oversize")
             return True
+        poller = self._poller
         if data and data[0] < 64:  # STUN or DTLS (RFC 7983): a handshake under way
-            self._poller.handshake = True
-        if ancillary:
-            sec, nsec = _TIMESPEC.unpack_from(ancillary[0][2])
-            _arrival_wall = sec + nsec * 1e-9
-            _arrival_mono = _arrival_wall - offset
+            poller.handshake = True
+        elif is_media(data):
+            poller.media = True
         try:
-            self._protocol.datagram_received(data, addr)
+            timed = self._timed
+            if timed is None:
+                self._protocol.datagram_received(data, addr)
+            elif ancillary:
+                sec, nsec = _TIMESPEC.unpack_from(ancillary[0][2])
+                timed(data, addr, sec + nsec * 1e-9 - offset)
+            else:
+                timed(data, addr, time.monotonic())
         except Exception:
             # A bug, met again by every datagram that follows: said once per socket (the loop
             # would say it every time), counted in bridge_udp_dropped_total.
@@ -157,8 +182,6 @@ class PolledTransport(asyncio.DatagramTransport):
             if not self._handler_failed:
                 self._handler_failed = True
                 log.exception("a datagram's handler failed (said once per socket; counted)")
-        finally:
-            _arrival_wall = _arrival_mono = 0.0
         return True
 
 
@@ -174,15 +197,20 @@ class UdpPoller:
         self._last_wake = -1.0
         self.handshake = False
         """A STUN or DTLS datagram came in the latest read (set by the transports)."""
+        self.media = False
+        """An RTP datagram came in the latest read (set by the transports): only media puts
+        the set on the clock (module docstring)."""
 
     @property
     def on_clock(self) -> bool:
         return self._untick is not None
 
-    def open(self, sock: socket.socket, protocol: Any) -> PolledTransport:
+    def open(
+        self, sock: socket.socket, protocol: Any, timed: TimedHandler | None = None
+    ) -> PolledTransport:
         sock.setblocking(False)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        transport = PolledTransport(self, sock, protocol)
+        transport = PolledTransport(self, sock, protocol, timed)
         self._epoll.register(transport.fileno, select.EPOLLIN)
         self._transports[transport.fileno] = transport
         if self._untick is None:
@@ -216,10 +244,12 @@ class UdpPoller:
     def _woken(self) -> None:
         READS["wakeup"] += 1
         self.read()
+        if not self.media:
+            return  # upkeep (RTCP, consent checks, keepalives): never a reason to tick
         now = time.monotonic()
         clock = worker_clock()
         if now - self._last_wake < clock.period and self._transports and not self.handshake:
-            # Datagrams come faster than the ticks: read them on the clock from now on.
+            # Media comes faster than the ticks: read it on the clock from now on.
             self.loop.remove_reader(self._epoll.fileno())
             self._waking = False
             self._untick = clock.register(self._tick, Phase.INPUT)
@@ -227,8 +257,9 @@ class UdpPoller:
 
     def _tick(self, now: float) -> None:
         READS["tick"] += 1
-        if self.read() == 0 or self.handshake:
-            # A whole tick without a datagram, or a handshake's (ICE, DTLS: each of its
+        self.read()
+        if not self.media or self.handshake:
+            # A whole tick without media, or a handshake's datagram (ICE, DTLS: each of its
             # flights would wait a tick, and a call's set-up with it): wake for the next one.
             self._leave_clock()
             self._last_wake = -1.0
@@ -237,7 +268,7 @@ class UdpPoller:
     def read(self) -> int:
         """Every waiting datagram to its protocol; how many."""
         offset = time.time() - time.monotonic()
-        self.handshake = False
+        self.handshake = self.media = False
         poll, transports = self._epoll.poll, self._transports
         n = 0
         # Rounds of one datagram per readable socket, until none is: no socket is read until
@@ -271,10 +302,13 @@ def poller() -> UdpPoller | None:
     return _pollers.get(asyncio.get_running_loop())
 
 
-def open_polled(sock: socket.socket, protocol: Any) -> PolledTransport:
-    """``protocol`` on ``sock``, read by this loop's :class:`UdpPoller`."""
+def open_polled(
+    sock: socket.socket, protocol: Any, timed: TimedHandler | None = None
+) -> PolledTransport:
+    """``protocol`` on ``sock``, read by this loop's :class:`UdpPoller`; its datagrams to
+    ``timed`` with their arrival when given, else to ``protocol.datagram_received``."""
     loop = asyncio.get_running_loop()
     poller = _pollers.get(loop)
     if poller is None:
         poller = _pollers[loop] = UdpPoller(loop)
-    return poller.open(sock, protocol)
+    return poller.open(sock, protocol, timed)

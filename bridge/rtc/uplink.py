@@ -35,7 +35,6 @@ from ..audio.receiver import FrameDecoder, Receiver, ReceiverStats
 from ..media import BusStats, LevelMeter
 from ..media.clock import Phase, worker_clock
 from ..tasks import TaskSet
-from .udp_poll import arrival
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +106,12 @@ class Playout:
     def stats(self) -> ReceiverStats:
         return self.receiver.stats
 
-    def packet(self, seq: int, timestamp: int, payload: bytes, at: float | None = None) -> None:
+    def packet(self, seq: int, timestamp: int, payload: bytes, at: float) -> None:
         """An RTP packet of this leg, as it arrives (on the event loop), ``at`` that time
-        (monotonic; ``None``: the socket's read, ``udp_poll.arrival``)."""
+        (``time.monotonic()`` base: the socket's stamp, ``rtc/udp_poll.py``)."""
         if self._stopped or self.held:
             return
-        self.last_packet = now = arrival() if at is None else at
+        self.last_packet = now = at
         forward = self.forward
         if forward is not None:
             forward(seq, timestamp, payload)
@@ -166,10 +165,11 @@ class Playout:
         if not self._stopped:
             self.receiver.numbered(seq)
 
-    def redundant(self, timestamp: int, payload: bytes) -> None:
-        """A redundant copy of an earlier frame from a RED packet (``rtc/red.py``)."""
+    def redundant(self, timestamp: int, payload: bytes, at: float) -> None:
+        """A redundant copy of an earlier frame from a RED packet (``rtc/red.py``) that
+        arrived at ``at``."""
         if not self._stopped and not self.held and not self._idle:
-            self.receiver.push_redundant(timestamp, payload, arrival())
+            self.receiver.push_redundant(timestamp, payload, at)
 
     def _tick(self, now: float) -> None:
         """The worker clock's receive phase: one frame out of the receiver, handed on."""

@@ -21,20 +21,20 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection, Coroutine
+from typing import Any, Protocol
 
+from ..calls import CallManager
 from ..calls.model import Call, EndReason
 from ..errors import AtCapacity, BadOffer, BadRequest, BridgeError, Forbidden, RateLimited
 from ..media import Role
+from ..numbers.catalog import Catalog
 from ..numbers.trunks import Trunk
-from ..sip import InviteServer
+from ..sip import DigestServer, InviteServer
 from ..sip.digest import parse_params
 from ..sip.transaction import refusal_of
 from . import sdp
-from .participant import SipParticipant
-
-if TYPE_CHECKING:
-    from .service import TrunkService
+from .participant import SipParticipant, TrunkLine
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,59 @@ ENDED = {
 """How a WhatsApp call that ended before its answer is told to the PBX."""
 
 
+class PlacesCalls(Protocol):
+    """What a PBX's call uses of the trunk service (``TrunkService`` is one): the calls and
+    the numbers it is placed with, the calls placed so far, the line its leg joins on, and
+    the service's tasks and hang-ups."""
+
+    manager: CallManager | None
+    catalog: Catalog
+    placing: dict[str, PbxCall]
+    line: TrunkLine
+
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None: ...
+
+    async def hang_up(self, call: Call) -> None: ...
+
+    def end_with(self, call: Call, reason: str) -> None: ...
+
+
+class InboundDigests:
+    """The digest servers that check trunks' INVITEs, one a trunk's credentials (its nonces
+    live as long as it), in realm ``realm`` (owned by ``TrunkService``)."""
+
+    def __init__(self, realm: str) -> None:
+        self.realm = realm
+        self._servers: dict[tuple[str, ...], DigestServer] = {}
+
+    def server_for(self, trunk: Trunk) -> DigestServer:
+        key = (
+            trunk.trunk_id,
+            trunk.inbound_username,
+            trunk.inbound_password,
+            *trunk.inbound_digest,
+        )
+        server = self._servers.get(key)
+        if server is None:
+            if len(self._servers) > 1024:
+                self._servers.clear()
+            server = self._servers[key] = DigestServer(
+                self.realm,
+                trunk.inbound_username,
+                trunk.inbound_password,
+                algorithms=trunk.inbound_digest,
+            )
+        return server
+
+
 def identify(
-    service: TrunkService, invite: InviteServer
+    trunks: Collection[Trunk],
+    digest_for: Callable[[Trunk], DigestServer],
+    invite: InviteServer,
 ) -> tuple[Trunk | None, tuple[int, str, list[tuple[str, str]]] | None]:
-    """The trunk an INVITE comes through, or the refusal to send (status, reason, headers)."""
+    """The trunk of ``trunks`` an INVITE comes through (its digest checked by the server
+    ``digest_for`` keeps for it), or the refusal to send (status, reason, headers)."""
     source = invite.conn.peer[0]
-    trunks = list(service.catalog.trunks.values())
     by_net = [t for t in trunks if t.allow_from and t.admits(source)]
     for trunk in by_net:
         if not trunk.inbound_password:
@@ -75,7 +122,7 @@ def identify(
         )
     offered = _digest_username(invite)
     trunk = next((t for t in candidates if t.inbound_username == offered), candidates[0])
-    refusal = refusal_of(service.digest_for(trunk), invite.req, source)
+    refusal = refusal_of(digest_for(trunk), invite.req, source)
     if refusal is None:
         return trunk, None
     headers = [(n, v) for n, v in refusal.headers if n.lower() == "proxy-authenticate"]
@@ -112,7 +159,7 @@ def reason_header(code: str, text: str, status: int) -> tuple[str, str]:
 class PbxCall:
     """One INVITE from a trunk and the WhatsApp call it placed (see the module docstring)."""
 
-    def __init__(self, service: TrunkService, tx: InviteServer, trunk: Trunk) -> None:
+    def __init__(self, service: PlacesCalls, tx: InviteServer, trunk: Trunk) -> None:
         self.service, self.tx, self.trunk = service, tx, trunk
         self.call: Call | None = None
         self.remote: sdp.Remote | None = None
@@ -190,9 +237,10 @@ class PbxCall:
         if runtime is None or self.tx.final:
             return
         target = str(self.tx.req.get("From")).partition("<")[2].partition(">")[0] or "sip:pbx"
-        leg = SipParticipant(self.service, runtime, self.trunk, "pbx", Role.AGENT, target, [])
+        line = self.service.line
+        leg = SipParticipant(line, runtime, self.trunk, "pbx", Role.AGENT, target, [])
         runtime.attach(leg)
-        self.service.active.add(leg)
+        line.active.add(leg)
         leg.on_left = lambda reason: self.service.end_with(call, reason)
         await leg.accept(self.tx, self.remote)
 

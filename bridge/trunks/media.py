@@ -12,14 +12,16 @@ downlink sink gives one 20 ms frame (silence when it has none) → encode (16 �
 G.711; G.722 or Opus as it is) → one RTP packet. A key queued for the PBX is sent as RFC 4733
 events instead of audio for its duration (three end packets, §2.5.1.4).
 
-The leg's RTP session is built from the parts every leg's is (``rtc/rtp_session.py``): its
-packets are numbered and framed by one :class:`~bridge.rtc.rtpsend.RtpStream` (audio, events and
-forwarded Opus alike), and one :class:`~bridge.rtc.rtcp.RtcpReports` counts what arrives (RFC
-3550 A.3 loss, A.8 jitter) and reads what the phone reports of us. RTCP goes on the wire when
-both SDPs say ``a=rtcp-mux`` (RFC 5761: one port for both): our SR (or RR) with SDES CNAME
-every :data:`RTCP_TICKS` ticks on average (RFC 3550 §6.2's 5 s minimum, ±50 %), a BYE at the
-end; the phone's SR and RR come in on the same socket. A phone that keeps RTCP on port + 1 gets
-none from us and its reports are not read (the leg has one socket).
+The leg's RTP session is every leg's (``rtc/rtp_session.py`` ``RtpSession``): its packets go
+out through the one RTP sender (``rtc/rtpsend.py`` ``LeanSender``: numbered and framed by the
+session's :class:`~bridge.rtc.rtpsend.RtpStream`, audio, events and forwarded Opus alike, the
+sender reports' time pair kept) onto the leg's wire, and its
+:class:`~bridge.rtc.rtcp.RtcpReports` counts what arrives (RFC 3550 A.3 loss, A.8 jitter) and
+reads what the phone reports of us. RTCP goes on the wire when both SDPs say ``a=rtcp-mux``
+(RFC 5761: one port for both): our SR (or RR) with SDES CNAME on the worker clock at RTP/AVP's
+intervals (``rtc/rtcp_schedule.py``: 5 s, randomised 0.5–1.5 ×, the first sooner), a BYE at
+the end; the phone's SR and RR come in on the same socket. A phone that keeps RTCP on port + 1
+gets none from us and its reports are not read (the leg has one socket).
 
 The socket under it is ``trunks/rtp_socket.py``'s (clear) or ``rtc/srtpudp.py``'s (SDES).
 """
@@ -27,26 +29,23 @@ The socket under it is ``trunks/rtp_socket.py``'s (clear) or ``rtc/srtpudp.py``'
 from __future__ import annotations
 
 import logging
-import random
 import secrets
 import time
 from collections.abc import Callable
 
 import numpy as np
 
-from ..audio.g711 import alaw_encode, ulaw_encode
-from ..audio.g722 import G722Encoder
-from ..audio.opus import OpusDecoder, OpusEncoder
-from ..audio.pcm import FRAME_SAMPLES, Pcm, Reframer
-from ..audio.phone_codecs import phone_decoder
+from ..audio.opus import OpusDecoder
+from ..audio.pcm import FRAME_SAMPLES, Pcm
+from ..audio.phone_codecs import PhoneEncoder, phone_decoder
 from ..audio.receiver import FrameDecoder
-from ..audio.resample import Resampler
 from ..calls.samples import LegSources
 from ..media import BusStats
 from ..media.clock import Phase, worker_clock
 from ..rtc.rfc4733 import END_REPEATS, DtmfDetector, KeyPresses
-from ..rtc.rtcp import RtcpReports
-from ..rtc.rtpsend import RtpStream
+from ..rtc.rtcp_schedule import RtcpInterval, RtcpSchedule
+from ..rtc.rtp_session import RtpSession
+from ..rtc.rtpsend import LeanSender
 from ..rtc.uplink import Playout
 from ..tasks import TaskSet
 from .passthrough import RUN_IDLE, one_20ms_packet
@@ -60,8 +59,6 @@ SAMPLES = 160
 """8 kHz samples in one 20 ms packet (and G.722's timestamp step: its RTP clock is 8 kHz)."""
 KEYS_QUEUED = 32
 """Keys waiting to be sent to the PBX; more are dropped (counted)."""
-RTCP_TICKS = 250
-"""Clock ticks (20 ms) between our RTCP packets on average: 5 s (RFC 3550 §6.2)."""
 
 
 class TrunkMedia:
@@ -78,15 +75,20 @@ class TrunkMedia:
         on_key: Callable[[str, int], None],
     ) -> None:
         self.name = name
-        self.stream = RtpStream(secrets.randbits(32), pt, origin=0)
+        self.session = RtpSession(secrets.randbits(32), f"{secrets.token_hex(8)}@bridge")
+        self.stream = self.session.stream
         """The one owner of this leg's sequence numbers: audio, events and forwarded Opus
         (``rtc/rtpsend.py``); its RTP times are the wire's (``origin=0``: :attr:`_ts` is)."""
-        self.reports = RtcpReports(self.stream.ssrc, f"{secrets.token_hex(8)}@bridge", RATE)
+        self.stream.payload_type, self.stream.origin = pt, 0
+        self.reports = self.session.reports
         """What arrives from the phone and what it reports of us (``rtc/rtcp.py``)."""
+        self.reports.clock = RATE
+        self.sender = LeanSender(self.session, self._wire_rtp)
+        """The one RTP sender every leg has (``rtc/rtpsend.py``), sending on :attr:`socket`."""
         self.rtcp_mux = False
         """Both SDPs said ``a=rtcp-mux``: our RTCP goes on the RTP port (module docstring)."""
-        self._rtcp_due = random.randint(1, RTCP_TICKS)
-        """Ticks until our next RTCP packet (the first within one interval, RFC 3550 §6.2)."""
+        self.rtcp_schedule = RtcpSchedule(self._report, RtcpInterval())
+        """Our reports on the worker clock while :attr:`rtcp_mux` (``rtc/rtcp_schedule.py``)."""
         self._said_bye = False
         self.octets_in = 0
         self.event_pt = event_pt
@@ -101,10 +103,8 @@ class TrunkMedia:
         self._run: tuple[int, int, int] | None = None
         """The forwarding run: (its first source number, number offset, timestamp offset)."""
         self._forwarded_at = 0.0
-        self._opus_encoder: OpusEncoder | None = None
         self._encoder_stale = False
         self.forwarded = self.forward_late = 0
-        self._wide_out: Callable[[Pcm], bytes] | None = None
         self.microphone, self.pop = microphone, pop
         self.codec = codec
         self._tasks = TaskSet(f"trunk-media:{name}")
@@ -113,13 +113,11 @@ class TrunkMedia:
         join the call's once the leg is in the call (:meth:`start`)."""
         self.set_codec(codec)
         self.socket: Socket | None = None
-        self._down = Resampler(RATE)
-        self._frames_out = Reframer(SAMPLES)
         self._ts = secrets.randbits(32)
         self.keys_in = DtmfDetector(on_key, RATE)
         self.keys_out = KeyPresses(KEYS_QUEUED)
         self._unregister: Callable[[], None] | None = None
-        self.packets_in = self.packets_out = 0
+        self.packets_in = 0
         self.sending = True
         """False while our SDP says we send nothing (``recvonly``/``inactive``: the phone holds,
         RFC 3264 §6.1): the clock still drains the participant's sink, the stream's time moves
@@ -140,22 +138,13 @@ class TrunkMedia:
         ``G722`` (its RTP clock 8 kHz, RFC 3551 §4.5.2) or ``opus`` (its RTP clock 48 kHz,
         RFC 7587 §4.1)."""
         self.codec = codec
-        self.encode = ulaw_encode if codec == "PCMU" else alaw_encode
+        self.encoder = PhoneEncoder(codec)
         self.step = 960 if codec == "opus" else SAMPLES
         """The RTP timestamp's step a 20 ms packet."""
         self.stream.frame_ticks = self.step
         self.reports.clock = 48000 if codec == "opus" else RATE  # its RTP clock (RFC 3551)
         self.event_step = SAMPLES
         """RFC 4733 durations' units a 20 ms tick (the event's own clock / 50)."""
-        self._wide_out = None
-        self._opus_encoder = None
-        if codec == "opus":
-            self._opus_encoder = OpusEncoder(
-                16000, bitrate=32000, complexity=5, fec=True, expected_loss=5, dtx=False
-            )
-            self._wide_out = self._opus_encoder.encode
-        elif codec == "G722":
-            self._wide_out = G722Encoder().encode
         # A fresh receiver for the codec (the stream so far was another codec's).
         self.playout.resume(self.playout.on_frame, self.playout.bus_stats)
 
@@ -195,6 +184,7 @@ class TrunkMedia:
         self.event_step = remote.event_rate // 50
         self.keys_in.clock_rate = remote.event_rate
         self.rtcp_mux = remote.rtcp_mux
+        self._start_reports()
 
     def start(self, socket: Socket, stats: BusStats | None = None) -> None:
         """On the clock with ``socket``; the receiver's counters added to the call's
@@ -203,6 +193,24 @@ class TrunkMedia:
         if stats is not None:
             self.playout.bus_stats = stats
         self._unregister = worker_clock().register(self._tick, Phase.ENGINE)
+        self._start_reports()
+
+    def _start_reports(self) -> None:
+        if self.rtcp_mux and self.socket is not None and self._unregister is not None:
+            self.rtcp_schedule.start()
+
+    def _report(self) -> int:
+        """One RTCP report (the scheduler's callback; none while the SDPs do not multiplex)."""
+        if not self.rtcp_mux or self.socket is None:
+            return 0
+        report = self.reports.compound(self.stream)
+        self.socket.send_rtcp(report)
+        return len(report)
+
+    @property
+    def packets_out(self) -> int:
+        """RTP packets sent to the phone: audio, events and forwarded Opus."""
+        return self.stream.packets
 
     def stop(self) -> None:
         """Off the clock, a last RTCP packet with BYE (RFC 3550 §6.6) when the leg has sent
@@ -210,6 +218,7 @@ class TrunkMedia:
         unregister, self._unregister = self._unregister, None
         if unregister is not None:
             unregister()
+        self.rtcp_schedule.stop()
         self.playout.stop()
         socket = self.socket
         if self.rtcp_mux and socket is not None and self.reports.sent and not self._said_bye:
@@ -219,26 +228,28 @@ class TrunkMedia:
             socket.close()
 
     # -- receive
-    def on_rtp(self, packet: bytes, at: float | None = None) -> None:
-        """One datagram from the phone, ``at`` its arrival (``None``: now)."""
+    def on_rtp(self, packet: bytes, at: float) -> None:
+        """One datagram from the phone, ``at`` its arrival (``time.monotonic()`` base)."""
         parsed = rtp_payload(packet)
         if parsed is None:
             return
         pt, seq, ts, ssrc, payload = parsed
         if pt == self.event_pt:
-            self.reports.received(ssrc, seq, ts, audio=False)
+            self.reports.received(ssrc, seq, ts, at, audio=False)
             self.keys_in.feed(ts, payload)
             return
         if pt != self.pt or not payload:
             return
-        self.reports.received(ssrc, seq, ts)
+        self.reports.received(ssrc, seq, ts, at)
         self.packets_in += 1
         self.octets_in += len(payload)
         self.playout.packet(seq, ts, payload, at)
 
-    def on_rtcp(self, plain: bytes) -> None:
-        """A compound RTCP packet from the phone (multiplexed on the RTP port)."""
-        self.reports.receive(plain)
+    def on_rtcp(self, plain: bytes, at: float) -> None:
+        """A compound RTCP packet from the phone (multiplexed on the RTP port), ``at`` its
+        arrival."""
+        self.rtcp_schedule.received(len(plain))
+        self.reports.receive(plain, at)
 
     # -- send
     def send_key(self, digit: str, duration_ms: int = 160) -> None:
@@ -283,11 +294,6 @@ class TrunkMedia:
         return self._run is not None
 
     def _tick(self, now: float) -> None:
-        if self.rtcp_mux:
-            self._rtcp_due -= 1
-            if self._rtcp_due <= 0 and self.socket is not None:
-                self._rtcp_due = int(RTCP_TICKS * (0.5 + random.random()))
-                self.socket.send_rtcp(self.reports.compound(self.stream))
         pcm = self.pop()
         if self._run is not None:
             idle = time.monotonic() - self._forwarded_at
@@ -296,26 +302,20 @@ class TrunkMedia:
             # WhatsApp's packets stopped coming: encode again, the stream's time moved on.
             self._run = None
             self._ts = (self._ts + int(idle / 0.02) * self.step) & 0xFFFFFFFF
-        if self._encoder_stale and self._opus_encoder is not None:
+        if self._encoder_stale:
             # The last packets were WhatsApp's: the encoder starts afresh rather than from
             # the state its own last frame left (stale audio spliced into the next one).
-            self._opus_encoder.reset()
+            self.encoder.reset()
             self._encoder_stale = False
         if not self.sending:
             self._ts = (self._ts + self.step) & 0xFFFFFFFF
             return
         if pcm is None:
             pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-        if self._wide_out is not None:
-            if not self._send_event():
-                self._send(self.pt, self._wide_out(pcm), marker=False)
-            self._ts = (self._ts + self.step) & 0xFFFFFFFF
-            return
-        narrow = self._down.resample_array(pcm, 16000)
-        for frame in self._frames_out.push(narrow):
-            if not self._send_event():
-                self._send(self.pt, self.encode(frame), marker=False)
-            self._ts = (self._ts + SAMPLES) & 0xFFFFFFFF
+        payload = self.encoder.encode(pcm)
+        if not self._send_event():
+            self._send(self.pt, payload)
+        self._ts = (self._ts + self.step) & 0xFFFFFFFF
 
     def _send_event(self) -> bool:
         """One 20 ms of the key being sent, if any (its timestamp stays the event's start)."""
@@ -336,23 +336,27 @@ class TrunkMedia:
         pt: int,
         payload: bytes,
         *,
-        marker: bool,
+        marker: bool | None = None,
         ts: int | None = None,
         seq: int | None = None,
     ) -> None:
-        """One packet; numbered next unless ``seq`` says (a forwarded packet's mapped number),
-        framed by the leg's :class:`~bridge.rtc.rtpsend.RtpStream`."""
+        """One packet through the leg's sender; numbered next unless ``seq`` says (a forwarded
+        packet's mapped number). Encoded audio leaves the marker to the stream (RFC 3551 §4.1:
+        the first packet, and the first after a hold)."""
         if self.socket is None:
             return
         audio = pt == self.pt
-        ts = self._ts if ts is None else ts
-        packet = self.stream.packetise(
-            payload, ts, seq, marker=marker, payload_type=None if audio else pt
+        self.sender.send_now(
+            payload,
+            self._ts if ts is None else ts,
+            seq,
+            marker=marker,
+            payload_type=None if audio else pt,
         )
-        self.socket.send_rtp(packet)
-        if audio:  # an event's RTP time is its start (RFC 4733): no sender-report time
-            self.reports.sent_audio(ts)
-        self.packets_out += 1
+
+    def _wire_rtp(self, plain: bytes) -> None:
+        if self.socket is not None:
+            self.socket.send_rtp(plain)
 
 
 def timeline(media: TrunkMedia) -> LegSources:

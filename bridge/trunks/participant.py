@@ -18,13 +18,16 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..audio.dtmf import DIGITS
 from ..audio.pcm import Pcm
+from ..calls.model import Call
 from ..calls.samples import LegSources
 from ..errors import BadOffer
 from ..media import Role
@@ -32,7 +35,7 @@ from ..media.frames import DownlinkSink
 from ..numbers.trunks import Trunk
 from ..rtc.sdes import Crypto, new_crypto
 from ..rtc.srtpudp import SrtpSocket
-from ..sip import Dialog, InviteServer, Response
+from ..sip import Dialog, InviteServer, Response, UserAgent
 from . import sdp
 from .dialer import Dialer
 from .media import TrunkMedia, timeline
@@ -40,7 +43,6 @@ from .rtp_socket import PlainRtp
 
 if TYPE_CHECKING:
     from ..calls.runtime import CallRuntime
-    from .service import TrunkService
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,33 @@ def left_reason(status: int) -> str:
     return LEFT.get(status) or ("rejected" if 400 <= status < 500 else "failed")
 
 
+def caller_uri(call: Call, host: str) -> str:
+    """Who calls, as the PBX sees it: the WhatsApp user's number, at our address."""
+    user = re.sub(r"[^0-9]", "", call.peer)[:15] or "anonymous"
+    return f"sip:+{user}@{host}"
+
+
+@dataclass(frozen=True)
+class TrunkLine:
+    """What a SIP leg uses of the trunk user agent that carries it: made by ``TrunkService``,
+    which owns the user agent and the two collections of legs shared here (a leg enters and
+    leaves them; the service's BYE, INFO, REFER and re-INVITE handlers find it there)."""
+
+    ua: UserAgent
+    media_host: str
+    """The address in our SDP and Contact."""
+    bind_host: str
+    """Where the legs' RTP sockets bind."""
+    rtp_ports: str
+    """The port range they bind in (``BRIDGE_RTP_PORTS``; empty: any)."""
+    opus_passthrough: bool
+    """Whether WhatsApp's Opus may go to an Opus phone untouched (``BRIDGE_OPUS_PASSTHROUGH``)."""
+    legs: dict[tuple[str, str], SipParticipant]
+    """The joined legs by their dialog's key."""
+    active: set[SipParticipant]
+    """Every leg not yet gone (ringing ones too): hung up when the service closes."""
+
+
 class SipParticipant:
     """One SIP leg in one call (see the module docstring)."""
 
@@ -67,7 +96,7 @@ class SipParticipant:
 
     def __init__(
         self,
-        service: TrunkService,
+        line: TrunkLine,
         runtime: CallRuntime,
         trunk: Trunk,
         participant_id: str,
@@ -75,7 +104,7 @@ class SipParticipant:
         target: str,
         headers: list[tuple[str, str]],
     ) -> None:
-        self.service, self.runtime, self.trunk = service, runtime, trunk
+        self.line, self.runtime, self.trunk = line, runtime, trunk
         self.participant_id, self.role, self.target = participant_id, role, target
         self.id = f"sip:{participant_id}:{secrets.token_hex(4)}"
         self.headers = headers
@@ -134,19 +163,19 @@ class SipParticipant:
         else:
             socket = SrtpSocket(name, media.on_rtp, media.on_rtcp)
         self._socket = socket
-        local = await socket.open(self.service.bind_host, self.service.rtp_ports)
+        local = await socket.open(self.line.bind_host, self.line.rtp_ports)
         self.local_port, self.crypto = local[1], crypto
         return media, local[1], crypto
 
     async def run(self) -> None:
         """Call the target, then carry the media until either side hangs up."""
         media, port, crypto = await self._open()
-        offer = self.sdp_sent = sdp.offer(self.service.media_host, port, self.trunk.codecs, crypto)
+        offer = self.sdp_sent = sdp.offer(self.line.media_host, port, self.trunk.codecs, crypto)
         self.dialer = Dialer(
-            self.service.ua,
+            self.line.ua,
             proxy=self.trunk.uri,
             target=self.target,
-            from_uri=self.service.caller_uri(self.runtime.call),
+            from_uri=caller_uri(self.runtime.call, self.line.media_host),
             display="",
             sdp=offer,
             username=self.trunk.username,
@@ -178,13 +207,11 @@ class SipParticipant:
         """Answer the PBX's own INVITE (its offer ``remote``) with ``200`` and our SDP: the
         PBX placed this WhatsApp call. ``False`` when the answer could not be sent."""
         media, port, crypto = await self._open()
-        answer = self.sdp_sent = sdp.offer(
-            self.service.media_host, port, (), crypto, answer_to=remote
-        )
+        answer = self.sdp_sent = sdp.offer(self.line.media_host, port, (), crypto, answer_to=remote)
         self.dialog = tx.dialog
-        self.service.ua.dialogs[tx.dialog.key] = tx.dialog  # before its BYE can come
+        self.line.ua.dialogs[tx.dialog.key] = tx.dialog  # before its BYE can come
         if not await tx.respond(200, "OK", body=answer):
-            self.service.ua.dialogs.pop(tx.dialog.key, None)
+            self.line.ua.dialogs.pop(tx.dialog.key, None)
             self.dialog = None
             await self._gone("failed", None, detail="the 200 OK could not be sent")
             return False
@@ -213,8 +240,8 @@ class SipParticipant:
         self.runtime.participants.show_other(self.participant_id, self.snapshot())
         self.runtime.participants.add_other(self)  # roles, transfer, leave act on it now
         assert self.dialog is not None
-        self.service.legs[self.dialog.key] = self
-        self.service.ua.dialogs[self.dialog.key] = self.dialog  # its BYE finds it
+        self.line.legs[self.dialog.key] = self
+        self.line.ua.dialogs[self.dialog.key] = self.dialog  # its BYE finds it
         if self.silent:
             return
         self.runtime.emit(
@@ -290,7 +317,7 @@ class SipParticipant:
         """Its RTP when WhatsApp's packets of ``codec`` may go to it untouched: joined, on
         that codec (Opus, or the G.711 Meta was answered with), the agent
         (``BRIDGE_OPUS_PASSTHROUGH``; ``trunks/passthrough.py``)."""
-        media, allowed = self.media, self.service.settings.media.opus_passthrough
+        media, allowed = self.media, self.line.opus_passthrough
         agent = self._joined is not None and self.role is Role.AGENT and allowed
         return media if media is not None and media.codec == codec and agent else None
 
@@ -318,9 +345,9 @@ class SipParticipant:
         async with self._closing:
             dialog, self.dialog = self.dialog, None
             if dialog is not None:
-                self.service.legs.pop(dialog.key, None)
-                self.service.ua.dialogs.pop(dialog.key, None)
-                await self.service.ua.in_dialog(dialog, "BYE", timeout=4.0)
+                self.line.legs.pop(dialog.key, None)
+                self.line.ua.dialogs.pop(dialog.key, None)
+                await self.line.ua.in_dialog(dialog, "BYE", timeout=4.0)
             elif self.dialer is not None and self.dialer.final is None:
                 await self.dialer.cancel()
 
@@ -331,7 +358,7 @@ class SipParticipant:
             return
         self._left = True
         self.state = "left"
-        self.service.active.discard(self)
+        self.line.active.discard(self)
         self.runtime.participants.drop_other(self)
         shown = self.runtime.participants.others.get(self.participant_id)
         if shown is not None and shown.get("sip", {}).get("leg") == self.id:

@@ -38,13 +38,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..calls.hold import StartMusic
 from ..errors import BadOffer, BridgeError
 from ..media import Role, UplinkSource
+from ..numbers.catalog import Catalog
 from ..rtc.sdes import Crypto
 from ..sip import InviteServer
 from . import sdp
 
 if TYPE_CHECKING:
-    from .participant import SipParticipant
-    from .service import TrunkService
+    from .participant import SipParticipant, TrunkLine
 
 log = logging.getLogger(__name__)
 
@@ -160,19 +160,25 @@ def warning(exc: Exception) -> tuple[str, str]:
     return "Warning", f'399 bridge "{text}"'
 
 
-async def reinvited(service: TrunkService, tx: InviteServer) -> None:
+async def reinvited(
+    line: TrunkLine, catalog: Catalog, playback: Plays | None, tx: InviteServer
+) -> None:
     """The trunk user agent's ``reinvites``: answer a re-INVITE in a SIP participant's dialog
-    and follow it (see the module docstring); a failure of ours is a ``500`` (§21.5.1), so
-    the dialog's next re-INVITE is not refused as one arriving while this one is pending."""
+    (one of ``line``'s legs) and follow it, a hold playing the trunk's music as ``catalog``
+    has it now by ``playback`` (see the module docstring); a failure of ours is a ``500``
+    (§21.5.1), so the dialog's next re-INVITE is not refused as one arriving while this one
+    is pending."""
     try:
-        await _reinvited(service, tx)
+        await _reinvited(line, catalog, playback, tx)
     except Exception as exc:
         log.warning("SIP re-INVITE %s: failed: %s", tx.req.call_id, exc)
         await tx.respond(500, "Server Internal Error")
 
 
-async def _reinvited(service: TrunkService, tx: InviteServer) -> None:
-    leg = service.legs.get(tx.dialog.key)
+async def _reinvited(
+    line: TrunkLine, catalog: Catalog, playback: Plays | None, tx: InviteServer
+) -> None:
+    leg = line.legs.get(tx.dialog.key)
     if leg is None or leg.remote is None or leg.media is None:
         await tx.respond(481, "Call/Transaction Does Not Exist")
         return
@@ -181,7 +187,7 @@ async def _reinvited(service: TrunkService, tx: InviteServer) -> None:
             tx.req.body,
             leg.remote,
             leg.sdp_sent,
-            address=service.media_host,
+            address=line.media_host,
             port=leg.local_port,
             crypto=leg.crypto,
         )
@@ -196,12 +202,12 @@ async def _reinvited(service: TrunkService, tx: InviteServer) -> None:
     leg.sdp_sent = got.body
     leg.take_remote(leg.media, got.remote)
     leg.media.sending = got.sending
-    await set_hold(service, leg, got)
+    await set_hold(leg, got, music(catalog, playback, leg))
 
 
-async def set_hold(service: TrunkService, leg: SipParticipant, got: Answer) -> None:
+async def set_hold(leg: SipParticipant, got: Answer, music: StartMusic | None) -> None:
     """The phone's hold or resume, when it changes: the events, and the call's hold when the
-    phone is its agent (see the module docstring)."""
+    phone is its agent, with ``music`` (see the module docstring)."""
     if got.holding == leg.on_hold:
         return
     leg.on_hold = got.holding
@@ -214,7 +220,7 @@ async def set_hold(service: TrunkService, leg: SipParticipant, got: Answer) -> N
     if got.holding and leg.role is Role.AGENT and not runtime.hold.held:
         leg.held_call = True
         try:
-            await runtime.hold.set(True, music(service, leg))
+            await runtime.hold.set(True, music)
         except BridgeError as exc:  # the asset deleted since: held all the same, in silence
             log.warning("SIP participant %s: hold music not played: %s", leg.participant_id, exc)
             await runtime.hold.set(True)
@@ -223,11 +229,11 @@ async def set_hold(service: TrunkService, leg: SipParticipant, got: Answer) -> N
         await runtime.hold.set(False)
 
 
-def music(service: TrunkService, leg: SipParticipant) -> StartMusic | None:
-    """Starts the trunk's ``holdMusic`` (as the trunk is now: a PATCH counts) looped on the
-    call, as ``POST /call/hold`` does."""
-    trunk = service.catalog.trunks.get(leg.trunk.trunk_id) or leg.trunk
-    asset, playback = trunk.hold_music, service.playback
+def music(catalog: Catalog, playback: Plays | None, leg: SipParticipant) -> StartMusic | None:
+    """Starts the trunk's ``holdMusic`` (as the trunk is now in ``catalog``: a PATCH counts)
+    looped on the call, as ``POST /call/hold`` does."""
+    trunk = catalog.trunks.get(leg.trunk.trunk_id) or leg.trunk
+    asset = trunk.hold_music
     if not asset or playback is None:
         return None
 

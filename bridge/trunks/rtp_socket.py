@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -26,9 +27,10 @@ class PlainRtp(asyncio.DatagramProtocol):
     def __init__(
         self,
         name: str,
-        on_rtp: Callable[[bytes], None],
-        on_rtcp: Callable[[bytes], None] | None = None,
+        on_rtp: Callable[[bytes, float], None],
+        on_rtcp: Callable[[bytes, float], None] | None = None,
     ) -> None:
+        """``on_rtp`` and ``on_rtcp`` get each packet with its arrival (``rtc/udp_poll.py``)."""
         self.name = name
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
@@ -40,7 +42,7 @@ class PlainRtp(asyncio.DatagramProtocol):
         self.rtcp_sent = self.rtcp_received = 0
 
     async def open(self, host: str, ports: str) -> Address:
-        self.transport, self.local = await open_endpoint(self, host, ports)
+        self.transport, self.local = await open_endpoint(self, host, ports, self.datagram_arrived)
         return self.local
 
     def set_remote(self, rtp: Address, rtcp: Address) -> None:
@@ -60,6 +62,10 @@ class PlainRtp(asyncio.DatagramProtocol):
         self.rtcp_sent += 1
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.datagram_arrived(data, addr, time.monotonic())
+
+    def datagram_arrived(self, data: bytes, addr: Any, at: float) -> None:
+        """One datagram, ``at`` its arrival."""
         if len(data) < 8 or data[0] >> 6 != 2:
             self.junk += 1  # not RTP or RTCP version 2
             return
@@ -77,7 +83,7 @@ class PlainRtp(asyncio.DatagramProtocol):
             self.rtp_to = (addr[0], addr[1])  # symmetric RTP (RFC 4961)
             handler = self.on_rtp
         try:
-            handler(data)
+            handler(data, at)
         except Exception:
             log.exception("%s: handling a packet", self.name)
 

@@ -24,10 +24,10 @@ from ..errors import BadRequest, BridgeError, CallStateError
 from ..media import Role
 from ..numbers.catalog import Catalog
 from ..numbers.trunks import Trunk, parse_uri
-from ..sip import Dialog, DigestServer, InviteServer, Request, UserAgent, client_context
+from ..sip import Dialog, InviteServer, Request, UserAgent, client_context
 from ..tasks import TaskSet
-from .inbound import PbxCall, identify
-from .participant import SipParticipant
+from .inbound import InboundDigests, PbxCall, identify
+from .participant import SipParticipant, TrunkLine
 from .reinvite import Plays, reinvited
 from .transfer import in_dialog
 from .upkeep import Upkeep
@@ -61,17 +61,20 @@ class TrunkService:
         wildcard = self.bind_host in ("", "0.0.0.0", "::")
         self.media_host = public or ("127.0.0.1" if wildcard else self.bind_host)
         self.rtp_ports = settings.ice.rtp_ports
-        self.ua = self._user_agent()
         self.legs: dict[tuple[str, str], SipParticipant] = {}
         """Live SIP participants by their dialog's key."""
+        self.active: set[SipParticipant] = set()
+        """Every SIP participant not yet gone (ringing ones too)."""
+        self.ua = self._user_agent()
+        self.line = self._line()
+        """What each SIP participant uses of the user agent (``participant.TrunkLine``)."""
         self.placing: dict[str, PbxCall] = {}
         """WhatsApp calls a PBX placed, by callID, until they end."""
         self._by_invite: dict[tuple[str, str], PbxCall] = {}
-        self._digests: dict[tuple[str, ...], DigestServer] = {}
-        self.active: set[SipParticipant] = set()
-        self.upkeep = Upkeep(self, registry)
+        self.digests = InboundDigests(self.media_host)
+        """What checks each trunk's INVITEs (``inbound.py``)."""
+        self.upkeep = Upkeep(catalog, registry)
         """Each trunk's OPTIONS keep-alive and REGISTER."""
-        """Every SIP participant not yet gone (ringing ones too)."""
         self._tasks = TaskSet("sip-trunks")
 
     def state_of(self, trunk_id: str) -> dict[str, Any]:
@@ -90,9 +93,21 @@ class TrunkService:
             handler=self,
             udp=True,
         )
-        ua.in_dialog_requests = lambda dialog, req: in_dialog(self, dialog, req)
-        ua.reinvites = lambda tx: reinvited(self, tx)  # hold from the PBX (RFC 3264 §8.4)
+        ua.in_dialog_requests = lambda dialog, req: in_dialog(self.line, self.spawn, dialog, req)
+        # hold from the PBX (RFC 3264 §8.4), its music as the trunk says when it comes
+        ua.reinvites = lambda tx: reinvited(self.line, self.catalog, self.playback, tx)
         return ua
+
+    def _line(self) -> TrunkLine:
+        return TrunkLine(
+            ua=self.ua,
+            media_host=self.media_host,
+            bind_host=self.bind_host,
+            rtp_ports=self.rtp_ports,
+            opus_passthrough=self.settings.media.opus_passthrough,
+            legs=self.legs,
+            active=self.active,
+        )
 
     async def start(self) -> None:
         if self.manager is not None:
@@ -110,10 +125,10 @@ class TrunkService:
             )
             await self.ua.close()
             self.ua = self._user_agent()
+            self.line = self._line()
             await self.ua.start(self.bind_host, 0)
         self.port = self.ua.port
-        self.catalog.follow(self.upkeep.reconcile)
-        self.upkeep.reconcile()
+        self.upkeep.start(self.ua)
         log.info("SIP trunks: listening on %s:%d (UDP and TCP)", self.bind_host, self.port)
 
     async def close(self) -> None:
@@ -126,11 +141,6 @@ class TrunkService:
         await self.ua.close()
 
     # -- SIP participants
-    def caller_uri(self, call: Call) -> str:
-        """Who calls, as the PBX sees it: the WhatsApp user's number."""
-        user = re.sub(r"[^0-9]", "", call.peer)[:15] or "anonymous"
-        return f"sip:+{user}@{self.media_host}"
-
     def context_headers(self, call: Call) -> list[tuple[str, str]]:
         """The WhatsApp context a PBX can route on (docs/sip.md)."""
         number = self.catalog.number(call.number_id)
@@ -188,7 +198,7 @@ class TrunkService:
                 )
             headers.append((name, value))
         self._check_join(runtime, participant_id, role)
-        leg = SipParticipant(self, runtime, trunk, participant_id, role, target, headers)
+        leg = SipParticipant(self.line, runtime, trunk, participant_id, role, target, headers)
         runtime.attach(leg)
         self._tasks.spawn(self._run(leg), f"sip-leg:{participant_id}")
         return leg
@@ -265,26 +275,6 @@ class TrunkService:
             return
         self._tasks.spawn(work, name)
 
-    def digest_for(self, trunk: Trunk) -> DigestServer:
-        """The digest server that checks a trunk's INVITEs (nonces live as long as it)."""
-        key = (
-            trunk.trunk_id,
-            trunk.inbound_username,
-            trunk.inbound_password,
-            *trunk.inbound_digest,
-        )
-        server = self._digests.get(key)
-        if server is None:
-            if len(self._digests) > 1024:
-                self._digests.clear()
-            server = self._digests[key] = DigestServer(
-                self.media_host,
-                trunk.inbound_username,
-                trunk.inbound_password,
-                algorithms=trunk.inbound_digest,
-            )
-        return server
-
     async def hang_up(self, call: Call) -> None:
         assert self.manager is not None
         try:
@@ -295,7 +285,7 @@ class TrunkService:
     # -- requests from trunks (CallHandler)
     async def invite(self, tx: InviteServer) -> None:
         """A trunk's INVITE: the PBX calls a WhatsApp user (:mod:`.inbound`)."""
-        trunk, refused = identify(self, tx)
+        trunk, refused = identify(self.catalog.trunks.values(), self.digests.server_for, tx)
         if trunk is None:
             assert refused is not None
             if refused[0] == 403:

@@ -19,28 +19,30 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Any
 from urllib.parse import parse_qsl
 
 from ..audio.dtmf import DIGITS
 from ..sip import Address, Dialog, Request, SipParseError
-from .participant import SipParticipant
-
-if TYPE_CHECKING:
-    from .service import TrunkService
+from .participant import SipParticipant, TrunkLine
 
 log = logging.getLogger(__name__)
 
+Spawn = Callable[[Coroutine[Any, Any, Any], str], None]
+"""Runs work as one of the trunk service's tasks (``TrunkService.spawn``)."""
 
-async def in_dialog(service: TrunkService, dialog: Dialog, req: Request) -> tuple[int, str]:
-    """The user agent's ``in_dialog_requests``: the status to answer an INFO or a REFER."""
-    leg = service.legs.get(dialog.key)
+
+async def in_dialog(line: TrunkLine, spawn: Spawn, dialog: Dialog, req: Request) -> tuple[int, str]:
+    """The user agent's ``in_dialog_requests``: the status to answer an INFO or a REFER (a
+    transfer runs as a task ``spawn`` starts)."""
+    leg = line.legs.get(dialog.key)
     if leg is None:
         return 481, "Call/Transaction Does Not Exist"
     if req.method == "INFO":
         return info(leg, req)
-    return refer(service, leg, dialog, req)
+    return refer(line, spawn, leg, dialog, req)
 
 
 def info(leg: SipParticipant, req: Request) -> tuple[int, str]:
@@ -69,7 +71,7 @@ def info(leg: SipParticipant, req: Request) -> tuple[int, str]:
 
 
 def refer(
-    service: TrunkService, leg: SipParticipant, dialog: Dialog, req: Request
+    line: TrunkLine, spawn: Spawn, leg: SipParticipant, dialog: Dialog, req: Request
 ) -> tuple[int, str]:
     values = req.values("Refer-To")
     if len(values) != 1:
@@ -89,14 +91,14 @@ def refer(
     if leg.transferring:
         return 491, "Request Pending"
     leg.transferring = True
-    service.spawn(transfer(service, leg, dialog, str(target), extra), f"refer:{leg.participant_id}")
+    spawn(transfer(line, leg, dialog, str(target), extra), f"refer:{leg.participant_id}")
     return 202, "Accepted"
 
 
-async def notify(service: TrunkService, dialog: Dialog, status: int, reason: str) -> None:
+async def notify(line: TrunkLine, dialog: Dialog, status: int, reason: str) -> None:
     """RFC 3515 §2.4.4: the new leg's progress as a sipfrag (the last one ends it)."""
     state = "active;expires=60" if status < 200 else "terminated;reason=noresource"
-    await service.ua.in_dialog(
+    await line.ua.in_dialog(
         dialog,
         "NOTIFY",
         extra=[("Event", "refer"), ("Subscription-State", state)],
@@ -107,7 +109,7 @@ async def notify(service: TrunkService, dialog: Dialog, status: int, reason: str
 
 
 async def transfer(
-    service: TrunkService,
+    line: TrunkLine,
     old: SipParticipant,
     dialog: Dialog,
     target: str,
@@ -115,26 +117,26 @@ async def transfer(
 ) -> None:
     """Call ``target`` (with ``extra`` headers: an attended transfer's ``Replaces``); on its
     answer swap it in for ``old`` (see the module docstring)."""
-    await notify(service, dialog, 100, "Trying")
+    await notify(line, dialog, 100, "Trying")
     headers = old.headers + (extra or [])
     new = SipParticipant(
-        service, old.runtime, old.trunk, old.participant_id, old.role, target, headers
+        line, old.runtime, old.trunk, old.participant_id, old.role, target, headers
     )
     new.silent, new.replaces = True, old
     old.runtime.attach(new)
-    service.active.add(new)
+    line.active.add(new)
     await new.run()
     if new.state != "joined":
         final = new.dialer.final if new.dialer is not None else None
         status, reason = (final.status, final.reason) if final else (503, "Service Unavailable")
         log.warning("SIP transfer of %s to %s failed: %d", old.participant_id, target, status)
-        await notify(service, dialog, status, reason)
+        await notify(line, dialog, status, reason)
         old.transferring = False
         return
     new.silent = False
     new.on_left, old.on_left = old.on_left, None
     old.silent = True
-    await notify(service, dialog, 200, "OK")
+    await notify(line, dialog, 200, "OK")
     await old.remove()
     old.runtime.emit(
         "participant.transferred", participantID=new.participant_id, sip={"uri": target}

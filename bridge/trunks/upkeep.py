@@ -19,17 +19,15 @@ import asyncio
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from ..numbers.catalog import Catalog
 from ..numbers.trunks import Trunk
-from ..sip import DigestError, Request, Response, choose
+from ..sip import DigestError, Request, Response, UserAgent, choose
 from ..sip.headers import Uri, Via, new_branch, new_tag
 from ..tasks import TaskSet
-
-if TYPE_CHECKING:
-    from .service import TrunkService
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +46,10 @@ AUTH = {
 class Upkeep:
     """Every trunk's keep-alive and registration (see the module docstring)."""
 
-    def __init__(self, service: TrunkService, registry: CollectorRegistry | None) -> None:
-        self.service = service
+    def __init__(self, catalog: Catalog, registry: CollectorRegistry | None) -> None:
+        self.catalog = catalog
+        self.ua: UserAgent | None = None
+        """The trunk user agent the requests go out on, once it listens (:meth:`start`)."""
         self._tasks: dict[str, tuple[tuple[Any, ...], asyncio.Task[None]]] = {}
         self._owner = TaskSet("trunk-upkeep")
         self._state: dict[str, dict[str, Any]] = {}
@@ -62,10 +62,17 @@ class Upkeep:
         seen = self._state.get(trunk_id, {})
         return {"options": seen.get("options"), "registration": seen.get("registration")}
 
+    def start(self, ua: UserAgent) -> None:
+        """Keep the catalog's trunks in touch through ``ua``, following the catalog's
+        reloads."""
+        self.ua = ua
+        self.catalog.follow(self.reconcile)
+        self.reconcile()
+
     def reconcile(self) -> None:
         """Start a task for each trunk (anew when its target or credentials changed), stop the
         tasks of trunks that are gone."""
-        trunks = self.service.catalog.trunks
+        trunks = self.catalog.trunks
         for trunk_id in list(self._tasks):
             trunk = trunks.get(trunk_id)
             if trunk is None or _key(trunk) != self._tasks[trunk_id][0]:
@@ -121,7 +128,8 @@ class Upkeep:
         proxy = Uri.parse(trunk.uri)
         registrar = f"sip:{proxy.host}" + (f":{proxy.port}" if proxy.port else "")
         aor = f"<sip:{trunk.username}@{proxy.host}>"
-        contact = self.service.ua.contact.replace("<sip:", f"<sip:{trunk.username}@", 1)
+        assert self.ua is not None
+        contact = self.ua.contact.replace("<sip:", f"<sip:{trunk.username}@", 1)
         extra = [("Contact", contact), ("Expires", str(expires))]
         resp = await self._request(trunk, "REGISTER", registrar, aor, extra=extra, from_=aor)
         if expires == 0:
@@ -150,7 +158,8 @@ class Upkeep:
     ) -> Response:
         """An out-of-dialog request to the trunk and its final response (a synthetic ``503``
         when the trunk cannot be reached, ``408`` when it does not answer)."""
-        ua = self.service.ua
+        ua = self.ua
+        assert ua is not None  # no task runs before start()
         try:
             conn = await ua.connection_to(Uri.parse(trunk.uri))
         except (OSError, TimeoutError) as exc:

@@ -66,6 +66,12 @@ class MetaAccount:
             if unknown:
                 return meta_error(400, 100, f"(#100) Unknown parameter {sorted(unknown)[0]}")
             calling = json_copy(self.calling)
+            if self.paused_until is not None and time.time() < self.paused_until:
+                calling["restrictions"] = {
+                    "restrictions_list": [
+                        {"type": CALLING_RESTRICTION, "expiration": int(self.paused_until)}
+                    ]
+                }
             if request.query.get("include_sip_credentials") == "true":
                 for server in calling.get("sip", {}).get("servers", []):
                     server["sip_user_password"] = self.sip_password
@@ -174,12 +180,21 @@ def json_copy(value: Any) -> Any:
 
 def _calling_problem(calling: dict[str, Any]) -> str:
     """What Meta would refuse in a ``calling`` object ("" when nothing)."""
-    known = {*ENUMS, "call_hours", "sip", "audio", "voicemail"}
+    known = {*ENUMS, "call_hours", "sip", "audio", "voicemail", "call_icons"}
     for key, value in calling.items():
         if key not in known:
             return f"unknown field {key}"
         if key in ENUMS and value not in ENUMS[key]:
             return f"{key} must be one of {sorted(ENUMS[key])}"
+    icons = calling.get("call_icons")
+    if icons is not None:
+        countries = icons.get("restrict_to_user_countries") if isinstance(icons, dict) else None
+        if not isinstance(icons, dict) or set(icons) != {"restrict_to_user_countries"}:
+            return "call_icons takes restrict_to_user_countries"
+        if not isinstance(countries, list) or not all(
+            isinstance(c, str) and len(c) == 2 and c.isupper() for c in countries
+        ):
+            return "call_icons.restrict_to_user_countries must be ISO 3166-1 alpha-2 codes"
     hours = calling.get("call_hours")
     if isinstance(hours, dict):
         zone = hours.get("timezone_id")

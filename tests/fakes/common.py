@@ -38,6 +38,23 @@ class FakeCall:
         return np.frombuffer(b"".join(self.received), dtype="<i2")
 
 
+class CallerAudioLog:
+    """What a fake model keeps of the caller's audio, the hook benches time the bridge by:
+    ``chunks`` as the bridge sent them and ``arrived``, the ``time.monotonic()`` each came
+    in (``bench.agents`` times a caller's frame from the engine to the model's socket by it).
+    ``cancelled`` holds when a cancel of a generation in progress arrived, in whatever form
+    the provider has one."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.arrived: list[float] = []
+        self.cancelled: list[float] = []
+
+    def keep_caller_audio(self, raw: bytes) -> None:
+        self.chunks.append(raw)
+        self.arrived.append(time.monotonic())
+
+
 class FakeServer:
     """Runs an aiohttp app on 127.0.0.1 at a fixed port, stoppable and restartable."""
 

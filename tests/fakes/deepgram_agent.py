@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from .common import CallerAudioLog
+
 SETTINGS_FIELDS = {"type", "tags", "mip_opt_out", "flags", "audio", "agent", "experimental"}
 AGENT_FIELDS = {"listen", "think", "speak", "greeting", "context", "language"}
 FUNCTION_FIELDS = {"name", "description", "parameters", "endpoint", "defer_until_eot"}
@@ -42,7 +44,7 @@ CLIENT_TYPES = {
 }
 
 
-class FakeDeepgramAgent:
+class FakeDeepgramAgent(CallerAudioLog):
     """One fake Voice Agent endpoint (``/v1/agent/converse``)."""
 
     PATH = "/v1/agent/converse"
@@ -52,6 +54,7 @@ class FakeDeepgramAgent:
     LIMIT_CODE = "SESSION_LIMIT_REACHED"
 
     def __init__(self, api_key: str | None = "dg-test", token: str | None = None) -> None:
+        super().__init__()
         self.api_key = api_key
         self.token = token
         self.headers: list[dict[str, str]] = []
@@ -59,7 +62,6 @@ class FakeDeepgramAgent:
         self.events: list[dict[str, Any]] = []
         """Every JSON message the client sent."""
         self.errors: list[str] = []
-        self.chunks: list[bytes] = []
         self.keepalives = 0
         self.connections = 0
         self.refuse = False
@@ -132,7 +134,7 @@ class FakeDeepgramAgent:
         if not self.applied.is_set():
             await self._fatal(ws, "UNPARSABLE_CLIENT_MESSAGE", "audio before Settings")
             return
-        self.chunks.append(data)
+        self.keep_caller_audio(data)
 
     async def _message(self, ws: web.WebSocketResponse, body: dict[str, Any]) -> None:
         self.events.append(body)

@@ -7,9 +7,11 @@ than 16-bit PCM with a ``rate=`` in its MIME type, a key neither in ``key`` nor
 ``x-goog-api-key``.
 
 The test drives the server: :meth:`say` sends 24 kHz audio as ``modelTurn`` parts, then
-``turnComplete``; :meth:`interrupt` sends ``interrupted``; :meth:`go_away` sends ``goAway``
-and closes; every connection gets a ``sessionResumptionUpdate`` handle, and a reconnect
-presenting it is recorded in ``resumed``.
+``turnComplete`` (``done=False``: the turn stays in progress, and a client's ``activityStart``
+interrupts it, as the service's default ``START_OF_ACTIVITY_INTERRUPTS`` does, recorded in
+``cancelled``); :meth:`interrupt` sends ``interrupted``; :meth:`go_away` sends ``goAway``
+and closes, :meth:`drop` closes as a failing server; every connection gets a
+``sessionResumptionUpdate`` handle, and a reconnect presenting it is recorded in ``resumed``.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from typing import Any
 
 import numpy as np
 from aiohttp import WSMsgType, web
+
+from .common import CallerAudioLog
 
 PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
 SETUP_FIELDS = {
@@ -39,18 +44,20 @@ CLIENT_MESSAGES = {"setup", "clientContent", "realtimeInput", "toolResponse"}
 REALTIME_FIELDS = {"audio", "video", "text", "activityStart", "activityEnd", "audioStreamEnd"}
 
 
-class FakeGeminiLive:
+class FakeGeminiLive(CallerAudioLog):
     def __init__(self, api_key: str = "g-test") -> None:
+        super().__init__()
         self.api_key = api_key
         self.errors: list[str] = []
         self.setups: list[dict[str, Any]] = []
         self.messages: list[dict[str, Any]] = []
-        self.chunks: list[bytes] = []
         self.rates: set[int] = set()
         self.resumed: list[str] = []
         self.tool_responses: list[dict[str, Any]] = []
         self.connections = 0
         self.ws: web.WebSocketResponse | None = None
+        self.generating = False
+        """A model turn is in progress (:meth:`say` with ``done=False``)."""
 
     @property
     def heard(self) -> np.ndarray:
@@ -100,6 +107,11 @@ class FakeGeminiLive:
                     break
             elif kind == "realtimeInput":
                 self._realtime(body["realtimeInput"])
+                if "activityStart" in body["realtimeInput"] and self.generating:
+                    # activityHandling START_OF_ACTIVITY_INTERRUPTS (the default): the
+                    # caller's activity start ends the model's turn, as a cancel would.
+                    self.cancelled.append(time.monotonic())
+                    await self.interrupt()
             elif kind == "toolResponse":
                 self.tool_responses.append(body["toolResponse"])
         return ws
@@ -148,20 +160,32 @@ class FakeGeminiLive:
             self.errors.append("audio must be whole 16-bit samples")
             return
         self.rates.add(int(mime.split("rate=")[1]))
-        self.chunks.append(raw)
+        self.keep_caller_audio(raw)
 
     # -- the server's side, driven by the test
-    async def say(self, pcm24: np.ndarray, chunk_ms: int = 100) -> None:
+    async def say(self, pcm24: np.ndarray, chunk_ms: int = 100, done: bool = True) -> None:
+        """``pcm24`` as one model turn; ``done=False`` leaves the turn in progress (the model
+        still generating: a caller's ``activityStart`` then interrupts it)."""
+        self.generating = True
         step = 24 * chunk_ms
         for i in range(0, pcm24.size, step):
             data = base64.b64encode(pcm24[i : i + step].astype("<i2").tobytes()).decode()
             part = {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": data}}
             await self._send({"serverContent": {"modelTurn": {"parts": [part]}}})
+        if not done:
+            return
+        self.generating = False
         await self._send({"serverContent": {"generationComplete": True}})
         await self._send({"serverContent": {"turnComplete": True}})
 
     async def interrupt(self) -> None:
+        self.generating = False
         await self._send({"serverContent": {"interrupted": True}})
+
+    async def drop(self) -> None:
+        """Close the current connection as a failing server would."""
+        if self.ws is not None:
+            await self.ws.close(code=1011, message=b"server error")
 
     async def tool_call(self, name: str, args: dict[str, Any], call_id: str) -> None:
         await self._send(

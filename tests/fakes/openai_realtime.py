@@ -26,10 +26,13 @@ import asyncio
 import base64
 import binascii
 import json
+import time
 from typing import Any
 
 import numpy as np
 from aiohttp import WSMsgType, web
+
+from .common import CallerAudioLog
 
 CLIENT_EVENTS = {
     "session.update",
@@ -62,7 +65,7 @@ PCM24 = {"type": "audio/pcm", "rate": 24000}
 RATE = 24_000
 
 
-class FakeOpenAIRealtime:
+class FakeOpenAIRealtime(CallerAudioLog):
     """One fake Realtime endpoint (``/v1/realtime``); a connection at a time is current."""
 
     PATH = "/v1/realtime"
@@ -73,14 +76,14 @@ class FakeOpenAIRealtime:
     TRANSCRIPT_DONE = "response.output_audio_transcript.done"
 
     def __init__(self, api_key: str | None = "sk-test") -> None:
+        super().__init__()
         self.api_key = api_key
         self.errors: list[str] = []
         self.events: list[dict[str, Any]] = []
         self.sessions: list[dict[str, Any]] = []
         self.truncates: list[dict[str, Any]] = []
         self.cancels: list[str] = []
-        """Responses the client cancelled while they were in progress."""
-        self.chunks: list[bytes] = []
+        """Responses the client cancelled while they were in progress (when: ``cancelled``)."""
         self.connections = 0
         self.headers: list[dict[str, str]] = []
         self.ws: web.WebSocketResponse | None = None
@@ -204,6 +207,7 @@ class FakeOpenAIRealtime:
                 self._error(ws, "Cancellation failed: no active response found", event_id, code)
             else:
                 self.cancels.append(self._active)
+                self.cancelled.append(time.monotonic())
                 self._end_response("cancelled")
         elif kind == "response.create":
             if self._active is not None:
@@ -300,7 +304,7 @@ class FakeOpenAIRealtime:
         if not self.configured.is_set():
             self._error(ws, "audio before the session was configured")
             return
-        self.chunks.append(raw)
+        self.keep_caller_audio(raw)
 
     # -- the server's side, driven by the test
     async def say(

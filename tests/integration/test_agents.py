@@ -11,6 +11,7 @@ import logging
 import numpy as np
 import pytest
 
+from bench.agents import ADAPTERS as AGENT_BENCH
 from bridge.api.keys import MANAGER
 from bridge.audio import rms_dbfs, tone
 
@@ -629,16 +630,23 @@ async def test_a_human_takes_the_call_when_the_model_is_gone(make_client, aiohtt
         await client.post("/call/hangup", json={"callID": cid})
 
 
-async def test_the_agents_bench_still_runs() -> None:
-    """``python -m bench.agents`` at one call, one turn: every measure has its samples and the
-    strict fake saw no protocol error (nothing here asserts on speed)."""
-    from bench.agents import run
+@pytest.mark.parametrize("provider", [a.provider for a in AGENT_BENCH if a.available()])
+async def test_the_agents_bench_still_runs(provider: str) -> None:
+    """``python -m bench.agents`` at one call, one turn, per provider: every measure has its
+    samples and the strict fake saw no protocol error (nothing here asserts on speed)."""
+    from bench.agents import caller_speech, run_provider
 
-    result = await run(1, 1)
-    assert result["protocol_errors"] == []
-    for key in ("up_ms", "down_ms", "barge_in_stop_ms", "audio_end_error_ms"):
-        assert result[key]["n"] >= 1, (key, result)
-    assert result["socket_dropped_to_audio_back_ms"]["n"] == 1
+    (adapter,) = [a for a in AGENT_BENCH if a.provider == provider]
+    talk = caller_speech() if adapter.bridge_hears else None
+    row = await run_provider(adapter, 1, 1, 0.2, talk)
+    assert row["protocol_errors"] == []
+    for key in ("up_ms", "down_ms", "barge_in_stop_ms"):
+        assert row[key]["n"] >= 1, (key, row)
+    if adapter.truncates:
+        assert row["audio_end_error_ms"]["n"] >= 1, row
+    if talk is not None:
+        assert row["cancel_after_caller_began_ms"]["n"] == 1, row
+    assert row["socket_dropped_to_audio_back_ms"]["n"] == 1
 
 
 async def test_hold_between_two_deltas_of_an_answer_truncates_it_where_the_caller_stopped(

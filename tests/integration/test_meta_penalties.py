@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bridge.api.keys import ENGINE, MANAGER
+from bridge.api.keys import ENGINE, MANAGER, SWITCHBOARD
 from bridge.timefmt import parse_iso_utc
 
 from ..support.waits import until
@@ -35,6 +35,13 @@ async def deliver(client: Any, meta: Any, body: dict[str, Any]) -> None:
     await until(client.app[ENGINE].inbox.queue.empty, 2, "the webhook taken")
 
 
+async def settings_read_at_start(client: Any) -> None:
+    """The bridge has read Meta's settings once (at start: a pause that begins later is one it
+    learns of only from Meta's refusal or webhook, or at the next read)."""
+    setup = client.app[SWITCHBOARD].setup
+    await until(lambda: "default" in setup.found, 5, "Meta's settings read at start")
+
+
 def connects(meta: Any) -> int:
     return sum(1 for a in meta.actions if a.get("action") == "connect")
 
@@ -49,6 +56,7 @@ def connects(meta: Any) -> int:
 )
 async def test_metas_limits_are_refusals_with_a_hint(cclient, meta, code, status, api_code, hint):
     client = await cclient()
+    await settings_read_at_start(client)
     if code == 138014:
         meta.account.paused_until = time.time() + 3600
     elif code == 138015:
@@ -70,6 +78,7 @@ async def test_metas_limits_are_refusals_with_a_hint(cclient, meta, code, status
 
 async def test_a_138014_pauses_the_number_so_meta_is_not_asked_again(cclient, meta):
     client = await cclient()
+    await settings_read_at_start(client)
     meta.account.paused_until = time.time() + 3600
     resp = await client.post("/call/make", json={"phone": USER})
     assert resp.status == 403 and connects(meta) == 1
@@ -171,6 +180,7 @@ async def test_settings_changed_at_meta_is_announced_without_secrets(cclient, me
 
 async def test_a_malformed_account_update_is_counted(cclient, meta):
     client = await cclient()
+    await settings_read_at_start(client)  # the pause below is known only from the webhook
     engine = client.app[ENGINE]
     before = engine.stats.bad_messages
     body = meta.account.pause()
@@ -244,3 +254,25 @@ async def test_the_callers_context_and_identity_reach_the_call(cclient, meta):
 
 async def _live(client: Any) -> list[dict[str, Any]]:
     return (await (await client.get("/call/status")).json())["calls"]
+
+
+async def test_a_restriction_in_metas_settings_pauses_calling(cclient, meta):
+    """Meta's settings list its restrictions (``restrictions.restrictions_list``): read with
+    the settings (here by ``GET …/settings``), a calling restriction pauses the number as its
+    ``account_update`` would, once, and the settings show it."""
+    client = await cclient()
+    meta.account.paused_until = time.time() + 86400
+    got = await (await client.get("/numbers/default/settings")).json()
+    [restriction] = got["restrictions"]["restrictionsList"]
+    assert restriction == {
+        "type": "RESTRICTED_BUSINESS_INITIATED_CALLING",
+        "expiration": int(meta.account.paused_until),
+    }
+    pause = client.app[ENGINE].calling_pause()
+    assert pause is not None and parse_iso_utc(pause["until"]) == restriction["expiration"]
+    resp = await client.post("/call/make", json={"phone": USER})
+    body = await resp.json()
+    assert resp.status == 403 and body["error"]["code"] == "calling_paused", body
+    assert connects(meta) == 0  # refused here: Meta is not asked
+    await client.get("/numbers/default/settings")  # read again: no second pause
+    assert client.app[ENGINE].calling_pause() == pause

@@ -166,3 +166,28 @@ async def test_sip_server_fields_keep_metas_names(cclient, meta):
     }
     assert body["sip"]["servers"][0]["requestUriUserParams"] == params
     assert body["sip"]["webhookDelivery"] == "ENABLED"
+
+
+async def test_call_icons_restricted_to_countries(cclient, meta):
+    """``callIcons.restrictToUserCountries`` ↔ Meta's ``call_icons.restrict_to_user_countries``;
+    a code that names no country is refused before Meta is asked."""
+    client = await cclient()
+    resp = await client.patch(
+        "/numbers/default/settings", json={"callIcons": {"restrictToUserCountries": ["BR", "IN"]}}
+    )
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert meta.account.settings_posts == [
+        {"calling": {"call_icons": {"restrict_to_user_countries": ["BR", "IN"]}}}
+    ]
+    assert body["callIcons"] == {"restrictToUserCountries": ["BR", "IN"]}
+    for bad, field in (
+        ({"callIcons": {"restrictToUserCountries": ["ZZ"]}}, "callIcons.restrictToUserCountries"),
+        ({"callIcons": {"restrictToUserCountries": ["br"]}}, "callIcons"),
+        ({"restrictions": {"restrictionsList": []}}, "restrictions"),
+    ):
+        resp = await client.patch("/numbers/default/settings", json=bad)
+        error = (await resp.json())["error"]
+        assert resp.status == 400 and error["code"] == "invalid_settings", error
+        assert field.split(".")[0] in error["message"], error
+    assert len(meta.account.settings_posts) == 1  # none of those reached Meta

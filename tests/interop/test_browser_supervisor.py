@@ -34,7 +34,7 @@ from ..support.spectrum import assert_hears
 require_chromium()
 
 AGENT, SUPERVISOR, PEER, MUSIC = 440.0, 1250.0, 660.0, 1000.0
-SETTINGS = {"sim_peer": "tone", "sim_tone_hz": PEER, "opus_direct": False}
+SETTINGS = {"sim_peer": "tone", "sim_tone_hz": PEER}
 
 
 # Energy within ±15 Hz of each frequency in what the page hears, in dB relative to the

@@ -50,6 +50,13 @@ def sim_call(client, call_id: str):
     return client.app[ENGINE].calls[engine_id]
 
 
+def heard_since(sc: Any, n: int) -> list[np.ndarray]:
+    """The frames a simulated call's peer heard since it had heard ``n`` (an empty list when
+    none yet: ``heard[-0:]`` would be all of them)."""
+    new = sc.frames_heard - n
+    return list(sc.heard)[-new:] if new > 0 else []
+
+
 def peer_heard(client, call_id: str, frames: int = 50) -> np.ndarray:
     """The last ``frames`` 20 ms frames the simulated WhatsApp peer heard."""
     return np.concatenate(list(sim_call(client, call_id).heard)[-frames:]).astype(np.float64)

@@ -128,12 +128,15 @@ class Sipp:
         pause_ms: int = 0,
         server: bool = False,
         transport: str = "t1",
+        calls: int = 1,
         extra: tuple[str, ...] = (),
     ) -> None:
         """``remote``: the port SIPp sends to (as UAC); ``server``: SIPp waits for an INVITE;
-        ``transport``: ``t1`` (TCP, behind the TLS hop) or ``u1`` (UDP, a trunk's)."""
+        ``transport``: ``t1`` (TCP, behind the TLS hop), ``tn`` (a TCP connection per call,
+        so a TLS handshake per call) or ``u1`` (UDP, a trunk's); ``calls``: how many runs of
+        the scenario before SIPp exits."""
         args = ["sipp", "-sf", str(self.scenario), "-t", transport, "-i", "127.0.0.1"]
-        args += ["-p", str(self.port), "-m", "1", "-nostdin", "-timeout", "30s"]
+        args += ["-p", str(self.port), "-m", str(calls), "-nostdin", "-timeout", "30s"]
         args += ["-cid_str", "outgoing:wacid.%u-%p@%s"]  # Meta's Call-IDs start so
         args += ["-trace_logs", "-log_file", str(self.log), "-trace_err"]
         args += ["-error_file", str(self.errors), "-trace_msg", "-message_file", str(self.messages)]

@@ -81,3 +81,63 @@ def test_azure_follows_its_own_interrupt_and_truncate_settings() -> None:
 def test_what_the_bridge_decides_is_refused_in_session(dialect, session) -> None:
     with pytest.raises(BadRequest):
         dialect(session)
+
+
+def test_elevenlabs_drops_the_cut_replys_late_chunks_and_reads_its_formats() -> None:
+    from bridge.agents import ElevenLabsAgent
+    from bridge.agents.wire import Answer, Interrupted, Ready
+
+    dialect = ElevenLabsAgent()
+    meta = {
+        "type": "conversation_initiation_metadata",
+        "conversation_initiation_metadata_event": {
+            "conversation_id": "c1",
+            "user_input_audio_format": "pcm_16000",
+            "agent_output_audio_format": "pcm_24000",
+        },
+    }
+    assert dialect.parse(meta) == [Ready()] and (dialect.rate_in, dialect.rate_out) == (
+        16000,
+        24000,
+    )
+
+    def audio(event_id: int) -> dict:
+        chunk = base64.b64encode(b"\x01\x00" * 4).decode()
+        return {"type": "audio", "audio_event": {"audio_base_64": chunk, "event_id": event_id}}
+
+    assert [type(e) for e in dialect.parse(audio(7))] == [Audio]
+    cut = {"type": "interruption", "interruption_event": {"event_id": 7}}
+    assert dialect.parse(cut) == [Interrupted()]
+    assert dialect.parse(audio(6)) == [] and dialect.parse(audio(7)) == []
+    (later,) = dialect.parse(audio(8))
+    assert isinstance(later, Audio) and later.item_id == "el1"
+    ping = {"type": "ping", "ping_event": {"event_id": 3, "ping_ms": 50}}
+    assert dialect.parse(ping) == [Answer(({"type": "pong", "event_id": 3},))]
+    # A reconnection to an agent whose formats changed is refused, said why.
+    meta["conversation_initiation_metadata_event"]["agent_output_audio_format"] = "pcm_16000"
+    (refused,) = dialect.parse(meta)
+    assert isinstance(refused, ModelError) and refused.code == "audio_format_changed"
+
+
+def test_ultravox_puts_transcript_deltas_together_and_declares_client_tools() -> None:
+    from bridge.agents import UltravoxCall
+    from bridge.agents.tools import BRIDGE_TOOLS
+    from bridge.agents.wire import Transcript
+
+    dialect = UltravoxCall({"maxDuration": "600s"})
+    assert dialect.session_limit_s == 600.0
+    parts = [("Hel", False), ("lo", True)]
+    said = [
+        dialect.parse({"type": "transcript", "role": "agent", "delta": d, "final": f, "ordinal": 1})
+        for d, f in parts
+    ]
+    assert said == [[], [Transcript("agent", "Hello")]]
+    ask = dialect.preflight("https://api.ultravox.ai/api/", "k", [BRIDGE_TOOLS["dtmf"]], "call-1")
+    assert ask.url == "https://api.ultravox.ai/api/calls?priorCallId=call-1"
+    assert ask.headers == {"X-API-Key": "k"} and ask.expect == 201
+    assert ask.body is not None and ask.body["firstSpeaker"] == "FIRST_SPEAKER_USER"
+    (tool,) = ask.body["selectedTools"]
+    assert tool["temporaryTool"]["client"] == {}
+    assert tool["temporaryTool"]["dynamicParameters"][0]["required"] is True
+    url, headers = dialect.joined({"joinUrl": "wss://voice.example/calls/1?x=1"})
+    assert url == "wss://voice.example/calls/1?x=1&apiVersion=1" and headers == {}

@@ -21,8 +21,9 @@ from bridge.audio import (
     s16_to_f32,
     tone,
 )
+from bridge.audio.opus import OpusDecoder
 from bridge.media import CallBus
-from bridge.rtc import BusAudioTrack
+from bridge.rtc.tracks import OpusBusTrack
 
 from ..support.calls import agent_sink
 from ..support.spectrum import dominant_frequency
@@ -148,25 +149,29 @@ def test_jitter_buffer_bounds_latency_and_capacity() -> None:
 
 
 async def test_bus_track_paced_and_silent_on_underrun() -> None:
+    """The downlink track (the one the bridge's sender plays): one 20 ms Opus packet per tick
+    of the worker clock, its RTP time 960 on per packet, the sink's audio while it has some,
+    then a concealed frame and silence, never a stall."""
     bus = CallBus("t")
     sink = agent_sink(bus)
-    track = BusAudioTrack(sink)
+    track = OpusBusTrack(sink, bitrate=64_000, complexity=10)
     for i in range(5):
         bus.push_downlink(tone(500, FRAME_SAMPLES, start=i * FRAME_SAMPLES))
     assert bus.stats.downlink_frames == 5
     start = time.monotonic()
-    frames = [await track.recv() for _ in range(25)]
+    packets = [await track.recv() for _ in range(25)]
     elapsed = time.monotonic() - start
-    # 25 frames are 24 ticks of 20 ms after the first: the media clock paces recv().
+    # 25 packets are 24 ticks of 20 ms after the first: the media clock paces recv().
     assert elapsed >= 0.40  # paced (a loaded runner may only make it later)
-    assert [f.pts for f in frames] == [i * FRAME_SAMPLES for i in range(25)]
-    assert {f.samples for f in frames} == {FRAME_SAMPLES} and frames[0].sample_rate == 16_000
-    pcm = [f.to_ndarray().reshape(-1, 2)[:, 0] for f in frames]
-    assert dominant_frequency(np.concatenate(pcm[:5]), 16_000) == pytest.approx(500, abs=5)
-    # The underrun: one frame conceals the missing audio (the last frame mirrored, fading to
-    # zero), then silence; the track never stalls.
-    assert pcm[5].any() and abs(int(pcm[5][-1])) <= 1
-    assert all(not p.any() for p in pcm[6:])
+    assert [p.pts for p in packets] == [i * 960 for i in range(25)]
+    decoder = OpusDecoder(16_000)
+    pcm = [decoder.decode(p.data) for p in packets]
+    assert {len(p) for p in pcm} == {FRAME_SAMPLES}
+    # The codec's delay: the tone's 100 ms show from the second packet on.
+    assert dominant_frequency(np.concatenate(pcm[1:6]), 16_000) == pytest.approx(500, abs=5)
+    # The underrun: one frame conceals the missing audio (fading to zero), then silence.
+    assert np.abs(np.concatenate(pcm[5:7])).max() > 100
+    assert all(np.abs(p).max() < 100 for p in pcm[8:])
     assert track.silent_frames == 19
     assert bus.stats.downlink_played == 5 and bus.stats.downlink_transit.count == 5
     track.stop()

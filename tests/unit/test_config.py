@@ -15,7 +15,7 @@ def test_defaults_match_design() -> None:
     assert s.ice.server_stun_urls == () and s.ice.ice_addresses == () and s.server.api_tokens == ()
     assert s.ice.turn_ttl == 3600 and s.calls.max_calls == 200 and s.server.log_format == "text"
     # The documented defaults of the media switches.
-    assert s.media.opus_direct is True and s.media.opus_fec is True and s.media.opus_dtx is False
+    assert s.media.opus_fec is True and s.media.opus_dtx is False
 
 
 def test_env_and_flags_flag_wins() -> None:
@@ -28,9 +28,9 @@ def test_env_and_flags_flag_wins() -> None:
 
 
 def test_boolean_flags_turn_both_ways() -> None:
-    env = {"BRIDGE_OPUS_DIRECT": "true", "BRIDGE_RECORD_ALL": "false"}
-    s = load_settings(["--no-opus-direct", "--record-all"], env)
-    assert s.media.opus_direct is False and s.storage.record_all is True
+    env = {"BRIDGE_OPUS_FEC": "true", "BRIDGE_RECORD_ALL": "false"}
+    s = load_settings(["--no-opus-fec", "--record-all"], env)
+    assert s.media.opus_fec is False and s.storage.record_all is True
     assert load_settings(["--no-opus-fec"], {}).media.opus_fec is False
     assert load_settings([], {}).server.uvloop is True
     assert load_settings(["--no-uvloop"], {"BRIDGE_UVLOOP": "true"}).server.uvloop is False
@@ -60,7 +60,7 @@ def test_help_shows_types_and_defaults() -> None:
 
     text = build_arg_parser().format_help()
     assert "--port INT" in text and "default 8080" in text and "env BRIDGE_PORT" in text
-    assert "--no-opus-direct" in text and "--log-format {text,json}" in text
+    assert "--no-opus-fec" in text and "--log-format {text,json}" in text
 
 
 def test_every_setting_has_env_and_flag() -> None:
@@ -274,6 +274,8 @@ ENV_SAMPLES = [
     ("BRIDGE_AGENT_GEMINI_API_KEY", "g-x", "agents", "agent_gemini_api_key", "g-x"),
     ("BRIDGE_AGENT_XAI_API_KEY", "xai-x", "agents", "agent_xai_api_key", "xai-x"),
     ("BRIDGE_AGENT_DEEPGRAM_API_KEY", "dg-x", "agents", "agent_deepgram_api_key", "dg-x"),
+    ("BRIDGE_AGENT_ELEVENLABS_API_KEY", "xi-x", "agents", "agent_elevenlabs_api_key", "xi-x"),
+    ("BRIDGE_AGENT_ULTRAVOX_API_KEY", "uv-x", "agents", "agent_ultravox_api_key", "uv-x"),
     (
         "BRIDGE_AGENT_AZURE_VOICE_LIVE_API_KEY",
         "az-x",
@@ -281,6 +283,8 @@ ENV_SAMPLES = [
         "agent_azure_voice_live_api_key",
         "az-x",
     ),
+    ("BRIDGE_AGENT_OPENAI_LIVE_API_KEY", "sk-l", "agents", "agent_openai_live_api_key", "sk-l"),
+    ("BRIDGE_AGENT_OPENAI_LIVE_BUFFER_MS", "160", "agents", "agent_openai_live_buffer_ms", 160),
     ("BRIDGE_AGENT_RETRIES", "3", "agents", "agent_retries", 3),
     ("BRIDGE_AGENT_FALLBACK", "human", "agents", "agent_fallback", "human"),
     ("BRIDGE_AGENT_FALLBACK_FILE", "sorry.wav", "agents", "agent_fallback_file", "sorry.wav"),
@@ -303,7 +307,6 @@ ENV_SAMPLES = [
     ("BRIDGE_ICE_GATHER_TIMEOUT", "1.5", "ice", "ice_gather_timeout", 1.5),
     ("BRIDGE_RTP_PORTS", "40000-40999", "ice", "rtp_ports", "40000-40999"),
     ("BRIDGE_UDP_POLL", "false", "ice", "udp_poll", False),
-    ("BRIDGE_OPUS_DIRECT", "false", "media", "opus_direct", False),
     ("BRIDGE_OPUS_BITRATE", "32000", "media", "opus_bitrate", 32000),
     ("BRIDGE_OPUS_COMPLEXITY", "5", "media", "opus_complexity", 5),
     ("BRIDGE_OPUS_FEC_BITRATE", "40000", "media", "opus_fec_bitrate", 40000),

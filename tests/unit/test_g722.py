@@ -83,7 +83,7 @@ async def test_a_trunk_leg_carries_g722_as_pt9_on_an_8khz_clock() -> None:
         pt, _, ts, _, payload = parsed
         assert pt == 9 and len(payload) == PAYLOAD_BYTES
         stamps.append(ts)
-        receiver.on_rtp(packet)
+        receiver.on_rtp(packet, time.monotonic())
         receiver.playout._tick(time.monotonic())  # the media clock's receive phase
     assert len(wire.packets) == SECOND
     assert {(b - a) & 0xFFFFFFFF for a, b in itertools.pairwise(stamps)} == {160}

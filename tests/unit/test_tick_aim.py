@@ -130,12 +130,42 @@ def test_an_unknown_clock_moves_nothing() -> None:
 
 
 def test_half_the_opening_is_kept_ahead() -> None:
-    """A socket whose opening took 10 ms (two round trips) aims its batches 6.5 ms ahead of
-    the engine's tick: half of that, and a wake-up's 1.5 ms."""
+    """A socket whose opening took 10 ms (two round trips) aims its batches 11 ms ahead of
+    the engine's tick: half of that, and AHEAD's 6 ms; never sooner, and not within the
+    guard just past that aim (the estimate's jitter)."""
     aim = TickAim(PERIOD, opening=0.010)
-    assert aim.ahead == pytest.approx(0.0065)
+    assert aim.ahead == pytest.approx(0.011)
     aim.heard(0.0)
     aim.heard(0.06)  # the engine's frames come at 0, 60, 120 ms ...
-    assert aim.shift(0.100) == 0  # 13.5 ms before 120 - 6.5: the wait is under a tick
-    assert aim.shift(0.080) == -1  # 33.5 ms: held one tick more, it still makes it
-    assert aim.shift(0.115) == +1  # past 113.5: a tick sooner makes the tick it now misses
+    assert aim.shift(0.100) == 0  # 9 ms before 120 - 11: the wait is under a tick
+    assert aim.shift(0.080) == -1  # 29 ms: held one tick more, it still makes it
+    assert aim.shift(0.121) == -1  # 12 ms past 109, beyond the guard: it missed; a tick later
+    assert aim.shift(0.112) == 0  # 3 ms past it, within the guard: it may just make it
+
+
+@pytest.mark.parametrize("rtt", [0.0005, 0.012, 0.03, 0.045])
+def test_an_engine_that_follows_our_frames_loses_two_quiet_frames_at_most(rtt: float) -> None:
+    """An engine with no clock sends each frame back ``rtt`` after it gets it: a drop only
+    moves its frames with ours, so after at most two (its frames a tick later each time, the
+    probe) the aim stops, instead of dropping a quiet frame every 60 ms for the call."""
+    aim = TickAim(PERIOD)
+    done = 0.0  # when our batch completes
+    for _ in range(200):
+        done += PERIOD
+        if aim.shift(done) < 0:
+            aim.dropped()
+            done += 0.02  # the batch completes a tick later
+        aim.heard(done + rtt)
+    assert aim.shifts <= 2
+
+
+def test_a_clocked_engine_keeps_its_aim_after_a_drop() -> None:
+    """A clocked engine's frames stay on its clock after a drop: the aim goes on."""
+    aim = TickAim(PERIOD)
+    aim.heard(0.0)
+    aim.heard(0.06)
+    assert aim.shift(0.085) == -1  # 24 ms to spare before 120 - 6
+    aim.dropped()
+    aim.heard(0.12)
+    assert not aim.follows
+    assert aim.shift(0.16) == 0 and aim.shift(0.14) == -1  # 14 / 34 ms before 180 - 6

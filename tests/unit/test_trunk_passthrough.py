@@ -99,13 +99,13 @@ async def test_comfort_noise_offered_and_sent_is_accepted() -> None:
     m = TrunkMedia("t", "PCMU", 0, 101, heard.append, lambda: None, lambda d, ms: None)
     cn = struct.pack("!BBHII", 0x80, 13, 1, 160, 7) + bytes([40])  # noise level -40 dBov
     for _ in range(5):
-        m.on_rtp(cn)
+        m.on_rtp(cn, time.monotonic())
         m.playout._tick(time.monotonic())
     assert heard == [] and m.packets_in == 0
     pcmu = struct.pack("!BBHII", 0x80, 0, 2, 320, 7) + bytes([0xFF]) * 160
-    m.on_rtp(pcmu)
+    m.on_rtp(pcmu, time.monotonic())
     m.playout._tick(time.monotonic())
-    m.on_rtp(struct.pack("!BBHII", 0x80, 0, 3, 480, 7) + bytes([0xFF]) * 160)
+    m.on_rtp(struct.pack("!BBHII", 0x80, 0, 3, 480, 7) + bytes([0xFF]) * 160, time.monotonic())
     m.playout._tick(time.monotonic())
     assert m.packets_in == 2 and heard  # G.711 after the CN is heard again (a bus frame or more)
 
@@ -126,7 +126,7 @@ async def test_the_phones_packets_forwarded_up_are_decoded_only_when_something_n
         if i == 30:
             wanted[0] = True
         payload = enc.encode(pcm[i * 320 : (i + 1) * 320])
-        m.on_rtp(struct.pack("!BBHII", 0x80, 111, 100 + i, 960 * i, 7) + payload)
+        m.on_rtp(struct.pack("!BBHII", 0x80, 111, 100 + i, 960 * i, 7) + payload, time.monotonic())
         m.playout._tick(time.monotonic())  # the media clock's receive phase
     assert up == list(range(100, 140))  # every packet went up
     assert len(heard) == 10  # only those after the ask were decoded

@@ -1,13 +1,21 @@
-"""A trunk leg's RTCP (``trunks/media.py``): off unless both SDPs said ``a=rtcp-mux``; then a
-report within one interval of 5 s (RFC 3550 §6.2, ±50 %) and about every 5 s, an SR once audio
-went out, carrying a report block on the phone's stream with its loss, and a BYE at the end."""
+"""A trunk leg's RTCP (``trunks/media.py``): off unless both SDPs said ``a=rtcp-mux``; then,
+on the one scheduler (``rtc/rtcp_schedule.py``, its timers fired by hand here), the first report
+within half an interval of 5 s (RFC 3550 §6.2, randomised 0.5–1.5 ×) and then one every 2.5 to
+7.5 s, an SR once audio went out, carrying a report block on the phone's stream with its loss,
+and a BYE at the end."""
 
 from __future__ import annotations
 
+import itertools
 import struct
+import time
 
 from bridge.rtc.packets import Bye, ReceiverReport, Sdes, SenderReport, parse_rtcp
-from bridge.trunks.media import RTCP_TICKS, TrunkMedia, timeline
+from bridge.trunks.media import TrunkMedia, timeline
+from tests.unit.test_rtcp_schedule import ManualTimers
+
+TICKS = 250
+"""5 s of 20 ms ticks."""
 
 
 class Wire:
@@ -28,11 +36,16 @@ class Wire:
         pass
 
 
-def leg(mux: bool) -> tuple[TrunkMedia, Wire]:
+def leg(mux: bool) -> tuple[TrunkMedia, Wire, ManualTimers]:
+    """A started leg whose clock ticks are called by hand (the test never yields to the
+    worker clock) and whose reports' timers are fired by hand."""
     media = TrunkMedia("t", "PCMU", 0, 101, lambda pcm: None, lambda: None, lambda d, ms: None)
-    wire = Wire()
-    media.socket, media.rtcp_mux = wire, mux
-    return media, wire
+    wire, timers = Wire(), ManualTimers()
+    media.rtcp_mux = mux
+    media.rtcp_schedule.timers = timers
+    media.rtcp_schedule.monotonic = lambda: 0.0
+    media.start(wire)
+    return media, wire, timers
 
 
 def phone_packet(seq: int, ts: int, ssrc: int = 0x1234) -> bytes:
@@ -40,27 +53,34 @@ def phone_packet(seq: int, ts: int, ssrc: int = 0x1234) -> bytes:
 
 
 async def test_no_rtcp_without_multiplexing() -> None:
-    media, wire = leg(mux=False)
-    for _ in range(3 * RTCP_TICKS):
+    media, wire, timers = leg(mux=False)
+    for _ in range(3 * TICKS):
         media._tick(0.0)
+    assert timers.pending == []
     media.stop()
-    assert wire.rtcp == [] and len(wire.rtp) >= 3 * RTCP_TICKS - 2  # the resampler's start
+    assert wire.rtcp == [] and len(wire.rtp) >= 3 * TICKS - 2  # the resampler's start
+    assert media.packets_out == len(wire.rtp)
+    first = wire.rtp[0]
+    assert first[1] & 0x80 and not any(p[1] & 0x80 for p in wire.rtp[1:])  # RFC 3551 §4.1
 
 
 async def test_reports_every_five_seconds_on_average_with_the_phones_loss_then_bye() -> None:
-    media, wire = leg(mux=True)
+    media, wire, timers = leg(mux=True)
     # The phone's stream: 100 packets, every tenth lost.
     for n in range(100):
         if n % 10 != 9:
-            media.on_rtp(phone_packet(1000 + n, 160 * n))
-    first = None
-    for tick in range(1, 20 * RTCP_TICKS + 1):
-        media._tick(0.0)
-        if wire.rtcp and first is None:
-            first = tick
-    assert first is not None and first <= RTCP_TICKS  # within one interval
+            media.on_rtp(phone_packet(1000 + n, 160 * n), time.monotonic())
+    times = []
+    for _ in range(40):
+        for _ in range(TICKS // 5):  # audio goes out between the reports
+            media._tick(0.0)
+        times.append(timers.fire())
+    assert 1.25 <= times[0] <= 3.75  # the first: half the 5 s minimum, 0.5–1.5 ×
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(2.5 <= gap <= 7.5 for gap in gaps), gaps
+    assert 4.0 < sum(gaps) / len(gaps) < 6.0  # 5 s on average
     sent = len(wire.rtcp)
-    assert 14 <= sent <= 27, sent  # 20 intervals of 5 s ± 50 %, about one each
+    assert sent == 40
     packets = parse_rtcp(wire.rtcp[-1])
     sr = packets[0]
     assert isinstance(sr, SenderReport) and sr.ssrc == media.stream.ssrc
@@ -81,9 +101,11 @@ async def test_reports_every_five_seconds_on_average_with_the_phones_loss_then_b
 
 
 async def test_a_receiver_report_before_any_audio_went_out() -> None:
-    media, wire = leg(mux=True)
+    media, wire, timers = leg(mux=True)
     media.sending = False  # the phone holds: nothing sent, RTCP still goes (RFC 3550 §6)
-    for _ in range(RTCP_TICKS * 2):
+    for _ in range(TICKS):
         media._tick(0.0)
+    timers.fire()
+    media.stop()
     assert wire.rtp == [] and wire.rtcp
     assert isinstance(parse_rtcp(wire.rtcp[0])[0], ReceiverReport)

@@ -16,6 +16,8 @@ import pytest
 from bridge.rtc import aiortc_seam, counters, udp_poll
 from bridge.rtc.ice import restrict_host_addresses
 
+from ..support.waits import until
+
 
 class Recorder(asyncio.DatagramProtocol):
     def __init__(self) -> None:
@@ -29,7 +31,11 @@ class Recorder(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.got.append((data, addr, time.monotonic(), udp_poll.arrival()))
+        self.datagram_arrived(data, addr, time.monotonic())
+
+    def datagram_arrived(self, data: bytes, addr: Any, at: float) -> None:
+        """The timed handler: each datagram with its arrival (the socket's stamp)."""
+        self.got.append((data, addr, time.monotonic(), at))
 
     def error_received(self, exc: Exception) -> None:
         self.errors.append(exc)
@@ -55,7 +61,7 @@ async def test_a_lone_datagram_is_read_at_once_with_its_arrival_time(sender: Any
     proto = Recorder()
     wakeups = counters.READS["wakeup"]
     oversize = counters.UDP_DROPS["oversize"]
-    transport = udp_poll.open_polled(_bound(), proto)
+    transport = udp_poll.open_polled(_bound(), proto, proto.datagram_arrived)
     assert proto.transport is transport
     poller = udp_poll.poller()
     assert poller is not None and not poller.on_clock
@@ -67,7 +73,6 @@ async def test_a_lone_datagram_is_read_at_once_with_its_arrival_time(sender: Any
     ((data, source, handled, arrival),) = proto.got
     assert data == b"one" and source == sender.getsockname()
     assert 0 <= handled - arrival < 0.05  # the kernel's stamp, just before it was read
-    assert udp_poll.arrival() > arrival  # outside a read: now
     assert counters.READS["wakeup"] - wakeups == 1 and not poller.on_clock
     sender.sendto(b"\x80" * (udp_poll.RECV_SIZE + 1), transport.get_extra_info("sockname"))
     sender.sendto(b"\x80two", transport.get_extra_info("sockname"))
@@ -85,7 +90,7 @@ async def test_a_lone_datagram_is_read_at_once_with_its_arrival_time(sender: Any
 async def _on_the_clock(sender: Any, n: int) -> tuple[Recorder, Any, udp_poll.UdpPoller]:
     """A polled socket sent ``n`` RTP-like datagrams 4 ms apart: its set is on the clock."""
     proto = Recorder()
-    transport = udp_poll.open_polled(_bound(), proto)
+    transport = udp_poll.open_polled(_bound(), proto, proto.datagram_arrived)
     poller = udp_poll.poller()
     assert poller is not None
     to = transport.get_extra_info("sockname")
@@ -122,6 +127,33 @@ async def test_datagrams_faster_than_the_ticks_are_read_on_the_clock(sender: Any
     transport.close()
 
 
+async def test_upkeep_datagrams_never_put_the_set_on_the_clock(sender: Any) -> None:
+    """RTCP, STUN and DTLS 4 ms apart (an idle leg's reports, consent checks and their answers
+    arriving together; twenty idle legs'): each read at once as it comes, no tick taken, each
+    with its own arrival; the first RTP pair after them puts the set on the clock."""
+    proto = Recorder()
+    transport = udp_poll.open_polled(_bound(), proto, proto.datagram_arrived)
+    poller = udp_poll.poller()
+    assert poller is not None
+    to = transport.get_extra_info("sockname")
+    reads = counters.READS.copy()
+    upkeep = [bytes([0x80, 200]) + bytes(6), b"\x00\x01" + bytes(18), b"\x81\xc9" + bytes(6)]
+    for i in range(30):
+        sender.sendto(upkeep[i % 3], to)  # an RTCP RR, a STUN request, an RTCP RR with a block
+        await asyncio.sleep(0.004)
+        assert not poller.on_clock
+    await until(lambda: len(proto.got) == 30, 1.0, "the upkeep datagrams")
+    reads.subtract(counters.READS)
+    assert -reads["tick"] == 0 and -reads["wakeup"] >= 15  # each read as it came (or nearly)
+    gaps = [b[3] - a[3] for a, b in itertools.pairwise(proto.got)]
+    assert 0.003 < statistics.median(gaps) < 0.006  # their own stamps, not the reads'
+    for i in range(3):
+        sender.sendto(bytes([0x80, i]), to)  # media
+        await asyncio.sleep(0.004)
+    assert poller.on_clock
+    transport.close()
+
+
 async def test_a_handshake_datagram_takes_the_set_off_the_clock(sender: Any) -> None:
     """A STUN or DTLS datagram read on a tick (a call setting up beside others): the set
     wakes per datagram again, so the handshake's next flight is read at once."""
@@ -141,7 +173,7 @@ async def test_a_full_send_buffer_drops_the_datagram_and_errors_reach_the_protoc
     sender: Any,
 ) -> None:
     proto = Recorder()
-    transport = udp_poll.open_polled(_bound(), proto)
+    transport = udp_poll.open_polled(_bound(), proto, proto.datagram_arrived)
 
     class Full:
         def sendto(self, data: bytes, addr: Any) -> None:
@@ -170,13 +202,13 @@ async def test_a_failing_handler_is_said_once_and_reading_goes_on(
     traceback, the rest only counted, and the datagrams after it still reach the handler."""
 
     class Failing(Recorder):
-        def datagram_received(self, data: bytes, addr: Any) -> None:
-            super().datagram_received(data, addr)
+        def datagram_arrived(self, data: bytes, addr: Any, at: float) -> None:
+            super().datagram_arrived(data, addr, at)
             raise ValueError("a bug")
 
     proto = Failing()
     failed = counters.UDP_DROPS["handler_failed"]
-    transport = udp_poll.open_polled(_bound(), proto)
+    transport = udp_poll.open_polled(_bound(), proto, proto.datagram_arrived)
     to = transport.get_extra_info("sockname")
     for i in range(3):
         sender.sendto(bytes([0x80, i]), to)

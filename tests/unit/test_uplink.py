@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -48,7 +49,7 @@ class Feed:
 
     def add(self, packet: tuple[int, bytes]) -> None:
         seq, payload = packet
-        self.playout.packet(seq, seq * 960, payload)
+        self.playout.packet(seq, seq * 960, payload, time.monotonic())
 
 
 def rtp(seq: int, payload: bytes) -> tuple[int, bytes]:
@@ -115,7 +116,8 @@ async def test_the_reports_carry_the_loss_beyond_a_forwarded_leg() -> None:
     def fraction(received: range, skip: int | None = None) -> int:
         for seq in received:
             if seq != skip:
-                session.receive_rtp(struct.pack("!BBHII", 0x80, 111, seq, seq * 960, 1) + b"x")
+                packet = struct.pack("!BBHII", 0x80, 111, seq, seq * 960, 1) + b"x"
+                session.receive_rtp(packet, time.monotonic())
         rr = next(p for p in RtcpPacket.parse(session.report()) if isinstance(p, RtcpRrPacket))
         assert rr.reports[0].ssrc == 1
         return int(rr.reports[0].fraction_lost)
@@ -182,14 +184,14 @@ async def test_an_idle_playout_counts_what_it_forwards_and_decodes_from_when_ask
     decoder.decode = counting  # type: ignore[method-assign]
     packets = opus_packets(40)
     for seq, p in enumerate(packets[:20]):
-        playout.packet(seq, seq * 960, p)
+        playout.packet(seq, seq * 960, p, time.monotonic())
         await asyncio.sleep(0.02)
     assert forwarded == list(range(20)) and playout.not_decoded == 20
     assert decodes == 0 and len(frames) == 0
     assert playout.stats.packets_received == 20 and playout.stats.bytes_received > 20 * 40
     wanted = True
     for seq, p in enumerate(packets[20:], start=20):
-        playout.packet(seq, seq * 960, p)
+        playout.packet(seq, seq * 960, p, time.monotonic())
         await asyncio.sleep(0.02)
     await frames.wait(15)
     playout.stop()
@@ -215,7 +217,7 @@ async def test_an_idle_playouts_level_comes_from_a_sample_each_second() -> None:
     playout.idle_meters = (heard, forwarded_to)
     packets = opus_packets(2 * LEVEL_EVERY)
     for seq, p in enumerate(packets):
-        playout.packet(seq, seq * 960, p)
+        playout.packet(seq, seq * 960, p, time.monotonic())
     playout.stop()
     await tasks.close()
     assert playout.not_decoded == len(packets) - 2 * LEVEL_RUN
@@ -242,7 +244,7 @@ async def test_an_idle_legs_quality_counts_the_network_loss_its_listener_meets()
     playout.needs_pcm = lambda: False
     for seq, p in enumerate(opus_packets(50)):
         if seq % 10 != 3:  # a tenth lost on the way
-            playout.packet(seq, seq * 960, p)
+            playout.packet(seq, seq * 960, p, time.monotonic())
     idle = Quality(uplink_packets=45, uplink_lost=5)
     account_concealment(idle, playout)
     assert idle.concealed_fraction == pytest.approx(0.1) and idle.loss_fraction == pytest.approx(
@@ -253,7 +255,7 @@ async def test_an_idle_legs_quality_counts_the_network_loss_its_listener_meets()
     frames = Frames()
     playout.on_frame = frames.append
     for seq, p in enumerate(opus_packets(20), start=50):
-        playout.packet(seq, seq * 960, p)
+        playout.packet(seq, seq * 960, p, time.monotonic())
         await asyncio.sleep(0.02)
     await frames.wait(10)
     playout.stop()

@@ -101,6 +101,21 @@ def _account_update(value: dict[str, Any]) -> list[AccountNotice] | None:
     return out
 
 
+def settings_restrictions(calling: Mapping[str, Any]) -> list[AccountNotice]:
+    """The restrictions Meta lists in a number's calling settings (its read-only
+    ``restrictions.restrictions_list`` of ``{type, expiration}``, as the issues describe Meta's
+    2026 settings); malformed items are skipped, as Meta's settings are only read here."""
+    block = calling.get("restrictions")
+    items = block.get("restrictions_list") if isinstance(block, Mapping) else None
+    out = []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, Mapping) and isinstance(item.get("type"), str):
+            expiration = item.get("expiration")
+            until = expiration if isinstance(expiration, int) and expiration > 0 else None
+            out.append(AccountNotice("restriction", restriction=item["type"][:100], until=until))
+    return out
+
+
 def _settings(value: dict[str, Any]) -> list[AccountNotice] | None:
     if value.get("type") != "phone_number_settings":
         return []  # settings of something else

@@ -9,7 +9,7 @@ are then read back, so the answer is what Meta keeps.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ...errors import EngineError, GraphApiError, MetaSettingsRefused, NotFound
@@ -26,15 +26,31 @@ class CallingSettings:
     """One number's calling settings at Meta (``media``: this engine's SRTP key exchange,
     ``dtls`` or ``sdes``, which Meta's ``srtp_key_exchange_protocol`` must match)."""
 
-    def __init__(self, graph: GraphClient, media: str = "dtls", *, sip: bool = False) -> None:
-        """``sip``: the number signals on Meta's SIP road (SIP must be on at Meta)."""
+    def __init__(
+        self,
+        graph: GraphClient,
+        media: str = "dtls",
+        *,
+        sip: bool = False,
+        on_read: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> None:
+        """``sip``: the number signals on Meta's SIP road (SIP must be on at Meta);
+        ``on_read``: given Meta's ``calling`` object at every read (the number's standing
+        learns Meta's ``restrictions`` from it)."""
         self.graph = graph
         self.media = media
         self.sip = sip
+        self.on_read = on_read
 
     async def read(self) -> dict[str, Any]:
         """Meta's settings as the bridge shows them (no SIP password)."""
-        return from_meta(await self._request("GET", "read settings"))
+        return from_meta(await self._read())
+
+    async def _read(self) -> dict[str, Any]:
+        answer = await self._request("GET", "read settings")
+        if self.on_read is not None:
+            self.on_read(_object(answer, "calling"))
+        return answer
 
     async def _request(
         self, method: str, what: str, body: dict[str, Any] | None = None, **params: str
@@ -82,7 +98,7 @@ class CallingSettings:
     async def mismatches(self) -> list[str]:
         """What Meta's settings say that this Graph engine does not do: another SRTP key
         exchange than ours, or SIP switched on (Meta then refuses Graph calling, 131055)."""
-        calling = _object(await self._request("GET", "read settings"), "calling")
+        calling = _object(await self._read(), "calling")
         found = []
         theirs = str(calling.get("srtp_key_exchange_protocol") or "DTLS")
         if theirs.lower() != self.media:

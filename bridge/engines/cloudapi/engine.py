@@ -90,9 +90,10 @@ class CloudApiEngine:
         self._inbox = self.inbox.queue
         self._tasks = TaskSet("cloudapi")
         self._http, self._own_http = http, http is None
-        self.calling_settings = CallingSettings(self.graph, str(settings.cloudapi_media))
-        self.permissions = CallPermissions(self.graph, self.events)
         self.standing = NumberStanding(self.events, number)  # Meta's pauses, one call a user
+        media, learn = str(settings.cloudapi_media), self.standing.settings_read
+        self.calling_settings = CallingSettings(self.graph, media, on_read=learn)
+        self.permissions = CallPermissions(self.graph, self.events)
         self.artifacts = MetaArtifacts(self.graph, self.events, self._tasks)  # an ArtifactsEngine
         self.pending_hangups = PendingHangups("cloudapi", self.hangup, asyncio.sleep)
         self.other_leg_codecs: Callable[[], tuple[str, ...]] = tuple

@@ -19,18 +19,19 @@ plugs the bus into, RFC 4733 both ways, Opus pass-through to and from the browse
   de-jitter stage, whose frame goes to the bus's downlink in the clock's receive phase; and
   to the browser untouched while it hears the WhatsApp user alone), a telephone-event to the
   DTMF detector.
-* **RTCP** both ways (:mod:`bridge.rtc.rtcp`: SR/RR with SDES CNAME, SRTCP), every
-  :data:`RTCP_INTERVAL` s; the far end's reports give the loss the encoder plans FEC for and
-  the round-trip time.
+* **RTCP** both ways (:mod:`bridge.rtc.rtcp`: SR/RR with SDES CNAME, SRTCP), on the worker
+  clock at RTP/SAVP's intervals (``rtc/rtcp_schedule.py``: 5 s, randomised 0.5–1.5 ×, the
+  first sooner); the far end's reports give the loss the encoder plans FEC for and the
+  round-trip time.
 * **Liveness**: no authenticated packet for :data:`MEDIA_TIMEOUT` s (Meta's own limit) fails
-  the channel (``MediaFatal``): with no ICE consent, nothing else would notice.
+  the channel (``MediaFatal``), checked with each report: with no ICE consent, nothing else
+  would notice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import secrets
 import time
 from collections.abc import Callable
@@ -49,6 +50,7 @@ from ...rtc.passthrough import PassThrough
 from ...rtc.protection import LossProtection
 from ...rtc.quality import sample
 from ...rtc.rfc4733 import EventSender
+from ...rtc.rtcp_schedule import AVP_MIN_INTERVAL, RtcpInterval, RtcpSchedule
 from ...rtc.rtp_session import RtpSession
 from ...rtc.rtpsend import LeanSender
 from ...rtc.sdes import Crypto, new_crypto, read_savp
@@ -66,8 +68,6 @@ log = logging.getLogger(__name__)
 
 OPUS_PT = 111
 """Opus' payload type in our offers (Meta's)."""
-RTCP_INTERVAL = 5.0
-"""Seconds between our RTCP reports (RFC 3550 §6.2's minimum), randomised ±50 %."""
 MEDIA_TIMEOUT = 30.0
 """Seconds without an authenticated packet before the leg fails (Meta ends such a call too)."""
 
@@ -87,7 +87,7 @@ class SdesPeer(WhatsAppLeg):
         on_dtmf: Callable[[SdesPeer, str, int], None],
         on_media: Callable[[SdesPeer], None],
         on_closed: Callable[[SdesPeer], None] | None = None,
-        rtcp_interval: float = RTCP_INTERVAL,
+        rtcp_interval: float = AVP_MIN_INTERVAL,
         media_timeout: float = MEDIA_TIMEOUT,
     ) -> None:
         self.name = name
@@ -113,6 +113,8 @@ class SdesPeer(WhatsAppLeg):
         self._sender = LeanSender(self.session, self._send_rtp)
         """Our track's packets, forwarded ones and RFC 4733 events, numbered on the session's
         stream (``rtc/rtpsend.py``), to the socket."""
+        self.rtcp_schedule = RtcpSchedule(self._report, RtcpInterval(rtcp_interval))
+        """Our RTCP on the worker clock (``rtc/rtcp_schedule.py``), the media watchdog with it."""
         self.crypto: Crypto | None = None
         self._track: OpusBusTrack | None = None
         self._open_shell(
@@ -216,7 +218,7 @@ class SdesPeer(WhatsAppLeg):
         self.state = "connecting"
         self.started_at = time.monotonic()
         self._tasks.spawn(self._sender.run(self._track), "rtp-out")
-        self._tasks.spawn(self._reports(), "rtcp")
+        self.rtcp_schedule.start()
 
     @property
     def answered(self) -> bool:
@@ -244,15 +246,12 @@ class SdesPeer(WhatsAppLeg):
         if self.first_sent_at is None:
             self.first_sent_at = time.monotonic()
 
-    async def _reports(self) -> None:
-        """RTCP every ``rtcp_interval`` (±50 %, RFC 3550 §6.2; the first after half of one),
-        and the media watchdog."""
-        wait = self.rtcp_interval / 2
-        while True:
-            await asyncio.sleep(wait * random.uniform(0.5, 1.5))
-            wait = self.rtcp_interval
-            self.socket.send_rtcp(self.session.report())
-            self._watch()
+    def _report(self) -> int:
+        """One RTCP report (the scheduler's callback), then the media watchdog."""
+        report = self.session.report()
+        self.socket.send_rtcp(report)
+        self._watch()
+        return len(report)
 
     def _watch(self) -> None:
         last = self.playout.last_packet or self.started_at
@@ -265,16 +264,18 @@ class SdesPeer(WhatsAppLeg):
             self.port.end(self._over())
 
     # -- receiving
-    def _on_rtp(self, plain: bytes) -> None:
-        """One RTP packet from Meta, authenticated: the first one connects the leg."""
+    def _on_rtp(self, plain: bytes, at: float) -> None:
+        """One RTP packet from Meta, authenticated, ``at`` its arrival: the first one connects
+        the leg."""
         if self.connected_at is None:
             self.connected_at = time.monotonic()
             if self.state == "connecting":
                 self.state = "connected"
-        self.session.receive_rtp(plain)
+        self.session.receive_rtp(plain, at)
 
-    def _on_rtcp(self, plain: bytes) -> None:
-        self.session.receive_rtcp(plain)
+    def _on_rtcp(self, plain: bytes, at: float) -> None:
+        self.rtcp_schedule.received(len(plain))
+        self.session.receive_rtcp(plain, at)
 
     # -- the pump's channel
     @property
@@ -347,6 +348,7 @@ class SdesPeer(WhatsAppLeg):
                 return
             self._closed = True
             self._close_shell()
+            self.rtcp_schedule.stop()
             await self._tasks.close()
             if self._track is not None:
                 self._track.stop()

@@ -5,13 +5,17 @@ Call settings): ``status``, ``call_icon_visibility``, ``call_hours`` (``status``
 ``timezone_id``, ``weekly_operating_hours`` of ``{day_of_week, open_time, close_time}``,
 ``holiday_schedule`` of ``{date, start_time, end_time}``), ``callback_permission_status``,
 ``srtp_key_exchange_protocol``, ``audio.additional_codecs`` and ``sip`` (``status``,
-``servers`` of ``{hostname, port, request_uri_user_params}``) and ``voicemail`` (``status``,
-``timeout_seconds`` at most 30, ``triggers`` of ``REJECT`` and ``TIMEOUT``: the names follow
-the issues' description of Meta's field, the public references this project works from do not
-list them). The bridge's names mirror them (``callIconVisibility``, ``callHours: {status,
-timezoneID, weeklyOperatingHours, holidaySchedule}``, ``callbackPermission``,
-``srtpKeyExchange``, ``additionalCodecs``, ``sip``, ``voicemail: {status, timeoutSeconds,
-triggers}``).
+``servers`` of ``{hostname, port, request_uri_user_params}``), ``voicemail`` (``status``,
+``timeout_seconds`` at most 30, ``triggers`` of ``REJECT`` and ``TIMEOUT``) and
+``call_icons.restrict_to_user_countries`` (the countries whose users see the call icons, ISO
+3166-1 alpha-2); Meta's read-only ``restrictions`` (``restrictions_list`` of ``{type,
+expiration}``, what Meta restricts on the number) comes back with them. The voicemail, icon and
+restriction names follow the issues' description of Meta's 2026 fields: the public references
+this project works from do not list them. The bridge's names mirror them
+(``callIconVisibility``, ``callHours: {status, timezoneID, weeklyOperatingHours,
+holidaySchedule}``, ``callbackPermission``, ``srtpKeyExchange``, ``additionalCodecs``, ``sip``,
+``voicemail: {status, timeoutSeconds, triggers}``, ``callIcons: {restrictToUserCountries}``,
+``restrictions: {restrictionsList: [{type, expiration}]}``).
 
 Meta's rules checked before anything is sent (its own refusals are passed back too): at most
 two opening slots a day, a slot opening before it closes, at most 20 holidays, a timezone id of
@@ -26,6 +30,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from ...countries import COUNTRIES
 from ...errors import BadRequest
 
 SLOTS_PER_DAY = 2
@@ -40,6 +45,8 @@ OURS_TO_META = {
     "srtpKeyExchange": "srtp_key_exchange_protocol",
     "sip": "sip",
     "voicemail": "voicemail",
+    "callIcons": "call_icons",
+    "restrictions": "restrictions",
 }
 """Top-level fields (``additionalCodecs`` goes to ``audio.additional_codecs``)."""
 NAMES = {
@@ -54,9 +61,11 @@ NAMES = {
     "requestUriUserParams": "request_uri_user_params",
     "timeoutSeconds": "timeout_seconds",
     "webhookDelivery": "webhook_delivery",
+    "restrictToUserCountries": "restrict_to_user_countries",
+    "restrictionsList": "restrictions_list",
 }
 """Nested names; the rest (``status``, ``date``, ``hostname``, ``port``, ``servers``,
-``triggers``) are the same both ways."""
+``triggers``, ``type``, ``expiration``) are the same both ways."""
 BACK = {v: k for k, v in {**OURS_TO_META, **NAMES}.items()}
 
 
@@ -107,6 +116,20 @@ def from_meta(answer: Mapping[str, Any]) -> dict[str, Any]:
 
 def check(patch: Mapping[str, Any]) -> None:
     """Meta's rules the schema cannot say (see the module docstring): 400 naming the field."""
+    if "restrictions" in patch:
+        raise BadRequest(
+            "field 'restrictions': Meta sets a number's restrictions, they cannot be changed",
+            code="invalid_settings",
+        )
+    icons = patch.get("callIcons")
+    if isinstance(icons, Mapping):
+        unknown = [c for c in icons.get("restrictToUserCountries") or [] if c not in COUNTRIES]
+        if unknown:
+            raise BadRequest(
+                f"field 'callIcons.restrictToUserCountries': {str(unknown[0])[:8]!r} is not an "
+                "ISO 3166-1 alpha-2 country code with a WhatsApp calling code (e.g. BR, IN, US)",
+                code="invalid_settings",
+            )
     hours = patch.get("callHours")
     if not isinstance(hours, Mapping):
         return

@@ -99,7 +99,12 @@ class SipEngine:
         self.line: Line | None = None
         self.graph_side = GraphSide(settings.engine, self.stats, self.events)
         """Call permissions and Meta's signed webhooks, over Graph (:mod:`.graph_side`)."""
-        self.calling_settings = CallingSettings(self.graph_side.graph, str(self.media), sip=True)
+        self.calling_settings = CallingSettings(
+            self.graph_side.graph,
+            str(self.media),
+            sip=True,
+            on_read=self.graph_side.standing.settings_read,
+        )
         """Meta's calling settings of the number (a SettingsEngine: ``…/sip/rotate`` too)."""
         self.dialogs = SipDialogs(self.events, self.graph_side, self._leg)
         """The calls and their dialogs; the UA's ``CallHandler`` (:mod:`.sip_dialogs`)."""

@@ -29,7 +29,12 @@ from typing import Any
 from ...errors import CallInProgress, MetaForbidden
 from ...timefmt import iso_utc
 from ..base import EngineEvent, EngineEventKind, emit
-from .account_wire import CALLING_RESTRICTION, AccountNotice, account_notices
+from .account_wire import (
+    CALLING_RESTRICTION,
+    AccountNotice,
+    account_notices,
+    settings_restrictions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +98,25 @@ class NumberStanding:
             log.info("number %s: Meta's calling settings changed", self.meta_id)
             self._announce("number.settings_changed", calling=_scrub(notice.calling))
 
+    def settings_read(self, calling: Mapping[str, Any]) -> None:
+        """Meta's calling settings as just read: a calling restriction listed there (its
+        ``restrictions``) pauses business-initiated calling as its ``account_update`` does,
+        once for each new expiration (the settings are read again with every health check)."""
+        for notice in settings_restrictions(calling):
+            if notice.restriction != CALLING_RESTRICTION or notice.until is None:
+                continue
+            if notice.until <= self.clock():
+                continue  # expired
+            self.pause(notice.restriction, notice.until)
+
     def pause(self, reason: str, until: float | None) -> None:
         """Business-initiated calling is paused (``until``: Unix seconds, when known)."""
         known = until is not None
         end = until if until is not None else self.clock() + UNKNOWN_PAUSE_S
         if self.pause_view() is not None and not known:
             return  # a 138014 while paused already
+        if known and self.pause_known and self.paused_until == end:
+            return  # said again (the webhook, then the settings, or a webhook sent twice)
         self.paused_until, self.pause_reason, self.pause_known = end, reason, known
         log.warning(
             "Meta paused business-initiated calling on number %s (%s) until %s: /call/make "

@@ -68,6 +68,8 @@ def _table() -> dict[str, str]:
 
 PREFIXES: dict[str, str] = _table()
 """E.164 prefix (calling code, or calling code and area code) → ISO 3166-1 alpha-2."""
+COUNTRIES: frozenset[str] = frozenset(PREFIXES.values())
+"""The ISO 3166-1 alpha-2 codes of every country with a calling code here."""
 _LONGEST = max(map(len, PREFIXES))
 _BSUID = re.compile(r"^([A-Z]{2})\.")
 """A BSUID starts with its user's country (``model.BSUID_RE``)."""

@@ -1,0 +1,263 @@
+"""Ultravox (``https://api.ultravox.ai/api``): the call is created over REST, then joined over
+the WebSocket its answer names.
+
+The bridge is the client. For each session it creates a call — ``POST {url}/calls`` with
+``X-API-Key`` (``url`` is the API's base), the app's ``session`` (``systemPrompt``, ``model``,
+``voice``, ``firstSpeaker``, ``selectedTools``…) merged with the bridge's ``serverWebSocket``
+medium at 16 kHz both ways, the bus's own rate — and opens the ``joinUrl`` of its ``201``
+answer without headers (it carries its own credentials), with ``apiVersion=1`` as the public
+clients add. The audio is binary s16le at 16 kHz both ways. Ultravox decides the turns: on
+``playback_clear_buffer`` the bridge drops every unplayed byte of the voice; the server stops
+the reply itself, so there is nothing to cancel. Client tools (``temporaryTool`` with
+``client: {}``, the bridge's declared this way) come as ``client_tool_invocation`` and are
+answered with ``client_tool_result`` at once — the conversation is frozen meanwhile. The call's
+``maxDuration`` (the bridge names it: :data:`MAX_DURATION_S` unless the session gives one) is
+renewed before it ends: a new call with ``priorCallId``, which continues the conversation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..errors import BadRequest
+from .openai import merge
+from .wire import (
+    Audio,
+    Interrupted,
+    ModelError,
+    ModelEvent,
+    Preflight,
+    ProtocolError,
+    Ready,
+    Resumable,
+    Tool,
+    ToolCall,
+    Transcript,
+)
+
+RATE = 16_000
+DEFAULT_URL = "https://api.ultravox.ai/api"
+CLIENT_BUFFER_MS = 30_000
+"""``clientBufferSizeMs``: how far ahead of playback the server may send. The bridge drops
+the unplayed voice at once on ``playback_clear_buffer``, so a large buffer only makes the
+voice robust to a slow socket (the spec's reading of Ultravox's documents)."""
+MAX_DURATION_S = 3600
+"""The call's ``maxDuration`` when the session names none (what public clients allow at
+most); the connection renews the call before it."""
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
+_ROLES = {"user": "caller", "agent": "agent"}
+
+
+def check_session(session: dict[str, Any]) -> None:
+    """Refuse what the bridge decides (the medium) and a ``maxDuration`` it cannot read."""
+    for name in ("medium", "initialOutputMedium"):
+        if name in session:
+            raise BadRequest(f"field 'session': {name} is the bridge's (serverWebSocket, 16 kHz)")
+    tools = session.get("selectedTools")
+    if tools is not None and not isinstance(tools, list):
+        raise BadRequest("field 'session': selectedTools must be a list")
+    if "maxDuration" in session:
+        duration(session["maxDuration"])
+
+
+def duration(value: Any) -> float:
+    """Seconds of a protobuf duration string (``"1800s"``)."""
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None or float(match.group(1)) < 10:
+        raise BadRequest("field 'session': maxDuration must be a duration such as \"1800s\"")
+    return float(match.group(1))
+
+
+def temporary_tool(tool: Tool) -> dict[str, Any]:
+    """A bridge tool as an Ultravox client tool: its JSON Schema's properties as body
+    parameters."""
+    props = tool.parameters.get("properties") or {}
+    required = set(tool.parameters.get("required") or ())
+    return {
+        "temporaryTool": {
+            "modelToolName": tool.name,
+            "description": tool.description,
+            "dynamicParameters": [
+                {
+                    "name": name,
+                    "location": "PARAMETER_LOCATION_BODY",
+                    "schema": schema,
+                    "required": name in required,
+                }
+                for name, schema in props.items()
+            ],
+            "client": {},
+        }
+    }
+
+
+class UltravoxCall:
+    """The Ultravox dialect (:class:`~.wire.ModelDialect`, :class:`~.wire.Prepared`)."""
+
+    provider = "ultravox"
+    rate_in = RATE
+    rate_out = RATE
+    model_detects_speech = True
+    waits_for_hello = False
+    default_url: str | None = DEFAULT_URL
+    keepalive_s: float | None = None
+    """Audio flows both ways all the time; ``ping`` is for latency only."""
+    url_schemes = ("http", "https")
+    duplex_buffer_ms: int | None = None
+    """Turn-taking, not full duplex: its barge-in cuts the voice."""
+
+    def __init__(self, session: dict[str, Any] | None = None) -> None:
+        session = dict(session or {})
+        check_session(session)
+        self.session = session
+        given = session.get("maxDuration")
+        self.session_limit_s: float | None = (
+            duration(given) if given is not None else float(MAX_DURATION_S)
+        )
+        self._turn = 0
+        self._odd = b""
+        self._said: dict[tuple[str, Any], str] = {}
+        """Transcript deltas so far, by role and ordinal, until their ``final``."""
+
+    # -- connecting
+    def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
+        raise ProtocolError("an Ultravox socket is reached through its call (preflight)")
+
+    def preflight(
+        self, url: str, api_key: str | None, tools: list[Tool], resume: str | None
+    ) -> Preflight:
+        ours: dict[str, Any] = {
+            "medium": {
+                "serverWebSocket": {
+                    "inputSampleRate": RATE,
+                    "outputSampleRate": RATE,
+                    "clientBufferSizeMs": CLIENT_BUFFER_MS,
+                }
+            },
+        }
+        body = merge(self.session, ours)
+        body.setdefault("maxDuration", f"{MAX_DURATION_S}s")
+        if tools:
+            body["selectedTools"] = [
+                *(body.get("selectedTools") or []),
+                *(temporary_tool(t) for t in tools),
+            ]
+        target = url.rstrip("/") + "/calls"
+        if resume:  # a renewed or reopened call continues the conversation, not greeting again
+            target += "?" + urlencode({"priorCallId": resume})
+            body.pop("firstSpeakerSettings", None)
+            body["firstSpeaker"] = "FIRST_SPEAKER_USER"
+        headers = {"X-API-Key": api_key} if api_key else {}
+        return Preflight("POST", target, headers, body, expect=201)
+
+    def joined(self, answer: dict[str, Any]) -> tuple[str, dict[str, str]]:
+        join = answer.get("joinUrl")
+        if not isinstance(join, str) or urlsplit(join).scheme not in ("ws", "wss"):
+            raise ProtocolError("no ws(s) joinUrl")
+        parts = urlsplit(join)
+        query = parse_qsl(parts.query)
+        if not any(k == "apiVersion" for k, _ in query):
+            query.append(("apiVersion", "1"))
+        return urlunsplit(parts._replace(query=urlencode(query))), {}
+
+    def opening(self, tools: list[Tool], resume: str | None) -> list[dict[str, Any]]:
+        return []  # everything went in the call's creation
+
+    # -- audio
+    def audio(self, pcm: bytes) -> bytes:
+        return pcm
+
+    def binary(self, data: bytes) -> list[ModelEvent]:
+        data, self._odd = self._odd + data, b""
+        if len(data) % 2:
+            data, self._odd = data[:-1], data[-1:]
+        return [Audio(data, f"uv{self._turn}")] if data else []
+
+    def keepalive(self) -> list[dict[str, Any]]:
+        return []
+
+    # -- the server's messages
+    def closing(self) -> list[dict[str, Any]]:
+        return []  # the protocol has no goodbye: the socket's close ends it
+
+    def parse(self, body: dict[str, Any]) -> list[ModelEvent]:
+        kind = body.get("type")
+        if not isinstance(kind, str):
+            raise ProtocolError("no type")
+        if kind == "call_started":
+            call_id = body.get("callId")
+            return [Ready(), *([Resumable(call_id)] if isinstance(call_id, str) else [])]
+        if kind == "playback_clear_buffer":
+            self._turn += 1  # frames after it are a new reply's
+            self._odd = b""
+            return [Interrupted()]
+        if kind == "transcript":
+            return self._transcript(body)
+        if kind == "client_tool_invocation":
+            invocation = body.get("invocationId")
+            if not isinstance(invocation, str):
+                raise ProtocolError("client_tool_invocation without its invocationId")
+            params = body.get("parameters")
+            return [
+                ToolCall(
+                    invocation,
+                    str(body.get("toolName") or ""),
+                    params if isinstance(params, dict) else {},
+                )
+            ]
+        if kind == "error":  # not in the public list; read if it comes
+            return [ModelError("error", str(body.get("message") or "")[:200])]
+        return []  # state, pong, debug, …
+
+    def _transcript(self, body: dict[str, Any]) -> list[ModelEvent]:
+        role = _ROLES.get(str(body.get("role")))
+        if role is None:
+            raise ProtocolError("transcript without its role")
+        key = (role, body.get("ordinal"))
+        text = body.get("text")
+        if isinstance(text, str):  # the whole text so far
+            self._said[key] = text
+        else:
+            delta = body.get("delta")
+            self._said[key] = self._said.get(key, "") + (delta if isinstance(delta, str) else "")
+        if body.get("final") is not True:
+            if len(self._said) > 64:  # never final (a cut reply): forget the oldest
+                self._said.pop(next(iter(self._said)))
+            return []
+        said = self._said.pop(key, "")
+        return [Transcript(role, said)] if said else []
+
+    # -- what the bridge says
+    def truncate(self, item_id: str, audio_end_ms: int, by: str = "bridge") -> list[dict[str, Any]]:
+        return []  # the server keeps its own account of what was played (its buffer)
+
+    def cancel(self, by: str) -> list[dict[str, Any]]:
+        # Ultravox hears every barge-in itself and stops; its only interrupt from the client
+        # (``user_text_message`` ``immediate``) would make it answer, which a hold must not.
+        return []
+
+    def tool_result(self, call: ToolCall, output: Any) -> list[dict[str, Any]]:
+        result = output if isinstance(output, str) else json.dumps(output)
+        return [
+            {
+                "type": "client_tool_result",
+                "invocationId": call.call_id,
+                "result": result,
+                "responseType": "tool-response",
+            }
+        ]
+
+    def turn_started(self) -> list[dict[str, Any]]:
+        return []
+
+    def turn_ended(self) -> list[dict[str, Any]]:
+        return []
+
+    def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        return []  # a new call continues the old one (``priorCallId``)
+
+    def text(self, text: str) -> list[dict[str, Any]]:
+        return [{"type": "user_text_message", "text": text, "urgency": "soon"}]

@@ -1,0 +1,58 @@
+"""The caller's audio to a full-duplex model (GPT-Live) as one stream that never pauses.
+
+Such a model runs on a clock and wants the caller's audio continuously, in real time, from
+the session's start to its end; where the call gives nothing (the caller's sender went quiet
+with DTX, a hold, a leg that stalls) it must hear silence, never a backlog burst later (the
+OpenAI GPT-Live API, *Audio, turn-taking and barge-in*). :class:`ContinuousUplink` counts the
+worker clock's ticks against the caller's frames that went up, and in each tick where the
+caller is more than :data:`LAG_FRAMES` behind the clock it sends one frame of silence: at most
+one a tick, so a stall is filled at the call's pace, and a caller that catches up (a remote
+engine's burst) is not answered by silence until the count is even again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..audio import FRAME_MS
+from ..media.clock import Phase, worker_clock
+
+LAG_FRAMES = 2
+"""Frames (40 ms) the caller may fall behind the clock before silence stands in: a frame that
+comes a tick or two late (another engine's jitter) still goes up itself."""
+
+
+class ContinuousUplink:
+    """Silence in the caller's gaps, on the worker clock (module docstring)."""
+
+    def __init__(self, send: Callable[[bytes], None], rate: int) -> None:
+        self._send = send
+        self._silence = bytes(rate * FRAME_MS // 1000 * 2)
+        self._ticks = 0
+        self._sent = 0
+        self.filled = 0
+        """Frames of silence sent in the caller's place."""
+        self._unregister: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        if self._unregister is None:
+            # After the receive and engine phases: a caller frame of this tick has gone up.
+            self._unregister = worker_clock().register(self._tick, Phase.SEND)
+
+    def sent(self) -> None:
+        """The caller's frame went up."""
+        self._sent += 1
+
+    def _tick(self, now: float) -> None:
+        self._ticks += 1
+        # A caller ahead of the clock (a burst) is not credited beyond the lag.
+        self._sent = min(self._sent, self._ticks + LAG_FRAMES)
+        if self._ticks - self._sent > LAG_FRAMES:
+            self._sent += 1
+            self.filled += 1
+            self._send(self._silence)
+
+    def stop(self) -> None:
+        if self._unregister is not None:
+            self._unregister()
+            self._unregister = None

@@ -1,0 +1,155 @@
+"""When a leg sends its RTCP: RFC 3550 §6.2 and §6.3.1 intervals, on the worker's media clock.
+
+Every leg with an RTP session (a DTLS-SRTP leg, ``rtc/dtls_srtp.py``; Meta's SDES-SRTP leg,
+``engines/cloudapi/sdes.py``; a trunk's phone, ``trunks/media.py``) sends its compound report
+(``rtc/rtcp.py``) through one :class:`RtcpSchedule`. No leg keeps a task or a timer of its own:
+each report is a one-shot callback on the worker clock (``media/clock.py``
+``WorkerClock.call_at``), run after the tick's send phase, so a leg's reports cost one wake-up
+each and a worker's legs share the one timer.
+
+:class:`RtcpInterval` is the computation, sans-IO (RFC 3550 §6.3.1, A.7), for the sessions the
+bridge has: two parties, us and the far end, both sending (so the senders' 25 % share of §6.2
+never applies: the deterministic interval is ``members × avg_rtcp_size / rtcp_bw``, with
+``rtcp_bw`` 5 % of the session bandwidth). It is bounded below by the minimum, halved for the
+first report (§6.2: "the initial RTCP packet … half the minimum"), then randomised over
+0.5–1.5 × (§6.3.1, so that reports of many sessions do not synchronise). Timer reconsideration
+and the ``e − 3/2`` compensation (§6.3.3, A.7) are left out: they exist for a group whose
+membership changes, and a two-party session's never does.
+
+The minimum is the leg's profile's:
+
+* RTP/AVP and RTP/SAVP (a trunk's phone, Meta's SDES leg): the 5 s RFC 3550 §6.2 recommends.
+  Its reduced minimum (360 / session kbit/s) buys nothing for audio: about 3.6 s at the
+  ~100 kbit/s of a two-way Opus or G.711 call, and more on a narrower one.
+* UDP/TLS/RTP/SAVPF (a DTLS leg: a browser, Meta's WebRTC leg): RFC 4585 §3.4 lets an AVPF
+  session drop the fixed minimum; we keep :data:`AVPF_MIN_INTERVAL` (1 s, aiortc's mean) because
+  the far end's encoder sets its FEC from our loss reports, and a second is how fast it follows
+  a network that turns lossy (``rtc/protection.py`` does the same with its reports).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from ..media.clock import Tick, worker_clock
+
+log = logging.getLogger(__name__)
+
+AVP_MIN_INTERVAL = 5.0
+"""Seconds: RFC 3550 §6.2's recommended minimum (RTP/AVP, RTP/SAVP legs)."""
+AVPF_MIN_INTERVAL = 1.0
+"""Seconds: our minimum on an RTP/SAVPF leg (module docstring)."""
+AUDIO_SESSION_BPS = 100_000
+"""The session bandwidth of a two-way audio call (RFC 3550 §6.2: the nominal data bandwidth
+with lower-layer headers): two senders of ~50 kbit/s (Opus at 32 kbit/s or G.711 at 64,
+plus 16 kbit/s of IP/UDP/RTP headers at 50 packets a second)."""
+MEMBERS = 2
+"""Us and the far end: every session the bridge terminates is two-party."""
+LOWER_LAYERS = 28
+"""IPv4 and UDP header octets, counted in the average RTCP size (RFC 3550 §6.2)."""
+
+
+class RtcpInterval:
+    """The RFC 3550 report interval of a two-party session (module docstring), sans-IO:
+    ``random`` gives uniform numbers in [0, 1) (injected by tests)."""
+
+    def __init__(
+        self,
+        min_interval: float = AVP_MIN_INTERVAL,
+        *,
+        session_bps: float = AUDIO_SESSION_BPS,
+        random: Callable[[], float] = random.random,
+    ) -> None:
+        self.min_interval = min_interval
+        self.session_bps = session_bps
+        self.random = random
+        self.avg_rtcp_size = 100.0
+        """Octets (RFC 3550 A.7's estimate until the first packet is counted: an SR with one
+        block, an SDES CNAME and the headers below)."""
+        self.initial = True
+
+    def count(self, octets: int) -> None:
+        """A compound RTCP packet of ``octets`` (without lower layers) sent or received:
+        the average moves by 1/16 of the difference (RFC 3550 §6.3.3)."""
+        self.avg_rtcp_size += (octets + LOWER_LAYERS - self.avg_rtcp_size) / 16
+
+    def deterministic(self) -> float:
+        """The interval before randomisation, ``T_d`` (§6.3.1)."""
+        rtcp_bw = 0.05 * self.session_bps / 8  # octets a second
+        minimum = self.min_interval / 2 if self.initial else self.min_interval
+        return max(minimum, MEMBERS * self.avg_rtcp_size / rtcp_bw)
+
+    def next(self) -> float:
+        """Seconds to the next report: ``T_d`` × 0.5–1.5 (the first one's minimum halved)."""
+        interval = self.deterministic() * (0.5 + self.random())
+        self.initial = False
+        return interval
+
+
+class Timers(Protocol):
+    """What schedules the reports: ``WorkerClock.call_at`` (``media/clock.py``)."""
+
+    def call_at(self, when: float, callback: Tick) -> Callable[[], None]: ...
+
+
+class RtcpSchedule:
+    """One leg's RTCP reports on the worker clock: :meth:`start` once the wire can send,
+    ``send_report()`` each interval (it sends one compound packet and returns its length;
+    ``ConnectionError``: the wire is gone, the reports stop), :meth:`stop` at the end.
+    ``timers`` and ``monotonic`` are the worker clock and ``time.monotonic`` unless a test
+    gives its own."""
+
+    def __init__(
+        self,
+        send_report: Callable[[], int],
+        interval: RtcpInterval,
+        *,
+        timers: Timers | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.send_report = send_report
+        self.interval = interval
+        self.timers = timers
+        self.monotonic = monotonic
+        self._cancel: Callable[[], None] | None = None
+        self.sent = 0
+
+    @property
+    def started(self) -> bool:
+        return self._cancel is not None
+
+    def start(self) -> None:
+        """The first report within half an interval (idempotent)."""
+        if self._cancel is None:
+            self._schedule(self.monotonic())
+
+    def _schedule(self, now: float) -> None:
+        if self.timers is None:
+            self.timers = worker_clock()
+        self._cancel = self.timers.call_at(now + self.interval.next(), self._due)
+
+    def _due(self, now: float) -> None:
+        if self._cancel is None:
+            return  # stopped meanwhile
+        try:
+            octets = self.send_report()
+        except ConnectionError:
+            self._cancel = None  # the wire is gone: the leg is ending
+            return
+        self.sent += 1
+        self.interval.count(octets)
+        self._schedule(now)
+
+    def received(self, octets: int) -> None:
+        """A compound RTCP packet of ``octets`` from the far end (its size counts, §6.3.3)."""
+        self.interval.count(octets)
+
+    def stop(self) -> None:
+        """No more reports (idempotent); the leg sends its BYE itself."""
+        cancel, self._cancel = self._cancel, None
+        if cancel is not None:
+            cancel()

@@ -1,0 +1,392 @@
+"""A strict fake of OpenAI GPT-Live (``wss://api.openai.com/v1/live/sessions``), written from the
+public description of the OpenAI GPT-Live API (connect, ``session.start``, client and server
+events, audio and turn-taking, delegation and tools, end and limits). What the real service
+refuses is refused here too, recorded in ``errors``:
+
+- a handshake with a query string (the model is not in the URL) or without ``Authorization:
+  Bearer <key>``: HTTP 400 / 401;
+- anything before ``session.start``, a second one, audio before ``session.started``, a field
+  the strict session schema does not have (``unknown_parameter``), a model that is not a
+  GPT-Live one, an audio format other than ``audio/pcm`` at :attr:`RATE` named explicitly (the
+  default would be 24 kHz): an ``error``, and for a refused ``session.start`` the socket closed;
+- audio that is not base64 of whole 16-bit samples; an unknown client event;
+- ``response.item.create`` for no open function call, ``response.create`` while a call is
+  unanswered (``function_call_outputs_required``), either without a Responses delegation;
+- an ``*.append`` without its ``delegation_id`` key, or naming no live client delegation.
+
+The model's output is one continuous real-time stream from ``session.started`` on: chunks of
+:attr:`CHUNK_MS` on an absolute schedule, its silences included; :meth:`speak` queues a voice
+into it and :attr:`silent_since` says when the stream turned silent after it. A session lives
+:attr:`SESSION_S` (``expires_at``); one still open then is closed as ``expired``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import time
+from typing import Any
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+SESSION_FIELDS = {"model", "instructions", "audio", "delegation", "input", "store"}
+AUDIO_FIELDS = {"format", "output"}
+RESPONSES_FIELDS = {
+    "model",
+    "instructions",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "reasoning",
+    "text",
+    "max_output_tokens",
+    "service_tier",
+}
+FUNCTION_FIELDS = {"type", "name", "description", "parameters", "strict"}
+MODELS = {"gpt-live-1", "gpt-live-1.1"}
+CLIENT_TYPES = {
+    "session.start",
+    "session.update",
+    "session.input_audio.append",
+    "session.input_audio.mute",
+    "session.input_audio.unmute",
+    "session.instructions.append",
+    "session.thinking.append",
+    "session.commentary.append",
+    "response.item.create",
+    "response.create",
+    "session.close",
+}
+APPENDS = {
+    "session.instructions.append": "session.instructions.appended",
+    "session.thinking.append": "session.thinking.appended",
+    "session.commentary.append": "session.commentary.appended",
+}
+
+
+class FakeOpenAILive:
+    """One fake GPT-Live endpoint (``/v1/live/sessions``)."""
+
+    PATH = "/v1/live/sessions"
+    RATE = 16_000
+    CHUNK_MS = 40
+    SESSION_S = 3600.0
+
+    def __init__(self, api_key: str | None = "sk-live-test") -> None:
+        self.api_key = api_key
+        self.headers: list[dict[str, str]] = []
+        self.starts: list[dict[str, Any]] = []
+        """The ``session`` of every accepted ``session.start``."""
+        self.events: list[dict[str, Any]] = []
+        """Every client event but audio."""
+        self.errors: list[str] = []
+        self.chunks: list[bytes] = []
+        self.chunk_at: list[float] = []
+        self.connections = 0
+        self.closed_reasons: list[str] = []
+        self.expired = 0
+        self.ws: web.WebSocketResponse | None = None
+        self.started = asyncio.Event()
+        self.silent_since: float | None = None
+        """When the output stream turned silent after the last voice (monotonic)."""
+        self._voice = np.zeros(0, dtype=np.int16)
+        self._delegation: dict[str, Any] | None = None
+        self._asked: set[str] = set()
+        """Function calls of the backend not answered yet."""
+        self._client_delegations: set[str] = set()
+        self._ids = 0
+        self._stopping = False
+        self._open: set[web.WebSocketResponse] = set()
+
+    @property
+    def heard(self) -> np.ndarray:
+        return np.frombuffer(b"".join(self.chunks), dtype="<i2")
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get(self.PATH, self.handler)
+        app.on_shutdown.append(self._shutdown)
+        return app
+
+    async def _shutdown(self, app: web.Application) -> None:
+        """The server going away closes its sessions (else they hold its shutdown)."""
+        self._stopping = True
+        for ws in list(self._open):
+            await ws.close(code=1001, message=b"going away")
+
+    def _id(self, prefix: str) -> str:
+        self._ids += 1
+        return f"{prefix}_{self._ids}"
+
+    async def handler(self, request: web.Request) -> web.StreamResponse:
+        if self._stopping:
+            raise web.HTTPServiceUnavailable()
+        self.headers.append(dict(request.headers))
+        if request.query_string:
+            self.errors.append(f"a query string: {request.query_string}")
+            raise web.HTTPBadRequest(text='{"error": {"code": "invalid_request_error"}}')
+        if self.api_key is not None and request.headers.get("Authorization") != (
+            f"Bearer {self.api_key}"
+        ):
+            raise web.HTTPUnauthorized(text='{"error": {"code": "invalid_api_key"}}')
+        ws = web.WebSocketResponse(max_msg_size=16 << 20)
+        await ws.prepare(request)
+        self.connections += 1
+        self.ws = ws
+        self._open.add(ws)
+        self.started.clear()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            async for msg in ws:
+                if msg.type is not WSMsgType.TEXT:
+                    await self._error(ws, "invalid_request_error", "binary frames are not events")
+                    continue
+                started = self.started.is_set()
+                await self._message(ws, json.loads(msg.data))
+                if not started and self.started.is_set():
+                    tasks = [
+                        asyncio.ensure_future(self._stream(ws)),
+                        asyncio.ensure_future(self._expire(ws, self.SESSION_S)),
+                    ]
+        finally:
+            self._open.discard(ws)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return ws
+
+    async def _send(self, ws: web.WebSocketResponse, body: dict[str, Any]) -> None:
+        if not ws.closed:
+            await ws.send_str(json.dumps({"event_id": self._id("event"), **body}))
+
+    async def _error(
+        self, ws: web.WebSocketResponse, code: str, why: str, client_event_id: Any = None
+    ) -> None:
+        self.errors.append(f"{code}: {why}")
+        error = {"type": "invalid_request_error", "code": code, "message": why}
+        if client_event_id is not None:
+            error["client_event_id"] = client_event_id
+        await self._send(ws, {"type": "error", "error": error})
+
+    async def _message(self, ws: web.WebSocketResponse, body: dict[str, Any]) -> None:
+        kind = body.get("type")
+        event_id = body.get("event_id")
+        if kind == "session.input_audio.append":
+            await self._audio(ws, body)
+            return
+        self.events.append(body)
+        if kind not in CLIENT_TYPES:
+            await self._error(ws, "invalid_request_error", f"unknown event {kind!r}", event_id)
+        elif kind == "session.start":
+            if self.started.is_set():
+                await self._error(ws, "invalid_request_error", "a second session.start")
+                return
+            refused = self._check(body.get("session"))
+            if refused:
+                await self._error(ws, "unknown_parameter", refused, event_id)
+                await ws.close()
+                return
+            await self._start(ws, body["session"], event_id)
+        elif not self.started.is_set():
+            await self._error(ws, "invalid_request_error", f"{kind} before session.started")
+        elif kind == "session.close":
+            self.closed_reasons.append("close_requested")
+            await self._close(ws, "close_requested", event_id)
+        elif kind in APPENDS:
+            await self._append(ws, kind, body)
+        elif kind == "response.item.create":
+            self._item(body.get("item"))
+        elif kind == "response.create":
+            if (self._delegation or {}).get("type") != "responses":
+                self.errors.append("response.create without a Responses delegation")
+            elif self._asked:
+                await self._error(
+                    ws, "function_call_outputs_required", f"unanswered {sorted(self._asked)}"
+                )
+
+    def _check(self, session: Any) -> str | None:
+        if not isinstance(session, dict):
+            return "session must be an object"
+        unknown = set(session) - SESSION_FIELDS
+        audio = session.get("audio")
+        if not isinstance(audio, dict) or "format" not in audio:
+            return f"audio.format: this fake carries only audio/pcm at {self.RATE} (default 24k)"
+        unknown |= {f"audio.{k}" for k in set(audio) - AUDIO_FIELDS}
+        unknown |= {f"audio.output.{k}" for k in set(audio.get("output") or {}) - {"voice"}}
+        delegation = session.get("delegation")
+        if isinstance(delegation, dict) and delegation.get("type") == "responses":
+            responses = delegation.get("responses") or {}
+            unknown |= {f"delegation.{k}" for k in set(delegation) - {"type", "responses"}}
+            unknown |= {f"responses.{k}" for k in set(responses) - RESPONSES_FIELDS}
+            for tool in responses.get("tools") or []:
+                if tool.get("type") == "function":
+                    unknown |= {f"tool.{k}" for k in set(tool) - FUNCTION_FIELDS}
+                elif tool != {"type": "web_search"}:
+                    return f"a tool of type {tool.get('type')!r}"
+        elif delegation not in (None, {"type": "client"}):
+            return f"delegation {delegation!r}"
+        if unknown:
+            return f"unknown parameters {sorted(unknown)}"
+        if session.get("model") not in MODELS:
+            return f"model {session.get('model')!r}"
+        if audio["format"] != {"type": "audio/pcm", "rate": self.RATE}:
+            return f"audio.format {audio['format']!r}: this fake carries audio/pcm at {self.RATE}"
+        for item in session.get("input") or []:
+            if (
+                item.get("role") not in ("developer", "user", "assistant")
+                or len(item.get("content") or []) != 1
+            ):
+                return f"input item {item!r}"
+        return None
+
+    async def _start(
+        self, ws: web.WebSocketResponse, session: dict[str, Any], event_id: Any
+    ) -> None:
+        self.starts.append(session)
+        self._delegation = session.get("delegation")
+        self._asked.clear()
+        self._client_delegations.clear()
+        resolved = {
+            **session,
+            "id": self._id("sess"),
+            "expires_at": int(time.time() + self.SESSION_S),
+            "status": "active",
+        }
+        self.started.set()
+        await self._send(
+            ws, {"type": "session.started", "session": resolved, "client_event_id": event_id}
+        )
+
+    async def _audio(self, ws: web.WebSocketResponse, body: dict[str, Any]) -> None:
+        if not self.started.is_set():
+            await self._error(ws, "invalid_request_error", "audio before session.started")
+            return
+        try:
+            raw = base64.b64decode(body.get("audio") or "", validate=True)
+        except (binascii.Error, ValueError):
+            await self._error(ws, "invalid_request_error", "audio is not base64")
+            return
+        if set(body) - {"type", "event_id", "audio"} or len(raw) % 2:
+            await self._error(ws, "invalid_request_error", "malformed session.input_audio.append")
+            return
+        self.chunks.append(raw)
+        self.chunk_at.append(time.monotonic())
+
+    async def _append(self, ws: web.WebSocketResponse, kind: str, body: dict[str, Any]) -> None:
+        if "delegation_id" not in body or not isinstance(body.get("content"), str):
+            await self._error(ws, "missing_required_parameter", f"{kind} needs delegation_id")
+            return
+        delegation_id = body["delegation_id"]
+        if delegation_id is not None:
+            if delegation_id not in self._client_delegations:
+                await self._error(ws, "invalid_request_error", "no client delegation here")
+                return
+            self._client_delegations.discard(delegation_id)
+        await self._send(ws, {"type": APPENDS[kind], "client_event_id": body.get("event_id")})
+
+    def _item(self, item: Any) -> None:
+        if (self._delegation or {}).get("type") != "responses":
+            self.errors.append("response.item.create without a Responses delegation")
+        elif not isinstance(item, dict) or item.get("type") != "function_call_output":
+            self.errors.append(f"response.item.create of {item!r}")
+        elif set(item) != {"type", "call_id", "output"} or not isinstance(item["output"], str):
+            self.errors.append(f"function_call_output malformed: {item}")
+        elif item["call_id"] not in self._asked:
+            self.errors.append(f"function_call_output for unknown {item['call_id']}")
+        else:
+            self._asked.discard(item["call_id"])
+
+    async def _close(self, ws: web.WebSocketResponse, reason: str, event_id: Any = None) -> None:
+        body: dict[str, Any] = {"type": "session.closed", "reason": reason, "session": {}}
+        body["usage"] = {"seconds": 1.0}
+        if event_id is not None:
+            body["client_event_id"] = event_id
+        await self._send(ws, body)
+        await ws.close()
+
+    async def _expire(self, ws: web.WebSocketResponse, after: float) -> None:
+        await asyncio.sleep(after)
+        if not ws.closed:
+            self.expired += 1
+            await self._close(ws, "expired")
+
+    async def _stream(self, ws: web.WebSocketResponse) -> None:
+        """The model's continuous real-time output, silence included."""
+        samples = self.RATE * self.CHUNK_MS // 1000
+        start = time.monotonic()
+        sent = 0
+        voiced = False
+        while not ws.closed:
+            chunk = self._voice[:samples]
+            self._voice = self._voice[samples:]
+            if chunk.size < samples:
+                chunk = np.concatenate([chunk, np.zeros(samples - chunk.size, dtype=np.int16)])
+            loud = bool(np.abs(chunk).max() > 0)
+            if voiced and not loud:
+                self.silent_since = time.monotonic()
+            voiced = loud
+            delta = base64.b64encode(chunk.astype("<i2").tobytes()).decode()
+            await self._send(ws, {"type": "session.output_audio.delta", "delta": delta})
+            sent += 1
+            await asyncio.sleep(max(0.0, start + sent * self.CHUNK_MS / 1000 - time.monotonic()))
+
+    # -- what the test makes the model do
+    def speak(self, pcm: np.ndarray) -> None:
+        """Say ``pcm`` (16 kHz) in the stream, from its next chunk on."""
+        self._voice = np.concatenate([self._voice, pcm.astype(np.int16)])
+        self.silent_since = None
+
+    async def transcript(self, role: str, text: str, start_ms: int, end_ms: int) -> None:
+        assert self.ws is not None
+        kind = (
+            "session.input_transcript.delta"
+            if role == "caller"
+            else "session.output_transcript.delta"
+        )
+        await self._send(
+            self.ws, {"type": kind, "delta": text, "start_ms": start_ms, "end_ms": end_ms}
+        )
+
+    async def delegate_function(self, name: str, arguments: dict[str, Any], call_id: str) -> None:
+        """The backend of a Responses delegation calls a function."""
+        ws = self.ws
+        assert ws is not None
+        delegation_id, response_id = self._id("del"), self._id("resp")
+        await self._send(
+            ws,
+            {
+                "type": "session.delegation.created",
+                "offset_ms": 1200,
+                "delegation": {
+                    "id": delegation_id,
+                    "type": "delegation",
+                    "target": "responses",
+                    "response_id": response_id,
+                },
+            },
+        )
+        response = {"id": response_id, "object": "response", "output": []}
+        item = {
+            "type": "function_call",
+            "status": "completed",
+            "id": self._id("fc"),
+            "call_id": call_id,
+            "name": name,
+            "arguments": json.dumps(arguments),
+        }
+        self._asked.add(call_id)
+        for nested in (
+            {"type": "response.created", "response": {**response, "status": "in_progress"}},
+            {"type": "response.output_item.done", "output_index": 0, "item": item},
+            {"type": "response.completed", "response": {**response, "status": "completed"}},
+        ):
+            await self._send(
+                ws, {"type": "response.event", "delegation_id": delegation_id, "event": nested}
+            )
+
+    async def drop(self) -> None:
+        if self.ws is not None:
+            await self.ws.close(code=1011, message=b"server error")

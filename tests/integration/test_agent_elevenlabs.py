@@ -1,0 +1,218 @@
+"""``elevenlabs`` (ElevenLabs Agents) on ``POST /call/{callID}/agents``, against a strict fake
+written from ElevenLabs' public client-events reference, on a real (simulated) call: the
+signed-URL flow with ``xi-api-key``, the agent's formats read from its metadata, audio both
+ways, every ``ping`` answered, ``interruption`` dropping the voice and the cut reply's late
+chunks, client tools, refusals, the key never shown."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from bridge.api.keys import MANAGER
+from bridge.audio import rms_dbfs, tone
+
+from ..fakes.elevenlabs_agent import FakeElevenLabs
+from ..support.calls import heard_since, sim_call
+from ..support.spectrum import dominant_frequency
+from ..support.waits import until
+from .test_agents import loud, next_event
+from .test_streams import active_call
+
+KEY = "xi-secret-0123456789abcdef"
+AGENT = "agent_0123"
+SESSION = {
+    "conversation_config_override": {"agent": {"first_message": "Hi!", "language": "en"}},
+    "dynamic_variables": {"caller_number": "+5521999999999"},
+}
+
+
+async def on_a_call(make_client, aiohttp_server, api_key: str | None = KEY, **settings):
+    fake = FakeElevenLabs(AGENT, api_key=api_key)
+    server = await aiohttp_server(fake.app())
+    fake.port = server.port
+    client = await make_client(fork_url_allow=("127.0.0.1",), **settings)
+    call = await active_call(client)
+    url = f"ws://127.0.0.1:{server.port}/v1/convai/conversation?agent_id={AGENT}"
+    return fake, client, call["callID"], url
+
+
+async def start(client, cid: str, url: str, **body) -> dict:
+    body = {"provider": "elevenlabs", "url": url, "apiKey": KEY, "session": SESSION, **body}
+    if body["apiKey"] is None:
+        del body["apiKey"]
+    resp = await client.post(f"/call/{cid}/agents", json=body)
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def test_elevenlabs_signed_url_audio_both_ways_pings_and_key_never_shown(
+    make_client, aiohttp_server, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake, client, cid, url = await on_a_call(
+        make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=660.0
+    )
+    async with client.app[MANAGER].events.subscribe() as sub:
+        started = await start(client, cid, url)
+        await next_event(sub, "agent.connected")
+    assert started["provider"] == "elevenlabs" and started["state"] == "connected"
+    # A private agent: a signed URL asked for with the key, the socket opened without it.
+    assert fake.signed_asked[0]["xi-api-key"] == KEY
+    assert "xi-api-key" not in fake.handshakes[0] and "Authorization" not in fake.handshakes[0]
+    assert fake.inits == [{"type": "conversation_initiation_client_data", **SESSION}]
+    # The caller's 660 Hz goes up as user_audio_chunk, 20 ms at 16 kHz, nothing resampled.
+    await until(lambda: fake.heard.size >= 16_000, timeout=5)
+    assert {len(c) for c in fake.chunks} == {640}
+    up = fake.heard[-16_000:]
+    assert dominant_frequency(up, 16_000) == pytest.approx(660, abs=3)
+    assert rms_dbfs(up) == pytest.approx(rms_dbfs(tone(660, 16_000, 16_000, 0.3)), abs=0.5)
+    # Every ping answered with its pong, at once.
+    for event_id in (1, 2, 3):
+        await fake.ping(event_id)
+    await until(lambda: len(fake.pongs) == 3, timeout=2)
+    assert max(fake.pongs.values()) < 0.2
+    # The agent's 440 Hz (audio events of 125 ms) reaches the caller whole.
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.say(tone(440, 16_000, 16_000, 0.25))
+        said = await next_event(sub, "agent.transcript")
+    assert (said.data["role"], said.data["text"]) == ("agent", "a tone")
+    await until(lambda: sc.frames_heard - n0 >= 70, timeout=5)
+    down = loud(heard_since(sc, n0))
+    assert 49 <= len(down) <= 51 and {f.size for f in down} == {320}
+    pcm = np.concatenate(down[5:-5])
+    assert dominant_frequency(pcm, 16_000) == pytest.approx(440, abs=3)
+    assert rms_dbfs(pcm) == pytest.approx(rms_dbfs(tone(440, 16_000, 16_000, 0.25)), abs=0.5)
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["agents"][0]["url"] == url.split("?")[0]
+    resp = await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+    assert resp.status == 200
+    assert fake.errors == []
+    assert KEY not in caplog.text and KEY not in json.dumps(snap)
+
+
+async def test_elevenlabs_interruption_drops_the_voice_and_the_cut_replys_late_chunks(
+    make_client, aiohttp_server
+) -> None:
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    await start(client, cid, url)
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    await fake.say(tone(440, 5 * 16_000, 16_000, 0.25))
+    await until(lambda: len(loud(heard_since(sc, n0))) >= 40, timeout=5)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        n1 = sc.frames_heard
+        cut_at = await fake.interrupt()
+        # Late chunks of the cut reply (event_id up to the interruption's) are never played.
+        await fake.audio(tone(440, 8000, 16_000, 0.25).astype("<i2").tobytes(), cut_at)
+        cut = await next_event(sub, "agent.interrupted")
+    assert cut.data["by"] == "model" and cut.data["cancelled"] is False
+    assert cut.data["droppedMs"] >= 3000
+    await until(lambda: sc.frames_heard - n1 >= 25, timeout=3)
+    after = heard_since(sc, n1)
+    # Gone within 60 ms of the signal (three 20 ms frames), then silence.
+    assert len(loud(after[3:])) == 0
+    # The next reply (later event ids) plays.
+    n2 = sc.frames_heard
+    await fake.say(tone(880, 8000, 16_000, 0.25))
+    await until(lambda: len(loud(heard_since(sc, n2))) >= 20, timeout=3)
+    pcm = np.concatenate(loud(heard_since(sc, n2))[2:-2])
+    assert dominant_frequency(pcm, 16_000) == pytest.approx(880, abs=3)
+    # There is no cancel: nothing is sent back but the opening.
+    assert [e["type"] for e in fake.events] == ["conversation_initiation_client_data"]
+    assert fake.errors == []
+
+
+async def test_elevenlabs_client_tools_and_the_bridges_own(make_client, aiohttp_server) -> None:
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    started = await start(client, cid, url, bridgeTools=["hangup", "dtmf"])
+    path = f"/call/{cid}/agents/{started['agentID']}/tools"
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("lookup_order", {"order": "A12"}, "tc_1")
+        asked = await next_event(sub, "agent.tool_call")
+        assert asked.data["arguments"] == {"order": "A12"} and asked.data["toolCallID"] == "tc_1"
+        resp = await client.post(path, json={"toolCallID": "tc_1", "output": {"status": "sent"}})
+        assert resp.status == 200
+        await until(lambda: any(e["type"] == "client_tool_result" for e in fake.events))
+        answer = next(e for e in fake.events if e["type"] == "client_tool_result")
+        assert answer == {
+            "type": "client_tool_result",
+            "tool_call_id": "tc_1",
+            "result": '{"status": "sent"}',
+            "is_error": False,
+        }
+        await fake.tool_call("send_dtmf", {"digits": "12#"}, "tc_2")  # the bridge's own
+        await until(lambda: len([e for e in fake.events if e["type"] == "client_tool_result"]) == 2)
+        dtmf = [e for e in fake.events if e["type"] == "client_tool_result"][1]
+        assert dtmf["tool_call_id"] == "tc_2" and json.loads(dtmf["result"])["digits"] == "12#"
+        await fake.tool_call("hang_up", {}, "tc_3")
+        ended = await next_event(sub, "call.ended")
+    assert ended.call["endReason"] == "hangup"
+    assert fake.errors == []
+
+
+async def test_elevenlabs_formats_from_the_agents_metadata_public_agent_and_refusals(
+    make_client, aiohttp_server, caplog
+) -> None:
+    fake, client, cid, url = await on_a_call(
+        make_client, aiohttp_server, api_key=None, sim_peer="tone", sim_tone_hz=660.0
+    )
+    # A public agent at 8 kHz in, 24 kHz out: no key, no signed URL, resampled both ways.
+    fake.input_format, fake.output_format = "pcm_8000", "pcm_24000"
+    started = await start(client, cid, url, apiKey=None)
+    assert fake.signed_asked == [] and fake.connections == 1
+    await until(lambda: fake.heard.size >= 8000, timeout=5)
+    assert {len(c) for c in fake.chunks[1:]} == {320}  # 20 ms at 8 kHz (the first: less, the
+    # resampler's delay)
+    assert dominant_frequency(fake.heard[-8000:], 8000) == pytest.approx(660, abs=3)
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    await fake.say(tone(440, 24_000, 24_000, 0.25), chunk=4800)
+    await until(lambda: sc.frames_heard - n0 >= 70, timeout=5)
+    down = loud(heard_since(sc, n0))
+    assert 48 <= len(down) <= 51
+    pcm = np.concatenate(down[5:-5])
+    assert dominant_frequency(pcm, 16_000) == pytest.approx(440, abs=3)
+    assert rms_dbfs(pcm) == pytest.approx(rms_dbfs(tone(440, 16_000, 16_000, 0.25)), abs=0.5)
+    await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+    fake.errors.clear()
+    fake.api_key = KEY
+    fake.input_format = fake.output_format = "pcm_16000"
+    bad_url = url.split("?")[0]
+    cases = [
+        ({"apiKey": "wrong-key"}, 400, "agent_connect_failed"),  # 401 at get-signed-url
+        ({"url": bad_url}, 400, "bad_request"),  # no agent named
+        ({"session": {"audio": "pcm_16000"}}, 400, "bad_request"),
+        ({"session": {"dynamic_variables": "x"}}, 400, "bad_request"),
+        (  # an override the agent's security settings do not enable: refused
+            {"session": {"conversation_config_override": {"tts": {"voice_id": "v"}}}},
+            400,
+            "agent_connect_failed",
+        ),
+    ]
+    for extra, status, code in cases:
+        resp = await client.post(
+            f"/call/{cid}/agents",
+            json={"provider": "elevenlabs", "url": url, "apiKey": KEY, **extra},
+        )
+        assert resp.status == status, (extra, await resp.text())
+        assert (await resp.json())["error"]["code"] == code, extra
+    assert len(fake.errors) == 1 and "override not enabled" in fake.errors[0]
+    fake.errors.clear()
+    fake.output_format = "ulaw_8000"  # not a format the bridge plays: refused, said why
+    resp = await client.post(
+        f"/call/{cid}/agents", json={"provider": "elevenlabs", "url": url, "apiKey": KEY}
+    )
+    assert (await resp.json())["error"]["code"] == "agent_connect_failed"
+    assert "unsupported_audio_format" in caplog.text
+    resp = await client.post(
+        f"/call/{cid}/agents",
+        json={"provider": "elevenlabs", "url": "wss://api.elevenlabs.io/v1/convai/conversation"},
+    )
+    assert resp.status == 403 and "api.elevenlabs.io" in (await resp.json())["error"]["message"]
+    assert KEY not in caplog.text and fake.errors == []

@@ -1,0 +1,232 @@
+"""``openai-live`` (OpenAI GPT-Live) on ``POST /call/{callID}/agents``, against a strict fake
+written from the public description of the API, on a real (simulated) call: 16 kHz
+``audio/pcm`` named in ``session.start``, the caller's audio continuous (silence in its gaps),
+the model's continuous stream played through a small jitter buffer — its voice gone within
+140 ms of the stream turning silent, nothing cut by the caller's speech — tools through the
+Responses delegation, ``session.close`` at the stop, ``expires_at`` renewed before it bites,
+refusals, the key never shown."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import numpy as np
+import pytest
+
+from bridge.api.keys import MANAGER
+from bridge.audio import rms_dbfs, tone
+
+from ..fakes.openai_live import FakeOpenAILive
+from ..support.calls import sim_call
+from ..support.spectrum import dominant_frequency
+from ..support.waits import until
+from .test_agents import loud, next_event
+from .test_streams import active_call
+
+KEY = "sk-live-secret-0123456789abcdef"
+FRAME = 640  # bytes of 20 ms at 16 kHz
+LOOKUP = {
+    "type": "function",
+    "name": "lookup_order",
+    "description": "an order",
+    "parameters": {"type": "object", "properties": {"order": {"type": "string"}}},
+}
+RESPONSES = {"type": "responses", "responses": {"model": "gpt-5.5", "tools": [LOOKUP]}}
+SESSION = {"instructions": "Be brief.", "audio": {"output": {"voice": "marin"}}}
+
+
+async def on_a_call(make_client, aiohttp_server, **settings):
+    fake = FakeOpenAILive(api_key=KEY)
+    server = await aiohttp_server(fake.app())
+    client = await make_client(fork_url_allow=("127.0.0.1",), **settings)
+    call = await active_call(client)
+    return fake, client, call["callID"], f"ws://127.0.0.1:{server.port}/v1/live/sessions"
+
+
+async def start(client, cid: str, url: str, **body) -> dict:
+    body = {"provider": "openai-live", "url": url, "apiKey": KEY, "session": SESSION, **body}
+    resp = await client.post(f"/call/{cid}/agents", json=body)
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+def arrivals_since(fake: FakeOpenAILive, t0: float) -> tuple[list[bytes], list[float]]:
+    pairs = [(c, t) for c, t in zip(fake.chunks, fake.chunk_at, strict=False) if t >= t0]
+    return [c for c, _ in pairs], [t for _, t in pairs]
+
+
+async def test_live_16k_both_ways_silence_in_gaps_session_close_key_never_shown(
+    make_client, aiohttp_server, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake, client, cid, url = await on_a_call(
+        make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=660.0
+    )
+    async with client.app[MANAGER].events.subscribe() as sub:
+        started = await start(client, cid, url)
+        await next_event(sub, "agent.connected")
+    assert started["provider"] == "openai-live" and started["state"] == "connected"
+    assert fake.headers[0]["Authorization"] == f"Bearer {KEY}"
+    (session,) = fake.starts
+    assert session["audio"] == {
+        "format": {"type": "audio/pcm", "rate": 16000},
+        "output": {"voice": "marin"},
+    }
+    assert session["model"] == "gpt-live-1.1" and session["instructions"] == "Be brief."
+    # The caller's 660 Hz goes up in 20 ms appends at 16 kHz, nothing resampled.
+    await until(lambda: fake.heard.size >= 16_000, timeout=5)
+    assert {len(c) for c in fake.chunks} == {FRAME}
+    up = fake.heard[-16_000:]
+    assert dominant_frequency(up, 16_000) == pytest.approx(660, abs=3)
+    assert rms_dbfs(up) == pytest.approx(rms_dbfs(tone(660, 16_000, 16_000, 0.3)), abs=0.5)
+    # The model's 440 Hz in its continuous stream reaches the caller whole, at its level.
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    fake.speak(tone(440, 16_000, 16_000, 0.25))
+    await until(lambda: fake.silent_since is not None, timeout=5)
+    await until(lambda: sc.frames_heard - n0 >= 80, timeout=5)
+    down = loud(list(sc.heard)[-(sc.frames_heard - n0) :])
+    assert 49 <= len(down) <= 51 and {f.size for f in down} == {320}
+    pcm = np.concatenate(down[3:-3])
+    assert dominant_frequency(pcm, 16_000) == pytest.approx(440, abs=3)
+    assert rms_dbfs(pcm) == pytest.approx(rms_dbfs(tone(440, 16_000, 16_000, 0.25)), abs=0.5)
+    # On hold the caller is not heard, yet the stream goes on: silence, at the call's pace.
+    resp = await client.post("/call/hold", json={"callID": cid, "held": True})
+    assert resp.status == 200, await resp.text()
+    t0 = time.monotonic() + 0.1  # what was on its way when the hold came
+    await until(lambda: time.monotonic() - t0 >= 0.6, timeout=3)
+    chunks, at = arrivals_since(fake, t0)
+    held = np.frombuffer(b"".join(chunks), dtype="<i2")
+    assert {len(c) for c in chunks} == {FRAME} and not held.any()
+    assert held.size / 16_000 == pytest.approx(at[-1] - t0, abs=0.1)
+    assert max(np.diff(at)) < 0.1  # never a pause
+    resp = await client.post("/call/hold", json={"callID": cid, "held": False})
+    n1 = len(fake.chunks)
+    await until(lambda: len(fake.chunks) - n1 >= 25, timeout=3)
+    assert dominant_frequency(fake.heard[-4000:], 16_000) == pytest.approx(660, abs=3)
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["agents"][0]["url"] == url
+    # The stop says goodbye: session.close, and the server ends the session itself.
+    resp = await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+    assert resp.status == 200
+    assert fake.events[-1]["type"] == "session.close"
+    assert fake.closed_reasons == ["close_requested"] and fake.expired == 0
+    assert fake.errors == []
+    assert KEY not in caplog.text and KEY not in json.dumps(snap)
+
+
+async def test_live_voice_gone_within_140ms_of_the_stream_turning_silent(
+    make_client, aiohttp_server
+) -> None:
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    await start(client, cid, url)
+    sc = sim_call(client, cid)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        n0 = sc.frames_heard
+        fake.speak(tone(440, 3 * 16_000, 16_000, 0.25))
+        await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 20, timeout=5)
+        # The caller talks over it: reported, and the voice plays on (the model decides).
+        await fake.transcript("caller", "Hm", 1000, 1200)
+        heard = await next_event(sub, "agent.speech.started")
+        assert heard.data["by"] == "model"
+        n1 = sc.frames_heard
+        await until(lambda: sc.frames_heard - n1 >= 25, timeout=3)
+        assert len(loud(list(sc.heard)[-(sc.frames_heard - n1) :])) >= 24
+        # The model stops by itself: its stream turns silent, mid-reply.
+        fake._voice = fake._voice[:0]
+        await until(lambda: fake.silent_since is not None, timeout=3)
+        silent = fake.silent_since
+        assert silent is not None
+        await until(lambda: sc.heard_at[-1] - silent >= 0.4, timeout=3)
+        frames = list(zip(list(sc.heard_at)[-len(sc.heard) :], sc.heard, strict=True))
+        last_loud = max(t for t, f in frames if np.abs(f).max() > 1000)
+        assert last_loud - silent <= 0.140, f"voice heard {1000 * (last_loud - silent):.0f} ms on"
+        assert not loud([f for t, f in frames if t > silent + 0.14])
+        # Its turns, grouped from the fragments: the caller's closes when the model answers.
+        await fake.transcript("caller", " wait", 1200, 1400)
+        await fake.transcript("agent", "Sure.", 1600, 1800)
+        said = await next_event(sub, "agent.transcript")
+    assert (said.data["role"], said.data["text"]) == ("caller", "Hm wait")
+    assert fake.errors == []
+
+
+async def test_live_tools_through_the_responses_delegation(make_client, aiohttp_server) -> None:
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    # The bridge's tools need a backend to live in.
+    body = {"provider": "openai-live", "url": url, "apiKey": KEY, "bridgeTools": ["hangup"]}
+    resp = await client.post(f"/call/{cid}/agents", json=body)
+    assert resp.status == 400 and "delegation" in (await resp.json())["error"]["message"]
+    assert fake.starts == []
+    session = {**SESSION, "delegation": RESPONSES}
+    started = await start(client, cid, url, session=session, bridgeTools=["hangup"])
+    tools = fake.starts[0]["delegation"]["responses"]["tools"]
+    assert [t["name"] for t in tools] == ["lookup_order", "hang_up"]
+    path = f"/call/{cid}/agents/{started['agentID']}/tools"
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.delegate_function("lookup_order", {"order": "A12"}, "call_1")
+        asked = await next_event(sub, "agent.tool_call")
+        assert asked.data["arguments"] == {"order": "A12"} and asked.data["toolCallID"] == "call_1"
+        resp = await client.post(path, json={"toolCallID": "call_1", "output": {"status": "sent"}})
+        assert resp.status == 200
+        await until(lambda: any(e["type"] == "response.create" for e in fake.events))
+        answered = [e for e in fake.events if e["type"].startswith("response.")]
+        assert [e["type"] for e in answered] == ["response.item.create", "response.create"]
+        assert answered[0]["item"] == {
+            "type": "function_call_output",
+            "call_id": "call_1",
+            "output": '{"status": "sent"}',
+        }
+        await fake.delegate_function("hang_up", {}, "call_2")  # the bridge's own tool
+        ended = await next_event(sub, "call.ended")
+    assert ended.call["endReason"] == "hangup"
+    assert fake.errors == []
+
+
+async def test_live_expires_at_renewed_before_it_and_refusals(
+    make_client, aiohttp_server, caplog
+) -> None:
+    fake, client, cid, url = await on_a_call(
+        make_client, aiohttp_server, sim_peer="silence", agent_retries=1
+    )
+    fake.SESSION_S = 2.5  # renewed after 1 s (the bridge's floor), never expired
+    cases = [
+        ({"session": {"audio": {"format": {"type": "audio/pcmu"}}}}, 400, "bad_request"),
+        ({"session": {"voice": "marin"}}, 400, "bad_request"),
+        ({"session": {"model": "gpt-realtime"}}, 400, "agent_connect_failed"),  # the server's no
+        ({"apiKey": "wrong-key"}, 400, "agent_connect_failed"),
+    ]
+    for extra, status, code in cases:
+        body = {"provider": "openai-live", "url": url, "apiKey": KEY, **extra}
+        resp = await client.post(f"/call/{cid}/agents", json=body)
+        assert resp.status == status, (extra, await resp.text())
+        assert (await resp.json())["error"]["code"] == code, extra
+    assert len(fake.errors) == 1 and "model" in fake.errors[0]
+    fake.errors.clear()
+    resp = await client.post(f"/call/{cid}/agents", json={"provider": "openai-live", "apiKey": KEY})
+    assert resp.status == 403 and "api.openai.com" in (await resp.json())["error"]["message"]
+    connections = fake.connections
+    started = await start(client, cid, url)
+    await fake.transcript("caller", "Where is my order?", 0, 900)
+    await fake.transcript("agent", "On its way.", 1000, 1800)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        again = await next_event(sub, "agent.reconnected", timeout=5)
+    assert again.data["resumed"] is False
+    assert fake.connections == connections + 2 and fake.expired == 0
+    assert fake.closed_reasons == ["close_requested"]  # the old session ended politely
+    assert fake.starts[-1]["input"] == [
+        {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "Where is my order?"}],
+        }
+    ]
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    fake.speak(tone(440, 8000, 16_000, 0.25))  # the new session is heard
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 20, timeout=5)
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["state"] == "active" and snap["agents"][0]["state"] == "connected"
+    await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+    assert fake.errors == [] and KEY not in caplog.text

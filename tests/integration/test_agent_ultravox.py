@@ -1,0 +1,203 @@
+"""``ultravox`` on ``POST /call/{callID}/agents``, against a strict fake written from Ultravox's
+public documents, on a real (simulated) call: the call created over REST with a 16 kHz
+``serverWebSocket`` medium and ``X-API-Key``, its ``joinUrl`` joined, binary s16le both ways,
+``playback_clear_buffer`` flushing the voice, client tools, ``maxDuration`` renewed with
+``priorCallId``, refusals, the key never shown."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from bridge.agents import connection, ultravox
+from bridge.api.keys import MANAGER
+from bridge.audio import rms_dbfs, tone
+
+from ..fakes.ultravox import FakeUltravox
+from ..support.calls import heard_since, sim_call
+from ..support.spectrum import dominant_frequency
+from ..support.waits import until
+from .test_agents import loud, next_event
+from .test_streams import active_call
+
+KEY = "uv-secret-0123456789abcdef"
+SESSION = {"systemPrompt": "Be brief.", "voice": "Mark", "firstSpeaker": "FIRST_SPEAKER_AGENT"}
+
+
+async def on_a_call(make_client, aiohttp_server, **settings):
+    fake = FakeUltravox(api_key=KEY)
+    server = await aiohttp_server(fake.app())
+    fake.port = server.port
+    client = await make_client(fork_url_allow=("127.0.0.1",), **settings)
+    call = await active_call(client)
+    return fake, client, call["callID"], f"http://127.0.0.1:{server.port}/api"
+
+
+async def start(client, cid: str, url: str, **body) -> dict:
+    body = {"provider": "ultravox", "url": url, "apiKey": KEY, "session": SESSION, **body}
+    resp = await client.post(f"/call/{cid}/agents", json=body)
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def test_ultravox_call_created_over_rest_binary_16k_both_ways_key_never_shown(
+    make_client, aiohttp_server, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake, client, cid, url = await on_a_call(
+        make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=660.0
+    )
+    async with client.app[MANAGER].events.subscribe() as sub:
+        started = await start(client, cid, url)
+        await next_event(sub, "agent.connected")
+    assert started["provider"] == "ultravox" and started["state"] == "connected"
+    (created,) = fake.created
+    assert created["headers"]["X-API-Key"] == KEY and created["priorCallId"] is None
+    assert created["body"] == {
+        **SESSION,
+        "medium": {
+            "serverWebSocket": {
+                "inputSampleRate": 16000,
+                "outputSampleRate": 16000,
+                "clientBufferSizeMs": ultravox.CLIENT_BUFFER_MS,
+            }
+        },
+        "maxDuration": "3600s",
+    }
+    assert fake.joins[0]["apiVersion"] == "1"
+    # The caller's 660 Hz goes up as binary frames of 20 ms at 16 kHz, nothing resampled.
+    await until(lambda: fake.heard.size >= 16_000, timeout=5)
+    assert {len(c) for c in fake.chunks} == {640}
+    up = fake.heard[-16_000:]
+    assert dominant_frequency(up, 16_000) == pytest.approx(660, abs=3)
+    assert rms_dbfs(up) == pytest.approx(rms_dbfs(tone(660, 16_000, 16_000, 0.3)), abs=0.5)
+    # The agent's 440 Hz (binary frames, one odd-sized) reaches the caller whole; its
+    # transcript, sent in deltas, is told once final.
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.say(tone(440, 16_000, 16_000, 0.25), chunk=1921)
+        said = await next_event(sub, "agent.transcript")
+    assert (said.data["role"], said.data["text"]) == ("agent", "a tone")
+    await until(lambda: sc.frames_heard - n0 >= 70, timeout=5)
+    down = loud(heard_since(sc, n0))
+    assert 49 <= len(down) <= 51 and {f.size for f in down} == {320}
+    pcm = np.concatenate(down[5:-5])
+    assert dominant_frequency(pcm, 16_000) == pytest.approx(440, abs=3)
+    assert rms_dbfs(pcm) == pytest.approx(rms_dbfs(tone(440, 16_000, 16_000, 0.25)), abs=0.5)
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["agents"][0]["url"] == url
+    resp = await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+    assert resp.status == 200
+    assert fake.errors == []
+    assert KEY not in caplog.text and KEY not in json.dumps(snap)
+
+
+async def test_ultravox_playback_clear_buffer_flushes_the_voice(
+    make_client, aiohttp_server
+) -> None:
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    await start(client, cid, url)
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    await fake.say(tone(440, 5 * 16_000, 16_000, 0.25))
+    await until(lambda: len(loud(heard_since(sc, n0))) >= 40, timeout=5)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        n1 = sc.frames_heard
+        await fake.clear_buffer()
+        cut = await next_event(sub, "agent.interrupted")
+    assert cut.data["by"] == "model" and cut.data["cancelled"] is False
+    assert cut.data["droppedMs"] >= 3000
+    await until(lambda: sc.frames_heard - n1 >= 25, timeout=3)
+    # Gone within 60 ms of the signal (three 20 ms frames), then silence.
+    assert len(loud(heard_since(sc, n1)[3:])) == 0
+    # The next reply plays.
+    n2 = sc.frames_heard
+    await fake.say(tone(880, 8000, 16_000, 0.25))
+    await until(lambda: len(loud(heard_since(sc, n2))) >= 20, timeout=3)
+    pcm = np.concatenate(loud(heard_since(sc, n2))[2:-2])
+    assert dominant_frequency(pcm, 16_000) == pytest.approx(880, abs=3)
+    # Ultravox stops by itself: nothing is sent back.
+    assert fake.events == [] and fake.errors == []
+
+
+async def test_ultravox_client_tools_and_the_bridges_own(make_client, aiohttp_server) -> None:
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    mine = {
+        "temporaryTool": {"modelToolName": "lookup_order", "description": "an order", "client": {}}
+    }
+    session = {**SESSION, "selectedTools": [mine]}
+    started = await start(client, cid, url, session=session, bridgeTools=["hangup", "dtmf"])
+    tools = fake.created[0]["body"]["selectedTools"]
+    assert [t["temporaryTool"]["modelToolName"] for t in tools] == [
+        "lookup_order",
+        "hang_up",
+        "send_dtmf",
+    ]
+    assert tools[2]["temporaryTool"]["dynamicParameters"][0]["name"] == "digits"
+    assert tools[2]["temporaryTool"]["dynamicParameters"][0]["required"] is True
+    path = f"/call/{cid}/agents/{started['agentID']}/tools"
+    results = lambda: [e for e in fake.events if e["type"] == "client_tool_result"]  # noqa: E731
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("lookup_order", {"order": "A12"}, "inv_1")
+        asked = await next_event(sub, "agent.tool_call")
+        assert asked.data["arguments"] == {"order": "A12"} and asked.data["toolCallID"] == "inv_1"
+        resp = await client.post(path, json={"toolCallID": "inv_1", "output": "shipped"})
+        assert resp.status == 200
+        await until(lambda: len(results()) == 1)
+        assert results()[0] == {
+            "type": "client_tool_result",
+            "invocationId": "inv_1",
+            "result": "shipped",
+            "responseType": "tool-response",
+        }
+        await fake.tool_call("send_dtmf", {"digits": "4"}, "inv_2")
+        await until(lambda: len(results()) == 2)
+        assert json.loads(results()[1]["result"])["digits"] == "4"
+        await fake.tool_call("hang_up", {}, "inv_3")
+        ended = await next_event(sub, "call.ended")
+    assert ended.call["endReason"] == "hangup"
+    assert fake.errors == []
+
+
+async def test_ultravox_max_duration_renewed_with_prior_call_id(
+    make_client, aiohttp_server, monkeypatch
+) -> None:
+    monkeypatch.setattr(ultravox, "MAX_DURATION_S", 3)  # the fake ends the call after 3 s
+    monkeypatch.setattr(connection, "RENEW_MARGIN_S", 2.0)  # renewed after 1 s
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    started = await start(client, cid, url)
+    assert fake.created[0]["body"]["maxDuration"] == "3s"
+    async with client.app[MANAGER].events.subscribe() as sub:
+        again = await next_event(sub, "agent.reconnected", timeout=5)
+    assert again.data["resumed"] is True  # the new call continues the old one's conversation
+    assert len(fake.created) == 2 and fake.created[1]["priorCallId"] == "call-1"
+    assert fake.created[1]["body"]["firstSpeaker"] == "FIRST_SPEAKER_USER"  # no second hello
+    assert fake.call_id == "call-2" and fake.errors == []
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["state"] == "active" and snap["agents"][0]["state"] == "connected"
+    await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+
+
+async def test_ultravox_refusals(make_client, aiohttp_server, caplog) -> None:
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    cases = [
+        ({"apiKey": "wrong-key"}, 400, "agent_connect_failed"),  # 401 at the creation
+        ({"url": url.replace("http://", "ws://")}, 400, "bad_request"),  # the REST base
+        ({"session": {"medium": {"twilio": {}}}}, 400, "bad_request"),
+        ({"session": {"maxDuration": 60}}, 400, "bad_request"),
+        ({"session": {"systemPrompt": "x", "colour": "red"}}, 400, "agent_connect_failed"),
+    ]
+    for extra, status, code in cases:
+        body = {"provider": "ultravox", "url": url, "apiKey": KEY, **extra}
+        resp = await client.post(f"/call/{cid}/agents", json=body)
+        assert resp.status == status, (extra, await resp.text())
+        assert (await resp.json())["error"]["code"] == code, extra
+    assert len(fake.errors) == 1 and "unknown fields" in fake.errors[0]
+    assert fake.joins == []  # a refused creation is never joined
+    resp = await client.post(f"/call/{cid}/agents", json={"provider": "ultravox", "apiKey": KEY})
+    assert resp.status == 403 and "api.ultravox.ai" in (await resp.json())["error"]["message"]
+    assert KEY not in caplog.text

@@ -1,0 +1,120 @@
+"""The remote PCM engine path holds its delay whatever the engine's clock (issue 61).
+
+A real bridge (in this process) on the ZuckZapGo engine, against ``bench/zuckzapgo_echo.py``'s
+echoing engine over a real WebSocket, in each of its unkind ways: one that sends back what it
+gets as it gets it, one on its own 60 ms clock at a seeded phase that drops nothing, one whose
+clock drifts. A real aiortc peer sends a 20 ms 1 kHz click once a second and times each from
+its RTP packet's send to the first loud RTP packet back (``bench/loadgen.py``'s probe, decoded
+as each packet arrives, so the peer's own jitter buffer is not in it); the same peer against a
+bare aiortc echo (``bench/echo_server.py``) in the same test is the reference.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from bench import echo_server
+from bench.loadgen import ClickProbe, PacketTrack, encode_clicks
+from bench.zuckzapgo_echo import EchoingZuckZapGo, EchoKind, EchoTiming
+from bridge.rtc import restrict_host_addresses
+from tests.support.ports import free_port
+
+from ..support.waits import until
+
+CLICKS = 4
+"""Clicks timed per call (one a second), after the first two (the call's start)."""
+
+
+async def click_round_trips(http: Any, clicks: int = CLICKS) -> list[float]:
+    """A call placed through ``http`` (``/call/make`` then ``/call/webrtc/offer``) whose peer
+    clicks once a second: the round trip of each click after the first two (s)."""
+    restrict_host_addresses(["127.0.0.1"])
+    resp = await http.post("/call/make", json={"phone": "+5521999999999"})
+    assert resp.status == 201
+    call_id = (await resp.json())["callID"]
+    probe = ClickProbe()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTrack(PacketTrack(list(encode_clicks()), probe=probe))
+    receiver = pc.getTransceivers()[0].receiver
+    handle = receiver._handle_rtp_packet
+
+    async def timed(packet: Any, arrival_time_ms: int) -> None:
+        if packet.payload:
+            probe.on_receive(packet.payload, time.monotonic())
+        await handle(packet, arrival_time_ms)
+
+    receiver._handle_rtp_packet = timed  # this peer's receiver only
+    try:
+        await pc.setLocalDescription(await pc.createOffer())
+        body = {"callID": call_id, "type": "offer", "sdp": pc.localDescription.sdp}
+        resp = await http.post("/call/webrtc/offer", json=body)
+        answer = await resp.json()
+        assert resp.status == 200, answer
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        await until(lambda: len(probe.round_trips) >= clicks + 2, clicks + 8, "the clicks back")
+        return probe.round_trips[2 : clicks + 2]
+    finally:
+        await pc.close()
+
+
+def echo_app() -> web.Application:
+    """``bench/echo_server.py``: the bare aiortc echo."""
+    app = web.Application()
+    app[echo_server.PCS] = set()
+    app.router.add_post("/call/make", echo_server.make)
+    app.router.add_post("/call/webrtc/offer", echo_server.offer)
+    app.on_shutdown.append(echo_server.close_all)
+    return app
+
+
+async def added_delay(
+    aiohttp_client: Any, make_client: Callable[..., Awaitable[Any]], timing: EchoTiming
+) -> tuple[float, float, list[float]]:
+    """(the bridge's click round trip minus the bare echo's, medians in s; the bridge's)."""
+    bare = await click_round_trips(await aiohttp_client(echo_app()))
+    engine = EchoingZuckZapGo(timing, token="ztok", port=free_port(), answer_delay=0.05)
+    await engine.start()
+    try:
+        client = await make_client(
+            engine="zuckzapgo",
+            engine_url=engine.url,
+            engine_token="ztok",
+            engine_poll_interval=0.2,
+        )
+        rtts = await click_round_trips(client)
+    finally:
+        await engine.stop()
+    added = statistics.median(rtts) - statistics.median(bare)
+    return added, statistics.median(bare), rtts
+
+
+BOUND = 0.060
+"""Seconds over the bare echo's round trip this branch holds on a shared 2-core runner:
+main gave +97 to +118 ms for an engine that sends back as it gets (and up to +216 ms for a
+clocked one). Issue 61's goal is +20 ms; not yet held on every phase (docs/performance.md)."""
+
+
+@pytest.mark.serial  # round trips timed to the ms: other tests' CPU moves them by ticks
+@pytest.mark.parametrize(
+    "timing",
+    [
+        EchoTiming(EchoKind.AS_RECEIVED),
+        EchoTiming(EchoKind.CLOCKED, 0.031),
+        EchoTiming(EchoKind.DRIFT, 0.011, ppm=300),
+    ],
+    ids=lambda t: f"{t.kind.value}@{t.phase}{t.ppm:+g}",
+)
+async def test_engine_delay_is_held(
+    aiohttp_client: Any, make_client: Any, timing: EchoTiming
+) -> None:
+    """The click's round trip through the bridge and each unkind engine, minus the bare
+    echo's, stays within :data:`BOUND`."""
+    added, bare, _ = await added_delay(aiohttp_client, make_client, timing)
+    assert added <= BOUND, f"{1000 * added:+.1f} ms over the bare echo's {1000 * bare:.1f}"
