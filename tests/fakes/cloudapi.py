@@ -180,6 +180,12 @@ class MetaPeer:
         original = dtls._send_rtp
 
         async def send_rtp(data: bytes) -> None:
+            # aiortc sends its RTCP (reports, and the BYE its sender's stop awaits) through
+            # the same call: RTCP keeps its own header (bytes 2-3 are its length, RFC 3550
+            # §6.4.1) and is no audio (RFC 5761 §4: packet types 192-223 are RTCP's).
+            if 192 <= data[1] <= 223:
+                await original(data)
+                return
             b = bytearray(data)
             b[2:4] = self._seq.to_bytes(2, "big")
             self._seq = (self._seq + 1) & 0xFFFF
