@@ -5,6 +5,7 @@ browser joins: then the WhatsApp leg, still on PCMA, is decoded and coded again.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -12,11 +13,13 @@ import pytest
 
 from bridge.api.keys import MANAGER
 
+from ..fakes.cloudapi import MetaPeer
 from ..integration.test_participants import join
 from ..support.baresip_phone import BaresipPhone
 from ..support.calls import wait_state
 from ..support.spectrum import band_energy, dominant_frequency
 from ..support.waits import until, until_passes
+from .test_sipp_uic import apply_answer, keys
 
 META_HZ, PHONE_HZ, BROWSER_HZ = 440, 660, 1000
 
@@ -133,3 +136,57 @@ async def test_whatsapp_on_g711_to_a_g711_phone_forwards_packets_untouched(
         await browser.close()
     await client.post("/call/hangup", json={"callID": cid})
     await wait_state(client, cid, "ended")
+
+
+async def test_sip_road_answers_metas_g711_in_kind_for_a_g711_phone(sip_rig, phone, tmp_path):
+    """Meta's SIP road (SIPp's INVITE over TLS, Meta's media an aiortc peer): an offer with
+    PCMA beside Opus, for a number a PCMA PBX phone answers, is answered in PCMA, and the two
+    legs' packets go through untouched both ways."""
+    p: BaresipPhone = await phone("PCMA")
+    rig = await sip_rig(data_dir=str(tmp_path / "data"), sip_trunk_listen="127.0.0.1:0")
+    trunk = {
+        "name": "reception",
+        "uri": f"sip:127.0.0.1:{p.port};transport=udp",
+        "codecs": ["PCMA"],
+        "answer": {"numbers": ["default"], "uri": f"sip:1001@127.0.0.1:{p.port}"},
+    }
+    assert (await rig.client.post("/trunks", json=trunk)).status == 201
+    sipp = rig.sipp("uic.xml")
+    await rig.hops.start(rig.engine.ua.port, sipp.port)
+    meta = MetaPeer(META_HZ)
+    try:
+        offer = await meta.offer(("PCMA",))
+        assert "a=rtpmap:8 PCMA/8000" in offer
+        await sipp.start(remote=rig.hops.to_bridge, keys=keys(rig, offer), pause_ms=8000)
+        answer = (await apply_answer(sipp, meta)).splitlines()
+        [m_line] = [ln for ln in answer if ln.startswith("m=audio")]
+        assert m_line.split()[3:] == ["8", "126"], m_line  # PCMA and telephone-event only
+        assert not any("opus" in ln for ln in answer)
+        await asyncio.wait_for(meta.connected.wait(), 10)
+        cid = (await (await rig.client.get("/call/status")).json())["calls"][0]["callID"]
+        rt = rig.client.app[MANAGER].find_runtime(cid)
+        (leg,) = rt.attached("sip")
+        whatsapp = rt.media.webrtc_leg
+        assert whatsapp.codec == "PCMA" and leg.media.codec == "PCMA"
+
+        def forwarded() -> tuple[int, int]:
+            return leg.media.forwarded, whatsapp.leg_json()["framesForwarded"]
+
+        def phone_hears_whatsapp() -> None:
+            samples, rate = p.heard(1.0)
+            heard, level = dominant_frequency(samples, rate), level_dbfs(samples)
+            assert heard == pytest.approx(META_HZ, abs=5) and level > -30, (heard, level)
+
+        def whatsapp_hears_phone() -> None:
+            heard, level = whatsapp_heard(meta)
+            assert heard == pytest.approx(PHONE_HZ, abs=5) and level > -30, (heard, level)
+
+        await until(lambda: min(forwarded()) > 100, 10, "two seconds forwarded each way")
+        await until_passes(phone_hears_whatsapp, 10)
+        await until_passes(whatsapp_hears_phone, 10)
+        assert whatsapp.leg_json()["packetsNotDecoded"] > 50
+        assert leg.media.playout.not_decoded > 50
+        await rig.client.post("/call/hangup", json={"callID": cid})
+        await wait_state(rig.client, cid, "ended")
+    finally:
+        await meta.close()
