@@ -130,7 +130,7 @@ class DtlsSrtp:
         if audio:
             self.session.use_codec(ours, audio[0].payloadType)
         else:
-            self.session.opus_pt = -1  # no payload type matches
+            self.session.audio_pt = -1  # no payload type matches
             what = "Opus" if ours == "opus" else ours
             log.warning("%s: no %s negotiated; its audio is not received", self.name, what)
         self._start_reports()

@@ -105,7 +105,7 @@ class SdesPeer(WhatsAppLeg):
         self._tasks = TaskSet(f"sdes-peer[{name}]")
         self.socket = SrtpSocket(name, self._on_rtp, self._on_rtcp)
         self.session = RtpSession(
-            secrets.randbits(32), f"bridge-{secrets.token_hex(6)}", opus_pt=OPUS_PT
+            secrets.randbits(32), f"bridge-{secrets.token_hex(6)}", audio_pt=OPUS_PT
         )
         """The leg's RTP session: RTP and RTCP both ways (``rtc/rtp_session.py``)."""
         self.stream = self.session.stream
@@ -132,13 +132,13 @@ class SdesPeer(WhatsAppLeg):
         self._closed = self._close_expected = False
 
     @property
-    def opus_pt(self) -> int:
-        """The Opus payload type both ways (Meta's)."""
-        return self.session.opus_pt
+    def audio_pt(self) -> int:
+        """The audio codec's payload type both ways (Meta's Opus, or G.711's static one)."""
+        return self.session.audio_pt
 
-    @opus_pt.setter
-    def opus_pt(self, pt: int) -> None:
-        self.session.opus_pt = pt
+    @audio_pt.setter
+    def audio_pt(self, pt: int) -> None:
+        self.session.audio_pt = pt
 
     # -- negotiation
     async def _open(self, remote_host: str | None) -> str:
@@ -161,7 +161,7 @@ class SdesPeer(WhatsAppLeg):
             raise BadOffer("the SDP's audio has no opus/48000")
         self.codec = answer_codec(audio, other_leg)
         if self.codec == "opus":
-            self.opus_pt = audio.opus_pt
+            self.audio_pt = audio.opus_pt
         else:  # G.711's static payload types (RFC 3551 §6), as Meta offers them
             self.session.use_codec(self.codec, STATIC_PT[self.codec])
             self.playout.resume(self.playout.on_frame, self.playout.bus_stats)
@@ -189,7 +189,7 @@ class SdesPeer(WhatsAppLeg):
             raise BadOffer(f"the answer's a=crypto suite {remote.crypto.suite} is not ours")
         self.dtmf_pt = audio.dtmf_pt or self.dtmf_pt
         if audio.opus_pt is not None:
-            self.opus_pt = audio.opus_pt
+            self.audio_pt = audio.opus_pt
         self._start(
             remote.crypto, (remote.address, remote.port), remote.rtcp, audio.bitrate, audio.fec
         )
@@ -202,7 +202,7 @@ class SdesPeer(WhatsAppLeg):
             return
         self.socket.set_keys(self.crypto.key, theirs.key, self.crypto.profile)
         self.socket.set_remote(rtp, rtcp)
-        self.stream.payload_type = self.opus_pt
+        self.stream.payload_type = self.audio_pt
         # FEC follows Meta's reports as they arrive (rtc/protection.py), as on the DTLS leg:
         # none before the first one (LBRR at Meta's 20 kbit/s costs a clean link dearly).
         self._track = OpusBusTrack(
