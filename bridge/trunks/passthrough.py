@@ -17,13 +17,11 @@ them. Only packets of one 20 ms frame are forwarded: what each leg's peer was to
 
 from __future__ import annotations
 
+from ..audio.phone_codecs import NARROW_SAMPLES
+
 RUN_IDLE = 0.06
 """Seconds without a forwarded packet after which the trunk leg encodes again (three ticks:
 WhatsApp's sender stopped, or its packets are no longer forwarded)."""
-
-
-G711_20MS = 160
-"""G.711 bytes in a 20 ms packet (one a sample at 8 kHz)."""
 
 
 def one_20ms_packet(codec: str, payload: bytes) -> bool:
@@ -31,7 +29,7 @@ def one_20ms_packet(codec: str, payload: bytes) -> bool:
     its length; other codecs are never forwarded."""
     if codec == "opus":
         return one_20ms_frame(payload)
-    return codec in ("PCMU", "PCMA") and len(payload) == G711_20MS
+    return codec in ("PCMU", "PCMA") and len(payload) == NARROW_SAMPLES  # a byte a sample
 
 
 def one_20ms_frame(payload: bytes) -> bool:
