@@ -2,7 +2,8 @@
 A-law) and G.722, each to the bus's 16 kHz with exactly 320 samples a 20 ms packet, and the
 same interface as :class:`~bridge.audio.opus.OpusDecoder` (``decode``, ``decode_fec``,
 ``has_fec``, ``conceal``, ``warm``, ``rtp_clock``); and :class:`PhoneEncoder`, the other way:
-the bus's frames as a phone's payloads.
+the bus's frames as a phone's payloads, exactly one a frame (a trunk's phone; the WhatsApp leg
+when Meta speaks G.711).
 
 Neither codec has in-band FEC nor concealment of its own: a lost packet is concealed by pitch
 repetition (:class:`~bridge.audio.plc.PitchRepeat`, G.711 Appendix I's method) on the decoded
@@ -18,7 +19,7 @@ import numpy as np
 from .g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from .g722 import G722Decoder, G722Encoder
 from .opus import OpusEncoder
-from .pcm import Pcm, Reframer
+from .pcm import Pcm
 from .plc import PitchRepeat
 from .resample import Resampler, Upsample2x
 
@@ -86,10 +87,14 @@ def phone_decoder(codec: str) -> G711Decoder | G722PhoneDecoder:
 
 
 class PhoneEncoder:
-    """The bus's 20 ms frames (16 kHz) as one phone codec's payloads, one a 20 ms packet:
-    ``PCMU``/``PCMA`` resampled to 8 kHz and reframed to 160 samples; ``G722`` and ``opus``
-    coded at the bus's own 16 kHz, no resampling (Opus with in-band FEC, no DTX: a phone's
-    jitter buffer expects a packet every 20 ms)."""
+    """The bus's 20 ms frames (16 kHz) as one phone codec's payloads, exactly one a frame, for a
+    sender that sends one packet a tick: ``PCMU``/``PCMA`` resampled to 8 kHz, 160 bytes;
+    ``G722`` and ``opus`` coded at the bus's own 16 kHz, no resampling (Opus with in-band FEC,
+    no DTX: a phone's jitter buffer expects a packet every 20 ms).
+
+    The 8 kHz resampler's filter delay shortens its first outputs; that shortfall is paid once
+    as leading silence, so every later frame maps to exactly one packet (no drift, no
+    reframer's zero-or-two)."""
 
     def __init__(self, codec: str) -> None:
         self.codec = codec
@@ -104,16 +109,20 @@ class PhoneEncoder:
             self._wide = G722Encoder().encode
         self._law: Callable[[Pcm], bytes] = ulaw_encode if codec == "PCMU" else alaw_encode
         self._down = Resampler(RTP_CLOCK)
-        self._frames = Reframer(NARROW_SAMPLES)
+        self._held = np.zeros(0, dtype=np.int16)
 
-    def payloads(self, pcm: Pcm) -> list[bytes]:
-        """One 20 ms bus frame's packets (G.711's reframing may hold one back or give two)."""
+    def encode(self, pcm: Pcm) -> bytes:
+        """One 20 ms bus frame's payload."""
         if self._wide is not None:
-            return [self._wide(pcm)]
-        narrow = self._down.resample_array(pcm, 16000)
-        return [self._law(frame) for frame in self._frames.push(narrow)]
+            return self._wide(pcm)
+        narrow = np.concatenate((self._held, self._down.resample_array(pcm, 16000)))
+        if narrow.size < NARROW_SAMPLES:
+            narrow = np.concatenate((np.zeros(NARROW_SAMPLES - narrow.size, np.int16), narrow))
+        self._held = narrow[NARROW_SAMPLES:]
+        return self._law(narrow[:NARROW_SAMPLES])
 
     def reset(self) -> None:
-        """Start afresh (Opus's state; the last packets sent were not this encoder's)."""
+        """Start afresh (Opus's state; the last packets sent were not this encoder's). G.711
+        codes each sample alone: nothing to forget."""
         if self._opus is not None:
             self._opus.reset()

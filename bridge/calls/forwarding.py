@@ -13,9 +13,12 @@ forwarded and nothing reads its PCM on the bus (no recorder, fork, socket, model
 speech detector: the bus's taps), the sending leg's playout only counts them
 (``rtc/uplink.py``'s idle leg). A tap added, or mixing begun, is heard from the next packet.
 
-A phone alone on the call on an Opus trunk (``trunks/passthrough.py``) is wired the same way:
-WhatsApp's packets to it while it hears only the WhatsApp user, its packets to WhatsApp while
-WhatsApp hears only it.
+A phone alone on the call that speaks the WhatsApp leg's codec (``trunks/passthrough.py``:
+Opus on an Opus trunk, or G.711 when Meta offered it and the leg was answered with it,
+``audio.additional_codecs``) is wired the same way: WhatsApp's packets to it while it hears
+only the WhatsApp user, its packets to WhatsApp while WhatsApp hears only it. A browser that
+joins then unwires it, and a WhatsApp leg on G.711 is decoded and coded again for the
+browser (its own codec stays the one negotiated with Meta).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ if TYPE_CHECKING:
 
 
 class PhonePackets(Protocol):
-    """A trunk leg's Opus as pass-through sees it (``trunks/media.py`` ``TrunkMedia``)."""
+    """A trunk leg's RTP as pass-through sees it (``trunks/media.py`` ``TrunkMedia``), in the
+    WhatsApp leg's codec (Opus, or G.711 when Meta was answered with it)."""
 
     forward_allowed: Callable[[], bool] | None
 
@@ -80,7 +84,7 @@ class Forwarding:
         phone: PhonePackets | None = None,
     ) -> None:
         """Wire ``leg`` and the agent's ``session`` for pass-through (or unwire them); with no
-        browser, ``phone`` (the only participant, on Opus) instead."""
+        browser, ``phone`` (the only participant, on the leg's codec) instead."""
         if leg is None:
             return
         if session is None and phone is not None:
@@ -96,7 +100,8 @@ class Forwarding:
             self._to.forward_to(None)
             self._to.report_loss_beyond(None)
         self._to = None
-        if session is None or not session.media.opus_passthrough:
+        if session is None or not session.media.opus_passthrough or leg.codec != "opus":
+            # A browser speaks Opus: a WhatsApp leg on G.711 is decoded and coded for it.
             self._half = None
             leg.forward_to(None)
             return

@@ -41,8 +41,9 @@ class OtherParticipant(Protocol):
     async def remove(self, reason: str = "removed") -> None:
         """Leave the call (hang up), ``participant.left {reason}``; the call stays."""
 
-    def opus_packets(self) -> PhonePackets | None:
-        """Its Opus RTP, when its packets may be forwarded untouched (``forwarding.py``)."""
+    def packets_in(self, codec: str) -> PhonePackets | None:
+        """Its RTP, when it speaks ``codec`` (the WhatsApp leg's: Opus, or Meta's G.711) and
+        its packets may be forwarded untouched (``forwarding.py``)."""
 
     def timeline_sources(self) -> tuple[float, LegSources] | None:
         """When its media was offered and where its counters are, for the call's timeline
@@ -118,12 +119,13 @@ class Participants:
             del self.other_legs[leg.participant_id]
             self.on_change()
 
-    def lone_phone(self) -> PhonePackets | None:
-        """The Opus of the one participant when it is a phone and nobody else is on the call
-        (pass-through toward it, ``forwarding.py``)."""
+    def lone_phone(self, codec: str) -> PhonePackets | None:
+        """The RTP of the one participant when it is a phone speaking ``codec`` (the
+        WhatsApp leg's) and nobody else is on the call (pass-through toward it,
+        ``forwarding.py``)."""
         if self.sessions or len(self.other_legs) != 1:
             return None
-        return next(iter(self.other_legs.values())).opus_packets()
+        return next(iter(self.other_legs.values())).packets_in(codec)
 
     def _agent_id(self) -> str | None:
         """Whoever holds the agent role now, browser or not."""

@@ -177,8 +177,9 @@ class CallRuntime:
 
     def update_pass_through(self) -> None:
         """Rewire pass-through for the current WhatsApp leg and agent (``forwarding.py``)."""
-        participants = self.participants
-        self.forwarding.update(self.media.webrtc_leg, participants.agent, participants.lone_phone())
+        leg, participants = self.media.webrtc_leg, self.participants
+        phone = participants.lone_phone(leg.codec) if leg is not None else None
+        self.forwarding.update(leg, participants.agent, phone)
 
     def _participants_changed(self) -> None:
         self.update_transport()

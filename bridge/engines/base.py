@@ -24,7 +24,7 @@ import asyncio
 import enum
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -103,6 +103,17 @@ class SettingsEngine(Protocol):
     """The number's calling settings can be read and changed through the bridge."""
 
     calling_settings: CallingSettingsPort
+
+
+@runtime_checkable
+class LegCodecEngine(Protocol):
+    """Its WhatsApp leg's codec can follow the call's other leg: Meta offers G.711 too
+    (``audio.additional_codecs``), and a call answered straight into a PBX phone of that codec
+    is answered with it, so the two legs' packets go through untouched."""
+
+    other_leg_codecs: Callable[[], tuple[str, ...]]
+    """The codecs of the leg the number's inbound calls go to, preferred first (the
+    answering trunk's); empty when none is known (a browser, a model: Opus)."""
 
 
 class ArtifactsPort(Protocol):

@@ -93,6 +93,9 @@ class WebRTCLeg(Protocol):
     browser's, labelled ``leg="whatsapp"``, and forwards Opus packets through it."""
 
     mos: float | None
+    codec: str
+    """What it speaks with Meta: ``opus``, or ``PCMU``/``PCMA`` when it answered a G.711 offer
+    (``audio.additional_codecs``): packets are forwarded only to a leg of the same codec."""
 
     @property
     def receive_stats(self) -> ReceiveStats:

@@ -288,6 +288,20 @@ class Catalog:
                 code="duplicate_phone_number_id",
             )
 
+    def answering_trunk(self, number_id: str, tenant_id: str) -> Trunk | None:
+        """The trunk that takes the inbound calls of ``number_id`` (by its id or its phone)
+        for ``tenant_id``, if one does (``answer.numbers``)."""
+        number = self.number(number_id)
+        names = {number_id} | ({number.phone} if number is not None and number.phone else set())
+        for trunk in self.trunks.values():
+            if (
+                trunk.answer_uri
+                and trunk.tenant_id == tenant_id
+                and names & set(trunk.answer_numbers)
+            ):
+                return trunk
+        return None
+
     def trunks_of(self, tenant_id: str | None) -> list[Trunk]:
         """A tenant's trunks (``None``: every trunk)."""
         return [t for t in self.trunks.values() if tenant_id is None or t.tenant_id == tenant_id]

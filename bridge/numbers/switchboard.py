@@ -34,6 +34,7 @@ from ..engines import (
     Engine,
     EngineEvent,
     EngineHealth,
+    LegCodecEngine,
     MediaChannel,
     PolledEngine,
     RemoteCall,
@@ -108,6 +109,7 @@ class Switchboard:
 
     async def start(self) -> None:
         """The numbers' engines (the default one is started by its owner)."""
+        self._follow_legs(DEFAULT_NUMBER, self.default)
         if self.catalog is not None:
             self.catalog.follow(self._catalog_changed)
             await self.reconcile()
@@ -172,12 +174,25 @@ class Switchboard:
                     continue
                 self.engines[number_id] = engine
                 self._built[number_id] = number
+                self._follow_legs(number_id, engine)
                 self._forwarders[number_id] = self._tasks.spawn(
                     self._forward(number_id, engine), f"events:{number_id}"
                 )
                 log.info(
                     "number %s (%s, %s): engine started", number_id, number.phone, number.engine
                 )
+
+    def _follow_legs(self, number_id: str, engine: Engine) -> None:
+        """A ``LegCodecEngine`` answers Meta's G.711 in kind when the number's inbound calls
+        go to a PBX phone of that codec (the trunk that answers them, read at each call)."""
+        if isinstance(engine, LegCodecEngine):
+            engine.other_leg_codecs = lambda: self._answering_codecs(number_id)
+
+    def _answering_codecs(self, number_id: str) -> tuple[str, ...]:
+        if self.catalog is None:
+            return ()
+        trunk = self.catalog.answering_trunk(number_id, self.tenant_of(number_id))
+        return trunk.codecs if trunk is not None else ()
 
     # -- health (numbers/health.py)
     def health_of(self, number_id: str) -> dict[str, Any]:

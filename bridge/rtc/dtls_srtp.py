@@ -42,6 +42,9 @@ from .rtpsend import LeanSender, mid_extension
 log = logging.getLogger(__name__)
 
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+AUDIO_CODECS = {"audio/opus": "opus", "audio/pcmu": "PCMU", "audio/pcma": "PCMA"}
+"""What a leg's session receives and sends, by aiortc's MIME type: Opus, or G.711 where the far
+end negotiated it (Meta's ``audio.additional_codecs``)."""
 
 
 class DtlsSrtp:
@@ -89,7 +92,8 @@ class DtlsSrtp:
         receiver.receive = receive
 
     def play(self, track: Any) -> LeanSender:
-        """Our sender plays ``track`` (pre-encoded Opus: ``rtc/tracks.py`` ``OpusBusTrack``)."""
+        """Our sender plays ``track`` (pre-encoded Opus or G.711: ``rtc/tracks.py``
+        ``OpusBusTrack``)."""
         self.sender_track = track
         self.lean = LeanSender(self.session, self.send_rtp)
         return self.lean
@@ -120,24 +124,29 @@ class DtlsSrtp:
     def _start_receiving(self, dtls: Any, parameters: Any) -> None:
         if not self._attach(dtls):
             return
-        opus = [c.payloadType for c in parameters.codecs if c.mimeType.lower() == "audio/opus"]
-        if opus:
-            self.session.opus_pt = opus[0]
+        # The codec the leg was made for (its track's, which its receiver decodes too).
+        ours = "opus" if self.sender_track is None else str(self.sender_track.codec)
+        audio = [c for c in parameters.codecs if AUDIO_CODECS.get(c.mimeType.lower()) == ours]
+        if audio:
+            self.session.use_codec(ours, audio[0].payloadType)
         else:
-            self.session.opus_pt = -1  # no payload type matches
-            log.warning("%s: no Opus negotiated; its audio is not received", self.name)
+            self.session.audio_pt = -1  # no payload type matches
+            what = "Opus" if ours == "opus" else ours
+            log.warning("%s: no %s negotiated; its audio is not received", self.name, what)
         self._start_reports()
 
     def _start_sending(self, dtls: Any, parameters: Any) -> None:
         if not self._attach(dtls) or self.lean is None or self.lean.running:
             return
         codec = parameters.codecs[0] if parameters.codecs else None
-        if codec is None or codec.mimeType.lower() != "audio/opus":
+        ours = str(self.sender_track.codec)  # what the track encodes (``OpusBusTrack``)
+        if codec is None or AUDIO_CODECS.get(codec.mimeType.lower()) != ours:
             what = codec.mimeType if codec is not None else "nothing"
-            log.warning("%s: negotiated %s, not Opus: nothing is sent", self.name, what)
+            name = "Opus" if ours == "opus" else ours
+            log.warning("%s: negotiated %s, not %s: nothing is sent", self.name, what, name)
             return
+        self.session.use_codec(ours, codec.payloadType)
         stream = self.session.stream
-        stream.payload_type = codec.payloadType
         ids = [e.id for e in parameters.headerExtensions if e.uri == MID_URI]
         stream.extension = mid_extension(ids[0], parameters.muxId) if ids else b""
         self.lean.running = True

@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver
 
 from ..audio.pcm import Pcm
-from ..audio.receiver import ReceiverStats
+from ..audio.receiver import FrameDecoder, ReceiverStats
 from ..config import IceSettings
 from ..media import BusStats, LevelMeter
 from ..tasks import TaskSet
@@ -150,14 +150,16 @@ class PeerLeg:
         track: OpusBusTrack,
         on_frame: Callable[[Pcm], None],
         stats: BusStats,
+        decoder: Callable[[], FrameDecoder] | None = None,
     ) -> Playout:
         """The session's sender plays ``track``; what arrives goes through the bridge's
         receiver (``uplink.py``) to ``on_frame``, one 16 kHz frame every 20 ms, counted in
-        ``stats``. Before negotiation ends (aiortc starts the transceiver then)."""
+        ``stats``, decoded by ``decoder()`` (Opus when ``None``; G.711 where the far end
+        negotiated it). Before negotiation ends (aiortc starts the transceiver then)."""
         self._track = track
         # For the SDP's msid only: our sender plays it, aiortc's never starts (rtc/dtls_srtp.py).
         transceiver.sender.replaceTrack(track)
-        self._playout = Playout(on_frame, stats, self._tasks)
+        self._playout = Playout(on_frame, stats, self._tasks, decoder)
         self.session.playout = self._playout
         self._wire = DtlsSrtp(self.session, transceiver, self._tasks, self.name)
         self._lean = self._wire.play(track)  # our Opus: our packetise -> SRTP -> send

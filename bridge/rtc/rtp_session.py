@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from .counters import drop
 from .quality import Quality
 from .red import split_red
-from .rtcp import RtcpReports
+from .rtcp import OPUS_CLOCK, RtcpReports
 from .rtpsend import RtpStream
 
 if TYPE_CHECKING:
@@ -78,15 +78,16 @@ def no_loss() -> float:
 
 
 class RtpSession:
-    """One leg's audio RTP session (module docstring). ``opus_pt`` is the Opus payload type
-    the far end sends; :meth:`take_red` and :meth:`take_dtmf` add what else it may send."""
+    """One leg's audio RTP session (module docstring). ``audio_pt`` is the payload type of the
+    audio codec both sides negotiated (Opus by default, :meth:`use_codec`); :meth:`take_red`
+    and :meth:`take_dtmf` add what else the far end may send."""
 
-    def __init__(self, ssrc: int, cname: str, *, opus_pt: int = 111) -> None:
-        self.stream = RtpStream(ssrc, opus_pt)
+    def __init__(self, ssrc: int, cname: str, *, audio_pt: int = 111) -> None:
+        self.stream = RtpStream(ssrc, audio_pt)
         self.reports = RtcpReports(ssrc, cname)
-        self.opus_pt = opus_pt
+        self.audio_pt = audio_pt
         self.playout: Playout | None = None
-        """Where the far end's Opus goes (set by the leg once its receiver exists)."""
+        """Where the far end's audio goes (set by the leg once its receiver exists)."""
         self.red: tuple[int, int, RedStats] | None = None
         """RED's payload type, the Opus one its blocks carry, and its counters."""
         self.dtmf: tuple[Callable[[], int | None], DtmfDetector] | None = None
@@ -102,6 +103,16 @@ class RtpSession:
     @property
     def ssrc(self) -> int:
         return self.stream.ssrc
+
+    def use_codec(self, codec: str, payload_type: int) -> None:
+        """The audio both sides negotiated: ``opus`` (the default) or G.711 (``PCMU``,
+        ``PCMA``: a WhatsApp leg with Meta's ``audio.additional_codecs``), on
+        ``payload_type`` both ways; the stream's frame and the reports' clock follow its RTP
+        clock (48 kHz, RFC 7587 §4.1; 8 kHz, RFC 3551 §4.5.14)."""
+        self.audio_pt = self.stream.payload_type = payload_type
+        clock = OPUS_CLOCK if codec == "opus" else 8000
+        self.stream.frame_ticks = clock // 50
+        self.reports.clock = clock
 
     def set_identity(self, ssrc: int, cname: str | None = None) -> None:
         """Our SSRC and CNAME as our SDP announced them (``a=ssrc:… cname:…``), before
@@ -148,7 +159,7 @@ class RtpSession:
         payload = plain[bounds[0] : bounds[1]]
         playout = self.playout
         try:
-            if pt == self.opus_pt:
+            if pt == self.audio_pt:
                 self.reports.received(ssrc, seq, timestamp, at)
                 if playout is not None:
                     playout.packet(seq, timestamp, payload, at)

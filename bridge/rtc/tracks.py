@@ -13,6 +13,7 @@ from aiortc import MediaStreamError, MediaStreamTrack
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
 from ..audio.dtx import DtxGate
 from ..audio.opus import OpusEncoder
+from ..audio.phone_codecs import NARROW_SAMPLES, PhoneEncoder
 from ..media import LevelMeter
 from ..media.clock import Pacer, WorkerPacer
 from ..media.ports import FrameSource
@@ -96,6 +97,10 @@ class OpusBusTrack(MediaStreamTrack):
     ``protected_complexity`` while it is on — and, with ``red``, RFC 2198 copies of the
     previous frames around what it sends, encoded or forwarded. Without one, the encoder keeps
     the settings it was given (the quality bench's peers).
+
+    ``codec`` ``PCMU`` or ``PCMA``: the same track codes G.711 instead (a WhatsApp leg whose
+    far end negotiated it, Meta's ``audio.additional_codecs``): 160 bytes on an 8 kHz RTP clock
+    per 20 ms, no protection; forwarding works the same, for packets of that codec.
     """
 
     kind = "audio"
@@ -104,6 +109,7 @@ class OpusBusTrack(MediaStreamTrack):
         self,
         sink: FrameSource,
         *,
+        codec: str = "opus",
         bitrate: int = 40_000,
         complexity: int = 5,
         fec: bool = True,
@@ -137,16 +143,24 @@ class OpusBusTrack(MediaStreamTrack):
             self.applied = protection.now
         self.setting = self.settings.for_(self.applied)
         """What the encoder runs at now."""
-        self._encoder = OpusEncoder(
-            SAMPLE_RATE,
-            bitrate=self.setting.bitrate,
-            complexity=self.setting.complexity,
-            fec=fec,
-            expected_loss=self.applied.expected_loss,
-            dtx=dtx,
-        )
-        if self.setting.celt:
-            self._encoder.set_celt_only(True)
+        self.codec = codec
+        self.frame_ts = _FRAME_TS if codec == "opus" else NARROW_SAMPLES
+        """RTP time of one 20 ms packet on the codec's clock (48 kHz Opus, 8 kHz G.711)."""
+        self._coder: OpusEncoder | PhoneEncoder
+        if codec == "opus":
+            self._encoder = self._coder = OpusEncoder(
+                SAMPLE_RATE,
+                bitrate=self.setting.bitrate,
+                complexity=self.setting.complexity,
+                fec=fec,
+                expected_loss=self.applied.expected_loss,
+                dtx=dtx,
+            )
+            if self.setting.celt:
+                self._encoder.set_celt_only(True)
+        else:
+            self._coder = PhoneEncoder(codec)
+            self.protection = None  # G.711 has no FEC to plan: the reports change nothing
         self._clock: Pacer = WorkerPacer()
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self.dtx_gate = dtx_gate
@@ -201,7 +215,7 @@ class OpusBusTrack(MediaStreamTrack):
             # After a quiet source, our RTP time moves on by the ticks nobody sent: the far
             # end's jitter buffer sees a pause (and the stream's marker a new talkspurt, RFC
             # 3551 §4.1), not a packet 250 ms late.
-            self._pts += int(quiet / _FRAME_S) * _FRAME_TS
+            self._pts += int(quiet / _FRAME_S) * self.frame_ts
             self._end_run()
             return None
         await self._clock.tick()
@@ -218,13 +232,13 @@ class OpusBusTrack(MediaStreamTrack):
         if self._encoder_stale:
             # The last packet sent was forwarded: from the state its own last frame left, the
             # encoder's first CELT frame decodes as 15 ms of near silence after forwarded SILK.
-            self._encoder.reset()
+            self._coder.reset()
             self._encoder_stale = False
         # libopus directly: one 20 ms frame in, one packet out (no encoder delay queue). RTP
-        # time counts the packets, 20 ms each, on Opus' 48 kHz RTP clock.
-        payload = self._encoder.encode(pcm)
+        # time counts the packets, 20 ms each, on the codec's RTP clock.
+        payload = self._coder.encode(pcm)
         pts = self._pts
-        self._pts += _FRAME_TS
+        self._pts += self.frame_ts
         marker = None
         if self.dtx_gate is not None:
             gated = self.dtx_gate.outgoing(payload, self._encoder.settled_silence)
@@ -287,7 +301,7 @@ class OpusBusTrack(MediaStreamTrack):
             self._run.start(pt, seq, ts, self._pts, stream)
         out_seq, pts = self._run.place(seq, ts, stream)
         if (pts - self._pts) & 0x80000000 == 0:  # not a reordered (older) packet
-            self._pts = pts + _FRAME_TS
+            self._pts = pts + self.frame_ts
         # The decoded frame this packet stands for (kept fresh for a switch; its level is
         # what the browser hears). None while the source leg is idle (``rtc/uplink.py``): its
         # level samples reach this meter from there.

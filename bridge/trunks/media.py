@@ -48,7 +48,7 @@ from ..rtc.rtp_session import RtpSession
 from ..rtc.rtpsend import LeanSender
 from ..rtc.uplink import Playout
 from ..tasks import TaskSet
-from .passthrough import RUN_IDLE, one_20ms_frame
+from .passthrough import RUN_IDLE, one_20ms_packet
 from .rtp_socket import Socket, rtp_payload
 from .sdp import Remote
 
@@ -164,10 +164,10 @@ class TrunkMedia:
         self.playout.forward_to(None if offer is None else self._offer_up, self._needs_pcm)
 
     def _offer_up(self, seq: int, ts: int, payload: bytes) -> None:
-        # Only one 20 ms Opus frame goes up as it is (the WhatsApp leg's pass-through maps
-        # 20 ms packets); any other packet is decoded here and mixed.
+        # Only one 20 ms packet goes up as it is (the WhatsApp leg's pass-through maps 20 ms
+        # packets); any other packet is decoded here and mixed.
         offer = self._forward_up
-        self._went_up = offer is not None and self.codec == "opus" and one_20ms_frame(payload)
+        self._went_up = offer is not None and one_20ms_packet(self.codec, payload)
         if self._went_up and offer is not None:
             offer(seq, ts, payload)
 
@@ -257,17 +257,17 @@ class TrunkMedia:
         self.keys_out.press(digit, max(40, min(duration_ms, 2000)))
 
     def offer(self, seq: int, ts: int, payload: bytes) -> None:
-        """One of WhatsApp's Opus packets as it arrived (the WhatsApp leg's receive callback):
+        """One of WhatsApp's packets as it arrived (the WhatsApp leg's receive callback; its
+        codec is this leg's, ``calls/participants.py`` ``packets_in``):
         sent to the phone as it is while :attr:`forward_allowed` says so and no key is being
         sent, numbered into this leg's own stream (``trunks/passthrough.py``)."""
         allowed = self.forward_allowed
         if (
             allowed is None
-            or self.codec != "opus"
             or self.socket is None
             or not self.sending
             or self.keys_out.pending
-            or not one_20ms_frame(payload)
+            or not one_20ms_packet(self.codec, payload)
             or not allowed()
         ):
             self._run = None
@@ -312,10 +312,10 @@ class TrunkMedia:
             return
         if pcm is None:
             pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-        for payload in self.encoder.payloads(pcm):
-            if not self._send_event():
-                self._send(self.pt, payload)
-            self._ts = (self._ts + self.step) & 0xFFFFFFFF
+        payload = self.encoder.encode(pcm)
+        if not self._send_event():
+            self._send(self.pt, payload)
+        self._ts = (self._ts + self.step) & 0xFFFFFFFF
 
     def _send_event(self) -> bool:
         """One 20 ms of the key being sent, if any (its timestamp stays the event's start)."""

@@ -313,12 +313,13 @@ class SipParticipant:
         self.dialog = None
         await self._gone("hung_up", None)
 
-    def opus_packets(self) -> TrunkMedia | None:
-        """Its RTP when WhatsApp's Opus may go to it untouched: joined, on Opus, the agent
+    def packets_in(self, codec: str) -> TrunkMedia | None:
+        """Its RTP when WhatsApp's packets of ``codec`` may go to it untouched: joined, on
+        that codec (Opus, or the G.711 Meta was answered with), the agent
         (``BRIDGE_OPUS_PASSTHROUGH``; ``trunks/passthrough.py``)."""
         media, allowed = self.media, self.line.opus_passthrough
         agent = self._joined is not None and self.role is Role.AGENT and allowed
-        return media if media is not None and media.codec == "opus" and agent else None
+        return media if media is not None and media.codec == codec and agent else None
 
     def set_role(self, role: Role) -> None:
         """A role change or a hand-off (``calls/participants.py``): heard and shown as it."""

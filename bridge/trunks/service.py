@@ -245,18 +245,7 @@ class TrunkService:
 
     def answering(self, call: Call) -> Trunk | None:
         """The trunk that takes ``call``'s number's inbound calls, if one does."""
-        number = self.catalog.number(call.number_id)
-        names = {call.number_id} | (
-            {number.phone} if number is not None and number.phone else set()
-        )
-        for trunk in self.catalog.trunks.values():
-            if (
-                trunk.answer_uri
-                and trunk.tenant_id == call.tenant_id
-                and names & set(trunk.answer_numbers)
-            ):
-                return trunk
-        return None
+        return self.catalog.answering_trunk(call.number_id, call.tenant_id)
 
     async def _answer_into(self, trunk: Trunk, call: Call) -> None:
         assert self.manager is not None

@@ -12,7 +12,10 @@
   into SIPp's INVITE, :func:`sip_answer` makes the answer SIPp's 200 OK carries.
 * Media: each call's WhatsApp side is a real aiortc peer on loopback playing Meta's part: its
   offers carry only a sha-256 fingerprint, ``a=ice-lite``, Opus on 111 with Meta's fmtp and
-  ``telephone-event/8000`` on 126; it plays a tone and records what it hears, and can send
+  ``telephone-event/8000`` on 126, and G.711 (``PCMA`` on 8, ``PCMU`` on 0, in the settings'
+  order) after Opus when the number's settings have ``audio.additional_codecs`` (Meta accepts
+  G.711 then and transcodes; its payload types are G.711's static ones, RTP/SAVP ``9 0 8
+  101`` in the SIP summary); it plays a tone and records what it hears, and can send
   RFC 4733 DTMF packets crafted here in its own RTP stream (same SSRC and sequence space).
 """
 
@@ -75,7 +78,10 @@ def sha256_only(sdp: str) -> str:
     )
 
 
-def meta_offer(sdp: str) -> str:
+G711_PT = {"PCMU": 0, "PCMA": 8}
+
+
+def meta_offer(sdp: str, additional_codecs: tuple[str, ...] = ()) -> str:
     """aiortc's offer rewritten as Meta writes one (see the module docstring)."""
     lines = _lines(sha256_only(sdp))
     opus = next(
@@ -85,10 +91,12 @@ def meta_offer(sdp: str) -> str:
     for ln in lines:
         if ln.startswith("m=audio "):
             parts = ln.split()
-            ln = " ".join([*parts[:3], "111", "126"])
+            g711 = [str(G711_PT[c]) for c in additional_codecs]
+            ln = " ".join([*parts[:3], "111", *g711, "126"])
         elif ln.startswith("a=rtpmap:") or ln.startswith("a=fmtp:") or ln.startswith("a=rtcp-fb:"):
             if ln.startswith(f"a=rtpmap:{opus} "):
                 out += ["a=rtpmap:111 opus/48000/2", f"a=fmtp:111 {META_OPUS_FMTP}"]
+                out += [f"a=rtpmap:{G711_PT[c]} {c}/8000" for c in additional_codecs]
                 out += ["a=rtpmap:126 telephone-event/8000", "a=ptime:20"]
             continue
         elif ln.startswith("t="):
@@ -146,6 +154,8 @@ class MetaPeer:
         self.last_rtp_at: float | None = None
         self.rtcp_count = 0
         self.last_rtcp_at: float | None = None
+        self.audio_sent: list[bytes] = []
+        """The payloads of the first 2000 audio packets it sent (bit-exact checks)."""
 
         @self.pc.on("track")
         def on_track(track: Any) -> None:
@@ -170,9 +180,17 @@ class MetaPeer:
         original = dtls._send_rtp
 
         async def send_rtp(data: bytes) -> None:
+            # aiortc sends its RTCP (reports, and the BYE its sender's stop awaits) through
+            # the same call: RTCP keeps its own header (bytes 2-3 are its length, RFC 3550
+            # §6.4.1) and is no audio (RFC 5761 §4: packet types 192-223 are RTCP's).
+            if 192 <= data[1] <= 223:
+                await original(data)
+                return
             b = bytearray(data)
             b[2:4] = self._seq.to_bytes(2, "big")
             self._seq = (self._seq + 1) & 0xFFFF
+            if len(self.audio_sent) < 2000 and b[1] & 0x7F != 126:
+                self.audio_sent.append(RtpPacket.parse(bytes(b)).payload)
             await original(bytes(b))
 
         dtls._send_rtp = send_rtp
@@ -206,14 +224,14 @@ class MetaPeer:
 
         receive._handle_rtcp_data = handle_rtcp_data
 
-    async def offer(self) -> str:
+    async def offer(self, additional_codecs: tuple[str, ...] = ()) -> str:
         self._add_track()
         await self.pc.setLocalDescription(await self.pc.createOffer())
         ice = self.pc.getTransceivers()[0].sender.transport.transport
         ice._connection.ice_controlling = False  # Meta is ICE-lite: never controlling
         ice._role_set = True
         self._renumber()
-        return meta_offer(self.pc.localDescription.sdp)
+        return meta_offer(self.pc.localDescription.sdp, additional_codecs)
 
     async def answer_offer(self, sdp: str) -> str:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -528,7 +546,7 @@ class FakeMeta(FakeServer):
     async def user_offer(self, user: str) -> tuple[MetaCall, dict[str, Any]]:
         """A WhatsApp user calls the business: the call and its connect event (not sent)."""
         peer = MetaPeer(self.user_tone_hz)
-        offer = await peer.offer()
+        offer = await peer.offer(self.account.additional_codecs)
         call = MetaCall(self._wacid(), user, "USER_INITIATED", peer)
         self.meta_calls[call.wacid] = call
         event = {

@@ -101,6 +101,13 @@ class MetaAccount:
             self.sip_password, self._sip_cleared = uuid.uuid4().hex, False
         return web.json_response({"success": True})
 
+    @property
+    def additional_codecs(self) -> tuple[str, ...]:
+        """``audio.additional_codecs`` of the number's settings (G.711 in Meta's offers)."""
+        audio = self.calling.get("audio")
+        codecs = audio.get("additional_codecs") if isinstance(audio, dict) else None
+        return tuple(codecs) if isinstance(codecs, list) else ()
+
     def refusal(self, action: str) -> web.Response | None:
         """Meta's refusal of a ``calls`` action, if the number's standing refuses it."""
         from .cloudapi import meta_error
@@ -218,6 +225,17 @@ def _calling_problem(calling: dict[str, Any]) -> str:
             or len(set(triggers)) != len(triggers)
         ):
             return f"voicemail.triggers must be distinct values of {sorted(VOICEMAIL_TRIGGERS)}"
+    audio = calling.get("audio")
+    if audio is not None:
+        codecs = audio.get("additional_codecs") if isinstance(audio, dict) else None
+        if (
+            not isinstance(audio, dict)
+            or set(audio) != {"additional_codecs"}
+            or not isinstance(codecs, list)
+            or not set(codecs) <= {"PCMA", "PCMU"}
+            or len(set(codecs)) != len(codecs)
+        ):
+            return "audio.additional_codecs must be distinct values of ['PCMA', 'PCMU']"
     sip = calling.get("sip")
     if isinstance(sip, dict) and len(sip.get("servers") or []) > 1:
         return "sip allows one server per number"

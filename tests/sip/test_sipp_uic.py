@@ -267,9 +267,9 @@ async def test_uic_cancel_before_the_bridge_rings_leaves_nothing(sip_rig, monkey
     answer = WhatsAppPeer.answer
     cancelled = asyncio.Event()
 
-    async def slow_answer(self, offer):  # the CANCEL arrives while the leg answers
+    async def slow_answer(self, offer, *rest):  # the CANCEL arrives while the leg answers
         await asyncio.wait_for(cancelled.wait(), 5)
-        return await answer(self, offer)
+        return await answer(self, offer, *rest)
 
     monkeypatch.setattr(WhatsAppPeer, "answer", slow_answer)
     rig = await sip_rig(sip_password="")

@@ -55,19 +55,33 @@ class SrtpTap:
         self.went: dict[int, bytes] = {}
         self.opus_pt = opus_pt
         rx, tx = _session(far_key), _session(our_key)
-        received, transport = sock.datagram_received, sock.transport
+        transport = sock.transport
         sendto = transport.sendto
-
-        def tap_in(data: bytes, addr: Any) -> None:
-            self._keep(rx, data, self.came)
-            received(data, addr)
 
         def tap_out(data: bytes, addr: Any = None) -> None:
             self._keep(tx, data, self.went)
             sendto(data, addr)
 
-        sock.datagram_received = tap_in
         transport.sendto = tap_out
+        # A polled socket (``rtc/udp_poll.py``) hands each datagram, with its arrival, to the
+        # handler it was opened with, bound then: the tap goes in front of that one; the
+        # loop's transport calls ``datagram_received``.
+        timed = getattr(transport, "_timed", None)
+        if timed is not None:
+
+            def tap_timed(data: bytes, addr: Any, at: float) -> None:
+                self._keep(rx, data, self.came)
+                timed(data, addr, at)
+
+            transport._timed = tap_timed
+        else:
+            received = sock.datagram_received
+
+            def tap_in(data: bytes, addr: Any) -> None:
+                self._keep(rx, data, self.came)
+                received(data, addr)
+
+            sock.datagram_received = tap_in
 
     def _keep(self, session: pylibsrtp.Session, data: bytes, into: dict[int, bytes]) -> None:
         if not is_rtp(data):

@@ -109,6 +109,7 @@ class QuietTrack:
 
     def __init__(self) -> None:
         self.stopped = False
+        self.codec = "opus"  # what the sender checks the negotiation against
 
     async def recv(self) -> Any:
         await asyncio.Event().wait()

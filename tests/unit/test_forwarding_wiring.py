@@ -14,8 +14,9 @@ from bridge.media import LevelMeter
 class End:
     """One leg as the policy sees it: it can forward only once its media is open."""
 
-    def __init__(self, opened: bool) -> None:
+    def __init__(self, opened: bool, codec: str = "opus") -> None:
         self.opened = opened
+        self.codec = codec
         self.forwarding_to: Any = None
         self.far_end_loss = 0.0
         self.media = SimpleNamespace(opus_passthrough=True)
@@ -83,3 +84,12 @@ def test_a_direction_wired_is_kept_while_the_other_waits_for_its_end() -> None:
     forwarding.update(whatsapp, None)  # type: ignore[arg-type]  # the agent left
     forwarding.update(whatsapp, browser)  # type: ignore[arg-type]  # and came back
     assert len(made) == 2
+
+
+def test_a_whatsapp_leg_on_g711_is_never_forwarded_to_a_browser() -> None:
+    """Meta answered in G.711 (for a PBX phone); a browser joining hears it decoded and coded
+    again as Opus: nothing is forwarded either way."""
+    browser, whatsapp = End(opened=True), End(opened=True, codec="PCMA")
+    forwarding = Forwarding(bus(), {"agent": browser})  # type: ignore[arg-type]
+    forwarding.update(whatsapp, browser)  # type: ignore[arg-type]
+    assert whatsapp.forwarding_to is None and browser.forwarding_to is None

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -96,6 +96,9 @@ class CloudApiEngine:
         self.permissions = CallPermissions(self.graph, self.events)
         self.artifacts = MetaArtifacts(self.graph, self.events, self._tasks)  # an ArtifactsEngine
         self.pending_hangups = PendingHangups("cloudapi", self.hangup, asyncio.sleep)
+        self.other_leg_codecs: Callable[[], tuple[str, ...]] = tuple
+        """Where the number's inbound calls go, by codec (a ``LegCodecEngine``: the
+        switchboard sets it): Meta's G.711 offer is answered in kind for a G.711 PBX phone."""
 
     @classmethod
     def from_settings(
@@ -327,7 +330,7 @@ class CloudApiEngine:
 
     async def _pre_accept(self, call: CloudCall, offer: str) -> None:
         try:
-            call.answer_sdp = await call.peer.answer(offer)
+            call.answer_sdp = await call.peer.answer(offer, self.other_leg_codecs())
             await self.graph.call_action(
                 "pre_accept",
                 call_id=call.wacid,

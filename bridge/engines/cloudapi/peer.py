@@ -32,10 +32,12 @@ hands it over to it (``CloudApiEngine.take_leg``): from then on the runtime clos
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import RTCRtpCodecCapability, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 
+from ...audio.phone_codecs import phone_decoder
 from ...audio.receiver_stats import ReceiverStats
 from ...config import IceSettings
 from ...rtc.leg import PeerLeg
@@ -43,7 +45,7 @@ from ...rtc.protection import LossProtection
 from ...rtc.tracks import OpusBusTrack
 from ..base import EngineStats
 from .dtmf import EventSender
-from .sdp import DEFAULT_BITRATE, DTMF_PT, for_meta, read_remote
+from .sdp import DEFAULT_BITRATE, DTMF_PT, answer_codec, for_meta, read_remote
 from .shell import WhatsAppLeg
 
 OPUS_COMPLEXITY = 6
@@ -86,30 +88,40 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
             raise ValueError("the SDP has no audio m-line")
         return audio
 
-    def _prepare(self, bitrate: int, fec: bool) -> None:
+    def _prepare(self, bitrate: int, fec: bool, codec: str = "opus") -> None:
         # FEC follows WhatsApp's loss reports (rtc/protection.py), within Meta's bit rate: at
         # 20 kbit/s LBRR data costs a clean link dearly, so none before the first report.
+        self.codec = codec
         track = OpusBusTrack(
             self.port.source,
+            codec=codec,
             bitrate=bitrate,
             complexity=OPUS_COMPLEXITY,
             fec=fec,
             protection=LossProtection(fec=fec, unknown=0),
         )
-        self.start_media(self._transceiver(), track, self._on_frame, self.rx)
+        decoder = None if codec == "opus" else partial(phone_decoder, codec)
+        self.start_media(self._transceiver(), track, self._on_frame, self.rx, decoder)
 
     def _local_sdp(self) -> str:
         return for_meta(self.advertise(str(self.pc.localDescription.sdp)), self.dtmf_pt)
 
-    async def answer(self, offer: str) -> str:
-        """Meta's offer (a user-initiated call) → our answer, every candidate in it."""
+    async def answer(self, offer: str, other_leg: tuple[str, ...] = ()) -> str:
+        """Meta's offer (a user-initiated call) → our answer, every candidate in it, with the
+        one codec :func:`.sdp.answer_codec` picks for ``other_leg`` (the codecs of the leg
+        the call goes to, when known: a PBX phone's)."""
         remote = read_remote(offer)
         if remote.opus_pt is None:
             raise ValueError("Meta's offer has no Opus")
         self.dtmf_pt = remote.dtmf_pt or DTMF_PT
+        codec = answer_codec(remote, other_leg)
+        # The transceiver made first takes the offer's m-line (aiortc reuses one with no mid),
+        # and its preference leaves one codec in the answer: Meta sends what we answer.
+        transceiver = self.pc.addTransceiver("audio", direction="sendrecv")
+        transceiver.setCodecPreferences(_capabilities(codec))
         with self.ports():
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
-            self._prepare(remote.bitrate, remote.fec)
+            self._prepare(remote.bitrate, remote.fec, codec)
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         self._hook_dtmf()
         return self._local_sdp()
@@ -117,12 +129,7 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
     async def offer(self) -> str:
         """Our offer for a business-initiated call: Opus only, telephone-event on 126."""
         transceiver = self.pc.addTransceiver("audio", direction="sendrecv")
-        opus = [
-            c
-            for c in RTCRtpSender.getCapabilities("audio").codecs
-            if c.mimeType.lower() == "audio/opus"
-        ]
-        transceiver.setCodecPreferences(opus)
+        transceiver.setCodecPreferences(_capabilities("opus"))
         self._prepare(DEFAULT_BITRATE, True)
         with self.ports():
             await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -185,3 +192,9 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
     # -- close
     def _detach(self) -> None:
         self._close_shell()
+
+
+def _capabilities(codec: str) -> list[RTCRtpCodecCapability]:
+    """aiortc's capability for ``codec`` (``opus``, ``PCMU``, ``PCMA``), for a preference."""
+    mime = f"audio/{codec}".lower()
+    return [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == mime]

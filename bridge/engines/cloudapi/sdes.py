@@ -37,6 +37,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ...audio.opus import OpusDecoder
+from ...audio.phone_codecs import phone_decoder
+from ...audio.receiver import FrameDecoder
 from ...audio.receiver_stats import ReceiverStats
 from ...config import IceSettings
 from ...errors import BadOffer
@@ -58,7 +61,7 @@ from ...tasks import TaskSet
 from ..base import EngineStats
 from . import sdes_rtp, sdes_sdp
 from .peer import OPUS_COMPLEXITY
-from .sdp import DTMF_PT, read_remote
+from .sdp import DTMF_PT, STATIC_PT, answer_codec, read_remote
 from .shell import WhatsAppLeg
 
 log = logging.getLogger(__name__)
@@ -102,7 +105,7 @@ class SdesPeer(WhatsAppLeg):
         self._tasks = TaskSet(f"sdes-peer[{name}]")
         self.socket = SrtpSocket(name, self._on_rtp, self._on_rtcp)
         self.session = RtpSession(
-            secrets.randbits(32), f"bridge-{secrets.token_hex(6)}", opus_pt=OPUS_PT
+            secrets.randbits(32), f"bridge-{secrets.token_hex(6)}", audio_pt=OPUS_PT
         )
         """The leg's RTP session: RTP and RTCP both ways (``rtc/rtp_session.py``)."""
         self.stream = self.session.stream
@@ -122,20 +125,20 @@ class SdesPeer(WhatsAppLeg):
             on_closed=on_closed,
             events=EventSender(self._sender),
         )
-        self.playout = Playout(self._on_frame, self.rx, self._tasks)
+        self.playout = Playout(self._on_frame, self.rx, self._tasks, self._decoder)
         self.session.playout = self.playout
         self.session.take_dtmf(lambda: self.dtmf_pt, self.dtmf)
         self._close_lock = asyncio.Lock()
         self._closed = self._close_expected = False
 
     @property
-    def opus_pt(self) -> int:
-        """The Opus payload type both ways (Meta's)."""
-        return self.session.opus_pt
+    def audio_pt(self) -> int:
+        """The audio codec's payload type both ways (Meta's Opus, or G.711's static one)."""
+        return self.session.audio_pt
 
-    @opus_pt.setter
-    def opus_pt(self, pt: int) -> None:
-        self.session.opus_pt = pt
+    @audio_pt.setter
+    def audio_pt(self, pt: int) -> None:
+        self.session.audio_pt = pt
 
     # -- negotiation
     async def _open(self, remote_host: str | None) -> str:
@@ -143,15 +146,26 @@ class SdesPeer(WhatsAppLeg):
         ``BRIDGE_ICE_ADDRESSES``, else the one that routes to the far end)."""
         return await sdes_sdp.open_socket(self.socket, self._ice, remote_host)
 
-    async def answer(self, offer: str) -> str:
-        """Meta's SDES offer → our answer (a fresh key, the offer's crypto tag and suite);
-        our media starts at once. Raises :class:`BadOffer` (a SIP engine: 488) for an offer
-        that is not RTP/SAVP with a usable ``a=crypto`` and Opus."""
+    def _decoder(self) -> FrameDecoder:
+        return OpusDecoder(16000) if self.codec == "opus" else phone_decoder(self.codec)
+
+    async def answer(self, offer: str, other_leg: tuple[str, ...] = ()) -> str:
+        """Meta's SDES offer → our answer (a fresh key, the offer's crypto tag and suite), in
+        the one codec :func:`.sdp.answer_codec` picks for ``other_leg`` (the codecs of the leg
+        the call goes to: Opus, or a G.711 Meta offered); our media starts at once. Raises
+        :class:`BadOffer` (a SIP engine: 488) for an offer that is not RTP/SAVP with a usable
+        ``a=crypto`` and Opus."""
         remote = read_savp(offer)
         audio = read_remote(offer)
         if audio.opus_pt is None:
             raise BadOffer("the SDP's audio has no opus/48000")
-        self.opus_pt, self.dtmf_pt = audio.opus_pt, audio.dtmf_pt or DTMF_PT
+        self.codec = answer_codec(audio, other_leg)
+        if self.codec == "opus":
+            self.audio_pt = audio.opus_pt
+        else:  # G.711's static payload types (RFC 3551 §6), as Meta offers them
+            self.session.use_codec(self.codec, STATIC_PT[self.codec])
+            self.playout.resume(self.playout.on_frame, self.playout.bus_stats)
+        self.dtmf_pt = audio.dtmf_pt or DTMF_PT
         self.crypto = new_crypto(remote.crypto.tag, remote.crypto.suite)
         address = await self._open(remote.address)
         sdp = sdes_sdp.sdp(self, address, self.crypto, remote.media_lines, remote.index)
@@ -175,7 +189,7 @@ class SdesPeer(WhatsAppLeg):
             raise BadOffer(f"the answer's a=crypto suite {remote.crypto.suite} is not ours")
         self.dtmf_pt = audio.dtmf_pt or self.dtmf_pt
         if audio.opus_pt is not None:
-            self.opus_pt = audio.opus_pt
+            self.audio_pt = audio.opus_pt
         self._start(
             remote.crypto, (remote.address, remote.port), remote.rtcp, audio.bitrate, audio.fec
         )
@@ -188,11 +202,12 @@ class SdesPeer(WhatsAppLeg):
             return
         self.socket.set_keys(self.crypto.key, theirs.key, self.crypto.profile)
         self.socket.set_remote(rtp, rtcp)
-        self.stream.payload_type = self.opus_pt
+        self.stream.payload_type = self.audio_pt
         # FEC follows Meta's reports as they arrive (rtc/protection.py), as on the DTLS leg:
         # none before the first one (LBRR at Meta's 20 kbit/s costs a clean link dearly).
         self._track = OpusBusTrack(
             self.port.source,
+            codec=self.codec,
             bitrate=bitrate,
             complexity=OPUS_COMPLEXITY,
             fec=fec,

@@ -22,12 +22,13 @@ def sdp(
     media_lines: tuple[str, ...] = (),
     index: int = 0,
 ) -> str:
-    """Our SDP (offer or answer): Opus and telephone-event on RTP/SAVP with our key; in an
+    """Our SDP (offer or answer): Opus (or the G.711 answered) and telephone-event on RTP/SAVP
+    with our key; in an
     answer, every other offered stream refused (port 0)."""
-    payloads = [
-        (peer.opus_pt, "opus/48000/2", OPUS_FMTP),
-        (peer.dtmf_pt, "telephone-event/8000", "0-15"),
-    ]
+    codec = (peer.audio_pt, "opus/48000/2", OPUS_FMTP)
+    if peer.codec != "opus":  # a G.711 answer (``sdp.answer_codec``)
+        codec = (peer.audio_pt, f"{peer.codec}/8000", "")
+    payloads = [codec, (peer.dtmf_pt, "telephone-event/8000", "0-15")]
     audio = media_section(
         address,
         peer.socket.local[1],

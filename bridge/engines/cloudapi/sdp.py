@@ -5,6 +5,12 @@ it lists sha-384 and sha-512 fingerprints besides sha-256 (Meta refuses them: 10
 it does not know ``telephone-event`` (Meta's DTMF, payload type 126), and its Opus ``fmtp``
 describes 48 kHz stereo. Everything else (one audio m-line, BUNDLE, rtcp-mux, every candidate,
 ``a=setup:active`` in answers) is what aiortc already writes.
+
+A number with ``audio.additional_codecs`` (Meta's call settings) gets offers that carry
+G.711 (``PCMA``/``PCMU``, static payload types 8 and 0) besides Opus; Meta transcodes to
+whichever the business answers with. :func:`answer_codec` picks it: Opus unless the call's
+other leg speaks a G.711 that Meta offered (a PBX phone: its packets then go through as they
+are, ``calls/forwarding.py``). The answer carries that one codec and ``telephone-event``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,11 @@ DEFAULT_BITRATE = 20_000
 MIN_BITRATE, MAX_BITRATE = 6_000, 24_000
 
 
+G711 = ("PCMU", "PCMA")
+STATIC_PT = {"PCMU": 0, "PCMA": 8}
+"""G.711's static payload types (RFC 3551 §6)."""
+
+
 @dataclass(frozen=True)
 class RemoteAudio:
     """What the far end's SDP says about the audio we send it and its DTMF."""
@@ -33,6 +44,18 @@ class RemoteAudio:
     dtmf_pt: int | None
     bitrate: int
     fec: bool
+    g711: tuple[str, ...] = ()
+    """The G.711 codecs it offers (``PCMU``, ``PCMA``), in its order."""
+
+
+def answer_codec(remote: RemoteAudio, other_leg: tuple[str, ...]) -> str:
+    """The codec to answer Meta's offer with: the first of ``other_leg`` (the codecs of the
+    call's other leg, preferred first: a PBX phone's) that is a G.711 Meta offered, else
+    ``opus`` (a browser, a model, the bus: everything else is coded from 16 kHz audio)."""
+    for codec in other_leg:
+        if codec in G711 and codec in remote.g711:
+            return codec
+    return "opus"
 
 
 def _lines(sdp: str) -> list[str]:
@@ -65,14 +88,24 @@ def read_remote(sdp: str) -> RemoteAudio:
     except ValueError:
         bitrate = DEFAULT_BITRATE
     bitrate = max(MIN_BITRATE, min(MAX_BITRATE, bitrate))
-    return RemoteAudio(opus, dtmf, bitrate, params.get("useinbandfec", "1") != "0")
+    g711 = tuple(
+        m.group(1).upper()
+        for ln in lines
+        if (m := re.match(r"^a=rtpmap:\d+ (PCM[AU])/8000", ln, re.I))
+    )
+    return RemoteAudio(opus, dtmf, bitrate, params.get("useinbandfec", "1") != "0", g711)
 
 
 def for_meta(sdp: str, dtmf_pt: int = DTMF_PT) -> str:
     """Our SDP (offer or answer) as Meta accepts it: only the sha-256 fingerprint, Opus with
-    the wideband-voice fmtp and ``ptime:20``, and ``telephone-event/8000`` on ``dtmf_pt``."""
+    the wideband-voice fmtp (or the one G.711 answered) and ``ptime:20``, and
+    ``telephone-event/8000`` on ``dtmf_pt``."""
     lines = _lines(sdp)
     opus = _rtpmap(lines, "opus/48000")
+    audio = opus
+    if audio is None:  # a G.711 answer (``answer_codec``): telephone-event follows it
+        audio = _rtpmap(lines, "PCMA/8000")
+        audio = _rtpmap(lines, "PCMU/8000") if audio is None else audio
     out: list[str] = []
     in_audio = False
     for ln in lines:
@@ -91,8 +124,9 @@ def for_meta(sdp: str, dtmf_pt: int = DTMF_PT) -> str:
                 pts = [p for p in parts[3:] if p != str(dtmf_pt)]
                 ln = " ".join(parts[:3] + pts + [str(dtmf_pt)])
         out.append(ln)
-        if in_audio and opus is not None and ln.startswith(f"a=rtpmap:{opus} "):
-            out.append(f"a=fmtp:{opus} {OPUS_FMTP}")
+        if in_audio and audio is not None and ln.startswith(f"a=rtpmap:{audio} "):
+            if audio == opus:
+                out.append(f"a=fmtp:{opus} {OPUS_FMTP}")
             out.append(f"a=rtpmap:{dtmf_pt} telephone-event/8000")
             out.append(f"a=fmtp:{dtmf_pt} 0-15")
             out.append("a=ptime:20")

@@ -69,6 +69,8 @@ class WhatsAppLeg:
         self._media_seen = False
         self.dtmf = DtmfDetector(lambda digit, ms: on_dtmf(self, digit, ms))
         self.dtmf_pt = DTMF_PT
+        self.codec = "opus"
+        """What the leg speaks with Meta (``opus``, or the G.711 it answered with)."""
         self._events = events
         self._dtmf_out = DtmfOut(tasks, self, events)  # type: ignore[arg-type]
 

@@ -57,10 +57,14 @@ class SipDialogs:
         events: asyncio.Queue[EngineEvent],
         graph_side: GraphSide,
         new_leg: Callable[[str], MediaLeg],
+        other_leg_codecs: Callable[[], tuple[str, ...]] = tuple,
     ) -> None:
         self.events = events
         self.graph_side = graph_side
         self._new_leg = new_leg
+        self._other_leg_codecs = other_leg_codecs
+        """The codecs of the leg inbound calls go to (``answer_codec``: Meta's G.711 offer
+        answered in kind for a G.711 PBX phone)."""
         self.calls: dict[str, SipCall] = {}
         self.by_dialog: dict[tuple[str, str], SipCall] = {}
         self.ua: UserAgent | None = None
@@ -170,7 +174,8 @@ class SipDialogs:
         self.graph_side.heard_from(call.peer_wa)  # the window opens; a callback?
         self.by_dialog[tx.dialog.key] = call  # a CANCEL may come while the leg answers
         try:
-            call.answer_sdp = await leg.answer(req.body.decode("utf-8", "replace"))
+            offer = req.body.decode("utf-8", "replace")
+            call.answer_sdp = await leg.answer(offer, self._other_leg_codecs())
         except Exception as exc:
             if call.state == "ended":
                 return  # cancelled while the leg answered: its closing stopped it

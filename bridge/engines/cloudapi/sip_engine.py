@@ -7,7 +7,9 @@ The engine is the signalling: the user agent's lifecycle, the Graph side, and th
 (Meta's INVITE, CANCEL, ACK, BYE) are :class:`~.sip_dialogs.SipDialogs`'.
 
 User-initiated (Meta's INVITE): ``407`` first when a password is set (the UA) → ``100`` →
-the leg answers Meta's offer → ``INCOMING`` and ``180`` (:mod:`.sip_dialogs`) → ``answer``
+the leg answers Meta's offer (in the G.711 of the PBX phone the number's calls go to when
+Meta offered it, ``audio.additional_codecs``; else Opus: :func:`.sdp.answer_codec`, as on the
+Graph road) → ``INCOMING`` and ``180`` (:mod:`.sip_dialogs`) → ``answer``
 sends ``200 OK`` with the answer → Meta's ACK confirms the dialog. ``hangup`` while ringing is
 ``486 Busy Here``; after, ``BYE`` along the route set.
 
@@ -28,7 +30,7 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -106,7 +108,12 @@ class SipEngine:
             on_read=self.graph_side.standing.settings_read,
         )
         """Meta's calling settings of the number (a SettingsEngine: ``…/sip/rotate`` too)."""
-        self.dialogs = SipDialogs(self.events, self.graph_side, self._leg)
+        self.other_leg_codecs: Callable[[], tuple[str, ...]] = tuple
+        """Where the number's inbound calls go, by codec (a ``LegCodecEngine``: the
+        switchboard sets it): Meta's G.711 offer is answered in kind for a G.711 PBX phone."""
+        self.dialogs = SipDialogs(
+            self.events, self.graph_side, self._leg, lambda: self.other_leg_codecs()
+        )
         """The calls and their dialogs; the UA's ``CallHandler`` (:mod:`.sip_dialogs`)."""
         self.graph_side.on_calls = self._meta_call_webhooks
 
