@@ -87,6 +87,9 @@ class FakeOpenAILive:
         self.chunk_at: list[float] = []
         self.connections = 0
         self.closed_reasons: list[str] = []
+        self.ended: list[int | None] = []
+        """Each session socket's close code as its handler ended (1006: the client never
+        answered the server's close frame, whose wait for it timed out)."""
         self.expired = 0
         self.ws: web.WebSocketResponse | None = None
         self.started = asyncio.Event()
@@ -153,6 +156,9 @@ class FakeOpenAILive:
                     ]
         finally:
             self._open.discard(ws)
+            # Before the wait: a closed connection cancels its handler (aiohttp's
+            # handler_cancellation, as test servers run) and this wait with it.
+            self.ended.append(ws.close_code)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -206,7 +206,7 @@ async def test_live_expires_at_renewed_before_it_and_refusals(
     fake.errors.clear()
     resp = await client.post(f"/call/{cid}/agents", json={"provider": "openai-live", "apiKey": KEY})
     assert resp.status == 403 and "api.openai.com" in (await resp.json())["error"]["message"]
-    connections = fake.connections
+    connections, ended = fake.connections, len(fake.ended)
     started = await start(client, cid, url)
     await fake.transcript("caller", "Where is my order?", 0, 900)
     await fake.transcript("agent", "On its way.", 1000, 1800)
@@ -215,6 +215,10 @@ async def test_live_expires_at_renewed_before_it_and_refusals(
     assert again.data["resumed"] is False
     assert fake.connections == connections + 2 and fake.expired == 0
     assert fake.closed_reasons == ["close_requested"]  # the old session ended politely
+    # ... and its socket closed both ways at once (not left open, the server waiting 10 s
+    # for the bridge's close frame).
+    await until(lambda: len(fake.ended) == ended + 1, timeout=1)
+    assert fake.ended[-1] == 1000
     assert fake.starts[-1]["input"] == [
         {
             "type": "message",
