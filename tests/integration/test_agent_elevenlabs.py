@@ -33,7 +33,6 @@ SESSION = {
 async def on_a_call(make_client, aiohttp_server, api_key: str | None = KEY, **settings):
     fake = FakeElevenLabs(AGENT, api_key=api_key)
     server = await aiohttp_server(fake.app())
-    fake.port = server.port
     client = await make_client(fork_url_allow=("127.0.0.1",), **settings)
     call = await active_call(client)
     url = f"ws://127.0.0.1:{server.port}/v1/convai/conversation?agent_id={AGENT}"

@@ -30,7 +30,6 @@ SESSION = {"systemPrompt": "Be brief.", "voice": "Mark", "firstSpeaker": "FIRST_
 async def on_a_call(make_client, aiohttp_server, **settings):
     fake = FakeUltravox(api_key=KEY)
     server = await aiohttp_server(fake.app())
-    fake.port = server.port
     client = await make_client(fork_url_allow=("127.0.0.1",), **settings)
     call = await active_call(client)
     return fake, client, call["callID"], f"http://127.0.0.1:{server.port}/api"
