@@ -15,11 +15,13 @@ per-provider code. For each provider, on the same calls:
   the process's CPU per call (the fakes take the caller's silence too, as a model would);
 * up: the WhatsApp user says a 20 ms burst every 200 ms; from the moment it leaves the engine
   to the moment the model's socket has the chunk that carries it;
-* down: the model starts a reply while the call is quiet; from its first audio sent to the
-  first frame of it the WhatsApp user gets;
+* down: the model starts a reply while the call is quiet; from its first audio sent (GPT-Live:
+  the first voiced chunk of its continuous stream) to the first frame of it the WhatsApp user
+  gets (GPT-Live's includes the bridge's jitter buffer, 100 ms by default);
 * barge-in: 3 s of reply queued, the provider's own barge-in signal 0.6 s into it; from that
-  message sent to the first frame the user gets without the voice (and, where the provider
-  truncates, ``audio_end_ms`` against the voiced frames the user really got);
+  message sent (GPT-Live, which has none: from its stream turning silent) to the first frame
+  the user gets without the voice (and, where the provider truncates, ``audio_end_ms`` against
+  the voiced frames the user really got);
 * socket dropped: from the server's close to the caller's audio arriving on the socket the
   bridge opened again (all calls' sockets drop at once);
 * cancel: an agent with the model's turn detection off (where the provider has that), a reply
@@ -91,6 +93,13 @@ class Adapter:
     truncates: bool = False
     """The fake keeps the ``conversation.item.truncate`` it was sent (``truncates``)."""
     barge_in_goal_ms: float = 60.0
+    voice_at: str | None = None
+    """Where the model's voice goes out on a stream of its own pace (GPT-Live's chunks): the
+    fake's attribute saying when a reply's first audio went out, the down measure's start;
+    ``None``: when ``say`` was called."""
+    signal_at: str | None = None
+    """Where the barge-in signal is the stream turning silent (GPT-Live): the fake's attribute
+    saying when it did, the barge-in measure's start; ``None``: when the signal was sent."""
 
     def available(self) -> bool:
         module = self.fake.split(":")[0]
@@ -148,6 +157,33 @@ ADAPTERS = (
         16_000,
         16_000,
         "user_started_speaking",
+    ),
+    Adapter(
+        "elevenlabs",
+        "elevenlabs_agent:FakeElevenLabs",
+        "ws://{host}/v1/convai/conversation?agent_id=agent_test",
+        16_000,
+        16_000,
+        "interrupt",
+    ),
+    Adapter(
+        "ultravox",
+        "ultravox:FakeUltravox",
+        "http://{host}/api",
+        16_000,
+        16_000,
+        "clear_buffer",
+    ),
+    Adapter(
+        "openai-live",
+        "openai_live:FakeOpenAILive",
+        "ws://{host}/v1/live/sessions",
+        16_000,
+        16_000,
+        "fall_silent",
+        barge_in_goal_ms=140.0,
+        voice_at="voiced_since",
+        signal_at="silent_since",
     ),
 )
 
@@ -256,6 +292,11 @@ class Leg:
         assert resp.status == 201, await resp.text()
         self.agent_id = (await resp.json())["agentID"]
 
+    def at(self, attribute: str | None, sent: float) -> float:
+        """When the fake's ``attribute`` says it acted, else ``sent`` (the bench's call)."""
+        when = getattr(self.fake, attribute) if attribute else None
+        return sent if when is None else float(when)
+
     def first_heard(self, since: float, loud: bool) -> float | None:
         return next((t for t, voiced in self.line.heard if t >= since and voiced == loud), None)
 
@@ -268,6 +309,7 @@ class Leg:
             t0 = time.monotonic()
             await fake.say(tone(440, rate // 5, rate, VOICE))  # 200 ms
             await asyncio.sleep(0.5)
+            t0 = self.at(self.adapter.voice_at, t0)
             first = self.first_heard(t0, True)
             if first is not None:
                 down.append(first - t0)
@@ -278,6 +320,7 @@ class Leg:
             truncated = len(fake.truncates) if self.adapter.truncates else 0
             await getattr(fake, self.adapter.barge_in)()
             await asyncio.sleep(0.3)
+            cut = self.at(self.adapter.signal_at, cut)
             quiet = self.first_heard(cut, False)
             if quiet is not None:
                 barge.append(quiet - cut)

@@ -29,7 +29,7 @@ import aiohttp
 
 from ..attachments.wire import OutgoingQueue
 from ..http import RedirectRefused
-from ..tasks import TaskSet
+from ..tasks import TaskSet, cancel_and_wait
 from .preflight import CONNECT_TIMEOUT, where_to_connect
 from .wire import (
     Answer,
@@ -266,8 +266,12 @@ class ModelConnection:
                 elif msg.type is aiohttp.WSMsgType.BINARY:
                     await self._binary(msg.data)
         finally:
-            for task in helpers:
-                task.cancel()
+            await cancel_and_wait(helpers)
+            if not ws.closed:
+                # A close begun by another task (a renewal's) ends this loop the moment it
+                # starts and its task was just cancelled: finish it here, or the old session's
+                # socket stays open, its server waiting for our close frame.
+                await ws.close()
 
     async def _keepalive(self, every: float) -> None:
         """The dialect's keep-alive whenever nothing went up for ``every`` seconds (the

@@ -43,7 +43,13 @@ class CallerAudioLog:
     ``chunks`` as the bridge sent them and ``arrived``, the ``time.monotonic()`` each came
     in (``bench.agents`` times a caller's frame from the engine to the model's socket by it).
     ``cancelled`` holds when a cancel of a generation in progress arrived, in whatever form
-    the provider has one."""
+    the provider has one (it stays empty where the protocol has none).
+
+    Beside it every fake model has the same hooks for ``bench.agents`` and the tests:
+    ``say(pcm)`` (a reply at its output rate; ``say(pcm, done=False)`` leaves it generating,
+    where a cancel exists), ``drop()`` (the socket closed as a failing server), a method that
+    sends the provider's own barge-in signal, ``errors`` (what it refused) and
+    ``connections`` (sockets opened)."""
 
     def __init__(self) -> None:
         self.chunks: list[bytes] = []
@@ -53,6 +59,11 @@ class CallerAudioLog:
     def keep_caller_audio(self, raw: bytes) -> None:
         self.chunks.append(raw)
         self.arrived.append(time.monotonic())
+
+    @property
+    def heard(self) -> np.ndarray:
+        """Every caller sample the bridge sent, int16 at the model's input rate."""
+        return np.frombuffer(b"".join(self.chunks), dtype="<i2")
 
 
 class FakeServer:

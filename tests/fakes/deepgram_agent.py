@@ -71,10 +71,6 @@ class FakeDeepgramAgent(CallerAudioLog):
         self._cancelled: set[str] = set()
         self._last = 0.0
 
-    @property
-    def heard(self) -> np.ndarray:
-        return np.frombuffer(b"".join(self.chunks), dtype="<i2")
-
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get(self.PATH, self.handler)

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from .common import CallerAudioLog
+
 INIT_FIELDS = {
     "type",
     "conversation_config_override",
@@ -50,7 +52,7 @@ CLIENT_TYPES = {
 }
 
 
-class FakeElevenLabs:
+class FakeElevenLabs(CallerAudioLog):
     """One fake ElevenLabs API host: one agent, private when it has an ``api_key``."""
 
     CONVERSATION = "/v1/convai/conversation"
@@ -60,11 +62,11 @@ class FakeElevenLabs:
     ENABLED_OVERRIDES = frozenset({"agent.prompt", "agent.first_message", "agent.language"})
 
     def __init__(self, agent_id: str = "agent_test", api_key: str | None = "xi-test") -> None:
+        super().__init__()
         self.agent_id = agent_id
         self.api_key = api_key
         self.input_format = "pcm_16000"
         self.output_format = "pcm_16000"
-        self.port = 0
         self.signed_asked: list[dict[str, str]] = []
         """Headers of each ``get-signed-url`` request."""
         self.handshakes: list[dict[str, str]] = []
@@ -72,7 +74,6 @@ class FakeElevenLabs:
         self.events: list[dict[str, Any]] = []
         """Every message but the audio chunks, in order."""
         self.errors: list[str] = []
-        self.chunks: list[bytes] = []
         self.pongs: dict[int, float] = {}
         """``event_id`` → seconds from the ``ping`` to its ``pong``."""
         self.connections = 0
@@ -82,10 +83,6 @@ class FakeElevenLabs:
         self._pings: dict[int, float] = {}
         self._asked: set[str] = set()
         self._event_id = 0
-
-    @property
-    def heard(self) -> np.ndarray:
-        return np.frombuffer(b"".join(self.chunks), dtype="<i2")
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -101,8 +98,8 @@ class FakeElevenLabs:
             raise web.HTTPNotFound(text='{"detail": "agent not found"}')
         signature = secrets.token_hex(8)
         self._signatures.add(signature)
-        url = (
-            f"ws://127.0.0.1:{self.port}{self.CONVERSATION}?agent_id={self.agent_id}"
+        url = (  # on the host asked, as the service names its own region's
+            f"ws://{request.host}{self.CONVERSATION}?agent_id={self.agent_id}"
             f"&conversation_signature={signature}"
         )
         return web.json_response({"signed_url": url})
@@ -216,7 +213,7 @@ class FakeElevenLabs:
             return
         if len(pcm) % 2:
             self.errors.append("user_audio_chunk of an odd number of bytes")
-        self.chunks.append(pcm)
+        self.keep_caller_audio(pcm)
 
     def _check(self, body: dict[str, Any]) -> str | None:
         unknown = set(body) - INIT_FIELDS

@@ -59,10 +59,6 @@ class FakeGeminiLive(CallerAudioLog):
         self.generating = False
         """A model turn is in progress (:meth:`say` with ``done=False``)."""
 
-    @property
-    def heard(self) -> np.ndarray:
-        return np.frombuffer(b"".join(self.chunks), dtype="<i2")
-
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get(PATH, self.handler)

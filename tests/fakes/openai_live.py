@@ -15,8 +15,9 @@ refuses is refused here too, recorded in ``errors``:
 - an ``*.append`` without its ``delegation_id`` key, or naming no live client delegation.
 
 The model's output is one continuous real-time stream from ``session.started`` on: chunks of
-:attr:`CHUNK_MS` on an absolute schedule, its silences included; :meth:`speak` queues a voice
-into it and :attr:`silent_since` says when the stream turned silent after it. A session lives
+:attr:`CHUNK_MS` on an absolute schedule, its silences included; :meth:`say` queues a voice
+into it (:attr:`voiced_since`), :meth:`fall_silent` stops it and :attr:`silent_since` says when
+the stream turned silent after it. A session lives
 :attr:`SESSION_S` (``expires_at``); one still open then is closed as ``expired``.
 """
 
@@ -31,6 +32,8 @@ from typing import Any
 
 import numpy as np
 from aiohttp import WSMsgType, web
+
+from .common import CallerAudioLog
 
 SESSION_FIELDS = {"model", "instructions", "audio", "delegation", "input", "store"}
 AUDIO_FIELDS = {"format", "output"}
@@ -67,7 +70,7 @@ APPENDS = {
 }
 
 
-class FakeOpenAILive:
+class FakeOpenAILive(CallerAudioLog):
     """One fake GPT-Live endpoint (``/v1/live/sessions``)."""
 
     PATH = "/v1/live/sessions"
@@ -76,6 +79,7 @@ class FakeOpenAILive:
     SESSION_S = 3600.0
 
     def __init__(self, api_key: str | None = "sk-live-test") -> None:
+        super().__init__()
         self.api_key = api_key
         self.headers: list[dict[str, str]] = []
         self.starts: list[dict[str, Any]] = []
@@ -83,15 +87,19 @@ class FakeOpenAILive:
         self.events: list[dict[str, Any]] = []
         """Every client event but audio."""
         self.errors: list[str] = []
-        self.chunks: list[bytes] = []
-        self.chunk_at: list[float] = []
         self.connections = 0
         self.closed_reasons: list[str] = []
+        self.ended: list[int | None] = []
+        """Each session socket's close code as its handler ended (1006: the client never
+        answered the server's close frame, whose wait for it timed out)."""
         self.expired = 0
         self.ws: web.WebSocketResponse | None = None
         self.started = asyncio.Event()
+        self.voiced_since: float | None = None
+        """When the output stream's first chunk of the last voice went out (monotonic)."""
         self.silent_since: float | None = None
-        """When the output stream turned silent after the last voice (monotonic)."""
+        """When the output stream turned silent after the last voice (monotonic): the model's
+        only barge-in signal."""
         self._voice = np.zeros(0, dtype=np.int16)
         self._delegation: dict[str, Any] | None = None
         self._asked: set[str] = set()
@@ -100,10 +108,6 @@ class FakeOpenAILive:
         self._ids = 0
         self._stopping = False
         self._open: set[web.WebSocketResponse] = set()
-
-    @property
-    def heard(self) -> np.ndarray:
-        return np.frombuffer(b"".join(self.chunks), dtype="<i2")
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -153,6 +157,9 @@ class FakeOpenAILive:
                     ]
         finally:
             self._open.discard(ws)
+            # Before the wait: a closed connection cancels its handler (aiohttp's
+            # handler_cancellation, as test servers run) and this wait with it.
+            self.ended.append(ws.close_code)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -272,8 +279,7 @@ class FakeOpenAILive:
         if set(body) - {"type", "event_id", "audio"} or len(raw) % 2:
             await self._error(ws, "invalid_request_error", "malformed session.input_audio.append")
             return
-        self.chunks.append(raw)
-        self.chunk_at.append(time.monotonic())
+        self.keep_caller_audio(raw)
 
     async def _append(self, ws: web.WebSocketResponse, kind: str, body: dict[str, Any]) -> None:
         if "delegation_id" not in body or not isinstance(body.get("content"), str):
@@ -327,6 +333,8 @@ class FakeOpenAILive:
             loud = bool(np.abs(chunk).max() > 0)
             if voiced and not loud:
                 self.silent_since = time.monotonic()
+            elif loud and not voiced:
+                self.voiced_since = time.monotonic()
             voiced = loud
             delta = base64.b64encode(chunk.astype("<i2").tobytes()).decode()
             await self._send(ws, {"type": "session.output_audio.delta", "delta": delta})
@@ -334,10 +342,15 @@ class FakeOpenAILive:
             await asyncio.sleep(max(0.0, start + sent * self.CHUNK_MS / 1000 - time.monotonic()))
 
     # -- what the test makes the model do
-    def speak(self, pcm: np.ndarray) -> None:
-        """Say ``pcm`` (16 kHz) in the stream, from its next chunk on."""
+    async def say(self, pcm: np.ndarray) -> None:
+        """Say ``pcm`` (16 kHz) in the stream, from its next chunk on (it has no cancel)."""
         self._voice = np.concatenate([self._voice, pcm.astype(np.int16)])
-        self.silent_since = None
+        self.voiced_since = self.silent_since = None
+
+    async def fall_silent(self) -> None:
+        """The model stops by itself mid-reply (it heard the caller over itself): its stream
+        turns silent from the next chunk (:attr:`silent_since`). GPT-Live's barge-in signal."""
+        self._voice = self._voice[:0]
 
     async def transcript(self, role: str, text: str, start_ms: int, end_ms: int) -> None:
         assert self.ws is not None

@@ -101,11 +101,6 @@ class FakeOpenAIRealtime(CallerAudioLog):
         self._active: str | None = None
         """The response in progress."""
 
-    @property
-    def heard(self) -> np.ndarray:
-        """Every caller sample the bridge sent, int16 at :attr:`RATE`."""
-        return np.frombuffer(b"".join(self.chunks), dtype="<i2")
-
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get(self.PATH, self.handler)

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from .common import CallerAudioLog
+
 RATE = 16_000
 CALL_FIELDS = {
     "systemPrompt",
@@ -62,28 +64,24 @@ CLIENT_TYPES = {
 _DURATION = re.compile(r"^\d+(\.\d+)?s$")
 
 
-class FakeUltravox:
+class FakeUltravox(CallerAudioLog):
     """One fake Ultravox API (``/api``) and its call sockets (``/calls/{id}/join``)."""
 
     def __init__(self, api_key: str = "uv-test") -> None:
+        super().__init__()
         self.api_key = api_key
-        self.port = 0
         self.created: list[dict[str, Any]] = []
         """Each creation: its ``body``, ``headers`` and ``priorCallId`` (or ``None``)."""
         self.joins: list[dict[str, str]] = []
         """The query of each join."""
         self.events: list[dict[str, Any]] = []
         self.errors: list[str] = []
-        self.chunks: list[bytes] = []
+        self.connections = 0
         self.ws: web.WebSocketResponse | None = None
         self.call_id = ""
         self._calls: dict[str, dict[str, Any]] = {}
         self._asked: set[str] = set()
         self._ordinal = 0
-
-    @property
-    def heard(self) -> np.ndarray:
-        return np.frombuffer(b"".join(self.chunks), dtype="<i2")
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -106,7 +104,7 @@ class FakeUltravox:
         token = secrets.token_hex(8)
         self._calls[call_id] = {"body": body, "token": token, "joined": False}
         self.created.append({"body": body, "headers": dict(request.headers), "priorCallId": prior})
-        join = f"ws://127.0.0.1:{self.port}/calls/{call_id}/join?token={token}"
+        join = f"ws://{request.host}/calls/{call_id}/join?token={token}"  # the host asked
         return web.json_response(
             {"callId": call_id, "joinUrl": join, "created": "2026-01-01T00:00:00Z"}, status=201
         )
@@ -148,6 +146,7 @@ class FakeUltravox:
         self.joins.append(dict(request.query))
         ws = web.WebSocketResponse(max_msg_size=16 << 20)
         await ws.prepare(request)
+        self.connections += 1
         self.ws = ws
         self.call_id = request.match_info["call"]
         seconds = float(str(call["body"].get("maxDuration", "3600s"))[:-1])
@@ -161,7 +160,7 @@ class FakeUltravox:
                 if msg.type is WSMsgType.BINARY:
                     if len(msg.data) % 2:
                         self.errors.append("an odd number of bytes of audio")
-                    self.chunks.append(msg.data)
+                    self.keep_caller_audio(msg.data)
                 elif msg.type is WSMsgType.TEXT:
                     await self._message(ws, json.loads(msg.data))
         finally:
@@ -223,6 +222,7 @@ class FakeUltravox:
             )
 
     async def clear_buffer(self) -> None:
+        """The caller barged in: ``playback_clear_buffer``."""
         await self._send({"type": "playback_clear_buffer"})
 
     async def heard_user(self, text: str) -> None:
@@ -248,3 +248,7 @@ class FakeUltravox:
                 "parameters": parameters,
             }
         )
+
+    async def drop(self) -> None:
+        if self.ws is not None:
+            await self.ws.close(code=1011, message=b"server error")

@@ -53,7 +53,7 @@ async def start(client, cid: str, url: str, **body) -> dict:
 
 
 def arrivals_since(fake: FakeOpenAILive, t0: float) -> tuple[list[bytes], list[float]]:
-    pairs = [(c, t) for c, t in zip(fake.chunks, fake.chunk_at, strict=False) if t >= t0]
+    pairs = [(c, t) for c, t in zip(fake.chunks, fake.arrived, strict=False) if t >= t0]
     return [c for c, _ in pairs], [t for _, t in pairs]
 
 
@@ -84,7 +84,7 @@ async def test_live_16k_both_ways_silence_in_gaps_session_close_key_never_shown(
     # The model's 440 Hz in its continuous stream reaches the caller whole, at its level.
     sc = sim_call(client, cid)
     n0 = sc.frames_heard
-    fake.speak(tone(440, 16_000, 16_000, 0.25))
+    await fake.say(tone(440, 16_000, 16_000, 0.25))
     await until(lambda: fake.silent_since is not None, timeout=5)
     await until(lambda: sc.frames_heard - n0 >= 80, timeout=5)
     down = loud(list(sc.heard)[-(sc.frames_heard - n0) :])
@@ -125,7 +125,7 @@ async def test_live_voice_gone_within_140ms_of_the_stream_turning_silent(
     sc = sim_call(client, cid)
     async with client.app[MANAGER].events.subscribe() as sub:
         n0 = sc.frames_heard
-        fake.speak(tone(440, 3 * 16_000, 16_000, 0.25))
+        await fake.say(tone(440, 3 * 16_000, 16_000, 0.25))
         await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 20, timeout=5)
         # The caller talks over it: reported, and the voice plays on (the model decides).
         await fake.transcript("caller", "Hm", 1000, 1200)
@@ -135,7 +135,7 @@ async def test_live_voice_gone_within_140ms_of_the_stream_turning_silent(
         await until(lambda: sc.frames_heard - n1 >= 25, timeout=3)
         assert len(loud(list(sc.heard)[-(sc.frames_heard - n1) :])) >= 24
         # The model stops by itself: its stream turns silent, mid-reply.
-        fake._voice = fake._voice[:0]
+        await fake.fall_silent()
         await until(lambda: fake.silent_since is not None, timeout=3)
         silent = fake.silent_since
         assert silent is not None
@@ -206,7 +206,7 @@ async def test_live_expires_at_renewed_before_it_and_refusals(
     fake.errors.clear()
     resp = await client.post(f"/call/{cid}/agents", json={"provider": "openai-live", "apiKey": KEY})
     assert resp.status == 403 and "api.openai.com" in (await resp.json())["error"]["message"]
-    connections = fake.connections
+    connections, ended = fake.connections, len(fake.ended)
     started = await start(client, cid, url)
     await fake.transcript("caller", "Where is my order?", 0, 900)
     await fake.transcript("agent", "On its way.", 1000, 1800)
@@ -215,6 +215,10 @@ async def test_live_expires_at_renewed_before_it_and_refusals(
     assert again.data["resumed"] is False
     assert fake.connections == connections + 2 and fake.expired == 0
     assert fake.closed_reasons == ["close_requested"]  # the old session ended politely
+    # ... and its socket closed both ways at once (not left open, the server waiting 10 s
+    # for the bridge's close frame).
+    await until(lambda: len(fake.ended) == ended + 1, timeout=1)
+    assert fake.ended[-1] == 1000
     assert fake.starts[-1]["input"] == [
         {
             "type": "message",
@@ -224,7 +228,7 @@ async def test_live_expires_at_renewed_before_it_and_refusals(
     ]
     sc = sim_call(client, cid)
     n0 = sc.frames_heard
-    fake.speak(tone(440, 8000, 16_000, 0.25))  # the new session is heard
+    await fake.say(tone(440, 8000, 16_000, 0.25))  # the new session is heard
     await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 20, timeout=5)
     snap = await (await client.get(f"/call/{cid}")).json()
     assert snap["state"] == "active" and snap["agents"][0]["state"] == "connected"

@@ -630,6 +630,14 @@ async def test_a_human_takes_the_call_when_the_model_is_gone(make_client, aiohtt
         await client.post("/call/hangup", json={"callID": cid})
 
 
+def test_the_agents_bench_has_a_row_for_every_provider() -> None:
+    """Every provider ``POST /call/{callID}/agents`` takes is measured by ``bench.agents``
+    against a strict fake (so the smoke test below runs it too)."""
+    from bridge.agents.service import PROVIDERS
+
+    assert sorted(a.provider for a in AGENT_BENCH if a.available()) == sorted(PROVIDERS)
+
+
 @pytest.mark.parametrize("provider", [a.provider for a in AGENT_BENCH if a.available()])
 async def test_the_agents_bench_still_runs(provider: str) -> None:
     """``python -m bench.agents`` at one call, one turn, per provider: every measure has its

@@ -11,12 +11,9 @@ from .calls import wait_state
 async def served_beside_a_call(
     fake: Any, make_client: Any, aiohttp_server: Any, **settings: Any
 ) -> tuple[Any, str, int]:
-    """``fake``'s app served on loopback (its ``port`` told, for fakes whose answers name
-    their own URLs), and a bridge allowed to reach it with an active call: (client, call id,
-    the fake's port)."""
+    """``fake``'s app served on loopback, and a bridge allowed to reach it with an active
+    call: (client, call id, the fake's port)."""
     server = await aiohttp_server(fake.app())
-    if hasattr(fake, "port"):
-        fake.port = server.port
     client = await make_client(fork_url_allow=("127.0.0.1",), **settings)
     call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
     await wait_state(client, call["callID"], "active")
