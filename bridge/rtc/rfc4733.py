@@ -2,16 +2,17 @@
 
 * the leg's RTP session (``rtc/rtp_session.py``) takes packets of the telephone-event payload
   type and feeds them to a :class:`DtmfDetector` (one report per key press);
-* :class:`KeyPresses` is the one packetizer: the presses a sender has yet to send, as
-  telephone-event payloads one 20 ms tick at a time (sans-IO: the sender asks each tick). Each
-  press is a packet every 20 ms with one RTP timestamp (the audio's timestamp as the press
-  begins, libwebrtc's choice), the marker bit on the first, a growing duration in the
-  telephone-event clock, and the end packet sent three times in its tick (RFC 4733
-  §2.5.1.4, as libwebrtc does). A trunk's phone leg asks it on the media clock
-  (``trunks/media.py``); :class:`EventSender` drives it for a WebRTC or SDES leg's lean
-  sender, writing through the audio's own RTP stream (``rtc/rtpsend.py``), so the events
-  share the audio's SSRC and sequence space and its sender reports count them. Audio keeps
-  flowing meanwhile.
+* :class:`KeyPresses` is the one sender: the presses a leg has yet to send, as
+  telephone-event packets one 20 ms tick at a time (sans-IO: the leg's clocked sender asks
+  each tick, :meth:`KeyPresses.send_tick`). Each press is a packet every tick, in place of
+  that tick's audio, with one RTP timestamp (the audio's as the press begins, libwebrtc's
+  choice), the marker bit on the first, a growing duration in the telephone-event clock, and
+  the end packet sent three times in its tick (RFC 4733 §2.5.1.4, as libwebrtc does); then
+  the press's gap, as audio. A trunk's phone leg asks it on its clock tick
+  (``trunks/media.py``), the WhatsApp DTLS and SDES legs' track on its own
+  (``rtc/tracks.py`` ``OpusBusTrack``); either way the packets go through the audio's own RTP
+  stream (``rtc/rtpsend.py``), so the events share the audio's SSRC and sequence space and
+  its sender reports count them.
 
 A key press is a run of packets with the same RTP timestamp; the duration grows in each, and
 the last three carry the end bit. The detector reports a press once, at its first end packet;
@@ -20,11 +21,10 @@ if the end packets are all lost, it is reported when the next press (a new times
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from ..audio.dtmf import DIGITS
 
@@ -93,88 +93,118 @@ class EventPacket(NamedTuple):
     end: bool
 
 
+class _Press(NamedTuple):
+    event: int
+    ticks: int
+    gap: int
+    """Ticks of audio after it before the next press begins (or ``done`` is called)."""
+    done: Callable[[], None] | None
+
+
 class KeyPresses:
     """Key presses waiting to be sent and the one being sent (module docstring). Bounded:
-    a press beyond ``limit`` queued drops the oldest, counted in :attr:`dropped`."""
+    a press beyond ``limit`` queued drops the oldest, counted in :attr:`dropped` (a caller
+    that must refuse instead reads :attr:`queued` first).
+
+    The sender asks once a tick, while :attr:`pending`: :meth:`send_tick` sends this tick's
+    packets in place of the tick's audio, or says the tick is audio's (nothing to send, or a
+    gap between presses)."""
 
     def __init__(self, limit: int = 32) -> None:
-        self._queued: deque[tuple[int, int]] = deque(maxlen=limit)  # (event, ticks)
-        self._current: tuple[int, int, int] | None = None  # (event, ticks done, ticks)
+        self._queued: deque[_Press] = deque(maxlen=limit)
+        self._current: _Press | None = None
+        self._done = 0
+        """Ticks of :attr:`_current` sent."""
+        self._gap = 0
+        self._gap_done: Callable[[], None] | None = None
+        self._start = 0
+        """The RTP timestamp of the press being sent: its first tick's (RFC 4733 §2.5.1.2)."""
         self.dropped = 0
         self.presses = 0
+        self.packets = 0
 
-    def press(self, digit: str, duration_ms: int) -> None:
-        """Queue ``digit`` (one of :data:`~bridge.audio.dtmf.DIGITS`) held ``duration_ms``."""
+    def press(
+        self,
+        digit: str,
+        duration_ms: int,
+        gap_ms: int = 0,
+        done: Callable[[], None] | None = None,
+    ) -> None:
+        """Queue ``digit`` (one of :data:`~bridge.audio.dtmf.DIGITS`) held ``duration_ms``,
+        then ``gap_ms`` of audio; ``done()`` once that gap is over."""
         if len(self._queued) == self._queued.maxlen:
             self.dropped += 1
         ticks = max(1, -(-duration_ms // PACKET_MS))
-        self._queued.append((EVENTS.index(digit.upper()), ticks))
+        gap = max(0, -(-gap_ms // PACKET_MS))
+        self._queued.append(_Press(EVENTS.index(digit.upper()), ticks, gap, done))
+
+    @property
+    def queued(self) -> int:
+        """Presses waiting (the one being sent not counted)."""
+        return len(self._queued)
 
     @property
     def pending(self) -> bool:
-        """Whether a press is being sent or waits."""
-        return self._current is not None or bool(self._queued)
+        """Whether a press is being sent, waits, or its gap is not over."""
+        return self._current is not None or bool(self._queued) or self._gap > 0
 
     def clear(self) -> None:
+        """Drop every press not yet sent (their ``done`` never called)."""
         self._queued.clear()
-        self._current = None
+        self._current = self._gap_done = None
+        self._gap = 0
 
     def next_packet(self, step: int) -> EventPacket | None:
         """This tick's packet of the press being sent (the next one begins when none is);
-        ``None`` when nothing waits. ``step``: the event clock's units in 20 ms."""
+        ``None`` when nothing waits or the tick is a gap's. ``step``: the event clock's units
+        in 20 ms."""
         if self._current is None:
+            if self._gap > 0:
+                self._gap -= 1
+                if self._gap == 0:
+                    self._finished()
+                return None
             if not self._queued:
                 return None
-            event, ticks = self._queued.popleft()
-            self._current = (event, 0, ticks)
-        event, done, ticks = self._current
-        done += 1
-        end = done >= ticks
-        self._current = None if end else (event, done, ticks)
+            self._current, self._done = self._queued.popleft(), 0
+        press = self._current
+        self._done += 1
+        end = self._done >= press.ticks
+        packet = EventPacket(
+            event_payload(press.event, end, self._done * step), self._done == 1, end
+        )
         if end:
             self.presses += 1
-        return EventPacket(event_payload(event, end, done * step), done == 1, end)
+            self._current = None
+            self._gap, self._gap_done = press.gap, press.done
+            if press.gap == 0:
+                self._finished()
+        return packet
 
+    def send_tick(
+        self, timestamp: int, step: int, send: Callable[[bytes, int, bool], None]
+    ) -> bool:
+        """This tick's packets, sent by ``send(payload, rtp_timestamp, marker)`` in place of
+        the tick's audio, whose RTP time is ``timestamp``: the press's first tick's timestamp
+        held for all its packets, the marker on its first, its end packet sent
+        :data:`END_REPEATS` times (RFC 4733 §2.5.1). False: the tick is audio's."""
+        packet = self.next_packet(step)
+        if packet is None:
+            return False
+        if packet.first:
+            self._start = timestamp
+        for _ in range(END_REPEATS if packet.end else 1):
+            send(packet.payload, self._start, packet.first)
+            self.packets += 1
+        return True
 
-class EventSender:
-    """Sends key presses into an audio sender's RTP stream (see module doc), one press at a
-    time, its packets 20 ms apart on the loop's timer.
-
-    ``sender`` is the stream's lean sender (``rtc/rtpsend.py``'s ``LeanSender``): it numbers
-    the events with the audio (one owner of the stream's sequence numbers, forwarded packets
-    included) and counts them in its sender reports."""
-
-    def __init__(self, sender: Any, audio_clock: int = 48_000) -> None:
-        self.sender = sender
-        self.audio_clock = audio_clock
-        self.packets = 0
-        self.presses = 0
-
-    def _now_pts(self) -> int:
-        last = self.sender.stream.last_pts
-        return (0 if last is None else last) + self.audio_clock * PACKET_MS // 1000
-
-    async def play(
-        self, digit: str, duration_ms: int, payload_type: int, clock_rate: int = 8000
-    ) -> None:
-        """Send one key press (returns after its end packets)."""
-        press = KeyPresses(limit=1)
-        press.press(digit, duration_ms)
-        timestamp = self._now_pts()
-        step = clock_rate * PACKET_MS // 1000
-        loop = asyncio.get_running_loop()
-        start, ticks = loop.time(), 0
-        while (packet := press.next_packet(step)) is not None:
-            for _ in range(END_REPEATS if packet.end else 1):
-                await self.sender.send(
-                    packet.payload, timestamp, marker=packet.first, payload_type=payload_type
-                )
-                self.packets += 1
-            ticks += 1
-            wait = start + ticks * PACKET_MS / 1000 - loop.time()
-            if wait > 0 and not packet.end:
-                await asyncio.sleep(wait)
-        self.presses += 1
+    def _finished(self) -> None:
+        done, self._gap_done = self._gap_done, None
+        if done is not None:
+            try:
+                done()
+            except Exception:  # a caller's bug must not stop the sender's clock
+                log.exception("a key press's done callback failed")
 
 
 def _sdp_lines(sdp: str) -> list[str]:

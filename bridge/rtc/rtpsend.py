@@ -187,7 +187,13 @@ class LeanSender:
 
     def send_encoded(self, packet: Any) -> None:
         """One packet of the track (``rtc/tracks.py``'s ``EncodedPacket``: encoded here, or
-        forwarded from another leg's receive callback), sent now."""
+        forwarded from another leg's receive callback, or an RFC 4733 event sent in place of
+        the tick's audio), sent now."""
+        if packet.event:
+            self.send_now(
+                packet.data, packet.pts, marker=packet.marker, payload_type=packet.payload_type
+            )
+            return
         self.send_now(
             packet.data,
             packet.pts,
@@ -195,10 +201,6 @@ class LeanSender:
             marker=packet.marker,
             audio_type=packet.payload_type,
         )
-
-    async def send(self, *args: Any, **kwargs: Any) -> None:
-        """:meth:`send_now` for the RFC 4733 sender, which awaits its sends."""
-        self.send_now(*args, **kwargs)
 
     def send_now(
         self,

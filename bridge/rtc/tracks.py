@@ -5,6 +5,8 @@ from __future__ import annotations
 import fractions
 import logging
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -21,6 +23,7 @@ from .forward_run import ForwardRun
 from .passthrough import PassThrough
 from .protection import EncoderSetting, EncoderSettings, LossProtection, Protection
 from .red import RedWrapper
+from .rfc4733 import PACKET_MS, KeyPresses
 from .rtpsend import RtpStream
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,8 @@ _FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 class EncodedPacket:
     """A pre-encoded packet: what ``rtc/rtpsend.py``'s sender reads (``data``, ``pts``,
     ``seq``: the stream's number for a forwarded packet, else ``None``, and ``payload_type``:
-    RED's when ``data`` is a RED payload, else ``None``), and what aiortc's own sender reads
+    RED's when ``data`` is a RED payload, else ``None``; with ``event``, an RFC 4733 event's
+    payload type, its ``pts`` the press's start), and what aiortc's own sender reads
     (``bytes()``, ``pts``, ``time_base``) where it sends the track.
 
     Stands in for ``av.Packet``, which copies the payload into an FFmpeg buffer and builds a
@@ -44,7 +48,7 @@ class EncodedPacket:
     compares against, its ``convert_timebase`` does no ``Fraction`` arithmetic either.
     """
 
-    __slots__ = ("data", "marker", "payload_type", "pts", "seq", "time_base")
+    __slots__ = ("data", "event", "marker", "payload_type", "pts", "seq", "time_base")
 
     def __init__(
         self,
@@ -53,6 +57,7 @@ class EncodedPacket:
         seq: int | None = None,
         payload_type: int | None = None,
         marker: bool | None = None,
+        event: bool = False,
     ) -> None:
         self.data = data
         self.pts = pts
@@ -60,6 +65,8 @@ class EncodedPacket:
         self.payload_type = payload_type
         self.marker = marker
         """The RTP marker bit, or ``None``: the stream decides (``RtpStream.packetise``)."""
+        self.event = event
+        """An RFC 4733 event sent in place of the tick's audio (``rtc/rfc4733.py``)."""
         self.time_base = _RTP_TIME_BASE
 
     def __bytes__(self) -> bytes:
@@ -101,6 +108,13 @@ class OpusBusTrack(MediaStreamTrack):
     ``codec`` ``PCMU`` or ``PCMA``: the same track codes G.711 instead (a WhatsApp leg whose
     far end negotiated it, Meta's ``audio.additional_codecs``): 160 bytes on an 8 kHz RTP clock
     per 20 ms, no protection; forwarding works the same, for packets of that codec.
+
+    With ``keys`` (``rtc/rfc4733.py``'s :class:`~bridge.rtc.rfc4733.KeyPresses`) a key press
+    goes out on the clock in place of the audio, tick by tick (RFC 4733 events of payload type
+    ``event_type()``, durations on an ``event_rate`` clock; the tick's frame is still taken
+    and encoded): ``recv`` returns each tick's event packets, the end packet three times. A
+    forwarding run ends at the first forwarded packet once a press waits (the trunk's phone
+    leg does the same: ``trunks/media.py``).
     """
 
     kind = "audio"
@@ -122,8 +136,17 @@ class OpusBusTrack(MediaStreamTrack):
         clean: EncoderSetting | None = None,
         red: RedWrapper | None = None,
         level: LevelMeter | None = None,
+        keys: KeyPresses | None = None,
+        event_type: Callable[[], int] | None = None,
+        event_rate: int = 8000,
     ) -> None:
         super().__init__()
+        self.keys = keys if event_type is not None else None
+        """Key presses to send on the clock (class docstring); ``None``: none are."""
+        self._event_type = event_type or (lambda: 0)
+        self._event_step = event_rate * PACKET_MS // 1000
+        self._key_packets: deque[EncodedPacket] = deque()
+        """This tick's event packets not yet returned (the end packet's repeats)."""
         self.sink = sink
         self.level = level
         """Where the level of what it sends is summed (a browser's; ``None``: not metered)."""
@@ -202,6 +225,8 @@ class OpusBusTrack(MediaStreamTrack):
         while True:
             if self.readyState != "live":
                 raise MediaStreamError
+            if self._key_packets:  # the rest of this tick's event packets, sent now
+                return self._key_packets.popleft()
             packet = await self._next_packet()
             if packet is not None:
                 return packet
@@ -239,6 +264,9 @@ class OpusBusTrack(MediaStreamTrack):
         payload = self._coder.encode(pcm)
         pts = self._pts
         self._pts += self.frame_ts
+        keys = self.keys
+        if keys is not None and keys.pending and keys.send_tick(pts, self._event_step, self._event):
+            return self._key_packets.popleft()  # a key press, in place of the tick's audio
         marker = None
         if self.dtx_gate is not None:
             gated = self.dtx_gate.outgoing(payload, self._encoder.settled_silence)
@@ -248,6 +276,9 @@ class OpusBusTrack(MediaStreamTrack):
             payload, marker = gated, self.dtx_gate.marker
         self.frames_sent += 1
         return self._packet(payload, pts, marker=marker)
+
+    def _event(self, payload: bytes, pts: int, marker: bool) -> None:
+        self._key_packets.append(EncodedPacket(payload, pts, None, self._event_type(), marker, True))
 
     def _packet(
         self, payload: bytes, pts: int, seq: int | None = None, *, marker: bool | None = None
@@ -265,6 +296,12 @@ class OpusBusTrack(MediaStreamTrack):
         if source is not self.pass_through or sender is None or not sender.running:
             return  # an old source (a transfer), or no sender running (yet)
         if self.readyState != "live":
+            return
+        if self.keys is not None and self.keys.pending:
+            # A key press goes out on the clock (RFC 4733 in place of audio): the waiting
+            # task takes the ticks back.
+            if self._run.active:
+                self._run.end()
             return
         if self._run.continues(source) and self._run.older_than_first(seq):
             # Reordered across the switch: the number it maps to was our own encoded

@@ -42,7 +42,7 @@ from ..audio.receiver import FrameDecoder
 from ..calls.samples import LegSources
 from ..media import BusStats
 from ..media.clock import Phase, worker_clock
-from ..rtc.rfc4733 import END_REPEATS, DtmfDetector, KeyPresses
+from ..rtc.rfc4733 import DtmfDetector, KeyPresses
 from ..rtc.rtcp_schedule import RtcpInterval, RtcpSchedule
 from ..rtc.rtp_session import RtpSession
 from ..rtc.rtpsend import LeanSender
@@ -318,18 +318,18 @@ class TrunkMedia:
         self._ts = (self._ts + self.step) & 0xFFFFFFFF
 
     def _send_event(self) -> bool:
-        """One 20 ms of the key being sent, if any (its timestamp stays the event's start)."""
+        """This tick's packets of the key being sent, if any, in place of its audio
+        (``rtc/rfc4733.py`` :meth:`~bridge.rtc.rfc4733.KeyPresses.send_tick`)."""
+        if not self.keys_out.pending:
+            return False
         if self.event_pt is None:
             self.keys_out.clear()
             return False
-        packet = self.keys_out.next_packet(self.event_step)
-        if packet is None:
-            return False
-        if packet.first:
-            self._event_ts = self._ts
-        for _ in range(END_REPEATS if packet.end else 1):
-            self._send(self.event_pt, packet.payload, marker=packet.first, ts=self._event_ts)
-        return True
+        return self.keys_out.send_tick(self._ts, self.event_step, self._event_packet)
+
+    def _event_packet(self, payload: bytes, ts: int, marker: bool) -> None:
+        if self.event_pt is not None:
+            self._send(self.event_pt, payload, marker=marker, ts=ts)
 
     def _send(
         self,

@@ -13,8 +13,8 @@ a clocked port of this worker plugged into the call's bus (``engines/pump.py``, 
 * DTMF: RTP packets of ``telephone-event``'s payload type are taken out before aiortc routes
   RTP (it would drop them: it has no such codec) and fed to :class:`.dtmf.DtmfDetector`; key
   presses the agent sends (``POST /call/dtmf``, a browser's ``RTCDTMFSender``) go to Meta as
-  RFC 4733 packets in our audio stream (:class:`.dtmf.EventSender`, one owned task, a bounded
-  queue of presses).
+  RFC 4733 packets in our audio stream, in place of its audio on the track's clock (the
+  leg's bounded :class:`~bridge.rtc.rfc4733.KeyPresses`, sent by ``OpusBusTrack``).
 
 We are the full ICE agent against Meta's ICE-lite (aiortc takes the controlling role when the
 offer says ``a=ice-lite``, and as the offerer) and the DTLS client in answers
@@ -44,7 +44,6 @@ from ...rtc.leg import PeerLeg
 from ...rtc.protection import LossProtection
 from ...rtc.tracks import OpusBusTrack
 from ..base import EngineStats
-from .dtmf import EventSender
 from .sdp import DEFAULT_BITRATE, DTMF_PT, answer_codec, for_meta, read_remote
 from .shell import WhatsAppLeg
 
@@ -99,6 +98,8 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
             complexity=OPUS_COMPLEXITY,
             fec=fec,
             protection=LossProtection(fec=fec, unknown=0),
+            keys=self.keys_out,
+            event_type=lambda: self.dtmf_pt,
         )
         decoder = None if codec == "opus" else partial(phone_decoder, codec)
         self.start_media(self._transceiver(), track, self._on_frame, self.rx, decoder)
@@ -150,10 +151,9 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
 
     def _hook_dtmf(self) -> None:
         """Take ``telephone-event`` RTP in the leg's RTP session (aiortc has no such codec);
-        our own events go out through the audio's lean sender, numbered with the audio."""
+        our own events go out on the track's clock in place of audio (``rtc/tracks.py``),
+        numbered with the audio by the lean sender."""
         self.receive_dtmf(lambda: self.dtmf_pt, self.dtmf)
-        if self._lean is not None:
-            self._events = self._dtmf_out.events = EventSender(self._lean)
 
     # -- state
     def _state_changed(self, state: str) -> None:
@@ -186,7 +186,7 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
             "rtpLate": self.rx.uplink_rtp_late,
             "decodeErrors": self.rx.uplink_decode_errors,
             "dtmfPresses": self.dtmf.presses,
-            "dtmfSent": self._events.presses if self._events is not None else 0,
+            "dtmfSent": self.keys_out.presses,
         }
 
     # -- close

@@ -49,7 +49,6 @@ from ...rtc.leg import Quality
 from ...rtc.passthrough import PassThrough
 from ...rtc.protection import LossProtection
 from ...rtc.quality import sample
-from ...rtc.rfc4733 import EventSender
 from ...rtc.rtcp_schedule import AVP_MIN_INTERVAL, RtcpInterval, RtcpSchedule
 from ...rtc.rtp_session import RtpSession
 from ...rtc.rtpsend import LeanSender
@@ -123,7 +122,6 @@ class SdesPeer(WhatsAppLeg):
             on_dtmf=on_dtmf,
             on_media=on_media,
             on_closed=on_closed,
-            events=EventSender(self._sender),
         )
         self.playout = Playout(self._on_frame, self.rx, self._tasks, self._decoder)
         self.session.playout = self.playout
@@ -212,6 +210,8 @@ class SdesPeer(WhatsAppLeg):
             complexity=OPUS_COMPLEXITY,
             fec=fec,
             protection=LossProtection(fec=fec, unknown=0),
+            keys=self.keys_out,
+            event_type=lambda: self.dtmf_pt,
         )
         # Meta's loss, report by report, to the encoder (rtc/protection.py).
         self.session.on_report = self._track.far_end_report
@@ -307,9 +307,6 @@ class SdesPeer(WhatsAppLeg):
         reports carry at least ``loss()``, the loss there (``rtc/rtp_session.py``)."""
         self.session.loss_beyond = loss or (lambda: 0.0)
 
-    def _dtmf_ready(self) -> bool:
-        return self._track is not None  # negotiated: the stream has its payload types
-
     # -- stats
     @property
     def far_end_loss(self) -> float:
@@ -337,7 +334,7 @@ class SdesPeer(WhatsAppLeg):
         return self.playout.stats
 
     def leg_json(self) -> dict[str, Any]:
-        return sdes_rtp.leg_json(self, self._track, self._events)
+        return sdes_rtp.leg_json(self, self._track)
 
     # -- close
     async def close(self) -> None:

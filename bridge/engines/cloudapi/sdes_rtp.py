@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ...rtc.rfc4733 import EventSender
 from ...rtc.tracks import OpusBusTrack
 
 if TYPE_CHECKING:
     from .sdes import SdesPeer
 
 
-def leg_json(
-    peer: SdesPeer, track: OpusBusTrack | None, events: EventSender | None
-) -> dict[str, Any]:
+def leg_json(peer: SdesPeer, track: OpusBusTrack | None) -> dict[str, Any]:
     """The leg as a call's report shows it (``media: sdes``)."""
     sock, last = peer.socket, peer.last
     first = None
@@ -50,5 +47,5 @@ def leg_json(
         "rtpLate": peer.rx.uplink_rtp_late,
         "decodeErrors": peer.rx.uplink_decode_errors,
         "dtmfPresses": peer.dtmf.presses,
-        "dtmfSent": events.presses if events is not None else 0,
+        "dtmfSent": peer.keys_out.presses,
     }

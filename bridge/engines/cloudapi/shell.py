@@ -5,7 +5,8 @@ not in this.
 
 :class:`WhatsAppLeg` holds the leg's :class:`~.channel.LegPort` (where the pump plugs the
 call's bus in), its receive counters, RFC 4733 both ways (the detector, and the key presses
-waiting to go out: :class:`~.dtmf.DtmfOut`, one bounded queue and one owned task), the first
+waiting to go out: one bounded :class:`~bridge.rtc.rfc4733.KeyPresses`, which the leg's track
+sends on its clock in place of audio), the first
 frame's ``on_media`` and the close's ``on_closed``; the channel it opens, the reason it is over
 and the last steps of its close.
 """
@@ -21,7 +22,7 @@ from ...tasks import TaskSet
 from ..base import EngineStats
 from ..channels import MediaClosed
 from .channel import LegPort, PeerChannel
-from .dtmf import DtmfDetector, DtmfOut, EventSender
+from .dtmf import DTMF_QUEUE, DtmfDetector, KeyPresses
 from .sdp import DTMF_PT
 
 
@@ -56,7 +57,6 @@ class WhatsAppLeg:
         on_dtmf: Callable[[Any, str, int], None],
         on_media: Callable[[Any], None],
         on_closed: Callable[[Any], None] | None,
-        events: EventSender | None = None,
     ) -> None:
         self.wacid = ""
         """Meta's id of the call (set by the engine once known)."""
@@ -71,8 +71,8 @@ class WhatsAppLeg:
         self.dtmf_pt = DTMF_PT
         self.codec = "opus"
         """What the leg speaks with Meta (``opus``, or the G.711 it answered with)."""
-        self._events = events
-        self._dtmf_out = DtmfOut(tasks, self, events)  # type: ignore[arg-type]
+        self.keys_out = KeyPresses(DTMF_QUEUE)
+        """Key presses for Meta, sent by the leg's track on its clock (``rtc/tracks.py``)."""
 
     def _on_frame(self, pcm: Pcm) -> None:
         """The receiver's frame of this tick (the worker clock's receive phase)."""
@@ -81,17 +81,23 @@ class WhatsAppLeg:
             self._on_media(self)
         self.port.received(pcm)
 
-    def _dtmf_ready(self) -> bool:
-        """Whether key presses can be sent (the leg's media is set up)."""
-        return self._events is not None
+    def _dtmf_ready(self: Any) -> bool:
+        """Whether key presses can be sent (the leg's track, which sends them, is made)."""
+        return self._track is not None
 
     def send_dtmf(
         self: Any, digits: str, duration_ms: int, gap_ms: int, done: Callable[[], None] | None
     ) -> None:
-        """Queue key presses; ``done`` is called once the last one was sent."""
+        """Queue key presses, each held ``duration_ms`` then ``gap_ms`` of audio; ``done`` is
+        called once the last one (and its gap) went out. ``ValueError`` beyond
+        :data:`~.dtmf.DTMF_QUEUE` waiting."""
         if not self._dtmf_ready() or self.dead:
             raise MediaClosed(f"{self.name}: the WhatsApp-side {self.leg_words} is not up")
-        self._dtmf_out.push(digits, duration_ms, gap_ms, done)
+        keys: KeyPresses = self.keys_out
+        if keys.queued + len(digits) > DTMF_QUEUE:
+            raise ValueError("too many key presses queued")
+        for i, digit in enumerate(digits):
+            keys.press(digit, duration_ms, gap_ms, done if i == len(digits) - 1 else None)
 
     def _over(self: _Leg) -> str:
         why = f"{self.name}: the WhatsApp-side {self.leg_words} is {self.state}"
@@ -110,6 +116,6 @@ class WhatsAppLeg:
     def _close_shell(self: Any) -> None:
         """Stop feeding the pump, drop the key presses not sent, tell the engine."""
         self.port.end(f"{self.name}: the WhatsApp-side {self.leg_words} is closed")
-        self._dtmf_out.clear()
+        self.keys_out.clear()
         if self._on_closed is not None:
             self._on_closed(self)
