@@ -14,7 +14,7 @@ from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket
 from bridge.audio import FRAME_SAMPLES
 from bridge.rtc.dtls_srtp import DtlsSrtp
 from bridge.rtc.leg import install_transport_hooks
-from bridge.rtc.rfc4733 import DtmfDetector, EventSender
+from bridge.rtc.rfc4733 import DtmfDetector, KeyPresses
 from bridge.rtc.rtp_session import RtpSession
 from bridge.rtc.tracks import OpusBusTrack
 from bridge.tasks import TaskSet
@@ -44,7 +44,8 @@ async def test_an_aiortc_receiver_decodes_the_tone_the_lean_sender_sends() -> No
     config = RTCConfiguration(iceServers=[])
     bridge_pc, far_pc = RTCPeerConnection(config), RTCPeerConnection(config)
     install_transport_hooks()
-    track = OpusBusTrack(Tone(440.0))
+    keys = KeyPresses()
+    track = OpusBusTrack(Tone(440.0), keys=keys, event_type=lambda: EVENT_PT)
     transceiver = bridge_pc.addTransceiver(track, direction="sendonly")
     tasks = TaskSet("test-leg")
     wire = DtlsSrtp(RtpSession(1, "test"), transceiver, tasks, "test leg")
@@ -83,7 +84,8 @@ async def test_an_aiortc_receiver_decodes_the_tone_the_lean_sender_sends() -> No
         await bridge_pc.setRemoteDescription(far_pc.localDescription)
 
         await until(lambda: len(arrived) >= 25, 20.0, "25 packets")
-        await EventSender(lean).play("7", 120, EVENT_PT)
+        keys.press("7", 120)  # on the track's clock, in place of 6 ticks of audio
+        await until(lambda: not keys.pending)
         await until(
             lambda: len(reports) >= 2 and sum(c.size for c in recorder.chunks) >= 2 * recorder.rate,
             20.0,
@@ -107,8 +109,14 @@ async def test_an_aiortc_receiver_decodes_the_tone_the_lean_sender_sends() -> No
     seqs = [p.sequence_number for p in arrived]
     assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
     audio = [p for p in arrived if p.payload_type != EVENT_PT]
-    assert {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in itertools.pairwise(audio)} == {960}
-    assert [p.marker for p in audio].count(1) == 1 and audio[0].marker == 1
+    # 20 ms per audio packet, but across the press: its 6 ticks went to events instead.
+    ts_steps = [(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in itertools.pairwise(audio)]
+    assert set(ts_steps) == {960, 7 * 960} and ts_steps.count(7 * 960) == 1
+    # Marker: the first packet, and the audio's first after the press (a new talkspurt).
+    resumed = ts_steps.index(7 * 960) + 1
+    assert [i for i, p in enumerate(audio) if p.marker] == [0, resumed]
+    events = [p for p in arrived if p.payload_type == EVENT_PT]
+    assert events[0].timestamp == (audio[resumed - 1].timestamp + 960) & 0xFFFFFFFF
     assert sum(p.payload_type == EVENT_PT for p in arrived) == 8  # 6 × 20 ms + 2 more ends
     # Each sender report counts the packets (and payload octets) that arrived before it, and
     # maps its NTP time to the RTP clock from the newest audio packet's (RFC 3550 §6.4.1: its

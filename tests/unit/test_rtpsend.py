@@ -14,7 +14,7 @@ from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket
 from bridge.audio import FRAME_SAMPLES
 from bridge.rtc import rtpsend
 from bridge.rtc.passthrough import PassThrough
-from bridge.rtc.rfc4733 import EventSender
+from bridge.rtc.rfc4733 import KeyPresses
 from bridge.rtc.rtp_session import RtpSession
 from bridge.rtc.rtpsend import LeanSender, RtpStream, ntp_time
 from bridge.rtc.tracks import OpusBusTrack
@@ -120,7 +120,8 @@ async def test_numbers_and_rtp_time_run_on_across_forwarding_and_dtmf_and_report
     session = RtpSession(0x5EED, "test")
     wire = Wire()
     lean = LeanSender(session, wire.send_rtp)
-    track = OpusBusTrack(Tone())
+    keys = KeyPresses()
+    track = OpusBusTrack(Tone(), keys=keys, event_type=lambda: EVENT_PT)
     allow = False
     pass_through = PassThrough(lambda: allow)
     track.forward_from(pass_through, lean)
@@ -139,8 +140,8 @@ async def test_numbers_and_rtp_time_run_on_across_forwarding_and_dtmf_and_report
         pass_through.offer(40_010, 5_000_000 + 960 * 10, bytes([0xF8, 10]))
         mark = len(wire.sent)
         await until(lambda: len(wire.sent) >= mark + 5)
-        events = EventSender(lean)
-        await events.play("5", 100, EVENT_PT)
+        keys.press("5", 100)  # sent on the track's clock, in place of its audio
+        await until(lambda: not keys.pending)
         mark = len(wire.sent)
         await until(lambda: len(wire.sent) >= mark + 5)
     finally:
@@ -160,9 +161,13 @@ async def test_numbers_and_rtp_time_run_on_across_forwarding_and_dtmf_and_report
     assert [p.payload[1] for p in forwarded] == [0, 1, 2, 3, 5, 6, 7, 8, 9]
     # RTP time: 20 ms per audio packet, encoded or forwarded, 40 ms across the lost one.
     ts_steps = [(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in itertools.pairwise(audio)]
-    assert ts_steps.count(1920) == 1 and set(ts_steps) == {960, 1920}
-    # Marker: the stream's first packet, and each key press's first; nothing else.
-    assert audio[0].marker == 1 and not any(p.marker for p in audio[1:])
+    # Across the key press, the 5 ticks it took from the audio (plus the audio's own 20 ms).
+    assert ts_steps.count(1920) == 1 and ts_steps.count(6 * 960) == 1
+    assert set(ts_steps) == {960, 1920, 6 * 960}
+    # Marker: the stream's first packet, each key press's first, and the audio after the
+    # press (its RTP time jumped with no sequence gap: a talkspurt, RFC 3551 §4.1).
+    after = next(i for i, p in enumerate(audio) if packets.index(p) > packets.index(ev[-1]))
+    assert [i for i, p in enumerate(audio) if p.marker] == [0, after]
     assert [p.marker for p in ev] == [1] + [0] * (len(ev) - 1)
     # The press: 5 packets of 20 ms + the end sent 3 times, at the audio's next RTP time.
     assert len(ev) == 7 and len({p.timestamp for p in ev}) == 1
