@@ -43,6 +43,8 @@ class SdesEndpoint(asyncio.DatagramProtocol):
         self.decoder = OpusDecoder(16_000)
         self.packets: list[tuple[float, int, int, int, bytes]] = []
         """(arrival, payload type, seq, timestamp, payload) of each RTP packet received."""
+        self.marked: set[int] = set()
+        """Sequence numbers of the packets received with the marker bit."""
         self.pcm: list[np.ndarray] = []
         self.rtcp: list[Any] = []
         self.auth_failed = 0
@@ -113,6 +115,8 @@ class SdesEndpoint(asyncio.DatagramProtocol):
         self.first_at = self.first_at or now
         _, second, seq, ts, _ = _HEADER.unpack_from(plain)
         pt = second & 0x7F
+        if second & 0x80:
+            self.marked.add(seq)
         payload = plain[12 + 4 * (plain[0] & 0x0F) :]
         self.packets.append((now, pt, seq, ts, payload))
         if pt == 111:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
@@ -149,6 +150,47 @@ async def test_dtmf_both_ways(meta: SdesEndpoint) -> None:
         assert sorted(ev for _, ev in ends) == [1, 11]
     finally:
         await peer.close()
+
+
+async def test_key_presses_go_out_on_the_clock_in_place_of_audio(meta: SdesEndpoint) -> None:
+    """RFC 4733 §2.5.1 as the track sends it: a press is one packet a tick on consecutive ticks
+    of the audio's stream (no audio between them), one RTP timestamp (the tick it began on),
+    the marker on the first, the duration growing 20 ms a tick, the end packet three times;
+    then its gap as audio, whose RTP time moved on by the ticks the press took."""
+    peer, _ = _peer()
+    try:
+        meta.take(await peer.answer(meta.sdp()))
+        port = Port([tone(600, 8000, i * 320, 320) for i in range(200)])
+        peer.open_channel().plug(port)
+        await until(lambda: port.taken >= 10, 2.0, "the tone going out")
+        done = asyncio.Event()
+        peer.open_channel().send_dtmf("#1", 100, 60, done.set)
+        await asyncio.wait_for(done.wait(), 3.0)
+        await until(lambda: meta.packets[-1][1] == 111, 2.0, "audio after the presses")
+    finally:
+        await peer.close()
+    packets = sorted(meta.packets, key=lambda p: (p[2] - meta.packets[0][2]) & 0xFFFF)
+    seqs = [p[2] for p in packets]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))  # one stream
+    kinds = "".join("e" if p[1] == 126 else "a" for p in packets)
+    # Each press in place of its ticks' audio: 5 ticks (4 packets, the end 3 times), then
+    # 60 ms (3 ticks) of audio before the next.
+    assert "aeeeeeeeaaaeeeeeeea" in kinds and kinds.count("e") == 14
+    first = kinds.index("e")
+    for start, event in ((first, 11), (first + 10, 1)):
+        press = packets[start : start + 7]
+        before, after = packets[start - 1], packets[start + 7]
+        assert {p[4][0] for p in press} == {event}
+        assert {p[3] for p in press} == {(before[3] + 960) & 0xFFFFFFFF}  # its first tick's
+        assert [p[2] in meta.marked for p in press] == [True] + [False] * 6
+        durations = [int.from_bytes(p[4][2:4], "big") for p in press]
+        assert durations == [160, 320, 480, 640, 800, 800, 800]  # 8 kHz units
+        assert [bool(p[4][1] & 0x80) for p in press] == [False] * 4 + [True] * 3
+        assert all(p[4][1] & 0x3F == 10 for p in press)  # -10 dBm0
+        # The audio after it: the press's 5 ticks on, a new talkspurt (RFC 3551 §4.1).
+        assert (after[3] - before[3]) & 0xFFFFFFFF == 6 * 960 and after[2] in meta.marked
+    assert (packets[first + 10][3] - packets[first][3]) & 0xFFFFFFFF == 8 * 960
+    assert peer.leg_json()["dtmfSent"] == 2
 
 
 async def test_symmetric_rtp_latches_to_authenticated_sources_only(meta: SdesEndpoint) -> None:
