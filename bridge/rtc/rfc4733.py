@@ -193,8 +193,8 @@ class KeyPresses:
             return False
         if packet.first:
             self._start = timestamp
-        for _ in range(END_REPEATS if packet.end else 1):
-            send(packet.payload, self._start, packet.first)
+        for i in range(END_REPEATS if packet.end else 1):
+            send(packet.payload, self._start, packet.first and i == 0)  # the marker: once
             self.packets += 1
         return True
 

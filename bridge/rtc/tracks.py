@@ -278,7 +278,9 @@ class OpusBusTrack(MediaStreamTrack):
         return self._packet(payload, pts, marker=marker)
 
     def _event(self, payload: bytes, pts: int, marker: bool) -> None:
-        self._key_packets.append(EncodedPacket(payload, pts, None, self._event_type(), marker, True))
+        self._key_packets.append(
+            EncodedPacket(payload, pts, None, self._event_type(), marker, True)
+        )
 
     def _packet(
         self, payload: bytes, pts: int, seq: int | None = None, *, marker: bool | None = None

@@ -45,3 +45,42 @@ def test_presses_beyond_the_bound_drop_the_oldest_and_are_counted() -> None:
         if packet.first:
             events.append(packet.payload[0])
     assert events == [2, 3]
+
+
+def test_a_tick_sends_the_press_in_place_of_audio_then_its_gap_then_says_done() -> None:
+    """``send_tick``, what every leg's clocked sender calls: the press's first tick's RTP time
+    held, the marker on the first packet, the end three times in its tick; the gap's ticks are
+    audio's; ``done`` once the gap is over."""
+    presses = KeyPresses()
+    done: list[int] = []
+    presses.press("9", 60, gap_ms=40, done=lambda: done.append(tick))
+    sent: list[tuple[int, bytes, int, bool]] = []
+    audio = []
+    for tick in range(8):
+        pts = 1000 + 960 * tick
+
+        def send(payload: bytes, ts: int, marker: bool, tick: int = tick) -> None:
+            sent.append((tick, payload, ts, marker))
+
+        if not presses.send_tick(pts, 160, send):
+            audio.append(tick)
+    assert [t for t, *_ in sent] == [0, 1, 2, 2, 2]  # one tick each, the end's repeated
+    assert {ts for _, _, ts, _ in sent} == {1000}
+    assert [m for *_, m in sent] == [True, False, False, False, False]
+    assert [int.from_bytes(p[2:4], "big") for _, p, _, _ in sent] == [160, 320, 480, 480, 480]
+    assert audio == [3, 4, 5, 6, 7] and done == [4]  # the gap: ticks 3 and 4
+    assert presses.packets == 5 and not presses.pending
+
+
+def test_a_second_press_holds_its_own_start() -> None:
+    presses = KeyPresses()
+    presses.press("1", 20)
+    presses.press("2", 40)
+    starts = []
+    for tick in range(4):
+        presses.send_tick(tick * 960, 160, lambda p, ts, m: starts.append((p[0], ts, m)))
+    # A one-tick press: its first packet is its end, sent three times, the marker once.
+    assert (
+        starts
+        == [(1, 0, True), (1, 0, False), (1, 0, False)] + [(2, 960, True)] + [(2, 960, False)] * 3
+    )
