@@ -49,7 +49,7 @@ async def test_an_aiortc_receiver_decodes_the_tone_the_lean_sender_sends() -> No
     transceiver = bridge_pc.addTransceiver(track, direction="sendonly")
     tasks = TaskSet("test-leg")
     wire = DtlsSrtp(RtpSession(1, "test"), transceiver, tasks, "test leg")
-    lean = wire.play(track)
+    wire.play(track)
     recorder = Recorder()
     far_pc.on("track", recorder.start)
 
