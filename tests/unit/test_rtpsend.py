@@ -194,3 +194,44 @@ async def test_a_dead_transport_ends_the_loop_and_the_track() -> None:
     await asyncio.wait_for(lean.run(track), 5)
     assert len(wire.sent) == 2 and not lean.running
     assert track.readyState == "ended"
+
+
+async def test_a_key_press_ends_a_forwarding_run_and_goes_out_on_the_clock() -> None:
+    """A press waits: the next forwarded packet is not sent but ends the run, the track's
+    clock sends the press in place of audio, then forwarding starts afresh (as the trunk's
+    phone leg does, ``trunks/media.py`` ``offer``)."""
+    wire = Wire()
+    lean = LeanSender(RtpSession(0x5EED, "test"), wire.send_rtp)
+    keys = KeyPresses()
+    track = OpusBusTrack(Tone(), keys=keys, event_type=lambda: EVENT_PT)
+    pass_through = PassThrough(lambda: True)
+    track.forward_from(pass_through, lean)
+    task = asyncio.ensure_future(lean.run(track))
+    source = [(7_000 + i, 960 * i, bytes([0xF8, i])) for i in range(8)]
+    try:
+        await until(lambda: len(wire.sent) >= 3)
+        for seq, ts, payload in source[:4]:
+            pass_through.offer(seq, ts, payload)
+        assert track.forwarded_frames == 4
+        keys.press("3", 40)
+        pass_through.offer(*source[4])  # refused: the press goes first
+        await until(lambda: not keys.pending)
+        for seq, ts, payload in source[5:]:
+            pass_through.offer(seq, ts, payload)
+        await until(lambda: track.forwarded_frames == 7)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    packets = wire.packets()
+    forwarded = [p.payload[1] for p in packets if p.payload[:1] == b"\xf8" and len(p.payload) == 2]
+    assert forwarded == [0, 1, 2, 3, 5, 6, 7]
+    kinds = "".join(
+        "e" if p.payload_type == EVENT_PT else "f" if p.payload[:1] == b"\xf8" else "a"
+        for p in packets
+    )
+    assert "ffffeeeefff" in kinds  # no audio: 2 ticks of the press (its end 3 times)
+    seqs = [p.sequence_number for p in packets]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+    ev = [p for p in packets if p.payload_type == EVENT_PT]
+    after = packets[packets.index(ev[-1]) + 1 :]
+    assert all((p.timestamp - ev[0].timestamp) & 0xFFFFFFFF < 0x80000000 for p in after)
