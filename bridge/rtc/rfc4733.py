@@ -102,15 +102,24 @@ class _Press(NamedTuple):
 
 
 class KeyPresses:
-    """Key presses waiting to be sent and the one being sent (module docstring). Bounded:
-    a press beyond ``limit`` queued drops the oldest, counted in :attr:`dropped` (a caller
-    that must refuse instead reads :attr:`queued` first).
+    """A leg's key presses waiting to be sent and the one being sent (module docstring), on
+    the leg's ``telephone-event``: its payload type (``payload_type()``, read each tick;
+    ``None``: not negotiated, nothing is sent) and :attr:`step`, its clock's units in 20 ms.
+    Bounded: a press beyond ``limit`` queued drops the oldest, counted in :attr:`dropped` (a
+    caller that must refuse instead reads :attr:`queued` first).
 
-    The sender asks once a tick, while :attr:`pending`: :meth:`send_tick` sends this tick's
-    packets in place of the tick's audio, or says the tick is audio's (nothing to send, or a
-    gap between presses)."""
+    The leg's clocked sender asks each tick: :meth:`send_tick` sends this tick's packets in
+    place of the tick's audio, or says the tick is audio's (nothing to send, or a gap)."""
 
-    def __init__(self, limit: int = 32) -> None:
+    def __init__(
+        self,
+        limit: int = 32,
+        payload_type: Callable[[], int | None] = lambda: None,
+        step: int = 160,
+    ) -> None:
+        self.payload_type = payload_type
+        self.step = step
+        """The event clock's units in 20 ms (160: 8 kHz, RFC 4733's usual rate)."""
         self._queued: deque[_Press] = deque(maxlen=limit)
         self._current: _Press | None = None
         self._done = 0
@@ -181,21 +190,25 @@ class KeyPresses:
                 self._finished()
         return packet
 
-    def send_tick(
-        self, timestamp: int, step: int, send: Callable[[bytes, int, bool], None]
-    ) -> bool:
-        """This tick's packets, sent by ``send(payload, rtp_timestamp, marker)`` in place of
-        the tick's audio, whose RTP time is ``timestamp``: the press's first tick's timestamp
-        held for all its packets, the marker on its first, its end packet sent
-        :data:`END_REPEATS` times (RFC 4733 §2.5.1). False: the tick is audio's."""
-        packet = self.next_packet(step)
+    def send_tick(self, timestamp: int, send: Callable[[int, bytes, int, bool], None]) -> bool:
+        """This tick's packets, sent by ``send(payload_type, payload, rtp_timestamp, marker)``
+        in place of the tick's audio, whose RTP time is ``timestamp``: the press's first
+        tick's timestamp held for all its packets, the marker on its first, its end packet
+        sent :data:`END_REPEATS` times (RFC 4733 §2.5.1). False: the tick is audio's."""
+        if not self.pending:
+            return False
+        payload_type = self.payload_type()
+        if payload_type is None:  # the far end takes no events: the presses go
+            self.clear()
+            return False
+        packet = self.next_packet(self.step)
         if packet is None:
             return False
         if packet.first:
             self._start = timestamp
         for i in range(END_REPEATS if packet.end else 1):
-            send(packet.payload, self._start, packet.first and i == 0)  # the marker: once
-            self.packets += 1
+            send(payload_type, packet.payload, self._start, packet.first and i == 0)
+            self.packets += 1  # the marker once, on the first packet of the press
         return True
 
     def _finished(self) -> None:

@@ -6,7 +6,6 @@ import fractions
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -23,7 +22,7 @@ from .forward_run import ForwardRun
 from .passthrough import PassThrough
 from .protection import EncoderSetting, EncoderSettings, LossProtection, Protection
 from .red import RedWrapper
-from .rfc4733 import PACKET_MS, KeyPresses
+from .rfc4733 import KeyPresses
 from .rtpsend import RtpStream
 
 log = logging.getLogger(__name__)
@@ -109,12 +108,9 @@ class OpusBusTrack(MediaStreamTrack):
     far end negotiated it, Meta's ``audio.additional_codecs``): 160 bytes on an 8 kHz RTP clock
     per 20 ms, no protection; forwarding works the same, for packets of that codec.
 
-    With ``keys`` (``rtc/rfc4733.py``'s :class:`~bridge.rtc.rfc4733.KeyPresses`) a key press
-    goes out on the clock in place of the audio, tick by tick (RFC 4733 events of payload type
-    ``event_type()``, durations on an ``event_rate`` clock; the tick's frame is still taken
-    and encoded): ``recv`` returns each tick's event packets, the end packet three times. A
-    forwarding run ends at the first forwarded packet once a press waits (the trunk's phone
-    leg does the same: ``trunks/media.py``).
+    ``keys`` (``rtc/rfc4733.py``): key presses sent on the clock, each tick's RFC 4733 packets
+    in place of its audio (its frame still taken and encoded); a press waiting ends a
+    forwarding run, as on a trunk's phone leg (``trunks/media.py``).
     """
 
     kind = "audio"
@@ -137,14 +133,9 @@ class OpusBusTrack(MediaStreamTrack):
         red: RedWrapper | None = None,
         level: LevelMeter | None = None,
         keys: KeyPresses | None = None,
-        event_type: Callable[[], int] | None = None,
-        event_rate: int = 8000,
     ) -> None:
         super().__init__()
-        self.keys = keys if event_type is not None else None
-        """Key presses to send on the clock (class docstring); ``None``: none are."""
-        self._event_type = event_type or (lambda: 0)
-        self._event_step = event_rate * PACKET_MS // 1000
+        self.keys = keys  # key presses to send on the clock (class docstring)
         self._key_packets: deque[EncodedPacket] = deque()
         """This tick's event packets not yet returned (the end packet's repeats)."""
         self.sink = sink
@@ -264,8 +255,7 @@ class OpusBusTrack(MediaStreamTrack):
         payload = self._coder.encode(pcm)
         pts = self._pts
         self._pts += self.frame_ts
-        keys = self.keys
-        if keys is not None and keys.pending and keys.send_tick(pts, self._event_step, self._event):
+        if self.keys is not None and self.keys.send_tick(pts, self._event):
             return self._key_packets.popleft()  # a key press, in place of the tick's audio
         marker = None
         if self.dtx_gate is not None:
@@ -277,10 +267,8 @@ class OpusBusTrack(MediaStreamTrack):
         self.frames_sent += 1
         return self._packet(payload, pts, marker=marker)
 
-    def _event(self, payload: bytes, pts: int, marker: bool) -> None:
-        self._key_packets.append(
-            EncodedPacket(payload, pts, None, self._event_type(), marker, True)
-        )
+    def _event(self, pt: int, payload: bytes, pts: int, marker: bool) -> None:
+        self._key_packets.append(EncodedPacket(payload, pts, None, pt, marker, True))
 
     def _packet(
         self, payload: bytes, pts: int, seq: int | None = None, *, marker: bool | None = None
@@ -299,11 +287,8 @@ class OpusBusTrack(MediaStreamTrack):
             return  # an old source (a transfer), or no sender running (yet)
         if self.readyState != "live":
             return
-        if self.keys is not None and self.keys.pending:
-            # A key press goes out on the clock (RFC 4733 in place of audio): the waiting
-            # task takes the ticks back.
-            if self._run.active:
-                self._run.end()
+        if self.keys is not None and self.keys.pending:  # a key press: on the clock, not this
+            self._run.end()  # the waiting task takes the ticks back
             return
         if self._run.continues(source) and self._run.older_than_first(seq):
             # Reordered across the switch: the number it maps to was our own encoded

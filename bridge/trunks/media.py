@@ -115,7 +115,7 @@ class TrunkMedia:
         self.socket: Socket | None = None
         self._ts = secrets.randbits(32)
         self.keys_in = DtmfDetector(on_key, RATE)
-        self.keys_out = KeyPresses(KEYS_QUEUED)
+        self.keys_out = KeyPresses(KEYS_QUEUED, lambda: self.event_pt)
         self._unregister: Callable[[], None] | None = None
         self.packets_in = 0
         self.sending = True
@@ -143,8 +143,6 @@ class TrunkMedia:
         """The RTP timestamp's step a 20 ms packet."""
         self.stream.frame_ticks = self.step
         self.reports.clock = 48000 if codec == "opus" else RATE  # its RTP clock (RFC 3551)
-        self.event_step = SAMPLES
-        """RFC 4733 durations' units a 20 ms tick (the event's own clock / 50)."""
         # A fresh receiver for the codec (the stream so far was another codec's).
         self.playout.resume(self.playout.on_frame, self.playout.bus_stats)
 
@@ -181,7 +179,7 @@ class TrunkMedia:
         self.pt, self.event_pt = remote.pt, remote.event_pt
         if remote.codec != self.codec:
             self.set_codec(remote.codec)
-        self.event_step = remote.event_rate // 50
+        self.keys_out.step = remote.event_rate // 50  # RFC 4733 durations' units in 20 ms
         self.keys_in.clock_rate = remote.event_rate
         self.rtcp_mux = remote.rtcp_mux
         self._start_reports()
@@ -313,23 +311,13 @@ class TrunkMedia:
         if pcm is None:
             pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         payload = self.encoder.encode(pcm)
-        if not self._send_event():
+        if not self.keys_out.send_tick(self._ts, self._send_event):
             self._send(self.pt, payload)
         self._ts = (self._ts + self.step) & 0xFFFFFFFF
 
-    def _send_event(self) -> bool:
-        """This tick's packets of the key being sent, if any, in place of its audio
-        (``rtc/rfc4733.py`` :meth:`~bridge.rtc.rfc4733.KeyPresses.send_tick`)."""
-        if not self.keys_out.pending:
-            return False
-        if self.event_pt is None:
-            self.keys_out.clear()
-            return False
-        return self.keys_out.send_tick(self._ts, self.event_step, self._event_packet)
-
-    def _event_packet(self, payload: bytes, ts: int, marker: bool) -> None:
-        if self.event_pt is not None:
-            self._send(self.event_pt, payload, marker=marker, ts=ts)
+    def _send_event(self, pt: int, payload: bytes, ts: int, marker: bool) -> None:
+        """One packet of the key being sent (``KeyPresses.send_tick``, in place of audio)."""
+        self._send(pt, payload, marker=marker, ts=ts)
 
     def _send(
         self,

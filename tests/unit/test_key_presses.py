@@ -51,36 +51,43 @@ def test_a_tick_sends_the_press_in_place_of_audio_then_its_gap_then_says_done() 
     """``send_tick``, what every leg's clocked sender calls: the press's first tick's RTP time
     held, the marker on the first packet, the end three times in its tick; the gap's ticks are
     audio's; ``done`` once the gap is over."""
-    presses = KeyPresses()
+    presses = KeyPresses(payload_type=lambda: 101)
     done: list[int] = []
     presses.press("9", 60, gap_ms=40, done=lambda: done.append(tick))
-    sent: list[tuple[int, bytes, int, bool]] = []
+    sent: list[tuple[int, int, bytes, int, bool]] = []
     audio = []
     for tick in range(8):
         pts = 1000 + 960 * tick
 
-        def send(payload: bytes, ts: int, marker: bool, tick: int = tick) -> None:
-            sent.append((tick, payload, ts, marker))
+        def send(pt: int, payload: bytes, ts: int, marker: bool, tick: int = tick) -> None:
+            sent.append((tick, pt, payload, ts, marker))
 
-        if not presses.send_tick(pts, 160, send):
+        if not presses.send_tick(pts, send):
             audio.append(tick)
     assert [t for t, *_ in sent] == [0, 1, 2, 2, 2]  # one tick each, the end's repeated
-    assert {ts for _, _, ts, _ in sent} == {1000}
+    assert {(pt, ts) for _, pt, _, ts, _ in sent} == {(101, 1000)}
     assert [m for *_, m in sent] == [True, False, False, False, False]
-    assert [int.from_bytes(p[2:4], "big") for _, p, _, _ in sent] == [160, 320, 480, 480, 480]
+    assert [int.from_bytes(p[2:4], "big") for _, _, p, _, _ in sent] == [160, 320, 480, 480, 480]
     assert audio == [3, 4, 5, 6, 7] and done == [4]  # the gap: ticks 3 and 4
     assert presses.packets == 5 and not presses.pending
 
 
-def test_a_second_press_holds_its_own_start() -> None:
-    presses = KeyPresses()
+def test_a_second_press_holds_its_own_start_on_the_events_own_clock() -> None:
+    presses = KeyPresses(payload_type=lambda: 96, step=320)  # telephone-event/16000
     presses.press("1", 20)
     presses.press("2", 40)
-    starts = []
+    sent = []
     for tick in range(4):
-        presses.send_tick(tick * 960, 160, lambda p, ts, m: starts.append((p[0], ts, m)))
+        presses.send_tick(tick * 960, lambda pt, p, ts, m: sent.append((p[0], p[2:4], ts, m)))
+    one, two = (320).to_bytes(2, "big"), (640).to_bytes(2, "big")
     # A one-tick press: its first packet is its end, sent three times, the marker once.
-    assert (
-        starts
-        == [(1, 0, True), (1, 0, False), (1, 0, False)] + [(2, 960, True)] + [(2, 960, False)] * 3
-    )
+    assert sent[:3] == [(1, one, 0, True), (1, one, 0, False), (1, one, 0, False)]
+    assert sent[3:] == [(2, one, 960, True)] + [(2, two, 960, False)] * 3
+
+
+def test_with_no_telephone_event_negotiated_the_presses_go_and_the_ticks_are_audio() -> None:
+    presses = KeyPresses()  # payload_type() is None
+    presses.press("5", 100)
+    sent: list[object] = []
+    assert not presses.send_tick(0, lambda *a: sent.append(a))
+    assert not sent and not presses.pending

@@ -120,8 +120,8 @@ async def test_numbers_and_rtp_time_run_on_across_forwarding_and_dtmf_and_report
     session = RtpSession(0x5EED, "test")
     wire = Wire()
     lean = LeanSender(session, wire.send_rtp)
-    keys = KeyPresses()
-    track = OpusBusTrack(Tone(), keys=keys, event_type=lambda: EVENT_PT)
+    keys = KeyPresses(payload_type=lambda: EVENT_PT)
+    track = OpusBusTrack(Tone(), keys=keys)
     allow = False
     pass_through = PassThrough(lambda: allow)
     track.forward_from(pass_through, lean)
@@ -202,8 +202,8 @@ async def test_a_key_press_ends_a_forwarding_run_and_goes_out_on_the_clock() -> 
     phone leg does, ``trunks/media.py`` ``offer``)."""
     wire = Wire()
     lean = LeanSender(RtpSession(0x5EED, "test"), wire.send_rtp)
-    keys = KeyPresses()
-    track = OpusBusTrack(Tone(), keys=keys, event_type=lambda: EVENT_PT)
+    keys = KeyPresses(payload_type=lambda: EVENT_PT)
+    track = OpusBusTrack(Tone(), keys=keys)
     pass_through = PassThrough(lambda: True)
     track.forward_from(pass_through, lean)
     task = asyncio.ensure_future(lean.run(track))

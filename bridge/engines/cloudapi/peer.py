@@ -99,7 +99,6 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
             fec=fec,
             protection=LossProtection(fec=fec, unknown=0),
             keys=self.keys_out,
-            event_type=lambda: self.dtmf_pt,
         )
         decoder = None if codec == "opus" else partial(phone_decoder, codec)
         self.start_media(self._transceiver(), track, self._on_frame, self.rx, decoder)

@@ -211,7 +211,6 @@ class SdesPeer(WhatsAppLeg):
             fec=fec,
             protection=LossProtection(fec=fec, unknown=0),
             keys=self.keys_out,
-            event_type=lambda: self.dtmf_pt,
         )
         # Meta's loss, report by report, to the encoder (rtc/protection.py).
         self.session.on_report = self._track.far_end_report

@@ -71,7 +71,7 @@ class WhatsAppLeg:
         self.dtmf_pt = DTMF_PT
         self.codec = "opus"
         """What the leg speaks with Meta (``opus``, or the G.711 it answered with)."""
-        self.keys_out = KeyPresses(DTMF_QUEUE)
+        self.keys_out = KeyPresses(DTMF_QUEUE, lambda: self.dtmf_pt)
         """Key presses for Meta, sent by the leg's track on its clock (``rtc/tracks.py``)."""
 
     def _on_frame(self, pcm: Pcm) -> None:
