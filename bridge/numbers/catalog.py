@@ -289,18 +289,10 @@ class Catalog:
             )
 
     def answering_trunk(self, number_id: str, tenant_id: str) -> Trunk | None:
-        """The trunk that takes the inbound calls of ``number_id`` (by its id or its phone)
-        for ``tenant_id``, if one does (``answer.numbers``)."""
+        """The trunk that takes the inbound calls of ``number_id`` for ``tenant_id``, if any."""
         number = self.number(number_id)
-        names = {number_id} | ({number.phone} if number is not None and number.phone else set())
-        for trunk in self.trunks.values():
-            if (
-                trunk.answer_uri
-                and trunk.tenant_id == tenant_id
-                and names & set(trunk.answer_numbers)
-            ):
-                return trunk
-        return None
+        names = {number_id, number.phone} if number is not None and number.phone else {number_id}
+        return next((t for t in self.trunks.values() if t.answers(names, tenant_id)), None)
 
     def trunks_of(self, tenant_id: str | None) -> list[Trunk]:
         """A tenant's trunks (``None``: every trunk)."""

@@ -105,6 +105,15 @@ class Trunk:
             return False
         return any(address in net for net in self.networks)
 
+    def answers(self, names: set[str], tenant_id: str) -> bool:
+        """Whether the trunk takes the inbound calls of a number known by ``names`` (its id,
+        its phone) for ``tenant_id`` (``answer.numbers``, to ``answer.uri``)."""
+        return (
+            bool(self.answer_uri)
+            and self.tenant_id == tenant_id
+            and bool(names & set(self.answer_numbers))
+        )
+
     def public(self) -> dict[str, Any]:
         return {
             "trunkID": self.trunk_id,

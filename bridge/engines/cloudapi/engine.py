@@ -87,7 +87,6 @@ class CloudApiEngine:
         self._dialling = Parked()  # webhooks about dials that Meta has not answered yet
         self._ended = Remembered()
         self.inbox = WebhookInbox(settings.cloudapi_app_secret, self.stats)
-        self._inbox = self.inbox.queue
         self._tasks = TaskSet("cloudapi")
         self._http, self._own_http = http, http is None
         self.standing = NumberStanding(self.events, number)  # Meta's pauses, one call a user
@@ -96,9 +95,7 @@ class CloudApiEngine:
         self.permissions = CallPermissions(self.graph, self.events)
         self.artifacts = MetaArtifacts(self.graph, self.events, self._tasks)  # an ArtifactsEngine
         self.pending_hangups = PendingHangups("cloudapi", self.hangup, asyncio.sleep)
-        self.other_leg_codecs: Callable[[], tuple[str, ...]] = tuple
-        """Where the number's inbound calls go, by codec (a ``LegCodecEngine``: the
-        switchboard sets it): Meta's G.711 offer is answered in kind for a G.711 PBX phone."""
+        self.other_leg_codecs: Callable[[], tuple[str, ...]] = tuple  # LegCodecEngine's
 
     @classmethod
     def from_settings(
