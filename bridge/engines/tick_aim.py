@@ -49,13 +49,20 @@ than this one (a busy host). An engine that queues never gives back a tick its f
 (every later frame waits one tick more, 60 ms, for the rest of the call), so the margin is
 worth its few ms."""
 TICK = FRAME_MS / 1000
-GUARD = 0.004
-"""Seconds past the frame's own aim in which the aim is left alone: a frame estimated there
-still makes its tick (by ``AHEAD - GUARD``), and moving it a tick later would make it miss that
-tick for sure. Past the guard it is estimated to miss (or to make it by too little for a busy
-host): a tick later (a quiet frame dropped) it waits 20 ms less for the next. It was 10 ms,
-beyond :data:`AHEAD`: a boundary left where its frames arrived just before the tick missed
-it now and then, and each miss left a frame standing in a queueing engine."""
+GUARD = 0.010
+"""Seconds of the engine's period, just before the frame's own aim, in which the aim is left
+alone: a frame estimated there just makes its tick, give or take the estimate's jitter (a few
+ms on a busy host) and moving it a tick later would make it miss that tick for sure. It
+reaches 4 ms past the estimated tick, where an engine with no clock's frames sit (a round
+trip after ours): a narrower guard (4 ms, tried) probes that engine with two drops, each a
+20 ms hole in what it sends back, and on a loaded host the downlink's jitter buffer grew by
+30 to 150 ms after them. A frame that does miss there waits for the next tick each time: a
+steady wait, not a standing backlog."""
+
+SURE = 0.0025
+"""Seconds from the engine's estimated tick within which the count of what it holds does not
+say whether a batch made that tick (the estimate's jitter): a standing frame is seen when a
+batch came later than that past its tick and a later one earlier than that before its own."""
 
 
 class TickAim:
@@ -133,7 +140,10 @@ class TickAim:
         if due is None or last is None or self.follows:
             return 0
         tick = due - (self.ahead - AHEAD)  # (a frame sent after it waits for the next)
-        ticks = int((now - tick) // self.period) - int((last - tick) // self.period)
+        # A batch within SURE of a tick may have made it or not: counted both ways, the
+        # engine took what it could (an engine with no clock's "ticks" are just there).
+        p = self.period
+        ticks = int((now - tick + SURE) // p) - int((last - tick - SURE) // p)
         return max(0, self.queued - ticks)
 
     def backlog(self, now: float) -> bool:
