@@ -93,6 +93,8 @@ class TickAim:
         self._probing: float | None = None
         """A frame was dropped (or a batch shed) since the engine's last frame: how much later
         than its clock predicts its next one comes if it follows ours (a tick, or a period)."""
+        self._confirming = False
+        """The engine's answer to a probe followed ours: does the frame after it keep to it?"""
         self.queued = 0
         """Our frames the engine holds, by the count of what we sent against its ticks."""
         self._sent_at: float | None = None
@@ -107,10 +109,17 @@ class TickAim:
             return
         late = t - last - self.period
         if probing is not None:
-            # As late as our frames after the drop (a tick) or the shed (a period) were: twice
-            # in a row (a busy host can make one frame late), and the engine follows ours.
-            followed = abs(late - probing) < TICK / 4
-            self._followed = self._followed + 1 if followed else 0
+            # As late as our frames after the drop (a tick) or the shed (a period) were, and
+            # the frame after it keeps that new phase (a clocked engine's frame that a busy
+            # host made late is followed by one on its old phase), twice in a row: the engine
+            # follows ours. Once mistaken, a clocked engine was never aimed again.
+            if abs(late - probing) < TICK / 4:
+                self._confirming = True
+            else:
+                self._followed = 0
+        elif self._confirming:
+            self._confirming = False
+            self._followed = self._followed + 1 if abs(late) < TICK / 4 else 0
             self.follows = self._followed >= 2
         if abs(late) > self.period / 4:
             return
@@ -126,7 +135,7 @@ class TickAim:
         later) when held a tick more it would still reach the engine :attr:`ahead` before
         the tick it would wait for; ``0`` to leave it (also while the engine's clock is
         unknown, when the engine has none, or until the engine's frame after a drop came)."""
-        if self.due is None or self.follows or self._probing is not None:
+        if self.due is None or self.follows or self._probing is not None or self._confirming:
             return 0  # (probing: one drop at a time, the engine's answer to it heard first)
         slack = (self.due - now - self.ahead) % self.period  # the wait for the engine's tick
         return -1 if TICK <= slack < self.period - GUARD else 0
@@ -149,7 +158,7 @@ class TickAim:
     def backlog(self, now: float) -> bool:
         """A frame of ours stands queued in the engine ahead of a batch sent at ``now`` (not
         asked while a drop or a shed waits for the engine's answer)."""
-        return self._probing is None and self.waiting(now) > 0
+        return self._probing is None and not self._confirming and self.waiting(now) > 0
 
     def sent(self, now: float) -> None:
         """The socket sent a batch at ``now``."""

@@ -267,3 +267,21 @@ def test_an_engine_with_no_clock_loses_two_batches_of_silence_at_most(rtt: float
         engine_socket.time.monotonic = real  # type: ignore[assignment]
     aim = media.aim
     assert aim is not None and aim.shed <= 2 and aim.shifts <= 2
+
+
+def test_a_clocked_engine_made_late_by_a_busy_host_is_not_taken_for_one_that_follows() -> None:
+    """Two drops each answered a tick late (a busy host), but each late frame followed by one
+    on the engine's old phase: it keeps its own clock, and the aim goes on (a drifting engine
+    was once taken for one with no clock, and never aimed again)."""
+    aim = TickAim(PERIOD)
+    aim.heard(0.0)
+    aim.heard(0.06)
+    t = 0.06
+    for _ in range(2):
+        assert aim.shift(t + 0.025) == -1  # 24 ms to spare before the next tick - 6
+        aim.dropped()
+        aim.heard(t + 0.06 + 0.02)  # its answer a tick late: as if it followed our drop
+        aim.heard(t + 0.12)  # then its old phase again
+        t += 0.12
+    assert not aim.follows
+    assert aim.shift(t + 0.025) == -1
