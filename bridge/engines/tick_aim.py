@@ -49,15 +49,15 @@ than this one (a busy host). An engine that queues never gives back a tick its f
 (every later frame waits one tick more, 60 ms, for the rest of the call), so the margin is
 worth its few ms."""
 TICK = FRAME_MS / 1000
-GUARD = 0.010
-"""Seconds of the engine's period, just before the frame's own aim, in which the aim is left
-alone: a frame estimated there just makes its tick, give or take the estimate's jitter (a few
-ms on a busy host) and moving it a tick later would make it miss that tick for sure. It
-reaches 4 ms past the estimated tick, where an engine with no clock's frames sit (a round
-trip after ours): a narrower guard (4 ms, tried) probes that engine with two drops, each a
-20 ms hole in what it sends back, and on a loaded host the downlink's jitter buffer grew by
-30 to 150 ms after them. A frame that does miss there waits for the next tick each time: a
-steady wait, not a standing backlog."""
+GUARD = 0.004
+"""Seconds past the frame's own aim in which the aim is left alone: a frame estimated there
+still makes its tick (by ``AHEAD - GUARD``), and moving it a tick later would make it miss that
+tick for sure. Past the guard it is estimated to miss, or to make it by too little for a busy
+host: a tick later (a quiet frame dropped) it waits 20 ms less for the next. It was 10 ms,
+beyond :data:`AHEAD`: a boundary left where its frames came up to 4 ms after the tick waited
+a whole period more on every frame (+58 ms on two phases in nine, ``bench.engine_delay``). An
+engine with no clock sits about here (its frames a round trip after ours): it is probed with
+two quiet frames dropped, each a 20 ms hole in what it sends back, before it is left alone."""
 
 SURE = 0.0025
 """Seconds from the engine's estimated tick within which the count of what it holds does not
