@@ -90,7 +90,9 @@ class PcmStreamMedia(WebSocketMedia):
 
     With an ``aim`` (``tick_aim.py``), the batches are aimed at the engine's clock, learnt
     from its batch-sized frames: a batch completed on a quiet frame that would wait a tick or
-    more for the engine's tick drops that frame, to move the boundary a tick later."""
+    more for the engine's tick drops that frame, to move the boundary a tick later; a batch of
+    silence that would find a frame of ours still queued in the engine is not sent, so that
+    the engine sends the queued one in its stead (``tick_aim.py``, *A standing backlog*)."""
 
     engine = "PCM stream"
 
@@ -119,6 +121,13 @@ class PcmStreamMedia(WebSocketMedia):
         out.append(pcm)
         if len(out) * FRAME_SAMPLES < self.batch_samples:
             return
+        if aim is not None:
+            now = time.monotonic()
+            if aim.backlog(now) and all(quiet(p) for p in out):
+                out.clear()  # a frame stands queued in the engine: it goes out in our stead
+                aim.skipped(now)
+                return
+            aim.sent(now)
         payload = np.concatenate(out).astype("<i2", copy=False).tobytes()
         out.clear()
         await self.send_payload(payload)

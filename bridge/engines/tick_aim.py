@@ -22,6 +22,20 @@ tick to aim at: its frames follow ours. Aimed at, it would have a quiet frame dr
 60 ms, its frames following each drop. So the first drop is also a probe: when the engine's
 next frame comes a tick later than its clock predicted, it is following our frames, and the
 aim stops for the call (:attr:`TickAim.follows`).
+
+**A standing backlog.** A queueing engine takes one frame a tick. A frame that misses its
+tick once (a busy host sent it late) waits for the next, and the frame after it, on time,
+finds it still queued: from then on every frame waits a tick (60 ms) more, for the rest of
+the call, though none comes late again. The engine's frames do not show it (it sends one
+each tick whatever it holds); their timing with ours does: :class:`TickAim` counts the frames
+we sent against the ticks the engine took them on (:meth:`TickAim.sent`), and when more are
+sent than taken, a frame stands queued (:meth:`TickAim.backlog`). The socket then sheds it
+by not sending one whole batch of silence (three quiet frames): the engine sends what it
+queued on that tick, and its queue is back to what we send. Shedding a frame that was not
+queued costs nothing either: a clocked engine sends its own silence on that tick for ours.
+The count cannot tell an engine with no clock (whose "ticks" are our own frames, a round trip
+later, just where the count is least sure); a shed is a probe too: such an engine's next frame
+comes a period late, and twice in a row ends the aim as a drop's probe does.
 """
 
 from __future__ import annotations
@@ -35,10 +49,20 @@ than this one (a busy host). An engine that queues never gives back a tick its f
 (every later frame waits one tick more, 60 ms, for the rest of the call), so the margin is
 worth its few ms."""
 TICK = FRAME_MS / 1000
-GUARD = 0.010
-"""Seconds of the engine's period, just before the frame's own aim, in which the aim is left
-alone: a frame estimated there just makes its tick, give or take the estimate's jitter (a few
-ms on a busy host) and moving it a tick later would make it miss that tick for sure."""
+GUARD = 0.004
+"""Seconds past the frame's own aim in which the aim is left alone: a frame estimated there
+still makes its tick (by ``AHEAD - GUARD``), and moving it a tick later would make it miss that
+tick for sure. Past the guard it is estimated to miss, or to make it by too little for a busy
+host: a tick later (a quiet frame dropped) it waits 20 ms less for the next. It was 10 ms,
+beyond :data:`AHEAD`: a boundary left where its frames came up to 4 ms after the tick waited
+a whole period more on every frame (+58 ms on two phases in nine, ``bench.engine_delay``). An
+engine with no clock sits about here (its frames a round trip after ours): it is probed with
+two quiet frames dropped, each a 20 ms hole in what it sends back, before it is left alone."""
+
+SURE = 0.0025
+"""Seconds from the engine's estimated tick within which the count of what it holds does not
+say whether a batch made that tick (the estimate's jitter): a standing frame is seen when a
+batch came later than that past its tick and a later one earlier than that before its own."""
 
 
 class TickAim:
@@ -66,21 +90,36 @@ class TickAim:
         """The engine's frames follow ours (module docstring): nothing to aim at."""
         self._followed = 0
         """Drops in a row the engine's next frame followed."""
-        self._probing = False
-        """A frame was dropped since the engine's last frame: does its next one follow?"""
+        self._probing: float | None = None
+        """A frame was dropped (or a batch shed) since the engine's last frame: how much later
+        than its clock predicts its next one comes if it follows ours (a tick, or a period)."""
+        self._confirming = False
+        """The engine's answer to a probe followed ours: does the frame after it keep to it?"""
+        self.queued = 0
+        """Our frames the engine holds, by the count of what we sent against its ticks."""
+        self._sent_at: float | None = None
+        self.shed = 0
+        """Queued frames shed (a whole batch of silence not sent)."""
 
     def heard(self, t: float) -> None:
         """An engine frame of one period arrived at ``t``."""
         last, self._last = self._last, t
-        probing, self._probing = self._probing, False
+        probing, self._probing = self._probing, None
         if last is None:
             return
         late = t - last - self.period
-        if probing:
-            # A tick later, as our frames after the drop were: twice in a row (a busy host
-            # can make one frame a tick late), and the engine is following ours.
-            followed = abs(late - TICK) < TICK / 4
-            self._followed = self._followed + 1 if followed else 0
+        if probing is not None:
+            # As late as our frames after the drop (a tick) or the shed (a period) were, and
+            # the frame after it keeps that new phase (a clocked engine's frame that a busy
+            # host made late is followed by one on its old phase), twice in a row: the engine
+            # follows ours. Once mistaken, a clocked engine was never aimed again.
+            if abs(late - probing) < TICK / 4:
+                self._confirming = True
+            else:
+                self._followed = 0
+        elif self._confirming:
+            self._confirming = False
+            self._followed = self._followed + 1 if abs(late) < TICK / 4 else 0
             self.follows = self._followed >= 2
         if abs(late) > self.period / 4:
             return
@@ -96,12 +135,45 @@ class TickAim:
         later) when held a tick more it would still reach the engine :attr:`ahead` before
         the tick it would wait for; ``0`` to leave it (also while the engine's clock is
         unknown, when the engine has none, or until the engine's frame after a drop came)."""
-        if self.due is None or self.follows or self._probing:
+        if self.due is None or self.follows or self._probing is not None or self._confirming:
             return 0  # (probing: one drop at a time, the engine's answer to it heard first)
         slack = (self.due - now - self.ahead) % self.period  # the wait for the engine's tick
         return -1 if TICK <= slack < self.period - GUARD else 0
 
+    def waiting(self, now: float) -> int:
+        """Our frames the engine still holds when a batch sent at ``now`` reaches it: it took
+        one queued frame on each of its ticks since our last batch (its ticks are when its
+        frames leave it, before :attr:`due` by the one-way delay: ``ahead - AHEAD`` is two).
+        One or more: that batch would wait a tick more than its aim (:attr:`backlog`)."""
+        last, due = self._sent_at, self.due
+        if due is None or last is None or self.follows:
+            return 0
+        tick = due - (self.ahead - AHEAD)  # (a frame sent after it waits for the next)
+        # A batch within SURE of a tick may have made it or not: counted both ways, the
+        # engine took what it could (an engine with no clock's "ticks" are just there).
+        p = self.period
+        ticks = int((now - tick + SURE) // p) - int((last - tick - SURE) // p)
+        return max(0, self.queued - ticks)
+
+    def backlog(self, now: float) -> bool:
+        """A frame of ours stands queued in the engine ahead of a batch sent at ``now`` (not
+        asked while a drop or a shed waits for the engine's answer)."""
+        return self._probing is None and not self._confirming and self.waiting(now) > 0
+
+    def sent(self, now: float) -> None:
+        """The socket sent a batch at ``now``."""
+        self.queued = self.waiting(now) + 1
+        self._sent_at = now
+
+    def skipped(self, now: float) -> None:
+        """The socket shed a batch of silence at ``now`` (:meth:`backlog`): the engine sends
+        the frame that stood queued on the tick that batch would have waited for."""
+        self.queued = self.waiting(now)
+        self._sent_at = now
+        self.shed += 1
+        self._probing = self.period
+
     def dropped(self) -> None:
         """The socket dropped a frame as :meth:`shift` said."""
         self.shifts += 1
-        self._probing = True
+        self._probing = TICK

@@ -169,3 +169,119 @@ def test_a_clocked_engine_keeps_its_aim_after_a_drop() -> None:
     aim.heard(0.12)
     assert not aim.follows
     assert aim.shift(0.16) == 0 and aim.shift(0.14) == -1  # 14 / 34 ms before 180 - 6
+
+
+def queue_waits(ws: FakeWs, phase: float) -> list[float]:
+    """Each batch's wait in an engine that takes one queued frame on each of its ticks (at
+    ``phase`` mod 60 ms) and drops nothing: a frame that missed its tick leaves the later
+    ones queued behind it."""
+    out, free = [], -1.0  # the tick at which the engine last took a frame
+    for t, _ in ws.sent:
+        k = max(np.ceil((t - phase) / PERIOD), np.round((free - phase) / PERIOD) + 1)
+        free = phase + k * PERIOD
+        out.append(free - t)
+    return out
+
+
+def test_a_frame_left_standing_by_a_late_batch_is_shed_in_silence() -> None:
+    """One batch sent late past the engine's tick (a busy host) leaves a frame standing in a
+    queueing engine: every later batch would wait a tick (60 ms) more. The count of what we
+    sent against the engine's ticks sees it, and the next batch of silence is not sent: the
+    waits are back to the aim's, speech untouched."""
+    phase = 0.047
+    voice = speech(50)
+    frames = SILENCE + voice + SILENCE + voice
+    clock = [0.0]
+    ws = FakeWs(clock)
+    media = PcmStreamMedia(
+        ws,  # type: ignore[arg-type]
+        "c1",
+        EngineStats(),
+        batch_samples=960,
+        aim=TickAim(PERIOD),
+    )
+    late = 100 + 22  # a frame in the speech that completes a batch, held 15 ms by a busy host
+
+    async def drive() -> None:
+        engine_tick = phase
+        for i, frame in enumerate(frames):
+            tick = i * 0.02
+            while engine_tick <= tick:
+                clock[0] = engine_tick
+                media.decode(bytes(1920))
+                engine_tick += PERIOD
+            clock[0] = tick + (0.015 if i == late else 0.0003)
+            await media.send(frame)
+
+    real = engine_socket.time.monotonic
+    engine_socket.time.monotonic = lambda: clock[0]  # type: ignore[assignment]
+    try:
+        asyncio.run(drive())
+    finally:
+        engine_socket.time.monotonic = real  # type: ignore[assignment]
+    waits_ = queue_waits(ws, phase)
+    sent = [t for t, _ in ws.sent]
+    during = [w for t, w in zip(sent, waits_, strict=True) if 2.5 < t < 3.0]  # speech after it
+    assert min(during) > PERIOD  # a frame stood queued: a tick more for each
+    assert media.aim is not None and media.aim.shed == 1
+    assert all(w < AHEAD + 0.02 + 0.001 for w in waits_[-20:])  # shed in the silence after it
+    got = np.frombuffer(b"".join(d for _, d in ws.sent), dtype="<i2")
+    loud = got[np.abs(got) > 0]
+    assert loud.size == np.count_nonzero(np.concatenate(voice + voice))  # speech all sent
+
+
+@pytest.mark.parametrize("rtt", [0.0003, 0.0008, 0.006])
+def test_an_engine_with_no_clock_loses_two_batches_of_silence_at_most(rtt: float) -> None:
+    """An engine that sends back each batch ``rtt`` after it: its "ticks" are our batches, a
+    round trip later, where the count of what it holds is least sure. Whatever it concludes,
+    a batch shed is a probe (nothing comes back a period later) and the aim stops."""
+    clock = [0.0]
+    ws = FakeWs(clock)
+    media = PcmStreamMedia(
+        ws,  # type: ignore[arg-type]
+        "c1",
+        EngineStats(),
+        batch_samples=960,
+        aim=TickAim(PERIOD, opening=2 * rtt),
+    )
+    rng = random.Random(5)
+
+    async def drive() -> None:
+        echoes: list[float] = []
+        for i, frame in enumerate(SILENCE * 5):
+            tick = i * 0.02
+            while echoes and echoes[0] <= tick:
+                clock[0] = echoes.pop(0)
+                media.decode(bytes(1920))
+            clock[0] = tick + rng.uniform(0.0001, 0.001)
+            before = len(ws.sent)
+            await media.send(frame)
+            if len(ws.sent) > before:
+                echoes.append(clock[0] + rtt)
+
+    real = engine_socket.time.monotonic
+    engine_socket.time.monotonic = lambda: clock[0]  # type: ignore[assignment]
+    try:
+        asyncio.run(drive())
+    finally:
+        engine_socket.time.monotonic = real  # type: ignore[assignment]
+    aim = media.aim
+    assert aim is not None and aim.shed <= 2 and aim.shifts <= 2
+
+
+def test_a_clocked_engine_made_late_by_a_busy_host_is_not_taken_for_one_that_follows() -> None:
+    """Two drops each answered a tick late (a busy host), but each late frame followed by one
+    on the engine's old phase: it keeps its own clock, and the aim goes on (a drifting engine
+    was once taken for one with no clock, and never aimed again)."""
+    aim = TickAim(PERIOD)
+    aim.heard(0.0)
+    aim.heard(0.06)
+    t = 0.06
+    for _ in range(2):
+        assert aim.shift(t + 0.025) == -1  # 24 ms to spare before the next tick - 6
+        aim.dropped()
+        aim.heard(t + 0.06 + 0.02)  # its answer a tick late: as if it followed our drop
+        aim.heard(t + 0.12)  # then its old phase again
+        t += 0.12
+    assert not aim.follows
+    assert aim.shift(t + 0.025) == -1
