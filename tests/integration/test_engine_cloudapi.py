@@ -421,7 +421,7 @@ async def test_webhooks_before_connect_answers_are_applied(cclient, meta):
         )
         early["status"] = (await meta.post(client, body)).status
         # The bridge works through them (finding no call with that wacid yet) before we answer.
-        await until(engine._inbox.empty, 3, "the early webhook taken")
+        await until(engine.inbox.queue.empty, 3, "the early webhook taken")
         await asyncio.sleep(0.3)
         dialling = getattr(engine, "_dialling", {})
         early["parked"] = [ev.kind for q in dialling.values() for ev in q]
