@@ -14,7 +14,9 @@ pulse is a one-shot callback on the worker clock at whole seconds, and a parked 
 reports (every 3–8 s: RFC 3550's 5 s minimum, ``rtc/rtcp_schedule.py`` ``RtcpSchedule.pace``)
 are due on those same seconds: a worker's parked legs' reports and keepalives cost it one
 wake-up a second together, none per leg. What else moves is aioice's ICE consent checks
-(RFC 7675) every 4–6 s and the far end's own RTCP and checks.
+(RFC 7675) every 4–6 s and the far end's own RTCP and checks: its sockets are read in batches
+while it is parked (``rtc/udp_poll.py``: every 0.2 s while they come faster than that, on the
+same clock), so those cost a wake-up a worker, not one a datagram.
 
 On a call it is a browser's session like any other (:class:`~.session.WebRTCSession`): it
 joins the call's conference as the agent participant, its track takes frames from its listener
@@ -267,6 +269,7 @@ class ConnectedLeg(WebRTCSession):
             self._playout.hold()
         if self._wire is not None:  # RFC 3550's pace, on the pulse's seconds (module docstring)
             self._wire.rtcp_schedule.pace(AVP_MIN_INTERVAL, PULSE)
+            self._wire.batch_reads(True)
 
     def attach(
         self,
@@ -290,6 +293,7 @@ class ConnectedLeg(WebRTCSession):
         self._playout.resume(self._uplink_frame, bus.stats)
         self._track.resume(self._sink)
         if self._wire is not None:
+            self._wire.batch_reads(False)
             self._wire.rtcp_schedule.pace(AVPF_MIN_INTERVAL)  # the far end's encoder listens
         self.attached_to = call_id
 

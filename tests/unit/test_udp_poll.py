@@ -169,6 +169,53 @@ async def test_a_handshake_datagram_takes_the_set_off_the_clock(sender: Any) -> 
     transport.close()
 
 
+async def test_a_parked_legs_socket_is_read_in_batches_and_at_once_again_when_lent(
+    sender: Any,
+) -> None:
+    """A parked leg's socket (``batch(True)``): a lone datagram is read at once; once two come
+    within ``BATCH`` they are read every ``BATCH`` on the worker clock, several a read, each
+    with its own arrival and none waiting longer than ``BATCH`` (plus a loaded host's lag);
+    a quiet batch goes back to a wake-up each. ``batch(False)`` (the leg lent to a call): read
+    at once again, a sibling socket's reads untouched throughout."""
+    parked, other = Recorder(), Recorder()
+    transport = udp_poll.open_polled(_bound(), parked, parked.datagram_arrived)
+    sibling = udp_poll.open_polled(_bound(), other, other.datagram_arrived)
+    to, to_sibling = transport.get_extra_info("sockname"), sibling.get_extra_info("sockname")
+    transport.batch(True)
+    reads = counters.READS.copy()
+    sender.sendto(b"\x81\xc9lone", to)  # an RTCP report, alone
+    await until(lambda: len(parked.got) == 1, 1.0, "the lone datagram")
+    assert parked.got[0][2] - parked.got[0][3] < 0.05  # at once
+    for i in range(40):  # upkeep of many parked legs: one every 10 ms
+        sender.sendto(bytes([0x81, 0xC9, i]), to)
+        await asyncio.sleep(0.01)
+    sender.sendto(b"\x81\xc9sibling", to_sibling)
+    await until(lambda: len(other.got) == 1, 1.0, "the sibling's datagram")
+    assert other.got[0][2] - other.got[0][3] < 0.05  # a sibling's socket: at once
+    await until(lambda: len(parked.got) == 41, 1.0, "the batched datagrams")
+    reads.subtract(counters.READS)
+    assert -reads["parked_batch"] >= 1 and -reads["parked_wakeup"] < 20
+    waits = [g[2] - g[3] for g in parked.got[1:]]
+    assert max(waits) < udp_poll.BATCH + 0.1 and statistics.median(waits) > 0.01
+    gaps = [b[3] - a[3] for a, b in itertools.pairwise(parked.got[1:])]
+    assert 0.008 < statistics.median(gaps) < 0.02  # their own stamps, not the reads'
+    await asyncio.sleep(2 * udp_poll.BATCH)  # a quiet batch: a wake-up each again
+    sender.sendto(b"\x81\xc9quiet", to)
+    await until(lambda: len(parked.got) == 42, 1.0, "the datagram after a quiet while")
+    assert parked.got[-1][2] - parked.got[-1][3] < 0.05
+    transport.batch(False)
+    for i in range(5):
+        sender.sendto(bytes([0x81, 0xC9, i]), to)
+        await asyncio.sleep(0.01)
+    await until(lambda: len(parked.got) == 47, 1.0, "the lent leg's datagrams")
+    assert all(g[2] - g[3] < 0.05 for g in parked.got[-5:])  # at once
+    transport.batch(True)
+    transport.close()  # closed while parked: out of the second set
+    sibling.close()
+    await asyncio.sleep(0)
+    assert udp_poll.poller() is None
+
+
 async def test_a_full_send_buffer_drops_the_datagram_and_errors_reach_the_protocol(
     sender: Any,
 ) -> None:
