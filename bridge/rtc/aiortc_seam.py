@@ -75,6 +75,8 @@ REQUIRED: tuple[tuple[Any, str, tuple[str, ...]], ...] = (
     (aioice.ice, "get_host_addresses", ()),
     (aioice.ice.Connection, "get_component_candidates", ("asyncio", "get_running_loop")),
     (aioice.turn, "create_turn_endpoint", ("asyncio", "get_running_loop")),
+    # rtc/ice.py: the consent checks' sleep on the worker clock (the same global ``asyncio``)
+    (aioice.ice.Connection, "query_consent", ("asyncio", "sleep")),
     # rtc/dtls_srtp.py: the ICE transport's connection, its datagrams and nominated pair,
     # DTLS's SRTP keys
     (RTCIceTransport, "__init__", ("_connection",)),

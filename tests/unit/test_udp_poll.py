@@ -297,3 +297,29 @@ async def test_aioice_connects_over_polled_sockets() -> None:
         assert udp_poll.poller() is None
     finally:
         restrict_host_addresses([])
+
+
+async def test_aioices_long_sleeps_end_on_the_parked_grid_and_short_ones_are_the_loops() -> None:
+    """The consent checks' sleep (``rtc/ice.py``): a second or more ends on the worker clock at
+    the first point of the 0.2 s grid after it, never sooner; a cancelled one leaves nothing on
+    the clock; the checks' 20 ms pacing is asyncio's own sleep."""
+    from bridge.media.clock import worker_clock
+    from bridge.rtc.ice import ASYNCIO_FOR_AIOICE
+
+    clock = worker_clock()
+    started = time.monotonic()
+    assert await ASYNCIO_FOR_AIOICE.sleep(1.0, "slept") == "slept"
+    ended = time.monotonic()
+    assert ended - started >= 1.0 - 0.005
+    assert clock.n > 0 and not clock.running  # a one-shot callback's tick, then asleep
+    grid = round(clock.now / udp_poll.BATCH) * udp_poll.BATCH
+    assert abs(clock.now - grid) < 0.021  # the tick of a grid point
+    task = asyncio.ensure_future(ASYNCIO_FOR_AIOICE.sleep(5.0))
+    await asyncio.sleep(0.01)
+    assert clock._timers  # waiting on the clock
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not clock._timers  # its callback went with it
+    assert ASYNCIO_FOR_AIOICE.sleep is not asyncio.sleep
+    assert await ASYNCIO_FOR_AIOICE.sleep(0.02, 3) == 3
