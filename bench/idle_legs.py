@@ -56,6 +56,12 @@ def wakeups(pid: int) -> int:
     return total
 
 
+async def drain(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Read the agent's socket until it closes (its pings answered on the way)."""
+    async for _ in ws:
+        pass
+
+
 class Silent(MediaStreamTrack):
     """The agent app's microphone while idle: nothing sent (its sender waits)."""
 
@@ -115,12 +121,23 @@ async def measure(legs: int, seconds: float) -> dict[str, Any]:
             baseline = (cpu_seconds(proc.pid) - idle0) / quiet
             base_wakeups = (wakeups(proc.pid) - woke0) / quiet
             peers = [await agent(http, base, f"idle{i}") for i in range(legs)]
+            # Each socket read as an agent app reads it: aiohttp answers the desk's heartbeat
+            # pings only inside receive(), and an unanswered one closes the socket, and the
+            # agent's leg with it, ~30 s after it opened (before, longer windows measured
+            # dead legs from then on).
+            readers = [
+                asyncio.create_task(drain(ws), name=f"agent-{i}") for i, (ws, _) in enumerate(peers)
+            ]
             await asyncio.sleep(3)  # connected, primed, parked
             ups = sum(1 for _, pc in peers if pc.connectionState == "connected")  # type: ignore[attr-defined]
             t0, w0 = cpu_seconds(proc.pid), wakeups(proc.pid)
             await asyncio.sleep(seconds)
             used = (cpu_seconds(proc.pid) - t0) / seconds
             woke = (wakeups(proc.pid) - w0) / seconds
+            up_after = sum(1 for _, pc in peers if pc.connectionState == "connected")  # type: ignore[attr-defined]
+            for task in readers:
+                task.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
             for ws, pc in peers:
                 await pc.close()  # type: ignore[attr-defined]
                 await ws.close()  # type: ignore[attr-defined]
@@ -130,6 +147,7 @@ async def measure(legs: int, seconds: float) -> dict[str, Any]:
     return {
         "legs": legs,
         "legs_up": ups,
+        "legs_up_at_the_end": up_after,
         "seconds": seconds,
         "load_average": os.getloadavg(),
         "cpu_percent": round(100 * used, 3),
@@ -144,7 +162,8 @@ async def measure(legs: int, seconds: float) -> dict[str, Any]:
 def summary(result: dict[str, Any]) -> str:
     r = result
     return (
-        f"idle legs: {r['legs_up']}/{r['legs']} up, {r['seconds']:.0f} s idle: bridge CPU "
+        f"idle legs: {r['legs_up']}/{r['legs']} up ({r['legs_up_at_the_end']} at the end), "
+        f"{r['seconds']:.0f} s idle: bridge CPU "
         f"{r['cpu_percent']:.3f} % of a core ({r['cpu_percent_no_agent']:.3f} % with no agent), "
         f"{r['cpu_percent_per_leg']:.4f} % per idle leg; {r['wakeups_per_leg_s']:.2f} wake-ups "
         f"a second per leg ({r['wakeups_per_s_no_agent']:.1f}/s with no agent); load "

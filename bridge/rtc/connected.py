@@ -14,9 +14,10 @@ pulse is a one-shot callback on the worker clock at whole seconds, and a parked 
 reports (every 3–8 s: RFC 3550's 5 s minimum, ``rtc/rtcp_schedule.py`` ``RtcpSchedule.pace``)
 are due on those same seconds: a worker's parked legs' reports and keepalives cost it one
 wake-up a second together, none per leg. What else moves is aioice's ICE consent checks
-(RFC 7675) every 4–6 s and the far end's own RTCP and checks: its sockets are read in batches
-while it is parked (``rtc/udp_poll.py``: every 0.2 s while they come faster than that, on the
-same clock), so those cost a wake-up a worker, not one a datagram.
+(RFC 7675) every 4–6 s, their timer on the same clock's 0.2 s grid (``rtc/ice.py``), and the
+far end's own RTCP and checks: its sockets are read in batches while it is parked
+(``rtc/udp_poll.py``: every 0.2 s on that grid while they come faster than that), so those
+cost a wake-up a worker, not one a datagram.
 
 On a call it is a browser's session like any other (:class:`~.session.WebRTCSession`): it
 joins the call's conference as the agent participant, its track takes frames from its listener
