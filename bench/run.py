@@ -27,6 +27,10 @@ silence (nobody speaking), and reports the silence/tone CPU ratio per N.
 each ratio within a round and reports its median over the rounds: this VM's host changes speed
 by up to a third between one minute and the next, which a single pair of points cannot tell
 from a change of code.
+After the sweep (not with ``--smoke``) it runs two parts of its own: the engine-delay part
+(``bench/engine_delay.py``; ``--engine-delay none`` skips) and the idle-legs part
+(``bench/idle_legs.py``: 10 idle connected agent legs × 20 s, CPU and wake-ups per leg;
+``--idle-legs 0`` skips).
 This is a benchmark, not a test: nothing here asserts on speed.
 """
 
@@ -1084,9 +1088,16 @@ def main() -> None:
     )
     parser.add_argument("--out", default=str(RESULTS))
     # Imported here: bench.engine_delay builds on this module's helpers.
-    from bench import engine_delay
+    from bench import engine_delay, idle_legs
 
     engine_delay.add_arguments(parser, flag="--engine-delay")
+    parser.add_argument(
+        "--idle-legs",
+        type=int,
+        default=10,
+        help="idle connected agent legs measured last (bench/idle_legs.py; 0 skips)",
+    )
+    parser.add_argument("--idle-legs-seconds", type=float, default=20.0)
     parser.add_argument(
         "--profile",
         metavar="DIR",
@@ -1137,6 +1148,8 @@ def main() -> None:
     print(f"wrote {out / (stamp + '.json')}" + (f" and {stamp}.png" if plotted else ""))
     if not args.smoke:  # the engine-delay part (bench/engine_delay.py), every engine kind
         engine_delay.run(args.engine_delay, args.engine_delay_rounds, args.engine_delay_seed, out)
+        # The idle-legs part (bench/idle_legs.py): an always-connected agent leg between calls.
+        idle_legs.run(args.idle_legs, args.idle_legs_seconds, out)
 
 
 if __name__ == "__main__":

@@ -68,13 +68,15 @@ REQUIRED: tuple[tuple[Any, str, tuple[str, ...]], ...] = (
     # rtc/guard.py: the UDP filter
     (aioice.ice.StunProtocol, "datagram_received", ()),
     (aioice.turn.TurnClientMixin, "datagram_received", ()),
-    (aioice.ice.Connection, "__init__", ("_nominated",)),
+    (aioice.ice.Connection, "__init__", ("_nominated", "_protocols")),  # and dtls_srtp.py's
     # rtc/ice.py: host addresses, gathering timeout, pinned ports (the two functions that bind
     # sockets take their loop from their module's global ``asyncio``: the name the seam
     # replaces in aioice.ice and aioice.turn, checked here as theirs)
     (aioice.ice, "get_host_addresses", ()),
     (aioice.ice.Connection, "get_component_candidates", ("asyncio", "get_running_loop")),
     (aioice.turn, "create_turn_endpoint", ("asyncio", "get_running_loop")),
+    # rtc/ice.py: the consent checks' sleep on the worker clock (the same global ``asyncio``)
+    (aioice.ice.Connection, "query_consent", ("asyncio", "sleep")),
     # rtc/dtls_srtp.py: the ICE transport's connection, its datagrams and nominated pair,
     # DTLS's SRTP keys
     (RTCIceTransport, "__init__", ("_connection",)),
@@ -158,6 +160,11 @@ def ice_connection(transport: RTCIceTransport) -> aioice.ice.Connection | None:
 def nominated(connection: Any) -> dict[int, Any]:
     """The nominated pair of each component."""
     return connection._nominated
+
+
+def transports(connection: Any) -> list[Any]:
+    """The datagram transports of the connection's sockets (its candidates')."""
+    return [p.transport for p in connection._protocols if p.transport is not None]
 
 
 def take_datagrams(connection: Any, callback: Callable[[bytes, int, float], None]) -> Any:

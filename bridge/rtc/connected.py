@@ -9,9 +9,15 @@ straight from one pulse the worker shares among all parked legs (:class:`Keepali
 timer or task wake of a leg's own). A browser's jitter buffer then stays in step with the
 stream, as between talkspurts: measured with Chromium (``bench/softphone_latency.py``, a call
 ringing 2 s), a stream that had simply stopped was heard 82–105 ms after the answer, one kept
-alive so 40–62 ms (every 400 ms: 44–53 ms, but 0.02 % of a core more per idle leg). What
-else moves is aiortc's and aioice's own upkeep — an RTCP report each way about once a second
-and ICE consent checks (RFC 7675) every few seconds.
+alive so 40–62 ms (every 400 ms: 44–53 ms, but 0.02 % of a core more per idle leg). The
+pulse is a one-shot callback on the worker clock at whole seconds, and a parked leg's RTCP
+reports (every 3–8 s: RFC 3550's 5 s minimum, ``rtc/rtcp_schedule.py`` ``RtcpSchedule.pace``)
+are due on those same seconds: a worker's parked legs' reports and keepalives cost it one
+wake-up a second together, none per leg. What else moves is aioice's ICE consent checks
+(RFC 7675) every 4–6 s, their timer on the same clock's 0.2 s grid (``rtc/ice.py``), and the
+far end's own RTCP and checks: its sockets are read in batches while it is parked
+(``rtc/udp_poll.py``: every 0.2 s on that grid while they come faster than that), so those
+cost a wake-up a worker, not one a datagram.
 
 On a call it is a browser's session like any other (:class:`~.session.WebRTCSession`): it
 joins the call's conference as the agent participant, its track takes frames from its listener
@@ -24,6 +30,7 @@ whose session owns it), or the call's close once the owner has given it up (:met
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +41,8 @@ from ..audio.pcm import Pcm
 from ..config import IceSettings, MediaSettings
 from ..errors import CallStateError
 from ..media import CallBus, Role
-from ..media.clock import WorkerPacer
+from ..media.clock import WorkerClock, WorkerPacer, worker_clock
+from .rtcp_schedule import AVP_MIN_INTERVAL, AVPF_MIN_INTERVAL
 from .session import WebRTCSession
 from .tracks import _FRAME_TS, EncodedPacket, OpusBusTrack
 
@@ -43,34 +51,46 @@ PRIME = 10
 
 KEEPALIVE_FRAMES = 50
 """Ticks (1 s) between a parked track's packets (see the module docstring for the choice)."""
+PULSE = KEEPALIVE_FRAMES * 0.02
+"""Seconds between the keepalive pulses: they fall on its whole multiples of
+``time.monotonic()``, and so do the parked legs' RTCP reports (their grid)."""
 
 
 class KeepalivePulse:
-    """One timer per worker that wakes every parked track every :data:`KEEPALIVE_FRAMES` ticks
-    to send its packet of silence; it runs only while some track is parked."""
+    """One pulse per worker that wakes every parked track every :data:`PULSE` seconds to send
+    its packet of silence: a one-shot callback on the worker clock (module docstring), only
+    while some track is parked."""
 
     def __init__(self) -> None:
         self._parked: set[ParkedTrack] = set()
-        self._handle: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._cancel: Callable[[], None] | None = None
+        self._clock: WorkerClock | None = None
+        self._at = 0.0
 
     def add(self, track: ParkedTrack) -> None:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a new event loop (a test's): nothing of the old one holds
-            self._loop, self._handle, self._parked = loop, None, set()
+        clock = worker_clock()
+        if clock is not self._clock:  # a new event loop (a test's): nothing of the old one holds
+            self._clock, self._cancel, self._parked = clock, None, set()
         self._parked.add(track)
-        if self._handle is None:
-            self._handle = loop.call_later(KEEPALIVE_FRAMES * 0.02, self._pulse)
+        if self._cancel is None:
+            self._schedule(clock, (math.floor(time.monotonic() / PULSE) + 1) * PULSE)
 
     def discard(self, track: ParkedTrack) -> None:
         self._parked.discard(track)
 
-    def _pulse(self) -> None:
-        self._handle = None
+    def _schedule(self, clock: WorkerClock, at: float) -> None:
+        self._at = at
+        self._cancel = clock.call_at(at, self._pulse)
+
+    def _pulse(self, now: float) -> None:
+        self._cancel = None
         for track in list(self._parked):
             track.wake()
-        if self._parked and self._loop is not None:
-            self._handle = self._loop.call_later(KEEPALIVE_FRAMES * 0.02, self._pulse)
+        if self._parked and self._clock is not None:
+            at = self._at + PULSE
+            if at <= now:  # the worker stalled past a pulse: the next whole one
+                at = (math.floor(now / PULSE) + 1) * PULSE
+            self._schedule(self._clock, at)
 
 
 _PULSE: KeepalivePulse | None = None
@@ -248,6 +268,9 @@ class ConnectedLeg(WebRTCSession):
             self._track.park()
         if self._playout is not None:
             self._playout.hold()
+        if self._wire is not None:  # RFC 3550's pace, on the pulse's seconds (module docstring)
+            self._wire.rtcp_schedule.pace(AVP_MIN_INTERVAL, PULSE)
+            self._wire.batch_reads(True)
 
     def attach(
         self,
@@ -270,6 +293,9 @@ class ConnectedLeg(WebRTCSession):
         assert isinstance(self._track, ParkedTrack) and self._playout is not None
         self._playout.resume(self._uplink_frame, bus.stats)
         self._track.resume(self._sink)
+        if self._wire is not None:
+            self._wire.batch_reads(False)
+            self._wire.rtcp_schedule.pace(AVPF_MIN_INTERVAL)  # the far end's encoder listens
         self.attached_to = call_id
 
     def release(self) -> None:

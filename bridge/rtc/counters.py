@@ -6,7 +6,8 @@ the event loop) and :class:`RtcCollector` reads them at scrape time:
 
 * ``bridge_udp_dropped_total{reason}`` — datagrams dropped before aioice/aiortc saw them (and
   sends the kernel's buffer had no room for, ``send_buffer_full``).
-* ``bridge_udp_reads_total{how}`` — reads of the polled media sockets (``wakeup``, ``tick``).
+* ``bridge_udp_reads_total{how}`` — reads of the polled media sockets (``wakeup``, ``tick``;
+  a parked leg's: ``parked_wakeup``, ``parked_batch``).
 * ``bridge_webrtc_failures_total{stage,reason}`` — sessions whose ICE or DTLS failed.
 """
 
@@ -26,7 +27,8 @@ FAILURES: Counter[tuple[str, str]] = Counter()
 
 READS: Counter[str] = Counter()
 """Reads of the worker's polled media sockets (``rtc/udp_poll.py``): ``wakeup`` (a datagram
-woke the loop) or ``tick`` (once per media tick)."""
+woke the loop) or ``tick`` (once per media tick); of parked legs' sockets, ``parked_wakeup``
+or ``parked_batch`` (every 0.2 s while they come faster)."""
 
 
 def drop(reason: str) -> None:

@@ -17,6 +17,8 @@ statistics of theirs. Instead:
   straight to the nominated ICE pair's socket, one call (aioice's ``sendto`` is three
   coroutines a packet); our RTCP on the worker clock (``rtc/rtcp_schedule.py``: an
   RTP/SAVPF leg's 1 s minimum, randomised 0.5–1.5 ×), a BYE at the end;
+* while the leg is parked (:meth:`DtlsSrtp.batch_reads`: an agent's leg between calls), its
+  sockets are read in batches (``rtc/udp_poll.py``);
 * the sender's task (``rtc/rtpsend.py`` ``LeanSender.run``) plays the leg's track, started
   from ``send(parameters)`` with the SSRC, payload type and ``mid`` aiortc negotiated.
 
@@ -38,6 +40,7 @@ from . import aiortc_seam as seam
 from .rtcp_schedule import AVPF_MIN_INTERVAL, RtcpInterval, RtcpSchedule
 from .rtp_session import RtpSession
 from .rtpsend import LeanSender, mid_extension
+from .udp_poll import PolledTransport
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,8 @@ class DtlsSrtp:
         self.rtcp_schedule = RtcpSchedule(self._report, RtcpInterval(AVPF_MIN_INTERVAL))
         """Our reports, on the worker clock from the first of send/receive to start."""
         self._closed = False
+        self._batched = False
+        """Whether the connection's sockets are to be read in batches (:meth:`batch_reads`)."""
         self.sent_packets = self.sent_bytes = 0
         self.received_packets = self.received_bytes = 0
         self.rtcp_sent = self.rtcp_received = 0
@@ -115,7 +120,22 @@ class DtlsSrtp:
         self._pairs = seam.nominated(connection)
         self._dtls_up = dtls.state == "connected"
         dtls.on("statechange", self._dtls_state_changed)
+        if self._batched:
+            self._batch(True)
         return True
+
+    def batch_reads(self, on: bool) -> None:
+        """Read the connection's sockets in batches (a parked leg: ``rtc/udp_poll.py``) from
+        now on, or once ICE and DTLS are up; ``False``: as they come again."""
+        if on != self._batched:
+            self._batched = on
+            if self._connection is not None:
+                self._batch(on)
+
+    def _batch(self, on: bool) -> None:
+        for transport in seam.transports(self._connection):
+            if isinstance(transport, PolledTransport):
+                transport.batch(on)
 
     def _dtls_state_changed(self) -> None:
         dtls = self._dtls

@@ -20,6 +20,14 @@ when a :func:`~bridge.rtc.ports.port_scope` is active, and hands it to the real 
 (``create_datagram_endpoint(sock=...)``). Everything else goes to the real ``asyncio`` and the
 real loop untouched. When the range is exhausted aioice would log and skip the candidate; the
 gathering wrapper turns that into :class:`~bridge.rtc.ports.PortsExhausted` (503).
+
+The same ``asyncio`` puts aioice's long sleeps on the worker clock: its ICE consent checks
+(RFC 7675 §5.1: every 5 s, randomised 0.8–1.2 ×) wait with ``asyncio.sleep``, a timer and a
+wake-up of their own per leg every few seconds. A sleep of a second or more ends at the first
+point of the parked sockets' 0.2 s grid after it (``rtc/udp_poll.py`` ``BATCH``: where the
+batched reads, the keepalive pulse and parked legs' RTCP fall), a one-shot callback on the
+worker clock (``media/clock.py`` ``call_at``): no wake-up of its own when anything else is on
+the clock, the randomisation kept (4.0–6.2 s). Its checks' 20 ms pacing stays the loop's.
 """
 
 from __future__ import annotations
@@ -28,8 +36,10 @@ import asyncio
 import errno
 import functools
 import ipaddress
+import math
 import re
 import socket
+import time
 import types
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -38,6 +48,7 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCIceServer
 
 from ..config import IceSettings
+from ..media.clock import worker_clock
 from . import aiortc_seam as seam
 from . import udp_poll
 from .guard import timed_receiver
@@ -146,13 +157,39 @@ def _running_loop() -> Any:
     return _RangeLoop(loop, allocator)
 
 
+CLOCKED_SLEEP = 1.0
+"""Seconds: aioice's sleeps from this long on end on the worker clock's grid (module
+docstring)."""
+
+
+async def _sleep(delay: float, result: Any = None) -> Any:
+    if delay < CLOCKED_SLEEP:
+        return await asyncio.sleep(delay, result)
+    woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake(now: float) -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    grid = udp_poll.BATCH
+    at = math.ceil((time.monotonic() + delay) / grid) * grid
+    cancel = worker_clock().call_at(at, wake)
+    try:
+        await woken
+    finally:
+        cancel()  # cancelled (the consent task at the connection's close): the callback goes
+    return result
+
+
 class _AsyncioForAioice(types.ModuleType):
-    """``asyncio`` as ``aioice.ice`` and ``aioice.turn`` see it: only the loop differs."""
+    """``asyncio`` as ``aioice.ice`` and ``aioice.turn`` see it: the loop differs, and long
+    sleeps end on the worker clock (module docstring)."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(asyncio, name)
 
     get_running_loop = staticmethod(_running_loop)
+    sleep = staticmethod(_sleep)
 
 
 ASYNCIO_FOR_AIOICE = _AsyncioForAioice("asyncio")

@@ -25,11 +25,21 @@ The minimum is the leg's profile's:
   session drop the fixed minimum; we keep :data:`AVPF_MIN_INTERVAL` (1 s, aiortc's mean) because
   the far end's encoder sets its FEC from our loss reports, and a second is how fast it follows
   a network that turns lossy (``rtc/protection.py`` does the same with its reports).
+* A parked DTLS leg (an agent's always-connected leg between calls, ``rtc/connected.py``):
+  RFC 3550's 5 s again (:meth:`RtcpSchedule.pace`). Nothing it reports steers an encoder: the
+  far end sends nothing, and we send one packet of silence a second. It keeps reporting rather
+  than falling silent: RFC 3550 §6 has every participant report, we are a sender (the
+  keepalive), and the far end's §6.3.5 timeout counts from its last report of ours; 5 s is the
+  minimum §6.2 recommends for any session. Its report times are rounded up to the whole second
+  of the parked legs' keepalive pulse, so they ride its wake-up on the worker clock rather than
+  each waking it (randomised still: 3–8 s). Lent to a call, it is back to the 1 s, its next
+  report within 1.5 s.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -116,6 +126,10 @@ class RtcpSchedule:
         self.timers = timers
         self.monotonic = monotonic
         self._cancel: Callable[[], None] | None = None
+        self._at = 0.0
+        """When the pending report is due."""
+        self.grid = 0.0
+        """Seconds: report times are rounded up to a multiple of it (0: not rounded)."""
         self.sent = 0
 
     @property
@@ -127,10 +141,27 @@ class RtcpSchedule:
         if self._cancel is None:
             self._schedule(self.monotonic())
 
+    def pace(self, min_interval: float, grid: float = 0.0) -> None:
+        """Report at ``min_interval``'s pace from now on, each report time rounded up to a
+        multiple of ``grid`` seconds (0: not rounded; module docstring: a parked leg's). A
+        report due later than the new pace allows comes forward."""
+        self.interval.min_interval, self.grid = min_interval, grid
+        if self._cancel is None:
+            return
+        now = self.monotonic()
+        if self._when(now + 1.5 * self.interval.deterministic()) < self._at:
+            self._cancel()
+            self._schedule(now)
+
+    def _when(self, at: float) -> float:
+        grid = self.grid
+        return math.ceil(at / grid) * grid if grid else at
+
     def _schedule(self, now: float) -> None:
         if self.timers is None:
             self.timers = worker_clock()
-        self._cancel = self.timers.call_at(now + self.interval.next(), self._due)
+        self._at = self._when(now + self.interval.next())
+        self._cancel = self.timers.call_at(self._at, self._due)
 
     def _due(self, now: float) -> None:
         if self._cancel is None:

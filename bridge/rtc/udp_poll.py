@@ -27,6 +27,20 @@ and a consent check; twenty idle legs' reports) put the set on the clock for a t
 per-tick work for legs that carry nothing, and in a test whose peer shares the worker, a clock
 seen running after an idle leg had settled (``tests/integration/test_desk_leg.py``).
 
+**A parked leg's sockets are read in batches** (an agent's always-connected leg between calls,
+``rtc/connected.py``: :meth:`PolledTransport.batch`). What comes to it is upkeep only — the far
+end's RTCP (an aiortc app's sender and receiver report a second each) and ICE consent checks
+both ways — and a wake-up for each was most of what an idle leg cost: ~2 a second per leg, each
+on cold caches. Its sockets sit in a second ``epoll`` set, read the same two ways: a wake-up per
+datagram while they are few, and once two wake-ups come within :data:`BATCH` (0.2 s), every
+``BATCH`` on the worker clock (one-shot callbacks on its grid, whose whole seconds the
+keepalive pulse and the parked legs' RTCP share) until a read finds nothing. A datagram waits
+at most ``BATCH``: under the 0.5 s an aioice peer gives a consent check's answer (RFC 7675 has
+no shorter bound), and nothing it carries is timed by its read (the arrival is the kernel's
+stamp). Lent to a call, the leg's sockets go back to the first set at once (a datagram waiting
+in the second is read at the next wake-up, the first set being level-triggered too); before
+that, what the agent sends is dropped at its held receiver anyway.
+
 Waiting for the tick does not delay decoded audio: its frame is taken in that tick's receive
 phase either way. A forwarded packet (pass-through) waits up to one tick before it goes on.
 
@@ -75,6 +89,9 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 Python's ``socket`` module does not export."""
 _TIMESPEC = struct.Struct("@qq")
 _ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
+
+BATCH = 0.2
+"""Seconds a parked leg's datagram may wait to be read with others (module docstring)."""
 
 TimedHandler = Callable[[bytes, Any, float], None]
 """A socket's receive path that takes each datagram with its arrival: ``(data, addr, at)``,
@@ -135,6 +152,12 @@ class PolledTransport(asyncio.DatagramTransport):
             drop("send_buffer_full")
         except OSError as exc:
             self._protocol.error_received(exc)
+
+    def batch(self, on: bool) -> None:
+        """Read this socket in batches (a parked leg's, module docstring) or, ``False``, as
+        every other again."""
+        if not self._closing:
+            self._poller.batch(self, on)
 
     def close(self) -> None:
         if self._closing:
@@ -200,6 +223,12 @@ class UdpPoller:
         self.media = False
         """An RTP datagram came in the latest read (set by the transports): only media puts
         the set on the clock (module docstring)."""
+        self._parked = select.epoll()
+        """The second set: parked legs' sockets, read in batches (module docstring)."""
+        self._parked_fds: set[int] = set()
+        self._parked_waking = False
+        self._parked_cancel: Callable[[], None] | None = None
+        self._parked_last = -1.0
 
     @property
     def on_clock(self) -> bool:
@@ -221,15 +250,74 @@ class UdpPoller:
     def remove(self, transport: PolledTransport) -> None:
         if self._transports.pop(transport.fileno, None) is None:
             return
-        self._epoll.unregister(transport.fileno)
+        if transport.fileno in self._parked_fds:
+            self._unpark(transport.fileno)
+        else:
+            self._epoll.unregister(transport.fileno)
         if not self._transports:  # the worker's last media socket: nothing left to read
             if self._waking:
                 self.loop.remove_reader(self._epoll.fileno())
                 self._waking = False
             self._leave_clock()
             self._epoll.close()
+            self._parked.close()
             if _pollers.get(self.loop) is self:
                 del _pollers[self.loop]
+
+    # -- the parked legs' sockets (module docstring)
+    def batch(self, transport: PolledTransport, on: bool) -> None:
+        fd = transport.fileno
+        if self._transports.get(fd) is not transport or on == (fd in self._parked_fds):
+            return
+        if on:
+            self._epoll.unregister(fd)
+            self._parked.register(fd, select.EPOLLIN)
+            self._parked_fds.add(fd)
+            if self._parked_cancel is None and not self._parked_waking:
+                self.loop.add_reader(self._parked.fileno(), self._parked_woken)
+                self._parked_waking = True
+        else:
+            self._unpark(fd)
+            self._epoll.register(fd, select.EPOLLIN)
+
+    def _unpark(self, fd: int) -> None:
+        self._parked.unregister(fd)
+        self._parked_fds.discard(fd)
+        if self._parked_fds:
+            return
+        if self._parked_waking:
+            self.loop.remove_reader(self._parked.fileno())
+            self._parked_waking = False
+        cancel, self._parked_cancel = self._parked_cancel, None
+        if cancel is not None:
+            cancel()
+
+    def _parked_woken(self) -> None:
+        READS["parked_wakeup"] += 1
+        self._read(self._parked)
+        now = time.monotonic()
+        if now - self._parked_last < BATCH:  # they come faster: in batches from now on
+            self.loop.remove_reader(self._parked.fileno())
+            self._parked_waking = False
+            self._parked_next(now)
+        self._parked_last = now
+
+    def _parked_next(self, now: float) -> None:
+        # The next point of the grid (``now`` may be a tick's time, a hair before its point).
+        at = (round(now / BATCH) + 1) * BATCH
+        self._parked_cancel = worker_clock().call_at(at, self._parked_tick)
+
+    def _parked_tick(self, now: float) -> None:
+        self._parked_cancel = None
+        if not self._parked_fds:
+            return
+        READS["parked_batch"] += 1
+        if self._read(self._parked):
+            self._parked_next(now)
+        else:  # a quiet while: a wake-up per datagram again
+            self._parked_last = -1.0
+            self.loop.add_reader(self._parked.fileno(), self._parked_woken)
+            self._parked_waking = True
 
     def _wake_per_datagram(self) -> None:
         if not self._waking:
@@ -266,10 +354,13 @@ class UdpPoller:
             self._wake_per_datagram()
 
     def read(self) -> int:
-        """Every waiting datagram to its protocol; how many."""
+        """Every waiting datagram of the first set to its protocol; how many."""
+        return self._read(self._epoll)
+
+    def _read(self, epoll: select.epoll) -> int:
         offset = time.time() - time.monotonic()
         self.handshake = self.media = False
-        poll, transports = self._epoll.poll, self._transports
+        poll, transports = epoll.poll, self._transports
         n = 0
         # Rounds of one datagram per readable socket, until none is: no socket is read until
         # it refuses (an exception each time), and one that floods cannot starve the others.

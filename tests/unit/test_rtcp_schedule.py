@@ -169,3 +169,29 @@ async def test_a_registered_tick_wakes_a_clock_asleep_to_a_report() -> None:
     stop()
     cancel()
     assert reports == []
+
+
+def test_a_parked_pace_reports_on_whole_seconds_and_a_call_brings_the_next_forward() -> None:
+    """A parked leg (``rtc/connected.py``): RFC 3550's 5 s minimum, its report times rounded
+    up to the keepalive pulse's seconds; lent to a call, back to 1 s, the pending report
+    brought forward to within 1.5 s of now."""
+    now = [100.3]
+    timers = ManualTimers()
+    schedule = RtcpSchedule(
+        lambda: 80,
+        RtcpInterval(AVPF_MIN_INTERVAL, random=fixed(0.5, 0.5, 0.5)),
+        timers=timers,
+        monotonic=lambda: now[0],
+    )
+    schedule.pace(AVP_MIN_INTERVAL, 1.0)  # parked before the wire starts
+    schedule.start()
+    assert timers.pending[0][0] == 103.0  # 100.3 + 2.5 s (the first: half), up to 103
+    at = timers.fire()
+    assert schedule.sent == 1
+    assert timers.pending[0][0] == 108.0  # 103 + 5 s
+    now[0] = at + 0.5
+    schedule.pace(AVPF_MIN_INTERVAL)  # lent to a call
+    assert timers.cancelled == 1 and len(timers.pending) == 1
+    assert timers.pending[0][0] == pytest.approx(104.5)  # 103.5 + 1 s × 1.0
+    schedule.pace(AVPF_MIN_INTERVAL)  # already at that pace: nothing moves
+    assert timers.cancelled == 1

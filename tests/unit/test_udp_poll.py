@@ -174,6 +174,53 @@ async def test_a_handshake_datagram_takes_the_set_off_the_clock(sender: Any) -> 
     transport.close()
 
 
+async def test_a_parked_legs_socket_is_read_in_batches_and_at_once_again_when_lent(
+    sender: Any,
+) -> None:
+    """A parked leg's socket (``batch(True)``): a lone datagram is read at once; once two come
+    within ``BATCH`` they are read every ``BATCH`` on the worker clock, several a read, each
+    with its own arrival and none waiting longer than ``BATCH`` (plus a loaded host's lag);
+    a quiet batch goes back to a wake-up each. ``batch(False)`` (the leg lent to a call): read
+    at once again, a sibling socket's reads untouched throughout."""
+    parked, other = Recorder(), Recorder()
+    transport = udp_poll.open_polled(_bound(), parked, parked.datagram_arrived)
+    sibling = udp_poll.open_polled(_bound(), other, other.datagram_arrived)
+    to, to_sibling = transport.get_extra_info("sockname"), sibling.get_extra_info("sockname")
+    transport.batch(True)
+    reads = counters.READS.copy()
+    sender.sendto(b"\x81\xc9lone", to)  # an RTCP report, alone
+    await until(lambda: len(parked.got) == 1, 1.0, "the lone datagram")
+    assert parked.got[0][2] - parked.got[0][3] < 0.05  # at once
+    for i in range(40):  # upkeep of many parked legs: one every 10 ms
+        sender.sendto(bytes([0x81, 0xC9, i]), to)
+        await asyncio.sleep(0.01)
+    sender.sendto(b"\x81\xc9sibling", to_sibling)
+    await until(lambda: len(other.got) == 1, 1.0, "the sibling's datagram")
+    assert other.got[0][2] - other.got[0][3] < 0.05  # a sibling's socket: at once
+    await until(lambda: len(parked.got) == 41, 1.0, "the batched datagrams")
+    reads.subtract(counters.READS)
+    assert -reads["parked_batch"] >= 1 and -reads["parked_wakeup"] < 20
+    waits = [g[2] - g[3] for g in parked.got[1:]]
+    assert max(waits) < udp_poll.BATCH + 0.1 and statistics.median(waits) > 0.01
+    gaps = [b[3] - a[3] for a, b in itertools.pairwise(parked.got[1:])]
+    assert 0.008 < statistics.median(gaps) < 0.02  # their own stamps, not the reads'
+    await asyncio.sleep(2 * udp_poll.BATCH)  # a quiet batch: a wake-up each again
+    sender.sendto(b"\x81\xc9quiet", to)
+    await until(lambda: len(parked.got) == 42, 1.0, "the datagram after a quiet while")
+    assert parked.got[-1][2] - parked.got[-1][3] < 0.05
+    transport.batch(False)
+    for i in range(5):
+        sender.sendto(bytes([0x81, 0xC9, i]), to)
+        await asyncio.sleep(0.01)
+    await until(lambda: len(parked.got) == 47, 1.0, "the lent leg's datagrams")
+    assert all(g[2] - g[3] < 0.05 for g in parked.got[-5:])  # at once
+    transport.batch(True)
+    transport.close()  # closed while parked: out of the second set
+    sibling.close()
+    await asyncio.sleep(0)
+    assert udp_poll.poller() is None
+
+
 async def test_a_full_send_buffer_drops_the_datagram_and_errors_reach_the_protocol(
     sender: Any,
 ) -> None:
@@ -255,3 +302,29 @@ async def test_aioice_connects_over_polled_sockets() -> None:
         assert udp_poll.poller() is None
     finally:
         restrict_host_addresses([])
+
+
+async def test_aioices_long_sleeps_end_on_the_parked_grid_and_short_ones_are_the_loops() -> None:
+    """The consent checks' sleep (``rtc/ice.py``): a second or more ends on the worker clock at
+    the first point of the 0.2 s grid after it, never sooner; a cancelled one leaves nothing on
+    the clock; the checks' 20 ms pacing is asyncio's own sleep."""
+    from bridge.media.clock import worker_clock
+    from bridge.rtc.ice import ASYNCIO_FOR_AIOICE
+
+    clock = worker_clock()
+    started = time.monotonic()
+    assert await ASYNCIO_FOR_AIOICE.sleep(1.0, "slept") == "slept"
+    ended = time.monotonic()
+    assert ended - started >= 1.0 - 0.005
+    assert clock.n > 0 and not clock.running  # a one-shot callback's tick, then asleep
+    grid = round(clock.now / udp_poll.BATCH) * udp_poll.BATCH
+    assert abs(clock.now - grid) < 0.021  # the tick of a grid point
+    task = asyncio.ensure_future(ASYNCIO_FOR_AIOICE.sleep(5.0))
+    await asyncio.sleep(0.01)
+    assert clock._timers  # waiting on the clock
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not clock._timers  # its callback went with it
+    assert ASYNCIO_FOR_AIOICE.sleep is not asyncio.sleep
+    assert await ASYNCIO_FOR_AIOICE.sleep(0.02, 3) == 3
