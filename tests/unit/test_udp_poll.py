@@ -13,7 +13,7 @@ from typing import Any
 import aioice
 import pytest
 
-from bridge.rtc import aiortc_seam, counters, udp_poll
+from bridge.rtc import aiortc_seam, counters, polled_transport, udp_poll
 from bridge.rtc.ice import restrict_host_addresses
 
 from ..support.waits import until
@@ -74,7 +74,7 @@ async def test_a_lone_datagram_is_read_at_once_with_its_arrival_time(sender: Any
     assert data == b"one" and source == sender.getsockname()
     assert 0 <= handled - arrival < 0.05  # the kernel's stamp, just before it was read
     assert counters.READS["wakeup"] - wakeups == 1 and not poller.on_clock
-    sender.sendto(b"\x80" * (udp_poll.RECV_SIZE + 1), transport.get_extra_info("sockname"))
+    sender.sendto(b"\x80" * (polled_transport.RECV_SIZE + 1), transport.get_extra_info("sockname"))
     sender.sendto(b"\x80two", transport.get_extra_info("sockname"))
     for _ in range(100):
         if len(proto.got) == 2:
