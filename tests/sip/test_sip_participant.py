@@ -471,7 +471,12 @@ async def test_a_phone_that_multiplexes_rtcp_gets_our_reports_and_we_read_its(
         full = rows[1:]  # the first row covers the second the leg joined in
         assert full and all(r["packetsLost"] == 0 for r in rows), rows
         assert all(r["packetsReceived"] == pytest.approx(50, abs=3) for r in full), rows
-        assert all(r["kbpsSent"] == pytest.approx(64, abs=3) for r in full), rows
+        # G.711's 64 kbit/s: on average to 2 kbit/s, each second to 7 (a sampler's second
+        # that meets the leg's ticks early or late on a loaded host counts a packet or three
+        # more or less; a second codec or a doubled stream would be far off both).
+        sent_kbps = [r["kbpsSent"] for r in full]
+        assert sum(sent_kbps) / len(sent_kbps) == pytest.approx(64, abs=2), sent_kbps
+        assert all(kbps == pytest.approx(64, abs=7) for kbps in sent_kbps), sent_kbps
         reported = [r for r in rows if r["rttMs"] is not None][-1]
         assert reported["lossReportedPercent"] == 0 and reported["mos"] > 4, reported
         # The phone hangs up: the leg's last RTCP packet ends with a BYE (RFC 3550 §6.6).
