@@ -19,11 +19,11 @@ from bridge.api.keys import MANAGER
 from bridge.audio import rms_dbfs, tone
 
 from ..fakes.openai_live import FakeOpenAILive
+from ..support.agents import attach_agent, served_beside_a_call
 from ..support.calls import sim_call
 from ..support.spectrum import dominant_frequency
 from ..support.waits import until
 from .test_agents import loud, next_event
-from .test_streams import active_call
 
 KEY = "sk-live-secret-0123456789abcdef"
 FRAME = 640  # bytes of 20 ms at 16 kHz
@@ -39,17 +39,13 @@ SESSION = {"instructions": "Be brief.", "audio": {"output": {"voice": "marin"}}}
 
 async def on_a_call(make_client, aiohttp_server, **settings):
     fake = FakeOpenAILive(api_key=KEY)
-    server = await aiohttp_server(fake.app())
-    client = await make_client(fork_url_allow=("127.0.0.1",), **settings)
-    call = await active_call(client)
-    return fake, client, call["callID"], f"ws://127.0.0.1:{server.port}/v1/live/sessions"
+    client, cid, port = await served_beside_a_call(fake, make_client, aiohttp_server, **settings)
+    return fake, client, cid, f"ws://127.0.0.1:{port}/v1/live/sessions"
 
 
 async def start(client, cid: str, url: str, **body) -> dict:
     body = {"provider": "openai-live", "url": url, "apiKey": KEY, "session": SESSION, **body}
-    resp = await client.post(f"/call/{cid}/agents", json=body)
-    assert resp.status == 201, await resp.text()
-    return await resp.json()
+    return await attach_agent(client, cid, body)
 
 
 def arrivals_since(fake: FakeOpenAILive, t0: float) -> tuple[list[bytes], list[float]]:
