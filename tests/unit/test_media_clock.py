@@ -98,7 +98,9 @@ async def test_a_track_cancelled_while_waiting_leaves_the_others_waiting() -> No
     await asyncio.sleep(0)
     leaving.cancel()
     n = await asyncio.wait_for(staying, 1.0)
-    assert n == clock.n and not staying.cancelled()
+    # Its tick came (the first; by the time this resumes on a busy host, the clock may have
+    # ticked once more for it: the grid is kept one tick for a track just resolved).
+    assert n == 1 <= clock.n and not staying.cancelled()
     assert leaving.cancelled()
 
 
