@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,6 +56,25 @@ class CallerAudioLog:
         self.chunks: list[bytes] = []
         self.arrived: list[float] = []
         self.cancelled: list[float] = []
+        self.stopping = False
+        """The server is shutting down (new sessions are refused)."""
+        self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
+
+    def new_app(self) -> web.Application:
+        """The fake's app, whose shutdown closes the sessions it serves (:meth:`served`), as
+        a server going away does: an open one would hold the shutdown for aiohttp's 60 s."""
+        app = web.Application()
+        app.on_shutdown.append(self._going_away)
+        return app
+
+    def served(self, ws: web.WebSocketResponse) -> None:
+        """``ws`` is a session of this server (closed when it shuts down)."""
+        self._sockets.add(ws)
+
+    async def _going_away(self, app: web.Application) -> None:
+        self.stopping = True
+        for ws in list(self._sockets):
+            await ws.close(code=1001, message=b"going away")
 
     def keep_caller_audio(self, raw: bytes) -> None:
         self.chunks.append(raw)

@@ -72,7 +72,7 @@ class FakeDeepgramAgent(CallerAudioLog):
         self._last = 0.0
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = self.new_app()
         app.router.add_get(self.PATH, self.handler)
         return app
 
@@ -91,6 +91,7 @@ class FakeDeepgramAgent(CallerAudioLog):
             raise web.HTTPUnauthorized(text='{"err_code": "INVALID_AUTH"}')
         ws = web.WebSocketResponse(max_msg_size=16 << 20)
         await ws.prepare(request)
+        self.served(ws)
         self.connections += 1
         self.ws = ws
         self.applied.clear()

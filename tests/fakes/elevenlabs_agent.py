@@ -85,7 +85,7 @@ class FakeElevenLabs(CallerAudioLog):
         self._event_id = 0
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = self.new_app()
         app.router.add_get(self.SIGNED, self.signed_url)
         app.router.add_get(self.CONVERSATION, self.conversation)
         return app
@@ -115,6 +115,7 @@ class FakeElevenLabs(CallerAudioLog):
             self._signatures.discard(signature)
         ws = web.WebSocketResponse(max_msg_size=16 << 20)
         await ws.prepare(request)
+        self.served(ws)
         self.connections += 1
         self.ws = ws
         self.started.clear()

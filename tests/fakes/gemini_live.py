@@ -60,7 +60,7 @@ class FakeGeminiLive(CallerAudioLog):
         """A model turn is in progress (:meth:`say` with ``done=False``)."""
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = self.new_app()
         app.router.add_get(PATH, self.handler)
         return app
 
@@ -74,6 +74,7 @@ class FakeGeminiLive(CallerAudioLog):
             raise web.HTTPForbidden(text="API key not valid")
         ws = web.WebSocketResponse(max_msg_size=16 << 20)
         await ws.prepare(request)
+        self.served(ws)
         self.connections += 1
         self.ws = ws
         setup_done = False

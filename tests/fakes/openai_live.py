@@ -106,27 +106,18 @@ class FakeOpenAILive(CallerAudioLog):
         """Function calls of the backend not answered yet."""
         self._client_delegations: set[str] = set()
         self._ids = 0
-        self._stopping = False
-        self._open: set[web.WebSocketResponse] = set()
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = self.new_app()
         app.router.add_get(self.PATH, self.handler)
-        app.on_shutdown.append(self._shutdown)
         return app
-
-    async def _shutdown(self, app: web.Application) -> None:
-        """The server going away closes its sessions (else they hold its shutdown)."""
-        self._stopping = True
-        for ws in list(self._open):
-            await ws.close(code=1001, message=b"going away")
 
     def _id(self, prefix: str) -> str:
         self._ids += 1
         return f"{prefix}_{self._ids}"
 
     async def handler(self, request: web.Request) -> web.StreamResponse:
-        if self._stopping:
+        if self.stopping:
             raise web.HTTPServiceUnavailable()
         self.headers.append(dict(request.headers))
         if request.query_string:
@@ -138,9 +129,9 @@ class FakeOpenAILive(CallerAudioLog):
             raise web.HTTPUnauthorized(text='{"error": {"code": "invalid_api_key"}}')
         ws = web.WebSocketResponse(max_msg_size=16 << 20)
         await ws.prepare(request)
+        self.served(ws)
         self.connections += 1
         self.ws = ws
-        self._open.add(ws)
         self.started.clear()
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -156,7 +147,6 @@ class FakeOpenAILive(CallerAudioLog):
                         asyncio.ensure_future(self._expire(ws, self.SESSION_S)),
                     ]
         finally:
-            self._open.discard(ws)
             # Before the wait: a closed connection cancels its handler (aiohttp's
             # handler_cancellation, as test servers run) and this wait with it.
             self.ended.append(ws.close_code)

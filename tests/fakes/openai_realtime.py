@@ -106,7 +106,7 @@ class FakeOpenAIRealtime(CallerAudioLog):
         """The response in progress."""
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = self.new_app()
         app.router.add_get(self.PATH, self.handler)
         return app
 
@@ -139,6 +139,7 @@ class FakeOpenAIRealtime(CallerAudioLog):
             raise web.HTTPUnauthorized(text='{"error": {"code": "invalid_api_key"}}')
         ws = web.WebSocketResponse(max_msg_size=16 << 20)
         await ws.prepare(request)
+        self.served(ws)
         self.connections += 1
         self.ws = ws
         self.configured.clear()

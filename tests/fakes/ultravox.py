@@ -84,7 +84,7 @@ class FakeUltravox(CallerAudioLog):
         self._ordinal = 0
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = self.new_app()
         app.router.add_post("/api/calls", self.create)
         app.router.add_get("/calls/{call}/join", self.join)
         return app
@@ -146,6 +146,7 @@ class FakeUltravox(CallerAudioLog):
         self.joins.append(dict(request.query))
         ws = web.WebSocketResponse(max_msg_size=16 << 20)
         await ws.prepare(request)
+        self.served(ws)
         self.connections += 1
         self.ws = ws
         self.call_id = request.match_info["call"]
