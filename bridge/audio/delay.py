@@ -106,6 +106,16 @@ class DelayDecision:
         low = ordered[int(self.quantile * len(ordered))] + self._offset
         return low, ordered[len(ordered) // 2] + self._offset
 
+    def delay_for(self, slack: float) -> float:
+        """How long a packet that arrived ``slack`` seconds before its due time on the line
+        the recent slacks were measured against should wait: as long as all but the low
+        quantile of those packets were later than it, within ``max_delay`` (0 when too few
+        were seen to say)."""
+        if len(self._slack) < 10:
+            return 0.0
+        low, _ = self.quantiles()
+        return min(self.max_delay, max(0.0, slack - low + self.margin))
+
     def worth_waiting_for_fec(self) -> bool:
         """A frame and the packet after it (whose FEC could rebuild it) are missing: whether
         that packet is likely still to come within the delay allowed."""
@@ -148,3 +158,33 @@ class DelayDecision:
         # A drift moves the slacks by microseconds a tick; a loss or more jitter by much more.
         self.step = want > 0 and floor - low >= FRAME_SECONDS / 2
         return want
+
+
+class CountedJitter:
+    """The jitter of packets only counted, not played (an idle leg's, ``rtc/uplink.py``),
+    learned against a steady line through the first of them: when playing resumes, its first
+    packet waits as long as the path needs, where a receiver that resumed bare would conceal
+    at the first late packet (heard as a dip in a recording's first frames)."""
+
+    def __init__(self, decision: DelayDecision) -> None:
+        self._decision = decision
+        self._anchor: float | None = None
+        """When RTP time 0 would be due on that line, in seconds of the receiver's clock."""
+
+    @property
+    def counting(self) -> bool:
+        return self._anchor is not None
+
+    def counted(self, rtp_seconds: float, arrival: float) -> None:
+        """A packet of RTP time ``rtp_seconds`` (extended) was counted at ``arrival``."""
+        due = None if self._anchor is None else self._anchor + rtp_seconds
+        if due is None or abs(due - arrival) > 1.0:  # the first, or the timeline jumped
+            self._decision.reset()
+            self._anchor, due = arrival - rtp_seconds, arrival
+        self._decision.observe(due - arrival)
+
+    def resume(self, rtp_seconds: float, arrival: float) -> float:
+        """The first packet played again: the seconds it waits before playing starts."""
+        assert self._anchor is not None
+        slack, self._anchor = self._anchor + rtp_seconds - arrival, None
+        return self._decision.delay_for(slack)

@@ -50,7 +50,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .delay import DelayDecision
+from .delay import CountedJitter, DelayDecision
 from .dtx import ComfortNoise
 from .opus import OpusDecoder, OpusError
 from .pcm import Pcm
@@ -121,7 +121,10 @@ class Receiver:
         """Clock time at which that frame will be taken."""
         self._rtp = RtpArrivals(self.stats, self.rtp_clock)
         self._ticks = 0
-        self._first_arrival = 0.0
+        self._play_from = 0.0
+        """When playing may start (the first packet's wait: ``min_delay``, none after a
+        restart, the counted packets' jitter after counting)."""
+        self._counted = CountedJitter(self.decision)
         self._concealed_run = 0
         self._spare_since: float | None = None
         self._delay_sample = 0.0
@@ -144,9 +147,11 @@ class Receiver:
         :meth:`pop`'s clock). Never raises: a packet that cannot be used is counted."""
         stats = self.stats
         if not self._rtp.started:
-            self._first_arrival = arrival
+            self._play_from = arrival + self.decision.min_delay
         ext_seq, ts = self._rtp.arrive(seq, timestamp, arrival)
         stats.bytes_received += len(payload)
+        if self._counted.counting:  # decoding again (``count``)
+            self._play_from = arrival + self._counted.resume(ts / self.rtp_clock, arrival)
         if self._playing:
             if abs(ts - self._next) > self.rtp_clock * 2:
                 self._restart()  # the sender's timeline jumped (a restarted stream)
@@ -176,11 +181,13 @@ class Receiver:
 
     def count(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> None:
         """A packet nobody needs decoded (an idle playout, ``rtc/uplink.py``): counted as
-        :meth:`push` counts it, not kept; the next :meth:`push` starts the stream afresh."""
+        :meth:`push` counts it, not kept, its jitter learned; the next :meth:`push` starts the
+        stream afresh, behind that jitter (:class:`~bridge.audio.delay.CountedJitter`)."""
         if self._playing or self._packets:
             self._restart()
-        self._rtp.arrive(seq, timestamp, arrival)
+        _, ts = self._rtp.arrive(seq, timestamp, arrival)
         self.stats.bytes_received += len(payload)
+        self._counted.counted(ts / self.rtp_clock, arrival)
 
     def push_redundant(self, timestamp: int, payload: bytes, arrival: float) -> None:
         """A redundant copy of an earlier frame (RFC 2198 RED): used only if that frame's own
@@ -211,7 +218,7 @@ class Receiver:
     def pop(self, now: float) -> Pcm:
         """The next 20 ms frame (``frame_samples`` int16), for the clock tick at ``now``."""
         if not self._playing and not self._start(now):
-            if self._rtp.started:  # started once: silence while the sender is silent
+            if self._rtp.started and not self._packets:  # (held: the first waits its delay)
                 self.stats.concealed_samples += self.frame_samples
                 self.stats.silent_concealed_samples += self.frame_samples
             return self._silence
@@ -306,7 +313,7 @@ class Receiver:
         return self._sender_fec
 
     def _start(self, now: float) -> bool:
-        if not self._packets or now - self._first_arrival < self.decision.min_delay:
+        if not self._packets or now < self._play_from:
             return False
         self._playing = True
         self._next = min(self._packets)
@@ -321,7 +328,7 @@ class Receiver:
         self._playing = False
         self._packets.clear()
         self._fifo.clear()
-        self._first_arrival = -1e9  # no priming delay on a restart
+        self._play_from = -1e9  # no priming delay on a restart
         self._dtx.forget_numbers()
 
     def _decode_next(self) -> Pcm:

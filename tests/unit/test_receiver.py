@@ -362,3 +362,37 @@ def test_a_first_packet_off_the_senders_20_ms_grid_does_not_derail_the_timeline(
     assert rx.stats.total_samples_received == len(sent) * FRAME
     frames = played.reshape(-1, FRAME).astype(np.float64)
     assert np.sqrt((frames[-50:] ** 2).mean(axis=1)).min() > 1000
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_receiver_that_only_counted_resumes_with_the_jitter_it_learned(seed: int) -> None:
+    """An idle leg only counts its packets (``rtc/uplink.py``); when something needs its audio
+    again (a recording starts), playing resumes behind the delay the path's jitter needs,
+    learned while counting: a receiver that started bare concealed 40–60 ms at the first
+    late packet, heard as a dip in the recording's first frames."""
+    rng = np.random.default_rng(seed)
+    sent = packets(tone(4.0))
+    arrivals = [i * 0.02 + 0.001 + rng.uniform(0, 0.008) for i in range(len(sent))]
+    rx = Receiver(RATE, FRAME)
+    order = sorted(range(len(sent)), key=lambda k: arrivals[k])
+    levels, tick, j = [], 0.007, 0
+    while tick < 4.0:
+        while j < len(order) and arrivals[order[j]] <= tick:
+            k = order[j]
+            if 0.5 <= arrivals[k] < 2.5:
+                rx.count(*sent[k], arrivals[k])  # idle: forwarded, not decoded
+            else:
+                rx.push(*sent[k], arrivals[k])
+            j += 1
+        frame = rx.pop(tick)
+        levels.append(float(np.sqrt((frame.astype(np.float64) ** 2).mean())))
+        tick += 0.02
+    concealed = rx.stats.concealed_samples
+    resumed = next(i for i, t in enumerate(np.arange(len(levels)) * 0.02) if t >= 2.5)
+    played = np.array(levels[resumed:])
+    first = int(np.argmax(played > 0))
+    assert first <= 2, played[:6]  # a frame or two of waiting at most
+    steady = 8000 / np.sqrt(2)
+    # (the first frame is the decoder's first since 0.5 s: the leg warms it, this test not)
+    assert played[first + 1 :].min() > 0.8 * steady, played[first : first + 12].round()
+    assert rx.stats.concealed_samples == concealed  # nothing concealed since the resume
