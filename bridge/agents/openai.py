@@ -14,6 +14,7 @@ nothing else stops the generation) while the response was still being generated.
 
 from __future__ import annotations
 
+import abc
 import base64
 import copy
 import json
@@ -105,7 +106,7 @@ def b64_audio(text: Any) -> bytes:
         raise ProtocolError("audio delta is not base64") from None
 
 
-class RealtimeFamily:
+class RealtimeFamily(abc.ABC):
     """What OpenAI Realtime, xAI Grok Voice and Azure Voice Live share (:class:`~.wire.ModelDialect`
     but the session object, the endpoint and the key): their client and server events, the
     response being generated (for ``response.cancel``) and the responses cut (their late audio
@@ -137,9 +138,9 @@ class RealtimeFamily:
         self._event += 1
         return {"type": type_, "event_id": f"evt_bridge_{self._event}", **fields}
 
+    @abc.abstractmethod
     def session_object(self, tools: list[Tool]) -> dict[str, Any]:
         """The ``session`` of the ``session.update`` that configures a connection."""
-        raise NotImplementedError
 
     @staticmethod
     def function_tools(tools: list[Tool]) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ repetition (:class:`~bridge.audio.plc.PitchRepeat`, G.711 Appendix I's method) o
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -28,14 +29,15 @@ NARROW_SAMPLES = 160
 """8 kHz samples in one 20 ms G.711 packet."""
 
 
-class _PhoneDecoder:
+class _PhoneDecoder(abc.ABC):
     rtp_clock = RTP_CLOCK
 
     def __init__(self) -> None:
         self._plc = PitchRepeat()
 
+    @abc.abstractmethod
     def _decode(self, payload: bytes) -> Pcm:
-        raise NotImplementedError
+        """One payload as 16 kHz audio, before the concealer keeps it as history."""
 
     def decode(self, payload: bytes) -> Pcm:
         return self._plc.played(self._decode(payload))

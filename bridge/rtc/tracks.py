@@ -18,7 +18,7 @@ from ..audio.phone_codecs import NARROW_SAMPLES, PhoneEncoder
 from ..media import LevelMeter
 from ..media.clock import Pacer, WorkerPacer
 from ..media.ports import FrameSource
-from .forward_run import ForwardRun
+from .forward_run import ForwardRun, unsent_time
 from .passthrough import PassThrough
 from .protection import EncoderSetting, EncoderSettings, LossProtection, Protection
 from .red import RedWrapper
@@ -32,7 +32,6 @@ _OPUS_RATE = 48_000
 _RTP_TIME_BASE = fractions.Fraction(1, _OPUS_RATE)
 """Opus' RTP clock (RFC 7587 §4.1): a packet stamped on it needs no conversion in aiortc."""
 _FRAME_TS = _OPUS_RATE * FRAME_SAMPLES // SAMPLE_RATE
-_FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 
 
 class EncodedPacket:
@@ -228,10 +227,7 @@ class OpusBusTrack(MediaStreamTrack):
         :meth:`forward`)."""
         if self._run.active:
             quiet = await self._run.wait_out()
-            # After a quiet source, our RTP time moves on by the ticks nobody sent: the far
-            # end's jitter buffer sees a pause (and the stream's marker a new talkspurt, RFC
-            # 3551 §4.1), not a packet 250 ms late.
-            self._pts += int(quiet / _FRAME_S) * self.frame_ts
+            self._pts += unsent_time(quiet, self.frame_ts)  # a pause, not packets 250 ms late
             self._end_run()
             return None
         await self._clock.tick()
@@ -290,7 +286,8 @@ class OpusBusTrack(MediaStreamTrack):
         if self.keys is not None and self.keys.pending:  # a key press: on the clock, not this
             self._run.end()  # the waiting task takes the ticks back
             return
-        if self._run.continues(source) and self._run.older_than_first(seq):
+        numbering = self._run.numbering_for(source)
+        if numbering is not None and numbering.older_than_first(seq):
             # Reordered across the switch: the number it maps to was our own encoded
             # packet's, and SRTP refuses an index sent twice (RFC 3711 §3.3.2).
             source.late += 1
@@ -309,7 +306,7 @@ class OpusBusTrack(MediaStreamTrack):
 
     def forward_refused(self, source: PassThrough) -> None:
         """Mixing began in this direction (``ForwardTarget``): the waiting task encodes again."""
-        if self._run.continues(source):
+        if self._run.numbering_for(source) is not None:
             self._run.wake()
 
     def _end_run(self) -> None:
@@ -320,12 +317,12 @@ class OpusBusTrack(MediaStreamTrack):
     def _forward(self, pt: PassThrough, seq: int, ts: int, payload: bytes) -> EncodedPacket:
         stream = self._stream
         assert stream is not None
-        if not self._run.continues(pt):
-            # Map the source's numbering onto ours where we are now: continuous both ways.
-            self._run.start(pt, seq, ts, self._pts, stream)
-        out_seq, pts = self._run.place(seq, ts, stream)
-        if (pts - self._pts) & 0x80000000 == 0:  # not a reordered (older) packet
-            self._pts = pts + self.frame_ts
+        numbering = self._run.numbering_for(pt)
+        if numbering is None:
+            numbering = self._run.start(pt, seq, ts, self._pts, stream)
+        placed = numbering.place(seq, ts, stream)
+        if placed.newest:  # a reordered packet does not take our time back
+            self._pts = placed.pts + self.frame_ts
         # The decoded frame this packet stands for (kept fresh for a switch; its level is
         # what the browser hears). None while the source leg is idle (``rtc/uplink.py``): its
         # level samples reach this meter from there.
@@ -337,7 +334,7 @@ class OpusBusTrack(MediaStreamTrack):
         self._encoder_stale = True
         pt.forwarded += 1
         # A forwarded payload stays bit-exact: RED only puts earlier ones beside it.
-        return self._packet(payload, pts, out_seq)
+        return self._packet(payload, placed.pts, placed.seq)
 
     def protection_json(self) -> dict[str, object]:
         """What the sender does against loss now, and what RED cost so far."""

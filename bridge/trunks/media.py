@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -42,6 +41,7 @@ from ..audio.receiver import FrameDecoder
 from ..calls.samples import LegSources
 from ..media import BusStats
 from ..media.clock import Phase, worker_clock
+from ..rtc.forward_run import RunNumbering, unsent_time
 from ..rtc.rfc4733 import DtmfDetector, KeyPresses
 from ..rtc.rtcp_schedule import RtcpInterval, RtcpSchedule
 from ..rtc.rtp_session import RtpSession
@@ -100,9 +100,8 @@ class TrunkMedia:
         self._up_needs_pcm: Callable[[], bool] | None = None
         self._went_up = False
         """The packet in hand was forwarded up (one 20 ms Opus frame)."""
-        self._run: tuple[int, int, int] | None = None
-        """The forwarding run: (its first source number, number offset, timestamp offset)."""
-        self._forwarded_at = 0.0
+        self._run: RunNumbering | None = None
+        """The forwarding run, while WhatsApp's packets go to the phone (``rtc/forward_run.py``)."""
         self._encoder_stale = False
         self.forwarded = self.forward_late = 0
         self.microphone, self.pop = microphone, pop
@@ -270,20 +269,17 @@ class TrunkMedia:
         ):
             self._run = None
             return
-        if self._run is None:  # a new run, numbered on from what this leg sent last
-            next_seq = self.stream.next_seq
-            self._run = (seq, (next_seq - seq) & 0xFFFF, (self._ts - ts) & 0xFFFFFFFF)
+        run = self._run
+        if run is None:  # a new run, numbered on from what this leg sent last
+            run = self._run = RunNumbering(seq, ts, self._ts, self.stream)
             self._encoder_stale = True
-        first, dseq, dts = self._run
-        if (seq - first) & 0x8000:  # older than the run: its number went out already
+        elif run.older_than_first(seq):
             self.forward_late += 1
             return
-        out_seq, out_ts = (seq + dseq) & 0xFFFF, (ts + dts) & 0xFFFFFFFF
-        newest = (out_seq - self.stream.next_seq) & 0x8000 == 0
-        self._send(self.pt, payload, marker=False, ts=out_ts, seq=out_seq)
-        if newest:  # the stream goes on after it (a reordered packet keeps its place)
-            self._ts = (out_ts + self.step) & 0xFFFFFFFF
-        self._forwarded_at = time.monotonic()
+        placed = run.place(seq, ts, self.stream)
+        self._send(self.pt, payload, marker=False, ts=placed.pts, seq=placed.seq)
+        if placed.newest:  # a reordered packet does not take our time back
+            self._ts = (placed.pts + self.step) & 0xFFFFFFFF
         self.forwarded += 1
 
     @property
@@ -294,12 +290,12 @@ class TrunkMedia:
     def _tick(self, now: float) -> None:
         pcm = self.pop()
         if self._run is not None:
-            idle = time.monotonic() - self._forwarded_at
+            idle = self._run.quiet()
             if idle < RUN_IDLE:
                 return  # the forwarded packets carry this tick
-            # WhatsApp's packets stopped coming: encode again, the stream's time moved on.
+            # WhatsApp's packets stopped coming: encode again.
             self._run = None
-            self._ts = (self._ts + int(idle / 0.02) * self.step) & 0xFFFFFFFF
+            self._ts = (self._ts + unsent_time(idle, self.step)) & 0xFFFFFFFF
         if self._encoder_stale:
             # The last packets were WhatsApp's: the encoder starts afresh rather than from
             # the state its own last frame left (stale audio spliced into the next one).

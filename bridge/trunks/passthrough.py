@@ -3,16 +3,16 @@
 when Meta offered it (``audio.additional_codecs``) and the WhatsApp leg was answered in the
 phone's G.711: no codec work at all on either leg while nothing else is heard.
 
-On a Cloud API call whose only participant is a phone that speaks Opus (RFC 7587) and is the
-agent, nothing needs WhatsApp's audio re-encoded for the phone, nor the phone's for WhatsApp: the
-packets go through as they arrived, with the sender's in-band FEC, and neither leg pays for an
-encoder. The policy (who may be forwarded to) is ``calls/forwarding.py``'s; the mechanics are
+On a Cloud API call whose only participant is a phone that speaks Opus (RFC 7587) and is the agent,
+nothing needs WhatsApp's audio re-encoded for the phone, nor the phone's for WhatsApp: the packets
+go through as they arrived, with the sender's in-band FEC, and neither leg pays for an encoder. The
+policy (who may be forwarded to) is ``calls/forwarding.py``'s; the mechanics are
 :class:`~bridge.trunks.media.TrunkMedia`'s ``offer`` (down: WhatsApp → phone, numbered into the
-trunk leg's own RTP stream, RFC 3550 §5.1, so a loss before the bridge stays a gap the phone's
-decoder rebuilds from FEC) and the WhatsApp leg's ``PassThrough`` (up). Both directions are
-still decoded for the conference (recording, forks, meters) while something on the bus reads
-them. Only packets of one 20 ms frame are forwarded: what each leg's peer was told to expect
-(``minptime=20``, Meta's 20 ms ptime).
+trunk leg's own RTP stream as a track's are, ``rtc/forward_run.py``, RFC 3550 §5.1, so a loss before
+the bridge stays a gap the phone's decoder rebuilds from FEC) and the WhatsApp leg's ``PassThrough``
+(up). Both directions are still decoded for the conference (recording, forks, meters) while
+something on the bus reads them. Only packets of one 20 ms frame are forwarded: what each leg's peer
+was told to expect (``minptime=20``, Meta's 20 ms ptime).
 """
 
 from __future__ import annotations

@@ -75,6 +75,21 @@ def test_forwarded_packets_keep_their_gaps_and_continue_our_numbering() -> None:
     assert m.stream.next_seq == (seq0 + 4) & 0xFFFF and m._ts == (ts0 + 3840) & 0xFFFFFFFF
 
 
+def test_a_run_longer_than_half_the_number_space_keeps_forwarding_to_the_phone() -> None:
+    """The trunk's run is numbered as a track's (``rtc/forward_run.py``): 40 000 packets (13
+    minutes), the numbers wrapping round, all go to the phone; only a packet behind the run's
+    first is dropped."""
+    m, wire = media([True])
+    payload = bytes([(13 << 3)]) + b"x"  # hybrid 20 ms: a packet that qualifies
+    seq0, first = m.stream.next_seq, 60_000
+    m.offer(first, 0, payload)
+    m.offer(first - 1, 0, payload)  # behind the run's first: its number went out already
+    for i in range(1, 40_000):
+        m.offer((first + i) & 0xFFFF, 960 * i, payload)
+    assert [s for s, _, _ in wire.sent] == [(seq0 + i) & 0xFFFF for i in range(40_000)]
+    assert m.forward_late == 1 and m.forwarded == 40_000
+
+
 def test_a_queued_key_stops_forwarding() -> None:
     m, wire = media([True])
     m.send_key("5")
