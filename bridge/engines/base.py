@@ -115,6 +115,11 @@ class LegCodecEngine(Protocol):
     """The codecs of the leg the number's inbound calls go to, preferred first (the
     answering trunk's); empty when none is known (a browser, a model: Opus)."""
 
+    async def dial(self, phone: str, *, call_id: str = "", other_leg: tuple[str, ...] = ()) -> str:
+        """:meth:`Engine.dial`, for a call placed for a leg of ``other_leg``'s codecs
+        (preferred first: a PBX phone's): the offer carries the G.711 of them Meta can take
+        before Opus, and the leg runs in the one Meta's answer picks."""
+
 
 class ArtifactsPort(Protocol):
     """Meta's own recording/transcription of calls (``recording``/``transcription``)."""

@@ -309,8 +309,16 @@ class Switchboard:
     async def dial(self, phone: str, *, call_id: str = "") -> str:
         return await self.default.dial(phone, call_id=call_id)
 
-    async def dial_from(self, number_id: str, phone: str, *, call_id: str = "") -> str:
-        engine_call_id = await self.engine(number_id).dial(phone, call_id=call_id)
+    async def dial_from(
+        self, number_id: str, phone: str, *, call_id: str = "", other_leg: tuple[str, ...] = ()
+    ) -> str:
+        """Dial from ``number_id``; ``other_leg``: the codecs of the leg the call is placed
+        for (a PBX phone's), for an engine whose WhatsApp leg can follow them."""
+        engine = self.engine(number_id)
+        if other_leg and isinstance(engine, LegCodecEngine):
+            engine_call_id = await engine.dial(phone, call_id=call_id, other_leg=other_leg)
+        else:
+            engine_call_id = await engine.dial(phone, call_id=call_id)
         self.bind(engine_call_id, number_id)
         return engine_call_id
 
