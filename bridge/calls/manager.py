@@ -209,17 +209,14 @@ class CallManager:
         """Dial ``phone`` from ``number`` (the default number without one).
         ``status_callback`` (already checked by the caller) receives the call's events
         instead of ``BRIDGE_WEBHOOK_URL``; ``tenant``'s ``maxCalls`` caps its live calls;
-        ``other_leg``: the codecs of the leg it is placed for (a PBX phone's: its G.711 is
-        offered to Meta first, ``engines/cloudapi/sdp.py`` ``leg_codecs``)."""
+        ``other_leg``: the codecs of the leg it is placed for (a PBX phone's)."""
         digits = normalize_user(phone)  # or the BSUID the API let through
         number_id = number.number_id if number is not None else DEFAULT_NUMBER
         engine = self.engine.engine(number_id)
         self.check_capacity(tenant)
         call_id = uuid.uuid4().hex
         with self.admission.dialling():
-            engine_id = await self.engine.dial_from(
-                number_id, digits, call_id=call_id, other_leg=other_leg
-            )
+            engine_id = await self.engine.dial_from(number_id, digits, call_id, other_leg)
         call = Call(
             id=call_id,
             peer=f"{digits}@s.whatsapp.net",

@@ -310,15 +310,12 @@ class Switchboard:
         return await self.default.dial(phone, call_id=call_id)
 
     async def dial_from(
-        self, number_id: str, phone: str, *, call_id: str = "", other_leg: tuple[str, ...] = ()
+        self, number_id: str, phone: str, call_id: str = "", other_leg: tuple[str, ...] = ()
     ) -> str:
-        """Dial from ``number_id``; ``other_leg``: the codecs of the leg the call is placed
-        for (a PBX phone's), for an engine whose WhatsApp leg can follow them."""
+        """``other_leg``: the codecs of the leg it is placed for (a PBX phone's)."""
         engine = self.engine(number_id)
-        if other_leg and isinstance(engine, LegCodecEngine):
-            engine_call_id = await engine.dial(phone, call_id=call_id, other_leg=other_leg)
-        else:
-            engine_call_id = await engine.dial(phone, call_id=call_id)
+        more = {"other_leg": other_leg} if isinstance(engine, LegCodecEngine) else {}
+        engine_call_id = await engine.dial(phone, call_id=call_id, **more)
         self.bind(engine_call_id, number_id)
         return engine_call_id
 
