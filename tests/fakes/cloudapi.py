@@ -308,6 +308,8 @@ class MetaCall:
     peer: MetaPeer
     state: str = "ringing"
     pre_accept_sdp: str | None = None
+    offer_sdp: str | None = None
+    """The business's offer in ``connect`` (a business-initiated call)."""
     pre_accept_at: float | None = None
     accepted: bool = False
     offered_at: float = field(default_factory=time.monotonic)
@@ -536,6 +538,7 @@ class FakeMeta(FakeServer):
         answer = await peer.answer_offer(session["sdp"], codec)
         call = MetaCall(self._wacid(), to, "BUSINESS_INITIATED", peer, state="calling")
         call.pre_accept_sdp = answer  # Meta's answer, sent in the connect webhook
+        call.offer_sdp = session["sdp"]
         call.opaque = str(body.get("biz_opaque_callback_data", ""))
         self.meta_calls[call.wacid] = call
         self.media.heard(call.wacid, body)
