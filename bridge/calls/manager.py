@@ -204,17 +204,19 @@ class CallManager:
         status_callback: str | None = None,
         number: Number | None = None,
         tenant: Tenant | None = None,
+        other_leg: tuple[str, ...] = (),
     ) -> Call:
         """Dial ``phone`` from ``number`` (the default number without one).
         ``status_callback`` (already checked by the caller) receives the call's events
-        instead of ``BRIDGE_WEBHOOK_URL``; ``tenant``'s ``maxCalls`` caps its live calls."""
+        instead of ``BRIDGE_WEBHOOK_URL``; ``tenant``'s ``maxCalls`` caps its live calls;
+        ``other_leg``: the codecs of the leg it is placed for (a PBX phone's)."""
         digits = normalize_user(phone)  # or the BSUID the API let through
         number_id = number.number_id if number is not None else DEFAULT_NUMBER
         engine = self.engine.engine(number_id)
         self.check_capacity(tenant)
         call_id = uuid.uuid4().hex
         with self.admission.dialling():
-            engine_id = await self.engine.dial_from(number_id, digits, call_id=call_id)
+            engine_id = await self.engine.dial_from(number_id, digits, call_id, other_leg)
         call = Call(
             id=call_id,
             peer=f"{digits}@s.whatsapp.net",

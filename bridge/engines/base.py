@@ -107,13 +107,15 @@ class SettingsEngine(Protocol):
 
 @runtime_checkable
 class LegCodecEngine(Protocol):
-    """Its WhatsApp leg's codec can follow the call's other leg: Meta offers G.711 too
-    (``audio.additional_codecs``), and a call answered straight into a PBX phone of that codec
-    is answered with it, so the two legs' packets go through untouched."""
+    """Its WhatsApp leg's codec can follow the call's other leg (a PBX phone's G.711, when
+    Meta takes it: ``audio.additional_codecs``): the two legs' packets then go through."""
 
     other_leg_codecs: Callable[[], tuple[str, ...]]
     """The codecs of the leg the number's inbound calls go to, preferred first (the
     answering trunk's); empty when none is known (a browser, a model: Opus)."""
+
+    async def dial(self, phone: str, *, call_id: str = "", other_leg: tuple[str, ...] = ()) -> str:
+        """:meth:`Engine.dial` for a leg of ``other_leg``'s codecs (a PBX phone's)."""
 
 
 class ArtifactsPort(Protocol):

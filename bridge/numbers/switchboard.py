@@ -309,8 +309,13 @@ class Switchboard:
     async def dial(self, phone: str, *, call_id: str = "") -> str:
         return await self.default.dial(phone, call_id=call_id)
 
-    async def dial_from(self, number_id: str, phone: str, *, call_id: str = "") -> str:
-        engine_call_id = await self.engine(number_id).dial(phone, call_id=call_id)
+    async def dial_from(
+        self, number_id: str, phone: str, call_id: str = "", other_leg: tuple[str, ...] = ()
+    ) -> str:
+        """``other_leg``: the codecs of the leg it is placed for (a PBX phone's)."""
+        engine = self.engine(number_id)
+        more = {"other_leg": other_leg} if isinstance(engine, LegCodecEngine) else {}
+        engine_call_id = await engine.dial(phone, call_id=call_id, **more)
         self.bind(engine_call_id, number_id)
         return engine_call_id
 

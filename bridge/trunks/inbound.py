@@ -189,8 +189,12 @@ class PbxCall:
             )
             tenant = catalog.tenants.get(number.tenant_id)
             metadata = {"sip": {"trunkID": self.trunk.trunk_id, "callID": req.call_id[:128]}}
-            call = await self.service.manager.make(
-                phone.group(1), metadata, number=number, tenant=tenant
+            call = await self.service.manager.make(  # for a leg of the PBX's codec
+                phone.group(1),
+                metadata,
+                number=number,
+                tenant=tenant,
+                other_leg=(self.remote.codec,),
             )
         except BridgeError as exc:
             status, reason, extra = refusal(exc)

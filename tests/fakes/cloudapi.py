@@ -15,8 +15,10 @@
   ``telephone-event/8000`` on 126, and G.711 (``PCMA`` on 8, ``PCMU`` on 0, in the settings'
   order) after Opus when the number's settings have ``audio.additional_codecs`` (Meta accepts
   G.711 then and transcodes; its payload types are G.711's static ones, RTP/SAVP ``9 0 8
-  101`` in the SIP summary); it plays a tone and records what it hears, and can send
-  RFC 4733 DTMF packets crafted here in its own RTP stream (same SSRC and sequence space).
+  101`` in the SIP summary); it answers a business's offer in one codec, the first of the
+  offer's that it takes (Opus, or a G.711 the settings name), or refuses it; it plays a tone
+  and records what it hears, and can send RFC 4733 DTMF packets crafted here in its own RTP
+  stream (same SSRC and sequence space).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtp import RtpPacket
 
 from bridge.engines.cloudapi import SIGNATURE_HEADER, sign
@@ -115,9 +117,30 @@ def meta_answer(sdp: str) -> str:
         out.append(ln)
         if ln.startswith("t="):
             out.append("a=ice-lite")
-        if re.match(r"a=rtpmap:\d+ opus/48000", ln):
+        if re.match(r"a=rtpmap:\d+ (opus/48000|PCM[AU]/8000)", ln):
             out.append("a=rtpmap:126 telephone-event/8000")
     return "\r\n".join(out) + "\r\n"
+
+
+def meta_choice(offer: str, takes: tuple[str, ...]) -> str | None:
+    """The codec Meta answers a business's offer with: the first of the offer's audio
+    m-line that it takes (Opus; G.711 only with the number's ``audio.additional_codecs``).
+    The offerer's order is its preference, which an answerer keeps when it has none of its
+    own (RFC 3264 §6.1): Meta transcodes whichever. ``None``: nothing it takes."""
+    lines = _lines(offer)
+    names = {
+        m.group(1): m.group(2)
+        for ln in lines
+        if (m := re.match(r"a=rtpmap:(\d+) (opus|PCMA|PCMU)/", ln, re.I))
+    }
+    names.update({str(pt): c for c, pt in G711_PT.items() if str(pt) not in names})
+    m_line = next((ln for ln in lines if ln.startswith("m=audio ")), "")
+    for pt in m_line.split()[3:]:
+        codec = names.get(pt, "")
+        codec = "opus" if codec.lower() == "opus" else codec.upper()
+        if codec and codec in takes:
+            return codec
+    return None
 
 
 def sip_answer(meta_offer: str, opus_pt: int) -> str:
@@ -233,9 +256,17 @@ class MetaPeer:
         self._renumber()
         return meta_offer(self.pc.localDescription.sdp, additional_codecs)
 
-    async def answer_offer(self, sdp: str) -> str:
+    async def answer_offer(self, sdp: str, codec: str = "") -> str:
+        """Meta's answer to a business's offer; ``codec`` (:func:`meta_choice`'s): the one
+        audio codec it names (beside telephone-event), else whatever aiortc keeps."""
+        if codec:  # made first, it takes the offer's m-line, with only that codec
+            transceiver = self.pc.addTransceiver("audio", direction="sendrecv")
+            mime = f"audio/{codec}".lower()
+            caps = RTCRtpSender.getCapabilities("audio").codecs
+            transceiver.setCodecPreferences([c for c in caps if c.mimeType.lower() == mime])
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        self._add_track()
+        if not codec:
+            self._add_track()
         transceiver = self.pc.getTransceivers()[0]
         if self.track is not None:
             transceiver.sender.replaceTrack(self.track)
@@ -277,6 +308,8 @@ class MetaCall:
     peer: MetaPeer
     state: str = "ringing"
     pre_accept_sdp: str | None = None
+    offer_sdp: str | None = None
+    """The business's offer in ``connect`` (a business-initiated call)."""
     pre_accept_at: float | None = None
     accepted: bool = False
     offered_at: float = field(default_factory=time.monotonic)
@@ -498,10 +531,14 @@ class FakeMeta(FakeServer):
         session = body.get("session") or {}
         if session.get("sdp_type") != "offer":
             return meta_error(400, 100, "(#100) session.sdp_type must be offer")
+        codec = meta_choice(str(session.get("sdp", "")), ("opus", *self.account.additional_codecs))
+        if codec is None:
+            return meta_error(400, 100, "(#100) the SDP offer has no audio codec Meta accepts")
         peer = MetaPeer(self.user_tone_hz)
-        answer = await peer.answer_offer(session["sdp"])
+        answer = await peer.answer_offer(session["sdp"], codec)
         call = MetaCall(self._wacid(), to, "BUSINESS_INITIATED", peer, state="calling")
         call.pre_accept_sdp = answer  # Meta's answer, sent in the connect webhook
+        call.offer_sdp = session["sdp"]
         call.opaque = str(body.get("biz_opaque_callback_data", ""))
         self.meta_calls[call.wacid] = call
         self.media.heard(call.wacid, body)

@@ -6,7 +6,6 @@ browser joins: then the WhatsApp leg, still on PCMA, is decoded and coded again.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import numpy as np
 import pytest
@@ -17,20 +16,17 @@ from ..fakes.cloudapi import MetaPeer
 from ..integration.test_participants import join
 from ..support.baresip_phone import BaresipPhone
 from ..support.calls import wait_state
+from ..support.meta_g711 import (
+    BROWSER_HZ,
+    META_HZ,
+    PHONE_HZ,
+    level_dbfs,
+    tones_forwarded_untouched,
+    whatsapp_heard,
+)
 from ..support.spectrum import band_energy, dominant_frequency
 from ..support.waits import until, until_passes
 from .test_sipp_uic import apply_answer, keys
-
-META_HZ, PHONE_HZ, BROWSER_HZ = 440, 660, 1000
-
-
-def level_dbfs(samples: np.ndarray) -> float:
-    return float(20 * np.log10(np.sqrt(np.mean((samples / 32768) ** 2)) + 1e-12))
-
-
-def whatsapp_heard(peer: Any, chunks: int = 50) -> tuple[float, float]:
-    samples = np.concatenate(peer.recorder.chunks[-chunks:]).astype(np.float64)
-    return dominant_frequency(samples, peer.recorder.rate), level_dbfs(samples)
 
 
 async def test_bad_additional_codecs_are_refused_before_meta(make_client, meta) -> None:
@@ -168,24 +164,7 @@ async def test_sip_road_answers_metas_g711_in_kind_for_a_g711_phone(sip_rig, pho
         (leg,) = rt.attached("sip")
         whatsapp = rt.media.webrtc_leg
         assert whatsapp.codec == "PCMA" and leg.media.codec == "PCMA"
-
-        def forwarded() -> tuple[int, int]:
-            return leg.media.forwarded, whatsapp.leg_json()["framesForwarded"]
-
-        def phone_hears_whatsapp() -> None:
-            samples, rate = p.heard(1.0)
-            heard, level = dominant_frequency(samples, rate), level_dbfs(samples)
-            assert heard == pytest.approx(META_HZ, abs=5) and level > -30, (heard, level)
-
-        def whatsapp_hears_phone() -> None:
-            heard, level = whatsapp_heard(meta)
-            assert heard == pytest.approx(PHONE_HZ, abs=5) and level > -30, (heard, level)
-
-        await until(lambda: min(forwarded()) > 100, 10, "two seconds forwarded each way")
-        await until_passes(phone_hears_whatsapp, 10)
-        await until_passes(whatsapp_hears_phone, 10)
-        assert whatsapp.leg_json()["packetsNotDecoded"] > 50
-        assert leg.media.playout.not_decoded > 50
+        await tones_forwarded_untouched(p, meta, leg, whatsapp)
         await rig.client.post("/call/hangup", json={"callID": cid})
         await wait_state(rig.client, cid, "ended")
     finally:

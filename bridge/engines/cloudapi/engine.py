@@ -182,16 +182,16 @@ class CloudApiEngine:
             self._accepted(call)  # media on our answered call: up, even before ACCEPTED
 
     # -- call control
-    async def dial(self, phone: str, *, call_id: str = "") -> str:
+    async def dial(self, phone: str, *, call_id: str = "", other_leg: tuple[str, ...] = ()) -> str:
         with self.standing.dialling(phone, [(c.peer_wa, c.state) for c in self.calls.values()]):
-            return await self._dial(phone, call_id)
+            return await self._dial(phone, call_id, other_leg)
 
-    async def _dial(self, phone: str, call_id: str) -> str:
+    async def _dial(self, phone: str, call_id: str, other_leg: tuple[str, ...]) -> str:
         peer = self._peer(f"cloudapi:dial:{call_id[:12]}")
         opaque = call_id[:512]
         self._dialling.open(opaque)
         try:
-            session = {"sdp_type": "offer", "sdp": await peer.offer()}
+            session = {"sdp_type": "offer", "sdp": await peer.offer(other_leg)}
             fields = {**addressed(phone), "session": session, "biz_opaque_callback_data": opaque}
             fields.update(self.artifacts.fields(phone))  # Meta's recording, transcription
             self.permissions.forget(phone)  # a call changes the user's usage

@@ -44,7 +44,7 @@ from ...rtc.leg import PeerLeg
 from ...rtc.protection import LossProtection
 from ...rtc.tracks import OpusBusTrack
 from ..base import EngineStats
-from .sdp import DEFAULT_BITRATE, DTMF_PT, answer_codec, for_meta, read_remote
+from .sdp import DTMF_PT, answer_codec, answered_codec, for_meta, leg_codecs, read_remote
 from .shell import WhatsAppLeg
 
 OPUS_COMPLEXITY = 6
@@ -79,6 +79,8 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         self._open_shell(
             stats, self._tasks, on_dtmf=on_dtmf, on_media=on_media, on_closed=on_closed
         )
+        self._offered: tuple[str, ...] = ("opus",)
+        """The codecs our offer named (a business-initiated call), preferred first."""
 
     # -- negotiation
     def _transceiver(self) -> RTCRtpTransceiver:
@@ -126,22 +128,29 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         self._hook_dtmf()
         return self._local_sdp()
 
-    async def offer(self) -> str:
-        """Our offer for a business-initiated call: Opus only, telephone-event on 126."""
+    async def offer(self, other_leg: tuple[str, ...] = ()) -> str:
+        """Our offer for a business-initiated call: :func:`.sdp.leg_codecs` for ``other_leg``
+        (the codecs of the leg the call is placed for: a PBX phone's), preferred first, Opus
+        always last; telephone-event on 126. The leg's codec is the one Meta's answer picks:
+        its media is set up then (:meth:`apply_answer`)."""
+        self._offered = leg_codecs(other_leg)
         transceiver = self.pc.addTransceiver("audio", direction="sendrecv")
-        transceiver.setCodecPreferences(_capabilities("opus"))
-        self._prepare(DEFAULT_BITRATE, True)
+        transceiver.setCodecPreferences([c for n in self._offered for c in _capabilities(n)])
         with self.ports():
             await self.pc.setLocalDescription(await self.pc.createOffer())
         self._hook_dtmf()
         return self._local_sdp()
 
     async def apply_answer(self, answer: str) -> None:
-        """Meta's answer to our offer (the connect webhook of a business-initiated call)."""
+        """Meta's answer to our offer (the connect webhook of a business-initiated call): the
+        leg runs in the codec it picked, at its Opus bit rate."""
         remote = read_remote(answer)
+        codec = answered_codec(answer, self._offered)
         if remote.dtmf_pt is not None:
             self.dtmf_pt = remote.dtmf_pt
         with self.ports():
+            if self._track is None:  # before aiortc starts the transceiver (DTLS up)
+                self._prepare(remote.bitrate, True, codec)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 
     @property

@@ -60,7 +60,7 @@ from ...tasks import TaskSet
 from ..base import EngineStats
 from . import sdes_rtp, sdes_sdp
 from .peer import OPUS_COMPLEXITY
-from .sdp import DTMF_PT, STATIC_PT, answer_codec, read_remote
+from .sdp import DTMF_PT, STATIC_PT, answer_codec, answered_codec, leg_codecs, read_remote
 from .shell import WhatsAppLeg
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,8 @@ class SdesPeer(WhatsAppLeg):
         self.rtcp_schedule = RtcpSchedule(self._report, RtcpInterval(rtcp_interval))
         """Our RTCP on the worker clock (``rtc/rtcp_schedule.py``), the media watchdog with it."""
         self.crypto: Crypto | None = None
+        self.offered: tuple[str, ...] = ("opus",)
+        """The codecs our offer named (a business-initiated call), preferred first."""
         self._track: OpusBusTrack | None = None
         self._open_shell(
             stats,
@@ -161,8 +163,7 @@ class SdesPeer(WhatsAppLeg):
         if self.codec == "opus":
             self.audio_pt = audio.opus_pt
         else:  # G.711's static payload types (RFC 3551 §6), as Meta offers them
-            self.session.use_codec(self.codec, STATIC_PT[self.codec])
-            self.playout.resume(self.playout.on_frame, self.playout.bus_stats)
+            self._use_g711(self.codec)
         self.dtmf_pt = audio.dtmf_pt or DTMF_PT
         self.crypto = new_crypto(remote.crypto.tag, remote.crypto.suite)
         address = await self._open(remote.address)
@@ -172,25 +173,41 @@ class SdesPeer(WhatsAppLeg):
         )
         return sdp
 
-    async def offer(self) -> str:
-        """Our offer for a business-initiated call: Opus on 111, telephone-event on 126."""
+    async def offer(self, other_leg: tuple[str, ...] = ()) -> str:
+        """Our offer for a business-initiated call: :func:`.sdp.leg_codecs` for ``other_leg``
+        (G.711 on its static payload type before Opus on 111 when a PBX phone of that codec
+        is the other leg), telephone-event on 126; the leg runs in the one Meta answers."""
         self.crypto = new_crypto()
-        return sdes_sdp.sdp(self, await self._open(None), self.crypto)
+        self.offered = leg_codecs(other_leg)
+        return sdes_sdp.sdp(self, await self._open(None), self.crypto, offer=self.offered)
 
     async def apply_answer(self, answer: str) -> None:
-        """Meta's answer to our offer: its key and address; our media starts at once."""
+        """Meta's answer to our offer: its key, address and codec; our media starts at once."""
         if self.crypto is None:
             raise BadOffer("an answer came before our offer")
         remote = read_savp(answer)
         audio = read_remote(answer)
         if remote.crypto.suite != self.crypto.suite:
             raise BadOffer(f"the answer's a=crypto suite {remote.crypto.suite} is not ours")
+        try:
+            codec = answered_codec(answer, self.offered)
+        except ValueError as exc:
+            raise BadOffer(str(exc)) from exc
         self.dtmf_pt = audio.dtmf_pt or self.dtmf_pt
-        if audio.opus_pt is not None:
+        if codec != "opus":
+            self._use_g711(codec)
+        elif audio.opus_pt is not None:
             self.audio_pt = audio.opus_pt
         self._start(
             remote.crypto, (remote.address, remote.port), remote.rtcp, audio.bitrate, audio.fec
         )
+
+    def _use_g711(self, codec: str) -> None:
+        """Send and receive ``codec`` on its static payload type (RFC 3551 §6), as Meta
+        offers and answers it; the receiver decodes it from now on."""
+        self.codec = codec
+        self.session.use_codec(codec, STATIC_PT[codec])
+        self.playout.resume(self.playout.on_frame, self.playout.bus_stats)
 
     def _start(
         self, theirs: Crypto, rtp: tuple[str, int], rtcp: tuple[str, int], bitrate: int, fec: bool

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ...config import IceSettings
 from ...rtc.sdes import Crypto, media_section, session_description
 from ...rtc.srtpudp import SrtpSocket
-from .sdp import OPUS_FMTP
+from .sdp import OPUS_FMTP, STATIC_PT
 
 if TYPE_CHECKING:
     from .sdes import SdesPeer
@@ -21,14 +21,15 @@ def sdp(
     crypto: Crypto,
     media_lines: tuple[str, ...] = (),
     index: int = 0,
+    *,
+    offer: tuple[str, ...] = (),
 ) -> str:
-    """Our SDP (offer or answer): Opus (or the G.711 answered) and telephone-event on RTP/SAVP
-    with our key; in an
-    answer, every other offered stream refused (port 0)."""
-    codec = (peer.audio_pt, "opus/48000/2", OPUS_FMTP)
-    if peer.codec != "opus":  # a G.711 answer (``sdp.answer_codec``)
-        codec = (peer.audio_pt, f"{peer.codec}/8000", "")
-    payloads = [codec, (peer.dtmf_pt, "telephone-event/8000", "0-15")]
+    """Our SDP: an offer of the codecs ``offer`` names, preferred first (``sdp.leg_codecs``:
+    G.711 on its static payload type, Opus on the leg's), or an answer in the leg's one codec
+    (Opus, or the G.711 answered); telephone-event with either, on RTP/SAVP with our key. In an
+    answer, every other offered stream is refused (port 0)."""
+    payloads = [_payload(peer, codec) for codec in offer or (peer.codec,)]
+    payloads.append((peer.dtmf_pt, "telephone-event/8000", "0-15"))
     audio = media_section(
         address,
         peer.socket.local[1],
@@ -45,6 +46,12 @@ def sdp(
             fields = m.split()
             lines.append(" ".join([fields[0], "0", *fields[2:]]))
     return session_description(address, peer.stream.ssrc, lines)
+
+
+def _payload(peer: SdesPeer, codec: str) -> tuple[int, str, str]:
+    if codec == "opus":
+        return peer.audio_pt, "opus/48000/2", OPUS_FMTP  # Meta's in an answer, else 111
+    return STATIC_PT[codec], f"{codec}/8000", ""
 
 
 def route_to(host: str, v6: bool) -> str:

@@ -11,6 +11,9 @@ G.711 (``PCMA``/``PCMU``, static payload types 8 and 0) besides Opus; Meta trans
 whichever the business answers with. :func:`answer_codec` picks it: Opus unless the call's
 other leg speaks a G.711 that Meta offered (a PBX phone: its packets then go through as they
 are, ``calls/forwarding.py``). The answer carries that one codec and ``telephone-event``.
+A business-initiated call placed for such a phone (a PBX's INVITE through a trunk) offers
+the same codecs by the same rule, :func:`leg_codecs`, preferred first and Opus last; the leg
+then runs in the one Meta's answer names (:func:`answered_codec`).
 """
 
 from __future__ import annotations
@@ -48,14 +51,37 @@ class RemoteAudio:
     """The G.711 codecs it offers (``PCMU``, ``PCMA``), in its order."""
 
 
+def leg_codecs(other_leg: tuple[str, ...], meta_takes: tuple[str, ...] = G711) -> tuple[str, ...]:
+    """The one rule for the WhatsApp leg's codec, preferred first: the G.711s of
+    ``other_leg`` (the codecs of the call's other leg, preferred first: a PBX phone's) that
+    Meta takes (``meta_takes``: those its offer names), in that order, then ``opus`` (a
+    browser, a model, the bus: everything else is coded from 16 kHz audio). The answer to
+    Meta's offer is the first (:func:`answer_codec`); our offer lists them all, in this
+    order (a business-initiated call), and Meta's answer picks one (:func:`answered_codec`)."""
+    g711 = [c for c in other_leg if c in G711 and c in meta_takes]
+    return (*dict.fromkeys(g711), "opus")
+
+
 def answer_codec(remote: RemoteAudio, other_leg: tuple[str, ...]) -> str:
-    """The codec to answer Meta's offer with: the first of ``other_leg`` (the codecs of the
-    call's other leg, preferred first: a PBX phone's) that is a G.711 Meta offered, else
-    ``opus`` (a browser, a model, the bus: everything else is coded from 16 kHz audio)."""
-    for codec in other_leg:
-        if codec in G711 and codec in remote.g711:
+    """The codec to answer Meta's offer with: :func:`leg_codecs`' first, of those offered."""
+    return leg_codecs(other_leg, remote.g711)[0]
+
+
+def answered_codec(answer: str, offered: tuple[str, ...]) -> str:
+    """The codec Meta's answer to our offer of ``offered`` (:func:`leg_codecs`) chose: the
+    first of its audio m-line's payload types that names one of them. ``ValueError`` when
+    it names none (not an answer to that offer)."""
+    lines = _lines(answer)
+    names: dict[str, str] = {}
+    for ln in lines:
+        if m := re.match(r"^a=rtpmap:(\d+) (opus|PCM[AU])/", ln, re.I):
+            names[m.group(1)] = "opus" if m.group(2).lower() == "opus" else m.group(2).upper()
+    m_line = next((ln for ln in lines if ln.startswith("m=audio ")), "")
+    for pt in m_line.split()[3:]:
+        codec = names.get(pt) or next((c for c, p in STATIC_PT.items() if str(p) == pt), "")
+        if codec in offered:
             return codec
-    return "opus"
+    raise ValueError(f"Meta's answer has none of the codecs offered ({', '.join(offered)})")
 
 
 def _lines(sdp: str) -> list[str]:

@@ -305,19 +305,19 @@ class SipEngine:
         return self.dialogs.get(engine_call_id).leg.open_channel()
 
     # -- business-initiated calls
-    async def dial(self, phone: str, *, call_id: str = "") -> str:
+    async def dial(self, phone: str, *, call_id: str = "", other_leg: tuple[str, ...] = ()) -> str:
         users = [(c.peer_wa, c.state) for c in self.calls.values()]
         with self.graph_side.standing.dialling(phone, users):  # paused? one call a user
-            return await self._dial(phone, call_id)
+            return await self._dial(phone, call_id, other_leg)
 
-    async def _dial(self, phone: str, call_id: str) -> str:
+    async def _dial(self, phone: str, call_id: str, other_leg: tuple[str, ...]) -> str:
         ua = self._ua()
         sip = self.sip
         cid = f"bridge.{call_id[:32] or secrets.token_hex(8)}.{secrets.token_hex(4)}"
         leg = self._leg(f"cloudapi-sip:dial:{call_id[:12]}")
         leg.wacid = cid
         try:
-            offer = await leg.offer()
+            offer = await leg.offer(other_leg)
             uac = InviteClient(
                 ua,
                 meta_uri=sip.sip_meta_uri,
