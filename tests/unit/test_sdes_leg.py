@@ -8,19 +8,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
-from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any
 
 import numpy as np
 import pytest
 
-from bridge.config import settings_for_tests
-from bridge.engines.base import EngineStats
-from bridge.engines.cloudapi.sdes import SdesPeer
 from bridge.errors import BadOffer
 from bridge.rtc.sdes import parse_crypto, read_savp
 
+from ..support.sdes_leg import Port, sdes_leg
 from ..support.sdes_peer import SdesEndpoint, tone
 from ..support.spectrum import band_energy
 from ..support.waits import until
@@ -29,43 +25,6 @@ from ..support.waits import until
 def _rms_db(pcm: np.ndarray) -> float:
     x = pcm.astype(np.float64)
     return float(20 * np.log10(np.sqrt(np.mean(x**2)) / 32768 + 1e-12))
-
-
-class Port:
-    """The bus as the pump plugs it into a leg (``engines/pump.py`` ``BusPort``), recorded:
-    the frames the leg's receiver hands it, the frames its sender takes from it."""
-
-    def __init__(self, send: list[np.ndarray] | None = None) -> None:
-        self.accepted: list[np.ndarray] = []
-        self.outbox = deque(send or ())
-        self.taken = 0
-        self.why: list[str] = []
-
-    def accept(self, pcm: np.ndarray) -> None:
-        self.accepted.append(pcm)
-
-    def take(self, now: float) -> np.ndarray | None:
-        if not self.outbox:
-            return None
-        self.taken += 1
-        return self.outbox.popleft()
-
-    def ended(self, why: str) -> None:
-        self.why.append(why)
-
-
-def _peer(**kw: Any) -> tuple[SdesPeer, list[tuple[str, int]]]:
-    ice = settings_for_tests(ice_addresses=("127.0.0.1",)).ice
-    digits: list[tuple[str, int]] = []
-    peer = SdesPeer(
-        "sdes-test",
-        ice,
-        EngineStats(),
-        on_dtmf=lambda _p, d, ms: digits.append((d, ms)),
-        on_media=lambda _p: None,
-        **kw,
-    )
-    return peer, digits
 
 
 @pytest.fixture
@@ -77,7 +36,7 @@ async def meta() -> AsyncIterator[SdesEndpoint]:
 
 
 async def test_first_packet_leaves_at_once_and_a_tone_reaches_meta(meta: SdesEndpoint) -> None:
-    peer, _ = _peer()
+    peer, _ = sdes_leg()
     try:
         answer = await peer.answer(meta.sdp())
         assert (
@@ -105,7 +64,7 @@ async def test_first_packet_leaves_at_once_and_a_tone_reaches_meta(meta: SdesEnd
 
 
 async def test_a_tone_from_meta_reaches_the_bus_and_rtcp_flows(meta: SdesEndpoint) -> None:
-    peer, _ = _peer(rtcp_interval=0.2)
+    peer, _ = sdes_leg(rtcp_interval=0.2)
     try:
         meta.take(await peer.answer(meta.sdp()))
         port = Port()
@@ -136,7 +95,7 @@ async def test_a_tone_from_meta_reaches_the_bus_and_rtcp_flows(meta: SdesEndpoin
 
 
 async def test_dtmf_both_ways(meta: SdesEndpoint) -> None:
-    peer, digits = _peer()
+    peer, digits = sdes_leg()
     try:
         meta.take(await peer.answer(meta.sdp()))
         await meta.play_tone(440, 4000, 0.2)  # the stream is up
@@ -157,7 +116,7 @@ async def test_key_presses_go_out_on_the_clock_in_place_of_audio(meta: SdesEndpo
     of the audio's stream (no audio between them), one RTP timestamp (the tick it began on),
     the marker on the first, the duration growing 20 ms a tick, the end packet three times;
     then its gap as audio, whose RTP time moved on by the ticks the press took."""
-    peer, _ = _peer()
+    peer, _ = sdes_leg()
     try:
         meta.take(await peer.answer(meta.sdp()))
         port = Port([tone(600, 8000, i * 320, 320) for i in range(200)])
@@ -194,7 +153,7 @@ async def test_key_presses_go_out_on_the_clock_in_place_of_audio(meta: SdesEndpo
 
 
 async def test_symmetric_rtp_latches_to_authenticated_sources_only(meta: SdesEndpoint) -> None:
-    peer, _ = _peer()
+    peer, _ = sdes_leg()
     moved = SdesEndpoint(key=meta.key)
     await moved.start()
     try:
@@ -221,7 +180,7 @@ async def test_symmetric_rtp_latches_to_authenticated_sources_only(meta: SdesEnd
 
 
 async def test_business_initiated_offer_and_answer(meta: SdesEndpoint) -> None:
-    peer, _ = _peer()
+    peer, _ = sdes_leg()
     try:
         offer = await peer.offer()
         ours = read_savp(offer)
@@ -236,7 +195,7 @@ async def test_business_initiated_offer_and_answer(meta: SdesEndpoint) -> None:
 
 
 async def test_media_timeout_fails_the_channel(meta: SdesEndpoint) -> None:
-    peer, _ = _peer(rtcp_interval=0.1, media_timeout=0.3)
+    peer, _ = sdes_leg(rtcp_interval=0.1, media_timeout=0.3)
     try:
         meta.take(await peer.answer(meta.sdp()))
         port = Port()
@@ -270,7 +229,7 @@ KEY = base64.b64encode(bytes(range(30))).decode()
 async def test_a_bad_key_is_refused_with_its_reason(
     meta: SdesEndpoint, crypto: str, why: str
 ) -> None:
-    peer, _ = _peer()
+    peer, _ = sdes_leg()
     try:
         with pytest.raises(BadOffer, match=why):
             await peer.answer(meta.sdp(crypto=crypto))
