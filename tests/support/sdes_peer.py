@@ -15,11 +15,15 @@ import numpy as np
 import pylibsrtp
 from aiortc.rtp import RtcpPacket, RtcpReceiverInfo, RtcpRrPacket, RtcpSrPacket
 
+from bridge.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from bridge.audio.opus import OpusDecoder, OpusEncoder
 
 SUITE = "AES_CM_128_HMAC_SHA1_80"
 PROFILE = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
 _HEADER = struct.Struct("!BBHII")
+G711_PT = {"PCMU": 0, "PCMA": 8}
+"""G.711's static payload types (RFC 3551 §6), as Meta offers and answers them."""
+_G711_DECODE = {0: ulaw_decode, 8: alaw_decode}
 
 
 def tone(freq: float, amplitude: float, start: int, samples: int, rate: int = 16_000) -> np.ndarray:
@@ -46,6 +50,9 @@ class SdesEndpoint(asyncio.DatagramProtocol):
         self.marked: set[int] = set()
         """Sequence numbers of the packets received with the marker bit."""
         self.pcm: list[np.ndarray] = []
+        """Decoded Opus received (16 kHz)."""
+        self.g711: list[np.ndarray] = []
+        """Decoded G.711 received (8 kHz), either law by its payload type."""
         self.rtcp: list[Any] = []
         self.auth_failed = 0
         self.first_at: float | None = None
@@ -63,19 +70,35 @@ class SdesEndpoint(asyncio.DatagramProtocol):
         if self.transport is not None:
             self.transport.close()
 
-    def sdp(self, crypto: str | None = None, proto: str = "RTP/SAVP") -> str:
+    def sdp(
+        self,
+        crypto: str | None = None,
+        proto: str = "RTP/SAVP",
+        codecs: tuple[str, ...] = ("opus",),
+    ) -> str:
+        """Meta's SDP naming ``codecs`` in that order (``opus`` on 111; ``PCMA``/``PCMU`` on
+        their static payload types, as a number opted in to G.711 offers or answers them)."""
         inline = base64.b64encode(self.key).decode()
         crypto = crypto if crypto is not None else f"a=crypto:1 {self.suite} inline:{inline}"
+        pts = [str(G711_PT.get(c, 111)) for c in codecs]
+        maps: list[str] = []
+        for c in codecs:
+            if c == "opus":
+                maps += [
+                    "a=rtpmap:111 opus/48000/2",
+                    "a=fmtp:111 maxaveragebitrate=20000;maxplaybackrate=16000;"
+                    "sprop-maxcapturerate=16000;useinbandfec=1",
+                ]
+            else:
+                maps.append(f"a=rtpmap:{G711_PT[c]} {c}/8000")
         lines = [
             "v=0",
             "o=- 1 1 IN IP4 127.0.0.1",
             "s=-",
             "c=IN IP4 127.0.0.1",
             "t=0 0",
-            f"m=audio {self.port} {proto} 111 126",
-            "a=rtpmap:111 opus/48000/2",
-            "a=fmtp:111 maxaveragebitrate=20000;maxplaybackrate=16000;"
-            "sprop-maxcapturerate=16000;useinbandfec=1",
+            f"m=audio {self.port} {proto} {' '.join(pts)} 126",
+            *maps,
             "a=rtpmap:126 telephone-event/8000",
             "a=ptime:20",
             "a=rtcp-mux",
@@ -121,6 +144,8 @@ class SdesEndpoint(asyncio.DatagramProtocol):
         self.packets.append((now, pt, seq, ts, payload))
         if pt == 111:
             self.pcm.append(self.decoder.decode(payload))
+        elif pt in _G711_DECODE:
+            self.g711.append(_G711_DECODE[pt](payload))
 
     def heard(self) -> np.ndarray:
         return np.concatenate(self.pcm) if self.pcm else np.zeros(0, np.int16)
@@ -154,6 +179,16 @@ class SdesEndpoint(asyncio.DatagramProtocol):
         for i in range(int(seconds * 50)):
             self.send_rtp(enc.encode(tone(freq, amplitude, i * 320, 320)))
             self.ts = (self.ts + 960) & 0xFFFFFFFF
+            await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - loop.time()))
+
+    async def play_g711(self, codec: str, freq: float, amplitude: float, seconds: float) -> None:
+        """G.711 frames of an 8 kHz tone (160 bytes, 20 ms each), one every 20 ms."""
+        law = alaw_encode if codec == "PCMA" else ulaw_encode
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i in range(int(seconds * 50)):
+            self.send_rtp(law(tone(freq, amplitude, i * 160, 160, 8000)), pt=G711_PT[codec])
+            self.ts = (self.ts + 160) & 0xFFFFFFFF
             await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - loop.time()))
 
     async def press(self, event: int, ms: int = 100) -> None:
