@@ -242,6 +242,7 @@ async def test_live_dropped_socket_is_a_new_session_then_the_callers_audio(
     fake, client, cid, url = await on_a_call(
         make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=660.0
     )
+    fake.START_S = 0.1  # a session that takes a while to start: audio sent before is seen
     async with client.app[MANAGER].events.subscribe() as sub:
         started = await start(client, cid, url)
         await next_event(sub, "agent.connected")
