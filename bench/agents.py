@@ -238,16 +238,18 @@ def patch_sim() -> Callable[[], None]:
     return undo
 
 
-def up_latencies(line: Line, fake: Any) -> list[float]:
-    """Each burst's time from the engine to the model: to the first loud chunk after a quiet
-    one that arrived within 200 ms of it."""
+def up_latencies(line: Line, fake: Any, chunks: int, before: float) -> list[float]:
+    """Each burst said ``before`` (the socket's drop): its time from the engine to the model,
+    to the first loud chunk (of the first ``chunks``) after a quiet one that arrived within
+    200 ms of it."""
     loud = [
         bool(np.abs(np.frombuffer(c, dtype="<i2")).max(initial=0) > LOUD_AT_MODEL)
-        for c in fake.chunks
+        for c in fake.chunks[:chunks]
     ]
-    onsets = [t for i, t in enumerate(fake.arrived) if loud[i] and (i == 0 or not loud[i - 1])]
+    arrived = fake.arrived[:chunks]
+    onsets = [t for i, t in enumerate(arrived) if loud[i] and (i == 0 or not loud[i - 1])]
     out = []
-    for sent in line.said:
+    for sent in (t for t in line.said if t < before):
         later = [t for t in onsets if t >= sent]
         if later and later[0] - sent < 0.2:
             out.append(later[0] - sent)
@@ -327,15 +329,21 @@ class Leg:
             if self.adapter.truncates and len(fake.truncates) > truncated:
                 voiced = sum(loud for t, loud in self.line.heard if t1 <= t < cut + 0.3)
                 end_err.append(abs(fake.truncates[-1]["audio_end_ms"] - voiced * 20) / 1000)
-        up = up_latencies(self.line, fake)
         n, connections = len(fake.arrived), fake.connections
         dropped = time.monotonic()
         await fake.drop()
+        back: list[float] = []
         for _ in range(300):
-            if len(fake.arrived) > n and fake.connections > connections:
-                break
+            if fake.connections > connections:
+                # The caller's first chunk on the new socket (not the last one seen when this
+                # poll woke: a continuous uplink keeps adding to ``arrived``).
+                first = next((t for t in fake.arrived[n:] if t >= fake.opened[-1]), None)
+                if first is not None:
+                    back = [first - dropped]
+                    break
             await asyncio.sleep(0.01)
-        back = [fake.arrived[-1] - dropped] if fake.connections > connections else []
+        # After the drop: a leg's analysis must not hold the loop while another leg reconnects.
+        up = up_latencies(self.line, fake, n, dropped)
         return {"up": up, "down": down, "barge": barge, "end_err": end_err, "back": back}
 
     async def cancel(self, client: TestClient, talk: list[np.ndarray]) -> list[float]:

@@ -56,6 +56,9 @@ class CallerAudioLog:
         self.chunks: list[bytes] = []
         self.arrived: list[float] = []
         self.cancelled: list[float] = []
+        self.opened: list[float] = []
+        """When each session's socket was accepted (:meth:`served`): a reconnect is timed to
+        the first of ``arrived`` after the last."""
         self.stopping = False
         """The server is shutting down (new sessions are refused)."""
         self._sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
@@ -69,6 +72,7 @@ class CallerAudioLog:
 
     def served(self, ws: web.WebSocketResponse) -> None:
         """``ws`` is a session of this server (closed when it shuts down)."""
+        self.opened.append(time.monotonic())
         self._sockets.add(ws)
 
     async def _going_away(self, app: web.Application) -> None:

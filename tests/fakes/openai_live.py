@@ -14,6 +14,9 @@ refuses is refused here too, recorded in ``errors``:
   unanswered (``function_call_outputs_required``), either without a Responses delegation;
 - an ``*.append`` without its ``delegation_id`` key, or naming no live client delegation.
 
+A session starts at once unless :attr:`START_S` says how long it takes (a test that sets it sees
+what a client sent before ``session.started``).
+
 The model's output is one continuous real-time stream from ``session.started`` on: chunks of
 :attr:`CHUNK_MS` on an absolute schedule, its silences included; :meth:`say` queues a voice
 into it (:attr:`voiced_since`), :meth:`fall_silent` stops it and :attr:`silent_since` says when
@@ -77,6 +80,11 @@ class FakeOpenAILive(CallerAudioLog):
     RATE = 16_000
     CHUNK_MS = 40
     SESSION_S = 3600.0
+    START_S = 0.0
+    """Seconds the server takes to start a session (``session.start`` to ``session.started``;
+    the spec gives no figure): while it starts, anything the client sends but the start is
+    refused as sent before ``session.started``, so a test that sets it catches a client that
+    did not wait for it."""
 
     def __init__(self, api_key: str | None = "sk-live-test") -> None:
         super().__init__()
@@ -106,6 +114,8 @@ class FakeOpenAILive(CallerAudioLog):
         """Function calls of the backend not answered yet."""
         self._client_delegations: set[str] = set()
         self._ids = 0
+        self._starting = False
+        """A ``session.start`` was taken, ``session.started`` not sent yet."""
 
     def app(self) -> web.Application:
         app = self.new_app()
@@ -133,19 +143,14 @@ class FakeOpenAILive(CallerAudioLog):
         self.connections += 1
         self.ws = ws
         self.started.clear()
+        self._starting = False
         tasks: list[asyncio.Task[None]] = []
         try:
             async for msg in ws:
                 if msg.type is not WSMsgType.TEXT:
                     await self._error(ws, "invalid_request_error", "binary frames are not events")
                     continue
-                started = self.started.is_set()
-                await self._message(ws, json.loads(msg.data))
-                if not started and self.started.is_set():
-                    tasks = [
-                        asyncio.ensure_future(self._stream(ws)),
-                        asyncio.ensure_future(self._expire(ws, self.SESSION_S)),
-                    ]
+                await self._message(ws, json.loads(msg.data), tasks)
         finally:
             # Before the wait: a closed connection cancels its handler (aiohttp's
             # handler_cancellation, as test servers run) and this wait with it.
@@ -168,7 +173,9 @@ class FakeOpenAILive(CallerAudioLog):
             error["client_event_id"] = client_event_id
         await self._send(ws, {"type": "error", "error": error})
 
-    async def _message(self, ws: web.WebSocketResponse, body: dict[str, Any]) -> None:
+    async def _message(
+        self, ws: web.WebSocketResponse, body: dict[str, Any], tasks: list[asyncio.Task[None]]
+    ) -> None:
         kind = body.get("type")
         event_id = body.get("event_id")
         if kind == "session.input_audio.append":
@@ -178,7 +185,7 @@ class FakeOpenAILive(CallerAudioLog):
         if kind not in CLIENT_TYPES:
             await self._error(ws, "invalid_request_error", f"unknown event {kind!r}", event_id)
         elif kind == "session.start":
-            if self.started.is_set():
+            if self.started.is_set() or self._starting:
                 await self._error(ws, "invalid_request_error", "a second session.start")
                 return
             refused = self._check(body.get("session"))
@@ -186,7 +193,13 @@ class FakeOpenAILive(CallerAudioLog):
                 await self._error(ws, "unknown_parameter", refused, event_id)
                 await ws.close()
                 return
-            await self._start(ws, body["session"], event_id)
+            self._starting = True
+            if self.START_S:  # the socket is read meanwhile: what comes is refused
+                tasks.append(
+                    asyncio.ensure_future(self._start(ws, body["session"], event_id, tasks))
+                )
+            else:
+                await self._start(ws, body["session"], event_id, tasks)
         elif not self.started.is_set():
             await self._error(ws, "invalid_request_error", f"{kind} before session.started")
         elif kind == "session.close":
@@ -240,8 +253,14 @@ class FakeOpenAILive(CallerAudioLog):
         return None
 
     async def _start(
-        self, ws: web.WebSocketResponse, session: dict[str, Any], event_id: Any
+        self,
+        ws: web.WebSocketResponse,
+        session: dict[str, Any],
+        event_id: Any,
+        tasks: list[asyncio.Task[None]],
     ) -> None:
+        if self.START_S:
+            await asyncio.sleep(self.START_S)
         self.starts.append(session)
         self._delegation = session.get("delegation")
         self._asked.clear()
@@ -253,9 +272,12 @@ class FakeOpenAILive(CallerAudioLog):
             "status": "active",
         }
         self.started.set()
+        self._starting = False
         await self._send(
             ws, {"type": "session.started", "session": resolved, "client_event_id": event_id}
         )
+        tasks.append(asyncio.ensure_future(self._stream(ws)))
+        tasks.append(asyncio.ensure_future(self._expire(ws, self.SESSION_S)))
 
     async def _audio(self, ws: web.WebSocketResponse, body: dict[str, Any]) -> None:
         if not self.started.is_set():

@@ -230,3 +230,45 @@ async def test_live_expires_at_renewed_before_it_and_refusals(
     assert snap["state"] == "active" and snap["agents"][0]["state"] == "connected"
     await client.delete(f"/call/{cid}/agents/{started['agentID']}")
     assert fake.errors == [] and KEY not in caplog.text
+
+
+async def test_live_dropped_socket_is_a_new_session_then_the_callers_audio(
+    make_client, aiohttp_server
+) -> None:
+    """A socket the server drops is reopened as a new session: ``session.start`` (with what was
+    said as ``input``) is the new socket's first event, the caller's audio goes up on it only
+    after ``session.started`` (the strict fake refuses it before) and it is the caller's own,
+    20 ms appends at 16 kHz. (How fast is ``bench.agents``'s to say, not this test's.)"""
+    fake, client, cid, url = await on_a_call(
+        make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=660.0
+    )
+    fake.START_S = 0.1  # a session that takes a while to start: audio sent before is seen
+    async with client.app[MANAGER].events.subscribe() as sub:
+        started = await start(client, cid, url)
+        await next_event(sub, "agent.connected")
+        await fake.transcript("caller", "Where is my order?", 0, 900)
+        await fake.transcript("agent", "On its way.", 1000, 1800)
+        await until(lambda: len(fake.chunks) >= 10, timeout=5)
+        events = len(fake.events)
+        await fake.drop()
+        again = await next_event(sub, "agent.reconnected", timeout=5)
+    assert again.data["resumed"] is False
+    assert fake.connections == 2 and len(fake.starts) == 2
+    assert fake.events[events]["type"] == "session.start"
+    assert fake.starts[-1]["input"] == [
+        {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "Where is my order?"}],
+        }
+    ]
+    reopened = fake.opened[-1]
+    await until(lambda: len(arrivals_since(fake, reopened)[0]) >= 25, timeout=5)
+    chunks, _ = arrivals_since(fake, reopened)
+    assert {len(c) for c in chunks} == {FRAME}
+    up = np.frombuffer(b"".join(chunks), dtype="<i2")
+    assert dominant_frequency(up, 16_000) == pytest.approx(660, abs=3)
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["agents"][0]["state"] == "connected" and snap["agents"][0]["reconnects"] == 1
+    await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+    assert fake.errors == []  # no audio (nor anything else) before session.started
