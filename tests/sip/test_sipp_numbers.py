@@ -20,7 +20,7 @@ from bridge.api.keys import MANAGER, SWITCHBOARD
 from bridge.numbers.model import DEFAULT_NUMBER
 
 from ..fakes.cloudapi import MetaPeer, sip_answer
-from ..integration.test_engine_cloudapi import assert_tone, heard
+from ..integration.test_engine_cloudapi import hears_tone
 from ..support.calls import events_until_ended, wait_state
 from ..support.ports import free_port
 from ..support.rtc_client import RtcClient
@@ -176,8 +176,8 @@ async def test_two_sip_numbers_one_listener_own_passwords_names_and_404(sip_rig,
             assert contact in sipp.sent_and_received(), sipp.report()
             await asyncio.wait_for(peer.connected.wait(), 10)
             await asyncio.sleep(1.0)
-            assert_tone(heard(rtc.recorder), rtc.recorder.rate, 660, "agent hears the user")
-            assert_tone(heard(peer.recorder), peer.recorder.rate, 440, "user hears the agent")
+            await hears_tone(rtc.recorder, 660, "agent hears the user")
+            await hears_tone(peer.recorder, 440, "user hears the agent")
             assert await sipp.finish() == 0, sipp.report()
             await wait_state(rig.client, found["callID"], "ended", timeout=5, headers=ADMIN)
             assert "SIP/2.0 407" in sipp.sent_and_received()
