@@ -13,6 +13,14 @@ answer it, return the ``wacid`` → a moment later one signed webhook with three
 ``RINGING``, the ``connect`` event carrying the answer, ``ACCEPTED``. ``terminate`` or
 ``reject`` closes the peer. ``GET /bench/stats?t0=&t1=`` reports what the WhatsApp side heard
 in a window (``time.monotonic()``, the load generator's clock); ``GET /healthz`` is 200.
+
+Calls the other way (``bench.trunk``'s G.711 points): ``POST /bench/user_calls`` with
+``{"calls": N, "codec": "PCMU"}`` has N WhatsApp users call the business, each peer's offer
+written by the fake's ``meta_offer`` as Meta writes it for a number with
+``audio.additional_codecs`` (Opus, then that G.711 on its static payload type); one signed
+``connect`` webhook each. The bridge's ``pre_accept``/``accept`` carry its answer. Until
+anything arrives, a peer answered in G.711 plays a 440 Hz tone coded in it (160-byte
+payloads), then echoes what it hears as on Opus.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import numpy as np
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
@@ -38,14 +47,27 @@ from bench.loadgen import (
     encode_tone,
     on_time_share,
 )
+from bridge.audio.g711 import alaw_encode, ulaw_encode
 from bridge.engines.cloudapi import SIGNATURE_HEADER, sign
 from bridge.rtc import restrict_host_addresses
-from tests.fakes.cloudapi import _lines, meta_answer, meta_error
+from tests.fakes.cloudapi import _lines, meta_answer, meta_error, meta_offer
+from tests.fakes.cloudapi_users import contact
 
 ECHO_DEPTH = 6
 """Received payloads waiting to be sent back (120 ms); the oldest go first."""
 ENDED_KEPT = 1000
 """Ended calls kept for ``/bench/stats`` (their arrivals)."""
+
+
+G711_ENCODE = {"PCMU": ulaw_encode, "PCMA": alaw_encode}
+
+
+def g711_tone(codec: str) -> list[bytes | None]:
+    """One second of 440 Hz in ``codec`` (``PCMU``/``PCMA``): 50 payloads of 160 bytes."""
+    t = np.arange(8000) / 8000
+    pcm = (0.5 * 32767 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    coded = G711_ENCODE[codec](pcm)
+    return [coded[i : i + 160] for i in range(0, len(coded), 160)]
 
 
 @dataclass
@@ -101,10 +123,17 @@ class Meta:
         action = body.get("action")
         if action == "connect":
             return await self.connect(body)
-        call = self.calls.pop(str(body.get("call_id")), None)
+        call = self.calls.get(str(body.get("call_id")))
         if call is None:
             return meta_error(400, 138001, "(#138001) Call not found or already ended")
-        if action in ("terminate", "reject"):
+        if action in ("pre_accept", "accept") and isinstance(session, dict):
+            if not call.answer:  # a user's call: the bridge's answer (accept repeats it)
+                call.answer = str(session.get("sdp", ""))
+                await call.pc.setRemoteDescription(
+                    RTCSessionDescription(sdp=call.answer, type="answer")
+                )
+        elif action in ("terminate", "reject"):
+            self.calls.pop(call.wacid, None)
             self.spawn(self.end(call))
         return web.json_response({"success": True})
 
@@ -132,6 +161,56 @@ class Meta:
         self.calls[wacid] = call
         self.spawn(self.answered(call))
         return web.json_response({"messaging_product": "whatsapp", "calls": [{"id": wacid}]})
+
+    async def user_calls(self, request: web.Request) -> web.Response:
+        """``{"calls": N, "codec": "PCMU"}``: N users call the business, Meta offering
+        ``codec`` beside Opus (``audio.additional_codecs``); their ``wacid``s."""
+        body = await request.json()
+        codec = str(body.get("codec", ""))
+        extra = (codec,) if codec in G711_ENCODE else ()
+        wacids = []
+        for i in range(int(body.get("calls", 1))):
+            wacids.append(await self.user_call(f"5521{i:09d}", extra))
+        return web.json_response({"wacids": wacids})
+
+    async def user_call(self, user: str, extra: tuple[str, ...]) -> str:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        wacid = "wacid.BENCH" + "".join(random.choices("ABCDEFGHIJKLMNOPQRSTUVWXYZ", k=20))
+        call = EchoCall(wacid, user, "", pc)
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState == "connected":
+                call.connected = True
+
+        transceiver = pc.addTransceiver("audio", direction="sendrecv")
+        call.receiver_id = id(transceiver.receiver)
+        echo: deque[bytes] = deque(maxlen=ECHO_DEPTH)
+        ECHOES[call.receiver_id] = echo
+        packets = g711_tone(extra[0]) if extra else self.packets
+        transceiver.sender.replaceTrack(PacketTrack(packets, echo))
+        await pc.setLocalDescription(await pc.createOffer())
+        ice = transceiver.sender.transport.transport
+        ice._connection.ice_controlling = False  # Meta is ICE-lite: never controlling
+        ice._role_set = True
+        offer = meta_offer(pc.localDescription.sdp, extra)
+        self.calls[wacid] = call
+        event = {
+            "contacts": [contact(user)],
+            "calls": [
+                {
+                    "id": wacid,
+                    "from": user,
+                    "to": "15550009999",
+                    "event": "connect",
+                    "timestamp": str(int(time.time())),
+                    "direction": "USER_INITIATED",
+                    "session": {"sdp_type": "offer", "sdp": offer},
+                }
+            ],
+        }
+        await self.webhook(self.envelope(event))
+        return wacid
 
     async def end(self, call: EchoCall) -> None:
         call.ended = time.monotonic()
@@ -192,6 +271,10 @@ class Meta:
             ]
         }
         raw = self.envelope(self.status(call, "RINGING"), answer, self.status(call, "ACCEPTED"))
+        await self.webhook(raw)
+
+    async def webhook(self, raw: bytes) -> None:
+        """One signed webhook body to the bridge (a failure counted, not raised)."""
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self.secret, raw)}
         assert self.http is not None
         try:
@@ -257,6 +340,7 @@ def main() -> None:
     app = web.Application()
     app.router.add_post("/v23.0/{pnid}/calls", meta.calls_endpoint)
     app.router.add_get("/bench/stats", meta.stats)
+    app.router.add_post("/bench/user_calls", meta.user_calls)
     app.router.add_get("/healthz", meta.healthz)
     app.on_startup.append(meta.on_startup)
     app.on_shutdown.append(meta.on_shutdown)

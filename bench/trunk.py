@@ -8,7 +8,8 @@ The bridge (``python -m bridge``, pinned to CPU 0) runs its sim engine, every Wh
 sim calls' own cost, nothing attached); then each gets a SIP participant on the trunk and the
 bridge's CPU is measured again over the window, after a warm-up. Codecs:
 
-* ``PCMU`` (G.711 µ-law): the bus's 16 kHz resampled to 8 kHz and coded each way;
+* ``PCMU`` (G.711 µ-law), ``PCMA`` (A-law): the bus's 16 kHz resampled to 8 kHz and coded
+  each way;
 * ``G722``: coded at the bus's 16 kHz (FFmpeg's codec through PyAV), no resampling;
 * ``opus``: coded at 16 kHz by libopus (32 kbit/s, FEC). Not WhatsApp's Opus passed through
   (not built yet: the sim's WhatsApp side is PCM and has no Opus to pass).
@@ -26,8 +27,21 @@ WhatsApp leg. On ``opus`` the phone alone on the call then gets WhatsApp's packe
 WhatsApp the phone's (``trunks/passthrough.py``): no encoder on either leg. The point records
 the share of the WhatsApp leg's packets that were forwarded (``forwarded_to_whatsapp``).
 
+On ``PCMU``/``PCMA`` with ``--engine cloudapi`` the calls go the other way, as issue 60's
+target (WhatsApp on G.711 at Meta ⇄ a G.711 PBX phone) has them: the SIP phones' trunk is the
+one that answers the number (``answer.numbers``: ``default``, the bridge's one number;
+``Catalog.answering_trunk``), and N WhatsApp users call the business with Meta's offer of
+that G.711 beside Opus (as for a number with ``audio.additional_codecs``; ``bench.meta``'s
+``/bench/user_calls``). The bridge answers Meta in the phone's G.711 (``sdp.answer_codec``)
+and calls the phone itself; both legs then forward the packets untouched, no decoding, no
+coding. There is no "calls alone" measurement on these points (each call has its phone from
+the start): ``cpu_pct_per_call`` is the whole call's cost. Besides ``forwarded_to_whatsapp``
+they record ``not_decoded_from_whatsapp``, the share of WhatsApp's packets that were not
+decoded (forwarded to the phone: ``packetsNotDecoded`` against those decoded).
+
 ``python -m bench.trunk [--calls 10,20] [--window 20] [--codecs PCMU,G722,opus] [--rounds 1]
 [--engine sim|cloudapi]``
+(the real G.711 measurement: ``--engine cloudapi --calls 10 --window 20 --codecs PCMU,opus``)
 prints a table and writes ``bench/results/trunk-<date>.json``. A benchmark, not a test:
 nothing here asserts on speed.
 """
@@ -43,6 +57,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +87,13 @@ SCENARIO = ROOT / "tests" / "sip" / "scenarios" / "pbx_phone_answer.xml"
 PCMU_SDP = "m=audio [media_port] RTP/AVP 0\n      a=rtpmap:0 PCMU/8000"
 SDP = {
     "PCMU": PCMU_SDP,
+    "PCMA": "m=audio [media_port] RTP/AVP 8\n      a=rtpmap:8 PCMA/8000",
     "G722": "m=audio [media_port] RTP/AVP 9\n      a=rtpmap:9 G722/8000",
     "opus": "m=audio [media_port] RTP/AVP 111\n      a=rtpmap:111 opus/48000/2\n"
     "      a=fmtp:111 useinbandfec=1",
 }
 """What the phones answer for each codec (SIPp echoes whatever RTP comes)."""
+G711 = ("PCMU", "PCMA")
 
 
 def scenario(codec: str, directory: Path) -> Path:
@@ -240,6 +257,95 @@ async def trunk_point(
     return point
 
 
+async def g711_point(
+    meta_port: int,
+    http: aiohttp.ClientSession,
+    base: str,
+    pid: int,
+    codec: str,
+    calls: int,
+    warmup: float,
+    window: float,
+    directory: Path,
+) -> dict[str, Any]:
+    """WhatsApp users calling on ``codec`` (Meta's offer: Opus and it), the number answered
+    into the phones' trunk: the bridge's CPU with both legs forwarding (module docstring)."""
+    phones, phones_port = await start_phones(codec, calls, directory)
+    point: dict[str, Any] = {"target": f"trunk-{codec}", "codec": codec, "calls": calls}
+    point["direction"] = "whatsapp-user-calls"
+    trunk_id = ""
+    cids: list[str] = []
+    try:
+        trunk = {
+            "name": f"bench {codec}",
+            "uri": f"sip:127.0.0.1:{phones_port};transport=udp",
+            "codecs": [codec],
+            "keepalive": 0,  # SIPp's scenario takes INVITEs only
+            "answer": {"numbers": ["default"], "uri": f"sip:phone@127.0.0.1:{phones_port}"},
+        }
+        async with http.post(base + "/trunks", json=trunk) as r:
+            assert r.status == 201, await r.text()
+            trunk_id = (await r.json())["trunkID"]
+        meta = f"http://127.0.0.1:{meta_port}/bench/user_calls"
+        async with http.post(meta, json={"calls": calls, "codec": codec}) as r:
+            assert r.status == 200, await r.text()
+        deadline = time.monotonic() + 30
+        while len(cids) < calls:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(cids)} of {calls} WhatsApp calls reached the bridge")
+            await asyncio.sleep(0.2)
+            async with http.get(base + "/call/status") as r:
+                cids = [c["callID"] for c in (await r.json())["calls"]]
+
+        def joined(call: dict[str, Any]) -> bool:
+            sip = [p["sip"] for p in call.get("participants", []) if p.get("sip")]
+            return bool(sip) and sip[0]["state"] == "joined" and sip[0]["codec"] == codec
+
+        await until_all(http, base, cids, joined, f"answered by the phone on {codec}")
+        await asyncio.sleep(warmup)
+        m0 = await scrape(http, base)
+        loaded = await cpu_over(pid, window)
+        m1 = await scrape(http, base)
+        point.update(
+            window_s=window,
+            server_cpu_pct=100 * loaded,
+            cpu_pct_per_call=100 * loaded / calls,
+            rss_bytes=tree_rss_bytes(pid),
+            load_1m=os.getloadavg()[0],
+        )
+        for d in ("uplink", "downlink"):
+            frames = delta(m0, m1, "bridge_bus_frames_total", direction=d)
+            point[f"{d}_frames_per_call_s"] = frames / calls / window
+        point.update(await forwarding(http, base))
+        point.update(await not_decoded(http, base, cids))
+    finally:
+        for cid in cids:
+            async with http.post(base + "/call/hangup", json={"callID": cid}):
+                pass
+        if trunk_id:
+            async with http.delete(f"{base}/trunks/{trunk_id}"):
+                pass
+        try:
+            point["phones_exit"] = await asyncio.wait_for(phones.wait(), 10)
+        except TimeoutError:
+            point["phones_exit"] = None
+        await stop_group(phones)
+    return point
+
+
+async def not_decoded(http: aiohttp.ClientSession, base: str, cids: list[str]) -> dict[str, Any]:
+    """The share of WhatsApp's packets the bridge did not decode (forwarded to the phone as
+    they are: ``packetsNotDecoded`` against the frames decoded), over the calls since their
+    start."""
+    skipped = decoded = 0
+    for cid in cids:
+        async with http.get(f"{base}/call/{cid}/stats") as r:
+            leg = ((await r.json()).get("leg") or {}).get("webrtc") or {}
+        skipped += leg.get("packetsNotDecoded", 0)
+        decoded += leg.get("framesReceived", 0)
+    return {"not_decoded_from_whatsapp": round(skipped / max(1, skipped + decoded), 3)}
+
+
 async def until_all(
     http: aiohttp.ClientSession, base: str, cids: list[str], ok: Any, what: str
 ) -> None:
@@ -291,6 +397,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 data = directory / f"data-{round_}-{calls}"
                 data.mkdir()
                 meta = None
+                meta_port = 0
                 extra: dict[str, str] = {}
                 if args.engine == "cloudapi":
                     meta_port = free_port()
@@ -301,7 +408,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 try:
                     async with aiohttp.ClientSession() as http:
                         for codec in codecs:
-                            point = await trunk_point(
+                            measure = trunk_point
+                            if args.engine == "cloudapi" and codec in G711:
+                                measure = partial(g711_point, meta_port)
+                            point = await measure(
                                 http,
                                 base,
                                 proc.pid,
@@ -325,6 +435,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 def show(point: dict[str, Any]) -> None:
     extra = ""
+    if "not_decoded_from_whatsapp" in point:
+        extra = (
+            f"  (WhatsApp calls in; frames/s a call up {point['uplink_frames_per_call_s']:.1f}"
+            f" down {point['downlink_frames_per_call_s']:.1f}; forwarded to WhatsApp "
+            f"{point['forwarded_to_whatsapp']:.0%}, WhatsApp's not decoded "
+            f"{point['not_decoded_from_whatsapp']:.0%}; SIPp exit {point['phones_exit']})"
+        )
     if "added_pct_per_call" in point:
         extra = (
             f"  (the calls alone {point['alone_cpu_pct']:.1f} %; the SIP leg adds "
