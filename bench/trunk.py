@@ -237,23 +237,10 @@ async def trunk_point(
             rss_bytes=tree_rss_bytes(pid),
             load_1m=os.getloadavg()[0],
         )
-        # Frames the bus carried each way, per call and second: 50 when every tick ran.
-        for d in ("uplink", "downlink"):
-            frames = delta(m0, m1, "bridge_bus_frames_total", direction=d)
-            point[f"{d}_frames_per_call_s"] = frames / calls / window
+        point.update(bus_frames(m0, m1, calls, window))
         point.update(await forwarding(http, base))
     finally:
-        for cid in cids:
-            async with http.post(base + "/call/hangup", json={"callID": cid}):
-                pass
-        if trunk_id:
-            async with http.delete(f"{base}/trunks/{trunk_id}"):
-                pass
-        try:
-            point["phones_exit"] = await asyncio.wait_for(phones.wait(), 10)
-        except TimeoutError:
-            point["phones_exit"] = None
-        await stop_group(phones)
+        point["phones_exit"] = await end_point(http, base, cids, trunk_id, phones)
     return point
 
 
@@ -313,24 +300,42 @@ async def g711_point(
             rss_bytes=tree_rss_bytes(pid),
             load_1m=os.getloadavg()[0],
         )
-        for d in ("uplink", "downlink"):
-            frames = delta(m0, m1, "bridge_bus_frames_total", direction=d)
-            point[f"{d}_frames_per_call_s"] = frames / calls / window
+        point.update(bus_frames(m0, m1, calls, window))
         point.update(await forwarding(http, base))
         point.update(await not_decoded(http, base, cids))
     finally:
-        for cid in cids:
-            async with http.post(base + "/call/hangup", json={"callID": cid}):
-                pass
-        if trunk_id:
-            async with http.delete(f"{base}/trunks/{trunk_id}"):
-                pass
-        try:
-            point["phones_exit"] = await asyncio.wait_for(phones.wait(), 10)
-        except TimeoutError:
-            point["phones_exit"] = None
-        await stop_group(phones)
+        point["phones_exit"] = await end_point(http, base, cids, trunk_id, phones)
     return point
+
+
+def bus_frames(m0: Any, m1: Any, calls: int, window: float) -> dict[str, float]:
+    """Frames the bus carried each way, per call and second: 50 when every tick ran, 0 when
+    nothing was coded (both legs forwarding)."""
+    return {
+        f"{d}_frames_per_call_s": delta(m0, m1, "bridge_bus_frames_total", direction=d)
+        / calls
+        / window
+        for d in ("uplink", "downlink")
+    }
+
+
+async def end_point(
+    http: aiohttp.ClientSession, base: str, cids: list[str], trunk_id: str | None, phones: Any
+) -> int | None:
+    """Hang up a point's calls, delete its trunk and stop its phones: SIPp's exit code
+    (``None`` when it did not exit within 10 s)."""
+    for cid in cids:
+        async with http.post(base + "/call/hangup", json={"callID": cid}):
+            pass
+    if trunk_id:
+        async with http.delete(f"{base}/trunks/{trunk_id}"):
+            pass
+    try:
+        code: int | None = await asyncio.wait_for(phones.wait(), 10)
+    except TimeoutError:
+        code = None
+    await stop_group(phones)
+    return code
 
 
 async def not_decoded(http: aiohttp.ClientSession, base: str, cids: list[str]) -> dict[str, Any]:
