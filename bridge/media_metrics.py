@@ -56,6 +56,8 @@ class MediaTotals:
         default_factory=lambda: {"browser": ReceiveStats(), "whatsapp": ReceiveStats()}
     )
     """The Opus receivers' counters by leg: the browsers', and the Cloud API's WhatsApp side."""
+    clock_skipped_ticks: int = 0
+    """Media ticks the worker's clock passed over after a stall (``media/clock.py``)."""
 
     def add_bus(self, stats: BusStats) -> None:
         b = self.bus
@@ -190,6 +192,13 @@ class MediaCollector:
         stretched.add_metric(["inserted"], t.downlink_inserted_samples / 16_000)
         stretched.add_metric(["removed"], t.downlink_removed_samples / 16_000)
         yield stretched
+        skipped = CounterMetricFamily(
+            "bridge_media_clock_skipped_ticks",
+            "20 ms media ticks the worker never ran: the event loop stalled longer than the "
+            "clock's resync (0.2 s), so every leg on it lost that much audio",
+        )
+        skipped.add_metric([], t.clock_skipped_ticks)
+        yield skipped
         under = CounterMetricFamily(
             "bridge_jitter_buffer_underruns", "downlink jitter-buffer underruns (silence played)"
         )

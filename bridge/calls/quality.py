@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
+from ..media.clock import worker_clock
 from ..metrics import MediaTotals, Metrics, estimate_mos
 from ..rtc.quality import Quality
 from .model import Call, Direction
@@ -59,6 +60,7 @@ def media_totals(metrics: Metrics, runtimes: Iterable[CallRuntime]) -> MediaTota
         jitter_latency_drops=ended.jitter_latency_drops,
         downlink_inserted_samples=ended.downlink_inserted_samples,
         downlink_removed_samples=ended.downlink_removed_samples,
+        clock_skipped_ticks=worker_clock().skipped,
     )
     out.add_bus(ended.bus)
     for leg, stats in ended.receive.items():

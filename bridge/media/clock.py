@@ -108,6 +108,10 @@ class WorkerClock:
         """Ticks so far (never reset: a track counts the ticks it served against it)."""
         self.now = 0.0
         """The latest tick's scheduled time (``time.monotonic()`` base)."""
+        self.skipped = 0
+        """Ticks never run: those a stall longer than ``resync`` passed over (the schedule
+        restarts from now). Every leg clocked here lost that much audio; a pacer's track its
+        frames (``bridge_media_clock_skipped_ticks_total``)."""
 
     def register(self, tick: Tick, phase: Phase = Phase.MIX) -> Callable[[], None]:
         """Call ``tick(now)`` every period from the next one; returns the unregister function."""
@@ -231,7 +235,10 @@ class WorkerClock:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(self.n)
-        if loop.time() - due > self.resync:
+        late = loop.time() - due
+        if late > self.resync:
+            if self._ticks or waiters:  # asleep to a one-shot callback, no frame was due
+                self.skipped += int(late / self.period)
             self._start, self._base = loop.time(), self.n
             self._offset = time.monotonic() - self._start
         # Ticks run one by one, a late one catching up at once (absolute deadlines); a track

@@ -8,6 +8,8 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.media.clock import worker_clock
+
 from ..support.calls import wait_state
 from ..support.rtc_client import RtcClient
 from ..support.udp_relay import LossyRelay, bridge_candidate, point_at
@@ -71,6 +73,9 @@ async def test_metrics_move_during_a_call_and_settle_after(make_client) -> None:
     assert value(later, "bridge_mos_estimate_count") >= 2
     assert value(later, "bridge_mos_estimate_min") > 4.0
     assert value(later, "bridge_jitter_buffer_underruns_total") <= 2
+    # The ticks this worker's media clock passed over in a stall: the clock's own count.
+    skipped = value(later, "bridge_media_clock_skipped_ticks_total")
+    assert skipped == worker_clock().skipped >= value(mid, "bridge_media_clock_skipped_ticks_total")
     # A steady engine: the downlink stretches at most to fill its cushion once at the start.
     assert ("bridge_downlink_stretched_seconds_total", (("kind", "inserted"),)) in later
     stretched = value(later, "bridge_downlink_stretched_seconds_total", kind="inserted")

@@ -127,3 +127,30 @@ async def test_a_tick_that_unregisters_the_last_and_registers_again_leaves_one_t
     assert len(later) == clock.n - 1
     handles = [h for h in asyncio.get_running_loop()._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
     assert sum(1 for h in handles if getattr(h, "_callback", None) == clock._fire) == 1
+
+
+async def test_a_stall_past_resync_counts_the_ticks_it_passed_over() -> None:
+    """A stall shorter than ``resync`` is caught up tick by tick (nothing skipped); a longer
+    one restarts the schedule from now, and the ticks it passed over are counted: every leg
+    on the clock lost that much audio (``bridge_media_clock_skipped_ticks_total``)."""
+    import time
+
+    clock = WorkerClock()
+    times: list[float] = []
+    stop = clock.register(times.append)
+    await until(lambda: len(times) >= 2)
+    time.sleep(0.1)  # noqa: ASYNC251 (the worker stalls on purpose), less than resync
+    n = len(times)
+    await until(lambda: len(times) >= n + 6)
+    assert clock.skipped == 0
+    steps = [round((b - a) * 1000) for a, b in zip(times[n - 1 :], times[n:], strict=False)]
+    assert steps[:5] == [20] * 5  # each caught-up tick keeps its own time on the grid
+    time.sleep(0.5)  # noqa: ASYNC251 (a stall), longer than resync: 25 ticks
+    n = len(times)
+    await until(lambda: len(times) >= n + 3)
+    assert 24 <= clock.skipped <= 27
+    # The tick due when the stall began runs (late, at its own time); the next is a tick
+    # after the stall's end: the ones between never ran, not even late.
+    gaps = [b - a for a, b in zip(times[n - 1 :], times[n:], strict=False)]
+    assert max(gaps) > 0.45 and sorted(gaps)[-2] < 0.05, gaps
+    stop()
