@@ -69,6 +69,17 @@ async def meta() -> AsyncIterator[Any]:
 
 
 @pytest.fixture
+async def sdes_meta() -> AsyncIterator[Any]:
+    """Meta's end of an SDES-SRTP leg (its SIP road's media), on loopback UDP."""
+    from .support.sdes_peer import SdesEndpoint
+
+    end = SdesEndpoint()
+    await end.start()
+    yield end
+    end.close()
+
+
+@pytest.fixture
 async def zuckzapgo() -> AsyncIterator[FakeZuckZapGo]:
     """A fake ZuckZapGo engine on loopback."""
     server = FakeZuckZapGo()
