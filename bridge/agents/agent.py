@@ -290,7 +290,7 @@ class Agent:
     async def start(self, http: aiohttp.ClientSession) -> None:
         """Connect (raises on failure: the API answers the request), then run."""
         try:
-            await self.model.start(http, self._reconnected, self._failed)
+            await self.model.start(http, self._reconnected, self._ended)
         except Stopped:  # stopped, or the call ended, while it connected
             raise CallStateError(
                 f"the agent was stopped or call {self.host.call_id} ended"
@@ -318,10 +318,17 @@ class Agent:
             self.send(self.dialect.context(list(self.said)))
         self._emit(events.RECONNECTED, resumed=resumed)
 
-    async def _failed(self) -> None:
+    async def _ended(self, reason: str) -> None:
+        """The model's socket will not be opened again (``ModelConnection.start``)."""
+        if reason == "ended_by_model":
+            # Its own goodbye: the agent is done, as if stopped through the API, and the call
+            # stays up (the app hangs up on this event, or gives the model ``hangup``).
+            await self.close()
+            self._emit(events.STOPPED, reason=reason)
+            return
         self._detach()
-        self._emit(events.FAILED, reason="reconnect_failed", attempts=self.model.retries)
-        await self._on_failed(self, "reconnect_failed")
+        self._emit(events.FAILED, reason=reason, attempts=self.model.retries)
+        await self._on_failed(self, reason)
 
     def export(self) -> dict[str, Any]:
         """What another worker needs to open the agent again (a handover, a crash adoption):

@@ -177,18 +177,20 @@ class ModelConnection:
         self,
         http: aiohttp.ClientSession,
         on_reconnected: Callable[[bool], None],
-        on_failed: Callable[[], Awaitable[None]],
+        on_end: Callable[[str], Awaitable[None]],
     ) -> None:
         """Connect (raises on failure: the API answers the request; :class:`Stopped` when
         closed meanwhile), then serve and reopen in the background: ``on_reconnected(resumed)``
-        after each reopening, ``on_failed()`` once the retries are spent."""
+        after each reopening; ``on_end(reason)`` when it will not reopen: ``reconnect_failed``
+        once the retries are spent, ``ended_by_model`` when the server closed normally and
+        its protocol ends a conversation so (the dialect's ``server_close_ends``)."""
         ws = await asyncio.wait_for(self._open(http), CONNECT_TIMEOUT)
         if self._stopping:
             await ws.close()
             raise Stopped(self.where)
         self._ws = ws
         self.state = "connected"
-        self._runner = self._tasks.spawn(self._run(http, on_reconnected, on_failed), "run")
+        self._runner = self._tasks.spawn(self._run(http, on_reconnected, on_end), "run")
 
     # -- serving
     async def _message(self, data: str) -> list[ModelEvent]:
@@ -294,7 +296,7 @@ class ModelConnection:
         self,
         http: aiohttp.ClientSession,
         on_reconnected: Callable[[bool], None],
-        on_failed: Callable[[], Awaitable[None]],
+        on_end: Callable[[str], Awaitable[None]],
     ) -> None:
         spent = 0  # retries used since a socket last worked
         while not self._stopping:
@@ -306,6 +308,14 @@ class ModelConnection:
                 # Its type only: an aiohttp error's text may hold the URL, and a URL a key.
                 log.info("%s: socket error %s", self.where, type(exc).__name__)
             if self._stopping:
+                return
+            if (
+                self.dialect.server_close_ends
+                and self._ws.close_code == aiohttp.WSCloseCode.OK
+                and not self._renewing
+            ):
+                log.info("%s: the model ended the conversation (a normal close)", self.where)
+                await on_end("ended_by_model")
                 return
             if self._served or time.monotonic() - opened >= HEALTHY_S:
                 spent = 0
@@ -320,7 +330,7 @@ class ModelConnection:
                 return  # closed meanwhile: a stop, not a failure
             if ws is None:
                 self.state = "failed"
-                await on_failed()
+                await on_end("reconnect_failed")
                 return
             self._ws = ws
             # What was queued for the old socket (a truncate of its items) means nothing now.

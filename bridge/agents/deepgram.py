@@ -76,6 +76,7 @@ class DeepgramVoiceAgent:
     default_url: str | None = DEFAULT_URL
     keepalive_s: float | None = KEEPALIVE_S
     session_limit_s: float | None = SESSION_LIMIT_S
+    server_close_ends = False
     duplex_buffer_ms: int | None = None
 
     def __init__(self, session: dict[str, Any] | None = None) -> None:

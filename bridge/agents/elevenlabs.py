@@ -89,6 +89,8 @@ class ElevenLabsAgent:
     session_limit_s: float | None = None
     """The agent's ``max_duration_seconds`` is set on ElevenLabs and not told to the client."""
     url_schemes = ("ws", "wss")
+    server_close_ends = True
+    """Its ``end_call`` system tool ends the conversation by closing the socket."""
     duplex_buffer_ms: int | None = None
     """Turn-taking, not full duplex: its barge-in cuts the voice."""
 

@@ -45,6 +45,7 @@ class GeminiLive:
     default_url: str | None = None
     keepalive_s: float | None = None
     session_limit_s: float | None = None
+    server_close_ends = False
     duplex_buffer_ms: int | None = None
 
     def __init__(self, session: dict[str, Any] | None = None) -> None:

@@ -119,6 +119,7 @@ class RealtimeFamily(abc.ABC):
     default_url: str | None = None
     keepalive_s: float | None = None
     session_limit_s: float | None = None
+    server_close_ends = False
     duplex_buffer_ms: int | None = None
     model_detects_speech = True
     server_cancels = True

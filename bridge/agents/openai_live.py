@@ -96,6 +96,8 @@ class OpenAILive:
     waits_for_hello = False
     default_url: str | None = DEFAULT_URL
     keepalive_s: float | None = None
+    server_close_ends = False
+    """It says goodbye first (``session.closed``): a close without one is a drop."""
     session_limit_s: float | None = None
     """Set from each session's ``expires_at`` (module docstring)."""
 

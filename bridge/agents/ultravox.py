@@ -106,6 +106,8 @@ class UltravoxCall:
     keepalive_s: float | None = None
     """Audio flows both ways all the time; ``ping`` is for latency only."""
     url_schemes = ("http", "https")
+    server_close_ends = True
+    """A hang-up (the agent's tool, ``maxDuration``) closes the socket."""
     duplex_buffer_ms: int | None = None
     """Turn-taking, not full duplex: its barge-in cuts the voice."""
 

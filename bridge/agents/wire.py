@@ -158,6 +158,9 @@ class ModelDialect(Protocol):
     """The provider's cap on one session's length: the connection opens a new session
     before it (``None``: no cap the bridge knows of). Read once a session is ready, so a
     dialect may set it from what the server said (GPT-Live's ``expires_at``)."""
+    server_close_ends: bool
+    """The server ends a conversation by closing the socket normally (code 1000: ElevenLabs'
+    ``end_call``, Ultravox's hang-up): the agent stops there, where a drop is reconnected."""
     duplex_buffer_ms: int | None
     """``None``: the model sends replies (faster than real time) and stops them on a barge-in
     signal, so its voice queues whole replies and the caller's speech cuts it. A number: the

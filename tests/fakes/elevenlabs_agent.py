@@ -268,3 +268,9 @@ class FakeElevenLabs(CallerAudioLog):
     async def drop(self) -> None:
         if self.ws is not None:
             await self.ws.close(code=1011, message=b"server error")
+
+    async def end_call(self) -> None:
+        """The agent's ``end_call`` system tool: the conversation ends, the socket closed
+        normally."""
+        if self.ws is not None:
+            await self.ws.close(code=1000)

@@ -250,6 +250,11 @@ class FakeUltravox(CallerAudioLog):
             }
         )
 
+    async def hang_up(self) -> None:
+        """The agent's hang-up tool: the call ends, the socket closed normally."""
+        if self.ws is not None:
+            await self.ws.close(code=1000)
+
     async def drop(self) -> None:
         if self.ws is not None:
             await self.ws.close(code=1011, message=b"server error")

@@ -6,6 +6,7 @@ chunks, client tools, refusals, the key never shown."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -120,6 +121,43 @@ async def test_elevenlabs_interruption_drops_the_voice_and_the_cut_replys_late_c
     # There is no cancel: nothing is sent back but the opening.
     assert [e["type"] for e in fake.events] == ["conversation_initiation_client_data"]
     assert fake.errors == []
+
+
+async def test_elevenlabs_a_drop_reconnects_and_its_end_call_stops_the_agent(
+    make_client, aiohttp_server
+) -> None:
+    """A dropped socket (1011) is reconnected with a new signed URL; the agent's own goodbye
+    (its ``end_call`` tool: a normal close, 1000) is not a drop: the agent stops
+    (``agent.stopped``, ``ended_by_model``), nothing is opened again, the caller's audio no
+    longer goes up, the call stays up, and another agent can be put on it."""
+    fake, client, cid, url = await on_a_call(
+        make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=660.0
+    )
+    started = await start(client, cid, url)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.drop()
+        again = await next_event(sub, "agent.reconnected")
+    assert again.data["resumed"] is False and fake.connections == 2
+    assert len(fake.signed_asked) == 2  # a signature serves one socket: a new one asked for
+    await until(lambda: fake.heard.size >= 16_000, timeout=5)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.end_call()
+        stopped = await next_event(sub, "agent.stopped")
+    assert stopped.data == {
+        "agentID": started["agentID"],
+        "provider": "elevenlabs",
+        "reason": "ended_by_model",
+    }
+    heard = fake.heard.size
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["state"] == "active" and snap["agents"] == []
+    await asyncio.sleep(1.0)
+    assert fake.connections == 2 and len(fake.signed_asked) == 2  # not reopened
+    assert fake.heard.size == heard  # nothing goes up to a closed conversation
+    resp = await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+    assert resp.status == 404  # it is gone, not failed and kept
+    await start(client, cid, url)  # the call takes another agent
+    assert fake.connections == 3 and fake.errors == []
 
 
 async def test_elevenlabs_client_tools_and_the_bridges_own(make_client, aiohttp_server) -> None:

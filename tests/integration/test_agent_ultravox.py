@@ -6,6 +6,7 @@ public documents, on a real (simulated) call: the call created over REST with a 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -175,6 +176,25 @@ async def test_ultravox_max_duration_renewed_with_prior_call_id(
     snap = await (await client.get(f"/call/{cid}")).json()
     assert snap["state"] == "active" and snap["agents"][0]["state"] == "connected"
     await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+
+
+async def test_ultravox_the_agents_hang_up_stops_it_and_no_call_is_created_again(
+    make_client, aiohttp_server
+) -> None:
+    """Ultravox ends a call by closing its socket normally (the agent's hang-up tool): the
+    bridge's agent stops (``agent.stopped``, ``ended_by_model``) rather than creating a new
+    Ultravox call, and the WhatsApp call stays up."""
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    started = await start(client, cid, url)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.hang_up()
+        stopped = await next_event(sub, "agent.stopped")
+    assert stopped.data["agentID"] == started["agentID"]
+    assert stopped.data["reason"] == "ended_by_model"
+    await asyncio.sleep(1.0)
+    assert len(fake.created) == 1 and fake.connections == 1 and fake.errors == []
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["state"] == "active" and snap["agents"] == []
 
 
 async def test_ultravox_refusals(make_client, aiohttp_server, caplog) -> None:
