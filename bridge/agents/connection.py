@@ -23,6 +23,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -325,7 +326,9 @@ class ModelConnection:
                 self._renewing, spent = False, 0  # planned: logged by ``_renew``
             else:
                 log.warning("%s: the model's socket %s; reconnecting", self.where, why)
-            ws, spent = await self._reopen(http, spent)
+            ws, spent = await reopen(
+                partial(self._open, http), self.retries, spent, lambda: self._stopping, self.where
+            )
             if ws is None and self._stopping:
                 return  # closed meanwhile: a stop, not a failure
             if ws is None:
@@ -338,28 +341,6 @@ class ModelConnection:
             self.state = "connected"
             self.reconnects += 1
             on_reconnected(self.resume is not None)
-
-    async def _reopen(
-        self, http: aiohttp.ClientSession, spent: int
-    ) -> tuple[aiohttp.ClientWebSocketResponse | None, int]:
-        """The retry policy: ``retries`` attempts in all since a socket last worked
-        (``spent`` of them used: see :data:`HEALTHY_S`), :data:`BACKOFF` apart, while not
-        stopping; the socket (``None`` when none opened) and the attempts used."""
-        for attempt in range(spent, self.retries):
-            delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            if self._stopping:
-                return None, attempt
-            try:
-                return await asyncio.wait_for(self._open(http), CONNECT_TIMEOUT), attempt + 1
-            except (aiohttp.ClientError, OSError, TimeoutError, RedirectRefused) as exc:
-                log.info("%s: reconnect %d failed: %s", self.where, attempt + 1, type(exc).__name__)
-        log.warning(
-            "%s: the model could not be reached (or kept open) again after %d attempts",
-            self.where,
-            self.retries,
-        )
-        return None, self.retries
 
     async def close(self) -> None:
         """Send what is queued (briefly), close the socket, stop the tasks (idempotent)."""
@@ -379,6 +360,31 @@ class ModelConnection:
                     log.info("%s: the model did not end its session in time", self.where)
             await self._ws.close()
         await self._tasks.close()
+
+
+async def reopen(
+    open_socket: Callable[[], Awaitable[aiohttp.ClientWebSocketResponse]],
+    retries: int,
+    spent: int,
+    stopping: Callable[[], bool],
+    where: str,
+) -> tuple[aiohttp.ClientWebSocketResponse | None, int]:
+    """The retry policy: ``retries`` attempts in all since a socket last worked (``spent`` of
+    them used: see :data:`HEALTHY_S`), :data:`BACKOFF` apart, while not ``stopping()``; the
+    socket (``None`` when none opened) and the attempts used."""
+    for attempt in range(spent, retries):
+        delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+        if stopping():
+            return None, attempt
+        try:
+            return await asyncio.wait_for(open_socket(), CONNECT_TIMEOUT), attempt + 1
+        except (aiohttp.ClientError, OSError, TimeoutError, RedirectRefused) as exc:
+            log.info("%s: reconnect %d failed: %s", where, attempt + 1, type(exc).__name__)
+    log.warning(
+        "%s: the model could not be reached (or kept open) again after %d attempts", where, retries
+    )
+    return None, retries
 
 
 def _queue() -> OutgoingQueue:
