@@ -45,13 +45,13 @@ class PhonePackets(Protocol):
 
     def forward_to(
         self,
-        offer: Callable[[int, int, bytes], None] | None,
+        offer: Callable[[int, int, bytes, float], None] | None,
         needs_pcm: Callable[[], bool] | None = None,
     ) -> None:
-        """The phone's packets also to ``offer`` as they arrive, decoded only while
-        ``needs_pcm()`` (as a WebRTC leg's :meth:`forward_to`)."""
+        """The phone's packets also to ``offer`` as they arrive, with that time, decoded only
+        while ``needs_pcm()`` (as a WebRTC leg's :meth:`forward_to`)."""
 
-    def offer(self, seq: int, ts: int, payload: bytes) -> None: ...
+    def offer(self, seq: int, ts: int, payload: bytes, at: float) -> None: ...
 
 
 class HalfWiring(NamedTuple):

@@ -45,9 +45,11 @@ YES_FOR = 0.02
 class ForwardTarget(Protocol):
     """The sender a :class:`PassThrough` hands its packets to (``rtc/tracks.py``)."""
 
-    def forward(self, source: PassThrough, seq: int, timestamp: int, payload: bytes) -> None:
+    def forward(
+        self, source: PassThrough, seq: int, timestamp: int, payload: bytes, at: float
+    ) -> None:
         """Send the source's packet now, mapped onto the target's stream (in the source's
-        receive callback)."""
+        receive callback); ``at`` its arrival (``time.monotonic()`` base)."""
 
     def forward_refused(self, source: PassThrough) -> None:
         """Forwarding is not allowed at this packet: encode again from the next tick."""
@@ -78,13 +80,14 @@ class PassThrough:
             return True
         return False
 
-    def offer(self, seq: int, timestamp: int, payload: bytes) -> None:
-        """A source packet as it arrived (the source's receive callback, on the event loop):
-        sent on by the target now, or refused."""
+    def offer(self, seq: int, timestamp: int, payload: bytes, at: float) -> None:
+        """A source packet as it arrived, ``at`` (``time.monotonic()`` base: the socket's
+        stamp), in the source's receive callback on the event loop: sent on by the target now,
+        or refused."""
         target = self.target
         if not payload or target is None:
             return
         if self.permitted():
-            target.forward(self, seq, timestamp, payload)
+            target.forward(self, seq, timestamp, payload, at)
         else:
             target.forward_refused(self)

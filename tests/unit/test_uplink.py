@@ -170,7 +170,7 @@ async def test_an_idle_playout_counts_what_it_forwards_and_decodes_from_when_ask
     playout = Playout(frames.append, BusStats(), tasks)
     forwarded: list[int] = []
     wanted = False
-    playout.forward = lambda seq, ts, payload: forwarded.append(seq)
+    playout.forward = lambda seq, ts, payload, at: forwarded.append(seq)
     playout.needs_pcm = lambda: wanted
     decoder = playout.receiver.decoder
     decodes = 0
@@ -215,7 +215,7 @@ async def test_an_idle_playouts_level_comes_from_a_sample_each_second() -> None:
     tasks = TaskSet("test")
     playout = Playout(lambda pcm: None, BusStats(), tasks)
     heard, forwarded_to = LevelMeter(), LevelMeter()
-    playout.forward = lambda seq, ts, payload: None
+    playout.forward = lambda seq, ts, payload, at: None
     playout.needs_pcm = lambda: False
     playout.idle_meters = (heard, forwarded_to)
     packets = opus_packets(2 * LEVEL_EVERY)
@@ -243,7 +243,7 @@ async def test_an_idle_legs_quality_counts_the_network_loss_its_listener_meets()
 
     tasks = TaskSet("test")
     playout = Playout(lambda pcm: None, BusStats(), tasks)
-    playout.forward = lambda seq, ts, payload: None
+    playout.forward = lambda seq, ts, payload, at: None
     playout.needs_pcm = lambda: False
     for seq, p in enumerate(opus_packets(50)):
         if seq % 10 != 3:  # a tenth lost on the way
