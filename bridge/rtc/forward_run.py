@@ -130,8 +130,11 @@ class ForwardRun:
         loop = asyncio.get_running_loop()
         while (numbering := self.numbering) is not None:
             source = self.source
+            # The task is the shell that reads the clock, once a wake (the run's packets bring
+            # their arrival times; the numbering and the pass-through read none).
+            now = time.monotonic()
             quiet = numbering.quiet()
-            if source is None or quiet >= FORWARD_WAIT or not source.permitted():
+            if source is None or quiet >= FORWARD_WAIT or not source.permitted(now):
                 if source is not None:
                     source.switches += 1
                 self.end()

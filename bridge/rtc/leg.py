@@ -186,12 +186,12 @@ class PeerLeg:
     def forward_to(
         self,
         offer: Callable[[int, int, bytes, float], None] | None,
-        needs_pcm: Callable[[], bool] | None = None,
+        needs_pcm: Callable[[float], bool] | None = None,
         meters: tuple[LevelMeter, ...] = (),
     ) -> None:
         """Packets from here go there: also hand each Opus packet this leg receives,
         untouched, with its arrival time, to ``offer`` (another leg's :meth:`forward_from`);
-        ``None`` stops. While ``needs_pcm()`` says no, they are not decoded (``rtc/uplink.py``,
+        ``None`` stops. While ``needs_pcm(at)`` says no, they are not decoded (``rtc/uplink.py``,
         an idle leg) but for a level sample a second, into ``meters``."""
         if self._playout is not None:
             self._playout.forward_to(offer, needs_pcm, meters)

@@ -84,9 +84,10 @@ class Playout:
         self.forward: Callable[[int, int, bytes, float], None] | None = None
         """Also hands each packet, untouched, to another leg (``rtc/passthrough.py``), with
         its arrival time."""
-        self.needs_pcm: Callable[[], bool] | None = None
-        """Asked per forwarded packet: whether anything needs it decoded (``None``: always).
-        While nothing does, the leg is idle: packets are counted, not decoded (module doc)."""
+        self.needs_pcm: Callable[[float], bool] | None = None
+        """Asked per forwarded packet, with its arrival time: whether anything needs it decoded
+        (``None``: always). While nothing does, the leg is idle: packets are counted, not
+        decoded (module doc)."""
         self.idle_meters: tuple[LevelMeter, ...] = ()
         """Where an idle leg's level samples go (module doc): the meters its decoded frames
         would have reached, on this side and on the side its packets are forwarded to."""
@@ -117,7 +118,7 @@ class Playout:
         if forward is not None:
             forward(seq, timestamp, payload, at)
             needs_pcm = self.needs_pcm
-            if needs_pcm is not None and not needs_pcm():
+            if needs_pcm is not None and not needs_pcm(at):
                 self._idle_packet(seq, timestamp, payload, now)
                 return
         if self._idle:  # something needs the audio again: from the next frame on
@@ -131,11 +132,11 @@ class Playout:
     def forward_to(
         self,
         offer: Callable[[int, int, bytes, float], None] | None,
-        needs_pcm: Callable[[], bool] | None = None,
+        needs_pcm: Callable[[float], bool] | None = None,
         meters: tuple[LevelMeter, ...] = (),
     ) -> None:
         """Also hand each packet, untouched, to ``offer(seq, timestamp, payload, at)`` (``at``
-        its arrival; ``None`` stops); while ``needs_pcm()`` says no, the leg is idle (module
+        its arrival; ``None`` stops); while ``needs_pcm(at)`` says no, the leg is idle (module
         doc), its level sampled into ``meters``."""
         self.forward = offer
         self.needs_pcm = needs_pcm if offer is not None else None

@@ -97,7 +97,7 @@ class TrunkMedia:
         arrived instead of this leg's own encoding (``trunks/passthrough.py``)."""
         self._forward_up: Callable[[int, int, bytes, float], None] | None = None
         """Where the phone's Opus packets also go as they arrive (:meth:`forward_to`)."""
-        self._up_needs_pcm: Callable[[], bool] | None = None
+        self._up_needs_pcm: Callable[[float], bool] | None = None
         self._went_up = False
         """The packet in hand was forwarded up (one 20 ms Opus frame)."""
         self._run: RunNumbering | None = None
@@ -152,10 +152,10 @@ class TrunkMedia:
     def forward_to(
         self,
         offer: Callable[[int, int, bytes, float], None] | None,
-        needs_pcm: Callable[[], bool] | None = None,
+        needs_pcm: Callable[[float], bool] | None = None,
     ) -> None:
         """Also hand the phone's Opus packets, as they arrive, with that time, to ``offer``
-        (the WhatsApp leg's ``PassThrough.offer``; ``None`` stops); while ``needs_pcm()`` says
+        (the WhatsApp leg's ``PassThrough.offer``; ``None`` stops); while ``needs_pcm(at)`` says
         no, they are not decoded (an idle playout, ``rtc/uplink.py``)."""
         self._forward_up, self._up_needs_pcm = offer, needs_pcm
         self.playout.forward_to(None if offer is None else self._offer_up, self._needs_pcm)
@@ -168,9 +168,9 @@ class TrunkMedia:
         if self._went_up and offer is not None:
             offer(seq, ts, payload, at)
 
-    def _needs_pcm(self) -> bool:
+    def _needs_pcm(self, at: float) -> bool:
         needs = self._up_needs_pcm
-        return not self._went_up or needs is None or needs()
+        return not self._went_up or needs is None or needs(at)
 
     def follow(self, remote: Remote) -> None:
         """What the far end's SDP says both sides send: codec, payload types, the events'

@@ -135,7 +135,7 @@ async def test_the_phones_packets_forwarded_up_are_decoded_only_when_something_n
     m = TrunkMedia("t", "opus", 111, 101, heard.append, lambda: None, lambda d, ms: None)
     up: list[int] = []
     wanted = [False]
-    m.forward_to(lambda seq, ts, payload, at: up.append(seq), lambda: wanted[0])
+    m.forward_to(lambda seq, ts, payload, at: up.append(seq), lambda at: wanted[0])
     enc = OpusEncoder(16000, bitrate=20000, complexity=5, fec=True, expected_loss=5, dtx=False)
     t = np.arange(320 * 40) / 16000
     pcm = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)

@@ -310,11 +310,11 @@ class SdesPeer(WhatsAppLeg):
     def forward_to(
         self,
         offer: Callable[[int, int, bytes, float], None] | None,
-        needs_pcm: Callable[[], bool] | None = None,
+        needs_pcm: Callable[[float], bool] | None = None,
         meters: tuple[LevelMeter, ...] = (),
     ) -> None:
         """Also hand each Opus packet from WhatsApp, untouched, with its arrival time, to
-        ``offer``; not decoded while ``needs_pcm()`` says no (``rtc/uplink.py``, an idle leg)
+        ``offer``; not decoded while ``needs_pcm(at)`` says no (``rtc/uplink.py``, an idle leg)
         but for a level sample a second, into ``meters``."""
         self.playout.forward_to(offer, needs_pcm, meters)
 
