@@ -319,13 +319,15 @@ class OpusBusTrack(MediaStreamTrack):
         assert stream is not None
         numbering = self._run.numbering_for(pt)
         if numbering is None:
-            numbering = self._run.start(pt, seq, ts, self._pts, stream)
-        placed = numbering.place(seq, ts, stream)
+            numbering = self._run.start(pt, seq, ts, self._pts, stream, at)
+        placed = numbering.place(seq, ts, stream, at)
         if placed.newest:  # a reordered packet does not take our time back
             self._pts = placed.pts + self.frame_ts
         # The decoded frame this packet stands for (kept fresh for a switch; its level is
         # what the browser hears). None while the source leg is idle (``rtc/uplink.py``): its
-        # level samples reach this meter from there.
+        # level samples reach this meter from there. Taken now, as the packet goes out, not at
+        # ``at``: the sink times a frame's transit and lead to its playing (``media/frames.py``),
+        # and a packet read on the clock's input phase arrived up to a tick before.
         decoded = self.sink.take(time.monotonic())
         if self.level is not None and decoded is not None:
             self.level.add(decoded)

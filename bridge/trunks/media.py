@@ -271,12 +271,12 @@ class TrunkMedia:
             return
         run = self._run
         if run is None:  # a new run, numbered on from what this leg sent last
-            run = self._run = RunNumbering(seq, ts, self._ts, self.stream)
+            run = self._run = RunNumbering(seq, ts, self._ts, self.stream, at)
             self._encoder_stale = True
         elif run.older_than_first(seq):
             self.forward_late += 1
             return
-        placed = run.place(seq, ts, self.stream)
+        placed = run.place(seq, ts, self.stream, at)
         self._send(self.pt, payload, marker=False, ts=placed.pts, seq=placed.seq)
         if placed.newest:  # a reordered packet does not take our time back
             self._ts = (placed.pts + self.step) & 0xFFFFFFFF
@@ -290,7 +290,7 @@ class TrunkMedia:
     def _tick(self, now: float) -> None:
         pcm = self.pop()
         if self._run is not None:
-            idle = self._run.quiet()
+            idle = self._run.quiet(now)  # the tick's time, against the packets' arrivals
             if idle < RUN_IDLE:
                 return  # the forwarded packets carry this tick
             # WhatsApp's packets stopped coming: encode again.
