@@ -45,13 +45,13 @@ class PhonePackets(Protocol):
 
     def forward_to(
         self,
-        offer: Callable[[int, int, bytes], None] | None,
-        needs_pcm: Callable[[], bool] | None = None,
+        offer: Callable[[int, int, bytes, float], None] | None,
+        needs_pcm: Callable[[float], bool] | None = None,
     ) -> None:
-        """The phone's packets also to ``offer`` as they arrive, decoded only while
-        ``needs_pcm()`` (as a WebRTC leg's :meth:`forward_to`)."""
+        """The phone's packets also to ``offer`` as they arrive, with that time, decoded only
+        while ``needs_pcm(at)`` (as a WebRTC leg's :meth:`forward_to`)."""
 
-    def offer(self, seq: int, ts: int, payload: bytes) -> None: ...
+    def offer(self, seq: int, ts: int, payload: bytes, at: float) -> None: ...
 
 
 class HalfWiring(NamedTuple):
@@ -119,7 +119,7 @@ class Forwarding:
         else:
             leg.forward_to(
                 down.offer,
-                lambda: bus.downlink_tapped or not down.permitted(),
+                lambda at: bus.downlink_tapped or not down.permitted(at),
                 (bus.stats.whatsapp_in, session.sent_level),  # what each side's meter hears
             )
 
@@ -139,7 +139,7 @@ class Forwarding:
         else:
             session.forward_to(
                 up.offer,
-                lambda: bus.uplink_tapped or not up.permitted(),
+                lambda at: bus.uplink_tapped or not up.permitted(at),
                 (session.mic_level, bus.stats.whatsapp_out),
             )
             # The browser's packets reach WhatsApp as they are: its FEC must cover the loss on
@@ -169,14 +169,14 @@ class Forwarding:
         phone.forward_allowed = phone_only
         leg.forward_to(
             phone.offer,
-            lambda: bus.downlink_tapped or not phone.forwarding,
+            lambda at: bus.downlink_tapped or not phone.forwarding,
             (bus.stats.whatsapp_in,),
         )
         up = leg.forward_from(phone_alone_heard)
         if up is None:
             phone.forward_to(None)
         else:
-            phone.forward_to(up.offer, lambda: bus.uplink_tapped or not up.permitted())
+            phone.forward_to(up.offer, lambda at: bus.uplink_tapped or not up.permitted(at))
         self._phone = phone if up is not None else None  # as for a browser: wired again later
 
     def _unwire_phone(self, leg: WebRTCLeg) -> None:

@@ -13,10 +13,12 @@ packets and runs of the source's, and a run has two jobs:
   sent twice (RFC 3711 §3.3.2). RFC 4733 events the stream numbers meanwhile move the mapping
   on.
 * **Lifetime.** A run lasts while the source's packets come (:meth:`RunNumbering.quiet`); when
-  it ends, the sender's RTP time moves on by the ticks nobody sent (:func:`unsent_time`). The
-  trunk's media clock looks every tick. A track's task has no tick while the source's receive
-  callback sends the run's packets, so it waits the run out (:meth:`ForwardRun.wait_out`), with
-  one timer per :data:`FORWARD_WAIT` rather than one per packet, until the source goes quiet or
+  it ends, the sender's RTP time moves on by the ticks nobody sent (:func:`unsent_time`). Time
+  is an input: a packet is placed with its arrival time and the quiet is asked with the asker's
+  time; nothing here but the waiting task reads a clock. The trunk's media clock looks every
+  tick, with the tick's time. A track's task has no tick while the source's receive callback
+  sends the run's packets, so it waits the run out (:meth:`ForwardRun.wait_out`), with one
+  timer per :data:`FORWARD_WAIT` rather than one per packet, until the source goes quiet or
   forwarding is refused.
 """
 
@@ -58,15 +60,15 @@ class Placed(NamedTuple):
 class RunNumbering:
     """One run's map from the source's numbers and times onto the stream's (module docstring)."""
 
-    def __init__(self, seq: int, ts: int, pts: int, stream: RtpStream) -> None:
-        """The run begins with the source's packet ``seq``: mapped onto the stream's next number
-        and the sender's next RTP time ``pts``."""
+    def __init__(self, seq: int, ts: int, pts: int, stream: RtpStream, at: float) -> None:
+        """The run begins with the source's packet ``seq``, arrived ``at``: mapped onto the
+        stream's next number and the sender's next RTP time ``pts``."""
         self._first = self._newest = seq
         self._seq_offset = stream.next_seq - seq
         self._ts_offset = pts - ts
         self._numbered_at = stream.numbered
-        self.last_at = time.monotonic()
-        """When the run's newest packet went out (monotonic)."""
+        self.last_at = at
+        """When the run's latest packet arrived (``time.monotonic()`` base)."""
 
     def older_than_first(self, seq: int) -> bool:
         """Whether source packet ``seq`` is older than the run's first.
@@ -80,20 +82,21 @@ class RunNumbering:
             return False
         return behind > (self._newest - self._first) & 0xFFFF
 
-    def place(self, seq: int, ts: int, stream: RtpStream) -> Placed:
-        """The stream's number and the sender's RTP time for a packet of the run."""
+    def place(self, seq: int, ts: int, stream: RtpStream, at: float) -> Placed:
+        """The stream's number and the sender's RTP time for a packet of the run, arrived
+        ``at``."""
         newest = (seq - self._newest) & 0x8000 == 0
         if newest:
             self._newest = seq
-        self.last_at = time.monotonic()
+        self.last_at = at
         shift = stream.numbered - self._numbered_at
         return Placed(
             (seq + self._seq_offset + shift) & 0xFFFF, (ts + self._ts_offset) & 0xFFFFFFFF, newest
         )
 
-    def quiet(self) -> float:
-        """Seconds since the run's newest packet went out."""
-        return time.monotonic() - self.last_at
+    def quiet(self, now: float) -> float:
+        """Seconds from the run's latest packet's arrival to ``now``."""
+        return now - self.last_at
 
 
 class ForwardRun:
@@ -115,12 +118,13 @@ class ForwardRun:
         return self.numbering if source is self.source else None
 
     def start(
-        self, source: PassThrough, seq: int, ts: int, pts: int, stream: RtpStream
+        self, source: PassThrough, seq: int, ts: int, pts: int, stream: RtpStream, at: float
     ) -> RunNumbering:
-        """A run of ``source``'s packets begins with packet ``seq`` (:class:`RunNumbering`)."""
+        """A run of ``source``'s packets begins with packet ``seq``, arrived ``at``
+        (:class:`RunNumbering`)."""
         self.source = source
         source.switches += 1
-        self.numbering = RunNumbering(seq, ts, pts, stream)
+        self.numbering = RunNumbering(seq, ts, pts, stream, at)
         return self.numbering
 
     async def wait_out(self) -> float:
@@ -130,8 +134,11 @@ class ForwardRun:
         loop = asyncio.get_running_loop()
         while (numbering := self.numbering) is not None:
             source = self.source
-            quiet = numbering.quiet()
-            if source is None or quiet >= FORWARD_WAIT or not source.permitted():
+            # The task is the shell that reads the clock, once a wake (the run's packets bring
+            # their arrival times; the numbering and the pass-through read none).
+            now = time.monotonic()
+            quiet = numbering.quiet(now)
+            if source is None or quiet >= FORWARD_WAIT or not source.permitted(now):
                 if source is not None:
                     source.switches += 1
                 self.end()

@@ -185,14 +185,14 @@ class PeerLeg:
     # -- pass-through (rtc/passthrough.py)
     def forward_to(
         self,
-        offer: Callable[[int, int, bytes], None] | None,
-        needs_pcm: Callable[[], bool] | None = None,
+        offer: Callable[[int, int, bytes, float], None] | None,
+        needs_pcm: Callable[[float], bool] | None = None,
         meters: tuple[LevelMeter, ...] = (),
     ) -> None:
         """Packets from here go there: also hand each Opus packet this leg receives,
-        untouched, to ``offer`` (another leg's :meth:`forward_from`); ``None`` stops. While
-        ``needs_pcm()`` says no, they are not decoded (``rtc/uplink.py``, an idle leg) but
-        for a level sample a second, into ``meters``."""
+        untouched, with its arrival time, to ``offer`` (another leg's :meth:`forward_from`);
+        ``None`` stops. While ``needs_pcm(at)`` says no, they are not decoded (``rtc/uplink.py``,
+        an idle leg) but for a level sample a second, into ``meters``."""
         if self._playout is not None:
             self._playout.forward_to(offer, needs_pcm, meters)
 

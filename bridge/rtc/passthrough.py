@@ -24,8 +24,9 @@ everything the sender put in them.
   same way (RFC 3550 §5.1), continuous across a switch. A packet older than the first of the
   forwarding run it arrives in is dropped and counted (:attr:`PassThrough.late`): its number
   would be one the target sent already while it encoded.
-* Whether forwarding is allowed is asked per packet (:meth:`PassThrough.permitted`), and the
-  answer takes a walk through the call's conference and bus. A yes is kept for one 20 ms tick
+* Whether forwarding is allowed is asked per packet (:meth:`PassThrough.permitted`), at the
+  packet's arrival time (time is an input: nothing here reads a clock), and the answer takes a
+  walk through the call's conference and bus. A yes is kept for one 20 ms tick
   (:data:`YES_FOR`): mixing that starts meanwhile is heard at most one packet later. A no is
   asked again every time, so forwarding resumes at the first packet it may; the first no
   also tells the target (:meth:`ForwardTarget.forward_refused`), whose sender goes back to
@@ -34,7 +35,6 @@ everything the sender put in them.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -45,9 +45,11 @@ YES_FOR = 0.02
 class ForwardTarget(Protocol):
     """The sender a :class:`PassThrough` hands its packets to (``rtc/tracks.py``)."""
 
-    def forward(self, source: PassThrough, seq: int, timestamp: int, payload: bytes) -> None:
+    def forward(
+        self, source: PassThrough, seq: int, timestamp: int, payload: bytes, at: float
+    ) -> None:
         """Send the source's packet now, mapped onto the target's stream (in the source's
-        receive callback)."""
+        receive callback); ``at`` its arrival (``time.monotonic()`` base)."""
 
     def forward_refused(self, source: PassThrough) -> None:
         """Forwarding is not allowed at this packet: encode again from the next tick."""
@@ -68,9 +70,9 @@ class PassThrough:
         """Packets older than the first of the forwarding run they came in, dropped: the
         numbers they would map to went out already (the target's own encoded packets)."""
 
-    def permitted(self) -> bool:
-        """``allowed()``, a yes kept for :data:`YES_FOR` (module docstring)."""
-        now = time.monotonic()
+    def permitted(self, now: float) -> bool:
+        """``allowed()`` at ``now`` (``time.monotonic()`` base: a packet's arrival, or when the
+        target's waiting task looks), a yes kept for :data:`YES_FOR` (module docstring)."""
         if now < self._yes_until:
             return True
         if self.allowed():
@@ -78,13 +80,14 @@ class PassThrough:
             return True
         return False
 
-    def offer(self, seq: int, timestamp: int, payload: bytes) -> None:
-        """A source packet as it arrived (the source's receive callback, on the event loop):
-        sent on by the target now, or refused."""
+    def offer(self, seq: int, timestamp: int, payload: bytes, at: float) -> None:
+        """A source packet as it arrived, ``at`` (``time.monotonic()`` base: the socket's
+        stamp), in the source's receive callback on the event loop: sent on by the target now,
+        or refused."""
         target = self.target
         if not payload or target is None:
             return
-        if self.permitted():
-            target.forward(self, seq, timestamp, payload)
+        if self.permitted(at):
+            target.forward(self, seq, timestamp, payload, at)
         else:
             target.forward_refused(self)

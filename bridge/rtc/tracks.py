@@ -275,9 +275,9 @@ class OpusBusTrack(MediaStreamTrack):
         return EncodedPacket(data, pts, seq, payload_type, marker)
 
     # -- forwarding (rtc/passthrough.py): the source's callback sends, the task waits
-    def forward(self, source: PassThrough, seq: int, timestamp: int, payload: bytes) -> None:
-        """One of the source's packets, sent now from its receive callback (``ForwardTarget``):
-        the first starts a forwarding run, which carries the ticks until it ends."""
+    def forward(self, source: PassThrough, seq: int, ts: int, payload: bytes, at: float) -> None:
+        """The source's packet that arrived ``at``, sent now from its receive callback
+        (``ForwardTarget``): the first starts a forwarding run, carrying the ticks until it ends."""
         sender = self._sender
         if source is not self.pass_through or sender is None or not sender.running:
             return  # an old source (a transfer), or no sender running (yet)
@@ -293,7 +293,7 @@ class OpusBusTrack(MediaStreamTrack):
             source.late += 1
             return
         try:
-            sender.send_encoded(self._forward(source, seq, timestamp, payload))
+            sender.send_encoded(self._forward(source, seq, ts, payload, at))
         except ConnectionError:
             pass  # DTLS or the socket closing: the sender's own loop ends the track
         except Exception:
@@ -314,18 +314,20 @@ class OpusBusTrack(MediaStreamTrack):
         self._run.end()
         self._clock = WorkerPacer()
 
-    def _forward(self, pt: PassThrough, seq: int, ts: int, payload: bytes) -> EncodedPacket:
+    def _forward(self, pt: PassThrough, seq: int, ts: int, data: bytes, at: float) -> EncodedPacket:
         stream = self._stream
         assert stream is not None
         numbering = self._run.numbering_for(pt)
         if numbering is None:
-            numbering = self._run.start(pt, seq, ts, self._pts, stream)
-        placed = numbering.place(seq, ts, stream)
+            numbering = self._run.start(pt, seq, ts, self._pts, stream, at)
+        placed = numbering.place(seq, ts, stream, at)
         if placed.newest:  # a reordered packet does not take our time back
             self._pts = placed.pts + self.frame_ts
         # The decoded frame this packet stands for (kept fresh for a switch; its level is
         # what the browser hears). None while the source leg is idle (``rtc/uplink.py``): its
-        # level samples reach this meter from there.
+        # level samples reach this meter from there. Taken now, as the packet goes out, not at
+        # ``at``: the sink times a frame's transit and lead to its playing (``media/frames.py``),
+        # and a packet read on the clock's input phase arrived up to a tick before.
         decoded = self.sink.take(time.monotonic())
         if self.level is not None and decoded is not None:
             self.level.add(decoded)
@@ -334,7 +336,7 @@ class OpusBusTrack(MediaStreamTrack):
         self._encoder_stale = True
         pt.forwarded += 1
         # A forwarded payload stays bit-exact: RED only puts earlier ones beside it.
-        return self._packet(payload, placed.pts, placed.seq)
+        return self._packet(data, placed.pts, placed.seq)
 
     def protection_json(self) -> dict[str, object]:
         """What the sender does against loss now, and what RED cost so far."""

@@ -81,11 +81,13 @@ class Playout:
         self._conceal_mark = (0, 0)
         self.last_packet: float | None = None
         """When the latest packet arrived (monotonic): the leg's media watchdog reads it."""
-        self.forward: Callable[[int, int, bytes], None] | None = None
-        """Also hands each packet, untouched, to another leg (``rtc/passthrough.py``)."""
-        self.needs_pcm: Callable[[], bool] | None = None
-        """Asked per forwarded packet: whether anything needs it decoded (``None``: always).
-        While nothing does, the leg is idle: packets are counted, not decoded (module doc)."""
+        self.forward: Callable[[int, int, bytes, float], None] | None = None
+        """Also hands each packet, untouched, to another leg (``rtc/passthrough.py``), with
+        its arrival time."""
+        self.needs_pcm: Callable[[float], bool] | None = None
+        """Asked per forwarded packet, with its arrival time: whether anything needs it decoded
+        (``None``: always). While nothing does, the leg is idle: packets are counted, not
+        decoded (module doc)."""
         self.idle_meters: tuple[LevelMeter, ...] = ()
         """Where an idle leg's level samples go (module doc): the meters its decoded frames
         would have reached, on this side and on the side its packets are forwarded to."""
@@ -114,9 +116,9 @@ class Playout:
         self.last_packet = now = at
         forward = self.forward
         if forward is not None:
-            forward(seq, timestamp, payload)
+            forward(seq, timestamp, payload, at)
             needs_pcm = self.needs_pcm
-            if needs_pcm is not None and not needs_pcm():
+            if needs_pcm is not None and not needs_pcm(at):
                 self._idle_packet(seq, timestamp, payload, now)
                 return
         if self._idle:  # something needs the audio again: from the next frame on
@@ -129,13 +131,13 @@ class Playout:
 
     def forward_to(
         self,
-        offer: Callable[[int, int, bytes], None] | None,
-        needs_pcm: Callable[[], bool] | None = None,
+        offer: Callable[[int, int, bytes, float], None] | None,
+        needs_pcm: Callable[[float], bool] | None = None,
         meters: tuple[LevelMeter, ...] = (),
     ) -> None:
-        """Also hand each packet, untouched, to ``offer`` (``None`` stops); while
-        ``needs_pcm()`` says no, the leg is idle (module doc), its level sampled into
-        ``meters``."""
+        """Also hand each packet, untouched, to ``offer(seq, timestamp, payload, at)`` (``at``
+        its arrival; ``None`` stops); while ``needs_pcm(at)`` says no, the leg is idle (module
+        doc), its level sampled into ``meters``."""
         self.forward = offer
         self.needs_pcm = needs_pcm if offer is not None else None
         self.idle_meters = meters if offer is not None else ()

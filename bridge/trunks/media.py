@@ -95,9 +95,9 @@ class TrunkMedia:
         self.forward_allowed: Callable[[], bool] | None = None
         """While set and true, WhatsApp's Opus packets (:meth:`offer`) go to the phone as they
         arrived instead of this leg's own encoding (``trunks/passthrough.py``)."""
-        self._forward_up: Callable[[int, int, bytes], None] | None = None
+        self._forward_up: Callable[[int, int, bytes, float], None] | None = None
         """Where the phone's Opus packets also go as they arrive (:meth:`forward_to`)."""
-        self._up_needs_pcm: Callable[[], bool] | None = None
+        self._up_needs_pcm: Callable[[float], bool] | None = None
         self._went_up = False
         """The packet in hand was forwarded up (one 20 ms Opus frame)."""
         self._run: RunNumbering | None = None
@@ -151,26 +151,26 @@ class TrunkMedia:
     # -- pass-through up (``calls/forwarding.py``): the phone's Opus to the WhatsApp leg
     def forward_to(
         self,
-        offer: Callable[[int, int, bytes], None] | None,
-        needs_pcm: Callable[[], bool] | None = None,
+        offer: Callable[[int, int, bytes, float], None] | None,
+        needs_pcm: Callable[[float], bool] | None = None,
     ) -> None:
-        """Also hand the phone's Opus packets, as they arrive, to ``offer`` (the WhatsApp
-        leg's ``PassThrough.offer``; ``None`` stops); while ``needs_pcm()`` says no, they are
-        not decoded (an idle playout, ``rtc/uplink.py``)."""
+        """Also hand the phone's Opus packets, as they arrive, with that time, to ``offer``
+        (the WhatsApp leg's ``PassThrough.offer``; ``None`` stops); while ``needs_pcm(at)`` says
+        no, they are not decoded (an idle playout, ``rtc/uplink.py``)."""
         self._forward_up, self._up_needs_pcm = offer, needs_pcm
         self.playout.forward_to(None if offer is None else self._offer_up, self._needs_pcm)
 
-    def _offer_up(self, seq: int, ts: int, payload: bytes) -> None:
+    def _offer_up(self, seq: int, ts: int, payload: bytes, at: float) -> None:
         # Only one 20 ms packet goes up as it is (the WhatsApp leg's pass-through maps 20 ms
         # packets); any other packet is decoded here and mixed.
         offer = self._forward_up
         self._went_up = offer is not None and one_20ms_packet(self.codec, payload)
         if self._went_up and offer is not None:
-            offer(seq, ts, payload)
+            offer(seq, ts, payload, at)
 
-    def _needs_pcm(self) -> bool:
+    def _needs_pcm(self, at: float) -> bool:
         needs = self._up_needs_pcm
-        return not self._went_up or needs is None or needs()
+        return not self._went_up or needs is None or needs(at)
 
     def follow(self, remote: Remote) -> None:
         """What the far end's SDP says both sides send: codec, payload types, the events'
@@ -253,11 +253,11 @@ class TrunkMedia:
         """Queue a key for the PBX (RFC 4733 events in place of audio)."""
         self.keys_out.press(digit, max(40, min(duration_ms, 2000)))
 
-    def offer(self, seq: int, ts: int, payload: bytes) -> None:
-        """One of WhatsApp's packets as it arrived (the WhatsApp leg's receive callback; its
-        codec is this leg's, ``calls/participants.py`` ``packets_in``):
-        sent to the phone as it is while :attr:`forward_allowed` says so and no key is being
-        sent, numbered into this leg's own stream (``trunks/passthrough.py``)."""
+    def offer(self, seq: int, ts: int, payload: bytes, at: float) -> None:
+        """One of WhatsApp's packets as it arrived, ``at`` (``time.monotonic()`` base), in the
+        WhatsApp leg's receive callback (its codec is this leg's, ``calls/participants.py``
+        ``packets_in``): sent to the phone as it is while :attr:`forward_allowed` says so and
+        no key is being sent, numbered into this leg's own stream (``trunks/passthrough.py``)."""
         allowed = self.forward_allowed
         if (
             allowed is None
@@ -271,12 +271,12 @@ class TrunkMedia:
             return
         run = self._run
         if run is None:  # a new run, numbered on from what this leg sent last
-            run = self._run = RunNumbering(seq, ts, self._ts, self.stream)
+            run = self._run = RunNumbering(seq, ts, self._ts, self.stream, at)
             self._encoder_stale = True
         elif run.older_than_first(seq):
             self.forward_late += 1
             return
-        placed = run.place(seq, ts, self.stream)
+        placed = run.place(seq, ts, self.stream, at)
         self._send(self.pt, payload, marker=False, ts=placed.pts, seq=placed.seq)
         if placed.newest:  # a reordered packet does not take our time back
             self._ts = (placed.pts + self.step) & 0xFFFFFFFF
@@ -290,7 +290,7 @@ class TrunkMedia:
     def _tick(self, now: float) -> None:
         pcm = self.pop()
         if self._run is not None:
-            idle = self._run.quiet()
+            idle = self._run.quiet(now)  # the tick's time, against the packets' arrivals
             if idle < RUN_IDLE:
                 return  # the forwarded packets carry this tick
             # WhatsApp's packets stopped coming: encode again.

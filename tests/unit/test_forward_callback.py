@@ -87,7 +87,7 @@ async def test_a_forwarded_packet_crosses_no_task_future_or_timer() -> None:
         arrivals.append(at)
         counting.on = True
         try:
-            pt.offer(seq, ts, data[12:])
+            pt.offer(seq, ts, data[12:], at)
         finally:
             counting.on = False
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -250,7 +251,7 @@ async def test_red_around_forwarded_packets_keeps_every_payload_bit_exact() -> N
     track.far_end_report(0.2)  # heavy loss: two copies
     payloads = [bytes([i]) * (40 + i) for i in range(6)]
     for i, payload in enumerate(payloads):
-        pt.offer(5000 + i, 48_000 + 960 * i, payload)
+        pt.offer(5000 + i, 48_000 + 960 * i, payload, time.monotonic())
         assert len(sender.sent) == i + 1  # sent in the offer: no queue, no task
     out = sender.sent
     assert track.forwarded_frames == 6
@@ -272,13 +273,13 @@ async def test_nothing_is_forwarded_before_the_sender_runs_or_after_the_track_st
     sender = Sender()
     sender.running = False
     track.forward_from(pt, sender)
-    pt.offer(1, 960, b"\x01" * 40)
+    pt.offer(1, 960, b"\x01" * 40, time.monotonic())
     assert not sender.sent and track.forwarded_frames == 0
     sender.running = True
-    pt.offer(2, 1920, b"\x02" * 40)
+    pt.offer(2, 1920, b"\x02" * 40, time.monotonic())
     assert [p.data for p in sender.sent] == [b"\x02" * 40]
     track.stop()
-    pt.offer(3, 2880, b"\x03" * 40)
+    pt.offer(3, 2880, b"\x03" * 40, time.monotonic())
     assert len(sender.sent) == 1 and pt.target is None
 
 
@@ -297,7 +298,7 @@ async def test_a_packet_reordered_across_the_switch_to_forwarding_is_dropped_not
     await sender.pump(track, 3)  # nothing forwardable yet: our own packets, 100-102
     allowed[0] = True
     for seq in (8, 7, 9):
-        pt.offer(seq, 48_000 + 960 * seq, bytes([seq]) * 40)
+        pt.offer(seq, 48_000 + 960 * seq, bytes([seq]) * 40, time.monotonic())
     assert [p.data for p in sender.sent[3:]] == [bytes([8]) * 40, bytes([9]) * 40]
     assert sender.numbers == [100, 101, 102, 103, 104]
     assert pt.late == 1 and track.forwarded_frames == 2
@@ -315,12 +316,12 @@ async def test_a_new_source_after_a_transfer_starts_its_own_run_on_our_next_numb
     first = PassThrough(lambda: True)
     track.forward_from(first, sender)
     for seq in (40_000, 40_001):
-        first.offer(seq, 900_000 + 960 * seq, bytes([1]) * 40)
+        first.offer(seq, 900_000 + 960 * seq, bytes([1]) * 40, time.monotonic())
     second = PassThrough(lambda: True)
     track.forward_from(second, sender)
-    first.offer(40_002, 900_000 + 960 * 40_002, bytes([1]) * 40)
+    first.offer(40_002, 900_000 + 960 * 40_002, bytes([1]) * 40, time.monotonic())
     for seq in (7, 8, 9):
-        second.offer(seq, 960 * seq, bytes([2]) * 40)
+        second.offer(seq, 960 * seq, bytes([2]) * 40, time.monotonic())
     assert [p.data for p in sender.sent] == [bytes([1]) * 40] * 2 + [bytes([2]) * 40] * 3
     assert sender.numbers == [100, 101, 102, 103, 104]
     assert sender.times == [960 * i for i in range(5)]
@@ -347,13 +348,13 @@ async def test_a_forwarding_run_longer_than_half_the_number_space_keeps_forwardi
     sender = Sender()
     pt = PassThrough(lambda: True)
     track.forward_from(pt, sender)
-    first = 60_000
-    pt.offer(first, 0, b"\x01" * 20)
-    pt.offer(first - 1, 0, b"\x02" * 20)  # behind the run's first: its number went out already
-    pt.offer(first + 1, 960, b"\x03" * 20)
+    first, at = 60_000, time.monotonic()
+    pt.offer(first, 0, b"\x01" * 20, at)
+    pt.offer(first - 1, 0, b"\x02" * 20, at)  # behind the run's first: its number went out already
+    pt.offer(first + 1, 960, b"\x03" * 20, at)
     assert sender.numbers == [100, 101] and pt.late == 1
     for i in range(2, 40_000):
-        pt.offer((first + i) & 0xFFFF, 960 * i, b"\x04" * 20)
+        pt.offer((first + i) & 0xFFFF, 960 * i, b"\x04" * 20, at + 0.02 * i)
     assert sender.numbers == [(100 + i) & 0xFFFF for i in range(40_000)]
     assert pt.late == 1 and track.forwarded_frames == 40_000
     track.stop()
@@ -372,19 +373,20 @@ async def test_the_sender_waits_out_a_run_and_encodes_again_when_it_ends() -> No
     task = asyncio.ensure_future(sender.pump(track, 10**6))
     try:
         for seq in range(20):
-            pt.offer(seq, 960 * seq, b"\x05" * 30)
+            pt.offer(seq, 960 * seq, b"\x05" * 30, time.monotonic())
             await asyncio.sleep(0.02)
         assert [p.data for p in sender.sent] == [b"\x05" * 30] * 20  # the task sent none
         allowed[0] = False
-        pt.offer(20, 960 * 20, b"\x05" * 30)  # refused: the task encodes from its next tick
+        # Refused: the task encodes from its next tick.
+        pt.offer(20, 960 * 20, b"\x05" * 30, time.monotonic())
         await until(lambda: len(sender.sent) >= 23, timeout=1.0)
         assert all(p.seq is None for p in sender.sent[20:]) and pt.switches == 2
         allowed[0] = True
         count = len(sender.sent)
-        pt.offer(21, 960 * 21, b"\x06" * 30)  # a second run, then the source goes quiet
-        quiet_from = asyncio.get_running_loop().time()
+        quiet_from = time.monotonic()
+        pt.offer(21, 960 * 21, b"\x06" * 30, quiet_from)  # a second run, then the source is quiet
         await until(lambda: len(sender.sent) > count + 1, timeout=1.0)
-        waited = asyncio.get_running_loop().time() - quiet_from
+        waited = time.monotonic() - quiet_from
         assert sender.sent[count].data == b"\x06" * 30 and sender.sent[count + 1].seq is None
         assert waited >= FORWARD_WAIT and pt.switches == 4
         await until(lambda: len(sender.sent) > count + 3, timeout=1.0)
@@ -426,7 +428,7 @@ async def test_back_from_forwarding_on_a_clean_link_the_tone_runs_on_without_a_g
     far = Tone()
     for seq in range(500, 550):  # WhatsApp's SILK, coding the same tone in step
         far.n = source.n
-        pt.offer(seq, 960 * seq, whatsapp.encode(far.take(0.0)))
+        pt.offer(seq, 960 * seq, whatsapp.encode(far.take(0.0)), time.monotonic())
     allowed[0] = False  # nothing more to forward: our own encoder again
     if transfer:
         track.forward_from(PassThrough(lambda: False), sender)
@@ -457,8 +459,8 @@ async def test_a_bug_in_forwarding_costs_the_source_nothing_and_is_said_once(
     pt = PassThrough(lambda: True)
     sender = Broken()
     track.forward_from(pt, sender)
-    pt.offer(1, 960, b"\x01" * 40)  # raises nothing here
-    pt.offer(2, 1920, b"\x02" * 40)  # goes nowhere now
+    pt.offer(1, 960, b"\x01" * 40, time.monotonic())  # raises nothing here
+    pt.offer(2, 1920, b"\x02" * 40, time.monotonic())  # goes nowhere now
     failures = [r for r in caplog.records if "forwarding into this sender failed" in r.message]
     assert len(failures) == 1 and failures[0].exc_info is not None
     assert pt.target is None and track.pass_through is None

@@ -4,17 +4,11 @@ packet goes to the target at once, or the target hears it was refused."""
 
 from __future__ import annotations
 
-import pytest
-
-from bridge.rtc import passthrough
 from bridge.rtc.passthrough import YES_FOR, PassThrough
 
 
-def test_a_yes_is_kept_for_one_tick_and_a_no_is_asked_again(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    now = [100.0]
-    monkeypatch.setattr(passthrough.time, "monotonic", lambda: now[0])
+def test_a_yes_is_kept_for_one_tick_and_a_no_is_asked_again() -> None:
+    now = 100.0  # the packets' arrival times (time.monotonic() base), the time it is asked
     asked: list[bool] = []
     answer = [False]
 
@@ -24,28 +18,28 @@ def test_a_yes_is_kept_for_one_tick_and_a_no_is_asked_again(
 
     pt = PassThrough(allowed)
     target = Target()
-    pt.offer(1, 960, b"a")  # no target yet: nothing asked, nothing sent
+    pt.offer(1, 960, b"a", now)  # no target yet: nothing asked, nothing sent
     assert not asked
     pt.target = target
-    pt.offer(1, 960, b"a")
-    pt.offer(2, 1920, b"b")
+    pt.offer(1, 960, b"a", now)
+    pt.offer(2, 1920, b"b", now)
     assert len(asked) == 2 and not target.sent  # every no is asked again: nothing sent
     assert target.refused == 2
     answer[0] = True
-    pt.offer(3, 2880, b"c")  # forwarding starts at the first packet it may, sent at once
+    pt.offer(3, 2880, b"c", now)  # forwarding starts at the first packet it may, sent at once
     assert target.sent == [(3, 2880, b"c")]
     for seq in range(4, 10):  # the source's packets and the sender, within one tick
-        pt.offer(seq, seq * 960, b"x")
-        assert pt.permitted()
+        pt.offer(seq, seq * 960, b"x", now)
+        assert pt.permitted(now)
     assert len(asked) == 3
     answer[0] = False  # mixing starts: heard at the next tick at the latest
-    now[0] += YES_FOR / 2
-    assert pt.permitted() and len(asked) == 3
-    now[0] += YES_FOR / 2
-    pt.offer(10, 9600, b"y")
+    now += YES_FOR / 2
+    assert pt.permitted(now) and len(asked) == 3
+    now += YES_FOR / 2
+    pt.offer(10, 9600, b"y", now)
     assert len(asked) == 4 and target.refused == 3
     assert [seq for seq, _, _ in target.sent] == list(range(3, 10))
-    pt.offer(11, 10560, b"")  # an empty payload is no packet
+    pt.offer(11, 10560, b"", now)  # an empty payload is no packet
     assert len(asked) == 4 and target.refused == 3
 
 
@@ -56,7 +50,9 @@ class Target:
         self.sent: list[tuple[int, int, bytes]] = []
         self.refused = 0
 
-    def forward(self, source: PassThrough, seq: int, timestamp: int, payload: bytes) -> None:
+    def forward(
+        self, source: PassThrough, seq: int, timestamp: int, payload: bytes, at: float
+    ) -> None:
         self.sent.append((seq, timestamp, payload))
 
     def forward_refused(self, source: PassThrough) -> None:

@@ -133,11 +133,11 @@ async def test_numbers_and_rtp_time_run_on_across_forwarding_and_dtmf_and_report
         source = [(40_000 + i, 5_000_000 + 960 * i, bytes([0xF8, i])) for i in range(10)]
         for seq, ts, payload in source:
             if seq != 40_004:
-                pass_through.offer(seq, ts, payload)
+                pass_through.offer(seq, ts, payload, time.monotonic())
         await until(lambda: track.forwarded_frames == 9)
         allow = False  # mixing starts: back to the bridge's encoder at the next packet
         await asyncio.sleep(0.03)  # past the kept yes (one tick: passthrough.YES_FOR)
-        pass_through.offer(40_010, 5_000_000 + 960 * 10, bytes([0xF8, 10]))
+        pass_through.offer(40_010, 5_000_000 + 960 * 10, bytes([0xF8, 10]), time.monotonic())
         mark = len(wire.sent)
         await until(lambda: len(wire.sent) >= mark + 5)
         keys.press("5", 100)  # sent on the track's clock, in place of its audio
@@ -211,13 +211,13 @@ async def test_a_key_press_ends_a_forwarding_run_and_goes_out_on_the_clock() -> 
     try:
         await until(lambda: len(wire.sent) >= 3)
         for seq, ts, payload in source[:4]:
-            pass_through.offer(seq, ts, payload)
+            pass_through.offer(seq, ts, payload, time.monotonic())
         assert track.forwarded_frames == 4
         keys.press("3", 40)
-        pass_through.offer(*source[4])  # refused: the press goes first
+        pass_through.offer(*source[4], time.monotonic())  # refused: the press goes first
         await until(lambda: not keys.pending)
         for seq, ts, payload in source[5:]:
-            pass_through.offer(seq, ts, payload)
+            pass_through.offer(seq, ts, payload, time.monotonic())
         await until(lambda: track.forwarded_frames == 7)
     finally:
         task.cancel()

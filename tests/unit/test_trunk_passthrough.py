@@ -10,7 +10,7 @@ import numpy as np
 
 from bridge.audio.opus import OpusEncoder
 from bridge.trunks.media import TrunkMedia
-from bridge.trunks.passthrough import one_20ms_frame
+from bridge.trunks.passthrough import RUN_IDLE, one_20ms_frame
 
 
 class Wire:
@@ -54,8 +54,10 @@ def test_forwarded_packets_keep_their_gaps_and_continue_our_numbering() -> None:
     m, wire = media(allowed)
     packet = opus_packet()
     seq0, ts0 = m.stream.next_seq, m._ts
+    at = time.monotonic()
     for seq, ts in ((1000, 5000), (1001, 5960), (1003, 7880), (1002, 6920), (999, 4040)):
-        m.offer(seq, ts, packet)
+        at += 0.02
+        m.offer(seq, ts, packet, at)
     sent = [(s, t) for s, t, _ in wire.sent]
     # Mapped by one offset: the lost 1002's place stays a gap until it comes (reordered), and a
     # packet older than the run (999) is dropped, its number having gone out already.
@@ -70,7 +72,7 @@ def test_forwarded_packets_keep_their_gaps_and_continue_our_numbering() -> None:
     # Mixing starts: the next packet is not forwarded and our own encoding goes on after the
     # newest forwarded number and time.
     allowed[0] = False
-    m.offer(1004, 8840, packet)
+    m.offer(1004, 8840, packet, at + 0.02)
     assert len(wire.sent) == 4 and m._run is None
     assert m.stream.next_seq == (seq0 + 4) & 0xFFFF and m._ts == (ts0 + 3840) & 0xFFFFFFFF
 
@@ -81,19 +83,39 @@ def test_a_run_longer_than_half_the_number_space_keeps_forwarding_to_the_phone()
     first is dropped."""
     m, wire = media([True])
     payload = bytes([(13 << 3)]) + b"x"  # hybrid 20 ms: a packet that qualifies
-    seq0, first = m.stream.next_seq, 60_000
-    m.offer(first, 0, payload)
-    m.offer(first - 1, 0, payload)  # behind the run's first: its number went out already
+    seq0, first, at = m.stream.next_seq, 60_000, time.monotonic()
+    m.offer(first, 0, payload, at)
+    m.offer(first - 1, 0, payload, at)  # behind the run's first: its number went out already
     for i in range(1, 40_000):
-        m.offer((first + i) & 0xFFFF, 960 * i, payload)
+        m.offer((first + i) & 0xFFFF, 960 * i, payload, at + 0.02 * i)
     assert [s for s, _, _ in wire.sent] == [(seq0 + i) & 0xFFFF for i in range(40_000)]
     assert m.forward_late == 1 and m.forwarded == 40_000
+
+
+def test_the_run_ends_run_idle_after_the_last_arrival_by_the_ticks_time() -> None:
+    """The media clock's ticks ask the run how quiet it is at the tick's time, against the
+    packets' arrival times (no clock read): the forwarded packets carry every tick until
+    :data:`RUN_IDLE` after the last one arrived; then the leg encodes again, its RTP time moved
+    on by the ticks nobody sent (a pause, not packets sent late)."""
+    m, wire = media([True])
+    packet, at = opus_packet(), time.monotonic()
+    for i in range(3):
+        m.offer(500 + i, 960 * i, packet, at + 0.02 * i)
+    last, ts_next = at + 0.04, m._ts
+    tick = last + 0.007  # the clock's tick after the last packet was read
+    while tick - last < RUN_IDLE:
+        m._tick(tick)
+        assert len(wire.sent) == 3 and m.forwarding
+        tick += 0.02
+    m._tick(tick)
+    assert not m.forwarding and len(wire.sent) == 4
+    assert wire.sent[-1][1] == (ts_next + 3 * 960) & 0xFFFFFFFF  # three ticks unsent
 
 
 def test_a_queued_key_stops_forwarding() -> None:
     m, wire = media([True])
     m.send_key("5")
-    m.offer(1, 960, opus_packet())
+    m.offer(1, 960, opus_packet(), time.monotonic())
     assert wire.sent == [] and m.forwarded == 0
 
 
@@ -133,7 +155,7 @@ async def test_the_phones_packets_forwarded_up_are_decoded_only_when_something_n
     m = TrunkMedia("t", "opus", 111, 101, heard.append, lambda: None, lambda d, ms: None)
     up: list[int] = []
     wanted = [False]
-    m.forward_to(lambda seq, ts, payload: up.append(seq), lambda: wanted[0])
+    m.forward_to(lambda seq, ts, payload, at: up.append(seq), lambda at: wanted[0])
     enc = OpusEncoder(16000, bitrate=20000, complexity=5, fec=True, expected_loss=5, dtx=False)
     t = np.arange(320 * 40) / 16000
     pcm = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)

@@ -170,8 +170,8 @@ async def test_an_idle_playout_counts_what_it_forwards_and_decodes_from_when_ask
     playout = Playout(frames.append, BusStats(), tasks)
     forwarded: list[int] = []
     wanted = False
-    playout.forward = lambda seq, ts, payload: forwarded.append(seq)
-    playout.needs_pcm = lambda: wanted
+    playout.forward = lambda seq, ts, payload, at: forwarded.append(seq)
+    playout.needs_pcm = lambda at: wanted
     decoder = playout.receiver.decoder
     decodes = 0
     real_decode = decoder.decode
@@ -215,8 +215,8 @@ async def test_an_idle_playouts_level_comes_from_a_sample_each_second() -> None:
     tasks = TaskSet("test")
     playout = Playout(lambda pcm: None, BusStats(), tasks)
     heard, forwarded_to = LevelMeter(), LevelMeter()
-    playout.forward = lambda seq, ts, payload: None
-    playout.needs_pcm = lambda: False
+    playout.forward = lambda seq, ts, payload, at: None
+    playout.needs_pcm = lambda at: False
     playout.idle_meters = (heard, forwarded_to)
     packets = opus_packets(2 * LEVEL_EVERY)
     for seq, p in enumerate(packets):
@@ -243,8 +243,8 @@ async def test_an_idle_legs_quality_counts_the_network_loss_its_listener_meets()
 
     tasks = TaskSet("test")
     playout = Playout(lambda pcm: None, BusStats(), tasks)
-    playout.forward = lambda seq, ts, payload: None
-    playout.needs_pcm = lambda: False
+    playout.forward = lambda seq, ts, payload, at: None
+    playout.needs_pcm = lambda at: False
     for seq, p in enumerate(opus_packets(50)):
         if seq % 10 != 3:  # a tenth lost on the way
             playout.packet(seq, seq * 960, p, time.monotonic())
@@ -254,7 +254,7 @@ async def test_an_idle_legs_quality_counts_the_network_loss_its_listener_meets()
         0.1
     )
     # A decoded leg that played its audio with nothing concealed: its listener missed nothing.
-    playout.needs_pcm = lambda: True
+    playout.needs_pcm = lambda at: True
     frames = Frames()
     playout.on_frame = frames.append
     for seq, p in enumerate(opus_packets(20), start=50):

@@ -309,13 +309,13 @@ class SdesPeer(WhatsAppLeg):
 
     def forward_to(
         self,
-        offer: Callable[[int, int, bytes], None] | None,
-        needs_pcm: Callable[[], bool] | None = None,
+        offer: Callable[[int, int, bytes, float], None] | None,
+        needs_pcm: Callable[[float], bool] | None = None,
         meters: tuple[LevelMeter, ...] = (),
     ) -> None:
-        """Also hand each Opus packet from WhatsApp, untouched, to ``offer``; not decoded
-        while ``needs_pcm()`` says no (``rtc/uplink.py``, an idle leg) but for a level sample
-        a second, into ``meters``."""
+        """Also hand each Opus packet from WhatsApp, untouched, with its arrival time, to
+        ``offer``; not decoded while ``needs_pcm(at)`` says no (``rtc/uplink.py``, an idle leg)
+        but for a level sample a second, into ``meters``."""
         self.playout.forward_to(offer, needs_pcm, meters)
 
     def report_loss_beyond(self, loss: Callable[[], float] | None) -> None:
