@@ -9,13 +9,19 @@ frame out (:meth:`Receiver.pop`), whatever the network did, so the engine leg an
 a continuous stream: never a hole, never a splice. What a frame is made of, in order of
 preference (the way libwebrtc's NetEq, FreeSWITCH and Asterisk decode):
 
-1. its own packet, decoded — packets that arrive out of order are put back in order (the buffer
-   is keyed by RTP timestamp), only a packet whose frame was already played is discarded;
+1. its own packet, decoded — packets that arrive out of order are put back in order (the
+   buffer, :class:`~bridge.audio.reorder.ReorderBuffer`, is keyed by RTP timestamp), only a
+   packet whose frame was already played is discarded;
 2. the in-band FEC (LBRR) copy the *next* packet carries, when the frame's own packet is lost
    (RFC 6716 §2.1.7; ``opus_decode(..., decode_fec=1)``);
 3. Opus packet-loss concealment (``opus_decode(NULL)``), which fades to silence; after
    :data:`OUTAGE_FRAMES` concealed frames with nothing buffered the stream is silent until
    packets return, and then starts afresh.
+
+**Packets in, frames out.** The packets are counted and held by the buffer
+(``audio/reorder.py``) as they arrive; this class makes the frames, and is what judges a packet
+against what it has played (too late for its frame, a redundant copy out of turn, or the
+sender's timeline jumped).
 
 **A sender's DTX** is not a loss: after a packet of no audio, a missing frame is comfort noise
 (:class:`~bridge.audio.dtx.ComfortNoise`), and the next talk spurt plays at the delay the last
@@ -54,7 +60,8 @@ from .delay import CountedJitter, DelayDecision
 from .dtx import ComfortNoise
 from .opus import OpusDecoder, OpusError
 from .pcm import Pcm
-from .receiver_stats import ReceiverStats, RtpArrivals
+from .receiver_stats import ReceiverStats
+from .reorder import ReorderBuffer
 from .stretch import PlayoutFifo, licence
 
 __all__ = ["FrameDecoder", "Receiver", "ReceiverStats"]
@@ -80,18 +87,9 @@ class FrameDecoder(Protocol):
     def warm(self, payloads: Iterable[bytes]) -> None: ...
 
 
-class _Packet:
-    __slots__ = ("arrival", "payload", "seq")
-
-    def __init__(self, payload: bytes, arrival: float, seq: int | None) -> None:
-        self.payload = payload
-        self.arrival = arrival
-        self.seq = seq
-        """Extended RTP sequence number (``None``: a redundant copy, RED, has none)."""
-
-
 class Receiver:
-    """Reorder buffer, FEC, concealment and adaptive delay for one RTP stream (see the module
+    """Frames out for one RTP stream: its packets, held by a :class:`ReorderBuffer`, made
+    into a continuous stream with FEC, concealment and adaptive delay (see the module
     docstring); ``decoder``: the codec's (Opus by default)."""
 
     def __init__(
@@ -104,14 +102,14 @@ class Receiver:
         self.decoder: FrameDecoder = decoder if decoder is not None else OpusDecoder(rate)
         self.rtp_clock = self.decoder.rtp_clock
         self.frame_ts = self.rtp_clock * frame_samples // rate
-        self.capacity = capacity
         self.decision = DelayDecision(
             min_delay=min_delay, max_delay=max_delay, margin=margin, window=window,
             quantile=quantile, loss_memory=loss_memory,
         )  # fmt: skip
         self.stats = ReceiverStats()
         self._silence = np.zeros(frame_samples, dtype=np.int16)
-        self._packets: dict[int, _Packet] = {}
+        self._packets = ReorderBuffer(self.stats, self.rtp_clock, capacity, self.decoder.has_fec)
+        """Packets in: what arrived, and the packets held until their frames are played."""
         self._fifo = PlayoutFifo(rate, frame_samples)
         """Decoded samples not played yet, stretched to follow the sender's clock."""
         self._playing = False
@@ -119,7 +117,6 @@ class Receiver:
         """Extended RTP timestamp of the next frame to play (while playing)."""
         self._next_due = 0.0
         """Clock time at which that frame will be taken."""
-        self._rtp = RtpArrivals(self.stats, self.rtp_clock)
         self._ticks = 0
         self._play_from = 0.0
         """When playing may start (the first packet's wait: ``min_delay``, none after a
@@ -129,10 +126,6 @@ class Receiver:
         self._spare_since: float | None = None
         self._delay_sample = 0.0
         self._waited_for = -1
-        self._sender_fec = False
-        """The sender puts FEC data in its packets (worth waiting a frame for after a loss)."""
-        self._latest = b""
-        """The latest packet's payload, looked at for FEC only when a frame is missing."""
         self._dtx = ComfortNoise(self.decoder, frame_samples, self.frame_ts)
 
     # -- packets in
@@ -145,11 +138,10 @@ class Receiver:
     def push(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> None:
         """One RTP packet (16-bit number, 32-bit timestamp, payload) and its arrival (seconds,
         :meth:`pop`'s clock). Never raises: a packet that cannot be used is counted."""
-        stats = self.stats
-        if not self._rtp.started:
+        packets = self._packets
+        if not packets.rtp.started:
             self._play_from = arrival + self.decision.min_delay
-        ext_seq, ts = self._rtp.arrive(seq, timestamp, arrival)
-        stats.bytes_received += len(payload)
+        ext_seq, ts = packets.arrive(seq, timestamp, payload, arrival)
         if self._counted.counting:  # decoding again (``count``)
             self._play_from = arrival + self._counted.resume(ts / self.rtp_clock, arrival)
         if self._playing:
@@ -159,50 +151,31 @@ class Receiver:
                 due = self._next_due + (ts - self._next) / self.rtp_clock
                 self.decision.observe(due - arrival)
                 if ts <= self._next - self.frame_ts:
-                    self._rtp.discard(ext_seq)
+                    packets.rtp.discard(ext_seq)
                     self._dtx.late(payload, ext_seq)
                     return
-        self._latest = payload
-        if not self._sender_fec and (stats.packets_received <= 50 or not ext_seq & 7):
-            # Every packet of the first second, then every 8th: a sender that sends FEC puts
-            # some in most packets, and one that never does costs no libopus call per packet.
-            self._sender_fec = self.decoder.has_fec(payload)
-        if ts in self._packets or not payload:
-            self._rtp.discard(ext_seq)
-            return
-        if len(self._packets) >= self.capacity:
-            oldest = min(self._packets)
-            if ts < oldest:
-                self._rtp.discard(ext_seq)
-                return
-            del self._packets[oldest]
-            stats.packets_discarded += 1
-        self._packets[ts] = _Packet(payload, arrival, ext_seq)
+        packets.hold(ext_seq, ts, payload, arrival)
 
     def count(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> None:
         """A packet nobody needs decoded (an idle playout, ``rtc/uplink.py``): counted as
         :meth:`push` counts it, not kept, its jitter learned; the next :meth:`push` starts the
         stream afresh, behind that jitter (:class:`~bridge.audio.delay.CountedJitter`)."""
-        if self._playing or self._packets:
+        if self._playing or self._packets.held:
             self._restart()
-        _, ts = self._rtp.arrive(seq, timestamp, arrival)
-        self.stats.bytes_received += len(payload)
+        _, ts = self._packets.arrive(seq, timestamp, payload, arrival)
         self._counted.counted(ts / self.rtp_clock, arrival)
 
     def push_redundant(self, timestamp: int, payload: bytes, arrival: float) -> None:
         """A redundant copy of an earlier frame (RFC 2198 RED): used only if that frame's own
         packet has not arrived and its turn has not passed; never counted as a packet."""
-        ts = self._rtp.extend(timestamp)
-        if ts is None or not payload or ts in self._packets:
+        ts = self._packets.rtp.extend(timestamp)
+        if ts is None or (self._playing and not self._next <= ts <= self._next + self.rtp_clock):
             return
-        if self._playing and not self._next <= ts <= self._next + self.rtp_clock:
-            return
-        self._packets[ts] = _Packet(payload, arrival, None)
-        self.stats.red_recovered_packets += 1
+        self._packets.hold_redundant(ts, payload, arrival)
 
     def numbered(self, seq: int) -> None:
         """A packet of this stream that is not audio (an RFC 4733 event) took number ``seq``."""
-        self._dtx.passed(self._rtp.extend_seq(seq))
+        self._dtx.passed(self._packets.rtp.extend_seq(seq))
 
     @property
     def delay(self) -> float:
@@ -212,19 +185,20 @@ class Receiver:
     @property
     def buffered(self) -> int:
         """Packets held, plus the whole frames of decoded samples waiting to be played."""
-        return len(self._packets) + self._fifo.held // self.frame_samples
+        return len(self._packets.held) + self._fifo.held // self.frame_samples
 
     # -- frames out
     def pop(self, now: float) -> Pcm:
         """The next 20 ms frame (``frame_samples`` int16), for the clock tick at ``now``."""
         if not self._playing and not self._start(now):
-            if self._rtp.started and not self._packets:  # (held: the first waits its delay)
+            packets = self._packets
+            if packets.rtp.started and not packets.held:  # (held: the first waits its delay)
                 self.stats.concealed_samples += self.frame_samples
                 self.stats.silent_concealed_samples += self.frame_samples
             return self._silence
         self._next_due = now
         decision = self.decision
-        direction = decision.direction(now, sender_fec=self._sender_fec)
+        direction = decision.direction(now, sender_fec=self._packets.sender_fec)
         if decision.urgent:
             # Packets are late right now (a jitter spike, not drift): a frame of concealment
             # buys a frame of delay at once, as NetEq's expand does.
@@ -281,7 +255,7 @@ class Receiver:
         return fifo.take()
 
     def _next_at_hand(self) -> bool:
-        return any(abs(t - self._next) < self.frame_ts for t in self._packets)
+        return any(abs(t - self._next) < self.frame_ts for t in self._packets.held)
 
     def _conceal_frame(self, *, insertion: bool) -> Pcm:
         """One frame of concealment played after what the FIFO holds (in stream order)."""
@@ -292,12 +266,12 @@ class Receiver:
     def _wait_for_fec(self, now: float) -> bool:
         if (
             self._fifo.held >= self.frame_samples
-            or self._next in self._packets
-            or any(abs(t - self._next) <= self.frame_ts for t in self._packets)
+            or self._next in self._packets.held
+            or any(abs(t - self._next) <= self.frame_ts for t in self._packets.held)
             or self._waited_for == self._next
             or self._concealed_run > 0  # already concealing: an outage, not a single loss
             or self._dtx.active  # nothing was sent: the sender is silent
-            or not self._sends_fec()  # last: a libopus call, only when a frame is missing
+            or not self._packets.sends_fec()  # last: a libopus call, only when a frame is missing
         ):
             return False
         if not self.decision.worth_waiting_for_fec():
@@ -306,17 +280,12 @@ class Receiver:
         self.decision.last_loss = now
         return True
 
-    def _sends_fec(self) -> bool:
-        if not self._sender_fec:
-            held = [p.payload for p in self._packets.values()]
-            self._sender_fec = any(self.decoder.has_fec(p) for p in (self._latest, *held) if p)
-        return self._sender_fec
-
     def _start(self, now: float) -> bool:
-        if not self._packets or now < self._play_from:
+        held = self._packets.held
+        if not held or now < self._play_from:
             return False
         self._playing = True
-        self._next = min(self._packets)
+        self._next = min(held)
         self._fifo.clear()
         self._concealed_run = 0
         self._ticks = 0
@@ -332,16 +301,17 @@ class Receiver:
         self._dtx.forget_numbers()
 
     def _decode_next(self) -> Pcm:
-        packet = self._packets.pop(self._next, None)
-        if packet is None and self._packets:
+        packets = self._packets
+        packet = packets.take(self._next)
+        if packet is None and packets.held:
             # Not every sender's packets sit on one 20 ms grid from its first packet (a
             # first packet of another length, a timestamp nudged by the sender's clock): a
             # packet less than a frame from where we are is the next one, and the timeline
             # follows it.
-            near = [t for t in self._packets if abs(t - self._next) < self.frame_ts]
+            near = [t for t in packets.held if abs(t - self._next) < self.frame_ts]
             if near:
                 self._next = min(near)
-                packet = self._packets.pop(self._next)
+                packet = packets.take(self._next)
         if packet is not None:
             try:
                 pcm = self.decoder.decode(packet.payload)
@@ -355,8 +325,8 @@ class Receiver:
                 self.stats.total_samples_received += pcm.size
                 self._delay_sample = self._next_due - packet.arrival
                 return pcm
-        quiet = self._next_due - self._rtp.last_arrival  # the sender's DTX, or a loss?
-        noise = None if self._dtx.lost(self._packets, self._next) else self._dtx.fill(quiet)
+        quiet = self._next_due - packets.rtp.last_arrival  # the sender's DTX, or a loss?
+        noise = None if self._dtx.lost(packets.held, self._next) else self._dtx.fill(quiet)
         if noise is not None:
             self._next += self.frame_ts
             self.stats.dtx_samples += noise.size
@@ -364,7 +334,7 @@ class Receiver:
         # The frame's own packet is lost (or unusable): FEC from the next one, else conceal.
         self.decision.last_loss = self._next_due
         self._next += self.frame_ts
-        later = self._packets.get(self._next)
+        later = packets.held.get(self._next)
         if later is not None and self.decoder.has_fec(later.payload):
             try:
                 pcm = self.decoder.decode_fec(later.payload, self.frame_samples)
@@ -374,7 +344,7 @@ class Receiver:
                 return pcm
             except OpusError:
                 self.stats.decode_errors += 1
-        if not self._packets and self._concealed_run >= OUTAGE_FRAMES:
+        if not packets.held and self._concealed_run >= OUTAGE_FRAMES:
             self._restart()
             self.stats.silent_concealed_samples += self.frame_samples
             self.stats.concealed_samples += self.frame_samples

@@ -1,0 +1,107 @@
+"""``ReorderBuffer``: the receiver's packets in, held in RTP order until their frames are played.
+
+The receiver (:class:`~bridge.audio.receiver.Receiver`) does two jobs at two paces: packets in,
+whenever the network delivers them (here), and frames out, one every 20 ms tick
+(``receiver.py``: decode, FEC, concealment, stretching). The buffer counts every packet as it
+arrives (sequence numbers, loss, reordering, jitter, octets:
+:class:`~bridge.audio.receiver_stats.RtpArrivals`) and holds the ones still to be played by
+extended RTP timestamp, so that packets that arrive out of order are played in order and a
+duplicate is dropped; a redundant copy of a frame (RFC 2198 RED) takes a place no packet took.
+Whether a packet came too late for its frame is for the frames-out side to say: only it knows
+what was played.
+
+Pure and synchronous: whether a payload carries FEC is asked of the receiver's decoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from .receiver_stats import ReceiverStats, RtpArrivals
+
+__all__ = ["ReorderBuffer"]
+
+
+class _Packet:
+    __slots__ = ("arrival", "payload", "seq")
+
+    def __init__(self, payload: bytes, arrival: float, seq: int | None) -> None:
+        self.payload = payload
+        self.arrival = arrival
+        self.seq = seq
+        """Extended RTP sequence number (``None``: a redundant copy, RED, has none)."""
+
+
+class ReorderBuffer:
+    """One RTP stream's packets, counted as they arrive and held by extended RTP timestamp
+    until the receiver takes them to play (see the module docstring); at most ``capacity``,
+    the oldest making room. ``has_fec``: whether a payload carries in-band FEC (the decoder's
+    own test)."""
+
+    def __init__(
+        self, stats: ReceiverStats, rtp_clock: int, capacity: int, has_fec: Callable[[bytes], bool]
+    ) -> None:
+        self.stats = stats
+        self.capacity = capacity
+        self.rtp = RtpArrivals(stats, rtp_clock)
+        """What arrived and when (loss, reordering and jitter counted in ``stats``), numbers
+        and timestamps extended past their wrap."""
+        self._has_fec = has_fec
+        self._packets: dict[int, _Packet] = {}
+        self.held: Mapping[int, _Packet] = self._packets
+        """The packets held, by extended RTP timestamp (read only: :meth:`take` takes one)."""
+        self.sender_fec = False
+        """The sender puts FEC data in its packets (worth waiting a frame for after a loss)."""
+        self._latest = b""
+        """The latest packet's payload, looked at for FEC only when a frame is missing."""
+
+    def arrive(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> tuple[int, int]:
+        """A packet arrived (to be played, or only counted): counted; its extended sequence
+        number and timestamp."""
+        ext_seq, ts = self.rtp.arrive(seq, timestamp, arrival)
+        self.stats.bytes_received += len(payload)
+        return ext_seq, ts
+
+    def hold(self, ext_seq: int, ts: int, payload: bytes, arrival: float) -> None:
+        """An arrived packet whose frame is still to be played: held until it is, unless it is
+        a duplicate, empty, or older than every packet held in a full buffer (discarded)."""
+        self._latest = payload
+        if not self.sender_fec and (self.stats.packets_received <= 50 or not ext_seq & 7):
+            # Every packet of the first second, then every 8th: a sender that sends FEC puts
+            # some in most packets, and one that never does costs no libopus call per packet.
+            self.sender_fec = self._has_fec(payload)
+        if ts in self._packets or not payload:
+            self.rtp.discard(ext_seq)
+            return
+        if len(self._packets) >= self.capacity:
+            oldest = min(self._packets)
+            if ts < oldest:
+                self.rtp.discard(ext_seq)
+                return
+            del self._packets[oldest]
+            self.stats.packets_discarded += 1
+        self._packets[ts] = _Packet(payload, arrival, ext_seq)
+
+    def hold_redundant(self, ts: int, payload: bytes, arrival: float) -> None:
+        """A redundant copy (extended timestamp ``ts``) of a frame still to be played: held
+        only if its own packet is not; never counted as a packet."""
+        if not payload or ts in self._packets:
+            return
+        self._packets[ts] = _Packet(payload, arrival, None)
+        self.stats.red_recovered_packets += 1
+
+    def take(self, ts: int) -> _Packet | None:
+        """The packet held at ``ts``, out of the buffer to be played (``None``: none is)."""
+        return self._packets.pop(ts, None)
+
+    def clear(self) -> None:
+        """The stream starts again: nothing held will be played."""
+        self._packets.clear()
+
+    def sends_fec(self) -> bool:
+        """Whether the sender puts FEC data in its packets: as seen on arrival, else as the
+        latest packet and those held show (a libopus call each: ask only for a missing frame)."""
+        if not self.sender_fec:
+            held = [p.payload for p in self._packets.values()]
+            self.sender_fec = any(self._has_fec(p) for p in (self._latest, *held) if p)
+        return self.sender_fec
