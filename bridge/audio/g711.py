@@ -69,3 +69,18 @@ _A_TABLE = _alaw_table()
 def alaw_decode(data: bytes) -> Pcm:
     """A-law bytes → s16 samples."""
     return _A_TABLE[np.frombuffer(data, dtype=np.uint8)]
+
+
+# Each code's sample squared: a payload's energy is a table lookup and a sum, no decode.
+_SQUARES = _TABLE.astype(np.float64) ** 2
+_A_SQUARES = _A_TABLE.astype(np.float64) ** 2
+
+
+def ulaw_energy(data: bytes) -> float:
+    """The sum of squares of the samples µ-law ``data`` decodes to."""
+    return float(_SQUARES[np.frombuffer(data, dtype=np.uint8)].sum())
+
+
+def alaw_energy(data: bytes) -> float:
+    """The sum of squares of the samples A-law ``data`` decodes to."""
+    return float(_A_SQUARES[np.frombuffer(data, dtype=np.uint8)].sum())

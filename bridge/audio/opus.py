@@ -302,6 +302,11 @@ class OpusDecoder:
         """Whether ``packet`` carries in-band FEC (see :func:`has_fec`)."""
         return has_fec(packet)
 
+    @staticmethod
+    def energy(packet: bytes) -> None:
+        """A frame's energy is known only by decoding it (``FrameDecoder.energy``)."""
+        return None
+
     def decode_fec(self, packet: bytes, samples: int) -> Pcm:
         """The *previous* frame, ``samples`` long, rebuilt from the in-band FEC (LBRR) data
         that ``packet`` carries (RFC 6716 §2.1.7; ``opus_decode`` with ``decode_fec=1``).

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from .g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
+from .g711 import alaw_decode, alaw_encode, alaw_energy, ulaw_decode, ulaw_encode, ulaw_energy
 from .g722 import G722Decoder, G722Encoder
 from .opus import OpusEncoder
 from .pcm import Pcm
@@ -49,6 +49,10 @@ class _PhoneDecoder(abc.ABC):
     def has_fec(self, payload: bytes) -> bool:
         return False
 
+    def energy(self, payload: bytes) -> float | None:
+        """The 16 kHz frame's sum of squares without decoding (``None``: only by decoding)."""
+        return None
+
     def conceal(self, samples: int) -> Pcm:
         return self._plc.conceal(samples)
 
@@ -65,7 +69,13 @@ class G711Decoder(_PhoneDecoder):
     def __init__(self, codec: str) -> None:
         super().__init__()
         self._law: Callable[[bytes], Pcm] = ulaw_decode if codec == "PCMU" else alaw_decode
+        self._energy: Callable[[bytes], float] = ulaw_energy if codec == "PCMU" else alaw_energy
         self._up = Upsample2x()
+
+    def energy(self, payload: bytes) -> float:
+        """From the bytes: the 8 kHz samples' squares, twice (the 16 kHz frame has twice the
+        samples at the same mean power; within 0.1 dB of the decoded frame's for speech)."""
+        return 2 * self._energy(payload)
 
     def _decode(self, payload: bytes) -> Pcm:
         return self._up.process(self._law(payload))

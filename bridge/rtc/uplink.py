@@ -17,8 +17,9 @@ nothing, not as an endless stream of silence frames.
 (``rtc/passthrough.py``) and nothing else needs them decoded (``calls/forwarding.py`` decides:
 no mix, recording, fork, socket, agent or speech detector on that direction), :class:`Playout`
 only counts them (the reports' loss, jitter and bit rate stay) and keeps the last
-:data:`WARM_PACKETS`; the reports' level comes from a sample, a run of packets decoded once a
-second. The moment something asks for the audio, the next packet
+:data:`WARM_PACKETS`; the reports' level comes from G.711's bytes where the leg speaks it
+(each packet's energy by table, ``audio/g711.py``), else from a sample, a run of packets decoded
+once a second. The moment something asks for the audio, the next packet
 is decoded after those, so the decoder carries on from the sender's state with no seam.
 """
 
@@ -143,15 +144,23 @@ class Playout:
         self.idle_meters = meters if offer is not None else ()
 
     def _idle_packet(self, seq: int, timestamp: int, payload: bytes, now: float) -> None:
-        """A packet nobody needs decoded: counted, kept for the warm-up, and decoded only in
-        the level's sample (the first :data:`LEVEL_RUN` of every :data:`LEVEL_EVERY`, the
-        last :data:`LEVEL_METERED` of them metered, the decoder warm by then)."""
+        """A packet nobody needs decoded: counted, kept for the warm-up, and metered from its
+        bytes where the codec allows (G.711), else decoded only in the level's sample (the
+        first :data:`LEVEL_RUN` of every :data:`LEVEL_EVERY`, the last :data:`LEVEL_METERED`
+        of them metered, the decoder warm by then)."""
         self.receiver.count(seq, timestamp, payload, now)
         self._skipped.append(payload)
         self._idle = True
+        meters = self.idle_meters
+        energy = self.receiver.decoder.energy(payload) if meters else None
+        if energy is not None:  # the codec's level from its bytes (G.711): every packet's
+            self.not_decoded += 1
+            for meter in meters:
+                meter.add_energy(energy, FRAME_SAMPLES)
+            return
         phase = self._idle_packets % LEVEL_EVERY
         self._idle_packets += 1
-        if phase >= LEVEL_RUN or not self.idle_meters:
+        if phase >= LEVEL_RUN or not meters:
             self.not_decoded += 1
             return
         try:

@@ -235,6 +235,50 @@ async def test_an_idle_playouts_level_comes_from_a_sample_each_second() -> None:
     assert abs(sampled - whole) < 0.5, (sampled, whole)
 
 
+@pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
+async def test_an_idle_g711_playouts_level_comes_from_every_packets_bytes(codec: str) -> None:
+    """An idle G.711 leg (Meta's G.711 forwarded to a PBX phone) decodes nothing, not even a
+    sample: each packet's energy comes from its bytes (a table of squares), so every packet is
+    metered, at the level decoding them all gives, to 0.1 dB."""
+    from bridge.audio.g711 import alaw_encode, ulaw_encode
+    from bridge.audio.phone_codecs import G711Decoder
+    from bridge.media import LevelMeter, level_dbfs
+
+    decodes = 0
+
+    class Counted(G711Decoder):
+        def _decode(self, payload: bytes) -> np.ndarray:
+            nonlocal decodes
+            decodes += 1
+            return super()._decode(payload)
+
+    encode = ulaw_encode if codec == "PCMU" else alaw_encode
+    # A voice-like 300 Hz tone rising from -30 to -10 dBFS, at 8 kHz, 160 samples a packet.
+    n = 100 * 160
+    pcm = tone(300, n, 8000, 0.3) * np.geomspace(0.1, 1.0, n)
+    packets = [encode(pcm[i : i + 160].astype(np.int16)) for i in range(0, n, 160)]
+    tasks = TaskSet("test")
+    playout = Playout(lambda pcm: None, BusStats(), tasks, lambda: Counted(codec))
+    heard = LevelMeter()
+    playout.forward = lambda seq, ts, payload, at: None
+    playout.needs_pcm = lambda at: False
+    playout.idle_meters = (heard,)
+    for seq, p in enumerate(packets):
+        playout.packet(seq, seq * 160, p, time.monotonic())
+    playout.stop()
+    await tasks.close()
+    assert decodes == 0 and playout.not_decoded == len(packets)
+    assert heard.samples == len(packets) * FRAME_SAMPLES  # every packet, as 16 kHz frames
+    reference = LevelMeter()
+    decoder = G711Decoder(codec)
+    for p in packets:
+        reference.add(decoder.decode(p))
+    metered = level_dbfs(heard.energy, heard.samples)
+    whole = level_dbfs(reference.energy, reference.samples)
+    assert metered is not None and whole is not None
+    assert abs(metered - whole) < 0.1, (metered, whole)
+
+
 async def test_an_idle_legs_quality_counts_the_network_loss_its_listener_meets() -> None:
     """Nothing is played on an idle leg, so no concealment is measured there: the MOS counts
     the packets the network lost instead (the forwarded-to receiver must rebuild them), and
