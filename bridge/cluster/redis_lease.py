@@ -53,6 +53,8 @@ class Lease:
         self.detail = "not connected yet"
         self.draining = False
         self._up_since = 0.0
+        self._beaten_at: float | None = None
+        """When the latest heartbeat was written (monotonic)."""
 
     # -- whether Redis answers
     def settled(self) -> bool:
@@ -71,6 +73,7 @@ class Lease:
             log.warning("call directory (Redis) unreachable: %s; new calls are refused", why)
         self.up = False
         self.detail = why
+        self._beaten_at = None  # the gap to the next beat is Redis's, not the loop's
 
     async def mark_up(self) -> None:
         if self.up:
@@ -103,8 +106,24 @@ class Lease:
             pipe.sadd(WORKERS, self.worker_id)
             pipe.exists(f"{P}reaped:{self.worker_id}")
             *_, reaped = await pipe.execute()
+        self._late(time.monotonic())
         if reaped:
             await self._fenced()
+
+    def _late(self, now: float) -> None:
+        """Say so when this beat came over two intervals after the last: the event loop was
+        held up (a burst of work on a starved CPU), and held up to the TTL, the survivors
+        would have taken this live worker for dead and ended its calls."""
+        last, self._beaten_at = self._beaten_at, now
+        if last is not None and now - last > self.heartbeat_ttl * 2 / 3:
+            log.warning(
+                "worker %s: heartbeat %.1f s after the previous one (every %.1f s, dead at "
+                "%.1f s): its event loop was held up",
+                self.worker_id,
+                now - last,
+                self.heartbeat_ttl / 3,
+                self.heartbeat_ttl,
+            )
 
     async def _fenced(self) -> None:
         """A survivor took this worker for dead (it was cut off from Redis, or stalled, for

@@ -1,0 +1,77 @@
+"""The worker's heartbeat in the call directory (``cluster/redis_lease.py``): a beat that comes
+late says so once, at WARNING (the event loop was held up: a survivor would take this live
+worker for dead at the TTL and end its calls); a gap that Redis's absence made is not the
+loop's and is not reported as such."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bridge.cluster import redis_lease
+from bridge.cluster.redis_lease import Lease
+
+
+class Pipeline:
+    def __init__(self, redis: FakeRedis) -> None:
+        self.redis = redis
+
+    async def __aenter__(self) -> Pipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def set(self, key: str, value: str, px: int) -> None:
+        self.redis.beats.append((key, px))
+
+    def sadd(self, key: str, member: str) -> None: ...
+
+    def exists(self, key: str) -> None: ...
+
+    async def execute(self) -> list[Any]:
+        return [True, 1, 0]  # written, registered, not reaped
+
+
+class FakeRedis:
+    def __init__(self) -> None:
+        self.beats: list[tuple[str, int]] = []
+
+    def pipeline(self, transaction: bool = False) -> Pipeline:
+        return Pipeline(self)
+
+
+async def _noop() -> None:
+    return None
+
+
+async def test_a_late_heartbeat_says_the_loop_was_held_up_once(monkeypatch, caplog) -> None:
+    redis = FakeRedis()
+    lease = Lease(
+        redis,
+        worker_id="w1",
+        url="http://127.0.0.1:1",
+        heartbeat_ttl=3.0,
+        max_calls=10,
+        calls=lambda: 2,
+        catch_up=_noop,
+        end_local_calls=_noop,
+    )
+    now = [100.0]
+    monkeypatch.setattr(redis_lease.time, "monotonic", lambda: now[0])
+    caplog.set_level(logging.WARNING, logger="bridge.cluster.redis_lease")
+    for step in (0.0, 1.0, 1.9):  # every third of the TTL, a little late: fine
+        now[0] += step
+        await lease.beat()
+    assert caplog.records == []
+    now[0] += 2.5  # over two intervals (2 s of a 3 s TTL): the loop was held up
+    await lease.beat()
+    [late] = caplog.records
+    assert late.levelno == logging.WARNING and "heartbeat 2.5 s after" in late.getMessage()
+    assert "dead at 3.0 s" in late.getMessage()
+    lease.mark_down(ConnectionError("redis gone"))  # Redis away: that gap is not the loop's
+    caplog.clear()
+    now[0] += 30.0
+    await lease.beat()
+    assert [r for r in caplog.records if "heartbeat" in r.getMessage()] == []
+    assert len(redis.beats) == 5 and {px for _, px in redis.beats} == {3000}
