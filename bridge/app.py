@@ -16,6 +16,7 @@ from .api.errors import BODY_TIMEOUT, error_middleware
 from .api.keys import CATALOG, METRICS, SETTINGS, TURN
 from .api.limits import cors_middleware, cors_on_prepare, rate_limit_middleware
 from .api.routing import call_id_of, routing_middleware
+from .api.schema import openapi_document
 from .api.tenancy import tenancy_middleware
 from .api.trunks import sip_trunks
 from .calls import CallEvents, InMemoryCallRegistry
@@ -59,6 +60,10 @@ def create_app(
     server, storage, cluster = settings.server, settings.storage, settings.cluster
     static = web_dir()
     prepare_data_dir(storage.data_dir)
+    # The API's document, read here, before the worker listens: parsed in the first request
+    # that validates a body, it held a fresh worker's event loop for 0.2-0.7 s while it took
+    # handed-over calls, past its heartbeat on a loaded host (a survivor then reaped it).
+    openapi_document()
     middlewares = [
         cors_middleware(server.cors_origins),
         error_middleware,

@@ -1,7 +1,8 @@
-"""The worker's heartbeat in the call directory (``cluster/redis_lease.py``): a beat that comes
-late says so once, at WARNING (the event loop was held up: a survivor would take this live
-worker for dead at the TTL and end its calls); a gap that Redis's absence made is not the
-loop's and is not reported as such."""
+"""A worker's event loop held up, and what depends on it: the heartbeat in the call directory
+(``cluster/redis_lease.py``), which says so once, at WARNING, when it comes late (a survivor
+would take this live worker for dead at the TTL and end its calls), but not for a gap Redis's
+absence made; and what once held a fresh worker's loop in its first request (the API
+document's parsing), now done before it listens."""
 
 from __future__ import annotations
 
@@ -75,3 +76,16 @@ async def test_a_late_heartbeat_says_the_loop_was_held_up_once(monkeypatch, capl
     await lease.beat()
     assert [r for r in caplog.records if "heartbeat" in r.getMessage()] == []
     assert len(redis.beats) == 5 and {px for _, px in redis.beats} == {3000}
+
+
+def test_the_api_document_is_read_when_the_app_is_built_not_in_a_request(tmp_path) -> None:
+    """Parsing ``openapi.yaml`` in the first request that validates a body held a fresh
+    worker's event loop for 0.2-0.7 s (one step, no await), enough on a loaded host to miss
+    its heartbeat while it took handed-over calls: it is read before the worker listens."""
+    from bridge.api.schema import openapi_document
+    from bridge.app import create_app
+    from bridge.config import settings_for_tests
+
+    openapi_document.cache_clear()
+    create_app(settings_for_tests(data_dir=str(tmp_path)))
+    assert openapi_document.cache_info().currsize == 1
