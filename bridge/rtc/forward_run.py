@@ -12,8 +12,8 @@ packets and runs of the source's, and a run has two jobs:
   first is refused: its number went out already as the sender's own, and SRTP refuses an index
   sent twice (RFC 3711 §3.3.2). RFC 4733 events the stream numbers meanwhile move the mapping
   on.
-* **Lifetime.** A run lasts while the source's packets come (:meth:`RunNumbering.quiet`); when
-  it ends, the sender's RTP time moves on by the ticks nobody sent (:func:`unsent_time`). Time
+* **Lifetime.** A run lasts while the source's packets come, until it has been quiet for
+  :data:`FORWARD_WAIT` (:meth:`RunNumbering.quiet`), for both senders; when it ends, the sender's RTP time moves on by the ticks nobody sent (:func:`unsent_time`). Time
   is an input: a packet is placed with its arrival time and the quiet is asked with the asker's
   time; nothing here but the waiting task reads a clock. The trunk's media clock looks every
   tick, with the tick's time. A track's task has no tick while the source's receive callback
@@ -36,7 +36,7 @@ FORWARD_WAIT = 0.25
 """How long a forwarding run lasts past the source's last packet before the sender goes back
 to encoding the bus. Longer than a few lost packets in a row: a loss must stay a gap in what
 the far end receives (its receiver then uses the next packet's FEC), not become a frame the
-bridge encoded from its own concealment."""
+bridge encoded from its own concealment (or, from an idle source leg, from nothing)."""
 _FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 
 

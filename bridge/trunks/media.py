@@ -41,14 +41,14 @@ from ..audio.receiver import FrameDecoder
 from ..calls.samples import LegSources
 from ..media import BusStats
 from ..media.clock import Phase, worker_clock
-from ..rtc.forward_run import RunNumbering, unsent_time
+from ..rtc.forward_run import FORWARD_WAIT, RunNumbering, unsent_time
 from ..rtc.rfc4733 import DtmfDetector, KeyPresses
 from ..rtc.rtcp_schedule import RtcpInterval, RtcpSchedule
 from ..rtc.rtp_session import RtpSession
 from ..rtc.rtpsend import LeanSender
 from ..rtc.uplink import Playout
 from ..tasks import TaskSet
-from .passthrough import RUN_IDLE, one_20ms_packet
+from .passthrough import one_20ms_packet
 from .rtp_socket import Socket, rtp_payload
 from .sdp import Remote
 
@@ -291,8 +291,8 @@ class TrunkMedia:
         pcm = self.pop()
         if self._run is not None:
             idle = self._run.quiet(now)  # the tick's time, against the packets' arrivals
-            if idle < RUN_IDLE:
-                return  # the forwarded packets carry this tick
+            if idle < FORWARD_WAIT:
+                return  # the forwarded packets carry this tick (a lost one stays a gap)
             # WhatsApp's packets stopped coming: encode again.
             self._run = None
             self._ts = (self._ts + unsent_time(idle, self.step)) & 0xFFFFFFFF

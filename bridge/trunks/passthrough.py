@@ -19,10 +19,6 @@ from __future__ import annotations
 
 from ..audio.phone_codecs import NARROW_SAMPLES
 
-RUN_IDLE = 0.06
-"""Seconds without a forwarded packet after which the trunk leg encodes again (three ticks:
-WhatsApp's sender stopped, or its packets are no longer forwarded)."""
-
 
 def one_20ms_packet(codec: str, payload: bytes) -> bool:
     """Whether a packet of ``codec`` carries exactly 20 ms: Opus by its TOC byte, G.711 by

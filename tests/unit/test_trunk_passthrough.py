@@ -9,8 +9,9 @@ import time
 import numpy as np
 
 from bridge.audio.opus import OpusEncoder
+from bridge.rtc.forward_run import FORWARD_WAIT
 from bridge.trunks.media import TrunkMedia
-from bridge.trunks.passthrough import RUN_IDLE, one_20ms_frame
+from bridge.trunks.passthrough import one_20ms_frame
 
 
 class Wire:
@@ -92,24 +93,28 @@ def test_a_run_longer_than_half_the_number_space_keeps_forwarding_to_the_phone()
     assert m.forward_late == 1 and m.forwarded == 40_000
 
 
-def test_the_run_ends_run_idle_after_the_last_arrival_by_the_ticks_time() -> None:
+def test_the_run_ends_forward_wait_after_the_last_arrival_by_the_ticks_time() -> None:
     """The media clock's ticks ask the run how quiet it is at the tick's time, against the
-    packets' arrival times (no clock read): the forwarded packets carry every tick until
-    :data:`RUN_IDLE` after the last one arrived; then the leg encodes again, its RTP time moved
-    on by the ticks nobody sent (a pause, not packets sent late)."""
+    packets' arrival times (no clock read): nothing of the leg's own is sent until
+    :data:`FORWARD_WAIT` after the last packet arrived, so a burst of lost packets shorter than
+    that stays a gap for the phone's own concealment (not frames the bridge encoded from a
+    bus that has nothing of WhatsApp's: an idle leg decodes nothing); then the leg encodes
+    again, its RTP time moved on by the ticks nobody sent (a pause, not packets sent late).
+    The same wait as a browser's track (``rtc/forward_run.py``)."""
     m, wire = media([True])
     packet, at = opus_packet(), time.monotonic()
     for i in range(3):
         m.offer(500 + i, 960 * i, packet, at + 0.02 * i)
     last, ts_next = at + 0.04, m._ts
     tick = last + 0.007  # the clock's tick after the last packet was read
-    while tick - last < RUN_IDLE:
+    while tick - last < FORWARD_WAIT:
         m._tick(tick)
         assert len(wire.sent) == 3 and m.forwarding
         tick += 0.02
     m._tick(tick)
     assert not m.forwarding and len(wire.sent) == 4
-    assert wire.sent[-1][1] == (ts_next + 3 * 960) & 0xFFFFFFFF  # three ticks unsent
+    unsent = int((tick - last) / 0.02)  # 13 ticks: the run's quiet, in whole frames
+    assert wire.sent[-1][1] == (ts_next + unsent * 960) & 0xFFFFFFFF
 
 
 def test_a_queued_key_stops_forwarding() -> None:
