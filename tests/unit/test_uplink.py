@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -205,11 +206,24 @@ async def test_an_idle_playout_counts_what_it_forwards_and_decodes_from_when_ask
     assert sum(level > 1000 for level in levels) >= 12, levels
 
 
+def _level_off_by(meter: Any, decoder: Any, packets: list[bytes]) -> float:
+    """How far (dB) ``meter``'s level is from that of every packet decoded by ``decoder``."""
+    from bridge.media import LevelMeter, level_dbfs
+
+    reference = LevelMeter()
+    for p in packets:
+        reference.add(decoder.decode(p))
+    metered = level_dbfs(meter.energy, meter.samples)
+    whole = level_dbfs(reference.energy, reference.samples)
+    assert metered is not None and whole is not None
+    return abs(metered - whole)
+
+
 async def test_an_idle_playouts_level_comes_from_a_sample_each_second() -> None:
     """An idle leg decodes a run of packets a second (LEVEL_RUN of LEVEL_EVERY) and meters the
     run's last ones: the reports read the tone's level from it, within half a dB, at a fifth
     of what decoding every packet costs."""
-    from bridge.media import LevelMeter, level_dbfs
+    from bridge.media import LevelMeter
     from bridge.rtc.uplink import LEVEL_EVERY, LEVEL_METERED, LEVEL_RUN
 
     tasks = TaskSet("test")
@@ -225,14 +239,7 @@ async def test_an_idle_playouts_level_comes_from_a_sample_each_second() -> None:
     await tasks.close()
     assert playout.not_decoded == len(packets) - 2 * LEVEL_RUN
     assert heard.samples == forwarded_to.samples == 2 * LEVEL_METERED * FRAME_SAMPLES
-    reference = LevelMeter()
-    decoder = OpusDecoder(16_000)
-    for p in packets:
-        reference.add(decoder.decode(p))
-    sampled = level_dbfs(heard.energy, heard.samples)
-    whole = level_dbfs(reference.energy, reference.samples)
-    assert sampled is not None and whole is not None
-    assert abs(sampled - whole) < 0.5, (sampled, whole)
+    assert _level_off_by(heard, OpusDecoder(16_000), packets) < 0.5
 
 
 @pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
@@ -242,7 +249,7 @@ async def test_an_idle_g711_playouts_level_comes_from_every_packets_bytes(codec:
     metered, at the level decoding them all gives, to 0.1 dB."""
     from bridge.audio.g711 import alaw_encode, ulaw_encode
     from bridge.audio.phone_codecs import G711Decoder
-    from bridge.media import LevelMeter, level_dbfs
+    from bridge.media import LevelMeter
 
     decodes = 0
 
@@ -269,14 +276,7 @@ async def test_an_idle_g711_playouts_level_comes_from_every_packets_bytes(codec:
     await tasks.close()
     assert decodes == 0 and playout.not_decoded == len(packets)
     assert heard.samples == len(packets) * FRAME_SAMPLES  # every packet, as 16 kHz frames
-    reference = LevelMeter()
-    decoder = G711Decoder(codec)
-    for p in packets:
-        reference.add(decoder.decode(p))
-    metered = level_dbfs(heard.energy, heard.samples)
-    whole = level_dbfs(reference.energy, reference.samples)
-    assert metered is not None and whole is not None
-    assert abs(metered - whole) < 0.1, (metered, whole)
+    assert _level_off_by(heard, G711Decoder(codec), packets) < 0.1
 
 
 async def test_an_idle_legs_quality_counts_the_network_loss_its_listener_meets() -> None:
