@@ -13,10 +13,11 @@ packets and runs of the source's, and a run has two jobs:
   sent twice (RFC 3711 §3.3.2). RFC 4733 events the stream numbers meanwhile move the mapping
   on.
 * **Lifetime.** A run lasts while the source's packets come, until it has been quiet for
-  :data:`FORWARD_WAIT` (:meth:`RunNumbering.quiet`), for both senders; when it ends, the sender's RTP time moves on by the ticks nobody sent (:func:`unsent_time`). Time
-  is an input: a packet is placed with its arrival time and the quiet is asked with the asker's
-  time; nothing here but the waiting task reads a clock. The trunk's media clock looks every
-  tick, with the tick's time. A track's task has no tick while the source's receive callback
+  :data:`FORWARD_WAIT` (:meth:`RunNumbering.quiet`), for both senders; when it ends, the
+  sender's RTP time moves on by the ticks nobody sent (:func:`unsent_time`). Time is an input:
+  a packet is placed with its arrival time and the quiet is asked with the asker's time;
+  nothing here but the waiting task reads a clock. The trunk's media clock looks every tick,
+  with the tick's time. A track's task has no tick while the source's receive callback
   sends the run's packets, so it waits the run out (:meth:`ForwardRun.wait_out`), with one
   timer per :data:`FORWARD_WAIT` rather than one per packet, until the source goes quiet or
   forwarding is refused.
