@@ -22,8 +22,8 @@ reframed to 20 ms, bounded like every other source). It acts on the model's sign
 
 A full-duplex model (the dialect's ``duplex_buffer_ms``: GPT-Live) has no barge-in: it hears
 the caller over itself and stops by itself. The caller goes up without a pause (silence in its
-gaps and on hold: :class:`~.uplink.ContinuousUplink`), the model's stream plays through a small
-jitter buffer (:class:`~.voice.StreamedSource`), and the caller starting to speak never cuts it.
+gaps and on hold: :class:`~.uplink.ContinuousUplink`), the model's stream plays through the one
+receiver (:class:`~.voice.StreamedSource`), and the caller starting to speak never cuts it.
 """
 
 from __future__ import annotations

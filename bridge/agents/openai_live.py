@@ -7,8 +7,9 @@ the bus's own rate, nothing resampled; ``model`` ``gpt-live-1.1`` unless the app
 waits for ``session.started``. From then on the caller goes up without a pause
 (``session.input_audio.append``, silence in its gaps: the agent's ``duplex_buffer_ms``) and
 the model's one continuous stream (``session.output_audio.delta``, its silences included) is
-played through a small jitter buffer. There is no barge-in signal: the model hears the caller
-over itself and its stream turns silent; nothing is cancelled, truncated or flushed.
+played through the one receiver, at the delay its jitter needs (``agents/voice.py``). There is
+no barge-in signal: the model hears the caller over itself and its stream turns silent; nothing
+is cancelled, truncated or flushed.
 
 Transcripts come as fragments on the session's timeline with no turn boundaries; a role's turn
 closes when the other role speaks after it or the same role resumes after :data:`TURN_GAP_MS`
@@ -54,9 +55,9 @@ PCM16 = {"type": "audio/pcm", "rate": RATE}
 DEFAULT_URL = "wss://api.openai.com/v1/live/sessions"
 DEFAULT_MODEL = "gpt-live-1.1"
 BUFFER_MS = 100
-"""The most of the model's stream held before it plays (``BRIDGE_AGENT_OPENAI_LIVE_BUFFER_MS``
-sets it): the stream is real time, so its voice is gone this soon after the stream turns
-silent."""
+"""The most delay the model's stream may wait in the receiver
+(``BRIDGE_AGENT_OPENAI_LIVE_BUFFER_MS`` sets it): the stream is real time, so its voice is gone
+within it after the stream turns silent."""
 TURN_GAP_MS = 800
 """Session-timeline quiet after which a role's next fragment begins a new turn."""
 CLIENT_DELEGATION = "client_delegation"

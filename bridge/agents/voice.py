@@ -3,21 +3,25 @@ as one bus source, with what the caller has heard of each response item counted 
 frames the bus really took (so ``audio_end_ms`` is what was played, not what was received).
 
 A full-duplex model's one continuous real-time stream (GPT-Live: ``duplex_buffer_ms``) is not
-queued but played through a small :class:`~bridge.audio.JitterBuffer`
-(:class:`StreamedSource`): when the stream turns silent, its voice is gone from the call
-within that buffer's depth.
+queued but played through the one receiver (:class:`StreamedSource`, ``audio/receiver.py``),
+at the delay its jitter needs: when the stream turns silent, its voice is gone from the call
+within that delay.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 
 from ..attachments.queued_source import QueuedSource
-from ..audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, JitterBuffer, Reframer, Resampler
+from ..audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Reframer, Resampler
 from ..audio.pcm import Pcm
+from ..audio.phone_codecs import Pcm16Decoder
+from ..audio.receiver import Receiver
 from ..media import BusStats
+from ..media.clock import WorkerClock, worker_clock
 
 log = logging.getLogger(__name__)
 
@@ -27,81 +31,89 @@ CUT_ITEMS = 16
 """Interrupted items remembered, so their late deltas are not played."""
 
 
-STREAM_TARGET_FRAMES = 3
-"""Frames (60 ms) a continuous stream's jitter buffer holds before it plays, at the start and
-after an underrun (it grows by one per underrun, to at most one frame under its bound)."""
-
-
 WARN_DROPPED = 10
 """Frames of a continuous stream dropped before it is reported: a few go at a session change
 (the old stream's tail meets the new one's start); more mean a stream faster than real time."""
 
 
 class StreamedSource:
-    """An ``UplinkSource`` for a model's continuous real-time stream: reframed to 20 ms and
-    played through a :class:`~bridge.audio.JitterBuffer` of at most ``max_ms`` (beyond it the
-    oldest audio goes, counted in ``source_frames_dropped`` and logged once: the stream came
-    faster than real time). The same face as :class:`QueuedSource` where the voice uses it."""
+    """An ``UplinkSource`` for a model's continuous real-time stream, played through the one
+    receiver every RTP leg has (``audio/receiver.py``): the stream's 20 ms frames numbered by
+    their place in it, each with its arrival time, so the receiver's adaptive delay follows the
+    stream's real jitter (a low quantile of the frames' slack steered to a few ms: on a steady
+    stream the voice plays at the next tick) and conceals a frame that comes too late, instead
+    of a fixed cushion every frame waits behind. The delay never exceeds ``max_ms``: past it
+    the oldest audio goes (counted in ``source_frames_dropped``, logged once: the stream came
+    faster than real time). The same face as :class:`QueuedSource` where the voice uses it;
+    frames are taken on the worker clock's tick (its time is the receiver's clock)."""
 
     to_downlink = False
 
-    def __init__(self, *, max_ms: int, stats: BusStats, where: str = "") -> None:
-        capacity = max(STREAM_TARGET_FRAMES + 1, max_ms // FRAME_MS)
-        most = min(STREAM_TARGET_FRAMES + 1, capacity - 1)
-        self._jitter: JitterBuffer[Pcm] = JitterBuffer(
-            min_target=min(2, STREAM_TARGET_FRAMES),
-            target=STREAM_TARGET_FRAMES,
-            max_target=most,
-            slack=capacity - most,  # trimmed only past the bound
-            capacity=capacity,
-        )
+    def __init__(
+        self, *, max_ms: int, stats: BusStats, where: str = "", clock: WorkerClock | None = None
+    ) -> None:
+        self.max_ms = max(2 * FRAME_MS, max_ms - max_ms % FRAME_MS)
+        self._clock = clock if clock is not None else worker_clock()
         self._reframer = Reframer(FRAME_SAMPLES)
-        self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        self._receiver = self._new_receiver()
+        self._frames_in = 0
+        """Frames of the stream pushed: the next one's number (its RTP-like timestamp is
+        this many frames of samples)."""
         self.stats = stats
         self.where = where
-        self.max_ms = capacity * FRAME_MS
         self.played_frames = 0
         self.closed = False
         self._dropped = 0
 
+    def _new_receiver(self) -> Receiver:
+        return Receiver(decoder=Pcm16Decoder(), max_delay=self.max_ms / 1000)
+
     @property
     def buffered_ms(self) -> int:
-        return len(self._jitter) * FRAME_MS
+        return self._receiver.buffered * FRAME_MS
 
-    def push(self, pcm: Pcm) -> None:
+    def push(self, pcm: Pcm, at: float | None = None) -> None:
+        """The stream's next samples, arrived ``at`` (``time.monotonic()`` base; now when
+        ``None``)."""
         if self.closed:
             return  # off the bus (the agent is closing): nothing will play it
+        arrival = time.monotonic() if at is None else at
         for frame in self._reframer.push(pcm):
-            self._jitter.push(frame)
-        self._count_drops()
+            if self._receiver.buffered > self.max_ms // FRAME_MS:
+                self._drop(self._receiver.buffered)  # the stream came faster than real time
+            n = self._frames_in
+            self._frames_in += 1
+            self._receiver.push(
+                n & 0xFFFF, (n * FRAME_SAMPLES) & 0xFFFFFFFF, frame.tobytes(), arrival
+            )
+
+    def _drop(self, frames: int) -> None:
+        """Start the stream afresh from the next frame: the ``frames`` held go."""
+        self._receiver = self._new_receiver()
+        self._frames_in = 0
+        if self._dropped < WARN_DROPPED <= self._dropped + frames:
+            log.warning(
+                "%s: the model's stream came faster than real time: its oldest audio is "
+                "dropped to keep the voice within %d ms (BRIDGE_AGENT_OPENAI_LIVE_BUFFER_MS)",
+                self.where,
+                self.max_ms,
+            )
+        self._dropped += frames
+        self.stats.source_frames_dropped += frames
 
     def next_frame(self) -> Pcm | None:
         if self.closed:
             return None
-        frame = self._jitter.pop()
-        self._count_drops()
-        if frame is None:
-            return self._silence
-        self.played_frames += 1
+        receiver = self._receiver
+        frame = receiver.pop(self._clock.now)  # the tick's time
+        if receiver.playing:
+            self.played_frames += 1
         return frame
 
-    def _count_drops(self) -> None:
-        j = self._jitter.stats
-        dropped = j.overflow_drops + j.latency_drops
-        if dropped > self._dropped:
-            if self._dropped < WARN_DROPPED <= dropped:
-                log.warning(
-                    "%s: the model's stream came faster than real time: its oldest audio is "
-                    "dropped to keep the voice within %d ms (BRIDGE_AGENT_OPENAI_LIVE_BUFFER_MS)",
-                    self.where,
-                    self.max_ms,
-                )
-            self.stats.source_frames_dropped += dropped - self._dropped
-            self._dropped = dropped
-
     def clear(self) -> int:
-        dropped = len(self._jitter)
-        self._jitter.clear()
+        dropped = self._receiver.buffered
+        self._receiver = self._new_receiver()
+        self._frames_in = 0
         self._reframer.clear()
         return dropped
 

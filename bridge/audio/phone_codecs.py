@@ -1,5 +1,6 @@
 """The phone codecs as the one receiver (``audio/receiver.py``) decodes them: G.711 (µ-law,
-A-law) and G.722, each to the bus's 16 kHz with exactly 320 samples a 20 ms packet, and the
+A-law) and G.722 (and a voice model's linear PCM stream, :class:`Pcm16Decoder`), each to the
+bus's 16 kHz with exactly 320 samples a 20 ms packet, and the
 same interface as :class:`~bridge.audio.opus.OpusDecoder` (``decode``, ``decode_fec``,
 ``has_fec``, ``conceal``, ``warm``, ``rtp_clock``); and :class:`PhoneEncoder`, the other way:
 the bus's frames as a phone's payloads, exactly one a frame (a trunk's phone; the WhatsApp leg
@@ -91,6 +92,17 @@ class G722PhoneDecoder(_PhoneDecoder):
     def _decode(self, payload: bytes) -> Pcm:
         pcm = self._g722.decode(payload)
         return pcm if pcm.size else np.zeros(0, dtype=np.int16)
+
+
+class Pcm16Decoder(_PhoneDecoder):
+    """Linear 16-bit PCM at the bus's 16 kHz, little-endian (a voice model's real-time stream,
+    ``agents/voice.py``): nothing to decode; a missing frame concealed as the phone codecs'
+    are. Its "RTP clock" is the sample rate: the stream is numbered by its samples."""
+
+    rtp_clock = 16_000
+
+    def _decode(self, payload: bytes) -> Pcm:
+        return np.frombuffer(payload, dtype="<i2").astype(np.int16)
 
 
 def phone_decoder(codec: str) -> G711Decoder | G722PhoneDecoder:

@@ -29,7 +29,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import itertools
 import json
+import random
 import time
 from typing import Any
 
@@ -86,9 +88,16 @@ class FakeOpenAILive(CallerAudioLog):
     refused as sent before ``session.started``, so a test that sets it catches a client that
     did not wait for it."""
 
-    def __init__(self, api_key: str | None = "sk-live-test") -> None:
+    _made = itertools.count()
+
+    def __init__(self, api_key: str | None = "sk-live-test", *, seed: int | None = None) -> None:
         super().__init__()
         self.api_key = api_key
+        seed = next(self._made) if seed is None else seed
+        self.phase = random.Random(seed).uniform(0, self.CHUNK_MS / 1000)
+        """Seconds the stream's clock starts after ``session.started``: a real server's chunks
+        keep a phase of their own against the bridge's ticks (seeded: the n-th fake of a run
+        has the same phase in every run)."""
         self.headers: list[dict[str, str]] = []
         self.starts: list[dict[str, Any]] = []
         """The ``session`` of every accepted ``session.start``."""
@@ -332,8 +341,11 @@ class FakeOpenAILive(CallerAudioLog):
             await self._close(ws, "expired")
 
     async def _stream(self, ws: web.WebSocketResponse) -> None:
-        """The model's continuous real-time output, silence included."""
+        """The model's continuous real-time output, silence included, on the server's own
+        clock: its chunks' phase against the bridge's 20 ms ticks is the server's, unrelated to
+        ours (:attr:`phase`)."""
         samples = self.RATE * self.CHUNK_MS // 1000
+        await asyncio.sleep(self.phase)
         start = time.monotonic()
         sent = 0
         voiced = False
