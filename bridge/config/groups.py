@@ -822,9 +822,10 @@ class AgentSettings(_Group):
     )
     agent_openai_live_buffer_ms: int = _opt(
         100,
-        "most of GPT-Live's continuous stream held before it plays (its voice is gone this "
-        "soon after the stream turns silent; raise it only for a server that sends faster "
-        "than real time)",
+        "the most delay GPT-Live's continuous stream may wait in the receiver, whose delay "
+        "otherwise follows the stream's jitter (its voice is gone within that delay after the "
+        "stream turns silent; past it the oldest audio goes: raise it only for a server that "
+        "sends faster than real time)",
     )
     agent_retries: int = _opt(
         5, "attempts to reopen a dropped model socket before agent.failed (0: none)"
