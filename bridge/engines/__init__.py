@@ -37,7 +37,6 @@ from .base import (
 from .channels import (
     ClockedChannel,
     DtmfLeg,
-    InProcessChannel,
     MediaChannel,
     MediaClosed,
     OpensInBackground,
@@ -88,7 +87,6 @@ __all__ = [
     "EngineHealth",
     "EnginePump",
     "EngineStats",
-    "InProcessChannel",
     "LegCodecEngine",
     "LegEngine",
     "MediaChannel",

@@ -2,10 +2,8 @@
 capabilities a channel may add (each a protocol checked with ``isinstance``):
 
 - :class:`ClockedChannel`: it is a leg that lives in this worker (the Cloud API's WhatsApp
-  side, DTLS or SDES): a clocked port (``media/ports.py``) that hands its received frame to
-  the bus on the clock's receive phase and takes the frame to send on its send phase;
-- :class:`InProcessChannel`: its far end lives in this worker (the simulator's), so it is
-  clocked by the worker's media clock with plain calls (``engines/pump.py``);
+  side, DTLS or SDES, and the simulator's far end): a clocked port (``media/ports.py``) that
+  hands its frame to the bus and takes the frame to send, each in its phase of the clock;
 - :class:`OpensInBackground`: it opens (and reopens) its socket in the background;
 - :class:`WebRTCChannel` (its :class:`WebRTCLeg`): it is carried by a WebRTC peer connection
   of its own (the Cloud API's WhatsApp side);
@@ -50,32 +48,20 @@ class MediaChannel(Protocol):
 
 @runtime_checkable
 class ClockedChannel(Protocol):
-    """A media channel that is a leg of this worker's own (the Cloud API's WhatsApp side):
-    its receiver already de-jitters on the worker clock and its sender is paced by it, so
-    the pump plugs the bus into it (:meth:`plug`) and moves nothing itself: no task, no
-    queue, no reframing, no second de-jitter stage."""
+    """A media channel that is a leg of this worker's own (the Cloud API's WhatsApp side,
+    whose receiver already de-jitters on the worker clock and whose sender is paced by it; the
+    simulator's far end, which keeps no clock of its own): the pump plugs the bus into it
+    (:meth:`plug`) and moves nothing itself: no task, no queue, no reframing, no second
+    de-jitter stage."""
 
     def plug(self, port: ClockedPort) -> None:
-        """From now on hand each received frame to ``port.accept`` (the clock's receive
-        phase), send what ``port.take`` gives (its send phase), and tell ``port.ended`` when
-        the leg fails or closes (at once if it has already)."""
+        """From now on hand each frame it makes to ``port.accept`` and send what
+        ``port.take`` gives, each in its phase of the clock (a WhatsApp leg's receive and send
+        phases; the simulator's engine phase), and tell ``port.ended`` when the leg fails or
+        closes (at once if it has already)."""
 
     async def close(self) -> None:
-        """Unplug (idempotent); the leg itself stays its owner's to close."""
-
-
-@runtime_checkable
-class InProcessChannel(Protocol):
-    """A media channel whose far end lives in this worker (the simulated engine's): it keeps
-    no clock of its own, so the pump moves its audio on the worker clock's engine phase
-    (``media/clock.py``) with plain calls, not two tasks and a timer per call."""
-
-    def hear(self, pcm: Pcm) -> None:
-        """The far end hears one 20 ms uplink frame; raises :class:`MediaClosed` at end."""
-
-    def say(self, now: float) -> Pcm:
-        """The far end's 20 ms frame for the tick at ``now`` (monotonic); raises
-        :class:`MediaClosed` at end."""
+        """Unplug (idempotent); a WhatsApp leg itself stays its owner's to close."""
 
 
 @runtime_checkable

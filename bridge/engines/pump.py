@@ -1,15 +1,15 @@
 """``EnginePump``: moves audio between a call's bus and its engine media channel.
 
-Three kinds of channel, three ways (``engines/channels.py``):
+Two kinds of channel, two ways (``engines/channels.py``):
 
-- a :class:`ClockedChannel` (the Cloud API's WhatsApp leg, which lives in this worker) is
-  plugged into the bus through a :class:`BusPort` and moves its own frames on the worker
-  clock: its receiver's frame to the bus in the receive phase, the uplink frame to its
-  sender in the send phase — no task, no queue, no reframing, one de-jitter stage;
-- an :class:`InProcessChannel` (the simulator's far end) is clocked by the pump on the
-  engine phase with plain calls;
+- a :class:`ClockedChannel` (a leg of this worker: the Cloud API's WhatsApp leg, DTLS or
+  SDES, and the simulator's far end) is plugged into the bus through a :class:`BusPort` — the
+  one door of an in-worker leg on WhatsApp's side — and moves its own frames on the worker
+  clock: its frame to the bus, the uplink frame from it, each in its phase — no task, no
+  queue, no reframing, one de-jitter stage;
 - any other channel (a remote PCM engine's socket: its clock is really foreign) gets two
-  owned tasks, and the listeners' sinks follow its clock's drift (``media/frames.py``).
+  owned tasks, and the listeners' sinks follow its clock's drift (``media/frames.py``). Only
+  these keep the pump's tasks.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from collections.abc import Callable
 from ..audio import FRAME_SAMPLES, Reframer
 from ..audio.pcm import Pcm
 from ..media import BusClosed, CallBus
-from ..media.clock import Phase, worker_clock
 from ..tasks import TaskSet
-from .channels import ClockedChannel, InProcessChannel, MediaChannel, MediaClosed, MediaFatal
+from .channels import ClockedChannel, MediaChannel, MediaClosed, MediaFatal
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +60,8 @@ class EnginePump:
     Uplink frames go to the engine one by one as they arrive (no batching here; an engine
     that needs larger frames reframes in its channel). When the channel ends on its own,
     ``on_closed`` is called with the exception, so the owner can reconnect or end the call.
-    A channel whose far end lives in this worker (:class:`InProcessChannel`) gets no tasks:
-    both directions move on the worker clock's engine phase, after this tick's uplink frame
-    was made and before the browsers' tracks take the downlink frame. A leg of this worker
-    (:class:`ClockedChannel`) gets no tasks either: it is plugged into the bus (module
-    docstring).
+    A leg of this worker (:class:`ClockedChannel`) gets no tasks: it is plugged into the bus
+    (module docstring).
     """
 
     def __init__(
@@ -82,8 +78,6 @@ class EnginePump:
         self._closing = False
         self._close_lock = asyncio.Lock()
         self._closed = False
-        self._unclock: Callable[[], None] | None = None
-        """Takes the in-process channel's tick off the worker clock."""
 
     def start(self) -> None:
         channel = self.channel
@@ -91,36 +85,9 @@ class EnginePump:
             self.bus.open_uplink(clocked=True)
             channel.plug(BusPort(self.bus, self._ended))
             return
-        if isinstance(channel, InProcessChannel):
-            self.bus.open_uplink(clocked=True)
-            self._unclock = worker_clock().register(self._tick, Phase.ENGINE)
-            return
         self.bus.open_uplink()
         self._tasks.spawn(self._run_uplink(), "uplink")
         self._tasks.spawn(self._run_downlink(), "downlink")
-
-    def _tick(self, now: float) -> None:
-        channel: InProcessChannel = self.channel  # type: ignore[assignment]  # (start)
-        stats = self.bus.stats
-        try:
-            try:
-                while (frame := self.bus.take_uplink()) is not None:
-                    stats.whatsapp_out.add(frame.pcm)
-                    channel.hear(frame.pcm)
-            except BusClosed:
-                pass  # the call is closing: the far end still speaks until the pump closes
-            pcm = channel.say(now)
-        except MediaClosed as exc:
-            self._stop_clock()
-            self._ended(exc)
-            return
-        stats.whatsapp_in.add(pcm)
-        self.bus.push_downlink(pcm)
-
-    def _stop_clock(self) -> None:
-        if self._unclock is not None:
-            self._unclock()
-            self._unclock = None
 
     async def _run_uplink(self) -> None:
         try:
@@ -159,7 +126,6 @@ class EnginePump:
                 return
             self._closing = True
             self.bus.close_uplink()
-            self._stop_clock()
             await self._tasks.close()
             try:
                 await asyncio.wait_for(self.channel.close(), 5.0)

@@ -4,8 +4,9 @@ It behaves like a remote engine seen through the ``Engine`` protocol: dialling r
 ``sim_answer_delay`` seconds and then answers; the remote party echoes what it hears after
 ``sim_echo_delay`` seconds (or sends a tone, or silence); it can hang up by itself after
 ``sim_hangup_after`` seconds; inbound calls are created on demand. Its far end lives in
-this worker, so its media runs on the worker's 20 ms clock (an ``InProcessChannel``: the
-pump hears and asks it each tick, with no task or timer of its own).
+this worker, so it joins the call as the Cloud API's WhatsApp leg does: a clocked port the
+bus is plugged into (a ``ClockedChannel``, ``media/ports.py``), heard and asked on the worker
+clock's engine phase each tick, with no task or timer of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +26,8 @@ from ..audio import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, tone
 from ..audio.pcm import Pcm
 from ..config import Settings, SimPeer, SimSettings
 from ..errors import EngineCallNotFound, EngineError
-from ..media.clock import worker_clock
+from ..media.clock import Phase, worker_clock
+from ..media.ports import ClockedPort
 from ..tasks import TaskSet
 from .base import EngineEvent, EngineEventKind, EngineHealth, EngineStats, RemoteCall, emit
 from .channels import MediaClosed
@@ -53,7 +56,9 @@ class SimCall:
 
 
 class SimMediaChannel:
-    """The simulated peer's end of a call's audio, paced by the worker clock."""
+    """The simulated peer's end of a call's audio, paced by the worker clock: plugged into the
+    bus (:meth:`plug`), it hears this tick's uplink frame and says its own in the engine phase,
+    after the mix and before the tracks take the downlink."""
 
     def __init__(self, call: SimCall, settings: SimSettings) -> None:
         self.call = call
@@ -72,6 +77,26 @@ class SimMediaChannel:
         self._slack = 5 if settings.sim_echo_delay > 0 else 1
         self.underruns = 0
         self._closed = asyncio.Event()
+        self._port: ClockedPort | None = None
+        self._unclock: Callable[[], None] | None = None
+
+    def plug(self, port: ClockedPort) -> None:
+        """The bus from now on, on the worker clock's engine phase; a channel already closed
+        tells it at once."""
+        if self._closed.is_set():
+            port.ended(f"{self.call.id}: the simulated far end hung up")
+            return
+        self._port = port
+        if self._unclock is None:
+            self._unclock = worker_clock().register(self._tick, Phase.ENGINE)
+
+    def _tick(self, now: float) -> None:
+        port = self._port
+        if port is None:
+            return
+        while (pcm := port.take(now)) is not None:
+            self.hear(pcm)
+        port.accept(self._produce(now))
 
     def hear(self, pcm: Pcm) -> None:
         if self._closed.is_set():
@@ -126,7 +151,15 @@ class SimMediaChannel:
         return line.popleft()[1]
 
     async def close(self) -> None:
+        """The far end hangs up (or the call's media closes): off the clock, and the plugged
+        port told once."""
         self._closed.set()
+        unclock, self._unclock = self._unclock, None
+        if unclock is not None:
+            unclock()
+        port, self._port = self._port, None
+        if port is not None:
+            port.ended(f"{self.call.id}: the simulated far end hung up")
 
 
 class SimEngine:

@@ -1,6 +1,7 @@
-"""The pump of an in-process engine (the sim's far end) runs on the worker clock's engine
-phase: no task or timer of its own, the uplink frame of a tick heard in that tick, one
-downlink frame a tick, and a far end that hangs up ends the pump once."""
+"""The sim's far end joins the bus as a clocked port (the door of every in-worker leg on
+WhatsApp's side) on the worker clock's engine phase: no task or timer of its own, the uplink
+frame of a tick heard in that tick, one downlink frame a tick, and a far end that hangs up ends
+the pump once."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from bridge.audio import FRAME_SAMPLES, SAMPLE_RATE, tone
 from bridge.config import SimPeer, SimSettings
-from bridge.engines import EnginePump, InProcessChannel, MediaClosed
+from bridge.engines import ClockedChannel, EnginePump, MediaClosed
 from bridge.engines.sim import SimCall, SimMediaChannel
 from bridge.media import CallBus
 from bridge.media.clock import Phase, worker_clock
@@ -26,7 +27,7 @@ def sim_channel(peer: SimPeer, **settings: float) -> SimMediaChannel:
 async def test_the_sim_echo_hears_and_answers_in_the_tick_the_frame_was_made() -> None:
     bus = CallBus("c1")
     channel = sim_channel(SimPeer.ECHO, sim_echo_delay=0.0)
-    assert isinstance(channel, InProcessChannel)
+    assert isinstance(channel, ClockedChannel)
     heard: list[tuple[int, BusFrame]] = []
     bus.add_downlink_tap(lambda frame: heard.append((clock.n, frame)))
     clock = worker_clock()
