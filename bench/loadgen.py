@@ -31,6 +31,7 @@ import fractions
 import itertools
 import json
 import os
+import random
 import sys
 import time
 from collections import deque
@@ -159,6 +160,10 @@ class PacketTrack(MediaStreamTrack):
         packets: list[bytes | None],
         echo: deque[bytes] | None = None,
         probe: ClickProbe | None = None,
+        *,
+        period: float = 0.02,
+        jitter: float = 0.0,
+        rng: random.Random | None = None,
     ) -> None:
         super().__init__()
         self.packets = packets
@@ -167,6 +172,12 @@ class PacketTrack(MediaStreamTrack):
         self.probe = probe
         self.n = 0
         self.start: float | None = None
+        self.period = period
+        """Its clock's 20 ms (a drifting clock's is a few ppm off)."""
+        self.jitter = jitter
+        """Each packet held up to this many seconds past its time (uniform, ``rng``): the
+        network's jitter, its packets still in order (one path)."""
+        self.rng = rng or random.Random(1)
 
     async def recv(self) -> av.Packet:
         while True:
@@ -175,7 +186,10 @@ class PacketTrack(MediaStreamTrack):
             if self.start is None:
                 self.start = time.monotonic()
             else:
-                wait = self.start + self.n * 0.02 - time.monotonic()
+                due = self.start + self.n * self.period
+                if self.jitter:
+                    due += self.rng.uniform(0.0, self.jitter)
+                wait = due - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
             payload = self.echo.popleft() if self.echo else self.packets[self.n % len(self.packets)]

@@ -21,6 +21,14 @@ written by the fake's ``meta_offer`` as Meta writes it for a number with
 ``connect`` webhook each. The bridge's ``pre_accept``/``accept`` carry its answer. Until
 anything arrives, a peer answered in G.711 plays a 440 Hz tone coded in it (160-byte
 payloads), then echoes what it hears as on Opus.
+
+**The network between the WhatsApp user and the bridge** is clean unless asked
+(``--jitter-ms``, ``--loss``, ``--drift-ppm``, ``--seed``; :class:`Network`): each peer's
+packets then leave on a clock ``drift_ppm`` off the bridge's, each held up to ``jitter_ms``
+past its time (in order), and ``loss`` of them never sent (RTP only, after aiortc numbered
+them: a gap in the sequence, as a loss on the way is), seeded per call. ``bench.trunk``'s G.711
+points ask for a real path's (issue 60: a peer as unkind as Meta's media servers across the
+internet, not a loopback echo that flatters the receive path).
 """
 
 from __future__ import annotations
@@ -53,6 +61,42 @@ from bridge.rtc import restrict_host_addresses
 from tests.fakes.cloudapi import _lines, meta_answer, meta_error, meta_offer
 from tests.fakes.cloudapi_users import contact
 
+
+@dataclass(frozen=True)
+class Network:
+    """What the path from each WhatsApp user's peer does to its packets (module docstring)."""
+
+    jitter_ms: float = 0.0
+    loss: float = 0.0
+    drift_ppm: float = 0.0
+    seed: int = 1
+
+    def track(self, packets: list[bytes | None], echo: deque[bytes], n: int) -> PacketTrack:
+        """The ``n``-th peer's track: its own clock and jitter, seeded."""
+        return PacketTrack(
+            packets,
+            echo,
+            period=0.02 * (1 + self.drift_ppm / 1e6),
+            jitter=self.jitter_ms / 1000,
+            rng=random.Random(f"{self.seed}:jitter:{n}"),
+        )
+
+    def lose(self, pc: RTCPeerConnection, n: int) -> None:
+        """Drop ``loss`` of the ``n``-th peer's RTP packets as they leave (RTCP goes through:
+        its second byte is 192-223, RFC 5761 §4)."""
+        if not self.loss:
+            return
+        transport = pc.getTransceivers()[0].sender.transport
+        send, rng, loss = transport._send_rtp, random.Random(f"{self.seed}:loss:{n}"), self.loss
+
+        async def send_rtp(data: bytes) -> None:
+            if len(data) > 1 and not 192 <= data[1] <= 223 and rng.random() < loss:
+                return
+            await send(data)
+
+        transport._send_rtp = send_rtp
+
+
 ECHO_DEPTH = 6
 """Received payloads waiting to be sent back (120 ms); the oldest go first."""
 ENDED_KEPT = 1000
@@ -84,7 +128,17 @@ class EchoCall:
 
 
 class Meta:
-    def __init__(self, bridge: str, token: str, pnid: str, secret: str, delay: float) -> None:
+    def __init__(
+        self,
+        bridge: str,
+        token: str,
+        pnid: str,
+        secret: str,
+        delay: float,
+        network: Network | None = None,
+    ) -> None:
+        self.network = network or Network()
+        self._peers = 0
         self.bridge = bridge.rstrip("/")
         self.token = token
         self.pnid = pnid
@@ -154,7 +208,9 @@ class Meta:
         call.receiver_id = id(transceiver.receiver)
         echo: deque[bytes] = deque(maxlen=ECHO_DEPTH)
         ECHOES[call.receiver_id] = echo
-        transceiver.sender.replaceTrack(PacketTrack(self.packets, echo))
+        self._peers += 1
+        transceiver.sender.replaceTrack(self.network.track(self.packets, echo, self._peers))
+        self.network.lose(pc, self._peers)
         transceiver.direction = "sendrecv"
         await pc.setLocalDescription(await pc.createAnswer())
         call.answer = meta_answer(pc.localDescription.sdp)
@@ -188,7 +244,9 @@ class Meta:
         echo: deque[bytes] = deque(maxlen=ECHO_DEPTH)
         ECHOES[call.receiver_id] = echo
         packets = g711_tone(extra[0]) if extra else self.packets
-        transceiver.sender.replaceTrack(PacketTrack(packets, echo))
+        self._peers += 1
+        transceiver.sender.replaceTrack(self.network.track(packets, echo, self._peers))
+        self.network.lose(pc, self._peers)
         await pc.setLocalDescription(await pc.createOffer())
         ice = transceiver.sender.transport.transport
         ice._connection.ice_controlling = False  # Meta is ICE-lite: never controlling
@@ -333,10 +391,17 @@ def main() -> None:
     parser.add_argument("--phone-number-id", required=True)
     parser.add_argument("--app-secret", required=True)
     parser.add_argument("--answer-delay", type=float, default=0.05)
+    parser.add_argument("--jitter-ms", type=float, default=0.0, help="each packet held 0..J ms")
+    parser.add_argument("--loss", type=float, default=0.0, help="share of RTP packets lost")
+    parser.add_argument("--drift-ppm", type=float, default=0.0, help="the peers' clock, off ours")
+    parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     count_only()
     restrict_host_addresses(["127.0.0.1"])
-    meta = Meta(args.bridge, args.token, args.phone_number_id, args.app_secret, args.answer_delay)
+    network = Network(args.jitter_ms, args.loss, args.drift_ppm, args.seed)
+    meta = Meta(
+        args.bridge, args.token, args.phone_number_id, args.app_secret, args.answer_delay, network
+    )
     app = web.Application()
     app.router.add_post("/v23.0/{pnid}/calls", meta.calls_endpoint)
     app.router.add_get("/bench/stats", meta.stats)

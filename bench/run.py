@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,8 +170,12 @@ PCM_ENGINE = "zuckzapgo"
 PCM_ENGINE_TOKEN = "bench-ztok"
 
 
-async def start_meta(port: int, bridge_port: int) -> asyncio.subprocess.Process:
-    """The Meta stand-in of the ``cloudapi`` target, on the load generator's CPU."""
+async def start_meta(
+    port: int, bridge_port: int, network: Sequence[str] = ()
+) -> asyncio.subprocess.Process:
+    """The Meta stand-in of the ``cloudapi`` target, on the load generator's CPU; ``network``:
+    its path's arguments (``bench.meta``'s ``--jitter-ms``, ``--loss``, ``--drift-ppm``,
+    ``--seed``; clean without)."""
     argv = [
         sys.executable,
         "-m",
@@ -185,6 +190,7 @@ async def start_meta(port: int, bridge_port: int) -> asyncio.subprocess.Process:
         META_PNID,
         "--app-secret",
         META_SECRET,
+        *network,
     ]
     proc = await asyncio.create_subprocess_exec(*pinned(1, argv), cwd=ROOT)
     await until_healthy(port, "the Meta stand-in")

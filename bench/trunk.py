@@ -39,8 +39,13 @@ the start): ``cpu_pct_per_call`` is the whole call's cost. Besides ``forwarded_t
 they record ``not_decoded_from_whatsapp``, the share of WhatsApp's packets that were not
 decoded (forwarded to the phone: ``packetsNotDecoded`` against those decoded).
 
+On ``--engine cloudapi`` the WhatsApp users' packets cross a real path's network, not
+loopback's clean one (``bench.meta``'s ``Network``): 0-20 ms of jitter, 1 % loss and a clock
+50 ppm off the bridge's by default (``--jitter-ms``, ``--loss``, ``--drift-ppm``, ``--seed``;
+all 0 for the clean path the figures before 2026-11-27 had).
+
 ``python -m bench.trunk [--calls 10,20] [--window 20] [--codecs PCMU,G722,opus] [--rounds 1]
-[--engine sim|cloudapi]``
+[--engine sim|cloudapi] [--jitter-ms 20] [--loss 0.01] [--drift-ppm 50] [--seed 1]``
 (the real G.711 measurement: ``--engine cloudapi --calls 10 --window 20 --codecs PCMU,opus``)
 prints a table and writes ``bench/results/trunk-<date>.json``. A benchmark, not a test:
 nothing here asserts on speed.
@@ -103,6 +108,22 @@ def scenario(codec: str, directory: Path) -> Path:
     path = directory / f"phones-{codec}.xml"
     path.write_text(text.replace(PCMU_SDP, SDP[codec]))
     return path
+
+
+def network_args(args: argparse.Namespace) -> list[str]:
+    """The WhatsApp peers' path (``bench.meta``'s :class:`~bench.meta.Network`): by default a
+    real one's, 0-20 ms of jitter, 1 % loss, a clock 50 ppm off ours (``--jitter-ms 0 --loss 0
+    --drift-ppm 0``: loopback's clean path)."""
+    return [
+        "--jitter-ms",
+        str(args.jitter_ms),
+        "--loss",
+        str(args.loss),
+        "--drift-ppm",
+        str(args.drift_ppm),
+        "--seed",
+        str(args.seed),
+    ]
 
 
 def cloudapi_env(meta_port: int) -> dict[str, str]:
@@ -341,14 +362,24 @@ async def end_point(
 async def not_decoded(http: aiohttp.ClientSession, base: str, cids: list[str]) -> dict[str, Any]:
     """The share of WhatsApp's packets the bridge did not decode (forwarded to the phone as
     they are: ``packetsNotDecoded`` against the frames decoded), over the calls since their
-    start."""
-    skipped = decoded = 0
+    start; and the path the bridge saw them cross (its RTP statistics of the WhatsApp leg:
+    the share lost, the mean interarrival jitter), so a point says what network it had."""
+    skipped = decoded = received = lost = 0
+    jitter: list[float] = []
     for cid in cids:
         async with http.get(f"{base}/call/{cid}/stats") as r:
             leg = ((await r.json()).get("leg") or {}).get("webrtc") or {}
         skipped += leg.get("packetsNotDecoded", 0)
         decoded += leg.get("framesReceived", 0)
-    return {"not_decoded_from_whatsapp": round(skipped / max(1, skipped + decoded), 3)}
+        totals = leg.get("totals") or {}
+        received += totals.get("uplinkPacketsReceived", 0)
+        lost += totals.get("uplinkPacketsLost", 0)
+        jitter.append(totals.get("uplinkJitterMs", 0.0))
+    return {
+        "not_decoded_from_whatsapp": round(skipped / max(1, skipped + decoded), 3),
+        "whatsapp_loss_seen": round(lost / max(1, received + lost), 4),
+        "whatsapp_jitter_ms_seen": round(sum(jitter) / max(1, len(jitter)), 2),
+    }
 
 
 async def until_all(
@@ -388,6 +419,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     calls_list = [int(n) for n in args.calls.split(",") if n]
     result.update(calls=calls_list, window_s=args.window, warmup_s=args.warmup, points=[])
     result["engine"] = args.engine
+    if args.engine == "cloudapi":
+        result["network"] = {
+            "jitter_ms": args.jitter_ms,
+            "loss": args.loss,
+            "drift_ppm": args.drift_ppm,
+            "seed": args.seed,
+        }
     codecs = [c for c in args.codecs.split(",") if c]
     with tempfile.TemporaryDirectory(prefix="bench-trunk-") as tmp:
         directory = Path(tmp)
@@ -406,7 +444,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 extra: dict[str, str] = {}
                 if args.engine == "cloudapi":
                     meta_port = free_port()
-                    meta = await start_meta(meta_port, port)
+                    meta = await start_meta(meta_port, port, network_args(args))
                     extra = cloudapi_env(meta_port)
                 proc = await start_bridge(port, trunk_port, data, extra)
                 base = f"http://127.0.0.1:{port}"
@@ -445,7 +483,9 @@ def show(point: dict[str, Any]) -> None:
             f"  (WhatsApp calls in; frames/s a call up {point['uplink_frames_per_call_s']:.1f}"
             f" down {point['downlink_frames_per_call_s']:.1f}; forwarded to WhatsApp "
             f"{point['forwarded_to_whatsapp']:.0%}, WhatsApp's not decoded "
-            f"{point['not_decoded_from_whatsapp']:.0%}; SIPp exit {point['phones_exit']})"
+            f"{point['not_decoded_from_whatsapp']:.0%}; the path seen: "
+            f"{point['whatsapp_loss_seen']:.1%} lost, jitter "
+            f"{point['whatsapp_jitter_ms_seen']:.1f} ms; SIPp exit {point['phones_exit']})"
         )
     if "added_pct_per_call" in point:
         extra = (
@@ -483,6 +523,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--no-reference", action="store_true", help="no sim+browser point")
     parser.add_argument("--engine", choices=("sim", "cloudapi"), default="sim")
+    parser.add_argument(
+        "--jitter-ms", type=float, default=20.0, help="cloudapi: the WhatsApp peers' jitter"
+    )
+    parser.add_argument(
+        "--loss", type=float, default=0.01, help="cloudapi: share of their RTP packets lost"
+    )
+    parser.add_argument(
+        "--drift-ppm", type=float, default=50.0, help="cloudapi: their clock against ours"
+    )
+    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     if shutil.which("sipp") is None:
