@@ -49,6 +49,8 @@ class DelayDecision:
         self.margin = margin
         self.quantile = quantile
         self.loss_memory = loss_memory
+        self.window = window
+        """Slacks kept: the latest packets'."""
         self._slack: deque[float] = deque(maxlen=window)
         self._ordered: list[float] = []
         """The same slacks, kept sorted as they come and go (no sort on every tick)."""
@@ -164,12 +166,19 @@ class CountedJitter:
     """The jitter of packets only counted, not played (an idle leg's, ``rtc/uplink.py``),
     learned against a steady line through the first of them: when playing resumes, its first
     packet waits as long as the path needs, where a receiver that resumed bare would conceal
-    at the first late packet (heard as a dip in a recording's first frames)."""
+    at the first late packet (heard as a dip in a recording's first frames).
+
+    Only the window's latest slacks are kept while counting (one float a packet); the decision
+    learns them when playing resumes, the one time they are read: the same window, the same
+    quantiles as observing each packet as it came, without keeping a sorted list up to date
+    for every packet of a leg that may never resume."""
 
     def __init__(self, decision: DelayDecision) -> None:
         self._decision = decision
         self._anchor: float | None = None
         """When RTP time 0 would be due on that line, in seconds of the receiver's clock."""
+        self._slacks: deque[float] = deque(maxlen=decision.window)
+        """The latest counted packets' slacks against that line (since it was last drawn)."""
 
     @property
     def counting(self) -> bool:
@@ -177,14 +186,24 @@ class CountedJitter:
 
     def counted(self, rtp_seconds: float, arrival: float) -> None:
         """A packet of RTP time ``rtp_seconds`` (extended) was counted at ``arrival``."""
-        due = None if self._anchor is None else self._anchor + rtp_seconds
-        if due is None or abs(due - arrival) > 1.0:  # the first, or the timeline jumped
-            self._decision.reset()
-            self._anchor, due = arrival - rtp_seconds, arrival
-        self._decision.observe(due - arrival)
+        anchor = self._anchor
+        if anchor is not None:
+            slack = anchor + rtp_seconds - arrival
+            if abs(slack) <= 1.0:
+                self._slacks.append(slack)
+                return
+        # The first, or the timeline jumped: a new line through this packet.
+        self._slacks.clear()
+        self._anchor = arrival - rtp_seconds
+        self._slacks.append(0.0)
 
     def resume(self, rtp_seconds: float, arrival: float) -> float:
         """The first packet played again: the seconds it waits before playing starts."""
         assert self._anchor is not None
         slack, self._anchor = self._anchor + rtp_seconds - arrival, None
-        return self._decision.delay_for(slack)
+        decision = self._decision
+        decision.reset()
+        for counted in self._slacks:
+            decision.observe(counted)
+        self._slacks.clear()
+        return decision.delay_for(slack)

@@ -95,13 +95,15 @@ class RtpArrivals:
     def arrive(self, seq: int, timestamp: int, arrival: float) -> tuple[int, int]:
         """A packet arrived: its extended sequence number and timestamp."""
         stats = self.stats
-        if self._seq_ref is None:
-            self._seq_ref = self._seq_base = self._seq_max = seq
-            self._ts_ref = timestamp
-        ext_seq = _unwrap(seq, self._seq_ref, 16)
-        self._seq_ref = ext_seq
-        assert self._ts_ref is not None
-        ts = _unwrap(timestamp, self._ts_ref, 32)
+        seq_ref, ts_ref = self._seq_ref, self._ts_ref
+        if seq_ref is None or ts_ref is None:
+            seq_ref = self._seq_base = self._seq_max = seq
+            ts_ref = self._ts_ref = timestamp
+        # ``_unwrap`` inlined (every packet of every leg comes here): the closest extension.
+        delta = (seq - seq_ref) & 0xFFFF
+        ext_seq = self._seq_ref = seq_ref + (delta - 0x10000 if delta >= 0x8000 else delta)
+        delta = (timestamp - ts_ref) & 0xFFFFFFFF
+        ts = ts_ref + (delta - 0x100000000 if delta >= 0x80000000 else delta)
         if ext_seq > self._seq_max:
             self._seq_max = ext_seq
             self._ts_ref = ts
@@ -109,13 +111,15 @@ class RtpArrivals:
             stats.packets_reordered += 1  # undone by discard() if it turns out unusable
         # RFC 3550 §6.4.1: J += (|D(i-1, i)| - J) / 16, D from the relative transit times.
         transit = arrival - ts / self.clock
-        if self._last_transit is not None:
-            d = abs(transit - self._last_transit)
+        last = self._last_transit
+        if last is not None:
+            d = abs(transit - last)
             if d < 1.0:  # not across a restart
                 stats.jitter += (d - stats.jitter) / 16
         self._last_transit, self.last_arrival = transit, arrival
-        stats.packets_received += 1
-        stats.packets_lost = max(0, self._seq_max - self._seq_base + 1 - stats.packets_received)
+        received = stats.packets_received = stats.packets_received + 1
+        lost = self._seq_max - self._seq_base + 1 - received
+        stats.packets_lost = lost if lost > 0 else 0
         return ext_seq, ts
 
     def extend_seq(self, seq: int) -> int | None:

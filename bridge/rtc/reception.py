@@ -77,10 +77,3 @@ class ReceptionStats:
     @property
     def jitter(self) -> int:
         return self._jitter_q4 >> 4
-
-
-def record(
-    stream: ReceptionStats, seq: int, timestamp: int, now: float, *, audio: bool = True
-) -> None:
-    """Count one received packet in ``stream`` (:meth:`ReceptionStats.received`)."""
-    stream.received(seq, timestamp, now, audio=audio)

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 from .packets import SDES_CNAME, Bye, ReceiverReport, ReportBlock, Sdes, SenderReport, parse_rtcp
-from .reception import ReceptionStats, record
+from .reception import ReceptionStats
 from .rtpsend import RtpStream, ntp_time
 
 OPUS_CLOCK = 48_000
@@ -64,10 +64,11 @@ class RtcpReports:
         """One authenticated RTP packet from the far end, ``at`` its arrival (any one base:
         the jitter is differences; ``audio=False``: an RFC 4733 event, which moves the sequence
         but not the jitter)."""
-        if ssrc != self.remote_ssrc or self.stream is None:
+        stream = self.stream
+        if ssrc != self.remote_ssrc or stream is None:
             self.remote_ssrc = ssrc
-            self.stream = ReceptionStats(self.clock)
-        record(self.stream, seq, timestamp, at, audio=audio)
+            stream = self.stream = ReceptionStats(self.clock)
+        stream.received(seq, timestamp, at, audio=audio)
 
     # -- what we send
     def sent_audio(self, timestamp: int) -> None:

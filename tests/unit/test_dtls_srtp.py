@@ -36,7 +36,7 @@ from pylibsrtp import Policy, Session
 
 from bridge.rtc import aiortc_seam, guard, rtcp
 from bridge.rtc.dtls_srtp import DtlsSrtp
-from bridge.rtc.reception import ReceptionStats, record
+from bridge.rtc.reception import ReceptionStats
 from bridge.rtc.red import RedStats
 from bridge.rtc.rfc4733 import DtmfDetector, event_payload
 from bridge.rtc.rtp_session import RtpSession, payload_bounds
@@ -231,7 +231,7 @@ def test_record_counts_as_aiortc_does_with_loss_reordering_duplicates_and_a_wrap
         now[0] += 0.02 + rng.uniform(-0.004, 0.004)
         ts = ((s - 65_000) & 0xFFFF) * 960 + 12_345
         theirs.add(RtpPacket(sequence_number=s, timestamp=ts))
-        record(ours, s, ts, now[0])
+        ours.received(s, ts, now[0])
         if i % 50 == 49:
             fractions.append((theirs.fraction_lost, ours.fraction_lost))
     fields = ("packets_received", "base_seq", "max_seq", "cycles", "_jitter_q4", "_last_arrival")
@@ -247,7 +247,7 @@ def test_the_jitter_survives_the_rtp_timestamp_wrapping_and_events_count_without
     t = 100.0
     ts = 0xFFFFFFFF - 5 * 960
     for seq in range(20):
-        record(stream, seq, ts & 0xFFFFFFFF, t)
+        stream.received(seq, ts & 0xFFFFFFFF, t)
         ts += 960
         t += 0.02
     assert stream.jitter < 5  # aiortc's non-modular difference: ~2^32 / 16 here
@@ -255,7 +255,7 @@ def test_the_jitter_survives_the_rtp_timestamp_wrapping_and_events_count_without
     # another clock. Received, not lost, and no jump in the jitter.
     jitter = stream._jitter_q4
     for seq in range(20, 26):
-        record(stream, seq, 777, t, audio=False)
+        stream.received(seq, 777, t, audio=False)
         t += 0.02
     assert stream.packets_received == 26 and stream.packets_lost == 0
     assert stream._jitter_q4 == jitter and stream.max_seq == 25

@@ -396,3 +396,33 @@ def test_a_receiver_that_only_counted_resumes_with_the_jitter_it_learned(seed: i
     # (the first frame is the decoder's first since 0.5 s: the leg warms it, this test not)
     assert played[first + 1 :].min() > 0.8 * steady, played[first : first + 12].round()
     assert rx.stats.concealed_samples == concealed  # nothing concealed since the resume
+
+
+def test_counted_jitter_resumes_as_a_decision_that_observed_every_counted_packet() -> None:
+    """``CountedJitter`` keeps the counted packets' slacks and gives them to the decision only
+    when playing resumes: the delay it then asks for is the one a decision that observed each
+    packet as it was counted gives (a window's worth and more, and a timeline jump)."""
+    from bridge.audio.delay import CountedJitter, DelayDecision
+
+    def decision() -> DelayDecision:
+        return DelayDecision(
+            min_delay=0.0, max_delay=0.2, margin=0.004, window=100, quantile=0.02, loss_memory=10
+        )
+
+    rng = np.random.default_rng(7)
+    lazy, every = decision(), decision()
+    counted, anchor = CountedJitter(lazy), None
+    arrivals = [(i * 0.02 + (5.0 if i >= 60 else 0.0), 7 + i * 0.02 + rng.uniform(0, 0.03))
+                for i in range(300)]  # fmt: skip
+    for rtp_seconds, at in arrivals:  # the counting as it was: every packet observed
+        counted.counted(rtp_seconds, at)
+        due = None if anchor is None else anchor + rtp_seconds
+        if due is None or abs(due - at) > 1.0:
+            every.reset()
+            anchor, due = at - rtp_seconds, at
+        every.observe(due - at)
+    assert anchor is not None
+    rtp_seconds, at = 300 * 0.02 + 5.0, 7 + 300 * 0.02 + 0.001
+    waits = counted.resume(rtp_seconds, at)
+    assert waits == every.delay_for(anchor + rtp_seconds - at) and waits > 0.01
+    assert lazy.quantiles() == every.quantiles() and not counted.counting

@@ -1,0 +1,225 @@
+"""The receive side of a forwarded G.711 call, per packet: both legs' real receive paths, in one
+process, no network, nothing sent.
+
+Issue 60's G.711 point (``bench/trunk.py --engine cloudapi --codecs PCMU``): a WhatsApp leg on
+PCMU (DTLS-SRTP) and a phone on a plain-RTP PCMU trunk, each forwarding its packets to the
+other, neither decoding. Here each leg's packets go through the bridge's own objects from the
+datagram on: for WhatsApp, the UDP guard's callback (a real aioice ``StunProtocol`` and
+``Connection``), ``DtlsSrtp.datagram`` with a real libsrtp session, the leg's ``RtpSession``
+and its ``Playout``; for the phone, ``PlainRtp.datagram_arrived`` and ``TrunkMedia.on_rtp`` and
+its ``Playout``. The two are wired by the call's own ``Forwarding`` (a real ``CallBus``), so
+the idle legs' bookkeeping, level meters and the per-packet decisions are the call's. Only the
+far ends' senders are stand-ins that count what they are handed (the send side has its own
+bench, ``bench/send_path.py``). Arrivals are 20 ms apart; the payloads are speech-like µ-law.
+
+It reports process CPU time per packet (``time.process_time``) of each leg, best of
+``--repeat`` runs of ``--packets`` each::
+
+    .venv/bin/python -m bench.g711_forward [--profile]
+
+``--profile`` prints cProfile's top functions of one run instead. This is a benchmark, not a
+test: nothing asserts on speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import struct
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import aioice.ice
+import numpy as np
+from aiortc import RTCCertificate, RTCIceGatherer, RTCIceTransport
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from pylibsrtp import Policy, Session
+
+from bench.send_path import machine
+from bridge.audio.g711 import ulaw_encode
+from bridge.calls.forwarding import Forwarding
+from bridge.loop import install_event_loop
+from bridge.media import CallBus
+from bridge.rtc import aiortc_seam, guard
+from bridge.rtc.dtls_srtp import DtlsSrtp
+from bridge.rtc.passthrough import PassThrough
+from bridge.rtc.rtp_session import RtpSession
+from bridge.rtc.uplink import Playout
+from bridge.tasks import TaskSet
+from bridge.trunks.media import TrunkMedia
+from bridge.trunks.rtp_socket import PlainRtp
+
+KEY = bytes(range(30))
+ADDR = ("127.0.0.1", 40000)
+PCMU = 0
+
+
+def speech(n: int) -> list[bytes]:
+    """``n`` 20 ms µ-law payloads of a voice-like signal (a varying tone, noise)."""
+    rng = np.random.default_rng(1)
+    t = np.arange(160 * n) / 8000
+    pcm = 6000 * np.sin(2 * np.pi * (180 + 40 * np.sin(t)) * t) + rng.normal(0, 300, t.size)
+    raw = ulaw_encode(pcm.astype(np.int16))
+    return [raw[160 * i : 160 * (i + 1)] for i in range(n)]
+
+
+def rtp(payloads: list[bytes], ssrc: int) -> list[bytes]:
+    return [
+        struct.pack("!BBHII", 0x80, PCMU, i & 0xFFFF, i * 160, ssrc) + p
+        for i, p in enumerate(payloads)
+    ]
+
+
+class Target:
+    """The far end's sender (a ``ForwardTarget``): counts what it is handed."""
+
+    def __init__(self) -> None:
+        self.sent = self.refused = 0
+
+    def forward(self, source: PassThrough, seq: int, ts: int, payload: bytes, at: float) -> None:
+        self.sent += 1
+
+    def forward_refused(self, source: PassThrough) -> None:
+        self.refused += 1
+
+
+class WhatsAppLeg:
+    """What ``Forwarding`` needs of the WhatsApp leg (``rtc/leg.py``'s): its playout, and a
+    pass-through to a counting sender."""
+
+    codec = "PCMU"
+
+    def __init__(self, playout: Playout) -> None:
+        self.playout = playout
+        self.target = Target()
+
+    def forward_to(self, offer: Any, needs_pcm: Any = None, meters: Any = ()) -> None:
+        self.playout.forward_to(offer, needs_pcm, meters)
+
+    def forward_from(self, allowed: Any) -> PassThrough:
+        pass_through = PassThrough(allowed)
+        pass_through.target = self.target
+        return pass_through
+
+
+def whatsapp_wire(tasks: TaskSet) -> tuple[Any, Any, RtpSession]:
+    """The WhatsApp leg's wire as the guard hands it datagrams: ``(feed, protocol, session)``."""
+    aiortc_seam.install()
+    ice = RTCIceTransport(RTCIceGatherer())
+    dtls = RTCDtlsTransport(ice, [RTCCertificate.generateCertificate()])
+    dtls._rx_srtp = Session(
+        Policy(
+            key=KEY,
+            ssrc_type=Policy.SSRC_ANY_INBOUND,
+            srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+        )
+    )
+    dtls._state = State.CONNECTED
+    connection = ice._connection
+    protocol = aioice.ice.StunProtocol(connection)
+    protocol.local_candidate = SimpleNamespace(component=1)  # type: ignore[assignment]
+    connection._nominated[1] = SimpleNamespace(protocol=protocol, remote_addr=ADDR)  # type: ignore[assignment]
+    session = RtpSession(1, "bench")
+    session.use_codec("PCMU", PCMU)
+    transceiver = SimpleNamespace(
+        receiver=SimpleNamespace(receive=None), sender=SimpleNamespace(send=None)
+    )
+    wire = DtlsSrtp(session, transceiver, tasks, "bench leg")
+    assert wire._attach(dtls)
+    return guard.guarded_datagram_arrived, protocol, session
+
+
+async def run_once(n: int, profile: cProfile.Profile | None = None) -> dict[str, float]:
+    tasks = TaskSet("bench-g711")
+    feed, protocol, session = whatsapp_wire(tasks)
+    bus = CallBus("bench")
+    playout = Playout(lambda pcm: None, bus.stats, tasks, lambda: _g711())
+    session.playout = playout
+    leg = WhatsAppLeg(playout)
+    phone = TrunkMedia("bench", "PCMU", PCMU, None, lambda pcm: None, lambda: None, _no_key)
+    phone_offered = [0]
+
+    def offer(seq: int, ts: int, payload: bytes, at: float) -> None:  # the phone's sender
+        phone_offered[0] += 1
+
+    phone.offer = offer  # type: ignore[method-assign]
+    phone._run = SimpleNamespace()  # type: ignore[assignment]  # a forwarding run: forwarding
+    Forwarding(bus, {}).update(leg, None, phone)  # type: ignore[arg-type]
+    socket = PlainRtp("bench", phone.on_rtp, phone.on_rtcp)
+
+    tx = Session(
+        Policy(
+            key=KEY,
+            ssrc_type=Policy.SSRC_ANY_OUTBOUND,
+            srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+        )
+    )
+    payloads = speech(n)
+    from_whatsapp = [tx.protect(p) for p in rtp(payloads, 0x1111)]
+    from_phone = rtp(payloads, 0x2222)
+    at0 = time.monotonic()
+    out: dict[str, float] = {}
+    if profile is not None:
+        profile.enable()
+    t0 = time.process_time()
+    for i, data in enumerate(from_whatsapp):
+        feed(protocol, data, ADDR, at0 + i * 0.02)
+    out["whatsapp"] = time.process_time() - t0
+    t0 = time.process_time()
+    arrived = socket.datagram_arrived
+    for i, data in enumerate(from_phone):
+        arrived(data, ADDR, at0 + i * 0.02 + 0.001)
+    out["phone"] = time.process_time() - t0
+    if profile is not None:
+        profile.disable()
+    assert phone_offered[0] == n and leg.target.sent == n, (phone_offered, leg.target.sent)
+    assert playout.not_decoded == n and phone.playout.not_decoded == n
+    assert session.reports.packets_received == n and phone.reports.packets_received == n
+    phone.stop()
+    playout.stop()
+    await tasks.close()
+    return {k: v / n * 1e6 for k, v in out.items()}
+
+
+def _g711() -> Any:
+    from bridge.audio.phone_codecs import phone_decoder
+
+    return phone_decoder("PCMU")
+
+
+def _no_key(digit: str, ms: int) -> None:
+    pass
+
+
+async def run(n: int, repeat: int, profile: bool) -> None:
+    if profile:
+        prof = cProfile.Profile()
+        await run_once(n, prof)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        return
+    best: dict[str, float] = {}
+    for _ in range(repeat):
+        for k, v in (await run_once(n)).items():
+            best[k] = min(best.get(k, v), v)
+    for k, v in best.items():
+        print(f"{k:10s} {v:6.2f} µs of CPU per packet received")
+    print(f"both       {sum(best.values()):6.2f} µs   machine {machine()}")
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--packets", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    install_event_loop(True)
+    asyncio.run(run(args.packets, args.repeat, args.profile))
+
+
+if __name__ == "__main__":
+    main()
