@@ -15,7 +15,7 @@ everything the sender put in them.
   packet **in the callback it arrived in**: no queue, no task woken and no timer per packet (a
   forwarded call's largest cost under asyncio was its event loop's, docs/performance.md). The
   target encodes the bus otherwise — switching either way at a packet boundary — and its
-  sender's task only waits while a forwarding run lasts.
+  clocked sender's tick sends nothing of its own while a forwarding run lasts.
 * The target's RTP stream (``rtc/rtpsend.py``'s :class:`~bridge.rtc.rtpsend.RtpStream`, the
   one owner of its sequence numbers) sends a forwarded packet with the source's number mapped
   onto its own: it keeps its distance from the others in the source's numbering, so a packet
