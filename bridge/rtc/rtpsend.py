@@ -206,7 +206,10 @@ class LeanSender:
         Meta sends nothing before it), then one tick's every tick."""
         if self.track is None or self._unregister is not None:
             return
-        self._tick(time.monotonic())  # the shell reads the clock, once; the ticks bring theirs
+        try:
+            self._tick(time.monotonic())  # the shell reads the clock, once; ticks bring theirs
+        except Exception:  # as the clock does with a tick that fails: said, the sender ended
+            log.exception("the RTP sender's first tick failed; it sends nothing")
         if self.track is not None:  # still playing
             self._unregister = worker_clock().register(self._tick, Phase.SEND)
 
@@ -235,6 +238,9 @@ class LeanSender:
                 self.send_encoded(packet)
         except ConnectionError:
             self.stop()  # the wire is gone: the leg is ending
+        except Exception:
+            self.stop()  # a bug: the clock logs it and drops the tick; the track ends with it
+            raise
 
     def send_encoded(self, packet: Any) -> None:
         """One packet of the track (``rtc/tracks.py``'s ``EncodedPacket``: encoded here, or

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
 import pytest
 
@@ -141,3 +142,33 @@ async def test_a_dead_wire_ends_the_sender_at_once_or_on_a_tick(dead_after: int)
     assert len(wire.sent) == dead_after and track.readyState == "ended"
     await worker_clock().next_tick()
     assert len(wire.sent) == dead_after  # off the clock
+
+
+async def test_a_failing_track_ends_its_sender_and_is_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug in the track's tick: logged, the sender off the clock and not running, the track
+    ended (as the task that played it used to end); its starter is not the one to fail."""
+
+    class Broken(OpusBusTrack):
+        calls = 0
+
+        def packets(self, now: float) -> list[Any]:
+            self.calls += 1
+            if self.calls > 1:
+                raise ValueError("a bug")
+            return super().packets(now)
+
+    wire = Wire()
+    lean = LeanSender(RtpSession(1, "test"), wire.send_rtp)
+    track = Broken(Tone())
+    lean.start(track)
+    await until(lambda: not lean.running)
+    await worker_clock().next_tick()
+    assert len(wire.sent) == 1 and track.calls == 2 and track.readyState == "ended"
+    assert len([r for r in caplog.records if r.exc_info is not None]) == 1
+    failing = Broken(Tone())
+    failing.calls = 1  # fails at once, in start()
+    lean = LeanSender(RtpSession(2, "test"), wire.send_rtp)
+    lean.start(failing)
+    assert not lean.running and failing.readyState == "ended"
