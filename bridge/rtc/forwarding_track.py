@@ -16,7 +16,7 @@ from ..media import LevelMeter
 from ..media.ports import FrameSource
 from .encoded import EncodedPacket
 from .forward_run import ForwardRun
-from .passthrough import PassThrough
+from .passthrough import PassThrough, one_20ms_packet
 from .rfc4733 import KeyPresses
 from .rtpsend import RtpStream
 
@@ -63,6 +63,14 @@ class ForwardingTrack(MediaStreamTrack):
         """The current forwarding run (``rtc/forward_run.py``), decided on each tick."""
         self._encoder_stale = False
         """A forwarded packet went out since the encoder's last frame."""
+        self.codec = "opus"
+        self.phone = False
+        """A trunk's phone leg (``trunks/media.py``): only packets of one 20 ms frame are
+        forwarded, what the phone was told to expect (``minptime=20``); the WhatsApp and
+        browser legs' SDPs say 20 ms already."""
+        self.sending = True
+        """False while the leg's SDP says we send nothing (a phone's hold, RFC 3264 §6.1): no
+        packet goes out, forwarded or encoded (``OpusBusTrack.packets``)."""
 
     def forward_from(self, pass_through: PassThrough, sender: PacketSender) -> None:
         """Send another leg's Opus packets untouched while ``pass_through.allowed()`` (see
@@ -80,6 +88,11 @@ class ForwardingTrack(MediaStreamTrack):
         # (a number mapped backwards is one SRTP refuses as replayed, RFC 3711 §3.3.2).
         self._run.end()
 
+    @property
+    def forwarding(self) -> bool:
+        """Whether a forwarding run carries the ticks now."""
+        return self._run.active
+
     def forward(self, source: PassThrough, seq: int, ts: int, payload: bytes, at: float) -> None:
         """The source's packet that arrived ``at``, sent now from its receive callback
         (``ForwardTarget``): the first starts a forwarding run, carrying the ticks until it ends."""
@@ -88,8 +101,12 @@ class ForwardingTrack(MediaStreamTrack):
             return  # an old source (a transfer), or no sender running (yet)
         if self.readyState != "live":
             return
-        if self.keys is not None and self.keys.pending:  # a key press: on the clock, not this
-            self._run.end()  # the next tick sends the press
+        if (
+            (self.keys is not None and self.keys.pending)  # a key press: on the clock, not this
+            or not self.sending
+            or (self.phone and not one_20ms_packet(self.codec, payload))
+        ):
+            self._run.end()  # the next tick sends the press, or encodes
             return
         numbering = self._run.numbering_for(source)
         if numbering is not None and numbering.older_than_first(seq):

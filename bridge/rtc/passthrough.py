@@ -24,6 +24,8 @@ everything the sender put in them.
   same way (RFC 3550 §5.1), continuous across a switch. A packet older than the first of the
   forwarding run it arrives in is dropped and counted (:attr:`PassThrough.late`): its number
   would be one the target sent already while it encoded.
+* A trunk's phone leg forwards only packets of one 20 ms frame (:func:`one_20ms_packet`): what
+  its peer was told to expect (``minptime=20``, Meta's 20 ms ptime).
 * Whether forwarding is allowed is asked per packet (:meth:`PassThrough.permitted`), at the
   packet's arrival time (time is an input: nothing here reads a clock), and the answer takes a
   walk through the call's conference and bus. A yes is kept for one 20 ms tick
@@ -37,6 +39,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Protocol
+
+from ..audio.phone_codecs import NARROW_SAMPLES
 
 YES_FOR = 0.02
 """Seconds (one packet) a yes of ``allowed()`` is kept without asking again."""
@@ -91,3 +95,25 @@ class PassThrough:
             target.forward(self, seq, timestamp, payload, at)
         else:
             target.forward_refused(self)
+
+
+def one_20ms_packet(codec: str, payload: bytes) -> bool:
+    """Whether a packet of ``codec`` carries exactly 20 ms: Opus by its TOC byte, G.711 by
+    its length; other codecs are never forwarded."""
+    if codec == "opus":
+        return one_20ms_frame(payload)
+    return codec in ("PCMU", "PCMA") and len(payload) == NARROW_SAMPLES  # a byte a sample
+
+
+def one_20ms_frame(payload: bytes) -> bool:
+    """Whether an Opus packet holds one 20 ms frame, by its TOC byte (RFC 6716 §3.1): frame
+    count code 0, and a configuration whose frame size is 20 ms (SILK 1, 5, 9; hybrid 13, 15;
+    CELT 19, 23, 27, 31)."""
+    if not payload or payload[0] & 0x03:
+        return False
+    config = payload[0] >> 3
+    if config < 12:
+        return config % 4 == 1
+    if config < 16:
+        return config % 2 == 1
+    return config % 4 == 3

@@ -9,7 +9,7 @@ NACK for audio), sets the marker bit on every packet, then awaits ``_send_rtp`` 
 The bridge's audio senders (:class:`~bridge.rtc.tracks.OpusBusTrack`) already hold the finished
 Opus payload and its RTP time, so every leg sends them itself (aiortc's sender never starts,
 ``rtc/dtls_srtp.py``), and a trunk's phone leg (``trunks/media.py``) sends its G.711, G.722
-or Opus through the same sender, from the clock's tick, onto its plain or SRTP socket:
+or Opus through the same track and sender, onto its plain or SRTP socket:
 
 * :class:`RtpStream` is one SSRC's packetiser and the one owner of its sequence numbers: the
   bridge's encoded packets, packets forwarded from another leg (``rtc/passthrough.py``, which
@@ -22,8 +22,8 @@ or Opus through the same sender, from the clock's tick, onto its plain or SRTP s
 * :class:`LeanSender` is the one RTP sender: a callback on the worker clock's ``SEND`` phase
   (no task), it plays a track (each tick ``track.packets(now)`` → :meth:`RtpStream.packetise`
   → the leg's wire: ``rtc/dtls_srtp.py``'s SRTP and nominated ICE pair, ``rtc/srtpudp.py``'s
-  SDES socket) and sends what else the leg hands it (:meth:`LeanSender.send_now`: a trunk's
-  tick, a forwarded packet, a parked leg's keepalive). The time
+  SDES socket, a trunk's plain or SRTP socket) and sends what else the leg hands it
+  (:meth:`LeanSender.send_now`: a forwarded packet, a parked leg's keepalive). The time
   pair of the newest audio packet goes to the session's sender reports (RFC 3550 §6.4.1);
   events count as packets and octets but never move it: their RTP time is the event's start.
 """

@@ -73,6 +73,7 @@ class OpusBusTrack(ForwardingTrack):
         red: RedWrapper | None = None,
         level: LevelMeter | None = None,
         keys: KeyPresses | None = None,
+        phone: bool = False,
     ) -> None:
         super().__init__(sink, level, keys)
         self._key_events: list[EncodedPacket] = []
@@ -96,10 +97,11 @@ class OpusBusTrack(ForwardingTrack):
         self.setting = self.settings.for_(self.applied)
         """What the encoder runs at now."""
         self.codec = codec
-        self.frame_ts = _FRAME_TS if codec == "opus" else NARROW_SAMPLES
-        """RTP time of one 20 ms packet on the codec's clock (48 kHz Opus, 8 kHz G.711)."""
+        self.phone = phone
+        self.frame_ts = _FRAME_TS
+        """RTP time of one 20 ms packet on the codec's clock (48 kHz Opus, 8 kHz G.711, G.722)."""
         self._coder: OpusEncoder | PhoneEncoder
-        if codec == "opus":
+        if codec == "opus" and not phone:
             self._encoder = self._coder = OpusEncoder(
                 SAMPLE_RATE,
                 bitrate=self.setting.bitrate,
@@ -111,8 +113,7 @@ class OpusBusTrack(ForwardingTrack):
             if self.setting.celt:
                 self._encoder.set_celt_only(True)
         else:
-            self._coder = PhoneEncoder(codec)
-            self.protection = None  # G.711 has no FEC to plan: the reports change nothing
+            self.use_codec(codec)
         self._clock: Pacer = WorkerPacer()
         """What paces ``recv`` (aiortc's sender); the lean sender ticks :meth:`packets`."""
         self.player: Player | None = None
@@ -126,6 +127,15 @@ class OpusBusTrack(ForwardingTrack):
         self.dtx_frames = 0
         """Frames of silence not sent (DTX)."""
         self.silent_frames = 0
+
+    def use_codec(self, codec: str) -> None:
+        """Code ``codec`` from the next tick as a phone codec (``audio/phone_codecs.py``: G.711,
+        G.722, or a phone's Opus at its fixed settings), RTP time going on: a WhatsApp leg on
+        G.711, or a trunk's phone leg (``trunks/media.py``, its codec changed by a re-INVITE)."""
+        self.codec = codec
+        self._coder = PhoneEncoder(codec)
+        self.frame_ts = _FRAME_TS if codec == "opus" else NARROW_SAMPLES
+        self.protection = None  # nothing adapts to loss: the reports change nothing
 
     def played_by(self, player: Player) -> None:
         """``player`` ticks :meth:`packets` from now (``LeanSender.start``), unless the track
@@ -168,6 +178,9 @@ class OpusBusTrack(ForwardingTrack):
             # encoder's first CELT frame decodes as 15 ms of near silence after forwarded SILK.
             self._coder.reset()
             self._encoder_stale = False
+        if not self.sending:  # held: the frame taken, the stream's time on (RFC 3550 §5.1)
+            self._pts += self.frame_ts
+            return []
         # libopus directly: one 20 ms frame in, one packet out (no encoder delay queue). RTP
         # time counts the packets, 20 ms each, on the codec's RTP clock.
         payload = self._coder.encode(pcm)

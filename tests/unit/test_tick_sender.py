@@ -172,3 +172,22 @@ async def test_a_failing_track_ends_its_sender_and_is_said_once(
     lean = LeanSender(RtpSession(2, "test"), wire.send_rtp)
     lean.start(failing)
     assert not lean.running and failing.readyState == "ended"
+
+
+def test_hold_sends_nothing_but_moves_the_streams_time_and_takes_the_frames() -> None:
+    """A phone's hold (``sending`` false, RFC 3264 §6.1): each tick still takes its frame
+    (the participant's sink drains) and moves RTP time on (RFC 3550 §5.1), no packet; the
+    first packet after it is a talkspurt's on the stream (the marker, RFC 3551 §4.1)."""
+    source = Tone()
+    track = OpusBusTrack(source, codec="G722", phone=True)
+    stream = RtpSession(1, "test").stream
+    stream.frame_ticks = track.frame_ts  # as the trunk's leg sets it
+    first = track.packets(T0)[0]
+    stream.packetise(first.data, first.pts)
+    track.sending = False
+    assert all(track.packets(T0 + 0.02 * i) == [] for i in range(1, 6))
+    assert source.n == 6
+    track.sending = True
+    (after,) = track.packets(T0 + 0.12)
+    assert after.pts - first.pts == 6 * 160  # G.722's 8 kHz RTP clock, 20 ms a tick
+    assert stream.packetise(after.data, after.pts)[1] & 0x80  # the marker
