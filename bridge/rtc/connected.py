@@ -155,8 +155,10 @@ class ParkedTrack(OpusBusTrack):
         self.pass_through = None
         self._forwarding = False
 
-    def resume(self, sink: Any) -> None:
-        self._priming = 0
+    def resume(self, sink: Any, priming: int = 0) -> None:
+        """On ``sink``, back on the clock (its first frame at once); ``priming``: that many
+        ticks, then parked again (:meth:`prime`)."""
+        self._priming = priming
         if not self.parked:
             self.sink = sink  # a call's sink after priming
             return
@@ -175,8 +177,7 @@ class ParkedTrack(OpusBusTrack):
         """Send ``frames`` of silence, then park: the far end's receive pipeline (its jitter
         buffer, its decoder) is running before the first call, as it is after one."""
         if self.parked:
-            self.resume(_Nothing())
-            self._priming = frames
+            self.resume(_Nothing(), priming=frames)  # counted from its first frame, sent at once
 
     def played_by(self, player: Player) -> None:
         super().played_by(player)

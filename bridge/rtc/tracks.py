@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import deque
 
@@ -22,8 +21,6 @@ from .forwarding_track import ForwardingTrack
 from .protection import EncoderSetting, EncoderSettings, LossProtection, Protection
 from .red import RedWrapper
 from .rfc4733 import KeyPresses
-
-log = logging.getLogger(__name__)
 
 _FRAME_TS = OPUS_RATE * FRAME_SAMPLES // SAMPLE_RATE
 
@@ -49,6 +46,11 @@ class OpusBusTrack(ForwardingTrack):
     ``codec`` ``PCMU`` or ``PCMA``: the same track codes G.711 instead (a WhatsApp leg whose
     far end negotiated it, Meta's ``audio.additional_codecs``): 160 bytes on an 8 kHz RTP clock
     per 20 ms, no protection; forwarding works the same, for packets of that codec.
+
+    ``phone``: a trunk's phone leg (``trunks/media.py``): the phone's codec as
+    ``audio/phone_codecs.py`` codes it (G.711, G.722 on its 8 kHz RTP clock, or Opus at the
+    phone's fixed settings; :meth:`use_codec` when a re-INVITE changes it), only packets of one
+    20 ms frame forwarded, and :attr:`sending` false while the phone holds.
 
     ``keys`` (``rtc/rfc4733.py``): key presses sent on the clock, each tick's RFC 4733 packets
     in place of its audio (its frame still taken and encoded); a press waiting ends a

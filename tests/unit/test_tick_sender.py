@@ -191,3 +191,22 @@ def test_hold_sends_nothing_but_moves_the_streams_time_and_takes_the_frames() ->
     (after,) = track.packets(T0 + 0.12)
     assert after.pts - first.pts == 6 * 160  # G.722's 8 kHz RTP clock, 20 ms a tick
     assert stream.packetise(after.data, after.pts)[1] & 0x80  # the marker
+
+
+async def test_a_parked_track_keeps_its_sender_off_the_clock_and_primes_on_it() -> None:
+    """A connected leg's track (``rtc/connected.py``): parked, its sender has no place on the
+    worker clock; primed, it is on it for the frames asked (the first at once), then off."""
+    from bridge.rtc.connected import ParkedTrack
+
+    clock = worker_clock()
+    wire = Wire()
+    lean = LeanSender(RtpSession(1, "test"), wire.send_rtp)
+    track = ParkedTrack(Tone())
+    lean.start(track)
+    assert wire.sent == [] and not clock.running and lean.running
+    track.prime(3)
+    assert len(wire.sent) == 1 and clock.running
+    await until(lambda: track.parked)
+    await until(lambda: not clock.running)  # nothing on it now: it stops ticking
+    assert len(wire.sent) == 2
+    lean.stop()
