@@ -148,7 +148,8 @@ class ParkedTrack(OpusBusTrack):
         self.on_clock = False
         if self.player is not None:
             self.player.off_clock()
-            keepalive_pulse().add(self)
+            if self.readyState == "live":  # an ended track's keepalives would go nowhere
+                keepalive_pulse().add(self)
         self._parked_at = time.monotonic()
         old, self.sink = self.sink, _Nothing()
         old.detach()
