@@ -2,8 +2,9 @@
 sender on a leg's own RTP session (``bridge/rtc/rtpsend.py`` on ``bridge/rtc/dtls_srtp.py``),
 in one process, no network, no pacing.
 
-Both loops send the same pre-encoded track (an 80-byte Opus payload per packet, handed over
-as fast as they take it) through a stand-in DTLS transport that does what aiortc's
+Both send the same pre-encoded packets (an 80-byte Opus payload each, handed over as fast as
+they take them: aiortc's loop reads them from a track, the bridge's clocked sender is handed
+them as its tick is) through a stand-in DTLS transport that does what aiortc's
 ``RTCDtlsTransport._send_rtp`` does, with a real libsrtp session (``--srtp``, default) or none
 (to separate SRTP from the loop's own Python); the ICE send is aioice's own, on a nominated
 pair whose socket only counts (aiortc's loop goes through ``Connection.send``, the bridge's
