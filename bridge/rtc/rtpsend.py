@@ -193,6 +193,7 @@ class LeanSender:
         self.running = False
         """Whether it sends now (its transport up): forwarding starts only then."""
         self.track: ClockedTrack | None = None
+        self._on_clock = False
         self._unregister: Callable[[], None] | None = None
 
     def start(self, track: ClockedTrack) -> None:
@@ -204,16 +205,20 @@ class LeanSender:
     def on_clock(self) -> None:
         """The track's first packets at once (a WhatsApp leg's first packet must not wait:
         Meta sends nothing before it), then one tick's every tick."""
-        if self.track is None or self._unregister is not None:
+        if self.track is None or self._on_clock:
             return
+        self._on_clock = True
         try:
             self._tick(time.monotonic())  # the shell reads the clock, once; ticks bring theirs
         except Exception:  # as the clock does with a tick that fails: said, the sender ended
             log.exception("the RTP sender's first tick failed; it sends nothing")
-        if self.track is not None:  # still playing
+        # Still playing, and still wanted on the clock: the first tick may have ended the track,
+        # or parked it (a connected leg's priming of one frame).
+        if self._on_clock and self.track is not None:
             self._unregister = worker_clock().register(self._tick, Phase.SEND)
 
     def off_clock(self) -> None:
+        self._on_clock = False
         unregister, self._unregister = self._unregister, None
         if unregister is not None:
             unregister()

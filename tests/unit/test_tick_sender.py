@@ -210,3 +210,16 @@ async def test_a_parked_track_keeps_its_sender_off_the_clock_and_primes_on_it() 
     await until(lambda: not clock.running)  # nothing on it now: it stops ticking
     assert len(wire.sent) == 2
     lean.stop()
+
+
+async def test_a_track_parked_in_its_first_tick_stays_off_the_clock() -> None:
+    from bridge.rtc.connected import ParkedTrack
+
+    clock = worker_clock()
+    wire = Wire()
+    lean = LeanSender(RtpSession(1, "test"), wire.send_rtp)
+    track = ParkedTrack(Tone())
+    lean.start(track)
+    track.prime(1)  # the first tick, at once, ends the priming: parked again
+    assert track.parked and not clock.running and wire.sent == []
+    lean.stop()
