@@ -32,7 +32,7 @@ everything the sender put in them.
   (:data:`YES_FOR`): mixing that starts meanwhile is heard at most one packet later. A no is
   asked again every time, so forwarding resumes at the first packet it may; the first no
   also tells the target (:meth:`ForwardTarget.forward_refused`), whose sender goes back to
-  encoding at once.
+  encoding from its next tick (unless forwarding is permitted again by then).
 """
 
 from __future__ import annotations
@@ -75,8 +75,8 @@ class PassThrough:
         numbers they would map to went out already (the target's own encoded packets)."""
 
     def permitted(self, now: float) -> bool:
-        """``allowed()`` at ``now`` (``time.monotonic()`` base: a packet's arrival, or when the
-        target's waiting task looks), a yes kept for :data:`YES_FOR` (module docstring)."""
+        """``allowed()`` at ``now`` (``time.monotonic()`` base: a packet's arrival, or the
+        target's tick after a refusal), a yes kept for :data:`YES_FOR` (module docstring)."""
         if now < self._yes_until:
             return True
         if self.allowed():
