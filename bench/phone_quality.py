@@ -111,7 +111,7 @@ async def bridge_receive(
     registers on the worker clock, which never fires here, as nothing awaits)."""
     pt, step = CODECS[codec]
     heard: list[np.ndarray] = []
-    media = TrunkMedia("phone", codec, pt, EVENT_PT, heard.append, lambda: None, _no_key)
+    media = TrunkMedia("phone", codec, pt, EVENT_PT, heard.append, lambda now: None, _no_key)
     rng = random.Random(seed + 1)
     t0 = 1000.0
     tick = 0.001 + rng.uniform(0.0, FRAME_SECONDS)  # the clock's phase: any

@@ -32,7 +32,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
             "opus_encode",
             "OpusEncoder.encode (bridge",
             "OpusEncoder._encode (bridge",  # the libopus call itself
-            "OpusBusTrack.recv",
+            "OpusBusTrack.packets",
         ),
     ),
     ("Opus decode (uplink)", ("opus_decode", "OpusDecoder.decode", "Receiver.pop")),
@@ -99,15 +99,15 @@ def summarise(path: Path) -> tuple[Counter[str], int]:
     return stages, sum(stages.values()), uvloop
 
 
-SEND_LOOPS = ("RTCRtpSender._run_rtp", "LeanSender.run")
-"""aiortc's sender loop and the bridge's (rtc/rtpsend.py) that replaces it for Opus senders."""
-TRACK_RECV = ("OpusBusTrack.recv",)
+SEND_LOOPS = ("RTCRtpSender._run_rtp", "LeanSender._tick")
+"""aiortc's sender loop and the bridge's clocked sender (rtc/rtpsend.py) that replaces it."""
+TRACK_RECV = ("OpusBusTrack.recv", "OpusBusTrack.packets")
 
 
 def send_path(path: Path) -> tuple[Counter[str], int]:
     """The RTP send path alone, whichever loop runs it: samples inside a sender loop but not
-    inside its track's ``recv`` (the encoder, the pacing clock), split into the loop's own
-    Python (packetise, header extensions, clock reads, counters), SRTP and the UDP send.
+    inside its track's ``recv`` or ``packets`` (the encoder, the pacing clock), split into the
+    loop's own Python (packetise, header extensions, clock reads, counters), SRTP and the UDP send.
     The stage table above cannot tell send from receive for its RTP, clock and header
     extension rows (aiortc's receiver reads the clock and parses extensions per packet too).
     Returns the split and the busy samples of the whole profile."""

@@ -2,8 +2,9 @@
 sender on a leg's own RTP session (``bridge/rtc/rtpsend.py`` on ``bridge/rtc/dtls_srtp.py``),
 in one process, no network, no pacing.
 
-Both loops send the same pre-encoded track (an 80-byte Opus payload per packet, handed over
-as fast as they take it) through a stand-in DTLS transport that does what aiortc's
+Both send the same pre-encoded packets (an 80-byte Opus payload each, handed over as fast as
+they take them: aiortc's loop reads them from a track, the bridge's clocked sender is handed
+them as its tick is) through a stand-in DTLS transport that does what aiortc's
 ``RTCDtlsTransport._send_rtp`` does, with a real libsrtp session (``--srtp``, default) or none
 (to separate SRTP from the loop's own Python); the ICE send is aioice's own, on a nominated
 pair whose socket only counts (aiortc's loop goes through ``Connection.send``, the bridge's
@@ -39,8 +40,8 @@ from pyee.asyncio import AsyncIOEventEmitter
 from pylibsrtp import Policy, Session
 
 from bridge.rtc.dtls_srtp import DtlsSrtp
+from bridge.rtc.encoded import EncodedPacket
 from bridge.rtc.rtp_session import RtpSession
-from bridge.rtc.tracks import EncodedPacket
 from bridge.tasks import TaskSet
 
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48_000, channels=2, payloadType=111)
@@ -114,7 +115,10 @@ async def per_packet_us(loop: str, packets: int, srtp: bool) -> float:
         assert wire._attach(transport)
         lean = wire.play(track)
         t0 = time.process_time()
-        await lean.run(track)
+        # What the clocked sender does each tick with its track's packet (``LeanSender._tick``),
+        # as fast as it takes them.
+        for i in range(1, packets + 1):
+            lean.send_encoded(EncodedPacket(PAYLOAD, i * 960))
         spent = time.process_time() - t0
         wire.close()
         await tasks.close()

@@ -24,7 +24,7 @@ the list, the reference first each round, and medians are reported.
 ``--engine cloudapi`` runs the same calls as Cloud API calls instead: the WhatsApp user is
 ``bench.meta``'s WebRTC peer (on CPU 1, echoing what it hears), answered by the bridge's
 WhatsApp leg. On ``opus`` the phone alone on the call then gets WhatsApp's packets untouched and
-WhatsApp the phone's (``trunks/passthrough.py``): no encoder on either leg. The point records
+WhatsApp the phone's (``calls/forwarding.py``): no encoder on either leg. The point records
 the share of the WhatsApp leg's packets that were forwarded (``forwarded_to_whatsapp``).
 
 On ``PCMU``/``PCMA`` with ``--engine cloudapi`` the calls go the other way, as issue 60's

@@ -13,12 +13,15 @@ forwarded and nothing reads its PCM on the bus (no recorder, fork, socket, model
 speech detector: the bus's taps), the sending leg's playout only counts them
 (``rtc/uplink.py``'s idle leg). A tap added, or mixing begun, is heard from the next packet.
 
-A phone alone on the call that speaks the WhatsApp leg's codec (``trunks/passthrough.py``:
-Opus on an Opus trunk, or G.711 when Meta offered it and the leg was answered with it,
-``audio.additional_codecs``) is wired the same way: WhatsApp's packets to it while it hears
-only the WhatsApp user, its packets to WhatsApp while WhatsApp hears only it. A browser that
-joins then unwires it, and a WhatsApp leg on G.711 is decoded and coded again for the
-browser (its own codec stays the one negotiated with Meta).
+A phone alone on the call that speaks the WhatsApp leg's codec (``trunks/media.py``: Opus on an
+Opus trunk, or G.711 when Meta offered it and the leg was answered with it,
+``audio.additional_codecs``; issue 48) is wired the same way, with the same objects: WhatsApp's
+packets to it through a ``PassThrough`` into its track (``TrunkMedia.forward_from``, as a
+browser's) while it hears only the WhatsApp user, its packets to WhatsApp while WhatsApp hears
+only it. Both directions are still decoded for the conference while something on the bus reads
+them; only packets of one 20 ms frame are forwarded (what each leg's peer was told to expect). A
+browser that joins then unwires it, and a WhatsApp leg on G.711 is decoded and coded again for
+the browser (its own codec stays the one negotiated with Meta).
 """
 
 from __future__ import annotations
@@ -38,10 +41,13 @@ class PhonePackets(Protocol):
     """A trunk leg's RTP as pass-through sees it (``trunks/media.py`` ``TrunkMedia``), in the
     WhatsApp leg's codec (Opus, or G.711 when Meta was answered with it)."""
 
-    forward_allowed: Callable[[], bool] | None
-
     @property
-    def forwarding(self) -> bool: ...
+    def forwarding(self) -> bool:
+        """Whether the phone's sender forwards WhatsApp's packets now (a run)."""
+
+    def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
+        """The phone's sender takes WhatsApp's packets offered to the returned pass-through
+        while ``allowed()`` (as a WebRTC leg's :meth:`forward_from`)."""
 
     def forward_to(
         self,
@@ -50,8 +56,6 @@ class PhonePackets(Protocol):
     ) -> None:
         """The phone's packets also to ``offer`` as they arrive, with that time, decoded only
         while ``needs_pcm(at)`` (as a WebRTC leg's :meth:`forward_to`)."""
-
-    def offer(self, seq: int, ts: int, payload: bytes, at: float) -> None: ...
 
 
 class HalfWiring(NamedTuple):
@@ -166,12 +170,17 @@ class Forwarding:
         def phone_alone_heard() -> bool:
             return phone_only() and not bus.muted and not bus.has_sources
 
-        phone.forward_allowed = phone_only
-        leg.forward_to(
-            phone.offer,
-            lambda at: bus.downlink_tapped or not phone.forwarding,
-            (bus.stats.whatsapp_in,),
-        )
+        down = phone.forward_from(phone_only)
+        if down is None:
+            leg.forward_to(None)
+        else:
+            # Decoded whenever the phone's sender is not forwarding: a packet it refused (not
+            # one 20 ms frame, a key waiting, a hold) is its to encode from the bus.
+            leg.forward_to(
+                down.offer,
+                lambda at: bus.downlink_tapped or not phone.forwarding,
+                (bus.stats.whatsapp_in,),
+            )
         up = leg.forward_from(phone_alone_heard)
         if up is None:
             phone.forward_to(None)
@@ -183,6 +192,5 @@ class Forwarding:
         phone, self._phone = self._phone, None
         if phone is None:
             return
-        phone.forward_allowed = None
         phone.forward_to(None)
-        leg.forward_to(None)
+        leg.forward_to(None)  # nothing offered to the phone's pass-through: its run ends

@@ -13,12 +13,15 @@ this worker's 20 ms media work, in this order within each tick (:class:`Phase`):
    and every bus with sources playing clocks them (``media/bus.py``), so a microphone frame
    received in this tick is mixed in this tick;
 3. :attr:`Phase.ENGINE`: every engine whose far end lives in this worker (the simulated
-   engine's, ``engines/pump.py``) hears this tick's uplink frame and says its downlink frame;
-4. :attr:`Phase.SEND`: every outgoing track paced by a :class:`WorkerPacer` (``rtc/tracks.py``:
-   the browsers' downlink, the Cloud API's WhatsApp side) takes its frame from its source
-   (``FrameSource.take``, ``media/ports.py``) and encodes it, right after the mix that filled
-   it. The pacers wait on :meth:`WorkerClock.next_tick`, resolved once the tick's callbacks
-   (a callback registered on this phase included) have run.
+   engine's, ``engines/sim.py``, plugged into the bus as a clocked port) hears this tick's
+   uplink frame and says its downlink frame;
+4. :attr:`Phase.SEND`: every RTP leg's one clocked sender (``rtc/rtpsend.py`` ``LeanSender``:
+   the browsers' downlink, the Cloud API's WhatsApp side) asks its track for the tick's packets
+   (``rtc/tracks.py``), which takes its frame from its source (``FrameSource.take``,
+   ``media/ports.py``) and encodes it, right after the mix that filled it, and sends them. A
+   track read by aiortc's own sender (the quality bench's peers) is paced by a
+   :class:`WorkerPacer` instead, waiting on :meth:`WorkerClock.next_tick`, resolved once the
+   tick's callbacks (this phase's included) have run.
 
 After the phases, the tick runs the one-shot callbacks that fell due (:meth:`WorkerClock.call_at`:
 each leg's RTCP report, ``rtc/rtcp_schedule.py``). While nothing is registered and no track
@@ -67,7 +70,8 @@ class Phase(enum.IntEnum):
     ENGINE = 3
     """An in-worker far end (the simulator's) hears and says its frame."""
     SEND = 4
-    """Each sender takes its frame (``FrameSource.take``); the pacers wake after it."""
+    """Each leg's clocked sender sends its track's packets of the tick (the track takes its
+    frame: ``FrameSource.take``); the pacers wake after it."""
 
 
 class WorkerClock:
@@ -260,7 +264,8 @@ class Pacer(Protocol):
 
 
 class WorkerPacer:
-    """An outgoing track's place on the worker clock (:attr:`Phase.SEND`, module docstring).
+    """A track's place on the worker clock where aiortc's own sender reads it (``recv``: the
+    quality bench's peers; the bridge's legs tick theirs on :attr:`Phase.SEND` instead).
 
     The first frame at once (a WhatsApp-side sender's first packet must not wait: Meta sends
     nothing before it), then one per tick; a track that missed ticks (its sender was held up)

@@ -1,27 +1,27 @@
 """``ConnectedLeg``: an agent's always-connected media leg, set up once when the agent connects
 and lent to each call the agent takes (issue 49's "persistent connection").
 
-Between calls it idles at almost no cost: its downlink track is parked (its ``recv`` waits on
-an event: no place on the worker's media clock) and its receiver is held (what arrives is
-dropped before the receiver: no clock either). A parked track sends one packet of silence a
-second, as an Opus sender in DTX sends its updates (RFC 7587 §3.1.4; libopus every 400 ms),
-straight from one pulse the worker shares among all parked legs (:class:`KeepalivePulse`: no
-timer or task wake of a leg's own). A browser's jitter buffer then stays in step with the
-stream, as between talkspurts: measured with Chromium (``bench/softphone_latency.py``, a call
-ringing 2 s), a stream that had simply stopped was heard 82–105 ms after the answer, one kept
-alive so 40–62 ms (every 400 ms: 44–53 ms, but 0.02 % of a core more per idle leg). The
-pulse is a one-shot callback on the worker clock at whole seconds, and a parked leg's RTCP
-reports (every 3–8 s: RFC 3550's 5 s minimum, ``rtc/rtcp_schedule.py`` ``RtcpSchedule.pace``)
-are due on those same seconds: a worker's parked legs' reports and keepalives cost it one
-wake-up a second together, none per leg. What else moves is aioice's ICE consent checks
-(RFC 7675) every 4–6 s, their timer on the same clock's 0.2 s grid (``rtc/ice.py``), and the
-far end's own RTCP and checks: its sockets are read in batches while it is parked
-(``rtc/udp_poll.py``: every 0.2 s on that grid while they come faster than that), so those
-cost a wake-up a worker, not one a datagram.
+Between calls it idles at almost no cost: its downlink track is parked (its sender off the
+worker's media clock: ``rtc/rtpsend.py`` ``LeanSender.off_clock``) and its receiver is held
+(what arrives is dropped before the receiver: no clock either). A parked track sends one packet
+of silence a second, as an Opus sender in DTX sends its updates (RFC 7587 §3.1.4; libopus every
+400 ms), straight from one pulse the worker shares among all parked legs
+(:class:`KeepalivePulse`: no timer or tick of a leg's own). A browser's jitter buffer then stays
+in step with the stream, as between talkspurts: measured with Chromium
+(``bench/softphone_latency.py``, a call ringing 2 s), a stream that had simply stopped was heard
+82–105 ms after the answer, one kept alive so 40–62 ms (every 400 ms: 44–53 ms, but 0.02 % of a
+core more per idle leg). The pulse is a one-shot callback on the worker clock at whole seconds,
+and a parked leg's RTCP reports (every 3–8 s: RFC 3550's 5 s minimum, ``rtc/rtcp_schedule.py``
+``RtcpSchedule.pace``) are due on those same seconds: a worker's parked legs' reports and
+keepalives cost it one wake-up a second together, none per leg. What else moves is aioice's ICE
+consent checks (RFC 7675) every 4–6 s, their timer on the same clock's 0.2 s grid
+(``rtc/ice.py``), and the far end's own RTCP and checks: its sockets are read in batches while
+it is parked (``rtc/udp_poll.py``: every 0.2 s on that grid while they come faster than that),
+so those cost a wake-up a worker, not one a datagram.
 
 On a call it is a browser's session like any other (:class:`~.session.WebRTCSession`): it
-joins the call's conference as the agent participant, its track takes frames from its listener
-sink on the worker clock from the next tick (the first at once), its receiver hands frames to
+joins the call's conference as the agent participant, its sender back on the worker clock takes
+frames from its listener sink every tick (the first at once), its receiver hands frames to
 the call's conference. When the call lets it go (the call's ``close()`` of a participant),
 it parks again. Closing it for good is :meth:`ConnectedLeg.shutdown` (the agent's socket,
 whose session owns it), or the call's close once the owner has given it up (:meth:`orphan`).
@@ -41,10 +41,11 @@ from ..audio.pcm import Pcm
 from ..config import IceSettings, MediaSettings
 from ..errors import CallStateError
 from ..media import CallBus, Role
-from ..media.clock import WorkerClock, WorkerPacer, worker_clock
+from ..media.clock import WorkerClock, worker_clock
+from .encoded import EncodedPacket, Player
 from .rtcp_schedule import AVP_MIN_INTERVAL, AVPF_MIN_INTERVAL
 from .session import WebRTCSession
-from .tracks import _FRAME_TS, EncodedPacket, OpusBusTrack
+from .tracks import _FRAME_TS, OpusBusTrack
 
 PRIME = 10
 """Frames of silence (200 ms) a connected leg sends once it is up, before it parks."""
@@ -119,9 +120,9 @@ class _Nothing:
 
 
 class ParkedTrack(OpusBusTrack):
-    """An :class:`OpusBusTrack` that sends only its keepalive while parked (it waits off the
-    clock; :meth:`wake`) and resumes on a call's sink with a fresh pacer: the first frame at
-    once, then every tick.
+    """An :class:`OpusBusTrack` that sends only its keepalive while parked (its sender off the
+    clock; :meth:`wake`) and resumes on a call's sink with its sender back on the clock: the
+    first frame at once, then every tick.
 
     Its RTP time moves on by the time it was parked and the first packet after carries the
     marker bit (RFC 3551 §4.1: the start of a talkspurt), so the far end's jitter buffer takes
@@ -131,7 +132,6 @@ class ParkedTrack(OpusBusTrack):
         super().__init__(*args, **kwargs)
         self.parked = False
         self._parked_at = time.monotonic()
-        self._resumed = asyncio.Event()
         self._mark = False
         self._priming = 0
         self.keepalive_to: Callable[..., None] | None = None
@@ -145,57 +145,62 @@ class ParkedTrack(OpusBusTrack):
         if self.parked:
             return
         self.parked = True
-        self._resumed.clear()
+        self.on_clock = False
+        if self.player is not None:
+            self.player.off_clock()
+            if self.readyState == "live":  # an ended track's keepalives would go nowhere
+                keepalive_pulse().add(self)
         self._parked_at = time.monotonic()
         old, self.sink = self.sink, _Nothing()
         old.detach()
         self.pass_through = None
         self._forwarding = False
 
-    def resume(self, sink: Any) -> None:
-        self._priming = 0
+    def resume(self, sink: Any, priming: int = 0) -> None:
+        """On ``sink``, back on the clock (its first frame at once); ``priming``: that many
+        ticks, then parked again (:meth:`prime`)."""
+        self._priming = priming
         if not self.parked:
             self.sink = sink  # a call's sink after priming
             return
         self.sink = sink
         gap = int((time.monotonic() - self._parked_at) * 50)
         self._pts = (self._pts + gap * _FRAME_TS) & 0xFFFFFFFF
-        self._clock = WorkerPacer()
         self._mark = True
         self._encoder.reset()
         self.parked = False
-        self._resumed.set()
+        self.on_clock = True
+        keepalive_pulse().discard(self)
+        if self.player is not None:
+            self.player.on_clock()
 
     def prime(self, frames: int) -> None:
         """Send ``frames`` of silence, then park: the far end's receive pipeline (its jitter
         buffer, its decoder) is running before the first call, as it is after one."""
         if self.parked:
-            self.resume(_Nothing())
-            self._priming = frames
+            self.resume(_Nothing(), priming=frames)  # counted from its first frame, sent at once
 
-    async def _next_packet(self) -> EncodedPacket | None:
+    def played_by(self, player: Player) -> None:
+        super().played_by(player)
+        if self.parked:
+            keepalive_pulse().add(self)
+
+    def packets(self, now: float) -> list[EncodedPacket]:
         if self._priming:
             self._priming -= 1
             if not self._priming:
                 self.park()
-        while self.parked:
-            if self.readyState != "live":
-                return None
-            pulse = keepalive_pulse()
-            pulse.add(self)
-            try:
-                await self._resumed.wait()
-            finally:
-                pulse.discard(self)
-        packet = await super()._next_packet()
-        if packet is not None and self._mark:
-            packet.marker = True
+        if self.parked:
+            return []
+        packets = super().packets(now)
+        if packets and self._mark:
+            packets[0].marker = True
             self._mark = False
-        return packet
+        return packets
 
     def wake(self) -> None:
         """The keepalive pulse: send a packet of silence now, straight to the leg's RTP
-        sender (the parked ``recv`` stays asleep: no task wakes for it)."""
+        sender (which stays off the clock)."""
         send = self.keepalive_to
         if not self.parked or send is None:
             return
@@ -224,7 +229,7 @@ class ParkedTrack(OpusBusTrack):
 
     def stop(self) -> None:
         super().stop()
-        self._resumed.set()  # a parked recv() wakes and ends
+        keepalive_pulse().discard(self)
 
 
 class ConnectedLeg(WebRTCSession):

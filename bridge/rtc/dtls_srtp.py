@@ -19,8 +19,8 @@ statistics of theirs. Instead:
   RTP/SAVPF leg's 1 s minimum, randomised 0.5–1.5 ×), a BYE at the end;
 * while the leg is parked (:meth:`DtlsSrtp.batch_reads`: an agent's leg between calls), its
   sockets are read in batches (``rtc/udp_poll.py``);
-* the sender's task (``rtc/rtpsend.py`` ``LeanSender.run``) plays the leg's track, started
-  from ``send(parameters)`` with the SSRC, payload type and ``mid`` aiortc negotiated.
+* the leg's clocked sender (``rtc/rtpsend.py`` ``LeanSender``) plays its track, started from
+  ``send(parameters)`` with the SSRC, payload type and ``mid`` aiortc negotiated.
 
 What of aiortc's and aioice's is used beyond their public API (the ICE connection, its
 nominated pair, the DTLS transport's SRTP sessions) is reached through
@@ -169,8 +169,7 @@ class DtlsSrtp:
         stream = self.session.stream
         ids = [e.id for e in parameters.headerExtensions if e.uri == MID_URI]
         stream.extension = mid_extension(ids[0], parameters.muxId) if ids else b""
-        self.lean.running = True
-        self._tasks.spawn(self.lean.run(self.sender_track), "rtp-send")
+        self.lean.start(self.sender_track)
         self._start_reports()
 
     def _start_reports(self) -> None:
@@ -244,7 +243,7 @@ class DtlsSrtp:
 
     def close(self) -> None:
         """A last report with BYE (RFC 3550 §6.6), then give the connection's datagrams back
-        (idempotent; the leg's tasks, the sender's among them, are closed by the leg). Our
+        (idempotent; the sender stopped, the track with it). Our
         ``send``/``receive`` stay on aiortc's sender and receiver, refusing from now on, so a
         connect that finishes while the peer connection closes starts nothing; the peer
         connection's release (``rtc/release.py``) empties both objects afterwards."""
@@ -258,7 +257,7 @@ class DtlsSrtp:
                 pass
         self._closed = True
         if self.lean is not None:
-            self.lean.running = False
+            self.lean.stop()
         if self._connection is not None:
             seam.give_back_datagrams(self._connection)
         if self._dtls is not None:

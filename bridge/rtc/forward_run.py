@@ -1,32 +1,26 @@
 """A forwarding run: another leg's packets on a sender's own RTP stream, first to last.
 
-Two senders forward: a WebRTC or Meta leg's Opus track (``rtc/tracks.py``'s ``OpusBusTrack``,
-fed by ``rtc/passthrough.py``) and a trunk's phone leg (``trunks/media.py``'s
-``TrunkMedia.offer``: Opus, or G.711 on Meta's G.711 road). Each alternates between its own
-packets and runs of the source's, and a run has two jobs:
+Every RTP leg's one clocked sender (``rtc/rtpsend.py``'s ``LeanSender``, playing a
+``rtc/tracks.py`` ``OpusBusTrack``: a browser, a WhatsApp leg, a trunk's phone leg) forwards
+another leg's packets (``rtc/passthrough.py``) from that leg's receive callback. It alternates
+between its own packets and runs of the source's, and a run has two jobs:
 
-* **Numbering** (:class:`RunNumbering`, both senders'). The run starts where the stream stands:
-  the source's sequence numbers and RTP times are mapped onto the stream's next ones,
-  continuous both ways (RFC 3550 §5.1), and then keep their distances, so a loss before the
-  bridge stays a gap and a reordered packet keeps its place. A packet older than the run's
-  first is refused: its number went out already as the sender's own, and SRTP refuses an index
-  sent twice (RFC 3711 §3.3.2). RFC 4733 events the stream numbers meanwhile move the mapping
-  on.
-* **Lifetime.** A run lasts while the source's packets come, until it has been quiet for
-  :data:`FORWARD_WAIT` (:meth:`RunNumbering.quiet`), for both senders; when it ends, the
-  sender's RTP time moves on by the ticks nobody sent (:func:`unsent_time`). Time is an input:
-  a packet is placed with its arrival time and the quiet is asked with the asker's time;
-  nothing here but the waiting task reads a clock. The trunk's media clock looks every tick,
-  with the tick's time. A track's task has no tick while the source's receive callback
-  sends the run's packets, so it waits the run out (:meth:`ForwardRun.wait_out`), with one
-  timer per :data:`FORWARD_WAIT` rather than one per packet, until the source goes quiet or
-  forwarding is refused.
+* **Numbering** (:class:`RunNumbering`). The run starts where the stream stands: the source's
+  sequence numbers and RTP times are mapped onto the stream's next ones, continuous both ways
+  (RFC 3550 §5.1), and then keep their distances, so a loss before the bridge stays a gap and a
+  reordered packet keeps its place. A packet older than the run's first is refused: its number
+  went out already as the sender's own, and SRTP refuses an index sent twice (RFC 3711
+  §3.3.2). RFC 4733 events the stream numbers meanwhile move the mapping on.
+* **Lifetime** (:meth:`ForwardRun.carries`). A run carries the sender's ticks while the
+  source's packets come, until it has been quiet for :data:`FORWARD_WAIT` or forwarding was
+  refused and is still not permitted; when it ends, the sender's RTP time moves on by the ticks
+  nobody sent (:func:`unsent_time`). Time is an input: a packet is placed with its arrival time,
+  and the sender's tick asks with the tick's time; nothing here reads a clock, and nothing
+  waits: the tick looks every 20 ms, as it would to encode.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import NamedTuple
 
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
@@ -101,14 +95,16 @@ class RunNumbering:
 
 
 class ForwardRun:
-    """A track's current forwarding run, if any, and the wait its task does while it lasts
-    (module docstring)."""
+    """A sender's current forwarding run, if any, and whether it carries a tick (module
+    docstring)."""
 
     def __init__(self) -> None:
         self.source: PassThrough | None = None
         """The pass-through the run's packets come from (a transfer starts a new run)."""
         self.numbering: RunNumbering | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        self.refused = False
+        """Forwarding was refused since the run's last packet (mixing began): the next tick
+        asks the pass-through again."""
 
     @property
     def active(self) -> bool:
@@ -124,46 +120,33 @@ class ForwardRun:
         """A run of ``source``'s packets begins with packet ``seq``, arrived ``at``
         (:class:`RunNumbering`)."""
         self.source = source
+        self.refused = False
         source.switches += 1
         self.numbering = RunNumbering(seq, ts, pts, stream, at)
         return self.numbering
 
-    async def wait_out(self) -> float:
-        """The sender's task, while the run lasts: wait until the source is quiet for
-        :data:`FORWARD_WAIT` or forwarding is refused, then end the run. Returns how long the
-        source had been quiet when it was for that long (the ticks nobody sent), else 0."""
-        loop = asyncio.get_running_loop()
-        while (numbering := self.numbering) is not None:
-            source = self.source
-            # The task is the shell that reads the clock, once a wake (the run's packets bring
-            # their arrival times; the numbering and the pass-through read none).
-            now = time.monotonic()
-            quiet = numbering.quiet(now)
-            if source is None or quiet >= FORWARD_WAIT or not source.permitted(now):
-                if source is not None:
-                    source.switches += 1
-                self.end()
-                return quiet if quiet >= FORWARD_WAIT else 0.0
-            self._waiter = waiter = loop.create_future()
-            timer = loop.call_later(FORWARD_WAIT - quiet, _set_done, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
-        return 0.0
+    def carries(self, now: float) -> float | None:
+        """The sender's tick at ``now``, while a run is active: ``None`` while the run's
+        packets carry the tick (a lost one stays a gap); else the run ends here and this returns
+        how long the source had been quiet when that was :data:`FORWARD_WAIT` or more (the
+        ticks nobody sent), else 0 (forwarding refused and still not permitted at ``now``)."""
+        numbering, source = self.numbering, self.source
+        if numbering is None:
+            return 0.0
+        quiet = numbering.quiet(now)
+        if source is not None and quiet < FORWARD_WAIT:
+            if not self.refused:
+                return None
+            if source.permitted(now):  # allowed again since: the run goes on
+                self.refused = False
+                return None
+        if source is not None:
+            source.switches += 1
+        self.end()
+        return quiet if quiet >= FORWARD_WAIT else 0.0
 
     def end(self) -> None:
-        """No run any more (a transfer, the track stopped, a failure): the waiting task goes on."""
+        """No run any more (a transfer, a key press waiting, the track stopped, a failure): the
+        sender's next tick sends its own packets."""
         self.numbering = None
-        self.wake()
-
-    def wake(self) -> None:
-        """Let the waiting task look again (forwarding was refused)."""
-        if self._waiter is not None:
-            _set_done(self._waiter)
-
-
-def _set_done(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+        self.refused = False

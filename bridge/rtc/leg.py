@@ -345,6 +345,8 @@ class PeerLeg:
                 return
             self._closed = True
             self._detach()
+            if self._lean is not None:
+                self._lean.stop()  # off the clock before anything else goes
             await self._tasks.close()
             if self._track is not None:
                 self._track.stop()

@@ -15,7 +15,7 @@ everything the sender put in them.
   packet **in the callback it arrived in**: no queue, no task woken and no timer per packet (a
   forwarded call's largest cost under asyncio was its event loop's, docs/performance.md). The
   target encodes the bus otherwise — switching either way at a packet boundary — and its
-  sender's task only waits while a forwarding run lasts.
+  clocked sender's tick sends nothing of its own while a forwarding run lasts.
 * The target's RTP stream (``rtc/rtpsend.py``'s :class:`~bridge.rtc.rtpsend.RtpStream`, the
   one owner of its sequence numbers) sends a forwarded packet with the source's number mapped
   onto its own: it keeps its distance from the others in the source's numbering, so a packet
@@ -24,19 +24,23 @@ everything the sender put in them.
   same way (RFC 3550 §5.1), continuous across a switch. A packet older than the first of the
   forwarding run it arrives in is dropped and counted (:attr:`PassThrough.late`): its number
   would be one the target sent already while it encoded.
+* A trunk's phone leg forwards only packets of one 20 ms frame (:func:`one_20ms_packet`): what
+  its peer was told to expect (``minptime=20``, Meta's 20 ms ptime).
 * Whether forwarding is allowed is asked per packet (:meth:`PassThrough.permitted`), at the
   packet's arrival time (time is an input: nothing here reads a clock), and the answer takes a
   walk through the call's conference and bus. A yes is kept for one 20 ms tick
   (:data:`YES_FOR`): mixing that starts meanwhile is heard at most one packet later. A no is
   asked again every time, so forwarding resumes at the first packet it may; the first no
   also tells the target (:meth:`ForwardTarget.forward_refused`), whose sender goes back to
-  encoding at once.
+  encoding from its next tick (unless forwarding is permitted again by then).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Protocol
+
+from ..audio.phone_codecs import NARROW_SAMPLES
 
 YES_FOR = 0.02
 """Seconds (one packet) a yes of ``allowed()`` is kept without asking again."""
@@ -71,8 +75,8 @@ class PassThrough:
         numbers they would map to went out already (the target's own encoded packets)."""
 
     def permitted(self, now: float) -> bool:
-        """``allowed()`` at ``now`` (``time.monotonic()`` base: a packet's arrival, or when the
-        target's waiting task looks), a yes kept for :data:`YES_FOR` (module docstring)."""
+        """``allowed()`` at ``now`` (``time.monotonic()`` base: a packet's arrival, or the
+        target's tick after a refusal), a yes kept for :data:`YES_FOR` (module docstring)."""
         if now < self._yes_until:
             return True
         if self.allowed():
@@ -91,3 +95,25 @@ class PassThrough:
             target.forward(self, seq, timestamp, payload, at)
         else:
             target.forward_refused(self)
+
+
+def one_20ms_packet(codec: str, payload: bytes) -> bool:
+    """Whether a packet of ``codec`` carries exactly 20 ms: Opus by its TOC byte, G.711 by
+    its length; other codecs are never forwarded."""
+    if codec == "opus":
+        return one_20ms_frame(payload)
+    return codec in ("PCMU", "PCMA") and len(payload) == NARROW_SAMPLES  # a byte a sample
+
+
+def one_20ms_frame(payload: bytes) -> bool:
+    """Whether an Opus packet holds one 20 ms frame, by its TOC byte (RFC 6716 §3.1): frame
+    count code 0, and a configuration whose frame size is 20 ms (SILK 1, 5, 9; hybrid 13, 15;
+    CELT 19, 23, 27, 31)."""
+    if not payload or payload[0] & 0x03:
+        return False
+    config = payload[0] >> 3
+    if config < 12:
+        return config % 4 == 1
+    if config < 16:
+        return config % 2 == 1
+    return config % 4 == 3

@@ -8,11 +8,11 @@
   that tick's audio, with one RTP timestamp (the audio's as the press begins, libwebrtc's
   choice), the marker bit on the first, a growing duration in the telephone-event clock, and
   the end packet sent three times in its tick (RFC 4733 §2.5.1.4, as libwebrtc does); then
-  the press's gap, as audio. A trunk's phone leg asks it on its clock tick
-  (``trunks/media.py``), the WhatsApp DTLS and SDES legs' track on its own
-  (``rtc/tracks.py`` ``OpusBusTrack``); either way the packets go through the audio's own RTP
-  stream (``rtc/rtpsend.py``), so the events share the audio's SSRC and sequence space and
-  its sender reports count them.
+  the press's gap, as audio. Every leg's track asks it in its sender's tick (``rtc/tracks.py``
+  ``OpusBusTrack``: the WhatsApp DTLS and SDES legs', a trunk's phone leg's,
+  ``trunks/media.py``), and the packets go through the audio's own RTP stream
+  (``rtc/rtpsend.py``), so the events share the audio's SSRC and sequence space and its sender
+  reports count them.
 
 A key press is a run of packets with the same RTP timestamp; the duration grows in each, and
 the last three carry the end bit. The detector reports a press once, at its first end packet;

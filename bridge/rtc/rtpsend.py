@@ -9,7 +9,7 @@ NACK for audio), sets the marker bit on every packet, then awaits ``_send_rtp`` 
 The bridge's audio senders (:class:`~bridge.rtc.tracks.OpusBusTrack`) already hold the finished
 Opus payload and its RTP time, so every leg sends them itself (aiortc's sender never starts,
 ``rtc/dtls_srtp.py``), and a trunk's phone leg (``trunks/media.py``) sends its G.711, G.722
-or Opus through the same sender, from the clock's tick, onto its plain or SRTP socket:
+or Opus through the same track and sender, onto its plain or SRTP socket:
 
 * :class:`RtpStream` is one SSRC's packetiser and the one owner of its sequence numbers: the
   bridge's encoded packets, packets forwarded from another leg (``rtc/passthrough.py``, which
@@ -19,10 +19,11 @@ or Opus through the same sender, from the clock's tick, onto its plain or SRTP s
   follows RFC 3551 §4.1 / RFC 7587 §4.1: set on the first packet of the stream and on the first
   packet of a talkspurt (RTP time moved on by more than a frame with no sequence gap: the
   sender sent nothing meanwhile), clear otherwise; events set it themselves (RFC 4733 §2.5.1).
-* :class:`LeanSender` is the one RTP sender: it plays a track (``track.recv()`` →
-  :meth:`RtpStream.packetise` → the leg's wire: ``rtc/dtls_srtp.py``'s SRTP and nominated ICE
-  pair, ``rtc/srtpudp.py``'s SDES socket) or sends what a clocked leg hands it
-  (:meth:`LeanSender.send_now`: a trunk's tick, a forwarded packet, an RFC 4733 event). The time
+* :class:`LeanSender` is the one RTP sender: a callback on the worker clock's ``SEND`` phase
+  (no task), it plays a track (each tick ``track.packets(now)`` → :meth:`RtpStream.packetise`
+  → the leg's wire: ``rtc/dtls_srtp.py``'s SRTP and nominated ICE pair, ``rtc/srtpudp.py``'s
+  SDES socket, a trunk's plain or SRTP socket) and sends what else the leg hands it
+  (:meth:`LeanSender.send_now`: a forwarded packet, a parked leg's keepalive). The time
   pair of the newest audio packet goes to the session's sender reports (RFC 3550 §6.4.1);
   events count as packets and octets but never move it: their RTP time is the event's start.
 """
@@ -32,10 +33,11 @@ from __future__ import annotations
 import logging
 import secrets
 import struct
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from aiortc import MediaStreamError
+from ..media.clock import Phase, worker_clock
 
 if TYPE_CHECKING:
     from .rtp_session import RtpSession
@@ -157,13 +159,32 @@ class RtpStream:
         return (pts + self.origin) & 0xFFFFFFFF
 
 
+class ClockedTrack(Protocol):
+    """What :class:`LeanSender` plays (``rtc/tracks.py`` ``OpusBusTrack``)."""
+
+    @property
+    def readyState(self) -> str: ...
+
+    def played_by(self, player: Any) -> None:
+        """``player`` ticks it from now (its :meth:`LeanSender.on_clock`), or once it is on
+        the clock (a parked track)."""
+
+    def packets(self, now: float) -> list[Any]:
+        """The tick's packets (``now`` its time), encoded or events; none while it sends
+        nothing this tick."""
+
+    def stop(self) -> None: ...
+
+
 class LeanSender:
-    """Plays an :class:`~bridge.rtc.tracks.OpusBusTrack` into one leg's RTP session (module
-    docstring): each packet numbered on the session's :class:`RtpStream` and handed as
-    plaintext to ``send_rtp`` (the leg's wire: protect and send; ``ConnectionError`` while it
-    cannot). The track's ``recv()`` returns pre-encoded packets with ``data`` (Opus), ``pts``
-    (48 kHz RTP time from 0) and ``seq`` (``None``, or the stream sequence number a forwarded
-    packet was mapped to)."""
+    """A leg's one clocked RTP sender (module docstring): on the worker clock's ``SEND`` phase
+    (``media/clock.py``; no task of its own), each tick it sends what its track says for the
+    tick (``track.packets(now)``), each packet numbered on the session's :class:`RtpStream`
+    and handed as plaintext to ``send_rtp`` (the leg's wire: protect and send;
+    ``ConnectionError`` while it cannot, which ends the sender and the track). A track's packets
+    (``rtc/tracks.py``'s ``EncodedPacket``) carry ``data``, ``pts`` (RTP time from 0 on the
+    codec's clock) and ``seq`` (``None``, or the stream sequence number a forwarded packet was
+    mapped to)."""
 
     def __init__(self, session: RtpSession, send_rtp: Callable[[bytes], None]) -> None:
         self.session = session
@@ -171,19 +192,60 @@ class LeanSender:
         self.send_rtp = send_rtp
         self.running = False
         """Whether it sends now (its transport up): forwarding starts only then."""
+        self.track: ClockedTrack | None = None
+        self._on_clock = False
+        self._unregister: Callable[[], None] | None = None
 
-    async def run(self, track: Any) -> None:
-        """The sender's task: the track's packets, as it paces them, until the track ends or
-        the transport goes."""
-        self.running = True
+    def start(self, track: ClockedTrack) -> None:
+        """Play ``track`` from now until it ends or the transport goes: on the clock unless it
+        is parked (``rtc/connected.py``: it puts itself on when it resumes)."""
+        self.track, self.running = track, True
+        track.played_by(self)
+
+    def on_clock(self) -> None:
+        """The track's first packets at once (a WhatsApp leg's first packet must not wait:
+        Meta sends nothing before it), then one tick's every tick."""
+        if self.track is None or self._on_clock:
+            return
+        self._on_clock = True
         try:
-            while True:
-                self.send_encoded(await track.recv())
-        except (ConnectionError, MediaStreamError):
-            pass
-        finally:
-            self.running = False
+            self._tick(time.monotonic())  # the shell reads the clock, once; ticks bring theirs
+        except Exception:  # as the clock does with a tick that fails: said, the sender ended
+            log.exception("the RTP sender's first tick failed; it sends nothing")
+        # Still playing, and still wanted on the clock: the first tick may have ended the track,
+        # or parked it (a connected leg's priming of one frame).
+        if self._on_clock and self.track is not None:
+            self._unregister = worker_clock().register(self._tick, Phase.SEND)
+
+    def off_clock(self) -> None:
+        self._on_clock = False
+        unregister, self._unregister = self._unregister, None
+        if unregister is not None:
+            unregister()
+
+    def stop(self) -> None:
+        """Play no more (idempotent): off the clock, not running, the track stopped."""
+        self.off_clock()
+        self.running = False
+        track, self.track = self.track, None
+        if track is not None:
             track.stop()
+
+    def _tick(self, now: float) -> None:
+        track = self.track
+        if track is None:
+            return
+        if track.readyState != "live":
+            self.stop()
+            return
+        try:
+            for packet in track.packets(now):
+                self.send_encoded(packet)
+        except ConnectionError:
+            self.stop()  # the wire is gone: the leg is ending
+        except Exception:
+            self.stop()  # a bug: the clock logs it and drops the tick; the track ends with it
+            raise
 
     def send_encoded(self, packet: Any) -> None:
         """One packet of the track (``rtc/tracks.py``'s ``EncodedPacket``: encoded here, or
@@ -213,8 +275,8 @@ class LeanSender:
         audio_type: int | None = None,
     ) -> None:
         """Packetise and send one packet of this stream (see :meth:`RtpStream.packetise`),
-        from the sender's task or a plain callback (a forwarded packet, a parked leg's
-        keepalive: no task to wake); ``ConnectionError`` when the wire is not (or no longer)
+        from the sender's tick or a plain callback (a forwarded packet, a parked leg's
+        keepalive); ``ConnectionError`` when the wire is not (or no longer)
         up."""
         self.send_rtp(
             self.stream.packetise(

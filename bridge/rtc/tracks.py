@@ -1,15 +1,12 @@
-"""Bus-backed outgoing audio tracks, paced on the worker's media clock."""
+"""Bus-backed outgoing audio tracks: each tick of the worker's media clock, what to send."""
 
 from __future__ import annotations
 
-import fractions
-import logging
 import time
 from collections import deque
-from typing import Protocol
 
 import numpy as np
-from aiortc import MediaStreamError, MediaStreamTrack
+from aiortc import MediaStreamError
 
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
 from ..audio.dtx import DtxGate
@@ -18,81 +15,24 @@ from ..audio.phone_codecs import NARROW_SAMPLES, PhoneEncoder
 from ..media import LevelMeter
 from ..media.clock import Pacer, WorkerPacer
 from ..media.ports import FrameSource
-from .forward_run import ForwardRun, unsent_time
-from .passthrough import PassThrough
+from .encoded import OPUS_RATE, EncodedPacket, Player
+from .forward_run import unsent_time
+from .forwarding_track import ForwardingTrack
 from .protection import EncoderSetting, EncoderSettings, LossProtection, Protection
 from .red import RedWrapper
 from .rfc4733 import KeyPresses
-from .rtpsend import RtpStream
 
-log = logging.getLogger(__name__)
-
-_TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
-_OPUS_RATE = 48_000
-_RTP_TIME_BASE = fractions.Fraction(1, _OPUS_RATE)
-"""Opus' RTP clock (RFC 7587 §4.1): a packet stamped on it needs no conversion in aiortc."""
-_FRAME_TS = _OPUS_RATE * FRAME_SAMPLES // SAMPLE_RATE
+_FRAME_TS = OPUS_RATE * FRAME_SAMPLES // SAMPLE_RATE
 
 
-class EncodedPacket:
-    """A pre-encoded packet: what ``rtc/rtpsend.py``'s sender reads (``data``, ``pts``,
-    ``seq``: the stream's number for a forwarded packet, else ``None``, and ``payload_type``:
-    RED's when ``data`` is a RED payload, else ``None``; with ``event``, an RFC 4733 event's
-    payload type, its ``pts`` the press's start), and what aiortc's own sender reads
-    (``bytes()``, ``pts``, ``time_base``) where it sends the track.
-
-    Stands in for ``av.Packet``, which copies the payload into an FFmpeg buffer and builds a
-    new ``Fraction`` on every ``time_base`` read; with ``time_base`` the very object aiortc
-    compares against, its ``convert_timebase`` does no ``Fraction`` arithmetic either.
-    """
-
-    __slots__ = ("data", "event", "marker", "payload_type", "pts", "seq", "time_base")
-
-    def __init__(
-        self,
-        data: bytes,
-        pts: int,
-        seq: int | None = None,
-        payload_type: int | None = None,
-        marker: bool | None = None,
-        event: bool = False,
-    ) -> None:
-        self.data = data
-        self.pts = pts
-        self.seq = seq
-        self.payload_type = payload_type
-        self.marker = marker
-        """The RTP marker bit, or ``None``: the stream decides (``RtpStream.packetise``)."""
-        self.event = event
-        """An RFC 4733 event sent in place of the tick's audio (``rtc/rfc4733.py``)."""
-        self.time_base = _RTP_TIME_BASE
-
-    def __bytes__(self) -> bytes:
-        return self.data
-
-
-class PacketSender(Protocol):
-    """The lean sender playing an :class:`OpusBusTrack` (``rtc/rtpsend.py``'s ``LeanSender``,
-    the SDES leg): its RTP stream, and a send a forwarded packet takes from the source's
-    receive callback."""
-
-    stream: RtpStream
-
-    @property
-    def running(self) -> bool:
-        """Whether it sends now (its transport up): forwarding starts only then."""
-
-    def send_encoded(self, packet: EncodedPacket) -> None:
-        """Packetise, protect and send ``packet`` now; ``ConnectionError`` if it cannot."""
-
-
-class OpusBusTrack(MediaStreamTrack):
+class OpusBusTrack(ForwardingTrack):
     """Plays a call's downlink as Opus it encodes itself: 16 kHz mono, voice settings.
 
-    Paced on the worker's media clock (``media/clock.py`` ``WorkerPacer``), ``recv`` returns
-    encoded packets, which the bridge's lean sender (``rtc/rtpsend.py``) packs into RTP,
-    protects and sends (aiortc's own sender also takes them: the quality bench's peers). That
-    skips what aiortc does for a raw frame: a pure-Python per-sample audio-level loop, a
+    Each tick of the worker's media clock (phase ``SEND``), the leg's one clocked sender
+    (``rtc/rtpsend.py`` ``LeanSender``) asks :meth:`packets` for the tick's encoded packets and
+    packs them into RTP, protects and sends them; ``recv`` is the same on a pacer
+    (``media/clock.py`` ``WorkerPacer``) for aiortc's own sender (the quality bench's peers).
+    That skips what aiortc does for a raw frame: a pure-Python per-sample audio-level loop, a
     thread hop for every encode, a resample to 48 kHz stereo and a 96 kbit/s stereo encode.
     Opus at 16 kHz mono is the bus format as it stands; the browser's decoder plays any Opus
     configuration (RFC 7587).
@@ -107,12 +47,15 @@ class OpusBusTrack(MediaStreamTrack):
     far end negotiated it, Meta's ``audio.additional_codecs``): 160 bytes on an 8 kHz RTP clock
     per 20 ms, no protection; forwarding works the same, for packets of that codec.
 
+    ``phone``: a trunk's phone leg (``trunks/media.py``): the phone's codec as
+    ``audio/phone_codecs.py`` codes it (G.711, G.722 on its 8 kHz RTP clock, or Opus at the
+    phone's fixed settings; :meth:`use_codec` when a re-INVITE changes it), only packets of one
+    20 ms frame forwarded, and :attr:`sending` false while the phone holds.
+
     ``keys`` (``rtc/rfc4733.py``): key presses sent on the clock, each tick's RFC 4733 packets
     in place of its audio (its frame still taken and encoded); a press waiting ends a
-    forwarding run, as on a trunk's phone leg (``trunks/media.py``).
+    forwarding run.
     """
-
-    kind = "audio"
 
     def __init__(
         self,
@@ -132,14 +75,13 @@ class OpusBusTrack(MediaStreamTrack):
         red: RedWrapper | None = None,
         level: LevelMeter | None = None,
         keys: KeyPresses | None = None,
+        phone: bool = False,
     ) -> None:
-        super().__init__()
-        self.keys = keys  # key presses to send on the clock (class docstring)
-        self._key_packets: deque[EncodedPacket] = deque()
-        """This tick's event packets not yet returned (the end packet's repeats)."""
-        self.sink = sink
-        self.level = level
-        """Where the level of what it sends is summed (a browser's; ``None``: not metered)."""
+        super().__init__(sink, level, keys)
+        self._key_events: list[EncodedPacket] = []
+        """The tick's event packets, as the key presses hand them over."""
+        self._pending: deque[EncodedPacket] = deque()
+        """A tick's packets ``recv`` has not returned yet (aiortc's sender takes one a call)."""
         self.fec = fec
         self.protection = protection
         self.red = red
@@ -157,10 +99,11 @@ class OpusBusTrack(MediaStreamTrack):
         self.setting = self.settings.for_(self.applied)
         """What the encoder runs at now."""
         self.codec = codec
-        self.frame_ts = _FRAME_TS if codec == "opus" else NARROW_SAMPLES
-        """RTP time of one 20 ms packet on the codec's clock (48 kHz Opus, 8 kHz G.711)."""
+        self.phone = phone
+        self.frame_ts = _FRAME_TS
+        """RTP time of one 20 ms packet on the codec's clock (48 kHz Opus, 8 kHz G.711, G.722)."""
         self._coder: OpusEncoder | PhoneEncoder
-        if codec == "opus":
+        if codec == "opus" and not phone:
             self._encoder = self._coder = OpusEncoder(
                 SAMPLE_RATE,
                 bitrate=self.setting.bitrate,
@@ -172,68 +115,59 @@ class OpusBusTrack(MediaStreamTrack):
             if self.setting.celt:
                 self._encoder.set_celt_only(True)
         else:
-            self._coder = PhoneEncoder(codec)
-            self.protection = None  # G.711 has no FEC to plan: the reports change nothing
+            self.use_codec(codec)
         self._clock: Pacer = WorkerPacer()
+        """What paces ``recv`` (aiortc's sender); the lean sender ticks :meth:`packets`."""
+        self.player: Player | None = None
+        """The clocked sender ticking :meth:`packets` (:meth:`played_by`)."""
+        self.on_clock = True
+        """Whether the player ticks it now (a parked leg's track is off the clock)."""
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self.dtx_gate = dtx_gate
         """DTX toward a browser that asked for it (``audio/dtx.py``): a silence is (almost)
         not sent."""
         self.dtx_frames = 0
         """Frames of silence not sent (DTX)."""
-        self.frames_sent = 0
         self.silent_frames = 0
-        self.forwarded_frames = 0
-        self._pts = 0
-        """RTP time (48 kHz, from 0) of the next packet: 20 ms per encoded packet."""
-        self.pass_through: PassThrough | None = None
-        self._sender: PacketSender | None = None
-        self._stream: RtpStream | None = None
-        self._run = ForwardRun()
-        """The current forwarding run (``rtc/forward_run.py``)."""
-        self._encoder_stale = False
-        """A forwarded packet went out since the encoder's last frame."""
 
-    def forward_from(self, pass_through: PassThrough, sender: PacketSender) -> None:
-        """Send another leg's Opus packets untouched while ``pass_through.allowed()`` (see
-        ``rtc/passthrough.py``) through ``sender``, the lean sender playing this track
-        (``rtc/rtpsend.py``), whose stream numbers every packet: forwarded ones are mapped
-        onto its numbers."""
-        if self.pass_through is not None and self.pass_through is not pass_through:
-            self.pass_through.target = None
-        self._sender = sender
-        self._stream = sender.stream
-        self.pass_through = pass_through
-        pass_through.target = self
-        # A new source (a transfer) numbers its packets from its own random origin: its first
-        # packet starts a new run, mapped afresh, never through the previous source's offsets
-        # (a number mapped backwards is one SRTP refuses as replayed, RFC 3711 §3.3.2).
-        if self._run.active:
-            self._end_run()
+    def use_codec(self, codec: str) -> None:
+        """Code ``codec`` from the next tick as a phone codec (``audio/phone_codecs.py``: G.711,
+        G.722, or a phone's Opus at its fixed settings), RTP time going on: a WhatsApp leg on
+        G.711, or a trunk's phone leg (``trunks/media.py``, its codec changed by a re-INVITE)."""
+        self.codec = codec
+        self._coder = PhoneEncoder(codec)
+        self.frame_ts = _FRAME_TS if codec == "opus" else NARROW_SAMPLES
+        self.protection = None  # nothing adapts to loss: the reports change nothing
+
+    def played_by(self, player: Player) -> None:
+        """``player`` ticks :meth:`packets` from now (``LeanSender.start``), unless the track
+        is off the clock (parked): then from when it puts itself on."""
+        self.player = player
+        if self.on_clock:
+            player.on_clock()
 
     async def recv(self) -> EncodedPacket:  # type: ignore[override]
+        """The next packet, paced by :attr:`_clock`: :meth:`packets` as aiortc's own sender
+        reads a track (the quality bench's peers), one packet a call."""
         while True:
             if self.readyState != "live":
                 raise MediaStreamError
-            if self._key_packets:  # the rest of this tick's event packets, sent now
-                return self._key_packets.popleft()
-            packet = await self._next_packet()
-            if packet is not None:
-                return packet
+            if self._pending:
+                return self._pending.popleft()
+            await self._clock.tick()
+            self._pending.extend(self.packets(time.monotonic()))  # the pacer is the shell
 
-    async def _next_packet(self) -> EncodedPacket | None:
-        """The next frame from the sink encoded; ``None`` when DTX sends nothing for it or a
-        forwarding run carries this tick (its packets go out from the source's callback:
-        :meth:`forward`)."""
+    def packets(self, now: float) -> list[EncodedPacket]:
+        """This tick's packets, ``now`` the tick's time (the media clock's ``SEND`` phase,
+        after this tick's mix): the sink's frame encoded, or the tick's RFC 4733 event packets
+        in its place, or none while DTX holds a silence back or a forwarding run carries the
+        tick (its packets go out from the source's callback: :meth:`forward`)."""
         if self._run.active:
-            quiet = await self._run.wait_out()
+            quiet = self._run.carries(now)
+            if quiet is None:
+                return []
             self._pts += unsent_time(quiet, self.frame_ts)  # a pause, not packets 250 ms late
-            self._end_run()
-            return None
-        await self._clock.tick()
-        if self._run.active:  # a run began while the clock ticked: it carries this tick
-            return None
-        pcm = self.sink.take(time.monotonic())  # the clock's send phase
+        pcm = self.sink.take(now)
         if pcm is None:
             self.silent_frames += 1
             pcm = self._silence
@@ -246,25 +180,29 @@ class OpusBusTrack(MediaStreamTrack):
             # encoder's first CELT frame decodes as 15 ms of near silence after forwarded SILK.
             self._coder.reset()
             self._encoder_stale = False
+        if not self.sending:  # held: the frame taken, the stream's time on (RFC 3550 §5.1)
+            self._pts += self.frame_ts
+            return []
         # libopus directly: one 20 ms frame in, one packet out (no encoder delay queue). RTP
         # time counts the packets, 20 ms each, on the codec's RTP clock.
         payload = self._coder.encode(pcm)
         pts = self._pts
         self._pts += self.frame_ts
         if self.keys is not None and self.keys.send_tick(pts, self._event):
-            return self._key_packets.popleft()  # a key press, in place of the tick's audio
+            events, self._key_events = self._key_events, []
+            return events  # a key press, in place of the tick's audio
         marker = None
         if self.dtx_gate is not None:
             gated = self.dtx_gate.outgoing(payload, self._encoder.settled_silence)
             if gated is None:
                 self.dtx_frames += 1
-                return None
+                return []
             payload, marker = gated, self.dtx_gate.marker
         self.frames_sent += 1
-        return self._packet(payload, pts, marker=marker)
+        return [self._packet(payload, pts, marker=marker)]
 
     def _event(self, pt: int, payload: bytes, pts: int, marker: bool) -> None:
-        self._key_packets.append(EncodedPacket(payload, pts, None, pt, marker, True))
+        self._key_events.append(EncodedPacket(payload, pts, None, pt, marker, True))
 
     def _packet(
         self, payload: bytes, pts: int, seq: int | None = None, *, marker: bool | None = None
@@ -273,70 +211,6 @@ class OpusBusTrack(MediaStreamTrack):
             return EncodedPacket(payload, pts, seq, None, marker)
         data, payload_type = self.red.wrap(payload, pts, self.applied.red_depth)
         return EncodedPacket(data, pts, seq, payload_type, marker)
-
-    # -- forwarding (rtc/passthrough.py): the source's callback sends, the task waits
-    def forward(self, source: PassThrough, seq: int, ts: int, payload: bytes, at: float) -> None:
-        """The source's packet that arrived ``at``, sent now from its receive callback
-        (``ForwardTarget``): the first starts a forwarding run, carrying the ticks until it ends."""
-        sender = self._sender
-        if source is not self.pass_through or sender is None or not sender.running:
-            return  # an old source (a transfer), or no sender running (yet)
-        if self.readyState != "live":
-            return
-        if self.keys is not None and self.keys.pending:  # a key press: on the clock, not this
-            self._run.end()  # the waiting task takes the ticks back
-            return
-        numbering = self._run.numbering_for(source)
-        if numbering is not None and numbering.older_than_first(seq):
-            # Reordered across the switch: the number it maps to was our own encoded
-            # packet's, and SRTP refuses an index sent twice (RFC 3711 §3.3.2).
-            source.late += 1
-            return
-        try:
-            sender.send_encoded(self._forward(source, seq, ts, payload, at))
-        except ConnectionError:
-            pass  # DTLS or the socket closing: the sender's own loop ends the track
-        except Exception:
-            # A bug, in the source leg's receive callback: it must not cost that leg its own
-            # audio. Forwarding stops here (the sender encodes again); said once, loudly.
-            log.exception("forwarding into this sender failed; it encodes from now on")
-            source.target = None
-            self.pass_through = None
-            self._run.end()
-
-    def forward_refused(self, source: PassThrough) -> None:
-        """Mixing began in this direction (``ForwardTarget``): the waiting task encodes again."""
-        if self._run.numbering_for(source) is not None:
-            self._run.wake()
-
-    def _end_run(self) -> None:
-        """Back to encoding: a fresh clock, no burst to catch up."""
-        self._run.end()
-        self._clock = WorkerPacer()
-
-    def _forward(self, pt: PassThrough, seq: int, ts: int, data: bytes, at: float) -> EncodedPacket:
-        stream = self._stream
-        assert stream is not None
-        numbering = self._run.numbering_for(pt)
-        if numbering is None:
-            numbering = self._run.start(pt, seq, ts, self._pts, stream, at)
-        placed = numbering.place(seq, ts, stream, at)
-        if placed.newest:  # a reordered packet does not take our time back
-            self._pts = placed.pts + self.frame_ts
-        # The decoded frame this packet stands for (kept fresh for a switch; its level is
-        # what the browser hears). None while the source leg is idle (``rtc/uplink.py``): its
-        # level samples reach this meter from there. Taken now, as the packet goes out, not at
-        # ``at``: the sink times a frame's transit and lead to its playing (``media/frames.py``),
-        # and a packet read on the clock's input phase arrived up to a tick before.
-        decoded = self.sink.take(time.monotonic())
-        if self.level is not None and decoded is not None:
-            self.level.add(decoded)
-        self.frames_sent += 1
-        self.forwarded_frames += 1
-        self._encoder_stale = True
-        pt.forwarded += 1
-        # A forwarded payload stays bit-exact: RED only puts earlier ones beside it.
-        return self._packet(data, placed.pts, placed.seq)
 
     def protection_json(self) -> dict[str, object]:
         """What the sender does against loss now, and what RED cost so far."""
@@ -383,6 +257,8 @@ class OpusBusTrack(MediaStreamTrack):
     def stop(self) -> None:
         super().stop()
         self._run.end()
+        if self.player is not None:
+            self.player.stop()
         if self.pass_through is not None:
             self.pass_through.target = None
         self.sink.detach()

@@ -7,15 +7,22 @@ FEC, concealment — pitch repetition for G.711 and G.722 —, time-stretch; dec
 the codec's decoder, ``audio/phone_codecs.py``) → one 20 ms frame per tick of the media clock's
 receive phase → the participant's microphone in the conference. A ``telephone-event`` packet
 (RFC 4733) is a key, read by the one detector (``rtc/rfc4733.py``).
-Send: on the worker's media clock (phase ``ENGINE``, after the mix), the participant's
-downlink sink gives one 20 ms frame (silence when it has none) → encode (16 → 8 kHz then
-G.711; G.722 or Opus as it is) → one RTP packet. A key queued for the PBX is sent as RFC 4733
-events instead of audio for its duration (three end packets, §2.5.1.4).
+Send: every leg's one track and clocked sender (``rtc/tracks.py`` ``OpusBusTrack`` in its
+phone mode, played by ``rtc/rtpsend.py`` ``LeanSender`` on the media clock's ``SEND`` phase,
+after the mix): the participant's downlink sink gives one 20 ms frame (silence when it has
+none) → encode (16 → 8 kHz then G.711; G.722 or Opus as it is) → one RTP packet. A key queued
+for the PBX is sent as RFC 4733 events instead of audio for its duration (three end packets,
+§2.5.1.4). On hold (:attr:`TrunkMedia.sending` false) the frame is still taken and the
+stream's time moves on, no packet goes out. WhatsApp's packets forwarded to the phone (a phone
+alone on the call, in the WhatsApp leg's codec: ``calls/forwarding.py``) come through a
+``PassThrough`` into the same track (:meth:`TrunkMedia.forward_from`), as a browser's do:
+only packets of one 20 ms frame, numbered into the leg's own stream (``rtc/forward_run.py``,
+RFC 3550 §5.1, so a loss before the bridge stays a gap the phone's decoder rebuilds from FEC).
 
 The leg's RTP session is every leg's (``rtc/rtp_session.py`` ``RtpSession``): its packets go
-out through the one RTP sender (``rtc/rtpsend.py`` ``LeanSender``: numbered and framed by the
-session's :class:`~bridge.rtc.rtpsend.RtpStream`, audio, events and forwarded Opus alike, the
-sender reports' time pair kept) onto the leg's wire, and its
+out through the one RTP sender (numbered and framed by the session's
+:class:`~bridge.rtc.rtpsend.RtpStream`, audio, events and forwarded packets alike, the sender
+reports' time pair kept) onto the leg's wire, and its
 :class:`~bridge.rtc.rtcp.RtcpReports` counts what arrives (RFC 3550 A.3 loss, A.8 jitter) and
 reads what the phone reports of us. RTCP goes on the wire when both SDPs say ``a=rtcp-mux``
 (RFC 5761: one port for both): our SR (or RR) with SDES CNAME on the worker clock at RTP/AVP's
@@ -32,33 +39,38 @@ import logging
 import secrets
 from collections.abc import Callable
 
-import numpy as np
-
 from ..audio.opus import OpusDecoder
-from ..audio.pcm import FRAME_SAMPLES, Pcm
-from ..audio.phone_codecs import PhoneEncoder, phone_decoder
+from ..audio.pcm import Pcm
+from ..audio.phone_codecs import phone_decoder
 from ..audio.receiver import FrameDecoder
 from ..calls.samples import LegSources
 from ..media import BusStats
-from ..media.clock import Phase, worker_clock
-from ..rtc.forward_run import FORWARD_WAIT, RunNumbering, unsent_time
+from ..rtc.passthrough import PassThrough, one_20ms_packet
 from ..rtc.rfc4733 import DtmfDetector, KeyPresses
 from ..rtc.rtcp_schedule import RtcpInterval, RtcpSchedule
 from ..rtc.rtp_session import RtpSession
 from ..rtc.rtpsend import LeanSender
+from ..rtc.tracks import OpusBusTrack
 from ..rtc.uplink import Playout
 from ..tasks import TaskSet
-from .passthrough import one_20ms_packet
 from .rtp_socket import Socket, rtp_payload
 from .sdp import Remote
 
 log = logging.getLogger(__name__)
 
 RATE = 8000
-SAMPLES = 160
-"""8 kHz samples in one 20 ms packet (and G.722's timestamp step: its RTP clock is 8 kHz)."""
 KEYS_QUEUED = 32
 """Keys waiting to be sent to the PBX; more are dropped (counted)."""
+
+
+class _Downlink:
+    """The participant's downlink as the track takes it (``media/ports.py`` ``FrameSource``)."""
+
+    def __init__(self, pop: Callable[[float], Pcm | None]) -> None:
+        self.take = pop
+
+    def detach(self) -> None:
+        pass  # the participant's sink is the call's: it goes with the participant
 
 
 class TrunkMedia:
@@ -71,20 +83,23 @@ class TrunkMedia:
         pt: int,
         event_pt: int | None,
         microphone: Callable[[Pcm], None],
-        pop: Callable[[], Pcm | None],
+        pop: Callable[[float], Pcm | None],
         on_key: Callable[[str, int], None],
     ) -> None:
         self.name = name
         self.session = RtpSession(secrets.randbits(32), f"{secrets.token_hex(8)}@bridge")
         self.stream = self.session.stream
-        """The one owner of this leg's sequence numbers: audio, events and forwarded Opus
-        (``rtc/rtpsend.py``); its RTP times are the wire's (``origin=0``: :attr:`_ts` is)."""
-        self.stream.payload_type, self.stream.origin = pt, 0
+        """The one owner of this leg's sequence numbers: audio, events and forwarded packets
+        (``rtc/rtpsend.py``)."""
+        self.stream.payload_type = pt
         self.reports = self.session.reports
         """What arrives from the phone and what it reports of us (``rtc/rtcp.py``)."""
         self.reports.clock = RATE
         self.sender = LeanSender(self.session, self._wire_rtp)
         """The one RTP sender every leg has (``rtc/rtpsend.py``), sending on :attr:`socket`."""
+        self.keys_out = KeyPresses(KEYS_QUEUED, lambda: self.event_pt)
+        self.track = OpusBusTrack(_Downlink(pop), codec=codec, keys=self.keys_out, phone=True)
+        """What the sender sends each tick (module docstring)."""
         self.rtcp_mux = False
         """Both SDPs said ``a=rtcp-mux``: our RTCP goes on the RTP port (module docstring)."""
         self.rtcp_schedule = RtcpSchedule(self._report, RtcpInterval())
@@ -92,19 +107,12 @@ class TrunkMedia:
         self._said_bye = False
         self.octets_in = 0
         self.event_pt = event_pt
-        self.forward_allowed: Callable[[], bool] | None = None
-        """While set and true, WhatsApp's Opus packets (:meth:`offer`) go to the phone as they
-        arrived instead of this leg's own encoding (``trunks/passthrough.py``)."""
         self._forward_up: Callable[[int, int, bytes, float], None] | None = None
         """Where the phone's Opus packets also go as they arrive (:meth:`forward_to`)."""
         self._up_needs_pcm: Callable[[float], bool] | None = None
         self._went_up = False
         """The packet in hand was forwarded up (one 20 ms Opus frame)."""
-        self._run: RunNumbering | None = None
-        """The forwarding run, while WhatsApp's packets go to the phone (``rtc/forward_run.py``)."""
-        self._encoder_stale = False
-        self.forwarded = self.forward_late = 0
-        self.microphone, self.pop = microphone, pop
+        self.microphone = microphone
         self.codec = codec
         self._tasks = TaskSet(f"trunk-media:{name}")
         self.playout = Playout(microphone, BusStats(), self._tasks, self._decoder)
@@ -112,15 +120,20 @@ class TrunkMedia:
         join the call's once the leg is in the call (:meth:`start`)."""
         self.set_codec(codec)
         self.socket: Socket | None = None
-        self._ts = secrets.randbits(32)
         self.keys_in = DtmfDetector(on_key, RATE)
-        self.keys_out = KeyPresses(KEYS_QUEUED, lambda: self.event_pt)
-        self._unregister: Callable[[], None] | None = None
+        self.started = False
         self.packets_in = 0
-        self.sending = True
+
+    @property
+    def sending(self) -> bool:
         """False while our SDP says we send nothing (``recvonly``/``inactive``: the phone holds,
         RFC 3264 §6.1): the clock still drains the participant's sink, the stream's time moves
-        on (RFC 3550 §5.1), no packet goes out."""
+        on (RFC 3550 §5.1), no packet goes out (the track's)."""
+        return self.track.sending
+
+    @sending.setter
+    def sending(self, value: bool) -> None:
+        self.track.sending = value
 
     @property
     def pt(self) -> int:
@@ -137,10 +150,9 @@ class TrunkMedia:
         ``G722`` (its RTP clock 8 kHz, RFC 3551 §4.5.2) or ``opus`` (its RTP clock 48 kHz,
         RFC 7587 §4.1)."""
         self.codec = codec
-        self.encoder = PhoneEncoder(codec)
-        self.step = 960 if codec == "opus" else SAMPLES
-        """The RTP timestamp's step a 20 ms packet."""
-        self.stream.frame_ticks = self.step
+        if self.track.codec != codec:
+            self.track.use_codec(codec)
+        self.stream.frame_ticks = self.track.frame_ts
         self.reports.clock = 48000 if codec == "opus" else RATE  # its RTP clock (RFC 3551)
         # A fresh receiver for the codec (the stream so far was another codec's).
         self.playout.resume(self.playout.on_frame, self.playout.bus_stats)
@@ -189,11 +201,12 @@ class TrunkMedia:
         self.socket = socket
         if stats is not None:
             self.playout.bus_stats = stats
-        self._unregister = worker_clock().register(self._tick, Phase.ENGINE)
+        self.started = True
+        self.sender.start(self.track)
         self._start_reports()
 
     def _start_reports(self) -> None:
-        if self.rtcp_mux and self.socket is not None and self._unregister is not None:
+        if self.rtcp_mux and self.socket is not None and self.started:
             self.rtcp_schedule.start()
 
     def _report(self) -> int:
@@ -206,15 +219,14 @@ class TrunkMedia:
 
     @property
     def packets_out(self) -> int:
-        """RTP packets sent to the phone: audio, events and forwarded Opus."""
+        """RTP packets sent to the phone: audio, events and forwarded ones."""
         return self.stream.packets
 
     def stop(self) -> None:
         """Off the clock, a last RTCP packet with BYE (RFC 3550 §6.6) when the leg has sent
         RTCP (none else, as the RFC says), and the socket closed (idempotent)."""
-        unregister, self._unregister = self._unregister, None
-        if unregister is not None:
-            unregister()
+        self.started = False
+        self.sender.stop()  # off the clock, the track stopped
         self.rtcp_schedule.stop()
         self.playout.stop()
         socket = self.socket
@@ -253,90 +265,25 @@ class TrunkMedia:
         """Queue a key for the PBX (RFC 4733 events in place of audio)."""
         self.keys_out.press(digit, max(40, min(duration_ms, 2000)))
 
-    def offer(self, seq: int, ts: int, payload: bytes, at: float) -> None:
-        """One of WhatsApp's packets as it arrived, ``at`` (``time.monotonic()`` base), in the
-        WhatsApp leg's receive callback (its codec is this leg's, ``calls/participants.py``
-        ``packets_in``): sent to the phone as it is while :attr:`forward_allowed` says so and
-        no key is being sent, numbered into this leg's own stream (``trunks/passthrough.py``)."""
-        allowed = self.forward_allowed
-        if (
-            allowed is None
-            or self.socket is None
-            or not self.sending
-            or self.keys_out.pending
-            or not one_20ms_packet(self.codec, payload)
-            or not allowed()
-        ):
-            self._run = None
-            return
-        run = self._run
-        if run is None:  # a new run, numbered on from what this leg sent last
-            run = self._run = RunNumbering(seq, ts, self._ts, self.stream, at)
-            self._encoder_stale = True
-        elif run.older_than_first(seq):
-            self.forward_late += 1
-            return
-        placed = run.place(seq, ts, self.stream, at)
-        self._send(self.pt, payload, marker=False, ts=placed.pts, seq=placed.seq)
-        if placed.newest:  # a reordered packet does not take our time back
-            self._ts = (placed.pts + self.step) & 0xFFFFFFFF
-        self.forwarded += 1
+    # -- pass-through down (``calls/forwarding.py``): WhatsApp's packets to the phone
+    def forward_from(self, allowed: Callable[[], bool]) -> PassThrough:
+        """Let this leg's sender send WhatsApp's packets (offered to the returned
+        ``PassThrough`` by the WhatsApp leg's ``forward_to``) as they are while ``allowed()``,
+        numbered into this leg's own stream (module docstring): as a browser's
+        ``forward_from``."""
+        pass_through = PassThrough(allowed)
+        self.track.forward_from(pass_through, self.sender)
+        return pass_through
 
     @property
     def forwarding(self) -> bool:
         """Whether WhatsApp's packets go to the phone as they are (a forwarding run)."""
-        return self._run is not None
+        return self.track.forwarding
 
-    def _tick(self, now: float) -> None:
-        pcm = self.pop()
-        if self._run is not None:
-            idle = self._run.quiet(now)  # the tick's time, against the packets' arrivals
-            if idle < FORWARD_WAIT:
-                return  # the forwarded packets carry this tick (a lost one stays a gap)
-            # WhatsApp's packets stopped coming: encode again.
-            self._run = None
-            self._ts = (self._ts + unsent_time(idle, self.step)) & 0xFFFFFFFF
-        if self._encoder_stale:
-            # The last packets were WhatsApp's: the encoder starts afresh rather than from
-            # the state its own last frame left (stale audio spliced into the next one).
-            self.encoder.reset()
-            self._encoder_stale = False
-        if not self.sending:
-            self._ts = (self._ts + self.step) & 0xFFFFFFFF
-            return
-        if pcm is None:
-            pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-        payload = self.encoder.encode(pcm)
-        if not self.keys_out.send_tick(self._ts, self._send_event):
-            self._send(self.pt, payload)
-        self._ts = (self._ts + self.step) & 0xFFFFFFFF
-
-    def _send_event(self, pt: int, payload: bytes, ts: int, marker: bool) -> None:
-        """One packet of the key being sent (``KeyPresses.send_tick``, in place of audio)."""
-        self._send(pt, payload, marker=marker, ts=ts)
-
-    def _send(
-        self,
-        pt: int,
-        payload: bytes,
-        *,
-        marker: bool | None = None,
-        ts: int | None = None,
-        seq: int | None = None,
-    ) -> None:
-        """One packet through the leg's sender; numbered next unless ``seq`` says (a forwarded
-        packet's mapped number). Encoded audio leaves the marker to the stream (RFC 3551 §4.1:
-        the first packet, and the first after a hold)."""
-        if self.socket is None:
-            return
-        audio = pt == self.pt
-        self.sender.send_now(
-            payload,
-            self._ts if ts is None else ts,
-            seq,
-            marker=marker,
-            payload_type=None if audio else pt,
-        )
+    @property
+    def forwarded(self) -> int:
+        """WhatsApp's packets sent to the phone as they were."""
+        return self.track.forwarded_frames
 
     def _wire_rtp(self, plain: bytes) -> None:
         if self.socket is not None:

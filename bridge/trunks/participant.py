@@ -292,8 +292,11 @@ class SipParticipant:
         if self._joined is not None and not self.on_hold:
             self._microphone(pcm)
 
-    def _from_call(self) -> Pcm | None:
-        return self._sink.pop() if self._joined is not None and self._sink is not None else None
+    def _from_call(self, now: float) -> Pcm | None:
+        """The tick's frame for the phone (the media clock's send phase, ``now`` its time)."""
+        if self._joined is None or self._sink is None:
+            return None
+        return self._sink.pop(now)
 
     def _key(self, digit: str, duration_ms: int) -> None:
         """A key pressed on the phone (RFC 4733, or SIP INFO): as a browser's key."""
@@ -316,7 +319,7 @@ class SipParticipant:
     def packets_in(self, codec: str) -> TrunkMedia | None:
         """Its RTP when WhatsApp's packets of ``codec`` may go to it untouched: joined, on
         that codec (Opus, or the G.711 Meta was answered with), the agent
-        (``BRIDGE_OPUS_PASSTHROUGH``; ``trunks/passthrough.py``)."""
+        (``BRIDGE_OPUS_PASSTHROUGH``; ``calls/forwarding.py``)."""
         media, allowed = self.media, self.line.opus_passthrough
         agent = self._joined is not None and self.role is Role.AGENT and allowed
         return media if media is not None and media.codec == codec and agent else None

@@ -380,7 +380,7 @@ async def test_a_cloud_api_call_reaches_a_phone(make_client, meta, phone, tmp_pa
     def forwarded() -> tuple[int, int]:
         return leg.media.forwarded, runtime.media.webrtc_leg.leg_json()["framesForwarded"]
 
-    if codec == "opus":  # each side's packets reach the other untouched (trunks/passthrough.py)
+    if codec == "opus":  # each side's packets reach the other untouched (calls/forwarding.py)
         await until(lambda: min(forwarded()) > 50, 5, "a second forwarded each way")
     else:
         await asyncio.sleep(1.0)

@@ -6,7 +6,6 @@ sender and receiver never start; and the session's RTCP counts exactly what was 
 
 from __future__ import annotations
 
-import asyncio
 import random
 import struct
 from types import SimpleNamespace
@@ -111,8 +110,13 @@ class QuietTrack:
         self.stopped = False
         self.codec = "opus"  # what the sender checks the negotiation against
 
-    async def recv(self) -> Any:
-        await asyncio.Event().wait()
+    readyState = "live"
+
+    def played_by(self, player: Any) -> None:
+        pass  # never on the clock: nothing to send
+
+    def packets(self, now: float) -> list[Any]:
+        return []
 
     def stop(self) -> None:
         self.stopped = True

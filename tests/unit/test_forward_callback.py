@@ -14,9 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from bridge.rtc import udp_poll
+from bridge.rtc.encoded import EncodedPacket
 from bridge.rtc.passthrough import PassThrough
 from bridge.rtc.rtpsend import RtpStream
-from bridge.rtc.tracks import EncodedPacket, OpusBusTrack
+from bridge.rtc.tracks import OpusBusTrack
 
 from ..support.waits import until
 

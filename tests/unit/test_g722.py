@@ -69,13 +69,13 @@ async def test_a_trunk_leg_carries_g722_as_pt9_on_an_8khz_clock() -> None:
     outgoing = iter(frames_of(1000.0, SECOND))
     heard: list[np.ndarray] = []
     sender = TrunkMedia(
-        "send", "G722", 9, 101, lambda pcm: None, lambda: next(outgoing, None), print
+        "send", "G722", 9, 101, lambda pcm: None, lambda now: next(outgoing, None), print
     )
-    receiver = TrunkMedia("recv", "G722", 9, 101, heard.append, lambda: None, noop)
+    receiver = TrunkMedia("recv", "G722", 9, 101, heard.append, lambda now: None, noop)
     wire = Wire()
-    sender.socket = wire
-    for _ in range(SECOND):
-        sender._tick(0.0)
+    sender.start(wire)  # its first packet at once; the test calls its clock's ticks by hand
+    for _ in range(SECOND - 1):
+        sender.sender._tick(0.0)
     stamps = []
     for packet in wire.packets:
         parsed = rtp_payload(packet)
@@ -92,7 +92,7 @@ async def test_a_trunk_leg_carries_g722_as_pt9_on_an_8khz_clock() -> None:
     assert rms_dbfs(pcm) == pytest.approx(rms_dbfs(tone(1000.0, 1600)), abs=1.0)
     # A key in its place: RFC 4733 durations on the same 8 kHz clock (160 a 20 ms).
     sender.send_key("5", 60)
-    sender._tick(0.0)
+    sender.sender._tick(0.0)
     event = rtp_payload(wire.packets[-1])
     assert event is not None and event[0] == 101
     assert struct.unpack_from("!BBH", event[4]) == (5, 10, 160)

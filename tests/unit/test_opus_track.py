@@ -12,13 +12,14 @@ import pytest
 
 from bridge.audio import FRAME_SAMPLES
 from bridge.audio.opus import OpusDecoder, OpusEncoder, has_fec
+from bridge.rtc.encoded import EncodedPacket
 from bridge.rtc.forward_run import FORWARD_WAIT
 from bridge.rtc.passthrough import PassThrough
 from bridge.rtc.protection import MIN_PLANNED, UNKNOWN_LOSS, EncoderSetting, LossProtection
 from bridge.rtc.red import RedWrapper, split_red
 from bridge.rtc.rtpsend import RtpStream
 from bridge.rtc.sdp import opus_parameters, with_opus_fmtp
-from bridge.rtc.tracks import EncodedPacket, FrameSource, OpusBusTrack
+from bridge.rtc.tracks import FrameSource, OpusBusTrack
 from tests.support.spectrum import dominant_frequency, tone_breaks
 from tests.support.waits import until
 
@@ -215,9 +216,9 @@ def test_the_answer_asks_for_fec_mono_and_16_khz_in_place_of_aiortcs_bare_opus()
 
 
 class Sender:
-    """The lean sender as a forwarding track sees it (``rtc/tracks.py`` ``PacketSender``): one
-    RTP stream, and every packet sent in order, forwarded (from the source's callback) or
-    encoded (:meth:`pump`, the sender's task)."""
+    """The lean sender as a forwarding track sees it (``rtc/forwarding_track.py``
+    ``PacketSender``): one RTP stream, and every packet sent in order, forwarded (from the
+    source's callback) or encoded (:meth:`pump`, on ``recv``'s pacer)."""
 
     def __init__(self) -> None:
         self.stream = RtpStream(1234, first_seq=100)

@@ -46,7 +46,9 @@ def run(codec: str, jitter: float, loss: float, seed: int) -> tuple[list[np.ndar
     was heard, and the samples concealed while the phone sent (not the end's fade)."""
     rng = random.Random(seed)
     heard: list[np.ndarray] = []
-    media = TrunkMedia("t", codec, PT[codec], 101, heard.append, lambda: None, lambda d, ms: None)
+    media = TrunkMedia(
+        "t", codec, PT[codec], 101, heard.append, lambda now: None, lambda d, ms: None
+    )
     arrivals = []
     for i, payload in enumerate(phone_payloads(codec)):
         if rng.random() < loss:

@@ -125,7 +125,7 @@ async def test_numbers_and_rtp_time_run_on_across_forwarding_and_dtmf_and_report
     allow = False
     pass_through = PassThrough(lambda: allow)
     track.forward_from(pass_through, lean)
-    task = asyncio.ensure_future(lean.run(track))
+    lean.start(track)
     try:
         await until(lambda: len(wire.sent) >= 10)
         # Another leg's packets arrive: forwarded as they are, one lost before the bridge.
@@ -145,8 +145,7 @@ async def test_numbers_and_rtp_time_run_on_across_forwarding_and_dtmf_and_report
         mark = len(wire.sent)
         await until(lambda: len(wire.sent) >= mark + 5)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        lean.stop()
     assert not lean.running and track.readyState == "ended"
 
     packets = wire.packets()
@@ -191,7 +190,8 @@ async def test_a_dead_transport_ends_the_loop_and_the_track() -> None:
     wire = Wire(dead_after=2)
     lean = LeanSender(RtpSession(1, "test"), wire.send_rtp)
     track = OpusBusTrack(Tone())
-    await asyncio.wait_for(lean.run(track), 5)
+    lean.start(track)
+    await until(lambda: not lean.running)
     assert len(wire.sent) == 2 and not lean.running
     assert track.readyState == "ended"
 
@@ -206,7 +206,7 @@ async def test_a_key_press_ends_a_forwarding_run_and_goes_out_on_the_clock() -> 
     track = OpusBusTrack(Tone(), keys=keys)
     pass_through = PassThrough(lambda: True)
     track.forward_from(pass_through, lean)
-    task = asyncio.ensure_future(lean.run(track))
+    lean.start(track)
     source = [(7_000 + i, 960 * i, bytes([0xF8, i])) for i in range(8)]
     try:
         await until(lambda: len(wire.sent) >= 3)
@@ -220,8 +220,7 @@ async def test_a_key_press_ends_a_forwarding_run_and_goes_out_on_the_clock() -> 
             pass_through.offer(seq, ts, payload, time.monotonic())
         await until(lambda: track.forwarded_frames == 7)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        lean.stop()
     packets = wire.packets()
     forwarded = [p.payload[1] for p in packets if p.payload[:1] == b"\xf8" and len(p.payload) == 2]
     assert forwarded == [0, 1, 2, 3, 5, 6, 7]

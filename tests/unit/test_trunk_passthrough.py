@@ -1,5 +1,6 @@
-"""WhatsApp's Opus forwarded to a phone (``trunks/passthrough.py``, ``TrunkMedia.offer``): which
-packets qualify, and how they are numbered into the trunk leg's own RTP stream."""
+"""WhatsApp's Opus forwarded to a phone (``TrunkMedia.forward_from``: the same pass-through and
+track as a browser's, ``rtc/passthrough.py``): which packets qualify, and how they are numbered
+into the trunk leg's own RTP stream."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import numpy as np
 
 from bridge.audio.opus import OpusEncoder
 from bridge.rtc.forward_run import FORWARD_WAIT
+from bridge.rtc.passthrough import PassThrough, one_20ms_frame
 from bridge.trunks.media import TrunkMedia
-from bridge.trunks.passthrough import one_20ms_frame
 
 
 class Wire:
@@ -21,6 +22,9 @@ class Wire:
     def send_rtp(self, plain: bytes) -> None:
         _, _, seq, ts, _ = struct.unpack_from("!BBHII", plain)
         self.sent.append((seq, ts, plain[12:]))
+
+    def send_rtcp(self, plain: bytes) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -42,23 +46,31 @@ def test_only_single_20ms_frames_qualify() -> None:
     assert not one_20ms_frame(b"")
 
 
-def media(allowed: list[bool]) -> tuple[TrunkMedia, Wire]:
-    m = TrunkMedia("t", "opus", 111, 101, lambda pcm: None, lambda: None, lambda d, ms: None)
+def media(allowed: list[bool]) -> tuple[TrunkMedia, PassThrough, Wire]:
+    """A started phone leg (its clock's ticks called by hand: the test never yields to the
+    worker clock) taking WhatsApp's packets through the pass-through it returns while
+    ``allowed[0]``; its first packet, sent at once, cleared."""
+    m = TrunkMedia("t", "opus", 111, 101, lambda pcm: None, lambda now: None, lambda d, ms: None)
     wire = Wire()
-    m.socket = wire
-    m.forward_allowed = lambda: allowed[0]
-    return m, wire
+    m.start(wire)  # type: ignore[arg-type]
+    wire.sent.clear()
+    return m, m.forward_from(lambda: allowed[0]), wire
 
 
-def test_forwarded_packets_keep_their_gaps_and_continue_our_numbering() -> None:
+def next_ts(m: TrunkMedia) -> int:
+    """The wire's RTP timestamp of the leg's next packet of its own."""
+    return m.stream.timestamp(m.track._pts)
+
+
+async def test_forwarded_packets_keep_their_gaps_and_continue_our_numbering() -> None:
     allowed = [True]
-    m, wire = media(allowed)
+    m, down, wire = media(allowed)
     packet = opus_packet()
-    seq0, ts0 = m.stream.next_seq, m._ts
+    seq0, ts0 = m.stream.next_seq, next_ts(m)
     at = time.monotonic()
     for seq, ts in ((1000, 5000), (1001, 5960), (1003, 7880), (1002, 6920), (999, 4040)):
         at += 0.02
-        m.offer(seq, ts, packet, at)
+        down.offer(seq, ts, packet, at)
     sent = [(s, t) for s, t, _ in wire.sent]
     # Mapped by one offset: the lost 1002's place stays a gap until it comes (reordered), and a
     # packet older than the run (999) is dropped, its number having gone out already.
@@ -69,31 +81,36 @@ def test_forwarded_packets_keep_their_gaps_and_continue_our_numbering() -> None:
         ((seq0 + 2) & 0xFFFF, (ts0 + 1920) & 0xFFFFFFFF),
     ]
     assert all(p == packet for _, _, p in wire.sent)
-    assert m.forward_late == 1 and m.forwarded == 4
-    # Mixing starts: the next packet is not forwarded and our own encoding goes on after the
-    # newest forwarded number and time.
+    assert down.late == 1 and m.track.forwarded_frames == 4
+    # Mixing starts: the next packet is not forwarded and our own encoding goes on, from the
+    # next tick, after the newest forwarded number and time.
     allowed[0] = False
-    m.offer(1004, 8840, packet, at + 0.02)
-    assert len(wire.sent) == 4 and m._run is None
-    assert m.stream.next_seq == (seq0 + 4) & 0xFFFF and m._ts == (ts0 + 3840) & 0xFFFFFFFF
+    down.offer(1004, 8840, packet, at + 0.02)
+    assert len(wire.sent) == 4 and m.forwarding  # refused: the tick decides
+    m.sender._tick(at + 0.03)
+    assert not m.forwarding and len(wire.sent) == 5
+    seq, ts, payload = wire.sent[-1]
+    assert (seq, ts) == ((seq0 + 4) & 0xFFFF, (ts0 + 3840) & 0xFFFFFFFF) and payload != packet
+    m.stop()
 
 
-def test_a_run_longer_than_half_the_number_space_keeps_forwarding_to_the_phone() -> None:
+async def test_a_run_longer_than_half_the_number_space_keeps_forwarding_to_the_phone() -> None:
     """The trunk's run is numbered as a track's (``rtc/forward_run.py``): 40 000 packets (13
     minutes), the numbers wrapping round, all go to the phone; only a packet behind the run's
     first is dropped."""
-    m, wire = media([True])
+    m, down, wire = media([True])
     payload = bytes([(13 << 3)]) + b"x"  # hybrid 20 ms: a packet that qualifies
     seq0, first, at = m.stream.next_seq, 60_000, time.monotonic()
-    m.offer(first, 0, payload, at)
-    m.offer(first - 1, 0, payload, at)  # behind the run's first: its number went out already
+    down.offer(first, 0, payload, at)
+    down.offer(first - 1, 0, payload, at)  # behind the run's first: its number went out already
     for i in range(1, 40_000):
-        m.offer((first + i) & 0xFFFF, 960 * i, payload, at + 0.02 * i)
+        down.offer((first + i) & 0xFFFF, 960 * i, payload, at + 0.02 * i)
     assert [s for s, _, _ in wire.sent] == [(seq0 + i) & 0xFFFF for i in range(40_000)]
-    assert m.forward_late == 1 and m.forwarded == 40_000
+    assert down.late == 1 and m.track.forwarded_frames == 40_000
+    m.stop()
 
 
-def test_the_run_ends_forward_wait_after_the_last_arrival_by_the_ticks_time() -> None:
+async def test_the_run_ends_forward_wait_after_the_last_arrival_by_the_ticks_time() -> None:
     """The media clock's ticks ask the run how quiet it is at the tick's time, against the
     packets' arrival times (no clock read): nothing of the leg's own is sent until
     :data:`FORWARD_WAIT` after the last packet arrived, so a burst of lost packets shorter than
@@ -101,27 +118,45 @@ def test_the_run_ends_forward_wait_after_the_last_arrival_by_the_ticks_time() ->
     bus that has nothing of WhatsApp's: an idle leg decodes nothing); then the leg encodes
     again, its RTP time moved on by the ticks nobody sent (a pause, not packets sent late).
     The same wait as a browser's track (``rtc/forward_run.py``)."""
-    m, wire = media([True])
+    m, down, wire = media([True])
     packet, at = opus_packet(), time.monotonic()
     for i in range(3):
-        m.offer(500 + i, 960 * i, packet, at + 0.02 * i)
-    last, ts_next = at + 0.04, m._ts
+        down.offer(500 + i, 960 * i, packet, at + 0.02 * i)
+    last, ts_next = at + 0.04, next_ts(m)
     tick = last + 0.007  # the clock's tick after the last packet was read
     while tick - last < FORWARD_WAIT:
-        m._tick(tick)
+        m.sender._tick(tick)
         assert len(wire.sent) == 3 and m.forwarding
         tick += 0.02
-    m._tick(tick)
+    m.sender._tick(tick)
     assert not m.forwarding and len(wire.sent) == 4
     unsent = int((tick - last) / 0.02)  # 13 ticks: the run's quiet, in whole frames
     assert wire.sent[-1][1] == (ts_next + unsent * 960) & 0xFFFFFFFF
+    m.stop()
 
 
-def test_a_queued_key_stops_forwarding() -> None:
-    m, wire = media([True])
+async def test_a_queued_key_stops_forwarding() -> None:
+    m, down, wire = media([True])
     m.send_key("5")
-    m.offer(1, 960, opus_packet(), time.monotonic())
-    assert wire.sent == [] and m.forwarded == 0
+    down.offer(1, 960, opus_packet(), time.monotonic())
+    assert wire.sent == [] and m.track.forwarded_frames == 0
+    m.stop()
+
+
+async def test_only_one_20ms_frame_is_forwarded_to_the_phone_and_a_hold_forwards_nothing() -> None:
+    """A packet of two frames (or of another length) ends the run: the leg encodes it from the
+    bus; on hold nothing is forwarded (nor encoded), the stream's time moving on."""
+    m, down, wire = media([True])
+    packet, at = opus_packet(), time.monotonic()
+    down.offer(1, 960, packet, at)
+    down.offer(2, 1920, bytes([packet[0] | 0x01]) + packet[1:], at + 0.02)  # code 1: two frames
+    assert len(wire.sent) == 1 and not m.forwarding
+    m.sending = False
+    down.offer(3, 2880, packet, at + 0.04)
+    before = next_ts(m)
+    m.sender._tick(at + 0.05)
+    assert len(wire.sent) == 1 and not m.forwarding and next_ts(m) == before + 960
+    m.stop()
 
 
 async def test_comfort_noise_offered_and_sent_is_accepted() -> None:
@@ -138,7 +173,7 @@ async def test_comfort_noise_offered_and_sent_is_accepted() -> None:
     remote = sdp.read(offer, ("PCMU", "PCMA"), srtp=False)
     assert (remote.codec, remote.pt, remote.event_pt) == ("PCMU", 0, 101)
     heard: list[object] = []
-    m = TrunkMedia("t", "PCMU", 0, 101, heard.append, lambda: None, lambda d, ms: None)
+    m = TrunkMedia("t", "PCMU", 0, 101, heard.append, lambda now: None, lambda d, ms: None)
     cn = struct.pack("!BBHII", 0x80, 13, 1, 160, 7) + bytes([40])  # noise level -40 dBov
     for _ in range(5):
         m.on_rtp(cn, time.monotonic())
@@ -157,7 +192,7 @@ async def test_the_phones_packets_forwarded_up_are_decoded_only_when_something_n
     it (``forward_to``'s ``needs_pcm``); once something does, the next packet is decoded, the
     decoder warmed on the skipped ones, into the phone's 440 Hz at its level."""
     heard: list[np.ndarray] = []
-    m = TrunkMedia("t", "opus", 111, 101, heard.append, lambda: None, lambda d, ms: None)
+    m = TrunkMedia("t", "opus", 111, 101, heard.append, lambda now: None, lambda d, ms: None)
     up: list[int] = []
     wanted = [False]
     m.forward_to(lambda seq, ts, payload, at: up.append(seq), lambda at: wanted[0])

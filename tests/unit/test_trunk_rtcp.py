@@ -36,14 +36,16 @@ class Wire:
         pass
 
 
-def leg(mux: bool) -> tuple[TrunkMedia, Wire, ManualTimers]:
+def leg(mux: bool, sending: bool = True) -> tuple[TrunkMedia, Wire, ManualTimers]:
     """A started leg whose clock ticks are called by hand (the test never yields to the
-    worker clock) and whose reports' timers are fired by hand."""
-    media = TrunkMedia("t", "PCMU", 0, 101, lambda pcm: None, lambda: None, lambda d, ms: None)
+    worker clock) and whose reports' timers are fired by hand; ``sending`` false: on hold
+    from the start."""
+    media = TrunkMedia("t", "PCMU", 0, 101, lambda pcm: None, lambda now: None, lambda d, ms: None)
     wire, timers = Wire(), ManualTimers()
     media.rtcp_mux = mux
     media.rtcp_schedule.timers = timers
     media.rtcp_schedule.monotonic = lambda: 0.0
+    media.sending = sending
     media.start(wire)
     return media, wire, timers
 
@@ -55,7 +57,7 @@ def phone_packet(seq: int, ts: int, ssrc: int = 0x1234) -> bytes:
 async def test_no_rtcp_without_multiplexing() -> None:
     media, wire, timers = leg(mux=False)
     for _ in range(3 * TICKS):
-        media._tick(0.0)
+        media.sender._tick(0.0)
     assert timers.pending == []
     media.stop()
     assert wire.rtcp == [] and len(wire.rtp) >= 3 * TICKS - 2  # the resampler's start
@@ -73,7 +75,7 @@ async def test_reports_every_five_seconds_on_average_with_the_phones_loss_then_b
     times = []
     for _ in range(40):
         for _ in range(TICKS // 5):  # audio goes out between the reports
-            media._tick(0.0)
+            media.sender._tick(0.0)
         times.append(timers.fire())
     assert 1.25 <= times[0] <= 3.75  # the first: half the 5 s minimum, 0.5–1.5 ×
     gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -101,10 +103,9 @@ async def test_reports_every_five_seconds_on_average_with_the_phones_loss_then_b
 
 
 async def test_a_receiver_report_before_any_audio_went_out() -> None:
-    media, wire, timers = leg(mux=True)
-    media.sending = False  # the phone holds: nothing sent, RTCP still goes (RFC 3550 §6)
+    media, wire, timers = leg(mux=True, sending=False)  # the phone holds: RTCP still goes
     for _ in range(TICKS):
-        media._tick(0.0)
+        media.sender._tick(0.0)
     timers.fire()
     media.stop()
     assert wire.rtp == [] and wire.rtcp

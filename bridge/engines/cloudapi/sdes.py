@@ -45,6 +45,7 @@ from ...config import IceSettings
 from ...errors import BadOffer
 from ...media import LevelMeter
 from ...rtc import counters
+from ...rtc.encoded import EncodedPacket
 from ...rtc.leg import Quality
 from ...rtc.passthrough import PassThrough
 from ...rtc.protection import LossProtection
@@ -54,7 +55,7 @@ from ...rtc.rtp_session import RtpSession
 from ...rtc.rtpsend import LeanSender
 from ...rtc.sdes import Crypto, new_crypto, read_savp
 from ...rtc.srtpudp import SrtpSocket
-from ...rtc.tracks import EncodedPacket, OpusBusTrack
+from ...rtc.tracks import OpusBusTrack
 from ...rtc.uplink import Playout
 from ...tasks import TaskSet
 from ..base import EngineStats
@@ -233,7 +234,7 @@ class SdesPeer(WhatsAppLeg):
         self.session.on_report = self._track.far_end_report
         self.state = "connecting"
         self.started_at = time.monotonic()
-        self._tasks.spawn(self._sender.run(self._track), "rtp-out")
+        self._sender.start(self._track)
         self.rtcp_schedule.start()
 
     @property
@@ -362,11 +363,10 @@ class SdesPeer(WhatsAppLeg):
             self._closed = True
             self._close_shell()
             self.rtcp_schedule.stop()
+            self._sender.stop()  # off the clock, its track stopped
             await self._tasks.close()
-            if self._track is not None:
-                self._track.stop()
-                if self.socket.ready:
-                    self.socket.send_rtcp(self.session.report(bye=True))
+            if self._track is not None and self.socket.ready:
+                self.socket.send_rtcp(self.session.report(bye=True))
             self.socket.close()
             self.session.close()
             self.playout.stop()

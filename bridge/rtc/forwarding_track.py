@@ -1,0 +1,168 @@
+"""The forwarding half of a sender track: another leg's packets sent, as they arrive, on the
+track's own RTP stream (``rtc/passthrough.py``: a :class:`~bridge.rtc.passthrough.ForwardTarget`),
+in runs (``rtc/forward_run.py``) whose lifetime the track's clocked tick decides
+(``rtc/tracks.py`` ``OpusBusTrack.packets``). A forwarded packet goes out in the source leg's
+receive callback: no queue, task, future or timer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Protocol
+
+from aiortc import MediaStreamTrack
+
+from ..media import LevelMeter
+from ..media.ports import FrameSource
+from .encoded import EncodedPacket
+from .forward_run import ForwardRun
+from .passthrough import PassThrough, one_20ms_packet
+from .rfc4733 import KeyPresses
+from .rtpsend import RtpStream
+
+log = logging.getLogger(__name__)
+
+
+class PacketSender(Protocol):
+    """The sender an :class:`OpusBusTrack`'s forwarded packets go through (``rtc/rtpsend.py``'s
+    ``LeanSender``, the SDES leg): its RTP stream, and a send a forwarded packet takes from the
+    source's receive callback."""
+
+    stream: RtpStream
+
+    @property
+    def running(self) -> bool:
+        """Whether it sends now (its transport up): forwarding starts only then."""
+
+    def send_encoded(self, packet: EncodedPacket) -> None:
+        """Packetise, protect and send ``packet`` now; ``ConnectionError`` if it cannot."""
+
+
+class ForwardingTrack(MediaStreamTrack):
+    """A sender track's forwarding (module docstring); the track (``rtc/tracks.py``) encodes
+    what it does not forward, and wraps every packet it sends (:meth:`_packet`: RED)."""
+
+    kind = "audio"
+    frame_ts: int
+    """RTP time of one 20 ms packet on the codec's clock."""
+
+    def __init__(self, sink: FrameSource, level: LevelMeter | None, keys: KeyPresses | None):
+        super().__init__()
+        self.sink = sink
+        self.level = level
+        """Where the level of what it sends is summed (a browser's; ``None``: not metered)."""
+        self.keys = keys  # key presses to send on the clock (``OpusBusTrack``)
+        self.frames_sent = 0
+        self.forwarded_frames = 0
+        self._pts = 0
+        """RTP time (from 0, on the codec's clock) of the next packet: 20 ms per packet."""
+        self.pass_through: PassThrough | None = None
+        self._sender: PacketSender | None = None
+        self._stream: RtpStream | None = None
+        self._run = ForwardRun()
+        """The current forwarding run (``rtc/forward_run.py``), decided on each tick."""
+        self._encoder_stale = False
+        """A forwarded packet went out since the encoder's last frame."""
+        self.codec = "opus"
+        self.phone = False
+        """A trunk's phone leg (``trunks/media.py``): only packets of one 20 ms frame are
+        forwarded, what the phone was told to expect (``minptime=20``); the WhatsApp and
+        browser legs' SDPs say 20 ms already."""
+        self.sending = True
+        """False while the leg's SDP says we send nothing (a phone's hold, RFC 3264 §6.1): no
+        packet goes out, forwarded or encoded (``OpusBusTrack.packets``)."""
+
+    def forward_from(self, pass_through: PassThrough, sender: PacketSender) -> None:
+        """Send another leg's Opus packets untouched while ``pass_through.allowed()`` (see
+        ``rtc/passthrough.py``) through ``sender``, the lean sender playing this track
+        (``rtc/rtpsend.py``), whose stream numbers every packet: forwarded ones are mapped
+        onto its numbers."""
+        if self.pass_through is not None and self.pass_through is not pass_through:
+            self.pass_through.target = None
+        self._sender = sender
+        self._stream = sender.stream
+        self.pass_through = pass_through
+        pass_through.target = self
+        # A new source (a transfer) numbers its packets from its own random origin: its first
+        # packet starts a new run, mapped afresh, never through the previous source's offsets
+        # (a number mapped backwards is one SRTP refuses as replayed, RFC 3711 §3.3.2).
+        self._run.end()
+
+    @property
+    def forwarding(self) -> bool:
+        """Whether a forwarding run carries the ticks now."""
+        return self._run.active
+
+    def forward(self, source: PassThrough, seq: int, ts: int, payload: bytes, at: float) -> None:
+        """The source's packet that arrived ``at``, sent now from its receive callback
+        (``ForwardTarget``): the first starts a forwarding run, carrying the ticks until it ends."""
+        sender = self._sender
+        if source is not self.pass_through or sender is None or not sender.running:
+            return  # an old source (a transfer), or no sender running (yet)
+        if self.readyState != "live":
+            return
+        if (
+            (self.keys is not None and self.keys.pending)  # a key press: on the clock, not this
+            or not self.sending
+            or (self.phone and not one_20ms_packet(self.codec, payload))
+        ):
+            self._run.end()  # the next tick sends the press, or encodes
+            return
+        numbering = self._run.numbering_for(source)
+        if numbering is not None and numbering.older_than_first(seq):
+            # Reordered across the switch: the number it maps to was our own encoded
+            # packet's, and SRTP refuses an index sent twice (RFC 3711 §3.3.2).
+            source.late += 1
+            return
+        try:
+            sender.send_encoded(self._forward(source, seq, ts, payload, at))
+        except ConnectionError:
+            pass  # DTLS or the socket closing: the sender's own tick ends the track
+        except Exception:
+            # A bug, in the source leg's receive callback: it must not cost that leg its own
+            # audio. Forwarding stops here (the sender encodes again); said once, loudly.
+            log.exception("forwarding into this sender failed; it encodes from now on")
+            source.target = None
+            self.pass_through = None
+            self._run.end()
+
+    def forward_refused(self, source: PassThrough) -> None:
+        """Mixing began in this direction (``ForwardTarget``): the next tick encodes again,
+        unless forwarding is permitted again by then (``ForwardRun.carries``)."""
+        if self._run.numbering_for(source) is not None:
+            self._run.refused = True
+
+    def _forward(self, pt: PassThrough, seq: int, ts: int, data: bytes, at: float) -> EncodedPacket:
+        stream = self._stream
+        assert stream is not None
+        numbering = self._run.numbering_for(pt)
+        if numbering is None:
+            numbering = self._run.start(pt, seq, ts, self._pts, stream, at)
+        placed = numbering.place(seq, ts, stream, at)
+        if placed.newest:  # a reordered packet does not take our time back
+            self._pts = placed.pts + self.frame_ts
+        # The decoded frame this packet stands for (kept fresh for a switch; its level is
+        # what the browser hears). None while the source leg is idle (``rtc/uplink.py``): its
+        # level samples reach this meter from there. Taken now, as the packet goes out, not at
+        # ``at``: the sink times a frame's transit and lead to its playing (``media/frames.py``),
+        # and a packet read on the clock's input phase arrived up to a tick before.
+        decoded = self.sink.take(time.monotonic())  # a receive callback: no tick's time here
+        if self.level is not None and decoded is not None:
+            self.level.add(decoded)
+        self.frames_sent += 1
+        self.forwarded_frames += 1
+        self._encoder_stale = True
+        pt.forwarded += 1
+        # A forwarded payload stays bit-exact: RED only puts earlier ones beside it.
+        return self._packet(data, placed.pts, placed.seq)
+
+    def _packet(
+        self, payload: bytes, pts: int, seq: int | None = None, *, marker: bool | None = None
+    ) -> EncodedPacket:
+        raise NotImplementedError  # the track's: RED around it, or the payload as it is
+
+    def stop(self) -> None:
+        super().stop()
+        self._run.end()
+        if self.pass_through is not None:
+            self.pass_through.target = None
