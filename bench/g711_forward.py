@@ -33,18 +33,16 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-import aioice.ice
 import numpy as np
-from aiortc import RTCCertificate, RTCIceGatherer, RTCIceTransport
-from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from pylibsrtp import Policy, Session
 
+from bench.recv_path import ADDR, KEY, keyed_dtls
 from bench.send_path import machine
 from bridge.audio.g711 import ulaw_encode
 from bridge.calls.forwarding import Forwarding
 from bridge.loop import install_event_loop
 from bridge.media import CallBus
-from bridge.rtc import aiortc_seam, guard
+from bridge.rtc import guard
 from bridge.rtc.dtls_srtp import DtlsSrtp
 from bridge.rtc.passthrough import PassThrough
 from bridge.rtc.rtp_session import RtpSession
@@ -53,8 +51,6 @@ from bridge.tasks import TaskSet
 from bridge.trunks.media import TrunkMedia
 from bridge.trunks.rtp_socket import PlainRtp
 
-KEY = bytes(range(30))
-ADDR = ("127.0.0.1", 40000)
 PCMU = 0
 
 
@@ -108,21 +104,7 @@ class WhatsAppLeg:
 
 def whatsapp_wire(tasks: TaskSet) -> tuple[Any, Any, RtpSession]:
     """The WhatsApp leg's wire as the guard hands it datagrams: ``(feed, protocol, session)``."""
-    aiortc_seam.install()
-    ice = RTCIceTransport(RTCIceGatherer())
-    dtls = RTCDtlsTransport(ice, [RTCCertificate.generateCertificate()])
-    dtls._rx_srtp = Session(
-        Policy(
-            key=KEY,
-            ssrc_type=Policy.SSRC_ANY_INBOUND,
-            srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
-        )
-    )
-    dtls._state = State.CONNECTED
-    connection = ice._connection
-    protocol = aioice.ice.StunProtocol(connection)
-    protocol.local_candidate = SimpleNamespace(component=1)  # type: ignore[assignment]
-    connection._nominated[1] = SimpleNamespace(protocol=protocol, remote_addr=ADDR)  # type: ignore[assignment]
+    dtls, protocol = keyed_dtls()
     session = RtpSession(1, "bench")
     session.use_codec("PCMU", PCMU)
     transceiver = SimpleNamespace(
@@ -141,13 +123,15 @@ async def run_once(n: int, profile: cProfile.Profile | None = None) -> dict[str,
     session.playout = playout
     leg = WhatsAppLeg(playout)
     phone = TrunkMedia("bench", "PCMU", PCMU, None, lambda pcm: None, lambda: None, _no_key)
-    phone_offered = [0]
+    phone_sender = Target()  # the phone's sender, in a forwarding run: it counts
 
-    def offer(seq: int, ts: int, payload: bytes, at: float) -> None:  # the phone's sender
-        phone_offered[0] += 1
+    def phone_forward_from(allowed: Any) -> PassThrough:
+        pass_through = PassThrough(allowed)
+        pass_through.target = phone_sender
+        return pass_through
 
-    phone.offer = offer  # type: ignore[method-assign]
-    phone._run = SimpleNamespace()  # type: ignore[assignment]  # a forwarding run: forwarding
+    phone.forward_from = phone_forward_from  # type: ignore[method-assign]
+    phone.track = SimpleNamespace(forwarding=True)  # type: ignore[assignment]
     Forwarding(bus, {}).update(leg, None, phone)  # type: ignore[arg-type]
     socket = PlainRtp("bench", phone.on_rtp, phone.on_rtcp)
 
@@ -176,10 +160,10 @@ async def run_once(n: int, profile: cProfile.Profile | None = None) -> dict[str,
     out["phone"] = time.process_time() - t0
     if profile is not None:
         profile.disable()
-    assert phone_offered[0] == n and leg.target.sent == n, (phone_offered, leg.target.sent)
+    assert phone_sender.sent == n and leg.target.sent == n, (phone_sender.sent, leg.target.sent)
     assert playout.not_decoded == n and phone.playout.not_decoded == n
     assert session.reports.packets_received == n and phone.reports.packets_received == n
-    phone.stop()
+    phone.playout.stop()
     playout.stop()
     await tasks.close()
     return {k: v / n * 1e6 for k, v in out.items()}

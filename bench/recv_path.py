@@ -123,7 +123,10 @@ def old_guard(protocol: Any, data: bytes, addr: tuple[str, int]) -> None:
         guard._ORIGINAL_STUN(protocol, data, addr)
 
 
-async def per_packet_us(path: str, data: list[bytes]) -> float:
+def keyed_dtls() -> tuple[RTCDtlsTransport, Any]:
+    """An aiortc DTLS transport as its handshake leaves it, SRTP's receive key :data:`KEY`,
+    its ICE pair nominated to :data:`ADDR`: ``(dtls, the pair's protocol)``, the protocol the
+    UDP guard hands each datagram."""
     aiortc_seam.install()
     ice = RTCIceTransport(RTCIceGatherer())
     dtls = RTCDtlsTransport(ice, [RTCCertificate.generateCertificate()])
@@ -140,6 +143,11 @@ async def per_packet_us(path: str, data: list[bytes]) -> float:
     protocol = aioice.ice.StunProtocol(connection)
     protocol.local_candidate = SimpleNamespace(component=1)  # type: ignore[assignment]
     connection._nominated[1] = SimpleNamespace(protocol=protocol, remote_addr=ADDR)  # type: ignore[assignment]
+    return dtls, protocol
+
+
+async def per_packet_us(path: str, data: list[bytes]) -> float:
+    dtls, protocol = keyed_dtls()
 
     receiver = RTCRtpReceiver("audio", dtls)
     receiver._track = RemoteStreamTrack("audio")
