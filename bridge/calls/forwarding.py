@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from ..engines import WebRTCLeg
-from ..media import CallBus
+from ..media import CallBus, LevelMeter
 from ..rtc import WebRTCSession
 
 if TYPE_CHECKING:
@@ -53,9 +53,11 @@ class PhonePackets(Protocol):
         self,
         offer: Callable[[int, int, bytes, float], None] | None,
         needs_pcm: Callable[[float], bool] | None = None,
+        meters: tuple[LevelMeter, ...] = (),
     ) -> None:
         """The phone's packets also to ``offer`` as they arrive, with that time, decoded only
-        while ``needs_pcm(at)`` (as a WebRTC leg's :meth:`forward_to`)."""
+        while ``needs_pcm(at)``, else their level sampled into ``meters`` (as a WebRTC leg's
+        :meth:`forward_to`)."""
 
 
 class HalfWiring(NamedTuple):
@@ -185,7 +187,13 @@ class Forwarding:
         if up is None:
             phone.forward_to(None)
         else:
-            phone.forward_to(up.offer, lambda at: bus.uplink_tapped or not up.permitted(at))
+            # While its packets are not decoded, what WhatsApp hears is metered from them
+            # (the call report's level of what was sent), as a browser's is.
+            phone.forward_to(
+                up.offer,
+                lambda at: bus.uplink_tapped or not up.permitted(at),
+                (bus.stats.whatsapp_out,),
+            )
         self._phone = phone if up is not None else None  # as for a browser: wired again later
 
     def _unwire_phone(self, leg: WebRTCLeg) -> None:

@@ -44,7 +44,7 @@ from ..audio.pcm import Pcm
 from ..audio.phone_codecs import phone_decoder
 from ..audio.receiver import FrameDecoder
 from ..calls.samples import LegSources
-from ..media import BusStats
+from ..media import BusStats, LevelMeter
 from ..rtc.passthrough import PassThrough, one_20ms_packet
 from ..rtc.rfc4733 import DtmfDetector, KeyPresses
 from ..rtc.rtcp_schedule import RtcpInterval, RtcpSchedule
@@ -165,12 +165,14 @@ class TrunkMedia:
         self,
         offer: Callable[[int, int, bytes, float], None] | None,
         needs_pcm: Callable[[float], bool] | None = None,
+        meters: tuple[LevelMeter, ...] = (),
     ) -> None:
         """Also hand the phone's Opus packets, as they arrive, with that time, to ``offer``
         (the WhatsApp leg's ``PassThrough.offer``; ``None`` stops); while ``needs_pcm(at)`` says
-        no, they are not decoded (an idle playout, ``rtc/uplink.py``)."""
+        no, they are not decoded (an idle playout, ``rtc/uplink.py``) but for their level's
+        sample, into ``meters`` (as a WebRTC leg's ``forward_to``)."""
         self._forward_up, self._up_needs_pcm = offer, needs_pcm
-        self.playout.forward_to(None if offer is None else self._offer_up, self._needs_pcm)
+        self.playout.forward_to(None if offer is None else self._offer_up, self._needs_pcm, meters)
 
     def _offer_up(self, seq: int, ts: int, payload: bytes, at: float) -> None:
         # Only one 20 ms packet goes up as it is (the WhatsApp leg's pass-through maps 20 ms

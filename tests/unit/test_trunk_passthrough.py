@@ -8,8 +8,13 @@ import struct
 import time
 
 import numpy as np
+import pytest
 
+from bridge.audio import rms_dbfs
+from bridge.audio.g711 import ulaw_encode
 from bridge.audio.opus import OpusEncoder
+from bridge.media import LevelMeter
+from bridge.media.stats import level_dbfs
 from bridge.rtc.forward_run import FORWARD_WAIT
 from bridge.rtc.passthrough import PassThrough, one_20ms_frame
 from bridge.trunks.media import TrunkMedia
@@ -211,3 +216,28 @@ async def test_the_phones_packets_forwarded_up_are_decoded_only_when_something_n
     assert len(heard) == 10  # only those after the ask were decoded
     levels = [float(np.sqrt(np.mean(f.astype(np.float64) ** 2))) for f in heard]
     assert min(levels) > 0.9 * 8000 / np.sqrt(2), levels
+
+
+async def test_the_phones_packets_forwarded_up_undecoded_are_metered_into_what_whatsapp_hears() -> (
+    None
+):
+    """A G.711 phone whose packets go to WhatsApp as they are, not decoded: their level still
+    reaches the meters ``forward_to`` names (the call report's level of what WhatsApp heard),
+    sampled from the bytes, at the level of the phone's 440 Hz."""
+    m = TrunkMedia("t", "PCMU", 0, 101, lambda pcm: None, lambda now: None, lambda d, ms: None)
+    sent = LevelMeter()
+    up: list[int] = []
+    m.forward_to(lambda seq, ts, payload, at: up.append(seq), lambda at: False, (sent,))
+    t = np.arange(160 * 50) / 8000
+    pcm = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+    coded = ulaw_encode(pcm)
+    t0 = time.monotonic()
+    for i in range(50):
+        packet = (
+            struct.pack("!BBHII", 0x80, 0, 100 + i, 160 * i, 7) + coded[160 * i : 160 * (i + 1)]
+        )
+        m.on_rtp(packet, t0 + i * 0.02)
+    assert up == list(range(100, 150)) and m.playout.not_decoded == 50
+    assert sent.samples > 0
+    level = level_dbfs(sent.energy, sent.samples)
+    assert level == pytest.approx(rms_dbfs(pcm), abs=0.5)
