@@ -124,13 +124,13 @@ def test_profile_splits_the_send_path(tmp_path: Path) -> None:
 
     raw = tmp_path / "raw.txt"
     raw.write_text(
-        "<module> (bridge/__main__.py:1);LeanSender.run (bridge/rtc/rtpsend.py:9);"
-        "OpusBusTrack.recv (bridge/rtc/tracks.py:1);encode (bridge/audio/opus.py:1) 7\n"
-        "<module> (bridge/__main__.py:1);LeanSender.run (bridge/rtc/rtpsend.py:9);"
+        "<module> (bridge/__main__.py:1);LeanSender._tick (bridge/rtc/rtpsend.py:9);"
+        "OpusBusTrack.packets (bridge/rtc/tracks.py:1);encode (bridge/audio/opus.py:1) 7\n"
+        "<module> (bridge/__main__.py:1);LeanSender._tick (bridge/rtc/rtpsend.py:9);"
         "LeanSender.send_now (bridge/rtc/rtpsend.py:20);protect (pylibsrtp/__init__.py:1) 3\n"
         "<module> (bridge/__main__.py:1);RTCRtpSender._run_rtp (aiortc/rtcrtpsender.py:1);"
         "current_ntp_time (aiortc/clock.py:1) 2\n"
-        "<module> (bridge/__main__.py:1);LeanSender.run (bridge/rtc/rtpsend.py:9);"
+        "<module> (bridge/__main__.py:1);LeanSender._tick (bridge/rtc/rtpsend.py:9);"
         "send_data (aioice/ice.py:1);sendto (asyncio/transports.py:1) 1\n"
         "<module> (bridge/__main__.py:1);Receiver.pop (bridge/audio/receiver.py:1) 4\n"
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 
 import numpy as np
@@ -228,7 +229,10 @@ async def test_a_key_press_ends_a_forwarding_run_and_goes_out_on_the_clock() -> 
         "e" if p.payload_type == EVENT_PT else "f" if p.payload[:1] == b"\xf8" else "a"
         for p in packets
     )
-    assert "ffffeeeefff" in kinds  # no audio: 2 ticks of the press (its end 3 times)
+    # The press in place of audio, right after the run it ended (2 ticks: its end 3 times);
+    # audio only for the ticks, if any, that pass before the test offers the next packets
+    # (a loaded host's pace, not the sender's), then forwarding again.
+    assert re.search(r"ffffeeeea*fff", kinds), kinds
     seqs = [p.sequence_number for p in packets]
     assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
     ev = [p for p in packets if p.payload_type == EVENT_PT]
