@@ -34,7 +34,7 @@ from ..audio.receiver_stats import ReceiverStats
 from ..media import BusStats, LevelMeter
 from ..tasks import TaskSet
 from .passthrough import PassThrough
-from .rfc4733 import DtmfDetector, KeyPresses
+from .rfc4733 import DtmfDetector
 from .rtcp_schedule import AVP_MIN_INTERVAL, RtcpInterval, RtcpSchedule
 from .rtp_session import RtpSession, no_loss
 from .rtpsend import LeanSender
@@ -54,9 +54,10 @@ class RtpLeg:
     """One leg's RTP: session, receiver, sender, track, reports (module docstring).
 
     ``dtmf`` is telephone-event's payload type (read per packet) and the detector its packets
-    go to; ``keys`` the presses the track sends. ``report`` is what the RTCP schedule calls
-    (default :meth:`report`: a leg may add its own checks around it). :attr:`wire` may come
-    later (a trunk's socket is opened once the call is answered); nothing is sent before."""
+    go to (the presses we send are the track's: ``rtc/rfc4733.py`` ``KeyPresses``). ``report``
+    is what the RTCP schedule calls (default :meth:`report`: a leg may add its own checks
+    around it). :attr:`wire` may come later (a trunk's socket is opened once the call is
+    answered); nothing is sent before."""
 
     def __init__(
         self,
@@ -67,7 +68,6 @@ class RtpLeg:
         stats: BusStats,
         tasks: TaskSet,
         dtmf: tuple[Callable[[], int | None], DtmfDetector],
-        keys: KeyPresses,
         rtcp_interval: float = AVP_MIN_INTERVAL,
         report: Callable[[], int] | None = None,
         wire: RtpWire | None = None,
@@ -78,7 +78,6 @@ class RtpLeg:
         self.codec = codec
         """What both sides send (``opus``, G.711, G.722): the receiver decodes it."""
         self.wire = wire
-        self.keys = keys
         self.track: OpusBusTrack | None = None
         """What the sender plays (:meth:`play`); set before that where the leg makes it early
         (a codec switch reaches it then too)."""

@@ -96,7 +96,6 @@ class TrunkMedia:
             stats=BusStats(),
             tasks=TaskSet(f"trunk-media:{name}"),
             dtmf=(lambda: self.event_pt, self.keys_in),
-            keys=self.keys_out,
             report=self._report,
         )
         """The leg's RTP (``rtc/rtp_leg.py``); its receiver's counters join the call's once

@@ -38,7 +38,6 @@ def new_leg(codec: str = "opus", pt: int = 111) -> tuple[RtpLeg, Wire, list[tupl
         stats=BusStats(),
         tasks=TaskSet("rtp-leg-test"),
         dtmf=(lambda: 101, detector),
-        keys=presses,
         wire=wire,
     )
     leg.track = OpusBusTrack(_Silence(), codec=codec, keys=presses, phone=True)

@@ -117,7 +117,6 @@ class SdesPeer(WhatsAppLeg):
             stats=self.rx,
             tasks=self._tasks,
             dtmf=(lambda: self.dtmf_pt, self.dtmf),
-            keys=self.keys_out,
             rtcp_interval=rtcp_interval,
             report=self._report,
             wire=self.socket,
