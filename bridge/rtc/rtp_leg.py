@@ -1,8 +1,9 @@
 """``RtpLeg``: one audio RTP leg, composed once for every kind of leg.
 
-A trunk's phone (``trunks/media.py``, plain RTP or SDES-SRTP over UDP) and Meta's SDES-SRTP
-leg (``engines/cloudapi/sdes.py``, ``rtc/srtpudp.py``) are the same thing on different
-wires, so they hold the same parts, put together here:
+A trunk's phone (``trunks/media.py``, plain RTP or SDES-SRTP over UDP), Meta's SDES-SRTP leg
+(``engines/cloudapi/sdes.py``, ``rtc/srtpudp.py``) and every peer connection's leg (``rtc/leg.py``
+``PeerLeg``: a browser, Meta's DTLS leg; DTLS-SRTP over ICE, ``rtc/dtls_srtp.py``) are the same
+thing on different wires, so they hold the same parts, put together here:
 
 * the leg's RTP session (``rtc/rtp_session.py``): the one receive dispatch by payload type
   (audio to the receiver, telephone-event to the leg's RFC 4733 detector), the stream that
@@ -54,10 +55,10 @@ class RtpLeg:
     """One leg's RTP: session, receiver, sender, track, reports (module docstring).
 
     ``dtmf`` is telephone-event's payload type (read per packet) and the detector its packets
-    go to (the presses we send are the track's: ``rtc/rfc4733.py`` ``KeyPresses``). ``report``
-    is what the RTCP schedule calls (default :meth:`report`: a leg may add its own checks
-    around it). :attr:`wire` may come later (a trunk's socket is opened once the call is
-    answered); nothing is sent before."""
+    go to (or the leg says later: ``RtpSession.take_dtmf``); the presses we send are the
+    track's (``rtc/rfc4733.py`` ``KeyPresses``). ``report`` is what the RTCP schedule calls
+    (default :meth:`report`: a leg may add its own checks around it). :attr:`wire` may come
+    later (a trunk's socket is opened once the call is answered); nothing is sent before."""
 
     def __init__(
         self,
@@ -67,7 +68,7 @@ class RtpLeg:
         on_frame: Callable[[Pcm], None],
         stats: BusStats,
         tasks: TaskSet,
-        dtmf: tuple[Callable[[], int | None], DtmfDetector],
+        dtmf: tuple[Callable[[], int | None], DtmfDetector] | None = None,
         rtcp_interval: float = AVP_MIN_INTERVAL,
         report: Callable[[], int] | None = None,
         wire: RtpWire | None = None,
@@ -84,7 +85,8 @@ class RtpLeg:
         self.sender = LeanSender(session, self._send_rtp)
         self.playout = Playout(on_frame, stats, tasks, self._decoder)
         session.playout = self.playout
-        session.take_dtmf(*dtmf)
+        if dtmf is not None:
+            session.take_dtmf(*dtmf)
         self.rtcp_schedule = RtcpSchedule(report or self.report, RtcpInterval(rtcp_interval))
         self.first_sent_at: float | None = None
         """When our first RTP packet went to the wire (monotonic)."""
@@ -105,11 +107,15 @@ class RtpLeg:
             track.use_codec(codec)
 
     # -- send
-    def play(self, track: OpusBusTrack) -> None:
-        """The sender plays ``track`` on the clock from now; the far end's loss, report by
-        report, goes to its encoder (``rtc/protection.py``)."""
+    def carry(self, track: OpusBusTrack) -> None:
+        """``track`` is what the sender plays (:meth:`play`, or the wire once it is up); the
+        far end's loss, report by report, goes to its encoder (``rtc/protection.py``)."""
         self.track = track
         self.session.on_report = track.far_end_report
+
+    def play(self, track: OpusBusTrack) -> None:
+        """The sender plays ``track`` on the clock from now (:meth:`carry`)."""
+        self.carry(track)
         self.sender.start(track)
 
     def _send_rtp(self, plain: bytes) -> None:
@@ -185,14 +191,22 @@ class RtpLeg:
 
     # -- end
     def stop(self, *, bye: bool = True) -> None:
-        """Off the clock, the track stopped, the receiver stopped, a last RTCP packet with BYE
-        (RFC 3550 §6.6) when ``bye`` and a wire (once), the session's callbacks let go
-        (idempotent)."""
+        """Off the clock, the track stopped and let go, the receiver stopped, a last RTCP
+        packet with BYE (RFC 3550 §6.6) when ``bye`` and a wire (once), the session's callbacks
+        let go (idempotent)."""
         self.sender.stop()
         self.rtcp_schedule.stop()
         self.playout.stop()
         wire = self.wire
         if bye and wire is not None and not self._said_bye:
             self._said_bye = True
-            wire.send_rtcp(self.session.report(bye=True))
+            try:
+                wire.send_rtcp(self.session.report(bye=True))
+            except ConnectionError:
+                pass  # the wire went first (DTLS or ICE closed): nobody to say goodbye to
         self.session.close()
+        # The leg's parts call back into it (a cycle); the track is the leg class's (its key
+        # presses, its sink): let go, so the leg class is freed at once, not by the collector.
+        track, self.track = self.track, None
+        if track is not None:
+            track.stop()  # the sender stopped it if it ever played it

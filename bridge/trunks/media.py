@@ -107,10 +107,9 @@ class TrunkMedia:
         )
         self.sender, self.playout = self.leg.sender, self.leg.playout
         self.rtcp_schedule = self.leg.rtcp_schedule
-        self.track = self.leg.track = OpusBusTrack(
-            _Downlink(pop), codec=codec, keys=self.keys_out, phone=True
-        )
+        self.track = OpusBusTrack(_Downlink(pop), codec=codec, keys=self.keys_out, phone=True)
         """What the sender sends each tick (module docstring)."""
+        self.leg.carry(self.track)
         self.leg.use_codec(codec, pt)
         self.rtcp_mux = False
         """Both SDPs said ``a=rtcp-mux``: our RTCP goes on the RTP port (module docstring)."""

@@ -96,4 +96,4 @@ async def test_stop_sends_one_bye_and_none_without_a_wire() -> None:
     quiet.wire = None
     assert quiet.report() == 0
     quiet.stop()
-    assert quiet.forward_from(lambda: True) is not None  # the track is still the leg's
+    assert quiet.forward_from(lambda: True) is None  # a stopped leg forwards nothing

@@ -123,15 +123,12 @@ class SdesPeer(WhatsAppLeg):
         )
         """The leg's RTP on the socket (``rtc/rtp_leg.py``): session, receiver, sender, track,
         RTCP on the worker clock (the media watchdog with it)."""
+        self._track: OpusBusTrack | None = None
+        """Our track, made once Meta's address and key are known (:meth:`_start`)."""
         self.session, self.stream, self.rtcp = self.leg.session, self.leg.stream, self.leg.reports
         self.playout, self.rtcp_schedule = self.leg.playout, self.leg.rtcp_schedule
         self._close_lock = asyncio.Lock()
         self._closed = self._close_expected = False
-
-    @property
-    def _track(self) -> OpusBusTrack | None:
-        """Our track, made once Meta's address and key are known (:meth:`_start`)."""
-        return self.leg.track
 
     @property
     def first_sent_at(self) -> float | None:
@@ -223,7 +220,7 @@ class SdesPeer(WhatsAppLeg):
         self.stream.payload_type = self.audio_pt
         # FEC follows Meta's reports as they arrive (rtc/protection.py), as on the DTLS leg:
         # none before the first one (LBRR at Meta's 20 kbit/s costs a clean link dearly).
-        track = OpusBusTrack(
+        track = self._track = OpusBusTrack(
             self.port.source,
             codec=self.codec,
             bitrate=bitrate,
