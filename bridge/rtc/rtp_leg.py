@@ -190,7 +190,7 @@ class RtpLeg:
         return self.playout.stats, self.reports.far.rtt_s
 
     # -- end
-    def stop(self, *, bye: bool = True) -> None:
+    def stop(self, *, bye: bool) -> None:
         """Off the clock, the track stopped and let go, the receiver stopped, a last RTCP
         packet with BYE (RFC 3550 §6.6) when ``bye`` and a wire (once), the session's callbacks
         let go (idempotent)."""

@@ -54,7 +54,7 @@ async def test_a_codec_switch_moves_session_reports_stream_playout_and_track_tog
     assert leg.playout.receiver is not receiver  # a fresh receiver, decoding PCMA
     assert not isinstance(leg.playout.receiver.decoder, OpusDecoder)
     assert leg.track is not None and (leg.track.codec, leg.track.frame_ts) == ("PCMA", 160)
-    leg.stop()
+    leg.stop(bye=False)
 
 
 async def test_packets_in_go_through_the_session_to_the_receiver_and_the_detector() -> None:
@@ -66,7 +66,7 @@ async def test_packets_in_go_through_the_session_to_the_receiver_and_the_detecto
     for seq in (2, 3, 4):  # the end packet three times (RFC 4733 §2.5.1.4)
         leg.receive_rtp(struct.pack("!BBHII", 0x80, 101, seq, 320, 7) + event, at)
     assert keys == [("5", 100)] and leg.session.audio_packets == 1
-    leg.stop()
+    leg.stop(bye=False)
 
 
 async def test_forwarded_packets_are_numbered_into_the_legs_stream() -> None:
@@ -82,18 +82,18 @@ async def test_forwarded_packets_are_numbered_into_the_legs_stream() -> None:
     forwarded = wire.rtp[-1]
     assert struct.unpack_from("!H", forwarded, 2)[0] == (own + 1) & 0xFFFF
     assert struct.unpack_from("!I", forwarded, 8)[0] == leg.stream.ssrc
-    leg.stop()
+    leg.stop(bye=False)
 
 
 async def test_stop_sends_one_bye_and_none_without_a_wire() -> None:
     leg, wire, _ = new_leg()
     assert leg.report() > 0 and len(wire.rtcp) == 1
-    leg.stop()
-    leg.stop()
+    leg.stop(bye=True)
+    leg.stop(bye=True)
     assert len(wire.rtcp) == 2
     assert any(isinstance(p, Bye) for p in parse_rtcp(wire.rtcp[-1]))
     quiet, _, _ = new_leg()
     quiet.wire = None
     assert quiet.report() == 0
-    quiet.stop()
+    quiet.stop(bye=True)  # no wire: nothing to send it on
     assert quiet.forward_from(lambda: True) is None  # a stopped leg forwards nothing
