@@ -80,8 +80,8 @@ class RtpLeg:
         """What both sides send (``opus``, G.711, G.722): the receiver decodes it."""
         self.wire = wire
         self.track: OpusBusTrack | None = None
-        """What the sender plays (:meth:`play`); set before that where the leg makes it early
-        (a codec switch reaches it then too)."""
+        """What the sender plays (:meth:`carry`, :meth:`play`; a codec switch reaches it from
+        then on); let go at :meth:`stop`."""
         self.sender = LeanSender(session, self._send_rtp)
         self.playout = Playout(on_frame, stats, tasks, self._decoder)
         session.playout = self.playout
