@@ -41,10 +41,11 @@ from bench.send_path import machine
 from bridge.audio.g711 import ulaw_encode
 from bridge.calls.forwarding import Forwarding
 from bridge.loop import install_event_loop
-from bridge.media import CallBus
+from bridge.media import BusStats, CallBus
 from bridge.rtc import guard
 from bridge.rtc.dtls_srtp import DtlsSrtp
 from bridge.rtc.passthrough import PassThrough
+from bridge.rtc.rtp_leg import RtpLeg
 from bridge.rtc.rtp_session import RtpSession
 from bridge.rtc.uplink import Playout
 from bridge.tasks import TaskSet
@@ -110,7 +111,8 @@ def whatsapp_wire(tasks: TaskSet) -> tuple[Any, Any, RtpSession]:
     transceiver = SimpleNamespace(
         receiver=SimpleNamespace(receive=None), sender=SimpleNamespace(send=None)
     )
-    wire = DtlsSrtp(session, transceiver, tasks, "bench leg")
+    leg = RtpLeg(session, codec="PCMU", on_frame=lambda pcm: None, stats=BusStats(), tasks=tasks)
+    wire = DtlsSrtp(leg, transceiver, tasks, "bench leg")
     assert wire._attach(dtls)
     return guard.guarded_datagram_arrived, protocol, session
 

@@ -48,10 +48,12 @@ from pylibsrtp import Policy, Session
 
 from bench.send_path import machine
 from bridge.loop import install_event_loop
+from bridge.media import BusStats
 from bridge.rtc import aiortc_seam, guard
 from bridge.rtc.dtls_srtp import DtlsSrtp
 from bridge.rtc.red import RedStats
 from bridge.rtc.rfc4733 import DtmfDetector
+from bridge.rtc.rtp_leg import RtpLeg
 from bridge.rtc.rtp_session import RtpSession
 from bridge.tasks import TaskSet
 
@@ -155,11 +157,14 @@ async def per_packet_us(path: str, data: list[bytes]) -> float:
     tasks = TaskSet("bench-leg")
     session = RtpSession(1, "bench")
     if path == "session":
+        leg = RtpLeg(
+            session, codec="opus", on_frame=lambda pcm: None, stats=BusStats(), tasks=tasks
+        )
         session.playout = sink  # type: ignore[assignment]
         session.take_red(RED_PT, OPUS.payloadType, RedStats())
         session.take_dtmf(lambda: DTMF_PT, DtmfDetector(lambda d, ms: None))
         transceiver = SimpleNamespace(receiver=receiver, sender=SimpleNamespace(send=None))
-        wire = DtlsSrtp(session, transceiver, tasks, "bench leg")
+        wire = DtlsSrtp(leg, transceiver, tasks, "bench leg")
         feed: Any = guard.guarded_datagram_received
     else:
         receiver._RTCRtpReceiver__jitter_buffer = Buffer(sink)  # type: ignore[attr-defined, arg-type]

@@ -28,6 +28,7 @@ ROUTE: dict[str, tuple[Hop, ...]] = {
     "browser → Meta": (
         Hop("rtc.udp_poll:UdpPoller.read", _INPUT, "one tick's datagrams, in the socket"),
         Hop("rtc.dtls_srtp:DtlsSrtp.datagram", "UDP callback", "-"),
+        Hop("rtc.rtp_leg:RtpLeg.receive_rtp", "UDP callback", "-"),
         Hop("rtc.rtp_session:RtpSession.receive_rtp", "UDP callback", "-"),
         Hop("rtc.uplink:Playout.packet", "UDP callback", "the receiver's reorder buffer"),
         Hop("rtc.uplink:Playout._tick", "RECEIVE", "-"),
@@ -41,6 +42,7 @@ ROUTE: dict[str, tuple[Hop, ...]] = {
     "Meta → browser": (
         Hop("rtc.udp_poll:UdpPoller.read", _INPUT, "one tick's datagrams, in the socket"),
         Hop("rtc.dtls_srtp:DtlsSrtp.datagram", "UDP callback", "-"),
+        Hop("rtc.rtp_leg:RtpLeg.receive_rtp", "UDP callback", "-"),
         Hop("rtc.rtp_session:RtpSession.receive_rtp", "UDP callback", "-"),
         Hop("rtc.uplink:Playout.packet", "UDP callback", "the receiver's reorder buffer"),
         Hop("rtc.uplink:Playout._tick", "RECEIVE", "-"),

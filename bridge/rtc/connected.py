@@ -271,10 +271,10 @@ class ConnectedLeg(WebRTCSession):
     def _idle(self) -> None:
         if isinstance(self._track, ParkedTrack):
             self._track.park()
-        if self._playout is not None:
-            self._playout.hold()
-        if self._wire is not None:  # RFC 3550's pace, on the pulse's seconds (module docstring)
-            self._wire.rtcp_schedule.pace(AVP_MIN_INTERVAL, PULSE)
+        if self.leg is not None:  # RFC 3550's pace, on the pulse's seconds (module docstring)
+            self.leg.playout.hold()
+            self.leg.rtcp_schedule.pace(AVP_MIN_INTERVAL, PULSE)
+        if self._wire is not None:
             self._wire.batch_reads(True)
 
     def attach(
@@ -295,12 +295,12 @@ class ConnectedLeg(WebRTCSession):
         self._log_extra = {"call_id": call_id}
         bus.add_user(self.id)
         self._microphone, self._sink = bus.conference.join(participant_id, role)
-        assert isinstance(self._track, ParkedTrack) and self._playout is not None
-        self._playout.resume(self._uplink_frame, bus.stats)
+        assert isinstance(self._track, ParkedTrack) and self.leg is not None
+        self.leg.playout.resume(self._uplink_frame, bus.stats)
         self._track.resume(self._sink)
         if self._wire is not None:
             self._wire.batch_reads(False)
-            self._wire.rtcp_schedule.pace(AVPF_MIN_INTERVAL)  # the far end's encoder listens
+        self.leg.rtcp_schedule.pace(AVPF_MIN_INTERVAL)  # the far end's encoder listens
         self.attached_to = call_id
 
     def release(self) -> None:
@@ -333,8 +333,8 @@ class ConnectedLeg(WebRTCSession):
     def _state_changed(self, state: str) -> None:
         if state == "connected":
             self.up.set()
-            if isinstance(self._track, ParkedTrack) and self._lean is not None:
-                self._track.keepalive_to = self._lean.send_now
+            if isinstance(self._track, ParkedTrack) and self.leg is not None:
+                self._track.keepalive_to = self.leg.sender.send_now
             if isinstance(self._track, ParkedTrack) and self.attached_to is None:
                 self._track.prime(PRIME)
         if self._on_state is not None:

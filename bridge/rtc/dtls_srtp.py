@@ -1,5 +1,6 @@
-"""The wire of a DTLS leg's RTP session: aiortc and aioice give ICE, DTLS and the SRTP keys;
-the bridge's :class:`~bridge.rtc.rtp_session.RtpSession` does the rest.
+"""The wire of a DTLS leg's RTP: aiortc and aioice give ICE, DTLS and the SRTP keys; the
+bridge's :class:`~bridge.rtc.rtp_leg.RtpLeg` (its session, receiver, sender, reports) does the
+rest.
 
 An ``RTCPeerConnection`` still negotiates (SDP, ICE, the DTLS handshake), and starts each
 transceiver's ``RTCRtpSender`` and ``RTCRtpReceiver`` once DTLS is up, through their public
@@ -10,17 +11,18 @@ statistics of theirs. Instead:
 
 * **in** (:meth:`DtlsSrtp.datagram`, aioice's datagram callback of that connection alone):
   RFC 7983 demultiplexing by the first byte. SRTP and SRTCP (128–191) are unprotected with
-  the keys DTLS set up and handed to the session synchronously, RTCP told apart by its packet
+  the keys DTLS set up and handed to the leg synchronously, RTCP told apart by its packet
   type (RFC 5761 §4: 192–223); everything else (DTLS records, 20–63) and anything before the
   keys goes on to aioice's queue, for aiortc's DTLS transport, as before;
 * **out** (:meth:`DtlsSrtp.send_rtp`, :meth:`DtlsSrtp.send_rtcp`): protected and sent
   straight to the nominated ICE pair's socket, one call (aioice's ``sendto`` is three
-  coroutines a packet); our RTCP on the worker clock (``rtc/rtcp_schedule.py``: an
-  RTP/SAVPF leg's 1 s minimum, randomised 0.5–1.5 ×), a BYE at the end;
+  coroutines a packet); the leg's RTCP on the worker clock (``rtc/rtcp_schedule.py``: an
+  RTP/SAVPF leg's 1 s minimum, randomised 0.5–1.5 ×) from the first of send and receive;
 * while the leg is parked (:meth:`DtlsSrtp.batch_reads`: an agent's leg between calls), its
   sockets are read in batches (``rtc/udp_poll.py``);
 * the leg's clocked sender (``rtc/rtpsend.py`` ``LeanSender``) plays its track, started from
-  ``send(parameters)`` with the SSRC, payload type and ``mid`` aiortc negotiated.
+  ``send(parameters)`` with the SSRC, payload type and ``mid`` aiortc negotiated; the leg
+  says goodbye (its BYE) before the wire closes.
 
 What of aiortc's and aioice's is used beyond their public API (the ICE connection, its
 nominated pair, the DTLS transport's SRTP sessions) is reached through
@@ -37,9 +39,8 @@ import pylibsrtp
 
 from ..tasks import TaskSet
 from . import aiortc_seam as seam
-from .rtcp_schedule import AVPF_MIN_INTERVAL, RtcpInterval, RtcpSchedule
-from .rtp_session import RtpSession
-from .rtpsend import LeanSender, mid_extension
+from .rtp_leg import RtpLeg
+from .rtpsend import mid_extension
 from .udp_poll import PolledTransport
 
 log = logging.getLogger(__name__)
@@ -51,14 +52,14 @@ end negotiated it (Meta's ``audio.additional_codecs``)."""
 
 
 class DtlsSrtp:
-    """The RTP session of one DTLS leg on its ICE connection (module docstring)."""
+    """The wire of one DTLS leg's RTP on its ICE connection (module docstring): ``leg``'s
+    from now on."""
 
-    def __init__(self, session: RtpSession, transceiver: Any, tasks: TaskSet, name: str) -> None:
-        self.session = session
+    def __init__(self, leg: RtpLeg, transceiver: Any, tasks: TaskSet, name: str) -> None:
+        self.leg = leg
+        self.session = leg.session
+        leg.wire = self
         self.name = name
-        self.sender_track: Any = None
-        """The track our sender plays (set by :meth:`play`, before DTLS is up)."""
-        self.lean: LeanSender | None = None
         self._tasks = tasks
         self._dtls: Any = None
         self._connection: Any = None
@@ -71,8 +72,6 @@ class DtlsSrtp:
         self._dtls_up = False
         """Whether the DTLS transport is connected, kept from its ``statechange`` events (its
         ``state`` formats an enum into a string on every read: once per packet)."""
-        self.rtcp_schedule = RtcpSchedule(self._report, RtcpInterval(AVPF_MIN_INTERVAL))
-        """Our reports, on the worker clock from the first of send/receive to start."""
         self._closed = False
         self._batched = False
         """Whether the connection's sockets are to be read in batches (:meth:`batch_reads`)."""
@@ -95,13 +94,6 @@ class DtlsSrtp:
 
         sender.send = send
         receiver.receive = receive
-
-    def play(self, track: Any) -> LeanSender:
-        """Our sender plays ``track`` (pre-encoded Opus or G.711: ``rtc/tracks.py``
-        ``OpusBusTrack``)."""
-        self.sender_track = track
-        self.lean = LeanSender(self.session, self.send_rtp)
-        return self.lean
 
     # -- starting (from aiortc's connect, once DTLS is up)
     def _attach(self, dtls: Any) -> bool:
@@ -144,8 +136,7 @@ class DtlsSrtp:
     def _start_receiving(self, dtls: Any, parameters: Any) -> None:
         if not self._attach(dtls):
             return
-        # The codec the leg was made for (its track's, which its receiver decodes too).
-        ours = "opus" if self.sender_track is None else str(self.sender_track.codec)
+        ours = self.leg.codec  # the codec the leg was made for (its track's, its receiver's)
         audio = [c for c in parameters.codecs if AUDIO_CODECS.get(c.mimeType.lower()) == ours]
         if audio:
             self.session.use_codec(ours, audio[0].payloadType)
@@ -153,13 +144,14 @@ class DtlsSrtp:
             self.session.audio_pt = -1  # no payload type matches
             what = "Opus" if ours == "opus" else ours
             log.warning("%s: no %s negotiated; its audio is not received", self.name, what)
-        self._start_reports()
+        self.leg.rtcp_schedule.start()
 
     def _start_sending(self, dtls: Any, parameters: Any) -> None:
-        if not self._attach(dtls) or self.lean is None or self.lean.running:
+        track, sender = self.leg.track, self.leg.sender
+        if not self._attach(dtls) or track is None or sender.running:
             return
         codec = parameters.codecs[0] if parameters.codecs else None
-        ours = str(self.sender_track.codec)  # what the track encodes (``OpusBusTrack``)
+        ours = str(track.codec)  # what the track encodes (``OpusBusTrack``)
         if codec is None or AUDIO_CODECS.get(codec.mimeType.lower()) != ours:
             what = codec.mimeType if codec is not None else "nothing"
             name = "Opus" if ours == "opus" else ours
@@ -169,18 +161,8 @@ class DtlsSrtp:
         stream = self.session.stream
         ids = [e.id for e in parameters.headerExtensions if e.uri == MID_URI]
         stream.extension = mid_extension(ids[0], parameters.muxId) if ids else b""
-        self.lean.start(self.sender_track)
-        self._start_reports()
-
-    def _start_reports(self) -> None:
-        self.rtcp_schedule.start()
-
-    def _report(self) -> int:
-        """One report (the scheduler's callback); ``ConnectionError`` once DTLS or ICE is
-        gone: the leg is ending."""
-        report = self.session.report()
-        self.send_rtcp(report)
-        return len(report)
+        sender.start(track)
+        self.leg.rtcp_schedule.start()
 
     # -- in
     def datagram(self, data: bytes, component: int, at: float) -> None:
@@ -198,9 +180,8 @@ class DtlsSrtp:
                 self.auth_failed += 1
                 return
             self.rtcp_received += 1
-            self.rtcp_schedule.received(len(plain))
             try:
-                self.session.receive_rtcp(plain, at)
+                self.leg.receive_rtcp(plain, at)
             except Exception:  # a report we cannot read must not stop the leg
                 log.debug("%s: RTCP handling failed", self.name, exc_info=True)
             return
@@ -212,7 +193,7 @@ class DtlsSrtp:
             return
         self.received_packets += 1
         self.received_bytes += len(data)
-        self.session.receive_rtp(plain, at)
+        self.leg.receive_rtp(plain, at)
 
     # -- out
     def _protector(self) -> Any:
@@ -237,33 +218,23 @@ class DtlsSrtp:
         self.sent_bytes += len(data)
 
     def send_rtcp(self, plain: bytes) -> None:
-        """Protect (SRTCP) and send one compound RTCP packet."""
+        """Protect (SRTCP) and send one compound RTCP packet; ``ConnectionError`` once DTLS or
+        ICE is gone (the leg is ending)."""
         self._send(self._protector().protect_rtcp(plain))
         self.rtcp_sent += 1
 
     def close(self) -> None:
-        """A last report with BYE (RFC 3550 §6.6), then give the connection's datagrams back
-        (idempotent; the sender stopped, the track with it). Our
-        ``send``/``receive`` stay on aiortc's sender and receiver, refusing from now on, so a
-        connect that finishes while the peer connection closes starts nothing; the peer
-        connection's release (``rtc/release.py``) empties both objects afterwards."""
+        """Give the connection's datagrams back (idempotent; the leg stopped first: its BYE
+        went out). Our ``send``/``receive`` stay on aiortc's sender and receiver, refusing
+        from now on, so a connect that finishes while the peer connection closes starts
+        nothing; the peer connection's release (``rtc/release.py``) empties both objects
+        afterwards."""
         if self._closed:
             return
-        if self.rtcp_schedule.started or self.rtcp_schedule.sent:
-            self.rtcp_schedule.stop()
-            try:
-                self.send_rtcp(self.session.report(bye=True))
-            except Exception:
-                pass
         self._closed = True
-        if self.lean is not None:
-            self.lean.stop()
         if self._connection is not None:
             seam.give_back_datagrams(self._connection)
         if self._dtls is not None:
             self._dtls.remove_listener("statechange", self._dtls_state_changed)
         self._connection = self._aioice = None
         self._pairs, self._pair, self._dtls_up = {}, None, False
-        # The session's callbacks dropped: no reference cycle outlives the leg.
-        self.lean = self.sender_track = None
-        self.session.close()

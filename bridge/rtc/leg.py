@@ -14,9 +14,10 @@ share lives here:
   ``bridge_webrtc_failures_total``;
 * **close**: idempotent, concurrent callers share one teardown, children in reverse order of
   creation, aiortc's and aioice's objects released at once (:mod:`.release`);
-* **media**: the leg's own RTP session (:mod:`.rtp_session`: RTP and RTCP both ways, the
-  receiver statistics) on its ICE connection with the keys DTLS set up (:mod:`.dtls_srtp`:
-  aiortc's sender and receiver never start, but for its sender where aiortc encodes);
+* **media**: the leg's RTP, as every RTP leg's (:mod:`.rtp_leg`: its session with RTP and
+  RTCP both ways and the receiver statistics, the receiver, the clocked sender) on its ICE
+  connection with the keys DTLS set up as its wire (:mod:`.dtls_srtp`: aiortc's sender and
+  receiver never start);
 * **stats**: RTP/RTCP samples of that session (:mod:`.quality`), the receiver's W3C counters;
   the far end's loss reports go to the encoder as they arrive (``rtc/protection.py``).
 
@@ -38,11 +39,11 @@ from typing import Any, ClassVar
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpTransceiver
 
 from ..audio.pcm import Pcm
-from ..audio.receiver import FrameDecoder, ReceiverStats
+from ..audio.receiver import ReceiverStats
 from ..config import IceSettings
 from ..media import BusStats, LevelMeter
 from ..tasks import TaskSet
-from . import aiortc_seam, counters, rtpsend
+from . import aiortc_seam, counters
 from .dtls import diagnose
 from .dtls_srtp import DtlsSrtp
 from .ice import advertise_public_ip, server_rtc_configuration
@@ -52,7 +53,9 @@ from .quality import Quality, sample
 from .red import RedStats
 from .release import release_peer_connection
 from .rfc4733 import DtmfDetector
-from .rtp_session import RtpSession, no_loss
+from .rtcp_schedule import AVPF_MIN_INTERVAL
+from .rtp_leg import RtpLeg
+from .rtp_session import RtpSession
 from .tracks import OpusBusTrack
 from .uplink import Playout
 
@@ -120,12 +123,11 @@ class PeerLeg:
         self._track: OpusBusTrack | None = None
         self.session = RtpSession(secrets.randbits(32), f"bridge-{secrets.token_hex(6)}")
         """The leg's RTP session: RTP and RTCP both ways (``rtp_session.py``)."""
+        self.leg: RtpLeg | None = None
+        """The leg's RTP (``rtp_leg.py``: the session, its receiver, the sender playing its
+        track, its reports), once its media is set up (:meth:`start_media`)."""
         self._wire: DtlsSrtp | None = None
-        """The session on the ICE connection, with DTLS's keys (``dtls_srtp.py``)."""
-        self._lean: rtpsend.LeanSender | None = None
-        """The sender playing its Opus track (``rtpsend.py``), numbered on the session's
-        stream: the one owner of its sequence numbers (encoded, forwarded and DTMF packets)."""
-        self._playout: Playout | None = None
+        """The leg's wire: the ICE connection, with DTLS's keys (``dtls_srtp.py``)."""
         self._tasks = TaskSet(tasks)
         self._close_lock = asyncio.Lock()
         self._closed = False
@@ -150,23 +152,26 @@ class PeerLeg:
         track: OpusBusTrack,
         on_frame: Callable[[Pcm], None],
         stats: BusStats,
-        decoder: Callable[[], FrameDecoder] | None = None,
     ) -> Playout:
-        """The session's sender plays ``track``; what arrives goes through the bridge's
-        receiver (``uplink.py``) to ``on_frame``, one 16 kHz frame every 20 ms, counted in
-        ``stats``, decoded by ``decoder()`` (Opus when ``None``; G.711 where the far end
+        """The leg's sender plays ``track`` once DTLS is up; what arrives goes through the
+        bridge's receiver (``uplink.py``) to ``on_frame``, one 16 kHz frame every 20 ms,
+        counted in ``stats``, decoded as the track codes (Opus; G.711 where the far end
         negotiated it). Before negotiation ends (aiortc starts the transceiver then)."""
-        self._track = track
         # For the SDP's msid only: our sender plays it, aiortc's never starts (rtc/dtls_srtp.py).
         transceiver.sender.replaceTrack(track)
-        self._playout = Playout(on_frame, stats, self._tasks, decoder)
-        self.session.playout = self._playout
-        self._wire = DtlsSrtp(self.session, transceiver, self._tasks, self.name)
-        self._lean = self._wire.play(track)  # our Opus: our packetise -> SRTP -> send
-        # The far end's loss, report by report, to the encoder (rtc/protection.py).
-        self.session.on_report = track.far_end_report
+        self._track = track
+        leg = self.leg = RtpLeg(
+            self.session,
+            codec=track.codec,
+            on_frame=on_frame,
+            stats=stats,
+            tasks=self._tasks,
+            rtcp_interval=AVPF_MIN_INTERVAL,
+        )
+        leg.carry(track)
+        self._wire = DtlsSrtp(leg, transceiver, self._tasks, self.name)
         transceiver.direction = "sendrecv"
-        return self._playout
+        return leg.playout
 
     def receive_red(self, red: int, opus: int, stats: RedStats) -> None:
         """Take RED (RFC 2198) packets of payload type ``red`` over ``opus``: the redundant
@@ -193,18 +198,19 @@ class PeerLeg:
         untouched, with its arrival time, to ``offer`` (another leg's :meth:`forward_from`);
         ``None`` stops. While ``needs_pcm(at)`` says no, they are not decoded (``rtc/uplink.py``,
         an idle leg) but for a level sample a second, into ``meters``."""
-        if self._playout is not None:
-            self._playout.forward_to(offer, needs_pcm, meters)
+        if self.leg is not None:
+            self.leg.forward_to(offer, needs_pcm, meters)
 
     @property
     def not_decoded(self) -> int:
         """Packets received and forwarded but not decoded: nothing on the bus needed them."""
-        return self._playout.not_decoded if self._playout is not None else 0
+        return self.leg.playout.not_decoded if self.leg is not None else 0
 
     def report_loss_beyond(self, loss: Callable[[], float] | None) -> None:
         """While this leg's packets are forwarded into another leg, tell its sender the loss
         there too (``rtp_session.py``: our receiver reports carry it); ``None`` stops."""
-        self.session.loss_beyond = loss or no_loss
+        if self.leg is not None:
+            self.leg.report_loss_beyond(loss)
 
     @property
     def far_end_loss(self) -> float:
@@ -218,12 +224,9 @@ class PeerLeg:
         while ``allowed()``, numbered by its lean sender's stream, in the sequence its own
         packets (and DTMF events) share; ``None`` when it does not encode Opus itself or has
         no sender (yet)."""
-        track, lean = self._track, self._lean
-        if self._closed or not isinstance(track, OpusBusTrack) or lean is None:
+        if self._closed or self.leg is None:
             return None
-        pass_through = PassThrough(allowed)
-        track.forward_from(pass_through, lean)
-        return pass_through
+        return self.leg.forward_from(allowed)
 
     # -- state and diagnosis
     @property
@@ -287,18 +290,18 @@ class PeerLeg:
     @property
     def last_media(self) -> float | None:
         """When the latest RTP packet arrived (monotonic)."""
-        return self._playout.last_packet if self._playout is not None else None
+        return self.leg.playout.last_packet if self.leg is not None else None
 
     @property
     def receiver_stats(self) -> ReceiverStats | None:
         """The receiver's counters (``None`` before the media was set up)."""
-        return self._playout.stats if self._playout is not None else None
+        return self.leg.receiver_stats if self.leg is not None else None
 
     @property
     def octets_sent(self) -> int | None:
         """Payload octets sent on its Opus stream (the session's count, RFC 3550 §6.4.1);
         ``None`` before its media was set up."""
-        return self._lean.stream.octets if self._lean is not None else None
+        return self.leg.stream.octets if self.leg is not None else None
 
     @property
     def connect_ms(self) -> float | None:
@@ -313,7 +316,7 @@ class PeerLeg:
         if self._closed or self.state != "connected":
             return None
         now = self.session.quality()
-        delta = sample(now, self.totals, self._playout)
+        delta = sample(now, self.totals, self.leg.playout if self.leg is not None else None)
         self.totals = now
         self.last = delta
         return delta
@@ -328,7 +331,7 @@ class PeerLeg:
             "lossFraction": last.loss_fraction if last else None,
             "mos": None if self.mos is None else round(self.mos, 2),
             # The receiver, in W3C RTCInboundRtpStreamStats names (audio/receiver.py).
-            "receiver": None if self._playout is None else self._playout.stats.as_w3c(),
+            "receiver": None if self.leg is None else self.leg.receiver_stats.as_w3c(),
         }
 
     # -- close
@@ -338,18 +341,20 @@ class PeerLeg:
     async def close(self) -> None:
         """Close the leg (idempotent; concurrent callers share one teardown): what the
         subclass attached, then in reverse order of creation the owned tasks, the track, the
-        session's wire (a last report with BYE), the peer connection (its aiortc/aioice
-        objects released at once) and the receiver."""
+        leg's RTP (its receiver, a last report with BYE once it reported), its wire and the
+        peer connection (its aiortc/aioice objects released at once)."""
         async with self._close_lock:
             if self._closed:
                 return
             self._closed = True
             self._detach()
-            if self._lean is not None:
-                self._lean.stop()  # off the clock before anything else goes
+            leg = self.leg
+            if leg is not None:
+                leg.sender.stop()  # off the clock (its track stopped) before anything else goes
             await self._tasks.close()
-            if self._track is not None:
-                self._track.stop()
+            if leg is not None:
+                schedule = leg.rtcp_schedule
+                leg.stop(bye=schedule.started or schedule.sent > 0)
             if self._wire is not None:
                 self._wire.close()
             try:
@@ -359,6 +364,4 @@ class PeerLeg:
             else:
                 # Free it (and the codec threads it owns) now, not at the next gc run.
                 await release_peer_connection(self.pc, RELEASE_WAIT)
-            if self._playout is not None:
-                self._playout.stop()
             self._set_state("closed")

@@ -2,10 +2,10 @@
 
 Every leg with an RTP session (a DTLS-SRTP leg, ``rtc/dtls_srtp.py``; Meta's SDES-SRTP leg,
 ``engines/cloudapi/sdes.py``; a trunk's phone, ``trunks/media.py``) sends its compound report
-(``rtc/rtcp.py``) through one :class:`RtcpSchedule`. No leg keeps a task or a timer of its own:
-each report is a one-shot callback on the worker clock (``media/clock.py``
-``WorkerClock.call_at``), run after the tick's send phase, so a leg's reports cost one wake-up
-each and a worker's legs share the one timer.
+(``rtc/rtcp.py``) through one :class:`RtcpSchedule`, its ``RtpLeg``'s (``rtc/rtp_leg.py``).
+No leg keeps a task or a timer of its own: each report is a one-shot callback on the worker
+clock (``media/clock.py`` ``WorkerClock.call_at``), run after the tick's send phase, so a leg's
+reports cost one wake-up each and a worker's legs share the one timer.
 
 :class:`RtcpInterval` is the computation, sans-IO (RFC 3550 §6.3.1, A.7), for the sessions the
 bridge has: two parties, us and the far end, both sending (so the senders' 25 % share of §6.2

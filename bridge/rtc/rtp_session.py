@@ -97,6 +97,8 @@ class RtpSession:
         self.loss_beyond: Callable[[], float] = no_loss
         self.packets = 0
         """RTP packets received (authenticated)."""
+        self.audio_packets = 0
+        """Of those, the audio codec's (RED's primary included)."""
         self.unknown_payloads = 0
         self.malformed = 0
 
@@ -160,6 +162,7 @@ class RtpSession:
         playout = self.playout
         try:
             if pt == self.audio_pt:
+                self.audio_packets += 1
                 self.reports.received(ssrc, seq, timestamp, at)
                 if playout is not None:
                     playout.packet(seq, timestamp, payload, at)
@@ -188,6 +191,7 @@ class RtpSession:
             for offset, block_pt, block in blocks[:-1]:
                 if block_pt == opus and block:
                     playout.redundant((timestamp - offset) & 0xFFFFFFFF, block, at)
+        self.audio_packets += 1
         self.reports.received(ssrc, seq, timestamp, at)
         if playout is not None:
             playout.packet(seq, timestamp, blocks[-1][2], at)

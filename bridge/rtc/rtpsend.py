@@ -19,7 +19,8 @@ or Opus through the same track and sender, onto its plain or SRTP socket:
   follows RFC 3551 §4.1 / RFC 7587 §4.1: set on the first packet of the stream and on the first
   packet of a talkspurt (RTP time moved on by more than a frame with no sequence gap: the
   sender sent nothing meanwhile), clear otherwise; events set it themselves (RFC 4733 §2.5.1).
-* :class:`LeanSender` is the one RTP sender: a callback on the worker clock's ``SEND`` phase
+* :class:`LeanSender` is the one RTP sender (each leg's ``RtpLeg`` has one,
+  ``rtc/rtp_leg.py``): a callback on the worker clock's ``SEND`` phase
   (no task), it plays a track (each tick ``track.packets(now)`` → :meth:`RtpStream.packetise`
   → the leg's wire: ``rtc/dtls_srtp.py``'s SRTP and nominated ICE pair, ``rtc/srtpudp.py``'s
   SDES socket, a trunk's plain or SRTP socket) and sends what else the leg hands it

@@ -1,12 +1,13 @@
 """A trunk leg's media: RTP (RFC 3550) with G.711 at 8 kHz, or G.722 or Opus at the bus's 16 kHz,
 plain or SDES-SRTP, joined to the call's conference like a browser participant.
 
-Receive: datagram → (SRTP unprotect) → RTP header → the one receiver every RTP leg has
-(``rtc/uplink.py``'s :class:`~bridge.rtc.uplink.Playout`: reorder, adaptive jitter buffer, Opus
-FEC, concealment — pitch repetition for G.711 and G.722 —, time-stretch; decoded to 16 kHz by
-the codec's decoder, ``audio/phone_codecs.py``) → one 20 ms frame per tick of the media clock's
-receive phase → the participant's microphone in the conference. A ``telephone-event`` packet
-(RFC 4733) is a key, read by the one detector (``rtc/rfc4733.py``).
+Receive: datagram → (SRTP unprotect) → the session's one dispatch by payload type → the one
+receiver every RTP leg has (``rtc/uplink.py``'s :class:`~bridge.rtc.uplink.Playout`: reorder,
+adaptive jitter buffer, Opus FEC, concealment — pitch repetition for G.711 and G.722 —,
+time-stretch; decoded to 16 kHz by the codec's decoder, ``audio/phone_codecs.py``) → one 20 ms
+frame per tick of the media clock's receive phase → the participant's microphone in the
+conference. A ``telephone-event`` packet (RFC 4733) is a key, read by the one detector
+(``rtc/rfc4733.py``).
 Send: every leg's one track and clocked sender (``rtc/tracks.py`` ``OpusBusTrack`` in its
 phone mode, played by ``rtc/rtpsend.py`` ``LeanSender`` on the media clock's ``SEND`` phase,
 after the mix): the participant's downlink sink gives one 20 ms frame (silence when it has
@@ -30,7 +31,9 @@ intervals (``rtc/rtcp_schedule.py``: 5 s, randomised 0.5–1.5 ×, the first soo
 the end; the phone's SR and RR come in on the same socket. A phone that keeps RTCP on port + 1
 gets none from us and its reports are not read (the leg has one socket).
 
-The socket under it is ``trunks/rtp_socket.py``'s (clear) or ``rtc/srtpudp.py``'s (SDES).
+All of it is the one RTP leg every such leg is (``rtc/rtp_leg.py`` ``RtpLeg``: session,
+receiver, sender, track, reports); this class adds the SIP side's rules. Its wire is the socket
+``trunks/rtp_socket.py`` makes (clear) or ``rtc/srtpudp.py``'s (SDES).
 """
 
 from __future__ import annotations
@@ -39,21 +42,16 @@ import logging
 import secrets
 from collections.abc import Callable
 
-from ..audio.opus import OpusDecoder
 from ..audio.pcm import Pcm
-from ..audio.phone_codecs import phone_decoder
-from ..audio.receiver import FrameDecoder
 from ..calls.samples import LegSources
 from ..media import BusStats, LevelMeter
 from ..rtc.passthrough import PassThrough, one_20ms_packet
 from ..rtc.rfc4733 import DtmfDetector, KeyPresses
-from ..rtc.rtcp_schedule import RtcpInterval, RtcpSchedule
+from ..rtc.rtp_leg import RtpLeg
 from ..rtc.rtp_session import RtpSession
-from ..rtc.rtpsend import LeanSender
 from ..rtc.tracks import OpusBusTrack
-from ..rtc.uplink import Playout
 from ..tasks import TaskSet
-from .rtp_socket import Socket, rtp_payload
+from .rtp_socket import Socket
 from .sdp import Remote
 
 log = logging.getLogger(__name__)
@@ -87,42 +85,41 @@ class TrunkMedia:
         on_key: Callable[[str, int], None],
     ) -> None:
         self.name = name
-        self.session = RtpSession(secrets.randbits(32), f"{secrets.token_hex(8)}@bridge")
-        self.stream = self.session.stream
-        """The one owner of this leg's sequence numbers: audio, events and forwarded packets
-        (``rtc/rtpsend.py``)."""
-        self.stream.payload_type = pt
-        self.reports = self.session.reports
-        """What arrives from the phone and what it reports of us (``rtc/rtcp.py``)."""
-        self.reports.clock = RATE
-        self.sender = LeanSender(self.session, self._wire_rtp)
-        """The one RTP sender every leg has (``rtc/rtpsend.py``), sending on :attr:`socket`."""
+        self.event_pt = event_pt
+        self.microphone = microphone
+        self.keys_in = DtmfDetector(on_key, RATE)
         self.keys_out = KeyPresses(KEYS_QUEUED, lambda: self.event_pt)
+        self.leg = RtpLeg(
+            RtpSession(secrets.randbits(32), f"{secrets.token_hex(8)}@bridge", audio_pt=pt),
+            codec=codec,
+            on_frame=microphone,
+            stats=BusStats(),
+            tasks=TaskSet(f"trunk-media:{name}"),
+            dtmf=(lambda: self.event_pt, self.keys_in),
+            report=self._report,
+        )
+        """The leg's RTP (``rtc/rtp_leg.py``); its receiver's counters join the call's once
+        the leg is in the call (:meth:`start`)."""
+        self.session, self.stream, self.reports = (
+            self.leg.session,
+            self.leg.stream,
+            self.leg.reports,
+        )
+        self.sender, self.playout = self.leg.sender, self.leg.playout
+        self.rtcp_schedule = self.leg.rtcp_schedule
         self.track = OpusBusTrack(_Downlink(pop), codec=codec, keys=self.keys_out, phone=True)
         """What the sender sends each tick (module docstring)."""
+        self.leg.carry(self.track)
+        self.leg.use_codec(codec, pt)
         self.rtcp_mux = False
         """Both SDPs said ``a=rtcp-mux``: our RTCP goes on the RTP port (module docstring)."""
-        self.rtcp_schedule = RtcpSchedule(self._report, RtcpInterval())
-        """Our reports on the worker clock while :attr:`rtcp_mux` (``rtc/rtcp_schedule.py``)."""
-        self._said_bye = False
-        self.octets_in = 0
-        self.event_pt = event_pt
         self._forward_up: Callable[[int, int, bytes, float], None] | None = None
         """Where the phone's Opus packets also go as they arrive (:meth:`forward_to`)."""
         self._up_needs_pcm: Callable[[float], bool] | None = None
         self._went_up = False
         """The packet in hand was forwarded up (one 20 ms Opus frame)."""
-        self.microphone = microphone
-        self.codec = codec
-        self._tasks = TaskSet(f"trunk-media:{name}")
-        self.playout = Playout(microphone, BusStats(), self._tasks, self._decoder)
-        """The phone's packets → frames on the media clock (module docstring); its counters
-        join the call's once the leg is in the call (:meth:`start`)."""
-        self.set_codec(codec)
         self.socket: Socket | None = None
-        self.keys_in = DtmfDetector(on_key, RATE)
         self.started = False
-        self.packets_in = 0
 
     @property
     def sending(self) -> bool:
@@ -138,27 +135,24 @@ class TrunkMedia:
     @property
     def pt(self) -> int:
         """The audio payload type both sides send (the far end's SDP's)."""
-        return self.stream.payload_type
+        return self.session.audio_pt
 
     @pt.setter
     def pt(self, value: int) -> None:
-        self.stream.payload_type = value
+        self.session.audio_pt = self.stream.payload_type = value
 
-    def set_codec(self, codec: str) -> None:
+    @property
+    def codec(self) -> str:
         """What both sides send: ``PCMU`` (µ-law) or ``PCMA`` (A-law) at 8 kHz, resampled to
         and from the bus; or a wideband codec coded at the bus's own 16 kHz, no resampling:
         ``G722`` (its RTP clock 8 kHz, RFC 3551 §4.5.2) or ``opus`` (its RTP clock 48 kHz,
-        RFC 7587 §4.1)."""
-        self.codec = codec
-        if self.track.codec != codec:
-            self.track.use_codec(codec)
-        self.stream.frame_ticks = self.track.frame_ts
-        self.reports.clock = 48000 if codec == "opus" else RATE  # its RTP clock (RFC 3551)
-        # A fresh receiver for the codec (the stream so far was another codec's).
-        self.playout.resume(self.playout.on_frame, self.playout.bus_stats)
+        RFC 7587 §4.1). :meth:`follow` changes it."""
+        return self.leg.codec
 
-    def _decoder(self) -> FrameDecoder:
-        return OpusDecoder(16000) if self.codec == "opus" else phone_decoder(self.codec)
+    @property
+    def packets_in(self) -> int:
+        """Audio packets received from the phone (the session's count)."""
+        return self.session.audio_packets
 
     # -- pass-through up (``calls/forwarding.py``): the phone's Opus to the WhatsApp leg
     def forward_to(
@@ -172,7 +166,7 @@ class TrunkMedia:
         no, they are not decoded (an idle playout, ``rtc/uplink.py``) but for their level's
         sample, into ``meters`` (as a WebRTC leg's ``forward_to``)."""
         self._forward_up, self._up_needs_pcm = offer, needs_pcm
-        self.playout.forward_to(None if offer is None else self._offer_up, self._needs_pcm, meters)
+        self.leg.forward_to(None if offer is None else self._offer_up, self._needs_pcm, meters)
 
     def _offer_up(self, seq: int, ts: int, payload: bytes, at: float) -> None:
         # Only one 20 ms packet goes up as it is (the WhatsApp leg's pass-through maps 20 ms
@@ -189,9 +183,11 @@ class TrunkMedia:
     def follow(self, remote: Remote) -> None:
         """What the far end's SDP says both sides send: codec, payload types, the events'
         clock, RTCP on the RTP port (our SDP offered it, or answered as the offer said)."""
-        self.pt, self.event_pt = remote.pt, remote.event_pt
+        self.event_pt = remote.event_pt
         if remote.codec != self.codec:
-            self.set_codec(remote.codec)
+            self.leg.use_codec(remote.codec, remote.pt)
+        else:
+            self.pt = remote.pt
         self.keys_out.step = remote.event_rate // 50  # RFC 4733 durations' units in 20 ms
         self.keys_in.clock_rate = remote.event_rate
         self.rtcp_mux = remote.rtcp_mux
@@ -200,11 +196,11 @@ class TrunkMedia:
     def start(self, socket: Socket, stats: BusStats | None = None) -> None:
         """On the clock with ``socket``; the receiver's counters added to the call's
         ``stats`` (the bus's, as a browser participant's are)."""
-        self.socket = socket
+        self.socket = self.leg.wire = socket
         if stats is not None:
             self.playout.bus_stats = stats
         self.started = True
-        self.sender.start(self.track)
+        self.leg.play(self.track)
         self._start_reports()
 
     def _start_reports(self) -> None:
@@ -213,11 +209,7 @@ class TrunkMedia:
 
     def _report(self) -> int:
         """One RTCP report (the scheduler's callback; none while the SDPs do not multiplex)."""
-        if not self.rtcp_mux or self.socket is None:
-            return 0
-        report = self.reports.compound(self.stream)
-        self.socket.send_rtcp(report)
-        return len(report)
+        return self.leg.report() if self.rtcp_mux else 0
 
     @property
     def packets_out(self) -> int:
@@ -228,39 +220,19 @@ class TrunkMedia:
         """Off the clock, a last RTCP packet with BYE (RFC 3550 §6.6) when the leg has sent
         RTCP (none else, as the RFC says), and the socket closed (idempotent)."""
         self.started = False
-        self.sender.stop()  # off the clock, the track stopped
-        self.rtcp_schedule.stop()
-        self.playout.stop()
-        socket = self.socket
-        if self.rtcp_mux and socket is not None and self.reports.sent and not self._said_bye:
-            self._said_bye = True
-            socket.send_rtcp(self.reports.compound(self.stream, bye=True))
-        if socket is not None:
-            socket.close()
+        self.leg.stop(bye=self.rtcp_mux and self.reports.sent > 0)
+        if self.socket is not None:
+            self.socket.close()
 
     # -- receive
     def on_rtp(self, packet: bytes, at: float) -> None:
         """One datagram from the phone, ``at`` its arrival (``time.monotonic()`` base)."""
-        parsed = rtp_payload(packet)
-        if parsed is None:
-            return
-        pt, seq, ts, ssrc, payload = parsed
-        if pt == self.event_pt:
-            self.reports.received(ssrc, seq, ts, at, audio=False)
-            self.keys_in.feed(ts, payload)
-            return
-        if pt != self.pt or not payload:
-            return
-        self.reports.received(ssrc, seq, ts, at)
-        self.packets_in += 1
-        self.octets_in += len(payload)
-        self.playout.packet(seq, ts, payload, at)
+        self.leg.receive_rtp(packet, at)
 
     def on_rtcp(self, plain: bytes, at: float) -> None:
         """A compound RTCP packet from the phone (multiplexed on the RTP port), ``at`` its
         arrival."""
-        self.rtcp_schedule.received(len(plain))
-        self.reports.receive(plain, at)
+        self.leg.receive_rtcp(plain, at)
 
     # -- send
     def send_key(self, digit: str, duration_ms: int = 160) -> None:
@@ -268,14 +240,12 @@ class TrunkMedia:
         self.keys_out.press(digit, max(40, min(duration_ms, 2000)))
 
     # -- pass-through down (``calls/forwarding.py``): WhatsApp's packets to the phone
-    def forward_from(self, allowed: Callable[[], bool]) -> PassThrough:
+    def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
         """Let this leg's sender send WhatsApp's packets (offered to the returned
         ``PassThrough`` by the WhatsApp leg's ``forward_to``) as they are while ``allowed()``,
         numbered into this leg's own stream (module docstring): as a browser's
         ``forward_from``."""
-        pass_through = PassThrough(allowed)
-        self.track.forward_from(pass_through, self.sender)
-        return pass_through
+        return self.leg.forward_from(allowed)
 
     @property
     def forwarding(self) -> bool:
@@ -286,10 +256,6 @@ class TrunkMedia:
     def forwarded(self) -> int:
         """WhatsApp's packets sent to the phone as they were."""
         return self.track.forwarded_frames
-
-    def _wire_rtp(self, plain: bytes) -> None:
-        if self.socket is not None:
-            self.socket.send_rtp(plain)
 
 
 def timeline(media: TrunkMedia) -> LegSources:

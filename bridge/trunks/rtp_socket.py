@@ -2,14 +2,14 @@
 
 :class:`PlainRtp` has the face of :class:`~bridge.rtc.srtpudp.SrtpSocket`, which carries the
 SDES case; both latch onto the far end's source address (symmetric RTP, RFC 4961). What the
-media needs of either is :class:`Socket`; :func:`rtp_payload` reads a packet's header.
+media needs of either is :class:`Socket` (its packets are read by the leg's RTP session,
+``rtc/rtp_session.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -103,21 +103,3 @@ class Socket(Protocol):
     def send_rtcp(self, plain: bytes) -> None: ...
 
     def close(self) -> None: ...
-
-
-def rtp_payload(packet: bytes) -> tuple[int, int, int, int, bytes] | None:
-    """``(pt, seq, timestamp, ssrc, payload)`` of an RTP packet, ``None`` if malformed."""
-    if len(packet) < 12:
-        return None
-    b0, b1, seq, ts, ssrc = struct.unpack_from("!BBHII", packet)
-    start = 12 + 4 * (b0 & 0x0F)
-    if b0 & 0x10:  # a header extension (RFC 3550 §5.3.1)
-        if len(packet) < start + 4:
-            return None
-        start += 4 + 4 * struct.unpack_from("!H", packet, start + 2)[0]
-    end = len(packet)
-    if b0 & 0x20 and end > start:  # padding
-        end -= packet[-1]
-    if end < start:
-        return None
-    return b1 & 0x7F, seq, ts, ssrc, packet[start:end]

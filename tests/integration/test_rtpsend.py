@@ -12,9 +12,11 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket
 
 from bridge.audio import FRAME_SAMPLES
+from bridge.media import BusStats
 from bridge.rtc.dtls_srtp import DtlsSrtp
 from bridge.rtc.leg import install_transport_hooks
 from bridge.rtc.rfc4733 import DtmfDetector, KeyPresses
+from bridge.rtc.rtp_leg import RtpLeg
 from bridge.rtc.rtp_session import RtpSession
 from bridge.rtc.tracks import OpusBusTrack
 from bridge.tasks import TaskSet
@@ -48,8 +50,15 @@ async def test_an_aiortc_receiver_decodes_the_tone_the_lean_sender_sends() -> No
     track = OpusBusTrack(Tone(440.0), keys=keys)
     transceiver = bridge_pc.addTransceiver(track, direction="sendonly")
     tasks = TaskSet("test-leg")
-    wire = DtlsSrtp(RtpSession(1, "test"), transceiver, tasks, "test leg")
-    wire.play(track)
+    leg = RtpLeg(
+        RtpSession(1, "test"),
+        codec="opus",
+        on_frame=lambda pcm: None,
+        stats=BusStats(),
+        tasks=tasks,
+    )
+    leg.carry(track)
+    wire = DtlsSrtp(leg, transceiver, tasks, "test leg")
     recorder = Recorder()
     far_pc.on("track", recorder.start)
 
@@ -94,6 +103,7 @@ async def test_an_aiortc_receiver_decodes_the_tone_the_lean_sender_sends() -> No
         t0 = recorder.times[0] if recorder.times else 0.0
     finally:
         await tasks.close()
+        leg.stop(bye=True)
         wire.close()
         await bridge_pc.close()
         await far_pc.close()

@@ -33,11 +33,13 @@ from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RtcpPacket, RtcpRrPacket, RtcpSrPacket, RtpPacket
 from pylibsrtp import Policy, Session
 
+from bridge.media import BusStats
 from bridge.rtc import aiortc_seam, guard, rtcp
 from bridge.rtc.dtls_srtp import DtlsSrtp
 from bridge.rtc.reception import ReceptionStats
 from bridge.rtc.red import RedStats
 from bridge.rtc.rfc4733 import DtmfDetector, event_payload
+from bridge.rtc.rtp_leg import RtpLeg
 from bridge.rtc.rtp_session import RtpSession, payload_bounds
 from bridge.tasks import TaskSet
 
@@ -144,12 +146,20 @@ class Leg:
         self.sender = RTCRtpSender("audio", self.dtls)
         self.playout = Playout()
         self.session = RtpSession(1, "test")
-        self.session.playout = self.playout  # type: ignore[assignment]
         self.tasks = TaskSet("test-leg")
+        self.rtp = RtpLeg(
+            self.session,
+            codec="opus",
+            on_frame=lambda pcm: None,
+            stats=BusStats(),
+            tasks=self.tasks,
+        )
+        self.session.playout = self.playout  # type: ignore[assignment]
         transceiver = SimpleNamespace(sender=self.sender, receiver=self.receiver)
-        self.wire = DtlsSrtp(self.session, transceiver, self.tasks, "test leg")
+        self.wire = DtlsSrtp(self.rtp, transceiver, self.tasks, "test leg")
         self.track = QuietTrack()
-        self.lean = self.wire.play(self.track)
+        self.rtp.track = self.track  # type: ignore[assignment]
+        self.lean = self.rtp.sender
         self.red = RedStats()
         self.digits: list[tuple[str, int]] = []
         self.detector = DtmfDetector(lambda d, ms: self.digits.append((d, ms)))
@@ -197,6 +207,7 @@ class Leg:
 
     async def stop(self) -> None:
         await self.tasks.close()
+        self.rtp.stop(bye=True)
         self.wire.close()
 
 
@@ -450,8 +461,7 @@ async def test_what_we_send_is_our_stream_and_the_far_ends_reports_reach_the_enc
     assert losses == [51 / 256] and leg.wire.rtcp_received == 1
     assert leg.session.quality().downlink_lost == 3
     # Once closed, the last report says goodbye (RFC 3550 §6.6) and nothing more goes out.
-    await leg.tasks.close()
-    leg.wire.close()
+    await leg.stop()
     packets = RtcpPacket.parse(leg.rx.unprotect_rtcp(leg.socket.sent[-1]))
     assert any(p.__class__.__name__ == "RtcpByePacket" for p in packets)
     with pytest.raises(ConnectionError):
@@ -463,7 +473,7 @@ async def test_no_opus_nothing_received_or_sent(caplog: pytest.LogCaptureFixture
     leg = Leg()
     await leg.start(codecs=[PCMU])
     assert "not Opus" in caplog.text and "no Opus negotiated" in caplog.text
-    assert not leg.wire.lean.running  # type: ignore[union-attr]
+    assert not leg.lean.running
     await leg.stop()
 
 

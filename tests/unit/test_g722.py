@@ -14,9 +14,9 @@ import pytest
 from bridge.audio.analysis import rms_dbfs, tone
 from bridge.audio.g722 import PAYLOAD_BYTES, G722Decoder, G722Encoder
 from bridge.audio.pcm import FRAME_SAMPLES
+from bridge.rtc.packets import RtpPacket
 from bridge.trunks import sdp
 from bridge.trunks.media import TrunkMedia
-from bridge.trunks.rtp_socket import rtp_payload
 
 from ..support.spectrum import dominant_frequency
 
@@ -78,11 +78,9 @@ async def test_a_trunk_leg_carries_g722_as_pt9_on_an_8khz_clock() -> None:
         sender.sender._tick(0.0)
     stamps = []
     for packet in wire.packets:
-        parsed = rtp_payload(packet)
-        assert parsed is not None
-        pt, _, ts, _, payload = parsed
-        assert pt == 9 and len(payload) == PAYLOAD_BYTES
-        stamps.append(ts)
+        parsed = RtpPacket.parse(packet)
+        assert parsed.payload_type == 9 and len(parsed.payload) == PAYLOAD_BYTES
+        stamps.append(parsed.timestamp)
         receiver.on_rtp(packet, time.monotonic())
         receiver.playout._tick(time.monotonic())  # the media clock's receive phase
     assert len(wire.packets) == SECOND
@@ -93,9 +91,9 @@ async def test_a_trunk_leg_carries_g722_as_pt9_on_an_8khz_clock() -> None:
     # A key in its place: RFC 4733 durations on the same 8 kHz clock (160 a 20 ms).
     sender.send_key("5", 60)
     sender.sender._tick(0.0)
-    event = rtp_payload(wire.packets[-1])
-    assert event is not None and event[0] == 101
-    assert struct.unpack_from("!BBH", event[4]) == (5, 10, 160)
+    event = RtpPacket.parse(wire.packets[-1])
+    assert event.payload_type == 101
+    assert struct.unpack_from("!BBH", event.payload) == (5, 10, 160)
 
 
 def test_the_sdp_offers_g722_as_pt9_and_reads_it_without_an_rtpmap() -> None:

@@ -32,12 +32,10 @@ hands it over to it (``CloudApiEngine.take_leg``): from then on the runtime clos
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from aiortc import RTCRtpCodecCapability, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 
-from ...audio.phone_codecs import phone_decoder
 from ...audio.receiver_stats import ReceiverStats
 from ...config import IceSettings
 from ...rtc.leg import PeerLeg
@@ -102,8 +100,7 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
             protection=LossProtection(fec=fec, unknown=0),
             keys=self.keys_out,
         )
-        decoder = None if codec == "opus" else partial(phone_decoder, codec)
-        self.start_media(self._transceiver(), track, self._on_frame, self.rx, decoder)
+        self.start_media(self._transceiver(), track, self._on_frame, self.rx)
 
     def _local_sdp(self) -> str:
         return for_meta(self.advertise(str(self.pc.localDescription.sdp)), self.dtmf_pt)

@@ -5,7 +5,9 @@ Meta offers this media kind on its SIP road and with Graph signalling alike (its
 ``srtp_key_exchange_protocol`` number setting). :class:`SdesPeer` has the outward shape of
 :class:`~.peer.WhatsAppPeer` (``answer``/``offer``/``apply_answer``, the channel the pump
 plugs the bus into, RFC 4733 both ways, Opus pass-through to and from the browser,
-``leg_json``, an idempotent ``close``) and is built from the same parts, minus aiortc:
+``leg_json``, an idempotent ``close``) and is built from the same parts, minus aiortc, put
+together once as every RTP leg's are (``rtc/rtp_leg.py`` ``RtpLeg``, on the socket as its
+wire):
 
 * **Out**: in the worker clock's send phase, this tick's uplink frame from the bus
   (:class:`~.channel.LegPort`) → :class:`~bridge.rtc.tracks.OpusBusTrack` (16 kHz mono Opus at
@@ -37,26 +39,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ...audio.opus import OpusDecoder
-from ...audio.phone_codecs import phone_decoder
-from ...audio.receiver import FrameDecoder
 from ...audio.receiver_stats import ReceiverStats
 from ...config import IceSettings
 from ...errors import BadOffer
 from ...media import LevelMeter
 from ...rtc import counters
-from ...rtc.encoded import EncodedPacket
 from ...rtc.leg import Quality
 from ...rtc.passthrough import PassThrough
 from ...rtc.protection import LossProtection
 from ...rtc.quality import sample
-from ...rtc.rtcp_schedule import AVP_MIN_INTERVAL, RtcpInterval, RtcpSchedule
+from ...rtc.rtcp_schedule import AVP_MIN_INTERVAL
+from ...rtc.rtp_leg import RtpLeg
 from ...rtc.rtp_session import RtpSession
-from ...rtc.rtpsend import LeanSender
 from ...rtc.sdes import Crypto, new_crypto, read_savp
 from ...rtc.srtpudp import SrtpSocket
 from ...rtc.tracks import OpusBusTrack
-from ...rtc.uplink import Playout
 from ...tasks import TaskSet
 from ..base import EngineStats
 from . import sdes_rtp, sdes_sdp
@@ -97,28 +94,15 @@ class SdesPeer(WhatsAppLeg):
         self.failure: str | None = None
         self.created_at = time.monotonic()
         self.started_at: float | None = None
-        self.first_sent_at: float | None = None
         self.connected_at: float | None = None
         self.mos: float | None = None
         self.last: Quality | None = None
         self.totals = Quality()
         self._tasks = TaskSet(f"sdes-peer[{name}]")
         self.socket = SrtpSocket(name, self._on_rtp, self._on_rtcp)
-        self.session = RtpSession(
-            secrets.randbits(32), f"bridge-{secrets.token_hex(6)}", audio_pt=OPUS_PT
-        )
-        """The leg's RTP session: RTP and RTCP both ways (``rtc/rtp_session.py``)."""
-        self.stream = self.session.stream
-        self.rtcp = self.session.reports
-        self._sender = LeanSender(self.session, self._send_rtp)
-        """Our track's packets, forwarded ones and RFC 4733 events, numbered on the session's
-        stream (``rtc/rtpsend.py``), to the socket."""
-        self.rtcp_schedule = RtcpSchedule(self._report, RtcpInterval(rtcp_interval))
-        """Our RTCP on the worker clock (``rtc/rtcp_schedule.py``), the media watchdog with it."""
         self.crypto: Crypto | None = None
         self.offered: tuple[str, ...] = ("opus",)
         """The codecs our offer named (a business-initiated call), preferred first."""
-        self._track: OpusBusTrack | None = None
         self._open_shell(
             stats,
             self._tasks,
@@ -126,11 +110,30 @@ class SdesPeer(WhatsAppLeg):
             on_media=on_media,
             on_closed=on_closed,
         )
-        self.playout = Playout(self._on_frame, self.rx, self._tasks, self._decoder)
-        self.session.playout = self.playout
-        self.session.take_dtmf(lambda: self.dtmf_pt, self.dtmf)
+        self.leg = RtpLeg(
+            RtpSession(secrets.randbits(32), f"bridge-{secrets.token_hex(6)}", audio_pt=OPUS_PT),
+            codec="opus",
+            on_frame=self._on_frame,
+            stats=self.rx,
+            tasks=self._tasks,
+            dtmf=(lambda: self.dtmf_pt, self.dtmf),
+            rtcp_interval=rtcp_interval,
+            report=self._report,
+            wire=self.socket,
+        )
+        """The leg's RTP on the socket (``rtc/rtp_leg.py``): session, receiver, sender, track,
+        RTCP on the worker clock (the media watchdog with it)."""
+        self._track: OpusBusTrack | None = None
+        """Our track, made once Meta's address and key are known (:meth:`_start`)."""
+        self.session, self.stream, self.rtcp = self.leg.session, self.leg.stream, self.leg.reports
+        self.playout, self.rtcp_schedule = self.leg.playout, self.leg.rtcp_schedule
         self._close_lock = asyncio.Lock()
         self._closed = self._close_expected = False
+
+    @property
+    def first_sent_at(self) -> float | None:
+        """When our first packet went to the socket (monotonic)."""
+        return self.leg.first_sent_at
 
     @property
     def audio_pt(self) -> int:
@@ -146,9 +149,6 @@ class SdesPeer(WhatsAppLeg):
         """Bind the socket; the address our SDP gives (``BRIDGE_PUBLIC_IP``, else the first
         ``BRIDGE_ICE_ADDRESSES``, else the one that routes to the far end)."""
         return await sdes_sdp.open_socket(self.socket, self._ice, remote_host)
-
-    def _decoder(self) -> FrameDecoder:
-        return OpusDecoder(16000) if self.codec == "opus" else phone_decoder(self.codec)
 
     async def answer(self, offer: str, other_leg: tuple[str, ...] = ()) -> str:
         """Meta's SDES offer → our answer (a fresh key, the offer's crypto tag and suite), in
@@ -207,8 +207,7 @@ class SdesPeer(WhatsAppLeg):
         """Send and receive ``codec`` on its static payload type (RFC 3551 §6), as Meta
         offers and answers it; the receiver decodes it from now on."""
         self.codec = codec
-        self.session.use_codec(codec, STATIC_PT[codec])
-        self.playout.resume(self.playout.on_frame, self.playout.bus_stats)
+        self.leg.use_codec(codec, STATIC_PT[codec])
 
     def _start(
         self, theirs: Crypto, rtp: tuple[str, int], rtcp: tuple[str, int], bitrate: int, fec: bool
@@ -221,7 +220,7 @@ class SdesPeer(WhatsAppLeg):
         self.stream.payload_type = self.audio_pt
         # FEC follows Meta's reports as they arrive (rtc/protection.py), as on the DTLS leg:
         # none before the first one (LBRR at Meta's 20 kbit/s costs a clean link dearly).
-        self._track = OpusBusTrack(
+        track = self._track = OpusBusTrack(
             self.port.source,
             codec=self.codec,
             bitrate=bitrate,
@@ -230,11 +229,9 @@ class SdesPeer(WhatsAppLeg):
             protection=LossProtection(fec=fec, unknown=0),
             keys=self.keys_out,
         )
-        # Meta's loss, report by report, to the encoder (rtc/protection.py).
-        self.session.on_report = self._track.far_end_report
         self.state = "connecting"
         self.started_at = time.monotonic()
-        self._sender.start(self._track)
+        self.leg.play(track)  # Meta's loss, report by report, to its encoder
         self.rtcp_schedule.start()
 
     @property
@@ -251,24 +248,11 @@ class SdesPeer(WhatsAppLeg):
         """Whether our packets go out now (keys and Meta's address known, not closed)."""
         return not self._closed and self.socket.ready
 
-    def send_encoded(self, packet: EncodedPacket) -> None:
-        """One packet of our track: encoded by it, or forwarded from the browser's receive
-        callback (``rtc/passthrough.py``)."""
-        self._sender.send_encoded(packet)
-
-    def _send_rtp(self, plain: bytes) -> None:
-        """One packet of our stream to the socket (protected there; dropped and counted while
-        the socket is not ready)."""
-        self.socket.send_rtp(plain)
-        if self.first_sent_at is None:
-            self.first_sent_at = time.monotonic()
-
     def _report(self) -> int:
         """One RTCP report (the scheduler's callback), then the media watchdog."""
-        report = self.session.report()
-        self.socket.send_rtcp(report)
+        sent = self.leg.report()
         self._watch()
-        return len(report)
+        return sent
 
     def _watch(self) -> None:
         last = self.playout.last_packet or self.started_at
@@ -288,11 +272,10 @@ class SdesPeer(WhatsAppLeg):
             self.connected_at = time.monotonic()
             if self.state == "connecting":
                 self.state = "connected"
-        self.session.receive_rtp(plain, at)
+        self.leg.receive_rtp(plain, at)
 
     def _on_rtcp(self, plain: bytes, at: float) -> None:
-        self.rtcp_schedule.received(len(plain))
-        self.session.receive_rtcp(plain, at)
+        self.leg.receive_rtcp(plain, at)
 
     # -- the pump's channel
     @property
@@ -302,11 +285,7 @@ class SdesPeer(WhatsAppLeg):
     def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
         """Send the browser's Opus packets to WhatsApp untouched while ``allowed()``, numbered
         by our stream; ``None`` before negotiation."""
-        if self._closed or self._track is None:
-            return None
-        pass_through = PassThrough(allowed)
-        self._track.forward_from(pass_through, self)
-        return pass_through
+        return None if self._closed else self.leg.forward_from(allowed)
 
     def forward_to(
         self,
@@ -317,17 +296,17 @@ class SdesPeer(WhatsAppLeg):
         """Also hand each Opus packet from WhatsApp, untouched, with its arrival time, to
         ``offer``; not decoded while ``needs_pcm(at)`` says no (``rtc/uplink.py``, an idle leg)
         but for a level sample a second, into ``meters``."""
-        self.playout.forward_to(offer, needs_pcm, meters)
+        self.leg.forward_to(offer, needs_pcm, meters)
 
     def report_loss_beyond(self, loss: Callable[[], float] | None) -> None:
         """While Meta's packets are forwarded untouched into another leg, our receiver
         reports carry at least ``loss()``, the loss there (``rtc/rtp_session.py``)."""
-        self.session.loss_beyond = loss or (lambda: 0.0)
+        self.leg.report_loss_beyond(loss)
 
     # -- stats
     @property
     def far_end_loss(self) -> float:
-        return self.rtcp.far.fraction_lost if self.rtcp.far_reports else 0.0
+        return self.leg.far_end_loss
 
     async def sample_quality(self) -> Quality | None:
         """The change of the RTP/RTCP counters since the last sample (and the far end's loss
@@ -343,12 +322,12 @@ class SdesPeer(WhatsAppLeg):
     @property
     def timeline_stats(self) -> tuple[ReceiverStats | None, float | None]:
         """The receiver's counters and the last round-trip time (``calls/reports.py``)."""
-        return self.playout.stats, self.rtcp.far.rtt_s
+        return self.leg.timeline_stats
 
     @property
     def receiver_stats(self) -> ReceiverStats | None:
         """The receiver's counters (the timeline reads them once a second)."""
-        return self.playout.stats
+        return self.leg.receiver_stats
 
     def leg_json(self) -> dict[str, Any]:
         return sdes_rtp.leg_json(self, self._track)
@@ -356,18 +335,13 @@ class SdesPeer(WhatsAppLeg):
     # -- close
     async def close(self) -> None:
         """Close (idempotent; concurrent callers share one teardown): stop feeding the pump,
-        the owned tasks, a last RTCP report with BYE, the socket, the receiver."""
+        the leg's RTP (a last RTCP report with BYE), the owned tasks, the socket."""
         async with self._close_lock:
             if self._closed:
                 return
             self._closed = True
             self._close_shell()
-            self.rtcp_schedule.stop()
-            self._sender.stop()  # off the clock, its track stopped
+            self.leg.stop(bye=self._track is not None and self.socket.ready)
             await self._tasks.close()
-            if self._track is not None and self.socket.ready:
-                self.socket.send_rtcp(self.session.report(bye=True))
             self.socket.close()
-            self.session.close()
-            self.playout.stop()
             self.state = "closed"

@@ -1,0 +1,99 @@
+"""One RTP leg (``rtc/rtp_leg.py``): a codec switch moves the session, the reports' clock, the
+stream's frame, the receiver's decoder and the track together; forwarded packets are numbered
+into the leg's own stream; a key press is read by the leg's detector; the BYE goes once."""
+
+from __future__ import annotations
+
+import struct
+import time
+
+from bridge.audio.opus import OpusDecoder
+from bridge.media import BusStats
+from bridge.rtc.packets import Bye, parse_rtcp
+from bridge.rtc.rfc4733 import DtmfDetector, KeyPresses, event_payload
+from bridge.rtc.rtp_leg import RtpLeg
+from bridge.rtc.rtp_session import RtpSession
+from bridge.rtc.tracks import OpusBusTrack
+from bridge.tasks import TaskSet
+from tests.unit.test_trunk_rtcp import Wire
+
+
+class _Silence:
+    def take(self, now: float) -> None:
+        return None
+
+    def detach(self) -> None:
+        pass
+
+
+def new_leg(codec: str = "opus", pt: int = 111) -> tuple[RtpLeg, Wire, list[tuple[str, int]]]:
+    keys: list[tuple[str, int]] = []
+    detector = DtmfDetector(lambda digit, ms: keys.append((digit, ms)))
+    presses = KeyPresses(8, lambda: 101)
+    wire = Wire()
+    leg = RtpLeg(
+        RtpSession(0x5EED, "leg@test", audio_pt=pt),
+        codec=codec,
+        on_frame=lambda pcm: None,
+        stats=BusStats(),
+        tasks=TaskSet("rtp-leg-test"),
+        dtmf=(lambda: 101, detector),
+        wire=wire,
+    )
+    leg.track = OpusBusTrack(_Silence(), codec=codec, keys=presses, phone=True)
+    return leg, wire, keys
+
+
+async def test_a_codec_switch_moves_session_reports_stream_playout_and_track_together() -> None:
+    leg, _, _ = new_leg()
+    assert isinstance(leg.playout.receiver.decoder, OpusDecoder)
+    receiver = leg.playout.receiver
+    leg.use_codec("PCMA", 8)
+    assert (leg.session.audio_pt, leg.stream.payload_type) == (8, 8)
+    assert (leg.reports.clock, leg.stream.frame_ticks) == (8000, 160)
+    assert leg.playout.receiver is not receiver  # a fresh receiver, decoding PCMA
+    assert not isinstance(leg.playout.receiver.decoder, OpusDecoder)
+    assert leg.track is not None and (leg.track.codec, leg.track.frame_ts) == ("PCMA", 160)
+    leg.stop(bye=False)
+
+
+async def test_packets_in_go_through_the_session_to_the_receiver_and_the_detector() -> None:
+    leg, _, keys = new_leg("PCMU", 0)
+    at = time.monotonic()
+    leg.receive_rtp(struct.pack("!BBHII", 0x80, 0, 1, 160, 7) + bytes(160), at)
+    assert leg.session.audio_packets == 1 and leg.playout.last_packet == at
+    event = event_payload(5, True, 800)
+    for seq in (2, 3, 4):  # the end packet three times (RFC 4733 §2.5.1.4)
+        leg.receive_rtp(struct.pack("!BBHII", 0x80, 101, seq, 320, 7) + event, at)
+    assert keys == [("5", 100)] and leg.session.audio_packets == 1
+    leg.stop(bye=False)
+
+
+async def test_forwarded_packets_are_numbered_into_the_legs_stream() -> None:
+    leg, wire, _ = new_leg("PCMU", 0)
+    assert leg.track is not None
+    leg.play(leg.track)
+    leg.sender.off_clock()  # its ticks by hand
+    leg.sender._tick(0.0)
+    own = struct.unpack_from("!H", wire.rtp[-1], 2)[0]
+    pass_through = leg.forward_from(lambda: True)
+    assert pass_through is not None
+    pass_through.offer(40000, 9600, bytes(160), time.monotonic())
+    forwarded = wire.rtp[-1]
+    assert struct.unpack_from("!H", forwarded, 2)[0] == (own + 1) & 0xFFFF
+    assert struct.unpack_from("!I", forwarded, 8)[0] == leg.stream.ssrc
+    leg.stop(bye=False)
+
+
+async def test_stop_sends_one_bye_and_none_without_a_wire() -> None:
+    leg, wire, _ = new_leg()
+    assert leg.report() > 0 and len(wire.rtcp) == 1
+    leg.stop(bye=True)
+    leg.stop(bye=True)
+    assert len(wire.rtcp) == 2
+    assert any(isinstance(p, Bye) for p in parse_rtcp(wire.rtcp[-1]))
+    quiet, _, _ = new_leg()
+    quiet.wire = None
+    assert quiet.report() == 0
+    quiet.stop(bye=True)  # no wire: nothing to send it on
+    assert quiet.forward_from(lambda: True) is None  # a stopped leg forwards nothing
