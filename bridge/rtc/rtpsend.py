@@ -218,6 +218,11 @@ class LeanSender:
         if self._on_clock and self.track is not None:
             self._unregister = worker_clock().register(self._tick, Phase.SEND)
 
+    @property
+    def clocked(self) -> bool:
+        """Whether it has a place on the worker clock now (a parked leg's has none)."""
+        return self._unregister is not None
+
     def off_clock(self) -> None:
         self._on_clock = False
         unregister, self._unregister = self._unregister, None
