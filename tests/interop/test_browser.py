@@ -372,7 +372,7 @@ async def downlink_concealment(client, browser, window: int = 48_000 * 6) -> tup
     )
     answer = await page.evaluate("window.demo.client.pc.remoteDescription.sdp")
     snap = (await (await client.get("/call/status")).json())["calls"][0]
-    lean = client.app[MANAGER].runtime(snap["callID"]).participants.agent._lean
+    lean = client.app[MANAGER].runtime(snap["callID"]).participants.agent.leg.sender
     await until(lambda: lean.running, what="the bridge's sender")
     send, rng = lean.send_rtp, random.Random(21)
 
