@@ -10,7 +10,9 @@ and its ``Playout``; for the phone, ``PlainRtp.datagram_arrived`` and ``TrunkMed
 its ``Playout``. The two are wired by the call's own ``Forwarding`` (a real ``CallBus``), so
 the idle legs' bookkeeping, level meters and the per-packet decisions are the call's. Only the
 far ends' senders are stand-ins that count what they are handed (the send side has its own
-bench, ``bench/send_path.py``). Arrivals are 20 ms apart; the payloads are speech-like µ-law.
+bench, ``bench/send_path.py``). The payloads are speech-like µ-law, and each leg's packets
+cross a real path (:func:`network`, seeded): 0-20 ms of jitter, 1 % lost, 1 % swapped with the
+next one, so the receive side counts losses, reordering and jitter as it does in a call.
 
 It reports process CPU time per packet (``time.process_time``) of each leg, best of
 ``--repeat`` runs of ``--packets`` each::
@@ -28,6 +30,7 @@ import asyncio
 import cProfile
 import os
 import pstats
+import random
 import struct
 import time
 from types import SimpleNamespace
@@ -62,6 +65,19 @@ def speech(n: int) -> list[bytes]:
     pcm = 6000 * np.sin(2 * np.pi * (180 + 40 * np.sin(t)) * t) + rng.normal(0, 300, t.size)
     raw = ulaw_encode(pcm.astype(np.int16))
     return [raw[160 * i : 160 * (i + 1)] for i in range(n)]
+
+
+def network(packets: list[bytes], start: float, seed: int) -> list[tuple[bytes, float]]:
+    """``packets`` sent every 20 ms from ``start`` as a real path delivers them: each arrives
+    0-20 ms late, 1 % never do, 1 % come after the next one (seeded)."""
+    rng = random.Random(seed)
+    out = [(p, start + i * 0.02 + rng.uniform(0.0, 0.02)) for i, p in enumerate(packets)]
+    out = [a for a in out if rng.random() >= 0.01]
+    for i in range(len(out) - 1):
+        if rng.random() < 0.01:  # reordered: the later packet first, each at the other's time
+            (p, t), (q, u) = out[i], out[i + 1]
+            out[i], out[i + 1] = (q, t), (p, u)
+    return out
 
 
 def rtp(payloads: list[bytes], ssrc: int) -> list[bytes]:
@@ -148,27 +164,29 @@ async def run_once(n: int, profile: cProfile.Profile | None = None) -> dict[str,
     from_whatsapp = [tx.protect(p) for p in rtp(payloads, 0x1111)]
     from_phone = rtp(payloads, 0x2222)
     at0 = time.monotonic()
+    whatsapp_path, phone_path = network(from_whatsapp, at0, 1), network(from_phone, at0, 2)
     out: dict[str, float] = {}
     if profile is not None:
         profile.enable()
     t0 = time.process_time()
-    for i, data in enumerate(from_whatsapp):
-        feed(protocol, data, ADDR, at0 + i * 0.02)
+    for data, at in whatsapp_path:
+        feed(protocol, data, ADDR, at)
     out["whatsapp"] = time.process_time() - t0
     t0 = time.process_time()
     arrived = socket.datagram_arrived
-    for i, data in enumerate(from_phone):
-        arrived(data, ADDR, at0 + i * 0.02 + 0.001)
+    for data, at in phone_path:
+        arrived(data, ADDR, at)
     out["phone"] = time.process_time() - t0
     if profile is not None:
         profile.disable()
-    assert phone_sender.sent == n and leg.target.sent == n, (phone_sender.sent, leg.target.sent)
-    assert playout.not_decoded == n and phone.playout.not_decoded == n
-    assert session.reports.packets_received == n and phone.reports.packets_received == n
+    w, p = len(whatsapp_path), len(phone_path)
+    assert phone_sender.sent == w and leg.target.sent == p, (phone_sender.sent, leg.target.sent)
+    assert playout.not_decoded == w and phone.playout.not_decoded == p
+    assert session.reports.packets_received == w and phone.reports.packets_received == p
     phone.playout.stop()
     playout.stop()
     await tasks.close()
-    return {k: v / n * 1e6 for k, v in out.items()}
+    return {"whatsapp": out["whatsapp"] / w * 1e6, "phone": out["phone"] / p * 1e6}
 
 
 def _g711() -> Any:

@@ -159,7 +159,9 @@ class ForwardingTrack(MediaStreamTrack):
     def _packet(
         self, payload: bytes, pts: int, seq: int | None = None, *, marker: bool | None = None
     ) -> EncodedPacket:
-        raise NotImplementedError  # the track's: RED around it, or the payload as it is
+        """The payload as it is, on its RTP time (the track adds RED around it: its
+        ``_packet``)."""
+        return EncodedPacket(payload, pts, seq, None, marker)
 
     def stop(self) -> None:
         super().stop()

@@ -208,7 +208,7 @@ class OpusBusTrack(ForwardingTrack):
         self, payload: bytes, pts: int, seq: int | None = None, *, marker: bool | None = None
     ) -> EncodedPacket:
         if self.red is None:
-            return EncodedPacket(payload, pts, seq, None, marker)
+            return super()._packet(payload, pts, seq, marker=marker)
         data, payload_type = self.red.wrap(payload, pts, self.applied.red_depth)
         return EncodedPacket(data, pts, seq, payload_type, marker)
 
