@@ -488,13 +488,18 @@ async def test_a_phone_that_multiplexes_rtcp_gets_our_reports_and_we_read_its(
         # more or less; a second codec or a doubled stream would be far off both). Less only
         # by the ticks the worker's clock skipped (a stall past its resync: the phone was sent
         # nothing for them, as every leg on the clock; on CI once, 14 ticks in one second).
+        # A shorter stall is caught up tick by tick, so up to ``resync`` of packets (10) may
+        # go out in the second after the one they were due in (seen: 60.2 then 71.7).
+        catch_up = 64 * clock.resync
         skipped_s = (clock.skipped - skipped_before) * clock.period
         sent = [(r["kbpsSent"], r["t"] - before["t"]) for before, r in pairwise(rows)]
         sent = sent[:-1]  # the newest second may be partial
         seconds = sum(span for _, span in sent)
         kbit = sum(kbps * span for kbps, span in sent)
         assert 62 * seconds - 64 * skipped_s <= kbit <= 66 * seconds, (sent, skipped_s)
-        assert all(57 - 64 * skipped_s / span <= kbps <= 71 for kbps, span in sent), (
+        assert all(
+            57 - catch_up - 64 * skipped_s / span <= kbps <= 71 + catch_up for kbps, span in sent
+        ), (
             sent,
             skipped_s,
         )
