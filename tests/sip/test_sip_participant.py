@@ -478,11 +478,15 @@ async def test_a_phone_that_multiplexes_rtcp_gets_our_reports_and_we_read_its(
         # 50 packets a second over each row's own span. A row's ``t`` is rounded to 0.1 s, so
         # one span is known to ±0.1 s (±5 packets: 50 in a "1.1 s" row, 54 in a "1.0 s" one,
         # both seen) and a packet more or less meets the edges; over all the rows the
-        # rounding is the ends' only, to the same ±6 packets in some 300.
+        # rounding is the ends' only, to the same ±6 packets in some 300. The phone keeps its
+        # own clock: on a loaded host baresip's sender thread stalls and sends the stalled
+        # packets in a burst, so one second may carry up to a quarter second of the next's
+        # (once on CI, a row outside ±6), and a stall at the last sample leaves its packets out
+        # of the total; a doubled or missing stream is ±50 a row and ±300 in all.
         spans = [(r["packetsReceived"], r["t"] - before["t"]) for before, r in pairwise(rows)]
-        assert all(n == pytest.approx(50 * span, abs=6) for n, span in spans), (spans, rows)
+        assert all(n == pytest.approx(50 * span, abs=13) for n, span in spans), (spans, rows)
         total = sum(n for n, _ in spans)
-        assert total == pytest.approx(50 * sum(span for _, span in spans), abs=6), (spans, rows)
+        assert total == pytest.approx(50 * sum(span for _, span in spans), abs=13), (spans, rows)
         # G.711's 64 kbit/s: on average to 2 kbit/s, each second to 7 (a sampler's second
         # that meets the leg's ticks early or late on a loaded host counts a packet or three
         # more or less; a second codec or a doubled stream would be far off both). Less only
