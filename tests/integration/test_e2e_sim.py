@@ -12,6 +12,7 @@ from bridge.api.keys import ENGINE, MANAGER
 from bridge.audio import rms_dbfs, s16_to_f32
 
 from ..support.calls import wait_state
+from ..support.loops import LoopLag
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import dominant_frequency
 
@@ -31,9 +32,10 @@ async def test_hears_own_tone_echoed(client) -> None:
     await wait_state(client, call["callID"], "active")
 
     # Echo arrives after ~300 ms; listen to 1.5 s of settled audio.
-    await asyncio.sleep(1.5)
-    t0 = time.monotonic()
-    await asyncio.sleep(1.5)
+    async with LoopLag() as lag:  # from before what is heard was sent
+        await asyncio.sleep(1.5)
+        t0 = time.monotonic()
+        await asyncio.sleep(1.5)
     heard = rtc.recorder.since(t0)
     assert heard.size > 0.9 * 1.5 * rtc.recorder.rate
     freq = dominant_frequency(heard, rtc.recorder.rate)
@@ -42,16 +44,20 @@ async def test_hears_own_tone_echoed(client) -> None:
     # Sent at amplitude 0.5 (-9.0 dBFS RMS): Opus twice, two resamplings, the bus and the
     # echo keep the level within 1.5 dB; a silent gap in 1.5 s would cost more than that.
     assert level == pytest.approx(-9.0, abs=1.5)
-    # No dropouts: every 20 ms window of the settled echo carries the tone.
+    # No dropouts: every 20 ms window of the settled echo carries the tone, unless this
+    # process (client and bridge alike) was stopped by a loaded host: a stall of L ms leaves up
+    # to L ms unsent at the client and its echo concealed, then faded, at the bridge (once,
+    # 7 windows at a load of 3).
     win = rtc.recorder.rate // 50
     windows = heard[: heard.size // win * win].reshape(-1, win) / 32768.0
     quiet = [w for w in windows if rms_dbfs(w) < -20.0]
+    stalled = 0 if lag.worst < 0.04 else int(lag.worst / 0.02) + 2
     media = client.app[MANAGER].find_runtime(call["callID"])
     jitter = media.participants.agent._track.sink.jitter
-    assert not quiet, (
-        f"{len(quiet)} silent 20 ms windows out of {len(windows)}; bridge jitter buffer "
-        f"{jitter.stats}, target {jitter.target}; "
-        f"uplink frames {media.participants.agent.uplink_frames}"
+    assert len(quiet) <= stalled, (
+        f"{len(quiet)} silent 20 ms windows out of {len(windows)} (this process stalled "
+        f"{lag.worst * 1000:.0f} ms at most); bridge jitter buffer {jitter.stats}, target "
+        f"{jitter.target}; uplink frames {media.participants.agent.uplink_frames}"
     )
 
     # The simulated peer heard the tone at 16 kHz on the bus.

@@ -18,3 +18,34 @@ def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLo
         uvloop = pytest.importorskip("uvloop")
         return uvloop.EventLoopPolicy()
     return asyncio.DefaultEventLoopPolicy()
+
+
+class LoopLag:
+    """The longest the running event loop was late to wake a 5 ms sleeper while it ran (an
+    ``async with`` block): a test whose peers share this process (an aiortc client and the
+    bridge on one loop) can tell a dropout the bridge made from one the host made by
+    stopping the whole process, which no code of ours can hide."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        """Seconds, the longest lateness seen."""
+        self._task: asyncio.Task[None] | None = None
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + 0.005
+            await asyncio.sleep(0.005)
+            self.worst = max(self.worst, loop.time() - due)
+
+    async def __aenter__(self) -> LoopLag:
+        self._task = asyncio.ensure_future(self._watch())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
