@@ -23,9 +23,9 @@ One rule for every reader:
   the stream, numbered with the audio: counted, it moves the sequence, never the jitter.
 * **Jitter** (A.8) is one estimate, in timestamp units times 16, in integers, from arrivals read
   on the stream's clock. Only a packet that is the newest yet moves it (not a duplicate nor a
-  reordered one, as aiortc and libwebrtc), and not a transit jump of a second or more (a sender
-  that restarted its timeline: libwebrtc skips such jumps too). RTCP carries its integer part;
-  W3C reads it in seconds.
+  reordered one, as in aiortc), and not a transit jump of a second or more (a sender that
+  restarted its timeline; libwebrtc skips large jumps too). RTCP carries its integer part; W3C
+  reads it in seconds.
 * **A new SSRC** (:meth:`RtpReception.restart`, A.1's ``init_seq``) starts the report block
   afresh (its numbers, loss and jitter); the totals received and lost go on, so a count read
   over a call (W3C's, a call's timeline, a leg's quality) never goes back.
