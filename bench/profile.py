@@ -53,7 +53,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("bridge RTP send (rtc/rtpsend.py: packetise, counters)", ("rtc/rtpsend.py",)),
     (
         "bridge RTP session (rtc/dtls_srtp.py, rtp_session.py, rtcp.py: demux, RTCP, counters)",
-        ("rtc/dtls_srtp.py", "rtc/rtp_session.py", "rtc/rtcp.py", "rtc/reception.py"),
+        ("rtc/dtls_srtp.py", "rtc/rtp_session.py", "rtc/rtcp.py", "audio/reception.py"),
     ),
     (
         "aiortc RTP send (sender loop, timestamps)",

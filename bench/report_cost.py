@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from bench.quality import machine
 from bridge.audio.receiver import ReceiverStats
+from bridge.audio.reception import RtpReception
 from bridge.calls.model import CallState
 from bridge.calls.reports import CallReports
 from bridge.calls.timeline import COLUMNS, Timeline
@@ -38,7 +39,7 @@ def _leg(stats: ReceiverStats) -> Any:
 
 
 def _call(i: int) -> Any:
-    wa, browser = ReceiverStats(), ReceiverStats()
+    wa, browser = ReceiverStats(RtpReception(48_000)), ReceiverStats(RtpReception(48_000))
     session = SimpleNamespace(
         receiver_stats=browser,
         last=SimpleNamespace(rtt_s=0.03),
@@ -64,14 +65,19 @@ def _call(i: int) -> Any:
     )
 
 
-def _advance(stats: ReceiverStats, rng: random.Random) -> None:
+def _advance(stats: ReceiverStats, rng: random.Random, second: int) -> None:
+    """A second of a 20 ms Opus stream: its packets (some lost, the rest 0-20 ms late) into
+    the stream's reception, and what the receiver would have counted of them."""
     lost = rng.randint(0, 3)
+    gone = set(rng.sample(range(50), lost))
+    for i in range(50):
+        seq = second * 50 + i
+        if i not in gone:
+            at = seq * 0.02 + rng.uniform(0.0, 0.02)
+            stats.reception.received(seq & 0xFFFF, seq * 960 & 0xFFFFFFFF, at)
     stats.bytes_received += (50 - lost) * 80
-    stats.packets_received += 50 - lost
-    stats.packets_lost += lost
     stats.fec_packets_received += lost // 2
     stats.concealed_samples += 320 * (lost - lost // 2)
-    stats.jitter = rng.uniform(0.001, 0.02)
     stats.jitter_buffer_delay += 16_000 * 0.03
     stats.jitter_buffer_emitted_count += 16_000
 
@@ -101,7 +107,7 @@ def run(calls: int, seconds: int) -> dict[str, Any]:
     for s in range(1, seconds + 1):
         for r in runtimes:
             for stats in r.counters:
-                _advance(stats, rng)
+                _advance(stats, rng, s)
             for meter in r.meters:  # a second of frames at about -26 dBFS
                 meter.energy += 16_000 * 1000.0**2
                 meter.samples += 16_000

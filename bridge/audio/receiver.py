@@ -18,10 +18,12 @@ preference (the way libwebrtc's NetEq, FreeSWITCH and Asterisk decode):
    :data:`OUTAGE_FRAMES` concealed frames with nothing buffered the stream is silent until
    packets return, and then starts afresh.
 
-**Packets in, frames out.** The packets are counted and held by the buffer
-(``audio/reorder.py``) as they arrive; this class makes the frames, and is what judges a packet
-against what it has played (too late for its frame, a redundant copy out of turn, or the
-sender's timeline jumped).
+**Packets in, frames out.** The packets are held by the buffer (``audio/reorder.py``) as they
+arrive, numbered by the stream's one count of its packets
+(:class:`~bridge.audio.reception.RtpReception`: a leg's RTP session counts each packet there
+before it comes here; a receiver handed none counts into its own); this class makes the frames,
+and is what judges a packet against what it has played (too late for its frame, a redundant
+copy out of turn, or the sender's timeline jumped).
 
 **A sender's DTX** is not a loss: after a packet of no audio, a missing frame is comfort noise
 (:class:`~bridge.audio.dtx.ComfortNoise`), and the next talk spurt plays at the delay the last
@@ -61,6 +63,7 @@ from .dtx import ComfortNoise
 from .opus import OpusDecoder, OpusError
 from .pcm import Pcm
 from .receiver_stats import ReceiverStats
+from .reception import RtpReception
 from .reorder import ReorderBuffer
 from .stretch import PlayoutFifo, licence
 
@@ -95,13 +98,14 @@ class FrameDecoder(Protocol):
 class Receiver:
     """Frames out for one RTP stream: its packets, held by a :class:`ReorderBuffer`, made
     into a continuous stream with FEC, concealment and adaptive delay (see the module
-    docstring); ``decoder``: the codec's (Opus by default)."""
+    docstring); ``decoder``: the codec's (Opus by default); ``reception``: the stream's count
+    of its packets, kept by whoever hands them over (``None``: the receiver counts its own)."""
 
     def __init__(
         self, rate: int = 16_000, frame_samples: int = 320, *, min_delay: float = 0.0,
         max_delay: float = 0.2, margin: float = 0.004, window: int = 100,
         quantile: float = 0.02, capacity: int = 64, loss_memory: float = 10.0,
-        decoder: FrameDecoder | None = None,
+        decoder: FrameDecoder | None = None, reception: RtpReception | None = None,
     ) -> None:  # fmt: skip
         self.rate, self.frame_samples = rate, frame_samples
         self.decoder: FrameDecoder = decoder if decoder is not None else OpusDecoder(rate)
@@ -111,9 +115,14 @@ class Receiver:
             min_delay=min_delay, max_delay=max_delay, margin=margin, window=window,
             quantile=quantile, loss_memory=loss_memory,
         )  # fmt: skip
-        self.stats = ReceiverStats()
+        counts = reception is None
+        self.reception = RtpReception(self.rtp_clock) if reception is None else reception
+        """What arrived of the stream (received, lost, jitter), the W3C ``stats`` read it."""
+        self.stats = ReceiverStats(self.reception)
         self._silence = np.zeros(frame_samples, dtype=np.int16)
-        self._packets = ReorderBuffer(self.stats, self.rtp_clock, capacity, self.decoder.has_fec)
+        self._packets = ReorderBuffer(
+            self.stats, self.reception, capacity, self.decoder.has_fec, counts=counts
+        )
         """Packets in: what arrived, and the packets held until their frames are played."""
         self._fifo = PlayoutFifo(rate, frame_samples)
         """Decoded samples not played yet, stretched to follow the sender's clock."""
@@ -144,7 +153,7 @@ class Receiver:
         """One RTP packet (16-bit number, 32-bit timestamp, payload) and its arrival (seconds,
         :meth:`pop`'s clock). Never raises: a packet that cannot be used is counted."""
         packets = self._packets
-        if not packets.rtp.started:
+        if not packets.started:
             self._play_from = arrival + self.decision.min_delay
         ext_seq, ts = packets.arrive(seq, timestamp, payload, arrival)
         if self._counted.counting:  # decoding again (``count``)
@@ -156,15 +165,16 @@ class Receiver:
                 due = self._next_due + (ts - self._next) / self.rtp_clock
                 self.decision.observe(due - arrival)
                 if ts <= self._next - self.frame_ts:
-                    packets.rtp.discard(ext_seq)
+                    packets.discard(ext_seq)
                     self._dtx.late(payload, ext_seq)
                     return
         packets.hold(ext_seq, ts, payload, arrival)
 
     def count(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> None:
-        """A packet nobody needs decoded (an idle playout, ``rtc/uplink.py``): counted as
-        :meth:`push` counts it, not kept, its jitter learned; the next :meth:`push` starts the
-        stream afresh, behind that jitter (:class:`~bridge.audio.delay.CountedJitter`)."""
+        """A packet nobody needs decoded (an idle playout, ``rtc/uplink.py``): taken as
+        :meth:`push` takes it (its numbers, octets, reordering), not kept, its slack learned;
+        the next :meth:`push` starts the stream afresh, behind that jitter
+        (:class:`~bridge.audio.delay.CountedJitter`)."""
         if self._playing or self._packets.held:
             self._restart()
         _, ts = self._packets.arrive(seq, timestamp, payload, arrival)
@@ -173,14 +183,18 @@ class Receiver:
     def push_redundant(self, timestamp: int, payload: bytes, arrival: float) -> None:
         """A redundant copy of an earlier frame (RFC 2198 RED): used only if that frame's own
         packet has not arrived and its turn has not passed; never counted as a packet."""
-        ts = self._packets.rtp.extend(timestamp)
+        ts = self.reception.extend(timestamp) if self._packets.started else None
         if ts is None or (self._playing and not self._next <= ts <= self._next + self.rtp_clock):
             return
         self._packets.hold_redundant(ts, payload, arrival)
 
     def numbered(self, seq: int) -> None:
-        """A packet of this stream that is not audio (an RFC 4733 event) took number ``seq``."""
-        self._dtx.passed(self._packets.rtp.extend_seq(seq))
+        """A packet of this stream that is not audio (an RFC 4733 event) took number ``seq``
+        (counted here if the receiver counts its own packets)."""
+        packets = self._packets
+        reception = self.reception
+        ext_seq = reception.numbered(seq) if packets.counts else reception.extend_seq(seq)
+        self._dtx.passed(ext_seq if packets.started else None)
 
     @property
     def delay(self) -> float:
@@ -197,7 +211,7 @@ class Receiver:
         """The next 20 ms frame (``frame_samples`` int16), for the clock tick at ``now``."""
         if not self._playing and not self._start(now):
             packets = self._packets
-            if packets.rtp.started and not packets.held:  # (held: the first waits its delay)
+            if packets.started and not packets.held:  # (held: the first waits its delay)
                 self.stats.concealed_samples += self.frame_samples
                 self.stats.silent_concealed_samples += self.frame_samples
             return self._silence
@@ -330,7 +344,7 @@ class Receiver:
                 self.stats.total_samples_received += pcm.size
                 self._delay_sample = self._next_due - packet.arrival
                 return pcm
-        quiet = self._next_due - packets.rtp.last_arrival  # the sender's DTX, or a loss?
+        quiet = self._next_due - packets.last_arrival  # the sender's DTX, or a loss?
         noise = None if self._dtx.lost(packets.held, self._next) else self._dtx.fill(quiet)
         if noise is not None:
             self._next += self.frame_ts

@@ -2,9 +2,11 @@
 
 The receiver (:class:`~bridge.audio.receiver.Receiver`) does two jobs at two paces: packets in,
 whenever the network delivers them (here), and frames out, one every 20 ms tick
-(``receiver.py``: decode, FEC, concealment, stretching). The buffer counts every packet as it
-arrives (sequence numbers, loss, reordering, jitter, octets:
-:class:`~bridge.audio.receiver_stats.RtpArrivals`) and holds the ones still to be played by
+(``receiver.py``: decode, FEC, concealment, stretching). The buffer takes every packet as it
+arrives with its sequence number and timestamp extended past their wraps by the stream's one
+count of its packets (:class:`~bridge.audio.reception.RtpReception`: received, lost, jitter;
+counted there by the leg's RTP session, or here for a receiver nobody counts for), adds what
+only the receiver knows (octets, reordering, discards) and holds the ones still to be played by
 extended RTP timestamp, so that packets that arrive out of order are played in order and a
 duplicate is dropped; a redundant copy of a frame (RFC 2198 RED) takes a place no packet took.
 Whether a packet came too late for its frame is for the frames-out side to say: only it knows
@@ -17,7 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from .receiver_stats import ReceiverStats, RtpArrivals
+from .receiver_stats import ReceiverStats
+from .reception import RtpReception
 
 __all__ = ["ReorderBuffer"]
 
@@ -33,34 +36,59 @@ class _Packet:
 
 
 class ReorderBuffer:
-    """One RTP stream's packets, counted as they arrive and held by extended RTP timestamp
-    until the receiver takes them to play (see the module docstring); at most ``capacity``,
-    the oldest making room. ``has_fec``: whether a payload carries in-band FEC (the decoder's
-    own test)."""
+    """One RTP stream's packets, taken as they arrive and held by extended RTP timestamp until
+    the receiver takes them to play (see the module docstring); at most ``capacity``, the
+    oldest making room. ``counts``: whether the buffer counts each packet into ``reception``
+    (a receiver of its own) or its owner already has (a leg's RTP session). ``has_fec``:
+    whether a payload carries in-band FEC (the decoder's own test)."""
 
     def __init__(
-        self, stats: ReceiverStats, rtp_clock: int, capacity: int, has_fec: Callable[[bytes], bool]
+        self,
+        stats: ReceiverStats,
+        reception: RtpReception,
+        capacity: int,
+        has_fec: Callable[[bytes], bool],
+        *,
+        counts: bool,
     ) -> None:
         self.stats = stats
+        self.reception = reception
+        """The stream's count of its packets, which extends their numbers and timestamps."""
+        self.counts = counts
         self.capacity = capacity
-        self.rtp = RtpArrivals(stats, rtp_clock)
-        """What arrived and when (loss, reordering and jitter counted in ``stats``), numbers
-        and timestamps extended past their wrap."""
         self._has_fec = has_fec
         self._packets: dict[int, _Packet] = {}
         self.held: Mapping[int, _Packet] = self._packets
         """The packets held, by extended RTP timestamp (read only: :meth:`take` takes one)."""
+        self.started = False
+        """A first packet has arrived here."""
+        self.last_arrival = 0.0
+        """When the latest packet arrived (the receiver's clock)."""
         self.sender_fec = False
         """The sender puts FEC data in its packets (worth waiting a frame for after a loss)."""
         self._latest = b""
         """The latest packet's payload, looked at for FEC only when a frame is missing."""
 
     def arrive(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> tuple[int, int]:
-        """A packet arrived (to be played, or only counted): counted; its extended sequence
-        number and timestamp."""
-        ext_seq, ts = self.rtp.arrive(seq, timestamp, arrival)
-        self.stats.bytes_received += len(payload)
+        """A packet arrived (to be played, or only counted): its extended sequence number and
+        timestamp; its octets, and whether it came after a later one, into ``stats``."""
+        reception = self.reception
+        if self.counts:
+            ext_seq, ts = reception.received(seq, timestamp, arrival)
+        else:
+            ext_seq, ts = reception.extended(seq, timestamp)
+        stats = self.stats
+        stats.bytes_received += len(payload)
+        if ext_seq < reception.highest:
+            stats.packets_reordered += 1  # undone by discard() if it turns out unusable
+        self.started, self.last_arrival = True, arrival
         return ext_seq, ts
+
+    def discard(self, ext_seq: int) -> None:
+        """The packet arrived but is not played (late, a duplicate, empty)."""
+        self.stats.packets_discarded += 1
+        if ext_seq < self.reception.highest:
+            self.stats.packets_reordered -= 1
 
     def hold(self, ext_seq: int, ts: int, payload: bytes, arrival: float) -> None:
         """An arrived packet whose frame is still to be played: held until it is, unless it is
@@ -71,12 +99,12 @@ class ReorderBuffer:
             # some in most packets, and one that never does costs no libopus call per packet.
             self.sender_fec = self._has_fec(payload)
         if ts in self._packets or not payload:
-            self.rtp.discard(ext_seq)
+            self.discard(ext_seq)
             return
         if len(self._packets) >= self.capacity:
             oldest = min(self._packets)
             if ts < oldest:
-                self.rtp.discard(ext_seq)
+                self.discard(ext_seq)
                 return
             del self._packets[oldest]
             self.stats.packets_discarded += 1

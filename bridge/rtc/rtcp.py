@@ -2,8 +2,9 @@
 
 :class:`RtcpReports` keeps both halves of the session's RTCP:
 
-* what we receive: the far end's SSRC and a :class:`~bridge.rtc.reception.ReceptionStats` for
-  it, updated per packet (RFC 3550 A.3 loss, A.8 jitter), from which
+* what we receive: the far end's SSRC and the stream's
+  :class:`~bridge.audio.reception.RtpReception`, which counts every packet once (RFC 3550 A.3
+  loss, A.8 jitter; the leg's receiver reads the same counts for its W3C figures), from which
   our report block is built (fraction and cumulative loss, extended highest sequence, jitter,
   LSR/DLSR of its latest sender report);
 * what we send: a sender report (RFC 3550 §6.4.1) from the RTP stream's counts, its NTP/RTP
@@ -20,8 +21,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from ..audio.reception import RtpReception
 from .packets import SDES_CNAME, Bye, ReceiverReport, ReportBlock, Sdes, SenderReport, parse_rtcp
-from .reception import ReceptionStats
 from .rtpsend import RtpStream, ntp_time
 
 OPUS_CLOCK = 48_000
@@ -46,8 +47,9 @@ class RtcpReports:
         self.cname = cname.encode()[:255]
         self.clock = clock
         self.remote_ssrc: int | None = None
-        self.stream: ReceptionStats | None = None
-        """What we receive from the far end's SSRC (reset when it changes)."""
+        self.reception = RtpReception(clock)
+        """What we receive from the far end, each packet counted once (a new SSRC restarts
+        its report block)."""
         self._lsr = 0
         self._lsr_at = 0.0
         self._sent_pair: tuple[float, int] | None = None
@@ -61,14 +63,17 @@ class RtcpReports:
     def received(
         self, ssrc: int, seq: int, timestamp: int, at: float, *, audio: bool = True
     ) -> None:
-        """One authenticated RTP packet from the far end, ``at`` its arrival (any one base:
-        the jitter is differences; ``audio=False``: an RFC 4733 event, which moves the sequence
-        but not the jitter)."""
-        stream = self.stream
-        if ssrc != self.remote_ssrc or stream is None:
+        """One authenticated RTP packet from the far end, counted once, ``at`` its arrival (any
+        one base: the jitter is differences; ``audio=False``: an RFC 4733 event, which moves
+        the sequence but not the jitter)."""
+        if ssrc != self.remote_ssrc:
+            if self.remote_ssrc is not None:
+                self.reception.restart()
             self.remote_ssrc = ssrc
-            stream = self.stream = ReceptionStats(self.clock)
-        stream.received(seq, timestamp, at, audio=audio)
+        if audio:
+            self.reception.received(seq, timestamp, at)
+        else:
+            self.reception.numbered(seq)
 
     # -- what we send
     def sent_audio(self, timestamp: int) -> None:
@@ -100,17 +105,17 @@ class RtcpReports:
         return out
 
     def _report_blocks(self, now: float, beyond: int = 0) -> list[ReportBlock]:
-        s = self.stream
-        if s is None or self.remote_ssrc is None or s.max_seq is None:
+        r = self.reception
+        if self.remote_ssrc is None or r.base_seq is None:
             return []
         dlsr = min(0xFFFFFFFF, int((now - self._lsr_at) * 65536)) if self._lsr else 0
         return [
             ReportBlock(
                 ssrc=self.remote_ssrc,
-                fraction_lost=max(s.fraction_lost, beyond),
-                packets_lost=s.packets_lost,
-                highest_sequence=s.cycles + s.max_seq,
-                jitter=s.jitter,
+                fraction_lost=max(r.fraction_lost(), beyond),
+                packets_lost=r.cumulative_lost,
+                highest_sequence=r.highest & 0xFFFFFFFF,
+                jitter=r.jitter,
                 lsr=self._lsr,
                 dlsr=dlsr,
             )
@@ -154,16 +159,15 @@ class RtcpReports:
             rtt_s=rtt,
         )
 
-    # -- totals
+    # -- totals (over the far end's SSRCs: they never go back)
     @property
     def packets_received(self) -> int:
-        return self.stream.packets_received if self.stream is not None else 0
+        return self.reception.packets_received
 
     @property
     def packets_lost(self) -> int:
-        s = self.stream
-        return s.packets_lost if s is not None and s.max_seq is not None else 0
+        return self.reception.packets_lost
 
     @property
     def jitter_s(self) -> float:
-        return self.stream.jitter / self.clock if self.stream is not None else 0.0
+        return self.reception.jitter_s

@@ -6,8 +6,9 @@ A trunk's phone (``trunks/media.py``, plain RTP or SDES-SRTP over UDP), Meta's S
 thing on different wires, so they hold the same parts, put together here:
 
 * the leg's RTP session (``rtc/rtp_session.py``): the one receive dispatch by payload type
-  (audio to the receiver, telephone-event to the leg's RFC 4733 detector), the stream that
-  numbers every packet we send, RTCP both ways and the receiver statistics;
+  (audio to the receiver, telephone-event to the leg's RFC 4733 detector), the one count of
+  every packet received (``audio/reception.py``: our RTCP reports and the receiver's figures
+  both read it), the stream that numbers every packet we send, RTCP both ways;
 * the receiver (``rtc/uplink.py`` ``Playout``), decoding the leg's codec: Opus at the bus's
   16 kHz, or a phone codec (``audio/phone_codecs.py``);
 * the one clocked sender (``rtc/rtpsend.py`` ``LeanSender``) playing the leg's track
@@ -83,7 +84,7 @@ class RtpLeg:
         """What the sender plays (:meth:`carry`, :meth:`play`; a codec switch reaches it from
         then on); let go at :meth:`stop`."""
         self.sender = LeanSender(session, self._send_rtp)
-        self.playout = Playout(on_frame, stats, tasks, self._decoder)
+        self.playout = Playout(on_frame, stats, tasks, self._decoder, session.reports.reception)
         session.playout = self.playout
         if dtmf is not None:
             session.take_dtmf(*dtmf)

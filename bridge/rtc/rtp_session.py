@@ -14,8 +14,9 @@ hands it authenticated plaintext and sends what it returns.
   counted and dropped.
 * **Frames in, packets out**: :attr:`RtpSession.stream` (``rtc/rtpsend.py`` ``RtpStream``) is
   the one owner of the stream's sequence numbers: encoded, forwarded and event packets.
-* **RTCP both ways** (:attr:`RtpSession.reports`, ``rtc/rtcp.py``): the receiver statistics
-  (RFC 3550 A.3 loss, A.8 jitter) of what arrives, our SR/RR with SDES CNAME
+* **RTCP both ways** (:attr:`RtpSession.reports`, ``rtc/rtcp.py``): every packet that arrives
+  is counted there once (RFC 3550 A.3 loss, A.8 jitter: ``audio/reception.py``, which the
+  playout's receiver reads too for its W3C figures), our SR/RR with SDES CNAME
   (:meth:`RtpSession.report`), and the far end's report blocks about our stream
   (:meth:`RtpSession.receive_rtcp`), handed to :attr:`RtpSession.on_report` as they arrive so
   the encoder's protection follows the far end's loss at once (``rtc/protection.py``).
@@ -115,6 +116,7 @@ class RtpSession:
         clock = OPUS_CLOCK if codec == "opus" else 8000
         self.stream.frame_ticks = clock // 50
         self.reports.clock = clock
+        self.reports.reception.use_clock(clock)
 
     def set_identity(self, ssrc: int, cname: str | None = None) -> None:
         """Our SSRC and CNAME as our SDP announced them (``a=ssrc:… cname:…``), before

@@ -16,11 +16,12 @@ nothing, not as an endless stream of silence frames.
 **An idle leg decodes nothing.** While a leg's packets are forwarded untouched to another leg
 (``rtc/passthrough.py``) and nothing else needs them decoded (``calls/forwarding.py`` decides:
 no mix, recording, fork, socket, agent or speech detector on that direction), :class:`Playout`
-only counts them (the reports' loss, jitter and bit rate stay) and keeps the last
-:data:`WARM_PACKETS`; the reports' level is a sample: one packet in :data:`LEVEL_STRIDE` read
-from its bytes where the leg speaks G.711 (its energy by table, ``audio/g711.py``), else a run
-of packets decoded once a second. The moment something asks for the audio, the next packet
-is decoded after those, so the decoder carries on from the sender's state with no seam.
+only takes their numbers and octets (the session counted them: the reports' loss, jitter and
+bit rate stay) and keeps the last :data:`WARM_PACKETS`; the reports' level is a sample: one
+packet in :data:`LEVEL_STRIDE` read from its bytes where the leg speaks G.711 (its energy by
+table, ``audio/g711.py``), else a run of packets decoded once a second. The moment something
+asks for the audio, the next packet is decoded after those, so the decoder carries on from the
+sender's state with no seam.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ..audio import FRAME_SAMPLES, SAMPLE_RATE
 from ..audio.opus import WARM_PACKETS, OpusError
 from ..audio.pcm import Pcm
 from ..audio.receiver import FrameDecoder, Receiver, ReceiverStats
+from ..audio.reception import RtpReception
 from ..media import BusStats, LevelMeter
 from ..media.clock import Phase, worker_clock
 from ..tasks import TaskSet
@@ -71,12 +73,16 @@ class Playout:
         stats: BusStats,
         tasks: TaskSet,
         decoder: Callable[[], FrameDecoder] | None = None,
+        reception: RtpReception | None = None,
     ) -> None:
         """``decoder`` makes the receiver's decoder (Opus when ``None``; a phone's codec:
-        ``audio/phone_codecs.py``)."""
+        ``audio/phone_codecs.py``). ``reception``: where the leg's RTP session counts each
+        packet before handing it here (``rtc/rtcp.py``), which every receiver of the leg reads;
+        ``None``: the receiver counts the packets handed to it (a playout fed by hand)."""
         self.on_frame = on_frame
         self.bus_stats = stats
         self._decoder = decoder
+        self.reception = reception
         self.receiver = self._new_receiver()
         self._tasks = tasks
         self._unregister: Callable[[], None] | None = None
@@ -107,7 +113,7 @@ class Playout:
 
     def _new_receiver(self) -> Receiver:
         decoder = self._decoder() if self._decoder is not None else None
-        receiver = Receiver(SAMPLE_RATE, FRAME_SAMPLES, decoder=decoder)
+        receiver = Receiver(SAMPLE_RATE, FRAME_SAMPLES, decoder=decoder, reception=self.reception)
         # Whether an idle leg's level comes from its packets' bytes (G.711) or only decoded.
         self._level_from_bytes = receiver.decoder.energy(b"") is not None
         return receiver
@@ -252,6 +258,7 @@ class Playout:
         if self._stopped or self.held:
             return
         self._mirror()
+        self.receiver.stats.freeze()  # the call's figures end here; the reports count on
         self.held = True
         self.on_frame = _ignore
         self._forget_forwarding()
@@ -276,6 +283,7 @@ class Playout:
         (bound to the leg) are dropped, so no reference cycle outlives the leg."""
         if not self._stopped:
             self._mirror()
+            self.receiver.stats.freeze()
         self._stopped = True
         self.on_frame = _ignore
         self._forget_forwarding()

@@ -92,7 +92,7 @@ def test_no_other_module_touches_aiortc_or_aioice_privates() -> None:
 
 REQUIRED_CAP = 13
 """Private aiortc/aioice functions and attributes the bridge relies on (issue 47: 36 when
-counted; 34 since the receive statistics are the bridge's own, rtc/reception.py; 19 since
+counted; 34 since the receive statistics are the bridge's own, audio/reception.py; 19 since
 every leg's RTP session is the bridge's own, rtc/rtp_session.py, and aiortc's sender and
 receiver never start; 12 since DTLS's failure reasons come from one hook on its state and
 aiortc's DTLS receive loop sees DTLS records only: ICE, DTLS and the SRTP keys; 13 with the

@@ -33,10 +33,10 @@ from aiortc.rtcrtpreceiver import StreamStatistics
 from aiortc.rtp import RtcpPacket, RtcpRrPacket, RtcpSrPacket, RtpPacket
 from pylibsrtp import Policy, Session
 
+from bridge.audio.reception import RtpReception
 from bridge.media import BusStats
 from bridge.rtc import aiortc_seam, guard, rtcp
 from bridge.rtc.dtls_srtp import DtlsSrtp
-from bridge.rtc.reception import ReceptionStats
 from bridge.rtc.red import RedStats
 from bridge.rtc.rfc4733 import DtmfDetector, event_payload
 from bridge.rtc.rtp_leg import RtpLeg
@@ -200,10 +200,8 @@ class Leg:
         return out
 
     @property
-    def stream(self) -> ReceptionStats:
-        stream = self.session.reports.stream
-        assert stream is not None
-        return stream
+    def stream(self) -> RtpReception:
+        return self.session.reports.reception
 
     async def stop(self) -> None:
         await self.tasks.close()
@@ -222,7 +220,7 @@ async def leg() -> Any:
 def test_record_counts_as_aiortc_does_with_loss_reordering_duplicates_and_a_wrap(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Fed the same packets at the same arrival times, the bridge's ``ReceptionStats`` and
+    """Fed the same packets at the same arrival times, the bridge's ``RtpReception`` and
     aiortc's ``StreamStatistics.add`` end with the same counters, loss, fraction lost and
     jitter."""
     rng = random.Random(7)
@@ -238,7 +236,7 @@ def test_record_counts_as_aiortc_does_with_loss_reordering_duplicates_and_a_wrap
             seqs.append(seq)  # duplicated
     for i in range(0, len(seqs) - 1, 37):
         seqs[i], seqs[i + 1] = seqs[i + 1], seqs[i]  # reordered
-    theirs, ours = StreamStatistics(48_000), ReceptionStats(48_000)
+    theirs, ours = StreamStatistics(48_000), RtpReception(48_000)
     now = [1_700_000_000.0]
     monkeypatch.setattr(aiortc_receiver.time, "time", lambda: now[0])
     fractions = []
@@ -248,17 +246,18 @@ def test_record_counts_as_aiortc_does_with_loss_reordering_duplicates_and_a_wrap
         theirs.add(RtpPacket(sequence_number=s, timestamp=ts))
         ours.received(s, ts, now[0])
         if i % 50 == 49:
-            fractions.append((theirs.fraction_lost, ours.fraction_lost))
-    fields = ("packets_received", "base_seq", "max_seq", "cycles", "_jitter_q4", "_last_arrival")
+            fractions.append((theirs.fraction_lost, ours.fraction_lost()))
+    fields = ("packets_received", "base_seq", "_jitter_q4", "_last_arrival")
     assert [getattr(ours, f) for f in fields] == [getattr(theirs, f) for f in fields]
-    assert ours.packets_lost == theirs.packets_lost > 0
+    assert ours.highest == theirs.cycles + theirs.max_seq  # the extended highest number
+    assert ours.cumulative_lost == ours.packets_lost == theirs.packets_lost > 0
     assert ours.jitter == theirs.jitter > 0
     assert all(a == b for a, b in fractions) and any(a for a, _ in fractions)
-    assert ours.cycles == 1 << 16
+    assert theirs.cycles == 1 << 16
 
 
 def test_the_jitter_survives_the_rtp_timestamp_wrapping_and_events_count_without_it() -> None:
-    stream = ReceptionStats(48_000)
+    stream = RtpReception(48_000)
     t = 100.0
     ts = 0xFFFFFFFF - 5 * 960
     for seq in range(20):
@@ -270,10 +269,10 @@ def test_the_jitter_survives_the_rtp_timestamp_wrapping_and_events_count_without
     # another clock. Received, not lost, and no jump in the jitter.
     jitter = stream._jitter_q4
     for seq in range(20, 26):
-        stream.received(seq, 777, t, audio=False)
+        stream.numbered(seq)
         t += 0.02
     assert stream.packets_received == 26 and stream.packets_lost == 0
-    assert stream._jitter_q4 == jitter and stream.max_seq == 25
+    assert stream._jitter_q4 == jitter and stream.highest == 25
 
 
 @pytest.mark.parametrize(
@@ -393,12 +392,16 @@ async def test_a_packet_that_fails_srtp_is_dropped_and_the_stream_goes_on(leg: L
     assert leg.playout.packets == [(2, 1920, b"opus")]
 
 
-async def test_a_new_ssrc_starts_its_statistics_afresh(leg: Leg) -> None:
+async def test_a_new_ssrc_starts_its_report_block_afresh_and_the_totals_go_on(leg: Leg) -> None:
     leg.send(rtp(1, 960, b"a"))
     leg.send(rtp(500, 960, b"b", ssrc=0x777))  # a restarted sender
     assert [p[0] for p in leg.playout.packets] == [1, 500]
     assert leg.session.reports.remote_ssrc == 0x777
-    assert leg.stream.packets_received == 1 and leg.stream.packets_lost == 0
+    # The report block is the new source's: one expected from 500, none lost...
+    assert (leg.stream.base_seq, leg.stream.highest, leg.stream.packets_expected) == (500, 500, 1)
+    assert leg.stream.cumulative_lost == 0
+    # ...while the counts read over the call go on (none lost: 498 numbers skipped are no loss).
+    assert leg.stream.packets_received == 2 and leg.stream.packets_lost == 0
 
 
 async def test_our_reports_count_what_was_received_and_reach_the_far_end_protected(

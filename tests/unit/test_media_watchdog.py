@@ -14,9 +14,18 @@ from prometheus_client import CollectorRegistry
 
 from bridge.audio import tone
 from bridge.audio.receiver import ReceiverStats
+from bridge.audio.reception import RtpReception
 from bridge.calls.model import CallState
 from bridge.calls.reports import CallReports
 from bridge.media import BusStats
+
+
+def _second_of_packets(stats: ReceiverStats) -> None:
+    """Fifty packets of a 20 ms stream into the stats' reception, none lost."""
+    reception = stats.reception
+    first = reception.highest + 1 if reception.base_seq is not None else 0
+    for seq in range(first, first + 50):
+        reception.received(seq, seq * 960, seq * 0.02)
 
 
 def _runtime(stats: ReceiverStats, emitted: list[tuple[str, dict[str, Any]]]) -> Any:
@@ -36,7 +45,7 @@ def _runtime(stats: ReceiverStats, emitted: list[tuple[str, dict[str, Any]]]) ->
 def test_a_whatsapp_side_silent_from_the_start_is_reported_once_then_cleared(tmp_path) -> None:
     registry = CollectorRegistry()
     reports = CallReports(tmp_path, 86400, registry, warn_after=3.0)
-    stats, emitted = ReceiverStats(), []
+    stats, emitted = ReceiverStats(RtpReception(48_000)), []
     runtime = _runtime(stats, emitted)
     report = reports.open(runtime.call)
     for s in range(1, 6):  # ringing: nothing is expected yet
@@ -54,7 +63,7 @@ def test_a_whatsapp_side_silent_from_the_start_is_reported_once_then_cleared(tmp
     assert registry.get_sample_value("bridge_media_warnings_total", {"side": "whatsapp"}) == 1
     heard = runtime.bus.stats.whatsapp_in
     for s in range(12, 14):  # it starts: 50 packets a second
-        stats.packets_received += 50
+        _second_of_packets(stats)
         heard.add(tone(440, 16_000, amplitude=0.1))
         report.sample(runtime, now=float(s))
     assert emitted[1] == ("call.media_warning_cleared", {"leg": "whatsapp", "silentS": 6.0})
@@ -81,7 +90,7 @@ def test_packets_of_digital_silence_warn_unless_the_bridge_muted_or_held_the_cal
 
     registry = CollectorRegistry()
     reports = CallReports(tmp_path, 86400, registry, warn_after=3.0)
-    stats, emitted = ReceiverStats(), []
+    stats, emitted = ReceiverStats(RtpReception(48_000)), []
     runtime = _runtime(stats, emitted)
     report = reports.open(runtime.call)
     runtime.call.state = CallState.ACTIVE
@@ -93,7 +102,7 @@ def test_packets_of_digital_silence_warn_unless_the_bridge_muted_or_held_the_cal
     plan = [noise] * 2 + [zeros] * 4 + [noise] + [zeros] * 5
     for s, second in enumerate(plan, start=1):
         runtime.call.muted = 8 <= s <= 12  # the bridge muted the call: silence expected
-        stats.packets_received += 50
+        _second_of_packets(stats)
         heard.add(second)
         report.sample(runtime, now=float(s))
     assert emitted == [
