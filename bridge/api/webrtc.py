@@ -71,7 +71,8 @@ def participant_of(body: dict[str, Any], field: str = "participantID") -> str:
 
 
 def role_of(body: dict[str, Any], default: Role = Role.AGENT) -> Role:
-    """The ``role`` the schema has checked (one of ``Role``), ``default`` when absent."""
+    """The ``role`` the schema has checked (a participant's ``Role``: never ``whatsapp``),
+    ``default`` when absent."""
     return Role(body.get("role", default))
 
 

@@ -2,8 +2,9 @@
 capabilities a channel may add (each a protocol checked with ``isinstance``):
 
 - :class:`ClockedChannel`: it is a leg that lives in this worker (the Cloud API's WhatsApp
-  side, DTLS or SDES, and the simulator's far end): a clocked port (``media/ports.py``) that
-  hands its frame to the bus and takes the frame to send, each in its phase of the clock;
+  side, DTLS or SDES, and the simulator's far end): plugged into the door every in-worker leg
+  has into the call (``media/conference.py`` ``CallPort``, as the WhatsApp side), it hands its
+  frame to it and takes the frame to send from it, each in its phase of the clock;
 - :class:`OpensInBackground`: it opens (and reopens) its socket in the background;
 - :class:`WebRTCChannel` (its :class:`WebRTCLeg`): it is carried by a WebRTC peer connection
   of its own (the Cloud API's WhatsApp side);
@@ -50,9 +51,9 @@ class MediaChannel(Protocol):
 class ClockedChannel(Protocol):
     """A media channel that is a leg of this worker's own (the Cloud API's WhatsApp side,
     whose receiver already de-jitters on the worker clock and whose sender is paced by it; the
-    simulator's far end, which keeps no clock of its own): the pump plugs the bus into it
-    (:meth:`plug`) and moves nothing itself: no task, no queue, no reframing, no second
-    de-jitter stage."""
+    simulator's far end, which keeps no clock of its own): the pump joins the call for it as the
+    WhatsApp side and plugs the port it gets into it (:meth:`plug`), and moves nothing itself:
+    no task, no queue, no reframing, no second de-jitter stage."""
 
     def plug(self, port: ClockedPort) -> None:
         """From now on hand each frame it makes to ``port.accept`` and send what

@@ -3,13 +3,15 @@
 Two kinds of channel, two ways (``engines/channels.py``):
 
 - a :class:`ClockedChannel` (a leg of this worker: the Cloud API's WhatsApp leg, DTLS or
-  SDES, and the simulator's far end) is plugged into the bus through a :class:`BusPort` — the
-  one door of an in-worker leg on WhatsApp's side — and moves its own frames on the worker
-  clock: its frame to the bus, the uplink frame from it, each in its phase — no task, no
-  queue, no reframing, one de-jitter stage;
-- any other channel (a remote PCM engine's socket: its clock is really foreign) gets two
-  owned tasks, and the listeners' sinks follow its clock's drift (``media/frames.py``). Only
-  these keep the pump's tasks.
+  SDES, and the simulator's far end) joins the call by the one door every in-worker leg uses
+  (``media/conference.py`` ``Conference.join``, as the WhatsApp side: ``Role.WHATSAPP``) and
+  is plugged into the port it gets; it moves its own frames on the worker clock: its frame to
+  the port's ``accept``, the uplink frame from its ``take``, each in its phase — no task, no
+  queue, no reframing, one de-jitter stage. The pump only opens the uplink and hears the
+  leg's end;
+- any other channel (a remote PCM engine's socket: its clock is really foreign, it is no
+  in-worker leg) gets two owned tasks, and the listeners' sinks follow its clock's drift
+  (``media/frames.py``). Only these keep the pump's tasks.
 """
 
 from __future__ import annotations
@@ -19,39 +21,12 @@ import logging
 from collections.abc import Callable
 
 from ..audio import FRAME_SAMPLES, Reframer
-from ..audio.pcm import Pcm
-from ..media import BusClosed, CallBus
+from ..media import BusClosed, CallBus, CallPort, Role
+from ..media.conference import WHATSAPP
 from ..tasks import TaskSet
 from .channels import ClockedChannel, MediaChannel, MediaClosed, MediaFatal
 
 log = logging.getLogger(__name__)
-
-
-class BusPort:
-    """The bus as a clocked leg sees it (``media/ports.py`` ``ClockedPort``): what the leg
-    received goes to the downlink, what it sends is this tick's uplink frame; the leg's end
-    is the pump's."""
-
-    def __init__(self, bus: CallBus, ended: Callable[[BaseException | None], None]) -> None:
-        self.bus = bus
-        self._ended = ended
-
-    def accept(self, pcm: Pcm) -> None:
-        self.bus.stats.whatsapp_in.add(pcm)
-        self.bus.push_downlink(pcm)
-
-    def take(self, now: float) -> Pcm | None:
-        try:
-            frame = self.bus.take_uplink()
-        except BusClosed:
-            return None
-        if frame is None:
-            return None
-        self.bus.stats.whatsapp_out.add(frame.pcm)
-        return frame.pcm
-
-    def ended(self, why: str) -> None:
-        self._ended(MediaFatal(why))
 
 
 class EnginePump:
@@ -60,8 +35,8 @@ class EnginePump:
     Uplink frames go to the engine one by one as they arrive (no batching here; an engine
     that needs larger frames reframes in its channel). When the channel ends on its own,
     ``on_closed`` is called with the exception, so the owner can reconnect or end the call.
-    A leg of this worker (:class:`ClockedChannel`) gets no tasks: it is plugged into the bus
-    (module docstring).
+    A leg of this worker (:class:`ClockedChannel`) gets no tasks: it is plugged into its door
+    into the call (module docstring).
     """
 
     def __init__(
@@ -78,12 +53,15 @@ class EnginePump:
         self._closing = False
         self._close_lock = asyncio.Lock()
         self._closed = False
+        self._port: CallPort | None = None
+        """A clocked channel's door into the call (the WhatsApp side's)."""
 
     def start(self) -> None:
         channel = self.channel
         if isinstance(channel, ClockedChannel):
             self.bus.open_uplink(clocked=True)
-            channel.plug(BusPort(self.bus, self._ended))
+            self._port = self.bus.conference.join(WHATSAPP, Role.WHATSAPP, self._leg_ended)
+            channel.plug(self._port)
             return
         self.bus.open_uplink()
         self._tasks.spawn(self._run_uplink(), "uplink")
@@ -111,6 +89,9 @@ class EnginePump:
         except (MediaClosed, ConnectionError) as exc:
             self._ended(exc)
 
+    def _leg_ended(self, why: str) -> None:
+        self._ended(MediaFatal(why))
+
     def _ended(self, exc: BaseException | None) -> None:
         if self._closing:
             return
@@ -120,7 +101,8 @@ class EnginePump:
             self._on_closed(exc)
 
     async def close(self) -> None:
-        """Stop both tasks and close the channel (idempotent, concurrent-safe)."""
+        """Stop both tasks, close the channel, and its leg leaves the call (idempotent,
+        concurrent-safe)."""
         async with self._close_lock:
             if self._closed:
                 return
@@ -131,4 +113,6 @@ class EnginePump:
                 await asyncio.wait_for(self.channel.close(), 5.0)
             except (TimeoutError, ConnectionError) as exc:
                 log.warning("closing media channel of %s: %r", self.bus.call_id, exc)
+            if self._port is not None:
+                self._port.leave()
             self._closed = True

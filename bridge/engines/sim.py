@@ -4,9 +4,9 @@ It behaves like a remote engine seen through the ``Engine`` protocol: dialling r
 ``sim_answer_delay`` seconds and then answers; the remote party echoes what it hears after
 ``sim_echo_delay`` seconds (or sends a tone, or silence); it can hang up by itself after
 ``sim_hangup_after`` seconds; inbound calls are created on demand. Its far end lives in
-this worker, so it joins the call as the Cloud API's WhatsApp leg does: a clocked port the
-bus is plugged into (a ``ClockedChannel``, ``media/ports.py``), heard and asked on the worker
-clock's engine phase each tick, with no task or timer of its own.
+this worker, so it joins the call by the door the Cloud API's WhatsApp leg uses: a
+``ClockedChannel`` plugged into the WhatsApp side's ``CallPort`` (``media/conference.py``),
+heard and asked on the worker clock's engine phase each tick, with no task or timer of its own.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ class SimCall:
 
 class SimMediaChannel:
     """The simulated peer's end of a call's audio, paced by the worker clock: plugged into the
-    bus (:meth:`plug`), it hears this tick's uplink frame and says its own in the engine phase,
-    after the mix and before the tracks take the downlink."""
+    WhatsApp side's door into the call (:meth:`plug`), it hears this tick's uplink frame and
+    says its own in the engine phase, after the mix and before the tracks take the downlink."""
 
     def __init__(self, call: SimCall, settings: SimSettings) -> None:
         self.call = call
@@ -81,7 +81,7 @@ class SimMediaChannel:
         self._unclock: Callable[[], None] | None = None
 
     def plug(self, port: ClockedPort) -> None:
-        """The bus from now on, on the worker clock's engine phase; a channel already closed
+        """The call from now on, on the worker clock's engine phase; a channel already closed
         tells it at once."""
         if self._closed.is_set():
             port.ended(f"{self.call.id}: the simulated far end hung up")

@@ -1,7 +1,7 @@
 """One call's audio in this process: the PCM bus, its media clock and its counters."""
 
 from .bus import BusClosed, CallBus, UplinkSource
-from .conference import Conference, Role
+from .conference import CallPort, Conference, Role
 from .frames import BusFrame, DownlinkSink
 from .stats import BusStats, FixedHistogram, LevelMeter, ReceiveStats, level_dbfs
 
@@ -10,6 +10,7 @@ __all__ = [
     "BusFrame",
     "BusStats",
     "CallBus",
+    "CallPort",
     "Conference",
     "DownlinkSink",
     "FixedHistogram",

@@ -87,7 +87,8 @@ class CallBus:
         self._closed = False
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self.conference = Conference(self)
-        """The browser participants and who hears whom (see :mod:`.conference`)."""
+        """The call's one router: every in-worker leg's door, who hears whom (see
+        :mod:`.conference`)."""
 
     # -- users: anything that makes the call's audio worth carrying (a browser, a socket, a
     # file playing); the call's runtime opens the engine media once there is one
@@ -299,7 +300,8 @@ class CallBus:
     # -- downlink
     def push_downlink(self, pcm: Pcm, t: float | None = None) -> None:
         """Deliver one 20 ms frame from the WhatsApp peer to every listener: the taps, then
-        the conference (the one router to the participants' sinks)."""
+        the conference (the one router to the participants' sinks). An in-worker leg's frame
+        comes through its door (``Conference.accept``), a remote engine's from the pump's task."""
         if pcm.shape != (FRAME_SAMPLES,) or pcm.dtype != np.int16:
             self.stats.bad_frames += 1
             return
@@ -307,11 +309,7 @@ class CallBus:
         self.stats.downlink_frames += 1
         for tap in list(self._downlink_taps):
             self._call_tap(tap, frame, self._downlink_taps)
-        if self.conference.from_whatsapp(frame):
-            return  # the mixer builds every participant's mix on its own tick
-        agent = self.conference.agent
-        if agent is not None:
-            agent.sink.push(frame)  # the direct path: the agent hears the peer as it comes
+        self.conference.from_whatsapp(frame)
 
     def _call_tap(self, tap: UplinkTap, frame: BusFrame, taps: list[UplinkTap]) -> None:
         """A failing tap (a full disk under a recorder, ...) is logged and removed; the call's

@@ -1,4 +1,14 @@
-"""Browser participants of one call and who hears whom (contact-centre roles).
+"""The one router of a call: every in-worker leg's door into it, and who hears whom
+(contact-centre roles).
+
+Every leg that lives in this worker joins the call here, by :meth:`Conference.join`, and gets
+the same kind of door, a :class:`CallPort`: it hands the frame it received to ``accept``,
+takes the frame it sends from ``take``, leaves by ``leave`` and says it ended by ``ended``.
+The conference routes each by the port's role: a participant (a browser, a trunk's phone)
+speaks into the mix and hears its own mix; the WhatsApp side (:attr:`Role.WHATSAPP`: the Cloud
+API's DTLS or SDES leg, the simulator's far end) says the bus's downlink and hears its uplink.
+A remote PCM engine's socket keeps the engine pump's two tasks (its clock is foreign) and
+reaches the same routing through ``CallBus.push_downlink`` and ``read_uplink``.
 
 One participant — the agent — is the common case: its microphone goes straight to the bus's
 uplink and it hears the WhatsApp peer, as before (the *direct* path: no clock, no added
@@ -19,6 +29,8 @@ listen   agent + WhatsApp + barges                            nobody
 whisper  agent + WhatsApp + barges                            the agent only
 barge    agent + WhatsApp                                     WhatsApp, agent, listeners,
                                                               whisperers
+whatsapp agent + barges + sources (held: sources only)        every participant (not while
+                                                              held)
 ======== ==================================================== ================================
 
 On hold, WhatsApp hears only the hold sources (music); the agent's microphone goes nowhere
@@ -31,7 +43,6 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -55,6 +66,8 @@ class Role(enum.StrEnum):
     LISTEN = "listen"
     WHISPER = "whisper"
     BARGE = "barge"
+    WHATSAPP = "whatsapp"
+    """The call's other side, not a participant: the leg to the WhatsApp user (one a call)."""
 
 
 HEARS: dict[Role, frozenset[str]] = {
@@ -63,17 +76,59 @@ HEARS: dict[Role, frozenset[str]] = {
     Role.WHISPER: frozenset({"agent", "whatsapp", "barge"}),
     Role.BARGE: frozenset({"agent", "whatsapp"}),
 }
-"""Which inputs each role hears (``playback``: sources played with ``target: both``)."""
+"""Which inputs each participant's role hears (``playback``: sources played with ``target:
+both``)."""
 TO_WHATSAPP = frozenset({"agent", "barge"})
 """Which participants the WhatsApp peer hears (besides the sources)."""
+WHATSAPP = "whatsapp"
+"""The id the WhatsApp side joins with."""
 
 
-@dataclass
-class Participant:
-    id: str
-    role: Role
-    sink: DownlinkSink
-    inbox: deque[Pcm] = field(default_factory=lambda: deque(maxlen=INPUT_FRAMES))
+class CallPort:
+    """One in-worker leg's door into the call (``media/ports.py`` ``ClockedPort`` and
+    ``FrameSource``), the same for every leg: the leg hands its received frame to
+    :meth:`accept` and takes the frame it sends from :meth:`take`, each in its phase of the
+    worker clock. It decides nothing: :class:`Conference` routes both by :attr:`role`."""
+
+    def __init__(
+        self,
+        conference: Conference,
+        pid: str,
+        role: Role,
+        sink: DownlinkSink | None,
+        ended: Callable[[str], None] | None,
+    ) -> None:
+        self.id = pid
+        self.role = role
+        self.sink = sink
+        """What a participant hears (its playout); ``None`` on the WhatsApp side, which hears
+        the bus's uplink."""
+        self.inbox: deque[Pcm] = deque(maxlen=INPUT_FRAMES)
+        """A participant's microphone frames waiting for the mixing clock's tick."""
+        self._conference = conference
+        self._ended = ended
+
+    def accept(self, pcm: Pcm) -> None:
+        """The frame the leg received (a microphone's; the WhatsApp user's)."""
+        self._conference.accept(self, pcm)
+
+    def take(self, now: float) -> Pcm | None:
+        """The frame the leg sends for the tick at ``now``, ``None`` for none (silence)."""
+        return self._conference.take(self, now)
+
+    def detach(self) -> None:
+        """The leg's sender is gone: drop what waits for it."""
+        if self.sink is not None:
+            self.sink.detach()
+
+    def ended(self, why: str) -> None:
+        """The leg failed or closed by itself; ``why`` for the log (to whoever joined it)."""
+        if self._ended is not None:
+            self._ended(why)
+
+    def leave(self) -> None:
+        """Out of the call (idempotent; a port already replaced changes nothing)."""
+        self._conference.leave(self.id, self)
 
 
 class MixHost(Protocol):
@@ -94,13 +149,23 @@ class MixHost(Protocol):
 
     def emit_mixed_uplink(self, acc: npt.NDArray[np.int32], t: float) -> Pcm | None: ...
 
+    def push_downlink(self, pcm: Pcm, t: float | None = None) -> None:
+        """The WhatsApp user's frame: the bus's taps, then :meth:`Conference.from_whatsapp`."""
+
+    def take_uplink(self) -> BusFrame | None:
+        """This tick's frame for WhatsApp (raises ``ConnectionError``, ``BusClosed``, once
+        closed; the first frame taken is the newest waiting)."""
+
 
 class Conference:
-    """The participants of one bus, and the mixing clock when it is needed."""
+    """The call's one router: the legs' doors (:class:`CallPort`), who hears whom, and the
+    mixing clock when it is needed."""
 
     def __init__(self, bus: MixHost) -> None:
         self.bus = bus
-        self.participants: dict[str, Participant] = {}
+        self.participants: dict[str, CallPort] = {}
+        self.whatsapp: CallPort | None = None
+        """The WhatsApp side's door, while an in-worker leg carries it."""
         self.held = False
         self._from_whatsapp: deque[BusFrame] = deque(maxlen=INPUT_FRAMES)
         self._clock: Callable[[], None] | None = None
@@ -113,34 +178,42 @@ class Conference:
         """See :attr:`clocked`: every participant's sink follows, and each joining one."""
         self.clocked = clocked
         for p in self.participants.values():
-            p.sink.set_clocked(clocked)
+            if p.sink is not None:
+                p.sink.set_clocked(clocked)
 
     # -- membership
-    def join(self, pid: str, role: Role) -> tuple[Callable[[Pcm], None], DownlinkSink]:
-        """Add a participant; returns where its microphone goes and what it plays."""
+    def join(self, pid: str, role: Role, ended: Callable[[str], None] | None = None) -> CallPort:
+        """Let a leg in (one that was in as ``pid`` is replaced): its door into the call.
 
+        ``ended`` hears the leg's own end (:meth:`CallPort.ended`: the WhatsApp side's pump)."""
+        if role is Role.WHATSAPP:
+            port = CallPort(self, pid, role, None, ended)
+            self.whatsapp = port
+            return port
         if pid in self.participants:
             self.leave(pid)
         sink = DownlinkSink(self.bus.stats, pid, downlink_jitter())
         sink.set_clocked(self.clocked)
-        self.participants[pid] = Participant(pid, role, sink)
+        port = CallPort(self, pid, role, sink, ended)
+        self.participants[pid] = port
         self.update()
+        return port
 
-        def microphone(pcm: Pcm) -> None:
-            self._input(pid, pcm)
-
-        return microphone, sink
-
-    def leave(self, pid: str, sink: DownlinkSink | None = None) -> None:
-        """Remove a participant (only if ``sink`` is still its own, when given: a replaced
-        session's late close must not remove its successor)."""
+    def leave(self, pid: str, port: CallPort | None = None) -> None:
+        """Remove a participant (only if ``port`` is still its own, when given: a replaced
+        session's late close must not remove its successor); the WhatsApp side by its port."""
+        if port is not None and port is self.whatsapp:
+            self.whatsapp = None
+            return
         p = self.participants.get(pid)
-        if p is None or (sink is not None and p.sink is not sink):
+        if p is None or (port is not None and p is not port):
             return
         del self.participants[pid]
         self.update()
 
     def set_role(self, pid: str, role: Role) -> None:
+        if role is Role.WHATSAPP:
+            raise ValueError("a participant cannot become the WhatsApp side")
         self.participants[pid].role = role
         self.update()
 
@@ -149,7 +222,7 @@ class Conference:
         self.update()
 
     @property
-    def agent(self) -> Participant | None:
+    def agent(self) -> CallPort | None:
         return next((p for p in self.participants.values() if p.role is Role.AGENT), None)
 
     # -- which path
@@ -186,12 +259,39 @@ class Conference:
         if unregister is not None:
             unregister()
         self.participants.clear()
+        self.whatsapp = None
 
-    # -- inputs
-    def _input(self, pid: str, pcm: Pcm) -> None:
-        p = self.participants.get(pid)
-        if p is None:
-            return  # left already (its session's last frames)
+    # -- the routes: each port's frame in (what its leg received), its frame out (what it sends)
+    def accept(self, port: CallPort, pcm: Pcm) -> None:
+        """``port``'s received frame, by its role: the WhatsApp user's to the bus's downlink
+        (its taps, then :meth:`from_whatsapp`), a participant's microphone to :meth:`_input`.
+        A port no longer in the call (a replaced or closed leg's last frames) goes nowhere."""
+        if port.role is Role.WHATSAPP:
+            if port is self.whatsapp:
+                self.bus.stats.whatsapp_in.add(pcm)
+                self.bus.push_downlink(pcm)
+        elif self.participants.get(port.id) is port:
+            self._input(port, pcm)
+
+    def take(self, port: CallPort, now: float) -> Pcm | None:
+        """The frame ``port``'s leg sends for the tick at ``now``, by its role: a participant
+        plays its sink's (its mix, or the WhatsApp peer as it came); the WhatsApp side sends
+        this tick's uplink frame (``CallBus.take_uplink``), while it is the call's."""
+        if port.role is not Role.WHATSAPP:
+            assert port.sink is not None
+            return port.sink.take(now)
+        if port is not self.whatsapp:
+            return None
+        try:
+            frame = self.bus.take_uplink()
+        except ConnectionError:  # the bus's BusClosed: the call is over
+            return None
+        if frame is None:
+            return None
+        self.bus.stats.whatsapp_out.add(frame.pcm)
+        return frame.pcm
+
+    def _input(self, p: CallPort, pcm: Pcm) -> None:
         if self._clock is None:
             if p.role is Role.AGENT:
                 self.bus.push_uplink(pcm)  # the direct path
@@ -200,12 +300,16 @@ class Conference:
             self.bus.stats.source_frames_dropped += 1
         p.inbox.append(pcm)
 
-    def from_whatsapp(self, frame: BusFrame) -> bool:
-        """A frame from the WhatsApp peer; ``True`` when the mixer takes it (mixed path)."""
-        if self._clock is None:
-            return False
-        self._from_whatsapp.append(frame)
-        return True
+    def from_whatsapp(self, frame: BusFrame) -> None:
+        """A frame from the WhatsApp peer, after the bus's taps: to the mixer while it mixes
+        (it builds every participant's mix on its own tick), else straight to the agent (the
+        direct path: it hears the peer as it comes)."""
+        if self._clock is not None:
+            self._from_whatsapp.append(frame)
+            return
+        agent = self.agent
+        if agent is not None and agent.sink is not None:
+            agent.sink.push(frame)
 
     # -- the mixing clock
     def _tick(self, now: float) -> None:
@@ -252,4 +356,5 @@ class Conference:
                 if source is None:
                     continue
                 acc += source  # no role hears its own group: nobody hears themselves
-            p.sink.push(BusFrame(np.clip(acc, -32768, 32767).astype(np.int16), t))
+            if p.sink is not None:
+                p.sink.push(BusFrame(np.clip(acc, -32768, 32767).astype(np.int16), t))

@@ -2,13 +2,19 @@
 
 A leg that lives in this worker is a *clocked port*: in the clock's receive phase it hands its
 frame to a :class:`FrameSink` (``accept``), in its send phase it takes its frame from a
-:class:`FrameSource` (``take``) — the same tick, no task, no queue between them:
+:class:`FrameSource` (``take``) — the same tick, no task, no queue between them.
 
-- a listener's :class:`~.frames.DownlinkSink` is a source for its browser's track;
-- the bus, seen from a clocked WhatsApp leg (``engines/pump.py`` ``BusPort``), is both: the
-  leg's receiver hands it the WhatsApp user's frame, the leg's sender takes what WhatsApp
-  hears from it;
-- :class:`Plug` is where a leg's sender takes from while the bus may or may not be plugged in
+Every in-worker leg has one door into the call, the same for all: the
+``media/conference.py`` ``CallPort`` that ``Conference.join`` gives it, at once the sink for
+what the leg received and the source of what it sends (a :class:`ClockedPort`, and a
+:class:`FrameSource`); the conference routes both by the leg's role:
+
+- a browser's or a trunk phone's port accepts its microphone frame (to the mix) and gives its
+  track what the participant hears (its ``DownlinkSink``, a jitter buffer);
+- the WhatsApp side's port (a clocked WhatsApp leg, DTLS or SDES, or the simulator's far end,
+  plugged in by ``engines/pump.py``) accepts the WhatsApp user's frame (the bus's downlink)
+  and gives the leg's sender this tick's uplink frame;
+- :class:`Plug` is where a leg's sender takes from while its port may or may not be plugged in
   (a ringing call has no bus yet: its sender sends silence).
 """
 
@@ -37,8 +43,8 @@ class FrameSource(Protocol):
 
 
 class ClockedPort(FrameSink, Protocol):
-    """The bus as a clocked leg sees it: it accepts the leg's received frames, gives the leg
-    the frames to send, and hears when the leg ends by itself."""
+    """The call as a clocked leg sees it (its ``CallPort``): it accepts the leg's received
+    frames, gives the leg the frames to send, and hears when the leg ends by itself."""
 
     def take(self, now: float) -> Pcm | None:
         """The frame the leg sends for the tick at ``now``, ``None`` for none (silence)."""

@@ -21,10 +21,11 @@ so those cost a wake-up a worker, not one a datagram.
 
 On a call it is a browser's session like any other (:class:`~.session.WebRTCSession`): it
 joins the call's conference as the agent participant, its sender back on the worker clock takes
-frames from its listener sink every tick (the first at once), its receiver hands frames to
-the call's conference. When the call lets it go (the call's ``close()`` of a participant),
-it parks again. Closing it for good is :meth:`ConnectedLeg.shutdown` (the agent's socket,
-whose session owns it), or the call's close once the owner has given it up (:meth:`orphan`).
+frames from its door into the call every tick (the first at once: ``CallPort.take``, its
+listener sink), its receiver hands frames to that door (``CallPort.accept``). When the call
+lets it go (the call's ``close()`` of a participant), it parks again. Closing it for good is
+:meth:`ConnectedLeg.shutdown` (the agent's socket, whose session owns it), or the call's close
+once the owner has given it up (:meth:`orphan`).
 """
 
 from __future__ import annotations
@@ -294,10 +295,10 @@ class ConnectedLeg(WebRTCSession):
         self._on_state, self._on_dtmf = on_state, on_dtmf
         self._log_extra = {"call_id": call_id}
         bus.add_user(self.id)
-        self._microphone, self._sink = bus.conference.join(participant_id, role)
+        port = self._port = bus.conference.join(participant_id, role)
         assert isinstance(self._track, ParkedTrack) and self.leg is not None
         self.leg.playout.resume(self._uplink_frame, bus.stats)
-        self._track.resume(self._sink)
+        self._track.resume(port)
         if self._wire is not None:
             self._wire.batch_reads(False)
         self.leg.rtcp_schedule.pace(AVPF_MIN_INTERVAL)  # the far end's encoder listens
@@ -309,7 +310,7 @@ class ConnectedLeg(WebRTCSession):
             return
         self._detach()
         self._idle()
-        self.bus, self._sink = self._parking, None
+        self.bus, self._port = self._parking, None
         self._on_state = self._on_dtmf = None
         self.attached_to = None
         self.calls += 1

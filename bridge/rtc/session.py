@@ -13,10 +13,9 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from ..audio.dtx import DtxGate
-from ..audio.pcm import Pcm
 from ..config import IceSettings, MediaSettings
 from ..errors import AtCapacity, BadOffer
-from ..media import CallBus, DownlinkSink, LevelMeter, Role
+from ..media import CallBus, CallPort, DownlinkSink, LevelMeter, Role
 from .leg import PeerLeg
 from .protection import EncoderSetting, LossProtection
 from .red import RedStats, RedWrapper, add_red, offered_red
@@ -30,9 +29,10 @@ _ids = itertools.count(1)
 class WebRTCSession(PeerLeg):
     """Terminates one browser's Opus RTP for a call (one participant of its conference).
 
-    Uplink: RTP → the leg's receiver (``uplink.py``) → 20 ms 16 kHz frames → the conference.
-    Downlink: the conference's sink → jitter buffer → paced :class:`OpusBusTrack` → the lean
-    RTP sender (``rtpsend.py``) → browser.
+    Uplink: RTP → the leg's receiver (``uplink.py``) → 20 ms 16 kHz frames → its door into the
+    call (``media/conference.py`` ``CallPort.accept``). Downlink: its door's ``take`` (its sink,
+    a jitter buffer) → paced :class:`OpusBusTrack` → the lean RTP sender (``rtpsend.py``) →
+    browser.
     """
 
     what = "WebRTC session"
@@ -67,11 +67,11 @@ class WebRTCSession(PeerLeg):
         self.bus = bus
         self.participant_id = participant_id
         self.role = role
-        self._microphone: Callable[[Pcm], None] | None = None
+        self._port: CallPort | None = None
+        """Its door into the call (kept once it left: its sink's numbers)."""
         self.media = media
         self.id = f"webrtc:{next(_ids)}"
         self._on_state = on_state
-        self._sink: DownlinkSink | None = None
         self.uplink_frames = 0
         self.receive_bitrate: int | None = None
         """The most the browser should send (its answer's ``maxaveragebitrate``), when the
@@ -115,10 +115,9 @@ class WebRTCSession(PeerLeg):
         audio = self.audio_transceiver()
         if audio is None:
             raise BadOffer("the offer has no audio m-line", code="unsupported_media")
-        # The participant's microphone and what it hears go through the call's conference
+        # The participant's microphone and what it hears go through its door into the call
         # (straight to the bus while it is the only one: see media/conference.py).
-        self._microphone, sink = self.bus.conference.join(self.participant_id, self.role)
-        self._sink = sink
+        port = self._port = self.bus.conference.join(self.participant_id, self.role)
         st = self.media
         # A browser may cap what it wants to receive (RFC 7587 §6.1 maxaveragebitrate).
         try:
@@ -129,7 +128,7 @@ class WebRTCSession(PeerLeg):
         # while its reports show loss (rtc/protection.py).
         red = offered_red(sdp) if st.opus_red else None
         track = self.track_class(
-            sink,
+            port,
             bitrate=max(6_000, min(st.opus_bitrate, cap)),
             complexity=st.opus_complexity,
             fec=st.opus_fec,
@@ -174,18 +173,18 @@ class WebRTCSession(PeerLeg):
 
     def _uplink_frame(self, pcm: Any) -> None:
         self.mic_level.add(pcm)
-        if self._microphone is not None:
-            self._microphone(pcm)
+        if self._port is not None:
+            self._port.accept(pcm)
         self.uplink_frames += 1
 
     @property
     def downlink_sink(self) -> DownlinkSink | None:
         """What plays the downlink to this browser (``None`` before the offer was answered)."""
-        return self._sink
+        return None if self._port is None else self._port.sink
 
     def stats_json(self) -> dict[str, Any]:
         """This session's numbers for ``GET /call/{callID}/stats``."""
-        sink = self._sink
+        sink = self.downlink_sink
         jitter = sink.jitter if sink is not None else None
         track = self._track
         return {
@@ -228,6 +227,5 @@ class WebRTCSession(PeerLeg):
 
     def _detach(self) -> None:
         self.bus.remove_user(self.id)
-        if self._microphone is not None and self._sink is not None:
-            self.bus.conference.leave(self.participant_id, self._sink)
-        self._microphone = None
+        if self._port is not None:
+            self._port.leave()  # (not a successor's: a replaced port leaves nothing)

@@ -30,8 +30,7 @@ from ..audio.pcm import Pcm
 from ..calls.model import Call
 from ..calls.samples import LegSources
 from ..errors import BadOffer
-from ..media import Role
-from ..media.frames import DownlinkSink
+from ..media import CallPort, Role
 from ..numbers.trunks import Trunk
 from ..rtc.sdes import Crypto, new_crypto
 from ..rtc.srtpudp import SrtpSocket
@@ -114,8 +113,8 @@ class SipParticipant:
         self.offered_at = time.monotonic()  # our SDP made: the leg's set-up in the timeline
         self._socket: PlainRtp | SrtpSocket | None = None
         self._joined: Callable[[], None] | None = None
-        self._microphone: Callable[[Pcm], None] = lambda pcm: None
-        self._sink: DownlinkSink | None = None
+        self._port: CallPort | None = None
+        """Its door into the call, once it joined."""
         self._rang = False
         self.silent = False
         """No events (a transfer's new leg until it has joined, the old one as it goes)."""
@@ -262,9 +261,7 @@ class SipParticipant:
     def _join(self, media: TrunkMedia) -> None:
         if self.replaces is not None:  # the same tick: out with the old, in with the new
             self.replaces.release()
-        conference = self.runtime.bus.conference
-        microphone, sink = conference.join(self.participant_id, self.role)
-        self._microphone, self._sink = microphone, sink
+        port = self._port = self.runtime.bus.conference.join(self.participant_id, self.role)
         self.media = media
         self.runtime.bus.add_user(self.id)
         assert self._socket is not None
@@ -272,7 +269,7 @@ class SipParticipant:
 
         def leave() -> None:
             self.runtime.bus.remove_user(self.id)
-            conference.leave(self.participant_id, sink)
+            port.leave()
 
         self._joined = leave
 
@@ -289,14 +286,14 @@ class SipParticipant:
         self._key(digit, duration_ms)
 
     def _to_call(self, pcm: Pcm) -> None:
-        if self._joined is not None and not self.on_hold:
-            self._microphone(pcm)
+        if self._joined is not None and self._port is not None and not self.on_hold:
+            self._port.accept(pcm)
 
     def _from_call(self, now: float) -> Pcm | None:
         """The tick's frame for the phone (the media clock's send phase, ``now`` its time)."""
-        if self._joined is None or self._sink is None:
+        if self._joined is None or self._port is None:
             return None
-        return self._sink.pop(now)
+        return self._port.take(now)
 
     def _key(self, digit: str, duration_ms: int) -> None:
         """A key pressed on the phone (RFC 4733, or SIP INFO): as a browser's key."""

@@ -67,8 +67,7 @@ def agent_sink(bus: Any) -> Any:
     to whose sink the WhatsApp peer's frames go straight (the direct path, no mixing clock)."""
     from bridge.media import Role
 
-    _, sink = bus.conference.join("browser", Role.AGENT)
-    return sink
+    return bus.conference.join("browser", Role.AGENT).sink
 
 
 async def events_until_ended(

@@ -14,8 +14,9 @@ from bridge.engines.cloudapi.sdes import SdesPeer
 
 
 class Port:
-    """The bus as the pump plugs it into a leg (``engines/pump.py`` ``BusPort``), recorded:
-    the frames the leg's receiver hands it, the frames its sender takes from it."""
+    """The WhatsApp side's door into the call as the pump plugs it into a leg
+    (``media/conference.py`` ``CallPort``), recorded: the frames the leg's receiver hands it,
+    the frames its sender takes from it, the leg's end."""
 
     def __init__(self, send: list[np.ndarray] | None = None) -> None:
         self.accepted: list[np.ndarray] = []

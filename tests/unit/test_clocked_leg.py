@@ -1,8 +1,8 @@
 """A leg that lives in the worker (the Cloud API's WhatsApp side) is a clocked port: the pump
-plugs the bus in and starts no task; the frame its receiver hands on in a tick's receive phase
-is the frame a listener's sender takes in that tick's send phase, and the uplink frame made in a
-tick is the frame the leg's sender takes in that tick — no queue, no prefill, no cushion. The
-leg's end reaches the pump once."""
+joins it to the call as the WhatsApp side, plugs its door in and starts no task; the frame its
+receiver hands on in a tick's receive phase is the frame a listener's sender takes in that
+tick's send phase, and the uplink frame made in a tick is the frame the leg's sender takes in
+that tick — no queue, no prefill, no cushion. The leg's end reaches the pump once."""
 
 from __future__ import annotations
 
@@ -45,23 +45,26 @@ def _hz(n: int) -> int:
 async def test_a_frame_crosses_the_bridge_in_the_tick_it_came_both_ways() -> None:
     clock = worker_clock()
     bus = CallBus("c1")
-    microphone, sink = bus.conference.join("agent", Role.AGENT)
+    agent = bus.conference.join("agent", Role.AGENT)
+    sink = agent.sink
+    assert sink is not None
     leg = Leg()
     channel = PeerChannel(leg)  # type: ignore[arg-type]
     assert isinstance(channel, ClockedChannel)
     pump = EnginePump(bus, channel)
     pump.start()
     assert not pump._tasks._tasks and sink.clocked
+    assert bus.conference.whatsapp is leg.port.source.port  # the pump's door, plugged in
     played: list[tuple[int, np.ndarray | None]] = []
 
     def receive(now: float) -> None:  # both legs' receivers hand on this tick's frame
         n = clock.n
         leg.port.received(tone(_hz(n), FRAME_SAMPLES, SAMPLE_RATE, amplitude=0.3))
-        microphone(tone(_hz(n + 4), FRAME_SAMPLES, SAMPLE_RATE, amplitude=0.3))
+        agent.accept(tone(_hz(n + 4), FRAME_SAMPLES, SAMPLE_RATE, amplitude=0.3))
 
     def send(now: float) -> None:  # both legs' senders take theirs
         leg.send_phase(now)
-        played.append((clock.n, sink.take(now)))
+        played.append((clock.n, agent.take(now)))
 
     off = [clock.register(receive, Phase.RECEIVE), clock.register(send, Phase.SEND)]
     try:
@@ -81,6 +84,7 @@ async def test_a_frame_crosses_the_bridge_in_the_tick_it_came_both_ways() -> Non
     assert bus.stats.uplink_dropped_overflow == 0
     assert leg.port.frames == len(played) and leg.port.source.empty == 0
     assert leg.port.source.port is None  # unplugged by the pump's close
+    assert bus.conference.whatsapp is None  # and its door left the call
 
 
 async def test_the_legs_end_reaches_the_pump_once() -> None:

@@ -15,7 +15,7 @@ import pytest
 
 import bridge.media.conference as conference_module
 from bridge.audio import FRAME_SAMPLES
-from bridge.media import BusFrame, CallBus, Role
+from bridge.media import BusFrame, CallBus, CallPort, Role
 
 WHATSAPP = 10_000
 AGENT = 1_000
@@ -40,22 +40,24 @@ class Room:
     """A bus whose conference mixes only when told, and what everyone was handed."""
 
     bus: CallBus
-    mics: dict[str, object] = field(default_factory=dict)
+    ports: dict[str, CallPort] = field(default_factory=dict)
     heard: dict[str, list[BusFrame]] = field(default_factory=dict)
     to_whatsapp: list[BusFrame] = field(default_factory=list)
 
     def join(self, pid: str, role: Role) -> None:
-        mic, sink = self.bus.conference.join(pid, role)
-        self.mics[pid] = mic
+        port = self.bus.conference.join(pid, role)
+        self.ports[pid] = port
         self.heard[pid] = []
-        sink.push = self.heard[pid].append  # what the participant's jitter buffer would get
+        assert port.sink is not None  # what the participant's jitter buffer would get:
+        port.sink.push = self.heard[pid].append  # type: ignore[method-assign]
 
     def speak(self, pid: str, level: int) -> None:
-        self.mics[pid](frame(level))  # type: ignore[operator]
+        self.ports[pid].accept(frame(level))
 
     def tick(self, whatsapp: int | None = WHATSAPP, t: float = 5.0) -> None:
         if whatsapp is not None:
-            assert self.bus.conference.from_whatsapp(BusFrame(frame(whatsapp), t))
+            assert self.bus.conference.mixing  # the mixer takes the WhatsApp frame
+            self.bus.conference.from_whatsapp(BusFrame(frame(whatsapp), t))
         self.bus.conference.mix_once(t + 0.001)
 
     def last(self, pid: str) -> int:

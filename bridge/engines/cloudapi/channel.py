@@ -1,10 +1,10 @@
 """The pump's channel on a leg to Meta, whichever its media kind: the WebRTC peer
 (:class:`~.peer.WhatsAppPeer`, ICE + DTLS-SRTP) or the SDES-SRTP leg (:class:`~.sdes.SdesPeer`).
 Both are a :class:`ChannelPeer` and live in this worker, so the channel is a
-``ClockedChannel``: the pump plugs the bus into the leg's :class:`LegPort` and the leg moves
-its own frames on the worker clock (``media/ports.py``). The channel is also a
-``WebRTCChannel`` (the runtime samples, forwards and reports the leg itself,
-:attr:`PeerChannel.leg`) and a ``DtmfLeg``."""
+``ClockedChannel``: the pump plugs the WhatsApp side's door into the call (a ``CallPort``,
+``media/conference.py``) into the leg's :class:`LegPort` and the leg moves its own frames on
+the worker clock (``media/ports.py``). The channel is also a ``WebRTCChannel`` (the runtime
+samples, forwards and reports the leg itself, :attr:`PeerChannel.leg`) and a ``DtmfLeg``."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from ..channels import ClockedChannel, DtmfLeg, MediaClosed, MediaFatal, WebRTCC
 
 
 class LegPort:
-    """A leg to Meta's end of the bus: what its receiver decodes goes to the plugged port on
-    the clock's receive phase (nowhere while none is: a ringing call has no listener), what
-    its sender encodes is taken from it on the send phase (:attr:`source`: silence while none
-    is), and the leg's end is told to it once."""
+    """A leg to Meta's side of its door into the call: what its receiver decodes goes to the
+    plugged port on the clock's receive phase (nowhere while none is: a ringing call has no
+    listener), what its sender encodes is taken from it on the send phase (:attr:`source`:
+    silence while none is), and the leg's end is told to it once."""
 
     def __init__(self) -> None:
         self.source = Plug()
@@ -38,7 +38,7 @@ class LegPort:
             port.accept(pcm)
 
     def plug(self, port: ClockedPort) -> None:
-        """The bus from now on; a leg already over tells it at once."""
+        """The call's door from now on; a leg already over tells it at once."""
         if self.over is not None:
             port.ended(self.over)
             return
@@ -59,7 +59,7 @@ class LegPort:
 
 class ChannelPeer(WebRTCLeg, Protocol):
     """What :class:`PeerChannel` needs of a leg to Meta: a ``WebRTCLeg`` with a
-    :class:`LegPort` the pump plugs the bus into, and RFC 4733 key presses."""
+    :class:`LegPort` the pump plugs the call's door into, and RFC 4733 key presses."""
 
     name: str
     port: LegPort

@@ -1,5 +1,6 @@
 """The WhatsApp side of a Cloud API call: an aiortc peer connection to Meta's media servers,
-a clocked port of this worker plugged into the call's bus (``engines/pump.py``, ``BusPort``).
+a clocked leg of this worker plugged into the call's WhatsApp-side door (``engines/pump.py``,
+``media/conference.py`` ``CallPort``).
 
 * What the WhatsApp user hears: in the worker clock's send phase the bridge's own
   :class:`~bridge.rtc.tracks.OpusBusTrack` takes this tick's uplink frame from the bus

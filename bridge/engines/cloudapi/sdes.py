@@ -4,7 +4,7 @@ RTP/SAVP on one UDP socket, keys from ``a=crypto`` (RFC 4568), no ICE, no DTLS.
 Meta offers this media kind on its SIP road and with Graph signalling alike (its
 ``srtp_key_exchange_protocol`` number setting). :class:`SdesPeer` has the outward shape of
 :class:`~.peer.WhatsAppPeer` (``answer``/``offer``/``apply_answer``, the channel the pump
-plugs the bus into, RFC 4733 both ways, Opus pass-through to and from the browser,
+plugs into the call, RFC 4733 both ways, Opus pass-through to and from the browser,
 ``leg_json``, an idempotent ``close``) and is built from the same parts, minus aiortc, put
 together once as every RTP leg's are (``rtc/rtp_leg.py`` ``RtpLeg``, on the socket as its
 wire):
