@@ -31,6 +31,13 @@ class LoopLag:
         """Seconds, the longest lateness seen."""
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def frames(self) -> int:
+        """20 ms frames a stall of this process may have cost (one unsent at the sender, one
+        concealed, one stretched at the receiver beside those it lasted), 0 when it never
+        stalled past 40 ms (two frames: a busy loop's ordinary lateness)."""
+        return 0 if self.worst < 0.04 else int(self.worst / 0.02) + 2
+
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         while True:

@@ -15,6 +15,7 @@ import pytest
 from bridge.errors import BadOffer
 from bridge.rtc.sdes import parse_crypto, read_savp
 
+from ..support.loops import LoopLag
 from ..support.sdes_leg import Port, sdes_leg
 from ..support.sdes_peer import SdesEndpoint, tone
 from ..support.spectrum import band_energy
@@ -61,11 +62,15 @@ async def test_a_tone_from_meta_reaches_the_bus_and_rtcp_flows(sdes_meta: SdesEn
         port = Port()
         peer.open_channel().plug(port)
         frames = port.accepted
-        await sdes_meta.play_tone(1000, 8000, 1.5)
-        await until(lambda: len(frames) >= 60, 3.0, "frames from Meta")
+        async with LoopLag() as lag:  # Meta's sender and our receiver share this process
+            await sdes_meta.play_tone(1000, 8000, 1.5)
+            await until(lambda: len(frames) >= 60, 3.0, "frames from Meta")
         assert all(f.shape == (320,) and f.dtype == np.int16 for f in frames)
         heard = np.concatenate(frames[20:])
-        assert band_energy(heard, 16_000, 1000) > 0.9
+        # The tone, but for what a stall of this process cost: up to a frame's share of the
+        # energy (1/40 of these 40-odd frames) off the tone for each frame it may have cost
+        # (once on a loaded host: 0.87 at 1 kHz; a concealed frame is not the tone).
+        assert band_energy(heard, 16_000, 1000) > 0.9 - lag.frames / 40, lag.worst
         assert abs(_rms_db(heard) - _rms_db(tone(1000, 8000, 0, 16000))) < 3
         # RTCP: our sender reports reach Meta (SRTCP), and Meta's report about us is read.
         await until(lambda: sdes_meta.sender_reports(), 3.0, "a sender report")
