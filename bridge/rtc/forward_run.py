@@ -16,7 +16,9 @@ between its own packets and runs of the source's, and a run has two jobs:
   refused and is still not permitted; when it ends, the sender's RTP time moves on by the ticks
   nobody sent (:func:`unsent_time`). Time is an input: a packet is placed with its arrival time,
   and the sender's tick asks with the tick's time; nothing here reads a clock, and nothing
-  waits: the tick looks every 20 ms, as it would to encode.
+  waits. While only the source's quiet can end the run, its earliest end is known
+  (:meth:`ForwardRun.carried_until`): the sender rests off the clock until that tick
+  (``rtc/rtpsend.py``), and is woken when the run ends sooner.
 """
 
 from __future__ import annotations
@@ -144,6 +146,16 @@ class ForwardRun:
             source.switches += 1
         self.end()
         return quiet if quiet >= FORWARD_WAIT else 0.0
+
+    def carried_until(self) -> float | None:
+        """While the run carries the ticks and only its source's quiet can end it (no refusal
+        waiting to be asked again): the time that will, its latest packet's arrival plus
+        :data:`FORWARD_WAIT` (a tick before it finds the run carrying, whatever comes); else
+        ``None``."""
+        numbering = self.numbering
+        if numbering is None or self.source is None or self.refused:
+            return None
+        return numbering.last_at + FORWARD_WAIT
 
     def end(self) -> None:
         """No run any more (a transfer, a key press waiting, the track stopped, a failure): the

@@ -27,6 +27,11 @@ or Opus through the same track and sender, onto its plain or SRTP socket:
   (:meth:`LeanSender.send_now`: a forwarded packet, a parked leg's keepalive). The time
   pair of the newest audio packet goes to the session's sender reports (RFC 3550 §6.4.1);
   events count as packets and octets but never move it: their RTP time is the event's start.
+  While a forwarding run carries its ticks (its packets go out from the source's receive
+  callback) the sender has nothing to do each tick: it rests off the clock until the one tick
+  at which the run may end (``ClockedTrack.carried_until``, a one-shot callback on the clock),
+  and a run that ends sooner (forwarding refused, a key press, a hold, a new source) wakes it
+  for the next send phase (:meth:`LeanSender.wake`).
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ _NTP_EPOCH = 2_208_988_800
 """Seconds from the NTP epoch (1900) to the Unix epoch (1970)."""
 OPUS_FRAME_TICKS = 960
 """20 ms on Opus' 48 kHz RTP clock (RFC 7587 §4.1)."""
+_REST_AT_LEAST = 0.03
+"""Seconds: a sender rests (:meth:`LeanSender._rest_until`) only past the next tick."""
 
 
 def random_sequence_number() -> int:
@@ -174,6 +181,11 @@ class ClockedTrack(Protocol):
         """The tick's packets (``now`` its time), encoded or events; none while it sends
         nothing this tick."""
 
+    def carried_until(self) -> float | None:
+        """While another leg's packets carry its ticks (a forwarding run) and nothing but the
+        source's quiet can end that: the time that would (``time.monotonic()`` base); its
+        sender need not tick before, unless woken (:meth:`LeanSender.wake`)."""
+
     def stop(self) -> None: ...
 
 
@@ -196,6 +208,8 @@ class LeanSender:
         self.track: ClockedTrack | None = None
         self._on_clock = False
         self._unregister: Callable[[], None] | None = None
+        self._rest: Callable[[], None] | None = None
+        """Cancels the one-shot tick a resting sender waits for (:meth:`_rest_until`)."""
 
     def start(self, track: ClockedTrack) -> None:
         """Play ``track`` from now until it ends or the transport goes: on the clock unless it
@@ -215,19 +229,65 @@ class LeanSender:
             log.exception("the RTP sender's first tick failed; it sends nothing")
         # Still playing, and still wanted on the clock: the first tick may have ended the track,
         # or parked it (a connected leg's priming of one frame).
-        if self._on_clock and self.track is not None:
+        if self._on_clock and self.track is not None and self._rest is None:
             self._unregister = worker_clock().register(self._tick, Phase.SEND)
 
     @property
     def clocked(self) -> bool:
-        """Whether it has a place on the worker clock now (a parked leg's has none)."""
+        """Whether it has a place on the worker clock now (a parked leg's has none, nor a
+        resting one's: :attr:`resting`)."""
         return self._unregister is not None
+
+    @property
+    def resting(self) -> bool:
+        """Whether it is off the clock while a forwarding run carries its ticks, waiting for
+        the one tick that may end the run (or to be woken: :meth:`wake`)."""
+        return self._rest is not None
 
     def off_clock(self) -> None:
         self._on_clock = False
+        self._leave_clock()
+        self._cancel_rest()
+
+    def _leave_clock(self) -> None:
         unregister, self._unregister = self._unregister, None
         if unregister is not None:
             unregister()
+
+    def _cancel_rest(self) -> None:
+        cancel, self._rest = self._rest, None
+        if cancel is not None:
+            cancel()
+
+    def _rest_until(self, until: float) -> None:
+        """Off the clock until the tick at or after ``until``: a forwarding run carries every
+        tick before it (its packets go out from the source's receive callback), so those ticks
+        would find nothing to do."""
+        self._leave_clock()
+        self._cancel_rest()
+        self._rest = worker_clock().call_at(until, self._rested)
+
+    def _rested(self, now: float) -> None:
+        """The tick a rest waited for (run after that tick's phases, as if in its ``SEND``):
+        its work, then on the clock again unless it rests once more."""
+        self._rest = None
+        self._tick(now)
+        if self._on_clock and self.track is not None and self._rest is None:
+            if self._unregister is None:
+                self._unregister = worker_clock().register(self._tick, Phase.SEND)
+
+    def wake(self) -> None:
+        """A resting sender's run may end before its source goes quiet (forwarding refused, a
+        key press waiting, a hold, a new source): it ticks in the current tick if that tick's
+        ``SEND`` is still to come (a receive callback on the clock's ``INPUT`` phase), else in
+        the next, and every tick from then on while it has work."""
+        if self._rest is None:
+            return
+        self._cancel_rest()
+        clock = worker_clock()
+        # The latest tick's time: a tick in progress runs it after its phases, a tick past
+        # runs it at the next one (``WorkerClock.call_at``).
+        self._rest = clock.call_at(clock.now, self._rested)
 
     def stop(self) -> None:
         """Play no more (idempotent): off the clock, not running, the track stopped."""
@@ -245,8 +305,13 @@ class LeanSender:
             self.stop()
             return
         try:
-            for packet in track.packets(now):
+            packets = track.packets(now)
+            for packet in packets:
                 self.send_encoded(packet)
+            if not packets:
+                until = track.carried_until()
+                if until is not None and until > now + _REST_AT_LEAST:
+                    self._rest_until(until)
         except ConnectionError:
             self.stop()  # the wire is gone: the leg is ending
         except Exception:

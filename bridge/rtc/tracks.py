@@ -118,8 +118,6 @@ class OpusBusTrack(ForwardingTrack):
             self.use_codec(codec)
         self._clock: Pacer = WorkerPacer()
         """What paces ``recv`` (aiortc's sender); the lean sender ticks :meth:`packets`."""
-        self.player: Player | None = None
-        """The clocked sender ticking :meth:`packets` (:meth:`played_by`)."""
         self.on_clock = True
         """Whether the player ticks it now (a parked leg's track is off the clock)."""
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
