@@ -23,8 +23,6 @@ between its own packets and runs of the source's, and a run has two jobs:
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
 from .passthrough import PassThrough
 from .rtpsend import RtpStream
@@ -42,16 +40,6 @@ def unsent_time(quiet: float, frame_ticks: int) -> int:
     sender's time moves on by it, so the far end's jitter buffer sees a pause (and the stream's
     marker a new talkspurt, RFC 3551 §4.1), not packets arriving late."""
     return int(quiet / _FRAME_S) * frame_ticks
-
-
-class Placed(NamedTuple):
-    """Where one of the run's packets goes on the stream."""
-
-    seq: int
-    pts: int
-    """The sender's RTP time."""
-    newest: bool
-    """No packet of the run is newer: the sender's own packets go on after this one."""
 
 
 class RunNumbering:
@@ -79,16 +67,19 @@ class RunNumbering:
             return False
         return behind > (self._newest - self._first) & 0xFFFF
 
-    def place(self, seq: int, ts: int, stream: RtpStream, at: float) -> Placed:
-        """The stream's number and the sender's RTP time for a packet of the run, arrived
-        ``at``."""
+    def place(self, seq: int, ts: int, stream: RtpStream, at: float) -> tuple[int, int, bool]:
+        """Where a packet of the run, arrived ``at``, goes on the stream: its number, the
+        sender's RTP time, and whether no packet of the run is newer (the sender's own packets
+        go on after it). A plain tuple: this runs for every forwarded packet."""
         newest = (seq - self._newest) & 0x8000 == 0
         if newest:
             self._newest = seq
         self.last_at = at
         shift = stream.numbered - self._numbered_at
-        return Placed(
-            (seq + self._seq_offset + shift) & 0xFFFF, (ts + self._ts_offset) & 0xFFFFFFFF, newest
+        return (
+            (seq + self._seq_offset + shift) & 0xFFFF,
+            (ts + self._ts_offset) & 0xFFFFFFFF,
+            newest,
         )
 
     def quiet(self, now: float) -> float:

@@ -15,7 +15,7 @@ from aiortc import MediaStreamTrack
 from ..media import LevelMeter
 from ..media.ports import FrameSource
 from .encoded import EncodedPacket, Player
-from .forward_run import ForwardRun
+from .forward_run import ForwardRun, RunNumbering
 from .passthrough import PassThrough, one_20ms_packet
 from .rfc4733 import KeyPresses
 from .rtpsend import RtpStream
@@ -129,7 +129,7 @@ class ForwardingTrack(MediaStreamTrack):
             source.late += 1
             return
         try:
-            sender.send_encoded(self._forward(source, seq, ts, payload, at))
+            sender.send_encoded(self._forward(source, seq, ts, payload, at, numbering))
         except ConnectionError:
             pass  # DTLS or the socket closing: the sender's own tick ends the track
         except Exception:
@@ -148,15 +148,24 @@ class ForwardingTrack(MediaStreamTrack):
             if self.player is not None:
                 self.player.wake()  # its next tick asks again
 
-    def _forward(self, pt: PassThrough, seq: int, ts: int, data: bytes, at: float) -> EncodedPacket:
+    def _forward(
+        self,
+        pt: PassThrough,
+        seq: int,
+        ts: int,
+        data: bytes,
+        at: float,
+        numbering: RunNumbering | None,
+    ) -> EncodedPacket:
+        """The packet on the stream: ``numbering``, the run it continues (``None``: it starts
+        one)."""
         stream = self._stream
         assert stream is not None
-        numbering = self._run.numbering_for(pt)
         if numbering is None:
             numbering = self._run.start(pt, seq, ts, self._pts, stream, at)
-        placed = numbering.place(seq, ts, stream, at)
-        if placed.newest:  # a reordered packet does not take our time back
-            self._pts = placed.pts + self.frame_ts
+        number, pts, newest = numbering.place(seq, ts, stream, at)
+        if newest:  # a reordered packet does not take our time back
+            self._pts = pts + self.frame_ts
         # The decoded frame this packet stands for (kept fresh for a switch; its level is
         # what the browser hears). None while the source leg is idle (``rtc/uplink.py``): its
         # level samples reach this meter from there. Taken now, as the packet goes out, not at
@@ -170,7 +179,7 @@ class ForwardingTrack(MediaStreamTrack):
         self._encoder_stale = True
         pt.forwarded += 1
         # A forwarded payload stays bit-exact: RED only puts earlier ones beside it.
-        return self._packet(data, placed.pts, placed.seq)
+        return self._packet(data, pts, number)
 
     def _packet(
         self, payload: bytes, pts: int, seq: int | None = None, *, marker: bool | None = None

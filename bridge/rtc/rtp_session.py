@@ -148,7 +148,10 @@ class RtpSession:
             self.malformed += 1
             return
         first, second, seq, timestamp, ssrc = _HEADER.unpack_from(plain)
-        if first == 0x90 and n >= 16:  # what browsers send: one extension block, no padding
+        bounds: tuple[int, int] | None
+        if first == 0x80:  # no CSRC, extension or padding (a phone's, Meta's G.711)
+            bounds = (12, n)
+        elif first == 0x90 and n >= 16:  # what browsers send: one extension block, no padding
             start = 16 + 4 * ((plain[14] << 8) | plain[15])
             bounds = (start, n) if start <= n else None
         else:
@@ -201,8 +204,8 @@ class RtpSession:
         """An audio packet of RTP time ``pts`` (the sender's) left now: if it is the stream's
         newest, our sender reports carry its time pair (RFC 3550 §6.4.1)."""
         stream = self.stream
-        if stream.last_pts == pts & 0xFFFFFFFF:
-            self.reports.sent_audio(stream.timestamp(pts))
+        if stream.last_pts == pts & 0xFFFFFFFF:  # (``stream.timestamp`` inline: every packet)
+            self.reports.sent_audio((pts + stream.origin) & 0xFFFFFFFF)
 
     # -- RTCP
     def receive_rtcp(self, plain: bytes, at: float) -> None:

@@ -205,8 +205,8 @@ class OpusBusTrack(ForwardingTrack):
     def _packet(
         self, payload: bytes, pts: int, seq: int | None = None, *, marker: bool | None = None
     ) -> EncodedPacket:
-        if self.red is None:
-            return super()._packet(payload, pts, seq, marker=marker)
+        if self.red is None:  # (not through ``super()``: every forwarded packet comes here)
+            return EncodedPacket(payload, pts, seq, None, marker)
         data, payload_type = self.red.wrap(payload, pts, self.applied.red_depth)
         return EncodedPacket(data, pts, seq, payload_type, marker)
 
