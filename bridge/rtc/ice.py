@@ -142,11 +142,18 @@ class _RangeLoop:
             if udp_poll.enabled and remote_addr is None:  # a host candidate's socket
                 protocol = protocol_factory()
                 timed = timed_receiver(protocol)  # each datagram with its socket's stamp
-                return udp_poll.open_polled(sock, protocol, timed), protocol
+                checks_over = functools.partial(_checks_over, protocol)
+                return udp_poll.open_polled(sock, protocol, timed, checks_over), protocol
             return await self._loop.create_datagram_endpoint(protocol_factory, sock=sock)
         except BaseException:
             sock.close()
             raise
+
+
+def _checks_over(protocol: Any) -> bool:
+    """Whether the ICE connection behind ``protocol`` (aioice's ``StunProtocol``) has nominated
+    a pair: its STUN is consent upkeep from then on (``rtc/udp_poll.py``)."""
+    return bool(seam.nominated(protocol.receiver))
 
 
 def _running_loop() -> Any:
