@@ -199,14 +199,6 @@ class RtpSession:
         if playout is not None:
             playout.packet(seq, timestamp, blocks[-1][2], at)
 
-    # -- packets out
-    def sent(self, pts: int) -> None:
-        """An audio packet of RTP time ``pts`` (the sender's) left now: if it is the stream's
-        newest, our sender reports carry its time pair (RFC 3550 §6.4.1)."""
-        stream = self.stream
-        if stream.last_pts == pts & 0xFFFFFFFF:  # (``stream.timestamp`` inline: every packet)
-            self.reports.sent_audio((pts + stream.origin) & 0xFFFFFFFF)
-
     # -- RTCP
     def receive_rtcp(self, plain: bytes, at: float) -> None:
         """An authenticated compound RTCP packet from the far end, ``at`` its arrival."""
