@@ -275,8 +275,17 @@ class LeanSender:
 
     def _rested(self, now: float) -> None:
         """The tick a rest waited for (run after that tick's phases, as if in its ``SEND``):
-        its work, then on the clock again unless it rests once more."""
+        while the source's packets kept coming, the run carries this tick too and the rest
+        goes on to the run's new earliest end (what the tick would find, without it: this
+        comes four times a second a sender); else the tick's work, then on the clock again
+        unless it rests once more."""
         self._rest = None
+        track = self.track
+        if track is not None:
+            until = track.carried_until()
+            if until is not None and until > now + _REST_AT_LEAST:
+                self._rest = worker_clock().call_at(until, self._rested)
+                return
         self._tick(now)
         if self._on_clock and self.track is not None and self._rest is None:
             if self._unregister is None:
