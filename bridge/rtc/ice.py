@@ -36,10 +36,8 @@ import asyncio
 import errno
 import functools
 import ipaddress
-import math
 import re
 import socket
-import time
 import types
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -48,7 +46,7 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCIceServer
 
 from ..config import IceSettings
-from ..media.clock import worker_clock
+from ..media.clock import clock_sleep
 from . import aiortc_seam as seam
 from . import udp_poll
 from .guard import timed_receiver
@@ -172,19 +170,7 @@ docstring)."""
 async def _sleep(delay: float, result: Any = None) -> Any:
     if delay < CLOCKED_SLEEP:
         return await asyncio.sleep(delay, result)
-    woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def wake(now: float) -> None:
-        if not woken.done():
-            woken.set_result(None)
-
-    grid = udp_poll.BATCH
-    at = math.ceil((time.monotonic() + delay) / grid) * grid
-    cancel = worker_clock().call_at(at, wake)
-    try:
-        await woken
-    finally:
-        cancel()  # cancelled (the consent task at the connection's close): the callback goes
+    await clock_sleep(delay, udp_poll.BATCH)
     return result
 
 
