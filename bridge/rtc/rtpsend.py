@@ -30,9 +30,10 @@ or Opus through the same track and sender, onto its plain or SRTP socket:
   the event's start.
   While a forwarding run carries its ticks (its packets go out from the source's receive
   callback) the sender has nothing to do each tick: it rests off the clock until the one tick
-  at which the run may end (``ClockedTrack.carried_until``, a one-shot callback on the clock),
-  and a run that ends sooner (forwarding refused, a key press, a hold, a new source) wakes it
-  for the next send phase (:meth:`LeanSender.wake`).
+  at which the run may end (``ClockedTrack.carried_until``; the worker's resting senders share
+  one one-shot callback on the clock, ``rtc/rests.py``), and a run that ends sooner
+  (forwarding refused, a key press, a hold, a new source) wakes it for the next send phase
+  (:meth:`LeanSender.wake`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..media.clock import Phase, worker_clock
+from .rests import REST_AT_LEAST, Rests, rests_of
 
 if TYPE_CHECKING:
     from .rtp_session import RtpSession
@@ -56,8 +58,6 @@ _NTP_EPOCH = 2_208_988_800
 """Seconds from the NTP epoch (1900) to the Unix epoch (1970)."""
 OPUS_FRAME_TICKS = 960
 """20 ms on Opus' 48 kHz RTP clock (RFC 7587 §4.1)."""
-_REST_AT_LEAST = 0.03
-"""Seconds: a sender rests (:meth:`LeanSender._rest_until`) only past the next tick."""
 
 
 def random_sequence_number() -> int:
@@ -214,8 +214,10 @@ class LeanSender:
         self.track: ClockedTrack | None = None
         self._on_clock = False
         self._unregister: Callable[[], None] | None = None
-        self._rest: Callable[[], None] | None = None
-        """Cancels the one-shot tick a resting sender waits for (:meth:`_rest_until`)."""
+        self._rests: Rests | None = None
+        """The worker's resting senders, while this one is among them (:meth:`_rest_until`)."""
+        self._woken: Callable[[], None] | None = None
+        """Cancels the one-shot tick a woken sender waits for (:meth:`wake`)."""
 
     def start(self, track: ClockedTrack) -> None:
         """Play ``track`` from now until it ends or the transport goes: on the clock unless it
@@ -235,7 +237,7 @@ class LeanSender:
             log.exception("the RTP sender's first tick failed; it sends nothing")
         # Still playing, and still wanted on the clock: the first tick may have ended the track,
         # or parked it (a connected leg's priming of one frame).
-        if self._on_clock and self.track is not None and self._rest is None:
+        if self._on_clock and self.track is not None and not self.resting:
             self._unregister = worker_clock().register(self._tick, Phase.SEND)
 
     @property
@@ -247,8 +249,13 @@ class LeanSender:
     @property
     def resting(self) -> bool:
         """Whether it is off the clock while a forwarding run carries its ticks, waiting for
-        the one tick that may end the run (or to be woken: :meth:`wake`)."""
-        return self._rest is not None
+        the one tick that may end the run (or woken, for the next send phase: :meth:`wake`)."""
+        return self._rests is not None or self._woken is not None
+
+    def carried_until(self) -> float | None:
+        """Its track's (``ClockedTrack.carried_until``): until when a run carries its ticks."""
+        track = self.track
+        return None if track is None else track.carried_until()
 
     def off_clock(self) -> None:
         self._on_clock = False
@@ -261,33 +268,29 @@ class LeanSender:
             unregister()
 
     def _cancel_rest(self) -> None:
-        cancel, self._rest = self._rest, None
-        if cancel is not None:
-            cancel()
+        rests, self._rests = self._rests, None
+        if rests is not None:
+            rests.discard(self)
+        woken, self._woken = self._woken, None
+        if woken is not None:
+            woken()
 
     def _rest_until(self, until: float) -> None:
         """Off the clock until the tick at or after ``until``: a forwarding run carries every
         tick before it (its packets go out from the source's receive callback), so those ticks
-        would find nothing to do."""
+        would find nothing to do. The worker's resting senders share one one-shot callback
+        (``rtc/rests.py``)."""
         self._leave_clock()
         self._cancel_rest()
-        self._rest = worker_clock().call_at(until, self._rested)
+        self._rests = rests_of(worker_clock())
+        self._rests.add(self, until)
 
-    def _rested(self, now: float) -> None:
+    def rested(self, now: float) -> None:
         """The tick a rest waited for (run after that tick's phases, as if in its ``SEND``):
-        while the source's packets kept coming, the run carries this tick too and the rest
-        goes on to the run's new earliest end (what the tick would find, without it: this
-        comes four times a second a sender); else the tick's work, then on the clock again
-        unless it rests once more."""
-        self._rest = None
-        track = self.track
-        if track is not None:
-            until = track.carried_until()
-            if until is not None and until > now + _REST_AT_LEAST:
-                self._rest = worker_clock().call_at(until, self._rested)
-                return
+        the tick's work, then on the clock again unless it rests once more."""
+        self._rests = self._woken = None
         self._tick(now)
-        if self._on_clock and self.track is not None and self._rest is None:
+        if self._on_clock and self.track is not None and not self.resting:
             if self._unregister is None:
                 self._unregister = worker_clock().register(self._tick, Phase.SEND)
 
@@ -296,13 +299,13 @@ class LeanSender:
         key press waiting, a hold, a new source): it ticks in the current tick if that tick's
         ``SEND`` is still to come (a receive callback on the clock's ``INPUT`` phase), else in
         the next, and every tick from then on while it has work."""
-        if self._rest is None:
+        if self._rests is None:
             return
         self._cancel_rest()
         clock = worker_clock()
         # The latest tick's time: a tick in progress runs it after its phases, a tick past
         # runs it at the next one (``WorkerClock.call_at``).
-        self._rest = clock.call_at(clock.now, self._rested)
+        self._woken = clock.call_at(clock.now, self.rested)
 
     def stop(self) -> None:
         """Play no more (idempotent): off the clock, not running, the track stopped."""
@@ -325,7 +328,7 @@ class LeanSender:
                 self.send_encoded(packet)
             if not packets:
                 until = track.carried_until()
-                if until is not None and until > now + _REST_AT_LEAST:
+                if until is not None and until > now + REST_AT_LEAST:
                     self._rest_until(until)
         except ConnectionError:
             self.stop()  # the wire is gone: the leg is ending

@@ -303,3 +303,44 @@ async def test_a_refusal_or_a_key_press_wakes_a_resting_sender_for_its_next_tick
             assert wire.packets()[-1].payload_type == EVENT_PT
         lean.stop()
         allowed[0] = True
+
+
+async def test_the_resting_senders_share_one_wake_up() -> None:
+    """Five senders resting through their runs, their sources' packets arriving at different
+    moments of each 20 ms: one one-shot callback of the worker clock serves them all, coming
+    about once a FORWARD_WAIT (not five times), and none ticks while its run carries."""
+    from bridge.rtc import rests
+
+    wakes: list[float] = []
+    real_due = rests.Rests._due
+
+    def due(self: Any, now: float) -> None:
+        wakes.append(now)
+        real_due(self, now)
+
+    rests.Rests._due = due  # type: ignore[method-assign]
+    senders = []
+    try:
+        for i in range(5):
+            wire = Wire()
+            lean = LeanSender(RtpSession(0x5EED + i, "test"), wire.send_rtp)
+            track = OpusBusTrack(Tone())
+            pass_through = PassThrough(lambda: True)
+            lean.start(track)
+            track.forward_from(pass_through, lean)
+            senders.append((lean, track, pass_through, counted_ticks(track)))
+        start = time.monotonic()
+        seq = 0
+        while time.monotonic() - start < 0.7:
+            for _, _, pass_through, _ in senders:
+                pass_through.offer(seq, 960 * seq, bytes([0xF8, seq & 0xFF]), time.monotonic())
+                await asyncio.sleep(0.004)  # the five sources a few ms apart
+            seq += 1
+        assert all(lean.resting for lean, *_ in senders)
+        assert all(len(asked) <= 2 for *_, asked in senders)  # the first tick, then none
+        # ~0.7 s of runs: a wake about every FORWARD_WAIT for all five, not one each.
+        assert 1 <= len(wakes) <= 5, wakes
+    finally:
+        rests.Rests._due = real_due  # type: ignore[method-assign]
+        for lean, *_ in senders:
+            lean.stop()
