@@ -296,9 +296,10 @@ class WorkerPacer:
 async def clock_sleep(delay: float, grid: float = 0.0) -> None:
     """Sleep ``delay`` seconds on the worker clock: a one-shot callback at the first tick at or
     after it (:meth:`WorkerClock.call_at`; its time rounded up to a multiple of ``grid`` seconds
-    when given), so a periodic task (the watchdog, the reports' sampler, aioice's consent
-    checks) wakes nothing of its own while the clock runs for media; with the clock asleep, it
-    wakes the clock at that tick, as a timer would. Up to a tick longer than asked."""
+    when given), so a periodic task (the watchdog, the reports' sampler, the numbers catalog's
+    follower, aioice's consent checks) wakes nothing of its own while the clock runs for media;
+    with the clock asleep, it wakes the clock at that tick, as a timer would. Up to a tick
+    longer than asked."""
     woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def wake(now: float) -> None:
