@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ..config import Settings
 from ..errors import NotFound
+from ..media.clock import clock_sleep
 from ..tasks import TaskSet
 from .events import CallEvent, CallEvents
 from .live_report import SAMPLE_INTERVAL, LiveReport
@@ -211,9 +212,10 @@ class CallReports:
 
 
 async def sample_forever(runtimes: Callable[[], Iterable[CallRuntime]]) -> None:
-    """Once a second every live runtime samples its own report."""
+    """Once a second (on the media clock: no wake-up of its own during calls) every live
+    runtime samples its own report."""
     while True:
-        await asyncio.sleep(SAMPLE_INTERVAL)
+        await clock_sleep(SAMPLE_INTERVAL)
         try:
             now = time.monotonic()
             for runtime in runtimes():

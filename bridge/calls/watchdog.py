@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Iterable
 
 from ..config import CallSettings
+from ..media.clock import clock_sleep
 from .model import CallState, Direction, EndReason
 from .runtime import CallRuntime
 
@@ -52,5 +52,5 @@ async def watch_forever(
     interval: float = 0.25,
 ) -> None:
     while True:
-        await asyncio.sleep(interval)
+        await clock_sleep(interval)  # on the media clock: no wake-up of its own during calls
         check_limits(settings, list(runtimes()), end_call, time.monotonic())

@@ -25,6 +25,7 @@ from ..attachments import PlaybackService, RecordingService
 from ..calls import Call, CallManager, CallRuntime
 from ..calls.events import CallEvent
 from ..calls.model import CallState, Direction
+from ..media.clock import clock_sleep
 from ..tasks import TaskSet
 from . import handoffs, wire
 from .bridged import Models, Trunks
@@ -139,7 +140,7 @@ class Desk:
 
     async def _renew_forever(self) -> None:
         while True:
-            await asyncio.sleep(RENEW)
+            await clock_sleep(RENEW)  # on the media clock: no wake-up of its own during calls
             records = [
                 AgentRecord(k[0], k[1], (), "", 0.0, 0.0, self.worker_id) for k in self._sessions
             ]

@@ -202,7 +202,8 @@ class CallBus:
 
     @property
     def has_downlink_sources(self) -> bool:
-        return any(s.to_downlink for s in self._sources)
+        # Asked per forwarded packet (``calls/forwarding.py``): no generator while none plays.
+        return bool(self._sources) and any(s.to_downlink for s in self._sources)
 
     @property
     def has_sources(self) -> bool:

@@ -24,7 +24,8 @@ this worker's 20 ms media work, in this order within each tick (:class:`Phase`):
    tick's callbacks (this phase's included) have run.
 
 After the phases, the tick runs the one-shot callbacks that fell due (:meth:`WorkerClock.call_at`:
-each leg's RTCP report, ``rtc/rtcp_schedule.py``). While nothing is registered and no track
+each leg's RTCP report, ``rtc/rtcp_schedule.py``; a resting sender's tick, ``rtc/rtpsend.py``;
+the periodic tasks' sleeps, :func:`clock_sleep`). While nothing is registered and no track
 waits, the clock sleeps to the tick of the earliest of them, so a leg that carries nothing
 costs one wake-up per report, not fifty a second.
 
@@ -290,6 +291,29 @@ class WorkerPacer:
         else:
             self._served = await clock.next_tick()
         self.ticks += 1
+
+
+async def clock_sleep(delay: float, grid: float = 0.0) -> None:
+    """Sleep ``delay`` seconds on the worker clock: a one-shot callback at the first tick at or
+    after it (:meth:`WorkerClock.call_at`; its time rounded up to a multiple of ``grid`` seconds
+    when given), so a periodic task (the watchdog, the reports' sampler, the numbers catalog's
+    follower, aioice's consent checks) wakes nothing of its own while the clock runs for media;
+    with the clock asleep, it wakes the clock at that tick, as a timer would. Up to a tick
+    longer than asked."""
+    woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake(now: float) -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    at = time.monotonic() + delay
+    if grid:
+        at = math.ceil(at / grid) * grid
+    cancel = worker_clock().call_at(at, wake)
+    try:
+        await woken
+    finally:
+        cancel()  # cancelled (the task's owner closing): the callback goes with it
 
 
 _clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WorkerClock] = (

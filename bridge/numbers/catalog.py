@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import yaml
 
 from ..errors import BadRequest, Conflict, NotFound
+from ..media.clock import clock_sleep
 from ..tasks import TaskSet
 from .defined import (
     Defined,
@@ -105,7 +106,7 @@ class Catalog:
 
     async def _follow(self) -> None:
         while True:
-            await asyncio.sleep(POLL_INTERVAL)
+            await clock_sleep(POLL_INTERVAL)  # on the media clock: no wake-up of its own
             try:
                 if await self.store.version() != self.version:
                     await self.reload()

@@ -57,5 +57,8 @@ class Player(Protocol):
     def off_clock(self) -> None:
         """Tick it no more for now (it parked)."""
 
+    def wake(self) -> None:
+        """A forwarding run it rests through ended sooner: tick it from the next send phase."""
+
     def stop(self) -> None:
         """Tick it no more: it ended."""

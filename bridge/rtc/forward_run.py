@@ -16,12 +16,12 @@ between its own packets and runs of the source's, and a run has two jobs:
   refused and is still not permitted; when it ends, the sender's RTP time moves on by the ticks
   nobody sent (:func:`unsent_time`). Time is an input: a packet is placed with its arrival time,
   and the sender's tick asks with the tick's time; nothing here reads a clock, and nothing
-  waits: the tick looks every 20 ms, as it would to encode.
+  waits. While only the source's quiet can end the run, its earliest end is known
+  (:meth:`ForwardRun.carried_until`): the sender rests off the clock until that tick
+  (``rtc/rtpsend.py``), and is woken when the run ends sooner.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
 from .passthrough import PassThrough
@@ -40,16 +40,6 @@ def unsent_time(quiet: float, frame_ticks: int) -> int:
     sender's time moves on by it, so the far end's jitter buffer sees a pause (and the stream's
     marker a new talkspurt, RFC 3551 §4.1), not packets arriving late."""
     return int(quiet / _FRAME_S) * frame_ticks
-
-
-class Placed(NamedTuple):
-    """Where one of the run's packets goes on the stream."""
-
-    seq: int
-    pts: int
-    """The sender's RTP time."""
-    newest: bool
-    """No packet of the run is newer: the sender's own packets go on after this one."""
 
 
 class RunNumbering:
@@ -77,16 +67,19 @@ class RunNumbering:
             return False
         return behind > (self._newest - self._first) & 0xFFFF
 
-    def place(self, seq: int, ts: int, stream: RtpStream, at: float) -> Placed:
-        """The stream's number and the sender's RTP time for a packet of the run, arrived
-        ``at``."""
+    def place(self, seq: int, ts: int, stream: RtpStream, at: float) -> tuple[int, int, bool]:
+        """Where a packet of the run, arrived ``at``, goes on the stream: its number, the
+        sender's RTP time, and whether no packet of the run is newer (the sender's own packets
+        go on after it). A plain tuple: this runs for every forwarded packet."""
         newest = (seq - self._newest) & 0x8000 == 0
         if newest:
             self._newest = seq
         self.last_at = at
         shift = stream.numbered - self._numbered_at
-        return Placed(
-            (seq + self._seq_offset + shift) & 0xFFFF, (ts + self._ts_offset) & 0xFFFFFFFF, newest
+        return (
+            (seq + self._seq_offset + shift) & 0xFFFF,
+            (ts + self._ts_offset) & 0xFFFFFFFF,
+            newest,
         )
 
     def quiet(self, now: float) -> float:
@@ -144,6 +137,16 @@ class ForwardRun:
             source.switches += 1
         self.end()
         return quiet if quiet >= FORWARD_WAIT else 0.0
+
+    def carried_until(self) -> float | None:
+        """While the run carries the ticks and only its source's quiet can end it (no refusal
+        waiting to be asked again): the time that will, its latest packet's arrival plus
+        :data:`FORWARD_WAIT` (a tick before it finds the run carrying, whatever comes); else
+        ``None``."""
+        numbering = self.numbering
+        if numbering is None or self.source is None or self.refused:
+            return None
+        return numbering.last_at + FORWARD_WAIT
 
     def end(self) -> None:
         """No run any more (a transfer, a key press waiting, the track stopped, a failure): the

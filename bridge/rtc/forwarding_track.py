@@ -14,8 +14,8 @@ from aiortc import MediaStreamTrack
 
 from ..media import LevelMeter
 from ..media.ports import FrameSource
-from .encoded import EncodedPacket
-from .forward_run import ForwardRun
+from .encoded import EncodedPacket, Player
+from .forward_run import ForwardRun, RunNumbering
 from .passthrough import PassThrough, one_20ms_packet
 from .rfc4733 import KeyPresses
 from .rtpsend import RtpStream
@@ -61,6 +61,9 @@ class ForwardingTrack(MediaStreamTrack):
         self._stream: RtpStream | None = None
         self._run = ForwardRun()
         """The current forwarding run (``rtc/forward_run.py``), decided on each tick."""
+        self.player: Player | None = None
+        """The clocked sender ticking the track (``OpusBusTrack.played_by``): it rests while
+        a run carries its ticks (:meth:`carried_until`), woken when the run ends sooner."""
         self._encoder_stale = False
         """A forwarded packet went out since the encoder's last frame."""
         self.codec = "opus"
@@ -86,12 +89,23 @@ class ForwardingTrack(MediaStreamTrack):
         # A new source (a transfer) numbers its packets from its own random origin: its first
         # packet starts a new run, mapped afresh, never through the previous source's offsets
         # (a number mapped backwards is one SRTP refuses as replayed, RFC 3711 §3.3.2).
-        self._run.end()
+        self._end_run()
 
     @property
     def forwarding(self) -> bool:
         """Whether a forwarding run carries the ticks now."""
         return self._run.active
+
+    def carried_until(self) -> float | None:
+        """While a forwarding run carries the ticks and only its source's quiet can end it,
+        the time that will (``ForwardRun.carried_until``): the sender rests until then."""
+        return self._run.carried_until()
+
+    def _end_run(self) -> None:
+        """The run ends before its source went quiet: the sender's next tick is its own."""
+        self._run.end()
+        if self.player is not None:
+            self.player.wake()
 
     def forward(self, source: PassThrough, seq: int, ts: int, payload: bytes, at: float) -> None:
         """The source's packet that arrived ``at``, sent now from its receive callback
@@ -106,7 +120,7 @@ class ForwardingTrack(MediaStreamTrack):
             or not self.sending
             or (self.phone and not one_20ms_packet(self.codec, payload))
         ):
-            self._run.end()  # the next tick sends the press, or encodes
+            self._end_run()  # the next tick sends the press, or encodes
             return
         numbering = self._run.numbering_for(source)
         if numbering is not None and numbering.older_than_first(seq):
@@ -115,7 +129,7 @@ class ForwardingTrack(MediaStreamTrack):
             source.late += 1
             return
         try:
-            sender.send_encoded(self._forward(source, seq, ts, payload, at))
+            sender.send_encoded(self._forward(source, seq, ts, payload, at, numbering))
         except ConnectionError:
             pass  # DTLS or the socket closing: the sender's own tick ends the track
         except Exception:
@@ -124,23 +138,34 @@ class ForwardingTrack(MediaStreamTrack):
             log.exception("forwarding into this sender failed; it encodes from now on")
             source.target = None
             self.pass_through = None
-            self._run.end()
+            self._end_run()
 
     def forward_refused(self, source: PassThrough) -> None:
         """Mixing began in this direction (``ForwardTarget``): the next tick encodes again,
         unless forwarding is permitted again by then (``ForwardRun.carries``)."""
         if self._run.numbering_for(source) is not None:
             self._run.refused = True
+            if self.player is not None:
+                self.player.wake()  # its next tick asks again
 
-    def _forward(self, pt: PassThrough, seq: int, ts: int, data: bytes, at: float) -> EncodedPacket:
+    def _forward(
+        self,
+        pt: PassThrough,
+        seq: int,
+        ts: int,
+        data: bytes,
+        at: float,
+        numbering: RunNumbering | None,
+    ) -> EncodedPacket:
+        """The packet on the stream: ``numbering``, the run it continues (``None``: it starts
+        one)."""
         stream = self._stream
         assert stream is not None
-        numbering = self._run.numbering_for(pt)
         if numbering is None:
             numbering = self._run.start(pt, seq, ts, self._pts, stream, at)
-        placed = numbering.place(seq, ts, stream, at)
-        if placed.newest:  # a reordered packet does not take our time back
-            self._pts = placed.pts + self.frame_ts
+        number, pts, newest = numbering.place(seq, ts, stream, at)
+        if newest:  # a reordered packet does not take our time back
+            self._pts = pts + self.frame_ts
         # The decoded frame this packet stands for (kept fresh for a switch; its level is
         # what the browser hears). None while the source leg is idle (``rtc/uplink.py``): its
         # level samples reach this meter from there. Taken now, as the packet goes out, not at
@@ -154,7 +179,7 @@ class ForwardingTrack(MediaStreamTrack):
         self._encoder_stale = True
         pt.forwarded += 1
         # A forwarded payload stays bit-exact: RED only puts earlier ones beside it.
-        return self._packet(data, placed.pts, placed.seq)
+        return self._packet(data, pts, number)
 
     def _packet(
         self, payload: bytes, pts: int, seq: int | None = None, *, marker: bool | None = None

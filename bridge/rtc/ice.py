@@ -36,10 +36,8 @@ import asyncio
 import errno
 import functools
 import ipaddress
-import math
 import re
 import socket
-import time
 import types
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -48,7 +46,7 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCIceServer
 
 from ..config import IceSettings
-from ..media.clock import worker_clock
+from ..media.clock import clock_sleep
 from . import aiortc_seam as seam
 from . import udp_poll
 from .guard import timed_receiver
@@ -142,11 +140,18 @@ class _RangeLoop:
             if udp_poll.enabled and remote_addr is None:  # a host candidate's socket
                 protocol = protocol_factory()
                 timed = timed_receiver(protocol)  # each datagram with its socket's stamp
-                return udp_poll.open_polled(sock, protocol, timed), protocol
+                checks_over = functools.partial(_checks_over, protocol)
+                return udp_poll.open_polled(sock, protocol, timed, checks_over), protocol
             return await self._loop.create_datagram_endpoint(protocol_factory, sock=sock)
         except BaseException:
             sock.close()
             raise
+
+
+def _checks_over(protocol: Any) -> bool:
+    """Whether the ICE connection behind ``protocol`` (aioice's ``StunProtocol``) has nominated
+    a pair: its STUN is consent upkeep from then on (``rtc/udp_poll.py``)."""
+    return bool(seam.nominated(protocol.receiver))
 
 
 def _running_loop() -> Any:
@@ -165,19 +170,7 @@ docstring)."""
 async def _sleep(delay: float, result: Any = None) -> Any:
     if delay < CLOCKED_SLEEP:
         return await asyncio.sleep(delay, result)
-    woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def wake(now: float) -> None:
-        if not woken.done():
-            woken.set_result(None)
-
-    grid = udp_poll.BATCH
-    at = math.ceil((time.monotonic() + delay) / grid) * grid
-    cancel = worker_clock().call_at(at, wake)
-    try:
-        await woken
-    finally:
-        cancel()  # cancelled (the consent task at the connection's close): the callback goes
+    await clock_sleep(delay, udp_poll.BATCH)
     return result
 
 

@@ -65,6 +65,7 @@ class PolledTransport(asyncio.DatagramTransport):
         sock: socket.socket,
         protocol: Any,
         timed: TimedHandler | None = None,
+        checks_over: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__()
         self._poller = poller
@@ -72,6 +73,10 @@ class PolledTransport(asyncio.DatagramTransport):
         self._protocol = protocol
         self._timed = timed
         """Where datagrams go with their arrival (else ``protocol.datagram_received``)."""
+        self._checks_over = checks_over
+        """An ICE socket's: whether its connection's checks are over (a pair nominated). Its
+        STUN is then upkeep (RFC 7675 consent checks, a few a second a worker), not a
+        handshake's flight to hurry (``udp_poll.py``'s docstring)."""
         self._closing = False
         self.fileno = sock.fileno()
         self._handler_failed = False
@@ -137,8 +142,10 @@ class PolledTransport(asyncio.DatagramTransport):
             drop("oversize")
             return True
         poller = self._poller
-        if data and data[0] < 64:  # STUN or DTLS (RFC 7983): a handshake under way
-            poller.handshake = True
+        if data and data[0] < 64:  # STUN or DTLS (RFC 7983): a handshake under way, but for
+            checks_over = self._checks_over  # STUN once the checks are over (consent)
+            if data[0] > 3 or checks_over is None or not checks_over():
+                poller.handshake = True
         elif is_media(data):
             poller.media = True
         try:

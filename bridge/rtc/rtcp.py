@@ -52,7 +52,6 @@ class RtcpReports:
         its report block)."""
         self._lsr = 0
         self._lsr_at = 0.0
-        self._sent_pair: tuple[float, int] | None = None
         self.far = FarEndReport()
         self.far_reports = 0
         self.sender_reports = 0
@@ -76,10 +75,6 @@ class RtcpReports:
             self.reception.numbered(seq)
 
     # -- what we send
-    def sent_audio(self, timestamp: int) -> None:
-        """Our latest audio packet left now with this (wire) RTP timestamp."""
-        self._sent_pair = (time.time(), timestamp)
-
     def compound(
         self, stream: RtpStream, *, bye: bool = False, loss_at_least: float = 0.0
     ) -> bytes:
@@ -89,8 +84,8 @@ class RtcpReports:
         now = time.time()
         reports = self._report_blocks(now, min(255, int(max(0.0, loss_at_least) * 256)))
         first: SenderReport | ReceiverReport
-        if self._sent_pair is not None:
-            at, ts = self._sent_pair
+        if stream.sent_at is not None:  # the time pair of our newest audio packet sent
+            at, ts = stream.sent_at, stream.timestamp(stream.sent_pts)
             rtp = (ts + int((now - at) * self.clock)) & 0xFFFFFFFF
             first = SenderReport(
                 self.ssrc, ntp_time(now), rtp, stream.packets, stream.octets, reports

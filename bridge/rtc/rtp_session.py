@@ -150,7 +150,10 @@ class RtpSession:
             self.malformed += 1
             return
         first, second, seq, timestamp, ssrc = _HEADER.unpack_from(plain)
-        if first == 0x90 and n >= 16:  # what browsers send: one extension block, no padding
+        bounds: tuple[int, int] | None
+        if first == 0x80:  # no CSRC, extension or padding (a phone's, Meta's G.711)
+            bounds = (12, n)
+        elif first == 0x90 and n >= 16:  # what browsers send: one extension block, no padding
             start = 16 + 4 * ((plain[14] << 8) | plain[15])
             bounds = (start, n) if start <= n else None
         else:
@@ -197,14 +200,6 @@ class RtpSession:
         self.reports.received(ssrc, seq, timestamp, at)
         if playout is not None:
             playout.packet(seq, timestamp, blocks[-1][2], at)
-
-    # -- packets out
-    def sent(self, pts: int) -> None:
-        """An audio packet of RTP time ``pts`` (the sender's) left now: if it is the stream's
-        newest, our sender reports carry its time pair (RFC 3550 §6.4.1)."""
-        stream = self.stream
-        if stream.last_pts == pts & 0xFFFFFFFF:
-            self.reports.sent_audio(stream.timestamp(pts))
 
     # -- RTCP
     def receive_rtcp(self, plain: bytes, at: float) -> None:

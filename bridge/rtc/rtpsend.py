@@ -25,8 +25,15 @@ or Opus through the same track and sender, onto its plain or SRTP socket:
   → the leg's wire: ``rtc/dtls_srtp.py``'s SRTP and nominated ICE pair, ``rtc/srtpudp.py``'s
   SDES socket, a trunk's plain or SRTP socket) and sends what else the leg hands it
   (:meth:`LeanSender.send_now`: a forwarded packet, a parked leg's keepalive). The time
-  pair of the newest audio packet goes to the session's sender reports (RFC 3550 §6.4.1);
-  events count as packets and octets but never move it: their RTP time is the event's start.
+  pair of the newest audio packet sent is kept on the stream for the session's sender reports
+  (RFC 3550 §6.4.1); events count as packets and octets but never move it: their RTP time is
+  the event's start.
+  While a forwarding run carries its ticks (its packets go out from the source's receive
+  callback) the sender has nothing to do each tick: it rests off the clock until the one tick
+  at which the run may end (``ClockedTrack.carried_until``; the worker's resting senders share
+  one one-shot callback on the clock, ``rtc/rests.py``), and a run that ends sooner
+  (forwarding refused, a key press, a hold, a new source) wakes it for the next send phase
+  (:meth:`LeanSender.wake`).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..media.clock import Phase, worker_clock
+from .rests import REST_AT_LEAST, Rests, rests_of
 
 if TYPE_CHECKING:
     from .rtp_session import RtpSession
@@ -108,6 +116,11 @@ class RtpStream:
         self.audio_packets = 0
         self.last_pts: int | None = None
         """The sender's RTP time of the latest (newest) audio packet."""
+        self.sent_pts = 0
+        self.sent_at: float | None = None
+        """The sender's RTP time of the newest audio packet that went out, and when (wall
+        clock, ``time.time()``): our sender reports' time pair (RFC 3550 §6.4.1, ``rtc/rtcp.py``),
+        kept here by the sender (:meth:`LeanSender.send_now`), where each packet is at hand."""
         self.markers = 0
 
     def packetise(
@@ -174,6 +187,11 @@ class ClockedTrack(Protocol):
         """The tick's packets (``now`` its time), encoded or events; none while it sends
         nothing this tick."""
 
+    def carried_until(self) -> float | None:
+        """While another leg's packets carry its ticks (a forwarding run) and nothing but the
+        source's quiet can end that: the time that would (``time.monotonic()`` base); its
+        sender need not tick before, unless woken (:meth:`LeanSender.wake`)."""
+
     def stop(self) -> None: ...
 
 
@@ -196,6 +214,10 @@ class LeanSender:
         self.track: ClockedTrack | None = None
         self._on_clock = False
         self._unregister: Callable[[], None] | None = None
+        self._rests: Rests | None = None
+        """The worker's resting senders, while this one is among them (:meth:`_rest_until`)."""
+        self._woken: Callable[[], None] | None = None
+        """Cancels the one-shot tick a woken sender waits for (:meth:`wake`)."""
 
     def start(self, track: ClockedTrack) -> None:
         """Play ``track`` from now until it ends or the transport goes: on the clock unless it
@@ -215,19 +237,75 @@ class LeanSender:
             log.exception("the RTP sender's first tick failed; it sends nothing")
         # Still playing, and still wanted on the clock: the first tick may have ended the track,
         # or parked it (a connected leg's priming of one frame).
-        if self._on_clock and self.track is not None:
+        if self._on_clock and self.track is not None and not self.resting:
             self._unregister = worker_clock().register(self._tick, Phase.SEND)
 
     @property
     def clocked(self) -> bool:
-        """Whether it has a place on the worker clock now (a parked leg's has none)."""
+        """Whether it has a place on the worker clock now (a parked leg's has none, nor a
+        resting one's: :attr:`resting`)."""
         return self._unregister is not None
+
+    @property
+    def resting(self) -> bool:
+        """Whether it is off the clock while a forwarding run carries its ticks, waiting for
+        the one tick that may end the run (or woken, for the next send phase: :meth:`wake`)."""
+        return self._rests is not None or self._woken is not None
+
+    def carried_until(self) -> float | None:
+        """Its track's (``ClockedTrack.carried_until``): until when a run carries its ticks."""
+        track = self.track
+        return None if track is None else track.carried_until()
 
     def off_clock(self) -> None:
         self._on_clock = False
+        self._leave_clock()
+        self._cancel_rest()
+
+    def _leave_clock(self) -> None:
         unregister, self._unregister = self._unregister, None
         if unregister is not None:
             unregister()
+
+    def _cancel_rest(self) -> None:
+        rests, self._rests = self._rests, None
+        if rests is not None:
+            rests.discard(self)
+        woken, self._woken = self._woken, None
+        if woken is not None:
+            woken()
+
+    def _rest_until(self, until: float) -> None:
+        """Off the clock until the tick at or after ``until``: a forwarding run carries every
+        tick before it (its packets go out from the source's receive callback), so those ticks
+        would find nothing to do. The worker's resting senders share one one-shot callback
+        (``rtc/rests.py``)."""
+        self._leave_clock()
+        self._cancel_rest()
+        self._rests = rests_of(worker_clock())
+        self._rests.add(self, until)
+
+    def rested(self, now: float) -> None:
+        """The tick a rest waited for (run after that tick's phases, as if in its ``SEND``):
+        the tick's work, then on the clock again unless it rests once more."""
+        self._rests = self._woken = None
+        self._tick(now)
+        if self._on_clock and self.track is not None and not self.resting:
+            if self._unregister is None:
+                self._unregister = worker_clock().register(self._tick, Phase.SEND)
+
+    def wake(self) -> None:
+        """A resting sender's run may end before its source goes quiet (forwarding refused, a
+        key press waiting, a hold, a new source): it ticks in the current tick if that tick's
+        ``SEND`` is still to come (a receive callback on the clock's ``INPUT`` phase), else in
+        the next, and every tick from then on while it has work."""
+        if self._rests is None:
+            return
+        self._cancel_rest()
+        clock = worker_clock()
+        # The latest tick's time: a tick in progress runs it after its phases, a tick past
+        # runs it at the next one (``WorkerClock.call_at``).
+        self._woken = clock.call_at(clock.now, self.rested)
 
     def stop(self) -> None:
         """Play no more (idempotent): off the clock, not running, the track stopped."""
@@ -245,8 +323,13 @@ class LeanSender:
             self.stop()
             return
         try:
-            for packet in track.packets(now):
+            packets = track.packets(now)
+            for packet in packets:
                 self.send_encoded(packet)
+            if not packets:
+                until = track.carried_until()
+                if until is not None and until > now + REST_AT_LEAST:
+                    self._rest_until(until)
         except ConnectionError:
             self.stop()  # the wire is gone: the leg is ending
         except Exception:
@@ -284,10 +367,13 @@ class LeanSender:
         from the sender's tick or a plain callback (a forwarded packet, a parked leg's
         keepalive); ``ConnectionError`` when the wire is not (or no longer)
         up."""
+        stream = self.stream
         self.send_rtp(
-            self.stream.packetise(
+            stream.packetise(
                 payload, pts, seq, marker=marker, payload_type=payload_type, audio_type=audio_type
             )
         )
-        if payload_type is None:  # audio (an event's RTP time is its start: RFC 4733)
-            self.session.sent(pts)
+        # The newest audio packet sent: our sender reports' time pair. An event's RTP time is
+        # its start (RFC 4733): it never moves the pair.
+        if payload_type is None and stream.last_pts == pts & 0xFFFFFFFF:
+            stream.sent_pts, stream.sent_at = pts, time.time()

@@ -118,8 +118,6 @@ class OpusBusTrack(ForwardingTrack):
             self.use_codec(codec)
         self._clock: Pacer = WorkerPacer()
         """What paces ``recv`` (aiortc's sender); the lean sender ticks :meth:`packets`."""
-        self.player: Player | None = None
-        """The clocked sender ticking :meth:`packets` (:meth:`played_by`)."""
         self.on_clock = True
         """Whether the player ticks it now (a parked leg's track is off the clock)."""
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
@@ -207,8 +205,8 @@ class OpusBusTrack(ForwardingTrack):
     def _packet(
         self, payload: bytes, pts: int, seq: int | None = None, *, marker: bool | None = None
     ) -> EncodedPacket:
-        if self.red is None:
-            return super()._packet(payload, pts, seq, marker=marker)
+        if self.red is None:  # (not through ``super()``: every forwarded packet comes here)
+            return EncodedPacket(payload, pts, seq, None, marker)
         data, payload_type = self.red.wrap(payload, pts, self.applied.red_depth)
         return EncodedPacket(data, pts, seq, payload_type, marker)
 

@@ -19,9 +19,10 @@ no mix, recording, fork, socket, agent or speech detector on that direction), :c
 only takes their numbers and octets (the session counted them: the reports' loss, jitter and
 bit rate stay) and keeps the last :data:`WARM_PACKETS`; the reports' level is a sample: one
 packet in :data:`LEVEL_STRIDE` read from its bytes where the leg speaks G.711 (its energy by
-table, ``audio/g711.py``), else a run of packets decoded once a second. The moment something
-asks for the audio, the next packet is decoded after those, so the decoder carries on from the
-sender's state with no seam.
+table, ``audio/g711.py``), else a run of packets decoded once a second. An idle leg is off the
+worker clock (it has no frame to hand on). The moment something asks for the audio, the next
+packet is decoded after those, so the decoder carries on from the sender's state with no seam,
+and the leg is back on the clock.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def _ignore(pcm: Pcm) -> None:
 class Playout:
     """One leg's receiver, and its tick on the worker's media clock that takes frames out.
 
-    The tick is registered at the first packet (unless the leg's ``tasks`` are closed) and
-    unregistered by :meth:`stop`.
+    The tick is registered at the first packet decoded (unless the leg's ``tasks`` are closed)
+    and unregistered while the leg is idle (module doc: nothing to hand on) and by :meth:`stop`.
     """
 
     def __init__(
@@ -122,6 +123,11 @@ class Playout:
     def stats(self) -> ReceiverStats:
         return self.receiver.stats
 
+    @property
+    def clocked(self) -> bool:
+        """Whether its tick is on the worker clock now (an idle leg's is not)."""
+        return self._unregister is not None
+
     def packet(self, seq: int, timestamp: int, payload: bytes, at: float) -> None:
         """An RTP packet of this leg, as it arrives (on the event loop), ``at`` that time
         (``time.monotonic()`` base: the socket's stamp, ``rtc/udp_poll.py``)."""
@@ -165,7 +171,11 @@ class Playout:
         receiver = self.receiver
         receiver.count(seq, timestamp, payload, now)
         self._skipped.append(payload)
-        self._idle = True
+        if not self._idle:
+            # Off the clock while idle: its tick would hand nothing on (a packet decoded
+            # again puts it back on, :meth:`packet`).
+            self._idle = True
+            self._leave_clock()
         n = self._idle_packets
         self._idle_packets = n + 1
         meters = self.idle_meters
@@ -262,9 +272,7 @@ class Playout:
         self.held = True
         self.on_frame = _ignore
         self._forget_forwarding()
-        unregister, self._unregister = self._unregister, None
-        if unregister is not None:
-            unregister()
+        self._leave_clock()
 
     def resume(self, on_frame: Callable[[Pcm], None], stats: BusStats) -> None:
         """Back from :meth:`hold` for a call: a fresh receiver (the call's own counters, no
@@ -287,6 +295,9 @@ class Playout:
         self._stopped = True
         self.on_frame = _ignore
         self._forget_forwarding()
+        self._leave_clock()
+
+    def _leave_clock(self) -> None:
         unregister, self._unregister = self._unregister, None
         if unregister is not None:
             unregister()

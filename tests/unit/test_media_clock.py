@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
-from bridge.media.clock import WorkerClock, worker_clock
+from bridge.media.clock import WorkerClock, clock_sleep, worker_clock
 from tests.support.waits import until
 
 
@@ -157,3 +158,39 @@ async def test_a_stall_past_resync_counts_the_ticks_it_passed_over() -> None:
     gaps = [b - a for a, b in zip(times[n - 1 :], times[n:], strict=False)]
     assert max(gaps) > 0.45 and sorted(gaps)[-2] < 0.05, gaps
     stop()
+
+
+async def test_a_sleep_on_the_clock_ends_at_a_tick_and_wakes_nothing_of_its_own() -> None:
+    """``clock_sleep``: while the clock runs for media, a periodic task's sleep ends in a tick
+    (after its phases), no timer of its own; up to a tick late, never early."""
+    clock = worker_clock()
+    ticks: list[float] = []
+    unregister = clock.register(ticks.append)
+    loop = asyncio.get_running_loop()
+    timers = {"call_at": 0, "call_later": 0}
+    real = {name: getattr(loop, name) for name in timers}
+
+    def counting(name: str) -> object:
+        def counted(*args: object, **kwargs: object) -> object:
+            timers[name] += 1
+            return real[name](*args, **kwargs)
+
+        return counted
+
+    for name in timers:
+        setattr(loop, name, counting(name))
+    try:
+        await clock.next_tick()
+        ticks_before, asked = len(ticks), time.monotonic()
+        timers.update(call_at=0, call_later=0)
+        await clock_sleep(0.05)
+        woke = time.monotonic()
+    finally:
+        for name in timers:
+            setattr(loop, name, real[name])
+        unregister()
+    assert woke - asked >= 0.05 - 1e-3
+    assert clock.now >= asked + 0.05 - 1e-3  # the tick it ended in is at or after its time
+    assert len(ticks) - ticks_before >= 2
+    # The clock's own timer, one a tick: nothing more for the sleep.
+    assert timers["call_later"] == 0 and timers["call_at"] <= len(ticks) - ticks_before + 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from typing import Any
 
 import pytest
@@ -222,3 +223,124 @@ async def test_a_track_parked_in_its_first_tick_stays_off_the_clock() -> None:
     track.prime(1)  # the first tick, at once, ends the priming: parked again
     assert track.parked and not lean.clocked and wire.sent == []
     lean.stop()
+
+
+def counted_ticks(track: OpusBusTrack) -> list[float]:
+    """The times ``track.packets`` is asked at from now on (its sender's ticks)."""
+    asked: list[float] = []
+    real = track.packets
+
+    def packets(now: float) -> list[Any]:
+        asked.append(now)
+        return real(now)
+
+    track.packets = packets  # type: ignore[method-assign]
+    return asked
+
+
+async def test_a_sender_rests_through_a_forwarding_run_and_ticks_when_it_ends() -> None:
+    """While a run carries its ticks, the sender is off the clock (no per-tick work) until the
+    one tick at which the source's quiet may end it: then the run ends there, as it would
+    have tick by tick, and the sender is back on the clock, encoding."""
+    clock = worker_clock()
+    wire = Wire()
+    lean = LeanSender(RtpSession(0x5EED, "test"), wire.send_rtp)
+    track = OpusBusTrack(Tone())
+    pass_through = PassThrough(lambda: True)
+    lean.start(track)
+    track.forward_from(pass_through, lean)
+    asked = counted_ticks(track)
+    last = time.monotonic()
+    pass_through.offer(500, 0, b"\xf8\x00", last)
+    await clock.next_tick()
+    assert lean.resting and not lean.clocked and len(asked) <= 1  # its tick found the run
+    for i in range(1, 6):  # the source's packets, 20 ms apart: no tick of the sender's
+        await asyncio.sleep(0.02)
+        last = time.monotonic()
+        pass_through.offer(500 + i, 960 * i, bytes([0xF8, i]), last)
+    assert len(asked) <= 1 and track.forwarding
+    await until(lambda: lean.clocked, 2.0, "the sender back on the clock")
+    # It woke once (a rest is re-armed only once a packet arrived after it began), at the
+    # first tick FORWARD_WAIT after the last packet, which ended the run and encoded.
+    assert len(asked) <= 3 and asked[-1] >= last + FORWARD_WAIT - 1e-6
+    assert not track.forwarding and not lean.resting
+    encoded = [p for p in wire.packets() if p.payload[:1] != b"\xf8"]
+    assert encoded and encoded[-1].marker  # a pause, then a talkspurt (RFC 3551 §4.1)
+    await until(lambda: len(asked) >= 5)  # every tick from then on
+    lean.stop()
+
+
+async def test_a_refusal_or_a_key_press_wakes_a_resting_sender_for_its_next_tick() -> None:
+    """A run that ends before its source went quiet (mixing began; a key press waiting) wakes
+    the resting sender: it encodes (or sends the press) at the next tick, not FORWARD_WAIT
+    later."""
+    clock = worker_clock()
+    keys = KeyPresses(payload_type=lambda: EVENT_PT)
+    allowed = [True]
+    for end in ("refused", "key"):
+        wire = Wire()
+        lean = LeanSender(RtpSession(0x5EED, "test"), wire.send_rtp)
+        track = OpusBusTrack(Tone(), keys=keys)
+        pass_through = PassThrough(lambda: allowed[0])
+        lean.start(track)
+        track.forward_from(pass_through, lean)
+        pass_through.offer(7, 0, b"\xf8\x07", time.monotonic())
+        await clock.next_tick()
+        assert lean.resting
+        asked = counted_ticks(track)
+        if end == "refused":
+            allowed[0] = False
+            await asyncio.sleep(0.021)  # past the yes kept for one tick
+            pass_through.offer(8, 960, b"\xf8\x08", time.monotonic())
+        else:
+            keys.press("4", 40)
+            pass_through.offer(8, 960, b"\xf8\x08", time.monotonic())  # not sent: the press
+        woken = time.monotonic()
+        await clock.next_tick()
+        assert asked and asked[0] < woken + 0.03 and not lean.resting and lean.clocked
+        assert not track.forwarding
+        if end == "key":
+            assert wire.packets()[-1].payload_type == EVENT_PT
+        lean.stop()
+        allowed[0] = True
+
+
+async def test_the_resting_senders_share_one_wake_up() -> None:
+    """Five senders resting through their runs, their sources' packets arriving at different
+    moments of each 20 ms: one one-shot callback of the worker clock serves them all, coming
+    about once a FORWARD_WAIT (not five times), and none ticks while its run carries."""
+    from bridge.rtc import rests
+
+    wakes: list[float] = []
+    real_due = rests.Rests._due
+
+    def due(self: Any, now: float) -> None:
+        wakes.append(now)
+        real_due(self, now)
+
+    rests.Rests._due = due  # type: ignore[method-assign]
+    senders = []
+    try:
+        for i in range(5):
+            wire = Wire()
+            lean = LeanSender(RtpSession(0x5EED + i, "test"), wire.send_rtp)
+            track = OpusBusTrack(Tone())
+            pass_through = PassThrough(lambda: True)
+            lean.start(track)
+            track.forward_from(pass_through, lean)
+            senders.append((lean, track, pass_through, counted_ticks(track)))
+        start = time.monotonic()
+        seq = 0
+        while time.monotonic() - start < 0.7:
+            for _, _, pass_through, _ in senders:
+                pass_through.offer(seq, 960 * seq, bytes([0xF8, seq & 0xFF]), time.monotonic())
+                await asyncio.sleep(0.004)  # the five sources a few ms apart
+            seq += 1
+        assert all(lean.resting for lean, *_ in senders)
+        assert all(len(asked) <= 2 for *_, asked in senders)  # the first tick, then none
+        # ~0.7 s of runs: a wake about every FORWARD_WAIT for all five, not one each.
+        assert 1 <= len(wakes) <= 5, wakes
+    finally:
+        rests.Rests._due = real_due  # type: ignore[method-assign]
+        for lean, *_ in senders:
+            lean.stop()

@@ -189,6 +189,35 @@ async def test_a_handshake_datagram_takes_the_set_off_the_clock(sender: Any) -> 
     transport.close()
 
 
+async def test_stun_once_the_checks_are_over_is_consent_not_a_handshake(sender: Any) -> None:
+    """An ICE socket whose connection nominated its pair: a STUN datagram is a consent check
+    (RFC 7675), no handshake's flight (a read that finds it keeps the set on the clock); DTLS,
+    or STUN while the checks run, is a handshake's (it takes the set off the clock: above)."""
+    over = [True]
+    proto = Recorder()
+    transport = udp_poll.open_polled(_bound(), proto, proto.datagram_arrived, lambda: over[0])
+    poller = udp_poll.poller()
+    assert poller is not None
+    to = transport.get_extra_info("sockname")
+    seen = []
+    for data, checks_over in (
+        (b"\x00\x01 consent check", True),  # a STUN Binding request
+        (b"\x00\x01 check", False),
+        (b"\x16\xfe\xfd", True),  # a DTLS record
+    ):
+        over[0] = checks_over
+        sender.sendto(data, to)  # loopback: in the socket's queue when sendto returns
+        assert poller.read() == 1  # read here, before the loop could
+        seen.append(poller.handshake)
+    assert seen == [False, True, True]
+    assert [g[0] for g in proto.got][-3:] == [
+        b"\x00\x01 consent check",
+        b"\x00\x01 check",
+        b"\x16\xfe\xfd",
+    ]
+    transport.close()
+
+
 async def test_a_parked_legs_socket_is_read_in_batches_and_at_once_again_when_lent(
     sender: Any,
 ) -> None:

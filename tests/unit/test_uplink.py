@@ -164,8 +164,8 @@ def test_a_warmed_decoder_carries_on_at_the_senders_level(celt: bool, hz: int) -
 
 async def test_an_idle_playout_counts_what_it_forwards_and_decodes_from_when_asked() -> None:
     """While nothing needs a forwarded leg's audio, its packets are forwarded and counted (the
-    reports' loss and bit rate) but never decoded, and no frame is handed on; once something
-    asks, the next packets are decoded into frames of the tone."""
+    reports' loss and bit rate) but never decoded, no frame is handed on and the leg is off
+    the clock; once something asks, the next packets are decoded into frames of the tone."""
     frames = Frames()
     tasks = TaskSet("test")
     playout = Playout(frames.append, BusStats(), tasks)
@@ -189,12 +189,14 @@ async def test_an_idle_playout_counts_what_it_forwards_and_decodes_from_when_ask
         await asyncio.sleep(0.02)
     assert forwarded == list(range(20)) and playout.not_decoded == 20
     assert decodes == 0 and len(frames) == 0
+    assert not playout.clocked  # idle: no tick of its own (it would hand nothing on)
     assert playout.stats.packets_received == 20 and playout.stats.bytes_received > 20 * 40
     wanted = True
     for seq, p in enumerate(packets[20:], start=20):
         playout.packet(seq, seq * 960, p, time.monotonic())
         await asyncio.sleep(0.02)
     await frames.wait(15)
+    assert playout.clocked
     playout.stop()
     await tasks.close()
     assert forwarded == list(range(40)) and playout.not_decoded == 20
@@ -204,6 +206,30 @@ async def test_an_idle_playout_counts_what_it_forwards_and_decodes_from_when_ask
     # playout now and then, and a concealed frame fades (618 RMS seen beside a full suite);
     # silence would be none of them.
     assert sum(level > 1000 for level in levels) >= 12, levels
+
+
+async def test_a_playout_leaves_the_clock_while_idle_and_comes_back_when_decoding() -> None:
+    """A leg decoding is on the worker clock; idle (its packets forwarded, nothing needing
+    them decoded) it leaves it, with nothing to hand on; asked for its audio again, it is back
+    on the clock from the next packet."""
+    frames = Frames()
+    tasks = TaskSet("test")
+    playout = Playout(frames.append, BusStats(), tasks)
+    wanted = [True]
+    playout.forward_to(lambda seq, ts, payload, at: None, lambda at: wanted[0])
+    packets = opus_packets(9)
+    for seq, p in enumerate(packets):
+        if seq == 3:
+            assert playout.clocked
+            wanted[0] = False
+        if seq == 6:
+            assert not playout.clocked and playout.not_decoded == 3
+            wanted[0] = True
+        playout.packet(seq, seq * 960, p, time.monotonic())
+    assert playout.clocked
+    playout.stop()
+    await tasks.close()
+    assert not playout.clocked
 
 
 def _level_off_by(meter: Any, decoder: Any, packets: list[bytes]) -> float:
