@@ -155,7 +155,6 @@ class ParkedTrack(OpusBusTrack):
         old, self.sink = self.sink, _Nothing()
         old.detach()
         self.pass_through = None
-        self._forwarding = False
 
     def resume(self, sink: Any, priming: int = 0) -> None:
         """On ``sink``, back on the clock (its first frame at once); ``priming``: that many

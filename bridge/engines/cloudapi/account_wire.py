@@ -128,12 +128,3 @@ def _settings(value: dict[str, Any]) -> list[AccountNotice] | None:
         return []  # another kind of number setting changed
     return [AccountNotice("settings", meta_id=meta_id, calling=calling)]
 
-
-def notice_numbers(body: Mapping[str, Any]) -> tuple[str, str]:
-    """The number a body's first notice names: (Meta's ``phone_number_id``, phone digits);
-    empty strings where it names none (the front door routes by either)."""
-    notices, _bad = account_notices(body)
-    for notice in notices:
-        if notice.meta_id or notice.phone:
-            return notice.meta_id, notice.phone
-    return "", ""

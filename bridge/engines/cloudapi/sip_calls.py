@@ -16,7 +16,6 @@ end reason as on Graph (:mod:`.codes`: ``media_timeout``, ``call_limit_reached``
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +52,6 @@ class SipCall:
     answer_sdp: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     handed_over: bool = False
-    invited_at: float = field(default_factory=time.monotonic)
     confirmed_at: float | None = None
     """When the dialog was confirmed (the ACK to our 200, or our ACK to Meta's)."""
 
