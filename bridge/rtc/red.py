@@ -20,14 +20,12 @@ from __future__ import annotations
 
 from collections import deque
 
-
-def _lines(sdp: str) -> list[str]:
-    return [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln]
+from .sdp import sdp_lines
 
 
 def offered_red(offer: str) -> tuple[int, int] | None:
     """(RED payload type, Opus payload type) when the offer's audio has RED over Opus."""
-    lines = _lines(offer)
+    lines = sdp_lines(offer)
     opus = red = None
     for ln in lines:
         low = ln.lower()
@@ -48,7 +46,7 @@ def offered_red(offer: str) -> tuple[int, int] | None:
 def add_red(answer: str, red: int, opus: int) -> str:
     """``answer`` with RED listed first on its audio m-line (the browser then sends RED)."""
     out: list[str] = []
-    for ln in _lines(answer):
+    for ln in sdp_lines(answer):
         if ln.startswith("m=audio ") and str(opus) in ln.split()[3:]:
             parts = ln.split()
             ln = " ".join([*parts[:3], str(red), *[p for p in parts[3:] if p != str(red)]])

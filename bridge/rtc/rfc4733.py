@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from ..audio.dtmf import DIGITS
+from .sdp import sdp_lines
 
 log = logging.getLogger(__name__)
 
@@ -220,16 +221,12 @@ class KeyPresses:
                 log.exception("a key press's done callback failed")
 
 
-def _sdp_lines(sdp: str) -> list[str]:
-    return [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln]
-
-
 def offered_telephone_event(offer: str) -> tuple[int, int] | None:
     """The ``telephone-event`` payload type and clock rate of the offer's first audio m-line
     (8000 Hz preferred: its durations reach 8 s, 48 kHz's only 1.36 s)."""
     found: dict[int, int] = {}
     in_audio = seen_audio = False
-    for ln in _sdp_lines(offer):
+    for ln in sdp_lines(offer):
         if ln.startswith("m="):
             in_audio = ln.startswith("m=audio ") and not seen_audio
             seen_audio = seen_audio or in_audio
@@ -251,7 +248,7 @@ def add_telephone_event(answer: str, pt: int, rate: int) -> str:
     m-line: the browser may then use its ``RTCDTMFSender``."""
     out: list[str] = []
     in_audio = done = False
-    for ln in _sdp_lines(answer):
+    for ln in sdp_lines(answer):
         if ln.startswith("m="):
             if in_audio and not done:
                 out += [f"a=rtpmap:{pt} telephone-event/{rate}", f"a=fmtp:{pt} 0-15"]

@@ -127,4 +127,3 @@ def _settings(value: dict[str, Any]) -> list[AccountNotice] | None:
     if not isinstance(calling, dict):
         return []  # another kind of number setting changed
     return [AccountNotice("settings", meta_id=meta_id, calling=calling)]
-

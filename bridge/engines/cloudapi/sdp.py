@@ -21,6 +21,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ...rtc.sdp import opus_parameters, sdp_lines
+
 DTMF_PT = 126
 """The payload type Meta offers ``telephone-event/8000`` on (and the one our offers use)."""
 
@@ -71,7 +73,7 @@ def answered_codec(answer: str, offered: tuple[str, ...]) -> str:
     """The codec Meta's answer to our offer of ``offered`` (:func:`leg_codecs`) chose: the
     first of its audio m-line's payload types that names one of them. ``ValueError`` when
     it names none (not an answer to that offer)."""
-    lines = _lines(answer)
+    lines = sdp_lines(answer)
     names: dict[str, str] = {}
     for ln in lines:
         if m := re.match(r"^a=rtpmap:(\d+) (opus|PCM[AU])/", ln, re.I):
@@ -82,10 +84,6 @@ def answered_codec(answer: str, offered: tuple[str, ...]) -> str:
         if codec in offered:
             return codec
     raise ValueError(f"Meta's answer has none of the codecs offered ({', '.join(offered)})")
-
-
-def _lines(sdp: str) -> list[str]:
-    return [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln]
 
 
 def _rtpmap(lines: list[str], codec: str) -> int | None:
@@ -99,16 +97,10 @@ def _rtpmap(lines: list[str], codec: str) -> int | None:
 
 def read_remote(sdp: str) -> RemoteAudio:
     """Opus' payload type and fmtp (bitrate cap, FEC) and telephone-event's payload type."""
-    lines = _lines(sdp)
+    lines = sdp_lines(sdp)
     opus = _rtpmap(lines, "opus/48000")
     dtmf = _rtpmap(lines, "telephone-event/8000")
-    params: dict[str, str] = {}
-    if opus is not None:
-        for ln in lines:
-            if ln.startswith(f"a=fmtp:{opus} "):
-                for part in ln.split(" ", 1)[1].split(";"):
-                    key, _, value = part.strip().partition("=")
-                    params[key.lower()] = value.strip()
+    params = opus_parameters(sdp)
     try:
         bitrate = int(params.get("maxaveragebitrate", DEFAULT_BITRATE))
     except ValueError:
@@ -126,7 +118,7 @@ def for_meta(sdp: str, dtmf_pt: int = DTMF_PT) -> str:
     """Our SDP (offer or answer) as Meta accepts it: only the sha-256 fingerprint, Opus with
     the wideband-voice fmtp (or the one G.711 answered) and ``ptime:20``, and
     ``telephone-event/8000`` on ``dtmf_pt``."""
-    lines = _lines(sdp)
+    lines = sdp_lines(sdp)
     opus = _rtpmap(lines, "opus/48000")
     audio = opus
     if audio is None:  # a G.711 answer (``answer_codec``): telephone-event follows it
