@@ -1,28 +1,15 @@
 """``PeerLeg``: one aiortc peer connection the bridge terminates, written once for every leg.
 
 A browser's session (:mod:`.session`) and the Cloud API's WhatsApp-side peer
-(``engines/cloudapi/peer.py``) are both a leg: an ``RTCPeerConnection`` configured with the
-bridge's ICE, ports and guard, whose audio sender plays a bus-backed track and whose receive
-path is the bridge's own (:mod:`.uplink`: ``audio/receiver.py`` on a 20 ms clock). What they
-share lives here:
+(``engines/cloudapi/peer.py``) are both a leg. What they share lives here: the set-up (the
+transport hooks, ICE configuration, port scope, public address, :meth:`PeerLeg.start_media`);
+the media, an :class:`~.rtp_leg.RtpLeg` on the ICE connection with DTLS's keys
+(:mod:`.dtls_srtp`: aiortc's sender and receiver never start); why it failed, logged once and
+counted in ``bridge_webrtc_failures_total``; the stats (:mod:`.quality`); and an idempotent
+close, children in reverse order of creation, aiortc's objects released at once
+(:mod:`.release`).
 
-* **set-up**: the transport hooks, the configuration, the port scope around negotiation, the
-  public address in the local description, the sender's track and the receive path
-  (:meth:`PeerLeg.start_media`);
-* **diagnosis**: why the connection failed (ICE, DTLS: :func:`~.dtls.diagnose`; or the far end
-  closing it, which aioice also does when ICE consent expires), logged once and counted in
-  ``bridge_webrtc_failures_total``;
-* **close**: idempotent, concurrent callers share one teardown, children in reverse order of
-  creation, aiortc's and aioice's objects released at once (:mod:`.release`);
-* **media**: the leg's RTP, as every RTP leg's (:mod:`.rtp_leg`: its session with RTP and
-  RTCP both ways and the receiver statistics, the receiver, the clocked sender) on its ICE
-  connection with the keys DTLS set up as its wire (:mod:`.dtls_srtp`: aiortc's sender and
-  receiver never start);
-* **stats**: RTP/RTCP samples of that session (:mod:`.quality`), the receiver's W3C counters;
-  the far end's loss reports go to the encoder as they arrive (``rtc/protection.py``).
-
-A subclass adds only what is its own (a browser's offer/answer, participants, RED and key
-presses; Meta's SDP rules and DTMF for the WhatsApp side) and its hooks:
+A subclass adds what is its own (offer/answer, RED, key presses) and its hooks,
 :meth:`PeerLeg._state_changed` and :meth:`PeerLeg._detach`.
 """
 

@@ -1,19 +1,16 @@
 """RED (RFC 2198) audio redundancy with browsers: each packet also carries the previous frame.
 
-Chromium offers ``red/48000/2`` carrying Opus (``a=fmtp:<red> <opus>/<opus>``); answered with
-RED first, it sends every Opus frame twice, the second time inside the next packet, so a
-single lost packet costs nothing and a burst of two costs one frame — better than in-band FEC,
-which only rebuilds a lower-quality copy. aiortc knows no RED, so the answer is rewritten here,
-and the leg's RTP session (``rtc/rtp_session.py``) splits RED packets: the primary block goes
-on as a plain Opus packet (counted in the session's RTCP statistics, so the loss reports the
-browser gets stay right), the redundant block goes straight to the leg's receiver
-(``audio/receiver.py``), which uses it only for a frame it has not got.
+Chromium offers ``red/48000/2`` over Opus; answered with RED first, it sends every frame again
+inside the next packet, so a lost packet costs nothing and a burst of two costs one frame —
+better than in-band FEC's lower-quality copy. aiortc knows no RED, so the answer is rewritten
+here, and the leg's RTP session splits RED packets: the primary goes on as plain Opus (counted
+in RTCP, so the browser's loss reports stay right), the redundant block to the receiver, which
+uses it only for a frame it lacks.
 
-The other way, :class:`RedWrapper` builds the RED packets the bridge sends a browser that
-offered RED, while the downlink's loss calls for it (``rtc/protection.py``): the frame and the
-one or two before it, each block exactly the Opus payload sent before (forwarded packets stay
-bit-exact inside). A clean link gets plain Opus packets: both payload types were negotiated,
-so NetEq takes either, and RED costs nothing until a loss is reported.
+The other way, :class:`RedWrapper` builds RED packets for such a browser while the downlink's
+loss calls for it (``rtc/protection.py``), each block exactly the Opus payload sent before. A
+clean link gets plain Opus: both payload types were negotiated, so RED costs nothing until a
+loss is reported.
 """
 
 from __future__ import annotations
