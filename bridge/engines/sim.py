@@ -1,12 +1,10 @@
-"""The embedded simulated WhatsApp network (``BRIDGE_ENGINE=sim``, the default).
+"""The embedded simulated WhatsApp network (``BRIDGE_ENGINE=sim``, the default;
+docs/engines/sim.md).
 
-It behaves like a remote engine seen through the ``Engine`` protocol: dialling rings for
-``sim_answer_delay`` seconds and then answers; the remote party echoes what it hears after
-``sim_echo_delay`` seconds (or sends a tone, or silence); it can hang up by itself after
-``sim_hangup_after`` seconds; inbound calls are created on demand. Its far end lives in
-this worker, so it joins the call by the door the Cloud API's WhatsApp leg uses: a
-``ClockedChannel`` plugged into the WhatsApp side's ``CallPort`` (``media/conference.py``),
-heard and asked on the worker clock's engine phase each tick, with no task or timer of its own.
+Dialling rings for ``sim_answer_delay`` seconds and then answers; the far end echoes what it
+hears after ``sim_echo_delay`` seconds (or sends a tone, or silence) and may hang up after
+``sim_hangup_after``. Its far end lives in this worker: a ``ClockedChannel`` on the worker
+clock, as the Cloud API's WhatsApp leg is, with no task or timer of its own.
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
 """Meta's webhooks about a business number rather than a call, as typed models.
 
-Two fields of Meta's ``whatsapp_business_account`` webhooks (Meta Cloud API Calling: Business
-initiated calling quality, and the Webhooks reference for ``account_update`` and
-``account_settings_update``):
-
-- ``account_update``: ``value.event`` ``ACCOUNT_VIOLATION`` (a warning, ``violation_info``
-  ``{violation_type}``) or ``ACCOUNT_RESTRICTION`` (``restriction_info`` — a list of
-  ``{restriction_type, expiration}``, the expiration in Unix seconds; calling's is
-  ``RESTRICTED_BUSINESS_INITIATED_CALLING``), about ``value.phone_number``;
-- ``account_settings_update``: ``value.type`` ``phone_number_settings`` with
-  ``phone_number_settings: {phone_number_id, calling: {…}}``, sent when a number's calling
-  settings changed (here or in Meta's tools).
-
-Other ``account_update`` events (a business's country, a ban, …) are read and ignored; an item
-without the documented shape is counted as malformed.
+Two fields of ``whatsapp_business_account`` webhooks (Meta's Webhooks reference):
+``account_update`` (``ACCOUNT_VIOLATION`` with ``violation_info``, or ``ACCOUNT_RESTRICTION``
+with ``restriction_info``, a list of ``{restriction_type, expiration}`` in Unix seconds) and
+``account_settings_update`` (``phone_number_settings: {phone_number_id, calling}``). Other
+``account_update`` events are read and ignored; an item without the documented shape is counted
+as malformed.
 """
 
 from __future__ import annotations

@@ -1,20 +1,15 @@
 """Meta's own call recordings and transcripts, as they travel (Meta Cloud API Calling: Call
-recording, Call transcription).
+recording, Call transcription; docs/engines/cloudapi.md, *Meta's recordings and transcripts*).
 
-Asked for per call: ``recording`` / ``transcription`` objects ``{status: "ENABLED", purpose,
-announcement_language}`` on the ``connect`` (business-initiated) or ``accept``
-(user-initiated) action; our API's camelCase ``{"purpose", "announcementLanguage"}`` is read
-by :func:`meta_options`. Delivered after the call as ``calls`` webhook items with ``event``
-``call_recording_available`` (``call_recording.audio``) or ``call_transcription_available``
-(``call_transcript.document``), each a media asset ``{id, sha256, mime_type, url}`` whose URL
-lives a few minutes (:func:`artifact_events`). A transcript document's ``transcript`` holds
-``language`` and ``segments`` with their ``words``, channel 0 the business and 1 the user
-(:func:`transcript_words`).
+Asked for per call on the ``connect`` or ``accept`` action (:func:`meta_options` reads our
+API's camelCase). Delivered after the call as ``calls`` webhook items
+``call_recording_available`` / ``call_transcription_available``, each a media asset whose URL
+lives a few minutes (:func:`artifact_events`); a transcript's segments are channel 0 the
+business, 1 the user (:func:`transcript_words`).
 
-Meta's voicemail (after a rejected or unanswered call Meta takes a message) arrives as a
-``messages`` webhook item of ``type`` ``audio`` (``audio: {id, mime_type, sha256?, voice?}``)
-whose ``id`` (or ``context.id``) is the call's wacid — the issue's description, the public
-references this project works from name no other field (:func:`voicemail_item`).
+Meta's voicemail arrives as a ``messages`` item of ``type`` ``audio`` whose ``id`` (or
+``context.id``) is the call's wacid — the issue's description: the public references this
+project works from name no other field (:func:`voicemail_item`).
 """
 
 from __future__ import annotations

@@ -1,19 +1,15 @@
 """SDP as Meta's media servers take it (Meta's Cloud API Calling documentation, its Media section).
 
-aiortc's SDP differs from what Meta accepts in three ways, fixed here on the text we send:
-it lists sha-384 and sha-512 fingerprints besides sha-256 (Meta refuses them: 100/2494010),
-it does not know ``telephone-event`` (Meta's DTMF, payload type 126), and its Opus ``fmtp``
-describes 48 kHz stereo. Everything else (one audio m-line, BUNDLE, rtcp-mux, every candidate,
-``a=setup:active`` in answers) is what aiortc already writes.
+aiortc's SDP differs from what Meta accepts in three ways, fixed here on the text we send: it
+lists sha-384 and sha-512 fingerprints besides sha-256 (Meta refuses them: 100/2494010), it
+does not know ``telephone-event`` (Meta's DTMF, payload type 126), and its Opus ``fmtp``
+describes 48 kHz stereo.
 
-A number with ``audio.additional_codecs`` (Meta's call settings) gets offers that carry
-G.711 (``PCMA``/``PCMU``, static payload types 8 and 0) besides Opus; Meta transcodes to
-whichever the business answers with. :func:`answer_codec` picks it: Opus unless the call's
-other leg speaks a G.711 that Meta offered (a PBX phone: its packets then go through as they
-are, ``calls/forwarding.py``). The answer carries that one codec and ``telephone-event``.
-A business-initiated call placed for such a phone (a PBX's INVITE through a trunk) offers
-the same codecs by the same rule, :func:`leg_codecs`, preferred first and Opus last; the leg
-then runs in the one Meta's answer names (:func:`answered_codec`).
+A number with ``audio.additional_codecs`` gets offers with G.711 besides Opus, and Meta
+transcodes to whichever the business answers with. :func:`leg_codecs` is the one rule: the
+call's other leg's G.711 when Meta takes it (a PBX phone: its packets then go through as they
+are), else Opus; :func:`answer_codec` answers with it, our own offers list the same codecs and
+:func:`answered_codec` reads which Meta picked.
 """
 
 from __future__ import annotations

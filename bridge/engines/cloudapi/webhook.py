@@ -1,11 +1,9 @@
 """Cloud API webhooks: signature, verification handshake, and the envelope's call events.
 
-Meta signs every POST with ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body,
-keyed with the app secret>``; the bridge checks it on the raw bytes in constant time before it
-parses anything. The envelope ``{"object", "entry": [{"changes": [{"field": "calls",
-"value": {"calls": [...], "statuses": [...]}}]}]}`` may carry several entries and changes;
-:func:`call_events` flattens it and skips (counting) what does not have the documented shape;
-:func:`webhook_calls` reads the same events for a cluster's router (which calls, a new one?).
+Meta signs every POST with ``X-Hub-Signature-256`` (HMAC-SHA256 of the raw body with the app
+secret), checked in constant time before anything is parsed. :func:`call_events` flattens the
+envelope's entries and changes, skipping (and counting) what lacks the documented shape;
+:func:`webhook_calls` reads the same for a cluster's router.
 """
 
 from __future__ import annotations
