@@ -64,7 +64,117 @@ def install_transport_hooks() -> None:
     aiortc_seam.install()
 
 
-class PeerLeg:
+class RtpLegOwner:
+    """What every leg that owns an :class:`~.rtp_leg.RtpLeg` shows and lends, written once: its
+    quality samples, its packets forwarded both ways (``calls/forwarding.py``), its receiver's
+    counters. A peer connection (:class:`PeerLeg`) is one, and so is Meta's SDES leg
+    (``engines/cloudapi/sdes.py``)."""
+
+    state: str
+    session: RtpSession
+
+    def __init__(self) -> None:
+        self.created_at = time.monotonic()
+        self.connected_at: float | None = None
+        self.totals = Quality()
+        """Cumulative RTP counters (absolute, not deltas)."""
+        self.last: Quality | None = None
+        self.mos: float | None = None
+        self.leg: RtpLeg | None = None
+        """The leg's RTP (``rtp_leg.py``: the session, its receiver, the sender playing its
+        track, its reports), once its media is set up."""
+        self._closed = False
+        self._close_expected = False
+
+    # -- pass-through (rtc/passthrough.py)
+    def forward_to(
+        self,
+        offer: Callable[[int, int, bytes, float], None] | None,
+        needs_pcm: Callable[[float], bool] | None = None,
+        meters: tuple[LevelMeter, ...] = (),
+    ) -> None:
+        """Packets from here go there: also hand each Opus packet this leg receives,
+        untouched, with its arrival time, to ``offer`` (another leg's :meth:`forward_from`);
+        ``None`` stops. While ``needs_pcm(at)`` says no, they are not decoded (``rtc/uplink.py``,
+        an idle leg) but for a level sample a second, into ``meters``."""
+        if self.leg is not None:
+            self.leg.forward_to(offer, needs_pcm, meters)
+
+    @property
+    def not_decoded(self) -> int:
+        """Packets received and forwarded but not decoded: nothing on the bus needed them."""
+        return self.leg.playout.not_decoded if self.leg is not None else 0
+
+    def report_loss_beyond(self, loss: Callable[[], float] | None) -> None:
+        """While this leg's packets are forwarded into another leg, tell its sender the loss
+        there too (``rtp_session.py``: our receiver reports carry it); ``None`` stops."""
+        if self.leg is not None:
+            self.leg.report_loss_beyond(loss)
+
+    def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
+        """Packets from there go here: let this leg's sender send another leg's Opus packets
+        (offered to the returned ``PassThrough``, e.g. by its :meth:`forward_to`) untouched
+        while ``allowed()``, numbered by its lean sender's stream, in the sequence its own
+        packets (and DTMF events) share; ``None`` when it does not encode Opus itself or has
+        no sender (yet)."""
+        if self._closed or self.leg is None:
+            return None
+        return self.leg.forward_from(allowed)
+
+    def expect_close(self) -> None:
+        """The call is over in signalling (a hang-up sent, the far end's end received): the
+        far end closing the connection from now on is the normal end, not a failure."""
+        self._close_expected = True
+
+    @property
+    def last_media(self) -> float | None:
+        """When the latest RTP packet arrived (monotonic)."""
+        return self.leg.playout.last_packet if self.leg is not None else None
+
+    @property
+    def receiver_stats(self) -> ReceiverStats | None:
+        """The receiver's counters (``None`` before the media was set up)."""
+        return self.leg.receiver_stats if self.leg is not None else None
+
+    @property
+    def octets_sent(self) -> int | None:
+        """Payload octets sent on its Opus stream (the session's count, RFC 3550 §6.4.1);
+        ``None`` before its media was set up."""
+        return self.leg.stream.octets if self.leg is not None else None
+
+    @property
+    def connect_ms(self) -> float | None:
+        """Milliseconds from the leg's creation to its connection being up."""
+        if self.connected_at is None:
+            return None
+        return round((self.connected_at - self.created_at) * 1000, 1)
+
+    async def sample_quality(self) -> Quality | None:
+        """Read the session's RTP/RTCP counters while connected; returns the change since the
+        last sample. (The encoder hears the far end's loss report by report: ``start_media``.)"""
+        if self._closed or self.state != "connected":
+            return None
+        now = self.session.quality()
+        delta = sample(now, self.totals, self.leg.playout if self.leg is not None else None)
+        self.totals = now
+        self.last = delta
+        return delta
+
+    def quality_json(self) -> dict[str, Any]:
+        """The numbers every leg has, for ``GET /call/{callID}/stats``."""
+        last = self.last
+        return {
+            "state": self.state,
+            "totals": self.totals.as_json(),
+            "lastSample": last.as_json() if last else None,
+            "lossFraction": last.loss_fraction if last else None,
+            "mos": None if self.mos is None else round(self.mos, 2),
+            # The receiver, in W3C RTCInboundRtpStreamStats names (audio/receiver.py).
+            "receiver": None if self.leg is None else self.leg.receiver_stats.as_w3c(),
+        }
+
+
+class PeerLeg(RtpLegOwner):
     """One peer connection of a call, with the bridge's sender track and receive path.
 
     ``state`` follows aiortc's ``connectionState`` (``new``, ``connecting``, ``connected``,
@@ -90,6 +200,7 @@ class PeerLeg:
         log_extra: Mapping[str, Any] | None = None,
     ) -> None:
         install_transport_hooks()
+        super().__init__()
         self.name = name
         """What the logs call this leg."""
         self.public_ip = ice.public_ip if ice is not None else ""
@@ -101,24 +212,13 @@ class PeerLeg:
         self.failure_stage: str | None = None
         self.failure_reason: str | None = None
         """Why the leg failed (``ice``/``dtls``/``timeout`` and a reason), else ``None``."""
-        self.created_at = time.monotonic()
-        self.connected_at: float | None = None
-        self.totals = Quality()
-        """Cumulative RTP counters (absolute, not deltas)."""
-        self.last: Quality | None = None
-        self.mos: float | None = None
         self._track: OpusBusTrack | None = None
         self.session = RtpSession(secrets.randbits(32), f"bridge-{secrets.token_hex(6)}")
         """The leg's RTP session: RTP and RTCP both ways (``rtp_session.py``)."""
-        self.leg: RtpLeg | None = None
-        """The leg's RTP (``rtp_leg.py``: the session, its receiver, the sender playing its
-        track, its reports), once its media is set up (:meth:`start_media`)."""
         self._wire: DtlsSrtp | None = None
         """The leg's wire: the ICE connection, with DTLS's keys (``dtls_srtp.py``)."""
         self._tasks = TaskSet(tasks)
         self._close_lock = asyncio.Lock()
-        self._closed = False
-        self._close_expected = False
         self._log_extra = dict(log_extra or {})
         self.pc.on("connectionstatechange", self._pc_state_changed)
 
@@ -174,46 +274,11 @@ class PeerLeg:
         """``sdp`` with the bridge's public address in its candidates (1:1 NAT)."""
         return advertise_public_ip(sdp, self.public_ip)
 
-    # -- pass-through (rtc/passthrough.py)
-    def forward_to(
-        self,
-        offer: Callable[[int, int, bytes, float], None] | None,
-        needs_pcm: Callable[[float], bool] | None = None,
-        meters: tuple[LevelMeter, ...] = (),
-    ) -> None:
-        """Packets from here go there: also hand each Opus packet this leg receives,
-        untouched, with its arrival time, to ``offer`` (another leg's :meth:`forward_from`);
-        ``None`` stops. While ``needs_pcm(at)`` says no, they are not decoded (``rtc/uplink.py``,
-        an idle leg) but for a level sample a second, into ``meters``."""
-        if self.leg is not None:
-            self.leg.forward_to(offer, needs_pcm, meters)
-
-    @property
-    def not_decoded(self) -> int:
-        """Packets received and forwarded but not decoded: nothing on the bus needed them."""
-        return self.leg.playout.not_decoded if self.leg is not None else 0
-
-    def report_loss_beyond(self, loss: Callable[[], float] | None) -> None:
-        """While this leg's packets are forwarded into another leg, tell its sender the loss
-        there too (``rtp_session.py``: our receiver reports carry it); ``None`` stops."""
-        if self.leg is not None:
-            self.leg.report_loss_beyond(loss)
-
     @property
     def far_end_loss(self) -> float:
         """The share of what this leg sent that the far end's receiver reports say was lost
         (the latest quality sample)."""
         return self.last.far_end_loss if self.last is not None else 0.0
-
-    def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
-        """Packets from there go here: let this leg's sender send another leg's Opus packets
-        (offered to the returned ``PassThrough``, e.g. by its :meth:`forward_to`) untouched
-        while ``allowed()``, numbered by its lean sender's stream, in the sequence its own
-        packets (and DTMF events) share; ``None`` when it does not encode Opus itself or has
-        no sender (yet)."""
-        if self._closed or self.leg is None:
-            return None
-        return self.leg.forward_from(allowed)
 
     # -- state and diagnosis
     @property
@@ -227,11 +292,6 @@ class PeerLeg:
         if self.failure_reason is None:
             return None
         return f"{self.failure_stage}: {self.failure_reason}"
-
-    def expect_close(self) -> None:
-        """The call is over in signalling (a hang-up sent, the far end's end received): the
-        far end closing the connection from now on is the normal end, not a failure."""
-        self._close_expected = True
 
     def _pc_state_changed(self) -> None:
         state = self.pc.connectionState
@@ -274,53 +334,6 @@ class PeerLeg:
         )
 
     # -- stats
-    @property
-    def last_media(self) -> float | None:
-        """When the latest RTP packet arrived (monotonic)."""
-        return self.leg.playout.last_packet if self.leg is not None else None
-
-    @property
-    def receiver_stats(self) -> ReceiverStats | None:
-        """The receiver's counters (``None`` before the media was set up)."""
-        return self.leg.receiver_stats if self.leg is not None else None
-
-    @property
-    def octets_sent(self) -> int | None:
-        """Payload octets sent on its Opus stream (the session's count, RFC 3550 §6.4.1);
-        ``None`` before its media was set up."""
-        return self.leg.stream.octets if self.leg is not None else None
-
-    @property
-    def connect_ms(self) -> float | None:
-        """Milliseconds from the leg's creation to its connection being up."""
-        if self.connected_at is None:
-            return None
-        return round((self.connected_at - self.created_at) * 1000, 1)
-
-    async def sample_quality(self) -> Quality | None:
-        """Read the session's RTP/RTCP counters while connected; returns the change since the
-        last sample. (The encoder hears the far end's loss report by report: ``start_media``.)"""
-        if self._closed or self.state != "connected":
-            return None
-        now = self.session.quality()
-        delta = sample(now, self.totals, self.leg.playout if self.leg is not None else None)
-        self.totals = now
-        self.last = delta
-        return delta
-
-    def quality_json(self) -> dict[str, Any]:
-        """The numbers every leg has, for ``GET /call/{callID}/stats``."""
-        last = self.last
-        return {
-            "state": self.state,
-            "totals": self.totals.as_json(),
-            "lastSample": last.as_json() if last else None,
-            "lossFraction": last.loss_fraction if last else None,
-            "mos": None if self.mos is None else round(self.mos, 2),
-            # The receiver, in W3C RTCInboundRtpStreamStats names (audio/receiver.py).
-            "receiver": None if self.leg is None else self.leg.receiver_stats.as_w3c(),
-        }
-
     # -- close
     def _detach(self) -> None:
         """A subclass's hook, first thing in :meth:`close`: stop feeding and being fed."""

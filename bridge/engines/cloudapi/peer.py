@@ -33,7 +33,6 @@ hands it over to it (``CloudApiEngine.take_leg``): from then on the runtime clos
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from aiortc import RTCRtpCodecCapability, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 
@@ -176,24 +175,6 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         """The receiver's counters and the last round-trip time (``calls/reports.py``)."""
         last = self.last
         return self.receiver_stats, last.rtt_s if last is not None else None
-
-    def leg_json(self) -> dict[str, Any]:
-        track = self._track if isinstance(self._track, OpusBusTrack) else None
-        return {
-            **self.quality_json(),
-            "failure": self.failure,
-            "connectMs": self.connect_ms,
-            "framesReceived": self.port.frames,
-            "framesSent": track.frames_sent if track is not None else 0,
-            "silentFramesSent": track.silent_frames if track is not None else 0,
-            "framesForwarded": track.forwarded_frames if track is not None else 0,
-            "packetsNotDecoded": self.not_decoded,
-            "sendUnderruns": self.port.source.empty,
-            "rtpLate": self.rx.uplink_rtp_late,
-            "decodeErrors": self.rx.uplink_decode_errors,
-            "dtmfPresses": self.dtmf.presses,
-            "dtmfSent": self.keys_out.presses,
-        }
 
     # -- close
     def _detach(self) -> None:

@@ -42,12 +42,9 @@ from typing import Any
 from ...audio.receiver_stats import ReceiverStats
 from ...config import IceSettings
 from ...errors import BadOffer
-from ...media import LevelMeter
 from ...rtc import counters
-from ...rtc.leg import Quality
-from ...rtc.passthrough import PassThrough
+from ...rtc.leg import RtpLegOwner
 from ...rtc.protection import LossProtection
-from ...rtc.quality import sample
 from ...rtc.rtcp_schedule import AVP_MIN_INTERVAL
 from ...rtc.rtp_leg import RtpLeg
 from ...rtc.rtp_session import RtpSession
@@ -69,11 +66,12 @@ MEDIA_TIMEOUT = 30.0
 """Seconds without an authenticated packet before the leg fails (Meta ends such a call too)."""
 
 
-class SdesPeer(WhatsAppLeg):
+class SdesPeer(WhatsAppLeg, RtpLegOwner):
     """One call's SDES-SRTP leg to Meta (see the module docstring)."""
 
     what = "WhatsApp-side SDES-SRTP"
     leg_words = "SDES leg"
+    leg: RtpLeg
 
     def __init__(
         self,
@@ -87,17 +85,13 @@ class SdesPeer(WhatsAppLeg):
         rtcp_interval: float = AVP_MIN_INTERVAL,
         media_timeout: float = MEDIA_TIMEOUT,
     ) -> None:
+        super().__init__()
         self.name = name
         self._ice = ice
         self.rtcp_interval, self.media_timeout = rtcp_interval, media_timeout
         self.state = "new"
         self.failure: str | None = None
-        self.created_at = time.monotonic()
         self.started_at: float | None = None
-        self.connected_at: float | None = None
-        self.mos: float | None = None
-        self.last: Quality | None = None
-        self.totals = Quality()
         self._tasks = TaskSet(f"sdes-peer[{name}]")
         self.socket = SrtpSocket(name, self._on_rtp, self._on_rtcp)
         self.crypto: Crypto | None = None
@@ -128,7 +122,6 @@ class SdesPeer(WhatsAppLeg):
         self.session, self.stream, self.rtcp = self.leg.session, self.leg.stream, self.leg.reports
         self.playout, self.rtcp_schedule = self.leg.playout, self.leg.rtcp_schedule
         self._close_lock = asyncio.Lock()
-        self._closed = self._close_expected = False
 
     @property
     def first_sent_at(self) -> float | None:
@@ -238,10 +231,6 @@ class SdesPeer(WhatsAppLeg):
     def answered(self) -> bool:
         return self._track is not None
 
-    def expect_close(self) -> None:
-        """The call is over in signalling: the far end going quiet is no failure now."""
-        self._close_expected = True
-
     # -- sending
     @property
     def running(self) -> bool:
@@ -282,55 +271,18 @@ class SdesPeer(WhatsAppLeg):
     def dead(self) -> bool:
         return self._closed or self.state == "failed"
 
-    def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
-        """Send the browser's Opus packets to WhatsApp untouched while ``allowed()``, numbered
-        by our stream; ``None`` before negotiation."""
-        return None if self._closed else self.leg.forward_from(allowed)
-
-    def forward_to(
-        self,
-        offer: Callable[[int, int, bytes, float], None] | None,
-        needs_pcm: Callable[[float], bool] | None = None,
-        meters: tuple[LevelMeter, ...] = (),
-    ) -> None:
-        """Also hand each Opus packet from WhatsApp, untouched, with its arrival time, to
-        ``offer``; not decoded while ``needs_pcm(at)`` says no (``rtc/uplink.py``, an idle leg)
-        but for a level sample a second, into ``meters``."""
-        self.leg.forward_to(offer, needs_pcm, meters)
-
-    def report_loss_beyond(self, loss: Callable[[], float] | None) -> None:
-        """While Meta's packets are forwarded untouched into another leg, our receiver
-        reports carry at least ``loss()``, the loss there (``rtc/rtp_session.py``)."""
-        self.leg.report_loss_beyond(loss)
-
     # -- stats
     @property
     def far_end_loss(self) -> float:
         return self.leg.far_end_loss
-
-    async def sample_quality(self) -> Quality | None:
-        """The change of the RTP/RTCP counters since the last sample (and the far end's loss
-        to the encoder); ``None`` until media has come."""
-        if self._closed or self.state != "connected":
-            return None
-        now = self.session.quality()
-        delta = sample(now, self.totals, self.playout)
-        self.totals = now
-        self.last = delta
-        return delta
 
     @property
     def timeline_stats(self) -> tuple[ReceiverStats | None, float | None]:
         """The receiver's counters and the last round-trip time (``calls/reports.py``)."""
         return self.leg.timeline_stats
 
-    @property
-    def receiver_stats(self) -> ReceiverStats | None:
-        """The receiver's counters (the timeline reads them once a second)."""
-        return self.leg.receiver_stats
-
     def leg_json(self) -> dict[str, Any]:
-        return sdes_rtp.leg_json(self, self._track)
+        return sdes_rtp.leg_json(self)
 
     # -- close
     async def close(self) -> None:

@@ -108,6 +108,25 @@ class WhatsAppLeg:
             raise MediaClosed(f"{self.name}: the WhatsApp-side {self.leg_words} is {self.state}")
         return PeerChannel(self)
 
+    def leg_json(self: Any) -> dict[str, Any]:
+        """The leg as a call's report shows it: every leg's numbers, then a WhatsApp leg's."""
+        track = self._track
+        return {
+            **self.quality_json(),
+            "failure": self.failure,
+            "connectMs": self.connect_ms,
+            "framesReceived": self.port.frames,
+            "framesSent": track.frames_sent if track is not None else 0,
+            "silentFramesSent": track.silent_frames if track is not None else 0,
+            "framesForwarded": track.forwarded_frames if track is not None else 0,
+            "packetsNotDecoded": self.not_decoded,
+            "sendUnderruns": self.port.source.empty,
+            "rtpLate": self.rx.uplink_rtp_late,
+            "decodeErrors": self.rx.uplink_decode_errors,
+            "dtmfPresses": self.dtmf.presses,
+            "dtmfSent": self.keys_out.presses,
+        }
+
     @property
     def receive_stats(self) -> ReceiveStats:
         """The Opus receiver's counters (summed with ``leg="whatsapp"``)."""
