@@ -1,16 +1,12 @@
 """A SIP participant of a WhatsApp call (``POST /call/participants`` with ``sip``): a phone
-behind the business's PBX, in the call's conference with a role like a browser.
+behind the business's PBX, in the call's conference with a role like a browser (docs/sip.md,
+*A phone in a WhatsApp call*).
 
-It is an attachment of the call (kind ``sip``): closed with the call, in reverse order of
-what it opened (the SIP leg hung up — ``BYE``, or ``CANCEL`` while it rings — the conference
-left, the media stopped). Its INVITE says who calls (``From``/``P-Asserted-Identity``: the
-WhatsApp user's number) and carries the WhatsApp context for the PBX to route on
-(``X-WA-Call-ID``, ``X-WA-Wacid``, ``X-WA-Number``, ``X-WA-Payload``). Events, each with its
-``participantID``: ``participant.ringing`` (the first ``180``/``183``), ``participant.joined``
-(the ``200``, media flowing) and ``participant.left`` with a ``reason`` (``busy``,
-``no_answer``, ``rejected``, ``failed`` — with ``sipCode`` — ``hung_up`` by the phone,
-``removed`` by the API, ``call_ended``); ``participant.held``/``unheld`` when the phone holds
-by re-INVITE (``reinvite.py``).
+It is an attachment of the call (kind ``sip``): closed with the call, in reverse order of what
+it opened (the SIP leg hung up — ``BYE``, or ``CANCEL`` while it rings — the conference left,
+the media stopped). Its INVITE carries the WhatsApp context for the PBX (``X-WA-*``); its
+events are ``participant.ringing``, ``joined``, ``left`` (with a ``reason``) and, by
+re-INVITE (``reinvite.py``), ``held``/``unheld``.
 """
 
 from __future__ import annotations

@@ -1,33 +1,13 @@
-"""The WhatsApp side of a Cloud API call: an aiortc peer connection to Meta's media servers,
-a clocked leg of this worker plugged into the call's WhatsApp-side door (``engines/pump.py``,
-``media/conference.py`` ``CallPort``).
+"""The WhatsApp side of a Cloud API call over WebRTC (``BRIDGE_CLOUDAPI_MEDIA=dtls``): an aiortc
+peer connection to Meta's media servers, a clocked leg of this worker plugged into the call's
+WhatsApp-side door (``engines/pump.py``).
 
-* What the WhatsApp user hears: in the worker clock's send phase the bridge's own
-  :class:`~bridge.rtc.tracks.OpusBusTrack` takes this tick's uplink frame from the bus
-  (:class:`~.channel.LegPort`: no queue, no prefill; silence while nothing is plugged) and
-  encodes it (16 kHz mono Opus at Meta's ``maxaveragebitrate``, in-band FEC) → the bridge's
-  lean RTP sender (:mod:`bridge.rtc.rtpsend`: packetise, SRTP, send; aiortc keeps ICE, DTLS
-  and RTCP).
-* What the agent hears: RTP → the receive path of :mod:`bridge.rtc.uplink` (the leg's
-  ``Receiver``: the one de-jitter stage, Opus decoded to 16 kHz in the loop) → in the
-  clock's receive phase, straight to the bus's downlink (``LegPort.received``).
-* DTMF: RTP packets of ``telephone-event``'s payload type are taken out before aiortc routes
-  RTP (it would drop them: it has no such codec) and fed to :class:`.dtmf.DtmfDetector`; key
-  presses the agent sends (``POST /call/dtmf``, a browser's ``RTCDTMFSender``) go to Meta as
-  RFC 4733 packets in our audio stream, in place of its audio on the track's clock (the
-  leg's bounded :class:`~bridge.rtc.rfc4733.KeyPresses`, sent by ``OpusBusTrack``).
-
-We are the full ICE agent against Meta's ICE-lite (aiortc takes the controlling role when the
-offer says ``a=ice-lite``, and as the offerer) and the DTLS client in answers
-(``a=setup:active``, aiortc's default). ICE failure or consent loss ends the channel with
-:class:`~bridge.engines.base.MediaFatal`: the call fails, it is not reconnected.
-
-The peer connection itself (set-up with the bridge's ICE, ports and guard, failure diagnosis,
-close, stats) is a :class:`~bridge.rtc.leg.PeerLeg`, as a browser's session is; what is
-Meta's is here: its SDP rules (:mod:`.sdp`: Opus and telephone-event only, a sha-256
-fingerprint, ``a=setup:active`` in answers), RFC 4733 both ways, and the pass-through source
-(the channel the pump reads). The engine makes the peer before the call's runtime exists and
-hands it over to it (``CloudApiEngine.take_leg``): from then on the runtime closes it.
+The peer connection itself (set-up, failure diagnosis, close, its RTP both ways on the worker
+clock) is a :class:`~bridge.rtc.leg.PeerLeg`, as a browser's session is; what the two WhatsApp
+legs share is :mod:`.shell`'s. What is Meta's is here: its SDP rules (:mod:`.sdp`), and the
+roles it takes: we are the full ICE agent against Meta's ICE-lite (aiortc takes the controlling
+role) and the DTLS client in answers (``a=setup:active``). ICE failure or consent loss ends the
+channel with :class:`~bridge.engines.base.MediaFatal`: the call fails, it is not reconnected.
 """
 
 from __future__ import annotations

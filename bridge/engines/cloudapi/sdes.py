@@ -1,33 +1,16 @@
 """The WhatsApp side of a Cloud API call over SDES-SRTP (``BRIDGE_CLOUDAPI_MEDIA=sdes``): plain
-RTP/SAVP on one UDP socket, keys from ``a=crypto`` (RFC 4568), no ICE, no DTLS.
+RTP/SAVP on one UDP socket (:mod:`bridge.rtc.srtpudp`), keys from ``a=crypto`` (RFC 4568), no
+ICE, no DTLS.
 
-Meta offers this media kind on its SIP road and with Graph signalling alike (its
-``srtp_key_exchange_protocol`` number setting). :class:`SdesPeer` has the outward shape of
-:class:`~.peer.WhatsAppPeer` (``answer``/``offer``/``apply_answer``, the channel the pump
-plugs into the call, RFC 4733 both ways, Opus pass-through to and from the browser,
-``leg_json``, an idempotent ``close``) and is built from the same parts, minus aiortc, put
-together once as every RTP leg's are (``rtc/rtp_leg.py`` ``RtpLeg``, on the socket as its
-wire):
+Meta offers this media kind on its SIP road and with Graph signalling alike. :class:`SdesPeer`
+has the outward shape of :class:`~.peer.WhatsAppPeer` and is built from the same parts minus
+aiortc: its RTP is an ``RtpLeg`` (``rtc/rtp_leg.py``) with the socket as its wire, RTCP at
+RTP/SAVP's intervals. Two things are its own:
 
-* **Out**: in the worker clock's send phase, this tick's uplink frame from the bus
-  (:class:`~.channel.LegPort`) → :class:`~bridge.rtc.tracks.OpusBusTrack` (16 kHz mono Opus at
-  Meta's bitrate, FEC; silence when nothing plays; a browser's packets untouched while
-  nothing mixes) → :class:`~bridge.rtc.rtpsend.RtpStream` (the one owner of
-  the stream's numbers, RFC 4733 events included) → SRTP → UDP (:mod:`bridge.rtc.srtpudp`).
-  **The first packet leaves as soon as the far end's address and key are known** (Meta sends
-  nothing until it has one) and media never stops for the whole call.
-* **In**: UDP → SRTP unprotect (failures dropped and counted) → the Opus payload to
-  :class:`~bridge.rtc.uplink.Playout` (``audio/receiver.py``'s ``Receiver``, the one
-  de-jitter stage, whose frame goes to the bus's downlink in the clock's receive phase; and
-  to the browser untouched while it hears the WhatsApp user alone), a telephone-event to the
-  DTMF detector.
-* **RTCP** both ways (:mod:`bridge.rtc.rtcp`: SR/RR with SDES CNAME, SRTCP), on the worker
-  clock at RTP/SAVP's intervals (``rtc/rtcp_schedule.py``: 5 s, randomised 0.5–1.5 ×, the
-  first sooner); the far end's reports give the loss the encoder plans FEC for and the
-  round-trip time.
-* **Liveness**: no authenticated packet for :data:`MEDIA_TIMEOUT` s (Meta's own limit) fails
-  the channel (``MediaFatal``), checked with each report: with no ICE consent, nothing else
-  would notice.
+* **the first packet leaves as soon as the far end's address and key are known** (Meta sends
+  nothing until it has one), and media never stops for the whole call;
+* **liveness**: no authenticated packet for :data:`MEDIA_TIMEOUT` s (Meta's own limit) fails
+  the channel, checked with each report: with no ICE consent, nothing else would notice.
 """
 
 from __future__ import annotations

@@ -81,11 +81,11 @@ class SipEngine:
         """The worker's shared SIP user agent (:class:`~bridge.sip.FrontDoor`'s)."""
         self.door: FrontDoor | None = None
         self.doors = Doors()
+        """Where the SIP listener is shared: the switchboard gives every SIP engine its own
+        (a :class:`~bridge.engines.SipLineEngine`)."""
         self.password_required = False
         """A number made at run time: without a password its INVITEs are refused (403), not
         taken unchallenged as the settings' number's are (set by the switchboard)."""
-        """Where the SIP listener is shared: the switchboard gives every SIP engine its own
-        (a :class:`~bridge.engines.SipLineEngine`)."""
         self.line: Line | None = None
         self.graph_side = GraphSide(settings.engine, self.stats, self.events)
         """Call permissions and Meta's signed webhooks, over Graph (:mod:`.graph_side`)."""
