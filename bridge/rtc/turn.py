@@ -5,7 +5,8 @@ Selected by ``BRIDGE_TURN_PROVIDER`` (docs/configuration.md): ``none``; ``static
 ``use-auth-secret`` has it (username ``"<expiry>:<user>"``, credential
 ``base64(HMAC-SHA1(secret, username))``); ``http``, ready-made ``iceServers`` from a credential
 service, cached until half their TTL; or ``package.module:Class``, your own. Empty picks
-``rest-secret`` when a secret is set, ``static`` when a username is, else ``none``.
+``rest-secret`` when a secret is set, ``static`` when a username is, ``http`` when a service
+URL is, else ``none``.
 """
 
 from __future__ import annotations

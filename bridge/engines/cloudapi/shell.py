@@ -18,12 +18,15 @@ from typing import Any, ClassVar, Protocol
 
 from ...audio.pcm import Pcm
 from ...media import BusStats, ReceiveStats
+from ...rtc.rfc4733 import DtmfDetector, KeyPresses
 from ...tasks import TaskSet
 from ..base import EngineStats
 from ..channels import MediaClosed
 from .channel import LegPort, PeerChannel
-from .dtmf import DTMF_QUEUE, DtmfDetector, KeyPresses
 from .sdp import DTMF_PT
+
+DTMF_QUEUE = 64
+"""Key presses waiting to be sent as RFC 4733 events; more are refused (409)."""
 
 
 class _Leg(Protocol):
@@ -90,7 +93,7 @@ class WhatsAppLeg:
     ) -> None:
         """Queue key presses, each held ``duration_ms`` then ``gap_ms`` of audio; ``done`` is
         called once the last one (and its gap) went out. ``ValueError`` beyond
-        :data:`~.dtmf.DTMF_QUEUE` waiting."""
+        ``DTMF_QUEUE`` waiting."""
         if not self._dtmf_ready() or self.dead:
             raise MediaClosed(f"{self.name}: the WhatsApp-side {self.leg_words} is not up")
         keys: KeyPresses = self.keys_out
