@@ -63,7 +63,6 @@ class DtlsSrtp:
         self._closed = False
         self._batched = False
         """Whether the connection's sockets are to be read in batches (:meth:`batch_reads`)."""
-        self.sent_packets = self.sent_bytes = 0
         self.received_packets = self.received_bytes = 0
         self.rtcp_sent = self.rtcp_received = 0
         self.auth_failed = 0
@@ -200,10 +199,7 @@ class DtlsSrtp:
     def send_rtp(self, plain: bytes) -> None:
         """Protect and send one RTP packet; ``ConnectionError`` when DTLS or ICE is not (or
         no longer) up."""
-        data = self._protector().protect(plain)
-        self._send(data)
-        self.sent_packets += 1
-        self.sent_bytes += len(data)
+        self._send(self._protector().protect(plain))
 
     def send_rtcp(self, plain: bytes) -> None:
         """Protect (SRTCP) and send one compound RTCP packet; ``ConnectionError`` once DTLS or

@@ -58,7 +58,6 @@ class PortAllocator:
     def __post_init__(self) -> None:
         self._next = self.first
         self._lock = threading.Lock()
-        self.exhausted = 0
 
     @property
     def size(self) -> int:
@@ -81,7 +80,6 @@ class PortAllocator:
                     raise
                 self._next = self.first + (port - self.first + 1) % self.size
                 return sock
-            self.exhausted += 1
         raise PortsExhausted(
             f"all {self.size} media ports of BRIDGE_RTP_PORTS={self.first}-{self.last} are in "
             "use; retry later or widen the range"

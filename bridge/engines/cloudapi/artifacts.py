@@ -54,7 +54,6 @@ class MetaArtifacts:
         self.asked: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.pending = 0
         self._downloads = asyncio.Semaphore(MAX_FETCHES)
-        self.fetched = 0
         self.failed = 0
 
     def ask(self, key: str, options: dict[str, Any]) -> None:
@@ -122,6 +121,5 @@ class MetaArtifacts:
         else:
             data["mimeType"] = ev.mime_type or mime
             data["content"] = content
-        self.fetched += 1
         self.graph.stats.artifact_seconds.observe(time.monotonic() - started)
         emit(self.events, EngineEvent(EngineEventKind.ARTIFACT, ev.wacid, data=data))
