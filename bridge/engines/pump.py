@@ -26,14 +26,10 @@ log = logging.getLogger(__name__)
 
 
 class EnginePump:
-    """Two owned tasks: bus uplink → channel, and channel → 20 ms frames → bus downlink.
-
-    Uplink frames go to the engine one by one as they arrive (no batching here; an engine
-    that needs larger frames reframes in its channel). When the channel ends on its own,
-    ``on_closed`` is called with the exception, so the owner can reconnect or end the call.
-    A leg of this worker (:class:`ClockedChannel`) gets no tasks: it is plugged into its door
-    into the call (module docstring).
-    """
+    """Two owned tasks for a channel with a clock of its own: bus uplink → channel, one frame
+    at a time as they arrive (an engine that needs larger frames reframes in its channel), and
+    channel → 20 ms frames → bus downlink; a :class:`ClockedChannel` gets none (module
+    docstring). When the channel ends on its own, ``on_closed`` is told why."""
 
     def __init__(
         self,

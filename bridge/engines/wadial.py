@@ -231,13 +231,8 @@ class WadialEngine(PollingEngine):
     async def answer(self, engine_call_id: str) -> None:
         await self._call("answer", engine_call_id)
 
-    async def hangup(self, engine_call_id: str) -> None:
-        try:
-            await self._call("hangup", engine_call_id)
-        except EngineCallNotFound:
-            self.hung_up(engine_call_id)
-            raise
-        self.hung_up(engine_call_id)
+    async def end_call(self, engine_call_id: str) -> None:
+        await self._call("hangup", engine_call_id)
 
     async def open_media(self, engine_call_id: str) -> ReconnectingChannel:
         _, url = self._url("media", engine_call_id)

@@ -141,13 +141,8 @@ class ZuckZapGoEngine(PollingEngine):
     async def answer(self, engine_call_id: str) -> None:
         await self._call("POST", "/call/answer", {"callId": engine_call_id})
 
-    async def hangup(self, engine_call_id: str) -> None:
-        try:
-            await self._call("POST", "/call/hangup", {"callId": engine_call_id})
-        except EngineCallNotFound:
-            self.hung_up(engine_call_id)
-            raise
-        self.hung_up(engine_call_id)
+    async def end_call(self, engine_call_id: str) -> None:
+        await self._call("POST", "/call/hangup", {"callId": engine_call_id})
 
     async def open_media(self, engine_call_id: str) -> ReconnectingChannel:
         ws_base = "ws" + self.base[4:] if self.base.startswith("http") else self.base

@@ -99,10 +99,7 @@ class KeyPresses:
     the leg's ``telephone-event``: its payload type (``payload_type()``, read each tick;
     ``None``: not negotiated, nothing is sent) and :attr:`step`, its clock's units in 20 ms.
     Bounded: a press beyond ``limit`` queued drops the oldest, counted in :attr:`dropped` (a
-    caller that must refuse instead reads :attr:`queued` first).
-
-    The leg's clocked sender asks each tick: :meth:`send_tick` sends this tick's packets in
-    place of the tick's audio, or says the tick is audio's (nothing to send, or a gap)."""
+    caller that must refuse instead reads :attr:`queued` first)."""
 
     def __init__(
         self,
