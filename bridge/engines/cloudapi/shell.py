@@ -1,14 +1,9 @@
 """What both WhatsApp-side legs are to the engine and the pump, written once: the DTLS leg
-(:class:`~.peer.WhatsAppPeer`, an aiortc peer connection) and the SDES leg
-(:class:`~.sdes.SdesPeer`, the bridge's own SRTP socket) differ in how packets reach Meta,
-not in this.
-
-:class:`WhatsAppLeg` holds the leg's :class:`~.channel.LegPort` (where the pump plugs the
-call's bus in), its receive counters, RFC 4733 both ways (the detector, and the key presses
-waiting to go out: one bounded :class:`~bridge.rtc.rfc4733.KeyPresses`, which the leg's track
-sends on its clock in place of audio), the first
-frame's ``on_media`` and the close's ``on_closed``; the channel it opens, the reason it is over
-and the last steps of its close.
+(:class:`~.peer.WhatsAppPeer`) and the SDES leg (:class:`~.sdes.SdesPeer`) differ in how
+packets reach Meta, not in this: the :class:`~.channel.LegPort` the pump plugs the call into,
+the receive counters, RFC 4733 both ways (the detector, and the bounded key presses the leg's
+track sends in place of audio), ``on_media`` and ``on_closed``, the channel it opens, its
+report's numbers and the last steps of its close.
 """
 
 from __future__ import annotations
