@@ -10,9 +10,11 @@ as malformed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from .webhook import changes
 
 ACCOUNT_UPDATE = "account_update"
 SETTINGS_UPDATE = "account_settings_update"
@@ -35,18 +37,6 @@ class AccountNotice:
     calling: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _changes(body: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-    entries = body.get("entry")
-    for entry in entries if isinstance(entries, list) else []:
-        changes = entry.get("changes") if isinstance(entry, dict) else None
-        for change in changes if isinstance(changes, list) else []:
-            if isinstance(change, dict) and change.get("field") in (
-                ACCOUNT_UPDATE,
-                SETTINGS_UPDATE,
-            ):
-                yield str(change["field"]), change.get("value")
-
-
 def _digits(value: Any) -> str:
     text = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
     return text.lstrip("+") if text.lstrip("+").isdigit() else ""
@@ -56,7 +46,7 @@ def account_notices(body: Mapping[str, Any]) -> tuple[list[AccountNotice], int]:
     """The number notices of a webhook body, in order, and how many items were malformed."""
     out: list[AccountNotice] = []
     bad = 0
-    for name, value in _changes(body):
+    for name, value in changes(body, ACCOUNT_UPDATE, SETTINGS_UPDATE):
         if not isinstance(value, dict):
             bad += 1
             continue

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import BadRequest
+from .webhook import ARTIFACT_EVENTS, changes
 
 OPTIONS = ("recording", "transcription")
 PURPOSE_MAX = 250  # Meta's limit on the spoken purpose
 LANGUAGE = re.compile(r"^[a-z]{2,3}(_[A-Z]{2})?$")
 """A locale code as Meta takes ``announcement_language`` (``en``, ``en_US``, ``pt``…)."""
-EVENTS = {"call_recording_available": "recording", "call_transcription_available": "transcript"}
 WACID = "wacid."
 """How a call id starts (a message's own id starts ``wamid.``): an audio message carrying one
 is the voicemail of that call."""
@@ -78,7 +78,7 @@ def _s(value: Any) -> str:
 
 def artifact_item(item: dict[str, Any]) -> ArtifactWebhook | None:
     """The artifact a ``calls`` item announces (``None``: malformed)."""
-    kind = EVENTS.get(_s(item.get("event")))
+    kind = ARTIFACT_EVENTS.get(_s(item.get("event")))
     holder = item.get("call_recording" if kind == "recording" else "call_transcript")
     media = None
     if isinstance(holder, dict):
@@ -122,25 +122,19 @@ def artifact_events(body: dict[str, Any]) -> tuple[list[ArtifactWebhook], int]:
     how many were malformed."""
     out: list[ArtifactWebhook] = []
     bad = 0
-    entries = body.get("entry")
-    for entry in entries if isinstance(entries, list) else []:
-        changes = entry.get("changes") if isinstance(entry, dict) else None
-        for change in changes if isinstance(changes, list) else []:
-            if isinstance(change, dict) and change.get("field") == "messages":
-                out.extend(_voicemails(change.get("value")))
+    for field, value in changes(body, "messages", "calls"):
+        if field == "messages":
+            out.extend(_voicemails(value))
+            continue
+        calls = value.get("calls") if isinstance(value, dict) else None
+        for item in calls if isinstance(calls, list) else []:
+            if not isinstance(item, dict) or item.get("event") not in ARTIFACT_EVENTS:
                 continue
-            if not isinstance(change, dict) or change.get("field") != "calls":
-                continue
-            value = change.get("value")
-            calls = value.get("calls") if isinstance(value, dict) else None
-            for item in calls if isinstance(calls, list) else []:
-                if not isinstance(item, dict) or item.get("event") not in EVENTS:
-                    continue
-                found = artifact_item(item)
-                if found is None:
-                    bad += 1
-                else:
-                    out.append(found)
+            found = artifact_item(item)
+            if found is None:
+                bad += 1
+            else:
+                out.append(found)
     return out, bad
 
 

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 from ...timefmt import iso_utc
 from .graph import addressed
+from .webhook import changes
 
 START_CALL = "start_call"
 SEND_REQUEST = "send_call_permission_request"
@@ -209,36 +210,30 @@ def messages_events(body: Mapping[str, Any]) -> MessagesHeard:
     senders: list[str] = []
     moves: list[UserMoved] = []
     bad = 0
-    entries = body.get("entry")
-    for entry in entries if isinstance(entries, list) else []:
-        changes = entry.get("changes") if isinstance(entry, dict) else None
-        for change in changes if isinstance(changes, list) else []:
-            if not isinstance(change, dict) or change.get("field") != "messages":
+    for _, value in changes(body, "messages"):
+        messages = value.get("messages") if isinstance(value, dict) else None
+        for message in messages if isinstance(messages, list) else []:
+            if not isinstance(message, dict):
+                bad += 1
                 continue
-            value = change.get("value")
-            messages = value.get("messages") if isinstance(value, dict) else None
-            for message in messages if isinstance(messages, list) else []:
-                if not isinstance(message, dict):
-                    bad += 1
-                    continue
-                if (move := _moved(message)) is not None:
-                    moves.append(move)  # not the user writing: no window opens
-                    continue
-                phone, user_id = _sender(message)
-                if not phone and not user_id:
-                    bad += 1
-                    continue
-                senders.append(phone or user_id)
-                interactive = message.get("interactive")
-                if not isinstance(interactive, dict):
-                    continue
-                if interactive.get("type") != "call_permission_reply":
-                    continue
-                reply = _reply(phone, user_id, interactive.get("call_permission_reply"))
-                if reply is None:
-                    bad += 1
-                else:
-                    replies.append(reply)
+            if (move := _moved(message)) is not None:
+                moves.append(move)  # not the user writing: no window opens
+                continue
+            phone, user_id = _sender(message)
+            if not phone and not user_id:
+                bad += 1
+                continue
+            senders.append(phone or user_id)
+            interactive = message.get("interactive")
+            if not isinstance(interactive, dict):
+                continue
+            if interactive.get("type") != "call_permission_reply":
+                continue
+            reply = _reply(phone, user_id, interactive.get("call_permission_reply"))
+            if reply is None:
+                bad += 1
+            else:
+                replies.append(reply)
     return MessagesHeard(replies, senders, moves, bad)
 
 
