@@ -30,7 +30,7 @@ from .base import (
     RemoteCall,
     emit,
 )
-from .channels import MediaChannel
+from .channels import MediaChannel, MediaClosed
 from .hangups import PendingHangups
 from .socket import ReconnectingChannel
 
@@ -269,6 +269,21 @@ class PollingEngine(abc.ABC):
         )
         await channel.open()
         return channel
+
+    async def media_socket(self, url: str, **kwargs: Any) -> aiohttp.ClientWebSocketResponse:
+        """The engine's media WebSocket at ``url`` (``http`` becomes ``ws``); :class:`MediaClosed`
+        when it cannot be opened."""
+        url = "ws" + url[4:] if url.startswith("http") else url
+        try:
+            return await self.http.ws_connect(
+                url,
+                heartbeat=20,
+                max_msg_size=1 << 20,
+                timeout=aiohttp.ClientWSTimeout(ws_close=2),
+                **kwargs,
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise MediaClosed(f"cannot open the {self.name} media socket: {exc}") from exc
 
     # -- HTTP
     async def request(
