@@ -32,7 +32,7 @@ from ..media import CallBus, Role
 from ..media.clock import WorkerClock, worker_clock
 from .encoded import EncodedPacket, Player
 from .rtcp_schedule import AVP_MIN_INTERVAL, AVPF_MIN_INTERVAL
-from .session import WebRTCSession
+from .session import DtmfCallback, StateCallback, WebRTCSession
 from .tracks import _FRAME_TS, OpusBusTrack
 
 PRIME = 10
@@ -91,10 +91,6 @@ def keepalive_pulse() -> KeepalivePulse:
     if _PULSE is None:
         _PULSE = KeepalivePulse()
     return _PULSE
-
-
-StateCallback = Callable[[WebRTCSession, str], None]
-DtmfCallback = Callable[[WebRTCSession, str, int], None]
 
 
 class _Nothing:

@@ -25,6 +25,9 @@ from .tracks import OpusBusTrack
 
 _ids = itertools.count(1)
 
+StateCallback = Callable[["WebRTCSession", str], None]
+DtmfCallback = Callable[["WebRTCSession", str, int], None]
+
 
 class WebRTCSession(PeerLeg):
     """Terminates one browser's Opus RTP for a call (one participant of its conference).
@@ -46,12 +49,12 @@ class WebRTCSession(PeerLeg):
         bus: CallBus,
         media: MediaSettings,
         ice: IceSettings,
-        on_state: Callable[[WebRTCSession, str], None] | None = None,
+        on_state: StateCallback | None = None,
         configuration: RTCConfiguration | None = None,
         *,
         participant_id: str = "agent",
         role: Role = Role.AGENT,
-        on_dtmf: Callable[[WebRTCSession, str, int], None] | None = None,
+        on_dtmf: DtmfCallback | None = None,
     ) -> None:
         super().__init__(
             f"call {call_id}",
