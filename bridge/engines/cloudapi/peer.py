@@ -57,6 +57,8 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         self._open_shell(
             stats, self._tasks, on_dtmf=on_dtmf, on_media=on_media, on_closed=on_closed
         )
+        # Meta's telephone-event, taken in the leg's RTP session: aiortc has no such codec.
+        self.receive_dtmf(lambda: self.dtmf_pt, self.dtmf)
         self._offered: tuple[str, ...] = ("opus",)
         """The codecs our offer named (a business-initiated call), preferred first."""
 
@@ -102,7 +104,6 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
             self._prepare(remote.bitrate, remote.fec, codec)
             await self.pc.setLocalDescription(await self.pc.createAnswer())
-        self._hook_dtmf()
         return self._local_sdp()
 
     async def offer(self, other_leg: tuple[str, ...] = ()) -> str:
@@ -115,7 +116,6 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         transceiver.setCodecPreferences([c for n in self._offered for c in _capabilities(n)])
         with self.ports():
             await self.pc.setLocalDescription(await self.pc.createOffer())
-        self._hook_dtmf()
         return self._local_sdp()
 
     async def apply_answer(self, answer: str) -> None:
@@ -133,12 +133,6 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
     @property
     def answered(self) -> bool:
         return self.pc.remoteDescription is not None
-
-    def _hook_dtmf(self) -> None:
-        """Take ``telephone-event`` RTP in the leg's RTP session (aiortc has no such codec);
-        our own events go out on the track's clock in place of audio (``rtc/tracks.py``),
-        numbered with the audio by the lean sender."""
-        self.receive_dtmf(lambda: self.dtmf_pt, self.dtmf)
 
     # -- state
     def _state_changed(self, state: str) -> None:

@@ -121,11 +121,6 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         self.session.audio_pt = pt
 
     # -- negotiation
-    async def _open(self, remote_host: str | None) -> str:
-        """Bind the socket; the address our SDP gives (``BRIDGE_PUBLIC_IP``, else the first
-        ``BRIDGE_ICE_ADDRESSES``, else the one that routes to the far end)."""
-        return await sdes_sdp.open_socket(self.socket, self._ice, remote_host)
-
     async def answer(self, offer: str, other_leg: tuple[str, ...] = ()) -> str:
         """Meta's SDES offer → our answer (a fresh key, the offer's crypto tag and suite), in
         the one codec :func:`.sdp.answer_codec` picks for ``other_leg`` (the codecs of the leg
@@ -143,7 +138,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             self._use_g711(self.codec)
         self.dtmf_pt = audio.dtmf_pt or DTMF_PT
         self.crypto = new_crypto(remote.crypto.tag, remote.crypto.suite)
-        address = await self._open(remote.address)
+        address = await sdes_sdp.open_socket(self.socket, self._ice, remote.address)
         sdp = sdes_sdp.sdp(self, address, self.crypto, remote.media_lines, remote.index)
         self._start(
             remote.crypto, (remote.address, remote.port), remote.rtcp, audio.bitrate, audio.fec
@@ -156,7 +151,8 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         is the other leg), telephone-event on 126; the leg runs in the one Meta answers."""
         self.crypto = new_crypto()
         self.offered = leg_codecs(other_leg)
-        return sdes_sdp.sdp(self, await self._open(None), self.crypto, offer=self.offered)
+        address = await sdes_sdp.open_socket(self.socket, self._ice, None)
+        return sdes_sdp.sdp(self, address, self.crypto, offer=self.offered)
 
     async def apply_answer(self, answer: str) -> None:
         """Meta's answer to our offer: its key, address and codec; our media starts at once."""
