@@ -37,9 +37,7 @@ from .ice import advertise_public_ip, server_rtc_configuration
 from .passthrough import PassThrough
 from .ports import port_scope
 from .quality import Quality, sample
-from .red import RedStats
 from .release import release_peer_connection
-from .rfc4733 import DtmfDetector
 from .rtcp_schedule import AVPF_MIN_INTERVAL
 from .rtp_leg import RtpLeg
 from .rtp_session import RtpSession
@@ -259,16 +257,6 @@ class PeerLeg(RtpLegOwner):
         self._wire = DtlsSrtp(leg, transceiver, self._tasks, self.name)
         transceiver.direction = "sendrecv"
         return leg.playout
-
-    def receive_red(self, red: int, opus: int, stats: RedStats) -> None:
-        """Take RED (RFC 2198) packets of payload type ``red`` over ``opus``: the redundant
-        blocks to the receiver, the primary as Opus (``rtc/red.py``)."""
-        self.session.take_red(red, opus, stats)
-
-    def receive_dtmf(self, payload_type: Callable[[], int | None], detector: DtmfDetector) -> None:
-        """Take telephone-event (RFC 4733) packets of ``payload_type()`` (read per packet)
-        into ``detector`` (``rtc/rfc4733.py``)."""
-        self.session.take_dtmf(payload_type, detector)
 
     def advertise(self, sdp: str) -> str:
         """``sdp`` with the bridge's public address in its candidates (1:1 NAT)."""

@@ -58,7 +58,7 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
             stats, self._tasks, on_dtmf=on_dtmf, on_media=on_media, on_closed=on_closed
         )
         # Meta's telephone-event, taken in the leg's RTP session: aiortc has no such codec.
-        self.receive_dtmf(lambda: self.dtmf_pt, self.dtmf)
+        self.session.take_dtmf(lambda: self.dtmf_pt, self.dtmf)
         self._offered: tuple[str, ...] = ("opus",)
         """The codecs our offer named (a business-initiated call), preferred first."""
 
