@@ -152,7 +152,7 @@ class SipParticipant:
         crypto = new_crypto() if self.trunk.srtp == "sdes" else None
         self.offered_at = time.monotonic()  # our SDP is made now
         name = f"sip {self.participant_id} of call {self.runtime.call_id[:12]}"
-        media = TrunkMedia(name, "PCMU", 0, None, self._to_call, self._from_call, self._key)
+        media = TrunkMedia(name, "PCMU", 0, None, self._to_call, self._from_call, self.press)
         if crypto is None:
             socket: PlainRtp | SrtpSocket = PlainRtp(name, media.on_rtp, media.on_rtcp)
         else:
@@ -277,10 +277,6 @@ class SipParticipant:
         if self.media is not None:
             self.media.stop()
 
-    def press(self, digit: str, duration_ms: int) -> None:
-        """A key from the phone by SIP INFO (as its RFC 4733 keys)."""
-        self._key(digit, duration_ms)
-
     def _to_call(self, pcm: Pcm) -> None:
         if self._joined is not None and self._port is not None and not self.on_hold:
             self._port.accept(pcm)
@@ -291,7 +287,7 @@ class SipParticipant:
             return None
         return self._port.take(now)
 
-    def _key(self, digit: str, duration_ms: int) -> None:
+    def press(self, digit: str, duration_ms: int) -> None:
         """A key pressed on the phone (RFC 4733, or SIP INFO): as a browser's key."""
         self.runtime.dtmf.on_browser(self.participant_id, self.role, digit, duration_ms)
 
