@@ -1,21 +1,7 @@
 """The ``Engine`` protocol every WhatsApp engine adapter implements, its event types, and the
-capabilities an engine may add (each a protocol the app and the API check with ``isinstance``,
-never by the engine's kind or by probing for attributes):
-
-- :class:`WebhookEngine`: takes events at ``POST /engine/webhook`` and names the calls a
-  webhook is about (so a cluster routes it to the worker that owns them);
-- :class:`SignedWebhookEngine`: its webhooks authenticate themselves (no API token) and its
-  sender verifies the URL with a ``GET`` handshake;
-- :class:`PolledEngine`: every worker polls the same list of calls, so every worker sees each
-  new inbound call and one must claim it;
-- :class:`MovableCalls`: a call can be carried on by another worker (handover at a deploy,
-  adoption after a crash: ``calls/handover.py``);
-- :class:`SimulatedNetwork`: the simulator, which can be asked to ring us;
-- :class:`SettingsEngine`: the number's calling settings, read and written through it;
-- :class:`StandingEngine`: Meta may pause the number's business-initiated calling;
-- :class:`LegEngine`: each call has a leg of its own in this process, made before the call's
-  runtime exists and handed over to it (:class:`CallLeg`);
-- a call's media channel and what it may add are in ``engines/channels.py``.
+capabilities an engine may add: each a protocol below, which the app and the API check with
+``isinstance``, never by the engine's kind or by probing for attributes. A call's media
+channel and what it may add are in ``engines/channels.py``.
 """
 
 from __future__ import annotations

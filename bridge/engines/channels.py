@@ -1,15 +1,5 @@
 """What the pump moves a call's audio through: an engine's media channel, and the
-capabilities a channel may add (each a protocol checked with ``isinstance``):
-
-- :class:`ClockedChannel`: it is a leg that lives in this worker (the Cloud API's WhatsApp
-  side, DTLS or SDES, and the simulator's far end): plugged into the door every in-worker leg
-  has into the call (``media/conference.py`` ``CallPort``, as the WhatsApp side), it hands its
-  frame to it and takes the frame to send from it, each in its phase of the clock;
-- :class:`OpensInBackground`: it opens (and reopens) its socket in the background;
-- :class:`WebRTCChannel` (its :class:`WebRTCLeg`): it is carried by a WebRTC peer connection
-  of its own (the Cloud API's WhatsApp side);
-- :class:`DtmfLeg`: it carries key presses out of band (RFC 4733).
-"""
+capabilities a channel may add (each a protocol below, checked with ``isinstance``)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from ..config import EngineSettings
-from ..errors import EngineError, EngineUnavailable
+from ..errors import EngineCallNotFound, EngineError, EngineUnavailable
 from ..tasks import TaskSet
 from .base import (
     ACTIVE_STATES,
@@ -30,7 +30,7 @@ from .base import (
     RemoteCall,
     emit,
 )
-from .channels import MediaChannel
+from .channels import MediaChannel, MediaClosed
 from .hangups import PendingHangups
 from .socket import ReconnectingChannel
 
@@ -42,13 +42,9 @@ ended (an engine may list a new call a little after answering the dial request).
 
 
 class PollingEngine(abc.ABC):
-    """Base of engines whose calls are discovered by polling a list of live calls.
-
-    Subclasses implement :meth:`list_calls` (and the call-control methods). Each poll turns
-    differences into events: a new inbound call rings (``INCOMING``), our outbound call rings
-    or goes active, and a call that disappears from the list has ended — for ZuckZapGo, the
-    only remote-hangup signal.
-    """
+    """Base of engines whose calls are discovered by polling a list of live calls: each poll
+    turns differences into events (a new inbound call rings, ours rings or goes active, a call
+    gone from the list has ended — for ZuckZapGo, the only remote-hangup signal)."""
 
     name = "remote"
     media_before_answer = False
@@ -141,8 +137,17 @@ class PollingEngine(abc.ABC):
         """The engine's live calls, normalised."""
 
     @abc.abstractmethod
+    async def end_call(self, engine_call_id: str) -> None:
+        """The engine's request that ends (or declines) a call."""
+
     async def hangup(self, engine_call_id: str) -> None:
-        """End (or decline) a call on the engine."""
+        """End (or decline) a call on the engine; tracked no more once it is gone there."""
+        try:
+            await self.end_call(engine_call_id)
+        except EngineCallNotFound:
+            self.hung_up(engine_call_id)
+            raise
+        self.hung_up(engine_call_id)
 
     def can_move(self, engine_call_id: str) -> bool:
         """Every call can: the engine holds the WhatsApp call, and closing our media socket
@@ -264,6 +269,21 @@ class PollingEngine(abc.ABC):
         )
         await channel.open()
         return channel
+
+    async def media_socket(self, url: str, **kwargs: Any) -> aiohttp.ClientWebSocketResponse:
+        """The engine's media WebSocket at ``url`` (``http`` becomes ``ws``); :class:`MediaClosed`
+        when it cannot be opened."""
+        url = "ws" + url[4:] if url.startswith("http") else url
+        try:
+            return await self.http.ws_connect(
+                url,
+                heartbeat=20,
+                max_msg_size=1 << 20,
+                timeout=aiohttp.ClientWSTimeout(ws_close=2),
+                **kwargs,
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise MediaClosed(f"cannot open the {self.name} media socket: {exc}") from exc
 
     # -- HTTP
     async def request(

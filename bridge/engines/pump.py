@@ -1,17 +1,13 @@
 """``EnginePump``: moves audio between a call's bus and its engine media channel.
 
-Two kinds of channel, two ways (``engines/channels.py``):
+Two kinds of channel (``engines/channels.py``):
 
-- a :class:`ClockedChannel` (a leg of this worker: the Cloud API's WhatsApp leg, DTLS or
-  SDES, and the simulator's far end) joins the call by the one door every in-worker leg uses
-  (``media/conference.py`` ``Conference.join``, as the WhatsApp side: ``Role.WHATSAPP``) and
-  is plugged into the port it gets; it moves its own frames on the worker clock: its frame to
-  the port's ``accept``, the uplink frame from its ``take``, each in its phase — no task, no
-  queue, no reframing, one de-jitter stage. The pump only opens the uplink and hears the
-  leg's end;
-- any other channel (a remote PCM engine's socket: its clock is really foreign, it is no
-  in-worker leg) gets two owned tasks, and the listeners' sinks follow its clock's drift
-  (``media/frames.py``). Only these keep the pump's tasks.
+- a :class:`ClockedChannel` (a leg of this worker: the Cloud API's WhatsApp leg, the
+  simulator's far end) joins the call as the WhatsApp side (``Conference.join``) and moves its
+  own frames on the worker clock through the port it gets: no task, no queue, one de-jitter
+  stage. The pump only opens the uplink and hears the leg's end;
+- any other channel (a remote PCM engine's socket, whose clock is really foreign) gets two
+  owned tasks, and the listeners' sinks follow its clock's drift (``media/frames.py``).
 """
 
 from __future__ import annotations
@@ -30,14 +26,10 @@ log = logging.getLogger(__name__)
 
 
 class EnginePump:
-    """Two owned tasks: bus uplink → channel, and channel → 20 ms frames → bus downlink.
-
-    Uplink frames go to the engine one by one as they arrive (no batching here; an engine
-    that needs larger frames reframes in its channel). When the channel ends on its own,
-    ``on_closed`` is called with the exception, so the owner can reconnect or end the call.
-    A leg of this worker (:class:`ClockedChannel`) gets no tasks: it is plugged into its door
-    into the call (module docstring).
-    """
+    """Two owned tasks for a channel with a clock of its own: bus uplink → channel, one frame
+    at a time as they arrive (an engine that needs larger frames reframes in its channel), and
+    channel → 20 ms frames → bus downlink; a :class:`ClockedChannel` gets none (module
+    docstring). When the channel ends on its own, ``on_closed`` is told why."""
 
     def __init__(
         self,

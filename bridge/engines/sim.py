@@ -1,12 +1,10 @@
-"""The embedded simulated WhatsApp network (``BRIDGE_ENGINE=sim``, the default).
+"""The embedded simulated WhatsApp network (``BRIDGE_ENGINE=sim``, the default;
+docs/engines/sim.md).
 
-It behaves like a remote engine seen through the ``Engine`` protocol: dialling rings for
-``sim_answer_delay`` seconds and then answers; the remote party echoes what it hears after
-``sim_echo_delay`` seconds (or sends a tone, or silence); it can hang up by itself after
-``sim_hangup_after`` seconds; inbound calls are created on demand. Its far end lives in
-this worker, so it joins the call by the door the Cloud API's WhatsApp leg uses: a
-``ClockedChannel`` plugged into the WhatsApp side's ``CallPort`` (``media/conference.py``),
-heard and asked on the worker clock's engine phase each tick, with no task or timer of its own.
+Dialling rings for ``sim_answer_delay`` seconds and then answers; the far end echoes what it
+hears after ``sim_echo_delay`` seconds (or sends a tone, or silence) and may hang up after
+``sim_hangup_after``. Its far end lives in this worker: a ``ClockedChannel`` on the worker
+clock, as the Cloud API's WhatsApp leg is, with no task or timer of its own.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ from ..media.clock import Phase, worker_clock
 from ..media.ports import ClockedPort
 from ..tasks import TaskSet
 from .base import EngineEvent, EngineEventKind, EngineHealth, EngineStats, RemoteCall, emit
-from .channels import MediaClosed
+from .channels import MediaClosed, MediaFatal
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +47,6 @@ class SimCall:
     state: str = "ringing"
     heard: deque[Pcm] = field(default_factory=lambda: deque(maxlen=50 * 2))
     """The last 2 s of audio the simulated peer received (for demos and tests)."""
-    heard_at: deque[float] = field(default_factory=lambda: deque(maxlen=50 * 10))
-    """When the last 10 s of those frames arrived (monotonic): gaps show as jumps."""
     frames_heard: int = 0
     channel: SimMediaChannel | None = None
 
@@ -75,7 +71,6 @@ class SimMediaChannel:
         # bursts). With no echo delay asked for, one: the echo then adds at most 40 ms, so a
         # round trip timed from outside (the bench's click) is the bridge's, not this line's.
         self._slack = 5 if settings.sim_echo_delay > 0 else 1
-        self.underruns = 0
         self._closed = asyncio.Event()
         self._port: ClockedPort | None = None
         self._unclock: Callable[[], None] | None = None
@@ -101,27 +96,17 @@ class SimMediaChannel:
     def hear(self, pcm: Pcm) -> None:
         if self._closed.is_set():
             raise MediaClosed(self.call.id)
-        now = time.monotonic()
         self.call.heard.append(pcm)
-        self.call.heard_at.append(now)
         self.call.frames_heard += 1
         if self.behaviour is SimPeer.ECHO:
-            self._delay.append((now, pcm))
+            self._delay.append((time.monotonic(), pcm))
 
-    def say(self, now: float) -> Pcm:
-        if self._closed.is_set():
-            raise MediaClosed(self.call.id)
-        return self._produce(now)
-
-    # The plain ``MediaChannel`` face, for a reader that is not the pump (one frame a tick).
+    # The plain ``MediaChannel`` face: nothing reads or writes it (the pump plugs it).
     async def send(self, pcm: Pcm) -> None:
-        self.hear(pcm)
+        raise MediaFatal(f"{self.call.id}: a clocked channel is plugged, not written")
 
     async def recv(self) -> Pcm:
-        if self._closed.is_set():
-            raise MediaClosed(self.call.id)
-        await worker_clock().next_tick()
-        return self.say(time.monotonic())
+        raise MediaFatal(f"{self.call.id}: a clocked channel is plugged, not read")
 
     def _produce(self, at: float) -> Pcm:
         if self.behaviour is SimPeer.TONE:
@@ -144,7 +129,6 @@ class SimMediaChannel:
             self._echoing = True
         if not line:
             self._echoing = False
-            self.underruns += 1
             return np.zeros(FRAME_SAMPLES, dtype=np.int16)
         while len(line) > self._depth + self._slack:
             line.popleft()

@@ -1,41 +1,24 @@
 """Aiming a PCM engine's uplink frames at the tick its clock takes them on.
 
-An engine that speaks in 60 ms frames (ZuckZapGo's media socket) sends the peer's audio and
-takes ours on its own clock. Our frames are cut from the bus's 20 ms ticks, so a 60 ms frame
-can be completed on any of three ticks: the one that leaves it waiting least for the engine's
-tick saves up to 40 ms of the round trip, every frame of the call. The engine's clock is not
-in the protocol; when its frames arrive is. :class:`TickAim` learns that phase from the frames
-the engine sends, and says when a frame completed now would wait a tick or more for the
-engine's tick: held a tick more, it still makes it. The socket (``socket.py``) then drops one
-quiet frame, moving its boundary a tick later: 20 ms of silence, never speech.
+An engine that speaks in 60 ms frames (ZuckZapGo's media socket) takes ours on its own clock,
+and our frames are cut from the bus's 20 ms ticks, so a 60 ms frame can be completed on any of
+three ticks: the one that leaves it waiting least for the engine's tick saves up to 40 ms of
+the round trip, every frame of the call. :class:`TickAim` learns the engine's phase from when
+its frames arrive and says when a frame completed now would wait a tick or more: the socket
+(``socket.py``) then drops one quiet frame, moving its boundary a tick later (20 ms of
+silence, never speech). docs/performance.md tells how each rule below was found and measured.
 
-**Only later, never sooner.** An engine that queues what it gets and drops nothing (a media
-loop that reads and writes each tick) sends each frame on the first of its ticks with nothing
-older queued. A frame that missed a tick by a little cannot be made to catch it by sending it
-sooner (a quiet frame sent twice): the frame before it still waits for that tick, so the frame
-sooner only joins the engine's queue, 20 ms more audio in it for the rest of the call. So the
-boundary only ever moves later (up to two quiet frames), which makes the same tick with less
-wait whatever the engine does with what it queued.
-
-**An engine with no clock** (one that sends back what it gets the moment it gets it) has no
-tick to aim at: its frames follow ours. Aimed at, it would have a quiet frame dropped every
-60 ms, its frames following each drop. So the first drop is also a probe: when the engine's
-next frame comes a tick later than its clock predicted, it is following our frames, and the
-aim stops for the call (:attr:`TickAim.follows`).
-
-**A standing backlog.** A queueing engine takes one frame a tick. A frame that misses its
-tick once (a busy host sent it late) waits for the next, and the frame after it, on time,
-finds it still queued: from then on every frame waits a tick (60 ms) more, for the rest of
-the call, though none comes late again. The engine's frames do not show it (it sends one
-each tick whatever it holds); their timing with ours does: :class:`TickAim` counts the frames
-we sent against the ticks the engine took them on (:meth:`TickAim.sent`), and when more are
-sent than taken, a frame stands queued (:meth:`TickAim.backlog`). The socket then sheds it
-by not sending one whole batch of silence (three quiet frames): the engine sends what it
-queued on that tick, and its queue is back to what we send. Shedding a frame that was not
-queued costs nothing either: a clocked engine sends its own silence on that tick for ours.
-The count cannot tell an engine with no clock (whose "ticks" are our own frames, a round trip
-later, just where the count is least sure); a shed is a probe too: such an engine's next frame
-comes a period late, and twice in a row ends the aim as a drop's probe does.
+* **Only later, never sooner.** A queueing engine sends each frame on the first of its ticks
+  with nothing older queued, so a frame sent sooner only joins its queue for the rest of the
+  call; the boundary only moves later.
+* **An engine with no clock** (it sends back what it gets at once) has no tick to aim at: each
+  drop is also a probe, and when the engine's next frame follows ours twice in a row the aim
+  stops for the call (:attr:`TickAim.follows`).
+* **A standing backlog.** A frame that once missed its tick (a busy host) leaves every later
+  frame waiting a tick more, which the engine's frames do not show. :class:`TickAim` counts the
+  frames we sent against the ticks the engine took them on (:meth:`TickAim.sent`); when more
+  are sent than taken (:meth:`TickAim.backlog`) the socket sheds one whole batch of silence, and
+  the engine sends the queued frame in its stead. A shed is a probe too, as a drop is.
 """
 
 from __future__ import annotations
@@ -53,11 +36,9 @@ GUARD = 0.004
 """Seconds past the frame's own aim in which the aim is left alone: a frame estimated there
 still makes its tick (by ``AHEAD - GUARD``), and moving it a tick later would make it miss that
 tick for sure. Past the guard it is estimated to miss, or to make it by too little for a busy
-host: a tick later (a quiet frame dropped) it waits 20 ms less for the next. It was 10 ms,
-beyond :data:`AHEAD`: a boundary left where its frames came up to 4 ms after the tick waited
-a whole period more on every frame (+58 ms on two phases in nine, ``bench.engine_delay``). An
-engine with no clock sits about here (its frames a round trip after ours): it is probed with
-two quiet frames dropped, each a 20 ms hole in what it sends back, before it is left alone."""
+host: a tick later it waits 20 ms less for the next. Inside :data:`AHEAD`, so no boundary is
+kept where a frame is estimated to miss (at 10 ms, two clocked phases in nine waited a whole
+period on every frame: docs/performance.md)."""
 
 SURE = 0.0025
 """Seconds from the engine's estimated tick within which the count of what it holds does not

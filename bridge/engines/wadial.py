@@ -24,7 +24,7 @@ from ..audio.pcm import Pcm
 from ..config import EngineSettings, Settings
 from ..errors import EngineCallNotFound, EngineError, EngineUnavailable, PeerUnreachable
 from .base import ACTIVE_STATES, EngineEvent, EngineEventKind, RemoteCall, emit
-from .channels import MediaClosed, MediaFatal
+from .channels import MediaFatal
 from .polling import PollingEngine
 from .socket import ReconnectingChannel, WebSocketMedia
 
@@ -231,29 +231,14 @@ class WadialEngine(PollingEngine):
     async def answer(self, engine_call_id: str) -> None:
         await self._call("answer", engine_call_id)
 
-    async def hangup(self, engine_call_id: str) -> None:
-        try:
-            await self._call("hangup", engine_call_id)
-        except EngineCallNotFound:
-            self.hung_up(engine_call_id)
-            raise
-        self.hung_up(engine_call_id)
+    async def end_call(self, engine_call_id: str) -> None:
+        await self._call("hangup", engine_call_id)
 
     async def open_media(self, engine_call_id: str) -> ReconnectingChannel:
         _, url = self._url("media", engine_call_id)
-        url = "ws" + url[4:] if url.startswith("http") else url
 
         async def connect() -> WadialMedia:
-            try:
-                ws = await self.http.ws_connect(
-                    url,
-                    headers=self.headers,
-                    heartbeat=20,
-                    max_msg_size=1 << 20,
-                    timeout=aiohttp.ClientWSTimeout(ws_close=2),
-                )
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                raise MediaClosed(f"cannot open the WADial media socket: {exc}") from exc
+            ws = await self.media_socket(url, headers=self.headers)
             return WadialMedia(ws, self, engine_call_id)
 
         return await self.reconnecting(engine_call_id, connect)

@@ -30,7 +30,6 @@ from .base import (
     emit,
     webhook_json,
 )
-from .channels import MediaClosed
 from .polling import PollingEngine
 from .socket import PcmStreamMedia, ReconnectingChannel
 from .tick_aim import TickAim
@@ -141,30 +140,15 @@ class ZuckZapGoEngine(PollingEngine):
     async def answer(self, engine_call_id: str) -> None:
         await self._call("POST", "/call/answer", {"callId": engine_call_id})
 
-    async def hangup(self, engine_call_id: str) -> None:
-        try:
-            await self._call("POST", "/call/hangup", {"callId": engine_call_id})
-        except EngineCallNotFound:
-            self.hung_up(engine_call_id)
-            raise
-        self.hung_up(engine_call_id)
+    async def end_call(self, engine_call_id: str) -> None:
+        await self._call("POST", "/call/hangup", {"callId": engine_call_id})
 
     async def open_media(self, engine_call_id: str) -> ReconnectingChannel:
-        ws_base = "ws" + self.base[4:] if self.base.startswith("http") else self.base
+        url = f"{self.base}/call/{quote(engine_call_id, safe='')}/stream"
 
         async def connect() -> ZuckZapGoMedia:
-            url = f"{ws_base}/call/{quote(engine_call_id, safe='')}/stream"
             started = time.monotonic()
-            try:
-                ws = await self.http.ws_connect(
-                    url,
-                    params={"token": self.settings.engine_token},
-                    heartbeat=20,
-                    max_msg_size=1 << 20,
-                    timeout=aiohttp.ClientWSTimeout(ws_close=2),
-                )
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                raise MediaClosed(f"cannot open the media socket: {exc}") from exc
+            ws = await self.media_socket(url, params={"token": self.settings.engine_token})
             # The opening's time bounds the socket's delay, which a frame aimed at the
             # engine's tick must allow for (``tick_aim.py``).
             opening = time.monotonic() - started

@@ -1,25 +1,15 @@
 """The one seam between the bridge and aiortc's and aioice's internals.
 
 aiortc and aioice give the bridge ICE, DTLS and the SRTP keys, nothing else: every leg's RTP
-and RTCP is its own (``rtc/rtp_session.py`` on ``rtc/dtls_srtp.py``; aiortc's sender and
-receiver never start). What the
-bridge still touches beyond their public API is named here, and only here, so an aiortc
-upgrade is a change to this file (and the pin):
+and RTCP is its own (``rtc/rtp_session.py`` on ``rtc/dtls_srtp.py``). What the bridge still
+touches beyond their public API is named here, and only here, so an aiortc upgrade is a change
+to this file (and the pin):
 
-* ICE: the pinned port range and the host addresses (``rtc/ice.py``), the UDP guard and
-  aioice's datagram callback of one connection, its candidate pairs and its nominated pair
-  (``rtc/guard.py``, ``rtc/dtls_srtp.py``);
-* DTLS: the cipher list and the failure reasons (``rtc/dtls.py``: one hook on the transport's
-  state; the step that failed is read by its name, unchecked, an unknown one giving the
-  generic reason), the transport's SRTP sessions once its keys are set up
-  (``rtc/dtls_srtp.py``).
-
-* :data:`REQUIRED`: every private function or attribute the bridge reads, writes or wraps, as
-  the aiortc/aioice function whose code must still name it (an instance attribute exists only
-  once ``__init__`` has run). :func:`verify` checks them all at import: a release that renames
-  one fails at start with :class:`SeamError`, naming what is gone and :data:`SUPPORTED`.
+* :data:`REQUIRED`: every private function or attribute the bridge reads, writes or wraps, with
+  what each is for; :func:`verify` checks them all at import, so a release that renames one
+  fails at start with :class:`SeamError`, naming what is gone and :data:`SUPPORTED`.
 * :data:`ORIGINAL` (the libraries' own functions, for the wrappers) and :func:`patches` (every
-  process-wide patch, one table, applied by :func:`install`); then the accessors.
+  process-wide patch, applied by :func:`install`); then the accessors.
 """
 
 from __future__ import annotations

@@ -1,31 +1,18 @@
 """``ConnectedLeg``: an agent's always-connected media leg, set up once when the agent connects
 and lent to each call the agent takes (issue 49's "persistent connection").
 
-Between calls it idles at almost no cost: its downlink track is parked (its sender off the
-worker's media clock: ``rtc/rtpsend.py`` ``LeanSender.off_clock``) and its receiver is held
-(what arrives is dropped before the receiver: no clock either). A parked track sends one packet
-of silence a second, as an Opus sender in DTX sends its updates (RFC 7587 §3.1.4; libopus every
-400 ms), straight from one pulse the worker shares among all parked legs
-(:class:`KeepalivePulse`: no timer or tick of a leg's own). A browser's jitter buffer then stays
-in step with the stream, as between talkspurts: measured with Chromium
-(``bench/softphone_latency.py``, a call ringing 2 s), a stream that had simply stopped was heard
-82–105 ms after the answer, one kept alive so 40–62 ms (every 400 ms: 44–53 ms, but 0.02 % of a
-core more per idle leg). The pulse is a one-shot callback on the worker clock at whole seconds,
-and a parked leg's RTCP reports (every 3–8 s: RFC 3550's 5 s minimum, ``rtc/rtcp_schedule.py``
-``RtcpSchedule.pace``) are due on those same seconds: a worker's parked legs' reports and
-keepalives cost it one wake-up a second together, none per leg. What else moves is aioice's ICE
-consent checks (RFC 7675) every 4–6 s, their timer on the same clock's 0.2 s grid
-(``rtc/ice.py``), and the far end's own RTCP and checks: its sockets are read in batches while
-it is parked (``rtc/udp_poll.py``: every 0.2 s on that grid while they come faster than that),
-so those cost a wake-up a worker, not one a datagram.
+Between calls it is parked: its sender off the worker's media clock, its receiver held, its
+sockets read in batches (``rtc/udp_poll.py``). A parked track sends one packet of silence a
+second, as an Opus sender in DTX sends its updates (RFC 7587 §3.1.4), from one
+:class:`KeepalivePulse` the worker shares among all parked legs, so a browser's jitter buffer
+stays in step with the stream and the first call starts sooner (measured in
+docs/agents-routing.md). Its RTCP reports fall on the same whole seconds (``RtcpSchedule.pace``):
+a worker's parked legs cost it one wake-up a second together, none per leg.
 
-On a call it is a browser's session like any other (:class:`~.session.WebRTCSession`): it
-joins the call's conference as the agent participant, its sender back on the worker clock takes
-frames from its door into the call every tick (the first at once: ``CallPort.take``, its
-listener sink), its receiver hands frames to that door (``CallPort.accept``). When the call
-lets it go (the call's ``close()`` of a participant), it parks again. Closing it for good is
-:meth:`ConnectedLeg.shutdown` (the agent's socket, whose session owns it), or the call's close
-once the owner has given it up (:meth:`orphan`).
+On a call it is a browser's session like any other (:class:`~.session.WebRTCSession`), the
+call's agent participant; when the call lets it go it parks again. Closing it for good is
+:meth:`ConnectedLeg.shutdown`, or the call's close once the owner has given it up
+(:meth:`orphan`).
 """
 
 from __future__ import annotations
@@ -45,7 +32,7 @@ from ..media import CallBus, Role
 from ..media.clock import WorkerClock, worker_clock
 from .encoded import EncodedPacket, Player
 from .rtcp_schedule import AVP_MIN_INTERVAL, AVPF_MIN_INTERVAL
-from .session import WebRTCSession
+from .session import DtmfCallback, StateCallback, WebRTCSession
 from .tracks import _FRAME_TS, OpusBusTrack
 
 PRIME = 10
@@ -106,10 +93,6 @@ def keepalive_pulse() -> KeepalivePulse:
     return _PULSE
 
 
-StateCallback = Callable[[WebRTCSession, str], None]
-DtmfCallback = Callable[[WebRTCSession, str, int], None]
-
-
 class _Nothing:
     """The parked track's source: never a frame."""
 
@@ -155,7 +138,6 @@ class ParkedTrack(OpusBusTrack):
         old, self.sink = self.sink, _Nothing()
         old.detach()
         self.pass_through = None
-        self._forwarding = False
 
     def resume(self, sink: Any, priming: int = 0) -> None:
         """On ``sink``, back on the clock (its first frame at once); ``priming``: that many

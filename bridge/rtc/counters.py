@@ -1,14 +1,10 @@
 """Process-wide counters of the WebRTC transport, exposed to Prometheus by a collector.
 
 The UDP guard and the DTLS hooks run inside aioice/aiortc callbacks that know nothing of the
-application's :class:`~bridge.metrics.Metrics`, so they count here (plain integers, bumped on
-the event loop) and :class:`RtcCollector` reads them at scrape time:
-
-* ``bridge_udp_dropped_total{reason}`` — datagrams dropped before aioice/aiortc saw them (and
-  sends the kernel's buffer had no room for, ``send_buffer_full``).
-* ``bridge_udp_reads_total{how}`` — reads of the polled media sockets (``wakeup``, ``tick``;
-  a parked leg's: ``parked_wakeup``, ``parked_batch``).
-* ``bridge_webrtc_failures_total{stage,reason}`` — sessions whose ICE or DTLS failed.
+application's :class:`~bridge.metrics.Metrics`, so they count here and :class:`RtcCollector`
+reads them at scrape time (``bridge_udp_dropped_total{reason}``,
+``bridge_udp_reads_total{how}``, ``bridge_webrtc_failures_total{stage,reason}``: described in
+docs/deployment.md).
 """
 
 from __future__ import annotations

@@ -1,23 +1,17 @@
 """DTLS with every stack, and the reasons ICE and DTLS fail.
 
-**Ciphers.** aiortc's DTLS context offers only ECDHE-ECDSA suites
-(``RTCCertificate._create_ssl_context`` in aiortc 1.16; the private names are in
-``rtc/aiortc_seam.py``). That is enough while the peer's
-certificate is ECDSA (browsers, libwebrtc), but a peer whose certificate is RSA — GStreamer's
-webrtcbin generates only RSA, as do many gateways and embedded stacks — cannot take a suite
-from that list when it is the DTLS server (the bridge answers ``a=setup:active``, so it is the
-client): the handshake fails with ``no shared cipher``. the seam (``rtc/aiortc_seam.py``) wraps that
-method and sets :data:`CIPHERS`: aiortc's own ECDSA suites first, then the same suites with RSA
-authentication. The bridge keeps aiortc's ECDSA certificate; the RSA suites only let an
-RSA-certificate server be chosen. In the server role the bridge picks an ECDSA suite and
-accepts any client certificate type (its fingerprint is what is checked).
+**Ciphers.** aiortc's DTLS context offers only ECDHE-ECDSA suites. A peer whose certificate is
+RSA (GStreamer's webrtcbin, many gateways) cannot take one when it is the DTLS server (the
+bridge answers ``a=setup:active``): the handshake fails with ``no shared cipher``. The seam
+wraps aiortc's context and sets :data:`CIPHERS`: aiortc's ECDSA suites first, then the same
+with RSA authentication. The bridge keeps its ECDSA certificate; as the server it picks an
+ECDSA suite and accepts any client certificate (its fingerprint is what is checked).
 
-**Reasons.** aiortc logs DTLS failures at DEBUG only and keeps no reason. One hook, on the
-transport's state change, records one on the transport (``_bridge_failure``) as it turns
-failed: the OpenSSL error the handshake is handling then, the connection closed under it, or
-the step after the handshake that refused the peer (its certificate's fingerprint, no SRTP
-profile: :data:`STEP_REASONS`). Why ICE failed follows from whether the leg had ever connected
-(the checks never succeeded, or consent expired afterwards). :func:`diagnose` says which.
+**Reasons.** aiortc logs DTLS failures at DEBUG only and keeps no reason. A hook on the
+transport's state records one (``_bridge_failure``) as it turns failed: the OpenSSL error then
+being handled, the connection closed under it, or the post-handshake step that refused the
+peer (:data:`STEP_REASONS`). Why ICE failed follows from whether the leg had ever connected.
+:func:`diagnose` says which.
 """
 
 from __future__ import annotations

@@ -1,32 +1,20 @@
 """The wire of a DTLS leg's RTP: aiortc and aioice give ICE, DTLS and the SRTP keys; the
-bridge's :class:`~bridge.rtc.rtp_leg.RtpLeg` (its session, receiver, sender, reports) does the
-rest.
+bridge's :class:`~bridge.rtc.rtp_leg.RtpLeg` does the rest.
 
-An ``RTCPeerConnection`` still negotiates (SDP, ICE, the DTLS handshake), and starts each
-transceiver's ``RTCRtpSender`` and ``RTCRtpReceiver`` once DTLS is up, through their public
-``send(parameters)`` and ``receive(parameters)``. :class:`DtlsSrtp` takes those two calls on
-the leg's audio transceiver (instance attributes: only that sender and receiver), so aiortc's
-sender and receiver never start: no RTP or RTCP task, no jitter buffer, no decoder thread, no
-statistics of theirs. Instead:
+An ``RTCPeerConnection`` still negotiates, and once DTLS is up starts each transceiver's
+sender and receiver through their public ``send(parameters)`` and ``receive(parameters)``.
+:class:`DtlsSrtp` takes those two calls on the leg's audio transceiver, so aiortc's sender and
+receiver never start (no tasks, jitter buffer, decoder thread or statistics of theirs):
 
-* **in** (:meth:`DtlsSrtp.datagram`, aioice's datagram callback of that connection alone):
-  RFC 7983 demultiplexing by the first byte. SRTP and SRTCP (128–191) are unprotected with
-  the keys DTLS set up and handed to the leg synchronously, RTCP told apart by its packet
-  type (RFC 5761 §4: 192–223); everything else (DTLS records, 20–63) and anything before the
-  keys goes on to aioice's queue, for aiortc's DTLS transport, as before;
-* **out** (:meth:`DtlsSrtp.send_rtp`, :meth:`DtlsSrtp.send_rtcp`): protected and sent
-  straight to the nominated ICE pair's socket, one call (aioice's ``sendto`` is three
-  coroutines a packet); the leg's RTCP on the worker clock (``rtc/rtcp_schedule.py``: an
-  RTP/SAVPF leg's 1 s minimum, randomised 0.5–1.5 ×) from the first of send and receive;
-* while the leg is parked (:meth:`DtlsSrtp.batch_reads`: an agent's leg between calls), its
-  sockets are read in batches (``rtc/udp_poll.py``);
-* the leg's clocked sender (``rtc/rtpsend.py`` ``LeanSender``) plays its track, started from
-  ``send(parameters)`` with the SSRC, payload type and ``mid`` aiortc negotiated; the leg
-  says goodbye (its BYE) before the wire closes.
+* **in** (:meth:`DtlsSrtp.datagram`, aioice's datagram callback of this connection alone):
+  RFC 7983 demultiplexing by the first byte; SRTP and SRTCP unprotected and handed to the leg
+  synchronously (RTCP told apart by RFC 5761 §4), everything else (DTLS, or anything before
+  the keys) on to aioice's queue as before;
+* **out** (:meth:`DtlsSrtp.send_rtp`, :meth:`DtlsSrtp.send_rtcp`): protected and sent straight
+  to the nominated pair's socket, one call (aioice's ``sendto`` is three coroutines a packet);
+* while the leg is parked (:meth:`DtlsSrtp.batch_reads`), its sockets are read in batches.
 
-What of aiortc's and aioice's is used beyond their public API (the ICE connection, its
-nominated pair, the DTLS transport's SRTP sessions) is reached through
-``rtc/aiortc_seam.py``, which checks it at import.
+aiortc's and aioice's internals are reached through ``rtc/aiortc_seam.py`` only.
 """
 
 from __future__ import annotations
@@ -75,7 +63,6 @@ class DtlsSrtp:
         self._closed = False
         self._batched = False
         """Whether the connection's sockets are to be read in batches (:meth:`batch_reads`)."""
-        self.sent_packets = self.sent_bytes = 0
         self.received_packets = self.received_bytes = 0
         self.rtcp_sent = self.rtcp_received = 0
         self.auth_failed = 0
@@ -212,10 +199,7 @@ class DtlsSrtp:
     def send_rtp(self, plain: bytes) -> None:
         """Protect and send one RTP packet; ``ConnectionError`` when DTLS or ICE is not (or
         no longer) up."""
-        data = self._protector().protect(plain)
-        self._send(data)
-        self.sent_packets += 1
-        self.sent_bytes += len(data)
+        self._send(self._protector().protect(plain))
 
     def send_rtcp(self, plain: bytes) -> None:
         """Protect (SRTCP) and send one compound RTCP packet; ``ConnectionError`` once DTLS or

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from ..config import IceSettings, MediaSettings
 from ..media import CallBus, Role
 from .connected import ConnectedLeg
 from .ice import server_rtc_configuration
-from .session import WebRTCSession
+from .session import DtmfCallback, StateCallback, WebRTCSession
 from .turn import TurnProvider
-
-StateCallback = Callable[[WebRTCSession, str], None]
 
 
 class SessionFactory:
@@ -30,7 +26,7 @@ class SessionFactory:
         *,
         participant_id: str = "agent",
         role: Role = Role.AGENT,
-        on_dtmf: Callable[[WebRTCSession, str, int], None] | None = None,
+        on_dtmf: DtmfCallback | None = None,
     ) -> WebRTCSession:
         grant = await self.turn.grant(f"bridge-{call_id[:12]}")
         configuration = server_rtc_configuration(self.ice, grant)

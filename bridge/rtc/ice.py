@@ -1,33 +1,21 @@
-"""ICE configuration for the bridge's own peer connections, and the two aioice hooks.
+"""ICE configuration for the bridge's own peer connections, and the aioice hooks.
 
 aioice has no option to choose the interfaces it gathers host candidates on, and it skips
-loopback. :func:`restrict_host_addresses` is the one place that changes that: it replaces
-``aioice.ice.get_host_addresses`` (the function ``Connection.gather_candidates`` calls) with
-one that returns the configured addresses.
+loopback: :func:`restrict_host_addresses` replaces ``aioice.ice.get_host_addresses`` with one
+that returns the configured addresses.
 
 aioice waits up to 5 s for server-reflexive and relayed candidates, and aiortc's
-``setLocalDescription`` waits for gathering to finish, so an unreachable STUN or TURN server
-would hold every answer for seconds. :func:`set_gather_timeout` caps that wait (aioice's
-``get_component_candidates`` takes the timeout as a parameter; pending STUN/TURN attempts are
-cancelled and aioice closes their sockets). Both hooks are process-wide, as aioice's are.
+``setLocalDescription`` waits for gathering, so an unreachable STUN or TURN server would hold
+every answer for seconds: :func:`set_gather_timeout` caps that wait. Both hooks are
+process-wide, as aioice's are.
 
-Pinned media ports (:mod:`bridge.rtc.ports`): aioice binds its UDP sockets with
-``asyncio.get_running_loop().create_datagram_endpoint(...)`` in two places (host candidates in
-``aioice.ice``, the TURN server socket in ``aioice.turn``). The seam
-(:func:`~bridge.rtc.aiortc_seam.install`) gives those two modules an ``asyncio`` whose
-running loop binds the socket itself, inside the range,
-when a :func:`~bridge.rtc.ports.port_scope` is active, and hands it to the real loop
-(``create_datagram_endpoint(sock=...)``). Everything else goes to the real ``asyncio`` and the
-real loop untouched. When the range is exhausted aioice would log and skip the candidate; the
-gathering wrapper turns that into :class:`~bridge.rtc.ports.PortsExhausted` (503).
-
-The same ``asyncio`` puts aioice's long sleeps on the worker clock: its ICE consent checks
-(RFC 7675 §5.1: every 5 s, randomised 0.8–1.2 ×) wait with ``asyncio.sleep``, a timer and a
-wake-up of their own per leg every few seconds. A sleep of a second or more ends at the first
-point of the parked sockets' 0.2 s grid after it (``rtc/udp_poll.py`` ``BATCH``: where the
-batched reads, the keepalive pulse and parked legs' RTCP fall), a one-shot callback on the
-worker clock (``media/clock.py`` ``call_at``): no wake-up of its own when anything else is on
-the clock, the randomisation kept (4.0–6.2 s). Its checks' 20 ms pacing stays the loop's.
+aioice's ``asyncio`` is replaced (:data:`ASYNCIO_FOR_AIOICE`, installed by
+``rtc/aiortc_seam.py``) for two things. Its two socket binds go through the pinned port range
+while a ``port_scope`` is active (``rtc/ports.py``); an exhausted range becomes
+:class:`~bridge.rtc.ports.PortsExhausted` (503) rather than a skipped candidate. And its ICE
+consent checks' sleeps (RFC 7675 §5.1: every 5 s, randomised) of a second or more end on the
+worker clock at the first point of the parked sockets' 0.2 s grid (``rtc/udp_poll.py``
+``BATCH``), so they add no wake-up of their own; the randomisation is kept (4.0–6.2 s).
 """
 
 from __future__ import annotations

@@ -1,28 +1,15 @@
 """``PeerLeg``: one aiortc peer connection the bridge terminates, written once for every leg.
 
 A browser's session (:mod:`.session`) and the Cloud API's WhatsApp-side peer
-(``engines/cloudapi/peer.py``) are both a leg: an ``RTCPeerConnection`` configured with the
-bridge's ICE, ports and guard, whose audio sender plays a bus-backed track and whose receive
-path is the bridge's own (:mod:`.uplink`: ``audio/receiver.py`` on a 20 ms clock). What they
-share lives here:
+(``engines/cloudapi/peer.py``) are both a leg. What they share lives here: the set-up (the
+transport hooks, ICE configuration, port scope, public address, :meth:`PeerLeg.start_media`);
+the media, an :class:`~.rtp_leg.RtpLeg` on the ICE connection with DTLS's keys
+(:mod:`.dtls_srtp`: aiortc's sender and receiver never start); why it failed, logged once and
+counted in ``bridge_webrtc_failures_total``; the stats (:mod:`.quality`); and an idempotent
+close, children in reverse order of creation, aiortc's objects released at once
+(:mod:`.release`).
 
-* **set-up**: the transport hooks, the configuration, the port scope around negotiation, the
-  public address in the local description, the sender's track and the receive path
-  (:meth:`PeerLeg.start_media`);
-* **diagnosis**: why the connection failed (ICE, DTLS: :func:`~.dtls.diagnose`; or the far end
-  closing it, which aioice also does when ICE consent expires), logged once and counted in
-  ``bridge_webrtc_failures_total``;
-* **close**: idempotent, concurrent callers share one teardown, children in reverse order of
-  creation, aiortc's and aioice's objects released at once (:mod:`.release`);
-* **media**: the leg's RTP, as every RTP leg's (:mod:`.rtp_leg`: its session with RTP and
-  RTCP both ways and the receiver statistics, the receiver, the clocked sender) on its ICE
-  connection with the keys DTLS set up as its wire (:mod:`.dtls_srtp`: aiortc's sender and
-  receiver never start);
-* **stats**: RTP/RTCP samples of that session (:mod:`.quality`), the receiver's W3C counters;
-  the far end's loss reports go to the encoder as they arrive (``rtc/protection.py``).
-
-A subclass adds only what is its own (a browser's offer/answer, participants, RED and key
-presses; Meta's SDP rules and DTMF for the WhatsApp side) and its hooks:
+A subclass adds what is its own (offer/answer, RED, key presses) and its hooks,
 :meth:`PeerLeg._state_changed` and :meth:`PeerLeg._detach`.
 """
 
@@ -50,9 +37,7 @@ from .ice import advertise_public_ip, server_rtc_configuration
 from .passthrough import PassThrough
 from .ports import port_scope
 from .quality import Quality, sample
-from .red import RedStats
 from .release import release_peer_connection
-from .rfc4733 import DtmfDetector
 from .rtcp_schedule import AVPF_MIN_INTERVAL
 from .rtp_leg import RtpLeg
 from .rtp_session import RtpSession
@@ -77,115 +62,27 @@ def install_transport_hooks() -> None:
     aiortc_seam.install()
 
 
-class PeerLeg:
-    """One peer connection of a call, with the bridge's sender track and receive path.
+class RtpLegOwner:
+    """What every leg that owns an :class:`~.rtp_leg.RtpLeg` shows and lends, written once: its
+    quality samples, its packets forwarded both ways (``calls/forwarding.py``), its receiver's
+    counters. A peer connection (:class:`PeerLeg`) is one, and so is Meta's SDES leg
+    (``engines/cloudapi/sdes.py``)."""
 
-    ``state`` follows aiortc's ``connectionState`` (``new``, ``connecting``, ``connected``,
-    ``failed``, ``closed``); ``failed`` and ``closed`` are final. See the module docstring.
-    """
+    state: str
+    session: RtpSession
 
-    what: ClassVar[str] = "WebRTC leg"
-    """What the logs call this kind of leg."""
-    far_end: ClassVar[str] = "the far end"
-    """Who is at the other end (in a failure's reason)."""
-    far_end_close_fails: ClassVar[bool] = False
-    """Whether the connection closing when nobody here closed it is a failure: aioice closes
-    it when ICE consent expires (RFC 7675), and the far end's DTLS close ends it too. A
-    browser closing its connection is a normal end; Meta ends a call with a webhook."""
-
-    def __init__(
-        self,
-        name: str,
-        ice: IceSettings | None,
-        configuration: RTCConfiguration | None = None,
-        *,
-        tasks: str,
-        log_extra: Mapping[str, Any] | None = None,
-    ) -> None:
-        install_transport_hooks()
-        self.name = name
-        """What the logs call this leg."""
-        self.public_ip = ice.public_ip if ice is not None else ""
-        self.rtp_ports = ice.rtp_ports if ice is not None else ""
-        if configuration is None and ice is not None:
-            configuration = server_rtc_configuration(ice)
-        self.pc = RTCPeerConnection(configuration or RTCConfiguration(iceServers=[]))
-        self.state = "new"
-        self.failure_stage: str | None = None
-        self.failure_reason: str | None = None
-        """Why the leg failed (``ice``/``dtls``/``timeout`` and a reason), else ``None``."""
+    def __init__(self) -> None:
         self.created_at = time.monotonic()
         self.connected_at: float | None = None
         self.totals = Quality()
         """Cumulative RTP counters (absolute, not deltas)."""
         self.last: Quality | None = None
         self.mos: float | None = None
-        self._track: OpusBusTrack | None = None
-        self.session = RtpSession(secrets.randbits(32), f"bridge-{secrets.token_hex(6)}")
-        """The leg's RTP session: RTP and RTCP both ways (``rtp_session.py``)."""
         self.leg: RtpLeg | None = None
         """The leg's RTP (``rtp_leg.py``: the session, its receiver, the sender playing its
-        track, its reports), once its media is set up (:meth:`start_media`)."""
-        self._wire: DtlsSrtp | None = None
-        """The leg's wire: the ICE connection, with DTLS's keys (``dtls_srtp.py``)."""
-        self._tasks = TaskSet(tasks)
-        self._close_lock = asyncio.Lock()
+        track, its reports), once its media is set up."""
         self._closed = False
         self._close_expected = False
-        self._log_extra = dict(log_extra or {})
-        self.pc.on("connectionstatechange", self._pc_state_changed)
-
-    # -- set-up
-    @contextmanager
-    def ports(self) -> Iterator[None]:
-        """Negotiate inside this: aioice binds inside ``BRIDGE_RTP_PORTS``."""
-        with port_scope(self.rtp_ports):
-            yield
-
-    def audio_transceiver(self) -> RTCRtpTransceiver | None:
-        """The connection's (first) audio transceiver, if it has one."""
-        return next((t for t in self.pc.getTransceivers() if t.kind == "audio"), None)
-
-    def start_media(
-        self,
-        transceiver: RTCRtpTransceiver,
-        track: OpusBusTrack,
-        on_frame: Callable[[Pcm], None],
-        stats: BusStats,
-    ) -> Playout:
-        """The leg's sender plays ``track`` once DTLS is up; what arrives goes through the
-        bridge's receiver (``uplink.py``) to ``on_frame``, one 16 kHz frame every 20 ms,
-        counted in ``stats``, decoded as the track codes (Opus; G.711 where the far end
-        negotiated it). Before negotiation ends (aiortc starts the transceiver then)."""
-        # For the SDP's msid only: our sender plays it, aiortc's never starts (rtc/dtls_srtp.py).
-        transceiver.sender.replaceTrack(track)
-        self._track = track
-        leg = self.leg = RtpLeg(
-            self.session,
-            codec=track.codec,
-            on_frame=on_frame,
-            stats=stats,
-            tasks=self._tasks,
-            rtcp_interval=AVPF_MIN_INTERVAL,
-        )
-        leg.carry(track)
-        self._wire = DtlsSrtp(leg, transceiver, self._tasks, self.name)
-        transceiver.direction = "sendrecv"
-        return leg.playout
-
-    def receive_red(self, red: int, opus: int, stats: RedStats) -> None:
-        """Take RED (RFC 2198) packets of payload type ``red`` over ``opus``: the redundant
-        blocks to the receiver, the primary as Opus (``rtc/red.py``)."""
-        self.session.take_red(red, opus, stats)
-
-    def receive_dtmf(self, payload_type: Callable[[], int | None], detector: DtmfDetector) -> None:
-        """Take telephone-event (RFC 4733) packets of ``payload_type()`` (read per packet)
-        into ``detector`` (``rtc/rfc4733.py``)."""
-        self.session.take_dtmf(payload_type, detector)
-
-    def advertise(self, sdp: str) -> str:
-        """``sdp`` with the bridge's public address in its candidates (1:1 NAT)."""
-        return advertise_public_ip(sdp, self.public_ip)
 
     # -- pass-through (rtc/passthrough.py)
     def forward_to(
@@ -212,12 +109,6 @@ class PeerLeg:
         if self.leg is not None:
             self.leg.report_loss_beyond(loss)
 
-    @property
-    def far_end_loss(self) -> float:
-        """The share of what this leg sent that the far end's receiver reports say was lost
-        (the latest quality sample)."""
-        return self.last.far_end_loss if self.last is not None else 0.0
-
     def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
         """Packets from there go here: let this leg's sender send another leg's Opus packets
         (offered to the returned ``PassThrough``, e.g. by its :meth:`forward_to`) untouched
@@ -228,65 +119,11 @@ class PeerLeg:
             return None
         return self.leg.forward_from(allowed)
 
-    # -- state and diagnosis
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` has begun."""
-        return self._closed
-
-    @property
-    def failure(self) -> str | None:
-        """``"stage: reason"`` once the leg failed, else ``None``."""
-        if self.failure_reason is None:
-            return None
-        return f"{self.failure_stage}: {self.failure_reason}"
-
     def expect_close(self) -> None:
         """The call is over in signalling (a hang-up sent, the far end's end received): the
         far end closing the connection from now on is the normal end, not a failure."""
         self._close_expected = True
 
-    def _pc_state_changed(self) -> None:
-        state = self.pc.connectionState
-        lost = not self._closed and not self._close_expected and self.far_end_close_fails
-        if state == "closed" and lost:
-            # Nobody here closed it: consent expired (aioice closed it) or the far end did.
-            detail = f"consent expired or {self.far_end} closed it"
-            self.record_failure("ice", "connection lost", detail)
-            state = "failed"
-        elif state == "failed":
-            self.record_failure(*diagnose(self.pc, self.connected_at is not None))
-        self._set_state(state)
-
-    def _set_state(self, state: str) -> None:
-        if state == self.state or self.state in FINAL:
-            return  # both are final
-        self.state = state
-        if state == "connected" and self.connected_at is None:
-            self.connected_at = time.monotonic()
-        self._state_changed(state)
-
-    def _state_changed(self, state: str) -> None:
-        """A subclass's hook: ``state`` is the leg's new state."""
-
-    def record_failure(self, stage: str, reason: str, detail: str = "") -> None:
-        """Log (WARNING) and count (``bridge_webrtc_failures_total{stage, reason}``) the first
-        failure of this leg; later ones are echoes of it."""
-        if self.failure_reason is not None:
-            return
-        self.failure_stage = stage
-        self.failure_reason = f"{reason} ({detail})" if detail else reason
-        counters.failure(stage, reason)
-        log.warning(
-            "%s: %s failed (%s): %s",
-            self.name,
-            self.what,
-            stage,
-            self.failure_reason,
-            extra=self._log_extra,
-        )
-
-    # -- stats
     @property
     def last_media(self) -> float | None:
         """When the latest RTP packet arrived (monotonic)."""
@@ -334,6 +171,157 @@ class PeerLeg:
             "receiver": None if self.leg is None else self.leg.receiver_stats.as_w3c(),
         }
 
+
+class PeerLeg(RtpLegOwner):
+    """One peer connection of a call, with the bridge's sender track and receive path.
+
+    ``state`` follows aiortc's ``connectionState`` (``new``, ``connecting``, ``connected``,
+    ``failed``, ``closed``); ``failed`` and ``closed`` are final. See the module docstring.
+    """
+
+    what: ClassVar[str] = "WebRTC leg"
+    """What the logs call this kind of leg."""
+    far_end: ClassVar[str] = "the far end"
+    """Who is at the other end (in a failure's reason)."""
+    far_end_close_fails: ClassVar[bool] = False
+    """Whether the connection closing when nobody here closed it is a failure: aioice closes
+    it when ICE consent expires (RFC 7675), and the far end's DTLS close ends it too. A
+    browser closing its connection is a normal end; Meta ends a call with a webhook."""
+
+    def __init__(
+        self,
+        name: str,
+        ice: IceSettings | None,
+        configuration: RTCConfiguration | None = None,
+        *,
+        tasks: str,
+        log_extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        install_transport_hooks()
+        super().__init__()
+        self.name = name
+        """What the logs call this leg."""
+        self.public_ip = ice.public_ip if ice is not None else ""
+        self.rtp_ports = ice.rtp_ports if ice is not None else ""
+        if configuration is None and ice is not None:
+            configuration = server_rtc_configuration(ice)
+        self.pc = RTCPeerConnection(configuration or RTCConfiguration(iceServers=[]))
+        self.state = "new"
+        self.failure_stage: str | None = None
+        self.failure_reason: str | None = None
+        """Why the leg failed (``ice``/``dtls``/``timeout`` and a reason), else ``None``."""
+        self._track: OpusBusTrack | None = None
+        self.session = RtpSession(secrets.randbits(32), f"bridge-{secrets.token_hex(6)}")
+        """The leg's RTP session: RTP and RTCP both ways (``rtp_session.py``)."""
+        self._wire: DtlsSrtp | None = None
+        """The leg's wire: the ICE connection, with DTLS's keys (``dtls_srtp.py``)."""
+        self._tasks = TaskSet(tasks)
+        self._close_lock = asyncio.Lock()
+        self._log_extra = dict(log_extra or {})
+        self.pc.on("connectionstatechange", self._pc_state_changed)
+
+    # -- set-up
+    @contextmanager
+    def ports(self) -> Iterator[None]:
+        """Negotiate inside this: aioice binds inside ``BRIDGE_RTP_PORTS``."""
+        with port_scope(self.rtp_ports):
+            yield
+
+    def audio_transceiver(self) -> RTCRtpTransceiver | None:
+        """The connection's (first) audio transceiver, if it has one."""
+        return next((t for t in self.pc.getTransceivers() if t.kind == "audio"), None)
+
+    def start_media(
+        self,
+        transceiver: RTCRtpTransceiver,
+        track: OpusBusTrack,
+        on_frame: Callable[[Pcm], None],
+        stats: BusStats,
+    ) -> Playout:
+        """The leg's sender plays ``track`` once DTLS is up; what arrives goes through the
+        bridge's receiver (``uplink.py``) to ``on_frame``, one 16 kHz frame every 20 ms,
+        counted in ``stats``, decoded as the track codes (Opus; G.711 where the far end
+        negotiated it). Before negotiation ends (aiortc starts the transceiver then)."""
+        # For the SDP's msid only: our sender plays it, aiortc's never starts (rtc/dtls_srtp.py).
+        transceiver.sender.replaceTrack(track)
+        self._track = track
+        leg = self.leg = RtpLeg(
+            self.session,
+            codec=track.codec,
+            on_frame=on_frame,
+            stats=stats,
+            tasks=self._tasks,
+            rtcp_interval=AVPF_MIN_INTERVAL,
+        )
+        leg.carry(track)
+        self._wire = DtlsSrtp(leg, transceiver, self._tasks, self.name)
+        transceiver.direction = "sendrecv"
+        return leg.playout
+
+    def advertise(self, sdp: str) -> str:
+        """``sdp`` with the bridge's public address in its candidates (1:1 NAT)."""
+        return advertise_public_ip(sdp, self.public_ip)
+
+    @property
+    def far_end_loss(self) -> float:
+        """The share of what this leg sent that the far end's receiver reports say was lost
+        (the latest quality sample)."""
+        return self.last.far_end_loss if self.last is not None else 0.0
+
+    # -- state and diagnosis
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has begun."""
+        return self._closed
+
+    @property
+    def failure(self) -> str | None:
+        """``"stage: reason"`` once the leg failed, else ``None``."""
+        if self.failure_reason is None:
+            return None
+        return f"{self.failure_stage}: {self.failure_reason}"
+
+    def _pc_state_changed(self) -> None:
+        state = self.pc.connectionState
+        lost = not self._closed and not self._close_expected and self.far_end_close_fails
+        if state == "closed" and lost:
+            # Nobody here closed it: consent expired (aioice closed it) or the far end did.
+            detail = f"consent expired or {self.far_end} closed it"
+            self.record_failure("ice", "connection lost", detail)
+            state = "failed"
+        elif state == "failed":
+            self.record_failure(*diagnose(self.pc, self.connected_at is not None))
+        self._set_state(state)
+
+    def _set_state(self, state: str) -> None:
+        if state == self.state or self.state in FINAL:
+            return  # both are final
+        self.state = state
+        if state == "connected" and self.connected_at is None:
+            self.connected_at = time.monotonic()
+        self._state_changed(state)
+
+    def _state_changed(self, state: str) -> None:
+        """A subclass's hook: ``state`` is the leg's new state."""
+
+    def record_failure(self, stage: str, reason: str, detail: str = "") -> None:
+        """Log (WARNING) and count (``bridge_webrtc_failures_total{stage, reason}``) the first
+        failure of this leg; later ones are echoes of it."""
+        if self.failure_reason is not None:
+            return
+        self.failure_stage = stage
+        self.failure_reason = f"{reason} ({detail})" if detail else reason
+        counters.failure(stage, reason)
+        log.warning(
+            "%s: %s failed (%s): %s",
+            self.name,
+            self.what,
+            stage,
+            self.failure_reason,
+            extra=self._log_extra,
+        )
+
+    # -- stats
     # -- close
     def _detach(self) -> None:
         """A subclass's hook, first thing in :meth:`close`: stop feeding and being fed."""

@@ -1,12 +1,8 @@
-"""RTP and RTCP packets, sans-IO: bytes in, objects out, and back.
+"""RTCP packets, sans-IO: bytes in, objects out, and back.
 
-The bridge owns RTP and RTCP, both ways, on every leg (``rtc/rtp_session.py``); what it needs
-of the wire format is here rather than in aiortc's private ``aiortc.rtp``:
+The bridge owns RTCP, both ways, on every leg (``rtc/rtp_session.py``); what it needs of the
+wire format is here rather than in aiortc's private ``aiortc.rtp``:
 
-* :class:`RtpPacket`: the fixed header, CSRCs, one header extension block and padding
-  (RFC 3550 §5.1, §5.3.1);
-* :func:`parse_extensions` / :func:`pack_extensions`: the elements of that block, one-byte
-  and two-byte forms (RFC 8285 §4.2, §4.3);
 * :class:`SenderReport`, :class:`ReceiverReport` (with their :class:`ReportBlock`),
   :class:`Sdes` and :class:`Bye`, and :func:`parse_rtcp` for a compound packet
   (RFC 3550 §6.4.1, §6.4.2, §6.5, §6.6). Other packet types in a compound (RTPFB, PSFB, XR,
@@ -20,145 +16,12 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-_RTP = struct.Struct("!BBHII")
 _RTCP = struct.Struct("!BBH")
 _BLOCK = struct.Struct("!IB3sIIII")
 _SENDER_INFO = struct.Struct("!QIII")
 
-ONE_BYTE_PROFILE = 0xBEDE
-"""RFC 8285 §4.2."""
-TWO_BYTE_PROFILE = 0x1000
-"""RFC 8285 §4.3 (the low four bits, "appbits", are ours to ignore)."""
-
 SR, RR, SDES, BYE = 200, 201, 202, 203
 SDES_CNAME = 1
-
-
-@dataclass
-class RtpPacket:
-    """One RTP packet (RFC 3550 §5.1). ``extension`` is the raw block after its 4-byte
-    header (``extension_profile`` says its form); ``payload`` excludes the padding."""
-
-    payload_type: int = 0
-    sequence_number: int = 0
-    timestamp: int = 0
-    ssrc: int = 0
-    marker: bool = False
-    csrc: list[int] = field(default_factory=list)
-    extension_profile: int = 0
-    extension: bytes | None = None
-    payload: bytes = b""
-    padding: int = 0
-
-    @classmethod
-    def parse(cls, data: bytes) -> RtpPacket:
-        if len(data) < 12:
-            raise ValueError("RTP packet shorter than its fixed header")
-        first, second, seq, timestamp, ssrc = _RTP.unpack_from(data)
-        if first >> 6 != 2:
-            raise ValueError("RTP version is not 2")
-        at = 12 + 4 * (first & 0x0F)
-        if len(data) < at:
-            raise ValueError("RTP packet shorter than its CSRC list")
-        csrc = list(struct.unpack_from(f"!{first & 0x0F}I", data, 12))
-        profile, extension = 0, None
-        if first & 0x10:
-            if len(data) < at + 4:
-                raise ValueError("RTP header extension truncated")
-            profile, words = struct.unpack_from("!HH", data, at)
-            extension = bytes(data[at + 4 : at + 4 + 4 * words])
-            at += 4 + 4 * words
-            if len(extension) != 4 * words:
-                raise ValueError("RTP header extension truncated")
-        end, padding = len(data), 0
-        if first & 0x20:
-            padding = data[-1]
-            if padding == 0 or end - padding < at:
-                raise ValueError("RTP padding longer than the payload")
-            end -= padding
-        return cls(
-            payload_type=second & 0x7F,
-            sequence_number=seq,
-            timestamp=timestamp,
-            ssrc=ssrc,
-            marker=bool(second & 0x80),
-            csrc=csrc,
-            extension_profile=profile,
-            extension=extension,
-            payload=bytes(data[at:end]),
-            padding=padding,
-        )
-
-    def __bytes__(self) -> bytes:
-        first = 0x80 | (0x20 if self.padding else 0) | len(self.csrc)
-        if self.extension is not None:
-            first |= 0x10
-        out = _RTP.pack(
-            first,
-            (0x80 if self.marker else 0) | self.payload_type,
-            self.sequence_number,
-            self.timestamp,
-            self.ssrc,
-        )
-        out += b"".join(c.to_bytes(4, "big") for c in self.csrc)
-        if self.extension is not None:
-            if len(self.extension) % 4:
-                raise ValueError("RTP header extension not a whole number of words")
-            out += struct.pack("!HH", self.extension_profile, len(self.extension) >> 2)
-            out += self.extension
-        out += self.payload
-        if self.padding:
-            out += bytes(self.padding - 1) + bytes([self.padding])
-        return out
-
-    def extensions(self) -> dict[int, bytes]:
-        """The header extension's elements by ID (RFC 8285); ``{}`` without one."""
-        if self.extension is None:
-            return {}
-        return parse_extensions(self.extension_profile, self.extension)
-
-
-def parse_extensions(profile: int, block: bytes) -> dict[int, bytes]:
-    """RFC 8285 elements by ID; an unknown profile gives ``{}`` (RFC 3550 §5.3.1: ignored)."""
-    one = profile == ONE_BYTE_PROFILE
-    if not one and profile & 0xFFF0 != TWO_BYTE_PROFILE:
-        return {}
-    values: dict[int, bytes] = {}
-    at = 0
-    while at < len(block):
-        if block[at] == 0:  # padding between elements (§4.1)
-            at += 1
-            continue
-        if one:
-            ident, length = block[at] >> 4, (block[at] & 0x0F) + 1
-            if ident == 15:  # reserved: stop processing (§4.2)
-                break
-            at += 1
-        else:
-            if at + 2 > len(block):
-                raise ValueError("RFC 8285 element truncated")
-            ident, length = block[at], block[at + 1]
-            at += 2
-        if at + length > len(block):
-            raise ValueError("RFC 8285 element truncated")
-        values[ident] = bytes(block[at : at + length])
-        at += length
-    return values
-
-
-def pack_extensions(values: dict[int, bytes]) -> tuple[int, bytes]:
-    """``(profile, block)`` for these elements, padded to a word: the one-byte form when every
-    ID is 1-14 and every value 1-16 bytes, the two-byte form otherwise (RFC 8285 §4.2-4.3)."""
-    one = all(1 <= i <= 14 and 1 <= len(v) <= 16 for i, v in values.items())
-    if one:
-        block = b"".join(bytes([i << 4 | (len(v) - 1)]) + v for i, v in values.items())
-    else:
-        block = b"".join(bytes([i, len(v)]) + v for i, v in values.items())
-    block += bytes(-len(block) % 4)
-    return (ONE_BYTE_PROFILE if one else TWO_BYTE_PROFILE), block
-
-
-# -- RTCP
 
 
 def _header(packet_type: int, count: int, body: bytes) -> bytes:

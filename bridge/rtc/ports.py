@@ -1,24 +1,18 @@
 """Pinned media ports (``BRIDGE_RTP_PORTS``): every UDP socket the bridge's ICE opens binds
 inside one configured range, so firewalls can be written for it.
 
-aioice has no port-range option (aioice PR #112 was never merged). The hook in
-:mod:`bridge.rtc.ice` routes the two ``loop.create_datagram_endpoint`` calls aioice makes — a
-host candidate's socket (``Connection.get_component_candidates``) and the socket to a TURN
-server (``turn.create_turn_endpoint``) — through :func:`bind_in_range` while a
-:func:`port_scope` is active. The scope is a context variable, entered by the bridge's
-:class:`~bridge.rtc.session.WebRTCSession` around its offer/answer: other aioice users in the
-same process (the tests' own clients) keep the OS's ephemeral ports.
+aioice has no port-range option (aioice PR #112 was never merged): ``rtc/ice.py`` routes its
+two socket binds through :func:`bind_in_range` while a :func:`port_scope` (a context variable,
+entered around a leg's negotiation) is active, so other aioice users in the process keep the
+OS's ephemeral ports.
 
-The allocator is process-wide per range and stateless about which ports are taken: the kernel
-is the authority. It starts each search after the port it handed out last (so a just-freed
-port is not reused at once) and moves on at ``EADDRINUSE``; when every port of the range is
-taken it raises :class:`PortsExhausted`, an :class:`~bridge.errors.AtCapacity` (503).
+The allocator is stateless about which ports are taken: the kernel is the authority. It starts
+each search after the port it handed out last (a just-freed port is not reused at once), moves
+on at ``EADDRINUSE``, and raises :class:`PortsExhausted` (503) when the range is full.
 
-The range belongs outside the kernel's ephemeral range (``net.ipv4.ip_local_port_range``,
-32768-60999 on Linux): any process that binds port 0 gets a port from there, so on a shared or
-host-network node another socket can hold a media port, and the range runs out before
-``BRIDGE_MAX_CALLS``. PBXes use 10000-20000 for this reason; it is the default, and
-:func:`ephemeral_overlap` says at start when a configured range overlaps.
+The range belongs outside the kernel's ephemeral range (32768-60999 on Linux), where any
+process binding port 0 could take a media port; PBXes use 10000-20000 for this reason, the
+default. :func:`ephemeral_overlap` says at start when a configured range overlaps.
 """
 
 from __future__ import annotations
@@ -64,7 +58,6 @@ class PortAllocator:
     def __post_init__(self) -> None:
         self._next = self.first
         self._lock = threading.Lock()
-        self.exhausted = 0
 
     @property
     def size(self) -> int:
@@ -87,7 +80,6 @@ class PortAllocator:
                     raise
                 self._next = self.first + (port - self.first + 1) % self.size
                 return sock
-            self.exhausted += 1
         raise PortsExhausted(
             f"all {self.size} media ports of BRIDGE_RTP_PORTS={self.first}-{self.last} are in "
             "use; retry later or widen the range"

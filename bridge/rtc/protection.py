@@ -1,32 +1,25 @@
 """How the downlink protects itself against loss: decided from the far end's reports.
 
-The browser's RTCP receiver reports (RFC 3550 §6.4.1) say, every second or few, what share of
-the bridge's packets it lost since the last one. :class:`LossProtection` turns them into what
-the sender does (the track applies it: ``rtc/tracks.py``), apart from the doing (as NetEq keeps
-its decision logic apart from expand and accelerate):
+The browser's RTCP receiver reports (RFC 3550 §6.4.1) say what share of our packets it lost.
+:class:`LossProtection` turns them into what the sender does, apart from the doing (the track
+applies it: ``rtc/tracks.py``), as NetEq keeps its decision logic apart from expand:
 
-* **Unknown link** (no report yet): in-band FEC planned for :data:`UNKNOWN_LOSS`, so the first
-  lost packets of a call are rebuilt too; no RED.
-* **Loss seen**: the estimate jumps to a report's loss at once and decays with a half-life of
-  :data:`DECAY_HALF_LIFE`; FEC is planned for half as much again (at least
-  :data:`MIN_PLANNED`, at most :data:`MAX_PLANNED` %: RFC 6716 §2.1.7, libopus spends LBRR bits
-  in proportion). A browser that offered RED (RFC 2198) gets the previous frame again in each
-  packet instead from :data:`RED_ONE_AT`, two frames from :data:`RED_TWO_AT` — a whole copy
-  beats FEC's sketch of it, so FEC is then off and the primary keeps its full bit rate.
-* **Clean again**: :data:`HOLD` seconds after the last report of any loss, everything is off:
-  a clean link pays nothing for protection (no LBRR bits, no RED copies).
+* **Unknown link** (no report yet): in-band FEC planned for :data:`UNKNOWN_LOSS`, so a call's
+  first lost packets are rebuilt too; no RED.
+* **Loss seen**: the estimate jumps to a report's loss and decays with a half-life of
+  :data:`DECAY_HALF_LIFE`; FEC is planned for half as much again (within :data:`MIN_PLANNED`
+  and :data:`MAX_PLANNED` %: libopus spends LBRR bits in proportion, RFC 6716 §2.1.7). A
+  browser that offered RED gets the previous frame again from :data:`RED_ONE_AT`, two from
+  :data:`RED_TWO_AT`, and FEC off: a whole copy beats FEC's sketch of it.
+* **Clean again**: :data:`HOLD` seconds after the last loss, everything is off.
 
-What the encoder runs at follows (:class:`EncoderSettings`; the track applies it): while FEC is
-on, the protected bit rate and complexity — LBRR data takes bits from the frame itself, and on
-the bench's speech 48 kbit/s at complexity 8 with FEC scores on a clean link what 40 kbit/s at
-complexity 5 scores without; while RED is on, the plain SILK setting (a copy of each frame
-rides beside it, so the frame must stay small); on a clean link, CELT at 72 kbit/s, complexity
-2, when the browser lets the bridge send that much: it scores better than SILK at 40 kbit/s for
-a third of the encoder's CPU, for 32 kbit/s more (docs/quality.md, *The clean-link setting*).
+The encoder's setting follows (:class:`EncoderSettings`): with FEC, the protected bit rate and
+complexity (LBRR takes bits from the frame itself); with RED, plain SILK (a copy rides beside
+each frame); on a clean link, CELT when the browser takes its bit rate — better than SILK at a
+third of the CPU (docs/quality.md, *The clean-link setting*).
 
-Transport-wide feedback (transport-cc) would tell loss within 100 ms, but
-aiortc negotiates neither its header extension nor its feedback (for audio or video), so no
-browser sends it to the bridge: the receiver reports are what there is to follow.
+Transport-wide feedback would tell loss within 100 ms, but aiortc negotiates none, so no
+browser sends it: the receiver reports are what there is to follow.
 """
 
 from __future__ import annotations

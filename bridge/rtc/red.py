@@ -1,33 +1,28 @@
 """RED (RFC 2198) audio redundancy with browsers: each packet also carries the previous frame.
 
-Chromium offers ``red/48000/2`` carrying Opus (``a=fmtp:<red> <opus>/<opus>``); answered with
-RED first, it sends every Opus frame twice, the second time inside the next packet, so a
-single lost packet costs nothing and a burst of two costs one frame — better than in-band FEC,
-which only rebuilds a lower-quality copy. aiortc knows no RED, so the answer is rewritten here,
-and the leg's RTP session (``rtc/rtp_session.py``) splits RED packets: the primary block goes
-on as a plain Opus packet (counted in the session's RTCP statistics, so the loss reports the
-browser gets stay right), the redundant block goes straight to the leg's receiver
-(``audio/receiver.py``), which uses it only for a frame it has not got.
+Chromium offers ``red/48000/2`` over Opus; answered with RED first, it sends every frame again
+inside the next packet, so a lost packet costs nothing and a burst of two costs one frame —
+better than in-band FEC's lower-quality copy. aiortc knows no RED, so the answer is rewritten
+here, and the leg's RTP session splits RED packets: the primary goes on as plain Opus (counted
+in RTCP, so the browser's loss reports stay right), the redundant block to the receiver, which
+uses it only for a frame it lacks.
 
-The other way, :class:`RedWrapper` builds the RED packets the bridge sends a browser that
-offered RED, while the downlink's loss calls for it (``rtc/protection.py``): the frame and the
-one or two before it, each block exactly the Opus payload sent before (forwarded packets stay
-bit-exact inside). A clean link gets plain Opus packets: both payload types were negotiated,
-so NetEq takes either, and RED costs nothing until a loss is reported.
+The other way, :class:`RedWrapper` builds RED packets for such a browser while the downlink's
+loss calls for it (``rtc/protection.py``), each block exactly the Opus payload sent before. A
+clean link gets plain Opus: both payload types were negotiated, so RED costs nothing until a
+loss is reported.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
-
-def _lines(sdp: str) -> list[str]:
-    return [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln]
+from .sdp import sdp_lines
 
 
 def offered_red(offer: str) -> tuple[int, int] | None:
     """(RED payload type, Opus payload type) when the offer's audio has RED over Opus."""
-    lines = _lines(offer)
+    lines = sdp_lines(offer)
     opus = red = None
     for ln in lines:
         low = ln.lower()
@@ -48,7 +43,7 @@ def offered_red(offer: str) -> tuple[int, int] | None:
 def add_red(answer: str, red: int, opus: int) -> str:
     """``answer`` with RED listed first on its audio m-line (the browser then sends RED)."""
     out: list[str] = []
-    for ln in _lines(answer):
+    for ln in sdp_lines(answer):
         if ln.startswith("m=audio ") and str(opus) in ln.split()[3:]:
             parts = ln.split()
             ln = " ".join([*parts[:3], str(red), *[p for p in parts[3:] if p != str(red)]])

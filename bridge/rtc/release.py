@@ -1,19 +1,15 @@
 """Break a closed peer connection's reference cycles, so it is freed at once (no gc).
 
-aiortc's objects point at each other (the peer connection, its transceivers, senders,
-receivers, the DTLS and ICE transports and their event listeners, aioice's connection and
-its protocols, the RTP router, codecs...). Closed, they form one large cycle that only
-Python's cyclic collector frees — and it owns native threads meanwhile: every PyAV
-``AudioResampler`` (aiortc's Opus encoder and decoder, the bridge's uplink decoder) runs an
-FFmpeg filter graph with its own thread pool, 2 threads each here. With the collector running
-rarely, threads piled up call after call (82 left after 20 calls were hung up).
+aiortc's objects point at each other (the peer connection, its transceivers, the DTLS and ICE
+transports and their listeners, aioice's connection...), so a closed one is a large cycle only
+the cyclic collector frees — while it owns native threads: every PyAV ``AudioResampler`` runs
+an FFmpeg filter graph with its own thread pool. With the collector running rarely, threads
+piled up call after call (82 left after 20 calls were hung up).
 
-:func:`release_peer_connection` runs after ``RTCPeerConnection.close()`` has completed (every
-transport stopped, every task awaited): it walks the objects reachable from the connection that
-belong to aiortc or aioice and empties the ``__dict__`` of the per-connection ones
-(:data:`PER_CONNECTION`: never the codec tables and parameters aiortc shares between
-connections), which breaks the cycles among them; reference counting then frees them, their
-codecs and resamplers, and so their threads.
+:func:`release_peer_connection` runs once ``RTCPeerConnection.close()`` has completed: it
+empties the ``__dict__`` of the per-connection aiortc/aioice objects reachable from it
+(:data:`PER_CONNECTION`: never the codec tables aiortc shares between connections), and
+reference counting frees them, their resamplers and so their threads.
 """
 
 from __future__ import annotations

@@ -1,22 +1,14 @@
 """RFC 4733 ``telephone-event`` on a leg's RTP session, both ways (aiortc has no such codec).
 
-* the leg's RTP session (``rtc/rtp_session.py``) takes packets of the telephone-event payload
-  type and feeds them to a :class:`DtmfDetector` (one report per key press);
-* :class:`KeyPresses` is the one sender: the presses a leg has yet to send, as
-  telephone-event packets one 20 ms tick at a time (sans-IO: the leg's clocked sender asks
-  each tick, :meth:`KeyPresses.send_tick`). Each press is a packet every tick, in place of
-  that tick's audio, with one RTP timestamp (the audio's as the press begins, libwebrtc's
-  choice), the marker bit on the first, a growing duration in the telephone-event clock, and
-  the end packet sent three times in its tick (RFC 4733 §2.5.1.4, as libwebrtc does); then
-  the press's gap, as audio. Every leg's track asks it in its sender's tick (``rtc/tracks.py``
-  ``OpusBusTrack``: the WhatsApp DTLS and SDES legs', a trunk's phone leg's,
-  ``trunks/media.py``), and the packets go through the audio's own RTP stream
-  (``rtc/rtpsend.py``), so the events share the audio's SSRC and sequence space and its sender
-  reports count them.
-
-A key press is a run of packets with the same RTP timestamp; the duration grows in each, and
-the last three carry the end bit. The detector reports a press once, at its first end packet;
-if the end packets are all lost, it is reported when the next press (a new timestamp) begins.
+* In: the leg's RTP session (``rtc/rtp_session.py``) feeds packets of the telephone-event
+  payload type to a :class:`DtmfDetector`. A press is a run of packets with one RTP timestamp,
+  its duration growing, the last three with the end bit; it is reported once, at its first end
+  packet, or when the next press begins if every end packet was lost.
+* Out: :class:`KeyPresses` is the one sender, sans-IO: each tick the leg's track
+  (``rtc/tracks.py``) asks it for the tick's packets, sent in place of the tick's audio on the
+  audio's own RTP stream (its SSRC and sequence space, counted in its sender reports). A press
+  keeps the audio's timestamp as it begins (libwebrtc's choice), marks its first packet, and
+  sends its end packet three times (RFC 4733 §2.5.1.4); then its gap, as audio.
 """
 
 from __future__ import annotations
@@ -27,6 +19,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from ..audio.dtmf import DIGITS
+from .sdp import sdp_lines
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +99,7 @@ class KeyPresses:
     the leg's ``telephone-event``: its payload type (``payload_type()``, read each tick;
     ``None``: not negotiated, nothing is sent) and :attr:`step`, its clock's units in 20 ms.
     Bounded: a press beyond ``limit`` queued drops the oldest, counted in :attr:`dropped` (a
-    caller that must refuse instead reads :attr:`queued` first).
-
-    The leg's clocked sender asks each tick: :meth:`send_tick` sends this tick's packets in
-    place of the tick's audio, or says the tick is audio's (nothing to send, or a gap)."""
+    caller that must refuse instead reads :attr:`queued` first)."""
 
     def __init__(
         self,
@@ -220,16 +210,12 @@ class KeyPresses:
                 log.exception("a key press's done callback failed")
 
 
-def _sdp_lines(sdp: str) -> list[str]:
-    return [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln]
-
-
 def offered_telephone_event(offer: str) -> tuple[int, int] | None:
     """The ``telephone-event`` payload type and clock rate of the offer's first audio m-line
     (8000 Hz preferred: its durations reach 8 s, 48 kHz's only 1.36 s)."""
     found: dict[int, int] = {}
     in_audio = seen_audio = False
-    for ln in _sdp_lines(offer):
+    for ln in sdp_lines(offer):
         if ln.startswith("m="):
             in_audio = ln.startswith("m=audio ") and not seen_audio
             seen_audio = seen_audio or in_audio
@@ -251,7 +237,7 @@ def add_telephone_event(answer: str, pt: int, rate: int) -> str:
     m-line: the browser may then use its ``RTCDTMFSender``."""
     out: list[str] = []
     in_audio = done = False
-    for ln in _sdp_lines(answer):
+    for ln in sdp_lines(answer):
         if ln.startswith("m="):
             if in_audio and not done:
                 out += [f"a=rtpmap:{pt} telephone-event/{rate}", f"a=fmtp:{pt} 0-15"]

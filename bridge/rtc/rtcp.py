@@ -1,19 +1,16 @@
 """RFC 3550 reports of one leg's RTP session (``rtc/rtp_session.py``): every leg owns its RTCP.
 
-:class:`RtcpReports` keeps both halves of the session's RTCP:
+:class:`RtcpReports` keeps both halves:
 
-* what we receive: the far end's SSRC and the stream's
-  :class:`~bridge.audio.reception.RtpReception`, which counts every packet once (RFC 3550 A.3
-  loss, A.8 jitter; the leg's receiver reads the same counts for its W3C figures), from which
-  our report block is built (fraction and cumulative loss, extended highest sequence, jitter,
-  LSR/DLSR of its latest sender report);
-* what we send: a sender report (RFC 3550 §6.4.1) from the RTP stream's counts, its NTP/RTP
-  time pair taken from the latest audio packet and carried to now on the 48 kHz clock; an
-  SDES CNAME in every compound packet (§6.1), a BYE in the last;
-* what the far end reports of us: the block about our SSRC in its SR or RR gives the loss it
-  sees and, with LSR/DLSR, the round-trip time (§6.4.1).
+* what we receive, counted once by the stream's :class:`~bridge.audio.reception.RtpReception`
+  (RFC 3550 A.3 loss, A.8 jitter), gives our report block (with LSR/DLSR of the far end's
+  latest sender report);
+* what we send gives a sender report (§6.4.1), its NTP/RTP pair from the latest audio packet
+  carried to now on the 48 kHz clock; an SDES CNAME in every compound packet (§6.1), a BYE in
+  the last;
+* the far end's block about our SSRC gives the loss it sees and the round-trip time.
 
-Packets are ``rtc/packets.py``'s; a malformed report is counted and ignored.
+A malformed report is counted and ignored.
 """
 
 from __future__ import annotations

@@ -1,39 +1,26 @@
 """When a leg sends its RTCP: RFC 3550 §6.2 and §6.3.1 intervals, on the worker's media clock.
 
-Every leg with an RTP session (a DTLS-SRTP leg, ``rtc/dtls_srtp.py``; Meta's SDES-SRTP leg,
-``engines/cloudapi/sdes.py``; a trunk's phone, ``trunks/media.py``) sends its compound report
-(``rtc/rtcp.py``) through one :class:`RtcpSchedule`, its ``RtpLeg``'s (``rtc/rtp_leg.py``).
-No leg keeps a task or a timer of its own: each report is a one-shot callback on the worker
-clock (``media/clock.py`` ``WorkerClock.call_at``), run after the tick's send phase, so a leg's
-reports cost one wake-up each and a worker's legs share the one timer.
+Every leg's ``RtpLeg`` (``rtc/rtp_leg.py``) sends its compound report (``rtc/rtcp.py``) through
+one :class:`RtcpSchedule`: each report is a one-shot callback on the worker clock
+(``media/clock.py`` ``WorkerClock.call_at``), so no leg keeps a task or a timer of its own.
 
-:class:`RtcpInterval` is the computation, sans-IO (RFC 3550 §6.3.1, A.7), for the sessions the
-bridge has: two parties, us and the far end, both sending (so the senders' 25 % share of §6.2
-never applies: the deterministic interval is ``members × avg_rtcp_size / rtcp_bw``, with
-``rtcp_bw`` 5 % of the session bandwidth). It is bounded below by the minimum, halved for the
-first report (§6.2: "the initial RTCP packet … half the minimum"), then randomised over
-0.5–1.5 × (§6.3.1, so that reports of many sessions do not synchronise). Timer reconsideration
-and the ``e − 3/2`` compensation (§6.3.3, A.7) are left out: they exist for a group whose
-membership changes, and a two-party session's never does.
+:class:`RtcpInterval` is the computation, sans-IO (RFC 3550 §6.3.1, A.7), for a two-party
+session where both send (so §6.2's senders' share never applies): ``members × avg_rtcp_size /
+rtcp_bw``, at least the minimum (halved for the first report, §6.2), randomised 0.5–1.5 ×
+(§6.3.1). Timer reconsideration and the ``e − 3/2`` compensation (§6.3.3) are left out: they
+exist for a group whose membership changes, and a two-party session's never does.
 
 The minimum is the leg's profile's:
 
-* RTP/AVP and RTP/SAVP (a trunk's phone, Meta's SDES leg): the 5 s RFC 3550 §6.2 recommends.
-  Its reduced minimum (360 / session kbit/s) buys nothing for audio: about 3.6 s at the
-  ~100 kbit/s of a two-way Opus or G.711 call, and more on a narrower one.
-* UDP/TLS/RTP/SAVPF (a DTLS leg: a browser, Meta's WebRTC leg): RFC 4585 §3.4 lets an AVPF
-  session drop the fixed minimum; we keep :data:`AVPF_MIN_INTERVAL` (1 s, aiortc's mean) because
-  the far end's encoder sets its FEC from our loss reports, and a second is how fast it follows
-  a network that turns lossy (``rtc/protection.py`` does the same with its reports).
-* A parked DTLS leg (an agent's always-connected leg between calls, ``rtc/connected.py``):
-  RFC 3550's 5 s again (:meth:`RtcpSchedule.pace`). Nothing it reports steers an encoder: the
-  far end sends nothing, and we send one packet of silence a second. It keeps reporting rather
-  than falling silent: RFC 3550 §6 has every participant report, we are a sender (the
-  keepalive), and the far end's §6.3.5 timeout counts from its last report of ours; 5 s is the
-  minimum §6.2 recommends for any session. Its report times are rounded up to the whole second
-  of the parked legs' keepalive pulse, so they ride its wake-up on the worker clock rather than
-  each waking it (randomised still: 3–8 s). Lent to a call, it is back to the 1 s, its next
-  report within 1.5 s.
+* RTP/AVP and RTP/SAVP (a trunk's phone, Meta's SDES leg): the 5 s RFC 3550 §6.2 recommends
+  (its reduced minimum, ~3.6 s at a call's ~100 kbit/s, buys audio nothing).
+* UDP/TLS/RTP/SAVPF (a DTLS leg): RFC 4585 §3.4 lets AVPF drop the minimum; we keep
+  :data:`AVPF_MIN_INTERVAL` (1 s, aiortc's mean) because the far end's encoder sets its FEC
+  from our loss reports, and a second is how fast it follows a link that turns lossy.
+* A parked DTLS leg (``rtc/connected.py``): 5 s again (:meth:`RtcpSchedule.pace`), rounded up
+  to the whole seconds of the keepalive pulse so its reports ride that wake-up. It keeps
+  reporting because it is a sender (the keepalive) and the far end's §6.3.5 timeout counts from
+  our last report.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import pylibsrtp
 
 from ..errors import BadOffer
+from .sdp import sdp_lines
 
 SUITES = {
     "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
@@ -111,11 +112,8 @@ class SavpMedia:
     """Every m-line of the SDP, in order (an answer has as many, RFC 3264 §6)."""
 
 
-def sdp_lines(sdp: str) -> list[str]:
-    return [ln.strip() for ln in sdp.replace("\r\n", "\n").split("\n") if ln.strip()]
-
-
-def _connection(line: str) -> str:
+def connection_address(line: str) -> str:
+    """The address of a ``c=`` line (RFC 4566 §5.7); :class:`BadOffer` unless an IP address."""
     parts = line[2:].split()
     if len(parts) < 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
         raise BadOffer(f"the SDP's connection line is not IN IP4/IP6: {line[:60]!r}")
@@ -156,9 +154,9 @@ def read_savp(sdp: str) -> SavpMedia:
         in_audio = index >= 0 and index == len(media) - 1
         if ln.startswith("c="):
             if not media:
-                session_c = _connection(ln)
+                session_c = connection_address(ln)
             elif in_audio:
-                found["c"] = _connection(ln)
+                found["c"] = connection_address(ln)
         elif in_audio and ln.startswith("a=crypto:"):
             cryptos.append(ln[len("a=crypto:") :])
         elif in_audio and ln == "a=rtcp-mux":
@@ -180,7 +178,7 @@ def read_savp(sdp: str) -> SavpMedia:
     rtcp = (address, port if mux else port + 1)
     attr = found.get("rtcp")
     if isinstance(attr, list) and attr and attr[0].isdigit() and not mux:
-        rtcp_host = _connection("c=" + " ".join(attr[1:4])) if len(attr) >= 4 else address
+        rtcp_host = connection_address("c=" + " ".join(attr[1:4])) if len(attr) >= 4 else address
         rtcp = (rtcp_host, int(attr[0]))
     return SavpMedia(address, port, rtcp, mux, crypto, index, tuple(media))
 

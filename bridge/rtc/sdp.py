@@ -17,6 +17,11 @@ MAX_OFFER_BYTES = 16 * 1024
 _LINE = re.compile(r"^[a-z]=.*$")
 
 
+def sdp_lines(sdp: str) -> list[str]:
+    """The non-blank lines of ``sdp``, CRLF or LF, stripped."""
+    return [ln.strip() for ln in sdp.replace("\r\n", "\n").split("\n") if ln.strip()]
+
+
 def validate_offer(sdp: str) -> None:
     """Raise :class:`BadOffer` (or :class:`TooLarge`) unless the bridge can answer ``sdp``."""
     if len(sdp.encode("utf-8", "surrogateescape")) > MAX_OFFER_BYTES:
@@ -150,7 +155,7 @@ def asks_for_dtx(sdp: str) -> bool:
 
 def with_opus_fmtp(sdp: str, params: tuple[tuple[str, str], ...] = OPUS_ANSWER_FMTP) -> str:
     """``sdp`` with its Opus ``a=fmtp`` line replaced by ``params`` (added after the rtpmap)."""
-    lines = [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln]
+    lines = sdp_lines(sdp)
     pt = _opus_pt(lines)
     if pt is None:
         return sdp

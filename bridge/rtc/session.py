@@ -25,6 +25,9 @@ from .tracks import OpusBusTrack
 
 _ids = itertools.count(1)
 
+StateCallback = Callable[["WebRTCSession", str], None]
+DtmfCallback = Callable[["WebRTCSession", str, int], None]
+
 
 class WebRTCSession(PeerLeg):
     """Terminates one browser's Opus RTP for a call (one participant of its conference).
@@ -46,12 +49,12 @@ class WebRTCSession(PeerLeg):
         bus: CallBus,
         media: MediaSettings,
         ice: IceSettings,
-        on_state: Callable[[WebRTCSession, str], None] | None = None,
+        on_state: StateCallback | None = None,
         configuration: RTCConfiguration | None = None,
         *,
         participant_id: str = "agent",
         role: Role = Role.AGENT,
-        on_dtmf: Callable[[WebRTCSession, str, int], None] | None = None,
+        on_dtmf: DtmfCallback | None = None,
     ) -> None:
         super().__init__(
             f"call {call_id}",
@@ -156,14 +159,14 @@ class WebRTCSession(PeerLeg):
         answer_sdp = with_opus_fmtp(str(pc.localDescription.sdp), fmtp)
         if red is not None:
             answer_sdp = add_red(answer_sdp, *red)
-            self.receive_red(*red, self.red)
+            self.session.take_red(*red, self.red)
         # aiortc has no telephone-event: answer it ourselves and take its packets in the leg's
         # RTP session (see rfc4733.py), so the browser's RTCDTMFSender works.
         event = offered_telephone_event(sdp)
         if event is not None:
             pt, rate = event
             self.dtmf = DtmfDetector(self._dtmf_press, rate)
-            self.receive_dtmf(lambda: pt, self.dtmf)
+            self.session.take_dtmf(lambda: pt, self.dtmf)
             answer_sdp = add_telephone_event(answer_sdp, pt, rate)
         return answer_sdp
 

@@ -1,18 +1,12 @@
 """TURN credentials: a ``TurnProvider`` protocol, its implementations, and a factory.
 
-Selected by ``BRIDGE_TURN_PROVIDER``:
-
-* ``none``: no TURN;
-* ``static``: ``BRIDGE_TURN_USERNAME`` / ``BRIDGE_TURN_PASSWORD`` for every client;
-* ``rest-secret``: ephemeral credentials per the TURN REST API as coturn implements it
-  (``use-auth-secret``): username ``"<expiry unix time>:<user>"``, credential
-  ``base64(HMAC-SHA1(secret, username))``, expiry = now + ``BRIDGE_TURN_TTL``;
-* ``http``: ready-made ``iceServers`` from a credential service (``BRIDGE_TURN_HTTP_URL``;
-  the shapes Cloudflare's and Twilio's TURN APIs return), cached until half their TTL;
-* ``package.module:Class``: your own provider, constructed with the settings.
-
-Empty (the default) picks ``rest-secret`` when a secret is set, ``static`` when a username
-is, else ``none``. Credentials are minted per request; the shared secret never leaves here.
+Selected by ``BRIDGE_TURN_PROVIDER`` (docs/configuration.md): ``none``; ``static``
+(``BRIDGE_TURN_USERNAME``/``PASSWORD``); ``rest-secret``, the TURN REST API as coturn's
+``use-auth-secret`` has it (username ``"<expiry>:<user>"``, credential
+``base64(HMAC-SHA1(secret, username))``); ``http``, ready-made ``iceServers`` from a credential
+service, cached until half their TTL; or ``package.module:Class``, your own. Empty picks
+``rest-secret`` when a secret is set, ``static`` when a username is, ``http`` when a service
+URL is, else ``none``.
 """
 
 from __future__ import annotations

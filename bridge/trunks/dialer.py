@@ -1,15 +1,10 @@
 """Our INVITE toward a trunk (RFC 3261 §13.2, §17.1.1): a SIP participant's leg, or a
-REFER's new target; what a trunk asks of the INVITE client transaction that
-``sip/outbound_invite.py`` runs.
+REFER's new target, on the INVITE client transaction of ``sip/outbound_invite.py``.
 
-The Request-URI is the target (``sip:1001@pbx.example.com``); the request goes to the trunk's
-host, port and transport (its ``uri``: UDP, TCP or TLS, the Via saying which), as to an outbound
-proxy, with the caller in From and P-Asserted-Identity and the WhatsApp context (``X-WA-*``)
-among its headers. ``401``/``407`` are answered once with the trunk's credentials
-(``Authorization``/``Proxy-Authorization``, the best challenge we can: SHA-256 before MD5,
-RFC 8760), and once more only when the next one says ``stale=true``; the digest ``uri`` is the
-Request-URI (§22.4). :meth:`Dialer.cancel` (a phone that does not answer in time) is a CANCEL
-transaction of its own, retransmitted over UDP.
+The Request-URI is the target; the request goes to the trunk's host, port and transport as to
+an outbound proxy. ``401``/``407`` are answered once with the trunk's credentials (the best
+challenge: SHA-256 before MD5, RFC 8760), once more only on ``stale=true``; the digest ``uri``
+is the Request-URI (§22.4). :meth:`Dialer.cancel` is a CANCEL transaction of its own.
 """
 
 from __future__ import annotations

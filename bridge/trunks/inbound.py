@@ -1,20 +1,13 @@
 """The PBX calls a WhatsApp user: an INVITE from a trunk to ``sip:+<E.164>@<bridge>`` places a
-business-initiated WhatsApp call (as ``POST /call/make`` does, with its permission rules).
+business-initiated WhatsApp call (as ``POST /call/make`` does, with its permission rules; what
+the PBX hears is docs/sip.md, *The PBX calls WhatsApp users*).
 
-**Who may.** The request's source address against each trunk's ``inbound.allowFrom``, and a
-digest (``Proxy-Authorization``, MD5 or SHA-256, RFC 8760) when the trunk has inbound
-credentials: a trunk allowed by network without credentials is taken as it is; one with
-credentials is challenged (``407``) until its answer is right. Nothing matches: ``403``
-before any digest work or media port. The call goes out on the number ``X-WA-Number`` names
-(its phone or numberID), else the trunk's tenant's only number (the default number for a
-trunk of the service).
-
-**What the PBX hears.** ``180`` while WhatsApp rings; ``200`` with our SDP when the user
-answers (the PBX's leg then joins the call's conference as its agent, :class:`SipParticipant`
-in answer mode); the refusals as SIP codes with a ``Reason`` header (RFC 3326): no call
-permission ``403``, a Meta limit ``429`` and no room ``503`` (both with ``Retry-After``), not
-answered ``480``, rejected ``603``, busy ``486``, a number that is not E.164 ``484``. A
-``CANCEL`` hangs the WhatsApp call up; a ``BYE`` either way ends both.
+**Who may.** The request's source against each trunk's ``inbound.allowFrom``, and a digest
+(``Proxy-Authorization``, MD5 or SHA-256, RFC 8760) when the trunk has inbound credentials.
+Nothing matches: ``403`` before any digest work or media port. The call goes out on the number
+``X-WA-Number`` names, else the trunk's tenant's only number. Answered, the PBX's leg joins the
+call as its agent (:class:`SipParticipant` in answer mode); refusals carry a ``Reason``
+(RFC 3326).
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
 """A SIP participant of a WhatsApp call (``POST /call/participants`` with ``sip``): a phone
-behind the business's PBX, in the call's conference with a role like a browser.
+behind the business's PBX, in the call's conference with a role like a browser (docs/sip.md,
+*A phone in a WhatsApp call*).
 
-It is an attachment of the call (kind ``sip``): closed with the call, in reverse order of
-what it opened (the SIP leg hung up — ``BYE``, or ``CANCEL`` while it rings — the conference
-left, the media stopped). Its INVITE says who calls (``From``/``P-Asserted-Identity``: the
-WhatsApp user's number) and carries the WhatsApp context for the PBX to route on
-(``X-WA-Call-ID``, ``X-WA-Wacid``, ``X-WA-Number``, ``X-WA-Payload``). Events, each with its
-``participantID``: ``participant.ringing`` (the first ``180``/``183``), ``participant.joined``
-(the ``200``, media flowing) and ``participant.left`` with a ``reason`` (``busy``,
-``no_answer``, ``rejected``, ``failed`` — with ``sipCode`` — ``hung_up`` by the phone,
-``removed`` by the API, ``call_ended``); ``participant.held``/``unheld`` when the phone holds
-by re-INVITE (``reinvite.py``).
+It is an attachment of the call (kind ``sip``): closed with the call, in reverse order of what
+it opened (the SIP leg hung up — ``BYE``, or ``CANCEL`` while it rings — the conference left,
+the media stopped). Its INVITE carries the WhatsApp context for the PBX (``X-WA-*``); its
+events are ``participant.ringing``, ``joined``, ``left`` (with a ``reason``) and, by
+re-INVITE (``reinvite.py``), ``held``/``unheld``.
 """
 
 from __future__ import annotations
@@ -156,7 +152,7 @@ class SipParticipant:
         crypto = new_crypto() if self.trunk.srtp == "sdes" else None
         self.offered_at = time.monotonic()  # our SDP is made now
         name = f"sip {self.participant_id} of call {self.runtime.call_id[:12]}"
-        media = TrunkMedia(name, "PCMU", 0, None, self._to_call, self._from_call, self._key)
+        media = TrunkMedia(name, "PCMU", 0, None, self._to_call, self._from_call, self.press)
         if crypto is None:
             socket: PlainRtp | SrtpSocket = PlainRtp(name, media.on_rtp, media.on_rtcp)
         else:
@@ -281,10 +277,6 @@ class SipParticipant:
         if self.media is not None:
             self.media.stop()
 
-    def press(self, digit: str, duration_ms: int) -> None:
-        """A key from the phone by SIP INFO (as its RFC 4733 keys)."""
-        self._key(digit, duration_ms)
-
     def _to_call(self, pcm: Pcm) -> None:
         if self._joined is not None and self._port is not None and not self.on_hold:
             self._port.accept(pcm)
@@ -295,7 +287,7 @@ class SipParticipant:
             return None
         return self._port.take(now)
 
-    def _key(self, digit: str, duration_ms: int) -> None:
+    def press(self, digit: str, duration_ms: int) -> None:
         """A key pressed on the phone (RFC 4733, or SIP INFO): as a browser's key."""
         self.runtime.dtmf.on_browser(self.participant_id, self.role, digit, duration_ms)
 

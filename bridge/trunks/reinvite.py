@@ -1,31 +1,14 @@
 """A PBX's re-INVITE in a SIP participant's dialog (RFC 3261 §14.2): the phone holds the call,
-resumes it, refreshes the session, or asks for a change the bridge refuses.
+resumes it, refreshes the session, or asks for a change the bridge refuses (what each does to
+the call is docs/sip.md, *Hold from the phone*).
 
-The answer (RFC 3264), built by :func:`answer` alone (no I/O):
-
-* the offer's direction is mirrored (§6.1): ``sendonly`` → ``recvonly``, ``inactive`` →
-  ``inactive``, ``recvonly`` → ``sendonly``, ``sendrecv`` → ``sendrecv``. A connection address
-  of ``0.0.0.0`` (RFC 2543's hold, still met: RFC 3264 §8.4) says the phone receives nothing:
-  its ``sendrecv`` is read as ``sendonly``, its ``recvonly`` as ``inactive``;
-* the codec stays the one in use, and the offer must still carry it (the answer names it
-  alone, same payload type as offered); the address and port may move within their address
-  family, the ``telephone-event`` payload type and the SDES key may change (both followed);
-* our SDP keeps its ``o=`` line; its version goes one up when the SDP differs from the last we
-  sent, and stays when nothing changed (§8): a session refresh (the same offer again, RFC 4028
-  style) is answered with the very SDP we sent last.
-
-Anything else — another codec, another address family, the audio stream removed (port 0,
-§8.2), a malformed SDP or one whose RTP profile does not match the trunk's ``srtp`` — is ``488
-Not Acceptable Here`` with a ``Warning`` naming it, logged at WARNING; the session goes on as it
-was (§14.2).
-
-Hold: while the phone's offer is ``sendonly`` or ``inactive`` it is *on hold* — nothing is sent
-to it unless our answer says we send, its audio reaches nobody, and ``participant.held``
-(``participantID``, ``sip.direction``: the offer's) is emitted; when the phone is the call's
-agent the call itself is held as ``POST /call/hold`` holds it: WhatsApp hears the trunk's
-``holdMusic`` looped (silence without one), and ``call.held`` follows. A ``sendrecv`` offer
-resumes: ``participant.unheld``, and ``call.unheld`` when this hold had held the call (a hold
-the API made stays).
+The answer (RFC 3264), built by :func:`answer` alone (no I/O): the offer's direction mirrored
+(§6.1), a connection address of ``0.0.0.0`` (RFC 2543's hold, §8.4) read as receiving nothing;
+the codec in use kept (the offer must still carry it), while the address and port (within
+their family), the ``telephone-event`` payload type and the SDES key may change; our ``o=``
+version one up only when the SDP differs from the last we sent (§8), so a session refresh gets
+the very SDP sent last. Anything else is ``488`` with a ``Warning`` naming it, and the session
+goes on as it was (§14.2).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ class PlainRtp(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.rtp_to: Address | None = None
         self.local: Address = ("", 0)
-        self.junk = self.received_packets = self.sent_packets = 0
+        self.junk = self.received_packets = 0
         self.rtcp_sent = self.rtcp_received = 0
 
     async def open(self, host: str, ports: str) -> Address:
@@ -52,7 +52,6 @@ class PlainRtp(asyncio.DatagramProtocol):
         if self.transport is None or self.transport.is_closing() or self.rtp_to is None:
             return
         self.transport.sendto(plain, self.rtp_to)
-        self.sent_packets += 1
 
     def send_rtcp(self, plain: bytes) -> None:
         """One compound RTCP packet, to where RTP goes (multiplexed, RFC 5761)."""

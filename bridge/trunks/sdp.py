@@ -14,12 +14,12 @@ SIP side).
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from dataclasses import dataclass
 
 from ..errors import BadOffer
-from ..rtc.sdes import Crypto, parse_crypto, sdp_lines
+from ..rtc.sdes import Crypto, connection_address, parse_crypto
+from ..rtc.sdp import sdp_lines
 
 STATIC = {"PCMU": 0, "PCMA": 8, "G722": 9}
 """The static payload types of the codecs we carry (RFC 3551 §6): an m-line may name them
@@ -105,18 +105,6 @@ def offer(
     return ("\r\n".join(lines) + "\r\n").encode()
 
 
-def _address(value: str) -> str:
-    parts = value.split()
-    if len(parts) < 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
-        raise BadOffer(f"the SDP's connection line is not IN IP4/IP6: {value[:60]!r}")
-    address = parts[2].split("/")[0]
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        raise BadOffer(f"the SDP's connection address is not an IP: {address[:60]}") from None
-    return address
-
-
 def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
     """The far end's audio: its address, port, the codec to send (the first of its m-line
     that ``codecs`` has), its ``telephone-event`` and its key. :class:`BadOffer` otherwise."""
@@ -139,9 +127,9 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
                 port, profile, formats = int(parts[1].split("/")[0]), parts[2].upper(), parts[3:]
         elif ln.startswith("c="):
             if in_audio:
-                media_c = _address(ln[2:])
+                media_c = connection_address(ln)
             elif not seen_audio:
-                session_c = _address(ln[2:])
+                session_c = connection_address(ln)
         elif in_audio and ln.startswith("a=rtpmap:"):
             pt, _, name = ln[len("a=rtpmap:") :].partition(" ")
             maps[pt] = name.split("/")[0].lower()

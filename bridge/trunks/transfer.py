@@ -1,19 +1,12 @@
 """What a PBX asks inside a call's dialog: a key by SIP INFO, a transfer by REFER.
 
-* **INFO** (RFC 6086) with ``application/dtmf-relay`` (``Signal=5``, ``Duration=160``) or
-  ``application/dtmf``: the phone's key, as its RFC 4733 keys are (``200``; another body
-  ``415``).
-* **REFER** (RFC 3515): the PBX's user transfers the WhatsApp caller to another target. The
-  bridge accepts it (``202``), calls ``Refer-To`` through the same trunk, and tells the PBX how
-  it goes by ``NOTIFY`` with a ``message/sipfrag`` body (``100 Trying``, then the new leg's
-  final status). When the new leg answers it takes the old leg's place in the conference in the
-  same tick (the WhatsApp side hears no gap and nothing is signalled to Meta), the old leg is
-  hung up, and ``participant.transferred`` names the new target. A new leg that fails leaves
-  the old one in the call. An attended transfer (RFC 3891: the PBX's user first spoke with
-  the target, and ``Refer-To`` carries ``?Replaces=`` naming that consultation dialog) is
-  followed the same way, the new INVITE carrying the ``Replaces`` header so the target's phone
-  swaps the consultation call for the WhatsApp caller (RFC 3515 §2.1: headers embedded in the
-  URI go into the request; ``Replaces`` is the only one taken, the others are ignored).
+* **INFO** (RFC 6086) with ``application/dtmf-relay`` or ``application/dtmf``: the phone's key,
+  as its RFC 4733 keys are (``200``; another body ``415``).
+* **REFER** (RFC 3515, docs/sip.md *Transfers from the PBX*): accepted (``202``), the
+  ``Refer-To`` called through the same trunk and reported by ``NOTIFY`` (``message/sipfrag``).
+  The new leg takes the old one's place in the conference in the same tick; a failed one leaves
+  the old leg in the call. An attended transfer (RFC 3891 ``?Replaces=``) carries the
+  ``Replaces`` header into the new INVITE, the only header of the URI taken (RFC 3515 §2.1).
 """
 
 from __future__ import annotations

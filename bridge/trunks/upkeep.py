@@ -2,13 +2,10 @@
 (RFC 3261 §11) and, when the trunk says ``"register": true``, a ``REGISTER`` as an extension
 (§10), refreshed before it expires.
 
-One task a trunk, started and stopped as trunks come and go (:meth:`Upkeep.reconcile`, on
-every catalog reload). What each saw is :meth:`Upkeep.state` in ``GET /trunks/{id}``
-(``options``: up or not, the status and round trip; ``registration``: registered, failed or
-unregistered, when it expires, why it failed) and the metrics ``bridge_trunk_up`` and
-``bridge_trunk_registered`` (by ``trunk``). A ``401``/``407`` to either is answered with the
-trunk's credentials (the best challenge, SHA-256 before MD5), once a request. A registration
-is refreshed at 80 % of what the registrar granted (at least 30 s after it), retried every
+One task a trunk, reconciled on every catalog reload (:meth:`Upkeep.reconcile`); what each saw
+is :meth:`Upkeep.state` (``GET /trunks/{id}``) and the metrics ``bridge_trunk_up`` and
+``bridge_trunk_registered``. A ``401``/``407`` is answered with the trunk's credentials, once a
+request. A registration is refreshed at 80 % of what the registrar granted, retried every
 :data:`RETRY` seconds while it fails, and removed (``Expires: 0``) when the trunk goes or the
 bridge stops.
 """

@@ -10,11 +10,11 @@ import time
 
 import numpy as np
 import pytest
+from aiortc.rtp import RtpPacket
 
 from bridge.audio.analysis import rms_dbfs, tone
 from bridge.audio.g722 import PAYLOAD_BYTES, G722Decoder, G722Encoder
 from bridge.audio.pcm import FRAME_SAMPLES
-from bridge.rtc.packets import RtpPacket
 from bridge.trunks import sdp
 from bridge.trunks.media import TrunkMedia
 

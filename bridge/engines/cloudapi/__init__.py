@@ -1,7 +1,7 @@
 """Meta's WhatsApp Business Cloud API Calling as an engine (``BRIDGE_ENGINE=cloudapi``):
 the Graph client (``graph``), signed webhooks (``webhook``), the WhatsApp-side WebRTC peer
-(``peer``, built from ``bridge.rtc`` pieces), SDP as Meta takes it (``sdp``), RFC 4733 DTMF
-(``dtmf``) and the engine (``engine``); or, with ``BRIDGE_CLOUDAPI_SIGNALLING=sip``, SIP over
+(``peer``, built from ``bridge.rtc`` pieces), SDP as Meta takes it (``sdp``) and the
+engine (``engine``); or, with ``BRIDGE_CLOUDAPI_SIGNALLING=sip``, SIP over
 TLS (``sip_engine``, ``sip_calls``, on :mod:`bridge.sip`). The media leg is chosen in one
 place, ``media`` (``BRIDGE_CLOUDAPI_MEDIA``)."""
 

@@ -1,26 +1,20 @@
 """Meta's webhooks about a business number rather than a call, as typed models.
 
-Two fields of Meta's ``whatsapp_business_account`` webhooks (Meta Cloud API Calling: Business
-initiated calling quality, and the Webhooks reference for ``account_update`` and
-``account_settings_update``):
-
-- ``account_update``: ``value.event`` ``ACCOUNT_VIOLATION`` (a warning, ``violation_info``
-  ``{violation_type}``) or ``ACCOUNT_RESTRICTION`` (``restriction_info`` — a list of
-  ``{restriction_type, expiration}``, the expiration in Unix seconds; calling's is
-  ``RESTRICTED_BUSINESS_INITIATED_CALLING``), about ``value.phone_number``;
-- ``account_settings_update``: ``value.type`` ``phone_number_settings`` with
-  ``phone_number_settings: {phone_number_id, calling: {…}}``, sent when a number's calling
-  settings changed (here or in Meta's tools).
-
-Other ``account_update`` events (a business's country, a ban, …) are read and ignored; an item
-without the documented shape is counted as malformed.
+Two fields of ``whatsapp_business_account`` webhooks (Meta's Webhooks reference):
+``account_update`` (``ACCOUNT_VIOLATION`` with ``violation_info``, or ``ACCOUNT_RESTRICTION``
+with ``restriction_info``, a list of ``{restriction_type, expiration}`` in Unix seconds) and
+``account_settings_update`` (``phone_number_settings: {phone_number_id, calling}``). Other
+``account_update`` events are read and ignored; an item without the documented shape is counted
+as malformed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from .webhook import changes
 
 ACCOUNT_UPDATE = "account_update"
 SETTINGS_UPDATE = "account_settings_update"
@@ -43,18 +37,6 @@ class AccountNotice:
     calling: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _changes(body: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-    entries = body.get("entry")
-    for entry in entries if isinstance(entries, list) else []:
-        changes = entry.get("changes") if isinstance(entry, dict) else None
-        for change in changes if isinstance(changes, list) else []:
-            if isinstance(change, dict) and change.get("field") in (
-                ACCOUNT_UPDATE,
-                SETTINGS_UPDATE,
-            ):
-                yield str(change["field"]), change.get("value")
-
-
 def _digits(value: Any) -> str:
     text = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
     return text.lstrip("+") if text.lstrip("+").isdigit() else ""
@@ -64,7 +46,7 @@ def account_notices(body: Mapping[str, Any]) -> tuple[list[AccountNotice], int]:
     """The number notices of a webhook body, in order, and how many items were malformed."""
     out: list[AccountNotice] = []
     bad = 0
-    for name, value in _changes(body):
+    for name, value in changes(body, ACCOUNT_UPDATE, SETTINGS_UPDATE):
         if not isinstance(value, dict):
             bad += 1
             continue
@@ -127,13 +109,3 @@ def _settings(value: dict[str, Any]) -> list[AccountNotice] | None:
     if not isinstance(calling, dict):
         return []  # another kind of number setting changed
     return [AccountNotice("settings", meta_id=meta_id, calling=calling)]
-
-
-def notice_numbers(body: Mapping[str, Any]) -> tuple[str, str]:
-    """The number a body's first notice names: (Meta's ``phone_number_id``, phone digits);
-    empty strings where it names none (the front door routes by either)."""
-    notices, _bad = account_notices(body)
-    for notice in notices:
-        if notice.meta_id or notice.phone:
-            return notice.meta_id, notice.phone
-    return "", ""

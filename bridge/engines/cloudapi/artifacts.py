@@ -1,14 +1,10 @@
 """``MetaArtifacts``: Meta's own recordings and transcripts of one number's calls.
 
-What a call asks for (:func:`.artifacts_wire.meta_options`) waits here, keyed by the user
-dialled (a dial: there is no wacid yet; one business call per user) or the wacid (an answer), until
-the ``connect`` or ``accept`` action carries it. The ``call_recording_available`` /
-``call_transcription_available`` webhooks are fetched at once, in an owned task each, and
-retried with backoff while the media URL still lives (Meta keeps it about five minutes):
-the file arrives as an ``ARTIFACT`` engine event (``{artifact: "recording", mimeType,
-content}``, ``{artifact: "transcript", language, words}`` or, for Meta's voicemail of a
-rejected or unanswered call (an audio message), ``{artifact: "voicemail", mimeType,
-content}``) for the call layer to store.
+What a call asks for waits here, keyed by the user dialled (a dial has no wacid yet) or the
+wacid (an answer), until the ``connect`` or ``accept`` action carries it. The files the
+webhooks announce are fetched at once, in an owned task each, retried with backoff while the
+media URL still lives (about five minutes), and go out as ``ARTIFACT`` engine events
+(``recording``, ``transcript`` or ``voicemail``) for the call layer to store.
 """
 
 from __future__ import annotations
@@ -58,7 +54,6 @@ class MetaArtifacts:
         self.asked: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.pending = 0
         self._downloads = asyncio.Semaphore(MAX_FETCHES)
-        self.fetched = 0
         self.failed = 0
 
     def ask(self, key: str, options: dict[str, Any]) -> None:
@@ -126,6 +121,5 @@ class MetaArtifacts:
         else:
             data["mimeType"] = ev.mime_type or mime
             data["content"] = content
-        self.fetched += 1
         self.graph.stats.artifact_seconds.observe(time.monotonic() - started)
         emit(self.events, EngineEvent(EngineEventKind.ARTIFACT, ev.wacid, data=data))

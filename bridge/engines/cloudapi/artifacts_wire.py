@@ -1,20 +1,15 @@
 """Meta's own call recordings and transcripts, as they travel (Meta Cloud API Calling: Call
-recording, Call transcription).
+recording, Call transcription; docs/engines/cloudapi.md, *Meta's recordings and transcripts*).
 
-Asked for per call: ``recording`` / ``transcription`` objects ``{status: "ENABLED", purpose,
-announcement_language}`` on the ``connect`` (business-initiated) or ``accept``
-(user-initiated) action; our API's camelCase ``{"purpose", "announcementLanguage"}`` is read
-by :func:`meta_options`. Delivered after the call as ``calls`` webhook items with ``event``
-``call_recording_available`` (``call_recording.audio``) or ``call_transcription_available``
-(``call_transcript.document``), each a media asset ``{id, sha256, mime_type, url}`` whose URL
-lives a few minutes (:func:`artifact_events`). A transcript document's ``transcript`` holds
-``language`` and ``segments`` with their ``words``, channel 0 the business and 1 the user
-(:func:`transcript_words`).
+Asked for per call on the ``connect`` or ``accept`` action (:func:`meta_options` reads our
+API's camelCase). Delivered after the call as ``calls`` webhook items
+``call_recording_available`` / ``call_transcription_available``, each a media asset whose URL
+lives a few minutes (:func:`artifact_events`); a transcript's segments are channel 0 the
+business, 1 the user (:func:`transcript_words`).
 
-Meta's voicemail (after a rejected or unanswered call Meta takes a message) arrives as a
-``messages`` webhook item of ``type`` ``audio`` (``audio: {id, mime_type, sha256?, voice?}``)
-whose ``id`` (or ``context.id``) is the call's wacid — the issue's description, the public
-references this project works from name no other field (:func:`voicemail_item`).
+Meta's voicemail arrives as a ``messages`` item of ``type`` ``audio`` whose ``id`` (or
+``context.id``) is the call's wacid — the issue's description: the public references this
+project works from name no other field (:func:`voicemail_item`).
 """
 
 from __future__ import annotations
@@ -24,12 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import BadRequest
+from .webhook import ARTIFACT_EVENTS, changes
 
 OPTIONS = ("recording", "transcription")
 PURPOSE_MAX = 250  # Meta's limit on the spoken purpose
 LANGUAGE = re.compile(r"^[a-z]{2,3}(_[A-Z]{2})?$")
 """A locale code as Meta takes ``announcement_language`` (``en``, ``en_US``, ``pt``…)."""
-EVENTS = {"call_recording_available": "recording", "call_transcription_available": "transcript"}
 WACID = "wacid."
 """How a call id starts (a message's own id starts ``wamid.``): an audio message carrying one
 is the voicemail of that call."""
@@ -83,7 +78,7 @@ def _s(value: Any) -> str:
 
 def artifact_item(item: dict[str, Any]) -> ArtifactWebhook | None:
     """The artifact a ``calls`` item announces (``None``: malformed)."""
-    kind = EVENTS.get(_s(item.get("event")))
+    kind = ARTIFACT_EVENTS.get(_s(item.get("event")))
     holder = item.get("call_recording" if kind == "recording" else "call_transcript")
     media = None
     if isinstance(holder, dict):
@@ -127,25 +122,19 @@ def artifact_events(body: dict[str, Any]) -> tuple[list[ArtifactWebhook], int]:
     how many were malformed."""
     out: list[ArtifactWebhook] = []
     bad = 0
-    entries = body.get("entry")
-    for entry in entries if isinstance(entries, list) else []:
-        changes = entry.get("changes") if isinstance(entry, dict) else None
-        for change in changes if isinstance(changes, list) else []:
-            if isinstance(change, dict) and change.get("field") == "messages":
-                out.extend(_voicemails(change.get("value")))
+    for field, value in changes(body, "messages", "calls"):
+        if field == "messages":
+            out.extend(_voicemails(value))
+            continue
+        calls = value.get("calls") if isinstance(value, dict) else None
+        for item in calls if isinstance(calls, list) else []:
+            if not isinstance(item, dict) or item.get("event") not in ARTIFACT_EVENTS:
                 continue
-            if not isinstance(change, dict) or change.get("field") != "calls":
-                continue
-            value = change.get("value")
-            calls = value.get("calls") if isinstance(value, dict) else None
-            for item in calls if isinstance(calls, list) else []:
-                if not isinstance(item, dict) or item.get("event") not in EVENTS:
-                    continue
-                found = artifact_item(item)
-                if found is None:
-                    bad += 1
-                else:
-                    out.append(found)
+            found = artifact_item(item)
+            if found is None:
+                bad += 1
+            else:
+                out.append(found)
     return out, bad
 
 

@@ -1,10 +1,6 @@
 """``CallingSettings``: a number's calling settings read and written through the Graph API
-(``GET``/``POST /{PHONE_NUMBER_ID}/settings``; the wire is :mod:`.settings_wire`).
-
-A change is checked against Meta's rules first (400 ``invalid_settings`` naming the field),
-then sent; Meta's own refusal comes back as 400 ``settings_refused`` with Meta's code and
-message in ``details`` and a hint (logged once, at WARNING, by the Graph client); the settings
-are then read back, so the answer is what Meta keeps.
+(``GET``/``POST /{PHONE_NUMBER_ID}/settings``; the wire is :mod:`.settings_wire`). A change is
+checked against Meta's rules, sent, then read back, so the answer is what Meta keeps.
 """
 
 from __future__ import annotations

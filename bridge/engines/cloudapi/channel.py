@@ -1,10 +1,8 @@
-"""The pump's channel on a leg to Meta, whichever its media kind: the WebRTC peer
-(:class:`~.peer.WhatsAppPeer`, ICE + DTLS-SRTP) or the SDES-SRTP leg (:class:`~.sdes.SdesPeer`).
-Both are a :class:`ChannelPeer` and live in this worker, so the channel is a
-``ClockedChannel``: the pump plugs the WhatsApp side's door into the call (a ``CallPort``,
-``media/conference.py``) into the leg's :class:`LegPort` and the leg moves its own frames on
-the worker clock (``media/ports.py``). The channel is also a ``WebRTCChannel`` (the runtime
-samples, forwards and reports the leg itself, :attr:`PeerChannel.leg`) and a ``DtmfLeg``."""
+"""The pump's channel on a leg to Meta (either media kind): the leg lives in this worker, so
+the channel is a ``ClockedChannel`` (the pump plugs the call's WhatsApp-side door into the
+leg's :class:`LegPort`, and the leg moves its own frames on the worker clock), a
+``WebRTCChannel`` (the runtime reaches the leg itself, :attr:`PeerChannel.leg`) and a
+``DtmfLeg``."""
 
 from __future__ import annotations
 

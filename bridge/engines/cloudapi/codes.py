@@ -1,13 +1,10 @@
 """Meta's calling error codes and what the bridge makes of them.
 
-Meta reports why a call failed with a code, in a ``terminate`` webhook's ``errors[]`` (status
-``FAILED``), in a Graph API error (``{"error": {"code", "message"}}``) or, on the SIP road, in
-a ``Reason`` header (RFC 3326) of its final response or BYE. Each code becomes an end reason a
-person can act on (``media_timeout``, ``setup_failed``, …), with Meta's code and message in
-the call's ``endDetail``; when Meta refuses a request (``/call/make``, ``/call/permissions``)
-it becomes a 4xx whose error code names the reason. The codes are those of Meta's calling
-troubleshooting reference (the "Timers and errors" table of our summary of it); the hints are
-ours and are printed in ``docs/engines/cloudapi.md``.
+Meta reports why a call failed with a code: in a ``terminate`` webhook's ``errors[]``, a Graph
+API error, or a SIP ``Reason`` header (RFC 3326). Each code becomes an end reason a person can
+act on, with Meta's code and message in the call's ``endDetail``; a refused request becomes a
+4xx naming the reason. The codes are Meta's calling troubleshooting reference's; the hints are
+ours, printed in docs/engines/cloudapi.md.
 """
 
 from __future__ import annotations

@@ -1,20 +1,17 @@
 """``CloudApiEngine``: WhatsApp Business Cloud API Calling (``BRIDGE_ENGINE=cloudapi``).
 
 Signalling is Graph API requests (:mod:`.graph`) and signed webhooks (:mod:`.webhook`); the
-WhatsApp side of each call is a WebRTC peer connection to Meta (:mod:`.peer`), made here before
-the call's runtime exists (at the connect webhook, so ICE and DTLS come up while the call
-rings; or to dial) and handed to the runtime (:meth:`CloudApiEngine.take_leg`), which closes it
-(its closing drops the engine's :class:`CloudCall`); a peer never handed over is closed here.
-Call permissions (ask, read, hear the answers) are :mod:`.permissions`'.
+WhatsApp side of each call is a media leg to Meta (:mod:`.media`), made here before the call's
+runtime exists (at the connect webhook, so ICE and DTLS come up while the call rings; or to
+dial) and handed to the runtime (:meth:`CloudApiEngine.take_leg`), which closes it; a leg never
+handed over is closed here.
 
-Inbound: connect webhook (offer) → answer → ``pre_accept`` → ``INCOMING`` (ringing);
-``answer`` → ``accept`` with the same SDP; ``hangup`` → ``reject`` while ringing, else
-``terminate``. Outbound: ``dial`` → offer → ``connect`` (``biz_opaque_callback_data`` = our
-call id) → ``wacid``; statuses RINGING/ACCEPTED/REJECTED; the connect webhook's answer is
-applied. Webhooks about a dial that arrive before ``connect`` has answered are found by their
+Inbound: connect webhook (offer) → answer → ``pre_accept`` → ``INCOMING``; ``answer`` →
+``accept``; ``hangup`` → ``reject`` while ringing, else ``terminate``. Outbound: ``dial`` →
+offer → ``connect`` (``biz_opaque_callback_data`` = our call id) → ``wacid``. Webhooks about a
+dial that arrive before ``connect`` has answered are parked by their
 ``biz_opaque_callback_data`` and applied once the ``wacid`` is known; a terminate before its
-connect keeps the late connect from ringing; repeats change nothing. A terminate webhook ends
-the call with :func:`.codes.terminate_reason`'s reason (Meta's code: ``media_timeout``…).
+connect keeps the late connect from ringing; repeats change nothing.
 """
 
 from __future__ import annotations

@@ -2,14 +2,11 @@
 action, and (for call permissions) ``POST /{PHONE_NUMBER_ID}/messages`` and ``GET
 /{PHONE_NUMBER_ID}/call_permissions``.
 
-Errors: Meta answers ``{"error": {"message", "type", "code", "error_subcode"?, "fbtrace_id"}}``
-with a 4xx status. 138006 (no permission to call this user) → :class:`NoCallPermission`
-(403); Meta's limits (138009, 138012, 138002, 613) → :class:`MetaLimit` (429, the code naming
-the limit, ``Retry-After`` Meta's own when it sends one); a pause or a messaging limit too low
-for calling (138014, 138015) → :class:`MetaForbidden` (403); other codes of :mod:`.codes` →
-:class:`MetaRefused` (502, the code naming the reason); any other → :class:`GraphApiError`
-(502); each carries Meta's code, subcode and message; no answer at all →
-:class:`EngineUnavailable` (503).
+Meta's errors (``{"error": {"message", "type", "code", "error_subcode"?, "fbtrace_id"}}``)
+become the bridge's by their code (``_graph_error``: 138006 → :class:`NoCallPermission`,
+Meta's limits → :class:`MetaLimit`, a pause → :class:`MetaForbidden`, other known codes →
+:class:`MetaRefused`, the rest :class:`GraphApiError`), each with Meta's code, subcode and
+message; no answer at all is :class:`EngineUnavailable` (503).
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
-"""``GraphSide``: what a number on Meta's SIP road still does over the Graph API. Its calls are
-SIP, but call permissions are Graph's (Meta's SIP documentation: business-initiated calls need
-the user's permission in SIP mode too): asking (``/messages``), reading
-(``/call_permissions``) and hearing the answers (signed ``messages`` webhooks at
-``/engine/webhook``). With Meta's ``sip.webhook_delivery`` ENABLED the number's ``calls``
-webhooks come too: they are handed to the SIP engine (``on_calls``), not counted malformed.
-It needs the Graph settings (``BRIDGE_ENGINE_TOKEN``,
-``BRIDGE_CLOUDAPI_PHONE_NUMBER_ID``, ``BRIDGE_CLOUDAPI_APP_SECRET``,
-``BRIDGE_CLOUDAPI_VERIFY_TOKEN``); without them the permission routes answer 404 and webhooks
-401, as on any engine without them.
+"""``GraphSide``: what a number on Meta's SIP road still does over the Graph API: call
+permissions (Meta's SIP documentation: business-initiated calls need them in SIP mode too),
+and with ``sip.webhook_delivery`` the ``calls`` webhooks, handed to the SIP engine
+(``on_calls``). Without the Graph settings the permission routes answer 404 and webhooks 401,
+as on any engine without them.
 """
 
 from __future__ import annotations

@@ -1,15 +1,8 @@
-"""The media leg of a Cloud API call, chosen by ``BRIDGE_CLOUDAPI_MEDIA`` in one place.
-
-* ``dtls``: :class:`~.peer.WhatsAppPeer`, the WebRTC leg (ICE + DTLS-SRTP). Meta is ICE-lite;
-  the bridge is the full, controlling agent and the DTLS client (``a=setup:active``). Its
-  sender starts on the worker's 20 ms clock as soon as DTLS is up (silence until the agent
-  speaks): the first SRTP packet Meta waits for leaves at once, on SIP and Graph calls alike.
-* ``sdes``: :class:`~.sdes.SdesPeer`, a plain UDP SRTP leg with keys from ``a=crypto``
-  (RFC 4568), no ICE, no DTLS — the same shape (``answer(offer)``, ``offer()``,
-  ``apply_answer(sdp)``, ``open_channel()`` for the pump, DTMF, pass-through, ``leg_json()``,
-  ``close()``). Its first packet leaves as soon as the far end's SDP is known.
-
-Both signalling modes (Graph and SIP) make their legs through :func:`new_leg` only.
+"""The media leg of a Cloud API call, chosen by ``BRIDGE_CLOUDAPI_MEDIA`` in one place:
+``dtls``, :class:`~.peer.WhatsAppPeer` (ICE + DTLS-SRTP), or ``sdes``, :class:`~.sdes.SdesPeer`
+(plain UDP SRTP with ``a=crypto`` keys). Both have the same surface and send their first packet
+as soon as they can (Meta waits for it). Both signalling modes make their legs through
+:func:`new_leg` only.
 """
 
 from __future__ import annotations

@@ -1,39 +1,18 @@
-"""The WhatsApp side of a Cloud API call: an aiortc peer connection to Meta's media servers,
-a clocked leg of this worker plugged into the call's WhatsApp-side door (``engines/pump.py``,
-``media/conference.py`` ``CallPort``).
+"""The WhatsApp side of a Cloud API call over WebRTC (``BRIDGE_CLOUDAPI_MEDIA=dtls``): an aiortc
+peer connection to Meta's media servers, a clocked leg of this worker plugged into the call's
+WhatsApp-side door (``engines/pump.py``).
 
-* What the WhatsApp user hears: in the worker clock's send phase the bridge's own
-  :class:`~bridge.rtc.tracks.OpusBusTrack` takes this tick's uplink frame from the bus
-  (:class:`~.channel.LegPort`: no queue, no prefill; silence while nothing is plugged) and
-  encodes it (16 kHz mono Opus at Meta's ``maxaveragebitrate``, in-band FEC) → the bridge's
-  lean RTP sender (:mod:`bridge.rtc.rtpsend`: packetise, SRTP, send; aiortc keeps ICE, DTLS
-  and RTCP).
-* What the agent hears: RTP → the receive path of :mod:`bridge.rtc.uplink` (the leg's
-  ``Receiver``: the one de-jitter stage, Opus decoded to 16 kHz in the loop) → in the
-  clock's receive phase, straight to the bus's downlink (``LegPort.received``).
-* DTMF: RTP packets of ``telephone-event``'s payload type are taken out before aiortc routes
-  RTP (it would drop them: it has no such codec) and fed to :class:`.dtmf.DtmfDetector`; key
-  presses the agent sends (``POST /call/dtmf``, a browser's ``RTCDTMFSender``) go to Meta as
-  RFC 4733 packets in our audio stream, in place of its audio on the track's clock (the
-  leg's bounded :class:`~bridge.rtc.rfc4733.KeyPresses`, sent by ``OpusBusTrack``).
-
-We are the full ICE agent against Meta's ICE-lite (aiortc takes the controlling role when the
-offer says ``a=ice-lite``, and as the offerer) and the DTLS client in answers
-(``a=setup:active``, aiortc's default). ICE failure or consent loss ends the channel with
-:class:`~bridge.engines.base.MediaFatal`: the call fails, it is not reconnected.
-
-The peer connection itself (set-up with the bridge's ICE, ports and guard, failure diagnosis,
-close, stats) is a :class:`~bridge.rtc.leg.PeerLeg`, as a browser's session is; what is
-Meta's is here: its SDP rules (:mod:`.sdp`: Opus and telephone-event only, a sha-256
-fingerprint, ``a=setup:active`` in answers), RFC 4733 both ways, and the pass-through source
-(the channel the pump reads). The engine makes the peer before the call's runtime exists and
-hands it over to it (``CloudApiEngine.take_leg``): from then on the runtime closes it.
+The peer connection itself (set-up, failure diagnosis, close, its RTP both ways on the worker
+clock) is a :class:`~bridge.rtc.leg.PeerLeg`, as a browser's session is; what the two WhatsApp
+legs share is :mod:`.shell`'s. What is Meta's is here: its SDP rules (:mod:`.sdp`), and the
+roles it takes: we are the full ICE agent against Meta's ICE-lite (aiortc takes the controlling
+role) and the DTLS client in answers (``a=setup:active``). ICE failure or consent loss ends the
+channel with :class:`~bridge.engines.base.MediaFatal`: the call fails, it is not reconnected.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from aiortc import RTCRtpCodecCapability, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 
@@ -78,6 +57,8 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         self._open_shell(
             stats, self._tasks, on_dtmf=on_dtmf, on_media=on_media, on_closed=on_closed
         )
+        # Meta's telephone-event, taken in the leg's RTP session: aiortc has no such codec.
+        self.session.take_dtmf(lambda: self.dtmf_pt, self.dtmf)
         self._offered: tuple[str, ...] = ("opus",)
         """The codecs our offer named (a business-initiated call), preferred first."""
 
@@ -123,7 +104,6 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
             self._prepare(remote.bitrate, remote.fec, codec)
             await self.pc.setLocalDescription(await self.pc.createAnswer())
-        self._hook_dtmf()
         return self._local_sdp()
 
     async def offer(self, other_leg: tuple[str, ...] = ()) -> str:
@@ -136,7 +116,6 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         transceiver.setCodecPreferences([c for n in self._offered for c in _capabilities(n)])
         with self.ports():
             await self.pc.setLocalDescription(await self.pc.createOffer())
-        self._hook_dtmf()
         return self._local_sdp()
 
     async def apply_answer(self, answer: str) -> None:
@@ -155,12 +134,6 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
     def answered(self) -> bool:
         return self.pc.remoteDescription is not None
 
-    def _hook_dtmf(self) -> None:
-        """Take ``telephone-event`` RTP in the leg's RTP session (aiortc has no such codec);
-        our own events go out on the track's clock in place of audio (``rtc/tracks.py``),
-        numbered with the audio by the lean sender."""
-        self.receive_dtmf(lambda: self.dtmf_pt, self.dtmf)
-
     # -- state
     def _state_changed(self, state: str) -> None:
         if state in ("failed", "closed"):
@@ -176,24 +149,6 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         """The receiver's counters and the last round-trip time (``calls/reports.py``)."""
         last = self.last
         return self.receiver_stats, last.rtt_s if last is not None else None
-
-    def leg_json(self) -> dict[str, Any]:
-        track = self._track if isinstance(self._track, OpusBusTrack) else None
-        return {
-            **self.quality_json(),
-            "failure": self.failure,
-            "connectMs": self.connect_ms,
-            "framesReceived": self.port.frames,
-            "framesSent": track.frames_sent if track is not None else 0,
-            "silentFramesSent": track.silent_frames if track is not None else 0,
-            "framesForwarded": track.forwarded_frames if track is not None else 0,
-            "packetsNotDecoded": self.not_decoded,
-            "sendUnderruns": self.port.source.empty,
-            "rtpLate": self.rx.uplink_rtp_late,
-            "decodeErrors": self.rx.uplink_decode_errors,
-            "dtmfPresses": self.dtmf.presses,
-            "dtmfSent": self.keys_out.presses,
-        }
 
     # -- close
     def _detach(self) -> None:

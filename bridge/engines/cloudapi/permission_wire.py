@@ -1,25 +1,16 @@
 """Call permissions on the wire (Meta's "user call permissions" documentation): the request
 message, the permission Meta reads back, and the user's ``call_permission_reply``.
 
-- Ask: ``POST /{PHONE_NUMBER_ID}/messages`` — inside the 24 h customer service window an
-  ``interactive`` message of type ``call_permission_request`` (no header, no footer);
-  outside it an approved template (one whose components include a call-permission request),
-  sent as an ordinary ``template`` message. Meta answers ``{"messages": [{"id": "wamid.…"}]}``.
+- Ask: ``POST /{PHONE_NUMBER_ID}/messages``: inside the 24 h service window an ``interactive``
+  ``call_permission_request``, outside it an approved template with a call-permission request.
 - Read: ``GET /{PHONE_NUMBER_ID}/call_permissions?user_wa_id=…`` → ``permission`` {``status``,
-  ``expiration_time``} and ``actions[]`` {``action_name``, ``can_perform_action``,
-  ``limits[]`` {``time_period``, ``max_allowed``, ``current_usage``,
-  ``limit_expiration_time``}}.
-- Hear: a ``messages`` webhook (field ``messages``, not ``calls``) whose message is
-  ``interactive`` of type ``call_permission_reply``: ``response`` (``accept``/``reject``),
-  ``is_permanent``, ``expiration_timestamp``, ``response_source`` (``user_action`` or
-  ``automatic``: a callback grant, or the revocation after unanswered calls). Any message
+  ``expiration_time``} and ``actions[]`` with their ``limits[]``.
+- Hear: a ``messages`` webhook whose message is an ``interactive`` ``call_permission_reply``
+  (``response``, ``is_permanent``, ``expiration_timestamp``, ``response_source``). Any message
   from a user also opens or refreshes that user's service window.
-- A user without a phone number (Meta's "Business-scoped user IDs": a user with a username may
-  show none) is addressed by their BSUID: ``recipient`` instead of ``to`` in a message,
-  ``?recipient=`` instead of ``?user_wa_id=`` when reading; their messages carry
-  ``from_user_id`` and no ``from``. A ``system`` message of type ``user_changed_user_id``
-  gives the user's new BSUID (``system.user_id``; the message's ``from_user_id`` is the old
-  one): what the bridge keeps for the user moves to it.
+- A user without a phone number is addressed by their BSUID (``recipient`` for ``to``,
+  ``?recipient=`` for ``?user_wa_id=``, ``from_user_id`` for ``from``); a ``system`` message
+  ``user_changed_user_id`` gives their new one.
 """
 
 from __future__ import annotations
@@ -30,6 +21,7 @@ from typing import Any, NamedTuple
 
 from ...timefmt import iso_utc
 from .graph import addressed
+from .webhook import changes
 
 START_CALL = "start_call"
 SEND_REQUEST = "send_call_permission_request"
@@ -218,36 +210,30 @@ def messages_events(body: Mapping[str, Any]) -> MessagesHeard:
     senders: list[str] = []
     moves: list[UserMoved] = []
     bad = 0
-    entries = body.get("entry")
-    for entry in entries if isinstance(entries, list) else []:
-        changes = entry.get("changes") if isinstance(entry, dict) else None
-        for change in changes if isinstance(changes, list) else []:
-            if not isinstance(change, dict) or change.get("field") != "messages":
+    for _, value in changes(body, "messages"):
+        messages = value.get("messages") if isinstance(value, dict) else None
+        for message in messages if isinstance(messages, list) else []:
+            if not isinstance(message, dict):
+                bad += 1
                 continue
-            value = change.get("value")
-            messages = value.get("messages") if isinstance(value, dict) else None
-            for message in messages if isinstance(messages, list) else []:
-                if not isinstance(message, dict):
-                    bad += 1
-                    continue
-                if (move := _moved(message)) is not None:
-                    moves.append(move)  # not the user writing: no window opens
-                    continue
-                phone, user_id = _sender(message)
-                if not phone and not user_id:
-                    bad += 1
-                    continue
-                senders.append(phone or user_id)
-                interactive = message.get("interactive")
-                if not isinstance(interactive, dict):
-                    continue
-                if interactive.get("type") != "call_permission_reply":
-                    continue
-                reply = _reply(phone, user_id, interactive.get("call_permission_reply"))
-                if reply is None:
-                    bad += 1
-                else:
-                    replies.append(reply)
+            if (move := _moved(message)) is not None:
+                moves.append(move)  # not the user writing: no window opens
+                continue
+            phone, user_id = _sender(message)
+            if not phone and not user_id:
+                bad += 1
+                continue
+            senders.append(phone or user_id)
+            interactive = message.get("interactive")
+            if not isinstance(interactive, dict):
+                continue
+            if interactive.get("type") != "call_permission_reply":
+                continue
+            reply = _reply(phone, user_id, interactive.get("call_permission_reply"))
+            if reply is None:
+                bad += 1
+            else:
+                replies.append(reply)
     return MessagesHeard(replies, senders, moves, bad)
 
 

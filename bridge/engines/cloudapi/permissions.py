@@ -1,26 +1,18 @@
 """``CallPermissions``: asking WhatsApp users for call permission, reading it, hearing the
-answers (the wire is :mod:`.permission_wire`).
+answers (the wire is :mod:`.permission_wire`; the rules, docs/engines/cloudapi.md *Call
+permissions*).
 
-- **Ask** (:meth:`CallPermissions.request`): an interactive ``call_permission_request``
-  while the user's 24 h service window is open (the bridge heard from the user: a message
-  or a call), else the named template; with no template and the window closed as far as the
-  bridge knows, the interactive request is tried and Meta's 131047 (outside the window)
-  becomes 409 ``outside_service_window``. Meta's 138009 (1 request per 24 h, 2 per 7 days)
-  becomes 429 ``permission_request_limit`` with ``retryAt`` read from Meta's limits.
-- **Call button** (:meth:`CallPermissions.send_call_button`): Meta's ``voice_call`` message,
-  only inside the window. When the bridge heard from the user and 24 h have passed since, it is
-  refused here (409 ``outside_service_window``, as Meta's 131047 becomes) without asking Meta;
-  a user the bridge never heard from (or has forgotten) is left to Meta.
+- **Ask** (:meth:`CallPermissions.request`): the interactive request while the user's 24 h
+  service window is open, else the named template; Meta's 131047 (outside the window) becomes
+  409 ``outside_service_window``, its 138009 429 ``permission_request_limit`` with ``retryAt``.
+- **Call button** (:meth:`CallPermissions.send_call_button`): only inside the window; refused
+  here, without asking Meta, once 24 h have passed since the bridge heard from the user.
 - **Read** (:meth:`CallPermissions.read`): Meta's view, cached :data:`CACHE_SECONDS` per user
   (dropped when the user answers, after a request, and after a call to the user).
-- **Hear** (:meth:`CallPermissions.heard`): a ``messages`` webhook's replies become
-  ``PERMISSION`` engine events (``call.permission``); a ``user_changed_user_id`` moves what
-  is kept for the user (their window, their permission, their last call) to the new BSUID.
-- **Explain** (:meth:`CallPermissions.call_forbidden`): Meta's 138006 on a call to a user who
-  called the business lately says why: the callback permission a user's call grants (with
-  ``callback_permission_status`` ENABLED) is not granted by a call from a companion device
-  (Meta Cloud API Calling: user-initiated calls, "Callback permission functionality on
-  companion devices").
+- **Hear** (:meth:`CallPermissions.heard`): replies become ``PERMISSION`` engine events; a
+  ``user_changed_user_id`` moves what is kept for the user to the new BSUID.
+- **Explain** (:meth:`CallPermissions.call_forbidden`): why Meta's 138006 refuses a call back
+  to a user who called lately from a companion device (which grants no callback permission).
 
 A user is kept under their phone number, else (a user who shows none) their BSUID.
 """

@@ -1,33 +1,16 @@
 """The WhatsApp side of a Cloud API call over SDES-SRTP (``BRIDGE_CLOUDAPI_MEDIA=sdes``): plain
-RTP/SAVP on one UDP socket, keys from ``a=crypto`` (RFC 4568), no ICE, no DTLS.
+RTP/SAVP on one UDP socket (:mod:`bridge.rtc.srtpudp`), keys from ``a=crypto`` (RFC 4568), no
+ICE, no DTLS.
 
-Meta offers this media kind on its SIP road and with Graph signalling alike (its
-``srtp_key_exchange_protocol`` number setting). :class:`SdesPeer` has the outward shape of
-:class:`~.peer.WhatsAppPeer` (``answer``/``offer``/``apply_answer``, the channel the pump
-plugs into the call, RFC 4733 both ways, Opus pass-through to and from the browser,
-``leg_json``, an idempotent ``close``) and is built from the same parts, minus aiortc, put
-together once as every RTP leg's are (``rtc/rtp_leg.py`` ``RtpLeg``, on the socket as its
-wire):
+Meta offers this media kind on its SIP road and with Graph signalling alike. :class:`SdesPeer`
+has the outward shape of :class:`~.peer.WhatsAppPeer` and is built from the same parts minus
+aiortc: its RTP is an ``RtpLeg`` (``rtc/rtp_leg.py``) with the socket as its wire, RTCP at
+RTP/SAVP's intervals. Two things are its own:
 
-* **Out**: in the worker clock's send phase, this tick's uplink frame from the bus
-  (:class:`~.channel.LegPort`) → :class:`~bridge.rtc.tracks.OpusBusTrack` (16 kHz mono Opus at
-  Meta's bitrate, FEC; silence when nothing plays; a browser's packets untouched while
-  nothing mixes) → :class:`~bridge.rtc.rtpsend.RtpStream` (the one owner of
-  the stream's numbers, RFC 4733 events included) → SRTP → UDP (:mod:`bridge.rtc.srtpudp`).
-  **The first packet leaves as soon as the far end's address and key are known** (Meta sends
-  nothing until it has one) and media never stops for the whole call.
-* **In**: UDP → SRTP unprotect (failures dropped and counted) → the Opus payload to
-  :class:`~bridge.rtc.uplink.Playout` (``audio/receiver.py``'s ``Receiver``, the one
-  de-jitter stage, whose frame goes to the bus's downlink in the clock's receive phase; and
-  to the browser untouched while it hears the WhatsApp user alone), a telephone-event to the
-  DTMF detector.
-* **RTCP** both ways (:mod:`bridge.rtc.rtcp`: SR/RR with SDES CNAME, SRTCP), on the worker
-  clock at RTP/SAVP's intervals (``rtc/rtcp_schedule.py``: 5 s, randomised 0.5–1.5 ×, the
-  first sooner); the far end's reports give the loss the encoder plans FEC for and the
-  round-trip time.
-* **Liveness**: no authenticated packet for :data:`MEDIA_TIMEOUT` s (Meta's own limit) fails
-  the channel (``MediaFatal``), checked with each report: with no ICE consent, nothing else
-  would notice.
+* **the first packet leaves as soon as the far end's address and key are known** (Meta sends
+  nothing until it has one), and media never stops for the whole call;
+* **liveness**: no authenticated packet for :data:`MEDIA_TIMEOUT` s (Meta's own limit) fails
+  the channel, checked with each report: with no ICE consent, nothing else would notice.
 """
 
 from __future__ import annotations
@@ -42,12 +25,9 @@ from typing import Any
 from ...audio.receiver_stats import ReceiverStats
 from ...config import IceSettings
 from ...errors import BadOffer
-from ...media import LevelMeter
 from ...rtc import counters
-from ...rtc.leg import Quality
-from ...rtc.passthrough import PassThrough
+from ...rtc.leg import RtpLegOwner
 from ...rtc.protection import LossProtection
-from ...rtc.quality import sample
 from ...rtc.rtcp_schedule import AVP_MIN_INTERVAL
 from ...rtc.rtp_leg import RtpLeg
 from ...rtc.rtp_session import RtpSession
@@ -69,11 +49,12 @@ MEDIA_TIMEOUT = 30.0
 """Seconds without an authenticated packet before the leg fails (Meta ends such a call too)."""
 
 
-class SdesPeer(WhatsAppLeg):
+class SdesPeer(WhatsAppLeg, RtpLegOwner):
     """One call's SDES-SRTP leg to Meta (see the module docstring)."""
 
     what = "WhatsApp-side SDES-SRTP"
     leg_words = "SDES leg"
+    leg: RtpLeg
 
     def __init__(
         self,
@@ -87,17 +68,13 @@ class SdesPeer(WhatsAppLeg):
         rtcp_interval: float = AVP_MIN_INTERVAL,
         media_timeout: float = MEDIA_TIMEOUT,
     ) -> None:
+        super().__init__()
         self.name = name
         self._ice = ice
         self.rtcp_interval, self.media_timeout = rtcp_interval, media_timeout
         self.state = "new"
         self.failure: str | None = None
-        self.created_at = time.monotonic()
         self.started_at: float | None = None
-        self.connected_at: float | None = None
-        self.mos: float | None = None
-        self.last: Quality | None = None
-        self.totals = Quality()
         self._tasks = TaskSet(f"sdes-peer[{name}]")
         self.socket = SrtpSocket(name, self._on_rtp, self._on_rtcp)
         self.crypto: Crypto | None = None
@@ -128,7 +105,6 @@ class SdesPeer(WhatsAppLeg):
         self.session, self.stream, self.rtcp = self.leg.session, self.leg.stream, self.leg.reports
         self.playout, self.rtcp_schedule = self.leg.playout, self.leg.rtcp_schedule
         self._close_lock = asyncio.Lock()
-        self._closed = self._close_expected = False
 
     @property
     def first_sent_at(self) -> float | None:
@@ -145,11 +121,6 @@ class SdesPeer(WhatsAppLeg):
         self.session.audio_pt = pt
 
     # -- negotiation
-    async def _open(self, remote_host: str | None) -> str:
-        """Bind the socket; the address our SDP gives (``BRIDGE_PUBLIC_IP``, else the first
-        ``BRIDGE_ICE_ADDRESSES``, else the one that routes to the far end)."""
-        return await sdes_sdp.open_socket(self.socket, self._ice, remote_host)
-
     async def answer(self, offer: str, other_leg: tuple[str, ...] = ()) -> str:
         """Meta's SDES offer → our answer (a fresh key, the offer's crypto tag and suite), in
         the one codec :func:`.sdp.answer_codec` picks for ``other_leg`` (the codecs of the leg
@@ -167,7 +138,7 @@ class SdesPeer(WhatsAppLeg):
             self._use_g711(self.codec)
         self.dtmf_pt = audio.dtmf_pt or DTMF_PT
         self.crypto = new_crypto(remote.crypto.tag, remote.crypto.suite)
-        address = await self._open(remote.address)
+        address = await sdes_sdp.open_socket(self.socket, self._ice, remote.address)
         sdp = sdes_sdp.sdp(self, address, self.crypto, remote.media_lines, remote.index)
         self._start(
             remote.crypto, (remote.address, remote.port), remote.rtcp, audio.bitrate, audio.fec
@@ -180,7 +151,8 @@ class SdesPeer(WhatsAppLeg):
         is the other leg), telephone-event on 126; the leg runs in the one Meta answers."""
         self.crypto = new_crypto()
         self.offered = leg_codecs(other_leg)
-        return sdes_sdp.sdp(self, await self._open(None), self.crypto, offer=self.offered)
+        address = await sdes_sdp.open_socket(self.socket, self._ice, None)
+        return sdes_sdp.sdp(self, address, self.crypto, offer=self.offered)
 
     async def apply_answer(self, answer: str) -> None:
         """Meta's answer to our offer: its key, address and codec; our media starts at once."""
@@ -238,10 +210,6 @@ class SdesPeer(WhatsAppLeg):
     def answered(self) -> bool:
         return self._track is not None
 
-    def expect_close(self) -> None:
-        """The call is over in signalling: the far end going quiet is no failure now."""
-        self._close_expected = True
-
     # -- sending
     @property
     def running(self) -> bool:
@@ -282,55 +250,18 @@ class SdesPeer(WhatsAppLeg):
     def dead(self) -> bool:
         return self._closed or self.state == "failed"
 
-    def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
-        """Send the browser's Opus packets to WhatsApp untouched while ``allowed()``, numbered
-        by our stream; ``None`` before negotiation."""
-        return None if self._closed else self.leg.forward_from(allowed)
-
-    def forward_to(
-        self,
-        offer: Callable[[int, int, bytes, float], None] | None,
-        needs_pcm: Callable[[float], bool] | None = None,
-        meters: tuple[LevelMeter, ...] = (),
-    ) -> None:
-        """Also hand each Opus packet from WhatsApp, untouched, with its arrival time, to
-        ``offer``; not decoded while ``needs_pcm(at)`` says no (``rtc/uplink.py``, an idle leg)
-        but for a level sample a second, into ``meters``."""
-        self.leg.forward_to(offer, needs_pcm, meters)
-
-    def report_loss_beyond(self, loss: Callable[[], float] | None) -> None:
-        """While Meta's packets are forwarded untouched into another leg, our receiver
-        reports carry at least ``loss()``, the loss there (``rtc/rtp_session.py``)."""
-        self.leg.report_loss_beyond(loss)
-
     # -- stats
     @property
     def far_end_loss(self) -> float:
         return self.leg.far_end_loss
-
-    async def sample_quality(self) -> Quality | None:
-        """The change of the RTP/RTCP counters since the last sample (and the far end's loss
-        to the encoder); ``None`` until media has come."""
-        if self._closed or self.state != "connected":
-            return None
-        now = self.session.quality()
-        delta = sample(now, self.totals, self.playout)
-        self.totals = now
-        self.last = delta
-        return delta
 
     @property
     def timeline_stats(self) -> tuple[ReceiverStats | None, float | None]:
         """The receiver's counters and the last round-trip time (``calls/reports.py``)."""
         return self.leg.timeline_stats
 
-    @property
-    def receiver_stats(self) -> ReceiverStats | None:
-        """The receiver's counters (the timeline reads them once a second)."""
-        return self.leg.receiver_stats
-
     def leg_json(self) -> dict[str, Any]:
-        return sdes_rtp.leg_json(self, self._track)
+        return sdes_rtp.leg_json(self)
 
     # -- close
     async def close(self) -> None:

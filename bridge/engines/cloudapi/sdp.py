@@ -1,25 +1,23 @@
 """SDP as Meta's media servers take it (Meta's Cloud API Calling documentation, its Media section).
 
-aiortc's SDP differs from what Meta accepts in three ways, fixed here on the text we send:
-it lists sha-384 and sha-512 fingerprints besides sha-256 (Meta refuses them: 100/2494010),
-it does not know ``telephone-event`` (Meta's DTMF, payload type 126), and its Opus ``fmtp``
-describes 48 kHz stereo. Everything else (one audio m-line, BUNDLE, rtcp-mux, every candidate,
-``a=setup:active`` in answers) is what aiortc already writes.
+aiortc's SDP differs from what Meta accepts in three ways, fixed here on the text we send: it
+lists sha-384 and sha-512 fingerprints besides sha-256 (Meta refuses them: 100/2494010), it
+does not know ``telephone-event`` (Meta's DTMF, payload type 126), and its Opus ``fmtp``
+describes 48 kHz stereo.
 
-A number with ``audio.additional_codecs`` (Meta's call settings) gets offers that carry
-G.711 (``PCMA``/``PCMU``, static payload types 8 and 0) besides Opus; Meta transcodes to
-whichever the business answers with. :func:`answer_codec` picks it: Opus unless the call's
-other leg speaks a G.711 that Meta offered (a PBX phone: its packets then go through as they
-are, ``calls/forwarding.py``). The answer carries that one codec and ``telephone-event``.
-A business-initiated call placed for such a phone (a PBX's INVITE through a trunk) offers
-the same codecs by the same rule, :func:`leg_codecs`, preferred first and Opus last; the leg
-then runs in the one Meta's answer names (:func:`answered_codec`).
+A number with ``audio.additional_codecs`` gets offers with G.711 besides Opus, and Meta
+transcodes to whichever the business answers with. :func:`leg_codecs` is the one rule: the
+call's other leg's G.711 when Meta takes it (a PBX phone: its packets then go through as they
+are), else Opus; :func:`answer_codec` answers with it, our own offers list the same codecs and
+:func:`answered_codec` reads which Meta picked.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from ...rtc.sdp import opus_parameters, sdp_lines
 
 DTMF_PT = 126
 """The payload type Meta offers ``telephone-event/8000`` on (and the one our offers use)."""
@@ -71,7 +69,7 @@ def answered_codec(answer: str, offered: tuple[str, ...]) -> str:
     """The codec Meta's answer to our offer of ``offered`` (:func:`leg_codecs`) chose: the
     first of its audio m-line's payload types that names one of them. ``ValueError`` when
     it names none (not an answer to that offer)."""
-    lines = _lines(answer)
+    lines = sdp_lines(answer)
     names: dict[str, str] = {}
     for ln in lines:
         if m := re.match(r"^a=rtpmap:(\d+) (opus|PCM[AU])/", ln, re.I):
@@ -82,10 +80,6 @@ def answered_codec(answer: str, offered: tuple[str, ...]) -> str:
         if codec in offered:
             return codec
     raise ValueError(f"Meta's answer has none of the codecs offered ({', '.join(offered)})")
-
-
-def _lines(sdp: str) -> list[str]:
-    return [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln]
 
 
 def _rtpmap(lines: list[str], codec: str) -> int | None:
@@ -99,16 +93,10 @@ def _rtpmap(lines: list[str], codec: str) -> int | None:
 
 def read_remote(sdp: str) -> RemoteAudio:
     """Opus' payload type and fmtp (bitrate cap, FEC) and telephone-event's payload type."""
-    lines = _lines(sdp)
+    lines = sdp_lines(sdp)
     opus = _rtpmap(lines, "opus/48000")
     dtmf = _rtpmap(lines, "telephone-event/8000")
-    params: dict[str, str] = {}
-    if opus is not None:
-        for ln in lines:
-            if ln.startswith(f"a=fmtp:{opus} "):
-                for part in ln.split(" ", 1)[1].split(";"):
-                    key, _, value = part.strip().partition("=")
-                    params[key.lower()] = value.strip()
+    params = opus_parameters(sdp)
     try:
         bitrate = int(params.get("maxaveragebitrate", DEFAULT_BITRATE))
     except ValueError:
@@ -126,7 +114,7 @@ def for_meta(sdp: str, dtmf_pt: int = DTMF_PT) -> str:
     """Our SDP (offer or answer) as Meta accepts it: only the sha-256 fingerprint, Opus with
     the wideband-voice fmtp (or the one G.711 answered) and ``ptime:20``, and
     ``telephone-event/8000`` on ``dtmf_pt``."""
-    lines = _lines(sdp)
+    lines = sdp_lines(sdp)
     opus = _rtpmap(lines, "opus/48000")
     audio = opus
     if audio is None:  # a G.711 answer (``answer_codec``): telephone-event follows it

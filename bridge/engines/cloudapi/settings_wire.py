@@ -1,25 +1,13 @@
 """A number's calling settings at Meta, in the bridge's camelCase and Meta's own names.
 
 Meta keeps them under ``calling`` of ``/{PHONE_NUMBER_ID}/settings`` (Meta Cloud API Calling:
-Call settings): ``status``, ``call_icon_visibility``, ``call_hours`` (``status``,
-``timezone_id``, ``weekly_operating_hours`` of ``{day_of_week, open_time, close_time}``,
-``holiday_schedule`` of ``{date, start_time, end_time}``), ``callback_permission_status``,
-``srtp_key_exchange_protocol``, ``audio.additional_codecs`` and ``sip`` (``status``,
-``servers`` of ``{hostname, port, request_uri_user_params}``), ``voicemail`` (``status``,
-``timeout_seconds`` at most 30, ``triggers`` of ``REJECT`` and ``TIMEOUT``) and
-``call_icons.restrict_to_user_countries`` (the countries whose users see the call icons, ISO
-3166-1 alpha-2); Meta's read-only ``restrictions`` (``restrictions_list`` of ``{type,
-expiration}``, what Meta restricts on the number) comes back with them. The voicemail, icon and
-restriction names follow the issues' description of Meta's 2026 fields: the public references
-this project works from do not list them. The bridge's names mirror them
-(``callIconVisibility``, ``callHours: {status, timezoneID, weeklyOperatingHours,
-holidaySchedule}``, ``callbackPermission``, ``srtpKeyExchange``, ``additionalCodecs``, ``sip``,
-``voicemail: {status, timeoutSeconds, triggers}``, ``callIcons: {restrictToUserCountries}``,
-``restrictions: {restrictionsList: [{type, expiration}]}``).
+Call settings); the table of both names is docs/engines/cloudapi.md, *Settings through the
+bridge*. The voicemail, icon and restriction names follow the issues' description of Meta's
+2026 fields: the public references this project works from do not list them.
 
-Meta's rules checked before anything is sent (its own refusals are passed back too): at most
-two opening slots a day, a slot opening before it closes, at most 20 holidays, a timezone id of
-the tz database. A SIP password Meta returns is never passed on.
+Meta's rules are checked before anything is sent (its own refusals are passed back too): at
+most two opening slots a day, a slot opening before it closes, at most 20 holidays, a timezone
+id of the tz database. A SIP password Meta returns is never passed on.
 """
 
 from __future__ import annotations

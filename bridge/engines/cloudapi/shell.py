@@ -1,14 +1,9 @@
 """What both WhatsApp-side legs are to the engine and the pump, written once: the DTLS leg
-(:class:`~.peer.WhatsAppPeer`, an aiortc peer connection) and the SDES leg
-(:class:`~.sdes.SdesPeer`, the bridge's own SRTP socket) differ in how packets reach Meta,
-not in this.
-
-:class:`WhatsAppLeg` holds the leg's :class:`~.channel.LegPort` (where the pump plugs the
-call's bus in), its receive counters, RFC 4733 both ways (the detector, and the key presses
-waiting to go out: one bounded :class:`~bridge.rtc.rfc4733.KeyPresses`, which the leg's track
-sends on its clock in place of audio), the first
-frame's ``on_media`` and the close's ``on_closed``; the channel it opens, the reason it is over
-and the last steps of its close.
+(:class:`~.peer.WhatsAppPeer`) and the SDES leg (:class:`~.sdes.SdesPeer`) differ in how
+packets reach Meta, not in this: the :class:`~.channel.LegPort` the pump plugs the call into,
+the receive counters, RFC 4733 both ways (the detector, and the bounded key presses the leg's
+track sends in place of audio), ``on_media`` and ``on_closed``, the channel it opens, its
+report's numbers and the last steps of its close.
 """
 
 from __future__ import annotations
@@ -18,12 +13,15 @@ from typing import Any, ClassVar, Protocol
 
 from ...audio.pcm import Pcm
 from ...media import BusStats, ReceiveStats
+from ...rtc.rfc4733 import DtmfDetector, KeyPresses
 from ...tasks import TaskSet
 from ..base import EngineStats
 from ..channels import MediaClosed
 from .channel import LegPort, PeerChannel
-from .dtmf import DTMF_QUEUE, DtmfDetector, KeyPresses
 from .sdp import DTMF_PT
+
+DTMF_QUEUE = 64
+"""Key presses waiting to be sent as RFC 4733 events; more are refused (409)."""
 
 
 class _Leg(Protocol):
@@ -90,7 +88,7 @@ class WhatsAppLeg:
     ) -> None:
         """Queue key presses, each held ``duration_ms`` then ``gap_ms`` of audio; ``done`` is
         called once the last one (and its gap) went out. ``ValueError`` beyond
-        :data:`~.dtmf.DTMF_QUEUE` waiting."""
+        ``DTMF_QUEUE`` waiting."""
         if not self._dtmf_ready() or self.dead:
             raise MediaClosed(f"{self.name}: the WhatsApp-side {self.leg_words} is not up")
         keys: KeyPresses = self.keys_out
@@ -107,6 +105,25 @@ class WhatsAppLeg:
         if self.dead:
             raise MediaClosed(f"{self.name}: the WhatsApp-side {self.leg_words} is {self.state}")
         return PeerChannel(self)
+
+    def leg_json(self: Any) -> dict[str, Any]:
+        """The leg as a call's report shows it: every leg's numbers, then a WhatsApp leg's."""
+        track = self._track
+        return {
+            **self.quality_json(),
+            "failure": self.failure,
+            "connectMs": self.connect_ms,
+            "framesReceived": self.port.frames,
+            "framesSent": track.frames_sent if track is not None else 0,
+            "silentFramesSent": track.silent_frames if track is not None else 0,
+            "framesForwarded": track.forwarded_frames if track is not None else 0,
+            "packetsNotDecoded": self.not_decoded,
+            "sendUnderruns": self.port.source.empty,
+            "rtpLate": self.rx.uplink_rtp_late,
+            "decodeErrors": self.rx.uplink_decode_errors,
+            "dtmfPresses": self.dtmf.presses,
+            "dtmfSent": self.keys_out.presses,
+        }
 
     @property
     def receive_stats(self) -> ReceiveStats:

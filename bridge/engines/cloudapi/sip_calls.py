@@ -1,22 +1,16 @@
 """What the SIP engine keeps per call, and what it reads from Meta's SIP messages.
 
-Meta's headers (its SIP documentation): ``x-wa-meta-wacid`` names the call as Graph and
-webhooks do (the engine's call id); ``x-wa-meta-cta-payload`` and
-``x-wa-meta-deeplink-payload`` carry the payload of the button or link the user pressed
-(into the call's metadata, so an app can route on it); ``x-wa-meta-user-id``,
-``x-wa-meta-parent-user-id`` and ``x-wa-meta-username`` name the user in the BSUID era;
-``x-wa-meta-call-duration`` on Meta's BYE is the call's length in seconds (into the ended
-event). Final responses to our INVITE map to end reasons: ``480`` unreachable or not
-answered → ``no_answer``; ``486``/``603`` → ``rejected``; ``403`` → ``failed`` with a message
-naming what must match at Meta. When Meta's final response or BYE names one of its calling
-error codes in a ``Reason`` header (RFC 3326, e.g. ``text="138021 …"``), that code decides the
-end reason as on Graph (:mod:`.codes`: ``media_timeout``, ``call_limit_reached``…).
+Meta's headers (its SIP documentation): ``x-wa-meta-wacid`` names the call (the engine's call
+id); ``x-wa-meta-cta-payload`` and ``x-wa-meta-deeplink-payload`` go into the call's metadata;
+``x-wa-meta-user-id``, ``-parent-user-id`` and ``-username`` name the user in the BSUID era;
+``x-wa-meta-call-duration`` on Meta's BYE goes into the ended event. A final response to our
+INVITE maps to an end reason (:func:`bic_failure`), unless a ``Reason`` header (RFC 3326) names
+one of Meta's calling error codes, which decides it as on Graph (:mod:`.codes`).
 """
 
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +47,6 @@ class SipCall:
     answer_sdp: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     handed_over: bool = False
-    invited_at: float = field(default_factory=time.monotonic)
     confirmed_at: float | None = None
     """When the dialog was confirmed (the ACK to our 200, or our ACK to Meta's)."""
 

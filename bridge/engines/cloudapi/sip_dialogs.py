@@ -1,21 +1,16 @@
 """The SIP engine's calls and their dialogs: what :class:`~.sip_engine.SipEngine` keeps per call
-and what the user agent tells it (the UA's ``CallHandler``: Meta's INVITE, CANCEL, the ACK to our
-``200``, BYE).
+and what the user agent tells it (the UA's ``CallHandler``: Meta's INVITE, CANCEL, ACK, BYE;
+the steps are docs/engines/cloudapi.md, *What the bridge does on the SIP road*).
 
-User-initiated (Meta's INVITE): the leg answers Meta's offer → ``INCOMING`` (the inbound
-policy rings, auto-answers or declines) and ``180``; the engine's ``answer`` sends the ``200``;
-Meta's ACK confirms the dialog. CANCEL before our ``200`` ends the call as
-``remote_canceled``; Meta's BYE as ``remote_hangup`` with ``x-wa-meta-call-duration`` in the
-ended event (or the end reason of a Meta error code in its ``Reason``). No ACK within 64·T1
-ends the call ``failed`` with our BYE. The engine keeps only this signalling state; the media
-leg goes to the call's runtime (``take_leg``).
+CANCEL before our ``200`` ends the call as ``remote_canceled``; Meta's BYE as
+``remote_hangup`` (or the end reason of a Meta code in its ``Reason``); no ACK within 64·T1
+ends it ``failed`` with our BYE. The media leg goes to the call's runtime (``take_leg``).
 
 With Meta's ``sip.webhook_delivery`` the number's ``calls`` webhooks name the same calls by
-their wacid (Meta's INVITE carries it in ``x-wa-meta-wacid``), in any order with the SIP
-requests, and more than once. The INVITE is the call: a ``connect`` webhook adds nothing,
-before or after it. The first ``terminate`` of a wacid counts (:attr:`SipDialogs.over`):
-after the INVITE, it ends a call whose BYE or CANCEL never came (:meth:`terminated_by_meta`);
-before it, the INVITE that follows is refused with ``487`` and never rings.
+wacid, in any order with the SIP requests and more than once. The INVITE is the call; the
+first ``terminate`` of a wacid counts (:attr:`SipDialogs.over`): after the INVITE it ends a
+call whose BYE or CANCEL never came (:meth:`terminated_by_meta`), before it the INVITE that
+follows is refused with ``487``.
 """
 
 from __future__ import annotations

@@ -2,25 +2,13 @@
 ``BRIDGE_CLOUDAPI_SIGNALLING=sip``): SIP over TLS signalling (:mod:`bridge.sip`), the media
 leg :func:`.media.new_leg` makes (``BRIDGE_CLOUDAPI_MEDIA``: DTLS or SDES).
 
-The engine is the signalling: the user agent's lifecycle, the Graph side, and the engine API
-(``answer``, ``hangup``, ``dial``). Its calls and what the user agent tells it about them
-(Meta's INVITE, CANCEL, ACK, BYE) are :class:`~.sip_dialogs.SipDialogs`'.
-
-User-initiated (Meta's INVITE): ``407`` first when a password is set (the UA) → ``100`` →
-the leg answers Meta's offer (in the G.711 of the PBX phone the number's calls go to when
-Meta offered it, ``audio.additional_codecs``; else Opus: :func:`.sdp.answer_codec`, as on the
-Graph road) → ``INCOMING`` and ``180`` (:mod:`.sip_dialogs`) → ``answer``
-sends ``200 OK`` with the answer → Meta's ACK confirms the dialog. ``hangup`` while ringing is
-``486 Busy Here``; after, ``BYE`` along the route set.
-
-Business-initiated (``dial``): the leg's offer in our INVITE to ``BRIDGE_SIP_META_URI``
-(From ``+<number>@<hostname>``), Meta's ``407`` answered with the number's credentials,
-``180``/``183`` → ``RINGING``, ``200`` → ACK, the answer applied, ``ANSWERED``; failures map
-as :func:`.sip_calls.bic_failure` says. ``hangup`` before the answer is ``CANCEL``.
+The engine is the signalling: the user agent's lifecycle, the Graph side (:mod:`.graph_side`),
+and the engine API. Its calls and their dialogs are :class:`~.sip_dialogs.SipDialogs`'; the
+steps both ways are docs/engines/cloudapi.md, *Meta's SIP road, step by step*. ``hangup`` is
+``486`` while ringing, ``CANCEL`` before Meta answers our INVITE, else ``BYE``.
 
 Meta accepts no re-INVITE, UPDATE or REFER: hold, transfer and the rest are done in the
-bridge's media, never signalled. The leg goes to the call's runtime (``take_leg``); calls do
-not move, so a draining worker serves them to the end. Permissions go over Graph (graph_side).
+bridge's media, never signalled. Calls do not move, so a draining worker serves them to the end.
 """
 
 from __future__ import annotations
@@ -93,11 +81,11 @@ class SipEngine:
         """The worker's shared SIP user agent (:class:`~bridge.sip.FrontDoor`'s)."""
         self.door: FrontDoor | None = None
         self.doors = Doors()
+        """Where the SIP listener is shared: the switchboard gives every SIP engine its own
+        (a :class:`~bridge.engines.SipLineEngine`)."""
         self.password_required = False
         """A number made at run time: without a password its INVITEs are refused (403), not
         taken unchallenged as the settings' number's are (set by the switchboard)."""
-        """Where the SIP listener is shared: the switchboard gives every SIP engine its own
-        (a :class:`~bridge.engines.SipLineEngine`)."""
         self.line: Line | None = None
         self.graph_side = GraphSide(settings.engine, self.stats, self.events)
         """Call permissions and Meta's signed webhooks, over Graph (:mod:`.graph_side`)."""

@@ -1,20 +1,15 @@
 """``NumberStanding``: what Meta thinks of one business number, and the rules it enforces
-that the bridge can enforce first.
+that the bridge can enforce first (docs/engines/cloudapi.md, *Penalties and limits*).
 
-- Meta's ``account_update`` webhooks (:mod:`.account_wire`): an ``ACCOUNT_VIOLATION`` is a
-  warning (event ``number.warning``); an ``ACCOUNT_RESTRICTION`` of type
-  ``RESTRICTED_BUSINESS_INITIATED_CALLING`` pauses business-initiated calling until its
-  expiration (Meta Cloud API Calling: Business initiated calling quality — 7 days after
-  repeated warnings): event ``number.paused {reason, until}``, and every ``/call/make`` from
-  the number is refused here with ``403 calling_paused`` and ``Retry-After`` until then, so
-  Meta is not asked. Meta's own 138014 refusal pauses the number too (until unknown).
-- ``account_settings_update`` → ``number.settings_changed {calling}``.
-- One business call per user at a time: a call to a user who is on a call with this number
-  (either way), or being dialled, is refused with ``409 call_in_progress`` before Meta is
+- ``account_update`` (:mod:`.account_wire`): an ``ACCOUNT_VIOLATION`` is a ``number.warning``;
+  a ``RESTRICTED_BUSINESS_INITIATED_CALLING`` restriction pauses business-initiated calling
+  until it expires (``number.paused``), and ``/call/make`` is refused here with ``403
+  calling_paused`` and ``Retry-After`` meanwhile. Meta's own 138014 pauses it too.
+- ``account_settings_update`` → ``number.settings_changed``.
+- One business call per user at a time: refused with ``409 call_in_progress`` before Meta is
   asked (Meta refuses it anyway).
 
-Events about the number, not a call, go out as ``NUMBER`` engine events whose ``data`` holds
-the event's ``type`` and fields; the manager announces them with the number and tenant.
+These go out as ``NUMBER`` engine events, the event's ``type`` and fields in ``data``.
 """
 
 from __future__ import annotations

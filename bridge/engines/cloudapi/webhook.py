@@ -1,11 +1,9 @@
 """Cloud API webhooks: signature, verification handshake, and the envelope's call events.
 
-Meta signs every POST with ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body,
-keyed with the app secret>``; the bridge checks it on the raw bytes in constant time before it
-parses anything. The envelope ``{"object", "entry": [{"changes": [{"field": "calls",
-"value": {"calls": [...], "statuses": [...]}}]}]}`` may carry several entries and changes;
-:func:`call_events` flattens it and skips (counting) what does not have the documented shape;
-:func:`webhook_calls` reads the same events for a cluster's router (which calls, a new one?).
+Meta signs every POST with ``X-Hub-Signature-256`` (HMAC-SHA256 of the raw body with the app
+secret), checked in constant time before anything is parsed. :func:`call_events` flattens the
+envelope's entries and changes, skipping (and counting) what lacks the documented shape;
+:func:`webhook_calls` reads the same for a cluster's router.
 """
 
 from __future__ import annotations
@@ -15,17 +13,21 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import AtCapacity, BadRequest, Forbidden, Unauthorized
 from ..base import EngineStats, WebhookCalls, webhook_json
-from .artifacts_wire import EVENTS as ARTIFACT_EVENTS
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
+ARTIFACT_EVENTS = {
+    "call_recording_available": "recording",
+    "call_transcription_available": "transcript",
+}
+"""The ``calls`` items that announce Meta's recording or transcript (``artifacts_wire.py``)."""
 WEBHOOK_QUEUE = 256
 """Webhook bodies accepted but not yet worked through; a full queue answers 503 (Meta
 retries)."""
@@ -134,47 +136,48 @@ class CallWebhook:
         return self.kind == "connect" and self.direction == "USER_INITIATED" and offered
 
 
+def changes(body: Mapping[str, Any], *fields: str) -> Iterator[tuple[str, Any]]:
+    """``(field, value)`` of every change of a webhook body's entries whose ``field`` is one of
+    ``fields`` (Meta's envelope: ``{"entry": [{"changes": [{"field", "value"}]}]}``)."""
+    entries = body.get("entry")
+    for entry in entries if isinstance(entries, list) else []:
+        found = entry.get("changes") if isinstance(entry, dict) else None
+        for change in found if isinstance(found, list) else []:
+            if isinstance(change, dict) and change.get("field") in fields:
+                yield str(change["field"]), change.get("value")
+
+
 def call_events(body: dict[str, Any]) -> tuple[list[CallWebhook], int]:
     """Every call event of a webhook body, in order, and how many items were malformed."""
     out: list[CallWebhook] = []
     bad = 0
-    entries = body.get("entry")
-    for entry in entries if isinstance(entries, list) else []:
-        changes = entry.get("changes") if isinstance(entry, dict) else None
-        for change in changes if isinstance(changes, list) else []:
-            if not isinstance(change, dict) or change.get("field") != "calls":
-                continue
-            value = change.get("value")
-            if not isinstance(value, dict):
+    for _, value in changes(body, "calls"):
+        if not isinstance(value, dict):
+            bad += 1
+            continue
+        calls = value.get("calls")
+        for item in calls if isinstance(calls, list) else []:
+            if isinstance(item, dict) and item.get("event") in ARTIFACT_EVENTS:
+                continue  # Meta's recording or transcript: ``artifacts_wire``'s
+            event = _call_item(item, value)
+            if event is None:
+                bad += 1
+            else:
+                out.append(event)
+        statuses = value.get("statuses")
+        for item in statuses if isinstance(statuses, list) else []:
+            if not isinstance(item, dict) or not _s(item.get("id")) or not _s(item.get("status")):
                 bad += 1
                 continue
-            calls = value.get("calls")
-            for item in calls if isinstance(calls, list) else []:
-                if isinstance(item, dict) and item.get("event") in ARTIFACT_EVENTS:
-                    continue  # Meta's recording or transcript: ``artifacts_wire``'s
-                event = _call_item(item, value)
-                if event is None:
-                    bad += 1
-                else:
-                    out.append(event)
-            statuses = value.get("statuses")
-            for item in statuses if isinstance(statuses, list) else []:
-                if (
-                    not isinstance(item, dict)
-                    or not _s(item.get("id"))
-                    or not _s(item.get("status"))
-                ):
-                    bad += 1
-                    continue
-                out.append(
-                    CallWebhook(
-                        kind="status",
-                        wacid=_s(item.get("id")),
-                        status=_s(item.get("status")).upper(),
-                        peer=_s(item.get("recipient_id")) or _s(item.get("recipient_user_id")),
-                        opaque=_s(item.get("biz_opaque_callback_data")),
-                    )
+            out.append(
+                CallWebhook(
+                    kind="status",
+                    wacid=_s(item.get("id")),
+                    status=_s(item.get("status")).upper(),
+                    peer=_s(item.get("recipient_id")) or _s(item.get("recipient_user_id")),
+                    opaque=_s(item.get("biz_opaque_callback_data")),
                 )
+            )
     return out, bad
 
 
