@@ -47,6 +47,9 @@ class SimCall:
     state: str = "ringing"
     heard: deque[Pcm] = field(default_factory=lambda: deque(maxlen=50 * 2))
     """The last 2 s of audio the simulated peer received (for demos and tests)."""
+    heard_at: deque[float] = field(default_factory=lambda: deque(maxlen=50 * 10))
+    """When the last 10 s of those frames arrived (monotonic): the tests time what the peer
+    heard by it (an agent's voice gone after its stream fell silent)."""
     frames_heard: int = 0
     channel: SimMediaChannel | None = None
 
@@ -96,10 +99,12 @@ class SimMediaChannel:
     def hear(self, pcm: Pcm) -> None:
         if self._closed.is_set():
             raise MediaClosed(self.call.id)
+        now = time.monotonic()
         self.call.heard.append(pcm)
+        self.call.heard_at.append(now)
         self.call.frames_heard += 1
         if self.behaviour is SimPeer.ECHO:
-            self._delay.append((time.monotonic(), pcm))
+            self._delay.append((now, pcm))
 
     # The plain ``MediaChannel`` face: nothing reads or writes it (the pump plugs it).
     async def send(self, pcm: Pcm) -> None:
