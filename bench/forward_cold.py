@@ -206,11 +206,14 @@ def check(call: Call, payloads: list[bytes], to_phone: int, to_meta: int) -> Non
     assert meta == payloads, "WhatsApp got other payloads"
 
 
-async def run(calls: int, ticks: int, repeat: int, warm_ticks: int) -> dict[str, Any]:
-    runs: dict[str, list[float]] = {"warm": [], "cold": []}
+async def run(
+    calls: int, ticks: int, repeat: int, warm_ticks: int, modes: tuple[str, ...] = ("warm", "cold")
+) -> dict[str, Any]:
+    runs: dict[str, list[float]] = {mode: [] for mode in modes}
     for _ in range(repeat):
-        runs["warm"].append(await run_once(calls, warm_ticks, False))
-        runs["cold"].append(await run_once(calls, ticks, True))
+        for mode in modes:
+            cold = mode == "cold"
+            runs[mode].append(await run_once(calls, ticks if cold else warm_ticks, cold))
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
@@ -227,10 +230,13 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=500, help="a cold run's (10 s)")
     parser.add_argument("--warm-ticks", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--modes", default="warm,cold", help="warm, cold or both")
     parser.add_argument("--json", type=Path, help="also append the result here (JSON lines)")
     args = parser.parse_args()
     install_event_loop(True)
-    result = asyncio.run(run(args.calls, args.ticks, args.repeat, args.warm_ticks))
+    result = asyncio.run(
+        run(args.calls, args.ticks, args.repeat, args.warm_ticks, tuple(args.modes.split(",")))
+    )
     for mode, us in result["us_per_datagram"].items():
         print(f"{mode:5s} {result['median'][mode]:6.2f} µs a datagram (runs {us})")
     print(f"load average (1 min): {os.getloadavg()[0]:.2f}")
