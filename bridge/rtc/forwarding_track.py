@@ -112,9 +112,10 @@ class ForwardingTrack(MediaStreamTrack):
         if self.player is not None:
             self.player.wake()
 
-    def forward(self, source: PassThrough, seq: int, ts: int, payload: bytes, at: float) -> None:
+    def forward(self, source: PassThrough, seq: int, ts: int, payload: bytes, at: float) -> bool:
         """The source's packet that arrived ``at``, sent now from its receive callback
-        (``ForwardTarget``): the first starts a forwarding run, carrying the ticks until it ends.
+        (``ForwardTarget``): the first starts a forwarding run, carrying the ticks until it ends;
+        whether the run carried it (sent, or a reordered packet it covers).
 
         The forwarding route's one function, from the pass-through to the sender's wire: every
         forwarded packet runs it, in a receive callback that finds the caches cold after 20 ms
@@ -123,9 +124,9 @@ class ForwardingTrack(MediaStreamTrack):
         stream's numbers (``RtpStream.packetise``) and the wire (``PacketSender.send_rtp``)."""
         sender = self._sender
         if source is not self.pass_through or sender is None or not sender.running:
-            return  # an old source (a transfer), or no sender running (yet)
+            return False  # an old source (a transfer), or no sender running (yet)
         if self.readyState != "live":
-            return
+            return False
         keys = self.keys
         if (
             (keys is not None and keys.pending)  # a key press: on the clock, not this
@@ -133,7 +134,7 @@ class ForwardingTrack(MediaStreamTrack):
             or (self.phone and not one_20ms_packet(self.codec, payload))
         ):
             self._end_run()  # the next tick sends the press, or encodes
-            return
+            return False
         run = self._run
         numbering = run.numbering if run.source is source else None
         if numbering is None:
@@ -142,7 +143,7 @@ class ForwardingTrack(MediaStreamTrack):
             # Reordered across the switch: the number it maps to was our own encoded
             # packet's, and SRTP refuses an index sent twice (RFC 3711 §3.3.2).
             source.late += 1
-            return
+            return True
         try:
             stream = sender.stream
             number, pts, newest = numbering.place(seq, ts, stream, at)
@@ -169,8 +170,9 @@ class ForwardingTrack(MediaStreamTrack):
                 data, red_pt = red.wrap(payload, pts, self.red_depth)
                 plain = stream.packetise(data, pts, number, audio_type=red_pt)
             sender.send_rtp(plain)
+            return True
         except ConnectionError:
-            pass  # DTLS or the socket closing: the sender's own tick ends the track
+            return False  # DTLS or the socket closing: the sender's own tick ends the track
         except Exception:
             # A bug, in the source leg's receive callback: it must not cost that leg its own
             # audio. Forwarding stops here (the sender encodes again); said once, loudly.
@@ -178,6 +180,7 @@ class ForwardingTrack(MediaStreamTrack):
             source.target = None
             self.pass_through = None
             self._end_run()
+            return False
 
     def forward_refused(self, source: PassThrough) -> None:
         """Mixing began in this direction (``ForwardTarget``): the next tick encodes again,

@@ -149,12 +149,13 @@ class RtpLeg:
     # -- pass-through (``calls/forwarding.py``, ``rtc/passthrough.py``)
     def forward_to(
         self,
-        offer: Callable[[int, int, bytes, float], None] | None,
+        offer: Callable[[int, int, bytes, float], bool] | None,
         needs_pcm: Callable[[float], bool] | None = None,
         meters: tuple[LevelMeter, ...] = (),
     ) -> None:
         """Also hand each audio packet from the far end, untouched, with its arrival time, to
-        ``offer`` (``None`` stops); not decoded while ``needs_pcm(at)`` says no (an idle
+        ``offer`` (``None`` stops); not decoded while ``offer`` carries them (its answer) and
+        ``needs_pcm(at)`` says no (an idle
         receiver, ``rtc/uplink.py``) but for a level sample, into ``meters``."""
         self.playout.forward_to(offer, needs_pcm, meters)
 

@@ -200,7 +200,7 @@ async def test_the_phones_packets_forwarded_up_are_decoded_only_when_something_n
     m = TrunkMedia("t", "opus", 111, 101, heard.append, lambda now: None, lambda d, ms: None)
     up: list[int] = []
     wanted = [False]
-    m.forward_to(lambda seq, ts, payload, at: up.append(seq), lambda at: wanted[0])
+    m.forward_to(lambda seq, ts, payload, at: up.append(seq) is None, lambda at: wanted[0])
     enc = OpusEncoder(16000, bitrate=20000, complexity=5, fec=True, expected_loss=5, dtx=False)
     t = np.arange(320 * 40) / 16000
     pcm = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
@@ -227,7 +227,7 @@ async def test_the_phones_packets_forwarded_up_undecoded_are_metered_into_what_w
     m = TrunkMedia("t", "PCMU", 0, 101, lambda pcm: None, lambda now: None, lambda d, ms: None)
     sent = LevelMeter()
     up: list[int] = []
-    m.forward_to(lambda seq, ts, payload, at: up.append(seq), lambda at: False, (sent,))
+    m.forward_to(lambda seq, ts, payload, at: up.append(seq) is None, lambda at: False, (sent,))
     t = np.arange(160 * 50) / 8000
     pcm = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
     coded = ulaw_encode(pcm)
