@@ -18,8 +18,8 @@ thing on different wires, so they hold the same parts, put together here:
   (``calls/forwarding.py``), the far end's loss, the receiver's counters, a codec switch.
 
 The wire (:class:`RtpWire`) is what differs: it protects and sends the plaintext the leg
-gives it, and hands the leg what it authenticated (:meth:`RtpLeg.receive_rtp`,
-:meth:`RtpLeg.receive_rtcp`).
+gives it, and hands the leg what it authenticated (:attr:`RtpLeg.receive_rtp`, its session's,
+and :meth:`RtpLeg.receive_rtcp`).
 """
 
 from __future__ import annotations
@@ -75,6 +75,9 @@ class RtpLeg:
         wire: RtpWire | None = None,
     ) -> None:
         self.session = session
+        self.receive_rtp: Callable[[bytes, float], None] = session.receive_rtp
+        """One authenticated RTP packet from the far end, ``at`` its arrival: the session's
+        own (no call of the leg's between the wire and it, per packet)."""
         self.stream = session.stream
         self.reports = session.reports
         self.codec = codec
@@ -137,10 +140,6 @@ class RtpLeg:
         return len(report)
 
     # -- receive
-    def receive_rtp(self, plain: bytes, at: float) -> None:
-        """One authenticated RTP packet from the far end, ``at`` its arrival."""
-        self.session.receive_rtp(plain, at)
-
     def receive_rtcp(self, plain: bytes, at: float) -> None:
         """One authenticated compound RTCP packet from the far end, ``at`` its arrival."""
         self.rtcp_schedule.received(len(plain))

@@ -106,6 +106,9 @@ class TrunkMedia:
             self.leg.reports,
         )
         self.sender, self.playout = self.leg.sender, self.leg.playout
+        self.on_rtp: Callable[[bytes, float], None] = self.leg.receive_rtp
+        """One datagram from the phone, ``at`` its arrival (``time.monotonic()`` base): the
+        leg's session takes it (the socket's callback, with no call between)."""
         self.rtcp_schedule = self.leg.rtcp_schedule
         self.track = OpusBusTrack(_Downlink(pop), codec=codec, keys=self.keys_out, phone=True)
         """What the sender sends each tick (module docstring)."""
@@ -220,10 +223,6 @@ class TrunkMedia:
             self.socket.close()
 
     # -- receive
-    def on_rtp(self, packet: bytes, at: float) -> None:
-        """One datagram from the phone, ``at`` its arrival (``time.monotonic()`` base)."""
-        self.leg.receive_rtp(packet, at)
-
     def on_rtcp(self, plain: bytes, at: float) -> None:
         """A compound RTCP packet from the phone (multiplexed on the RTP port), ``at`` its
         arrival."""
