@@ -25,9 +25,12 @@ Each tick every call gets one datagram each way, and the CPU of that burst (the 
 * ``cold``: the bursts 20 ms apart (``asyncio.sleep``), as the bridge is fed: its media sockets
   read once a tick (``rtc/udp_poll.py``), then the process sleeps until the next.
 
+``--floor`` feeds the same datagrams the same way through only what no forwarding path can
+skip (SRTP both ways, the header rewritten, ``sendto``): what the path's own work adds to it.
+
 ::
 
-    .venv/bin/python -m bench.forward_cold [--calls 10] [--ticks 500] [--repeat 5] [--json F]
+    .venv/bin/python -m bench.forward_cold [--calls 10] [--repeat 5] [--floor] [--json F]
 
 This is a benchmark, not a test: nothing asserts on speed.
 """
@@ -196,6 +199,49 @@ async def run_once(calls: int, ticks: int, cold: bool) -> float:
     return spent / (2 * calls * ticks) * 1e6
 
 
+async def floor_once(calls: int, ticks: int, cold: bool) -> float:
+    """The same datagrams fed the same way through only what no forwarding path can skip:
+    SRTP (unprotect WhatsApp's, protect the phone's), the RTP header rewritten, ``sendto``.
+    A floor, not a path: no guard, counting, run, level or checks."""
+    header = struct.Struct("!BBHII")
+    payloads = speech(ticks)
+    tx = Session(_policy(KEY, False))
+    from_meta = [datagrams(payloads, 0x5000 + i, tx) for i in range(calls)]
+    from_phone = [datagrams(payloads, 0x6000 + i, None) for i in range(calls)]
+    routes = []
+    for _ in range(calls):
+        rx, out, to_phone, to_meta = (
+            Session(_policy(KEY, True)),
+            Session(_policy(OUT_KEY, False)),
+            Sent(),
+            Sent(),
+        )
+
+        def down(data: bytes, rx: Session = rx, sent: Sent = to_phone) -> None:
+            plain = rx.unprotect(data)
+            _, pt, seq, ts, _ = header.unpack_from(plain)
+            head = header.pack(0x80, pt, (seq + 7) & 0xFFFF, (ts + 99) & 0xFFFFFFFF, 1)
+            sent.sendto(head + plain[12:], ADDR)
+
+        def up(data: bytes, out: Session = out, sent: Sent = to_meta) -> None:
+            _, pt, seq, ts, _ = header.unpack_from(data)
+            head = header.pack(0x80, pt, (seq + 7) & 0xFFFF, (ts + 99) & 0xFFFFFFFF, 2)
+            sent.sendto(out.protect(head + data[12:]), ADDR)
+
+        routes.append((down, up))
+    await asyncio.sleep(0.02)
+    spent = 0.0
+    for t in range(ticks):
+        t0 = time.thread_time()
+        for i, (down, up) in enumerate(routes):
+            down(from_meta[i][t])
+            up(from_phone[i][t])
+        spent += time.thread_time() - t0
+        if cold:
+            await asyncio.sleep(0.02)
+    return spent / (2 * calls * ticks) * 1e6
+
+
 def check(call: Call, payloads: list[bytes], to_phone: int, to_meta: int) -> None:
     """Every packet forwarded each way, its payload bit-exact (the ones sent after the
     wiring's own: a sender's first tick encodes)."""
@@ -207,17 +253,25 @@ def check(call: Call, payloads: list[bytes], to_phone: int, to_meta: int) -> Non
 
 
 async def run(
-    calls: int, ticks: int, repeat: int, warm_ticks: int, modes: tuple[str, ...] = ("warm", "cold")
+    calls: int,
+    ticks: int,
+    repeat: int,
+    warm_ticks: int,
+    modes: tuple[str, ...] = ("warm", "cold"),
+    floor: bool = False,
 ) -> dict[str, Any]:
     runs: dict[str, list[float]] = {mode: [] for mode in modes}
     for _ in range(repeat):
         for mode in modes:
             cold = mode == "cold"
-            runs[mode].append(await run_once(calls, ticks if cold else warm_ticks, cold))
+            n = ticks if cold else warm_ticks
+            once = floor_once if floor else run_once
+            runs[mode].append(await once(calls, n, cold))
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
         "calls": calls,
+        "floor": floor,
         "ticks": {"warm": warm_ticks, "cold": ticks},
         "us_per_datagram": {k: [round(v, 2) for v in vs] for k, vs in runs.items()},
         "median": {k: round(statistics.median(vs), 2) for k, vs in runs.items()},
@@ -231,11 +285,19 @@ def main() -> None:
     parser.add_argument("--warm-ticks", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--modes", default="warm,cold", help="warm, cold or both")
+    parser.add_argument("--floor", action="store_true", help="only SRTP, header and sendto")
     parser.add_argument("--json", type=Path, help="also append the result here (JSON lines)")
     args = parser.parse_args()
     install_event_loop(True)
     result = asyncio.run(
-        run(args.calls, args.ticks, args.repeat, args.warm_ticks, tuple(args.modes.split(",")))
+        run(
+            args.calls,
+            args.ticks,
+            args.repeat,
+            args.warm_ticks,
+            tuple(args.modes.split(",")),
+            args.floor,
+        )
     )
     for mode, us in result["us_per_datagram"].items():
         print(f"{mode:5s} {result['median'][mode]:6.2f} µs a datagram (runs {us})")
