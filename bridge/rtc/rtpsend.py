@@ -205,8 +205,8 @@ class LeanSender:
     and handed as plaintext to ``send_rtp`` (the leg's wire: protect and send;
     ``ConnectionError`` while it cannot, which ends the sender and the track). A track's packets
     (``rtc/tracks.py``'s ``EncodedPacket``) carry ``data``, ``pts`` (RTP time from 0 on the
-    codec's clock) and ``seq`` (``None``, or the stream sequence number a forwarded packet was
-    mapped to)."""
+    codec's clock) and ``seq`` (``None``: the stream numbers it). A forwarded packet comes to
+    :attr:`send_rtp` numbered by the track (``ForwardingTrack.forward``)."""
 
     def __init__(self, session: RtpSession, send_rtp: Callable[[bytes], None]) -> None:
         self.session = session
@@ -340,9 +340,8 @@ class LeanSender:
             raise
 
     def send_encoded(self, packet: Any) -> None:
-        """One packet of the track (``rtc/tracks.py``'s ``EncodedPacket``: encoded here, or
-        forwarded from another leg's receive callback, or an RFC 4733 event sent in place of
-        the tick's audio), sent now."""
+        """One packet of the track (``rtc/tracks.py``'s ``EncodedPacket``: encoded on the
+        tick, or an RFC 4733 event sent in place of the tick's audio), sent now."""
         if packet.event:
             self.send_now(
                 packet.data, packet.pts, marker=packet.marker, payload_type=packet.payload_type
@@ -367,9 +366,8 @@ class LeanSender:
         audio_type: int | None = None,
     ) -> None:
         """Packetise and send one packet of this stream (see :meth:`RtpStream.packetise`),
-        from the sender's tick or a plain callback (a forwarded packet, a parked leg's
-        keepalive); ``ConnectionError`` when the wire is not (or no longer)
-        up."""
+        from the sender's tick or a plain callback (a parked leg's keepalive);
+        ``ConnectionError`` when the wire is not (or no longer) up."""
         self.send_rtp(
             self.stream.packetise(
                 payload, pts, seq, marker=marker, payload_type=payload_type, audio_type=audio_type
