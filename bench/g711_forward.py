@@ -93,8 +93,9 @@ class Target:
     def __init__(self) -> None:
         self.sent = self.refused = 0
 
-    def forward(self, source: PassThrough, seq: int, ts: int, payload: bytes, at: float) -> None:
+    def forward(self, source: PassThrough, seq: int, ts: int, payload: bytes, at: float) -> bool:
         self.sent += 1
+        return True  # carried: sent as it is
 
     def forward_refused(self, source: PassThrough) -> None:
         self.refused += 1

@@ -9,7 +9,8 @@ nothing played, no key tones). Each sender checks that per packet (a yes is kept
 two ends when the agent or the leg changes.
 
 It also says when a forwarded direction need not be decoded at all: while its packets are
-forwarded and nothing reads its PCM on the bus (no recorder, fork, socket, model agent or
+forwarded (each offer says whether the target's sender carried its packet) and nothing reads
+its PCM on the bus (no recorder, fork, socket, model agent or
 speech detector: the bus's taps), the sending leg's playout only counts them
 (``rtc/uplink.py``'s idle leg). A tap added, or mixing begun, is heard from the next packet.
 
@@ -51,13 +52,13 @@ class PhonePackets(Protocol):
 
     def forward_to(
         self,
-        offer: Callable[[int, int, bytes, float], None] | None,
+        offer: Callable[[int, int, bytes, float], bool] | None,
         needs_pcm: Callable[[float], bool] | None = None,
         meters: tuple[LevelMeter, ...] = (),
     ) -> None:
-        """The phone's packets also to ``offer`` as they arrive, with that time, decoded only
-        while ``needs_pcm(at)``, else their level sampled into ``meters`` (as a WebRTC leg's
-        :meth:`forward_to`)."""
+        """The phone's packets also to ``offer`` as they arrive, with that time; a packet
+        ``offer`` carried is decoded only while ``needs_pcm(at)``, else its level sampled into
+        ``meters`` (as a WebRTC leg's :meth:`forward_to`)."""
 
 
 class HalfWiring(NamedTuple):
@@ -123,9 +124,11 @@ class Forwarding:
         if down is None:
             leg.forward_to(None)
         else:
+            # A packet the browser's sender did not carry (mixing began, it does not run) is
+            # decoded: the offer says so; else only while something on the bus reads it.
             leg.forward_to(
                 down.offer,
-                lambda at: bus.downlink_tapped or not down.permitted(at),
+                lambda at: bus.downlink_tapped,
                 (bus.stats.whatsapp_in, session.sent_level),  # what each side's meter hears
             )
 
@@ -145,7 +148,7 @@ class Forwarding:
         else:
             session.forward_to(
                 up.offer,
-                lambda at: bus.uplink_tapped or not up.permitted(at),
+                lambda at: bus.uplink_tapped,
                 (session.mic_level, bus.stats.whatsapp_out),
             )
             # The browser's packets reach WhatsApp as they are: its FEC must cover the loss on
@@ -176,24 +179,17 @@ class Forwarding:
         if down is None:
             leg.forward_to(None)
         else:
-            # Decoded whenever the phone's sender is not forwarding: a packet it refused (not
-            # one 20 ms frame, a key waiting, a hold) is its to encode from the bus.
-            leg.forward_to(
-                down.offer,
-                lambda at: bus.downlink_tapped or not phone.forwarding,
-                (bus.stats.whatsapp_in,),
-            )
+            # Decoded whenever the phone's sender did not carry the packet (the offer says):
+            # a packet it refused (not one 20 ms frame, a key waiting, a hold) is its to
+            # encode from the bus.
+            leg.forward_to(down.offer, lambda at: bus.downlink_tapped, (bus.stats.whatsapp_in,))
         up = leg.forward_from(phone_alone_heard)
         if up is None:
             phone.forward_to(None)
         else:
             # While its packets are not decoded, what WhatsApp hears is metered from them
             # (the call report's level of what was sent), as a browser's is.
-            phone.forward_to(
-                up.offer,
-                lambda at: bus.uplink_tapped or not up.permitted(at),
-                (bus.stats.whatsapp_out,),
-            )
+            phone.forward_to(up.offer, lambda at: bus.uplink_tapped, (bus.stats.whatsapp_out,))
         self._phone = phone if up is not None else None  # as for a browser: wired again later
 
     def _unwire_phone(self, leg: WebRTCLeg) -> None:

@@ -85,13 +85,14 @@ class WebRTCLeg(Protocol):
 
     def forward_to(
         self,
-        offer: Callable[[int, int, bytes, float], None] | None,
+        offer: Callable[[int, int, bytes, float], bool] | None,
         needs_pcm: Callable[[float], bool] | None = None,
         meters: tuple[LevelMeter, ...] = (),
     ) -> None:
         """Packets from here go there: also hand each Opus packet it receives, untouched, to
         ``offer(seq, timestamp, payload, at)``, ``at`` its arrival (pass-through to the
-        browser); ``None`` stops. While ``needs_pcm(at)`` says no, they are not decoded (nothing
+        browser), which says whether it carried each; ``None`` stops. While it does and
+        ``needs_pcm(at)`` says no, they are not decoded (nothing
         on the bus needs them) but for a level sample a second, into ``meters``."""
 
     def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:

@@ -5,7 +5,9 @@ worker clock, ``media/clock.py`` ``Phase``, or the UDP callback a packet is read
 may wait there (its bound). docs/architecture.md's *The route, hop by hop* is drawn from
 :data:`ROUTE` (``tests/unit/test_docs.py`` keeps them equal, and checks each hop names a
 method that exists). Both directions run within one tick of the worker clock: no task and no
-queue between the legs.
+queue between the legs. A forwarded packet (pass-through, ``rtc/passthrough.py``) goes from
+the datagram's callback to the other leg's wire in it, in one function past the pass-through
+(``ForwardingTrack.forward``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ ROUTE: dict[str, tuple[Hop, ...]] = {
     "browser → Meta": (
         Hop("rtc.udp_poll:UdpPoller.read", _INPUT, "one tick's datagrams, in the socket"),
         Hop("rtc.dtls_srtp:DtlsSrtp.datagram", "UDP callback", "-"),
-        Hop("rtc.rtp_leg:RtpLeg.receive_rtp", "UDP callback", "-"),
         Hop("rtc.rtp_session:RtpSession.receive_rtp", "UDP callback", "-"),
         Hop("rtc.uplink:Playout.packet", "UDP callback", "the receiver's reorder buffer"),
         Hop("rtc.uplink:Playout._tick", "RECEIVE", "-"),
@@ -44,7 +45,6 @@ ROUTE: dict[str, tuple[Hop, ...]] = {
     "Meta → browser": (
         Hop("rtc.udp_poll:UdpPoller.read", _INPUT, "one tick's datagrams, in the socket"),
         Hop("rtc.dtls_srtp:DtlsSrtp.datagram", "UDP callback", "-"),
-        Hop("rtc.rtp_leg:RtpLeg.receive_rtp", "UDP callback", "-"),
         Hop("rtc.rtp_session:RtpSession.receive_rtp", "UDP callback", "-"),
         Hop("rtc.uplink:Playout.packet", "UDP callback", "the receiver's reorder buffer"),
         Hop("rtc.uplink:Playout._tick", "RECEIVE", "-"),
@@ -57,6 +57,16 @@ ROUTE: dict[str, tuple[Hop, ...]] = {
         Hop("rtc.tracks:OpusBusTrack.packets", "SEND", "-"),
         Hop("rtc.rtpsend:LeanSender.send_encoded", "SEND", "-"),
         Hop("rtc.dtls_srtp:DtlsSrtp.send_rtp", "SEND", "-"),
+    ),
+    "Meta → browser, forwarded": (
+        Hop("rtc.udp_poll:UdpPoller.read", _INPUT, "one tick's datagrams, in the socket"),
+        Hop("rtc.dtls_srtp:DtlsSrtp.datagram", "UDP callback", "-"),
+        Hop("rtc.rtp_session:RtpSession.receive_rtp", "UDP callback", "-"),
+        Hop("rtc.uplink:Playout.packet", "UDP callback", "-"),
+        Hop("rtc.passthrough:PassThrough.offer", "UDP callback", "-"),
+        Hop("rtc.forwarding_track:ForwardingTrack.forward", "UDP callback", "-"),
+        Hop("rtc.rtpsend:RtpStream.packetise", "UDP callback", "-"),
+        Hop("rtc.dtls_srtp:DtlsSrtp.send_rtp", "UDP callback", "-"),
     ),
 }
 

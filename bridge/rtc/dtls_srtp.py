@@ -60,6 +60,10 @@ class DtlsSrtp:
         self._dtls_up = False
         """Whether the DTLS transport is connected, kept from its ``statechange`` events (its
         ``state`` formats an enum into a string on every read: once per packet)."""
+        self._rx: Any = None
+        self._tx: Any = None
+        """The transport's SRTP sessions once its keys are set (``tx`` while it is connected),
+        kept here: each packet then touches no transport object on its way."""
         self._closed = False
         self._batched = False
         """Whether the connection's sockets are to be read in batches (:meth:`batch_reads`)."""
@@ -119,6 +123,8 @@ class DtlsSrtp:
     def _dtls_state_changed(self) -> None:
         dtls = self._dtls
         self._dtls_up = dtls is not None and dtls.state == "connected"
+        if not self._dtls_up:
+            self._tx = None
 
     def _start_receiving(self, dtls: Any, parameters: Any) -> None:
         if not self._attach(dtls):
@@ -156,7 +162,11 @@ class DtlsSrtp:
         """aioice's ``Connection.data_received`` for this connection (the UDP guard let it
         through), ``at`` its arrival: SRTP and SRTCP to the session, the rest to aioice's queue
         (aiortc's DTLS)."""
-        rx = seam.rx_srtp(self._dtls) if len(data) >= 12 and 127 < data[0] < 192 else None
+        rx = None
+        if len(data) >= 12 and 127 < data[0] < 192:
+            rx = self._rx
+            if rx is None:
+                rx = self._rx = seam.rx_srtp(self._dtls)
         if rx is None:
             self._aioice(data, component)  # type: ignore[misc]
             return
@@ -184,9 +194,12 @@ class DtlsSrtp:
 
     # -- out
     def _protector(self) -> Any:
-        if not self._dtls_up or self._closed:
-            raise ConnectionError("Cannot send encrypted RTP, not connected")
-        return seam.tx_srtp(self._dtls)
+        tx = self._tx
+        if tx is None:
+            if not self._dtls_up or self._closed:
+                raise ConnectionError("Cannot send encrypted RTP, not connected")
+            tx = self._tx = seam.tx_srtp(self._dtls)
+        return tx
 
     def _send(self, data: bytes) -> None:
         pair = self._pairs.get(1)
@@ -199,7 +212,7 @@ class DtlsSrtp:
     def send_rtp(self, plain: bytes) -> None:
         """Protect and send one RTP packet; ``ConnectionError`` when DTLS or ICE is not (or
         no longer) up."""
-        self._send(self._protector().protect(plain))
+        self._send((self._tx or self._protector()).protect(plain))
 
     def send_rtcp(self, plain: bytes) -> None:
         """Protect (SRTCP) and send one compound RTCP packet; ``ConnectionError`` once DTLS or
@@ -222,3 +235,4 @@ class DtlsSrtp:
             self._dtls.remove_listener("statechange", self._dtls_state_changed)
         self._connection = self._aioice = None
         self._pairs, self._pair, self._dtls_up = {}, None, False
+        self._rx = self._tx = None

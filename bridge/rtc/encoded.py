@@ -13,10 +13,11 @@ _RTP_TIME_BASE = fractions.Fraction(1, OPUS_RATE)
 
 class EncodedPacket:
     """A pre-encoded packet: what ``rtc/rtpsend.py``'s sender reads (``data``, ``pts``,
-    ``seq``: the stream's number for a forwarded packet, else ``None``, and ``payload_type``:
-    RED's when ``data`` is a RED payload, else ``None``; with ``event``, an RFC 4733 event's
-    payload type, its ``pts`` the press's start), and what aiortc's own sender reads
-    (``bytes()``, ``pts``, ``time_base``) where it sends the track.
+    ``seq``: a number the stream is to send it under, else ``None``: the stream numbers it;
+    ``payload_type``: RED's when ``data`` is a RED payload, else ``None``; with ``event``, an
+    RFC 4733 event's payload type, its ``pts`` the press's start), and what aiortc's own
+    sender reads (``bytes()``, ``pts``, ``time_base``) where it sends the track. A forwarded
+    packet goes to the wire without one (``rtc/forwarding_track.py``).
 
     Stands in for ``av.Packet``, which copies the payload into an FFmpeg buffer and builds a
     new ``Fraction`` on every ``time_base`` read; with ``time_base`` the very object aiortc

@@ -14,9 +14,10 @@ from aiortc import MediaStreamTrack
 
 from ..media import LevelMeter
 from ..media.ports import FrameSource
-from .encoded import EncodedPacket, Player
-from .forward_run import ForwardRun, RunNumbering
+from .encoded import Player
+from .forward_run import ForwardRun
 from .passthrough import PassThrough, one_20ms_packet
+from .red import RedWrapper
 from .rfc4733 import KeyPresses
 from .rtpsend import RtpStream
 
@@ -25,8 +26,8 @@ log = logging.getLogger(__name__)
 
 class PacketSender(Protocol):
     """The sender an :class:`OpusBusTrack`'s forwarded packets go through (``rtc/rtpsend.py``'s
-    ``LeanSender``, the SDES leg): its RTP stream, and a send a forwarded packet takes from the
-    source's receive callback."""
+    ``LeanSender``): its RTP stream, which numbers each packet, and its wire, which a forwarded
+    packet takes from the source's receive callback."""
 
     stream: RtpStream
 
@@ -34,13 +35,15 @@ class PacketSender(Protocol):
     def running(self) -> bool:
         """Whether it sends now (its transport up): forwarding starts only then."""
 
-    def send_encoded(self, packet: EncodedPacket) -> None:
-        """Packetise, protect and send ``packet`` now; ``ConnectionError`` if it cannot."""
+    def send_rtp(self, plain: bytes) -> None:
+        """Protect and send one packet of :attr:`stream` now; ``ConnectionError`` if it
+        cannot."""
 
 
 class ForwardingTrack(MediaStreamTrack):
     """A sender track's forwarding (module docstring); the track (``rtc/tracks.py``) encodes
-    what it does not forward, and wraps every packet it sends (:meth:`_packet`: RED)."""
+    what it does not forward, and says how deep RED wraps every packet it sends
+    (:attr:`red`, :attr:`red_depth`)."""
 
     kind = "audio"
     frame_ts: int
@@ -52,6 +55,8 @@ class ForwardingTrack(MediaStreamTrack):
         self.level = level
         """Where the level of what it sends is summed (a browser's; ``None``: not metered)."""
         self.keys = keys  # key presses to send on the clock (``OpusBusTrack``)
+        self.red: RedWrapper | None = None
+        """RFC 2198 copies of earlier payloads beside each one sent (``OpusBusTrack``'s)."""
         self.frames_sent = 0
         self.forwarded_frames = 0
         self._pts = 0
@@ -107,31 +112,67 @@ class ForwardingTrack(MediaStreamTrack):
         if self.player is not None:
             self.player.wake()
 
-    def forward(self, source: PassThrough, seq: int, ts: int, payload: bytes, at: float) -> None:
+    def forward(self, source: PassThrough, seq: int, ts: int, payload: bytes, at: float) -> bool:
         """The source's packet that arrived ``at``, sent now from its receive callback
-        (``ForwardTarget``): the first starts a forwarding run, carrying the ticks until it ends."""
+        (``ForwardTarget``): the first starts a forwarding run, carrying the ticks until it ends;
+        whether the run carried it (sent, or a reordered packet it covers).
+
+        The forwarding route's one function, from the pass-through to the sender's wire: every
+        forwarded packet runs it, in a receive callback that finds the caches cold after 20 ms
+        asleep (docs/performance.md), so what it needs is in locals and it calls only the
+        owners of each job: the run's numbering (``RunNumbering.place``), the sink, the
+        stream's numbers (``RtpStream.packetise``) and the wire (``PacketSender.send_rtp``)."""
         sender = self._sender
         if source is not self.pass_through or sender is None or not sender.running:
-            return  # an old source (a transfer), or no sender running (yet)
+            return False  # an old source (a transfer), or no sender running (yet)
         if self.readyState != "live":
-            return
+            return False
+        keys = self.keys
         if (
-            (self.keys is not None and self.keys.pending)  # a key press: on the clock, not this
+            (keys is not None and keys.pending)  # a key press: on the clock, not this
             or not self.sending
             or (self.phone and not one_20ms_packet(self.codec, payload))
         ):
             self._end_run()  # the next tick sends the press, or encodes
-            return
-        numbering = self._run.numbering_for(source)
-        if numbering is not None and numbering.older_than_first(seq):
+            return False
+        run = self._run
+        numbering = run.numbering if run.source is source else None
+        if numbering is None:
+            numbering = run.start(source, seq, ts, self._pts, sender.stream, at)
+        elif numbering.older_than_first(seq):
             # Reordered across the switch: the number it maps to was our own encoded
             # packet's, and SRTP refuses an index sent twice (RFC 3711 §3.3.2).
             source.late += 1
-            return
+            return True
         try:
-            sender.send_encoded(self._forward(source, seq, ts, payload, at, numbering))
+            stream = sender.stream
+            number, pts, newest = numbering.place(seq, ts, stream, at)
+            if newest:  # a reordered packet does not take our time back
+                self._pts = pts + self.frame_ts
+            # The decoded frame this packet stands for (kept fresh for a switch; its level is
+            # what the browser hears). None while the source leg is idle (``rtc/uplink.py``):
+            # its level samples reach this meter from there. Taken now, as the packet goes out,
+            # not at ``at``: the sink times a frame's transit and lead to its playing
+            # (``media/frames.py``), and a packet read on the clock's input phase arrived up to
+            # a tick before.
+            decoded = self.sink.take(time.monotonic())  # a receive callback: no tick's time
+            if decoded is not None and self.level is not None:
+                self.level.add(decoded)
+            self.frames_sent += 1
+            self.forwarded_frames += 1
+            self._encoder_stale = True
+            source.forwarded += 1
+            # A forwarded payload stays bit-exact: RED only puts earlier ones beside it.
+            red = self.red
+            if red is None:
+                plain = stream.packetise(payload, pts, number)
+            else:
+                data, red_pt = red.wrap(payload, pts, self.red_depth)
+                plain = stream.packetise(data, pts, number, audio_type=red_pt)
+            sender.send_rtp(plain)
+            return True
         except ConnectionError:
-            pass  # DTLS or the socket closing: the sender's own tick ends the track
+            return False  # DTLS or the socket closing: the sender's own tick ends the track
         except Exception:
             # A bug, in the source leg's receive callback: it must not cost that leg its own
             # audio. Forwarding stops here (the sender encodes again); said once, loudly.
@@ -139,6 +180,7 @@ class ForwardingTrack(MediaStreamTrack):
             source.target = None
             self.pass_through = None
             self._end_run()
+            return False
 
     def forward_refused(self, source: PassThrough) -> None:
         """Mixing began in this direction (``ForwardTarget``): the next tick encodes again,
@@ -148,45 +190,10 @@ class ForwardingTrack(MediaStreamTrack):
             if self.player is not None:
                 self.player.wake()  # its next tick asks again
 
-    def _forward(
-        self,
-        pt: PassThrough,
-        seq: int,
-        ts: int,
-        data: bytes,
-        at: float,
-        numbering: RunNumbering | None,
-    ) -> EncodedPacket:
-        """The packet on the stream: ``numbering``, the run it continues (``None``: it starts
-        one)."""
-        stream = self._stream
-        assert stream is not None
-        if numbering is None:
-            numbering = self._run.start(pt, seq, ts, self._pts, stream, at)
-        number, pts, newest = numbering.place(seq, ts, stream, at)
-        if newest:  # a reordered packet does not take our time back
-            self._pts = pts + self.frame_ts
-        # The decoded frame this packet stands for (kept fresh for a switch; its level is
-        # what the browser hears). None while the source leg is idle (``rtc/uplink.py``): its
-        # level samples reach this meter from there. Taken now, as the packet goes out, not at
-        # ``at``: the sink times a frame's transit and lead to its playing (``media/frames.py``),
-        # and a packet read on the clock's input phase arrived up to a tick before.
-        decoded = self.sink.take(time.monotonic())  # a receive callback: no tick's time here
-        if self.level is not None and decoded is not None:
-            self.level.add(decoded)
-        self.frames_sent += 1
-        self.forwarded_frames += 1
-        self._encoder_stale = True
-        pt.forwarded += 1
-        # A forwarded payload stays bit-exact: RED only puts earlier ones beside it.
-        return self._packet(data, pts, number)
-
-    def _packet(
-        self, payload: bytes, pts: int, seq: int | None = None, *, marker: bool | None = None
-    ) -> EncodedPacket:
-        """The payload as it is, on its RTP time (the track adds RED around it: its
-        ``_packet``)."""
-        return EncodedPacket(payload, pts, seq, None, marker)
+    @property
+    def red_depth(self) -> int:
+        """How many earlier payloads RED puts beside each one now (the track's protection)."""
+        return 0
 
     def stop(self) -> None:
         super().stop()

@@ -87,14 +87,15 @@ class RtpLegOwner:
     # -- pass-through (rtc/passthrough.py)
     def forward_to(
         self,
-        offer: Callable[[int, int, bytes, float], None] | None,
+        offer: Callable[[int, int, bytes, float], bool] | None,
         needs_pcm: Callable[[float], bool] | None = None,
         meters: tuple[LevelMeter, ...] = (),
     ) -> None:
         """Packets from here go there: also hand each Opus packet this leg receives,
         untouched, with its arrival time, to ``offer`` (another leg's :meth:`forward_from`);
-        ``None`` stops. While ``needs_pcm(at)`` says no, they are not decoded (``rtc/uplink.py``,
-        an idle leg) but for a level sample a second, into ``meters``."""
+        ``None`` stops. While ``offer`` carries them (its answer) and ``needs_pcm(at)`` says no,
+        they are not decoded (``rtc/uplink.py``, an idle leg) but for a level sample a second,
+        into ``meters``."""
         if self.leg is not None:
             self.leg.forward_to(offer, needs_pcm, meters)
 

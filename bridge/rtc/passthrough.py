@@ -51,9 +51,11 @@ class ForwardTarget(Protocol):
 
     def forward(
         self, source: PassThrough, seq: int, timestamp: int, payload: bytes, at: float
-    ) -> None:
+    ) -> bool:
         """Send the source's packet now, mapped onto the target's stream (in the source's
-        receive callback); ``at`` its arrival (``time.monotonic()`` base)."""
+        receive callback); ``at`` its arrival (``time.monotonic()`` base). Whether it was
+        carried: sent as it is, or its run covers it (a reordered packet it may not send);
+        else the target sends the bus's audio in its place."""
 
     def forward_refused(self, source: PassThrough) -> None:
         """Forwarding is not allowed at this packet: encode again from the next tick."""
@@ -84,17 +86,17 @@ class PassThrough:
             return True
         return False
 
-    def offer(self, seq: int, timestamp: int, payload: bytes, at: float) -> None:
+    def offer(self, seq: int, timestamp: int, payload: bytes, at: float) -> bool:
         """A source packet as it arrived, ``at`` (``time.monotonic()`` base: the socket's
         stamp), in the source's receive callback on the event loop: sent on by the target now,
-        or refused."""
+        or refused; whether the target carried it (:meth:`ForwardTarget.forward`)."""
         target = self.target
         if not payload or target is None:
-            return
-        if self.permitted(at):
-            target.forward(self, seq, timestamp, payload, at)
-        else:
-            target.forward_refused(self)
+            return False
+        if at < self._yes_until or self.permitted(at):  # (the kept yes without a call)
+            return target.forward(self, seq, timestamp, payload, at)
+        target.forward_refused(self)
+        return False
 
 
 def one_20ms_packet(codec: str, payload: bytes) -> bool:

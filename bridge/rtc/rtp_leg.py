@@ -18,8 +18,8 @@ thing on different wires, so they hold the same parts, put together here:
   (``calls/forwarding.py``), the far end's loss, the receiver's counters, a codec switch.
 
 The wire (:class:`RtpWire`) is what differs: it protects and sends the plaintext the leg
-gives it, and hands the leg what it authenticated (:meth:`RtpLeg.receive_rtp`,
-:meth:`RtpLeg.receive_rtcp`).
+gives it, and hands the leg what it authenticated (:attr:`RtpLeg.receive_rtp`, its session's,
+and :meth:`RtpLeg.receive_rtcp`).
 """
 
 from __future__ import annotations
@@ -75,6 +75,9 @@ class RtpLeg:
         wire: RtpWire | None = None,
     ) -> None:
         self.session = session
+        self.receive_rtp: Callable[[bytes, float], None] = session.receive_rtp
+        """One authenticated RTP packet from the far end, ``at`` its arrival: the session's
+        own (no call of the leg's between the wire and it, per packet)."""
         self.stream = session.stream
         self.reports = session.reports
         self.codec = codec
@@ -137,10 +140,6 @@ class RtpLeg:
         return len(report)
 
     # -- receive
-    def receive_rtp(self, plain: bytes, at: float) -> None:
-        """One authenticated RTP packet from the far end, ``at`` its arrival."""
-        self.session.receive_rtp(plain, at)
-
     def receive_rtcp(self, plain: bytes, at: float) -> None:
         """One authenticated compound RTCP packet from the far end, ``at`` its arrival."""
         self.rtcp_schedule.received(len(plain))
@@ -149,12 +148,13 @@ class RtpLeg:
     # -- pass-through (``calls/forwarding.py``, ``rtc/passthrough.py``)
     def forward_to(
         self,
-        offer: Callable[[int, int, bytes, float], None] | None,
+        offer: Callable[[int, int, bytes, float], bool] | None,
         needs_pcm: Callable[[float], bool] | None = None,
         meters: tuple[LevelMeter, ...] = (),
     ) -> None:
         """Also hand each audio packet from the far end, untouched, with its arrival time, to
-        ``offer`` (``None`` stops); not decoded while ``needs_pcm(at)`` says no (an idle
+        ``offer`` (``None`` stops); not decoded while ``offer`` carries them (its answer) and
+        ``needs_pcm(at)`` says no (an idle
         receiver, ``rtc/uplink.py``) but for a level sample, into ``meters``."""
         self.playout.forward_to(offer, needs_pcm, meters)
 

@@ -24,10 +24,11 @@ or Opus through the same track and sender, onto its plain or SRTP socket:
   (no task), it plays a track (each tick ``track.packets(now)`` → :meth:`RtpStream.packetise`
   → the leg's wire: ``rtc/dtls_srtp.py``'s SRTP and nominated ICE pair, ``rtc/srtpudp.py``'s
   SDES socket, a trunk's plain or SRTP socket) and sends what else the leg hands it
-  (:meth:`LeanSender.send_now`: a forwarded packet, a parked leg's keepalive). The time
-  pair of the newest audio packet sent is kept on the stream for the session's sender reports
-  (RFC 3550 §6.4.1); events count as packets and octets but never move it: their RTP time is
-  the event's start.
+  (:meth:`LeanSender.send_now`: a parked leg's keepalive); a forwarded packet goes from the
+  source's receive callback through the stream to :attr:`LeanSender.send_rtp` in one function
+  (``rtc/forwarding_track.py``). The stream keeps the time pair of its newest audio packet for
+  the session's sender reports (RFC 3550 §6.4.1); events count as packets and octets but never
+  move it: their RTP time is the event's start.
   While a forwarding run carries its ticks (its packets go out from the source's receive
   callback) the sender has nothing to do each tick: it rests off the clock until the one tick
   at which the run may end (``ClockedTrack.carried_until``; the worker's resting senders share
@@ -118,9 +119,10 @@ class RtpStream:
         """The sender's RTP time of the latest (newest) audio packet."""
         self.sent_pts = 0
         self.sent_at: float | None = None
-        """The sender's RTP time of the newest audio packet that went out, and when (wall
-        clock, ``time.time()``): our sender reports' time pair (RFC 3550 §6.4.1, ``rtc/rtcp.py``),
-        kept here by the sender (:meth:`LeanSender.send_now`), where each packet is at hand."""
+        """The sender's RTP time of the newest audio packet, and when it was packetised to go
+        out (wall clock, ``time.time()``): our sender reports' time pair (RFC 3550 §6.4.1,
+        ``rtc/rtcp.py``), kept as each packet is numbered (events never move it: their RTP time
+        is the event's start, RFC 4733)."""
         self.markers = 0
 
     def packetise(
@@ -148,6 +150,7 @@ class RtpStream:
                 )
             if step < 0x80000000:  # not an older, reordered packet
                 self.last_pts = pts & 0xFFFFFFFF
+                self.sent_pts, self.sent_at = pts, time.time()
             self.audio_packets += 1
             payload_type = self.payload_type if audio_type is None else audio_type
         if marker:
@@ -202,8 +205,8 @@ class LeanSender:
     and handed as plaintext to ``send_rtp`` (the leg's wire: protect and send;
     ``ConnectionError`` while it cannot, which ends the sender and the track). A track's packets
     (``rtc/tracks.py``'s ``EncodedPacket``) carry ``data``, ``pts`` (RTP time from 0 on the
-    codec's clock) and ``seq`` (``None``, or the stream sequence number a forwarded packet was
-    mapped to)."""
+    codec's clock) and ``seq`` (``None``: the stream numbers it). A forwarded packet comes to
+    :attr:`send_rtp` numbered by the track (``ForwardingTrack.forward``)."""
 
     def __init__(self, session: RtpSession, send_rtp: Callable[[bytes], None]) -> None:
         self.session = session
@@ -337,9 +340,8 @@ class LeanSender:
             raise
 
     def send_encoded(self, packet: Any) -> None:
-        """One packet of the track (``rtc/tracks.py``'s ``EncodedPacket``: encoded here, or
-        forwarded from another leg's receive callback, or an RFC 4733 event sent in place of
-        the tick's audio), sent now."""
+        """One packet of the track (``rtc/tracks.py``'s ``EncodedPacket``: encoded on the
+        tick, or an RFC 4733 event sent in place of the tick's audio), sent now."""
         if packet.event:
             self.send_now(
                 packet.data, packet.pts, marker=packet.marker, payload_type=packet.payload_type
@@ -364,16 +366,10 @@ class LeanSender:
         audio_type: int | None = None,
     ) -> None:
         """Packetise and send one packet of this stream (see :meth:`RtpStream.packetise`),
-        from the sender's tick or a plain callback (a forwarded packet, a parked leg's
-        keepalive); ``ConnectionError`` when the wire is not (or no longer)
-        up."""
-        stream = self.stream
+        from the sender's tick or a plain callback (a parked leg's keepalive);
+        ``ConnectionError`` when the wire is not (or no longer) up."""
         self.send_rtp(
-            stream.packetise(
+            self.stream.packetise(
                 payload, pts, seq, marker=marker, payload_type=payload_type, audio_type=audio_type
             )
         )
-        # The newest audio packet sent: our sender reports' time pair. An event's RTP time is
-        # its start (RFC 4733): it never moves the pair.
-        if payload_type is None and stream.last_pts == pts & 0xFFFFFFFF:
-            stream.sent_pts, stream.sent_at = pts, time.time()

@@ -202,13 +202,17 @@ class OpusBusTrack(ForwardingTrack):
     def _event(self, pt: int, payload: bytes, pts: int, marker: bool) -> None:
         self._key_events.append(EncodedPacket(payload, pts, None, pt, marker, True))
 
-    def _packet(
-        self, payload: bytes, pts: int, seq: int | None = None, *, marker: bool | None = None
-    ) -> EncodedPacket:
-        if self.red is None:  # (not through ``super()``: every forwarded packet comes here)
-            return EncodedPacket(payload, pts, seq, None, marker)
+    def _packet(self, payload: bytes, pts: int, *, marker: bool | None = None) -> EncodedPacket:
+        """An encoded packet of the tick, RED around it when negotiated (a forwarded one is
+        wrapped the same way, in ``ForwardingTrack.forward``)."""
+        if self.red is None:
+            return EncodedPacket(payload, pts, None, None, marker)
         data, payload_type = self.red.wrap(payload, pts, self.applied.red_depth)
-        return EncodedPacket(data, pts, seq, payload_type, marker)
+        return EncodedPacket(data, pts, None, payload_type, marker)
+
+    @property
+    def red_depth(self) -> int:
+        return self.applied.red_depth
 
     def protection_json(self) -> dict[str, object]:
         """What the sender does against loss now, and what RED cost so far."""

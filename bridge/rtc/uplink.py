@@ -14,7 +14,8 @@ nothing more is handed on until it sends again, as a browser that stops sending 
 nothing, not as an endless stream of silence frames.
 
 **An idle leg decodes nothing.** While a leg's packets are forwarded untouched to another leg
-(``rtc/passthrough.py``) and nothing else needs them decoded (``calls/forwarding.py`` decides:
+(``rtc/passthrough.py``: the offer says the target's sender carried the packet) and nothing
+else needs them decoded (``calls/forwarding.py`` decides:
 no mix, recording, fork, socket, agent or speech detector on that direction), :class:`Playout`
 only takes their numbers and octets (the session counted them: the reports' loss, jitter and
 bit rate stay) and keeps the last :data:`WARM_PACKETS`; the reports' level is a sample: one
@@ -93,13 +94,14 @@ class Playout:
         self._conceal_mark = (0, 0)
         self.last_packet: float | None = None
         """When the latest packet arrived (monotonic): the leg's media watchdog reads it."""
-        self.forward: Callable[[int, int, bytes, float], None] | None = None
+        self.forward: Callable[[int, int, bytes, float], bool] | None = None
         """Also hands each packet, untouched, to another leg (``rtc/passthrough.py``), with
-        its arrival time."""
+        its arrival time; it says whether the other leg's sender carried it (sent it as it is:
+        that sender then needs no audio of it)."""
         self.needs_pcm: Callable[[float], bool] | None = None
-        """Asked per forwarded packet, with its arrival time: whether anything needs it decoded
-        (``None``: always). While nothing does, the leg is idle: packets are counted, not
-        decoded (module doc)."""
+        """Asked per carried packet, with its arrival time: whether anything else needs it
+        decoded (a tap on the bus; ``None``: always). While nothing does, the leg is idle:
+        packets are counted, not decoded (module doc)."""
         self.idle_meters: tuple[LevelMeter, ...] = ()
         """Where an idle leg's level samples go (module doc): the meters its decoded frames
         would have reached, on this side and on the side its packets are forwarded to."""
@@ -135,8 +137,9 @@ class Playout:
             return
         self.last_packet = now = at
         forward = self.forward
-        if forward is not None:
-            forward(seq, timestamp, payload, at)
+        # Carried: the target sent it as it is (or its run covers it), so the leg need not
+        # decode it unless something else reads its audio.
+        if forward is not None and forward(seq, timestamp, payload, at):
             needs_pcm = self.needs_pcm
             if needs_pcm is not None and not needs_pcm(at):
                 self._idle_packet(seq, timestamp, payload, now)
@@ -151,13 +154,14 @@ class Playout:
 
     def forward_to(
         self,
-        offer: Callable[[int, int, bytes, float], None] | None,
+        offer: Callable[[int, int, bytes, float], bool] | None,
         needs_pcm: Callable[[float], bool] | None = None,
         meters: tuple[LevelMeter, ...] = (),
     ) -> None:
         """Also hand each packet, untouched, to ``offer(seq, timestamp, payload, at)`` (``at``
-        its arrival; ``None`` stops); while ``needs_pcm(at)`` says no, the leg is idle (module
-        doc), its level sampled into ``meters``."""
+        its arrival; ``None`` stops), which says whether it was carried (sent as it is); while
+        the packets are carried and ``needs_pcm(at)`` says no, the leg is idle (module doc), its
+        level sampled into ``meters``."""
         self.forward = offer
         self.needs_pcm = needs_pcm if offer is not None else None
         self.idle_meters = meters if offer is not None else ()

@@ -106,6 +106,9 @@ class TrunkMedia:
             self.leg.reports,
         )
         self.sender, self.playout = self.leg.sender, self.leg.playout
+        self.on_rtp: Callable[[bytes, float], None] = self.leg.receive_rtp
+        """One datagram from the phone, ``at`` its arrival (``time.monotonic()`` base): the
+        leg's session takes it (the socket's callback, with no call between)."""
         self.rtcp_schedule = self.leg.rtcp_schedule
         self.track = OpusBusTrack(_Downlink(pop), codec=codec, keys=self.keys_out, phone=True)
         """What the sender sends each tick (module docstring)."""
@@ -113,11 +116,8 @@ class TrunkMedia:
         self.leg.use_codec(codec, pt)
         self.rtcp_mux = False
         """Both SDPs said ``a=rtcp-mux``: our RTCP goes on the RTP port (module docstring)."""
-        self._forward_up: Callable[[int, int, bytes, float], None] | None = None
-        """Where the phone's Opus packets also go as they arrive (:meth:`forward_to`)."""
-        self._up_needs_pcm: Callable[[float], bool] | None = None
-        self._went_up = False
-        """The packet in hand was forwarded up (one 20 ms Opus frame)."""
+        self._forward_up: Callable[[int, int, bytes, float], bool] | None = None
+        """Where the phone's packets also go as they arrive (:meth:`forward_to`)."""
         self.socket: Socket | None = None
         self.started = False
 
@@ -157,28 +157,26 @@ class TrunkMedia:
     # -- pass-through up (``calls/forwarding.py``): the phone's Opus to the WhatsApp leg
     def forward_to(
         self,
-        offer: Callable[[int, int, bytes, float], None] | None,
+        offer: Callable[[int, int, bytes, float], bool] | None,
         needs_pcm: Callable[[float], bool] | None = None,
         meters: tuple[LevelMeter, ...] = (),
     ) -> None:
-        """Also hand the phone's Opus packets, as they arrive, with that time, to ``offer``
-        (the WhatsApp leg's ``PassThrough.offer``; ``None`` stops); while ``needs_pcm(at)`` says
-        no, they are not decoded (an idle playout, ``rtc/uplink.py``) but for their level's
-        sample, into ``meters`` (as a WebRTC leg's ``forward_to``)."""
-        self._forward_up, self._up_needs_pcm = offer, needs_pcm
-        self.leg.forward_to(None if offer is None else self._offer_up, self._needs_pcm, meters)
+        """Also hand the phone's packets, as they arrive, with that time, to ``offer`` (the
+        WhatsApp leg's ``PassThrough.offer``; ``None`` stops); while it carries them and
+        ``needs_pcm(at)`` says no, they are not decoded (an idle playout, ``rtc/uplink.py``)
+        but for their level's sample, into ``meters`` (as a WebRTC leg's ``forward_to``)."""
+        self._forward_up = offer
+        self.leg.forward_to(None if offer is None else self._offer_up, needs_pcm, meters)
 
-    def _offer_up(self, seq: int, ts: int, payload: bytes, at: float) -> None:
+    def _offer_up(self, seq: int, ts: int, payload: bytes, at: float) -> bool:
         # Only one 20 ms packet goes up as it is (the WhatsApp leg's pass-through maps 20 ms
-        # packets); any other packet is decoded here and mixed.
+        # packets); any other packet is not carried: it is decoded here and mixed.
         offer = self._forward_up
-        self._went_up = offer is not None and one_20ms_packet(self.codec, payload)
-        if self._went_up and offer is not None:
-            offer(seq, ts, payload, at)
-
-    def _needs_pcm(self, at: float) -> bool:
-        needs = self._up_needs_pcm
-        return not self._went_up or needs is None or needs(at)
+        return (
+            offer is not None
+            and one_20ms_packet(self.codec, payload)
+            and offer(seq, ts, payload, at)
+        )
 
     def follow(self, remote: Remote) -> None:
         """What the far end's SDP says both sides send: codec, payload types, the events'
@@ -225,10 +223,6 @@ class TrunkMedia:
             self.socket.close()
 
     # -- receive
-    def on_rtp(self, packet: bytes, at: float) -> None:
-        """One datagram from the phone, ``at`` its arrival (``time.monotonic()`` base)."""
-        self.leg.receive_rtp(packet, at)
-
     def on_rtcp(self, plain: bytes, at: float) -> None:
         """A compound RTCP packet from the phone (multiplexed on the RTP port), ``at`` its
         arrival."""

@@ -370,17 +370,18 @@ async def test_red_is_split_and_dtmf_is_detected_and_both_are_counted(leg: Leg) 
 async def test_dtls_and_what_comes_before_the_keys_go_to_aiortc_other_payloads_are_counted(
     leg: Leg,
 ) -> None:
+    # Before DTLS has set up SRTP, everything is aiortc's.
+    keys, leg.dtls._rx_srtp = leg.dtls._rx_srtp, None
+    data = leg.tx.protect(rtp(1, 960, b"x"))
+    guard.guarded_datagram_received(leg.protocol, data, ADDR)
+    assert leg.queued() == [data]
+    assert not leg.playout.packets
+    leg.dtls._rx_srtp = keys  # the keys set (the wire keeps the session from its next packet)
     leg.send(rtp(2, 960, b"x", pt=0))  # a payload type nobody negotiated (PCMU)
     assert leg.session.unknown_payloads == 1 and not leg.playout.packets
     dtls_record = b"\x17\xfe\xfd" + bytes(8) + b"\x00\x01" + b"\x00"
     guard.guarded_datagram_received(leg.protocol, dtls_record, ADDR)
     assert leg.queued() == [dtls_record]  # RFC 7983: 20-63 is DTLS, as it came
-    # Before DTLS has set up SRTP, everything is aiortc's.
-    leg.dtls._rx_srtp = None
-    data = leg.tx.protect(rtp(3, 960, b"x"))
-    guard.guarded_datagram_received(leg.protocol, data, ADDR)
-    assert leg.queued() == [data]
-    assert not leg.playout.packets
 
 
 async def test_a_packet_that_fails_srtp_is_dropped_and_the_stream_goes_on(leg: Leg) -> None:

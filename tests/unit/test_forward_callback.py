@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 from bridge.rtc import udp_poll
-from bridge.rtc.encoded import EncodedPacket
 from bridge.rtc.passthrough import PassThrough
 from bridge.rtc.rtpsend import RtpStream
 from bridge.rtc.tracks import OpusBusTrack
@@ -44,8 +43,8 @@ class UdpSender:
         self.sock.bind(("127.0.0.1", 0))
         self.to = to
 
-    def send_encoded(self, packet: EncodedPacket) -> None:
-        self.sock.sendto(self.stream.packetise(packet.data, packet.pts, packet.seq), self.to)
+    def send_rtp(self, plain: bytes) -> None:
+        self.sock.sendto(plain, self.to)
 
 
 class Counting:

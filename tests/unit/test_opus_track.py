@@ -229,7 +229,19 @@ class Sender:
         self.times: list[int] = []
         """Each packet's RTP time, from the stream's origin."""
 
+    def send_rtp(self, plain: bytes) -> None:
+        """A forwarded packet, numbered on the stream by the track: kept as the wire has it
+        (its number, its RTP time from the stream's origin, RED's payload type or ``None``)."""
+        seq = int.from_bytes(plain[2:4], "big")
+        pts = (int.from_bytes(plain[4:8], "big") - self.stream.origin) & 0xFFFFFFFF
+        pt = plain[1] & 0x7F
+        red = None if pt == self.stream.payload_type else pt
+        self.sent.append(EncodedPacket(plain[12:], pts, seq, red))
+        self.numbers.append(seq)
+        self.times.append(pts)
+
     def send_encoded(self, packet: EncodedPacket) -> None:
+        """One of the track's own packets (the pump's)."""
         data = self.stream.packetise(packet.data, packet.pts, packet.seq)
         self.sent.append(packet)
         self.numbers.append(int.from_bytes(data[2:4], "big"))
@@ -453,7 +465,7 @@ async def test_a_bug_in_forwarding_costs_the_source_nothing_and_is_said_once(
     on as if nothing was forwarded."""
 
     class Broken(Sender):
-        def send_encoded(self, packet: EncodedPacket) -> None:
+        def send_rtp(self, plain: bytes) -> None:
             raise ValueError("a bug")
 
     track = OpusBusTrack(Voice())

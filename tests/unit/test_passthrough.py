@@ -52,8 +52,9 @@ class Target:
 
     def forward(
         self, source: PassThrough, seq: int, timestamp: int, payload: bytes, at: float
-    ) -> None:
+    ) -> bool:
         self.sent.append((seq, timestamp, payload))
+        return True
 
     def forward_refused(self, source: PassThrough) -> None:
         self.refused += 1

@@ -200,7 +200,7 @@ async def test_the_phones_packets_forwarded_up_are_decoded_only_when_something_n
     m = TrunkMedia("t", "opus", 111, 101, heard.append, lambda now: None, lambda d, ms: None)
     up: list[int] = []
     wanted = [False]
-    m.forward_to(lambda seq, ts, payload, at: up.append(seq), lambda at: wanted[0])
+    m.forward_to(lambda seq, ts, payload, at: up.append(seq) is None, lambda at: wanted[0])
     enc = OpusEncoder(16000, bitrate=20000, complexity=5, fec=True, expected_loss=5, dtx=False)
     t = np.arange(320 * 40) / 16000
     pcm = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
@@ -227,7 +227,7 @@ async def test_the_phones_packets_forwarded_up_undecoded_are_metered_into_what_w
     m = TrunkMedia("t", "PCMU", 0, 101, lambda pcm: None, lambda now: None, lambda d, ms: None)
     sent = LevelMeter()
     up: list[int] = []
-    m.forward_to(lambda seq, ts, payload, at: up.append(seq), lambda at: False, (sent,))
+    m.forward_to(lambda seq, ts, payload, at: up.append(seq) is None, lambda at: False, (sent,))
     t = np.arange(160 * 50) / 8000
     pcm = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
     coded = ulaw_encode(pcm)
@@ -241,3 +241,31 @@ async def test_the_phones_packets_forwarded_up_undecoded_are_metered_into_what_w
     assert sent.samples > 0
     level = level_dbfs(sent.energy, sent.samples)
     assert level == pytest.approx(rms_dbfs(pcm), abs=0.5)
+
+
+async def test_the_packets_a_sender_does_not_carry_are_decoded_while_forwarding_is_allowed() -> (
+    None
+):
+    """The source leg decodes exactly the packets the target's sender did not carry, though
+    forwarding is allowed and nothing taps the bus: one of two frames (the phone expects one),
+    and every packet while a key press waits (the tick sends the press): that sender encodes
+    those ticks from the bus. The packets it carried are only counted."""
+    m, down, wire = media([True])  # the phone: WhatsApp's packets to it, its sender forwarding
+    source = TrunkMedia("s", "opus", 111, 101, lambda pcm: None, lambda now: None, _no_key)
+    source.forward_to(down.offer, lambda at: False)  # as calls/forwarding.py wires it
+    packet, t0 = opus_packet(), time.monotonic()
+    two_frames = bytes([packet[0] | 0x01]) + packet[1:]
+    payloads = [packet, packet, two_frames, packet, packet]
+    for i, payload in enumerate(payloads):
+        source.on_rtp(struct.pack("!BBHII", 0x80, 111, 100 + i, 960 * i, 7) + payload, t0)
+    assert len(wire.sent) == 4 and source.playout.not_decoded == 4  # the two-frame one decoded
+    m.send_key("5")
+    source.on_rtp(struct.pack("!BBHII", 0x80, 111, 105, 960 * 5, 7) + packet, t0 + 0.1)
+    assert len(wire.sent) == 4 and source.playout.not_decoded == 4  # not carried: decoded
+    assert source.playout.clocked  # its frames go to the bus on the clock again
+    source.stop()
+    m.stop()
+
+
+def _no_key(digit: str, ms: int) -> None:
+    pass

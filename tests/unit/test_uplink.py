@@ -173,7 +173,7 @@ async def test_an_idle_playout_counts_what_it_forwards_and_decodes_from_when_ask
     playout = Playout(frames.append, BusStats(), tasks)
     forwarded: list[int] = []
     wanted = False
-    playout.forward = lambda seq, ts, payload, at: forwarded.append(seq)
+    playout.forward = lambda seq, ts, payload, at: forwarded.append(seq) is None  # carried
     playout.needs_pcm = lambda at: wanted
     decoder = playout.receiver.decoder
     decodes = 0
@@ -219,7 +219,7 @@ async def test_a_playout_leaves_the_clock_while_idle_and_comes_back_when_decodin
     tasks = TaskSet("test")
     playout = Playout(frames.append, BusStats(), tasks)
     wanted = [True]
-    playout.forward_to(lambda seq, ts, payload, at: None, lambda at: wanted[0])
+    playout.forward_to(lambda seq, ts, payload, at: True, lambda at: wanted[0])
     packets = opus_packets(9)
     for seq, p in enumerate(packets):
         if seq == 3:
@@ -258,7 +258,7 @@ async def test_an_idle_playouts_level_comes_from_a_sample_each_second() -> None:
     tasks = TaskSet("test")
     playout = Playout(lambda pcm: None, BusStats(), tasks)
     heard, forwarded_to = LevelMeter(), LevelMeter()
-    playout.forward = lambda seq, ts, payload, at: None
+    playout.forward = lambda seq, ts, payload, at: True  # carried
     playout.needs_pcm = lambda at: False
     playout.idle_meters = (heard, forwarded_to)
     packets = opus_packets(2 * LEVEL_EVERY)
@@ -298,7 +298,7 @@ async def test_an_idle_g711_playouts_level_comes_from_a_sample_of_packets_bytes(
     tasks = TaskSet("test")
     playout = Playout(lambda pcm: None, BusStats(), tasks, lambda: Counted(codec))
     heard = LevelMeter()
-    playout.forward = lambda seq, ts, payload, at: None
+    playout.forward = lambda seq, ts, payload, at: True  # carried
     playout.needs_pcm = lambda at: False
     playout.idle_meters = (heard,)
     for seq, p in enumerate(packets):
@@ -318,7 +318,7 @@ async def test_an_idle_legs_quality_counts_the_network_loss_its_listener_meets()
 
     tasks = TaskSet("test")
     playout = Playout(lambda pcm: None, BusStats(), tasks)
-    playout.forward = lambda seq, ts, payload, at: None
+    playout.forward = lambda seq, ts, payload, at: True  # carried
     playout.needs_pcm = lambda at: False
     for seq, p in enumerate(opus_packets(50)):
         if seq % 10 != 3:  # a tenth lost on the way
