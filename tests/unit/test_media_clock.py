@@ -126,8 +126,14 @@ async def test_a_tick_that_unregisters_the_last_and_registers_again_leaves_one_t
     await until(lambda: clock.n >= ticks + 5)
     # One tick per period: as many callback runs as ticks since it came, never twice as many.
     assert len(later) == clock.n - 1
-    handles = [h for h in asyncio.get_running_loop()._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
-    assert sum(1 for h in handles if getattr(h, "_callback", None) == clock._fire) == 1
+    # A timer that came due in this loop iteration has moved to the ready queue already (a late
+    # loop wakes for it and for this test at once): count it there too.
+    loop = asyncio.get_running_loop()
+    handles = [*loop._scheduled, *loop._ready]  # type: ignore[attr-defined]
+    fires = [
+        h for h in handles if not h.cancelled() and getattr(h, "_callback", None) == clock._fire
+    ]
+    assert len(fires) == 1
 
 
 async def test_a_stall_past_resync_counts_the_ticks_it_passed_over() -> None:
