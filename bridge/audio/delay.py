@@ -136,18 +136,21 @@ class DelayDecision:
         if len(self._slack) < 3:
             return 0
         low, median = self.quantiles()
-        floor = self.margin
+        floor = grow_below = self.margin
         if sender_fec and now - self.last_loss < self.loss_memory:
             floor += FRAME_SECONDS  # keep the next packet at hand for its FEC
+            grow_below = floor  # (a lost frame's FEC is worth a frame at once)
+        else:
+            grow_below -= self.margin / 2
         self.target = max(0.0, median - low + floor)
         held = median  # how long a typical packet waits now
         want = 0
-        # A frame more only once the low quantile is well inside the margin (half of it), not
-        # as soon as it dips below: a whole frame is dear (20 ms more, mostly stretched in
-        # speech), and a quantile a fraction of a millisecond under the margin is still on
-        # time (NetEq's preemptive expand likewise waits for the level to fall below 3/4 of
-        # its target).
-        if low < floor - self.margin / 2 and held + FRAME_SECONDS <= self.max_delay:
+        # For jitter, a frame more only once the low quantile is well inside the margin (half
+        # of it), not as soon as it dips below: a whole frame is dear (20 ms more, mostly
+        # stretched in speech), and a quantile a fraction of a millisecond under the margin is
+        # still on time (NetEq's preemptive expand likewise waits for the level to fall below
+        # 3/4 of its target).
+        if low < grow_below and held + FRAME_SECONDS <= self.max_delay:
             want = 1
         elif low > floor + FRAME_SECONDS + 0.002 and held - FRAME_SECONDS >= self.min_delay:
             want = -1
