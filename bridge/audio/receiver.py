@@ -257,8 +257,9 @@ class Receiver:
         elif direction < 0:
             if fifo.held < n + 2 * fifo.max_lag + fifo.window and self._next_at_hand():
                 fifo.feed(self._decode_next())  # a period may come out of the next packet
+            limit = fifo.sheddable(fifo.held - n, anywhere=voiced or force)  # keeps a pause
             self.stats.removed_samples_for_acceleration += fifo.accelerate(
-                fifo.held - n, voiced=voiced, force=force
+                limit, voiced=voiced, force=force
             )
         else:
             # Samples beyond whole frames (left by an earlier stretch) only add delay: shed
@@ -270,7 +271,8 @@ class Receiver:
                 if self._spare_since is None:
                     self._spare_since = now
                 voiced, _ = licence(now - self._spare_since, grow=False)
-                self.stats.removed_samples_for_acceleration += fifo.accelerate(spare, voiced=voiced)
+                limit = fifo.sheddable(spare, anywhere=voiced)
+                self.stats.removed_samples_for_acceleration += fifo.accelerate(limit, voiced=voiced)
         return fifo.take()
 
     def _next_at_hand(self) -> bool:

@@ -48,6 +48,9 @@ WINDOW_SECONDS = 0.0075
 PATIENCE = 2.0
 """Seconds an insertion owed may wait for a pause before it is forced (half of it before voiced
 speech will do); a removal waits twice as long (see :func:`licence`)."""
+KEEP_PAUSE = 20
+"""Milliseconds of a pause a removal for less delay leaves of it, while only a pause will do
+(:meth:`PlayoutFifo.sheddable`)."""
 BLOCK = 40
 """Samples (2.5 ms at 16 kHz) per block when looking for a pause: every block a stretch touches
 must be quiet, so that a word's onset right after a pause is never repeated or smeared."""
@@ -235,6 +238,14 @@ class PlayoutFifo:
         if corr[best] >= SIMILAR or force:
             return int(lags[best])
         return 0
+
+    def sheddable(self, limit: int, *, anywhere: bool) -> int:
+        """At most ``limit`` samples to remove for less delay; unless ``anywhere``, no more
+        than leaves :data:`KEEP_PAUSE` of the pause ahead (a removal for latency alone must
+        not run two words together: one 20 ms gap cut to 5 ms costs a 4 s piece 0.6 PESQ-WB)."""
+        if anywhere:
+            return limit
+        return min(limit, quiet_prefix(self._pending) - BLOCK - KEEP_PAUSE * self.rate // 1000)
 
     def paused(self) -> bool:
         """The last 15 ms played were, as a whole, a pause (below :data:`QUIET_RMS`)."""
