@@ -42,7 +42,8 @@ QUIET_RMS = 300.0
 will do."""
 SIMILAR = 0.85
 """Normalised correlation between two periods above which a period is removed or repeated in
-speech (NetEq uses 0.9 for accelerate; a shade lower lets drift be followed in busy speech)."""
+speech (NetEq uses 0.9 for accelerate; a shade lower lets drift be followed in busy speech).
+A FIFO may ask for more (:attr:`PlayoutFifo.similar`)."""
 WINDOW_SECONDS = 0.0075
 """Length of the windows compared to find the period (7.5 ms)."""
 PATIENCE = 2.0
@@ -78,8 +79,12 @@ class PlayoutFifo:
     """A FIFO of samples (``feed`` in, ``take`` a frame out) that can also lengthen or shorten
     what it holds by a pitch period (see the module docstring)."""
 
-    def __init__(self, rate: int = 16_000, frame_samples: int = 320) -> None:
+    def __init__(
+        self, rate: int = 16_000, frame_samples: int = 320, similar: float = SIMILAR
+    ) -> None:
         self.rate = rate
+        self.similar = similar
+        """The correlation a period in speech needs to be removed or repeated."""
         self.frame_samples = frame_samples
         self.min_lag = rate // 400  # a 400 Hz voice: 2.5 ms
         self.max_lag = rate * 15 // 1000  # a 67 Hz voice: 15 ms
@@ -232,10 +237,10 @@ class PlayoutFifo:
             long_enough = lags >= owed
             if long_enough.any():
                 top = float(corr[long_enough].max())
-                if top >= SIMILAR:
+                if top >= self.similar:
                     return int(lags[long_enough & (corr >= top - 0.001)][0])
         best = int(np.argmax(corr))
-        if corr[best] >= SIMILAR or force:
+        if corr[best] >= self.similar or force:
             return int(lags[best])
         return 0
 
