@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -93,13 +92,15 @@ class SimMediaChannel:
         if port is None:
             return
         while (pcm := port.take(now)) is not None:
-            self.hear(pcm)
+            self.hear(pcm, now)
         port.accept(self._produce(now))
 
-    def hear(self, pcm: Pcm) -> None:
+    def hear(self, pcm: Pcm, now: float) -> None:
+        """A frame the far end heard on the tick at ``now`` (the tick's time, not a clock read:
+        the echo line compares it with that same tick's, so a loop that runs the tick late
+        still echoes the frame in the tick it was heard)."""
         if self._closed.is_set():
             raise MediaClosed(self.call.id)
-        now = time.monotonic()
         self.call.heard.append(pcm)
         self.call.heard_at.append(now)
         self.call.frames_heard += 1

@@ -76,3 +76,35 @@ async def test_a_far_end_that_hangs_up_ends_the_pump_once_and_leaves_the_clock()
     assert dominant_frequency(np.concatenate(frames), SAMPLE_RATE) == pytest.approx(440, abs=10)
     await until(lambda: not clock.running)  # nothing else is registered: the clock idles
     await pump.close()
+
+
+class _Port:
+    """A clocked port by hand: one microphone frame a tick in, what the far end says out."""
+
+    def __init__(self) -> None:
+        self.waiting: list[np.ndarray] = []
+        self.said: list[np.ndarray] = []
+
+    def take(self, now: float) -> np.ndarray | None:
+        return self.waiting.pop(0) if self.waiting else None
+
+    def accept(self, pcm: np.ndarray) -> None:
+        self.said.append(pcm)
+
+    def ended(self, why: str) -> None:
+        raise AssertionError(why)
+
+
+async def test_the_sim_echo_answers_in_the_tick_even_when_the_loop_runs_it_late() -> None:
+    """The echo line times a frame by the tick it was heard in, not by a clock read: a tick the
+    loop runs 100 ms late (a stalled worker) still echoes its own frame, where a stamp of the
+    real time would have been after the tick's and left the line a frame behind for good."""
+    channel = sim_channel(SimPeer.ECHO, sim_echo_delay=0.0)
+    port = _Port()
+    channel._port = port  # plugged by hand: the ticks below are this test's
+    start = worker_clock().now - 0.1  # every tick's time 100 ms before the real time
+    for i in range(6):
+        hz = 300 + 100 * i
+        port.waiting.append(tone(hz, FRAME_SAMPLES, SAMPLE_RATE, amplitude=0.3))
+        channel._tick(start + 0.02 * i)
+        assert dominant_frequency(port.said[-1], SAMPLE_RATE) == pytest.approx(hz, abs=25)
