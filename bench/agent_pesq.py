@@ -43,9 +43,9 @@ class Heard:
         keep = self.frames
         original = self.original
 
-        def hear(channel: Any, pcm: np.ndarray) -> None:
+        def hear(channel: Any, pcm: np.ndarray, now: float) -> None:
             keep.append(pcm.copy())
-            original(channel, pcm)
+            original(channel, pcm, now)
 
         sim.SimMediaChannel.hear = hear  # type: ignore[method-assign]
 

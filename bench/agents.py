@@ -222,10 +222,12 @@ def patch_sim() -> Callable[[], None]:
         line.said.append(time.monotonic())
         return BURST
 
-    def heard(channel: Any, pcm: np.ndarray) -> None:
+    def heard(channel: Any, pcm: np.ndarray, now: float) -> None:
         line = LINES.setdefault(id(channel.call), Line())
+        # When the frame really reached the far end (the tick's ``now`` may be earlier, on a
+        # late loop): the bench times the bridge's share in real time.
         line.heard.append((time.monotonic(), bool(np.abs(pcm).max() > LOUD_HEARD)))
-        hear(channel, pcm)
+        hear(channel, pcm, now)
 
     sim.SimMediaChannel._produce = said  # type: ignore[method-assign]
     sim.SimMediaChannel.hear = heard  # type: ignore[method-assign]
