@@ -32,8 +32,8 @@ the end; the phone's SR and RR come in on the same socket. A phone that keeps RT
 gets none from us and its reports are not read (the leg has one socket).
 
 All of it is the one RTP leg every such leg is (``rtc/rtp_leg.py`` ``RtpLeg``: session,
-receiver, sender, track, reports); this class adds the SIP side's rules. Its wire is the socket
-``trunks/rtp_socket.py`` makes (clear) or ``rtc/srtpudp.py``'s (SDES).
+receiver, sender, track, reports); this class adds the SIP side's rules. Its wire is
+``rtc/srtpudp.py``'s ``RtpSocket``, clear or SDES-SRTP.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ from ..rtc.passthrough import PassThrough, one_20ms_packet
 from ..rtc.rfc4733 import DtmfDetector, KeyPresses
 from ..rtc.rtp_leg import RtpLeg
 from ..rtc.rtp_session import RtpSession
+from ..rtc.srtpudp import RtpSocket
 from ..rtc.tracks import OpusBusTrack
 from ..tasks import TaskSet
-from .rtp_socket import Socket
 from .sdp import Remote
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class TrunkMedia:
         """Both SDPs said ``a=rtcp-mux``: our RTCP goes on the RTP port (module docstring)."""
         self._forward_up: Callable[[int, int, bytes, float], bool] | None = None
         """Where the phone's packets also go as they arrive (:meth:`forward_to`)."""
-        self.socket: Socket | None = None
+        self.socket: RtpSocket | None = None
         self.started = False
 
     @property
@@ -191,7 +191,7 @@ class TrunkMedia:
         self.rtcp_mux = remote.rtcp_mux
         self._start_reports()
 
-    def start(self, socket: Socket, stats: BusStats | None = None) -> None:
+    def start(self, socket: RtpSocket, stats: BusStats | None = None) -> None:
         """On the clock with ``socket``; the receiver's counters added to the call's
         ``stats`` (the bus's, as a browser participant's are)."""
         self.socket = self.leg.wire = socket
