@@ -59,6 +59,8 @@ class AudioSection:
     """Its ``c=``, else the session's."""
     rtpmaps: dict[str, str] = field(default_factory=dict)
     """Payload type → encoding as written (``opus/48000/2``)."""
+    fmtps: dict[str, str] = field(default_factory=dict)
+    """Payload type → its ``a=fmtp`` parameters as written (:func:`fmtp_parameters` reads them)."""
     cryptos: list[str] = field(default_factory=list)
     """Each ``a=crypto:`` value (RFC 4568), in order."""
     rtcp_mux: bool = False
@@ -68,6 +70,22 @@ class AudioSection:
     """Its direction, else the session's, else ``sendrecv`` (RFC 3264 §5.1)."""
     media_lines: tuple[str, ...] = ()
     """Every m-line of the SDP, in order (an answer has as many, RFC 3264 §6)."""
+
+    def payload_type(self, encoding: str) -> int | None:
+        """The first payload type whose encoding starts with ``encoding`` (``opus/48000``)."""
+        encoding = encoding.lower()
+        found = (pt for pt, name in self.rtpmaps.items() if name.lower().startswith(encoding))
+        return next((int(pt) for pt in found if pt.isdigit()), None)
+
+
+def fmtp_parameters(value: str) -> dict[str, str]:
+    """The parameters of an ``a=fmtp`` value (``key=value;…``), names lower-cased."""
+    params: dict[str, str] = {}
+    for part in value.split(";"):
+        key, _, v = part.strip().partition("=")
+        if key:
+            params[key.lower()] = v.strip()
+    return params
 
 
 def audio_section(sdp: str | bytes) -> AudioSection:
@@ -100,6 +118,9 @@ def audio_section(sdp: str | bytes) -> AudioSection:
         elif ln.startswith("a=rtpmap:"):
             pt, _, name = ln[len("a=rtpmap:") :].partition(" ")
             audio.rtpmaps[pt] = name
+        elif ln.startswith("a=fmtp:"):
+            pt, _, params = ln[len("a=fmtp:") :].partition(" ")
+            audio.fmtps[pt] = params
         elif ln.startswith("a=crypto:"):
             audio.cryptos.append(ln[len("a=crypto:") :])
         elif ln == "a=rtcp-mux":
@@ -224,10 +245,7 @@ def opus_parameters(sdp: str) -> dict[str, str]:
     params: dict[str, str] = {}
     for ln in lines:
         if pt is not None and ln.startswith(f"a=fmtp:{pt} "):
-            for part in ln.split(" ", 1)[1].split(";"):
-                key, _, value = part.strip().partition("=")
-                if key:
-                    params[key.lower()] = value.strip()
+            params.update(fmtp_parameters(ln.split(" ", 1)[1]))
     return params
 
 
