@@ -140,6 +140,20 @@ class PollingEngine(abc.ABC):
     async def end_call(self, engine_call_id: str) -> None:
         """The engine's request that ends (or declines) a call."""
 
+    def listed(self, items: Any) -> list[RemoteCall]:
+        """The engine's list of calls read (``callId``, ``peerJid`` or ``peer``, ``state``,
+        ``direction``); an item without a ``callId`` is counted bad and skipped."""
+        out = []
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict) or not item.get("callId"):
+                self.stats.bad_messages += 1
+                continue
+            peer = item.get("peerJid") or item.get("peer") or ""
+            state = str(item.get("state") or "unknown").lower()
+            direction = str(item.get("direction") or "").lower()
+            out.append(RemoteCall(str(item["callId"]), str(peer), state, direction))
+        return out
+
     async def hangup(self, engine_call_id: str) -> None:
         """End (or decline) a call on the engine; tracked no more once it is gone there."""
         try:
