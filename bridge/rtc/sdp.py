@@ -55,8 +55,8 @@ class AudioSection:
     formats: list[str]
     index: int
     """Which m-line (from 0) it is."""
-    address: str = ""
-    """Its ``c=``, else the session's."""
+    connection: str = ""
+    """Its ``c=`` line, else the session's (:attr:`address` reads it)."""
     rtpmaps: dict[str, str] = field(default_factory=dict)
     """Payload type → encoding as written (``opus/48000/2``)."""
     fmtps: dict[str, str] = field(default_factory=dict)
@@ -70,6 +70,13 @@ class AudioSection:
     """Its direction, else the session's, else ``sendrecv`` (RFC 3264 §5.1)."""
     media_lines: tuple[str, ...] = ()
     """Every m-line of the SDP, in order (an answer has as many, RFC 3264 §6)."""
+
+    @property
+    def address(self) -> str:
+        """The connection address (:func:`connection_address`; :class:`BadOffer` when none)."""
+        if not self.connection:
+            raise BadOffer("the SDP has no connection address for its audio")
+        return connection_address(self.connection)
 
     def payload_type(self, encoding: str) -> int | None:
         """The first payload type whose encoding starts with ``encoding`` (``opus/48000``)."""
@@ -89,9 +96,8 @@ def fmtp_parameters(value: str) -> dict[str, str]:
 
 
 def audio_section(sdp: str | bytes) -> AudioSection:
-    """The first ``m=audio`` section of ``sdp`` (its first 400 lines). :class:`BadOffer` when
-    there is none, its m-line or a connection line it uses is malformed, or it has no
-    connection address."""
+    """The first ``m=audio`` section of ``sdp`` (its first 400 lines); :class:`BadOffer` when
+    there is none or its m-line is malformed."""
     text = sdp.decode("utf-8", "replace") if isinstance(sdp, bytes) else sdp
     media: list[str] = []
     audio: AudioSection | None = None
@@ -108,13 +114,13 @@ def audio_section(sdp: str | bytes) -> AudioSection:
                 )
         elif not media:  # the session level: defaults of every m-line
             if ln.startswith("c="):
-                session_c = connection_address(ln)
+                session_c = ln
             elif ln[2:] in DIRECTIONS:
                 session_direction = ln[2:]
         elif audio is None or audio.index != len(media) - 1:
             continue  # another m-line's
         elif ln.startswith("c="):
-            audio.address = connection_address(ln)
+            audio.connection = ln
         elif ln.startswith("a=rtpmap:"):
             pt, _, name = ln[len("a=rtpmap:") :].partition(" ")
             audio.rtpmaps[pt] = name
@@ -131,9 +137,7 @@ def audio_section(sdp: str | bytes) -> AudioSection:
             audio.direction = ln[2:]
     if audio is None:
         raise BadOffer("the SDP has no audio m-line")
-    audio.address = audio.address or session_c
-    if not audio.address:
-        raise BadOffer("the SDP has no connection address for its audio")
+    audio.connection = audio.connection or session_c
     audio.direction = audio.direction or session_direction or "sendrecv"
     audio.media_lines = tuple(media)
     return audio
@@ -239,14 +243,9 @@ def _opus_pt(lines: list[str]) -> str | None:
 
 
 def opus_parameters(sdp: str) -> dict[str, str]:
-    """The Opus ``a=fmtp`` parameters of ``sdp`` (names lower-cased; empty when none)."""
-    lines = sdp.replace("\r\n", "\n").split("\n")
-    pt = _opus_pt(lines)
-    params: dict[str, str] = {}
-    for ln in lines:
-        if pt is not None and ln.startswith(f"a=fmtp:{pt} "):
-            params.update(fmtp_parameters(ln.split(" ", 1)[1]))
-    return params
+    """The Opus ``a=fmtp`` parameters of ``sdp``'s audio (names lower-cased; empty when none)."""
+    audio = audio_section(sdp)
+    return fmtp_parameters(audio.fmtps.get(str(audio.payload_type("opus/48000")), ""))
 
 
 def answer_fmtp(
