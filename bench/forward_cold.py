@@ -9,7 +9,7 @@ them in one process, each two legs wired by the call's own ``Forwarding`` on a r
   real libsrtp sessions both ways), through ``DtlsSrtp``, the leg's ``RtpSession`` and its
   ``Playout``; the phone's packets go out through its ``LeanSender``, SRTP protect and the
   pair's ``sendto``.
-* **The phone's leg**: a plain-RTP ``TrunkMedia`` on a ``PlainRtp`` socket; WhatsApp's
+* **The phone's leg**: a plain-RTP ``TrunkMedia`` on a clear ``RtpSocket``; WhatsApp's
   packets go out through its sender and its socket's ``sendto``.
 
 Both legs' senders play their real tracks (``OpusBusTrack``, its sink the call's conference
@@ -64,10 +64,10 @@ from bridge.rtc.passthrough import PassThrough
 from bridge.rtc.rfc4733 import KeyPresses
 from bridge.rtc.rtp_leg import RtpLeg
 from bridge.rtc.rtp_session import RtpSession
+from bridge.rtc.srtpudp import RtpSocket
 from bridge.rtc.tracks import OpusBusTrack
 from bridge.tasks import TaskSet
 from bridge.trunks.media import TrunkMedia
-from bridge.trunks.rtp_socket import PlainRtp
 
 PCMU = 0
 OUT_KEY = bytes(range(30, 60))
@@ -83,7 +83,7 @@ def _policy(key: bytes, inbound: bool) -> Policy:
 
 
 class Sent:
-    """A socket's ``sendto`` (and what ``PlainRtp`` asks of its transport): keeps what it
+    """A socket's ``sendto`` (and what ``RtpSocket`` asks of its transport): keeps what it
     is handed."""
 
     def __init__(self) -> None:
@@ -143,9 +143,9 @@ class Call:
         agent = conference.join("phone", Role.AGENT)
         self.phone = TrunkMedia(f"bench-{i}", "PCMU", PCMU, 101, agent.accept, agent.take, _no_key)
         self.to_phone = Sent()
-        socket = PlainRtp(f"bench-{i}", self.phone.on_rtp, self.phone.on_rtcp)
+        socket = RtpSocket(f"bench-{i}", self.phone.on_rtp, self.phone.on_rtcp)
         socket.transport = self.to_phone  # type: ignore[assignment]
-        socket.rtp_to = ADDR
+        socket.set_remote(ADDR, ADDR)
         self.phone_socket = socket
         self.phone.start(socket, bus.stats)
         Forwarding(bus, {}).update(WhatsAppLeg(leg), None, self.phone)  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ PCMU (DTLS-SRTP) and a phone on a plain-RTP PCMU trunk, each forwarding its pack
 other, neither decoding. Here each leg's packets go through the bridge's own objects from the
 datagram on: for WhatsApp, the UDP guard's callback (a real aioice ``StunProtocol`` and
 ``Connection``), ``DtlsSrtp.datagram`` with a real libsrtp session, the leg's ``RtpSession``
-and its ``Playout``; for the phone, ``PlainRtp.datagram_arrived`` and ``TrunkMedia.on_rtp`` and
+and its ``Playout``; for the phone, ``RtpSocket.datagram_arrived`` and ``TrunkMedia.on_rtp`` and
 its ``Playout``. The two are wired by the call's own ``Forwarding`` (a real ``CallBus``), so
 the idle legs' bookkeeping, level meters and the per-packet decisions are the call's. Only the
 far ends' senders are stand-ins that count what they are handed (the send side has its own
@@ -50,10 +50,10 @@ from bridge.rtc.dtls_srtp import DtlsSrtp
 from bridge.rtc.passthrough import PassThrough
 from bridge.rtc.rtp_leg import RtpLeg
 from bridge.rtc.rtp_session import RtpSession
+from bridge.rtc.srtpudp import RtpSocket
 from bridge.rtc.uplink import Playout
 from bridge.tasks import TaskSet
 from bridge.trunks.media import TrunkMedia
-from bridge.trunks.rtp_socket import PlainRtp
 
 PCMU = 0
 
@@ -152,7 +152,7 @@ async def run_once(n: int, profile: cProfile.Profile | None = None) -> dict[str,
     phone.forward_from = phone_forward_from  # type: ignore[method-assign]
     phone.track = SimpleNamespace(forwarding=True)  # type: ignore[assignment]
     Forwarding(bus, {}).update(leg, None, phone)  # type: ignore[arg-type]
-    socket = PlainRtp("bench", phone.on_rtp, phone.on_rtcp)
+    socket = RtpSocket("bench", phone.on_rtp, phone.on_rtcp)
 
     tx = Session(
         Policy(

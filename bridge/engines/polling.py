@@ -1,5 +1,5 @@
 """``PollingEngine``: the base of engines reached over HTTP whose calls are discovered by
-polling their list of live calls (ZuckZapGo, WADial): the REST request with error mapping, the
+polling their list of live calls (ZuckZapGo, WADial): the REST request's error mapping, the
 poll loop that turns list differences into engine events, and media that reconnects while the
 engine still lists the call (:mod:`.socket`)."""
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -17,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from ..config import EngineSettings
-from ..errors import EngineCallNotFound, EngineError, EngineUnavailable
+from ..errors import EngineCallNotFound, EngineError
 from ..tasks import TaskSet
 from .base import (
     ACTIVE_STATES,
@@ -32,6 +31,7 @@ from .base import (
 )
 from .channels import MediaChannel, MediaClosed
 from .hangups import PendingHangups
+from .http import http_json
 from .socket import ReconnectingChannel
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,20 @@ class PollingEngine(abc.ABC):
     @abc.abstractmethod
     async def end_call(self, engine_call_id: str) -> None:
         """The engine's request that ends (or declines) a call."""
+
+    def listed(self, items: Any) -> list[RemoteCall]:
+        """The engine's list of calls read (``callId``, ``peerJid`` or ``peer``, ``state``,
+        ``direction``); an item without a ``callId`` is counted bad and skipped."""
+        out = []
+        for item in items if isinstance(items, list) else []:
+            if not isinstance(item, dict) or not item.get("callId"):
+                self.stats.bad_messages += 1
+                continue
+            peer = item.get("peerJid") or item.get("peer") or ""
+            state = str(item.get("state") or "unknown").lower()
+            direction = str(item.get("direction") or "").lower()
+            out.append(RemoteCall(str(item["callId"]), str(peer), state, direction))
+        return out
 
     async def hangup(self, engine_call_id: str) -> None:
         """End (or decline) a call on the engine; tracked no more once it is gone there."""
@@ -295,30 +309,22 @@ class PollingEngine(abc.ABC):
         headers: dict[str, str] | None = None,
         map_error: Callable[[int, str], EngineError],
     ) -> Any:
-        """One REST call; transport failures become ``EngineUnavailable``."""
-        self.stats.requests += 1
-        started = time.monotonic()
-        try:
-            async with self.http.request(
-                method, url, json=payload, headers=headers, timeout=self.REQUEST_TIMEOUT
-            ) as resp:
-                text = await resp.text(errors="replace")
-                status = resp.status
-            self.stats.request_seconds.observe(time.monotonic() - started)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            self.stats.request_errors += 1
-            self._mark(False, f"unreachable: {type(exc).__name__}")
-            raise EngineUnavailable(
-                f"the {self.name} engine at {self.settings.engine_url} is unreachable"
-            ) from exc
-        try:
-            body = json.loads(text) if text else None
-        except ValueError:
-            body = None
-        if status >= 400:
+        """One REST call (:func:`~.http.http_json`); an error status is ``map_error``'s."""
+        resp, text, body = await http_json(
+            self.http,
+            self.stats,
+            method,
+            url,
+            where=f"the {self.name} engine at {self.settings.engine_url}",
+            down=lambda detail: self._mark(False, detail),
+            json=payload,
+            headers=headers,
+            timeout=self.REQUEST_TIMEOUT,
+        )
+        if resp.status >= 400:
             self.stats.request_errors += 1
             message = ""
             if isinstance(body, dict):
                 message = str(body.get("error") or body.get("message") or "")
-            raise map_error(status, message or text[:200])
+            raise map_error(resp.status, message or text[:200])
         return body

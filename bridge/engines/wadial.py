@@ -199,21 +199,7 @@ class WadialEngine(PollingEngine):
         body = await self._call("list")
         if isinstance(body, dict):
             body = body.get("calls", body.get("data", []))
-        out = []
-        for item in body if isinstance(body, list) else []:
-            snap = _snapshot(item)
-            if not snap.get("callId"):
-                self.stats.bad_messages += 1
-                continue
-            out.append(
-                RemoteCall(
-                    id=str(snap["callId"]),
-                    peer=str(snap.get("peerJid") or snap.get("peer") or ""),
-                    state=str(snap.get("state") or "unknown").lower(),
-                    direction=str(snap.get("direction") or "").lower(),
-                )
-            )
-        return out
+        return self.listed([_snapshot(item) for item in body] if isinstance(body, list) else [])
 
     async def dial(self, phone: str, *, call_id: str = "") -> str:
         snap = _snapshot(await self._call("dial", body={"to": f"{phone}@s.whatsapp.net"}))

@@ -113,21 +113,7 @@ class ZuckZapGoEngine(PollingEngine):
 
     async def list_calls(self) -> list[RemoteCall]:
         data = await self._call("GET", "/call/status")
-        items = data.get("calls") if isinstance(data, dict) else None
-        out = []
-        for item in items or []:
-            if not isinstance(item, dict) or not item.get("callId"):
-                self.stats.bad_messages += 1
-                continue
-            out.append(
-                RemoteCall(
-                    id=str(item["callId"]),
-                    peer=str(item.get("peer") or ""),
-                    state=str(item.get("state") or "unknown").lower(),
-                    direction=str(item.get("direction") or "").lower(),
-                )
-            )
-        return out
+        return self.listed(data.get("calls") if isinstance(data, dict) else None)
 
     async def dial(self, phone: str, *, call_id: str = "") -> str:
         data = await self._call("POST", "/call/dial", {"phone": phone})

@@ -17,27 +17,17 @@ from __future__ import annotations
 
 from collections import deque
 
-from .sdp import sdp_lines
+from .sdp import audio_section, sdp_lines
 
 
 def offered_red(offer: str) -> tuple[int, int] | None:
     """(RED payload type, Opus payload type) when the offer's audio has RED over Opus."""
-    lines = sdp_lines(offer)
-    opus = red = None
-    for ln in lines:
-        low = ln.lower()
-        if low.startswith("a=rtpmap:") and " opus/48000" in low and opus is None:
-            opus = int(ln[len("a=rtpmap:") :].split(" ", 1)[0])
-        elif low.startswith("a=rtpmap:") and " red/48000" in low and red is None:
-            red = int(ln[len("a=rtpmap:") :].split(" ", 1)[0])
+    audio = audio_section(offer)
+    opus, red = audio.payload_type("opus/48000"), audio.payload_type("red/48000")
     if opus is None or red is None:
         return None
-    for ln in lines:
-        if ln.startswith(f"a=fmtp:{red} "):
-            blocks = ln.split(" ", 1)[1].strip().split("/")
-            if blocks and all(b == str(opus) for b in blocks):
-                return red, opus
-    return None
+    blocks = audio.fmtps.get(str(red), "").strip().split("/")
+    return (red, opus) if all(b == str(opus) for b in blocks) else None
 
 
 def add_red(answer: str, red: int, opus: int) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from ..audio.dtmf import DIGITS
-from .sdp import sdp_lines
+from .sdp import audio_section, sdp_lines
 
 log = logging.getLogger(__name__)
 
@@ -214,17 +214,10 @@ def offered_telephone_event(offer: str) -> tuple[int, int] | None:
     """The ``telephone-event`` payload type and clock rate of the offer's first audio m-line
     (8000 Hz preferred: its durations reach 8 s, 48 kHz's only 1.36 s)."""
     found: dict[int, int] = {}
-    in_audio = seen_audio = False
-    for ln in sdp_lines(offer):
-        if ln.startswith("m="):
-            in_audio = ln.startswith("m=audio ") and not seen_audio
-            seen_audio = seen_audio or in_audio
-        elif in_audio and ln.lower().startswith("a=rtpmap:") and "telephone-event/" in ln.lower():
-            number, _, codec = ln[len("a=rtpmap:") :].partition(" ")
-            try:
-                found[int(number)] = int(codec.split("/")[1])
-            except (ValueError, IndexError):
-                continue
+    for number, name in audio_section(offer).rtpmaps.items():
+        encoding, clock = [*name.lower().split("/"), ""][:2]
+        if encoding == "telephone-event" and number.isdigit() and clock.isdigit():
+            found[int(number)] = int(clock)
     for rate in (8000, 48_000, 16_000):
         for pt, r in found.items():
             if r == rate:

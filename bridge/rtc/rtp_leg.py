@@ -1,25 +1,20 @@
 """``RtpLeg``: one audio RTP leg, composed once for every kind of leg.
 
-A trunk's phone (``trunks/media.py``, plain RTP or SDES-SRTP over UDP), Meta's SDES-SRTP leg
-(``engines/cloudapi/sdes.py``, ``rtc/srtpudp.py``) and every peer connection's leg (``rtc/leg.py``
-``PeerLeg``: a browser, Meta's DTLS leg; DTLS-SRTP over ICE, ``rtc/dtls_srtp.py``) are the same
-thing on different wires, so they hold the same parts, put together here:
+A trunk's phone (``trunks/media.py``), Meta's SDES leg (``engines/cloudapi/sdes.py``) and every
+peer connection's leg (``rtc/leg.py`` ``PeerLeg``: a browser, Meta's DTLS leg) are the same
+thing on different wires, so they hold the same parts, put together here: the leg's RTP
+session (``rtc/rtp_session.py``: the one receive dispatch, the one count of what arrives, the
+stream that numbers what we send, RTCP both ways), the receiver (``rtc/uplink.py``
+``Playout``) decoding the leg's codec, the one clocked sender (``rtc/rtpsend.py``
+``LeanSender``) playing the leg's track (``rtc/tracks.py`` ``OpusBusTrack``, which sends the
+leg's key presses in place of audio), our RTCP on the worker clock (``rtc/rtcp_schedule.py``)
+with a BYE once at the end, and the glue every leg offers the call: packets forwarded to and
+from another leg (``calls/forwarding.py``), the far end's loss, the receiver's counters, a
+codec switch.
 
-* the leg's RTP session (``rtc/rtp_session.py``): the one receive dispatch by payload type
-  (audio to the receiver, telephone-event to the leg's RFC 4733 detector), the one count of
-  every packet received (``audio/reception.py``: our RTCP reports and the receiver's figures
-  both read it), the stream that numbers every packet we send, RTCP both ways;
-* the receiver (``rtc/uplink.py`` ``Playout``), decoding the leg's codec: Opus at the bus's
-  16 kHz, or a phone codec (``audio/phone_codecs.py``);
-* the one clocked sender (``rtc/rtpsend.py`` ``LeanSender``) playing the leg's track
-  (``rtc/tracks.py`` ``OpusBusTrack``, which sends the leg's key presses in place of audio);
-* our RTCP on the worker clock (``rtc/rtcp_schedule.py``), and a BYE once at the end;
-* the glue every leg offers the call: packets forwarded to and from another leg
-  (``calls/forwarding.py``), the far end's loss, the receiver's counters, a codec switch.
-
-The wire (:class:`RtpWire`) is what differs: it protects and sends the plaintext the leg
-gives it, and hands the leg what it authenticated (:attr:`RtpLeg.receive_rtp`, its session's,
-and :meth:`RtpLeg.receive_rtcp`).
+The wire (:class:`RtpWire`: ``rtc/dtls_srtp.py`` over ICE, ``rtc/srtpudp.py`` over UDP) is
+what differs: it protects and sends the plaintext the leg gives it, and hands the leg what it
+authenticated (:attr:`RtpLeg.receive_rtp`, its session's, and :meth:`RtpLeg.receive_rtcp`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import re
 import secrets
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 import pylibsrtp
 
 from ..errors import BadOffer
-from .sdp import sdp_lines
+from .sdp import audio_section, connection_address
 
 SUITES = {
     "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
@@ -112,75 +111,26 @@ class SavpMedia:
     """Every m-line of the SDP, in order (an answer has as many, RFC 3264 §6)."""
 
 
-def connection_address(line: str) -> str:
-    """The address of a ``c=`` line (RFC 4566 §5.7); :class:`BadOffer` unless an IP address."""
-    parts = line[2:].split()
-    if len(parts) < 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
-        raise BadOffer(f"the SDP's connection line is not IN IP4/IP6: {line[:60]!r}")
-    address = parts[2].split("/")[0]
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        raise BadOffer(
-            f"the SDP's connection address is not an IP address: {address[:60]}"
-        ) from None
-    return address
-
-
 def read_savp(sdp: str) -> SavpMedia:
     """The first audio ``RTP/SAVP`` m-line's address, ports and chosen key (the best suite
     offered). Raises :class:`BadOffer` with the reason when there is none it can use."""
-    lines = sdp_lines(sdp)
-    session_c = ""
-    media: list[str] = []
-    found: dict[str, object] = {}
-    cryptos: list[str] = []
-    index = -1
-    for ln in lines:
-        if ln.startswith("m="):
-            media.append(ln)
-            if index < 0 and ln.startswith("m=audio "):
-                parts = ln.split()
-                if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
-                    raise BadOffer(f"the SDP's audio m-line is malformed: {ln[:60]!r}")
-                if parts[2].upper() != "RTP/SAVP":
-                    raise BadOffer(
-                        f"the SDP's audio is {parts[2][:30]}, not RTP/SAVP (SDES-SRTP); "
-                        "DTLS-SRTP needs BRIDGE_CLOUDAPI_MEDIA=dtls"
-                    )
-                index = len(media) - 1
-                found["port"] = int(parts[1].split("/")[0])
-            continue
-        in_audio = index >= 0 and index == len(media) - 1
-        if ln.startswith("c="):
-            if not media:
-                session_c = connection_address(ln)
-            elif in_audio:
-                found["c"] = connection_address(ln)
-        elif in_audio and ln.startswith("a=crypto:"):
-            cryptos.append(ln[len("a=crypto:") :])
-        elif in_audio and ln == "a=rtcp-mux":
-            found["mux"] = True
-        elif in_audio and ln.startswith("a=rtcp:"):
-            found["rtcp"] = ln[len("a=rtcp:") :].split()
-    if index < 0:
-        raise BadOffer("the SDP has no audio m-line")
-    address = str(found.get("c") or session_c)
-    if not address:
-        raise BadOffer("the SDP has no connection address for its audio")
-    port = int(found["port"])  # type: ignore[call-overload]
+    audio = audio_section(sdp)
+    if audio.profile.upper() != "RTP/SAVP":
+        raise BadOffer(
+            f"the SDP's audio is {audio.profile[:30]}, not RTP/SAVP (SDES-SRTP); "
+            "DTLS-SRTP needs BRIDGE_CLOUDAPI_MEDIA=dtls"
+        )
+    address, port, mux, attr = audio.address, audio.port, audio.rtcp_mux, audio.rtcp
     if not 0 < port < 65536:
         raise BadOffer(f"the SDP's audio port {port} is not usable")
-    if not cryptos:
+    if not audio.cryptos:
         raise BadOffer("the SDP's audio has no a=crypto (RFC 4568) key")
-    crypto = _best(cryptos)
-    mux = bool(found.get("mux"))
+    crypto = _best(audio.cryptos)
     rtcp = (address, port if mux else port + 1)
-    attr = found.get("rtcp")
-    if isinstance(attr, list) and attr and attr[0].isdigit() and not mux:
+    if attr and attr[0].isdigit() and not mux:
         rtcp_host = connection_address("c=" + " ".join(attr[1:4])) if len(attr) >= 4 else address
         rtcp = (rtcp_host, int(attr[0]))
-    return SavpMedia(address, port, rtcp, mux, crypto, index, tuple(media))
+    return SavpMedia(address, port, rtcp, mux, crypto, audio.index, audio.media_lines)
 
 
 def _best(values: list[str]) -> Crypto:

@@ -1,4 +1,8 @@
-"""Offer validation before any peer connection exists.
+"""SDP (RFC 4566): the one reader of an audio m-line, and a WebRTC offer's validation.
+
+:func:`audio_section` reads the first ``m=audio`` section (format, codecs, keys, address, RTCP,
+direction) for every leg that reads one itself: a SIP trunk's (``trunks/sdp.py``) and Meta's
+SDES leg's (``rtc/sdes.py``); each checks what its own leg needs of it.
 
 aiortc accepts SDP it cannot answer (garbage passes ``setRemoteDescription`` and then fails in
 ``setLocalDescription``), so the bridge checks an offer's shape first and refuses what it cannot
@@ -9,17 +13,134 @@ codecs (RFC 7587).
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from dataclasses import dataclass, field
 
 from ..errors import BadOffer, TooLarge
 
 MAX_OFFER_BYTES = 16 * 1024
 _LINE = re.compile(r"^[a-z]=.*$")
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+"""The ``a=`` direction attributes of RFC 3264 §5.1."""
 
 
 def sdp_lines(sdp: str) -> list[str]:
     """The non-blank lines of ``sdp``, CRLF or LF, stripped."""
     return [ln.strip() for ln in sdp.replace("\r\n", "\n").split("\n") if ln.strip()]
+
+
+def connection_address(line: str) -> str:
+    """The address of a ``c=`` line (RFC 4566 §5.7); :class:`BadOffer` unless an IP address."""
+    parts = line[2:].split()
+    if len(parts) < 3 or parts[0] != "IN" or parts[1] not in ("IP4", "IP6"):
+        raise BadOffer(f"the SDP's connection line is not IN IP4/IP6: {line[:60]!r}")
+    address = parts[2].split("/")[0]
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise BadOffer(
+            f"the SDP's connection address is not an IP address: {address[:60]}"
+        ) from None
+    return address
+
+
+@dataclass
+class AudioSection:
+    """The first ``m=audio`` section of an SDP, with what it inherits from the session level."""
+
+    port: int
+    profile: str
+    """As written (``RTP/AVP``, ``RTP/SAVP``, ...)."""
+    formats: list[str]
+    index: int
+    """Which m-line (from 0) it is."""
+    connection: str = ""
+    """Its ``c=`` line, else the session's (:attr:`address` reads it)."""
+    rtpmaps: dict[str, str] = field(default_factory=dict)
+    """Payload type → encoding as written (``opus/48000/2``)."""
+    fmtps: dict[str, str] = field(default_factory=dict)
+    """Payload type → its ``a=fmtp`` parameters as written (:func:`fmtp_parameters` reads them)."""
+    cryptos: list[str] = field(default_factory=list)
+    """Each ``a=crypto:`` value (RFC 4568), in order."""
+    rtcp_mux: bool = False
+    rtcp: list[str] = field(default_factory=list)
+    """The ``a=rtcp:`` value's fields (RFC 3605): port, then an optional address."""
+    direction: str = ""
+    """Its direction, else the session's, else ``sendrecv`` (RFC 3264 §5.1)."""
+    media_lines: tuple[str, ...] = ()
+    """Every m-line of the SDP, in order (an answer has as many, RFC 3264 §6)."""
+
+    @property
+    def address(self) -> str:
+        """The connection address (:func:`connection_address`; :class:`BadOffer` when none)."""
+        if not self.connection:
+            raise BadOffer("the SDP has no connection address for its audio")
+        return connection_address(self.connection)
+
+    def payload_type(self, encoding: str) -> int | None:
+        """The first payload type whose encoding starts with ``encoding`` (``opus/48000``)."""
+        encoding = encoding.lower()
+        found = (pt for pt, name in self.rtpmaps.items() if name.lower().startswith(encoding))
+        return next((int(pt) for pt in found if pt.isdigit()), None)
+
+
+def fmtp_parameters(value: str) -> dict[str, str]:
+    """The parameters of an ``a=fmtp`` value (``key=value;…``), names lower-cased."""
+    params: dict[str, str] = {}
+    for part in value.split(";"):
+        key, _, v = part.strip().partition("=")
+        if key:
+            params[key.lower()] = v.strip()
+    return params
+
+
+def audio_section(sdp: str | bytes) -> AudioSection:
+    """The first ``m=audio`` section of ``sdp`` (its first 400 lines); :class:`BadOffer` when
+    there is none or its m-line is malformed."""
+    text = sdp.decode("utf-8", "replace") if isinstance(sdp, bytes) else sdp
+    media: list[str] = []
+    audio: AudioSection | None = None
+    session_c = session_direction = ""
+    for ln in sdp_lines(text)[:400]:
+        if ln.startswith("m="):
+            media.append(ln)
+            if audio is None and ln.startswith("m=audio "):
+                parts = ln.split()
+                if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+                    raise BadOffer(f"the SDP's audio m-line is malformed: {ln[:60]!r}")
+                audio = AudioSection(
+                    int(parts[1].split("/")[0]), parts[2], parts[3:], len(media) - 1
+                )
+        elif not media:  # the session level: defaults of every m-line
+            if ln.startswith("c="):
+                session_c = ln
+            elif ln[2:] in DIRECTIONS:
+                session_direction = ln[2:]
+        elif audio is None or audio.index != len(media) - 1:
+            continue  # another m-line's
+        elif ln.startswith("c="):
+            audio.connection = ln
+        elif ln.startswith("a=rtpmap:"):
+            pt, _, name = ln[len("a=rtpmap:") :].partition(" ")
+            audio.rtpmaps[pt] = name
+        elif ln.startswith("a=fmtp:"):
+            pt, _, params = ln[len("a=fmtp:") :].partition(" ")
+            audio.fmtps[pt] = params
+        elif ln.startswith("a=crypto:"):
+            audio.cryptos.append(ln[len("a=crypto:") :])
+        elif ln == "a=rtcp-mux":
+            audio.rtcp_mux = True
+        elif ln.startswith("a=rtcp:"):
+            audio.rtcp = ln[len("a=rtcp:") :].split()
+        elif ln[2:] in DIRECTIONS:
+            audio.direction = ln[2:]
+    if audio is None:
+        raise BadOffer("the SDP has no audio m-line")
+    audio.connection = audio.connection or session_c
+    audio.direction = audio.direction or session_direction or "sendrecv"
+    audio.media_lines = tuple(media)
+    return audio
 
 
 def validate_offer(sdp: str) -> None:
@@ -122,17 +243,9 @@ def _opus_pt(lines: list[str]) -> str | None:
 
 
 def opus_parameters(sdp: str) -> dict[str, str]:
-    """The Opus ``a=fmtp`` parameters of ``sdp`` (names lower-cased; empty when none)."""
-    lines = sdp.replace("\r\n", "\n").split("\n")
-    pt = _opus_pt(lines)
-    params: dict[str, str] = {}
-    for ln in lines:
-        if pt is not None and ln.startswith(f"a=fmtp:{pt} "):
-            for part in ln.split(" ", 1)[1].split(";"):
-                key, _, value = part.strip().partition("=")
-                if key:
-                    params[key.lower()] = value.strip()
-    return params
+    """The Opus ``a=fmtp`` parameters of ``sdp``'s audio (names lower-cased; empty when none)."""
+    audio = audio_section(sdp)
+    return fmtp_parameters(audio.fmtps.get(str(audio.payload_type("opus/48000")), ""))
 
 
 def answer_fmtp(

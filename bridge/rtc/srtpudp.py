@@ -1,11 +1,14 @@
-"""One UDP socket carrying SRTP and SRTCP with SDES keys (RFC 3711, RFC 4568): no ICE, no DTLS.
+"""One UDP socket carrying a leg's RTP and RTCP, in the clear (a SIP trunk's RTP/AVP) or as
+SRTP and SRTCP with SDES keys (RFC 3711, RFC 4568): no ICE, no DTLS.
 
-* **Keys**: two libsrtp sessions (``pylibsrtp``): one protects what we send with our key, one
-  unprotects what arrives with the far end's (each side announces its own key in its SDP).
+* **Keys** (SRTP only): two libsrtp sessions (``pylibsrtp``): one protects what we send with
+  our key, one unprotects what arrives with the far end's (each side announces its own key in
+  its SDP).
 * **Where to**: the far end's address from its SDP (``c=``/``m=``, ``a=rtcp``) until a packet
-  from it authenticates; then the source of its authenticated packets (symmetric RTP, RFC 4961:
-  a far end behind NAT is reached where it sends from). An unauthenticated packet never moves
-  the address, so a spoofed one cannot steal the stream.
+  from it arrives (authenticated, with SRTP); then the source of its packets (symmetric RTP,
+  RFC 4961: a far end behind NAT is reached where it sends from). With SRTP an unauthenticated
+  packet never moves the address, so a spoofed one cannot steal the stream. Multiplexed RTCP
+  (sent where RTP goes) follows RTP's source until RTCP comes from elsewhere.
 * **One port**: RTP and RTCP arrive on the same socket (RFC 5761 demultiplexing: packet types
   192-223 are RTCP); our SDP says so with ``a=rtcp-mux`` and ``a=rtcp:`` our port.
 * **Hostile input**: anything that is not RTP/RTCP version 2, arrives before the keys, or fails
@@ -62,19 +65,22 @@ async def open_endpoint(
     return transport, sock.getsockname()[:2]
 
 
-class SrtpSocket(asyncio.DatagramProtocol):
-    """The socket of one SDES-SRTP leg (module docstring). ``on_rtp`` and ``on_rtcp`` get
-    authenticated plaintext and its arrival, synchronously in the datagram callback."""
+class RtpSocket(asyncio.DatagramProtocol):
+    """The socket of one RTP leg (module docstring), SRTP when ``srtp`` (its keys from
+    :meth:`set_keys`). ``on_rtp`` and ``on_rtcp`` get the plaintext and its arrival,
+    synchronously in the datagram callback."""
 
     def __init__(
         self,
         name: str,
         on_rtp: Callable[[bytes, float], None],
         on_rtcp: Callable[[bytes, float], None],
+        srtp: bool = False,
     ) -> None:
         self.name = name
         self.on_rtp = on_rtp
         self.on_rtcp = on_rtcp
+        self.srtp = srtp
         self.transport: asyncio.DatagramTransport | None = None
         self.local: Address = ("", 0)
         self.rtp_to: Address | None = None
@@ -82,17 +88,12 @@ class SrtpSocket(asyncio.DatagramProtocol):
         self._tx: pylibsrtp.Session | None = None
         self._rx: pylibsrtp.Session | None = None
         self.latched = False
-        self.sent_packets = self.sent_bytes = 0
-        self.received_packets = self.received_bytes = 0
         self.rtcp_sent = self.rtcp_received = 0
         self.auth_failed = 0
         """SRTP/SRTCP packets that failed authentication or replay protection (dropped)."""
         self.junk = 0
         """Datagrams that are not RTP/RTCP version 2, or came before the keys (dropped)."""
-        self.send_errors = 0
         self.protect_errors = 0
-        self.moves = 0
-        """How often the far end's source address changed (latching)."""
 
     async def open(self, host: str, ports: str) -> Address:
         """Bind (``bind_socket``) and start receiving; returns the local address."""
@@ -118,34 +119,38 @@ class SrtpSocket(asyncio.DatagramProtocol):
 
     @property
     def ready(self) -> bool:
-        """Keys and a destination: packets can go out."""
-        return self._tx is not None and self.rtp_to is not None and self.transport is not None
+        """Keys (with SRTP) and a destination: packets can go out."""
+        keyed = self._tx is not None or not self.srtp
+        return keyed and self.rtp_to is not None and self.transport is not None
 
     # -- sending
     def send_rtp(self, plain: bytes) -> None:
-        """Protect and send one RTP packet (dropped, counted, while not :attr:`ready`)."""
+        """Protect (with SRTP) and send one RTP packet (dropped while not :attr:`ready`)."""
         tx, to, transport = self._tx, self.rtp_to, self.transport
-        if tx is None or to is None or transport is None or transport.is_closing():
-            self.send_errors += 1
+        if to is None or transport is None or transport.is_closing():
             return
-        try:
-            data = tx.protect(plain)
-        except pylibsrtp.Error as exc:  # e.g. a number sent twice: this packet, not the call
-            self.protect_errors += 1
-            if self.protect_errors == 1:
-                log.warning("%s: an RTP packet not sent: %s", self.name, exc)
+        if tx is not None:
+            try:
+                plain = tx.protect(plain)
+            except pylibsrtp.Error as exc:  # e.g. a number sent twice: this packet, not the call
+                self.protect_errors += 1
+                if self.protect_errors == 1:
+                    log.warning("%s: an RTP packet not sent: %s", self.name, exc)
+                return
+        elif self.srtp:
             return
-        transport.sendto(data, to)
-        self.sent_packets += 1
-        self.sent_bytes += len(data)
+        transport.sendto(plain, to)
 
     def send_rtcp(self, plain: bytes) -> None:
-        """Protect (SRTCP) and send one compound RTCP packet."""
+        """Protect (SRTCP, with SRTP) and send one compound RTCP packet."""
         tx, to, transport = self._tx, self.rtcp_to, self.transport
-        if tx is None or to is None or transport is None or transport.is_closing():
-            self.send_errors += 1
+        if to is None or transport is None or transport.is_closing():
             return
-        transport.sendto(tx.protect_rtcp(plain), to)
+        if tx is not None:
+            plain = tx.protect_rtcp(plain)
+        elif self.srtp:
+            return
+        transport.sendto(plain, to)
         self.rtcp_sent += 1
 
     # -- receiving (asyncio.DatagramProtocol)
@@ -154,32 +159,37 @@ class SrtpSocket(asyncio.DatagramProtocol):
 
     def datagram_arrived(self, data: bytes, addr: Any, at: float) -> None:
         """One datagram, ``at`` its arrival (``rtc/udp_poll.py``)."""
+        if len(data) < 8 or data[0] >> 6 != 2:
+            self.junk += 1  # not RTP or RTCP version 2
+            return
+        rtcp = 192 <= data[1] <= 223  # RFC 5761 §4
         rx = self._rx
-        if rx is None or len(data) < 12 or data[0] >> 6 != 2:
+        if not rtcp and len(data) < 12:
             self.junk += 1
             return
-        source: Address = (addr[0], addr[1])
-        rtcp = 192 <= data[1] <= 223  # RFC 5761 §4
-        try:
-            plain = rx.unprotect_rtcp(data) if rtcp else rx.unprotect(data)
-        except pylibsrtp.Error:
-            self.auth_failed += 1
+        if rx is not None:
+            try:
+                data = rx.unprotect_rtcp(data) if rtcp else rx.unprotect(data)
+            except pylibsrtp.Error:
+                self.auth_failed += 1
+                return
+        elif self.srtp:
+            self.junk += 1  # before the keys
             return
+        source: Address = (addr[0], addr[1])
         if rtcp:
             self.rtcp_received += 1
-            if source != self.rtcp_to:
-                self.rtcp_to = source
-            self._deliver(self.on_rtcp, plain, at)
+            self.rtcp_to = source
+            self._deliver(self.on_rtcp, data, at)
             return
-        self.received_packets += 1
-        self.received_bytes += len(data)
         if source != self.rtp_to:
             if self.latched:
-                self.moves += 1
                 log.info("%s: the far end's media moved to %s:%d", self.name, *source)
+            if self.rtcp_to == self.rtp_to:
+                self.rtcp_to = source  # multiplexed RTCP goes where RTP goes
             self.rtp_to = source
         self.latched = True
-        self._deliver(self.on_rtp, plain, at)
+        self._deliver(self.on_rtp, data, at)
 
     def _deliver(self, handler: Callable[[bytes, float], None], plain: bytes, at: float) -> None:
         try:
@@ -188,8 +198,7 @@ class SrtpSocket(asyncio.DatagramProtocol):
             log.exception("%s: handling a packet", self.name)
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and the like (the far end not listening yet): counted only.
-        self.send_errors += 1
+        pass  # ICMP port unreachable and the like (the far end not listening yet)
 
     def close(self) -> None:
         """Close the socket (idempotent); the sessions go with it."""

@@ -50,7 +50,7 @@ phase either way. A forwarded packet (pass-through) waits up to one tick before 
 **Time is an input.** Each datagram is handed on with its arrival time, the kernel's
 (``SO_TIMESTAMPNS``, carried to the ``time.monotonic()`` base): a socket opened with a
 ``timed`` handler (:data:`TimedHandler`, the bridge's own receive paths: ``rtc/guard.py`` for
-ICE, ``rtc/srtpudp.py`` and ``trunks/rtp_socket.py``) gets ``(data, addr, at)``; anything else
+ICE, ``rtc/srtpudp.py``) gets ``(data, addr, at)``; anything else
 (a plain ``asyncio.DatagramProtocol``) gets ``datagram_received(data, addr)``. Nothing
 downstream reads a clock or a global to learn when its packet came: the sessions take ``at``
 with the packet (``rtc/rtp_session.py``, ``rtc/uplink.py``, ``rtc/rtcp.py``); a datagram from

@@ -1,39 +1,22 @@
-"""A trunk leg's media: RTP (RFC 3550) with G.711 at 8 kHz, or G.722 or Opus at the bus's 16 kHz,
-plain or SDES-SRTP, joined to the call's conference like a browser participant.
+"""A trunk leg's media: the one RTP leg every leg is (``rtc/rtp_leg.py`` ``RtpLeg``: session,
+receiver, sender, track, reports) on its ``rtc/srtpudp.py`` socket, clear or SDES-SRTP, joined
+to the call's conference like a browser participant, with the SIP side's rules:
 
-Receive: datagram → (SRTP unprotect) → the session's one dispatch by payload type → the one
-receiver every RTP leg has (``rtc/uplink.py``'s :class:`~bridge.rtc.uplink.Playout`: reorder,
-adaptive jitter buffer, Opus FEC, concealment — pitch repetition for G.711 and G.722 —,
-time-stretch; decoded to 16 kHz by the codec's decoder, ``audio/phone_codecs.py``) → one 20 ms
-frame per tick of the media clock's receive phase → the participant's microphone in the
-conference. A ``telephone-event`` packet (RFC 4733) is a key, read by the one detector
-(``rtc/rfc4733.py``).
-Send: every leg's one track and clocked sender (``rtc/tracks.py`` ``OpusBusTrack`` in its
-phone mode, played by ``rtc/rtpsend.py`` ``LeanSender`` on the media clock's ``SEND`` phase,
-after the mix): the participant's downlink sink gives one 20 ms frame (silence when it has
-none) → encode (16 → 8 kHz then G.711; G.722 or Opus as it is) → one RTP packet. A key queued
-for the PBX is sent as RFC 4733 events instead of audio for its duration (three end packets,
-§2.5.1.4). On hold (:attr:`TrunkMedia.sending` false) the frame is still taken and the
-stream's time moves on, no packet goes out. WhatsApp's packets forwarded to the phone (a phone
-alone on the call, in the WhatsApp leg's codec: ``calls/forwarding.py``) come through a
-``PassThrough`` into the same track (:meth:`TrunkMedia.forward_from`), as a browser's do:
-only packets of one 20 ms frame, numbered into the leg's own stream (``rtc/forward_run.py``,
-RFC 3550 §5.1, so a loss before the bridge stays a gap the phone's decoder rebuilds from FEC).
-
-The leg's RTP session is every leg's (``rtc/rtp_session.py`` ``RtpSession``): its packets go
-out through the one RTP sender (numbered and framed by the session's
-:class:`~bridge.rtc.rtpsend.RtpStream`, audio, events and forwarded packets alike, the sender
-reports' time pair kept) onto the leg's wire, and its
-:class:`~bridge.rtc.rtcp.RtcpReports` counts what arrives (RFC 3550 A.3 loss, A.8 jitter) and
-reads what the phone reports of us. RTCP goes on the wire when both SDPs say ``a=rtcp-mux``
-(RFC 5761: one port for both): our SR (or RR) with SDES CNAME on the worker clock at RTP/AVP's
-intervals (``rtc/rtcp_schedule.py``: 5 s, randomised 0.5–1.5 ×, the first sooner), a BYE at
-the end; the phone's SR and RR come in on the same socket. A phone that keeps RTCP on port + 1
-gets none from us and its reports are not read (the leg has one socket).
-
-All of it is the one RTP leg every such leg is (``rtc/rtp_leg.py`` ``RtpLeg``: session,
-receiver, sender, track, reports); this class adds the SIP side's rules. Its wire is the socket
-``trunks/rtp_socket.py`` makes (clear) or ``rtc/srtpudp.py``'s (SDES).
+* **Codecs**: G.711 (µ-law, A-law) at 8 kHz, resampled to and from the bus, or G.722 or Opus at
+  the bus's 16 kHz (``audio/phone_codecs.py``); the leg's track (``OpusBusTrack`` in its phone
+  mode) sends one 20 ms frame a tick, silence when the participant's sink has none.
+* **Keys**: RFC 4733 both ways (``rtc/rfc4733.py``); a key queued for the PBX is sent as events
+  in place of audio for its duration (three end packets, §2.5.1.4).
+* **Hold** (:attr:`TrunkMedia.sending` false): the frame is still taken and the stream's time
+  moves on, no packet goes out.
+* **RTCP** only when both SDPs say ``a=rtcp-mux`` (RFC 5761: one port for both), on the worker
+  clock at RTP/AVP's intervals (``rtc/rtcp_schedule.py``), a BYE at the end. A phone that keeps
+  RTCP on port + 1 gets none from us and its reports are not read (the leg has one socket).
+* **Forwarding** (``calls/forwarding.py``): WhatsApp's packets go to a phone alone on the call
+  through a ``PassThrough`` (:meth:`TrunkMedia.forward_from`), only packets of one 20 ms frame,
+  numbered into the leg's own stream (``rtc/forward_run.py``, RFC 3550 §5.1, so a loss before
+  the bridge stays a gap the phone's decoder rebuilds from FEC); the phone's go up likewise
+  (:meth:`TrunkMedia.forward_to`).
 """
 
 from __future__ import annotations
@@ -49,9 +32,9 @@ from ..rtc.passthrough import PassThrough, one_20ms_packet
 from ..rtc.rfc4733 import DtmfDetector, KeyPresses
 from ..rtc.rtp_leg import RtpLeg
 from ..rtc.rtp_session import RtpSession
+from ..rtc.srtpudp import RtpSocket
 from ..rtc.tracks import OpusBusTrack
 from ..tasks import TaskSet
-from .rtp_socket import Socket
 from .sdp import Remote
 
 log = logging.getLogger(__name__)
@@ -118,7 +101,7 @@ class TrunkMedia:
         """Both SDPs said ``a=rtcp-mux``: our RTCP goes on the RTP port (module docstring)."""
         self._forward_up: Callable[[int, int, bytes, float], bool] | None = None
         """Where the phone's packets also go as they arrive (:meth:`forward_to`)."""
-        self.socket: Socket | None = None
+        self.socket: RtpSocket | None = None
         self.started = False
 
     @property
@@ -191,7 +174,7 @@ class TrunkMedia:
         self.rtcp_mux = remote.rtcp_mux
         self._start_reports()
 
-    def start(self, socket: Socket, stats: BusStats | None = None) -> None:
+    def start(self, socket: RtpSocket, stats: BusStats | None = None) -> None:
         """On the clock with ``socket``; the receiver's counters added to the call's
         ``stats`` (the bus's, as a browser participant's are)."""
         self.socket = self.leg.wire = socket

@@ -29,12 +29,11 @@ from ..errors import BadOffer
 from ..media import CallPort, Role
 from ..numbers.trunks import Trunk
 from ..rtc.sdes import Crypto, new_crypto
-from ..rtc.srtpudp import SrtpSocket
+from ..rtc.srtpudp import RtpSocket
 from ..sip import Dialog, InviteServer, Response, UserAgent
 from . import sdp
 from .dialer import Dialer
 from .media import TrunkMedia, timeline
-from .rtp_socket import PlainRtp
 
 if TYPE_CHECKING:
     from ..calls.runtime import CallRuntime
@@ -107,7 +106,7 @@ class SipParticipant:
         self.dialog: Dialog | None = None
         self.media: TrunkMedia | None = None
         self.offered_at = time.monotonic()  # our SDP made: the leg's set-up in the timeline
-        self._socket: PlainRtp | SrtpSocket | None = None
+        self._socket: RtpSocket | None = None
         self._joined: Callable[[], None] | None = None
         self._port: CallPort | None = None
         """Its door into the call, once it joined."""
@@ -153,11 +152,7 @@ class SipParticipant:
         self.offered_at = time.monotonic()  # our SDP is made now
         name = f"sip {self.participant_id} of call {self.runtime.call_id[:12]}"
         media = TrunkMedia(name, "PCMU", 0, None, self._to_call, self._from_call, self.press)
-        if crypto is None:
-            socket: PlainRtp | SrtpSocket = PlainRtp(name, media.on_rtp, media.on_rtcp)
-        else:
-            socket = SrtpSocket(name, media.on_rtp, media.on_rtcp)
-        self._socket = socket
+        socket = self._socket = RtpSocket(name, media.on_rtp, media.on_rtcp, crypto is not None)
         local = await socket.open(self.line.bind_host, self.line.rtp_ports)
         self.local_port, self.crypto = local[1], crypto
         return media, local[1], crypto
@@ -219,7 +214,7 @@ class SipParticipant:
         from before."""
         socket, crypto, self.remote = self._socket, self.crypto, remote
         media.follow(remote)
-        if crypto is not None and remote.crypto is not None and isinstance(socket, SrtpSocket):
+        if crypto is not None and remote.crypto is not None and socket is not None:
             socket.set_keys(crypto.key, remote.crypto.key, remote.crypto.profile)
         assert socket is not None
         if not ipaddress.ip_address(remote.address).is_unspecified:

@@ -18,8 +18,8 @@ import secrets
 from dataclasses import dataclass
 
 from ..errors import BadOffer
-from ..rtc.sdes import Crypto, connection_address, parse_crypto
-from ..rtc.sdp import sdp_lines
+from ..rtc.sdes import Crypto, parse_crypto
+from ..rtc.sdp import audio_section
 
 STATIC = {"PCMU": 0, "PCMA": 8, "G722": 9}
 """The static payload types of the codecs we carry (RFC 3551 §6): an m-line may name them
@@ -28,8 +28,6 @@ OURS = {**STATIC, "opus": 111}
 """The payload types we offer each codec we carry with (Opus dynamic, RFC 7587)."""
 RTPMAP = {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "G722": "G722/8000", "opus": "opus/48000/2"}
 FMTP = {"opus": "minptime=20;useinbandfec=1"}
-DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
-"""The ``a=`` direction attributes of RFC 3264 §5.1."""
 EVENT_PT = 101
 """Our dynamic payload type for ``telephone-event/8000`` (and 102 for ``/48000`` with Opus)."""
 
@@ -108,41 +106,8 @@ def offer(
 def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
     """The far end's audio: its address, port, the codec to send (the first of its m-line
     that ``codecs`` has), its ``telephone-event`` and its key. :class:`BadOffer` otherwise."""
-    text = sdp.decode("utf-8", "replace") if isinstance(sdp, bytes) else sdp
-    session_c, media_c, port, profile = "", "", -1, ""
-    formats: list[str] = []
-    maps: dict[str, str] = {}
-    rates: dict[str, str] = {}
-    cryptos: list[str] = []
-    directions = {"session": "sendrecv", "audio": ""}
-    in_audio = seen_audio = rtcp_mux = False
-    for ln in sdp_lines(text)[:400]:
-        if ln.startswith("m="):
-            in_audio = ln.startswith("m=audio ") and not seen_audio
-            if in_audio:
-                seen_audio = True
-                parts = ln[2:].split()
-                if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
-                    raise BadOffer(f"the SDP's audio m-line is malformed: {ln[:60]!r}")
-                port, profile, formats = int(parts[1].split("/")[0]), parts[2].upper(), parts[3:]
-        elif ln.startswith("c="):
-            if in_audio:
-                media_c = connection_address(ln)
-            elif not seen_audio:
-                session_c = connection_address(ln)
-        elif in_audio and ln.startswith("a=rtpmap:"):
-            pt, _, name = ln[len("a=rtpmap:") :].partition(" ")
-            maps[pt] = name.split("/")[0].lower()
-            rates[pt] = [*name.split("/"), ""][1]
-        elif in_audio and ln.startswith("a=crypto:"):
-            cryptos.append(ln[len("a=crypto:") :])
-        elif in_audio and ln == "a=rtcp-mux":
-            rtcp_mux = True
-        elif ln[2:] in DIRECTIONS and (in_audio or not seen_audio):
-            # A session-level direction is the default of every m-line (RFC 3264 §5.1).
-            directions["audio" if in_audio else "session"] = ln[2:]
-    if not seen_audio:
-        raise BadOffer("the SDP has no audio m-line")
+    audio = audio_section(sdp)
+    port, profile, formats = audio.port, audio.profile.upper(), audio.formats
     if not 0 <= port < 65536:
         raise BadOffer(f"the SDP's audio port {port} is not usable")
     if srtp != (profile == "RTP/SAVP"):
@@ -150,12 +115,11 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
         raise BadOffer(f"the SDP's audio is {profile[:20]}, not {want}")
     crypto = None
     if srtp:
-        if not cryptos:
+        if not audio.cryptos:
             raise BadOffer("the SDP's audio has no a=crypto (RFC 4568) key")
-        crypto = parse_crypto(cryptos[0])
-    address = media_c or session_c
-    if not address:
-        raise BadOffer("the SDP has no connection address for its audio")
+        crypto = parse_crypto(audio.cryptos[0])
+    maps = {pt: name.split("/")[0].lower() for pt, name in audio.rtpmaps.items()}
+    rates = {pt: [*name.split("/"), ""][1] for pt, name in audio.rtpmaps.items()}
     static = {str(pt): name.lower() for name, pt in STATIC.items()}
     names = {pt: maps.get(pt, static.get(pt, "")) for pt in formats}
     wanted = {c.lower(): c for c in codecs if c in OURS}
@@ -176,7 +140,14 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
         ),
     )
     event, event_rate = (events[0][1], int(events[0][2])) if events else (None, 8000)
-    direction = directions["audio"] or directions["session"]
     return Remote(
-        address, port, chosen[1], chosen[0], event, crypto, direction, event_rate, rtcp_mux
+        audio.address,
+        port,
+        chosen[1],
+        chosen[0],
+        event,
+        crypto,
+        audio.direction,
+        event_rate,
+        audio.rtcp_mux,
     )

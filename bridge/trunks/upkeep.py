@@ -24,6 +24,7 @@ from ..numbers.catalog import Catalog
 from ..numbers.trunks import Trunk
 from ..sip import DigestError, Request, Response, UserAgent, choose
 from ..sip.headers import Uri, Via, new_branch, new_tag
+from ..sip.outbound_invite import CHALLENGES
 from ..tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,6 @@ EXPIRES = 300
 """Seconds a registration is asked for."""
 RETRY = 30.0
 """Seconds before a failed registration is tried again."""
-AUTH = {
-    401: ("WWW-Authenticate", "Authorization"),
-    407: ("Proxy-Authenticate", "Proxy-Authorization"),
-}
 
 
 class Upkeep:
@@ -184,9 +181,9 @@ class Upkeep:
                 resp = await tx.final(8.0)
             finally:
                 ua.done(tx)
-            if resp.status not in AUTH or seq == 2 or not trunk.password:
+            if resp.status not in CHALLENGES or seq == 2 or not trunk.password:
                 return resp
-            challenge, answer = AUTH[resp.status]
+            challenge, answer = CHALLENGES[resp.status]
             try:
                 chosen = choose(resp.all(challenge))
             except DigestError:

@@ -47,7 +47,7 @@ def _payload(plain: bytes) -> tuple[int, int, bytes]:
 
 
 class SrtpTap:
-    """Both ways of one ``bridge.rtc.srtpudp.SrtpSocket`` (module docstring): ``came`` is
+    """Both ways of one ``bridge.rtc.srtpudp.RtpSocket`` (module docstring): ``came`` is
     what the far end sent us, ``went`` what we sent it, each ``seq → Opus payload``."""
 
     def __init__(self, sock: Any, far_key: bytes, our_key: bytes, opus_pt: int = 111) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from bridge.errors import BadOffer
 from bridge.rtc.sdes import new_crypto
+from bridge.rtc.sdp import DIRECTIONS
 from bridge.trunks import sdp
 from bridge.trunks.reinvite import answer, origin, warning
 
@@ -47,7 +48,7 @@ def answered(offer: bytes, current: sdp.Remote, sent: bytes, crypto=None):
 
 
 def direction_of(body: bytes) -> str:
-    found = [ln[2:] for ln in body.decode().splitlines() if ln[2:] in sdp.DIRECTIONS]
+    found = [ln[2:] for ln in body.decode().splitlines() if ln[2:] in DIRECTIONS]
     assert len(found) == 1, body
     return found[0]
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
-import time
 from typing import Any
 
 import aiohttp
@@ -30,6 +28,7 @@ from ...errors import (
     NoCallPermission,
 )
 from ..base import EngineStats
+from ..http import http_json
 from .codes import META_CODES
 
 log = logging.getLogger(__name__)
@@ -69,32 +68,28 @@ class GraphClient:
         """``method /{PHONE_NUMBER_ID}/{edge}``; Meta's JSON object answer, or the errors the
         module docstring lists (``what`` names the request in them)."""
         assert self.http is not None, "engine not started"
-        url = f"{self.base.rstrip('/')}/{self.phone_number_id}/{edge}"
-        self.stats.requests += 1
-        started = time.monotonic()
-        try:
-            async with self.http.request(
-                method, url, json=body, params=params, headers=self._headers, timeout=TIMEOUT
-            ) as resp:
-                text = await resp.text(errors="replace")
-                status = resp.status
-                retry_after = _seconds(resp.headers.get("Retry-After"))
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            self.stats.request_errors += 1
-            self.reachable, self.detail = False, f"unreachable: {type(exc).__name__}"
-            raise EngineUnavailable(
-                f"the Graph API at {self.base} is unreachable ({type(exc).__name__})"
-            ) from exc
-        self.stats.request_seconds.observe(time.monotonic() - started)
+        resp, text, answer = await http_json(
+            self.http,
+            self.stats,
+            method,
+            f"{self.base.rstrip('/')}/{self.phone_number_id}/{edge}",
+            where=f"the Graph API at {self.base}",
+            down=self._down,
+            json=body,
+            params=params,
+            headers=self._headers,
+            timeout=TIMEOUT,
+        )
         self.reachable, self.detail = True, "reachable"
-        try:
-            answer = json.loads(text) if text else {}
-        except ValueError:
-            answer = {}
-        if status >= 400 or not isinstance(answer, dict):
+        answer = {} if answer is None else answer
+        if resp.status >= 400 or not isinstance(answer, dict):
             self.stats.request_errors += 1
-            raise _graph_error(what, status, answer, text, retry_after)
+            retry_after = _seconds(resp.headers.get("Retry-After"))
+            raise _graph_error(what, resp.status, answer, text, retry_after)
         return answer
+
+    def _down(self, detail: str) -> None:
+        self.reachable, self.detail = False, detail
 
     async def fetch_media(self, media_id: str, url: str, sha256: str = "") -> tuple[bytes, str]:
         """A media asset's bytes and type: from the short-lived ``url`` Meta's webhook gave

@@ -32,7 +32,7 @@ from ...rtc.rtcp_schedule import AVP_MIN_INTERVAL
 from ...rtc.rtp_leg import RtpLeg
 from ...rtc.rtp_session import RtpSession
 from ...rtc.sdes import Crypto, new_crypto, read_savp
-from ...rtc.srtpudp import SrtpSocket
+from ...rtc.srtpudp import RtpSocket
 from ...rtc.tracks import OpusBusTrack
 from ...tasks import TaskSet
 from ..base import EngineStats
@@ -76,7 +76,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         self.failure: str | None = None
         self.started_at: float | None = None
         self._tasks = TaskSet(f"sdes-peer[{name}]")
-        self.socket = SrtpSocket(name, self._on_rtp, self._on_rtcp)
+        self.socket = RtpSocket(name, self._on_rtp, self._on_rtcp, srtp=True)
         self.crypto: Crypto | None = None
         self.offered: tuple[str, ...] = ("opus",)
         """The codecs our offer named (a business-initiated call), preferred first."""

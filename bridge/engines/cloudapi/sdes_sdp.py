@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ...config import IceSettings
 from ...rtc.sdes import Crypto, media_section, session_description
-from ...rtc.srtpudp import SrtpSocket
+from ...rtc.srtpudp import RtpSocket
 from .sdp import OPUS_FMTP, STATIC_PT
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def route_to(host: str, v6: bool) -> str:
         return "127.0.0.1"
 
 
-async def open_socket(sock: SrtpSocket, ice: IceSettings | None, remote_host: str | None) -> str:
+async def open_socket(sock: RtpSocket, ice: IceSettings | None, remote_host: str | None) -> str:
     """Bind the leg's socket (on the first ``BRIDGE_ICE_ADDRESSES``, ports from
     ``BRIDGE_RTP_PORTS``); the address our SDP gives (``BRIDGE_PUBLIC_IP``, else the bound
     one, else the one that routes to the far end)."""

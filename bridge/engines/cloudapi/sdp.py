@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ...rtc.sdp import opus_parameters, sdp_lines
+from ...rtc.sdp import audio_section, fmtp_parameters, sdp_lines
 
 DTMF_PT = 126
 """The payload type Meta offers ``telephone-event/8000`` on (and the one our offers use)."""
@@ -69,60 +69,45 @@ def answered_codec(answer: str, offered: tuple[str, ...]) -> str:
     """The codec Meta's answer to our offer of ``offered`` (:func:`leg_codecs`) chose: the
     first of its audio m-line's payload types that names one of them. ``ValueError`` when
     it names none (not an answer to that offer)."""
-    lines = sdp_lines(answer)
-    names: dict[str, str] = {}
-    for ln in lines:
-        if m := re.match(r"^a=rtpmap:(\d+) (opus|PCM[AU])/", ln, re.I):
-            names[m.group(1)] = "opus" if m.group(2).lower() == "opus" else m.group(2).upper()
-    m_line = next((ln for ln in lines if ln.startswith("m=audio ")), "")
-    for pt in m_line.split()[3:]:
-        codec = names.get(pt) or next((c for c, p in STATIC_PT.items() if str(p) == pt), "")
+    audio = audio_section(answer)
+    for pt in audio.formats:
+        name = audio.rtpmaps.get(pt, "").split("/")[0].lower()
+        codec = {"opus": "opus", "pcmu": "PCMU", "pcma": "PCMA"}.get(name)
+        codec = codec or next((c for c, p in STATIC_PT.items() if str(p) == pt), "")
         if codec in offered:
             return codec
     raise ValueError(f"Meta's answer has none of the codecs offered ({', '.join(offered)})")
 
 
-def _rtpmap(lines: list[str], codec: str) -> int | None:
-    pat = re.compile(rf"^a=rtpmap:(\d+) {re.escape(codec)}", re.I)
-    for ln in lines:
-        m = pat.match(ln)
-        if m:
-            return int(m.group(1))
-    return None
-
-
 def read_remote(sdp: str) -> RemoteAudio:
     """Opus' payload type and fmtp (bitrate cap, FEC) and telephone-event's payload type."""
-    lines = sdp_lines(sdp)
-    opus = _rtpmap(lines, "opus/48000")
-    dtmf = _rtpmap(lines, "telephone-event/8000")
-    params = opus_parameters(sdp)
+    audio = audio_section(sdp)
+    opus = audio.payload_type("opus/48000")
+    params = fmtp_parameters(audio.fmtps.get(str(opus), ""))
     try:
         bitrate = int(params.get("maxaveragebitrate", DEFAULT_BITRATE))
     except ValueError:
         bitrate = DEFAULT_BITRATE
     bitrate = max(MIN_BITRATE, min(MAX_BITRATE, bitrate))
     g711 = tuple(
-        m.group(1).upper()
-        for ln in lines
-        if (m := re.match(r"^a=rtpmap:\d+ (PCM[AU])/8000", ln, re.I))
+        n[:4].upper() for n in audio.rtpmaps.values() if re.match(r"PCM[AU]/8000", n, re.I)
     )
-    return RemoteAudio(opus, dtmf, bitrate, params.get("useinbandfec", "1") != "0", g711)
+    fec = params.get("useinbandfec", "1") != "0"
+    return RemoteAudio(opus, audio.payload_type("telephone-event/8000"), bitrate, fec, g711)
 
 
 def for_meta(sdp: str, dtmf_pt: int = DTMF_PT) -> str:
     """Our SDP (offer or answer) as Meta accepts it: only the sha-256 fingerprint, Opus with
     the wideband-voice fmtp (or the one G.711 answered) and ``ptime:20``, and
     ``telephone-event/8000`` on ``dtmf_pt``."""
-    lines = sdp_lines(sdp)
-    opus = _rtpmap(lines, "opus/48000")
-    audio = opus
+    section = audio_section(sdp)
+    opus = audio = section.payload_type("opus/48000")
     if audio is None:  # a G.711 answer (``answer_codec``): telephone-event follows it
-        audio = _rtpmap(lines, "PCMA/8000")
-        audio = _rtpmap(lines, "PCMU/8000") if audio is None else audio
+        audio = section.payload_type("PCMA/8000")
+        audio = section.payload_type("PCMU/8000") if audio is None else audio
     out: list[str] = []
     in_audio = False
-    for ln in lines:
+    for ln in sdp_lines(sdp):
         if ln.startswith("a=fingerprint:") and not ln.lower().startswith("a=fingerprint:sha-256 "):
             continue
         if opus is not None and ln.startswith(f"a=fmtp:{opus} "):

@@ -67,7 +67,8 @@ class SipDialogs:
         self.over = Remembered()
         """The wacids Meta's ``terminate`` webhook said are over (the first one counts)."""
 
-    def _ua(self) -> UserAgent:
+    def user_agent(self) -> UserAgent:
+        """The engine's user agent (:class:`EngineError` before the engine started)."""
         if self.ua is None:
             raise EngineError("the SIP engine is not started")
         return self.ua
@@ -82,7 +83,7 @@ class SipDialogs:
     def confirmed(self, call: SipCall, dialog: Dialog) -> None:
         call.dialog = dialog
         self.by_dialog[dialog.key] = call
-        self._ua().dialogs[dialog.key] = dialog
+        self.user_agent().dialogs[dialog.key] = dialog
 
     def drop(self, call: SipCall) -> None:
         call.state = "ended"
@@ -129,7 +130,7 @@ class SipDialogs:
         if call.tx is not None and not call.tx.final:  # its CANCEL was lost: end the INVITE
             await call.tx.respond(487, "Request Terminated")
         elif call.dialog is not None:  # its BYE was lost: ours closes the dialog both ways
-            await self._ua().in_dialog(call.dialog, "BYE")
+            await self.user_agent().in_dialog(call.dialog, "BYE")
         await self.forget(call)
         data: dict[str, Any] = {} if duration is None else {"engineDurationS": duration}
         reason = "remote_hangup" if answered else ""
@@ -206,7 +207,7 @@ class SipDialogs:
         call = self.by_dialog.get(dialog.key)
         if call is None or call.state == "ended":
             return
-        await self._ua().in_dialog(dialog, "BYE")
+        await self.user_agent().in_dialog(dialog, "BYE")
         await self.forget(call)
         self.ended(call, "failed", sipReason="no ACK for our 200 OK")
 

@@ -159,7 +159,7 @@ class SipEngine:
             "Cloud API over SIP: number %s, listening on %s:%d (TLS) as %s; Meta at %s; media %s",
             sip.sip_number,
             host or "*",
-            self._ua().port,
+            self.dialogs.user_agent().port,
             sip.sip_hostname,
             sip.sip_meta_uri,
             self.media,
@@ -241,11 +241,6 @@ class SipEngine:
     async def startup_calls(self) -> list[RemoteCall]:
         return []
 
-    def _ua(self) -> UserAgent:
-        if self.ua is None:
-            raise EngineError("the SIP engine is not started")
-        return self.ua
-
     # -- legs
     def _leg(self, label: str) -> MediaLeg:
         return new_leg(
@@ -285,7 +280,7 @@ class SipEngine:
         elif call.uac is not None and call.dialog is None:
             await call.uac.cancel()
         elif call.dialog is not None:
-            resp = await self._ua().in_dialog(call.dialog, "BYE")
+            resp = await self.dialogs.user_agent().in_dialog(call.dialog, "BYE")
             if resp.status >= 300 and resp.status != 481:
                 raise EngineError(f"SIP call {engine_call_id}: BYE got {resp.status} {resp.reason}")
 
@@ -299,7 +294,7 @@ class SipEngine:
             return await self._dial(phone, call_id, other_leg)
 
     async def _dial(self, phone: str, call_id: str, other_leg: tuple[str, ...]) -> str:
-        ua = self._ua()
+        ua = self.dialogs.user_agent()
         sip = self.sip
         cid = f"bridge.{call_id[:32] or secrets.token_hex(8)}.{secrets.token_hex(4)}"
         leg = self._leg(f"cloudapi-sip:dial:{call_id[:12]}")
@@ -337,7 +332,7 @@ class SipEngine:
         final = await uac.run(progress)
         if call.state == "ended":  # hung up meanwhile
             if uac.dialog is not None:  # a 200 crossed our CANCEL: end it (§9.1)
-                await self._ua().in_dialog(uac.dialog, "BYE")
+                await self.dialogs.user_agent().in_dialog(uac.dialog, "BYE")
             return
         if uac.dialog is None:
             reason, why = bic_failure(
@@ -354,7 +349,7 @@ class SipEngine:
             await call.leg.apply_answer(final.body.decode("utf-8", "replace"))
         except Exception as exc:
             log.warning("SIP call %s: Meta's answer cannot be applied: %s", call.id, exc)
-            await self._ua().in_dialog(uac.dialog, "BYE")
+            await self.dialogs.user_agent().in_dialog(uac.dialog, "BYE")
             await self.dialogs.forget(call)
             self.dialogs.ended(call, "failed", sipReason=f"answer not applied: {exc}")
             return
