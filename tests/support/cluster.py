@@ -112,7 +112,11 @@ class Bridge:
             return ""
         await stop_process(self.proc, grace=10)
         assert self.proc.stderr is not None
-        return (await self.proc.stderr.read()).decode()
+        log = (await self.proc.stderr.read()).decode()
+        # Shown by pytest only when the test fails: what a worker said before it went away.
+        tail = "\n".join(log.splitlines()[-40:])
+        print(f"\n--- bridge on {self.port} (exit {self.proc.returncode}), its log's end:\n{tail}")
+        return log
 
 
 class Http:
