@@ -312,7 +312,7 @@ class PollingEngine(abc.ABC):
         payload: Any = None,
         headers: dict[str, str] | None = None,
     ) -> Any:
-        """One REST call (:func:`~.http.http_json`); an error status is :meth:`status_error`'s."""
+        """One REST call (:func:`~.http.http_json`); an error status is :func:`status_error`'s."""
         resp, text, body = await http_json(
             self.http,
             self.stats,
@@ -329,20 +329,22 @@ class PollingEngine(abc.ABC):
             message = ""
             if isinstance(body, dict):
                 message = str(body.get("error") or body.get("message") or "")
-            raise self.status_error(resp.status, message or text[:200])
+            raise status_error(self.who, self.not_enabled, resp.status, message or text[:200])
         return body
 
-    def status_error(self, status: int, message: str) -> EngineError:
-        """The error an engine's HTTP ``status`` (and its ``message``) means."""
-        if status in (401, 403):
-            return EngineUnavailable(
-                f"{self.who} refused BRIDGE_ENGINE_TOKEN ({status}): {message}",
-                code="engine_unauthorized",
-            )
-        if status == 404:
-            return EngineCallNotFound(f"{self.who} does not know this call: {message}")
-        if status == 409:
-            return EngineUnavailable(f"{self.not_enabled}: {message}", code="engine_not_enabled")
-        if status == 502:
-            return PeerUnreachable(f"the WhatsApp peer is unreachable: {message}")
-        return EngineError(f"{self.who} error {status}: {message}")
+
+def status_error(who: str, not_enabled: str, status: int, message: str) -> EngineError:
+    """The error a polling engine's HTTP ``status`` (and its ``message``) means, in its words
+    (:attr:`PollingEngine.who`, :attr:`PollingEngine.not_enabled`)."""
+    if status in (401, 403):
+        return EngineUnavailable(
+            f"{who} refused BRIDGE_ENGINE_TOKEN ({status}): {message}",
+            code="engine_unauthorized",
+        )
+    if status == 404:
+        return EngineCallNotFound(f"{who} does not know this call: {message}")
+    if status == 409:
+        return EngineUnavailable(f"{not_enabled}: {message}", code="engine_not_enabled")
+    if status == 502:
+        return PeerUnreachable(f"the WhatsApp peer is unreachable: {message}")
+    return EngineError(f"{who} error {status}: {message}")
