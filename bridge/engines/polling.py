@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from ..config import EngineSettings
-from ..errors import EngineCallNotFound, EngineError
+from ..errors import EngineCallNotFound, EngineError, EngineUnavailable, PeerUnreachable
 from ..tasks import TaskSet
 from .base import (
     ACTIVE_STATES,
@@ -48,6 +48,10 @@ class PollingEngine(abc.ABC):
 
     name = "remote"
     media_before_answer = False
+    who = "the engine"
+    """Who answers, as the errors name it."""
+    not_enabled = "the engine does not take calls"
+    """What an engine's 409 means, and how to fix it."""
 
     REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2)
 
@@ -307,9 +311,8 @@ class PollingEngine(abc.ABC):
         *,
         payload: Any = None,
         headers: dict[str, str] | None = None,
-        map_error: Callable[[int, str], EngineError],
     ) -> Any:
-        """One REST call (:func:`~.http.http_json`); an error status is ``map_error``'s."""
+        """One REST call (:func:`~.http.http_json`); an error status is :func:`status_error`'s."""
         resp, text, body = await http_json(
             self.http,
             self.stats,
@@ -326,5 +329,22 @@ class PollingEngine(abc.ABC):
             message = ""
             if isinstance(body, dict):
                 message = str(body.get("error") or body.get("message") or "")
-            raise map_error(resp.status, message or text[:200])
+            raise status_error(self.who, self.not_enabled, resp.status, message or text[:200])
         return body
+
+
+def status_error(who: str, not_enabled: str, status: int, message: str) -> EngineError:
+    """The error a polling engine's HTTP ``status`` (and its ``message``) means, in its words
+    (:attr:`PollingEngine.who`, :attr:`PollingEngine.not_enabled`)."""
+    if status in (401, 403):
+        return EngineUnavailable(
+            f"{who} refused BRIDGE_ENGINE_TOKEN ({status}): {message}",
+            code="engine_unauthorized",
+        )
+    if status == 404:
+        return EngineCallNotFound(f"{who} does not know this call: {message}")
+    if status == 409:
+        return EngineUnavailable(f"{not_enabled}: {message}", code="engine_not_enabled")
+    if status == 502:
+        return PeerUnreachable(f"the WhatsApp peer is unreachable: {message}")
+    return EngineError(f"{who} error {status}: {message}")

@@ -88,11 +88,8 @@ class PcmStreamMedia(WebSocketMedia):
     channel the worker-to-worker relay (``GET /call/{callID}/stream``) and the ZuckZapGo
     engine (1920-byte frames) both speak.
 
-    With an ``aim`` (``tick_aim.py``), the batches are aimed at the engine's clock, learnt
-    from its batch-sized frames: a batch completed on a quiet frame that would wait a tick or
-    more for the engine's tick drops that frame, to move the boundary a tick later; a batch of
-    silence that would find a frame of ours still queued in the engine is not sent, so that
-    the engine sends the queued one in its stead (``tick_aim.py``, *A standing backlog*)."""
+    With an ``aim``, the batches are aimed at the engine's clock, learnt from its batch-sized
+    frames: a quiet frame dropped, or a batch of silence shed, as ``tick_aim.py`` says."""
 
     engine = "PCM stream"
 

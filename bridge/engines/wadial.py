@@ -22,7 +22,7 @@ import numpy as np
 from ..audio import SAMPLE_RATE, f32_to_s16, s16_to_f32
 from ..audio.pcm import Pcm
 from ..config import EngineSettings, Settings
-from ..errors import EngineCallNotFound, EngineError, EngineUnavailable, PeerUnreachable
+from ..errors import EngineError
 from .base import ACTIVE_STATES, EngineEvent, EngineEventKind, RemoteCall, emit
 from .channels import MediaFatal
 from .polling import PollingEngine
@@ -41,22 +41,6 @@ ROUTES = {
 }
 
 ENCODINGS = frozenset({"f32le", "float32le", "pcm_f32le", "float32"})
-
-
-def _map_error(status: int, message: str) -> EngineError:
-    if status in (401, 403):
-        return EngineUnavailable(
-            f"WADial refused BRIDGE_ENGINE_TOKEN ({status}): {message}", code="engine_unauthorized"
-        )
-    if status == 404:
-        return EngineCallNotFound(f"WADial does not know this call: {message}")
-    if status == 409:
-        return EngineUnavailable(
-            f"the WADial session is not paired or connected: {message}", code="engine_not_enabled"
-        )
-    if status == 502:
-        return PeerUnreachable(f"the WhatsApp peer is unreachable: {message}")
-    return EngineError(f"WADial error {status}: {message}")
 
 
 def _snapshot(body: Any) -> dict[str, Any]:
@@ -167,6 +151,8 @@ class WadialEngine(PollingEngine):
     """Drives a WADial session (``BRIDGE_ENGINE=wadial``)."""
 
     name = "wadial"
+    who = "WADial"
+    not_enabled = "the WADial session is not paired or connected"
     media_before_answer = True
     """The media socket reports ``call_state``/``ended``: open it before the answer."""
 
@@ -191,9 +177,7 @@ class WadialEngine(PollingEngine):
 
     async def _call(self, route: str, call: str = "", body: Any = None) -> Any:
         method, url = self._url(route, call)
-        return await self.request(
-            method, url, payload=body, headers=self.headers, map_error=_map_error
-        )
+        return await self.request(method, url, payload=body, headers=self.headers)
 
     async def list_calls(self) -> list[RemoteCall]:
         body = await self._call("list")

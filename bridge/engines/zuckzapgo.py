@@ -16,10 +16,7 @@ import aiohttp
 from ..audio.pcm import SAMPLE_RATE
 from ..config import EngineSettings, Settings
 from ..errors import (
-    EngineCallNotFound,
     EngineError,
-    EngineUnavailable,
-    PeerUnreachable,
 )
 from .base import (
     EngineEvent,
@@ -38,27 +35,6 @@ log = logging.getLogger(__name__)
 
 ENGINE_FRAME_SAMPLES = 960
 """§6: the engine's frame, 960 samples = 1920 bytes = 60 ms (three bus frames)."""
-
-
-def _map_error(status: int, message: str) -> EngineError:
-    if status == 409:
-        return EngineUnavailable(
-            "the ZuckZapGo calls engine is not enabled for this instance: "
-            'PUT /call/config {"callsEnabled": true, "callInboundMode": "manual"} on the engine, '
-            "then reconnect its session (POST /session/disconnect, POST /session/connect) "
-            f"— engine said: {message}",
-            code="engine_not_enabled",
-        )
-    if status == 502:
-        return PeerUnreachable(f"the WhatsApp peer is unreachable: {message}")
-    if status == 404:
-        return EngineCallNotFound(f"the engine does not know this call: {message}")
-    if status in (401, 403):
-        return EngineUnavailable(
-            f"the engine refused BRIDGE_ENGINE_TOKEN ({status}): {message}",
-            code="engine_unauthorized",
-        )
-    return EngineError(f"engine error {status}: {message}")
 
 
 def _unwrap(body: Any) -> Any:
@@ -92,6 +68,13 @@ class ZuckZapGoEngine(PollingEngine):
     """Drives a ZuckZapGo instance (``BRIDGE_ENGINE=zuckzapgo``)."""
 
     name = "zuckzapgo"
+    who = "ZuckZapGo"
+    not_enabled = (
+        "the ZuckZapGo calls engine is not enabled for this instance: "
+        'PUT /call/config {"callsEnabled": true, "callInboundMode": "manual"} on the engine, '
+        "then reconnect its session (POST /session/disconnect, POST /session/connect) "
+        "— engine said"
+    )
 
     def __init__(self, settings: EngineSettings, http: aiohttp.ClientSession | None = None) -> None:
         super().__init__(settings, settings.engine_poll_interval, http)
@@ -106,9 +89,7 @@ class ZuckZapGoEngine(PollingEngine):
         return cls(settings.engine, http)
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        raw = await self.request(
-            method, self.base + path, payload=body, headers=self.headers, map_error=_map_error
-        )
+        raw = await self.request(method, self.base + path, payload=body, headers=self.headers)
         return _unwrap(raw)
 
     async def list_calls(self) -> list[RemoteCall]:

@@ -235,13 +235,6 @@ drops to 20 kbit/s, where libopus has no room left for FEC data (RFC 6716 §2.1.
 Chromium test saw none at 15 % loss)."""
 
 
-def _opus_pt(lines: list[str]) -> str | None:
-    for ln in lines:
-        if ln.lower().startswith("a=rtpmap:") and " opus/48000" in ln.lower():
-            return ln.split(":", 1)[1].split(" ", 1)[0]
-    return None
-
-
 def opus_parameters(sdp: str) -> dict[str, str]:
     """The Opus ``a=fmtp`` parameters of ``sdp``'s audio (names lower-cased; empty when none)."""
     audio = audio_section(sdp)
@@ -268,10 +261,10 @@ def asks_for_dtx(sdp: str) -> bool:
 
 def with_opus_fmtp(sdp: str, params: tuple[tuple[str, str], ...] = OPUS_ANSWER_FMTP) -> str:
     """``sdp`` with its Opus ``a=fmtp`` line replaced by ``params`` (added after the rtpmap)."""
-    lines = sdp_lines(sdp)
-    pt = _opus_pt(lines)
+    pt = audio_section(sdp).payload_type("opus/48000")
     if pt is None:
         return sdp
+    lines = sdp_lines(sdp)
     fmtp = f"a=fmtp:{pt} " + ";".join(f"{k}={v}" for k, v in params)
     out: list[str] = []
     for ln in lines:

@@ -156,6 +156,12 @@ class Via:
         return f"SIP/2.0/{self.transport} {self.host}{port}{_join_params(self.params)}"
 
 
+def warning(why: object) -> tuple[str, str]:
+    """A ``Warning`` header (RFC 3261 §20.43: code 399, our host, quoted text) saying ``why``."""
+    text = re.sub(r"[\r\n]", " ", str(why)).replace('"', "'").replace("\\", "/")[:200]
+    return "Warning", f'399 bridge "{text}"'
+
+
 def strip_tag(value: str) -> str:
     """A From/To value without its tag (CANCEL's To, §9.1, keeps the INVITE's untagged)."""
     addr = Address.parse(value)

@@ -25,6 +25,7 @@ from ..numbers.catalog import Catalog
 from ..numbers.trunks import Trunk
 from ..sip import DigestServer, InviteServer
 from ..sip.digest import parse_params
+from ..sip.headers import warning
 from ..sip.transaction import refusal_of
 from . import sdp
 from .participant import SipParticipant, TrunkLine
@@ -171,9 +172,7 @@ class PbxCall:
         try:
             self.remote = sdp.read(req.body, self.trunk.codecs, srtp=self.trunk.srtp == "sdes")
         except BadOffer as exc:
-            await self._refuse(
-                488, "Not Acceptable Here", [("Warning", f'399 bridge "{exc}"'[:200])]
-            )
+            await self._refuse(488, "Not Acceptable Here", [warning(exc)])
             return
         catalog = self.service.catalog
         try:

@@ -69,7 +69,6 @@ class TrunkMedia:
     ) -> None:
         self.name = name
         self.event_pt = event_pt
-        self.microphone = microphone
         self.keys_in = DtmfDetector(on_key, RATE)
         self.keys_out = KeyPresses(KEYS_QUEUED, lambda: self.event_pt)
         self.leg = RtpLeg(

@@ -214,9 +214,9 @@ class SipParticipant:
         from before."""
         socket, crypto, self.remote = self._socket, self.crypto, remote
         media.follow(remote)
-        if crypto is not None and remote.crypto is not None and socket is not None:
-            socket.set_keys(crypto.key, remote.crypto.key, remote.crypto.profile)
         assert socket is not None
+        if crypto is not None and remote.crypto is not None:
+            socket.set_keys(crypto.key, remote.crypto.key, remote.crypto.profile)
         if not ipaddress.ip_address(remote.address).is_unspecified:
             rtcp_port = remote.port if remote.rtcp_mux else remote.port + 1
             socket.set_remote((remote.address, remote.port), (remote.address, rtcp_port))

@@ -24,6 +24,7 @@ from ..media import Role, UplinkSource
 from ..numbers.catalog import Catalog
 from ..rtc.sdes import Crypto
 from ..sip import InviteServer
+from ..sip.headers import warning
 from . import sdp
 
 if TYPE_CHECKING:
@@ -135,12 +136,6 @@ def answer(
     if body != sent:  # RFC 3264 §8: a changed SDP is the next version
         body = ours(version + 1)
     return Answer(remote, offered, direction, body)
-
-
-def warning(exc: Exception) -> tuple[str, str]:
-    """A ``Warning`` header (RFC 3261 §20.43: code 399, our host, quoted text) for ``exc``."""
-    text = str(exc).replace('"', "'").replace("\\", "/")[:200]
-    return "Warning", f'399 bridge "{text}"'
 
 
 async def reinvited(

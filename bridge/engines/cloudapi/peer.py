@@ -19,17 +19,9 @@ from aiortc import RTCRtpCodecCapability, RTCRtpSender, RTCRtpTransceiver, RTCSe
 from ...audio.receiver_stats import ReceiverStats
 from ...config import IceSettings
 from ...rtc.leg import PeerLeg
-from ...rtc.protection import LossProtection
-from ...rtc.tracks import OpusBusTrack
 from ..base import EngineStats
 from .sdp import DTMF_PT, answer_codec, answered_codec, for_meta, leg_codecs, read_remote
 from .shell import WhatsAppLeg
-
-OPUS_COMPLEXITY = 6
-"""Encoder complexity for the WhatsApp leg, like the browser leg's default
-(``BRIDGE_OPUS_COMPLEXITY``). Picked by ear on the quality bench's encoder curve
-(docs/quality.md): at Meta's 20 kbit/s, PESQ-WB 2.51 at complexity 1 and 3.56 at 6, for about
-100 µs more per 20 ms frame (0.5 % of a core per call)."""
 
 
 class WhatsAppPeer(WhatsAppLeg, PeerLeg):
@@ -70,19 +62,10 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         return audio
 
     def _prepare(self, bitrate: int, fec: bool, codec: str = "opus") -> None:
-        # FEC follows WhatsApp's loss reports (rtc/protection.py), within Meta's bit rate: at
-        # 20 kbit/s LBRR data costs a clean link dearly, so none before the first report.
         self.codec = codec
-        track = OpusBusTrack(
-            self.port.source,
-            codec=codec,
-            bitrate=bitrate,
-            complexity=OPUS_COMPLEXITY,
-            fec=fec,
-            protection=LossProtection(fec=fec, unknown=0),
-            keys=self.keys_out,
+        self.start_media(
+            self._transceiver(), self._meta_track(bitrate, fec), self._on_frame, self.rx
         )
-        self.start_media(self._transceiver(), track, self._on_frame, self.rx)
 
     def _local_sdp(self) -> str:
         return for_meta(self.advertise(str(self.pc.localDescription.sdp)), self.dtmf_pt)

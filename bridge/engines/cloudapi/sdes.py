@@ -27,7 +27,6 @@ from ...config import IceSettings
 from ...errors import BadOffer
 from ...rtc import counters
 from ...rtc.leg import RtpLegOwner
-from ...rtc.protection import LossProtection
 from ...rtc.rtcp_schedule import AVP_MIN_INTERVAL
 from ...rtc.rtp_leg import RtpLeg
 from ...rtc.rtp_session import RtpSession
@@ -37,7 +36,6 @@ from ...rtc.tracks import OpusBusTrack
 from ...tasks import TaskSet
 from ..base import EngineStats
 from . import sdes_rtp, sdes_sdp
-from .peer import OPUS_COMPLEXITY
 from .sdp import DTMF_PT, STATIC_PT, answer_codec, answered_codec, leg_codecs, read_remote
 from .shell import WhatsAppLeg
 
@@ -190,17 +188,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         self.socket.set_keys(self.crypto.key, theirs.key, self.crypto.profile)
         self.socket.set_remote(rtp, rtcp)
         self.stream.payload_type = self.audio_pt
-        # FEC follows Meta's reports as they arrive (rtc/protection.py), as on the DTLS leg:
-        # none before the first one (LBRR at Meta's 20 kbit/s costs a clean link dearly).
-        track = self._track = OpusBusTrack(
-            self.port.source,
-            codec=self.codec,
-            bitrate=bitrate,
-            complexity=OPUS_COMPLEXITY,
-            fec=fec,
-            protection=LossProtection(fec=fec, unknown=0),
-            keys=self.keys_out,
-        )
+        track = self._track = self._meta_track(bitrate, fec)
         self.state = "connecting"
         self.started_at = time.monotonic()
         self.leg.play(track)  # Meta's loss, report by report, to its encoder

@@ -24,6 +24,7 @@ from typing import Any
 from ...errors import EngineCallNotFound, EngineError
 from ...sip import InviteServer, UserAgent
 from ...sip.dialog import Dialog
+from ...sip.headers import warning
 from ...sip.message import Request
 from ..base import EngineEvent, EngineEventKind, emit
 from .graph_side import GraphSide
@@ -176,8 +177,7 @@ class SipDialogs:
             if call.state == "ended":
                 return  # cancelled while the leg answered: its closing stopped it
             log.warning("SIP call %s: Meta's offer cannot be answered: %s", cid, exc)
-            warn = [("Warning", f'399 bridge "{str(exc)[:120]}"'.replace("\r", " "))]
-            await tx.respond(488, "Not Acceptable Here", extra=warn)
+            await tx.respond(488, "Not Acceptable Here", extra=[warning(exc)])
             await self.forget(call)
             return
         if call.state != "connecting" or tx.final:
