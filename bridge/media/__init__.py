@@ -3,7 +3,7 @@
 from .bus import BusClosed, CallBus, UplinkSource
 from .conference import CallPort, Conference, Role
 from .frames import BusFrame, DownlinkSink
-from .stats import BusStats, FixedHistogram, LevelMeter, ReceiveStats, level_dbfs
+from .stats import BusStats, FixedHistogram, LevelMeter, ReceiveStats, frame_energy, level_dbfs
 
 __all__ = [
     "BusClosed",
@@ -18,5 +18,6 @@ __all__ = [
     "ReceiveStats",
     "Role",
     "UplinkSource",
+    "frame_energy",
     "level_dbfs",
 ]

@@ -90,8 +90,7 @@ class LevelMeter:
         self.samples = 0
 
     def add(self, pcm: Pcm) -> None:
-        x = pcm.astype(np.float32)  # int16 squares overflow; float32 is ample for a level
-        self.energy += float(x.dot(x))  # the method: a third cheaper than np.dot's dispatch
+        self.energy += frame_energy(pcm)
         self.samples += pcm.size
 
     def add_energy(self, energy: float, samples: int) -> None:
@@ -102,6 +101,13 @@ class LevelMeter:
     def add_silence(self, samples: int) -> None:
         """Frames of zeros: counted, nothing to sum."""
         self.samples += samples
+
+
+def frame_energy(pcm: Pcm) -> float:
+    """A frame's sum of squares, as :meth:`LevelMeter.add` adds it: for a frame that goes to
+    several meters, computed once and given to each (:meth:`LevelMeter.add_energy`)."""
+    x = pcm.astype(np.float32)  # int16 squares overflow; float32 is ample for a level
+    return float(x.dot(x))  # the method: a third cheaper than np.dot's dispatch
 
 
 def level_dbfs(energy: float, samples: int) -> float | None:

@@ -146,7 +146,7 @@ class PolledTransport(asyncio.DatagramTransport):
             checks_over = self._checks_over  # STUN once the checks are over (consent)
             if data[0] > 3 or checks_over is None or not checks_over():
                 poller.handshake = True
-        elif is_media(data):
+        elif not poller.media and is_media(data):  # once a read: the flag is all it sets
             poller.media = True
         try:
             timed = self._timed

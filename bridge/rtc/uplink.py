@@ -37,7 +37,7 @@ from ..audio.opus import WARM_PACKETS, OpusError
 from ..audio.pcm import Pcm
 from ..audio.receiver import FrameDecoder, Receiver, ReceiverStats
 from ..audio.reception import RtpReception
-from ..media import BusStats, LevelMeter
+from ..media import BusStats, LevelMeter, frame_energy
 from ..media.clock import Phase, worker_clock
 from ..tasks import TaskSet
 
@@ -200,8 +200,9 @@ class Playout:
         except OpusError:
             return
         if phase >= LEVEL_RUN - LEVEL_METERED and pcm.size:
+            energy = frame_energy(pcm)  # once for the meters of both sides
             for meter in meters:
-                meter.add(pcm)
+                meter.add_energy(energy, pcm.size)
 
     def numbered(self, seq: int) -> None:
         """A packet of this leg that is not audio (an RFC 4733 event) took number ``seq``."""
