@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import time
 from typing import Any
 
 import numpy as np
@@ -104,6 +105,7 @@ async def test_mixing_switches_to_encoding_and_back_with_rtp_time_continuous(
         await call.start_speaking()
         await asyncio.sleep(1.5)
         before = (await stats(call))["webrtc"]["downlinkForwarded"]
+        played = time.monotonic()  # the switch to encoding; back about 1 s later
         async with call.http.post(
             f"{call.bridge.base}/call/play",
             json={"callID": call.call_id, "audioBase64": tone, "target": "both"},
@@ -121,13 +123,17 @@ async def test_mixing_switches_to_encoding_and_back_with_rtp_time_continuous(
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gap, no repeat
     steps = {(b - a) & 0xFFFFFFFF for a, b in itertools.pairwise(stamps)}
     assert steps == {960}  # 20 ms of RTP time per packet, across both switches
-    # The sender never stalled at a switch: no arrival gap beyond 100 ms, or on a loaded machine
-    # beyond the worst gap of the steady forwarding before the switch plus three frames (the
-    # bar follows the machine, as the hand-off tests' does; a stall of the switch itself would
-    # stand out on a quiet machine and a loaded one alike).
-    arrivals = np.diff([t for _, _, t in rtp])
-    steady = arrivals[: max(before - 10, 10)]
-    assert arrivals.max() < max(0.1, float(steady.max()) + 0.06), (arrivals.max(), steady.max())
+    # The sender never stalled at a switch: no arrival gap ending near one (to encoding as the
+    # tone starts, back to forwarding as it ends) beyond 100 ms, or on a loaded machine beyond
+    # the worst gap of the rest of the call plus three frames (the bar follows the machine, as
+    # the hand-off tests' does; a stall of the switch itself stands out on a quiet machine and
+    # a loaded one alike, where a stall of the loaded test process elsewhere only raises it).
+    times = np.array([t for _, _, t in rtp])
+    gaps, ends = np.diff(times), times[1:] - played
+    at_switch = ((ends > -0.05) & (ends < 0.4)) | ((ends > 0.9) & (ends < 1.6))
+    rest = gaps[~at_switch][10:]  # (not the call's first packets)
+    bar = max(0.1, float(rest.max()) + 0.06)
+    assert gaps[at_switch].max() < bar, (gaps[at_switch].max(), rest.max())
     # The tone was heard while mixing: the browser's audio holds 1 kHz.
     from bench.quality_paths import ideal_decode
 
