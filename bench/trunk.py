@@ -37,7 +37,10 @@ and calls the phone itself; both legs then forward the packets untouched, no dec
 coding. There is no "calls alone" measurement on these points (each call has its phone from
 the start): ``cpu_pct_per_call`` is the whole call's cost. Besides ``forwarded_to_whatsapp``
 they record ``not_decoded_from_whatsapp``, the share of WhatsApp's packets that were not
-decoded (forwarded to the phone: ``packetsNotDecoded`` against those decoded).
+decoded (forwarded to the phone: ``packetsNotDecoded`` against those decoded). ``per_call``
+has both counts for each call, and why the phone's packets offered to WhatsApp's sender were
+not carried (``forwardNotCarried``, by reason): one call whose pass-through never engaged one
+way is a dip of a tenth in the point's share, and plain in its row.
 
 On ``--engine cloudapi`` the WhatsApp users' packets cross a real path's network, not
 loopback's clean one (``bench.meta``'s ``Network``): 0-20 ms of jitter, 1 % loss and a clock
@@ -399,6 +402,7 @@ async def per_call(http: aiohttp.ClientSession, base: str, cids: list[str]) -> l
                 "to_whatsapp_forwarded": leg.get("framesForwarded", 0),
                 "from_whatsapp_decoded": leg.get("framesReceived", 0),
                 "from_whatsapp_not_decoded": leg.get("packetsNotDecoded", 0),
+                "to_whatsapp_not_carried": leg.get("forwardNotCarried", {}),
             }
         )
     return rows
