@@ -37,7 +37,10 @@ and calls the phone itself; both legs then forward the packets untouched, no dec
 coding. There is no "calls alone" measurement on these points (each call has its phone from
 the start): ``cpu_pct_per_call`` is the whole call's cost. Besides ``forwarded_to_whatsapp``
 they record ``not_decoded_from_whatsapp``, the share of WhatsApp's packets that were not
-decoded (forwarded to the phone: ``packetsNotDecoded`` against those decoded).
+decoded (forwarded to the phone: ``packetsNotDecoded`` against those decoded). ``per_call``
+has both counts for each call, and why the phone's packets offered to WhatsApp's sender were
+not carried (``forwardNotCarried``, by reason): one call whose pass-through never engaged one
+way is a dip of a tenth in the point's share, and plain in its row.
 
 On ``--engine cloudapi`` the WhatsApp users' packets cross a real path's network, not
 loopback's clean one (``bench.meta``'s ``Network``): 0-20 ms of jitter, 1 % loss and a clock
@@ -324,6 +327,7 @@ async def g711_point(
         point.update(bus_frames(m0, m1, calls, window))
         point.update(await forwarding(http, base))
         point.update(await not_decoded(http, base, cids))
+        point["per_call"] = await per_call(http, base, cids)
     finally:
         point["phones_exit"] = await end_point(http, base, cids, trunk_id, phones)
     return point
@@ -380,6 +384,28 @@ async def not_decoded(http: aiohttp.ClientSession, base: str, cids: list[str]) -
         "whatsapp_loss_seen": round(lost / max(1, received + lost), 4),
         "whatsapp_jitter_ms_seen": round(sum(jitter) / max(1, len(jitter)), 2),
     }
+
+
+async def per_call(http: aiohttp.ClientSession, base: str, cids: list[str]) -> list[dict[str, Any]]:
+    """Each call's WhatsApp leg, since the call's start: frames sent to WhatsApp and how many
+    of them were forwarded (the phone's packets as they came), packets from WhatsApp decoded
+    and not decoded (forwarded to the phone): a call whose pass-through did not engage one way
+    shows here, where the point's shares only dip."""
+    rows = []
+    for cid in cids:
+        async with http.get(f"{base}/call/{cid}/stats") as r:
+            leg = ((await r.json()).get("leg") or {}).get("webrtc") or {}
+        rows.append(
+            {
+                "callID": cid,
+                "to_whatsapp_sent": leg.get("framesSent", 0),
+                "to_whatsapp_forwarded": leg.get("framesForwarded", 0),
+                "from_whatsapp_decoded": leg.get("framesReceived", 0),
+                "from_whatsapp_not_decoded": leg.get("packetsNotDecoded", 0),
+                "to_whatsapp_not_carried": leg.get("forwardNotCarried", {}),
+            }
+        )
+    return rows
 
 
 async def until_all(

@@ -79,6 +79,13 @@ class ForwardingTrack(MediaStreamTrack):
         self.sending = True
         """False while the leg's SDP says we send nothing (a phone's hold, RFC 3264 §6.1): no
         packet goes out, forwarded or encoded (``OpusBusTrack.packets``)."""
+        self.not_carried: dict[str, int] = {}
+        """Packets a pass-through offered that it did not carry, by why (counted only there,
+        off the forwarding route): ``old_source`` (a pass-through it no longer takes from),
+        ``no_sender`` (none running yet), ``ended``, ``key`` (a press waiting), ``hold``,
+        ``not_20ms`` (a phone leg), ``connection`` (the wire down), ``failed`` (a bug: it
+        encodes from then on). A direction that never forwards says here which check refused
+        (the pass-through counts what its policy refused: ``PassThrough.not_allowed``)."""
 
     def forward_from(self, pass_through: PassThrough, sender: PacketSender) -> None:
         """Send another leg's Opus packets untouched while ``pass_through.allowed()`` (see
@@ -124,9 +131,12 @@ class ForwardingTrack(MediaStreamTrack):
         stream's numbers (``RtpStream.packetise``) and the wire (``PacketSender.send_rtp``)."""
         sender = self._sender
         if source is not self.pass_through or sender is None or not sender.running:
-            return False  # an old source (a transfer), or no sender running (yet)
+            # An old source (a transfer), or no sender running (yet).
+            return self._not_carried(
+                "old_source" if source is not self.pass_through else "no_sender"
+            )
         if self.readyState != "live":
-            return False
+            return self._not_carried("ended")
         keys = self.keys
         if (
             (keys is not None and keys.pending)  # a key press: on the clock, not this
@@ -134,7 +144,13 @@ class ForwardingTrack(MediaStreamTrack):
             or (self.phone and not one_20ms_packet(self.codec, payload))
         ):
             self._end_run()  # the next tick sends the press, or encodes
-            return False
+            return self._not_carried(
+                "key"
+                if keys is not None and keys.pending
+                else "hold"
+                if not self.sending
+                else "not_20ms"
+            )
         run = self._run
         numbering = run.numbering if run.source is source else None
         if numbering is None:
@@ -172,7 +188,8 @@ class ForwardingTrack(MediaStreamTrack):
             sender.send_rtp(plain)
             return True
         except ConnectionError:
-            return False  # DTLS or the socket closing: the sender's own tick ends the track
+            # DTLS or the socket closing: the sender's own tick ends the track.
+            return self._not_carried("connection")
         except Exception:
             # A bug, in the source leg's receive callback: it must not cost that leg its own
             # audio. Forwarding stops here (the sender encodes again); said once, loudly.
@@ -180,7 +197,21 @@ class ForwardingTrack(MediaStreamTrack):
             source.target = None
             self.pass_through = None
             self._end_run()
-            return False
+            return self._not_carried("failed")
+
+    def refusals(self) -> dict[str, int]:
+        """:attr:`not_carried`, and what its pass-through's policy refused (``not_allowed``):
+        a leg's stats (why a direction forwards less than it is offered)."""
+        refused = dict(self.not_carried)
+        pass_through = self.pass_through
+        if pass_through is not None and pass_through.not_allowed:
+            refused["not_allowed"] = pass_through.not_allowed
+        return refused
+
+    def _not_carried(self, why: str) -> bool:
+        """Count an offered packet not carried (:attr:`not_carried`): ``False``, the answer."""
+        self.not_carried[why] = self.not_carried.get(why, 0) + 1
+        return False
 
     def forward_refused(self, source: PassThrough) -> None:
         """Mixing began in this direction (``ForwardTarget``): the next tick encodes again,

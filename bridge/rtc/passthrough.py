@@ -75,6 +75,8 @@ class PassThrough:
         self.late = 0
         """Packets older than the first of the forwarding run they came in, dropped: the
         numbers they would map to went out already (the target's own encoded packets)."""
+        self.not_allowed = 0
+        """Packets offered while ``allowed()`` said no (something mixed into the direction)."""
 
     def permitted(self, now: float) -> bool:
         """``allowed()`` at ``now`` (``time.monotonic()`` base: a packet's arrival, or the
@@ -95,6 +97,7 @@ class PassThrough:
             return False
         if at < self._yes_until or self.permitted(at):  # (the kept yes without a call)
             return target.forward(self, seq, timestamp, payload, at)
+        self.not_allowed += 1
         target.forward_refused(self)
         return False
 

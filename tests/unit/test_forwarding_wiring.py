@@ -4,11 +4,17 @@ nothing either way: the half-done wiring was remembered as done)."""
 
 from __future__ import annotations
 
+import itertools
+import struct
+import time
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from bridge.calls.forwarding import Forwarding
 from bridge.media import LevelMeter
+from bridge.trunks.media import TrunkMedia
 
 
 class End:
@@ -93,3 +99,69 @@ def test_a_whatsapp_leg_on_g711_is_never_forwarded_to_a_browser() -> None:
     forwarding = Forwarding(bus(), {"agent": browser})  # type: ignore[arg-type]
     forwarding.update(whatsapp, browser)  # type: ignore[arg-type]
     assert whatsapp.forwarding_to is None and browser.forwarding_to is None
+
+
+class _Wire:
+    """A leg's socket: the payloads it sent, by sequence number."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send_rtp(self, plain: bytes) -> None:
+        self.sent.append(plain[12:])
+
+    def send_rtcp(self, plain: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _g711(seq: int, payload: bytes) -> bytes:
+    return struct.pack("!BBHII", 0x80, 0, seq, 160 * seq, 7) + payload
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(("opened", "joined", "sending"))))
+async def test_a_lone_g711_phone_forwards_both_ways_whatever_order_the_call_starts_in(
+    order: tuple[str, ...],
+) -> None:
+    """A WhatsApp call answered into a G.711 phone starts with three events in any order
+    (bench.trunk's G.711 point: one call in ~560 forwarded nothing to WhatsApp once): the
+    WhatsApp leg's media opened (the runtime's ``on_opened``), the phone joined (its
+    participants changed) and the WhatsApp leg's sender running (DTLS up, no wiring call).
+    Whatever the order, each side's packets then reach the other as they were (real legs:
+    ``TrunkMedia`` stands in for the WhatsApp leg, the same RTP leg and track)."""
+    whatsapp = TrunkMedia("wa", "PCMU", 0, None, lambda pcm: None, lambda now: None, _no_key)
+    phone = TrunkMedia("phone", "PCMU", 0, None, lambda pcm: None, lambda now: None, _no_key)
+    forwarding = Forwarding(bus(), {})  # type: ignore[arg-type]
+    to_whatsapp, to_phone = _Wire(), _Wire()
+    done: set[str] = set()
+    t0 = time.monotonic()
+    for n, event in enumerate(order):
+        done.add(event)
+        if event == "sending":
+            whatsapp.start(to_whatsapp)  # type: ignore[arg-type]
+        else:
+            if event == "joined":
+                phone.start(to_phone)  # type: ignore[arg-type]
+            leg = whatsapp if "opened" in done else None
+            forwarding.update(leg, None, phone if "joined" in done else None)  # type: ignore[arg-type]
+        # Packets both ways between the events (each leg's far end sends once it is up).
+        phone.on_rtp(_g711(200 + n, b"\xff" * 160), t0 + 0.02 * n)
+        whatsapp.on_rtp(_g711(900 + n, b"\xff" * 160), t0 + 0.02 * n)
+    to_whatsapp.sent.clear()
+    to_phone.sent.clear()
+    up = [bytes([0x10 + i]) * 160 for i in range(5)]
+    down = [bytes([0x60 + i]) * 160 for i in range(5)]
+    for i in range(5):
+        phone.on_rtp(_g711(203 + i, up[i]), t0 + 0.02 * (3 + i))
+        whatsapp.on_rtp(_g711(903 + i, down[i]), t0 + 0.02 * (3 + i))
+    assert to_whatsapp.sent == up and to_phone.sent == down
+    # What was offered before the last event and not carried is counted, nothing after.
+    assert set(whatsapp.track.refusals()) <= {"no_sender"} and phone.track.refusals() == {}
+    whatsapp.stop()
+    phone.stop()
+
+
+def _no_key(digit: str, ms: int) -> None:
+    pass

@@ -269,3 +269,28 @@ async def test_the_packets_a_sender_does_not_carry_are_decoded_while_forwarding_
 
 def _no_key(digit: str, ms: int) -> None:
     pass
+
+
+async def test_the_packets_a_sender_did_not_carry_are_counted_by_why() -> None:
+    """Why a direction forwards less than it is offered is in its target's counts
+    (``ForwardingTrack.refusals``): offered before the phone's sender runs, a packet of two
+    frames, one in a hold, and one the pass-through's policy refused; the carried one is not
+    counted (a call whose pass-through never engaged one way says here which check refused)."""
+    m = TrunkMedia("t", "opus", 111, 101, lambda pcm: None, lambda now: None, _no_key)
+    allowed = [True]
+    down = m.forward_from(lambda: allowed[0])  # wired before the leg's sender runs
+    packet, t0 = opus_packet(), time.monotonic()
+    assert not down.offer(100, 0, packet, t0)
+    wire = Wire()
+    m.start(wire)  # type: ignore[arg-type]
+    wire.sent.clear()
+    assert down.offer(101, 960, packet, t0)
+    assert not down.offer(102, 960 * 2, bytes([packet[0] | 0x01]) + packet[1:], t0)
+    m.sending = False  # the phone holds
+    assert not down.offer(103, 960 * 3, packet, t0)
+    m.sending = True
+    allowed[0] = False  # something mixes into what the phone hears
+    assert not down.offer(104, 960 * 4, packet, t0 + 0.1)  # past the yes kept for 20 ms
+    assert [p for _, _, p in wire.sent] == [packet] and down.forwarded == 1
+    assert m.track.refusals() == {"no_sender": 1, "not_20ms": 1, "hold": 1, "not_allowed": 1}
+    m.stop()

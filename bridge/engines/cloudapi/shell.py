@@ -144,6 +144,7 @@ class WhatsAppLeg:
             "decodeErrors": self.rx.uplink_decode_errors,
             "dtmfPresses": self.dtmf.presses,
             "dtmfSent": self.keys_out.presses,
+            "forwardNotCarried": track.refusals() if track is not None else {},
         }
 
     @property
