@@ -7,8 +7,10 @@ microphone, clipping-safe; ``target: both`` mixes them into what the browser hea
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import itertools
 import json
 import logging
 import secrets
@@ -45,6 +47,18 @@ def inside(base: Path, relative: str) -> Path:
 
 MAX_PER_CALL = 8
 """Playbacks mixed into one call at the same time."""
+
+
+def _opened(source: Path | bytes) -> Iterator[Pcm]:
+    """``source``'s frames, checked (``probe``), its container open and its first frame
+    decoded: the slow part of a playback's start (~20 ms a short WAV on the 2-core VM, more
+    under load), run in a thread, where on the loop it held every call's media on the worker
+    (``tests/integration/test_passthrough.py``'s mixing switch saw it as a gap). A generator
+    may go on in another thread once this one is done with it."""
+    probe(source)
+    frames = bus_frames(source)
+    first = next(frames, None)
+    return frames if first is None else itertools.chain((first,), frames)
 
 
 class Playback:
@@ -212,12 +226,14 @@ class PlaybackService:
             raise BadRequest("field 'loop' must be true or false")
         source = await self._resolve(kinds[0], body[kinds[0]])
         try:
-            probe(source)
+            opened = [await asyncio.to_thread(_opened, source)]
         except UndecodableAudio as exc:
             raise BadRequest(str(exc), code="undecodable_audio") from None
-        playback = Playback(
-            host, lambda: bus_frames(source), to_downlink=target == "both", loop=loop
-        )
+
+        def frames() -> Iterator[Pcm]:  # the opened ones first; a loop opens the file again
+            return opened.pop() if opened else bus_frames(source)
+
+        playback = Playback(host, frames, to_downlink=target == "both", loop=loop)
         host.attach(playback)  # 409 if the call ended while the audio was fetched
         host.bus.add_source(playback)
         host.emit("playback.started", playbackId=playback.id, target=target)
