@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..errors import BadOffer
 from ..rtc.sdes import Crypto, parse_crypto
-from ..rtc.sdp import audio_section
+from ..rtc.sdp import audio_sdp, audio_section
 
 STATIC = {"PCMU": 0, "PCMA": 8, "G722": 9}
 """The static payload types of the codecs we carry (RFC 3551 §6): an m-line may name them
@@ -65,7 +65,6 @@ def offer(
     """Our SDP: an offer of ``codecs`` (those we carry), or the answer choosing ``answer_to``'s
     codec. ``origin``: the o= line's session id and version (RFC 4566 §5.2; a new session's
     are random); ``direction``: our ``a=`` direction (RFC 3264 §6.1)."""
-    family = "IP6" if ":" in address else "IP4"
     events: list[tuple[int, int]] = []
     if answer_to is not None:
         chosen = [(answer_to.pt, answer_to.codec)]
@@ -76,31 +75,19 @@ def offer(
         events = [(EVENT_PT, 8000)] + ([(EVENT_PT + 1, 48000)] if "opus" in codecs else [])
     if not chosen:
         raise BadOffer("none of the trunk's codecs is carried (opus, G722, PCMU, PCMA)")
-    pts = [pt for pt, _ in chosen] + [pt for pt, _ in events]
-    profile = "RTP/SAVP" if crypto is not None else "RTP/AVP"
-    session, version = origin or (secrets.randbelow(2**31),) * 2
-    lines = [
-        "v=0",
-        f"o=- {session} {version} IN {family} {address}",
-        "s=bridge",
-        f"c=IN {family} {address}",
-        "t=0 0",
-        f"m=audio {port} {profile} {' '.join(str(pt) for pt in pts)}",
-    ]
-    for pt, codec in chosen:
-        lines.append(f"a=rtpmap:{pt} {RTPMAP[codec]}")
-        if codec in FMTP:
-            lines.append(f"a=fmtp:{pt} {FMTP[codec]}")
-    for pt, rate in events:
-        lines += [f"a=rtpmap:{pt} telephone-event/{rate}", f"a=fmtp:{pt} 0-16"]
-    lines += ["a=ptime:20", f"a={direction}"]
-    if answer_to is None or answer_to.rtcp_mux:
-        # Offered, and kept in the answer when the offer had it (RFC 5761 §5.1.1): RTCP on the
-        # RTP port, the leg's one socket. Without it the leg sends no RTCP.
-        lines.append("a=rtcp-mux")
-    if crypto is not None:
-        lines.append(crypto.attribute())
-    return ("\r\n".join(lines) + "\r\n").encode()
+    payloads = [(pt, RTPMAP[codec], FMTP.get(codec, "")) for pt, codec in chosen]
+    payloads += [(pt, f"telephone-event/{rate}", "0-16") for pt, rate in events]
+    # RTCP on the RTP port, the leg's one socket: offered, and kept in the answer when the
+    # offer had it (RFC 5761 §5.1.1). Without it the leg sends no RTCP.
+    return audio_sdp(
+        address,
+        port,
+        payloads,
+        origin=origin or (secrets.randbelow(2**31),) * 2,
+        key=crypto.attribute() if crypto is not None else "",
+        direction=direction,
+        rtcp_mux=answer_to is None or answer_to.rtcp_mux,
+    ).encode()
 
 
 def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:

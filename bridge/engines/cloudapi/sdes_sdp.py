@@ -7,7 +7,8 @@ import socket
 from typing import TYPE_CHECKING
 
 from ...config import IceSettings
-from ...rtc.sdes import Crypto, media_section, session_description
+from ...rtc.sdes import Crypto
+from ...rtc.sdp import audio_sdp
 from ...rtc.srtpudp import RtpSocket
 from .sdp import OPUS_FMTP, STATIC_PT
 
@@ -30,22 +31,17 @@ def sdp(
     answer, every other offered stream is refused (port 0)."""
     payloads = [_payload(peer, codec) for codec in offer or (peer.codec,)]
     payloads.append((peer.dtmf_pt, "telephone-event/8000", "0-15"))
-    audio = media_section(
+    return audio_sdp(
         address,
         peer.socket.local[1],
         payloads,
-        crypto,
-        ssrc=peer.stream.ssrc,
-        cname=peer.rtcp.cname.decode(),
+        origin=(peer.stream.ssrc, peer.stream.ssrc),
+        key=crypto.attribute(),
+        rtcp_port=True,
+        ssrc=(peer.stream.ssrc, peer.rtcp.cname.decode()),
+        streams=media_lines or ("m=audio",),
+        index=index,
     )
-    lines: list[str] = []
-    for i, m in enumerate(media_lines or ("m=audio",)):
-        if i == index:
-            lines += audio
-        else:  # RFC 3264 §6: every offered stream is answered; the others refused
-            fields = m.split()
-            lines.append(" ".join([fields[0], "0", *fields[2:]]))
-    return session_description(address, peer.stream.ssrc, lines)
 
 
 def _payload(peer: SdesPeer, codec: str) -> tuple[int, str, str]:
