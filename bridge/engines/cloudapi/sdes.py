@@ -11,6 +11,9 @@ RTP/SAVP's intervals. Two things are its own:
   nothing until it has one), and media never stops for the whole call;
 * **liveness**: no authenticated packet for :data:`MEDIA_TIMEOUT` s (Meta's own limit) fails
   the channel, checked with each report: with no ICE consent, nothing else would notice.
+
+Its SDP (RFC 4568 ``a=crypto``, RFC 3264 for the streams refused) is written here, and its
+socket bound where :func:`open_socket` says.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,12 +35,20 @@ from ...rtc.rtcp_schedule import AVP_MIN_INTERVAL
 from ...rtc.rtp_leg import RtpLeg
 from ...rtc.rtp_session import RtpSession
 from ...rtc.sdes import Crypto, new_crypto, read_savp
+from ...rtc.sdp import audio_sdp
 from ...rtc.srtpudp import RtpSocket
 from ...rtc.tracks import OpusBusTrack
 from ...tasks import TaskSet
 from ..base import EngineStats
-from . import sdes_rtp, sdes_sdp
-from .sdp import DTMF_PT, STATIC_PT, answer_codec, answered_codec, leg_codecs, read_remote
+from .sdp import (
+    DTMF_PT,
+    OPUS_FMTP,
+    STATIC_PT,
+    answer_codec,
+    answered_codec,
+    leg_codecs,
+    read_remote,
+)
 from .shell import WhatsAppLeg
 
 log = logging.getLogger(__name__)
@@ -136,8 +148,8 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             self._use_g711(self.codec)
         self.dtmf_pt = audio.dtmf_pt or DTMF_PT
         self.crypto = new_crypto(remote.crypto.tag, remote.crypto.suite)
-        address = await sdes_sdp.open_socket(self.socket, self._ice, remote.address)
-        sdp = sdes_sdp.sdp(self, address, self.crypto, remote.media_lines, remote.index)
+        address = await open_socket(self.socket, self._ice, remote.address)
+        sdp = self._sdp(address, self.crypto, remote.media_lines, remote.index)
         self._start(
             remote.crypto, (remote.address, remote.port), remote.rtcp, audio.bitrate, audio.fec
         )
@@ -149,8 +161,40 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         is the other leg), telephone-event on 126; the leg runs in the one Meta answers."""
         self.crypto = new_crypto()
         self.offered = leg_codecs(other_leg)
-        address = await sdes_sdp.open_socket(self.socket, self._ice, None)
-        return sdes_sdp.sdp(self, address, self.crypto, offer=self.offered)
+        address = await open_socket(self.socket, self._ice, None)
+        return self._sdp(address, self.crypto, offer=self.offered)
+
+    def _sdp(
+        self,
+        address: str,
+        crypto: Crypto,
+        media_lines: tuple[str, ...] = (),
+        index: int = 0,
+        *,
+        offer: tuple[str, ...] = (),
+    ) -> str:
+        """Our SDP: an offer of the codecs ``offer`` names, preferred first (G.711 on its static
+        payload type, Opus on the leg's), or an answer in the leg's one codec (Opus, or the
+        G.711 answered); telephone-event with either, on RTP/SAVP with our key. In an answer,
+        every other offered stream is refused (port 0)."""
+        payloads = [
+            (self.audio_pt, "opus/48000/2", OPUS_FMTP)  # Meta's in an answer, else 111
+            if codec == "opus"
+            else (STATIC_PT[codec], f"{codec}/8000", "")
+            for codec in offer or (self.codec,)
+        ]
+        payloads.append((self.dtmf_pt, "telephone-event/8000", "0-15"))
+        return audio_sdp(
+            address,
+            self.socket.local[1],
+            payloads,
+            origin=(self.stream.ssrc, self.stream.ssrc),
+            key=crypto.attribute(),
+            rtcp_port=True,
+            ssrc=(self.stream.ssrc, self.rtcp.cname.decode()),
+            streams=media_lines or ("m=audio",),
+            index=index,
+        )
 
     async def apply_answer(self, answer: str) -> None:
         """Meta's answer to our offer: its key, address and codec; our media starts at once."""
@@ -249,7 +293,26 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         return self.leg.timeline_stats
 
     def leg_json(self) -> dict[str, Any]:
-        return sdes_rtp.leg_json(self)
+        """The leg as a call's report shows it (``media: sdes``): a WhatsApp leg's numbers
+        (``shell.py``) and its socket's."""
+        sock = self.socket
+        first = None
+        if self.first_sent_at is not None and self.started_at is not None:
+            first = round((self.first_sent_at - self.started_at) * 1000, 1)
+        rtt = self.rtcp.far.rtt_s
+        return {
+            "media": "sdes",
+            **WhatsAppLeg.leg_json(self),
+            "firstPacketMs": first,
+            "local": f"{sock.local[0]}:{sock.local[1]}",
+            "remote": None if sock.rtp_to is None else f"{sock.rtp_to[0]}:{sock.rtp_to[1]}",
+            "latched": sock.latched,
+            "srtpAuthFailed": sock.auth_failed,
+            "junkDropped": sock.junk + self.session.malformed,
+            "rtcpSent": sock.rtcp_sent,
+            "rtcpReceived": sock.rtcp_received,
+            "rttMs": None if rtt is None else round(rtt * 1000, 1),
+        }
 
     # -- close
     async def close(self) -> None:
@@ -264,3 +327,33 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             await self._tasks.close()
             self.socket.close()
             self.state = "closed"
+
+
+def route_to(host: str, v6: bool) -> str:
+    """The local address the kernel would send from to ``host`` (no packet is sent: a UDP
+    ``connect`` only picks the route); the host name's address without one."""
+    if host:
+        with socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.connect((host, 9))
+                return str(s.getsockname()[0])
+            except OSError:
+                pass
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+async def open_socket(sock: RtpSocket, ice: IceSettings | None, remote_host: str | None) -> str:
+    """Bind the leg's socket (on the first ``BRIDGE_ICE_ADDRESSES``, ports from
+    ``BRIDGE_RTP_PORTS``); the address our SDP gives (``BRIDGE_PUBLIC_IP``, else the bound
+    one, else the one that routes to the far end)."""
+    bind = ice.ice_addresses[0] if ice is not None and ice.ice_addresses else ""
+    v6 = ":" in (bind or remote_host or "")
+    host, _ = await sock.open(bind or ("::" if v6 else "0.0.0.0"), ice.rtp_ports if ice else "")
+    if ice is not None and ice.public_ip:
+        return ice.public_ip
+    if host not in ("0.0.0.0", "::"):
+        return host
+    return route_to(remote_host or "", v6)
