@@ -26,6 +26,9 @@ MAX_OFFER_BYTES = 16 * 1024
 _LINE = re.compile(r"^[a-z]=.*$")
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 """The ``a=`` direction attributes of RFC 3264 §5.1."""
+STATIC_PT = {"PCMU": 0, "PCMA": 8, "G722": 9}
+"""The static payload types of the codecs the bridge carries (RFC 3551 §6): an m-line may name
+them without an ``a=rtpmap``."""
 
 
 def sdp_lines(sdp: str) -> list[str]:
@@ -80,6 +83,16 @@ class AudioSection:
         if not self.connection:
             raise BadOffer("the SDP has no connection address for its audio")
         return connection_address(self.connection)
+
+    def encodings(self) -> dict[str, str]:
+        """Each payload type of the m-line → its encoding name, lower-cased (``opus``,
+        ``pcmu``, ``telephone-event``): its ``a=rtpmap``'s, else its static one
+        (:data:`STATIC_PT`); ``""`` when neither."""
+        static = {str(pt): name for name, pt in STATIC_PT.items()}
+        return {
+            pt: self.rtpmaps.get(pt, static.get(pt, "")).split("/")[0].lower()
+            for pt in self.formats
+        }
 
     def payload_type(self, encoding: str) -> int | None:
         """The first payload type whose encoding starts with ``encoding`` (``opus/48000``)."""

@@ -19,12 +19,9 @@ from dataclasses import dataclass
 
 from ..errors import BadOffer
 from ..rtc.sdes import Crypto, parse_crypto
-from ..rtc.sdp import audio_sdp, audio_section
+from ..rtc.sdp import STATIC_PT, audio_sdp, audio_section
 
-STATIC = {"PCMU": 0, "PCMA": 8, "G722": 9}
-"""The static payload types of the codecs we carry (RFC 3551 §6): an m-line may name them
-without an ``a=rtpmap``."""
-OURS = {**STATIC, "opus": 111}
+OURS = {**STATIC_PT, "opus": 111}
 """The payload types we offer each codec we carry with (Opus dynamic, RFC 7587)."""
 RTPMAP = {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "G722": "G722/8000", "opus": "opus/48000/2"}
 FMTP = {"opus": "minptime=20;useinbandfec=1"}
@@ -94,7 +91,7 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
     """The far end's audio: its address, port, the codec to send (the first of its m-line
     that ``codecs`` has), its ``telephone-event`` and its key. :class:`BadOffer` otherwise."""
     audio = audio_section(sdp)
-    port, profile, formats = audio.port, audio.profile.upper(), audio.formats
+    port, profile = audio.port, audio.profile.upper()
     if not 0 <= port < 65536:
         raise BadOffer(f"the SDP's audio port {port} is not usable")
     if srtp != (profile == "RTP/SAVP"):
@@ -105,10 +102,8 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
         if not audio.cryptos:
             raise BadOffer("the SDP's audio has no a=crypto (RFC 4568) key")
         crypto = parse_crypto(audio.cryptos[0])
-    maps = {pt: name.split("/")[0].lower() for pt, name in audio.rtpmaps.items()}
     rates = {pt: [*name.split("/"), ""][1] for pt, name in audio.rtpmaps.items()}
-    static = {str(pt): name.lower() for name, pt in STATIC.items()}
-    names = {pt: maps.get(pt, static.get(pt, "")) for pt in formats}
+    names = audio.encodings()
     wanted = {c.lower(): c for c in codecs if c in OURS}
     chosen = next(((int(pt), wanted[n]) for pt, n in names.items() if n in wanted), None)
     if chosen is None:

@@ -35,7 +35,7 @@ from ...rtc.rtcp_schedule import AVP_MIN_INTERVAL
 from ...rtc.rtp_leg import RtpLeg
 from ...rtc.rtp_session import RtpSession
 from ...rtc.sdes import Crypto, new_crypto, read_savp
-from ...rtc.sdp import audio_sdp
+from ...rtc.sdp import STATIC_PT, audio_sdp
 from ...rtc.srtpudp import RtpSocket
 from ...rtc.tracks import OpusBusTrack
 from ...tasks import TaskSet
@@ -43,7 +43,6 @@ from ..base import EngineStats
 from .sdp import (
     DTMF_PT,
     OPUS_FMTP,
-    STATIC_PT,
     answer_codec,
     answered_codec,
     leg_codecs,

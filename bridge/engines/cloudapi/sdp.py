@@ -33,8 +33,6 @@ MIN_BITRATE, MAX_BITRATE = 6_000, 24_000
 
 
 G711 = ("PCMU", "PCMA")
-STATIC_PT = {"PCMU": 0, "PCMA": 8}
-"""G.711's static payload types (RFC 3551 §6)."""
 
 
 @dataclass(frozen=True)
@@ -69,13 +67,10 @@ def answered_codec(answer: str, offered: tuple[str, ...]) -> str:
     """The codec Meta's answer to our offer of ``offered`` (:func:`leg_codecs`) chose: the
     first of its audio m-line's payload types that names one of them. ``ValueError`` when
     it names none (not an answer to that offer)."""
-    audio = audio_section(answer)
-    for pt in audio.formats:
-        name = audio.rtpmaps.get(pt, "").split("/")[0].lower()
-        codec = {"opus": "opus", "pcmu": "PCMU", "pcma": "PCMA"}.get(name)
-        codec = codec or next((c for c, p in STATIC_PT.items() if str(p) == pt), "")
-        if codec in offered:
-            return codec
+    wanted = {codec.lower(): codec for codec in offered}
+    for name in audio_section(answer).encodings().values():
+        if name in wanted:
+            return wanted[name]
     raise ValueError(f"Meta's answer has none of the codecs offered ({', '.join(offered)})")
 
 
