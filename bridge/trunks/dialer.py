@@ -31,7 +31,6 @@ class Dialer(OutboundInvite):
         proxy: str,
         target: str,
         from_uri: str,
-        display: str,
         sdp: bytes,
         username: str,
         password: str,
@@ -43,11 +42,7 @@ class Dialer(OutboundInvite):
             next_hop=self.proxy,
             target=target,
             to=f"<{target}>",
-            from_=(
-                f'"{display}" <{from_uri}>;tag={new_tag()}'
-                if display
-                else f"<{from_uri}>;tag={new_tag()}"
-            ),
+            from_=f"<{from_uri}>;tag={new_tag()}",
             call_id=f"{new_branch()[7:]}@{ua.hostname}",
             sdp=sdp,
             username=username,

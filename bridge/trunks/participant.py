@@ -166,7 +166,6 @@ class SipParticipant:
             proxy=self.trunk.uri,
             target=self.target,
             from_uri=caller_uri(self.runtime.call, self.line.media_host),
-            display="",
             sdp=offer,
             username=self.trunk.username,
             password=self.trunk.password,
@@ -191,7 +190,7 @@ class SipParticipant:
         if self._left:  # removed while it rang
             await self._hang_up()
             return
-        self._connect(media, remote, crypto)
+        self._connect(media, remote)
 
     async def accept(self, tx: InviteServer, remote: sdp.Remote) -> bool:
         """Answer the PBX's own INVITE (its offer ``remote``) with ``200`` and our SDP: the
@@ -205,7 +204,7 @@ class SipParticipant:
             self.dialog = None
             await self._gone("failed", None, detail="the 200 OK could not be sent")
             return False
-        self._connect(media, remote, crypto)
+        self._connect(media, remote)
         return True
 
     def take_remote(self, media: TrunkMedia, remote: sdp.Remote) -> None:
@@ -221,7 +220,7 @@ class SipParticipant:
             rtcp_port = remote.port if remote.rtcp_mux else remote.port + 1
             socket.set_remote((remote.address, remote.port), (remote.address, rtcp_port))
 
-    def _connect(self, media: TrunkMedia, remote: sdp.Remote, crypto: Crypto | None) -> None:
+    def _connect(self, media: TrunkMedia, remote: sdp.Remote) -> None:
         """The far end's codec, key and address taken; the media joined and started."""
         self.take_remote(media, remote)
         self._join(media)

@@ -155,7 +155,7 @@ class TrunkService:
             out.append(("X-WA-Payload", payload))
         return [(k, _clean(v)) for k, v in out]
 
-    def trunk_for(self, trunk_id: str | None, tenant_id: str, target: str) -> Trunk:
+    def trunk_for(self, trunk_id: str | None, tenant_id: str) -> Trunk:
         """The trunk a participant is called through: named, else the tenant's only one."""
         mine = [t for t in self.catalog.trunks.values() if t.tenant_id == tenant_id]
         if trunk_id:
@@ -184,7 +184,7 @@ class TrunkService:
         if runtime is None or not call.live:
             raise CallStateError(f"call {call.id} has no media to join")
         target = parse_uri(sip.get("uri"), "sip.uri")
-        trunk = self.trunk_for(sip.get("trunkID"), call.tenant_id, target)
+        trunk = self.trunk_for(sip.get("trunkID"), call.tenant_id)
         headers = self.context_headers(call)
         for name, value in (sip.get("headers") or {}).items():
             if (
