@@ -4,9 +4,7 @@ behind the business's PBX, in the call's conference with a role like a browser (
 
 It is an attachment of the call (kind ``sip``): closed with the call, in reverse order of what
 it opened (the SIP leg hung up — ``BYE``, or ``CANCEL`` while it rings — the conference left,
-the media stopped). Its INVITE carries the WhatsApp context for the PBX (``X-WA-*``); its
-events are ``participant.ringing``, ``joined``, ``left`` (with a ``reason``) and, by
-re-INVITE (``reinvite.py``), ``held``/``unheld``.
+the media stopped).
 """
 
 from __future__ import annotations
@@ -142,7 +140,6 @@ class SipParticipant:
         }
 
     def timeline_sources(self) -> tuple[float, LegSources] | None:
-        """The leg in the call's timeline (``OtherParticipant``; ``media.timeline``)."""
         return None if self.media is None else (self.offered_at, timeline(self.media))
 
     # -- the leg
@@ -208,9 +205,8 @@ class SipParticipant:
         return True
 
     def take_remote(self, media: TrunkMedia, remote: sdp.Remote) -> None:
-        """The far end's codec, payload types, key and address: its SDP (an answer, or a
-        re-INVITE's offer, ``reinvite.py``); an unspecified address (RFC 3264 §8.4) is kept
-        from before."""
+        """The far end's SDP (an answer, or a re-INVITE's offer) followed; an unspecified
+        address (RFC 3264 §8.4) keeps the one from before."""
         socket, crypto, self.remote = self._socket, self.crypto, remote
         media.follow(remote)
         assert socket is not None

@@ -61,10 +61,8 @@ class TrunkService:
         wildcard = self.bind_host in ("", "0.0.0.0", "::")
         self.media_host = public or ("127.0.0.1" if wildcard else self.bind_host)
         self.rtp_ports = settings.ice.rtp_ports
-        self.legs: dict[tuple[str, str], SipParticipant] = {}
-        """Live SIP participants by their dialog's key."""
+        self.legs: dict[tuple[str, str], SipParticipant] = {}  # both: TrunkLine's
         self.active: set[SipParticipant] = set()
-        """Every SIP participant not yet gone (ringing ones too)."""
         self.ua = self._user_agent()
         self.line = self._line()
         """What each SIP participant uses of the user agent (``participant.TrunkLine``)."""
