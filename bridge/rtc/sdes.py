@@ -136,14 +136,12 @@ def read_savp(sdp: str) -> SavpMedia:
 def _best(values: list[str]) -> Crypto:
     """The usable ``a=crypto`` of the best suite; the first error if none is usable."""
     usable: list[Crypto] = []
-    error: BadOffer | None = None
+    errors: list[BadOffer] = []
     for value in values:
         try:
             usable.append(parse_crypto(value))
         except BadOffer as exc:
-            error = error or exc
+            errors.append(exc)
     if not usable:
-        assert error is not None
-        raise error
-    order = list(SUITES)
-    return min(usable, key=lambda c: order.index(c.suite))
+        raise errors[0]
+    return min(usable, key=lambda c: list(SUITES).index(c.suite))

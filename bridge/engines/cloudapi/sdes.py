@@ -34,7 +34,7 @@ from ...rtc.leg import RtpLegOwner
 from ...rtc.rtcp_schedule import AVP_MIN_INTERVAL
 from ...rtc.rtp_leg import RtpLeg
 from ...rtc.rtp_session import RtpSession
-from ...rtc.sdes import Crypto, new_crypto, read_savp
+from ...rtc.sdes import Crypto, SavpMedia, new_crypto, read_savp
 from ...rtc.sdp import STATIC_PT, audio_sdp
 from ...rtc.srtpudp import RtpSocket
 from ...rtc.tracks import OpusBusTrack
@@ -43,6 +43,7 @@ from ..base import EngineStats
 from .sdp import (
     DTMF_PT,
     OPUS_FMTP,
+    RemoteAudio,
     answer_codec,
     answered_codec,
     leg_codecs,
@@ -148,10 +149,8 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         self.dtmf_pt = audio.dtmf_pt or DTMF_PT
         self.crypto = new_crypto(remote.crypto.tag, remote.crypto.suite)
         address = await open_socket(self.socket, self._ice, remote.address)
-        sdp = self._sdp(address, self.crypto, remote.media_lines, remote.index)
-        self._start(
-            remote.crypto, (remote.address, remote.port), remote.rtcp, audio.bitrate, audio.fec
-        )
+        sdp = self._sdp(address, remote.media_lines, remote.index)
+        self._start(remote, audio)
         return sdp
 
     async def offer(self, other_leg: tuple[str, ...] = ()) -> str:
@@ -161,12 +160,11 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         self.crypto = new_crypto()
         self.offered = leg_codecs(other_leg)
         address = await open_socket(self.socket, self._ice, None)
-        return self._sdp(address, self.crypto, offer=self.offered)
+        return self._sdp(address, offer=self.offered)
 
     def _sdp(
         self,
         address: str,
-        crypto: Crypto,
         media_lines: tuple[str, ...] = (),
         index: int = 0,
         *,
@@ -176,6 +174,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         payload type, Opus on the leg's), or an answer in the leg's one codec (Opus, or the
         G.711 answered); telephone-event with either, on RTP/SAVP with our key. In an answer,
         every other offered stream is refused (port 0)."""
+        assert self.crypto is not None
         payloads = [
             (self.audio_pt, "opus/48000/2", OPUS_FMTP)  # Meta's in an answer, else 111
             if codec == "opus"
@@ -188,7 +187,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             self.socket.local[1],
             payloads,
             origin=(self.stream.ssrc, self.stream.ssrc),
-            key=crypto.attribute(),
+            key=self.crypto.attribute(),
             rtcp_port=True,
             ssrc=(self.stream.ssrc, self.rtcp.cname.decode()),
             streams=media_lines or ("m=audio",),
@@ -212,9 +211,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             self._use_g711(codec)
         elif audio.opus_pt is not None:
             self.audio_pt = audio.opus_pt
-        self._start(
-            remote.crypto, (remote.address, remote.port), remote.rtcp, audio.bitrate, audio.fec
-        )
+        self._start(remote, audio)
 
     def _use_g711(self, codec: str) -> None:
         """Send and receive ``codec`` on its static payload type (RFC 3551 §6), as Meta
@@ -222,16 +219,15 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         self.codec = codec
         self.leg.use_codec(codec, STATIC_PT[codec])
 
-    def _start(
-        self, theirs: Crypto, rtp: tuple[str, int], rtcp: tuple[str, int], bitrate: int, fec: bool
-    ) -> None:
+    def _start(self, remote: SavpMedia, audio: RemoteAudio) -> None:
+        """Meta's key and address known: our media starts."""
         assert self.crypto is not None
         if self._closed or self._track is not None:
             return
-        self.socket.set_keys(self.crypto.key, theirs.key, self.crypto.profile)
-        self.socket.set_remote(rtp, rtcp)
+        self.socket.set_keys(self.crypto.key, remote.crypto.key, self.crypto.profile)
+        self.socket.set_remote((remote.address, remote.port), remote.rtcp)
         self.stream.payload_type = self.audio_pt
-        track = self._track = self._meta_track(bitrate, fec)
+        track = self._track = self._meta_track(audio.bitrate, audio.fec)
         self.state = "connecting"
         self.started_at = time.monotonic()
         self.leg.play(track)  # Meta's loss, report by report, to its encoder
