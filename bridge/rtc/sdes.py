@@ -105,10 +105,8 @@ class SavpMedia:
     rtcp_mux: bool
     crypto: Crypto
     """The chosen ``a=crypto`` (its key protects the far end's packets)."""
-    index: int
-    """Which m-line (from 0) is the audio one."""
+    index: int  # both as AudioSection has them
     media_lines: tuple[str, ...]
-    """Every m-line of the SDP, in order (an answer has as many, RFC 3264 §6)."""
 
 
 def read_savp(sdp: str) -> SavpMedia:
