@@ -2,12 +2,10 @@
 transaction that ``outbound_invite`` runs (RFC 3261 §13.2, §17.1.1).
 
 The INVITE goes over TLS to Meta (its Via says ``TLS``), with the calling number's From and
-Contact. ``407`` is answered once with the number's credentials (§22.2), and once more only
-when the second ``407`` says ``stale=true`` (RFC 7616 §3.3: a fresh nonce, not a refusal); a
-``401`` is not answered. Of the ``407``'s challenges the best we support is answered (Meta's
-carries SHA-256 first and MD5 second: SHA-256, RFC 8760), with the digest ``uri`` the INVITE's
-Request-URI as Meta's documented examples send it (``sip:+<callee>@wa.meta.vc;transport=tls``;
-RFC 3261 §22.4), so its user is the To's, which Meta checks. When the round fails,
+Contact. Only ``407`` is answered, with the number's credentials (the round is
+``OutboundInvite``'s; Meta's carries SHA-256 first and MD5 second), the digest ``uri`` the
+Request-URI as Meta's documented examples send it (``sip:+<callee>@wa.meta.vc;transport=tls``),
+so its user is the To's, which Meta checks. When the round fails,
 :attr:`InviteClient.auth_failure` says which challenge failed and why (no challenge we can
 answer, or our answer refused), for the one WARNING the engine logs. The ACK of a ``2xx`` goes
 on the dialog's flow (made again to its next hop if the INVITE's connection is gone), and a
