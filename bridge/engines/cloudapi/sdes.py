@@ -117,11 +117,6 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         self._close_lock = asyncio.Lock()
 
     @property
-    def first_sent_at(self) -> float | None:
-        """When our first packet went to the socket (monotonic)."""
-        return self.leg.first_sent_at
-
-    @property
     def audio_pt(self) -> int:
         """The audio codec's payload type both ways (Meta's Opus, or G.711's static one)."""
         return self.session.audio_pt
@@ -291,9 +286,9 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         """The leg as a call's report shows it (``media: sdes``): a WhatsApp leg's numbers
         (``shell.py``) and its socket's."""
         sock = self.socket
-        first = None
-        if self.first_sent_at is not None and self.started_at is not None:
-            first = round((self.first_sent_at - self.started_at) * 1000, 1)
+        first, sent_at = None, self.leg.first_sent_at
+        if sent_at is not None and self.started_at is not None:
+            first = round((sent_at - self.started_at) * 1000, 1)
         rtt = self.rtcp.far.rtt_s
         return {
             "media": "sdes",
