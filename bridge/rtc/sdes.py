@@ -105,10 +105,8 @@ class SavpMedia:
     rtcp_mux: bool
     crypto: Crypto
     """The chosen ``a=crypto`` (its key protects the far end's packets)."""
-    index: int
-    """Which m-line (from 0) is the audio one."""
+    index: int  # both as AudioSection has them
     media_lines: tuple[str, ...]
-    """Every m-line of the SDP, in order (an answer has as many, RFC 3264 §6)."""
 
 
 def read_savp(sdp: str) -> SavpMedia:
@@ -136,58 +134,12 @@ def read_savp(sdp: str) -> SavpMedia:
 def _best(values: list[str]) -> Crypto:
     """The usable ``a=crypto`` of the best suite; the first error if none is usable."""
     usable: list[Crypto] = []
-    error: BadOffer | None = None
+    errors: list[BadOffer] = []
     for value in values:
         try:
             usable.append(parse_crypto(value))
         except BadOffer as exc:
-            error = error or exc
+            errors.append(exc)
     if not usable:
-        assert error is not None
-        raise error
-    order = list(SUITES)
-    return min(usable, key=lambda c: order.index(c.suite))
-
-
-def media_section(
-    address: str,
-    port: int,
-    payloads: list[tuple[int, str, str]],
-    crypto: Crypto,
-    *,
-    ptime: int = 20,
-    ssrc: int | None = None,
-    cname: str = "",
-) -> list[str]:
-    """An audio ``RTP/SAVP`` m-line and its attributes: ``payloads`` are (payload type,
-    rtpmap, fmtp or ""); RTCP on the RTP port (``a=rtcp-mux``, and ``a=rtcp:`` for a peer
-    that does not multiplex: it still sends to the one port we read)."""
-    family = "IP6" if ":" in address else "IP4"
-    out = [
-        f"m=audio {port} RTP/SAVP {' '.join(str(pt) for pt, _, _ in payloads)}",
-        f"c=IN {family} {address}",
-        f"a=rtcp:{port} IN {family} {address}",
-        "a=rtcp-mux",
-        "a=sendrecv",
-    ]
-    for pt, rtpmap, fmtp in payloads:
-        out.append(f"a=rtpmap:{pt} {rtpmap}")
-        if fmtp:
-            out.append(f"a=fmtp:{pt} {fmtp}")
-    out.append(f"a=ptime:{ptime}")
-    out.append(crypto.attribute())
-    if ssrc is not None and cname:
-        out.append(f"a=ssrc:{ssrc} cname:{cname}")
-    return out
-
-
-def session_description(address: str, session_id: int, media: list[str]) -> str:
-    """A whole SDP (RFC 4566) around ``media`` lines."""
-    family = "IP6" if ":" in address else "IP4"
-    head = [
-        "v=0",
-        f"o=- {session_id} {session_id} IN {family} {address}",
-        "s=-",
-        "t=0 0",
-    ]
-    return "\r\n".join(head + media) + "\r\n"
+        raise errors[0]
+    return min(usable, key=lambda c: list(SUITES).index(c.suite))

@@ -1,8 +1,10 @@
-"""SDP (RFC 4566): the one reader of an audio m-line, and a WebRTC offer's validation.
+"""SDP (RFC 4566): the one reader and the one writer of an audio m-line, and a WebRTC offer's
+validation.
 
 :func:`audio_section` reads the first ``m=audio`` section (format, codecs, keys, address, RTCP,
 direction) for every leg that reads one itself: a SIP trunk's (``trunks/sdp.py``) and Meta's
-SDES leg's (``rtc/sdes.py``); each checks what its own leg needs of it.
+SDES leg's (``rtc/sdes.py``); each checks what its own leg needs of it. :func:`audio_sdp` writes
+the SDP of both (aiortc writes the WebRTC legs').
 
 aiortc accepts SDP it cannot answer (garbage passes ``setRemoteDescription`` and then fails in
 ``setLocalDescription``), so the bridge checks an offer's shape first and refuses what it cannot
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..errors import BadOffer, TooLarge
@@ -23,6 +26,9 @@ MAX_OFFER_BYTES = 16 * 1024
 _LINE = re.compile(r"^[a-z]=.*$")
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 """The ``a=`` direction attributes of RFC 3264 §5.1."""
+STATIC_PT = {"PCMU": 0, "PCMA": 8, "G722": 9}
+"""The static payload types of the codecs the bridge carries (RFC 3551 §6): an m-line may name
+them without an ``a=rtpmap``."""
 
 
 def sdp_lines(sdp: str) -> list[str]:
@@ -77,6 +83,16 @@ class AudioSection:
         if not self.connection:
             raise BadOffer("the SDP has no connection address for its audio")
         return connection_address(self.connection)
+
+    def encodings(self) -> dict[str, str]:
+        """Each payload type of the m-line → its encoding name, lower-cased (``opus``,
+        ``pcmu``, ``telephone-event``): its ``a=rtpmap``'s, else its static one
+        (:data:`STATIC_PT`); ``""`` when neither."""
+        static = {str(pt): name for name, pt in STATIC_PT.items()}
+        return {
+            pt: self.rtpmaps.get(pt, static.get(pt, "")).split("/")[0].lower()
+            for pt in self.formats
+        }
 
     def payload_type(self, encoding: str) -> int | None:
         """The first payload type whose encoding starts with ``encoding`` (``opus/48000``)."""
@@ -141,6 +157,57 @@ def audio_section(sdp: str | bytes) -> AudioSection:
     audio.direction = audio.direction or session_direction or "sendrecv"
     audio.media_lines = tuple(media)
     return audio
+
+
+def audio_sdp(
+    address: str,
+    port: int,
+    payloads: Sequence[tuple[int, str, str]],
+    *,
+    origin: tuple[int, int],
+    key: str = "",
+    direction: str = "sendrecv",
+    rtcp_mux: bool = True,
+    rtcp_port: bool = False,
+    ssrc: tuple[int, str] | None = None,
+    streams: Sequence[str] = ("m=audio",),
+    index: int = 0,
+) -> str:
+    """Our SDP of one audio stream on ``port``: ``payloads`` as (payload type, rtpmap, fmtp or
+    ""), 20 ms packets, ``RTP/SAVP`` with the ``a=crypto`` line ``key`` (RFC 4568), else
+    ``RTP/AVP``. ``origin``: the ``o=`` line's session id and version (RFC 4566 §5.2);
+    ``rtcp_port``: an ``a=rtcp:`` naming the RTP port (RFC 3605), for a peer that does not
+    multiplex but still sends to the one port we read; ``ssrc``: ``a=ssrc`` with a cname
+    (RFC 5576). An answer has one m-line per offered one (``streams``, the audio at ``index``):
+    the others refused, port 0 (RFC 3264 §6)."""
+    family = "IP6" if ":" in address else "IP4"
+    formats = " ".join(str(pt) for pt, _, _ in payloads)
+    audio = [
+        f"m=audio {port} {'RTP/SAVP' if key else 'RTP/AVP'} {formats}",
+        f"c=IN {family} {address}",
+    ]
+    if rtcp_port:
+        audio.append(f"a=rtcp:{port} IN {family} {address}")
+    if rtcp_mux:
+        audio.append("a=rtcp-mux")
+    audio.append(f"a={direction}")
+    for pt, rtpmap, fmtp in payloads:
+        audio.append(f"a=rtpmap:{pt} {rtpmap}")
+        if fmtp:
+            audio.append(f"a=fmtp:{pt} {fmtp}")
+    audio.append("a=ptime:20")
+    if key:
+        audio.append(key)
+    if ssrc is not None:
+        audio.append(f"a=ssrc:{ssrc[0]} cname:{ssrc[1]}")
+    lines = ["v=0", f"o=- {origin[0]} {origin[1]} IN {family} {address}", "s=-", "t=0 0"]
+    for i, m in enumerate(streams):
+        if i == index:
+            lines += audio
+        else:
+            fields = m.split()
+            lines.append(" ".join([fields[0], "0", *fields[2:]]))
+    return "\r\n".join(lines) + "\r\n"
 
 
 def validate_offer(sdp: str) -> None:

@@ -166,13 +166,5 @@ class Dialog:
             req.body = body
         return req
 
-    def matches(self, req: Request) -> bool:
-        """Whether an in-dialog request belongs here (§12.2.2: Call-ID and both tags)."""
-        return (
-            req.call_id == self.call_id
-            and Address.parse(req.get("To")).tag == self.local_tag
-            and Address.parse(req.get("From")).tag == self.remote_tag
-        )
-
 
 __all__ = ["Dialog", "new_tag", "reply"]

@@ -49,8 +49,6 @@ _CANONICAL = {
         "Reason Retry-After Subject Event Refer-To Allow-Events Content-Encoding Expires"
     ).split()
 }
-MULTI = frozenset({"via", "route", "record-route", "contact", "allow", "supported", "require"})
-"""Headers whose values are comma-separated lists (§7.3.1): split by :meth:`Message.values`."""
 
 TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 _REQUEST_LINE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+) (\S+) SIP/2\.0$")

@@ -5,10 +5,12 @@ dialog setup its UAC does around it (RFC 3261 §13.2, §17.1.1), shared by Meta'
 The next hop is connected to first (one that cannot be reached is a synthetic ``503``). Of the
 responses ``100`` is ignored and the other ``1xx`` are progress, until the final one (none
 within Timer B: a synthetic ``408``). A non-``2xx`` final response is ACKed hop by hop on the
-INVITE's own branch (§17.1.1.3). A ``401``/``407`` the subclass answers is followed by the INVITE
-again with the same Call-ID and From tag, CSeq + 1 and a new branch (§8.1.3.5, §22.2); whether
-and how it is answered (which challenges, which credentials, the digest ``uri``, why a round
-failed) is the subclass's. A ``2xx`` makes the dialog (§12.1.2, route set reversed) and is ACKed
+INVITE's own branch (§17.1.1.3). A ``401``/``407`` answered is followed by the INVITE again
+with the same Call-ID and From tag, CSeq + 1 and a new branch (§8.1.3.5, §22.2): the best
+challenge we support (SHA-256 before MD5, RFC 8760) answered once, the digest ``uri`` the
+Request-URI (§22.4), and once more only when it says ``stale=true`` (RFC 7616 §3.3: a fresh
+nonce, not a refusal); which statuses are answered and what a failed round says are the
+subclass's. A ``2xx`` makes the dialog (§12.1.2, route set reversed) and is ACKed
 in it with the INVITE's CSeq number (§13.2.2.4). :meth:`OutboundInvite.cancel` sends ``CANCEL``
 (§9.1) while no final response has come.
 
@@ -22,6 +24,7 @@ import ssl
 from collections.abc import Callable, Sequence
 
 from .dialog import Dialog
+from .digest import Challenge, DigestError, choose
 from .headers import Uri, Via, new_branch, strip_tag
 from .message import Request, Response
 from .transaction import TIMER_B, ClientTransaction
@@ -43,6 +46,9 @@ CANCEL_WAIT = 4.0
 
 class OutboundInvite:
     """One INVITE we send (see the module docstring); subclasses say what differs."""
+
+    challenges: tuple[int, ...] = (401, 407)
+    """The challenges answered."""
 
     def __init__(
         self,
@@ -72,6 +78,8 @@ class OutboundInvite:
         self.final: Response | None = None
         self.auth_failure = ""
         """Why the digest round failed, when the final response is a ``401``/``407``."""
+        self.answered: Challenge | None = None
+        """The challenge of our last authorization (``None`` before one)."""
         self._tx: ClientTransaction | None = None
         self._conn: Connection | None = None
         self._cancelled = False
@@ -92,9 +100,34 @@ class OutboundInvite:
         return ()
 
     def _authorization(self, resp: Response, rounds: int) -> tuple[str, str] | None:
-        """The header answering ``resp``'s challenge after ``rounds`` answered ones, or
-        ``None`` (``resp`` is final; :attr:`auth_failure` says why, when it should)."""
-        return None
+        """The header answering ``resp``'s challenge after ``rounds`` answered ones (module
+        docstring), or ``None``: ``resp`` is final, :attr:`auth_failure` says why."""
+        if resp.status not in self.challenges:
+            return None
+        challenge_header, answer_header = CHALLENGES[resp.status]
+        values = resp.all(challenge_header)
+        try:
+            chosen = choose(values)
+        except DigestError as exc:
+            self.auth_failure = self._unanswerable(resp, values, exc)
+            return None
+        if rounds > 1 or (rounds == 1 and not chosen.stale):
+            self.auth_failure = self._refused(chosen)
+            return None
+        self._answering(chosen, values, rounds)
+        self.answered = chosen
+        return answer_header, chosen.answer("INVITE", self.target, self.username, self.password)
+
+    def _unanswerable(self, resp: Response, values: list[str], exc: DigestError) -> str:
+        """Why none of ``resp``'s challenges ``values`` can be answered."""
+        return f"the {resp.status} has no challenge we can answer: {exc}"
+
+    def _refused(self, again: Challenge) -> str:
+        """Why a second challenge (``again``, not stale) ends the round."""
+        return f"our {again.algorithm} digest was refused (realm {again.realm!r})"
+
+    def _answering(self, chosen: Challenge, values: list[str], rounds: int) -> None:
+        """Say that ``chosen`` is answered."""
 
     def _unreachable(self, exc: BaseException) -> None:
         """Say that the next hop cannot be reached."""

@@ -2,12 +2,10 @@
 transaction that ``outbound_invite`` runs (RFC 3261 §13.2, §17.1.1).
 
 The INVITE goes over TLS to Meta (its Via says ``TLS``), with the calling number's From and
-Contact. ``407`` is answered once with the number's credentials (§22.2), and once more only
-when the second ``407`` says ``stale=true`` (RFC 7616 §3.3: a fresh nonce, not a refusal); a
-``401`` is not answered. Of the ``407``'s challenges the best we support is answered (Meta's
-carries SHA-256 first and MD5 second: SHA-256, RFC 8760), with the digest ``uri`` the INVITE's
-Request-URI as Meta's documented examples send it (``sip:+<callee>@wa.meta.vc;transport=tls``;
-RFC 3261 §22.4), so its user is the To's, which Meta checks. When the round fails,
+Contact. Only ``407`` is answered, with the number's credentials (the round is
+``OutboundInvite``'s; Meta's carries SHA-256 first and MD5 second), the digest ``uri`` the
+Request-URI as Meta's documented examples send it (``sip:+<callee>@wa.meta.vc;transport=tls``),
+so its user is the To's, which Meta checks. When the round fails,
 :attr:`InviteClient.auth_failure` says which challenge failed and why (no challenge we can
 answer, or our answer refused), for the one WARNING the engine logs. The ACK of a ``2xx`` goes
 on the dialog's flow (made again to its next hop if the INVITE's connection is gone), and a
@@ -21,20 +19,20 @@ import logging
 from collections.abc import Sequence
 
 from .dialog import Dialog
-from .digest import Challenge, DigestError, choose
+from .digest import Challenge, DigestError
 from .headers import Uri, new_tag
 from .message import Request, Response
-from .outbound_invite import CHALLENGES, SEND_ERRORS, OutboundInvite
+from .outbound_invite import SEND_ERRORS, OutboundInvite
 from .transport import Connection
-from .ua import UserAgent
+from .ua import ALLOW, UserAgent
 
 log = logging.getLogger(__name__)
-
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY"
 
 
 class InviteClient(OutboundInvite):
     """One outbound INVITE to Meta and its 407 round (see the module docstring)."""
+
+    challenges = (407,)
 
     def __init__(
         self,
@@ -67,8 +65,6 @@ class InviteClient(OutboundInvite):
             username=username,
             password=password,
         )
-        self.answered: Challenge | None = None
-        """The challenge of our last ``Proxy-Authorization`` (``None`` before a ``407``)."""
 
     @property
     def contact(self) -> str:
@@ -88,51 +84,32 @@ class InviteClient(OutboundInvite):
     def _unreachable(self, exc: BaseException) -> None:
         log.warning("SIP: cannot reach Meta at %s: %s", self.meta, exc)
 
-    def _authorization(self, resp: Response, rounds: int) -> tuple[str, str] | None:
-        if resp.status != 407 or not self._may_answer(resp, rounds):
-            return None
-        answer = self._answer_challenge(resp)
-        return (CHALLENGES[407][1], answer) if answer else None
+    def _unanswerable(self, resp: Response, values: list[str], exc: DigestError) -> str:
+        offered = ", ".join(v[:120] for v in values) or "none"
+        return (
+            f"Meta's 407 carries {len(values)} challenge(s) and we can answer none: {exc}; "
+            f"offered: {offered}. No credentials were sent"
+        )
 
-    def _may_answer(self, resp: Response, rounds: int) -> bool:
-        """The first ``407``, or a second whose challenge only renewed our nonce."""
-        if rounds == 0 or self.answered is None:
-            return rounds == 0
-        try:
-            stale = choose(resp.all("Proxy-Authenticate")).stale
-        except DigestError:
-            stale = False
-        if stale and rounds == 1:
-            log.info("SIP call %s: Meta's nonce went stale; answering anew", self.call_id)
-            return True
-        self.auth_failure = (
-            f"Meta refused our {self.answered.algorithm} digest answer (realm "
-            f"{self.answered.realm!r}, username {self.username}, uri {self.digest_uri}) and "
+    def _refused(self, again: Challenge) -> str:
+        answered = self.answered or again
+        return (
+            f"Meta refused our {answered.algorithm} digest answer (realm "
+            f"{answered.realm!r}, username {self.username}, uri {self.digest_uri}) and "
             "challenged again: BRIDGE_SIP_PASSWORD must be the number's SIP password (GET "
             "/{PHONE_NUMBER_ID}/settings?include_sip_credentials=true) and BRIDGE_SIP_NUMBER "
             "the number itself"
         )
-        return False
 
-    def _answer_challenge(self, resp: Response) -> str:
-        values = resp.all("Proxy-Authenticate")
-        try:
-            chosen = choose(values)
-        except DigestError as exc:
-            offered = ", ".join(v[:120] for v in values) or "none"
-            self.auth_failure = (
-                f"Meta's 407 carries {len(values)} challenge(s) and we can answer none: {exc}; "
-                f"offered: {offered}. No credentials were sent"
-            )
-            return ""
-        self.answered = chosen
+    def _answering(self, chosen: Challenge, values: list[str], rounds: int) -> None:
+        if rounds:
+            log.info("SIP call %s: Meta's nonce went stale; answering anew", self.call_id)
         log.info(
             "SIP call %s: answering Meta's %s challenge (of %d)",
             self.call_id,
             chosen.algorithm,
             len(values),
         )
-        return chosen.answer("INVITE", self.digest_uri, self.username, self.password)
 
     async def _send_ack(self, ack: Request, dialog: Dialog) -> None:
         try:  # the dialog's flow, else a connection to its next hop (§12.2.1.1)

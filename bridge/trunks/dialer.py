@@ -2,9 +2,8 @@
 REFER's new target, on the INVITE client transaction of ``sip/outbound_invite.py``.
 
 The Request-URI is the target; the request goes to the trunk's host, port and transport as to
-an outbound proxy. ``401``/``407`` are answered once with the trunk's credentials (the best
-challenge: SHA-256 before MD5, RFC 8760), once more only on ``stale=true``; the digest ``uri``
-is the Request-URI (§22.4). :meth:`Dialer.cancel` is a CANCEL transaction of its own.
+an outbound proxy. ``401``/``407`` are answered with the trunk's credentials as
+``OutboundInvite`` answers them. :meth:`Dialer.cancel` is a CANCEL transaction of its own.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from ..sip import DigestError, Request, Response, UserAgent, choose
+from ..sip import Challenge, DigestError, Request, Response, UserAgent
 from ..sip.headers import Uri, new_branch, new_tag
 from ..sip.outbound_invite import CHALLENGES, OutboundInvite
 
@@ -31,7 +30,6 @@ class Dialer(OutboundInvite):
         proxy: str,
         target: str,
         from_uri: str,
-        display: str,
         sdp: bytes,
         username: str,
         password: str,
@@ -43,11 +41,7 @@ class Dialer(OutboundInvite):
             next_hop=self.proxy,
             target=target,
             to=f"<{target}>",
-            from_=(
-                f'"{display}" <{from_uri}>;tag={new_tag()}'
-                if display
-                else f"<{from_uri}>;tag={new_tag()}"
-            ),
+            from_=f"<{from_uri}>;tag={new_tag()}",
             call_id=f"{new_branch()[7:]}@{ua.hostname}",
             sdp=sdp,
             username=username,
@@ -66,25 +60,19 @@ class Dialer(OutboundInvite):
         log.info("SIP trunk %s: %s not sent: %s", self.proxy, req.method, exc)
 
     def _authorization(self, resp: Response, rounds: int) -> tuple[str, str] | None:
-        if rounds >= 2:  # answered, and answered again on a stale nonce: no more
-            return None
-        challenge_header, answer_header = CHALLENGES[resp.status]
-        values = resp.all(challenge_header)
-        try:
-            chosen = choose(values)
-        except DigestError as exc:
-            self.auth_failure = f"the trunk's {resp.status} has no challenge we can answer: {exc}"
-            return None
-        if rounds == 1 and not chosen.stale:
-            self.auth_failure = (
-                f"the trunk refused our {chosen.algorithm} digest (username "
-                f"{self.username!r}, realm {chosen.realm!r}): check the trunk's password"
-            )
-            return None
-        if not self.password:
+        if resp.status in CHALLENGES and not self.password:
             self.auth_failure = "the trunk asks for credentials and the trunk has no password"
             return None
-        return answer_header, chosen.answer("INVITE", self.target, self.username, self.password)
+        return super()._authorization(resp, rounds)
+
+    def _unanswerable(self, resp: Response, values: list[str], exc: DigestError) -> str:
+        return f"the trunk's {resp.status} has no challenge we can answer: {exc}"
+
+    def _refused(self, again: Challenge) -> str:
+        return (
+            f"the trunk refused our {again.algorithm} digest (username "
+            f"{self.username!r}, realm {again.realm!r}): check the trunk's password"
+        )
 
 
 __all__ = ["Dialer"]

@@ -33,7 +33,7 @@ from .participant import SipParticipant, TrunkLine
 log = logging.getLogger(__name__)
 
 E164 = re.compile(r"^\+?([1-9][0-9]{6,14})$")
-ENDED = {
+ENDED: dict[EndReason | None, tuple[int, str]] = {
     EndReason.REJECTED: (603, "Decline"),
     EndReason.BUSY: (486, "Busy Here"),
     EndReason.NO_ANSWER: (480, "Temporarily Unavailable (no answer)"),
@@ -44,7 +44,7 @@ ENDED = {
     EndReason.NUMBER_AT_CAPACITY: (503, "Service Unavailable (number at capacity)"),
     EndReason.CALLING_PAUSED: (503, "Service Unavailable (calling paused)"),
 }
-"""How a WhatsApp call that ended before its answer is told to the PBX."""
+"""How a WhatsApp call that ended before its answer is told to the PBX (else 480)."""
 
 
 class PlacesCalls(Protocol):
@@ -217,11 +217,7 @@ class PbxCall:
             self.service.placing.pop(call.id, None)
             if not self.answered:
                 reason = call.end_reason
-                status, words = (
-                    ENDED.get(reason, (480, "Temporarily Unavailable"))
-                    if reason
-                    else (480, "Temporarily Unavailable")
-                )
+                status, words = ENDED.get(reason, (480, "Temporarily Unavailable"))
                 header = reason_header(
                     str(reason or "ended"), call.end_detail or str(reason or ""), status
                 )

@@ -1,22 +1,17 @@
-"""A trunk leg's media: the one RTP leg every leg is (``rtc/rtp_leg.py`` ``RtpLeg``: session,
-receiver, sender, track, reports) on its ``rtc/srtpudp.py`` socket, clear or SDES-SRTP, joined
-to the call's conference like a browser participant, with the SIP side's rules:
+"""A trunk leg's media: the one RTP leg every leg is (``rtc/rtp_leg.py`` ``RtpLeg``) on its
+``rtc/srtpudp.py`` socket, clear or SDES-SRTP, joined to the call's conference like a browser
+participant (codecs, keys, RTCP: docs/sip.md, *Codecs and what they cost*), with the SIP side's
+rules:
 
-* **Codecs**: G.711 (µ-law, A-law) at 8 kHz, resampled to and from the bus, or G.722 or Opus at
-  the bus's 16 kHz (``audio/phone_codecs.py``); the leg's track (``OpusBusTrack`` in its phone
-  mode) sends one 20 ms frame a tick, silence when the participant's sink has none.
-* **Keys**: RFC 4733 both ways (``rtc/rfc4733.py``); a key queued for the PBX is sent as events
-  in place of audio for its duration (three end packets, §2.5.1.4).
+* **Keys**: RFC 4733 both ways; a key queued for the PBX is sent as events in place of audio
+  for its duration (three end packets, §2.5.1.4).
 * **Hold** (:attr:`TrunkMedia.sending` false): the frame is still taken and the stream's time
-  moves on, no packet goes out.
-* **RTCP** only when both SDPs say ``a=rtcp-mux`` (RFC 5761: one port for both), on the worker
-  clock at RTP/AVP's intervals (``rtc/rtcp_schedule.py``), a BYE at the end. A phone that keeps
-  RTCP on port + 1 gets none from us and its reports are not read (the leg has one socket).
-* **Forwarding** (``calls/forwarding.py``): WhatsApp's packets go to a phone alone on the call
-  through a ``PassThrough`` (:meth:`TrunkMedia.forward_from`), only packets of one 20 ms frame,
-  numbered into the leg's own stream (``rtc/forward_run.py``, RFC 3550 §5.1, so a loss before
-  the bridge stays a gap the phone's decoder rebuilds from FEC); the phone's go up likewise
-  (:meth:`TrunkMedia.forward_to`).
+  moves on (RFC 3550 §5.1), no packet goes out.
+* **RTCP** only when both SDPs say ``a=rtcp-mux`` (RFC 5761): the leg has one socket, so a
+  phone that keeps RTCP on port + 1 gets none from us and its reports are not read.
+* **Forwarding** (``calls/forwarding.py``): only packets of one 20 ms frame go through as they
+  are, numbered into the leg's own stream (``rtc/forward_run.py``, RFC 3550 §5.1, so a loss
+  before the bridge stays a gap the phone's decoder rebuilds from FEC).
 """
 
 from __future__ import annotations
@@ -75,13 +70,11 @@ class TrunkMedia:
             RtpSession(secrets.randbits(32), f"{secrets.token_hex(8)}@bridge", audio_pt=pt),
             codec=codec,
             on_frame=microphone,
-            stats=BusStats(),
+            stats=BusStats(),  # the call's once the leg is in the call (:meth:`start`)
             tasks=TaskSet(f"trunk-media:{name}"),
             dtmf=(lambda: self.event_pt, self.keys_in),
             report=self._report,
         )
-        """The leg's RTP (``rtc/rtp_leg.py``); its receiver's counters join the call's once
-        the leg is in the call (:meth:`start`)."""
         self.session, self.stream, self.reports = (
             self.leg.session,
             self.leg.stream,
@@ -89,25 +82,21 @@ class TrunkMedia:
         )
         self.sender, self.playout = self.leg.sender, self.leg.playout
         self.on_rtp: Callable[[bytes, float], None] = self.leg.receive_rtp
-        """One datagram from the phone, ``at`` its arrival (``time.monotonic()`` base): the
-        leg's session takes it (the socket's callback, with no call between)."""
+        """The socket's callback, with no call between."""
         self.rtcp_schedule = self.leg.rtcp_schedule
         self.track = OpusBusTrack(_Downlink(pop), codec=codec, keys=self.keys_out, phone=True)
-        """What the sender sends each tick (module docstring)."""
         self.leg.carry(self.track)
         self.leg.use_codec(codec, pt)
         self.rtcp_mux = False
-        """Both SDPs said ``a=rtcp-mux``: our RTCP goes on the RTP port (module docstring)."""
+        """Both SDPs said ``a=rtcp-mux`` (module docstring)."""
         self._forward_up: Callable[[int, int, bytes, float], bool] | None = None
-        """Where the phone's packets also go as they arrive (:meth:`forward_to`)."""
         self.socket: RtpSocket | None = None
         self.started = False
 
     @property
     def sending(self) -> bool:
         """False while our SDP says we send nothing (``recvonly``/``inactive``: the phone holds,
-        RFC 3264 §6.1): the clock still drains the participant's sink, the stream's time moves
-        on (RFC 3550 §5.1), no packet goes out (the track's)."""
+        RFC 3264 §6.1; module docstring)."""
         return self.track.sending
 
     @sending.setter
@@ -115,25 +104,14 @@ class TrunkMedia:
         self.track.sending = value
 
     @property
-    def pt(self) -> int:
-        """The audio payload type both sides send (the far end's SDP's)."""
-        return self.session.audio_pt
-
-    @pt.setter
-    def pt(self, value: int) -> None:
-        self.session.audio_pt = self.stream.payload_type = value
-
-    @property
     def codec(self) -> str:
-        """What both sides send: ``PCMU`` (µ-law) or ``PCMA`` (A-law) at 8 kHz, resampled to
-        and from the bus; or a wideband codec coded at the bus's own 16 kHz, no resampling:
-        ``G722`` (its RTP clock 8 kHz, RFC 3551 §4.5.2) or ``opus`` (its RTP clock 48 kHz,
-        RFC 7587 §4.1). :meth:`follow` changes it."""
+        """What both sides send (``PCMU``, ``PCMA``, ``G722``, ``opus``); :meth:`follow`
+        changes it."""
         return self.leg.codec
 
     @property
     def packets_in(self) -> int:
-        """Audio packets received from the phone (the session's count)."""
+        """Audio packets received from the phone."""
         return self.session.audio_packets
 
     # -- pass-through up (``calls/forwarding.py``): the phone's Opus to the WhatsApp leg
@@ -143,16 +121,14 @@ class TrunkMedia:
         needs_pcm: Callable[[float], bool] | None = None,
         meters: tuple[LevelMeter, ...] = (),
     ) -> None:
-        """Also hand the phone's packets, as they arrive, with that time, to ``offer`` (the
-        WhatsApp leg's ``PassThrough.offer``; ``None`` stops); while it carries them and
-        ``needs_pcm(at)`` says no, they are not decoded (an idle playout, ``rtc/uplink.py``)
-        but for their level's sample, into ``meters`` (as a WebRTC leg's ``forward_to``)."""
+        """Also hand the phone's packets, as they arrive, to ``offer`` (the WhatsApp leg's
+        ``PassThrough.offer``; ``None`` stops), as ``RtpLeg.forward_to`` does; only packets of
+        one 20 ms frame (module docstring)."""
         self._forward_up = offer
         self.leg.forward_to(None if offer is None else self._offer_up, needs_pcm, meters)
 
     def _offer_up(self, seq: int, ts: int, payload: bytes, at: float) -> bool:
-        # Only one 20 ms packet goes up as it is (the WhatsApp leg's pass-through maps 20 ms
-        # packets); any other packet is not carried: it is decoded here and mixed.
+        # The WhatsApp leg's pass-through maps 20 ms packets; any other is decoded and mixed.
         offer = self._forward_up
         return (
             offer is not None
@@ -167,15 +143,15 @@ class TrunkMedia:
         if remote.codec != self.codec:
             self.leg.use_codec(remote.codec, remote.pt)
         else:
-            self.pt = remote.pt
+            self.session.audio_pt = self.stream.payload_type = remote.pt
         self.keys_out.step = remote.event_rate // 50  # RFC 4733 durations' units in 20 ms
         self.keys_in.clock_rate = remote.event_rate
         self.rtcp_mux = remote.rtcp_mux
         self._start_reports()
 
     def start(self, socket: RtpSocket, stats: BusStats | None = None) -> None:
-        """On the clock with ``socket``; the receiver's counters added to the call's
-        ``stats`` (the bus's, as a browser participant's are)."""
+        """On the clock with ``socket``; the receiver's counters added to the call's ``stats``
+        (the bus's)."""
         self.socket = self.leg.wire = socket
         if stats is not None:
             self.playout.bus_stats = stats
@@ -188,7 +164,6 @@ class TrunkMedia:
             self.rtcp_schedule.start()
 
     def _report(self) -> int:
-        """One RTCP report (the scheduler's callback; none while the SDPs do not multiplex)."""
         return self.leg.report() if self.rtcp_mux else 0
 
     @property
@@ -204,23 +179,16 @@ class TrunkMedia:
         if self.socket is not None:
             self.socket.close()
 
-    # -- receive
     def on_rtcp(self, plain: bytes, at: float) -> None:
-        """A compound RTCP packet from the phone (multiplexed on the RTP port), ``at`` its
-        arrival."""
         self.leg.receive_rtcp(plain, at)
 
-    # -- send
     def send_key(self, digit: str, duration_ms: int = 160) -> None:
         """Queue a key for the PBX (RFC 4733 events in place of audio)."""
         self.keys_out.press(digit, max(40, min(duration_ms, 2000)))
 
     # -- pass-through down (``calls/forwarding.py``): WhatsApp's packets to the phone
     def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
-        """Let this leg's sender send WhatsApp's packets (offered to the returned
-        ``PassThrough`` by the WhatsApp leg's ``forward_to``) as they are while ``allowed()``,
-        numbered into this leg's own stream (module docstring): as a browser's
-        ``forward_from``."""
+        """``RtpLeg.forward_from``: WhatsApp's packets sent as they are while ``allowed()``."""
         return self.leg.forward_from(allowed)
 
     @property
@@ -235,10 +203,8 @@ class TrunkMedia:
 
 
 def timeline(media: TrunkMedia) -> LegSources:
-    """A trunk leg as the call's timeline reads a leg (``calls/samples.py``): the phone's
-    stream as its receiver counts it (loss, jitter, what was concealed or stretched:
-    ``audio/receiver.py``), the octets we sent, and the round trip and loss the phone's RTCP
-    reports (``None`` until it reports: a leg without ``a=rtcp-mux``)."""
+    """A trunk leg as the call's timeline reads a leg (``calls/samples.py``); the round trip
+    and loss the phone reports are ``None`` until it reports (a leg without ``a=rtcp-mux``)."""
     reports = media.reports
     far = reports.far if reports.far_reports else None
     return LegSources(

@@ -4,9 +4,7 @@ behind the business's PBX, in the call's conference with a role like a browser (
 
 It is an attachment of the call (kind ``sip``): closed with the call, in reverse order of what
 it opened (the SIP leg hung up — ``BYE``, or ``CANCEL`` while it rings — the conference left,
-the media stopped). Its INVITE carries the WhatsApp context for the PBX (``X-WA-*``); its
-events are ``participant.ringing``, ``joined``, ``left`` (with a ``reason``) and, by
-re-INVITE (``reinvite.py``), ``held``/``unheld``.
+the media stopped).
 """
 
 from __future__ import annotations
@@ -142,7 +140,6 @@ class SipParticipant:
         }
 
     def timeline_sources(self) -> tuple[float, LegSources] | None:
-        """The leg in the call's timeline (``OtherParticipant``; ``media.timeline``)."""
         return None if self.media is None else (self.offered_at, timeline(self.media))
 
     # -- the leg
@@ -166,7 +163,6 @@ class SipParticipant:
             proxy=self.trunk.uri,
             target=self.target,
             from_uri=caller_uri(self.runtime.call, self.line.media_host),
-            display="",
             sdp=offer,
             username=self.trunk.username,
             password=self.trunk.password,
@@ -191,7 +187,7 @@ class SipParticipant:
         if self._left:  # removed while it rang
             await self._hang_up()
             return
-        self._connect(media, remote, crypto)
+        self._connect(media, remote)
 
     async def accept(self, tx: InviteServer, remote: sdp.Remote) -> bool:
         """Answer the PBX's own INVITE (its offer ``remote``) with ``200`` and our SDP: the
@@ -205,13 +201,12 @@ class SipParticipant:
             self.dialog = None
             await self._gone("failed", None, detail="the 200 OK could not be sent")
             return False
-        self._connect(media, remote, crypto)
+        self._connect(media, remote)
         return True
 
     def take_remote(self, media: TrunkMedia, remote: sdp.Remote) -> None:
-        """The far end's codec, payload types, key and address: its SDP (an answer, or a
-        re-INVITE's offer, ``reinvite.py``); an unspecified address (RFC 3264 §8.4) is kept
-        from before."""
+        """The far end's SDP (an answer, or a re-INVITE's offer) followed; an unspecified
+        address (RFC 3264 §8.4) keeps the one from before."""
         socket, crypto, self.remote = self._socket, self.crypto, remote
         media.follow(remote)
         assert socket is not None
@@ -221,7 +216,7 @@ class SipParticipant:
             rtcp_port = remote.port if remote.rtcp_mux else remote.port + 1
             socket.set_remote((remote.address, remote.port), (remote.address, rtcp_port))
 
-    def _connect(self, media: TrunkMedia, remote: sdp.Remote, crypto: Crypto | None) -> None:
+    def _connect(self, media: TrunkMedia, remote: sdp.Remote) -> None:
         """The far end's codec, key and address taken; the media joined and started."""
         self.take_remote(media, remote)
         self._join(media)

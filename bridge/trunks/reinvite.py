@@ -54,11 +54,10 @@ class Answer:
     """What a re-INVITE's offer asks and the SDP we answer it with."""
 
     remote: sdp.Remote
-    """The phone's audio as the offer says."""
     offered: str
-    """The offer's direction, ``0.0.0.0`` taken into account (RFC 3264 §8.4)."""
+    """The offer's direction (:func:`offered_direction`)."""
     direction: str
-    """Our answer's direction (:data:`MIRROR`)."""
+    """Ours (:data:`MIRROR`)."""
     body: bytes
 
     @property
@@ -67,7 +66,6 @@ class Answer:
 
     @property
     def sending(self) -> bool:
-        """Whether our answer lets us send to the phone."""
         return self.direction in ("sendrecv", "sendonly")
 
 
@@ -101,8 +99,8 @@ def answer(
     crypto: Crypto | None,
 ) -> Answer:
     """The answer to a re-INVITE's ``offer`` in a session whose far end is ``current`` and
-    whose last SDP from us is ``sent`` (see the module docstring); :class:`BadOffer` naming
-    what the bridge cannot follow."""
+    whose last SDP from us is ``sent`` (module docstring); :class:`BadOffer` naming what the
+    bridge cannot follow."""
     try:
         remote = sdp.read(offer, (current.codec,), srtp=crypto is not None)
     except BadOffer as exc:
@@ -141,11 +139,10 @@ def answer(
 async def reinvited(
     line: TrunkLine, catalog: Catalog, playback: Plays | None, tx: InviteServer
 ) -> None:
-    """The trunk user agent's ``reinvites``: answer a re-INVITE in a SIP participant's dialog
-    (one of ``line``'s legs) and follow it, a hold playing the trunk's music as ``catalog``
-    has it now by ``playback`` (see the module docstring); a failure of ours is a ``500``
-    (§21.5.1), so the dialog's next re-INVITE is not refused as one arriving while this one
-    is pending."""
+    """The trunk user agent's ``reinvites``: answer a re-INVITE in one of ``line``'s legs'
+    dialogs and follow it, a hold playing the trunk's music (:func:`music`). A failure of ours
+    is a ``500`` (§21.5.1), so the dialog's next re-INVITE is not refused as one arriving while
+    this one is pending."""
     try:
         await _reinvited(line, catalog, playback, tx)
     except Exception as exc:
@@ -185,7 +182,7 @@ async def _reinvited(
 
 async def set_hold(leg: SipParticipant, got: Answer, music: StartMusic | None) -> None:
     """The phone's hold or resume, when it changes: the events, and the call's hold when the
-    phone is its agent, with ``music`` (see the module docstring)."""
+    phone is its agent, with ``music`` (docs/sip.md, *Hold from the phone*)."""
     if got.holding == leg.on_hold:
         return
     leg.on_hold = got.holding

@@ -19,12 +19,9 @@ from dataclasses import dataclass
 
 from ..errors import BadOffer
 from ..rtc.sdes import Crypto, parse_crypto
-from ..rtc.sdp import audio_section
+from ..rtc.sdp import STATIC_PT, audio_sdp, audio_section
 
-STATIC = {"PCMU": 0, "PCMA": 8, "G722": 9}
-"""The static payload types of the codecs we carry (RFC 3551 §6): an m-line may name them
-without an ``a=rtpmap``."""
-OURS = {**STATIC, "opus": 111}
+OURS = {**STATIC_PT, "opus": 111}
 """The payload types we offer each codec we carry with (Opus dynamic, RFC 7587)."""
 RTPMAP = {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "G722": "G722/8000", "opus": "opus/48000/2"}
 FMTP = {"opus": "minptime=20;useinbandfec=1"}
@@ -65,7 +62,6 @@ def offer(
     """Our SDP: an offer of ``codecs`` (those we carry), or the answer choosing ``answer_to``'s
     codec. ``origin``: the o= line's session id and version (RFC 4566 §5.2; a new session's
     are random); ``direction``: our ``a=`` direction (RFC 3264 §6.1)."""
-    family = "IP6" if ":" in address else "IP4"
     events: list[tuple[int, int]] = []
     if answer_to is not None:
         chosen = [(answer_to.pt, answer_to.codec)]
@@ -76,38 +72,26 @@ def offer(
         events = [(EVENT_PT, 8000)] + ([(EVENT_PT + 1, 48000)] if "opus" in codecs else [])
     if not chosen:
         raise BadOffer("none of the trunk's codecs is carried (opus, G722, PCMU, PCMA)")
-    pts = [pt for pt, _ in chosen] + [pt for pt, _ in events]
-    profile = "RTP/SAVP" if crypto is not None else "RTP/AVP"
-    session, version = origin or (secrets.randbelow(2**31),) * 2
-    lines = [
-        "v=0",
-        f"o=- {session} {version} IN {family} {address}",
-        "s=bridge",
-        f"c=IN {family} {address}",
-        "t=0 0",
-        f"m=audio {port} {profile} {' '.join(str(pt) for pt in pts)}",
-    ]
-    for pt, codec in chosen:
-        lines.append(f"a=rtpmap:{pt} {RTPMAP[codec]}")
-        if codec in FMTP:
-            lines.append(f"a=fmtp:{pt} {FMTP[codec]}")
-    for pt, rate in events:
-        lines += [f"a=rtpmap:{pt} telephone-event/{rate}", f"a=fmtp:{pt} 0-16"]
-    lines += ["a=ptime:20", f"a={direction}"]
-    if answer_to is None or answer_to.rtcp_mux:
-        # Offered, and kept in the answer when the offer had it (RFC 5761 §5.1.1): RTCP on the
-        # RTP port, the leg's one socket. Without it the leg sends no RTCP.
-        lines.append("a=rtcp-mux")
-    if crypto is not None:
-        lines.append(crypto.attribute())
-    return ("\r\n".join(lines) + "\r\n").encode()
+    payloads = [(pt, RTPMAP[codec], FMTP.get(codec, "")) for pt, codec in chosen]
+    payloads += [(pt, f"telephone-event/{rate}", "0-16") for pt, rate in events]
+    # RTCP on the RTP port, the leg's one socket: offered, and kept in the answer when the
+    # offer had it (RFC 5761 §5.1.1). Without it the leg sends no RTCP.
+    return audio_sdp(
+        address,
+        port,
+        payloads,
+        origin=origin or (secrets.randbelow(2**31),) * 2,
+        key=crypto.attribute() if crypto is not None else "",
+        direction=direction,
+        rtcp_mux=answer_to is None or answer_to.rtcp_mux,
+    ).encode()
 
 
 def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
     """The far end's audio: its address, port, the codec to send (the first of its m-line
     that ``codecs`` has), its ``telephone-event`` and its key. :class:`BadOffer` otherwise."""
     audio = audio_section(sdp)
-    port, profile, formats = audio.port, audio.profile.upper(), audio.formats
+    port, profile = audio.port, audio.profile.upper()
     if not 0 <= port < 65536:
         raise BadOffer(f"the SDP's audio port {port} is not usable")
     if srtp != (profile == "RTP/SAVP"):
@@ -118,10 +102,8 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
         if not audio.cryptos:
             raise BadOffer("the SDP's audio has no a=crypto (RFC 4568) key")
         crypto = parse_crypto(audio.cryptos[0])
-    maps = {pt: name.split("/")[0].lower() for pt, name in audio.rtpmaps.items()}
     rates = {pt: [*name.split("/"), ""][1] for pt, name in audio.rtpmaps.items()}
-    static = {str(pt): name.lower() for name, pt in STATIC.items()}
-    names = {pt: maps.get(pt, static.get(pt, "")) for pt in formats}
+    names = audio.encodings()
     wanted = {c.lower(): c for c in codecs if c in OURS}
     chosen = next(((int(pt), wanted[n]) for pt, n in names.items() if n in wanted), None)
     if chosen is None:

@@ -61,10 +61,8 @@ class TrunkService:
         wildcard = self.bind_host in ("", "0.0.0.0", "::")
         self.media_host = public or ("127.0.0.1" if wildcard else self.bind_host)
         self.rtp_ports = settings.ice.rtp_ports
-        self.legs: dict[tuple[str, str], SipParticipant] = {}
-        """Live SIP participants by their dialog's key."""
+        self.legs: dict[tuple[str, str], SipParticipant] = {}  # both: TrunkLine's
         self.active: set[SipParticipant] = set()
-        """Every SIP participant not yet gone (ringing ones too)."""
         self.ua = self._user_agent()
         self.line = self._line()
         """What each SIP participant uses of the user agent (``participant.TrunkLine``)."""
@@ -155,7 +153,7 @@ class TrunkService:
             out.append(("X-WA-Payload", payload))
         return [(k, _clean(v)) for k, v in out]
 
-    def trunk_for(self, trunk_id: str | None, tenant_id: str, target: str) -> Trunk:
+    def trunk_for(self, trunk_id: str | None, tenant_id: str) -> Trunk:
         """The trunk a participant is called through: named, else the tenant's only one."""
         mine = [t for t in self.catalog.trunks.values() if t.tenant_id == tenant_id]
         if trunk_id:
@@ -184,7 +182,7 @@ class TrunkService:
         if runtime is None or not call.live:
             raise CallStateError(f"call {call.id} has no media to join")
         target = parse_uri(sip.get("uri"), "sip.uri")
-        trunk = self.trunk_for(sip.get("trunkID"), call.tenant_id, target)
+        trunk = self.trunk_for(sip.get("trunkID"), call.tenant_id)
         headers = self.context_headers(call)
         for name, value in (sip.get("headers") or {}).items():
             if (

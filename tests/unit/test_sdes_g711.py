@@ -129,6 +129,6 @@ async def test_an_answer_naming_no_offered_codec_is_refused(sdes_meta: SdesEndpo
         sdes_meta.take(await peer.offer(other_leg=("PCMA",)))
         with pytest.raises(BadOffer, match="none of the codecs offered"):
             await peer.apply_answer(sdes_meta.sdp(codecs=("PCMU",)))
-        assert not peer.answered and peer.first_sent_at is None
+        assert not peer.answered and peer.leg.first_sent_at is None
     finally:
         await peer.close()

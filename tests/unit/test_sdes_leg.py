@@ -37,7 +37,7 @@ async def test_first_packet_leaves_at_once_and_a_tone_reaches_meta(sdes_meta: Sd
         sdes_meta.take(answer)
         # Nobody has opened the channel or sent audio: media flows anyway (Meta waits for it).
         await until(lambda: sdes_meta.packets, 2.0, "the first SRTP packet")
-        assert peer.first_sent_at is not None and sdes_meta.auth_failed == 0
+        assert peer.leg.first_sent_at is not None and sdes_meta.auth_failed == 0
         assert sdes_meta.packets[0][1] == 111
         sdes_meta.pcm.clear()
         # 1.5 s of 600 Hz at -12 dBFS, taken a frame a tick by the leg's sender from the bus
@@ -229,7 +229,7 @@ async def test_a_bad_key_is_refused_with_its_reason(
     try:
         with pytest.raises(BadOffer, match=why):
             await peer.answer(sdes_meta.sdp(crypto=crypto))
-        assert peer.first_sent_at is None
+        assert peer.leg.first_sent_at is None
     finally:
         await peer.close()
 

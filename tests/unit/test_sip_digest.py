@@ -163,10 +163,12 @@ def test_uac_answers_a_stale_second_407_once_more_and_no_more():
             resp.add("Proxy-Authenticate", value + (", stale=true" if stale else ""))
         return resp
 
-    first = challenge(False)
-    assert uac._may_answer(first, 0)
-    assert parse_params(uac._answer_challenge(first))["algorithm"] == "SHA-256"
-    assert uac._may_answer(challenge(True), 1) and uac.auth_failure == ""  # a fresh nonce
-    assert not uac._may_answer(challenge(True), 2)  # stale again: give up, and say so
+    header, answer = uac._authorization(challenge(False), 0) or ("", "")
+    assert header == "Proxy-Authorization" and parse_params(answer)["algorithm"] == "SHA-256"
+    assert uac._authorization(challenge(True), 1) and uac.auth_failure == ""  # a fresh nonce
+    assert uac._authorization(challenge(True), 2) is None  # stale again: give up, and say so
+    assert "Meta refused our SHA-256 digest answer" in uac.auth_failure
+    uac.auth_failure = ""
+    assert uac._authorization(challenge(False), 1) is None  # not stale: our answer was refused
     assert "Meta refused our SHA-256 digest answer" in uac.auth_failure
     assert "uri sip:+5521999999999@wa.meta.vc;transport=tls" in uac.auth_failure

@@ -11,6 +11,9 @@ RTP/SAVP's intervals. Two things are its own:
   nothing until it has one), and media never stops for the whole call;
 * **liveness**: no authenticated packet for :data:`MEDIA_TIMEOUT` s (Meta's own limit) fails
   the channel, checked with each report: with no ICE consent, nothing else would notice.
+
+Its SDP (RFC 4568 ``a=crypto``, RFC 3264 for the streams refused) is written here, and its
+socket bound where :func:`open_socket` says.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,13 +34,21 @@ from ...rtc.leg import RtpLegOwner
 from ...rtc.rtcp_schedule import AVP_MIN_INTERVAL
 from ...rtc.rtp_leg import RtpLeg
 from ...rtc.rtp_session import RtpSession
-from ...rtc.sdes import Crypto, new_crypto, read_savp
+from ...rtc.sdes import Crypto, SavpMedia, new_crypto, read_savp
+from ...rtc.sdp import STATIC_PT, audio_sdp
 from ...rtc.srtpudp import RtpSocket
 from ...rtc.tracks import OpusBusTrack
 from ...tasks import TaskSet
 from ..base import EngineStats
-from . import sdes_rtp, sdes_sdp
-from .sdp import DTMF_PT, STATIC_PT, answer_codec, answered_codec, leg_codecs, read_remote
+from .sdp import (
+    DTMF_PT,
+    OPUS_FMTP,
+    RemoteAudio,
+    answer_codec,
+    answered_codec,
+    leg_codecs,
+    read_remote,
+)
 from .shell import WhatsAppLeg
 
 log = logging.getLogger(__name__)
@@ -105,11 +117,6 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         self._close_lock = asyncio.Lock()
 
     @property
-    def first_sent_at(self) -> float | None:
-        """When our first packet went to the socket (monotonic)."""
-        return self.leg.first_sent_at
-
-    @property
     def audio_pt(self) -> int:
         """The audio codec's payload type both ways (Meta's Opus, or G.711's static one)."""
         return self.session.audio_pt
@@ -136,11 +143,9 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             self._use_g711(self.codec)
         self.dtmf_pt = audio.dtmf_pt or DTMF_PT
         self.crypto = new_crypto(remote.crypto.tag, remote.crypto.suite)
-        address = await sdes_sdp.open_socket(self.socket, self._ice, remote.address)
-        sdp = sdes_sdp.sdp(self, address, self.crypto, remote.media_lines, remote.index)
-        self._start(
-            remote.crypto, (remote.address, remote.port), remote.rtcp, audio.bitrate, audio.fec
-        )
+        address = await open_socket(self.socket, self._ice, remote.address)
+        sdp = self._sdp(address, remote.media_lines, remote.index)
+        self._start(remote, audio)
         return sdp
 
     async def offer(self, other_leg: tuple[str, ...] = ()) -> str:
@@ -149,8 +154,40 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         is the other leg), telephone-event on 126; the leg runs in the one Meta answers."""
         self.crypto = new_crypto()
         self.offered = leg_codecs(other_leg)
-        address = await sdes_sdp.open_socket(self.socket, self._ice, None)
-        return sdes_sdp.sdp(self, address, self.crypto, offer=self.offered)
+        address = await open_socket(self.socket, self._ice, None)
+        return self._sdp(address, offer=self.offered)
+
+    def _sdp(
+        self,
+        address: str,
+        media_lines: tuple[str, ...] = (),
+        index: int = 0,
+        *,
+        offer: tuple[str, ...] = (),
+    ) -> str:
+        """Our SDP: an offer of the codecs ``offer`` names, preferred first (G.711 on its static
+        payload type, Opus on the leg's), or an answer in the leg's one codec (Opus, or the
+        G.711 answered); telephone-event with either, on RTP/SAVP with our key. In an answer,
+        every other offered stream is refused (port 0)."""
+        assert self.crypto is not None
+        payloads = [
+            (self.audio_pt, "opus/48000/2", OPUS_FMTP)  # Meta's in an answer, else 111
+            if codec == "opus"
+            else (STATIC_PT[codec], f"{codec}/8000", "")
+            for codec in offer or (self.codec,)
+        ]
+        payloads.append((self.dtmf_pt, "telephone-event/8000", "0-15"))
+        return audio_sdp(
+            address,
+            self.socket.local[1],
+            payloads,
+            origin=(self.stream.ssrc, self.stream.ssrc),
+            key=self.crypto.attribute(),
+            rtcp_port=True,
+            ssrc=(self.stream.ssrc, self.rtcp.cname.decode()),
+            streams=media_lines or ("m=audio",),
+            index=index,
+        )
 
     async def apply_answer(self, answer: str) -> None:
         """Meta's answer to our offer: its key, address and codec; our media starts at once."""
@@ -169,9 +206,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             self._use_g711(codec)
         elif audio.opus_pt is not None:
             self.audio_pt = audio.opus_pt
-        self._start(
-            remote.crypto, (remote.address, remote.port), remote.rtcp, audio.bitrate, audio.fec
-        )
+        self._start(remote, audio)
 
     def _use_g711(self, codec: str) -> None:
         """Send and receive ``codec`` on its static payload type (RFC 3551 §6), as Meta
@@ -179,16 +214,15 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         self.codec = codec
         self.leg.use_codec(codec, STATIC_PT[codec])
 
-    def _start(
-        self, theirs: Crypto, rtp: tuple[str, int], rtcp: tuple[str, int], bitrate: int, fec: bool
-    ) -> None:
+    def _start(self, remote: SavpMedia, audio: RemoteAudio) -> None:
+        """Meta's key and address known: our media starts."""
         assert self.crypto is not None
         if self._closed or self._track is not None:
             return
-        self.socket.set_keys(self.crypto.key, theirs.key, self.crypto.profile)
-        self.socket.set_remote(rtp, rtcp)
+        self.socket.set_keys(self.crypto.key, remote.crypto.key, self.crypto.profile)
+        self.socket.set_remote((remote.address, remote.port), remote.rtcp)
         self.stream.payload_type = self.audio_pt
-        track = self._track = self._meta_track(bitrate, fec)
+        track = self._track = self._meta_track(audio.bitrate, audio.fec)
         self.state = "connecting"
         self.started_at = time.monotonic()
         self.leg.play(track)  # Meta's loss, report by report, to its encoder
@@ -249,7 +283,26 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         return self.leg.timeline_stats
 
     def leg_json(self) -> dict[str, Any]:
-        return sdes_rtp.leg_json(self)
+        """The leg as a call's report shows it (``media: sdes``): a WhatsApp leg's numbers
+        (``shell.py``) and its socket's."""
+        sock = self.socket
+        first, sent_at = None, self.leg.first_sent_at
+        if sent_at is not None and self.started_at is not None:
+            first = round((sent_at - self.started_at) * 1000, 1)
+        rtt = self.rtcp.far.rtt_s
+        return {
+            "media": "sdes",
+            **WhatsAppLeg.leg_json(self),
+            "firstPacketMs": first,
+            "local": f"{sock.local[0]}:{sock.local[1]}",
+            "remote": None if sock.rtp_to is None else f"{sock.rtp_to[0]}:{sock.rtp_to[1]}",
+            "latched": sock.latched,
+            "srtpAuthFailed": sock.auth_failed,
+            "junkDropped": sock.junk + self.session.malformed,
+            "rtcpSent": sock.rtcp_sent,
+            "rtcpReceived": sock.rtcp_received,
+            "rttMs": None if rtt is None else round(rtt * 1000, 1),
+        }
 
     # -- close
     async def close(self) -> None:
@@ -264,3 +317,33 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             await self._tasks.close()
             self.socket.close()
             self.state = "closed"
+
+
+def route_to(host: str, v6: bool) -> str:
+    """The local address the kernel would send from to ``host`` (no packet is sent: a UDP
+    ``connect`` only picks the route); the host name's address without one."""
+    if host:
+        with socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.connect((host, 9))
+                return str(s.getsockname()[0])
+            except OSError:
+                pass
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+async def open_socket(sock: RtpSocket, ice: IceSettings | None, remote_host: str | None) -> str:
+    """Bind the leg's socket (on the first ``BRIDGE_ICE_ADDRESSES``, ports from
+    ``BRIDGE_RTP_PORTS``); the address our SDP gives (``BRIDGE_PUBLIC_IP``, else the bound
+    one, else the one that routes to the far end)."""
+    bind = ice.ice_addresses[0] if ice is not None and ice.ice_addresses else ""
+    v6 = ":" in (bind or remote_host or "")
+    host, _ = await sock.open(bind or ("::" if v6 else "0.0.0.0"), ice.rtp_ports if ice else "")
+    if ice is not None and ice.public_ip:
+        return ice.public_ip
+    if host not in ("0.0.0.0", "::"):
+        return host
+    return route_to(remote_host or "", v6)

@@ -33,8 +33,6 @@ MIN_BITRATE, MAX_BITRATE = 6_000, 24_000
 
 
 G711 = ("PCMU", "PCMA")
-STATIC_PT = {"PCMU": 0, "PCMA": 8}
-"""G.711's static payload types (RFC 3551 §6)."""
 
 
 @dataclass(frozen=True)
@@ -50,12 +48,10 @@ class RemoteAudio:
 
 
 def leg_codecs(other_leg: tuple[str, ...], meta_takes: tuple[str, ...] = G711) -> tuple[str, ...]:
-    """The one rule for the WhatsApp leg's codec, preferred first: the G.711s of
+    """The WhatsApp leg's codecs, preferred first (module docstring): the G.711s of
     ``other_leg`` (the codecs of the call's other leg, preferred first: a PBX phone's) that
-    Meta takes (``meta_takes``: those its offer names), in that order, then ``opus`` (a
-    browser, a model, the bus: everything else is coded from 16 kHz audio). The answer to
-    Meta's offer is the first (:func:`answer_codec`); our offer lists them all, in this
-    order (a business-initiated call), and Meta's answer picks one (:func:`answered_codec`)."""
+    Meta takes (``meta_takes``: those its offer names), then ``opus`` (a browser, a model,
+    the bus: everything else is coded from 16 kHz audio)."""
     g711 = [c for c in other_leg if c in G711 and c in meta_takes]
     return (*dict.fromkeys(g711), "opus")
 
@@ -66,16 +62,12 @@ def answer_codec(remote: RemoteAudio, other_leg: tuple[str, ...]) -> str:
 
 
 def answered_codec(answer: str, offered: tuple[str, ...]) -> str:
-    """The codec Meta's answer to our offer of ``offered`` (:func:`leg_codecs`) chose: the
-    first of its audio m-line's payload types that names one of them. ``ValueError`` when
-    it names none (not an answer to that offer)."""
-    audio = audio_section(answer)
-    for pt in audio.formats:
-        name = audio.rtpmaps.get(pt, "").split("/")[0].lower()
-        codec = {"opus": "opus", "pcmu": "PCMU", "pcma": "PCMA"}.get(name)
-        codec = codec or next((c for c, p in STATIC_PT.items() if str(p) == pt), "")
-        if codec in offered:
-            return codec
+    """The codec Meta's answer to our offer of ``offered`` chose: the first of its audio
+    m-line's that is one of them (``ValueError`` when none is)."""
+    wanted = {codec.lower(): codec for codec in offered}
+    for name in audio_section(answer).encodings().values():
+        if name in wanted:
+            return wanted[name]
     raise ValueError(f"Meta's answer has none of the codecs offered ({', '.join(offered)})")
 
 

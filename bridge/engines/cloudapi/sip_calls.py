@@ -1,11 +1,8 @@
-"""What the SIP engine keeps per call, and what it reads from Meta's SIP messages.
-
-Meta's headers (its SIP documentation): ``x-wa-meta-wacid`` names the call (the engine's call
-id); ``x-wa-meta-cta-payload`` and ``x-wa-meta-deeplink-payload`` go into the call's metadata;
-``x-wa-meta-user-id``, ``-parent-user-id`` and ``-username`` name the user in the BSUID era;
-``x-wa-meta-call-duration`` on Meta's BYE goes into the ended event. A final response to our
-INVITE maps to an end reason (:func:`bic_failure`), unless a ``Reason`` header (RFC 3326) names
-one of Meta's calling error codes, which decides it as on Graph (:mod:`.codes`).
+"""What the SIP engine keeps per call, and what it reads from Meta's SIP messages: its
+``x-wa-meta-*`` headers (Meta's SIP documentation; docs/engines/cloudapi.md, *What the bridge
+does on the SIP road*), and a final response to our INVITE as an end reason
+(:func:`bic_failure`), unless a ``Reason`` header (RFC 3326) names one of Meta's calling error
+codes, which decides it as on Graph (:mod:`.codes`).
 """
 
 from __future__ import annotations

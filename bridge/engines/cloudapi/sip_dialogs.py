@@ -1,16 +1,11 @@
 """The SIP engine's calls and their dialogs: what :class:`~.sip_engine.SipEngine` keeps per call
 and what the user agent tells it (the UA's ``CallHandler``: Meta's INVITE, CANCEL, ACK, BYE;
-the steps are docs/engines/cloudapi.md, *What the bridge does on the SIP road*).
-
-CANCEL before our ``200`` ends the call as ``remote_canceled``; Meta's BYE as
-``remote_hangup`` (or the end reason of a Meta code in its ``Reason``); no ACK within 64·T1
-ends it ``failed`` with our BYE. The media leg goes to the call's runtime (``take_leg``).
+each step and its end reason are docs/engines/cloudapi.md, *What the bridge does on the SIP
+road*).
 
 With Meta's ``sip.webhook_delivery`` the number's ``calls`` webhooks name the same calls by
-wacid, in any order with the SIP requests and more than once. The INVITE is the call; the
-first ``terminate`` of a wacid counts (:attr:`SipDialogs.over`): after the INVITE it ends a
-call whose BYE or CANCEL never came (:meth:`terminated_by_meta`), before it the INVITE that
-follows is refused with ``487``.
+wacid, in any order with the SIP requests and more than once: the INVITE is the call, and only
+the first ``terminate`` of a wacid counts (:attr:`SipDialogs.over`).
 """
 
 from __future__ import annotations

@@ -172,11 +172,9 @@ class SipEngine:
     async def close(self) -> None:
         await self._tasks.close()
         for call in list(self.calls.values()):
-            if call.dialog is not None and self.ua is not None:  # the shared UA's, not ours
-                self.ua.dialogs.pop(call.dialog.key, None)
+            self.dialogs.drop(call)  # out of the shared UA's dialogs too
             if not call.handed_over:
                 await call.leg.close()
-        self.calls.clear()
         if self.door is not None and self.line is not None:
             await self.door.leave(self.line)
         await self.graph_side.close()
