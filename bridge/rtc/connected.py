@@ -320,7 +320,4 @@ class ConnectedLeg(WebRTCSession):
                 self._track.keepalive_to = self.leg.sender.send_now
             if isinstance(self._track, ParkedTrack) and self.attached_to is None:
                 self._track.prime(PRIME)
-        if self._on_state is not None:
-            self._on_state(self, state)
-        if state == "failed" and not self._closed and not self._tasks.closed:
-            self._tasks.spawn(self.shutdown(), "close-failed")
+        super()._state_changed(state)

@@ -95,7 +95,8 @@ class WebRTCSession(PeerLeg):
         if self._on_state is not None:
             self._on_state(self, state)
         if state == "failed" and not self._closed and not self._tasks.closed:
-            self._tasks.spawn(self.close(), "close-failed")
+            # For good: a connected leg's own close only parks it (``connected.py``).
+            self._tasks.spawn(WebRTCSession.close(self), "close-failed")
 
     async def accept_offer(self, sdp: str) -> str:
         """Apply the browser's offer; return the answer SDP with every candidate in it."""
