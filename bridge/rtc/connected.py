@@ -30,10 +30,10 @@ from ..config import IceSettings, MediaSettings
 from ..errors import CallStateError
 from ..media import CallBus, Role
 from ..media.clock import WorkerClock, worker_clock
-from .encoded import EncodedPacket, Player
 from .rtcp_schedule import AVP_MIN_INTERVAL, AVPF_MIN_INTERVAL
+from .rtpsend import LeanSender
 from .session import DtmfCallback, StateCallback, WebRTCSession
-from .tracks import _FRAME_TS, OpusBusTrack
+from .tracks import _FRAME_TS, EncodedPacket, OpusBusTrack
 
 PRIME = 10
 """Frames of silence (200 ms) a connected leg sends once it is up, before it parks."""
@@ -163,7 +163,7 @@ class ParkedTrack(OpusBusTrack):
         if self.parked:
             self.resume(_Nothing(), priming=frames)  # counted from its first frame, sent at once
 
-    def played_by(self, player: Player) -> None:
+    def played_by(self, player: LeanSender) -> None:
         super().played_by(player)
         if self.parked:
             keepalive_pulse().add(self)
