@@ -143,10 +143,9 @@ class ParkedTrack(OpusBusTrack):
         """On ``sink``, back on the clock (its first frame at once); ``priming``: that many
         ticks, then parked again (:meth:`prime`)."""
         self._priming = priming
+        self.sink = sink  # not parked: a call's sink after priming
         if not self.parked:
-            self.sink = sink  # a call's sink after priming
             return
-        self.sink = sink
         gap = int((time.monotonic() - self._parked_at) * 50)
         self._pts = (self._pts + gap * _FRAME_TS) & 0xFFFFFFFF
         self._mark = True
