@@ -118,8 +118,6 @@ class ParkedTrack(OpusBusTrack):
         self._parked_at = time.monotonic()
         self._mark = False
         self._priming = 0
-        self.keepalive_to: Callable[..., None] | None = None
-        """The leg's RTP sender's ``send_now`` (set once it exists): where keepalives go."""
         self._keepalive_payload: bytes | None = None
         self.keepalives = 0
         """Packets of silence sent while parked."""
@@ -181,14 +179,14 @@ class ParkedTrack(OpusBusTrack):
         return packets
 
     def wake(self) -> None:
-        """The keepalive pulse: send a packet of silence now, straight to the leg's RTP
-        sender (which stays off the clock)."""
-        send = self.keepalive_to
-        if not self.parked or send is None:
+        """The keepalive pulse: send a packet of silence now, straight through the track's
+        player, the leg's RTP sender (which stays off the clock)."""
+        player = self.player
+        if not self.parked or player is None:
             return
         packet = self._keepalive()
         try:
-            send(packet.data, packet.pts, marker=False, audio_type=packet.payload_type)
+            player.send_now(packet.data, packet.pts, marker=False, audio_type=packet.payload_type)
         except ConnectionError:
             pass  # not connected (yet, or any more): the next pulse tries again
 
@@ -315,8 +313,6 @@ class ConnectedLeg(WebRTCSession):
     def _state_changed(self, state: str) -> None:
         if state == "connected":
             self.up.set()
-            if isinstance(self._track, ParkedTrack) and self.leg is not None:
-                self._track.keepalive_to = self.leg.sender.send_now
             if isinstance(self._track, ParkedTrack) and self.attached_to is None:
                 self._track.prime(PRIME)
         super()._state_changed(state)
