@@ -127,7 +127,6 @@ class OpusBusTrack(ForwardingTrack):
         """The tick's event packets, as the key presses hand them over."""
         self._pending: deque[EncodedPacket] = deque()
         """A tick's packets ``recv`` has not returned yet (aiortc's sender takes one a call)."""
-        self.fec = fec
         self.protection = protection
         self.red = red
         self.settings = EncoderSettings(
