@@ -197,13 +197,11 @@ class WebRTCSession(PeerLeg):
             "uplinkFrames": self.uplink_frames,
             "redPackets": self.red.packets,
             # Downlink packets forwarded untouched from the WhatsApp leg (rtc/passthrough.py).
-            "downlinkForwarded": track.forwarded_frames if isinstance(track, OpusBusTrack) else 0,
+            "downlinkForwarded": 0 if track is None else track.forwarded_frames,
             # The browser's packets forwarded to WhatsApp and not decoded (rtc/uplink.py).
             "uplinkNotDecoded": self.not_decoded,
             # What the downlink does against the loss the browser reports (rtc/protection.py).
-            "downlinkProtection": track.protection_json()
-            if isinstance(track, OpusBusTrack)
-            else None,
+            "downlinkProtection": None if track is None else track.protection_json(),
             "jitterBuffer": None
             if jitter is None or sink is None
             else {
