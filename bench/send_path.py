@@ -41,9 +41,9 @@ from pylibsrtp import Policy, Session
 
 from bridge.media import BusStats
 from bridge.rtc.dtls_srtp import DtlsSrtp
-from bridge.rtc.encoded import EncodedPacket
 from bridge.rtc.rtp_leg import RtpLeg
 from bridge.rtc.rtp_session import RtpSession
+from bridge.rtc.tracks import EncodedPacket
 from bridge.tasks import TaskSet
 
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48_000, channels=2, payloadType=111)

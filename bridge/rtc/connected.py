@@ -30,10 +30,10 @@ from ..config import IceSettings, MediaSettings
 from ..errors import CallStateError
 from ..media import CallBus, Role
 from ..media.clock import WorkerClock, worker_clock
-from .encoded import EncodedPacket, Player
 from .rtcp_schedule import AVP_MIN_INTERVAL, AVPF_MIN_INTERVAL
+from .rtpsend import LeanSender
 from .session import DtmfCallback, StateCallback, WebRTCSession
-from .tracks import _FRAME_TS, OpusBusTrack
+from .tracks import _FRAME_TS, EncodedPacket, OpusBusTrack
 
 PRIME = 10
 """Frames of silence (200 ms) a connected leg sends once it is up, before it parks."""
@@ -118,8 +118,6 @@ class ParkedTrack(OpusBusTrack):
         self._parked_at = time.monotonic()
         self._mark = False
         self._priming = 0
-        self.keepalive_to: Callable[..., None] | None = None
-        """The leg's RTP sender's ``send_now`` (set once it exists): where keepalives go."""
         self._keepalive_payload: bytes | None = None
         self.keepalives = 0
         """Packets of silence sent while parked."""
@@ -143,10 +141,9 @@ class ParkedTrack(OpusBusTrack):
         """On ``sink``, back on the clock (its first frame at once); ``priming``: that many
         ticks, then parked again (:meth:`prime`)."""
         self._priming = priming
+        self.sink = sink  # not parked: a call's sink after priming
         if not self.parked:
-            self.sink = sink  # a call's sink after priming
             return
-        self.sink = sink
         gap = int((time.monotonic() - self._parked_at) * 50)
         self._pts = (self._pts + gap * _FRAME_TS) & 0xFFFFFFFF
         self._mark = True
@@ -163,7 +160,7 @@ class ParkedTrack(OpusBusTrack):
         if self.parked:
             self.resume(_Nothing(), priming=frames)  # counted from its first frame, sent at once
 
-    def played_by(self, player: Player) -> None:
+    def played_by(self, player: LeanSender) -> None:
         super().played_by(player)
         if self.parked:
             keepalive_pulse().add(self)
@@ -182,14 +179,14 @@ class ParkedTrack(OpusBusTrack):
         return packets
 
     def wake(self) -> None:
-        """The keepalive pulse: send a packet of silence now, straight to the leg's RTP
-        sender (which stays off the clock)."""
-        send = self.keepalive_to
-        if not self.parked or send is None:
+        """The keepalive pulse: send a packet of silence now, straight through the track's
+        player, the leg's RTP sender (which stays off the clock)."""
+        player = self.player
+        if not self.parked or player is None:
             return
         packet = self._keepalive()
         try:
-            send(packet.data, packet.pts, marker=False, audio_type=packet.payload_type)
+            player.send_now(packet.data, packet.pts, marker=False, audio_type=packet.payload_type)
         except ConnectionError:
             pass  # not connected (yet, or any more): the next pulse tries again
 
@@ -316,11 +313,6 @@ class ConnectedLeg(WebRTCSession):
     def _state_changed(self, state: str) -> None:
         if state == "connected":
             self.up.set()
-            if isinstance(self._track, ParkedTrack) and self.leg is not None:
-                self._track.keepalive_to = self.leg.sender.send_now
             if isinstance(self._track, ParkedTrack) and self.attached_to is None:
                 self._track.prime(PRIME)
-        if self._on_state is not None:
-            self._on_state(self, state)
-        if state == "failed" and not self._closed and not self._tasks.closed:
-            self._tasks.spawn(self.shutdown(), "close-failed")
+        super()._state_changed(state)

@@ -14,12 +14,11 @@ from aiortc import MediaStreamTrack
 
 from ..media import LevelMeter
 from ..media.ports import FrameSource
-from .encoded import Player
 from .forward_run import ForwardRun
 from .passthrough import PassThrough, one_20ms_packet
 from .red import RedWrapper
 from .rfc4733 import KeyPresses
-from .rtpsend import RtpStream
+from .rtpsend import LeanSender, RtpStream
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ class ForwardingTrack(MediaStreamTrack):
         self._stream: RtpStream | None = None
         self._run = ForwardRun()
         """The current forwarding run (``rtc/forward_run.py``), decided on each tick."""
-        self.player: Player | None = None
+        self.player: LeanSender | None = None
         """The clocked sender ticking the track (``OpusBusTrack.played_by``): it rests while
         a run carries its ticks (:meth:`carried_until`), woken when the run ends sooner."""
         self._encoder_stale = False

@@ -56,12 +56,6 @@ checks runs for seconds, and a call's end (and the engine events behind it) must
 FINAL = ("closed", "failed")
 
 
-def install_transport_hooks() -> None:
-    """The process-wide aioice/aiortc hooks every leg relies on (idempotent): pinned ports,
-    the UDP guard, DTLS ciphers and failure reasons."""
-    aiortc_seam.install()
-
-
 class RtpLegOwner:
     """What every leg that owns an :class:`~.rtp_leg.RtpLeg` shows and lends, written once: its
     quality samples, its packets forwarded both ways (``calls/forwarding.py``), its receiver's
@@ -91,11 +85,8 @@ class RtpLegOwner:
         needs_pcm: Callable[[float], bool] | None = None,
         meters: tuple[LevelMeter, ...] = (),
     ) -> None:
-        """Packets from here go there: also hand each Opus packet this leg receives,
-        untouched, with its arrival time, to ``offer`` (another leg's :meth:`forward_from`);
-        ``None`` stops. While ``offer`` carries them (its answer) and ``needs_pcm(at)`` says no,
-        they are not decoded (``rtc/uplink.py``, an idle leg) but for a level sample a second,
-        into ``meters``."""
+        """Packets from here go there (another leg's :meth:`forward_from`):
+        :meth:`.RtpLeg.forward_to`."""
         if self.leg is not None:
             self.leg.forward_to(offer, needs_pcm, meters)
 
@@ -105,17 +96,13 @@ class RtpLegOwner:
         return self.leg.playout.not_decoded if self.leg is not None else 0
 
     def report_loss_beyond(self, loss: Callable[[], float] | None) -> None:
-        """While this leg's packets are forwarded into another leg, tell its sender the loss
-        there too (``rtp_session.py``: our receiver reports carry it); ``None`` stops."""
+        """:meth:`.RtpLeg.report_loss_beyond`."""
         if self.leg is not None:
             self.leg.report_loss_beyond(loss)
 
     def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
-        """Packets from there go here: let this leg's sender send another leg's Opus packets
-        (offered to the returned ``PassThrough``, e.g. by its :meth:`forward_to`) untouched
-        while ``allowed()``, numbered by its lean sender's stream, in the sequence its own
-        packets (and DTMF events) share; ``None`` when it does not encode Opus itself or has
-        no sender (yet)."""
+        """Packets from there go here (:meth:`.RtpLeg.forward_from`); ``None`` once closed or
+        before its media is set up."""
         if self._closed or self.leg is None:
             return None
         return self.leg.forward_from(allowed)
@@ -198,7 +185,9 @@ class PeerLeg(RtpLegOwner):
         tasks: str,
         log_extra: Mapping[str, Any] | None = None,
     ) -> None:
-        install_transport_hooks()
+        # The process-wide hooks every leg relies on (idempotent): pinned ports, the UDP
+        # guard, DTLS ciphers and failure reasons.
+        aiortc_seam.install()
         super().__init__()
         self.name = name
         """What the logs call this leg."""
@@ -322,7 +311,6 @@ class PeerLeg(RtpLegOwner):
             extra=self._log_extra,
         )
 
-    # -- stats
     # -- close
     def _detach(self) -> None:
         """A subclass's hook, first thing in :meth:`close`: stop feeding and being fed."""

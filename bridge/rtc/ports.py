@@ -69,12 +69,9 @@ class PortAllocator:
             start = self._next
             for i in range(self.size):
                 port = self.first + (start - self.first + i) % self.size
-                sock = socket.socket(family, socket.SOCK_DGRAM)
                 try:
-                    sock.setblocking(False)
-                    sock.bind((host, port))
+                    sock = udp_socket(family, host, port)
                 except OSError as exc:
-                    sock.close()
                     if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                         continue
                     raise
@@ -134,12 +131,13 @@ def port_scope(ports: str) -> Iterator[PortAllocator | None]:
         _SCOPE.reset(token)
 
 
-def ephemeral(family: int, host: str) -> socket.socket:
-    """A non-blocking UDP socket on ``host`` at a port the kernel picks (no range set)."""
+def udp_socket(family: int, host: str, port: int = 0) -> socket.socket:
+    """A non-blocking UDP socket bound to ``(host, port)`` (0: a port the kernel picks, when no
+    range is set)."""
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
-        sock.bind((host, 0))
+        sock.bind((host, port))
     except OSError:
         sock.close()
         raise
@@ -162,7 +160,7 @@ def bind_in_range(
         assert remote_addr is not None
         host = "::" if ":" in remote_addr[0] else "0.0.0.0"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = allocator.bind(family, host) if allocator is not None else ephemeral(family, host)
+    sock = allocator.bind(family, host) if allocator is not None else udp_socket(family, host)
     if remote_addr is not None:
         try:
             sock.connect(remote_addr)

@@ -27,6 +27,12 @@ class Quality:
     concealed_fraction: float = 0.0
 
     @property
+    def uplink_loss(self) -> float:
+        """The fraction of what the far end sent that the network lost on the way here."""
+        received = self.uplink_packets + self.uplink_lost
+        return self.uplink_lost / received if received else 0.0
+
+    @property
     def far_end_loss(self) -> float:
         """The fraction of what we sent that the far end's receiver reports say was lost."""
         sent = self.downlink_packets + self.downlink_lost
@@ -47,11 +53,14 @@ class Quality:
         }
 
 
-def change(now: Quality, prev: Quality) -> Quality:
-    """The counters' change from ``prev`` to ``now`` (cumulative samples of one leg); jitter
-    and round-trip time are as of ``now``. A counter that went back (a restarted stream)
-    counts as no change."""
-    return Quality(
+def sample(now: Quality, prev: Quality, playout: Playout | None) -> Quality:
+    """The change of a leg's cumulative counters (``rtc/rtp_session.py`` ``quality()``) from
+    ``prev`` to ``now`` (a counter that went back, a restarted stream, counts as no change;
+    jitter and round-trip time are as of ``now``): ``uplink`` is what the bridge receives on
+    the leg, ``downlink`` what it sends (as the far end's receiver reports tell it). Its loss
+    fraction is what the listener misses (:func:`account_concealment`, with the leg's
+    ``playout``), or without one the larger loss of either direction."""
+    delta = Quality(
         uplink_packets=max(0, now.uplink_packets - prev.uplink_packets),
         uplink_lost=max(0, now.uplink_lost - prev.uplink_lost),
         uplink_jitter_s=now.uplink_jitter_s,
@@ -60,20 +69,7 @@ def change(now: Quality, prev: Quality) -> Quality:
         downlink_jitter_s=now.downlink_jitter_s,
         rtt_s=now.rtt_s,
     )
-
-
-def sample(now: Quality, prev: Quality, playout: Playout | None) -> Quality:
-    """The change of a leg's cumulative counters (``rtc/rtp_session.py`` ``quality()``) from
-    ``prev`` to ``now``: ``uplink`` is what the bridge receives on the leg, ``downlink`` what
-    it sends (as the far end's receiver reports tell it). Its loss fraction is what the
-    listener misses (:func:`account_concealment`, with the leg's ``playout``), or without
-    one the larger loss of either direction."""
-    delta = change(now, prev)
-    up = delta.uplink_packets + delta.uplink_lost
-    down = delta.downlink_packets + delta.downlink_lost
-    delta.loss_fraction = max(
-        delta.uplink_lost / up if up else 0.0, delta.downlink_lost / down if down else 0.0
-    )
+    delta.loss_fraction = max(delta.uplink_loss, delta.far_end_loss)
     if playout is not None:
         account_concealment(delta, playout)
     return delta
@@ -86,7 +82,6 @@ def account_concealment(delta: Quality, playout: Playout) -> None:
     if concealed is None:
         # Nothing was played here: the packets went on untouched (an idle leg,
         # ``rtc/uplink.py``), so the listener's own receiver meets every loss of this leg.
-        received = delta.uplink_packets + delta.uplink_lost
-        concealed = delta.uplink_lost / received if received else 0.0
+        concealed = delta.uplink_loss
     delta.concealed_fraction = concealed
     delta.loss_fraction = max(concealed, delta.far_end_loss)

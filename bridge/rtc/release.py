@@ -128,22 +128,20 @@ async def release_peer_connection(pc: Any, timeout: float = 5.0) -> int:
     finish, releases nothing (the cyclic collector will, later) rather than pull state from
     under them.
     """
-    seen = _reachable(pc)
-    pending = _pending_tasks(seen)
-    for _ in range(3):  # what the waited ones start meanwhile, twice over at most
+    for waits in range(4):  # what the waited ones start meanwhile, twice over at most
+        seen = _reachable(pc)
+        pending = _pending_tasks(seen)
         if not pending:
             break
+        if waits == 3:
+            log.debug("not releasing %r: its tasks keep starting tasks", pc)
+            return 0
         for task in pending:
             task.add_done_callback(_retrieve)
         _, still = await asyncio.wait(pending, timeout=timeout)
         if still:
             log.debug("not releasing %r: %d tasks still running", pc, len(still))
             return 0
-        seen = _reachable(pc)
-        pending = _pending_tasks(seen)
-    if pending:
-        log.debug("not releasing %r: its tasks keep starting tasks", pc)
-        return 0
     for obj in seen.values():
         if isinstance(obj, SSL.Connection):
             _release_ssl(obj)

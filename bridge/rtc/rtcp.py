@@ -51,7 +51,6 @@ class RtcpReports:
         self._lsr_at = 0.0
         self.far = FarEndReport()
         self.far_reports = 0
-        self.sender_reports = 0
         self.malformed = 0
         self.sent = 0
 
@@ -127,7 +126,6 @@ class RtcpReports:
         now = at + time.time() - time.monotonic()
         for packet in packets:
             if isinstance(packet, SenderReport) and self.remote_ssrc in (None, packet.ssrc):
-                self.sender_reports += 1
                 self._lsr = (packet.ntp_timestamp >> 16) & 0xFFFFFFFF
                 self._lsr_at = now
             if isinstance(packet, SenderReport | ReceiverReport):

@@ -147,10 +147,8 @@ class RtpLeg:
         needs_pcm: Callable[[float], bool] | None = None,
         meters: tuple[LevelMeter, ...] = (),
     ) -> None:
-        """Also hand each audio packet from the far end, untouched, with its arrival time, to
-        ``offer`` (``None`` stops); not decoded while ``offer`` carries them (its answer) and
-        ``needs_pcm(at)`` says no (an idle
-        receiver, ``rtc/uplink.py``) but for a level sample, into ``meters``."""
+        """Each audio packet from the far end also to ``offer``, untouched (the receiver's
+        :meth:`~.uplink.Playout.forward_to`)."""
         self.playout.forward_to(offer, needs_pcm, meters)
 
     def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:

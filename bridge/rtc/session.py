@@ -95,7 +95,8 @@ class WebRTCSession(PeerLeg):
         if self._on_state is not None:
             self._on_state(self, state)
         if state == "failed" and not self._closed and not self._tasks.closed:
-            self._tasks.spawn(self.close(), "close-failed")
+            # For good: a connected leg's own close only parks it (``connected.py``).
+            self._tasks.spawn(WebRTCSession.close(self), "close-failed")
 
     async def accept_offer(self, sdp: str) -> str:
         """Apply the browser's offer; return the answer SDP with every candidate in it."""
@@ -196,13 +197,11 @@ class WebRTCSession(PeerLeg):
             "uplinkFrames": self.uplink_frames,
             "redPackets": self.red.packets,
             # Downlink packets forwarded untouched from the WhatsApp leg (rtc/passthrough.py).
-            "downlinkForwarded": track.forwarded_frames if isinstance(track, OpusBusTrack) else 0,
+            "downlinkForwarded": 0 if track is None else track.forwarded_frames,
             # The browser's packets forwarded to WhatsApp and not decoded (rtc/uplink.py).
             "uplinkNotDecoded": self.not_decoded,
             # What the downlink does against the loss the browser reports (rtc/protection.py).
-            "downlinkProtection": track.protection_json()
-            if isinstance(track, OpusBusTrack)
-            else None,
+            "downlinkProtection": None if track is None else track.protection_json(),
             "jitterBuffer": None
             if jitter is None or sink is None
             else {

@@ -27,7 +27,7 @@ from typing import Any
 import pylibsrtp
 
 from . import udp_poll
-from .ports import ephemeral, parse_port_range, port_scope
+from .ports import parse_port_range, port_scope, udp_socket
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def bind_socket(host: str, ports: str) -> socket.socket:
         with port_scope(ports) as allocator:
             assert allocator is not None
             return allocator.bind(family, host)
-    return ephemeral(family, host)
+    return udp_socket(family, host)
 
 
 async def open_endpoint(

@@ -1,7 +1,9 @@
-"""Bus-backed outgoing audio tracks: each tick of the worker's media clock, what to send."""
+"""Bus-backed outgoing audio tracks: each tick of the worker's media clock, what to send (each
+packet an :class:`EncodedPacket`, what the clocked sender, ``rtc/rtpsend.py``, reads)."""
 
 from __future__ import annotations
 
+import fractions
 import time
 from collections import deque
 
@@ -15,12 +17,55 @@ from ..audio.phone_codecs import NARROW_SAMPLES, PhoneEncoder
 from ..media import LevelMeter
 from ..media.clock import Pacer, WorkerPacer
 from ..media.ports import FrameSource
-from .encoded import OPUS_RATE, EncodedPacket, Player
 from .forward_run import unsent_time
 from .forwarding_track import ForwardingTrack
 from .protection import EncoderSetting, EncoderSettings, LossProtection, Protection
 from .red import RedWrapper
 from .rfc4733 import KeyPresses
+from .rtpsend import LeanSender
+
+OPUS_RATE = 48_000
+_RTP_TIME_BASE = fractions.Fraction(1, OPUS_RATE)
+"""Opus' RTP clock (RFC 7587 §4.1): a packet stamped on it needs no conversion in aiortc."""
+
+
+class EncodedPacket:
+    """A pre-encoded packet: what ``rtc/rtpsend.py``'s sender reads (``data``, ``pts``,
+    ``seq``: a number the stream is to send it under, else ``None``: the stream numbers it;
+    ``payload_type``: RED's when ``data`` is a RED payload, else ``None``; with ``event``, an
+    RFC 4733 event's payload type, its ``pts`` the press's start), and what aiortc's own
+    sender reads (``bytes()``, ``pts``, ``time_base``) where it sends the track. A forwarded
+    packet goes to the wire without one (``rtc/forwarding_track.py``).
+
+    Stands in for ``av.Packet``, which copies the payload into an FFmpeg buffer and builds a
+    new ``Fraction`` on every ``time_base`` read; with ``time_base`` the very object aiortc
+    compares against, its ``convert_timebase`` does no ``Fraction`` arithmetic either.
+    """
+
+    __slots__ = ("data", "event", "marker", "payload_type", "pts", "seq", "time_base")
+
+    def __init__(
+        self,
+        data: bytes,
+        pts: int,
+        seq: int | None = None,
+        payload_type: int | None = None,
+        marker: bool | None = None,
+        event: bool = False,
+    ) -> None:
+        self.data = data
+        self.pts = pts
+        self.seq = seq
+        self.payload_type = payload_type
+        self.marker = marker
+        """The RTP marker bit, or ``None``: the stream decides (``RtpStream.packetise``)."""
+        self.event = event
+        """An RFC 4733 event sent in place of the tick's audio (``rtc/rfc4733.py``)."""
+        self.time_base = _RTP_TIME_BASE
+
+    def __bytes__(self) -> bytes:
+        return self.data
+
 
 _FRAME_TS = OPUS_RATE * FRAME_SAMPLES // SAMPLE_RATE
 
@@ -82,7 +127,6 @@ class OpusBusTrack(ForwardingTrack):
         """The tick's event packets, as the key presses hand them over."""
         self._pending: deque[EncodedPacket] = deque()
         """A tick's packets ``recv`` has not returned yet (aiortc's sender takes one a call)."""
-        self.fec = fec
         self.protection = protection
         self.red = red
         self.settings = EncoderSettings(
@@ -137,7 +181,7 @@ class OpusBusTrack(ForwardingTrack):
         self.frame_ts = _FRAME_TS if codec == "opus" else NARROW_SAMPLES
         self.protection = None  # nothing adapts to loss: the reports change nothing
 
-    def played_by(self, player: Player) -> None:
+    def played_by(self, player: LeanSender) -> None:
         """``player`` ticks :meth:`packets` from now (``LeanSender.start``), unless the track
         is off the clock (parked): then from when it puts itself on."""
         self.player = player

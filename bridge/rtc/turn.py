@@ -57,6 +57,8 @@ def rest_credential(secret: str, user: str, expiry: int) -> tuple[str, str]:
 
 
 class NoTurn:
+    """No TURN; also the base of the providers that hold nothing to close."""
+
     async def grant(self, user: str) -> TurnGrant:
         return DISABLED
 
@@ -64,7 +66,7 @@ class NoTurn:
         pass
 
 
-class StaticTurn:
+class StaticTurn(NoTurn):
     """The same long-term credentials for everyone."""
 
     def __init__(self, settings: IceSettings) -> None:
@@ -77,11 +79,8 @@ class StaticTurn:
     async def grant(self, user: str) -> TurnGrant:
         return TurnGrant((dict(self.entry),), "static")
 
-    async def close(self) -> None:
-        pass
 
-
-class RestSecretTurn:
+class RestSecretTurn(NoTurn):
     """Short-lived credentials derived from a secret shared with coturn."""
 
     def __init__(self, settings: IceSettings, clock: Any = time.time) -> None:
@@ -95,9 +94,6 @@ class RestSecretTurn:
         username, credential = rest_credential(self._secret, user or "bridge", expiry)
         entry = {"urls": self.urls, "username": username, "credential": credential}
         return TurnGrant((entry,), "ephemeral", self.ttl)
-
-    async def close(self) -> None:
-        pass
 
 
 def parse_ice_servers(body: Any) -> tuple[tuple[dict[str, Any], ...], int | None]:

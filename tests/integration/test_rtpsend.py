@@ -13,8 +13,8 @@ from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket
 
 from bridge.audio import FRAME_SAMPLES
 from bridge.media import BusStats
+from bridge.rtc import aiortc_seam
 from bridge.rtc.dtls_srtp import DtlsSrtp
-from bridge.rtc.leg import install_transport_hooks
 from bridge.rtc.rfc4733 import DtmfDetector, KeyPresses
 from bridge.rtc.rtp_leg import RtpLeg
 from bridge.rtc.rtp_session import RtpSession
@@ -45,7 +45,7 @@ class Tone:
 async def test_an_aiortc_receiver_decodes_the_tone_the_lean_sender_sends() -> None:
     config = RTCConfiguration(iceServers=[])
     bridge_pc, far_pc = RTCPeerConnection(config), RTCPeerConnection(config)
-    install_transport_hooks()
+    aiortc_seam.install()  # the hooks every leg installs (pinned ports, guard, DTLS)
     keys = KeyPresses(payload_type=lambda: EVENT_PT)
     track = OpusBusTrack(Tone(440.0), keys=keys)
     transceiver = bridge_pc.addTransceiver(track, direction="sendonly")

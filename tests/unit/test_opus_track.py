@@ -12,14 +12,13 @@ import pytest
 
 from bridge.audio import FRAME_SAMPLES
 from bridge.audio.opus import OpusDecoder, OpusEncoder, has_fec
-from bridge.rtc.encoded import EncodedPacket
 from bridge.rtc.forward_run import FORWARD_WAIT
 from bridge.rtc.passthrough import PassThrough
 from bridge.rtc.protection import MIN_PLANNED, UNKNOWN_LOSS, EncoderSetting, LossProtection
 from bridge.rtc.red import RedWrapper, split_red
 from bridge.rtc.rtpsend import RtpStream
 from bridge.rtc.sdp import opus_parameters, with_opus_fmtp
-from bridge.rtc.tracks import FrameSource, OpusBusTrack
+from bridge.rtc.tracks import EncodedPacket, FrameSource, OpusBusTrack
 from tests.support.spectrum import dominant_frequency, tone_breaks
 from tests.support.waits import until
 
