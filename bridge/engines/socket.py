@@ -91,8 +91,6 @@ class PcmStreamMedia(WebSocketMedia):
     With an ``aim``, the batches are aimed at the engine's clock, learnt from its batch-sized
     frames: a quiet frame dropped, or a batch of silence shed, as ``tick_aim.py`` says."""
 
-    engine = "PCM stream"
-
     def __init__(
         self,
         ws: aiohttp.ClientWebSocketResponse,
@@ -101,8 +99,10 @@ class PcmStreamMedia(WebSocketMedia):
         *,
         batch_samples: int = FRAME_SAMPLES,
         aim: TickAim | None = None,
+        engine: str = "PCM stream",
     ) -> None:
         super().__init__(ws, call_id, stats)
+        self.engine = engine
         self.batch_samples = batch_samples
         self.aim = aim
         self._out: list[Pcm] = []
