@@ -35,7 +35,7 @@ from ...errors import (
 )
 from ...timefmt import iso_utc, parse_iso_utc
 from ..base import EngineEvent, EngineEventKind, emit
-from .graph import GraphClient
+from .graph import GraphClient, addressed
 from .permission_wire import (
     SEND_REQUEST,
     START_CALL,
@@ -43,7 +43,6 @@ from .permission_wire import (
     message_id,
     messages_events,
     next_allowed,
-    permission_query,
     permission_view,
     request_message,
 )
@@ -197,7 +196,7 @@ class CallPermissions:
         if cached is not None and not fresh and time.monotonic() - cached[0] < CACHE_SECONDS:
             return dict(cached[1])
         answer = await self.graph.request(
-            "GET", "call_permissions", "call_permissions", params=permission_query(phone)
+            "GET", "call_permissions", "call_permissions", params=addressed(phone, "user_wa_id")
         )
         view = permission_view(phone, answer)
         self._cache.add(phone, (time.monotonic(), view))
