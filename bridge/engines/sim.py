@@ -185,12 +185,13 @@ class SimEngine:
     async def health(self) -> EngineHealth:
         return EngineHealth(up=True, detail="simulated engine", info={"calls": len(self.calls)})
 
-    def _new_id(self) -> str:
-        return f"SIM{next(self._ids):04d}{uuid.uuid4().hex[:8].upper()}"
+    def _new_call(self, phone: str, direction: str) -> SimCall:
+        call_id = f"SIM{next(self._ids):04d}{uuid.uuid4().hex[:8].upper()}"
+        self.calls[call_id] = SimCall(call_id, f"{phone}@s.whatsapp.net", direction)
+        return self.calls[call_id]
 
     async def dial(self, phone: str, *, call_id: str = "") -> str:
-        call = SimCall(id=self._new_id(), peer=f"{phone}@s.whatsapp.net", direction="outbound")
-        self.calls[call.id] = call
+        call = self._new_call(phone, "outbound")
         self._tasks.spawn(self._ring_then_answer(call), f"dial:{call.id}")
         return call.id
 
@@ -216,8 +217,7 @@ class SimEngine:
 
     def incoming(self, phone: str) -> str:
         """Simulate an inbound call from ``phone``; it rings until answered or declined."""
-        call = SimCall(id=self._new_id(), peer=f"{phone}@s.whatsapp.net", direction="inbound")
-        self.calls[call.id] = call
+        call = self._new_call(phone, "inbound")
         emit(self.events, EngineEvent(EngineEventKind.INCOMING, call.id, call.peer))
         return call.id
 
