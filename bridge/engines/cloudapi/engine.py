@@ -1,10 +1,8 @@
 """``CloudApiEngine``: WhatsApp Business Cloud API Calling (``BRIDGE_ENGINE=cloudapi``).
 
 Signalling is Graph API requests (:mod:`.graph`) and signed webhooks (:mod:`.webhook`); the
-WhatsApp side of each call is a media leg to Meta (:mod:`.media`), made here before the call's
-runtime exists (at the connect webhook, so ICE and DTLS come up while the call rings; or to
-dial) and handed to the runtime (:meth:`CloudApiEngine.take_leg`), which closes it; a leg never
-handed over is closed here.
+WhatsApp side of each call is a media leg to Meta (:mod:`.media`), a ``CallLeg`` made at the
+connect webhook or to dial (``engines/base.py``); a leg never handed over is closed here.
 
 Inbound: connect webhook (offer) → answer → ``pre_accept`` → ``INCOMING``; ``answer`` →
 ``accept``; ``hangup`` → ``reject`` while ringing, else ``terminate``. Outbound: ``dial`` →

@@ -25,10 +25,8 @@ from .shell import WhatsAppLeg
 
 
 class WhatsAppPeer(WhatsAppLeg, PeerLeg):
-    """One Cloud API call's peer connection to Meta (see the module docstring).
-
-    The engine makes it (from the connect webhook, or to dial) and hands it to the call's
-    runtime, which closes it when the call ends (``on_closed`` then tells the engine)."""
+    """One Cloud API call's peer connection to Meta (see the module docstring), a ``CallLeg``
+    (``engines/base.py``): ``on_closed`` tells the engine when its runtime closed it."""
 
     what = "WhatsApp-side WebRTC"
     far_end = "Meta"

@@ -25,7 +25,7 @@ class CloudCall:
     peer_wa: str
     direction: str  # "inbound" or "outbound"
     peer: MediaLeg
-    """Used for signalling (SDP, media seen); closed by the call's runtime once handed over."""
+    """Used for signalling (SDP, media seen)."""
     state: str = "connecting"  # connecting, ringing, accepted, ended
     answer_sdp: str = ""  # inbound: what pre_accept and accept send
     call_id: str = ""  # outbound: our call id (biz_opaque_callback_data)
