@@ -57,9 +57,7 @@ class MetaArtifacts:
         self.failed = 0
 
     def ask(self, key: str, options: dict[str, Any]) -> None:
-        """Send ``options`` (the API's ``recording``/``transcription``, as Meta's objects:
-        400 naming a malformed field) with the call's next ``connect`` (``key``: the user
-        dialled) or ``accept`` (the wacid)."""
+        """``ArtifactsPort.ask`` (``engines/base.py``): as Meta's objects (:func:`meta_options`)."""
         self.asked.add(key, meta_options(options))
 
     def fields(self, key: str) -> dict[str, Any]:
