@@ -43,7 +43,7 @@ from ..hangups import PendingHangups
 from .artifacts import MetaArtifacts
 from .calling_settings import CallingSettings
 from .channel import PeerChannel
-from .codes import ended_by_meta, refused_event, status_event
+from .codes import CALL_STATUS, ended_by_meta, refused_event
 from .graph import GraphClient, addressed, connected_call_id, strip
 from .media import MediaLeg, new_leg
 from .permissions import CallPermissions
@@ -302,7 +302,7 @@ class CloudApiEngine:
                 self._ended.add(ev.wacid)
         elif ev.kind == "status" and call is not None and ev.status not in call.seen:
             call.seen.add(ev.status)
-            kind, reason = status_event(ev.status) or (None, "")
+            kind, reason = CALL_STATUS.get(ev.status, (None, ""))
             if kind is EngineEventKind.RINGING and call.state == "calling":
                 call.state = "ringing"
                 emit(self.events, EngineEvent(EngineEventKind.RINGING, call.wacid, call.jid))
