@@ -81,9 +81,7 @@ class WadialMedia(WebSocketMedia):
         return f32_to_s16(np.frombuffer(data, dtype="<f4"))
 
     def on_text(self, text: str) -> None:
-        self._control(text)
-
-    def _control(self, text: str) -> None:
+        """A JSON control frame (``ready``, ``buffer``, ``call_state``, ``ended``, ``error``)."""
         try:
             frame = json.loads(text)
             if not isinstance(frame, dict):
