@@ -27,15 +27,6 @@ ENGINE_FRAME_SAMPLES = 960
 """§6: the engine's frame, 960 samples = 1920 bytes = 60 ms (three bus frames)."""
 
 
-def _unwrap(body: Any) -> Any:
-    """§2: payload in ``.data`` of ``{code, data, success}``."""
-    if isinstance(body, dict) and "data" in body and "success" in body:
-        if body.get("success") is False:
-            raise EngineError(f"engine error: {body.get('error') or body}")
-        return body["data"]
-    return body
-
-
 class ZuckZapGoEngine(PollingEngine):
     """Drives a ZuckZapGo instance (``BRIDGE_ENGINE=zuckzapgo``)."""
 
@@ -53,8 +44,13 @@ class ZuckZapGoEngine(PollingEngine):
         self.headers = {"token": settings.engine_token}
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        """One REST call's payload: §2, ``.data`` of ``{code, data, success}``."""
         raw = await self.request(method, self.base + path, payload=body, headers=self.headers)
-        return _unwrap(raw)
+        if isinstance(raw, dict) and "data" in raw and "success" in raw:
+            if raw.get("success") is False:
+                raise EngineError(f"engine error: {raw.get('error') or raw}")
+            return raw["data"]
+        return raw
 
     async def list_calls(self) -> list[RemoteCall]:
         data = await self._call("GET", "/call/status")
