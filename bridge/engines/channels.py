@@ -92,8 +92,8 @@ class WebRTCLeg(Protocol):
         """Packets from here go there: also hand each Opus packet it receives, untouched, to
         ``offer(seq, timestamp, payload, at)``, ``at`` its arrival (pass-through to the
         browser), which says whether it carried each; ``None`` stops. While it does and
-        ``needs_pcm(at)`` says no, they are not decoded (nothing
-        on the bus needs them) but for a level sample a second, into ``meters``."""
+        ``needs_pcm(at)`` says no, they are not decoded (nothing on the bus needs them) but for
+        a level sample a second, into ``meters``."""
 
     def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
         """Packets from there go here: send the browser's Opus packets (offered to the

@@ -11,11 +11,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 
-from ..config import EngineSettings
+from ..config import EngineSettings, Settings
 from ..errors import EngineCallNotFound, EngineError, EngineUnavailable, PeerUnreachable
 from ..tasks import TaskSet
 from .base import (
@@ -55,14 +55,9 @@ class PollingEngine(abc.ABC):
 
     REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2)
 
-    def __init__(
-        self,
-        settings: EngineSettings,
-        poll_interval: float,
-        http: aiohttp.ClientSession | None = None,
-    ) -> None:
+    def __init__(self, settings: EngineSettings, http: aiohttp.ClientSession | None = None) -> None:
         self.settings = settings
-        self.poll_interval = poll_interval
+        self.base = settings.engine_url.rstrip("/")
         self.events: asyncio.Queue[EngineEvent] = asyncio.Queue(maxsize=1000)
         self.stats = EngineStats()
         self.up = False
@@ -80,6 +75,11 @@ class PollingEngine(abc.ABC):
         self._first_listing: list[RemoteCall] | None = None
         self._listed = asyncio.Event()
         self.pending_hangups = PendingHangups(self.name, self.hangup, self.pause)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, http: aiohttp.ClientSession | None = None) -> Self:
+        """The engine registered for its ``BRIDGE_ENGINE`` name."""
+        return cls(settings.engine, http)
 
     # -- lifecycle
     async def start(self) -> None:
@@ -187,7 +187,7 @@ class PollingEngine(abc.ABC):
                 self._mark(False, "malformed answer to the call list")
             self._poke.clear()
             try:
-                await asyncio.wait_for(self._poke.wait(), self.poll_interval)
+                await asyncio.wait_for(self._poke.wait(), self.settings.engine_poll_interval)
             except TimeoutError:
                 pass
 

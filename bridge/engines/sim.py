@@ -28,6 +28,7 @@ from ..media.ports import ClockedPort
 from ..tasks import TaskSet
 from .base import EngineEvent, EngineEventKind, EngineHealth, EngineStats, RemoteCall, emit
 from .channels import MediaClosed, MediaFatal
+from .cloudapi.channel import LegPort
 
 log = logging.getLogger(__name__)
 
@@ -73,33 +74,30 @@ class SimMediaChannel:
         # bursts). With no echo delay asked for, one: the echo then adds at most 40 ms, so a
         # round trip timed from outside (the bench's click) is the bridge's, not this line's.
         self._slack = 5 if settings.sim_echo_delay > 0 else 1
-        self._closed = asyncio.Event()
-        self._port: ClockedPort | None = None
+        self.door = LegPort()
+        """Its side of the WhatsApp side's door into the call, as a leg to Meta has."""
         self._unclock: Callable[[], None] | None = None
 
     def plug(self, port: ClockedPort) -> None:
         """The call from now on, on the worker clock's engine phase; a channel already closed
         tells it at once."""
-        if self._closed.is_set():
-            port.ended(f"{self.call.id}: the simulated far end hung up")
-            return
-        self._port = port
-        if self._unclock is None:
+        self.door.plug(port)
+        if self._unclock is None and self.door.over is None:
             self._unclock = worker_clock().register(self._tick, Phase.ENGINE)
 
     def _tick(self, now: float) -> None:
-        port = self._port
-        if port is None:
+        source = self.door.source
+        if source.port is None:
             return
-        while (pcm := port.take(now)) is not None:
+        while (pcm := source.take(now)) is not None:
             self.hear(pcm, now)
-        port.accept(self._produce(now))
+        self.door.received(self._produce(now))
 
     def hear(self, pcm: Pcm, now: float) -> None:
         """A frame the far end heard on the tick at ``now`` (the tick's time, not a clock read:
         the echo line compares it with that same tick's, so a loop that runs the tick late
         still echoes the frame in the tick it was heard)."""
-        if self._closed.is_set():
+        if self.door.over is not None:
             raise MediaClosed(self.call.id)
         self.call.heard.append(pcm)
         self.call.heard_at.append(now)
@@ -143,13 +141,10 @@ class SimMediaChannel:
     async def close(self) -> None:
         """The far end hangs up (or the call's media closes): off the clock, and the plugged
         port told once."""
-        self._closed.set()
         unclock, self._unclock = self._unclock, None
         if unclock is not None:
             unclock()
-        port, self._port = self._port, None
-        if port is not None:
-            port.ended(f"{self.call.id}: the simulated far end hung up")
+        self.door.end(f"{self.call.id}: the simulated far end hung up")
 
 
 class SimEngine:
@@ -185,12 +180,13 @@ class SimEngine:
     async def health(self) -> EngineHealth:
         return EngineHealth(up=True, detail="simulated engine", info={"calls": len(self.calls)})
 
-    def _new_id(self) -> str:
-        return f"SIM{next(self._ids):04d}{uuid.uuid4().hex[:8].upper()}"
+    def _new_call(self, phone: str, direction: str) -> SimCall:
+        call_id = f"SIM{next(self._ids):04d}{uuid.uuid4().hex[:8].upper()}"
+        self.calls[call_id] = SimCall(call_id, f"{phone}@s.whatsapp.net", direction)
+        return self.calls[call_id]
 
     async def dial(self, phone: str, *, call_id: str = "") -> str:
-        call = SimCall(id=self._new_id(), peer=f"{phone}@s.whatsapp.net", direction="outbound")
-        self.calls[call.id] = call
+        call = self._new_call(phone, "outbound")
         self._tasks.spawn(self._ring_then_answer(call), f"dial:{call.id}")
         return call.id
 
@@ -216,8 +212,7 @@ class SimEngine:
 
     def incoming(self, phone: str) -> str:
         """Simulate an inbound call from ``phone``; it rings until answered or declined."""
-        call = SimCall(id=self._new_id(), peer=f"{phone}@s.whatsapp.net", direction="inbound")
-        self.calls[call.id] = call
+        call = self._new_call(phone, "inbound")
         emit(self.events, EngineEvent(EngineEventKind.INCOMING, call.id, call.peer))
         return call.id
 

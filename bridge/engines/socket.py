@@ -42,11 +42,15 @@ class WebSocketMedia(abc.ABC):
         self.call_id = call_id
         self.stats = stats
 
-    async def send_payload(self, payload: bytes) -> None:
+    async def send_payload(self, payload: bytes | str) -> None:
+        """One frame: binary for bytes (PCM), text for a string (a control message)."""
         if self.ws.closed:
             raise MediaClosed(self.call_id)
         try:
-            await self.ws.send_bytes(payload)
+            if isinstance(payload, bytes):
+                await self.ws.send_bytes(payload)
+            else:
+                await self.ws.send_str(payload)
         except (ConnectionError, RuntimeError) as exc:
             raise MediaClosed(f"{self.call_id}: {exc}") from exc
 
@@ -91,8 +95,6 @@ class PcmStreamMedia(WebSocketMedia):
     With an ``aim``, the batches are aimed at the engine's clock, learnt from its batch-sized
     frames: a quiet frame dropped, or a batch of silence shed, as ``tick_aim.py`` says."""
 
-    engine = "PCM stream"
-
     def __init__(
         self,
         ws: aiohttp.ClientWebSocketResponse,
@@ -101,8 +103,10 @@ class PcmStreamMedia(WebSocketMedia):
         *,
         batch_samples: int = FRAME_SAMPLES,
         aim: TickAim | None = None,
+        engine: str = "PCM stream",
     ) -> None:
         super().__init__(ws, call_id, stats)
+        self.engine = engine
         self.batch_samples = batch_samples
         self.aim = aim
         self._out: list[Pcm] = []
@@ -137,13 +141,9 @@ class PcmStreamMedia(WebSocketMedia):
     async def send_key(self, digit: str, duration_ms: int) -> None:
         """A key pressed at this end, as the stream's ``dtmf`` message (``attachments/
         pcm_socket.py``): the relay of a leg lent across workers (``desk/lending.py``)."""
-        if self.ws.closed:
-            raise MediaClosed(self.call_id)
-        body = {"type": "dtmf", "digit": digit, "durationMs": duration_ms}
-        try:
-            await self.ws.send_str(json.dumps(body))
-        except (ConnectionError, RuntimeError) as exc:
-            raise MediaClosed(f"{self.call_id}: {exc}") from exc
+        await self.send_payload(
+            json.dumps({"type": "dtmf", "digit": digit, "durationMs": duration_ms})
+        )
 
     async def close(self) -> None:
         self._out.clear()

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE, f32_to_s16, s16_to_f32
 from ..audio.pcm import Pcm
-from ..config import EngineSettings, Settings
+from ..config import EngineSettings
 from ..errors import EngineError
 from .base import ACTIVE_STATES, EngineEvent, EngineEventKind, RemoteCall, emit
 from .channels import MediaFatal
@@ -81,9 +81,7 @@ class WadialMedia(WebSocketMedia):
         return f32_to_s16(np.frombuffer(data, dtype="<f4"))
 
     def on_text(self, text: str) -> None:
-        self._control(text)
-
-    def _control(self, text: str) -> None:
+        """A JSON control frame (``ready``, ``buffer``, ``call_state``, ``ended``, ``error``)."""
         try:
             frame = json.loads(text)
             if not isinstance(frame, dict):
@@ -156,16 +154,8 @@ class WadialEngine(PollingEngine):
     media_before_answer = True
     """The media socket reports ``call_state``/``ended``: open it before the answer."""
 
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, http: aiohttp.ClientSession | None = None
-    ) -> WadialEngine:
-        """The engine registered for ``BRIDGE_ENGINE=wadial``."""
-        return cls(settings.engine, http)
-
     def __init__(self, settings: EngineSettings, http: aiohttp.ClientSession | None = None) -> None:
-        super().__init__(settings, settings.engine_poll_interval, http)
-        self.base = settings.engine_url.rstrip("/")
+        super().__init__(settings, http)
         self.headers = {"Authorization": f"Bearer {settings.engine_token}"}
         self.session = settings.engine_session
 

@@ -14,19 +14,9 @@ from urllib.parse import quote
 import aiohttp
 
 from ..audio.pcm import SAMPLE_RATE
-from ..config import EngineSettings, Settings
-from ..errors import (
-    EngineError,
-)
-from .base import (
-    EngineEvent,
-    EngineEventKind,
-    EngineStats,
-    RemoteCall,
-    WebhookCalls,
-    emit,
-    webhook_json,
-)
+from ..config import EngineSettings
+from ..errors import EngineError
+from .base import EngineEvent, EngineEventKind, RemoteCall, WebhookCalls, emit, webhook_json
 from .polling import PollingEngine
 from .socket import PcmStreamMedia, ReconnectingChannel
 from .tick_aim import TickAim
@@ -35,33 +25,6 @@ log = logging.getLogger(__name__)
 
 ENGINE_FRAME_SAMPLES = 960
 """§6: the engine's frame, 960 samples = 1920 bytes = 60 ms (three bus frames)."""
-
-
-def _unwrap(body: Any) -> Any:
-    """§2: payload in ``.data`` of ``{code, data, success}``."""
-    if isinstance(body, dict) and "data" in body and "success" in body:
-        if body.get("success") is False:
-            raise EngineError(f"engine error: {body.get('error') or body}")
-        return body["data"]
-    return body
-
-
-class ZuckZapGoMedia(PcmStreamMedia):
-    """One media WebSocket (§6): bus frames in threes to exactly 1920-byte frames, and back
-    (the engine zero-pads partial frames, which would put gaps in the call). Text frames are
-    not part of the protocol and are ignored."""
-
-    engine = "ZuckZapGo"
-
-    def __init__(
-        self,
-        ws: aiohttp.ClientWebSocketResponse,
-        call_id: str,
-        stats: EngineStats,
-        opening: float = 0.0,
-    ) -> None:
-        aim = TickAim(ENGINE_FRAME_SAMPLES / SAMPLE_RATE, opening)
-        super().__init__(ws, call_id, stats, batch_samples=ENGINE_FRAME_SAMPLES, aim=aim)
 
 
 class ZuckZapGoEngine(PollingEngine):
@@ -77,20 +40,17 @@ class ZuckZapGoEngine(PollingEngine):
     )
 
     def __init__(self, settings: EngineSettings, http: aiohttp.ClientSession | None = None) -> None:
-        super().__init__(settings, settings.engine_poll_interval, http)
-        self.base = settings.engine_url.rstrip("/")
+        super().__init__(settings, http)
         self.headers = {"token": settings.engine_token}
 
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, http: aiohttp.ClientSession | None = None
-    ) -> ZuckZapGoEngine:
-        """The engine registered for ``BRIDGE_ENGINE=zuckzapgo``."""
-        return cls(settings.engine, http)
-
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
+        """One REST call's payload: §2, ``.data`` of ``{code, data, success}``."""
         raw = await self.request(method, self.base + path, payload=body, headers=self.headers)
-        return _unwrap(raw)
+        if isinstance(raw, dict) and "data" in raw and "success" in raw:
+            if raw.get("success") is False:
+                raise EngineError(f"engine error: {raw.get('error') or raw}")
+            return raw["data"]
+        return raw
 
     async def list_calls(self) -> list[RemoteCall]:
         data = await self._call("GET", "/call/status")
@@ -113,13 +73,22 @@ class ZuckZapGoEngine(PollingEngine):
     async def open_media(self, engine_call_id: str) -> ReconnectingChannel:
         url = f"{self.base}/call/{quote(engine_call_id, safe='')}/stream"
 
-        async def connect() -> ZuckZapGoMedia:
+        async def connect() -> PcmStreamMedia:
+            """§6: bus frames in threes to exactly 1920-byte frames, and back (the engine
+            zero-pads partial frames, which would put gaps in the call); text is ignored."""
             started = time.monotonic()
             ws = await self.media_socket(url, params={"token": self.settings.engine_token})
             # The opening's time bounds the socket's delay, which a frame aimed at the
             # engine's tick must allow for (``tick_aim.py``).
-            opening = time.monotonic() - started
-            return ZuckZapGoMedia(ws, engine_call_id, self.stats, opening=opening)
+            aim = TickAim(ENGINE_FRAME_SAMPLES / SAMPLE_RATE, time.monotonic() - started)
+            return PcmStreamMedia(
+                ws,
+                engine_call_id,
+                self.stats,
+                batch_samples=ENGINE_FRAME_SAMPLES,
+                aim=aim,
+                engine=self.who,
+            )
 
         return await self.reconnecting(engine_call_id, connect)
 

@@ -1,6 +1,6 @@
 """The table "Meta's call status → the bridge" of ``docs/engines/cloudapi.md`` is the one
 place that mapping is written: every row is checked against the code that does it (Meta's
-``terminate`` statuses through ``terminate_reason``, its ``statuses`` through ``status_event``,
+``terminate`` statuses through ``terminate_reason``, its ``statuses`` through ``CALL_STATUS``,
 both through the manager's ``end_reason``), and every status the code maps has a row."""
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from bridge.engines.base import EngineEventKind
 from bridge.engines.cloudapi.codes import (
     CALL_STATUS,
     TERMINATE_STATUS,
-    status_event,
     terminate_reason,
 )
 
@@ -71,7 +70,7 @@ def test_each_row_is_what_the_code_does(row: dict[str, str]) -> None:
             else:
                 assert row["Meta's webhook"] == "statuses", row
                 assert outbound, "statuses come for business-initiated calls only"
-                meant = status_event(row["status"])
+                meant = CALL_STATUS.get(row["status"])
                 assert meant is not None, row
                 kind, reason = meant
             assert _bridge_sees(kind, reason, outbound, answered) == want, (outbound, answered)

@@ -101,7 +101,7 @@ async def test_the_sim_echo_answers_in_the_tick_even_when_the_loop_runs_it_late(
     real time would have been after the tick's and left the line a frame behind for good."""
     channel = sim_channel(SimPeer.ECHO, sim_echo_delay=0.0)
     port = _Port()
-    channel._port = port  # plugged by hand: the ticks below are this test's
+    channel.door.source.port = port  # plugged by hand: the ticks below are this test's
     start = worker_clock().now - 0.1  # every tick's time 100 ms before the real time
     for i in range(6):
         hz = 300 + 100 * i

@@ -3,12 +3,12 @@ user's replies, and when a used-up limit lets the next request through."""
 
 from __future__ import annotations
 
+from bridge.engines.cloudapi.graph import addressed
 from bridge.engines.cloudapi.permission_wire import (
     UserMoved,
     call_button_message,
     messages_events,
     next_allowed,
-    permission_query,
     permission_view,
     request_message,
 )
@@ -130,8 +130,8 @@ def test_a_user_who_shows_no_phone_is_named_by_bsuid_both_ways() -> None:
     assert asked["recipient"] == BSUID and "to" not in asked
     assert request_message("5521", None)["to"] == "5521"
     assert call_button_message(BSUID, {"text": "call us"})["recipient"] == BSUID
-    assert permission_query(BSUID) == {"recipient": BSUID}
-    assert permission_query("5521") == {"user_wa_id": "5521"}
+    assert addressed(BSUID, "user_wa_id") == {"recipient": BSUID}  # GET call_permissions
+    assert addressed("5521", "user_wa_id") == {"user_wa_id": "5521"}
     reply = {
         "from_user_id": BSUID,
         "type": "interactive",

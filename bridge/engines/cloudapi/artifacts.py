@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import time
-from collections import OrderedDict
 from typing import Any
 
 from ...errors import EngineError
@@ -21,6 +20,7 @@ from ...tasks import TaskSet
 from ..base import EngineEvent, EngineEventKind, emit
 from .artifacts_wire import ArtifactWebhook, artifact_events, meta_options, transcript_words
 from .graph import GraphClient
+from .state import Remembered
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +51,14 @@ class MetaArtifacts:
         self.tasks = tasks
         self.window = window
         self.backoff = backoff
-        self.asked: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.asked = Remembered(MAX_ASKED)
         self.pending = 0
         self._downloads = asyncio.Semaphore(MAX_FETCHES)
         self.failed = 0
 
     def ask(self, key: str, options: dict[str, Any]) -> None:
-        """Send ``options`` (the API's ``recording``/``transcription``, as Meta's objects:
-        400 naming a malformed field) with the call's next ``connect`` (``key``: the user
-        dialled) or ``accept`` (the wacid)."""
-        self.asked[key] = meta_options(options)
-        while len(self.asked) > MAX_ASKED:
-            self.asked.popitem(last=False)
+        """``ArtifactsPort.ask`` (``engines/base.py``): as Meta's objects (:func:`meta_options`)."""
+        self.asked.add(key, meta_options(options))
 
     def fields(self, key: str) -> dict[str, Any]:
         """The options waiting for ``key``, taken (an empty dict when none)."""

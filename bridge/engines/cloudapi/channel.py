@@ -15,10 +15,11 @@ from ..channels import ClockedChannel, DtmfLeg, MediaClosed, MediaFatal, WebRTCC
 
 
 class LegPort:
-    """A leg to Meta's side of its door into the call: what its receiver decodes goes to the
-    plugged port on the clock's receive phase (nowhere while none is: a ringing call has no
-    listener), what its sender encodes is taken from it on the send phase (:attr:`source`:
-    silence while none is), and the leg's end is told to it once."""
+    """An in-worker leg's side of its door into the call (a leg to Meta's; the sim's far end's,
+    on its engine phase): what its receiver decodes goes to the plugged port on the clock's
+    receive phase (nowhere while none is: a ringing call has no listener), what its sender
+    encodes is taken from it on the send phase (:attr:`source`: silence while none is), and
+    the leg's end is told to it once."""
 
     def __init__(self) -> None:
         self.source = Plug()

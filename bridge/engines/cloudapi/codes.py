@@ -156,6 +156,8 @@ CALL_STATUS = {
     "ACCEPTED": (EngineEventKind.ANSWERED, ""),
     "REJECTED": (EngineEventKind.ENDED, "rejected"),
 }
+"""A ``statuses`` item of a business-initiated call: the engine event it becomes and its end
+reason (a status not here is not acted on)."""
 _CODE_RE = re.compile(r"\b(13[18]\d{3})\b")
 
 
@@ -204,13 +206,6 @@ def terminate_reason(
     return reason, detail
 
 
-def status_event(status: str) -> tuple[EngineEventKind, str] | None:
-    """What a ``statuses`` item of a business-initiated call means: the engine event it
-    becomes and its end reason (``REJECTED``: ``rejected``, the user did not take the call);
-    ``None`` for a status the bridge does not act on."""
-    return CALL_STATUS.get(status)
-
-
 def code_in_text(text: str) -> MetaCode | None:
     """A mapped Meta code quoted in free text (a SIP ``Reason`` header's ``text=``)."""
     for match in _CODE_RE.finditer(text):
@@ -218,12 +213,6 @@ def code_in_text(text: str) -> MetaCode | None:
         if known is not None:
             return known
     return None
-
-
-def hint_for(errors: Iterable[Mapping[str, Any]]) -> str:
-    """`` — <hint>`` for the first mapped code of ``errors`` (for a log line), else ``""``."""
-    known, _detail = first_known(errors)
-    return f" — {known.hint}" if known is not None else ""
 
 
 def ended_by_meta(wacid: str, ev: CallWebhook, *, answered: bool, outbound: bool) -> EngineEvent:
@@ -234,6 +223,7 @@ def ended_by_meta(wacid: str, ev: CallWebhook, *, answered: bool, outbound: bool
     # (Meta's webhooks come out of order).
     answered = answered or (ev.duration or 0) > 0
     reason, detail = terminate_reason(ev.status, ev.errors, answered=answered, outbound=outbound)
+    known, _detail = first_known(ev.errors)
     data: dict[str, Any] = {"engineStatus": ev.status}
     if ev.errors:
         data["errors"] = ev.errors
@@ -246,7 +236,7 @@ def ended_by_meta(wacid: str, ev: CallWebhook, *, answered: bool, outbound: bool
             ev.status,
             reason or "unanswered",
             detail or "no error given",
-            hint_for(ev.errors),
+            f" — {known.hint}" if known is not None else "",
         )
     return EngineEvent(EngineEventKind.ENDED, wacid, reason=reason, data=data, detail=detail)
 

@@ -1,10 +1,8 @@
 """``CloudApiEngine``: WhatsApp Business Cloud API Calling (``BRIDGE_ENGINE=cloudapi``).
 
 Signalling is Graph API requests (:mod:`.graph`) and signed webhooks (:mod:`.webhook`); the
-WhatsApp side of each call is a media leg to Meta (:mod:`.media`), made here before the call's
-runtime exists (at the connect webhook, so ICE and DTLS come up while the call rings; or to
-dial) and handed to the runtime (:meth:`CloudApiEngine.take_leg`), which closes it; a leg never
-handed over is closed here.
+WhatsApp side of each call is a media leg to Meta (:mod:`.media`), a ``CallLeg`` made at the
+connect webhook or to dial (``engines/base.py``); a leg never handed over is closed here.
 
 Inbound: connect webhook (offer) → answer → ``pre_accept`` → ``INCOMING``; ``answer`` →
 ``accept``; ``hangup`` → ``reject`` while ringing, else ``terminate``. Outbound: ``dial`` →
@@ -45,7 +43,7 @@ from ..hangups import PendingHangups
 from .artifacts import MetaArtifacts
 from .calling_settings import CallingSettings
 from .channel import PeerChannel
-from .codes import ended_by_meta, refused_event, status_event
+from .codes import CALL_STATUS, ended_by_meta, refused_event
 from .graph import GraphClient, addressed, connected_call_id, strip
 from .media import MediaLeg, new_leg
 from .permissions import CallPermissions
@@ -304,7 +302,7 @@ class CloudApiEngine:
                 self._ended.add(ev.wacid)
         elif ev.kind == "status" and call is not None and ev.status not in call.seen:
             call.seen.add(ev.status)
-            kind, reason = status_event(ev.status) or (None, "")
+            kind, reason = CALL_STATUS.get(ev.status, (None, ""))
             if kind is EngineEventKind.RINGING and call.state == "calling":
                 call.state = "ringing"
                 emit(self.events, EngineEvent(EngineEventKind.RINGING, call.wacid, call.jid))

@@ -128,10 +128,12 @@ def strip(fields: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v not in ("", None)}
 
 
-def addressed(user: str) -> dict[str, str]:
-    """Who a ``connect`` calls: ``to`` (digits), or ``recipient`` for a business-scoped user
-    id (Meta Cloud API Calling: Business-scoped user IDs; a user may show no phone)."""
-    return {"to": user} if user.isdigit() else {"recipient": user}
+def addressed(user: str, phone_key: str = "to") -> dict[str, str]:
+    """Who a request is about: ``phone_key`` with a phone's digits (``to`` of a ``connect`` or
+    a message, ``user_wa_id`` of ``call_permissions``), else ``recipient`` with a business-scoped
+    user id or its parent (Meta Cloud API Calling: Business-scoped user IDs; a user may show no
+    phone)."""
+    return {phone_key: user} if user.isdigit() else {"recipient": user}
 
 
 def connected_call_id(answer: dict[str, Any]) -> str:

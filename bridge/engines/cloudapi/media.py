@@ -30,10 +30,7 @@ def new_leg(
     on_closed: Callable[[Any], None] | None = None,
 ) -> MediaLeg:
     """A new media leg of ``kind`` for one call (see the module docstring)."""
-    if kind is CloudMedia.DTLS:
-        return WhatsAppPeer(
-            name, ice, stats, on_dtmf=on_dtmf, on_media=on_media, on_closed=on_closed
-        )
-    if kind is CloudMedia.SDES:
-        return SdesPeer(name, ice, stats, on_dtmf=on_dtmf, on_media=on_media, on_closed=on_closed)
-    raise ConfigError(f"BRIDGE_CLOUDAPI_MEDIA={kind}: no such media leg (dtls or sdes)")
+    leg = {CloudMedia.DTLS: WhatsAppPeer, CloudMedia.SDES: SdesPeer}.get(kind)
+    if leg is None:
+        raise ConfigError(f"BRIDGE_CLOUDAPI_MEDIA={kind}: no such media leg (dtls or sdes)")
+    return leg(name, ice, stats, on_dtmf=on_dtmf, on_media=on_media, on_closed=on_closed)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from aiortc import RTCRtpCodecCapability, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import RTCRtpCodecCapability, RTCRtpSender, RTCSessionDescription
 
 from ...audio.receiver_stats import ReceiverStats
 from ...config import IceSettings
@@ -25,10 +25,8 @@ from .shell import WhatsAppLeg
 
 
 class WhatsAppPeer(WhatsAppLeg, PeerLeg):
-    """One Cloud API call's peer connection to Meta (see the module docstring).
-
-    The engine makes it (from the connect webhook, or to dial) and hands it to the call's
-    runtime, which closes it when the call ends (``on_closed`` then tells the engine)."""
+    """One Cloud API call's peer connection to Meta (see the module docstring), a ``CallLeg``
+    (``engines/base.py``): ``on_closed`` tells the engine when its runtime closed it."""
 
     what = "WhatsApp-side WebRTC"
     far_end = "Meta"
@@ -55,17 +53,12 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         """The codecs our offer named (a business-initiated call), preferred first."""
 
     # -- negotiation
-    def _transceiver(self) -> RTCRtpTransceiver:
+    def _prepare(self, bitrate: int, fec: bool, codec: str = "opus") -> None:
+        self.codec = codec
         audio = self.audio_transceiver()
         if audio is None:
             raise ValueError("the SDP has no audio m-line")
-        return audio
-
-    def _prepare(self, bitrate: int, fec: bool, codec: str = "opus") -> None:
-        self.codec = codec
-        self.start_media(
-            self._transceiver(), self._meta_track(bitrate, fec), self._on_frame, self.rx
-        )
+        self.start_media(audio, self._meta_track(bitrate, fec), self._on_frame, self.rx)
 
     def _local_sdp(self) -> str:
         return for_meta(self.advertise(str(self.pc.localDescription.sdp)), self.dtmf_pt)

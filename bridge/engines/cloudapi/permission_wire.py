@@ -27,21 +27,22 @@ START_CALL = "start_call"
 SEND_REQUEST = "send_call_permission_request"
 
 
+def _message(user: str, kind: str, content: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``/messages`` body of type ``kind`` to ``user``."""
+    base = {"messaging_product": "whatsapp", "recipient_type": "individual", **addressed(user)}
+    return {**base, "type": kind, kind: content}
+
+
 def request_message(phone: str, template: Mapping[str, str] | None) -> dict[str, Any]:
     """The ``/messages`` body: the named template when given, else the interactive request."""
-    base = {"messaging_product": "whatsapp", "recipient_type": "individual", **addressed(phone)}
     if template is not None:
         language = {"code": template["language"]}
-        return {
-            **base,
-            "type": "template",
-            "template": {"name": template["name"], "language": language},
-        }
+        return _message(phone, "template", {"name": template["name"], "language": language})
     interactive = {
         "type": "call_permission_request",
         "action": {"name": "call_permission_request"},
     }
-    return {**base, "type": "interactive", "interactive": interactive}
+    return _message(phone, "interactive", interactive)
 
 
 def call_button_message(phone: str, button: Mapping[str, Any]) -> dict[str, Any]:
@@ -56,14 +57,7 @@ def call_button_message(phone: str, button: Mapping[str, Any]) -> dict[str, Any]
         "body": {"text": button["text"]},
         "action": {"name": "voice_call", "parameters": parameters},
     }
-    base = {"messaging_product": "whatsapp", "recipient_type": "individual", **addressed(phone)}
-    return {**base, "type": "interactive", "interactive": interactive}
-
-
-def permission_query(user: str) -> dict[str, str]:
-    """Who ``GET call_permissions`` asks about: ``user_wa_id`` (digits) or ``recipient`` (a
-    BSUID or parent BSUID)."""
-    return {"user_wa_id": user} if user.isdigit() else {"recipient": user}
+    return _message(phone, "interactive", interactive)
 
 
 def message_id(answer: Mapping[str, Any]) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -36,7 +35,7 @@ from ...errors import (
 )
 from ...timefmt import iso_utc, parse_iso_utc
 from ..base import EngineEvent, EngineEventKind, emit
-from .graph import GraphClient
+from .graph import GraphClient, addressed
 from .permission_wire import (
     SEND_REQUEST,
     START_CALL,
@@ -44,10 +43,10 @@ from .permission_wire import (
     message_id,
     messages_events,
     next_allowed,
-    permission_query,
     permission_view,
     request_message,
 )
+from .state import Remembered
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +63,6 @@ NO_TEMPLATE = 132001
 """Meta: the template (name and language) does not exist."""
 
 
-class _Lru(OrderedDict[str, Any]):
-    def put(self, key: str, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > REMEMBERED_USERS:
-            self.popitem(last=False)
-
-
 class CallPermissions:
     """Call permissions of one business number (see the module docstring)."""
 
@@ -84,9 +75,9 @@ class CallPermissions:
         self.graph = graph
         self.events = events
         self.clock = clock
-        self._window = _Lru()  # user → when the bridge last heard from them (wall clock)
-        self._cache = _Lru()  # user → (monotonic fetch time, view)
-        self._called = _Lru()  # user → when they last called the business (wall clock)
+        self._window = Remembered(REMEMBERED_USERS)  # user → last heard from (wall clock)
+        self._cache = Remembered(REMEMBERED_USERS)  # user → (monotonic fetch time, view)
+        self._called = Remembered(REMEMBERED_USERS)  # user → last called us (wall clock)
 
     def in_window(self, phone: str) -> bool:
         heard = self._window.get(phone)
@@ -95,9 +86,9 @@ class CallPermissions:
     def heard_from(self, phone: str, *, called: bool = False) -> None:
         """The user wrote or called (``called``): their service window is open for 24 h."""
         now = self.clock()
-        self._window.put(phone, now)
+        self._window.add(phone, now)
         if called:
-            self._called.put(phone, now)
+            self._called.add(phone, now)
 
     def forget(self, phone: str) -> None:
         """Meta's view of the user changed (an answer, a request, a call): read it anew."""
@@ -109,7 +100,7 @@ class CallPermissions:
         for kept in (self._window, self._cache, self._called):
             value = kept.pop(old, None)
             if value is not None and new not in kept:
-                kept.put(new, value)
+                kept.add(new, value)
         log.info("WhatsApp user %s is %s now: their window and permission moved", old, new)
 
     def heard(self, body: Mapping[str, Any]) -> int:
@@ -205,10 +196,10 @@ class CallPermissions:
         if cached is not None and not fresh and time.monotonic() - cached[0] < CACHE_SECONDS:
             return dict(cached[1])
         answer = await self.graph.request(
-            "GET", "call_permissions", "call_permissions", params=permission_query(phone)
+            "GET", "call_permissions", "call_permissions", params=addressed(phone, "user_wa_id")
         )
         view = permission_view(phone, answer)
-        self._cache.put(phone, (time.monotonic(), view))
+        self._cache.add(phone, (time.monotonic(), view))
         return dict(view)
 
     def call_forbidden(self, phone: str, exc: NoCallPermission) -> None:

@@ -54,37 +54,30 @@ NAMES = {
 }
 """Nested names; the rest (``status``, ``date``, ``hostname``, ``port``, ``servers``,
 ``triggers``, ``type``, ``expiration``) are the same both ways."""
-BACK = {v: k for k, v in {**OURS_TO_META, **NAMES}.items()}
+TO_META = {**OURS_TO_META, **NAMES}
+BACK = {v: k for k, v in TO_META.items()}
 
 
-def _meta_names(value: Any, top: bool = False) -> Any:
-    if isinstance(value, Mapping):
-        table = OURS_TO_META if top else NAMES
-        return {
-            table.get(k, k): v if k == "requestUriUserParams" else _meta_names(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_meta_names(v) for v in value]
-    return value
-
-
-def _our_names(value: Any) -> Any:
+def scrubbed(value: Any, names: Mapping[str, str] | None = None, verbatim: str = "") -> Any:
+    """``value`` without a key naming a password, at any depth (a SIP password Meta returns is
+    never passed on), and each key renamed by ``names`` but under ``verbatim`` (the user's own
+    SIP parameters, whose names are theirs)."""
     if isinstance(value, Mapping):
         return {
-            BACK.get(k, k): v if k == "request_uri_user_params" else _our_names(v)
+            (names or {}).get(k, k): v if k == verbatim else scrubbed(v, names, verbatim)
             for k, v in value.items()
             if "password" not in str(k).lower()
         }
     if isinstance(value, list):
-        return [_our_names(v) for v in value]
+        return [scrubbed(v, names, verbatim) for v in value]
     return value
 
 
 def to_meta(patch: Mapping[str, Any]) -> dict[str, Any]:
     """A checked ``PATCH /numbers/{id}/settings`` body as Meta's ``calling`` object."""
     check(patch)
-    calling = _meta_names({k: v for k, v in patch.items() if k != "additionalCodecs"}, top=True)
+    ours = {k: v for k, v in patch.items() if k != "additionalCodecs"}
+    calling = scrubbed(ours, TO_META, "requestUriUserParams")
     if "additionalCodecs" in patch:
         calling["audio"] = {"additional_codecs": list(patch["additionalCodecs"])}
     return calling
@@ -95,7 +88,9 @@ def from_meta(answer: Mapping[str, Any]) -> dict[str, Any]:
     calling = answer.get("calling")
     if not isinstance(calling, Mapping):
         return {}
-    out = _our_names({k: v for k, v in calling.items() if k != "audio"})
+    out = scrubbed(
+        {k: v for k, v in calling.items() if k != "audio"}, BACK, "request_uri_user_params"
+    )
     audio = calling.get("audio")
     if isinstance(audio, Mapping) and isinstance(audio.get("additional_codecs"), list):
         out["additionalCodecs"] = list(audio["additional_codecs"])

@@ -100,17 +100,13 @@ class WhatsAppLeg:
             self._on_media(self)
         self.port.received(pcm)
 
-    def _dtmf_ready(self: Any) -> bool:
-        """Whether key presses can be sent (the leg's track, which sends them, is made)."""
-        return self._track is not None
-
     def send_dtmf(
         self: Any, digits: str, duration_ms: int, gap_ms: int, done: Callable[[], None] | None
     ) -> None:
         """Queue key presses, each held ``duration_ms`` then ``gap_ms`` of audio; ``done`` is
         called once the last one (and its gap) went out. ``ValueError`` beyond
         ``DTMF_QUEUE`` waiting."""
-        if not self._dtmf_ready() or self.dead:
+        if self._track is None or self.dead:  # the leg's track sends them: not made yet
             raise MediaClosed(f"{self.name}: the WhatsApp-side {self.leg_words} is not up")
         keys: KeyPresses = self.keys_out
         if keys.queued + len(digits) > DTMF_QUEUE:

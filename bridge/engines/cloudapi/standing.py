@@ -30,21 +30,13 @@ from .account_wire import (
     account_notices,
     settings_restrictions,
 )
+from .settings_wire import scrubbed
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_PAUSE_S = 3600
 """How long a pause Meta reported only through a 138014 refusal is assumed to last (its
 ``account_update`` says until when; until it comes, the bridge asks Meta again hourly)."""
-
-
-def _scrub(value: Any) -> Any:
-    """Meta's settings without anything secret (a SIP password never leaves the bridge)."""
-    if isinstance(value, Mapping):
-        return {k: _scrub(v) for k, v in value.items() if "password" not in str(k).lower()}
-    if isinstance(value, list):
-        return [_scrub(v) for v in value]
-    return value
 
 
 class NumberStanding:
@@ -91,7 +83,7 @@ class NumberStanding:
             log.warning("Meta restricts number %s: %s", self.meta_id, notice.restriction)
         elif notice.kind == "settings":
             log.info("number %s: Meta's calling settings changed", self.meta_id)
-            self._announce("number.settings_changed", calling=_scrub(notice.calling))
+            self._announce("number.settings_changed", calling=scrubbed(notice.calling))
 
     def settings_read(self, calling: Mapping[str, Any]) -> None:
         """Meta's calling settings as just read: a calling restriction listed there (its

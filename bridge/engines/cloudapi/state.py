@@ -25,7 +25,7 @@ class CloudCall:
     peer_wa: str
     direction: str  # "inbound" or "outbound"
     peer: MediaLeg
-    """Used for signalling (SDP, media seen); closed by the call's runtime once handed over."""
+    """Used for signalling (SDP, media seen)."""
     state: str = "connecting"  # connecting, ringing, accepted, ended
     answer_sdp: str = ""  # inbound: what pre_accept and accept send
     call_id: str = ""  # outbound: our call id (biz_opaque_callback_data)
@@ -45,20 +45,19 @@ class CloudCall:
         return f"{self.peer_wa}@s.whatsapp.net"
 
 
-class Remembered:
-    """A bounded set (oldest forgotten first)."""
+class Remembered(OrderedDict[str, Any]):
+    """A bounded memory: the ``size`` keys written last (each with its value, ``None`` when
+    only the key matters); the one written longest ago is forgotten first."""
 
     def __init__(self, size: int = REMEMBERED) -> None:
-        self._items: OrderedDict[str, None] = OrderedDict()
+        super().__init__()
         self.size = size
 
-    def __contains__(self, key: str) -> bool:
-        return key in self._items
-
-    def add(self, key: str) -> None:
-        self._items[key] = None
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
+    def add(self, key: str, value: Any = None) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
 
 
 class Parked(dict[str, deque[CallWebhook]]):

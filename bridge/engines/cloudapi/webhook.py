@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -59,10 +58,12 @@ def verify(query: Mapping[str, str], verify_token: str) -> str:
     return challenge
 
 
-def check(secret: str, raw: bytes, headers: Mapping[str, str], stats: EngineStats) -> None:
-    """A webhook POST as Meta sends it, or an error: 401 for a missing or wrong signature
-    (nothing is looked at), 400 for a body that is not a JSON object with an ``entry`` list
-    (counted in ``stats.bad_messages``)."""
+def check(
+    secret: str, raw: bytes, headers: Mapping[str, str], stats: EngineStats
+) -> dict[str, Any]:
+    """A webhook POST as Meta sends it, parsed, or an error: 401 for a missing or wrong
+    signature (nothing is looked at), 400 for a body that is not a JSON object with an
+    ``entry`` list (counted in ``stats.bad_messages``)."""
     if not signature_ok(secret, raw, headers.get(SIGNATURE_HEADER)):
         raise Unauthorized(
             "missing or invalid X-Hub-Signature-256 (HMAC-SHA256 of the body, app secret)"
@@ -75,6 +76,7 @@ def check(secret: str, raw: bytes, headers: Mapping[str, str], stats: EngineStat
     if not isinstance(body.get("entry"), list):
         stats.bad_messages += 1
         raise BadRequest("webhook body must be an object with an 'entry' list")
+    return body
 
 
 class WebhookInbox:
@@ -84,25 +86,25 @@ class WebhookInbox:
     def __init__(self, secret: str, stats: EngineStats, size: int = WEBHOOK_QUEUE) -> None:
         self.secret = secret
         self.stats = stats
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=size)
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=size)
         self.accepted = 0
 
     def receive(self, raw: bytes, headers: Mapping[str, str]) -> None:
         """Take one POST (401/400 as :func:`check` says; 503 when the queue is full: Meta
         delivers again later)."""
-        check(self.secret, raw, headers, self.stats)
+        body = check(self.secret, raw, headers, self.stats)
         try:
-            self.queue.put_nowait(raw)
+            self.queue.put_nowait(body)
         except asyncio.QueueFull:
             raise AtCapacity("too many webhooks waiting; deliver again later") from None
         self.accepted += 1
 
     async def run(self, handle: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-        """Hand each queued body, parsed, to ``handle`` (the engine's owned task)."""
+        """Hand each queued body to ``handle`` (the engine's owned task)."""
         while True:
-            raw = await self.queue.get()
+            body = await self.queue.get()
             try:
-                await handle(json.loads(raw))
+                await handle(body)
             except Exception:  # one bad body must not stop the webhooks
                 log.exception("handling a Cloud API webhook")
 
@@ -185,10 +187,8 @@ def webhook_calls(raw: bytes) -> WebhookCalls:
     """The calls a raw webhook body names (connects, terminates and statuses name the call by
     the same id), and whether it offers a new call; nothing for a malformed body."""
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return WebhookCalls()
-    if not isinstance(body, dict):
+        body = webhook_json(raw)
+    except BadRequest:
         return WebhookCalls()
     events, _bad = call_events(body)
     return WebhookCalls(
