@@ -3,6 +3,10 @@
 A playback is an ``UplinkSource`` on the call's bus: its frames are decoded lazily from the
 file (PyAV, any format FFmpeg reads, detected from the content) and mixed with the browser's
 microphone, clipping-safe; ``target: both`` mixes them into what the browser hears too.
+
+The file is checked, opened and its first frame decoded in a thread (:func:`_opened`), never in
+the clock's tick, where ~20 ms of it held every call's media on the worker: at the start, and
+for each further pass of a loop (hold music), opened while the pass before it plays.
 """
 
 from __future__ import annotations
@@ -71,7 +75,8 @@ class Playback:
     def __init__(
         self,
         host: AttachmentHost,
-        frames: Callable[[], Iterator[Pcm]],
+        first: Iterator[Pcm],
+        reopen: Callable[[], Iterator[Pcm]],
         *,
         to_downlink: bool,
         loop: bool,
@@ -80,18 +85,25 @@ class Playback:
         self.host = host
         self.to_downlink = to_downlink
         self.loop = loop
-        self._factory = frames
-        self._frames = frames()
+        self._reopen = reopen
+        """The file opened again for the next pass of a loop (:func:`_opened`): slow, so run
+        in a thread while the current pass plays."""
+        self._frames = first
+        self._next_pass: asyncio.Future[Iterator[Pcm]] | None = None
+        """A loop's next pass, being opened in a thread since its current one began."""
         self.frames_played = 0
         self.error: str | None = None
         self._done = False
 
     def next_frame(self) -> Pcm | None:
+        """The next frame, in the clock's tick: never the file's open (module docstring)."""
         try:
             frame = next(self._frames, None)
             if frame is None and self.loop and self.frames_played:
-                self._frames = self._factory()
+                self._frames = self._take_next_pass()
                 frame = next(self._frames, None)
+            elif self.loop and self._next_pass is None and not self._done:
+                self._next_pass = asyncio.get_running_loop().run_in_executor(None, self._reopen)
         except UndecodableAudio as exc:
             self.error = str(exc)
             return None
@@ -99,11 +111,24 @@ class Playback:
             self.frames_played += 1
         return frame
 
+    def _take_next_pass(self) -> Iterator[Pcm]:
+        """The next pass of a loop, opened in its thread during this one; opened here only
+        when this pass was shorter than the open took (a file of a few frames)."""
+        opening, self._next_pass = self._next_pass, None
+        if opening is None or not opening.done():
+            if opening is not None:
+                opening.cancel()
+            return self._reopen()
+        return opening.result()  # UndecodableAudio too: the file changed since
+
     def finished(self) -> None:
         """The bus let go of it (played out, failed or stopped): tell the call, once."""
         if self._done:
             return
         self._done = True
+        if self._next_pass is not None:
+            self._next_pass.cancel()
+            self._next_pass = None
         self.host.detach(self)
         self.host.emit(
             "playback.finished",
@@ -226,14 +251,13 @@ class PlaybackService:
             raise BadRequest("field 'loop' must be true or false")
         source = await self._resolve(kinds[0], body[kinds[0]])
         try:
-            opened = [await asyncio.to_thread(_opened, source)]
+            opened = await asyncio.to_thread(_opened, source)
         except UndecodableAudio as exc:
             raise BadRequest(str(exc), code="undecodable_audio") from None
 
-        def frames() -> Iterator[Pcm]:  # the opened ones first; a loop opens the file again
-            return opened.pop() if opened else bus_frames(source)
-
-        playback = Playback(host, frames, to_downlink=target == "both", loop=loop)
+        playback = Playback(
+            host, opened, lambda: _opened(source), to_downlink=target == "both", loop=loop
+        )
         host.attach(playback)  # 409 if the call ended while the audio was fetched
         host.bus.add_source(playback)
         host.emit("playback.started", playbackId=playback.id, target=target)
