@@ -27,8 +27,7 @@ from ..media.clock import Phase, worker_clock
 from ..media.ports import ClockedPort
 from ..tasks import TaskSet
 from .base import EngineEvent, EngineEventKind, EngineHealth, EngineStats, RemoteCall, emit
-from .channels import MediaClosed, MediaFatal
-from .cloudapi.channel import LegPort
+from .channels import LegPort, MediaClosed, MediaFatal
 
 log = logging.getLogger(__name__)
 

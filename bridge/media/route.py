@@ -48,7 +48,7 @@ ROUTE: dict[str, tuple[Hop, ...]] = {
         Hop("rtc.rtp_session:RtpSession.receive_rtp", "UDP callback", "-"),
         Hop("rtc.uplink:Playout.packet", "UDP callback", "the receiver's reorder buffer"),
         Hop("rtc.uplink:Playout._tick", "RECEIVE", "-"),
-        Hop("engines.cloudapi.channel:LegPort.received", "RECEIVE", "-"),
+        Hop("engines.channels:LegPort.received", "RECEIVE", "-"),
         Hop("media.conference:CallPort.accept", "RECEIVE", "-"),
         Hop("media.bus:CallBus.push_downlink", "RECEIVE", "-"),
         Hop("media.conference:Conference.from_whatsapp", "RECEIVE", "4 frames while mixing"),

@@ -11,8 +11,8 @@ import pytest
 
 from bridge.audio import FRAME_SAMPLES, SAMPLE_RATE, tone
 from bridge.engines import EnginePump
-from bridge.engines.channels import ClockedChannel, MediaFatal
-from bridge.engines.cloudapi.channel import LegPort, PeerChannel
+from bridge.engines.channels import ClockedChannel, LegPort, MediaFatal
+from bridge.engines.cloudapi.channel import PeerChannel
 from bridge.media import CallBus, Role
 from bridge.media.clock import Phase, worker_clock
 from bridge.media.frames import BusFrame, DownlinkSink, downlink_jitter

@@ -10,50 +10,16 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ...audio.pcm import Pcm
-from ...media.ports import ClockedPort, Plug
-from ..channels import ClockedChannel, DtmfLeg, MediaClosed, MediaFatal, WebRTCChannel, WebRTCLeg
-
-
-class LegPort:
-    """An in-worker leg's side of its door into the call (a leg to Meta's; the sim's far end's,
-    on its engine phase): what its receiver decodes goes to the plugged port on the clock's
-    receive phase (nowhere while none is: a ringing call has no listener), what its sender
-    encodes is taken from it on the send phase (:attr:`source`: silence while none is), and
-    the leg's end is told to it once."""
-
-    def __init__(self) -> None:
-        self.source = Plug()
-        """What the leg's sender (``OpusBusTrack``) takes its frames from."""
-        self.frames = 0
-        """Frames the leg decoded (plugged or not)."""
-        self.over: str | None = None
-        """Why the leg's media ended (it failed or closed), once it has."""
-
-    def received(self, pcm: Pcm) -> None:
-        """The leg's receiver's frame of this tick (its ``Playout``, the receive phase)."""
-        self.frames += 1
-        port = self.source.port
-        if port is not None:
-            port.accept(pcm)
-
-    def plug(self, port: ClockedPort) -> None:
-        """The call's door from now on; a leg already over tells it at once."""
-        if self.over is not None:
-            port.ended(self.over)
-            return
-        self.source.port = port
-
-    def unplug(self) -> None:
-        self.source.port = None
-
-    def end(self, why: str) -> None:
-        """The leg failed or closed: tell the plugged port, once (idempotent)."""
-        if self.over is not None:
-            return
-        self.over = why
-        port, self.source.port = self.source.port, None
-        if port is not None:
-            port.ended(why)
+from ...media.ports import ClockedPort
+from ..channels import (
+    ClockedChannel,
+    DtmfLeg,
+    LegPort,
+    MediaClosed,
+    MediaFatal,
+    WebRTCChannel,
+    WebRTCLeg,
+)
 
 
 class ChannelPeer(WebRTCLeg, Protocol):
