@@ -13,6 +13,9 @@ SRTP and SRTCP with SDES keys (RFC 3711, RFC 4568): no ICE, no DTLS.
   192-223 are RTCP); our SDP says so with ``a=rtcp-mux`` and ``a=rtcp:`` our port.
 * **Hostile input**: anything that is not RTP/RTCP version 2, arrives before the keys, or fails
   SRTP authentication or replay protection is dropped and counted, never raised.
+* **libsrtp straight** (:class:`LeanSrtp`): a packet's protect and unprotect call libsrtp
+  with the pylibsrtp session's own state and buffer, without its wrapper's per-packet frames
+  and allocation; the DTLS legs' sessions (``rtc/dtls_srtp.py``) are called the same way.
 """
 
 from __future__ import annotations
