@@ -29,6 +29,7 @@ from ..tasks import TaskSet
 from . import aiortc_seam as seam
 from .rtp_leg import RtpLeg
 from .rtpsend import mid_extension
+from .srtpudp import lean_srtp
 from .udp_poll import PolledTransport
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ class DtlsSrtp:
         if len(data) >= 12 and 127 < data[0] < 192:
             rx = self._rx
             if rx is None:
-                rx = self._rx = seam.rx_srtp(self._dtls)
+                rx = self._rx = lean_srtp(seam.rx_srtp(self._dtls))
         if rx is None:
             self._aioice(data, component)  # type: ignore[misc]
             return
@@ -198,7 +199,7 @@ class DtlsSrtp:
         if tx is None:
             if not self._dtls_up or self._closed:
                 raise ConnectionError("Cannot send encrypted RTP, not connected")
-            tx = self._tx = seam.tx_srtp(self._dtls)
+            tx = self._tx = lean_srtp(seam.tx_srtp(self._dtls))
         return tx
 
     def _send(self, data: bytes) -> None:

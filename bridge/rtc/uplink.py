@@ -20,7 +20,8 @@ no mix, recording, fork, socket, agent or speech detector on that direction), :c
 only takes their numbers and octets (the session counted them: the reports' loss, jitter and
 bit rate stay) and keeps the last :data:`WARM_PACKETS`; the reports' level is a sample: one
 packet in :data:`LEVEL_STRIDE` read from its bytes where the leg speaks G.711 (its energy by
-table, ``audio/g711.py``), else a run of packets decoded once a second. An idle leg is off the
+table, ``audio/g711.py``), else a run of packets decoded once a second (in a row, at the run's
+last packet: the decoder warm after the first). An idle leg is off the
 worker clock (it has no frame to hand on). The moment something asks for the audio, the next
 packet is decoded after those, so the decoder carries on from the sender's state with no seam,
 and the leg is back on the clock.
@@ -109,8 +110,9 @@ class Playout:
         self._idle_packets = 0
         self.not_decoded = 0
         """Packets counted and forwarded, not decoded: nothing needed them (an idle leg)."""
-        self._skipped: deque[bytes] = deque(maxlen=WARM_PACKETS)
-        """The latest packets not decoded: the decoder's warm-up when decoding resumes."""
+        self._skipped: deque[bytes] = deque(maxlen=max(WARM_PACKETS, LEVEL_RUN))
+        """The latest packets not decoded: the decoder's warm-up when decoding resumes, and an
+        Opus level sample's run (:meth:`_level_sample`)."""
         self.held = False
         """An idle connected leg (``rtc/connected.py``): packets are dropped, no clock."""
 
@@ -194,15 +196,29 @@ class Playout:
         phase = n % LEVEL_EVERY
         if phase >= LEVEL_RUN or not meters:
             self.not_decoded += 1
-            return
-        try:
-            pcm = receiver.decoder.decode(payload)
-        except OpusError:
-            return
-        if phase >= LEVEL_RUN - LEVEL_METERED and pcm.size:
-            energy = frame_energy(pcm)  # once for the meters of both sides
-            for meter in meters:
-                meter.add_energy(energy, pcm.size)
+        elif phase == LEVEL_RUN - 1:
+            self._level_sample(phase + 1, meters)
+
+    def _level_sample(self, run: int, meters: tuple[LevelMeter, ...]) -> None:
+        """An idle Opus leg's level sample, decoded at the run's last packet: the run's
+        packets (the latest ``run`` skipped, those since the leg went idle if fewer) decoded
+        in a row, its last :data:`LEVEL_METERED` metered. The same decodes in the same order
+        as one a packet, so the same energies, each a few tens of ms later; in a row, the
+        decoder's code and tables (and numpy's) are warm from the second one on: decoded one
+        a packet, each found them cold after 20 ms asleep (docs/performance.md)."""
+        skipped = self._skipped
+        packets = list(skipped)[-run:] if len(skipped) > run else list(skipped)
+        decoder = self.receiver.decoder
+        first_metered = len(packets) - LEVEL_METERED
+        for i, payload in enumerate(packets):
+            try:
+                pcm = decoder.decode(payload)
+            except OpusError:
+                continue
+            if i >= first_metered and pcm.size:
+                energy = frame_energy(pcm)  # once for the meters of both sides
+                for meter in meters:
+                    meter.add_energy(energy, pcm.size)
 
     def numbered(self, seq: int) -> None:
         """A packet of this leg that is not audio (an RFC 4733 event) took number ``seq``."""

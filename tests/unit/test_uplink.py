@@ -271,6 +271,34 @@ async def test_an_idle_playouts_level_comes_from_a_sample_each_second() -> None:
     assert _level_off_by(heard, OpusDecoder(16_000), packets) < 0.5
 
 
+async def test_an_idle_playouts_level_sample_is_the_runs_packets_decoded_in_order() -> None:
+    """The sample's run is decoded in a row at its last packet, not one a packet as they come:
+    the same decodes in the same order, so the meters get the very energies they would have,
+    also for a leg that went idle in the middle of a run (only its packets since: metered the
+    last LEVEL_METERED of the run's)."""
+    from bridge.media import LevelMeter, frame_energy
+    from bridge.rtc.uplink import LEVEL_EVERY, LEVEL_METERED, LEVEL_RUN
+
+    packets = opus_packets(2 * LEVEL_EVERY)
+    for idle_from in (0, 3):
+        tasks = TaskSet("test")
+        playout = Playout(lambda pcm: None, BusStats(), tasks)
+        heard = LevelMeter()
+        playout.forward = lambda seq, ts, payload, at: True  # carried
+        playout.needs_pcm = lambda at: False
+        playout.idle_meters = (heard,)
+        playout._idle_packets = idle_from  # the run's phase the leg goes idle at
+        for seq, p in enumerate(packets[: LEVEL_RUN - idle_from]):
+            playout.packet(seq, seq * 960, p, time.monotonic())
+        playout.stop()
+        await tasks.close()
+        decoder = OpusDecoder(16_000)
+        run = [decoder.decode(p) for p in packets[: LEVEL_RUN - idle_from]]
+        expected = [frame_energy(pcm) for pcm in run[-LEVEL_METERED:]]
+        assert heard.samples == LEVEL_METERED * FRAME_SAMPLES
+        assert heard.energy == sum(expected)
+
+
 @pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
 async def test_an_idle_g711_playouts_level_comes_from_a_sample_of_packets_bytes(codec: str) -> None:
     """An idle G.711 leg (Meta's G.711 forwarded to a PBX phone) decodes nothing, not even a
