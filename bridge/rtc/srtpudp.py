@@ -58,26 +58,22 @@ class LeanSrtp:
 
     def protect(self, packet: bytes) -> bytes:
         """SRTP-protect one RTP packet (``Session.protect``)."""
-        n = len(packet)
-        if n > self._size - pylibsrtp.SRTP_MAX_TRAILER_LEN:
-            raise ValueError("packet is too long")
-        length, buffer = self._length, self._buffer
-        length[0] = n
-        buffer[0:n] = packet
-        rc = _protect(self._state, self._cdata, length)
-        if rc:
-            pylibsrtp._srtp_assert(rc)
-        return buffer[0 : length[0]]
+        return self._run(_protect, packet, self._size - pylibsrtp.SRTP_MAX_TRAILER_LEN)
 
     def unprotect(self, packet: bytes) -> bytes:
         """Authenticate and decrypt one SRTP packet (``Session.unprotect``)."""
+        return self._run(_unprotect, packet, self._size)
+
+    def _run(self, call: Any, packet: bytes, room: int) -> bytes:
+        """``packet`` through libsrtp's ``call`` in the session's buffer (``room`` bytes of it
+        for the packet), as pylibsrtp's own methods do."""
         n = len(packet)
-        if n > self._size:
+        if n > room:
             raise ValueError("packet is too long")
         length, buffer = self._length, self._buffer
         length[0] = n
         buffer[0:n] = packet
-        rc = _unprotect(self._state, self._cdata, length)
+        rc = call(self._state, self._cdata, length)
         if rc:
             pylibsrtp._srtp_assert(rc)
         return buffer[0 : length[0]]
@@ -106,7 +102,7 @@ try:
     from pylibsrtp._binding import lib as _lib
 
     _protect, _unprotect = _lib.srtp_protect, _lib.srtp_unprotect
-    _LEAN = pylibsrtp.__version__ == "1.0.0" and hasattr(pylibsrtp, "_srtp_assert")
+    _LEAN = pylibsrtp.__version__.startswith("1.0.") and hasattr(pylibsrtp, "_srtp_assert")
 except (ImportError, AttributeError):  # pragma: no cover - another pylibsrtp
     _LEAN = False
 
