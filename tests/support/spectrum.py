@@ -74,10 +74,11 @@ def assert_hears(pcm: np.ndarray, rate: int, present: set[float], absent: set[fl
     An absent tone near a present one (within 150 Hz) is judged in time instead, window by
     window (:func:`tone_damage`), when the present tone is whole in most of the track: a
     stall that breaks the present tone (a gap concealed, frames spliced out of phase) throws
-    its skirt to one side more than the other (run alone, a splice's phase decides which), so
-    the mirror cannot vouch for it over the whole track; but a leak is additive, it leaves
-    the present tone whole, and in a whole 40 ms window even 20 ms of another source at
-    -30 dB stands ~10 dB above what the tone's own skirt and coding put there. A track that
+    its skirt to one side more than the other (a splice's phase decides which; a catch-up
+    played faster throws it upwards), so the mirror cannot vouch for it over the whole
+    track; but a leak is additive, it leaves the present tone whole, and in a whole 40 ms
+    window even 20 ms of another source at -30 dB stands ~10 dB above what the tone's own
+    skirt and coding put there. A track that
     is mostly breaks passes if either judgement vouches for it.
     """
     tones = present | absent
