@@ -23,7 +23,7 @@ from bridge.audio.analysis import rms_dbfs
 from ..support.audio_files import make
 from ..support.calls import peer_heard, sim_call, wait_state
 from ..support.rtc_client import RtcClient
-from ..support.spectrum import assert_hears
+from ..support.spectrum import assert_hears, tone_damage
 from ..support.waits import until_passes
 
 AGENT, WHISPER, BARGE, LISTEN, PEER, MUSIC = 440.0, 880.0, 1320.0, 1760.0, 660.0, 1000.0
@@ -167,9 +167,18 @@ async def test_hold_plays_music_to_whatsapp_and_never_the_agent(make_client) -> 
     await until_passes(
         lambda: assert_hears(peer_heard(client, cid, 40), 16_000, {MUSIC}, {AGENT, WHISPER})
     )
-    t0 = time.monotonic()
-    await asyncio.sleep(1.0)  # the agent and the supervisor still hear each other
-    assert_hears(agent.recorder.since(t0), agent.recorder.rate, {WHISPER}, {MUSIC})
+    # The agent and the supervisor still hear each other, and the agent never the music: a
+    # second of it judged window by window where the coach's tone is whole (assert_hears). A
+    # second mostly broken (the coach's stream starved on a loaded host: silences, pieces
+    # caught up) hides more than a whole one, so another is listened to, up to three (music
+    # that leaks goes on while the call is held).
+    for _ in range(3):
+        t0 = time.monotonic()
+        await asyncio.sleep(1.0)
+        heard = agent.recorder.since(t0)
+        if tone_damage(heard, agent.recorder.rate, WHISPER, MUSIC).judged:
+            break
+    assert_hears(heard, agent.recorder.rate, {WHISPER}, {MUSIC})
     resp = await client.post("/call/hold", json={"callID": cid, "held": False})
     assert (await resp.json())["held"] is False
     await until_passes(
