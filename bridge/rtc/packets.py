@@ -7,6 +7,9 @@ wire format is here rather than in aiortc's private ``aiortc.rtp``:
   :class:`Sdes` and :class:`Bye`, and :func:`parse_rtcp` for a compound packet
   (RFC 3550 §6.4.1, §6.4.2, §6.5, §6.6). Other packet types in a compound (RTPFB, PSFB, XR,
   APP) are skipped, not refused.
+* the writers under them, :func:`report_block`, :func:`sender_report` and
+  :func:`receiver_report`: a report's bytes from its fields, one ``struct`` pack each, for
+  the compound a leg sends every second or so (``rtc/rtcp.py``), with no object between.
 
 A malformed packet raises ``ValueError``.
 """
@@ -17,8 +20,10 @@ import struct
 from dataclasses import dataclass, field
 
 _RTCP = struct.Struct("!BBH")
-_BLOCK = struct.Struct("!IB3sIIII")
-_SENDER_INFO = struct.Struct("!QIII")
+_BLOCK = struct.Struct("!IIIIII")  # the second word: fraction lost << 24 | cumulative lost
+_SR = struct.Struct("!BBHIQIII")  # the header, the sender's SSRC and its sender info
+_RR = struct.Struct("!BBHI")  # the header and the receiver's SSRC
+_SR_BODY = struct.Struct("!IQIII")
 
 SR, RR, SDES, BYE = 200, 201, 202, 203
 SDES_CNAME = 1
@@ -28,6 +33,31 @@ def _header(packet_type: int, count: int, body: bytes) -> bytes:
     if len(body) % 4:
         raise ValueError("RTCP packet not a whole number of words")
     return _RTCP.pack(0x80 | count, packet_type, len(body) // 4) + body
+
+
+def report_block(
+    ssrc: int, fraction_lost: int, packets_lost: int, highest: int, jitter: int, lsr: int, dlsr: int
+) -> bytes:
+    """One reception report block's 24 octets (RFC 3550 §6.4.1; ``packets_lost`` clamped to
+    its signed 24-bit field)."""
+    if not 0 <= fraction_lost <= 0xFF:
+        raise ValueError("RTCP fraction lost is one octet")
+    lost = max(-0x800000, min(0x7FFFFF, packets_lost)) & 0xFFFFFF  # 24-bit signed
+    return _BLOCK.pack(ssrc, fraction_lost << 24 | lost, highest, jitter, lsr, dlsr)
+
+
+def sender_report(
+    ssrc: int, ntp: int, rtp: int, packets: int, octets: int, blocks: bytes = b"", count: int = 0
+) -> bytes:
+    """A sender report (RFC 3550 §6.4.1) carrying ``count`` report blocks, ``blocks`` their
+    octets (:func:`report_block`)."""
+    words = 6 + len(blocks) // 4
+    return _SR.pack(0x80 | count, SR, words, ssrc, ntp, rtp, packets, octets) + blocks
+
+
+def receiver_report(ssrc: int, blocks: bytes = b"", count: int = 0) -> bytes:
+    """A receiver report (RFC 3550 §6.4.2) carrying ``count`` report blocks (``blocks``)."""
+    return _RR.pack(0x80 | count, RR, 1 + len(blocks) // 4, ssrc) + blocks
 
 
 @dataclass
@@ -43,11 +73,10 @@ class ReportBlock:
     dlsr: int = 0
 
     def __bytes__(self) -> bytes:
-        lost = max(-0x800000, min(0x7FFFFF, self.packets_lost)) & 0xFFFFFF  # 24-bit signed
-        return _BLOCK.pack(
+        return report_block(
             self.ssrc,
             self.fraction_lost,
-            lost.to_bytes(3, "big"),
+            self.packets_lost,
             self.highest_sequence,
             self.jitter,
             self.lsr,
@@ -56,16 +85,11 @@ class ReportBlock:
 
     @classmethod
     def parse(cls, data: bytes, at: int) -> ReportBlock:
-        ssrc, fraction, lost, highest, jitter, lsr, dlsr = _BLOCK.unpack_from(data, at)
-        return cls(
-            ssrc=ssrc,
-            fraction_lost=fraction,
-            packets_lost=int.from_bytes(lost, "big", signed=True),
-            highest_sequence=highest,
-            jitter=jitter,
-            lsr=lsr,
-            dlsr=dlsr,
-        )
+        ssrc, word, highest, jitter, lsr, dlsr = _BLOCK.unpack_from(data, at)
+        lost = word & 0xFFFFFF
+        if lost & 0x800000:  # 24-bit signed
+            lost -= 0x1000000
+        return cls(ssrc, word >> 24, lost, highest, jitter, lsr, dlsr)
 
 
 def _blocks(body: bytes, at: int, count: int) -> list[ReportBlock]:
@@ -86,11 +110,15 @@ class SenderReport:
     reports: list[ReportBlock] = field(default_factory=list)
 
     def __bytes__(self) -> bytes:
-        info = _SENDER_INFO.pack(
-            self.ntp_timestamp, self.rtp_timestamp, self.packet_count, self.octet_count
+        return sender_report(
+            self.ssrc,
+            self.ntp_timestamp,
+            self.rtp_timestamp,
+            self.packet_count,
+            self.octet_count,
+            b"".join(map(bytes, self.reports)),
+            len(self.reports),
         )
-        body = self.ssrc.to_bytes(4, "big") + info + b"".join(map(bytes, self.reports))
-        return _header(SR, len(self.reports), body)
 
 
 @dataclass
@@ -101,8 +129,7 @@ class ReceiverReport:
     reports: list[ReportBlock] = field(default_factory=list)
 
     def __bytes__(self) -> bytes:
-        body = self.ssrc.to_bytes(4, "big") + b"".join(map(bytes, self.reports))
-        return _header(RR, len(self.reports), body)
+        return receiver_report(self.ssrc, b"".join(map(bytes, self.reports)), len(self.reports))
 
 
 @dataclass
@@ -160,8 +187,7 @@ def _one(packet_type: int, count: int, body: bytes) -> Rtcp | None:
     if packet_type == SR:
         if len(body) < 24:
             raise ValueError("RTCP SR truncated")
-        ssrc = int.from_bytes(body[:4], "big")
-        ntp, rtp, packets, octets = _SENDER_INFO.unpack_from(body, 4)
+        ssrc, ntp, rtp, packets, octets = _SR_BODY.unpack_from(body)
         return SenderReport(ssrc, ntp, rtp, packets, octets, _blocks(body, 24, count))
     if packet_type == RR:
         if len(body) < 4:
