@@ -26,6 +26,7 @@ _RR = struct.Struct("!BBHI")  # the header and the receiver's SSRC
 _SR_BODY = struct.Struct("!IQIII")
 
 SR, RR, SDES, BYE = 200, 201, 202, 203
+_REPORT_TYPES, _OTHER_TYPES = frozenset((SR, RR)), frozenset((SDES, BYE))
 SDES_CNAME = 1
 
 
@@ -92,10 +93,12 @@ class ReportBlock:
         return cls(ssrc, word >> 24, lost, highest, jitter, lsr, dlsr)
 
 
-def _blocks(body: bytes, at: int, count: int) -> list[ReportBlock]:
-    if len(body) < at + count * _BLOCK.size:
+def _blocks(data: bytes, at: int, stop: int, count: int) -> list[ReportBlock]:
+    """``count`` report blocks from ``data[at:]``, which end by ``stop``."""
+    if stop < at + count * _BLOCK.size:
         raise ValueError("RTCP report blocks truncated")
-    return [ReportBlock.parse(body, at + i * _BLOCK.size) for i in range(count)]
+    parse = ReportBlock.parse
+    return [parse(data, at + i * _BLOCK.size) for i in range(count)]
 
 
 @dataclass
@@ -183,47 +186,52 @@ def _sdes(body: bytes, count: int) -> Sdes:
     return Sdes(chunks)
 
 
-def _one(packet_type: int, count: int, body: bytes) -> Rtcp | None:
+def _report(packet_type: int, count: int, data: bytes, start: int, stop: int) -> Rtcp:
+    """An SR or RR whose body is ``data[start:stop]``, read in place."""
     if packet_type == SR:
-        if len(body) < 24:
+        if stop - start < 24:
             raise ValueError("RTCP SR truncated")
-        ssrc, ntp, rtp, packets, octets = _SR_BODY.unpack_from(body)
-        return SenderReport(ssrc, ntp, rtp, packets, octets, _blocks(body, 24, count))
-    if packet_type == RR:
-        if len(body) < 4:
-            raise ValueError("RTCP RR truncated")
-        return ReceiverReport(int.from_bytes(body[:4], "big"), _blocks(body, 4, count))
+        ssrc, ntp, rtp, packets, octets = _SR_BODY.unpack_from(data, start)
+        return SenderReport(ssrc, ntp, rtp, packets, octets, _blocks(data, start + 24, stop, count))
+    if stop - start < 4:
+        raise ValueError("RTCP RR truncated")
+    ssrc = int.from_bytes(data[start : start + 4], "big")
+    return ReceiverReport(ssrc, _blocks(data, start + 4, stop, count))
+
+
+def _one(packet_type: int, count: int, body: bytes) -> Rtcp:
+    """An SDES or BYE packet whose body is ``body``."""
     if packet_type == SDES:
         return _sdes(body, count)
-    if packet_type == BYE:
-        if len(body) < 4 * count:
-            raise ValueError("RTCP BYE truncated")
-        sources = [int.from_bytes(body[4 * i : 4 * i + 4], "big") for i in range(count)]
-        rest = body[4 * count :]
-        return Bye(sources, bytes(rest[1 : 1 + rest[0]]) if rest else b"")
-    return None
+    if len(body) < 4 * count:
+        raise ValueError("RTCP BYE truncated")
+    sources = [int.from_bytes(body[4 * i : 4 * i + 4], "big") for i in range(count)]
+    rest = body[4 * count :]
+    return Bye(sources, bytes(rest[1 : 1 + rest[0]]) if rest else b"")
 
 
 def parse_rtcp(data: bytes) -> list[Rtcp]:
-    """The SR, RR, SDES and BYE packets of a compound RTCP packet, in order."""
+    """The SR, RR, SDES and BYE packets of a compound RTCP packet, in order (the reports read
+    in place; the packets it skips are not copied)."""
     packets: list[Rtcp] = []
-    at = 0
-    while at < len(data):
-        if at + 4 > len(data):
+    at, n = 0, len(data)
+    while at < n:
+        if at + 4 > n:
             raise ValueError("RTCP header truncated")
         first, packet_type, words = _RTCP.unpack_from(data, at)
         if first >> 6 != 2:
             raise ValueError("RTCP version is not 2")
-        end = at + 4 + 4 * words
-        if end > len(data):
+        start, end = at + 4, at + 4 + 4 * words
+        if end > n:
             raise ValueError("RTCP packet truncated")
-        body = data[at + 4 : end]
+        stop = end
         if first & 0x20:  # padding (§6.4.1): only the last packet of a compound may have it
-            if not body or body[-1] > len(body):
+            if end == start or data[end - 1] > end - start:
                 raise ValueError("RTCP padding longer than the packet")
-            body = body[: len(body) - body[-1]]
-        packet = _one(packet_type, first & 0x1F, bytes(body))
-        if packet is not None:
-            packets.append(packet)
+            stop = end - data[end - 1]
+        if packet_type in _REPORT_TYPES:
+            packets.append(_report(packet_type, first & 0x1F, data, start, stop))
+        elif packet_type in _OTHER_TYPES:
+            packets.append(_one(packet_type, first & 0x1F, bytes(data[start:stop])))
         at = end
     return packets
