@@ -7,6 +7,9 @@ wire format is here rather than in aiortc's private ``aiortc.rtp``:
   :class:`Sdes` and :class:`Bye`, and :func:`parse_rtcp` for a compound packet
   (RFC 3550 §6.4.1, §6.4.2, §6.5, §6.6). Other packet types in a compound (RTPFB, PSFB, XR,
   APP) are skipped, not refused.
+* the writers under them, :func:`report_block`, :func:`sender_report` and
+  :func:`receiver_report`: a report's bytes from its fields, one ``struct`` pack each, for
+  the compound a leg sends every second or so (``rtc/rtcp.py``), with no object between.
 
 A malformed packet raises ``ValueError``.
 """
@@ -17,10 +20,13 @@ import struct
 from dataclasses import dataclass, field
 
 _RTCP = struct.Struct("!BBH")
-_BLOCK = struct.Struct("!IB3sIIII")
-_SENDER_INFO = struct.Struct("!QIII")
+_BLOCK = struct.Struct("!IIIIII")  # the second word: fraction lost << 24 | cumulative lost
+_SR = struct.Struct("!BBHIQIII")  # the header, the sender's SSRC and its sender info
+_RR = struct.Struct("!BBHI")  # the header and the receiver's SSRC
+_SR_BODY = struct.Struct("!IQIII")
 
 SR, RR, SDES, BYE = 200, 201, 202, 203
+_REPORT_TYPES, _OTHER_TYPES = frozenset((SR, RR)), frozenset((SDES, BYE))
 SDES_CNAME = 1
 
 
@@ -28,6 +34,31 @@ def _header(packet_type: int, count: int, body: bytes) -> bytes:
     if len(body) % 4:
         raise ValueError("RTCP packet not a whole number of words")
     return _RTCP.pack(0x80 | count, packet_type, len(body) // 4) + body
+
+
+def report_block(
+    ssrc: int, fraction_lost: int, packets_lost: int, highest: int, jitter: int, lsr: int, dlsr: int
+) -> bytes:
+    """One reception report block's 24 octets (RFC 3550 §6.4.1; ``packets_lost`` clamped to
+    its signed 24-bit field)."""
+    if not 0 <= fraction_lost <= 0xFF:
+        raise ValueError("RTCP fraction lost is one octet")
+    lost = max(-0x800000, min(0x7FFFFF, packets_lost)) & 0xFFFFFF  # 24-bit signed
+    return _BLOCK.pack(ssrc, fraction_lost << 24 | lost, highest, jitter, lsr, dlsr)
+
+
+def sender_report(
+    ssrc: int, ntp: int, rtp: int, packets: int, octets: int, blocks: bytes = b"", count: int = 0
+) -> bytes:
+    """A sender report (RFC 3550 §6.4.1) carrying ``count`` report blocks, ``blocks`` their
+    octets (:func:`report_block`)."""
+    words = 6 + len(blocks) // 4
+    return _SR.pack(0x80 | count, SR, words, ssrc, ntp, rtp, packets, octets) + blocks
+
+
+def receiver_report(ssrc: int, blocks: bytes = b"", count: int = 0) -> bytes:
+    """A receiver report (RFC 3550 §6.4.2) carrying ``count`` report blocks (``blocks``)."""
+    return _RR.pack(0x80 | count, RR, 1 + len(blocks) // 4, ssrc) + blocks
 
 
 @dataclass
@@ -43,11 +74,10 @@ class ReportBlock:
     dlsr: int = 0
 
     def __bytes__(self) -> bytes:
-        lost = max(-0x800000, min(0x7FFFFF, self.packets_lost)) & 0xFFFFFF  # 24-bit signed
-        return _BLOCK.pack(
+        return report_block(
             self.ssrc,
             self.fraction_lost,
-            lost.to_bytes(3, "big"),
+            self.packets_lost,
             self.highest_sequence,
             self.jitter,
             self.lsr,
@@ -56,22 +86,19 @@ class ReportBlock:
 
     @classmethod
     def parse(cls, data: bytes, at: int) -> ReportBlock:
-        ssrc, fraction, lost, highest, jitter, lsr, dlsr = _BLOCK.unpack_from(data, at)
-        return cls(
-            ssrc=ssrc,
-            fraction_lost=fraction,
-            packets_lost=int.from_bytes(lost, "big", signed=True),
-            highest_sequence=highest,
-            jitter=jitter,
-            lsr=lsr,
-            dlsr=dlsr,
-        )
+        ssrc, word, highest, jitter, lsr, dlsr = _BLOCK.unpack_from(data, at)
+        lost = word & 0xFFFFFF
+        if lost & 0x800000:  # 24-bit signed
+            lost -= 0x1000000
+        return cls(ssrc, word >> 24, lost, highest, jitter, lsr, dlsr)
 
 
-def _blocks(body: bytes, at: int, count: int) -> list[ReportBlock]:
-    if len(body) < at + count * _BLOCK.size:
+def _blocks(data: bytes, at: int, stop: int, count: int) -> list[ReportBlock]:
+    """``count`` report blocks from ``data[at:]``, which end by ``stop``."""
+    if stop < at + count * _BLOCK.size:
         raise ValueError("RTCP report blocks truncated")
-    return [ReportBlock.parse(body, at + i * _BLOCK.size) for i in range(count)]
+    parse = ReportBlock.parse
+    return [parse(data, at + i * _BLOCK.size) for i in range(count)]
 
 
 @dataclass
@@ -86,11 +113,15 @@ class SenderReport:
     reports: list[ReportBlock] = field(default_factory=list)
 
     def __bytes__(self) -> bytes:
-        info = _SENDER_INFO.pack(
-            self.ntp_timestamp, self.rtp_timestamp, self.packet_count, self.octet_count
+        return sender_report(
+            self.ssrc,
+            self.ntp_timestamp,
+            self.rtp_timestamp,
+            self.packet_count,
+            self.octet_count,
+            b"".join(map(bytes, self.reports)),
+            len(self.reports),
         )
-        body = self.ssrc.to_bytes(4, "big") + info + b"".join(map(bytes, self.reports))
-        return _header(SR, len(self.reports), body)
 
 
 @dataclass
@@ -101,8 +132,7 @@ class ReceiverReport:
     reports: list[ReportBlock] = field(default_factory=list)
 
     def __bytes__(self) -> bytes:
-        body = self.ssrc.to_bytes(4, "big") + b"".join(map(bytes, self.reports))
-        return _header(RR, len(self.reports), body)
+        return receiver_report(self.ssrc, b"".join(map(bytes, self.reports)), len(self.reports))
 
 
 @dataclass
@@ -156,48 +186,52 @@ def _sdes(body: bytes, count: int) -> Sdes:
     return Sdes(chunks)
 
 
-def _one(packet_type: int, count: int, body: bytes) -> Rtcp | None:
+def _report(packet_type: int, count: int, data: bytes, start: int, stop: int) -> Rtcp:
+    """An SR or RR whose body is ``data[start:stop]``, read in place."""
     if packet_type == SR:
-        if len(body) < 24:
+        if stop - start < 24:
             raise ValueError("RTCP SR truncated")
-        ssrc = int.from_bytes(body[:4], "big")
-        ntp, rtp, packets, octets = _SENDER_INFO.unpack_from(body, 4)
-        return SenderReport(ssrc, ntp, rtp, packets, octets, _blocks(body, 24, count))
-    if packet_type == RR:
-        if len(body) < 4:
-            raise ValueError("RTCP RR truncated")
-        return ReceiverReport(int.from_bytes(body[:4], "big"), _blocks(body, 4, count))
+        ssrc, ntp, rtp, packets, octets = _SR_BODY.unpack_from(data, start)
+        return SenderReport(ssrc, ntp, rtp, packets, octets, _blocks(data, start + 24, stop, count))
+    if stop - start < 4:
+        raise ValueError("RTCP RR truncated")
+    ssrc = int.from_bytes(data[start : start + 4], "big")
+    return ReceiverReport(ssrc, _blocks(data, start + 4, stop, count))
+
+
+def _one(packet_type: int, count: int, body: bytes) -> Rtcp:
+    """An SDES or BYE packet whose body is ``body``."""
     if packet_type == SDES:
         return _sdes(body, count)
-    if packet_type == BYE:
-        if len(body) < 4 * count:
-            raise ValueError("RTCP BYE truncated")
-        sources = [int.from_bytes(body[4 * i : 4 * i + 4], "big") for i in range(count)]
-        rest = body[4 * count :]
-        return Bye(sources, bytes(rest[1 : 1 + rest[0]]) if rest else b"")
-    return None
+    if len(body) < 4 * count:
+        raise ValueError("RTCP BYE truncated")
+    sources = [int.from_bytes(body[4 * i : 4 * i + 4], "big") for i in range(count)]
+    rest = body[4 * count :]
+    return Bye(sources, bytes(rest[1 : 1 + rest[0]]) if rest else b"")
 
 
 def parse_rtcp(data: bytes) -> list[Rtcp]:
-    """The SR, RR, SDES and BYE packets of a compound RTCP packet, in order."""
+    """The SR, RR, SDES and BYE packets of a compound RTCP packet, in order (the reports read
+    in place; the packets it skips are not copied)."""
     packets: list[Rtcp] = []
-    at = 0
-    while at < len(data):
-        if at + 4 > len(data):
+    at, n = 0, len(data)
+    while at < n:
+        if at + 4 > n:
             raise ValueError("RTCP header truncated")
         first, packet_type, words = _RTCP.unpack_from(data, at)
         if first >> 6 != 2:
             raise ValueError("RTCP version is not 2")
-        end = at + 4 + 4 * words
-        if end > len(data):
+        start, end = at + 4, at + 4 + 4 * words
+        if end > n:
             raise ValueError("RTCP packet truncated")
-        body = data[at + 4 : end]
+        stop = end
         if first & 0x20:  # padding (§6.4.1): only the last packet of a compound may have it
-            if not body or body[-1] > len(body):
+            if end == start or data[end - 1] > end - start:
                 raise ValueError("RTCP padding longer than the packet")
-            body = body[: len(body) - body[-1]]
-        packet = _one(packet_type, first & 0x1F, bytes(body))
-        if packet is not None:
-            packets.append(packet)
+            stop = end - data[end - 1]
+        if packet_type in _REPORT_TYPES:
+            packets.append(_report(packet_type, first & 0x1F, data, start, stop))
+        elif packet_type in _OTHER_TYPES:
+            packets.append(_one(packet_type, first & 0x1F, bytes(data[start:stop])))
         at = end
     return packets

@@ -19,10 +19,22 @@ import time
 from dataclasses import dataclass
 
 from ..audio.reception import RtpReception
-from .packets import SDES_CNAME, Bye, ReceiverReport, ReportBlock, Sdes, SenderReport, parse_rtcp
+from .packets import (
+    SDES_CNAME,
+    Bye,
+    ReceiverReport,
+    ReportBlock,
+    Sdes,
+    SenderReport,
+    parse_rtcp,
+    receiver_report,
+    report_block,
+    sender_report,
+)
 from .rtpsend import RtpStream, ntp_time
 
 OPUS_CLOCK = 48_000
+_REPORTS = (SenderReport, ReceiverReport)
 
 
 @dataclass
@@ -53,6 +65,7 @@ class RtcpReports:
         self.far_reports = 0
         self.malformed = 0
         self.sent = 0
+        self._sdes = (0, b"", b"")  # our SSRC and CNAME, and their SDES packet (written once)
 
     # -- what we receive
     def received(
@@ -78,39 +91,47 @@ class RtcpReports:
         and BYE when ``bye``; its fraction lost at least ``loss_at_least`` (see
         ``rtc/rtp_session.py``: the loss of a hop beyond this one)."""
         now = time.time()
-        reports = self._report_blocks(now, min(255, int(max(0.0, loss_at_least) * 256)))
-        first: SenderReport | ReceiverReport
+        block = self._report_block(now, min(255, int(max(0.0, loss_at_least) * 256)))
+        count = 1 if block else 0
+        ssrc = self.ssrc
         if stream.sent_at is not None:  # the time pair of our newest audio packet sent
             at, ts = stream.sent_at, stream.timestamp(stream.sent_pts)
             rtp = (ts + int((now - at) * self.clock)) & 0xFFFFFFFF
-            first = SenderReport(
-                self.ssrc, ntp_time(now), rtp, stream.packets, stream.octets, reports
+            out = sender_report(
+                ssrc, ntp_time(now), rtp, stream.packets, stream.octets, block, count
             )
         else:
-            first = ReceiverReport(self.ssrc, reports)
-        sdes = Sdes([(self.ssrc, [(SDES_CNAME, self.cname)])])
-        out = bytes(first) + bytes(sdes)
+            out = receiver_report(ssrc, block, count)
+        out += self._sdes_packet()
         if bye:
-            out += bytes(Bye([self.ssrc]))
+            out += bytes(Bye([ssrc]))
         self.sent += 1
         return out
 
-    def _report_blocks(self, now: float, beyond: int = 0) -> list[ReportBlock]:
+    def _sdes_packet(self) -> bytes:
+        """Our SDES CNAME packet, written again only when our SSRC or CNAME changed."""
+        ssrc, cname, packet = self._sdes
+        if ssrc != self.ssrc or cname != self.cname or not packet:
+            ssrc, cname = self.ssrc, self.cname
+            packet = bytes(Sdes([(ssrc, [(SDES_CNAME, cname)])]))
+            self._sdes = (ssrc, cname, packet)
+        return packet
+
+    def _report_block(self, now: float, beyond: int = 0) -> bytes:
+        """Our report block about the far end's stream (``b""`` before it sent anything)."""
         r = self.reception
         if self.remote_ssrc is None or r.base_seq is None:
-            return []
+            return b""
         dlsr = min(0xFFFFFFFF, int((now - self._lsr_at) * 65536)) if self._lsr else 0
-        return [
-            ReportBlock(
-                ssrc=self.remote_ssrc,
-                fraction_lost=max(r.fraction_lost(), beyond),
-                packets_lost=r.cumulative_lost,
-                highest_sequence=r.highest & 0xFFFFFFFF,
-                jitter=r.jitter,
-                lsr=self._lsr,
-                dlsr=dlsr,
-            )
-        ]
+        return report_block(
+            self.remote_ssrc,
+            max(r.fraction_lost(), beyond),
+            r.cumulative_lost,
+            r.highest & 0xFFFFFFFF,
+            r.jitter,
+            self._lsr,
+            dlsr,
+        )
 
     # -- what the far end reports
     def receive(self, plain: bytes, at: float) -> None:
@@ -128,7 +149,7 @@ class RtcpReports:
             if isinstance(packet, SenderReport) and self.remote_ssrc in (None, packet.ssrc):
                 self._lsr = (packet.ntp_timestamp >> 16) & 0xFFFFFFFF
                 self._lsr_at = now
-            if isinstance(packet, SenderReport | ReceiverReport):
+            if isinstance(packet, _REPORTS):
                 for block in packet.reports:
                     if block.ssrc == self.ssrc:
                         self._far_report(block, now)
@@ -142,11 +163,11 @@ class RtcpReports:
             if delay < 0x80000000:
                 rtt = delay / 65536
         self.far = FarEndReport(
-            fraction_lost=block.fraction_lost / 256,
-            packets_lost=max(0, block.packets_lost),
-            highest_sequence=block.highest_sequence,
-            jitter_s=block.jitter / self.clock,
-            rtt_s=rtt,
+            block.fraction_lost / 256,
+            max(0, block.packets_lost),
+            block.highest_sequence,
+            block.jitter / self.clock,
+            rtt,
         )
 
     # -- totals (over the far end's SSRCs: they never go back)

@@ -13,9 +13,10 @@ SRTP and SRTCP with SDES keys (RFC 3711, RFC 4568): no ICE, no DTLS.
   192-223 are RTCP); our SDP says so with ``a=rtcp-mux`` and ``a=rtcp:`` our port.
 * **Hostile input**: anything that is not RTP/RTCP version 2, arrives before the keys, or fails
   SRTP authentication or replay protection is dropped and counted, never raised.
-* **libsrtp straight** (:class:`LeanSrtp`): a packet's protect and unprotect call libsrtp
-  with the pylibsrtp session's own state and buffer, without its wrapper's per-packet frames
-  and allocation; the DTLS legs' sessions (``rtc/dtls_srtp.py``) are called the same way.
+* **libsrtp straight** (:class:`LeanSrtp`): a packet's protect and unprotect, SRTP and
+  SRTCP, call libsrtp with the pylibsrtp session's own state and buffer, without its
+  wrapper's per-packet frames and allocation; the DTLS legs' sessions (``rtc/dtls_srtp.py``)
+  are called the same way.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ Address = tuple[str, int]
 
 
 class LeanSrtp:
-    """One ``pylibsrtp.Session``'s per-packet calls straight into libsrtp: the same libsrtp
+    """One ``pylibsrtp.Session``'s per-packet calls (SRTP and SRTCP, each with the room
+    pylibsrtp leaves for its trailer) straight into libsrtp: the same libsrtp
     session, buffer, length limits and errors (``pylibsrtp.Error``), without the wrapper's
     three Python frames and its ``int *`` allocated a packet (pylibsrtp 1.0's ``Session``
     protect: ~3.4 µs a packet on this host, ~1.5 µs called so; docs/performance.md). It holds
@@ -79,10 +81,12 @@ class LeanSrtp:
         return buffer[0 : length[0]]
 
     def protect_rtcp(self, packet: bytes) -> bytes:
-        return self.session.protect_rtcp(packet)
+        """SRTCP-protect one compound RTCP packet (``Session.protect_rtcp``)."""
+        return self._run(_protect_rtcp, packet, self._size - pylibsrtp.SRTP_MAX_SRTCP_TRAILER_LEN)
 
     def unprotect_rtcp(self, packet: bytes) -> bytes:
-        return self.session.unprotect_rtcp(packet)
+        """Authenticate and decrypt one SRTCP packet (``Session.unprotect_rtcp``)."""
+        return self._run(_unprotect_rtcp, packet, self._size)
 
 
 def lean_srtp(session: Any) -> Any:
@@ -102,6 +106,7 @@ try:
     from pylibsrtp._binding import lib as _lib
 
     _protect, _unprotect = _lib.srtp_protect, _lib.srtp_unprotect
+    _protect_rtcp, _unprotect_rtcp = _lib.srtp_protect_rtcp, _lib.srtp_unprotect_rtcp
     _LEAN = pylibsrtp.__version__.startswith("1.0.") and hasattr(pylibsrtp, "_srtp_assert")
 except (ImportError, AttributeError):  # pragma: no cover - another pylibsrtp
     _LEAN = False

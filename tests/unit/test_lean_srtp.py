@@ -38,9 +38,11 @@ def test_the_same_bytes_both_ways_as_pylibsrtps_own_calls(profile: int) -> None:
         protected = lean_tx.protect(packet)
         assert protected == own_tx.protect(packet)
         assert lean_rx.unprotect(protected) == own_rx.unprotect(protected) == packet
-    rtcp = struct.pack("!BBHI", 0x80, 201, 1, 0x1234)
-    protected = lean_tx.protect_rtcp(rtcp)
-    assert lean_rx.unprotect_rtcp(protected) == rtcp
+    for n in range(20):
+        rtcp = struct.pack("!BBHII", 0x80, 201, 1, 0x1234, n) + bytes(4 * n)
+        protected = lean_tx.protect_rtcp(rtcp)
+        assert protected == own_tx.protect_rtcp(rtcp)
+        assert lean_rx.unprotect_rtcp(protected) == own_rx.unprotect_rtcp(protected) == rtcp
 
 
 def test_its_errors_are_pylibsrtps() -> None:
@@ -56,6 +58,27 @@ def test_its_errors_are_pylibsrtps() -> None:
         tx.protect(_rtp(8, bytes(1500)))
     with pytest.raises(ValueError):
         rx.unprotect(bytes(1501))
+
+
+def test_its_rtcp_errors_are_pylibsrtps() -> None:
+    tx, rx, own = lean_srtp(_session(False)), lean_srtp(_session(True)), _session(False)
+    rtcp = struct.pack("!BBHI", 0x80, 201, 1, 0x1234)
+    protected = tx.protect_rtcp(rtcp)
+    tampered = protected[:-1] + bytes([protected[-1] ^ 1])
+    with pytest.raises(pylibsrtp.Error):
+        rx.unprotect_rtcp(tampered)
+    assert rx.unprotect_rtcp(protected) == rtcp
+    with pytest.raises(pylibsrtp.Error):  # replayed
+        rx.unprotect_rtcp(protected)
+    # The same room as pylibsrtp's for the SRTCP trailer: the longest packet it takes, too.
+    longest = 1500 - pylibsrtp.SRTP_MAX_SRTCP_TRAILER_LEN
+    padded = struct.pack("!BBHI", 0x80, 201, longest // 4 - 1, 0x1234) + bytes(longest - 8)
+    assert len(tx.protect_rtcp(padded)) == len(own.protect_rtcp(padded))
+    for session in (tx, own):
+        with pytest.raises(ValueError):
+            session.protect_rtcp(padded + bytes(4))
+    with pytest.raises(ValueError):
+        rx.unprotect_rtcp(bytes(1501))
 
 
 def test_what_is_not_a_pylibsrtp_session_is_passed_through() -> None:

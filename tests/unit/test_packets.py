@@ -76,3 +76,27 @@ def test_other_rtcp_is_skipped_and_broken_rtcp_refused() -> None:
             parse_rtcp(broken)
     with pytest.raises(ValueError):  # an RR that claims a block it lacks
         parse_rtcp(bytes([0x81, 201, 0, 1]) + bytes(4))
+
+
+def test_padding_and_feedback_between_reports() -> None:
+    """Reports read in place and skipped packets not copied: the same packets as before, a
+    padded last packet's padding left out, a padded one too short for its padding refused."""
+    block = ReportBlock(7, 3, -2, 65540, 11, 12, 13)
+    sr = bytes(SenderReport(4, 1 << 40, 2, 3, 4, [block, block]))
+    pli = bytes([0x81, 206, 0, 2]) + bytes(8)
+    rr = bytes(ReceiverReport(4, [block]))
+    padded_rr = bytes([0xA1]) + rr[1:3] + bytes([rr[3] + 1]) + rr[4:] + bytes([0, 0, 0, 4])
+    expected = [SenderReport(4, 1 << 40, 2, 3, 4, [block, block]), ReceiverReport(4, [block])]
+    assert parse_rtcp(sr + pli + padded_rr) == expected
+    assert parse_rtcp(sr + pli + rr) == expected
+    # The padding eats the block an RR claims: refused.
+    eaten = bytes([0xA1, 201, 0, 6]) + rr[4:8] + bytes(19) + bytes([24])
+    with pytest.raises(ValueError):
+        parse_rtcp(eaten)
+    with pytest.raises(ValueError):  # padding longer than the packet
+        parse_rtcp(bytes([0xA0, 205, 0, 0]))
+    with pytest.raises(ValueError):  # an SR shorter than its sender info
+        parse_rtcp(bytes([0x80, 200, 0, 1]) + bytes(4))
+    assert packets.report_block(7, 3, -2, 65540, 11, 12, 13) == bytes(block)
+    with pytest.raises(ValueError):
+        packets.report_block(7, 256, 0, 0, 0, 0, 0)
