@@ -365,7 +365,7 @@ async def test_whatsapp_peer_going_away_fails_the_call(cclient, meta, monkeypatc
     await asyncio.sleep(1.0)
     await hears_tone(rtc.recorder, 660, "agent hears the user", seconds=0.6)
 
-    peer = client.app[ENGINE].calls[mcall.wacid].peer  # the bridge's WhatsApp-side peer
+    peer = client.app[ENGINE].calls[mcall.wacid].leg  # the bridge's WhatsApp-side peer
     async with manager.events.subscribe() as sub:
         if how == "udp_dropped":
             drop_udp(mcall.peer.pc)
@@ -425,7 +425,7 @@ async def test_webhooks_before_connect_answers_are_applied(cclient, meta):
         )
         early["status"] = (await meta.post(client, body)).status
         # The bridge works through them (finding no call with that wacid yet) before we answer.
-        await until(engine.inbox.queue.empty, 3, "the early webhook taken")
+        await until(engine.graph_side.inbox.queue.empty, 3, "the early webhook taken")
         await asyncio.sleep(0.3)
         dialling = getattr(engine, "_dialling", {})
         early["parked"] = [ev.kind for q in dialling.values() for ev in q]
@@ -471,7 +471,7 @@ async def test_the_runtime_owns_the_whatsapp_peer_and_closes_it_once(
     await until(lambda: manager.registry.by_engine_id(mcall.wacid), 3, "the call ringing")
     call_id = manager.registry.by_engine_id(mcall.wacid).id
     runtime = manager.find_runtime(call_id)
-    peer = engine.calls[mcall.wacid].peer
+    peer = engine.calls[mcall.wacid].leg
     assert runtime.media.leg is peer and engine.calls[mcall.wacid].handed_over
     rtc = None
     if ending != "missed":

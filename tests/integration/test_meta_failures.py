@@ -54,7 +54,7 @@ async def test_terminate_failed_with_metas_codes_ends_with_a_reason_counted_and_
         for _ in range(2):  # Meta delivers it twice: one end, one warning
             assert (await meta.post(client, terminate)).status == 200
         ended[code] = await wait_state(client, call["callID"], "ended", timeout=3)
-        await until(engine.inbox.queue.empty, 2, "the repeated terminate taken")
+        await until(engine.graph_side.inbox.queue.empty, 2, "the repeated terminate taken")
     for code, reason in CASES:
         assert ended[code]["endReason"] == reason, ended[code]
         assert ended[code]["endDetail"] == f"{code}: Meta says {code} (d)"

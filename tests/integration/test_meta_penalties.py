@@ -32,7 +32,7 @@ async def deliver(client: Any, meta: Any, body: dict[str, Any]) -> None:
     """Meta posts a webhook body and the bridge has worked through it."""
     resp = await meta.post(client, body)
     assert resp.status == 200, await resp.text()
-    await until(client.app[ENGINE].inbox.queue.empty, 2, "the webhook taken")
+    await until(client.app[ENGINE].graph_side.inbox.queue.empty, 2, "the webhook taken")
 
 
 async def settings_read_at_start(client: Any) -> None:

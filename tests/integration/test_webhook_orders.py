@@ -94,7 +94,7 @@ async def test_outbound_orders_shuffled_and_repeated_end_once_in_the_right_state
 
             async def before_answer(mcall: Any, first: list[list[str]] = bodies[:early]) -> None:
                 await deliver(mcall, first)
-                await until(engine.inbox.queue.empty, 3, "early webhooks taken")
+                await until(engine.graph_side.inbox.queue.empty, 3, "early webhooks taken")
 
             meta.before_connect_answer = before_answer
             resp = await client.post("/call/make", json={"phone": f"55219000{i:05d}"})
@@ -107,7 +107,7 @@ async def test_outbound_orders_shuffled_and_repeated_end_once_in_the_right_state
                 (scenario, bodies, early, snap["endReason"], snap["endDetail"], call["callID"])
             )
             assert (snap["endReason"], snap["endDetail"]) == (reason, detail), outcomes[-1]
-            await until(engine.inbox.queue.empty, 3, "late webhooks taken")
+            await until(engine.graph_side.inbox.queue.empty, 3, "late webhooks taken")
         for event in await events_until_ended(sub, {o[5] for o in outcomes}):
             cid = event.call["callID"]
             if event.type == "call.ended":
@@ -144,7 +144,7 @@ async def test_inbound_terminate_before_or_after_connect_and_repeated(cclient, m
                 sent = [terminate, connect, rng.choice([connect, terminate])]
             for value in sent:
                 assert (await meta.post(client, meta.envelope(value))).status == 200
-            await until(engine.inbox.queue.empty, 3, "taken")
+            await until(engine.graph_side.inbox.queue.empty, 3, "taken")
             if i % 2 == 0:
                 assert mcall.wacid not in engine.calls, "a terminated call must not ring"
                 tried = [a["action"] for a in meta.actions if a.get("call_id") == mcall.wacid]
@@ -195,7 +195,7 @@ async def test_any_order_property_based(cclient, meta, delivery):
 
     async def before_answer(mcall: Any) -> None:
         await deliver(mcall, bodies[:early])
-        await until(engine.inbox.queue.empty, 3, "early webhooks taken")
+        await until(engine.graph_side.inbox.queue.empty, 3, "early webhooks taken")
 
     meta.before_connect_answer = before_answer
     async with manager.events.subscribe() as sub:
@@ -205,7 +205,7 @@ async def test_any_order_property_based(cclient, meta, delivery):
         mcall = next(c for c in meta.meta_calls.values() if c.opaque == call["callID"])
         await deliver(mcall, bodies[early:])
         snap = await wait_state(client, call["callID"], "ended", timeout=5)
-        await until(engine.inbox.queue.empty, 3, "late webhooks taken")
+        await until(engine.graph_side.inbox.queue.empty, 3, "late webhooks taken")
         events = await events_until_ended(sub, {call["callID"]}, settle=0.1)
         types = [e.type for e in events if e.call.get("callID") == call["callID"]]
     assert (snap["endReason"], snap["endDetail"]) == (reason, detail), (bodies, early)

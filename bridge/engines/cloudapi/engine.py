@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import aiohttp
 
@@ -36,35 +35,25 @@ from ..base import (
     EngineEventKind,
     EngineHealth,
     EngineStats,
-    RemoteCall,
     emit,
 )
 from ..hangups import PendingHangups
 from .artifacts import MetaArtifacts
-from .calling_settings import CallingSettings
 from .channel import PeerChannel
 from .codes import CALL_STATUS, ended_by_meta, refused_event
-from .graph import GraphClient, addressed, connected_call_id, strip
+from .graph import addressed, connected_call_id, strip
+from .graph_side import CloudApiRoad, GraphSide
 from .media import MediaLeg, new_leg
-from .permissions import CallPermissions
-from .sdp import DEFAULT_BITRATE
-from .standing import NumberStanding
 from .state import CloudCall, Parked, Remembered
-from .webhook import CallWebhook, WebhookInbox, call_events, verify, webhook_calls
+from .webhook import CallWebhook, webhook_calls
 
 log = logging.getLogger(__name__)
 
 
-class CloudApiEngine:
+class CloudApiEngine(CloudApiRoad):
     """Drives Meta's Cloud API Calling for one business number (a ``SignedWebhookEngine``:
     Meta signs its webhooks with X-Hub-Signature-256, so they need no API token; a
     ``LegEngine``: each call's peer connection goes to its runtime)."""
-
-    name = "cloudapi"
-    media_before_answer = False
-    opus_bitrate = DEFAULT_BITRATE
-    """Meta asks for at most 20 kbit/s (its fmtp's ``maxaveragebitrate``)."""
-    billing_pulse_s = 6  # Meta bills business-initiated calls in 6 s pulses (a BilledEngine)
 
     def __init__(
         self,
@@ -76,19 +65,16 @@ class CloudApiEngine:
         self.ice = ice
         self.events: asyncio.Queue[EngineEvent] = asyncio.Queue(maxsize=1000)
         self.stats = EngineStats()
-        number = settings.cloudapi_phone_number_id
-        self.graph = GraphClient(settings.engine_url, settings.engine_token, number, self.stats)
         self.calls: dict[str, CloudCall] = {}
         self._dialling = Parked()  # webhooks about dials that Meta has not answered yet
         self._ended = Remembered()
-        self.inbox = WebhookInbox(settings.cloudapi_app_secret, self.stats)
         self._tasks = TaskSet("cloudapi")
-        self._http, self._own_http = http, http is None
-        self.standing = NumberStanding(self.events, number)  # Meta's pauses, one call a user
-        media, learn = str(settings.cloudapi_media), self.standing.settings_read
-        self.calling_settings = CallingSettings(self.graph, media, on_read=learn)
-        self.permissions = CallPermissions(self.graph, self.events)
+        self.graph_side = side = GraphSide(settings, self.stats, self.events, http)
+        """The number's Graph client, permissions, standing, settings and webhooks."""
+        self.graph, self.standing, self.permissions = side.graph, side.standing, side.permissions
+        self.calling_settings = side.calling_settings  # a SettingsEngine
         self.artifacts = MetaArtifacts(self.graph, self.events, self._tasks)  # an ArtifactsEngine
+        side.artifacts, side.on_calls = self.artifacts, self._on_webhooks
         self.pending_hangups = PendingHangups("cloudapi", self.hangup, asyncio.sleep)
         self.other_leg_codecs: Callable[[], tuple[str, ...]] = tuple  # LegCodecEngine's
 
@@ -100,10 +86,7 @@ class CloudApiEngine:
         return cls(settings.engine, http, settings.ice)
 
     async def start(self) -> None:
-        if self._http is None:
-            self._http = aiohttp.ClientSession()
-        self.graph.http = self._http
-        self._tasks.spawn(self.inbox.run(self._on_body), "webhooks")
+        await self.graph_side.start(self._tasks)
         self._tasks.spawn(self.pending_hangups.run(), "pending-hangups")
         number, url = self.settings.cloudapi_phone_number_id, self.settings.engine_url
         log.info("Cloud API engine for number %s via %s; webhooks at /engine/webhook", number, url)
@@ -111,32 +94,25 @@ class CloudApiEngine:
     def hangup_later(self, engine_call_id: str, why: str) -> None:  # once Graph answers again
         self.pending_hangups.add(engine_call_id, why)
 
-    async def startup_calls(self) -> list[RemoteCall]:  # Graph lists no live calls to sweep
-        return []
-
     async def close(self) -> None:
         await self._tasks.close()
         for call in list(self.calls.values()):
             if not call.handed_over:  # the others are their runtimes' to close
-                await call.peer.close()
+                await call.leg.close()
         self.calls.clear()
         self._dialling.clear()
-        if self._http is not None and self._own_http:
-            await self._http.close()
+        await self.graph_side.close()
 
     @property
     def up(self) -> bool:
         return self.graph.reachable is not False
 
     async def health(self) -> EngineHealth:
-        info: dict[str, object] = {"calls": len(self.calls), "webhooks": self.inbox.accepted}
+        info: dict[str, object] = {
+            "calls": len(self.calls),
+            "webhooks": self.graph_side.inbox.accepted,
+        }
         return EngineHealth(self.up, f"Graph API {self.graph.detail}", info)
-
-    async def request_permission(self, phone: str, template: Mapping[str, str] | None) -> str:
-        return await self.permissions.request(phone, template)
-
-    async def read_permission(self, phone: str) -> dict[str, Any]:  # cached briefly
-        return await self.permissions.read(phone)
 
     def _peer(self, label: str) -> MediaLeg:
         return new_leg(  # BRIDGE_CLOUDAPI_MEDIA: Graph signalling takes SDES too
@@ -149,17 +125,9 @@ class CloudApiEngine:
             on_closed=self._peer_closed,
         )
 
-    def take_leg(self, engine_call_id: str) -> MediaLeg | None:
-        """The call's peer, for its runtime to own and close (``None``: ended, or taken)."""
-        call = self.calls.get(engine_call_id)
-        if call is None or call.state == "ended" or call.handed_over:
-            return None  # ended, or already some runtime's: one owner
-        call.handed_over = True
-        return call.peer
-
     def _peer_closed(self, peer: MediaLeg) -> None:
         call = self.calls.get(peer.wacid)
-        if call is not None and call.peer is peer:
+        if call is not None and call.leg is peer:
             self._drop(call)  # its runtime closed it: late webhooks change nothing now
 
     def _on_dtmf(self, peer: MediaLeg, digit: str, duration_ms: int) -> None:
@@ -168,12 +136,9 @@ class CloudApiEngine:
             data = {"digit": digit, "durationMs": duration_ms}
             emit(self.events, EngineEvent(EngineEventKind.DTMF, call.wacid, data=data))
 
-    def calling_pause(self) -> dict[str, Any] | None:  # a StandingEngine
-        return self.standing.pause_view()
-
     def _on_media(self, peer: MediaLeg) -> None:
         call = self.calls.get(peer.wacid)
-        if call is not None and call.direction == "outbound" and call.peer.answered:
+        if call is not None and call.direction == "outbound" and call.leg.answered:
             self._accepted(call)  # media on our answered call: up, even before ACCEPTED
 
     # -- call control
@@ -240,14 +205,14 @@ class CloudApiEngine:
         call = self._get(engine_call_id)
         ringing = call.direction == "inbound" and call.state != "accepted"
         action = "reject" if ringing else "terminate"
-        call.peer.expect_close()  # Meta closes its side when it takes this
+        call.leg.expect_close()  # Meta closes its side when it takes this
         try:
             await self.graph.call_action(action, call_id=call.wacid)
         finally:
             await self._forget(call)
 
     async def open_media(self, engine_call_id: str) -> PeerChannel:
-        return self._get(engine_call_id).peer.open_channel()
+        return self._get(engine_call_id).leg.open_channel()
 
     def _drop(self, call: CloudCall) -> None:
         call.state = "ended"
@@ -256,29 +221,19 @@ class CloudApiEngine:
 
     async def _forget(self, call: CloudCall) -> None:
         self._drop(call)
-        call.peer.expect_close()  # over at Meta: its closing is no failure now
+        call.leg.expect_close()  # over at Meta: its closing is no failure now
         if not call.handed_over:  # else its runtime closes it as the call ends
-            await call.peer.close()
+            await call.leg.close()
 
     def _accepted(self, call: CloudCall) -> None:
         if call.state in ("calling", "ringing"):
             call.state = "accepted"
             emit(self.events, EngineEvent(EngineEventKind.ANSWERED, call.wacid, call.jid))
 
-    # -- webhooks
-    def verify_subscription(self, query: Mapping[str, str]) -> str:  # GET /engine/webhook
-        return verify(query, self.settings.cloudapi_verify_token)
-
-    def receive_webhook(self, raw: bytes, headers: Mapping[str, str]) -> bool:  # checked, queued
-        self.inbox.receive(raw, headers)
-        return True
-
+    # -- webhooks (checked and queued by the Graph side)
     webhook_calls = staticmethod(webhook_calls)
 
-    async def _on_body(self, body: dict[str, Any]) -> None:
-        events, bad = call_events(body)
-        bad += self.permissions.heard(body) + self.standing.heard(body) + self.artifacts.heard(body)
-        self.stats.bad_messages += bad
+    async def _on_webhooks(self, events: list[CallWebhook]) -> None:
         for event in events:
             await self._on_webhook(event)
 
@@ -316,13 +271,13 @@ class CloudApiEngine:
         peer = self._peer(f"cloudapi:{ev.wacid}")
         call = CloudCall(ev.wacid, ev.peer, "inbound", peer, metadata=ev.metadata)
         peer.wacid = ev.wacid
-        self.permissions.heard_from(ev.peer, called=True)  # the window opens; a callback?
+        self.graph_side.heard_from(ev.peer)  # the window opens; a callback?
         self.calls[ev.wacid] = call
         self._tasks.spawn(self._pre_accept(call, ev.sdp), f"pre-accept:{ev.wacid}")
 
     async def _pre_accept(self, call: CloudCall, offer: str) -> None:
         try:
-            call.answer_sdp = await call.peer.answer(offer, self.other_leg_codecs())
+            call.answer_sdp = await call.leg.answer(offer, self.other_leg_codecs())
             await self.graph.call_action(
                 "pre_accept",
                 call_id=call.wacid,
@@ -340,7 +295,7 @@ class CloudApiEngine:
 
     async def _apply_answer(self, call: CloudCall, sdp: str) -> None:
         try:
-            await call.peer.apply_answer(sdp)
+            await call.leg.apply_answer(sdp)
         except Exception as exc:
             if call.state == "ended":
                 return  # ended meanwhile (a terminate overtook it): nothing to undo

@@ -1,14 +1,18 @@
-"""``GraphSide``: what a number on Meta's SIP road still does over the Graph API: call
-permissions (Meta's SIP documentation: business-initiated calls need them in SIP mode too),
-and with ``sip.webhook_delivery`` the ``calls`` webhooks, handed to the SIP engine
-(``on_calls``). Without the Graph settings the permission routes answer 404 and webhooks 401,
+"""``GraphSide``: what a Cloud API number does over the Graph API, on either road: its Graph
+client, call permissions, standing (Meta's pauses, one call a user), calling settings and signed
+webhooks; on the Graph road its Meta artifacts too. On Meta's SIP road it is what the number
+still does over Graph (Meta's SIP documentation: business-initiated calls need permissions in
+SIP mode too), and with ``sip.webhook_delivery`` the ``calls`` webhooks go to the SIP engine
+(``on_calls``); without the Graph settings the permission routes answer 404 and webhooks 401,
 as on any engine without them.
+
+``CloudApiRoad`` is the engine API both roads answer alike, through their ``GraphSide``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -16,61 +20,123 @@ import aiohttp
 from ...config import EngineSettings
 from ...errors import NotFound
 from ...tasks import TaskSet
-from ..base import EngineEvent, EngineStats
+from ..base import EngineEvent, EngineStats, RemoteCall
+from .artifacts import MetaArtifacts
+from .calling_settings import CallingSettings
 from .graph import GraphClient
+from .media import MediaLeg
 from .permissions import CallPermissions
+from .sdp import DEFAULT_BITRATE
 from .standing import NumberStanding
+from .state import MetaCall
 from .webhook import CallWebhook, WebhookInbox, call_events, verify
 
 
 class GraphSide:
-    """The Graph API beside SIP signalling (see the module docstring)."""
+    """A number's Graph API (see the module docstring); ``http``: the app's session, else its
+    own, made at ``start`` and closed at ``close``."""
 
     def __init__(
-        self, settings: EngineSettings, stats: EngineStats, events: asyncio.Queue[EngineEvent]
+        self,
+        settings: EngineSettings,
+        stats: EngineStats,
+        events: asyncio.Queue[EngineEvent],
+        http: aiohttp.ClientSession | None = None,
+        *,
+        sip: bool = False,
     ) -> None:
         self.settings = settings
         self.stats = stats
         self.enabled = bool(settings.engine_token and settings.cloudapi_phone_number_id)
         number = settings.cloudapi_phone_number_id
         self.graph = GraphClient(settings.engine_url, settings.engine_token, number, stats)
-        self._permissions = CallPermissions(self.graph, events)
+        self.permissions = CallPermissions(self.graph, events)
         self.standing = NumberStanding(events, number)  # Meta's pauses apply on SIP too
+        self.calling_settings = CallingSettings(
+            self.graph, str(settings.cloudapi_media), sip=sip, on_read=self.standing.settings_read
+        )
+        """Meta's calling settings of the number (a SettingsEngine's; ``…/sip/rotate`` too)."""
         self.inbox = WebhookInbox(settings.cloudapi_app_secret, stats)
-        self.on_calls: Callable[[list[CallWebhook]], None] | None = None
-        """Who hears Meta's ``calls`` webhooks about SIP calls (the SIP engine)."""
-        self._http: aiohttp.ClientSession | None = None
+        self.artifacts: MetaArtifacts | None = None
+        """Meta's recordings and transcriptions, whose webhooks come here too (Graph road)."""
+        self.on_calls: Callable[[list[CallWebhook]], Awaitable[None]] | None = None
+        """Who hears Meta's ``calls`` webhooks (the engine)."""
+        self._http, self._own_http = http, http is None
 
     async def start(self, tasks: TaskSet) -> None:
         if not self.enabled:
             return
-        self._http = self.graph.http = aiohttp.ClientSession()
-        tasks.spawn(self.inbox.run(self._on_body), "graph-webhooks")
+        if self._http is None:
+            self._http = aiohttp.ClientSession()
+        self.graph.http = self._http
+        tasks.spawn(self.inbox.run(self._on_body), "webhooks")
 
     async def close(self) -> None:
         """After the owner's tasks (the webhook worker) have stopped."""
-        if self._http is not None:
+        if self._http is not None and self._own_http:
             await self._http.close()
 
-    @property
-    def permissions(self) -> CallPermissions:
+    def usable_permissions(self) -> CallPermissions:
+        """The call permissions, or :class:`NotFound` without the Graph settings (SIP road)."""
         if not self.enabled:
             raise NotFound(
                 "call permissions on a SIP number go through the Graph API: set "
                 "BRIDGE_ENGINE_TOKEN and BRIDGE_CLOUDAPI_PHONE_NUMBER_ID (and, for the answers, "
                 "BRIDGE_CLOUDAPI_APP_SECRET and BRIDGE_CLOUDAPI_VERIFY_TOKEN)"
             )
-        return self._permissions
+        return self.permissions
 
     def heard_from(self, phone: str) -> None:
-        """A user called over SIP: their service window opens (as on Graph)."""
-        self._permissions.heard_from(phone, called=True)
-
-    def verify(self, query: Mapping[str, str]) -> str:
-        return verify(query, self.settings.cloudapi_verify_token)
+        """A user called: their service window opens (a callback?)."""
+        self.permissions.heard_from(phone, called=True)
 
     async def _on_body(self, body: dict[str, Any]) -> None:
-        calls, bad = call_events(body)  # with Meta's sip.webhook_delivery ENABLED
+        calls, bad = call_events(body)
+        bad += self.permissions.heard(body) + self.standing.heard(body)
+        if self.artifacts is not None:
+            bad += self.artifacts.heard(body)
+        self.stats.bad_messages += bad
         if calls and self.on_calls is not None:
-            self.on_calls(calls)
-        self.stats.bad_messages += bad + self._permissions.heard(body) + self.standing.heard(body)
+            await self.on_calls(calls)
+
+
+class CloudApiRoad:
+    """What both roads' engines answer alike (``CloudApiEngine``, ``SipEngine``): the calls'
+    legs to their runtimes, and the number's Graph side (permissions, webhooks, pauses)."""
+
+    name = "cloudapi"
+    media_before_answer = False
+    opus_bitrate = DEFAULT_BITRATE
+    """Meta asks for at most 20 kbit/s (its fmtp's ``maxaveragebitrate``)."""
+    billing_pulse_s = 6  # Meta bills business-initiated calls in 6 s pulses (a BilledEngine)
+
+    calls: Mapping[str, MetaCall]
+    graph_side: GraphSide
+
+    def take_leg(self, engine_call_id: str) -> MediaLeg | None:
+        """The call's leg, for its runtime to own and close (``None``: ended, or taken)."""
+        call = self.calls.get(engine_call_id)
+        if call is None or call.state == "ended" or call.handed_over:
+            return None  # ended, or already some runtime's: one owner
+        call.handed_over = True
+        return call.leg
+
+    async def startup_calls(self) -> list[RemoteCall]:  # Meta lists no live calls to sweep
+        return []
+
+    def calling_pause(self) -> dict[str, Any] | None:  # a StandingEngine
+        return self.graph_side.standing.pause_view()
+
+    # -- call permissions (a PermissionEngine), Meta's signed webhooks
+    async def request_permission(self, phone: str, template: Mapping[str, str] | None) -> str:
+        return await self.graph_side.usable_permissions().request(phone, template)
+
+    async def read_permission(self, phone: str) -> dict[str, Any]:  # cached briefly
+        return await self.graph_side.usable_permissions().read(phone)
+
+    def verify_subscription(self, query: Mapping[str, str]) -> str:  # GET /engine/webhook
+        return verify(query, self.graph_side.settings.cloudapi_verify_token)
+
+    def receive_webhook(self, raw: bytes, headers: Mapping[str, str]) -> bool:  # checked, queued
+        self.graph_side.inbox.receive(raw, headers)
+        return True

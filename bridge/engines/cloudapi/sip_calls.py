@@ -14,6 +14,7 @@ from typing import Any
 from ...sip import Address, Dialog, InviteClient, InviteServer, Request, Response, SipParseError
 from .codes import MetaCode, code_in_text
 from .media import MediaLeg
+from .state import MetaCall
 
 METADATA_HEADERS = {
     "x-wa-meta-cta-payload": "ctaPayload",
@@ -28,8 +29,8 @@ METADATA_LIMIT = 1024
 
 
 @dataclass
-class SipCall:
-    """The engine's view of one SIP call (keyed by the engine call id)."""
+class SipCall(MetaCall):
+    """The SIP road's view of one call (keyed by the engine call id)."""
 
     id: str
     peer_wa: str
@@ -46,10 +47,6 @@ class SipCall:
     handed_over: bool = False
     confirmed_at: float | None = None
     """When the dialog was confirmed (the ACK to our 200, or our ACK to Meta's)."""
-
-    @property
-    def jid(self) -> str:
-        return f"{self.peer_wa}@s.whatsapp.net"
 
 
 def peer_number(req: Request) -> str:

@@ -18,8 +18,7 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import aiohttp
 
@@ -42,15 +41,12 @@ from ..base import (
     EngineEventKind,
     EngineHealth,
     EngineStats,
-    RemoteCall,
     WebhookCalls,
     emit,
 )
 from ..channels import MediaChannel
-from .calling_settings import CallingSettings
-from .graph_side import GraphSide
+from .graph_side import CloudApiRoad, GraphSide
 from .media import MediaLeg, new_leg
-from .sdp import DEFAULT_BITRATE
 from .sip_calls import SipCall, bic_failure, meta_code
 from .sip_dialogs import SipDialogs
 from .webhook import CallWebhook
@@ -61,15 +57,10 @@ REALM = "wa.meta.vc"
 """The digest realm of Meta's SIP interface (both ways)."""
 
 
-class SipEngine:
+class SipEngine(CloudApiRoad):
     """Meta's SIP road for one business number (see the module docstring)."""
 
-    name = "cloudapi"
-    media_before_answer = False
-    opus_bitrate = DEFAULT_BITRATE
-    billing_pulse_s = 6  # Meta bills business-initiated calls in 6 s pulses (a BilledEngine)
-
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, http: aiohttp.ClientSession | None = None) -> None:
         self.settings = settings
         self.sip = settings.sip
         self.media = settings.engine.cloudapi_media
@@ -87,15 +78,9 @@ class SipEngine:
         """A number made at run time: without a password its INVITEs are refused (403), not
         taken unchallenged as the settings' number's are (set by the switchboard)."""
         self.line: Line | None = None
-        self.graph_side = GraphSide(settings.engine, self.stats, self.events)
+        self.graph_side = GraphSide(settings.engine, self.stats, self.events, http, sip=True)
         """Call permissions and Meta's signed webhooks, over Graph (:mod:`.graph_side`)."""
-        self.calling_settings = CallingSettings(
-            self.graph_side.graph,
-            str(self.media),
-            sip=True,
-            on_read=self.graph_side.standing.settings_read,
-        )
-        """Meta's calling settings of the number (a SettingsEngine: ``…/sip/rotate`` too)."""
+        self.calling_settings = self.graph_side.calling_settings  # a SettingsEngine
         self.other_leg_codecs: Callable[[], tuple[str, ...]] = tuple
         """Where the number's inbound calls go, by codec (a ``LegCodecEngine``: the
         switchboard sets it): Meta's G.711 offer is answered in kind for a G.711 PBX phone."""
@@ -103,17 +88,14 @@ class SipEngine:
             self.events, self.graph_side, self._leg, lambda: self.other_leg_codecs()
         )
         """The calls and their dialogs; the UA's ``CallHandler`` (:mod:`.sip_dialogs`)."""
+        self.calls: dict[str, SipCall] = self.dialogs.calls  # the same dict
         self.graph_side.on_calls = self._meta_call_webhooks
-
-    @property
-    def calls(self) -> dict[str, SipCall]:
-        return self.dialogs.calls
 
     @classmethod
     def from_settings(
         cls, settings: Settings, http: aiohttp.ClientSession | None = None
     ) -> SipEngine:
-        return cls(settings)
+        return cls(settings, http)
 
     def use_password(self, password: str) -> None:
         if not password or password == self.sip.sip_password:
@@ -179,21 +161,8 @@ class SipEngine:
             await self.door.leave(self.line)
         await self.graph_side.close()
 
-    # -- the Graph side: call permissions (a PermissionEngine), Meta's signed webhooks
-    async def request_permission(self, phone: str, template: Mapping[str, str] | None) -> str:
-        return await self.graph_side.permissions.request(phone, template)
-
-    async def read_permission(self, phone: str) -> dict[str, Any]:
-        return await self.graph_side.permissions.read(phone)
-
-    def verify_subscription(self, query: Mapping[str, str]) -> str:
-        return self.graph_side.verify(query)
-
-    def receive_webhook(self, raw: bytes, headers: Mapping[str, str]) -> bool:
-        self.graph_side.inbox.receive(raw, headers)
-        return True
-
-    def _meta_call_webhooks(self, events: list[CallWebhook]) -> None:
+    # -- Meta's signed webhooks (checked and queued by the Graph side)
+    async def _meta_call_webhooks(self, events: list[CallWebhook]) -> None:
         # Meta's sip.webhook_delivery: a terminate is the backstop for a BYE lost on the way,
         # or comes before the INVITE (sip_dialogs: refused then); connects and statuses add
         # nothing to the INVITE and its answers. (The call id is Meta's wacid on calls Meta
@@ -207,9 +176,6 @@ class SipEngine:
 
     def webhook_calls(self, raw: bytes) -> WebhookCalls:
         return WebhookCalls()  # about users, not calls: any worker takes them
-
-    def calling_pause(self) -> dict[str, Any] | None:  # a StandingEngine
-        return self.graph_side.standing.pause_view()
 
     @property
     def up(self) -> bool:
@@ -236,9 +202,6 @@ class SipEngine:
             "SIP call %s: hang-up failed (%s); Meta ends it when media stops", engine_call_id, why
         )
 
-    async def startup_calls(self) -> list[RemoteCall]:
-        return []
-
     # -- legs
     def _leg(self, label: str) -> MediaLeg:
         return new_leg(
@@ -250,13 +213,6 @@ class SipEngine:
             on_media=lambda leg: None,
             on_closed=self.dialogs.leg_closed,
         )
-
-    def take_leg(self, engine_call_id: str) -> MediaLeg | None:
-        call = self.calls.get(engine_call_id)
-        if call is None or call.state == "ended" or call.handed_over:
-            return None
-        call.handed_over = True
-        return call.leg
 
     # -- call control
     async def answer(self, engine_call_id: str) -> None:

@@ -17,21 +17,34 @@ PARKED = 16
 (found by their ``biz_opaque_callback_data``, our call id); the oldest go first."""
 
 
+class MetaCall:
+    """What an engine keeps of a call on either road (:class:`CloudCall`, ``SipCall``)."""
+
+    peer_wa: str
+    leg: MediaLeg
+    state: str
+    handed_over: bool
+    """The call's runtime owns the leg (``take_leg``): it closes it, not the engine."""
+
+    @property
+    def jid(self) -> str:
+        return f"{self.peer_wa}@s.whatsapp.net"
+
+
 @dataclass
-class CloudCall:
-    """The engine's view of one call (keyed by Meta's ``wacid``)."""
+class CloudCall(MetaCall):
+    """The Graph road's view of one call (keyed by Meta's ``wacid``)."""
 
     wacid: str
     peer_wa: str
     direction: str  # "inbound" or "outbound"
-    peer: MediaLeg
+    leg: MediaLeg
     """Used for signalling (SDP, media seen)."""
     state: str = "connecting"  # connecting, ringing, accepted, ended
     answer_sdp: str = ""  # inbound: what pre_accept and accept send
     call_id: str = ""  # outbound: our call id (biz_opaque_callback_data)
     seen: set[str] = field(default_factory=set)
     handed_over: bool = False
-    """The call's runtime owns the peer (``take_leg``): it closes it, not the engine."""
     metadata: dict[str, Any] = field(default_factory=dict)
     """Inbound: the caller's context from Meta's connect webhook (into the call's metadata)."""
 
@@ -39,10 +52,6 @@ class CloudCall:
     def incoming(self) -> dict[str, Any]:
         """The ``INCOMING`` event's data."""
         return {"metadata": self.metadata} if self.metadata else {}
-
-    @property
-    def jid(self) -> str:
-        return f"{self.peer_wa}@s.whatsapp.net"
 
 
 class Remembered(OrderedDict[str, Any]):
