@@ -87,7 +87,7 @@ class GraphSide:
         return self.permissions
 
     def heard_from(self, phone: str) -> None:
-        """A user called: their service window opens (a callback?)."""
+        """A user called (on either road): their service window opens for 24 h."""
         self.permissions.heard_from(phone, called=True)
 
     async def _on_body(self, body: dict[str, Any]) -> None:
