@@ -47,6 +47,7 @@ from typing import Any
 
 from pylibsrtp import Policy, Session
 
+from bench.forward_cold import Sent
 from bench.send_path import machine
 from bridge.loop import install_event_loop
 from bridge.rtc import rtcp as rtcp_module
@@ -75,22 +76,6 @@ class Timers:
 
     def cancel(self) -> None:
         self.due = None
-
-
-class Sent:
-    """The socket's transport: keeps what ``sendto`` is handed."""
-
-    def __init__(self) -> None:
-        self.datagrams: list[bytes] = []
-
-    def sendto(self, data: bytes, addr: Any = None) -> None:
-        self.datagrams.append(data)
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
 
 
 def _feedback(sender: int, media: int) -> bytes:
