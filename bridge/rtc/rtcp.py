@@ -35,6 +35,11 @@ from .rtpsend import RtpStream, ntp_time
 
 OPUS_CLOCK = 48_000
 _REPORTS = (SenderReport, ReceiverReport)
+_DLSR_SLACK = 655
+"""1/65536 s units (10 ms): how far a far end's DLSR may overstate the time it held our report.
+Many count it on a millisecond timer (baresip does), so on a short path (loopback, a LAN) the
+round trip comes out a little below zero about every other report: that is a round
+trip of about 0, not a report to ignore. Further below zero the LSR or DLSR is bogus."""
 
 
 @dataclass
@@ -160,8 +165,10 @@ class RtcpReports:
         if block.lsr:
             middle = (ntp_time(now) >> 16) & 0xFFFFFFFF
             delay = (middle - block.lsr - block.dlsr) & 0xFFFFFFFF
-            if delay < 0x80000000:
-                rtt = delay / 65536
+            if delay >= 0x80000000:
+                delay -= 1 << 32
+            if delay >= -_DLSR_SLACK:
+                rtt = max(0, delay) / 65536
         self.far = FarEndReport(
             block.fraction_lost / 256,
             max(0, block.packets_lost),

@@ -10,7 +10,19 @@ import itertools
 import struct
 import time
 
-from bridge.rtc.packets import Bye, ReceiverReport, Sdes, SenderReport, parse_rtcp
+import pytest
+
+from bridge.rtc.packets import (
+    Bye,
+    ReceiverReport,
+    Sdes,
+    SenderReport,
+    parse_rtcp,
+    receiver_report,
+    report_block,
+)
+from bridge.rtc.rtcp import RtcpReports
+from bridge.rtc.rtpsend import ntp_time
 from bridge.trunks.media import TrunkMedia, timeline
 from tests.unit.test_rtcp_schedule import ManualTimers
 
@@ -110,3 +122,29 @@ async def test_a_receiver_report_before_any_audio_went_out() -> None:
     media.stop()
     assert wire.rtp == [] and wire.rtcp
     assert isinstance(parse_rtcp(wire.rtcp[0])[0], ReceiverReport)
+
+
+def test_the_round_trip_from_a_far_end_whose_delay_since_our_report_is_rounded_up() -> None:
+    """The phone's report block echoes our SR's middle NTP bits (LSR) and the time it held it
+    (DLSR); round trip = arrival − LSR − DLSR (RFC 3550 §6.4.1). baresip counts DLSR in whole
+    milliseconds (seen: 195035, 2976 ms), so on loopback the sum can land a little after the
+    report arrived: a round trip of 0, not none (seen on every other report; on CI, enough in a
+    row that a test waiting 20 s for a round trip timed out). A sum far past the arrival is
+    bogus: none."""
+
+    def middle(unix: float) -> int:
+        return (ntp_time(unix) >> 16) & 0xFFFFFFFF
+
+    def rtt_after(held: float, dlsr_s: float) -> float | None:
+        reports = RtcpReports(0xABCD, "us", clock=8000)
+        arrival = time.monotonic()
+        wall = arrival + time.time() - time.monotonic()
+        block = report_block(0xABCD, 0, 0, 0, 0, middle(wall - held), int(dlsr_s * 65536))
+        reports.receive(receiver_report(0x1234, block, 1), arrival)
+        assert reports.far_reports == 1
+        return reports.far.rtt_s
+
+    assert rtt_after(2.976, 2.9760) == pytest.approx(0, abs=0.001)
+    assert rtt_after(2.976, 2.977) == 0  # rounded up by a millisecond: 0
+    assert rtt_after(2.976, 2.926) == pytest.approx(0.05, abs=0.001)  # 50 ms away
+    assert rtt_after(2.976, 3.5) is None  # half a second in the future: bogus
