@@ -124,14 +124,34 @@ class Unwrap:
     def __init__(self) -> None:
         self.last: int | None = None
 
-    def __call__(self, seq: int) -> int:
+    def peek(self, seq: int) -> int:
+        """``seq`` extended, the state unchanged."""
         if self.last is None:
-            self.last = seq
             return seq
         delta = (seq - self.last) % 65536
-        ext = self.last + (delta - 65536 if delta >= 32768 else delta)
-        self.last = max(self.last, ext)
+        return self.last + (delta - 65536 if delta >= 32768 else delta)
+
+    def __call__(self, seq: int) -> int:
+        ext = self.peek(seq)
+        self.last = ext if self.last is None else max(self.last, ext)
         return ext
+
+
+def sender_stall_ms(wire_times: list[tuple[int, float]], period: float = 0.02) -> float:
+    """The longest a packet reached the wire late against the sender's best pace so far: each
+    one's send time less its place on the 20 ms grid, against the earliest of those before it.
+    The test process sends the browser's packets, runs the PCM engine and scores, and the
+    bridge's receiver hears a stall of it as jitter the profile never had (the ideal receiver,
+    which ignores time, does not): a case whose sender stalled is not the bridge's score."""
+    worst, best = 0.0, float("inf")
+    if not wire_times:
+        return 0.0
+    first = wire_times[0][0]
+    for seq, at in wire_times:
+        lateness = at - (seq - first) * period
+        best = min(best, lateness)
+        worst = max(worst, lateness - best)
+    return round(worst * 1000, 1)
 
 
 def ideal_decode(
@@ -212,6 +232,9 @@ class Browser:
     down_octets: int = 0
     """Downlink payload octets the bridge sent (before the wire): its bit rate."""
     lost_up: int = 0
+    up_wire_times: list[tuple[int, float]] = field(default_factory=list)
+    """(extended sequence number, when it reached the wire before the profile's delay) of each
+    uplink packet: how steadily this process sent (:func:`sender_stall_ms`)."""
 
     def __post_init__(self) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -261,6 +284,7 @@ class Browser:
                 await send(data)
                 return
             payload = self._payloads.pop(h[0], b"")
+            self.up_wire_times.append((self._up_seq.peek(h[0]), time.monotonic()))
             fate = self.up.fate()
             if fate is None:
                 self.lost_up += 1
@@ -497,6 +521,7 @@ async def engine_call(
         "ideal": pesq_wb(sent, ideal_decode(browser.sent), piece),
         "ideal_plc_only": pesq_wb(sent, ideal_decode(browser.sent, fec=False), piece),
         "packets_lost": browser.lost_up,
+        "sender_stall_ms": sender_stall_ms(browser.up_wire_times),
         "receiver_delay_ms": _receiver_delay_ms(stats),
     }
     received = browser.received
