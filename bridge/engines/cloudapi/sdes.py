@@ -35,7 +35,7 @@ from ...rtc.rtcp_schedule import AVP_MIN_INTERVAL
 from ...rtc.rtp_leg import RtpLeg
 from ...rtc.rtp_session import RtpSession
 from ...rtc.sdes import Crypto, SavpMedia, new_crypto, read_savp
-from ...rtc.sdp import STATIC_PT, audio_sdp
+from ...rtc.sdp import STATIC_PT, audio_sdp, telephone_event
 from ...rtc.srtpudp import RtpSocket
 from ...rtc.tracks import OpusBusTrack
 from ...tasks import TaskSet
@@ -176,7 +176,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             else (STATIC_PT[codec], f"{codec}/8000", "")
             for codec in offer or (self.codec,)
         ]
-        payloads.append((self.dtmf_pt, "telephone-event/8000", "0-15"))
+        payloads.append(telephone_event(self.dtmf_pt))
         return audio_sdp(
             address,
             self.socket.local[1],
