@@ -112,8 +112,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         RTCP on the worker clock (the media watchdog with it)."""
         self._track: OpusBusTrack | None = None
         """Our track, made once Meta's address and key are known (:meth:`_start`)."""
-        self.session, self.stream, self.rtcp = self.leg.session, self.leg.stream, self.leg.reports
-        self.playout, self.rtcp_schedule = self.leg.playout, self.leg.rtcp_schedule
+        self.session = self.leg.session  # an RtpLegOwner's
         self._close_lock = asyncio.Lock()
 
     @property
@@ -181,10 +180,10 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             address,
             self.socket.local[1],
             payloads,
-            origin=(self.stream.ssrc, self.stream.ssrc),
+            origin=(self.leg.stream.ssrc, self.leg.stream.ssrc),
             key=self.crypto.attribute(),
             rtcp_port=True,
-            ssrc=(self.stream.ssrc, self.rtcp.cname.decode()),
+            ssrc=(self.leg.stream.ssrc, self.leg.reports.cname.decode()),
             streams=media_lines or ("m=audio",),
             index=index,
         )
@@ -221,12 +220,12 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             return
         self.socket.set_keys(self.crypto.key, remote.crypto.key, self.crypto.profile)
         self.socket.set_remote((remote.address, remote.port), remote.rtcp)
-        self.stream.payload_type = self.audio_pt
+        self.leg.stream.payload_type = self.audio_pt
         track = self._track = self._meta_track(audio.bitrate, audio.fec)
         self.state = "connecting"
         self.started_at = time.monotonic()
         self.leg.play(track)  # Meta's loss, report by report, to its encoder
-        self.rtcp_schedule.start()
+        self.leg.rtcp_schedule.start()
 
     @property
     def answered(self) -> bool:
@@ -245,7 +244,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         return sent
 
     def _watch(self) -> None:
-        last = self.playout.last_packet or self.started_at
+        last = self.leg.playout.last_packet or self.started_at
         quiet = time.monotonic() - (last or time.monotonic())
         if quiet > self.media_timeout and not self._close_expected and self.failure is None:
             self.failure = f"media: no packet from Meta for {quiet:.0f} s"
@@ -289,7 +288,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         first, sent_at = None, self.leg.first_sent_at
         if sent_at is not None and self.started_at is not None:
             first = round((sent_at - self.started_at) * 1000, 1)
-        rtt = self.rtcp.far.rtt_s
+        rtt = self.leg.reports.far.rtt_s
         return {
             "media": "sdes",
             **WhatsAppLeg.leg_json(self),
