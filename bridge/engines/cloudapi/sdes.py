@@ -41,13 +41,9 @@ from ...rtc.tracks import OpusBusTrack
 from ...tasks import TaskSet
 from ..base import EngineStats
 from .sdp import (
-    DTMF_PT,
     OPUS_FMTP,
     RemoteAudio,
-    answer_codec,
-    answered_codec,
     leg_codecs,
-    read_remote,
 )
 from .shell import WhatsAppLeg
 
@@ -88,8 +84,6 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         self._tasks = TaskSet(f"sdes-peer[{name}]")
         self.socket = RtpSocket(name, self._on_rtp, self._on_rtcp, srtp=True)
         self.crypto: Crypto | None = None
-        self.offered: tuple[str, ...] = ("opus",)
-        """The codecs our offer named (a business-initiated call), preferred first."""
         self._open_shell(
             stats,
             self._tasks,
@@ -132,15 +126,12 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         :class:`BadOffer` (a SIP engine: 488) for an offer that is not RTP/SAVP with a usable
         ``a=crypto`` and Opus."""
         remote = read_savp(offer)
-        audio = read_remote(offer)
-        if audio.opus_pt is None:
-            raise BadOffer("the SDP's audio has no opus/48000")
-        self.codec = answer_codec(audio, other_leg)
+        audio = self._read_offer(offer, other_leg)
         if self.codec == "opus":
+            assert audio.opus_pt is not None  # an offer without Opus is refused
             self.audio_pt = audio.opus_pt
         else:  # G.711's static payload types (RFC 3551 §6), as Meta offers them
             self._use_g711(self.codec)
-        self.dtmf_pt = audio.dtmf_pt or DTMF_PT
         self.crypto = new_crypto(remote.crypto.tag, remote.crypto.suite)
         address = await open_socket(self.socket, self._ice, remote.address)
         sdp = self._sdp(address, remote.media_lines, remote.index)
@@ -193,14 +184,9 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         if self.crypto is None:
             raise BadOffer("an answer came before our offer")
         remote = read_savp(answer)
-        audio = read_remote(answer)
         if remote.crypto.suite != self.crypto.suite:
             raise BadOffer(f"the answer's a=crypto suite {remote.crypto.suite} is not ours")
-        try:
-            codec = answered_codec(answer, self.offered)
-        except ValueError as exc:
-            raise BadOffer(str(exc)) from exc
-        self.dtmf_pt = audio.dtmf_pt or self.dtmf_pt
+        audio, codec = self._read_answer(answer)
         if codec != "opus":
             self._use_g711(codec)
         elif audio.opus_pt is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ...errors import BadOffer
 from ...rtc.sdp import audio_section, fmtp_parameters, payload_lines, sdp_lines, telephone_event
 
 DTMF_PT = 126
@@ -63,12 +64,12 @@ def answer_codec(remote: RemoteAudio, other_leg: tuple[str, ...]) -> str:
 
 def answered_codec(answer: str, offered: tuple[str, ...]) -> str:
     """The codec Meta's answer to our offer of ``offered`` chose: the first of its audio
-    m-line's that is one of them (``ValueError`` when none is)."""
+    m-line's that is one of them (:class:`BadOffer` when none is)."""
     wanted = {codec.lower(): codec for codec in offered}
     for name in audio_section(answer).encodings().values():
         if name in wanted:
             return wanted[name]
-    raise ValueError(f"Meta's answer has none of the codecs offered ({', '.join(offered)})")
+    raise BadOffer(f"Meta's answer has none of the codecs offered ({', '.join(offered)})")
 
 
 def read_remote(sdp: str) -> RemoteAudio:
