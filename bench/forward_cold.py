@@ -143,7 +143,7 @@ class Call:
         agent = conference.join("phone", Role.AGENT)
         self.phone = TrunkMedia(f"bench-{i}", "PCMU", PCMU, 101, agent.accept, agent.take, _no_key)
         self.to_phone = Sent()
-        socket = RtpSocket(f"bench-{i}", self.phone.on_rtp, self.phone.on_rtcp)
+        socket = RtpSocket(f"bench-{i}", self.phone.leg.receive_rtp, self.phone.leg.receive_rtcp)
         socket.transport = self.to_phone  # type: ignore[assignment]
         socket.set_remote(ADDR, ADDR)
         self.phone_socket = socket

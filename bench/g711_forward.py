@@ -6,7 +6,7 @@ PCMU (DTLS-SRTP) and a phone on a plain-RTP PCMU trunk, each forwarding its pack
 other, neither decoding. Here each leg's packets go through the bridge's own objects from the
 datagram on: for WhatsApp, the UDP guard's callback (a real aioice ``StunProtocol`` and
 ``Connection``), ``DtlsSrtp.datagram`` with a real libsrtp session, the leg's ``RtpSession``
-and its ``Playout``; for the phone, ``RtpSocket.datagram_arrived`` and ``TrunkMedia.on_rtp`` and
+and its ``Playout``; for the phone, ``RtpSocket.datagram_arrived`` and ``RtpLeg.receive_rtp`` and
 its ``Playout``. The two are wired by the call's own ``Forwarding`` (a real ``CallBus``), so
 the idle legs' bookkeeping, level meters and the per-packet decisions are the call's. Only the
 far ends' senders are stand-ins that count what they are handed (the send side has its own
@@ -152,7 +152,7 @@ async def run_once(n: int, profile: cProfile.Profile | None = None) -> dict[str,
     phone.forward_from = phone_forward_from  # type: ignore[method-assign]
     phone.track = SimpleNamespace(forwarding=True)  # type: ignore[assignment]
     Forwarding(bus, {}).update(leg, None, phone)  # type: ignore[arg-type]
-    socket = RtpSocket("bench", phone.on_rtp, phone.on_rtcp)
+    socket = RtpSocket("bench", phone.leg.receive_rtp, phone.leg.receive_rtcp)
 
     tx = Session(
         Policy(
@@ -182,9 +182,9 @@ async def run_once(n: int, profile: cProfile.Profile | None = None) -> dict[str,
         profile.disable()
     w, p = len(whatsapp_path), len(phone_path)
     assert phone_sender.sent == w and leg.target.sent == p, (phone_sender.sent, leg.target.sent)
-    assert playout.not_decoded == w and phone.playout.not_decoded == p
-    assert session.reports.packets_received == w and phone.reports.packets_received == p
-    phone.playout.stop()
+    assert playout.not_decoded == w and phone.leg.playout.not_decoded == p
+    assert session.reports.packets_received == w and phone.leg.reports.packets_received == p
+    phone.leg.playout.stop()
     playout.stop()
     await tasks.close()
     return {"whatsapp": out["whatsapp"] / w * 1e6, "phone": out["phone"] / p * 1e6}

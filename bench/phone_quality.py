@@ -7,10 +7,10 @@ bench's speech as 20 ms RTP packets, PCMU (resampled to 8 kHz) or Opus (16 kHz, 
 in-band FEC planned for 5 % loss, as the trunk leg's own encoder and a PBX send it); each
 packet arrives at its send time plus 1 ms plus the profile's delay (``bench/quality_paths.py``'s
 :class:`~bench.quality_paths.Wire`, seeded), and both the phone's packet clock and ours carry
-a millisecond of seeded timer jitter. The datagrams go to
-:meth:`bridge.trunks.media.TrunkMedia.on_rtp` with their arrival times, and the media clock's
-receive phase (``TrunkMedia.playout._tick``) runs every 20 ms at a seeded phase; what it hands
-the call (silence on a tick it hands nothing) is scored.
+a millisecond of seeded timer jitter. The datagrams go to the ``TrunkMedia``'s leg
+(:meth:`bridge.rtc.rtp_leg.RtpLeg.receive_rtp`) with their arrival times, and the media clock's
+receive phase (``Playout._tick``) runs every 20 ms at a seeded phase; what it hands the call
+(silence on a tick it hands nothing) is scored.
 
 The *ideal receiver* decodes the packets that got through offline, every one in sequence order
 whatever its lateness: a lost G.711 frame concealed by the same pitch repetition
@@ -128,16 +128,16 @@ async def bridge_receive(
     ]
     cpu, j = 0.0, 0
     end = (datagrams[-1][0] if datagrams else 0.0) + 1.0
-    while j < len(datagrams) or (media.playout.receiver.buffered and tick < end):
+    while j < len(datagrams) or (media.leg.playout.receiver.buffered and tick < end):
         now = tick + abs(rng.gauss(0, TIMER))
         c0 = time.process_time()
         while j < len(datagrams) and datagrams[j][0] <= now:
             at, datagram = datagrams[j]
-            media.on_rtp(datagram, t0 + at)
+            media.leg.receive_rtp(datagram, t0 + at)
             j += 1
-        media.playout._tick(t0 + now)
+        media.leg.playout._tick(t0 + now)
         cpu += time.process_time() - c0
-        receiver = media.playout.receiver
+        receiver = media.leg.playout.receiver
         if heard:
             out += heard
             heard.clear()
@@ -146,7 +146,7 @@ async def bridge_receive(
             out.append(silence)  # nothing handed on: the call hears nothing of the phone
         tick += FRAME_SECONDS
     media.stop()
-    s = media.playout.stats
+    s = media.leg.playout.stats
     seconds = len(payloads) * FRAME_SECONDS
     return {
         "heard": np.concatenate(out) if out else np.zeros(0, dtype=np.int16),

@@ -1,6 +1,13 @@
-"""Flat domain exceptions. Core code raises these; ``api/`` alone maps them to HTTP."""
+"""Flat domain exceptions. Core code raises these; ``api/`` alone maps them to HTTP.
+
+:func:`json_object` is the one reader of a JSON object body (the API's requests, every engine's
+webhooks): it answers :class:`BadRequest` (``invalid_json``), which the API turns into a 400.
+"""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 
 class BridgeError(Exception):
@@ -19,6 +26,21 @@ class BadRequest(BridgeError):
     """The request is malformed (bad JSON, missing or invalid field)."""
 
     code = "bad_request"
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object from a body, or :class:`BadRequest` (``invalid_json``) saying why not."""
+    if not raw.strip():
+        raise BadRequest("a JSON object body is required", code="invalid_json")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise BadRequest("body is nested too deeply", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the JSON body must be an object", code="invalid_json")
+    return body
 
 
 class BodyTimeout(BridgeError):

@@ -171,24 +171,9 @@ async def read_raw_json(request: web.Request, limit: int = JSON_LIMIT) -> bytes:
     return raw
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """A JSON object from a body, or :class:`~bridge.errors.BadRequest`."""
-    if not raw.strip():
-        raise errors.BadRequest("a JSON object body is required", code="invalid_json")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise errors.BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
-    except RecursionError:
-        raise errors.BadRequest("body is nested too deeply", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise errors.BadRequest("the JSON body must be an object", code="invalid_json")
-    return body
-
-
 async def read_json(request: web.Request, limit: int = JSON_LIMIT) -> dict[str, Any]:
     """The request's JSON object body, or :class:`~bridge.errors.BadRequest`."""
-    return parse_json_object(await read_raw_json(request, limit))
+    return errors.json_object(await read_raw_json(request, limit))
 
 
 def require_call_id(body: dict[str, Any]) -> str:

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import BadRequest
 from ..media import FixedHistogram
 from ..sip.front import Doors
 from .channels import MediaChannel
@@ -363,19 +361,6 @@ class SimulatedNetwork(Protocol):
 
     def incoming(self, phone: str) -> str:
         """Make ``phone`` call us; returns the engine call id of the ringing call."""
-
-
-def webhook_json(raw: bytes) -> dict[str, Any]:
-    """A webhook's JSON object body, or :class:`~bridge.errors.BadRequest` (``invalid_json``)."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("webhook body is not valid JSON", code="invalid_json") from None
-    except RecursionError:
-        raise BadRequest("webhook body is nested too deeply", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise BadRequest("webhook body must be a JSON object", code="invalid_json")
-    return body
 
 
 def emit(queue: asyncio.Queue[EngineEvent], event: EngineEvent) -> None:

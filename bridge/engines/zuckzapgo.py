@@ -15,8 +15,8 @@ import aiohttp
 
 from ..audio.pcm import SAMPLE_RATE
 from ..config import EngineSettings
-from ..errors import EngineError
-from .base import EngineEvent, EngineEventKind, RemoteCall, WebhookCalls, emit, webhook_json
+from ..errors import EngineError, json_object
+from .base import EngineEvent, EngineEventKind, RemoteCall, WebhookCalls, emit
 from .polling import PollingEngine
 from .socket import PcmStreamMedia, ReconnectingChannel
 from .tick_aim import TickAim
@@ -96,7 +96,7 @@ class ZuckZapGoEngine(PollingEngine):
         """A ``v1.call.*`` webhook (§5): ring at once on ``v1.call.offer``; re-poll on any.
         Authenticated by the bridge's API token like any ``/engine/`` route; ``False`` for
         another event; :class:`~bridge.errors.BadRequest` when not a JSON object."""
-        payload = webhook_json(raw)
+        payload = json_object(raw)
         kind = str(payload.get("type") or payload.get("event") or "")
         if not kind.startswith("v1.call."):
             return False

@@ -15,8 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ..engines import SignedWebhookEngine, WebhookCalls, WebhookEngine
-from ..engines.base import webhook_json
-from ..errors import BadRequest, Forbidden, NotFound
+from ..errors import BadRequest, Forbidden, NotFound, json_object
 from .model import engine_key
 
 if TYPE_CHECKING:
@@ -145,7 +144,7 @@ def _meta_number(raw: bytes) -> tuple[str, str]:
     """Meta's ``phone_number_id`` named by a Cloud API webhook, or (``account_update``) the
     number's phone digits; empty strings where it names neither (or is not Meta's shape)."""
     try:
-        body = webhook_json(raw)
+        body = json_object(raw)
     except BadRequest:
         return "", ""
     if body.get("object") != "whatsapp_business_account":

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from ..audio.dtmf import DIGITS
-from .sdp import audio_section, sdp_lines
+from .sdp import payload_lines, sdp_lines, telephone_event
 
 log = logging.getLogger(__name__)
 
@@ -210,21 +210,6 @@ class KeyPresses:
                 log.exception("a key press's done callback failed")
 
 
-def offered_telephone_event(offer: str) -> tuple[int, int] | None:
-    """The ``telephone-event`` payload type and clock rate of the offer's first audio m-line
-    (8000 Hz preferred: its durations reach 8 s, 48 kHz's only 1.36 s)."""
-    found: dict[int, int] = {}
-    for number, name in audio_section(offer).rtpmaps.items():
-        encoding, clock = [*name.lower().split("/"), ""][:2]
-        if encoding == "telephone-event" and number.isdigit() and clock.isdigit():
-            found[int(number)] = int(clock)
-    for rate in (8000, 48_000, 16_000):
-        for pt, r in found.items():
-            if r == rate:
-                return pt, rate
-    return None
-
-
 def add_telephone_event(answer: str, pt: int, rate: int) -> str:
     """``answer`` (aiortc's, which has no telephone-event) with ``pt`` added to its first audio
     m-line: the browser may then use its ``RTCDTMFSender``."""
@@ -233,7 +218,7 @@ def add_telephone_event(answer: str, pt: int, rate: int) -> str:
     for ln in sdp_lines(answer):
         if ln.startswith("m="):
             if in_audio and not done:
-                out += [f"a=rtpmap:{pt} telephone-event/{rate}", f"a=fmtp:{pt} 0-15"]
+                out += payload_lines(*telephone_event(pt, rate))
                 done = True
             in_audio = ln.startswith("m=audio ") and not done
             if in_audio:
@@ -244,6 +229,6 @@ def add_telephone_event(answer: str, pt: int, rate: int) -> str:
                     ln = " ".join([*parts[:3], *[p for p in parts[3:] if p != str(pt)], str(pt)])
         out.append(ln)
         if in_audio and not done and ln.startswith("a=rtpmap:"):
-            out += [f"a=rtpmap:{pt} telephone-event/{rate}", f"a=fmtp:{pt} 0-15"]
+            out += payload_lines(*telephone_event(pt, rate))
             done = True
     return "\r\n".join(out) + "\r\n"

@@ -4,7 +4,9 @@ validation.
 :func:`audio_section` reads the first ``m=audio`` section (format, codecs, keys, address, RTCP,
 direction) for every leg that reads one itself: a SIP trunk's (``trunks/sdp.py``) and Meta's
 SDES leg's (``rtc/sdes.py``); each checks what its own leg needs of it. :func:`audio_sdp` writes
-the SDP of both (aiortc writes the WebRTC legs').
+the SDP of both (aiortc writes the WebRTC legs'). ``telephone-event`` (RFC 4733) is read here
+for every leg (:meth:`AudioSection.telephone_event`) and written here (:func:`telephone_event`,
+:func:`payload_lines`), into our SDP or into aiortc's, which has none.
 
 aiortc accepts SDP it cannot answer (garbage passes ``setRemoteDescription`` and then fails in
 ``setLocalDescription``), so the bridge checks an offer's shape first and refuses what it cannot
@@ -20,6 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..audio.dtmf import DIGITS
 from ..errors import BadOffer, TooLarge
 
 MAX_OFFER_BYTES = 16 * 1024
@@ -29,6 +32,22 @@ DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 STATIC_PT = {"PCMU": 0, "PCMA": 8, "G722": 9}
 """The static payload types of the codecs the bridge carries (RFC 3551 §6): an m-line may name
 them without an ``a=rtpmap``."""
+
+
+EVENT_FMTP = f"0-{len(DIGITS) - 1}"
+"""The events we send and take on ``telephone-event``: the DTMF keys' codes (RFC 4733 §3.2),
+the one alphabet of ``audio/dtmf.py``."""
+
+
+def telephone_event(pt: int, rate: int = 8000) -> tuple[int, str, str]:
+    """``telephone-event`` at ``rate`` on ``pt`` as a payload of :func:`audio_sdp` (its rtpmap
+    and fmtp)."""
+    return pt, f"telephone-event/{rate}", EVENT_FMTP
+
+
+def payload_lines(pt: int, rtpmap: str, fmtp: str = "") -> list[str]:
+    """The ``a=rtpmap`` line of payload type ``pt``, and its ``a=fmtp`` when it has one."""
+    return [f"a=rtpmap:{pt} {rtpmap}", *([f"a=fmtp:{pt} {fmtp}"] if fmtp else [])]
 
 
 def sdp_lines(sdp: str) -> list[str]:
@@ -99,6 +118,21 @@ class AudioSection:
         encoding = encoding.lower()
         found = (pt for pt, name in self.rtpmaps.items() if name.lower().startswith(encoding))
         return next((int(pt) for pt in found if pt.isdigit()), None)
+
+    def telephone_event(self, *clocks: int, any_clock: bool = False) -> tuple[int, int] | None:
+        """The m-line's ``telephone-event`` payload type and clock (RFC 4733 §7.1.1): its first
+        at the first of ``clocks`` it has one at, else, with ``any_clock``, its first at any
+        (a clock not written: 8000); ``None`` when none fits."""
+        events: list[tuple[int, int]] = []
+        for pt in self.formats:
+            encoding, clock = [*self.rtpmaps.get(pt, "").lower().split("/"), ""][:2]
+            if encoding == "telephone-event" and pt.isdigit():
+                events.append((int(pt), int(clock) if clock.isdigit() else 8000))
+        for wanted in clocks:
+            found = next((e for e in events if e[1] == wanted), None)
+            if found is not None:
+                return found
+        return events[0] if events and any_clock else None
 
 
 def fmtp_parameters(value: str) -> dict[str, str]:
@@ -191,10 +225,8 @@ def audio_sdp(
     if rtcp_mux:
         audio.append("a=rtcp-mux")
     audio.append(f"a={direction}")
-    for pt, rtpmap, fmtp in payloads:
-        audio.append(f"a=rtpmap:{pt} {rtpmap}")
-        if fmtp:
-            audio.append(f"a=fmtp:{pt} {fmtp}")
+    for payload in payloads:
+        audio += payload_lines(*payload)
     audio.append("a=ptime:20")
     if key:
         audio.append(key)

@@ -75,15 +75,6 @@ class TrunkMedia:
             dtmf=(lambda: self.event_pt, self.keys_in),
             report=self._report,
         )
-        self.session, self.stream, self.reports = (
-            self.leg.session,
-            self.leg.stream,
-            self.leg.reports,
-        )
-        self.sender, self.playout = self.leg.sender, self.leg.playout
-        self.on_rtp: Callable[[bytes, float], None] = self.leg.receive_rtp
-        """The socket's callback, with no call between."""
-        self.rtcp_schedule = self.leg.rtcp_schedule
         self.track = OpusBusTrack(_Downlink(pop), codec=codec, keys=self.keys_out, phone=True)
         self.leg.carry(self.track)
         self.leg.use_codec(codec, pt)
@@ -112,7 +103,7 @@ class TrunkMedia:
     @property
     def packets_in(self) -> int:
         """Audio packets received from the phone."""
-        return self.session.audio_packets
+        return self.leg.session.audio_packets
 
     # -- pass-through up (``calls/forwarding.py``): the phone's Opus to the WhatsApp leg
     def forward_to(
@@ -143,7 +134,7 @@ class TrunkMedia:
         if remote.codec != self.codec:
             self.leg.use_codec(remote.codec, remote.pt)
         else:
-            self.session.audio_pt = self.stream.payload_type = remote.pt
+            self.leg.session.audio_pt = self.leg.stream.payload_type = remote.pt
         self.keys_out.step = remote.event_rate // 50  # RFC 4733 durations' units in 20 ms
         self.keys_in.clock_rate = remote.event_rate
         self.rtcp_mux = remote.rtcp_mux
@@ -154,14 +145,14 @@ class TrunkMedia:
         (the bus's)."""
         self.socket = self.leg.wire = socket
         if stats is not None:
-            self.playout.bus_stats = stats
+            self.leg.playout.bus_stats = stats
         self.started = True
         self.leg.play(self.track)
         self._start_reports()
 
     def _start_reports(self) -> None:
         if self.rtcp_mux and self.socket is not None and self.started:
-            self.rtcp_schedule.start()
+            self.leg.rtcp_schedule.start()
 
     def _report(self) -> int:
         return self.leg.report() if self.rtcp_mux else 0
@@ -169,18 +160,15 @@ class TrunkMedia:
     @property
     def packets_out(self) -> int:
         """RTP packets sent to the phone: audio, events and forwarded ones."""
-        return self.stream.packets
+        return self.leg.stream.packets
 
     def stop(self) -> None:
         """Off the clock, a last RTCP packet with BYE (RFC 3550 §6.6) when the leg has sent
         RTCP (none else, as the RFC says), and the socket closed (idempotent)."""
         self.started = False
-        self.leg.stop(bye=self.rtcp_mux and self.reports.sent > 0)
+        self.leg.stop(bye=self.rtcp_mux and self.leg.reports.sent > 0)
         if self.socket is not None:
             self.socket.close()
-
-    def on_rtcp(self, plain: bytes, at: float) -> None:
-        self.leg.receive_rtcp(plain, at)
 
     def send_key(self, digit: str, duration_ms: int = 160) -> None:
         """Queue a key for the PBX (RFC 4733 events in place of audio)."""
@@ -205,11 +193,11 @@ class TrunkMedia:
 def timeline(media: TrunkMedia) -> LegSources:
     """A trunk leg as the call's timeline reads a leg (``calls/samples.py``); the round trip
     and loss the phone reports are ``None`` until it reports (a leg without ``a=rtcp-mux``)."""
-    reports = media.reports
+    reports = media.leg.reports
     far = reports.far if reports.far_reports else None
     return LegSources(
-        media.playout.stats,
+        media.leg.playout.stats,
         None if far is None else far.rtt_s,
-        octets_sent=media.stream.octets,
+        octets_sent=media.leg.stream.octets,
         loss_reported=None if far is None else far.fraction_lost,
     )

@@ -149,7 +149,9 @@ class SipParticipant:
         self.offered_at = time.monotonic()  # our SDP is made now
         name = f"sip {self.participant_id} of call {self.runtime.call_id[:12]}"
         media = TrunkMedia(name, "PCMU", 0, None, self._to_call, self._from_call, self.press)
-        socket = self._socket = RtpSocket(name, media.on_rtp, media.on_rtcp, crypto is not None)
+        socket = self._socket = RtpSocket(
+            name, media.leg.receive_rtp, media.leg.receive_rtcp, crypto is not None
+        )
         local = await socket.open(self.line.bind_host, self.line.rtp_ports)
         self.local_port, self.crypto = local[1], crypto
         return media, local[1], crypto

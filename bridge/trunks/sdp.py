@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..errors import BadOffer
 from ..rtc.sdes import Crypto, parse_crypto
-from ..rtc.sdp import STATIC_PT, audio_sdp, audio_section
+from ..rtc.sdp import STATIC_PT, audio_sdp, audio_section, telephone_event
 
 OURS = {**STATIC_PT, "opus": 111}
 """The payload types we offer each codec we carry with (Opus dynamic, RFC 7587)."""
@@ -73,7 +73,7 @@ def offer(
     if not chosen:
         raise BadOffer("none of the trunk's codecs is carried (opus, G722, PCMU, PCMA)")
     payloads = [(pt, RTPMAP[codec], FMTP.get(codec, "")) for pt, codec in chosen]
-    payloads += [(pt, f"telephone-event/{rate}", "0-16") for pt, rate in events]
+    payloads += [telephone_event(pt, rate) for pt, rate in events]
     # RTCP on the RTP port, the leg's one socket: offered, and kept in the answer when the
     # offer had it (RFC 5761 §5.1.1). Without it the leg sends no RTCP.
     return audio_sdp(
@@ -102,7 +102,6 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
         if not audio.cryptos:
             raise BadOffer("the SDP's audio has no a=crypto (RFC 4568) key")
         crypto = parse_crypto(audio.cryptos[0])
-    rates = {pt: [*name.split("/"), ""][1] for pt, name in audio.rtpmaps.items()}
     names = audio.encodings()
     wanted = {c.lower(): c for c in codecs if c in OURS}
     chosen = next(((int(pt), wanted[n]) for pt, n in names.items() if n in wanted), None)
@@ -113,15 +112,8 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
         )
     # The event at the codec's clock (RFC 4733 §2.1), else any (baresip pairs 8 kHz events
     # with Opus): its durations are read and written at its own clock.
-    rate = "48000" if chosen[1] == "opus" else "8000"
-    events = sorted(
-        (
-            (rates.get(pt) != rate, int(pt), rates.get(pt) or "8000")
-            for pt, n in names.items()
-            if n == "telephone-event"
-        ),
-    )
-    event, event_rate = (events[0][1], int(events[0][2])) if events else (None, 8000)
+    found = audio.telephone_event(48_000 if chosen[1] == "opus" else 8000, any_clock=True)
+    event, event_rate = found or (None, 8000)
     return Remote(
         audio.address,
         port,

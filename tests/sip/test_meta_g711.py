@@ -106,7 +106,7 @@ async def test_whatsapp_on_g711_to_a_g711_phone_forwards_packets_untouched(
     assert all(len(x) == 160 for x in to_phone)  # 20 ms of G.711 each
     # Nothing on the bus reads them: neither side was decoded while forwarded (no codec work).
     assert whatsapp.leg_json()["packetsNotDecoded"] > 50
-    assert leg.media.playout.not_decoded > 50
+    assert leg.media.leg.playout.not_decoded > 50
     print(f"forwarded to the phone, to WhatsApp: {forwarded()}; {exact} payloads bit-exact")
 
     # A browser joins as a listener: WhatsApp's PCMA is decoded for it (it speaks Opus), the

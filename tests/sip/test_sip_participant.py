@@ -441,7 +441,7 @@ async def test_a_phone_that_multiplexes_rtcp_gets_our_reports_and_we_read_its(
         media = leg.media
         assert media is not None and media.rtcp_mux
         assert "a=rtcp-mux" in leg.sdp_sent.decode() and "a=rtcp-mux" in p.log()
-        reports = media.reports
+        reports = media.leg.reports
         # Our first report within one interval (5 s ± 50 %), the phone's answer to it next.
         await until(lambda: reports.far.rtt_s is not None, 20, "a round trip from RTCP")
         far = reports.far
@@ -453,7 +453,7 @@ async def test_a_phone_that_multiplexes_rtcp_gets_our_reports_and_we_read_its(
         assert far.fraction_lost == 0 and far.packets_lost == 0
         assert 0 <= far.rtt_s < 0.2  # loopback, both ends' report handling included
         # The newest of our packets it had seen then: a few seconds behind ours at most.
-        assert (media.stream.next_seq - far.highest_sequence) & 0xFFFF < 500
+        assert (media.leg.stream.next_seq - far.highest_sequence) & 0xFFFF < 500
         assert reports.packets_received > 100 and reports.packets_lost == 0
         assert reports.jitter_s < 0.02
         socket = media.socket
@@ -523,6 +523,6 @@ async def test_a_phone_that_multiplexes_rtcp_gets_our_reports_and_we_read_its(
         await p.command("hangup")
         await until(lambda: of(bridge, "participant.left"), 10, "participant.left")
         assert sent and isinstance(parse_rtcp(sent[-1])[-1], Bye)
-        assert parse_rtcp(sent[-1])[-1].sources == [media.stream.ssrc]
+        assert parse_rtcp(sent[-1])[-1].sources == [media.leg.stream.ssrc]
     finally:
         await p.stop()

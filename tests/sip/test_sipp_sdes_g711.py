@@ -84,7 +84,7 @@ async def test_a_pbx_phones_call_offers_pcma_over_sdes_and_runs_in_it(sip_rig, p
         await until_passes(lambda: meta_hears_the_phone(meta), 10)
         assert meta.auth_failed == 0
         assert whatsapp.leg_json()["packetsNotDecoded"] > 50  # forwarded, never decoded
-        assert leg.media.playout.not_decoded > 50
+        assert leg.media.leg.playout.not_decoded > 50
         await rig.client.post("/call/hangup", json={"callID": cid})
         await sipp.wait_log("BYE-ROUTED")
         assert await sipp.finish() == 0, sipp.report()

@@ -55,5 +55,5 @@ async def tones_forwarded_untouched(
     await until_passes(lambda: phone_hears_whatsapp(p), 10)
     await until_passes(lambda: whatsapp_hears_phone(meta_peer), 10)
     assert whatsapp.leg_json()["packetsNotDecoded"] > 50
-    assert leg.media.playout.not_decoded > 50
+    assert leg.media.leg.playout.not_decoded > 50
     return forwarded()

@@ -147,15 +147,15 @@ async def test_a_lone_g711_phone_forwards_both_ways_whatever_order_the_call_star
             leg = whatsapp if "opened" in done else None
             forwarding.update(leg, None, phone if "joined" in done else None)  # type: ignore[arg-type]
         # Packets both ways between the events (each leg's far end sends once it is up).
-        phone.on_rtp(_g711(200 + n, b"\xff" * 160), t0 + 0.02 * n)
-        whatsapp.on_rtp(_g711(900 + n, b"\xff" * 160), t0 + 0.02 * n)
+        phone.leg.receive_rtp(_g711(200 + n, b"\xff" * 160), t0 + 0.02 * n)
+        whatsapp.leg.receive_rtp(_g711(900 + n, b"\xff" * 160), t0 + 0.02 * n)
     to_whatsapp.sent.clear()
     to_phone.sent.clear()
     up = [bytes([0x10 + i]) * 160 for i in range(5)]
     down = [bytes([0x60 + i]) * 160 for i in range(5)]
     for i in range(5):
-        phone.on_rtp(_g711(203 + i, up[i]), t0 + 0.02 * (3 + i))
-        whatsapp.on_rtp(_g711(903 + i, down[i]), t0 + 0.02 * (3 + i))
+        phone.leg.receive_rtp(_g711(203 + i, up[i]), t0 + 0.02 * (3 + i))
+        whatsapp.leg.receive_rtp(_g711(903 + i, down[i]), t0 + 0.02 * (3 + i))
     assert to_whatsapp.sent == up and to_phone.sent == down
     # What was offered before the last event and not carried is counted, nothing after.
     assert set(whatsapp.track.refusals()) <= {"no_sender"} and phone.track.refusals() == {}

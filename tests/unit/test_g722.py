@@ -75,14 +75,14 @@ async def test_a_trunk_leg_carries_g722_as_pt9_on_an_8khz_clock() -> None:
     wire = Wire()
     sender.start(wire)  # its first packet at once; the test calls its clock's ticks by hand
     for _ in range(SECOND - 1):
-        sender.sender._tick(0.0)
+        sender.leg.sender._tick(0.0)
     stamps = []
     for packet in wire.packets:
         parsed = RtpPacket.parse(packet)
         assert parsed.payload_type == 9 and len(parsed.payload) == PAYLOAD_BYTES
         stamps.append(parsed.timestamp)
-        receiver.on_rtp(packet, time.monotonic())
-        receiver.playout._tick(time.monotonic())  # the media clock's receive phase
+        receiver.leg.receive_rtp(packet, time.monotonic())
+        receiver.leg.playout._tick(time.monotonic())  # the media clock's receive phase
     assert len(wire.packets) == SECOND
     assert {(b - a) & 0xFFFFFFFF for a, b in itertools.pairwise(stamps)} == {160}
     pcm = np.concatenate(heard)[4000:]
@@ -90,7 +90,7 @@ async def test_a_trunk_leg_carries_g722_as_pt9_on_an_8khz_clock() -> None:
     assert rms_dbfs(pcm) == pytest.approx(rms_dbfs(tone(1000.0, 1600)), abs=1.0)
     # A key in its place: RFC 4733 durations on the same 8 kHz clock (160 a 20 ms).
     sender.send_key("5", 60)
-    sender.sender._tick(0.0)
+    sender.leg.sender._tick(0.0)
     event = RtpPacket.parse(wire.packets[-1])
     assert event.payload_type == 101
     assert struct.unpack_from("!BBH", event.payload) == (5, 10, 160)

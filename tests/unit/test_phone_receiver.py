@@ -59,12 +59,12 @@ def run(codec: str, jitter: float, loss: float, seed: int) -> tuple[list[np.ndar
     t0, tick = 1000.0, 0.005
     for at, datagram in arrivals:
         while tick <= at:
-            media.playout._tick(t0 + tick)
+            media.leg.playout._tick(t0 + tick)
             tick += 0.02
-        media.on_rtp(datagram, t0 + at)
-    concealed = media.playout.stats.concealed_samples
+        media.leg.receive_rtp(datagram, t0 + at)
+    concealed = media.leg.playout.stats.concealed_samples
     for _ in range(20):
-        media.playout._tick(t0 + tick)
+        media.leg.playout._tick(t0 + tick)
         tick += 0.02
     return heard, concealed
 

@@ -75,10 +75,10 @@ async def test_a_tone_from_meta_reaches_the_bus_and_rtcp_flows(sdes_meta: SdesEn
         # RTCP: our sender reports reach Meta (SRTCP), and Meta's report about us is read.
         await until(lambda: sdes_meta.sender_reports(), 3.0, "a sender report")
         sr = sdes_meta.sender_reports()[-1]
-        assert sr.ssrc == peer.stream.ssrc and sr.sender_info.packet_count > 0
+        assert sr.ssrc == peer.leg.stream.ssrc and sr.sender_info.packet_count > 0
         assert any(r.ssrc == sdes_meta.ssrc for r in sr.reports)
-        sdes_meta.send_rr(peer.stream.ssrc)
-        await until(lambda: peer.rtcp.far_reports, 2.0, "Meta's receiver report")
+        sdes_meta.send_rr(peer.leg.stream.ssrc)
+        await until(lambda: peer.leg.reports.far_reports, 2.0, "Meta's receiver report")
         assert peer.far_end_loss == 0.25
         quality = await peer.sample_quality()
         assert quality is not None and quality.uplink_packets > 50

@@ -64,14 +64,14 @@ def media(allowed: list[bool]) -> tuple[TrunkMedia, PassThrough, Wire]:
 
 def next_ts(m: TrunkMedia) -> int:
     """The wire's RTP timestamp of the leg's next packet of its own."""
-    return m.stream.timestamp(m.track._pts)
+    return m.leg.stream.timestamp(m.track._pts)
 
 
 async def test_forwarded_packets_keep_their_gaps_and_continue_our_numbering() -> None:
     allowed = [True]
     m, down, wire = media(allowed)
     packet = opus_packet()
-    seq0, ts0 = m.stream.next_seq, next_ts(m)
+    seq0, ts0 = m.leg.stream.next_seq, next_ts(m)
     at = time.monotonic()
     for seq, ts in ((1000, 5000), (1001, 5960), (1003, 7880), (1002, 6920), (999, 4040)):
         at += 0.02
@@ -92,7 +92,7 @@ async def test_forwarded_packets_keep_their_gaps_and_continue_our_numbering() ->
     allowed[0] = False
     down.offer(1004, 8840, packet, at + 0.02)
     assert len(wire.sent) == 4 and m.forwarding  # refused: the tick decides
-    m.sender._tick(at + 0.03)
+    m.leg.sender._tick(at + 0.03)
     assert not m.forwarding and len(wire.sent) == 5
     seq, ts, payload = wire.sent[-1]
     assert (seq, ts) == ((seq0 + 4) & 0xFFFF, (ts0 + 3840) & 0xFFFFFFFF) and payload != packet
@@ -105,7 +105,7 @@ async def test_a_run_longer_than_half_the_number_space_keeps_forwarding_to_the_p
     first is dropped."""
     m, down, wire = media([True])
     payload = bytes([(13 << 3)]) + b"x"  # hybrid 20 ms: a packet that qualifies
-    seq0, first, at = m.stream.next_seq, 60_000, time.monotonic()
+    seq0, first, at = m.leg.stream.next_seq, 60_000, time.monotonic()
     down.offer(first, 0, payload, at)
     down.offer(first - 1, 0, payload, at)  # behind the run's first: its number went out already
     for i in range(1, 40_000):
@@ -130,10 +130,10 @@ async def test_the_run_ends_forward_wait_after_the_last_arrival_by_the_ticks_tim
     last, ts_next = at + 0.04, next_ts(m)
     tick = last + 0.007  # the clock's tick after the last packet was read
     while tick - last < FORWARD_WAIT:
-        m.sender._tick(tick)
+        m.leg.sender._tick(tick)
         assert len(wire.sent) == 3 and m.forwarding
         tick += 0.02
-    m.sender._tick(tick)
+    m.leg.sender._tick(tick)
     assert not m.forwarding and len(wire.sent) == 4
     unsent = int((tick - last) / 0.02)  # 13 ticks: the run's quiet, in whole frames
     assert wire.sent[-1][1] == (ts_next + unsent * 960) & 0xFFFFFFFF
@@ -159,7 +159,7 @@ async def test_only_one_20ms_frame_is_forwarded_to_the_phone_and_a_hold_forwards
     m.sending = False
     down.offer(3, 2880, packet, at + 0.04)
     before = next_ts(m)
-    m.sender._tick(at + 0.05)
+    m.leg.sender._tick(at + 0.05)
     assert len(wire.sent) == 1 and not m.forwarding and next_ts(m) == before + 960
     m.stop()
 
@@ -181,14 +181,16 @@ async def test_comfort_noise_offered_and_sent_is_accepted() -> None:
     m = TrunkMedia("t", "PCMU", 0, 101, heard.append, lambda now: None, lambda d, ms: None)
     cn = struct.pack("!BBHII", 0x80, 13, 1, 160, 7) + bytes([40])  # noise level -40 dBov
     for _ in range(5):
-        m.on_rtp(cn, time.monotonic())
-        m.playout._tick(time.monotonic())
+        m.leg.receive_rtp(cn, time.monotonic())
+        m.leg.playout._tick(time.monotonic())
     assert heard == [] and m.packets_in == 0
     pcmu = struct.pack("!BBHII", 0x80, 0, 2, 320, 7) + bytes([0xFF]) * 160
-    m.on_rtp(pcmu, time.monotonic())
-    m.playout._tick(time.monotonic())
-    m.on_rtp(struct.pack("!BBHII", 0x80, 0, 3, 480, 7) + bytes([0xFF]) * 160, time.monotonic())
-    m.playout._tick(time.monotonic())
+    m.leg.receive_rtp(pcmu, time.monotonic())
+    m.leg.playout._tick(time.monotonic())
+    m.leg.receive_rtp(
+        struct.pack("!BBHII", 0x80, 0, 3, 480, 7) + bytes([0xFF]) * 160, time.monotonic()
+    )
+    m.leg.playout._tick(time.monotonic())
     assert m.packets_in == 2 and heard  # G.711 after the CN is heard again (a bus frame or more)
 
 
@@ -210,8 +212,8 @@ async def test_the_phones_packets_forwarded_up_are_decoded_only_when_something_n
             wanted[0] = True
         payload = enc.encode(pcm[i * 320 : (i + 1) * 320])
         at = t0 + i * 0.02  # a steady network: the receiver learns its jitter while idle
-        m.on_rtp(struct.pack("!BBHII", 0x80, 111, 100 + i, 960 * i, 7) + payload, at)
-        m.playout._tick(at + 0.007)  # the media clock's receive phase
+        m.leg.receive_rtp(struct.pack("!BBHII", 0x80, 111, 100 + i, 960 * i, 7) + payload, at)
+        m.leg.playout._tick(at + 0.007)  # the media clock's receive phase
     assert up == list(range(100, 140))  # every packet went up
     assert len(heard) == 10  # only those after the ask were decoded
     levels = [float(np.sqrt(np.mean(f.astype(np.float64) ** 2))) for f in heard]
@@ -236,8 +238,8 @@ async def test_the_phones_packets_forwarded_up_undecoded_are_metered_into_what_w
         packet = (
             struct.pack("!BBHII", 0x80, 0, 100 + i, 160 * i, 7) + coded[160 * i : 160 * (i + 1)]
         )
-        m.on_rtp(packet, t0 + i * 0.02)
-    assert up == list(range(100, 150)) and m.playout.not_decoded == 50
+        m.leg.receive_rtp(packet, t0 + i * 0.02)
+    assert up == list(range(100, 150)) and m.leg.playout.not_decoded == 50
     assert sent.samples > 0
     level = level_dbfs(sent.energy, sent.samples)
     assert level == pytest.approx(rms_dbfs(pcm), abs=0.5)
@@ -257,12 +259,12 @@ async def test_the_packets_a_sender_does_not_carry_are_decoded_while_forwarding_
     two_frames = bytes([packet[0] | 0x01]) + packet[1:]
     payloads = [packet, packet, two_frames, packet, packet]
     for i, payload in enumerate(payloads):
-        source.on_rtp(struct.pack("!BBHII", 0x80, 111, 100 + i, 960 * i, 7) + payload, t0)
-    assert len(wire.sent) == 4 and source.playout.not_decoded == 4  # the two-frame one decoded
+        source.leg.receive_rtp(struct.pack("!BBHII", 0x80, 111, 100 + i, 960 * i, 7) + payload, t0)
+    assert len(wire.sent) == 4 and source.leg.playout.not_decoded == 4  # the two-frame one decoded
     m.send_key("5")
-    source.on_rtp(struct.pack("!BBHII", 0x80, 111, 105, 960 * 5, 7) + packet, t0 + 0.1)
-    assert len(wire.sent) == 4 and source.playout.not_decoded == 4  # not carried: decoded
-    assert source.playout.clocked  # its frames go to the bus on the clock again
+    source.leg.receive_rtp(struct.pack("!BBHII", 0x80, 111, 105, 960 * 5, 7) + packet, t0 + 0.1)
+    assert len(wire.sent) == 4 and source.leg.playout.not_decoded == 4  # not carried: decoded
+    assert source.leg.playout.clocked  # its frames go to the bus on the clock again
     source.stop()
     m.stop()
 

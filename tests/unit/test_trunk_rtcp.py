@@ -55,8 +55,8 @@ def leg(mux: bool, sending: bool = True) -> tuple[TrunkMedia, Wire, ManualTimers
     media = TrunkMedia("t", "PCMU", 0, 101, lambda pcm: None, lambda now: None, lambda d, ms: None)
     wire, timers = Wire(), ManualTimers()
     media.rtcp_mux = mux
-    media.rtcp_schedule.timers = timers
-    media.rtcp_schedule.monotonic = lambda: 0.0
+    media.leg.rtcp_schedule.timers = timers
+    media.leg.rtcp_schedule.monotonic = lambda: 0.0
     media.sending = sending
     media.start(wire)
     return media, wire, timers
@@ -69,7 +69,7 @@ def phone_packet(seq: int, ts: int, ssrc: int = 0x1234) -> bytes:
 async def test_no_rtcp_without_multiplexing() -> None:
     media, wire, timers = leg(mux=False)
     for _ in range(3 * TICKS):
-        media.sender._tick(0.0)
+        media.leg.sender._tick(0.0)
     assert timers.pending == []
     media.stop()
     assert wire.rtcp == [] and len(wire.rtp) >= 3 * TICKS - 2  # the resampler's start
@@ -83,11 +83,11 @@ async def test_reports_every_five_seconds_on_average_with_the_phones_loss_then_b
     # The phone's stream: 100 packets, every tenth lost.
     for n in range(100):
         if n % 10 != 9:
-            media.on_rtp(phone_packet(1000 + n, 160 * n), time.monotonic())
+            media.leg.receive_rtp(phone_packet(1000 + n, 160 * n), time.monotonic())
     times = []
     for _ in range(40):
         for _ in range(TICKS // 5):  # audio goes out between the reports
-            media.sender._tick(0.0)
+            media.leg.sender._tick(0.0)
         times.append(timers.fire())
     assert 1.25 <= times[0] <= 3.75  # the first: half the 5 s minimum, 0.5–1.5 ×
     gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -97,7 +97,7 @@ async def test_reports_every_five_seconds_on_average_with_the_phones_loss_then_b
     assert sent == 40
     packets = parse_rtcp(wire.rtcp[-1])
     sr = packets[0]
-    assert isinstance(sr, SenderReport) and sr.ssrc == media.stream.ssrc
+    assert isinstance(sr, SenderReport) and sr.ssrc == media.leg.stream.ssrc
     assert sr.packet_count == wire.rtp_before[-1]  # what went out before it (RFC 3550 §6.4.1)
     assert sr.octet_count == 160 * sr.packet_count  # payload octets: G.711, 20 ms
     (block,) = sr.reports
@@ -110,14 +110,14 @@ async def test_reports_every_five_seconds_on_average_with_the_phones_loss_then_b
     assert seen.rtt is None and seen.loss_reported is None  # the phone has not reported yet
     media.stop()
     last = parse_rtcp(wire.rtcp[-1])
-    assert isinstance(last[-1], Bye) and last[-1].sources == [media.stream.ssrc]
+    assert isinstance(last[-1], Bye) and last[-1].sources == [media.leg.stream.ssrc]
     assert len(wire.rtcp) == sent + 1
 
 
 async def test_a_receiver_report_before_any_audio_went_out() -> None:
     media, wire, timers = leg(mux=True, sending=False)  # the phone holds: RTCP still goes
     for _ in range(TICKS):
-        media.sender._tick(0.0)
+        media.leg.sender._tick(0.0)
     timers.fire()
     media.stop()
     assert wire.rtp == [] and wire.rtcp

@@ -20,7 +20,7 @@ from ...audio.receiver_stats import ReceiverStats
 from ...config import IceSettings
 from ...rtc.leg import PeerLeg
 from ..base import EngineStats
-from .sdp import DTMF_PT, answer_codec, answered_codec, for_meta, leg_codecs, read_remote
+from .sdp import for_meta, leg_codecs
 from .shell import WhatsAppLeg
 
 
@@ -49,8 +49,6 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         )
         # Meta's telephone-event, taken in the leg's RTP session: aiortc has no such codec.
         self.session.take_dtmf(lambda: self.dtmf_pt, self.dtmf)
-        self._offered: tuple[str, ...] = ("opus",)
-        """The codecs our offer named (a business-initiated call), preferred first."""
 
     # -- negotiation
     def _prepare(self, bitrate: int, fec: bool, codec: str = "opus") -> None:
@@ -67,18 +65,14 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         """Meta's offer (a user-initiated call) → our answer, every candidate in it, with the
         one codec :func:`.sdp.answer_codec` picks for ``other_leg`` (the codecs of the leg
         the call goes to, when known: a PBX phone's)."""
-        remote = read_remote(offer)
-        if remote.opus_pt is None:
-            raise ValueError("Meta's offer has no Opus")
-        self.dtmf_pt = remote.dtmf_pt or DTMF_PT
-        codec = answer_codec(remote, other_leg)
+        remote = self._read_offer(offer, other_leg)
         # The transceiver made first takes the offer's m-line (aiortc reuses one with no mid),
         # and its preference leaves one codec in the answer: Meta sends what we answer.
         transceiver = self.pc.addTransceiver("audio", direction="sendrecv")
-        transceiver.setCodecPreferences(_capabilities(codec))
+        transceiver.setCodecPreferences(_capabilities(self.codec))
         with self.ports():
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
-            self._prepare(remote.bitrate, remote.fec, codec)
+            self._prepare(remote.bitrate, remote.fec, self.codec)
             await self.pc.setLocalDescription(await self.pc.createAnswer())
         return self._local_sdp()
 
@@ -87,9 +81,9 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         (the codecs of the leg the call is placed for: a PBX phone's), preferred first, Opus
         always last; telephone-event on 126. The leg's codec is the one Meta's answer picks:
         its media is set up then (:meth:`apply_answer`)."""
-        self._offered = leg_codecs(other_leg)
+        self.offered = leg_codecs(other_leg)
         transceiver = self.pc.addTransceiver("audio", direction="sendrecv")
-        transceiver.setCodecPreferences([c for n in self._offered for c in _capabilities(n)])
+        transceiver.setCodecPreferences([c for n in self.offered for c in _capabilities(n)])
         with self.ports():
             await self.pc.setLocalDescription(await self.pc.createOffer())
         return self._local_sdp()
@@ -97,10 +91,7 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
     async def apply_answer(self, answer: str) -> None:
         """Meta's answer to our offer (the connect webhook of a business-initiated call): the
         leg runs in the codec it picked, at its Opus bit rate."""
-        remote = read_remote(answer)
-        codec = answered_codec(answer, self._offered)
-        if remote.dtmf_pt is not None:
-            self.dtmf_pt = remote.dtmf_pt
+        remote, codec = self._read_answer(answer)
         with self.ports():
             if self._track is None:  # before aiortc starts the transceiver (DTLS up)
                 self._prepare(remote.bitrate, True, codec)

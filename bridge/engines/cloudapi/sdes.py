@@ -35,19 +35,15 @@ from ...rtc.rtcp_schedule import AVP_MIN_INTERVAL
 from ...rtc.rtp_leg import RtpLeg
 from ...rtc.rtp_session import RtpSession
 from ...rtc.sdes import Crypto, SavpMedia, new_crypto, read_savp
-from ...rtc.sdp import STATIC_PT, audio_sdp
+from ...rtc.sdp import STATIC_PT, audio_sdp, telephone_event
 from ...rtc.srtpudp import RtpSocket
 from ...rtc.tracks import OpusBusTrack
 from ...tasks import TaskSet
 from ..base import EngineStats
 from .sdp import (
-    DTMF_PT,
     OPUS_FMTP,
     RemoteAudio,
-    answer_codec,
-    answered_codec,
     leg_codecs,
-    read_remote,
 )
 from .shell import WhatsAppLeg
 
@@ -88,8 +84,6 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         self._tasks = TaskSet(f"sdes-peer[{name}]")
         self.socket = RtpSocket(name, self._on_rtp, self._on_rtcp, srtp=True)
         self.crypto: Crypto | None = None
-        self.offered: tuple[str, ...] = ("opus",)
-        """The codecs our offer named (a business-initiated call), preferred first."""
         self._open_shell(
             stats,
             self._tasks,
@@ -112,8 +106,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         RTCP on the worker clock (the media watchdog with it)."""
         self._track: OpusBusTrack | None = None
         """Our track, made once Meta's address and key are known (:meth:`_start`)."""
-        self.session, self.stream, self.rtcp = self.leg.session, self.leg.stream, self.leg.reports
-        self.playout, self.rtcp_schedule = self.leg.playout, self.leg.rtcp_schedule
+        self.session = self.leg.session  # an RtpLegOwner's
         self._close_lock = asyncio.Lock()
 
     @property
@@ -133,15 +126,12 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         :class:`BadOffer` (a SIP engine: 488) for an offer that is not RTP/SAVP with a usable
         ``a=crypto`` and Opus."""
         remote = read_savp(offer)
-        audio = read_remote(offer)
-        if audio.opus_pt is None:
-            raise BadOffer("the SDP's audio has no opus/48000")
-        self.codec = answer_codec(audio, other_leg)
+        audio = self._read_offer(offer, other_leg)
         if self.codec == "opus":
+            assert audio.opus_pt is not None  # an offer without Opus is refused
             self.audio_pt = audio.opus_pt
         else:  # G.711's static payload types (RFC 3551 §6), as Meta offers them
             self._use_g711(self.codec)
-        self.dtmf_pt = audio.dtmf_pt or DTMF_PT
         self.crypto = new_crypto(remote.crypto.tag, remote.crypto.suite)
         address = await open_socket(self.socket, self._ice, remote.address)
         sdp = self._sdp(address, remote.media_lines, remote.index)
@@ -176,15 +166,15 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             else (STATIC_PT[codec], f"{codec}/8000", "")
             for codec in offer or (self.codec,)
         ]
-        payloads.append((self.dtmf_pt, "telephone-event/8000", "0-15"))
+        payloads.append(telephone_event(self.dtmf_pt))
         return audio_sdp(
             address,
             self.socket.local[1],
             payloads,
-            origin=(self.stream.ssrc, self.stream.ssrc),
+            origin=(self.leg.stream.ssrc, self.leg.stream.ssrc),
             key=self.crypto.attribute(),
             rtcp_port=True,
-            ssrc=(self.stream.ssrc, self.rtcp.cname.decode()),
+            ssrc=(self.leg.stream.ssrc, self.leg.reports.cname.decode()),
             streams=media_lines or ("m=audio",),
             index=index,
         )
@@ -194,14 +184,9 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         if self.crypto is None:
             raise BadOffer("an answer came before our offer")
         remote = read_savp(answer)
-        audio = read_remote(answer)
         if remote.crypto.suite != self.crypto.suite:
             raise BadOffer(f"the answer's a=crypto suite {remote.crypto.suite} is not ours")
-        try:
-            codec = answered_codec(answer, self.offered)
-        except ValueError as exc:
-            raise BadOffer(str(exc)) from exc
-        self.dtmf_pt = audio.dtmf_pt or self.dtmf_pt
+        audio, codec = self._read_answer(answer)
         if codec != "opus":
             self._use_g711(codec)
         elif audio.opus_pt is not None:
@@ -221,12 +206,12 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             return
         self.socket.set_keys(self.crypto.key, remote.crypto.key, self.crypto.profile)
         self.socket.set_remote((remote.address, remote.port), remote.rtcp)
-        self.stream.payload_type = self.audio_pt
+        self.leg.stream.payload_type = self.audio_pt
         track = self._track = self._meta_track(audio.bitrate, audio.fec)
         self.state = "connecting"
         self.started_at = time.monotonic()
         self.leg.play(track)  # Meta's loss, report by report, to its encoder
-        self.rtcp_schedule.start()
+        self.leg.rtcp_schedule.start()
 
     @property
     def answered(self) -> bool:
@@ -245,7 +230,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         return sent
 
     def _watch(self) -> None:
-        last = self.playout.last_packet or self.started_at
+        last = self.leg.playout.last_packet or self.started_at
         quiet = time.monotonic() - (last or time.monotonic())
         if quiet > self.media_timeout and not self._close_expected and self.failure is None:
             self.failure = f"media: no packet from Meta for {quiet:.0f} s"
@@ -289,7 +274,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         first, sent_at = None, self.leg.first_sent_at
         if sent_at is not None and self.started_at is not None:
             first = round((sent_at - self.started_at) * 1000, 1)
-        rtt = self.rtcp.far.rtt_s
+        rtt = self.leg.reports.far.rtt_s
         return {
             "media": "sdes",
             **WhatsAppLeg.leg_json(self),

@@ -17,7 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ...rtc.sdp import audio_section, fmtp_parameters, sdp_lines
+from ...errors import BadOffer
+from ...rtc.sdp import audio_section, fmtp_parameters, payload_lines, sdp_lines, telephone_event
 
 DTMF_PT = 126
 """The payload type Meta offers ``telephone-event/8000`` on (and the one our offers use)."""
@@ -63,12 +64,12 @@ def answer_codec(remote: RemoteAudio, other_leg: tuple[str, ...]) -> str:
 
 def answered_codec(answer: str, offered: tuple[str, ...]) -> str:
     """The codec Meta's answer to our offer of ``offered`` chose: the first of its audio
-    m-line's that is one of them (``ValueError`` when none is)."""
+    m-line's that is one of them (:class:`BadOffer` when none is)."""
     wanted = {codec.lower(): codec for codec in offered}
     for name in audio_section(answer).encodings().values():
         if name in wanted:
             return wanted[name]
-    raise ValueError(f"Meta's answer has none of the codecs offered ({', '.join(offered)})")
+    raise BadOffer(f"Meta's answer has none of the codecs offered ({', '.join(offered)})")
 
 
 def read_remote(sdp: str) -> RemoteAudio:
@@ -85,7 +86,8 @@ def read_remote(sdp: str) -> RemoteAudio:
         n[:4].upper() for n in audio.rtpmaps.values() if re.match(r"PCM[AU]/8000", n, re.I)
     )
     fec = params.get("useinbandfec", "1") != "0"
-    return RemoteAudio(opus, audio.payload_type("telephone-event/8000"), bitrate, fec, g711)
+    event = audio.telephone_event(8000)
+    return RemoteAudio(opus, None if event is None else event[0], bitrate, fec, g711)
 
 
 def for_meta(sdp: str, dtmf_pt: int = DTMF_PT) -> str:
@@ -118,9 +120,7 @@ def for_meta(sdp: str, dtmf_pt: int = DTMF_PT) -> str:
         if in_audio and audio is not None and ln.startswith(f"a=rtpmap:{audio} "):
             if audio == opus:
                 out.append(f"a=fmtp:{opus} {OPUS_FMTP}")
-            out.append(f"a=rtpmap:{dtmf_pt} telephone-event/8000")
-            out.append(f"a=fmtp:{dtmf_pt} 0-15")
-            out.append("a=ptime:20")
+            out += [*payload_lines(*telephone_event(dtmf_pt)), "a=ptime:20"]
     if "a=fingerprint:sha-256 " not in "\n".join(out):
         raise ValueError("aiortc's SDP has no sha-256 fingerprint")
     return "\r\n".join(out) + "\r\n"

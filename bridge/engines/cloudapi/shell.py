@@ -2,8 +2,9 @@
 (:class:`~.peer.WhatsAppPeer`) and the SDES leg (:class:`~.sdes.SdesPeer`) differ in how
 packets reach Meta, not in this: the :class:`~.channel.LegPort` the pump plugs the call into,
 the receive counters, RFC 4733 both ways (the detector, and the bounded key presses the leg's
-track sends in place of audio), ``on_media`` and ``on_closed``, the channel it opens, its
-report's numbers and the last steps of its close.
+track sends in place of audio), how Meta's offer or answer sets its codec and DTMF payload
+type, ``on_media`` and ``on_closed``, the channel it opens, its report's numbers and the last
+steps of its close.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 from ...audio.pcm import Pcm
+from ...errors import BadOffer
 from ...media import BusStats, ReceiveStats
 from ...rtc.protection import LossProtection
 from ...rtc.rfc4733 import DtmfDetector, KeyPresses
@@ -20,7 +22,7 @@ from ...tasks import TaskSet
 from ..base import EngineStats
 from ..channels import MediaClosed
 from .channel import LegPort, PeerChannel
-from .sdp import DTMF_PT
+from .sdp import DTMF_PT, RemoteAudio, answer_codec, answered_codec, read_remote
 
 DTMF_QUEUE = 64
 """Key presses waiting to be sent as RFC 4733 events; more are refused (409)."""
@@ -76,8 +78,28 @@ class WhatsAppLeg:
         self.dtmf_pt = DTMF_PT
         self.codec = "opus"
         """What the leg speaks with Meta (``opus``, or the G.711 it answered with)."""
+        self.offered: tuple[str, ...] = ("opus",)
+        """The codecs our offer named (a business-initiated call), preferred first."""
         self.keys_out = KeyPresses(DTMF_QUEUE, lambda: self.dtmf_pt)
         """Key presses for Meta, sent by the leg's track on its clock (``rtc/tracks.py``)."""
+
+    def _read_offer(self, offer: str, other_leg: tuple[str, ...]) -> RemoteAudio:
+        """Meta's offer: its audio; the leg's codec the one :func:`.sdp.answer_codec` picks for
+        ``other_leg``, its DTMF on Meta's payload type (else 126). :class:`BadOffer` without
+        Opus."""
+        remote = read_remote(offer)
+        if remote.opus_pt is None:
+            raise BadOffer("Meta's offer has no opus/48000")
+        self.codec = answer_codec(remote, other_leg)
+        self.dtmf_pt = remote.dtmf_pt or DTMF_PT
+        return remote
+
+    def _read_answer(self, answer: str) -> tuple[RemoteAudio, str]:
+        """Meta's answer to our offer of :attr:`offered`: its audio and the codec it picked
+        (:class:`BadOffer` when none of ours); its DTMF payload type, when it names one."""
+        remote, codec = read_remote(answer), answered_codec(answer, self.offered)
+        self.dtmf_pt = remote.dtmf_pt or self.dtmf_pt
+        return remote, codec
 
     def _meta_track(self: Any, bitrate: int, fec: bool) -> OpusBusTrack:
         """The leg's track, in its codec at Meta's bit rate. FEC follows Meta's loss reports

@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...errors import AtCapacity, BadRequest, Forbidden, Unauthorized
-from ..base import EngineStats, WebhookCalls, webhook_json
+from ...errors import AtCapacity, BadRequest, Forbidden, Unauthorized, json_object
+from ..base import EngineStats, WebhookCalls
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def check(
             "missing or invalid X-Hub-Signature-256 (HMAC-SHA256 of the body, app secret)"
         )
     try:
-        body = webhook_json(raw)
+        body = json_object(raw)
     except BadRequest:
         stats.bad_messages += 1
         raise
@@ -187,7 +187,7 @@ def webhook_calls(raw: bytes) -> WebhookCalls:
     """The calls a raw webhook body names (connects, terminates and statuses name the call by
     the same id), and whether it offers a new call; nothing for a malformed body."""
     try:
-        body = webhook_json(raw)
+        body = json_object(raw)
     except BadRequest:
         return WebhookCalls()
     events, _bad = call_events(body)
