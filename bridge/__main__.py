@@ -16,7 +16,7 @@ from .cluster import internal_url_for
 from .cluster.supervisor import Supervisor, usable_cores, worker_command
 from .config import ConfigError, Settings, ShutdownCalls, load_settings
 from .logs import setup_logging
-from .loop import install_event_loop
+from .loop import freeze_startup_heap, install_event_loop
 from .rtc.ports import ephemeral_overlap
 from .startup import StartupError
 
@@ -73,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (which hangs up calls and closes every peer connection).
     # Once the app was built and the ports bound (a start-up error stays one line on stderr).
     install_event_loop(settings.server.uvloop)
+    # The process's own heap, not a test's (which makes many apps in one process).
+    app.on_startup.append(freeze_startup_heap)  # after every resource is up (cleanup_ctx)
     web.run_app(app, sock=sockets, print=None, shutdown_timeout=5.0, access_log=None)
     log.info("stopped")
     return 0
