@@ -17,6 +17,8 @@ from bridge.config import settings_for_tests
 from .fakes.wadial import FakeWadial
 from .fakes.zuckzapgo import FakeZuckZapGo
 
+pytest_plugins = ["tests.support.collector"]
+
 if TYPE_CHECKING:
     from .support.cluster import Redis
 
