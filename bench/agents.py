@@ -55,6 +55,7 @@ from bridge.app import create_app
 from bridge.audio import FRAME_SAMPLES, tone
 from bridge.config import settings_for_tests
 from bridge.engines import sim
+from bridge.loop import freeze_startup_heap
 
 KEY = "bench-key-0123456789"
 EVERY = 10
@@ -417,6 +418,7 @@ async def run_provider(
     settings = settings_for_tests(sim_peer="silence", fork_url_allow=("127.0.0.1",))
     client = TestClient(TestServer(create_app(settings)))
     await client.start_server()
+    await freeze_startup_heap(None)  # as `python -m bridge` does once it has started
     legs = [Leg(adapter) for _ in range(calls)]
     try:
         await asyncio.gather(*(leg.open(client) for leg in legs))
