@@ -286,9 +286,11 @@ class CallBus:
         return None if self._uplink.empty() else self._taken(self._uplink.get_nowait())
 
     def _taken(self, frame: BusFrame) -> BusFrame:
+        """A frame handed to the WhatsApp side: timed and metered."""
         if frame.pcm.size == 0:  # the close() sentinel
             raise BusClosed(self.call_id)
         self.stats.uplink_transit.observe(time.monotonic() - frame.t)
+        self.stats.whatsapp_out.add_energy(frame.energy, frame.pcm.size)
         return frame
 
     def add_uplink_tap(self, tap: UplinkTap) -> None:
@@ -300,14 +302,16 @@ class CallBus:
 
     # -- downlink
     def push_downlink(self, pcm: Pcm, t: float | None = None) -> None:
-        """Deliver one 20 ms frame from the WhatsApp peer to every listener: the taps, then
-        the conference (the one router to the participants' sinks). An in-worker leg's frame
-        comes through its door (``Conference.accept``), a remote engine's from the pump's task."""
+        """Deliver one 20 ms frame from the WhatsApp peer (metered: ``whatsapp_in``) to every
+        listener: the taps, then the conference (the one router to the participants' sinks). An
+        in-worker leg's frame comes through its door (``Conference.accept``), a remote engine's
+        from the pump's task."""
         if pcm.shape != (FRAME_SAMPLES,) or pcm.dtype != np.int16:
             self.stats.bad_frames += 1
             return
         frame = BusFrame(pcm, time.monotonic() if t is None else t)
         self.stats.downlink_frames += 1
+        self.stats.whatsapp_in.add_energy(frame.energy, pcm.size)
         for tap in list(self._downlink_taps):
             self._call_tap(tap, frame, self._downlink_taps)
         self.conference.from_whatsapp(frame)

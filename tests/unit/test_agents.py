@@ -15,6 +15,7 @@ from bench.speech import frames, missing_tools, speech
 from bridge.agents import EchoGuard, GeminiLive, OpenAIRealtime
 from bridge.agents.wire import Audio, GoAway, Interrupted, Resumable, SpeechStarted, ToolCall
 from bridge.errors import BadRequest
+from bridge.media import BusFrame
 
 needs_speech = pytest.mark.skipif(bool(missing_tools()), reason="espeak-ng, sox or pesq missing")
 
@@ -42,8 +43,8 @@ def verdicts(played: np.ndarray, heard: np.ndarray, every: int = 1) -> list[tupl
     guard = EchoGuard()
     out = []
     for i, (p, h) in enumerate(zip(frames(played), frames(heard), strict=True)):
-        guard.played(p)
-        guard.heard(h)
+        guard.played(BusFrame(p, 0.0))
+        guard.heard(BusFrame(h, 0.0))
         if i % every == 0:
             out.append((i, guard.decide().echo))
     return out
