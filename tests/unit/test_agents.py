@@ -4,6 +4,7 @@ speech (espeak-ng) with its echo, and the two protocols' messages."""
 from __future__ import annotations
 
 import base64
+import json
 from functools import cache
 
 import numpy as np
@@ -140,7 +141,8 @@ def test_gemini_setup_audio_and_server_messages() -> None:
     assert setup["sessionResumption"] == {"handle": "h1"}
     assert setup["generationConfig"]["responseModalities"] == ["AUDIO"]
     assert dialect.connect("wss://g/ws", "k") == ("wss://g/ws", {"x-goog-api-key": "k"})
-    assert dialect.audio(b"\0\0")["realtimeInput"]["audio"]["mimeType"] == "audio/pcm;rate=16000"
+    up = json.loads(dialect.audio(b"\0\0"))
+    assert up["realtimeInput"]["audio"]["mimeType"] == "audio/pcm;rate=16000"
     pcm = b"\1\0\2\0"
     data = base64.b64encode(pcm).decode()
     part = {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": data}}
