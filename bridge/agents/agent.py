@@ -164,12 +164,12 @@ class Agent:
         """A frame from the WhatsApp user: to the echo guard, then up to the model."""
         if self.on_hold:
             return  # a held caller is not heard (nor is the hold's silence a turn)
-        self.guard.heard(frame.pcm)
+        self.guard.heard(frame)
         if self.detector is not None:
             self._detected(frame)
         pcm = frame.pcm if self._up is None else self._up.resample_array(frame.pcm, SAMPLE_RATE)
         if pcm.size:
-            self._send_up(pcm.astype("<i2").tobytes())
+            self._send_up(pcm.astype("<i2", copy=False).tobytes())  # (int16 already: no copy)
             if self.uplink is not None:
                 self.uplink.sent()
 
@@ -178,7 +178,7 @@ class Agent:
             self.model.send_audio(pcm)
 
     def _sent(self, frame: BusFrame) -> None:
-        self.guard.played(frame.pcm)
+        self.guard.played(frame)
 
     def barge_in(self, why: str) -> None:
         """Stop the voice now, cancel the response nobody will hear (where the model does not

@@ -128,8 +128,7 @@ class ModelConnection:
     def send_audio(self, pcm: bytes) -> None:
         """Queue the caller's audio (s16le at the dialect's ``rate_in``; oldest dropped when
         the socket is slow)."""
-        message = self.dialect.audio(pcm)
-        self._out.put_audio(message if isinstance(message, bytes) else json.dumps(message))
+        self._out.put_audio(self.dialect.audio(pcm))
         self._last_up = time.monotonic()
 
     # -- opening

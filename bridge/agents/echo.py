@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..audio.pcm import Pcm
+from ..media import BusFrame, level_dbfs
+from ..media.stats import SILENCE_DBFS
 
 FRAME_MS = 20
 LAG_MIN_MS, LAG_MAX_MS = 40, 300
@@ -54,12 +55,11 @@ agent's level or above (a tone, a loud line) also follows it "steadily"; an echo
 phone never comes back that loud, so such a path is none."""
 
 
-def level_dbfs(pcm: Pcm) -> float:
-    """RMS of one frame in dBFS (-120 for digital silence)."""
-    if pcm.size == 0:
-        return -120.0
-    power = float(np.mean(np.square(pcm.astype(np.float64)))) / (32768.0 * 32768.0)
-    return 10.0 * float(np.log10(power)) if power > 1e-12 else -120.0
+def _level(frame: BusFrame) -> float:
+    """The frame's RMS in dBFS (-120 for digital silence), from the energy the bus meters it
+    with (``BusFrame.energy``: summed once for both)."""
+    level = level_dbfs(frame.energy, frame.pcm.size)
+    return SILENCE_DBFS if level is None else level
 
 
 def _medians(columns: np.ndarray) -> np.ndarray:
@@ -96,17 +96,17 @@ class EchoGuard:
         self._history: deque[tuple[float, tuple[float, ...]]] = deque(maxlen=HISTORY_MS // FRAME_MS)
         """(caller level, the agent's levels at each delay) per caller frame."""
 
-    def played(self, pcm: Pcm) -> None:
+    def played(self, frame: BusFrame) -> None:
         """A frame the caller was sent (everything the call sends them)."""
-        self._played.append(level_dbfs(pcm))
+        self._played.append(_level(frame))
 
-    def heard(self, pcm: Pcm) -> None:
+    def heard(self, frame: BusFrame) -> None:
         """A frame from the caller."""
         lags = list(self._played)
         first = len(lags) - LAG_MAX_MS // FRAME_MS
         last = len(lags) - LAG_MIN_MS // FRAME_MS
         window = lags[max(0, first) : max(1, last)]
-        level = level_dbfs(pcm)
+        level = _level(frame)
         self._heard.append((level, max(window)))
         self._history.append((level, tuple(window)))
 

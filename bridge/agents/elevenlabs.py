@@ -28,9 +28,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from ..errors import BadRequest
 from .wire import (
+    SLOT,
     Answer,
     Audio,
     Interrupted,
+    MessageText,
     ModelError,
     ModelEvent,
     Preflight,
@@ -53,6 +55,8 @@ SESSION_FIELDS = {
 """What ``conversation_initiation_client_data`` carries besides its ``type``."""
 FORMATS = {f"pcm_{rate}": rate for rate in (8000, 16000, 22050, 24000, 44100, 48000)}
 """The agent's formats the bridge plays (``ulaw_8000``, the one other, is refused)."""
+_AUDIO = MessageText({"user_audio_chunk": SLOT})  # no ``type``
+"""The caller's audio (its base64)."""
 
 
 def check_session(session: dict[str, Any]) -> None:
@@ -148,8 +152,8 @@ class ElevenLabsAgent:
         return [Ready()]
 
     # -- audio
-    def audio(self, pcm: bytes) -> dict[str, Any]:
-        return {"user_audio_chunk": base64.b64encode(pcm).decode()}  # no ``type``
+    def audio(self, pcm: bytes) -> str:
+        return _AUDIO(base64.b64encode(pcm).decode())
 
     def binary(self, data: bytes) -> list[ModelEvent]:
         raise ProtocolError("ElevenLabs sends no binary frames")

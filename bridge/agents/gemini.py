@@ -17,9 +17,11 @@ from typing import Any
 from ..errors import BadRequest
 from .openai import merge
 from .wire import (
+    SLOT,
     Audio,
     GoAway,
     Interrupted,
+    MessageText,
     ModelEvent,
     ProtocolError,
     Ready,
@@ -33,6 +35,10 @@ from .wire import (
 RATE_IN, RATE_OUT = 16_000, 24_000
 DEFAULT_MODEL = "models/gemini-live-2.5-flash-preview"
 _AUDIO_OUT = "audio/pcm;rate=24000"
+_AUDIO = MessageText(
+    {"realtimeInput": {"audio": {"data": SLOT, "mimeType": f"audio/pcm;rate={RATE_IN}"}}}
+)
+"""The caller's audio (its base64 ``data``)."""
 
 
 class GeminiLive:
@@ -85,9 +91,8 @@ class GeminiLive:
             setup["tools"] = [*(setup.get("tools") or []), {"functionDeclarations": declarations}]
         return [{"setup": setup}]
 
-    def audio(self, pcm: bytes) -> dict[str, Any]:
-        data = base64.b64encode(pcm).decode()
-        return {"realtimeInput": {"audio": {"data": data, "mimeType": f"audio/pcm;rate={RATE_IN}"}}}
+    def audio(self, pcm: bytes) -> str:
+        return _AUDIO(base64.b64encode(pcm).decode())
 
     def binary(self, data: bytes) -> list[ModelEvent]:
         raise ProtocolError("a binary frame (the protocol has none)")

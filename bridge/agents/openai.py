@@ -23,8 +23,10 @@ from urllib.parse import urlsplit
 
 from ..errors import BadRequest
 from .wire import (
+    SLOT,
     Audio,
     Hello,
+    MessageText,
     ModelError,
     ModelEvent,
     ProtocolError,
@@ -106,6 +108,10 @@ def b64_audio(text: Any) -> bytes:
         raise ProtocolError("audio delta is not base64") from None
 
 
+_APPEND = MessageText({"type": "input_audio_buffer.append", "event_id": SLOT, "audio": SLOT})
+"""The caller's audio, as ``RealtimeFamily._client`` would write it."""
+
+
 class RealtimeFamily(abc.ABC):
     """What OpenAI Realtime, xAI Grok Voice and Azure Voice Live share (:class:`~.wire.ModelDialect`
     but the session object, the endpoint and the key): their client and server events, the
@@ -136,8 +142,11 @@ class RealtimeFamily(abc.ABC):
         """Responses the caller cut: what they still send is not played."""
 
     def _client(self, type_: str, **fields: Any) -> dict[str, Any]:
+        return {"type": type_, "event_id": self._event_id(), **fields}
+
+    def _event_id(self) -> str:
         self._event += 1
-        return {"type": type_, "event_id": f"evt_bridge_{self._event}", **fields}
+        return f"evt_bridge_{self._event}"
 
     @abc.abstractmethod
     def session_object(self, tools: list[Tool]) -> dict[str, Any]:
@@ -159,8 +168,8 @@ class RealtimeFamily(abc.ABC):
         self._active, self._dropped = None, []
         return [self._client("session.update", session=self.session_object(tools))]
 
-    def audio(self, pcm: bytes) -> dict[str, Any]:
-        return self._client("input_audio_buffer.append", audio=base64.b64encode(pcm).decode())
+    def audio(self, pcm: bytes) -> str:
+        return _APPEND(self._event_id(), base64.b64encode(pcm).decode())
 
     def binary(self, data: bytes) -> list[ModelEvent]:
         raise ProtocolError("a binary frame (the protocol has none)")

@@ -38,8 +38,10 @@ from typing import Any
 from ..errors import BadRequest
 from .openai import b64_audio, merge, openai_auth
 from .wire import (
+    SLOT,
     Audio,
     GoAway,
+    MessageText,
     ModelError,
     ModelEvent,
     ProtocolError,
@@ -54,6 +56,8 @@ RATE = 16_000
 PCM16 = {"type": "audio/pcm", "rate": RATE}
 DEFAULT_URL = "wss://api.openai.com/v1/live/sessions"
 DEFAULT_MODEL = "gpt-live-1.1"
+_APPEND = MessageText({"type": "session.input_audio.append", "audio": SLOT})
+"""The caller's audio (its base64)."""
 BUFFER_MS = 100
 """The most delay the model's stream may wait in the receiver
 (``BRIDGE_AGENT_OPENAI_LIVE_BUFFER_MS`` sets it): the stream is real time, so its voice is gone
@@ -145,8 +149,8 @@ class OpenAILive:
             session["input"] = [*(session.get("input") or []), *said][-128:]
         return [self._client("session.start", session=session)]
 
-    def audio(self, pcm: bytes) -> dict[str, Any]:
-        return {"type": "session.input_audio.append", "audio": base64.b64encode(pcm).decode()}
+    def audio(self, pcm: bytes) -> str:
+        return _APPEND(base64.b64encode(pcm).decode())
 
     def binary(self, data: bytes) -> list[ModelEvent]:
         raise ProtocolError("a binary frame (the protocol has none)")

@@ -8,6 +8,7 @@ a protocol."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -137,6 +138,29 @@ class Tool:
     parameters: dict[str, Any]
 
 
+SLOT = "@slot@"
+"""Where a :class:`MessageText` takes a value."""
+
+
+class MessageText:
+    """The text of a JSON message a dialect sends on every frame (the caller's audio), made by
+    filling the slots of its ``json.dumps`` made once. ``json.dumps`` of each 20 ms frame's
+    message would scan its 856 base64 characters for escapes base64 never has: 6.6 µs a frame
+    against 0.6 µs (2-core AMD EPYC VM, 2026-11-27). The values go in as they are, so they must
+    be text JSON writes as it is (base64, ASCII names without quotes or backslashes); the text
+    is then the very one ``json.dumps`` writes (``tests/unit/test_agent_dialects.py``)."""
+
+    __slots__ = ("_format",)
+
+    def __init__(self, message: dict[str, Any]) -> None:
+        """``message`` with :data:`SLOT` as each value to fill, in order."""
+        text = json.dumps(message).replace("{", "{{").replace("}", "}}")
+        self._format = text.replace(json.dumps(SLOT), '"{}"')
+
+    def __call__(self, *values: str) -> str:
+        return self._format.format(*values)
+
+
 class ModelDialect(Protocol):
     """One realtime model protocol, as the bridge (the client) speaks it."""
 
@@ -175,9 +199,9 @@ class ModelDialect(Protocol):
     def opening(self, tools: list[Tool], resume: str | None) -> list[dict[str, Any]]:
         """The messages that configure a new connection (``resume``: a resumption handle)."""
 
-    def audio(self, pcm: bytes) -> dict[str, Any] | bytes:
-        """The caller's audio (s16le at ``rate_in``): a JSON message, or ``bytes`` for a
-        binary frame."""
+    def audio(self, pcm: bytes) -> str | bytes:
+        """The caller's audio (s16le at ``rate_in``): a JSON message's text (sent on every
+        frame: written by a :class:`MessageText`), or ``bytes`` for a binary frame."""
 
     def parse(self, body: dict[str, Any]) -> list[ModelEvent]:
         """The events of one server message (:class:`ProtocolError` when it is none)."""

@@ -63,7 +63,6 @@ class EnginePump:
         try:
             while True:
                 frame = await self.bus.read_uplink()
-                self.bus.stats.whatsapp_out.add(frame.pcm)
                 await self.channel.send(frame.pcm)
         except BusClosed:
             pass
@@ -76,7 +75,6 @@ class EnginePump:
             while True:
                 pcm = await self.channel.recv()
                 for frame in reframer.push(pcm):
-                    self.bus.stats.whatsapp_in.add(frame)
                     self.bus.push_downlink(frame)
         except (MediaClosed, ConnectionError) as exc:
             self._ended(exc)

@@ -268,7 +268,6 @@ class Conference:
         A port no longer in the call (a replaced or closed leg's last frames) goes nowhere."""
         if port.role is Role.WHATSAPP:
             if port is self.whatsapp:
-                self.bus.stats.whatsapp_in.add(pcm)
                 self.bus.push_downlink(pcm)
         elif self.participants.get(port.id) is port:
             self._input(port, pcm)
@@ -286,10 +285,7 @@ class Conference:
             frame = self.bus.take_uplink()
         except ConnectionError:  # the bus's BusClosed: the call is over
             return None
-        if frame is None:
-            return None
-        self.bus.stats.whatsapp_out.add(frame.pcm)
-        return frame.pcm
+        return None if frame is None else frame.pcm
 
     def _input(self, p: CallPort, pcm: Pcm) -> None:
         if self._clock is None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import NamedTuple
 
 import numpy as np
 
@@ -17,14 +16,29 @@ from ..audio import JitterBuffer
 from ..audio.pcm import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Pcm, quiet
 from ..audio.stretch import PlayoutFifo, licence
 from .cushion import Cushion
-from .stats import BusStats
+from .stats import BusStats, frame_energy
 
 
-class BusFrame(NamedTuple):
-    """One 20 ms frame and the monotonic time it entered the bridge."""
+class BusFrame:
+    """One 20 ms frame and the monotonic time it entered the bridge, and its :attr:`energy`
+    computed once for every reader of the frame."""
 
-    pcm: Pcm
-    t: float
+    __slots__ = ("_energy", "pcm", "t")
+
+    def __init__(self, pcm: Pcm, t: float) -> None:
+        self.pcm = pcm
+        self.t = t
+        self._energy: float | None = None
+
+    @property
+    def energy(self) -> float:
+        """The frame's sum of squares (:func:`~.stats.frame_energy`), made by its first reader
+        and kept: the bus meters every frame the WhatsApp side says and is sent with it, and an
+        agent's echo guard reads the same frames' levels, so each frame is summed once."""
+        energy = self._energy
+        if energy is None:
+            energy = self._energy = frame_energy(self.pcm)
+        return energy
 
 
 def downlink_jitter() -> JitterBuffer[BusFrame]:

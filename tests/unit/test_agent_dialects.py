@@ -1,14 +1,26 @@
 """The Realtime-like dialects without a network: which header a key goes in, which errors are
-races, when a barge-in cancels and what of a cut response is still played."""
+races, when a barge-in cancels and what of a cut response is still played; the caller's audio
+as every JSON dialect writes it."""
 
 from __future__ import annotations
 
 import base64
+import json
+from typing import Any
 
+import numpy as np
 import pytest
 
-from bridge.agents import AzureVoiceLive, OpenAIRealtime, XaiGrokVoice
+from bridge.agents import (
+    AzureVoiceLive,
+    ElevenLabsAgent,
+    GeminiLive,
+    OpenAILive,
+    OpenAIRealtime,
+    XaiGrokVoice,
+)
 from bridge.agents.azure import auth
+from bridge.agents.openai import RealtimeFamily
 from bridge.agents.wire import Audio, ModelError
 from bridge.errors import BadRequest
 
@@ -141,3 +153,39 @@ def test_ultravox_puts_transcript_deltas_together_and_declares_client_tools() ->
     assert tool["temporaryTool"]["dynamicParameters"][0]["required"] is True
     url, headers = dialect.joined({"joinUrl": "wss://voice.example/calls/1?x=1"})
     assert url == "wss://voice.example/calls/1?x=1&apiVersion=1" and headers == {}
+
+
+def _realtime(b64: str, n: int) -> dict[str, Any]:
+    return {"type": "input_audio_buffer.append", "event_id": f"evt_bridge_{n}", "audio": b64}
+
+
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (OpenAIRealtime, _realtime),
+        (XaiGrokVoice, _realtime),
+        (AzureVoiceLive, _realtime),
+        (
+            GeminiLive,
+            lambda b64, n: {
+                "realtimeInput": {"audio": {"data": b64, "mimeType": "audio/pcm;rate=16000"}}
+            },
+        ),
+        (OpenAILive, lambda b64, n: {"type": "session.input_audio.append", "audio": b64}),
+        (ElevenLabsAgent, lambda b64, n: {"user_audio_chunk": b64}),
+    ],
+)
+def test_the_callers_audio_is_the_text_json_dumps_writes(make: Any, message: Any) -> None:
+    """Written from a template (``wire.MessageText``), not by ``json.dumps`` each frame: the
+    very same text, frame after frame, the Realtime family's event ids counted on between the
+    control messages."""
+    dialect = make()
+    rng = np.random.default_rng(5)
+    for n in range(1, 4):
+        pcm = rng.integers(-32768, 32768, 320).astype("<i2").tobytes()
+        text = dialect.audio(pcm)
+        b64 = base64.b64encode(pcm).decode()
+        assert text == json.dumps(message(b64, 2 * n - 1))
+        if isinstance(dialect, RealtimeFamily):  # the next control message takes the next id
+            (cancel,) = dialect.truncate("item", 20)
+            assert cancel["event_id"] == f"evt_bridge_{2 * n}"

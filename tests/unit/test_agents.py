@@ -4,6 +4,7 @@ speech (espeak-ng) with its echo, and the two protocols' messages."""
 from __future__ import annotations
 
 import base64
+import json
 from functools import cache
 
 import numpy as np
@@ -15,6 +16,7 @@ from bench.speech import frames, missing_tools, speech
 from bridge.agents import EchoGuard, GeminiLive, OpenAIRealtime
 from bridge.agents.wire import Audio, GoAway, Interrupted, Resumable, SpeechStarted, ToolCall
 from bridge.errors import BadRequest
+from bridge.media import BusFrame
 
 needs_speech = pytest.mark.skipif(bool(missing_tools()), reason="espeak-ng, sox or pesq missing")
 
@@ -42,8 +44,8 @@ def verdicts(played: np.ndarray, heard: np.ndarray, every: int = 1) -> list[tupl
     guard = EchoGuard()
     out = []
     for i, (p, h) in enumerate(zip(frames(played), frames(heard), strict=True)):
-        guard.played(p)
-        guard.heard(h)
+        guard.played(BusFrame(p, 0.0))
+        guard.heard(BusFrame(h, 0.0))
         if i % every == 0:
             out.append((i, guard.decide().echo))
     return out
@@ -139,7 +141,8 @@ def test_gemini_setup_audio_and_server_messages() -> None:
     assert setup["sessionResumption"] == {"handle": "h1"}
     assert setup["generationConfig"]["responseModalities"] == ["AUDIO"]
     assert dialect.connect("wss://g/ws", "k") == ("wss://g/ws", {"x-goog-api-key": "k"})
-    assert dialect.audio(b"\0\0")["realtimeInput"]["audio"]["mimeType"] == "audio/pcm;rate=16000"
+    up = json.loads(dialect.audio(b"\0\0"))
+    assert up["realtimeInput"]["audio"]["mimeType"] == "audio/pcm;rate=16000"
     pcm = b"\1\0\2\0"
     data = base64.b64encode(pcm).decode()
     part = {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": data}}

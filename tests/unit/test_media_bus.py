@@ -7,8 +7,11 @@ import numpy as np
 from bridge.attachments.queued_source import QueuedSource
 from bridge.audio import FRAME_SAMPLES
 from bridge.media import CallBus
+from bridge.media.bus import mix_over
 
 from ..support.calls import agent_sink
+
+SILENT = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
 
 async def test_a_failing_tap_is_removed_and_audio_goes_on() -> None:
@@ -73,6 +76,22 @@ async def test_mixing_clips_at_full_scale_never_wraps() -> None:
     bus.push_uplink(np.full(FRAME_SAMPLES, -30_000, dtype=np.int16))
     assert (out[1] == -32768).all()
     await bus.aclose()
+
+
+def test_the_mix_is_the_sum_clipped_once_and_a_silent_source_leaves_the_frame_as_it_is() -> None:
+    """The samples ``np.clip`` of the int32 sum gave, on loud noise; a source waiting (its
+    frame all zeros) costs no arithmetic: the frame goes on as it came, and it is never
+    changed in place."""
+    rng = np.random.default_rng(9)
+    for _ in range(50):
+        mic, a, b = (rng.integers(-32768, 32768, FRAME_SAMPLES).astype(np.int16) for _ in "mab")
+        kept = mic.copy()
+        reference = np.clip(mic.astype(np.int32) + a + b, -32768, 32767).astype(np.int16)
+        assert np.array_equal(mix_over(mic, [a, SILENT, b]), reference)
+        assert np.array_equal(mic, kept)
+        assert mix_over(mic, [SILENT, SILENT]) is mic
+        wide = mic.astype(np.int32) * 2  # the conference's int32 sum: clipped all the same
+        assert np.array_equal(mix_over(wide, [SILENT]), np.clip(wide, -32768, 32767))
 
 
 def test_an_underrun_fades_out_and_the_audio_fades_back_in() -> None:
