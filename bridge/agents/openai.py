@@ -112,6 +112,38 @@ _APPEND = MessageText({"type": "input_audio_buffer.append", "event_id": SLOT, "a
 """The caller's audio, as ``RealtimeFamily._client`` would write it."""
 
 
+class EventIds:
+    """The ``event_id`` of each client event on one connection of the OpenAI family
+    (Realtime, its cousins, GPT-Live): ``evt_bridge_1``, ``evt_bridge_2``, …"""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> str:
+        self.count += 1
+        return f"evt_bridge_{self.count}"
+
+
+def client_event(ids: EventIds, type_: str, **fields: Any) -> dict[str, Any]:
+    """A client event of ``type_`` with the connection's next ``event_id``."""
+    return {"type": type_, "event_id": ids(), **fields}
+
+
+def function_tools(tools: list[Tool]) -> list[dict[str, Any]]:
+    """The bridge's tools as the OpenAI family's function tools."""
+    return [
+        {
+            "type": "function",
+            "name": t.name,
+            "description": t.description,
+            "parameters": t.parameters,
+        }
+        for t in tools
+    ]
+
+
 class RealtimeFamily(abc.ABC):
     """What OpenAI Realtime, xAI Grok Voice and Azure Voice Live share (:class:`~.wire.ModelDialect`
     but the session object, the endpoint and the key): their client and server events, the
@@ -135,34 +167,20 @@ class RealtimeFamily(abc.ABC):
     """The server truncates the item itself on such a barge-in (Azure's ``auto_truncate``)."""
 
     def __init__(self) -> None:
-        self._event = 0
+        self._event_id = EventIds()
         self._active: str | None = None
         """The response being generated (``response.created`` → ``response.done``)."""
         self._dropped: list[str] = []
         """Responses the caller cut: what they still send is not played."""
 
     def _client(self, type_: str, **fields: Any) -> dict[str, Any]:
-        return {"type": type_, "event_id": self._event_id(), **fields}
-
-    def _event_id(self) -> str:
-        self._event += 1
-        return f"evt_bridge_{self._event}"
+        return client_event(self._event_id, type_, **fields)
 
     @abc.abstractmethod
     def session_object(self, tools: list[Tool]) -> dict[str, Any]:
         """The ``session`` of the ``session.update`` that configures a connection."""
 
-    @staticmethod
-    def function_tools(tools: list[Tool]) -> list[dict[str, Any]]:
-        return [
-            {
-                "type": "function",
-                "name": t.name,
-                "description": t.description,
-                "parameters": t.parameters,
-            }
-            for t in tools
-        ]
+    function_tools = staticmethod(function_tools)
 
     def opening(self, tools: list[Tool], resume: str | None) -> list[dict[str, Any]]:
         self._active, self._dropped = None, []

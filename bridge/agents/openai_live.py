@@ -36,7 +36,7 @@ import time
 from typing import Any
 
 from ..errors import BadRequest
-from .openai import b64_audio, merge, openai_auth
+from .openai import EventIds, b64_audio, client_event, function_tools, merge, openai_auth
 from .wire import (
     SLOT,
     Audio,
@@ -121,14 +121,13 @@ class OpenAILive:
         self._unanswered: set[str] = set()
         """Function calls of finished backend responses not answered yet."""
         self._client_delegations: set[str] = set()
-        self._event = 0
+        self._event_id = EventIds()
 
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         return url, openai_auth(url, api_key)
 
     def _client(self, type_: str, **fields: Any) -> dict[str, Any]:
-        self._event += 1
-        return {"type": type_, "event_id": f"evt_bridge_{self._event}", **fields}
+        return client_event(self._event_id, type_, **fields)
 
     def opening(self, tools: list[Tool], resume: str | None) -> list[dict[str, Any]]:
         self._turn, self._found, self._unanswered = {}, [], set()
@@ -143,7 +142,7 @@ class OpenAILive:
                     "bridgeTools need session.delegation of type responses (GPT-Live's tools "
                     "live in its Responses backend)"
                 )
-            responses["tools"] = [*(responses.get("tools") or []), *_function_tools(tools)]
+            responses["tools"] = [*(responses.get("tools") or []), *function_tools(tools)]
         if self.history:  # a new session: what was said, after what the app gave
             said = [_message(role, text) for role, text in self.history]
             session["input"] = [*(session.get("input") or []), *said][-128:]
@@ -298,18 +297,6 @@ class OpenAILive:
         said = "\n".join(f"{'Caller' if r == 'caller' else 'You'}: {t}" for r, t in lines)
         recap = "The connection was reopened. The conversation so far:\n" + said
         return self.text(recap[-APPEND_CHARS:])
-
-
-def _function_tools(tools: list[Tool]) -> list[dict[str, Any]]:
-    return [
-        {
-            "type": "function",
-            "name": t.name,
-            "description": t.description,
-            "parameters": t.parameters,
-        }
-        for t in tools
-    ]
 
 
 def _function_call(item: dict[str, Any]) -> ToolCall:
