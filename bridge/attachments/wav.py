@@ -12,6 +12,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..audio import FRAME_SAMPLES, SAMPLE_RATE
+from ..audio.pcm import clip16, mix_into
 
 HEADER_BYTES = 44
 CHUNK = 1 << 16
@@ -111,9 +112,9 @@ def mix_files(a: Path, b: Path, out: Path) -> int:
                 break
             n = max(xa.size, xb.size)
             acc = np.zeros(n, dtype=np.int32)
-            acc[: xa.size] += xa
-            acc[: xb.size] += xb
-            fo.write(np.clip(acc, -32768, 32767).astype("<i2").tobytes())
+            mix_into(acc[: xa.size], xa)
+            mix_into(acc[: xb.size], xb)
+            fo.write(clip16(acc).astype("<i2", copy=False).tobytes())
             total += n
         fo.seek(0)
         fo.write(wav_header(total * 2))

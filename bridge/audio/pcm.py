@@ -1,4 +1,4 @@
-"""The bus PCM format, sample conversions and reframing."""
+"""The bus PCM format, sample conversions, mixing and reframing."""
 
 from __future__ import annotations
 
@@ -38,6 +38,34 @@ def f32_to_s16(samples: npt.NDArray[np.floating]) -> Pcm:
     """
     scaled = np.nan_to_num(np.asarray(samples, dtype=np.float32), nan=0.0) * np.float32(32768.0)
     return np.clip(np.rint(scaled), -32768, 32767).astype(np.int16)
+
+
+def mix_into(acc: npt.NDArray[np.int32], pcm: Pcm) -> None:
+    """Add ``pcm`` into an int32 accumulator (clip once at the end with :func:`clip16`, never
+    wrap): how every mix in the bridge adds (the bus, the conference, a recording's sides)."""
+    acc += pcm
+
+
+def clip16(acc: npt.NDArray[np.int32]) -> Pcm:
+    """``acc`` clipped to int16 (``acc`` unchanged). The two ufuncs give the samples
+    ``np.clip`` gives in half its time: its Python wrapper cost more than the clipping."""
+    out = np.minimum(acc, 32767)
+    np.maximum(out, -32768, out=out)
+    return out.astype(np.int16)
+
+
+def mix_over(pcm: Pcm | npt.NDArray[np.int32], frames: list[Pcm]) -> Pcm:
+    """``pcm`` with ``frames`` added, clipped once to int16; ``pcm`` as it is when it is int16
+    and every frame is silent (a source waiting, an agent between its replies: most frames)."""
+    acc: npt.NDArray[np.int32] | None = None
+    for frame in frames:
+        if np.count_nonzero(frame):
+            if acc is None:
+                acc = pcm.astype(np.int32)  # a copy: the caller's frame is never changed
+            mix_into(acc, frame)
+    if acc is None:
+        return pcm if pcm.dtype == np.int16 else clip16(pcm)  # type: ignore[arg-type,return-value]
+    return clip16(acc)
 
 
 class Reframer:

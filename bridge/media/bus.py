@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..audio import FRAME_SAMPLES
-from ..audio.pcm import Pcm
+from ..audio.pcm import Pcm, clip16, mix_into, mix_over
 from .clock import Phase, worker_clock
 from .conference import Conference
 from .frames import BusFrame
@@ -53,33 +53,6 @@ class UplinkSource(Protocol):
 
     def finished(self) -> None:
         """Called once after :meth:`next_frame` returned ``None`` or the source was removed."""
-
-
-def mix_into(acc: npt.NDArray[np.int32], pcm: Pcm) -> None:
-    """Add ``pcm`` into an int32 accumulator (clip once at the end, never wrap)."""
-    acc += pcm
-
-
-def clip16(acc: npt.NDArray[np.int32]) -> Pcm:
-    """``acc`` clipped to int16 (``acc`` unchanged). The two ufuncs give the samples
-    ``np.clip`` gives in half its time: its Python wrapper cost more than the clipping."""
-    out = np.minimum(acc, 32767)
-    np.maximum(out, -32768, out=out)
-    return out.astype(np.int16)
-
-
-def mix_over(pcm: Pcm | npt.NDArray[np.int32], frames: list[Pcm]) -> Pcm:
-    """``pcm`` with ``frames`` added, clipped once to int16; ``pcm`` as it is when it is int16
-    and every frame is silent (a source waiting, an agent between its replies: most frames)."""
-    acc: npt.NDArray[np.int32] | None = None
-    for frame in frames:
-        if np.count_nonzero(frame):
-            if acc is None:
-                acc = pcm.astype(np.int32)  # a copy: the caller's frame is never changed
-            mix_into(acc, frame)
-    if acc is None:
-        return pcm if pcm.dtype == np.int16 else clip16(pcm)  # type: ignore[arg-type,return-value]
-    return clip16(acc)
 
 
 class CallBus:

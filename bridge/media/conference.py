@@ -49,7 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..audio import FRAME_SAMPLES
-from ..audio.pcm import Pcm
+from ..audio.pcm import Pcm, clip16
 from .clock import worker_clock
 from .frames import BusFrame, DownlinkSink, downlink_jitter
 from .stats import BusStats
@@ -353,4 +353,4 @@ class Conference:
                     continue
                 acc += source  # no role hears its own group: nobody hears themselves
             if p.sink is not None:
-                p.sink.push(BusFrame(np.clip(acc, -32768, 32767).astype(np.int16), t))
+                p.sink.push(BusFrame(clip16(acc), t))

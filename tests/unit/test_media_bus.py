@@ -6,8 +6,8 @@ import numpy as np
 
 from bridge.attachments.queued_source import QueuedSource
 from bridge.audio import FRAME_SAMPLES
+from bridge.audio.pcm import mix_over
 from bridge.media import CallBus
-from bridge.media.bus import mix_over
 
 from ..support.calls import agent_sink
 
