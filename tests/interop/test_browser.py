@@ -114,8 +114,10 @@ async def test_demo_page_call_echo_mute_hangup_and_inbound(client, browser) -> N
     await wait_for(
         page, "window.demo.client.pc && window.demo.client.pc.connectionState === 'connected'"
     )
-    answered = await (await client.get(f"/call/{inbound['callID']}")).json()
-    assert answered["state"] == "active" and answered["transport"] == "webrtc"
+    # The page joins first (its peer connection may connect before the answer's request has
+    # been served), then answers: wait for the answer rather than race it.
+    answered = await wait_state(client, inbound["callID"], "active")
+    assert answered["transport"] == "webrtc"
     await asyncio.sleep(1.5)
     echo = await page.evaluate(FREQ_JS)
     assert echo["hz"] == pytest.approx(440, abs=8), echo
