@@ -125,7 +125,8 @@ class FakeHost:
                 proc.stdin.close()
             await asyncio.wait_for(proc.wait(), 10)
         except (TimeoutError, ConnectionError):
-            proc.kill()
+            if proc.returncode is None:
+                proc.kill()
             await proc.wait()
         if self._reader is not None:
             await self._reader
