@@ -4,8 +4,10 @@ frame as the worker clock drives them on a simulated call.
 
     .venv/bin/python -m bench.agent_frame [--frames 10000] [--repeat 5]
 
-Each frame: the WhatsApp user's frame into the bus (``push_downlink``: its meter, the agent's
-tap — the echo guard, the caller's audio message made and queued for the model's socket), the
+Each frame: the WhatsApp user's frame into the bus (``push_downlink``: its meter, the in-band
+key detector a PCM engine's call has on it (``calls/dtmf.py`` ``InbandDtmf``, as on the
+simulated call of ``bench.agents``), the agent's tap — the echo guard, the caller's audio
+message made and queued for the model's socket), the
 bus's mix phase (the agent's voice, a bus source, mixed into what the user hears; the agent's
 uplink tap) and the WhatsApp side's take (its meter). *idle*: nobody speaks; *talking*: the
 user sends a 20 ms burst every 200 ms while the agent's reply plays all the time (``xai`` only:
@@ -28,6 +30,7 @@ import numpy as np
 
 from bridge.agents import Agent, OpenAILive, XaiGrokVoice
 from bridge.audio import FRAME_SAMPLES, tone
+from bridge.calls.dtmf import InbandDtmf
 from bridge.media import CallBus
 
 BURST = tone(1000, FRAME_SAMPLES, 16_000, 0.5)
@@ -61,6 +64,7 @@ def _agent_on_a_bus(provider: str) -> tuple[CallBus, Agent]:
     bus.add_downlink_tap(agent._caller)
     bus.add_uplink_tap(agent._sent)
     bus.add_source(agent.voice.source)
+    InbandDtmf(bus, lambda digit, ms: None)
     return bus, agent
 
 

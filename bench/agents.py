@@ -4,15 +4,18 @@ an agent costs on a call, at N concurrent calls (issue 62's targets; issue 35's 
     .venv/bin/python -m bench.agents [--provider NAME ...] [--calls 20] [--turns 5]
                                      [--json bench/results/agents-<stamp>.json]
 
-One process per provider in turn: the bridge (simulated WhatsApp engine) and one strict fake
-of the provider per call (``tests/fakes/``), all on loopback, so every figure is the bridge's
-own. Each provider is one :class:`Adapter` row of :data:`ADAPTERS`: how its fake is made and
-reached, the rates it speaks and its own barge-in signal. Every fake keeps the caller's audio
-with when it came (``CallerAudioLog`` in tests/fakes/common.py), so timing needs no
-per-provider code. For each provider, on the same calls:
+For each provider in turn: the bridge (simulated WhatsApp engine) in this process, and one
+strict fake of the provider per call (``tests/fakes/``) in a process of its own
+(``bench.agent_fakes``: one serves every call's fake), all on loopback, so every figure is the
+bridge's own and the fakes' work neither counts as the bridge's CPU nor stalls its loop. Each
+provider is one :class:`Adapter` row of :data:`ADAPTERS`: how its fake is made and reached, the
+rates it speaks and its own barge-in signal. Every fake keeps the caller's audio with when it
+came (``CallerAudioLog`` in tests/fakes/common.py), so timing needs no per-provider code; the
+fakes' times are ``time.monotonic()`` of their process, the same clock as the bridge's
+(``CLOCK_MONOTONIC``). For each provider, on the same calls:
 
 * idle: the calls with nobody speaking, first without an agent, then with one attached:
-  the process's CPU per call (the fakes take the caller's silence too, as a model would);
+  the bridge's process's CPU per call;
 * up: the WhatsApp user says a 20 ms burst every 200 ms; from the moment it leaves the engine
   to the moment the model's socket has the chunk that carries it;
 * down: the model starts a reply while the call is quiet; from its first audio sent (GPT-Live:
@@ -28,7 +31,10 @@ per-provider code. For each provider, on the same calls:
   still being generated and playing, and the caller starts speaking (espeak-ng speech): from
   the caller's first sound leaving the engine to the provider's cancel at the model (the
   bridge's VAD onset, about 160 ms, included);
-* CPU: the process's share of a core per call over the turns (bridge and the fakes).
+* CPU: the bridge's process's share of a core per call over the turns. The bench's own work
+  in that process is small: the simulated user's frame and the loudness of each frame it hears
+  (as before), and a few control messages to the fakes per turn. The fakes' process's CPU over
+  the same windows is in the JSON beside it (``fakes_cpu_per_call_*``), not in the figure.
 """
 
 from __future__ import annotations
@@ -42,7 +48,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import import_module
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -50,6 +55,7 @@ from typing import Any
 import numpy as np
 from aiohttp.test_utils import TestClient, TestServer
 
+from bench.agent_fakes import FakeHost, RemoteFake
 from bridge.agents.service import PROVIDERS
 from bridge.app import create_app
 from bridge.audio import FRAME_SAMPLES, tone
@@ -73,7 +79,8 @@ LOUD_AT_MODEL = 4000
 class Adapter:
     """How the bench drives one provider through its strict fake (tests/fakes/).
 
-    The fake is ``fake`` (``module:Class``), made with ``api_key=``; it serves ``app()`` and
+    The fake is ``fake`` (``module:Class``), made with ``api_key=`` in the fakes' process
+    (``bench.agent_fakes``, driven through a :class:`RemoteFake`); it serves ``app()`` and
     keeps the caller's audio through ``CallerAudioLog``; ``say(pcm)`` streams a reply at
     ``rate_out`` (``say(pcm, done=False)`` leaves it generating, for the cancel) and
     ``drop()`` closes the socket as a failing server; ``barge_in`` names its method that sends
@@ -105,10 +112,6 @@ class Adapter:
     def available(self) -> bool:
         module = self.fake.split(":")[0]
         return self.provider in PROVIDERS and find_spec(f"tests.fakes.{module}") is not None
-
-    def make_fake(self) -> Any:
-        module, name = self.fake.split(":")
-        return getattr(import_module(f"tests.fakes.{module}"), name)(api_key=KEY)
 
 
 ADAPTERS = (
@@ -241,15 +244,10 @@ def patch_sim() -> Callable[[], None]:
     return undo
 
 
-def up_latencies(line: Line, fake: Any, chunks: int, before: float) -> list[float]:
+def up_latencies(line: Line, arrived: list[float], loud: list[bool], before: float) -> list[float]:
     """Each burst said ``before`` (the socket's drop): its time from the engine to the model,
-    to the first loud chunk (of the first ``chunks``) after a quiet one that arrived within
-    200 ms of it."""
-    loud = [
-        bool(np.abs(np.frombuffer(c, dtype="<i2")).max(initial=0) > LOUD_AT_MODEL)
-        for c in fake.chunks[:chunks]
-    ]
-    arrived = fake.arrived[:chunks]
+    to the first loud chunk (``arrived`` at the model, ``loud`` or not) after a quiet one that
+    arrived within 200 ms of it."""
     onsets = [t for i, t in enumerate(arrived) if loud[i] and (i == 0 or not loud[i - 1])]
     out = []
     for sent in (t for t in line.said if t < before):
@@ -260,18 +258,18 @@ def up_latencies(line: Line, fake: Any, chunks: int, before: float) -> list[floa
 
 
 class Leg:
-    """One call of the run: its fake model, its server, the call and the simulated user."""
+    """One call of the run: its fake model (in the fakes' process), the call and the simulated
+    user."""
 
-    def __init__(self, adapter: Adapter) -> None:
+    def __init__(self, adapter: Adapter, fake: RemoteFake, port: int) -> None:
         self.adapter = adapter
-        self.fake = adapter.make_fake()
-        self.server = TestServer(self.fake.app())
+        self.fake = fake
+        self.port = port
         self.cid = ""
         self.agent_id = ""
         self.line = Line()
 
     async def open(self, client: TestClient) -> None:
-        await self.server.start_server()
         call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
         self.cid = call["callID"]
         for _ in range(200):
@@ -288,7 +286,7 @@ class Leg:
             await client.delete(f"/call/{self.cid}/agents/{self.agent_id}")
         body: dict[str, Any] = {
             "provider": self.adapter.provider,
-            "url": self.adapter.url.format(host=f"127.0.0.1:{self.server.port}"),
+            "url": self.adapter.url.format(host=f"127.0.0.1:{self.port}"),
             "apiKey": KEY,
         }
         if session is not None:
@@ -297,9 +295,9 @@ class Leg:
         assert resp.status == 201, await resp.text()
         self.agent_id = (await resp.json())["agentID"]
 
-    def at(self, attribute: str | None, sent: float) -> float:
-        """When the fake's ``attribute`` says it acted, else ``sent`` (the bench's call)."""
-        when = getattr(self.fake, attribute) if attribute else None
+    async def at(self, attribute: str | None, sent: float) -> float:
+        """When the fake's ``attribute`` says it acted, else ``sent`` (when it was made to)."""
+        when = (await self.fake.get(attribute))[attribute] if attribute else None
         return sent if when is None else float(when)
 
     def first_heard(self, since: float, loud: bool) -> float | None:
@@ -311,42 +309,33 @@ class Leg:
         down, barge, end_err = [], [], []
         for _ in range(turns):
             await asyncio.sleep(0.3)
-            t0 = time.monotonic()
-            await fake.say(tone(440, rate // 5, rate, VOICE))  # 200 ms
+            t0 = await fake.act("say", pcm_tone=(440, rate // 5, rate, VOICE))  # 200 ms
             await asyncio.sleep(0.5)
-            t0 = self.at(self.adapter.voice_at, t0)
+            t0 = await self.at(self.adapter.voice_at, t0)
             first = self.first_heard(t0, True)
             if first is not None:
                 down.append(first - t0)
-            t1 = time.monotonic()
-            await fake.say(tone(440, 3 * rate, rate, VOICE))
+            t1 = await fake.act("say", pcm_tone=(440, 3 * rate, rate, VOICE))
             await asyncio.sleep(0.6)
-            cut = time.monotonic()
-            truncated = len(fake.truncates) if self.adapter.truncates else 0
-            await getattr(fake, self.adapter.barge_in)()
+            truncated = (
+                len((await fake.get("truncates"))["truncates"]) if self.adapter.truncates else 0
+            )
+            cut = await fake.act(self.adapter.barge_in)
             await asyncio.sleep(0.3)
-            cut = self.at(self.adapter.signal_at, cut)
+            cut = await self.at(self.adapter.signal_at, cut)
             quiet = self.first_heard(cut, False)
             if quiet is not None:
                 barge.append(quiet - cut)
-            if self.adapter.truncates and len(fake.truncates) > truncated:
-                voiced = sum(loud for t, loud in self.line.heard if t1 <= t < cut + 0.3)
-                end_err.append(abs(fake.truncates[-1]["audio_end_ms"] - voiced * 20) / 1000)
-        n, connections = len(fake.arrived), fake.connections
-        dropped = time.monotonic()
-        await fake.drop()
-        back: list[float] = []
-        for _ in range(300):
-            if fake.connections > connections:
-                # The caller's first chunk on the new socket (not the last one seen when this
-                # poll woke: a continuous uplink keeps adding to ``arrived``).
-                first = next((t for t in fake.arrived[n:] if t >= fake.opened[-1]), None)
-                if first is not None:
-                    back = [first - dropped]
-                    break
-            await asyncio.sleep(0.01)
+            if self.adapter.truncates:
+                truncates = (await fake.get("truncates"))["truncates"]
+                if len(truncates) > truncated:
+                    voiced = sum(loud for t, loud in self.line.heard if t1 <= t < cut + 0.3)
+                    end_err.append(abs(truncates[-1]["audio_end_ms"] - voiced * 20) / 1000)
+        dropped, n, first = await fake.drop_and_reconnected(3.0)
+        back = [] if first is None else [first - dropped]
         # After the drop: a leg's analysis must not hold the loop while another leg reconnects.
-        up = up_latencies(self.line, fake, n, dropped)
+        arrived, loud = await fake.caller_audio(n, LOUD_AT_MODEL)
+        up = up_latencies(self.line, arrived, loud, dropped)
         return {"up": up, "down": down, "barge": barge, "end_err": end_err, "back": back}
 
     async def cancel(self, client: TestClient, talk: list[np.ndarray]) -> list[float]:
@@ -354,19 +343,17 @@ class Leg:
         caller's first sound to the cancel at the model."""
         assert self.adapter.bridge_hears is not None
         await self.attach(client, self.adapter.bridge_hears)
-        rate, cancels = self.adapter.rate_out, len(self.fake.cancelled)
+        rate = self.adapter.rate_out
+        cancels = len((await self.fake.get("cancelled"))["cancelled"])
         await asyncio.sleep(0.5)
-        await self.fake.say(tone(440, 8 * rate, rate, VOICE), done=False)
+        await self.fake.act("say", pcm_tone=(440, 8 * rate, rate, VOICE), done=False)
         await asyncio.sleep(0.6)
         self.line.talk_began = None
         self.line.talk = list(talk)
-        for _ in range(200):
-            if len(self.fake.cancelled) > cancels:
-                break
-            await asyncio.sleep(0.01)
+        at = await self.fake.cancelled(cancels, 2.0)
         began = self.line.talk_began
-        if len(self.fake.cancelled) > cancels and began is not None:
-            return [self.fake.cancelled[-1] - began]
+        if at is not None and began is not None:
+            return [at - began]
         return []
 
 
@@ -404,11 +391,14 @@ def caller_speech() -> list[np.ndarray] | None:
     ]
 
 
-async def cpu_share(seconds: float) -> float:
-    """The process's CPU over ``seconds`` of wall time, as a share of one core."""
-    cpu0, wall0 = time.process_time(), time.monotonic()
+async def cpu_shares(seconds: float, fakes: FakeHost) -> tuple[float, float]:
+    """This process's CPU (the bridge's) and the fakes' process's over ``seconds`` of wall
+    time, each as a share of one core."""
+    cpu0, fakes0, wall0 = time.process_time(), await fakes.cpu(), time.monotonic()
     await asyncio.sleep(seconds)
-    return (time.process_time() - cpu0) / (time.monotonic() - wall0)
+    cpu, fakes1 = time.process_time() - cpu0, await fakes.cpu() - fakes0
+    wall = time.monotonic() - wall0
+    return cpu / wall, fakes1 / wall
 
 
 async def run_provider(
@@ -417,34 +407,38 @@ async def run_provider(
     undo = patch_sim()
     settings = settings_for_tests(sim_peer="silence", fork_url_allow=("127.0.0.1",))
     client = TestClient(TestServer(create_app(settings)))
-    await client.start_server()
-    await freeze_startup_heap(None)  # as `python -m bridge` does once it has started
-    legs = [Leg(adapter) for _ in range(calls)]
+    fakes = FakeHost()
     try:
+        ports = await fakes.start(adapter.fake, calls, KEY)
+        await client.start_server()
+        await freeze_startup_heap(None)  # as `python -m bridge` does once it has started
+        legs = [Leg(adapter, RemoteFake(fakes, i), port) for i, port in enumerate(ports)]
         await asyncio.gather(*(leg.open(client) for leg in legs))
-        no_agent = await cpu_share(idle_s)
+        no_agent, _ = await cpu_shares(idle_s, fakes)
         await asyncio.gather(*(leg.attach(client) for leg in legs))
         await asyncio.sleep(0.5)
-        idle_agent = await cpu_share(idle_s)
+        idle_agent, idle_fakes = await cpu_shares(idle_s, fakes)
         for leg in legs:
             leg.line.bursts = True
-        cpu0, wall0 = time.process_time(), time.monotonic()
+        cpu0, fakes0, wall0 = time.process_time(), await fakes.cpu(), time.monotonic()
         results = await asyncio.gather(*(leg.turns(turns) for leg in legs))
-        busy = (time.process_time() - cpu0) / (time.monotonic() - wall0)
+        busy = time.process_time() - cpu0
+        busy_fakes = await fakes.cpu() - fakes0
+        wall = time.monotonic() - wall0
+        busy, busy_fakes = busy / wall, busy_fakes / wall
         for leg in legs:
             leg.line.bursts = False
         cancels: list[float] = []
         if adapter.bridge_hears is not None and talk is not None:
             for each in await asyncio.gather(*(leg.cancel(client, talk) for leg in legs)):
                 cancels += each
-        errors = [e for leg in legs for e in leg.fake.errors]
+        errors = [e for leg in legs for e in (await leg.fake.get("errors"))["errors"]]
         await asyncio.gather(
             *(client.post("/call/hangup", json={"callID": leg.cid}) for leg in legs)
         )
     finally:
         await client.close()
-        for leg in legs:
-            await leg.server.close()
+        await fakes.close()
         undo()
     merged: dict[str, list[float]] = {k: [] for k in ("up", "down", "barge", "end_err", "back")}
     for r in results:
@@ -467,10 +461,13 @@ async def run_provider(
         "audio_end_error_ms": spread(merged["end_err"], 50, 100) if adapter.truncates else None,
         "cancel_after_caller_began_ms": cancel,
         "socket_dropped_to_audio_back_ms": spread(merged["back"], 50, 100),
-        # The process's CPU (the bridge and every fake model) per call, as % of one core.
+        # The bridge's process's CPU per call, as % of one core (the bench's driving in it).
         "cpu_per_call_turns_pct": round(busy * 100 / calls, 2),
         "cpu_per_call_idle_no_agent_pct": round(no_agent * 100 / calls, 2),
         "cpu_per_call_idle_agent_pct": round(idle_agent * 100 / calls, 2),
+        # The fakes' own process, per call, over the same windows: not the bridge's.
+        "fakes_cpu_per_call_turns_pct": round(busy_fakes * 100 / calls, 2),
+        "fakes_cpu_per_call_idle_agent_pct": round(idle_fakes * 100 / calls, 2),
         "protocol_errors": errors[:5],
     }
 
@@ -484,8 +481,8 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| provider | up p50 / p95 ms | down p50 / p95 ms | barge-in stop p50 / p95 ms "
         "| cancel after the caller began p50 / max ms | socket drop → audio back p50 / max ms "
-        "| CPU per call, turns / idle agent / idle no agent % |",
-        "|---|---|---|---|---|---|---|",
+        "| CPU per call, turns / idle agent / idle no agent % | the fakes' CPU per call, turns % |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c = r["cancel_after_caller_began_ms"]
@@ -496,7 +493,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {ms(r['barge_in_stop_ms'], 'p50', 'p95')} | {cancel} "
             f"| {ms(r['socket_dropped_to_audio_back_ms'], 'p50', 'max')} "
             f"| {r['cpu_per_call_turns_pct']} / {r['cpu_per_call_idle_agent_pct']} "
-            f"/ {r['cpu_per_call_idle_no_agent_pct']} |"
+            f"/ {r['cpu_per_call_idle_no_agent_pct']} | {r['fakes_cpu_per_call_turns_pct']} |"
         )
     return "\n".join(lines)
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .pcm import FRAME_SAMPLES, SAMPLE_RATE, Pcm
+from .pcm import FRAME_SAMPLES, SAMPLE_RATE, Pcm, frame_energy
 
 ROWS = (697.0, 770.0, 852.0, 941.0)
 COLS = (1209.0, 1336.0, 1477.0, 1633.0)
@@ -147,6 +147,10 @@ a 20 ms window leaks the column tone there at about -13 dB, so the row check is 
 WINDOW = FRAME_SAMPLES
 HOP = FRAME_SAMPLES // 2
 HOP_MS = 10
+ZERO_FRAME = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+GATE_MARGIN = 1e-3
+"""How far under the float32 gate's threshold the frames' exact energies must be for the first
+gate to skip a frame (float32 sums of 160 squares are within about 1e-5 of exact)."""
 
 
 def _basis() -> npt.NDArray[np.float64]:
@@ -174,6 +178,11 @@ class DtmfToneDetector:
         """The last frame's second half on the left columns (``None``: not projected yet)."""
         self._prev_half = np.zeros(HOP, dtype=np.float32)
         self._prev_energy = 0.0
+        self._skipped: Pcm | None = None
+        """The last frame, when the first gate skipped it (its :attr:`_prev_half` and
+        :attr:`_prev_energy` not made)."""
+        self._prev_frame = 0.0
+        """The last frame's sum of squares (its ``energy``)."""
         self._pair = np.empty((len(basis), 2), dtype=np.float32)
         self._min_energy = (10 ** (MIN_TONE_DBFS / 20) * 32768) ** 2 * WINDOW
         self._normal = 10 ** (NORMAL_TWIST_DB / 10)
@@ -189,14 +198,35 @@ class DtmfToneDetector:
         self._misses = 0
         self.presses = 0
 
-    def feed(self, pcm: Pcm) -> None:
+    def feed(self, pcm: Pcm, energy: float | None = None) -> None:
+        """One 20 ms frame; ``energy``: its sum of squares (:func:`~.pcm.frame_energy`) where
+        the caller has it already (a bus frame carries its own), else summed here."""
+        if energy is None:
+            energy = frame_energy(pcm)
+        prev_frame, self._prev_frame = self._prev_frame, energy
+        # Each window lies within this frame and the one before, so neither holds more energy
+        # than the two frames together; no frequency's power exceeds twice its window's (see
+        # below). Under that bound neither window can hold a key: skip it all, with nothing
+        # summed again. The margin covers the float32 sums of the gate below, which would have
+        # skipped it too (their rounding is under 1e-5 of a window's energy): every decision is
+        # the one that gate makes.
+        if 2 * (1 + GATE_MARGIN) * (prev_frame + energy) < self._min_energy:
+            self._carry = None
+            # Kept in case the next frame needs its half (the caller may reuse its buffer).
+            self._skipped = pcm.copy() if energy else ZERO_FRAME
+            if self._digit is not None or self._candidate is not None:
+                self._window(None)
+                self._window(None)
+            return
         # Two windows per frame: the last frame's second half with this one's first, and this
-        # frame. A few numpy calls in all: this runs on every frame of every call.
+        # frame. A few numpy calls in all: this runs on every frame of every call the gate
+        # above lets through.
         halves = pcm.reshape(2, HOP).astype(np.float32)
         first, second = float(np.dot(halves[0], halves[0])), float(np.dot(halves[1], halves[1]))
-        total = (self._prev_energy + first, first + second)
+        before, prev_energy = self._before()
+        total = (prev_energy + first, first + second)
         self._prev_energy = second
-        carry, before, self._prev_half = self._carry, self._prev_half, halves[1]
+        carry, self._prev_half = self._carry, halves[1]
         # The basis is scaled so that cos² + sin² sums to 2/WINDOW · WINDOW: by Cauchy-Schwarz
         # no frequency's power exceeds 2 × the window's energy. Below half the minimum tone
         # energy (silence, quiet speech) neither window can hold a key: skip the transform.
@@ -218,6 +248,15 @@ class DtmfToneDetector:
         power = (windows[: k // 2] + windows[k // 2 :]).T.tolist()  # 2 windows × 16 frequencies
         self._window(self._classify(power[0], total[0]))
         self._window(self._classify(power[1], total[1]))
+
+    def _before(self) -> tuple[npt.NDArray[np.float32], float]:
+        """The last frame's second half (float32) and its float32 sum of squares: made now,
+        as :meth:`feed` makes them, when the first gate skipped that frame."""
+        skipped, self._skipped = self._skipped, None
+        if skipped is None:
+            return self._prev_half, self._prev_energy
+        half = skipped.reshape(2, HOP).astype(np.float32)[1]
+        return half, float(np.dot(half, half))
 
     def _classify(self, p: list[float], total: float) -> str | None:
         # Plain floats: on 16 values, Python beats numpy's per-call overhead (argmax, delete)

@@ -26,6 +26,17 @@ def quiet(pcm: Pcm) -> bool:
     return bool(pcm.size) and int(np.abs(pcm).max()) <= QUIET_PEAK
 
 
+def frame_energy(pcm: Pcm) -> float:
+    """A frame's sum of squares, as ``media.LevelMeter.add`` adds it: for a frame that goes to
+    several readers (meters, the in-band key detector's gate), computed once and given to each
+    (a bus frame keeps its own: ``BusFrame.energy``). Exact: a level made from it is the very
+    figure ``numpy``'s mean of the squares gives (the echo guard's decisions rest on them)."""
+    # int16 squares overflow int16 and float32 rounds their sum; int64 holds it exactly, for
+    # about 0.25 µs more a frame than float32 (2-core AMD EPYC VM, 2026-11-27).
+    x = pcm.astype(np.int64)
+    return float(x.dot(x))  # the method: a third cheaper than np.dot's dispatch
+
+
 def s16_to_f32(pcm: Pcm) -> npt.NDArray[np.float32]:
     """Convert s16 to float32 in [-1, 1) (divides by 32768, so -32768 maps to -1.0)."""
     return pcm.astype(np.float32) * np.float32(1.0 / 32768.0)

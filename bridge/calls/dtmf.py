@@ -93,7 +93,7 @@ class InbandDtmf:
         bus.add_downlink_tap(self._tap)
 
     def _tap(self, frame: BusFrame) -> None:
-        self.detector.feed(frame.pcm)
+        self.detector.feed(frame.pcm, frame.energy)  # summed once already, for the bus's meter
 
     def close(self) -> None:
         self.bus.remove_downlink_tap(self._tap)

@@ -1,9 +1,10 @@
 """One call's audio in this process: the PCM bus, its media clock and its counters."""
 
+from ..audio.pcm import frame_energy
 from .bus import BusClosed, CallBus, UplinkSource
 from .conference import CallPort, Conference, Role
 from .frames import BusFrame, DownlinkSink
-from .stats import BusStats, FixedHistogram, LevelMeter, ReceiveStats, frame_energy, level_dbfs
+from .stats import BusStats, FixedHistogram, LevelMeter, ReceiveStats, level_dbfs
 
 __all__ = [
     "BusClosed",

@@ -13,10 +13,10 @@ from collections import deque
 import numpy as np
 
 from ..audio import JitterBuffer
-from ..audio.pcm import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Pcm, quiet
+from ..audio.pcm import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Pcm, frame_energy, quiet
 from ..audio.stretch import PlayoutFifo, licence
 from .cushion import Cushion
-from .stats import BusStats, frame_energy
+from .stats import BusStats
 
 
 class BusFrame:
@@ -32,9 +32,10 @@ class BusFrame:
 
     @property
     def energy(self) -> float:
-        """The frame's sum of squares (:func:`~.stats.frame_energy`), made by its first reader
-        and kept: the bus meters every frame the WhatsApp side says and is sent with it, and an
-        agent's echo guard reads the same frames' levels, so each frame is summed once."""
+        """The frame's sum of squares (:func:`~bridge.audio.pcm.frame_energy`), made by its
+        first reader and kept: the bus meters every frame the WhatsApp side says and is sent
+        with it, an agent's echo guard reads the same frames' levels and the in-band key
+        detector gates on it, so each frame is summed once."""
         energy = self._energy
         if energy is None:
             energy = self._energy = frame_energy(self.pcm)
