@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench.quality_paths import Profile, cloudapi
+from bench.quality_paths import Profile, cloudapi, sender_stall_ms
 from bench.speech import missing_tools, speech
+from bridge.rtc.forward_run import FORWARD_WAIT
 
 from ..support.audio_files import make
 from ..support.requires import require
@@ -52,6 +53,26 @@ def in_order(sent: list[bytes], browser: Any) -> tuple[int, int] | None:
             return None
         at += 1
     return start, own
+
+
+def assert_continuous(steps: set[int], source: Any) -> None:
+    """RTP time steps 20 ms a packet, except where the packets' source itself stopped sending
+    for longer than FORWARD_WAIT: the bridge then ends the run and its sender marks a pause
+    (its RTP time moved on by the ticks nobody sent), as it must. This process is the source
+    and a loaded machine can starve it (seen once in a full run: steps of 260 and 280 ms); a
+    step with no such stall before it, or longer than the stall, is still the bridge's."""
+    stall_ms = sender_stall_ms(source.up_wire_times)
+    odd = steps - {960}
+    if odd:
+        assert stall_ms >= 1000 * FORWARD_WAIT - 50, (
+            sorted(steps),
+            "the source sent steadily",
+            stall_ms,
+        )
+        assert all(s % 960 == 0 and s / 960 <= stall_ms / 20 + 3 for s in odd), (
+            sorted(steps),
+            stall_ms,
+        )
 
 
 @pytest.mark.serial
@@ -122,7 +143,7 @@ async def test_mixing_switches_to_encoding_and_back_with_rtp_time_continuous(
     stamps = [ts for _, ts, _ in rtp]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gap, no repeat
     steps = {(b - a) & 0xFFFFFFFF for a, b in itertools.pairwise(stamps)}
-    assert steps == {960}  # 20 ms of RTP time per packet, across both switches
+    assert_continuous(steps, call.whatsapp)  # 20 ms of RTP time per packet, across both switches
     # The sender never stalled at a switch: no arrival gap ending near one (to encoding as the
     # tone starts, back to forwarding as it ends) beyond 100 ms, or on a loaded machine beyond
     # the worst gap of the rest of the call plus three frames (the bar follows the machine, as
@@ -210,7 +231,7 @@ async def test_the_browsers_packets_reach_whatsapp_untouched_and_mute_switches_t
     seqs = [s for s, _, _ in rtp]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     steps = {(b - a) & 0xFFFFFFFF for (_, a, _), (_, b, _) in itertools.pairwise(rtp)}
-    assert steps == {960}
+    assert_continuous(steps, browser)
     # While muted WhatsApp heard silence: the frames between the two forwarded runs.
     from bench.quality_paths import ideal_decode
 
