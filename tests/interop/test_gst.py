@@ -133,6 +133,19 @@ async def test_webrtcbin_rsa_peer_hears_its_echo(make_client, tmp_path, bridge_r
         await peer.stop()
     pcm = np.frombuffer(peer.out.read_bytes(), dtype="<i2").astype(np.float64)
     tail = pcm[-48_000 * 2 :]  # the last 2 s: echo settled
-    assert dominant_frequency(tail, 48_000) == pytest.approx(440.0, abs=5)
-    assert band_energy(tail, 48_000, 440.0) > 0.5
-    assert np.sqrt(np.mean(tail**2)) > 300  # a tone, not a whisper of one
+    assert_echoed_tone(tail, 440.0)
+
+
+def assert_echoed_tone(tail: np.ndarray, freq: float) -> None:
+    """``tail`` (48 kHz) holds the tone, loud, in nearly every 100 ms of it. Judged window by
+    window: in a loaded full run the peer's own process can stall and break its received tone
+    up for a moment, which moves the spectral peak of the whole tail off the tone (434 Hz for
+    440 once) and halves its share (0.25 once); a missing, quiet or wrong echo still fails."""
+    windows = tail[: tail.size - tail.size % 4800].reshape(-1, 4800)
+    loud = [w for w in windows if np.sqrt(np.mean(w**2)) > 300]  # a tone, not a whisper of one
+    tonal = [
+        w
+        for w in loud
+        if abs(dominant_frequency(w, 48_000) - freq) <= 5 and band_energy(w, 48_000, freq) > 0.5
+    ]
+    assert len(tonal) >= 0.8 * len(windows), (len(windows), len(loud), len(tonal))
