@@ -337,13 +337,23 @@ def arrivals_of(pc: RTCPeerConnection) -> list[tuple[float, int, bool]]:
     return ARRIVALS.get(id(receivers[0]), []) if receivers else []
 
 
-def on_time_share(arrivals: list[tuple[float, int, bool]], t0: float, t1: float) -> tuple[int, int]:
-    """(frames on time, frames expected) inside [t0, t1]: lateness against the RTP clock. A
-    packet of no audio (DTX) counts for the frames up to the next packet's RTP time (at most
-    25, those inside the window): a sender in DTX sends one for many."""
+@dataclass(frozen=True)
+class FrameCounts:
+    """A receiver's frames inside a window: on time, received at all, and expected."""
+
+    on_time: int
+    received: int
+    expected: int
+
+
+def frame_counts(arrivals: list[tuple[float, int, bool]], t0: float, t1: float) -> FrameCounts:
+    """The frames inside [t0, t1]: lateness against the RTP clock. A packet of no audio (DTX)
+    counts for the frames up to the next packet's RTP time (at most 25, those inside the
+    window): a sender in DTX sends one for many. ``received`` counts them early or late: a
+    stall of this process (a loaded host) makes frames late, never missing."""
     expected = round((t1 - t0) / 0.02)
     if not arrivals:
-        return 0, expected
+        return FrameCounts(0, 0, expected)
     times = np.array([t for t, _, _ in arrivals])
     stamps = np.array([ts for _, ts, _ in arrivals], dtype=np.int64)
     stamps = np.unwrap(stamps, period=2**32).astype(np.float64) if stamps.size > 1 else stamps
@@ -359,13 +369,28 @@ def on_time_share(arrivals: list[tuple[float, int, bool]], t0: float, t1: float)
     counted = np.maximum(0.0, last - first + 1)
     near = (times >= t0 - 0.5) & (times <= t1)
     if not (near & (times >= t0)).any():
-        return 0, expected
+        return FrameCounts(0, 0, expected)
     times, stamps, counted = times[near], stamps[near], counted[near]
     schedule = times[0] + (stamps - stamps[0]) / RATE
     # The earliest packet defines the clock's phase; lateness is measured against it.
     offset = np.min(times - schedule)
     late = (times - schedule - offset) > ON_TIME
-    return min(expected, int(np.sum(counted[~late]))), expected
+    received = min(expected, int(np.sum(counted)))
+    return FrameCounts(min(expected, int(np.sum(counted[~late]))), received, expected)
+
+
+def summed(counts: list[FrameCounts]) -> FrameCounts:
+    return FrameCounts(
+        sum(c.on_time for c in counts),
+        sum(c.received for c in counts),
+        sum(c.expected for c in counts),
+    )
+
+
+def on_time_share(arrivals: list[tuple[float, int, bool]], t0: float, t1: float) -> tuple[int, int]:
+    """(frames on time, frames expected) inside [t0, t1] (see :func:`frame_counts`)."""
+    counts = frame_counts(arrivals, t0, t1)
+    return counts.on_time, counts.expected
 
 
 HOLD_LIMIT = 30.0
@@ -447,20 +472,22 @@ async def main() -> None:
         print(f"WINDOW_START {t0}", flush=True)
         if probe is not None:
             probe.round_trips.clear()
-        reported = [0, 0, 0, 0]  # on time, expected (agents); on time, expected (every seat)
+        reported_agents = reported_seats = FrameCounts(0, 0, 0)
         last, end = t0, t0 + args.window
         while (now := time.monotonic()) < end:
             await asyncio.sleep(min(end - now, args.report_every or end - now))
             if not args.report_every:
                 continue
             now = time.monotonic()
-            agents = [on_time_share(arrivals_of(pcs[0]), last, now) for _, pcs, _ in calls]
-            seats = [on_time_share(arrivals_of(pc), last, now) for _, pcs, _ in calls for pc in pcs]
-            on_time, expected = sum(a for a, _ in agents), sum(b for _, b in agents)
-            for i, v in enumerate((on_time, expected, *map(sum, zip(*seats, strict=True)))):
-                reported[i] += v
+            agents = summed([frame_counts(arrivals_of(pcs[0]), last, now) for _, pcs, _ in calls])
+            seats = summed(
+                [frame_counts(arrivals_of(pc), last, now) for _, pcs, _ in calls for pc in pcs]
+            )
+            reported_agents = summed([reported_agents, agents])
+            reported_seats = summed([reported_seats, seats])
             rtts = probe.round_trips[-10:] if probe is not None else []
-            line = {"t0": last, "t1": now, "on_time": on_time / expected if expected else 0.0}
+            share = agents.on_time / agents.expected if agents.expected else 0.0
+            line = {"t0": last, "t1": now, "on_time": share}
             line["click_rtt_ms"] = [round(1000 * r, 1) for r in rtts]
             print("REPORT " + json.dumps(line), flush=True)
             # A long run keeps only the last second of arrivals (the next interval's start).
@@ -471,15 +498,14 @@ async def main() -> None:
         print(f"WINDOW_END {t1}", flush=True)
         if args.hold:
             await held_until_told(HOLD_LIMIT)
-        per_call = []  # the agent's downlink (what WhatsApp sends it)
-        per_seat = []  # every participant's downlink (its own mix)
+        # The agents' downlinks (what WhatsApp sends each) and every seat's (its own mix).
         if args.report_every:  # arrivals were trimmed: the window is the sum of its reports
-            per_call.append((reported[0], reported[1]))
-            per_seat.append((reported[2], reported[3]))
+            agents, seats = reported_agents, reported_seats
         else:
-            for _, pcs, _ in calls:
-                per_call.append(on_time_share(arrivals_of(pcs[0]), t0, t1))
-                per_seat += [on_time_share(arrivals_of(pc), t0, t1) for pc in pcs]
+            agents = summed([frame_counts(arrivals_of(pcs[0]), t0, t1) for _, pcs, _ in calls])
+            seats = summed(
+                [frame_counts(arrivals_of(pc), t0, t1) for _, pcs, _ in calls for pc in pcs]
+            )
         offers = sorted(o for _, _, o in calls)
         connected = sum(
             1 for _, pcs, _ in calls if all(pc.connectionState == "connected" for pc in pcs)
@@ -490,10 +516,7 @@ async def main() -> None:
                     pass
             for pc in pcs:
                 await pc.close()
-    on_time = sum(a for a, _ in per_call)
-    expected = sum(b for _, b in per_call)
-    seats_on_time = sum(a for a, _ in per_seat)
-    seats_expected = sum(b for _, b in per_seat)
+    n_seats = max(1, sum(len(c[1]) for c in calls))
     print(
         json.dumps(
             {
@@ -503,12 +526,14 @@ async def main() -> None:
                 "window_s": t1 - t0,
                 "window_t0": t0,
                 "window_t1": t1,
-                "downlink_on_time": on_time / expected if expected else 0.0,
-                "downlink_frames_per_call": on_time / max(1, args.calls),
-                "downlink_expected_per_call": expected / max(1, args.calls),
-                # every participant's own mix, on time, per participant
-                "participants_on_time": seats_on_time / seats_expected if seats_expected else 0.0,
-                "participant_frames": seats_on_time / max(1, sum(len(c[1]) for c in calls)),
+                "downlink_on_time": agents.on_time / agents.expected if agents.expected else 0.0,
+                "downlink_frames_per_call": agents.on_time / max(1, args.calls),
+                "downlink_received_per_call": agents.received / max(1, args.calls),
+                "downlink_expected_per_call": agents.expected / max(1, args.calls),
+                # every participant's own mix, per participant: on time, and received at all
+                "participants_on_time": seats.on_time / seats.expected if seats.expected else 0.0,
+                "participant_frames": seats.on_time / n_seats,
+                "participant_frames_received": seats.received / n_seats,
                 "offer_to_answer_s": offers,
                 "click_rtt_s": probe.round_trips if probe is not None else [],
             }

@@ -39,8 +39,9 @@ async def test_bench_smoke_run(tmp_path: Path) -> None:
     for target in ("bridge", "cloudapi", "zuckzapgo"):
         p = points[target]
         assert p["calls"] == 2 and p["connected"] == 2, p
-        # Audio really flowed during the window (counts, not timings): the browsers got it.
-        assert p["downlink_frames_per_call"] > 50, p
+        # Audio really flowed during the window (counts, not timings: frames received early or
+        # late, since a loaded host makes them late): the browsers got it.
+        assert p["downlink_received_per_call"] > 50, p
     # The sim's call goes through the bus both ways.
     assert bridge["bus_uplink_frames_per_call"] > 50 and bridge["bus_downlink_frames_per_call"] > 50
     # Cloud API: both WhatsApp-side peers connected, heard the agent, and Meta refused no SDP.
@@ -86,8 +87,10 @@ async def test_bench_smoke_contact_centre_calls(tmp_path: Path) -> None:
     assert set(points) == {1, 3}
     three = points[3]
     assert three["target"] == "bridge" and three["calls"] == 2 and three["connected"] == 2
-    # Every participant (agent, whisper, barge) received its own mix during the window.
-    assert three["participant_frames"] > 50 and three["downlink_frames_per_call"] > 50
+    # Every participant (agent, whisper, barge) received its own mix during the window (early
+    # or late: a loaded host makes frames late, and timing is the bench's to measure).
+    assert three["participant_frames_received"] > 50 and three["downlink_received_per_call"] > 50
+    assert three["participant_frames"] <= three["participant_frames_received"]
     ratio = three["ratio_vs_1_participant"]
     assert isinstance(ratio, float) and ratio > 0
     assert "ratio_vs_echo" not in three
@@ -209,7 +212,7 @@ def test_rounds_pair_each_ratio_within_its_round_and_report_medians() -> None:
 
 
 def test_the_load_generators_dtx_sends_what_webrtc_does_and_counts_the_frames_it_covers() -> None:
-    from bench.loadgen import encode_silence_dtx, on_time_share
+    from bench.loadgen import FrameCounts, encode_silence_dtx, frame_counts, on_time_share
 
     packets = encode_silence_dtx()
     sizes = [len(p) if p is not None else 0 for p in packets]
@@ -231,3 +234,7 @@ def test_the_load_generators_dtx_sends_what_webrtc_does_and_counts_the_frames_it
     # A plain stream that lost a packet: the loss is not covered by the packet before it.
     plain = [(10 + i * 0.02, i * 960, False) for i in range(n) if i != 40]
     assert on_time_share(plain, 10.0, 10.0 + n * 0.02) == (n - 1, n)
+    # A receiver that stalled: ten frames taken at once, 120-300 ms late, were received all
+    # the same (what the smoke run counts), but not on time.
+    stalled = [(10 + i * 0.02 if not 40 <= i < 50 else 11.1, i * 960, False) for i in range(n)]
+    assert frame_counts(stalled, 10.0, 10.0 + n * 0.02) == FrameCounts(n - 10, n, n)

@@ -177,7 +177,7 @@ def tone_damage(pcm: object, rate: int, tone: float, absent: float) -> TimeLocal
     n = int(WINDOW_S * rate)
     block = int(0.01 * rate)
     if x.size < 4 * n:
-        return TimeLocal(1.0, 0.0, 0.0)
+        return TimeLocal(1.0, 0.0, 0.0, 0.0)  # too short to judge
     starts = np.arange(0, x.size - n + 1, n // 2)
     segs = np.stack([x[s : s + n] for s in starts]) * np.hanning(n)
     spec = np.abs(np.fft.rfft(segs, 4 * n, axis=1)) ** 2

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.support.spectrum import assert_hears, levels_db, tone_damage
+from tests.support.spectrum import WINDOW_S, assert_hears, levels_db, tone_damage
 
 RATE = 48_000
 TONE, MUSIC, MIRROR = 880.0, 1000.0, 760.0
@@ -92,3 +92,12 @@ def test_a_track_mostly_broken_is_judged_both_ways() -> None:
     assert_hears(x, RATE, {TONE}, {MUSIC})
     with pytest.raises(AssertionError):  # a frame of music in it
         assert_hears(with_music(x, 0.5, 8.0), RATE, {TONE}, {MUSIC})
+
+
+def test_a_track_too_short_to_judge_in_time_is_not_judged() -> None:
+    # Under four windows (a recorder starved for most of a second): nothing to judge in time,
+    # so the hold test listens again rather than failing on how little it got.
+    n = np.arange(int(4 * WINDOW_S * RATE) - 1)
+    x = LEVEL * np.sin(2 * np.pi * TONE * n / RATE)
+    local = tone_damage(x, RATE, TONE, MUSIC)
+    assert not local.judged and local.broken == 1.0
