@@ -115,46 +115,58 @@ async def test_forwarding_is_bit_exact_and_loss_before_the_bridge_stays_a_gap(
     assert numbers["webrtc"]["downlinkForwarded"] > 200
 
 
-async def test_mixing_switches_to_encoding_and_back_with_rtp_time_continuous(
-    speech_6s: Any,
-) -> None:
+async def test_mixing_switches_to_encoding_and_back_with_rtp_time_continuous() -> None:
     """Playback to both sides needs a mix: the browser's sender encodes the bus meanwhile,
-    then forwards again; RTP time and sequence numbers never step, audio never stops."""
+    then forwards again; RTP time and sequence numbers never step, audio never stops. Played
+    twice: four switches, two of each way."""
     tone = base64.b64encode(make("wav", 1000.0, 1.0)).decode()
-    async with cloudapi(speech_6s, 4) as call:
+    async with cloudapi(speech(9.5), 4) as call:  # speaking past the last switch back
         await asyncio.sleep(0.3)
         await call.start_speaking()
-        await asyncio.sleep(1.5)
-        before = (await stats(call))["webrtc"]["downlinkForwarded"]
-        played = time.monotonic()  # the switch to encoding; back about 1 s later
-        async with call.http.post(
-            f"{call.bridge.base}/call/play",
-            json={"callID": call.call_id, "audioBase64": tone, "target": "both"},
-        ) as r:
-            assert r.status == 201, await r.text()
-        await asyncio.sleep(0.8)
-        during = (await stats(call))["webrtc"]["downlinkForwarded"]
-        await asyncio.sleep(1.5)  # the tone ended: forwarding again
-        after = (await stats(call))["webrtc"]["downlinkForwarded"]
-    assert before > 50 and after - during > 25
-    assert during - before < 15  # encoding while the tone played (a packet or two to switch)
+        played, counts = [], []  # each play's switch to encoding (back about 1 s later)
+        for _ in range(2):
+            await asyncio.sleep(1.5)
+            before = (await stats(call))["webrtc"]["downlinkForwarded"]
+            played.append(time.monotonic())
+            async with call.http.post(
+                f"{call.bridge.base}/call/play",
+                json={"callID": call.call_id, "audioBase64": tone, "target": "both"},
+            ) as r:
+                assert r.status == 201, await r.text()
+            await asyncio.sleep(0.8)
+            during = (await stats(call))["webrtc"]["downlinkForwarded"]
+            await asyncio.sleep(1.5)  # the tone ended: forwarding again
+            after = (await stats(call))["webrtc"]["downlinkForwarded"]
+            counts.append((before, during, after))
+    for before, during, after in counts:
+        assert before > 50 and after - during > 25, counts
+        # encoding while the tone played (a packet or two to switch)
+        assert during - before < 15, counts
     rtp = call.browser.received_rtp
     seqs = [s for s, _, _ in rtp]
     stamps = [ts for _, ts, _ in rtp]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gap, no repeat
     steps = {(b - a) & 0xFFFFFFFF for a, b in itertools.pairwise(stamps)}
-    assert_continuous(steps, call.whatsapp)  # 20 ms of RTP time per packet, across both switches
+    assert_continuous(steps, call.whatsapp)  # 20 ms of RTP time per packet, across every switch
     # The sender never stalled at a switch: no arrival gap ending near one (to encoding as the
     # tone starts, back to forwarding as it ends) beyond 100 ms, or on a loaded machine beyond
     # the worst gap of the rest of the call plus three frames (the bar follows the machine, as
-    # the hand-off tests' does; a stall of the switch itself stands out on a quiet machine and
-    # a loaded one alike, where a stall of the loaded test process elsewhere only raises it).
+    # the hand-off tests' does). A stall of the switch itself comes at every switch of its way;
+    # a stall of a loaded host's process (the bridge's, or this one, which both sends and
+    # receives) lands anywhere, once (seen in a full run: 152 ms at one switch, the rest's
+    # worst 55 ms): one switch of the four may exceed the bar, never two.
     times = np.array([t for _, _, t in rtp])
-    gaps, ends = np.diff(times), times[1:] - played
-    at_switch = ((ends > -0.05) & (ends < 0.4)) | ((ends > 0.9) & (ends < 1.6))
+    gaps = np.diff(times)
+    windows = []  # each switch's gaps: to encoding, back to forwarding, for each play
+    for at in played:
+        ends = times[1:] - at
+        windows += [(ends > -0.05) & (ends < 0.4), (ends > 0.9) & (ends < 1.6)]
+    at_switch = np.logical_or.reduce(windows)
     rest = gaps[~at_switch][10:]  # (not the call's first packets)
     bar = max(0.1, float(rest.max()) + 0.06)
-    assert gaps[at_switch].max() < bar, (gaps[at_switch].max(), rest.max())
+    worst = [float(gaps[w].max()) for w in windows]
+    over = [g >= bar for g in worst]
+    assert sum(over) <= 1, (worst, float(rest.max()))
     # The tone was heard while mixing: the browser's audio holds 1 kHz.
     from bench.quality_paths import ideal_decode
 

@@ -22,6 +22,7 @@ from ..fakes.zuckzapgo import FakeZuckZapGo
 from ..support.audio_files import make
 from ..support.calls import wait_state, webrtc_call
 from ..support.spectrum import band_energy
+from ..support.waits import until_passes
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
@@ -53,25 +54,33 @@ async def test_file_is_mixed_with_the_microphone(media_client, tmp_path, kind) -
     )
     assert resp.status == 201, await resp.text()
     playback_id = (await resp.json())["playbackId"]
-    await asyncio.sleep(1.2)
     sim_call = next(iter(client.app[ENGINE].calls.values()))
-    heard = np.concatenate(list(sim_call.heard)[-50:])
-    # The WhatsApp side hears both: the browser's 440 Hz and the file's 1000 Hz.
-    assert band_energy(heard, 16_000, 440) > 0.25
-    assert band_energy(heard, 16_000, 1000) > 0.25
-    await asyncio.sleep(2.8)  # the 3 s file finishes (the window below starts after its end)
-    types = []
-    while len(types) < 50:
+
+    def hears_both() -> None:
+        # The WhatsApp side hears both: the browser's 440 Hz and the file's 1000 Hz (the last
+        # second, once the file's decoded start has reached the mix: a loaded host gets there
+        # later than a fixed sleep allowed).
+        heard = np.concatenate(list(sim_call.heard)[-50:])
+        assert band_energy(heard, 16_000, 440) > 0.25
+        assert band_energy(heard, 16_000, 1000) > 0.25
+
+    await asyncio.sleep(1.2)
+    await until_passes(hears_both, timeout=5)
+    # The 3 s file finishes: its events, in order, the last one waited for (bounded).
+    types: list[str] = []
+    deadline = time.monotonic() + 10
+    while "playback.finished" not in types and time.monotonic() < deadline:
         try:
-            line = (await asyncio.wait_for(events.content.readline(), 0.2)).decode()
+            line = (await asyncio.wait_for(events.content.readline(), 0.5)).decode()
         except TimeoutError:
-            break
+            continue
         if line.startswith("data: "):
             d = json.loads(line[6:])
             if d["type"].startswith("playback."):
                 assert d["playbackId"] == playback_id
                 types.append(d["type"])
     assert types == ["playback.started", "playback.finished"]
+    await asyncio.sleep(0.6)  # the window below starts after the file's end has been mixed
     heard = np.concatenate(list(sim_call.heard)[-25:])
     assert band_energy(heard, 16_000, 1000) < 0.05  # finished: only the microphone now
     events.close()

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
+import numpy as np
 import pytest
 
 from bridge.engines.base import EngineEvent
@@ -19,6 +21,8 @@ from bridge.engines.cloudapi.artifacts_wire import (
 )
 from bridge.errors import BadRequest, EngineError
 from bridge.tasks import TaskSet
+
+from ..support.waits import until
 
 
 def test_options_become_meta_s_objects_and_bad_ones_name_their_field() -> None:
@@ -83,10 +87,10 @@ def test_transcript_words_keep_their_channel() -> None:
 
 class NeverThere:
     def __init__(self) -> None:
-        self.tries = 0
+        self.tried_at: list[float] = []
 
     async def fetch_media(self, media_id: str, url: str, sha256: str = "") -> tuple[bytes, str]:
-        self.tries += 1
+        self.tried_at.append(time.monotonic())
         raise EngineError("HTTP 404")
 
 
@@ -103,8 +107,13 @@ async def test_a_file_that_never_comes_is_given_up_with_one_warning(caplog) -> N
         "call_recording": {"audio": audio},
     }
     assert artifacts.heard(_body(item)) == 0
-    await asyncio.sleep(0.6)
-    assert graph.tries >= 3 and artifacts.failed == 1 and artifacts.pending == 0
+    await until(lambda: artifacts.failed == 1, timeout=5, what="the fetch given up")
+    assert artifacts.pending == 0
+    # Retried with the backoff doubling (0.05, 0.1: three tries in the 0.3 s window on a quiet
+    # host; a stall of the loop can leave room for two, never for one, and no sleep ends early).
+    gaps = np.diff(graph.tried_at)
+    assert len(graph.tried_at) >= 2, graph.tried_at
+    assert all(gap >= 0.05 * 2**i * 0.9 for i, gap in enumerate(gaps)), gaps
     assert events.empty()
     said = [r for r in caplog.records if "could not be fetched" in r.getMessage()]
     assert len(said) == 1
