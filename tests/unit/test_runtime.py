@@ -65,7 +65,8 @@ async def test_audio_flows_through_the_pump(setup) -> None:
     for i in range(25):
         runtime.bus.push_uplink(signal[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES])
         await asyncio.sleep(0.005)
-    await asyncio.sleep(0.05)
+    await until(lambda: len(heard) >= 25, 2.0, "the 25 frames through the pump")
+    await asyncio.sleep(0.05)  # and nothing more
     assert len(heard) == 25 and all(f.shape == (FRAME_SAMPLES,) for f in heard)
     assert abs(dominant_frequency(np.concatenate(heard), 16_000) - 440) < 10
 
