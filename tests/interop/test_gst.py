@@ -148,4 +148,8 @@ def assert_echoed_tone(tail: np.ndarray, freq: float) -> None:
         for w in loud
         if abs(dominant_frequency(w, 48_000) - freq) <= 5 and band_energy(w, 48_000, freq) > 0.5
     ]
-    assert len(tonal) >= 0.8 * len(windows), (len(windows), len(loud), len(tonal))
+    held = [  # what each loud window held, for the message: its peak and the tone's share
+        (round(dominant_frequency(w, 48_000), 1), round(band_energy(w, 48_000, freq), 2))
+        for w in loud
+    ]
+    assert len(tonal) >= 0.8 * len(windows), (len(windows), len(loud), len(tonal), held)
