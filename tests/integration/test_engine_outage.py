@@ -188,7 +188,7 @@ class Bridge:
         )
         with self._open_log() as log:  # the shared launcher, its log to a file
             self.proc = await spawn_bridge(env, "--port", str(self.port), stderr=log.fileno())
-        await wait_healthy(self.base, timeout=20.0)
+        await wait_healthy(self.base)
 
     def _open_log(self) -> BinaryIO:
         return open(self.log_path, "ab")

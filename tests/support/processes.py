@@ -43,8 +43,10 @@ async def spawn_bridge(
     )
 
 
-async def wait_healthy(base: str, timeout: float = 10.0) -> None:
-    """Poll ``base``/healthz until it answers 200 (a bridge process is up)."""
+async def wait_healthy(base: str, timeout: float = 30.0) -> None:
+    """Poll ``base``/healthz until it answers 200 (a bridge process is up). The bound is
+    against a hang, not a speed: a start that takes ~2 s alone took over 10 on a host loaded
+    to 5."""
     deadline = asyncio.get_running_loop().time() + timeout
     async with aiohttp.ClientSession() as session:
         while True:
