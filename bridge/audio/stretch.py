@@ -65,6 +65,12 @@ def quiet_prefix(pcm: np.ndarray) -> int:
     return int(np.argmax(loud)) * BLOCK if loud.any() else blocks.size
 
 
+def is_pause(pcm: np.ndarray) -> bool:
+    """Whether ``pcm`` as a whole is a pause (its RMS below :data:`QUIET_RMS`)."""
+    x = pcm.astype(np.float32)
+    return float(np.dot(x, x)) < QUIET_RMS * QUIET_RMS * x.size
+
+
 def licence(waited: float, *, grow: bool) -> tuple[bool, bool]:
     """The drift rule: where a stretch owed for ``waited`` seconds may now happen, as
     ``(voiced, force)`` for :meth:`PlayoutFifo.accelerate` / :meth:`PlayoutFifo.expand` (a pause
@@ -254,8 +260,7 @@ class PlayoutFifo:
 
     def paused(self) -> bool:
         """The last 15 ms played were, as a whole, a pause (below :data:`QUIET_RMS`)."""
-        h = self._history.astype(np.float32)
-        return float(np.dot(h, h)) < QUIET_RMS * QUIET_RMS * h.size
+        return is_pause(self._history)
 
     def _played_quietly(self) -> bool:
         """The last block played was a pause (so cutting what follows leaves no step)."""
