@@ -285,13 +285,13 @@ class Receiver:
 
     def _conceal_frame(self, *, insertion: bool, whole: bool = False) -> Pcm:
         """One frame of concealment played after what the FIFO holds (in stream order); ``whole``:
-        less what it held beyond whole frames, cut in this pause, not in the next (a word gap?)."""
+        the pause just played made longer to whole frames instead, where it can be (`for_fec`)."""
         fifo, n = self._fifo, self.frame_samples
-        fifo.feed(self._conceal(insertion=insertion))
-        self.stats.inserted_samples_for_deceleration += n
-        spare = (fifo.held - n) % n
-        if whole and spare >= fifo.min_lag:
-            self.stats.removed_samples_for_acceleration += fifo.accelerate(spare, voiced=False)
+        owed = n - fifo.held % n
+        if not (whole and fifo.lengthen_pause(owed)):  # (a pause: the decoder's state untouched)
+            fifo.feed(self._conceal(insertion=insertion))
+            owed = n
+        self.stats.inserted_samples_for_deceleration += owed
         return fifo.take()
 
     def _wait_for_fec(self, now: float) -> bool:

@@ -131,3 +131,24 @@ def test_a_frame_for_fec_alone_goes_in_a_long_pause_never_between_two_words() ->
 def rx_reference(sent: list) -> np.ndarray:
     dec = OpusDecoder(16_000)
     return np.concatenate([dec.decode(p) for _, _, p in sent])
+
+
+def test_a_pause_is_lengthened_whole_or_not_at_all() -> None:
+    """The FEC floor's frame in a long pause is the pause itself made longer (no concealment,
+    so the decoder's state is untouched): only where every block just played was a pause."""
+    fifo = PlayoutFifo()
+    rng = np.random.default_rng(1)
+    hush = rng.normal(0, 60, 320).astype(np.int16)  # a pause: room noise under QUIET_RMS
+    word = (8000 * np.sin(2 * np.pi * 200 * np.arange(320) / 16_000)).astype(np.int16)
+    fifo.feed(np.concatenate((hush, word)))
+    fifo.take()  # the pause played
+    assert fifo.lengthen_pause(280)
+    assert fifo.held == 600 and fifo.inserted == 280
+    longer = fifo.take()
+    assert np.sqrt(np.mean(longer[:280].astype(np.float64) ** 2)) < 100  # a pause, longer
+    assert np.array_equal(longer[280:], word[:40])  # then the word, whole
+    # A word's onset in the last block played: nothing inserted.
+    fifo.clear()
+    fifo.feed(np.concatenate((hush[:-BLOCK], word[:BLOCK], word)))
+    fifo.take()
+    assert not fifo.lengthen_pause(320) and fifo.held == 320 and fifo.inserted == 280
