@@ -65,7 +65,7 @@ from .pcm import Pcm
 from .receiver_stats import ReceiverStats
 from .reception import RtpReception
 from .reorder import ReorderBuffer
-from .stretch import PlayoutFifo, licence
+from .stretch import PlayoutFifo, is_pause, licence
 
 __all__ = ["FrameDecoder", "Receiver", "ReceiverStats"]
 
@@ -226,10 +226,10 @@ class Receiver:
             # Packets are late right now (a jitter spike, not drift): a frame of concealment
             # buys a frame of delay at once, as NetEq's expand does.
             frame = self._conceal_frame(insertion=True)
-        elif direction > 0 and decision.step and self._fifo.paused():
+        elif direction > 0 and decision.step and decision.step_here(self._fifo.paused()):
             # A step up in the delay wanted (after a loss, or more jitter), not a drift: a
             # frame of concealment in a pause, before whatever comes next, as NetEq's expand.
-            frame = self._conceal_frame(insertion=True)
+            frame = self._conceal_frame(insertion=True, whole=decision.for_fec)
         elif self._wait_for_fec(now):
             # The frame is missing and so is the one after, whose FEC could rebuild it: play
             # one frame of concealment and wait a frame for it (NetEq's "expand"), which also
@@ -237,6 +237,7 @@ class Receiver:
             frame = self._conceal_frame(insertion=False)
         else:
             frame = self._play(direction, now)
+        decision.played(is_pause(frame))
         self.stats.emitted(frame.size, self._delay_sample, decision.target)
         self._ticks += 1
         held = self._ticks + self._fifo.held // self.frame_samples
@@ -282,11 +283,16 @@ class Receiver:
     def _next_at_hand(self) -> bool:
         return any(abs(t - self._next) < self.frame_ts for t in self._packets.held)
 
-    def _conceal_frame(self, *, insertion: bool) -> Pcm:
-        """One frame of concealment played after what the FIFO holds (in stream order)."""
-        self._fifo.feed(self._conceal(insertion=insertion))
-        self.stats.inserted_samples_for_deceleration += self.frame_samples
-        return self._fifo.take()
+    def _conceal_frame(self, *, insertion: bool, whole: bool = False) -> Pcm:
+        """One frame of concealment played after what the FIFO holds (in stream order); ``whole``:
+        the pause just played made longer to whole frames instead, where it can be (`for_fec`)."""
+        fifo, n = self._fifo, self.frame_samples
+        owed = n - fifo.held % n
+        if not (whole and fifo.lengthen_pause(owed)):  # (a pause: the decoder's state untouched)
+            fifo.feed(self._conceal(insertion=insertion))
+            owed = n
+        self.stats.inserted_samples_for_deceleration += owed
+        return fifo.take()
 
     def _wait_for_fec(self, now: float) -> bool:
         if (

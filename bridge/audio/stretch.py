@@ -65,6 +65,12 @@ def quiet_prefix(pcm: np.ndarray) -> int:
     return int(np.argmax(loud)) * BLOCK if loud.any() else blocks.size
 
 
+def is_pause(pcm: np.ndarray) -> bool:
+    """Whether ``pcm`` as a whole is a pause (its RMS below :data:`QUIET_RMS`)."""
+    x = pcm.astype(np.float32)
+    return float(np.dot(x, x)) < QUIET_RMS * QUIET_RMS * x.size
+
+
 def licence(waited: float, *, grow: bool) -> tuple[bool, bool]:
     """The drift rule: where a stretch owed for ``waited`` seconds may now happen, as
     ``(voiced, force)`` for :meth:`PlayoutFifo.accelerate` / :meth:`PlayoutFifo.expand` (a pause
@@ -181,15 +187,8 @@ class PlayoutFifo:
         quiet = quiet_prefix(self._history[::-1][:most])  # what was played last
         pause = min(max(owed, least) if owed else most, quiet)
         if pause >= least:
-            # After a pause (and before what follows, even a word's onset, which stays whole):
-            # the quiet samples played last, time-reversed so they continue without a step,
-            # fading to nothing over their last block.
-            inserted = self._history[::-1][:pause].astype(np.float32)
-            fade = min(BLOCK, pause)
-            inserted[-fade:] *= 1.0 - self._ramp(fade)
-            self._pending = np.concatenate((np.round(inserted).astype(np.int16), x))
-            self.inserted += pause
-            return pause
+            # After a pause (and before what follows, even a word's onset, which stays whole).
+            return self._insert_pause(pause)
         template = region[most : most + self.window]
         # Offsets into `region`: a lag L starts at most - L; reversed so index = lag.
         lag = self._period(region, template, least, most, voiced, force, backwards=True, owed=owed)
@@ -202,6 +201,27 @@ class PlayoutFifo:
         self._pending = np.concatenate((mixed, x))
         self.inserted += lag
         return lag
+
+    def lengthen_pause(self, samples: int) -> bool:
+        """Insert ``samples`` of the pause just played before what is held (:attr:`max_lag` at a
+        time, as :meth:`expand` does in a pause) if every block of the last :attr:`max_lag`
+        samples played was a pause; whether it did (all or nothing)."""
+        if quiet_prefix(self._history) < self.max_lag:
+            return False
+        while samples > 0:
+            samples -= self._insert_pause(min(samples, self.max_lag))
+        return True
+
+    def _insert_pause(self, count: int) -> int:
+        """Insert ``count`` (at most :attr:`max_lag`) of the quiet samples played last before
+        what is held, time-reversed so they continue without a step, fading to nothing over
+        their last block."""
+        inserted = self._history[::-1][:count].astype(np.float32)
+        fade = min(BLOCK, count)
+        inserted[-fade:] *= 1.0 - self._ramp(fade)
+        self._pending = np.concatenate((np.round(inserted).astype(np.int16), self._pending))
+        self.inserted += count
+        return count
 
     def _period(
         self,
@@ -254,8 +274,7 @@ class PlayoutFifo:
 
     def paused(self) -> bool:
         """The last 15 ms played were, as a whole, a pause (below :data:`QUIET_RMS`)."""
-        h = self._history.astype(np.float32)
-        return float(np.dot(h, h)) < QUIET_RMS * QUIET_RMS * h.size
+        return is_pause(self._history)
 
     def _played_quietly(self) -> bool:
         """The last block played was a pause (so cutting what follows leaves no step)."""

@@ -6,7 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from bridge.audio.delay import DelayDecision
+from bridge.audio.opus import OpusDecoder, has_fec
+from bridge.audio.receiver import Receiver
 from bridge.audio.stretch import BLOCK, KEEP_PAUSE, PlayoutFifo
+
+from .test_receiver import FRAME, packets
 
 
 def decision(slacks: list[float]) -> DelayDecision:
@@ -31,11 +35,31 @@ def test_a_frame_is_added_once_the_low_quantile_is_under_half_the_margin() -> No
     assert not grow.urgent and not grow.step
 
 
-def test_after_a_loss_with_fec_the_frame_for_fec_is_added_at_its_floor() -> None:
-    d = decision(steady(0.0235))  # under the FEC floor (margin + a frame), over its half-margin
+def after_loss(low: float) -> DelayDecision:
+    d = decision(steady(low))
     d.last_loss = 0.0
-    assert d.direction(1.0, sender_fec=True) == 1
-    assert decision(steady(0.0235)).direction(1.0, sender_fec=True) == 0  # no loss: enough
+    return d
+
+
+def test_after_a_loss_with_fec_the_frame_for_fec_is_added_under_half_its_margin() -> None:
+    # The FEC floor is the margin and a frame (24 ms): 1.5 ms under it the next packet of a
+    # loss still comes in time for its FEC, and no frame is added; 2.5 ms under, one is.
+    assert after_loss(0.0225).direction(1.0, sender_fec=True) == 0
+    grow = after_loss(0.0215)
+    assert grow.direction(1.0, sender_fec=True) == 1
+    # Every packet on time: the frame is for FEC alone, a step that waits for a long pause.
+    assert grow.for_fec and grow.step and not grow.urgent
+    assert decision(steady(0.0215)).direction(1.0, sender_fec=True) == 0  # no loss: enough
+    # Packets late by the margin's measure too: a step for jitter, not for FEC alone.
+    late = after_loss(0.0015)
+    assert late.direction(1.0, sender_fec=True) == 1
+    assert late.step and not late.for_fec
+
+
+def test_a_missing_frame_waits_for_fec_on_the_same_line_as_the_floor_grows() -> None:
+    # The next packet usually here 2.5 ms before the missing frame's turn: it is lost too.
+    assert not decision(steady(0.0225)).worth_waiting_for_fec()
+    assert decision(steady(0.0215)).worth_waiting_for_fec()
 
 
 def test_a_frame_is_shed_over_a_tenth_of_the_spread_of_the_slacks() -> None:
@@ -61,3 +85,70 @@ def test_a_removal_in_a_pause_leaves_some_of_the_pause() -> None:
     fifo.feed(np.concatenate((np.zeros(240, dtype=np.int16), voice)))  # 15 ms: none of it
     assert fifo.sheddable(10_000, anywhere=False) <= 0
     assert fifo.accelerate(max(0, fifo.sheddable(240, anywhere=False)), voiced=False) == 0
+
+
+def test_a_frame_for_fec_alone_goes_in_a_long_pause_never_between_two_words() -> None:
+    """A loss in the silence before speech (no FEC to wait for yet) starts the FEC floor once
+    the words bring FEC; every packet is on time (10 ms early), so the frame the floor wants is
+    insurance: it goes in once the pause between phrases is ``delay.LONG_PAUSE`` old, not in the
+    40 ms gap between the first two words, and it leaves the FIFO holding whole frames."""
+    t = np.arange(int(0.4 * 16_000)) / 16_000
+    word = (8000 * np.sin(2 * np.pi * (220 * t + 10 * np.sin(2 * np.pi * 4 * t)))).astype(np.int16)
+    gap, pause = np.zeros(640, dtype=np.int16), np.zeros(8000, dtype=np.int16)
+    lead = np.zeros(4800, dtype=np.int16)
+    pcm = np.concatenate((lead, word, gap, word, pause, word))
+    sent = packets(pcm)
+    lost = 3
+    assert not has_fec(sent[lost + 1][2])  # silence: nothing to wait for
+    rx = Receiver()
+    arrivals = [None if i == lost else 0.001 + i * 0.02 for i in range(len(sent))]
+    events = sorted((a, i) for i, a in enumerate(arrivals) if a is not None)
+    grown: list[int] = []
+    out: list[np.ndarray] = []
+    tick, j = 0.011, 0
+    while j < len(events) or rx.buffered:
+        while j < len(events) and events[j][0] <= tick:
+            seq, ts, payload = sent[events[j][1]]
+            rx.push(seq, ts, payload, events[j][0])
+            j += 1
+        before = rx.stats.inserted_samples_for_deceleration
+        out.append(rx.pop(tick))
+        if rx.stats.inserted_samples_for_deceleration > before:
+            grown.append(len(out) - 1)
+        tick += 0.02
+    assert rx.stats.concealment_events == 1  # the lost frame, in the silence
+    assert rx.stats.inserted_samples_for_deceleration == FRAME  # one frame, once
+    assert rx.stats.removed_samples_for_acceleration == 0
+    (at,) = grown
+    played = np.concatenate(out)
+    heard = np.flatnonzero(np.abs(played) > 1000)
+    pause_starts = heard[np.flatnonzero(np.diff(heard) > 4000)[0]] // FRAME + 1
+    assert at == pause_starts + 5  # 100 ms into the long pause, the gap passed by
+    assert rx.decision.target > 0.02  # the FEC floor held
+    assert np.array_equal(played[-word.size // 2 :], rx_reference(sent)[-word.size // 2 :])
+
+
+def rx_reference(sent: list) -> np.ndarray:
+    dec = OpusDecoder(16_000)
+    return np.concatenate([dec.decode(p) for _, _, p in sent])
+
+
+def test_a_pause_is_lengthened_whole_or_not_at_all() -> None:
+    """The FEC floor's frame in a long pause is the pause itself made longer (no concealment,
+    so the decoder's state is untouched): only where every block just played was a pause."""
+    fifo = PlayoutFifo()
+    rng = np.random.default_rng(1)
+    hush = rng.normal(0, 60, 320).astype(np.int16)  # a pause: room noise under QUIET_RMS
+    word = (8000 * np.sin(2 * np.pi * 200 * np.arange(320) / 16_000)).astype(np.int16)
+    fifo.feed(np.concatenate((hush, word)))
+    fifo.take()  # the pause played
+    assert fifo.lengthen_pause(280)
+    assert fifo.held == 600 and fifo.inserted == 280
+    longer = fifo.take()
+    assert np.sqrt(np.mean(longer[:280].astype(np.float64) ** 2)) < 100  # a pause, longer
+    assert np.array_equal(longer[280:], word[:40])  # then the word, whole
+    # A word's onset in the last block played: nothing inserted.
+    fifo.clear()
+    fifo.feed(np.concatenate((hush[:-BLOCK], word[:BLOCK], word)))
+    fifo.take()
+    assert not fifo.lengthen_pause(320) and fifo.held == 320 and fifo.inserted == 280
