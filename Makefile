@@ -71,11 +71,13 @@ typecheck: $(STAMP)
 # The suite on several workers (pytest-xdist: each test isolated, its own ports from its
 # worker's block, tests/support/ports.py), then the `serial` tests alone: their assertions need
 # the CPU to themselves (PESQ, delay, CPU figures). Most tests wait on sockets and timers, so
-# more workers than cores pays. docs/development.md.
+# more workers than cores pays. Idle workers take queued tests from busy ones (worksteal): the
+# long tests (a schemathesis run, the image replay) no longer leave one worker a tail of
+# queued tests while the others idle. docs/development.md.
 TEST_WORKERS ?= 4
 PYTEST_ARGS ?=
 unit: $(STAMP) system-deps node-deps
-	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not serial" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not serial" $(PYTEST_ARGS)
 	$(PY) -m pytest -q -p no:xdist -m serial $(PYTEST_ARGS)
 
 test: system-deps node-deps lint typecheck unit
@@ -85,7 +87,7 @@ check: $(STAMP)
 	$(VENV)/bin/ruff check bridge tests bench examples pipecat_whatsapp_bridge
 	$(VENV)/bin/ruff format --check bridge tests bench examples pipecat_whatsapp_bridge
 	$(VENV)/bin/mypy bridge
-	$(PY) -m pytest -q -n $(TEST_WORKERS) tests/unit $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests/unit $(PYTEST_ARGS)
 
 # The whole suite with a noisy neighbour: one core kept busy by a burner this starts and stops
 # (by its pid) around `make unit`.
