@@ -5,6 +5,12 @@ PY      = $(VENV)/bin/python
 RUNTIME = $(VENV)/.runtime
 STAMP   = $(VENV)/.installed
 
+# Python's bytecode cache on, whatever the environment says (PYTHONDONTWRITEBYTECODE=1 was set
+# on the test machine): without it every bridge process the tests start compiles the whole
+# tree from source (~0.4 s of CPU each) and every test worker rewrites every test module's
+# asserts anew (~8 s each). The caches are git-ignored.
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: run test check test-stress lint typecheck unit install system-deps node-deps web-deps bench bench-smoke soak clean \
 	quality quality-deps
 
