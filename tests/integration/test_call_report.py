@@ -70,7 +70,7 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     import aiohttp
     from prometheus_client import CollectorRegistry
 
-    from bench.quality_paths import Browser, Profile, Wire, restrict_to_loopback
+    from bench.quality_paths import Browser, Profile, Wire, restrict_to_loopback, sender_stall_ms
     from bridge.api.keys import MANAGER
     from bridge.calls.reports import CallReports
 
@@ -158,7 +158,13 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     assert 0.15 < share < 0.45, share  # 30 % seeded
     # Rows sampled before the loss began (their time is rounded to 0.1 s).
     clean = [r for r in rows if r["t"] <= t_loss + 0.1 and r["packetsReceived"] > 40]
-    assert clean and max(r["jitterMs"] for r in clean) < 10
+    # Under 10 ms on loopback, give or take a stall of this process, which sends the browser's
+    # packets (16.5 ms seen once in a loaded full run): the jitter the receiver then measured
+    # is real, and the sender's own stall bounds it.
+    stall = sender_stall_ms(
+        [w for w in browser.up_wire_times if w[1] <= live.mono_created + t_loss]
+    )
+    assert clean and max(r["jitterMs"] for r in clean) < 10 + stall / 2, (clean, stall)
     # Levels: the browser's tone as the bridge decoded it (-15.1 dBFS), the WhatsApp side's
     # (the simulated peer's 0.3 tone: -13.5 dBFS) as the bridge hears it and plays it on.
     steady = clean[1:]  # the first may have begun before the browser's audio
@@ -182,7 +188,9 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     # first of them may have had the path die just after it began.
     assert t_dead + 1 <= warning["t"] <= t_dead + 3.5, (t_dead, warning)
     dead = [r for r in rows if t_dead + 1 < r["t"] <= warning["t"]]
-    assert dead and all(r["packetsReceived"] < 5 for r in dead)  # the last ones in flight
+    # The last ones in flight (up to 80 ms of seeded jitter; a sample a loaded host took late
+    # covers more than its second: 5 seen once): a live path would give ~50 a row.
+    assert dead and all(r["packetsReceived"] < 10 for r in dead), dead
     silent = [e for e in record["events"] if e["type"] == "call.media_warning"][1]
     assert silent["leg"] == leg and silent["what"] == "browser_audio_silent"
     assert t_silent + 1 <= silent["t"] <= t_silent + 3.5, (t_silent, silent)

@@ -312,7 +312,18 @@ async def test_a_refusal_or_a_key_press_wakes_a_resting_sender_for_its_next_tick
 async def test_the_resting_senders_share_one_wake_up() -> None:
     """Five senders resting through their runs, their sources' packets arriving at different
     moments of each 20 ms: one one-shot callback of the worker clock serves them all, coming
-    about once a FORWARD_WAIT (not five times), and none ticks while its run carries."""
+    about once a FORWARD_WAIT (not five times), and none ticks while its run carries. A stall
+    of this process's loop past FORWARD_WAIT is a source gone quiet, which ends a run as it
+    must: that attempt is not judged, and the scenario runs again (up to three)."""
+    for _attempt in range(3):
+        stalled = await _five_resting_senders()
+        if stalled < 0.8 * FORWARD_WAIT:
+            return
+    raise AssertionError(f"this process stalled {stalled:.3f} s on every attempt")
+
+
+async def _five_resting_senders() -> float:
+    """The scenario, judged unless the loop stalled; the longest gap between two offers."""
     from bridge.rtc import rests
 
     wakes: list[float] = []
@@ -333,17 +344,23 @@ async def test_the_resting_senders_share_one_wake_up() -> None:
             lean.start(track)
             track.forward_from(pass_through, lean)
             senders.append((lean, track, pass_through, counted_ticks(track)))
-        start = time.monotonic()
+        start = last = time.monotonic()
+        stalled = 0.0
         seq = 0
         while time.monotonic() - start < 0.7:
             for _, _, pass_through, _ in senders:
-                pass_through.offer(seq, 960 * seq, bytes([0xF8, seq & 0xFF]), time.monotonic())
+                now = time.monotonic()
+                stalled, last = max(stalled, now - last), now
+                pass_through.offer(seq, 960 * seq, bytes([0xF8, seq & 0xFF]), now)
                 await asyncio.sleep(0.004)  # the five sources a few ms apart
             seq += 1
+        if stalled >= 0.8 * FORWARD_WAIT:
+            return stalled
         assert all(lean.resting for lean, *_ in senders)
         assert all(len(asked) <= 2 for *_, asked in senders)  # the first tick, then none
         # ~0.7 s of runs: a wake about every FORWARD_WAIT for all five, not one each.
         assert 1 <= len(wakes) <= 5, wakes
+        return stalled
     finally:
         rests.Rests._due = real_due  # type: ignore[method-assign]
         for lean, *_ in senders:
