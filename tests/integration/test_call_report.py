@@ -195,7 +195,9 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     assert silent["leg"] == leg and silent["what"] == "browser_audio_silent"
     assert t_silent + 1 <= silent["t"] <= t_silent + 3.5, (t_silent, silent)
     hush = [r for r in rows if t_silent + 1 < r["t"] <= silent["t"]]
-    assert hush and all(r["packetsReceived"] > 40 for r in hush)  # the packets flowed
+    # The packets flowed (~50 a row; 30 in a row whose second this process stalled through
+    # once, in a full run at load 7; a dead path gives under 10, above).
+    assert hush and all(r["packetsReceived"] > 20 for r in hush), hush
     # The two seconds that raised it (the receiver's delay may carry a last word into the one
     # before) were digital silence.
     assert all(r["levelReceivedDbfs"] <= -90 for r in hush[-2:]), hush
