@@ -81,10 +81,14 @@ typecheck: $(STAMP)
 # long tests (a schemathesis run, the image replay) no longer leave one worker a tail of
 # queued tests while the others idle. docs/development.md.
 TEST_WORKERS ?= 4
+# The serial part collects only the files that mark a test serial (a whole collection is
+# ~11 s); tests/conftest.py refuses a serial test marked any other way, which would run in
+# neither part.
+SERIAL_FILES = $(shell grep -rl --include='test_*.py' 'mark\.serial' tests)
 PYTEST_ARGS ?=
 unit: $(STAMP) system-deps node-deps
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not serial" $(PYTEST_ARGS)
-	$(PY) -m pytest -q -p no:xdist -m serial $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:xdist -m serial $(SERIAL_FILES) $(PYTEST_ARGS)
 
 test: system-deps node-deps lint typecheck unit
 

@@ -23,6 +23,18 @@ if TYPE_CHECKING:
     from .support.cluster import Redis
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`make test`'s serial part collects only the files whose text marks a test serial (the
+    Makefile's ``SERIAL_FILES``): a test marked serial some other way would run in neither part."""
+    for item in items:
+        if item.get_closest_marker("serial") and "mark.serial" not in item.path.read_text():
+            raise pytest.UsageError(
+                f"{item.nodeid} is serial, but its file never says mark.serial (the Makefile's "
+                "SERIAL_FILES would miss it): mark it with pytest.mark.serial in its file"
+            )
+
+
 @pytest.fixture
 def make_client(aiohttp_client: Any) -> Callable[..., Any]:
     """Start the bridge on loopback with test settings (overridable) and return a client."""
