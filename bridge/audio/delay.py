@@ -38,6 +38,17 @@ jitter (0–80 ms) the low quantile of 100 packets swings by more than a frame, 
 2 ms each swing shed a frame in whatever pause came next, short gaps between words among them,
 which PESQ-WB marks down (Opus 0–80 ms seeds 2 and 3: −0.19 and −0.14 against the ideal; +0.01
 and −0.04 with this, for 1 ms more mean delay). A steady line (drift) keeps the 2 ms."""
+RUSH_ABOVE = 0.02
+"""How far beyond the line a frame is shed at (:data:`SHED_ABOVE`) the low quantile must be for
+the receiver to *rush* (:attr:`DelayDecision.rush`): a large excess of delay (a sender's stall
+released at once, a peer's first half second sent in one burst) is shed as NetEq's fast
+accelerate sheds it, in voiced speech at once, several periods a tick, with no settling wait
+between removals. Under it the careful rule sheds the rest (a pause first, voiced speech after a
+wait), as it was tuned against PESQ-WB."""
+FLUSH_ABOVE = 0.3
+"""Excess over the floor beyond which a rush may also cut whole frames out of a pause (keeping
+:data:`~bridge.audio.stretch.KEEP_PAUSE` of it), as NetEq flushes a buffer far above its
+target."""
 LONG_PAUSE = 0.1
 """Seconds played in a pause in a row before a frame for FEC alone (:attr:`DelayDecision.for_fec`)
 goes in: a pause between phrases, not a gap between words (a frame put in the 40 ms gap at 0.72
@@ -85,6 +96,10 @@ class DelayDecision:
         self.for_fec = False
         """The frame wanted is the FEC floor's alone: every packet is on time, and the frame
         only puts the next packet of a later loss at hand (a step too, in a long pause)."""
+        self.rush = False
+        """The delay is far above what packets need (:data:`RUSH_ABOVE`): shed it fast."""
+        self.flush = False
+        """...and so far (:data:`FLUSH_ABOVE`) that whole frames of a pause may go."""
         self.target = 0.0
         """The delay aimed for (W3C ``jitterBufferTargetDelay``, per sample)."""
         self._quiet_for = 0.0
@@ -162,7 +177,7 @@ class DelayDecision:
     def direction(self, now: float, *, sender_fec: bool) -> int:
         """+1 if the delay should grow, -1 if it should shrink, 0 if it is right; sets
         :attr:`urgent` and :attr:`step`."""
-        self.urgent = self.step = self.for_fec = False
+        self.urgent = self.step = self.for_fec = self.rush = self.flush = False
         if len(self._slack) < 3:
             return 0
         low, median = self.quantiles()
@@ -187,8 +202,14 @@ class DelayDecision:
             want = 1
         elif low > floor + FRAME_SECONDS + shed_above and held - FRAME_SECONDS >= self.min_delay:
             want = -1
-        if want < 0 and self._settle > 0:
-            want = 0  # a removal waits until the last change shows in the slacks
+        if want < 0:
+            excess = low - floor
+            self.rush = excess > FRAME_SECONDS + shed_above + RUSH_ABOVE
+            self.flush = self.rush and excess > FLUSH_ABOVE
+        if want < 0 and self._settle > 0 and not self.rush:
+            # A removal waits until the last change shows in the slacks; a rush does not (the
+            # stored slacks move with the anchor at once, and it stops a frame short).
+            want = 0
         if self._settle > 0:
             self._settle -= 1
         if want == 0:

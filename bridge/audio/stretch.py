@@ -131,12 +131,19 @@ class PlayoutFifo:
 
     # -- time-scale modification
     def accelerate(
-        self, limit: int, *, voiced: bool = True, force: bool = False, owed: int = 0
+        self,
+        limit: int,
+        *,
+        voiced: bool = True,
+        force: bool = False,
+        owed: int = 0,
+        similar: float | None = None,
     ) -> int:
         """Remove one period of at most ``limit`` samples from the start of what is held, where
         it is not heard (in a pause, or if ``voiced`` in voiced speech; anywhere if ``force``);
         the samples removed (0: not here). With ``owed``: in a pause at most that many, in
-        speech a period at least that long if the signal repeats at one (as :meth:`expand`)."""
+        speech a period at least that long if the signal repeats at one (as :meth:`expand`).
+        ``similar``: the correlation a period in speech needs this time, for :attr:`similar`."""
         x = self._pending
         most = min(limit, self.max_lag, (x.size - self.window) // 2)
         if most < self.min_lag:
@@ -155,8 +162,9 @@ class PlayoutFifo:
             return pause
         region = x[: 2 * most + self.window].astype(np.float32)
         lag = self._period(
-            region, region[: self.window], self.min_lag, most, voiced, force, owed=owed
-        )
+            region, region[: self.window], self.min_lag, most, voiced, force, owed=owed,
+            similar=self.similar if similar is None else similar,
+        )  # fmt: skip
         if not lag:
             return 0
         ramp = self._ramp(lag)
@@ -234,6 +242,7 @@ class PlayoutFifo:
         *,
         backwards: bool = False,
         owed: int = 0,
+        similar: float | None = None,
     ) -> int:
         """The lag in ``[least, most]`` at which ``template`` best repeats in ``region`` (after
         it, or with ``backwards`` before it), if it repeats well enough; 0 otherwise. With
@@ -241,6 +250,7 @@ class PlayoutFifo:
         best of them, if one repeats well enough."""
         if not (voiced or force):
             return 0
+        similar = self.similar if similar is None else similar
         w = self.window
         energy_t = float(np.dot(template, template))
         dots = np.correlate(region, template, mode="valid")  # one per offset
@@ -257,18 +267,20 @@ class PlayoutFifo:
             long_enough = lags >= owed
             if long_enough.any():
                 top = float(corr[long_enough].max())
-                if top >= self.similar:
+                if top >= similar:
                     return int(lags[long_enough & (corr >= top - 0.001)][0])
         best = int(np.argmax(corr))
-        if corr[best] >= self.similar or force:
+        if corr[best] >= similar or force:
             return int(lags[best])
         return 0
 
-    def sheddable(self, limit: int, *, anywhere: bool) -> int:
+    def sheddable(self, limit: int, *, anywhere: bool, voiced: bool = False) -> int:
         """At most ``limit`` samples to remove for less delay; unless ``anywhere``, no more
         than leaves :data:`KEEP_PAUSE` of the pause ahead (a removal for latency alone must
-        not run two words together: one 20 ms gap cut to 5 ms costs a 4 s piece 0.6 PESQ-WB)."""
-        if anywhere:
+        not run two words together: one 20 ms gap cut to 5 ms costs a 4 s piece 0.6 PESQ-WB).
+        ``voiced``: speech ahead may lose periods (where they repeat, :meth:`accelerate`), a
+        pause ahead still keeps :data:`KEEP_PAUSE` of itself."""
+        if anywhere or (voiced and quiet_prefix(self._pending[:BLOCK]) < BLOCK):
             return limit
         return min(limit, quiet_prefix(self._pending) - BLOCK - KEEP_PAUSE * self.rate // 1000)
 
