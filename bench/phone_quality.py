@@ -21,7 +21,8 @@ Also reported: the receiver's playout delay (its W3C mean, ``jitterBufferDelay /
 jitterBufferEmittedCount``, and the 95th percentile of :attr:`Receiver.delay` over the ticks)
 and the CPU time of the receive path (``on_rtp`` and the ticks) per second of call; under a
 stall (``stall``: 400 ms every 5 s), how long the delay took to come back within 40 ms of where it
-was (``recover_s``, the slowest of the stalls; the ideal receiver holds nothing). Run by
+settles (``recover_s``, the slowest stall, :func:`~bench.quality_paths.recovery_s`; the ideal
+receiver holds nothing). Run by
 ``make quality`` (``--phones`` alone). A benchmark, not a test: nothing here asserts.
 """
 

@@ -159,14 +159,17 @@ def recovery_s(
 ) -> float:
     """The longest time, over the stalls released at ``releases``, that the receiver's delay
     (``trace``: (seconds, :attr:`Receiver.delay`) a tick) took after a release to come back
-    within ``near`` of what it was in the second before that stall, for good (until the next)."""
+    within ``near`` of where it settles: its median over the second before the next stall (or
+    the trace's last second; a stall with less than 3 s after it is left out), which is where it
+    was before the stall unless the stall moved what the receiver wants (Opus: its concealed
+    frames start the FEC floor's frame)."""
     worst = 0.0
     for k, release in enumerate(releases):
-        steady = [d for t, d in trace if release - 1.5 <= t < release - 0.5]
-        if not steady:
-            continue
-        level = float(np.median(steady))
-        end = releases[k + 1] - 1.0 if k + 1 < len(releases) else float("inf")
+        end = releases[k + 1] - 1.0 if k + 1 < len(releases) else trace[-1][0] + 0.02
+        settled = [d for t, d in trace if end - 1.0 <= t < end]
+        if end - release < 3.0 or not settled:
+            continue  # too near the end to settle
+        level = float(np.median(settled))
         off = [t for t, d in trace if release <= t < end and abs(d - level) > near]
         worst = max(worst, (max(off) + 0.02 - release) if off else 0.0)
     return round(worst, 2)

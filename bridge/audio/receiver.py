@@ -77,9 +77,6 @@ STRETCH_SIMILAR = 0.95
 """How alike two pitch periods must be for a stretch in speech (``stretch.SIMILAR``, 0.85, is
 the downlink's): a delay step here stretches two or three periods in a row, which a merely
 similar vowel does not hide (Opus 3 % loss seed 6: −0.10 at 0.85 and 0.90, −0.02 at 0.95)."""
-RUSH_SIMILAR = 0.9
-"""...and for a rush (:attr:`~bridge.audio.delay.DelayDecision.rush`): NetEq's accelerate
-threshold, where latency weighs more than a stretch a vowel may show."""
 
 
 class FrameDecoder(Protocol):
@@ -133,20 +130,18 @@ class Receiver:
         """Packets in: what arrived, and the packets held until their frames are played."""
         self._fifo = PlayoutFifo(rate, frame_samples, similar=STRETCH_SIMILAR)
         """Decoded samples not played yet, stretched to follow the sender's clock."""
-        self._playing = False
+        self._playing, self._ticks = False, 0
         self._next = 0
         """Extended RTP timestamp of the next frame to play (while playing)."""
         self._next_due = 0.0
         """Clock time at which that frame will be taken."""
-        self._ticks = 0
         self._play_from = 0.0
         """When playing may start (the first packet's wait: ``min_delay``, none after a
         restart, the counted packets' jitter after counting)."""
         self._counted = CountedJitter(self.decision)
         self._concealed_run = 0
         self._spare_since: float | None = None
-        self._delay_sample = 0.0
-        self._waited_for = -1
+        self._delay_sample, self._waited_for = 0.0, -1
         self._dtx = ComfortNoise(self.decoder, frame_samples, self.frame_ts)
 
     # -- packets in
@@ -262,14 +257,17 @@ class Receiver:
             self.stats.inserted_samples_for_deceleration += fifo.expand(
                 short, voiced=voiced, force=force
             )
-        elif direction < 0 and self.decision.rush:
-            self.stats.removed_samples_for_acceleration += self._rush()
         elif direction < 0:
-            if fifo.held < n + 2 * fifo.max_lag + fifo.window and self._next_at_hand():
-                fifo.feed(self._decode_next())  # a period may come out of the next packet
+            held, rush = self._packets.held, self.decision.rush
+            ahead = n + 2 * fifo.max_lag + fifo.window + 2 * n * rush  # a rush: several periods,
+            for _ in range(3 if rush else 1):  # out of the next packets too
+                if fifo.held < ahead and any(abs(t - self._next) < self.frame_ts for t in held):
+                    fifo.feed(self._decode_next())  # a period may come out of the next packet
             limit = fifo.sheddable(fifo.held - n, anywhere=voiced or force)  # keeps a pause
-            self.stats.removed_samples_for_acceleration += fifo.accelerate(
-                limit, voiced=voiced, force=force
+            self.stats.removed_samples_for_acceleration += (
+                fifo.rush(flush=self.decision.flush)
+                if rush
+                else fifo.accelerate(limit, voiced=voiced, force=force)
             )
         else:
             # Samples beyond whole frames (left by an earlier stretch) only add delay: shed
@@ -284,32 +282,6 @@ class Receiver:
                 limit = fifo.sheddable(spare, anywhere=voiced)
                 self.stats.removed_samples_for_acceleration += fifo.accelerate(limit, voiced=voiced)
         return fifo.take()
-
-    def _rush(self) -> int:
-        """Shed a large excess of delay (:attr:`DelayDecision.rush`) as NetEq's fast accelerate:
-        period after period in voiced speech (where they repeat) and in a pause (keeping some of
-        it), up to half a frame a tick; when the excess is extreme (:attr:`DelayDecision.flush`)
-        up to two whole frames of a pause; the samples removed."""
-        fifo, n = self._fifo, self.frame_samples
-        budget, removed = n // 2, 0
-        while removed < budget:
-            if fifo.held < n + 2 * fifo.max_lag + fifo.window + removed and self._next_at_hand():
-                fifo.feed(self._decode_next())  # the periods come out of the next packets
-            room = fifo.held - n
-            pause = fifo.sheddable(room, anywhere=False) >= fifo.min_lag
-            if self.decision.flush and pause:
-                budget = 2 * n  # (NetEq's flush: whole frames of a pause go)
-            elif not pause and removed >= n // 2:
-                break  # voiced speech never loses more than half a frame a tick
-            limit = fifo.sheddable(min(room, budget - removed), anywhere=False, voiced=True)
-            cut = fifo.accelerate(limit, similar=RUSH_SIMILAR)
-            if not cut:
-                break
-            removed += cut
-        return removed
-
-    def _next_at_hand(self) -> bool:
-        return any(abs(t - self._next) < self.frame_ts for t in self._packets.held)
 
     def _conceal_frame(self, *, insertion: bool, whole: bool = False) -> Pcm:
         """One frame of concealment played after what the FIFO holds (in stream order); ``whole``:

@@ -131,19 +131,12 @@ class PlayoutFifo:
 
     # -- time-scale modification
     def accelerate(
-        self,
-        limit: int,
-        *,
-        voiced: bool = True,
-        force: bool = False,
-        owed: int = 0,
-        similar: float | None = None,
+        self, limit: int, *, voiced: bool = True, force: bool = False, owed: int = 0
     ) -> int:
         """Remove one period of at most ``limit`` samples from the start of what is held, where
         it is not heard (in a pause, or if ``voiced`` in voiced speech; anywhere if ``force``);
         the samples removed (0: not here). With ``owed``: in a pause at most that many, in
-        speech a period at least that long if the signal repeats at one (as :meth:`expand`).
-        ``similar``: the correlation a period in speech needs this time, for :attr:`similar`."""
+        speech a period at least that long if the signal repeats at one (as :meth:`expand`)."""
         x = self._pending
         most = min(limit, self.max_lag, (x.size - self.window) // 2)
         if most < self.min_lag:
@@ -162,9 +155,8 @@ class PlayoutFifo:
             return pause
         region = x[: 2 * most + self.window].astype(np.float32)
         lag = self._period(
-            region, region[: self.window], self.min_lag, most, voiced, force, owed=owed,
-            similar=self.similar if similar is None else similar,
-        )  # fmt: skip
+            region, region[: self.window], self.min_lag, most, voiced, force, owed=owed
+        )
         if not lag:
             return 0
         ramp = self._ramp(lag)
@@ -242,7 +234,6 @@ class PlayoutFifo:
         *,
         backwards: bool = False,
         owed: int = 0,
-        similar: float | None = None,
     ) -> int:
         """The lag in ``[least, most]`` at which ``template`` best repeats in ``region`` (after
         it, or with ``backwards`` before it), if it repeats well enough; 0 otherwise. With
@@ -250,7 +241,6 @@ class PlayoutFifo:
         best of them, if one repeats well enough."""
         if not (voiced or force):
             return 0
-        similar = self.similar if similar is None else similar
         w = self.window
         energy_t = float(np.dot(template, template))
         dots = np.correlate(region, template, mode="valid")  # one per offset
@@ -267,12 +257,33 @@ class PlayoutFifo:
             long_enough = lags >= owed
             if long_enough.any():
                 top = float(corr[long_enough].max())
-                if top >= similar:
+                if top >= self.similar:
                     return int(lags[long_enough & (corr >= top - 0.001)][0])
         best = int(np.argmax(corr))
-        if corr[best] >= similar or force:
+        if corr[best] >= self.similar or force:
             return int(lags[best])
         return 0
+
+    def rush(self, *, flush: bool) -> int:
+        """Shed a large excess of delay fast, as NetEq's fast accelerate: period after period,
+        up to half a frame a tick of voiced speech (where its periods repeat) or of a pause
+        (keeping :data:`KEEP_PAUSE` of it); with ``flush`` (an extreme excess, NetEq's flush)
+        up to two whole frames of a pause; a frame at least stays held; the samples removed."""
+        n = self.frame_samples
+        voiced, pause = n // 2, 2 * n if flush else n // 2
+        budget, removed = voiced, 0
+        while removed < budget:
+            room = self.held - self.frame_samples
+            if self.sheddable(room, anywhere=False) >= self.min_lag:
+                budget = max(budget, pause)
+            elif removed >= voiced:
+                break  # speech after a pause: no more than ``voiced`` of it
+            limit = self.sheddable(min(room, budget - removed), anywhere=False, voiced=True)
+            cut = self.accelerate(limit)
+            if not cut:
+                break
+            removed += cut
+        return removed
 
     def sheddable(self, limit: int, *, anywhere: bool, voiced: bool = False) -> int:
         """At most ``limit`` samples to remove for less delay; unless ``anywhere``, no more

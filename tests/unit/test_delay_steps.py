@@ -177,5 +177,5 @@ def test_a_stall_released_at_once_is_shed_within_two_seconds_of_speech() -> None
             assert removed < FRAME, f"a frame of voiced speech cut at {tick:.2f} s"
         delays.append(rx.delay)
     steady = float(np.median(delays[100:175]))  # 2.0-3.5 s
-    assert max(delays[200:220]) > steady + 0.25  # the stall's excess, played out
+    assert max(delays[200:220]) > steady + 0.2  # the stall's excess, played out
     assert all(abs(d - steady) < 0.06 for d in delays[300:]), "not shed within 2 s"
