@@ -11,10 +11,13 @@ quantile of them is steered to a small margin — enough that all but ~2 % of pa
 time — by adding or removing one frame of delay at a time: a frame more once the quantile is
 under half the margin (of the FEC floor too, below), a frame less once it is a frame and
 :data:`SHED_ABOVE` over it (more under wide jitter). On a clean network that is less than one
-frame; with jitter it follows the jitter (bounded by ``max_delay``). After a loss, when the
-sender sends in-band FEC, one frame more is kept for ``loss_memory`` seconds so that the next
-packet of a later loss is usually there in time for its FEC; a frame that floor alone wants
-(every packet on time) is insurance, bought in a long pause (:attr:`DelayDecision.for_fec`).
+frame; with jitter it follows the jitter (bounded by ``max_delay``). A large excess (more than
+two frames over the floor: a sender's stall released at once, a peer's first half second sent
+in one burst) is shed fast (:attr:`DelayDecision.rush`, NetEq's fast accelerate) instead of a
+frame at a time with a settling wait between. After a loss, when the sender sends in-band
+FEC, one frame more is kept for ``loss_memory`` seconds so that the next packet of a later loss
+is usually there in time for its FEC; a frame that floor alone wants (every packet on time) is
+insurance, bought in a long pause (:attr:`DelayDecision.for_fec`).
 
 **Delay accounting.** Every change of how the RTP timeline maps onto the receiver's clock (a
 concealed frame, a stretch that moves the next decode by a tick, a sender's timeline nudge)

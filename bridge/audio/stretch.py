@@ -19,6 +19,9 @@ caller allows ``voiced``, in speech whose periods correlate at :data:`SIMILAR` o
 (voiced sounds). The caller may ``force`` it (the best lag, whatever its correlation; the
 cross-fade still avoids any click) when no such place came for too long.
 
+**A rush** (:meth:`PlayoutFifo.rush`) sheds a large excess of delay as NetEq's fast accelerate
+does: period after period in one tick, in voiced speech or a pause, never a whole frame of speech.
+
 **The drift rule** (:func:`licence`, the one rule for every reader that follows a sender's
 clock: the Opus receiver and the downlink sink): a stretch owed waits for a pause; after half of
 :data:`PATIENCE` voiced speech will do; after all of it, anywhere. A removal (less delay: only
