@@ -52,10 +52,12 @@ def main() -> None:
             delay = np.mean([r["delay_mean_ms"] for r in rows])
             p95 = np.mean([r["delay_p95_ms"] or 0 for r in rows])
             cpu = max(r["cpu_ms_per_s"] for r in rows)
-            back = [r["recover_s"] for r in rows if "recover_s" in r]
+            stalls = [r["recover_s"] for r in rows if "recover_s" in r]
+            back = [max(k) for k in zip(*stalls, strict=True)]  # each stall's slowest seed
             print(
                 f"{codec:5} {profile:9} gaps {gaps}  delay {delay:.1f} / p95 {p95:.1f} ms"
-                f"  cpu ≤ {cpu:.2f} ms/s" + (f"  back in ≤ {max(back):.1f} s" if back else ""),
+                f"  cpu ≤ {cpu:.2f} ms/s"
+                + (f"  back in ≤ {' / '.join(f'{k:.1f}' for k in back)} s" if back else ""),
                 flush=True,
             )
     browser = []

@@ -21,7 +21,7 @@ Also reported: the receiver's playout delay (its W3C mean, ``jitterBufferDelay /
 jitterBufferEmittedCount``, and the 95th percentile of :attr:`Receiver.delay` over the ticks)
 and the CPU time of the receive path (``on_rtp`` and the ticks) per second of call; under a
 stall (``stall``: 400 ms every 5 s), how long the delay took to come back within 40 ms of where it
-settles (``recover_s``, the slowest stall, :func:`~bench.quality_paths.recovery_s`; the ideal
+settles (``recover_s``, each stall's, :func:`~bench.quality_paths.recovery_s`; the ideal
 receiver holds nothing). Run by
 ``make quality`` (``--phones`` alone). A benchmark, not a test: nothing here asserts.
 """
@@ -235,7 +235,11 @@ def phones_table(rows: dict[str, dict[str, Any]]) -> str:
         score = " | ".join(f"{by[p]['bridge']:.2f} / {by[p]['ideal']:.2f}" for p in profiles)
         delay = " | ".join(
             f"{by[p]['delay_mean_ms']:.0f} / {by[p]['delay_p95_ms'] or 0:.0f} ms"
-            + (f", back in {by[p]['recover_s']:.1f} s" if "recover_s" in by[p] else "")
+            + (
+                f", back in {' / '.join(f'{r:.1f}' for r in by[p]['recover_s'])} s"
+                if "recover_s" in by[p]
+                else ""
+            )
             for p in profiles
         )
         cpu = max(r["cpu_ms_per_s"] for r in by.values())

@@ -156,14 +156,14 @@ class Unwrap:
 
 def recovery_s(
     trace: list[tuple[float, float]], releases: list[float], near: float = 0.04
-) -> float:
-    """The longest time, over the stalls released at ``releases``, that the receiver's delay
-    (``trace``: (seconds, :attr:`Receiver.delay`) a tick) took after a release to come back
-    within ``near`` of where it settles: its median over the second before the next stall (or
-    the trace's last second; a stall with less than 3 s after it is left out), which is where it
-    was before the stall unless the stall moved what the receiver wants (Opus: its concealed
-    frames start the FEC floor's frame)."""
-    worst = 0.0
+) -> list[float]:
+    """For each stall released at ``releases``, how long the receiver's delay (``trace``:
+    (seconds, :attr:`Receiver.delay`) a tick) took after the release to come back within
+    ``near`` of where it settles: its median over the second before the next stall (or the
+    trace's last second; a stall with less than 3 s after it is left out). That is where it was
+    before the stall unless the stall moved what the receiver wants (Opus: its concealed frames
+    start the FEC floor's frame; a stall that comes back is kept, ``delay.PEAK_MEMORY``)."""
+    out = []
     for k, release in enumerate(releases):
         end = releases[k + 1] - 1.0 if k + 1 < len(releases) else trace[-1][0] + 0.02
         settled = [d for t, d in trace if end - 1.0 <= t < end]
@@ -171,8 +171,8 @@ def recovery_s(
             continue  # too near the end to settle
         level = float(np.median(settled))
         off = [t for t, d in trace if release <= t < end and abs(d - level) > near]
-        worst = max(worst, (max(off) + 0.02 - release) if off else 0.0)
-    return round(worst, 2)
+        out.append(round((max(off) + 0.02 - release) if off else 0.0, 2))
+    return out
 
 
 def sender_stall_ms(wire_times: list[tuple[int, float]], period: float = 0.02) -> float:

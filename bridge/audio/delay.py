@@ -52,6 +52,10 @@ FLUSH_ABOVE = 0.3
 """Excess over the floor beyond which a rush may also cut whole frames out of a pause (keeping
 :data:`~bridge.audio.stretch.KEEP_PAUSE` of it), as NetEq flushes a buffer far above its
 target."""
+PEAK_MEMORY = 10.0
+"""Seconds within which a second large excess (a stall that comes back) is the network's pattern
+rather than a hiccup: it is not rushed away (NetEq's delay peak detector likewise keeps the delay
+its peaks need once two came within 10 s), the careful rule sheds it."""
 LONG_PAUSE = 0.1
 """Seconds played in a pause in a row before a frame for FEC alone (:attr:`DelayDecision.for_fec`)
 goes in: a pause between phrases, not a gap between words (a frame put in the 40 ms gap at 0.72
@@ -103,6 +107,9 @@ class DelayDecision:
         """The delay is far above what packets need (:data:`RUSH_ABOVE`): shed it fast."""
         self.flush = False
         """...and so far (:data:`FLUSH_ABOVE`) that whole frames of a pause may go."""
+        self._excesses: deque[float] = deque(maxlen=2)
+        """When the latest large excesses began (kept across a new stream: the network's)."""
+        self._in_excess = -1e9
         self.target = 0.0
         """The delay aimed for (W3C ``jitterBufferTargetDelay``, per sample)."""
         self._quiet_for = 0.0
@@ -208,6 +215,12 @@ class DelayDecision:
         if want < 0:
             excess = low - floor
             self.rush = excess > FRAME_SECONDS + shed_above + RUSH_ABOVE
+            if self.rush:
+                if now - self._in_excess > 1.0:  # a new excess, not the one being shed
+                    self._excesses.append(now)
+                self._in_excess = now
+                first, latest = self._excesses[0], self._excesses[-1]
+                self.rush = first == latest or latest - first > PEAK_MEMORY
             self.flush = self.rush and excess > FLUSH_ABOVE
         if want < 0 and self._settle > 0 and not self.rush:
             # A removal waits until the last change shows in the slacks; a rush does not (the
