@@ -179,3 +179,16 @@ def test_a_stall_released_at_once_is_shed_within_two_seconds_of_speech() -> None
     steady = float(np.median(delays[100:175]))  # 2.0-3.5 s
     assert max(delays[200:220]) > steady + 0.2  # the stall's excess, played out
     assert all(abs(d - steady) < 0.06 for d in delays[300:]), "not shed within 2 s"
+
+
+def test_a_large_excess_is_rushed_unless_it_came_back_within_ten_seconds() -> None:
+    """A large excess (a stall released at once) is rushed away; one that comes back within
+    10 s (the network's pattern, as NetEq's delay peak detector sees it) is shed the careful
+    way; one more than 10 s after the last is a hiccup again. A small excess never rushes."""
+    d = decision(steady(0.35))
+    assert d.direction(0.0, sender_fec=False) < 0 and d.rush and d.flush
+    assert d.direction(0.5, sender_fec=False) < 0 and d.rush  # the same excess, being shed
+    assert d.direction(5.0, sender_fec=False) < 0 and not d.rush  # back within 10 s
+    assert d.direction(16.5, sender_fec=False) < 0 and d.rush and d.flush  # 11.5 s later
+    small = decision(steady(0.04))
+    assert small.direction(0.0, sender_fec=False) < 0 and not small.rush
