@@ -221,6 +221,11 @@ def run_phones(
     return out
 
 
+def back_in(value: float | None) -> str:
+    """A time back within 40 ms of where the delay settles (``None``: not back)."""
+    return "not" if value is None else f"{value:.1f} s"
+
+
 def phones_table(rows: dict[str, dict[str, Any]]) -> str:
     """Markdown: codec × profile, each cell bridge / ideal PESQ-WB and the receiver's mean /
     95th-percentile delay; the receive path's CPU per call-second at the end of each row."""
@@ -236,7 +241,7 @@ def phones_table(rows: dict[str, dict[str, Any]]) -> str:
         delay = " | ".join(
             f"{by[p]['delay_mean_ms']:.0f} / {by[p]['delay_p95_ms'] or 0:.0f} ms"
             + (
-                f", back in {' / '.join(f'{r:.1f}' for r in by[p]['recover_s'])} s"
+                f", back in {' / '.join(back_in(r) for r in by[p]['recover_s'])}"
                 if "recover_s" in by[p]
                 else ""
             )

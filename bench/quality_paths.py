@@ -156,14 +156,15 @@ class Unwrap:
 
 def recovery_s(
     trace: list[tuple[float, float]], releases: list[float], near: float = 0.04
-) -> list[float]:
+) -> list[float | None]:
     """For each stall released at ``releases``, how long the receiver's delay (``trace``:
     (seconds, :attr:`Receiver.delay`) a tick) took after the release to come back within
     ``near`` of where it settles: its median over the second before the next stall (or the
-    trace's last second; a stall with less than 3 s after it is left out). That is where it was
+    trace's last second; a stall with less than 3 s after it is left out; ``None``: not back
+    before the next stall or the end). That is where it was
     before the stall unless the stall moved what the receiver wants (Opus: its concealed frames
     start the FEC floor's frame; a stall that comes back is kept, ``delay.PEAK_MEMORY``)."""
-    out = []
+    out: list[float | None] = []
     for k, release in enumerate(releases):
         end = releases[k + 1] - 1.0 if k + 1 < len(releases) else trace[-1][0] + 0.02
         settled = [d for t, d in trace if end - 1.0 <= t < end]
@@ -171,7 +172,10 @@ def recovery_s(
             continue  # too near the end to settle
         level = float(np.median(settled))
         off = [t for t, d in trace if release <= t < end and abs(d - level) > near]
-        out.append(round((max(off) + 0.02 - release) if off else 0.0, 2))
+        if off and max(off) > end - 0.1:
+            out.append(None)  # not back before the next stall
+        else:
+            out.append(round((max(off) + 0.02 - release) if off else 0.0, 2))
     return out
 
 
