@@ -186,7 +186,8 @@ def phone_call(
     heard = rx.pop("heard")
     wire = PHONE_PROFILES[profile]
     releases = wire.releases(len(payloads) * FRAME_SECONDS)
-    recover = recovery_s(rx.pop("trace"), releases) if releases else None
+    trace = rx.pop("trace")
+    recover = recovery_s(trace, releases) if releases else None
     ideal = ideal_phone_decode(codec, {i: payloads[i] for _, i in got})
     return {
         "bridge": round(pesq_wb(speech, heard), 3),
