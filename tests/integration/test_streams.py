@@ -366,11 +366,11 @@ async def test_stalled_fork_is_dropped_and_the_call_is_unaffected(make_client) -
         # one quiet 20 ms window is a playout glitch of the test's own receiver on a loaded
         # host (CI on 9fc0c90: one run in 1 165 failed here with the fork dropped on time).
         quiet = [round(rms_dbfs(w), 1) for w in windows if rms_dbfs(w) <= -20]
-        assert len(windows) >= 45 - lag.frames and len(quiet) <= 1 + lag.frames, (
-            quiet,
-            len(windows),
-            lag.worst,
-        )
+        if not (len(windows) >= 45 - lag.frames and len(quiet) <= 1 + lag.frames):
+            # What the bridge's receiver did meanwhile, for the message (partial dips of -20 to
+            # -23 dB in three windows were seen once in a quiet full run).
+            stats = await (await client.get(f"/call/{call['callID']}/stats")).json()
+            raise AssertionError((quiet, len(windows), lag.worst, stats["webrtc"]["receiver"]))
         events.close()
         await rtc.close()
     finally:

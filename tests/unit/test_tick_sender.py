@@ -209,7 +209,9 @@ async def test_a_parked_track_keeps_its_sender_off_the_clock_and_primes_on_it() 
     track.prime(3)
     assert len(wire.sent) == 1 and lean.clocked
     await until(lambda: track.parked)
-    assert not lean.clocked and len(wire.sent) == 2  # off the clock: no tick of its own
+    # Off the clock: no tick of its own. Parked, it joins the keepalive pulse, which may fire
+    # (once, on the worker clock's next whole second) before this looks: seen in a full run.
+    assert not lean.clocked and len(wire.sent) == 2 + track.keepalives <= 3, track.keepalives
     lean.stop()
 
 
