@@ -354,17 +354,23 @@ async def test_stalled_fork_is_dropped_and_the_call_is_unaffected(make_client) -
         # from before what is heard was sent (the echo's ~0.3 s): the client, its receiver and
         # the bridge share this process, and a stall of it (not of the call) loses frames at
         # the client's own jitter buffer (once 43 windows of 50, none quiet).
-        async with LoopLag() as lag:
-            await asyncio.sleep(0.3)
-            t0 = time.monotonic()
-            await asyncio.sleep(1.0)
+        # A fork that held the call up would silence it for as long as it stalls (seconds);
+        # one quiet 20 ms window is a playout glitch of the test's own receiver on a loaded
+        # host (CI on 9fc0c90: one run in 1 165 failed here with the fork dropped on time). A
+        # second in which this process stalled past 100 ms (once 341 ms: 23 windows of 50
+        # heard, the bridge's receiver concealing 3 frames) is listened to again, up to three:
+        # a call the fork holds up is silent in every one.
+        for _window in range(3):
+            async with LoopLag() as lag:
+                await asyncio.sleep(0.3)
+                t0 = time.monotonic()
+                await asyncio.sleep(1.0)
+            if lag.worst < 0.1:
+                break
         heard = rtc.recorder.since(t0)
         assert dominant_frequency(heard, rtc.recorder.rate) == pytest.approx(440, abs=5)
         win = rtc.recorder.rate // 50
         windows = heard[: heard.size // win * win].reshape(-1, win) / 32768
-        # A fork that held the call up would silence it for as long as it stalls (seconds);
-        # one quiet 20 ms window is a playout glitch of the test's own receiver on a loaded
-        # host (CI on 9fc0c90: one run in 1 165 failed here with the fork dropped on time).
         quiet = [round(rms_dbfs(w), 1) for w in windows if rms_dbfs(w) <= -20]
         if not (len(windows) >= 45 - lag.frames and len(quiet) <= 1 + lag.frames):
             # What the bridge's receiver did meanwhile, for the message (partial dips of -20 to
