@@ -75,6 +75,7 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     from bridge.calls.reports import CallReports
 
     from ..support.calls import wait_state
+    from ..support.loops import LoopLag
     from ..support.waits import until
 
     client = await make_client(
@@ -107,13 +108,15 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     t_loss = time.monotonic() - live.mono_created
     browser.up.profile = Profile("loss30+jitter", loss=0.3, jitter=0.08)
     microphone.plays = "speech"
-    await until(
-        lambda: (
-            sum(1 for r in _rows(report(), leg) if r["t"] > t_loss + 1 and r["packetsLost"]) >= 2
-        ),
-        10,
-        "the seeded loss in the timeline",
-    )
+    async with LoopLag() as lag:  # this process sends both ways: a stall of it sends less
+        await until(
+            lambda: (
+                sum(1 for r in _rows(report(), leg) if r["t"] > t_loss + 1 and r["packetsLost"])
+                >= 2
+            ),
+            10,
+            "the seeded loss in the timeline",
+        )
     t_dead = time.monotonic() - live.mono_created
     browser.up.profile = Profile("dead", loss=1.0)  # the microphone's path goes dead
     await until(
@@ -179,7 +182,12 @@ async def test_seeded_loss_and_a_dead_stretch_are_in_the_record_at_their_seconds
     assert all(8 <= r["kbpsSent"] <= 76 for r in steady), steady
     # The loss is the browser's uplink only: its reports keep the downlink clean, so the sim
     # peer's steady tone goes out in CELT at 72 kbit/s (rtc/protection.py).
-    _near(during, "kbpsSent", 72, 6)
+    # A stall of this process (it runs the bridge's sender) leaves its frames unsent, not
+    # sent late: a second with a 240 ms stall in it went out at 55 (a loaded CI run). SILK at
+    # 48 on a quiet host would fail.
+    sent = [r["kbpsSent"] for r in during]
+    assert sent and all(72 - 6 - 72 * lag.worst <= v <= 78 for v in sent), (sent, lag.worst)
+    assert max(sent) >= 66, sent
     assert min(r["jitterMs"] for r in during) > 10  # 0-80 ms seeded
     assert all(r["mos"] is None or r["mos"] < 4.0 for r in during)
     warning = next(e for e in record["events"] if e["type"] == "call.media_warning")
