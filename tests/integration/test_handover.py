@@ -825,7 +825,9 @@ async def test_a_pod_of_two_workers_terminated_moves_every_call_to_the_other_pod
     events = None
     try:
         made: dict[str, str] = {}
-        deadline = time.monotonic() + 30
+        # Both workers up and taking calls: a bound against a hang (one worker alone after
+        # 30 s once, on a host loaded to 9).
+        deadline = time.monotonic() + 45
         while len(set(made.values())) < 2 or len(made) < 6:  # calls on both workers
             assert time.monotonic() < deadline, made
             try:

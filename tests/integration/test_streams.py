@@ -376,7 +376,9 @@ async def test_stalled_fork_is_dropped_and_the_call_is_unaffected(make_client) -
             # What the bridge's receiver did meanwhile, for the message (partial dips of -20 to
             # -23 dB in three windows were seen once in a quiet full run).
             stats = await (await client.get(f"/call/{call['callID']}/stats")).json()
-            raise AssertionError((quiet, len(windows), lag.worst, stats["webrtc"]["receiver"]))
+            raise AssertionError(
+                (quiet, len(windows), lag.worst, lag.stalled, stats["webrtc"]["receiver"])
+            )
         events.close()
         await rtc.close()
     finally:

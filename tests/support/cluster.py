@@ -92,7 +92,10 @@ class Bridge:
     async def start(self, session: aiohttp.ClientSession) -> None:
         env = bridge_env(self.redis, self.port, self.internal_port, self.tmp, **self.env)
         self.proc = await spawn_bridge(env)
-        for _ in range(300):
+        # A bound against a hang, not a speed (as ``wait_healthy``'s): a start of ~2 s alone
+        # took over 15 on a host loaded to 9.
+        deadline = asyncio.get_running_loop().time() + 30
+        while asyncio.get_running_loop().time() < deadline:
             try:
                 async with session.get(self.base + "/readyz") as r:
                     body = await r.json()
@@ -104,7 +107,10 @@ class Bridge:
             if self.proc.returncode is not None:
                 break
             await asyncio.sleep(0.05)
-        raise RuntimeError(f"bridge on {self.port} did not become ready")
+        # Stopped and reaped here, so no transport of it outlives the test's loop; its log
+        # says why it never became ready.
+        log = await self.stop()
+        raise RuntimeError(f"bridge on {self.port} did not become ready: {log[-2000:]}")
 
     async def stop(self) -> str:
         """Stop it (SIGTERM); its log."""
