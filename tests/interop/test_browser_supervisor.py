@@ -15,12 +15,13 @@ import wave
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 import pytest
 
 from bridge.audio import tone
 
 from ..support.audio_files import make
-from ..support.calls import peer_heard, wait_state
+from ..support.calls import participant_heard, peer_heard, wait_state
 from ..support.chromium import (
     ARTIFACTS,
     CHROMIUM,
@@ -196,6 +197,7 @@ async def test_supervisor_listens_barges_holds_and_takes_over(make_client, brows
 
     # Hold with the uploaded music, from the supervisor's page: WhatsApp hears the music and
     # neither microphone; both pages show it held; resume brings the voices back.
+    agent_mix = participant_heard(client, cid, "agent", 25)
     await sup.select_option("#music", asset["assetId"])
     await sup.click("#hold")
     await wait_for(agent, "document.getElementById('held').textContent === 'yes'")
@@ -204,7 +206,10 @@ async def test_supervisor_listens_barges_holds_and_takes_over(make_client, brows
     await until_passes(
         lambda: assert_hears(peer_heard(client, cid, 25), 16_000, {MUSIC}, {AGENT, SUPERVISOR})
     )
-    await hears(agent, {SUPERVISOR}, {MUSIC})  # the agent and the supervisor still talk
+    # The agent and the supervisor still talk, and the agent never hears the music: in the
+    # bridge's mix for it (the last 500 ms), then in its page.
+    assert_hears(np.concatenate(agent_mix).astype(np.float64), 16_000, {SUPERVISOR}, {MUSIC})
+    await hears(agent, {SUPERVISOR}, {MUSIC})
     await sup.screenshot(path=str(ARTIFACTS / "supervisor-hold.png"), full_page=True)
     await sup.click("#hold")
     await wait_for(agent, "document.getElementById('held').textContent === 'no'")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,22 @@ def heard_since(sc: Any, n: int) -> list[np.ndarray]:
 def peer_heard(client, call_id: str, frames: int = 50) -> np.ndarray:
     """The last ``frames`` 20 ms frames the simulated WhatsApp peer heard."""
     return np.concatenate(list(sim_call(client, call_id).heard)[-frames:]).astype(np.float64)
+
+
+def participant_heard(client, call_id: str, pid: str, frames: int = 50) -> deque[np.ndarray]:
+    """From now on, the last ``frames`` 20 ms frames the bridge's mix gave participant ``pid``
+    (its sink's input, before its leg codes it): what the bridge sent, whatever the far end's
+    playout then made of it."""
+    sink = client.app[MANAGER].runtime(call_id).bus.conference.participants[pid].sink
+    heard: deque[np.ndarray] = deque(maxlen=frames)
+    push = sink.push
+
+    def tap(frame: Any) -> None:
+        heard.append(frame.pcm)
+        push(frame)
+
+    sink.push = tap
+    return heard
 
 
 def agent_sink(bus: Any) -> Any:
