@@ -208,7 +208,11 @@ async def test_supervisor_listens_barges_holds_and_takes_over(make_client, brows
     )
     # The agent and the supervisor still talk, and the agent never hears the music: in the
     # bridge's mix for it (the last 500 ms), then in its page.
-    assert_hears(np.concatenate(agent_mix).astype(np.float64), 16_000, {SUPERVISOR}, {MUSIC})
+    await until_passes(
+        lambda: assert_hears(
+            np.concatenate(agent_mix).astype(np.float64), 16_000, {SUPERVISOR}, {MUSIC}
+        )
+    )
     await hears(agent, {SUPERVISOR}, {MUSIC})
     await sup.screenshot(path=str(ARTIFACTS / "supervisor-hold.png"), full_page=True)
     await sup.click("#hold")
