@@ -363,6 +363,7 @@ async def downlink_concealment(client, browser, window: int = 48_000 * 6) -> tup
 
     from bridge.api.keys import MANAGER
 
+    from ..support.loops import LoopLag
     from ..support.waits import until
 
     page = await browser.new_page()
@@ -395,14 +396,25 @@ async def downlink_concealment(client, browser, window: int = 48_000 * 6) -> tup
             break
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.5)  # the protected packets reach Chromium's jitter buffer
-    first = await page.evaluate(INBOUND_JS)
-    await wait_for(
-        page,
-        f"window.demo.client.pc.getStats().then(r => [...r.values()].some(s => "
-        f"s.type === 'inbound-rtp' && s.totalSamplesReceived >= {first['total'] + window}))",
-        timeout=30,
-    )
-    last = await page.evaluate(INBOUND_JS)
+    # This process sends the bridge's packets: a stall of it makes NetEq conceal what came
+    # late, with or without RED (a loaded full run: 4 % concealed with RED). A window in which
+    # it stalled past 100 ms in all is measured again, up to three; the least stalled counts.
+    windows = []
+    for _ in range(3):
+        async with LoopLag() as lag:
+            first = await page.evaluate(INBOUND_JS)
+            await wait_for(
+                page,
+                f"window.demo.client.pc.getStats().then(r => [...r.values()].some(s => "
+                f"s.type === 'inbound-rtp' && s.totalSamplesReceived >= "
+                f"{first['total'] + window}))",
+                timeout=30,
+            )
+            last = await page.evaluate(INBOUND_JS)
+        windows.append((lag.stalled, first, last))
+        if lag.stalled < 0.1:
+            break
+    _stalled, first, last = min(windows, key=lambda w: w[0])
     webrtc = await protection()
     await page.close()
     lost = last["lost"] - first["lost"]
