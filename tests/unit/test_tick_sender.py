@@ -325,7 +325,8 @@ async def test_the_resting_senders_share_one_wake_up() -> None:
 
 
 async def _five_resting_senders() -> float:
-    """The scenario, judged unless the loop stalled; the longest gap between two offers."""
+    """The scenario, judged unless the loop stalled; the longest gap between two offers of
+    one source."""
     from bridge.rtc import rests
 
     wakes: list[float] = []
@@ -346,13 +347,14 @@ async def _five_resting_senders() -> float:
             lean.start(track)
             track.forward_from(pass_through, lean)
             senders.append((lean, track, pass_through, counted_ticks(track)))
-        start = last = time.monotonic()
-        stalled = 0.0
-        seq = 0
+        start = time.monotonic()
+        last = [start] * len(senders)
+        stalled = 0.0  # the longest a source went quiet: several short stalls of this
+        seq = 0  # process in one round add up for each source (seen in a loaded full run)
         while time.monotonic() - start < 0.7:
-            for _, _, pass_through, _ in senders:
+            for i, (_, _, pass_through, _) in enumerate(senders):
                 now = time.monotonic()
-                stalled, last = max(stalled, now - last), now
+                stalled, last[i] = max(stalled, now - last[i]), now
                 pass_through.offer(seq, 960 * seq, bytes([0xF8, seq & 0xFF]), now)
                 await asyncio.sleep(0.004)  # the five sources a few ms apart
             seq += 1
