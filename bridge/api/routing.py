@@ -95,7 +95,14 @@ def routing_middleware(secret: str) -> Middleware:
             return await _route_webhook(request, handler, secret)
         call_id = await call_id_of(request)
         if call_id is None or request.app[MANAGER].registry.get(call_id) is not None:
-            return await handler(request)  # not about a call, or ours
+            # Not about a call, or ours. A change made here (a call created by a simulated
+            # inbound call, a call's state) is in the directory before the answer goes back,
+            # as a forwarded request's is: the client may use it at once through another
+            # instance (seen: an inbound call answered through B before A had written it).
+            response = await handler(request)
+            if request.method == "POST":
+                await request.app[DIRECTORY].flush(FLUSH_TIMEOUT)
+            return response
         directory = request.app[DIRECTORY]
         record = await directory.record(call_id)
         if record is None or record.owner == directory.worker_id:
