@@ -296,12 +296,22 @@ async def test_a_call_goes_from_a_browser_to_a_phone_and_back(bridge, phone) -> 
         form.add_field("audio", make("wav", music_hz, 2.0), filename="hold.wav")
         asset = await (await bridge.post("/call/audio-assets", data=form)).json()
         hold = {"callID": cid, "held": True, "music": asset["assetId"]}
+        # (Each change waited for, bounded: a loaded host played WhatsApp 800 ms of silence
+        # 1.2 s after the resume.)
         assert (await bridge.post("/call/hold", json=hold)).status == 200
         await asyncio.sleep(1.2)
-        assert_hears(peer_heard(bridge, cid, 40), 16_000, {music_hz}, {PHONE_HZ, first_hz})
+        await until_passes(
+            lambda: assert_hears(
+                peer_heard(bridge, cid, 40), 16_000, {music_hz}, {PHONE_HZ, first_hz}
+            )
+        )
         assert (await bridge.post("/call/hold", json={**hold, "held": False})).status == 200
         await asyncio.sleep(1.2)
-        assert_hears(peer_heard(bridge, cid, 40), 16_000, {PHONE_HZ}, {music_hz, first_hz})
+        await until_passes(
+            lambda: assert_hears(
+                peer_heard(bridge, cid, 40), 16_000, {PHONE_HZ}, {music_hz, first_hz}
+            )
+        )
 
         # Cold: a second browser joins as a listener and takes the call; the phone is hung up.
         second = await join(bridge, cid, "next", "listen", second_hz)
