@@ -10,29 +10,59 @@ readiness probes, and "instance a" refuses every connection once "b" stops.
 So ports handed to children come from 2000–9999: below the kernel's ephemeral range
 (``net.ipv4.ip_local_port_range``, 32768–60999 by default) and below the bridges' own media
 range (``BRIDGE_RTP_PORTS``, 10000–20000 by default, where every bridge under test binds its
-ICE sockets), where nothing binds by chance. Each pytest-xdist worker (``PYTEST_XDIST_WORKER``:
-``gw0``, ``gw1``…) has its own block, so workers never meet; a block's ports are handed out
-in turn, never twice in one process, each checked free (TCP and UDP) first: a process from an
-earlier run may linger on one.
+ICE sockets), where nothing binds by chance.
+
+Each process that asks leases blocks of :data:`LEASE` ports, a block at a time, by an
+exclusive ``flock`` on a file in the temporary directory, held until the process exits (the
+kernel releases it then, however the process ends). No two processes on the machine hand out
+the same port while both live: not two pytest-xdist workers, not a test and a bench's or a
+fake's child, not two test runs side by side (a full run beside a colleague's tests: a
+per-worker block met the other run's same worker, and a bridge's readiness probe was answered
+by the other run's fake engine). A block's ports are handed out in turn, never twice in one
+process, each checked free (TCP and UDP) first: a process from an earlier run may linger on one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import tempfile
 import threading
+from pathlib import Path
 
 FIRST_PORT = 2000
-BLOCK = 1000  # ports per worker: 8 workers fit below 10000
+LAST_PORT = 10_000  # exclusive: the bridges' media range begins there
+LEASE = 100
+"""Ports a process leases at a time (80 leases in the range)."""
+LEASES = Path(tempfile.gettempdir()) / "bridge-test-ports"
 _lock = threading.Lock()
-_next: int | None = None
+_leased: dict[int, int] = {}
+"""This process's leases: their first port → the open, locked file that holds each."""
+_next = 0
+_end = 0
 
 
-def _block() -> tuple[int, int]:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
-    start = FIRST_PORT + (index % 8) * BLOCK
-    return start, start + BLOCK
+def _lease() -> None:
+    """Take the next block no live process holds: ``_next`` and ``_end`` span it."""
+    global _next, _end
+    LEASES.mkdir(exist_ok=True)
+    count = (LAST_PORT - FIRST_PORT) // LEASE
+    first = (os.getpid() * 7) % count  # processes started together look in different places
+    for i in range(count):
+        start = FIRST_PORT + (first + i) % count * LEASE
+        if start in _leased:
+            continue
+        fd = os.open(LEASES / f"{start}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _leased[start] = fd
+        _next, _end = start, start + LEASE
+        return
+    raise RuntimeError(f"every block of {LEASE} ports in {FIRST_PORT}-{LAST_PORT} is leased")
 
 
 def _free(port: int) -> bool:
@@ -47,24 +77,20 @@ def _free(port: int) -> bool:
 
 
 def free_ports(count: int = 1) -> int:
-    """The first of ``count`` consecutive free ports from this worker's block (baresip's TLS
+    """The first of ``count`` consecutive free ports of this process's leases (baresip's TLS
     listener is its SIP port + 1; an RTP port and its RTCP port)."""
     global _next
-    start, end = _block()
+    assert 0 < count <= LEASE
     with _lock:
-        if _next is None or not start <= _next < end:
-            # Start where an earlier process of this worker (a re-run) is unlikely to linger.
-            _next = start + (os.getpid() * 7) % (BLOCK // 2)
-        for _ in range(BLOCK):
+        while True:
+            if _next + count > _end:
+                _lease()
             first = _next
-            if first + count > end:
-                first = start
             _next = first + count
             if all(_free(p) for p in range(first, first + count)):
                 return first
-    raise RuntimeError(f"no {count} free consecutive ports in {start}-{end}")
 
 
 def free_port() -> int:
-    """One free port, never handed out before by this process."""
+    """One free port, never handed out before by this process nor held by another's lease."""
     return free_ports(1)
