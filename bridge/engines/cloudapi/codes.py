@@ -144,9 +144,6 @@ META_CODES: dict[int, MetaCode] = {
 }
 """Every code the bridge maps, by number."""
 
-END_REASONS = sorted({c.reason for c in META_CODES.values()})
-"""The end reasons Meta's codes can give a call (also members of ``EndReason``)."""
-
 # Meta's call statuses, as the table "Meta's call status → the bridge" of
 # docs/engines/cloudapi.md says (tests/unit/test_call_status_table.py reads it). REJECTED is
 # ``rejected``: in the bridge's words the peer did not take our call (``declined`` is the
