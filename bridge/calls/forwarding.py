@@ -42,10 +42,6 @@ class PhonePackets(Protocol):
     """A trunk leg's RTP as pass-through sees it (``trunks/media.py`` ``TrunkMedia``), in the
     WhatsApp leg's codec (Opus, or G.711 when Meta was answered with it)."""
 
-    @property
-    def forwarding(self) -> bool:
-        """Whether the phone's sender forwards WhatsApp's packets now (a run)."""
-
     def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
         """The phone's sender takes WhatsApp's packets offered to the returned pass-through
         while ``allowed()`` (as a WebRTC leg's :meth:`forward_from`)."""

@@ -45,7 +45,6 @@ import math
 import time
 import weakref
 from collections.abc import Callable
-from typing import Protocol
 
 from ..audio import FRAME_MS
 
@@ -254,14 +253,6 @@ class WorkerClock:
             self._handle = None
             return
         self._schedule(loop, want, every_tick)
-
-
-class Pacer(Protocol):
-    """What paces an outgoing track: :meth:`tick` returns when its next frame is due."""
-
-    ticks: int
-
-    async def tick(self) -> None: ...
 
 
 class WorkerPacer:

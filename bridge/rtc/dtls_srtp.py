@@ -68,7 +68,6 @@ class DtlsSrtp:
         self._closed = False
         self._batched = False
         """Whether the connection's sockets are to be read in batches (:meth:`batch_reads`)."""
-        self.received_packets = self.received_bytes = 0
         self.rtcp_sent = self.rtcp_received = 0
         self.auth_failed = 0
         """SRTP/SRTCP packets that failed authentication or replay protection (dropped)."""
@@ -189,8 +188,6 @@ class DtlsSrtp:
             self.auth_failed += 1
             log.debug("SRTP unprotect failed: %s", exc)
             return
-        self.received_packets += 1
-        self.received_bytes += len(data)
         self.leg.receive_rtp(plain, at)
 
     # -- out

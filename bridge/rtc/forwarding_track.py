@@ -62,7 +62,6 @@ class ForwardingTrack(MediaStreamTrack):
         """RTP time (from 0, on the codec's clock) of the next packet: 20 ms per packet."""
         self.pass_through: PassThrough | None = None
         self._sender: PacketSender | None = None
-        self._stream: RtpStream | None = None
         self._run = ForwardRun()
         """The current forwarding run (``rtc/forward_run.py``), decided on each tick."""
         self.player: LeanSender | None = None
@@ -94,7 +93,6 @@ class ForwardingTrack(MediaStreamTrack):
         if self.pass_through is not None and self.pass_through is not pass_through:
             self.pass_through.target = None
         self._sender = sender
-        self._stream = sender.stream
         self.pass_through = pass_through
         pass_through.target = self
         # A new source (a transfer) numbers its packets from its own random origin: its first

@@ -15,7 +15,7 @@ from ..audio.dtx import DtxGate
 from ..audio.opus import OpusEncoder
 from ..audio.phone_codecs import NARROW_SAMPLES, PhoneEncoder
 from ..media import LevelMeter
-from ..media.clock import Pacer, WorkerPacer
+from ..media.clock import WorkerPacer
 from ..media.ports import FrameSource
 from .forward_run import unsent_time
 from .forwarding_track import ForwardingTrack
@@ -160,7 +160,7 @@ class OpusBusTrack(ForwardingTrack):
                 self._encoder.set_celt_only(True)
         else:
             self.use_codec(codec)
-        self._clock: Pacer = WorkerPacer()
+        self._clock = WorkerPacer()
         """What paces ``recv`` (aiortc's sender); the lean sender ticks :meth:`packets`."""
         self.on_clock = True
         """Whether the player ticks it now (a parked leg's track is off the clock)."""

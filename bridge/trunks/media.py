@@ -100,11 +100,6 @@ class TrunkMedia:
         changes it."""
         return self.leg.codec
 
-    @property
-    def packets_in(self) -> int:
-        """Audio packets received from the phone."""
-        return self.leg.session.audio_packets
-
     # -- pass-through up (``calls/forwarding.py``): the phone's Opus to the WhatsApp leg
     def forward_to(
         self,
@@ -157,11 +152,6 @@ class TrunkMedia:
     def _report(self) -> int:
         return self.leg.report() if self.rtcp_mux else 0
 
-    @property
-    def packets_out(self) -> int:
-        """RTP packets sent to the phone: audio, events and forwarded ones."""
-        return self.leg.stream.packets
-
     def stop(self) -> None:
         """Off the clock, a last RTCP packet with BYE (RFC 3550 §6.6) when the leg has sent
         RTCP (none else, as the RFC says), and the socket closed (idempotent)."""
@@ -178,16 +168,6 @@ class TrunkMedia:
     def forward_from(self, allowed: Callable[[], bool]) -> PassThrough | None:
         """``RtpLeg.forward_from``: WhatsApp's packets sent as they are while ``allowed()``."""
         return self.leg.forward_from(allowed)
-
-    @property
-    def forwarding(self) -> bool:
-        """Whether WhatsApp's packets go to the phone as they are (a forwarding run)."""
-        return self.track.forwarding
-
-    @property
-    def forwarded(self) -> int:
-        """WhatsApp's packets sent to the phone as they were."""
-        return self.track.forwarded_frames
 
 
 def timeline(media: TrunkMedia) -> LegSources:

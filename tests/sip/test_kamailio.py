@@ -208,7 +208,8 @@ async def test_a_cloud_api_call_rings_an_extension_behind_kamailio(
         await until_passes(both_hear, 10)
         assert "RELAY INVITE 1001" in kam.logged()
         (leg,) = client.app[MANAGER].find_runtime(cid).attached("sip")
-        assert (leg.media.forwarded > 0) == (codec == "opus"), leg.media.forwarded
+        forwarded = leg.media.track.forwarded_frames
+        assert (forwarded > 0) == (codec == "opus"), forwarded
         await client.post("/call/hangup", json={"callID": cid})
         await until(lambda: "BYE sip:" in phone.log(), 10, "the BYE at the phone")
 

@@ -94,7 +94,7 @@ async def test_whatsapp_on_g711_to_a_g711_phone_forwards_packets_untouched(
         assert heard == pytest.approx(PHONE_HZ, abs=5) and level > -30, (heard, level)
 
     def forwarded() -> tuple[int, int]:
-        return leg.media.forwarded, whatsapp.leg_json()["framesForwarded"]
+        return leg.media.track.forwarded_frames, whatsapp.leg_json()["framesForwarded"]
 
     await until(lambda: min(forwarded()) > 100, 10, "two seconds forwarded each way")
     await until_passes(phone_hears_whatsapp, 10)

@@ -388,7 +388,8 @@ async def test_a_cloud_api_call_reaches_a_phone(make_client, meta, phone, tmp_pa
     (leg,) = runtime.attached("sip")
 
     def forwarded() -> tuple[int, int]:
-        return leg.media.forwarded, runtime.media.webrtc_leg.leg_json()["framesForwarded"]
+        to_whatsapp = runtime.media.webrtc_leg.leg_json()["framesForwarded"]
+        return leg.media.track.forwarded_frames, to_whatsapp
 
     if codec == "opus":  # each side's packets reach the other untouched (calls/forwarding.py)
         await until(lambda: min(forwarded()) > 50, 5, "a second forwarded each way")

@@ -109,17 +109,18 @@ async def test_the_phone_holds_and_resumes_by_re_invite_and_whatsapp_hears_the_m
         assert snap["held"] is agent
         await asyncio.sleep(1.2)
         assert bool(of(bridge, "call.held")) is agent, "only an agent's hold holds the call"
-        sent_to_phone = leg.media.packets_out
-        received = leg.media.packets_in
+        rtp = leg.media.leg  # the phone leg's RTP: its stream out, its session in
+        sent_to_phone = rtp.stream.packets
+        received = rtp.session.audio_packets
         heard = peer_heard(bridge, cid, 40)
         if agent:
             assert_hears(heard, 16_000, {MUSIC_HZ}, {PHONE_HZ, PEER_HZ})
         else:  # nobody else speaks to WhatsApp: silence, no music
             assert level_dbfs(heard) < -60, level_dbfs(heard)
         await asyncio.sleep(0.6)
-        assert leg.media.packets_out == sent_to_phone, "nothing is sent to a holding phone"
-        assert leg.media.packets_in > received + 20, "the holding phone still sends its tone"
-        print(f"{role} held: {leg.media.packets_in - received} packets from the phone unheard")
+        assert rtp.stream.packets == sent_to_phone, "nothing is sent to a holding phone"
+        assert rtp.session.audio_packets > received + 20, "the holding phone still sends its tone"
+        print(f"{role} held: {rtp.session.audio_packets - received} packets from the phone unheard")
 
         # The phone resumes (a=sendrecv): both sides hear each other again, no music.
         await until(lambda: of(bridge, "participant.unheld"), 8, "participant.unheld")
@@ -128,10 +129,10 @@ async def test_the_phone_holds_and_resumes_by_re_invite_and_whatsapp_hears_the_m
         assert bool(of(bridge, "call.unheld")) is agent
         await asyncio.sleep(1.2)
         assert_hears(peer_heard(bridge, cid, 40), 16_000, {PHONE_HZ}, {MUSIC_HZ})
-        sent_to_phone = leg.media.packets_out
+        sent_to_phone = rtp.stream.packets
         async with LoopLag() as lag:  # a stall of this process past the clock's resync skips
             await asyncio.sleep(0.4)  # ticks (once on a loaded host: 9 packets in 0.4 s)
-        assert leg.media.packets_out >= sent_to_phone + 15 - lag.frames, (
+        assert rtp.stream.packets >= sent_to_phone + 15 - lag.frames, (
             "the phone hears WhatsApp again",
             lag.worst,
         )

@@ -77,7 +77,7 @@ async def test_a_pbx_phones_call_offers_pcma_over_sdes_and_runs_in_it(sip_rig, p
         tone = asyncio.create_task(meta.play_g711("PCMA", META_HZ, 0.5 * 32767, 10.0))
 
         def forwarded() -> tuple[int, int]:
-            return leg.media.forwarded, whatsapp.leg_json()["framesForwarded"]
+            return leg.media.track.forwarded_frames, whatsapp.leg_json()["framesForwarded"]
 
         await until(lambda: min(forwarded()) > 100, 10, "two seconds forwarded each way")
         await until_passes(lambda: phone_hears_whatsapp(p), 10)

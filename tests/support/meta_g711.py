@@ -49,7 +49,7 @@ async def tones_forwarded_untouched(
     assert whatsapp.codec == leg.media.codec != "opus", (whatsapp.codec, leg.media.codec)
 
     def forwarded() -> tuple[int, int]:
-        return leg.media.forwarded, whatsapp.leg_json()["framesForwarded"]
+        return leg.media.track.forwarded_frames, whatsapp.leg_json()["framesForwarded"]
 
     await until(lambda: min(forwarded()) > 100, 10, "two seconds forwarded each way")
     await until_passes(lambda: phone_hears_whatsapp(p), 10)

@@ -8,7 +8,6 @@ import pytest
 
 from bridge.calls.model import EndReason
 from bridge.engines.cloudapi.codes import (
-    END_REASONS,
     META_CODES,
     code_in_text,
     first_known,
@@ -18,6 +17,8 @@ from bridge.engines.cloudapi.sip_calls import bic_failure
 from bridge.sip.message import Response
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+END_REASONS = sorted({c.reason for c in META_CODES.values()})
+"""The end reasons Meta's codes can give a call (also members of ``EndReason``)."""
 
 SPEC_CODES = {
     138006: "no_call_permission",

@@ -91,9 +91,9 @@ async def test_forwarded_packets_keep_their_gaps_and_continue_our_numbering() ->
     # next tick, after the newest forwarded number and time.
     allowed[0] = False
     down.offer(1004, 8840, packet, at + 0.02)
-    assert len(wire.sent) == 4 and m.forwarding  # refused: the tick decides
+    assert len(wire.sent) == 4 and m.track.forwarding  # refused: the tick decides
     m.leg.sender._tick(at + 0.03)
-    assert not m.forwarding and len(wire.sent) == 5
+    assert not m.track.forwarding and len(wire.sent) == 5
     seq, ts, payload = wire.sent[-1]
     assert (seq, ts) == ((seq0 + 4) & 0xFFFF, (ts0 + 3840) & 0xFFFFFFFF) and payload != packet
     m.stop()
@@ -131,10 +131,10 @@ async def test_the_run_ends_forward_wait_after_the_last_arrival_by_the_ticks_tim
     tick = last + 0.007  # the clock's tick after the last packet was read
     while tick - last < FORWARD_WAIT:
         m.leg.sender._tick(tick)
-        assert len(wire.sent) == 3 and m.forwarding
+        assert len(wire.sent) == 3 and m.track.forwarding
         tick += 0.02
     m.leg.sender._tick(tick)
-    assert not m.forwarding and len(wire.sent) == 4
+    assert not m.track.forwarding and len(wire.sent) == 4
     unsent = int((tick - last) / 0.02)  # 13 ticks: the run's quiet, in whole frames
     assert wire.sent[-1][1] == (ts_next + unsent * 960) & 0xFFFFFFFF
     m.stop()
@@ -155,12 +155,12 @@ async def test_only_one_20ms_frame_is_forwarded_to_the_phone_and_a_hold_forwards
     packet, at = opus_packet(), time.monotonic()
     down.offer(1, 960, packet, at)
     down.offer(2, 1920, bytes([packet[0] | 0x01]) + packet[1:], at + 0.02)  # code 1: two frames
-    assert len(wire.sent) == 1 and not m.forwarding
+    assert len(wire.sent) == 1 and not m.track.forwarding
     m.sending = False
     down.offer(3, 2880, packet, at + 0.04)
     before = next_ts(m)
     m.leg.sender._tick(at + 0.05)
-    assert len(wire.sent) == 1 and not m.forwarding and next_ts(m) == before + 960
+    assert len(wire.sent) == 1 and not m.track.forwarding and next_ts(m) == before + 960
     m.stop()
 
 
@@ -183,7 +183,7 @@ async def test_comfort_noise_offered_and_sent_is_accepted() -> None:
     for _ in range(5):
         m.leg.receive_rtp(cn, time.monotonic())
         m.leg.playout._tick(time.monotonic())
-    assert heard == [] and m.packets_in == 0
+    assert heard == [] and m.leg.session.audio_packets == 0
     pcmu = struct.pack("!BBHII", 0x80, 0, 2, 320, 7) + bytes([0xFF]) * 160
     m.leg.receive_rtp(pcmu, time.monotonic())
     m.leg.playout._tick(time.monotonic())
@@ -191,7 +191,8 @@ async def test_comfort_noise_offered_and_sent_is_accepted() -> None:
         struct.pack("!BBHII", 0x80, 0, 3, 480, 7) + bytes([0xFF]) * 160, time.monotonic()
     )
     m.leg.playout._tick(time.monotonic())
-    assert m.packets_in == 2 and heard  # G.711 after the CN is heard again (a bus frame or more)
+    # G.711 after the CN is heard again (a bus frame or more)
+    assert m.leg.session.audio_packets == 2 and heard
 
 
 async def test_the_phones_packets_forwarded_up_are_decoded_only_when_something_needs_them() -> None:

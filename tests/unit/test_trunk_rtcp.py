@@ -73,7 +73,7 @@ async def test_no_rtcp_without_multiplexing() -> None:
     assert timers.pending == []
     media.stop()
     assert wire.rtcp == [] and len(wire.rtp) >= 3 * TICKS - 2  # the resampler's start
-    assert media.packets_out == len(wire.rtp)
+    assert media.leg.stream.packets == len(wire.rtp)
     first = wire.rtp[0]
     assert first[1] & 0x80 and not any(p[1] & 0x80 for p in wire.rtp[1:])  # RFC 3551 §4.1
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .webhook import changes
+from .webhook import changes, text
 
 ACCOUNT_UPDATE = "account_update"
 SETTINGS_UPDATE = "account_settings_update"
@@ -38,8 +38,8 @@ class AccountNotice:
 
 
 def _digits(value: Any) -> str:
-    text = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
-    return text.lstrip("+") if text.lstrip("+").isdigit() else ""
+    digits = text(value).lstrip("+")
+    return digits if digits.isdigit() else ""
 
 
 def account_notices(body: Mapping[str, Any]) -> tuple[list[AccountNotice], int]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import BadRequest
-from .webhook import ARTIFACT_EVENTS, changes
+from .webhook import ARTIFACT_EVENTS, changes, text
 
 OPTIONS = ("recording", "transcription")
 PURPOSE_MAX = 250  # Meta's limit on the spoken purpose
@@ -72,25 +72,21 @@ class ArtifactWebhook:
     sha256: str
 
 
-def _s(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
 def artifact_item(item: dict[str, Any]) -> ArtifactWebhook | None:
     """The artifact a ``calls`` item announces (``None``: malformed)."""
-    kind = ARTIFACT_EVENTS.get(_s(item.get("event")))
+    kind = ARTIFACT_EVENTS.get(text(item.get("event")))
     holder = item.get("call_recording" if kind == "recording" else "call_transcript")
     media = None
     if isinstance(holder, dict):
         media = holder.get("audio" if kind == "recording" else "document")
-    wacid = _s(item.get("id"))
+    wacid = text(item.get("id"))
     if kind is None or not wacid or not isinstance(media, dict):
         return None
-    media_id, url = _s(media.get("id")), _s(media.get("url"))
+    media_id, url = text(media.get("id")), text(media.get("url"))
     if not media_id and not url.startswith(("https://", "http://")):
         return None
     return ArtifactWebhook(
-        kind, wacid, media_id, url, _s(media.get("mime_type")), _s(media.get("sha256"))
+        kind, wacid, media_id, url, text(media.get("mime_type")), text(media.get("sha256"))
     )
 
 
@@ -100,13 +96,13 @@ def voicemail_item(item: dict[str, Any]) -> ArtifactWebhook | None:
     if item.get("type") != "audio" or not isinstance(audio, dict):
         return None
     context = item.get("context")
-    ids = [_s(item.get("id")), _s(context.get("id")) if isinstance(context, dict) else ""]
+    ids = [text(item.get("id")), text(context.get("id")) if isinstance(context, dict) else ""]
     wacid = next((i for i in ids if i.startswith(WACID)), "")
-    media_id, url = _s(audio.get("id")), _s(audio.get("url"))
+    media_id, url = text(audio.get("id")), text(audio.get("url"))
     if not wacid or not (media_id or url.startswith(("https://", "http://"))):
         return None
-    mime = _s(audio.get("mime_type")).split(";")[0].strip()
-    return ArtifactWebhook("voicemail", wacid, media_id, url, mime, _s(audio.get("sha256")))
+    mime = text(audio.get("mime_type")).split(";")[0].strip()
+    return ArtifactWebhook("voicemail", wacid, media_id, url, mime, text(audio.get("sha256")))
 
 
 def _voicemails(value: Any) -> list[ArtifactWebhook]:
@@ -160,4 +156,4 @@ def transcript_words(document: Any) -> tuple[str, list[dict[str, Any]]]:
                         "channel": channel if channel in (0, 1) else None,
                     }
                 )
-    return _s(transcript.get("language")), words
+    return text(transcript.get("language")), words

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import MetaLimit, MetaRefused
 from ..base import EngineEvent, EngineEventKind
+from .webhook import whole_number
 
 if TYPE_CHECKING:
     from .webhook import CallWebhook
@@ -143,9 +144,6 @@ META_CODES: dict[int, MetaCode] = {
 }
 """Every code the bridge maps, by number."""
 
-END_REASONS = sorted({c.reason for c in META_CODES.values()})
-"""The end reasons Meta's codes can give a call (also members of ``EndReason``)."""
-
 # Meta's call statuses, as the table "Meta's call status → the bridge" of
 # docs/engines/cloudapi.md says (tests/unit/test_call_status_table.py reads it). REJECTED is
 # ``rejected``: in the bridge's words the peer did not take our call (``declined`` is the
@@ -161,23 +159,13 @@ reason (a status not here is not acted on)."""
 _CODE_RE = re.compile(r"\b(13[18]\d{3})\b")
 
 
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
-
-
 def first_known(errors: Iterable[Mapping[str, Any]]) -> tuple[MetaCode | None, str]:
     """The first of ``errors`` (Meta's ``{"code", "message", "error_data"}`` items) with a code
     the bridge maps, and the detail to show: ``"<code>: <message>"`` of that error, or of the
     first one when none is known (``""`` for none at all)."""
     detail = ""
     for error in errors:
-        code = _int(error.get("code"))
+        code = whole_number(error.get("code"))
         message = str(error.get("message") or error.get("title") or "")[:300]
         data = error.get("error_data")
         if isinstance(data, Mapping) and data.get("details"):

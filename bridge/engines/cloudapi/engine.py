@@ -44,13 +44,13 @@ from .codes import CALL_STATUS, ended_by_meta, refused_event
 from .graph import addressed, connected_call_id, strip
 from .graph_side import CloudApiRoad, GraphSide
 from .media import MediaLeg, new_leg
-from .state import CloudCall, Parked, Remembered
+from .state import CloudCall, MetaCalls, Parked, Remembered
 from .webhook import CallWebhook, webhook_calls
 
 log = logging.getLogger(__name__)
 
 
-class CloudApiEngine(CloudApiRoad):
+class CloudApiEngine(CloudApiRoad, MetaCalls):
     """Drives Meta's Cloud API Calling for one business number (a ``SignedWebhookEngine``:
     Meta signs its webhooks with X-Hub-Signature-256, so they need no API token; a
     ``LegEngine``: each call's peer connection goes to its runtime)."""
@@ -120,21 +120,10 @@ class CloudApiEngine(CloudApiRoad):
             label,
             self.ice,
             self.stats,
-            on_dtmf=self._on_dtmf,
+            on_dtmf=self.on_dtmf,
             on_media=self._on_media,
-            on_closed=self._peer_closed,
+            on_closed=self.leg_closed,
         )
-
-    def _peer_closed(self, peer: MediaLeg) -> None:
-        call = self.calls.get(peer.wacid)
-        if call is not None and call.leg is peer:
-            self._drop(call)  # its runtime closed it: late webhooks change nothing now
-
-    def _on_dtmf(self, peer: MediaLeg, digit: str, duration_ms: int) -> None:
-        call = self.calls.get(peer.wacid)
-        if call is not None and call.state != "ended":
-            data = {"digit": digit, "durationMs": duration_ms}
-            emit(self.events, EngineEvent(EngineEventKind.DTMF, call.wacid, data=data))
 
     def _on_media(self, peer: MediaLeg) -> None:
         call = self.calls.get(peer.wacid)
@@ -196,7 +185,7 @@ class CloudApiEngine(CloudApiRoad):
                 **self.artifacts.fields(call.wacid),
             )
         except (MetaRefused, MetaLimit) as exc:  # e.g. 138007: the call ends with it too
-            await self._forget(call)
+            await self.forget(call)
             emit(self.events, refused_event(call.wacid, exc))
             raise
         call.state = "accepted"
@@ -209,21 +198,15 @@ class CloudApiEngine(CloudApiRoad):
         try:
             await self.graph.call_action(action, call_id=call.wacid)
         finally:
-            await self._forget(call)
+            await self.forget(call)
 
     async def open_media(self, engine_call_id: str) -> PeerChannel:
         return self._get(engine_call_id).leg.open_channel()
 
-    def _drop(self, call: CloudCall) -> None:
+    def drop(self, call: CloudCall) -> None:
         call.state = "ended"
         self.calls.pop(call.wacid, None)
         self._ended.add(call.wacid)
-
-    async def _forget(self, call: CloudCall) -> None:
-        self._drop(call)
-        call.leg.expect_close()  # over at Meta: its closing is no failure now
-        if not call.handed_over:  # else its runtime closes it as the call ends
-            await call.leg.close()
 
     def _accepted(self, call: CloudCall) -> None:
         if call.state in ("calling", "ringing"):
@@ -264,7 +247,7 @@ class CloudApiEngine(CloudApiRoad):
             elif kind is EngineEventKind.ANSWERED:
                 self._accepted(call)
             elif kind is EngineEventKind.ENDED:
-                await self._forget(call)
+                await self.forget(call)
                 emit(self.events, EngineEvent(EngineEventKind.ENDED, call.wacid, reason=reason))
 
     def _inbound(self, ev: CallWebhook) -> None:
@@ -307,7 +290,7 @@ class CloudApiEngine(CloudApiRoad):
         answered, outbound = call.state == "accepted", call.direction == "outbound"
         event = ended_by_meta(call.wacid, ev, answered=answered, outbound=outbound)
         was_ringing = call.state == "connecting"
-        await self._forget(call)
+        await self.forget(call)
         if not was_ringing:  # the manager never heard of a call still being pre-accepted
             emit(self.events, event)
 
@@ -318,4 +301,4 @@ async def _give_up(engine: CloudApiEngine, call: CloudCall, action: str) -> None
         await engine.graph.call_action(action, call_id=call.wacid)
     except EngineError as again:
         log.info("Cloud API call %s: %s: %s", call.wacid, action, again)
-    await engine._forget(call)
+    await engine.forget(call)

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from ...timefmt import iso_utc
 from .graph import addressed
-from .webhook import changes
+from .webhook import changes, whole_number
 
 START_CALL = "start_call"
 SEND_REQUEST = "send_call_permission_request"
@@ -68,18 +68,8 @@ def message_id(answer: Mapping[str, Any]) -> str:
     return ""
 
 
-def _num(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return int(value)
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
-
-
 def _iso(value: Any) -> str | None:
-    seconds = _num(value)
+    seconds = whole_number(value)
     return iso_utc(seconds) if seconds else None
 
 
@@ -103,8 +93,8 @@ def permission_view(phone: str, answer: Mapping[str, Any]) -> dict[str, Any]:
                     {
                         "action": name,
                         "timePeriod": str(limit.get("time_period") or ""),
-                        "maxAllowed": _num(limit.get("max_allowed")),
-                        "currentUsage": _num(limit.get("current_usage")),
+                        "maxAllowed": whole_number(limit.get("max_allowed")),
+                        "currentUsage": whole_number(limit.get("current_usage")),
                         "resetsAt": _iso(limit.get("limit_expiration_time")),
                     }
                 )

@@ -77,7 +77,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         super().__init__()
         self.name = name
         self._ice = ice
-        self.rtcp_interval, self.media_timeout = rtcp_interval, media_timeout
+        self.media_timeout = media_timeout
         self.state = "new"
         self.failure: str | None = None
         self.started_at: float | None = None

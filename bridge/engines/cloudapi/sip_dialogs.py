@@ -32,7 +32,7 @@ from .sip_calls import (
     meta_code,
     peer_number,
 )
-from .state import Remembered
+from .state import MetaCalls, Remembered
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ BYE_GRACE_S = 2.0
 """How long a call Meta's ``terminate`` webhook names may wait for Meta's BYE."""
 
 
-class SipDialogs:
+class SipDialogs(MetaCalls):
     """The calls by engine call id and by dialog (module docstring)."""
 
     def __init__(
@@ -89,13 +89,6 @@ class SipDialogs:
             if self.ua is not None:
                 self.ua.dialogs.pop(call.dialog.key, None)
 
-    async def forget(self, call: SipCall) -> None:
-        """The call is over here: dropped, and its leg closed unless a runtime has it."""
-        self.drop(call)
-        call.leg.expect_close()
-        if not call.handed_over:
-            await call.leg.close()
-
     def ended(self, call: SipCall, reason: str, detail: str = "", **data: Any) -> None:
         event = EngineEvent(EngineEventKind.ENDED, call.id, reason=reason, data=data, detail=detail)
         emit(self.events, event)
@@ -131,17 +124,6 @@ class SipDialogs:
         data: dict[str, Any] = {} if duration is None else {"engineDurationS": duration}
         reason = "remote_hangup" if answered else ""
         self.ended(call, reason, "Meta's terminate webhook (no BYE came)", **data)
-
-    def leg_closed(self, leg: MediaLeg) -> None:
-        call = self.calls.get(leg.wacid)
-        if call is not None and call.leg is leg:
-            self.drop(call)
-
-    def on_dtmf(self, leg: MediaLeg, digit: str, duration_ms: int) -> None:
-        call = self.calls.get(leg.wacid)
-        if call is not None and call.state != "ended":
-            data = {"digit": digit, "durationMs": duration_ms}
-            emit(self.events, EngineEvent(EngineEventKind.DTMF, call.id, data=data))
 
     def owns(self, dialog_key: tuple[str, str]) -> bool:
         """Whether a dialog is one of these calls' (the shared listener asks)."""

@@ -1,12 +1,16 @@
-"""What the Cloud API engine keeps per call (:class:`CloudCall`, by Meta's ``wacid``) and the
-bounded memory of ended calls that makes a redelivered webhook change nothing."""
+"""What the Cloud API engine keeps per call (:class:`CloudCall`, by Meta's ``wacid``), what both
+roads do with their calls (:class:`MetaCalls`) and the bounded memory of ended calls that makes
+a redelivered webhook change nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..base import EngineEvent, EngineEventKind, emit
 from .media import MediaLeg
 from .webhook import CallWebhook
 
@@ -29,6 +33,38 @@ class MetaCall:
     @property
     def jid(self) -> str:
         return f"{self.peer_wa}@s.whatsapp.net"
+
+
+class MetaCalls:
+    """A road's live calls, by engine call id (its legs' ``wacid``), written once for both
+    roads (``CloudApiEngine``'s, ``SipDialogs``'): a call forgotten, and what its leg tells."""
+
+    calls: Mapping[str, MetaCall]
+    events: asyncio.Queue[EngineEvent]
+
+    def drop(self, call: Any) -> None:
+        """The call is ended here (each road's own bookkeeping)."""
+        raise NotImplementedError
+
+    async def forget(self, call: Any) -> None:
+        """The call is over here: dropped, and its leg closed unless a runtime has it."""
+        self.drop(call)
+        call.leg.expect_close()  # over at Meta: its closing is no failure now
+        if not call.handed_over:  # else its runtime closes it as the call ends
+            await call.leg.close()
+
+    def leg_closed(self, leg: MediaLeg) -> None:
+        """``leg``'s runtime closed it: its call is dropped (late webhooks change nothing)."""
+        call = self.calls.get(leg.wacid)
+        if call is not None and call.leg is leg:
+            self.drop(call)
+
+    def on_dtmf(self, leg: MediaLeg, digit: str, duration_ms: int) -> None:
+        """A key the WhatsApp user pressed on ``leg``, as its live call's event."""
+        call = self.calls.get(leg.wacid)
+        if call is not None and call.state != "ended":
+            data = {"digit": digit, "durationMs": duration_ms}
+            emit(self.events, EngineEvent(EngineEventKind.DTMF, leg.wacid, data=data))
 
 
 @dataclass

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,8 +110,20 @@ class WebhookInbox:
                 log.exception("handling a Cloud API webhook")
 
 
-def _s(value: Any) -> str:
+def text(value: Any) -> str:
+    """A string field of Meta's JSON (an id sent as a number read as its digits); else ``""``."""
     return value if isinstance(value, str) else str(value) if isinstance(value, int) else ""
+
+
+def whole_number(value: Any) -> int | None:
+    """A whole-number field of Meta's JSON (a number, or digits in a string); else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
 
 
 @dataclass(frozen=True)
@@ -168,16 +181,20 @@ def call_events(body: dict[str, Any]) -> tuple[list[CallWebhook], int]:
                 out.append(event)
         statuses = value.get("statuses")
         for item in statuses if isinstance(statuses, list) else []:
-            if not isinstance(item, dict) or not _s(item.get("id")) or not _s(item.get("status")):
+            if (
+                not isinstance(item, dict)
+                or not text(item.get("id"))
+                or not text(item.get("status"))
+            ):
                 bad += 1
                 continue
             out.append(
                 CallWebhook(
                     kind="status",
-                    wacid=_s(item.get("id")),
-                    status=_s(item.get("status")).upper(),
-                    peer=_s(item.get("recipient_id")) or _s(item.get("recipient_user_id")),
-                    opaque=_s(item.get("biz_opaque_callback_data")),
+                    wacid=text(item.get("id")),
+                    status=text(item.get("status")).upper(),
+                    peer=text(item.get("recipient_id")) or text(item.get("recipient_user_id")),
+                    opaque=text(item.get("biz_opaque_callback_data")),
                 )
             )
     return out, bad
@@ -212,19 +229,19 @@ CONTEXT_LIMIT = 1024
 def _context(item: dict[str, Any], value: dict[str, Any], user: str) -> dict[str, Any]:
     """The caller's context (Meta Cloud API Calling: user-initiated calls; Business-scoped
     user IDs: ``user_id`` and ``profile.username`` in ``contacts``)."""
-    found = {ours: _s(item.get(theirs)) for theirs, ours in CONTEXT_FIELDS.items()}
+    found = {ours: text(item.get(theirs)) for theirs, ours in CONTEXT_FIELDS.items()}
     contacts = value.get("contacts")
     for contact in contacts if isinstance(contacts, list) else []:
         if not isinstance(contact, dict) or user not in (
-            _s(contact.get("wa_id")),
-            _s(contact.get("user_id")),
+            text(contact.get("wa_id")),
+            text(contact.get("user_id")),
         ):
             continue
         for theirs, ours in CONTACT_FIELDS.items():
-            found[ours] = found.get(ours) or _s(contact.get(theirs))
+            found[ours] = found.get(ours) or text(contact.get(theirs))
         profile = contact.get("profile")
         if isinstance(profile, dict):
-            found["username"] = _s(profile.get("username"))
+            found["username"] = text(profile.get("username"))
     kept = {k: v[:CONTEXT_LIMIT] for k, v in found.items() if v}
     return {"whatsapp": kept} if kept else {}
 
@@ -232,8 +249,8 @@ def _context(item: dict[str, Any], value: dict[str, Any], user: str) -> dict[str
 def _call_item(item: Any, value: dict[str, Any]) -> CallWebhook | None:
     if not isinstance(item, dict):
         return None
-    wacid = _s(item.get("id"))
-    kind = _s(item.get("event"))
+    wacid = text(item.get("id"))
+    kind = text(item.get("event"))
     if not wacid or kind not in ("connect", "terminate"):
         return None
     session = item.get("session") if isinstance(item.get("session"), dict) else {}
@@ -241,21 +258,21 @@ def _call_item(item: Any, value: dict[str, Any]) -> CallWebhook | None:
     raw_errors = item.get("errors") or value.get("errors")
     errors = [e for e in raw_errors if isinstance(e, dict)] if isinstance(raw_errors, list) else []
     duration = item.get("duration")
-    direction = _s(item.get("direction")).upper()
+    direction = text(item.get("direction")).upper()
     if direction == "USER_INITIATED":  # a user who shows no phone is named by BSUID alone
-        peer = _s(item.get("from")) or _s(item.get("from_user_id"))
+        peer = text(item.get("from")) or text(item.get("from_user_id"))
     else:
-        peer = _s(item.get("to")) or _s(item.get("to_user_id"))
+        peer = text(item.get("to")) or text(item.get("to_user_id"))
     new = kind == "connect" and direction == "USER_INITIATED"
     return CallWebhook(
         kind=kind,
         wacid=wacid,
         direction=direction,
         peer=peer,
-        sdp_type=_s(session.get("sdp_type")),
-        sdp=_s(session.get("sdp")),
-        status=_s(item.get("status")).upper(),
-        opaque=_s(item.get("biz_opaque_callback_data")),
+        sdp_type=text(session.get("sdp_type")),
+        sdp=text(session.get("sdp")),
+        status=text(item.get("status")).upper(),
+        opaque=text(item.get("biz_opaque_callback_data")),
         errors=errors[:10],
         duration=duration if isinstance(duration, int) else None,
         metadata=_context(item, value, peer) if new else {},
