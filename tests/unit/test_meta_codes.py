@@ -98,3 +98,12 @@ def test_docs_give_a_hint_for_every_code() -> None:
     api = (DOCS / "api.md").read_text()
     for reason in END_REASONS:
         assert f"`{reason}`" in api, reason
+
+
+def test_a_code_is_read_as_a_whole_number_however_meta_spells_it() -> None:
+    from bridge.engines.cloudapi.webhook import whole_number
+
+    spelled = [138006, 138006.0, "138006", " 138006 "]
+    assert [whole_number(v) for v in spelled] == [138006] * 4
+    for odd in (True, 138006.5, float("nan"), float("inf"), "13800x", None, [138006]):
+        assert whole_number(odd) is None, odd

@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import math
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,10 +115,11 @@ def text(value: Any) -> str:
 
 
 def whole_number(value: Any) -> int | None:
-    """A whole-number field of Meta's JSON (a number, or digits in a string); else ``None``."""
+    """A whole-number field of Meta's JSON (a number with no fraction, or digits in a string);
+    else ``None`` (a fraction, NaN or infinity is no code or count)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
         return int(value)
     if isinstance(value, str) and value.strip().isdigit():
         return int(value.strip())
