@@ -67,6 +67,16 @@ class Profile:
     """The sender's clock runs this fast (+) or slow (-)."""
     repeats: int = 1
     """How many times the speech is sent (drift needs a minute)."""
+    stall: float = 0.0
+    """The sender stalls this long at the end of every :attr:`stall_every` seconds (a Wi-Fi or
+    mobile hiccup): the packets of the stall are held, then released at once with the next."""
+    stall_every: float = 5.0
+
+    def releases(self, seconds: float) -> list[float]:
+        """When each stall's packets are released (seconds of the sender's packets)."""
+        if not self.stall:
+            return []
+        return [k * self.stall_every for k in range(1, int(seconds / self.stall_every) + 1)]
 
 
 PROFILES = {
@@ -79,6 +89,7 @@ PROFILES = {
         Profile("bursts", loss=0.05, burst=2.5),
         Profile("jitter", jitter=0.04),
         Profile("jitter+loss3", loss=0.03, jitter=0.04),
+        Profile("stall", stall=0.4),
         Profile("drift+300", drift_ppm=300, repeats=4),
         Profile("drift-300", drift_ppm=-300, repeats=4),
     )
@@ -92,9 +103,15 @@ class Wire:
         self.profile = profile
         self.rng = random.Random(seed)
         self.bad = False
+        self.sent = 0
+        """Packets given a fate: the next is sent at ``sent`` × 20 ms (a stall's clock)."""
 
     def fate(self) -> float | None:
         p, rng = self.profile, self.rng
+        sent, self.sent = self.sent * 0.02, self.sent + 1
+        if p.stall:
+            held = p.stall_every - sent % p.stall_every  # until the release
+            return held if held < p.stall - 1e-9 else 0.0
         if p.burst:
             leave = 1 / p.burst
             enter = p.loss * leave / (1 - p.loss)  # stationary share of the bad state = loss
@@ -135,6 +152,31 @@ class Unwrap:
         ext = self.peek(seq)
         self.last = ext if self.last is None else max(self.last, ext)
         return ext
+
+
+def recovery_s(
+    trace: list[tuple[float, float]], releases: list[float], near: float = 0.04
+) -> list[float | None]:
+    """For each stall released at ``releases``, how long the receiver's delay (``trace``:
+    (seconds, :attr:`Receiver.delay`) a tick) took after the release to come back within
+    ``near`` of where it settles: its median over the second before the next stall (or the
+    trace's last second; a stall with less than 3 s after it is left out; ``None``: not back
+    before the next stall or the end). That is where it was
+    before the stall unless the stall moved what the receiver wants (Opus: its concealed frames
+    start the FEC floor's frame; a stall that comes back is kept, ``delay.PEAK_MEMORY``)."""
+    out: list[float | None] = []
+    for k, release in enumerate(releases):
+        end = releases[k + 1] - 1.0 if k + 1 < len(releases) else trace[-1][0] + 0.02
+        settled = [d for t, d in trace if end - 1.0 <= t < end]
+        if end - release < 3.0 or not settled:
+            continue  # too near the end to settle
+        level = float(np.median(settled))
+        off = [t for t, d in trace if release <= t < end and abs(d - level) > near]
+        if off and max(off) > end - 0.1:
+            out.append(None)  # not back before the next stall
+        else:
+            out.append(round((max(off) + 0.02 - release) if off else 0.0, 2))
+    return out
 
 
 def sender_stall_ms(wire_times: list[tuple[int, float]], period: float = 0.02) -> float:

@@ -11,10 +11,13 @@ quantile of them is steered to a small margin — enough that all but ~2 % of pa
 time — by adding or removing one frame of delay at a time: a frame more once the quantile is
 under half the margin (of the FEC floor too, below), a frame less once it is a frame and
 :data:`SHED_ABOVE` over it (more under wide jitter). On a clean network that is less than one
-frame; with jitter it follows the jitter (bounded by ``max_delay``). After a loss, when the
-sender sends in-band FEC, one frame more is kept for ``loss_memory`` seconds so that the next
-packet of a later loss is usually there in time for its FEC; a frame that floor alone wants
-(every packet on time) is insurance, bought in a long pause (:attr:`DelayDecision.for_fec`).
+frame; with jitter it follows the jitter (bounded by ``max_delay``). A large excess (more than
+two frames over the floor: a sender's stall released at once, a peer's first half second sent
+in one burst) is shed fast (:attr:`DelayDecision.rush`, NetEq's fast accelerate) instead of a
+frame at a time with a settling wait between. After a loss, when the sender sends in-band
+FEC, one frame more is kept for ``loss_memory`` seconds so that the next packet of a later loss
+is usually there in time for its FEC; a frame that floor alone wants (every packet on time) is
+insurance, bought in a long pause (:attr:`DelayDecision.for_fec`).
 
 **Delay accounting.** Every change of how the RTP timeline maps onto the receiver's clock (a
 concealed frame, a stretch that moves the next decode by a tick, a sender's timeline nudge)
@@ -38,6 +41,21 @@ jitter (0–80 ms) the low quantile of 100 packets swings by more than a frame, 
 2 ms each swing shed a frame in whatever pause came next, short gaps between words among them,
 which PESQ-WB marks down (Opus 0–80 ms seeds 2 and 3: −0.19 and −0.14 against the ideal; +0.01
 and −0.04 with this, for 1 ms more mean delay). A steady line (drift) keeps the 2 ms."""
+RUSH_ABOVE = 0.02
+"""How far beyond the line a frame is shed at (:data:`SHED_ABOVE`) the low quantile must be for
+the receiver to *rush* (:attr:`DelayDecision.rush`): a large excess of delay (a sender's stall
+released at once, a peer's first half second sent in one burst) is shed as NetEq's fast
+accelerate sheds it, in voiced speech at once, several periods a tick, with no settling wait
+between removals. Under it the careful rule sheds the rest (a pause first, voiced speech after a
+wait), as it was tuned against PESQ-WB."""
+FLUSH_ABOVE = 0.3
+"""Excess over the floor beyond which a rush may also cut whole frames out of a pause (keeping
+:data:`~bridge.audio.stretch.KEEP_PAUSE` of it), as NetEq flushes a buffer far above its
+target."""
+PEAK_MEMORY = 10.0
+"""Seconds within which a second large excess (a stall that comes back) is the network's pattern
+rather than a hiccup: it is not rushed away (NetEq's delay peak detector likewise keeps the delay
+its peaks need once two came within 10 s), the careful rule sheds it."""
 LONG_PAUSE = 0.1
 """Seconds played in a pause in a row before a frame for FEC alone (:attr:`DelayDecision.for_fec`)
 goes in: a pause between phrases, not a gap between words (a frame put in the 40 ms gap at 0.72
@@ -85,6 +103,13 @@ class DelayDecision:
         self.for_fec = False
         """The frame wanted is the FEC floor's alone: every packet is on time, and the frame
         only puts the next packet of a later loss at hand (a step too, in a long pause)."""
+        self.rush = False
+        """The delay is far above what packets need (:data:`RUSH_ABOVE`): shed it fast."""
+        self.flush = False
+        """...and so far (:data:`FLUSH_ABOVE`) that whole frames of a pause may go."""
+        self._excesses: deque[float] = deque(maxlen=2)
+        """When the latest large excesses began (kept across a new stream: the network's)."""
+        self._in_excess = -1e9
         self.target = 0.0
         """The delay aimed for (W3C ``jitterBufferTargetDelay``, per sample)."""
         self._quiet_for = 0.0
@@ -162,7 +187,7 @@ class DelayDecision:
     def direction(self, now: float, *, sender_fec: bool) -> int:
         """+1 if the delay should grow, -1 if it should shrink, 0 if it is right; sets
         :attr:`urgent` and :attr:`step`."""
-        self.urgent = self.step = self.for_fec = False
+        self.urgent = self.step = self.for_fec = self.rush = self.flush = False
         if len(self._slack) < 3:
             return 0
         low, median = self.quantiles()
@@ -187,8 +212,20 @@ class DelayDecision:
             want = 1
         elif low > floor + FRAME_SECONDS + shed_above and held - FRAME_SECONDS >= self.min_delay:
             want = -1
-        if want < 0 and self._settle > 0:
-            want = 0  # a removal waits until the last change shows in the slacks
+        if want < 0:
+            excess = low - floor
+            self.rush = excess > FRAME_SECONDS + shed_above + RUSH_ABOVE
+            if self.rush:
+                if now - self._in_excess > 1.0:  # a new excess, not the one being shed
+                    self._excesses.append(now)
+                self._in_excess = now
+                first, latest = self._excesses[0], self._excesses[-1]
+                self.rush = first == latest or latest - first > PEAK_MEMORY
+            self.flush = self.rush and excess > FLUSH_ABOVE
+        if want < 0 and self._settle > 0 and not self.rush:
+            # A removal waits until the last change shows in the slacks; a rush does not (the
+            # stored slacks move with the anchor at once, and it stops a frame short).
+            want = 0
         if self._settle > 0:
             self._settle -= 1
         if want == 0:

@@ -4,11 +4,13 @@ delay is added or shed, and how much of a pause a removal leaves."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from bench.speech import missing_tools, speech
 from bridge.audio.delay import DelayDecision
 from bridge.audio.opus import OpusDecoder, has_fec
 from bridge.audio.receiver import Receiver
-from bridge.audio.stretch import BLOCK, KEEP_PAUSE, PlayoutFifo
+from bridge.audio.stretch import BLOCK, KEEP_PAUSE, PlayoutFifo, is_pause
 
 from .test_receiver import FRAME, packets
 
@@ -152,3 +154,41 @@ def test_a_pause_is_lengthened_whole_or_not_at_all() -> None:
     fifo.feed(np.concatenate((hush[:-BLOCK], word[:BLOCK], word)))
     fifo.take()
     assert not fifo.lengthen_pause(320) and fifo.held == 320 and fifo.inserted == 280
+
+
+@pytest.mark.skipif(bool(missing_tools()), reason="espeak-ng, sox or pesq missing")
+def test_a_stall_released_at_once_is_shed_within_two_seconds_of_speech() -> None:
+    """A sender stalls 400 ms (a Wi-Fi hiccup: packets held, then released at once): the
+    receiver's delay is back within 60 ms of what it was within 2 s of speech (NetEq's fast
+    accelerate; the careful rule alone took ~10 s), and no tick of voiced speech loses a whole
+    frame (only a pause may, the excess being extreme)."""
+    sent = packets(speech(10.0))
+    arrivals = [(4.0 if 3.6 <= i * 0.02 < 4.0 else i * 0.02) + 0.001 for i in range(len(sent))]
+    rx, delays, j = Receiver(16_000, FRAME), [], 0
+    for k in range(len(sent)):
+        tick = 0.007 + k * 0.02
+        while j < len(sent) and arrivals[j] <= tick:
+            rx.push(*sent[j], arrivals[j])
+            j += 1
+        before = rx.stats.removed_samples_for_acceleration
+        frame = rx.pop(tick)
+        removed = rx.stats.removed_samples_for_acceleration - before
+        if not is_pause(frame):
+            assert removed < FRAME, f"a frame of voiced speech cut at {tick:.2f} s"
+        delays.append(rx.delay)
+    steady = float(np.median(delays[100:175]))  # 2.0-3.5 s
+    assert max(delays[200:220]) > steady + 0.2  # the stall's excess, played out
+    assert all(abs(d - steady) < 0.06 for d in delays[300:]), "not shed within 2 s"
+
+
+def test_a_large_excess_is_rushed_unless_it_came_back_within_ten_seconds() -> None:
+    """A large excess (a stall released at once) is rushed away; one that comes back within
+    10 s (the network's pattern, as NetEq's delay peak detector sees it) is shed the careful
+    way; one more than 10 s after the last is a hiccup again. A small excess never rushes."""
+    d = decision(steady(0.35))
+    assert d.direction(0.0, sender_fec=False) < 0 and d.rush and d.flush
+    assert d.direction(0.5, sender_fec=False) < 0 and d.rush  # the same excess, being shed
+    assert d.direction(5.0, sender_fec=False) < 0 and not d.rush  # back within 10 s
+    assert d.direction(16.5, sender_fec=False) < 0 and d.rush and d.flush  # 11.5 s later
+    small = decision(steady(0.04))
+    assert small.direction(0.0, sender_fec=False) < 0 and not small.rush
