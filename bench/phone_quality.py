@@ -60,6 +60,7 @@ PHONE_PROFILES = {
     "loss3": PROFILES["loss3"],
     "loss10": PROFILES["loss10"],
     "stall": PROFILES["stall"],
+    "stalls": PROFILES["stalls"],
 }
 """The quality bench's profiles (``jitter`` is 0–40 ms) and two more spreads of jitter."""
 LABELS = {
@@ -70,6 +71,7 @@ LABELS = {
     "loss3": "3 % loss",
     "loss10": "10 % loss",
     "stall": "400 ms stall / 5 s",
+    "stalls": "150–400 ms stalls / 1–6 s",
 }
 
 
@@ -164,6 +166,8 @@ async def bridge_receive(
         "delay_p95_ms": round(1000 * float(np.percentile(delays, 95)), 1) if delays else None,
         "cpu_ms_per_s": round(1000 * cpu / seconds, 3),
         "concealed_ms": round(1000 * s.concealed_samples / RATE),
+        "concealment_events": s.concealment_events,
+        "discarded": s.packets_discarded,
         "fec_recovered_ms": round(1000 * s.fec_recovered_samples / RATE),
         "stretched_ms": round(
             1000 * (s.inserted_samples_for_deceleration + s.removed_samples_for_acceleration) / RATE
@@ -184,8 +188,8 @@ def phone_call(
     got = arrivals(payloads, PHONE_PROFILES[profile], seed)
     rx = asyncio.run(bridge_receive(codec, payloads, got, seed))
     heard = rx.pop("heard")
-    wire = PHONE_PROFILES[profile]
-    releases = wire.releases(len(payloads) * FRAME_SECONDS)
+    seconds = len(payloads) * FRAME_SECONDS
+    releases = [r for _, r in Wire(PHONE_PROFILES[profile], seed, seconds).stalls]
     trace = rx.pop("trace")
     recover = recovery_s(trace, releases) if releases else None
     ideal = ideal_phone_decode(codec, {i: payloads[i] for _, i in got})

@@ -71,12 +71,27 @@ class Profile:
     """The sender stalls this long at the end of every :attr:`stall_every` seconds (a Wi-Fi or
     mobile hiccup): the packets of the stall are held, then released at once with the next."""
     stall_every: float = 5.0
+    stall_max: float = 0.0
+    """Irregular stalls instead (above :attr:`stall`): each stall lasts a seeded
+    :attr:`stall`..``stall_max`` seconds and the next begins a seeded :attr:`stall_gap` after
+    its release, the first one 2 s in (a sender, or a process that hosts both ends, stalling
+    again and again: GC, a loaded host)."""
+    stall_gap: tuple[float, float] = (1.0, 6.0)
 
-    def releases(self, seconds: float) -> list[float]:
-        """When each stall's packets are released (seconds of the sender's packets)."""
+    def stalls(self, seconds: float, seed: int) -> list[tuple[float, float]]:
+        """(start, release) of each stall within ``seconds`` (sender's seconds), seeded apart
+        from the packets' other fates."""
         if not self.stall:
             return []
-        return [k * self.stall_every for k in range(1, int(seconds / self.stall_every) + 1)]
+        if not self.stall_max:
+            every = self.stall_every
+            return [(k * every - self.stall, k * every) for k in range(1, int(seconds / every) + 1)]
+        rng, out, start = random.Random(f"stalls {seed}"), [], 2.0
+        while start < seconds:
+            release = start + rng.uniform(self.stall, self.stall_max)
+            out.append((start, release))
+            start = release + rng.uniform(*self.stall_gap)
+        return out
 
 
 PROFILES = {
@@ -90,6 +105,7 @@ PROFILES = {
         Profile("jitter", jitter=0.04),
         Profile("jitter+loss3", loss=0.03, jitter=0.04),
         Profile("stall", stall=0.4),
+        Profile("stalls", stall=0.15, stall_max=0.4),
         Profile("drift+300", drift_ppm=300, repeats=4),
         Profile("drift-300", drift_ppm=-300, repeats=4),
     )
@@ -99,19 +115,23 @@ PROFILES = {
 class Wire:
     """The fate of each packet on a seeded network: ``None`` (lost) or its extra delay."""
 
-    def __init__(self, profile: Profile, seed: int) -> None:
+    def __init__(self, profile: Profile, seed: int, seconds: float = 600.0) -> None:
         self.profile = profile
         self.rng = random.Random(seed)
         self.bad = False
         self.sent = 0
         """Packets given a fate: the next is sent at ``sent`` × 20 ms (a stall's clock)."""
+        self.stalls = profile.stalls(seconds, seed)
+        """(start, release) of the sender's stalls (:meth:`Profile.stalls`)."""
 
     def fate(self) -> float | None:
         p, rng = self.profile, self.rng
         sent, self.sent = self.sent * 0.02, self.sent + 1
         if p.stall:
-            held = p.stall_every - sent % p.stall_every  # until the release
-            return held if held < p.stall - 1e-9 else 0.0
+            for start, release in self.stalls:
+                if start + 1e-9 < sent < release - 1e-9:
+                    return release - sent  # held until the release
+            return 0.0
         if p.burst:
             leave = 1 / p.burst
             enter = p.loss * leave / (1 - p.loss)  # stationary share of the bad state = loss
