@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from bench.speech import missing_tools, speech
+from bridge.audio import rms_dbfs, tone
 from bridge.audio.delay import DelayDecision
 from bridge.audio.opus import OpusDecoder, has_fec
 from bridge.audio.receiver import Receiver
 from bridge.audio.stretch import BLOCK, KEEP_PAUSE, PlayoutFifo, is_pause
 
-from .test_receiver import FRAME, packets
+from .test_receiver import FRAME, RATE, packets
 
 
 def decision(slacks: list[float]) -> DelayDecision:
@@ -192,3 +193,47 @@ def test_a_large_excess_is_rushed_unless_it_came_back_within_ten_seconds() -> No
     assert d.direction(16.5, sender_fec=False) < 0 and d.rush and d.flush  # 11.5 s later
     small = decision(steady(0.04))
     assert small.direction(0.0, sender_fec=False) < 0 and not small.rush
+
+
+def test_packets_late_now_are_a_delay_peak_after_which_an_excess_is_not_rushed() -> None:
+    """Packets late on a tick (a stall shorter than an outage, this process stalling) are a
+    delay peak: the delay grows on it, and a large excess within 10 s of it (the excess that
+    growth leaves once the late packets leave the window, or another stall's) is the network's
+    pattern, shed the careful way; 10 s after the last peak a large excess is a hiccup again."""
+    d = decision(steady(-0.03))
+    assert d.direction(0.0, sender_fec=False) > 0 and d.urgent
+    d = decision(steady(0.35))
+    d._peak(0.0)  # (the late packets' tick, as above, on this decision's line)
+    assert d.direction(3.0, sender_fec=False) < 0 and not d.rush
+    assert d.direction(14.0, sender_fec=False) < 0 and d.rush
+
+
+def test_stalls_that_recur_keep_their_cushion_no_packet_late_after_the_first() -> None:
+    """A sender stalls again and again, each stall's packets released at once (a process that
+    hosts the sender and the receiver stalling: GC, a loaded host): 60 ms at 1 s, 400 ms at
+    4 s, 150 ms at 7.5 s, 120 ms at 10 s. The first stall's packets come late (concealed, then
+    discarded); the 400 ms one is an outage whose packets are all played after it. Its excess
+    comes within 10 s of the first stall's peak and is not rushed away, so the stalls after
+    it are played from that cushion: no packet is discarded late after the first stall, and
+    the tone is heard at its level in every frame after the second (the rush, which shed that
+    excess in 1.5 s, discarded 5 packets of the third stall and concealed their frames)."""
+    sent = packets(tone(440, 12 * RATE, RATE, 0.3).astype(np.int16))
+    stalls = [(1.0, 1.06), (4.0, 4.4), (7.5, 7.65), (10.0, 10.12)]
+
+    def arrival(i: int) -> float:
+        at = i * 0.02
+        return next((end for start, end in stalls if start <= at < end), at) + 0.001
+
+    arrivals = sorted((arrival(i), i) for i in range(len(sent)))
+    rx, j, late, out = Receiver(16_000, FRAME), 0, [], []
+    for k in range(len(sent)):
+        tick = 0.007 + k * 0.02
+        while j < len(arrivals) and arrivals[j][0] <= tick:
+            rx.push(*sent[arrivals[j][1]], arrivals[j][0])
+            j += 1
+        out.append(rx.pop(tick))
+        late.append(rx.stats.packets_discarded)
+    assert late[int(1.5 / 0.02)] > 0  # the first stall's packets, too late for their frames
+    assert late[-1] == late[int(1.5 / 0.02)], "a packet discarded late after the first stall"
+    levels = [rms_dbfs(frame) for frame in out[int(5.0 / 0.02) :]]
+    assert min(levels) > -16, f"a frame concealed after the second stall: {min(levels):.1f} dB"
