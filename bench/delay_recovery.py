@@ -1,7 +1,7 @@
 """How fast the receiver sheds a large excess of delay, offline (docs/quality.md, *A large
 excess of delay shed fast*)::
 
-    .venv/bin/python -m bench.delay_recovery
+    .venv/bin/python -m bench.delay_recovery [--json bench/results/delay-recovery-<date>.json]
 
 The bench's 16 s of speech and a 440 Hz tone, Opus 32 kbit/s (``bench.receiver_delay.encode``),
 each packet arriving 1 ms after its send time but for one event: a start burst (the first
@@ -16,11 +16,16 @@ the figures are the same run to run. A benchmark, not a test: nothing asserts.
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from bench.quality import stamped
 from bench.receiver_delay import encode
 from bench.scoring import pesq_wb
 from bench.speech import speech
@@ -77,7 +82,11 @@ def recovery(trace: list[tuple[float, float]], steady: float, release: float) ->
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
     ref = speech(16.0)
+    rows: list[dict[str, Any]] = []
     for name, pcm in (("speech", ref), ("tone", tone(440, 16 * RATE, RATE, 0.3).astype(np.int16))):
         payloads = encode(pcm)
         played, trace, _, _ = trial(payloads, lambda i: i * 0.02 + 0.001)
@@ -87,14 +96,29 @@ def main() -> None:
         for case, (arrive, release) in CASES.items():
             played, trace, rx, cpu = trial(payloads, arrive)
             after = [d for t, d in trace if t >= release]
-            score = f"  PESQ-WB {pesq_wb(ref, played):.2f}" if name == "speech" else ""
+            row = {
+                "signal": name,
+                "case": case,
+                "back_s": round(recovery(trace, steady, release), 2),
+                "delay_after_ms": round(1000 * float(np.mean(after)), 1),
+                "removed": rx.stats.removed_samples_for_acceleration,
+                "concealment_events": rx.stats.concealment_events,
+                "discarded": rx.stats.packets_discarded,
+                "us_a_tick": round(1e6 * cpu / len(trace), 1),
+                "pesq_wb": round(pesq_wb(ref, played), 3) if name == "speech" else None,
+            }
+            rows.append(row)
+            score = f"  PESQ-WB {row['pesq_wb']:.2f}" if name == "speech" else ""
             print(
-                f"{name:6} {case:13} back in {recovery(trace, steady, release):5.2f} s"
-                f"  mean delay after {1000 * np.mean(after):4.0f} ms"
-                f"  removed {rx.stats.removed_samples_for_acceleration}"
-                f"  {1e6 * cpu / len(trace):.0f} µs a tick{score}",
+                f"{name:6} {case:13} back in {row['back_s']:5.2f} s"
+                f"  mean delay after {row['delay_after_ms']:4.0f} ms"
+                f"  removed {row['removed']}  {row['us_a_tick']:.0f} µs a tick{score}",
                 flush=True,
             )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({**stamped("delay-recovery"), "rows": rows}, indent=2))
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -19,10 +19,11 @@ concealment (:func:`bench.quality_paths.ideal_decode`).
 
 Also reported: the receiver's playout delay (its W3C mean, ``jitterBufferDelay /
 jitterBufferEmittedCount``, and the 95th percentile of :attr:`Receiver.delay` over the ticks)
-and the CPU time of the receive path (``on_rtp`` and the ticks) per second of call; under a
-stall (``stall``: 400 ms every 5 s), how long the delay took to come back within 40 ms of where it
-settles (``recover_s``, each stall's, :func:`~bench.quality_paths.recovery_s`; the ideal
-receiver holds nothing). Run by
+and the CPU time of the receive path (``on_rtp`` and the ticks) per second of call, its
+concealment events and the packets it discarded (too late); under stalls (``stall``: 400 ms
+every 5 s; ``stalls``: 150–400 ms, the next 1–6 s after, seeded), how long the delay took to
+come back within 40 ms of where it settles (``recover_s``, each stall's with 3 s after it,
+:func:`~bench.quality_paths.recovery_s`; the ideal receiver holds nothing). Run by
 ``make quality`` (``--phones`` alone). A benchmark, not a test: nothing here asserts.
 """
 
