@@ -14,7 +14,9 @@ under half the margin (of the FEC floor too, below), a frame less once it is a f
 frame; with jitter it follows the jitter (bounded by ``max_delay``). A large excess (more than
 two frames over the floor: a sender's stall released at once, a peer's first half second sent
 in one burst) is shed fast (:attr:`DelayDecision.rush`, NetEq's fast accelerate) instead of a
-frame at a time with a settling wait between. After a loss, when the sender sends in-band
+frame at a time with a settling wait between. Stalls that recur (*delay peaks*, NetEq's peak
+detector: :data:`PEAK_GAP`, :data:`PEAK_MEMORY`) keep the cushion the highest of them needs:
+neither rule sheds below it while they last. After a loss, when the sender sends in-band
 FEC, one frame more is kept for ``loss_memory`` seconds so that the next packet of a later loss
 is usually there in time for its FEC; a frame that floor alone wants (every packet on time) is
 insurance, bought in a long pause (:attr:`DelayDecision.for_fec`).
@@ -52,18 +54,27 @@ FLUSH_ABOVE = 0.3
 """Excess over the floor beyond which a rush may also cut whole frames out of a pause (keeping
 :data:`~bridge.audio.stretch.KEEP_PAUSE` of it), as NetEq flushes a buffer far above its
 target."""
+PEAK_GAP = 0.06
+"""Seconds a packet must arrive later than the line of the fastest recent ones for a *delay
+peak* (NetEq's delay peak detector works on the same relative arrival delays): a sender's stall,
+or a stall of a process that hosts both ends. Its height, the latest packet of the stall's, is
+the cushion a stall like it needs. A packet no later than the spread of the window's slacks
+and a frame is no peak: the quantile covers that jitter (0–80 ms makes none)."""
+LINE_LEAK = 0.0005
+"""Seconds a packet by which the line of the fastest packets rises (25 ms/s) unless a packet
+comes faster: it follows a sender's clock drift and a longer path within seconds, not a stall's
+burst (whose 20 packets move it 10 ms)."""
 PEAK_MEMORY = 10.0
-"""Seconds within which a second delay peak makes a large excess the network's pattern rather
-than a hiccup: it is not rushed away but shed by the careful rule (NetEq's delay peak detector
-likewise keeps the delay its peaks need once two came within 10 s). A peak is a large excess
-beginning, or packets late *now* (the low quantile under zero: a stall shorter than an outage,
-or a stall of this very process). Delay grown on late packets is the target's own, which
-"grows on a delay peak, shrinks slowly": the excess it leaves shows once those packets leave the
-window, 2 s on, a second peak, and is never rushed; only an excess of packets that came in a
-burst (a peer's start, an outage's backlog) with no other peak within 10 s is. Counting only
-large excesses, the first excess after a run of short stalls was rushed away and the next stall
-found no cushion: the stalled-fork test (client and bridge in one process, its stalls every few
-seconds) failed in 3 of 3 full runs with 6 concealment events and 32 packets discarded late."""
+"""Seconds within which a second delay peak makes stalls the network's pattern rather than a
+hiccup: then the highest of the peaks within 10 s of the latest is a cushion (NetEq's peak
+detector's target: "grows on a delay peak, shrinks slowly"), kept by the careful rule and the
+rush alike until the latest peak is 10 s old; only what is over it is rushed. A lone peak, or a
+burst with none (a peer's start), is rushed down to the floor: one stall cannot tell it will
+come back. The reverted first rush kept only a second large *excess* whole: the cushion
+between excesses was shed to two frames over the floor, so each stall after lost packets
+(300 ms every 2 s: one a stall), and a process whose stalls skip its clock's ticks (the
+stalled-fork test: client and bridge in one process) piled their backlogs up to the
+receiver's 64 packets, then lost them (1.4 s of delay, then silence), as main does too."""
 LONG_PAUSE = 0.1
 """Seconds played in a pause in a row before a frame for FEC alone (:attr:`DelayDecision.for_fec`)
 goes in: a pause between phrases, not a gap between words (a frame put in the 40 ms gap at 0.72
@@ -115,10 +126,11 @@ class DelayDecision:
         """The delay is far above what packets need (:data:`RUSH_ABOVE`): shed it fast."""
         self.flush = False
         """...and so far (:data:`FLUSH_ABOVE`) that whole frames of a pause may go."""
-        self._peaks: deque[float] = deque(maxlen=2)
-        """When the latest delay peaks began (:data:`PEAK_MEMORY`; kept across a new stream:
-        they are the network's)."""
-        self._in_peak = -1e9
+        self._peaks: deque[tuple[float, float]] = deque(maxlen=8)
+        """(arrival, height) of the latest delay peaks (:data:`PEAK_GAP`; kept across a new
+        stream: they are the network's)."""
+        self._line: float | None = None
+        """Arrival less RTP time of the fastest recent packets (:data:`LINE_LEAK`)."""
         self.target = 0.0
         """The delay aimed for (W3C ``jitterBufferTargetDelay``, per sample)."""
         self._quiet_for = 0.0
@@ -163,6 +175,11 @@ class DelayDecision:
         low = ordered[int(self.quantile * len(ordered))] + self._offset
         return low, ordered[len(ordered) // 2] + self._offset
 
+    def high(self) -> float:
+        """The high quantile of recent slacks (the fastest packets'), at the current delay."""
+        ordered = self._ordered
+        return ordered[int((1 - self.quantile) * (len(ordered) - 1))] + self._offset
+
     def delay_for(self, slack: float) -> float:
         """How long a packet that arrived ``slack`` seconds before its due time on the line
         the recent slacks were measured against should wait: as long as all but the low
@@ -193,11 +210,37 @@ class DelayDecision:
                 return False
         return True
 
-    def _peak(self, now: float) -> None:
-        """A delay peak on this tick: a new one unless the last tick of one was within 1 s."""
-        if now - self._in_peak > 1.0:
-            self._peaks.append(now)
-        self._in_peak = now
+    def arrived(self, rtp_seconds: float, arrival: float) -> None:
+        """A packet of (extended) RTP time ``rtp_seconds`` arrived at ``arrival``: a delay peak
+        if it came :data:`PEAK_GAP` or more after the line of the fastest recent packets (the
+        packets of one stall, within a second, are one peak, as high as the latest of them; over
+        a second late is a sender that stopped, or a new timeline: not a peak)."""
+        relative, line = arrival - rtp_seconds, self._line
+        if line is None or abs(relative - line) > 2.0:
+            self._line = relative
+            return
+        self._line = line = min(relative, line + LINE_LEAK)
+        late, peaks = relative - line, self._peaks
+        if late < PEAK_GAP or late > 1.0:
+            return
+        if len(self._ordered) >= 10 and late < self.high() - self.quantiles()[0] + FRAME_SECONDS:
+            return  # no later than the jitter the window holds: the quantile covers it
+        if peaks and arrival - peaks[-1][0] < 1.0:
+            peaks[-1] = (peaks[-1][0], max(late, peaks[-1][1]))
+        else:
+            peaks.append((arrival, late))
+
+    def cushion(self, now: float) -> float:
+        """The delay recurring peaks need kept (:data:`PEAK_MEMORY`): the highest of those
+        within 10 s of the latest, if the one before it came within 10 s too and the latest is
+        under 10 s old; 0 for a lone peak, or none."""
+        peaks = self._peaks
+        if len(peaks) < 2 or now - peaks[-1][0] > PEAK_MEMORY:
+            return 0.0
+        latest = peaks[-1][0]
+        if latest - peaks[-2][0] > PEAK_MEMORY:
+            return 0.0
+        return max(height for at, height in peaks if latest - at <= PEAK_MEMORY)
 
     def direction(self, now: float, *, sender_fec: bool) -> int:
         """+1 if the delay should grow, -1 if it should shrink, 0 if it is right; sets
@@ -223,19 +266,17 @@ class DelayDecision:
         # right after the loss (Opus 3 % loss seeds 1 and 2: -0.03 and -0.04 against the
         # ideal); the wait for FEC (``worth_waiting_for_fec``) draws the same line.
         shed_above = max(SHED_ABOVE, SHED_SPREAD * (median - low))
+        # What a stall like the recent ones would leave of the slack: its packets arrive the
+        # cushion after the fastest ones (jitter the window already holds is not counted twice).
+        cushion = self.cushion(now)
+        kept = min(low, self.high() - cushion) if cushion else low
         if low < grow_below and held + FRAME_SECONDS <= self.max_delay:
             want = 1
-        elif low > floor + FRAME_SECONDS + shed_above and held - FRAME_SECONDS >= self.min_delay:
+        elif kept > floor + FRAME_SECONDS + shed_above and held - FRAME_SECONDS >= self.min_delay:
             want = -1
-        if low < 0:
-            self._peak(now)  # packets late now: the delay grows on a peak
         if want < 0:
-            excess = low - floor
+            excess = kept - floor
             self.rush = excess > FRAME_SECONDS + shed_above + RUSH_ABOVE
-            if self.rush:
-                self._peak(now)
-                first, latest = self._peaks[0], self._peaks[-1]
-                self.rush = first == latest or latest - first > PEAK_MEMORY
             self.flush = self.rush and excess > FLUSH_ABOVE
         if want < 0 and self._settle > 0 and not self.rush:
             # A removal waits until the last change shows in the slacks; a rush does not (the

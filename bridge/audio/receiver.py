@@ -26,8 +26,7 @@ and is what judges a packet against what it has played (too late for its frame, 
 copy out of turn, or the sender's timeline jumped).
 
 **A sender's DTX** is not a loss: after a packet of no audio, a missing frame is comfort noise
-(:class:`~bridge.audio.dtx.ComfortNoise`), and the next talk spurt plays at the delay the last
-one had.
+(:class:`~bridge.audio.dtx.ComfortNoise`), and the next talk spurt plays at the last one's delay.
 
 **How long to hold packets** is decided apart from how frames are made, as NetEq keeps its
 decision logic apart from expand and accelerate: :class:`~bridge.audio.delay.DelayDecision`
@@ -158,6 +157,7 @@ class Receiver:
         if not packets.started:
             self._play_from = arrival + self.decision.min_delay
         ext_seq, ts = packets.arrive(seq, timestamp, payload, arrival)
+        self.decision.arrived(ts / self.rtp_clock, arrival)
         if self._counted.counting:  # decoding again (``count``)
             self._play_from = arrival + self._counted.resume(ts / self.rtp_clock, arrival)
         if self._playing:
