@@ -58,8 +58,8 @@ PEAK_GAP = 0.06
 """Seconds a packet must arrive later than the line of the fastest recent ones for a *delay
 peak* (NetEq's delay peak detector works on the same relative arrival delays): a sender's stall,
 or a stall of a process that hosts both ends. Its height, the latest packet of the stall's, is
-the cushion a stall like it needs. A packet no later than the spread of the window's slacks
-and a frame is no peak: the quantile covers that jitter (0–80 ms makes none)."""
+the cushion a stall like it needs. A packet no later than the window's jitter and a frame is no
+peak: the quantile covers it (0–80 ms of jitter makes none)."""
 LINE_LEAK = 0.0005
 """Seconds a packet by which the line of the fastest packets rises (25 ms/s) unless a packet
 comes faster: it follows a sender's clock drift and a longer path within seconds, not a stall's
@@ -129,6 +129,8 @@ class DelayDecision:
         self._peaks: deque[tuple[float, float]] = deque(maxlen=8)
         """(arrival, height) of the latest delay peaks (:data:`PEAK_GAP`; kept across a new
         stream: they are the network's)."""
+        self._late_at = -1e9
+        """When packets were last late on a tick (the low quantile under zero)."""
         self._line: float | None = None
         """Arrival less RTP time of the fastest recent packets (:data:`LINE_LEAK`)."""
         self.target = 0.0
@@ -223,8 +225,12 @@ class DelayDecision:
         late, peaks = relative - line, self._peaks
         if late < PEAK_GAP or late > 1.0:
             return
-        if len(self._ordered) >= 10 and late < self.high() - self.quantiles()[0] + FRAME_SECONDS:
-            return  # no later than the jitter the window holds: the quantile covers it
+        if (
+            len(self._ordered) >= 10
+            and late < 2 * (self.high() - self.quantiles()[1]) + FRAME_SECONDS
+        ):
+            return  # within the jitter the window holds (twice its upper half: a stall's
+            # packets, in its low tail, leave that be): the quantile covers it
         if peaks and arrival - peaks[-1][0] < 1.0:
             peaks[-1] = (peaks[-1][0], max(late, peaks[-1][1]))
         else:
@@ -274,9 +280,16 @@ class DelayDecision:
             want = 1
         elif kept > floor + FRAME_SECONDS + shed_above and held - FRAME_SECONDS >= self.min_delay:
             want = -1
+        if low < 0:
+            self._late_at = now
         if want < 0:
             excess = kept - floor
-            self.rush = excess > FRAME_SECONDS + shed_above + RUSH_ABOVE
+            # Delay grown on packets late (a stall shorter than an outage) is the target's
+            # own: with no pattern yet it shrinks the careful way for PEAK_MEMORY, the cushion
+            # a stall 2-10 s later needs; only a backlog (an outage's, a start burst) rushes.
+            self.rush = excess > FRAME_SECONDS + shed_above + RUSH_ABOVE and (
+                cushion > 0 or now - self._late_at > PEAK_MEMORY
+            )
             self.flush = self.rush and excess > FLUSH_ABOVE
         if want < 0 and self._settle > 0 and not self.rush:
             # A removal waits until the last change shows in the slacks; a rush does not (the
