@@ -68,13 +68,14 @@ PEAK_MEMORY = 10.0
 """Seconds within which a second delay peak makes stalls the network's pattern rather than a
 hiccup: then the highest of the peaks within 10 s of the latest is a cushion (NetEq's peak
 detector's target: "grows on a delay peak, shrinks slowly"), kept by the careful rule and the
-rush alike until the latest peak is 10 s old; only what is over it is rushed. A lone peak, or a
-burst with none (a peer's start), is rushed down to the floor: one stall cannot tell it will
-come back. The reverted first rush kept only a second large *excess* whole: the cushion
-between excesses was shed to two frames over the floor, so each stall after lost packets
-(300 ms every 2 s: one a stall), and a process whose stalls skip its clock's ticks (the
-stalled-fork test: client and bridge in one process) piled their backlogs up to the
-receiver's 64 packets, then lost them (1.4 s of delay, then silence), as main does too."""
+rush alike until the latest peak is 10 s old; only what is over it is rushed. With no pattern,
+a backlog (an outage's, a peer's start burst) is rushed down to the floor, but delay grown on
+late packets (a stall shorter than an outage) is not rushed for 10 s: it is the target's own,
+the cushion the next stall needs if one comes. The reverted first rush kept only a second large
+*excess* whole: between excesses it shed to two frames over the floor, so each stall after lost
+packets (300 ms every 2 s: one a stall), and a process whose stalls skip its clock's ticks (the
+stalled-fork test: client and bridge in one process) piled their backlogs up to the receiver's
+64 packets, then lost them (1.4 s of delay, then silence), as main does too."""
 LONG_PAUSE = 0.1
 """Seconds played in a pause in a row before a frame for FEC alone (:attr:`DelayDecision.for_fec`)
 goes in: a pause between phrases, not a gap between words (a frame put in the 40 ms gap at 0.72
