@@ -117,7 +117,8 @@ def main() -> None:
             )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({**stamped("delay-recovery"), "rows": rows}, indent=2))
+        result = {**stamped("delay-recovery"), "rows": rows}
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
 
 
