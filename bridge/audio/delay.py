@@ -57,9 +57,9 @@ target."""
 PEAK_GAP = 0.06
 """Seconds a packet must arrive later than the line of the fastest recent ones for a *delay
 peak* (NetEq's delay peak detector works on the same relative arrival delays): a sender's stall,
-or a stall of a process that hosts both ends. Its height, the latest packet of the stall's, is
-the cushion a stall like it needs. A packet no later than the window's jitter and a frame is no
-peak: the quantile covers it (0–80 ms of jitter makes none)."""
+or a stall of a process that hosts both ends. Its height (how late the packet that waited
+longest came) is the cushion a stall like it needs. A packet no later than the window's jitter
+and a frame is no peak: the quantile covers it (0–80 ms of jitter makes none)."""
 LINE_LEAK = 0.0005
 """Seconds a packet by which the line of the fastest packets rises (25 ms/s) unless a packet
 comes faster: it follows a sender's clock drift and a longer path within seconds, not a stall's
@@ -216,8 +216,8 @@ class DelayDecision:
     def arrived(self, rtp_seconds: float, arrival: float) -> None:
         """A packet of (extended) RTP time ``rtp_seconds`` arrived at ``arrival``: a delay peak
         if it came :data:`PEAK_GAP` or more after the line of the fastest recent packets (the
-        packets of one stall, within a second, are one peak, as high as the latest of them; over
-        a second late is a sender that stopped, or a new timeline: not a peak)."""
+        packets of one stall, within a second, are one peak, as high as the latest of them came;
+        over a second late is a sender that stopped, or a new timeline: not a peak)."""
         relative, line = arrival - rtp_seconds, self._line
         if line is None or abs(relative - line) > 2.0:
             self._line = relative
