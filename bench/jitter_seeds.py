@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.phone_quality import CODECS, PHONE_PROFILES, phone_call, phone_payloads
+from bench.phone_quality import CODECS, PHONE_PROFILES, back_in, phone_call, phone_payloads
 from bench.quality import stamped
 from bench.receiver_delay import encode, run
 from bench.scoring import pesq_wb
@@ -52,9 +52,20 @@ def main() -> None:
             delay = np.mean([r["delay_mean_ms"] for r in rows])
             p95 = np.mean([r["delay_p95_ms"] or 0 for r in rows])
             cpu = max(r["cpu_ms_per_s"] for r in rows)
+            stalls = [r["recover_s"] for r in rows if "recover_s" in r]
+            if len({len(k) for k in stalls}) > 1:  # irregular stalls: the slowest of all
+                stalls = [
+                    [max(k, key=lambda v: 1e9 if v is None else v, default=0.0)] for k in stalls
+                ]
+            back = [  # each stall's slowest seed (None: one was not back)
+                None if None in k else max(k) for k in zip(*stalls, strict=True)
+            ]
+            late = sum(r["discarded"] for r in rows)
+            events = sum(r["concealment_events"] for r in rows)
             print(
                 f"{codec:5} {profile:9} gaps {gaps}  delay {delay:.1f} / p95 {p95:.1f} ms"
-                f"  cpu ≤ {cpu:.2f} ms/s",
+                f"  cpu ≤ {cpu:.2f} ms/s  concealed {events} times, {late} late"
+                + (f"  back in ≤ {' / '.join(back_in(k) for k in back)}" if back else ""),
                 flush=True,
             )
     browser = []

@@ -19,7 +19,11 @@ concealment (:func:`bench.quality_paths.ideal_decode`).
 
 Also reported: the receiver's playout delay (its W3C mean, ``jitterBufferDelay /
 jitterBufferEmittedCount``, and the 95th percentile of :attr:`Receiver.delay` over the ticks)
-and the CPU time of the receive path (``on_rtp`` and the ticks) per second of call. Run by
+and the CPU time of the receive path (``on_rtp`` and the ticks) per second of call, its
+concealment events and the packets it discarded (too late); under stalls (``stall``: 400 ms
+every 5 s; ``stalls``: 150–400 ms, the next 1–6 s after, seeded), how long the delay took to
+come back within 40 ms of where it settles (``recover_s``, each stall's with 3 s after it,
+:func:`~bench.quality_paths.recovery_s`; the ideal receiver holds nothing). Run by
 ``make quality`` (``--phones`` alone). A benchmark, not a test: nothing here asserts.
 """
 
@@ -33,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.quality_paths import PROFILES, Profile, Wire, ideal_decode
+from bench.quality_paths import PROFILES, Profile, Wire, ideal_decode, recovery_s
 from bench.scoring import pesq_wb
 from bridge.audio.g711 import ulaw_encode
 from bridge.audio.opus import OpusEncoder
@@ -56,6 +60,8 @@ PHONE_PROFILES = {
     "jitter80": Profile("jitter80", jitter=0.08),
     "loss3": PROFILES["loss3"],
     "loss10": PROFILES["loss10"],
+    "stall": PROFILES["stall"],
+    "stalls": PROFILES["stalls"],
 }
 """The quality bench's profiles (``jitter`` is 0–40 ms) and two more spreads of jitter."""
 LABELS = {
@@ -65,6 +71,8 @@ LABELS = {
     "jitter80": "0–80 ms",
     "loss3": "3 % loss",
     "loss10": "10 % loss",
+    "stall": "400 ms stall / 5 s",
+    "stalls": "150–400 ms stalls / 1–6 s",
 }
 
 
@@ -118,6 +126,7 @@ async def bridge_receive(
     silence = np.zeros(FRAME, dtype=np.int16)
     out: list[np.ndarray] = []
     delays: list[float] = []
+    trace: list[tuple[float, float]] = []
     datagrams = [
         (
             at,
@@ -142,6 +151,7 @@ async def bridge_receive(
             out += heard
             heard.clear()
             delays.append(receiver.delay)
+            trace.append((tick, receiver.delay))
         elif out:
             out.append(silence)  # nothing handed on: the call hears nothing of the phone
         tick += FRAME_SECONDS
@@ -150,12 +160,15 @@ async def bridge_receive(
     seconds = len(payloads) * FRAME_SECONDS
     return {
         "heard": np.concatenate(out) if out else np.zeros(0, dtype=np.int16),
+        "trace": trace,
         "delay_mean_ms": round(
             1000 * s.jitter_buffer_delay / max(1, s.jitter_buffer_emitted_count), 1
         ),
         "delay_p95_ms": round(1000 * float(np.percentile(delays, 95)), 1) if delays else None,
         "cpu_ms_per_s": round(1000 * cpu / seconds, 3),
         "concealed_ms": round(1000 * s.concealed_samples / RATE),
+        "concealment_events": s.concealment_events,
+        "discarded": s.packets_discarded,
         "fec_recovered_ms": round(1000 * s.fec_recovered_samples / RATE),
         "stretched_ms": round(
             1000 * (s.inserted_samples_for_deceleration + s.removed_samples_for_acceleration) / RATE
@@ -176,6 +189,10 @@ def phone_call(
     got = arrivals(payloads, PHONE_PROFILES[profile], seed)
     rx = asyncio.run(bridge_receive(codec, payloads, got, seed))
     heard = rx.pop("heard")
+    seconds = len(payloads) * FRAME_SECONDS
+    releases = [r for _, r in Wire(PHONE_PROFILES[profile], seed, seconds).stalls]
+    trace = rx.pop("trace")
+    recover = recovery_s(trace, releases) if releases else None
     ideal = ideal_phone_decode(codec, {i: payloads[i] for _, i in got})
     return {
         "bridge": round(pesq_wb(speech, heard), 3),
@@ -183,6 +200,7 @@ def phone_call(
         "packets_lost": len(payloads) - len(got),
         "packets_reordered": _reordered(got),
         **rx,
+        **({"recover_s": recover} if recover is not None else {}),
     }
 
 
@@ -209,6 +227,11 @@ def run_phones(
     return out
 
 
+def back_in(value: float | None) -> str:
+    """A time back within 40 ms of where the delay settles (``None``: not back)."""
+    return "not" if value is None else f"{value:.1f} s"
+
+
 def phones_table(rows: dict[str, dict[str, Any]]) -> str:
     """Markdown: codec × profile, each cell bridge / ideal PESQ-WB and the receiver's mean /
     95th-percentile delay; the receive path's CPU per call-second at the end of each row."""
@@ -222,7 +245,13 @@ def phones_table(rows: dict[str, dict[str, Any]]) -> str:
         name = "PCMU" if codec == "PCMU" else "Opus"
         score = " | ".join(f"{by[p]['bridge']:.2f} / {by[p]['ideal']:.2f}" for p in profiles)
         delay = " | ".join(
-            f"{by[p]['delay_mean_ms']:.0f} / {by[p]['delay_p95_ms'] or 0:.0f} ms" for p in profiles
+            f"{by[p]['delay_mean_ms']:.0f} / {by[p]['delay_p95_ms'] or 0:.0f} ms"
+            + (
+                f", back in {' / '.join(back_in(r) for r in by[p]['recover_s'])}"
+                if "recover_s" in by[p]
+                else ""
+            )
+            for p in profiles
         )
         cpu = max(r["cpu_ms_per_s"] for r in by.values())
         out.append(f"| {name}: bridge / ideal | {score} | ≤ {cpu:.2f} ms/s |")

@@ -67,6 +67,31 @@ class Profile:
     """The sender's clock runs this fast (+) or slow (-)."""
     repeats: int = 1
     """How many times the speech is sent (drift needs a minute)."""
+    stall: float = 0.0
+    """The sender stalls this long at the end of every :attr:`stall_every` seconds (a Wi-Fi or
+    mobile hiccup): the packets of the stall are held, then released at once with the next."""
+    stall_every: float = 5.0
+    stall_max: float = 0.0
+    """Irregular stalls instead (above :attr:`stall`): each stall lasts a seeded
+    :attr:`stall`..``stall_max`` seconds and the next begins a seeded :attr:`stall_gap` after
+    its release, the first one 2 s in (a sender, or a process that hosts both ends, stalling
+    again and again: GC, a loaded host)."""
+    stall_gap: tuple[float, float] = (1.0, 6.0)
+
+    def stalls(self, seconds: float, seed: int) -> list[tuple[float, float]]:
+        """(start, release) of each stall within ``seconds`` (sender's seconds), seeded apart
+        from the packets' other fates."""
+        if not self.stall:
+            return []
+        if not self.stall_max:
+            every = self.stall_every
+            return [(k * every - self.stall, k * every) for k in range(1, int(seconds / every) + 1)]
+        rng, out, start = random.Random(f"stalls {seed}"), [], 2.0
+        while start < seconds:
+            release = start + rng.uniform(self.stall, self.stall_max)
+            out.append((start, release))
+            start = release + rng.uniform(*self.stall_gap)
+        return out
 
 
 PROFILES = {
@@ -79,6 +104,8 @@ PROFILES = {
         Profile("bursts", loss=0.05, burst=2.5),
         Profile("jitter", jitter=0.04),
         Profile("jitter+loss3", loss=0.03, jitter=0.04),
+        Profile("stall", stall=0.4),
+        Profile("stalls", stall=0.15, stall_max=0.4),
         Profile("drift+300", drift_ppm=300, repeats=4),
         Profile("drift-300", drift_ppm=-300, repeats=4),
     )
@@ -88,13 +115,23 @@ PROFILES = {
 class Wire:
     """The fate of each packet on a seeded network: ``None`` (lost) or its extra delay."""
 
-    def __init__(self, profile: Profile, seed: int) -> None:
+    def __init__(self, profile: Profile, seed: int, seconds: float = 600.0) -> None:
         self.profile = profile
         self.rng = random.Random(seed)
         self.bad = False
+        self.sent = 0
+        """Packets given a fate: the next is sent at ``sent`` × 20 ms (a stall's clock)."""
+        self.stalls = profile.stalls(seconds, seed)
+        """(start, release) of the sender's stalls (:meth:`Profile.stalls`)."""
 
     def fate(self) -> float | None:
         p, rng = self.profile, self.rng
+        sent, self.sent = self.sent * 0.02, self.sent + 1
+        if p.stall:
+            for start, release in self.stalls:
+                if start + 1e-9 < sent < release - 1e-9:
+                    return release - sent  # held until the release
+            return 0.0
         if p.burst:
             leave = 1 / p.burst
             enter = p.loss * leave / (1 - p.loss)  # stationary share of the bad state = loss
@@ -135,6 +172,31 @@ class Unwrap:
         ext = self.peek(seq)
         self.last = ext if self.last is None else max(self.last, ext)
         return ext
+
+
+def recovery_s(
+    trace: list[tuple[float, float]], releases: list[float], near: float = 0.04
+) -> list[float | None]:
+    """For each stall released at ``releases``, how long the receiver's delay (``trace``:
+    (seconds, :attr:`Receiver.delay`) a tick) took after the release to come back within
+    ``near`` of where it settles: its median over the second before the next stall (or the
+    trace's last second; a stall with less than 3 s after it is left out; ``None``: not back
+    before the next stall or the end). That is where it was
+    before the stall unless the stall moved what the receiver wants (Opus: its concealed frames
+    start the FEC floor's frame; a stall that comes back is kept, ``delay.PEAK_MEMORY``)."""
+    out: list[float | None] = []
+    for k, release in enumerate(releases):
+        end = releases[k + 1] - 1.0 if k + 1 < len(releases) else trace[-1][0] + 0.02
+        settled = [d for t, d in trace if end - 1.0 <= t < end]
+        if end - release < 3.0 or not settled:
+            continue  # too near the end to settle
+        level = float(np.median(settled))
+        off = [t for t, d in trace if release <= t < end and abs(d - level) > near]
+        if off and max(off) > end - 0.1:
+            out.append(None)  # not back before the next stall
+        else:
+            out.append(round((max(off) + 0.02 - release) if off else 0.0, 2))
+    return out
 
 
 def sender_stall_ms(wire_times: list[tuple[int, float]], period: float = 0.02) -> float:

@@ -2,12 +2,13 @@
 margin) keep PESQ-WB within 0.05 of the ideal receiver for the least delay.
 
 The same speech and seeded network profiles as ``make quality`` (``bench/quality_paths.py``:
-loss, Gilbert bursts, 0–40 ms jitter), but no processes and no real time: a browser-like
-encoder (Opus 32 kbit/s, in-band FEC planned for 10 % loss, 20 ms) makes the packets, each
-arrives at its send time plus 1 ms plus the profile's delay (a few ms of seeded timer jitter on
-both clocks), and :class:`~bridge.audio.receiver.Receiver` is popped on a 20 ms clock (of
-a seeded phase) as the uplink pops it. Scored against the ideal receiver fed the very same
-packets (every packet, however late). The delay is the receiver's own W3C mean
+loss, Gilbert bursts, 0–40 ms jitter, a sender's 400 ms stall every 5 s, irregular stalls), but
+no processes and no real time: a browser-like encoder (Opus 32 kbit/s, in-band FEC planned for
+10 % loss, 20 ms) makes the packets, each arrives at its send time plus 1 ms plus the profile's
+delay (a few ms of seeded timer jitter on both clocks), and
+:class:`~bridge.audio.receiver.Receiver` is popped on a 20 ms clock (of a seeded phase) as the
+uplink pops it. Scored against the ideal receiver fed the very same packets (every packet,
+however late). The delay is the receiver's own W3C mean
 (``jitterBufferDelay / jitterBufferEmittedCount``), what it adds to the uplink::
 
     .venv/bin/python -m bench.receiver_delay --json bench/results/receiver-delay-<date>.json
@@ -81,7 +82,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=16.0)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--profiles", default="clean,loss3,loss10,bursts,jitter,jitter+loss3")
+    parser.add_argument(
+        "--profiles", default="clean,loss3,loss10,bursts,jitter,jitter+loss3,stall,stalls"
+    )
     parser.add_argument(
         "--timer", type=float, default=0.001, help="timer jitter of both clocks (s, |N(0, σ)|)"
     )

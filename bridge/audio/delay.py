@@ -11,10 +11,15 @@ quantile of them is steered to a small margin — enough that all but ~2 % of pa
 time — by adding or removing one frame of delay at a time: a frame more once the quantile is
 under half the margin (of the FEC floor too, below), a frame less once it is a frame and
 :data:`SHED_ABOVE` over it (more under wide jitter). On a clean network that is less than one
-frame; with jitter it follows the jitter (bounded by ``max_delay``). After a loss, when the
-sender sends in-band FEC, one frame more is kept for ``loss_memory`` seconds so that the next
-packet of a later loss is usually there in time for its FEC; a frame that floor alone wants
-(every packet on time) is insurance, bought in a long pause (:attr:`DelayDecision.for_fec`).
+frame; with jitter it follows the jitter (bounded by ``max_delay``). A large excess (more than
+two frames over the floor: a sender's stall released at once, a peer's first half second sent
+in one burst) is shed fast (:attr:`DelayDecision.rush`, NetEq's fast accelerate) instead of a
+frame at a time with a settling wait between. Stalls that recur (*delay peaks*, NetEq's peak
+detector: :data:`PEAK_GAP`, :data:`PEAK_MEMORY`) keep the cushion the highest of them needs:
+neither rule sheds below it while they last. After a loss, when the sender sends in-band
+FEC, one frame more is kept for ``loss_memory`` seconds so that the next packet of a later loss
+is usually there in time for its FEC; a frame that floor alone wants (every packet on time) is
+insurance, bought in a long pause (:attr:`DelayDecision.for_fec`).
 
 **Delay accounting.** Every change of how the RTP timeline maps onto the receiver's clock (a
 concealed frame, a stretch that moves the next decode by a tick, a sender's timeline nudge)
@@ -38,6 +43,39 @@ jitter (0–80 ms) the low quantile of 100 packets swings by more than a frame, 
 2 ms each swing shed a frame in whatever pause came next, short gaps between words among them,
 which PESQ-WB marks down (Opus 0–80 ms seeds 2 and 3: −0.19 and −0.14 against the ideal; +0.01
 and −0.04 with this, for 1 ms more mean delay). A steady line (drift) keeps the 2 ms."""
+RUSH_ABOVE = 0.02
+"""How far beyond the line a frame is shed at (:data:`SHED_ABOVE`) the low quantile must be for
+the receiver to *rush* (:attr:`DelayDecision.rush`): a large excess of delay (a sender's stall
+released at once, a peer's first half second sent in one burst) is shed as NetEq's fast
+accelerate sheds it, in voiced speech at once, several periods a tick, with no settling wait
+between removals. Under it the careful rule sheds the rest (a pause first, voiced speech after a
+wait), as it was tuned against PESQ-WB."""
+FLUSH_ABOVE = 0.3
+"""Excess over the floor beyond which a rush may also cut whole frames out of a pause (keeping
+:data:`~bridge.audio.stretch.KEEP_PAUSE` of it), as NetEq flushes a buffer far above its
+target."""
+PEAK_GAP = 0.06
+"""Seconds a packet must arrive later than the line of the fastest recent ones for a *delay
+peak* (NetEq's delay peak detector works on the same relative arrival delays): a sender's stall,
+or a stall of a process that hosts both ends. Its height (how late the packet that waited
+longest came) is the cushion a stall like it needs. A packet no later than the window's jitter
+and a frame is no peak: the quantile covers it (0–80 ms of jitter makes none)."""
+LINE_LEAK = 0.0005
+"""Seconds a packet by which the line of the fastest packets rises (25 ms/s) unless a packet
+comes faster: it follows a sender's clock drift and a longer path within seconds, not a stall's
+burst (whose 20 packets move it 10 ms)."""
+PEAK_MEMORY = 10.0
+"""Seconds within which a second delay peak makes stalls the network's pattern rather than a
+hiccup: then the highest of the peaks within 10 s of the latest is a cushion (NetEq's peak
+detector's target: "grows on a delay peak, shrinks slowly"), kept by the careful rule and the
+rush alike until the latest peak is 10 s old; only what is over it is rushed. With no pattern,
+a backlog (an outage's, a peer's start burst) is rushed down to the floor, but delay grown on
+late packets (a stall shorter than an outage) is not rushed for 10 s: it is the target's own,
+the cushion the next stall needs if one comes. The reverted first rush kept only a second large
+*excess* whole: between excesses it shed to two frames over the floor, so each stall after lost
+packets (300 ms every 2 s: one a stall), and a process whose stalls skip its clock's ticks (the
+stalled-fork test: client and bridge in one process) piled their backlogs up to the receiver's
+64 packets, then lost them (1.4 s of delay, then silence), as main does too."""
 LONG_PAUSE = 0.1
 """Seconds played in a pause in a row before a frame for FEC alone (:attr:`DelayDecision.for_fec`)
 goes in: a pause between phrases, not a gap between words (a frame put in the 40 ms gap at 0.72
@@ -85,6 +123,17 @@ class DelayDecision:
         self.for_fec = False
         """The frame wanted is the FEC floor's alone: every packet is on time, and the frame
         only puts the next packet of a later loss at hand (a step too, in a long pause)."""
+        self.rush = False
+        """The delay is far above what packets need (:data:`RUSH_ABOVE`): shed it fast."""
+        self.flush = False
+        """...and so far (:data:`FLUSH_ABOVE`) that whole frames of a pause may go."""
+        self._peaks: deque[tuple[float, float]] = deque(maxlen=8)
+        """(arrival, height) of the latest delay peaks (:data:`PEAK_GAP`; kept across a new
+        stream: they are the network's)."""
+        self._late_at = -1e9
+        """When packets were last late on a tick (the low quantile under zero)."""
+        self._line: float | None = None
+        """Arrival less RTP time of the fastest recent packets (:data:`LINE_LEAK`)."""
         self.target = 0.0
         """The delay aimed for (W3C ``jitterBufferTargetDelay``, per sample)."""
         self._quiet_for = 0.0
@@ -129,6 +178,11 @@ class DelayDecision:
         low = ordered[int(self.quantile * len(ordered))] + self._offset
         return low, ordered[len(ordered) // 2] + self._offset
 
+    def high(self) -> float:
+        """The high quantile of recent slacks (the fastest packets'), at the current delay."""
+        ordered = self._ordered
+        return ordered[int((1 - self.quantile) * (len(ordered) - 1))] + self._offset
+
     def delay_for(self, slack: float) -> float:
         """How long a packet that arrived ``slack`` seconds before its due time on the line
         the recent slacks were measured against should wait: as long as all but the low
@@ -159,10 +213,46 @@ class DelayDecision:
                 return False
         return True
 
+    def arrived(self, rtp_seconds: float, arrival: float) -> None:
+        """A packet of (extended) RTP time ``rtp_seconds`` arrived at ``arrival``: a delay peak
+        if it came :data:`PEAK_GAP` or more after the line of the fastest recent packets (the
+        packets of one stall, within a second, are one peak, as high as the latest of them came;
+        over a second late is a sender that stopped, or a new timeline: not a peak)."""
+        relative, line = arrival - rtp_seconds, self._line
+        if line is None or abs(relative - line) > 2.0:
+            self._line = relative
+            return
+        self._line = line = min(relative, line + LINE_LEAK)
+        late, peaks = relative - line, self._peaks
+        if late < PEAK_GAP or late > 1.0:
+            return
+        if (
+            len(self._ordered) >= 10
+            and late < 2 * (self.high() - self.quantiles()[1]) + FRAME_SECONDS
+        ):
+            return  # within the jitter the window holds (twice its upper half: a stall's
+            # packets, in its low tail, leave that be): the quantile covers it
+        if peaks and arrival - peaks[-1][0] < 1.0:
+            peaks[-1] = (peaks[-1][0], max(late, peaks[-1][1]))
+        else:
+            peaks.append((arrival, late))
+
+    def cushion(self, now: float) -> float:
+        """The delay recurring peaks need kept (:data:`PEAK_MEMORY`): the highest of those
+        within 10 s of the latest, if the one before it came within 10 s too and the latest is
+        under 10 s old; 0 for a lone peak, or none."""
+        peaks = self._peaks
+        if len(peaks) < 2 or now - peaks[-1][0] > PEAK_MEMORY:
+            return 0.0
+        latest = peaks[-1][0]
+        if latest - peaks[-2][0] > PEAK_MEMORY:
+            return 0.0
+        return max(height for at, height in peaks if latest - at <= PEAK_MEMORY)
+
     def direction(self, now: float, *, sender_fec: bool) -> int:
         """+1 if the delay should grow, -1 if it should shrink, 0 if it is right; sets
         :attr:`urgent` and :attr:`step`."""
-        self.urgent = self.step = self.for_fec = False
+        self.urgent = self.step = self.for_fec = self.rush = self.flush = False
         if len(self._slack) < 3:
             return 0
         low, median = self.quantiles()
@@ -183,12 +273,29 @@ class DelayDecision:
         # right after the loss (Opus 3 % loss seeds 1 and 2: -0.03 and -0.04 against the
         # ideal); the wait for FEC (``worth_waiting_for_fec``) draws the same line.
         shed_above = max(SHED_ABOVE, SHED_SPREAD * (median - low))
+        # What a stall like the recent ones would leave of the slack: its packets arrive the
+        # cushion after the fastest ones (jitter the window already holds is not counted twice).
+        cushion = self.cushion(now)
+        kept = min(low, self.high() - cushion) if cushion else low
         if low < grow_below and held + FRAME_SECONDS <= self.max_delay:
             want = 1
-        elif low > floor + FRAME_SECONDS + shed_above and held - FRAME_SECONDS >= self.min_delay:
+        elif kept > floor + FRAME_SECONDS + shed_above and held - FRAME_SECONDS >= self.min_delay:
             want = -1
-        if want < 0 and self._settle > 0:
-            want = 0  # a removal waits until the last change shows in the slacks
+        if low < 0:
+            self._late_at = now
+        if want < 0:
+            excess = kept - floor
+            # Delay grown on packets late (a stall shorter than an outage) is the target's
+            # own: with no pattern yet it shrinks the careful way for PEAK_MEMORY, the cushion
+            # a stall 2-10 s later needs; only a backlog (an outage's, a start burst) rushes.
+            self.rush = excess > FRAME_SECONDS + shed_above + RUSH_ABOVE and (
+                cushion > 0 or now - self._late_at > PEAK_MEMORY
+            )
+            self.flush = self.rush and excess > FLUSH_ABOVE
+        if want < 0 and self._settle > 0 and not self.rush:
+            # A removal waits until the last change shows in the slacks; a rush does not (the
+            # stored slacks move with the anchor at once, and it stops a frame short).
+            want = 0
         if self._settle > 0:
             self._settle -= 1
         if want == 0:

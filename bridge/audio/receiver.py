@@ -26,8 +26,7 @@ and is what judges a packet against what it has played (too late for its frame, 
 copy out of turn, or the sender's timeline jumped).
 
 **A sender's DTX** is not a loss: after a packet of no audio, a missing frame is comfort noise
-(:class:`~bridge.audio.dtx.ComfortNoise`), and the next talk spurt plays at the delay the last
-one had.
+(:class:`~bridge.audio.dtx.ComfortNoise`), and the next talk spurt plays at the last one's delay.
 
 **How long to hold packets** is decided apart from how frames are made, as NetEq keeps its
 decision logic apart from expand and accelerate: :class:`~bridge.audio.delay.DelayDecision`
@@ -130,20 +129,18 @@ class Receiver:
         """Packets in: what arrived, and the packets held until their frames are played."""
         self._fifo = PlayoutFifo(rate, frame_samples, similar=STRETCH_SIMILAR)
         """Decoded samples not played yet, stretched to follow the sender's clock."""
-        self._playing = False
+        self._playing, self._ticks = False, 0
         self._next = 0
         """Extended RTP timestamp of the next frame to play (while playing)."""
         self._next_due = 0.0
         """Clock time at which that frame will be taken."""
-        self._ticks = 0
         self._play_from = 0.0
         """When playing may start (the first packet's wait: ``min_delay``, none after a
         restart, the counted packets' jitter after counting)."""
         self._counted = CountedJitter(self.decision)
         self._concealed_run = 0
         self._spare_since: float | None = None
-        self._delay_sample = 0.0
-        self._waited_for = -1
+        self._delay_sample, self._waited_for = 0.0, -1
         self._dtx = ComfortNoise(self.decoder, frame_samples, self.frame_ts)
 
     # -- packets in
@@ -160,6 +157,7 @@ class Receiver:
         if not packets.started:
             self._play_from = arrival + self.decision.min_delay
         ext_seq, ts = packets.arrive(seq, timestamp, payload, arrival)
+        self.decision.arrived(ts / self.rtp_clock, arrival)
         if self._counted.counting:  # decoding again (``count``)
             self._play_from = arrival + self._counted.resume(ts / self.rtp_clock, arrival)
         if self._playing:
@@ -260,11 +258,16 @@ class Receiver:
                 short, voiced=voiced, force=force
             )
         elif direction < 0:
-            if fifo.held < n + 2 * fifo.max_lag + fifo.window and self._next_at_hand():
-                fifo.feed(self._decode_next())  # a period may come out of the next packet
+            held, rush = self._packets.held, self.decision.rush
+            ahead = n + 2 * fifo.max_lag + fifo.window + 2 * n * rush  # a rush: several periods,
+            for _ in range(3 if rush else 1):  # out of the next packets too
+                if fifo.held < ahead and any(abs(t - self._next) < self.frame_ts for t in held):
+                    fifo.feed(self._decode_next())  # a period may come out of the next packet
             limit = fifo.sheddable(fifo.held - n, anywhere=voiced or force)  # keeps a pause
-            self.stats.removed_samples_for_acceleration += fifo.accelerate(
-                limit, voiced=voiced, force=force
+            self.stats.removed_samples_for_acceleration += (
+                fifo.rush(flush=self.decision.flush)
+                if rush
+                else fifo.accelerate(limit, voiced=voiced, force=force)
             )
         else:
             # Samples beyond whole frames (left by an earlier stretch) only add delay: shed
@@ -279,9 +282,6 @@ class Receiver:
                 limit = fifo.sheddable(spare, anywhere=voiced)
                 self.stats.removed_samples_for_acceleration += fifo.accelerate(limit, voiced=voiced)
         return fifo.take()
-
-    def _next_at_hand(self) -> bool:
-        return any(abs(t - self._next) < self.frame_ts for t in self._packets.held)
 
     def _conceal_frame(self, *, insertion: bool, whole: bool = False) -> Pcm:
         """One frame of concealment played after what the FIFO holds (in stream order); ``whole``:

@@ -4,13 +4,16 @@ delay is added or shed, and how much of a pause a removal leaves."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from bench.speech import missing_tools, speech
+from bridge.audio import rms_dbfs, tone
 from bridge.audio.delay import DelayDecision
 from bridge.audio.opus import OpusDecoder, has_fec
 from bridge.audio.receiver import Receiver
-from bridge.audio.stretch import BLOCK, KEEP_PAUSE, PlayoutFifo
+from bridge.audio.stretch import BLOCK, KEEP_PAUSE, PlayoutFifo, is_pause
 
-from .test_receiver import FRAME, packets
+from .test_receiver import FRAME, RATE, packets
 
 
 def decision(slacks: list[float]) -> DelayDecision:
@@ -152,3 +155,111 @@ def test_a_pause_is_lengthened_whole_or_not_at_all() -> None:
     fifo.feed(np.concatenate((hush[:-BLOCK], word[:BLOCK], word)))
     fifo.take()
     assert not fifo.lengthen_pause(320) and fifo.held == 320 and fifo.inserted == 280
+
+
+@pytest.mark.skipif(bool(missing_tools()), reason="espeak-ng, sox or pesq missing")
+def test_a_stall_released_at_once_is_shed_within_two_seconds_of_speech() -> None:
+    """A sender stalls 400 ms (a Wi-Fi hiccup: packets held, then released at once): the
+    receiver's delay is back within 60 ms of what it was within 2 s of speech (NetEq's fast
+    accelerate; the careful rule alone took ~10 s), and no tick of voiced speech loses a whole
+    frame (only a pause may, the excess being extreme)."""
+    sent = packets(speech(10.0))
+    arrivals = [(4.0 if 3.6 <= i * 0.02 < 4.0 else i * 0.02) + 0.001 for i in range(len(sent))]
+    rx, delays, j = Receiver(16_000, FRAME), [], 0
+    for k in range(len(sent)):
+        tick = 0.007 + k * 0.02
+        while j < len(sent) and arrivals[j] <= tick:
+            rx.push(*sent[j], arrivals[j])
+            j += 1
+        before = rx.stats.removed_samples_for_acceleration
+        frame = rx.pop(tick)
+        removed = rx.stats.removed_samples_for_acceleration - before
+        if not is_pause(frame):
+            assert removed < FRAME, f"a frame of voiced speech cut at {tick:.2f} s"
+        delays.append(rx.delay)
+    steady = float(np.median(delays[100:175]))  # 2.0-3.5 s
+    assert max(delays[200:220]) > steady + 0.2  # the stall's excess, played out
+    assert all(abs(d - steady) < 0.06 for d in delays[300:]), "not shed within 2 s"
+
+
+def test_a_large_excess_is_rushed_down_to_what_recurring_stalls_need() -> None:
+    """A large excess is rushed away down to the floor after a lone delay peak (a packet that
+    came 300 ms after the line of the fastest ones: a stall); after a second peak within 10 s
+    it is rushed only down to the highest peak's cushion, and the careful rule keeps that
+    cushion too, for 10 s after the latest peak. Jitter the window already holds is no peak.
+    A small excess never rushes."""
+    d = decision(steady(0.35))
+    for i in range(50):
+        d.arrived(i * 0.02, i * 0.02)
+    d.arrived(1.0, 1.3)  # the first packet after a 300 ms stall
+    assert d.cushion(1.5) == 0.0  # a lone peak
+    assert d.direction(2.0, sender_fec=False) < 0 and d.rush and d.flush
+    for i in range(51, 200):
+        d.arrived(i * 0.02, i * 0.02)  # the sender back on its line
+    d.arrived(4.0, 4.2)  # another stall, 200 ms, 3 s later: the pattern
+    assert d.cushion(4.5) == pytest.approx(0.3, abs=0.001)
+    assert d.direction(4.5, sender_fec=False) < 0 and d.rush and not d.flush  # 50 ms over it
+    kept = decision(steady(0.32))  # the cushion and under a frame over the floor
+    kept._peaks = d._peaks
+    assert kept.direction(5.0, sender_fec=False) == 0  # the careful rule keeps it too
+    assert kept.direction(14.6, sender_fec=False) < 0 and kept.rush  # 10 s after the latest
+    jittery = decision([0.0] * 3 + list(np.linspace(0.0, 0.1, 97)))  # 0-100 ms of jitter
+    for i in range(50):
+        jittery.arrived(i * 0.02, i * 0.02 + (0.1 if i == 30 else 0.0))
+    assert not jittery._peaks
+    small = decision(steady(0.04))
+    assert small.direction(0.0, sender_fec=False) < 0 and not small.rush
+
+
+def _played(stalls: list[tuple[float, float]], *, skipped: bool) -> tuple[Receiver, list, list]:
+    """Twelve seconds of a 440 Hz tone through the receiver, the sender stalling ``stalls``
+    ((start, end) seconds: the stall's packets are released at once at its end); ``skipped``:
+    the receiver's clock stalls with it (one process: the stall's ticks are never run, the
+    clock's resync). The receiver, its frames, and the packets discarded so far after each."""
+    sent = packets(tone(440, 12 * RATE, RATE, 0.3).astype(np.int16))
+
+    def arrival(i: int) -> float:
+        at = i * 0.02
+        return next((end for start, end in stalls if start <= at < end), at) + 0.001
+
+    arrivals = sorted((arrival(i), i) for i in range(len(sent)))
+    rx, j, late, out = Receiver(16_000, FRAME), 0, [], []
+    for k in range(len(sent)):
+        tick = 0.007 + k * 0.02
+        if skipped and any(start <= tick < end for start, end in stalls):
+            continue
+        while j < len(arrivals) and arrivals[j][0] <= tick:
+            rx.push(*sent[arrivals[j][1]], arrivals[j][0])
+            j += 1
+        out.append((tick, rx.pop(tick)))
+        late.append((tick, rx.stats.packets_discarded))
+    return rx, out, late
+
+
+def test_stalls_that_recur_keep_their_cushion_no_packet_late_after_the_first() -> None:
+    """A sender stalls 300 ms every 2 s, each stall's packets released at once. The first
+    stall is a lone peak: its excess is rushed away and the second stall finds no cushion (as
+    NetEq's peak detector, it cannot know yet). From the second on, the stalls are a pattern:
+    their cushion is kept, and every later stall is played from it: no packet is discarded
+    late after the first stall, and the tone is heard at its level in every frame after the
+    second (the reverted rush shed to two frames over the floor and lost a packet each
+    stall)."""
+    stalls = [(1.0 + 2.0 * k, 1.3 + 2.0 * k) for k in range(5)]
+    _, out, late = _played(stalls, skipped=False)
+    assert all(n == 0 for _, n in late), "a packet discarded late"
+    levels = [rms_dbfs(frame) for tick, frame in out if tick > 3.5]
+    assert min(levels) > -16, f"a frame concealed after the second stall: {min(levels):.1f} dB"
+
+
+def test_a_process_that_stalls_again_and_again_does_not_pile_its_backlogs_up() -> None:
+    """This very process stalls 300 ms every 2 s, past the media clock's resync: the ticks of
+    a stall never run and the sender's packets of it come at once, so each stall leaves 300 ms
+    more in the buffer. Kept whole (the careful rule sheds ~50 ms a second), they piled up to
+    the buffer's 64 packets and it overflowed (main: 291 packets discarded, 146 frames quiet;
+    the stalled-fork test's silence). The rush sheds what is over the stalls' cushion: nothing
+    is discarded, nothing concealed, and the delay stays under 0.9 s."""
+    stalls = [(1.0 + 2.0 * k, 1.3 + 2.0 * k) for k in range(5)]
+    rx, out, late = _played(stalls, skipped=True)
+    assert late[-1][1] == 0 and rx.stats.concealed_samples == 0
+    levels = [rms_dbfs(frame) for tick, frame in out if tick > 2.0]
+    assert min(levels) > -16, f"a quiet frame after the first stall: {min(levels):.1f} dB"
