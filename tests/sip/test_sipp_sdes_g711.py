@@ -72,7 +72,9 @@ async def test_a_pbx_phones_call_offers_pcma_over_sdes_and_runs_in_it(sip_rig, p
         cid = await until(lambda: _call_id(rig.client), 10, "the call")
         rt = rig.client.app[MANAGER].find_runtime(cid)
         (leg,) = await until(lambda: rt.attached("sip") or None, 15, "the PBX's leg")
-        whatsapp = rt.media.webrtc_leg
+        # The WhatsApp side's leg is the runtime's once its media is up: later than the PBX's
+        # leg on a loaded host (None when looked at once, in a full run).
+        whatsapp = await until(lambda: rt.media.webrtc_leg, 10, "the WhatsApp leg")
         assert whatsapp.codec == "PCMA" and whatsapp.audio_pt == 8 and leg.media.codec == "PCMA"
         tone = asyncio.create_task(meta.play_g711("PCMA", META_HZ, 0.5 * 32767, 10.0))
 
