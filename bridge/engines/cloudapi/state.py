@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,10 +41,8 @@ class MetaCalls:
 
     calls: Mapping[str, MetaCall]
     events: asyncio.Queue[EngineEvent]
-
-    def drop(self, call: Any) -> None:
-        """The call is ended here (each road's own bookkeeping)."""
-        raise NotImplementedError
+    drop: Callable[[Any], None]
+    """The call is ended here: each road's own bookkeeping (its ``drop`` method)."""
 
     async def forget(self, call: Any) -> None:
         """The call is over here: dropped, and its leg closed unless a runtime has it."""
