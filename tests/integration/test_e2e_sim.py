@@ -14,7 +14,7 @@ from bridge.audio import rms_dbfs, s16_to_f32
 from ..support.calls import wait_state
 from ..support.loops import LoopLag
 from ..support.rtc_client import RtcClient
-from ..support.spectrum import dominant_frequency
+from ..support.spectrum import dominant_frequency, steady_level_db
 
 
 async def test_hears_own_tone_echoed(client) -> None:
@@ -64,7 +64,7 @@ async def test_hears_own_tone_echoed(client) -> None:
     sim_call = next(iter(engine.calls.values()))
     heard_bus = s16_to_f32(np.concatenate(list(sim_call.heard)[-50:]))
     assert dominant_frequency(heard_bus, 16_000) == pytest.approx(440.0, abs=3.0)
-    assert rms_dbfs(heard_bus) == pytest.approx(-9.0, abs=1.0)
+    assert steady_level_db(heard_bus, 16_000) == pytest.approx(-9.0, abs=1.0)
     assert {f.shape for f in sim_call.heard} == {(320,)}
 
     snap = await (await client.get(f"/call/{call['callID']}")).json()

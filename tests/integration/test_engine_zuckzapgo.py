@@ -14,7 +14,7 @@ from bridge.audio import rms_dbfs
 from ..fakes.zuckzapgo import FakeZuckZapGo
 from ..support.calls import listed_calls, wait_state
 from ..support.rtc_client import RtcClient
-from ..support.spectrum import dominant_frequency
+from ..support.spectrum import dominant_frequency, steady_level_db
 from ..support.waits import until
 
 
@@ -45,7 +45,7 @@ async def test_outbound_call_audio_both_ways(zclient, zuckzapgo) -> None:
     assert sizes == {1920}, sizes  # exactly 960-sample frames, never padded
     pcm = engine_call.heard()[-16_000:]
     assert dominant_frequency(pcm, 16_000) == pytest.approx(440, abs=3)
-    assert rms_dbfs(pcm) == pytest.approx(-9.0, abs=1.5)
+    assert steady_level_db(pcm, 16_000) == pytest.approx(-9.0, abs=1.5)
 
     resp = await client.post("/call/hangup", json={"callID": call["callID"]})
     assert (await resp.json())["endReason"] == "hangup"
