@@ -16,20 +16,7 @@ from bridge.media.clock import worker_clock
 from tests.support.spectrum import dominant_frequency
 from tests.support.waits import until
 
-
-class Tone:
-    """440 Hz, 20 ms at a time."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def take(self, now: float) -> np.ndarray:
-        t = (np.arange(FRAME_SAMPLES) + self.n * FRAME_SAMPLES) / 16_000
-        self.n += 1
-        return (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)
-
-    def detach(self) -> None:
-        pass
+from .test_rtpsend import Tone
 
 
 async def test_a_track_takes_one_frame_per_tick_and_catches_up_what_it_missed() -> None:
