@@ -101,7 +101,7 @@ def summarise(path: Path) -> tuple[Counter[str], int]:
 
 SEND_LOOPS = ("RTCRtpSender._run_rtp", "LeanSender._tick")
 """aiortc's sender loop and the bridge's clocked sender (rtc/rtpsend.py) that replaces it."""
-TRACK_RECV = ("OpusBusTrack.recv", "OpusBusTrack.packets")
+TRACK_RECV = ("AiortcTrack.recv", "OpusBusTrack.packets")
 
 
 def send_path(path: Path) -> tuple[Counter[str], int]:

@@ -38,13 +38,13 @@ import aiohttp
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from bench.aiortc_track import AiortcTrack, WorkerPacer
 from bench.scoring import pesq_wb
 from bench.speech import frames
 from bridge.audio.opus import OpusDecoder, has_fec
-from bridge.media.clock import WorkerClock, WorkerPacer
+from bridge.media.clock import WorkerClock
 from bridge.rtc.red import split_red
 from bridge.rtc.sdp import opus_parameters
-from bridge.rtc.tracks import OpusBusTrack
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 16_000
@@ -303,17 +303,19 @@ class Browser:
         self.source = SpeechSource(self.speech)
         # As Chromium sends speech once it has seen loss: 32 kbit/s with FEC data (WhatsApp:
         # the 20 kbit/s its SDP asks for).
-        self.track = OpusBusTrack(
+        pacer = None
+        if self.drift_ppm:
+            # The far end's own clock: the worker clock's kind, at the peer's period.
+            far_clock = WorkerClock(period=0.02 / (1 + self.drift_ppm * 1e-6))
+            pacer = WorkerPacer(clock=far_clock)
+        self.track = AiortcTrack(
             self.source,
+            pacer=pacer,
             bitrate=self.bitrate,
             complexity=9,
             fec=True,
             expected_loss=self.expected_loss,
         )
-        if self.drift_ppm:
-            # The far end's own clock: the production pacer on a clock of the peer's period.
-            far_clock = WorkerClock(period=0.02 / (1 + self.drift_ppm * 1e-6))
-            self.track._clock = WorkerPacer(clock=far_clock)
         self.connected = asyncio.Event()
         self.connected_at: float | None = None
         self.red_pt: int | None = None

@@ -39,6 +39,7 @@ from aiortc.rtcdtlstransport import State
 from pyee.asyncio import AsyncIOEventEmitter
 from pylibsrtp import Policy, Session
 
+from bench.aiortc_track import AiortcPacket
 from bridge.media import BusStats
 from bridge.rtc.dtls_srtp import DtlsSrtp
 from bridge.rtc.rtp_leg import RtpLeg
@@ -61,11 +62,11 @@ class Packets(MediaStreamTrack):
         self.n = n
         self.i = 0
 
-    async def recv(self) -> EncodedPacket:  # type: ignore[override]
+    async def recv(self) -> AiortcPacket:  # type: ignore[override]
         if self.i >= self.n:
             raise MediaStreamError
         self.i += 1
-        return EncodedPacket(PAYLOAD, self.i * 960)
+        return AiortcPacket(PAYLOAD, self.i * 960)  # what the bench's aiortc peers send
 
 
 class Transport(AsyncIOEventEmitter):

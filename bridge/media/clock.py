@@ -18,10 +18,11 @@ this worker's 20 ms media work, in this order within each tick (:class:`Phase`):
 4. :attr:`Phase.SEND`: every RTP leg's one clocked sender (``rtc/rtpsend.py`` ``LeanSender``:
    the browsers' downlink, the Cloud API's WhatsApp side) asks its track for the tick's packets
    (``rtc/tracks.py``), which takes its frame from its source (``FrameSource.take``,
-   ``media/ports.py``) and encodes it, right after the mix that filled it, and sends them. A
-   track read by aiortc's own sender (the quality bench's peers) is paced by a
-   :class:`WorkerPacer` instead, waiting on :meth:`WorkerClock.next_tick`, resolved once the
-   tick's callbacks (this phase's included) have run.
+   ``media/ports.py``) and encodes it, right after the mix that filled it, and sends them.
+
+:meth:`WorkerClock.next_tick` is a future resolved once a tick's callbacks (this phase's
+included) have run: what a track read by aiortc's own sender waits on (the quality bench's
+peers, ``bench/aiortc_track.py`` ``WorkerPacer``), and the tests' way to wait for a tick.
 
 After the phases, the tick runs the one-shot callbacks that fell due (:meth:`WorkerClock.call_at`:
 each leg's RTCP report, ``rtc/rtcp_schedule.py``; a resting sender's tick, ``rtc/rtpsend.py``;
@@ -31,7 +32,7 @@ costs one wake-up per report, not fifty a second.
 
 One timer for the worker, not one per call: every call's work of a tick runs in one wake-up of
 the event loop. A far end that keeps its own time (the quality bench's drifting peers) paces
-its track with a :class:`WorkerPacer` on a :class:`WorkerClock` of its own period. What
+its track on a :class:`WorkerClock` of its own period. What
 stays outside any 20 ms clock, and why, is in docs/architecture.md (*The media clock*).
 """
 
@@ -253,35 +254,6 @@ class WorkerClock:
             self._handle = None
             return
         self._schedule(loop, want, every_tick)
-
-
-class WorkerPacer:
-    """A track's place on the worker clock where aiortc's own sender reads it (``recv``: the
-    quality bench's peers; the bridge's legs tick theirs on :attr:`Phase.SEND` instead).
-
-    The first frame at once (a WhatsApp-side sender's first packet must not wait: Meta sends
-    nothing before it), then one per tick; a track that missed ticks (its sender was held up)
-    takes the missed ones at once, up to ``resync`` ticks, then rejoins the clock where it is.
-    ``clock``: the worker's unless given (a simulated far end's, which keeps its own time).
-    """
-
-    def __init__(self, resync: int = 10, clock: WorkerClock | None = None) -> None:
-        self.resync = resync
-        self.clock = clock
-        self.ticks = -1
-        """The latest tick's index, 0 at the first."""
-        self._served: int | None = None
-
-    async def tick(self) -> None:
-        clock = self.clock or worker_clock()
-        served = self._served
-        if served is None:
-            self._served = clock.n  # the first frame goes at once (Meta waits for it)
-        elif 0 < clock.n - served <= self.resync:
-            self._served = served + 1
-        else:
-            self._served = await clock.next_tick()
-        self.ticks += 1
 
 
 async def clock_sleep(delay: float, grid: float = 0.0) -> None:

@@ -3,9 +3,8 @@ packet an :class:`EncodedPacket`, what the clocked sender, ``rtc/rtpsend.py``, r
 
 from __future__ import annotations
 
-import fractions
 import time
-from collections import deque
+from typing import NoReturn
 
 import numpy as np
 from aiortc import MediaStreamError
@@ -15,7 +14,6 @@ from ..audio.dtx import DtxGate
 from ..audio.opus import OpusEncoder
 from ..audio.phone_codecs import NARROW_SAMPLES, PhoneEncoder
 from ..media import LevelMeter
-from ..media.clock import WorkerPacer
 from ..media.ports import FrameSource
 from .forward_run import unsent_time
 from .forwarding_track import ForwardingTrack
@@ -25,24 +23,17 @@ from .rfc4733 import KeyPresses
 from .rtpsend import LeanSender
 
 OPUS_RATE = 48_000
-_RTP_TIME_BASE = fractions.Fraction(1, OPUS_RATE)
-"""Opus' RTP clock (RFC 7587 §4.1): a packet stamped on it needs no conversion in aiortc."""
+"""Opus' RTP clock (RFC 7587 §4.1)."""
 
 
 class EncodedPacket:
     """A pre-encoded packet: what ``rtc/rtpsend.py``'s sender reads (``data``, ``pts``,
     ``seq``: a number the stream is to send it under, else ``None``: the stream numbers it;
     ``payload_type``: RED's when ``data`` is a RED payload, else ``None``; with ``event``, an
-    RFC 4733 event's payload type, its ``pts`` the press's start), and what aiortc's own
-    sender reads (``bytes()``, ``pts``, ``time_base``) where it sends the track. A forwarded
-    packet goes to the wire without one (``rtc/forwarding_track.py``).
+    RFC 4733 event's payload type, its ``pts`` the press's start). A forwarded packet goes to
+    the wire without one (``rtc/forwarding_track.py``)."""
 
-    Stands in for ``av.Packet``, which copies the payload into an FFmpeg buffer and builds a
-    new ``Fraction`` on every ``time_base`` read; with ``time_base`` the very object aiortc
-    compares against, its ``convert_timebase`` does no ``Fraction`` arithmetic either.
-    """
-
-    __slots__ = ("data", "event", "marker", "payload_type", "pts", "seq", "time_base")
+    __slots__ = ("data", "event", "marker", "payload_type", "pts", "seq")
 
     def __init__(
         self,
@@ -61,10 +52,6 @@ class EncodedPacket:
         """The RTP marker bit, or ``None``: the stream decides (``RtpStream.packetise``)."""
         self.event = event
         """An RFC 4733 event sent in place of the tick's audio (``rtc/rfc4733.py``)."""
-        self.time_base = _RTP_TIME_BASE
-
-    def __bytes__(self) -> bytes:
-        return self.data
 
 
 _FRAME_TS = OPUS_RATE * FRAME_SAMPLES // SAMPLE_RATE
@@ -75,10 +62,10 @@ class OpusBusTrack(ForwardingTrack):
 
     Each tick of the worker's media clock (phase ``SEND``), the leg's one clocked sender
     (``rtc/rtpsend.py`` ``LeanSender``) asks :meth:`packets` for the tick's encoded packets and
-    packs them into RTP, protects and sends them; ``recv`` is the same on a pacer
-    (``media/clock.py`` ``WorkerPacer``) for aiortc's own sender (the quality bench's peers).
-    That skips what aiortc does for a raw frame: a pure-Python per-sample audio-level loop, a
-    thread hop for every encode, a resample to 48 kHz stereo and a 96 kbit/s stereo encode.
+    packs them into RTP, protects and sends them (aiortc's own sender reads the track only in
+    the quality bench's peers, ``bench/aiortc_track.py``). That skips what aiortc does for a
+    raw frame: a pure-Python per-sample audio-level loop, a thread hop for every encode, a
+    resample to 48 kHz stereo and a 96 kbit/s stereo encode.
     Opus at 16 kHz mono is the bus format as it stands; the browser's decoder plays any Opus
     configuration (RFC 7587).
 
@@ -125,8 +112,6 @@ class OpusBusTrack(ForwardingTrack):
         super().__init__(sink, level, keys)
         self._key_events: list[EncodedPacket] = []
         """The tick's event packets, as the key presses hand them over."""
-        self._pending: deque[EncodedPacket] = deque()
-        """A tick's packets ``recv`` has not returned yet (aiortc's sender takes one a call)."""
         self.protection = protection
         self.red = red
         self.settings = EncoderSettings(
@@ -160,8 +145,6 @@ class OpusBusTrack(ForwardingTrack):
                 self._encoder.set_celt_only(True)
         else:
             self.use_codec(codec)
-        self._clock = WorkerPacer()
-        """What paces ``recv`` (aiortc's sender); the lean sender ticks :meth:`packets`."""
         self.on_clock = True
         """Whether the player ticks it now (a parked leg's track is off the clock)."""
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
@@ -188,16 +171,12 @@ class OpusBusTrack(ForwardingTrack):
         if self.on_clock:
             player.on_clock()
 
-    async def recv(self) -> EncodedPacket:  # type: ignore[override]
-        """The next packet, paced by :attr:`_clock`: :meth:`packets` as aiortc's own sender
-        reads a track (the quality bench's peers), one packet a call."""
-        while True:
-            if self.readyState != "live":
-                raise MediaStreamError
-            if self._pending:
-                return self._pending.popleft()
-            await self._clock.tick()
-            self._pending.extend(self.packets(time.monotonic()))  # the pacer is the shell
+    async def recv(self) -> NoReturn:
+        """Never read in the bridge: the leg's clocked sender plays the track (:meth:`packets`);
+        aiortc holds it for the SDP's msid only (``rtc/leg.py``), its sender never started. If
+        it ever asked, its loop ends here quietly. (The quality bench's peers, whose aiortc
+        sender does read it, go through ``bench/aiortc_track.py``.)"""
+        raise MediaStreamError
 
     def packets(self, now: float) -> list[EncodedPacket]:
         """This tick's packets, ``now`` the tick's time (the media clock's ``SEND`` phase,

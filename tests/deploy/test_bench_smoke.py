@@ -153,7 +153,7 @@ def test_profile_counts_the_bridges_encoder_as_opus_encode() -> None:
 
     lean = "LeanSender.run (bridge/rtc/rtpsend.py:217)"
     encode = "OpusEncoder._encode (bridge/audio/opus.py:225)"
-    assert stage_of([lean, "OpusBusTrack.recv (bridge/rtc/tracks.py:180)", encode]) == (
+    assert stage_of([lean, "OpusBusTrack.packets (bridge/rtc/tracks.py:180)", encode]) == (
         "Opus encode (downlink)"
     )
     aiortc = "RTCRtpSender._run_rtp (aiortc/rtcrtpsender.py:1)"

@@ -63,32 +63,6 @@ async def test_a_tick_runs_receive_then_mix_then_wakes_the_tracks() -> None:
     await until(lambda: not clock.running)  # and nothing at all stops it
 
 
-async def test_a_track_takes_one_frame_per_tick_and_catches_up_what_it_missed() -> None:
-    """``WorkerPacer``: a track that was held up past some ticks takes them at once (no frame
-    lost to the far end's clock), but not beyond ``resync``: then it rejoins the clock."""
-    import asyncio
-
-    from bridge.media.clock import WorkerPacer
-
-    clock = worker_clock()
-    pacer = WorkerPacer(resync=3)
-    await pacer.tick()
-    first = clock.n
-    await pacer.tick()
-    assert clock.n == first + 1  # one tick per frame
-    stop = clock.register(lambda now: None)  # keeps the clock running while the track stalls
-    await until(lambda: clock.n >= first + 3)
-    n = clock.n
-    await pacer.tick()  # missed ticks: no wait
-    assert clock.n == n and pacer.ticks == 2  # the third frame: index 2
-    await until(lambda: clock.n >= n + 5)  # more than resync behind
-    late = clock.n
-    await pacer.tick()
-    assert clock.n > late  # waited for the next tick
-    stop()
-    await asyncio.sleep(0)
-
-
 async def test_a_track_cancelled_while_waiting_leaves_the_others_waiting() -> None:
     """A participant leaving cancels its track's task while it waits for the tick: the other
     tracks (the next agent's, the WhatsApp leg's sender) must still get theirs. With one shared

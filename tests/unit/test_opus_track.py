@@ -12,6 +12,7 @@ import pytest
 
 from bridge.audio import FRAME_SAMPLES
 from bridge.audio.opus import OpusDecoder, OpusEncoder, has_fec
+from bridge.media.clock import worker_clock
 from bridge.rtc.forward_run import FORWARD_WAIT
 from bridge.rtc.passthrough import PassThrough
 from bridge.rtc.protection import MIN_PLANNED, UNKNOWN_LOSS, EncoderSetting, LossProtection
@@ -20,6 +21,7 @@ from bridge.rtc.rtpsend import RtpStream
 from bridge.rtc.sdp import opus_parameters, with_opus_fmtp
 from bridge.rtc.tracks import EncodedPacket, FrameSource, OpusBusTrack
 from tests.support.spectrum import dominant_frequency, tone_breaks
+from tests.support.track_ticks import tick_packets
 from tests.support.waits import until
 
 
@@ -57,16 +59,16 @@ def browser_track(source: FrameSource, clean: EncoderSetting | None = None) -> O
 async def test_fec_from_the_start_off_once_clean_back_at_the_first_loss() -> None:
     track = browser_track(Voice())
     # The link is unknown: FEC is planned for the floor, at the protected bit rate.
-    unknown = [bytes(await track.recv()) for _ in range(25)]
+    unknown = [p.data for p in tick_packets(track, 25)]
     assert track.expected_loss == UNKNOWN_LOSS and track.setting.bitrate == 48_000
     assert sum(has_fec(p) for p in unknown[1:]) > 15
     track.far_end_report(0.0)  # the first report: clean
     assert track.expected_loss == 0 and track.setting.bitrate == 40_000
-    clean = [bytes(await track.recv()) for _ in range(25)]
+    clean = [p.data for p in tick_packets(track, 25)]
     assert not any(has_fec(p) for p in clean[1:])  # the first may carry the last LBRR
     track.far_end_report(8 / 256)  # one report of 3 % loss: FEC at once, at least the floor
     assert track.expected_loss == MIN_PLANNED and track.setting.bitrate == 48_000
-    lossy = [bytes(await track.recv()) for _ in range(25)]
+    lossy = [p.data for p in tick_packets(track, 25)]
     assert sum(has_fec(p) for p in lossy) > 15
     track.far_end_report(0.2)
     assert track.expected_loss == 30
@@ -105,18 +107,18 @@ async def test_a_clean_link_is_coded_in_celt_and_the_first_loss_brings_silk_and_
     The tone decodes with no break across either switch (libopus codes a redundant frame
     across a SILK/CELT switch, RFC 6716 §4.5.1): same pitch, no phase jump, no silent 5 ms."""
     track = browser_track(Tone(), clean=CLEAN)
-    unknown = [bytes(await track.recv()) for _ in range(25)]
+    unknown = [p.data for p in tick_packets(track, 25)]
     assert not any(map(is_celt, unknown)) and sum(map(has_fec, unknown[1:])) > 15
     track.far_end_report(0.0)
     assert track.setting == CLEAN and track.protection_json()["celt"] is True
-    clean = [bytes(await track.recv()) for _ in range(50)]
+    clean = [p.data for p in tick_packets(track, 50)]
     # The first is SILK's last frame, carrying the redundant CELT frame that starts the switch.
     assert all(map(is_celt, clean[1:])) and not is_celt(clean[0])
     # 72 kbit/s is 180 bytes a frame (CELT spends it: a constant bit rate in effect).
     assert 170 < np.mean([len(p) for p in clean[1:]]) <= 185
     track.far_end_report(8 / 256)
     assert track.setting.bitrate == 48_000 and not track.setting.celt
-    lossy = [bytes(await track.recv()) for _ in range(25)]
+    lossy = [p.data for p in tick_packets(track, 25)]
     assert not any(map(is_celt, lossy)) and sum(map(has_fec, lossy[1:])) > 15
     track.stop()
     decoder = OpusDecoder(16_000)
@@ -133,12 +135,12 @@ async def test_under_red_the_frame_copied_is_silk_at_the_plain_rate_not_celt() -
         Tone(), protection=LossProtection(red=True), red=RedWrapper(63, 111), clean=CLEAN
     )
     track.far_end_report(0.0)
-    clean = [(await track.recv()).data for _ in range(5)]
+    clean = [p.data for p in tick_packets(track, 5)]
     assert all(map(is_celt, clean[1:]))
     track.far_end_report(0.05)
     assert track.applied.red_depth == 1 and track.setting == track.settings.plain
-    for _ in range(5):
-        blocks = split_red((await track.recv()).data)
+    for packet in tick_packets(track, 5):
+        blocks = split_red(packet.data)
         assert blocks is not None and not any(is_celt(b) for _, _, b in blocks[1:])
     track.stop()
 
@@ -148,13 +150,13 @@ async def test_with_fec_off_celt_waits_for_a_clean_report_and_loss_without_red_i
     concealment) is still only for a link the browser reported clean."""
     track = OpusBusTrack(Tone(), fec=False, protection=LossProtection(fec=False), clean=CLEAN)
     assert track.setting == track.settings.plain
-    unknown = [bytes(await track.recv()) for _ in range(5)]
+    unknown = [p.data for p in tick_packets(track, 5)]
     track.far_end_report(0.0)
     assert track.setting == CLEAN
-    clean = [bytes(await track.recv()) for _ in range(5)]
+    clean = [p.data for p in tick_packets(track, 5)]
     track.far_end_report(0.05)
     assert track.setting == track.settings.plain and track.expected_loss == 0
-    lossy = [bytes(await track.recv()) for _ in range(5)]
+    lossy = [p.data for p in tick_packets(track, 5)]
     assert not any(map(is_celt, unknown + lossy[1:])) and all(map(is_celt, clean[1:]))
     track.stop()
 
@@ -162,14 +164,14 @@ async def test_with_fec_off_celt_waits_for_a_clean_report_and_loss_without_red_i
 async def test_red_carries_the_previous_frames_only_while_loss_is_reported() -> None:
     track = OpusBusTrack(Voice(), protection=LossProtection(red=True), red=RedWrapper(63, 111))
     track.far_end_report(0.0)
-    plain = [await track.recv() for _ in range(5)]
+    plain = tick_packets(track, 5)
     assert all(p.payload_type is None for p in plain)  # a clean link: plain Opus, no copies
     track.far_end_report(0.05)
     assert track.applied.red_depth == 1 and track.expected_loss == 0  # the copy beats FEC
-    one = [await track.recv() for _ in range(3)]
+    one = tick_packets(track, 3)
     track.far_end_report(0.15)
     assert track.applied.red_depth == 2
-    two = [await track.recv() for _ in range(3)]
+    two = tick_packets(track, 3)
     sent = [p.data for p in plain]
     for packet in one + two:
         assert packet.payload_type == 63
@@ -217,7 +219,7 @@ def test_the_answer_asks_for_fec_mono_and_16_khz_in_place_of_aiortcs_bare_opus()
 class Sender:
     """The lean sender as a forwarding track sees it (``rtc/forwarding_track.py``
     ``PacketSender``): one RTP stream, and every packet sent in order, forwarded (from the
-    source's callback) or encoded (:meth:`pump`, on ``recv``'s pacer)."""
+    source's callback) or encoded (:meth:`pump`, on the worker clock's ticks)."""
 
     def __init__(self) -> None:
         self.stream = RtpStream(1234, first_seq=100)
@@ -247,9 +249,15 @@ class Sender:
         self.times.append(packet.pts)
 
     async def pump(self, track: OpusBusTrack, packets: int) -> None:
-        """The sender's task: ``packets`` of the track's own, each sent as it comes."""
-        for _ in range(packets):
-            self.send_encoded(await asyncio.wait_for(track.recv(), 1.0))
+        """The sender's ticks: ``packets`` of the track's own, each sent as the tick makes it
+        (``OpusBusTrack.packets`` at the tick's time, as ``LeanSender`` asks on the clock)."""
+        clock = worker_clock()
+        sent = 0
+        while sent < packets:
+            await asyncio.wait_for(clock.next_tick(), 1.0)
+            for packet in track.packets(clock.now):
+                self.send_encoded(packet)
+                sent += 1
 
 
 async def test_red_around_forwarded_packets_keeps_every_payload_bit_exact() -> None:
@@ -476,6 +484,6 @@ async def test_a_bug_in_forwarding_costs_the_source_nothing_and_is_said_once(
     failures = [r for r in caplog.records if "forwarding into this sender failed" in r.message]
     assert len(failures) == 1 and failures[0].exc_info is not None
     assert pt.target is None and track.pass_through is None
-    packet = await asyncio.wait_for(track.recv(), 1.0)  # the sender's own again
+    (packet,) = track.packets(time.monotonic())  # the sender's own again
     assert packet.seq is None and len(packet.data) > 2
     track.stop()
