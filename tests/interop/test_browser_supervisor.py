@@ -10,6 +10,7 @@ state the pages show (participants list, role, held), never on timing.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import wave
 from pathlib import Path
@@ -41,7 +42,9 @@ SETTINGS = {"sim_peer": "tone", "sim_tone_hz": PEER}
 
 
 # The last 683 ms the page played (its analyser's input, 32768 samples at the context's rate),
-# after as long a wait, so that two looks never overlap.
+# after as long a wait, so that two looks never overlap; as one base64 string of s16 samples,
+# not an array: Playwright decodes an array number by number, and a look took the bridge's
+# event loop (in this process) long enough to starve both pages of packets for seconds.
 PLAYED_JS = """async () => {
   const a = window.demo.client.outputAnalyser;
   if (!a) return null;
@@ -49,7 +52,13 @@ PLAYED_JS = """async () => {
   await new Promise(r => setTimeout(r, 700));
   const x = new Float32Array(a.fftSize);
   a.getFloatTimeDomainData(x);
-  return [a.context.sampleRate, Array.from(x, v => Math.round(v * 32767))];
+  const pcm = Int16Array.from(x, v => Math.max(-32768, Math.min(32767, Math.round(v * 32767))));
+  const bytes = new Uint8Array(pcm.buffer);
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  }
+  return [a.context.sampleRate, btoa(s)];
 }"""
 
 PARTICIPANTS_JS = """() => [...document.querySelectorAll('#participants li')]
@@ -130,7 +139,8 @@ async def hears(page, present: set[float], absent: set[float], timeout: float = 
     db: dict[float, float] = {}
     while True:
         rate, played = await page.evaluate(PLAYED_JS)
-        pcm = longest_played(np.asarray(played, dtype=np.float64), rate)
+        samples = np.frombuffer(base64.b64decode(played), dtype="<i2")
+        pcm = longest_played(samples.astype(np.float64), rate)
         if pcm.size >= STRETCH_S * rate:
             db = levels_db(pcm, rate, freqs)
         if db and all(db[f] >= -30 for f in present):
