@@ -117,14 +117,14 @@ def longest_played(pcm: np.ndarray, rate: int) -> np.ndarray:
     return pcm[start:end]
 
 
-async def hears(page, present: set[float], absent: set[float], timeout: float = 20.0) -> None:
+async def hears(page, present: set[float], absent: set[float], timeout: float = 10.0) -> None:
     """What the page's call audio holds, judged as the bridge's mix is
     (:func:`~tests.support.spectrum.assert_hears`, on what the page played in its last 683 ms,
     :func:`longest_played`): the present tones at -30 dB or more (waited for, bounded: under
     load the page's jitter buffer plays a change later than a fixed sleep allowed, and beside
-    two CPU burners a page played silence for 8 s: the bridge, starved in the test's process,
-    sent a third of its frames), the absent ones judged in one of :data:`LOOKS` looks that
-    hold the present ones.
+    two CPU burners a page played silence for up to 2.2 s at a time: the bridge, starved in
+    the test's process, sent a half to a third of its frames), the absent ones judged in one
+    of :data:`LOOKS` looks that hold the present ones.
 
     Judged in time, not by one spectrum of the look: on a starved machine the supervisor's tone
     breaks (concealed by the bridge's receiver for its leg and by the page's), and one look's
