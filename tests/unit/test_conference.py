@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+import bridge.media.bus as bus_module
 import bridge.media.conference as conference_module
 from bridge.audio import FRAME_SAMPLES
 from bridge.media import BusFrame, CallBus, CallPort, Role
@@ -31,7 +32,7 @@ def frame(level: int) -> np.ndarray:
 class StoppedClock:
     """The worker's media clock, never ticking: only the test calls ``mix_once``."""
 
-    def register(self, tick: object) -> Callable[[], None]:
+    def register(self, tick: object, phase: object = None) -> Callable[[], None]:
         return lambda: None
 
 
@@ -150,6 +151,43 @@ async def test_hold_cuts_whatsapp_off_both_ways_and_the_room_still_talks(room: R
     room.tick()
     assert room.whatsapp_hears() == AGENT
     assert room.last("agent") == WHATSAPP + WHISPER
+
+
+class Music:
+    """A source playing a constant level, as ``/call/hold`` starts its music: to the WhatsApp
+    side alone (playback ``target: peer``)."""
+
+    to_downlink = False
+
+    def next_frame(self) -> np.ndarray:
+        return frame(MUSIC)
+
+    def finished(self) -> None:
+        pass
+
+
+MUSIC = 20_000
+
+
+async def test_held_with_music_only_whatsapp_hears_it(
+    room: Room, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The browser hold test's agent once read as hearing the music on a loaded machine (it was
+    # the supervisor's tone, broken by stalls): the mix hands the music to WhatsApp alone.
+    monkeypatch.setattr(bus_module, "worker_clock", StoppedClock)
+    room.join("agent", Role.AGENT)
+    room.join("barge", Role.BARGE)
+    music = Music()
+    room.bus.add_source(music)
+    room.bus.conference.set_held(True)
+    for _ in range(3):
+        room.speak("agent", AGENT)
+        room.speak("barge", BARGE)
+        room.tick()
+        assert room.whatsapp_hears() == MUSIC
+        assert room.last("agent") == BARGE
+        assert room.last("barge") == AGENT
+    room.bus.remove_source(music)
 
 
 async def test_mute_silences_only_what_whatsapp_hears(room: Room) -> None:

@@ -19,19 +19,19 @@ TONE, MUSIC, MIRROR = 880.0, 1000.0, 760.0
 LEVEL = 0.15 * 32767  # a participant's tone in the integration tests
 
 
-def coach(*, caught_up: float = 0.0) -> np.ndarray:
-    """One second of the coach's tone as the agent hears it, with coding-like noise at -60 dB;
-    with ``caught_up``, a stall at 0.4 s: 80 ms fading out (concealment), then 20 ms played
-    faster (at 1000 Hz) at that share of the level as the stream catches up, fading back in
-    over 100 ms."""
+def coach(*, caught_up: float = 0.0, tone: float = TONE) -> np.ndarray:
+    """One second of the coach's tone (or another ``tone``) as the agent hears it, with
+    coding-like noise at -60 dB; with ``caught_up``, a stall at 0.4 s: 80 ms fading out
+    (concealment), then 20 ms played at 1000 Hz (faster, or slower for a tone above it) at that
+    share of the level as the stream catches up, fading back in over 100 ms."""
     speed, env = np.ones(RATE), np.ones(RATE)
     if caught_up:
         s, fade, burst, back = 19_200, 3_840, 960, 4_800
         env[s : s + fade] = np.linspace(1, 0.1, fade)
-        speed[s + fade : s + fade + burst] = MUSIC / TONE
+        speed[s + fade : s + fade + burst] = MUSIC / tone
         env[s + fade : s + fade + burst] = caught_up
         env[s + fade + burst : s + fade + burst + back] = np.linspace(caught_up, 1, back)
-    phase = 2 * np.pi * TONE * np.cumsum(speed) / RATE
+    phase = 2 * np.pi * tone * np.cumsum(speed) / RATE
     noise = np.random.default_rng(7).normal(0, LEVEL * 1e-3, RATE)
     return LEVEL * env * np.sin(phase) + noise
 
@@ -77,6 +77,24 @@ def test_a_tone_broken_and_caught_up_is_no_leak() -> None:
     local = tone_damage(x, RATE, TONE, MUSIC)
     assert local.judged and local.clean, local
     assert_hears(x, RATE, {TONE}, {MUSIC})
+
+
+def test_a_tone_250_hz_above_the_music_is_judged_in_time_too() -> None:
+    # The browser hold test's supervisor (1250 Hz) beside the music: on a starved machine its
+    # tone broke the same way, and the page's spectrum of 341 ms read the music's band at -13
+    # to -23 dB in three looks in a row. Over this second -28 dB, with no music at all; the
+    # whole-track rule that judged it at 250 Hz (past 150 Hz, the range was then) failed it.
+    supervisor = 1250.0
+    x = coach(caught_up=0.2, tone=supervisor)
+    assert levels_db(x, RATE, [supervisor, MUSIC])[MUSIC] > -30
+    local = tone_damage(x, RATE, supervisor, MUSIC)
+    assert local.judged and local.clean, local
+    assert_hears(x, RATE, {supervisor}, {MUSIC})
+    for at in (0.2, 0.21, 0.75, 0.855):  # 20 ms of music at -30 dB, wherever it lands
+        with pytest.raises(AssertionError):
+            assert_hears(with_music(x, at, -30.0), RATE, {supervisor}, {MUSIC})
+    with pytest.raises(AssertionError):  # a frame of it where the tone breaks
+        assert_hears(with_music(x, 0.49, 8.0), RATE, {supervisor}, {MUSIC})
 
 
 def test_a_track_mostly_broken_is_judged_both_ways() -> None:
