@@ -17,6 +17,7 @@ from bench.speech import missing_tools, speech
 from bridge.rtc.forward_run import FORWARD_WAIT
 
 from ..support.audio_files import make
+from ..support.loops import LoopLag
 from ..support.requires import require
 from ..support.waits import until
 
@@ -279,14 +280,15 @@ async def test_nothing_forwarded_is_decoded_until_a_recording_asks_and_then_with
         await asyncio.sleep(1.5)
         idle = await stats(call)
         base, body = call.bridge.base, {"callID": call.call_id}
-        async with call.http.post(f"{base}/call/record", json=body) as r:
-            assert r.status in (200, 201), await r.text()
-        await asyncio.sleep(0.2)
-        recording_from = await stats(call)
-        await asyncio.sleep(1.5)
-        recording_to = await stats(call)
-        async with call.http.post(f"{base}/call/record/stop", json=body) as r:
-            recordings = (await r.json())["recordings"]
+        async with LoopLag() as lag:  # this process sends both far ends' audio
+            async with call.http.post(f"{base}/call/record", json=body) as r:
+                assert r.status in (200, 201), await r.text()
+            await asyncio.sleep(0.2)
+            recording_from = await stats(call)
+            await asyncio.sleep(1.5)
+            recording_to = await stats(call)
+            async with call.http.post(f"{base}/call/record/stop", json=body) as r:
+                recordings = (await r.json())["recordings"]
         await asyncio.sleep(1.0)
         after = await stats(call)
 
@@ -315,9 +317,14 @@ async def test_nothing_forwarded_is_decoded_until_a_recording_asks_and_then_with
         assert pcm.size > 16_000 * 1.2, (kind, pcm.size)
         assert band_energy(pcm, 16_000, hz) > 0.5 and band_energy(pcm, 16_000, other) < 0.05
         # The tone from the recording's first frames on: no 20 ms frame after the first two
-        # below half the steady level (a cold decoder's start, or a gap, would show here).
+        # below half the steady level (a cold decoder's start, or a gap, would show here). A
+        # stall of this process leaves frames unsent at the far end, a gap the bridge records
+        # (once a frame of silence amid the steady tone): as many dips as the stalls' frames
+        # are let pass, after the recording's first five frames, where a seam would be.
         frames = pcm[: pcm.size // 320 * 320].reshape(-1, 320).astype(np.float64)
         levels = np.sqrt((frames**2).mean(axis=1))
         steady = float(np.median(levels))
         assert steady > 0.3 * 32767 * 0.5, (kind, steady)
-        assert levels[2:-2].min() > 0.5 * steady, (kind, levels[:6], levels[2:-2].min())
+        assert levels[2:7].min() > 0.5 * steady, (kind, levels[:8])
+        dips = np.flatnonzero(levels[7:-2] <= 0.5 * steady) + 7
+        assert dips.size <= lag.frames, (kind, dips.tolist(), levels[dips].tolist(), lag.worst)
