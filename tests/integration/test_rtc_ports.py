@@ -156,7 +156,7 @@ async def test_twenty_sessions_fill_the_range_then_503_then_reusable(make_client
         assert all(FIRST <= p <= LAST for p in candidate_ports(answer["sdp"]))
         await asyncio.wait_for(rtc.connected.wait(), 10)
         await wait_state(client, extra["callID"], "active")
-        await asyncio.sleep(1.0)
+        await rtc.recorder.tone_arrives(440)
         t1 = time.monotonic()
         await asyncio.sleep(1.0)
         heard = rtc.recorder.since(t1)
