@@ -38,6 +38,7 @@ from aiortc.rtp import RtpPacket
 
 from bridge.engines.cloudapi import SIGNATURE_HEADER, sign
 from bridge.rtc import restrict_host_addresses
+from bridge.rtc.leg import RELEASE_WAIT
 from bridge.rtc.release import release_peer_connection
 
 from ..support.rtc_client import Recorder, ToneTrack
@@ -297,7 +298,11 @@ class MetaPeer:
     async def close(self) -> None:
         await self.recorder.stop()
         await self.pc.close()
-        await release_peer_connection(self.pc)
+        # As the bridge's own legs do: a connection closed while aioice still finished its
+        # checks keeps a consent task running after the close (aioice starts it once the
+        # checks end, close or not), and waiting the default 5 s for it held every test whose
+        # call ended in that window (five Meta tests, 5 s of teardown each).
+        await release_peer_connection(self.pc, RELEASE_WAIT)
 
 
 @dataclass

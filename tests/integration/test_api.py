@@ -307,7 +307,7 @@ async def test_reoffer_replaces_session_and_close_is_idempotent(client) -> None:
     assert list(media.bus.conference.participants) == ["agent"]  # one listener, the new one
 
     await wait_state(client, cid, "active")
-    await asyncio.sleep(1.0)
+    await second.recorder.tone_arrives(880)
     t0 = time.monotonic()
     await asyncio.sleep(1.0)
     heard = second.recorder.since(t0)

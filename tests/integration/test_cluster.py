@@ -406,7 +406,7 @@ async def test_polled_engine_one_worker_claims_a_new_inbound_call_and_places_it_
         rtc = RtcClient(Http(session, a.base), ringing[0]["callID"], freq=440.0)
         await rtc.offer()
         await asyncio.wait_for(rtc.connected.wait(), 10)
-        await asyncio.sleep(1.0)
+        await rtc.recorder.tone_arrives(700)
         assert await hear(rtc, 1.0) == pytest.approx(700, abs=5)
         await rtc.close()
     finally:
@@ -461,7 +461,7 @@ async def test_cloud_api_webhooks_reach_the_owner_and_a_new_call_lands_on_the_em
         rtc = RtcClient(Http(session, b.base), ringing[0]["callID"], freq=440.0)
         await rtc.offer()
         await asyncio.wait_for(rtc.connected.wait(), 10)
-        await asyncio.sleep(1.0)
+        await rtc.recorder.tone_arrives(meta.user_tone_hz)
         assert await hear(rtc, 1.0) == pytest.approx(meta.user_tone_hz, abs=5)
         await rtc.close()
         # Meta ends B's outbound call with a webhook sent to A: B ends it.

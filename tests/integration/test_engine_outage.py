@@ -68,7 +68,7 @@ async def active_call_with_audio(client, zuckzapgo) -> tuple[dict, RtcClient, Fa
     await rtc.offer()
     await wait_state(client, call["callID"], "active")
     await asyncio.wait_for(rtc.connected.wait(), 10)
-    await asyncio.sleep(1.0)
+    await rtc.recorder.tone_arrives(700)
     t0 = time.monotonic()
     await asyncio.sleep(1.0)
     engine_call = next(iter(zuckzapgo.calls.values()))

@@ -22,7 +22,7 @@ async def test_outbound_float32_audio_both_ways(wclient, wadial) -> None:
     assert ("POST", "/api/v1/sessions/s1/calls", {"to": "5521999999999@s.whatsapp.net"}) in (
         wadial.requests
     )
-    await asyncio.sleep(1.0)
+    await rtc.recorder.tone_arrives(600)
     t0 = time.monotonic()
     await asyncio.sleep(1.5)
     heard = rtc.recorder.since(t0)

@@ -34,7 +34,7 @@ async def test_outbound_call_audio_both_ways(zclient, zuckzapgo) -> None:
     await rtc.offer()
     await wait_state(client, call["callID"], "active")
     await asyncio.wait_for(rtc.connected.wait(), 10)
-    await asyncio.sleep(1.0)
+    await rtc.recorder.tone_arrives(700)
     heard = await settle_audio(rtc, 1.5)
     assert dominant_frequency(heard, rtc.recorder.rate) == pytest.approx(700, abs=5)
     assert rms_dbfs(heard / 32768) == pytest.approx(-11.0, abs=2.0)  # sent at 0.4 = -11 dBFS

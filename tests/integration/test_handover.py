@@ -272,7 +272,7 @@ async def test_sigterm_hands_a_live_zuckzapgo_call_to_the_other_worker_without_e
         new = RtcClient(Http(session, b.base), call_id, freq=BROWSER_HZ)
         await new.offer()
         await asyncio.wait_for(new.connected.wait(), 10)
-        await asyncio.sleep(1.0)
+        await new.recorder.tone_arrives(ENGINE_HZ)
         assert await hears(new, ENGINE_HZ) > 0.5
         t_after = time.monotonic()
         await asyncio.sleep(1.0)
@@ -411,7 +411,7 @@ async def test_sigkill_of_the_owner_a_survivor_adopts_the_call_and_the_browser_c
         new = RtcClient(Http(session, b.base), call_id, freq=BROWSER_HZ)
         await new.offer()
         await asyncio.wait_for(new.connected.wait(), 10)
-        await asyncio.sleep(1.0)
+        await new.recorder.tone_arrives(ENGINE_HZ)
         assert await hears(new, ENGINE_HZ) > 0.5
         t_after = time.monotonic()
         await asyncio.sleep(1.0)
@@ -784,7 +784,7 @@ async def test_sigterm_hands_a_live_wadial_call_over_too(redis, session, tmp_pat
         browsers.append(new)
         await new.offer()
         await asyncio.wait_for(new.connected.wait(), 10)
-        await asyncio.sleep(1.0)
+        await new.recorder.tone_arrives(600.0)
         assert await hears(new, 600.0) > 0.5
         t0 = time.monotonic()
         await asyncio.sleep(1.0)

@@ -95,7 +95,7 @@ async def test_target_both_and_stop(media_client, tmp_path) -> None:
         "/call/play", json={"callID": call["callID"], "file": "long.wav", "target": "both"}
     )
     playback_id = (await resp.json())["playbackId"]
-    await asyncio.sleep(1.5)
+    await rtc.recorder.tone_arrives(1000.0)
     t0 = time.monotonic()
     await asyncio.sleep(1.0)
     heard = rtc.recorder.since(t0)

@@ -238,7 +238,7 @@ async def test_relay_only_call_through_real_coturn(make_client, tmp_path) -> Non
         assert "typ relay" in answer["sdp"]  # the bridge gathered through coturn too
         await asyncio.wait_for(rtc.connected.wait(), 10)
         await wait_state(client, call["callID"], "active")
-        await asyncio.sleep(1.5)
+        await rtc.recorder.tone_arrives(440)
         t0 = time.monotonic()
         await asyncio.sleep(1.0)
         heard = rtc.recorder.since(t0)

@@ -106,7 +106,7 @@ async def make(client: Any, callback: str | None, metadata: Any = None) -> dict[
     return await resp.json()
 
 
-async def test_every_event_in_order_signed_with_metadata(make_client, receiver) -> None:
+async def test_every_event_in_order_signed_with_metadata(receiver, make_client) -> None:
     client = await make_client(**hooks())
     call = await make(client, receiver.url("ok"), {"order": "A-17", "n": 3})
     await wait_state(client, call["callID"], "active")
@@ -136,7 +136,7 @@ async def test_every_event_in_order_signed_with_metadata(make_client, receiver) 
     assert snap["webhook"]["statusCode"] == 200 and snap["webhook"]["url"] == receiver.url("ok")
 
 
-async def test_503_twice_then_200_is_delivered_on_the_third_try(make_client, receiver) -> None:
+async def test_503_twice_then_200_is_delivered_on_the_third_try(receiver, make_client) -> None:
     client = await make_client(**hooks())
     call = await make(client, receiver.url("flaky"))
     await wait_state(client, call["callID"], "active")
@@ -152,7 +152,7 @@ async def test_503_twice_then_200_is_delivered_on_the_third_try(make_client, rec
     assert 'bridge_webhook_attempts_total{result="5xx"} 2.0' in text
 
 
-async def test_404_receiver_is_not_retried(make_client, receiver) -> None:
+async def test_404_receiver_is_not_retried(receiver, make_client) -> None:
     client = await make_client(**hooks())
     call = await make(client, receiver.url("gone"))
     await wait_state(client, call["callID"], "active")
@@ -185,7 +185,7 @@ async def test_a_hanging_receiver_delays_neither_other_calls_nor_the_api(
     assert (await client.get(f"/call/{stuck['callID']}")).status == 200
 
 
-async def test_disallowed_status_callback_is_403(make_client, receiver) -> None:
+async def test_disallowed_status_callback_is_403(receiver, make_client) -> None:
     client = await make_client(**hooks())
     for url in ("http://example.com/hook", "https://10.0.0.1/x", "http://127.0.0.2:9/x"):
         body = {"phone": "5521999999999", "statusCallback": url}
@@ -207,7 +207,7 @@ async def test_disallowed_status_callback_is_403(make_client, receiver) -> None:
     await make(client2, receiver.url("ok"))
 
 
-async def test_service_wide_url_and_answer_override(make_client, receiver) -> None:
+async def test_service_wide_url_and_answer_override(receiver, make_client) -> None:
     client = await make_client(**hooks(webhook_url=receiver.url("ok")))
     resp = await client.post("/call/sim/incoming", json={"phone": "15550001111"})
     inbound = await resp.json()
@@ -221,7 +221,7 @@ async def test_service_wide_url_and_answer_override(make_client, receiver) -> No
     assert [e["type"] for e in receiver.events("ok")] == ["call.created", "call.ringing"]
 
 
-async def test_pending_deliveries_are_flushed_at_shutdown(make_client, receiver) -> None:
+async def test_pending_deliveries_are_flushed_at_shutdown(receiver, make_client) -> None:
     client = await make_client(**hooks(webhook_url=receiver.url("ok")))
     call = await make(client, None)
     await wait_state(client, call["callID"], "active")

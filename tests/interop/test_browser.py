@@ -50,6 +50,9 @@ FREQ_JS = """async () => {
   return {hz: k * a.context.sampleRate / a.fftSize, peakDb: bins[k], level};
 }"""
 
+ECHO_HEARD = "window.demo.client.outputLevel() > -30"
+"""The page plays the echo (waited for, bounded, before :data:`FREQ_JS` judges it)."""
+
 
 async def test_demo_page_call_echo_mute_hangup_and_inbound(client, browser) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
@@ -61,7 +64,7 @@ async def test_demo_page_call_echo_mute_hangup_and_inbound(client, browser) -> N
     await wait_for(
         page, "window.demo.client.pc && window.demo.client.pc.connectionState === 'connected'"
     )
-    await asyncio.sleep(1.5)
+    await wait_for(page, ECHO_HEARD)
     echo = await page.evaluate(FREQ_JS)
     await page.screenshot(path=str(ARTIFACTS / "demo-in-call.png"))
     assert echo["hz"] == pytest.approx(440, abs=8), echo
@@ -86,7 +89,7 @@ async def test_demo_page_call_echo_mute_hangup_and_inbound(client, browser) -> N
         "'connected' && window.demo.client.recoveries === 1",
     )
     assert await page.evaluate("pc => pc.connectionState", first_pc) == "closed"
-    await asyncio.sleep(1.5)
+    await wait_for(page, ECHO_HEARD)
     echo = await page.evaluate(FREQ_JS)
     assert echo["hz"] == pytest.approx(440, abs=8), echo
     metrics = await (await client.get("/metrics")).text()
@@ -118,7 +121,7 @@ async def test_demo_page_call_echo_mute_hangup_and_inbound(client, browser) -> N
     # been served), then answers: wait for the answer rather than race it.
     answered = await wait_state(client, inbound["callID"], "active")
     assert answered["transport"] == "webrtc"
-    await asyncio.sleep(1.5)
+    await wait_for(page, ECHO_HEARD)
     echo = await page.evaluate(FREQ_JS)
     assert echo["hz"] == pytest.approx(440, abs=8), echo
     await page.close()

@@ -49,6 +49,9 @@ FREQ_JS = """async () => {
   return {hz: k * a.context.sampleRate / a.fftSize, level: window.client.outputLevel()};
 }"""
 
+TONE_HEARD = "window.client.outputLevel() > -30"
+"""The page plays the engine's tone (waited for, bounded, before :data:`FREQ_JS` judges it)."""
+
 CONNECT_JS = """async (callID) => {
   const { BridgeClient } = await import("/web/bridge-client.js");
   const c = new BridgeClient({ baseUrl: location.origin });
@@ -107,7 +110,7 @@ async def test_the_bundled_client_follows_its_call_to_the_new_worker_by_itself(
                     await page.goto(b.base + "/")
                     await page.evaluate(CONNECT_JS, call_id)
                     await wait_for(page, "window.client.pc.connectionState === 'connected'")
-                    await asyncio.sleep(1.5)
+                    await wait_for(page, TONE_HEARD)
                     before = await page.evaluate(FREQ_JS)
                     assert before["hz"] == pytest.approx(ENGINE_HZ, abs=8), before
 
@@ -118,7 +121,7 @@ async def test_the_bundled_client_follows_its_call_to_the_new_worker_by_itself(
                     await wait_for(
                         page, "window.client.pc.connectionState === 'connected'", timeout=15
                     )
-                    await asyncio.sleep(1.5)
+                    await wait_for(page, TONE_HEARD)
                     after = await page.evaluate(FREQ_JS)
                     assert after["hz"] == pytest.approx(ENGINE_HZ, abs=8), after
                     t0 = time.monotonic()

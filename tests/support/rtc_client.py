@@ -16,6 +16,9 @@ from bridge.audio import tone
 from bridge.rtc import restrict_host_addresses
 from bridge.rtc.release import release_peer_connection
 
+from .spectrum import band_energy
+from .waits import until
+
 
 class ToneTrack(MediaStreamTrack):
     """A live 48 kHz tone, paced like a microphone (20 ms frames).
@@ -88,6 +91,28 @@ class Recorder:
     def since(self, t0: float) -> np.ndarray:
         parts = [c for c, t in zip(self.chunks, self.times, strict=True) if t >= t0]
         return np.concatenate(parts) if parts else np.zeros(0)
+
+    def last(self, seconds: float) -> np.ndarray:
+        """The last ``seconds`` heard (fewer samples while less has arrived)."""
+        want, parts, have = int(self.rate * seconds), [], 0
+        for chunk in reversed(self.chunks):
+            if have >= want:
+                break
+            parts.append(chunk)
+            have += chunk.size
+        return np.concatenate(parts[::-1])[-want:] if parts else np.zeros(0)
+
+    async def tone_arrives(self, freq: float, timeout: float = 10.0) -> None:
+        """Until the last 200 ms heard are ``freq`` (over half their energy within ±15 Hz of
+        it): the bounded wait for a tone to reach this end before a test listens to a window
+        of it, where a fixed second or more was slept (longer than needed on a quiet host,
+        and on a loaded one sometimes not long enough)."""
+
+        def arrived() -> bool:
+            heard = self.last(0.2)
+            return heard.size >= 0.2 * self.rate and band_energy(heard, self.rate, freq) > 0.5
+
+        await until(arrived, timeout, f"{freq:g} Hz to arrive", every=0.02)
 
     async def stop(self) -> None:
         if self._task is not None:
