@@ -199,6 +199,7 @@ async def test_a_cloud_api_call_rings_an_extension_behind_kamailio(
         def both_hear() -> None:
             samples, rate = phone.heard(1.0)
             at_phone = dominant_frequency(samples, rate), level_dbfs(samples)
+            assert mcall.peer.recorder.chunks, "WhatsApp hears nothing yet"  # polled, not raised
             wa = np.concatenate(mcall.peer.recorder.chunks[-50:]).astype(np.float64)
             at_wa = dominant_frequency(wa, mcall.peer.recorder.rate), level_dbfs(wa)
             print(f"{codec} via Kamailio: phone hears {at_phone}, WhatsApp hears {at_wa}")

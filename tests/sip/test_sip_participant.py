@@ -375,6 +375,7 @@ async def test_a_cloud_api_call_reaches_a_phone(make_client, meta, phone, tmp_pa
         assert heard == pytest.approx(PEER_HZ, abs=5) and level > -30
 
     def whatsapp_hears_phone() -> None:
+        assert mcall.peer.recorder.chunks, "WhatsApp hears nothing yet"  # polled, not raised
         samples = np.concatenate(mcall.peer.recorder.chunks[-50:]).astype(np.float64)
         rate = mcall.peer.recorder.rate
         heard, level = dominant_frequency(samples, rate), level_dbfs(samples)

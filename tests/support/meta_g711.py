@@ -21,6 +21,7 @@ def level_dbfs(samples: np.ndarray) -> float:
 
 
 def whatsapp_heard(peer: Any, chunks: int = 50) -> tuple[float, float]:
+    assert peer.recorder.chunks, "WhatsApp hears nothing yet"  # polled, not raised
     samples = np.concatenate(peer.recorder.chunks[-chunks:]).astype(np.float64)
     return dominant_frequency(samples, peer.recorder.rate), level_dbfs(samples)
 
