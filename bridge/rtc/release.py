@@ -114,6 +114,22 @@ def _pending_tasks(seen: dict[int, Any]) -> list[asyncio.Task[Any]]:
     ]
 
 
+def _checks_consent_after_close(task: asyncio.Task[Any]) -> bool:
+    """Whether ``task`` is aioice's consent checks (RFC 7675) on a connection already closed.
+
+    ``Connection.connect()`` starts them once its checks complete, and a ``close()`` that came
+    while it waited for that (a call hung up as its ICE completed) cancels only a consent task
+    that already exists: the one started after it loops every ~5 s for ever on a connection
+    with no pair, holding the whole peer connection (and its codec threads) alive. Cancelled
+    here, as ``close()`` cancels one started before it."""
+    coro = task.get_coro()
+    if getattr(coro, "__qualname__", "") != "Connection.query_consent":
+        return False
+    frame = getattr(coro, "cr_frame", None)
+    connection = frame.f_locals.get("self") if frame is not None else None
+    return bool(getattr(connection, "_closing", False))
+
+
 def _retrieve(task: asyncio.Task[Any]) -> None:
     """A leftover task of the closed connection ended: its exception (aiortc's own, on a
     connection being torn down) is logged at debug, not as "never retrieved"."""
@@ -138,6 +154,8 @@ async def release_peer_connection(pc: Any, timeout: float = 5.0) -> int:
             return 0
         for task in pending:
             task.add_done_callback(_retrieve)
+            if _checks_consent_after_close(task):
+                task.cancel()
         _, still = await asyncio.wait(pending, timeout=timeout)
         if still:
             log.debug("not releasing %r: %d tasks still running", pc, len(still))

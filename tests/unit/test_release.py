@@ -74,3 +74,17 @@ async def test_a_task_that_outlasts_the_wait_keeps_the_state(timeout: float) -> 
     task = asyncio.ensure_future(_uses_later(connection))
     assert await release_peer_connection(pc, timeout) == 0  # the collector frees it later
     assert await task == 0
+
+
+async def test_consent_checks_started_after_the_close_are_cancelled() -> None:
+    """aioice's ``connect()`` starts its consent checks once its checks complete, even when
+    ``close()`` came meanwhile (a call hung up as its ICE completed): that task loops for ever
+    on the closed connection and held the whole peer connection alive. Release cancels it and
+    frees the state."""
+    pc, connection = await _closed_pc()
+    connection.remote_password = "a-password"  # what connect() had when it started them
+    consent = asyncio.ensure_future(connection.query_consent())
+    await asyncio.sleep(0)
+    released = await release_peer_connection(pc, 1.0)
+    assert consent.cancelled()
+    assert released > 0 and "_nominated" not in vars(connection)
