@@ -21,6 +21,7 @@ from bridge.audio import rms_dbfs, tone
 from ..fakes.openai_live import FakeOpenAILive
 from ..support.agents import attach_agent, served_beside_a_call
 from ..support.calls import sim_call
+from ..support.loops import LoopLag
 from ..support.spectrum import dominant_frequency
 from ..support.waits import until
 from .test_agents import loud, next_event
@@ -132,8 +133,13 @@ async def test_live_voice_gone_within_140ms_of_the_stream_turning_silent(
         heard = await next_event(sub, "agent.speech.started")
         assert heard.data["by"] == "model"
         n1 = sc.frames_heard
-        await until(lambda: sc.frames_heard - n1 >= 25, timeout=3)
-        assert len(loud(list(sc.heard)[-(sc.frames_heard - n1) :])) >= 24
+        async with LoopLag() as lag:
+            await until(lambda: sc.frames_heard - n1 >= 25, timeout=3)
+        # Every frame but an edge's carries the voice; a stall of this process (it runs the
+        # fake, the bridge and the sim's listener) may cost as many as it lasted (LoopLag,
+        # none on a quiet host: 23 of 25 seen once at load 5-7).
+        voiced = len(loud(list(sc.heard)[-(sc.frames_heard - n1) :]))
+        assert voiced >= 24 - lag.frames, (voiced, lag.worst, lag.stalled)
         # The model stops by itself: its stream turns silent, mid-reply.
         await fake.fall_silent()
         await until(lambda: fake.silent_since is not None, timeout=3)
