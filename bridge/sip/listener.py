@@ -12,6 +12,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from typing import Any
 
 from ..tasks import TaskSet
 from .message import MAX_HEAD, SipParseError
@@ -59,6 +60,10 @@ class Listener:
         self.on_bad = on_bad
         """Called with a ``400`` to send for a framed but malformed message."""
         self.connections: set[Connection] = set()
+        self.handshaking = 0
+        """TLS handshakes under way: they count against ``MAX_CONNECTIONS`` with the
+        connections served, so clients that open sockets and never finish (or never start)
+        their handshake cannot hold more than the bound, each for ``HANDSHAKE_TIMEOUT``."""
         self._server: asyncio.Server | None = None
         """A trunk's plain TCP server."""
         self._socket: socket.socket | None = None
@@ -100,7 +105,7 @@ class Listener:
             certs.check()
 
     def _full(self) -> bool:
-        if len(self.connections) >= MAX_CONNECTIONS or self._tasks.closed:
+        if len(self.connections) + self.handshaking >= MAX_CONNECTIONS or self._tasks.closed:
             self.refused += 1
             return True
         return False
@@ -123,17 +128,21 @@ class Listener:
             if self._full():
                 sock.close()
                 continue
-            peer = sock.getpeername()
-            self._tasks.spawn(self._handshake(sock), f"tls:{peer[0]}:{peer[1]}")
+            try:
+                peer = sock.getpeername()
+            except OSError:  # reset before we got to it
+                sock.close()
+                continue
+            self.handshaking += 1
+            self._tasks.spawn(self._handshake(sock, peer), f"tls:{peer[0]}:{peer[1]}")
 
-    async def _handshake(self, sock: socket.socket) -> None:
+    async def _handshake(self, sock: socket.socket, peer: tuple[Any, ...]) -> None:
         """TLS on a socket nothing has read from yet. Accepting plain TCP with a stream and
         starting TLS on it afterwards (``StreamWriter.start_tls``) loses a client hello that
         arrives in between, in a buffer the TLS layer never reads: the handshake then waits out
         its timeout (under uvloop, most connections from another process)."""
         assert self.certs is not None
         loop = asyncio.get_running_loop()
-        peer = sock.getpeername()
         reader = asyncio.StreamReader(limit=MAX_HEAD + 8)
         protocol = asyncio.StreamReaderProtocol(reader)
         try:
@@ -152,6 +161,8 @@ class Listener:
             log.info("SIP TLS from %s:%s: handshake failed: %s", *peer[:2], exc)
             sock.close()
             return
+        finally:
+            self.handshaking -= 1
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         await self._run(Connection(reader, writer, inbound=True))
 

@@ -11,7 +11,9 @@ out its timeout (1–3 connections in 15 on an idle bridge)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import random
 import shutil
 import ssl
 from collections.abc import AsyncIterator
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.sip import listener as listener_module
 from bridge.sip.listener import Listener
 from bridge.sip.message import Message
 from bridge.sip.transport import CertFiles, Connection
@@ -198,3 +201,120 @@ async def test_a_bridge_process_on_the_sip_road_completes_every_handshake(tmp_pa
         assert got == [HOST] * 100
     finally:
         await stop_process(proc)
+
+
+def client_hello(server_name: str | None) -> bytes:
+    """The first flight of Python's own TLS client: a real ClientHello record."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=server_name)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def mutants(seed: int, count: int) -> list[tuple[str, bytes]]:
+    """Seeded ClientHellos gone wrong, each named by how: cut short, bytes flipped, lengths
+    that lie, garbage, the clear text of other protocols, SSLv2's header, a hello twice."""
+    rng = random.Random(seed)
+    hellos = [client_hello(HOST), client_hello(None)]
+    out: list[tuple[str, bytes]] = []
+    for i in range(count):
+        hello = bytearray(rng.choice(hellos))
+        kind = i % 8
+        if kind == 0:
+            out.append(("cut", bytes(hello[: rng.randrange(1, len(hello))])))
+        elif kind == 1:
+            for _ in range(rng.randint(1, 8)):
+                hello[rng.randrange(len(hello))] ^= rng.randrange(1, 256)
+            out.append(("flipped", bytes(hello)))
+        elif kind == 2:  # the record's or the handshake message's length
+            at = rng.choice([3, 4, 6, 7, 8])
+            hello[at] = rng.randrange(256)
+            out.append(("length", bytes(hello)))
+        elif kind == 3:
+            out.append(("garbage", rng.randbytes(rng.randint(1, 700))))
+        elif kind == 4:
+            out.append(("huge record", b"\x16\x03\x01\xff\xff" + rng.randbytes(rng.randint(0, 64))))
+        elif kind == 5:
+            clear = [b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"OPTIONS sip:x SIP/2.0\r\n\r\n"]
+            out.append(("clear text", rng.choice(clear)))
+        elif kind == 6:
+            out.append(("sslv2", b"\x80" + rng.randbytes(rng.randint(1, 80))))
+        else:
+            out.append(("twice", bytes(hello) * 2))
+    return out
+
+
+async def ended_at_once(port: int, data: bytes) -> bool:
+    """``data`` sent, our side of the connection closed: whether the listener ended it too
+    (EOF, an alert, a reset) within ``BOUND``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        writer.write_eof()
+        async with asyncio.timeout(BOUND):
+            while await reader.read(4096):
+                pass
+        return True
+    except ConnectionError:
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        writer.close()
+
+
+async def test_malformed_client_hellos_are_ended_at_once_and_never_stall_a_real_one(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """400 seeded broken hellos, each ended by the listener within the bound as soon as the
+    client's side is done; between every ten, a real handshake completes at once."""
+    caplog.set_level(logging.INFO, logger="bridge.sip")
+    hung = []
+    for i, (kind, data) in enumerate(mutants(seed=61, count=400)):
+        if not await ended_at_once(served.port, data):
+            hung.append((i, kind, data[:16].hex()))
+        if i % 10 == 9:
+            assert await served.handshake([HOST, None][i // 10 % 2]) == HOST
+    assert hung == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_half_sent_hellos_neither_block_others_nor_outgrow_the_bound(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clients that send part of a hello and wait (or send nothing) hold a handshake each,
+    counted with the connections against ``MAX_CONNECTIONS``: meanwhile real handshakes
+    complete at once, and past the bound a new connection is closed as it arrives."""
+    monkeypatch.setattr(listener_module, "MAX_CONNECTIONS", 40)
+    hello = client_hello(HOST)
+    slow = []
+    for i in range(30):
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(hello[: 1 + i * 7 % (len(hello) - 1)] if i % 3 else b"")
+        slow.append((reader, writer))
+    got = await asyncio.gather(*(served.handshake(HOST) for _ in range(9)))
+    assert got == [HOST] * 9
+    more = []
+    for _ in range(10):  # 30 waiting: the last 10 of the 40 places
+        more.append(await asyncio.open_connection("127.0.0.1", served.port))
+    # The bound is reached: the next connection is closed at once, before it sends a byte
+    # (under the bound, it would wait out HANDSHAKE_TIMEOUT for its hello).
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    async with asyncio.timeout(BOUND):
+        assert await reader.read(1) == b""
+    writer.close()
+    for _, w in slow + more:
+        w.close()
+    # Their places are free again as their sockets close.
+    async with asyncio.timeout(BOUND):
+        while True:
+            try:
+                assert await served.handshake(HOST) == HOST
+                break
+            except (ConnectionError, ssl.SSLError, TimeoutError):
+                await asyncio.sleep(0.05)
