@@ -120,7 +120,7 @@ class Listener:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                sock, _addr = await loop.sock_accept(listening)
+                sock, peer = await loop.sock_accept(listening)
             except OSError as exc:  # out of descriptors, say: the next accept may work
                 log.warning("SIP TLS: accept failed: %s", exc)
                 await asyncio.sleep(0.1)
@@ -128,11 +128,8 @@ class Listener:
             if self._full():
                 sock.close()
                 continue
-            try:
-                peer = sock.getpeername()
-            except OSError:  # reset before we got to it
-                sock.close()
-                continue
+            # (The peer as accept gave it: asking the socket again fails once the client has
+            # reset it, as a scanner does, and that once ended this loop.)
             self.handshaking += 1
             self._tasks.spawn(self._handshake(sock, peer), f"tls:{peer[0]}:{peer[1]}")
 

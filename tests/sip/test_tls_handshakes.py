@@ -15,7 +15,9 @@ import logging
 import os
 import random
 import shutil
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -318,3 +320,17 @@ async def test_half_sent_hellos_neither_block_others_nor_outgrow_the_bound(
                 break
             except (ConnectionError, ssl.SSLError, TimeoutError):
                 await asyncio.sleep(0.05)
+
+
+async def test_connections_reset_as_they_open_leave_the_listener_serving(served: Served) -> None:
+    """A client that connects and resets at once (SO_LINGER 0: a scanner, a health probe)
+    may be gone before the listener asks its peer's address: that connection is skipped and
+    the listener goes on accepting (it used to end the accept loop: every later handshake
+    then waited for ever)."""
+    for _ in range(300):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.connect(("127.0.0.1", served.port))
+        sock.close()
+    for name in (HOST, None, OTHER):
+        assert await served.handshake(name) in (HOST, OTHER)
