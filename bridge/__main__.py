@@ -17,6 +17,7 @@ from .cluster.supervisor import Supervisor, usable_cores, worker_command
 from .config import ConfigError, Settings, ShutdownCalls, load_settings
 from .logs import setup_logging
 from .loop import freeze_startup_heap, install_event_loop
+from .resources import StopSignals
 from .rtc.ports import ephemeral_overlap
 from .startup import StartupError
 
@@ -69,8 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not server.auth_enabled:
         log.warning("no BRIDGE_API_TOKENS set: the API is open to anyone who can reach it")
-    # run_app turns SIGINT/SIGTERM into a graceful shutdown: on_shutdown, then cleanup_ctx
-    # (which hangs up calls and closes every peer connection).
+    # SIGINT/SIGTERM start a graceful shutdown: on_shutdown, then cleanup_ctx (which hangs up
+    # calls and closes every peer connection); a repeat does not cut it short (StopSignals).
+    StopSignals().install(app)
     # Once the app was built and the ports bound (a start-up error stays one line on stderr).
     install_event_loop(settings.server.uvloop)
     # The process's own heap, not a test's (which makes many apps in one process).

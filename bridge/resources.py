@@ -362,6 +362,48 @@ def _graceful_exit() -> None:
     raise web.GracefulExit()
 
 
+class StopSignals:
+    """SIGINT and SIGTERM in the bridge's own process (``__main__``): the first starts the
+    graceful shutdown, a repeat while it runs is said once and ignored.
+
+    aiohttp's ``run_app`` raises its graceful exit at every one, and a second raised while the
+    shutdown runs aborts it: calls left up at the engine, recordings unfinished, a traceback
+    and exit 1. Repeats are common: ``make`` passes the SIGTERM it gets on to the bridge it
+    runs (which got its own), and systemd signals every process of a unit, workers too, which
+    their supervisor also signals. The shutdown is bounded without them
+    (docs/deployment.md). With ``BRIDGE_SHUTDOWN_CALLS=handover`` SIGTERM is the drain's
+    (:func:`drain_on_sigterm`, installed after these) until the shutdown begins."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._said = False
+
+    def install(self, app: web.Application) -> None:
+        """Before ``run_app``: listen before every resource starts, and again as the shutdown
+        begins (taking SIGTERM back from the drain)."""
+        app.on_startup.insert(0, self._listen)
+        app.on_shutdown.insert(0, self._shutting_down)
+
+    async def _listen(self, _app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._signalled, sig)
+
+    async def _shutting_down(self, app: web.Application) -> None:
+        self.stopping = True
+        await self._listen(app)
+
+    def _signalled(self, sig: signal.Signals) -> None:
+        if not self.stopping:
+            self.stopping = True
+            raise web.GracefulExit()
+        if not self._said:
+            self._said = True
+            log.warning(
+                "%s while stopping: ignored (the shutdown ends within its bounds)", sig.name
+            )
+
+
 async def on_shutdown(app: web.Application) -> None:
     """Not a resource: aiohttp runs this before it waits for the handlers, so SSE streams end
     and new calls are refused first (the cleanup entries run after the handlers)."""
