@@ -17,9 +17,9 @@ from .cluster.supervisor import Supervisor, usable_cores, worker_command
 from .config import ConfigError, Settings, ShutdownCalls, load_settings
 from .logs import setup_logging
 from .loop import freeze_startup_heap, install_event_loop
-from .resources import StopSignals
 from .rtc.ports import ephemeral_overlap
 from .startup import StartupError
+from .stopping import StopSignals
 
 log = logging.getLogger("bridge")
 

@@ -73,6 +73,7 @@ from .errors import DirectoryUnavailable
 from .http import create_http_session, create_internal_session
 from .numbers.setup import start_numbers
 from .rtc import SessionFactory
+from .stopping import SAME_STOP_WITHIN
 from .tasks import TaskSet
 from .webhooks import WebhookService
 
@@ -333,9 +334,11 @@ CLEANUP_CTX = (
 def drain_on_sigterm(manager: CallManager, handover: Handover, tasks: TaskSet) -> None:
     """SIGTERM drains first (``BRIDGE_SHUTDOWN_CALLS=handover``), while this worker still
     serves requests: no new calls, movable calls handed over, the others served until they
-    end (bounded); then the usual graceful shutdown. A second SIGTERM stops at once."""
+    end (bounded); then the usual graceful shutdown. A second SIGTERM stops at once, unless it
+    is the first passed on again (:data:`~bridge.stopping.SAME_STOP_WITHIN`)."""
     loop = asyncio.get_running_loop()
     draining: list[asyncio.Task[None]] = []
+    first_at: list[float] = []
 
     async def drain_then_stop() -> None:
         try:
@@ -348,7 +351,10 @@ def drain_on_sigterm(manager: CallManager, handover: Handover, tasks: TaskSet) -
 
     def on_sigterm() -> None:
         if draining:
+            if loop.time() - first_at[0] < SAME_STOP_WITHIN:
+                return
             _graceful_exit()
+        first_at.append(loop.time())
         log.warning("SIGTERM: draining (BRIDGE_SHUTDOWN_CALLS=handover)")
         draining.append(tasks.spawn(drain_then_stop(), "drain"))
 
@@ -360,48 +366,6 @@ def drain_on_sigterm(manager: CallManager, handover: Handover, tasks: TaskSet) -
 
 def _graceful_exit() -> None:
     raise web.GracefulExit()
-
-
-class StopSignals:
-    """SIGINT and SIGTERM in the bridge's own process (``__main__``): the first starts the
-    graceful shutdown, a repeat while it runs is said once and ignored.
-
-    aiohttp's ``run_app`` raises its graceful exit at every one, and a second raised while the
-    shutdown runs aborts it: calls left up at the engine, recordings unfinished, a traceback
-    and exit 1. Repeats are common: ``make`` passes the SIGTERM it gets on to the bridge it
-    runs (which got its own), and systemd signals every process of a unit, workers too, which
-    their supervisor also signals. The shutdown is bounded without them
-    (docs/deployment.md). With ``BRIDGE_SHUTDOWN_CALLS=handover`` SIGTERM is the drain's
-    (:func:`drain_on_sigterm`, installed after these) until the shutdown begins."""
-
-    def __init__(self) -> None:
-        self.stopping = False
-        self._said = False
-
-    def install(self, app: web.Application) -> None:
-        """Before ``run_app``: listen before every resource starts, and again as the shutdown
-        begins (taking SIGTERM back from the drain)."""
-        app.on_startup.insert(0, self._listen)
-        app.on_shutdown.insert(0, self._shutting_down)
-
-    async def _listen(self, _app: web.Application) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._signalled, sig)
-
-    async def _shutting_down(self, app: web.Application) -> None:
-        self.stopping = True
-        await self._listen(app)
-
-    def _signalled(self, sig: signal.Signals) -> None:
-        if not self.stopping:
-            self.stopping = True
-            raise web.GracefulExit()
-        if not self._said:
-            self._said = True
-            log.warning(
-                "%s while stopping: ignored (the shutdown ends within its bounds)", sig.name
-            )
 
 
 async def on_shutdown(app: web.Application) -> None:

@@ -37,6 +37,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..stopping import SAME_STOP_WITHIN
+
 __all__ = ["GAVE_UP", "Supervisor", "usable_cores", "worker_command"]
 
 log = logging.getLogger(__name__)
@@ -109,7 +111,8 @@ class Supervisor:
     starts again from ``first_delay``. A worker that exits within ``start_window`` seconds of
     starting ``give_up_after`` times in a row stops the supervisor (exit code :data:`GAVE_UP`).
     SIGTERM or SIGINT is forwarded to every worker; those still running ``drain_timeout``
-    seconds later are killed. A second SIGTERM/SIGINT kills them at once.
+    seconds later are killed. A second SIGTERM/SIGINT kills them at once, unless it is the
+    first passed on again (within :data:`~bridge.stopping.SAME_STOP_WITHIN`).
     """
 
     def __init__(
@@ -179,7 +182,7 @@ class Supervisor:
                             name = signal.Signals(signum).name
                             log.info("%s: stopping %d workers", name, len(self.pids()))
                             self._stop(signum)
-                        elif not self._killed:
+                        elif not self._killed and not self._same_stop():
                             self._kill_all("a second stop signal")
             finally:
                 # Only reached with children alive if something above raised: leave no orphans.
@@ -270,6 +273,12 @@ class Supervisor:
             if w.proc is not None:
                 with contextlib.suppress(ProcessLookupError):
                     w.proc.send_signal(signum)
+
+    def _same_stop(self) -> bool:
+        """Whether a stop signal now is the first one passed on again (``stopping.py``)."""
+        assert self._drain_deadline is not None
+        stopped_at = self._drain_deadline - self.drain_timeout
+        return time.monotonic() - stopped_at < SAME_STOP_WITHIN
 
     def _kill_all(self, why: str) -> None:
         self._killed = True

@@ -24,6 +24,7 @@ from bridge.cluster.supervisor import (
     usable_cores,
     worker_command,
 )
+from bridge.stopping import SAME_STOP_WITHIN
 
 WORKER = r"""
 import json, os, signal, sys, time
@@ -179,6 +180,34 @@ def test_stop_signal_is_forwarded_and_drained_workers_exit_0(start, sig) -> None
     assert run.stopped() == {pid: sig.name for pid in pids}
     assert not any(alive(pid) for pid in pids)
     assert "WARNING" not in run.text() and "all workers stopped" in run.text()
+
+
+def test_the_same_stop_passed_on_twice_still_drains(start) -> None:
+    """``make`` and systemd pass the stop on to the supervisor a second time within
+    milliseconds: the workers drain as for one (a second stop signal would kill them)."""
+    run = start(["drain", "drain"])
+    run.wait_for("two workers", lambda: len(run.workers()) == 2)
+    pids = set(run.workers())
+    run.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.002)
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.exit_code() == 0, run.text()
+    assert run.stopped() == {pid: "SIGTERM" for pid in pids}
+    assert "killing" not in run.text() and "all workers stopped" in run.text()
+
+
+def test_a_second_stop_signal_later_kills_at_once(start) -> None:
+    run = start(["drain", "stubborn"], drain_timeout=30.0)
+    run.wait_for("two workers", lambda: len(run.workers()) == 2)
+    (stubborn,) = run.pids(1)
+    run.proc.send_signal(signal.SIGINT)
+    run.wait_for("the stop passed on", lambda: stubborn in run.stopped())
+    time.sleep(SAME_STOP_WITHIN + 0.1)
+    assert alive(stubborn)  # still draining, as it may for 30 s
+    run.proc.send_signal(signal.SIGINT)
+    assert run.exit_code() == 1, run.text()  # long before the 30 s
+    assert f"worker 1 (pid {stubborn}): a second stop signal, killing it" in run.text()
+    assert not alive(stubborn)
 
 
 def test_a_killed_worker_is_restarted_with_backoff(start) -> None:

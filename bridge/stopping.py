@@ -1,0 +1,66 @@
+"""Stop signals: what SIGTERM and SIGINT do to a bridge process, said once for the worker
+(:class:`StopSignals`, ``resources.drain_on_sigterm``) and the supervisor
+(``cluster/supervisor.py``).
+
+The first starts the graceful stop. The same stop often arrives twice: ``make`` passes on the
+SIGTERM it gets to the process it runs (which got its own), systemd signals every process of a
+unit, and a supervisor's workers get their supervisor's too. A repeat within
+:data:`SAME_STOP_WITHIN` of the first is that: the same stop, not an operator asking for a
+faster one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+SAME_STOP_WITHIN = 0.5
+"""Seconds after the first stop signal within which another is the same stop passed on again
+(machines pass it on within milliseconds, even on a loaded host; an operator's second Ctrl-C
+comes later)."""
+
+
+class StopSignals:
+    """SIGINT and SIGTERM in the bridge's own process (``__main__``): the first starts the
+    graceful shutdown, a repeat while it runs is said once and ignored.
+
+    aiohttp's ``run_app`` raises its graceful exit at every one, and a second raised while the
+    shutdown runs aborts it: calls left up at the engine, recordings unfinished, a traceback
+    and exit 1. Repeats are common: ``make`` passes the SIGTERM it gets on to the bridge it
+    runs (which got its own), and systemd signals every process of a unit, workers too, which
+    their supervisor also signals. The shutdown is bounded without them
+    (docs/deployment.md). With ``BRIDGE_SHUTDOWN_CALLS=handover`` SIGTERM is the drain's
+    (:func:`drain_on_sigterm`, installed after these) until the shutdown begins."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._said = False
+
+    def install(self, app: web.Application) -> None:
+        """Before ``run_app``: listen before every resource starts, and again as the shutdown
+        begins (taking SIGTERM back from the drain)."""
+        app.on_startup.insert(0, self._listen)
+        app.on_shutdown.insert(0, self._shutting_down)
+
+    async def _listen(self, _app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._signalled, sig)
+
+    async def _shutting_down(self, app: web.Application) -> None:
+        self.stopping = True
+        await self._listen(app)
+
+    def _signalled(self, sig: signal.Signals) -> None:
+        if not self.stopping:
+            self.stopping = True
+            raise web.GracefulExit()
+        if not self._said:
+            self._said = True
+            log.warning(
+                "%s while stopping: ignored (the shutdown ends within its bounds)", sig.name
+            )
