@@ -118,13 +118,19 @@ class Listener:
 
     async def _accept_loop(self, listening: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        failing = False
         while True:
             try:
                 sock, peer = await loop.sock_accept(listening)
             except OSError as exc:  # out of descriptors, say: the next accept may work
-                log.warning("SIP TLS: accept failed: %s", exc)
+                if not failing:  # said once while it lasts, not ten times a second
+                    log.warning("SIP TLS: accept failed: %s (retrying every 0.1 s)", exc)
+                failing = True
                 await asyncio.sleep(0.1)
                 continue
+            if failing:
+                failing = False
+                log.warning("SIP TLS: accepting again")
             if self._full():
                 sock.close()
                 continue
