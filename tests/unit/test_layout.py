@@ -12,8 +12,8 @@ from pathlib import Path
 BRIDGE = Path(__file__).resolve().parents[2] / "bridge"
 
 # What each layer may import from inside the package. Base modules (config, errors, tasks,
-# metrics, media_metrics, logs, http, timefmt, sealer, countries) sit beside the path and may be
-# used by any layer.
+# metrics, media_metrics, logs, http, timefmt, sealer, countries, stopping) sit beside the path
+# and may be used by any layer.
 BASE = {
     "config",
     "errors",
@@ -25,6 +25,7 @@ BASE = {
     "timefmt",
     "sealer",
     "countries",
+    "stopping",
 }
 ALLOWED = {
     "api": {
