@@ -419,11 +419,14 @@ async def downlink_concealment(client, browser, window: int = 48_000 * 6) -> tup
             break
     _stalled, first, last = min(windows, key=lambda w: w[0])
     webrtc = await protection()
-    # A stall of this process leaves a report interval in which it sent nothing: Chromium's
-    # report then shows no loss and the protection steps down until the next one (seen at
-    # load 8). The protection under the loss is what is judged: read again when it comes.
+    # A stall of this process leaves report intervals in which it sent nothing: Chromium
+    # reports no loss, the estimate decays (rtc/protection.py) and RED's depth steps down to
+    # one, FEC's plan to nothing, until a lossy report comes (seen at loads 8-11). What the
+    # loss makes of the protection is judged: read again for up to 3 s until it shows (FEC
+    # planned, or RED at its full depth); never, and the callers' checks fail.
     for _ in range(30):
-        if webrtc["downlinkProtection"]["expectedLoss"]:
+        shown = webrtc["downlinkProtection"]
+        if shown["expectedLoss"] or shown["redDepth"] >= 2:
             break
         await asyncio.sleep(0.1)
         webrtc = await protection()
