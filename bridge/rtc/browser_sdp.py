@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from ..errors import BadOffer, TooLarge
-from .sdp import audio_section, fmtp_parameters, sdp_lines
+from .sdp import audio_section, edit_audio, fmtp_parameters
 
 MAX_OFFER_BYTES = 16 * 1024
 _LINE = re.compile(r"^[a-z]=.*$")
@@ -140,13 +140,5 @@ def with_opus_fmtp(sdp: str, params: tuple[tuple[str, str], ...] = OPUS_ANSWER_F
     pt = audio_section(sdp).payload_type("opus/48000")
     if pt is None:
         return sdp
-    lines = sdp_lines(sdp)
     fmtp = f"a=fmtp:{pt} " + ";".join(f"{k}={v}" for k, v in params)
-    out: list[str] = []
-    for ln in lines:
-        if ln.startswith(f"a=fmtp:{pt} "):
-            continue
-        out.append(ln)
-        if ln.startswith(f"a=rtpmap:{pt} "):
-            out.append(fmtp)
-    return "\r\n".join(out) + "\r\n"
+    return edit_audio(sdp, [fmtp], after=pt, drop=lambda ln: ln.startswith(f"a=fmtp:{pt} "))

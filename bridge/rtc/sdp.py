@@ -3,9 +3,11 @@
 :func:`audio_section` reads the first ``m=audio`` section (format, codecs, keys, address, RTCP,
 direction) for every leg that reads one itself: a SIP trunk's (``trunks/sdp.py``) and Meta's
 SDES leg's (``rtc/sdes.py``); each checks what its own leg needs of it. :func:`audio_sdp` writes
-the SDP of both (aiortc writes the WebRTC legs'). ``telephone-event`` (RFC 4733) is read here
-for every leg (:meth:`AudioSection.telephone_event`) and written here (:func:`telephone_event`,
-:func:`payload_lines`), into our SDP or into aiortc's, which has none.
+the SDP of both (aiortc writes the WebRTC legs'), and :func:`edit_audio` completes aiortc's
+where it says less than we answer (the browser's Opus parameters, RED, Meta's rules).
+``telephone-event`` (RFC 4733) is read here for every leg (:meth:`AudioSection.telephone_event`)
+and written here (:func:`telephone_event`, :func:`payload_lines`), into our SDP or into
+aiortc's, which has none.
 
 A browser's offer, checked before aiortc sees it, and the Opus parameters of our answer to it
 are ``rtc/browser_sdp.py``'s.
@@ -14,7 +16,7 @@ are ``rtc/browser_sdp.py``'s.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..audio.dtmf import DIGITS
@@ -233,3 +235,47 @@ def audio_sdp(
             fields = m.split()
             lines.append(" ".join([fields[0], "0", *fields[2:]]))
     return "\r\n".join(lines) + "\r\n"
+
+
+def edit_audio(
+    sdp: str,
+    lines: Sequence[str] = (),
+    *,
+    after: int | str | None = None,
+    first: int | None = None,
+    last: int | None = None,
+    drop: Callable[[str], bool] | None = None,
+) -> str:
+    """``sdp`` (aiortc's, which says less than we answer) with its audio m-line (the first, the
+    one :func:`audio_section` reads) completed: ``lines`` written after the ``a=rtpmap`` of
+    payload type ``after`` (none when it has none: they describe a payload beside that one),
+    payload type ``first`` moved to the front of the m-line's formats (the one the far end
+    then sends, RFC 3264 §6.1) or ``last`` to its end, and every line ``drop`` says dropped,
+    wherever it is (the lines written are ours: never dropped)."""
+    out: list[str] = []
+    todo = list(lines)  # not yet written
+    rtpmap = None if after is None else f"a=rtpmap:{after} "
+    in_audio = seen_audio = False
+    for ln in sdp_lines(sdp):
+        if drop is not None and drop(ln):
+            continue
+        if ln.startswith("m="):
+            in_audio = not seen_audio and ln.startswith("m=audio ")
+            seen_audio = seen_audio or in_audio
+            if in_audio and (first is not None or last is not None):
+                ln = _moved(ln, first, last)
+        out.append(ln)
+        if in_audio and todo and rtpmap is not None and ln.startswith(rtpmap):
+            out += todo
+            todo = []
+    return "\r\n".join(out) + "\r\n"
+
+
+def _moved(m_line: str, first: int | None, last: int | None) -> str:
+    """``m_line`` with payload type ``first`` at the front of its formats and ``last`` at the
+    end (each added when it is not there)."""
+    fields = m_line.split()
+    front = [] if first is None else [str(first)]
+    back = [] if last is None else [str(last)]
+    kept = [pt for pt in fields[3:] if pt not in (*front, *back)]
+    return " ".join([*fields[:3], *front, *kept, *back])
