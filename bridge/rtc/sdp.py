@@ -98,6 +98,19 @@ class AudioSection:
             raise BadOffer("the SDP has no connection address for its audio")
         return connection_address(self.connection)
 
+    @property
+    def rtcp_address(self) -> tuple[str, int]:
+        """Where the far end takes RTCP: on the RTP port with ``a=rtcp-mux`` (RFC 5761
+        §5.1.1), else at its ``a=rtcp:`` port and address (RFC 3605), else on the next port
+        up (RFC 3550 §11); :class:`BadOffer` when an address is not an IP address."""
+        address, attr = self.address, self.rtcp
+        if self.rtcp_mux:
+            return address, self.port
+        if attr and attr[0].isdigit():
+            host = connection_address("c=" + " ".join(attr[1:4])) if len(attr) >= 4 else address
+            return host, int(attr[0])
+        return address, self.port + 1
+
     def encodings(self) -> dict[str, str]:
         """Each payload type of the m-line → its encoding name, lower-cased (``opus``,
         ``pcmu``, ``telephone-event``): its ``a=rtpmap``'s, else its static one
