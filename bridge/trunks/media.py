@@ -126,10 +126,7 @@ class TrunkMedia:
         """What the far end's SDP says both sides send: codec, payload types, the events'
         clock, RTCP on the RTP port (our SDP offered it, or answered as the offer said)."""
         self.event_pt = remote.event_pt
-        if remote.codec != self.codec:
-            self.leg.use_codec(remote.codec, remote.pt)
-        else:
-            self.leg.session.audio_pt = self.leg.stream.payload_type = remote.pt
+        self.leg.use_codec(remote.codec, remote.pt)
         self.keys_out.step = remote.event_rate // 50  # RFC 4733 durations' units in 20 ms
         self.keys_in.clock_rate = remote.event_rate
         self.rtcp_mux = remote.rtcp_mux
