@@ -17,7 +17,6 @@ rules:
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable
 
 from ..audio.pcm import Pcm
@@ -67,7 +66,7 @@ class TrunkMedia:
         self.keys_in = DtmfDetector(on_key, RATE)
         self.keys_out = KeyPresses(KEYS_QUEUED, lambda: self.event_pt)
         self.leg = RtpLeg(
-            RtpSession(secrets.randbits(32), f"{secrets.token_hex(8)}@bridge", audio_pt=pt),
+            RtpSession.new(pt),
             codec=codec,
             on_frame=microphone,
             stats=BusStats(),  # the call's once the leg is in the call (:meth:`start`)

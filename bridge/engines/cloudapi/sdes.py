@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -92,7 +91,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             on_closed=on_closed,
         )
         self.leg = RtpLeg(
-            RtpSession(secrets.randbits(32), f"bridge-{secrets.token_hex(6)}", audio_pt=OPUS_PT),
+            RtpSession.new(OPUS_PT),
             codec="opus",
             on_frame=self._on_frame,
             stats=self.rx,
