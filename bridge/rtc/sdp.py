@@ -201,6 +201,18 @@ def audio_section(sdp: str | bytes) -> AudioSection:
     return audio
 
 
+def origin(sdp: str | bytes) -> tuple[int, int]:
+    """The session id and version of ``sdp``'s ``o=`` line (RFC 4566 §5.2; :func:`audio_sdp`
+    writes them): ``ValueError`` without one."""
+    text = sdp.decode("ascii", "replace") if isinstance(sdp, bytes) else sdp
+    for line in sdp_lines(text):
+        if line.startswith("o="):
+            fields = line[2:].split()
+            if len(fields) >= 3 and fields[1].isdigit() and fields[2].isdigit():
+                return int(fields[1]), int(fields[2])
+    raise ValueError("the SDP has no o= line")
+
+
 def audio_sdp(
     address: str,
     port: int,
