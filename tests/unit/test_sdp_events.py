@@ -97,3 +97,12 @@ def test_the_one_editor_of_aiortcs_sdp_completes_its_audio_m_line_alone() -> Non
     assert moved == "m=audio 4000 RTP/AVP 0 111"
     # No rtpmap of ``after``: the lines describe a payload beside one that is not there.
     assert "a=fmtp:126" not in edit_audio(sdp, ["a=fmtp:126 0-15"], after=8)
+
+
+def test_metas_g711_is_read_from_its_m_line_as_every_codec_is() -> None:
+    # AudioSection.encodings, as the codec Meta's answer picked is read: the m-line's order,
+    # a static payload type without its rtpmap, and no rtpmap the m-line does not list.
+    meta = offer("111 opus/48000/2", "8 PCMA/8000", "0 PCMU/8000", formats="111 0 8")
+    assert read_remote(meta).g711 == ("PCMU", "PCMA")
+    assert read_remote(offer("111 opus/48000/2", formats="111 8")).g711 == ("PCMA",)
+    assert read_remote(offer("111 opus/48000/2", "0 PCMU/8000", formats="111")).g711 == ()

@@ -14,7 +14,6 @@ are), else Opus; :func:`answer_codec` answers with it, our own offers list the s
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from ...errors import BadOffer
@@ -82,9 +81,7 @@ def read_remote(sdp: str) -> RemoteAudio:
     except ValueError:
         bitrate = DEFAULT_BITRATE
     bitrate = max(MIN_BITRATE, min(MAX_BITRATE, bitrate))
-    g711 = tuple(
-        n[:4].upper() for n in audio.rtpmaps.values() if re.match(r"PCM[AU]/8000", n, re.I)
-    )
+    g711 = tuple(name.upper() for name in audio.encodings().values() if name.upper() in G711)
     fec = params.get("useinbandfec", "1") != "0"
     event = audio.telephone_event(8000)
     return RemoteAudio(opus, None if event is None else event[0], bitrate, fec, g711)
