@@ -99,7 +99,7 @@ def encode_silence_dtx() -> list[bytes | None]:
 
 def asking_for_dtx(sdp: str) -> str:
     """``sdp`` with its Opus parameters asking for DTX (``usedtx=1``, RFC 7587 §6.1)."""
-    from bridge.rtc.sdp import opus_parameters, with_opus_fmtp
+    from bridge.rtc.browser_sdp import opus_parameters, with_opus_fmtp
 
     params = {**opus_parameters(sdp), "usedtx": "1"}
     return with_opus_fmtp(sdp, tuple(params.items()))
@@ -272,7 +272,7 @@ async def join(
     seat: dict,
     probe: ClickProbe | None = None,
 ) -> tuple[RTCPeerConnection, float]:
-    from bridge.rtc.sdp import opus_parameters
+    from bridge.rtc.browser_sdp import opus_parameters
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     track = PacketTrack(audio.plain, probe=probe)

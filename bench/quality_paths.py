@@ -43,8 +43,8 @@ from bench.scoring import pesq_wb
 from bench.speech import frames
 from bridge.audio.opus import OpusDecoder, has_fec
 from bridge.media.clock import WorkerClock
+from bridge.rtc.browser_sdp import opus_parameters
 from bridge.rtc.red import split_red
-from bridge.rtc.sdp import opus_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 16_000

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..errors import AtCapacity, BadOffer, CallNotFound, CallStateError, ShuttingDown
 from ..media import Role
 from ..rtc import ConnectedLeg
-from ..rtc.sdp import validate_offer
+from ..rtc.browser_sdp import validate_offer
 
 if TYPE_CHECKING:
     from .manager import CallManager

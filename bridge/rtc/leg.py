@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -201,7 +200,7 @@ class PeerLeg(RtpLegOwner):
         self.failure_reason: str | None = None
         """Why the leg failed (``ice``/``dtls``/``timeout`` and a reason), else ``None``."""
         self._track: OpusBusTrack | None = None
-        self.session = RtpSession(secrets.randbits(32), f"bridge-{secrets.token_hex(6)}")
+        self.session = RtpSession.new()
         """The leg's RTP session: RTP and RTCP both ways (``rtp_session.py``)."""
         self._wire: DtlsSrtp | None = None
         """The leg's wire: the ICE connection, with DTLS's keys (``dtls_srtp.py``)."""

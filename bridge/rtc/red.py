@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from .sdp import audio_section, sdp_lines
+from .sdp import audio_section, edit_audio, payload_lines
 
 
 def offered_red(offer: str) -> tuple[int, int] | None:
@@ -32,15 +32,9 @@ def offered_red(offer: str) -> tuple[int, int] | None:
 
 def add_red(answer: str, red: int, opus: int) -> str:
     """``answer`` with RED listed first on its audio m-line (the browser then sends RED)."""
-    out: list[str] = []
-    for ln in sdp_lines(answer):
-        if ln.startswith("m=audio ") and str(opus) in ln.split()[3:]:
-            parts = ln.split()
-            ln = " ".join([*parts[:3], str(red), *[p for p in parts[3:] if p != str(red)]])
-        out.append(ln)
-        if ln.startswith(f"a=rtpmap:{opus} "):
-            out += [f"a=rtpmap:{red} red/48000/2", f"a=fmtp:{red} {opus}/{opus}"]
-    return "\r\n".join(out) + "\r\n"
+    return edit_audio(
+        answer, payload_lines(red, "red/48000/2", f"{opus}/{opus}"), after=opus, first=red
+    )
 
 
 def split_red(payload: bytes) -> list[tuple[int, int, bytes]] | None:

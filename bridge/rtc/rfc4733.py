@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from ..audio.dtmf import DIGITS
-from .sdp import payload_lines, sdp_lines, telephone_event
+from .sdp import audio_section, edit_audio, payload_lines, telephone_event
 
 log = logging.getLogger(__name__)
 
@@ -211,24 +211,11 @@ class KeyPresses:
 
 
 def add_telephone_event(answer: str, pt: int, rate: int) -> str:
-    """``answer`` (aiortc's, which has no telephone-event) with ``pt`` added to its first audio
-    m-line: the browser may then use its ``RTCDTMFSender``."""
-    out: list[str] = []
-    in_audio = done = False
-    for ln in sdp_lines(answer):
-        if ln.startswith("m="):
-            if in_audio and not done:
-                out += payload_lines(*telephone_event(pt, rate))
-                done = True
-            in_audio = ln.startswith("m=audio ") and not done
-            if in_audio:
-                parts = ln.split()
-                if parts[1] == "0":  # rejected m-line
-                    in_audio = False
-                else:
-                    ln = " ".join([*parts[:3], *[p for p in parts[3:] if p != str(pt)], str(pt)])
-        out.append(ln)
-        if in_audio and not done and ln.startswith("a=rtpmap:"):
-            out += payload_lines(*telephone_event(pt, rate))
-            done = True
-    return "\r\n".join(out) + "\r\n"
+    """``answer`` (aiortc's, which has no telephone-event) with ``pt`` added to its audio
+    m-line, written after its codec's (its first ``a=rtpmap``): the browser may then use its
+    ``RTCDTMFSender``. A refused m-line (port 0) is left as it is."""
+    audio = audio_section(answer)
+    if audio.port == 0:
+        return answer
+    codec = next(iter(audio.rtpmaps), None)
+    return edit_audio(answer, payload_lines(*telephone_event(pt, rate)), after=codec, last=pt)

@@ -96,11 +96,14 @@ class RtpLeg:
 
     def use_codec(self, codec: str, payload_type: int) -> None:
         """Send and receive ``codec`` on ``payload_type`` from now: the session's payload type,
-        the stream's frame and the reports' clock (``RtpSession.use_codec``), a fresh receiver
-        decoding it (the stream so far was another codec's), and the track coding it."""
-        self.codec = codec
+        the stream's frame and the reports' clock (``RtpSession.use_codec``); when the codec
+        is another, a fresh receiver decoding it (the stream so far was another codec's) and
+        the track coding it. The same codec on another payload type (an SDP's own number for
+        it) keeps the receiver."""
+        changed, self.codec = codec != self.codec, codec
         self.session.use_codec(codec, payload_type)
-        self.playout.resume(self.playout.on_frame, self.playout.bus_stats)
+        if changed:
+            self.playout.resume(self.playout.on_frame, self.playout.bus_stats)
         track = self.track
         if track is not None and track.codec != codec:
             track.use_codec(codec)

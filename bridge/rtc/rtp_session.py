@@ -30,6 +30,7 @@ hands it authenticated plaintext and sends what it returns.
 from __future__ import annotations
 
 import logging
+import secrets
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -102,6 +103,12 @@ class RtpSession:
         """Of those, the audio codec's (RED's primary included)."""
         self.unknown_payloads = 0
         self.malformed = 0
+
+    @classmethod
+    def new(cls, audio_pt: int = 111) -> RtpSession:
+        """A new leg's session: a random SSRC (RFC 3550 §8.1) and a random CNAME (RFC 7022),
+        its audio on ``audio_pt``."""
+        return cls(secrets.randbits(32), f"bridge-{secrets.token_hex(6)}", audio_pt=audio_pt)
 
     @property
     def ssrc(self) -> int:

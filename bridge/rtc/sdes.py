@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import pylibsrtp
 
 from ..errors import BadOffer
-from .sdp import audio_section, connection_address
+from .sdp import audio_section
 
 SUITES = {
     "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
@@ -101,7 +101,7 @@ class SavpMedia:
     address: str
     port: int
     rtcp: tuple[str, int]
-    """Where it takes RTCP."""
+    """Where it takes RTCP (``AudioSection.rtcp_address``)."""
     rtcp_mux: bool
     crypto: Crypto
     """The chosen ``a=crypto`` (its key protects the far end's packets)."""
@@ -118,17 +118,14 @@ def read_savp(sdp: str) -> SavpMedia:
             f"the SDP's audio is {audio.profile[:30]}, not RTP/SAVP (SDES-SRTP); "
             "DTLS-SRTP needs BRIDGE_CLOUDAPI_MEDIA=dtls"
         )
-    address, port, mux, attr = audio.address, audio.port, audio.rtcp_mux, audio.rtcp
+    address, port = audio.address, audio.port
     if not 0 < port < 65536:
         raise BadOffer(f"the SDP's audio port {port} is not usable")
     if not audio.cryptos:
         raise BadOffer("the SDP's audio has no a=crypto (RFC 4568) key")
     crypto = _best(audio.cryptos)
-    rtcp = (address, port if mux else port + 1)
-    if attr and attr[0].isdigit() and not mux:
-        rtcp_host = connection_address("c=" + " ".join(attr[1:4])) if len(attr) >= 4 else address
-        rtcp = (rtcp_host, int(attr[0]))
-    return SavpMedia(address, port, rtcp, mux, crypto, audio.index, audio.media_lines)
+    rtcp = audio.rtcp_address
+    return SavpMedia(address, port, rtcp, audio.rtcp_mux, crypto, audio.index, audio.media_lines)
 
 
 def _best(values: list[str]) -> Crypto:

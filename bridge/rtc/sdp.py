@@ -1,32 +1,27 @@
-"""SDP (RFC 4566): the one reader and the one writer of an audio m-line, and a WebRTC offer's
-validation.
+"""SDP (RFC 4566): the one reader and the one writer of an audio m-line.
 
 :func:`audio_section` reads the first ``m=audio`` section (format, codecs, keys, address, RTCP,
 direction) for every leg that reads one itself: a SIP trunk's (``trunks/sdp.py``) and Meta's
 SDES leg's (``rtc/sdes.py``); each checks what its own leg needs of it. :func:`audio_sdp` writes
-the SDP of both (aiortc writes the WebRTC legs'). ``telephone-event`` (RFC 4733) is read here
-for every leg (:meth:`AudioSection.telephone_event`) and written here (:func:`telephone_event`,
-:func:`payload_lines`), into our SDP or into aiortc's, which has none.
+the SDP of both (aiortc writes the WebRTC legs'), and :func:`edit_audio` completes aiortc's
+where it says less than we answer (the browser's Opus parameters, RED, Meta's rules).
+``telephone-event`` (RFC 4733) is read here for every leg (:meth:`AudioSection.telephone_event`)
+and written here (:func:`telephone_event`, :func:`payload_lines`), into our SDP or into
+aiortc's, which has none.
 
-aiortc accepts SDP it cannot answer (garbage passes ``setRemoteDescription`` and then fails in
-``setLocalDescription``), so the bridge checks an offer's shape first and refuses what it cannot
-serve with a precise 400: exactly one audio m-line over ``UDP/TLS/RTP/SAVPF`` (RFC 5764), a
-``sha-256`` DTLS fingerprint (RFC 8122), ICE credentials (RFC 8839), and Opus among the offered
-codecs (RFC 7587).
+A browser's offer, checked before aiortc sees it, and the Opus parameters of our answer to it
+are ``rtc/browser_sdp.py``'s.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..audio.dtmf import DIGITS
-from ..errors import BadOffer, TooLarge
+from ..errors import BadOffer
 
-MAX_OFFER_BYTES = 16 * 1024
-_LINE = re.compile(r"^[a-z]=.*$")
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 """The ``a=`` direction attributes of RFC 3264 §5.1."""
 STATIC_PT = {"PCMU": 0, "PCMA": 8, "G722": 9}
@@ -102,6 +97,19 @@ class AudioSection:
         if not self.connection:
             raise BadOffer("the SDP has no connection address for its audio")
         return connection_address(self.connection)
+
+    @property
+    def rtcp_address(self) -> tuple[str, int]:
+        """Where the far end takes RTCP: on the RTP port with ``a=rtcp-mux`` (RFC 5761
+        §5.1.1), else at its ``a=rtcp:`` port and address (RFC 3605), else on the next port
+        up (RFC 3550 §11); :class:`BadOffer` when an address is not an IP address."""
+        address, attr = self.address, self.rtcp
+        if self.rtcp_mux:
+            return address, self.port
+        if attr and attr[0].isdigit():
+            host = connection_address("c=" + " ".join(attr[1:4])) if len(attr) >= 4 else address
+            return host, int(attr[0])
+        return address, self.port + 1
 
     def encodings(self) -> dict[str, str]:
         """Each payload type of the m-line → its encoding name, lower-cased (``opus``,
@@ -193,6 +201,18 @@ def audio_section(sdp: str | bytes) -> AudioSection:
     return audio
 
 
+def origin(sdp: str | bytes) -> tuple[int, int]:
+    """The session id and version of ``sdp``'s ``o=`` line (RFC 4566 §5.2; :func:`audio_sdp`
+    writes them): ``ValueError`` without one."""
+    text = sdp.decode("ascii", "replace") if isinstance(sdp, bytes) else sdp
+    for line in sdp_lines(text):
+        if line.startswith("o="):
+            fields = line[2:].split()
+            if len(fields) >= 3 and fields[1].isdigit() and fields[2].isdigit():
+                return int(fields[1]), int(fields[2])
+    raise ValueError("the SDP has no o= line")
+
+
 def audio_sdp(
     address: str,
     port: int,
@@ -242,134 +262,45 @@ def audio_sdp(
     return "\r\n".join(lines) + "\r\n"
 
 
-def validate_offer(sdp: str) -> None:
-    """Raise :class:`BadOffer` (or :class:`TooLarge`) unless the bridge can answer ``sdp``."""
-    if len(sdp.encode("utf-8", "surrogateescape")) > MAX_OFFER_BYTES:
-        raise TooLarge(f"the SDP offer is larger than {MAX_OFFER_BYTES} bytes")
-    lines = [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln]
-    if not lines or lines[0] != "v=0":
-        raise BadOffer("the SDP offer must start with 'v=0'")
-    for ln in lines:
-        if not _LINE.match(ln) or "\x00" in ln:
-            raise BadOffer(f"malformed SDP line: {ln[:60]!r}")
-    session: list[str] = []
-    media: list[list[str]] = []
-    for ln in lines:
-        if ln.startswith("m="):
-            media.append([ln])
-        elif media:
-            media[-1].append(ln)
-        else:
-            session.append(ln)
-    kinds = [m[0][2:].split(" ", 1)[0] for m in media]
-    if kinds.count("audio") != 1 or len(kinds) != 1:
-        others = sorted(set(k for k in kinds if k != "audio"))
-        detail = f" (it has {', '.join(others)})" if others else ""
-        raise BadOffer(
-            "the bridge carries audio only: the offer must have exactly one audio m-line and "
-            f"no video or data channel{detail}",
-            code="unsupported_media",
-        )
-    section = media[0]
-    parts = section[0][2:].split()
-    if len(parts) < 4 or not parts[1].isdigit():
-        raise BadOffer(f"malformed m-line: {section[0][:80]!r}")
-    if parts[2] != "UDP/TLS/RTP/SAVPF":
-        raise BadOffer(
-            f"the audio m-line uses {parts[2][:40]!r}; WebRTC needs UDP/TLS/RTP/SAVPF (DTLS-SRTP)"
-        )
-    attrs = session + section
-    fingerprints = [a for a in attrs if a.startswith("a=fingerprint:")]
-    if not any(a[len("a=fingerprint:") :].lower().startswith("sha-256 ") for a in fingerprints):
-        raise BadOffer("the offer has no sha-256 DTLS fingerprint (a=fingerprint:sha-256 …)")
-    if not any(a.startswith("a=ice-ufrag:") and len(a) > 12 for a in attrs) or not any(
-        a.startswith("a=ice-pwd:") and len(a) > 10 for a in attrs
-    ):
-        raise BadOffer("the offer has no ICE credentials (a=ice-ufrag and a=ice-pwd)")
-    payloads = set(parts[3:])
-    opus = [
-        a
-        for a in section
-        if a.lower().startswith("a=rtpmap:")
-        and a.split(":", 1)[1].split(" ", 1)[0] in payloads
-        and " opus/48000" in a.lower()
-    ]
-    if not opus:
-        raise BadOffer(
-            "the offer has no Opus (opus/48000/2); the bridge speaks Opus only",
-            code="no_common_codec",
-        )
-
-
-def open_candidates(sdp: str) -> str:
-    """``sdp`` without ``a=end-of-candidates`` when it has no candidate at all.
-
-    Such an offer comes from a peer that will be learned as peer-reflexive from its
-    connectivity checks (RFC 8445 §7.3.1.3). aioice, told the remote candidates are complete
-    while it has none, drops the component (it prunes components without a remote candidate)
-    and then gathers nothing: the answer had no candidate (``m=audio 9``) and the call could not
-    connect. Left open, the component keeps its candidates, the peer's checks create the pair,
-    and a peer that never checks still ends at the leg's connect timeout."""
-    lines = sdp.replace("\r\n", "\n").split("\n")
-    if any(ln.startswith("a=candidate:") for ln in lines):
-        return sdp
-    kept = [ln for ln in lines if ln.strip() != "a=end-of-candidates"]
-    return sdp if len(kept) == len(lines) else "\r\n".join(kept)
-
-
-OPUS_ANSWER_FMTP = (
-    ("minptime", "10"),
-    ("useinbandfec", "1"),
-    ("stereo", "0"),
-    ("sprop-stereo", "0"),
-    ("maxplaybackrate", "16000"),
-    ("sprop-maxcapturerate", "16000"),
-    ("maxaveragebitrate", "32000"),
-)
-"""The Opus parameters of the bridge's answer (RFC 7587 §6.1). aiortc answers with none, and
-then every browser keeps its in-band FEC off (``useinbandfec`` defaults to 0), so a lost packet
-could only be concealed. The rest says what the bus is: mono, 16 kHz (the browser's encoder
-then spends its bits on wideband voice), and asks for 32 kbit/s: told 16 kHz alone, Chromium
-drops to 20 kbit/s, where libopus has no room left for FEC data (RFC 6716 §2.1.7; the
-Chromium test saw none at 15 % loss)."""
-
-
-def opus_parameters(sdp: str) -> dict[str, str]:
-    """The Opus ``a=fmtp`` parameters of ``sdp``'s audio (names lower-cased; empty when none)."""
-    audio = audio_section(sdp)
-    return fmtp_parameters(audio.fmtps.get(str(audio.payload_type("opus/48000")), ""))
-
-
-def answer_fmtp(
-    max_bitrate: int | None = None, *, dtx: bool = False
-) -> tuple[tuple[str, str], ...]:
-    """:data:`OPUS_ANSWER_FMTP`, asking for at most ``max_bitrate`` when given (a Cloud API
-    call: what Meta takes, so the browser's packets can go to it untouched), and with ``dtx``
-    for DTX (``usedtx=1``, RFC 7587 §6.1: the browser then sends almost nothing while its
-    microphone is silent, ``audio/dtx.py``)."""
-    params: tuple[tuple[str, str], ...] = OPUS_ANSWER_FMTP
-    if max_bitrate is not None:
-        params = tuple((k, str(max_bitrate) if k == "maxaveragebitrate" else v) for k, v in params)
-    return (*params, ("usedtx", "1")) if dtx else params
-
-
-def asks_for_dtx(sdp: str) -> bool:
-    """The offer's Opus parameters say its decoder prefers DTX (``usedtx=1``, RFC 7587 §6.1)."""
-    return opus_parameters(sdp).get("usedtx") == "1"
-
-
-def with_opus_fmtp(sdp: str, params: tuple[tuple[str, str], ...] = OPUS_ANSWER_FMTP) -> str:
-    """``sdp`` with its Opus ``a=fmtp`` line replaced by ``params`` (added after the rtpmap)."""
-    pt = audio_section(sdp).payload_type("opus/48000")
-    if pt is None:
-        return sdp
-    lines = sdp_lines(sdp)
-    fmtp = f"a=fmtp:{pt} " + ";".join(f"{k}={v}" for k, v in params)
+def edit_audio(
+    sdp: str,
+    lines: Sequence[str] = (),
+    *,
+    after: int | str | None = None,
+    first: int | None = None,
+    last: int | None = None,
+    drop: Callable[[str], bool] | None = None,
+) -> str:
+    """``sdp`` (aiortc's, which says less than we answer) with its audio m-line (the first, the
+    one :func:`audio_section` reads) completed: ``lines`` written after the ``a=rtpmap`` of
+    payload type ``after`` (none when it has none: they describe a payload beside that one),
+    payload type ``first`` moved to the front of the m-line's formats (the one the far end
+    then sends, RFC 3264 §6.1) or ``last`` to its end, and every line ``drop`` says dropped,
+    wherever it is (the lines written are ours: never dropped)."""
     out: list[str] = []
-    for ln in lines:
-        if ln.startswith(f"a=fmtp:{pt} "):
+    todo = list(lines)  # not yet written
+    rtpmap = None if after is None else f"a=rtpmap:{after} "
+    in_audio = seen_audio = False
+    for ln in sdp_lines(sdp):
+        if drop is not None and drop(ln):
             continue
+        if ln.startswith("m="):
+            in_audio = not seen_audio and ln.startswith("m=audio ")
+            seen_audio = seen_audio or in_audio
+            if in_audio and (first is not None or last is not None):
+                ln = _moved(ln, first, last)
         out.append(ln)
-        if ln.startswith(f"a=rtpmap:{pt} "):
-            out.append(fmtp)
+        if in_audio and todo and rtpmap is not None and ln.startswith(rtpmap):
+            out += todo
+            todo = []
     return "\r\n".join(out) + "\r\n"
+
+
+def _moved(m_line: str, first: int | None, last: int | None) -> str:
+    """``m_line`` with payload type ``first`` at the front of its formats and ``last`` at the
+    end (each added when it is not there)."""
+    fields = m_line.split()
+    front = [] if first is None else [str(first)]
+    back = [] if last is None else [str(last)]
+    kept = [pt for pt in fields[3:] if pt not in (*front, *back)]
+    return " ".join([*fields[:3], *front, *kept, *back])

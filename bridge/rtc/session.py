@@ -16,18 +16,18 @@ from ..audio.dtx import DtxGate
 from ..config import IceSettings, MediaSettings
 from ..errors import AtCapacity, BadOffer
 from ..media import CallBus, CallPort, DownlinkSink, LevelMeter, Role
-from .leg import PeerLeg
-from .protection import EncoderSetting, LossProtection
-from .red import RedStats, RedWrapper, add_red, offered_red
-from .rfc4733 import DtmfDetector, add_telephone_event
-from .sdp import (
+from .browser_sdp import (
     answer_fmtp,
     asks_for_dtx,
-    audio_section,
     open_candidates,
     opus_parameters,
     with_opus_fmtp,
 )
+from .leg import PeerLeg
+from .protection import EncoderSetting, LossProtection
+from .red import RedStats, RedWrapper, add_red, offered_red
+from .rfc4733 import DtmfDetector, add_telephone_event
+from .sdp import audio_section
 from .tracks import OpusBusTrack
 
 _ids = itertools.count(1)
@@ -161,8 +161,8 @@ class WebRTCSession(PeerLeg):
         self.start_media(audio, track, self._uplink_frame, self.bus.stats)
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
-        # Ask for in-band FEC, mono, 16 kHz (see rtc/sdp.py): aiortc's answer asks for nothing.
-        # And for DTX: a silent microphone then sends almost nothing (audio/dtx.py).
+        # Ask for in-band FEC, mono, 16 kHz (see rtc/browser_sdp.py): aiortc's answer asks for
+        # nothing. And for DTX: a silent microphone then sends almost nothing (audio/dtx.py).
         fmtp = answer_fmtp(self.receive_bitrate, dtx=st.opus_uplink_dtx)
         answer_sdp = with_opus_fmtp(str(pc.localDescription.sdp), fmtp)
         if red is not None:

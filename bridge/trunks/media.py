@@ -17,7 +17,6 @@ rules:
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable
 
 from ..audio.pcm import Pcm
@@ -67,7 +66,7 @@ class TrunkMedia:
         self.keys_in = DtmfDetector(on_key, RATE)
         self.keys_out = KeyPresses(KEYS_QUEUED, lambda: self.event_pt)
         self.leg = RtpLeg(
-            RtpSession(secrets.randbits(32), f"{secrets.token_hex(8)}@bridge", audio_pt=pt),
+            RtpSession.new(pt),
             codec=codec,
             on_frame=microphone,
             stats=BusStats(),  # the call's once the leg is in the call (:meth:`start`)
@@ -126,10 +125,7 @@ class TrunkMedia:
         """What the far end's SDP says both sides send: codec, payload types, the events'
         clock, RTCP on the RTP port (our SDP offered it, or answered as the offer said)."""
         self.event_pt = remote.event_pt
-        if remote.codec != self.codec:
-            self.leg.use_codec(remote.codec, remote.pt)
-        else:
-            self.leg.session.audio_pt = self.leg.stream.payload_type = remote.pt
+        self.leg.use_codec(remote.codec, remote.pt)
         self.keys_out.step = remote.event_rate // 50  # RFC 4733 durations' units in 20 ms
         self.keys_in.clock_rate = remote.event_rate
         self.rtcp_mux = remote.rtcp_mux

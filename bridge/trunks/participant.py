@@ -215,8 +215,7 @@ class SipParticipant:
         if crypto is not None and remote.crypto is not None:
             socket.set_keys(crypto.key, remote.crypto.key, remote.crypto.profile)
         if not ipaddress.ip_address(remote.address).is_unspecified:
-            rtcp_port = remote.port if remote.rtcp_mux else remote.port + 1
-            socket.set_remote((remote.address, remote.port), (remote.address, rtcp_port))
+            socket.set_remote((remote.address, remote.port), remote.rtcp)
 
     def _connect(self, media: TrunkMedia, remote: sdp.Remote) -> None:
         """The far end's codec, key and address taken; the media joined and started."""

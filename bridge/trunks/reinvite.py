@@ -23,6 +23,7 @@ from ..errors import BadOffer, BridgeError
 from ..media import Role, UplinkSource
 from ..numbers.catalog import Catalog
 from ..rtc.sdes import Crypto
+from ..rtc.sdp import origin
 from ..sip import InviteServer
 from ..sip.headers import warning
 from . import sdp
@@ -77,16 +78,6 @@ def offered_direction(remote: sdp.Remote) -> str:
             remote.direction, remote.direction
         )
     return remote.direction
-
-
-def origin(body: bytes) -> tuple[int, int]:
-    """The session id and version of our SDP's ``o=`` line (RFC 4566 §5.2)."""
-    for line in body.decode("ascii", "replace").splitlines():
-        if line.startswith("o="):
-            fields = line[2:].split()
-            if len(fields) >= 3 and fields[1].isdigit() and fields[2].isdigit():
-                return int(fields[1]), int(fields[2])
-    raise ValueError("our last SDP has no o= line")
 
 
 def answer(

@@ -35,6 +35,9 @@ class Remote:
 
     address: str
     port: int
+    rtcp: tuple[str, int]
+    """Where it takes RTCP (``AudioSection.rtcp_address``; the leg sends none without
+    :attr:`rtcp_mux`)."""
     codec: str
     """``PCMU``, ``PCMA``, ``G722`` or ``opus``: what both sides send."""
     pt: int
@@ -117,6 +120,7 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
     return Remote(
         audio.address,
         port,
+        audio.rtcp_address,
         chosen[1],
         chosen[0],
         event,

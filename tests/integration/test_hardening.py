@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from bridge.api.keys import MANAGER
 from bridge.errors import BadOffer, TooLarge
-from bridge.rtc.sdp import validate_offer
+from bridge.rtc.browser_sdp import validate_offer
 
 from ..support.calls import wait_state
 from ..support.rtc_client import RtcClient

@@ -486,7 +486,7 @@ async def test_chromium_in_dtx_both_ways_keeps_the_sound_and_drops_the_silence(
     echo's silences as DTX in turn, and Chromium still hears every spurt of the tone."""
     import json
 
-    from bridge.rtc.sdp import opus_parameters, with_opus_fmtp
+    from bridge.rtc.browser_sdp import opus_parameters, with_opus_fmtp
 
     client = await make_client(opus_uplink_dtx=True)
     page = await pausing_browser.new_page()

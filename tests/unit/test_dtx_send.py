@@ -1,5 +1,5 @@
 """DTX toward a browser that asks for it (audio/dtx.py ``DtxGate`` in rtc/tracks.py), and the
-answer that asks the browser for it (rtc/sdp.py)."""
+answer that asks the browser for it (rtc/browser_sdp.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 from bridge.audio import FRAME_SAMPLES
 from bridge.audio.dtx import DTX_UPDATE_FRAMES, DtxGate
 from bridge.audio.receiver import Receiver
+from bridge.rtc.browser_sdp import answer_fmtp, asks_for_dtx, opus_parameters, with_opus_fmtp
 from bridge.rtc.protection import EncoderSetting, LossProtection
 from bridge.rtc.rtpsend import RtpStream
-from bridge.rtc.sdp import answer_fmtp, asks_for_dtx, opus_parameters, with_opus_fmtp
 from bridge.rtc.tracks import OpusBusTrack
 from tests.support.spectrum import dominant_frequency
 

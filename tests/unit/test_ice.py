@@ -37,7 +37,7 @@ def test_server_configuration_never_falls_back_to_google() -> None:
 
 
 def test_open_candidates_only_when_the_offer_has_none() -> None:
-    from bridge.rtc.sdp import open_candidates
+    from bridge.rtc.browser_sdp import open_candidates
 
     bare = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=end-of-candidates\r\na=mid:0\r\n"
     assert open_candidates(bare) == "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n"

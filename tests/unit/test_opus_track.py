@@ -1,5 +1,5 @@
 """The bridge's own Opus sender (rtc/tracks.py OpusBusTrack): FEC and RED follow the loss the far
-end reports (rtc/protection.py), and the answer's Opus parameters (rtc/sdp.py)."""
+end reports (rtc/protection.py), and the answer's Opus parameters (rtc/browser_sdp.py)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 from bridge.audio import FRAME_SAMPLES
 from bridge.audio.opus import OpusDecoder, OpusEncoder, has_fec
 from bridge.media.clock import worker_clock
+from bridge.rtc.browser_sdp import opus_parameters, with_opus_fmtp
 from bridge.rtc.forward_run import FORWARD_WAIT
 from bridge.rtc.passthrough import PassThrough
 from bridge.rtc.protection import MIN_PLANNED, UNKNOWN_LOSS, EncoderSetting, LossProtection
 from bridge.rtc.red import RedWrapper, split_red
 from bridge.rtc.rtpsend import RtpStream
-from bridge.rtc.sdp import opus_parameters, with_opus_fmtp
 from bridge.rtc.tracks import EncodedPacket, FrameSource, OpusBusTrack
 from tests.support.loops import LoopLag
 from tests.support.spectrum import dominant_frequency, tone_breaks

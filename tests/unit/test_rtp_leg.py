@@ -57,6 +57,18 @@ async def test_a_codec_switch_moves_session_reports_stream_playout_and_track_tog
     leg.stop(bye=False)
 
 
+async def test_the_same_codec_on_another_payload_type_keeps_the_receiver() -> None:
+    # An SDP's own number for the codec (Meta's Opus, a re-INVITE's): both ways from now, the
+    # stream received so far is still the same codec's.
+    leg, _, _ = new_leg("PCMU", 0)
+    receiver = leg.playout.receiver
+    leg.use_codec("PCMU", 96)
+    assert (leg.session.audio_pt, leg.stream.payload_type) == (96, 96)
+    assert (leg.reports.clock, leg.stream.frame_ticks) == (8000, 160)
+    assert leg.playout.receiver is receiver
+    leg.stop(bye=False)
+
+
 async def test_packets_in_go_through_the_session_to_the_receiver_and_the_detector() -> None:
     leg, _, keys = new_leg("PCMU", 0)
     at = time.monotonic()

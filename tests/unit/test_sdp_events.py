@@ -8,7 +8,7 @@ from __future__ import annotations
 from bridge.audio.dtmf import DIGITS
 from bridge.engines.cloudapi.sdp import for_meta, read_remote
 from bridge.rtc.rfc4733 import add_telephone_event
-from bridge.rtc.sdp import EVENT_FMTP, audio_section
+from bridge.rtc.sdp import EVENT_FMTP, audio_section, edit_audio
 from bridge.trunks import sdp as trunk_sdp
 
 
@@ -66,3 +66,43 @@ def test_every_sdp_we_write_names_the_dtmf_keys_alone() -> None:
     ]
     meta = for_meta(offer("111 opus/48000/2") + "a=fingerprint:sha-256 AB\r\n")
     assert "a=rtpmap:126 telephone-event/8000\r\na=fmtp:126 0-15\r\na=ptime:20\r\n" in meta
+
+
+def test_the_one_editor_of_aiortcs_sdp_completes_its_audio_m_line_alone() -> None:
+    # What the browser's answer (Opus parameters, RED, telephone-event) and Meta's SDP are
+    # made with: lines after a codec's rtpmap, a payload type moved on the m-line, lines
+    # dropped; another m-line with the same payload type is not the audio's.
+    sdp = offer("111 opus/48000/2", "0 PCMU/8000") + (
+        "a=fmtp:111 minptime=10\r\na=ptime:60\r\nm=video 0 RTP/AVP 111\r\n"
+        "a=rtpmap:111 VP8/90000\r\n"
+    )
+    out = edit_audio(
+        sdp,
+        ["a=rtpmap:63 red/48000/2", "a=fmtp:63 111/111"],
+        after=111,
+        first=63,
+        drop=lambda ln: ln.startswith("a=ptime:"),
+    ).split("\r\n")
+    assert out[5:12] == [
+        "m=audio 4000 RTP/AVP 63 111 0",
+        "a=rtpmap:111 opus/48000/2",
+        "a=rtpmap:63 red/48000/2",
+        "a=fmtp:63 111/111",
+        "a=rtpmap:0 PCMU/8000",
+        "a=fmtp:111 minptime=10",
+        "m=video 0 RTP/AVP 111",
+    ]
+    assert out[12:] == ["a=rtpmap:111 VP8/90000", ""]
+    moved = edit_audio(sdp, last=111).split("\r\n")[5]
+    assert moved == "m=audio 4000 RTP/AVP 0 111"
+    # No rtpmap of ``after``: the lines describe a payload beside one that is not there.
+    assert "a=fmtp:126" not in edit_audio(sdp, ["a=fmtp:126 0-15"], after=8)
+
+
+def test_metas_g711_is_read_from_its_m_line_as_every_codec_is() -> None:
+    # AudioSection.encodings, as the codec Meta's answer picked is read: the m-line's order,
+    # a static payload type without its rtpmap, and no rtpmap the m-line does not list.
+    meta = offer("111 opus/48000/2", "8 PCMA/8000", "0 PCMU/8000", formats="111 0 8")
+    assert read_remote(meta).g711 == ("PCMU", "PCMA")
+    assert read_remote(offer("111 opus/48000/2", formats="111 8")).g711 == ("PCMA",)
+    assert read_remote(offer("111 opus/48000/2", "0 PCMU/8000", formats="111")).g711 == ()

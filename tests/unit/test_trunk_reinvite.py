@@ -9,9 +9,9 @@ import pytest
 
 from bridge.errors import BadOffer
 from bridge.rtc.sdes import new_crypto
-from bridge.rtc.sdp import DIRECTIONS
+from bridge.rtc.sdp import DIRECTIONS, origin
 from bridge.trunks import sdp
-from bridge.trunks.reinvite import answer, origin, warning
+from bridge.trunks.reinvite import answer, warning
 
 CODECS = ("PCMU", "PCMA")
 

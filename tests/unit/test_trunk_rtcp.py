@@ -23,6 +23,8 @@ from bridge.rtc.packets import (
 )
 from bridge.rtc.rtcp import RtcpReports
 from bridge.rtc.rtpsend import ntp_time
+from bridge.rtc.sdes import read_savp
+from bridge.trunks import sdp as trunk_sdp
 from bridge.trunks.media import TrunkMedia, timeline
 from tests.unit.test_rtcp_schedule import ManualTimers
 
@@ -148,3 +150,23 @@ def test_the_round_trip_from_a_far_end_whose_delay_since_our_report_is_rounded_u
     assert rtt_after(2.976, 2.977) == 0  # rounded up by a millisecond: 0
     assert rtt_after(2.976, 2.926) == pytest.approx(0.05, abs=0.001)  # 50 ms away
     assert rtt_after(2.976, 3.5) is None  # half a second in the future: bogus
+
+
+def test_where_the_far_end_takes_rtcp_is_read_once_for_a_phone_and_for_meta() -> None:
+    # RFC 5761 §5.1.1 (a=rtcp-mux: the RTP port), RFC 3605 (a=rtcp: its port and address),
+    # else RTP's port + 1 (RFC 3550 §11): the trunk's Remote and the SDES leg's SavpMedia
+    # both say it as ``AudioSection.rtcp_address`` reads it.
+    key = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + "QUJD" * 10
+    head = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+
+    def both(*attributes: str) -> set[tuple[str, int]]:
+        savp = (
+            head + "m=audio 4000 RTP/SAVP 0\r\n" + "".join(a + "\r\n" for a in (*attributes, key))
+        )
+        phone = trunk_sdp.read(savp, ("PCMU",), srtp=True)
+        return {phone.rtcp, read_savp(savp).rtcp}
+
+    assert both() == {("192.0.2.1", 4001)}
+    assert both("a=rtcp-mux", "a=rtcp:5000") == {("192.0.2.1", 4000)}
+    assert both("a=rtcp:5000") == {("192.0.2.1", 5000)}
+    assert both("a=rtcp:5000 IN IP4 198.51.100.7") == {("198.51.100.7", 5000)}

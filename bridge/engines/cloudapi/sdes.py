@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -92,7 +91,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             on_closed=on_closed,
         )
         self.leg = RtpLeg(
-            RtpSession(secrets.randbits(32), f"bridge-{secrets.token_hex(6)}", audio_pt=OPUS_PT),
+            RtpSession.new(OPUS_PT),
             codec="opus",
             on_frame=self._on_frame,
             stats=self.rx,
@@ -114,10 +113,6 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         """The audio codec's payload type both ways (Meta's Opus, or G.711's static one)."""
         return self.session.audio_pt
 
-    @audio_pt.setter
-    def audio_pt(self, pt: int) -> None:
-        self.session.audio_pt = pt
-
     # -- negotiation
     async def answer(self, offer: str, other_leg: tuple[str, ...] = ()) -> str:
         """Meta's SDES offer → our answer (a fresh key, the offer's crypto tag and suite), in
@@ -127,11 +122,8 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         ``a=crypto`` and Opus."""
         remote = read_savp(offer)
         audio = self._read_offer(offer, other_leg)
-        if self.codec == "opus":
-            assert audio.opus_pt is not None  # an offer without Opus is refused
-            self.audio_pt = audio.opus_pt
-        else:  # G.711's static payload types (RFC 3551 §6), as Meta offers them
-            self._use_g711(self.codec)
+        assert audio.opus_pt is not None  # an offer without Opus is refused
+        self._use_codec(self.codec, audio.opus_pt)
         self.crypto = new_crypto(remote.crypto.tag, remote.crypto.suite)
         address = await open_socket(self.socket, self._ice, remote.address)
         sdp = self._sdp(address, remote.media_lines, remote.index)
@@ -187,17 +179,15 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         if remote.crypto.suite != self.crypto.suite:
             raise BadOffer(f"the answer's a=crypto suite {remote.crypto.suite} is not ours")
         audio, codec = self._read_answer(answer)
-        if codec != "opus":
-            self._use_g711(codec)
-        elif audio.opus_pt is not None:
-            self.audio_pt = audio.opus_pt
+        self._use_codec(codec, self.audio_pt if audio.opus_pt is None else audio.opus_pt)
         self._start(remote, audio)
 
-    def _use_g711(self, codec: str) -> None:
-        """Send and receive ``codec`` on its static payload type (RFC 3551 §6), as Meta
-        offers and answers it; the receiver decodes it from now on."""
+    def _use_codec(self, codec: str, opus_pt: int) -> None:
+        """Send and receive ``codec``: Opus on ``opus_pt`` (Meta's), G.711 on its static
+        payload type (RFC 3551 §6), as Meta offers and answers it; the receiver decodes it
+        from now on."""
         self.codec = codec
-        self.leg.use_codec(codec, STATIC_PT[codec])
+        self.leg.use_codec(codec, opus_pt if codec == "opus" else STATIC_PT[codec])
 
     def _start(self, remote: SavpMedia, audio: RemoteAudio) -> None:
         """Meta's key and address known: our media starts."""
@@ -206,7 +196,6 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             return
         self.socket.set_keys(self.crypto.key, remote.crypto.key, self.crypto.profile)
         self.socket.set_remote((remote.address, remote.port), remote.rtcp)
-        self.leg.stream.payload_type = self.audio_pt
         track = self._track = self._meta_track(audio.bitrate, audio.fec)
         self.state = "connecting"
         self.started_at = time.monotonic()

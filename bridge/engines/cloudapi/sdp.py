@@ -14,11 +14,10 @@ are), else Opus; :func:`answer_codec` answers with it, our own offers list the s
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from ...errors import BadOffer
-from ...rtc.sdp import audio_section, fmtp_parameters, payload_lines, sdp_lines, telephone_event
+from ...rtc.sdp import audio_section, edit_audio, fmtp_parameters, payload_lines, telephone_event
 
 DTMF_PT = 126
 """The payload type Meta offers ``telephone-event/8000`` on (and the one our offers use)."""
@@ -82,9 +81,7 @@ def read_remote(sdp: str) -> RemoteAudio:
     except ValueError:
         bitrate = DEFAULT_BITRATE
     bitrate = max(MIN_BITRATE, min(MAX_BITRATE, bitrate))
-    g711 = tuple(
-        n[:4].upper() for n in audio.rtpmaps.values() if re.match(r"PCM[AU]/8000", n, re.I)
-    )
+    g711 = tuple(name.upper() for name in audio.encodings().values() if name.upper() in G711)
     fec = params.get("useinbandfec", "1") != "0"
     event = audio.telephone_event(8000)
     return RemoteAudio(opus, None if event is None else event[0], bitrate, fec, g711)
@@ -99,28 +96,18 @@ def for_meta(sdp: str, dtmf_pt: int = DTMF_PT) -> str:
     if audio is None:  # a G.711 answer (``answer_codec``): telephone-event follows it
         audio = section.payload_type("PCMA/8000")
         audio = section.payload_type("PCMU/8000") if audio is None else audio
-    out: list[str] = []
-    in_audio = False
-    for ln in sdp_lines(sdp):
-        if ln.startswith("a=fingerprint:") and not ln.lower().startswith("a=fingerprint:sha-256 "):
-            continue
+    events = str(dtmf_pt)
+
+    def rewritten_or_refused(ln: str) -> bool:
+        if ln.startswith("a=fingerprint:"):
+            return not ln.lower().startswith("a=fingerprint:sha-256 ")
         if opus is not None and ln.startswith(f"a=fmtp:{opus} "):
-            continue  # rewritten below
-        if ln.startswith("a=ptime:") or ln.startswith(f"a=rtpmap:{dtmf_pt} "):
-            continue
-        if ln.startswith(f"a=fmtp:{dtmf_pt} "):
-            continue
-        if ln.startswith("m="):
-            in_audio = ln.startswith("m=audio ")
-            if in_audio:
-                parts = ln.split()
-                pts = [p for p in parts[3:] if p != str(dtmf_pt)]
-                ln = " ".join(parts[:3] + pts + [str(dtmf_pt)])
-        out.append(ln)
-        if in_audio and audio is not None and ln.startswith(f"a=rtpmap:{audio} "):
-            if audio == opus:
-                out.append(f"a=fmtp:{opus} {OPUS_FMTP}")
-            out += [*payload_lines(*telephone_event(dtmf_pt)), "a=ptime:20"]
-    if "a=fingerprint:sha-256 " not in "\n".join(out):
+            return True  # rewritten below
+        return ln.startswith(("a=ptime:", f"a=rtpmap:{events} ", f"a=fmtp:{events} "))
+
+    ours = [f"a=fmtp:{opus} {OPUS_FMTP}"] if opus is not None else []
+    ours += [*payload_lines(*telephone_event(dtmf_pt)), "a=ptime:20"]
+    out = edit_audio(sdp, ours, after=audio, last=dtmf_pt, drop=rewritten_or_refused)
+    if "a=fingerprint:sha-256 " not in out:
         raise ValueError("aiortc's SDP has no sha-256 fingerprint")
-    return "\r\n".join(out) + "\r\n"
+    return out
