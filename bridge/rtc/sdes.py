@@ -61,6 +61,13 @@ def new_crypto(tag: int = 1, suite: str = DEFAULT_SUITE) -> Crypto:
     return Crypto(tag, suite, secrets.token_bytes(KEY_LENGTH))
 
 
+def answer_crypto(offered: Crypto) -> Crypto:
+    """Our key in an answer that accepts ``offered`` (the offer's line we chose): a fresh key
+    under its tag and suite (RFC 4568 §7.1.2: the answer names the accepted line by its tag,
+    with the same suite)."""
+    return new_crypto(offered.tag, offered.suite)
+
+
 def parse_crypto(value: str) -> Crypto:
     """The value of an ``a=crypto:`` line (after the colon). Raises :class:`BadOffer` for an
     unknown suite, a key that is not base64 or not 30 bytes, a lifetime below 2^31 or an MKI
@@ -123,13 +130,15 @@ def read_savp(sdp: str) -> SavpMedia:
         raise BadOffer(f"the SDP's audio port {port} is not usable")
     if not audio.cryptos:
         raise BadOffer("the SDP's audio has no a=crypto (RFC 4568) key")
-    crypto = _best(audio.cryptos)
+    crypto = best_crypto(audio.cryptos)
     rtcp = audio.rtcp_address
     return SavpMedia(address, port, rtcp, audio.rtcp_mux, crypto, audio.index, audio.media_lines)
 
 
-def _best(values: list[str]) -> Crypto:
-    """The usable ``a=crypto`` of the best suite; the first error if none is usable."""
+def best_crypto(values: list[str]) -> Crypto:
+    """The usable ``a=crypto`` of the best suite among an SDP's (the values of its lines); the
+    first error if none is usable. Offers list suites we do not take (FreeSWITCH's begin with
+    AEAD and 256-bit ones): those are passed over, not refused."""
     usable: list[Crypto] = []
     errors: list[BadOffer] = []
     for value in values:

@@ -26,7 +26,7 @@ from ..calls.samples import LegSources
 from ..errors import BadOffer
 from ..media import CallPort, Role
 from ..numbers.trunks import Trunk
-from ..rtc.sdes import Crypto, new_crypto
+from ..rtc.sdes import Crypto, answer_crypto, new_crypto
 from ..rtc.srtpudp import RtpSocket
 from ..sip import Dialog, InviteServer, Response, UserAgent
 from . import sdp
@@ -143,9 +143,13 @@ class SipParticipant:
         return None if self.media is None else (self.offered_at, timeline(self.media))
 
     # -- the leg
-    async def _open(self) -> tuple[TrunkMedia, int, Crypto | None]:
-        """The leg's socket and media (not yet started): its local port and our key."""
-        crypto = new_crypto() if self.trunk.srtp == "sdes" else None
+    async def _open(self, offer: sdp.Remote | None = None) -> tuple[TrunkMedia, int, Crypto | None]:
+        """The leg's socket and media (not yet started): its local port and our key (for an
+        answer to ``offer``, under the tag and suite of the line we took from it)."""
+        crypto = None
+        if self.trunk.srtp == "sdes":
+            offered = offer.crypto if offer is not None else None
+            crypto = answer_crypto(offered) if offered is not None else new_crypto()
         self.offered_at = time.monotonic()  # our SDP is made now
         name = f"sip {self.participant_id} of call {self.runtime.call_id[:12]}"
         media = TrunkMedia(name, "PCMU", 0, None, self._to_call, self._from_call, self.press)
@@ -179,6 +183,9 @@ class SipParticipant:
         self.dialog = self.dialer.dialog
         try:
             remote = sdp.read(resp.body, self.trunk.codecs, srtp=crypto is not None)
+            if crypto is not None and remote.crypto is not None:
+                if remote.crypto.suite != crypto.suite:  # we offered one line: it must be it
+                    raise BadOffer(f"the answer's a=crypto suite {remote.crypto.suite} is not ours")
         except BadOffer as exc:
             log.warning(
                 "SIP participant %s: the answer cannot be used: %s", self.participant_id, exc
@@ -194,7 +201,7 @@ class SipParticipant:
     async def accept(self, tx: InviteServer, remote: sdp.Remote) -> bool:
         """Answer the PBX's own INVITE (its offer ``remote``) with ``200`` and our SDP: the
         PBX placed this WhatsApp call. ``False`` when the answer could not be sent."""
-        media, port, crypto = await self._open()
+        media, port, crypto = await self._open(offer=remote)
         answer = self.sdp_sent = sdp.offer(self.line.media_host, port, (), crypto, answer_to=remote)
         self.dialog = tx.dialog
         self.line.ua.dialogs[tx.dialog.key] = tx.dialog  # before its BYE can come

@@ -18,7 +18,7 @@ import secrets
 from dataclasses import dataclass
 
 from ..errors import BadOffer
-from ..rtc.sdes import Crypto, parse_crypto
+from ..rtc.sdes import Crypto, best_crypto
 from ..rtc.sdp import STATIC_PT, audio_sdp, audio_section, telephone_event
 
 OURS = {**STATIC_PT, "opus": 111}
@@ -104,7 +104,7 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
     if srtp:
         if not audio.cryptos:
             raise BadOffer("the SDP's audio has no a=crypto (RFC 4568) key")
-        crypto = parse_crypto(audio.cryptos[0])
+        crypto = best_crypto(audio.cryptos)
     names = audio.encodings()
     wanted = {c.lower(): c for c in codecs if c in OURS}
     chosen = next(((int(pt), wanted[n]) for pt, n in names.items() if n in wanted), None)

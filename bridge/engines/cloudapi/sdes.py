@@ -33,7 +33,7 @@ from ...rtc.leg import RtpLegOwner
 from ...rtc.rtcp_schedule import AVP_MIN_INTERVAL
 from ...rtc.rtp_leg import RtpLeg
 from ...rtc.rtp_session import RtpSession
-from ...rtc.sdes import Crypto, SavpMedia, new_crypto, read_savp
+from ...rtc.sdes import Crypto, SavpMedia, answer_crypto, new_crypto, read_savp
 from ...rtc.sdp import STATIC_PT, audio_sdp, telephone_event
 from ...rtc.srtpudp import RtpSocket
 from ...rtc.tracks import OpusBusTrack
@@ -124,7 +124,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         audio = self._read_offer(offer, other_leg)
         assert audio.opus_pt is not None  # an offer without Opus is refused
         self._use_codec(self.codec, audio.opus_pt)
-        self.crypto = new_crypto(remote.crypto.tag, remote.crypto.suite)
+        self.crypto = answer_crypto(remote.crypto)
         address = await open_socket(self.socket, self._ice, remote.address)
         sdp = self._sdp(address, remote.media_lines, remote.index)
         self._start(remote, audio)

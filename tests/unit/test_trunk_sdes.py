@@ -1,0 +1,63 @@
+"""A PBX's SDES offer (RFC 4568) on a trunk: the best line we can use is taken, whatever comes
+first, and our answer names that line by its tag and suite."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from bridge.errors import BadOffer
+from bridge.rtc.sdes import answer_crypto
+from bridge.trunks import sdp as trunk_sdp
+
+KEY = base64.b64encode(bytes(range(30))).decode()
+HEAD = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+
+
+def offer(*cryptos: str) -> str:
+    lines = [f"a=crypto:{c} inline:{KEY}" for c in cryptos]
+    return (
+        HEAD + "m=audio 4000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n" + "\r\n".join(lines) + "\r\n"
+    )
+
+
+def test_the_best_usable_line_is_taken_and_answered_by_its_tag_and_suite() -> None:
+    # FreeSWITCH's order: AEAD and 256-bit suites first, which we do not take (they used to
+    # refuse the call: only the first line was read).
+    remote = trunk_sdp.read(
+        offer(
+            "1 AEAD_AES_256_GCM_8",
+            "2 AES_256_CM_HMAC_SHA1_80",
+            "3 AES_CM_128_HMAC_SHA1_32",
+            "4 AES_CM_128_HMAC_SHA1_80",
+        ),
+        ("PCMU",),
+        srtp=True,
+    )
+    assert remote.crypto is not None
+    assert (remote.crypto.tag, remote.crypto.suite) == (4, "AES_CM_128_HMAC_SHA1_80")
+    ours = answer_crypto(remote.crypto)
+    assert (ours.tag, ours.suite) == (4, "AES_CM_128_HMAC_SHA1_80")
+    assert ours.key != remote.crypto.key and len(ours.key) == 30  # our own, fresh
+    answer = trunk_sdp.offer("192.0.2.9", 5000, (), ours, answer_to=remote).decode()
+    (line,) = [ln for ln in answer.split("\r\n") if ln.startswith("a=crypto:")]
+    assert line.startswith("a=crypto:4 AES_CM_128_HMAC_SHA1_80 inline:")
+
+
+def test_a_32_bit_tag_is_answered_with_it() -> None:
+    remote = trunk_sdp.read(offer("7 AES_CM_128_HMAC_SHA1_32"), ("PCMU",), srtp=True)
+    assert remote.crypto is not None
+    ours = answer_crypto(remote.crypto)
+    assert (ours.tag, ours.suite, ours.profile) == (
+        7,
+        "AES_CM_128_HMAC_SHA1_32",
+        remote.crypto.profile,
+    )
+
+
+def test_no_usable_line_is_refused_with_the_first_reason() -> None:
+    with pytest.raises(BadOffer, match="AEAD_AES_256_GCM_8 is not supported"):
+        trunk_sdp.read(
+            offer("1 AEAD_AES_256_GCM_8", "2 AES_256_CM_HMAC_SHA1_80"), ("PCMU",), srtp=True
+        )
