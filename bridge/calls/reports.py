@@ -205,7 +205,11 @@ class CallReports:
         removed = 0
         if self.root.is_dir():
             for path in self.root.glob("*.report.json"):
-                if path.stat().st_mtime + self.retention_s <= now:
+                try:
+                    expired = path.stat().st_mtime + self.retention_s <= now
+                except FileNotFoundError:
+                    continue  # swept meanwhile by another worker sharing the data directory
+                if expired:
                     path.unlink(missing_ok=True)
                     removed += 1
         return removed
@@ -254,7 +258,11 @@ def start_reports(
 
 async def sweep_forever(reports: CallReports, interval: float) -> None:
     while True:
-        removed = await asyncio.to_thread(reports.sweep)
+        try:
+            removed = await asyncio.to_thread(reports.sweep)
+        except OSError as exc:  # the directory unreadable now: swept again at the next pass
+            log.warning("retention: call reports not swept: %s", exc)
+            removed = 0
         if removed:
             log.info("retention: deleted %d expired call reports", removed)
         await asyncio.sleep(interval)
