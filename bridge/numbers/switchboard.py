@@ -257,8 +257,11 @@ class Switchboard:
             for number_id, engine in self._retired:
                 if number_id in live and number_id not in self.engines:
                     keep.append((number_id, engine))
-                else:
+                    continue
+                try:
                     await engine.close()
+                except Exception:  # one engine's failing close must not stop the others'
+                    log.exception("number %s: its retired engine failed to close", number_id)
             self._retired = keep
 
     async def _forward(self, number_id: str, engine: Engine) -> None:

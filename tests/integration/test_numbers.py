@@ -408,6 +408,36 @@ async def test_a_deleted_number_takes_no_new_call_and_its_live_call_finishes(ncl
     await until(lambda: not switchboard._retired, 3, "the retired engine closed")
 
 
+async def test_a_retired_engine_whose_close_fails_holds_up_no_other(nclient, caplog) -> None:
+    client = await nclient()
+    switchboard = client.app[SWITCHBOARD]
+    first = await sim_number(client, "+15550000043", 750.0)
+    second = await sim_number(client, "+15550000044", 750.0)
+    closed: list[str] = []
+    first_engine = switchboard.engines[first["numberID"]]
+    second_engine = switchboard.engines[second["numberID"]]
+    first_close, second_close = first_engine.close, second_engine.close
+
+    async def broken_close() -> None:  # a close that fails once its work is done
+        closed.append("first")
+        await first_close()
+        raise RuntimeError("a bug in the engine's close")
+
+    async def counted_close() -> None:
+        closed.append("second")
+        await second_close()
+
+    first_engine.close = broken_close  # type: ignore[method-assign]
+    second_engine.close = counted_close  # type: ignore[method-assign]
+    for number in (first, second):  # the broken one first: it is closed first
+        resp = await client.delete(f"/numbers/{number['numberID']}", headers=ADMIN)
+        assert resp.status == 200
+        await until(lambda n=number: n["numberID"] not in switchboard.engines, 3, "retired")
+    await until(lambda: closed == ["first", "second"], 5, "both retired engines closed")
+    await until(lambda: not switchboard._retired, 3, "nothing left to retire")
+    assert any(r.exc_info and "retired" in r.getMessage() for r in caplog.records)
+
+
 async def test_each_tenant_gets_its_own_calls_events_signed_with_its_own_secret(
     nclient, aiohttp_server
 ) -> None:
