@@ -458,6 +458,42 @@ async def test_a_tool_call_with_its_arguments_as_an_object_is_taken(
         assert asked.data["toolCallID"] == "call_text"
 
 
+async def test_a_message_the_bridge_fails_on_costs_that_message_only(
+    make_client, aiohttp_server, monkeypatch, caplog
+) -> None:
+    """A bug met on one of the model's messages (here a dialect that raises on one kind) is
+    logged once and the next messages are served: before, it ended the agent's reading loop
+    for the rest of the call, with no ``agent.failed`` either."""
+    from bridge.agents.openai import OpenAIRealtime
+
+    parse = OpenAIRealtime.parse
+
+    def failing(self: OpenAIRealtime, body: dict) -> list:
+        if body.get("type") == "rate_limits.updated":
+            raise KeyError("rate_limits")
+        return parse(self, body)
+
+    monkeypatch.setattr(OpenAIRealtime, "parse", failing)
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {
+        "provider": "openai-realtime",
+        "url": url,
+        "apiKey": KEY,
+        "session": {"tools": [{"type": "function", "name": "lookup_order", "parameters": {}}]},
+    }
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    async with client.app[MANAGER].events.subscribe() as sub:
+        assert fake.ws is not None
+        for _ in range(2):
+            await fake._send(fake.ws, {"type": "rate_limits.updated", "rate_limits": []})
+        await fake.tool_call("lookup_order", {"order": "A12"}, "call_after")
+        asked = await next_event(sub, "agent.tool_call")
+        assert asked.data["toolCallID"] == "call_after"
+    failures = [r for r in caplog.records if "not handled" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None
+
+
 async def test_agent_events_reach_the_app_as_signed_webhooks(
     make_client, aiohttp_server, receiver
 ) -> None:
