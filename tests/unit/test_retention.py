@@ -1,7 +1,8 @@
-"""The call reports' retention sweep in a directory other workers sweep too (the workers of
-``--workers`` and instances on one volume share ``BRIDGE_DATA_DIR``): a record another worker
-deleted between this sweep's listing and its look at the file is passed over, and the loop
-goes on. Before, the ``FileNotFoundError`` ended this worker's sweeping for good."""
+"""The retention sweeps (call reports, recordings) in a directory other workers sweep too (the
+workers of ``--workers`` and instances on one volume share ``BRIDGE_DATA_DIR``): a record
+another worker deleted between this sweep's listing and its look at the file is passed over,
+and a pass that fails is logged and the next one runs. Before, either error ended the
+worker's sweeping for good (files kept past their retention, the disk filling)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import time
 
 from prometheus_client import CollectorRegistry
 
+from bridge.attachments import RecordingService
+from bridge.attachments.recording import Recording
 from bridge.calls.reports import CallReports, sweep_forever
+from bridge.resources import sweep_recordings
 
 from ..support.waits import until
 
@@ -68,6 +72,27 @@ async def test_a_pass_that_fails_is_logged_and_the_next_one_runs(tmp_path, caplo
     try:
         await until(
             lambda: sum("not swept" in r.getMessage() for r in caplog.records) >= 2,
+            what="two passes logged",
+        )
+        assert not sweeping.done()
+    finally:
+        sweeping.cancel()
+        await asyncio.gather(sweeping, return_exceptions=True)
+
+
+async def test_a_recordings_pass_that_fails_is_logged_and_the_next_one_runs(
+    tmp_path, caplog
+) -> None:
+    recordings = RecordingService(tmp_path, retention_days=1)
+    stuck = tmp_path / "files" / "calls" / "stuck.wav"
+    stuck.mkdir()  # a directory in a recording's place: unlink refuses
+    recordings.index["stuck"] = Recording(
+        "stuck", "c1", "mixed", stuck, "calls/stuck.wav", 0, 0, 0.0, expires_at=1.0
+    )
+    sweeping = asyncio.ensure_future(sweep_recordings(recordings, 0.01))
+    try:
+        await until(
+            lambda: sum("recordings not swept" in r.getMessage() for r in caplog.records) >= 2,
             what="two passes logged",
         )
         assert not sweeping.done()
