@@ -151,11 +151,7 @@ async def whatsapp_engine(app: web.Application) -> AsyncIterator[None]:
 
 async def sweep_recordings(recordings: RecordingService, interval: float) -> None:
     while True:
-        try:
-            removed = recordings.sweep()
-        except OSError as exc:  # a file it may not delete: swept again at the next pass
-            log.warning("retention: recordings not swept: %s", exc)
-            removed = 0
+        removed = recordings.sweep()
         if removed:
             log.info("retention: deleted %d expired recordings", removed)
         await asyncio.sleep(interval)
