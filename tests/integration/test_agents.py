@@ -423,6 +423,19 @@ async def test_tools_the_bridge_answers_and_the_apps_and_key_presses(
     assert fake.errors == []
 
 
+async def agent_with_a_tool(make_client, aiohttp_server):
+    """An OpenAI Realtime agent on an active call, with one tool of the app's: (fake, client)."""
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    body = {
+        "provider": "openai-realtime",
+        "url": url,
+        "apiKey": KEY,
+        "session": {"tools": [{"type": "function", "name": "lookup_order", "parameters": {}}]},
+    }
+    assert (await client.post(f"/call/{call['callID']}/agents", json=body)).status == 201
+    return fake, client
+
+
 async def test_a_tool_call_with_its_arguments_as_an_object_is_taken(
     make_client, aiohttp_server
 ) -> None:
@@ -430,26 +443,9 @@ async def test_a_tool_call_with_its_arguments_as_an_object_is_taken(
     the family that sends them as an object is understood as well. Before, ``json.loads`` of
     an object raised ``TypeError`` out of the agent's reading loop: the agent was dead from
     then on (no audio, no tools, no ``agent.failed``) while the call went on."""
-    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
-    cid = call["callID"]
-    body = {
-        "provider": "openai-realtime",
-        "url": url,
-        "apiKey": KEY,
-        "session": {"tools": [{"type": "function", "name": "lookup_order", "parameters": {}}]},
-    }
-    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    fake, client = await agent_with_a_tool(make_client, aiohttp_server)
     async with client.app[MANAGER].events.subscribe() as sub:
-        assert fake.ws is not None
-        await fake._send(
-            fake.ws,
-            {
-                "type": "response.function_call_arguments.done",
-                "call_id": "call_object",
-                "name": "lookup_order",
-                "arguments": {"order": "B7"},
-            },
-        )
+        await fake.tool_call("lookup_order", {"order": "B7"}, "call_object", as_text=False)
         asked = await next_event(sub, "agent.tool_call")
         assert asked.data["toolCallID"] == "call_object"
         assert asked.data["arguments"] == {"order": "B7"}
@@ -474,15 +470,7 @@ async def test_a_message_the_bridge_fails_on_costs_that_message_only(
         return parse(self, body)
 
     monkeypatch.setattr(OpenAIRealtime, "parse", failing)
-    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
-    cid = call["callID"]
-    body = {
-        "provider": "openai-realtime",
-        "url": url,
-        "apiKey": KEY,
-        "session": {"tools": [{"type": "function", "name": "lookup_order", "parameters": {}}]},
-    }
-    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    fake, client = await agent_with_a_tool(make_client, aiohttp_server)
     async with client.app[MANAGER].events.subscribe() as sub:
         assert fake.ws is not None
         for _ in range(2):
