@@ -672,6 +672,36 @@ async def test_the_heartbeat_goes_on_when_ending_a_fenced_workers_calls_fails(
         await client.aclose()
 
 
+async def test_an_event_that_is_not_json_costs_that_write_only(redis, caplog) -> None:
+    """The directory's writer serialises each event when it writes it: one that is not JSON
+    (a bug where it was made) is dropped and logged, and the writes behind it go on. Before,
+    its ``TypeError`` ended the writer: no event or record of this worker reached Redis again."""
+    import redis.asyncio as aioredis
+
+    from bridge.calls.events import CallEvent
+    from bridge.cluster.redis_writes import EVENTS, WriteQueue
+
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    writes = WriteQueue(
+        client, worker_id="w1", ended_ttl=60, backlog=100, up=lambda: True, down=print
+    )
+    writes.push(CallEvent("call.bad", {}, "2026-01-01T00:00:00Z", {"x": object()}), None)
+    writes.push(CallEvent("call.good", {}, "2026-01-01T00:00:00Z", {"n": 1}), None)
+    writing = asyncio.ensure_future(writes.run())
+    try:
+
+        async def written() -> list[str]:
+            return [fields["t"] for _, fields in await client.xrange(EVENTS)]
+
+        assert await until(written, what="the event behind the bad one written") == ["call.good"]
+        assert not writing.done()
+        assert [r.levelno for r in caplog.records if "dropped" in r.getMessage()] == [logging.ERROR]
+    finally:
+        writing.cancel()
+        await asyncio.gather(writing, return_exceptions=True)
+        await client.aclose()
+
+
 async def test_a_record_queued_before_a_handover_does_not_give_the_call_back(redis) -> None:
     """The old owner queued a write of the call's record (an event of the call, its owner still
     itself) while the call moved; the new owner's ``take_over`` landed first. The late write
