@@ -108,6 +108,7 @@ class ModelConnection:
         """The current socket gave the agent an event (it works, whatever its age)."""
         self._tasks = TaskSet(f"model[{where}]")
         self._runner: asyncio.Task[None] | None = None
+        self._bugs: set[str] = set()  # the kinds of error met on a message, each logged once
 
     @property
     def connected(self) -> bool:
@@ -263,10 +264,19 @@ class ModelConnection:
             helpers.append(self._tasks.spawn(self._renew(ws, limit), "renew"))
         try:
             async for msg in ws:
-                if msg.type is aiohttp.WSMsgType.TEXT:
-                    await self._message(msg.data)
-                elif msg.type is aiohttp.WSMsgType.BINARY:
-                    await self._binary(msg.data)
+                try:
+                    if msg.type is aiohttp.WSMsgType.TEXT:
+                        await self._message(msg.data)
+                    elif msg.type is aiohttp.WSMsgType.BINARY:
+                        await self._binary(msg.data)
+                except (aiohttp.ClientError, ConnectionError, RuntimeError):
+                    raise  # the socket's: ``_run`` reopens it
+                except Exception as exc:
+                    # A bug met on one message (a dialect's, the agent's) costs that message:
+                    # it used to end this loop, the agent silent for the rest of the call.
+                    if type(exc).__name__ not in self._bugs:
+                        self._bugs.add(type(exc).__name__)
+                        log.exception("%s: a model message not handled", self.where)
         finally:
             await cancel_and_wait(helpers)
             if not ws.closed:

@@ -227,8 +227,9 @@ class RealtimeFamily(abc.ABC):
         if kind == _CALLER_TRANSCRIPT:
             return [Transcript("caller", str(body.get("transcript") or ""))]
         if kind == "response.function_call_arguments.done":
-            try:
-                args = json.loads(body.get("arguments") or "{}")
+            raw = body.get("arguments") or "{}"
+            try:  # JSON text, as the protocol says; an object as it is (as some send it)
+                args = json.loads(raw) if isinstance(raw, str) else raw
             except ValueError:
                 args = {}
             return [

@@ -339,8 +339,12 @@ class RecordingService:
         removed = 0
         for rec_id, rec in list(self.index.items()):
             if rec.expires_at <= now:
-                rec.path.unlink(missing_ok=True)
-                rec.path.with_suffix(".json").unlink(missing_ok=True)
+                try:
+                    rec.path.unlink(missing_ok=True)
+                    rec.path.with_suffix(".json").unlink(missing_ok=True)
+                except OSError as exc:  # this one stays (tried again next time); the others go
+                    log.warning("retention: recording %s not deleted: %s", rec_id, exc)
+                    continue
                 del self.index[rec_id]
                 removed += 1
         return removed

@@ -82,9 +82,7 @@ class CallManager:
         and observes the other before the manager exists)."""
         self.settings = settings
         # Every number's engine behind one face (a lone engine: the default number's alone).
-        self.engine: Switchboard = (
-            engine if isinstance(engine, Switchboard) else Switchboard(engine)
-        )
+        self.engine = engine if isinstance(engine, Switchboard) else Switchboard(engine)
         self.engine.live_numbers = self.live_numbers
         self.metrics = metrics
         self.sessions = sessions
@@ -332,6 +330,7 @@ class CallManager:
             return
         call.transition(CallState.ENDED, reason)
         self.registry.ended(call)
+        self.engine.forget(call.engine_call_id)  # (its hang-up goes to ``engine_of(call)``)
         log.info("call %s: ended (%s)", call.id, reason, extra={"call_id": call.id})
         runtime = self._runtimes.pop(call.id, None)
         if runtime is not None:
@@ -361,6 +360,7 @@ class CallManager:
         runtime = self._runtimes.pop(call_id, None)
         if call is not None:
             self.registry.forget(call)
+            self.engine.forget(call.engine_call_id)
         if runtime is not None:
             runtime.retire_counters()
         count_active(self.metrics, self.registry.live())

@@ -200,14 +200,22 @@ class CallReports:
         return [p.name.removesuffix(".report.json") for p in files[-limit:]][::-1]
 
     def sweep(self, now: float | None = None) -> int:
-        """Delete records older than the recordings' retention."""
+        """Delete records older than the recordings' retention. One that cannot be looked at
+        or deleted is passed over (tried again next time), never the end of the sweep."""
         now = time.time() if now is None else now
         removed = 0
         if self.root.is_dir():
             for path in self.root.glob("*.report.json"):
-                if path.stat().st_mtime + self.retention_s <= now:
+                try:
+                    if path.stat().st_mtime + self.retention_s > now:
+                        continue
                     path.unlink(missing_ok=True)
-                    removed += 1
+                except FileNotFoundError:
+                    continue  # swept meanwhile by another worker sharing the data directory
+                except OSError as exc:
+                    log.warning("retention: call report %s not deleted: %s", path.name, exc)
+                    continue
+                removed += 1
         return removed
 
 

@@ -55,6 +55,7 @@ class Lease:
         self._up_since = 0.0
         self._beaten_at: float | None = None
         """When the latest heartbeat was written (monotonic)."""
+        self._failed: set[str] = set()  # the kinds of error a beat met, each logged once
 
     # -- whether Redis answers
     def settled(self) -> bool:
@@ -147,6 +148,13 @@ class Lease:
                 await self.mark_up()
             except FAILURES as exc:
                 self.mark_down(exc)
+            except Exception as exc:
+                # A bug in what a beat calls (the fenced worker's ending of its calls, the
+                # catch-up): the beat goes on. Its loop ending took this live worker for dead
+                # for good, while it still took calls (the survivors reaped each one).
+                if type(exc).__name__ not in self._failed:
+                    self._failed.add(type(exc).__name__)
+                    log.exception("worker %s: a heartbeat failed", self.worker_id)
 
     async def drain(self) -> None:
         """Say in the heartbeat that this worker takes no new calls."""

@@ -140,6 +140,7 @@ class WriteQueue:
         self._progress = asyncio.Event()
         self._pending = asyncio.Event()
         self.dropped = 0
+        self._failed: set[str] = set()  # the kinds of error a write met, each logged once
 
     def push(self, event: CallEvent, record: CallRecord | None) -> None:
         """Queue an event (and its call's record; ``None``: about no call)."""
@@ -169,6 +170,11 @@ class WriteQueue:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(progress.wait(), remaining)
 
+    def _unwritable(self, event: CallEvent | None, exc: Exception) -> None:
+        if type(exc).__name__ not in self._failed:
+            self._failed.add(type(exc).__name__)
+            log.error("call directory: a write of %s dropped", event and event.type, exc_info=exc)
+
     async def run(self) -> None:
         backoff = 0.2
         while True:
@@ -180,16 +186,22 @@ class WriteQueue:
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for _seq, event, record in batch:
-                        if record is not None:
-                            queue_record(pipe, record, self.worker_id, self.ended_ttl)
-                        if event is not None:
-                            call_id = record.call_id if record is not None else ""
-                            pipe.xadd(
-                                EVENTS,
-                                {"t": event.type, "c": call_id, "d": event.to_json()},
-                                maxlen=self.backlog,
-                                approximate=True,
-                            )
+                        try:
+                            if record is not None:
+                                queue_record(pipe, record, self.worker_id, self.ended_ttl)
+                            if event is not None:
+                                call_id = record.call_id if record is not None else ""
+                                pipe.xadd(
+                                    EVENTS,
+                                    {"t": event.type, "c": call_id, "d": event.to_json()},
+                                    maxlen=self.backlog,
+                                    approximate=True,
+                                )
+                        except (TypeError, ValueError) as exc:
+                            # Not JSON (a bug where it was made): never writable, so dropped.
+                            # It used to end this writer, every later write of the worker
+                            # queued behind it for good.
+                            self._unwritable(event, exc)
                     await pipe.execute()
             except FAILURES as exc:
                 self._down(exc)

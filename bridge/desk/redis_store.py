@@ -10,11 +10,13 @@ it when the call's owner dies), ``routes`` (a hash of route id → route JSON) a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from ..tasks import TaskSet
 from .store import CLAIM_TTL, AgentRecord, BusHandler, _key
@@ -54,17 +56,43 @@ class RedisDeskStore:
         self._tasks.spawn(self._listen(pubsub, on_message), "bus")
 
     async def _listen(self, pubsub: Any, on_message: BusHandler) -> None:
+        """Hand each message of the bus to ``on_message`` for as long as the store is open.
+        Nothing that happens to one read ends it (once it ended, no other worker's ring,
+        claim or lent leg reached this one again, the process going on): Redis going away
+        is waited out (the next read connects and subscribes again; what was published
+        meanwhile is lost, as pub/sub loses it), a message the handler fails on is logged
+        and the next one read."""
+        down = False
+        failed: set[str] = set()  # the handler's failures logged with their traceback, by type
         try:
             while True:
-                item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                try:
+                    item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                except (RedisError, OSError) as exc:
+                    if not down:
+                        down = True
+                        log.warning("desk bus: Redis unreachable (%s): listening again", exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                if down:
+                    down = False
+                    log.warning("desk bus: Redis reachable again")
                 if item is None or item.get("type") != "message":
                     continue
                 try:
                     message = json.loads(item["data"])
                 except ValueError:
                     continue
-                if isinstance(message, dict):
+                if not isinstance(message, dict):
+                    continue
+                try:
                     on_message(message)
+                except Exception as exc:
+                    if type(exc).__name__ in failed:
+                        log.debug("desk bus: %r not handled: %r", message.get("op"), exc)
+                    else:
+                        failed.add(type(exc).__name__)
+                        log.exception("desk bus: %r not handled", message.get("op"))
         finally:
             await pubsub.aclose()
 

@@ -139,6 +139,7 @@ class Desk:
         return list(self._sessions.values())
 
     async def _renew_forever(self) -> None:
+        down = False
         while True:
             await clock_sleep(RENEW)  # on the media clock: no wake-up of its own during calls
             records = [
@@ -146,8 +147,15 @@ class Desk:
             ]
             try:
                 await self.store.renew(records, time.time() + self.grace)
-            except (ConnectionError, TimeoutError, OSError) as exc:
-                log.warning("agents' presence not renewed: %s", exc)
+            except Exception as exc:  # OSError and redis' errors alike (no ConnectionError's)
+                # Once this loop ended, every agent here turned ``away`` for good.
+                if not down:
+                    down = True
+                    log.warning("agents' presence not renewed (%s): retrying every second", exc)
+                continue
+            if down:
+                down = False
+                log.warning("agents' presence renewed again")
 
     async def set_state(self, key: AgentKey, state: str, call_id: str | None = None) -> None:
         record = await self.store.agent(*key)

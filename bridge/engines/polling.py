@@ -249,7 +249,7 @@ class PollingEngine(abc.ABC):
         """We ended the call ourselves: stop tracking it, report nothing."""
         self._known.pop(call_id, None)
         self._unlisted_since.pop(call_id, None)
-        self._ended.add(call_id)
+        self._remember_ended(call_id)
 
     def forget(self, call_id: str, reason: str = "") -> None:
         """The call is gone from the engine: report it ended (once)."""
@@ -257,10 +257,14 @@ class PollingEngine(abc.ABC):
         self._unlisted_since.pop(call_id, None)
         if call_id in self._ended:
             return
+        self._remember_ended(call_id)
+        emit(self.events, EngineEvent(EngineEventKind.ENDED, call_id, reason=reason))
+
+    def _remember_ended(self, call_id: str) -> None:
+        """Bounded whichever way a call ended (the ones this bridge hung up are most)."""
         self._ended.add(call_id)
         if len(self._ended) > 10_000:
             self._ended.clear()
-        emit(self.events, EngineEvent(EngineEventKind.ENDED, call_id, reason=reason))
 
     async def still_live(self, call_id: str) -> bool:
         """Ask the engine now whether the call is still listed."""

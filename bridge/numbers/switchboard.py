@@ -257,16 +257,17 @@ class Switchboard:
             for number_id, engine in self._retired:
                 if number_id in live and number_id not in self.engines:
                     keep.append((number_id, engine))
-                else:
+                    continue
+                try:
                     await engine.close()
+                except Exception:  # one engine's failing close must not stop the others'
+                    log.exception("number %s: its retired engine failed to close", number_id)
             self._retired = keep
 
     async def _forward(self, number_id: str, engine: Engine) -> None:
         # Events of the number's engine onto the manager's one queue, tagged.
         while True:
-            event = await engine.events.get()
-            if event.engine_call_id:
-                self._owner[event.engine_call_id] = number_id
+            event = await engine.events.get()  # (whose call it is: bound by the manager)
             if event.data.get("type") == "number.settings_changed":  # Meta's, compared again
                 self._tasks.spawn(self.compare_setup(number_id), f"setup:{number_id}")
             emit(self.events, dataclasses.replace(event, number_id=number_id))

@@ -387,7 +387,11 @@ class FakeOpenAIRealtime(CallerAudioLog):
             },
         )
 
-    async def tool_call(self, name: str, arguments: dict[str, Any], call_id: str) -> None:
+    async def tool_call(
+        self, name: str, arguments: dict[str, Any], call_id: str, *, as_text: bool = True
+    ) -> None:
+        """A function call, its ``arguments`` as JSON text as the protocol has them (or, not
+        ``as_text``, as an object, as a server of the family might send them)."""
         assert self.ws is not None
         await self._send(
             self.ws,
@@ -398,7 +402,7 @@ class FakeOpenAIRealtime(CallerAudioLog):
                 "output_index": 0,
                 "call_id": call_id,
                 "name": name,
-                "arguments": json.dumps(arguments),
+                "arguments": json.dumps(arguments) if as_text else arguments,
             },
         )
 

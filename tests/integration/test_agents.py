@@ -423,6 +423,65 @@ async def test_tools_the_bridge_answers_and_the_apps_and_key_presses(
     assert fake.errors == []
 
 
+async def agent_with_a_tool(make_client, aiohttp_server):
+    """An OpenAI Realtime agent on an active call, with one tool of the app's: (fake, client)."""
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    body = {
+        "provider": "openai-realtime",
+        "url": url,
+        "apiKey": KEY,
+        "session": {"tools": [{"type": "function", "name": "lookup_order", "parameters": {}}]},
+    }
+    assert (await client.post(f"/call/{call['callID']}/agents", json=body)).status == 201
+    return fake, client
+
+
+async def test_a_tool_call_with_its_arguments_as_an_object_is_taken(
+    make_client, aiohttp_server
+) -> None:
+    """The Realtime protocol sends a function call's ``arguments`` as JSON text; a server of
+    the family that sends them as an object is understood as well. Before, ``json.loads`` of
+    an object raised ``TypeError`` out of the agent's reading loop: the agent was dead from
+    then on (no audio, no tools, no ``agent.failed``) while the call went on."""
+    fake, client = await agent_with_a_tool(make_client, aiohttp_server)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("lookup_order", {"order": "B7"}, "call_object", as_text=False)
+        asked = await next_event(sub, "agent.tool_call")
+        assert asked.data["toolCallID"] == "call_object"
+        assert asked.data["arguments"] == {"order": "B7"}
+        await fake.tool_call("lookup_order", {"order": "A12"}, "call_text")  # and on it goes
+        asked = await next_event(sub, "agent.tool_call")
+        assert asked.data["toolCallID"] == "call_text"
+
+
+async def test_a_message_the_bridge_fails_on_costs_that_message_only(
+    make_client, aiohttp_server, monkeypatch, caplog
+) -> None:
+    """A bug met on one of the model's messages (here a dialect that raises on one kind) is
+    logged once and the next messages are served: before, it ended the agent's reading loop
+    for the rest of the call, with no ``agent.failed`` either."""
+    from bridge.agents.openai import OpenAIRealtime
+
+    parse = OpenAIRealtime.parse
+
+    def failing(self: OpenAIRealtime, body: dict) -> list:
+        if body.get("type") == "rate_limits.updated":
+            raise KeyError("rate_limits")
+        return parse(self, body)
+
+    monkeypatch.setattr(OpenAIRealtime, "parse", failing)
+    fake, client = await agent_with_a_tool(make_client, aiohttp_server)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        assert fake.ws is not None
+        for _ in range(2):
+            await fake._send(fake.ws, {"type": "rate_limits.updated", "rate_limits": []})
+        await fake.tool_call("lookup_order", {"order": "A12"}, "call_after")
+        asked = await next_event(sub, "agent.tool_call")
+        assert asked.data["toolCallID"] == "call_after"
+    failures = [r for r in caplog.records if "not handled" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None
+
+
 async def test_agent_events_reach_the_app_as_signed_webhooks(
     make_client, aiohttp_server, receiver
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import time
@@ -34,6 +35,7 @@ from ..support.cluster import (
     require_redis,
     sse_events,
     wait_call,
+    worker_lease,
 )
 from ..support.ports import free_port, free_ports
 from ..support.processes import spawn_bridge
@@ -626,6 +628,77 @@ async def test_a_long_reap_keeps_its_claim_so_no_second_survivor_reaps(redis, mo
         assert ended == ["first"], ended
         assert not await client.exists(f"{redis_reaper.P}reap:dead")  # released when done
     finally:
+        await client.aclose()
+
+
+async def test_the_heartbeat_goes_on_when_ending_a_fenced_workers_calls_fails(
+    redis, caplog
+) -> None:
+    """A worker taken for dead ends its own calls at its next beat; a bug in that ending (a
+    callback of the calls' side) is logged and the beat goes on, ending them again at the next
+    one. Before, it ended the heartbeat loop: the live worker stayed dead to the others for good
+    while it still took calls (each reaped by a survivor a TTL later)."""
+    import redis.asyncio as aioredis
+
+    from bridge.cluster.redis_writes import P, worker_key
+
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    endings: list[int] = []
+
+    async def end_local_calls() -> None:
+        endings.append(len(endings))
+        if len(endings) == 1:
+            raise RuntimeError("a bug in ending the calls")
+
+    lease = worker_lease(client, 0.6, end_local_calls=end_local_calls)
+    await client.set(f"{P}reaped:w1", "a-survivor")
+    beating = asyncio.ensure_future(lease.run())
+    try:
+        await until(lambda: len(endings) == 2, what="the calls ended again at a later beat")
+
+        async def unfenced() -> bool:
+            return not await client.exists(f"{P}reaped:w1")
+
+        await until(unfenced, what="the fence taken off by the second ending")
+        await client.delete(worker_key("w1"))
+        await until(lambda: client.exists(worker_key("w1")), what="a beat after the fence")
+        assert not beating.done()
+        assert [r.levelno for r in caplog.records if "heartbeat failed" in r.getMessage()] == [
+            logging.ERROR
+        ]
+    finally:
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
+        await client.aclose()
+
+
+async def test_an_event_that_is_not_json_costs_that_write_only(redis, caplog) -> None:
+    """The directory's writer serialises each event when it writes it: one that is not JSON
+    (a bug where it was made) is dropped and logged, and the writes behind it go on. Before,
+    its ``TypeError`` ended the writer: no event or record of this worker reached Redis again."""
+    import redis.asyncio as aioredis
+
+    from bridge.calls.events import CallEvent
+    from bridge.cluster.redis_writes import EVENTS, WriteQueue
+
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    writes = WriteQueue(
+        client, worker_id="w1", ended_ttl=60, backlog=100, up=lambda: True, down=print
+    )
+    writes.push(CallEvent("call.bad", {}, "2026-01-01T00:00:00Z", {"x": object()}), None)
+    writes.push(CallEvent("call.good", {}, "2026-01-01T00:00:00Z", {"n": 1}), None)
+    writing = asyncio.ensure_future(writes.run())
+    try:
+
+        async def written() -> list[str]:
+            return [fields["t"] for _, fields in await client.xrange(EVENTS)]
+
+        assert await until(written, what="the event behind the bad one written") == ["call.good"]
+        assert not writing.done()
+        assert [r.levelno for r in caplog.records if "dropped" in r.getMessage()] == [logging.ERROR]
+    finally:
+        writing.cancel()
+        await asyncio.gather(writing, return_exceptions=True)
         await client.aclose()
 
 

@@ -408,6 +408,51 @@ async def test_a_deleted_number_takes_no_new_call_and_its_live_call_finishes(ncl
     await until(lambda: not switchboard._retired, 3, "the retired engine closed")
 
 
+async def test_a_numbers_calls_leave_nothing_behind_in_the_switchboard(nclient) -> None:
+    """Which number each call is on is known while the call lives (its hang-up, its media
+    go to that number's engine), and forgotten when it ends or moves away: before, one entry
+    a call stayed for the life of the process, a call on any number but the default one."""
+    client = await nclient()
+    switchboard = client.app[SWITCHBOARD]
+    number = await sim_number(client, "+15550000045", 750.0)
+    for _ in range(3):
+        call = await post(client, "/call/make", {"phone": "5521999999999", "from": number["phone"]})
+        assert len(switchboard._owner) == 1  # the live call's
+        await post(client, "/call/hangup", {"callID": call["callID"]}, status=200)
+        await wait_state(client, call["callID"], "ended", headers=ADMIN)
+        await until(lambda: not switchboard._owner, 3, "the ended call's number forgotten")
+
+
+async def test_a_retired_engine_whose_close_fails_holds_up_no_other(nclient, caplog) -> None:
+    client = await nclient()
+    switchboard = client.app[SWITCHBOARD]
+    first = await sim_number(client, "+15550000043", 750.0)
+    second = await sim_number(client, "+15550000044", 750.0)
+    closed: list[str] = []
+    first_engine = switchboard.engines[first["numberID"]]
+    second_engine = switchboard.engines[second["numberID"]]
+    first_close, second_close = first_engine.close, second_engine.close
+
+    async def broken_close() -> None:  # a close that fails once its work is done
+        closed.append("first")
+        await first_close()
+        raise RuntimeError("a bug in the engine's close")
+
+    async def counted_close() -> None:
+        closed.append("second")
+        await second_close()
+
+    first_engine.close = broken_close  # type: ignore[method-assign]
+    second_engine.close = counted_close  # type: ignore[method-assign]
+    for number in (first, second):  # the broken one first: it is closed first
+        resp = await client.delete(f"/numbers/{number['numberID']}", headers=ADMIN)
+        assert resp.status == 200
+        await until(lambda n=number: n["numberID"] not in switchboard.engines, 3, "retired")
+    await until(lambda: closed == ["first", "second"], 5, "both retired engines closed")
+    await until(lambda: not switchboard._retired, 3, "nothing left to retire")
+    assert any(r.exc_info and "retired" in r.getMessage() for r in caplog.records)
+
+
 async def test_each_tenant_gets_its_own_calls_events_signed_with_its_own_secret(
     nclient, aiohttp_server
 ) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from bench.cluster import start_redis
+from bridge.cluster.redis_lease import Lease
 
 from .ports import free_port
 from .processes import spawn_bridge, stop_process
@@ -190,3 +191,28 @@ async def wait_call(
             return call  # type: ignore[no-any-return]
         assert time.monotonic() < deadline, (status, call)
         await asyncio.sleep(0.05)
+
+
+async def _nothing() -> None:
+    return None
+
+
+def worker_lease(
+    redis: Any,
+    heartbeat_ttl: float,
+    *,
+    calls: int = 0,
+    end_local_calls: Callable[[], Awaitable[None]] = _nothing,
+) -> Lease:
+    """Worker ``w1``'s lease on ``redis`` (a real client or a stand-in), with ``calls`` live
+    calls and nothing to write again when Redis comes back."""
+    return Lease(
+        redis,
+        worker_id="w1",
+        url="http://127.0.0.1:1",
+        heartbeat_ttl=heartbeat_ttl,
+        max_calls=10,
+        calls=lambda: calls,
+        catch_up=_nothing,
+        end_local_calls=end_local_calls,
+    )

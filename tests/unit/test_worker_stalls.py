@@ -10,7 +10,8 @@ import logging
 from typing import Any
 
 from bridge.cluster import redis_lease
-from bridge.cluster.redis_lease import Lease
+
+from ..support.cluster import worker_lease
 
 
 class Pipeline:
@@ -42,22 +43,9 @@ class FakeRedis:
         return Pipeline(self)
 
 
-async def _noop() -> None:
-    return None
-
-
 async def test_a_late_heartbeat_says_the_loop_was_held_up_once(monkeypatch, caplog) -> None:
     redis = FakeRedis()
-    lease = Lease(
-        redis,
-        worker_id="w1",
-        url="http://127.0.0.1:1",
-        heartbeat_ttl=3.0,
-        max_calls=10,
-        calls=lambda: 2,
-        catch_up=_noop,
-        end_local_calls=_noop,
-    )
+    lease = worker_lease(redis, 3.0, calls=2)
     now = [100.0]
     monkeypatch.setattr(redis_lease.time, "monotonic", lambda: now[0])
     caplog.set_level(logging.WARNING, logger="bridge.cluster.redis_lease")
