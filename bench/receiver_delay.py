@@ -9,7 +9,9 @@ delay (a few ms of seeded timer jitter on both clocks), and
 :class:`~bridge.audio.receiver.Receiver` is popped on a 20 ms clock (of a seeded phase) as the
 uplink pops it. Scored against the ideal receiver fed the very same packets (every packet,
 however late). The delay is the receiver's own W3C mean
-(``jitterBufferDelay / jitterBufferEmittedCount``), what it adds to the uplink::
+(``jitterBufferDelay / jitterBufferEmittedCount``), what it adds to the uplink, with the 95th
+percentile of :attr:`Receiver.delay` over the ticks; the CPU is the receiver's (``push`` and
+``pop``), µs a tick::
 
     .venv/bin/python -m bench.receiver_delay --json bench/results/receiver-delay-<date>.json
 
@@ -60,13 +62,17 @@ def run(
     arrivals.sort()
     rx = Receiver(RATE, FRAME, **options)  # type: ignore[arg-type]
     out, j, tick = [], 0, 0.001 + rng.uniform(0.0, 0.02)  # the clock's phase: any
+    delays, cpu = [], 0.0
     while j < len(arrivals) or rx.buffered:
         now = tick + abs(rng.gauss(0, timer))
+        t0 = time.process_time()
         while j < len(arrivals) and arrivals[j][0] <= now:
             at, i = arrivals[j]
             rx.push((1000 + i) & 0xFFFF, (5000 + i * 960) & 0xFFFFFFFF, payloads[i], at)
             j += 1
         out.append(rx.pop(now))
+        cpu += time.process_time() - t0
+        delays.append(rx.delay)
         tick += 0.02
     s = rx.stats
     got = {i: payloads[i] for _, i in arrivals}
@@ -74,6 +80,8 @@ def run(
         "played": np.concatenate(out),  # type: ignore[dict-item]
         "ideal": ideal_decode(got),  # type: ignore[dict-item]
         "delay_ms": 1000 * s.jitter_buffer_delay / max(1, s.jitter_buffer_emitted_count),
+        "delay_p95_ms": 1000 * float(np.percentile(delays, 95)),
+        "us_a_tick": 1e6 * cpu / len(delays),
         "concealment_events": s.concealment_events,
     }
 
@@ -97,16 +105,20 @@ def main() -> None:
     for name, options in CANDIDATES.items():
         rows[name] = {}
         for profile in args.profiles.split(","):
-            bridge, ideal, delay = [], [], []
+            bridge, ideal, delay, p95, cpu = [], [], [], [], []
             for seed in range(1, args.seeds + 1):
                 r = run(payloads, profile, seed, args.timer, **options)
                 bridge.append(pesq_wb(ref, r["played"]))  # type: ignore[arg-type]
                 ideal.append(pesq_wb(ref, r["ideal"]))  # type: ignore[arg-type]
                 delay.append(r["delay_ms"])
+                p95.append(r["delay_p95_ms"])
+                cpu.append(r["us_a_tick"])
             rows[name][profile] = {
                 "bridge": round(float(np.mean(bridge)), 3),
                 "ideal": round(float(np.mean(ideal)), 3),
                 "delay_ms": round(float(np.mean(delay)), 1),
+                "delay_p95_ms": round(float(np.mean(p95)), 1),
+                "us_a_tick": round(float(np.mean(cpu)), 1),
             }
             print(name, profile, rows[name][profile], flush=True)
     profiles = args.profiles.split(",")

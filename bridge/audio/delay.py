@@ -14,7 +14,8 @@ under half the margin (of the FEC floor too, below), a frame less once it is a f
 frame; with jitter it follows the jitter (bounded by ``max_delay``). A large excess (more than
 two frames over the floor: a sender's stall released at once, a peer's first half second sent
 in one burst) is shed fast (:attr:`DelayDecision.rush`, NetEq's fast accelerate) instead of a
-frame at a time with a settling wait between. Stalls that recur (*delay peaks*, NetEq's peak
+frame at a time with a settling wait between: its pauses first, voiced speech only after
+:data:`RUSH_PATIENCE`. Stalls that recur (*delay peaks*, NetEq's peak
 detector: :data:`PEAK_GAP`, :data:`PEAK_MEMORY`) keep the cushion the highest of them needs:
 neither rule sheds below it while they last. After a loss, when the sender sends in-band
 FEC, one frame more is kept for ``loss_memory`` seconds so that the next packet of a later loss
@@ -47,13 +48,19 @@ RUSH_ABOVE = 0.02
 """How far beyond the line a frame is shed at (:data:`SHED_ABOVE`) the low quantile must be for
 the receiver to *rush* (:attr:`DelayDecision.rush`): a large excess of delay (a sender's stall
 released at once, a peer's first half second sent in one burst) is shed as NetEq's fast
-accelerate sheds it, in voiced speech at once, several periods a tick, with no settling wait
-between removals. Under it the careful rule sheds the rest (a pause first, voiced speech after a
-wait), as it was tuned against PESQ-WB."""
-FLUSH_ABOVE = 0.3
-"""Excess over the floor beyond which a rush may also cut whole frames out of a pause (keeping
-:data:`~bridge.audio.stretch.KEEP_PAUSE` of it), as NetEq flushes a buffer far above its
-target."""
+accelerate and flush shed it, several periods or whole frames of a pause a tick, with no
+settling wait between removals (voiced speech only after :data:`RUSH_PATIENCE`). Under it the
+careful rule sheds the rest (a pause first, voiced speech after a wait), as it was tuned
+against PESQ-WB."""
+RUSH_PATIENCE = 0.5
+"""Seconds a rush sheds in pauses alone (whole frames of them, keeping
+:data:`~bridge.audio.stretch.KEEP_PAUSE` of each) before voiced speech may lose periods too:
+PESQ-WB marks speech played up to 1.5 times as fast down, a shorter pause hardly (the
+browser's ``stall`` profile, 400 ms every 5 s: 1.89 with speech rushed at once and pauses cut
+whole only over 300 ms of excess; 2.30 with pauses cut whole at any excess; 2.36 with that
+and this wait, 0.25-1 s alike; 1.5 s: 2.27). A tone, or speech with no pause, waits this long
+before its rush starts (``bench.delay_recovery``'s tone: a 400 ms stall back in 1.67 s, not
+1.15)."""
 PEAK_GAP = 0.06
 """Seconds a packet must arrive later than the line of the fastest recent ones for a *delay
 peak* (NetEq's delay peak detector works on the same relative arrival delays): a sender's stall,
@@ -125,8 +132,10 @@ class DelayDecision:
         only puts the next packet of a later loss at hand (a step too, in a long pause)."""
         self.rush = False
         """The delay is far above what packets need (:data:`RUSH_ABOVE`): shed it fast."""
-        self.flush = False
-        """...and so far (:data:`FLUSH_ABOVE`) that whole frames of a pause may go."""
+        self.rush_voiced = False
+        """...and it has lasted :data:`RUSH_PATIENCE`: voiced speech may lose periods too."""
+        self._rush_since: float | None = None
+        """When the current rush began."""
         self._peaks: deque[tuple[float, float]] = deque(maxlen=8)
         """(arrival, height) of the latest delay peaks (:data:`PEAK_GAP`; kept across a new
         stream: they are the network's)."""
@@ -146,6 +155,7 @@ class DelayDecision:
         self._offset = 0.0
         self._anchor = None
         self._settle = 0
+        self._rush_since = None
 
     def observe(self, slack: float) -> None:
         """A packet arrived ``slack`` seconds before the clock will need it."""
@@ -252,7 +262,7 @@ class DelayDecision:
     def direction(self, now: float, *, sender_fec: bool) -> int:
         """+1 if the delay should grow, -1 if it should shrink, 0 if it is right; sets
         :attr:`urgent` and :attr:`step`."""
-        self.urgent = self.step = self.for_fec = self.rush = self.flush = False
+        self.urgent = self.step = self.for_fec = self.rush = self.rush_voiced = False
         if len(self._slack) < 3:
             return 0
         low, median = self.quantiles()
@@ -291,7 +301,12 @@ class DelayDecision:
             self.rush = excess > FRAME_SECONDS + shed_above + RUSH_ABOVE and (
                 cushion > 0 or now - self._late_at > PEAK_MEMORY
             )
-            self.flush = self.rush and excess > FLUSH_ABOVE
+        if not self.rush:
+            self._rush_since = None
+        elif self._rush_since is None:
+            self._rush_since = now
+        else:
+            self.rush_voiced = now - self._rush_since >= RUSH_PATIENCE
         if want < 0 and self._settle > 0 and not self.rush:
             # A removal waits until the last change shows in the slacks; a rush does not (the
             # stored slacks move with the anchor at once, and it stops a frame short).

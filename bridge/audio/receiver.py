@@ -265,7 +265,7 @@ class Receiver:
                     fifo.feed(self._decode_next())  # a period may come out of the next packet
             limit = fifo.sheddable(fifo.held - n, anywhere=voiced or force)  # keeps a pause
             self.stats.removed_samples_for_acceleration += (
-                fifo.rush(flush=self.decision.flush)
+                fifo.rush(voiced=self.decision.rush_voiced)
                 if rush
                 else fifo.accelerate(limit, voiced=voiced, force=force)
             )

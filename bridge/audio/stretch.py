@@ -20,7 +20,8 @@ caller allows ``voiced``, in speech whose periods correlate at :data:`SIMILAR` o
 cross-fade still avoids any click) when no such place came for too long.
 
 **A rush** (:meth:`PlayoutFifo.rush`) sheds a large excess of delay as NetEq's fast accelerate
-does: period after period in one tick, in voiced speech or a pause, never a whole frame of speech.
+does: period after period in one tick, in a pause (whole frames of it) or, if the owner allows,
+in voiced speech, never a whole frame of speech.
 
 **The drift rule** (:func:`licence`, the one rule for every reader that follows a sender's
 clock: the Opus receiver and the downlink sink): a stretch owed waits for a pause; after half of
@@ -267,22 +268,22 @@ class PlayoutFifo:
             return int(lags[best])
         return 0
 
-    def rush(self, *, flush: bool) -> int:
-        """Shed a large excess of delay fast, as NetEq's fast accelerate: period after period,
-        up to half a frame a tick of voiced speech (where its periods repeat) or of a pause
-        (keeping :data:`KEEP_PAUSE` of it); with ``flush`` (an extreme excess, NetEq's flush)
-        up to two whole frames of a pause; a frame at least stays held; the samples removed."""
+    def rush(self, *, voiced: bool) -> int:
+        """Shed a large excess of delay fast, as NetEq's fast accelerate and flush: period
+        after period, up to two whole frames a tick of a pause (keeping :data:`KEEP_PAUSE` of
+        it) and, if ``voiced``, up to half a frame of voiced speech (where its periods repeat);
+        a frame at least stays held; the samples removed."""
         n = self.frame_samples
-        voiced, pause = n // 2, 2 * n if flush else n // 2
-        budget, removed = voiced, 0
-        while removed < budget:
+        speech = n // 2 if voiced else 0
+        budget, removed = speech, 0
+        while removed < budget or not removed:
             room = self.held - self.frame_samples
             if self.sheddable(room, anywhere=False) >= self.min_lag:
-                budget = max(budget, pause)
-            elif removed >= voiced:
-                break  # speech after a pause: no more than ``voiced`` of it
-            limit = self.sheddable(min(room, budget - removed), anywhere=False, voiced=True)
-            cut = self.accelerate(limit)
+                budget = max(budget, 2 * n)
+            elif removed >= speech:
+                break  # speech after a pause: no more than ``speech`` of it
+            limit = self.sheddable(min(room, budget - removed), anywhere=False, voiced=voiced)
+            cut = self.accelerate(limit, voiced=voiced)
             if not cut:
                 break
             removed += cut
