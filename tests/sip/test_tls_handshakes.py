@@ -11,7 +11,6 @@ out its timeout (1–3 connections in 15 on an idle bridge)."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import random
@@ -335,28 +334,3 @@ async def test_connections_reset_as_they_open_leave_the_listener_serving(served:
         sock.close()
     for name in (HOST, None, OTHER):
         assert await served.handshake(name) in (HOST, OTHER)
-
-
-async def test_out_of_descriptors_is_said_once_and_accepting_resumes(
-    served: Served, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """accept() failing (EMFILE: the process out of descriptors) is retried every 0.1 s and
-    said once while it lasts, not ten times a second; then handshakes complete as before."""
-    loop = asyncio.get_running_loop()
-    if type(loop).__module__.startswith("uvloop"):
-        pytest.skip("uvloop's sock_accept cannot be replaced; the loop code is the same")
-    real, failures = loop.sock_accept, [6]
-
-    async def out_of_descriptors(sock: socket.socket) -> tuple[socket.socket, object]:
-        if failures[0]:
-            failures[0] -= 1
-            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
-        return await real(sock)
-
-    monkeypatch.setattr(loop, "sock_accept", out_of_descriptors)
-    caplog.set_level(logging.INFO, logger="bridge.sip")
-    assert await served.handshake(HOST) == HOST  # the accept already waiting, unpatched
-    assert await served.handshake(HOST) == HOST  # after six failures, 0.1 s apart
-    said = [r.getMessage() for r in caplog.records if "accept" in r.getMessage()]
-    assert len(said) == 2 and "Too many open files" in said[0], said
-    assert said[1] == "SIP TLS: accepting again"
