@@ -193,11 +193,18 @@ class CallReports:
         return record
 
     def stored(self, limit: int = 50) -> list[str]:
-        """The ids of the newest stored records."""
+        """The ids of the newest stored records (one swept meanwhile, by this worker or another
+        sharing the data directory, is left out)."""
         if not self.root.is_dir():
             return []
-        files = sorted(self.root.glob("*.report.json"), key=lambda p: p.stat().st_mtime)
-        return [p.name.removesuffix(".report.json") for p in files[-limit:]][::-1]
+        dated: list[tuple[float, str]] = []
+        for path in self.root.glob("*.report.json"):
+            try:
+                dated.append((path.stat().st_mtime, path.name.removesuffix(".report.json")))
+            except FileNotFoundError:
+                continue
+        dated.sort()
+        return [name for _, name in dated[-limit:]][::-1]
 
     def sweep(self, now: float | None = None) -> int:
         """Delete records older than the recordings' retention. One that cannot be looked at

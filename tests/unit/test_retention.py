@@ -102,3 +102,15 @@ async def test_a_recording_that_cannot_be_deleted_holds_up_no_other(tmp_path, ca
     finally:
         sweeping.cancel()
         await asyncio.gather(sweeping, return_exceptions=True)
+
+
+def test_the_stored_list_leaves_out_a_record_swept_meanwhile(tmp_path) -> None:
+    """``GET /call/reports`` lists the newest records: one another worker swept between the
+    listing and its look is left out (it was a 500)."""
+    reports = CallReports(tmp_path, DAY, CollectorRegistry(), warn_after=3.0)
+    _gone_meanwhile(reports)
+    for i, name in enumerate(["older", "newer"]):
+        (tmp_path / f"{name}.report.json").write_text("{}")
+        os.utime(tmp_path / f"{name}.report.json", (1_000_000 + i, 1_000_000 + i))
+    assert reports.stored() == ["newer", "older"]
+    assert reports.stored(limit=1) == ["newer"]
