@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,6 +17,8 @@ import redis.asyncio as aioredis
 from .directory import EventKey, EventRing, LogEntry, parse_event_id
 from .redis_writes import EVENTS
 from .redis_writes import FAILURES as _FAILURES
+
+log = logging.getLogger(__name__)
 
 
 def _stream_key(entry_id: str) -> EventKey:
@@ -39,6 +42,25 @@ class RedisEventLog:
         """Its own client for the reader's blocking reads."""
         self.backlog = backlog
         self._ring = EventRing(backlog)
+        self._foreign_said = False
+
+    def _entry(self, entry_id: str, fields: dict[str, str]) -> LogEntry | None:
+        """A stream entry as the ring holds it; ``None`` for one without an event's fields
+        (written by something else, or by a bridge of another version mid-upgrade): passed
+        over, said once, never the end of this worker's reader (its SSE clients would hear no
+        event again)."""
+        try:
+            return entry_id, fields["t"], fields["c"], fields["d"]
+        except KeyError:
+            if not self._foreign_said:
+                self._foreign_said = True
+                log.warning(
+                    "events stream: entry %s is not a call event (fields %s): passed over "
+                    "(said once)",
+                    entry_id,
+                    sorted(fields)[:8],
+                )
+            return None
 
     async def read_forever(self) -> None:
         """Copy the events stream into this worker's ring (one blocking reader per worker)."""
@@ -55,8 +77,9 @@ class RedisEventLog:
             for _stream, entries in answer or []:
                 for entry_id, fields in entries:
                     position = entry_id
-                    entry = (entry_id, fields["t"], fields["c"], fields["d"])
-                    self._ring.append(_stream_key(entry_id), entry)
+                    entry = self._entry(entry_id, fields)
+                    if entry is not None:
+                        self._ring.append(_stream_key(entry_id), entry)
 
     async def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
         """Events after ``last_id`` (from the stream while Redis is up), then live ones."""
@@ -68,7 +91,9 @@ class RedisEventLog:
                 missed = await self._redis.xrange(EVENTS, min=f"({last_id}", count=self.backlog)
                 for entry_id, fields in missed:
                     position = _stream_key(entry_id)
-                    yield entry_id, fields["t"], fields["c"], fields["d"]
+                    entry = self._entry(entry_id, fields)
+                    if entry is not None:
+                        yield entry
         if position is None:
             position = self._ring.last_key
         async for entry in self._ring.follow(position, keepalive):
