@@ -34,7 +34,7 @@ class StopSignals:
     runs (which got its own), and systemd signals every process of a unit, workers too, which
     their supervisor also signals. The shutdown is bounded without them
     (docs/deployment.md). With ``BRIDGE_SHUTDOWN_CALLS=handover`` SIGTERM is the drain's
-    (:func:`drain_on_sigterm`, installed after these) until the shutdown begins."""
+    (``resources.drain_on_sigterm``, installed after these) until the shutdown begins."""
 
     def __init__(self) -> None:
         self.stopping = False
