@@ -13,6 +13,24 @@ from .timefmt import iso_utc
 _CALL_PREFIX = re.compile(r"call ([0-9a-f]{32})\b")
 
 
+class FailureKinds:
+    """A long-lived loop's failures that it survives: the first of each kind (the exception's
+    type) logged with its traceback, the later ones of that kind at DEBUG, so one that recurs
+    every turn is said once and the loop goes on."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        self._seen: set[str] = set()
+
+    def failed(self, exc: BaseException, msg: str, *args: object) -> None:
+        kind = type(exc).__name__
+        if kind in self._seen:
+            self._log.debug(msg + " (%r again)", *args, exc)
+            return
+        self._seen.add(kind)
+        self._log.error(msg, *args, exc_info=exc)
+
+
 def call_id_of(record: logging.LogRecord) -> str | None:
     """The call a record is about: its ``call_id`` extra, or the ``call <id>:`` prefix that
     every call-related message of the bridge starts with."""

@@ -30,6 +30,7 @@ import aiohttp
 
 from ..attachments.wire import OutgoingQueue
 from ..http import RedirectRefused
+from ..logs import FailureKinds
 from ..tasks import TaskSet, cancel_and_wait
 from .preflight import CONNECT_TIMEOUT, where_to_connect
 from .wire import (
@@ -108,7 +109,7 @@ class ModelConnection:
         """The current socket gave the agent an event (it works, whatever its age)."""
         self._tasks = TaskSet(f"model[{where}]")
         self._runner: asyncio.Task[None] | None = None
-        self._bugs: set[str] = set()  # the kinds of error met on a message, each logged once
+        self._bugs = FailureKinds(log)  # what the messages met, each kind logged once
 
     @property
     def connected(self) -> bool:
@@ -274,9 +275,7 @@ class ModelConnection:
                 except Exception as exc:
                     # A bug met on one message (a dialect's, the agent's) costs that message:
                     # it used to end this loop, the agent silent for the rest of the call.
-                    if type(exc).__name__ not in self._bugs:
-                        self._bugs.add(type(exc).__name__)
-                        log.exception("%s: a model message not handled", self.where)
+                    self._bugs.failed(exc, "%s: a model message not handled", self.where)
         finally:
             await cancel_and_wait(helpers)
             if not ws.closed:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..errors import DirectoryUnavailable
+from ..logs import FailureKinds
 from .redis_writes import FAILURES, WORKERS, P, owned_key, worker_key
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class Lease:
         self._up_since = 0.0
         self._beaten_at: float | None = None
         """When the latest heartbeat was written (monotonic)."""
-        self._failed: set[str] = set()  # the kinds of error a beat met, each logged once
+        self._failed = FailureKinds(log)  # what the beats met, each kind logged once
 
     # -- whether Redis answers
     def settled(self) -> bool:
@@ -152,9 +153,7 @@ class Lease:
                 # A bug in what a beat calls (the fenced worker's ending of its calls, the
                 # catch-up): the beat goes on. Its loop ending took this live worker for dead
                 # for good, while it still took calls (the survivors reaped each one).
-                if type(exc).__name__ not in self._failed:
-                    self._failed.add(type(exc).__name__)
-                    log.exception("worker %s: a heartbeat failed", self.worker_id)
+                self._failed.failed(exc, "worker %s: a heartbeat failed", self.worker_id)
 
     async def drain(self) -> None:
         """Say in the heartbeat that this worker takes no new calls."""

@@ -20,6 +20,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from ..calls.events import CallEvent
+from ..logs import FailureKinds
 from ..numbers.model import engine_key as call_engine_key
 from .directory import CallRecord
 
@@ -140,7 +141,7 @@ class WriteQueue:
         self._progress = asyncio.Event()
         self._pending = asyncio.Event()
         self.dropped = 0
-        self._failed: set[str] = set()  # the kinds of error a write met, each logged once
+        self._failed = FailureKinds(log)  # what the writes met, each kind logged once
 
     def push(self, event: CallEvent, record: CallRecord | None) -> None:
         """Queue an event (and its call's record; ``None``: about no call)."""
@@ -171,9 +172,7 @@ class WriteQueue:
                 await asyncio.wait_for(progress.wait(), remaining)
 
     def _unwritable(self, event: CallEvent | None, exc: Exception) -> None:
-        if type(exc).__name__ not in self._failed:
-            self._failed.add(type(exc).__name__)
-            log.error("call directory: a write of %s dropped", event and event.type, exc_info=exc)
+        self._failed.failed(exc, "call directory: a write of %s dropped", event and event.type)
 
     async def run(self) -> None:
         backoff = 0.2

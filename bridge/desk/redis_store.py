@@ -18,6 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ..logs import FailureKinds
 from ..tasks import TaskSet
 from .store import CLAIM_TTL, AgentRecord, BusHandler, _key
 
@@ -63,7 +64,7 @@ class RedisDeskStore:
         meanwhile is lost, as pub/sub loses it), a message the handler fails on is logged
         and the next one read."""
         down = False
-        failed: set[str] = set()  # the handler's failures logged with their traceback, by type
+        failed = FailureKinds(log)  # the handler's failures, each kind logged once
         try:
             while True:
                 try:
@@ -88,11 +89,7 @@ class RedisDeskStore:
                 try:
                     on_message(message)
                 except Exception as exc:
-                    if type(exc).__name__ in failed:
-                        log.debug("desk bus: %r not handled: %r", message.get("op"), exc)
-                    else:
-                        failed.add(type(exc).__name__)
-                        log.exception("desk bus: %r not handled", message.get("op"))
+                    failed.failed(exc, "desk bus: %r not handled", message.get("op"))
         finally:
             await pubsub.aclose()
 
