@@ -73,7 +73,7 @@ from .errors import DirectoryUnavailable
 from .http import create_http_session, create_internal_session
 from .numbers.setup import start_numbers
 from .rtc import SessionFactory
-from .stopping import SAME_STOP_WITHIN
+from .stopping import SAME_STOP_WITHIN, STOP, graceful_exit
 from .tasks import TaskSet
 from .webhooks import WebhookService
 
@@ -307,7 +307,8 @@ async def call_handover(app: web.Application) -> AsyncIterator[None]:
     drain = TaskSet("drain")
     if settings.calls.shutdown_calls is ShutdownCalls.HANDOVER:
         if cluster.shared:
-            drain_on_sigterm(manager, handover, drain)
+            stop = app[STOP].stop if STOP in app else graceful_exit
+            drain_on_sigterm(manager, handover, drain, stop)
         else:
             log.warning(
                 "BRIDGE_SHUTDOWN_CALLS=handover needs a shared call directory "
@@ -331,11 +332,14 @@ CLEANUP_CTX = (
 """The entries in the order they are made (module docstring)."""
 
 
-def drain_on_sigterm(manager: CallManager, handover: Handover, tasks: TaskSet) -> None:
+def drain_on_sigterm(
+    manager: CallManager, handover: Handover, tasks: TaskSet, stop: Callable[[], None]
+) -> None:
     """SIGTERM drains first (``BRIDGE_SHUTDOWN_CALLS=handover``), while this worker still
     serves requests: no new calls, movable calls handed over, the others served until they
     end (bounded); then the usual graceful shutdown. A second SIGTERM stops at once, unless it
-    is the first passed on again (:data:`~bridge.stopping.SAME_STOP_WITHIN`)."""
+    is the first passed on again (:data:`~bridge.stopping.SAME_STOP_WITHIN`). ``stop()``
+    begins the shutdown (once: ``StopSignals.stop``)."""
     loop = asyncio.get_running_loop()
     draining: list[asyncio.Task[None]] = []
     first_at: list[float] = []
@@ -347,13 +351,13 @@ def drain_on_sigterm(manager: CallManager, handover: Handover, tasks: TaskSet) -
             await handover.wait_unmovable()
         except Exception:
             log.exception("draining")
-        loop.call_soon(_graceful_exit)  # not when cancelled: the shutdown is under way
+        loop.call_soon(stop)  # not when cancelled: the shutdown is under way
 
     def on_sigterm() -> None:
         if draining:
             if loop.time() - first_at[0] < SAME_STOP_WITHIN:
                 return
-            _graceful_exit()
+            stop()
         first_at.append(loop.time())
         log.warning("SIGTERM: draining (BRIDGE_SHUTDOWN_CALLS=handover)")
         draining.append(tasks.spawn(drain_then_stop(), "drain"))
@@ -362,10 +366,6 @@ def drain_on_sigterm(manager: CallManager, handover: Handover, tasks: TaskSet) -
         loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     except (NotImplementedError, RuntimeError):  # not the main thread (tests): no signals
         pass
-
-
-def _graceful_exit() -> None:
-    raise web.GracefulExit()
 
 
 async def on_shutdown(app: web.Application) -> None:

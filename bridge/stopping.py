@@ -24,6 +24,12 @@ SAME_STOP_WITHIN = 0.5
 comes later)."""
 
 
+def graceful_exit() -> None:
+    """aiohttp's graceful exit, raised: the stop of an app without :class:`StopSignals` (the
+    tests' apps, whose process is pytest's)."""
+    raise web.GracefulExit()
+
+
 class StopSignals:
     """SIGINT and SIGTERM in the bridge's own process (``__main__``): the first starts the
     graceful shutdown, a repeat while it runs is said once and ignored.
@@ -41,10 +47,19 @@ class StopSignals:
         self._said = False
 
     def install(self, app: web.Application) -> None:
-        """Before ``run_app``: listen before every resource starts, and again as the shutdown
-        begins (taking SIGTERM back from the drain)."""
+        """Before ``run_app``: listen from the start of the start-up, and again as the
+        shutdown begins (taking SIGTERM back from the drain); the drain stops through
+        :meth:`stop` (``app[STOP]``)."""
+        app[STOP] = self
         app.on_startup.insert(0, self._listen)
         app.on_shutdown.insert(0, self._shutting_down)
+
+    def stop(self) -> None:
+        """Begin the graceful shutdown, once: raises aiohttp's graceful exit unless it has
+        begun (a drain that ends while a signal's shutdown runs must not raise it again)."""
+        if not self.stopping:
+            self.stopping = True
+            raise web.GracefulExit()
 
     async def _listen(self, _app: web.Application) -> None:
         loop = asyncio.get_running_loop()
@@ -57,10 +72,13 @@ class StopSignals:
 
     def _signalled(self, sig: signal.Signals) -> None:
         if not self.stopping:
-            self.stopping = True
-            raise web.GracefulExit()
+            self.stop()
         if not self._said:
             self._said = True
             log.warning(
                 "%s while stopping: ignored (the shutdown ends within its bounds)", sig.name
             )
+
+
+STOP = web.AppKey("stop_signals", StopSignals)
+"""The process's :class:`StopSignals`, on an app run by ``__main__``."""

@@ -89,3 +89,55 @@ async def test_signal_with_live_call_exits_cleanly(sig, times) -> None:
     assert "Traceback" not in log and "ERROR" not in log, log
     assert "ended (shutdown)" in log and "stopped" in log
     assert log.count("while stopping: ignored") == (times > 1), log
+
+
+STOPPED_DURING_SHUTDOWN = r"""
+import asyncio, signal, sys
+from aiohttp import web
+from bridge.stopping import STOP, StopSignals
+
+async def resource(app):
+    yield
+    print("cleaned", flush=True)
+
+async def slow_shutdown(app):
+    # What a handover drain does when it ends while the shutdown runs: it asks to stop.
+    asyncio.get_running_loop().call_soon(app[STOP].stop)
+    await asyncio.sleep(0.3)
+
+async def ready(app):
+    print("ready", flush=True)
+
+app = web.Application()
+app.cleanup_ctx.append(resource)
+app.on_shutdown.append(slow_shutdown)
+app.on_startup.append(ready)
+StopSignals().install(app)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+print("stopped", flush=True)
+"""
+
+
+async def test_a_stop_asked_again_while_the_shutdown_runs_does_not_cut_it_short() -> None:
+    """A handover drain that ends while a signal's shutdown runs asks to stop again
+    (``StopSignals.stop``): once begun, the shutdown runs to its end (a second graceful exit
+    raised in it skipped every resource's cleanup, exit 1)."""
+    import sys
+
+    from ..support.processes import ROOT
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        STOPPED_DURING_SHUTDOWN,
+        str(free_port()),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"ready\n"
+    proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().split() == ["cleaned", "stopped"], (out, err)
