@@ -5,7 +5,9 @@ the call is docs/sip.md, *Hold from the phone*).
 The answer (RFC 3264), built by :func:`answer` alone (no I/O): the offer's direction mirrored
 (§6.1), a connection address of ``0.0.0.0`` (RFC 2543's hold, §8.4) read as receiving nothing;
 the codec in use kept (the offer must still carry it), while the address and port (within
-their family), the ``telephone-event`` payload type and the SDES key may change; our ``o=``
+their family), the ``telephone-event`` payload type and the SDES key may change (our key kept
+while the line chosen from the re-offer has our tag and suite, else a fresh one under that
+line's: RFC 4568 §7.1.4); our ``o=``
 version one up only when the SDP differs from the last we sent (§8), so a session refresh gets
 the very SDP sent last. Anything else is ``488`` with a ``Warning`` naming it, and the session
 goes on as it was (§14.2).
@@ -22,7 +24,7 @@ from ..calls.hold import StartMusic
 from ..errors import BadOffer, BridgeError
 from ..media import Role, UplinkSource
 from ..numbers.catalog import Catalog
-from ..rtc.sdes import Crypto
+from ..rtc.sdes import Crypto, answer_crypto
 from ..rtc.sdp import origin
 from ..sip import InviteServer
 from ..sip.headers import warning
@@ -60,6 +62,8 @@ class Answer:
     direction: str
     """Ours (:data:`MIRROR`)."""
     body: bytes
+    crypto: Crypto | None
+    """Our key in ``body`` (:func:`our_key`)."""
 
     @property
     def holding(self) -> bool:
@@ -78,6 +82,17 @@ def offered_direction(remote: sdp.Remote) -> str:
             remote.direction, remote.direction
         )
     return remote.direction
+
+
+def our_key(current: Crypto | None, chosen: Crypto | None) -> Crypto | None:
+    """Our key for an answer that accepts the re-offer's ``chosen`` line: the one in use while
+    that line has its tag and suite (the usual re-INVITE: hold, resume, a refresh), else a fresh
+    key under the line's tag and suite (RFC 4568 §7.1.2: the answer names the line it takes)."""
+    if current is None or chosen is None:
+        return current
+    if (chosen.tag, chosen.suite) == (current.tag, current.suite):
+        return current
+    return answer_crypto(chosen)
 
 
 def answer(
@@ -109,13 +124,14 @@ def answer(
     offered = offered_direction(remote)
     direction = MIRROR[offered]
     session, version = origin(sent)
+    key = our_key(crypto, remote.crypto)
 
     def ours(version: int) -> bytes:
         return sdp.offer(
             address,
             port,
             (),
-            crypto,
+            key,
             answer_to=remote,
             origin=(session, version),
             direction=direction,
@@ -124,7 +140,7 @@ def answer(
     body = ours(version)
     if body != sent:  # RFC 3264 §8: a changed SDP is the next version
         body = ours(version + 1)
-    return Answer(remote, offered, direction, body)
+    return Answer(remote, offered, direction, body, key)
 
 
 async def reinvited(
@@ -165,7 +181,7 @@ async def _reinvited(
         return
     if not await tx.respond(200, "OK", body=got.body):
         return
-    leg.sdp_sent = got.body
+    leg.sdp_sent, leg.crypto = got.body, got.crypto
     leg.take_remote(leg.media, got.remote)
     leg.media.sending = got.sending
     await set_hold(leg, got, music(catalog, playback, leg))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.errors import BadOffer
-from bridge.rtc.sdes import new_crypto
+from bridge.rtc.sdes import Crypto, new_crypto
 from bridge.rtc.sdp import DIRECTIONS, origin
 from bridge.trunks import sdp
 from bridge.trunks.reinvite import answer, warning
@@ -149,9 +149,58 @@ def test_an_srtp_leg_keeps_our_key_and_follows_the_phones() -> None:
     current = sdp.read(savp(theirs, "sendrecv"), CODECS, srtp=True)
     got = answered(savp(rekeyed, "sendonly"), current, sent, crypto=ours)
     assert got.remote.crypto is not None and got.remote.crypto.key == rekeyed.key
+    assert got.crypto is ours
     assert ours.attribute() in got.body.decode() and "RTP/SAVP" in got.body.decode()
     with pytest.raises(BadOffer, match="RTP/AVP"):
         answered(phone_sdp("sendonly"), current, sent, crypto=ours)
+
+
+def savp_lines(*cryptos: Crypto, direction: str = "sendrecv") -> bytes:
+    text = phone_sdp(direction).decode().replace("RTP/AVP", "RTP/SAVP")
+    return (text + "".join(c.attribute() + "\r\n" for c in cryptos)).encode()
+
+
+@pytest.mark.parametrize(
+    ("reoffered", "tag", "suite"),
+    [
+        # the tags renumbered: the best line is now tag 3
+        (lambda: (new_crypto(3, "AES_CM_128_HMAC_SHA1_80"),), 3, "AES_CM_128_HMAC_SHA1_80"),
+        # the suite changed under the same tag
+        (lambda: (new_crypto(1, "AES_CM_128_HMAC_SHA1_32"),), 1, "AES_CM_128_HMAC_SHA1_32"),
+        # a suite we do not take first, ours second under another tag (FreeSWITCH's order)
+        (
+            lambda: (
+                Crypto(1, "AEAD_AES_256_GCM", b"x" * 44),
+                new_crypto(2, "AES_CM_128_HMAC_SHA1_80"),
+            ),
+            2,
+            "AES_CM_128_HMAC_SHA1_80",
+        ),
+    ],
+)
+def test_a_re_offer_that_changes_the_crypto_line_gets_a_fresh_key_under_it(
+    reoffered, tag: int, suite: str
+) -> None:
+    """RFC 4568 §7.1.2: the answer names the line it accepts, by its tag and with its suite; a
+    re-offer that renumbers or changes them is answered under the new line with a new key of
+    ours (the leg re-keys with it), never with the first answer's line."""
+    ours, theirs = new_crypto(), new_crypto()
+    sent = sdp.offer("198.51.100.7", 30000, CODECS, ours)
+    current = sdp.read(savp_lines(theirs), CODECS, srtp=True)
+    got = answered(savp_lines(*reoffered()), current, sent, crypto=ours)
+    assert got.crypto is not None and got.crypto is not ours
+    assert (got.crypto.tag, got.crypto.suite) == (tag, suite) and got.crypto.key != ours.key
+    lines = [ln for ln in got.body.decode().splitlines() if ln.startswith("a=crypto:")]
+    assert lines == [got.crypto.attribute()]
+    assert got.remote.crypto is not None and got.remote.crypto.tag == tag
+
+
+def test_a_re_offer_with_no_suite_we_take_is_refused() -> None:
+    ours, theirs = new_crypto(), new_crypto()
+    sent = sdp.offer("198.51.100.7", 30000, CODECS, ours)
+    current = sdp.read(savp_lines(theirs), CODECS, srtp=True)
+    with pytest.raises(BadOffer, match="not supported"):
+        answered(savp_lines(Crypto(1, "AEAD_AES_256_GCM", b"x" * 44)), current, sent, crypto=ours)
 
 
 def test_rtcp_mux_is_offered_and_answered_only_when_offered() -> None:
