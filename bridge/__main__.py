@@ -70,13 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not server.auth_enabled:
         log.warning("no BRIDGE_API_TOKENS set: the API is open to anyone who can reach it")
+    # The process's own heap, not a test's (which makes many apps in one process).
+    app.on_startup.append(freeze_startup_heap)  # after every resource is up (cleanup_ctx)
     # SIGINT/SIGTERM start a graceful shutdown: on_shutdown, then cleanup_ctx (which hangs up
-    # calls and closes every peer connection); a repeat does not cut it short (StopSignals).
+    # calls and closes every peer connection); a repeat does not cut it short, one during the
+    # start-up waits for its end (StopSignals).
     StopSignals().install(app)
     # Once the app was built and the ports bound (a start-up error stays one line on stderr).
     install_event_loop(settings.server.uvloop)
-    # The process's own heap, not a test's (which makes many apps in one process).
-    app.on_startup.append(freeze_startup_heap)  # after every resource is up (cleanup_ctx)
     web.run_app(app, sock=sockets, print=None, shutdown_timeout=5.0, access_log=None)
     log.info("stopped")
     return 0

@@ -141,3 +141,73 @@ async def test_a_stop_asked_again_while_the_shutdown_runs_does_not_cut_it_short(
     out, err = await asyncio.wait_for(proc.communicate(), 15)
     assert proc.returncode == 0, err.decode()
     assert out.decode().split() == ["cleaned", "stopped"], (out, err)
+
+
+STOPPED_DURING_START_UP = r"""
+import asyncio, logging, sys
+from aiohttp import web
+from bridge.stopping import StopSignals
+
+logging.basicConfig(level=logging.WARNING)
+
+async def resource(app):
+    print("up", flush=True)
+    yield
+    print("cleaned", flush=True)
+
+async def slow_start(app):
+    # A resource that takes its time (a Redis that answers slowly, an engine's log-in).
+    print("starting", flush=True)
+    await asyncio.sleep(1.5)
+    print("started", flush=True)
+
+app = web.Application()
+app.cleanup_ctx.append(resource)
+app.on_startup.append(slow_start)
+StopSignals().install(app)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+print("stopped", flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("signals", "printed", "said"),
+    [
+        # one stop (twice 2 ms apart, as make and systemd pass it on): after the start-up,
+        # with every resource cleaned up
+        ((0.0, 0.002), ["up", "starting", "started", "cleaned", "stopped"], 1),
+        # a second stop 0.6 s later: the operator's, at once (nothing cleaned)
+        ((0.0, 0.6), ["up", "starting", "stopped"], 2),
+    ],
+)
+async def test_a_stop_signal_during_the_start_up_stops_once_it_is_done(
+    signals: tuple[float, ...], printed: list[str], said: int
+) -> None:
+    """aiohttp's ``run_app`` starts the app's resources outside the ``try`` that cleans them
+    up: a graceful exit raised while they start left those already up uncleaned. A stop
+    signal during the start-up now waits for its end (``StopSignals``)."""
+    import sys
+
+    from ..support.processes import ROOT
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        STOPPED_DURING_START_UP,
+        str(free_port()),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"up\n"
+    assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"starting\n"
+    previous = 0.0
+    for at in signals:
+        await asyncio.sleep(at - previous)
+        previous = at
+        proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode == 0, err.decode()
+    assert ["up", "starting", *out.decode().split()] == printed, (out, err)
+    assert err.decode().count("during start-up") == said, err.decode()
