@@ -4,6 +4,12 @@ TLS-handshakes them with :class:`~.transport.CertFiles`, and reads every connect
 
 TLS sockets are accepted by :meth:`Listener._accept_loop` and given to their handshake before
 anything reads them: see :meth:`Listener._handshake` for why.
+
+Connections from sources outside the trusted networks (``BRIDGE_SIP_TRUSTED_NETWORKS``) get
+their handshake and a ``403`` per request (``trust.py``), but at most :data:`MAX_UNTRUSTED` of
+them at once, each closed after :data:`UNTRUSTED_IDLE_TIMEOUT` of silence: before, anyone who
+could reach the port held a place among the ``MAX_CONNECTIONS`` for 900 s with each
+connection, and 512 of them kept Meta's own out.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 from ..tasks import TaskSet
@@ -19,7 +26,9 @@ from .message import MAX_HEAD, SipParseError
 from .transport import (
     HANDSHAKE_TIMEOUT,
     MAX_CONNECTIONS,
+    MAX_UNTRUSTED,
     RELOAD_EVERY,
+    UNTRUSTED_IDLE_TIMEOUT,
     BadHandler,
     BadMessage,
     CertFiles,
@@ -54,11 +63,22 @@ class Listener:
     serves (inbound, and the outbound ones :meth:`serve` is given), each read by its own task
     and handed to ``handler``."""
 
-    def __init__(self, certs: CertFiles | None, handler: Handler, on_bad: BadHandler) -> None:
+    def __init__(
+        self,
+        certs: CertFiles | None,
+        handler: Handler,
+        on_bad: BadHandler,
+        trusted_source: Callable[[str], bool] = lambda _host: True,
+    ) -> None:
         self.certs = certs
         self.handler = handler
         self.on_bad = on_bad
         """Called with a ``400`` to send for a framed but malformed message."""
+        self.trusted_source = trusted_source
+        """Whether a peer's address is in the trusted networks (``PeerPolicy``)."""
+        self.untrusted = 0
+        """Connections (and their handshakes) from other sources: at most ``MAX_UNTRUSTED``."""
+        self._untrusted_full = False
         self.connections: set[Connection] = set()
         self.handshaking = 0
         """TLS handshakes under way: they count against ``MAX_CONNECTIONS`` with the
@@ -104,17 +124,48 @@ class Listener:
             await asyncio.sleep(RELOAD_EVERY)
             certs.check()
 
-    def _full(self) -> bool:
-        if len(self.connections) + self.handshaking >= MAX_CONNECTIONS or self._tasks.closed:
+    def _place(self, host: str) -> bool | None:
+        """A place for a new connection from ``host``: whether its source is trusted, or
+        ``None`` when it has none (the listener is full, or the untrusted sources' share)."""
+        trusted = self.trusted_source(host)
+        full = len(self.connections) + self.handshaking >= MAX_CONNECTIONS or self._tasks.closed
+        if not trusted and not full:
+            full = self.untrusted >= MAX_UNTRUSTED
+            if full and not self._untrusted_full:  # said once while it lasts
+                log.warning(
+                    "SIP: %d connections from untrusted sources at once: more are closed as "
+                    "they arrive (the latest from %s)",
+                    MAX_UNTRUSTED,
+                    host,
+                )
+            self._untrusted_full = full
+        if full:
             self.refused += 1
-            return True
-        return False
+            return None
+        if not trusted:
+            self.untrusted += 1
+        return trusted
+
+    def _placed(self, conn: Connection, trusted: bool) -> Connection:
+        if not trusted:
+            conn.idle_timeout = UNTRUSTED_IDLE_TIMEOUT
+        return conn
+
+    def _leave(self, trusted: bool) -> None:
+        if not trusted:
+            self.untrusted -= 1
 
     async def _accept_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._full():
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        trusted = self._place(str(peer[0]))
+        if trusted is None:
             writer.close()
             return
-        await self._run(Connection(reader, writer, inbound=True, tls=False))
+        try:
+            conn = Connection(reader, writer, inbound=True, tls=False)
+            await self._run(self._placed(conn, trusted))
+        finally:
+            self._leave(trusted)
 
     async def _accept_loop(self, listening: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -131,15 +182,22 @@ class Listener:
             if failing:
                 failing = False
                 log.warning("SIP TLS: accepting again")
-            if self._full():
-                sock.close()
-                continue
             # (The peer as accept gave it: asking the socket again fails once the client has
             # reset it, as a scanner does, and that once ended this loop.)
+            trusted = self._place(str(peer[0]))
+            if trusted is None:
+                sock.close()
+                continue
             self.handshaking += 1
-            self._tasks.spawn(self._handshake(sock, peer), f"tls:{peer[0]}:{peer[1]}")
+            self._tasks.spawn(self._handshake(sock, peer, trusted), f"tls:{peer[0]}:{peer[1]}")
 
-    async def _handshake(self, sock: socket.socket, peer: tuple[Any, ...]) -> None:
+    async def _handshake(self, sock: socket.socket, peer: tuple[Any, ...], trusted: bool) -> None:
+        try:
+            await self._tls(sock, peer, trusted)
+        finally:
+            self._leave(trusted)
+
+    async def _tls(self, sock: socket.socket, peer: tuple[Any, ...], trusted: bool) -> None:
         """TLS on a socket nothing has read from yet. Accepting plain TCP with a stream and
         starting TLS on it afterwards (``StreamWriter.start_tls``) loses a client hello that
         arrives in between, in a buffer the TLS layer never reads: the handshake then waits out
@@ -167,7 +225,7 @@ class Listener:
         finally:
             self.handshaking -= 1
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        await self._run(Connection(reader, writer, inbound=True))
+        await self._run(self._placed(Connection(reader, writer, inbound=True), trusted))
 
     def serve(self, conn: Connection) -> None:
         """Read an outbound connection's messages too (Meta's answers and requests)."""

@@ -44,6 +44,11 @@ IDLE_TIMEOUT = 900.0
 """Seconds a connection may stay silent (Meta keeps its connections up with CRLF pings)."""
 MAX_CONNECTIONS = 512
 """Connections served at once; more are closed as they arrive."""
+MAX_UNTRUSTED = 32
+"""Of those, connections from sources outside ``BRIDGE_SIP_TRUSTED_NETWORKS`` at once: they
+are answered 403 and can never take the places of the trusted (Meta's)."""
+UNTRUSTED_IDLE_TIMEOUT = 10.0
+"""Seconds such a connection may stay silent (a trusted one: ``IDLE_TIMEOUT``)."""
 RELOAD_EVERY = 1.0
 """Seconds between looks at the certificate and key files."""
 
@@ -89,6 +94,8 @@ class Connection:
         """The peer's certificate as the handshake verified it (``None`` without one)."""
         self.refusal: str | None = None
         """Why the peer may not send us requests (``""``: it may; ``None``: not judged yet)."""
+        self.idle_timeout = IDLE_TIMEOUT
+        """Seconds it may stay silent (shorter from an untrusted source: ``listener.py``)."""
 
     def __repr__(self) -> str:
         return f"<Connection {'from' if self.inbound else 'to'} {self.peer[0]}:{self.peer[1]}>"
@@ -103,7 +110,7 @@ class Connection:
         ``SipParseError`` or ``TimeoutError`` when the stream cannot go on."""
         gap = b""
         while True:
-            first = await asyncio.wait_for(self.reader.read(1), IDLE_TIMEOUT)
+            first = await asyncio.wait_for(self.reader.read(1), self.idle_timeout)
             if not first:
                 return None
             if first not in (b"\r", b"\n"):

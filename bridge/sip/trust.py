@@ -69,13 +69,18 @@ class PeerPolicy:
     client_name: str = ""
     """The name a client certificate must carry (empty: none is asked for)."""
 
+    def trusts_source(self, host: str) -> bool:
+        """Whether ``host`` is in the trusted networks (any is, without networks)."""
+        if not self.networks:
+            return True
+        addr = source_address(host)
+        return addr is not None and any(addr in net for net in self.networks)
+
     def refusal(self, host: str, peercert: dict[str, Any] | None) -> str:
         """Why a connection from ``host`` with ``peercert`` may not send us requests; ``""``
         when it may."""
-        if self.networks:
-            addr = source_address(host)
-            if addr is None or not any(addr in net for net in self.networks):
-                return f"source {host} is not in BRIDGE_SIP_TRUSTED_NETWORKS"
+        if not self.trusts_source(host):
+            return f"source {host} is not in BRIDGE_SIP_TRUSTED_NETWORKS"
         if self.client_name:
             names = cert_names(peercert)
             if not names:

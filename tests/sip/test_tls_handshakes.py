@@ -11,6 +11,7 @@ out its timeout (1–3 connections in 15 on an idle bridge)."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import random
@@ -18,7 +19,7 @@ import shutil
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from bridge.sip import listener as listener_module
 from bridge.sip.listener import Listener
 from bridge.sip.message import Message
 from bridge.sip.transport import CertFiles, Connection
+from bridge.sip.trust import PeerPolicy
 
 from ..support.loops import event_loop_policy  # noqa: F401  (both loops)
 from ..support.tls import CertPair, TestCA
@@ -98,13 +100,15 @@ async def _ignore_bad(_bad: object, _conn: Connection) -> None:
     return None
 
 
-async def _serve(tmp_path: Path, client_ca: str | None) -> AsyncIterator[Served]:
+async def _serve(
+    tmp_path: Path, client_ca: str | None, trusted_source: Callable[[str], bool] = lambda _: True
+) -> AsyncIterator[Served]:
     ca = TestCA(tmp_path)
     main, other = ca.issue("main", HOST), ca.issue("other", OTHER)
     client = ca.issue("client", "client.example")
     certs = CertFiles(str(main.cert), str(main.key), client_ca=client_ca)
     certs.names[OTHER] = CertFiles(str(other.cert), str(other.key), client_ca=client_ca)
-    listener = Listener(certs, _ignore, _ignore_bad)
+    listener = Listener(certs, _ignore, _ignore_bad, trusted_source)
     await listener.start("127.0.0.1", 0)
     try:
         yield Served(listener.port, ca, client)
@@ -334,3 +338,64 @@ async def test_connections_reset_as_they_open_leave_the_listener_serving(served:
         sock.close()
     for name in (HOST, None, OTHER):
         assert await served.handshake(name) in (HOST, OTHER)
+
+
+async def test_untrusted_sources_get_a_small_share_of_places_and_a_short_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With trusted networks (``BRIDGE_SIP_TRUSTED_NETWORKS``), connections from elsewhere
+    (here 127.0.0.2, to the listener on 127.0.0.1) still get their handshake (and a 403 per
+    request), but at most ``MAX_UNTRUSTED`` at once, each closed after a short silence: they
+    can no longer fill the listener's places and keep Meta's out for 900 s each."""
+    monkeypatch.setattr(listener_module, "MAX_UNTRUSTED", 5)
+    monkeypatch.setattr(listener_module, "UNTRUSTED_IDLE_TIMEOUT", 0.5)
+    policy = PeerPolicy(networks=(ipaddress.ip_network("127.0.0.1/32"),))
+    caplog.set_level(logging.WARNING, logger="bridge.sip.listener")
+
+    async def connect(source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.wait_for(
+            asyncio.open_connection(
+                "127.0.0.1",
+                served.port,
+                ssl=served.context(),
+                server_hostname=HOST,
+                local_addr=(source, 0),
+            ),
+            BOUND,
+        )
+
+    async def closed_by_the_listener(reader: asyncio.StreamReader) -> bool:
+        try:
+            async with asyncio.timeout(BOUND):
+                return await reader.read(1) == b""
+        except (ssl.SSLError, ConnectionError):
+            return True
+
+    async def refused_before_a_byte(source: str) -> bool:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", served.port, local_addr=(source, 0)
+        )
+        try:
+            return await closed_by_the_listener(reader)
+        finally:
+            writer.close()
+
+    async for served in _serve(tmp_path, None, policy.trusts_source):
+        untrusted = [await connect("127.0.0.2") for _ in range(5)]
+        trusted = await connect("127.0.0.1")
+        # The share is taken: the next from elsewhere is closed as it arrives, twice, said once;
+        # the trusted still get their handshakes at once.
+        assert await refused_before_a_byte("127.0.0.2")
+        assert await refused_before_a_byte("127.0.0.2")
+        assert await served.handshake(HOST) == HOST
+        full = [r for r in caplog.records if "untrusted sources at once" in r.getMessage()]
+        assert len(full) == 1, caplog.text
+        # Silent for the short idle: the untrusted are closed, the trusted one is not.
+        for reader, _ in untrusted:
+            assert await closed_by_the_listener(reader)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(trusted[0].read(1), 0.3)
+        # Their places are free again.
+        again = await connect("127.0.0.2")
+        for _, writer in [*untrusted, trusted, again]:
+            writer.close()
