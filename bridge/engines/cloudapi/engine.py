@@ -22,7 +22,6 @@ import aiohttp
 
 from ...config import EngineSettings, IceSettings, Settings
 from ...errors import (
-    EngineCallNotFound,
     EngineError,
     MetaForbidden,
     MetaLimit,
@@ -39,7 +38,6 @@ from ..base import (
 )
 from ..hangups import PendingHangups
 from .artifacts import MetaArtifacts
-from .channel import PeerChannel
 from .codes import CALL_STATUS, ended_by_meta, refused_event
 from .graph import addressed, connected_call_id, strip
 from .graph_side import CloudApiRoad, GraphSide
@@ -50,7 +48,7 @@ from .webhook import CallWebhook, webhook_calls
 log = logging.getLogger(__name__)
 
 
-class CloudApiEngine(CloudApiRoad, MetaCalls):
+class CloudApiEngine(CloudApiRoad[CloudCall], MetaCalls):
     """Drives Meta's Cloud API Calling for one business number (a ``SignedWebhookEngine``:
     Meta signs its webhooks with X-Hub-Signature-256, so they need no API token; a
     ``LegEngine``: each call's peer connection goes to its runtime)."""
@@ -131,10 +129,6 @@ class CloudApiEngine(CloudApiRoad, MetaCalls):
             self._accepted(call)  # media on our answered call: up, even before ACCEPTED
 
     # -- call control
-    async def dial(self, phone: str, *, call_id: str = "", other_leg: tuple[str, ...] = ()) -> str:
-        with self.standing.dialling(phone, [(c.peer_wa, c.state) for c in self.calls.values()]):
-            return await self._dial(phone, call_id, other_leg)
-
     async def _dial(self, phone: str, call_id: str, other_leg: tuple[str, ...]) -> str:
         peer = self._peer(f"cloudapi:dial:{call_id[:12]}")
         opaque = call_id[:512]
@@ -168,13 +162,8 @@ class CloudApiEngine(CloudApiRoad, MetaCalls):
                 log.exception("Cloud API call %s: an early webhook", wacid)
         return wacid
 
-    def _get(self, wacid: str) -> CloudCall:
-        if (call := self.calls.get(wacid)) is None or call.state == "ended":
-            raise EngineCallNotFound(f"the Cloud API engine has no live call {wacid}")
-        return call
-
     async def answer(self, engine_call_id: str) -> None:
-        call = self._get(engine_call_id)
+        call = self._live(engine_call_id)
         if call.direction != "inbound" or call.state != "ringing":
             raise EngineError(f"call {engine_call_id} is not ringing inbound")
         try:
@@ -191,7 +180,7 @@ class CloudApiEngine(CloudApiRoad, MetaCalls):
         call.state = "accepted"
 
     async def hangup(self, engine_call_id: str) -> None:
-        call = self._get(engine_call_id)
+        call = self._live(engine_call_id)
         ringing = call.direction == "inbound" and call.state != "accepted"
         action = "reject" if ringing else "terminate"
         call.leg.expect_close()  # Meta closes its side when it takes this
@@ -199,9 +188,6 @@ class CloudApiEngine(CloudApiRoad, MetaCalls):
             await self.graph.call_action(action, call_id=call.wacid)
         finally:
             await self.forget(call)
-
-    async def open_media(self, engine_call_id: str) -> PeerChannel:
-        return self._get(engine_call_id).leg.open_channel()
 
     def drop(self, call: CloudCall) -> None:
         call.state = "ended"

@@ -21,18 +21,31 @@ PARKED = 16
 (found by their ``biz_opaque_callback_data``, our call id); the oldest go first."""
 
 
+@dataclass
 class MetaCall:
-    """What an engine keeps of a call on either road (:class:`CloudCall`, ``SipCall``)."""
+    """What an engine keeps of a call on either road (:class:`CloudCall`, ``SipCall``), by the
+    engine call id its leg has too (``wacid``: Meta's, or the Call-ID of our own INVITE)."""
 
+    wacid: str
     peer_wa: str
+    direction: str  # "inbound" or "outbound"
     leg: MediaLeg
-    state: str
-    handed_over: bool
+    state: str = "connecting"  # connecting, (calling,) ringing, accepted, ended
+    answer_sdp: str = ""  # inbound: our answer to Meta's offer
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Inbound: the caller's context (Meta's connect webhook or INVITE headers), into the
+    call's metadata."""
+    handed_over: bool = False
     """The call's runtime owns the leg (``take_leg``): it closes it, not the engine."""
 
     @property
     def jid(self) -> str:
         return f"{self.peer_wa}@s.whatsapp.net"
+
+    @property
+    def incoming(self) -> dict[str, Any]:
+        """The ``INCOMING`` event's data."""
+        return {"metadata": self.metadata} if self.metadata else {}
 
 
 class MetaCalls:
@@ -69,23 +82,8 @@ class MetaCalls:
 class CloudCall(MetaCall):
     """The Graph road's view of one call (keyed by Meta's ``wacid``)."""
 
-    wacid: str
-    peer_wa: str
-    direction: str  # "inbound" or "outbound"
-    leg: MediaLeg
-    """Used for signalling (SDP, media seen)."""
-    state: str = "connecting"  # connecting, ringing, accepted, ended
-    answer_sdp: str = ""  # inbound: what pre_accept and accept send
     call_id: str = ""  # outbound: our call id (biz_opaque_callback_data)
     seen: set[str] = field(default_factory=set)
-    handed_over: bool = False
-    metadata: dict[str, Any] = field(default_factory=dict)
-    """Inbound: the caller's context from Meta's connect webhook (into the call's metadata)."""
-
-    @property
-    def incoming(self) -> dict[str, Any]:
-        """The ``INCOMING`` event's data."""
-        return {"metadata": self.metadata} if self.metadata else {}
 
 
 class Remembered(OrderedDict[str, Any]):
