@@ -5,8 +5,9 @@ rules:
 
 * **Keys**: RFC 4733 both ways; a key queued for the PBX is sent as events in place of audio
   for its duration (three end packets, §2.5.1.4).
-* **Hold** (:attr:`TrunkMedia.sending` false): the frame is still taken and the stream's time
-  moves on (RFC 3550 §5.1), no packet goes out.
+* **Hold** (the track's ``sending`` false while our SDP says ``recvonly``/``inactive``, RFC
+  3264 §6.1): the frame is still taken and the stream's time moves on (RFC 3550 §5.1), no
+  packet goes out.
 * **RTCP** only when both SDPs say ``a=rtcp-mux`` (RFC 5761): the leg has one socket, so a
   phone that keeps RTCP on port + 1 gets none from us and its reports are not read.
 * **Forwarding** (``calls/forwarding.py``): only packets of one 20 ms frame go through as they
@@ -82,16 +83,6 @@ class TrunkMedia:
         self._forward_up: Callable[[int, int, bytes, float], bool] | None = None
         self.socket: RtpSocket | None = None
         self.started = False
-
-    @property
-    def sending(self) -> bool:
-        """False while our SDP says we send nothing (``recvonly``/``inactive``: the phone holds,
-        RFC 3264 §6.1; module docstring)."""
-        return self.track.sending
-
-    @sending.setter
-    def sending(self, value: bool) -> None:
-        self.track.sending = value
 
     @property
     def codec(self) -> str:
