@@ -44,9 +44,7 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         on_closed: Callable[[WhatsAppPeer], None] | None = None,
     ) -> None:
         super().__init__(name, ice, tasks=f"meta-peer[{name}]")
-        self._open_shell(
-            stats, self._tasks, on_dtmf=on_dtmf, on_media=on_media, on_closed=on_closed
-        )
+        self._open_shell(stats, on_dtmf=on_dtmf, on_media=on_media, on_closed=on_closed)
         # Meta's telephone-event, taken in the leg's RTP session: aiortc has no such codec.
         self.session.take_dtmf(lambda: self.dtmf_pt, self.dtmf)
 

@@ -83,13 +83,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         self._tasks = TaskSet(f"sdes-peer[{name}]")
         self.socket = RtpSocket(name, self._on_rtp, self._on_rtcp, srtp=True)
         self.crypto: Crypto | None = None
-        self._open_shell(
-            stats,
-            self._tasks,
-            on_dtmf=on_dtmf,
-            on_media=on_media,
-            on_closed=on_closed,
-        )
+        self._open_shell(stats, on_dtmf=on_dtmf, on_media=on_media, on_closed=on_closed)
         self.leg = RtpLeg(
             RtpSession.new(OPUS_PT),
             codec="opus",
@@ -207,11 +201,6 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         return self._track is not None
 
     # -- sending
-    @property
-    def running(self) -> bool:
-        """Whether our packets go out now (keys and Meta's address known, not closed)."""
-        return not self._closed and self.socket.ready
-
     def _report(self) -> int:
         """One RTCP report (the scheduler's callback), then the media watchdog."""
         sent = self.leg.report()

@@ -90,12 +90,6 @@ class SipEngine(CloudApiRoad[SipCall]):
         self.calls: dict[str, SipCall] = self.dialogs.calls  # the same dict
         self.graph_side.on_calls = self._meta_call_webhooks
 
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, http: aiohttp.ClientSession | None = None
-    ) -> SipEngine:
-        return cls(settings, http)
-
     def use_password(self, password: str) -> None:
         if not password or password == self.sip.sip_password:
             return
