@@ -34,6 +34,7 @@ from ..base import (
     EngineEventKind,
     EngineHealth,
     EngineStats,
+    Remembered,
     emit,
 )
 from ..hangups import PendingHangups
@@ -42,7 +43,7 @@ from .codes import CALL_STATUS, ended_by_meta, refused_event
 from .graph import addressed, connected_call_id, strip
 from .graph_side import CloudApiRoad, GraphSide
 from .media import MediaLeg, new_leg
-from .state import CloudCall, MetaCalls, Parked, Remembered
+from .state import CloudCall, MetaCalls, Parked
 from .webhook import CallWebhook, webhook_calls
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ from ...errors import (
     NoCallPermission,
 )
 from ...timefmt import iso_utc, parse_iso_utc
-from ..base import EngineEvent, EngineEventKind, emit
+from ..base import EngineEvent, EngineEventKind, Remembered, emit
 from .graph import GraphClient, addressed
 from .permission_wire import (
     SEND_REQUEST,
@@ -46,7 +46,6 @@ from .permission_wire import (
     permission_view,
     request_message,
 )
-from .state import Remembered
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from ...sip import InviteServer, UserAgent
 from ...sip.dialog import Dialog
 from ...sip.headers import warning
 from ...sip.message import Request
-from ..base import EngineEvent, EngineEventKind, emit
+from ..base import EngineEvent, EngineEventKind, Remembered, emit
 from .graph_side import GraphSide
 from .media import MediaLeg
 from .sip_calls import (
@@ -32,7 +32,7 @@ from .sip_calls import (
     meta_code,
     peer_number,
 )
-from .state import MetaCalls, Remembered
+from .state import MetaCalls
 
 log = logging.getLogger(__name__)
 

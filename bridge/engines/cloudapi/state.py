@@ -1,11 +1,10 @@
 """What the Cloud API engine keeps per call (:class:`CloudCall`, by Meta's ``wacid``), what both
-roads do with their calls (:class:`MetaCalls`) and the bounded memory of ended calls that makes
-a redelivered webhook change nothing."""
+roads do with their calls (:class:`MetaCalls`) and the webhooks parked for a dial in flight."""
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,8 +13,6 @@ from ..base import EngineEvent, EngineEventKind, emit
 from .media import MediaLeg
 from .webhook import CallWebhook
 
-REMEMBERED = 4096
-"""Ended calls and handled events remembered, so a redelivered webhook changes nothing."""
 PARKED = 16
 """Webhook events kept per dial that arrive before ``connect`` has returned Meta's call id
 (found by their ``biz_opaque_callback_data``, our call id); the oldest go first."""
@@ -84,21 +81,6 @@ class CloudCall(MetaCall):
 
     call_id: str = ""  # outbound: our call id (biz_opaque_callback_data)
     seen: set[str] = field(default_factory=set)
-
-
-class Remembered(OrderedDict[str, Any]):
-    """A bounded memory: the ``size`` keys written last (each with its value, ``None`` when
-    only the key matters); the one written longest ago is forgotten first."""
-
-    def __init__(self, size: int = REMEMBERED) -> None:
-        super().__init__()
-        self.size = size
-
-    def add(self, key: str, value: Any = None) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
 
 
 class Parked(dict[str, deque[CallWebhook]]):
