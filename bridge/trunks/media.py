@@ -82,7 +82,7 @@ class TrunkMedia:
         """Both SDPs said ``a=rtcp-mux`` (module docstring)."""
         self._forward_up: Callable[[int, int, bytes, float], bool] | None = None
         self.socket: RtpSocket | None = None
-        self.started = False
+        """Its socket while it is on the clock (:meth:`start` to :meth:`stop`)."""
 
     @property
     def codec(self) -> str:
@@ -128,12 +128,11 @@ class TrunkMedia:
         self.socket = self.leg.wire = socket
         if stats is not None:
             self.leg.playout.bus_stats = stats
-        self.started = True
         self.leg.play(self.track)
         self._start_reports()
 
     def _start_reports(self) -> None:
-        if self.rtcp_mux and self.socket is not None and self.started:
+        if self.rtcp_mux and self.socket is not None:
             self.leg.rtcp_schedule.start()
 
     def _report(self) -> int:
@@ -142,10 +141,10 @@ class TrunkMedia:
     def stop(self) -> None:
         """Off the clock, a last RTCP packet with BYE (RFC 3550 §6.6) when the leg has sent
         RTCP (none else, as the RFC says), and the socket closed (idempotent)."""
-        self.started = False
+        socket, self.socket = self.socket, None
         self.leg.stop(bye=self.rtcp_mux and self.leg.reports.sent > 0)
-        if self.socket is not None:
-            self.socket.close()
+        if socket is not None:
+            socket.close()
 
     def send_key(self, digit: str, duration_ms: int = 160) -> None:
         """Queue a key for the PBX (RFC 4733 events in place of audio)."""

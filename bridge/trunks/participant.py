@@ -116,7 +116,6 @@ class SipParticipant:
         self._left = False
         self._closing = asyncio.Lock()
         self.state = "calling"
-        self.codec = ""
         self.on_left: Callable[[str], None] | None = None
         """Told the reason when the leg has gone (a call answered into the PBX ends too)."""
         self.remote: sdp.Remote | None = None
@@ -133,7 +132,7 @@ class SipParticipant:
                 "uri": self.target,
                 "trunkID": self.trunk.trunk_id,
                 "state": self.state,
-                "codec": self.codec,
+                "codec": "" if self.media is None else self.media.codec,
                 "leg": self.id,
             },
         }
@@ -228,7 +227,6 @@ class SipParticipant:
         self.take_remote(media, remote)
         self._join(media)
         self.state = "joined"
-        self.codec = remote.codec
         self.runtime.participants.show_other(self.participant_id, self.snapshot())
         self.runtime.participants.add_other(self)  # roles, transfer, leave act on it now
         assert self.dialog is not None
