@@ -20,7 +20,7 @@ def create(settings: Settings, http: aiohttp.ClientSession | None = None) -> Eng
     """The Cloud API engine for ``BRIDGE_CLOUDAPI_SIGNALLING``: Graph or SIP."""
     if settings.engine.sip:
         return SipEngine(settings, http)
-    return CloudApiEngine.from_settings(settings, http)
+    return CloudApiEngine(settings, http)
 
 
 __all__ = ["SIGNATURE_HEADER", "CloudApiEngine", "SipEngine", "create", "sign"]

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from ...config import EngineSettings, IceSettings, Settings
+from ...config import Settings
 from ...errors import (
     EngineError,
     MetaForbidden,
@@ -54,21 +54,17 @@ class CloudApiEngine(CloudApiRoad[CloudCall], MetaCalls):
     Meta signs its webhooks with X-Hub-Signature-256, so they need no API token; a
     ``LegEngine``: each call's peer connection goes to its runtime)."""
 
-    def __init__(
-        self,
-        settings: EngineSettings,
-        http: aiohttp.ClientSession | None = None,
-        ice: IceSettings | None = None,
-    ) -> None:
-        self.settings = settings
-        self.ice = ice
+    def __init__(self, settings: Settings, http: aiohttp.ClientSession | None = None) -> None:
+        self.settings = settings.engine
+        self.ice = settings.ice
+        """What its legs gather with."""
         self.events: asyncio.Queue[EngineEvent] = asyncio.Queue(maxsize=1000)
         self.stats = EngineStats()
         self.calls: dict[str, CloudCall] = {}
         self._dialling = Parked()  # webhooks about dials that Meta has not answered yet
         self._ended = Remembered()
         self._tasks = TaskSet("cloudapi")
-        self.graph_side = side = GraphSide(settings, self.stats, self.events, http)
+        self.graph_side = side = GraphSide(self.settings, self.stats, self.events, http)
         """The number's Graph client, permissions, standing, settings and webhooks."""
         self.graph, self.standing, self.permissions = side.graph, side.standing, side.permissions
         self.calling_settings = side.calling_settings  # a SettingsEngine
@@ -76,13 +72,6 @@ class CloudApiEngine(CloudApiRoad[CloudCall], MetaCalls):
         side.artifacts, side.on_calls = self.artifacts, self._on_webhooks
         self.pending_hangups = PendingHangups("cloudapi", self.hangup, asyncio.sleep)
         self.other_leg_codecs: Callable[[], tuple[str, ...]] = tuple  # LegCodecEngine's
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, http: aiohttp.ClientSession | None = None
-    ) -> CloudApiEngine:
-        """The engine of ``BRIDGE_ENGINE=cloudapi`` (its peers gather with the ICE settings)."""
-        return cls(settings.engine, http, settings.ice)
 
     async def start(self) -> None:
         await self.graph_side.start(self._tasks)
