@@ -230,7 +230,7 @@ class CloudApiEngine(CloudApiRoad[CloudCall], MetaCalls):
         peer = self._peer(f"cloudapi:{ev.wacid}")
         call = CloudCall(ev.wacid, ev.peer, "inbound", peer, metadata=ev.metadata)
         peer.wacid = ev.wacid
-        self.graph_side.heard_from(ev.peer)  # the window opens; a callback?
+        self.permissions.heard_from(ev.peer, called=True)  # the window opens; a callback?
         self.calls[ev.wacid] = call
         self._tasks.spawn(self._pre_accept(call, ev.sdp), f"pre-accept:{ev.wacid}")
 

@@ -89,10 +89,6 @@ class GraphSide:
             )
         return self.permissions
 
-    def heard_from(self, phone: str) -> None:
-        """A user called (on either road): their service window opens for 24 h."""
-        self.permissions.heard_from(phone, called=True)
-
     async def _on_body(self, body: dict[str, Any]) -> None:
         calls, bad = call_events(body)
         bad += self.permissions.heard(body) + self.standing.heard(body)

@@ -115,10 +115,6 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         last = self.last
         return self.receiver_stats, last.rtt_s if last is not None else None
 
-    # -- close
-    def _detach(self) -> None:
-        self._close_shell()
-
 
 def _capabilities(codec: str) -> list[RTCRtpCodecCapability]:
     """aiortc's capability for ``codec`` (``opus``, ``PCMU``, ``PCMA``), for a preference."""

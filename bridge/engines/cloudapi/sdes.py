@@ -275,7 +275,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             if self._closed:
                 return
             self._closed = True
-            self._close_shell()
+            self._detach()
             self.leg.stop(bye=self._track is not None and self.socket.ready)
             await self._tasks.close()
             self.socket.close()

@@ -34,7 +34,8 @@ OPUS_COMPLEXITY = 6
 
 class WhatsAppLeg:
     """Mixed into each WhatsApp-side leg (module docstring); the leg calls :meth:`_open_shell`
-    in its ``__init__`` and :meth:`_close_shell` first thing in its close."""
+    in its ``__init__``, and :meth:`_detach` runs first thing in its close (``PeerLeg``'s hook,
+    which the SDES leg calls itself)."""
 
     leg_words: ClassVar[str]
     """What the messages call the leg ("peer connection", "SDES leg")."""
@@ -152,7 +153,7 @@ class WhatsAppLeg:
         """The Opus receiver's counters (summed with ``leg="whatsapp"``)."""
         return self.rx.receive
 
-    def _close_shell(self: Any) -> None:
+    def _detach(self: Any) -> None:
         """Stop feeding the pump, drop the key presses not sent, tell the engine."""
         self.port.end(f"{self.name}: the WhatsApp-side {self.leg_words} is closed")
         self.keys_out.clear()

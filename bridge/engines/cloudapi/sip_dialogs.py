@@ -138,7 +138,7 @@ class SipDialogs(MetaCalls):
         leg.wacid = cid
         call = SipCall(cid, peer_number(req), "inbound", leg, metadata=invite_metadata(req), tx=tx)
         self.calls[cid] = call
-        self.graph_side.heard_from(call.peer_wa)  # the window opens; a callback?
+        self.graph_side.permissions.heard_from(call.peer_wa, called=True)  # a callback?
         self.by_dialog[tx.dialog.key] = call  # a CANCEL may come while the leg answers
         try:
             offer = req.body.decode("utf-8", "replace")
