@@ -41,7 +41,7 @@ def _check_music(request: web.Request, trunk: Trunk) -> None:
 
 def _view(request: web.Request, trunk: Trunk) -> dict[str, object]:
     service = request.app.get(TRUNKS)
-    state = service.state_of(trunk.trunk_id) if service is not None else {}
+    state = service.upkeep.state(trunk.trunk_id) if service is not None else {}
     return {**trunk.public(), **state}
 
 

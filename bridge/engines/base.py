@@ -1,7 +1,9 @@
 """The ``Engine`` protocol every WhatsApp engine adapter implements, its event types, and the
 capabilities an engine may add: each a protocol below, which the app and the API check with
 ``isinstance``, never by the engine's kind or by probing for attributes. A call's media
-channel and what it may add are in ``engines/channels.py``.
+channel and what it may add are in ``engines/channels.py``. What every engine uses: its
+events' queue (:func:`emit`), its stats, and the bounded memory of its ended calls
+(:class:`Remembered`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -160,6 +163,10 @@ class RemoteCall:
         return self.direction == "inbound" and self.state in RINGING_STATES
 
     @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
     def ended(self) -> bool:
         return self.state in ENDED_STATES
 
@@ -263,6 +270,8 @@ class BilledEngine(Protocol):
     billing_pulse_s: int
 
 
+REMEMBERED = 4096
+"""Ended calls and handled events remembered, so a redelivered webhook changes nothing."""
 WEBHOOK_LIMIT = 256 * 1024
 """Largest webhook body an engine takes (a Cloud API webhook: a few calls with their SDP)."""
 
@@ -361,6 +370,22 @@ class SimulatedNetwork(Protocol):
 
     def incoming(self, phone: str) -> str:
         """Make ``phone`` call us; returns the engine call id of the ringing call."""
+
+
+class Remembered(OrderedDict[str, Any]):
+    """A bounded memory: the ``size`` keys written last (each with its value, ``None`` when
+    only the key matters); the one written longest ago is forgotten first. An engine's ended
+    calls are kept in one, so a late or repeated event about them changes nothing."""
+
+    def __init__(self, size: int = REMEMBERED) -> None:
+        super().__init__()
+        self.size = size
+
+    def add(self, key: str, value: Any = None) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
 
 
 def emit(queue: asyncio.Queue[EngineEvent], event: EngineEvent) -> None:

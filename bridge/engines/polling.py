@@ -19,13 +19,11 @@ from ..config import EngineSettings, Settings
 from ..errors import EngineCallNotFound, EngineError, EngineUnavailable, PeerUnreachable
 from ..tasks import TaskSet
 from .base import (
-    ACTIVE_STATES,
-    ENDED_STATES,
-    RINGING_STATES,
     EngineEvent,
     EngineEventKind,
     EngineHealth,
     EngineStats,
+    Remembered,
     RemoteCall,
     emit,
 )
@@ -36,6 +34,8 @@ from .socket import ReconnectingChannel
 
 log = logging.getLogger(__name__)
 
+ENDED_REMEMBERED = 10_000
+"""Calls over that are remembered (the ones this bridge hung up are most), the latest kept."""
 LIST_GRACE = 5.0
 """Seconds a call we just dialled may be missing from the engine's list before it counts as
 ended (an engine may list a new call a little after answering the dial request)."""
@@ -64,7 +64,9 @@ class PollingEngine(abc.ABC):
         self.detail = "not polled yet"
         self._known: dict[str, RemoteCall] = {}
         self._unlisted_since: dict[str, float] = {}
-        self._ended: set[str] = set()
+        self._ended = Remembered(ENDED_REMEMBERED)
+        """The calls over (ended there, or hung up here): a late listing or webhook of one
+        changes nothing."""
         self._tasks = TaskSet(self.name)
         self._poke = asyncio.Event()
         self._poll_lock = asyncio.Lock()
@@ -206,13 +208,11 @@ class PollingEngine(abc.ABC):
         seen = {c.id: c for c in calls}
         for call in calls:
             before = self._known.get(call.id)
-            if call.state in ENDED_STATES:
+            if call.ended:
                 continue
-            if before is None and call.direction == "inbound" and call.state in RINGING_STATES:
+            if before is None and call.ringing_inbound:
                 emit(self.events, EngineEvent(EngineEventKind.INCOMING, call.id, call.peer))
-            elif call.state in ACTIVE_STATES and (
-                before is None or before.state not in ACTIVE_STATES
-            ):
+            elif call.active and (before is None or not before.active):
                 emit(self.events, EngineEvent(EngineEventKind.ANSWERED, call.id, call.peer))
             elif (
                 call.state == "ringing"
@@ -225,11 +225,11 @@ class PollingEngine(abc.ABC):
             listed = seen.get(call_id)
             if listed is None and now - self._unlisted_since.get(call_id, 0.0) < LIST_GRACE:
                 seen[call_id] = self._known[call_id]  # just dialled: not listed yet
-            elif listed is None or listed.state in ENDED_STATES:
+            elif listed is None or listed.ended:
                 self.forget(call_id)
             else:
                 self._unlisted_since.pop(call_id, None)
-        self._known = {k: v for k, v in seen.items() if v.state not in ENDED_STATES}
+        self._known = {k: v for k, v in seen.items() if not v.ended}
 
     async def startup_calls(self) -> list[RemoteCall]:
         """The engine's calls at its first successful listing (waits for the engine)."""
@@ -249,7 +249,7 @@ class PollingEngine(abc.ABC):
         """We ended the call ourselves: stop tracking it, report nothing."""
         self._known.pop(call_id, None)
         self._unlisted_since.pop(call_id, None)
-        self._remember_ended(call_id)
+        self._ended.add(call_id)
 
     def forget(self, call_id: str, reason: str = "") -> None:
         """The call is gone from the engine: report it ended (once)."""
@@ -257,14 +257,8 @@ class PollingEngine(abc.ABC):
         self._unlisted_since.pop(call_id, None)
         if call_id in self._ended:
             return
-        self._remember_ended(call_id)
-        emit(self.events, EngineEvent(EngineEventKind.ENDED, call_id, reason=reason))
-
-    def _remember_ended(self, call_id: str) -> None:
-        """Bounded whichever way a call ended (the ones this bridge hung up are most)."""
         self._ended.add(call_id)
-        if len(self._ended) > 10_000:
-            self._ended.clear()
+        emit(self.events, EngineEvent(EngineEventKind.ENDED, call_id, reason=reason))
 
     async def still_live(self, call_id: str) -> bool:
         """Ask the engine now whether the call is still listed."""

@@ -68,7 +68,6 @@ class WadialMedia(WebSocketMedia):
     ) -> None:
         super().__init__(ws, call_id, engine.stats)
         self.wadial = engine
-        self.ready: dict[str, Any] | None = None
         self.throttled = False
 
     async def send(self, pcm: Pcm) -> None:
@@ -134,7 +133,6 @@ class WadialMedia(WebSocketMedia):
                 channels,
             )
             raise MediaFatal(f"{self.call_id}: unsupported media format {frame}")
-        self.ready = frame
 
 
 def _num(frame: dict[str, Any], *names: str) -> float | None:

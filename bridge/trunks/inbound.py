@@ -165,14 +165,13 @@ class PbxCall:
         user = req.uri.partition(":")[2].partition("@")[0].split(";")[0]
         phone = E164.match(user)
         if phone is None:
-            await self._refuse(
-                484, "Address Incomplete", [reason_header("invalid_phone", user[:40], 484)]
-            )
+            why = reason_header("invalid_phone", user[:40], 484)
+            await self.tx.respond(484, "Address Incomplete", extra=[why])
             return
         try:
             self.remote = sdp.read(req.body, self.trunk.codecs, srtp=self.trunk.srtp == "sdes")
         except BadOffer as exc:
-            await self._refuse(488, "Not Acceptable Here", [warning(exc)])
+            await self.tx.respond(488, "Not Acceptable Here", extra=[warning(exc)])
             return
         catalog = self.service.catalog
         try:
@@ -197,8 +196,8 @@ class PbxCall:
                 status,
                 exc.message,
             )
-            await self._refuse(
-                status, reason, [*extra, reason_header(exc.code, exc.message, status)]
+            await self.tx.respond(
+                status, reason, extra=[*extra, reason_header(exc.code, exc.message, status)]
             )
             return
         self.call = call
@@ -221,7 +220,9 @@ class PbxCall:
                 header = reason_header(
                     str(reason or "ended"), call.end_detail or str(reason or ""), status
                 )
-                self.service.spawn(self._refuse(status, words, [header]), f"end:{call.id[:12]}")
+                self.service.spawn(
+                    self.tx.respond(status, words, extra=[header]), f"end:{call.id[:12]}"
+                )
 
     async def _answer(self, call: Call) -> None:
         assert self.service.manager is not None and self.remote is not None
@@ -240,6 +241,3 @@ class PbxCall:
         """The PBX gave up before the answer: the WhatsApp call is hung up."""
         if self.call is not None and self.call.live:
             await self.service.hang_up(self.call)
-
-    async def _refuse(self, status: int, reason: str, extra: list[tuple[str, str]]) -> None:
-        await self.tx.respond(status, reason, extra=extra)

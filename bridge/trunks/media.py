@@ -5,8 +5,9 @@ rules:
 
 * **Keys**: RFC 4733 both ways; a key queued for the PBX is sent as events in place of audio
   for its duration (three end packets, §2.5.1.4).
-* **Hold** (:attr:`TrunkMedia.sending` false): the frame is still taken and the stream's time
-  moves on (RFC 3550 §5.1), no packet goes out.
+* **Hold** (the track's ``sending`` false while our SDP says ``recvonly``/``inactive``, RFC
+  3264 §6.1): the frame is still taken and the stream's time moves on (RFC 3550 §5.1), no
+  packet goes out.
 * **RTCP** only when both SDPs say ``a=rtcp-mux`` (RFC 5761): the leg has one socket, so a
   phone that keeps RTCP on port + 1 gets none from us and its reports are not read.
 * **Forwarding** (``calls/forwarding.py``): only packets of one 20 ms frame go through as they
@@ -81,17 +82,7 @@ class TrunkMedia:
         """Both SDPs said ``a=rtcp-mux`` (module docstring)."""
         self._forward_up: Callable[[int, int, bytes, float], bool] | None = None
         self.socket: RtpSocket | None = None
-        self.started = False
-
-    @property
-    def sending(self) -> bool:
-        """False while our SDP says we send nothing (``recvonly``/``inactive``: the phone holds,
-        RFC 3264 §6.1; module docstring)."""
-        return self.track.sending
-
-    @sending.setter
-    def sending(self, value: bool) -> None:
-        self.track.sending = value
+        """Its socket while it is on the clock (:meth:`start` to :meth:`stop`)."""
 
     @property
     def codec(self) -> str:
@@ -137,12 +128,11 @@ class TrunkMedia:
         self.socket = self.leg.wire = socket
         if stats is not None:
             self.leg.playout.bus_stats = stats
-        self.started = True
         self.leg.play(self.track)
         self._start_reports()
 
     def _start_reports(self) -> None:
-        if self.rtcp_mux and self.socket is not None and self.started:
+        if self.rtcp_mux and self.socket is not None:
             self.leg.rtcp_schedule.start()
 
     def _report(self) -> int:
@@ -151,10 +141,10 @@ class TrunkMedia:
     def stop(self) -> None:
         """Off the clock, a last RTCP packet with BYE (RFC 3550 §6.6) when the leg has sent
         RTCP (none else, as the RFC says), and the socket closed (idempotent)."""
-        self.started = False
+        socket, self.socket = self.socket, None
         self.leg.stop(bye=self.rtcp_mux and self.leg.reports.sent > 0)
-        if self.socket is not None:
-            self.socket.close()
+        if socket is not None:
+            socket.close()
 
     def send_key(self, digit: str, duration_ms: int = 160) -> None:
         """Queue a key for the PBX (RFC 4733 events in place of audio)."""

@@ -105,9 +105,8 @@ class SipParticipant:
         self.media: TrunkMedia | None = None
         self.offered_at = time.monotonic()  # our SDP made: the leg's set-up in the timeline
         self._socket: RtpSocket | None = None
-        self._joined: Callable[[], None] | None = None
         self._port: CallPort | None = None
-        """Its door into the call, once it joined."""
+        """Its door into the call while it is in the call (joined, not yet released)."""
         self._rang = False
         self.silent = False
         """No events (a transfer's new leg until it has joined, the old one as it goes)."""
@@ -117,7 +116,6 @@ class SipParticipant:
         self._left = False
         self._closing = asyncio.Lock()
         self.state = "calling"
-        self.codec = ""
         self.on_left: Callable[[str], None] | None = None
         """Told the reason when the leg has gone (a call answered into the PBX ends too)."""
         self.remote: sdp.Remote | None = None
@@ -134,7 +132,7 @@ class SipParticipant:
                 "uri": self.target,
                 "trunkID": self.trunk.trunk_id,
                 "state": self.state,
-                "codec": self.codec,
+                "codec": "" if self.media is None else self.media.codec,
                 "leg": self.id,
             },
         }
@@ -229,7 +227,6 @@ class SipParticipant:
         self.take_remote(media, remote)
         self._join(media)
         self.state = "joined"
-        self.codec = remote.codec
         self.runtime.participants.show_other(self.participant_id, self.snapshot())
         self.runtime.participants.add_other(self)  # roles, transfer, leave act on it now
         assert self.dialog is not None
@@ -255,35 +252,32 @@ class SipParticipant:
     def _join(self, media: TrunkMedia) -> None:
         if self.replaces is not None:  # the same tick: out with the old, in with the new
             self.replaces.release()
-        port = self._port = self.runtime.bus.conference.join(self.participant_id, self.role)
+        self._port = self.runtime.bus.conference.join(self.participant_id, self.role)
         self.media = media
         self.runtime.bus.add_user(self.id)
         assert self._socket is not None
         media.start(self._socket, self.runtime.bus.stats)
 
-        def leave() -> None:
+    def _leave(self) -> None:
+        """Out of the conference (once)."""
+        port, self._port = self._port, None
+        if port is not None:
             self.runtime.bus.remove_user(self.id)
             port.leave()
 
-        self._joined = leave
-
     def release(self) -> None:
         """Out of the conference, the media stopped; the dialog stays (to be hung up)."""
-        leave, self._joined = self._joined, None
-        if leave is not None:
-            leave()
+        self._leave()
         if self.media is not None:
             self.media.stop()
 
     def _to_call(self, pcm: Pcm) -> None:
-        if self._joined is not None and self._port is not None and not self.on_hold:
+        if self._port is not None and not self.on_hold:
             self._port.accept(pcm)
 
     def _from_call(self, now: float) -> Pcm | None:
         """The tick's frame for the phone (the media clock's send phase, ``now`` its time)."""
-        if self._joined is None or self._port is None:
-            return None
-        return self._port.take(now)
+        return None if self._port is None else self._port.take(now)
 
     def press(self, digit: str, duration_ms: int) -> None:
         """A key pressed on the phone (RFC 4733, or SIP INFO): as a browser's key."""
@@ -308,7 +302,7 @@ class SipParticipant:
         that codec (Opus, or the G.711 Meta was answered with), the agent
         (``BRIDGE_OPUS_PASSTHROUGH``; ``calls/forwarding.py``)."""
         media, allowed = self.media, self.line.opus_passthrough
-        agent = self._joined is not None and self.role is Role.AGENT and allowed
+        agent = self._port is not None and self.role is Role.AGENT and allowed
         return media if media is not None and media.codec == codec and agent else None
 
     def set_role(self, role: Role) -> None:
@@ -353,9 +347,7 @@ class SipParticipant:
         shown = self.runtime.participants.others.get(self.participant_id)
         if shown is not None and shown.get("sip", {}).get("leg") == self.id:
             self.runtime.participants.show_other(self.participant_id, None)
-        leave, self._joined = self._joined, None
-        if leave is not None:
-            leave()
+        self._leave()
         if self.held_call and self.runtime.call.live:  # the phone left, WhatsApp is not held
             self.held_call = False
             await self.runtime.hold.set(False)

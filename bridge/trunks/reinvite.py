@@ -183,7 +183,7 @@ async def _reinvited(
         return
     leg.sdp_sent, leg.crypto = got.body, got.crypto
     leg.take_remote(leg.media, got.remote)
-    leg.media.sending = got.sending
+    leg.media.track.sending = got.sending
     await set_hold(leg, got, music(catalog, playback, leg))
 
 

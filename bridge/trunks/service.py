@@ -75,10 +75,6 @@ class TrunkService:
         """Each trunk's OPTIONS keep-alive and REGISTER."""
         self._tasks = TaskSet("sip-trunks")
 
-    def state_of(self, trunk_id: str) -> dict[str, Any]:
-        """What ``GET /trunks/{id}`` shows beside the record (keep-alive, registration)."""
-        return self.upkeep.state(trunk_id)
-
     def _user_agent(self) -> UserAgent:
         ua = UserAgent(
             hostname=self.media_host,

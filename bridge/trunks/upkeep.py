@@ -53,6 +53,7 @@ class Upkeep:
         )
 
     def state(self, trunk_id: str) -> dict[str, Any]:
+        """What ``GET /trunks/{id}`` shows beside the record (keep-alive, registration)."""
         seen = self._state.get(trunk_id, {})
         return {"options": seen.get("options"), "registration": seen.get("registration")}
 

@@ -156,7 +156,7 @@ async def test_only_one_20ms_frame_is_forwarded_to_the_phone_and_a_hold_forwards
     down.offer(1, 960, packet, at)
     down.offer(2, 1920, bytes([packet[0] | 0x01]) + packet[1:], at + 0.02)  # code 1: two frames
     assert len(wire.sent) == 1 and not m.track.forwarding
-    m.sending = False
+    m.track.sending = False
     down.offer(3, 2880, packet, at + 0.04)
     before = next_ts(m)
     m.leg.sender._tick(at + 0.05)
@@ -289,9 +289,9 @@ async def test_the_packets_a_sender_did_not_carry_are_counted_by_why() -> None:
     wire.sent.clear()
     assert down.offer(101, 960, packet, t0)
     assert not down.offer(102, 960 * 2, bytes([packet[0] | 0x01]) + packet[1:], t0)
-    m.sending = False  # the phone holds
+    m.track.sending = False  # the phone holds
     assert not down.offer(103, 960 * 3, packet, t0)
-    m.sending = True
+    m.track.sending = True
     allowed[0] = False  # something mixes into what the phone hears
     assert not down.offer(104, 960 * 4, packet, t0 + 0.1)  # past the yes kept for 20 ms
     assert [p for _, _, p in wire.sent] == [packet] and down.forwarded == 1

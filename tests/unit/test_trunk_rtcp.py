@@ -59,7 +59,7 @@ def leg(mux: bool, sending: bool = True) -> tuple[TrunkMedia, Wire, ManualTimers
     media.rtcp_mux = mux
     media.leg.rtcp_schedule.timers = timers
     media.leg.rtcp_schedule.monotonic = lambda: 0.0
-    media.sending = sending
+    media.track.sending = sending
     media.start(wire)
     return media, wire, timers
 

@@ -161,7 +161,7 @@ def _settings(**env: str) -> Any:
 
 
 def test_engines_answer_the_routers_question() -> None:
-    cloud = CloudApiEngine.from_settings(
+    cloud = CloudApiEngine(
         _settings(
             engine="cloudapi",
             engine_token="t",

@@ -19,8 +19,8 @@ from .webhook import SIGNATURE_HEADER, sign
 def create(settings: Settings, http: aiohttp.ClientSession | None = None) -> Engine:
     """The Cloud API engine for ``BRIDGE_CLOUDAPI_SIGNALLING``: Graph or SIP."""
     if settings.engine.sip:
-        return SipEngine.from_settings(settings, http)
-    return CloudApiEngine.from_settings(settings, http)
+        return SipEngine(settings, http)
+    return CloudApiEngine(settings, http)
 
 
 __all__ = ["SIGNATURE_HEADER", "CloudApiEngine", "SipEngine", "create", "sign"]

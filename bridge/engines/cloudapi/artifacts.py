@@ -17,10 +17,9 @@ from typing import Any
 
 from ...errors import EngineError
 from ...tasks import TaskSet
-from ..base import EngineEvent, EngineEventKind, emit
+from ..base import EngineEvent, EngineEventKind, Remembered, emit
 from .artifacts_wire import ArtifactWebhook, artifact_events, meta_options, transcript_words
 from .graph import GraphClient
-from .state import Remembered
 
 log = logging.getLogger(__name__)
 

@@ -39,25 +39,23 @@ def meta_options(body: dict[str, Any]) -> dict[str, dict[str, str]]:
         if value is None:
             continue
         if not isinstance(value, dict):
-            raise BadRequest(f"field '{name}' must be an object", code="invalid_field")
+            raise _invalid(name, "must be an object")
         unknown = sorted(set(value) - {"purpose", "announcementLanguage"})
         if unknown:
-            raise BadRequest(f"field '{name}/{unknown[0][:40]}' is unknown", code="invalid_field")
+            raise _invalid(f"{name}/{unknown[0][:40]}", "is unknown")
         purpose, language = value.get("purpose"), value.get("announcementLanguage", "en")
         if not isinstance(purpose, str) or not purpose.strip() or len(purpose) > PURPOSE_MAX:
-            raise BadRequest(
-                f"field '{name}/purpose' must be the purpose spoken to both sides "
-                f"(1-{PURPOSE_MAX} characters)",
-                code="invalid_field",
-            )
+            why = f"must be the purpose spoken to both sides (1-{PURPOSE_MAX} characters)"
+            raise _invalid(f"{name}/purpose", why)
         if not isinstance(language, str) or not LANGUAGE.match(language):
-            raise BadRequest(
-                f"field '{name}/announcementLanguage' must be a locale code such as 'en' or "
-                "'pt_BR'",
-                code="invalid_field",
-            )
+            why = "must be a locale code such as 'en' or 'pt_BR'"
+            raise _invalid(f"{name}/announcementLanguage", why)
         out[name] = {"status": "ENABLED", "purpose": purpose, "announcement_language": language}
     return out
+
+
+def _invalid(field: str, why: str) -> BadRequest:
+    return BadRequest(f"field '{field}' {why}", code="invalid_field")
 
 
 @dataclass(frozen=True)

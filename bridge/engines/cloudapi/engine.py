@@ -20,9 +20,8 @@ from collections.abc import Callable
 
 import aiohttp
 
-from ...config import EngineSettings, IceSettings, Settings
+from ...config import Settings
 from ...errors import (
-    EngineCallNotFound,
     EngineError,
     MetaForbidden,
     MetaLimit,
@@ -35,41 +34,37 @@ from ..base import (
     EngineEventKind,
     EngineHealth,
     EngineStats,
+    Remembered,
     emit,
 )
 from ..hangups import PendingHangups
 from .artifacts import MetaArtifacts
-from .channel import PeerChannel
 from .codes import CALL_STATUS, ended_by_meta, refused_event
 from .graph import addressed, connected_call_id, strip
 from .graph_side import CloudApiRoad, GraphSide
 from .media import MediaLeg, new_leg
-from .state import CloudCall, MetaCalls, Parked, Remembered
+from .state import CloudCall, MetaCalls, Parked
 from .webhook import CallWebhook, webhook_calls
 
 log = logging.getLogger(__name__)
 
 
-class CloudApiEngine(CloudApiRoad, MetaCalls):
+class CloudApiEngine(CloudApiRoad[CloudCall], MetaCalls):
     """Drives Meta's Cloud API Calling for one business number (a ``SignedWebhookEngine``:
     Meta signs its webhooks with X-Hub-Signature-256, so they need no API token; a
     ``LegEngine``: each call's peer connection goes to its runtime)."""
 
-    def __init__(
-        self,
-        settings: EngineSettings,
-        http: aiohttp.ClientSession | None = None,
-        ice: IceSettings | None = None,
-    ) -> None:
-        self.settings = settings
-        self.ice = ice
+    def __init__(self, settings: Settings, http: aiohttp.ClientSession | None = None) -> None:
+        self.settings = settings.engine
+        self.ice = settings.ice
+        """What its legs gather with."""
         self.events: asyncio.Queue[EngineEvent] = asyncio.Queue(maxsize=1000)
         self.stats = EngineStats()
         self.calls: dict[str, CloudCall] = {}
         self._dialling = Parked()  # webhooks about dials that Meta has not answered yet
         self._ended = Remembered()
         self._tasks = TaskSet("cloudapi")
-        self.graph_side = side = GraphSide(settings, self.stats, self.events, http)
+        self.graph_side = side = GraphSide(self.settings, self.stats, self.events, http)
         """The number's Graph client, permissions, standing, settings and webhooks."""
         self.graph, self.standing, self.permissions = side.graph, side.standing, side.permissions
         self.calling_settings = side.calling_settings  # a SettingsEngine
@@ -77,13 +72,6 @@ class CloudApiEngine(CloudApiRoad, MetaCalls):
         side.artifacts, side.on_calls = self.artifacts, self._on_webhooks
         self.pending_hangups = PendingHangups("cloudapi", self.hangup, asyncio.sleep)
         self.other_leg_codecs: Callable[[], tuple[str, ...]] = tuple  # LegCodecEngine's
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, http: aiohttp.ClientSession | None = None
-    ) -> CloudApiEngine:
-        """The engine of ``BRIDGE_ENGINE=cloudapi`` (its peers gather with the ICE settings)."""
-        return cls(settings.engine, http, settings.ice)
 
     async def start(self) -> None:
         await self.graph_side.start(self._tasks)
@@ -131,10 +119,6 @@ class CloudApiEngine(CloudApiRoad, MetaCalls):
             self._accepted(call)  # media on our answered call: up, even before ACCEPTED
 
     # -- call control
-    async def dial(self, phone: str, *, call_id: str = "", other_leg: tuple[str, ...] = ()) -> str:
-        with self.standing.dialling(phone, [(c.peer_wa, c.state) for c in self.calls.values()]):
-            return await self._dial(phone, call_id, other_leg)
-
     async def _dial(self, phone: str, call_id: str, other_leg: tuple[str, ...]) -> str:
         peer = self._peer(f"cloudapi:dial:{call_id[:12]}")
         opaque = call_id[:512]
@@ -168,13 +152,8 @@ class CloudApiEngine(CloudApiRoad, MetaCalls):
                 log.exception("Cloud API call %s: an early webhook", wacid)
         return wacid
 
-    def _get(self, wacid: str) -> CloudCall:
-        if (call := self.calls.get(wacid)) is None or call.state == "ended":
-            raise EngineCallNotFound(f"the Cloud API engine has no live call {wacid}")
-        return call
-
     async def answer(self, engine_call_id: str) -> None:
-        call = self._get(engine_call_id)
+        call = self._live(engine_call_id)
         if call.direction != "inbound" or call.state != "ringing":
             raise EngineError(f"call {engine_call_id} is not ringing inbound")
         try:
@@ -191,7 +170,7 @@ class CloudApiEngine(CloudApiRoad, MetaCalls):
         call.state = "accepted"
 
     async def hangup(self, engine_call_id: str) -> None:
-        call = self._get(engine_call_id)
+        call = self._live(engine_call_id)
         ringing = call.direction == "inbound" and call.state != "accepted"
         action = "reject" if ringing else "terminate"
         call.leg.expect_close()  # Meta closes its side when it takes this
@@ -199,9 +178,6 @@ class CloudApiEngine(CloudApiRoad, MetaCalls):
             await self.graph.call_action(action, call_id=call.wacid)
         finally:
             await self.forget(call)
-
-    async def open_media(self, engine_call_id: str) -> PeerChannel:
-        return self._get(engine_call_id).leg.open_channel()
 
     def drop(self, call: CloudCall) -> None:
         call.state = "ended"
@@ -254,7 +230,7 @@ class CloudApiEngine(CloudApiRoad, MetaCalls):
         peer = self._peer(f"cloudapi:{ev.wacid}")
         call = CloudCall(ev.wacid, ev.peer, "inbound", peer, metadata=ev.metadata)
         peer.wacid = ev.wacid
-        self.graph_side.heard_from(ev.peer)  # the window opens; a callback?
+        self.permissions.heard_from(ev.peer, called=True)  # the window opens; a callback?
         self.calls[ev.wacid] = call
         self._tasks.spawn(self._pre_accept(call, ev.sdp), f"pre-accept:{ev.wacid}")
 

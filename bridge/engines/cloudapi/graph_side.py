@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 
 from ...config import EngineSettings
-from ...errors import NotFound
+from ...errors import EngineCallNotFound, NotFound
 from ...tasks import TaskSet
 from ..base import EngineEvent, EngineStats, RemoteCall
 from .artifacts import MetaArtifacts
 from .calling_settings import CallingSettings
+from .channel import PeerChannel
 from .graph import GraphClient
 from .media import MediaLeg
 from .permissions import CallPermissions
@@ -30,6 +31,8 @@ from .sdp import DEFAULT_BITRATE
 from .standing import NumberStanding
 from .state import MetaCall
 from .webhook import CallWebhook, WebhookInbox, call_events, verify
+
+C = TypeVar("C", bound=MetaCall)
 
 
 class GraphSide:
@@ -86,10 +89,6 @@ class GraphSide:
             )
         return self.permissions
 
-    def heard_from(self, phone: str) -> None:
-        """A user called (on either road): their service window opens for 24 h."""
-        self.permissions.heard_from(phone, called=True)
-
     async def _on_body(self, body: dict[str, Any]) -> None:
         calls, bad = call_events(body)
         bad += self.permissions.heard(body) + self.standing.heard(body)
@@ -100,9 +99,10 @@ class GraphSide:
             await self.on_calls(calls)
 
 
-class CloudApiRoad:
-    """What both roads' engines answer alike (``CloudApiEngine``, ``SipEngine``): the calls'
-    legs to their runtimes, and the number's Graph side (permissions, webhooks, pauses)."""
+class CloudApiRoad(Generic[C]):
+    """What both roads' engines answer alike (``CloudApiEngine``, ``SipEngine``): a live call
+    found, its media opened, a dial guarded by the number's standing, the calls' legs to their
+    runtimes, and the number's Graph side (permissions, webhooks, pauses)."""
 
     name = "cloudapi"
     media_before_answer = False
@@ -110,8 +110,23 @@ class CloudApiRoad:
     """Meta asks for at most 20 kbit/s (its fmtp's ``maxaveragebitrate``)."""
     billing_pulse_s = 6  # Meta bills business-initiated calls in 6 s pulses (a BilledEngine)
 
-    calls: Mapping[str, MetaCall]
+    calls: Mapping[str, C]
     graph_side: GraphSide
+    _dial: Callable[[str, str, tuple[str, ...]], Awaitable[str]]
+    """The road's own dial (its ``_dial`` method): the engine call id of the call it placed."""
+
+    def _live(self, engine_call_id: str) -> C:
+        if (call := self.calls.get(engine_call_id)) is None or call.state == "ended":
+            raise EngineCallNotFound(f"the Cloud API engine has no live call {engine_call_id}")
+        return call
+
+    async def open_media(self, engine_call_id: str) -> PeerChannel:
+        return self._live(engine_call_id).leg.open_channel()
+
+    async def dial(self, phone: str, *, call_id: str = "", other_leg: tuple[str, ...] = ()) -> str:
+        users = [(c.peer_wa, c.state) for c in self.calls.values()]
+        with self.graph_side.standing.dialling(phone, users):  # paused? one call a user
+            return await self._dial(phone, call_id, other_leg)
 
     def take_leg(self, engine_call_id: str) -> MediaLeg | None:
         """The call's leg, for its runtime to own and close (``None``: ended, or taken)."""

@@ -44,9 +44,7 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         on_closed: Callable[[WhatsAppPeer], None] | None = None,
     ) -> None:
         super().__init__(name, ice, tasks=f"meta-peer[{name}]")
-        self._open_shell(
-            stats, self._tasks, on_dtmf=on_dtmf, on_media=on_media, on_closed=on_closed
-        )
+        self._open_shell(stats, on_dtmf=on_dtmf, on_media=on_media, on_closed=on_closed)
         # Meta's telephone-event, taken in the leg's RTP session: aiortc has no such codec.
         self.session.take_dtmf(lambda: self.dtmf_pt, self.dtmf)
 
@@ -116,10 +114,6 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         """The receiver's counters and the last round-trip time (``calls/reports.py``)."""
         last = self.last
         return self.receiver_stats, last.rtt_s if last is not None else None
-
-    # -- close
-    def _detach(self) -> None:
-        self._close_shell()
 
 
 def _capabilities(codec: str) -> list[RTCRtpCodecCapability]:

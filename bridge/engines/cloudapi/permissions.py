@@ -34,7 +34,7 @@ from ...errors import (
     NoCallPermission,
 )
 from ...timefmt import iso_utc, parse_iso_utc
-from ..base import EngineEvent, EngineEventKind, emit
+from ..base import EngineEvent, EngineEventKind, Remembered, emit
 from .graph import GraphClient, addressed
 from .permission_wire import (
     SEND_REQUEST,
@@ -46,7 +46,6 @@ from .permission_wire import (
     permission_view,
     request_message,
 )
-from .state import Remembered
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +60,7 @@ OUTSIDE_WINDOW = 131047
 """Meta: more than 24 hours since the user last wrote (a free-form message is refused)."""
 NO_TEMPLATE = 132001
 """Meta: the template (name and language) does not exist."""
+BUTTON = ": a call button can only be sent inside the service window"
 
 
 class CallPermissions:
@@ -136,24 +136,15 @@ class CallPermissions:
                 phone,
                 closed,
             )
-            raise CallStateError(
-                f"{phone} has not written to the business in the last 24 h: a call button "
-                f"can only be sent inside the service window (it closed at {closed}; not sent "
-                "to Meta)",
-                code="outside_service_window",
-            )
+            raise _outside_window(phone, f"{BUTTON} (it closed at {closed}; not sent to Meta)")
         try:
             answer = await self.graph.request(
                 "POST", "messages", "voice_call button", call_button_message(phone, button)
             )
         except GraphApiError as exc:
             if exc.details.get("metaCode") == OUTSIDE_WINDOW:
-                raise CallStateError(
-                    f"{phone} has not written to the business in the last 24 h: a call button "
-                    f"can only be sent inside the service window (Meta: "
-                    f"{exc.details.get('metaMessage')})",
-                    code="outside_service_window",
-                ) from exc
+                meta = exc.details.get("metaMessage")
+                raise _outside_window(phone, f"{BUTTON} (Meta: {meta})") from exc
             raise
         return message_id(answer)
 
@@ -172,11 +163,8 @@ class CallPermissions:
             code = exc.details.get("metaCode")
             meta = exc.details.get("metaMessage")
             if code == OUTSIDE_WINDOW:
-                raise CallStateError(
-                    f"{phone} has not written to the business in the last 24 h, so only a "
-                    f"template can ask: give template {{name, language}} (Meta: {meta})",
-                    code="outside_service_window",
-                ) from exc
+                why = ", so only a template can ask: give template {name, language}"
+                raise _outside_window(phone, f"{why} (Meta: {meta})") from exc
             if code == NO_TEMPLATE:
                 raise BadRequest(
                     f"Meta has no approved template {template!r}: {meta}", code="unknown_template"
@@ -242,3 +230,11 @@ class CallPermissions:
         exc.details["limits"] = [lim for lim in view["limits"] if lim["action"] == action]
         exc.message = f"{exc.message} The next one is allowed at {when}."
         exc.retry_after = max(1, int(parse_iso_utc(when) - self.clock()))
+
+
+def _outside_window(phone: str, then: str) -> CallStateError:
+    """409 ``outside_service_window``: 24 h since ``phone`` last wrote or called, ``then``."""
+    return CallStateError(
+        f"{phone} has not written to the business in the last 24 h{then}",
+        code="outside_service_window",
+    )

@@ -81,15 +81,8 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         self.failure: str | None = None
         self.started_at: float | None = None
         self._tasks = TaskSet(f"sdes-peer[{name}]")
-        self.socket = RtpSocket(name, self._on_rtp, self._on_rtcp, srtp=True)
         self.crypto: Crypto | None = None
-        self._open_shell(
-            stats,
-            self._tasks,
-            on_dtmf=on_dtmf,
-            on_media=on_media,
-            on_closed=on_closed,
-        )
+        self._open_shell(stats, on_dtmf=on_dtmf, on_media=on_media, on_closed=on_closed)
         self.leg = RtpLeg(
             RtpSession.new(OPUS_PT),
             codec="opus",
@@ -99,10 +92,11 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             dtmf=(lambda: self.dtmf_pt, self.dtmf),
             rtcp_interval=rtcp_interval,
             report=self._report,
-            wire=self.socket,
         )
         """The leg's RTP on the socket (``rtc/rtp_leg.py``): session, receiver, sender, track,
         RTCP on the worker clock (the media watchdog with it)."""
+        rtcp = self.leg.receive_rtcp
+        self.socket = self.leg.wire = RtpSocket(name, self._on_rtp, rtcp, srtp=True)
         self._track: OpusBusTrack | None = None
         """Our track, made once Meta's address and key are known (:meth:`_start`)."""
         self.session = self.leg.session  # an RtpLegOwner's
@@ -207,11 +201,6 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         return self._track is not None
 
     # -- sending
-    @property
-    def running(self) -> bool:
-        """Whether our packets go out now (keys and Meta's address known, not closed)."""
-        return not self._closed and self.socket.ready
-
     def _report(self) -> int:
         """One RTCP report (the scheduler's callback), then the media watchdog."""
         sent = self.leg.report()
@@ -237,9 +226,6 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             if self.state == "connecting":
                 self.state = "connected"
         self.leg.receive_rtp(plain, at)
-
-    def _on_rtcp(self, plain: bytes, at: float) -> None:
-        self.leg.receive_rtcp(plain, at)
 
     # -- the pump's channel
     @property
@@ -286,7 +272,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             if self._closed:
                 return
             self._closed = True
-            self._close_shell()
+            self._detach()
             self.leg.stop(bye=self._track is not None and self.socket.ready)
             await self._tasks.close()
             self.socket.close()

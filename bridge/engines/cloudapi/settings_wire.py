@@ -100,47 +100,35 @@ def from_meta(answer: Mapping[str, Any]) -> dict[str, Any]:
 def check(patch: Mapping[str, Any]) -> None:
     """Meta's rules the schema cannot say (see the module docstring): 400 naming the field."""
     if "restrictions" in patch:
-        raise BadRequest(
-            "field 'restrictions': Meta sets a number's restrictions, they cannot be changed",
-            code="invalid_settings",
-        )
+        raise _invalid("restrictions", "Meta sets a number's restrictions, they cannot be changed")
     icons = patch.get("callIcons")
     if isinstance(icons, Mapping):
         unknown = [c for c in icons.get("restrictToUserCountries") or [] if c not in COUNTRIES]
         if unknown:
-            raise BadRequest(
-                f"field 'callIcons.restrictToUserCountries': {str(unknown[0])[:8]!r} is not an "
-                "ISO 3166-1 alpha-2 country code with a WhatsApp calling code (e.g. BR, IN, US)",
-                code="invalid_settings",
+            raise _invalid(
+                "callIcons.restrictToUserCountries",
+                f"{str(unknown[0])[:8]!r} is not an ISO 3166-1 alpha-2 country code with a "
+                "WhatsApp calling code (e.g. BR, IN, US)",
             )
     hours = patch.get("callHours")
     if not isinstance(hours, Mapping):
         return
     zone = hours.get("timezoneID")
     if zone is not None and zone not in zoneinfo.available_timezones():
-        raise BadRequest(
-            f"field 'callHours.timezoneID': {str(zone)[:64]!r} is not a tz database id "
-            "(e.g. America/Sao_Paulo)",
-            code="invalid_settings",
-        )
+        why = f"{str(zone)[:64]!r} is not a tz database id (e.g. America/Sao_Paulo)"
+        raise _invalid("callHours.timezoneID", why)
     slots = hours.get("weeklyOperatingHours") or []
     per_day = Counter(slot.get("dayOfWeek") for slot in slots)
     for day, count in per_day.items():
         if count > SLOTS_PER_DAY:
-            raise BadRequest(
-                f"field 'callHours.weeklyOperatingHours': {count} slots on {day}; Meta takes at "
-                f"most {SLOTS_PER_DAY} a day",
-                code="invalid_settings",
-            )
+            why = f"{count} slots on {day}; Meta takes at most {SLOTS_PER_DAY} a day"
+            raise _invalid("callHours.weeklyOperatingHours", why)
     for i, slot in enumerate(slots):
         _span(slot, "openTime", "closeTime", f"callHours.weeklyOperatingHours[{i}]")
     holidays = hours.get("holidaySchedule") or []
     if len(holidays) > HOLIDAYS:
-        raise BadRequest(
-            f"field 'callHours.holidaySchedule': {len(holidays)} holidays; Meta takes at most "
-            f"{HOLIDAYS}",
-            code="invalid_settings",
-        )
+        why = f"{len(holidays)} holidays; Meta takes at most {HOLIDAYS}"
+        raise _invalid("callHours.holidaySchedule", why)
     for i, day in enumerate(holidays):
         _span(day, "startTime", "endTime", f"callHours.holidaySchedule[{i}]")
 
@@ -148,8 +136,9 @@ def check(patch: Mapping[str, Any]) -> None:
 def _span(item: Mapping[str, Any], start: str, end: str, where: str) -> None:
     opens, closes = str(item.get(start, "")), str(item.get(end, ""))
     if not _TIME.match(opens) or not _TIME.match(closes) or opens >= closes:
-        raise BadRequest(
-            f"field '{where}': {start} {opens!r} and {end} {closes!r} must be HHMM times, the "
-            "first before the second",
-            code="invalid_settings",
-        )
+        why = f"{start} {opens!r} and {end} {closes!r} must be HHMM times, the first before"
+        raise _invalid(where, f"{why} the second")
+
+
+def _invalid(field: str, why: str) -> BadRequest:
+    return BadRequest(f"field '{field}': {why}", code="invalid_settings")

@@ -10,7 +10,7 @@ steps of its close.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 from ...audio.pcm import Pcm
 from ...errors import BadOffer
@@ -18,7 +18,6 @@ from ...media import BusStats, ReceiveStats
 from ...rtc.protection import LossProtection
 from ...rtc.rfc4733 import DtmfDetector, KeyPresses
 from ...rtc.tracks import OpusBusTrack
-from ...tasks import TaskSet
 from ..base import EngineStats
 from ..channels import MediaClosed
 from .channel import LegPort, PeerChannel
@@ -33,25 +32,10 @@ OPUS_COMPLEXITY = 6
 100 µs more per 20 ms frame (0.5 % of a core per call)."""
 
 
-class _Leg(Protocol):
-    """What the shell reads of the leg it is mixed into."""
-
-    name: str
-    leg_words: ClassVar[str]
-
-    @property
-    def state(self) -> str: ...
-
-    @property
-    def failure(self) -> str | None: ...
-
-    @property
-    def dead(self) -> bool: ...
-
-
 class WhatsAppLeg:
     """Mixed into each WhatsApp-side leg (module docstring); the leg calls :meth:`_open_shell`
-    in its ``__init__`` and :meth:`_close_shell` first thing in its close."""
+    in its ``__init__``, and :meth:`_detach` runs first thing in its close (``PeerLeg``'s hook,
+    which the SDES leg calls itself)."""
 
     leg_words: ClassVar[str]
     """What the messages call the leg ("peer connection", "SDES leg")."""
@@ -59,7 +43,6 @@ class WhatsAppLeg:
     def _open_shell(
         self,
         stats: EngineStats,
-        tasks: TaskSet,
         *,
         on_dtmf: Callable[[Any, str, int], None],
         on_media: Callable[[Any], None],
@@ -136,7 +119,7 @@ class WhatsAppLeg:
         for i, digit in enumerate(digits):
             keys.press(digit, duration_ms, gap_ms, done if i == len(digits) - 1 else None)
 
-    def _over(self: _Leg) -> str:
+    def _over(self: Any) -> str:
         why = f"{self.name}: the WhatsApp-side {self.leg_words} is {self.state}"
         return why + (f" ({self.failure})" if self.failure else "")
 
@@ -170,7 +153,7 @@ class WhatsAppLeg:
         """The Opus receiver's counters (summed with ``leg="whatsapp"``)."""
         return self.rx.receive
 
-    def _close_shell(self: Any) -> None:
+    def _detach(self: Any) -> None:
         """Stop feeding the pump, drop the key presses not sent, tell the engine."""
         self.port.end(f"{self.name}: the WhatsApp-side {self.leg_words} is closed")
         self.keys_out.clear()

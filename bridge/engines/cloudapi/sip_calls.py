@@ -8,12 +8,11 @@ codes, which decides it as on Graph (:mod:`.codes`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ...sip import Address, Dialog, InviteClient, InviteServer, Request, Response, SipParseError
 from .codes import MetaCode, code_in_text
-from .media import MediaLeg
 from .state import MetaCall
 
 METADATA_HEADERS = {
@@ -32,19 +31,11 @@ METADATA_LIMIT = 1024
 class SipCall(MetaCall):
     """The SIP road's view of one call (keyed by the engine call id)."""
 
-    id: str
-    peer_wa: str
-    direction: str  # "inbound" or "outbound"
-    leg: MediaLeg
-    state: str = "connecting"  # connecting, ringing, accepted, ended
     tx: InviteServer | None = None
     """Inbound: Meta's INVITE, answered on /call/answer."""
     uac: InviteClient | None = None
     """Outbound: our INVITE."""
     dialog: Dialog | None = None
-    answer_sdp: str = ""
-    metadata: dict[str, Any] = field(default_factory=dict)
-    handed_over: bool = False
     confirmed_at: float | None = None
     """When the dialog was confirmed (the ACK to our 200, or our ACK to Meta's)."""
 

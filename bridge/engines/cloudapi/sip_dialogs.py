@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ...errors import EngineCallNotFound, EngineError
+from ...errors import EngineError
 from ...sip import InviteServer, UserAgent
 from ...sip.dialog import Dialog
 from ...sip.headers import warning
 from ...sip.message import Request
-from ..base import EngineEvent, EngineEventKind, emit
+from ..base import EngineEvent, EngineEventKind, Remembered, emit
 from .graph_side import GraphSide
 from .media import MediaLeg
 from .sip_calls import (
@@ -32,7 +32,7 @@ from .sip_calls import (
     meta_code,
     peer_number,
 )
-from .state import MetaCalls, Remembered
+from .state import MetaCalls
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +70,6 @@ class SipDialogs(MetaCalls):
         return self.ua
 
     # -- bookkeeping, both directions
-    def get(self, engine_call_id: str) -> SipCall:
-        call = self.calls.get(engine_call_id)
-        if call is None or call.state == "ended":
-            raise EngineCallNotFound(f"the SIP engine has no live call {engine_call_id}")
-        return call
-
     def confirmed(self, call: SipCall, dialog: Dialog) -> None:
         call.dialog = dialog
         self.by_dialog[dialog.key] = call
@@ -83,15 +77,15 @@ class SipDialogs(MetaCalls):
 
     def drop(self, call: SipCall) -> None:
         call.state = "ended"
-        self.calls.pop(call.id, None)
+        self.calls.pop(call.wacid, None)
         if call.dialog is not None:
             self.by_dialog.pop(call.dialog.key, None)
             if self.ua is not None:
                 self.ua.dialogs.pop(call.dialog.key, None)
 
     def ended(self, call: SipCall, reason: str, detail: str = "", **data: Any) -> None:
-        event = EngineEvent(EngineEventKind.ENDED, call.id, reason=reason, data=data, detail=detail)
-        emit(self.events, event)
+        ended = EngineEventKind.ENDED
+        emit(self.events, EngineEvent(ended, call.wacid, reason=reason, data=data, detail=detail))
 
     def terminated(self, wacid: str) -> bool:
         """Meta's ``terminate`` webhook for ``wacid``: whether the call is live here and waits
@@ -142,10 +136,9 @@ class SipDialogs(MetaCalls):
             return
         leg = self._new_leg(f"cloudapi-sip:{cid[:24]}")
         leg.wacid = cid
-        call = SipCall(cid, peer_number(req), "inbound", leg, tx=tx)
-        call.metadata = invite_metadata(req)
+        call = SipCall(cid, peer_number(req), "inbound", leg, metadata=invite_metadata(req), tx=tx)
         self.calls[cid] = call
-        self.graph_side.heard_from(call.peer_wa)  # the window opens; a callback?
+        self.graph_side.permissions.heard_from(call.peer_wa, called=True)  # a callback?
         self.by_dialog[tx.dialog.key] = call  # a CANCEL may come while the leg answers
         try:
             offer = req.body.decode("utf-8", "replace")
@@ -162,8 +155,7 @@ class SipDialogs(MetaCalls):
                 await self.forget(call)
             return  # cancelled meanwhile
         call.state = "ringing"
-        data = {"metadata": call.metadata} if call.metadata else {}
-        emit(self.events, EngineEvent(EngineEventKind.INCOMING, cid, call.jid, data=data))
+        emit(self.events, EngineEvent(EngineEventKind.INCOMING, cid, call.jid, data=call.incoming))
         await tx.respond(180, "Ringing")
 
     async def cancelled(self, tx: InviteServer) -> None:
@@ -203,7 +195,7 @@ class SipDialogs(MetaCalls):
         if known is not None:
             reason = known.reason
             log.warning(
-                "SIP call %s: Meta ended it (%s): %s — %s", call.id, reason, detail, known.hint
+                "SIP call %s: Meta ended it (%s): %s — %s", call.wacid, reason, detail, known.hint
             )
         self.ended(call, reason, detail, **data)
 

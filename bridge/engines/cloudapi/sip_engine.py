@@ -44,7 +44,6 @@ from ..base import (
     WebhookCalls,
     emit,
 )
-from ..channels import MediaChannel
 from .graph_side import CloudApiRoad, GraphSide
 from .media import MediaLeg, new_leg
 from .sip_calls import SipCall, bic_failure, meta_code
@@ -57,7 +56,7 @@ REALM = "wa.meta.vc"
 """The digest realm of Meta's SIP interface (both ways)."""
 
 
-class SipEngine(CloudApiRoad):
+class SipEngine(CloudApiRoad[SipCall]):
     """Meta's SIP road for one business number (see the module docstring)."""
 
     def __init__(self, settings: Settings, http: aiohttp.ClientSession | None = None) -> None:
@@ -90,12 +89,6 @@ class SipEngine(CloudApiRoad):
         """The calls and their dialogs; the UA's ``CallHandler`` (:mod:`.sip_dialogs`)."""
         self.calls: dict[str, SipCall] = self.dialogs.calls  # the same dict
         self.graph_side.on_calls = self._meta_call_webhooks
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, http: aiohttp.ClientSession | None = None
-    ) -> SipEngine:
-        return cls(settings, http)
 
     def use_password(self, password: str) -> None:
         if not password or password == self.sip.sip_password:
@@ -216,7 +209,7 @@ class SipEngine(CloudApiRoad):
 
     # -- call control
     async def answer(self, engine_call_id: str) -> None:
-        call = self.dialogs.get(engine_call_id)
+        call = self._live(engine_call_id)
         tx = call.tx
         if call.direction != "inbound" or call.state != "ringing" or tx is None:
             raise EngineError(f"call {engine_call_id} is not ringing inbound")
@@ -226,7 +219,7 @@ class SipEngine(CloudApiRoad):
         call.state = "accepted"
 
     async def hangup(self, engine_call_id: str) -> None:
-        call = self.dialogs.get(engine_call_id)
+        call = self._live(engine_call_id)
         state = call.state
         await self.dialogs.forget(call)
         if call.tx is not None and state != "accepted":
@@ -238,15 +231,7 @@ class SipEngine(CloudApiRoad):
             if resp.status >= 300 and resp.status != 481:
                 raise EngineError(f"SIP call {engine_call_id}: BYE got {resp.status} {resp.reason}")
 
-    async def open_media(self, engine_call_id: str) -> MediaChannel:
-        return self.dialogs.get(engine_call_id).leg.open_channel()
-
     # -- business-initiated calls
-    async def dial(self, phone: str, *, call_id: str = "", other_leg: tuple[str, ...] = ()) -> str:
-        users = [(c.peer_wa, c.state) for c in self.calls.values()]
-        with self.graph_side.standing.dialling(phone, users):  # paused? one call a user
-            return await self._dial(phone, call_id, other_leg)
-
     async def _dial(self, phone: str, call_id: str, other_leg: tuple[str, ...]) -> str:
         ua = self.dialogs.user_agent()
         sip = self.sip
@@ -281,7 +266,7 @@ class SipEngine(CloudApiRoad):
         def progress(resp: Response) -> None:
             if call.state == "calling":
                 call.state = "ringing"
-                emit(self.events, EngineEvent(EngineEventKind.RINGING, call.id, call.jid))
+                emit(self.events, EngineEvent(EngineEventKind.RINGING, call.wacid, call.jid))
 
         final = await uac.run(progress)
         if call.state == "ended":  # hung up meanwhile
@@ -292,7 +277,7 @@ class SipEngine(CloudApiRoad):
             reason, why = bic_failure(
                 final, self.sip.sip_hostname, self.sip.sip_number, uac.auth_failure
             )
-            log.warning("SIP call %s to %s: %s", call.id, call.peer_wa, why)
+            log.warning("SIP call %s to %s: %s", call.wacid, call.peer_wa, why)
             await self.dialogs.forget(call)
             detail = meta_code(final)[1] or f"SIP {final.status}: {final.reason}"
             self.dialogs.ended(call, reason, detail, sipStatus=final.status, sipReason=why)
@@ -302,10 +287,10 @@ class SipEngine(CloudApiRoad):
         try:
             await call.leg.apply_answer(final.body.decode("utf-8", "replace"))
         except Exception as exc:
-            log.warning("SIP call %s: Meta's answer cannot be applied: %s", call.id, exc)
+            log.warning("SIP call %s: Meta's answer cannot be applied: %s", call.wacid, exc)
             await self.dialogs.user_agent().in_dialog(uac.dialog, "BYE")
             await self.dialogs.forget(call)
             self.dialogs.ended(call, "failed", sipReason=f"answer not applied: {exc}")
             return
         call.state = "accepted"
-        emit(self.events, EngineEvent(EngineEventKind.ANSWERED, call.id, call.jid))
+        emit(self.events, EngineEvent(EngineEventKind.ANSWERED, call.wacid, call.jid))

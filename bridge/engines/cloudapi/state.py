@@ -1,11 +1,10 @@
 """What the Cloud API engine keeps per call (:class:`CloudCall`, by Meta's ``wacid``), what both
-roads do with their calls (:class:`MetaCalls`) and the bounded memory of ended calls that makes
-a redelivered webhook change nothing."""
+roads do with their calls (:class:`MetaCalls`) and the webhooks parked for a dial in flight."""
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,25 +13,36 @@ from ..base import EngineEvent, EngineEventKind, emit
 from .media import MediaLeg
 from .webhook import CallWebhook
 
-REMEMBERED = 4096
-"""Ended calls and handled events remembered, so a redelivered webhook changes nothing."""
 PARKED = 16
 """Webhook events kept per dial that arrive before ``connect`` has returned Meta's call id
 (found by their ``biz_opaque_callback_data``, our call id); the oldest go first."""
 
 
+@dataclass
 class MetaCall:
-    """What an engine keeps of a call on either road (:class:`CloudCall`, ``SipCall``)."""
+    """What an engine keeps of a call on either road (:class:`CloudCall`, ``SipCall``), by the
+    engine call id its leg has too (``wacid``: Meta's, or the Call-ID of our own INVITE)."""
 
+    wacid: str
     peer_wa: str
+    direction: str  # "inbound" or "outbound"
     leg: MediaLeg
-    state: str
-    handed_over: bool
+    state: str = "connecting"  # connecting, (calling,) ringing, accepted, ended
+    answer_sdp: str = ""  # inbound: our answer to Meta's offer
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Inbound: the caller's context (Meta's connect webhook or INVITE headers), into the
+    call's metadata."""
+    handed_over: bool = False
     """The call's runtime owns the leg (``take_leg``): it closes it, not the engine."""
 
     @property
     def jid(self) -> str:
         return f"{self.peer_wa}@s.whatsapp.net"
+
+    @property
+    def incoming(self) -> dict[str, Any]:
+        """The ``INCOMING`` event's data."""
+        return {"metadata": self.metadata} if self.metadata else {}
 
 
 class MetaCalls:
@@ -69,38 +79,8 @@ class MetaCalls:
 class CloudCall(MetaCall):
     """The Graph road's view of one call (keyed by Meta's ``wacid``)."""
 
-    wacid: str
-    peer_wa: str
-    direction: str  # "inbound" or "outbound"
-    leg: MediaLeg
-    """Used for signalling (SDP, media seen)."""
-    state: str = "connecting"  # connecting, ringing, accepted, ended
-    answer_sdp: str = ""  # inbound: what pre_accept and accept send
     call_id: str = ""  # outbound: our call id (biz_opaque_callback_data)
     seen: set[str] = field(default_factory=set)
-    handed_over: bool = False
-    metadata: dict[str, Any] = field(default_factory=dict)
-    """Inbound: the caller's context from Meta's connect webhook (into the call's metadata)."""
-
-    @property
-    def incoming(self) -> dict[str, Any]:
-        """The ``INCOMING`` event's data."""
-        return {"metadata": self.metadata} if self.metadata else {}
-
-
-class Remembered(OrderedDict[str, Any]):
-    """A bounded memory: the ``size`` keys written last (each with its value, ``None`` when
-    only the key matters); the one written longest ago is forgotten first."""
-
-    def __init__(self, size: int = REMEMBERED) -> None:
-        super().__init__()
-        self.size = size
-
-    def add(self, key: str, value: Any = None) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
 
 
 class Parked(dict[str, deque[CallWebhook]]):
