@@ -91,6 +91,24 @@ async def test_signal_with_live_call_exits_cleanly(sig, times) -> None:
     assert log.count("while stopping: ignored") == (times > 1), log
 
 
+async def app_script(script: str) -> asyncio.subprocess.Process:
+    """A Python process running ``script`` (an aiohttp app on the port given as its argument),
+    its output piped."""
+    import sys
+
+    from ..support.processes import ROOT
+
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        str(free_port()),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
 STOPPED_DURING_SHUTDOWN = r"""
 import asyncio, signal, sys
 from aiohttp import web
@@ -122,19 +140,7 @@ async def test_a_stop_asked_again_while_the_shutdown_runs_does_not_cut_it_short(
     """A handover drain that ends while a signal's shutdown runs asks to stop again
     (``StopSignals.stop``): once begun, the shutdown runs to its end (a second graceful exit
     raised in it skipped every resource's cleanup, exit 1)."""
-    import sys
-
-    from ..support.processes import ROOT
-
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        STOPPED_DURING_SHUTDOWN,
-        str(free_port()),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await app_script(STOPPED_DURING_SHUTDOWN)
     assert proc.stdout is not None
     assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"ready\n"
     proc.send_signal(signal.SIGINT)
@@ -186,19 +192,7 @@ async def test_a_stop_signal_during_the_start_up_stops_once_it_is_done(
     """aiohttp's ``run_app`` starts the app's resources outside the ``try`` that cleans them
     up: a graceful exit raised while they start left those already up uncleaned. A stop
     signal during the start-up now waits for its end (``StopSignals``)."""
-    import sys
-
-    from ..support.processes import ROOT
-
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        STOPPED_DURING_START_UP,
-        str(free_port()),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await app_script(STOPPED_DURING_START_UP)
     assert proc.stdout is not None
     assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"up\n"
     assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"starting\n"
