@@ -44,13 +44,10 @@ import secrets
 import struct
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ..media.clock import Phase, worker_clock
 from .rests import REST_AT_LEAST, Rests, rests_of
-
-if TYPE_CHECKING:
-    from .rtp_session import RtpSession
 
 log = logging.getLogger(__name__)
 
@@ -201,16 +198,15 @@ class ClockedTrack(Protocol):
 class LeanSender:
     """A leg's one clocked RTP sender (module docstring): on the worker clock's ``SEND`` phase
     (``media/clock.py``; no task of its own), each tick it sends what its track says for the
-    tick (``track.packets(now)``), each packet numbered on the session's :class:`RtpStream`
+    tick (``track.packets(now)``), each packet numbered on its (the session's) :class:`RtpStream`
     and handed as plaintext to ``send_rtp`` (the leg's wire: protect and send;
     ``ConnectionError`` while it cannot, which ends the sender and the track). A track's packets
     (``rtc/tracks.py``'s ``EncodedPacket``) carry ``data``, ``pts`` (RTP time from 0 on the
     codec's clock) and ``seq`` (``None``: the stream numbers it). A forwarded packet comes to
     :attr:`send_rtp` numbered by the track (``ForwardingTrack.forward``)."""
 
-    def __init__(self, session: RtpSession, send_rtp: Callable[[bytes], None]) -> None:
-        self.session = session
-        self.stream = session.stream
+    def __init__(self, stream: RtpStream, send_rtp: Callable[[bytes], None]) -> None:
+        self.stream = stream
         self.send_rtp = send_rtp
         self.running = False
         """Whether it sends now (its transport up): forwarding starts only then."""
