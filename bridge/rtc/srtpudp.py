@@ -31,7 +31,7 @@ from typing import Any
 import pylibsrtp
 
 from . import udp_poll
-from .ports import parse_port_range, port_scope, udp_socket
+from .ports import bind_in_range, port_scope
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +115,8 @@ except (ImportError, AttributeError):  # pragma: no cover - another pylibsrtp
 def bind_socket(host: str, ports: str) -> socket.socket:
     """A non-blocking UDP socket on ``host``, inside ``ports`` (``BRIDGE_RTP_PORTS``) when set,
     else on an ephemeral port; raises ``PortsExhausted`` (503) when the range is full."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    if parse_port_range(ports):
-        with port_scope(ports) as allocator:
-            assert allocator is not None
-            return allocator.bind(family, host)
-    return udp_socket(family, host)
+    with port_scope(ports) as allocator:
+        return bind_in_range(allocator, (host, 0), None)
 
 
 async def open_endpoint(
