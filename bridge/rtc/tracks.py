@@ -280,10 +280,7 @@ class OpusBusTrack(ForwardingTrack):
         self.applied = decision
 
     def stop(self) -> None:
-        super().stop()
-        self._run.end()
+        super().stop()  # the run ended, the pass-through let go (``ForwardingTrack.stop``)
         if self.player is not None:
             self.player.stop()
-        if self.pass_through is not None:
-            self.pass_through.target = None
         self.sink.detach()
