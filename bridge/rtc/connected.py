@@ -127,7 +127,6 @@ class ParkedTrack(OpusBusTrack):
         if self.parked:
             return
         self.parked = True
-        self.on_clock = False
         if self.player is not None:
             self.player.off_clock()
             if self.readyState == "live":  # an ended track's keepalives would go nowhere
@@ -149,7 +148,6 @@ class ParkedTrack(OpusBusTrack):
         self._mark = True
         self._encoder.reset()
         self.parked = False
-        self.on_clock = True
         keepalive_pulse().discard(self)
         if self.player is not None:
             self.player.on_clock()
@@ -161,9 +159,11 @@ class ParkedTrack(OpusBusTrack):
             self.resume(_Nothing(), priming=frames)  # counted from its first frame, sent at once
 
     def played_by(self, player: LeanSender) -> None:
-        super().played_by(player)
-        if self.parked:
-            keepalive_pulse().add(self)
+        if not self.parked:
+            super().played_by(player)
+            return
+        self.player = player  # off the clock: the keepalive pulse wakes it
+        keepalive_pulse().add(self)
 
     def packets(self, now: float) -> list[EncodedPacket]:
         if self._priming:

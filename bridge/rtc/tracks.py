@@ -145,8 +145,6 @@ class OpusBusTrack(ForwardingTrack):
                 self._encoder.set_celt_only(True)
         else:
             self.use_codec(codec)
-        self.on_clock = True
-        """Whether the player ticks it now (a parked leg's track is off the clock)."""
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self.dtx_gate = dtx_gate
         """DTX toward a browser that asked for it (``audio/dtx.py``): a silence is (almost)
@@ -165,11 +163,10 @@ class OpusBusTrack(ForwardingTrack):
         self.protection = None  # nothing adapts to loss: the reports change nothing
 
     def played_by(self, player: LeanSender) -> None:
-        """``player`` ticks :meth:`packets` from now (``LeanSender.start``), unless the track
-        is off the clock (parked): then from when it puts itself on."""
+        """``player`` ticks :meth:`packets` from now (``LeanSender.start``; a parked track,
+        ``rtc/connected.py``, from when it puts itself on)."""
         self.player = player
-        if self.on_clock:
-            player.on_clock()
+        player.on_clock()
 
     async def recv(self) -> NoReturn:
         """Never read in the bridge: the leg's clocked sender plays the track (:meth:`packets`);
