@@ -176,20 +176,13 @@ class RtpSocket(asyncio.DatagramProtocol):
 
     def set_keys(self, ours: bytes, theirs: bytes, profile: int) -> None:
         """Our master key||salt protects what we send; the far end's unprotects what it sends."""
-        self._tx = lean_srtp(
-            pylibsrtp.Session(
-                pylibsrtp.Policy(
-                    key=ours, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile
-                )
-            )
-        )
-        self._rx = lean_srtp(
-            pylibsrtp.Session(
-                pylibsrtp.Policy(
-                    key=theirs, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=profile
-                )
-            )
-        )
+
+        def session(key: bytes, ssrc_type: int) -> Any:
+            policy = pylibsrtp.Policy(key=key, ssrc_type=ssrc_type, srtp_profile=profile)
+            return lean_srtp(pylibsrtp.Session(policy))
+
+        self._tx = session(ours, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        self._rx = session(theirs, pylibsrtp.Policy.SSRC_ANY_INBOUND)
 
     def set_remote(self, rtp: Address, rtcp: Address) -> None:
         """Where the far end's SDP says to send (until its packets say otherwise)."""
