@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -46,51 +47,50 @@ PULSE = KEEPALIVE_FRAMES * 0.02
 
 
 class KeepalivePulse:
-    """One pulse per worker that wakes every parked track every :data:`PULSE` seconds to send
-    its packet of silence: a one-shot callback on the worker clock (module docstring), only
+    """One pulse per worker clock that wakes every parked track every :data:`PULSE` seconds
+    to send its packet of silence: a one-shot callback on the clock (module docstring), only
     while some track is parked."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: WorkerClock) -> None:
+        self.clock = clock
         self._parked: set[ParkedTrack] = set()
         self._cancel: Callable[[], None] | None = None
-        self._clock: WorkerClock | None = None
         self._at = 0.0
 
     def add(self, track: ParkedTrack) -> None:
-        clock = worker_clock()
-        if clock is not self._clock:  # a new event loop (a test's): nothing of the old one holds
-            self._clock, self._cancel, self._parked = clock, None, set()
         self._parked.add(track)
         if self._cancel is None:
-            self._schedule(clock, (math.floor(time.monotonic() / PULSE) + 1) * PULSE)
+            self._schedule((math.floor(time.monotonic() / PULSE) + 1) * PULSE)
 
     def discard(self, track: ParkedTrack) -> None:
         self._parked.discard(track)
 
-    def _schedule(self, clock: WorkerClock, at: float) -> None:
+    def _schedule(self, at: float) -> None:
         self._at = at
-        self._cancel = clock.call_at(at, self._pulse)
+        self._cancel = self.clock.call_at(at, self._pulse)
 
     def _pulse(self, now: float) -> None:
         self._cancel = None
         for track in list(self._parked):
             track.wake()
-        if self._parked and self._clock is not None:
+        if self._parked:
             at = self._at + PULSE
             if at <= now:  # the worker stalled past a pulse: the next whole one
                 at = (math.floor(now / PULSE) + 1) * PULSE
-            self._schedule(self._clock, at)
+            self._schedule(at)
 
 
-_PULSE: KeepalivePulse | None = None
+_pulses: weakref.WeakKeyDictionary[WorkerClock, KeepalivePulse] = weakref.WeakKeyDictionary()
 
 
 def keepalive_pulse() -> KeepalivePulse:
-    """This worker's :class:`KeepalivePulse` (one event loop a worker)."""
-    global _PULSE
-    if _PULSE is None:
-        _PULSE = KeepalivePulse()
-    return _PULSE
+    """This worker clock's :class:`KeepalivePulse` (one a clock, as ``rtc/rests.py``'s resting
+    senders: a new event loop's, a test's, holds nothing of the old one's)."""
+    clock = worker_clock()
+    pulse = _pulses.get(clock)
+    if pulse is None:
+        pulse = _pulses[clock] = KeepalivePulse(clock)
+    return pulse
 
 
 class _Nothing:
