@@ -183,7 +183,8 @@ async def run_once(n: int, profile: cProfile.Profile | None = None) -> dict[str,
     w, p = len(whatsapp_path), len(phone_path)
     assert phone_sender.sent == w and leg.target.sent == p, (phone_sender.sent, leg.target.sent)
     assert playout.not_decoded == w and phone.leg.playout.not_decoded == p
-    assert session.reports.packets_received == w and phone.leg.reports.packets_received == p
+    received = session.reports.reception, phone.leg.reports.reception
+    assert received[0].packets_received == w and received[1].packets_received == p
     phone.leg.playout.stop()
     playout.stop()
     await tasks.close()

@@ -194,7 +194,7 @@ async def per_packet_us(path: str, data: list[bytes]) -> float:
     spent = time.process_time() - t0
     await asyncio.sleep(0)
     if path == "session":
-        received = session.reports.packets_received
+        received = session.reports.reception.packets_received
         await tasks.close()
         wire.close()
     else:

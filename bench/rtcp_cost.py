@@ -51,7 +51,14 @@ from bench.forward_cold import Sent
 from bench.send_path import machine
 from bridge.loop import install_event_loop
 from bridge.rtc import rtcp as rtcp_module
-from bridge.rtc.packets import SDES_CNAME, Bye, ReceiverReport, ReportBlock, Sdes, SenderReport
+from bridge.rtc.packets import (
+    SDES_CNAME,
+    Bye,
+    Sdes,
+    receiver_report,
+    report_block,
+    sender_report,
+)
 from bridge.rtc.rtcp_schedule import AVPF_MIN_INTERVAL, RtcpInterval, RtcpSchedule
 from bridge.rtc.rtp_session import RtpSession
 from bridge.rtc.rtpsend import ntp_time
@@ -136,23 +143,22 @@ class Leg:
         """The far end's next compound (``kind`` 0: its sender's SR, 1: its receiver's RR)."""
         self.n += 1
         now = time.time()
-        block = ReportBlock(
-            ssrc=self.session.ssrc,
-            fraction_lost=self.n % 7,
-            packets_lost=self.n // 3,
-            highest_sequence=5000 + 50 * self.n,
-            jitter=40 + self.n % 11,
-            lsr=(ntp_time(now - 0.5) >> 16) & 0xFFFFFFFF,
-            dlsr=int(0.45 * 65536),
+        block = report_block(
+            self.session.ssrc,
+            self.n % 7,
+            self.n // 3,
+            5000 + 50 * self.n,
+            40 + self.n % 11,
+            (ntp_time(now - 0.5) >> 16) & 0xFFFFFFFF,
+            int(0.45 * 65536),
         )
-        first: SenderReport | ReceiverReport
         if kind == 0:
-            first = SenderReport(
-                self.far_ssrc, ntp_time(now), 160 * self.n, 50 * self.n, 8000 * self.n, [block]
+            first = sender_report(
+                self.far_ssrc, ntp_time(now), 160 * self.n, 50 * self.n, 8000 * self.n, block, 1
             )
         else:
-            first = ReceiverReport(self.far_ssrc, [block])
-        out = bytes(first) + bytes(Sdes([(self.far_ssrc, [(SDES_CNAME, b"far-end-cname")])]))
+            first = receiver_report(self.far_ssrc, block, 1)
+        out = first + bytes(Sdes([(self.far_ssrc, [(SDES_CNAME, b"far-end-cname")])]))
         if self.n % 4 == 0:
             out += _feedback(self.far_ssrc, self.session.ssrc)
         if bye:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -46,51 +47,50 @@ PULSE = KEEPALIVE_FRAMES * 0.02
 
 
 class KeepalivePulse:
-    """One pulse per worker that wakes every parked track every :data:`PULSE` seconds to send
-    its packet of silence: a one-shot callback on the worker clock (module docstring), only
+    """One pulse per worker clock that wakes every parked track every :data:`PULSE` seconds
+    to send its packet of silence: a one-shot callback on the clock (module docstring), only
     while some track is parked."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: WorkerClock) -> None:
+        self.clock = clock
         self._parked: set[ParkedTrack] = set()
         self._cancel: Callable[[], None] | None = None
-        self._clock: WorkerClock | None = None
         self._at = 0.0
 
     def add(self, track: ParkedTrack) -> None:
-        clock = worker_clock()
-        if clock is not self._clock:  # a new event loop (a test's): nothing of the old one holds
-            self._clock, self._cancel, self._parked = clock, None, set()
         self._parked.add(track)
         if self._cancel is None:
-            self._schedule(clock, (math.floor(time.monotonic() / PULSE) + 1) * PULSE)
+            self._schedule((math.floor(time.monotonic() / PULSE) + 1) * PULSE)
 
     def discard(self, track: ParkedTrack) -> None:
         self._parked.discard(track)
 
-    def _schedule(self, clock: WorkerClock, at: float) -> None:
+    def _schedule(self, at: float) -> None:
         self._at = at
-        self._cancel = clock.call_at(at, self._pulse)
+        self._cancel = self.clock.call_at(at, self._pulse)
 
     def _pulse(self, now: float) -> None:
         self._cancel = None
         for track in list(self._parked):
             track.wake()
-        if self._parked and self._clock is not None:
+        if self._parked:
             at = self._at + PULSE
             if at <= now:  # the worker stalled past a pulse: the next whole one
                 at = (math.floor(now / PULSE) + 1) * PULSE
-            self._schedule(self._clock, at)
+            self._schedule(at)
 
 
-_PULSE: KeepalivePulse | None = None
+_pulses: weakref.WeakKeyDictionary[WorkerClock, KeepalivePulse] = weakref.WeakKeyDictionary()
 
 
 def keepalive_pulse() -> KeepalivePulse:
-    """This worker's :class:`KeepalivePulse` (one event loop a worker)."""
-    global _PULSE
-    if _PULSE is None:
-        _PULSE = KeepalivePulse()
-    return _PULSE
+    """This worker clock's :class:`KeepalivePulse` (one a clock, as ``rtc/rests.py``'s resting
+    senders: a new event loop's, a test's, holds nothing of the old one's)."""
+    clock = worker_clock()
+    pulse = _pulses.get(clock)
+    if pulse is None:
+        pulse = _pulses[clock] = KeepalivePulse(clock)
+    return pulse
 
 
 class _Nothing:
@@ -127,7 +127,6 @@ class ParkedTrack(OpusBusTrack):
         if self.parked:
             return
         self.parked = True
-        self.on_clock = False
         if self.player is not None:
             self.player.off_clock()
             if self.readyState == "live":  # an ended track's keepalives would go nowhere
@@ -149,7 +148,6 @@ class ParkedTrack(OpusBusTrack):
         self._mark = True
         self._encoder.reset()
         self.parked = False
-        self.on_clock = True
         keepalive_pulse().discard(self)
         if self.player is not None:
             self.player.on_clock()
@@ -161,9 +159,11 @@ class ParkedTrack(OpusBusTrack):
             self.resume(_Nothing(), priming=frames)  # counted from its first frame, sent at once
 
     def played_by(self, player: LeanSender) -> None:
-        super().played_by(player)
-        if self.parked:
-            keepalive_pulse().add(self)
+        if not self.parked:
+            super().played_by(player)
+            return
+        self.player = player  # off the clock: the keepalive pulse wakes it
+        keepalive_pulse().add(self)
 
     def packets(self, now: float) -> list[EncodedPacket]:
         if self._priming:

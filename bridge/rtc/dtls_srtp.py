@@ -46,7 +46,6 @@ class DtlsSrtp:
 
     def __init__(self, leg: RtpLeg, transceiver: Any, tasks: TaskSet, name: str) -> None:
         self.leg = leg
-        self.session = leg.session
         leg.wire = self
         self.name = name
         self._tasks = tasks
@@ -76,7 +75,7 @@ class DtlsSrtp:
         async def send(parameters: Any) -> None:  # aiortc's RTCRtpSender.send, on this sender
             if self._closed:
                 return  # the leg closed while DTLS came up: nothing starts, aiortc's neither
-            self.session.set_identity(parameters.rtcp.ssrc, parameters.rtcp.cname)
+            self.leg.session.set_identity(parameters.rtcp.ssrc, parameters.rtcp.cname)
             self._start_sending(sender.transport, parameters)
 
         async def receive(parameters: Any) -> None:  # aiortc's RTCRtpReceiver.receive
@@ -132,9 +131,9 @@ class DtlsSrtp:
         ours = self.leg.codec  # the codec the leg was made for (its track's, its receiver's)
         audio = [c for c in parameters.codecs if AUDIO_CODECS.get(c.mimeType.lower()) == ours]
         if audio:
-            self.session.use_codec(ours, audio[0].payloadType)
+            self.leg.session.use_codec(ours, audio[0].payloadType)
         else:
-            self.session.audio_pt = -1  # no payload type matches
+            self.leg.session.audio_pt = -1  # no payload type matches
             what = "Opus" if ours == "opus" else ours
             log.warning("%s: no %s negotiated; its audio is not received", self.name, what)
         self.leg.rtcp_schedule.start()
@@ -150,8 +149,8 @@ class DtlsSrtp:
             name = "Opus" if ours == "opus" else ours
             log.warning("%s: negotiated %s, not %s: nothing is sent", self.name, what, name)
             return
-        self.session.use_codec(ours, codec.payloadType)
-        stream = self.session.stream
+        self.leg.session.use_codec(ours, codec.payloadType)
+        stream = self.leg.session.stream
         ids = [e.id for e in parameters.headerExtensions if e.uri == MID_URI]
         stream.extension = mid_extension(ids[0], parameters.muxId) if ids else b""
         sender.start(track)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Protocol
 
 from aiortc import MediaStreamTrack
 
@@ -18,25 +17,9 @@ from .forward_run import ForwardRun
 from .passthrough import PassThrough, one_20ms_packet
 from .red import RedWrapper
 from .rfc4733 import KeyPresses
-from .rtpsend import LeanSender, RtpStream
+from .rtpsend import LeanSender
 
 log = logging.getLogger(__name__)
-
-
-class PacketSender(Protocol):
-    """The sender an :class:`OpusBusTrack`'s forwarded packets go through (``rtc/rtpsend.py``'s
-    ``LeanSender``): its RTP stream, which numbers each packet, and its wire, which a forwarded
-    packet takes from the source's receive callback."""
-
-    stream: RtpStream
-
-    @property
-    def running(self) -> bool:
-        """Whether it sends now (its transport up): forwarding starts only then."""
-
-    def send_rtp(self, plain: bytes) -> None:
-        """Protect and send one packet of :attr:`stream` now; ``ConnectionError`` if it
-        cannot."""
 
 
 class ForwardingTrack(MediaStreamTrack):
@@ -61,7 +44,7 @@ class ForwardingTrack(MediaStreamTrack):
         self._pts = 0
         """RTP time (from 0, on the codec's clock) of the next packet: 20 ms per packet."""
         self.pass_through: PassThrough | None = None
-        self._sender: PacketSender | None = None
+        self._sender: LeanSender | None = None
         self._run = ForwardRun()
         """The current forwarding run (``rtc/forward_run.py``), decided on each tick."""
         self.player: LeanSender | None = None
@@ -85,7 +68,7 @@ class ForwardingTrack(MediaStreamTrack):
         encodes from then on). A direction that never forwards says here which check refused
         (the pass-through counts what its policy refused: ``PassThrough.not_allowed``)."""
 
-    def forward_from(self, pass_through: PassThrough, sender: PacketSender) -> None:
+    def forward_from(self, pass_through: PassThrough, sender: LeanSender) -> None:
         """Send another leg's Opus packets untouched while ``pass_through.allowed()`` (see
         ``rtc/passthrough.py``) through ``sender``, the lean sender playing this track
         (``rtc/rtpsend.py``), whose stream numbers every packet: forwarded ones are mapped
@@ -125,7 +108,7 @@ class ForwardingTrack(MediaStreamTrack):
         forwarded packet runs it, in a receive callback that finds the caches cold after 20 ms
         asleep (docs/performance.md), so what it needs is in locals and it calls only the
         owners of each job: the run's numbering (``RunNumbering.place``), the sink, the
-        stream's numbers (``RtpStream.packetise``) and the wire (``PacketSender.send_rtp``)."""
+        stream's numbers (``RtpStream.packetise``) and the wire (``LeanSender.send_rtp``)."""
         sender = self._sender
         if source is not self.pass_through or sender is None or not sender.running:
             # An old source (a transfer), or no sender running (yet).
@@ -211,7 +194,7 @@ class ForwardingTrack(MediaStreamTrack):
         return False
 
     def forward_refused(self, source: PassThrough) -> None:
-        """Mixing began in this direction (``ForwardTarget``): the next tick encodes again,
+        """Mixing began in this direction (``PassThrough.offer``): the next tick encodes again,
         unless forwarding is permitted again by then (``ForwardRun.carries``)."""
         if self._run.numbering_for(source) is not None:
             self._run.refused = True

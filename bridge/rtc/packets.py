@@ -4,12 +4,13 @@ The bridge owns RTCP, both ways, on every leg (``rtc/rtp_session.py``); what it 
 wire format is here rather than in aiortc's private ``aiortc.rtp``:
 
 * :class:`SenderReport`, :class:`ReceiverReport` (with their :class:`ReportBlock`),
-  :class:`Sdes` and :class:`Bye`, and :func:`parse_rtcp` for a compound packet
+  :class:`Sdes` and :class:`Bye`, what :func:`parse_rtcp` reads from a compound packet
   (RFC 3550 §6.4.1, §6.4.2, §6.5, §6.6). Other packet types in a compound (RTPFB, PSFB, XR,
   APP) are skipped, not refused.
-* the writers under them, :func:`report_block`, :func:`sender_report` and
-  :func:`receiver_report`: a report's bytes from its fields, one ``struct`` pack each, for
-  the compound a leg sends every second or so (``rtc/rtcp.py``), with no object between.
+* the one writer of each: :func:`report_block`, :func:`sender_report` and
+  :func:`receiver_report`, a report's bytes from its fields, one ``struct`` pack each, for
+  the compound a leg sends every second or so (``rtc/rtcp.py``), with no object between;
+  ``bytes()`` of an :class:`Sdes` or a :class:`Bye`.
 
 A malformed packet raises ``ValueError``.
 """
@@ -73,17 +74,6 @@ class ReportBlock:
     lsr: int = 0
     dlsr: int = 0
 
-    def __bytes__(self) -> bytes:
-        return report_block(
-            self.ssrc,
-            self.fraction_lost,
-            self.packets_lost,
-            self.highest_sequence,
-            self.jitter,
-            self.lsr,
-            self.dlsr,
-        )
-
     @classmethod
     def parse(cls, data: bytes, at: int) -> ReportBlock:
         ssrc, word, highest, jitter, lsr, dlsr = _BLOCK.unpack_from(data, at)
@@ -112,17 +102,6 @@ class SenderReport:
     octet_count: int
     reports: list[ReportBlock] = field(default_factory=list)
 
-    def __bytes__(self) -> bytes:
-        return sender_report(
-            self.ssrc,
-            self.ntp_timestamp,
-            self.rtp_timestamp,
-            self.packet_count,
-            self.octet_count,
-            b"".join(map(bytes, self.reports)),
-            len(self.reports),
-        )
-
 
 @dataclass
 class ReceiverReport:
@@ -130,9 +109,6 @@ class ReceiverReport:
 
     ssrc: int
     reports: list[ReportBlock] = field(default_factory=list)
-
-    def __bytes__(self) -> bytes:
-        return receiver_report(self.ssrc, b"".join(map(bytes, self.reports)), len(self.reports))
 
 
 @dataclass

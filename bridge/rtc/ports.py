@@ -149,10 +149,13 @@ def bind_in_range(
     local_addr: tuple[str, int] | None,
     remote_addr: tuple[str, int] | None,
 ) -> socket.socket:
-    """The socket aioice asked ``create_datagram_endpoint`` for, bound inside the range.
+    """A media socket bound inside the range (``allocator``; ``None``: a port the kernel
+    picks): the one aioice asked ``create_datagram_endpoint`` for, or an SDES or trunk leg's
+    (``rtc/srtpudp.py``).
 
-    ``local_addr`` is a host candidate's address; for a TURN server (``remote_addr`` only) the
-    socket binds the wildcard address of the server's family and is connected to it.
+    ``local_addr`` is a host candidate's (or the leg's) address; for a TURN server
+    (``remote_addr`` only) the socket binds the wildcard address of the server's family and is
+    connected to it.
     """
     if local_addr is not None:
         host = local_addr[0]

@@ -58,8 +58,8 @@ def sample(now: Quality, prev: Quality, playout: Playout | None) -> Quality:
     ``prev`` to ``now`` (a counter that went back, a restarted stream, counts as no change;
     jitter and round-trip time are as of ``now``): ``uplink`` is what the bridge receives on
     the leg, ``downlink`` what it sends (as the far end's receiver reports tell it). Its loss
-    fraction is what the listener misses (:func:`account_concealment`, with the leg's
-    ``playout``), or without one the larger loss of either direction."""
+    fraction is what the listener misses (with the leg's ``playout``), or without one the
+    larger loss of either direction."""
     delta = Quality(
         uplink_packets=max(0, now.uplink_packets - prev.uplink_packets),
         uplink_lost=max(0, now.uplink_lost - prev.uplink_lost),
@@ -70,14 +70,10 @@ def sample(now: Quality, prev: Quality, playout: Playout | None) -> Quality:
         rtt_s=now.rtt_s,
     )
     delta.loss_fraction = max(delta.uplink_loss, delta.far_end_loss)
-    if playout is not None:
-        account_concealment(delta, playout)
-    return delta
-
-
-def account_concealment(delta: Quality, playout: Playout) -> None:
-    """Count what the listener misses, not what the network lost: a loss the receiver rebuilt
-    from FEC is heard; a concealed one (or a packet too late to play) is not."""
+    if playout is None:
+        return delta
+    # What the listener misses, not what the network lost: a loss the receiver rebuilt from
+    # FEC is heard; a concealed one (or a packet too late to play) is not.
     concealed = playout.concealed_since_last()
     if concealed is None:
         # Nothing was played here: the packets went on untouched (an idle leg,
@@ -85,3 +81,4 @@ def account_concealment(delta: Quality, playout: Playout) -> None:
         concealed = delta.uplink_loss
     delta.concealed_fraction = concealed
     delta.loss_fraction = max(concealed, delta.far_end_loss)
+    return delta

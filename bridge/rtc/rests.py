@@ -11,8 +11,8 @@ sender whose time came ticks there (its run ends, or carries that tick), the oth
 to their runs' new earliest ends, and the callback goes to the earliest of those. While the
 sources' packets keep coming that is one wake for them all every ~230 ms, where each sender's
 own callback was four a second, and a tick's call each was fifty. A run that ends sooner
-(forwarding refused, a key press, a hold, a new source) wakes its sender itself
-(``LeanSender.wake``).
+(forwarding refused, a key press, a hold, a new source) wakes its sender (``LeanSender.wake``):
+the callback comes forward to the current tick, where that sender's run carries no more.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ class Rests:
         self._at = math.inf
 
     def add(self, sender: Resting, until: float) -> None:
-        """``sender`` rests until ``until`` at the latest (its run's earliest end)."""
+        """``sender`` rests until ``until`` at the latest (its run's earliest end; woken, the
+        current tick's time)."""
         self.senders[sender] = None
         if until < self._at:
             self._arm(until)

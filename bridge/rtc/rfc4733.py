@@ -153,10 +153,9 @@ class KeyPresses:
         self._current = self._gap_done = None
         self._gap = 0
 
-    def next_packet(self, step: int) -> EventPacket | None:
+    def next_packet(self) -> EventPacket | None:
         """This tick's packet of the press being sent (the next one begins when none is);
-        ``None`` when nothing waits or the tick is a gap's. ``step``: the event clock's units
-        in 20 ms."""
+        ``None`` when nothing waits or the tick is a gap's."""
         if self._current is None:
             if self._gap > 0:
                 self._gap -= 1
@@ -170,7 +169,7 @@ class KeyPresses:
         self._done += 1
         end = self._done >= press.ticks
         packet = EventPacket(
-            event_payload(press.event, end, self._done * step), self._done == 1, end
+            event_payload(press.event, end, self._done * self.step), self._done == 1, end
         )
         if end:
             self.presses += 1
@@ -191,7 +190,7 @@ class KeyPresses:
         if payload_type is None:  # the far end takes no events: the presses go
             self.clear()
             return False
-        packet = self.next_packet(self.step)
+        packet = self.next_packet()
         if packet is None:
             return False
         if packet.first:

@@ -176,16 +176,3 @@ class RtcpReports:
             block.jitter / self.clock,
             rtt,
         )
-
-    # -- totals (over the far end's SSRCs: they never go back)
-    @property
-    def packets_received(self) -> int:
-        return self.reception.packets_received
-
-    @property
-    def packets_lost(self) -> int:
-        return self.reception.packets_lost
-
-    @property
-    def jitter_s(self) -> float:
-        return self.reception.jitter_s

@@ -30,9 +30,8 @@ import math
 import random
 import time
 from collections.abc import Callable
-from typing import Protocol
 
-from ..media.clock import Tick, worker_clock
+from ..media.clock import WorkerClock, worker_clock
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +86,6 @@ class RtcpInterval:
         return interval
 
 
-class Timers(Protocol):
-    """What schedules the reports: ``WorkerClock.call_at`` (``media/clock.py``)."""
-
-    def call_at(self, when: float, callback: Tick) -> Callable[[], None]: ...
-
-
 class RtcpSchedule:
     """One leg's RTCP reports on the worker clock: :meth:`start` once the wire can send,
     ``send_report()`` each interval (it sends one compound packet and returns its length;
@@ -105,7 +98,7 @@ class RtcpSchedule:
         send_report: Callable[[], int],
         interval: RtcpInterval,
         *,
-        timers: Timers | None = None,
+        timers: WorkerClock | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.send_report = send_report

@@ -81,7 +81,7 @@ class RtpLeg:
         self.track: OpusBusTrack | None = None
         """What the sender plays (:meth:`carry`, :meth:`play`; a codec switch reaches it from
         then on); let go at :meth:`stop`."""
-        self.sender = LeanSender(session, self._send_rtp)
+        self.sender = LeanSender(session.stream, self._send_rtp)
         self.playout = Playout(on_frame, stats, tasks, self._decoder, session.reports.reception)
         session.playout = self.playout
         if dtmf is not None:

@@ -225,14 +225,14 @@ class RtpSession:
     def quality(self) -> Quality:
         """The session's cumulative counters: what we received (uplink, as this leg's far
         end sends it) and what the far end reports of what we sent (downlink)."""
-        r = self.reports
-        far = r.far
-        # What the far end reports of our stream, once it has and we have sent.
-        heard = r.far_reports > 0 and self.stream.packets > 0
+        far, received = self.reports.far, self.reports.reception
+        # What the far end reports of our stream, once it has and we have sent (what we
+        # received: totals over the far end's SSRCs, which never go back).
+        heard = self.reports.far_reports > 0 and self.stream.packets > 0
         return Quality(
-            uplink_packets=r.packets_received,
-            uplink_lost=r.packets_lost,
-            uplink_jitter_s=r.jitter_s,
+            uplink_packets=received.packets_received,
+            uplink_lost=received.packets_lost,
+            uplink_jitter_s=received.jitter_s,
             downlink_packets=max(0, self.stream.packets - far.packets_lost) if heard else 0,
             downlink_lost=far.packets_lost if heard else 0,
             downlink_jitter_s=far.jitter_s if heard else None,

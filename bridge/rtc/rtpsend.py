@@ -44,13 +44,10 @@ import secrets
 import struct
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ..media.clock import Phase, worker_clock
 from .rests import REST_AT_LEAST, Rests, rests_of
-
-if TYPE_CHECKING:
-    from .rtp_session import RtpSession
 
 log = logging.getLogger(__name__)
 
@@ -201,16 +198,15 @@ class ClockedTrack(Protocol):
 class LeanSender:
     """A leg's one clocked RTP sender (module docstring): on the worker clock's ``SEND`` phase
     (``media/clock.py``; no task of its own), each tick it sends what its track says for the
-    tick (``track.packets(now)``), each packet numbered on the session's :class:`RtpStream`
+    tick (``track.packets(now)``), each packet numbered on its (the session's) :class:`RtpStream`
     and handed as plaintext to ``send_rtp`` (the leg's wire: protect and send;
     ``ConnectionError`` while it cannot, which ends the sender and the track). A track's packets
     (``rtc/tracks.py``'s ``EncodedPacket``) carry ``data``, ``pts`` (RTP time from 0 on the
     codec's clock) and ``seq`` (``None``: the stream numbers it). A forwarded packet comes to
     :attr:`send_rtp` numbered by the track (``ForwardingTrack.forward``)."""
 
-    def __init__(self, session: RtpSession, send_rtp: Callable[[bytes], None]) -> None:
-        self.session = session
-        self.stream = session.stream
+    def __init__(self, stream: RtpStream, send_rtp: Callable[[bytes], None]) -> None:
+        self.stream = stream
         self.send_rtp = send_rtp
         self.running = False
         """Whether it sends now (its transport up): forwarding starts only then."""
@@ -218,9 +214,8 @@ class LeanSender:
         self._on_clock = False
         self._unregister: Callable[[], None] | None = None
         self._rests: Rests | None = None
-        """The worker's resting senders, while this one is among them (:meth:`_rest_until`)."""
-        self._woken: Callable[[], None] | None = None
-        """Cancels the one-shot tick a woken sender waits for (:meth:`wake`)."""
+        """The worker's resting senders, while this one is among them (:meth:`_rest_until`,
+        until the tick they wake it in)."""
 
     def start(self, track: ClockedTrack) -> None:
         """Play ``track`` from now until it ends or the transport goes: on the clock unless it
@@ -253,7 +248,7 @@ class LeanSender:
     def resting(self) -> bool:
         """Whether it is off the clock while a forwarding run carries its ticks, waiting for
         the one tick that may end the run (or woken, for the next send phase: :meth:`wake`)."""
-        return self._rests is not None or self._woken is not None
+        return self._rests is not None
 
     def carried_until(self) -> float | None:
         """Its track's (``ClockedTrack.carried_until``): until when a run carries its ticks."""
@@ -274,9 +269,6 @@ class LeanSender:
         rests, self._rests = self._rests, None
         if rests is not None:
             rests.discard(self)
-        woken, self._woken = self._woken, None
-        if woken is not None:
-            woken()
 
     def _rest_until(self, until: float) -> None:
         """Off the clock until the tick at or after ``until``: a forwarding run carries every
@@ -291,7 +283,7 @@ class LeanSender:
     def rested(self, now: float) -> None:
         """The tick a rest waited for (run after that tick's phases, as if in its ``SEND``):
         the tick's work, then on the clock again unless it rests once more."""
-        self._rests = self._woken = None
+        self._rests = None
         self._tick(now)
         if self._on_clock and self.track is not None and not self.resting:
             if self._unregister is None:
@@ -302,13 +294,12 @@ class LeanSender:
         key press waiting, a hold, a new source): it ticks in the current tick if that tick's
         ``SEND`` is still to come (a receive callback on the clock's ``INPUT`` phase), else in
         the next, and every tick from then on while it has work."""
-        if self._rests is None:
-            return
-        self._cancel_rest()
-        clock = worker_clock()
-        # The latest tick's time: a tick in progress runs it after its phases, a tick past
-        # runs it at the next one (``WorkerClock.call_at``).
-        self._woken = clock.call_at(clock.now, self.rested)
+        rests = self._rests
+        if rests is not None:
+            # The resting set's one callback comes forward to the latest tick's time (a tick in
+            # progress runs it after its phases, a tick past at the next one: ``call_at``);
+            # there this sender's run carries no more, so it ticks (``Rests``).
+            rests.add(self, rests.clock.now)
 
     def stop(self) -> None:
         """Play no more (idempotent): off the clock, not running, the track stopped."""

@@ -31,7 +31,7 @@ from typing import Any
 import pylibsrtp
 
 from . import udp_poll
-from .ports import parse_port_range, port_scope, udp_socket
+from .ports import bind_in_range, port_scope
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +115,8 @@ except (ImportError, AttributeError):  # pragma: no cover - another pylibsrtp
 def bind_socket(host: str, ports: str) -> socket.socket:
     """A non-blocking UDP socket on ``host``, inside ``ports`` (``BRIDGE_RTP_PORTS``) when set,
     else on an ephemeral port; raises ``PortsExhausted`` (503) when the range is full."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    if parse_port_range(ports):
-        with port_scope(ports) as allocator:
-            assert allocator is not None
-            return allocator.bind(family, host)
-    return udp_socket(family, host)
+    with port_scope(ports) as allocator:
+        return bind_in_range(allocator, (host, 0), None)
 
 
 async def open_endpoint(
@@ -180,20 +176,13 @@ class RtpSocket(asyncio.DatagramProtocol):
 
     def set_keys(self, ours: bytes, theirs: bytes, profile: int) -> None:
         """Our master key||salt protects what we send; the far end's unprotects what it sends."""
-        self._tx = lean_srtp(
-            pylibsrtp.Session(
-                pylibsrtp.Policy(
-                    key=ours, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile
-                )
-            )
-        )
-        self._rx = lean_srtp(
-            pylibsrtp.Session(
-                pylibsrtp.Policy(
-                    key=theirs, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=profile
-                )
-            )
-        )
+
+        def session(key: bytes, ssrc_type: int) -> Any:
+            policy = pylibsrtp.Policy(key=key, ssrc_type=ssrc_type, srtp_profile=profile)
+            return lean_srtp(pylibsrtp.Session(policy))
+
+        self._tx = session(ours, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        self._rx = session(theirs, pylibsrtp.Policy.SSRC_ANY_INBOUND)
 
     def set_remote(self, rtp: Address, rtcp: Address) -> None:
         """Where the far end's SDP says to send (until its packets say otherwise)."""

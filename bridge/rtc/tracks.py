@@ -4,6 +4,7 @@ packet an :class:`EncodedPacket`, what the clocked sender, ``rtc/rtpsend.py``, r
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import NoReturn
 
 import numpy as np
@@ -26,6 +27,7 @@ OPUS_RATE = 48_000
 """Opus' RTP clock (RFC 7587 §4.1)."""
 
 
+@dataclass(slots=True)
 class EncodedPacket:
     """A pre-encoded packet: what ``rtc/rtpsend.py``'s sender reads (``data``, ``pts``,
     ``seq``: a number the stream is to send it under, else ``None``: the stream numbers it;
@@ -33,25 +35,14 @@ class EncodedPacket:
     RFC 4733 event's payload type, its ``pts`` the press's start). A forwarded packet goes to
     the wire without one (``rtc/forwarding_track.py``)."""
 
-    __slots__ = ("data", "event", "marker", "payload_type", "pts", "seq")
-
-    def __init__(
-        self,
-        data: bytes,
-        pts: int,
-        seq: int | None = None,
-        payload_type: int | None = None,
-        marker: bool | None = None,
-        event: bool = False,
-    ) -> None:
-        self.data = data
-        self.pts = pts
-        self.seq = seq
-        self.payload_type = payload_type
-        self.marker = marker
-        """The RTP marker bit, or ``None``: the stream decides (``RtpStream.packetise``)."""
-        self.event = event
-        """An RFC 4733 event sent in place of the tick's audio (``rtc/rfc4733.py``)."""
+    data: bytes
+    pts: int
+    seq: int | None = None
+    payload_type: int | None = None
+    marker: bool | None = None
+    """The RTP marker bit, or ``None``: the stream decides (``RtpStream.packetise``)."""
+    event: bool = False
+    """An RFC 4733 event sent in place of the tick's audio (``rtc/rfc4733.py``)."""
 
 
 _FRAME_TS = OPUS_RATE * FRAME_SAMPLES // SAMPLE_RATE
@@ -145,8 +136,6 @@ class OpusBusTrack(ForwardingTrack):
                 self._encoder.set_celt_only(True)
         else:
             self.use_codec(codec)
-        self.on_clock = True
-        """Whether the player ticks it now (a parked leg's track is off the clock)."""
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self.dtx_gate = dtx_gate
         """DTX toward a browser that asked for it (``audio/dtx.py``): a silence is (almost)
@@ -165,11 +154,10 @@ class OpusBusTrack(ForwardingTrack):
         self.protection = None  # nothing adapts to loss: the reports change nothing
 
     def played_by(self, player: LeanSender) -> None:
-        """``player`` ticks :meth:`packets` from now (``LeanSender.start``), unless the track
-        is off the clock (parked): then from when it puts itself on."""
+        """``player`` ticks :meth:`packets` from now (``LeanSender.start``; a parked track,
+        ``rtc/connected.py``, from when it puts itself on)."""
         self.player = player
-        if self.on_clock:
-            player.on_clock()
+        player.on_clock()
 
     async def recv(self) -> NoReturn:
         """Never read in the bridge: the leg's clocked sender plays the track (:meth:`packets`);
@@ -280,10 +268,7 @@ class OpusBusTrack(ForwardingTrack):
         self.applied = decision
 
     def stop(self) -> None:
-        super().stop()
-        self._run.end()
+        super().stop()  # the run ended, the pass-through let go (``ForwardingTrack.stop``)
         if self.player is not None:
             self.player.stop()
-        if self.pass_through is not None:
-            self.pass_through.target = None
         self.sink.detach()

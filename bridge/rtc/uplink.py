@@ -286,14 +286,9 @@ class Playout:
 
     def hold(self) -> None:
         """Idle (a connected leg between calls): leave the clock, drop what arrives."""
-        if self._stopped or self.held:
-            return
-        self._mirror()
-        self.receiver.stats.freeze()  # the call's figures end here; the reports count on
-        self.held = True
-        self.on_frame = _ignore
-        self._forget_forwarding()
-        self._leave_clock()
+        if not self._stopped and not self.held:
+            self._let_go()
+            self.held = True
 
     def resume(self, on_frame: Callable[[Pcm], None], stats: BusStats) -> None:
         """Back from :meth:`hold` for a call: a fresh receiver (the call's own counters, no
@@ -311,9 +306,14 @@ class Playout:
         """Leave the clock (the leg is closing); later packets are ignored. The callbacks
         (bound to the leg) are dropped, so no reference cycle outlives the leg."""
         if not self._stopped:
-            self._mirror()
-            self.receiver.stats.freeze()
+            self._let_go()
         self._stopped = True
+
+    def _let_go(self) -> None:
+        """The call's figures end here (the reports count on); off the clock, the callbacks
+        dropped."""
+        self._mirror()
+        self.receiver.stats.freeze()
         self.on_frame = _ignore
         self._forget_forwarding()
         self._leave_clock()

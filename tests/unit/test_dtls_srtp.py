@@ -36,6 +36,7 @@ from pylibsrtp import Policy, Session
 from bridge.audio.reception import RtpReception
 from bridge.media import BusStats
 from bridge.rtc import aiortc_seam, guard, rtcp
+from bridge.rtc import packets as rtcp_packets
 from bridge.rtc.dtls_srtp import DtlsSrtp
 from bridge.rtc.red import RedStats
 from bridge.rtc.rfc4733 import DtmfDetector, event_payload
@@ -458,8 +459,8 @@ async def test_what_we_send_is_our_stream_and_the_far_ends_reports_reach_the_enc
     packets = RtcpPacket.parse(leg.session.report())
     sr = next(p for p in packets if isinstance(p, RtcpSrPacket))
     assert sr.sender_info.packet_count == 2 and sr.sender_info.octet_count == 8
-    block = rtcp.ReportBlock(OUR_SSRC, 51, 3, 1000, 0, 0, 0)
-    data = leg.tx.protect_rtcp(bytes(rtcp.ReceiverReport(SSRC, [block])))
+    block = rtcp_packets.report_block(OUR_SSRC, 51, 3, 1000, 0, 0, 0)
+    data = leg.tx.protect_rtcp(rtcp_packets.receiver_report(SSRC, block, 1))
     guard.guarded_datagram_received(leg.protocol, data, ADDR)
     assert losses == [51 / 256] and leg.wire.rtcp_received == 1
     assert leg.session.quality().downlink_lost == 3

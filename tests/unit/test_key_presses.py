@@ -10,7 +10,7 @@ def test_a_press_is_a_packet_a_tick_its_duration_growing_and_its_end_marked() ->
     presses = KeyPresses()
     presses.press("5", 100)
     packets = []
-    while (packet := presses.next_packet(160)) is not None:
+    while (packet := presses.next_packet()) is not None:
         packets.append(packet)
     assert [p.first for p in packets] == [True, False, False, False, False]
     assert [p.end for p in packets] == [False, False, False, False, True]
@@ -27,7 +27,7 @@ def test_the_detector_reads_back_each_press_once_whatever_the_end_repeats() -> N
     for digit in "#7D":
         presses.press(digit, 160)
     timestamp = 0
-    while (packet := presses.next_packet(160)) is not None:
+    while (packet := presses.next_packet()) is not None:
         if packet.first:
             timestamp += 8000
         for _ in range(END_REPEATS if packet.end else 1):
@@ -41,7 +41,7 @@ def test_presses_beyond_the_bound_drop_the_oldest_and_are_counted() -> None:
         presses.press(digit, 40)
     assert presses.dropped == 1
     events = []
-    while (packet := presses.next_packet(160)) is not None:
+    while (packet := presses.next_packet()) is not None:
         if packet.first:
             events.append(packet.payload[0])
     assert events == [2, 3]

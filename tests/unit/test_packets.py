@@ -3,6 +3,8 @@ classes (what the far ends of the tests speak)."""
 
 from __future__ import annotations
 
+from dataclasses import astuple
+
 import pytest
 from aiortc.rtp import (
     RtcpByePacket,
@@ -23,6 +25,9 @@ from bridge.rtc.packets import (
     Sdes,
     SenderReport,
     parse_rtcp,
+    receiver_report,
+    report_block,
+    sender_report,
 )
 
 
@@ -30,7 +35,7 @@ def test_rtcp_compound_matches_aiortc() -> None:
     block = ReportBlock(ssrc=9, fraction_lost=25, packets_lost=-3, highest_sequence=70000)
     block.jitter, block.lsr, block.dlsr = 120, 0xAABBCCDD, 65536
     ours = (
-        bytes(SenderReport(1, 0x0102030405060708, 960, 50, 4000, [block]))
+        sender_report(1, 0x0102030405060708, 960, 50, 4000, report_block(*astuple(block)), 1)
         + bytes(Sdes([(1, [(packets.SDES_CNAME, b"bridge-cname")])]))
         + bytes(Bye([1]))
     )
@@ -70,7 +75,7 @@ def test_rtcp_from_aiortc_parses() -> None:
 
 def test_other_rtcp_is_skipped_and_broken_rtcp_refused() -> None:
     nack = bytes([0x81, 205, 0, 2]) + bytes(8)  # RTPFB generic NACK: not ours to read
-    assert parse_rtcp(nack + bytes(ReceiverReport(1))) == [ReceiverReport(1)]
+    assert parse_rtcp(nack + receiver_report(1)) == [ReceiverReport(1)]
     for broken in (b"\x80\xc9\x00", b"\x80\xc9\x00\x05" + bytes(4), b"\x00\xc9\x00\x00"):
         with pytest.raises(ValueError):
             parse_rtcp(broken)
@@ -82,9 +87,10 @@ def test_padding_and_feedback_between_reports() -> None:
     """Reports read in place and skipped packets not copied: the same packets as before, a
     padded last packet's padding left out, a padded one too short for its padding refused."""
     block = ReportBlock(7, 3, -2, 65540, 11, 12, 13)
-    sr = bytes(SenderReport(4, 1 << 40, 2, 3, 4, [block, block]))
+    raw = report_block(*astuple(block))
+    sr = sender_report(4, 1 << 40, 2, 3, 4, raw + raw, 2)
     pli = bytes([0x81, 206, 0, 2]) + bytes(8)
-    rr = bytes(ReceiverReport(4, [block]))
+    rr = receiver_report(4, raw, 1)
     padded_rr = bytes([0xA1]) + rr[1:3] + bytes([rr[3] + 1]) + rr[4:] + bytes([0, 0, 0, 4])
     expected = [SenderReport(4, 1 << 40, 2, 3, 4, [block, block]), ReceiverReport(4, [block])]
     assert parse_rtcp(sr + pli + padded_rr) == expected
@@ -97,6 +103,6 @@ def test_padding_and_feedback_between_reports() -> None:
         parse_rtcp(bytes([0xA0, 205, 0, 0]))
     with pytest.raises(ValueError):  # an SR shorter than its sender info
         parse_rtcp(bytes([0x80, 200, 0, 1]) + bytes(4))
-    assert packets.report_block(7, 3, -2, 65540, 11, 12, 13) == bytes(block)
+    assert ReportBlock.parse(report_block(7, 3, -2, 65540, 11, 12, 13), 0) == block
     with pytest.raises(ValueError):
         packets.report_block(7, 256, 0, 0, 0, 0, 0)

@@ -120,7 +120,7 @@ async def test_numbers_and_rtp_time_run_on_across_forwarding_and_dtmf_and_report
 ):
     session = RtpSession(0x5EED, "test")
     wire = Wire()
-    lean = LeanSender(session, wire.send_rtp)
+    lean = LeanSender(session.stream, wire.send_rtp)
     keys = KeyPresses(payload_type=lambda: EVENT_PT)
     track = OpusBusTrack(Tone(), keys=keys)
     allow = False
@@ -189,7 +189,7 @@ async def test_numbers_and_rtp_time_run_on_across_forwarding_and_dtmf_and_report
 
 async def test_a_dead_transport_ends_the_loop_and_the_track() -> None:
     wire = Wire(dead_after=2)
-    lean = LeanSender(RtpSession(1, "test"), wire.send_rtp)
+    lean = LeanSender(RtpSession(1, "test").stream, wire.send_rtp)
     track = OpusBusTrack(Tone())
     lean.start(track)
     await until(lambda: not lean.running)
@@ -202,7 +202,7 @@ async def test_a_key_press_ends_a_forwarding_run_and_goes_out_on_the_clock() -> 
     clock sends the press in place of audio, then forwarding starts afresh (as the trunk's
     phone leg does, ``trunks/media.py`` ``offer``)."""
     wire = Wire()
-    lean = LeanSender(RtpSession(0x5EED, "test"), wire.send_rtp)
+    lean = LeanSender(RtpSession(0x5EED, "test").stream, wire.send_rtp)
     keys = KeyPresses(payload_type=lambda: EVENT_PT)
     track = OpusBusTrack(Tone(), keys=keys)
     pass_through = PassThrough(lambda: True)

@@ -33,7 +33,7 @@ def forwarding(
     """A track whose lean sender runs (not on the clock: the test ticks it), forwarding a
     source's packets (while ``allowed[0]``, when given)."""
     wire = Wire()
-    lean = LeanSender(RtpSession(0x5EED, "test"), wire.send_rtp)
+    lean = LeanSender(RtpSession(0x5EED, "test").stream, wire.send_rtp)
     lean.running = True
     track = OpusBusTrack(Tone(), keys=keys)
     pass_through = PassThrough(lambda: allowed is None or allowed[0])
@@ -97,7 +97,7 @@ async def test_the_sender_is_one_send_phase_tick_its_first_packets_at_once() -> 
     order: list[str] = []
     unregister_mix = clock.register(lambda now: order.append("mix"), Phase.MIX)
     wire = Wire()
-    lean = LeanSender(RtpSession(1, "test"), wire.send_rtp)
+    lean = LeanSender(RtpSession(1, "test").stream, wire.send_rtp)
     sent = wire.send_rtp
 
     def send(plain: bytes) -> None:
@@ -125,7 +125,7 @@ async def test_the_sender_is_one_send_phase_tick_its_first_packets_at_once() -> 
 
 async def test_the_track_stopped_takes_its_sender_off_the_clock() -> None:
     wire = Wire()
-    lean = LeanSender(RtpSession(1, "test"), wire.send_rtp)
+    lean = LeanSender(RtpSession(1, "test").stream, wire.send_rtp)
     track = OpusBusTrack(Tone())
     lean.start(track)
     track.stop()
@@ -136,7 +136,7 @@ async def test_the_track_stopped_takes_its_sender_off_the_clock() -> None:
 @pytest.mark.parametrize("dead_after", [0, 3])
 async def test_a_dead_wire_ends_the_sender_at_once_or_on_a_tick(dead_after: int) -> None:
     wire = Wire(dead_after=dead_after)
-    lean = LeanSender(RtpSession(1, "test"), wire.send_rtp)
+    lean = LeanSender(RtpSession(1, "test").stream, wire.send_rtp)
     track = OpusBusTrack(Tone())
     lean.start(track)
     await until(lambda: not lean.running)
@@ -161,7 +161,7 @@ async def test_a_failing_track_ends_its_sender_and_is_said_once(
             return super().packets(now)
 
     wire = Wire()
-    lean = LeanSender(RtpSession(1, "test"), wire.send_rtp)
+    lean = LeanSender(RtpSession(1, "test").stream, wire.send_rtp)
     track = Broken(Tone())
     lean.start(track)
     await until(lambda: not lean.running)
@@ -170,7 +170,7 @@ async def test_a_failing_track_ends_its_sender_and_is_said_once(
     assert len([r for r in caplog.records if r.exc_info is not None]) == 1
     failing = Broken(Tone())
     failing.calls = 1  # fails at once, in start()
-    lean = LeanSender(RtpSession(2, "test"), wire.send_rtp)
+    lean = LeanSender(RtpSession(2, "test").stream, wire.send_rtp)
     lean.start(failing)
     assert not lean.running and failing.readyState == "ended"
 
@@ -200,7 +200,7 @@ async def test_a_parked_track_keeps_its_sender_off_the_clock_and_primes_on_it() 
     from bridge.rtc.connected import ParkedTrack
 
     wire = Wire()
-    lean = LeanSender(RtpSession(1, "test"), wire.send_rtp)
+    lean = LeanSender(RtpSession(1, "test").stream, wire.send_rtp)
     track = ParkedTrack(Tone())
     lean.start(track)
     # The sender's own place on the clock, not the clock's: another test's leftover one-shot
@@ -219,7 +219,7 @@ async def test_a_track_parked_in_its_first_tick_stays_off_the_clock() -> None:
     from bridge.rtc.connected import ParkedTrack
 
     wire = Wire()
-    lean = LeanSender(RtpSession(1, "test"), wire.send_rtp)
+    lean = LeanSender(RtpSession(1, "test").stream, wire.send_rtp)
     track = ParkedTrack(Tone())
     lean.start(track)
     track.prime(1)  # the first tick, at once, ends the priming: parked again
@@ -246,7 +246,7 @@ async def test_a_sender_rests_through_a_forwarding_run_and_ticks_when_it_ends() 
     have tick by tick, and the sender is back on the clock, encoding."""
     clock = worker_clock()
     wire = Wire()
-    lean = LeanSender(RtpSession(0x5EED, "test"), wire.send_rtp)
+    lean = LeanSender(RtpSession(0x5EED, "test").stream, wire.send_rtp)
     track = OpusBusTrack(Tone())
     pass_through = PassThrough(lambda: True)
     lean.start(track)
@@ -285,7 +285,7 @@ async def test_a_refusal_or_a_key_press_wakes_a_resting_sender_for_its_next_tick
     allowed = [True]
     for end in ("refused", "key"):
         wire = Wire()
-        lean = LeanSender(RtpSession(0x5EED, "test"), wire.send_rtp)
+        lean = LeanSender(RtpSession(0x5EED, "test").stream, wire.send_rtp)
         track = OpusBusTrack(Tone(), keys=keys)
         pass_through = PassThrough(lambda: allowed[0])
         lean.start(track)
@@ -341,7 +341,7 @@ async def _five_resting_senders() -> float:
     try:
         for i in range(5):
             wire = Wire()
-            lean = LeanSender(RtpSession(0x5EED + i, "test"), wire.send_rtp)
+            lean = LeanSender(RtpSession(0x5EED + i, "test").stream, wire.send_rtp)
             track = OpusBusTrack(Tone())
             pass_through = PassThrough(lambda: True)
             lean.start(track)

@@ -342,7 +342,7 @@ async def test_an_idle_legs_quality_counts_the_network_loss_its_listener_meets()
     """Nothing is played on an idle leg, so no concealment is measured there: the MOS counts
     the packets the network lost instead (the forwarded-to receiver must rebuild them), and
     a decoded leg's MOS counts its own concealment as before."""
-    from bridge.rtc.quality import Quality, account_concealment
+    from bridge.rtc.quality import Quality, sample
 
     tasks = TaskSet("test")
     playout = Playout(lambda pcm: None, BusStats(), tasks)
@@ -351,8 +351,7 @@ async def test_an_idle_legs_quality_counts_the_network_loss_its_listener_meets()
     for seq, p in enumerate(opus_packets(50)):
         if seq % 10 != 3:  # a tenth lost on the way
             playout.packet(seq, seq * 960, p, time.monotonic())
-    idle = Quality(uplink_packets=45, uplink_lost=5)
-    account_concealment(idle, playout)
+    idle = sample(Quality(uplink_packets=45, uplink_lost=5), Quality(), playout)
     assert idle.concealed_fraction == pytest.approx(0.1) and idle.loss_fraction == pytest.approx(
         0.1
     )
@@ -366,6 +365,5 @@ async def test_an_idle_legs_quality_counts_the_network_loss_its_listener_meets()
     await frames.wait(10)
     playout.stop()
     await tasks.close()
-    decoded = Quality(uplink_packets=20, uplink_lost=0)
-    account_concealment(decoded, playout)
+    decoded = sample(Quality(uplink_packets=20, uplink_lost=0), Quality(), playout)
     assert decoded.concealed_fraction < 0.2 and decoded.loss_fraction == decoded.concealed_fraction
