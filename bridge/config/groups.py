@@ -691,7 +691,8 @@ class SipSettings(_Group):
     sip_trusted_networks: tuple[str, ...] = _opt(
         (),
         "CIDRs Meta's SIP may connect from (Meta's published ranges); a request on a connection "
-        "from elsewhere gets 403 before any digest work (empty: any source)",
+        "from elsewhere gets 403 before any digest work, and such connections are at most 32 at "
+        "once, each closed after 10 s of silence (empty: any source)",
     )
     sip_verify_client: str = _opt(
         "",
