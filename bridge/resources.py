@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -73,7 +74,7 @@ from .errors import DirectoryUnavailable
 from .http import create_http_session, create_internal_session
 from .numbers.setup import start_numbers
 from .rtc import SessionFactory
-from .stopping import SAME_STOP_WITHIN, STOP, graceful_exit
+from .stopping import STOP, StopSignals, graceful_exit, passed_on
 from .tasks import TaskSet
 from .webhooks import WebhookService
 
@@ -307,8 +308,7 @@ async def call_handover(app: web.Application) -> AsyncIterator[None]:
     drain = TaskSet("drain")
     if settings.calls.shutdown_calls is ShutdownCalls.HANDOVER:
         if cluster.shared:
-            stop = app[STOP].stop if STOP in app else graceful_exit
-            drain_on_sigterm(manager, handover, drain, stop)
+            drain_on_sigterm(manager, handover, drain, app.get(STOP))
         else:
             log.warning(
                 "BRIDGE_SHUTDOWN_CALLS=handover needs a shared call directory "
@@ -333,14 +333,16 @@ CLEANUP_CTX = (
 
 
 def drain_on_sigterm(
-    manager: CallManager, handover: Handover, tasks: TaskSet, stop: Callable[[], None]
+    manager: CallManager, handover: Handover, tasks: TaskSet, signals: StopSignals | None
 ) -> None:
     """SIGTERM drains first (``BRIDGE_SHUTDOWN_CALLS=handover``), while this worker still
     serves requests: no new calls, movable calls handed over, the others served until they
     end (bounded); then the usual graceful shutdown. A second SIGTERM stops at once, unless it
-    is the first passed on again (:data:`~bridge.stopping.SAME_STOP_WITHIN`). ``stop()``
-    begins the shutdown (once: ``StopSignals.stop``)."""
+    is the first passed on again (``stopping.passed_on``). The process's ``signals`` hand
+    SIGTERM to the drain once the start-up is done and begin the shutdown once
+    (``StopSignals``); an app without them (a test's) takes SIGTERM here."""
     loop = asyncio.get_running_loop()
+    stop = graceful_exit if signals is None else signals.stop
     draining: list[asyncio.Task[None]] = []
     first_at: list[float] = []
 
@@ -355,13 +357,16 @@ def drain_on_sigterm(
 
     def on_sigterm() -> None:
         if draining:
-            if loop.time() - first_at[0] < SAME_STOP_WITHIN:
-                return
-            stop()
-        first_at.append(loop.time())
+            if not passed_on(first_at[0]):
+                stop()  # an operator's second: the rest of the drain skipped
+            return
+        first_at.append(time.monotonic())
         log.warning("SIGTERM: draining (BRIDGE_SHUTDOWN_CALLS=handover)")
         draining.append(tasks.spawn(drain_then_stop(), "drain"))
 
+    if signals is not None:
+        signals.on_sigterm(on_sigterm)
+        return
     try:
         loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     except (NotImplementedError, RuntimeError):  # not the main thread (tests): no signals

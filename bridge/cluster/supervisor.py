@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..stopping import SAME_STOP_WITHIN
+from ..stopping import passed_on
 
 __all__ = ["GAVE_UP", "Supervisor", "usable_cores", "worker_command"]
 
@@ -277,8 +277,7 @@ class Supervisor:
     def _same_stop(self) -> bool:
         """Whether a stop signal now is the first one passed on again (``stopping.py``)."""
         assert self._drain_deadline is not None
-        stopped_at = self._drain_deadline - self.drain_timeout
-        return time.monotonic() - stopped_at < SAME_STOP_WITHIN
+        return passed_on(self._drain_deadline - self.drain_timeout)
 
     def _kill_all(self, why: str) -> None:
         self._killed = True

@@ -91,9 +91,9 @@ async def test_signal_with_live_call_exits_cleanly(sig, times) -> None:
     assert log.count("while stopping: ignored") == (times > 1), log
 
 
-async def app_script(script: str) -> asyncio.subprocess.Process:
-    """A Python process running ``script`` (an aiohttp app on the port given as its argument),
-    its output piped."""
+async def app_script(script: str, *args: str) -> asyncio.subprocess.Process:
+    """A Python process running ``script`` (an aiohttp app on the port given as its first
+    argument, then ``args``), its output piped."""
     import sys
 
     from ..support.processes import ROOT
@@ -103,6 +103,7 @@ async def app_script(script: str) -> asyncio.subprocess.Process:
         "-c",
         script,
         str(free_port()),
+        *args,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -152,13 +153,28 @@ async def test_a_stop_asked_again_while_the_shutdown_runs_does_not_cut_it_short(
 STOPPED_DURING_START_UP = r"""
 import asyncio, logging, sys
 from aiohttp import web
-from bridge.stopping import StopSignals
+from bridge.resources import drain_on_sigterm
+from bridge.stopping import STOP, StopSignals
+from bridge.tasks import TaskSet
 
 logging.basicConfig(level=logging.WARNING)
 
+class Manager:
+    shutting_down = False
+
+class Handover:
+    async def drain(self):
+        print("drained", flush=True)
+    async def wait_unmovable(self):
+        pass
+
 async def resource(app):
     print("up", flush=True)
+    tasks = TaskSet("drain")
+    if sys.argv[2] == "drain":  # BRIDGE_SHUTDOWN_CALLS=handover: installed while starting
+        drain_on_sigterm(Manager(), Handover(), tasks, app[STOP])
     yield
+    await tasks.close()
     print("cleaned", flush=True)
 
 async def slow_start(app):
@@ -177,22 +193,27 @@ print("stopped", flush=True)
 
 
 @pytest.mark.parametrize(
-    ("signals", "printed", "said"),
+    ("shutdown", "signals", "printed", "said"),
     [
         # one stop (twice 2 ms apart, as make and systemd pass it on): after the start-up,
         # with every resource cleaned up
-        ((0.0, 0.002), ["up", "starting", "started", "cleaned", "stopped"], 1),
-        # a second stop 0.6 s later: the operator's, at once (nothing cleaned)
-        ((0.0, 0.6), ["up", "starting", "stopped"], 2),
+        ("hangup", (0.0, 0.002), ["up", "starting", "started", "cleaned", "stopped"], 1),
+        # with the handover drain installed while starting: it drains once started, then stops
+        ("drain", (0.0, 0.002), ["up", "starting", "started", "drained", "cleaned", "stopped"], 1),
+        # a second stop 0.6 s later: the operator's, at once (nothing cleaned, nothing drained)
+        ("hangup", (0.0, 0.6), ["up", "starting", "stopped"], 2),
+        ("drain", (0.0, 0.6), ["up", "starting", "stopped"], 2),
     ],
 )
-async def test_a_stop_signal_during_the_start_up_stops_once_it_is_done(
-    signals: tuple[float, ...], printed: list[str], said: int
+async def test_a_stop_signal_during_the_start_up_is_acted_on_once_it_is_done(
+    shutdown: str, signals: tuple[float, ...], printed: list[str], said: int
 ) -> None:
     """aiohttp's ``run_app`` starts the app's resources outside the ``try`` that cleans them
     up: a graceful exit raised while they start left those already up uncleaned. A stop
-    signal during the start-up now waits for its end (``StopSignals``)."""
-    proc = await app_script(STOPPED_DURING_START_UP)
+    signal during the start-up now waits for its end (``StopSignals``), and is then the
+    handover drain's when one was installed meanwhile (before, a second SIGTERM then started
+    a second drain instead of stopping)."""
+    proc = await app_script(STOPPED_DURING_START_UP, shutdown)
     assert proc.stdout is not None
     assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"up\n"
     assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"starting\n"
@@ -205,3 +226,4 @@ async def test_a_stop_signal_during_the_start_up_stops_once_it_is_done(
     assert proc.returncode == 0, err.decode()
     assert ["up", "starting", *out.decode().split()] == printed, (out, err)
     assert err.decode().count("during start-up") == said, err.decode()
+    assert err.decode().count("SIGTERM: draining") == ("drained" in printed), err.decode()
