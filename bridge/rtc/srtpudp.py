@@ -161,6 +161,8 @@ class RtpSocket(asyncio.DatagramProtocol):
         self.rtcp_to: Address | None = None
         self._tx: LeanSrtp | pylibsrtp.Session | None = None
         self._rx: LeanSrtp | pylibsrtp.Session | None = None
+        self._keys: tuple[tuple[bytes, int], tuple[bytes, int]] | None = None
+        """The (key, profile) of ``_tx`` and of ``_rx`` (:meth:`set_keys`)."""
         self.latched = False
         self.rtcp_sent = self.rtcp_received = 0
         self.auth_failed = 0
@@ -175,14 +177,21 @@ class RtpSocket(asyncio.DatagramProtocol):
         return self.local
 
     def set_keys(self, ours: bytes, theirs: bytes, profile: int) -> None:
-        """Our master key||salt protects what we send; the far end's unprotects what it sends."""
+        """Our master key||salt protects what we send; the far end's unprotects what it sends.
+        A direction whose key and suite stay (a re-INVITE's hold, resume or session refresh)
+        keeps its SRTP context: a new one would start its rollover counter at 0 again, and once
+        the sequence numbers have wrapped (~22 minutes at 50 packets a second) every packet
+        after it would fail to authenticate (RFC 4568 §7.1.4: unchanged keys, same context)."""
 
         def session(key: bytes, ssrc_type: int) -> Any:
             policy = pylibsrtp.Policy(key=key, ssrc_type=ssrc_type, srtp_profile=profile)
             return lean_srtp(pylibsrtp.Session(policy))
 
-        self._tx = session(ours, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
-        self._rx = session(theirs, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        if self._keys is None or self._keys[0] != (ours, profile):
+            self._tx = session(ours, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        if self._keys is None or self._keys[1] != (theirs, profile):
+            self._rx = session(theirs, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        self._keys = ((ours, profile), (theirs, profile))
 
     def set_remote(self, rtp: Address, rtcp: Address) -> None:
         """Where the far end's SDP says to send (until its packets say otherwise)."""
