@@ -78,7 +78,8 @@ class Listener:
         """Whether a peer's address is in the trusted networks (``PeerPolicy``)."""
         self.untrusted = 0
         """Connections (and their handshakes) from other sources: at most ``MAX_UNTRUSTED``."""
-        self._untrusted_full = False
+        self._full: set[str] = set()
+        """What is full (said once while it lasts)."""
         self.connections: set[Connection] = set()
         self.handshaking = 0
         """TLS handshakes under way: they count against ``MAX_CONNECTIONS`` with the
@@ -126,25 +127,28 @@ class Listener:
 
     def _place(self, host: str) -> bool | None:
         """A place for a new connection from ``host``: whether its source is trusted, or
-        ``None`` when it has none (the listener is full, or the untrusted sources' share)."""
+        ``None`` when it has none (the listener is full, or the untrusted sources' share),
+        said once while it lasts."""
         trusted = self.trusted_source(host)
-        full = len(self.connections) + self.handshaking >= MAX_CONNECTIONS or self._tasks.closed
-        if not trusted and not full:
-            full = self.untrusted >= MAX_UNTRUSTED
-            if full and not self._untrusted_full:  # said once while it lasts
-                log.warning(
-                    "SIP: %d connections from untrusted sources at once: more are closed as "
-                    "they arrive (the latest from %s)",
-                    MAX_UNTRUSTED,
-                    host,
-                )
-            self._untrusted_full = full
-        if full:
+        if self._tasks.closed:  # closing
             self.refused += 1
             return None
-        if not trusted:
-            self.untrusted += 1
-        return trusted
+        everyone = f"{MAX_CONNECTIONS} connections and handshakes at once"
+        if len(self.connections) + self.handshaking >= MAX_CONNECTIONS:
+            full = everyone
+        elif not trusted and self.untrusted >= MAX_UNTRUSTED:
+            full = f"{MAX_UNTRUSTED} connections from untrusted sources at once"
+        else:  # a place: what was full is no longer (the untrusted share: for one of them)
+            self._full.discard(everyone)
+            if not trusted:
+                self._full.clear()
+                self.untrusted += 1
+            return trusted
+        if full not in self._full:
+            self._full.add(full)
+            log.warning("SIP: %s: more are closed as they arrive (the latest from %s)", full, host)
+        self.refused += 1
+        return None
 
     def _placed(self, conn: Connection, trusted: bool) -> Connection:
         if not trusted:
