@@ -16,7 +16,8 @@ preference (the way libwebrtc's NetEq, FreeSWITCH and Asterisk decode):
    (RFC 6716 §2.1.7; ``opus_decode(..., decode_fec=1)``);
 3. Opus packet-loss concealment (``opus_decode(NULL)``), which fades to silence; after
    :data:`OUTAGE_FRAMES` concealed frames with nothing buffered the stream is silent until
-   packets return, and then starts afresh.
+   packets return, and then starts afresh. A backlog longer than the buffer flushes it, and
+   the stream starts afresh from the packet that found it full (NetEq's flush).
 
 **Packets in, frames out.** The packets are held by the buffer (``audio/reorder.py``) as they
 arrive, numbered by the stream's one count of its packets
@@ -170,6 +171,15 @@ class Receiver:
                     packets.discard(ext_seq)
                     self._dtx.late(payload, ext_seq)
                     return
+        if packets.full:
+            # A backlog longer than the buffer (a peer's first seconds sent at once once DTLS
+            # is up, stalls piled up): as NetEq flushes a full packet buffer, every packet held
+            # goes and the stream starts again from this one. Dropping only the oldest to make
+            # room dropped the frame due next: concealed, while the next arrival dropped the
+            # next one due, and so on for as long as packets came (the stream concealed to its
+            # end: a GStreamer peer's 2 s start burst, 217 packets discarded).
+            packets.flush()
+            self._restart()
         packets.hold(ext_seq, ts, payload, arrival)
 
     def count(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> None:
