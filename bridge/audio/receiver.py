@@ -16,8 +16,7 @@ preference (the way libwebrtc's NetEq, FreeSWITCH and Asterisk decode):
    (RFC 6716 §2.1.7; ``opus_decode(..., decode_fec=1)``);
 3. Opus packet-loss concealment (``opus_decode(NULL)``), which fades to silence; after
    :data:`OUTAGE_FRAMES` concealed frames with nothing buffered the stream is silent until
-   packets return, and then starts afresh. A backlog longer than the buffer flushes it, and
-   the stream starts afresh from the packet that found it full (NetEq's flush).
+   packets return, and then starts afresh.
 
 **Packets in, frames out.** The packets are held by the buffer (``audio/reorder.py``) as they
 arrive, numbered by the stream's one count of its packets
@@ -161,25 +160,16 @@ class Receiver:
         self.decision.arrived(ts / self.rtp_clock, arrival)
         if self._counted.counting:  # decoding again (``count``)
             self._play_from = arrival + self._counted.resume(ts / self.rtp_clock, arrival)
-        if self._playing:
-            if abs(ts - self._next) > self.rtp_clock * 2:
-                self._restart()  # the sender's timeline jumped (a restarted stream)
-            else:
-                due = self._next_due + (ts - self._next) / self.rtp_clock
-                self.decision.observe(due - arrival)
-                if ts <= self._next - self.frame_ts:
-                    packets.discard(ext_seq)
-                    self._dtx.late(payload, ext_seq)
-                    return
-        if packets.full:
-            # A backlog longer than the buffer (a peer's first seconds sent at once once DTLS
-            # is up, stalls piled up): as NetEq flushes a full packet buffer, every packet held
-            # goes and the stream starts again from this one. Dropping only the oldest to make
-            # room dropped the frame due next: concealed, while the next arrival dropped the
-            # next one due, and so on for as long as packets came (the stream concealed to its
-            # end: a GStreamer peer's 2 s start burst, 217 packets discarded).
-            packets.flush()
-            self._restart()
+        if packets.full or (self._playing and abs(ts - self._next) > self.rtp_clock * 2):
+            # A backlog the buffer cannot hold (ReorderBuffer.clear), or a restarted stream.
+            self._restart(flush=packets.full)
+        elif self._playing:
+            due = self._next_due + (ts - self._next) / self.rtp_clock
+            self.decision.observe(due - arrival)
+            if ts <= self._next - self.frame_ts:
+                packets.discard(ext_seq)
+                self._dtx.late(payload, ext_seq)
+                return
         packets.hold(ext_seq, ts, payload, arrival)
 
     def count(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> None:
@@ -333,10 +323,10 @@ class Receiver:
         self.decision.reset()
         return True
 
-    def _restart(self) -> None:
-        """Forget the timeline: the next packet starts the stream again."""
+    def _restart(self, *, flush: bool = False) -> None:
+        """Forget the timeline: the next packet starts the stream again (``flush``: counted)."""
         self._playing = False
-        self._packets.clear()
+        self._packets.clear(discarded=flush)
         self._fifo.clear()
         self._play_from = -1e9  # no priming delay on a restart
         self._dtx.forget_numbers()
