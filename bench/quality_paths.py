@@ -688,18 +688,16 @@ async def echo_call(speech: np.ndarray, seed: int, bridge: Bridge) -> dict[str, 
     }
 
 
-async def run_paths(
+async def profile_calls(
     speech: np.ndarray,
     profiles: list[str],
     *,
-    seed: int = 1,
-    echo: bool = True,
-    cloudapi: bool = False,
-    red: bool = True,
-    log: Callable[[str], None] = print,
+    seed: int,
+    red: bool,
+    log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Every profile on a PCM-engine bridge, the echo round trip on a sim bridge, and a Cloud
-    API call (clean) on a bridge against the speaking Meta stand-in."""
+    """Every profile on one PCM-engine bridge (started only for them: the echo alone needs
+    none, and its process start and stop were a second or two of a serial test)."""
     from tests.fakes.zuckzapgo import FakeZuckZapGo
 
     engine = FakeZuckZapGo(answer_delay=0.1)
@@ -732,6 +730,22 @@ async def run_paths(
     finally:
         await bridge.stop()
         await engine.stop()
+    return out
+
+
+async def run_paths(
+    speech: np.ndarray,
+    profiles: list[str],
+    *,
+    seed: int = 1,
+    echo: bool = True,
+    cloudapi: bool = False,
+    red: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Every profile on a PCM-engine bridge, the echo round trip on a sim bridge, and a Cloud
+    API call (clean) on a bridge against the speaking Meta stand-in."""
+    out = await profile_calls(speech, profiles, seed=seed, red=red, log=log) if profiles else {}
     if echo:
         sim = Bridge({"BRIDGE_ENGINE": "sim", "BRIDGE_SIM_PEER": "echo"})
         try:

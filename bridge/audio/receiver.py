@@ -160,16 +160,16 @@ class Receiver:
         self.decision.arrived(ts / self.rtp_clock, arrival)
         if self._counted.counting:  # decoding again (``count``)
             self._play_from = arrival + self._counted.resume(ts / self.rtp_clock, arrival)
-        if self._playing:
-            if abs(ts - self._next) > self.rtp_clock * 2:
-                self._restart()  # the sender's timeline jumped (a restarted stream)
-            else:
-                due = self._next_due + (ts - self._next) / self.rtp_clock
-                self.decision.observe(due - arrival)
-                if ts <= self._next - self.frame_ts:
-                    packets.discard(ext_seq)
-                    self._dtx.late(payload, ext_seq)
-                    return
+        if packets.full or (self._playing and abs(ts - self._next) > self.rtp_clock * 2):
+            # A backlog the buffer cannot hold (ReorderBuffer.clear), or a restarted stream.
+            self._restart(flush=packets.full)
+        elif self._playing:
+            due = self._next_due + (ts - self._next) / self.rtp_clock
+            self.decision.observe(due - arrival)
+            if ts <= self._next - self.frame_ts:
+                packets.discard(ext_seq)
+                self._dtx.late(payload, ext_seq)
+                return
         packets.hold(ext_seq, ts, payload, arrival)
 
     def count(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> None:
@@ -323,10 +323,10 @@ class Receiver:
         self.decision.reset()
         return True
 
-    def _restart(self) -> None:
-        """Forget the timeline: the next packet starts the stream again."""
+    def _restart(self, *, flush: bool = False) -> None:
+        """Forget the timeline: the next packet starts the stream again (``flush``: counted)."""
         self._playing = False
-        self._packets.clear()
+        self._packets.clear(discarded=flush)
         self._fifo.clear()
         self._play_from = -1e9  # no priming delay on a restart
         self._dtx.forget_numbers()

@@ -29,10 +29,11 @@ everything the sender put in them.
 * Whether forwarding is allowed is asked per packet (:meth:`PassThrough.permitted`), at the
   packet's arrival time (time is an input: nothing here reads a clock), and the answer takes a
   walk through the call's conference and bus. A yes is kept for one 20 ms tick
-  (:data:`YES_FOR`): mixing that starts meanwhile is heard at most one packet later. A no is
-  asked again every time, so forwarding resumes at the first packet it may; the first no
-  also tells the target (:meth:`ForwardTarget.forward_refused`), whose sender goes back to
-  encoding from its next tick (unless forwarding is permitted again by then).
+  (:data:`YES_FOR`): mixing that starts meanwhile is heard at most one packet later. A no ends
+  the kept yes and is asked again every time, so forwarding resumes at the first packet it
+  may; the first no also tells the target (:meth:`ForwardTarget.forward_refused`), whose
+  sender goes back to encoding from its next tick (unless forwarding is permitted again by
+  then).
 """
 
 from __future__ import annotations
@@ -86,6 +87,12 @@ class PassThrough:
         if self.allowed():
             self._yes_until = now + YES_FOR
             return True
+        # A no ends the kept yes: the target's tick that asks again after a refusal is timed
+        # by the clock's schedule, and may fall before the refused packet's arrival, within
+        # the yes kept from the packet before it. That yes is older news than the no: kept,
+        # it undid the refusal, and the run then carried the ticks silent until the source's
+        # quiet ended it (FORWARD_WAIT), the RTP time moved on by a pause nobody made.
+        self._yes_until = 0.0
         return False
 
     def offer(self, seq: int, timestamp: int, payload: bytes, at: float) -> bool:

@@ -6,7 +6,8 @@ gets as it gets it, one on its own 60 ms clock at a seeded phase that drops noth
 clock drifts. A real aiortc peer sends a 20 ms 1 kHz click once a second and times each from
 its RTP packet's send to the first loud RTP packet back (``bench/loadgen.py``'s probe, decoded
 as each packet arrives, so the peer's own jitter buffer is not in it); the same peer against a
-bare aiortc echo (``bench/echo_server.py``) in the same test is the reference.
+bare aiortc echo (``bench/echo_server.py``) is the reference, timed once for the module's
+cases (:func:`bare_round_trips`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from bench import echo_server
@@ -74,11 +77,20 @@ def echo_app() -> web.Application:
     return app
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def bare_round_trips() -> list[float]:
+    """The bare echo's click round trips, on one call: every case's reference. Each case timed
+    a bare call of its own before; one call is one phase of the echo's either way (its figure
+    moves by the phase from call to call, :data:`BOUND`), and those calls were 5 s of each
+    case's 11.5 (this serial module: 24 s, not 35)."""
+    async with TestClient(TestServer(echo_app())) as http:
+        return await click_round_trips(http)
+
+
 async def added_delay(
-    aiohttp_client: Any, make_client: Callable[..., Awaitable[Any]], timing: EchoTiming
+    bare: list[float], make_client: Callable[..., Awaitable[Any]], timing: EchoTiming
 ) -> tuple[float, float, list[float]]:
     """(the bridge's click round trip minus the bare echo's, medians in s; the bridge's)."""
-    bare = await click_round_trips(await aiohttp_client(echo_app()))
     engine = EchoingZuckZapGo(timing, token="ztok", port=free_port(), answer_delay=0.05)
     await engine.start()
     try:
@@ -119,9 +131,9 @@ other work this runner has seen +68 ms: the test is serial for that reason."""
     ids=lambda t: f"{t.kind.value}@{t.phase}{t.ppm:+g}",
 )
 async def test_engine_delay_is_held(
-    aiohttp_client: Any, make_client: Any, timing: EchoTiming
+    bare_round_trips: list[float], make_client: Any, timing: EchoTiming
 ) -> None:
     """The click's round trip through the bridge and each unkind engine, minus the bare
     echo's, stays within :data:`BOUND`."""
-    added, bare, _ = await added_delay(aiohttp_client, make_client, timing)
+    added, bare, _ = await added_delay(bare_round_trips, make_client, timing)
     assert added <= BOUND, f"{1000 * added:+.1f} ms over the bare echo's {1000 * bare:.1f}"

@@ -430,6 +430,29 @@ async def test_the_sender_waits_out_a_run_and_encodes_again_when_it_ends() -> No
     assert sender.stream.markers == 2  # the stream's first packet, and the talkspurt after
 
 
+async def test_a_refusal_ends_the_run_at_a_tick_timed_before_the_refused_packet() -> None:
+    """The tick after a refusal is timed by the clock's schedule, and may fall before the
+    refused packet's arrival, within the yes kept from the run's last packet: it encodes on
+    the stream's next RTP time. (The kept yes once undid the refusal there: the run carried the
+    ticks silent until the source's quiet ended it, 13 ticks later on the RTP clock.)"""
+    allowed = [True]
+    track = OpusBusTrack(Voice())
+    pt = PassThrough(lambda: allowed[0])
+    sender = Sender()
+    track.forward_from(pt, sender)
+    at = 100.0  # the packets' arrival times, 21 ms apart: a feeder a little late each time
+    for seq in range(5):
+        pt.offer(seq, 960 * seq, b"\x05" * 30, at + 0.021 * seq)
+    last = at + 0.021 * 4
+    allowed[0] = False
+    pt.offer(5, 960 * 5, b"\x05" * 30, last + 0.021)  # refused
+    (packet,) = track.packets(last + 0.015)  # the tick due before the refused packet came
+    sender.send_encoded(packet)
+    assert packet.seq is None and not track.forwarding and pt.switches == 2
+    assert sender.times[-1] - sender.times[-2] == 960  # the next tick: no pause
+    track.stop()
+
+
 @pytest.mark.parametrize("transfer", [False, True])
 async def test_back_from_forwarding_on_a_clean_link_the_tone_runs_on_without_a_gap(
     transfer: bool,

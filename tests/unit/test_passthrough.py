@@ -43,6 +43,22 @@ def test_a_yes_is_kept_for_one_tick_and_a_no_is_asked_again() -> None:
     assert len(asked) == 4 and target.refused == 3
 
 
+def test_a_no_ends_the_kept_yes_for_a_tick_timed_before_it() -> None:
+    """The target's tick asks again after a refusal, at the tick's scheduled time: one that
+    falls before the refused packet's arrival, within the yes kept from the packet before,
+    hears the no (the yes is older news), not the kept yes."""
+    answer = [True]
+    pt = PassThrough(lambda: answer[0])
+    target = Target()
+    pt.target = target
+    now = 100.0
+    pt.offer(1, 960, b"a", now)  # a yes, kept until now + YES_FOR
+    answer[0] = False  # mixing starts
+    pt.offer(2, 1920, b"b", now + YES_FOR)  # refused
+    assert target.refused == 1
+    assert not pt.permitted(now + YES_FOR / 2)  # the tick timed between the two packets
+
+
 class Target:
     """A ``ForwardTarget`` that records what it was handed."""
 

@@ -320,6 +320,25 @@ def test_an_outage_goes_silent_and_the_stream_restarts_when_packets_return() -> 
     assert rx.stats.silent_concealed_samples > 50 * FRAME
 
 
+def test_a_backlog_longer_than_the_buffer_is_flushed_and_the_stream_plays_on() -> None:
+    """A peer's first 2 s arrive at once (a GStreamer peer sends what it made before DTLS was
+    up), more than the buffer's 64 packets: it is flushed, as NetEq flushes its buffer, and the
+    stream plays on from the packets after it, every frame the tone. (Dropping only the oldest
+    to make room dropped the frame due next, then the next arrival the next one due: the
+    stream was concealed to its end, 0.5 s in, every packet after discarded.)"""
+    sent = packets(tone(6.0, hz=600))
+    burst = 100
+    arrivals: list[float | None] = [0.5 + 0.0005 * i for i in range(burst)]
+    arrivals += [0.55 + (i - burst + 1) * 0.02 for i in range(burst, len(sent))]
+    rx = Receiver()
+    played = play(rx, sent, arrivals)
+    frames = played.reshape(-1, FRAME).astype(np.float64)
+    levels = np.sqrt(np.mean(frames**2, axis=1))
+    start = int(np.argmax(levels > 1000))
+    assert levels[start:-1].min() > 1000  # the tone in every frame, the last one aside
+    assert rx.stats.concealed_samples == 0 and rx.stats.packets_discarded == 64
+
+
 def test_sequence_numbers_and_timestamps_wrap() -> None:
     sent = packets(tone(2.0), seq0=0xFFFF - 20, ts0=0xFFFFFFFF - 20 * TS)
     arrivals = [0.001 + i * 0.02 for i in range(len(sent))]
