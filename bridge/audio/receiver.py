@@ -160,9 +160,9 @@ class Receiver:
         self.decision.arrived(ts / self.rtp_clock, arrival)
         if self._counted.counting:  # decoding again (``count``)
             self._play_from = arrival + self._counted.resume(ts / self.rtp_clock, arrival)
-        if packets.full or (self._playing and abs(ts - self._next) > self.rtp_clock * 2):
-            # A backlog the buffer cannot hold (ReorderBuffer.clear), or a restarted stream.
-            self._restart(flush=packets.full)
+        overflow = packets.overflowed_by(ts)  # a backlog it cannot hold (ReorderBuffer.clear)
+        if overflow or (self._playing and abs(ts - self._next) > self.rtp_clock * 2):
+            self._restart(flush=overflow)  # or the sender's timeline jumped (a restarted stream)
         elif self._playing:
             due = self._next_due + (ts - self._next) / self.rtp_clock
             self.decision.observe(due - arrival)

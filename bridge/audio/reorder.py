@@ -93,14 +93,14 @@ class ReorderBuffer:
 
     def hold(self, ext_seq: int, ts: int, payload: bytes, arrival: float) -> None:
         """An arrived packet whose frame is still to be played: held until it is, unless it is
-        a duplicate or empty (discarded). The buffer is not :attr:`full` (the receiver flushes
-        a full one first)."""
+        a duplicate, empty, or older than the newest packet of a full buffer (discarded: a
+        reordered packet of a backlog; a newer one flushes it first, :meth:`overflowed_by`)."""
         self._latest = payload
         if not self.sender_fec and (self.stats.packets_received <= 50 or not ext_seq & 7):
             # Every packet of the first second, then every 8th: a sender that sends FEC puts
             # some in most packets, and one that never does costs no libopus call per packet.
             self.sender_fec = self._has_fec(payload)
-        if ts in self._packets or not payload:
+        if ts in self._packets or not payload or len(self._packets) >= self.capacity:
             self.discard(ext_seq)
             return
         self._packets[ts] = _Packet(payload, arrival, ext_seq)
@@ -121,8 +121,9 @@ class ReorderBuffer:
         """The stream starts again: nothing held will be played (``discarded``: each counted
         as a packet discarded).
 
-        A full buffer is cleared so, before it holds another packet (``Receiver.push``), as
-        NetEq flushes a full packet buffer, and the stream starts again from that packet: a
+        A full buffer is cleared so before it holds a packet newer than all it holds
+        (``Receiver.push``), as NetEq flushes a full packet buffer, and the stream starts again
+        from that packet: a
         backlog longer than the buffer (a peer's first seconds sent at once once DTLS is up,
         stalls piled up). Dropping only the oldest packet to make room dropped the frame due
         next: the receiver concealed it while the next arrival dropped the next one due, and so
@@ -132,10 +133,11 @@ class ReorderBuffer:
             self.stats.packets_discarded += len(self._packets)
         self._packets.clear()
 
-    @property
-    def full(self) -> bool:
-        """As many packets held as the buffer holds (``capacity``)."""
-        return len(self._packets) >= self.capacity
+    def overflowed_by(self, ts: int) -> bool:
+        """Whether a packet at ``ts`` finds the buffer full and is newer than every packet it
+        holds: a backlog longer than the buffer (:meth:`clear`). An older one (reordered, or
+        late) must not flush the packets due next: :meth:`hold` discards it."""
+        return len(self._packets) >= self.capacity and ts > max(self._packets)
 
     def sends_fec(self) -> bool:
         """Whether the sender puts FEC data in its packets: as seen on arrival, else as the

@@ -339,6 +339,24 @@ def test_a_backlog_longer_than_the_buffer_is_flushed_and_the_stream_plays_on() -
     assert rx.stats.concealed_samples == 0 and rx.stats.packets_discarded == 64
 
 
+@pytest.mark.parametrize("came", [0.2, 0.212])  # before its frame is due; just after
+def test_an_older_packet_never_flushes_a_full_buffer(came: float) -> None:
+    """A reordered or late packet that finds the buffer full is discarded: flushing then
+    (as a newer one does) threw away the 64 packets due next and started the stream again
+    from the old one, 1.2 s of concealment."""
+    sent = packets(tone(4.0, hz=600))
+    arrivals: list[float | None] = [0.001 + i * 0.02 for i in range(len(sent))]
+    arrivals[10] = came
+    for i in range(11, 75):
+        arrivals[i] = 0.19  # 64 packets at once: the buffer is full when packet 10 comes
+    rx = Receiver()
+    played = play(rx, sent, arrivals)
+    assert rx.stats.packets_discarded == 1  # packet 10
+    levels = np.sqrt(np.mean(played.reshape(-1, FRAME).astype(np.float64) ** 2, axis=1))
+    start = int(np.argmax(levels > 1000))
+    assert (levels[start:-1] < 1000).sum() <= 1  # packet 10's frame at most
+
+
 def test_sequence_numbers_and_timestamps_wrap() -> None:
     sent = packets(tone(2.0), seq0=0xFFFF - 20, ts0=0xFFFFFFFF - 20 * TS)
     arrivals = [0.001 + i * 0.02 for i in range(len(sent))]
