@@ -93,14 +93,6 @@ def test_a_changed_key_gets_a_fresh_context_the_other_direction_keeps_its_own() 
     assert len([far_rx.unprotect(p) for p in wire.sent]) == 5
 
 
-class _Media:
-    def __init__(self) -> None:
-        self.track = type("Track", (), {"sending": True})()
-
-    def follow(self, _remote: Any) -> None:
-        return None
-
-
 class _Tx:
     def __init__(self, body: bytes) -> None:
         self.req = type("Req", (), {"body": body, "call_id": "c"})()
@@ -117,6 +109,7 @@ async def test_a_re_invite_that_renumbers_the_crypto_line_re_keys_the_legs_socke
     leg's socket protects with it (the far end reads it with the key of our answer) and reads
     the phone's new key (before, the answer named a line the re-offer no longer had)."""
     from bridge.trunks import sdp as trunk_sdp
+    from bridge.trunks.media import TrunkMedia
     from bridge.trunks.participant import SipParticipant
     from bridge.trunks.reinvite import _reinvited
 
@@ -137,22 +130,25 @@ async def test_a_re_invite_that_renumbers_the_crypto_line_re_keys_the_legs_socke
 
     leg = Leg()
     leg.remote = trunk_sdp.read(phone(theirs, 1), ("PCMU",), srtp=True)
-    leg.crypto, leg.local_port, leg.media = ours, 30000, _Media()
+    leg.media = media = TrunkMedia(
+        "test", "PCMU", 0, None, lambda _pcm: None, lambda _now: None, lambda *_: None, srtp=True
+    )
+    sock = media.socket
+    sock.crypto = ours
     leg.sdp_sent = trunk_sdp.offer("127.0.0.1", 30000, ("PCMU",), ours)
     heard: list[int] = []
-    leg._socket = sock = RtpSocket(
-        "test", lambda d, _at: heard.append(struct.unpack("!H", d[2:4])[0]), lambda *_: None, True
-    )
+    sock.on_rtp = lambda d, _at: heard.append(struct.unpack("!H", d[2:4])[0])
     wire = Wire()
-    sock.transport = wire  # type: ignore[assignment]
-    leg.take_remote(leg.media, leg.remote)
+    sock.transport, sock.local = wire, ("127.0.0.1", 30000)  # type: ignore[assignment]
+    leg.take_remote(media, leg.remote)
     line = type("Line", (), {"legs": {("c", "t"): leg}, "media_host": "127.0.0.1"})()
     catalog = type("Catalog", (), {"trunks": {}})()
     tx = _Tx(phone(rekeyed, 2))
     await _reinvited(line, catalog, None, tx)  # type: ignore[arg-type]
     ((status, body),) = tx.responses
-    assert status == 200 and leg.crypto.tag == 3 and leg.crypto.key != ours.key
-    assert leg.crypto.attribute() in body.decode()
+    assert sock.crypto is not None
+    assert status == 200 and sock.crypto.tag == 3 and sock.crypto.key != ours.key
+    assert sock.crypto.attribute() in body.decode()
     sock.datagram_arrived(
         session(rekeyed.key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND).protect(rtp(7)),
         ("127.0.0.1", 4000),
@@ -160,5 +156,5 @@ async def test_a_re_invite_that_renumbers_the_crypto_line_re_keys_the_legs_socke
     )
     sock.send_rtp(rtp(8))
     assert heard == [7] and sock.auth_failed == 0
-    far_rx = session(leg.crypto.key, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    far_rx = session(sock.crypto.key, pylibsrtp.Policy.SSRC_ANY_INBOUND)
     assert struct.unpack("!H", far_rx.unprotect(wire.sent[-1])[2:4])[0] == 8
