@@ -1,6 +1,9 @@
-"""An SDES leg's SRTP contexts across a re-INVITE (``rtc/srtpudp.py`` ``RtpSocket.set_keys``):
-a direction whose key and suite stay keeps its context, so its rollover counter goes on past a
-sequence wrap (RFC 3711 §3.3.1); a changed key starts a fresh one."""
+"""An SDES leg's keys on its socket (``rtc/srtpudp.py`` ``RtpSocket``), Meta's SDES leg's and a
+trunk phone's alike: our key made as it binds (an offer's, or an answer's under the offered
+line), an answer held to our suite, the far end's key and address followed; and the SRTP
+contexts across a re-INVITE (``set_keys``): a direction whose key and suite stay keeps its
+context, so its rollover counter goes on past a sequence wrap (RFC 3711 §3.3.1); a changed key
+starts a fresh one."""
 
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ import struct
 from typing import Any
 
 import pylibsrtp
+import pytest
 
+from bridge.errors import BadOffer
 from bridge.rtc.sdes import new_crypto
 from bridge.rtc.srtpudp import RtpSocket
 
@@ -36,6 +41,51 @@ class Wire:
 
     def is_closing(self) -> bool:
         return False
+
+    def close(self) -> None:
+        pass
+
+
+async def test_our_key_is_made_as_the_socket_binds_and_the_far_ends_sdp_is_followed() -> None:
+    """An offer's key is fresh (tag 1, ``_80``), an answer's takes the offered line's tag and
+    suite with a key of its own; an answer to our offer in another suite is refused; the far
+    end's key reads what it sends and ours protects what we send; an unspecified address (a
+    hold, RFC 3264 §8.4) keeps where packets go. A clear socket makes no key."""
+    offerer, answerer, clear = (
+        RtpSocket(name, lambda *_: None, lambda *_: None, srtp)
+        for name, srtp in (("offerer", True), ("answerer", True), ("clear", False))
+    )
+    try:
+        await offerer.open("127.0.0.1", "")
+        theirs = new_crypto(4, "AES_CM_128_HMAC_SHA1_32")
+        await answerer.open("127.0.0.1", "", theirs)
+        await clear.open("127.0.0.1", "")
+        ours, answered = offerer.crypto, answerer.crypto
+        assert ours is not None and (ours.tag, ours.suite) == (1, "AES_CM_128_HMAC_SHA1_80")
+        assert answered is not None and answered.key != theirs.key
+        assert (answered.tag, answered.suite) == (4, "AES_CM_128_HMAC_SHA1_32")
+        assert clear.crypto is None and clear.local[1] > 0
+        with pytest.raises(BadOffer, match="AES_CM_128_HMAC_SHA1_32 is not ours"):
+            offerer.check_answer(theirs)
+        offerer.check_answer(new_crypto(1))  # our suite: taken
+        heard: list[int] = []
+        offerer.on_rtp = lambda data, _at: heard.append(struct.unpack("!H", data[2:4])[0])
+        wire, bound = Wire(), offerer.transport
+        offerer.transport = wire  # type: ignore[assignment]
+        far = new_crypto()
+        offerer.follow("127.0.0.1", 4000, ("127.0.0.1", 4000), far)
+        offerer.follow("0.0.0.0", 4002, ("0.0.0.0", 4002), far)  # the far end holds
+        assert (offerer.rtp_to, offerer.rtcp_to) == (("127.0.0.1", 4000), ("127.0.0.1", 4000))
+        far_tx = session(far.key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        offerer.datagram_arrived(far_tx.protect(rtp(5)), ("127.0.0.1", 4000), 0.0)
+        offerer.send_rtp(rtp(6))
+        far_rx = session(ours.key, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        assert heard == [5] and offerer.auth_failed == 0
+        assert struct.unpack("!H", far_rx.unprotect(wire.sent[-1])[2:4])[0] == 6
+        offerer.transport = bound
+    finally:
+        for sock in (offerer, answerer, clear):
+            sock.close()
 
 
 def test_unchanged_keys_keep_their_contexts_past_a_sequence_wrap() -> None:
