@@ -9,9 +9,9 @@ SRTP and SRTCP with SDES keys (RFC 3711, RFC 4568): no ICE, no DTLS.
 * **Where to**: the far end's address from its SDP (``c=``/``m=``, ``a=rtcp``; an unspecified
   one, RFC 3264 §8.4's hold, keeps the one before) until a packet from it arrives
   (authenticated, with SRTP); then the source of its packets (symmetric RTP, RFC 4961: a far
-  end behind NAT is reached where it sends from). With SRTP an unauthenticated
-  packet never moves the address, so a spoofed one cannot steal the stream. Multiplexed RTCP
-  (sent where RTP goes) follows RTP's source until RTCP comes from elsewhere.
+  end behind NAT is reached where it sends from). With SRTP an unauthenticated packet never
+  moves the address, so a spoofed one cannot steal the stream. Multiplexed RTCP (sent where RTP
+  goes) follows RTP's source until RTCP comes from elsewhere.
 * **One port**: RTP and RTCP arrive on the same socket (RFC 5761 demultiplexing: packet types
   192-223 are RTCP); our SDP says so with ``a=rtcp-mux`` and ``a=rtcp:`` our port.
 * **Hostile input**: anything that is not RTP/RTCP version 2, arrives before the keys, or fails
