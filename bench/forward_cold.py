@@ -9,7 +9,7 @@ them in one process, each two legs wired by the call's own ``Forwarding`` on a r
   real libsrtp sessions both ways), through ``DtlsSrtp``, the leg's ``RtpSession`` and its
   ``Playout``; the phone's packets go out through its ``LeanSender``, SRTP protect and the
   pair's ``sendto``.
-* **The phone's leg**: a plain-RTP ``TrunkMedia`` on a clear ``RtpSocket``; WhatsApp's
+* **The phone's leg**: a plain-RTP ``TrunkMedia`` on its clear ``RtpSocket``; WhatsApp's
   packets go out through its sender and its socket's ``sendto``.
 
 Both legs' senders play their real tracks (``OpusBusTrack``, its sink the call's conference
@@ -64,7 +64,6 @@ from bridge.rtc.passthrough import PassThrough
 from bridge.rtc.rfc4733 import KeyPresses
 from bridge.rtc.rtp_leg import RtpLeg
 from bridge.rtc.rtp_session import RtpSession
-from bridge.rtc.srtpudp import RtpSocket
 from bridge.rtc.tracks import OpusBusTrack
 from bridge.tasks import TaskSet
 from bridge.trunks.media import TrunkMedia
@@ -143,11 +142,11 @@ class Call:
         agent = conference.join("phone", Role.AGENT)
         self.phone = TrunkMedia(f"bench-{i}", "PCMU", PCMU, 101, agent.accept, agent.take, _no_key)
         self.to_phone = Sent()
-        socket = RtpSocket(f"bench-{i}", self.phone.leg.receive_rtp, self.phone.leg.receive_rtcp)
+        socket = self.phone.socket
         socket.transport = self.to_phone  # type: ignore[assignment]
         socket.set_remote(ADDR, ADDR)
         self.phone_socket = socket
-        self.phone.start(socket, bus.stats)
+        self.phone.start(bus.stats)
         Forwarding(bus, {}).update(WhatsAppLeg(leg), None, self.phone)  # type: ignore[arg-type]
 
     def stop(self) -> None:

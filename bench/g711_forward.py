@@ -50,7 +50,6 @@ from bridge.rtc.dtls_srtp import DtlsSrtp
 from bridge.rtc.passthrough import PassThrough
 from bridge.rtc.rtp_leg import RtpLeg
 from bridge.rtc.rtp_session import RtpSession
-from bridge.rtc.srtpudp import RtpSocket
 from bridge.rtc.uplink import Playout
 from bridge.tasks import TaskSet
 from bridge.trunks.media import TrunkMedia
@@ -152,7 +151,7 @@ async def run_once(n: int, profile: cProfile.Profile | None = None) -> dict[str,
     phone.forward_from = phone_forward_from  # type: ignore[method-assign]
     phone.track = SimpleNamespace(forwarding=True)  # type: ignore[assignment]
     Forwarding(bus, {}).update(leg, None, phone)  # type: ignore[arg-type]
-    socket = RtpSocket("bench", phone.leg.receive_rtp, phone.leg.receive_rtcp)
+    socket = phone.socket
 
     tx = Session(
         Policy(

@@ -3,12 +3,15 @@ SRTP and SRTCP with SDES keys (RFC 3711, RFC 4568): no ICE, no DTLS.
 
 * **Keys** (SRTP only): two libsrtp sessions (``pylibsrtp``): one protects what we send with
   our key, one unprotects what arrives with the far end's (each side announces its own key in
-  its SDP).
-* **Where to**: the far end's address from its SDP (``c=``/``m=``, ``a=rtcp``) until a packet
-  from it arrives (authenticated, with SRTP); then the source of its packets (symmetric RTP,
-  RFC 4961: a far end behind NAT is reached where it sends from). With SRTP an unauthenticated
-  packet never moves the address, so a spoofed one cannot steal the stream. Multiplexed RTCP
-  (sent where RTP goes) follows RTP's source until RTCP comes from elsewhere.
+  its SDP). Ours is made here for both legs on such a socket (Meta's SDES leg, a trunk's
+  phone): fresh for an offer, or in an answer under the tag and suite of the offer's line we
+  took (RFC 4568 §7.1.2); an answer to our offer (one line) must keep its suite.
+* **Where to**: the far end's address from its SDP (``c=``/``m=``, ``a=rtcp``; an unspecified
+  one, RFC 3264 §8.4's hold, keeps the one before) until a packet from it arrives
+  (authenticated, with SRTP); then the source of its packets (symmetric RTP, RFC 4961: a far
+  end behind NAT is reached where it sends from). With SRTP an unauthenticated packet never
+  moves the address, so a spoofed one cannot steal the stream. Multiplexed RTCP (sent where RTP
+  goes) follows RTP's source until RTCP comes from elsewhere.
 * **One port**: RTP and RTCP arrive on the same socket (RFC 5761 demultiplexing: packet types
   192-223 are RTCP); our SDP says so with ``a=rtcp-mux`` and ``a=rtcp:`` our port.
 * **Hostile input**: anything that is not RTP/RTCP version 2, arrives before the keys, or fails
@@ -22,6 +25,7 @@ SRTP and SRTCP with SDES keys (RFC 3711, RFC 4568): no ICE, no DTLS.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 import time
@@ -30,8 +34,10 @@ from typing import Any
 
 import pylibsrtp
 
+from ..errors import BadOffer
 from . import udp_poll
 from .ports import bind_in_range, port_scope
+from .sdes import Crypto, answer_crypto, new_crypto
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +147,8 @@ async def open_endpoint(
 
 class RtpSocket(asyncio.DatagramProtocol):
     """The socket of one RTP leg (module docstring), SRTP when ``srtp`` (its keys from
-    :meth:`set_keys`). ``on_rtp`` and ``on_rtcp`` get the plaintext and its arrival,
-    synchronously in the datagram callback."""
+    :meth:`follow`, or :meth:`set_keys`). ``on_rtp`` and ``on_rtcp`` get the plaintext and its
+    arrival, synchronously in the datagram callback."""
 
     def __init__(
         self,
@@ -159,6 +165,8 @@ class RtpSocket(asyncio.DatagramProtocol):
         self.local: Address = ("", 0)
         self.rtp_to: Address | None = None
         self.rtcp_to: Address | None = None
+        self.crypto: Crypto | None = None
+        """Our key (with SRTP) once :meth:`open` made it; a re-offer's new line replaces it."""
         self._tx: LeanSrtp | pylibsrtp.Session | None = None
         self._rx: LeanSrtp | pylibsrtp.Session | None = None
         self._keys: tuple[tuple[bytes, int], tuple[bytes, int]] | None = None
@@ -171,10 +179,26 @@ class RtpSocket(asyncio.DatagramProtocol):
         """Datagrams that are not RTP/RTCP version 2, or came before the keys (dropped)."""
         self.protect_errors = 0
 
-    async def open(self, host: str, ports: str) -> Address:
-        """Bind (``bind_socket``) and start receiving; returns the local address."""
+    async def open(self, host: str, ports: str, offered: Crypto | None = None) -> Address:
+        """Bind (``bind_socket``) and start receiving; returns the local address. With SRTP,
+        our key: for an answer to the far end's ``offered`` line, else for an offer."""
+        if self.srtp:
+            self.crypto = new_crypto() if offered is None else answer_crypto(offered)
         self.transport, self.local = await open_endpoint(self, host, ports, self.datagram_arrived)
         return self.local
+
+    def check_answer(self, theirs: Crypto | None) -> None:
+        """The answer to our offer (one ``a=crypto`` line) keeps its suite: :class:`BadOffer`."""
+        if self.crypto is not None and theirs is not None and theirs.suite != self.crypto.suite:
+            raise BadOffer(f"the answer's a=crypto suite {theirs.suite} is not ours")
+
+    def follow(self, address: str, port: int, rtcp: Address, theirs: Crypto | None) -> None:
+        """The far end's SDP (module docstring): its key with ours, and where it takes RTP and
+        RTCP."""
+        if self.crypto is not None and theirs is not None:
+            self.set_keys(self.crypto.key, theirs.key, self.crypto.profile)
+        if not ipaddress.ip_address(address).is_unspecified:
+            self.set_remote((address, port), rtcp)
 
     def set_keys(self, ours: bytes, theirs: bytes, profile: int) -> None:
         """Our master key||salt protects what we send; the far end's unprotects what it sends.

@@ -1,7 +1,7 @@
 """A trunk leg's media: the one RTP leg every leg is (``rtc/rtp_leg.py`` ``RtpLeg``) on its
-``rtc/srtpudp.py`` socket, clear or SDES-SRTP, joined to the call's conference like a browser
-participant (codecs, keys, RTCP: docs/sip.md, *Codecs and what they cost*), with the SIP side's
-rules:
+``rtc/srtpudp.py`` socket (our key, the far end's SDP followed, as Meta's SDES leg's), clear or
+SDES-SRTP, joined to the call's conference like a browser participant (codecs, keys, RTCP:
+docs/sip.md, *Codecs and what they cost*), with the SIP side's rules:
 
 * **Keys**: RFC 4733 both ways; a key queued for the PBX is sent as events in place of audio
   for its duration (three end packets, §2.5.1.4).
@@ -50,7 +50,8 @@ class _Downlink:
 
 
 class TrunkMedia:
-    """The RTP of one trunk leg: audio and keys both ways (module docstring)."""
+    """The RTP of one trunk leg: audio and keys both ways (module docstring), on SDES-SRTP
+    when ``srtp``."""
 
     def __init__(
         self,
@@ -61,12 +62,14 @@ class TrunkMedia:
         microphone: Callable[[Pcm], None],
         pop: Callable[[float], Pcm | None],
         on_key: Callable[[str, int], None],
+        *,
+        srtp: bool = False,
     ) -> None:
         self.name = name
         self.event_pt = event_pt
         self.keys_in = DtmfDetector(on_key, RATE)
         self.keys_out = KeyPresses(KEYS_QUEUED, lambda: self.event_pt)
-        self.leg = RtpLeg(
+        leg = self.leg = RtpLeg(
             RtpSession.new(pt),
             codec=codec,
             on_frame=microphone,
@@ -75,14 +78,14 @@ class TrunkMedia:
             dtmf=(lambda: self.event_pt, self.keys_in),
             report=self._report,
         )
+        self.socket = leg.wire = RtpSocket(name, leg.receive_rtp, leg.receive_rtcp, srtp)
+        """Bound by the participant (``RtpSocket.open``, with our key), closed by :meth:`stop`."""
         self.track = OpusBusTrack(_Downlink(pop), codec=codec, keys=self.keys_out, phone=True)
         self.leg.carry(self.track)
         self.leg.use_codec(codec, pt)
         self.rtcp_mux = False
         """Both SDPs said ``a=rtcp-mux`` (module docstring)."""
         self._forward_up: Callable[[int, int, bytes, float], bool] | None = None
-        self.socket: RtpSocket | None = None
-        """Its socket while it is on the clock (:meth:`start` to :meth:`stop`)."""
 
     @property
     def codec(self) -> str:
@@ -113,8 +116,10 @@ class TrunkMedia:
         )
 
     def follow(self, remote: Remote) -> None:
-        """What the far end's SDP says both sides send: codec, payload types, the events'
-        clock, RTCP on the RTP port (our SDP offered it, or answered as the offer said)."""
+        """What the far end's SDP says: its key and address (``RtpSocket.follow``), and what
+        both sides send: codec, payload types, the events' clock, RTCP on the RTP port (our SDP
+        offered it, or answered as the offer said)."""
+        self.socket.follow(remote.address, remote.port, remote.rtcp, remote.crypto)
         self.event_pt = remote.event_pt
         self.leg.use_codec(remote.codec, remote.pt)
         self.keys_out.step = remote.event_rate // 50  # RFC 4733 durations' units in 20 ms
@@ -122,17 +127,15 @@ class TrunkMedia:
         self.rtcp_mux = remote.rtcp_mux
         self._start_reports()
 
-    def start(self, socket: RtpSocket, stats: BusStats | None = None) -> None:
-        """On the clock with ``socket``; the receiver's counters added to the call's ``stats``
-        (the bus's)."""
-        self.socket = self.leg.wire = socket
+    def start(self, stats: BusStats | None = None) -> None:
+        """On the clock; the receiver's counters added to the call's ``stats`` (the bus's)."""
         if stats is not None:
             self.leg.playout.bus_stats = stats
         self.leg.play(self.track)
         self._start_reports()
 
     def _start_reports(self) -> None:
-        if self.rtcp_mux and self.socket is not None:
+        if self.rtcp_mux and self.leg.sender.running:  # from :meth:`start` to :meth:`stop`
             self.leg.rtcp_schedule.start()
 
     def _report(self) -> int:
@@ -141,10 +144,8 @@ class TrunkMedia:
     def stop(self) -> None:
         """Off the clock, a last RTCP packet with BYE (RFC 3550 §6.6) when the leg has sent
         RTCP (none else, as the RFC says), and the socket closed (idempotent)."""
-        socket, self.socket = self.socket, None
         self.leg.stop(bye=self.rtcp_mux and self.leg.reports.sent > 0)
-        if socket is not None:
-            socket.close()
+        self.socket.close()
 
     def send_key(self, digit: str, duration_ms: int = 160) -> None:
         """Queue a key for the PBX (RFC 4733 events in place of audio)."""

@@ -10,7 +10,6 @@ the media stopped).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import re
 import secrets
@@ -26,8 +25,6 @@ from ..calls.samples import LegSources
 from ..errors import BadOffer
 from ..media import CallPort, Role
 from ..numbers.trunks import Trunk
-from ..rtc.sdes import Crypto, answer_crypto, new_crypto
-from ..rtc.srtpudp import RtpSocket
 from ..sip import Dialog, InviteServer, Response, UserAgent
 from . import sdp
 from .dialer import Dialer
@@ -104,7 +101,9 @@ class SipParticipant:
         self.dialog: Dialog | None = None
         self.media: TrunkMedia | None = None
         self.offered_at = time.monotonic()  # our SDP made: the leg's set-up in the timeline
-        self._socket: RtpSocket | None = None
+        self._opened: TrunkMedia | None = None
+        """Its media from our SDP on, joined or not (:attr:`media` once joined): stopped as
+        the leg goes."""
         self._port: CallPort | None = None
         """Its door into the call while it is in the call (joined, not yet released)."""
         self._rang = False
@@ -119,8 +118,7 @@ class SipParticipant:
         self.on_left: Callable[[str], None] | None = None
         """Told the reason when the leg has gone (a call answered into the PBX ends too)."""
         self.remote: sdp.Remote | None = None
-        self.crypto: Crypto | None = None
-        self.sdp_sent, self.local_port = b"", 0  # our last SDP and media port (reinvite.py)
+        self.sdp_sent = b""  # our last SDP (reinvite.py)
         self.on_hold = self.held_call = False
         """The phone holds (a re-INVITE, ``reinvite.py``); its hold held the call."""
 
@@ -141,27 +139,25 @@ class SipParticipant:
         return None if self.media is None else (self.offered_at, timeline(self.media))
 
     # -- the leg
-    async def _open(self, offer: sdp.Remote | None = None) -> tuple[TrunkMedia, int, Crypto | None]:
-        """The leg's socket and media (not yet started): its local port and our key (for an
-        answer to ``offer``, under the tag and suite of the line we took from it)."""
-        crypto = None
-        if self.trunk.srtp == "sdes":
-            offered = offer.crypto if offer is not None else None
-            crypto = answer_crypto(offered) if offered is not None else new_crypto()
+    async def _open(self, offer: sdp.Remote | None = None) -> tuple[TrunkMedia, bytes]:
+        """The leg's media (not yet started), its socket bound, and our SDP: an offer, or the
+        answer to ``offer`` (our key under the tag and suite of the line we took from it)."""
         self.offered_at = time.monotonic()  # our SDP is made now
         name = f"sip {self.participant_id} of call {self.runtime.call_id[:12]}"
-        media = TrunkMedia(name, "PCMU", 0, None, self._to_call, self._from_call, self.press)
-        socket = self._socket = RtpSocket(
-            name, media.leg.receive_rtp, media.leg.receive_rtcp, crypto is not None
+        srtp = self.trunk.srtp == "sdes"
+        media = self._opened = TrunkMedia(
+            name, "PCMU", 0, None, self._to_call, self._from_call, self.press, srtp=srtp
         )
-        local = await socket.open(self.line.bind_host, self.line.rtp_ports)
-        self.local_port, self.crypto = local[1], crypto
-        return media, local[1], crypto
+        offered = offer.crypto if offer is not None else None
+        _, port = await media.socket.open(self.line.bind_host, self.line.rtp_ports, offered)
+        self.sdp_sent = sdp.offer(
+            self.line.media_host, port, self.trunk.codecs, media.socket.crypto, answer_to=offer
+        )
+        return media, self.sdp_sent
 
     async def run(self) -> None:
         """Call the target, then carry the media until either side hangs up."""
-        media, port, crypto = await self._open()
-        offer = self.sdp_sent = sdp.offer(self.line.media_host, port, self.trunk.codecs, crypto)
+        media, offer = await self._open()
         self.dialer = Dialer(
             self.line.ua,
             proxy=self.trunk.uri,
@@ -180,10 +176,8 @@ class SipParticipant:
             return
         self.dialog = self.dialer.dialog
         try:
-            remote = sdp.read(resp.body, self.trunk.codecs, srtp=crypto is not None)
-            if crypto is not None and remote.crypto is not None:
-                if remote.crypto.suite != crypto.suite:  # we offered one line: it must be it
-                    raise BadOffer(f"the answer's a=crypto suite {remote.crypto.suite} is not ours")
+            remote = sdp.read(resp.body, self.trunk.codecs, srtp=media.socket.srtp)
+            media.socket.check_answer(remote.crypto)
         except BadOffer as exc:
             log.warning(
                 "SIP participant %s: the answer cannot be used: %s", self.participant_id, exc
@@ -199,8 +193,7 @@ class SipParticipant:
     async def accept(self, tx: InviteServer, remote: sdp.Remote) -> bool:
         """Answer the PBX's own INVITE (its offer ``remote``) with ``200`` and our SDP: the
         PBX placed this WhatsApp call. ``False`` when the answer could not be sent."""
-        media, port, crypto = await self._open(offer=remote)
-        answer = self.sdp_sent = sdp.offer(self.line.media_host, port, (), crypto, answer_to=remote)
+        media, answer = await self._open(offer=remote)
         self.dialog = tx.dialog
         self.line.ua.dialogs[tx.dialog.key] = tx.dialog  # before its BYE can come
         if not await tx.respond(200, "OK", body=answer):
@@ -212,15 +205,9 @@ class SipParticipant:
         return True
 
     def take_remote(self, media: TrunkMedia, remote: sdp.Remote) -> None:
-        """The far end's SDP (an answer, or a re-INVITE's offer) followed; an unspecified
-        address (RFC 3264 §8.4) keeps the one from before."""
-        socket, crypto, self.remote = self._socket, self.crypto, remote
+        """The far end's SDP (an answer, or a re-INVITE's offer) followed."""
+        self.remote = remote
         media.follow(remote)
-        assert socket is not None
-        if crypto is not None and remote.crypto is not None:
-            socket.set_keys(crypto.key, remote.crypto.key, remote.crypto.profile)
-        if not ipaddress.ip_address(remote.address).is_unspecified:
-            socket.set_remote((remote.address, remote.port), remote.rtcp)
 
     def _connect(self, media: TrunkMedia, remote: sdp.Remote) -> None:
         """The far end's codec, key and address taken; the media joined and started."""
@@ -255,8 +242,7 @@ class SipParticipant:
         self._port = self.runtime.bus.conference.join(self.participant_id, self.role)
         self.media = media
         self.runtime.bus.add_user(self.id)
-        assert self._socket is not None
-        media.start(self._socket, self.runtime.bus.stats)
+        media.start(self.runtime.bus.stats)
 
     def _leave(self) -> None:
         """Out of the conference (once)."""
@@ -351,10 +337,8 @@ class SipParticipant:
         if self.held_call and self.runtime.call.live:  # the phone left, WhatsApp is not held
             self.held_call = False
             await self.runtime.hold.set(False)
-        if self.media is not None:
-            self.media.stop()
-        elif self._socket is not None:
-            self._socket.close()
+        if self._opened is not None:
+            self._opened.stop()
         data: dict[str, Any] = {"participantID": self.participant_id, "reason": reason}
         if resp is not None:
             data["sipCode"] = resp.status

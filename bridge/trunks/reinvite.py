@@ -164,14 +164,15 @@ async def _reinvited(
     if leg is None or leg.remote is None or leg.media is None:
         await tx.respond(481, "Call/Transaction Does Not Exist")
         return
+    socket = leg.media.socket
     try:
         got = answer(
             tx.req.body,
             leg.remote,
             leg.sdp_sent,
             address=line.media_host,
-            port=leg.local_port,
-            crypto=leg.crypto,
+            port=socket.local[1],
+            crypto=socket.crypto,
         )
     except (BadOffer, ValueError) as exc:
         log.warning(
@@ -181,7 +182,7 @@ async def _reinvited(
         return
     if not await tx.respond(200, "OK", body=got.body):
         return
-    leg.sdp_sent, leg.crypto = got.body, got.crypto
+    leg.sdp_sent, socket.crypto = got.body, got.crypto
     leg.take_remote(leg.media, got.remote)
     leg.media.track.sending = got.sending
     await set_hold(leg, got, music(catalog, playback, leg))

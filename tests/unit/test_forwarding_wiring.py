@@ -140,10 +140,12 @@ async def test_a_lone_g711_phone_forwards_both_ways_whatever_order_the_call_star
     for n, event in enumerate(order):
         done.add(event)
         if event == "sending":
-            whatsapp.start(to_whatsapp)  # type: ignore[arg-type]
+            whatsapp.leg.wire = to_whatsapp
+            whatsapp.start()
         else:
             if event == "joined":
-                phone.start(to_phone)  # type: ignore[arg-type]
+                phone.leg.wire = to_phone
+                phone.start()
             leg = whatsapp if "opened" in done else None
             forwarding.update(leg, None, phone if "joined" in done else None)  # type: ignore[arg-type]
         # Packets both ways between the events (each leg's far end sends once it is up).

@@ -73,7 +73,8 @@ async def test_a_trunk_leg_carries_g722_as_pt9_on_an_8khz_clock() -> None:
     )
     receiver = TrunkMedia("recv", "G722", 9, 101, heard.append, lambda now: None, noop)
     wire = Wire()
-    sender.start(wire)  # its first packet at once; the test calls its clock's ticks by hand
+    sender.leg.wire = wire
+    sender.start()  # its first packet at once; the test calls its clock's ticks by hand
     for _ in range(SECOND - 1):
         sender.leg.sender._tick(0.0)
     stamps = []

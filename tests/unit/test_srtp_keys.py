@@ -1,6 +1,9 @@
-"""An SDES leg's SRTP contexts across a re-INVITE (``rtc/srtpudp.py`` ``RtpSocket.set_keys``):
-a direction whose key and suite stay keeps its context, so its rollover counter goes on past a
-sequence wrap (RFC 3711 §3.3.1); a changed key starts a fresh one."""
+"""An SDES leg's keys on its socket (``rtc/srtpudp.py`` ``RtpSocket``), Meta's SDES leg's and a
+trunk phone's alike: our key made as it binds (an offer's, or an answer's under the offered
+line), an answer held to our suite, the far end's key and address followed; and the SRTP
+contexts across a re-INVITE (``set_keys``): a direction whose key and suite stay keeps its
+context, so its rollover counter goes on past a sequence wrap (RFC 3711 §3.3.1); a changed key
+starts a fresh one."""
 
 from __future__ import annotations
 
@@ -8,7 +11,9 @@ import struct
 from typing import Any
 
 import pylibsrtp
+import pytest
 
+from bridge.errors import BadOffer
 from bridge.rtc.sdes import new_crypto
 from bridge.rtc.srtpudp import RtpSocket
 
@@ -36,6 +41,51 @@ class Wire:
 
     def is_closing(self) -> bool:
         return False
+
+    def close(self) -> None:
+        pass
+
+
+async def test_our_key_is_made_as_the_socket_binds_and_the_far_ends_sdp_is_followed() -> None:
+    """An offer's key is fresh (tag 1, ``_80``), an answer's takes the offered line's tag and
+    suite with a key of its own; an answer to our offer in another suite is refused; the far
+    end's key reads what it sends and ours protects what we send; an unspecified address (a
+    hold, RFC 3264 §8.4) keeps where packets go. A clear socket makes no key."""
+    offerer, answerer, clear = (
+        RtpSocket(name, lambda *_: None, lambda *_: None, srtp)
+        for name, srtp in (("offerer", True), ("answerer", True), ("clear", False))
+    )
+    try:
+        await offerer.open("127.0.0.1", "")
+        theirs = new_crypto(4, "AES_CM_128_HMAC_SHA1_32")
+        await answerer.open("127.0.0.1", "", theirs)
+        await clear.open("127.0.0.1", "")
+        ours, answered = offerer.crypto, answerer.crypto
+        assert ours is not None and (ours.tag, ours.suite) == (1, "AES_CM_128_HMAC_SHA1_80")
+        assert answered is not None and answered.key != theirs.key
+        assert (answered.tag, answered.suite) == (4, "AES_CM_128_HMAC_SHA1_32")
+        assert clear.crypto is None and clear.local[1] > 0
+        with pytest.raises(BadOffer, match="AES_CM_128_HMAC_SHA1_32 is not ours"):
+            offerer.check_answer(theirs)
+        offerer.check_answer(new_crypto(1))  # our suite: taken
+        heard: list[int] = []
+        offerer.on_rtp = lambda data, _at: heard.append(struct.unpack("!H", data[2:4])[0])
+        wire, bound = Wire(), offerer.transport
+        offerer.transport = wire  # type: ignore[assignment]
+        far = new_crypto()
+        offerer.follow("127.0.0.1", 4000, ("127.0.0.1", 4000), far)
+        offerer.follow("0.0.0.0", 4002, ("0.0.0.0", 4002), far)  # the far end holds
+        assert (offerer.rtp_to, offerer.rtcp_to) == (("127.0.0.1", 4000), ("127.0.0.1", 4000))
+        far_tx = session(far.key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+        offerer.datagram_arrived(far_tx.protect(rtp(5)), ("127.0.0.1", 4000), 0.0)
+        offerer.send_rtp(rtp(6))
+        far_rx = session(ours.key, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+        assert heard == [5] and offerer.auth_failed == 0
+        assert struct.unpack("!H", far_rx.unprotect(wire.sent[-1])[2:4])[0] == 6
+        offerer.transport = bound
+    finally:
+        for sock in (offerer, answerer, clear):
+            sock.close()
 
 
 def test_unchanged_keys_keep_their_contexts_past_a_sequence_wrap() -> None:
@@ -93,14 +143,6 @@ def test_a_changed_key_gets_a_fresh_context_the_other_direction_keeps_its_own() 
     assert len([far_rx.unprotect(p) for p in wire.sent]) == 5
 
 
-class _Media:
-    def __init__(self) -> None:
-        self.track = type("Track", (), {"sending": True})()
-
-    def follow(self, _remote: Any) -> None:
-        return None
-
-
 class _Tx:
     def __init__(self, body: bytes) -> None:
         self.req = type("Req", (), {"body": body, "call_id": "c"})()
@@ -117,6 +159,7 @@ async def test_a_re_invite_that_renumbers_the_crypto_line_re_keys_the_legs_socke
     leg's socket protects with it (the far end reads it with the key of our answer) and reads
     the phone's new key (before, the answer named a line the re-offer no longer had)."""
     from bridge.trunks import sdp as trunk_sdp
+    from bridge.trunks.media import TrunkMedia
     from bridge.trunks.participant import SipParticipant
     from bridge.trunks.reinvite import _reinvited
 
@@ -137,22 +180,25 @@ async def test_a_re_invite_that_renumbers_the_crypto_line_re_keys_the_legs_socke
 
     leg = Leg()
     leg.remote = trunk_sdp.read(phone(theirs, 1), ("PCMU",), srtp=True)
-    leg.crypto, leg.local_port, leg.media = ours, 30000, _Media()
+    leg.media = media = TrunkMedia(
+        "test", "PCMU", 0, None, lambda _pcm: None, lambda _now: None, lambda *_: None, srtp=True
+    )
+    sock = media.socket
+    sock.crypto = ours
     leg.sdp_sent = trunk_sdp.offer("127.0.0.1", 30000, ("PCMU",), ours)
     heard: list[int] = []
-    leg._socket = sock = RtpSocket(
-        "test", lambda d, _at: heard.append(struct.unpack("!H", d[2:4])[0]), lambda *_: None, True
-    )
+    sock.on_rtp = lambda d, _at: heard.append(struct.unpack("!H", d[2:4])[0])
     wire = Wire()
-    sock.transport = wire  # type: ignore[assignment]
-    leg.take_remote(leg.media, leg.remote)
+    sock.transport, sock.local = wire, ("127.0.0.1", 30000)  # type: ignore[assignment]
+    leg.take_remote(media, leg.remote)
     line = type("Line", (), {"legs": {("c", "t"): leg}, "media_host": "127.0.0.1"})()
     catalog = type("Catalog", (), {"trunks": {}})()
     tx = _Tx(phone(rekeyed, 2))
     await _reinvited(line, catalog, None, tx)  # type: ignore[arg-type]
     ((status, body),) = tx.responses
-    assert status == 200 and leg.crypto.tag == 3 and leg.crypto.key != ours.key
-    assert leg.crypto.attribute() in body.decode()
+    assert sock.crypto is not None
+    assert status == 200 and sock.crypto.tag == 3 and sock.crypto.key != ours.key
+    assert sock.crypto.attribute() in body.decode()
     sock.datagram_arrived(
         session(rekeyed.key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND).protect(rtp(7)),
         ("127.0.0.1", 4000),
@@ -160,5 +206,5 @@ async def test_a_re_invite_that_renumbers_the_crypto_line_re_keys_the_legs_socke
     )
     sock.send_rtp(rtp(8))
     assert heard == [7] and sock.auth_failed == 0
-    far_rx = session(leg.crypto.key, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    far_rx = session(sock.crypto.key, pylibsrtp.Policy.SSRC_ANY_INBOUND)
     assert struct.unpack("!H", far_rx.unprotect(wire.sent[-1])[2:4])[0] == 8

@@ -57,7 +57,8 @@ def media(allowed: list[bool]) -> tuple[TrunkMedia, PassThrough, Wire]:
     ``allowed[0]``; its first packet, sent at once, cleared."""
     m = TrunkMedia("t", "opus", 111, 101, lambda pcm: None, lambda now: None, lambda d, ms: None)
     wire = Wire()
-    m.start(wire)  # type: ignore[arg-type]
+    m.leg.wire = wire
+    m.start()
     wire.sent.clear()
     return m, m.forward_from(lambda: allowed[0]), wire
 
@@ -285,7 +286,8 @@ async def test_the_packets_a_sender_did_not_carry_are_counted_by_why() -> None:
     packet, t0 = opus_packet(), time.monotonic()
     assert not down.offer(100, 0, packet, t0)
     wire = Wire()
-    m.start(wire)  # type: ignore[arg-type]
+    m.leg.wire = wire
+    m.start()
     wire.sent.clear()
     assert down.offer(101, 960, packet, t0)
     assert not down.offer(102, 960 * 2, bytes([packet[0] | 0x01]) + packet[1:], t0)

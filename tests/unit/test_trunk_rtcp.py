@@ -60,7 +60,8 @@ def leg(mux: bool, sending: bool = True) -> tuple[TrunkMedia, Wire, ManualTimers
     media.leg.rtcp_schedule.timers = timers
     media.leg.rtcp_schedule.monotonic = lambda: 0.0
     media.track.sending = sending
-    media.start(wire)
+    media.leg.wire = wire
+    media.start()
     return media, wire, timers
 
 

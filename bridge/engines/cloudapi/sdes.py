@@ -4,8 +4,9 @@ ICE, no DTLS.
 
 Meta offers this media kind on its SIP road and with Graph signalling alike. :class:`SdesPeer`
 has the outward shape of :class:`~.peer.WhatsAppPeer` and is built from the same parts minus
-aiortc: its RTP is an ``RtpLeg`` (``rtc/rtp_leg.py``) with the socket as its wire, RTCP at
-RTP/SAVP's intervals. Two things are its own:
+aiortc: its RTP is an ``RtpLeg`` (``rtc/rtp_leg.py``) with the socket as its wire (which makes
+our key and follows Meta's SDP, as a trunk's phone leg's does), RTCP at RTP/SAVP's intervals.
+Two things are its own:
 
 * **the first packet leaves as soon as the far end's address and key are known** (Meta sends
   nothing until it has one), and media never stops for the whole call;
@@ -33,7 +34,7 @@ from ...rtc.leg import RtpLegOwner
 from ...rtc.rtcp_schedule import AVP_MIN_INTERVAL
 from ...rtc.rtp_leg import RtpLeg
 from ...rtc.rtp_session import RtpSession
-from ...rtc.sdes import Crypto, SavpMedia, answer_crypto, new_crypto, read_savp
+from ...rtc.sdes import Crypto, SavpMedia, read_savp
 from ...rtc.sdp import STATIC_PT, audio_sdp, telephone_event
 from ...rtc.srtpudp import RtpSocket
 from ...rtc.tracks import OpusBusTrack
@@ -81,7 +82,6 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         self.failure: str | None = None
         self.started_at: float | None = None
         self._tasks = TaskSet(f"sdes-peer[{name}]")
-        self.crypto: Crypto | None = None
         self._open_shell(stats, on_dtmf=on_dtmf, on_media=on_media, on_closed=on_closed)
         self.leg = RtpLeg(
             RtpSession.new(OPUS_PT),
@@ -118,8 +118,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         audio = self._read_offer(offer, other_leg)
         assert audio.opus_pt is not None  # an offer without Opus is refused
         self._use_codec(self.codec, audio.opus_pt)
-        self.crypto = answer_crypto(remote.crypto)
-        address = await open_socket(self.socket, self._ice, remote.address)
+        address = await open_socket(self.socket, self._ice, remote.address, remote.crypto)
         sdp = self._sdp(address, remote.media_lines, remote.index)
         self._start(remote, audio)
         return sdp
@@ -128,7 +127,6 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         """Our offer for a business-initiated call: :func:`.sdp.leg_codecs` for ``other_leg``
         (G.711 on its static payload type before Opus on 111 when a PBX phone of that codec
         is the other leg), telephone-event on 126; the leg runs in the one Meta answers."""
-        self.crypto = new_crypto()
         self.offered = leg_codecs(other_leg)
         address = await open_socket(self.socket, self._ice, None)
         return self._sdp(address, offer=self.offered)
@@ -145,7 +143,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         payload type, Opus on the leg's), or an answer in the leg's one codec (Opus, or the
         G.711 answered); telephone-event with either, on RTP/SAVP with our key. In an answer,
         every other offered stream is refused (port 0)."""
-        assert self.crypto is not None
+        assert self.socket.crypto is not None
         payloads = [
             (self.audio_pt, "opus/48000/2", OPUS_FMTP)  # Meta's in an answer, else 111
             if codec == "opus"
@@ -158,7 +156,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
             self.socket.local[1],
             payloads,
             origin=(self.leg.stream.ssrc, self.leg.stream.ssrc),
-            key=self.crypto.attribute(),
+            key=self.socket.crypto.attribute(),
             rtcp_port=True,
             ssrc=(self.leg.stream.ssrc, self.leg.reports.cname.decode()),
             streams=media_lines or ("m=audio",),
@@ -167,11 +165,10 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
 
     async def apply_answer(self, answer: str) -> None:
         """Meta's answer to our offer: its key, address and codec; our media starts at once."""
-        if self.crypto is None:
+        if self.socket.crypto is None:
             raise BadOffer("an answer came before our offer")
         remote = read_savp(answer)
-        if remote.crypto.suite != self.crypto.suite:
-            raise BadOffer(f"the answer's a=crypto suite {remote.crypto.suite} is not ours")
+        self.socket.check_answer(remote.crypto)
         audio, codec = self._read_answer(answer)
         self._use_codec(codec, self.audio_pt if audio.opus_pt is None else audio.opus_pt)
         self._start(remote, audio)
@@ -185,11 +182,9 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
 
     def _start(self, remote: SavpMedia, audio: RemoteAudio) -> None:
         """Meta's key and address known: our media starts."""
-        assert self.crypto is not None
         if self._closed or self._track is not None:
             return
-        self.socket.set_keys(self.crypto.key, remote.crypto.key, self.crypto.profile)
-        self.socket.set_remote((remote.address, remote.port), remote.rtcp)
+        self.socket.follow(remote.address, remote.port, remote.rtcp, remote.crypto)
         track = self._track = self._meta_track(audio.bitrate, audio.fec)
         self.state = "connecting"
         self.started_at = time.monotonic()
@@ -295,13 +290,17 @@ def route_to(host: str, v6: bool) -> str:
         return "127.0.0.1"
 
 
-async def open_socket(sock: RtpSocket, ice: IceSettings | None, remote_host: str | None) -> str:
+async def open_socket(
+    sock: RtpSocket, ice: IceSettings | None, remote_host: str | None, offered: Crypto | None = None
+) -> str:
     """Bind the leg's socket (on the first ``BRIDGE_ICE_ADDRESSES``, ports from
-    ``BRIDGE_RTP_PORTS``); the address our SDP gives (``BRIDGE_PUBLIC_IP``, else the bound
+    ``BRIDGE_RTP_PORTS``) with our key (``RtpSocket.open``: in an answer to Meta's ``offered``
+    line, else in our offer); the address our SDP gives (``BRIDGE_PUBLIC_IP``, else the bound
     one, else the one that routes to the far end)."""
     bind = ice.ice_addresses[0] if ice is not None and ice.ice_addresses else ""
     v6 = ":" in (bind or remote_host or "")
-    host, _ = await sock.open(bind or ("::" if v6 else "0.0.0.0"), ice.rtp_ports if ice else "")
+    wildcard = "::" if v6 else "0.0.0.0"
+    host, _ = await sock.open(bind or wildcard, ice.rtp_ports if ice else "", offered)
     if ice is not None and ice.public_ip:
         return ice.public_ip
     if host not in ("0.0.0.0", "::"):
