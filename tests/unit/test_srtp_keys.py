@@ -88,8 +88,9 @@ async def test_our_key_is_made_as_the_socket_binds_and_the_far_ends_sdp_is_follo
             sock.close()
 
 
-def test_unchanged_keys_keep_their_contexts_past_a_sequence_wrap() -> None:
-    ours, theirs = new_crypto().key, new_crypto().key
+def keyed_socket(ours: bytes, theirs: bytes) -> tuple[RtpSocket, Wire, list[int]]:
+    """An SRTP socket keyed with ``ours`` and ``theirs``, sending to a :class:`Wire`; the
+    sequence numbers it hears."""
     heard: list[int] = []
     sock = RtpSocket(
         "test",
@@ -101,6 +102,12 @@ def test_unchanged_keys_keep_their_contexts_past_a_sequence_wrap() -> None:
     sock.transport = wire  # type: ignore[assignment]
     sock.set_remote(("127.0.0.1", 9), ("127.0.0.1", 9))
     sock.set_keys(ours, theirs, PROFILE)
+    return sock, wire, heard
+
+
+def test_unchanged_keys_keep_their_contexts_past_a_sequence_wrap() -> None:
+    ours, theirs = new_crypto().key, new_crypto().key
+    sock, wire, heard = keyed_socket(ours, theirs)
     far_tx = session(theirs, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
     far_rx = session(ours, pylibsrtp.Policy.SSRC_ANY_INBOUND)
     seqs = list(range(65530, 65536 + 4))  # across the wrap: the rollover counter is 1 after it
@@ -120,17 +127,7 @@ def test_unchanged_keys_keep_their_contexts_past_a_sequence_wrap() -> None:
 
 def test_a_changed_key_gets_a_fresh_context_the_other_direction_keeps_its_own() -> None:
     ours, theirs, rekeyed = new_crypto().key, new_crypto().key, new_crypto().key
-    heard: list[int] = []
-    sock = RtpSocket(
-        "test",
-        lambda data, _at: heard.append(struct.unpack("!H", data[2:4])[0]),
-        lambda _data, _at: None,
-        srtp=True,
-    )
-    wire = Wire()
-    sock.transport = wire  # type: ignore[assignment]
-    sock.set_remote(("127.0.0.1", 9), ("127.0.0.1", 9))
-    sock.set_keys(ours, theirs, PROFILE)
+    sock, wire, heard = keyed_socket(ours, theirs)
     far_rx = session(ours, pylibsrtp.Policy.SSRC_ANY_INBOUND)
     for seq in range(65534, 65536 + 2):
         sock.send_rtp(rtp(seq))
