@@ -107,8 +107,10 @@ class ReorderBuffer:
 
     def hold_redundant(self, ts: int, payload: bytes, arrival: float) -> None:
         """A redundant copy (extended timestamp ``ts``) of a frame still to be played: held
-        only if its own packet is not; never counted as a packet."""
-        if not payload or ts in self._packets:
+        only if its own packet is not, and while the buffer has room (a copy is never worth a
+        packet's place: the copies a RED sender puts beside each packet, or a peer's at any
+        timestamp, would otherwise hold without bound); never counted as a packet."""
+        if not payload or ts in self._packets or len(self._packets) >= self.capacity:
             return
         self._packets[ts] = _Packet(payload, arrival, None)
         self.stats.red_recovered_packets += 1

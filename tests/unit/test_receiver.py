@@ -357,6 +357,28 @@ def test_an_older_packet_never_flushes_a_full_buffer(came: float) -> None:
     assert (levels[start:-1] < 1000).sum() <= 1  # packet 10's frame at most
 
 
+def test_redundant_copies_are_held_no_more_than_the_buffer_holds() -> None:
+    """RED copies (RFC 2198) at every timestamp of the next second, thousands of them with each
+    packet (a broken or hostile sender): the buffer keeps at most its 64 places, copies
+    included, and the stream's own packets still play the tone. Before, a copy found a place
+    whatever the buffer held."""
+    sent = packets(tone(2.0, hz=600))
+    arrivals: list[float | None] = [0.001 + i * 0.02 for i in range(len(sent))]
+    rx = Receiver()
+    held_most, levels = 0, []
+    for i, (seq, ts, payload) in enumerate(sent):
+        if 20 <= i < 40:  # copies of frames still to come, 7 RTP ticks apart
+            for k in range(1, 2000):
+                rx.push_redundant((ts + 7 * k) & 0xFFFFFFFF, payload, arrivals[i])
+        rx.push(seq, ts, payload, arrivals[i])
+        held_most = max(held_most, len(rx._packets.held))
+        frame = rx.pop(arrivals[i] + 0.006).astype(np.float64)
+        levels.append(np.sqrt(np.mean(frame**2)))
+    assert held_most <= 64
+    assert 0 < rx.stats.red_recovered_packets <= 64 * 20
+    assert min(levels[2:]) > 1000  # the tone in every frame once playing
+
+
 def test_sequence_numbers_and_timestamps_wrap() -> None:
     sent = packets(tone(2.0), seq0=0xFFFF - 20, ts0=0xFFFFFFFF - 20 * TS)
     arrivals = [0.001 + i * 0.02 for i in range(len(sent))]
