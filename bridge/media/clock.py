@@ -81,7 +81,9 @@ class WorkerClock:
     Deadlines are absolute (``start + n * period``) on the event loop's ``call_at``, so sleep
     overshoot never accumulates; after a stall longer than ``resync`` the schedule restarts from
     now rather than bursting. Callbacks get the tick's scheduled time (``time.monotonic()``
-    base). A callback that raises is logged once and unregistered. The clock runs only while
+    base). A callback that raises is logged once and unregistered, and its owner told
+    (``failed``, given to :meth:`register`), whose state would otherwise still say it is on
+    the clock. The clock runs only while
     something is registered or waits for a tick, so an idle worker costs nothing.
     """
 
@@ -90,6 +92,8 @@ class WorkerClock:
         self.resync = resync
         self._ticks: dict[int, tuple[Phase, Tick]] = {}
         self._order: list[tuple[int, Tick]] = []
+        self._on_failure: dict[int, Callable[[], None]] = {}
+        """By key: what to call when that tick raises (:meth:`register`'s ``failed``)."""
         self._next_id = 0
         self._timers: dict[int, Tick] = {}
         self._due: list[tuple[float, int]] = []
@@ -118,11 +122,16 @@ class WorkerClock:
         restarts from now). Every leg clocked here lost that much audio; a pacer's track its
         frames (``bridge_media_clock_skipped_ticks_total``)."""
 
-    def register(self, tick: Tick, phase: Phase = Phase.MIX) -> Callable[[], None]:
-        """Call ``tick(now)`` every period from the next one; returns the unregister function."""
+    def register(
+        self, tick: Tick, phase: Phase = Phase.MIX, failed: Callable[[], None] | None = None
+    ) -> Callable[[], None]:
+        """Call ``tick(now)`` every period from the next one; returns the unregister function.
+        Should ``tick`` raise, it is unregistered and ``failed()`` called (in that tick)."""
         key = self._next_id
         self._next_id += 1
         self._ticks[key] = (phase, tick)
+        if failed is not None:
+            self._on_failure[key] = failed
         self._reorder()
         self._run()
         return lambda: self._unregister(key)
@@ -196,6 +205,7 @@ class WorkerClock:
             self._run()
 
     def _unregister(self, key: int) -> None:
+        self._on_failure.pop(key, None)
         if self._ticks.pop(key, None) is not None:
             self._reorder()
         if (
@@ -207,6 +217,15 @@ class WorkerClock:
             self._handle.cancel()
             self._handle = None
             self._run()  # asleep to the next one-shot callback, if any
+
+    def _tell_failed(self, key: int) -> None:
+        on_failure = self._on_failure.pop(key, None)
+        if on_failure is None:
+            return
+        try:
+            on_failure()
+        except Exception:
+            log.exception("media clock: a failed tick's owner failed to take it back")
 
     def _fire(self) -> None:
         loop = asyncio.get_running_loop()
@@ -223,6 +242,7 @@ class WorkerClock:
                     log.exception("media clock: a tick failed; unregistered")
                     self._ticks.pop(key, None)
                     failed = True
+                    self._tell_failed(key)
             while self._due and self._due[0][0] <= now + ROUNDING:
                 _, key = heapq.heappop(self._due)
                 callback = self._timers.pop(key, None)

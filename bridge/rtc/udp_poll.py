@@ -60,6 +60,10 @@ the loop's own transports is stamped when its callback runs. TURN's sockets stay
 Sending is the socket's ``sendto``, at once, as the loop's transport does; a full send buffer
 drops the packet (counted: ``bridge_udp_dropped_total{reason="send_buffer_full"}``), as the
 network would.
+A read on the clock that raises (a bug: the handlers' own failures are caught per datagram)
+is dropped by the clock, which tells the poller: the set is then read as datagrams wake the loop
+again, rather than never again for every call of the worker.
+
 ``BRIDGE_UDP_POLL=false`` gives every new socket to the loop instead.
 """
 
@@ -223,8 +227,16 @@ class UdpPoller:
             # Media comes faster than the ticks: read it on the clock from now on.
             self.loop.remove_reader(self._epoll.fileno())
             self._waking = False
-            self._untick = clock.register(self._tick, Phase.INPUT)
+            self._untick = clock.register(self._tick, Phase.INPUT, self._tick_failed)
         self._last_wake = now
+
+    def _tick_failed(self) -> None:
+        """The clock dropped a read that raised (a bug, logged there): the sockets are read
+        as they wake the loop again, or no call of the worker would hear another packet."""
+        self._untick = None
+        self._last_wake = -1.0
+        if self._transports:
+            self._wake_per_datagram()
 
     def _tick(self, now: float) -> None:
         READS["tick"] += 1

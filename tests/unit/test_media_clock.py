@@ -26,17 +26,25 @@ async def test_every_registered_tick_runs_and_an_unregistered_one_stops() -> Non
     assert clock._handle is None  # nothing registered: the clock does not run
 
 
-async def test_a_failing_tick_is_unregistered_and_the_others_keep_ticking() -> None:
+async def test_a_failing_tick_is_unregistered_its_owner_told_and_the_others_keep_ticking() -> None:
     clock = WorkerClock()
     good: list[float] = []
+    told: list[str] = []
 
     def bad(now: float) -> None:
         raise RuntimeError("boom")
 
-    clock.register(bad)
+    def owner_fails_too() -> None:
+        told.append("second")
+        raise RuntimeError("the owner's own bug")
+
+    clock.register(bad, failed=lambda: told.append("first"))
+    clock.register(bad, failed=owner_fails_too)
+    clock.register(bad)  # no owner to tell: dropped all the same
     stop = clock.register(good.append)
     await until(lambda: len(good) >= 3)
-    assert len(clock._ticks) == 1
+    assert len(clock._ticks) == 1 and told == ["first", "second"]  # each told once
+    assert not clock._on_failure
     stop()
 
 

@@ -319,6 +319,29 @@ async def test_a_failing_handler_is_said_once_and_reading_goes_on(
     transport.close()
 
 
+async def test_a_read_that_raises_on_the_clock_goes_back_to_wake_ups(
+    sender: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tick whose read raises (a bug outside the handlers' guard): the clock drops it, and
+    the set is read as datagrams wake the loop again. Before, the poller still believed it was
+    on the clock: no socket of the worker was read again, every call silent."""
+    proto, transport, poller, _ = await _on_the_clock(sender, 30)
+    real = poller._read
+
+    def broken(epoll: Any) -> int:
+        poller._read = real  # once
+        raise RuntimeError("a bug")
+
+    poller._read = broken  # type: ignore[method-assign]
+    await until(lambda: not poller.on_clock)
+    assert any("a tick failed" in r.getMessage() for r in caplog.records)
+    n = len(proto.got)
+    sender.sendto(b"\x80after", transport.get_extra_info("sockname"))
+    await until(lambda: len(proto.got) > n)
+    assert proto.got[-1][0] == b"\x80after"
+    transport.close()
+
+
 async def test_aioice_connects_over_polled_sockets() -> None:
     """Host candidates' sockets are the poller's (the seam's loop for aioice), and two agents
     complete ICE and exchange data over them."""
