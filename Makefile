@@ -116,10 +116,11 @@ soak: $(STAMP)
 	$(PY) -m bench.run --soak 10 --calls 20 $(SOAK_ARGS)
 
 # The quality bench (issue 23): speech (espeak-ng, resampled by sox) through real bridges under
-# seeded network profiles, PESQ-WB (the `pesq` package, the `quality` extra) next to an ideal
-# receiver fed the same packets; `--encoder-curve` scores libopus settings offline. Writes
+# seeded network profiles, from aiortc peers and a real Chromium, PESQ-WB (the `pesq` package,
+# the `quality` extra) next to an ideal receiver fed the same packets; `--encoder-curve` scores
+# libopus settings offline. Writes
 # bench/results/quality-<date>.json. QUALITY_ARGS="--quick" for a short seeded run.
-QUALITY_PKGS = espeak-ng sox
+QUALITY_PKGS = espeak-ng sox chromium
 quality-deps:
 	@missing=""; for p in $(QUALITY_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -16,6 +16,9 @@ Three parts (issues 23 and 37):
   Opus, through the trunk leg's receiver on a simulated clock under seeded profiles, next to
   an ideal receiver fed the same packets, with the receiver's delay and CPU
   (``bench/phone_quality.py``).
+* ``--chromium`` (also part of the default run): a real Chromium speaking into a call through
+  a real bridge process under seeded profiles, next to an ideal receiver fed Chromium's own
+  frames (``bench/chromium_quality.py``).
 
 Writes ``bench/results/quality-<date>.json`` (``quality-encoder-<date>.json`` for the curve)
 and prints Markdown tables for ``docs/quality.md``. A benchmark, not a test: nothing here
@@ -198,6 +201,8 @@ def downlink_table(paths: dict[str, Any]) -> str:
 def run_paths(args: argparse.Namespace) -> None:
     import asyncio
 
+    from bench.chromium_quality import DEFAULT_PROFILES as CHROMIUM_PROFILES
+    from bench.chromium_quality import chromium_rows, chromium_table
     from bench.phone_quality import phones_table, run_phones
     from bench.quality_paths import PROFILES
     from bench.quality_paths import run_paths as run
@@ -209,6 +214,7 @@ def run_paths(args: argparse.Namespace) -> None:
     t0 = time.monotonic()
     paths = asyncio.run(run(reference, names, seed=args.seed, cloudapi=True))
     phones = run_phones(reference, seed=args.seed)
+    chromium = asyncio.run(chromium_rows(reference, list(CHROMIUM_PROFILES), seed=args.seed))
     result = {
         **stamped("paths"),
         "seed": args.seed,
@@ -216,10 +222,13 @@ def run_paths(args: argparse.Namespace) -> None:
         "run_seconds": round(time.monotonic() - t0, 1),
         "paths": paths,
         "phones": phones,
+        "chromium": chromium,
     }
     print(paths_table(paths))
     print()
     print(phones_table(phones))
+    print()
+    print(chromium_table(chromium))
     path = write(result, Path(args.out), f"quality-{time.strftime('%Y%m%d')}.json")
     print(f"wrote {path} ({result['run_seconds']} s)")
 
@@ -241,6 +250,27 @@ def run_phone_rows(args: argparse.Namespace) -> None:
     }
     print(phones_table(phones))
     path = write(result, Path(args.out), f"quality-phones-{time.strftime('%Y%m%d')}.json")
+    print(f"wrote {path} ({result['run_seconds']} s)")
+
+
+def run_chromium_rows(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from bench.chromium_quality import DEFAULT_PROFILES, chromium_rows, chromium_table
+
+    reference = speech(args.seconds)
+    names = args.profiles.split(",") if args.profiles else list(DEFAULT_PROFILES)
+    t0 = time.monotonic()
+    rows = asyncio.run(chromium_rows(reference, names, seed=args.seed))
+    result = {
+        **stamped("chromium"),
+        "seed": args.seed,
+        "speech_seconds": round(reference.size / 16_000, 2),
+        "run_seconds": round(time.monotonic() - t0, 1),
+        "chromium": rows,
+    }
+    print(chromium_table(rows))
+    path = write(result, Path(args.out), f"quality-chromium-{time.strftime('%Y%m%d')}.json")
     print(f"wrote {path} ({result['run_seconds']} s)")
 
 
@@ -266,6 +296,11 @@ def main() -> None:
         help="only a phone on a SIP trunk: PCMU and Opus through the trunk leg's receiver, "
         "offline (~15 s)",
     )
+    parser.add_argument(
+        "--chromium",
+        action="store_true",
+        help="only a real Chromium speaking through a real bridge under seeded profiles (~5 min)",
+    )
     parser.add_argument("--seconds", type=float, default=16.0, help="speech length")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--quick", action="store_true", help="no minute-long drift profiles")
@@ -283,6 +318,9 @@ def main() -> None:
         return
     if args.phones:
         run_phone_rows(args)
+        return
+    if args.chromium:
+        run_chromium_rows(args)
         return
     run_paths(args)
 
