@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import ssl
@@ -233,7 +234,21 @@ def client_context(ca_file: str = "") -> ssl.SSLContext:
     """Outbound TLS: the peer's certificate and name verified (system CAs + ``ca_file``).
     No ALPN is offered (nothing calls ``set_alpn_protocols``): Meta's edge answers an ALPN
     ``sip`` offer with alert 120 ``no_application_protocol`` (Meta Cloud API Calling SIP
-    docs), and SIP over TLS defines no ALPN identifier."""
+    docs), and SIP over TLS defines no ALPN identifier.
+
+    One context per CA file, as the file is on disk, for the whole process: reading the
+    system's CA store is ~50 ms of CPU, which every app paid as it started (its trunk user
+    agent takes a context whether a TLS trunk exists or not), most of an in-process app's
+    start. Nothing changes a context once made, so user agents share it; a CA file written
+    since is read again (an engine rebuilt after a rotation verifies with the new one)."""
+    if not ca_file:
+        return _client_context("", None)
+    st = os.stat(ca_file)  # a missing file: FileNotFoundError, as loading it raised
+    return _client_context(ca_file, (st.st_ino, st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=16)
+def _client_context(ca_file: str, stamp: tuple[int, int, int] | None) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if ca_file:

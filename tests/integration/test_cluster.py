@@ -34,6 +34,7 @@ from ..support.cluster import (
     post,
     require_redis,
     sse_events,
+    start_bridges,
     wait_call,
     worker_lease,
 )
@@ -53,7 +54,7 @@ async def start_pair(redis: Redis, session, tmp_path, **env: str) -> tuple[Bridg
     (tmp_path / "b").mkdir()
     a = Bridge(redis, tmp_path / "a", env=dict(env))
     b = Bridge(redis, tmp_path / "b", env=dict(env))
-    await asyncio.gather(a.start(session), b.start(session))
+    await start_bridges(session, a, b)
     return a, b
 
 
@@ -434,7 +435,7 @@ async def test_cloud_api_webhooks_reach_the_owner_and_a_new_call_lands_on_the_em
     to_a = Http(session, a.base)
     permission_on_b: asyncio.Task[dict] | None = None
     try:
-        await asyncio.gather(a.start(session), b.start(session))
+        await start_bridges(session, a, b)
 
         async def first_permission_event() -> dict:
             async for event in sse_events(session, b.base):

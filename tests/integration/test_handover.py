@@ -42,6 +42,7 @@ from ..support.cluster import (
     post,
     require_redis,
     sse_events,
+    start_bridges,
     wait_call,
 )
 from ..support.ports import free_port, free_ports
@@ -234,8 +235,7 @@ async def test_sigterm_hands_a_live_zuckzapgo_call_to_the_other_worker_without_e
     )
     a = Bridge(redis, data, env=env)
     b = Bridge(redis, data, env=env)
-    await a.start(session)
-    await b.start(session)
+    await start_bridges(session, a, b)
     events = Events(session, b.base)
     old = new = None
     try:
@@ -253,7 +253,7 @@ async def test_sigterm_hands_a_live_zuckzapgo_call_to_the_other_worker_without_e
         old = RtcClient(Http(session, a.base), call_id, freq=BROWSER_HZ)
         await old.offer()
         await asyncio.wait_for(old.connected.wait(), 10)
-        await asyncio.sleep(0.5)
+        await old.recorder.tone_arrives(ENGINE_HZ)
         assert await hears(old, ENGINE_HZ) > 0.5
         assert (
             band_energy(
@@ -390,8 +390,7 @@ async def test_sigkill_of_the_owner_a_survivor_adopts_the_call_and_the_browser_c
     (tmp_path / "b").mkdir()
     a = Bridge(redis, tmp_path / "a", env=env)
     b = Bridge(redis, tmp_path / "b", env=env)
-    await a.start(session)
-    await b.start(session)
+    await start_bridges(session, a, b)
     events = Events(session, b.base)
     old = new = None
     try:
@@ -399,7 +398,7 @@ async def test_sigkill_of_the_owner_a_survivor_adopts_the_call_and_the_browser_c
         old = RtcClient(Http(session, a.base), call_id, freq=BROWSER_HZ)
         await old.offer()
         await asyncio.wait_for(old.connected.wait(), 10)
-        await asyncio.sleep(0.5)
+        await old.recorder.tone_arrives(ENGINE_HZ)
         assert await hears(old, ENGINE_HZ) > 0.5
 
         t0 = time.monotonic()
@@ -442,8 +441,7 @@ async def test_an_adopted_call_no_browser_comes_back_to_ends_as_worker_lost(
     (tmp_path / "b").mkdir()
     a = Bridge(redis, tmp_path / "a", env=env)
     b = Bridge(redis, tmp_path / "b", env=env)
-    await a.start(session)
-    await b.start(session)
+    await start_bridges(session, a, b)
     try:
         call_id, engine_id = await start_call(session, a, fake)
         a.proc.kill()
@@ -504,8 +502,7 @@ async def test_sigkill_of_the_owner_the_adopter_resumes_the_agent_forks_and_reco
     env = engine_env(fake, BRIDGE_FORK_URL_ALLOW="127.0.0.1", BRIDGE_ADOPT_OFFER_TIMEOUT="10")
     a = Bridge(redis, data, env=env)
     b = Bridge(redis, data, env=env)
-    await a.start(session)
-    await b.start(session)
+    await start_bridges(session, a, b)
     events = Events(session, b.base)
     model = fork_app.model
     try:
@@ -603,7 +600,7 @@ async def cloud_pair(redis, session, tmp_path, meta, **extra: str) -> tuple[Brid
     (tmp_path / "b").mkdir()
     a = Bridge(redis, tmp_path / "a", env=env)
     b = Bridge(redis, tmp_path / "b", env=env)
-    await asyncio.gather(a.start(session), b.start(session))
+    await start_bridges(session, a, b)
     return a, b
 
 
@@ -764,8 +761,7 @@ async def test_sigterm_hands_a_live_wadial_call_over_too(redis, session, tmp_pat
     (tmp_path / "b").mkdir()
     a = Bridge(redis, tmp_path / "a", env=env)
     b = Bridge(redis, tmp_path / "b", env=env)
-    await a.start(session)
-    await b.start(session)
+    await start_bridges(session, a, b)
     events = Events(session, b.base)
     browsers: list[RtcClient] = []
     try:
@@ -778,7 +774,7 @@ async def test_sigterm_hands_a_live_wadial_call_over_too(redis, session, tmp_pat
         browsers.append(old)
         await old.offer()
         await asyncio.wait_for(old.connected.wait(), 10)
-        await asyncio.sleep(0.5)
+        await old.recorder.tone_arrives(600.0)
         assert await hears(old, 600.0) > 0.5
         a.proc.send_signal(signal.SIGTERM)
         moved = await events.wait("call.moved")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ..support.cluster import Bridge, Http, Redis, get, post, require_redis
+from ..support.cluster import Bridge, Http, Redis, get, post, require_redis, start_bridges
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import dominant_frequency
 from ..support.waits import until
@@ -31,7 +31,7 @@ async def test_a_number_made_on_a_takes_a_call_on_b_and_outlives_its_deletion(
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     a, b = Bridge(redis, tmp_path / "a"), Bridge(redis, tmp_path / "b")
-    await asyncio.gather(a.start(session), b.start(session))
+    await start_bridges(session, a, b)
     try:
         body = {"phone": "+15554440001", "engine": "sim", "sim": {"peer": "tone", "toneHz": 950}}
         status, number = await post(session, a.base, "/numbers", body)

@@ -12,6 +12,8 @@ import logging
 import ssl
 import struct
 
+import pytest
+
 from bridge.sip import (
     CertFiles,
     DigestServer,
@@ -222,6 +224,46 @@ async def test_our_tls_client_hello_offers_no_alpn(ca):
         await server.wait_closed()
     assert 16 not in extensions, "ALPN offered"
     assert b"localhost" in extensions[0]  # SNI: the parse above found the real extensions
+
+
+async def _handshake(ctx: ssl.SSLContext, ca: TestCA) -> None:
+    """A TLS handshake with ``ctx`` to a server whose certificate ``ca`` issued."""
+    pair = ca.issue("peer", "localhost")
+    served = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    served.load_cert_chain(pair.cert, pair.key)
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0, ssl=served)
+    try:
+        conn = await connect("localhost", server.sockets[0].getsockname()[1], ctx)
+        conn.writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_client_context_is_shared_until_its_ca_file_changes(tmp_path):
+    """Apps and engines share one client context per CA file (the system's CA store is read
+    once a process, not at every start); a CA file rewritten since is read again, so a
+    rotated CA verifies, and a context is never shared across different files."""
+    (tmp_path / "first").mkdir()
+    (tmp_path / "rotated").mkdir()
+    first = TestCA(tmp_path / "first")
+    assert client_context(str(first.path)) is client_context(str(first.path))
+    assert client_context() is client_context()
+    assert client_context() is not client_context(str(first.path))
+    await _handshake(client_context(str(first.path)), first)
+
+    rotated = TestCA(tmp_path / "rotated", name="Bridge Rotated CA")
+    first.path.write_bytes(rotated.path.read_bytes())  # the same path, the new CA in it
+    after = client_context(str(first.path))
+    await _handshake(after, rotated)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await _handshake(after, first)  # the old CA is no longer trusted
+    with pytest.raises(FileNotFoundError):
+        client_context(str(tmp_path / "missing.pem"))
 
 
 async def test_our_407_can_offer_sha256_and_md5_and_takes_either_answer(ca):
