@@ -100,3 +100,81 @@ def test_meta_invites_that_never_become_dialogs_leave_no_calls_behind() -> None:
         assert dialogs.by_dialog == {}
 
     asyncio.run(run())
+
+
+PHONE_OFFER = (
+    "v=0\r\no=phone 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n"
+    "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+)
+
+
+class _PbxInvite(_Tx):
+    """A PBX's INVITE to a WhatsApp user, with its SDP offer."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.req.uri = "sip:+15550003333@bridge.example"
+        self.req.body = PHONE_OFFER.encode()
+        self.key = (f"call-{n}", f"z9hG4bK{n}")
+
+
+def test_pbx_invites_whose_whatsapp_calls_end_unanswered_leave_nothing_behind(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    """A PBX's INVITE places a WhatsApp call that rings and ends unanswered (no answer,
+    declined, busy: the PBX gets the final response, never sends an ACK): nothing of those
+    INVITEs stays with the trunk service, whether or not a call is ever answered."""
+    import gc
+    import uuid
+    import weakref
+    from types import SimpleNamespace
+
+    from bridge.calls.model import Call, CallState, Direction, EndReason
+    from bridge.config import settings_for_tests
+    from bridge.numbers.catalog import Catalog
+    from bridge.numbers.store import LocalStore, Sealing
+    from bridge.numbers.trunks import Trunk
+    from bridge.trunks import service as trunk_service
+
+    trunk = Trunk("pbx", "PBX", "sip:pbx.example")
+    monkeypatch.setattr(trunk_service, "identify", lambda *_: (trunk, None))
+    catalog = Catalog(LocalStore(str(tmp_path), Sealing("k" * 32)), None)
+    monkeypatch.setattr(catalog, "resolve_from", lambda *_: SimpleNamespace(tenant_id=""))
+    service = trunk_service.TrunkService(settings_for_tests(data_dir=str(tmp_path)), catalog)
+    made: list[Call] = []
+
+    class Manager:
+        async def make(self, phone: str, metadata: dict[str, Any], **_: Any) -> Call:
+            made.append(
+                Call(
+                    id=uuid.uuid4().hex,
+                    peer=f"{phone}@s.whatsapp.net",
+                    direction=Direction.OUTBOUND,
+                    owner="w",
+                    engine_call_id=uuid.uuid4().hex,
+                    state=CallState.CALLING,
+                )
+            )
+            return made[-1]
+
+    service.manager = Manager()  # type: ignore[assignment]
+
+    async def run() -> list[weakref.ref[_PbxInvite]]:
+        invites = []
+        for n in range(ROUNDS):
+            tx = _PbxInvite(n)
+            invites.append(weakref.ref(tx))
+            await service.invite(tx)  # type: ignore[arg-type]
+            call = made.pop()
+            call.transition(CallState.ENDED, EndReason.NO_ANSWER)
+            service.observe(SimpleNamespace(type="call.ended"), call)
+            await service._tasks.join()  # the PBX's final response sent
+            assert tx.answers == [480]
+            del tx, call
+        return invites
+
+    invites = asyncio.run(run())
+    gc.collect()
+    assert service.placing == {}
+    kept = [ref() for ref in invites if ref() is not None]
+    assert kept == [], f"{len(kept)} of {ROUNDS} ended INVITEs still kept"
