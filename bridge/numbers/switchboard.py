@@ -262,6 +262,8 @@ class Switchboard:
                     await engine.close()
                 except Exception:  # one engine's failing close must not stop the others'
                     log.exception("number %s: its retired engine failed to close", number_id)
+                if number_id not in self.engines and self.metrics is not None:
+                    self.metrics.forget_number(number_id)  # deleted, its last call ended
             self._retired = keep
 
     async def _forward(self, number_id: str, engine: Engine) -> None:
