@@ -178,3 +178,46 @@ def test_pbx_invites_whose_whatsapp_calls_end_unanswered_leave_nothing_behind(
     assert service.placing == {}
     kept = [ref() for ref in invites if ref() is not None]
     assert kept == [], f"{len(kept)} of {ROUNDS} ended INVITEs still kept"
+
+
+def test_outbound_sip_connections_are_let_go_when_they_close() -> None:
+    """Each destination the bridge sends SIP to (a route set's next hop, a trunk, Meta's edge)
+    gets a connection, reused while open; once it closed it is forgotten, not kept under its
+    destination for the life of the process."""
+    import gc
+    import weakref
+
+    from bridge.sip.listener import Listener
+
+    async def hang_up_at_once(_reader: Any, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    async def ignore(*_: Any) -> None:
+        pass
+
+    async def dial_each(listener: Listener, servers: list[Any]) -> list[weakref.ref[Any]]:
+        conns = []
+        for server in servers:
+            conn = await listener.dial(server.sockets[0].getsockname()[:2], None)
+            conns.append(weakref.ref(conn))
+            await asyncio.wait_for(conn.closed.wait(), 5)  # the far end hung up
+        return conns
+
+    async def run() -> None:
+        listener = Listener(None, ignore, ignore)
+        servers = [await asyncio.start_server(hang_up_at_once, "127.0.0.1", 0) for _ in range(20)]
+        try:
+            conns = await dial_each(listener, servers)
+            for _ in range(100):  # each reader task ends with its connection
+                if not listener.connections and not len(listener._tasks):
+                    break
+                await asyncio.sleep(0.01)
+            gc.collect()
+            kept = [ref for ref in conns if ref() is not None]
+            assert kept == [], f"{len(kept)} of {len(conns)} closed connections kept"
+        finally:
+            await listener.close()
+            for server in servers:
+                server.close()
+
+    asyncio.run(run())
