@@ -221,3 +221,46 @@ def test_outbound_sip_connections_are_let_go_when_they_close() -> None:
                 server.close()
 
     asyncio.run(run())
+
+
+def test_webhooks_naming_unknown_meta_numbers_keep_only_a_short_name_each(caplog: Any) -> None:
+    """Meta's front door remembers (to log once) each Meta number id that no number here has,
+    and each whose signature failed: what a stranger names there is clipped, so a flood of
+    256 KiB ids keeps a few bytes each, not the ids (10 000 of them: 2.5 GB before)."""
+    import json
+    from types import SimpleNamespace
+
+    from bridge.numbers.front_door import refused_signature, webhook_engine
+
+    class Signed:
+        def receive_webhook(self, raw: bytes, headers: Any) -> bool:
+            return True
+
+        def webhook_calls(self, raw: bytes) -> Any:
+            return None
+
+        def verify_subscription(self, query: Any) -> str:
+            return ""
+
+    catalog = SimpleNamespace(by_meta_id=lambda _id: None, by_phone=lambda _p: None, default=None)
+    switchboard = SimpleNamespace(
+        engines={"default": Signed()},
+        catalog=catalog,
+        unknown_meta_ids=set(),
+        refused_meta_ids=set(),
+    )
+
+    def body(n: int) -> bytes:
+        huge = f"{n:06d}" + "9" * (200 * 1024)
+        value = {"metadata": {"phone_number_id": huge}}
+        entry = {"changes": [{"field": "calls", "value": value}]}
+        return json.dumps({"object": "whatsapp_business_account", "entry": [entry]}).encode()
+
+    for n in range(200):
+        raw = body(n)
+        assert webhook_engine(switchboard, raw, {}) is None  # acknowledged, ignored
+        refused_signature(switchboard, raw, "bad signature")  # type: ignore[arg-type]
+    for said in (switchboard.unknown_meta_ids, switchboard.refused_meta_ids):
+        assert len(said) == 200  # each told once
+        assert max(len(name) for name in said) <= 64
+    assert max(len(r.getMessage()) for r in caplog.records) < 300
