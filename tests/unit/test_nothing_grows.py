@@ -264,3 +264,81 @@ def test_webhooks_naming_unknown_meta_numbers_keep_only_a_short_name_each(caplog
         assert len(said) == 200  # each told once
         assert max(len(name) for name in said) <= 64
     assert max(len(r.getMessage()) for r in caplog.records) < 300
+
+
+def test_a_leg_lent_across_workers_is_given_back_when_saying_so_fails() -> None:
+    """The agent's worker lends its leg to a call on another worker, then says so on the
+    desk's bus: when that fails (Redis away) or the agent's session ends meanwhile (its task
+    cancelled), the stream closes and the leg parks again, as when the call ends — before, the
+    leg stayed attached to that call (the agent unusable) and its stream's tasks ran on."""
+    from types import SimpleNamespace
+
+    from bridge.desk.lending import Lending
+
+    class Channel:
+        def __init__(self) -> None:
+            self.closed = False
+            self.gone = asyncio.Event()
+
+        async def send(self, pcm: Any) -> None:
+            pass
+
+        async def recv(self) -> Any:
+            await self.gone.wait()
+            raise ConnectionError("stream closed")
+
+        async def close(self) -> None:
+            self.closed = True
+            self.gone.set()
+
+    class Leg:
+        usable = True
+        attached_to: str | None = None
+
+        def attach(self, call_id: str, *_: Any) -> None:
+            self.attached_to = call_id
+
+        def release(self) -> None:
+            self.attached_to = None
+
+    class Store:
+        def __init__(self) -> None:
+            self.fail = True
+
+        async def publish(self, message: dict[str, Any]) -> None:
+            if self.fail:
+                raise OSError("Redis unreachable")
+            await asyncio.Event().wait()  # a slow Redis: the session ends meanwhile
+
+    async def run() -> None:
+        store = Store()
+        channels: list[Channel] = []
+
+        async def open_stream(url: str, worker: str, call_id: str) -> Channel:
+            channels.append(Channel())
+            return channels[-1]
+
+        desk = SimpleNamespace(store=store, worker_id="a")
+        lending = Lending(desk, open_stream, "http://a")  # type: ignore[arg-type]
+        legs = []
+        for n in range(100):
+            leg = Leg()
+            legs.append(leg)
+            session = SimpleNamespace(key=("t", f"agent-{n}"), leg=leg)
+            message = {"callID": f"call-{n}", "url": "http://b", "worker": "b"}
+            store.fail = n % 2 == 0
+            task = asyncio.ensure_future(lending._lend(session, message))  # type: ignore[arg-type]
+            if store.fail:
+                try:
+                    await task
+                except OSError:
+                    pass
+            else:
+                await asyncio.sleep(0.001)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        assert all(channel.closed for channel in channels)
+        assert all(leg.attached_to is None for leg in legs)
+        assert not lending._lent
+
+    asyncio.run(run())
