@@ -13,6 +13,7 @@ no Prometheus cost per frame.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -52,6 +53,20 @@ def estimate_mos(loss_fraction: float, jitter_s: float, rtt_s: float | None) -> 
     r -= 2.5 * (loss_fraction * 100)
     r = max(0.0, min(100.0, r))
     return 1 + 0.035 * r + 7e-6 * r * (r - 60) * (100 - r)
+
+
+def forget_series(family: Counter | Gauge, label: str, value: str) -> None:
+    """Remove every series of ``family`` whose ``label`` is ``value`` (read from what the
+    family renders: prometheus-client's own partial removal is newer than our floor)."""
+    doomed = {
+        tuple(sample.labels.values())
+        for metric in family.collect()
+        for sample in metric.samples
+        if sample.labels.get(label) == value
+    }
+    for values in doomed:
+        with contextlib.suppress(KeyError):
+            family.remove(*values)
 
 
 class Metrics:
@@ -275,6 +290,18 @@ class Metrics:
         )
         self.ended_totals = MediaTotals()
         """Bus counters of calls that have ended (live ones are read at scrape)."""
+
+    def forget_number(self, number_id: str) -> None:
+        """A deleted number's series go with it (its last call ended): the ``number`` label is
+        bounded by the numbers that exist, not by every number a process ever had."""
+        for family in (
+            self.number_calls_started,
+            self.number_calls_ended,
+            self.number_pulses,
+            self.number_up,
+            self.number_paused_until,
+        ):
+            forget_series(family, "number", number_id)
 
     def attach_media(
         self,

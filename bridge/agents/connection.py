@@ -52,9 +52,11 @@ BACKOFF = (0.0, 0.3, 1.0, 2.0, 4.0)
 """Seconds before each reconnection attempt (the last repeats), each but the first drawn
 between half and all of it so a restarted server is not hit by every call at once."""
 HEALTHY_S = 10.0
-"""Seconds a socket must stay open (unless the model said something on it) for its drop to
-count as a new one with every retry again: a server that takes the session and closes it at
-once uses up ``retries`` rather than being reopened forever, a WARNING each time."""
+"""Seconds a socket must stay open for its drop to count as a new one with every retry again:
+a server that takes the session and closes it at once uses up ``retries`` rather than being
+reopened forever, a WARNING each time — whether or not it said something first (a word on
+each session once reset the retries, and the next attempt came at once: reopened as fast as
+the server answered, for the rest of the call)."""
 UP_QUEUE = 50
 """Caller frames waiting for a slow model socket (1 s) before the oldest go."""
 RENEW_MARGIN_S = 120.0
@@ -105,8 +107,6 @@ class ModelConnection:
         self._renewing = False
         """The current socket is being closed to renew its capped session."""
         self._last_up = time.monotonic()
-        self._served = False
-        """The current socket gave the agent an event (it works, whatever its age)."""
         self._tasks = TaskSet(f"model[{where}]")
         self._runner: asyncio.Task[None] | None = None
         self._bugs = FailureKinds(log)  # what the messages met, each kind logged once
@@ -217,7 +217,6 @@ class ModelConnection:
     async def _events(self, parsed: list[ModelEvent]) -> list[ModelEvent]:
         for event in parsed:
             if not self._own(event):
-                self._served = True
                 await self._handle(event)
         return parsed
 
@@ -310,7 +309,7 @@ class ModelConnection:
         spent = 0  # retries used since a socket last worked
         while not self._stopping:
             assert self._ws is not None
-            opened, self._served = time.monotonic(), False
+            opened = time.monotonic()
             try:
                 await self._serve(self._ws)
             except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
@@ -326,7 +325,7 @@ class ModelConnection:
                 log.info("%s: the model ended the conversation (a normal close)", self.where)
                 await on_end("ended_by_model")
                 return
-            if self._served or time.monotonic() - opened >= HEALTHY_S:
+            if time.monotonic() - opened >= HEALTHY_S:
                 spent = 0
             self.state = "reconnecting"
             why = f"closed ({self._ws.close_code})" if self._ws.close_code else "dropped"

@@ -154,11 +154,12 @@ class Lending:
                 ok = True
             except (ConnectionError, OSError, BridgeError) as exc:
                 log.warning("call %s: the agent's leg not lent across workers: %s", call_id, exc)
-        await self.desk.store.publish({"op": "lent", "callID": call_id, "ok": ok})
         if not ok:
+            await self.desk.store.publish({"op": "lent", "callID": call_id, "ok": False})
             return
         self._lent[(session.key, call_id)] = remote
-        try:
+        try:  # from here on the leg is given back however this ends (a failed publish too)
+            await self.desk.store.publish({"op": "lent", "callID": call_id, "ok": True})
             await remote.ended.wait()
         finally:
             self._lent.pop((session.key, call_id), None)

@@ -140,9 +140,20 @@ def verify_subscription(switchboard: Switchboard, query: Mapping[str, str]) -> s
     raise Forbidden("verify token matches no number's", code="verify_token_mismatch")
 
 
+NAMED_LIMIT = 64
+"""Characters kept of the number a webhook names (Meta's ids and phones are under 20 digits):
+an unsigned body names it, and the front door remembers it to log once."""
+
+
 def _meta_number(raw: bytes) -> tuple[str, str]:
     """Meta's ``phone_number_id`` named by a Cloud API webhook, or (``account_update``) the
-    number's phone digits; empty strings where it names neither (or is not Meta's shape)."""
+    number's phone digits, each clipped to :data:`NAMED_LIMIT`; empty strings where it names
+    neither (or is not Meta's shape)."""
+    meta_id, phone = _named(raw)
+    return meta_id[:NAMED_LIMIT], phone[:NAMED_LIMIT]
+
+
+def _named(raw: bytes) -> tuple[str, str]:
     try:
         body = json_object(raw)
     except BadRequest:

@@ -20,7 +20,6 @@ What comes in is routed to the right engine:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -236,9 +235,6 @@ class Switchboard:
     def _retire(self, number_id: str) -> None:
         self._health.pop(number_id, None)
         self.setup.forget(number_id)
-        if self.metrics is not None:
-            with contextlib.suppress(KeyError):  # never checked
-                self.metrics.number_up.remove(number_id)
         engine = self.engines.pop(number_id)
         self._built.pop(number_id, None)
         task = self._forwarders.pop(number_id, None)
@@ -262,6 +258,8 @@ class Switchboard:
                     await engine.close()
                 except Exception:  # one engine's failing close must not stop the others'
                     log.exception("number %s: its retired engine failed to close", number_id)
+                if number_id not in self.engines and self.metrics is not None:
+                    self.metrics.forget_number(number_id)  # deleted (not rebuilt): its series go
             self._retired = keep
 
     async def _forward(self, number_id: str, engine: Engine) -> None:

@@ -60,7 +60,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 class Listener:
     """The TLS listener (plain TCP without ``certs``: a trunk's) and every connection it
-    serves (inbound, and the outbound ones :meth:`serve` is given), each read by its own task
+    serves (inbound, and the outbound ones :meth:`dial` makes), each read by its own task
     and handed to ``handler``."""
 
     def __init__(
@@ -103,7 +103,7 @@ class Listener:
             if conn is not None and conn.open:
                 return conn
             conn = self._outbound[dest] = await connect(dest[0], dest[1], ctx)
-            self.serve(conn)
+            self._tasks.spawn(self._run_outbound(dest, conn), f"conn:{dest[0]}:{dest[1]}")
             return conn
 
     async def start(self, host: str, port: int) -> None:
@@ -231,9 +231,15 @@ class Listener:
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         await self._run(self._placed(Connection(reader, writer, inbound=True), trusted))
 
-    def serve(self, conn: Connection) -> None:
-        """Read an outbound connection's messages too (Meta's answers and requests)."""
-        self._tasks.spawn(self._run(conn), f"conn:{conn.peer[0]}:{conn.peer[1]}")
+    async def _run_outbound(self, dest: tuple[str, int], conn: Connection) -> None:
+        """Read an outbound connection's messages too (Meta's answers and requests); once it
+        closed, it is forgotten (a route set's next hops are the peers' to name: kept, closed
+        ones would pile up one a destination for the life of the process)."""
+        try:
+            await self._run(conn)
+        finally:
+            if self._outbound.get(dest) is conn:
+                del self._outbound[dest]
 
     async def _run(self, conn: Connection) -> None:
         self.connections.add(conn)

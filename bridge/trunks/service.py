@@ -67,8 +67,8 @@ class TrunkService:
         self.line = self._line()
         """What each SIP participant uses of the user agent (``participant.TrunkLine``)."""
         self.placing: dict[str, PbxCall] = {}
-        """WhatsApp calls a PBX placed, by callID, until they end."""
-        self._by_invite: dict[tuple[str, str], PbxCall] = {}
+        """WhatsApp calls a PBX placed, by callID, until they end (a CANCEL finds its INVITE's
+        here: the user agent keeps the INVITEs, this only the calls they placed)."""
         self.digests = InboundDigests(self.media_host)
         """What checks each trunk's INVITEs (``inbound.py``)."""
         self.upkeep = Upkeep(catalog, registry)
@@ -286,21 +286,18 @@ class TrunkService:
                 log.warning("SIP INVITE from %s: refused: %s", tx.conn.peer[0], refused[1])
             await tx.respond(*refused[:2], extra=refused[2])
             return
-        placed = PbxCall(self, tx, trunk)
-        self._by_invite[tx.key] = placed
-        try:
-            await placed.place()
-        finally:
-            if tx.final:
-                self._by_invite.pop(tx.key, None)
+        await PbxCall(self, tx, trunk).place()
 
     async def cancelled(self, tx: InviteServer) -> None:
-        placed = self._by_invite.pop(tx.key, None)
-        if placed is not None:
-            await placed.cancelled()
+        """The PBX cancelled its INVITE: the call it placed is hung up (one cancelled while
+        the call was being placed is hung up by ``PbxCall.place`` once it is)."""
+        for placed in list(self.placing.values()):
+            if placed.tx is tx:
+                await placed.cancelled()
+                return
 
     async def acked(self, dialog: Dialog) -> None:
-        self._by_invite = {k: v for k, v in self._by_invite.items() if not v.tx.final}
+        """The PBX's ACK to our 200: nothing to do (the leg joined as it was sent)."""
 
     async def ack_timeout(self, dialog: Dialog) -> None:
         """The PBX never ACKed our 200 (§13.3.1.4): its leg is hung up (and the call with it)."""

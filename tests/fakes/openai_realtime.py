@@ -97,6 +97,9 @@ class FakeOpenAIRealtime(CallerAudioLog):
         self.drop_configured = False
         """Close each connection once its session is configured (``session.updated`` sent),
         as a server that takes sessions and cannot keep them."""
+        self.say_before_drop = False
+        """With :attr:`drop_configured`: say 100 ms of audio first (the session works, then
+        dies at once)."""
         self._items = 0
         self._outbox: list[dict[str, Any]] = []
         self._sent_items: dict[str, int] = {}
@@ -182,6 +185,8 @@ class FakeOpenAIRealtime(CallerAudioLog):
             while self._outbox:
                 await self._send(ws, self._outbox.pop(0))
             if self.drop_configured and ws in self._configured_sockets:
+                if self.say_before_drop:
+                    await self.say(np.zeros(self.RATE // 10, dtype=np.int16))
                 await ws.close(code=1011, message=b"server error")
 
     async def _client_event(self, ws: web.WebSocketResponse, body: dict[str, Any]) -> None:

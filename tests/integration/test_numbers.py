@@ -423,6 +423,31 @@ async def test_a_numbers_calls_leave_nothing_behind_in_the_switchboard(nclient) 
         await until(lambda: not switchboard._owner, 3, "the ended call's number forgotten")
 
 
+async def test_a_deleted_numbers_series_go_once_its_last_call_ended(nclient) -> None:
+    """The per-number series (calls started and ended, up, paused until) are labelled by the
+    numbers that exist: a deleted number's go when its retired engine closes, so numbers
+    created and deleted over weeks leave no series behind (before, every number there ever
+    was kept its series for the life of the process)."""
+    client = await nclient()
+    manager, switchboard = client.app[MANAGER], client.app[SWITCHBOARD]
+    number = await sim_number(client, "+15550000046", 750.0)
+    kept = await sim_number(client, "+15550000047", 760.0)
+    series = [f'number="{n["numberID"]}"' for n in (number, kept)]
+    for n in (number, kept):
+        call = await post(client, "/call/make", {"phone": "5521999999999", "from": n["phone"]})
+        await post(client, "/call/hangup", {"callID": call["callID"]}, status=200)
+        await wait_state(client, call["callID"], "ended", headers=ADMIN)
+        manager.metrics.number_paused_until.labels(n["numberID"]).set(-1)  # Meta paused it
+    metrics = await (await client.get("/metrics")).text()
+    assert all(s in metrics for s in series)
+    resp = await client.delete(f"/numbers/{number['numberID']}", headers=ADMIN)
+    assert resp.status == 200
+    await until(lambda: not switchboard._retired, 3, "the retired engine closed")
+    metrics = await (await client.get("/metrics")).text()
+    assert series[0] not in metrics
+    assert f'bridge_number_calls_ended_total{{number="{kept["numberID"]}"' in metrics
+
+
 async def test_a_retired_engine_whose_close_fails_holds_up_no_other(nclient, caplog) -> None:
     client = await nclient()
     switchboard = client.app[SWITCHBOARD]

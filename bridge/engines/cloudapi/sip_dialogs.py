@@ -78,6 +78,8 @@ class SipDialogs(MetaCalls):
     def drop(self, call: SipCall) -> None:
         call.state = "ended"
         self.calls.pop(call.wacid, None)
+        if call.tx is not None:  # found by its INVITE's dialog from the INVITE on (a CANCEL)
+            self.by_dialog.pop(call.tx.dialog.key, None)  # ended unconfirmed: only there
         if call.dialog is not None:
             self.by_dialog.pop(call.dialog.key, None)
             if self.ua is not None:
