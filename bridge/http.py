@@ -1,4 +1,5 @@
-"""The process's one outgoing HTTP client (aiohttp recommends one ``ClientSession`` per app).
+"""The process's one outgoing HTTP client (aiohttp recommends one ``ClientSession`` per app),
+and the one reader of the URLs it is given (:func:`url_parts`).
 
 Engines, media forks, playback URLs and TURN credential services all use it, each request
 with its own timeout. Redirects are refused everywhere: a followed redirect could take a
@@ -8,6 +9,7 @@ fork or a playback fetch to a host that the allow-lists never approved.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
 import aiohttp
 
@@ -18,6 +20,18 @@ class RedirectRefused(aiohttp.ClientError):
 
 async def _refuse_redirect(session: Any, ctx: Any, params: Any) -> None:
     raise RedirectRefused(f"redirect to {params.response.headers.get('Location', '?')[:100]}")
+
+
+def url_parts(url: str) -> SplitResult | None:
+    """``url`` split, or ``None`` when it cannot be: ``urlsplit`` raises on a broken IPv6 host
+    (``http://[::1``), ``port`` on one that is no number or out of range. Every URL a request
+    gives the bridge to go out to is read through here, so none of them is a 500."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return None
+    return parts
 
 
 def create_http_session() -> aiohttp.ClientSession:

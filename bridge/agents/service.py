@@ -6,14 +6,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 
 from ..attachments.base import AttachmentHost
 from ..config.groups import AGENT_PROVIDERS, AgentFallback, AgentSettings
 from ..errors import BadRequest, BridgeError, CallStateError, Forbidden, NotFound
-from ..http import RedirectRefused
+from ..http import RedirectRefused, url_parts
 from . import events
 from .agent import Agent
 from .azure import AzureVoiceLive
@@ -110,8 +109,8 @@ class AgentService:
         must = f"field 'url' must be a {' or '.join(s + '://' for s in schemes)} URL"
         if not isinstance(url, str):
             raise BadRequest(must)
-        parts = urlsplit(url)
-        if parts.scheme not in schemes or not parts.hostname:
+        parts = url_parts(url)
+        if parts is None or parts.scheme not in schemes or not parts.hostname:
             raise BadRequest(must)
         if parts.hostname.lower() not in self.allow:
             raise Forbidden(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import quote
 
 import aiohttp
@@ -22,6 +23,9 @@ routes = web.RouteTableDef()
 
 HANDOVER_TIMEOUT = aiohttp.ClientTimeout(total=10, connect=2)
 """The new owner answers once the engine took its media socket (a few seconds at most)."""
+RELAY_HANDSHAKE_TIMEOUT = 5.0
+"""Seconds the call's worker has to upgrade its stream: the session bounds only the connect,
+and a worker that accepts and never answers held the desk's lending of a leg for ever."""
 
 
 @routes.post("/call/handover")
@@ -42,14 +46,20 @@ def relay_opener(http: aiohttp.ClientSession, secret: str) -> OpenRelay:
 
     async def open_relay(url: str, worker: str, call_id: str) -> MediaChannel:
         try:
-            ws = await http.ws_connect(
-                url.replace("http://", "ws://", 1) + f"/call/{quote(call_id)}/stream",
-                headers={INTERNAL_HEADER: secret, OWNER_HEADER: worker},
-                timeout=aiohttp.ClientWSTimeout(ws_close=2),
-                heartbeat=10,
-            )
+            async with asyncio.timeout(RELAY_HANDSHAKE_TIMEOUT):
+                ws = await http.ws_connect(
+                    url.replace("http://", "ws://", 1) + f"/call/{quote(call_id)}/stream",
+                    headers={INTERNAL_HEADER: secret, OWNER_HEADER: worker},
+                    timeout=aiohttp.ClientWSTimeout(ws_close=2),
+                    heartbeat=10,
+                )
         except aiohttp.ClientError as exc:
             raise ConnectionError(str(exc) or type(exc).__name__) from None
+        except TimeoutError:
+            raise ConnectionError(
+                f"worker {worker} did not answer the stream's upgrade within "
+                f"{RELAY_HANDSHAKE_TIMEOUT:g} s"
+            ) from None
         # 60 ms batches, as before (the stream takes any whole number of samples).
         return PcmStreamMedia(ws, call_id, EngineStats(), batch_samples=3 * FRAME_SAMPLES)
 

@@ -53,6 +53,10 @@ FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=2)
 or the owner is gone."""
 FORWARD_READ_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2)
 """A forwarded read (GET) answers from memory: an owner silent that long is stuck."""
+STREAM_HANDSHAKE_TIMEOUT = 5.0
+"""Seconds the owner has to upgrade a relayed ``/call/{callID}/stream`` (a read from memory, as
+a forwarded GET): the session bounds only the connect, and an owner that accepts and never
+answers held the client's request for ever."""
 
 _HOP_BY_HOP = frozenset(
     {
@@ -289,14 +293,15 @@ async def _relay_websocket(
         raise BadRequest("GET /call/{callID}/stream is a WebSocket: send an upgrade request")
     http = request.app[INTERNAL_HTTP]
     try:
-        upstream = await http.ws_connect(
-            base_url.replace("http://", "ws://", 1) + request.path_qs,
-            headers=_forward_headers(request, secret, owner),
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5),
-            max_msg_size=MAX_MESSAGE,
-            autoping=True,
-            heartbeat=20,
-        )
+        async with asyncio.timeout(STREAM_HANDSHAKE_TIMEOUT):
+            upstream = await http.ws_connect(
+                base_url.replace("http://", "ws://", 1) + request.path_qs,
+                headers=_forward_headers(request, secret, owner),
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5),
+                max_msg_size=MAX_MESSAGE,
+                autoping=True,
+                heartbeat=20,
+            )
     except aiohttp.WSServerHandshakeError as exc:
         # The owner refused before upgrading (404, 409, 400): the client sees that status.
         code = _REFUSAL_CODES.get(exc.status, "http_error")

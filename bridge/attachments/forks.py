@@ -24,7 +24,6 @@ import socket
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
@@ -33,7 +32,7 @@ from ..audio import FRAME_MS, Resampler
 from ..audio.g711 import ulaw_decode, ulaw_encode
 from ..audio.pcm import Pcm
 from ..errors import BadRequest, CallStateError, Forbidden, NotFound
-from ..http import RedirectRefused
+from ..http import RedirectRefused, url_parts
 from ..media import BusFrame
 from ..tasks import TaskSet
 from .base import AttachmentHost
@@ -299,8 +298,8 @@ class ForkService:
         url = body.get("url")
         if not isinstance(url, str):
             raise BadRequest("field 'url' must be a ws:// or wss:// URL")
-        parts = urlsplit(url)
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        parts = url_parts(url)
+        if parts is None or parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise BadRequest("field 'url' must be a ws:// or wss:// URL")
         if parts.hostname.lower() not in self.allow:
             raise Forbidden(

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -32,6 +31,7 @@ from ..audio.decode import AudioInfo, UndecodableAudio, bus_frames, measure_dura
 from ..audio.pcm import Pcm
 from ..config import StorageSettings
 from ..errors import BadRequest, CallStateError, Forbidden, NotFound, TooLarge
+from ..http import url_parts
 from ..timefmt import iso_utc, parse_iso_utc
 from .base import AttachmentHost
 
@@ -284,9 +284,9 @@ class PlaybackService:
         return await self._fetch(value)
 
     async def _fetch(self, url: str) -> bytes:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        if parts.scheme not in ("http", "https") or not host:
+        parts = url_parts(url)
+        host = ((parts and parts.hostname) or "").lower()
+        if parts is None or parts.scheme not in ("http", "https") or not host:
             raise BadRequest("audioUrl must be an http(s) URL")
         if host not in {h.lower() for h in self.settings.play_url_allow}:
             raise Forbidden(

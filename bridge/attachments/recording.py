@@ -105,6 +105,8 @@ class CallRecorder:
         self.inbound = WavTrack(base.with_name(base.name + "-inbound.wav"), t0)
         self.outbound = WavTrack(base.with_name(base.name + "-outbound.wav"), t0)
         self.dropped_frames = 0
+        self.lost_frames = 0
+        """Frames whose write failed (a full disk), not counted in ``dropped_frames``."""
         self._queue: queue.Queue[tuple[WavTrack, BusFrame] | None] = queue.Queue(WRITE_QUEUE_FRAMES)
         self._writer = threading.Thread(
             target=self._write_loop, name=f"recorder[{self.call_id[:12]}]", daemon=True
@@ -128,13 +130,33 @@ class CallRecorder:
         self._put(self.outbound, frame)
 
     def _write_loop(self) -> None:
+        # A full disk fails every write to a file until it has room again: said once per
+        # file, and its end said (it once logged a line per frame, 50 a second per track).
+        lost: dict[WavTrack, int] = {}  # frames lost to a file's failing writes going on
         while (item := self._queue.get()) is not None:
             track, frame = item
             try:
                 track.write_at(frame.pcm, frame.t)
-            except OSError as exc:  # a full disk: the call goes on, the recording stops
-                log.warning("call %s: recording write failed: %s", self.call_id, exc)
-                self.dropped_frames += 1
+            except OSError as exc:  # a full disk: the call goes on, the recording has a gap
+                if track not in lost:
+                    lost[track] = 0
+                    log.warning(
+                        "call %s: recording writes to %s fail: %s (the call goes on; that "
+                        "file loses its audio until the disk takes it again)",
+                        self.call_id,
+                        track.path.name,
+                        exc,
+                    )
+                lost[track] += 1
+                self.lost_frames += 1
+                continue
+            if track in lost:
+                log.info(
+                    "call %s: recording writes to %s work again (%d frames lost)",
+                    self.call_id,
+                    track.path.name,
+                    lost.pop(track),
+                )
 
     def call_state(self, state: str, end_reason: str | None) -> None:
         pass

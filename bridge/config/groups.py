@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..http import url_parts
+
 GRAPH_URL = "https://graph.facebook.com/v23.0"
 """The Graph API base (with its version) the cloudapi engine uses by default."""
 
@@ -568,7 +570,10 @@ class WebhookSettings(_Group):
         return bool(self.webhook_url or self.webhook_url_allow)
 
     def validate(self) -> None:
-        if self.webhook_url and not re.match(r"^https?://[^\s/?#]+", self.webhook_url):
+        if self.webhook_url and (
+            not re.match(r"^https?://[^\s/?#]+", self.webhook_url)
+            or url_parts(self.webhook_url) is None  # ``http://[::1``: every event then failed
+        ):
             raise self.bad("webhook_url", "must be an http(s):// URL")
         for host in self.webhook_url_allow:
             if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", host) or "//" in host:

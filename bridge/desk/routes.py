@@ -17,6 +17,7 @@ from typing import Any
 
 from ..config import AGENT_PROVIDERS
 from ..errors import BadRequest
+from ..http import url_parts
 from ..numbers.trunks import parse_uri
 from .hours import Hours, hours_json, parse_hours
 from .tokens import check_agent_id
@@ -159,7 +160,12 @@ def _agent(body: dict[str, Any], where: str) -> dict[str, Any]:
         raise BadRequest(f"field '{where}.provider' must be one of {', '.join(PROVIDERS)}")
     url = body.get("url")
     schemes = ("http://", "https://") if body["provider"] in REST_URL else ("ws://", "wss://")
-    if not isinstance(url, str) or not url.startswith(schemes) or len(url) > 2048:
+    if (
+        not isinstance(url, str)
+        or not url.startswith(schemes)
+        or len(url) > 2048
+        or not ((parts := url_parts(url)) and parts.hostname)
+    ):
         raise BadRequest(f"field '{where}.url' must be a {' or '.join(schemes)} URL")
     if not isinstance(body.get("session", {}), dict):
         raise BadRequest(f"field '{where}.session' must be an object")

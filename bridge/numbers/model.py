@@ -25,6 +25,7 @@ from typing import Any
 
 from ..config import CloudMedia, CloudSignalling, ConfigError, EngineKind, Settings, SimPeer
 from ..errors import BadRequest
+from ..http import url_parts
 
 DEFAULT_NUMBER = "default"
 """The number ``BRIDGE_ENGINE`` and its settings define at start."""
@@ -35,6 +36,14 @@ _META_ID = re.compile(r"^[0-9]{1,32}$")
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 HTTP_URL = re.compile(r"^https?://[^\s/]+\S*$")
+
+
+def http_url(value: str) -> bool:
+    """Whether ``value`` is an http(s) URL the bridge can go out to: the pattern, and
+    :func:`~bridge.http.url_parts` can read it (``http://[::1`` matched the pattern, and each
+    event of a tenant with that webhook URL then failed in the webhooks' observer)."""
+    return bool(HTTP_URL.match(value)) and url_parts(value) is not None
+
 
 # Each engine's block: its fields, by camelCase name, with the setting each one fills.
 # ``(setting, secret, required)``.
@@ -249,7 +258,7 @@ def _coerce(engine: EngineKind, name: str, value: Any) -> Any:
         return float(value)
     if not isinstance(value, str) or not value or len(value) > 2048:
         raise BadRequest(f"field {where!r} must be a non-empty string", code="invalid_engine")
-    if name in ("url", "graphURL") and not HTTP_URL.match(value):
+    if name in ("url", "graphURL") and not http_url(value):
         raise BadRequest(f"field {where!r} must be an http(s) URL", code="invalid_engine")
     if name == "sipHostname" and not _HOSTNAME.match(value):
         raise BadRequest(f"field {where!r} must be a DNS host name", code="invalid_engine")

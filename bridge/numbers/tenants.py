@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BadRequest
-from .model import HTTP_URL, key_hash, new_id, parse_recording, text_field
+from .model import http_url, key_hash, new_id, parse_recording, text_field
 
 
 @dataclass
@@ -104,7 +104,7 @@ def apply_tenant_fields(tenant: Tenant, body: Mapping[str, Any]) -> None:
             raise BadRequest("field 'name' must not be empty", code="missing_field")
     if "webhookURL" in body:
         url = body["webhookURL"]
-        if url is not None and (not isinstance(url, str) or not HTTP_URL.match(url)):
+        if url is not None and (not isinstance(url, str) or not http_url(url)):
             raise BadRequest("field 'webhookURL' must be an http(s) URL")
         tenant.webhook_url = url or ""
     if "webhookSecret" in body:

@@ -40,6 +40,7 @@ from standardwebhooks import Webhook
 from ..calls import Call, CallEvent
 from ..config import WebhookSettings
 from ..errors import BadRequest, Forbidden
+from ..http import url_parts
 from ..metrics import Metrics
 from ..tasks import TaskSet
 from ..timefmt import iso_utc
@@ -209,12 +210,8 @@ class WebhookService:
         """A per-call callback URL, or 400 (not an http(s) URL) / 403 ``url_not_allowed``."""
         if not isinstance(url, str) or len(url) > 2048:
             raise BadRequest(f"field '{field}' must be an http(s) URL")
-        parts = urlsplit(url)
-        try:
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError:
-            raise BadRequest(f"field '{field}' has a bad port") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        parts = url_parts(url)
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise BadRequest(f"field '{field}' must be an http(s) URL")
         if self.signer is None:
             raise Forbidden(

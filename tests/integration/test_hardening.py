@@ -442,3 +442,59 @@ async def test_half_sent_body_gets_408_after_the_body_timeout(make_client) -> No
     assert b'"code": "body_timeout"' in rest
     status = await (await client.get("/call/status")).json()
     assert status["calls"] == []  # nothing was created from half a body
+
+
+UNPARSEABLE_URLS = ["http://[::1", "ws://[::1/x", "wss://[x]/", "ws://h:99999/", "http://h:port/"]
+"""URLs ``urlsplit`` (a broken IPv6 host) or its ``port`` (not a number, out of range) raise
+on: each once reached a handler's unguarded ValueError, a 500."""
+
+
+async def test_urls_that_cannot_be_parsed_are_400(make_client, caplog) -> None:
+    """Every URL a request gives the bridge to go out to (a webhook, a media fork, a model, a
+    playback, a route's model) is a 400 with the error body when it cannot even be parsed."""
+    secret = "whsec_" + "a" * 43 + "="
+    client = await make_client(
+        webhook_url="http://127.0.0.1:9/hooks",
+        webhook_secret=secret,
+        fork_url_allow=("h", "::1", "x"),
+        play_url_allow=("h", "::1", "x"),
+    )
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    cid = call["callID"]
+    await wait_state(client, cid, "active")
+    caplog.set_level(logging.ERROR)
+    agent = {"provider": "openai-realtime"}
+    for url in UNPARSEABLE_URLS:
+        for path, body in [
+            ("/call/make", {"phone": "5521999999998", "statusCallback": url}),
+            (f"/call/{cid}/streams", {"url": url}),
+            (f"/call/{cid}/agents", {**agent, "url": url}),
+            ("/call/play", {"callID": cid, "audioUrl": url}),
+            (
+                "/routes",
+                {"name": "r", "numbers": ["default"], "steps": [{"agent": {**agent, "url": url}}]},
+            ),
+        ]:
+            resp = await client.post(path, json=body)
+            assert resp.status == 400, (path, url, resp.status, await resp.text())
+            assert_error(await resp.json())
+        # Stored for later: a tenant's webhooks (each of its events failed in the webhooks'
+        # observer, none delivered), a number's engine.
+        if url.startswith("http"):
+            for method, path, body in [
+                ("POST", "/tenants", {"name": "t", "webhookURL": url, "webhookSecret": secret}),
+                (
+                    "POST",
+                    "/numbers",
+                    {
+                        "phone": "+15550783881",
+                        "engine": "zuckzapgo",
+                        "zuckzapgo": {"url": url, "token": "t"},
+                    },
+                ),
+            ]:
+                resp = await client.request(method, path, json=body)
+                assert resp.status == 400, (path, url, resp.status, await resp.text())
+                error = (await resp.json())["error"]
+                assert "an http(s) URL" in error["message"], error
+    assert not caplog.records, caplog.text

@@ -76,6 +76,9 @@ def test_empty_stun_urls_means_none() -> None:
     assert load_settings([], {"BRIDGE_STUN_URLS": ""}).ice.stun_urls == ()
 
 
+WEBHOOK_SECRET = {"BRIDGE_WEBHOOK_SECRET": "whsec_" + "a" * 43 + "="}
+
+
 @pytest.mark.parametrize(
     "env,name",
     [
@@ -128,6 +131,9 @@ def test_empty_stun_urls_means_none() -> None:
         ({"BRIDGE_SIP_TRUSTED_NETWORKS": "10.0.0.0/33"}, "BRIDGE_SIP_TRUSTED_NETWORKS"),
         ({"BRIDGE_SIP_VERIFY_CLIENT": "meta client"}, "BRIDGE_SIP_VERIFY_CLIENT"),
         ({"BRIDGE_SIP_TRUNK_LISTEN": "pbx"}, "BRIDGE_SIP_TRUNK_LISTEN"),
+        # URLs urlsplit cannot read: every call event then failed in the webhooks' observer.
+        ({"BRIDGE_WEBHOOK_URL": "http://[::1/hooks", **WEBHOOK_SECRET}, "BRIDGE_WEBHOOK_URL"),
+        ({"BRIDGE_WEBHOOK_URL": "http://h:port/hooks", **WEBHOOK_SECRET}, "BRIDGE_WEBHOOK_URL"),
     ],
 )
 def test_bad_values_name_the_setting(env, name) -> None:

@@ -1,0 +1,81 @@
+"""A recording's disk failing mid-call: said once at WARNING while it lasts, its end said, and
+the files still finished (no sockets: the recorder on a bare bus)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.attachments import recording
+from bridge.attachments.recording import CallRecorder
+from bridge.audio import FRAME_SAMPLES
+from bridge.media import BusFrame, CallBus
+
+
+class _Host:
+    """The call as a recorder sees it: a bus and an event sink."""
+
+    call_id = "0" * 32
+
+    def __init__(self) -> None:
+        self.bus = CallBus(self.call_id)
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(self, type_: str, **data: Any) -> None:
+        self.events.append((type_, data))
+
+    def detach(self, attachment: Any) -> None:
+        pass
+
+
+async def test_a_full_disk_is_said_once_and_its_end_said(tmp_path: Path, caplog) -> None:
+    host = _Host()
+    recorder = CallRecorder(host, tmp_path / "rec" / "call", tmp_path, 3600.0, lambda r: None)  # type: ignore[arg-type]
+    disk_full = True
+    written = 0  # frames the writer thread took
+    write_at = recording.WavTrack.write_at
+
+    def write_or_fail(track: recording.WavTrack, pcm: Any, t: float) -> None:
+        nonlocal written
+        written += 1
+        if disk_full and track is recorder.inbound:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_at(track, pcm, t)
+
+    def taken(frames: int) -> None:
+        """Wait until the writer thread took that many frames."""
+        deadline = time.monotonic() + 5.0
+        while written < frames and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    tone = np.full(FRAME_SAMPLES, 1000, dtype=np.int16)
+    t = time.monotonic()
+    caplog.set_level(logging.INFO, logger="bridge.attachments.recording")
+    try:
+        recording.WavTrack.write_at = write_or_fail  # type: ignore[method-assign]
+        for i in range(100):  # two seconds of a call on a full disk, both ways
+            recorder._down(BusFrame(tone, t + 0.02 * i))
+            recorder._up(BusFrame(tone, t + 0.02 * i))
+            taken(2 * i)  # never more queued than the writer's queue holds
+        taken(200)
+        disk_full = False
+        for i in range(100, 110):
+            recorder._down(BusFrame(tone, t + 0.02 * i))
+        taken(210)
+    finally:
+        recording.WavTrack.write_at = write_at  # type: ignore[method-assign]
+    recordings = await recorder.close()
+
+    said = [r for r in caplog.records if r.name == "bridge.attachments.recording"]
+    failing = [r for r in said if "No space left" in r.getMessage()]
+    assert len(failing) == 1 and failing[0].levelno == logging.WARNING, caplog.text
+    assert not [r for r in said if r.levelno >= logging.ERROR], caplog.text
+    back = [r for r in said if "work again" in r.getMessage()]
+    assert len(back) == 1 and "100 frames" in back[0].getMessage(), caplog.text
+    assert {r.kind for r in recordings} == {"inbound", "outbound", "mixed"}
+    assert [type_ for type_, _ in host.events] == ["recording.ready"]
