@@ -53,6 +53,8 @@ LEVEL_RUN = 10
 LEVEL_METERED = 5
 """The last packets of a sample that are metered: after five, the decoder's state is the
 sender's again and its level true (``tests/unit/test_uplink.py``)."""
+TICK_FAILURES = 3
+"""Ticks that raise before a leg's receive side gives up (:meth:`Playout._tick_failed`)."""
 LEVEL_STRIDE = 5
 """An idle G.711 leg's packets from one metered from its bytes to the next: ten a second give
 the level a second to a few tenths of a dB, at a fifth of metering every packet (a numpy
@@ -90,6 +92,7 @@ class Playout:
         self._tasks = tasks
         self._unregister: Callable[[], None] | None = None
         self._stopped = False
+        self._tick_failures = 0
         self.frames = 0
         self._mirrored = (0, 0, 0, 0, 0, 0, 0, 0)
         self._conceal_mark = (0, 0)
@@ -152,7 +155,7 @@ class Playout:
             self._skipped.clear()
         self.receiver.push(seq, timestamp, payload, now)
         if self._unregister is None and not self._tasks.closed:
-            self._unregister = worker_clock().register(self._tick, Phase.RECEIVE)
+            self._unregister = worker_clock().register(self._tick, Phase.RECEIVE, self._tick_failed)
 
     def forward_to(
         self,
@@ -247,6 +250,26 @@ class Playout:
             self.on_frame(frame)
         except Exception:  # a bus problem must not stop the leg's audio for good
             log.exception("uplink frame handling failed")
+
+    def _tick_failed(self) -> None:
+        """The clock dropped this leg's tick: it raised (a bug, logged there with its
+        traceback), its receiver's state suspect. A fresh receiver takes the next packet and
+        puts the leg back on the clock: a fault of one moment costs a gap, not the leg's audio
+        for the rest of the call. One that comes back every time leaves the leg's audio off
+        after :data:`TICK_FAILURES` of them, said once."""
+        self._unregister = None
+        self._tick_failures += 1
+        if self._tick_failures >= TICK_FAILURES:
+            log.warning(
+                "a leg's receiver failed %d times: its audio is off for the rest of the call",
+                self._tick_failures,
+            )
+            self.stop()
+            return
+        self._mirror()
+        self.receiver = self._new_receiver()
+        self._mirrored = (0, 0, 0, 0, 0, 0, 0, 0)
+        self._conceal_mark = (0, 0)
 
     def concealed_since_last(self) -> float | None:
         """The share of audio played since the previous call that was concealment: what the

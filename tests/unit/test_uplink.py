@@ -104,6 +104,50 @@ async def test_the_clock_stops_with_the_leg_and_later_packets_are_ignored() -> N
     await tasks.close()
 
 
+async def test_a_receiver_that_raised_is_replaced_and_one_that_keeps_raising_is_given_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A tick that raises (a bug in the receiver) is dropped by the clock: the playout takes
+    the next packet into a fresh receiver and is back on the clock, the tone heard again.
+    Before, the leg kept believing it was on the clock and was silent for the rest of the
+    call. A receiver that fails every time is given up after three, said once."""
+    frames = Frames()
+    tasks = TaskSet("test")
+    playout = Playout(frames.append, BusStats(), tasks)
+    feed, packets = Feed(playout), opus_packets(40)
+    feed.add(rtp(1, packets[0]))
+    await frames.wait(1)
+    broken = playout.receiver
+
+    def fails(now: float) -> np.ndarray:
+        raise RuntimeError("a bug")
+
+    broken.pop = fails  # type: ignore[method-assign]
+    await asyncio.sleep(0.05)
+    assert not playout.clocked
+    before = len(frames)
+    for seq in range(2, 12):
+        feed.add(rtp(seq, packets[seq]))
+        await asyncio.sleep(0.02)
+    await frames.wait(before + 5)
+    assert playout.receiver is not broken and playout.clocked
+    levels = [float(np.sqrt(np.mean(f.astype(np.float64) ** 2))) for f in frames[before:]]
+    assert max(levels) > 1000  # the tone again
+    for attempt in range(3):
+        playout.receiver.pop = fails  # type: ignore[method-assign]
+        await asyncio.sleep(0.05)
+        feed.add(rtp(20 + attempt, packets[20 + attempt]))
+    await asyncio.sleep(0.05)
+    assert not playout.clocked
+    said = [r for r in caplog.records if "audio is off" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING"
+    count = len(frames)
+    feed.add(rtp(30, packets[30]))
+    await asyncio.sleep(0.05)
+    assert len(frames) == count  # given up: nothing more handed on
+    await tasks.close()
+
+
 async def test_the_reports_carry_the_loss_beyond_a_forwarded_leg() -> None:
     """While the leg's packets are forwarded into another leg, its sender hears the larger of
     the two losses (RFC 3550 §6.4.2's fraction lost, out of 256) in every receiver report
