@@ -56,6 +56,9 @@ from .stats import BusStats
 
 log = logging.getLogger(__name__)
 
+MIX_FAILURES = 3
+"""Mixing ticks that may raise before the call's mixer gives up
+(:meth:`Conference._tick_failed`)."""
 INPUT_FRAMES = 4
 """Frames a participant's microphone may run ahead of the mixing clock (80 ms), oldest
 dropped beyond: a browser whose clock runs fast cannot grow the delay."""
@@ -169,6 +172,8 @@ class Conference:
         self.held = False
         self._from_whatsapp: deque[BusFrame] = deque(maxlen=INPUT_FRAMES)
         self._clock: Callable[[], None] | None = None
+        self._mix_failures = 0
+        """Mixing ticks that raised (:meth:`_tick_failed`)."""
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self.clocked = False
         """What the WhatsApp side says comes on the worker clock (a clocked leg, the sim):
@@ -248,11 +253,31 @@ class Conference:
         paths mid-call (after a hand-off, say) would put the WhatsApp side's frames on a new
         phase, a gap of up to a frame plus jitter; on one clock there is none.
         """
-        if self.mixed and self._clock is None and not self.bus.closed:
+        if (
+            self.mixed
+            and self._clock is None
+            and not self.bus.closed
+            and self._mix_failures < MIX_FAILURES
+        ):
             for p in self.participants.values():
                 p.inbox.clear()
             self._from_whatsapp.clear()
-            self._clock = worker_clock().register(self._tick)
+            self._clock = worker_clock().register(self._tick, failed=self._tick_failed)
+
+    def _tick_failed(self) -> None:
+        """The clock dropped a mixing tick that raised (a bug, logged there): mixing goes on
+        from the next tick, every participant's audio with it. A mixer that fails
+        :data:`MIX_FAILURES` times stops for the rest of the call, said once."""
+        self._clock = None
+        self._mix_failures += 1
+        if self._mix_failures >= MIX_FAILURES:
+            log.warning(
+                "call %s: the mixer failed %d times: the call's mixed audio stops",
+                self.bus.call_id,
+                self._mix_failures,
+            )
+            return
+        self.update()
 
     async def aclose(self) -> None:
         unregister, self._clock = self._clock, None
@@ -309,14 +334,10 @@ class Conference:
 
     # -- the mixing clock
     def _tick(self, now: float) -> None:
-        """The worker clock's tick for this call (see :class:`WorkerClock`)."""
-        if self.bus.closed:
-            return
-        try:
+        """The worker clock's tick for this call (see :class:`WorkerClock`); one that raises
+        is logged by the clock (:meth:`_tick_failed`)."""
+        if not self.bus.closed:
             self.mix_once(now)
-        except Exception:
-            log.exception("call %s: the mixer failed", self.bus.call_id)
-            raise
 
     def mix_once(self, now: float) -> None:
         """One 20 ms tick: every output from the same inputs (vectorised int32, one clip)."""

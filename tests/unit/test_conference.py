@@ -32,7 +32,7 @@ def frame(level: int) -> np.ndarray:
 class StoppedClock:
     """The worker's media clock, never ticking: only the test calls ``mix_once``."""
 
-    def register(self, tick: object, phase: object = None) -> Callable[[], None]:
+    def register(self, tick: object, *how: object, **failed: object) -> Callable[[], None]:
         return lambda: None
 
 
@@ -229,3 +229,46 @@ async def test_one_clip_after_the_whole_sum(room: Room) -> None:
     room.tick(whatsapp=30_000)
     assert room.last("agent") == 30_000
     assert room.whatsapp_hears() == -32_768  # the barges: -60 000, clipped once
+
+
+async def test_a_mixing_tick_that_raised_mixes_on_and_one_that_keeps_raising_stops(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """On the real worker clock: a mixing tick that raises (a bug) is dropped by the clock and
+    the mixer is back on it for the next tick, every participant heard again. Before, the
+    conference kept believing it mixed and the call was silent to everyone for good. A mixer
+    that fails every time stops after three failures, said once."""
+    import asyncio
+
+    from tests.support.waits import until
+
+    bus = CallBus("mixer-failure")
+    r = Room(bus)
+    bus.add_uplink_tap(r.to_whatsapp.append)
+    bus.open_uplink()
+    r.join("agent", Role.AGENT)
+    r.join("barge", Role.BARGE)  # two participants: the call needs the mix
+    conference = bus.conference
+    assert conference.mixing
+    real = conference.mix_once
+    failures = 0
+
+    def broken(now: float) -> None:
+        nonlocal failures
+        failures += 1
+        raise RuntimeError("a bug")
+
+    conference.mix_once = broken  # type: ignore[method-assign]
+    await until(lambda: failures == 1)
+    conference.mix_once = real  # type: ignore[method-assign]
+    heard = len(r.heard["agent"])
+    r.speak("barge", BARGE)
+    await until(lambda: len(r.heard["agent"]) > heard + 2)
+    assert conference.mixing and BARGE in {_level(f) for f in r.heard["agent"][heard:]}
+    conference.mix_once = broken  # type: ignore[method-assign]
+    await until(lambda: not conference.mixing)
+    await asyncio.sleep(0.1)
+    assert failures == 3 and not conference.mixing  # given up: not put back on the clock
+    said = [r for r in caplog.records if "mixed audio stops" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING"
+    await bus.aclose()

@@ -44,7 +44,7 @@ def frames_of(meter: LevelMeter) -> int:
 class StoppedClock:
     """The worker's media clock, never ticking: the test calls ``mix_once`` itself."""
 
-    def register(self, tick: object, *phase: object) -> Callable[[], None]:
+    def register(self, tick: object, *how: object, **failed: object) -> Callable[[], None]:
         return lambda: None
 
 
