@@ -94,16 +94,16 @@ async def connect(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=wire.MAX_MESSAGE)
     await ws.prepare(request)
     session = AgentSession(claims, ws.send_str)
-    record = await desk.connect(session)
-    session.send(
-        {
-            "type": "hello",
-            "agentID": claims.agent_id,
-            "groups": list(claims.groups),
-            "state": record.state,
-        }
-    )
-    try:
+    try:  # taken in as connect begins: let go however this ends (connect failing too)
+        record = await desk.connect(session)
+        session.send(
+            {
+                "type": "hello",
+                "agentID": claims.agent_id,
+                "groups": list(claims.groups),
+                "state": record.state,
+            }
+        )
         async for msg in ws:
             if msg.type is not WSMsgType.TEXT:
                 if msg.type is WSMsgType.BINARY:
