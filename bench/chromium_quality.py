@@ -49,6 +49,7 @@ from bench.quality_paths import (
     _receiver_delay_ms,
     _receiver_stats,
     ideal_decode,
+    pcm_engine_bridge,
 )
 from bench.scoring import pesq_wb
 from bridge.audio.resample import Resampler
@@ -315,30 +316,13 @@ async def chromium_rows(
     """Every profile, one call each, on one PCM-engine bridge with RED off (module docstring)."""
     import tempfile
 
-    from tests.fakes.zuckzapgo import FakeZuckZapGo
-
-    engine = FakeZuckZapGo(answer_delay=0.1)
-    await engine.start()
-    bridge = Bridge(
-        {
-            "BRIDGE_ENGINE": "zuckzapgo",
-            "BRIDGE_ENGINE_URL": engine.url,
-            "BRIDGE_ENGINE_TOKEN": engine.token,
-            "BRIDGE_ENGINE_POLL_INTERVAL": "0.2",
-            "BRIDGE_OPUS_RED": "false",
-        }
-    )
     out: dict[str, Any] = {}
-    try:
-        await bridge.start()
+    async with pcm_engine_bridge(BRIDGE_OPUS_RED="false") as (bridge, engine):
         with tempfile.TemporaryDirectory(prefix="chromium-mic-") as tmp:
             wav = mic_file(Path(tmp) / "speech.wav", speech)
             for i, name in enumerate(profiles):
                 out[name] = await chromium_call(speech, name, seed + i, bridge, engine, wav)
                 log(f"  chromium {name}: {out[name]}")
-    finally:
-        await bridge.stop()
-        await engine.stop()
     return out
 
 

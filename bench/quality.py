@@ -87,22 +87,31 @@ def write(result: dict[str, Any], out: Path, name: str) -> Path:
     return path
 
 
+def record(
+    args: argparse.Namespace, kind: str, name: str, reference: Any, t0: float, **fields: Any
+) -> None:
+    """Write one part's result, stamped, to ``quality-<name>-<date>.json`` (``name`` empty:
+    ``quality-<date>.json``) and say where."""
+    result = {
+        **stamped(kind),
+        "speech_seconds": round(reference.size / 16_000, 2),
+        "run_seconds": round(time.monotonic() - t0, 1),
+        **fields,
+    }
+    stem = f"quality-{name}-" if name else "quality-"
+    path = write(result, Path(args.out), f"{stem}{time.strftime('%Y%m%d')}.json")
+    print(f"wrote {path} ({result['run_seconds']} s)")
+
+
 def run_encoder_curve(args: argparse.Namespace) -> None:
     from bench.encoder_curve import celt_curve, curve, table
 
     reference = speech(args.seconds)
     t0 = time.monotonic()
     rows = celt_curve(reference) if args.celt_curve else curve(reference)
-    result = {
-        **stamped("encoder-curve"),
-        "speech_seconds": round(reference.size / 16_000, 2),
-        "run_seconds": round(time.monotonic() - t0, 1),
-        "rows": rows,
-    }
     print(table(rows))
-    kind = "celt" if args.celt_curve else "encoder"
-    path = write(result, Path(args.out), f"quality-{kind}-{time.strftime('%Y%m%d')}.json")
-    print(f"wrote {path} ({result['run_seconds']} s)")
+    name = "celt" if args.celt_curve else "encoder"
+    record(args, "encoder-curve", name, reference, t0, rows=rows)
 
 
 def run_loss_curve(args: argparse.Namespace) -> None:
@@ -111,15 +120,8 @@ def run_loss_curve(args: argparse.Namespace) -> None:
     reference = speech(args.seconds)
     t0 = time.monotonic()
     rows = loss_curve(reference)
-    result = {
-        **stamped("loss-curve"),
-        "speech_seconds": round(reference.size / 16_000, 2),
-        "run_seconds": round(time.monotonic() - t0, 1),
-        "rows": rows,
-    }
     print(loss_table(rows))
-    path = write(result, Path(args.out), f"quality-loss-{time.strftime('%Y%m%d')}.json")
-    print(f"wrote {path} ({result['run_seconds']} s)")
+    record(args, "loss-curve", "loss", reference, t0, rows=rows)
 
 
 def _ms(value: float | None) -> str:
@@ -215,22 +217,22 @@ def run_paths(args: argparse.Namespace) -> None:
     paths = asyncio.run(run(reference, names, seed=args.seed, cloudapi=True))
     phones = run_phones(reference, seed=args.seed)
     chromium = asyncio.run(chromium_rows(reference, list(CHROMIUM_PROFILES), seed=args.seed))
-    result = {
-        **stamped("paths"),
-        "seed": args.seed,
-        "speech_seconds": round(reference.size / 16_000, 2),
-        "run_seconds": round(time.monotonic() - t0, 1),
-        "paths": paths,
-        "phones": phones,
-        "chromium": chromium,
-    }
     print(paths_table(paths))
     print()
     print(phones_table(phones))
     print()
     print(chromium_table(chromium))
-    path = write(result, Path(args.out), f"quality-{time.strftime('%Y%m%d')}.json")
-    print(f"wrote {path} ({result['run_seconds']} s)")
+    record(
+        args,
+        "paths",
+        "",
+        reference,
+        t0,
+        seed=args.seed,
+        paths=paths,
+        phones=phones,
+        chromium=chromium,
+    )
 
 
 def run_phone_rows(args: argparse.Namespace) -> None:
@@ -240,17 +242,17 @@ def run_phone_rows(args: argparse.Namespace) -> None:
     names = args.profiles.split(",") if args.profiles else list(PHONE_PROFILES)
     t0 = time.monotonic()
     phones = run_phones(reference, names, seed=args.seed)
-    result = {
-        **stamped("phones"),
-        "seed": args.seed,
-        "timer_jitter_s": TIMER,
-        "speech_seconds": round(reference.size / 16_000, 2),
-        "run_seconds": round(time.monotonic() - t0, 1),
-        "phones": phones,
-    }
     print(phones_table(phones))
-    path = write(result, Path(args.out), f"quality-phones-{time.strftime('%Y%m%d')}.json")
-    print(f"wrote {path} ({result['run_seconds']} s)")
+    record(
+        args,
+        "phones",
+        "phones",
+        reference,
+        t0,
+        seed=args.seed,
+        timer_jitter_s=TIMER,
+        phones=phones,
+    )
 
 
 def run_chromium_rows(args: argparse.Namespace) -> None:
@@ -262,16 +264,8 @@ def run_chromium_rows(args: argparse.Namespace) -> None:
     names = args.profiles.split(",") if args.profiles else list(DEFAULT_PROFILES)
     t0 = time.monotonic()
     rows = asyncio.run(chromium_rows(reference, names, seed=args.seed))
-    result = {
-        **stamped("chromium"),
-        "seed": args.seed,
-        "speech_seconds": round(reference.size / 16_000, 2),
-        "run_seconds": round(time.monotonic() - t0, 1),
-        "chromium": rows,
-    }
     print(chromium_table(rows))
-    path = write(result, Path(args.out), f"quality-chromium-{time.strftime('%Y%m%d')}.json")
-    print(f"wrote {path} ({result['run_seconds']} s)")
+    record(args, "chromium", "chromium", reference, t0, seed=args.seed, chromium=rows)
 
 
 def main() -> None:

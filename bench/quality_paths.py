@@ -698,21 +698,8 @@ async def profile_calls(
 ) -> dict[str, Any]:
     """Every profile on one PCM-engine bridge (started only for them: the echo alone needs
     none, and its process start and stop were a second or two of a serial test)."""
-    from tests.fakes.zuckzapgo import FakeZuckZapGo
-
-    engine = FakeZuckZapGo(answer_delay=0.1)
-    await engine.start()
-    bridge = Bridge(
-        {
-            "BRIDGE_ENGINE": "zuckzapgo",
-            "BRIDGE_ENGINE_URL": engine.url,
-            "BRIDGE_ENGINE_TOKEN": engine.token,
-            "BRIDGE_ENGINE_POLL_INTERVAL": "0.2",
-        }
-    )
     out: dict[str, Any] = {}
-    try:
-        await bridge.start()
+    async with pcm_engine_bridge() as (bridge, engine):
         for i, name in enumerate(profiles):
             t0 = time.monotonic()
             out[name] = await engine_call(speech, PROFILES[name], seed + i, bridge, engine)
@@ -727,10 +714,32 @@ async def profile_calls(
                 out[name]["downlink_red"] = with_red["downlink"]
                 out[name]["bridge_cpu_percent_red"] = with_red["bridge_cpu_percent"]
                 log(f"  {name}, browser offers RED: {with_red['downlink']}")
+    return out
+
+
+@asynccontextmanager
+async def pcm_engine_bridge(**env: str) -> AsyncIterator[tuple[Bridge, Any]]:
+    """A bridge process on a PCM engine (the ZuckZapGo stand-in of ``tests/fakes``, in this
+    process), with ``env`` besides; both stopped at the end."""
+    from tests.fakes.zuckzapgo import FakeZuckZapGo
+
+    engine = FakeZuckZapGo(answer_delay=0.1)
+    await engine.start()
+    bridge = Bridge(
+        {
+            "BRIDGE_ENGINE": "zuckzapgo",
+            "BRIDGE_ENGINE_URL": engine.url,
+            "BRIDGE_ENGINE_TOKEN": engine.token,
+            "BRIDGE_ENGINE_POLL_INTERVAL": "0.2",
+            **env,
+        }
+    )
+    try:
+        await bridge.start()
+        yield bridge, engine
     finally:
         await bridge.stop()
         await engine.stop()
-    return out
 
 
 async def run_paths(
