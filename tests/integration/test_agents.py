@@ -247,18 +247,22 @@ async def test_a_dropped_model_socket_is_reopened_while_the_call_goes_on(
     await client.post("/call/hangup", json={"callID": cid})
 
 
+@pytest.mark.parametrize("says_something", [False, True])
 async def test_a_model_that_drops_each_session_at_once_uses_up_the_retries(
-    make_client, aiohttp_server
+    make_client, aiohttp_server, says_something: bool
 ) -> None:
-    """A server that takes each session and closes it straight away: every reopening
-    "succeeds", yet the retries count on until a socket works, then agent.failed (rather than
-    reopening it forever, a WARNING each time); the call goes on."""
+    """A server that takes each session and closes it straight away (``says_something``:
+    after a word on each): every reopening "succeeds", yet the retries count on until a socket
+    works, then agent.failed (rather than reopening it forever, a WARNING each time); the call
+    goes on. Before, a word reset the retries and the next attempt came at once: the model was
+    reopened forever, as fast as it answered."""
     fake, client, call, url = await openai_agent(
         make_client, aiohttp_server, sim_peer="silence", agent_retries=2
     )
     cid = call["callID"]
     body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
     fake.drop_configured = True
+    fake.say_before_drop = says_something
     async with client.app[MANAGER].events.subscribe() as sub:
         assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
         failed = await next_event(sub, "agent.failed", timeout=10)
@@ -266,27 +270,6 @@ async def test_a_model_that_drops_each_session_at_once_uses_up_the_retries(
     snap = await (await client.get(f"/call/{cid}")).json()
     assert snap["state"] == "active" and snap["agents"][0]["state"] == "failed"
     assert fake.errors == []
-    await client.post("/call/hangup", json={"callID": cid})
-
-
-async def test_a_model_that_says_something_then_drops_each_session_uses_up_the_retries(
-    make_client, aiohttp_server
-) -> None:
-    """As above, but each session says something before it closes: a socket that dies at once
-    counts against the retries even when it spoke (before, a word reset them and the next
-    attempt came at once: the model was reopened forever, as fast as it answered)."""
-    fake, client, call, url = await openai_agent(
-        make_client, aiohttp_server, sim_peer="silence", agent_retries=2
-    )
-    cid = call["callID"]
-    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
-    fake.drop_configured = fake.say_before_drop = True
-    async with client.app[MANAGER].events.subscribe() as sub:
-        assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
-        failed = await next_event(sub, "agent.failed", timeout=10)
-    assert failed.data["attempts"] == 2 and fake.connections == 3  # the first and 2 retries
-    snap = await (await client.get(f"/call/{cid}")).json()
-    assert snap["state"] == "active" and snap["agents"][0]["state"] == "failed"
     await client.post("/call/hangup", json={"callID": cid})
 
 
