@@ -242,6 +242,12 @@ class OwnerUnreachable(BridgeError):
     code = "owner_unreachable"
 
 
+class StorageFailed(BridgeError):
+    """The bridge's own disk failed a file a request needs (full, read-only): ``503``."""
+
+    code = "storage_failed"
+
+
 class NotImplementedYet(BridgeError):
     """A documented feature whose pieces are not in this build yet (``501``)."""
 

@@ -37,6 +37,7 @@ _STATUS: list[tuple[type[errors.BridgeError], int]] = [
     (errors.ShuttingDown, 503),
     (errors.DirectoryUnavailable, 503),
     (errors.OwnerUnreachable, 503),
+    (errors.StorageFailed, 503),
     (errors.GraphApiError, 502),
     (errors.EngineError, 502),
     (errors.NotImplementedYet, 501),
