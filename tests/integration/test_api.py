@@ -103,7 +103,19 @@ async def test_make_rejects_bad_input(client, payload, code) -> None:
         "/call/sim/incoming",
     ],
 )
-@pytest.mark.parametrize("body", [b"{not json", b"", b"[1,2]", b"\xff\xfe", b"null"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"",
+        b"[1,2]",
+        b"\xff\xfe",
+        b"null",
+        # Python's json reads these; no JSON has them, and no UTF-8 encodes a lone surrogate.
+        b'{"callID": "c", "muted": NaN, "phone": Infinity}',
+        b'{"callID": "\\ud800", "phone": "\\udfff", "sdp": "\\udc80"}',
+    ],
+)
 async def test_malformed_json_is_400(client, route, body) -> None:
     resp = await client.post(route, data=body, headers={"Content-Type": "application/json"})
     assert resp.status == 400
