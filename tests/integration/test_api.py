@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 import numpy as np
@@ -257,6 +258,21 @@ async def test_events_carry_ids_and_a_reconnect_with_last_event_id_replays_what_
     assert [(e["id"], e["event"], e["data"]) for e in replay] == [
         (e["id"], e["event"], e["data"]) for e in seen[1:]
     ]
+
+
+async def test_a_last_event_id_that_is_no_id_streams_from_now(client, caplog) -> None:
+    """Digits Python's ``isdigit`` takes and ``int`` does not (``²``): the stream starts from
+    now, as for any id it cannot read (it was an unhandled error, a traceback at ERROR)."""
+    caplog.set_level(logging.ERROR)
+    for last in ("%C2%B2-1", "1-%C2%B9", "x-y", "-", "1" * 50 + "-1"):
+        resp = await client.get(f"/call/events?lastEventId={last}")
+        assert resp.status == 200
+        call = await make_call(client)
+        (event,) = await read_sse(resp, 1)
+        resp.close()
+        assert event["event"] == "call.created" and call["callID"] in event["data"]
+        await client.post("/call/hangup", json={"callID": call["callID"]})
+    assert not caplog.records, caplog.text
 
 
 async def test_offer_rules(client) -> None:
