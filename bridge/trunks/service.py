@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from ..calls.runtime import CallRuntime
 
 log = logging.getLogger(__name__)
+
+STRANGERS_SAID = 1024
+"""Sources of refused INVITEs remembered as said (the one said longest ago forgotten first)."""
 
 HEADER_NAME = re.compile(r"^X-[A-Za-z0-9-]{1,62}$")
 HEADER_VALUE = re.compile(r"^[\x20-\x7e]{0,256}$")
@@ -74,6 +78,8 @@ class TrunkService:
         self.upkeep = Upkeep(catalog, registry)
         """Each trunk's OPTIONS keep-alive and REGISTER."""
         self._tasks = TaskSet("sip-trunks")
+        self._strangers: OrderedDict[str, None] = OrderedDict()
+        """Sources refused as no trunk's, said once each (:data:`STRANGERS_SAID` at most)."""
 
     def _user_agent(self) -> UserAgent:
         ua = UserAgent(
@@ -283,7 +289,7 @@ class TrunkService:
         if trunk is None:
             assert refused is not None
             if refused[0] == 403:
-                log.warning("SIP INVITE from %s: refused: %s", tx.conn.peer[0], refused[1])
+                self._refused_stranger(tx.conn.peer[0], refused[1])
             await tx.respond(*refused[:2], extra=refused[2])
             return
         placed = PbxCall(self, tx, trunk)
@@ -293,6 +299,18 @@ class TrunkService:
         finally:
             if tx.final:
                 self._by_invite.pop(tx.key, None)
+
+    def _refused_stranger(self, source: str, reason: str) -> None:
+        """An INVITE refused 403: said once per source (a SIP scanner sweeping a public
+        listener sends one after another: it was a WARNING line each)."""
+        if source in self._strangers:
+            self._strangers.move_to_end(source)
+            log.debug("SIP INVITE from %s: refused again: %s", source, reason)
+            return
+        self._strangers[source] = None
+        while len(self._strangers) > STRANGERS_SAID:
+            self._strangers.popitem(last=False)
+        log.warning("SIP INVITE from %s: refused: %s (said once for this source)", source, reason)
 
     async def cancelled(self, tx: InviteServer) -> None:
         placed = self._by_invite.pop(tx.key, None)
