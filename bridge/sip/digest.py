@@ -33,6 +33,8 @@ NONCE_LIFETIME = 30.0
 SEEN_NONCES = 4096
 """Nonces whose used ``nc`` values are remembered (the oldest are forgotten first, and a
 forgotten one is stale anyway after :data:`NONCE_LIFETIME`)."""
+WRONG_SOURCES = 1024
+"""Sources a server remembers answering wrong (a guesser said once, not once a guess)."""
 
 HASHES: dict[str, Callable[[bytes], str]] = {
     "MD5": lambda data: hashlib.md5(data, usedforsecurity=False).hexdigest(),
@@ -256,6 +258,20 @@ class DigestServer:
         self._clock = clock
         self._key = secrets.token_bytes(32)
         self._used: OrderedDict[str, set[str]] = OrderedDict()
+        self._wrong: OrderedDict[str, int] = OrderedDict()
+        """Sources whose answers were wrong, how many in a row (:data:`WRONG_SOURCES` kept)."""
+
+    def wrong_from(self, source: str) -> int:
+        """Count a wrong answer from ``source``: how many in a row now (1: say it)."""
+        count = self._wrong.pop(source, 0) + 1
+        self._wrong[source] = count
+        while len(self._wrong) > WRONG_SOURCES:
+            self._wrong.popitem(last=False)
+        return count
+
+    def right_from(self, source: str) -> int:
+        """A right answer from ``source``: how many wrong ones came before it (0: none)."""
+        return self._wrong.pop(source, 0)
 
     def _sign(self, stamp: str) -> str:
         return hmac.new(self._key, stamp.encode(), hashlib.sha256).hexdigest()[:32]

@@ -27,7 +27,7 @@ from ..numbers.catalog import Catalog
 from ..numbers.trunks import Trunk, parse_uri
 from ..sip import Dialog, InviteServer, Request, UserAgent, client_context
 from ..tasks import TaskSet
-from .inbound import InboundDigests, PbxCall, identify
+from .inbound import STRANGER, InboundDigests, PbxCall, identify
 from .participant import SipParticipant, TrunkLine
 from .reinvite import Plays, reinvited
 from .transfer import in_dialog
@@ -288,7 +288,7 @@ class TrunkService:
         trunk, refused = identify(self.catalog.trunks.values(), self.digests.server_for, tx)
         if trunk is None:
             assert refused is not None
-            if refused[0] == 403:
+            if refused[1] == STRANGER:
                 self._refused_stranger(tx.conn.peer[0], refused[1])
             await tx.respond(*refused[:2], extra=refused[2])
             return
