@@ -66,6 +66,13 @@ def json_object(raw: bytes | str) -> dict[str, Any]:
     return body
 
 
+class UnreadableBody(BadRequest):
+    """The request body cannot be read as sent (a ``Content-Encoding`` it is not in, a
+    broken chunk): its framing is lost, so the connection closes after the answer."""
+
+    code = "bad_encoding"
+
+
 class BodyTimeout(BridgeError):
     """The client did not send its whole request body in time (``BRIDGE_BODY_TIMEOUT``)."""
 

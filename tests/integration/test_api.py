@@ -462,6 +462,26 @@ async def test_hostile_bytes_never_500(client, make_client) -> None:
     assert_error(await resp.json(), "unauthorized")
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_does_not_decompress_is_400(client, caplog, encoding) -> None:
+    """A ``Content-Encoding`` whose body is not of it (aiohttp decompresses as it reads): a
+    400 with the error body; it was a 500 and two tracebacks at ERROR, to any client. (An
+    encoding aiohttp has no decoder for is refused by its parser, before any handler.)"""
+    caplog.set_level(logging.ERROR)
+    for path, content_type in (
+        ("/call/make", "application/json"),
+        ("/call/audio-assets", "multipart/form-data; boundary=x"),
+    ):
+        resp = await client.post(
+            path,
+            data=b'{"phone": "5521999999999"}',
+            headers={"Content-Type": content_type, "Content-Encoding": encoding},
+        )
+        assert resp.status == 400, (path, await resp.text())
+        assert_error(await resp.json(), "bad_encoding")
+    assert not caplog.records, caplog.text
+
+
 async def test_cors_headers_reach_streamed_responses(make_client) -> None:
     client = await make_client(cors_origins=("https://app.example",))
     resp = await client.get("/call/events", headers={"Origin": "https://app.example"})
