@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 
 from .config import LogFormat, ServerSettings
@@ -29,6 +30,29 @@ class FailureKinds:
             return
         self._seen.add(kind)
         self._log.error(msg, *args, exc_info=exc)
+
+
+class Repeats:
+    """How many times in a row a failure came from each key (a source address, …), for one
+    that anyone may repeat per request: said when :meth:`seen` returns 1, its end with what
+    :meth:`ended` returns, never a line per request. The ``size`` keys seen last are kept
+    (the one seen longest ago forgotten first: it is said again if it comes back)."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._counts: OrderedDict[str, int] = OrderedDict()
+
+    def seen(self, key: str) -> int:
+        """Count one more from ``key``: how many in a row now."""
+        count = self._counts.pop(key, 0) + 1
+        self._counts[key] = count
+        while len(self._counts) > self.size:
+            self._counts.popitem(last=False)
+        return count
+
+    def ended(self, key: str) -> int:
+        """``key`` did well: how many failures came from it before (0: none), forgotten."""
+        return self._counts.pop(key, 0)
 
 
 def call_id_of(record: logging.LogRecord) -> str | None:

@@ -28,6 +28,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..logs import Repeats
+
 NONCE_LIFETIME = 30.0
 """Seconds a nonce we issue is accepted (a challenge is answered within a round trip)."""
 SEEN_NONCES = 4096
@@ -258,20 +260,8 @@ class DigestServer:
         self._clock = clock
         self._key = secrets.token_bytes(32)
         self._used: OrderedDict[str, set[str]] = OrderedDict()
-        self._wrong: OrderedDict[str, int] = OrderedDict()
-        """Sources whose answers were wrong, how many in a row (:data:`WRONG_SOURCES` kept)."""
-
-    def wrong_from(self, source: str) -> int:
-        """Count a wrong answer from ``source``: how many in a row now (1: say it)."""
-        count = self._wrong.pop(source, 0) + 1
-        self._wrong[source] = count
-        while len(self._wrong) > WRONG_SOURCES:
-            self._wrong.popitem(last=False)
-        return count
-
-    def right_from(self, source: str) -> int:
-        """A right answer from ``source``: how many wrong ones came before it (0: none)."""
-        return self._wrong.pop(source, 0)
+        self.wrong = Repeats(WRONG_SOURCES)
+        """Wrong answers in a row, by source (someone guessing: said once, and its end)."""
 
     def _sign(self, stamp: str) -> str:
         return hmac.new(self._key, stamp.encode(), hashlib.sha256).hexdigest()[:32]

@@ -263,13 +263,13 @@ def refusal_of(digest: DigestServer, req: Request, source: str) -> Response | No
     credentials (logged)."""
     verdict = digest.verify(req.method, req.all("Proxy-Authorization"))
     if verdict is Verdict.OK:
-        if wrong := digest.right_from(source):
+        if wrong := digest.wrong.ended(source):
             log.info("SIP from %s: digest credentials right again after %d wrong", source, wrong)
         return None
     if verdict is Verdict.WRONG:
         # Said once while a source keeps answering wrong (someone guessing sends guess after
         # guess: it was a line each), and its end when it answers right.
-        if digest.wrong_from(source) == 1:
+        if digest.wrong.seen(source) == 1:
             log.warning(
                 "SIP INVITE %s from %s: wrong digest credentials (said once until this "
                 "source's are right)",

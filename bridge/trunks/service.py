@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ from ..calls import CallManager
 from ..calls.model import Call, Direction
 from ..config import Settings
 from ..errors import BadRequest, BridgeError, CallStateError
+from ..logs import Repeats
 from ..media import Role
 from ..numbers.catalog import Catalog
 from ..numbers.trunks import Trunk, parse_uri
@@ -78,8 +78,8 @@ class TrunkService:
         self.upkeep = Upkeep(catalog, registry)
         """Each trunk's OPTIONS keep-alive and REGISTER."""
         self._tasks = TaskSet("sip-trunks")
-        self._strangers: OrderedDict[str, None] = OrderedDict()
-        """Sources refused as no trunk's, said once each (:data:`STRANGERS_SAID` at most)."""
+        self._strangers = Repeats(STRANGERS_SAID)
+        """INVITEs refused as no trunk's, by source: each source said once."""
 
     def _user_agent(self) -> UserAgent:
         ua = UserAgent(
@@ -303,13 +303,9 @@ class TrunkService:
     def _refused_stranger(self, source: str, reason: str) -> None:
         """An INVITE refused 403: said once per source (a SIP scanner sweeping a public
         listener sends one after another: it was a WARNING line each)."""
-        if source in self._strangers:
-            self._strangers.move_to_end(source)
+        if self._strangers.seen(source) > 1:
             log.debug("SIP INVITE from %s: refused again: %s", source, reason)
             return
-        self._strangers[source] = None
-        while len(self._strangers) > STRANGERS_SAID:
-            self._strangers.popitem(last=False)
         log.warning("SIP INVITE from %s: refused: %s (said once for this source)", source, reason)
 
     async def cancelled(self, tx: InviteServer) -> None:
