@@ -482,6 +482,26 @@ async def test_a_body_that_does_not_decompress_is_400(client, caplog, encoding) 
     assert not caplog.records, caplog.text
 
 
+async def test_http_its_parser_refuses_is_said_once_per_client(client, caplog) -> None:
+    """Malformed HTTP (a broken chunk) is answered 400 by aiohttp's parser, before any
+    handler: said once per client address at WARNING, without a traceback (aiohttp logged a
+    traceback at ERROR for each, from anyone on the internet)."""
+    caplog.set_level(logging.INFO)
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(
+            b"POST /call/make HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'5\r\n{"a":\r\nZZ\r\n'
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(200), 5)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer
+    said = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING, caplog.text
+    assert said[0].exc_info is None and "chunk" in said[0].getMessage(), said[0].getMessage()
+
+
 async def test_cors_headers_reach_streamed_responses(make_client) -> None:
     client = await make_client(cors_origins=("https://app.example",))
     resp = await client.get("/call/events", headers={"Origin": "https://app.example"})
