@@ -168,9 +168,8 @@ class PollingEngine(abc.ABC):
         return out
 
     def unreadable(self, answer: Any) -> EngineError:
-        """A call list answered with something that is none (a proxy's page answered 200, a
-        body that is no JSON): the engine is down for the bridge while it lasts. Read as an
-        empty list, it ended every call as gone from the engine."""
+        """A call list answered with no list (a proxy's page with 200, no JSON): the engine
+        is down while it lasts (read as an empty list, it ended every call)."""
         self.stats.bad_messages += 1
         return EngineError(f"{self.who} answered the call list with no list: {answer!r:.80}")
 

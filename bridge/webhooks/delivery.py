@@ -14,8 +14,7 @@ the ``standardwebhooks`` package). A tenant's calls' events also go to the tenan
   slow or failing call does not hold up the others.
 - Network errors, timeouts, 5xx and 429 are retried with exponential backoff and jitter, up to
   ``BRIDGE_WEBHOOK_MAX_ATTEMPTS`` tries; other answers are final. Redirects are not followed.
-  An event refused or given up on is said at WARNING once per run of them to its URL (a
-  receiver that refuses or is down fails every event), and the run's end when one arrives.
+  A run of events refused or given up on is said once per URL (WARNING), and its end.
 - At shutdown pending deliveries get ``BRIDGE_WEBHOOK_FLUSH_TIMEOUT`` seconds, then are
   abandoned (counted).
 
@@ -122,28 +121,18 @@ class Destination:
         self._failed = 0  # events refused or given up on since the last delivered
 
     def failed(self, delivery: Delivery, outcome: str, reason: str) -> None:
-        """An event not delivered (``rejected``, ``gave_up``): the first of a run said at
-        WARNING with its reason, the others counted (a receiver that refuses or is down fails
-        every event: it was a line per event)."""
+        """An event not delivered (``rejected``, ``gave_up``): the first of a run said with its
+        reason (a receiver that refuses or is down fails every event: it was a line each)."""
         self._failed += 1
         if self._failed == 1:
-            log.warning(
-                "webhooks to %s: %s %s (%s): %s; more failures are counted until one is delivered",
-                self.shown,
-                "refused" if outcome == "rejected" else "gave up on",
-                delivery.id,
-                delivery.event,
-                reason,
-            )
+            what = "refused" if outcome == "rejected" else "gave up on"
+            event = f"{what} {delivery.id} ({delivery.event}): {reason}"
+            log.warning("webhooks to %s: %s; the next counted till one arrives", self.shown, event)
 
     def delivered(self) -> None:
         """An event delivered: the end of a run of failures said."""
         if self._failed:
-            log.info(
-                "webhooks to %s: delivered again (%d events not delivered before)",
-                self.shown,
-                self._failed,
-            )
+            log.info("webhooks to %s: delivered again after %d failed", self.shown, self._failed)
             self._failed = 0
 
     @property
