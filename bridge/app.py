@@ -23,7 +23,7 @@ from .calls import CallEvents, InMemoryCallRegistry
 from .config import Settings
 from .engines import Engine
 from .errors import NotFound
-from .logs import name_numbers
+from .logs import name_numbers, quiet_parser_refusals
 from .metrics import Metrics
 from .resources import (
     CALL_EVENTS,
@@ -105,9 +105,11 @@ def create_app(
         return call.number_id if call is not None else None
 
     unname = name_numbers(number_of)  # every log line of a call names its number
+    unquiet = quiet_parser_refusals()  # malformed HTTP from anyone: no traceback each
 
     async def stop_naming(app: web.Application) -> None:
         unname()
+        unquiet()
 
     app.on_cleanup.append(stop_naming)
     # App-scoped resources, made in this order and closed in reverse (resources.py).

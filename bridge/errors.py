@@ -1,12 +1,14 @@
 """Flat domain exceptions. Core code raises these; ``api/`` alone maps them to HTTP.
 
-:func:`json_object` is the one reader of a JSON object body (the API's requests, every engine's
-webhooks): it answers :class:`BadRequest` (``invalid_json``), which the API turns into a 400.
+:func:`json_object` is the one reader of a JSON object body or text message (the API's requests,
+every engine's webhooks, the PCM socket's, a fork's and the agent socket's messages): it answers
+:class:`BadRequest` (``invalid_json``), which the API turns into a 400.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 
@@ -28,19 +30,47 @@ class BadRequest(BridgeError):
     code = "bad_request"
 
 
-def json_object(raw: bytes) -> dict[str, Any]:
-    """A JSON object from a body, or :class:`BadRequest` (``invalid_json``) saying why not."""
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+"""A ``\\uD800``-``\\uDFFF`` escape: half of a UTF-16 pair, or a lone one."""
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def json_object(raw: bytes | str) -> dict[str, Any]:
+    """A JSON object from a body or a WebSocket text message, or :class:`BadRequest`
+    (``invalid_json``) saying why not: not JSON, nested too deeply, ``NaN`` or ``Infinity``
+    (Python's extension: a receiver of the events it would reach cannot parse them), or a
+    string holding a lone UTF-16 surrogate (no UTF-8 encodes it: a path, a header or an SDP
+    made of it failed deep inside a handler)."""
     if not raw.strip():
         raise BadRequest("a JSON object body is required", code="invalid_json")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}", code="invalid_json") from None
     except RecursionError:
         raise BadRequest("body is nested too deeply", code="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("the JSON body must be an object", code="invalid_json")
+    text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+    if _SURROGATE_ESCAPE.search(text):  # rare: only then is the whole body encoded again
+        try:
+            json.dumps(body, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise BadRequest(
+                "body is not valid JSON: a string holds a lone UTF-16 surrogate",
+                code="invalid_json",
+            ) from None
     return body
+
+
+class UnreadableBody(BadRequest):
+    """The request body cannot be read as sent (a ``Content-Encoding`` it is not in, a
+    broken chunk): its framing is lost, so the connection closes after the answer."""
+
+    code = "bad_encoding"
 
 
 class BodyTimeout(BridgeError):
@@ -240,6 +270,12 @@ class OwnerUnreachable(BridgeError):
     """The worker that owns a call did not answer a forwarded request."""
 
     code = "owner_unreachable"
+
+
+class StorageFailed(BridgeError):
+    """The bridge's own disk failed a file a request needs (full, read-only): ``503``."""
+
+    code = "storage_failed"
 
 
 class NotImplementedYet(BridgeError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 
 from .config import LogFormat, ServerSettings
@@ -29,6 +30,66 @@ class FailureKinds:
             return
         self._seen.add(kind)
         self._log.error(msg, *args, exc_info=exc)
+
+
+class Repeats:
+    """How many times in a row a failure came from each key (a source address, …), for one
+    that anyone may repeat per request: said when :meth:`seen` returns 1, its end with what
+    :meth:`ended` returns, never a line per request. The ``size`` keys seen last are kept
+    (the one seen longest ago forgotten first: it is said again if it comes back)."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._counts: OrderedDict[str, int] = OrderedDict()
+
+    def seen(self, key: str) -> int:
+        """Count one more from ``key``: how many in a row now."""
+        count = self._counts.pop(key, 0) + 1
+        self._counts[key] = count
+        while len(self._counts) > self.size:
+            self._counts.popitem(last=False)
+        return count
+
+    def ended(self, key: str) -> int:
+        """``key`` did well: how many failures came from it before (0: none), forgotten."""
+        return self._counts.pop(key, 0)
+
+
+class ParserRefusals(logging.Filter):
+    """aiohttp's own "Error handling request" for a request its HTTP parser refused (a broken
+    chunk, a header line too long: a client's malformed HTTP, answered 400 by aiohttp before
+    any handler) is no error of the bridge's, and anyone may send it: said at WARNING without
+    the traceback, once per client address (:class:`Repeats`). Everything else passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from aiohttp.http_exceptions import HttpProcessingError  # the filter's alone
+
+        self._refusal = HttpProcessingError
+        self.sources = Repeats()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, self._refusal) or not 400 <= (exc.code or 0) < 500:
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        source = str(args[0]) if args else "?"
+        if self.sources.seen(source) > 1:
+            return False
+        reason = " ".join(str(exc.message or type(exc).__name__).split())[:200]
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.msg = "HTTP from %s refused by aiohttp's parser (%d): %s (said once per address)"
+        record.args = (source, exc.code, reason)
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_parser_refusals() -> Callable[[], None]:
+    """Put :class:`ParserRefusals` on aiohttp's server logger; returns its removal."""
+    refusals = ParserRefusals()
+    logger = logging.getLogger("aiohttp.server")
+    logger.addFilter(refusals)
+    return lambda: logger.removeFilter(refusals)
 
 
 def call_id_of(record: logging.LogRecord) -> str | None:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from .. import errors
 
@@ -37,6 +38,7 @@ _STATUS: list[tuple[type[errors.BridgeError], int]] = [
     (errors.ShuttingDown, 503),
     (errors.DirectoryUnavailable, 503),
     (errors.OwnerUnreachable, 503),
+    (errors.StorageFailed, 503),
     (errors.GraphApiError, 502),
     (errors.EngineError, 502),
     (errors.NotImplementedYet, 501),
@@ -103,7 +105,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             headers["Retry-After"] = "5"
         if isinstance(exc, errors.Unauthorized):
             headers["WWW-Authenticate"] = 'Bearer realm="webrtc-bridge"'
-        if isinstance(exc, errors.BodyTimeout):
+        if isinstance(exc, errors.BodyTimeout | errors.UnreadableBody):
             headers["Connection"] = "close"  # the rest of the body may still be on its way
             log.warning("%s %s: %s", request.method, request.path, exc.message)
         if status >= 500:
@@ -134,7 +136,9 @@ BODY_TIMEOUT = web.AppKey("body_timeout", float)
 
 @asynccontextmanager
 async def body_deadline(request: web.Request) -> AsyncIterator[None]:
-    """Bound a body read: a client that sends half a body would hold its handler forever."""
+    """Guard a body read: bounded in time (a client that sends half a body would hold its
+    handler forever), and a body that cannot be read as sent a 400 (a ``Content-Encoding``
+    it is not in, a broken chunk: aiohttp's error was a 500 with a traceback, to anyone)."""
     seconds = request.config_dict.get(BODY_TIMEOUT, 10.0)
     try:
         async with asyncio.timeout(seconds):
@@ -142,6 +146,16 @@ async def body_deadline(request: web.Request) -> AsyncIterator[None]:
     except TimeoutError:
         raise errors.BodyTimeout(
             f"the request body did not arrive within {seconds:g} s (BRIDGE_BODY_TIMEOUT)"
+        ) from None
+    except RequestPayloadError as exc:
+        # aiohttp's parser is done with this body (it failed it): marked ended, so that
+        # aiohttp does not read it again after the answer (a second traceback, and the
+        # connection reset before the client read the 400).
+        request.content.feed_eof()
+        why = exc.__cause__ or exc
+        raise errors.UnreadableBody(
+            f"the request body cannot be read as sent ({type(why).__name__}: its "
+            "Content-Encoding or chunked framing is broken)"
         ) from None
 
 

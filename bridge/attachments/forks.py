@@ -31,7 +31,7 @@ import numpy as np
 from ..audio import FRAME_MS, Resampler
 from ..audio.g711 import ulaw_decode, ulaw_encode
 from ..audio.pcm import Pcm
-from ..errors import BadRequest, CallStateError, Forbidden, NotFound
+from ..errors import BadRequest, CallStateError, Forbidden, NotFound, json_object
 from ..http import RedirectRefused, url_parts
 from ..media import BusFrame
 from ..tasks import TaskSet
@@ -198,11 +198,12 @@ class Fork:
     async def _receiver(self) -> None:
         ws = self._ws
         assert ws is not None
+        malformed = 0  # the app's messages the fork could not read: the first one said
         async for msg in ws:
             if msg.type is not aiohttp.WSMsgType.TEXT or self.source is None:
                 continue  # a one-way fork ignores what the app sends
             try:
-                body = json.loads(msg.data)
+                body = json_object(msg.data)  # nested too deeply: it once ended this loop
                 event = body.get("event")
                 if event == "media":
                     raw = base64.b64decode(body["media"]["payload"], validate=True)
@@ -211,8 +212,25 @@ class Fork:
                     self.source.mark(str(body["mark"]["name"])[:200])
                 elif event == "clear":
                     self.source.clear()
-            except (ValueError, KeyError, TypeError, AttributeError):
-                log.info("call %s: fork %s sent a malformed message", self.call_id, self.id)
+            except (BadRequest, ValueError, KeyError, TypeError, AttributeError) as exc:
+                # An app that sends them sends one a frame: said once, counted at the end.
+                malformed += 1
+                if malformed == 1:
+                    log.warning(
+                        "call %s: fork %s sent a message it cannot read (%s: %s); the "
+                        "fork goes on, skipping such messages",
+                        self.call_id,
+                        self.id,
+                        type(exc).__name__,
+                        exc,
+                    )
+        if malformed > 1:
+            log.warning(
+                "call %s: fork %s skipped %d messages it could not read",
+                self.call_id,
+                self.id,
+                malformed,
+            )
         if not self._stopping:
             self._tasks.spawn(self._finish("disconnected"), "closed")
 

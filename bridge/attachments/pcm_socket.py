@@ -19,7 +19,7 @@ from aiohttp import WSMsgType, web
 from ..audio import FRAME_MS, SAMPLE_RATE, f32_to_s16, s16_to_f32
 from ..audio.dtmf import DIGITS
 from ..audio.pcm import Pcm
-from ..errors import CallStateError
+from ..errors import BadRequest, CallStateError, json_object
 from ..media import BusFrame
 from ..tasks import TaskSet
 from .base import AttachmentHost
@@ -153,10 +153,8 @@ class PcmSocket:
 
     def _control(self, text: str) -> None:
         try:
-            msg = json.loads(text)
-            if not isinstance(msg, dict):
-                raise ValueError("not an object")
-        except ValueError:
+            msg = json_object(text)
+        except BadRequest:  # nested too deeply too: it once closed the socket, unexplained
             self._error("bad_json", "text frames must be JSON objects")
             return
         kind = msg.get("type")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import errno
 import itertools
 import json
 import logging
@@ -30,7 +31,15 @@ import aiohttp
 from ..audio.decode import AudioInfo, UndecodableAudio, bus_frames, measure_duration_ms, probe
 from ..audio.pcm import Pcm
 from ..config import StorageSettings
-from ..errors import BadRequest, CallStateError, Forbidden, NotFound, TooLarge
+from ..errors import (
+    BadRequest,
+    BridgeError,
+    CallStateError,
+    Forbidden,
+    NotFound,
+    StorageFailed,
+    TooLarge,
+)
 from ..http import url_parts
 from ..timefmt import iso_utc, parse_iso_utc
 from .base import AttachmentHost
@@ -47,6 +56,22 @@ def inside(base: Path, relative: str) -> Path:
     if not path.is_relative_to(root):
         raise BadRequest(f"path {relative[:80]!r} leaves {base}", code="bad_path")
     return path
+
+
+PATH_ERRNOS = frozenset(
+    {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ELOOP}
+)
+"""What a path given in a request can be at fault for itself (too long, through a file)."""
+
+
+def disk_error(exc: OSError, what: str, path: str | None = None) -> BridgeError:
+    """What a file a request reads or writes met on the disk, as an answer: the request's
+    ``path`` at fault (:data:`PATH_ERRNOS`), a 400 ``bad_path`` naming it; else the disk's
+    own failure (full, read-only), a 503 ``storage_failed``. Never the 500 it once was."""
+    reason = exc.strerror or type(exc).__name__
+    if path is not None and exc.errno in PATH_ERRNOS:
+        return BadRequest(f"path {path[:80]!r} cannot be used: {reason}", code="bad_path")
+    return StorageFailed(f"{what}: {reason}")
 
 
 MAX_PER_CALL = 8
@@ -182,11 +207,18 @@ class AssetStore:
         info = self._check(data)
         asset_id = "as_" + uuid.uuid4().hex
         path = self.root / f"{asset_id}.audio"
-        path.write_bytes(data)
-        duration = info.duration_ms if info.duration_ms is not None else measure_duration_ms(path)
-        asset = Asset(asset_id, path, duration, info.format, name[:200], time.time(), owner)
-        meta = {**asset.as_json(), "owner": owner}
-        (self.root / f"{asset_id}.json").write_text(json.dumps(meta))
+        meta_path = self.root / f"{asset_id}.json"
+        try:
+            path.write_bytes(data)
+            duration = (
+                info.duration_ms if info.duration_ms is not None else measure_duration_ms(path)
+            )
+            asset = Asset(asset_id, path, duration, info.format, name[:200], time.time(), owner)
+            meta_path.write_text(json.dumps({**asset.as_json(), "owner": owner}))
+        except OSError as exc:  # a full disk: no half-written asset left behind
+            path.unlink(missing_ok=True)
+            meta_path.unlink(missing_ok=True)
+            raise disk_error(exc, "the audio asset cannot be stored") from None
         return asset
 
     @staticmethod
@@ -268,7 +300,11 @@ class PlaybackService:
             raise BadRequest(f"field {kind!r} must be a string")
         if kind == "file":
             path = inside(self.media_dir, value)
-            if not path.is_file():
+            try:
+                found = path.is_file()
+            except OSError as exc:
+                raise disk_error(exc, "BRIDGE_MEDIA_DIR cannot be read", value) from None
+            if not found:
                 raise NotFound(f"no file {value[:80]!r} in BRIDGE_MEDIA_DIR")
             return path
         if kind == "assetId":

@@ -27,7 +27,7 @@ from ..errors import BadRequest, CallStateError, NotFound, RecordingForbidden
 from ..media import BusFrame
 from ..timefmt import iso_utc, parse_iso_utc
 from .base import AttachmentHost
-from .playback import inside
+from .playback import disk_error, inside
 from .wav import HEADER_BYTES, WavTrack, mix_files, repair_wav
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,11 @@ class CallRecorder:
         base.parent.mkdir(parents=True, exist_ok=True)
         self.ended_at = t0
         self.inbound = WavTrack(base.with_name(base.name + "-inbound.wav"), t0)
-        self.outbound = WavTrack(base.with_name(base.name + "-outbound.wav"), t0)
+        try:
+            self.outbound = WavTrack(base.with_name(base.name + "-outbound.wav"), t0)
+        except OSError:
+            self.inbound.discard()  # no open file, no empty WAV, left by a start that failed
+            raise
         self.dropped_frames = 0
         self.lost_frames = 0
         """Frames whose write failed (a full disk), not counted in ``dropped_frames``."""
@@ -174,7 +178,10 @@ class CallRecorder:
         self.host.detach(self)
         self._queue.put(None)  # the writer finishes what is queued, then stops
         # Finishing writes headers and mixes two whole files: off the event loop.
-        recordings = await asyncio.to_thread(self._finish)
+        try:
+            recordings = await asyncio.to_thread(self._finish)
+        except OSError as exc:  # a full disk: the caller says it (a 503, the call's end)
+            raise disk_error(exc, "the recording cannot be finished") from None
         if self.dropped_frames:
             log.warning(
                 "call %s: recording dropped %d frames (disk too slow)",
@@ -291,12 +298,15 @@ class RecordingService:
                 raise BadRequest("field 'path' must name a file under files/", code="bad_path")
         else:
             base = self.calls_dir.resolve() / host.call_id
-        if any(
-            base.with_name(f"{base.name}-{k}.wav").exists()
-            for k in ("inbound", "outbound", "mixed")
-        ):
-            raise CallStateError(f"recording path {base.name!r} is already in use")
-        recorder = CallRecorder(host, base, self.root.resolve(), self.retention_s, self.add)
+        try:
+            if any(
+                base.with_name(f"{base.name}-{k}.wav").exists()
+                for k in ("inbound", "outbound", "mixed")
+            ):
+                raise CallStateError(f"recording path {base.name!r} is already in use")
+            recorder = CallRecorder(host, base, self.root.resolve(), self.retention_s, self.add)
+        except OSError as exc:  # a name too long, a path through a file, a full disk
+            raise disk_error(exc, "the recording cannot be started", path) from None
         try:
             host.attach(recorder)
         except CallStateError:  # the call ended meanwhile: finish the empty files

@@ -69,6 +69,15 @@ class WavTrack:
         self._file: BinaryIO | None = path.open("wb")
         self._file.write(wav_header(0))
 
+    def discard(self) -> None:
+        """Close and delete the file (a recording that could not start)."""
+        try:
+            if self._file is not None:
+                self._file.close()
+        finally:  # a close that fails too (the disk that failed the start): the file goes
+            self._file = None
+            self.path.unlink(missing_ok=True)
+
     def write_at(self, pcm: np.ndarray, t: float) -> None:
         if self._file is None:
             return

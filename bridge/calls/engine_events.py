@@ -8,6 +8,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..engines import EngineEvent, EngineEventKind
+from ..logs import FailureKinds
 from ..numbers.model import DEFAULT_NUMBER
 from ..timefmt import parse_iso_utc
 from .model import CallState, Direction, EndReason, engine_key
@@ -36,6 +37,7 @@ class EngineEvents:
 
     def __init__(self, manager: MovesCalls) -> None:
         self.manager = manager
+        self._bugs = FailureKinds(log)  # one that fails on every event: said once per kind
 
     async def consume_forever(self) -> None:
         events = self.manager.engine.events
@@ -43,8 +45,8 @@ class EngineEvents:
             event = await events.get()
             try:
                 await self.on_event(event)
-            except Exception:
-                log.exception("handling engine event %s", event)
+            except Exception as exc:
+                self._bugs.failed(exc, "handling engine event %s", event)
 
     async def on_event(self, event: EngineEvent) -> None:
         manager = self.manager

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..logs import FailureKinds
 from ..timefmt import iso_utc
 from .model import Call
 
@@ -42,6 +43,7 @@ class CallEvents:
         self._listeners: list[Callable[[str, Call], None]] = []
         self._observers: list[Callable[[CallEvent, Call | None], None]] = []
         self._closed = False
+        self._bugs = FailureKinds(log)  # one that fails on every event: said once per kind
 
     def listen(self, listener: Callable[[str, Call], None]) -> None:
         """Call ``listener(type, call)`` synchronously on every event (in-process features)."""
@@ -65,8 +67,8 @@ class CallEvents:
         for listener in self._listeners:
             try:
                 listener(type_, call)
-            except Exception:
-                log.exception("event listener failed on %s", type_)
+            except Exception as exc:
+                self._bugs.failed(exc, "event listener failed on %s", type_)
 
     def _fan_out(self, event: CallEvent, call: Call | None) -> None:
         for sub in self._subscribers:
@@ -74,8 +76,8 @@ class CallEvents:
         for observer in self._observers:
             try:
                 observer(event, call)
-            except Exception:
-                log.exception("event observer failed on %s", event.type)
+            except Exception as exc:
+                self._bugs.failed(exc, "event observer failed on %s", event.type)
 
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[_Subscription]:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
+from ..logs import FailureKinds
 from ..media.clock import worker_clock
 from ..metrics import MediaTotals, Metrics, estimate_mos
 from ..rtc.quality import Quality
@@ -97,22 +98,25 @@ async def sample_quality_forever(
 ) -> None:
     """Every ``interval`` s, sample each connected session's RTP/RTCP statistics, and the
     WhatsApp side's own WebRTC leg where the engine has one (cloudapi)."""
+    bugs = FailureKinds(log)  # a failure that recurs every pass: said once
     while True:
         await asyncio.sleep(interval)
         # One pass per call of a function: nothing of a pass (a session of a call that ends
         # meanwhile, with its codec threads) stays referenced while the loop sleeps.
-        await sample_quality_once(metrics, runtimes)
+        await sample_quality_once(metrics, runtimes, bugs)
 
 
-async def sample_quality_once(m: Metrics, runtimes: Callable[[], Iterable[CallRuntime]]) -> None:
+async def sample_quality_once(
+    m: Metrics, runtimes: Callable[[], Iterable[CallRuntime]], bugs: FailureKinds
+) -> None:
     worst = 5.0
     for runtime in list(runtimes()):
         leg = runtime.media.webrtc_leg
         if leg is not None:
             try:
                 lq = await leg.sample_quality()
-            except Exception:
-                log.exception("sampling the WhatsApp leg of call %s", runtime.call_id)
+            except Exception as exc:
+                bugs.failed(exc, "sampling the WhatsApp leg of call %s", runtime.call_id)
                 lq = None
             if lq is not None:
                 leg.mos = _observe(m, "whatsapp", lq)
@@ -123,8 +127,8 @@ async def sample_quality_once(m: Metrics, runtimes: Callable[[], Iterable[CallRu
                 continue
             try:
                 q = await session.sample_quality()
-            except Exception:
-                log.exception("sampling WebRTC stats of call %s", runtime.call_id)
+            except Exception as exc:
+                bugs.failed(exc, "sampling WebRTC stats of call %s", runtime.call_id)
                 continue
             if q is None:
                 continue

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ..config import Settings
 from ..errors import NotFound
+from ..logs import FailureKinds
 from ..media.clock import clock_sleep
 from ..tasks import TaskSet
 from .events import CallEvent, CallEvents
@@ -229,14 +230,22 @@ class CallReports:
 async def sample_forever(runtimes: Callable[[], Iterable[CallRuntime]]) -> None:
     """Once a second (on the media clock: no wake-up of its own during calls) every live
     runtime samples its own report."""
+    bugs = FailureKinds(log)  # a failure that recurs every second: said once
     while True:
         await clock_sleep(SAMPLE_INTERVAL)
+        sample_once(runtimes, time.monotonic(), bugs)
+
+
+def sample_once(
+    runtimes: Callable[[], Iterable[CallRuntime]], now: float, bugs: FailureKinds
+) -> None:
+    """A second of every live call's timeline. One call's failure costs its own row only:
+    it once ended the pass, the calls after it sampled by no one for as long as it lasted."""
+    for runtime in list(runtimes()):
         try:
-            now = time.monotonic()
-            for runtime in runtimes():
-                runtime.sample_report(now)
-        except Exception:
-            log.exception("sampling call timelines")
+            runtime.sample_report(now)
+        except Exception as exc:
+            bugs.failed(exc, "call %s: sampling its timeline", runtime.call_id)
 
 
 def start_reports(

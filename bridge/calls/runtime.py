@@ -36,7 +36,7 @@ from typing import Any
 from ..attachments.base import Attachment
 from ..engines import Engine
 from ..engines.base import OpusEngine
-from ..errors import CallStateError
+from ..errors import BridgeError, CallStateError
 from ..media import CallBus, Role
 from ..metrics import Metrics
 from ..tasks import TaskSet
@@ -290,6 +290,8 @@ class CallRuntime:
             for attachment in reversed(list(self.attachments.values())):
                 try:
                     await attachment.close()
+                except BridgeError as exc:  # a failure it names (a full disk): no traceback
+                    log.warning("call %s: closing %s: %s", self.call.id, attachment.kind, exc)
                 except Exception:
                     log.exception("call %s: closing %s", self.call.id, attachment.kind)
             self.attachments.clear()

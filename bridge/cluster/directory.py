@@ -151,7 +151,9 @@ def parse_event_id(text: str | None) -> EventKey | None:
     if not text:
         return None
     first, sep, second = text.partition("-")
-    if not sep or not first.isdigit() or not second.isdigit() or len(text) > 41:
+    # ASCII digits alone: ``isdigit`` also takes ``²``, which ``int`` refuses (a client's
+    # Last-Event-ID of it was an unhandled error in the event stream).
+    if not sep or len(text) > 41 or not (text.isascii() and first.isdigit() and second.isdigit()):
         return None
     return int(first), int(second)
 

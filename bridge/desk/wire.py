@@ -12,9 +12,10 @@ the call's own events
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+from ..errors import BadRequest, json_object
 
 MAX_MESSAGE = 64 * 1024
 """Bytes of one agent message (an SDP offer fits many times over)."""
@@ -43,10 +44,10 @@ def parse(text: str) -> AgentMessage:
     if len(text) > MAX_MESSAGE:
         raise BadMessage(f"a message is at most {MAX_MESSAGE} bytes", "too_large")
     try:
-        body = json.loads(text)
-    except ValueError:
+        body = json_object(text)
+    except BadRequest:  # nested too deeply too: it once disconnected the agent
         raise BadMessage("a message is one JSON object") from None
-    if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+    if not isinstance(body.get("type"), str):
         raise BadMessage("a message is a JSON object with a string 'type'")
     kind = body["type"]
     if kind == "presence":

@@ -39,5 +39,5 @@ async def http_json(
     stats.request_seconds.observe(time.monotonic() - started)
     try:
         return resp, text, json.loads(text) if text else None
-    except ValueError:
+    except (ValueError, RecursionError):  # no JSON, or nested deeper than the parser goes
         return resp, text, None

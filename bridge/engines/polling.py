@@ -17,6 +17,7 @@ import aiohttp
 
 from ..config import EngineSettings, Settings
 from ..errors import EngineCallNotFound, EngineError, EngineUnavailable, PeerUnreachable
+from ..logs import FailureKinds
 from ..tasks import TaskSet
 from .base import (
     EngineEvent,
@@ -75,6 +76,7 @@ class PollingEngine(abc.ABC):
         self._back = asyncio.Event()
         """Set while the engine answers; a fresh (unset) one each time it stops answering."""
         self._first_listing: list[RemoteCall] | None = None
+        self._bugs = FailureKinds(log)  # what a poll met, each kind logged once (every poll)
         self._listed = asyncio.Event()
         self.pending_hangups = PendingHangups(self.name, self.hangup, self.pause)
 
@@ -148,9 +150,14 @@ class PollingEngine(abc.ABC):
 
     def listed(self, items: Any) -> list[RemoteCall]:
         """The engine's list of calls read (``callId``, ``peerJid`` or ``peer``, ``state``,
-        ``direction``); an item without a ``callId`` is counted bad and skipped."""
+        ``direction``); an item without a ``callId`` is counted bad and skipped; ``None`` (no
+        ``calls`` at all) is none. Anything else is no list: :meth:`unreadable`."""
+        if items is None:
+            return []
+        if not isinstance(items, list):
+            raise self.unreadable(items)
         out = []
-        for item in items if isinstance(items, list) else []:
+        for item in items:
             if not isinstance(item, dict) or not item.get("callId"):
                 self.stats.bad_messages += 1
                 continue
@@ -159,6 +166,12 @@ class PollingEngine(abc.ABC):
             direction = str(item.get("direction") or "").lower()
             out.append(RemoteCall(str(item["callId"]), str(peer), state, direction))
         return out
+
+    def unreadable(self, answer: Any) -> EngineError:
+        """A call list answered with no list (a proxy's page with 200, no JSON): the engine
+        is down while it lasts (read as an empty list, it ended every call)."""
+        self.stats.bad_messages += 1
+        return EngineError(f"{self.who} answered the call list with no list: {answer!r:.80}")
 
     async def hangup(self, engine_call_id: str) -> None:
         """End (or decline) a call on the engine; tracked no more once it is gone there."""
@@ -184,8 +197,8 @@ class PollingEngine(abc.ABC):
                 await self.poll_once()
             except EngineError as exc:
                 self._mark(False, exc.message)
-            except Exception:  # a malformed answer must not end call discovery for good
-                log.exception("polling the %s engine", self.name)
+            except Exception as exc:  # a bug must not end call discovery for good
+                self._bugs.failed(exc, "polling the %s engine", self.name)
                 self._mark(False, "malformed answer to the call list")
             self._poke.clear()
             try:
@@ -266,8 +279,8 @@ class PollingEngine(abc.ABC):
             await self.poll_once()
         except EngineError:
             pass  # unreachable: cannot tell, so it stays live while it was
-        except Exception:  # a malformed answer: cannot tell either
-            log.exception("polling the %s engine", self.name)
+        except Exception as exc:  # a bug: cannot tell either
+            self._bugs.failed(exc, "polling the %s engine", self.name)
         return call_id in self._known
 
     async def reconnecting(

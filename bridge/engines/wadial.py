@@ -171,7 +171,9 @@ class WadialEngine(PollingEngine):
         body = await self._call("list")
         if isinstance(body, dict):
             body = body.get("calls", body.get("data", []))
-        return self.listed([_snapshot(item) for item in body] if isinstance(body, list) else [])
+        if not isinstance(body, list):
+            raise self.unreadable(body)
+        return self.listed([_snapshot(item) for item in body])
 
     async def dial(self, phone: str, *, call_id: str = "") -> str:
         snap = _snapshot(await self._call("dial", body={"to": f"{phone}@s.whatsapp.net"}))

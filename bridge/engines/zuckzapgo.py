@@ -54,7 +54,9 @@ class ZuckZapGoEngine(PollingEngine):
 
     async def list_calls(self) -> list[RemoteCall]:
         data = await self._call("GET", "/call/status")
-        return self.listed(data.get("calls") if isinstance(data, dict) else None)
+        if not isinstance(data, dict):
+            raise self.unreadable(data)
+        return self.listed(data.get("calls"))
 
     async def dial(self, phone: str, *, call_id: str = "") -> str:
         data = await self._call("POST", "/call/dial", {"phone": phone})

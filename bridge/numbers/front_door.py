@@ -160,8 +160,12 @@ def _named(raw: bytes) -> tuple[str, str]:
         return "", ""
     if body.get("object") != "whatsapp_business_account":
         return "", ""
-    for entry in body.get("entry") or ():
-        for change in (entry.get("changes") or ()) if isinstance(entry, dict) else ():
+    # Read before any signature is checked: a shape from anyone (a truthy ``entry`` that is
+    # no list was a 500 with a traceback) finds no number, and the answer is the 401.
+    entries = body.get("entry")
+    for entry in entries if isinstance(entries, list) else ():
+        found = entry.get("changes") if isinstance(entry, dict) else None
+        for change in found if isinstance(found, list) else ():
             value = change.get("value") if isinstance(change, dict) else None
             metadata = value.get("metadata") if isinstance(value, dict) else None
             if isinstance(metadata, dict) and metadata.get("phone_number_id"):

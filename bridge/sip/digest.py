@@ -28,11 +28,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..logs import Repeats
+
 NONCE_LIFETIME = 30.0
 """Seconds a nonce we issue is accepted (a challenge is answered within a round trip)."""
 SEEN_NONCES = 4096
 """Nonces whose used ``nc`` values are remembered (the oldest are forgotten first, and a
 forgotten one is stale anyway after :data:`NONCE_LIFETIME`)."""
+WRONG_SOURCES = 1024
+"""Sources a server remembers answering wrong (a guesser said once, not once a guess)."""
 
 HASHES: dict[str, Callable[[bytes], str]] = {
     "MD5": lambda data: hashlib.md5(data, usedforsecurity=False).hexdigest(),
@@ -256,6 +260,8 @@ class DigestServer:
         self._clock = clock
         self._key = secrets.token_bytes(32)
         self._used: OrderedDict[str, set[str]] = OrderedDict()
+        self.wrong = Repeats(WRONG_SOURCES)
+        """Wrong answers in a row, by source (someone guessing: said once, and its end)."""
 
     def _sign(self, stamp: str) -> str:
         return hmac.new(self._key, stamp.encode(), hashlib.sha256).hexdigest()[:32]

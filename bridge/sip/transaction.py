@@ -263,9 +263,19 @@ def refusal_of(digest: DigestServer, req: Request, source: str) -> Response | No
     credentials (logged)."""
     verdict = digest.verify(req.method, req.all("Proxy-Authorization"))
     if verdict is Verdict.OK:
+        if wrong := digest.wrong.ended(source):
+            log.info("SIP from %s: digest credentials right again after %d wrong", source, wrong)
         return None
     if verdict is Verdict.WRONG:
-        log.warning("SIP INVITE %s from %s: wrong digest credentials", req.call_id, source)
+        # Said once while a source keeps answering wrong (someone guessing sends guess after
+        # guess: it was a line each), and its end when it answers right.
+        if digest.wrong.seen(source) == 1:
+            log.warning(
+                "SIP INVITE %s from %s: wrong digest credentials (said once until this "
+                "source's are right)",
+                req.call_id,
+                source,
+            )
         return reply(req, 403, "Forbidden (wrong credentials)")
     challenges = digest.challenges(stale=verdict is Verdict.STALE)
     extra = [("Proxy-Authenticate", challenge) for challenge in challenges]

@@ -92,6 +92,11 @@ class InboundDigests:
         return server
 
 
+STRANGER = "Forbidden (not a trunk's source)"
+"""The refusal of an INVITE from a source no trunk takes (the service says it once a source;
+a wrong digest is said by :func:`~bridge.sip.transaction.refusal_of`)."""
+
+
 def identify(
     trunks: Collection[Trunk],
     digest_for: Callable[[Trunk], DigestServer],
@@ -109,11 +114,7 @@ def identify(
     ]
     if not candidates:
         why = f"{source} is in no trunk's inbound.allowFrom and no trunk takes a digest"
-        return None, (
-            403,
-            "Forbidden (not a trunk's source)",
-            [reason_header("untrusted", why, 403)],
-        )
+        return None, (403, STRANGER, [reason_header("untrusted", why, 403)])
     offered = _digest_username(invite)
     trunk = next((t for t in candidates if t.inbound_username == offered), candidates[0])
     refusal = refusal_of(digest_for(trunk), invite.req, source)

@@ -21,12 +21,13 @@ from ..calls import CallManager
 from ..calls.model import Call, Direction
 from ..config import Settings
 from ..errors import BadRequest, BridgeError, CallStateError
+from ..logs import Repeats
 from ..media import Role
 from ..numbers.catalog import Catalog
 from ..numbers.trunks import Trunk, parse_uri
 from ..sip import Dialog, InviteServer, Request, UserAgent, client_context
 from ..tasks import TaskSet
-from .inbound import InboundDigests, PbxCall, identify
+from .inbound import STRANGER, InboundDigests, PbxCall, identify
 from .participant import SipParticipant, TrunkLine
 from .reinvite import Plays, reinvited
 from .transfer import in_dialog
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from ..calls.runtime import CallRuntime
 
 log = logging.getLogger(__name__)
+
+STRANGERS_SAID = 1024
+"""Sources of refused INVITEs remembered as said (the one said longest ago forgotten first)."""
 
 HEADER_NAME = re.compile(r"^X-[A-Za-z0-9-]{1,62}$")
 HEADER_VALUE = re.compile(r"^[\x20-\x7e]{0,256}$")
@@ -74,6 +78,8 @@ class TrunkService:
         self.upkeep = Upkeep(catalog, registry)
         """Each trunk's OPTIONS keep-alive and REGISTER."""
         self._tasks = TaskSet("sip-trunks")
+        self._strangers = Repeats(STRANGERS_SAID)
+        """INVITEs refused as no trunk's, by source: each source said once."""
 
     def _user_agent(self) -> UserAgent:
         ua = UserAgent(
@@ -282,11 +288,19 @@ class TrunkService:
         trunk, refused = identify(self.catalog.trunks.values(), self.digests.server_for, tx)
         if trunk is None:
             assert refused is not None
-            if refused[0] == 403:
-                log.warning("SIP INVITE from %s: refused: %s", tx.conn.peer[0], refused[1])
+            if refused[1] == STRANGER:
+                self._refused_stranger(tx.conn.peer[0], refused[1])
             await tx.respond(*refused[:2], extra=refused[2])
             return
         await PbxCall(self, tx, trunk).place()
+
+    def _refused_stranger(self, source: str, reason: str) -> None:
+        """An INVITE refused 403: said once per source (a SIP scanner sweeping a public
+        listener sends one after another: it was a WARNING line each)."""
+        if self._strangers.seen(source) > 1:
+            log.debug("SIP INVITE from %s: refused again: %s", source, reason)
+            return
+        log.warning("SIP INVITE from %s: refused: %s (said once for this source)", source, reason)
 
     async def cancelled(self, tx: InviteServer) -> None:
         """The PBX cancelled its INVITE: the call it placed is hung up (one cancelled while

@@ -14,6 +14,7 @@ the ``standardwebhooks`` package). A tenant's calls' events also go to the tenan
   slow or failing call does not hold up the others.
 - Network errors, timeouts, 5xx and 429 are retried with exponential backoff and jitter, up to
   ``BRIDGE_WEBHOOK_MAX_ATTEMPTS`` tries; other answers are final. Redirects are not followed.
+  A run of events refused or given up on is said once per URL (WARNING), and its end.
 - At shutdown pending deliveries get ``BRIDGE_WEBHOOK_FLUSH_TIMEOUT`` seconds, then are
   abandoned (counted).
 
@@ -117,6 +118,22 @@ class Destination:
         self._busy: set[str] = set()  # ids of the calls being delivered now (≤ CONCURRENCY)
         self._wake = asyncio.Event()
         self._overflowing = False
+        self._failed = 0  # events refused or given up on since the last delivered
+
+    def failed(self, delivery: Delivery, outcome: str, reason: str) -> None:
+        """An event not delivered (``rejected``, ``gave_up``): the first of a run said with its
+        reason (a receiver that refuses or is down fails every event: it was a line each)."""
+        self._failed += 1
+        if self._failed == 1:
+            what = "refused" if outcome == "rejected" else "gave up on"
+            event = f"{what} {delivery.id} ({delivery.event}): {reason}"
+            log.warning("webhooks to %s: %s; the next counted till one arrives", self.shown, event)
+
+    def delivered(self) -> None:
+        """An event delivered: the end of a run of failures said."""
+        if self._failed:
+            log.info("webhooks to %s: delivered again after %d failed", self.shown, self._failed)
+            self._failed = 0
 
     @property
     def idle(self) -> bool:
@@ -168,7 +185,7 @@ class Destination:
                     continue
                 self._busy.add(delivery.key)
                 try:
-                    await self.service.deliver(self.url, delivery)
+                    await self.service.deliver(self, delivery)
                 finally:
                     self._busy.discard(delivery.key)
                     self._wake.set()  # the call's next event may now go
@@ -287,9 +304,10 @@ class WebhookService:
             "webhook-signature": delivery.signer.sign(delivery.id, stamp, delivery.body),
         }
 
-    async def deliver(self, url: str, delivery: Delivery) -> None:
+    async def deliver(self, destination: Destination, delivery: Delivery) -> None:
         """Try until delivered, refused, or out of tries. Cancelled: abandoned."""
         settings = self.settings
+        url = destination.url
         try:
             while True:
                 delivery.attempts += 1
@@ -298,29 +316,19 @@ class WebhookService:
                     delivery.record(url, "delivered", status)
                     self.count("delivered")
                     self.metrics.webhook_latency.observe(time.monotonic() - delivery.published)
+                    destination.delivered()
                     return
                 retryable = status is None or status >= 500 or status == 429
                 if not retryable:
                     delivery.record(url, "rejected", status, error)
                     self.count("rejected")
-                    log.info(
-                        "webhook %s (%s) to %s refused: %s",
-                        delivery.id,
-                        delivery.event,
-                        display_url(url),
-                        error or status,
-                    )
+                    destination.failed(delivery, "rejected", error or str(status))
                     return
                 if delivery.attempts >= settings.webhook_max_attempts:
                     delivery.record(url, "gave_up", status, error)
                     self.count("gave_up")
-                    log.warning(
-                        "webhook %s (%s) to %s: gave up after %d tries (%s)",
-                        delivery.id,
-                        delivery.event,
-                        display_url(url),
-                        delivery.attempts,
-                        error or status,
+                    destination.failed(
+                        delivery, "gave_up", f"{error or status} after {delivery.attempts} tries"
                     )
                     return
                 delivery.record(url, "retrying", status, error)

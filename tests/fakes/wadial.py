@@ -28,6 +28,7 @@ class FakeWadial(FakeServer):
         self.key = key
         self.session = session
         self.tone_hz = tone_hz
+        self.list_answer: bytes | None = None  # when set, the call list answers it (200)
         self.ready: dict[str, Any] = {
             "type": "ready",
             "encoding": "f32le",
@@ -87,6 +88,8 @@ class FakeWadial(FakeServer):
             await ws.send_str(json.dumps(frame))
 
     async def list(self, request: web.Request) -> web.Response:
+        if self.list_answer is not None:
+            return web.Response(body=self.list_answer, content_type="application/json")
         return web.json_response(
             {"calls": [self.snap(c) for c in self.calls.values() if c.state != "ended"]}
         )

@@ -25,6 +25,7 @@ class FakeZuckZapGo(FakeServer):
         self.enabled = True
         self.unreachable_peers: set[str] = set()
         self.extra_frames: list[bytes] = []  # sent once on the next media socket
+        self.list_answer: bytes | None = None  # when set, /call/status answers it (200)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @staticmethod
@@ -54,6 +55,8 @@ class FakeZuckZapGo(FakeServer):
         return await handler(request)
 
     async def status(self, request: web.Request) -> web.Response:
+        if self.list_answer is not None:
+            return web.Response(body=self.list_answer, content_type="application/json")
         calls = [
             {
                 "callId": c.id,

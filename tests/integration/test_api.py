@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 import numpy as np
@@ -103,7 +104,19 @@ async def test_make_rejects_bad_input(client, payload, code) -> None:
         "/call/sim/incoming",
     ],
 )
-@pytest.mark.parametrize("body", [b"{not json", b"", b"[1,2]", b"\xff\xfe", b"null"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"",
+        b"[1,2]",
+        b"\xff\xfe",
+        b"null",
+        # Python's json reads these; no JSON has them, and no UTF-8 encodes a lone surrogate.
+        b'{"callID": "c", "muted": NaN, "phone": Infinity}',
+        b'{"callID": "\\ud800", "phone": "\\udfff", "sdp": "\\udc80"}',
+    ],
+)
 async def test_malformed_json_is_400(client, route, body) -> None:
     resp = await client.post(route, data=body, headers={"Content-Type": "application/json"})
     assert resp.status == 400
@@ -245,6 +258,21 @@ async def test_events_carry_ids_and_a_reconnect_with_last_event_id_replays_what_
     assert [(e["id"], e["event"], e["data"]) for e in replay] == [
         (e["id"], e["event"], e["data"]) for e in seen[1:]
     ]
+
+
+async def test_a_last_event_id_that_is_no_id_streams_from_now(client, caplog) -> None:
+    """Digits Python's ``isdigit`` takes and ``int`` does not (``²``): the stream starts from
+    now, as for any id it cannot read (it was an unhandled error, a traceback at ERROR)."""
+    caplog.set_level(logging.ERROR)
+    for last in ("%C2%B2-1", "1-%C2%B9", "x-y", "-", "1" * 50 + "-1"):
+        resp = await client.get(f"/call/events?lastEventId={last}")
+        assert resp.status == 200
+        call = await make_call(client)
+        (event,) = await read_sse(resp, 1)
+        resp.close()
+        assert event["event"] == "call.created" and call["callID"] in event["data"]
+        await client.post("/call/hangup", json={"callID": call["callID"]})
+    assert not caplog.records, caplog.text
 
 
 async def test_offer_rules(client) -> None:
@@ -432,6 +460,46 @@ async def test_hostile_bytes_never_500(client, make_client) -> None:
     )
     assert resp.status == 401
     assert_error(await resp.json(), "unauthorized")
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_does_not_decompress_is_400(client, caplog, encoding) -> None:
+    """A ``Content-Encoding`` whose body is not of it (aiohttp decompresses as it reads): a
+    400 with the error body; it was a 500 and two tracebacks at ERROR, to any client. (An
+    encoding aiohttp has no decoder for is refused by its parser, before any handler.)"""
+    caplog.set_level(logging.ERROR)
+    for path, content_type in (
+        ("/call/make", "application/json"),
+        ("/call/audio-assets", "multipart/form-data; boundary=x"),
+    ):
+        resp = await client.post(
+            path,
+            data=b'{"phone": "5521999999999"}',
+            headers={"Content-Type": content_type, "Content-Encoding": encoding},
+        )
+        assert resp.status == 400, (path, await resp.text())
+        assert_error(await resp.json(), "bad_encoding")
+    assert not caplog.records, caplog.text
+
+
+async def test_http_its_parser_refuses_is_said_once_per_client(client, caplog) -> None:
+    """Malformed HTTP (a broken chunk) is answered 400 by aiohttp's parser, before any
+    handler: said once per client address at WARNING, without a traceback (aiohttp logged a
+    traceback at ERROR for each, from anyone on the internet)."""
+    caplog.set_level(logging.INFO)
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(
+            b"POST /call/make HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'5\r\n{"a":\r\nZZ\r\n'
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(200), 5)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer
+    said = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING, caplog.text
+    assert said[0].exc_info is None and "chunk" in said[0].getMessage(), said[0].getMessage()
 
 
 async def test_cors_headers_reach_streamed_responses(make_client) -> None:

@@ -110,3 +110,22 @@ async def test_ready_with_wrong_format_is_refused(wclient, wadial) -> None:
     assert ended["endReason"] == "failed"
     assert next(iter(wadial.calls.values())).connects == 1  # a format error is not retried
     await rtc.close()
+
+
+@pytest.mark.parametrize("answer", [b"<html>maintenance</html>", b'{"calls": "none"}', b"7"])
+async def test_a_call_list_that_cannot_be_read_ends_no_call(wclient, wadial, answer) -> None:
+    """A 200 whose body is no call list: the engine is down for the bridge, and its calls go
+    on (they were ended as gone from the list)."""
+    client = await wclient(engine_poll_interval=0.05)
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    engine = client.app[ENGINE]
+    for tracked in engine._unlisted_since:  # past the grace a just-dialled call has
+        engine._unlisted_since[tracked] -= 60.0
+    wadial.list_answer = answer
+    await until(lambda: not engine.up, 5, "the engine down")
+    await asyncio.sleep(0.5)  # ten polls
+    assert (await (await client.get(f"/call/{call['callID']}")).json())["state"] == "active"
+    wadial.list_answer = None
+    await until(lambda: engine.up, 5, "the engine up again")
+    assert (await (await client.get(f"/call/{call['callID']}")).json())["state"] == "active"

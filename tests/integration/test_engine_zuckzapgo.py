@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import numpy as np
@@ -198,3 +199,39 @@ async def test_engine_down_at_start_then_recovers(make_client) -> None:
         assert resp.status == 201
     finally:
         await zuckzapgo.stop()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"<html>maintenance</html>",  # a proxy's page, answered 200
+        b"",
+        b"[]",
+        b'{"code": 200, "data": {"calls": "none"}, "success": true}',
+        b"[" * 5000 + b"]" * 5000,
+    ],
+)
+async def test_a_call_list_that_cannot_be_read_ends_no_call(
+    zclient, zuckzapgo, caplog, answer
+) -> None:
+    """A 200 whose body is no call list: the engine is down for the bridge (said once), and
+    its calls go on; they were all ended as gone from the list (``remote_hangup``)."""
+    client = await zclient(engine_poll_interval=0.05)
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    engine = client.app[ENGINE]
+    for tracked in engine._unlisted_since:  # past the grace a just-dialled call has
+        engine._unlisted_since[tracked] -= 60.0
+    caplog.set_level(logging.INFO, logger="bridge")
+    zuckzapgo.list_answer = answer
+    await until(lambda: not engine.up, 5, "the engine down")
+    await asyncio.sleep(0.5)  # ten polls
+    snap = await (await client.get(f"/call/{call['callID']}")).json()
+    assert snap["state"] == "active", snap
+    down = [r for r in caplog.records if "is down" in r.getMessage()]
+    assert len(down) == 1 and down[0].levelno == logging.WARNING, caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    zuckzapgo.list_answer = None
+    await until(lambda: engine.up, 5, "the engine up again")
+    snap = await (await client.get(f"/call/{call['callID']}")).json()
+    assert snap["state"] == "active", snap

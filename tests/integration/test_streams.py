@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import socket
 import time
 
@@ -457,3 +458,72 @@ async def test_a_lent_legs_keys_cross_the_relay(make_client) -> None:
     assert [e.data["digit"] for e in seen if e.type == "call.dtmf"] == ["7"]
     await remote.close()
     assert leg.attached_to is None
+
+
+NESTED = "[" * 5000 + "]" * 5000
+"""A text message nested deeper than Python's JSON parser recurses (10 kB)."""
+
+
+async def test_unreadable_text_messages_are_errors_and_the_socket_stays(make_client) -> None:
+    """A message nested too deeply, ``NaN``, a lone surrogate: each a ``bad_json`` error like
+    any other malformed message (the first once closed the socket with 1000 and no word)."""
+    client = await make_client(sim_peer="silence")
+    call = await active_call(client)
+    ws = await client.ws_connect(f"/call/{call['callID']}/stream")
+    assert json.loads((await ws.receive()).data)["type"] == "ready"
+    for text in (
+        NESTED,
+        '{"type": "dtmf", "digit": "1", "durationMs": NaN}',
+        '{"type": "\\udc00"}',
+    ):
+        await ws.send_str(text)
+    await ws.send_str(json.dumps({"type": "clear"}))
+    _, control = await collect(ws, 0.5)
+    assert [c.get("code", c["type"]) for c in control if c["type"] in ("error", "cleared")] == [
+        "bad_json",
+        "bad_json",
+        "bad_json",
+        "cleared",
+    ]
+    assert not ws.closed
+    await ws.close()
+
+
+async def test_a_forks_unreadable_messages_are_said_once_and_it_goes_on(
+    make_client, aiohttp_server, caplog
+) -> None:
+    """The fork's app sends what cannot be read (nested too deeply, then a stream of broken
+    JSON): one WARNING, and its later messages are still heard (the nesting once ended the
+    fork's receiver, a traceback at ERROR, and nothing the app sent was heard again)."""
+    acknowledged = asyncio.Event()
+
+    async def app_side(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            body = json.loads(msg.data)
+            if body["event"] == "start":
+                await ws.send_str(NESTED)
+                for _ in range(50):  # a second of an app that sends one a frame
+                    await ws.send_str("{not json")
+                await ws.send_str(json.dumps({"event": "mark", "mark": {"name": "after"}}))
+            elif body["event"] == "mark" and body["mark"]["name"] == "after":
+                acknowledged.set()
+                break
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", app_side)
+    server = await aiohttp_server(app)
+    client = await make_client(sim_peer="silence", fork_url_allow=("127.0.0.1",))
+    call = await active_call(client)
+    caplog.set_level(logging.INFO, logger="bridge")
+    resp = await client.post(
+        f"/call/{call['callID']}/streams",
+        json={"url": f"ws://127.0.0.1:{server.port}/ws", "channel": "inbound", "type": "twoway"},
+    )
+    assert resp.status == 201, await resp.text()
+    await asyncio.wait_for(acknowledged.wait(), 5)
+    said = [r for r in caplog.records if "cannot read" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING, caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import time
 from collections import Counter
@@ -20,6 +21,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from bridge.api.keys import METRICS
 
 from ..support.calls import wait_state
+from ..support.waits import until
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 LIFECYCLE = ["call.created", "call.ringing", "call.active", "call.ended"]
@@ -27,11 +29,13 @@ LIFECYCLE = ["call.created", "call.ringing", "call.active", "call.ended"]
 
 class Receiver:
     """A webhook receiver: ``/ok`` 200, ``/flaky`` 503 twice then 200, ``/hang`` never answers,
-    ``/gone`` 404. Every request is kept (path, headers, body, arrival time)."""
+    ``/gone`` 404, ``/gate`` 401 and ``/down`` 503 until ``gate_open``. Every request is kept
+    (path, headers, body, arrival time)."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.flaky_left = 2
+        self.gate_open = False  # ``/gate`` 401 and ``/down`` 503 until it opens, then 200
         self.arrived = asyncio.Event()
         self.release = asyncio.Event()  # set at teardown: hanging requests then end
         app = web.Application()
@@ -50,6 +54,10 @@ class Receiver:
             await self.release.wait()
         if kind == "gone":
             return web.Response(status=404)
+        if kind == "gate" and not self.gate_open:
+            return web.Response(status=401)
+        if kind == "down" and not self.gate_open:
+            return web.Response(status=503)
         if kind == "flaky" and self.flaky_left > 0:
             self.flaky_left -= 1
             return web.Response(status=503)
@@ -165,6 +173,35 @@ async def test_404_receiver_is_not_retried(receiver, make_client) -> None:
     assert snap["webhook"]["statusCode"] == 404
     metrics = client.app[METRICS]
     assert metrics.webhook_deliveries.labels("rejected")._value.get() >= 3
+
+
+@pytest.mark.parametrize(("kind", "outcome"), [("gate", "rejected"), ("down", "gave_up")])
+async def test_a_failing_receiver_is_said_once_and_its_end_said(
+    receiver, make_client, caplog, kind, outcome
+) -> None:
+    """A receiver that refuses every event (a 401: its secret is wrong) or is down past every
+    retry: said once at WARNING with the reason while it lasts (it was a line per event, the
+    refusals at INFO only), and said when an event is delivered there again."""
+    client = await make_client(**hooks(webhook_max_attempts=2, webhook_retry_base=0.01))
+    caplog.set_level(logging.INFO, logger="bridge.webhooks")
+    for _ in range(2):
+        call = await make(client, receiver.url(kind))
+        await wait_state(client, call["callID"], "active")
+        await client.post("/call/hangup", json={"callID": call["callID"]})
+    metrics = client.app[METRICS]
+    await until(lambda: metrics.webhook_deliveries.labels(outcome)._value.get() >= 8, 5, "failed")
+    said = [r for r in caplog.records if r.name == "bridge.webhooks.delivery"]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING, caplog.text
+    assert ("HTTP 401" if kind == "gate" else "HTTP 503") in said[0].getMessage()
+
+    def said_again() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "delivered again" in r.getMessage()]
+
+    receiver.gate_open = True
+    call = await make(client, receiver.url(kind))
+    await until(lambda: len(said_again()) == 1, 5, "the end said")
+    assert said_again()[0].levelno == logging.INFO
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1, caplog.text
 
 
 async def test_a_hanging_receiver_delays_neither_other_calls_nor_the_api(

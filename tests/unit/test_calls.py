@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
 
 from bridge.calls import (
     Call,
+    CallEvents,
     CallState,
     Direction,
     EndReason,
@@ -159,3 +161,23 @@ def test_a_call_nobody_bills_by_the_pulse_says_nothing_of_cost() -> None:
 def test_the_destination_country_is_the_longest_calling_code_that_matches(user, country) -> None:
     call = billed_call(user.removesuffix("@s.whatsapp.net"))
     assert call.destination_country == country
+
+
+def test_an_observer_that_fails_on_every_event_is_said_once(caplog) -> None:
+    """A webhook observer that fails on each event (a URL it cannot read, once): a traceback
+    for its first failure of a kind, not one an event; the other observers still see each."""
+    events = CallEvents()
+    seen: list[str] = []
+
+    def broken(event, call) -> None:
+        raise ValueError("Invalid IPv6 URL")
+
+    events.observe(broken)
+    events.observe(lambda event, call: seen.append(event.type))
+    call = new_call()
+    caplog.set_level(logging.INFO, logger="bridge.calls.events")
+    for type_ in ("call.created", "call.ringing", "call.active", "call.ended"):
+        events.publish(type_, call)
+    assert seen == ["call.created", "call.ringing", "call.active", "call.ended"]
+    said = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1 and said[0].exc_info is not None, caplog.text

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .webhook import changes, text
+from .webhook import changes, text, unix_time
 
 ACCOUNT_UPDATE = "account_update"
 SETTINGS_UPDATE = "account_settings_update"
@@ -76,8 +76,7 @@ def _account_update(value: dict[str, Any]) -> list[AccountNotice] | None:
     for info in infos:
         if not isinstance(info, dict) or not isinstance(info.get("restriction_type"), str):
             return None
-        expiration = info.get("expiration")
-        until = expiration if isinstance(expiration, int) and expiration > 0 else None
+        until = unix_time(info.get("expiration"))
         kind = str(info["restriction_type"])[:100]
         out.append(AccountNotice("restriction", phone, restriction=kind, until=until))
     return out
@@ -92,8 +91,7 @@ def settings_restrictions(calling: Mapping[str, Any]) -> list[AccountNotice]:
     out = []
     for item in items if isinstance(items, list) else []:
         if isinstance(item, Mapping) and isinstance(item.get("type"), str):
-            expiration = item.get("expiration")
-            until = expiration if isinstance(expiration, int) and expiration > 0 else None
+            until = unix_time(item.get("expiration"))
             out.append(AccountNotice("restriction", restriction=item["type"][:100], until=until))
     return out
 

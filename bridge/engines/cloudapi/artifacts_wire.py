@@ -122,7 +122,7 @@ def artifact_events(body: dict[str, Any]) -> tuple[list[ArtifactWebhook], int]:
             continue
         calls = value.get("calls") if isinstance(value, dict) else None
         for item in calls if isinstance(calls, list) else []:
-            if not isinstance(item, dict) or item.get("event") not in ARTIFACT_EVENTS:
+            if not isinstance(item, dict) or text(item.get("event")) not in ARTIFACT_EVENTS:
                 continue
             found = artifact_item(item)
             if found is None:

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from ...timefmt import iso_utc
 from .graph import addressed
-from .webhook import changes, whole_number
+from .webhook import changes, unix_time, whole_number
 
 START_CALL = "start_call"
 SEND_REQUEST = "send_call_permission_request"
@@ -69,7 +69,7 @@ def message_id(answer: Mapping[str, Any]) -> str:
 
 
 def _iso(value: Any) -> str | None:
-    seconds = whole_number(value)
+    seconds = unix_time(value)
     return iso_utc(seconds) if seconds else None
 
 

@@ -109,6 +109,18 @@ class WebhookInbox:
                 log.exception("handling a Cloud API webhook")
 
 
+LATEST_TIME = 253_402_300_799
+"""9999-12-31T23:59:59Z in Unix seconds: the latest time a date holds."""
+
+
+def unix_time(value: Any) -> int | None:
+    """A time field of Meta's JSON in Unix seconds (:func:`whole_number`); ``None`` for none,
+    or for one no date holds (milliseconds, say: stored as given, it failed every later use
+    of it, each dial from a paused number a 500)."""
+    seconds = whole_number(value)
+    return seconds if seconds is not None and 0 < seconds <= LATEST_TIME else None
+
+
 def text(value: Any) -> str:
     """A string field of Meta's JSON (an id sent as a number read as its digits); else ``""``."""
     return value if isinstance(value, str) else str(value) if isinstance(value, int) else ""
@@ -172,7 +184,7 @@ def call_events(body: dict[str, Any]) -> tuple[list[CallWebhook], int]:
             continue
         calls = value.get("calls")
         for item in calls if isinstance(calls, list) else []:
-            if isinstance(item, dict) and item.get("event") in ARTIFACT_EVENTS:
+            if isinstance(item, dict) and text(item.get("event")) in ARTIFACT_EVENTS:
                 continue  # Meta's recording or transcript: ``artifacts_wire``'s
             event = _call_item(item, value)
             if event is None:

@@ -1,0 +1,111 @@
+"""Files the API writes or reads on a request's word (recordings, audio assets, playback files):
+a path the disk cannot take is a 400 naming it, a disk that fails is a 503 with the error body
+(never a 500), and a call's end that cannot finish its recording says so once at WARNING."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bridge.attachments import recording, wav
+from bridge.attachments.playback import AssetStore
+
+from ..support.audio_files import make
+from ..support.calls import wait_state
+
+
+def _error(body: dict[str, Any]) -> str:
+    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"]), body
+    code: str = body["error"]["code"]
+    return code
+
+
+def _disk_full(*args: Any, **kwargs: Any) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.fixture
+async def call(make_client, tmp_path) -> tuple[Any, str]:
+    media = tmp_path / "media"
+    media.mkdir()
+    client = await make_client(data_dir=str(tmp_path / "data"), media_dir=str(media))
+    made = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, made["callID"], "active")
+    return client, made["callID"]
+
+
+async def test_paths_the_disk_cannot_take_are_400(call, caplog) -> None:
+    client, cid = call
+    caplog.set_level(logging.ERROR)
+    started = await client.post("/call/record", json={"callID": cid, "path": "first"})
+    assert started.status == 201
+    assert (await client.post("/call/record/stop", json={"callID": cid})).status == 200
+    for path in (
+        "first-inbound.wav/next",  # through a file the first recording wrote
+        "n" * 300,  # a name longer than the file system takes
+    ):
+        resp = await client.post("/call/record", json={"callID": cid, "path": path})
+        assert resp.status == 400, (path, await resp.text())
+        assert _error(await resp.json()) == "bad_path"
+    resp = await client.post("/call/play", json={"callID": cid, "file": "p" * 300 + ".wav"})
+    assert resp.status == 400, await resp.text()
+    assert _error(await resp.json()) == "bad_path"
+    # Nothing was left attached: a good path records.
+    again = await client.post("/call/record", json={"callID": cid, "path": "second"})
+    assert again.status == 201, await again.text()
+    assert not caplog.records, caplog.text
+
+
+async def test_a_full_disk_is_503_storage_failed(call, monkeypatch, caplog) -> None:
+    client, cid = call
+    caplog.set_level(logging.ERROR)
+    monkeypatch.setattr(wav.WavTrack, "__init__", _disk_full)
+    resp = await client.post("/call/record", json={"callID": cid})
+    assert resp.status == 503, await resp.text()
+    assert _error(await resp.json()) == "storage_failed"
+    monkeypatch.undo()
+
+    monkeypatch.setattr(Path, "write_bytes", _disk_full)
+    form = aiohttp.FormData()
+    form.add_field("audio", make("wav", 600.0, 0.5, amplitude=0.25), filename="hello.wav")
+    resp = await client.post("/call/audio-assets", data=form)
+    assert resp.status == 503, await resp.text()
+    assert _error(await resp.json()) == "storage_failed"
+    monkeypatch.undo()
+
+    assert (await client.post("/call/record", json={"callID": cid})).status == 201
+    monkeypatch.setattr(recording, "mix_files", _disk_full)
+    resp = await client.post("/call/record/stop", json={"callID": cid})
+    assert resp.status == 503, await resp.text()
+    assert _error(await resp.json()) == "storage_failed"
+    assert not caplog.records, caplog.text
+
+
+async def test_a_recording_a_calls_end_cannot_finish_is_said_once(
+    call, monkeypatch, caplog
+) -> None:
+    client, cid = call
+    assert (await client.post("/call/record", json={"callID": cid})).status == 201
+    monkeypatch.setattr(recording, "mix_files", _disk_full)
+    caplog.set_level(logging.WARNING)
+    ended = await client.post("/call/hangup", json={"callID": cid})
+    assert ended.status == 200
+    await wait_state(client, cid, "ended")
+    said = [r for r in caplog.records if "No space left" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING, caplog.text
+    assert said[0].exc_info is None, caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_the_asset_store_leaves_no_half_written_asset(tmp_path, monkeypatch) -> None:
+    store = AssetStore(tmp_path / "assets")
+    monkeypatch.setattr(Path, "write_text", _disk_full)
+    with pytest.raises(Exception, match="No space left"):
+        store.add(make("wav", 600.0, 0.5, amplitude=0.25), "a.wav")
+    monkeypatch.undo()
+    assert list((tmp_path / "assets").iterdir()) == []
