@@ -100,11 +100,12 @@ class LiveReport:
         self, runtime: CallRuntime, now: float, name: str, src: LegSources, *, watch: bool = True
     ) -> None:
         counters = self._counters.setdefault(name, LegCounters())
-        values, received, level = counters.row(src, SAMPLE_INTERVAL)
+        seconds = counters.span(now, SAMPLE_INTERVAL)
+        values, received, level = counters.row(src, seconds)
         started = name in self.timeline.first_audio
         self.timeline.sample(now, name, values)
         if watch:
-            self.watch.second(runtime, name, SAMPLE_INTERVAL, received, level, started)
+            self.watch.second(runtime, name, seconds, received, level, started)
 
     def close(self, ended: dict[str, Any] | None = None) -> None:
         """The runtime closed (idempotent): ``ended``, the data ``call.ended`` is published
