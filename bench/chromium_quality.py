@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from bench.quality_paths import (
     _receiver_stats,
     ideal_decode,
     pcm_engine_bridge,
+    rtp_header,
 )
 from bench.scoring import pesq_wb
 from bridge.audio.resample import Resampler
@@ -101,11 +101,6 @@ CONNECTED_JS = """async () => {
 """Seconds from the microphone's capture start (its file's start) to the call connected."""
 
 
-def is_rtp(data: bytes) -> bool:
-    """RTP (not RTCP, STUN or DTLS) on a muxed port: RFC 7983's 128-191, RFC 5761 §4."""
-    return len(data) >= 12 and 128 <= data[0] <= 191 and not 192 <= data[1] <= 223
-
-
 class Relay:
     """The UDP hop between Chromium and the bridge (module docstring): two sockets on
     127.0.0.1, one Chromium is told is the bridge, one the bridge is told is Chromium."""
@@ -154,11 +149,12 @@ class Relay:
         out, to = self._to_bridge, self.bridge
         if out is None or to is None:
             return
-        if not is_rtp(data):
+        header = rtp_header(data)  # RTP, not RTCP, STUN or DTLS: its clear header's time
+        if header is None:
             out.sendto(data, to)
             return
         self.rtp += 1
-        stamp = struct.unpack_from("!I", data, 4)[0]
+        stamp = header[1]
         self.stamps.append(stamp)
         self.arrivals.append(time.monotonic())
         fate = self.wire.fate()
