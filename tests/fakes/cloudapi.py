@@ -3,7 +3,11 @@
 * Graph API: ``POST /v23.0/{PHONE_NUMBER_ID}/calls`` with the bearer token, the actions
   ``connect``, ``pre_accept``, ``accept``, ``reject``, ``terminate``, Meta's error envelope,
   138006 for users without call permission, and 100/2494010 for any SDP whose fingerprints are
-  not sha-256 only (exactly as Meta refuses them). ``accept`` must repeat ``pre_accept``'s SDP.
+  not sha-256 only (exactly as Meta refuses them). ``accept`` must repeat ``pre_accept``'s SDP;
+  ``pre_accept`` (once), ``accept`` and ``reject`` answer user-initiated calls only, the first
+  two with ``session`` ``{sdp_type: "answer", sdp}``; ``biz_opaque_callback_data`` is at most
+  512 characters (each else 100); with SIP on for the number every action is 131055.
+* A user's call opens or refreshes their 24 h service window, as a message does.
 * Webhooks: signed with the app secret (``X-Hub-Signature-256``) in Meta's envelope.
 * Users: by phone number, or by business-scoped user id (a BSUID) for a user who shows no
   phone — ``recipient`` in ``connect``, ``from_user_id``/``to_user_id``/``recipient_user_id``
@@ -52,6 +56,28 @@ META_OPUS_FMTP = (
     "maxaveragebitrate=20000;maxplaybackrate=16000;minptime=20;sprop-maxcapturerate=16000;"
     "useinbandfec=1"
 )
+
+
+OPAQUE_MAX = 512
+"""``biz_opaque_callback_data``: at most 512 characters."""
+USER_INITIATED_ONLY = {"pre_accept", "accept", "reject"}
+"""The actions that answer a user's call: Meta takes them for no business-initiated call."""
+
+
+def _action_problem(action: str, call: MetaCall, session: Any) -> str:
+    """Why Meta refuses ``action`` on ``call`` with this ``session`` (``""``: it takes it):
+    ``pre_accept``, ``accept`` and ``reject`` answer a user's call only; ``pre_accept`` once,
+    before ``accept``; the first two carry ``session`` ``{sdp_type: "answer", sdp}``."""
+    if action in USER_INITIATED_ONLY and call.direction != "USER_INITIATED":
+        return f"{action} applies to user-initiated calls only"
+    if action == "pre_accept" and (call.pre_accept_sdp is not None or call.accepted):
+        return "pre_accept not allowed now"
+    if action in ("pre_accept", "accept"):
+        if not isinstance(session, dict) or session.get("sdp_type") != "answer":
+            return "session.sdp_type must be answer"
+        if not isinstance(session.get("sdp"), str) or not session["sdp"]:
+            return "session.sdp is required"
+    return ""
 
 
 def meta_error(status: int, code: int, message: str, subcode: int | None = None) -> web.Response:
@@ -490,14 +516,20 @@ class FakeMeta(FakeServer):
         if bad_option is not None:
             return meta_error(400, 100, bad_option)
         if action == "connect":
+            opaque = body.get("biz_opaque_callback_data", "")
+            if not isinstance(opaque, str) or len(opaque) > OPAQUE_MAX:
+                return meta_error(
+                    400, 100, f"(#100) biz_opaque_callback_data: a string of at most {OPAQUE_MAX}"
+                )
             return await self._connect(body)
         call = self.meta_calls.get(str(body.get("call_id")))
         if call is None or call.state == "ended":
             return meta_error(400, 138001, "(#138001) Call not found or already ended")
         call.actions.append(str(action))
+        problem = _action_problem(str(action), call, session)
+        if problem:  # Meta's "invalid parameter" (138002 is the number's call limit)
+            return meta_error(400, 100, f"(#100) {problem}")
         if action == "pre_accept":
-            if call.direction != "USER_INITIATED" or call.pre_accept_sdp is not None:
-                return meta_error(400, 138002, "(#138002) pre_accept not allowed now")
             sdp = session["sdp"]
             call.pre_accept_sdp = sdp
             call.pre_accept_at = time.monotonic()
@@ -591,6 +623,7 @@ class FakeMeta(FakeServer):
         offer = await peer.offer(self.account.additional_codecs)
         call = MetaCall(self._wacid(), user, "USER_INITIATED", peer)
         self.meta_calls[call.wacid] = call
+        self.perms.user_called(user)  # any inbound call opens or refreshes the window
         event = {
             "calls": [
                 {

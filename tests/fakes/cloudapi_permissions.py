@@ -2,7 +2,8 @@
 and business-initiated calling documentation, as strict as Meta:
 
 * ``POST /v23.0/{PHONE_NUMBER_ID}/messages``: an ``interactive`` ``call_permission_request``
-  (no header or footer; only inside the user's 24 h service window, else 131047) or an
+  (no header or footer; only inside the user's 24 h service window — opened by the user's
+  message or call — else 131047) or an
   approved ``template`` (else 132001); unknown parameters and no ``to`` (digits) or
   ``recipient`` (a BSUID: :mod:`.cloudapi_users`) are 100; more
   than 1 request per 24 h or 2 per 7 days per user is 138009 (both reset when a call with the
@@ -292,6 +293,11 @@ class MetaPermissions:
         if old in self.users:
             self.users[new] = self.users.pop(old)
         return user_id_changed(old, new)
+
+    def user_called(self, wa_id: str) -> None:
+        """The user called the business: like a message, the call opens or refreshes their
+        24 h service window (Meta's pricing: any inbound call does)."""
+        self.user(wa_id).last_inbound = self.now()
 
     def user_writes(self, wa_id: str, text: str = "hi") -> dict[str, Any]:
         """The user sends a text: their service window opens."""
