@@ -7,7 +7,8 @@
   ``pre_accept`` (once), ``accept`` and ``reject`` answer user-initiated calls only, the first
   two with ``session`` ``{sdp_type: "answer", sdp}``; ``biz_opaque_callback_data`` is at most
   512 characters (each else 100); with SIP on for the number every action is 131055.
-* A user's call opens or refreshes their 24 h service window, as a message does.
+* A user's call opens or refreshes their 24 h service window, as a message does; once
+  accepted it resets the permission-request limits, as a business's call that connects does.
 * Webhooks: signed with the app secret (``X-Hub-Signature-256``) in Meta's envelope.
 * Users: by phone number, or by business-scoped user id (a BSUID) for a user who shows no
   phone — ``recipient`` in ``connect``, ``from_user_id``/``to_user_id``/``recipient_user_id``
@@ -542,6 +543,7 @@ class FakeMeta(FakeServer):
                 await call.peer.apply_answer(session["sdp"])
             call.accepted = True
             call.state = "active"
+            self.perms.any_call_connected(call.user)
             self.media.heard(call.wacid, body)
         elif action in ("reject", "terminate"):
             call.state = "ended"

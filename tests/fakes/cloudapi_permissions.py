@@ -6,8 +6,9 @@ and business-initiated calling documentation, as strict as Meta:
   message or call — else 131047) or an
   approved ``template`` (else 132001); unknown parameters and no ``to`` (digits) or
   ``recipient`` (a BSUID: :mod:`.cloudapi_users`) are 100; more
-  than 1 request per 24 h or 2 per 7 days per user is 138009 (both reset when a call with the
-  user connects). Success: ``{"messaging_product", "contacts", "messages": [{"id"}]}``.
+  than 1 request per 24 h or 2 per 7 days per user is 138009 (both reset when any call with
+  the user connects, theirs or ours).
+  Success: ``{"messaging_product", "contacts", "messages": [{"id"}]}``.
 * ``GET /v23.0/{PHONE_NUMBER_ID}/call_permissions?user_wa_id=`` (or ``?recipient=``, a
   BSUID): ``permission`` {``status``,
   ``expiration_time``} and ``actions`` with their ``limits`` and current usage.
@@ -117,9 +118,16 @@ class MetaPermissions:
         return None
 
     def call_connected(self, wa_id: str) -> None:
-        """A call with the user connected: it counts, and request limits reset."""
+        """A business-initiated call with the user connected: it counts against the call
+        limit, and as any call that connects (:meth:`any_call_connected`)."""
+        self.user(wa_id).calls.append(self.now())
+        self.any_call_connected(wa_id)
+
+    def any_call_connected(self, wa_id: str) -> None:
+        """A call between the business and the user connected, whoever placed it: the
+        permission-request limits reset (Meta's limits: "both reset when any call between the
+        two connects")."""
         user = self.user(wa_id)
-        user.calls.append(self.now())
         user.requests.clear()
         user.unanswered = 0
 

@@ -1,6 +1,7 @@
 """Statements of Meta's Cloud API Calling docs that a real Meta exercises, each checked against
 the bridge with the fake as strict as Meta: the call actions Meta refuses, Graph calling on a
-number Meta has on SIP (131055), and the service window a user's call opens."""
+number Meta has on SIP (131055), and what a user's call does to their service window and to
+the permission-request limits."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import aiohttp
 import pytest
 
 from ..fakes.cloudapi import MetaCall, MetaPeer
+from .test_call_permissions import deliver
+from .test_engine_cloudapi import the_live_call
 
 USER = "5521966660000"
 
@@ -99,3 +102,22 @@ async def test_a_users_call_opens_the_window_for_a_permission_request(client, me
     resp = await client.post("/call/permissions", json={"phone": USER})
     assert resp.status == 409, await resp.text()
     assert (await resp.json())["error"]["code"] == "outside_service_window"
+
+
+async def test_a_users_call_that_connects_resets_the_request_limits(client, meta) -> None:
+    """Permission requests are limited per user (1 a day), and both limits reset when any
+    call between the business and the user connects: after the user's own call is accepted
+    the business may ask again at once (the fake reset them for its own calls only: 138009,
+    a 429 telling to wait a day)."""
+    meta.perms.strict = True
+    await deliver(client, meta, meta.perms.user_writes(USER))
+    assert (await client.post("/call/permissions", json={"phone": USER})).status == 202
+    resp = await client.post("/call/permissions", json={"phone": USER})
+    assert resp.status == 429  # the day's one request is used
+    mcall = await meta.user_calls(client, USER)
+    call = await the_live_call(client)
+    resp = await client.post("/call/answer", json={"callID": call["callID"]})
+    assert resp.status == 200, await resp.text()
+    assert mcall.accepted
+    resp = await client.post("/call/permissions", json={"phone": USER})
+    assert resp.status == 202, await resp.text()
