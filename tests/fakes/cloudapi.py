@@ -23,7 +23,8 @@
   101`` in the SIP summary); it answers a business's offer in one codec, the first of the
   offer's that it takes (Opus, or a G.711 the settings name), or refuses it; it plays a tone
   and records what it hears, and can send RFC 4733 DTMF packets crafted here in its own RTP
-  stream (same SSRC and sequence space).
+  stream (same SSRC and sequence space). Like Meta, it sends no RTP before the business's
+  first packet has arrived, on calls of either direction.
 """
 
 from __future__ import annotations
@@ -201,6 +202,10 @@ class MetaPeer:
         """When ICE and DTLS were up on Meta's side (monotonic)."""
         self.first_rtp_at: float | None = None
         """When the bridge's first RTP packet arrived (monotonic): Meta waits for it."""
+        self.first_sent_at: float | None = None
+        """When it sent its first RTP packet (monotonic): never before ``first_rtp_at``."""
+        self.held_back = 0
+        """RTP packets it did not send: the bridge had sent none yet (Meta waits for it)."""
         self.rtp_count = 0
         self.last_rtp_at: float | None = None
         self.rtcp_count = 0
@@ -237,6 +242,10 @@ class MetaPeer:
             if 192 <= data[1] <= 223:
                 await original(data)
                 return
+            if self.first_rtp_at is None:  # Meta waits for the business's first packet
+                self.held_back += 1
+                return
+            self.first_sent_at = self.first_sent_at or time.monotonic()
             b = bytearray(data)
             b[2:4] = self._seq.to_bytes(2, "big")
             self._seq = (self._seq + 1) & 0xFFFF
