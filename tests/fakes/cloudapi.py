@@ -6,7 +6,8 @@
   not sha-256 only (exactly as Meta refuses them). ``accept`` must repeat ``pre_accept``'s SDP;
   ``pre_accept`` (once), ``accept`` and ``reject`` answer user-initiated calls only, the first
   two with ``session`` ``{sdp_type: "answer", sdp}``; ``biz_opaque_callback_data`` is at most
-  512 characters (each else 100); with SIP on for the number every action is 131055.
+  512 characters (each else 100); with SIP on for the number every action is 131055; a
+  ``connect`` past the number's concurrent calls (1 000, either direction) is 138002.
 * A user's call opens or refreshes their 24 h service window, as a message does; once
   accepted it resets the permission-request limits, as a business's call that connects does.
 * Webhooks: signed with the app secret (``X-Hub-Signature-256``) in Meta's envelope.
@@ -381,6 +382,9 @@ class FakeMeta(FakeServer):
         self.user_tone_hz = user_tone_hz
         self.no_permission: set[str] = set()
         self.meta_calls: dict[str, MetaCall] = {}
+        self.concurrent_calls = 1000
+        """Calls a business number may have at once, either direction (Meta: 1 000; a
+        ``connect`` past it is 138002)."""
         self.actions: list[dict[str, Any]] = []
         self.action_numbers: list[str] = []
         """The ``phone_number_id`` each of :attr:`actions` was posted to."""
@@ -567,6 +571,9 @@ class FakeMeta(FakeServer):
         to, problem = addressee(body)  # ``to`` (digits) or ``recipient`` (a BSUID)
         if problem:
             return meta_error(400, 100, f"(#100) {problem}")
+        live = sum(c.state != "ended" for c in self.meta_calls.values())
+        if live >= self.concurrent_calls:
+            return meta_error(400, 138002, "(#138002) Concurrent calls limit reached")
         if to in self.no_permission:
             return meta_error(
                 400,

@@ -121,3 +121,16 @@ async def test_a_users_call_that_connects_resets_the_request_limits(client, meta
     assert mcall.accepted
     resp = await client.post("/call/permissions", json={"phone": USER})
     assert resp.status == 202, await resp.text()
+
+
+async def test_a_call_past_the_numbers_concurrent_calls_is_told_to_wait(client, meta) -> None:
+    """Meta takes up to 1 000 concurrent calls a number, either direction: past that a
+    ``connect`` is 138002, which the API says as 429 ``number_at_capacity`` with a
+    ``Retry-After`` (the fake never counted; 1 here so one user's call fills it)."""
+    meta.concurrent_calls = 1
+    await meta.user_calls(client, "15550001111")
+    await the_live_call(client)
+    resp = await client.post("/call/make", json={"phone": USER})
+    error = (await resp.json())["error"]
+    assert resp.status == 429 and error["code"] == "number_at_capacity", error
+    assert error["details"]["metaCode"] == 138002 and int(resp.headers["Retry-After"]) > 0
