@@ -3,7 +3,13 @@
 * Graph API: ``POST /v23.0/{PHONE_NUMBER_ID}/calls`` with the bearer token, the actions
   ``connect``, ``pre_accept``, ``accept``, ``reject``, ``terminate``, Meta's error envelope,
   138006 for users without call permission, and 100/2494010 for any SDP whose fingerprints are
-  not sha-256 only (exactly as Meta refuses them). ``accept`` must repeat ``pre_accept``'s SDP.
+  not sha-256 only (exactly as Meta refuses them). ``accept`` must repeat ``pre_accept``'s SDP;
+  ``pre_accept`` (once), ``accept`` and ``reject`` answer user-initiated calls only, the first
+  two with ``session`` ``{sdp_type: "answer", sdp}``; ``biz_opaque_callback_data`` is at most
+  512 characters (each else 100); with SIP on for the number every action is 131055; a
+  ``connect`` past the number's concurrent calls (1 000, either direction) is 138002.
+* A user's call opens or refreshes their 24 h service window, as a message does; once
+  accepted it resets the permission-request limits, as a business's call that connects does.
 * Webhooks: signed with the app secret (``X-Hub-Signature-256``) in Meta's envelope.
 * Users: by phone number, or by business-scoped user id (a BSUID) for a user who shows no
   phone — ``recipient`` in ``connect``, ``from_user_id``/``to_user_id``/``recipient_user_id``
@@ -18,7 +24,8 @@
   101`` in the SIP summary); it answers a business's offer in one codec, the first of the
   offer's that it takes (Opus, or a G.711 the settings name), or refuses it; it plays a tone
   and records what it hears, and can send RFC 4733 DTMF packets crafted here in its own RTP
-  stream (same SSRC and sequence space).
+  stream (same SSRC and sequence space). Like Meta, it sends no RTP before the business's
+  first packet has arrived, on calls of either direction.
 """
 
 from __future__ import annotations
@@ -52,6 +59,28 @@ META_OPUS_FMTP = (
     "maxaveragebitrate=20000;maxplaybackrate=16000;minptime=20;sprop-maxcapturerate=16000;"
     "useinbandfec=1"
 )
+
+
+OPAQUE_MAX = 512
+"""``biz_opaque_callback_data``: at most 512 characters."""
+USER_INITIATED_ONLY = {"pre_accept", "accept", "reject"}
+"""The actions that answer a user's call: Meta takes them for no business-initiated call."""
+
+
+def _action_problem(action: str, call: MetaCall, session: Any) -> str:
+    """Why Meta refuses ``action`` on ``call`` with this ``session`` (``""``: it takes it):
+    ``pre_accept``, ``accept`` and ``reject`` answer a user's call only; ``pre_accept`` once,
+    before ``accept``; the first two carry ``session`` ``{sdp_type: "answer", sdp}``."""
+    if action in USER_INITIATED_ONLY and call.direction != "USER_INITIATED":
+        return f"{action} applies to user-initiated calls only"
+    if action == "pre_accept" and (call.pre_accept_sdp is not None or call.accepted):
+        return "pre_accept not allowed now"
+    if action in ("pre_accept", "accept"):
+        if not isinstance(session, dict) or session.get("sdp_type") != "answer":
+            return "session.sdp_type must be answer"
+        if not isinstance(session.get("sdp"), str) or not session["sdp"]:
+            return "session.sdp is required"
+    return ""
 
 
 def meta_error(status: int, code: int, message: str, subcode: int | None = None) -> web.Response:
@@ -174,6 +203,10 @@ class MetaPeer:
         """When ICE and DTLS were up on Meta's side (monotonic)."""
         self.first_rtp_at: float | None = None
         """When the bridge's first RTP packet arrived (monotonic): Meta waits for it."""
+        self.first_sent_at: float | None = None
+        """When it sent its first RTP packet (monotonic): never before ``first_rtp_at``."""
+        self.held_back = 0
+        """RTP packets it did not send: the bridge had sent none yet (Meta waits for it)."""
         self.rtp_count = 0
         self.last_rtp_at: float | None = None
         self.rtcp_count = 0
@@ -210,6 +243,10 @@ class MetaPeer:
             if 192 <= data[1] <= 223:
                 await original(data)
                 return
+            if self.first_rtp_at is None:  # Meta waits for the business's first packet
+                self.held_back += 1
+                return
+            self.first_sent_at = self.first_sent_at or time.monotonic()
             b = bytearray(data)
             b[2:4] = self._seq.to_bytes(2, "big")
             self._seq = (self._seq + 1) & 0xFFFF
@@ -345,6 +382,9 @@ class FakeMeta(FakeServer):
         self.user_tone_hz = user_tone_hz
         self.no_permission: set[str] = set()
         self.meta_calls: dict[str, MetaCall] = {}
+        self.concurrent_calls = 1000
+        """Calls a business number may have at once, either direction (Meta: 1 000; a
+        ``connect`` past it is 138002)."""
         self.actions: list[dict[str, Any]] = []
         self.action_numbers: list[str] = []
         """The ``phone_number_id`` each of :attr:`actions` was posted to."""
@@ -490,14 +530,20 @@ class FakeMeta(FakeServer):
         if bad_option is not None:
             return meta_error(400, 100, bad_option)
         if action == "connect":
+            opaque = body.get("biz_opaque_callback_data", "")
+            if not isinstance(opaque, str) or len(opaque) > OPAQUE_MAX:
+                return meta_error(
+                    400, 100, f"(#100) biz_opaque_callback_data: a string of at most {OPAQUE_MAX}"
+                )
             return await self._connect(body)
         call = self.meta_calls.get(str(body.get("call_id")))
         if call is None or call.state == "ended":
             return meta_error(400, 138001, "(#138001) Call not found or already ended")
         call.actions.append(str(action))
+        problem = _action_problem(str(action), call, session)
+        if problem:  # Meta's "invalid parameter" (138002 is the number's call limit)
+            return meta_error(400, 100, f"(#100) {problem}")
         if action == "pre_accept":
-            if call.direction != "USER_INITIATED" or call.pre_accept_sdp is not None:
-                return meta_error(400, 138002, "(#138002) pre_accept not allowed now")
             sdp = session["sdp"]
             call.pre_accept_sdp = sdp
             call.pre_accept_at = time.monotonic()
@@ -510,6 +556,7 @@ class FakeMeta(FakeServer):
                 await call.peer.apply_answer(session["sdp"])
             call.accepted = True
             call.state = "active"
+            self.perms.any_call_connected(call.user)
             self.media.heard(call.wacid, body)
         elif action in ("reject", "terminate"):
             call.state = "ended"
@@ -524,6 +571,9 @@ class FakeMeta(FakeServer):
         to, problem = addressee(body)  # ``to`` (digits) or ``recipient`` (a BSUID)
         if problem:
             return meta_error(400, 100, f"(#100) {problem}")
+        live = sum(c.state != "ended" for c in self.meta_calls.values())
+        if live >= self.concurrent_calls:
+            return meta_error(400, 138002, "(#138002) Concurrent calls limit reached")
         if to in self.no_permission:
             return meta_error(
                 400,
@@ -591,6 +641,7 @@ class FakeMeta(FakeServer):
         offer = await peer.offer(self.account.additional_codecs)
         call = MetaCall(self._wacid(), user, "USER_INITIATED", peer)
         self.meta_calls[call.wacid] = call
+        self.perms.user_called(user)  # any inbound call opens or refreshes the window
         event = {
             "calls": [
                 {

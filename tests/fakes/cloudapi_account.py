@@ -8,6 +8,7 @@ pages (Business initiated calling quality, Call settings, the Webhooks reference
   ``restriction_info: [{restriction_type: RESTRICTED_BUSINESS_INITIATED_CALLING, expiration}]``;
 * a messaging limit below 2 000: calling is refused with 138015;
 * Graph's rate limit: the next request refused with 613 (Meta sends no ``Retry-After``);
+* SIP on for the number (``sip.status`` ``ENABLED``): Graph's call actions refused with 131055;
 * ``account_settings_update`` when the number's calling settings change;
 * ``GET``/``POST /{PHONE_NUMBER_ID}/settings`` with Meta's checks of ``calling`` (at most two
   slots a day, at most 20 holidays, a tz database timezone, enums, ``voicemail`` with
@@ -115,6 +116,12 @@ class MetaAccount:
         if self.rate_limited > 0:
             self.rate_limited -= 1
             return meta_error(400, 613, "(#613) Calls to this api have exceeded the rate limit.")
+        sip = self.calling.get("sip")
+        if isinstance(sip, dict) and sip.get("status") == "ENABLED":
+            # One number is Graph or SIP, never both: Graph's calling actions are refused.
+            return meta_error(
+                400, 131055, "(#131055) Method not allowed: calling on this number is over SIP"
+            )
         if action != "connect":
             return None
         if self.messaging_limit < CALLING_MIN_MESSAGING_LIMIT:

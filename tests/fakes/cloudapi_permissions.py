@@ -2,11 +2,13 @@
 and business-initiated calling documentation, as strict as Meta:
 
 * ``POST /v23.0/{PHONE_NUMBER_ID}/messages``: an ``interactive`` ``call_permission_request``
-  (no header or footer; only inside the user's 24 h service window, else 131047) or an
+  (no header or footer; only inside the user's 24 h service window — opened by the user's
+  message or call — else 131047) or an
   approved ``template`` (else 132001); unknown parameters and no ``to`` (digits) or
   ``recipient`` (a BSUID: :mod:`.cloudapi_users`) are 100; more
-  than 1 request per 24 h or 2 per 7 days per user is 138009 (both reset when a call with the
-  user connects). Success: ``{"messaging_product", "contacts", "messages": [{"id"}]}``.
+  than 1 request per 24 h or 2 per 7 days per user is 138009 (both reset when any call with
+  the user connects, theirs or ours).
+  Success: ``{"messaging_product", "contacts", "messages": [{"id"}]}``.
 * ``GET /v23.0/{PHONE_NUMBER_ID}/call_permissions?user_wa_id=`` (or ``?recipient=``, a
   BSUID): ``permission`` {``status``,
   ``expiration_time``} and ``actions`` with their ``limits`` and current usage.
@@ -116,9 +118,16 @@ class MetaPermissions:
         return None
 
     def call_connected(self, wa_id: str) -> None:
-        """A call with the user connected: it counts, and request limits reset."""
+        """A business-initiated call with the user connected: it counts against the call
+        limit, and as any call that connects (:meth:`any_call_connected`)."""
+        self.user(wa_id).calls.append(self.now())
+        self.any_call_connected(wa_id)
+
+    def any_call_connected(self, wa_id: str) -> None:
+        """A call between the business and the user connected, whoever placed it: the
+        permission-request limits reset (Meta's limits: "both reset when any call between the
+        two connects")."""
         user = self.user(wa_id)
-        user.calls.append(self.now())
         user.requests.clear()
         user.unanswered = 0
 
@@ -292,6 +301,11 @@ class MetaPermissions:
         if old in self.users:
             self.users[new] = self.users.pop(old)
         return user_id_changed(old, new)
+
+    def user_called(self, wa_id: str) -> None:
+        """The user called the business: like a message, the call opens or refreshes their
+        24 h service window (Meta's pricing: any inbound call does)."""
+        self.user(wa_id).last_inbound = self.now()
 
     def user_writes(self, wa_id: str, text: str = "hi") -> dict[str, Any]:
         """The user sends a text: their service window opens."""

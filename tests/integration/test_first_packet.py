@@ -46,6 +46,9 @@ async def test_inbound_media_reaches_meta_before_any_browser_and_all_call_long(c
     call_id = manager.registry.by_engine_id(mcall.wacid).id
     assert (await (await client.get(f"/call/{call_id}")).json())["participants"] == []
     print(f"first packet {1000 * (peer.first_rtp_at - peer.connected_at):.1f} ms after DTLS")
+    # Meta's side waits for that packet before it sends any (the fake, as Meta does).
+    await until(lambda: peer.first_sent_at, 3, "WhatsApp's first RTP packet")
+    assert peer.first_sent_at >= peer.first_rtp_at
     await still_flowing(peer, "while ringing")
 
     assert (await client.post("/call/answer", json={"callID": call_id})).status == 200

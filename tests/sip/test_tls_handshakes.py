@@ -403,3 +403,82 @@ async def test_untrusted_sources_get_a_small_share_of_places_and_a_short_idle(
         again = await connect("127.0.0.2")
         for _, writer in [*untrusted, trusted, again]:
             writer.close()
+
+
+TIMEOUT = 0.5  # the listener's handshake timeout in the fuzz (10 s in service)
+
+
+def fuzzed_hellos(seed: int, count: int) -> list[tuple[str, bytes, float]]:
+    """Bad first flights of every kind, each with the pause between its bytes (0: sent
+    whole): malformed and cut-short hellos (``mutants``), one record larger than TLS allows,
+    a legal-sized record of noise, random handshake records, and a real hello sent one byte
+    at a time (a slowloris: it would take far longer than the handshake timeout to finish)."""
+    rng = random.Random(seed)
+    out = [(kind, data, 0.0) for kind, data in mutants(seed, count)]
+    for i in range(count // 4):
+        body = rng.randbytes(rng.randint(0, 600))
+        record = bytes([0x16, 3, rng.randrange(4)]) + len(body).to_bytes(2, "big") + body
+        out.append(("random record", record, 0.0))
+        if i % 4 == 0:
+            out.append(("oversized", b"\x16\x03\x01\xff\xff" + rng.randbytes(70_000), 0.0))
+            out.append(("max-size noise", b"\x16\x03\x01\x40\x00" + rng.randbytes(0x4000), 0.0))
+            out.append(("slowloris", client_hello(rng.choice([HOST, None])), 0.05))
+    rng.shuffle(out)
+    return out
+
+
+async def held_for(port: int, data: bytes, pause: float, limit: float) -> float:
+    """A bad client that never closes its side: sends ``data`` (``pause`` seconds between
+    bytes when set) and waits. Seconds until the listener ended the connection (EOF, an
+    alert, a reset), ``limit`` when it had not by then."""
+    start = asyncio.get_running_loop().time()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def send() -> None:
+        chunks = [data[i : i + 1] for i in range(len(data))] if pause else [data]
+        for chunk in chunks:
+            writer.write(chunk)
+            await writer.drain()
+            if pause:
+                await asyncio.sleep(pause)
+
+    sender = asyncio.create_task(send())
+    try:
+        async with asyncio.timeout(limit):
+            while await reader.read(4096):  # an alert, then the end
+                pass
+    except ConnectionError:
+        pass
+    except TimeoutError:
+        return limit
+    finally:
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        writer.close()
+    return asyncio.get_running_loop().time() - start
+
+
+async def test_a_fuzz_of_client_hellos_beside_real_handshakes_stalls_none(
+    served: Served, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The moonshot of issue 60: malformed, truncated, oversized, random and byte-at-a-time
+    hellos from clients that keep their side open, all at once with real handshakes (with
+    SNI of either name, an unknown one, none). Every real one completes within ``BOUND``;
+    every bad one is ended by the listener by its handshake timeout (shortened here to
+    0.5 s), never held past it; then the listener serves on."""
+    monkeypatch.setattr(listener_module, "HANDSHAKE_TIMEOUT", TIMEOUT)
+    caplog.set_level(logging.INFO, logger="bridge.sip")
+    bad = fuzzed_hellos(seed=60, count=64)
+    limit = TIMEOUT + BOUND  # the timeout and a margin for a loaded host
+    names = [HOST, OTHER, None, "unknown.example"]
+    held, got = await asyncio.gather(
+        asyncio.gather(*(held_for(served.port, d, p, limit + 1) for _, d, p in bad)),
+        asyncio.gather(*(served.handshake(names[i % 4]) for i in range(40))),
+    )
+    assert sorted(set(got)) == [HOST, OTHER]
+    stalled = [(kind, round(t, 2)) for (kind, _, _), t in zip(bad, held, strict=True) if t > limit]
+    assert stalled == []
+    assert {kind for kind, _, _ in bad} >= {"slowloris", "oversized", "random record", "cut"}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    for name in names:
+        assert await served.handshake(name) in (HOST, OTHER)

@@ -162,3 +162,30 @@ def test_digest_client_refuses_what_it_cannot_answer():
         authorize('Basic realm="r"', "INVITE", "sip:x", "u", "p")
     assert parse_params('Digest realm="a\\"b", nonce=xyz') == {"realm": 'a"b', "nonce": "xyz"}
     assert parse_params('Digest realm="unterminated') == {}
+
+
+@pytest.mark.parametrize(
+    ("call_id", "header", "key"),
+    [
+        ("outgoing:wacid.HBgLMTU1", "wacid.HBgLMTU1", "wacid.HBgLMTU1"),
+        ("outgoing:wacid.HBgLMTU1", "", "wacid.HBgLMTU1"),  # the header left out
+        ("a84b4c76e66710@pc33", "", "a84b4c76e66710@pc33"),  # not Meta's shape: kept whole
+        ("outgoing:other", "", "outgoing:other"),
+    ],
+)
+def test_metas_invite_is_keyed_by_its_wacid_with_or_without_the_header(
+    call_id: str, header: str, key: str
+) -> None:
+    """The wacid keys a call on both roads, so the number's ``calls`` webhooks beside SIP
+    find it: from ``x-wa-meta-wacid``, else from the Call-ID Meta makes of it
+    (``outgoing:<wacid>``); it was the whole Call-ID, which no webhook names."""
+    from bridge.engines.cloudapi.sip_calls import engine_call_id
+
+    raw = INVITE.replace(b"i: outgoing:wacid.HBgLMTU1", b"i: " + call_id.encode())
+    raw = raw.replace(
+        b"x-wa-meta-wacid: wacid.HBgLMTU1\r\n",
+        b"x-wa-meta-wacid: %s\r\n" % header.encode() if header else b"",
+    )
+    msg = parse(raw)
+    assert isinstance(msg, Request)
+    assert engine_call_id(msg) == key

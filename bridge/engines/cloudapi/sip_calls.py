@@ -23,6 +23,9 @@ METADATA_HEADERS = {
     "x-wa-meta-username": "username",
 }
 """Meta's INVITE headers copied into the call's metadata (under ``whatsapp``), by our name."""
+WACID = re.compile(r"[A-Za-z0-9._:=+/\-]+")
+META_CALL_ID_PREFIX = "outgoing:"
+"""What the Call-ID of Meta's INVITE has before the call's wacid (Meta's SIP documentation)."""
 METADATA_LIMIT = 1024
 """Longest header value copied into metadata."""
 
@@ -51,10 +54,15 @@ def peer_number(req: Request) -> str:
 
 
 def engine_call_id(req: Request) -> str:
-    """``x-wa-meta-wacid`` (Meta's call id), else the Call-ID."""
+    """``x-wa-meta-wacid`` (Meta's call id), else the wacid Meta's Call-ID carries
+    (``outgoing:wacid.…``), else the Call-ID: the key the number's ``calls`` webhooks
+    (``sip.webhook_delivery``) name the same call by."""
     wacid = req.get("x-wa-meta-wacid").strip()
-    if wacid and len(wacid) <= 200 and re.fullmatch(r"[A-Za-z0-9._:=+/\-]+", wacid):
+    if wacid and len(wacid) <= 200 and WACID.fullmatch(wacid):
         return wacid
+    inside = req.call_id.removeprefix(META_CALL_ID_PREFIX)
+    if inside != req.call_id and inside.startswith("wacid.") and WACID.fullmatch(inside[:200]):
+        return inside[:200]
     return req.call_id[:200]
 
 

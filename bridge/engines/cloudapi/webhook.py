@@ -258,6 +258,17 @@ def _context(item: dict[str, Any], value: dict[str, Any], user: str) -> dict[str
     return {"whatsapp": kept} if kept else {}
 
 
+def _duration(item: dict[str, Any]) -> int | None:
+    """A terminate's connected seconds: its ``duration`` (a number, or its digits in a string
+    as Meta's times are), else ``end_time`` less ``start_time`` when Meta gave both (each is
+    optional); the pulses a business-initiated call is billed are counted from it."""
+    duration = whole_number(item.get("duration"))
+    if duration is None:
+        start, end = unix_time(item.get("start_time")), unix_time(item.get("end_time"))
+        duration = end - start if start is not None and end is not None else None
+    return duration if duration is not None and duration >= 0 else None
+
+
 def _call_item(item: Any, value: dict[str, Any]) -> CallWebhook | None:
     if not isinstance(item, dict):
         return None
@@ -269,7 +280,6 @@ def _call_item(item: Any, value: dict[str, Any]) -> CallWebhook | None:
     assert isinstance(session, dict)
     raw_errors = item.get("errors") or value.get("errors")
     errors = [e for e in raw_errors if isinstance(e, dict)] if isinstance(raw_errors, list) else []
-    duration = item.get("duration")
     direction = text(item.get("direction")).upper()
     if direction == "USER_INITIATED":  # a user who shows no phone is named by BSUID alone
         peer = text(item.get("from")) or text(item.get("from_user_id"))
@@ -286,6 +296,6 @@ def _call_item(item: Any, value: dict[str, Any]) -> CallWebhook | None:
         status=text(item.get("status")).upper(),
         opaque=text(item.get("biz_opaque_callback_data")),
         errors=errors[:10],
-        duration=duration if isinstance(duration, int) else None,
+        duration=_duration(item),
         metadata=_context(item, value, peer) if new else {},
     )
